@@ -1,0 +1,70 @@
+# cnngen — YAML CNN spec -> shape-specialized C trainer.
+# make            build build/cnngen and build/libcnngen.a
+# make test       every test (Check suites, bad specs, regen-check, check-torch)
+# make demo       train LeNet-5 on Fashion-MNIST
+# make trainer SPEC=path.yaml OUT=dir   generate + compile dir/<name>
+# make install PREFIX=/usr/local
+CC      ?= cc
+PREFIX  ?= /usr/local
+B       := build
+WARN    := -Wall -Wextra -Wshadow -Wno-unused-parameter
+CFLAGS  ?= -O2 -g
+OPT     ?= -O3 -march=native
+ifeq ($(SANITIZE),1)
+  CFLAGS += -fsanitize=address,undefined -fno-omit-frame-pointer
+  LDFLAGS += -fsanitize=address,undefined
+endif
+ALL_CFLAGS = -std=c11 -D_POSIX_C_SOURCE=200809L $(WARN) $(CFLAGS)
+LUA_CFLAGS  := $(shell pkg-config --cflags lua5.4 yaml-0.1 2>/dev/null)
+LUA_LIBS    := $(shell pkg-config --libs lua5.4 yaml-0.1 2>/dev/null || echo -llua5.4 -lyaml)
+RT_LIBS     := $(shell pkg-config --libs libzip zlib 2>/dev/null || echo -lzip -lz) -lm
+CHECK_LIBS  := $(shell pkg-config --libs check 2>/dev/null || echo -lcheck -lsubunit -lrt -lpthread) -lm
+
+LUA_SRC := compiler/lua/cnngen.lua compiler/lua/util.lua $(wildcard compiler/lua/layers/*.lua)
+RT_SRC  := $(wildcard runtime/*.c)
+RT_OBJ  := $(RT_SRC:runtime/%.c=$(B)/rt/%.o)
+SPECS   := $(wildcard specs/*.yaml)
+
+.PHONY: all test check-torch regen regen-check demo trainer install clean deps bench
+all: $(B)/cnngen $(B)/libcnngen.a
+
+deps:
+	./deps.sh
+
+$(B)/embed: compiler/embed.c | $(B)
+	$(CC) $(ALL_CFLAGS) $< -o $@
+$(B)/lua_sources.c: $(B)/embed $(LUA_SRC)
+	$(B)/embed compiler/lua $(LUA_SRC) > $@.tmp && mv $@.tmp $@
+$(B)/cnngen: compiler/main.c $(B)/lua_sources.c | $(B)
+	$(CC) $(ALL_CFLAGS) $(LUA_CFLAGS) -I$(B) compiler/main.c $(B)/lua_sources.c $(LDFLAGS) $(LUA_LIBS) -lm -o $@
+
+$(B)/rt/%.o: runtime/%.c runtime/*.h | $(B)/rt
+	$(CC) $(ALL_CFLAGS) $(OPT) -Iruntime -c $< -o $@
+$(B)/libcnngen.a: $(RT_OBJ)
+	rm -f $@ && ar rcs $@ $^
+
+$(B) $(B)/rt:
+	mkdir -p $@
+
+# ---- generated code -------------------------------------------------------
+regen: $(B)/cnngen
+	@for s in $(SPECS); do $(B)/cnngen $$s -o generated || exit 1; done
+regen-check: $(B)/cnngen
+	@rm -rf $(B)/regen && mkdir -p $(B)/regen
+	@for s in $(SPECS); do $(B)/cnngen $$s -o $(B)/regen >/dev/null || exit 1; done
+	@if diff -ru generated $(B)/regen; then echo "regen-check: generated/ is up to date"; \
+	 else echo "regen-check: FAILED: generated/ differs from the generator's output (run 'make regen' and commit)"; exit 1; fi
+
+SPEC ?=
+OUT  ?= .
+trainer: $(B)/cnngen $(B)/libcnngen.a
+	@test -n "$(SPEC)" || { echo "usage: make trainer SPEC=path/to/spec.yaml OUT=dir"; exit 2; }
+	@mkdir -p $(OUT)
+	$(B)/cnngen $(SPEC) -o $(OUT) > $(B)/.trainer-name
+	$(CC) $(OPT) $(WARN) -std=c11 -Iruntime $(OUT)/$$(cat $(B)/.trainer-name).c $(B)/libcnngen.a $(RT_LIBS) $(LDFLAGS) -o $(OUT)/$$(cat $(B)/.trainer-name)
+	@echo "built $(OUT)/$$(cat $(B)/.trainer-name)"
+
+include tests/tests.mk
+
+clean:
+	rm -rf $(B)

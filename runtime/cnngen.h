@@ -1,0 +1,114 @@
+/* cnngen runtime: the contract between generated networks and the trainer.
+ *
+ * A generated network NAME.c defines one `const cg_net NAME_net` describing itself and,
+ * unless compiled with -DCNNGEN_NO_MAIN, a main() that calls cg_main(&NAME_net, ...).
+ *
+ * Memory (all float32, sizes in floats, planned by the generator):
+ *   params  [n_params]    learned tensors (weights, biases, gamma, beta), PyTorch layouts,
+ *                         each tensor contiguous at tensors[i].offset
+ *   grads   [n_params]    same layout as params; backward ACCUMULATES (+=) into it
+ *   buffers [n_buffers]   running_mean / running_var / num_batches_tracked (stored as a
+ *                         float counter, exported to .npz as int64)
+ *   ws      [workspace]   activations saved for backward, gradient ping-pong, scratch
+ * Dimension legend: N batch (runtime, 1..batch), C channels, H/W or L spatial.
+ * Input and output are NCHW (NCL for 1-D, N x F for dense) float32.
+ */
+#ifndef CNNGEN_H
+#define CNNGEN_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define CG_ABI_VERSION 1
+
+enum cg_loss_kind { CG_LOSS_SOFTMAX_CE = 0, CG_LOSS_MSE = 1 };
+enum cg_tensor_kind { CG_PARAM = 0, CG_BUFFER = 1, CG_COUNTER = 2 };
+
+typedef struct cg_tensor {
+    const char *name;      /* state-dict key: "3.weight", "4.running_mean", ... */
+    int kind;              /* enum cg_tensor_kind; PARAM lives in params, others in buffers */
+    int layer;             /* layer index (= torch.nn.Sequential index) */
+    int ndim;
+    int shape[4];
+    size_t offset;         /* floats, into params (PARAM) or buffers (BUFFER, COUNTER) */
+    size_t size;           /* product of shape (1 for a scalar counter) */
+    int init;              /* default initialisation, see enum cg_init */
+    int fan_in;            /* for CG_INIT_KAIMING_UNIFORM / CG_INIT_BIAS_UNIFORM */
+} cg_tensor;
+
+/* Initialisations matching PyTorch's reset_parameters() in distribution. */
+enum cg_init {
+    CG_INIT_ZERO = 0,
+    CG_INIT_ONE = 1,
+    CG_INIT_KAIMING_UNIFORM = 2, /* U(-1/sqrt(fan_in), 1/sqrt(fan_in)): kaiming_uniform(a=sqrt 5) */
+    CG_INIT_BIAS_UNIFORM = 3     /* U(-1/sqrt(fan_in), 1/sqrt(fan_in)) */
+};
+
+typedef struct cg_layer {
+    const char *kind;      /* "conv2d", "relu", ... as in the spec */
+    int ndim_in;           /* rank of one sample's input: 1 (features), 2 (C,L), 3 (C,H,W) */
+    int in_shape[3];
+    int ndim_out;
+    int out_shape[3];
+    size_t in_size, out_size; /* floats per sample */
+    /* conv / pool geometry, per axis [h, w] (1-D layers: h entries are 1/0) */
+    int kernel[2], stride[2], pad_lo[2], pad_hi[2], dilation[2], groups;
+    int has_bias;
+    int count_include_pad; /* avgpool */
+    float slope;           /* leaky_relu */
+    float eps, momentum;   /* batchnorm; momentum < 0 means cumulative average (None) */
+    size_t act_offset;     /* floats into ws: this layer's output for the batch [N, out_size] */
+    size_t line, col;      /* position of the layer in the spec */
+} cg_layer;
+
+typedef struct cg_train_defaults {
+    int batch, epochs;
+    float lr, momentum, weight_decay;
+} cg_train_defaults;
+
+typedef struct cg_net {
+    int abi;               /* CG_ABI_VERSION */
+    const char *name;
+    const char *spec_file, *spec_hash, *generator_version;
+    int in_ndim;           /* 1: [F], 2: [C, L], 3: [C, H, W] */
+    int in_shape[3];
+    size_t in_size;        /* floats per sample */
+    size_t out_size;       /* floats per sample of the network output (before the loss) */
+    int batch;             /* largest batch forward/backward accept (compile-time) */
+    int loss;              /* enum cg_loss_kind */
+    size_t n_params, n_buffers, workspace;
+    size_t out_offset;     /* floats into ws: network output [N, out_size] */
+    size_t dout_offset;    /* floats into ws: where the caller puts dLoss/dOutput [N, out_size] */
+    int n_tensors;
+    const cg_tensor *tensors;
+    int n_layers;
+    const cg_layer *layers;
+    cg_train_defaults train;
+    /* forward: x [N, in_size]; writes activations into ws (output at out_offset).
+     * training=1: batch norm uses batch statistics and updates the running buffers;
+     * training=0: running statistics, buffers untouched. */
+    void (*forward)(const float *params, float *buffers, const float *x, float *ws,
+                    int n, int training);
+    /* backward after a training forward with the same x and ws: reads dLoss/dOutput at
+     * ws + dout_offset, accumulates parameter gradients into grads (+=), writes dLoss/dx
+     * into dx [N, in_size] unless dx is NULL. */
+    void (*backward)(const float *params, float *grads, const float *x, float *dx,
+                     float *ws, int n);
+} cg_net;
+
+/* ---- runtime API (libcnngen) ---- */
+
+/* The trainer's command line: train / eval / predict / check / --help. */
+int cg_main(const cg_net *net, int argc, char **argv);
+
+/* Loss over n samples of net output `out` [n, out_size]. target: int64 class indices for
+ * CG_LOSS_SOFTMAX_CE (as const int64_t*), float [n, out_size] for CG_LOSS_MSE.
+ * Returns the mean loss (PyTorch's reduction='mean'); writes dLoss/dout into dout
+ * unless NULL. */
+float cg_loss(int kind, const float *out, const void *target, float *dout, int n,
+              size_t out_size);
+
+/* Fill params/buffers with the net's default initialisation, seeded. */
+void cg_init_params(const cg_net *net, float *params, float *buffers, uint64_t seed);
+
+#endif
