@@ -20,7 +20,7 @@ LUA_LIBS    := $(shell pkg-config --libs lua5.4 yaml-0.1 2>/dev/null || echo -ll
 RT_LIBS     := $(shell pkg-config --libs libzip zlib 2>/dev/null || echo -lzip -lz) -lm
 CHECK_LIBS  := $(shell pkg-config --libs check 2>/dev/null || echo -lcheck -lsubunit -lrt -lpthread) -lm
 
-LUA_SRC := compiler/lua/cnngen.lua compiler/lua/util.lua $(wildcard compiler/lua/layers/*.lua)
+LUA_SRC := $(wildcard compiler/lua/*.lua) $(wildcard compiler/lua/layers/*.lua)
 RT_SRC  := $(wildcard runtime/*.c)
 RT_OBJ  := $(RT_SRC:runtime/%.c=$(B)/rt/%.o)
 SPECS   := $(wildcard specs/*.yaml)
@@ -35,8 +35,8 @@ $(B)/embed: compiler/embed.c | $(B)
 	$(CC) $(ALL_CFLAGS) $< -o $@
 $(B)/lua_sources.c: $(B)/embed $(LUA_SRC)
 	$(B)/embed compiler/lua $(LUA_SRC) > $@.tmp && mv $@.tmp $@
-$(B)/cnngen: compiler/main.c $(B)/lua_sources.c | $(B)
-	$(CC) $(ALL_CFLAGS) $(LUA_CFLAGS) -I$(B) compiler/main.c $(B)/lua_sources.c $(LDFLAGS) $(LUA_LIBS) -lm -o $@
+$(B)/cnngen: compiler/main.c compiler/version.h $(B)/lua_sources.c | $(B)
+	$(CC) $(ALL_CFLAGS) $(LUA_CFLAGS) -I$(B) -Icompiler compiler/main.c $(B)/lua_sources.c $(LDFLAGS) $(LUA_LIBS) -lm -o $@
 
 $(B)/rt/%.o: runtime/%.c runtime/*.h | $(B)/rt
 	$(CC) $(ALL_CFLAGS) $(OPT) -Iruntime -c $< -o $@

@@ -1,0 +1,668 @@
+-- cnngen driver: command line, spec validation, shape pass, memory plan, emission.
+-- The C host gives us cnngen_c.parse_yaml(text) and cnngen_c.version.
+local util = require("util")
+local M = {}
+
+local VERSION = cnngen_c and cnngen_c.version or "dev"
+local UNROLL_BUDGET = 4096      -- terms per layer and pass written out as straight-line code
+local MAX_TENSOR = 1 << 28      -- floats in one sample's activation or one parameter tensor
+local MAX_PARAMS = 1 << 31      -- floats in all parameters
+local MAX_BATCH = 65536
+
+-- Layer kinds, registered by name from one module per kind family.
+local MODULES = {"layers.conv", "layers.pool", "layers.dense", "layers.flatten", "layers.act", "layers.batchnorm"}
+local KINDS, KIND_NAMES = {}, {}
+for _, modname in ipairs(MODULES) do
+  local mod = require(modname)
+  for _, k in ipairs(mod.kinds) do
+    KINDS[k] = mod
+    KIND_NAMES[#KIND_NAMES + 1] = k
+  end
+end
+
+local C_KEYWORDS = {}
+for w in ([[auto break case char const continue default do double else enum extern float for goto if
+  inline int long register restrict return short signed sizeof static struct switch typedef union
+  unsigned void volatile while _Bool _Complex _Imaginary main]]):gmatch("%S+") do C_KEYWORDS[w] = true end
+
+local function shape_str(s)
+  local t = {}
+  for i, v in ipairs(s) do t[i] = tostring(v) end
+  return #t == 0 and "scalar" or table.concat(t, "x")
+end
+
+local function prod(s)
+  local n = 1
+  for _, v in ipairs(s) do n = n * v end
+  return n
+end
+
+---------------------------------------------------------------------------
+-- Validation: YAML tree -> spec
+---------------------------------------------------------------------------
+local TOP_SCHEMA = {
+  {key = "name", type = "name", required = true},
+  {key = "input", type = "input", required = true},
+  {key = "layers", type = "layers", required = true},
+  {key = "loss", type = "enum", values = {"softmax_cross_entropy", "mse"}, default = "softmax_cross_entropy"},
+  {key = "train", type = "train"},
+}
+
+local TRAIN_SCHEMA = {
+  {key = "batch", type = "posint", default = 32,
+   check = function(v) return v > MAX_BATCH and ("must be at most " .. MAX_BATCH) or nil end},
+  {key = "epochs", type = "posint", default = 10},
+  {key = "lr", type = "number", default = 0.01, check = function(v) return v <= 0 and "must be positive" or nil end},
+  {key = "momentum", type = "number", default = 0.0,
+   check = function(v) return (v < 0 or v >= 1) and "must be in [0, 1)" or nil end},
+  {key = "weight_decay", type = "number", default = 0.0, check = function(v) return v < 0 and "must be non-negative" or nil end},
+}
+
+local function check_input(node, errs)
+  local expect = "[C, H, W], [C, L] or [N] with positive integers"
+  if node.t ~= "seq" or #node.v < 1 or #node.v > 3 then
+    errs:add(node, "input: expected " .. expect .. ", got " .. util.describe(node))
+    return nil
+  end
+  local s = {}
+  for i, n in ipairs(node.v) do
+    local v = util.to_int(n)
+    if v == nil or v < 1 then
+      errs:add(n, "input: expected a positive integer, got " .. util.describe(n))
+      return nil
+    end
+    if v > MAX_TENSOR then
+      errs:add(n, string.format("input: %d is too large (at most %d)", v, MAX_TENSOR))
+      return nil
+    end
+    s[i] = v
+  end
+  if prod(s) > MAX_TENSOR then
+    errs:add(node, string.format("input: %s has %d values, more than the limit %d", shape_str(s), prod(s), MAX_TENSOR))
+    return nil
+  end
+  return s
+end
+
+local function check_layers(node, errs)
+  if node.t ~= "seq" or #node.v == 0 then
+    errs:add(node, "layers: expected a non-empty list of layers, got " .. util.describe(node))
+    return nil
+  end
+  local layers, ok = {}, true
+  for i, item in ipairs(node.v) do
+    local kind, kindnode, optnode
+    if item.t == "str" then
+      kind, kindnode = item.v, item
+    elseif item.t == "map" and #item.v == 1 and item.v[1].k.t == "str" then
+      kind, kindnode, optnode = item.v[1].k.v, item.v[1].k, item.v[1].v
+    else
+      errs:add(item, string.format("layers[%d]: expected a layer name or a mapping 'kind: {options}' with one key, got %s",
+        i - 1, util.describe(item)))
+      ok = false
+    end
+    if kind then
+      local mod = KINDS[kind]
+      if not mod then
+        errs:add(kindnode, string.format("layers[%d]: unknown layer kind '%s' (expected one of: %s)",
+          i - 1, kind, table.concat(KIND_NAMES, ", ")))
+        ok = false
+      else
+        local opt = util.check_schema(optnode, mod.schema(kind), kind, errs)
+        if opt then
+          layers[#layers + 1] = {index = i - 1, kind = kind, mod = mod, opt = opt, node = kindnode,
+                                 shape_str = shape_str}
+        else
+          ok = false
+        end
+      end
+    end
+  end
+  return ok and layers or nil
+end
+
+local function validate(root, errs)
+  if root.t ~= "map" then
+    errs:add(root, "spec: expected a mapping with name, input and layers, got " .. util.describe(root))
+    return nil
+  end
+  local by, order = util.map_entries(root, "spec", errs)
+  local known, spec, ok = {}, {}, true
+  for _, f in ipairs(TOP_SCHEMA) do known[f.key] = f end
+  for _, k in ipairs(order) do
+    if not known[k] then
+      errs:add(by[k].key, string.format("spec: unknown key '%s' (expected one of: name, input, layers, loss, train)", k))
+      ok = false
+    end
+  end
+  for _, f in ipairs(TOP_SCHEMA) do
+    local e = by[f.key]
+    if not e then
+      if f.required then
+        errs:add(root, string.format("spec: missing required key '%s'", f.key))
+        ok = false
+      end
+    elseif f.type == "input" then
+      spec.input = check_input(e.val, errs)
+      ok = ok and spec.input ~= nil
+    elseif f.type == "layers" then
+      spec.layers = check_layers(e.val, errs)
+      ok = ok and spec.layers ~= nil
+    elseif f.type == "train" then
+      spec.train = util.check_schema(e.val, TRAIN_SCHEMA, "train", errs)
+      ok = ok and spec.train ~= nil
+    else
+      local v = util.check_schema({t = "map", line = root.line, col = root.col, v = {{k = e.key, v = e.val}}},
+        {f}, "spec", errs)
+      if v then spec[f.key] = v[f.key] else ok = false end
+    end
+  end
+  if spec.name and C_KEYWORDS[spec.name] then
+    errs:add(by.name.val, string.format("name: '%s' is a C keyword; choose another name", spec.name))
+    ok = false
+  end
+  spec.loss = spec.loss or "softmax_cross_entropy"
+  spec.train = spec.train or util.check_schema(nil, TRAIN_SCHEMA, "train", errs)
+  spec.train_node = by.train and by.train.val
+  return ok and spec or nil
+end
+
+---------------------------------------------------------------------------
+-- Shape pass: every layer's output shape, tensors, receptive field.
+---------------------------------------------------------------------------
+local function infer_shapes(spec, errs)
+  local shape = spec.input
+  local rf, jump = {1, 1}, {1, 1}
+  local flat = #shape == 1
+  local batch = spec.train.batch
+  for _, L in ipairs(spec.layers) do
+    L.in_shape = shape
+    L.in_size = prod(shape)
+    local ok, err = pcall(L.mod.shape, L)
+    if not ok then
+      if type(err) == "table" and err.user then
+        errs:add(err.node, err.msg)
+        return false
+      end
+      error(err, 0)
+    end
+    L.out_size = prod(L.out_shape)
+    if L.out_size > MAX_TENSOR or L.out_size * batch > (1 << 31) - 1 then
+      errs:add(L.node, string.format("layer %d (%s): output %s x batch %d is too large (limit %d values per sample, 2^31 per batch)",
+        L.index, L.kind, shape_str(L.out_shape), batch, MAX_TENSOR))
+      return false
+    end
+    L.tensors = L.mod.tensors(L)
+    for _, t in ipairs(L.tensors) do
+      if prod(t.shape) > MAX_TENSOR then
+        errs:add(L.node, string.format("layer %d (%s): %s %s has %s values, more than the limit %s",
+          L.index, L.kind, t.suffix, shape_str(t.shape), util.commas(prod(t.shape)), util.commas(MAX_TENSOR)))
+        return false
+      end
+    end
+    -- receptive field and jump (product of strides) per spatial axis
+    local g = L.mod.window and L.mod.window(L)
+    if L.kind == "flatten" or L.kind == "dense" then flat = true end
+    if g and not flat then
+      local keff, s = require("window").rf(g)
+      for a = 1, 2 do
+        rf[a] = rf[a] + (keff[a] - 1) * jump[a]
+        jump[a] = jump[a] * s[a]
+      end
+    end
+    L.rf = (not flat) and {rf[1], rf[2]} or nil
+    L.jump = (not flat) and {jump[1], jump[2]} or nil
+    L.rank1 = #spec.input == 2
+    shape = L.out_shape
+  end
+  spec.out_shape = shape
+  spec.out_size = prod(shape)
+  if spec.loss == "softmax_cross_entropy" and #shape ~= 1 then
+    errs:add(spec.layers[#spec.layers].node, string.format(
+      "loss softmax_cross_entropy needs a flat output [classes], the last layer gives %s (add flatten and dense)",
+      shape_str(shape)))
+    return false
+  end
+  if spec.loss == "softmax_cross_entropy" and spec.out_size < 2 then
+    errs:add(spec.layers[#spec.layers].node, "loss softmax_cross_entropy needs at least 2 classes, the last layer gives 1")
+    return false
+  end
+  return true
+end
+
+---------------------------------------------------------------------------
+-- Memory plan (all offsets in floats).
+---------------------------------------------------------------------------
+local function plan(spec)
+  local P, Bf = 0, 0
+  for _, L in ipairs(spec.layers) do
+    L.t, L.t_grad, L.toff = {}, {}, {}
+    for _, t in ipairs(L.tensors) do
+      t.kind = t.kind or "param"
+      t.name = string.format("%d.%s", L.index, t.suffix)
+      t.size = prod(t.shape)
+      if t.kind == "param" then
+        t.offset = P
+        P = P + t.size
+        L.t[t.suffix] = "P + " .. t.offset
+        L.t_grad[t.suffix] = "G + " .. t.offset
+      else
+        t.offset = Bf
+        Bf = Bf + t.size
+        L.t[t.suffix] = "B + " .. t.offset
+      end
+    end
+  end
+  if P > MAX_PARAMS then return nil, string.format("the network has %s parameters, more than the limit %s", util.commas(P), util.commas(MAX_PARAMS)) end
+  spec.n_params, spec.n_buffers = P, Bf
+  local B = spec.train.batch
+  local ws = 0
+  local n = #spec.layers
+  local maxin = 0
+  for i, L in ipairs(spec.layers) do
+    L.is_alias = L.alias and i > 1 and i < n
+    if L.is_alias then
+      L.act = spec.layers[i - 1].act
+    else
+      L.act = ws
+      ws = ws + B * L.out_size
+    end
+    if L.in_size > maxin then maxin = L.in_size end
+  end
+  for _, L in ipairs(spec.layers) do
+    local s = L.mod.scratch and L.mod.scratch(L) or 0
+    if s > 0 then
+      L.scratch = ws
+      ws = ws + s
+    end
+  end
+  spec.dout = ws
+  ws = ws + B * spec.out_size
+  spec.grad_a = ws
+  ws = ws + B * maxin
+  spec.grad_b = ws
+  ws = ws + B * maxin
+  spec.workspace = ws
+  spec.out_offset = spec.layers[n].act
+  return true
+end
+
+---------------------------------------------------------------------------
+-- Emission
+---------------------------------------------------------------------------
+local ARG_DECL = {
+  fwd = {P = "const float *restrict P", B = "float *restrict B", S = "float *restrict S",
+         x = "const float *restrict x", y = "float *restrict y", nb = "int nb", training = "int training"},
+  bwd = {P = "const float *restrict P", G = "float *restrict G", S = "const float *restrict S",
+         x = "const float *restrict x", y = "const float *restrict y", dy = "const float *restrict dy",
+         dx = "float *restrict dx", nb = "int nb"},
+}
+local ARG_ORDER = {"P", "G", "B", "S", "x", "y", "dy", "dx", "nb", "training"}
+
+local function layer_fn(L, pass)
+  return string.format("l%02d_%s_%s", L.index, L.kind, pass == "fwd" and "forward" or "backward")
+end
+
+-- Emit one layer's function for a pass; returns the function name and its used args.
+local function emit_layer_fn(out, L, pass, ctx, spec)
+  local body = util.code()
+  body.ind = 1
+  local used = (pass == "fwd" and L.mod.forward or L.mod.backward)(L, body, ctx)
+  local set = {}
+  for _, a in ipairs(used) do set[a] = true end
+  local args = {}
+  for _, a in ipairs(ARG_ORDER) do
+    if set[a] then args[#args + 1] = a end
+  end
+  local decl = {}
+  for i, a in ipairs(args) do decl[i] = ARG_DECL[pass][a] end
+  out:line("static void %s(%s)", layer_fn(L, pass), table.concat(decl, ", "))
+  out:line("{")
+  out.lines[#out.lines + 1] = body:text():sub(1, -2)
+  out:line("}")
+  out:line("")
+  return args
+end
+
+local function c_string(s)
+  return '"' .. s:gsub('[\\"]', "\\%0"):gsub("[^ -~]", function(c) return string.format("\\%03o", c:byte()) end) .. '"'
+end
+
+local INIT_ENUM = {zero = "CG_INIT_ZERO", one = "CG_INIT_ONE", kaiming = "CG_INIT_KAIMING_UNIFORM", bias = "CG_INIT_BIAS_UNIFORM"}
+local KIND_ENUM = {param = "CG_PARAM", buffer = "CG_BUFFER", counter = "CG_COUNTER"}
+
+local function int_list(t, n)
+  local r = {}
+  for i = 1, n do r[i] = tostring(t[i] or 0) end
+  return "{" .. table.concat(r, ", ") .. "}"
+end
+
+local function emit(spec, spec_path, spec_text)
+  local name, UP = spec.name, spec.name:upper()
+  local hash = util.fnv1a(spec_text)
+  local B = spec.train.batch
+  local ctx = {budget = UNROLL_BUDGET}
+  local banner = string.format("/* Generated by cnngen %s from %s (fnv1a64 %s). Do not edit.\n", VERSION, spec_path, hash)
+
+  -- header
+  local H = util.code()
+  H.lines[1] = banner .. string.format(" * %s: input %s, output %s, loss %s, batch up to %d. */",
+    name, shape_str(spec.input), shape_str(spec.out_shape), spec.loss, B)
+  H:line("#ifndef %s_H", UP)
+  H:line("#define %s_H", UP)
+  H:line("")
+  H:line("#include \"cnngen.h\"")
+  H:line("")
+  H:line("#define %s_BATCH %d /* largest batch forward/backward accept */", UP, B)
+  H:line("#define %s_IN_SIZE %d /* floats per input sample, %s */", UP, prod(spec.input), shape_str(spec.input))
+  H:line("#define %s_OUT_SIZE %d /* floats per output sample, %s */", UP, spec.out_size, shape_str(spec.out_shape))
+  H:line("#define %s_N_PARAMS ((size_t)%d) /* learned floats: weights, biases, gamma, beta */", UP, spec.n_params)
+  H:line("#define %s_N_BUFFERS ((size_t)%d) /* batch-norm running statistics and counters */", UP, spec.n_buffers)
+  H:line("#define %s_WORKSPACE ((size_t)%d) /* floats: activations, gradients, scratch */", UP, spec.workspace)
+  H:line("#define %s_OUT_OFFSET ((size_t)%d) /* network output in the workspace */", UP, spec.out_offset)
+  H:line("#define %s_DOUT_OFFSET ((size_t)%d) /* dLoss/dOutput goes here before backward */", UP, spec.dout)
+  H:line("")
+  H:line("void %s_forward(const float *params, float *buffers, const float *x, float *ws, int nb, int training);", name)
+  H:line("void %s_backward(const float *params, float *grads, const float *x, float *dx, float *ws, int nb);", name)
+  H:line("extern const cg_net %s_net;", name)
+  H:line("")
+  H:line("#endif")
+
+  local O = util.code()
+  O.lines[1] = banner .. " *\n * layer  kind            input -> output          params"
+  for _, L in ipairs(spec.layers) do
+    local np = 0
+    for _, t in ipairs(L.tensors) do if t.kind == "param" then np = np + t.size end end
+    O.lines[#O.lines + 1] = string.format(" * %5d  %-14s  %-24s %s", L.index, L.kind,
+      shape_str(L.in_shape) .. " -> " .. shape_str(L.out_shape), util.commas(np))
+  end
+  O.lines[#O.lines + 1] = " */"
+  O:line("#include <math.h>")
+  O:line("#include <stddef.h>")
+  O:line("#include <string.h>")
+  O:line("")
+  O:line("#include \"%s.h\"", name)
+  O:line("")
+  local fargs, bargs = {}, {}
+  for _, L in ipairs(spec.layers) do
+    if not L.is_alias then
+      O:line("/* layer %d: %s %s -> %s (%s:%d:%d) */", L.index, L.kind, shape_str(L.in_shape),
+        shape_str(L.out_shape), spec_path, L.node.line, L.node.col)
+      fargs[L] = emit_layer_fn(O, L, "fwd", ctx, spec)
+      bargs[L] = emit_layer_fn(O, L, "bwd", ctx, spec)
+    end
+  end
+
+  -- network forward
+  local n = #spec.layers
+  local function inptr(i)
+    if i == 1 then return "x" end
+    return string.format("ws + %d", spec.layers[i - 1].act)
+  end
+  O:line("/* Forward over nb <= %d samples; activations stay in ws for backward. */", B)
+  O:open("void %s_forward(const float *params, float *buffers, const float *x, float *ws, int nb, int training)", name)
+  O.ind = 0
+  O:open("{")
+  local uses = {}
+  for _, L in ipairs(spec.layers) do
+    if not L.is_alias then
+      for _, a in ipairs(fargs[L]) do uses[a] = true end
+    end
+  end
+  if not uses.B then O:line("(void)buffers;") end
+  if not uses.training then O:line("(void)training;") end
+  for i, L in ipairs(spec.layers) do
+    if L.is_alias then
+      O:line("/* layer %d: %s aliases layer %d's output */", L.index, L.kind, L.index - 1)
+    else
+      local a = {}
+      for _, arg in ipairs(fargs[L]) do
+        a[#a + 1] = ({P = "params", B = "buffers", S = "ws + " .. tostring(L.scratch), x = inptr(i),
+          y = "ws + " .. L.act, nb = "nb", training = "training"})[arg]
+      end
+      O:line("%s(%s);", layer_fn(L, "fwd"), table.concat(a, ", "))
+    end
+  end
+  O:close()
+  O:line("")
+
+  -- network backward
+  O:line("/* Backward after a training forward: dLoss/dOutput at ws + %d; grads accumulate. */", spec.dout)
+  O:line("void %s_backward(const float *params, float *grads, const float *x, float *dx, float *ws, int nb)", name)
+  O:open("{")
+  local dy = spec.dout
+  local bufs = {spec.grad_a, spec.grad_b}
+  local uses_dx = false
+  for i = n, 1, -1 do
+    local L = spec.layers[i]
+    if not L.is_alias then
+      local dxexpr
+      local other = (dy == bufs[1]) and bufs[2] or bufs[1]
+      if i == 1 then
+        dxexpr = "dx ? dx : ws + " .. other
+        uses_dx = true
+      else
+        dxexpr = "ws + " .. other
+      end
+      local a = {}
+      for _, arg in ipairs(bargs[L]) do
+        a[#a + 1] = ({P = "params", G = "grads", S = "ws + " .. tostring(L.scratch), x = inptr(i),
+          y = "ws + " .. L.act, dy = "ws + " .. dy, dx = dxexpr, nb = "nb"})[arg]
+      end
+      O:line("%s(%s);", layer_fn(L, "bwd"), table.concat(a, ", "))
+      dy = other
+    else
+      O:line("/* layer %d: %s passes the gradient through */", L.index, L.kind)
+    end
+  end
+  if not uses_dx then O:line("(void)dx;") end
+  O:close()
+  O:line("")
+
+  -- descriptors
+  O:line("static const cg_tensor %s_tensors[] = {", name)
+  local ntens = 0
+  for _, L in ipairs(spec.layers) do
+    for _, t in ipairs(L.tensors) do
+      ntens = ntens + 1
+      O:line("    {%s, %s, %d, %d, %s, %d, %d, %s, %d},", c_string(t.name), KIND_ENUM[t.kind], L.index, #t.shape,
+        int_list(t.shape, 4), t.offset, t.size, INIT_ENUM[t.init], t.fan_in or 0)
+    end
+  end
+  if ntens == 0 then O:line("    {\"\", 0, 0, 0, {0, 0, 0, 0}, 0, 0, 0, 0},") end
+  O:line("};")
+  O:line("")
+  O:line("static const cg_layer %s_layers[] = {", name)
+  for _, L in ipairs(spec.layers) do
+    local g = L.geom
+    local o = L.opt
+    local mom = o.momentum
+    O:line("    {.kind = %s, .ndim_in = %d, .in_shape = %s, .ndim_out = %d, .out_shape = %s,",
+      c_string(L.kind), #L.in_shape, int_list(L.in_shape, 3), #L.out_shape, int_list(L.out_shape, 3))
+    O:line("     .in_size = %d, .out_size = %d, .act_offset = %d, .line = %d, .col = %d,",
+      L.in_size, L.out_size, L.act, L.node.line, L.node.col)
+    if g then
+      O:line("     .kernel = {%d, %d}, .stride = {%d, %d}, .pad_lo = {%d, %d}, .pad_hi = {%d, %d}, .dilation = {%d, %d},",
+        g.h.K, g.w.K, g.h.S, g.w.S, g.h.lo, g.w.lo, g.h.hi, g.w.hi, g.h.D, g.w.D)
+    end
+    O:line("     .groups = %d, .has_bias = %d, .count_include_pad = %d, .slope = %s, .eps = %s, .momentum = %s},",
+      L.groups or 1, (o.bias == false or not (L.kind:match("^conv") or L.kind == "dense")) and 0 or 1,
+      o.count_include_pad and 1 or 0, util.flt(o.slope or 0), util.flt(o.eps or 0),
+      mom == "null" and "-1.0f" or util.flt(mom or 0))
+  end
+  O:line("};")
+  O:line("")
+  local t = spec.train
+  O:line("const cg_net %s_net = {", name)
+  O:line("    .abi = CG_ABI_VERSION, .name = %s,", c_string(name))
+  O:line("    .spec_file = %s, .spec_hash = %s, .generator_version = %s,", c_string(spec_path), c_string(hash), c_string(VERSION))
+  O:line("    .in_ndim = %d, .in_shape = %s, .in_size = %d, .out_size = %d,", #spec.input, int_list(spec.input, 3),
+    prod(spec.input), spec.out_size)
+  O:line("    .batch = %d, .loss = %s,", B, spec.loss == "mse" and "CG_LOSS_MSE" or "CG_LOSS_SOFTMAX_CE")
+  O:line("    .n_params = %s_N_PARAMS, .n_buffers = %s_N_BUFFERS, .workspace = %s_WORKSPACE,", UP, UP, UP)
+  O:line("    .out_offset = %s_OUT_OFFSET, .dout_offset = %s_DOUT_OFFSET,", UP, UP)
+  O:line("    .n_tensors = %d, .tensors = %s_tensors, .n_layers = %d, .layers = %s_layers,", ntens, name, n, name)
+  O:line("    .train = {.batch = %d, .epochs = %d, .lr = %s, .momentum = %s, .weight_decay = %s},",
+    t.batch, t.epochs, util.flt(t.lr), util.flt(t.momentum), util.flt(t.weight_decay))
+  O:line("    .forward = %s_forward, .backward = %s_backward,", name, name)
+  O:line("};")
+  O:line("")
+  O:line("#ifndef CNNGEN_NO_MAIN")
+  O:line("int main(int argc, char **argv) { return cg_main(&%s_net, argc, argv); }", name)
+  O:line("#endif")
+  return O:text(), H:text()
+end
+
+---------------------------------------------------------------------------
+-- Summary table
+---------------------------------------------------------------------------
+local function summary(spec, path)
+  local rows = {{"#", "layer", "output", "params", "MACs", "receptive field", "jump"}}
+  local total_p, total_m = 0, 0
+  local function axes(v)
+    if v == nil then return "-" end
+    if #spec.input == 2 then return tostring(v[2]) end
+    return v[1] .. "x" .. v[2]
+  end
+  rows[2] = {"", "input", shape_str(spec.input), "", "", "", ""}
+  for _, L in ipairs(spec.layers) do
+    local np = 0
+    for _, t in ipairs(L.tensors) do if t.kind == "param" then np = np + t.size end end
+    local macs = L.mod.macs(L)
+    total_p, total_m = total_p + np, total_m + macs
+    rows[#rows + 1] = {tostring(L.index), L.kind, shape_str(L.out_shape), util.commas(np), util.commas(macs),
+      axes(L.rf), axes(L.jump)}
+  end
+  local w = {}
+  for _, r in ipairs(rows) do
+    for i, c in ipairs(r) do w[i] = math.max(w[i] or 0, #c) end
+  end
+  local out = {string.format("%s (%s), loss %s, batch %d", spec.name, path, spec.loss, spec.train.batch)}
+  for ri, r in ipairs(rows) do
+    local cells = {}
+    for i, c in ipairs(r) do
+      local right = (i == 1 or i == 4 or i == 5)
+      cells[i] = right and string.rep(" ", w[i] - #c) .. c or c .. string.rep(" ", w[i] - #c)
+    end
+    out[#out + 1] = table.concat(cells, "  ")
+    if ri == 1 then out[#out + 1] = string.rep("-", #out[#out]) end
+  end
+  out[#out + 1] = string.format("Total params: %s", util.commas(total_p))
+  out[#out + 1] = string.format("Total multiply-adds per sample (forward): %s", util.commas(total_m))
+  out[#out + 1] = string.format("Workspace at batch %d: %s floats; buffers: %s floats",
+    spec.train.batch, util.commas(spec.workspace), util.commas(spec.n_buffers))
+  return table.concat(out, "\n") .. "\n"
+end
+
+---------------------------------------------------------------------------
+-- Command line
+---------------------------------------------------------------------------
+local USAGE = [[
+usage: cnngen SPEC.yaml [-o DIR]     write DIR/<name>.c and DIR/<name>.h (DIR: .)
+       cnngen --summary SPEC.yaml    print shapes, parameters, multiply-adds, receptive fields
+       cnngen --check SPEC.yaml      validate only
+       cnngen --help | --version
+Exit status: 0 success, 1 error in the spec (or unreadable/unwritable file), 2 misuse.
+]]
+
+local function report(path, text, errs)
+  local lines = {}
+  for l in (text .. "\n"):gmatch("([^\n]*)\n") do lines[#lines + 1] = l end
+  table.sort(errs.list, function(a, b) return a.line < b.line or (a.line == b.line and a.col < b.col) end)
+  for _, e in ipairs(errs.list) do
+    io.stderr:write(string.format("%s:%d:%d: %s\n", path, e.line, e.col, e.msg))
+    local src = lines[e.line]
+    if src then
+      src = src:gsub("\t", " ")
+      io.stderr:write("  " .. src .. "\n  " .. string.rep(" ", math.max(0, e.col - 1)) .. "^\n")
+    end
+  end
+  if #errs.list >= errs.max then io.stderr:write(string.format("%s: too many errors, stopping\n", path)) end
+end
+
+-- Parse and check a spec text; returns spec or nil (errors in errs).
+function M.load(text, errs)
+  local root, msg, line, col = cnngen_c.parse_yaml(text)
+  if not root then
+    errs:add({line = line, col = col}, msg)
+    return nil
+  end
+  local spec = validate(root, errs)
+  if not spec then return nil end
+  if not infer_shapes(spec, errs) then return nil end
+  local ok, perr = plan(spec)
+  if not ok then
+    errs:add(root, perr)
+    return nil
+  end
+  return spec
+end
+
+local function write_atomic(files)
+  local tmps = {}
+  for _, f in ipairs(files) do
+    local tmp = f.path .. ".tmp"
+    local h, err = io.open(tmp, "wb")
+    if not h then
+      for _, t in ipairs(tmps) do os.remove(t) end
+      return nil, err
+    end
+    local ok, werr = h:write(f.text)
+    local cok = h:close()
+    if not ok or not cok then
+      os.remove(tmp)
+      for _, t in ipairs(tmps) do os.remove(t) end
+      return nil, (werr or ("cannot write " .. tmp))
+    end
+    tmps[#tmps + 1] = tmp
+  end
+  for i, f in ipairs(files) do
+    local ok, err = os.rename(tmps[i], f.path)
+    if not ok then return nil, err end
+  end
+  return true
+end
+
+function M.main(args)
+  local mode, outdir, path = "gen", ".", nil
+  local i = 1
+  while i <= #args do
+    local a = args[i]
+    if a == "--help" or a == "-h" then io.stdout:write(USAGE); return 0
+    elseif a == "--version" then io.stdout:write("cnngen " .. VERSION .. "\n"); return 0
+    elseif a == "--summary" then mode = "summary"
+    elseif a == "--check" then mode = "check"
+    elseif a == "-o" then
+      i = i + 1
+      if not args[i] then io.stderr:write("cnngen: -o needs a directory\n" .. USAGE); return 2 end
+      outdir = args[i]
+    elseif a:sub(1, 1) == "-" and a ~= "-" then
+      io.stderr:write("cnngen: unknown option " .. a .. "\n" .. USAGE); return 2
+    elseif path then
+      io.stderr:write("cnngen: one spec at a time (got " .. path .. " and " .. a .. ")\n" .. USAGE); return 2
+    else path = a end
+    i = i + 1
+  end
+  if not path then io.stderr:write("cnngen: no spec given\n" .. USAGE); return 2 end
+  local h, err = io.open(path, "rb")
+  if not h then io.stderr:write("cnngen: cannot read " .. tostring(err) .. "\n"); return 1 end
+  local text = h:read("a")
+  h:close()
+  if not text then io.stderr:write("cnngen: cannot read " .. path .. "\n"); return 1 end
+  local errs = util.errors(20)
+  local spec = M.load(text, errs)
+  if not spec then
+    report(path, text, errs)
+    return 1
+  end
+  if mode == "summary" then io.stdout:write(summary(spec, path)); return 0 end
+  if mode == "check" then return 0 end
+  local c, hdr = emit(spec, path, text)
+  local base = outdir .. "/" .. spec.name
+  local ok, werr = write_atomic({{path = base .. ".h", text = hdr}, {path = base .. ".c", text = c}})
+  if not ok then io.stderr:write("cnngen: " .. tostring(werr) .. "\n"); return 1 end
+  io.stdout:write(base .. ".c\n")
+  return 0
+end
+
+return M

@@ -1,0 +1,64 @@
+-- Elementwise activations: relu, leaky_relu, sigmoid, tanh (PyTorch's nn.ReLU,
+-- nn.LeakyReLU(slope), nn.Sigmoid, nn.Tanh). Backward uses the saved output
+-- (relu, sigmoid, tanh) or input (leaky_relu), as PyTorch does.
+local util = require("util")
+local M = {kinds = {"relu", "leaky_relu", "sigmoid", "tanh"}}
+
+function M.schema(kind)
+  if kind == "leaky_relu" then
+    return {{key = "slope", type = "number", default = 0.01}}
+  end
+  return {}
+end
+
+function M.shape(L) L.out_shape = L.in_shape end
+function M.tensors(L) return {} end
+function M.macs(L) return 0 end
+
+local function fwd_expr(L, v)
+  local k = L.kind
+  if k == "relu" then return string.format("%s > 0.0f ? %s : 0.0f", v, v) end
+  if k == "leaky_relu" then return string.format("%s > 0.0f ? %s : %s * %s", v, v, v, util.flt(L.opt.slope)) end
+  if k == "sigmoid" then return string.format("1.0f / (1.0f + expf(-%s))", v) end
+  return string.format("tanhf(%s)", v)
+end
+
+local function bwd_expr(L, i)
+  local k = L.kind
+  if k == "relu" then return string.format("y[%s] > 0.0f ? dy[%s] : 0.0f", i, i) end
+  if k == "leaky_relu" then return string.format("x[%s] > 0.0f ? dy[%s] : dy[%s] * %s", i, i, i, util.flt(L.opt.slope)) end
+  if k == "sigmoid" then return string.format("dy[%s] * y[%s] * (1.0f - y[%s])", i, i, i) end
+  return string.format("dy[%s] * (1.0f - y[%s] * y[%s])", i, i, i)
+end
+
+-- Small tensors are written out element by element (straight-line code).
+local function each(L, C, ctx, emit)
+  if L.in_size <= 64 and L.in_size <= ctx.budget then
+    C:open("for (int n = 0; n < nb; n++) {")
+    for j = 0, L.in_size - 1 do
+      emit(string.format("(size_t)n * %d + %d", L.in_size, j))
+    end
+    C:close()
+  else
+    C:line("for (size_t i = 0; i < (size_t)nb * %d; i++)", L.in_size)
+    C.ind = C.ind + 1
+    emit("i")
+    C.ind = C.ind - 1
+  end
+end
+
+function M.forward(L, C, ctx)
+  each(L, C, ctx, function(i)
+    C:line("y[%s] = %s;", i, fwd_expr(L, "x[" .. i .. "]"))
+  end)
+  return {"x", "y", "nb"}
+end
+
+function M.backward(L, C, ctx)
+  each(L, C, ctx, function(i)
+    C:line("dx[%s] = %s;", i, bwd_expr(L, i))
+  end)
+  return {L.kind == "leaky_relu" and "x" or "y", "dy", "dx", "nb"}
+end
+
+return M

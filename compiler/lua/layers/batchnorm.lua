@@ -1,0 +1,130 @@
+-- batchnorm: PyTorch's BatchNorm1d (input [F] or [C, L]) or BatchNorm2d ([C, H, W]).
+-- Training: batch mean and biased variance normalise; running_mean/var are updated
+-- as exponential moving averages with the unbiased variance (cumulative average
+-- when momentum is null); num_batches_tracked counts steps. Inference: running stats.
+-- Saved for backward (scratch S): mean[C], rstd[C].
+local util = require("util")
+local M = {kinds = {"batchnorm"}}
+
+function M.schema(kind)
+  return {
+    {key = "eps", type = "number", default = 1e-5, check = function(v) return v <= 0 and "must be positive" or nil end},
+    {key = "momentum", type = "number_or_null", default = 0.1,
+     check = function(v) return v ~= "null" and (v < 0 or v > 1) and "must be in [0, 1] or null" or nil end},
+  }
+end
+
+function M.shape(L)
+  local s = L.in_shape
+  L.channels = s[1]
+  L.spatial = 1
+  for i = 2, #s do L.spatial = L.spatial * s[i] end
+  L.out_shape = s
+  L.torch = (#s == 3) and "BatchNorm2d" or "BatchNorm1d"
+end
+
+function M.tensors(L)
+  local c = L.channels
+  return {
+    {suffix = "weight", shape = {c}, init = "one"},
+    {suffix = "bias", shape = {c}, init = "zero"},
+    {suffix = "running_mean", shape = {c}, kind = "buffer", init = "zero"},
+    {suffix = "running_var", shape = {c}, kind = "buffer", init = "one"},
+    {suffix = "num_batches_tracked", shape = {}, kind = "counter", init = "zero"},
+  }
+end
+
+function M.macs(L) return 0 end
+function M.scratch(L) return 2 * L.channels end
+
+-- loop over the batch and the spatial positions of channel c, element xc[i]
+local function over_channel(C, L, body)
+  C:open("for (int n = 0; n < nb; n++) {")
+  body(string.format("(size_t)n * %d + c * %d", L.in_size, L.spatial))
+  C:close()
+end
+
+local function spatial(C, L, stmt)
+  if L.spatial == 1 then
+    local one = stmt:gsub("%[i%]", "[0]")
+    C:line("%s", one)
+  else
+    C:line("for (int i = 0; i < %d; i++) %s", L.spatial, stmt)
+  end
+end
+
+function M.forward(L, C, ctx)
+  local c = L.channels
+  C:line("const float *restrict gamma = %s, *restrict beta = %s;", L.t.weight, L.t.bias)
+  C:line("float *restrict rmean = %s, *restrict rvar = %s, *restrict nbt = %s;",
+    L.t.running_mean, L.t.running_var, L.t.num_batches_tracked)
+  C:line("const int m = nb * %d; /* values per channel */", L.spatial)
+  C:open("if (training) {")
+  C:line("nbt[0] += 1.0f;")
+  if L.opt.momentum == "null" then
+    C:line("const float f = 1.0f / nbt[0]; /* momentum null: cumulative average */")
+  else
+    C:line("const float f = %s;", util.flt(L.opt.momentum))
+  end
+  C:open("for (int c = 0; c < %d; c++) {", c)
+  C:line("double s = 0.0, v = 0.0;")
+  over_channel(C, L, function(base)
+    C:line("const float *restrict xc = x + %s;", base)
+    spatial(C, L, "s += xc[i];")
+  end)
+  C:line("const double mean = s / m;")
+  over_channel(C, L, function(base)
+    C:line("const float *restrict xc = x + %s;", base)
+    spatial(C, L, "{ const double d = xc[i] - mean; v += d * d; }")
+  end)
+  C:line("const double var = v / m;")
+  C:line("S[c] = (float)mean;")
+  C:line("S[%d + c] = (float)(1.0 / sqrt(var + %s));", c, string.format("%.17g", L.opt.eps))
+  C:line("rmean[c] = (1.0f - f) * rmean[c] + f * (float)mean;")
+  C:line("rvar[c] = (1.0f - f) * rvar[c] + f * (float)(m > 1 ? var * m / (m - 1) : var);")
+  C:close()
+  C:close()
+  C:open("else {")
+  C:open("for (int c = 0; c < %d; c++) {", c)
+  C:line("S[c] = rmean[c];")
+  C:line("S[%d + c] = 1.0f / sqrtf(rvar[c] + %s);", c, util.flt(L.opt.eps))
+  C:close()
+  C:close()
+  C:open("for (int c = 0; c < %d; c++) {", c)
+  C:line("const float mean = S[c], a = S[%d + c] * gamma[c], b = beta[c];", c)
+  over_channel(C, L, function(base)
+    C:line("const float *restrict xc = x + %s;", base)
+    C:line("float *restrict yc = y + %s;", base)
+    spatial(C, L, "yc[i] = (xc[i] - mean) * a + b;")
+  end)
+  C:close()
+  return {"P", "B", "S", "x", "y", "nb", "training"}
+end
+
+function M.backward(L, C, ctx)
+  local c = L.channels
+  C:line("const float *restrict gamma = %s;", L.t.weight)
+  C:line("float *restrict ggamma = %s, *restrict gbeta = %s;", L.t_grad.weight, L.t_grad.bias)
+  C:line("const int m = nb * %d;", L.spatial)
+  C:open("for (int c = 0; c < %d; c++) {", c)
+  C:line("const float mean = S[c], rstd = S[%d + c];", c)
+  C:line("double sdy = 0.0, sdyx = 0.0;")
+  over_channel(C, L, function(base)
+    C:line("const float *restrict xc = x + %s;", base)
+    C:line("const float *restrict dyc = dy + %s;", base)
+    spatial(C, L, "{ sdy += dyc[i]; sdyx += dyc[i] * ((xc[i] - mean) * rstd); }")
+  end)
+  C:line("ggamma[c] += (float)sdyx;")
+  C:line("gbeta[c] += (float)sdy;")
+  C:line("const float k = gamma[c] * rstd / m, fsdy = (float)sdy, fsdyx = (float)sdyx;")
+  over_channel(C, L, function(base)
+    C:line("const float *restrict xc = x + %s;", base)
+    C:line("const float *restrict dyc = dy + %s;", base)
+    C:line("float *restrict dxc = dx + %s;", base)
+    spatial(C, L, "dxc[i] = k * (m * dyc[i] - fsdy - (xc[i] - mean) * rstd * fsdyx);")
+  end)
+  C:close()
+  return {"P", "G", "S", "x", "dy", "dx", "nb"}
+end
+
+return M

@@ -1,0 +1,290 @@
+-- conv1d / conv2d: cross-correlation with bias, multi-channel in and out, groups,
+-- zero padding (int, [h, w], valid, same, full), stride and dilation.
+-- PyTorch: nn.Conv1d / nn.Conv2d; weight [C_out, C_in/groups, (KH,) KW], bias [C_out].
+local util = require("util")
+local window = require("window")
+local M = {kinds = {"conv1d", "conv2d"}}
+
+local function pos(v) return v >= 1 and nil or "must be positive" end
+
+function M.schema(kind)
+  return {
+    {key = "out", type = "posint", required = true},
+    {key = "kernel", type = "int2", required = true},
+    {key = "stride", type = "int2", default = {1, 1}},
+    {key = "padding", type = "padding", default = {0, 0}},
+    {key = "dilation", type = "int2", default = {1, 1}},
+    {key = "groups", type = "posint", default = 1},
+    {key = "bias", type = "bool", default = true},
+  }
+end
+
+local function is2d(L) return L.kind == "conv2d" end
+
+-- Per-axis padding (lo, hi) from the option; PyTorch's rules for valid/same/full.
+local function padding(L, k, d, s)
+  local p = L.opt.padding
+  if p == "valid" then return 0, 0 end
+  if p == "full" then return d * (k - 1), d * (k - 1) end
+  if p == "same" then
+    if s ~= 1 then
+      util.fail(L.opt["@padding"], L.kind .. ".padding: 'same' needs stride 1 (as in PyTorch)")
+    end
+    local total = d * (k - 1)
+    return total // 2, total - total // 2 -- the odd extra goes on the far side
+  end
+  return nil
+end
+
+function M.shape(L)
+  local o = L.opt
+  local rank = is2d(L) and 3 or 2
+  if #L.in_shape ~= rank then
+    util.fail(L.node, string.format("layer %d (%s): needs a %s input, got %s",
+      L.index, L.kind, is2d(L) and "[C, H, W]" or "[C, L]", L.shape_str(L.in_shape)))
+  end
+  for _, key in ipairs({"kernel", "stride", "dilation", "padding"}) do
+    local v = o[key]
+    if not is2d(L) and type(v) == "table" and v[1] ~= v[2] and o["@" .. key] and o["@" .. key].t == "seq" then
+      util.fail(o["@" .. key], string.format("%s.%s: expected one integer for a 1-D layer, got a list", L.kind, key))
+    end
+  end
+  local cin = L.in_shape[1]
+  if cin % o.groups ~= 0 or o.out % o.groups ~= 0 then
+    util.fail(o["@groups"] or L.node, string.format("layer %d (%s): groups %d must divide input channels %d and out %d",
+      L.index, L.kind, o.groups, cin, o.out))
+  end
+  local axes, names = {}, {"height", "width"}
+  local first = is2d(L) and 1 or 2
+  for a = first, 2 do
+    local I = is2d(L) and L.in_shape[a + 1] or L.in_shape[2]
+    local k, s, d = o.kernel[a], o.stride[a], o.dilation[a]
+    local lo, hi = padding(L, k, d, s)
+    if lo == nil then lo, hi = o.padding[a], o.padding[a] end
+    local need = d * (k - 1) + 1
+    if I + lo + hi < need then
+      util.fail(L.node, string.format("layer %d (%s): kernel %d with dilation %d needs %d inputs, got %d after padding%s",
+        L.index, L.kind, k, d, need, I + lo + hi, is2d(L) and (" (" .. names[a] .. ")") or ""))
+    end
+    axes[a] = {I = I, O = window.out_size(I, k, s, d, lo, hi), K = k, S = s, D = d, lo = lo, hi = hi}
+  end
+  if not is2d(L) then axes[1] = window.unit_axis() end
+  L.geom = {h = axes[1], w = axes[2]}
+  L.cin, L.cout, L.groups = cin, o.out, o.groups
+  L.cin_g, L.cout_g = cin // o.groups, o.out // o.groups
+  if is2d(L) then
+    L.out_shape = {o.out, axes[1].O, axes[2].O}
+  else
+    L.out_shape = {o.out, axes[2].O}
+  end
+end
+
+function M.tensors(L)
+  local g = L.geom
+  local fan_in = L.cin_g * g.h.K * g.w.K
+  local wshape = is2d(L) and {L.cout, L.cin_g, g.h.K, g.w.K} or {L.cout, L.cin_g, g.w.K}
+  local t = {{suffix = "weight", shape = wshape, init = "kaiming", fan_in = fan_in}}
+  if L.opt.bias then
+    t[2] = {suffix = "bias", shape = {L.cout}, init = "bias", fan_in = fan_in}
+  end
+  return t
+end
+
+function M.macs(L)
+  local g = L.geom
+  return L.cout * g.h.O * g.w.O * L.cin_g * g.h.K * g.w.K
+end
+
+function M.window(L) return L.geom end
+
+-- sizes used by both passes
+local function dims(L)
+  local g = L.geom
+  return {
+    IHW = g.h.I * g.w.I, OHW = g.h.O * g.w.O, KHW = g.h.K * g.w.K,
+    IN = L.in_size, OUT = L.out_size,
+  }
+end
+
+local function tap_name(t) return "w" .. t.k end
+
+-- Declare the kernel window of (co, ci) as scalars w0..w{KHW-1}.
+local function load_taps(C, L, wc)
+  local g, n = L.geom, L.geom.h.K * L.geom.w.K
+  for ky = 0, g.h.K - 1 do
+    local parts = {}
+    for kx = 0, g.w.K - 1 do
+      local k = ky * g.w.K + kx
+      parts[#parts + 1] = string.format("w%d = %s[%d]", k, wc, k)
+    end
+    C:line("const float %s;", table.concat(parts, ", "))
+  end
+  return n
+end
+
+-- Output-channel loops: calls body(co, g) with co an affine expression and g the
+-- group (name or constant). Groups become an outer loop over g.
+local function channel_loops(C, L, unroll, body)
+  util.loop(C, "g", 0, L.groups - 1, unroll, function(g)
+    util.loop(C, "col", 0, L.cout_g - 1, unroll, function(col)
+      body(util.aff(0):term(g, L.cout_g):term(col, 1), g)
+    end)
+  end)
+end
+
+local function join_terms(terms, empty)
+  if #terms == 0 then return empty end
+  local lines, cur = {}, {}
+  for i, t in ipairs(terms) do
+    cur[#cur + 1] = t
+    if #cur == 4 or i == #terms then
+      lines[#lines + 1] = table.concat(cur, " + ")
+      cur = {}
+    end
+  end
+  return table.concat(lines, "\n        + ")
+end
+
+function M.unrolled(L, budget)
+  return M.macs(L) <= budget
+end
+
+function M.forward(L, C, ctx)
+  local d = dims(L)
+  local unroll = M.unrolled(L, ctx.budget)
+  C:line("const float *restrict w = %s;", L.t.weight)
+  if L.opt.bias then C:line("const float *restrict b = %s;", L.t.bias) end
+  C:open("for (int n = 0; n < nb; n++) {")
+  C:line("const float *restrict xn = x + (size_t)n * %d;", d.IN)
+  C:line("float *restrict yn = y + (size_t)n * %d;", d.OUT)
+  if unroll then
+    -- straight-line: one expression per output element
+    channel_loops(C, L, true, function(co)
+      local coi = co.c
+      window.windows(C, L.geom, true, function(out, taps)
+        local terms = {}
+        if L.opt.bias then terms[1] = string.format("b[%d]", coi) end
+        for ci = 0, L.cin_g - 1 do
+          local cig = (coi // L.cout_g) * L.cin_g + ci
+          for _, t in ipairs(taps) do
+            terms[#terms + 1] = string.format("w[%d] * xn[%d]",
+              (coi * L.cin_g + ci) * d.KHW + t.k, cig * d.IHW + t.at.c)
+          end
+        end
+        C:line("yn[%d] = %s;", coi * d.OHW + out.c, join_terms(terms, "0.0f"))
+      end)
+    end)
+  else
+    channel_loops(C, L, false, function(co, g)
+      C:line("float *restrict yc = yn + %s;", tostring(co:scale(d.OHW)))
+      C:line("for (int i = 0; i < %d; i++) yc[i] = %s;", d.OHW, L.opt.bias and ("b[" .. tostring(co) .. "]") or "0.0f")
+      util.loop(C, "ci", 0, L.cin_g - 1, false, function(ci)
+        local cig = util.aff(0):term(g, L.cin_g):term(ci, 1)
+        local wci = co:scale(L.cin_g * d.KHW):term(ci, d.KHW)
+        C:line("const float *restrict xc = xn + %s;", tostring(cig:scale(d.IHW)))
+        C:line("const float *restrict wc = w + %s;", tostring(wci))
+        load_taps(C, L, "wc")
+        window.windows(C, L.geom, false, function(out, taps)
+          local terms = {}
+          for _, t in ipairs(taps) do
+            terms[#terms + 1] = string.format("%s * xc[%s]", tap_name(t), tostring(t.at))
+          end
+          if #terms > 0 then
+            C:line("yc[%s] += %s;", tostring(out), join_terms(terms))
+          end
+        end)
+      end)
+    end)
+  end
+  C:close()
+  return {"P", "x", "y", "nb"}
+end
+
+function M.backward(L, C, ctx)
+  local d = dims(L)
+  local unroll = M.unrolled(L, ctx.budget)
+  C:line("const float *restrict w = %s;", L.t.weight)
+  C:line("float *restrict gw = %s;", L.t_grad.weight)
+  if L.opt.bias then C:line("float *restrict gb = %s;", L.t_grad.bias) end
+  if unroll then
+    C:open("for (int n = 0; n < nb; n++) {")
+    C:line("const float *restrict xn = x + (size_t)n * %d;", d.IN)
+    C:line("const float *restrict dyn = dy + (size_t)n * %d;", d.OUT)
+    C:line("float *restrict dxn = dx + (size_t)n * %d;", d.IN)
+    local dxterms, gwterms, gbterms = {}, {}, {}
+    for co = 0, L.cout - 1 do
+      local g = co // L.cout_g
+      window.windows(C, L.geom, true, function(out, taps)
+        local o = co * d.OHW + out.c
+        gbterms[co] = gbterms[co] or {}
+        table.insert(gbterms[co], string.format("dyn[%d]", o))
+        for ci = 0, L.cin_g - 1 do
+          local cig = g * L.cin_g + ci
+          for _, t in ipairs(taps) do
+            local wi = (co * L.cin_g + ci) * d.KHW + t.k
+            local xi = cig * d.IHW + t.at.c
+            dxterms[xi] = dxterms[xi] or {}
+            table.insert(dxterms[xi], string.format("w[%d] * dyn[%d]", wi, o))
+            gwterms[wi] = gwterms[wi] or {}
+            table.insert(gwterms[wi], string.format("dyn[%d] * xn[%d]", o, xi))
+          end
+        end
+      end)
+    end
+    for i = 0, d.IN - 1 do
+      C:line("dxn[%d] = %s;", i, join_terms(dxterms[i] or {}, "0.0f"))
+    end
+    for i = 0, L.cout * L.cin_g * d.KHW - 1 do
+      if gwterms[i] then C:line("gw[%d] += %s;", i, join_terms(gwterms[i])) end
+    end
+    if L.opt.bias then
+      for co = 0, L.cout - 1 do
+        if gbterms[co] then C:line("gb[%d] += %s;", co, join_terms(gbterms[co])) end
+      end
+    end
+    C:close()
+    return {"P", "G", "x", "dy", "dx", "nb"}
+  end
+  C:line("memset(dx, 0, sizeof(float) * (size_t)nb * %d);", d.IN)
+  channel_loops(C, L, false, function(co, g)
+    local cos = tostring(co)
+    util.loop(C, "ci", 0, L.cin_g - 1, false, function(ci)
+      local cig = util.aff(0):term(g, L.cin_g):term(ci, 1)
+      local wci = co:scale(L.cin_g * d.KHW):term(ci, d.KHW)
+      C:line("const float *restrict wc = w + %s;", tostring(wci))
+      C:line("float *restrict gwc = gw + %s;", tostring(wci))
+      load_taps(C, L, "wc")
+      local acc = {}
+      for k = 0, d.KHW - 1 do acc[#acc + 1] = string.format("g%d = 0.0f", k) end
+      C:line("float %s;", table.concat(acc, ", "))
+      C:open("for (int n = 0; n < nb; n++) {")
+      C:line("const float *restrict xc = x + (size_t)n * %d + %s;", d.IN, tostring(cig:scale(d.IHW)))
+      C:line("float *restrict dxc = dx + (size_t)n * %d + %s;", d.IN, tostring(cig:scale(d.IHW)))
+      C:line("const float *restrict dyc = dy + (size_t)n * %d + %s;", d.OUT, tostring(co:scale(d.OHW)))
+      window.windows(C, L.geom, false, function(out, taps)
+        if #taps == 0 then return end
+        C:open("{")
+        C:line("const float d = dyc[%s];", tostring(out))
+        for _, t in ipairs(taps) do
+          C:line("g%d += d * xc[%s]; dxc[%s] += w%d * d;", t.k, tostring(t.at), tostring(t.at), t.k)
+        end
+        C:close()
+      end)
+      C:close()
+      for k = 0, d.KHW - 1 do
+        C:line("gwc[%d] += g%d;", k, k)
+      end
+    end)
+    if L.opt.bias then
+      C:open("{")
+      C:line("float s = 0.0f;")
+      C:line("for (int n = 0; n < nb; n++)")
+      C:line("    for (int i = 0; i < %d; i++) s += dy[(size_t)n * %d + %s + i];", d.OHW, d.OUT, tostring(co:scale(d.OHW)))
+      C:line("gb[%s] += s;", cos)
+      C:close()
+    end
+  end)
+  return {"P", "G", "x", "dy", "dx", "nb"}
+end
+
+return M

@@ -1,0 +1,134 @@
+-- maxpool1d/2d and avgpool1d/2d with PyTorch's semantics (floor mode): padding is
+-- -inf for max and zeros for average; avgpool divides by the whole window when
+-- count_include_pad (PyTorch's default), else by the number of valid taps.
+-- Max backward recomputes the argmax (first maximum wins, NaN propagates, as PyTorch).
+local util = require("util")
+local window = require("window")
+local M = {kinds = {"maxpool1d", "maxpool2d", "avgpool1d", "avgpool2d"}}
+
+local function is2d(L) return L.kind:sub(-2) == "2d" end
+local function ismax(L) return L.kind:sub(1, 3) == "max" end
+
+function M.schema(kind)
+  local s = {
+    {key = "kernel", type = "int2", required = true},
+    {key = "stride", type = "int2"}, -- defaults to kernel
+    {key = "padding", type = "nonneg2", default = {0, 0}},
+  }
+  if kind:sub(1, 3) == "avg" then
+    s[#s + 1] = {key = "count_include_pad", type = "bool", default = true}
+  end
+  return s
+end
+
+function M.shape(L)
+  local o = L.opt
+  local rank = is2d(L) and 3 or 2
+  if #L.in_shape ~= rank then
+    util.fail(L.node, string.format("layer %d (%s): needs a %s input, got %s",
+      L.index, L.kind, is2d(L) and "[C, H, W]" or "[C, L]", L.shape_str(L.in_shape)))
+  end
+  local stride = o.stride or o.kernel
+  local axes = {}
+  for a = is2d(L) and 1 or 2, 2 do
+    local I = is2d(L) and L.in_shape[a + 1] or L.in_shape[2]
+    local k, s, p = o.kernel[a], stride[a], o.padding[a]
+    if p > k // 2 then
+      util.fail(o["@padding"] or L.node, string.format("%s.padding: %d must be at most half the kernel (%d), as in PyTorch",
+        L.kind, p, k))
+    end
+    if I + 2 * p < k then
+      util.fail(L.node, string.format("layer %d (%s): kernel %d needs %d inputs, got %d after padding",
+        L.index, L.kind, k, k, I + 2 * p))
+    end
+    axes[a] = {I = I, O = window.out_size(I, k, s, 1, p, p), K = k, S = s, D = 1, lo = p, hi = p}
+  end
+  if not is2d(L) then axes[1] = window.unit_axis() end
+  L.geom = {h = axes[1], w = axes[2]}
+  L.channels = L.in_shape[1]
+  L.out_shape = is2d(L) and {L.channels, axes[1].O, axes[2].O} or {L.channels, axes[2].O}
+end
+
+function M.tensors(L) return {} end
+function M.macs(L) return 0 end
+function M.window(L) return L.geom end
+
+local function plane_loops(C, L, unroll, xname, yname, body)
+  local g = L.geom
+  local IHW, OHW = g.h.I * g.w.I, g.h.O * g.w.O
+  C:open("for (int n = 0; n < nb; n++) {")
+  util.loop(C, "c", 0, L.channels - 1, unroll, function(c)
+    local base_in = util.aff(0):term("n", L.in_size):term(c, IHW)
+    local base_out = util.aff(0):term("n", L.out_size):term(c, OHW)
+    body(tostring(base_in), tostring(base_out))
+  end)
+  C:close()
+end
+
+function M.forward(L, C, ctx)
+  local g = L.geom
+  local unroll = L.out_size * g.h.K * g.w.K <= ctx.budget
+  local ktot = g.h.K * g.w.K
+  plane_loops(C, L, unroll, "x", "y", function(bin, bout)
+    C:line("const float *restrict xc = x + %s;", bin)
+    C:line("float *restrict yc = y + %s;", bout)
+    window.windows(C, g, unroll, function(out, taps)
+      if ismax(L) and #taps == 1 then
+        C:line("yc[%s] = xc[%s];", tostring(out), tostring(taps[1].at))
+      elseif ismax(L) then
+        C:open("{")
+        C:line("float m = xc[%s], v;", tostring(taps[1].at))
+        for i = 2, #taps do
+          C:line("v = xc[%s]; if (v > m || isnan(v)) m = v;", tostring(taps[i].at))
+        end
+        C:line("yc[%s] = m;", tostring(out))
+        C:close()
+      else
+        local terms = {}
+        for _, t in ipairs(taps) do terms[#terms + 1] = "xc[" .. tostring(t.at) .. "]" end
+        local div = L.opt.count_include_pad and ktot or #taps
+        C:line("yc[%s] = (%s) / %s;", tostring(out), table.concat(terms, " + "), util.flt(div))
+      end
+    end)
+  end)
+  return {"x", "y", "nb"}
+end
+
+function M.backward(L, C, ctx)
+  local g = L.geom
+  local unroll = L.out_size * g.h.K * g.w.K <= ctx.budget
+  local ktot = g.h.K * g.w.K
+  C:line("memset(dx, 0, sizeof(float) * (size_t)nb * %d);", L.in_size)
+  plane_loops(C, L, unroll, "x", "y", function(bin, bout)
+    if ismax(L) then C:line("const float *restrict xc = x + %s;", bin) end
+    C:line("float *restrict dxc = dx + %s;", bin)
+    C:line("const float *restrict dyc = dy + %s;", bout)
+    window.windows(C, g, unroll, function(out, taps)
+      if ismax(L) and #taps == 1 then
+        C:line("dxc[%s] += dyc[%s];", tostring(taps[1].at), tostring(out))
+        return
+      end
+      C:open("{")
+      if ismax(L) then
+        C:line("int a = %s; float m = xc[a];", tostring(taps[1].at))
+        for i = 2, #taps do
+          local at = tostring(taps[i].at)
+          C:line("if (xc[%s] > m || isnan(xc[%s])) { m = xc[%s]; a = %s; }", at, at, at, at)
+        end
+        C:line("dxc[a] += dyc[%s];", tostring(out))
+      else
+        local div = L.opt.count_include_pad and ktot or #taps
+        C:line("const float d = dyc[%s] / %s;", tostring(out), util.flt(div))
+        local parts = {}
+        for _, t in ipairs(taps) do parts[#parts + 1] = "dxc[" .. tostring(t.at) .. "] += d;" end
+        for i = 1, #parts, 4 do
+          C:line(table.concat(parts, " ", i, math.min(i + 3, #parts)))
+        end
+      end
+      C:close()
+    end)
+  end)
+  return {"x", "dy", "dx", "nb"}
+end
+
+return M

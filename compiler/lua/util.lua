@@ -1,0 +1,300 @@
+-- util: error collection, schema checking of YAML nodes, affine index expressions,
+-- and a small code buffer. Shared by the driver and every layer module.
+local M = {}
+
+---------------------------------------------------------------------------
+-- Errors. A user error is a table {node=, msg=}; the driver collects them and
+-- reports "file:line:col: msg" with the source line and a caret.
+---------------------------------------------------------------------------
+local Errors = {}
+Errors.__index = Errors
+
+function M.errors(max)
+  return setmetatable({list = {}, max = max or 20}, Errors)
+end
+
+function Errors:add(node, msg)
+  if #self.list < self.max then
+    self.list[#self.list + 1] = {line = node and node.line or 1, col = node and node.col or 1, msg = msg}
+  end
+end
+
+function Errors:count() return #self.list end
+
+-- A raised user error (aborts the current layer only).
+function M.fail(node, msg)
+  error({user = true, node = node, msg = msg}, 0)
+end
+
+---------------------------------------------------------------------------
+-- Node helpers. Nodes come from the C host: {t="map"|"seq"|"str", line, col, v, plain}
+---------------------------------------------------------------------------
+local function describe(node)
+  if node == nil then return "nothing" end
+  if node.t == "map" then return "a mapping" end
+  if node.t == "seq" then return "a list" end
+  if node.plain and (node.v == "" or node.v == "~" or node.v == "null") then return "null" end
+  local v = node.v
+  if #v > 40 then v = v:sub(1, 37) .. "..." end
+  return node.plain and v or string.format("%q", v)
+end
+M.describe = describe
+
+function M.is_null(node)
+  return node.t == "str" and node.plain and (node.v == "" or node.v == "~" or node.v == "null" or node.v == "Null" or node.v == "NULL")
+end
+
+-- Strict integer: decimal digits with optional sign, nothing else.
+function M.to_int(node)
+  if node.t ~= "str" or not node.plain then return nil end
+  local s = node.v
+  if not s:match("^[-+]?%d+$") or #s > 12 then return nil end
+  return math.tointeger(tonumber(s))
+end
+
+function M.to_number(node)
+  if node.t ~= "str" or not node.plain then return nil end
+  local s = node.v
+  if not (s:match("^[-+]?%d+%.?%d*[eE][-+]?%d+$") or s:match("^[-+]?%d*%.?%d+$")
+          or s:match("^[-+]?%d+%.$") or s:match("^[-+]?%d*%.?%d+[eE][-+]?%d+$")) then
+    return nil
+  end
+  local x = tonumber(s)
+  if x == nil or x ~= x or x == math.huge or x == -math.huge then return nil end
+  return x + 0.0
+end
+
+function M.to_bool(node)
+  if node.t ~= "str" or not node.plain then return nil end
+  local v = node.v
+  if v == "true" or v == "True" or v == "TRUE" then return true end
+  if v == "false" or v == "False" or v == "FALSE" then return false end
+  return nil
+end
+
+-- Map node -> ordered key list and lookup, reporting duplicate and non-string keys.
+function M.map_entries(node, what, errs)
+  local by, order = {}, {}
+  for _, kv in ipairs(node.v) do
+    local k = kv.k
+    if k.t ~= "str" then
+      errs:add(k, string.format("%s: keys must be plain names, got %s", what, describe(k)))
+    elseif by[k.v] then
+      errs:add(k, string.format("%s.%s: duplicate key (first at line %d)", what, k.v, by[k.v].key.line))
+    else
+      by[k.v] = {key = k, val = kv.v}
+      order[#order + 1] = k.v
+    end
+  end
+  return by, order
+end
+
+---------------------------------------------------------------------------
+-- Schema checking. A schema is a list of {key, type, default=, required=,
+-- check=function(value, node) -> errmsg|nil}. Types:
+--   posint, nonneg, int2 (positive int or [a, b]), nonneg2, padding (nonneg2 or
+--   valid/same/full), bool, number, number_or_null, string, enum (with values=)
+---------------------------------------------------------------------------
+local function pair_of(node, conv, allow_zero)
+  local function one(n)
+    local v = conv(n)
+    if v == nil or v < (allow_zero and 0 or 1) then return nil end
+    return v
+  end
+  if node.t == "seq" then
+    if #node.v ~= 2 then return nil end
+    local a, b = one(node.v[1]), one(node.v[2])
+    if a and b then return {a, b} end
+    return nil
+  end
+  local v = one(node)
+  if v then return {v, v} end
+  return nil
+end
+
+local types = {}
+types.posint = {expect = "a positive integer", conv = function(n) local v = M.to_int(n); return v and v >= 1 and v or nil end}
+types.nonneg = {expect = "a non-negative integer", conv = function(n) local v = M.to_int(n); return v and v >= 0 and v or nil end}
+types.int2 = {expect = "a positive integer or [h, w]", conv = function(n) return pair_of(n, M.to_int, false) end}
+types.nonneg2 = {expect = "a non-negative integer or [h, w]", conv = function(n) return pair_of(n, M.to_int, true) end}
+types.padding = {expect = "a non-negative integer, [h, w], valid, same or full", conv = function(n)
+  if n.t == "str" and n.plain and (n.v == "valid" or n.v == "same" or n.v == "full") then return n.v end
+  return pair_of(n, M.to_int, true)
+end}
+types.bool = {expect = "true or false", conv = M.to_bool}
+types.number = {expect = "a number", conv = M.to_number}
+types.number_or_null = {expect = "a number or null", conv = function(n)
+  if M.is_null(n) then return "null" end
+  return M.to_number(n)
+end}
+types.name = {expect = "a C identifier of lowercase letters, digits and _ ([a-z_][a-z0-9_]*)", conv = function(n)
+  if n.t ~= "str" or not n.v:match("^[a-z_][a-z0-9_]*$") or #n.v > 48 then return nil end
+  return n.v
+end}
+M.types = types
+
+-- Check map node `node` (or nil for "no options") against schema; returns a table
+-- of values with defaults filled in. `what` prefixes messages ("conv2d").
+function M.check_schema(node, schema, what, errs)
+  local out, ok = {}, true
+  local by = {}
+  if node ~= nil then
+    if node.t ~= "map" then
+      if not M.is_null(node) then
+        errs:add(node, string.format("%s: expected a mapping of options, got %s", what, describe(node)))
+        return nil
+      end
+    else
+      local order
+      by, order = M.map_entries(node, what, errs)
+      local known = {}
+      for _, f in ipairs(schema) do known[f.key] = true end
+      for _, k in ipairs(order) do
+        if not known[k] then
+          local names = {}
+          for _, f in ipairs(schema) do names[#names + 1] = f.key end
+          errs:add(by[k].key, string.format("%s: unknown key '%s' (expected one of: %s)", what, k, table.concat(names, ", ")))
+          ok = false
+        end
+      end
+    end
+  end
+  for _, f in ipairs(schema) do
+    local e = by[f.key]
+    if e == nil then
+      if f.required then
+        errs:add(node, string.format("%s.%s: required (%s)", what, f.key, f.expect or types[f.type].expect))
+        ok = false
+      else
+        out[f.key] = f.default
+      end
+    else
+      local ty = types[f.type]
+      local v
+      if f.type == "enum" then
+        if e.val.t == "str" then
+          for _, c in ipairs(f.values) do if c == e.val.v then v = c end end
+        end
+      else
+        v = ty.conv(e.val)
+      end
+      local expect = f.expect or (ty and ty.expect) or ("one of " .. table.concat(f.values or {}, ", "))
+      if v == nil then
+        errs:add(e.val, string.format("%s.%s: expected %s, got %s", what, f.key, expect, describe(e.val)))
+        ok = false
+      else
+        local msg = f.check and f.check(v, e.val)
+        if msg then
+          errs:add(e.val, string.format("%s.%s: %s", what, f.key, msg))
+          ok = false
+        else
+          out[f.key] = v
+          out["@" .. f.key] = e.val -- keep the node for later messages
+        end
+      end
+    end
+  end
+  return ok and out or nil
+end
+
+---------------------------------------------------------------------------
+-- Affine index expressions: {c = const, vars...}; fmt folds constants.
+---------------------------------------------------------------------------
+local Aff = {}
+Aff.__index = Aff
+function M.aff(c, terms)
+  local a = setmetatable({c = c or 0, t = {}}, Aff)
+  for k, v in pairs(terms or {}) do a.t[k] = v end
+  return a
+end
+function Aff:add(other)
+  local r = M.aff(self.c, self.t)
+  if type(other) == "number" then r.c = r.c + other; return r end
+  r.c = r.c + other.c
+  for k, v in pairs(other.t) do r.t[k] = (r.t[k] or 0) + v end
+  return r
+end
+-- add coef * var, where var is a name (loop variable) or a number (unrolled value)
+function Aff:term(var, coef)
+  local r = M.aff(self.c, self.t)
+  if coef == 0 then return r end
+  if type(var) == "number" then r.c = r.c + var * coef
+  else r.t[var] = (r.t[var] or 0) + coef end
+  return r
+end
+function Aff:scale(k)
+  local r = M.aff(self.c * k)
+  for name, v in pairs(self.t) do r.t[name] = v * k end
+  return r
+end
+function Aff:is_const() return next(self.t) == nil end
+function Aff:__tostring()
+  local names = {}
+  for k, v in pairs(self.t) do if v ~= 0 then names[#names + 1] = k end end
+  table.sort(names)
+  local parts = {}
+  for _, k in ipairs(names) do
+    local v = self.t[k]
+    local s = (v == 1) and k or (v == -1 and "-" .. k) or string.format("%s*%d", k, v)
+    parts[#parts + 1] = s
+  end
+  local s = table.concat(parts, " + "):gsub("%+ %-", "- ")
+  if self.c ~= 0 or s == "" then
+    if s == "" then s = tostring(self.c)
+    elseif self.c > 0 then s = s .. " + " .. self.c
+    else s = s .. " - " .. (-self.c) end
+  end
+  return s
+end
+
+---------------------------------------------------------------------------
+-- Code buffer with indentation.
+---------------------------------------------------------------------------
+local Code = {}
+Code.__index = Code
+function M.code() return setmetatable({lines = {}, ind = 0}, Code) end
+function Code:line(fmt, ...)
+  local s = select("#", ...) > 0 and string.format(fmt, ...) or fmt
+  self.lines[#self.lines + 1] = (s == "" and "" or string.rep("    ", self.ind) .. s)
+end
+function Code:open(fmt, ...) self:line(fmt, ...); self.ind = self.ind + 1 end
+function Code:close(s) self.ind = self.ind - 1; self:line(s or "}") end
+function Code:text() return table.concat(self.lines, "\n") .. "\n" end
+
+-- Emit a loop (or, when `unroll` or lo == hi, a constant) and call body(v) with the
+-- loop variable name or the constant value.
+function M.loop(C, var, lo, hi, unroll, body)
+  if hi < lo then return end
+  if unroll or lo == hi then
+    for v = lo, hi do body(v) end
+  else
+    C:open("for (int %s = %d; %s < %d; %s++) {", var, lo, var, hi + 1, var)
+    body(var)
+    C:close()
+  end
+end
+
+-- C float literal that round-trips a float32-representable value.
+function M.flt(x)
+  local s = string.format("%.9g", x)
+  if not s:find("[%.eEn]") then s = s .. ".0" end
+  return s .. "f"
+end
+
+function M.commas(n)
+  local s = tostring(math.tointeger(n) or n)
+  local r = s:reverse():gsub("(%d%d%d)", "%1,"):reverse()
+  return (r:gsub("^,", ""))
+end
+
+-- FNV-1a 64-bit, as 16 hex digits.
+function M.fnv1a(s)
+  local h = -3750763034362895579 -- 0xcbf29ce484222325
+  for i = 1, #s do
+    h = h ~ s:byte(i)
+    h = h * 1099511628211
+  end
+  return string.format("%016x", h)
+end
+
+return M

@@ -1,0 +1,222 @@
+/* cnngen: the host. Parses YAML with libyaml (keeping line and column of every node)
+ * and runs the code generator, Lua 5.4 compiled into this executable.
+ * All policy (CLI, validation, shapes, emission) lives in compiler/lua/. */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <lauxlib.h>
+#include <lua.h>
+#include <lualib.h>
+#include <yaml.h>
+
+#include "version.h"
+
+extern const struct { const char *name, *path, *src; size_t len; } cnngen_lua_sources[];
+
+enum { MAX_DEPTH = 64, MAX_NODES = 200000 };
+
+typedef struct {
+    yaml_document_t *doc;
+    long nodes;
+    const char *err;
+    yaml_mark_t err_mark;
+} convert_ctx;
+
+static void set_pos(lua_State *L, yaml_mark_t m)
+{
+    lua_pushinteger(L, (lua_Integer)m.line + 1);
+    lua_setfield(L, -2, "line");
+    lua_pushinteger(L, (lua_Integer)m.column + 1);
+    lua_setfield(L, -2, "col");
+}
+
+/* Push node as {t="map"|"seq"|"str", line, col, v=...}; maps keep order as
+ * v = {{k=node, v=node}, ...}. Returns 0 and sets ctx->err on a limit. */
+static int push_node(lua_State *L, convert_ctx *ctx, yaml_node_t *node, int depth)
+{
+    if (depth > MAX_DEPTH || ++ctx->nodes > MAX_NODES) {
+        ctx->err = depth > MAX_DEPTH ? "YAML nested too deeply (recursive alias?)"
+                                     : "YAML document too large (alias expansion?)";
+        ctx->err_mark = node->start_mark;
+        return 0;
+    }
+    luaL_checkstack(L, 8, "yaml");
+    lua_createtable(L, 0, 5);
+    set_pos(L, node->start_mark);
+    switch (node->type) {
+    case YAML_SCALAR_NODE:
+        lua_pushliteral(L, "str");
+        lua_setfield(L, -2, "t");
+        lua_pushlstring(L, (const char *)node->data.scalar.value, node->data.scalar.length);
+        lua_setfield(L, -2, "v");
+        lua_pushboolean(L, node->data.scalar.style == YAML_PLAIN_SCALAR_STYLE);
+        lua_setfield(L, -2, "plain");
+        break;
+    case YAML_SEQUENCE_NODE: {
+        lua_pushliteral(L, "seq");
+        lua_setfield(L, -2, "t");
+        lua_newtable(L);
+        lua_Integer i = 1;
+        for (yaml_node_item_t *it = node->data.sequence.items.start;
+             it < node->data.sequence.items.top; it++) {
+            if (!push_node(L, ctx, yaml_document_get_node(ctx->doc, *it), depth + 1))
+                return 0;
+            lua_rawseti(L, -2, i++);
+        }
+        lua_setfield(L, -2, "v");
+        break;
+    }
+    case YAML_MAPPING_NODE: {
+        lua_pushliteral(L, "map");
+        lua_setfield(L, -2, "t");
+        lua_newtable(L);
+        lua_Integer i = 1;
+        for (yaml_node_pair_t *p = node->data.mapping.pairs.start;
+             p < node->data.mapping.pairs.top; p++) {
+            lua_createtable(L, 0, 2);
+            if (!push_node(L, ctx, yaml_document_get_node(ctx->doc, p->key), depth + 1))
+                return 0;
+            lua_setfield(L, -2, "k");
+            if (!push_node(L, ctx, yaml_document_get_node(ctx->doc, p->value), depth + 1))
+                return 0;
+            lua_setfield(L, -2, "v");
+            lua_rawseti(L, -2, i++);
+        }
+        lua_setfield(L, -2, "v");
+        break;
+    }
+    default:
+        ctx->err = "empty YAML node";
+        ctx->err_mark = node->start_mark;
+        return 0;
+    }
+    return 1;
+}
+
+/* cnngen_c.parse_yaml(text) -> root node | nil, message, line, col */
+static int l_parse_yaml(lua_State *L)
+{
+    size_t len;
+    const char *text = luaL_checklstring(L, 1, &len);
+    yaml_parser_t parser;
+    yaml_document_t doc;
+    if (!yaml_parser_initialize(&parser))
+        return luaL_error(L, "libyaml: out of memory");
+    yaml_parser_set_input_string(&parser, (const unsigned char *)text, len);
+    if (!yaml_parser_load(&parser, &doc)) {
+        lua_pushnil(L);
+        const char *problem = parser.problem ? parser.problem : "invalid YAML";
+        yaml_mark_t m = parser.problem_mark;
+        if (parser.context)
+            lua_pushfstring(L, "invalid YAML: %s %s", problem, parser.context);
+        else
+            lua_pushfstring(L, "invalid YAML: %s", problem);
+        lua_pushinteger(L, (lua_Integer)m.line + 1);
+        lua_pushinteger(L, (lua_Integer)m.column + 1);
+        yaml_parser_delete(&parser);
+        return 4;
+    }
+    int nret;
+    yaml_node_t *root = yaml_document_get_root_node(&doc);
+    if (!root) {
+        lua_pushnil(L);
+        lua_pushliteral(L, "empty document: expected a mapping with name, input and layers");
+        lua_pushinteger(L, 1);
+        lua_pushinteger(L, 1);
+        nret = 4;
+    } else {
+        convert_ctx ctx = {&doc, 0, NULL, {0, 0, 0}};
+        int top = lua_gettop(L);
+        if (push_node(L, &ctx, root, 0)) {
+            nret = 1;
+        } else {
+            lua_settop(L, top);
+            lua_pushnil(L);
+            lua_pushstring(L, ctx.err);
+            lua_pushinteger(L, (lua_Integer)ctx.err_mark.line + 1);
+            lua_pushinteger(L, (lua_Integer)ctx.err_mark.column + 1);
+            nret = 4;
+        }
+    }
+    yaml_document_delete(&doc);
+    yaml_parser_delete(&parser);
+    return nret;
+}
+
+static int l_searcher(lua_State *L)
+{
+    const char *name = luaL_checkstring(L, 1);
+    for (int i = 0; cnngen_lua_sources[i].name; i++) {
+        if (strcmp(cnngen_lua_sources[i].name, name) == 0) {
+            char chunk[300];
+            snprintf(chunk, sizeof chunk, "@%s", cnngen_lua_sources[i].path);
+            if (luaL_loadbuffer(L, cnngen_lua_sources[i].src, cnngen_lua_sources[i].len, chunk))
+                return lua_error(L);
+            lua_pushstring(L, name);
+            return 2;
+        }
+    }
+    lua_pushfstring(L, "\n\tno embedded module '%s'", name);
+    return 1;
+}
+
+static int traceback(lua_State *L)
+{
+    const char *msg = lua_tostring(L, 1);
+    luaL_traceback(L, L, msg ? msg : "(error object is not a string)", 1);
+    return 1;
+}
+
+static int pmain(lua_State *L)
+{
+    int argc = (int)lua_tointeger(L, 1);
+    char **argv = (char **)lua_touserdata(L, 2);
+    luaL_openlibs(L);
+    /* embedded modules come first among the searchers: no .lua files needed */
+    lua_getglobal(L, "package");
+    lua_getfield(L, -1, "searchers");
+    lua_pushcfunction(L, l_searcher);
+    lua_rawseti(L, -2, 2); /* replace the file searcher: never load from disk */
+    lua_pop(L, 2);
+    lua_newtable(L);
+    lua_pushcfunction(L, l_parse_yaml);
+    lua_setfield(L, -2, "parse_yaml");
+    lua_pushstring(L, CNNGEN_VERSION);
+    lua_setfield(L, -2, "version");
+    lua_setglobal(L, "cnngen_c");
+    lua_getglobal(L, "require");
+    lua_pushliteral(L, "cnngen");
+    lua_call(L, 1, 1);
+    lua_getfield(L, -1, "main");
+    lua_newtable(L);
+    for (int i = 1; i < argc; i++) {
+        lua_pushstring(L, argv[i]);
+        lua_rawseti(L, -2, i);
+    }
+    lua_call(L, 1, 1);
+    return 1;
+}
+
+int main(int argc, char **argv)
+{
+    lua_State *L = luaL_newstate();
+    if (!L) {
+        fprintf(stderr, "cnngen: cannot create Lua state\n");
+        return 3;
+    }
+    lua_pushcfunction(L, traceback);
+    lua_pushcfunction(L, pmain);
+    lua_pushinteger(L, argc);
+    lua_pushlightuserdata(L, argv);
+    int rc;
+    if (lua_pcall(L, 2, 1, 1) != LUA_OK) {
+        fprintf(stderr, "cnngen: internal error: %s\n", lua_tostring(L, -1));
+        rc = 3;
+    } else {
+        rc = (int)lua_tointeger(L, -1);
+    }
+    lua_close(L);
+    return rc;
+}

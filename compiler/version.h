@@ -1,0 +1,1 @@
+#define CNNGEN_VERSION "0.1.0"
