@@ -320,7 +320,11 @@ int cg_dataset_load(const cg_net *net, const char *dir, int split, cg_dataset *o
     if (cg_path_join(npz, sizeof npz, dir, split == CG_SPLIT_TRAIN ? "train.npz" : "test.npz",
                      err) != 0)
         return -1;
-    if (access(p1, F_OK) != 0 && access(p2, F_OK) != 0 && access(npz, F_OK) == 0) {
+    int have_idx = access(p1, F_OK) == 0 || access(p2, F_OK) == 0;
+    if (!have_idx && access(npz, F_OK) != 0)
+        return cg_fail(err, "%s: no %s data: expected %s-images-idx3-ubyte.gz (+ labels) or %s",
+                       dir, prefix, prefix, npz);
+    if (!have_idx) {
         rc = cg_npz_dataset_load(npz, out, err);
         snprintf(probe, sizeof probe, "%s", npz);
     } else {

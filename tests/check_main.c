@@ -1,0 +1,14 @@
+/* Runs every Check suite of the project. Add new suites to the list below. */
+#include <check.h>
+#include <stdlib.h>
+
+Suite *make_runtime_suite(void);
+
+int main(void)
+{
+    SRunner *sr = srunner_create(make_runtime_suite());
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}
