@@ -228,7 +228,7 @@ int cg_npy_parse(const void *buf, size_t len, const char *what, cg_array *out, c
         skip_ws(&c);
         if (strcmp(key, "descr") == 0) {
             if (!parse_str(&c, descr, sizeof descr))
-                return cg_fail(err, "%s: malformed .npy header (descr is not a simple dtype string)",
+                return cg_fail(err, "%s: unsupported dtype (structured or non-string descr)",
                                what);
             have_descr = 1;
         } else if (strcmp(key, "fortran_order") == 0) {
