@@ -60,9 +60,9 @@ OUT  ?= .
 trainer: $(B)/cnngen $(B)/libcnngen.a
 	@test -n "$(SPEC)" || { echo "usage: make trainer SPEC=path/to/spec.yaml OUT=dir"; exit 2; }
 	@mkdir -p $(OUT)
-	$(B)/cnngen $(SPEC) -o $(OUT) > $(B)/.trainer-name
-	$(CC) $(OPT) $(WARN) -std=c11 -Iruntime $(OUT)/$$(cat $(B)/.trainer-name).c $(B)/libcnngen.a $(RT_LIBS) $(LDFLAGS) -o $(OUT)/$$(cat $(B)/.trainer-name)
-	@echo "built $(OUT)/$$(cat $(B)/.trainer-name)"
+	@c=$$($(B)/cnngen $(SPEC) -o $(OUT)) && \
+	 echo "$(CC) $(OPT) -std=c11 -Iruntime $$c $(B)/libcnngen.a -o $${c%.c}" && \
+	 $(CC) $(OPT) $(WARN) -std=c11 -Iruntime $$c $(B)/libcnngen.a $(RT_LIBS) $(LDFLAGS) -o $${c%.c}
 
 include tests/tests.mk
 

@@ -4,7 +4,7 @@ local util = require("util")
 local M = {}
 
 local VERSION = cnngen_c and cnngen_c.version or "dev"
-local UNROLL_BUDGET = 4096      -- terms per layer and pass written out as straight-line code
+local UNROLL_BUDGET = 1024      -- terms per layer and pass written out as straight-line code
 local MAX_TENSOR = 1 << 28      -- floats in one sample's activation or one parameter tensor
 local MAX_PARAMS = 1 << 31      -- floats in all parameters
 local MAX_BATCH = 65536

@@ -255,7 +255,8 @@ Code.__index = Code
 function M.code() return setmetatable({lines = {}, ind = 0}, Code) end
 function Code:line(fmt, ...)
   local s = select("#", ...) > 0 and string.format(fmt, ...) or fmt
-  self.lines[#self.lines + 1] = (s == "" and "" or string.rep("    ", self.ind) .. s)
+  local pad = string.rep("    ", self.ind)
+  self.lines[#self.lines + 1] = (s == "" and "" or pad .. s:gsub("\n", "\n" .. pad))
 end
 function Code:open(fmt, ...) self:line(fmt, ...); self.ind = self.ind + 1 end
 function Code:close(s) self.ind = self.ind - 1; self:line(s or "}") end

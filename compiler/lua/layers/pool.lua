@@ -60,7 +60,9 @@ local function plane_loops(C, L, unroll, xname, yname, body)
   util.loop(C, "c", 0, L.channels - 1, unroll, function(c)
     local base_in = util.aff(0):term("n", L.in_size):term(c, IHW)
     local base_out = util.aff(0):term("n", L.out_size):term(c, OHW)
+    if type(c) == "number" and L.channels > 1 then C:open("{") end
     body(tostring(base_in), tostring(base_out))
+    if type(c) == "number" and L.channels > 1 then C:close() end
   end)
   C:close()
 end
@@ -128,7 +130,8 @@ function M.backward(L, C, ctx)
       C:close()
     end)
   end)
-  return {"x", "dy", "dx", "nb"}
+  if ismax(L) then return {"x", "dy", "dx", "nb"} end
+  return {"dy", "dx", "nb"}
 end
 
 return M
