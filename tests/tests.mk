@@ -1,1 +1,52 @@
-# Test rules (filled in by the tests work; placeholder so the Makefile's include succeeds).
+# Test rules, included by the top-level Makefile.
+#   make test         everything below, in order
+#   make check-unit   the Check suites (tests/check_*.c) linked with the test nets
+#   make check-torch  every spec in specs/ against PyTorch (tests/torch_ref.py)
+#   make regen-check  generated/ equals the generator's output
+PYTHON    ?= /usr/bin/python3
+TEST_NETS := $(wildcard tests/nets/*.yaml)
+TNET_C    := $(TEST_NETS:tests/nets/%.yaml=$(B)/tnets/%.c)
+TNET_O    := $(TNET_C:.c=.o)
+CHECK_SRC := $(wildcard tests/check_*.c)
+TRAINERS  := $(patsubst specs/%.yaml,$(B)/trainers/%,$(filter-out specs/vgg16.yaml,$(SPECS)))
+
+.PHONY: test check-unit check-torch
+test: all check-unit regen-check warn-check check-torch
+	@echo "make test: all tests passed"
+
+# test nets: generated, compiled without main, registered in one table
+$(B)/tnets/%.c: tests/nets/%.yaml $(B)/cnngen | $(B)/tnets
+	$(B)/cnngen $< -o $(B)/tnets >/dev/null
+$(B)/tnets/%.o: $(B)/tnets/%.c
+	$(CC) -std=c11 $(WARN) -Werror $(CFLAGS) -Iruntime -DCNNGEN_NO_MAIN -c $< -o $@
+$(B)/tnets/registry.c: $(TEST_NETS) | $(B)/tnets
+	@{ echo '#include "cnngen.h"'; \
+	   for f in $(notdir $(TEST_NETS:.yaml=)); do echo "extern const cg_net $${f}_net;"; done; \
+	   echo 'const cg_net *const cg_test_nets[] = {'; \
+	   for f in $(notdir $(TEST_NETS:.yaml=)); do echo "    &$${f}_net,"; done; \
+	   echo '    0};'; } > $@
+$(B)/tnets:
+	mkdir -p $@
+
+$(B)/check_all: $(CHECK_SRC) $(TNET_O) $(B)/tnets/registry.c $(B)/libcnngen.a $(B)/cnngen
+	$(CC) $(ALL_CFLAGS) -Iruntime -Itests -DCNNGEN_BIN='"$(B)/cnngen"' $(CHECK_SRC) $(TNET_O) $(B)/tnets/registry.c \
+	  $(B)/libcnngen.a $(RT_LIBS) $(CHECK_LIBS) $(LDFLAGS) -o $@
+
+check-unit: $(B)/check_all
+	$(B)/check_all
+
+# every shipped spec (VGG-16 at 224x224 too: compiled at -O1 to keep CI short)
+$(B)/trainers/%: specs/%.yaml $(B)/cnngen $(B)/libcnngen.a
+	@mkdir -p $(B)/trainers
+	$(B)/cnngen $< -o $(B)/trainers >/dev/null
+	$(CC) $(OPT) $(WARN) -Werror -std=c11 -Iruntime $@.c $(B)/libcnngen.a $(RT_LIBS) $(LDFLAGS) -o $@
+$(B)/trainers/vgg16: specs/vgg16.yaml $(B)/cnngen $(B)/libcnngen.a
+	@mkdir -p $(B)/trainers
+	$(B)/cnngen $< -o $(B)/trainers >/dev/null
+	$(CC) -O1 -march=native $(WARN) -Werror -std=c11 -Iruntime $@.c $(B)/libcnngen.a $(RT_LIBS) $(LDFLAGS) -o $@
+
+check-torch: $(TRAINERS) $(B)/trainers/vgg16
+	@pass=0; fail=0; for s in $(SPECS); do n=$$(basename $$s .yaml); \
+	  if $(PYTHON) tests/torch_ref.py check $$s $(B)/trainers/$$n $(B)/torchwork; then pass=$$((pass+1)); \
+	  else fail=$$((fail+1)); echo "check-torch: FAILED $$s"; fi; done; \
+	  echo "check-torch: $$pass passed, $$fail failed"; test $$fail = 0
