@@ -113,10 +113,10 @@ KINDS = CONV + POOL + ("dense", "flatten", "batchnorm") + ACT
 LAYER_KEYS = {
     "conv1d": {"out", "kernel", "stride", "padding", "dilation", "groups", "bias"},
     "conv2d": {"out", "kernel", "stride", "padding", "dilation", "groups", "bias"},
-    "maxpool1d": {"kernel", "stride", "padding", "ceil_mode"},
-    "maxpool2d": {"kernel", "stride", "padding", "ceil_mode"},
-    "avgpool1d": {"kernel", "stride", "padding", "ceil_mode", "count_include_pad"},
-    "avgpool2d": {"kernel", "stride", "padding", "ceil_mode", "count_include_pad"},
+    "maxpool1d": {"kernel", "stride", "padding"},
+    "maxpool2d": {"kernel", "stride", "padding"},
+    "avgpool1d": {"kernel", "stride", "padding", "count_include_pad"},
+    "avgpool2d": {"kernel", "stride", "padding", "count_include_pad"},
     "dense": {"out", "bias"},
     "flatten": set(),
     "relu": set(),
@@ -155,17 +155,17 @@ def _num(v, what):
 
 
 def _tuple(v, nd, what, minimum):
-    """int or [a, b] (2-D) / [a] (1-D) -> tuple of nd ints >= minimum."""
+    """int or [h, w] (2-D only) -> tuple of nd ints >= minimum."""
     kind = "positive integer" if minimum == 1 else "non-negative integer"
-    form = "[h, w]" if nd == 2 else "[l]"
+    form = " or [h, w]" if nd == 2 else " (one integer for a 1-D layer)"
     if _is_int(v):
         vals = (v,) * nd
-    elif isinstance(v, list) and len(v) == nd and all(_is_int(x) for x in v):
+    elif nd == 2 and isinstance(v, list) and len(v) == nd and all(_is_int(x) for x in v):
         vals = tuple(v)
     else:
-        raise SpecError(f"{what}: expected a {kind} or {form}, got {v!r}")
+        raise SpecError(f"{what}: expected a {kind}{form}, got {v!r}")
     if any(x < minimum for x in vals):
-        raise SpecError(f"{what}: expected a {kind} or {form}, got {v!r}")
+        raise SpecError(f"{what}: expected a {kind}{form}, got {v!r}")
     return vals
 
 
@@ -192,12 +192,12 @@ def parse_layers(spec):
     if unknown:
         raise SpecError(f"unknown top-level key(s): {sorted(unknown)}")
     name = spec.get("name")
-    if not isinstance(name, str) or not NAME_RE.match(name):
+    if not isinstance(name, str) or not NAME_RE.match(name) or len(name) > 48:
         raise SpecError(f"name: expected a C identifier [a-z_][a-z0-9_]*, got {name!r}")
     inp = spec.get("input")
     if not (isinstance(inp, list) and 1 <= len(inp) <= 3 and all(_is_int(x) and x > 0 for x in inp)):
         raise SpecError(f"input: expected [C, H, W], [C, L] or [N] of positive integers, got {inp!r}")
-    loss = spec.get("loss")
+    loss = spec.setdefault("loss", "softmax_cross_entropy")
     if loss not in ("softmax_cross_entropy", "mse"):
         raise SpecError(f"loss: expected softmax_cross_entropy or mse, got {loss!r}")
     train = spec.get("train", {}) or {}
@@ -214,7 +214,7 @@ def parse_layers(spec):
             tr[k] = v
         else:
             x = _num(v, f"train.{k}")
-            if (k == "lr" and x <= 0) or x < 0:
+            if (k == "lr" and x <= 0) or x < 0 or (k == "momentum" and x >= 1):
                 raise SpecError(f"train.{k}: out of range, got {v!r}")
             tr[k] = x
     layers = spec.get("layers")
@@ -259,8 +259,6 @@ def parse_layers(spec):
             else:
                 s = _tuple(args.get("stride", args["kernel"]), nd, f"{kind}.stride", 1)
                 d = (1,) * nd
-                if args.get("ceil_mode", False) is not False:
-                    raise SpecError(f"{kind}.ceil_mode: only false is supported, got {args['ceil_mode']!r}")
             pad = args.get("padding", 0)
             if kind in CONV and pad in ("valid", "same", "full"):
                 if pad == "valid":
@@ -275,8 +273,8 @@ def parse_layers(spec):
                     hi = tuple(t - t // 2 for t in tot)
             else:
                 if isinstance(pad, str):
-                    raise SpecError(f"{kind}.padding: expected a non-negative integer, "
-                                    f"{'[h, w]' if nd == 2 else '[l]'}"
+                    raise SpecError(f"{kind}.padding: expected a non-negative integer"
+                                    f"{', [h, w]' if nd == 2 else ''}"
                                     f"{', valid, same or full' if kind in CONV else ''}, got {pad!r}")
                 lo = hi = _tuple(pad, nd, f"{kind}.padding", 0)
                 if kind in POOL and any(p * 2 > kk for p, kk in zip(lo, k)):
