@@ -11,7 +11,7 @@ CHECK_SRC := $(wildcard tests/check_*.c)
 TRAINERS  := $(patsubst specs/%.yaml,$(B)/trainers/%,$(filter-out specs/vgg16.yaml,$(SPECS)))
 
 .PHONY: test check-unit check-torch
-test: all check-unit regen-check warn-check check-torch
+test: deps all check-unit regen-check warn-check check-torch
 	@echo "make test: all tests passed"
 
 # test nets: generated, compiled without main, registered in one table
