@@ -1,0 +1,824 @@
+/* Check suite for the compiler (build/cnngen) as a black box: malformed specs in
+ * tests/bad/, the command line, and properties of the emitted C.
+ *
+ * Every tests/bad/NAME.yaml starts with "# expect: <substring of stderr>" (with
+ * file:line:col); further "# expect: ..." lines anywhere in the file must also be
+ * present, and "# expect-count: N" requires exactly N "file:line:col:" diagnostics.
+ * The compiler runs via posix_spawn (no shell) with stdout/stderr in temp files.
+ * Tests run from the repository root; CNNGEN_BIN is "build/cnngen". */
+#include <check.h>
+#include <ctype.h>
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <spawn.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#ifndef CNNGEN_BIN
+#define CNNGEN_BIN "build/cnngen"
+#endif
+#define BAD_DIR "tests/bad"
+
+extern char **environ;
+
+/* ------------------------------------------------------------------------ */
+/* helpers                                                                  */
+/* ------------------------------------------------------------------------ */
+
+typedef struct {
+    int status;   /* exit status, or 128 + signal */
+    int signaled;
+    char *out, *err;
+    size_t out_len, err_len;
+    double secs;
+} run_result;
+
+static char *slurp(const char *path, size_t *len)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f) return NULL;
+    size_t cap = 4096, n = 0;
+    char *buf = malloc(cap + 1);
+    ck_assert_ptr_nonnull(buf);
+    size_t got;
+    while ((got = fread(buf + n, 1, cap - n, f)) > 0) {
+        n += got;
+        if (n == cap) {
+            cap *= 2;
+            buf = realloc(buf, cap + 1);
+            ck_assert_ptr_nonnull(buf);
+        }
+    }
+    fclose(f);
+    buf[n] = '\0';
+    if (len) *len = n;
+    return buf;
+}
+
+static void write_file(const char *path, const char *text)
+{
+    FILE *f = fopen(path, "wb");
+    ck_assert_msg(f != NULL, "cannot create %s: %s", path, strerror(errno));
+    fputs(text, f);
+    ck_assert_int_eq(fclose(f), 0);
+}
+
+static double now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+/* Run CNNGEN_BIN with args (NULL-terminated, without argv[0]). */
+static void run_cnngen(run_result *r, const char *const *args)
+{
+    char outp[] = "/tmp/cnngen_check_out_XXXXXX", errp[] = "/tmp/cnngen_check_err_XXXXXX";
+    int ofd = mkstemp(outp), efd = mkstemp(errp);
+    ck_assert_msg(ofd >= 0 && efd >= 0, "mkstemp: %s", strerror(errno));
+    const char *argv[64];
+    int argc = 0;
+    argv[argc++] = CNNGEN_BIN;
+    for (int i = 0; args[i]; i++) {
+        ck_assert_int_lt(argc, 62);
+        argv[argc++] = args[i];
+    }
+    argv[argc] = NULL;
+    posix_spawn_file_actions_t fa;
+    posix_spawn_file_actions_init(&fa);
+    posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
+    posix_spawn_file_actions_adddup2(&fa, ofd, 1);
+    posix_spawn_file_actions_adddup2(&fa, efd, 2);
+    double t0 = now();
+    pid_t pid;
+    int rc = posix_spawn(&pid, CNNGEN_BIN, &fa, NULL, (char *const *)argv, environ);
+    posix_spawn_file_actions_destroy(&fa);
+    ck_assert_msg(rc == 0, "cannot run %s: %s (run the tests from the repository root after make)",
+                  CNNGEN_BIN, strerror(rc));
+    int st;
+    while (waitpid(pid, &st, 0) < 0)
+        ck_assert_msg(errno == EINTR, "waitpid: %s", strerror(errno));
+    r->secs = now() - t0;
+    close(ofd);
+    close(efd);
+    r->signaled = WIFSIGNALED(st);
+    r->status = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+    r->out = slurp(outp, &r->out_len);
+    r->err = slurp(errp, &r->err_len);
+    unlink(outp);
+    unlink(errp);
+    ck_assert_ptr_nonnull(r->out);
+    ck_assert_ptr_nonnull(r->err);
+}
+
+static void free_result(run_result *r)
+{
+    free(r->out);
+    free(r->err);
+}
+
+static char *make_tmpdir(void)
+{
+    char tmpl[] = "/tmp/cnngen_check_dir_XXXXXX";
+    char *d = mkdtemp(tmpl);
+    ck_assert_msg(d != NULL, "mkdtemp: %s", strerror(errno));
+    return strdup(d);
+}
+
+/* Names in dir (sorted, without . and ..), joined by ' '; "" when empty. */
+static char *dir_listing(const char *dir)
+{
+    DIR *d = opendir(dir);
+    ck_assert_msg(d != NULL, "opendir %s: %s", dir, strerror(errno));
+    char *names[256];
+    int n = 0;
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL && n < 256) {
+        if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0) continue;
+        names[n++] = strdup(e->d_name);
+    }
+    closedir(d);
+    for (int i = 1; i < n; i++)
+        for (int j = i; j > 0 && strcmp(names[j - 1], names[j]) > 0; j--) {
+            char *t = names[j];
+            names[j] = names[j - 1];
+            names[j - 1] = t;
+        }
+    size_t len = 1;
+    for (int i = 0; i < n; i++) len += strlen(names[i]) + 1;
+    char *s = calloc(len, 1);
+    for (int i = 0; i < n; i++) {
+        if (i) strcat(s, " ");
+        strcat(s, names[i]);
+        free(names[i]);
+    }
+    return s;
+}
+
+static void rm_tree(const char *dir)
+{
+    DIR *d = opendir(dir);
+    if (!d) return;
+    struct dirent *e;
+    char p[4096];
+    while ((e = readdir(d)) != NULL) {
+        if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0) continue;
+        snprintf(p, sizeof p, "%s/%s", dir, e->d_name);
+        unlink(p);
+    }
+    closedir(d);
+    rmdir(dir);
+}
+
+/* Clean diagnostics: no traces of the implementation leaking out. */
+static void assert_clean_stderr(const char *what, const run_result *r)
+{
+    static const char *const bad[] = {"internal error", "traceback", "stack traceback", ".lua:",
+                                      "attempt to ", "(null)", "nil value", NULL};
+    for (int i = 0; bad[i]; i++)
+        ck_assert_msg(strstr(r->err, bad[i]) == NULL,
+                      "%s: stderr contains \"%s\" (crash or leaked internal error); got:\n%s", what, bad[i], r->err);
+    ck_assert_msg(!r->signaled, "%s: compiler killed by signal %d; stderr:\n%s", what, r->status - 128, r->err);
+}
+
+static uint64_t fnv1a64(const char *s, size_t n)
+{
+    uint64_t h = 0xcbf29ce484222325ULL;
+    for (size_t i = 0; i < n; i++) {
+        h ^= (unsigned char)s[i];
+        h *= 1099511628211ULL;
+    }
+    return h;
+}
+
+/* ------------------------------------------------------------------------ */
+/* 1. malformed specs                                                       */
+/* ------------------------------------------------------------------------ */
+
+static char **bad_files;
+static int n_bad;
+
+static int cmp_str(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+static void collect_bad_files(void)
+{
+    DIR *d = opendir(BAD_DIR);
+    if (!d) return;
+    struct dirent *e;
+    int cap = 0;
+    while ((e = readdir(d)) != NULL) {
+        size_t l = strlen(e->d_name);
+        if (l < 6 || strcmp(e->d_name + l - 5, ".yaml") != 0) continue;
+        if (n_bad == cap) {
+            cap = cap ? 2 * cap : 64;
+            bad_files = realloc(bad_files, sizeof *bad_files * (size_t)cap);
+        }
+        bad_files[n_bad++] = strdup(e->d_name);
+    }
+    closedir(d);
+    if (n_bad) qsort(bad_files, (size_t)n_bad, sizeof *bad_files, cmp_str);
+}
+
+START_TEST(test_bad_dir_populated)
+{
+    ck_assert_msg(n_bad >= 25, "expected at least 25 specs in " BAD_DIR "/*.yaml, found %d", n_bad);
+}
+END_TEST
+
+/* Line `ln` (1-based) of text, malloc'd, or NULL. */
+static char *nth_line(const char *text, long ln)
+{
+    const char *p = text;
+    for (long i = 1; i < ln; i++) {
+        p = strchr(p, '\n');
+        if (!p) return NULL;
+        p++;
+    }
+    const char *q = strchr(p, '\n');
+    size_t n = q ? (size_t)(q - p) : strlen(p);
+    if (!q && n == 0 && ln > 1) return NULL;
+    char *s = malloc(n + 1);
+    memcpy(s, p, n);
+    s[n] = '\0';
+    return s;
+}
+
+/* Where expect occurs in a diagnostic of stderr (not in an echoed source line,
+ * which starts with two spaces): expectations naming the file must start a line,
+ * others may be anywhere in a message line. NULL when absent. */
+static const char *find_diag(const char *err, const char *path, const char *expect)
+{
+    int anchored = strncmp(expect, path, strlen(path)) == 0;
+    size_t el = strlen(expect);
+    for (const char *p = err; p && *p; p = strchr(p, '\n'), p = p ? p + 1 : NULL) {
+        if (strncmp(p, "  ", 2) == 0) continue;
+        const char *e = strchr(p, '\n');
+        size_t n = e ? (size_t)(e - p) : strlen(p);
+        if (anchored) {
+            if (n >= el && strncmp(p, expect, el) == 0) return p;
+        } else {
+            char *l = strndup(p, n);
+            char *f = strstr(l, expect);
+            const char *r = f ? p + (f - l) : NULL;
+            free(l);
+            if (r) return r;
+        }
+    }
+    return NULL;
+}
+
+/* Given an expected "PATH:L:C: msg" found in stderr, check the two lines after it:
+ * the source line L indented by two spaces, and a caret under column C. */
+static void check_caret(const char *path, const char *spec_text, const char *err, const char *expect)
+{
+    size_t pl = strlen(path);
+    long line, col;
+    if (strncmp(expect, path, pl) != 0 || sscanf(expect + pl, ":%ld:%ld:", &line, &col) != 2) return;
+    const char *at = find_diag(err, path, expect);
+    if (!at) return;
+    const char *l1 = strchr(at, '\n');
+    ck_assert_msg(l1 != NULL, "%s: no source line after the message; stderr:\n%s", path, err);
+    l1++;
+    const char *l2 = strchr(l1, '\n');
+    ck_assert_msg(l2 != NULL, "%s: no caret line after the source line; stderr:\n%s", path, err);
+    l2++;
+    const char *l3 = strchr(l2, '\n');
+    size_t n1 = (size_t)(l2 - 1 - l1), n2 = l3 ? (size_t)(l3 - l2) : strlen(l2);
+    char *src = nth_line(spec_text, line);
+    ck_assert_msg(src != NULL, "%s: message names line %ld, the file has fewer lines", path, line);
+    int printable = 1;
+    for (char *c = src; *c; c++) {
+        if (*c == '\t') *c = ' ';
+        else if ((unsigned char)*c < 0x20 || (unsigned char)*c >= 0x7f) printable = 0;
+    }
+    if (printable) {
+        ck_assert_msg(n1 == strlen(src) + 2 && strncmp(l1, "  ", 2) == 0 && strncmp(l1 + 2, src, strlen(src)) == 0,
+                      "%s: after \"%s\" expected the source line \"  %s\", got \"%.*s\"", path, expect, src, (int)n1, l1);
+    }
+    free(src);
+    int ok = n2 == (size_t)col + 2 && l2[n2 - 1] == '^';
+    for (size_t i = 0; ok && i + 1 < n2; i++) ok = l2[i] == ' ';
+    ck_assert_msg(ok, "%s: expected a caret at column %ld under the source line, got \"%.*s\"", path, col, (int)n2, l2);
+}
+
+START_TEST(test_bad_spec)
+{
+    ck_assert_int_lt(_i, n_bad);
+    char path[1024];
+    snprintf(path, sizeof path, "%s/%s", BAD_DIR, bad_files[_i]);
+    size_t text_len;
+    char *text = slurp(path, &text_len);
+    ck_assert_msg(text != NULL, "cannot read %s", path);
+    ck_assert_msg(strncmp(text, "# expect: ", 10) == 0, "%s: first line must be '# expect: <stderr substring>'", path);
+
+    /* every "# expect: " line, and "# expect-count: N" */
+    char *expects[64];
+    int n_exp = 0;
+    long want_count = -1;
+    for (const char *p = text; p && *p; p = strchr(p, '\n'), p = p ? p + 1 : NULL) {
+        const char *e = strchr(p, '\n');
+        size_t n = e ? (size_t)(e - p) : strlen(p);
+        if (n > 10 && strncmp(p, "# expect: ", 10) == 0 && n_exp < 64) {
+            expects[n_exp] = strndup(p + 10, n - 10);
+            n_exp++;
+        } else if (strncmp(p, "# expect-count: ", 16) == 0) {
+            want_count = strtol(p + 16, NULL, 10);
+        }
+    }
+    ck_assert_msg(strncmp(expects[0], path, strlen(path)) == 0,
+                  "%s: the first expectation must start with the file name, got \"%s\"", path, expects[0]);
+
+    char *dir = make_tmpdir();
+    run_result r;
+    run_cnngen(&r, (const char *const[]){path, "-o", dir, NULL});
+    char *left = dir_listing(dir);
+    rm_tree(dir);
+
+    assert_clean_stderr(path, &r);
+    ck_assert_msg(r.status == 1, "%s: exit status %d, expected 1 (spec error); stdout:\n%s\nstderr:\n%s",
+                  path, r.status, r.out, r.err);
+    for (int i = 0; i < n_exp; i++)
+        ck_assert_msg(find_diag(r.err, path, expects[i]) != NULL, "%s: stderr lacks the expected\n  %s\ngot:\n%s",
+                      path, expects[i], r.err);
+    ck_assert_msg(left[0] == '\0', "%s: files were written despite the error: %s", path, left);
+    ck_assert_msg(r.out_len == 0, "%s: stdout should be empty on error, got:\n%s", path, r.out);
+    for (int i = 0; i < n_exp; i++) check_caret(path, text, r.err, expects[i]);
+    if (want_count >= 0) {
+        long n = 0;
+        size_t pl = strlen(path);
+        for (const char *p = r.err; p; p = strchr(p, '\n'), p = p ? p + 1 : NULL)
+            if (strncmp(p, path, pl) == 0 && p[pl] == ':' && isdigit((unsigned char)p[pl + 1])) n++;
+        ck_assert_msg(n == want_count, "%s: expected %ld diagnostics, got %ld:\n%s", path, want_count, n, r.err);
+    }
+    for (int i = 0; i < n_exp; i++) free(expects[i]);
+    free(left);
+    free(dir);
+    free(text);
+    free_result(&r);
+}
+END_TEST
+
+/* ------------------------------------------------------------------------ */
+/* 2. command line                                                          */
+/* ------------------------------------------------------------------------ */
+
+#define RUN(r, ...) run_cnngen(&(r), (const char *const[]){__VA_ARGS__, NULL})
+#define RUN0(r) run_cnngen(&(r), (const char *const[]){NULL})
+
+static void expect_status(const char *what, const run_result *r, int want)
+{
+    assert_clean_stderr(what, r);
+    ck_assert_msg(r->status == want, "%s: exit status %d, expected %d; stdout:\n%s\nstderr:\n%s",
+                  what, r->status, want, r->out, r->err);
+}
+
+START_TEST(test_cli_help)
+{
+    run_result r;
+    RUN(r, "--help");
+    expect_status("cnngen --help", &r, 0);
+    ck_assert_msg(strstr(r.out, "usage") != NULL, "cnngen --help: stdout lacks \"usage\", got:\n%s", r.out);
+    free_result(&r);
+}
+END_TEST
+
+START_TEST(test_cli_version)
+{
+    run_result r;
+    RUN(r, "--version");
+    expect_status("cnngen --version", &r, 0);
+    ck_assert_msg(strncmp(r.out, "cnngen ", 7) == 0 && r.out_len > 8,
+                  "cnngen --version: expected \"cnngen <version>\", got \"%s\"", r.out);
+    free_result(&r);
+}
+END_TEST
+
+START_TEST(test_cli_no_args)
+{
+    run_result r;
+    RUN0(r);
+    expect_status("cnngen (no arguments)", &r, 2);
+    ck_assert_msg(strstr(r.err, "usage") != NULL, "cnngen (no arguments): stderr lacks usage, got:\n%s", r.err);
+    free_result(&r);
+}
+END_TEST
+
+START_TEST(test_cli_unknown_option)
+{
+    run_result r;
+    RUN(r, "--frobnicate", "specs/lenet5.yaml");
+    expect_status("cnngen --frobnicate", &r, 2);
+    ck_assert_msg(strstr(r.err, "--frobnicate") != NULL, "cnngen --frobnicate: stderr does not name the option:\n%s",
+                  r.err);
+    free_result(&r);
+}
+END_TEST
+
+START_TEST(test_cli_two_specs)
+{
+    run_result r;
+    RUN(r, "specs/lenet5.yaml", "specs/lecture_conv1d.yaml");
+    expect_status("cnngen SPEC SPEC", &r, 2);
+    free_result(&r);
+}
+END_TEST
+
+START_TEST(test_cli_o_without_dir)
+{
+    run_result r;
+    RUN(r, "specs/lenet5.yaml", "-o");
+    expect_status("cnngen SPEC -o", &r, 2);
+    free_result(&r);
+}
+END_TEST
+
+START_TEST(test_cli_missing_file)
+{
+    run_result r;
+    RUN(r, "tests/no_such_spec.yaml");
+    expect_status("cnngen tests/no_such_spec.yaml", &r, 1);
+    ck_assert_msg(strstr(r.err, "tests/no_such_spec.yaml") != NULL,
+                  "cnngen tests/no_such_spec.yaml: message does not name the file:\n%s", r.err);
+    free_result(&r);
+}
+END_TEST
+
+START_TEST(test_cli_bad_outdir)
+{
+    run_result r;
+    const char *d = "/nonexistent/cnngen_check_dir";
+    RUN(r, "specs/lecture_conv1d.yaml", "-o", d);
+    expect_status("cnngen -o /nonexistent/...", &r, 1);
+    ck_assert_msg(strstr(r.err, d) != NULL, "cnngen -o %s: message does not name the directory:\n%s", d, r.err);
+    ck_assert_msg(r.out_len == 0, "cnngen -o %s: printed a path although nothing was written: %s", d, r.out);
+    struct stat st;
+    ck_assert_msg(stat(d, &st) != 0, "cnngen -o %s: the directory now exists", d);
+    free_result(&r);
+}
+END_TEST
+
+/* -o naming a regular file: error, and nothing (no .tmp either) left next to it */
+START_TEST(test_cli_outdir_is_file)
+{
+    char *dir = make_tmpdir();
+    char f[512];
+    snprintf(f, sizeof f, "%s/plainfile", dir);
+    write_file(f, "x\n");
+    run_result r;
+    RUN(r, "specs/lecture_conv1d.yaml", "-o", f);
+    char *left = dir_listing(dir);
+    rm_tree(dir);
+    expect_status("cnngen -o <regular file>", &r, 1);
+    ck_assert_msg(strcmp(left, "plainfile") == 0, "cnngen -o <regular file>: left behind: %s", left);
+    free(left);
+    free(dir);
+    free_result(&r);
+}
+END_TEST
+
+START_TEST(test_cli_summary_vgg16)
+{
+    run_result r;
+    RUN(r, "--summary", "specs/vgg16.yaml");
+    expect_status("cnngen --summary specs/vgg16.yaml", &r, 0);
+    ck_assert_msg(strstr(r.out, "138,357,544") != NULL,
+                  "cnngen --summary specs/vgg16.yaml: no 138,357,544 parameters in:\n%s", r.out);
+    free_result(&r);
+}
+END_TEST
+
+static int has_line_with(const char *text, const char *a, const char *b)
+{
+    for (const char *p = text; p && *p; p = strchr(p, '\n'), p = p ? p + 1 : NULL) {
+        const char *e = strchr(p, '\n');
+        size_t n = e ? (size_t)(e - p) : strlen(p);
+        char *l = strndup(p, n);
+        int ok = strstr(l, a) && strstr(l, b);
+        free(l);
+        if (ok) return 1;
+    }
+    return 0;
+}
+
+START_TEST(test_cli_summary_conv1d)
+{
+    run_result r;
+    RUN(r, "--summary", "specs/lecture_conv1d.yaml");
+    expect_status("cnngen --summary specs/lecture_conv1d.yaml", &r, 0);
+    ck_assert_msg(strstr(r.out, "Total params: 4\n") != NULL,
+                  "--summary specs/lecture_conv1d.yaml: expected \"Total params: 4\", got:\n%s", r.out);
+    ck_assert_msg(has_line_with(r.out, "conv1d", "1x8"),
+                  "--summary specs/lecture_conv1d.yaml: no conv1d row with output 1x8 in:\n%s", r.out);
+    free_result(&r);
+}
+END_TEST
+
+START_TEST(test_cli_summary_dense)
+{
+    char *dir = make_tmpdir();
+    char spec[512];
+    snprintf(spec, sizeof spec, "%s/dense10.yaml", dir);
+    write_file(spec, "name: dense10\ninput: [10]\nloss: mse\nlayers:\n  - dense: {out: 8}\n");
+    run_result r;
+    RUN(r, "--summary", spec);
+    rm_tree(dir);
+    expect_status("cnngen --summary (dense 10 -> 8)", &r, 0);
+    ck_assert_msg(strstr(r.out, "Total params: 88\n") != NULL,
+                  "--summary dense 10 -> 8: expected \"Total params: 88\", got:\n%s", r.out);
+    free(dir);
+    free_result(&r);
+}
+END_TEST
+
+START_TEST(test_cli_check_writes_nothing)
+{
+    char *dir = make_tmpdir();
+    run_result r;
+    RUN(r, "--check", "specs/lenet5.yaml", "-o", dir);
+    char *left = dir_listing(dir);
+    rm_tree(dir);
+    expect_status("cnngen --check specs/lenet5.yaml", &r, 0);
+    ck_assert_msg(left[0] == '\0', "cnngen --check wrote files: %s", left);
+    free(left);
+    free(dir);
+    free_result(&r);
+}
+END_TEST
+
+START_TEST(test_cli_generate)
+{
+    char *dir = make_tmpdir();
+    run_result r;
+    RUN(r, "specs/lecture_conv1d.yaml", "-o", dir);
+    char *left = dir_listing(dir);
+    rm_tree(dir);
+    expect_status("cnngen specs/lecture_conv1d.yaml -o DIR", &r, 0);
+    ck_assert_msg(strcmp(left, "lecture_conv1d.c lecture_conv1d.h") == 0,
+                  "generation should write exactly lecture_conv1d.c and .h, the directory holds: %s", left);
+    char want[600];
+    snprintf(want, sizeof want, "%s/lecture_conv1d.c\n", dir);
+    ck_assert_msg(strcmp(r.out, want) == 0, "generation should print \"%s\", printed \"%s\"", want, r.out);
+    ck_assert_msg(r.err_len == 0, "successful generation wrote to stderr:\n%s", r.err);
+    free(left);
+    free(dir);
+    free_result(&r);
+}
+END_TEST
+
+static char *read_generated(const char *dir, const char *file, size_t *len)
+{
+    char p[600];
+    snprintf(p, sizeof p, "%s/%s", dir, file);
+    char *s = slurp(p, len);
+    ck_assert_msg(s != NULL, "cannot read generated %s", p);
+    return s;
+}
+
+START_TEST(test_cli_deterministic)
+{
+    char *d1 = make_tmpdir(), *d2 = make_tmpdir();
+    run_result r1, r2;
+    RUN(r1, "specs/lenet5.yaml", "-o", d1);
+    RUN(r2, "specs/lenet5.yaml", "-o", d2);
+    expect_status("cnngen specs/lenet5.yaml (1st)", &r1, 0);
+    expect_status("cnngen specs/lenet5.yaml (2nd)", &r2, 0);
+    static const char *const files[] = {"lenet5.c", "lenet5.h"};
+    for (int i = 0; i < 2; i++) {
+        size_t n1, n2;
+        char *a = read_generated(d1, files[i], &n1), *b = read_generated(d2, files[i], &n2);
+        size_t k = 0;
+        while (k < n1 && k < n2 && a[k] == b[k]) k++;
+        ck_assert_msg(n1 == n2 && k == n1, "%s differs between two runs (sizes %zu and %zu, first difference at byte %zu)",
+                      files[i], n1, n2, k);
+        free(a);
+        free(b);
+    }
+    rm_tree(d1);
+    rm_tree(d2);
+    free(d1);
+    free(d2);
+    free_result(&r1);
+    free_result(&r2);
+}
+END_TEST
+
+START_TEST(test_cli_banner)
+{
+    const char *spec = "specs/lenet5.yaml";
+    size_t slen;
+    char *stext = slurp(spec, &slen);
+    ck_assert_ptr_nonnull(stext);
+    char hash[32];
+    snprintf(hash, sizeof hash, "fnv1a64 %016llx", (unsigned long long)fnv1a64(stext, slen));
+    run_result v;
+    RUN(v, "--version");
+    char version[64];
+    ck_assert_int_eq(sscanf(v.out, "cnngen %63s", version), 1);
+    char *dir = make_tmpdir();
+    run_result r;
+    RUN(r, spec, "-o", dir);
+    expect_status("cnngen specs/lenet5.yaml", &r, 0);
+    static const char *const files[] = {"lenet5.c", "lenet5.h"};
+    for (int i = 0; i < 2; i++) {
+        char *g = read_generated(dir, files[i], NULL);
+        char *end = strstr(g, "*/");
+        ck_assert_msg(strncmp(g, "/*", 2) == 0 && end != NULL, "%s does not start with a comment", files[i]);
+        *end = '\0';
+        ck_assert_msg(strstr(g, spec) != NULL, "%s: header comment does not name %s:\n%s", files[i], spec, g);
+        ck_assert_msg(strstr(g, hash) != NULL, "%s: header comment lacks \"%s\":\n%s", files[i], hash, g);
+        ck_assert_msg(strstr(g, version) != NULL, "%s: header comment lacks generator version %s:\n%s", files[i],
+                      version, g);
+        free(g);
+    }
+    rm_tree(dir);
+    free(dir);
+    free(stext);
+    free_result(&v);
+    free_result(&r);
+}
+END_TEST
+
+/* ------------------------------------------------------------------------ */
+/* 3. generated code                                                        */
+/* ------------------------------------------------------------------------ */
+
+/* Generate spec into a fresh temp dir; returns the .c text (dir removed). */
+static char *generate(const char *spec, const char *name, size_t *len, double *secs)
+{
+    char *dir = make_tmpdir();
+    run_result r;
+    RUN(r, spec, "-o", dir);
+    expect_status(spec, &r, 0);
+    char file[300];
+    snprintf(file, sizeof file, "%s.c", name);
+    char *c = read_generated(dir, file, len);
+    if (secs) *secs = r.secs;
+    rm_tree(dir);
+    free(dir);
+    free_result(&r);
+    return c;
+}
+
+/* Body (from the opening brace to the matching close) of the function whose
+ * definition starts at sig; malloc'd, comments replaced by spaces. */
+static char *function_body(const char *sig)
+{
+    const char *open = strchr(sig, '{');
+    ck_assert_ptr_nonnull(open);
+    int depth = 0;
+    const char *p = open;
+    for (; *p; p++) {
+        if (*p == '{') depth++;
+        else if (*p == '}' && --depth == 0) break;
+    }
+    ck_assert_msg(*p == '}', "unbalanced braces after %.60s", sig);
+    size_t n = (size_t)(p - open + 1);
+    char *b = strndup(open, n);
+    for (char *q = b; *q; q++) {
+        if (q[0] == '/' && q[1] == '*') {
+            char *e = strstr(q + 2, "*/");
+            char *stop = e ? e + 2 : q + strlen(q);
+            memset(q, ' ', (size_t)(stop - q));
+            q = stop - 1;
+        }
+    }
+    return b;
+}
+
+static int count_word(const char *s, const char *w)
+{
+    int n = 0;
+    size_t wl = strlen(w);
+    for (const char *p = strstr(s, w); p; p = strstr(p + 1, w)) {
+        int before = p > s && (isalnum((unsigned char)p[-1]) || p[-1] == '_');
+        int after = isalnum((unsigned char)p[wl]) || p[wl] == '_';
+        if (!before && !after) n++;
+    }
+    return n;
+}
+
+static int count_str(const char *s, const char *w)
+{
+    int n = 0;
+    for (const char *p = strstr(s, w); p; p = strstr(p + 1, w)) n++;
+    return n;
+}
+
+static char *function_name(const char *sig)
+{
+    const char *p = sig + strlen("static void ");
+    const char *e = strchr(p, '(');
+    return strndup(p, (size_t)(e - p));
+}
+
+START_TEST(test_gen_conv1d_straight_line)
+{
+    char *c = generate("specs/lecture_conv1d.yaml", "lecture_conv1d", NULL, NULL);
+    int nfn = 0;
+    for (const char *p = strstr(c, "static void l00_"); p; p = strstr(p + 1, "static void l00_")) {
+        char *name = function_name(p);
+        char *b = function_body(p);
+        int loops = count_word(b, "for"), batch = count_str(b, "for (int n = 0; n < nb; n++)");
+        ck_assert_msg(loops == batch && batch <= 1,
+                      "lecture_conv1d.c %s: only the batch loop is allowed, found %d for-loops:\n%s", name, loops, b);
+        ck_assert_msg(count_word(b, "while") == 0 && count_word(b, "if") == 0,
+                      "lecture_conv1d.c %s: contains while/if:\n%s", name, b);
+        free(name);
+        free(b);
+        nfn++;
+    }
+    ck_assert_msg(nfn >= 2, "lecture_conv1d.c: expected forward and backward 'static void l00_' functions, found %d", nfn);
+    free(c);
+}
+END_TEST
+
+START_TEST(test_gen_padded_conv_no_branches)
+{
+    char *dir = make_tmpdir();
+    char spec[512];
+    snprintf(spec, sizeof spec, "%s/pad3.yaml", dir);
+    write_file(spec, "name: pad3\ninput: [8, 32, 32]\nloss: mse\nlayers:\n"
+                     "  - conv2d: {out: 8, kernel: 3, padding: 1}\n");
+    char *c = generate(spec, "pad3", NULL, NULL);
+    rm_tree(dir);
+    free(dir);
+    int nfn = 0;
+    for (const char *p = strstr(c, "static void l00_conv2d_"); p; p = strstr(p + 1, "static void l00_conv2d_")) {
+        char *name = function_name(p);
+        char *b = function_body(p);
+        ck_assert_msg(count_word(b, "for") > 1, "pad3.c %s: expected looped code (more than the batch loop):\n%.2000s",
+                      name, b);
+        ck_assert_msg(count_word(b, "if") == 0, "pad3.c %s: contains 'if' (padding not resolved at generation time):\n%s",
+                      name, b);
+        ck_assert_msg(strchr(b, '?') == NULL, "pad3.c %s: contains a ?: conditional:\n%s", name, b);
+        ck_assert_msg(strchr(b, '%') == NULL, "pad3.c %s: contains a runtime %% in the code:\n%s", name, b);
+        ck_assert_msg(strchr(b, '/') == NULL, "pad3.c %s: contains a runtime division in the code:\n%s", name, b);
+        free(name);
+        free(b);
+        nfn++;
+    }
+    ck_assert_msg(nfn == 2, "pad3.c: expected l00_conv2d_forward and l00_conv2d_backward, found %d functions", nfn);
+    free(c);
+}
+END_TEST
+
+START_TEST(test_gen_vgg16_fast_and_small)
+{
+    size_t len;
+    double secs;
+    char *c = generate("specs/vgg16.yaml", "vgg16", &len, &secs);
+    ck_assert_msg(secs < 1.0, "specs/vgg16.yaml: generation took %.3f s, expected under 1 s", secs);
+    ck_assert_msg(len < 2u * 1024 * 1024, "specs/vgg16.yaml: vgg16.c is %zu bytes, expected under 2 MB", len);
+    free(c);
+}
+END_TEST
+
+Suite *make_compiler_suite(void)
+{
+    Suite *s = suite_create("compiler");
+    collect_bad_files();
+
+    TCase *bad = tcase_create("bad_specs");
+    tcase_set_timeout(bad, 30);
+    tcase_add_test(bad, test_bad_dir_populated);
+    if (n_bad > 0) tcase_add_loop_test(bad, test_bad_spec, 0, n_bad);
+    suite_add_tcase(s, bad);
+
+    TCase *cli = tcase_create("cli");
+    tcase_set_timeout(cli, 30);
+    tcase_add_test(cli, test_cli_help);
+    tcase_add_test(cli, test_cli_version);
+    tcase_add_test(cli, test_cli_no_args);
+    tcase_add_test(cli, test_cli_unknown_option);
+    tcase_add_test(cli, test_cli_two_specs);
+    tcase_add_test(cli, test_cli_o_without_dir);
+    tcase_add_test(cli, test_cli_missing_file);
+    tcase_add_test(cli, test_cli_bad_outdir);
+    tcase_add_test(cli, test_cli_outdir_is_file);
+    tcase_add_test(cli, test_cli_summary_vgg16);
+    tcase_add_test(cli, test_cli_summary_conv1d);
+    tcase_add_test(cli, test_cli_summary_dense);
+    tcase_add_test(cli, test_cli_check_writes_nothing);
+    tcase_add_test(cli, test_cli_generate);
+    tcase_add_test(cli, test_cli_deterministic);
+    tcase_add_test(cli, test_cli_banner);
+    suite_add_tcase(s, cli);
+
+    TCase *gen = tcase_create("generated_code");
+    tcase_set_timeout(gen, 30);
+    tcase_add_test(gen, test_gen_conv1d_straight_line);
+    tcase_add_test(gen, test_gen_padded_conv_no_branches);
+    tcase_add_test(gen, test_gen_vgg16_fast_and_small);
+    suite_add_tcase(s, gen);
+    return s;
+}
