@@ -486,6 +486,68 @@ START_TEST(test_cli_outdir_is_file)
 }
 END_TEST
 
+static char *read_generated(const char *dir, const char *file, size_t *len)
+{
+    char p[600];
+    snprintf(p, sizeof p, "%s/%s", dir, file);
+    char *s = slurp(p, len);
+    ck_assert_msg(s != NULL, "cannot read generated %s", p);
+    return s;
+}
+
+/* A truly empty file (the tests/bad/empty.yaml has its expect comment) */
+START_TEST(test_cli_empty_file)
+{
+    char *dir = make_tmpdir();
+    char spec[512];
+    snprintf(spec, sizeof spec, "%s/empty.yaml", dir);
+    write_file(spec, "");
+    run_result r;
+    RUN(r, spec, "-o", dir);
+    char *left = dir_listing(dir);
+    rm_tree(dir);
+    expect_status("cnngen <empty file>", &r, 1);
+    char want[600];
+    snprintf(want, sizeof want, "%s:1:1: empty document", spec);
+    ck_assert_msg(strstr(r.err, want) != NULL, "cnngen <empty file>: expected \"%s\", got:\n%s", want, r.err);
+    ck_assert_msg(strcmp(left, "empty.yaml") == 0, "cnngen <empty file>: wrote files: %s", left);
+    free(left);
+    free(dir);
+    free_result(&r);
+}
+END_TEST
+
+/* The spec path goes into C comments: a path containing the comment terminator
+ * must not end the banner comment early (the .c would not compile). */
+START_TEST(test_cli_path_comment_injection)
+{
+    char *dir = make_tmpdir();
+    char sub[512], spec[600];
+    snprintf(sub, sizeof sub, "%s/a*", dir);
+    ck_assert_int_eq(mkdir(sub, 0700), 0);
+    snprintf(spec, sizeof spec, "%s/s.yaml", sub);
+    write_file(spec, "name: star\ninput: [4]\nloss: mse\nlayers: [relu]\n");
+    run_result r;
+    RUN(r, spec, "-o", dir);
+    expect_status("cnngen DIR/a*/s.yaml", &r, 0);
+    char *c = read_generated(dir, "star.c", NULL);
+    unlink(spec);
+    rmdir(sub);
+    rm_tree(dir);
+    char *end = strstr(c, "*/");
+    ck_assert_msg(end != NULL && strstr(c, "Do not edit") != NULL && strstr(c, "Do not edit") < end,
+                  "spec path %s ends the banner comment early; star.c begins:\n%.300s", spec, c);
+    for (const char *p = strstr(c, "/* layer "); p; p = strstr(p + 1, "/* layer ")) {
+        const char *e = strstr(p, "*/"), *nl = strchr(p, '\n');
+        ck_assert_msg(e && nl && e + 2 == nl, "spec path %s breaks a layer comment: %.*s", spec,
+                      (int)(nl ? nl - p : 80), p);
+    }
+    free(c);
+    free(dir);
+    free_result(&r);
+}
+END_TEST
+
 START_TEST(test_cli_summary_vgg16)
 {
     run_result r;
@@ -575,14 +637,6 @@ START_TEST(test_cli_generate)
 }
 END_TEST
 
-static char *read_generated(const char *dir, const char *file, size_t *len)
-{
-    char p[600];
-    snprintf(p, sizeof p, "%s/%s", dir, file);
-    char *s = slurp(p, len);
-    ck_assert_msg(s != NULL, "cannot read generated %s", p);
-    return s;
-}
 
 START_TEST(test_cli_deterministic)
 {
@@ -805,6 +859,8 @@ Suite *make_compiler_suite(void)
     tcase_add_test(cli, test_cli_missing_file);
     tcase_add_test(cli, test_cli_bad_outdir);
     tcase_add_test(cli, test_cli_outdir_is_file);
+    tcase_add_test(cli, test_cli_empty_file);
+    tcase_add_test(cli, test_cli_path_comment_injection);
     tcase_add_test(cli, test_cli_summary_vgg16);
     tcase_add_test(cli, test_cli_summary_conv1d);
     tcase_add_test(cli, test_cli_summary_dense);
