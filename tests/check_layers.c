@@ -1,0 +1,701 @@
+/* Layer-by-layer checks of every generated test net (tests/nets/NAME.yaml, registered in
+ * cg_test_nets by tests/tests.mk):
+ *   forward   each layer's saved output vs a naive double-precision reference written
+ *             from the definitions, applied to that layer's own input (training and
+ *             inference mode; batch-norm running statistics updates; buffers untouched
+ *             at inference; descriptor geometry vs the output-size formula)
+ *   backward  gradients of the input and of every parameter vs central finite
+ *             differences of the loss (cg_loss); gradients must accumulate (+=), dx must
+ *             be written, backward(dx = NULL) gives the same parameter gradients
+ *   coverage  the test nets reach every layer kind and both emission paths
+ *             (straight-line and looped) of conv, pool, dense and activations
+ *   detect    the comparisons flag a deliberately perturbed value (they can fail)
+ * Every check runs at n = 1 (2 for nets with batch norm) and n = train.batch.
+ *
+ * Kinks: relu, leaky_relu and max pooling are only placed at layer 0 of the test nets,
+ * and the input is a jittered permutation of evenly spaced values in [-2, 2], so no input
+ * is within the FD step of 0 or of another value of the same sample: FD is well defined. */
+#include <check.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cnngen.h"
+
+extern const cg_net *const cg_test_nets[];
+
+#define UNROLL_BUDGET 1024 /* the generator's straight-line budget (compiler/lua/cnngen.lua) */
+#define ACT_UNROLL 64      /* activations are straight-line up to this many values */
+#define FWD_TOL 1e-5       /* forward: |got - ref| <= FWD_TOL * max|ref| (per layer) */
+#define FD_EPS 1e-3
+#define FD_RTOL 1e-2
+#define FD_ATOL 3e-4
+#define FD_SAMPLE 48       /* random entries checked per tensor larger than FD_ALL */
+#define FD_ALL 64
+
+/* ---- small helpers ---------------------------------------------------------------- */
+
+static uint64_t rng_next(uint64_t *s)
+{
+    uint64_t z = (*s += 0x9E3779B97F4A7C15ull);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+static double rng_unif(uint64_t *s) { return (double)(rng_next(s) >> 11) * 0x1.0p-53; }
+static double rng_range(uint64_t *s, double a, double b) { return a + (b - a) * rng_unif(s); }
+
+typedef struct {
+    int count;
+    char first[1024];
+} fails;
+
+static void failf(fails *f, const char *fmt, ...)
+{
+    if (f->count++ == 0) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(f->first, sizeof f->first, fmt, ap);
+        va_end(ap);
+    }
+}
+
+static void *xcalloc(size_t n, size_t sz)
+{
+    void *p = calloc(n ? n : 1, sz);
+    ck_assert_ptr_nonnull(p);
+    return p;
+}
+
+static int n_test_nets(void)
+{
+    int n = 0;
+    while (cg_test_nets[n]) n++;
+    return n;
+}
+
+static const cg_tensor *find_tensor(const cg_net *net, int layer, const char *suffix)
+{
+    for (int i = 0; i < net->n_tensors; i++) {
+        const cg_tensor *t = &net->tensors[i];
+        const char *dot = strchr(t->name, '.');
+        if (t->layer == layer && dot && strcmp(dot + 1, suffix) == 0) return t;
+    }
+    return NULL;
+}
+
+static int is_kind(const cg_layer *L, const char *k) { return strcmp(L->kind, k) == 0; }
+static int is_conv(const cg_layer *L) { return is_kind(L, "conv1d") || is_kind(L, "conv2d"); }
+static int is_pool(const cg_layer *L) { return strstr(L->kind, "pool") != NULL; }
+static int is_act(const cg_layer *L)
+{
+    return is_kind(L, "relu") || is_kind(L, "leaky_relu") || is_kind(L, "sigmoid") || is_kind(L, "tanh");
+}
+
+static int has_bn(const cg_net *net)
+{
+    for (int i = 0; i < net->n_layers; i++)
+        if (is_kind(&net->layers[i], "batchnorm")) return 1;
+    return 0;
+}
+
+/* Channels and spatial extents of a [C, H, W], [C, L] (H = 1) or [F] (C = F) shape. */
+typedef struct { int C, H, W; } dims;
+static dims dims_of(int ndim, const int *s)
+{
+    dims d = {s[0], 1, 1};
+    if (ndim == 3) { d.H = s[1]; d.W = s[2]; }
+    if (ndim == 2) d.W = s[1];
+    return d;
+}
+
+/* Would the generator write this layer out as straight-line code? (mirrors the emitters) */
+static int unrolled(const cg_layer *L)
+{
+    if (is_conv(L)) {
+        dims o = dims_of(L->ndim_out, L->out_shape), in = dims_of(L->ndim_in, L->in_shape);
+        long macs = (long)o.C * o.H * o.W * (in.C / L->groups) * L->kernel[0] * L->kernel[1];
+        return macs <= UNROLL_BUDGET;
+    }
+    if (is_pool(L)) return (long)L->out_size * L->kernel[0] * L->kernel[1] <= UNROLL_BUDGET;
+    if (is_kind(L, "dense")) return (long)L->in_size * L->out_size <= UNROLL_BUDGET;
+    if (is_act(L)) return L->in_size <= ACT_UNROLL;
+    return 1;
+}
+
+/* ---- naive references (double precision, straight from the definitions) ------------ */
+
+/* Cross-correlation with zero padding (bounds checks), stride, dilation, groups. */
+static void naive_conv(const cg_layer *L, const float *w, const float *b, const float *x, double *y, int n)
+{
+    dims in = dims_of(L->ndim_in, L->in_shape), out = dims_of(L->ndim_out, L->out_shape);
+    int KH = L->kernel[0], KW = L->kernel[1], G = L->groups;
+    int cin_g = in.C / G, cout_g = out.C / G;
+    for (int s = 0; s < n; s++)
+        for (int co = 0; co < out.C; co++)
+            for (int oy = 0; oy < out.H; oy++)
+                for (int ox = 0; ox < out.W; ox++) {
+                    double acc = b ? b[co] : 0.0;
+                    int g = co / cout_g;
+                    for (int ci = 0; ci < cin_g; ci++)
+                        for (int ky = 0; ky < KH; ky++)
+                            for (int kx = 0; kx < KW; kx++) {
+                                int iy = oy * L->stride[0] - L->pad_lo[0] + ky * L->dilation[0];
+                                int ix = ox * L->stride[1] - L->pad_lo[1] + kx * L->dilation[1];
+                                if (iy < 0 || iy >= in.H || ix < 0 || ix >= in.W) continue;
+                                acc += (double)w[((co * cin_g + ci) * KH + ky) * KW + kx] *
+                                       x[(size_t)s * L->in_size + ((size_t)(g * cin_g + ci) * in.H + iy) * in.W + ix];
+                            }
+                    y[(size_t)s * L->out_size + ((size_t)co * out.H + oy) * out.W + ox] = acc;
+                }
+}
+
+/* Max (padding = -inf) or average (count_include_pad: / kh*kw, else / in-bounds taps). */
+static void naive_pool(const cg_layer *L, const float *x, double *y, int n)
+{
+    dims in = dims_of(L->ndim_in, L->in_shape), out = dims_of(L->ndim_out, L->out_shape);
+    int ismax = strncmp(L->kind, "max", 3) == 0;
+    for (int s = 0; s < n; s++)
+        for (int c = 0; c < out.C; c++)
+            for (int oy = 0; oy < out.H; oy++)
+                for (int ox = 0; ox < out.W; ox++) {
+                    double m = -INFINITY, sum = 0.0;
+                    int cnt = 0;
+                    for (int ky = 0; ky < L->kernel[0]; ky++)
+                        for (int kx = 0; kx < L->kernel[1]; kx++) {
+                            int iy = oy * L->stride[0] - L->pad_lo[0] + ky;
+                            int ix = ox * L->stride[1] - L->pad_lo[1] + kx;
+                            if (iy < 0 || iy >= in.H || ix < 0 || ix >= in.W) continue;
+                            double v = x[(size_t)s * L->in_size + ((size_t)c * in.H + iy) * in.W + ix];
+                            if (v > m) m = v;
+                            sum += v;
+                            cnt++;
+                        }
+                    double r = ismax ? m
+                                     : sum / (L->count_include_pad ? L->kernel[0] * L->kernel[1] : cnt);
+                    y[(size_t)s * L->out_size + ((size_t)c * out.H + oy) * out.W + ox] = r;
+                }
+}
+
+static void naive_dense(const cg_layer *L, const float *w, const float *b, const float *x, double *y, int n)
+{
+    size_t I = L->in_size, O = L->out_size;
+    for (int s = 0; s < n; s++)
+        for (size_t o = 0; o < O; o++) {
+            double acc = b ? b[o] : 0.0;
+            for (size_t i = 0; i < I; i++) acc += (double)w[o * I + i] * x[s * I + i];
+            y[s * O + o] = acc;
+        }
+}
+
+static double naive_act(const cg_layer *L, double v)
+{
+    if (is_kind(L, "relu")) return v > 0 ? v : 0;
+    if (is_kind(L, "leaky_relu")) return v > 0 ? v : v * (double)L->slope;
+    if (is_kind(L, "sigmoid")) return 1.0 / (1.0 + exp(-v));
+    return tanh(v);
+}
+
+/* Batch norm per channel over (batch, spatial). training: batch mean and biased
+ * variance; new running stats (unbiased variance) into rm_new/rv_new. Inference: running. */
+static void naive_bn(const cg_layer *L, const float *gamma, const float *beta, const float *rm,
+                     const float *rv, float nbt, const float *x, double *y, int n, int training,
+                     double *rm_new, double *rv_new)
+{
+    dims d = dims_of(L->ndim_in, L->in_shape);
+    size_t sp = (size_t)d.H * d.W, m = (size_t)n * sp;
+    for (int c = 0; c < d.C; c++) {
+        double mean, var;
+        if (training) {
+            double s = 0, v = 0;
+            for (int k = 0; k < n; k++)
+                for (size_t i = 0; i < sp; i++) s += x[k * L->in_size + c * sp + i];
+            mean = s / m;
+            for (int k = 0; k < n; k++)
+                for (size_t i = 0; i < sp; i++) {
+                    double t = x[k * L->in_size + c * sp + i] - mean;
+                    v += t * t;
+                }
+            var = v / m;
+            double f = L->momentum < 0 ? 1.0 / (nbt + 1.0) : L->momentum;
+            double unbiased = m > 1 ? v / (m - 1) : var;
+            rm_new[c] = (1 - f) * rm[c] + f * mean;
+            rv_new[c] = (1 - f) * rv[c] + f * unbiased;
+        } else {
+            mean = rm[c];
+            var = rv[c];
+        }
+        double rstd = 1.0 / sqrt(var + L->eps);
+        for (int k = 0; k < n; k++)
+            for (size_t i = 0; i < sp; i++) {
+                size_t j = k * L->in_size + c * sp + i;
+                y[j] = (x[j] - mean) * rstd * gamma[c] + beta[c];
+            }
+    }
+}
+
+/* ---- one net's state ---------------------------------------------------------------- */
+
+typedef struct {
+    const cg_net *net;
+    int n;
+    float *params, *buffers, *x, *ws, *grads, *dx, *tgt_f;
+    int64_t *tgt_i;
+    double *yref;
+    size_t max_out;
+} state;
+
+static void state_init(state *st, const cg_net *net, int n, uint64_t seed)
+{
+    memset(st, 0, sizeof *st);
+    st->net = net;
+    st->n = n;
+    st->params = xcalloc(net->n_params, sizeof(float));
+    st->grads = xcalloc(net->n_params, sizeof(float));
+    st->buffers = xcalloc(net->n_buffers, sizeof(float));
+    st->x = xcalloc((size_t)n * net->in_size, sizeof(float));
+    st->dx = xcalloc((size_t)n * net->in_size, sizeof(float));
+    st->ws = xcalloc(net->workspace, sizeof(float));
+    st->tgt_f = xcalloc((size_t)n * net->out_size, sizeof(float));
+    st->tgt_i = xcalloc((size_t)n, sizeof(int64_t));
+    for (int i = 0; i < net->n_layers; i++)
+        if (net->layers[i].out_size > st->max_out) st->max_out = net->layers[i].out_size;
+    st->yref = xcalloc((size_t)n * st->max_out, sizeof(double));
+
+    uint64_t r = seed;
+    cg_init_params(net, st->params, st->buffers, seed);
+    /* non-trivial BN affine parameters and running statistics */
+    for (int i = 0; i < net->n_tensors; i++) {
+        const cg_tensor *t = &net->tensors[i];
+        for (size_t j = 0; j < t->size; j++) {
+            if (t->kind == CG_PARAM && (t->init == CG_INIT_ONE || t->init == CG_INIT_ZERO))
+                st->params[t->offset + j] += (float)rng_range(&r, -0.5, 0.5);
+            else if (t->kind == CG_BUFFER && t->init == CG_INIT_ZERO)
+                st->buffers[t->offset + j] = (float)rng_range(&r, -0.5, 0.5);
+            else if (t->kind == CG_BUFFER)
+                st->buffers[t->offset + j] = (float)rng_range(&r, 0.5, 1.5);
+            else if (t->kind == CG_COUNTER)
+                st->buffers[t->offset + j] = 3.0f;
+        }
+    }
+    /* input: per sample a jittered permutation of evenly spaced values in [-2, 2] */
+    size_t S = net->in_size;
+    for (int k = 0; k < n; k++) {
+        float *xs = st->x + (size_t)k * S;
+        double sp = 4.0 / (double)S;
+        for (size_t j = 0; j < S; j++) xs[j] = (float)(-2.0 + sp * ((double)j + 0.5 + rng_range(&r, -0.2, 0.2)));
+        for (size_t j = S - 1; j > 0; j--) {
+            size_t q = rng_next(&r) % (j + 1);
+            float t = xs[j];
+            xs[j] = xs[q];
+            xs[q] = t;
+        }
+    }
+    for (size_t j = 0; j < (size_t)n * net->out_size; j++) st->tgt_f[j] = (float)rng_range(&r, -1, 1);
+    for (int k = 0; k < n; k++) st->tgt_i[k] = (int64_t)(rng_next(&r) % net->out_size);
+}
+
+static void state_free(state *st)
+{
+    free(st->params);
+    free(st->grads);
+    free(st->buffers);
+    free(st->x);
+    free(st->dx);
+    free(st->ws);
+    free(st->tgt_f);
+    free(st->tgt_i);
+    free(st->yref);
+}
+
+static const void *target(const state *st)
+{
+    return st->net->loss == CG_LOSS_MSE ? (const void *)st->tgt_f : (const void *)st->tgt_i;
+}
+
+static void fill_nan(float *p, size_t n)
+{
+    for (size_t i = 0; i < n; i++) p[i] = NAN;
+}
+
+/* ---- forward ------------------------------------------------------------------------ */
+
+/* Reference output of layer li for input xin into st->yref. bufs: the running buffers
+ * before the forward; BN training writes the expected new running stats into rm/rv. */
+static void reference(const state *st, int li, const float *bufs, const float *xin, int training,
+                      double *rm_new, double *rv_new)
+{
+    const cg_net *net = st->net;
+    const cg_layer *L = &net->layers[li];
+    const float *P = st->params;
+    const cg_tensor *w = find_tensor(net, li, "weight"), *b = find_tensor(net, li, "bias");
+    size_t tot = (size_t)st->n * L->out_size;
+    if (is_conv(L)) {
+        naive_conv(L, P + w->offset, b ? P + b->offset : NULL, xin, st->yref, st->n);
+    } else if (is_pool(L)) {
+        naive_pool(L, xin, st->yref, st->n);
+    } else if (is_kind(L, "dense")) {
+        naive_dense(L, P + w->offset, b ? P + b->offset : NULL, xin, st->yref, st->n);
+    } else if (is_kind(L, "flatten")) {
+        for (size_t j = 0; j < tot; j++) st->yref[j] = xin[j];
+    } else if (is_act(L)) {
+        for (size_t j = 0; j < tot; j++) st->yref[j] = naive_act(L, xin[j]);
+    } else if (is_kind(L, "batchnorm")) {
+        const cg_tensor *rm = find_tensor(net, li, "running_mean"), *rv = find_tensor(net, li, "running_var");
+        const cg_tensor *nbt = find_tensor(net, li, "num_batches_tracked");
+        naive_bn(L, P + w->offset, P + b->offset, bufs + rm->offset, bufs + rv->offset, bufs[nbt->offset], xin,
+                 st->yref, st->n, training, rm_new, rv_new);
+    } else {
+        ck_abort_msg("%s: layer %d: no reference for kind %s", net->name, li, L->kind);
+    }
+}
+
+/* Geometry in the descriptor agrees with the output-size formula and the kind's rules. */
+static void check_geometry(const cg_net *net, int li, fails *f)
+{
+    const cg_layer *L = &net->layers[li];
+    if (!is_conv(L) && !is_pool(L)) return;
+    dims in = dims_of(L->ndim_in, L->in_shape), out = dims_of(L->ndim_out, L->out_shape);
+    int I[2] = {in.H, in.W}, O[2] = {out.H, out.W};
+    for (int a = 0; a < 2; a++) {
+        int eff = L->dilation[a] * (L->kernel[a] - 1) + 1;
+        int want = (I[a] + L->pad_lo[a] + L->pad_hi[a] - eff) / L->stride[a] + 1;
+        if (want != O[a])
+            failf(f, "%s: layer %d (%s): axis %d output %d, formula gives %d", net->name, li, L->kind, a, O[a], want);
+    }
+    if (L->ndim_in == 2 && (L->kernel[0] != 1 || L->stride[0] != 1 || L->pad_lo[0] || L->pad_hi[0] ||
+                            L->dilation[0] != 1))
+        failf(f, "%s: layer %d (%s): 1-D layer with a non-unit h axis", net->name, li, L->kind);
+    if (is_pool(L) && (L->dilation[0] != 1 || L->dilation[1] != 1 || L->groups != 1))
+        failf(f, "%s: layer %d (%s): pool with dilation/groups", net->name, li, L->kind);
+}
+
+/* Compare every layer's saved activation with the reference on its own input.
+ * inject: perturb layer 0's first saved value before comparing (detection test). */
+static void check_forward_pass(state *st, int training, const float *bufs_before, int inject, fails *f)
+{
+    const cg_net *net = st->net;
+    double rm_new[4096], rv_new[4096];
+    if (inject) st->ws[net->layers[0].act_offset] += 1e-3f;
+    for (int li = 0; li < net->n_layers; li++) {
+        const cg_layer *L = &net->layers[li];
+        const float *xin = li == 0 ? st->x : st->ws + net->layers[li - 1].act_offset;
+        const float *got = st->ws + L->act_offset;
+        ck_assert_int_le(L->in_shape[0], 4096);
+        reference(st, li, bufs_before, xin, training, rm_new, rv_new);
+        size_t tot = (size_t)st->n * L->out_size;
+        double mx = 0;
+        for (size_t j = 0; j < tot; j++) mx = fmax(mx, fabs(st->yref[j]));
+        double tol = FWD_TOL * fmax(mx, 1e-3);
+        for (size_t j = 0; j < tot; j++) {
+            double d = fabs((double)got[j] - st->yref[j]);
+            if (!(d <= tol))
+                failf(f, "%s n=%d %s forward: layer %d (%s): output[%zu] (sample %zu, %zu) got %.9g, reference %.9g (tol %.3g)",
+                      net->name, st->n, training ? "training" : "inference", li, L->kind, j, j / L->out_size,
+                      j % L->out_size, got[j], st->yref[j], tol);
+        }
+        if (is_kind(L, "batchnorm") && training) {
+            const cg_tensor *rm = find_tensor(net, li, "running_mean"), *rv = find_tensor(net, li, "running_var");
+            const cg_tensor *nbt = find_tensor(net, li, "num_batches_tracked");
+            for (int c = 0; c < L->in_shape[0]; c++) {
+                double g1 = st->buffers[rm->offset + c], g2 = st->buffers[rv->offset + c];
+                if (!(fabs(g1 - rm_new[c]) <= 1e-5 * fmax(1, fabs(rm_new[c]))))
+                    failf(f, "%s n=%d: layer %d (batchnorm): %s[%d] got %.9g, expected %.9g", net->name, st->n, li,
+                          rm->name, c, g1, rm_new[c]);
+                if (!(fabs(g2 - rv_new[c]) <= 1e-5 * fmax(1, fabs(rv_new[c]))))
+                    failf(f, "%s n=%d: layer %d (batchnorm): %s[%d] got %.9g, expected %.9g", net->name, st->n, li,
+                          rv->name, c, g2, rv_new[c]);
+            }
+            if (st->buffers[nbt->offset] != bufs_before[nbt->offset] + 1.0f)
+                failf(f, "%s n=%d: layer %d (batchnorm): %s got %g, expected %g", net->name, st->n, li, nbt->name,
+                      st->buffers[nbt->offset], bufs_before[nbt->offset] + 1.0f);
+        }
+    }
+}
+
+static void run_forward_checks(const cg_net *net, int n, int inject, fails *f)
+{
+    state st;
+    state_init(&st, net, n, 1000 + (uint64_t)n);
+    float *b0 = xcalloc(net->n_buffers, sizeof(float));
+    memcpy(b0, st.buffers, net->n_buffers * sizeof(float));
+    for (int li = 0; li < net->n_layers; li++) check_geometry(net, li, f);
+
+    fill_nan(st.ws, net->workspace); /* no layer may read what it did not write */
+    net->forward(st.params, st.buffers, st.x, st.ws, n, 1);
+    check_forward_pass(&st, 1, b0, inject, f);
+
+    /* inference with the updated running statistics; buffers must not change */
+    memcpy(b0, st.buffers, net->n_buffers * sizeof(float));
+    fill_nan(st.ws, net->workspace);
+    net->forward(st.params, st.buffers, st.x, st.ws, n, 0);
+    check_forward_pass(&st, 0, b0, 0, f);
+    if (net->n_buffers && memcmp(b0, st.buffers, net->n_buffers * sizeof(float)) != 0)
+        failf(f, "%s n=%d: inference forward changed the buffers", net->name, n);
+    free(b0);
+    state_free(&st);
+}
+
+/* ---- backward ----------------------------------------------------------------------- */
+
+static double loss_at(state *st, const float *b0)
+{
+    const cg_net *net = st->net;
+    memcpy(st->buffers, b0, net->n_buffers * sizeof(float));
+    net->forward(st->params, st->buffers, st->x, st->ws, st->n, 1);
+    return cg_loss(net->loss, st->ws + net->out_offset, target(st), NULL, st->n, net->out_size);
+}
+
+/* Central difference of the loss with respect to *v. */
+static double fd_at(state *st, const float *b0, float *v)
+{
+    float keep = *v;
+    float hi = (float)(keep + FD_EPS), lo = (float)(keep - FD_EPS);
+    *v = hi;
+    double lp = loss_at(st, b0);
+    *v = lo;
+    double lm = loss_at(st, b0);
+    *v = keep;
+    return (lp - lm) / ((double)hi - (double)lo);
+}
+
+/* Indices of a tensor to check: all when small, else first, last and a random sample. */
+static size_t pick_indices(size_t size, uint64_t *r, size_t *idx)
+{
+    if (size <= FD_ALL) {
+        for (size_t j = 0; j < size; j++) idx[j] = j;
+        return size;
+    }
+    size_t k = 0;
+    idx[k++] = 0;
+    idx[k++] = size - 1;
+    while (k < FD_SAMPLE) idx[k++] = rng_next(r) % size;
+    return k;
+}
+
+static double worst_fd_ratio; /* largest |fd - an| / tol seen (CG_TEST_VERBOSE reports it) */
+static size_t n_fd;
+static double min_an = INFINITY; /* smallest max|analytic| of a checked tensor */
+
+static void fd_compare(const state *st, const char *what, const char *kind, int layer, size_t j, double fd,
+                       double an, fails *f)
+{
+    double tol = FD_RTOL * fmax(fabs(fd), fabs(an)) + FD_ATOL;
+    worst_fd_ratio = fmax(worst_fd_ratio, fabs(fd - an) / tol);
+    n_fd++;
+    if (!(fabs(fd - an) <= tol))
+        failf(f, "%s n=%d backward: layer %d (%s): d loss / d %s[%zu]: analytic %.7g, finite difference %.7g (tol %.3g)",
+              st->net->name, st->n, layer, kind, what, j, an, fd, tol);
+}
+
+/* inject: 1 perturbs the first analytic parameter gradient, 2 the first input gradient. */
+static void run_backward_checks(const cg_net *net, int n, int inject, fails *f)
+{
+    state st;
+    state_init(&st, net, n, 2000 + (uint64_t)n);
+    uint64_t r = 77 + (uint64_t)n;
+    float *b0 = xcalloc(net->n_buffers, sizeof(float));
+    float *g0 = xcalloc(net->n_params, sizeof(float));
+    double *an = xcalloc(net->n_params, sizeof(double));
+    memcpy(b0, st.buffers, net->n_buffers * sizeof(float));
+    for (size_t j = 0; j < net->n_params; j++) g0[j] = (float)rng_range(&r, -1, 1);
+
+    /* analytic: forward, loss gradient at dout, backward accumulating onto g0 */
+    fill_nan(st.ws, net->workspace);
+    fill_nan(st.dx, (size_t)n * net->in_size);
+    net->forward(st.params, st.buffers, st.x, st.ws, n, 1);
+    cg_loss(net->loss, st.ws + net->out_offset, target(&st), st.ws + net->dout_offset, n, net->out_size);
+    memcpy(st.grads, g0, net->n_params * sizeof(float));
+    net->backward(st.params, st.grads, st.x, st.dx, st.ws, n);
+    for (size_t j = 0; j < net->n_params; j++) an[j] = (double)st.grads[j] - g0[j];
+    if (inject == 1 && net->n_params) an[net->tensors[0].offset] += 0.05;
+    if (inject == 2) st.dx[0] += 0.05f;
+
+    /* parameters */
+    size_t *idx = xcalloc(FD_SAMPLE > FD_ALL ? FD_SAMPLE : FD_ALL, sizeof(size_t));
+    for (int t = 0; t < net->n_tensors; t++) {
+        const cg_tensor *T = &net->tensors[t];
+        if (T->kind != CG_PARAM) continue;
+        size_t k = pick_indices(T->size, &r, idx);
+        double mx = 0;
+        for (size_t j = 0; j < T->size; j++) mx = fmax(mx, fabs(an[T->offset + j]));
+        min_an = fmin(min_an, mx);
+        for (size_t q = 0; q < k; q++) {
+            size_t j = idx[q];
+            double fd = fd_at(&st, b0, &st.params[T->offset + j]);
+            fd_compare(&st, T->name, net->layers[T->layer].kind, T->layer, j, fd, an[T->offset + j], f);
+        }
+    }
+    /* input */
+    size_t nx = (size_t)n * net->in_size;
+    size_t k = pick_indices(nx, &r, idx);
+    double mx = 0;
+    for (size_t j = 0; j < nx; j++) mx = fmax(mx, fabs(st.dx[j]));
+    min_an = fmin(min_an, mx);
+    for (size_t q = 0; q < k; q++) {
+        size_t j = idx[q];
+        double fd = fd_at(&st, b0, &st.x[j]);
+        fd_compare(&st, "x", net->layers[0].kind, 0, j, fd, st.dx[j], f);
+    }
+
+    /* again with dx = NULL: the same parameter gradients, accumulated on top */
+    if (!inject) {
+        memcpy(st.buffers, b0, net->n_buffers * sizeof(float));
+        net->forward(st.params, st.buffers, st.x, st.ws, n, 1);
+        cg_loss(net->loss, st.ws + net->out_offset, target(&st), st.ws + net->dout_offset, n, net->out_size);
+        float *g1 = xcalloc(net->n_params, sizeof(float));
+        memcpy(g1, st.grads, net->n_params * sizeof(float));
+        net->backward(st.params, st.grads, st.x, NULL, st.ws, n);
+        for (int t = 0; t < net->n_tensors; t++) {
+            const cg_tensor *T = &net->tensors[t];
+            if (T->kind != CG_PARAM) continue;
+            for (size_t j = 0; j < T->size; j++) {
+                double got = (double)st.grads[T->offset + j] - g1[T->offset + j], want = an[T->offset + j];
+                if (!(fabs(got - want) <= 1e-5 * fmax(1, fabs(want)) + 1e-6))
+                    failf(f, "%s n=%d backward(dx=NULL): layer %d (%s): d loss / d %s[%zu]: %.9g, first call %.9g",
+                          net->name, n, T->layer, net->layers[T->layer].kind, T->name, j, got, want);
+            }
+        }
+        free(g1);
+    }
+    free(idx);
+    free(an);
+    free(g0);
+    free(b0);
+    state_free(&st);
+}
+
+/* ---- tests -------------------------------------------------------------------------- */
+
+static void batch_sizes(const cg_net *net, int *ns, int *count)
+{
+    int lo = has_bn(net) ? 2 : 1;
+    if (lo > net->batch) lo = net->batch;
+    ns[0] = lo;
+    ns[1] = net->batch;
+    *count = net->batch > lo ? 2 : 1;
+}
+
+START_TEST(test_forward)
+{
+    const cg_net *net = cg_test_nets[_i];
+    int ns[2], cnt;
+    batch_sizes(net, ns, &cnt);
+    for (int q = 0; q < cnt; q++) {
+        fails f = {0};
+        run_forward_checks(net, ns[q], 0, &f);
+        ck_assert_msg(f.count == 0, "%d mismatches, first: %s", f.count, f.first);
+    }
+}
+END_TEST
+
+START_TEST(test_backward)
+{
+    const cg_net *net = cg_test_nets[_i];
+    int ns[2], cnt;
+    batch_sizes(net, ns, &cnt);
+    for (int q = 0; q < cnt; q++) {
+        fails f = {0};
+        worst_fd_ratio = 0;
+        n_fd = 0;
+        min_an = INFINITY;
+        run_backward_checks(net, ns[q], 0, &f);
+        if (getenv("CG_TEST_VERBOSE"))
+            printf("%-24s n=%d  %4zu FD entries, worst |fd-an|/tol %.3f, smallest max|grad| of a tensor %.3g%s\n",
+                   net->name, ns[q], n_fd, worst_fd_ratio, min_an, unrolled(&net->layers[0]) ? "" : "  (layer 0 looped)");
+        ck_assert_msg(f.count == 0, "%d mismatches, first: %s", f.count, f.first);
+    }
+}
+END_TEST
+
+/* The comparisons flag a perturbed activation, parameter gradient and input gradient. */
+START_TEST(test_detects_errors)
+{
+    int tried = 0;
+    for (int i = 0; cg_test_nets[i]; i++) {
+        const cg_net *net = cg_test_nets[i];
+        if (net->n_params == 0) continue;
+        fails f1 = {0}, f2 = {0}, f3 = {0};
+        run_forward_checks(net, 1, 1, &f1);
+        run_backward_checks(net, 1, 1, &f2);
+        run_backward_checks(net, 1, 2, &f3);
+        ck_assert_msg(f1.count > 0, "%s: a perturbed activation went unnoticed", net->name);
+        ck_assert_msg(f2.count > 0, "%s: a perturbed parameter gradient went unnoticed", net->name);
+        ck_assert_msg(f3.count > 0, "%s: a perturbed input gradient went unnoticed", net->name);
+        if (++tried == 3) break;
+    }
+    ck_assert_int_gt(tried, 0);
+}
+END_TEST
+
+/* The test nets reach every layer kind, option and both emission paths. */
+START_TEST(test_coverage)
+{
+    static const char *const kinds[] = {"conv1d", "conv2d", "maxpool1d", "maxpool2d", "avgpool1d", "avgpool2d",
+                                        "dense", "flatten", "relu", "leaky_relu", "sigmoid", "tanh", "batchnorm"};
+    enum { NK = sizeof kinds / sizeof kinds[0] };
+    int seen[NK][2] = {{0}}; /* [kind][unrolled] */
+    int dense_bias[2] = {0}, conv_bias[2] = {0}, avg_cip[2][2] = {{0}}, bn_dim[4] = {0}, bn_null[4] = {0};
+    int conv_groups = 0, conv_dw = 0, conv_dil = 0, conv_stride = 0, conv_asym = 0, conv1d_geom = 0;
+    for (int i = 0; cg_test_nets[i]; i++) {
+        const cg_net *net = cg_test_nets[i];
+        ck_assert_msg(strncmp(net->name, "t_", 2) == 0, "test net %s: name must start with t_", net->name);
+        for (int li = 0; li < net->n_layers; li++) {
+            const cg_layer *L = &net->layers[li];
+            int k;
+            for (k = 0; k < NK && !is_kind(L, kinds[k]); k++) {}
+            ck_assert_msg(k < NK, "%s: unknown kind %s", net->name, L->kind);
+            seen[k][unrolled(L)] = 1;
+            if (is_kind(L, "dense")) dense_bias[L->has_bias] = 1;
+            if (is_conv(L)) {
+                conv_bias[L->has_bias] = 1;
+                if (L->groups > 1 && L->groups < L->in_shape[0]) conv_groups = 1;
+                if (L->groups > 1 && L->groups == L->in_shape[0]) conv_dw = 1;
+                if (L->dilation[1] > 1) conv_dil = 1;
+                if (L->stride[1] > 1) conv_stride = 1;
+                if (L->pad_lo[1] != L->pad_hi[1] || L->pad_lo[0] != L->pad_hi[0]) conv_asym = 1;
+                if (L->ndim_in == 2 && L->pad_lo[1] > 0 && L->stride[1] > 1) conv1d_geom = 1;
+            }
+            if (strncmp(L->kind, "avgpool", 7) == 0) avg_cip[L->ndim_in == 3][L->count_include_pad] = 1;
+            if (is_kind(L, "batchnorm")) {
+                bn_dim[L->ndim_in] = 1;
+                if (L->momentum < 0) bn_null[L->ndim_in] = 1;
+            }
+        }
+    }
+    for (int k = 0; k < NK; k++) {
+        ck_assert_msg(seen[k][0] || seen[k][1], "no test net has a %s layer", kinds[k]);
+        if (k < 7 || (k >= 8 && k < 12)) {
+            ck_assert_msg(seen[k][1], "no test net has a straight-line %s layer", kinds[k]);
+            ck_assert_msg(seen[k][0], "no test net has a looped %s layer", kinds[k]);
+        }
+    }
+    ck_assert(dense_bias[0] && dense_bias[1] && conv_bias[0] && conv_bias[1]);
+    ck_assert(avg_cip[0][0] && avg_cip[0][1] && avg_cip[1][0] && avg_cip[1][1]);
+    for (int d = 1; d <= 3; d++) ck_assert_msg(bn_dim[d] && bn_null[d], "batchnorm over rank %d (momentum null)", d);
+    ck_assert(conv_groups && conv_dw && conv_dil && conv_stride && conv_asym && conv1d_geom);
+}
+END_TEST
+
+Suite *make_layers_suite(void)
+{
+    Suite *s = suite_create("layers");
+    int n = n_test_nets();
+    TCase *tc = tcase_create("forward");
+    tcase_set_timeout(tc, 120);
+    tcase_add_loop_test(tc, test_forward, 0, n);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("backward");
+    tcase_set_timeout(tc, 120);
+    tcase_add_loop_test(tc, test_backward, 0, n);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("meta");
+    tcase_set_timeout(tc, 120);
+    tcase_add_test(tc, test_coverage);
+    tcase_add_test(tc, test_detects_errors);
+    suite_add_tcase(s, tc);
+    return s;
+}
