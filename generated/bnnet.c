@@ -51,9 +51,9 @@ static void l00_conv2d_forward(const float *restrict P, const float *restrict x,
             /* rows 1..26, cols 1..26: every tap */
             for (int oy = 1; oy < 27; oy++) {
                 for (int ox = 1; ox < 27; ox++) {
-                    yc[ox + oy*28] += w0 * xc[ox + oy*28 - 29] + w1 * xc[ox + oy*28 - 28] + w2 * xc[ox + oy*28 - 27] + w3 * xc[ox + oy*28 - 1]
-                            + w4 * xc[ox + oy*28] + w5 * xc[ox + oy*28 + 1] + w6 * xc[ox + oy*28 + 27] + w7 * xc[ox + oy*28 + 28]
-                            + w8 * xc[ox + oy*28 + 29];
+                    yc[oy*28 + ox] += w0 * xc[oy*28 + ox - 29] + w1 * xc[oy*28 + ox - 28] + w2 * xc[oy*28 + ox - 27] + w3 * xc[oy*28 + ox - 1]
+                            + w4 * xc[oy*28 + ox] + w5 * xc[oy*28 + ox + 1] + w6 * xc[oy*28 + ox + 27] + w7 * xc[oy*28 + ox + 28]
+                            + w8 * xc[oy*28 + ox + 29];
                 }
             }
             /* rows 1..26, cols 27..27: 6 of 9 taps */
@@ -83,7 +83,9 @@ static void l00_conv2d_backward(const float *restrict P, float *restrict G, cons
         const float w0 = wc[0], w1 = wc[1], w2 = wc[2];
         const float w3 = wc[3], w4 = wc[4], w5 = wc[5];
         const float w6 = wc[6], w7 = wc[7], w8 = wc[8];
-        float g0 = 0.0f, g1 = 0.0f, g2 = 0.0f, g3 = 0.0f, g4 = 0.0f, g5 = 0.0f, g6 = 0.0f, g7 = 0.0f, g8 = 0.0f;
+        float g0 = 0.0f, g1 = 0.0f, g2 = 0.0f;
+        float g3 = 0.0f, g4 = 0.0f, g5 = 0.0f;
+        float g6 = 0.0f, g7 = 0.0f, g8 = 0.0f;
         for (int n = 0; n < nb; n++) {
             const float *restrict xc = x + (size_t)n * 784 + 0;
             float *restrict dxc = dx + (size_t)n * 784 + 0;
@@ -97,15 +99,13 @@ static void l00_conv2d_backward(const float *restrict P, float *restrict G, cons
             }
             /* rows 0..0, cols 1..26: 6 of 9 taps */
             for (int ox = 1; ox < 27; ox++) {
-                {
-                    const float d = dyc[ox];
-                    g3 += d * xc[ox - 1]; dxc[ox - 1] += w3 * d;
-                    g4 += d * xc[ox]; dxc[ox] += w4 * d;
-                    g5 += d * xc[ox + 1]; dxc[ox + 1] += w5 * d;
-                    g6 += d * xc[ox + 27]; dxc[ox + 27] += w6 * d;
-                    g7 += d * xc[ox + 28]; dxc[ox + 28] += w7 * d;
-                    g8 += d * xc[ox + 29]; dxc[ox + 29] += w8 * d;
-                }
+                const float d = dyc[ox];
+                g3 += d * xc[ox - 1]; dxc[ox - 1] += w3 * d;
+                g4 += d * xc[ox]; dxc[ox] += w4 * d;
+                g5 += d * xc[ox + 1]; dxc[ox + 1] += w5 * d;
+                g6 += d * xc[ox + 27]; dxc[ox + 27] += w6 * d;
+                g7 += d * xc[ox + 28]; dxc[ox + 28] += w7 * d;
+                g8 += d * xc[ox + 29]; dxc[ox + 29] += w8 * d;
             }
             {
                 const float d = dyc[27];
@@ -129,18 +129,16 @@ static void l00_conv2d_backward(const float *restrict P, float *restrict G, cons
             /* rows 1..26, cols 1..26: every tap */
             for (int oy = 1; oy < 27; oy++) {
                 for (int ox = 1; ox < 27; ox++) {
-                    {
-                        const float d = dyc[ox + oy*28];
-                        g0 += d * xc[ox + oy*28 - 29]; dxc[ox + oy*28 - 29] += w0 * d;
-                        g1 += d * xc[ox + oy*28 - 28]; dxc[ox + oy*28 - 28] += w1 * d;
-                        g2 += d * xc[ox + oy*28 - 27]; dxc[ox + oy*28 - 27] += w2 * d;
-                        g3 += d * xc[ox + oy*28 - 1]; dxc[ox + oy*28 - 1] += w3 * d;
-                        g4 += d * xc[ox + oy*28]; dxc[ox + oy*28] += w4 * d;
-                        g5 += d * xc[ox + oy*28 + 1]; dxc[ox + oy*28 + 1] += w5 * d;
-                        g6 += d * xc[ox + oy*28 + 27]; dxc[ox + oy*28 + 27] += w6 * d;
-                        g7 += d * xc[ox + oy*28 + 28]; dxc[ox + oy*28 + 28] += w7 * d;
-                        g8 += d * xc[ox + oy*28 + 29]; dxc[ox + oy*28 + 29] += w8 * d;
-                    }
+                    const float d = dyc[oy*28 + ox];
+                    g0 += d * xc[oy*28 + ox - 29]; dxc[oy*28 + ox - 29] += w0 * d;
+                    g1 += d * xc[oy*28 + ox - 28]; dxc[oy*28 + ox - 28] += w1 * d;
+                    g2 += d * xc[oy*28 + ox - 27]; dxc[oy*28 + ox - 27] += w2 * d;
+                    g3 += d * xc[oy*28 + ox - 1]; dxc[oy*28 + ox - 1] += w3 * d;
+                    g4 += d * xc[oy*28 + ox]; dxc[oy*28 + ox] += w4 * d;
+                    g5 += d * xc[oy*28 + ox + 1]; dxc[oy*28 + ox + 1] += w5 * d;
+                    g6 += d * xc[oy*28 + ox + 27]; dxc[oy*28 + ox + 27] += w6 * d;
+                    g7 += d * xc[oy*28 + ox + 28]; dxc[oy*28 + ox + 28] += w7 * d;
+                    g8 += d * xc[oy*28 + ox + 29]; dxc[oy*28 + ox + 29] += w8 * d;
                 }
             }
             /* rows 1..26, cols 27..27: 6 of 9 taps */
@@ -164,15 +162,13 @@ static void l00_conv2d_backward(const float *restrict P, float *restrict G, cons
             }
             /* rows 27..27, cols 1..26: 6 of 9 taps */
             for (int ox = 1; ox < 27; ox++) {
-                {
-                    const float d = dyc[ox + 756];
-                    g0 += d * xc[ox + 727]; dxc[ox + 727] += w0 * d;
-                    g1 += d * xc[ox + 728]; dxc[ox + 728] += w1 * d;
-                    g2 += d * xc[ox + 729]; dxc[ox + 729] += w2 * d;
-                    g3 += d * xc[ox + 755]; dxc[ox + 755] += w3 * d;
-                    g4 += d * xc[ox + 756]; dxc[ox + 756] += w4 * d;
-                    g5 += d * xc[ox + 757]; dxc[ox + 757] += w5 * d;
-                }
+                const float d = dyc[ox + 756];
+                g0 += d * xc[ox + 727]; dxc[ox + 727] += w0 * d;
+                g1 += d * xc[ox + 728]; dxc[ox + 728] += w1 * d;
+                g2 += d * xc[ox + 729]; dxc[ox + 729] += w2 * d;
+                g3 += d * xc[ox + 755]; dxc[ox + 755] += w3 * d;
+                g4 += d * xc[ox + 756]; dxc[ox + 756] += w4 * d;
+                g5 += d * xc[ox + 757]; dxc[ox + 757] += w5 * d;
             }
             {
                 const float d = dyc[783];
@@ -280,18 +276,16 @@ static void l03_maxpool2d_forward(const float *restrict x, float *restrict y, in
 {
     for (int n = 0; n < nb; n++) {
         for (int c = 0; c < 32; c++) {
-            const float *restrict xc = x + c*784 + n*25088;
-            float *restrict yc = y + c*196 + n*6272;
+            const float *restrict xc = x + n*25088 + c*784;
+            float *restrict yc = y + n*6272 + c*196;
             /* rows 0..13, cols 0..13: every tap */
             for (int oy = 0; oy < 14; oy++) {
                 for (int ox = 0; ox < 14; ox++) {
-                    {
-                        float m = xc[ox*2 + oy*56], v;
-                        v = xc[ox*2 + oy*56 + 1]; if (v > m || isnan(v)) m = v;
-                        v = xc[ox*2 + oy*56 + 28]; if (v > m || isnan(v)) m = v;
-                        v = xc[ox*2 + oy*56 + 29]; if (v > m || isnan(v)) m = v;
-                        yc[ox + oy*14] = m;
-                    }
+                    float m = xc[oy*56 + ox*2], v;
+                    v = xc[oy*56 + ox*2 + 1]; if (v > m || isnan(v)) m = v;
+                    v = xc[oy*56 + ox*2 + 28]; if (v > m || isnan(v)) m = v;
+                    v = xc[oy*56 + ox*2 + 29]; if (v > m || isnan(v)) m = v;
+                    yc[oy*14 + ox] = m;
                 }
             }
         }
@@ -303,19 +297,17 @@ static void l03_maxpool2d_backward(const float *restrict x, const float *restric
     memset(dx, 0, sizeof(float) * (size_t)nb * 25088);
     for (int n = 0; n < nb; n++) {
         for (int c = 0; c < 32; c++) {
-            const float *restrict xc = x + c*784 + n*25088;
-            float *restrict dxc = dx + c*784 + n*25088;
-            const float *restrict dyc = dy + c*196 + n*6272;
+            const float *restrict xc = x + n*25088 + c*784;
+            float *restrict dxc = dx + n*25088 + c*784;
+            const float *restrict dyc = dy + n*6272 + c*196;
             /* rows 0..13, cols 0..13: every tap */
             for (int oy = 0; oy < 14; oy++) {
                 for (int ox = 0; ox < 14; ox++) {
-                    {
-                        int a = ox*2 + oy*56; float m = xc[a];
-                        if (xc[ox*2 + oy*56 + 1] > m || isnan(xc[ox*2 + oy*56 + 1])) { m = xc[ox*2 + oy*56 + 1]; a = ox*2 + oy*56 + 1; }
-                        if (xc[ox*2 + oy*56 + 28] > m || isnan(xc[ox*2 + oy*56 + 28])) { m = xc[ox*2 + oy*56 + 28]; a = ox*2 + oy*56 + 28; }
-                        if (xc[ox*2 + oy*56 + 29] > m || isnan(xc[ox*2 + oy*56 + 29])) { m = xc[ox*2 + oy*56 + 29]; a = ox*2 + oy*56 + 29; }
-                        dxc[a] += dyc[ox + oy*14];
-                    }
+                    int a = oy*56 + ox*2; float m = xc[a];
+                    if (xc[oy*56 + ox*2 + 1] > m || isnan(xc[oy*56 + ox*2 + 1])) { m = xc[oy*56 + ox*2 + 1]; a = oy*56 + ox*2 + 1; }
+                    if (xc[oy*56 + ox*2 + 28] > m || isnan(xc[oy*56 + ox*2 + 28])) { m = xc[oy*56 + ox*2 + 28]; a = oy*56 + ox*2 + 28; }
+                    if (xc[oy*56 + ox*2 + 29] > m || isnan(xc[oy*56 + ox*2 + 29])) { m = xc[oy*56 + ox*2 + 29]; a = oy*56 + ox*2 + 29; }
+                    dxc[a] += dyc[oy*14 + ox];
                 }
             }
         }
@@ -334,7 +326,7 @@ static void l04_conv2d_forward(const float *restrict P, const float *restrict x,
             for (int i = 0; i < 196; i++) yc[i] = 0.0f;
             for (int ci = 0; ci < 32; ci++) {
                 const float *restrict xc = xn + ci*196;
-                const float *restrict wc = w + ci*9 + col*288;
+                const float *restrict wc = w + col*288 + ci*9;
                 const float w0 = wc[0], w1 = wc[1], w2 = wc[2];
                 const float w3 = wc[3], w4 = wc[4], w5 = wc[5];
                 const float w6 = wc[6], w7 = wc[7], w8 = wc[8];
@@ -353,9 +345,9 @@ static void l04_conv2d_forward(const float *restrict P, const float *restrict x,
                 /* rows 1..12, cols 1..12: every tap */
                 for (int oy = 1; oy < 13; oy++) {
                     for (int ox = 1; ox < 13; ox++) {
-                        yc[ox + oy*14] += w0 * xc[ox + oy*14 - 15] + w1 * xc[ox + oy*14 - 14] + w2 * xc[ox + oy*14 - 13] + w3 * xc[ox + oy*14 - 1]
-                                + w4 * xc[ox + oy*14] + w5 * xc[ox + oy*14 + 1] + w6 * xc[ox + oy*14 + 13] + w7 * xc[ox + oy*14 + 14]
-                                + w8 * xc[ox + oy*14 + 15];
+                        yc[oy*14 + ox] += w0 * xc[oy*14 + ox - 15] + w1 * xc[oy*14 + ox - 14] + w2 * xc[oy*14 + ox - 13] + w3 * xc[oy*14 + ox - 1]
+                                + w4 * xc[oy*14 + ox] + w5 * xc[oy*14 + ox + 1] + w6 * xc[oy*14 + ox + 13] + w7 * xc[oy*14 + ox + 14]
+                                + w8 * xc[oy*14 + ox + 15];
                     }
                 }
                 /* rows 1..12, cols 13..13: 6 of 9 taps */
@@ -382,12 +374,14 @@ static void l04_conv2d_backward(const float *restrict P, float *restrict G, cons
     memset(dx, 0, sizeof(float) * (size_t)nb * 6272);
     for (int col = 0; col < 64; col++) {
         for (int ci = 0; ci < 32; ci++) {
-            const float *restrict wc = w + ci*9 + col*288;
-            float *restrict gwc = gw + ci*9 + col*288;
+            const float *restrict wc = w + col*288 + ci*9;
+            float *restrict gwc = gw + col*288 + ci*9;
             const float w0 = wc[0], w1 = wc[1], w2 = wc[2];
             const float w3 = wc[3], w4 = wc[4], w5 = wc[5];
             const float w6 = wc[6], w7 = wc[7], w8 = wc[8];
-            float g0 = 0.0f, g1 = 0.0f, g2 = 0.0f, g3 = 0.0f, g4 = 0.0f, g5 = 0.0f, g6 = 0.0f, g7 = 0.0f, g8 = 0.0f;
+            float g0 = 0.0f, g1 = 0.0f, g2 = 0.0f;
+            float g3 = 0.0f, g4 = 0.0f, g5 = 0.0f;
+            float g6 = 0.0f, g7 = 0.0f, g8 = 0.0f;
             for (int n = 0; n < nb; n++) {
                 const float *restrict xc = x + (size_t)n * 6272 + ci*196;
                 float *restrict dxc = dx + (size_t)n * 6272 + ci*196;
@@ -401,15 +395,13 @@ static void l04_conv2d_backward(const float *restrict P, float *restrict G, cons
                 }
                 /* rows 0..0, cols 1..12: 6 of 9 taps */
                 for (int ox = 1; ox < 13; ox++) {
-                    {
-                        const float d = dyc[ox];
-                        g3 += d * xc[ox - 1]; dxc[ox - 1] += w3 * d;
-                        g4 += d * xc[ox]; dxc[ox] += w4 * d;
-                        g5 += d * xc[ox + 1]; dxc[ox + 1] += w5 * d;
-                        g6 += d * xc[ox + 13]; dxc[ox + 13] += w6 * d;
-                        g7 += d * xc[ox + 14]; dxc[ox + 14] += w7 * d;
-                        g8 += d * xc[ox + 15]; dxc[ox + 15] += w8 * d;
-                    }
+                    const float d = dyc[ox];
+                    g3 += d * xc[ox - 1]; dxc[ox - 1] += w3 * d;
+                    g4 += d * xc[ox]; dxc[ox] += w4 * d;
+                    g5 += d * xc[ox + 1]; dxc[ox + 1] += w5 * d;
+                    g6 += d * xc[ox + 13]; dxc[ox + 13] += w6 * d;
+                    g7 += d * xc[ox + 14]; dxc[ox + 14] += w7 * d;
+                    g8 += d * xc[ox + 15]; dxc[ox + 15] += w8 * d;
                 }
                 {
                     const float d = dyc[13];
@@ -433,18 +425,16 @@ static void l04_conv2d_backward(const float *restrict P, float *restrict G, cons
                 /* rows 1..12, cols 1..12: every tap */
                 for (int oy = 1; oy < 13; oy++) {
                     for (int ox = 1; ox < 13; ox++) {
-                        {
-                            const float d = dyc[ox + oy*14];
-                            g0 += d * xc[ox + oy*14 - 15]; dxc[ox + oy*14 - 15] += w0 * d;
-                            g1 += d * xc[ox + oy*14 - 14]; dxc[ox + oy*14 - 14] += w1 * d;
-                            g2 += d * xc[ox + oy*14 - 13]; dxc[ox + oy*14 - 13] += w2 * d;
-                            g3 += d * xc[ox + oy*14 - 1]; dxc[ox + oy*14 - 1] += w3 * d;
-                            g4 += d * xc[ox + oy*14]; dxc[ox + oy*14] += w4 * d;
-                            g5 += d * xc[ox + oy*14 + 1]; dxc[ox + oy*14 + 1] += w5 * d;
-                            g6 += d * xc[ox + oy*14 + 13]; dxc[ox + oy*14 + 13] += w6 * d;
-                            g7 += d * xc[ox + oy*14 + 14]; dxc[ox + oy*14 + 14] += w7 * d;
-                            g8 += d * xc[ox + oy*14 + 15]; dxc[ox + oy*14 + 15] += w8 * d;
-                        }
+                        const float d = dyc[oy*14 + ox];
+                        g0 += d * xc[oy*14 + ox - 15]; dxc[oy*14 + ox - 15] += w0 * d;
+                        g1 += d * xc[oy*14 + ox - 14]; dxc[oy*14 + ox - 14] += w1 * d;
+                        g2 += d * xc[oy*14 + ox - 13]; dxc[oy*14 + ox - 13] += w2 * d;
+                        g3 += d * xc[oy*14 + ox - 1]; dxc[oy*14 + ox - 1] += w3 * d;
+                        g4 += d * xc[oy*14 + ox]; dxc[oy*14 + ox] += w4 * d;
+                        g5 += d * xc[oy*14 + ox + 1]; dxc[oy*14 + ox + 1] += w5 * d;
+                        g6 += d * xc[oy*14 + ox + 13]; dxc[oy*14 + ox + 13] += w6 * d;
+                        g7 += d * xc[oy*14 + ox + 14]; dxc[oy*14 + ox + 14] += w7 * d;
+                        g8 += d * xc[oy*14 + ox + 15]; dxc[oy*14 + ox + 15] += w8 * d;
                     }
                 }
                 /* rows 1..12, cols 13..13: 6 of 9 taps */
@@ -468,15 +458,13 @@ static void l04_conv2d_backward(const float *restrict P, float *restrict G, cons
                 }
                 /* rows 13..13, cols 1..12: 6 of 9 taps */
                 for (int ox = 1; ox < 13; ox++) {
-                    {
-                        const float d = dyc[ox + 182];
-                        g0 += d * xc[ox + 167]; dxc[ox + 167] += w0 * d;
-                        g1 += d * xc[ox + 168]; dxc[ox + 168] += w1 * d;
-                        g2 += d * xc[ox + 169]; dxc[ox + 169] += w2 * d;
-                        g3 += d * xc[ox + 181]; dxc[ox + 181] += w3 * d;
-                        g4 += d * xc[ox + 182]; dxc[ox + 182] += w4 * d;
-                        g5 += d * xc[ox + 183]; dxc[ox + 183] += w5 * d;
-                    }
+                    const float d = dyc[ox + 182];
+                    g0 += d * xc[ox + 167]; dxc[ox + 167] += w0 * d;
+                    g1 += d * xc[ox + 168]; dxc[ox + 168] += w1 * d;
+                    g2 += d * xc[ox + 169]; dxc[ox + 169] += w2 * d;
+                    g3 += d * xc[ox + 181]; dxc[ox + 181] += w3 * d;
+                    g4 += d * xc[ox + 182]; dxc[ox + 182] += w4 * d;
+                    g5 += d * xc[ox + 183]; dxc[ox + 183] += w5 * d;
                 }
                 {
                     const float d = dyc[195];
@@ -585,18 +573,16 @@ static void l07_maxpool2d_forward(const float *restrict x, float *restrict y, in
 {
     for (int n = 0; n < nb; n++) {
         for (int c = 0; c < 64; c++) {
-            const float *restrict xc = x + c*196 + n*12544;
-            float *restrict yc = y + c*49 + n*3136;
+            const float *restrict xc = x + n*12544 + c*196;
+            float *restrict yc = y + n*3136 + c*49;
             /* rows 0..6, cols 0..6: every tap */
             for (int oy = 0; oy < 7; oy++) {
                 for (int ox = 0; ox < 7; ox++) {
-                    {
-                        float m = xc[ox*2 + oy*28], v;
-                        v = xc[ox*2 + oy*28 + 1]; if (v > m || isnan(v)) m = v;
-                        v = xc[ox*2 + oy*28 + 14]; if (v > m || isnan(v)) m = v;
-                        v = xc[ox*2 + oy*28 + 15]; if (v > m || isnan(v)) m = v;
-                        yc[ox + oy*7] = m;
-                    }
+                    float m = xc[oy*28 + ox*2], v;
+                    v = xc[oy*28 + ox*2 + 1]; if (v > m || isnan(v)) m = v;
+                    v = xc[oy*28 + ox*2 + 14]; if (v > m || isnan(v)) m = v;
+                    v = xc[oy*28 + ox*2 + 15]; if (v > m || isnan(v)) m = v;
+                    yc[oy*7 + ox] = m;
                 }
             }
         }
@@ -608,19 +594,17 @@ static void l07_maxpool2d_backward(const float *restrict x, const float *restric
     memset(dx, 0, sizeof(float) * (size_t)nb * 12544);
     for (int n = 0; n < nb; n++) {
         for (int c = 0; c < 64; c++) {
-            const float *restrict xc = x + c*196 + n*12544;
-            float *restrict dxc = dx + c*196 + n*12544;
-            const float *restrict dyc = dy + c*49 + n*3136;
+            const float *restrict xc = x + n*12544 + c*196;
+            float *restrict dxc = dx + n*12544 + c*196;
+            const float *restrict dyc = dy + n*3136 + c*49;
             /* rows 0..6, cols 0..6: every tap */
             for (int oy = 0; oy < 7; oy++) {
                 for (int ox = 0; ox < 7; ox++) {
-                    {
-                        int a = ox*2 + oy*28; float m = xc[a];
-                        if (xc[ox*2 + oy*28 + 1] > m || isnan(xc[ox*2 + oy*28 + 1])) { m = xc[ox*2 + oy*28 + 1]; a = ox*2 + oy*28 + 1; }
-                        if (xc[ox*2 + oy*28 + 14] > m || isnan(xc[ox*2 + oy*28 + 14])) { m = xc[ox*2 + oy*28 + 14]; a = ox*2 + oy*28 + 14; }
-                        if (xc[ox*2 + oy*28 + 15] > m || isnan(xc[ox*2 + oy*28 + 15])) { m = xc[ox*2 + oy*28 + 15]; a = ox*2 + oy*28 + 15; }
-                        dxc[a] += dyc[ox + oy*7];
-                    }
+                    int a = oy*28 + ox*2; float m = xc[a];
+                    if (xc[oy*28 + ox*2 + 1] > m || isnan(xc[oy*28 + ox*2 + 1])) { m = xc[oy*28 + ox*2 + 1]; a = oy*28 + ox*2 + 1; }
+                    if (xc[oy*28 + ox*2 + 14] > m || isnan(xc[oy*28 + ox*2 + 14])) { m = xc[oy*28 + ox*2 + 14]; a = oy*28 + ox*2 + 14; }
+                    if (xc[oy*28 + ox*2 + 15] > m || isnan(xc[oy*28 + ox*2 + 15])) { m = xc[oy*28 + ox*2 + 15]; a = oy*28 + ox*2 + 15; }
+                    dxc[a] += dyc[oy*7 + ox];
                 }
             }
         }

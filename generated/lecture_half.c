@@ -24,7 +24,7 @@ static void l00_conv2d_forward(const float *restrict P, const float *restrict x,
             for (int i = 0; i < 25; i++) yc[i] = b[col];
             for (int ci = 0; ci < 2; ci++) {
                 const float *restrict xc = xn + ci*25;
-                const float *restrict wc = w + ci*9 + col*18;
+                const float *restrict wc = w + col*18 + ci*9;
                 const float w0 = wc[0], w1 = wc[1], w2 = wc[2];
                 const float w3 = wc[3], w4 = wc[4], w5 = wc[5];
                 const float w6 = wc[6], w7 = wc[7], w8 = wc[8];
@@ -43,9 +43,9 @@ static void l00_conv2d_forward(const float *restrict P, const float *restrict x,
                 /* rows 1..3, cols 1..3: every tap */
                 for (int oy = 1; oy < 4; oy++) {
                     for (int ox = 1; ox < 4; ox++) {
-                        yc[ox + oy*5] += w0 * xc[ox + oy*5 - 6] + w1 * xc[ox + oy*5 - 5] + w2 * xc[ox + oy*5 - 4] + w3 * xc[ox + oy*5 - 1]
-                                + w4 * xc[ox + oy*5] + w5 * xc[ox + oy*5 + 1] + w6 * xc[ox + oy*5 + 4] + w7 * xc[ox + oy*5 + 5]
-                                + w8 * xc[ox + oy*5 + 6];
+                        yc[oy*5 + ox] += w0 * xc[oy*5 + ox - 6] + w1 * xc[oy*5 + ox - 5] + w2 * xc[oy*5 + ox - 4] + w3 * xc[oy*5 + ox - 1]
+                                + w4 * xc[oy*5 + ox] + w5 * xc[oy*5 + ox + 1] + w6 * xc[oy*5 + ox + 4] + w7 * xc[oy*5 + ox + 5]
+                                + w8 * xc[oy*5 + ox + 6];
                     }
                 }
                 /* rows 1..3, cols 4..4: 6 of 9 taps */
@@ -73,12 +73,14 @@ static void l00_conv2d_backward(const float *restrict P, float *restrict G, cons
     memset(dx, 0, sizeof(float) * (size_t)nb * 50);
     for (int col = 0; col < 3; col++) {
         for (int ci = 0; ci < 2; ci++) {
-            const float *restrict wc = w + ci*9 + col*18;
-            float *restrict gwc = gw + ci*9 + col*18;
+            const float *restrict wc = w + col*18 + ci*9;
+            float *restrict gwc = gw + col*18 + ci*9;
             const float w0 = wc[0], w1 = wc[1], w2 = wc[2];
             const float w3 = wc[3], w4 = wc[4], w5 = wc[5];
             const float w6 = wc[6], w7 = wc[7], w8 = wc[8];
-            float g0 = 0.0f, g1 = 0.0f, g2 = 0.0f, g3 = 0.0f, g4 = 0.0f, g5 = 0.0f, g6 = 0.0f, g7 = 0.0f, g8 = 0.0f;
+            float g0 = 0.0f, g1 = 0.0f, g2 = 0.0f;
+            float g3 = 0.0f, g4 = 0.0f, g5 = 0.0f;
+            float g6 = 0.0f, g7 = 0.0f, g8 = 0.0f;
             for (int n = 0; n < nb; n++) {
                 const float *restrict xc = x + (size_t)n * 50 + ci*25;
                 float *restrict dxc = dx + (size_t)n * 50 + ci*25;
@@ -92,15 +94,13 @@ static void l00_conv2d_backward(const float *restrict P, float *restrict G, cons
                 }
                 /* rows 0..0, cols 1..3: 6 of 9 taps */
                 for (int ox = 1; ox < 4; ox++) {
-                    {
-                        const float d = dyc[ox];
-                        g3 += d * xc[ox - 1]; dxc[ox - 1] += w3 * d;
-                        g4 += d * xc[ox]; dxc[ox] += w4 * d;
-                        g5 += d * xc[ox + 1]; dxc[ox + 1] += w5 * d;
-                        g6 += d * xc[ox + 4]; dxc[ox + 4] += w6 * d;
-                        g7 += d * xc[ox + 5]; dxc[ox + 5] += w7 * d;
-                        g8 += d * xc[ox + 6]; dxc[ox + 6] += w8 * d;
-                    }
+                    const float d = dyc[ox];
+                    g3 += d * xc[ox - 1]; dxc[ox - 1] += w3 * d;
+                    g4 += d * xc[ox]; dxc[ox] += w4 * d;
+                    g5 += d * xc[ox + 1]; dxc[ox + 1] += w5 * d;
+                    g6 += d * xc[ox + 4]; dxc[ox + 4] += w6 * d;
+                    g7 += d * xc[ox + 5]; dxc[ox + 5] += w7 * d;
+                    g8 += d * xc[ox + 6]; dxc[ox + 6] += w8 * d;
                 }
                 {
                     const float d = dyc[4];
@@ -124,18 +124,16 @@ static void l00_conv2d_backward(const float *restrict P, float *restrict G, cons
                 /* rows 1..3, cols 1..3: every tap */
                 for (int oy = 1; oy < 4; oy++) {
                     for (int ox = 1; ox < 4; ox++) {
-                        {
-                            const float d = dyc[ox + oy*5];
-                            g0 += d * xc[ox + oy*5 - 6]; dxc[ox + oy*5 - 6] += w0 * d;
-                            g1 += d * xc[ox + oy*5 - 5]; dxc[ox + oy*5 - 5] += w1 * d;
-                            g2 += d * xc[ox + oy*5 - 4]; dxc[ox + oy*5 - 4] += w2 * d;
-                            g3 += d * xc[ox + oy*5 - 1]; dxc[ox + oy*5 - 1] += w3 * d;
-                            g4 += d * xc[ox + oy*5]; dxc[ox + oy*5] += w4 * d;
-                            g5 += d * xc[ox + oy*5 + 1]; dxc[ox + oy*5 + 1] += w5 * d;
-                            g6 += d * xc[ox + oy*5 + 4]; dxc[ox + oy*5 + 4] += w6 * d;
-                            g7 += d * xc[ox + oy*5 + 5]; dxc[ox + oy*5 + 5] += w7 * d;
-                            g8 += d * xc[ox + oy*5 + 6]; dxc[ox + oy*5 + 6] += w8 * d;
-                        }
+                        const float d = dyc[oy*5 + ox];
+                        g0 += d * xc[oy*5 + ox - 6]; dxc[oy*5 + ox - 6] += w0 * d;
+                        g1 += d * xc[oy*5 + ox - 5]; dxc[oy*5 + ox - 5] += w1 * d;
+                        g2 += d * xc[oy*5 + ox - 4]; dxc[oy*5 + ox - 4] += w2 * d;
+                        g3 += d * xc[oy*5 + ox - 1]; dxc[oy*5 + ox - 1] += w3 * d;
+                        g4 += d * xc[oy*5 + ox]; dxc[oy*5 + ox] += w4 * d;
+                        g5 += d * xc[oy*5 + ox + 1]; dxc[oy*5 + ox + 1] += w5 * d;
+                        g6 += d * xc[oy*5 + ox + 4]; dxc[oy*5 + ox + 4] += w6 * d;
+                        g7 += d * xc[oy*5 + ox + 5]; dxc[oy*5 + ox + 5] += w7 * d;
+                        g8 += d * xc[oy*5 + ox + 6]; dxc[oy*5 + ox + 6] += w8 * d;
                     }
                 }
                 /* rows 1..3, cols 4..4: 6 of 9 taps */
@@ -159,15 +157,13 @@ static void l00_conv2d_backward(const float *restrict P, float *restrict G, cons
                 }
                 /* rows 4..4, cols 1..3: 6 of 9 taps */
                 for (int ox = 1; ox < 4; ox++) {
-                    {
-                        const float d = dyc[ox + 20];
-                        g0 += d * xc[ox + 14]; dxc[ox + 14] += w0 * d;
-                        g1 += d * xc[ox + 15]; dxc[ox + 15] += w1 * d;
-                        g2 += d * xc[ox + 16]; dxc[ox + 16] += w2 * d;
-                        g3 += d * xc[ox + 19]; dxc[ox + 19] += w3 * d;
-                        g4 += d * xc[ox + 20]; dxc[ox + 20] += w4 * d;
-                        g5 += d * xc[ox + 21]; dxc[ox + 21] += w5 * d;
-                    }
+                    const float d = dyc[ox + 20];
+                    g0 += d * xc[ox + 14]; dxc[ox + 14] += w0 * d;
+                    g1 += d * xc[ox + 15]; dxc[ox + 15] += w1 * d;
+                    g2 += d * xc[ox + 16]; dxc[ox + 16] += w2 * d;
+                    g3 += d * xc[ox + 19]; dxc[ox + 19] += w3 * d;
+                    g4 += d * xc[ox + 20]; dxc[ox + 20] += w4 * d;
+                    g5 += d * xc[ox + 21]; dxc[ox + 21] += w5 * d;
                 }
                 {
                     const float d = dyc[24];

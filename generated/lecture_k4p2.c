@@ -24,7 +24,7 @@ static void l00_conv2d_forward(const float *restrict P, const float *restrict x,
             for (int i = 0; i < 36; i++) yc[i] = b[col];
             for (int ci = 0; ci < 2; ci++) {
                 const float *restrict xc = xn + ci*25;
-                const float *restrict wc = w + ci*16 + col*32;
+                const float *restrict wc = w + col*32 + ci*16;
                 const float w0 = wc[0], w1 = wc[1], w2 = wc[2], w3 = wc[3];
                 const float w4 = wc[4], w5 = wc[5], w6 = wc[6], w7 = wc[7];
                 const float w8 = wc[8], w9 = wc[9], w10 = wc[10], w11 = wc[11];
@@ -70,10 +70,10 @@ static void l00_conv2d_forward(const float *restrict P, const float *restrict x,
                 /* rows 2..3, cols 2..3: every tap */
                 for (int oy = 2; oy < 4; oy++) {
                     for (int ox = 2; ox < 4; ox++) {
-                        yc[ox + oy*6] += w0 * xc[ox + oy*5 - 12] + w1 * xc[ox + oy*5 - 11] + w2 * xc[ox + oy*5 - 10] + w3 * xc[ox + oy*5 - 9]
-                                + w4 * xc[ox + oy*5 - 7] + w5 * xc[ox + oy*5 - 6] + w6 * xc[ox + oy*5 - 5] + w7 * xc[ox + oy*5 - 4]
-                                + w8 * xc[ox + oy*5 - 2] + w9 * xc[ox + oy*5 - 1] + w10 * xc[ox + oy*5] + w11 * xc[ox + oy*5 + 1]
-                                + w12 * xc[ox + oy*5 + 3] + w13 * xc[ox + oy*5 + 4] + w14 * xc[ox + oy*5 + 5] + w15 * xc[ox + oy*5 + 6];
+                        yc[oy*6 + ox] += w0 * xc[oy*5 + ox - 12] + w1 * xc[oy*5 + ox - 11] + w2 * xc[oy*5 + ox - 10] + w3 * xc[oy*5 + ox - 9]
+                                + w4 * xc[oy*5 + ox - 7] + w5 * xc[oy*5 + ox - 6] + w6 * xc[oy*5 + ox - 5] + w7 * xc[oy*5 + ox - 4]
+                                + w8 * xc[oy*5 + ox - 2] + w9 * xc[oy*5 + ox - 1] + w10 * xc[oy*5 + ox] + w11 * xc[oy*5 + ox + 1]
+                                + w12 * xc[oy*5 + ox + 3] + w13 * xc[oy*5 + ox + 4] + w14 * xc[oy*5 + ox + 5] + w15 * xc[oy*5 + ox + 6];
                     }
                 }
                 /* rows 2..3, cols 4..4: 12 of 16 taps */
@@ -127,13 +127,16 @@ static void l00_conv2d_backward(const float *restrict P, float *restrict G, cons
     memset(dx, 0, sizeof(float) * (size_t)nb * 50);
     for (int col = 0; col < 3; col++) {
         for (int ci = 0; ci < 2; ci++) {
-            const float *restrict wc = w + ci*16 + col*32;
-            float *restrict gwc = gw + ci*16 + col*32;
+            const float *restrict wc = w + col*32 + ci*16;
+            float *restrict gwc = gw + col*32 + ci*16;
             const float w0 = wc[0], w1 = wc[1], w2 = wc[2], w3 = wc[3];
             const float w4 = wc[4], w5 = wc[5], w6 = wc[6], w7 = wc[7];
             const float w8 = wc[8], w9 = wc[9], w10 = wc[10], w11 = wc[11];
             const float w12 = wc[12], w13 = wc[13], w14 = wc[14], w15 = wc[15];
-            float g0 = 0.0f, g1 = 0.0f, g2 = 0.0f, g3 = 0.0f, g4 = 0.0f, g5 = 0.0f, g6 = 0.0f, g7 = 0.0f, g8 = 0.0f, g9 = 0.0f, g10 = 0.0f, g11 = 0.0f, g12 = 0.0f, g13 = 0.0f, g14 = 0.0f, g15 = 0.0f;
+            float g0 = 0.0f, g1 = 0.0f, g2 = 0.0f, g3 = 0.0f;
+            float g4 = 0.0f, g5 = 0.0f, g6 = 0.0f, g7 = 0.0f;
+            float g8 = 0.0f, g9 = 0.0f, g10 = 0.0f, g11 = 0.0f;
+            float g12 = 0.0f, g13 = 0.0f, g14 = 0.0f, g15 = 0.0f;
             for (int n = 0; n < nb; n++) {
                 const float *restrict xc = x + (size_t)n * 50 + ci*25;
                 float *restrict dxc = dx + (size_t)n * 50 + ci*25;
@@ -156,17 +159,15 @@ static void l00_conv2d_backward(const float *restrict P, float *restrict G, cons
                 }
                 /* rows 0..0, cols 2..3: 8 of 16 taps */
                 for (int ox = 2; ox < 4; ox++) {
-                    {
-                        const float d = dyc[ox];
-                        g8 += d * xc[ox - 2]; dxc[ox - 2] += w8 * d;
-                        g9 += d * xc[ox - 1]; dxc[ox - 1] += w9 * d;
-                        g10 += d * xc[ox]; dxc[ox] += w10 * d;
-                        g11 += d * xc[ox + 1]; dxc[ox + 1] += w11 * d;
-                        g12 += d * xc[ox + 3]; dxc[ox + 3] += w12 * d;
-                        g13 += d * xc[ox + 4]; dxc[ox + 4] += w13 * d;
-                        g14 += d * xc[ox + 5]; dxc[ox + 5] += w14 * d;
-                        g15 += d * xc[ox + 6]; dxc[ox + 6] += w15 * d;
-                    }
+                    const float d = dyc[ox];
+                    g8 += d * xc[ox - 2]; dxc[ox - 2] += w8 * d;
+                    g9 += d * xc[ox - 1]; dxc[ox - 1] += w9 * d;
+                    g10 += d * xc[ox]; dxc[ox] += w10 * d;
+                    g11 += d * xc[ox + 1]; dxc[ox + 1] += w11 * d;
+                    g12 += d * xc[ox + 3]; dxc[ox + 3] += w12 * d;
+                    g13 += d * xc[ox + 4]; dxc[ox + 4] += w13 * d;
+                    g14 += d * xc[ox + 5]; dxc[ox + 5] += w14 * d;
+                    g15 += d * xc[ox + 6]; dxc[ox + 6] += w15 * d;
                 }
                 {
                     const float d = dyc[4];
@@ -207,21 +208,19 @@ static void l00_conv2d_backward(const float *restrict P, float *restrict G, cons
                 }
                 /* rows 1..1, cols 2..3: 12 of 16 taps */
                 for (int ox = 2; ox < 4; ox++) {
-                    {
-                        const float d = dyc[ox + 6];
-                        g4 += d * xc[ox - 2]; dxc[ox - 2] += w4 * d;
-                        g5 += d * xc[ox - 1]; dxc[ox - 1] += w5 * d;
-                        g6 += d * xc[ox]; dxc[ox] += w6 * d;
-                        g7 += d * xc[ox + 1]; dxc[ox + 1] += w7 * d;
-                        g8 += d * xc[ox + 3]; dxc[ox + 3] += w8 * d;
-                        g9 += d * xc[ox + 4]; dxc[ox + 4] += w9 * d;
-                        g10 += d * xc[ox + 5]; dxc[ox + 5] += w10 * d;
-                        g11 += d * xc[ox + 6]; dxc[ox + 6] += w11 * d;
-                        g12 += d * xc[ox + 8]; dxc[ox + 8] += w12 * d;
-                        g13 += d * xc[ox + 9]; dxc[ox + 9] += w13 * d;
-                        g14 += d * xc[ox + 10]; dxc[ox + 10] += w14 * d;
-                        g15 += d * xc[ox + 11]; dxc[ox + 11] += w15 * d;
-                    }
+                    const float d = dyc[ox + 6];
+                    g4 += d * xc[ox - 2]; dxc[ox - 2] += w4 * d;
+                    g5 += d * xc[ox - 1]; dxc[ox - 1] += w5 * d;
+                    g6 += d * xc[ox]; dxc[ox] += w6 * d;
+                    g7 += d * xc[ox + 1]; dxc[ox + 1] += w7 * d;
+                    g8 += d * xc[ox + 3]; dxc[ox + 3] += w8 * d;
+                    g9 += d * xc[ox + 4]; dxc[ox + 4] += w9 * d;
+                    g10 += d * xc[ox + 5]; dxc[ox + 5] += w10 * d;
+                    g11 += d * xc[ox + 6]; dxc[ox + 6] += w11 * d;
+                    g12 += d * xc[ox + 8]; dxc[ox + 8] += w12 * d;
+                    g13 += d * xc[ox + 9]; dxc[ox + 9] += w13 * d;
+                    g14 += d * xc[ox + 10]; dxc[ox + 10] += w14 * d;
+                    g15 += d * xc[ox + 11]; dxc[ox + 11] += w15 * d;
                 }
                 {
                     const float d = dyc[10];
@@ -279,25 +278,23 @@ static void l00_conv2d_backward(const float *restrict P, float *restrict G, cons
                 /* rows 2..3, cols 2..3: every tap */
                 for (int oy = 2; oy < 4; oy++) {
                     for (int ox = 2; ox < 4; ox++) {
-                        {
-                            const float d = dyc[ox + oy*6];
-                            g0 += d * xc[ox + oy*5 - 12]; dxc[ox + oy*5 - 12] += w0 * d;
-                            g1 += d * xc[ox + oy*5 - 11]; dxc[ox + oy*5 - 11] += w1 * d;
-                            g2 += d * xc[ox + oy*5 - 10]; dxc[ox + oy*5 - 10] += w2 * d;
-                            g3 += d * xc[ox + oy*5 - 9]; dxc[ox + oy*5 - 9] += w3 * d;
-                            g4 += d * xc[ox + oy*5 - 7]; dxc[ox + oy*5 - 7] += w4 * d;
-                            g5 += d * xc[ox + oy*5 - 6]; dxc[ox + oy*5 - 6] += w5 * d;
-                            g6 += d * xc[ox + oy*5 - 5]; dxc[ox + oy*5 - 5] += w6 * d;
-                            g7 += d * xc[ox + oy*5 - 4]; dxc[ox + oy*5 - 4] += w7 * d;
-                            g8 += d * xc[ox + oy*5 - 2]; dxc[ox + oy*5 - 2] += w8 * d;
-                            g9 += d * xc[ox + oy*5 - 1]; dxc[ox + oy*5 - 1] += w9 * d;
-                            g10 += d * xc[ox + oy*5]; dxc[ox + oy*5] += w10 * d;
-                            g11 += d * xc[ox + oy*5 + 1]; dxc[ox + oy*5 + 1] += w11 * d;
-                            g12 += d * xc[ox + oy*5 + 3]; dxc[ox + oy*5 + 3] += w12 * d;
-                            g13 += d * xc[ox + oy*5 + 4]; dxc[ox + oy*5 + 4] += w13 * d;
-                            g14 += d * xc[ox + oy*5 + 5]; dxc[ox + oy*5 + 5] += w14 * d;
-                            g15 += d * xc[ox + oy*5 + 6]; dxc[ox + oy*5 + 6] += w15 * d;
-                        }
+                        const float d = dyc[oy*6 + ox];
+                        g0 += d * xc[oy*5 + ox - 12]; dxc[oy*5 + ox - 12] += w0 * d;
+                        g1 += d * xc[oy*5 + ox - 11]; dxc[oy*5 + ox - 11] += w1 * d;
+                        g2 += d * xc[oy*5 + ox - 10]; dxc[oy*5 + ox - 10] += w2 * d;
+                        g3 += d * xc[oy*5 + ox - 9]; dxc[oy*5 + ox - 9] += w3 * d;
+                        g4 += d * xc[oy*5 + ox - 7]; dxc[oy*5 + ox - 7] += w4 * d;
+                        g5 += d * xc[oy*5 + ox - 6]; dxc[oy*5 + ox - 6] += w5 * d;
+                        g6 += d * xc[oy*5 + ox - 5]; dxc[oy*5 + ox - 5] += w6 * d;
+                        g7 += d * xc[oy*5 + ox - 4]; dxc[oy*5 + ox - 4] += w7 * d;
+                        g8 += d * xc[oy*5 + ox - 2]; dxc[oy*5 + ox - 2] += w8 * d;
+                        g9 += d * xc[oy*5 + ox - 1]; dxc[oy*5 + ox - 1] += w9 * d;
+                        g10 += d * xc[oy*5 + ox]; dxc[oy*5 + ox] += w10 * d;
+                        g11 += d * xc[oy*5 + ox + 1]; dxc[oy*5 + ox + 1] += w11 * d;
+                        g12 += d * xc[oy*5 + ox + 3]; dxc[oy*5 + ox + 3] += w12 * d;
+                        g13 += d * xc[oy*5 + ox + 4]; dxc[oy*5 + ox + 4] += w13 * d;
+                        g14 += d * xc[oy*5 + ox + 5]; dxc[oy*5 + ox + 5] += w14 * d;
+                        g15 += d * xc[oy*5 + ox + 6]; dxc[oy*5 + ox + 6] += w15 * d;
                     }
                 }
                 /* rows 2..3, cols 4..4: 12 of 16 taps */
@@ -355,21 +352,19 @@ static void l00_conv2d_backward(const float *restrict P, float *restrict G, cons
                 }
                 /* rows 4..4, cols 2..3: 12 of 16 taps */
                 for (int ox = 2; ox < 4; ox++) {
-                    {
-                        const float d = dyc[ox + 24];
-                        g0 += d * xc[ox + 8]; dxc[ox + 8] += w0 * d;
-                        g1 += d * xc[ox + 9]; dxc[ox + 9] += w1 * d;
-                        g2 += d * xc[ox + 10]; dxc[ox + 10] += w2 * d;
-                        g3 += d * xc[ox + 11]; dxc[ox + 11] += w3 * d;
-                        g4 += d * xc[ox + 13]; dxc[ox + 13] += w4 * d;
-                        g5 += d * xc[ox + 14]; dxc[ox + 14] += w5 * d;
-                        g6 += d * xc[ox + 15]; dxc[ox + 15] += w6 * d;
-                        g7 += d * xc[ox + 16]; dxc[ox + 16] += w7 * d;
-                        g8 += d * xc[ox + 18]; dxc[ox + 18] += w8 * d;
-                        g9 += d * xc[ox + 19]; dxc[ox + 19] += w9 * d;
-                        g10 += d * xc[ox + 20]; dxc[ox + 20] += w10 * d;
-                        g11 += d * xc[ox + 21]; dxc[ox + 21] += w11 * d;
-                    }
+                    const float d = dyc[ox + 24];
+                    g0 += d * xc[ox + 8]; dxc[ox + 8] += w0 * d;
+                    g1 += d * xc[ox + 9]; dxc[ox + 9] += w1 * d;
+                    g2 += d * xc[ox + 10]; dxc[ox + 10] += w2 * d;
+                    g3 += d * xc[ox + 11]; dxc[ox + 11] += w3 * d;
+                    g4 += d * xc[ox + 13]; dxc[ox + 13] += w4 * d;
+                    g5 += d * xc[ox + 14]; dxc[ox + 14] += w5 * d;
+                    g6 += d * xc[ox + 15]; dxc[ox + 15] += w6 * d;
+                    g7 += d * xc[ox + 16]; dxc[ox + 16] += w7 * d;
+                    g8 += d * xc[ox + 18]; dxc[ox + 18] += w8 * d;
+                    g9 += d * xc[ox + 19]; dxc[ox + 19] += w9 * d;
+                    g10 += d * xc[ox + 20]; dxc[ox + 20] += w10 * d;
+                    g11 += d * xc[ox + 21]; dxc[ox + 21] += w11 * d;
                 }
                 {
                     const float d = dyc[28];
@@ -410,17 +405,15 @@ static void l00_conv2d_backward(const float *restrict P, float *restrict G, cons
                 }
                 /* rows 5..5, cols 2..3: 8 of 16 taps */
                 for (int ox = 2; ox < 4; ox++) {
-                    {
-                        const float d = dyc[ox + 30];
-                        g0 += d * xc[ox + 13]; dxc[ox + 13] += w0 * d;
-                        g1 += d * xc[ox + 14]; dxc[ox + 14] += w1 * d;
-                        g2 += d * xc[ox + 15]; dxc[ox + 15] += w2 * d;
-                        g3 += d * xc[ox + 16]; dxc[ox + 16] += w3 * d;
-                        g4 += d * xc[ox + 18]; dxc[ox + 18] += w4 * d;
-                        g5 += d * xc[ox + 19]; dxc[ox + 19] += w5 * d;
-                        g6 += d * xc[ox + 20]; dxc[ox + 20] += w6 * d;
-                        g7 += d * xc[ox + 21]; dxc[ox + 21] += w7 * d;
-                    }
+                    const float d = dyc[ox + 30];
+                    g0 += d * xc[ox + 13]; dxc[ox + 13] += w0 * d;
+                    g1 += d * xc[ox + 14]; dxc[ox + 14] += w1 * d;
+                    g2 += d * xc[ox + 15]; dxc[ox + 15] += w2 * d;
+                    g3 += d * xc[ox + 16]; dxc[ox + 16] += w3 * d;
+                    g4 += d * xc[ox + 18]; dxc[ox + 18] += w4 * d;
+                    g5 += d * xc[ox + 19]; dxc[ox + 19] += w5 * d;
+                    g6 += d * xc[ox + 20]; dxc[ox + 20] += w6 * d;
+                    g7 += d * xc[ox + 21]; dxc[ox + 21] += w7 * d;
                 }
                 {
                     const float d = dyc[34];

@@ -97,13 +97,13 @@ static void l00_conv2d_forward(const float *restrict P, const float *restrict x,
             /* rows 2..25, cols 2..25: every tap */
             for (int oy = 2; oy < 26; oy++) {
                 for (int ox = 2; ox < 26; ox++) {
-                    yc[ox + oy*28] += w0 * xc[ox + oy*28 - 58] + w1 * xc[ox + oy*28 - 57] + w2 * xc[ox + oy*28 - 56] + w3 * xc[ox + oy*28 - 55]
-                            + w4 * xc[ox + oy*28 - 54] + w5 * xc[ox + oy*28 - 30] + w6 * xc[ox + oy*28 - 29] + w7 * xc[ox + oy*28 - 28]
-                            + w8 * xc[ox + oy*28 - 27] + w9 * xc[ox + oy*28 - 26] + w10 * xc[ox + oy*28 - 2] + w11 * xc[ox + oy*28 - 1]
-                            + w12 * xc[ox + oy*28] + w13 * xc[ox + oy*28 + 1] + w14 * xc[ox + oy*28 + 2] + w15 * xc[ox + oy*28 + 26]
-                            + w16 * xc[ox + oy*28 + 27] + w17 * xc[ox + oy*28 + 28] + w18 * xc[ox + oy*28 + 29] + w19 * xc[ox + oy*28 + 30]
-                            + w20 * xc[ox + oy*28 + 54] + w21 * xc[ox + oy*28 + 55] + w22 * xc[ox + oy*28 + 56] + w23 * xc[ox + oy*28 + 57]
-                            + w24 * xc[ox + oy*28 + 58];
+                    yc[oy*28 + ox] += w0 * xc[oy*28 + ox - 58] + w1 * xc[oy*28 + ox - 57] + w2 * xc[oy*28 + ox - 56] + w3 * xc[oy*28 + ox - 55]
+                            + w4 * xc[oy*28 + ox - 54] + w5 * xc[oy*28 + ox - 30] + w6 * xc[oy*28 + ox - 29] + w7 * xc[oy*28 + ox - 28]
+                            + w8 * xc[oy*28 + ox - 27] + w9 * xc[oy*28 + ox - 26] + w10 * xc[oy*28 + ox - 2] + w11 * xc[oy*28 + ox - 1]
+                            + w12 * xc[oy*28 + ox] + w13 * xc[oy*28 + ox + 1] + w14 * xc[oy*28 + ox + 2] + w15 * xc[oy*28 + ox + 26]
+                            + w16 * xc[oy*28 + ox + 27] + w17 * xc[oy*28 + ox + 28] + w18 * xc[oy*28 + ox + 29] + w19 * xc[oy*28 + ox + 30]
+                            + w20 * xc[oy*28 + ox + 54] + w21 * xc[oy*28 + ox + 55] + w22 * xc[oy*28 + ox + 56] + w23 * xc[oy*28 + ox + 57]
+                            + w24 * xc[oy*28 + ox + 58];
                 }
             }
             /* rows 2..25, cols 26..26: 20 of 25 taps */
@@ -180,7 +180,11 @@ static void l00_conv2d_backward(const float *restrict P, float *restrict G, cons
         const float w10 = wc[10], w11 = wc[11], w12 = wc[12], w13 = wc[13], w14 = wc[14];
         const float w15 = wc[15], w16 = wc[16], w17 = wc[17], w18 = wc[18], w19 = wc[19];
         const float w20 = wc[20], w21 = wc[21], w22 = wc[22], w23 = wc[23], w24 = wc[24];
-        float g0 = 0.0f, g1 = 0.0f, g2 = 0.0f, g3 = 0.0f, g4 = 0.0f, g5 = 0.0f, g6 = 0.0f, g7 = 0.0f, g8 = 0.0f, g9 = 0.0f, g10 = 0.0f, g11 = 0.0f, g12 = 0.0f, g13 = 0.0f, g14 = 0.0f, g15 = 0.0f, g16 = 0.0f, g17 = 0.0f, g18 = 0.0f, g19 = 0.0f, g20 = 0.0f, g21 = 0.0f, g22 = 0.0f, g23 = 0.0f, g24 = 0.0f;
+        float g0 = 0.0f, g1 = 0.0f, g2 = 0.0f, g3 = 0.0f, g4 = 0.0f;
+        float g5 = 0.0f, g6 = 0.0f, g7 = 0.0f, g8 = 0.0f, g9 = 0.0f;
+        float g10 = 0.0f, g11 = 0.0f, g12 = 0.0f, g13 = 0.0f, g14 = 0.0f;
+        float g15 = 0.0f, g16 = 0.0f, g17 = 0.0f, g18 = 0.0f, g19 = 0.0f;
+        float g20 = 0.0f, g21 = 0.0f, g22 = 0.0f, g23 = 0.0f, g24 = 0.0f;
         for (int n = 0; n < nb; n++) {
             const float *restrict xc = x + (size_t)n * 784 + 0;
             float *restrict dxc = dx + (size_t)n * 784 + 0;
@@ -214,24 +218,22 @@ static void l00_conv2d_backward(const float *restrict P, float *restrict G, cons
             }
             /* rows 0..0, cols 2..25: 15 of 25 taps */
             for (int ox = 2; ox < 26; ox++) {
-                {
-                    const float d = dyc[ox];
-                    g10 += d * xc[ox - 2]; dxc[ox - 2] += w10 * d;
-                    g11 += d * xc[ox - 1]; dxc[ox - 1] += w11 * d;
-                    g12 += d * xc[ox]; dxc[ox] += w12 * d;
-                    g13 += d * xc[ox + 1]; dxc[ox + 1] += w13 * d;
-                    g14 += d * xc[ox + 2]; dxc[ox + 2] += w14 * d;
-                    g15 += d * xc[ox + 26]; dxc[ox + 26] += w15 * d;
-                    g16 += d * xc[ox + 27]; dxc[ox + 27] += w16 * d;
-                    g17 += d * xc[ox + 28]; dxc[ox + 28] += w17 * d;
-                    g18 += d * xc[ox + 29]; dxc[ox + 29] += w18 * d;
-                    g19 += d * xc[ox + 30]; dxc[ox + 30] += w19 * d;
-                    g20 += d * xc[ox + 54]; dxc[ox + 54] += w20 * d;
-                    g21 += d * xc[ox + 55]; dxc[ox + 55] += w21 * d;
-                    g22 += d * xc[ox + 56]; dxc[ox + 56] += w22 * d;
-                    g23 += d * xc[ox + 57]; dxc[ox + 57] += w23 * d;
-                    g24 += d * xc[ox + 58]; dxc[ox + 58] += w24 * d;
-                }
+                const float d = dyc[ox];
+                g10 += d * xc[ox - 2]; dxc[ox - 2] += w10 * d;
+                g11 += d * xc[ox - 1]; dxc[ox - 1] += w11 * d;
+                g12 += d * xc[ox]; dxc[ox] += w12 * d;
+                g13 += d * xc[ox + 1]; dxc[ox + 1] += w13 * d;
+                g14 += d * xc[ox + 2]; dxc[ox + 2] += w14 * d;
+                g15 += d * xc[ox + 26]; dxc[ox + 26] += w15 * d;
+                g16 += d * xc[ox + 27]; dxc[ox + 27] += w16 * d;
+                g17 += d * xc[ox + 28]; dxc[ox + 28] += w17 * d;
+                g18 += d * xc[ox + 29]; dxc[ox + 29] += w18 * d;
+                g19 += d * xc[ox + 30]; dxc[ox + 30] += w19 * d;
+                g20 += d * xc[ox + 54]; dxc[ox + 54] += w20 * d;
+                g21 += d * xc[ox + 55]; dxc[ox + 55] += w21 * d;
+                g22 += d * xc[ox + 56]; dxc[ox + 56] += w22 * d;
+                g23 += d * xc[ox + 57]; dxc[ox + 57] += w23 * d;
+                g24 += d * xc[ox + 58]; dxc[ox + 58] += w24 * d;
             }
             {
                 const float d = dyc[26];
@@ -296,29 +298,27 @@ static void l00_conv2d_backward(const float *restrict P, float *restrict G, cons
             }
             /* rows 1..1, cols 2..25: 20 of 25 taps */
             for (int ox = 2; ox < 26; ox++) {
-                {
-                    const float d = dyc[ox + 28];
-                    g5 += d * xc[ox - 2]; dxc[ox - 2] += w5 * d;
-                    g6 += d * xc[ox - 1]; dxc[ox - 1] += w6 * d;
-                    g7 += d * xc[ox]; dxc[ox] += w7 * d;
-                    g8 += d * xc[ox + 1]; dxc[ox + 1] += w8 * d;
-                    g9 += d * xc[ox + 2]; dxc[ox + 2] += w9 * d;
-                    g10 += d * xc[ox + 26]; dxc[ox + 26] += w10 * d;
-                    g11 += d * xc[ox + 27]; dxc[ox + 27] += w11 * d;
-                    g12 += d * xc[ox + 28]; dxc[ox + 28] += w12 * d;
-                    g13 += d * xc[ox + 29]; dxc[ox + 29] += w13 * d;
-                    g14 += d * xc[ox + 30]; dxc[ox + 30] += w14 * d;
-                    g15 += d * xc[ox + 54]; dxc[ox + 54] += w15 * d;
-                    g16 += d * xc[ox + 55]; dxc[ox + 55] += w16 * d;
-                    g17 += d * xc[ox + 56]; dxc[ox + 56] += w17 * d;
-                    g18 += d * xc[ox + 57]; dxc[ox + 57] += w18 * d;
-                    g19 += d * xc[ox + 58]; dxc[ox + 58] += w19 * d;
-                    g20 += d * xc[ox + 82]; dxc[ox + 82] += w20 * d;
-                    g21 += d * xc[ox + 83]; dxc[ox + 83] += w21 * d;
-                    g22 += d * xc[ox + 84]; dxc[ox + 84] += w22 * d;
-                    g23 += d * xc[ox + 85]; dxc[ox + 85] += w23 * d;
-                    g24 += d * xc[ox + 86]; dxc[ox + 86] += w24 * d;
-                }
+                const float d = dyc[ox + 28];
+                g5 += d * xc[ox - 2]; dxc[ox - 2] += w5 * d;
+                g6 += d * xc[ox - 1]; dxc[ox - 1] += w6 * d;
+                g7 += d * xc[ox]; dxc[ox] += w7 * d;
+                g8 += d * xc[ox + 1]; dxc[ox + 1] += w8 * d;
+                g9 += d * xc[ox + 2]; dxc[ox + 2] += w9 * d;
+                g10 += d * xc[ox + 26]; dxc[ox + 26] += w10 * d;
+                g11 += d * xc[ox + 27]; dxc[ox + 27] += w11 * d;
+                g12 += d * xc[ox + 28]; dxc[ox + 28] += w12 * d;
+                g13 += d * xc[ox + 29]; dxc[ox + 29] += w13 * d;
+                g14 += d * xc[ox + 30]; dxc[ox + 30] += w14 * d;
+                g15 += d * xc[ox + 54]; dxc[ox + 54] += w15 * d;
+                g16 += d * xc[ox + 55]; dxc[ox + 55] += w16 * d;
+                g17 += d * xc[ox + 56]; dxc[ox + 56] += w17 * d;
+                g18 += d * xc[ox + 57]; dxc[ox + 57] += w18 * d;
+                g19 += d * xc[ox + 58]; dxc[ox + 58] += w19 * d;
+                g20 += d * xc[ox + 82]; dxc[ox + 82] += w20 * d;
+                g21 += d * xc[ox + 83]; dxc[ox + 83] += w21 * d;
+                g22 += d * xc[ox + 84]; dxc[ox + 84] += w22 * d;
+                g23 += d * xc[ox + 85]; dxc[ox + 85] += w23 * d;
+                g24 += d * xc[ox + 86]; dxc[ox + 86] += w24 * d;
             }
             {
                 const float d = dyc[54];
@@ -404,34 +404,32 @@ static void l00_conv2d_backward(const float *restrict P, float *restrict G, cons
             /* rows 2..25, cols 2..25: every tap */
             for (int oy = 2; oy < 26; oy++) {
                 for (int ox = 2; ox < 26; ox++) {
-                    {
-                        const float d = dyc[ox + oy*28];
-                        g0 += d * xc[ox + oy*28 - 58]; dxc[ox + oy*28 - 58] += w0 * d;
-                        g1 += d * xc[ox + oy*28 - 57]; dxc[ox + oy*28 - 57] += w1 * d;
-                        g2 += d * xc[ox + oy*28 - 56]; dxc[ox + oy*28 - 56] += w2 * d;
-                        g3 += d * xc[ox + oy*28 - 55]; dxc[ox + oy*28 - 55] += w3 * d;
-                        g4 += d * xc[ox + oy*28 - 54]; dxc[ox + oy*28 - 54] += w4 * d;
-                        g5 += d * xc[ox + oy*28 - 30]; dxc[ox + oy*28 - 30] += w5 * d;
-                        g6 += d * xc[ox + oy*28 - 29]; dxc[ox + oy*28 - 29] += w6 * d;
-                        g7 += d * xc[ox + oy*28 - 28]; dxc[ox + oy*28 - 28] += w7 * d;
-                        g8 += d * xc[ox + oy*28 - 27]; dxc[ox + oy*28 - 27] += w8 * d;
-                        g9 += d * xc[ox + oy*28 - 26]; dxc[ox + oy*28 - 26] += w9 * d;
-                        g10 += d * xc[ox + oy*28 - 2]; dxc[ox + oy*28 - 2] += w10 * d;
-                        g11 += d * xc[ox + oy*28 - 1]; dxc[ox + oy*28 - 1] += w11 * d;
-                        g12 += d * xc[ox + oy*28]; dxc[ox + oy*28] += w12 * d;
-                        g13 += d * xc[ox + oy*28 + 1]; dxc[ox + oy*28 + 1] += w13 * d;
-                        g14 += d * xc[ox + oy*28 + 2]; dxc[ox + oy*28 + 2] += w14 * d;
-                        g15 += d * xc[ox + oy*28 + 26]; dxc[ox + oy*28 + 26] += w15 * d;
-                        g16 += d * xc[ox + oy*28 + 27]; dxc[ox + oy*28 + 27] += w16 * d;
-                        g17 += d * xc[ox + oy*28 + 28]; dxc[ox + oy*28 + 28] += w17 * d;
-                        g18 += d * xc[ox + oy*28 + 29]; dxc[ox + oy*28 + 29] += w18 * d;
-                        g19 += d * xc[ox + oy*28 + 30]; dxc[ox + oy*28 + 30] += w19 * d;
-                        g20 += d * xc[ox + oy*28 + 54]; dxc[ox + oy*28 + 54] += w20 * d;
-                        g21 += d * xc[ox + oy*28 + 55]; dxc[ox + oy*28 + 55] += w21 * d;
-                        g22 += d * xc[ox + oy*28 + 56]; dxc[ox + oy*28 + 56] += w22 * d;
-                        g23 += d * xc[ox + oy*28 + 57]; dxc[ox + oy*28 + 57] += w23 * d;
-                        g24 += d * xc[ox + oy*28 + 58]; dxc[ox + oy*28 + 58] += w24 * d;
-                    }
+                    const float d = dyc[oy*28 + ox];
+                    g0 += d * xc[oy*28 + ox - 58]; dxc[oy*28 + ox - 58] += w0 * d;
+                    g1 += d * xc[oy*28 + ox - 57]; dxc[oy*28 + ox - 57] += w1 * d;
+                    g2 += d * xc[oy*28 + ox - 56]; dxc[oy*28 + ox - 56] += w2 * d;
+                    g3 += d * xc[oy*28 + ox - 55]; dxc[oy*28 + ox - 55] += w3 * d;
+                    g4 += d * xc[oy*28 + ox - 54]; dxc[oy*28 + ox - 54] += w4 * d;
+                    g5 += d * xc[oy*28 + ox - 30]; dxc[oy*28 + ox - 30] += w5 * d;
+                    g6 += d * xc[oy*28 + ox - 29]; dxc[oy*28 + ox - 29] += w6 * d;
+                    g7 += d * xc[oy*28 + ox - 28]; dxc[oy*28 + ox - 28] += w7 * d;
+                    g8 += d * xc[oy*28 + ox - 27]; dxc[oy*28 + ox - 27] += w8 * d;
+                    g9 += d * xc[oy*28 + ox - 26]; dxc[oy*28 + ox - 26] += w9 * d;
+                    g10 += d * xc[oy*28 + ox - 2]; dxc[oy*28 + ox - 2] += w10 * d;
+                    g11 += d * xc[oy*28 + ox - 1]; dxc[oy*28 + ox - 1] += w11 * d;
+                    g12 += d * xc[oy*28 + ox]; dxc[oy*28 + ox] += w12 * d;
+                    g13 += d * xc[oy*28 + ox + 1]; dxc[oy*28 + ox + 1] += w13 * d;
+                    g14 += d * xc[oy*28 + ox + 2]; dxc[oy*28 + ox + 2] += w14 * d;
+                    g15 += d * xc[oy*28 + ox + 26]; dxc[oy*28 + ox + 26] += w15 * d;
+                    g16 += d * xc[oy*28 + ox + 27]; dxc[oy*28 + ox + 27] += w16 * d;
+                    g17 += d * xc[oy*28 + ox + 28]; dxc[oy*28 + ox + 28] += w17 * d;
+                    g18 += d * xc[oy*28 + ox + 29]; dxc[oy*28 + ox + 29] += w18 * d;
+                    g19 += d * xc[oy*28 + ox + 30]; dxc[oy*28 + ox + 30] += w19 * d;
+                    g20 += d * xc[oy*28 + ox + 54]; dxc[oy*28 + ox + 54] += w20 * d;
+                    g21 += d * xc[oy*28 + ox + 55]; dxc[oy*28 + ox + 55] += w21 * d;
+                    g22 += d * xc[oy*28 + ox + 56]; dxc[oy*28 + ox + 56] += w22 * d;
+                    g23 += d * xc[oy*28 + ox + 57]; dxc[oy*28 + ox + 57] += w23 * d;
+                    g24 += d * xc[oy*28 + ox + 58]; dxc[oy*28 + ox + 58] += w24 * d;
                 }
             }
             /* rows 2..25, cols 26..26: 20 of 25 taps */
@@ -517,29 +515,27 @@ static void l00_conv2d_backward(const float *restrict P, float *restrict G, cons
             }
             /* rows 26..26, cols 2..25: 20 of 25 taps */
             for (int ox = 2; ox < 26; ox++) {
-                {
-                    const float d = dyc[ox + 728];
-                    g0 += d * xc[ox + 670]; dxc[ox + 670] += w0 * d;
-                    g1 += d * xc[ox + 671]; dxc[ox + 671] += w1 * d;
-                    g2 += d * xc[ox + 672]; dxc[ox + 672] += w2 * d;
-                    g3 += d * xc[ox + 673]; dxc[ox + 673] += w3 * d;
-                    g4 += d * xc[ox + 674]; dxc[ox + 674] += w4 * d;
-                    g5 += d * xc[ox + 698]; dxc[ox + 698] += w5 * d;
-                    g6 += d * xc[ox + 699]; dxc[ox + 699] += w6 * d;
-                    g7 += d * xc[ox + 700]; dxc[ox + 700] += w7 * d;
-                    g8 += d * xc[ox + 701]; dxc[ox + 701] += w8 * d;
-                    g9 += d * xc[ox + 702]; dxc[ox + 702] += w9 * d;
-                    g10 += d * xc[ox + 726]; dxc[ox + 726] += w10 * d;
-                    g11 += d * xc[ox + 727]; dxc[ox + 727] += w11 * d;
-                    g12 += d * xc[ox + 728]; dxc[ox + 728] += w12 * d;
-                    g13 += d * xc[ox + 729]; dxc[ox + 729] += w13 * d;
-                    g14 += d * xc[ox + 730]; dxc[ox + 730] += w14 * d;
-                    g15 += d * xc[ox + 754]; dxc[ox + 754] += w15 * d;
-                    g16 += d * xc[ox + 755]; dxc[ox + 755] += w16 * d;
-                    g17 += d * xc[ox + 756]; dxc[ox + 756] += w17 * d;
-                    g18 += d * xc[ox + 757]; dxc[ox + 757] += w18 * d;
-                    g19 += d * xc[ox + 758]; dxc[ox + 758] += w19 * d;
-                }
+                const float d = dyc[ox + 728];
+                g0 += d * xc[ox + 670]; dxc[ox + 670] += w0 * d;
+                g1 += d * xc[ox + 671]; dxc[ox + 671] += w1 * d;
+                g2 += d * xc[ox + 672]; dxc[ox + 672] += w2 * d;
+                g3 += d * xc[ox + 673]; dxc[ox + 673] += w3 * d;
+                g4 += d * xc[ox + 674]; dxc[ox + 674] += w4 * d;
+                g5 += d * xc[ox + 698]; dxc[ox + 698] += w5 * d;
+                g6 += d * xc[ox + 699]; dxc[ox + 699] += w6 * d;
+                g7 += d * xc[ox + 700]; dxc[ox + 700] += w7 * d;
+                g8 += d * xc[ox + 701]; dxc[ox + 701] += w8 * d;
+                g9 += d * xc[ox + 702]; dxc[ox + 702] += w9 * d;
+                g10 += d * xc[ox + 726]; dxc[ox + 726] += w10 * d;
+                g11 += d * xc[ox + 727]; dxc[ox + 727] += w11 * d;
+                g12 += d * xc[ox + 728]; dxc[ox + 728] += w12 * d;
+                g13 += d * xc[ox + 729]; dxc[ox + 729] += w13 * d;
+                g14 += d * xc[ox + 730]; dxc[ox + 730] += w14 * d;
+                g15 += d * xc[ox + 754]; dxc[ox + 754] += w15 * d;
+                g16 += d * xc[ox + 755]; dxc[ox + 755] += w16 * d;
+                g17 += d * xc[ox + 756]; dxc[ox + 756] += w17 * d;
+                g18 += d * xc[ox + 757]; dxc[ox + 757] += w18 * d;
+                g19 += d * xc[ox + 758]; dxc[ox + 758] += w19 * d;
             }
             {
                 const float d = dyc[754];
@@ -604,24 +600,22 @@ static void l00_conv2d_backward(const float *restrict P, float *restrict G, cons
             }
             /* rows 27..27, cols 2..25: 15 of 25 taps */
             for (int ox = 2; ox < 26; ox++) {
-                {
-                    const float d = dyc[ox + 756];
-                    g0 += d * xc[ox + 698]; dxc[ox + 698] += w0 * d;
-                    g1 += d * xc[ox + 699]; dxc[ox + 699] += w1 * d;
-                    g2 += d * xc[ox + 700]; dxc[ox + 700] += w2 * d;
-                    g3 += d * xc[ox + 701]; dxc[ox + 701] += w3 * d;
-                    g4 += d * xc[ox + 702]; dxc[ox + 702] += w4 * d;
-                    g5 += d * xc[ox + 726]; dxc[ox + 726] += w5 * d;
-                    g6 += d * xc[ox + 727]; dxc[ox + 727] += w6 * d;
-                    g7 += d * xc[ox + 728]; dxc[ox + 728] += w7 * d;
-                    g8 += d * xc[ox + 729]; dxc[ox + 729] += w8 * d;
-                    g9 += d * xc[ox + 730]; dxc[ox + 730] += w9 * d;
-                    g10 += d * xc[ox + 754]; dxc[ox + 754] += w10 * d;
-                    g11 += d * xc[ox + 755]; dxc[ox + 755] += w11 * d;
-                    g12 += d * xc[ox + 756]; dxc[ox + 756] += w12 * d;
-                    g13 += d * xc[ox + 757]; dxc[ox + 757] += w13 * d;
-                    g14 += d * xc[ox + 758]; dxc[ox + 758] += w14 * d;
-                }
+                const float d = dyc[ox + 756];
+                g0 += d * xc[ox + 698]; dxc[ox + 698] += w0 * d;
+                g1 += d * xc[ox + 699]; dxc[ox + 699] += w1 * d;
+                g2 += d * xc[ox + 700]; dxc[ox + 700] += w2 * d;
+                g3 += d * xc[ox + 701]; dxc[ox + 701] += w3 * d;
+                g4 += d * xc[ox + 702]; dxc[ox + 702] += w4 * d;
+                g5 += d * xc[ox + 726]; dxc[ox + 726] += w5 * d;
+                g6 += d * xc[ox + 727]; dxc[ox + 727] += w6 * d;
+                g7 += d * xc[ox + 728]; dxc[ox + 728] += w7 * d;
+                g8 += d * xc[ox + 729]; dxc[ox + 729] += w8 * d;
+                g9 += d * xc[ox + 730]; dxc[ox + 730] += w9 * d;
+                g10 += d * xc[ox + 754]; dxc[ox + 754] += w10 * d;
+                g11 += d * xc[ox + 755]; dxc[ox + 755] += w11 * d;
+                g12 += d * xc[ox + 756]; dxc[ox + 756] += w12 * d;
+                g13 += d * xc[ox + 757]; dxc[ox + 757] += w13 * d;
+                g14 += d * xc[ox + 758]; dxc[ox + 758] += w14 * d;
             }
             {
                 const float d = dyc[782];
@@ -703,18 +697,16 @@ static void l02_maxpool2d_forward(const float *restrict x, float *restrict y, in
 {
     for (int n = 0; n < nb; n++) {
         for (int c = 0; c < 6; c++) {
-            const float *restrict xc = x + c*784 + n*4704;
-            float *restrict yc = y + c*196 + n*1176;
+            const float *restrict xc = x + n*4704 + c*784;
+            float *restrict yc = y + n*1176 + c*196;
             /* rows 0..13, cols 0..13: every tap */
             for (int oy = 0; oy < 14; oy++) {
                 for (int ox = 0; ox < 14; ox++) {
-                    {
-                        float m = xc[ox*2 + oy*56], v;
-                        v = xc[ox*2 + oy*56 + 1]; if (v > m || isnan(v)) m = v;
-                        v = xc[ox*2 + oy*56 + 28]; if (v > m || isnan(v)) m = v;
-                        v = xc[ox*2 + oy*56 + 29]; if (v > m || isnan(v)) m = v;
-                        yc[ox + oy*14] = m;
-                    }
+                    float m = xc[oy*56 + ox*2], v;
+                    v = xc[oy*56 + ox*2 + 1]; if (v > m || isnan(v)) m = v;
+                    v = xc[oy*56 + ox*2 + 28]; if (v > m || isnan(v)) m = v;
+                    v = xc[oy*56 + ox*2 + 29]; if (v > m || isnan(v)) m = v;
+                    yc[oy*14 + ox] = m;
                 }
             }
         }
@@ -726,19 +718,17 @@ static void l02_maxpool2d_backward(const float *restrict x, const float *restric
     memset(dx, 0, sizeof(float) * (size_t)nb * 4704);
     for (int n = 0; n < nb; n++) {
         for (int c = 0; c < 6; c++) {
-            const float *restrict xc = x + c*784 + n*4704;
-            float *restrict dxc = dx + c*784 + n*4704;
-            const float *restrict dyc = dy + c*196 + n*1176;
+            const float *restrict xc = x + n*4704 + c*784;
+            float *restrict dxc = dx + n*4704 + c*784;
+            const float *restrict dyc = dy + n*1176 + c*196;
             /* rows 0..13, cols 0..13: every tap */
             for (int oy = 0; oy < 14; oy++) {
                 for (int ox = 0; ox < 14; ox++) {
-                    {
-                        int a = ox*2 + oy*56; float m = xc[a];
-                        if (xc[ox*2 + oy*56 + 1] > m || isnan(xc[ox*2 + oy*56 + 1])) { m = xc[ox*2 + oy*56 + 1]; a = ox*2 + oy*56 + 1; }
-                        if (xc[ox*2 + oy*56 + 28] > m || isnan(xc[ox*2 + oy*56 + 28])) { m = xc[ox*2 + oy*56 + 28]; a = ox*2 + oy*56 + 28; }
-                        if (xc[ox*2 + oy*56 + 29] > m || isnan(xc[ox*2 + oy*56 + 29])) { m = xc[ox*2 + oy*56 + 29]; a = ox*2 + oy*56 + 29; }
-                        dxc[a] += dyc[ox + oy*14];
-                    }
+                    int a = oy*56 + ox*2; float m = xc[a];
+                    if (xc[oy*56 + ox*2 + 1] > m || isnan(xc[oy*56 + ox*2 + 1])) { m = xc[oy*56 + ox*2 + 1]; a = oy*56 + ox*2 + 1; }
+                    if (xc[oy*56 + ox*2 + 28] > m || isnan(xc[oy*56 + ox*2 + 28])) { m = xc[oy*56 + ox*2 + 28]; a = oy*56 + ox*2 + 28; }
+                    if (xc[oy*56 + ox*2 + 29] > m || isnan(xc[oy*56 + ox*2 + 29])) { m = xc[oy*56 + ox*2 + 29]; a = oy*56 + ox*2 + 29; }
+                    dxc[a] += dyc[oy*14 + ox];
                 }
             }
         }
@@ -758,7 +748,7 @@ static void l03_conv2d_forward(const float *restrict P, const float *restrict x,
             for (int i = 0; i < 100; i++) yc[i] = b[col];
             for (int ci = 0; ci < 6; ci++) {
                 const float *restrict xc = xn + ci*196;
-                const float *restrict wc = w + ci*25 + col*150;
+                const float *restrict wc = w + col*150 + ci*25;
                 const float w0 = wc[0], w1 = wc[1], w2 = wc[2], w3 = wc[3], w4 = wc[4];
                 const float w5 = wc[5], w6 = wc[6], w7 = wc[7], w8 = wc[8], w9 = wc[9];
                 const float w10 = wc[10], w11 = wc[11], w12 = wc[12], w13 = wc[13], w14 = wc[14];
@@ -767,13 +757,13 @@ static void l03_conv2d_forward(const float *restrict P, const float *restrict x,
                 /* rows 0..9, cols 0..9: every tap */
                 for (int oy = 0; oy < 10; oy++) {
                     for (int ox = 0; ox < 10; ox++) {
-                        yc[ox + oy*10] += w0 * xc[ox + oy*14] + w1 * xc[ox + oy*14 + 1] + w2 * xc[ox + oy*14 + 2] + w3 * xc[ox + oy*14 + 3]
-                                + w4 * xc[ox + oy*14 + 4] + w5 * xc[ox + oy*14 + 14] + w6 * xc[ox + oy*14 + 15] + w7 * xc[ox + oy*14 + 16]
-                                + w8 * xc[ox + oy*14 + 17] + w9 * xc[ox + oy*14 + 18] + w10 * xc[ox + oy*14 + 28] + w11 * xc[ox + oy*14 + 29]
-                                + w12 * xc[ox + oy*14 + 30] + w13 * xc[ox + oy*14 + 31] + w14 * xc[ox + oy*14 + 32] + w15 * xc[ox + oy*14 + 42]
-                                + w16 * xc[ox + oy*14 + 43] + w17 * xc[ox + oy*14 + 44] + w18 * xc[ox + oy*14 + 45] + w19 * xc[ox + oy*14 + 46]
-                                + w20 * xc[ox + oy*14 + 56] + w21 * xc[ox + oy*14 + 57] + w22 * xc[ox + oy*14 + 58] + w23 * xc[ox + oy*14 + 59]
-                                + w24 * xc[ox + oy*14 + 60];
+                        yc[oy*10 + ox] += w0 * xc[oy*14 + ox] + w1 * xc[oy*14 + ox + 1] + w2 * xc[oy*14 + ox + 2] + w3 * xc[oy*14 + ox + 3]
+                                + w4 * xc[oy*14 + ox + 4] + w5 * xc[oy*14 + ox + 14] + w6 * xc[oy*14 + ox + 15] + w7 * xc[oy*14 + ox + 16]
+                                + w8 * xc[oy*14 + ox + 17] + w9 * xc[oy*14 + ox + 18] + w10 * xc[oy*14 + ox + 28] + w11 * xc[oy*14 + ox + 29]
+                                + w12 * xc[oy*14 + ox + 30] + w13 * xc[oy*14 + ox + 31] + w14 * xc[oy*14 + ox + 32] + w15 * xc[oy*14 + ox + 42]
+                                + w16 * xc[oy*14 + ox + 43] + w17 * xc[oy*14 + ox + 44] + w18 * xc[oy*14 + ox + 45] + w19 * xc[oy*14 + ox + 46]
+                                + w20 * xc[oy*14 + ox + 56] + w21 * xc[oy*14 + ox + 57] + w22 * xc[oy*14 + ox + 58] + w23 * xc[oy*14 + ox + 59]
+                                + w24 * xc[oy*14 + ox + 60];
                     }
                 }
             }
@@ -789,14 +779,18 @@ static void l03_conv2d_backward(const float *restrict P, float *restrict G, cons
     memset(dx, 0, sizeof(float) * (size_t)nb * 1176);
     for (int col = 0; col < 16; col++) {
         for (int ci = 0; ci < 6; ci++) {
-            const float *restrict wc = w + ci*25 + col*150;
-            float *restrict gwc = gw + ci*25 + col*150;
+            const float *restrict wc = w + col*150 + ci*25;
+            float *restrict gwc = gw + col*150 + ci*25;
             const float w0 = wc[0], w1 = wc[1], w2 = wc[2], w3 = wc[3], w4 = wc[4];
             const float w5 = wc[5], w6 = wc[6], w7 = wc[7], w8 = wc[8], w9 = wc[9];
             const float w10 = wc[10], w11 = wc[11], w12 = wc[12], w13 = wc[13], w14 = wc[14];
             const float w15 = wc[15], w16 = wc[16], w17 = wc[17], w18 = wc[18], w19 = wc[19];
             const float w20 = wc[20], w21 = wc[21], w22 = wc[22], w23 = wc[23], w24 = wc[24];
-            float g0 = 0.0f, g1 = 0.0f, g2 = 0.0f, g3 = 0.0f, g4 = 0.0f, g5 = 0.0f, g6 = 0.0f, g7 = 0.0f, g8 = 0.0f, g9 = 0.0f, g10 = 0.0f, g11 = 0.0f, g12 = 0.0f, g13 = 0.0f, g14 = 0.0f, g15 = 0.0f, g16 = 0.0f, g17 = 0.0f, g18 = 0.0f, g19 = 0.0f, g20 = 0.0f, g21 = 0.0f, g22 = 0.0f, g23 = 0.0f, g24 = 0.0f;
+            float g0 = 0.0f, g1 = 0.0f, g2 = 0.0f, g3 = 0.0f, g4 = 0.0f;
+            float g5 = 0.0f, g6 = 0.0f, g7 = 0.0f, g8 = 0.0f, g9 = 0.0f;
+            float g10 = 0.0f, g11 = 0.0f, g12 = 0.0f, g13 = 0.0f, g14 = 0.0f;
+            float g15 = 0.0f, g16 = 0.0f, g17 = 0.0f, g18 = 0.0f, g19 = 0.0f;
+            float g20 = 0.0f, g21 = 0.0f, g22 = 0.0f, g23 = 0.0f, g24 = 0.0f;
             for (int n = 0; n < nb; n++) {
                 const float *restrict xc = x + (size_t)n * 1176 + ci*196;
                 float *restrict dxc = dx + (size_t)n * 1176 + ci*196;
@@ -804,34 +798,32 @@ static void l03_conv2d_backward(const float *restrict P, float *restrict G, cons
                 /* rows 0..9, cols 0..9: every tap */
                 for (int oy = 0; oy < 10; oy++) {
                     for (int ox = 0; ox < 10; ox++) {
-                        {
-                            const float d = dyc[ox + oy*10];
-                            g0 += d * xc[ox + oy*14]; dxc[ox + oy*14] += w0 * d;
-                            g1 += d * xc[ox + oy*14 + 1]; dxc[ox + oy*14 + 1] += w1 * d;
-                            g2 += d * xc[ox + oy*14 + 2]; dxc[ox + oy*14 + 2] += w2 * d;
-                            g3 += d * xc[ox + oy*14 + 3]; dxc[ox + oy*14 + 3] += w3 * d;
-                            g4 += d * xc[ox + oy*14 + 4]; dxc[ox + oy*14 + 4] += w4 * d;
-                            g5 += d * xc[ox + oy*14 + 14]; dxc[ox + oy*14 + 14] += w5 * d;
-                            g6 += d * xc[ox + oy*14 + 15]; dxc[ox + oy*14 + 15] += w6 * d;
-                            g7 += d * xc[ox + oy*14 + 16]; dxc[ox + oy*14 + 16] += w7 * d;
-                            g8 += d * xc[ox + oy*14 + 17]; dxc[ox + oy*14 + 17] += w8 * d;
-                            g9 += d * xc[ox + oy*14 + 18]; dxc[ox + oy*14 + 18] += w9 * d;
-                            g10 += d * xc[ox + oy*14 + 28]; dxc[ox + oy*14 + 28] += w10 * d;
-                            g11 += d * xc[ox + oy*14 + 29]; dxc[ox + oy*14 + 29] += w11 * d;
-                            g12 += d * xc[ox + oy*14 + 30]; dxc[ox + oy*14 + 30] += w12 * d;
-                            g13 += d * xc[ox + oy*14 + 31]; dxc[ox + oy*14 + 31] += w13 * d;
-                            g14 += d * xc[ox + oy*14 + 32]; dxc[ox + oy*14 + 32] += w14 * d;
-                            g15 += d * xc[ox + oy*14 + 42]; dxc[ox + oy*14 + 42] += w15 * d;
-                            g16 += d * xc[ox + oy*14 + 43]; dxc[ox + oy*14 + 43] += w16 * d;
-                            g17 += d * xc[ox + oy*14 + 44]; dxc[ox + oy*14 + 44] += w17 * d;
-                            g18 += d * xc[ox + oy*14 + 45]; dxc[ox + oy*14 + 45] += w18 * d;
-                            g19 += d * xc[ox + oy*14 + 46]; dxc[ox + oy*14 + 46] += w19 * d;
-                            g20 += d * xc[ox + oy*14 + 56]; dxc[ox + oy*14 + 56] += w20 * d;
-                            g21 += d * xc[ox + oy*14 + 57]; dxc[ox + oy*14 + 57] += w21 * d;
-                            g22 += d * xc[ox + oy*14 + 58]; dxc[ox + oy*14 + 58] += w22 * d;
-                            g23 += d * xc[ox + oy*14 + 59]; dxc[ox + oy*14 + 59] += w23 * d;
-                            g24 += d * xc[ox + oy*14 + 60]; dxc[ox + oy*14 + 60] += w24 * d;
-                        }
+                        const float d = dyc[oy*10 + ox];
+                        g0 += d * xc[oy*14 + ox]; dxc[oy*14 + ox] += w0 * d;
+                        g1 += d * xc[oy*14 + ox + 1]; dxc[oy*14 + ox + 1] += w1 * d;
+                        g2 += d * xc[oy*14 + ox + 2]; dxc[oy*14 + ox + 2] += w2 * d;
+                        g3 += d * xc[oy*14 + ox + 3]; dxc[oy*14 + ox + 3] += w3 * d;
+                        g4 += d * xc[oy*14 + ox + 4]; dxc[oy*14 + ox + 4] += w4 * d;
+                        g5 += d * xc[oy*14 + ox + 14]; dxc[oy*14 + ox + 14] += w5 * d;
+                        g6 += d * xc[oy*14 + ox + 15]; dxc[oy*14 + ox + 15] += w6 * d;
+                        g7 += d * xc[oy*14 + ox + 16]; dxc[oy*14 + ox + 16] += w7 * d;
+                        g8 += d * xc[oy*14 + ox + 17]; dxc[oy*14 + ox + 17] += w8 * d;
+                        g9 += d * xc[oy*14 + ox + 18]; dxc[oy*14 + ox + 18] += w9 * d;
+                        g10 += d * xc[oy*14 + ox + 28]; dxc[oy*14 + ox + 28] += w10 * d;
+                        g11 += d * xc[oy*14 + ox + 29]; dxc[oy*14 + ox + 29] += w11 * d;
+                        g12 += d * xc[oy*14 + ox + 30]; dxc[oy*14 + ox + 30] += w12 * d;
+                        g13 += d * xc[oy*14 + ox + 31]; dxc[oy*14 + ox + 31] += w13 * d;
+                        g14 += d * xc[oy*14 + ox + 32]; dxc[oy*14 + ox + 32] += w14 * d;
+                        g15 += d * xc[oy*14 + ox + 42]; dxc[oy*14 + ox + 42] += w15 * d;
+                        g16 += d * xc[oy*14 + ox + 43]; dxc[oy*14 + ox + 43] += w16 * d;
+                        g17 += d * xc[oy*14 + ox + 44]; dxc[oy*14 + ox + 44] += w17 * d;
+                        g18 += d * xc[oy*14 + ox + 45]; dxc[oy*14 + ox + 45] += w18 * d;
+                        g19 += d * xc[oy*14 + ox + 46]; dxc[oy*14 + ox + 46] += w19 * d;
+                        g20 += d * xc[oy*14 + ox + 56]; dxc[oy*14 + ox + 56] += w20 * d;
+                        g21 += d * xc[oy*14 + ox + 57]; dxc[oy*14 + ox + 57] += w21 * d;
+                        g22 += d * xc[oy*14 + ox + 58]; dxc[oy*14 + ox + 58] += w22 * d;
+                        g23 += d * xc[oy*14 + ox + 59]; dxc[oy*14 + ox + 59] += w23 * d;
+                        g24 += d * xc[oy*14 + ox + 60]; dxc[oy*14 + ox + 60] += w24 * d;
                     }
                 }
             }
@@ -888,18 +880,16 @@ static void l05_maxpool2d_forward(const float *restrict x, float *restrict y, in
 {
     for (int n = 0; n < nb; n++) {
         for (int c = 0; c < 16; c++) {
-            const float *restrict xc = x + c*100 + n*1600;
-            float *restrict yc = y + c*25 + n*400;
+            const float *restrict xc = x + n*1600 + c*100;
+            float *restrict yc = y + n*400 + c*25;
             /* rows 0..4, cols 0..4: every tap */
             for (int oy = 0; oy < 5; oy++) {
                 for (int ox = 0; ox < 5; ox++) {
-                    {
-                        float m = xc[ox*2 + oy*20], v;
-                        v = xc[ox*2 + oy*20 + 1]; if (v > m || isnan(v)) m = v;
-                        v = xc[ox*2 + oy*20 + 10]; if (v > m || isnan(v)) m = v;
-                        v = xc[ox*2 + oy*20 + 11]; if (v > m || isnan(v)) m = v;
-                        yc[ox + oy*5] = m;
-                    }
+                    float m = xc[oy*20 + ox*2], v;
+                    v = xc[oy*20 + ox*2 + 1]; if (v > m || isnan(v)) m = v;
+                    v = xc[oy*20 + ox*2 + 10]; if (v > m || isnan(v)) m = v;
+                    v = xc[oy*20 + ox*2 + 11]; if (v > m || isnan(v)) m = v;
+                    yc[oy*5 + ox] = m;
                 }
             }
         }
@@ -911,19 +901,17 @@ static void l05_maxpool2d_backward(const float *restrict x, const float *restric
     memset(dx, 0, sizeof(float) * (size_t)nb * 1600);
     for (int n = 0; n < nb; n++) {
         for (int c = 0; c < 16; c++) {
-            const float *restrict xc = x + c*100 + n*1600;
-            float *restrict dxc = dx + c*100 + n*1600;
-            const float *restrict dyc = dy + c*25 + n*400;
+            const float *restrict xc = x + n*1600 + c*100;
+            float *restrict dxc = dx + n*1600 + c*100;
+            const float *restrict dyc = dy + n*400 + c*25;
             /* rows 0..4, cols 0..4: every tap */
             for (int oy = 0; oy < 5; oy++) {
                 for (int ox = 0; ox < 5; ox++) {
-                    {
-                        int a = ox*2 + oy*20; float m = xc[a];
-                        if (xc[ox*2 + oy*20 + 1] > m || isnan(xc[ox*2 + oy*20 + 1])) { m = xc[ox*2 + oy*20 + 1]; a = ox*2 + oy*20 + 1; }
-                        if (xc[ox*2 + oy*20 + 10] > m || isnan(xc[ox*2 + oy*20 + 10])) { m = xc[ox*2 + oy*20 + 10]; a = ox*2 + oy*20 + 10; }
-                        if (xc[ox*2 + oy*20 + 11] > m || isnan(xc[ox*2 + oy*20 + 11])) { m = xc[ox*2 + oy*20 + 11]; a = ox*2 + oy*20 + 11; }
-                        dxc[a] += dyc[ox + oy*5];
-                    }
+                    int a = oy*20 + ox*2; float m = xc[a];
+                    if (xc[oy*20 + ox*2 + 1] > m || isnan(xc[oy*20 + ox*2 + 1])) { m = xc[oy*20 + ox*2 + 1]; a = oy*20 + ox*2 + 1; }
+                    if (xc[oy*20 + ox*2 + 10] > m || isnan(xc[oy*20 + ox*2 + 10])) { m = xc[oy*20 + ox*2 + 10]; a = oy*20 + ox*2 + 10; }
+                    if (xc[oy*20 + ox*2 + 11] > m || isnan(xc[oy*20 + ox*2 + 11])) { m = xc[oy*20 + ox*2 + 11]; a = oy*20 + ox*2 + 11; }
+                    dxc[a] += dyc[oy*5 + ox];
                 }
             }
         }

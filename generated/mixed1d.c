@@ -36,7 +36,7 @@ static void l00_conv1d_forward(const float *restrict P, const float *restrict x,
             for (int i = 0; i < 32; i++) yc[i] = b[col];
             for (int ci = 0; ci < 4; ci++) {
                 const float *restrict xc = xn + ci*64;
-                const float *restrict wc = w + ci*5 + col*20;
+                const float *restrict wc = w + col*20 + ci*5;
                 const float w0 = wc[0], w1 = wc[1], w2 = wc[2], w3 = wc[3], w4 = wc[4];
                 yc[0] += w2 * xc[0] + w3 * xc[1] + w4 * xc[2];
                 /* outputs 1..30: every tap */
@@ -58,8 +58,8 @@ static void l00_conv1d_backward(const float *restrict P, float *restrict G, cons
     memset(dx, 0, sizeof(float) * (size_t)nb * 256);
     for (int col = 0; col < 8; col++) {
         for (int ci = 0; ci < 4; ci++) {
-            const float *restrict wc = w + ci*5 + col*20;
-            float *restrict gwc = gw + ci*5 + col*20;
+            const float *restrict wc = w + col*20 + ci*5;
+            float *restrict gwc = gw + col*20 + ci*5;
             const float w0 = wc[0], w1 = wc[1], w2 = wc[2], w3 = wc[3], w4 = wc[4];
             float g0 = 0.0f, g1 = 0.0f, g2 = 0.0f, g3 = 0.0f, g4 = 0.0f;
             for (int n = 0; n < nb; n++) {
@@ -74,14 +74,12 @@ static void l00_conv1d_backward(const float *restrict P, float *restrict G, cons
                 }
                 /* outputs 1..30: every tap */
                 for (int ox = 1; ox < 31; ox++) {
-                    {
-                        const float d = dyc[ox];
-                        g0 += d * xc[ox*2 - 2]; dxc[ox*2 - 2] += w0 * d;
-                        g1 += d * xc[ox*2 - 1]; dxc[ox*2 - 1] += w1 * d;
-                        g2 += d * xc[ox*2]; dxc[ox*2] += w2 * d;
-                        g3 += d * xc[ox*2 + 1]; dxc[ox*2 + 1] += w3 * d;
-                        g4 += d * xc[ox*2 + 2]; dxc[ox*2 + 2] += w4 * d;
-                    }
+                    const float d = dyc[ox];
+                    g0 += d * xc[ox*2 - 2]; dxc[ox*2 - 2] += w0 * d;
+                    g1 += d * xc[ox*2 - 1]; dxc[ox*2 - 1] += w1 * d;
+                    g2 += d * xc[ox*2]; dxc[ox*2] += w2 * d;
+                    g3 += d * xc[ox*2 + 1]; dxc[ox*2 + 1] += w3 * d;
+                    g4 += d * xc[ox*2 + 2]; dxc[ox*2 + 2] += w4 * d;
                 }
                 {
                     const float d = dyc[31];
@@ -2544,7 +2542,7 @@ static void l06_conv1d_forward(const float *restrict P, const float *restrict x,
             for (int i = 0; i < 16; i++) yc[i] = b[col];
             for (int ci = 0; ci < 8; ci++) {
                 const float *restrict xc = xn + ci*16;
-                const float *restrict wc = w + ci*4 + col*32;
+                const float *restrict wc = w + col*32 + ci*4;
                 const float w0 = wc[0], w1 = wc[1], w2 = wc[2], w3 = wc[3];
                 yc[0] += w1 * xc[0] + w2 * xc[1] + w3 * xc[2];
                 /* outputs 1..13: every tap */
@@ -2566,8 +2564,8 @@ static void l06_conv1d_backward(const float *restrict P, float *restrict G, cons
     memset(dx, 0, sizeof(float) * (size_t)nb * 128);
     for (int col = 0; col < 12; col++) {
         for (int ci = 0; ci < 8; ci++) {
-            const float *restrict wc = w + ci*4 + col*32;
-            float *restrict gwc = gw + ci*4 + col*32;
+            const float *restrict wc = w + col*32 + ci*4;
+            float *restrict gwc = gw + col*32 + ci*4;
             const float w0 = wc[0], w1 = wc[1], w2 = wc[2], w3 = wc[3];
             float g0 = 0.0f, g1 = 0.0f, g2 = 0.0f, g3 = 0.0f;
             for (int n = 0; n < nb; n++) {
@@ -2582,13 +2580,11 @@ static void l06_conv1d_backward(const float *restrict P, float *restrict G, cons
                 }
                 /* outputs 1..13: every tap */
                 for (int ox = 1; ox < 14; ox++) {
-                    {
-                        const float d = dyc[ox];
-                        g0 += d * xc[ox - 1]; dxc[ox - 1] += w0 * d;
-                        g1 += d * xc[ox]; dxc[ox] += w1 * d;
-                        g2 += d * xc[ox + 1]; dxc[ox + 1] += w2 * d;
-                        g3 += d * xc[ox + 2]; dxc[ox + 2] += w3 * d;
-                    }
+                    const float d = dyc[ox];
+                    g0 += d * xc[ox - 1]; dxc[ox - 1] += w0 * d;
+                    g1 += d * xc[ox]; dxc[ox] += w1 * d;
+                    g2 += d * xc[ox + 1]; dxc[ox + 1] += w2 * d;
+                    g3 += d * xc[ox + 2]; dxc[ox + 2] += w3 * d;
                 }
                 {
                     const float d = dyc[14];
@@ -2638,11 +2634,11 @@ static void l08_conv1d_forward(const float *restrict P, const float *restrict x,
         float *restrict yn = y + (size_t)n * 72;
         for (int g = 0; g < 2; g++) {
             for (int col = 0; col < 3; col++) {
-                float *restrict yc = yn + col*12 + g*36;
+                float *restrict yc = yn + g*36 + col*12;
                 for (int i = 0; i < 12; i++) yc[i] = 0.0f;
                 for (int ci = 0; ci < 6; ci++) {
-                    const float *restrict xc = xn + ci*16 + g*96;
-                    const float *restrict wc = w + ci*3 + col*18 + g*54;
+                    const float *restrict xc = xn + g*96 + ci*16;
+                    const float *restrict wc = w + g*54 + col*18 + ci*3;
                     const float w0 = wc[0], w1 = wc[1], w2 = wc[2];
                     /* outputs 0..11: every tap */
                     for (int ox = 0; ox < 12; ox++) {
@@ -2662,22 +2658,20 @@ static void l08_conv1d_backward(const float *restrict P, float *restrict G, cons
     for (int g = 0; g < 2; g++) {
         for (int col = 0; col < 3; col++) {
             for (int ci = 0; ci < 6; ci++) {
-                const float *restrict wc = w + ci*3 + col*18 + g*54;
-                float *restrict gwc = gw + ci*3 + col*18 + g*54;
+                const float *restrict wc = w + g*54 + col*18 + ci*3;
+                float *restrict gwc = gw + g*54 + col*18 + ci*3;
                 const float w0 = wc[0], w1 = wc[1], w2 = wc[2];
                 float g0 = 0.0f, g1 = 0.0f, g2 = 0.0f;
                 for (int n = 0; n < nb; n++) {
-                    const float *restrict xc = x + (size_t)n * 192 + ci*16 + g*96;
-                    float *restrict dxc = dx + (size_t)n * 192 + ci*16 + g*96;
-                    const float *restrict dyc = dy + (size_t)n * 72 + col*12 + g*36;
+                    const float *restrict xc = x + (size_t)n * 192 + g*96 + ci*16;
+                    float *restrict dxc = dx + (size_t)n * 192 + g*96 + ci*16;
+                    const float *restrict dyc = dy + (size_t)n * 72 + g*36 + col*12;
                     /* outputs 0..11: every tap */
                     for (int ox = 0; ox < 12; ox++) {
-                        {
-                            const float d = dyc[ox];
-                            g0 += d * xc[ox]; dxc[ox] += w0 * d;
-                            g1 += d * xc[ox + 2]; dxc[ox + 2] += w1 * d;
-                            g2 += d * xc[ox + 4]; dxc[ox + 4] += w2 * d;
-                        }
+                        const float d = dyc[ox];
+                        g0 += d * xc[ox]; dxc[ox] += w0 * d;
+                        g1 += d * xc[ox + 2]; dxc[ox + 2] += w1 * d;
+                        g2 += d * xc[ox + 4]; dxc[ox + 4] += w2 * d;
                     }
                 }
                 gwc[0] += g0;

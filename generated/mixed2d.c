@@ -34,7 +34,7 @@ static void l00_conv2d_forward(const float *restrict P, const float *restrict x,
             for (int i = 0; i < 160; i++) yc[i] = b[col];
             for (int ci = 0; ci < 3; ci++) {
                 const float *restrict xc = xn + ci*360;
-                const float *restrict wc = w + ci*6 + col*18;
+                const float *restrict wc = w + col*18 + ci*6;
                 const float w0 = wc[0], w1 = wc[1];
                 const float w2 = wc[2], w3 = wc[3];
                 const float w4 = wc[4], w5 = wc[5];
@@ -45,8 +45,8 @@ static void l00_conv2d_forward(const float *restrict P, const float *restrict x,
                 /* rows 1..9, cols 0..15: every tap */
                 for (int oy = 1; oy < 10; oy++) {
                     for (int ox = 0; ox < 16; ox++) {
-                        yc[ox + oy*16] += w0 * xc[ox + oy*36 - 18] + w1 * xc[ox + oy*36 - 16] + w2 * xc[ox + oy*36] + w3 * xc[ox + oy*36 + 2]
-                                + w4 * xc[ox + oy*36 + 18] + w5 * xc[ox + oy*36 + 20];
+                        yc[oy*16 + ox] += w0 * xc[oy*36 + ox - 18] + w1 * xc[oy*36 + ox - 16] + w2 * xc[oy*36 + ox] + w3 * xc[oy*36 + ox + 2]
+                                + w4 * xc[oy*36 + ox + 18] + w5 * xc[oy*36 + ox + 20];
                     }
                 }
             }
@@ -62,38 +62,36 @@ static void l00_conv2d_backward(const float *restrict P, float *restrict G, cons
     memset(dx, 0, sizeof(float) * (size_t)nb * 1080);
     for (int col = 0; col < 6; col++) {
         for (int ci = 0; ci < 3; ci++) {
-            const float *restrict wc = w + ci*6 + col*18;
-            float *restrict gwc = gw + ci*6 + col*18;
+            const float *restrict wc = w + col*18 + ci*6;
+            float *restrict gwc = gw + col*18 + ci*6;
             const float w0 = wc[0], w1 = wc[1];
             const float w2 = wc[2], w3 = wc[3];
             const float w4 = wc[4], w5 = wc[5];
-            float g0 = 0.0f, g1 = 0.0f, g2 = 0.0f, g3 = 0.0f, g4 = 0.0f, g5 = 0.0f;
+            float g0 = 0.0f, g1 = 0.0f;
+            float g2 = 0.0f, g3 = 0.0f;
+            float g4 = 0.0f, g5 = 0.0f;
             for (int n = 0; n < nb; n++) {
                 const float *restrict xc = x + (size_t)n * 1080 + ci*360;
                 float *restrict dxc = dx + (size_t)n * 1080 + ci*360;
                 const float *restrict dyc = dy + (size_t)n * 960 + col*160;
                 /* rows 0..0, cols 0..15: 4 of 6 taps */
                 for (int ox = 0; ox < 16; ox++) {
-                    {
-                        const float d = dyc[ox];
-                        g2 += d * xc[ox]; dxc[ox] += w2 * d;
-                        g3 += d * xc[ox + 2]; dxc[ox + 2] += w3 * d;
-                        g4 += d * xc[ox + 18]; dxc[ox + 18] += w4 * d;
-                        g5 += d * xc[ox + 20]; dxc[ox + 20] += w5 * d;
-                    }
+                    const float d = dyc[ox];
+                    g2 += d * xc[ox]; dxc[ox] += w2 * d;
+                    g3 += d * xc[ox + 2]; dxc[ox + 2] += w3 * d;
+                    g4 += d * xc[ox + 18]; dxc[ox + 18] += w4 * d;
+                    g5 += d * xc[ox + 20]; dxc[ox + 20] += w5 * d;
                 }
                 /* rows 1..9, cols 0..15: every tap */
                 for (int oy = 1; oy < 10; oy++) {
                     for (int ox = 0; ox < 16; ox++) {
-                        {
-                            const float d = dyc[ox + oy*16];
-                            g0 += d * xc[ox + oy*36 - 18]; dxc[ox + oy*36 - 18] += w0 * d;
-                            g1 += d * xc[ox + oy*36 - 16]; dxc[ox + oy*36 - 16] += w1 * d;
-                            g2 += d * xc[ox + oy*36]; dxc[ox + oy*36] += w2 * d;
-                            g3 += d * xc[ox + oy*36 + 2]; dxc[ox + oy*36 + 2] += w3 * d;
-                            g4 += d * xc[ox + oy*36 + 18]; dxc[ox + oy*36 + 18] += w4 * d;
-                            g5 += d * xc[ox + oy*36 + 20]; dxc[ox + oy*36 + 20] += w5 * d;
-                        }
+                        const float d = dyc[oy*16 + ox];
+                        g0 += d * xc[oy*36 + ox - 18]; dxc[oy*36 + ox - 18] += w0 * d;
+                        g1 += d * xc[oy*36 + ox - 16]; dxc[oy*36 + ox - 16] += w1 * d;
+                        g2 += d * xc[oy*36 + ox]; dxc[oy*36 + ox] += w2 * d;
+                        g3 += d * xc[oy*36 + ox + 2]; dxc[oy*36 + ox + 2] += w3 * d;
+                        g4 += d * xc[oy*36 + ox + 18]; dxc[oy*36 + ox + 18] += w4 * d;
+                        g5 += d * xc[oy*36 + ox + 20]; dxc[oy*36 + ox + 20] += w5 * d;
                     }
                 }
             }
@@ -204,11 +202,11 @@ static void l03_conv2d_forward(const float *restrict P, const float *restrict x,
         float *restrict yn = y + (size_t)n * 960;
         for (int g = 0; g < 2; g++) {
             for (int col = 0; col < 3; col++) {
-                float *restrict yc = yn + col*160 + g*480;
-                for (int i = 0; i < 160; i++) yc[i] = b[col + g*3];
+                float *restrict yc = yn + g*480 + col*160;
+                for (int i = 0; i < 160; i++) yc[i] = b[g*3 + col];
                 for (int ci = 0; ci < 3; ci++) {
-                    const float *restrict xc = xn + ci*160 + g*480;
-                    const float *restrict wc = w + ci*8 + col*24 + g*72;
+                    const float *restrict xc = xn + g*480 + ci*160;
+                    const float *restrict wc = w + g*72 + col*24 + ci*8;
                     const float w0 = wc[0], w1 = wc[1], w2 = wc[2], w3 = wc[3];
                     const float w4 = wc[4], w5 = wc[5], w6 = wc[6], w7 = wc[7];
                     /* rows 0..8, cols 0..0: 6 of 8 taps */
@@ -219,8 +217,8 @@ static void l03_conv2d_forward(const float *restrict P, const float *restrict x,
                     /* rows 0..8, cols 1..13: every tap */
                     for (int oy = 0; oy < 9; oy++) {
                         for (int ox = 1; ox < 14; ox++) {
-                            yc[ox + oy*16] += w0 * xc[ox + oy*16 - 1] + w1 * xc[ox + oy*16] + w2 * xc[ox + oy*16 + 1] + w3 * xc[ox + oy*16 + 2]
-                                    + w4 * xc[ox + oy*16 + 15] + w5 * xc[ox + oy*16 + 16] + w6 * xc[ox + oy*16 + 17] + w7 * xc[ox + oy*16 + 18];
+                            yc[oy*16 + ox] += w0 * xc[oy*16 + ox - 1] + w1 * xc[oy*16 + ox] + w2 * xc[oy*16 + ox + 1] + w3 * xc[oy*16 + ox + 2]
+                                    + w4 * xc[oy*16 + ox + 15] + w5 * xc[oy*16 + ox + 16] + w6 * xc[oy*16 + ox + 17] + w7 * xc[oy*16 + ox + 18];
                         }
                     }
                     /* rows 0..8, cols 14..14: 6 of 8 taps */
@@ -254,15 +252,16 @@ static void l03_conv2d_backward(const float *restrict P, float *restrict G, cons
     for (int g = 0; g < 2; g++) {
         for (int col = 0; col < 3; col++) {
             for (int ci = 0; ci < 3; ci++) {
-                const float *restrict wc = w + ci*8 + col*24 + g*72;
-                float *restrict gwc = gw + ci*8 + col*24 + g*72;
+                const float *restrict wc = w + g*72 + col*24 + ci*8;
+                float *restrict gwc = gw + g*72 + col*24 + ci*8;
                 const float w0 = wc[0], w1 = wc[1], w2 = wc[2], w3 = wc[3];
                 const float w4 = wc[4], w5 = wc[5], w6 = wc[6], w7 = wc[7];
-                float g0 = 0.0f, g1 = 0.0f, g2 = 0.0f, g3 = 0.0f, g4 = 0.0f, g5 = 0.0f, g6 = 0.0f, g7 = 0.0f;
+                float g0 = 0.0f, g1 = 0.0f, g2 = 0.0f, g3 = 0.0f;
+                float g4 = 0.0f, g5 = 0.0f, g6 = 0.0f, g7 = 0.0f;
                 for (int n = 0; n < nb; n++) {
-                    const float *restrict xc = x + (size_t)n * 960 + ci*160 + g*480;
-                    float *restrict dxc = dx + (size_t)n * 960 + ci*160 + g*480;
-                    const float *restrict dyc = dy + (size_t)n * 960 + col*160 + g*480;
+                    const float *restrict xc = x + (size_t)n * 960 + g*480 + ci*160;
+                    float *restrict dxc = dx + (size_t)n * 960 + g*480 + ci*160;
+                    const float *restrict dyc = dy + (size_t)n * 960 + g*480 + col*160;
                     /* rows 0..8, cols 0..0: 6 of 8 taps */
                     for (int oy = 0; oy < 9; oy++) {
                         {
@@ -278,17 +277,15 @@ static void l03_conv2d_backward(const float *restrict P, float *restrict G, cons
                     /* rows 0..8, cols 1..13: every tap */
                     for (int oy = 0; oy < 9; oy++) {
                         for (int ox = 1; ox < 14; ox++) {
-                            {
-                                const float d = dyc[ox + oy*16];
-                                g0 += d * xc[ox + oy*16 - 1]; dxc[ox + oy*16 - 1] += w0 * d;
-                                g1 += d * xc[ox + oy*16]; dxc[ox + oy*16] += w1 * d;
-                                g2 += d * xc[ox + oy*16 + 1]; dxc[ox + oy*16 + 1] += w2 * d;
-                                g3 += d * xc[ox + oy*16 + 2]; dxc[ox + oy*16 + 2] += w3 * d;
-                                g4 += d * xc[ox + oy*16 + 15]; dxc[ox + oy*16 + 15] += w4 * d;
-                                g5 += d * xc[ox + oy*16 + 16]; dxc[ox + oy*16 + 16] += w5 * d;
-                                g6 += d * xc[ox + oy*16 + 17]; dxc[ox + oy*16 + 17] += w6 * d;
-                                g7 += d * xc[ox + oy*16 + 18]; dxc[ox + oy*16 + 18] += w7 * d;
-                            }
+                            const float d = dyc[oy*16 + ox];
+                            g0 += d * xc[oy*16 + ox - 1]; dxc[oy*16 + ox - 1] += w0 * d;
+                            g1 += d * xc[oy*16 + ox]; dxc[oy*16 + ox] += w1 * d;
+                            g2 += d * xc[oy*16 + ox + 1]; dxc[oy*16 + ox + 1] += w2 * d;
+                            g3 += d * xc[oy*16 + ox + 2]; dxc[oy*16 + ox + 2] += w3 * d;
+                            g4 += d * xc[oy*16 + ox + 15]; dxc[oy*16 + ox + 15] += w4 * d;
+                            g5 += d * xc[oy*16 + ox + 16]; dxc[oy*16 + ox + 16] += w5 * d;
+                            g6 += d * xc[oy*16 + ox + 17]; dxc[oy*16 + ox + 17] += w6 * d;
+                            g7 += d * xc[oy*16 + ox + 18]; dxc[oy*16 + ox + 18] += w7 * d;
                         }
                     }
                     /* rows 0..8, cols 14..14: 6 of 8 taps */
@@ -321,13 +318,11 @@ static void l03_conv2d_backward(const float *restrict P, float *restrict G, cons
                     }
                     /* rows 9..9, cols 1..13: 4 of 8 taps */
                     for (int ox = 1; ox < 14; ox++) {
-                        {
-                            const float d = dyc[ox + 144];
-                            g0 += d * xc[ox + 143]; dxc[ox + 143] += w0 * d;
-                            g1 += d * xc[ox + 144]; dxc[ox + 144] += w1 * d;
-                            g2 += d * xc[ox + 145]; dxc[ox + 145] += w2 * d;
-                            g3 += d * xc[ox + 146]; dxc[ox + 146] += w3 * d;
-                        }
+                        const float d = dyc[ox + 144];
+                        g0 += d * xc[ox + 143]; dxc[ox + 143] += w0 * d;
+                        g1 += d * xc[ox + 144]; dxc[ox + 144] += w1 * d;
+                        g2 += d * xc[ox + 145]; dxc[ox + 145] += w2 * d;
+                        g3 += d * xc[ox + 146]; dxc[ox + 146] += w3 * d;
                     }
                     {
                         const float d = dyc[158];
@@ -353,8 +348,8 @@ static void l03_conv2d_backward(const float *restrict P, float *restrict G, cons
             {
                 float s = 0.0f;
                 for (int n = 0; n < nb; n++)
-                    for (int i = 0; i < 160; i++) s += dy[(size_t)n * 960 + col*160 + g*480 + i];
-                gb[col + g*3] += s;
+                    for (int i = 0; i < 160; i++) s += dy[(size_t)n * 960 + g*480 + col*160 + i];
+                gb[g*3 + col] += s;
             }
         }
     }
@@ -378,8 +373,8 @@ static void l05_maxpool2d_forward(const float *restrict x, float *restrict y, in
 {
     for (int n = 0; n < nb; n++) {
         for (int c = 0; c < 6; c++) {
-            const float *restrict xc = x + c*160 + n*960;
-            float *restrict yc = y + c*160 + n*960;
+            const float *restrict xc = x + n*960 + c*160;
+            float *restrict yc = y + n*960 + c*160;
             {
                 float m = xc[0], v;
                 v = xc[1]; if (v > m || isnan(v)) m = v;
@@ -389,15 +384,13 @@ static void l05_maxpool2d_forward(const float *restrict x, float *restrict y, in
             }
             /* rows 0..0, cols 1..14: 6 of 9 taps */
             for (int ox = 1; ox < 15; ox++) {
-                {
-                    float m = xc[ox - 1], v;
-                    v = xc[ox]; if (v > m || isnan(v)) m = v;
-                    v = xc[ox + 1]; if (v > m || isnan(v)) m = v;
-                    v = xc[ox + 15]; if (v > m || isnan(v)) m = v;
-                    v = xc[ox + 16]; if (v > m || isnan(v)) m = v;
-                    v = xc[ox + 17]; if (v > m || isnan(v)) m = v;
-                    yc[ox] = m;
-                }
+                float m = xc[ox - 1], v;
+                v = xc[ox]; if (v > m || isnan(v)) m = v;
+                v = xc[ox + 1]; if (v > m || isnan(v)) m = v;
+                v = xc[ox + 15]; if (v > m || isnan(v)) m = v;
+                v = xc[ox + 16]; if (v > m || isnan(v)) m = v;
+                v = xc[ox + 17]; if (v > m || isnan(v)) m = v;
+                yc[ox] = m;
             }
             {
                 float m = xc[14], v;
@@ -421,18 +414,16 @@ static void l05_maxpool2d_forward(const float *restrict x, float *restrict y, in
             /* rows 1..8, cols 1..14: every tap */
             for (int oy = 1; oy < 9; oy++) {
                 for (int ox = 1; ox < 15; ox++) {
-                    {
-                        float m = xc[ox + oy*16 - 17], v;
-                        v = xc[ox + oy*16 - 16]; if (v > m || isnan(v)) m = v;
-                        v = xc[ox + oy*16 - 15]; if (v > m || isnan(v)) m = v;
-                        v = xc[ox + oy*16 - 1]; if (v > m || isnan(v)) m = v;
-                        v = xc[ox + oy*16]; if (v > m || isnan(v)) m = v;
-                        v = xc[ox + oy*16 + 1]; if (v > m || isnan(v)) m = v;
-                        v = xc[ox + oy*16 + 15]; if (v > m || isnan(v)) m = v;
-                        v = xc[ox + oy*16 + 16]; if (v > m || isnan(v)) m = v;
-                        v = xc[ox + oy*16 + 17]; if (v > m || isnan(v)) m = v;
-                        yc[ox + oy*16] = m;
-                    }
+                    float m = xc[oy*16 + ox - 17], v;
+                    v = xc[oy*16 + ox - 16]; if (v > m || isnan(v)) m = v;
+                    v = xc[oy*16 + ox - 15]; if (v > m || isnan(v)) m = v;
+                    v = xc[oy*16 + ox - 1]; if (v > m || isnan(v)) m = v;
+                    v = xc[oy*16 + ox]; if (v > m || isnan(v)) m = v;
+                    v = xc[oy*16 + ox + 1]; if (v > m || isnan(v)) m = v;
+                    v = xc[oy*16 + ox + 15]; if (v > m || isnan(v)) m = v;
+                    v = xc[oy*16 + ox + 16]; if (v > m || isnan(v)) m = v;
+                    v = xc[oy*16 + ox + 17]; if (v > m || isnan(v)) m = v;
+                    yc[oy*16 + ox] = m;
                 }
             }
             /* rows 1..8, cols 15..15: 6 of 9 taps */
@@ -456,15 +447,13 @@ static void l05_maxpool2d_forward(const float *restrict x, float *restrict y, in
             }
             /* rows 9..9, cols 1..14: 6 of 9 taps */
             for (int ox = 1; ox < 15; ox++) {
-                {
-                    float m = xc[ox + 127], v;
-                    v = xc[ox + 128]; if (v > m || isnan(v)) m = v;
-                    v = xc[ox + 129]; if (v > m || isnan(v)) m = v;
-                    v = xc[ox + 143]; if (v > m || isnan(v)) m = v;
-                    v = xc[ox + 144]; if (v > m || isnan(v)) m = v;
-                    v = xc[ox + 145]; if (v > m || isnan(v)) m = v;
-                    yc[ox + 144] = m;
-                }
+                float m = xc[ox + 127], v;
+                v = xc[ox + 128]; if (v > m || isnan(v)) m = v;
+                v = xc[ox + 129]; if (v > m || isnan(v)) m = v;
+                v = xc[ox + 143]; if (v > m || isnan(v)) m = v;
+                v = xc[ox + 144]; if (v > m || isnan(v)) m = v;
+                v = xc[ox + 145]; if (v > m || isnan(v)) m = v;
+                yc[ox + 144] = m;
             }
             {
                 float m = xc[142], v;
@@ -482,9 +471,9 @@ static void l05_maxpool2d_backward(const float *restrict x, const float *restric
     memset(dx, 0, sizeof(float) * (size_t)nb * 960);
     for (int n = 0; n < nb; n++) {
         for (int c = 0; c < 6; c++) {
-            const float *restrict xc = x + c*160 + n*960;
-            float *restrict dxc = dx + c*160 + n*960;
-            const float *restrict dyc = dy + c*160 + n*960;
+            const float *restrict xc = x + n*960 + c*160;
+            float *restrict dxc = dx + n*960 + c*160;
+            const float *restrict dyc = dy + n*960 + c*160;
             {
                 int a = 0; float m = xc[a];
                 if (xc[1] > m || isnan(xc[1])) { m = xc[1]; a = 1; }
@@ -494,15 +483,13 @@ static void l05_maxpool2d_backward(const float *restrict x, const float *restric
             }
             /* rows 0..0, cols 1..14: 6 of 9 taps */
             for (int ox = 1; ox < 15; ox++) {
-                {
-                    int a = ox - 1; float m = xc[a];
-                    if (xc[ox] > m || isnan(xc[ox])) { m = xc[ox]; a = ox; }
-                    if (xc[ox + 1] > m || isnan(xc[ox + 1])) { m = xc[ox + 1]; a = ox + 1; }
-                    if (xc[ox + 15] > m || isnan(xc[ox + 15])) { m = xc[ox + 15]; a = ox + 15; }
-                    if (xc[ox + 16] > m || isnan(xc[ox + 16])) { m = xc[ox + 16]; a = ox + 16; }
-                    if (xc[ox + 17] > m || isnan(xc[ox + 17])) { m = xc[ox + 17]; a = ox + 17; }
-                    dxc[a] += dyc[ox];
-                }
+                int a = ox - 1; float m = xc[a];
+                if (xc[ox] > m || isnan(xc[ox])) { m = xc[ox]; a = ox; }
+                if (xc[ox + 1] > m || isnan(xc[ox + 1])) { m = xc[ox + 1]; a = ox + 1; }
+                if (xc[ox + 15] > m || isnan(xc[ox + 15])) { m = xc[ox + 15]; a = ox + 15; }
+                if (xc[ox + 16] > m || isnan(xc[ox + 16])) { m = xc[ox + 16]; a = ox + 16; }
+                if (xc[ox + 17] > m || isnan(xc[ox + 17])) { m = xc[ox + 17]; a = ox + 17; }
+                dxc[a] += dyc[ox];
             }
             {
                 int a = 14; float m = xc[a];
@@ -526,18 +513,16 @@ static void l05_maxpool2d_backward(const float *restrict x, const float *restric
             /* rows 1..8, cols 1..14: every tap */
             for (int oy = 1; oy < 9; oy++) {
                 for (int ox = 1; ox < 15; ox++) {
-                    {
-                        int a = ox + oy*16 - 17; float m = xc[a];
-                        if (xc[ox + oy*16 - 16] > m || isnan(xc[ox + oy*16 - 16])) { m = xc[ox + oy*16 - 16]; a = ox + oy*16 - 16; }
-                        if (xc[ox + oy*16 - 15] > m || isnan(xc[ox + oy*16 - 15])) { m = xc[ox + oy*16 - 15]; a = ox + oy*16 - 15; }
-                        if (xc[ox + oy*16 - 1] > m || isnan(xc[ox + oy*16 - 1])) { m = xc[ox + oy*16 - 1]; a = ox + oy*16 - 1; }
-                        if (xc[ox + oy*16] > m || isnan(xc[ox + oy*16])) { m = xc[ox + oy*16]; a = ox + oy*16; }
-                        if (xc[ox + oy*16 + 1] > m || isnan(xc[ox + oy*16 + 1])) { m = xc[ox + oy*16 + 1]; a = ox + oy*16 + 1; }
-                        if (xc[ox + oy*16 + 15] > m || isnan(xc[ox + oy*16 + 15])) { m = xc[ox + oy*16 + 15]; a = ox + oy*16 + 15; }
-                        if (xc[ox + oy*16 + 16] > m || isnan(xc[ox + oy*16 + 16])) { m = xc[ox + oy*16 + 16]; a = ox + oy*16 + 16; }
-                        if (xc[ox + oy*16 + 17] > m || isnan(xc[ox + oy*16 + 17])) { m = xc[ox + oy*16 + 17]; a = ox + oy*16 + 17; }
-                        dxc[a] += dyc[ox + oy*16];
-                    }
+                    int a = oy*16 + ox - 17; float m = xc[a];
+                    if (xc[oy*16 + ox - 16] > m || isnan(xc[oy*16 + ox - 16])) { m = xc[oy*16 + ox - 16]; a = oy*16 + ox - 16; }
+                    if (xc[oy*16 + ox - 15] > m || isnan(xc[oy*16 + ox - 15])) { m = xc[oy*16 + ox - 15]; a = oy*16 + ox - 15; }
+                    if (xc[oy*16 + ox - 1] > m || isnan(xc[oy*16 + ox - 1])) { m = xc[oy*16 + ox - 1]; a = oy*16 + ox - 1; }
+                    if (xc[oy*16 + ox] > m || isnan(xc[oy*16 + ox])) { m = xc[oy*16 + ox]; a = oy*16 + ox; }
+                    if (xc[oy*16 + ox + 1] > m || isnan(xc[oy*16 + ox + 1])) { m = xc[oy*16 + ox + 1]; a = oy*16 + ox + 1; }
+                    if (xc[oy*16 + ox + 15] > m || isnan(xc[oy*16 + ox + 15])) { m = xc[oy*16 + ox + 15]; a = oy*16 + ox + 15; }
+                    if (xc[oy*16 + ox + 16] > m || isnan(xc[oy*16 + ox + 16])) { m = xc[oy*16 + ox + 16]; a = oy*16 + ox + 16; }
+                    if (xc[oy*16 + ox + 17] > m || isnan(xc[oy*16 + ox + 17])) { m = xc[oy*16 + ox + 17]; a = oy*16 + ox + 17; }
+                    dxc[a] += dyc[oy*16 + ox];
                 }
             }
             /* rows 1..8, cols 15..15: 6 of 9 taps */
@@ -561,15 +546,13 @@ static void l05_maxpool2d_backward(const float *restrict x, const float *restric
             }
             /* rows 9..9, cols 1..14: 6 of 9 taps */
             for (int ox = 1; ox < 15; ox++) {
-                {
-                    int a = ox + 127; float m = xc[a];
-                    if (xc[ox + 128] > m || isnan(xc[ox + 128])) { m = xc[ox + 128]; a = ox + 128; }
-                    if (xc[ox + 129] > m || isnan(xc[ox + 129])) { m = xc[ox + 129]; a = ox + 129; }
-                    if (xc[ox + 143] > m || isnan(xc[ox + 143])) { m = xc[ox + 143]; a = ox + 143; }
-                    if (xc[ox + 144] > m || isnan(xc[ox + 144])) { m = xc[ox + 144]; a = ox + 144; }
-                    if (xc[ox + 145] > m || isnan(xc[ox + 145])) { m = xc[ox + 145]; a = ox + 145; }
-                    dxc[a] += dyc[ox + 144];
-                }
+                int a = ox + 127; float m = xc[a];
+                if (xc[ox + 128] > m || isnan(xc[ox + 128])) { m = xc[ox + 128]; a = ox + 128; }
+                if (xc[ox + 129] > m || isnan(xc[ox + 129])) { m = xc[ox + 129]; a = ox + 129; }
+                if (xc[ox + 143] > m || isnan(xc[ox + 143])) { m = xc[ox + 143]; a = ox + 143; }
+                if (xc[ox + 144] > m || isnan(xc[ox + 144])) { m = xc[ox + 144]; a = ox + 144; }
+                if (xc[ox + 145] > m || isnan(xc[ox + 145])) { m = xc[ox + 145]; a = ox + 145; }
+                dxc[a] += dyc[ox + 144];
             }
             {
                 int a = 142; float m = xc[a];
@@ -594,7 +577,7 @@ static void l06_conv2d_forward(const float *restrict P, const float *restrict x,
             for (int i = 0; i < 216; i++) yc[i] = 0.0f;
             for (int ci = 0; ci < 6; ci++) {
                 const float *restrict xc = xn + ci*160;
-                const float *restrict wc = w + ci*9 + col*54;
+                const float *restrict wc = w + col*54 + ci*9;
                 const float w0 = wc[0], w1 = wc[1], w2 = wc[2];
                 const float w3 = wc[3], w4 = wc[4], w5 = wc[5];
                 const float w6 = wc[6], w7 = wc[7], w8 = wc[8];
@@ -627,9 +610,9 @@ static void l06_conv2d_forward(const float *restrict P, const float *restrict x,
                 /* rows 2..9, cols 2..15: every tap */
                 for (int oy = 2; oy < 10; oy++) {
                     for (int ox = 2; ox < 16; ox++) {
-                        yc[ox + oy*18] += w0 * xc[ox + oy*16 - 34] + w1 * xc[ox + oy*16 - 33] + w2 * xc[ox + oy*16 - 32] + w3 * xc[ox + oy*16 - 18]
-                                + w4 * xc[ox + oy*16 - 17] + w5 * xc[ox + oy*16 - 16] + w6 * xc[ox + oy*16 - 2] + w7 * xc[ox + oy*16 - 1]
-                                + w8 * xc[ox + oy*16];
+                        yc[oy*18 + ox] += w0 * xc[oy*16 + ox - 34] + w1 * xc[oy*16 + ox - 33] + w2 * xc[oy*16 + ox - 32] + w3 * xc[oy*16 + ox - 18]
+                                + w4 * xc[oy*16 + ox - 17] + w5 * xc[oy*16 + ox - 16] + w6 * xc[oy*16 + ox - 2] + w7 * xc[oy*16 + ox - 1]
+                                + w8 * xc[oy*16 + ox];
                     }
                 }
                 /* rows 2..9, cols 16..16: 6 of 9 taps */
@@ -670,12 +653,14 @@ static void l06_conv2d_backward(const float *restrict P, float *restrict G, cons
     memset(dx, 0, sizeof(float) * (size_t)nb * 960);
     for (int col = 0; col < 4; col++) {
         for (int ci = 0; ci < 6; ci++) {
-            const float *restrict wc = w + ci*9 + col*54;
-            float *restrict gwc = gw + ci*9 + col*54;
+            const float *restrict wc = w + col*54 + ci*9;
+            float *restrict gwc = gw + col*54 + ci*9;
             const float w0 = wc[0], w1 = wc[1], w2 = wc[2];
             const float w3 = wc[3], w4 = wc[4], w5 = wc[5];
             const float w6 = wc[6], w7 = wc[7], w8 = wc[8];
-            float g0 = 0.0f, g1 = 0.0f, g2 = 0.0f, g3 = 0.0f, g4 = 0.0f, g5 = 0.0f, g6 = 0.0f, g7 = 0.0f, g8 = 0.0f;
+            float g0 = 0.0f, g1 = 0.0f, g2 = 0.0f;
+            float g3 = 0.0f, g4 = 0.0f, g5 = 0.0f;
+            float g6 = 0.0f, g7 = 0.0f, g8 = 0.0f;
             for (int n = 0; n < nb; n++) {
                 const float *restrict xc = x + (size_t)n * 960 + ci*160;
                 float *restrict dxc = dx + (size_t)n * 960 + ci*160;
@@ -691,12 +676,10 @@ static void l06_conv2d_backward(const float *restrict P, float *restrict G, cons
                 }
                 /* rows 0..0, cols 2..15: 3 of 9 taps */
                 for (int ox = 2; ox < 16; ox++) {
-                    {
-                        const float d = dyc[ox];
-                        g6 += d * xc[ox - 2]; dxc[ox - 2] += w6 * d;
-                        g7 += d * xc[ox - 1]; dxc[ox - 1] += w7 * d;
-                        g8 += d * xc[ox]; dxc[ox] += w8 * d;
-                    }
+                    const float d = dyc[ox];
+                    g6 += d * xc[ox - 2]; dxc[ox - 2] += w6 * d;
+                    g7 += d * xc[ox - 1]; dxc[ox - 1] += w7 * d;
+                    g8 += d * xc[ox]; dxc[ox] += w8 * d;
                 }
                 {
                     const float d = dyc[16];
@@ -721,15 +704,13 @@ static void l06_conv2d_backward(const float *restrict P, float *restrict G, cons
                 }
                 /* rows 1..1, cols 2..15: 6 of 9 taps */
                 for (int ox = 2; ox < 16; ox++) {
-                    {
-                        const float d = dyc[ox + 18];
-                        g3 += d * xc[ox - 2]; dxc[ox - 2] += w3 * d;
-                        g4 += d * xc[ox - 1]; dxc[ox - 1] += w4 * d;
-                        g5 += d * xc[ox]; dxc[ox] += w5 * d;
-                        g6 += d * xc[ox + 14]; dxc[ox + 14] += w6 * d;
-                        g7 += d * xc[ox + 15]; dxc[ox + 15] += w7 * d;
-                        g8 += d * xc[ox + 16]; dxc[ox + 16] += w8 * d;
-                    }
+                    const float d = dyc[ox + 18];
+                    g3 += d * xc[ox - 2]; dxc[ox - 2] += w3 * d;
+                    g4 += d * xc[ox - 1]; dxc[ox - 1] += w4 * d;
+                    g5 += d * xc[ox]; dxc[ox] += w5 * d;
+                    g6 += d * xc[ox + 14]; dxc[ox + 14] += w6 * d;
+                    g7 += d * xc[ox + 15]; dxc[ox + 15] += w7 * d;
+                    g8 += d * xc[ox + 16]; dxc[ox + 16] += w8 * d;
                 }
                 {
                     const float d = dyc[34];
@@ -767,18 +748,16 @@ static void l06_conv2d_backward(const float *restrict P, float *restrict G, cons
                 /* rows 2..9, cols 2..15: every tap */
                 for (int oy = 2; oy < 10; oy++) {
                     for (int ox = 2; ox < 16; ox++) {
-                        {
-                            const float d = dyc[ox + oy*18];
-                            g0 += d * xc[ox + oy*16 - 34]; dxc[ox + oy*16 - 34] += w0 * d;
-                            g1 += d * xc[ox + oy*16 - 33]; dxc[ox + oy*16 - 33] += w1 * d;
-                            g2 += d * xc[ox + oy*16 - 32]; dxc[ox + oy*16 - 32] += w2 * d;
-                            g3 += d * xc[ox + oy*16 - 18]; dxc[ox + oy*16 - 18] += w3 * d;
-                            g4 += d * xc[ox + oy*16 - 17]; dxc[ox + oy*16 - 17] += w4 * d;
-                            g5 += d * xc[ox + oy*16 - 16]; dxc[ox + oy*16 - 16] += w5 * d;
-                            g6 += d * xc[ox + oy*16 - 2]; dxc[ox + oy*16 - 2] += w6 * d;
-                            g7 += d * xc[ox + oy*16 - 1]; dxc[ox + oy*16 - 1] += w7 * d;
-                            g8 += d * xc[ox + oy*16]; dxc[ox + oy*16] += w8 * d;
-                        }
+                        const float d = dyc[oy*18 + ox];
+                        g0 += d * xc[oy*16 + ox - 34]; dxc[oy*16 + ox - 34] += w0 * d;
+                        g1 += d * xc[oy*16 + ox - 33]; dxc[oy*16 + ox - 33] += w1 * d;
+                        g2 += d * xc[oy*16 + ox - 32]; dxc[oy*16 + ox - 32] += w2 * d;
+                        g3 += d * xc[oy*16 + ox - 18]; dxc[oy*16 + ox - 18] += w3 * d;
+                        g4 += d * xc[oy*16 + ox - 17]; dxc[oy*16 + ox - 17] += w4 * d;
+                        g5 += d * xc[oy*16 + ox - 16]; dxc[oy*16 + ox - 16] += w5 * d;
+                        g6 += d * xc[oy*16 + ox - 2]; dxc[oy*16 + ox - 2] += w6 * d;
+                        g7 += d * xc[oy*16 + ox - 1]; dxc[oy*16 + ox - 1] += w7 * d;
+                        g8 += d * xc[oy*16 + ox]; dxc[oy*16 + ox] += w8 * d;
                     }
                 }
                 /* rows 2..9, cols 16..16: 6 of 9 taps */
@@ -816,15 +795,13 @@ static void l06_conv2d_backward(const float *restrict P, float *restrict G, cons
                 }
                 /* rows 10..10, cols 2..15: 6 of 9 taps */
                 for (int ox = 2; ox < 16; ox++) {
-                    {
-                        const float d = dyc[ox + 180];
-                        g0 += d * xc[ox + 126]; dxc[ox + 126] += w0 * d;
-                        g1 += d * xc[ox + 127]; dxc[ox + 127] += w1 * d;
-                        g2 += d * xc[ox + 128]; dxc[ox + 128] += w2 * d;
-                        g3 += d * xc[ox + 142]; dxc[ox + 142] += w3 * d;
-                        g4 += d * xc[ox + 143]; dxc[ox + 143] += w4 * d;
-                        g5 += d * xc[ox + 144]; dxc[ox + 144] += w5 * d;
-                    }
+                    const float d = dyc[ox + 180];
+                    g0 += d * xc[ox + 126]; dxc[ox + 126] += w0 * d;
+                    g1 += d * xc[ox + 127]; dxc[ox + 127] += w1 * d;
+                    g2 += d * xc[ox + 128]; dxc[ox + 128] += w2 * d;
+                    g3 += d * xc[ox + 142]; dxc[ox + 142] += w3 * d;
+                    g4 += d * xc[ox + 143]; dxc[ox + 143] += w4 * d;
+                    g5 += d * xc[ox + 144]; dxc[ox + 144] += w5 * d;
                 }
                 {
                     const float d = dyc[196];
@@ -849,12 +826,10 @@ static void l06_conv2d_backward(const float *restrict P, float *restrict G, cons
                 }
                 /* rows 11..11, cols 2..15: 3 of 9 taps */
                 for (int ox = 2; ox < 16; ox++) {
-                    {
-                        const float d = dyc[ox + 198];
-                        g0 += d * xc[ox + 142]; dxc[ox + 142] += w0 * d;
-                        g1 += d * xc[ox + 143]; dxc[ox + 143] += w1 * d;
-                        g2 += d * xc[ox + 144]; dxc[ox + 144] += w2 * d;
-                    }
+                    const float d = dyc[ox + 198];
+                    g0 += d * xc[ox + 142]; dxc[ox + 142] += w0 * d;
+                    g1 += d * xc[ox + 143]; dxc[ox + 143] += w1 * d;
+                    g2 += d * xc[ox + 144]; dxc[ox + 144] += w2 * d;
                 }
                 {
                     const float d = dyc[214];
@@ -897,8 +872,8 @@ static void l08_avgpool2d_forward(const float *restrict x, float *restrict y, in
 {
     for (int n = 0; n < nb; n++) {
         for (int c = 0; c < 4; c++) {
-            const float *restrict xc = x + c*216 + n*864;
-            float *restrict yc = y + c*54 + n*216;
+            const float *restrict xc = x + n*864 + c*216;
+            float *restrict yc = y + n*216 + c*54;
             yc[0] = (xc[0] + xc[1] + xc[18] + xc[19]) / 4.0f;
             /* rows 0..0, cols 1..8: 6 of 9 taps */
             for (int ox = 1; ox < 9; ox++) {
@@ -911,7 +886,7 @@ static void l08_avgpool2d_forward(const float *restrict x, float *restrict y, in
             /* rows 1..5, cols 1..8: every tap */
             for (int oy = 1; oy < 6; oy++) {
                 for (int ox = 1; ox < 9; ox++) {
-                    yc[ox + oy*9] = (xc[ox*2 + oy*36 - 19] + xc[ox*2 + oy*36 - 18] + xc[ox*2 + oy*36 - 17] + xc[ox*2 + oy*36 - 1] + xc[ox*2 + oy*36] + xc[ox*2 + oy*36 + 1] + xc[ox*2 + oy*36 + 17] + xc[ox*2 + oy*36 + 18] + xc[ox*2 + oy*36 + 19]) / 9.0f;
+                    yc[oy*9 + ox] = (xc[oy*36 + ox*2 - 19] + xc[oy*36 + ox*2 - 18] + xc[oy*36 + ox*2 - 17] + xc[oy*36 + ox*2 - 1] + xc[oy*36 + ox*2] + xc[oy*36 + ox*2 + 1] + xc[oy*36 + ox*2 + 17] + xc[oy*36 + ox*2 + 18] + xc[oy*36 + ox*2 + 19]) / 9.0f;
                 }
             }
         }
@@ -923,19 +898,17 @@ static void l08_avgpool2d_backward(const float *restrict dy, float *restrict dx,
     memset(dx, 0, sizeof(float) * (size_t)nb * 864);
     for (int n = 0; n < nb; n++) {
         for (int c = 0; c < 4; c++) {
-            float *restrict dxc = dx + c*216 + n*864;
-            const float *restrict dyc = dy + c*54 + n*216;
+            float *restrict dxc = dx + n*864 + c*216;
+            const float *restrict dyc = dy + n*216 + c*54;
             {
                 const float d = dyc[0] / 4.0f;
                 dxc[0] += d; dxc[1] += d; dxc[18] += d; dxc[19] += d;
             }
             /* rows 0..0, cols 1..8: 6 of 9 taps */
             for (int ox = 1; ox < 9; ox++) {
-                {
-                    const float d = dyc[ox] / 6.0f;
-                    dxc[ox*2 - 1] += d; dxc[ox*2] += d; dxc[ox*2 + 1] += d; dxc[ox*2 + 17] += d;
-                    dxc[ox*2 + 18] += d; dxc[ox*2 + 19] += d;
-                }
+                const float d = dyc[ox] / 6.0f;
+                dxc[ox*2 - 1] += d; dxc[ox*2] += d; dxc[ox*2 + 1] += d; dxc[ox*2 + 17] += d;
+                dxc[ox*2 + 18] += d; dxc[ox*2 + 19] += d;
             }
             /* rows 1..5, cols 0..0: 6 of 9 taps */
             for (int oy = 1; oy < 6; oy++) {
@@ -948,12 +921,10 @@ static void l08_avgpool2d_backward(const float *restrict dy, float *restrict dx,
             /* rows 1..5, cols 1..8: every tap */
             for (int oy = 1; oy < 6; oy++) {
                 for (int ox = 1; ox < 9; ox++) {
-                    {
-                        const float d = dyc[ox + oy*9] / 9.0f;
-                        dxc[ox*2 + oy*36 - 19] += d; dxc[ox*2 + oy*36 - 18] += d; dxc[ox*2 + oy*36 - 17] += d; dxc[ox*2 + oy*36 - 1] += d;
-                        dxc[ox*2 + oy*36] += d; dxc[ox*2 + oy*36 + 1] += d; dxc[ox*2 + oy*36 + 17] += d; dxc[ox*2 + oy*36 + 18] += d;
-                        dxc[ox*2 + oy*36 + 19] += d;
-                    }
+                    const float d = dyc[oy*9 + ox] / 9.0f;
+                    dxc[oy*36 + ox*2 - 19] += d; dxc[oy*36 + ox*2 - 18] += d; dxc[oy*36 + ox*2 - 17] += d; dxc[oy*36 + ox*2 - 1] += d;
+                    dxc[oy*36 + ox*2] += d; dxc[oy*36 + ox*2 + 1] += d; dxc[oy*36 + ox*2 + 17] += d; dxc[oy*36 + ox*2 + 18] += d;
+                    dxc[oy*36 + ox*2 + 19] += d;
                 }
             }
         }

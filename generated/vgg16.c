@@ -58,7 +58,7 @@ static void l00_conv2d_forward(const float *restrict P, const float *restrict x,
             for (int i = 0; i < 50176; i++) yc[i] = b[col];
             for (int ci = 0; ci < 3; ci++) {
                 const float *restrict xc = xn + ci*50176;
-                const float *restrict wc = w + ci*9 + col*27;
+                const float *restrict wc = w + col*27 + ci*9;
                 const float w0 = wc[0], w1 = wc[1], w2 = wc[2];
                 const float w3 = wc[3], w4 = wc[4], w5 = wc[5];
                 const float w6 = wc[6], w7 = wc[7], w8 = wc[8];
@@ -77,9 +77,9 @@ static void l00_conv2d_forward(const float *restrict P, const float *restrict x,
                 /* rows 1..222, cols 1..222: every tap */
                 for (int oy = 1; oy < 223; oy++) {
                     for (int ox = 1; ox < 223; ox++) {
-                        yc[ox + oy*224] += w0 * xc[ox + oy*224 - 225] + w1 * xc[ox + oy*224 - 224] + w2 * xc[ox + oy*224 - 223] + w3 * xc[ox + oy*224 - 1]
-                                + w4 * xc[ox + oy*224] + w5 * xc[ox + oy*224 + 1] + w6 * xc[ox + oy*224 + 223] + w7 * xc[ox + oy*224 + 224]
-                                + w8 * xc[ox + oy*224 + 225];
+                        yc[oy*224 + ox] += w0 * xc[oy*224 + ox - 225] + w1 * xc[oy*224 + ox - 224] + w2 * xc[oy*224 + ox - 223] + w3 * xc[oy*224 + ox - 1]
+                                + w4 * xc[oy*224 + ox] + w5 * xc[oy*224 + ox + 1] + w6 * xc[oy*224 + ox + 223] + w7 * xc[oy*224 + ox + 224]
+                                + w8 * xc[oy*224 + ox + 225];
                     }
                 }
                 /* rows 1..222, cols 223..223: 6 of 9 taps */
@@ -107,12 +107,14 @@ static void l00_conv2d_backward(const float *restrict P, float *restrict G, cons
     memset(dx, 0, sizeof(float) * (size_t)nb * 150528);
     for (int col = 0; col < 64; col++) {
         for (int ci = 0; ci < 3; ci++) {
-            const float *restrict wc = w + ci*9 + col*27;
-            float *restrict gwc = gw + ci*9 + col*27;
+            const float *restrict wc = w + col*27 + ci*9;
+            float *restrict gwc = gw + col*27 + ci*9;
             const float w0 = wc[0], w1 = wc[1], w2 = wc[2];
             const float w3 = wc[3], w4 = wc[4], w5 = wc[5];
             const float w6 = wc[6], w7 = wc[7], w8 = wc[8];
-            float g0 = 0.0f, g1 = 0.0f, g2 = 0.0f, g3 = 0.0f, g4 = 0.0f, g5 = 0.0f, g6 = 0.0f, g7 = 0.0f, g8 = 0.0f;
+            float g0 = 0.0f, g1 = 0.0f, g2 = 0.0f;
+            float g3 = 0.0f, g4 = 0.0f, g5 = 0.0f;
+            float g6 = 0.0f, g7 = 0.0f, g8 = 0.0f;
             for (int n = 0; n < nb; n++) {
                 const float *restrict xc = x + (size_t)n * 150528 + ci*50176;
                 float *restrict dxc = dx + (size_t)n * 150528 + ci*50176;
@@ -126,15 +128,13 @@ static void l00_conv2d_backward(const float *restrict P, float *restrict G, cons
                 }
                 /* rows 0..0, cols 1..222: 6 of 9 taps */
                 for (int ox = 1; ox < 223; ox++) {
-                    {
-                        const float d = dyc[ox];
-                        g3 += d * xc[ox - 1]; dxc[ox - 1] += w3 * d;
-                        g4 += d * xc[ox]; dxc[ox] += w4 * d;
-                        g5 += d * xc[ox + 1]; dxc[ox + 1] += w5 * d;
-                        g6 += d * xc[ox + 223]; dxc[ox + 223] += w6 * d;
-                        g7 += d * xc[ox + 224]; dxc[ox + 224] += w7 * d;
-                        g8 += d * xc[ox + 225]; dxc[ox + 225] += w8 * d;
-                    }
+                    const float d = dyc[ox];
+                    g3 += d * xc[ox - 1]; dxc[ox - 1] += w3 * d;
+                    g4 += d * xc[ox]; dxc[ox] += w4 * d;
+                    g5 += d * xc[ox + 1]; dxc[ox + 1] += w5 * d;
+                    g6 += d * xc[ox + 223]; dxc[ox + 223] += w6 * d;
+                    g7 += d * xc[ox + 224]; dxc[ox + 224] += w7 * d;
+                    g8 += d * xc[ox + 225]; dxc[ox + 225] += w8 * d;
                 }
                 {
                     const float d = dyc[223];
@@ -158,18 +158,16 @@ static void l00_conv2d_backward(const float *restrict P, float *restrict G, cons
                 /* rows 1..222, cols 1..222: every tap */
                 for (int oy = 1; oy < 223; oy++) {
                     for (int ox = 1; ox < 223; ox++) {
-                        {
-                            const float d = dyc[ox + oy*224];
-                            g0 += d * xc[ox + oy*224 - 225]; dxc[ox + oy*224 - 225] += w0 * d;
-                            g1 += d * xc[ox + oy*224 - 224]; dxc[ox + oy*224 - 224] += w1 * d;
-                            g2 += d * xc[ox + oy*224 - 223]; dxc[ox + oy*224 - 223] += w2 * d;
-                            g3 += d * xc[ox + oy*224 - 1]; dxc[ox + oy*224 - 1] += w3 * d;
-                            g4 += d * xc[ox + oy*224]; dxc[ox + oy*224] += w4 * d;
-                            g5 += d * xc[ox + oy*224 + 1]; dxc[ox + oy*224 + 1] += w5 * d;
-                            g6 += d * xc[ox + oy*224 + 223]; dxc[ox + oy*224 + 223] += w6 * d;
-                            g7 += d * xc[ox + oy*224 + 224]; dxc[ox + oy*224 + 224] += w7 * d;
-                            g8 += d * xc[ox + oy*224 + 225]; dxc[ox + oy*224 + 225] += w8 * d;
-                        }
+                        const float d = dyc[oy*224 + ox];
+                        g0 += d * xc[oy*224 + ox - 225]; dxc[oy*224 + ox - 225] += w0 * d;
+                        g1 += d * xc[oy*224 + ox - 224]; dxc[oy*224 + ox - 224] += w1 * d;
+                        g2 += d * xc[oy*224 + ox - 223]; dxc[oy*224 + ox - 223] += w2 * d;
+                        g3 += d * xc[oy*224 + ox - 1]; dxc[oy*224 + ox - 1] += w3 * d;
+                        g4 += d * xc[oy*224 + ox]; dxc[oy*224 + ox] += w4 * d;
+                        g5 += d * xc[oy*224 + ox + 1]; dxc[oy*224 + ox + 1] += w5 * d;
+                        g6 += d * xc[oy*224 + ox + 223]; dxc[oy*224 + ox + 223] += w6 * d;
+                        g7 += d * xc[oy*224 + ox + 224]; dxc[oy*224 + ox + 224] += w7 * d;
+                        g8 += d * xc[oy*224 + ox + 225]; dxc[oy*224 + ox + 225] += w8 * d;
                     }
                 }
                 /* rows 1..222, cols 223..223: 6 of 9 taps */
@@ -193,15 +191,13 @@ static void l00_conv2d_backward(const float *restrict P, float *restrict G, cons
                 }
                 /* rows 223..223, cols 1..222: 6 of 9 taps */
                 for (int ox = 1; ox < 223; ox++) {
-                    {
-                        const float d = dyc[ox + 49952];
-                        g0 += d * xc[ox + 49727]; dxc[ox + 49727] += w0 * d;
-                        g1 += d * xc[ox + 49728]; dxc[ox + 49728] += w1 * d;
-                        g2 += d * xc[ox + 49729]; dxc[ox + 49729] += w2 * d;
-                        g3 += d * xc[ox + 49951]; dxc[ox + 49951] += w3 * d;
-                        g4 += d * xc[ox + 49952]; dxc[ox + 49952] += w4 * d;
-                        g5 += d * xc[ox + 49953]; dxc[ox + 49953] += w5 * d;
-                    }
+                    const float d = dyc[ox + 49952];
+                    g0 += d * xc[ox + 49727]; dxc[ox + 49727] += w0 * d;
+                    g1 += d * xc[ox + 49728]; dxc[ox + 49728] += w1 * d;
+                    g2 += d * xc[ox + 49729]; dxc[ox + 49729] += w2 * d;
+                    g3 += d * xc[ox + 49951]; dxc[ox + 49951] += w3 * d;
+                    g4 += d * xc[ox + 49952]; dxc[ox + 49952] += w4 * d;
+                    g5 += d * xc[ox + 49953]; dxc[ox + 49953] += w5 * d;
                 }
                 {
                     const float d = dyc[50175];
@@ -256,7 +252,7 @@ static void l02_conv2d_forward(const float *restrict P, const float *restrict x,
             for (int i = 0; i < 50176; i++) yc[i] = b[col];
             for (int ci = 0; ci < 64; ci++) {
                 const float *restrict xc = xn + ci*50176;
-                const float *restrict wc = w + ci*9 + col*576;
+                const float *restrict wc = w + col*576 + ci*9;
                 const float w0 = wc[0], w1 = wc[1], w2 = wc[2];
                 const float w3 = wc[3], w4 = wc[4], w5 = wc[5];
                 const float w6 = wc[6], w7 = wc[7], w8 = wc[8];
@@ -275,9 +271,9 @@ static void l02_conv2d_forward(const float *restrict P, const float *restrict x,
                 /* rows 1..222, cols 1..222: every tap */
                 for (int oy = 1; oy < 223; oy++) {
                     for (int ox = 1; ox < 223; ox++) {
-                        yc[ox + oy*224] += w0 * xc[ox + oy*224 - 225] + w1 * xc[ox + oy*224 - 224] + w2 * xc[ox + oy*224 - 223] + w3 * xc[ox + oy*224 - 1]
-                                + w4 * xc[ox + oy*224] + w5 * xc[ox + oy*224 + 1] + w6 * xc[ox + oy*224 + 223] + w7 * xc[ox + oy*224 + 224]
-                                + w8 * xc[ox + oy*224 + 225];
+                        yc[oy*224 + ox] += w0 * xc[oy*224 + ox - 225] + w1 * xc[oy*224 + ox - 224] + w2 * xc[oy*224 + ox - 223] + w3 * xc[oy*224 + ox - 1]
+                                + w4 * xc[oy*224 + ox] + w5 * xc[oy*224 + ox + 1] + w6 * xc[oy*224 + ox + 223] + w7 * xc[oy*224 + ox + 224]
+                                + w8 * xc[oy*224 + ox + 225];
                     }
                 }
                 /* rows 1..222, cols 223..223: 6 of 9 taps */
@@ -305,12 +301,14 @@ static void l02_conv2d_backward(const float *restrict P, float *restrict G, cons
     memset(dx, 0, sizeof(float) * (size_t)nb * 3211264);
     for (int col = 0; col < 64; col++) {
         for (int ci = 0; ci < 64; ci++) {
-            const float *restrict wc = w + ci*9 + col*576;
-            float *restrict gwc = gw + ci*9 + col*576;
+            const float *restrict wc = w + col*576 + ci*9;
+            float *restrict gwc = gw + col*576 + ci*9;
             const float w0 = wc[0], w1 = wc[1], w2 = wc[2];
             const float w3 = wc[3], w4 = wc[4], w5 = wc[5];
             const float w6 = wc[6], w7 = wc[7], w8 = wc[8];
-            float g0 = 0.0f, g1 = 0.0f, g2 = 0.0f, g3 = 0.0f, g4 = 0.0f, g5 = 0.0f, g6 = 0.0f, g7 = 0.0f, g8 = 0.0f;
+            float g0 = 0.0f, g1 = 0.0f, g2 = 0.0f;
+            float g3 = 0.0f, g4 = 0.0f, g5 = 0.0f;
+            float g6 = 0.0f, g7 = 0.0f, g8 = 0.0f;
             for (int n = 0; n < nb; n++) {
                 const float *restrict xc = x + (size_t)n * 3211264 + ci*50176;
                 float *restrict dxc = dx + (size_t)n * 3211264 + ci*50176;
@@ -324,15 +322,13 @@ static void l02_conv2d_backward(const float *restrict P, float *restrict G, cons
                 }
                 /* rows 0..0, cols 1..222: 6 of 9 taps */
                 for (int ox = 1; ox < 223; ox++) {
-                    {
-                        const float d = dyc[ox];
-                        g3 += d * xc[ox - 1]; dxc[ox - 1] += w3 * d;
-                        g4 += d * xc[ox]; dxc[ox] += w4 * d;
-                        g5 += d * xc[ox + 1]; dxc[ox + 1] += w5 * d;
-                        g6 += d * xc[ox + 223]; dxc[ox + 223] += w6 * d;
-                        g7 += d * xc[ox + 224]; dxc[ox + 224] += w7 * d;
-                        g8 += d * xc[ox + 225]; dxc[ox + 225] += w8 * d;
-                    }
+                    const float d = dyc[ox];
+                    g3 += d * xc[ox - 1]; dxc[ox - 1] += w3 * d;
+                    g4 += d * xc[ox]; dxc[ox] += w4 * d;
+                    g5 += d * xc[ox + 1]; dxc[ox + 1] += w5 * d;
+                    g6 += d * xc[ox + 223]; dxc[ox + 223] += w6 * d;
+                    g7 += d * xc[ox + 224]; dxc[ox + 224] += w7 * d;
+                    g8 += d * xc[ox + 225]; dxc[ox + 225] += w8 * d;
                 }
                 {
                     const float d = dyc[223];
@@ -356,18 +352,16 @@ static void l02_conv2d_backward(const float *restrict P, float *restrict G, cons
                 /* rows 1..222, cols 1..222: every tap */
                 for (int oy = 1; oy < 223; oy++) {
                     for (int ox = 1; ox < 223; ox++) {
-                        {
-                            const float d = dyc[ox + oy*224];
-                            g0 += d * xc[ox + oy*224 - 225]; dxc[ox + oy*224 - 225] += w0 * d;
-                            g1 += d * xc[ox + oy*224 - 224]; dxc[ox + oy*224 - 224] += w1 * d;
-                            g2 += d * xc[ox + oy*224 - 223]; dxc[ox + oy*224 - 223] += w2 * d;
-                            g3 += d * xc[ox + oy*224 - 1]; dxc[ox + oy*224 - 1] += w3 * d;
-                            g4 += d * xc[ox + oy*224]; dxc[ox + oy*224] += w4 * d;
-                            g5 += d * xc[ox + oy*224 + 1]; dxc[ox + oy*224 + 1] += w5 * d;
-                            g6 += d * xc[ox + oy*224 + 223]; dxc[ox + oy*224 + 223] += w6 * d;
-                            g7 += d * xc[ox + oy*224 + 224]; dxc[ox + oy*224 + 224] += w7 * d;
-                            g8 += d * xc[ox + oy*224 + 225]; dxc[ox + oy*224 + 225] += w8 * d;
-                        }
+                        const float d = dyc[oy*224 + ox];
+                        g0 += d * xc[oy*224 + ox - 225]; dxc[oy*224 + ox - 225] += w0 * d;
+                        g1 += d * xc[oy*224 + ox - 224]; dxc[oy*224 + ox - 224] += w1 * d;
+                        g2 += d * xc[oy*224 + ox - 223]; dxc[oy*224 + ox - 223] += w2 * d;
+                        g3 += d * xc[oy*224 + ox - 1]; dxc[oy*224 + ox - 1] += w3 * d;
+                        g4 += d * xc[oy*224 + ox]; dxc[oy*224 + ox] += w4 * d;
+                        g5 += d * xc[oy*224 + ox + 1]; dxc[oy*224 + ox + 1] += w5 * d;
+                        g6 += d * xc[oy*224 + ox + 223]; dxc[oy*224 + ox + 223] += w6 * d;
+                        g7 += d * xc[oy*224 + ox + 224]; dxc[oy*224 + ox + 224] += w7 * d;
+                        g8 += d * xc[oy*224 + ox + 225]; dxc[oy*224 + ox + 225] += w8 * d;
                     }
                 }
                 /* rows 1..222, cols 223..223: 6 of 9 taps */
@@ -391,15 +385,13 @@ static void l02_conv2d_backward(const float *restrict P, float *restrict G, cons
                 }
                 /* rows 223..223, cols 1..222: 6 of 9 taps */
                 for (int ox = 1; ox < 223; ox++) {
-                    {
-                        const float d = dyc[ox + 49952];
-                        g0 += d * xc[ox + 49727]; dxc[ox + 49727] += w0 * d;
-                        g1 += d * xc[ox + 49728]; dxc[ox + 49728] += w1 * d;
-                        g2 += d * xc[ox + 49729]; dxc[ox + 49729] += w2 * d;
-                        g3 += d * xc[ox + 49951]; dxc[ox + 49951] += w3 * d;
-                        g4 += d * xc[ox + 49952]; dxc[ox + 49952] += w4 * d;
-                        g5 += d * xc[ox + 49953]; dxc[ox + 49953] += w5 * d;
-                    }
+                    const float d = dyc[ox + 49952];
+                    g0 += d * xc[ox + 49727]; dxc[ox + 49727] += w0 * d;
+                    g1 += d * xc[ox + 49728]; dxc[ox + 49728] += w1 * d;
+                    g2 += d * xc[ox + 49729]; dxc[ox + 49729] += w2 * d;
+                    g3 += d * xc[ox + 49951]; dxc[ox + 49951] += w3 * d;
+                    g4 += d * xc[ox + 49952]; dxc[ox + 49952] += w4 * d;
+                    g5 += d * xc[ox + 49953]; dxc[ox + 49953] += w5 * d;
                 }
                 {
                     const float d = dyc[50175];
@@ -446,18 +438,16 @@ static void l04_maxpool2d_forward(const float *restrict x, float *restrict y, in
 {
     for (int n = 0; n < nb; n++) {
         for (int c = 0; c < 64; c++) {
-            const float *restrict xc = x + c*50176 + n*3211264;
-            float *restrict yc = y + c*12544 + n*802816;
+            const float *restrict xc = x + n*3211264 + c*50176;
+            float *restrict yc = y + n*802816 + c*12544;
             /* rows 0..111, cols 0..111: every tap */
             for (int oy = 0; oy < 112; oy++) {
                 for (int ox = 0; ox < 112; ox++) {
-                    {
-                        float m = xc[ox*2 + oy*448], v;
-                        v = xc[ox*2 + oy*448 + 1]; if (v > m || isnan(v)) m = v;
-                        v = xc[ox*2 + oy*448 + 224]; if (v > m || isnan(v)) m = v;
-                        v = xc[ox*2 + oy*448 + 225]; if (v > m || isnan(v)) m = v;
-                        yc[ox + oy*112] = m;
-                    }
+                    float m = xc[oy*448 + ox*2], v;
+                    v = xc[oy*448 + ox*2 + 1]; if (v > m || isnan(v)) m = v;
+                    v = xc[oy*448 + ox*2 + 224]; if (v > m || isnan(v)) m = v;
+                    v = xc[oy*448 + ox*2 + 225]; if (v > m || isnan(v)) m = v;
+                    yc[oy*112 + ox] = m;
                 }
             }
         }
@@ -469,19 +459,17 @@ static void l04_maxpool2d_backward(const float *restrict x, const float *restric
     memset(dx, 0, sizeof(float) * (size_t)nb * 3211264);
     for (int n = 0; n < nb; n++) {
         for (int c = 0; c < 64; c++) {
-            const float *restrict xc = x + c*50176 + n*3211264;
-            float *restrict dxc = dx + c*50176 + n*3211264;
-            const float *restrict dyc = dy + c*12544 + n*802816;
+            const float *restrict xc = x + n*3211264 + c*50176;
+            float *restrict dxc = dx + n*3211264 + c*50176;
+            const float *restrict dyc = dy + n*802816 + c*12544;
             /* rows 0..111, cols 0..111: every tap */
             for (int oy = 0; oy < 112; oy++) {
                 for (int ox = 0; ox < 112; ox++) {
-                    {
-                        int a = ox*2 + oy*448; float m = xc[a];
-                        if (xc[ox*2 + oy*448 + 1] > m || isnan(xc[ox*2 + oy*448 + 1])) { m = xc[ox*2 + oy*448 + 1]; a = ox*2 + oy*448 + 1; }
-                        if (xc[ox*2 + oy*448 + 224] > m || isnan(xc[ox*2 + oy*448 + 224])) { m = xc[ox*2 + oy*448 + 224]; a = ox*2 + oy*448 + 224; }
-                        if (xc[ox*2 + oy*448 + 225] > m || isnan(xc[ox*2 + oy*448 + 225])) { m = xc[ox*2 + oy*448 + 225]; a = ox*2 + oy*448 + 225; }
-                        dxc[a] += dyc[ox + oy*112];
-                    }
+                    int a = oy*448 + ox*2; float m = xc[a];
+                    if (xc[oy*448 + ox*2 + 1] > m || isnan(xc[oy*448 + ox*2 + 1])) { m = xc[oy*448 + ox*2 + 1]; a = oy*448 + ox*2 + 1; }
+                    if (xc[oy*448 + ox*2 + 224] > m || isnan(xc[oy*448 + ox*2 + 224])) { m = xc[oy*448 + ox*2 + 224]; a = oy*448 + ox*2 + 224; }
+                    if (xc[oy*448 + ox*2 + 225] > m || isnan(xc[oy*448 + ox*2 + 225])) { m = xc[oy*448 + ox*2 + 225]; a = oy*448 + ox*2 + 225; }
+                    dxc[a] += dyc[oy*112 + ox];
                 }
             }
         }
@@ -501,7 +489,7 @@ static void l05_conv2d_forward(const float *restrict P, const float *restrict x,
             for (int i = 0; i < 12544; i++) yc[i] = b[col];
             for (int ci = 0; ci < 64; ci++) {
                 const float *restrict xc = xn + ci*12544;
-                const float *restrict wc = w + ci*9 + col*576;
+                const float *restrict wc = w + col*576 + ci*9;
                 const float w0 = wc[0], w1 = wc[1], w2 = wc[2];
                 const float w3 = wc[3], w4 = wc[4], w5 = wc[5];
                 const float w6 = wc[6], w7 = wc[7], w8 = wc[8];
@@ -520,9 +508,9 @@ static void l05_conv2d_forward(const float *restrict P, const float *restrict x,
                 /* rows 1..110, cols 1..110: every tap */
                 for (int oy = 1; oy < 111; oy++) {
                     for (int ox = 1; ox < 111; ox++) {
-                        yc[ox + oy*112] += w0 * xc[ox + oy*112 - 113] + w1 * xc[ox + oy*112 - 112] + w2 * xc[ox + oy*112 - 111] + w3 * xc[ox + oy*112 - 1]
-                                + w4 * xc[ox + oy*112] + w5 * xc[ox + oy*112 + 1] + w6 * xc[ox + oy*112 + 111] + w7 * xc[ox + oy*112 + 112]
-                                + w8 * xc[ox + oy*112 + 113];
+                        yc[oy*112 + ox] += w0 * xc[oy*112 + ox - 113] + w1 * xc[oy*112 + ox - 112] + w2 * xc[oy*112 + ox - 111] + w3 * xc[oy*112 + ox - 1]
+                                + w4 * xc[oy*112 + ox] + w5 * xc[oy*112 + ox + 1] + w6 * xc[oy*112 + ox + 111] + w7 * xc[oy*112 + ox + 112]
+                                + w8 * xc[oy*112 + ox + 113];
                     }
                 }
                 /* rows 1..110, cols 111..111: 6 of 9 taps */
@@ -550,12 +538,14 @@ static void l05_conv2d_backward(const float *restrict P, float *restrict G, cons
     memset(dx, 0, sizeof(float) * (size_t)nb * 802816);
     for (int col = 0; col < 128; col++) {
         for (int ci = 0; ci < 64; ci++) {
-            const float *restrict wc = w + ci*9 + col*576;
-            float *restrict gwc = gw + ci*9 + col*576;
+            const float *restrict wc = w + col*576 + ci*9;
+            float *restrict gwc = gw + col*576 + ci*9;
             const float w0 = wc[0], w1 = wc[1], w2 = wc[2];
             const float w3 = wc[3], w4 = wc[4], w5 = wc[5];
             const float w6 = wc[6], w7 = wc[7], w8 = wc[8];
-            float g0 = 0.0f, g1 = 0.0f, g2 = 0.0f, g3 = 0.0f, g4 = 0.0f, g5 = 0.0f, g6 = 0.0f, g7 = 0.0f, g8 = 0.0f;
+            float g0 = 0.0f, g1 = 0.0f, g2 = 0.0f;
+            float g3 = 0.0f, g4 = 0.0f, g5 = 0.0f;
+            float g6 = 0.0f, g7 = 0.0f, g8 = 0.0f;
             for (int n = 0; n < nb; n++) {
                 const float *restrict xc = x + (size_t)n * 802816 + ci*12544;
                 float *restrict dxc = dx + (size_t)n * 802816 + ci*12544;
@@ -569,15 +559,13 @@ static void l05_conv2d_backward(const float *restrict P, float *restrict G, cons
                 }
                 /* rows 0..0, cols 1..110: 6 of 9 taps */
                 for (int ox = 1; ox < 111; ox++) {
-                    {
-                        const float d = dyc[ox];
-                        g3 += d * xc[ox - 1]; dxc[ox - 1] += w3 * d;
-                        g4 += d * xc[ox]; dxc[ox] += w4 * d;
-                        g5 += d * xc[ox + 1]; dxc[ox + 1] += w5 * d;
-                        g6 += d * xc[ox + 111]; dxc[ox + 111] += w6 * d;
-                        g7 += d * xc[ox + 112]; dxc[ox + 112] += w7 * d;
-                        g8 += d * xc[ox + 113]; dxc[ox + 113] += w8 * d;
-                    }
+                    const float d = dyc[ox];
+                    g3 += d * xc[ox - 1]; dxc[ox - 1] += w3 * d;
+                    g4 += d * xc[ox]; dxc[ox] += w4 * d;
+                    g5 += d * xc[ox + 1]; dxc[ox + 1] += w5 * d;
+                    g6 += d * xc[ox + 111]; dxc[ox + 111] += w6 * d;
+                    g7 += d * xc[ox + 112]; dxc[ox + 112] += w7 * d;
+                    g8 += d * xc[ox + 113]; dxc[ox + 113] += w8 * d;
                 }
                 {
                     const float d = dyc[111];
@@ -601,18 +589,16 @@ static void l05_conv2d_backward(const float *restrict P, float *restrict G, cons
                 /* rows 1..110, cols 1..110: every tap */
                 for (int oy = 1; oy < 111; oy++) {
                     for (int ox = 1; ox < 111; ox++) {
-                        {
-                            const float d = dyc[ox + oy*112];
-                            g0 += d * xc[ox + oy*112 - 113]; dxc[ox + oy*112 - 113] += w0 * d;
-                            g1 += d * xc[ox + oy*112 - 112]; dxc[ox + oy*112 - 112] += w1 * d;
-                            g2 += d * xc[ox + oy*112 - 111]; dxc[ox + oy*112 - 111] += w2 * d;
-                            g3 += d * xc[ox + oy*112 - 1]; dxc[ox + oy*112 - 1] += w3 * d;
-                            g4 += d * xc[ox + oy*112]; dxc[ox + oy*112] += w4 * d;
-                            g5 += d * xc[ox + oy*112 + 1]; dxc[ox + oy*112 + 1] += w5 * d;
-                            g6 += d * xc[ox + oy*112 + 111]; dxc[ox + oy*112 + 111] += w6 * d;
-                            g7 += d * xc[ox + oy*112 + 112]; dxc[ox + oy*112 + 112] += w7 * d;
-                            g8 += d * xc[ox + oy*112 + 113]; dxc[ox + oy*112 + 113] += w8 * d;
-                        }
+                        const float d = dyc[oy*112 + ox];
+                        g0 += d * xc[oy*112 + ox - 113]; dxc[oy*112 + ox - 113] += w0 * d;
+                        g1 += d * xc[oy*112 + ox - 112]; dxc[oy*112 + ox - 112] += w1 * d;
+                        g2 += d * xc[oy*112 + ox - 111]; dxc[oy*112 + ox - 111] += w2 * d;
+                        g3 += d * xc[oy*112 + ox - 1]; dxc[oy*112 + ox - 1] += w3 * d;
+                        g4 += d * xc[oy*112 + ox]; dxc[oy*112 + ox] += w4 * d;
+                        g5 += d * xc[oy*112 + ox + 1]; dxc[oy*112 + ox + 1] += w5 * d;
+                        g6 += d * xc[oy*112 + ox + 111]; dxc[oy*112 + ox + 111] += w6 * d;
+                        g7 += d * xc[oy*112 + ox + 112]; dxc[oy*112 + ox + 112] += w7 * d;
+                        g8 += d * xc[oy*112 + ox + 113]; dxc[oy*112 + ox + 113] += w8 * d;
                     }
                 }
                 /* rows 1..110, cols 111..111: 6 of 9 taps */
@@ -636,15 +622,13 @@ static void l05_conv2d_backward(const float *restrict P, float *restrict G, cons
                 }
                 /* rows 111..111, cols 1..110: 6 of 9 taps */
                 for (int ox = 1; ox < 111; ox++) {
-                    {
-                        const float d = dyc[ox + 12432];
-                        g0 += d * xc[ox + 12319]; dxc[ox + 12319] += w0 * d;
-                        g1 += d * xc[ox + 12320]; dxc[ox + 12320] += w1 * d;
-                        g2 += d * xc[ox + 12321]; dxc[ox + 12321] += w2 * d;
-                        g3 += d * xc[ox + 12431]; dxc[ox + 12431] += w3 * d;
-                        g4 += d * xc[ox + 12432]; dxc[ox + 12432] += w4 * d;
-                        g5 += d * xc[ox + 12433]; dxc[ox + 12433] += w5 * d;
-                    }
+                    const float d = dyc[ox + 12432];
+                    g0 += d * xc[ox + 12319]; dxc[ox + 12319] += w0 * d;
+                    g1 += d * xc[ox + 12320]; dxc[ox + 12320] += w1 * d;
+                    g2 += d * xc[ox + 12321]; dxc[ox + 12321] += w2 * d;
+                    g3 += d * xc[ox + 12431]; dxc[ox + 12431] += w3 * d;
+                    g4 += d * xc[ox + 12432]; dxc[ox + 12432] += w4 * d;
+                    g5 += d * xc[ox + 12433]; dxc[ox + 12433] += w5 * d;
                 }
                 {
                     const float d = dyc[12543];
@@ -699,7 +683,7 @@ static void l07_conv2d_forward(const float *restrict P, const float *restrict x,
             for (int i = 0; i < 12544; i++) yc[i] = b[col];
             for (int ci = 0; ci < 128; ci++) {
                 const float *restrict xc = xn + ci*12544;
-                const float *restrict wc = w + ci*9 + col*1152;
+                const float *restrict wc = w + col*1152 + ci*9;
                 const float w0 = wc[0], w1 = wc[1], w2 = wc[2];
                 const float w3 = wc[3], w4 = wc[4], w5 = wc[5];
                 const float w6 = wc[6], w7 = wc[7], w8 = wc[8];
@@ -718,9 +702,9 @@ static void l07_conv2d_forward(const float *restrict P, const float *restrict x,
                 /* rows 1..110, cols 1..110: every tap */
                 for (int oy = 1; oy < 111; oy++) {
                     for (int ox = 1; ox < 111; ox++) {
-                        yc[ox + oy*112] += w0 * xc[ox + oy*112 - 113] + w1 * xc[ox + oy*112 - 112] + w2 * xc[ox + oy*112 - 111] + w3 * xc[ox + oy*112 - 1]
-                                + w4 * xc[ox + oy*112] + w5 * xc[ox + oy*112 + 1] + w6 * xc[ox + oy*112 + 111] + w7 * xc[ox + oy*112 + 112]
-                                + w8 * xc[ox + oy*112 + 113];
+                        yc[oy*112 + ox] += w0 * xc[oy*112 + ox - 113] + w1 * xc[oy*112 + ox - 112] + w2 * xc[oy*112 + ox - 111] + w3 * xc[oy*112 + ox - 1]
+                                + w4 * xc[oy*112 + ox] + w5 * xc[oy*112 + ox + 1] + w6 * xc[oy*112 + ox + 111] + w7 * xc[oy*112 + ox + 112]
+                                + w8 * xc[oy*112 + ox + 113];
                     }
                 }
                 /* rows 1..110, cols 111..111: 6 of 9 taps */
@@ -748,12 +732,14 @@ static void l07_conv2d_backward(const float *restrict P, float *restrict G, cons
     memset(dx, 0, sizeof(float) * (size_t)nb * 1605632);
     for (int col = 0; col < 128; col++) {
         for (int ci = 0; ci < 128; ci++) {
-            const float *restrict wc = w + ci*9 + col*1152;
-            float *restrict gwc = gw + ci*9 + col*1152;
+            const float *restrict wc = w + col*1152 + ci*9;
+            float *restrict gwc = gw + col*1152 + ci*9;
             const float w0 = wc[0], w1 = wc[1], w2 = wc[2];
             const float w3 = wc[3], w4 = wc[4], w5 = wc[5];
             const float w6 = wc[6], w7 = wc[7], w8 = wc[8];
-            float g0 = 0.0f, g1 = 0.0f, g2 = 0.0f, g3 = 0.0f, g4 = 0.0f, g5 = 0.0f, g6 = 0.0f, g7 = 0.0f, g8 = 0.0f;
+            float g0 = 0.0f, g1 = 0.0f, g2 = 0.0f;
+            float g3 = 0.0f, g4 = 0.0f, g5 = 0.0f;
+            float g6 = 0.0f, g7 = 0.0f, g8 = 0.0f;
             for (int n = 0; n < nb; n++) {
                 const float *restrict xc = x + (size_t)n * 1605632 + ci*12544;
                 float *restrict dxc = dx + (size_t)n * 1605632 + ci*12544;
@@ -767,15 +753,13 @@ static void l07_conv2d_backward(const float *restrict P, float *restrict G, cons
                 }
                 /* rows 0..0, cols 1..110: 6 of 9 taps */
                 for (int ox = 1; ox < 111; ox++) {
-                    {
-                        const float d = dyc[ox];
-                        g3 += d * xc[ox - 1]; dxc[ox - 1] += w3 * d;
-                        g4 += d * xc[ox]; dxc[ox] += w4 * d;
-                        g5 += d * xc[ox + 1]; dxc[ox + 1] += w5 * d;
-                        g6 += d * xc[ox + 111]; dxc[ox + 111] += w6 * d;
-                        g7 += d * xc[ox + 112]; dxc[ox + 112] += w7 * d;
-                        g8 += d * xc[ox + 113]; dxc[ox + 113] += w8 * d;
-                    }
+                    const float d = dyc[ox];
+                    g3 += d * xc[ox - 1]; dxc[ox - 1] += w3 * d;
+                    g4 += d * xc[ox]; dxc[ox] += w4 * d;
+                    g5 += d * xc[ox + 1]; dxc[ox + 1] += w5 * d;
+                    g6 += d * xc[ox + 111]; dxc[ox + 111] += w6 * d;
+                    g7 += d * xc[ox + 112]; dxc[ox + 112] += w7 * d;
+                    g8 += d * xc[ox + 113]; dxc[ox + 113] += w8 * d;
                 }
                 {
                     const float d = dyc[111];
@@ -799,18 +783,16 @@ static void l07_conv2d_backward(const float *restrict P, float *restrict G, cons
                 /* rows 1..110, cols 1..110: every tap */
                 for (int oy = 1; oy < 111; oy++) {
                     for (int ox = 1; ox < 111; ox++) {
-                        {
-                            const float d = dyc[ox + oy*112];
-                            g0 += d * xc[ox + oy*112 - 113]; dxc[ox + oy*112 - 113] += w0 * d;
-                            g1 += d * xc[ox + oy*112 - 112]; dxc[ox + oy*112 - 112] += w1 * d;
-                            g2 += d * xc[ox + oy*112 - 111]; dxc[ox + oy*112 - 111] += w2 * d;
-                            g3 += d * xc[ox + oy*112 - 1]; dxc[ox + oy*112 - 1] += w3 * d;
-                            g4 += d * xc[ox + oy*112]; dxc[ox + oy*112] += w4 * d;
-                            g5 += d * xc[ox + oy*112 + 1]; dxc[ox + oy*112 + 1] += w5 * d;
-                            g6 += d * xc[ox + oy*112 + 111]; dxc[ox + oy*112 + 111] += w6 * d;
-                            g7 += d * xc[ox + oy*112 + 112]; dxc[ox + oy*112 + 112] += w7 * d;
-                            g8 += d * xc[ox + oy*112 + 113]; dxc[ox + oy*112 + 113] += w8 * d;
-                        }
+                        const float d = dyc[oy*112 + ox];
+                        g0 += d * xc[oy*112 + ox - 113]; dxc[oy*112 + ox - 113] += w0 * d;
+                        g1 += d * xc[oy*112 + ox - 112]; dxc[oy*112 + ox - 112] += w1 * d;
+                        g2 += d * xc[oy*112 + ox - 111]; dxc[oy*112 + ox - 111] += w2 * d;
+                        g3 += d * xc[oy*112 + ox - 1]; dxc[oy*112 + ox - 1] += w3 * d;
+                        g4 += d * xc[oy*112 + ox]; dxc[oy*112 + ox] += w4 * d;
+                        g5 += d * xc[oy*112 + ox + 1]; dxc[oy*112 + ox + 1] += w5 * d;
+                        g6 += d * xc[oy*112 + ox + 111]; dxc[oy*112 + ox + 111] += w6 * d;
+                        g7 += d * xc[oy*112 + ox + 112]; dxc[oy*112 + ox + 112] += w7 * d;
+                        g8 += d * xc[oy*112 + ox + 113]; dxc[oy*112 + ox + 113] += w8 * d;
                     }
                 }
                 /* rows 1..110, cols 111..111: 6 of 9 taps */
@@ -834,15 +816,13 @@ static void l07_conv2d_backward(const float *restrict P, float *restrict G, cons
                 }
                 /* rows 111..111, cols 1..110: 6 of 9 taps */
                 for (int ox = 1; ox < 111; ox++) {
-                    {
-                        const float d = dyc[ox + 12432];
-                        g0 += d * xc[ox + 12319]; dxc[ox + 12319] += w0 * d;
-                        g1 += d * xc[ox + 12320]; dxc[ox + 12320] += w1 * d;
-                        g2 += d * xc[ox + 12321]; dxc[ox + 12321] += w2 * d;
-                        g3 += d * xc[ox + 12431]; dxc[ox + 12431] += w3 * d;
-                        g4 += d * xc[ox + 12432]; dxc[ox + 12432] += w4 * d;
-                        g5 += d * xc[ox + 12433]; dxc[ox + 12433] += w5 * d;
-                    }
+                    const float d = dyc[ox + 12432];
+                    g0 += d * xc[ox + 12319]; dxc[ox + 12319] += w0 * d;
+                    g1 += d * xc[ox + 12320]; dxc[ox + 12320] += w1 * d;
+                    g2 += d * xc[ox + 12321]; dxc[ox + 12321] += w2 * d;
+                    g3 += d * xc[ox + 12431]; dxc[ox + 12431] += w3 * d;
+                    g4 += d * xc[ox + 12432]; dxc[ox + 12432] += w4 * d;
+                    g5 += d * xc[ox + 12433]; dxc[ox + 12433] += w5 * d;
                 }
                 {
                     const float d = dyc[12543];
@@ -889,18 +869,16 @@ static void l09_maxpool2d_forward(const float *restrict x, float *restrict y, in
 {
     for (int n = 0; n < nb; n++) {
         for (int c = 0; c < 128; c++) {
-            const float *restrict xc = x + c*12544 + n*1605632;
-            float *restrict yc = y + c*3136 + n*401408;
+            const float *restrict xc = x + n*1605632 + c*12544;
+            float *restrict yc = y + n*401408 + c*3136;
             /* rows 0..55, cols 0..55: every tap */
             for (int oy = 0; oy < 56; oy++) {
                 for (int ox = 0; ox < 56; ox++) {
-                    {
-                        float m = xc[ox*2 + oy*224], v;
-                        v = xc[ox*2 + oy*224 + 1]; if (v > m || isnan(v)) m = v;
-                        v = xc[ox*2 + oy*224 + 112]; if (v > m || isnan(v)) m = v;
-                        v = xc[ox*2 + oy*224 + 113]; if (v > m || isnan(v)) m = v;
-                        yc[ox + oy*56] = m;
-                    }
+                    float m = xc[oy*224 + ox*2], v;
+                    v = xc[oy*224 + ox*2 + 1]; if (v > m || isnan(v)) m = v;
+                    v = xc[oy*224 + ox*2 + 112]; if (v > m || isnan(v)) m = v;
+                    v = xc[oy*224 + ox*2 + 113]; if (v > m || isnan(v)) m = v;
+                    yc[oy*56 + ox] = m;
                 }
             }
         }
@@ -912,19 +890,17 @@ static void l09_maxpool2d_backward(const float *restrict x, const float *restric
     memset(dx, 0, sizeof(float) * (size_t)nb * 1605632);
     for (int n = 0; n < nb; n++) {
         for (int c = 0; c < 128; c++) {
-            const float *restrict xc = x + c*12544 + n*1605632;
-            float *restrict dxc = dx + c*12544 + n*1605632;
-            const float *restrict dyc = dy + c*3136 + n*401408;
+            const float *restrict xc = x + n*1605632 + c*12544;
+            float *restrict dxc = dx + n*1605632 + c*12544;
+            const float *restrict dyc = dy + n*401408 + c*3136;
             /* rows 0..55, cols 0..55: every tap */
             for (int oy = 0; oy < 56; oy++) {
                 for (int ox = 0; ox < 56; ox++) {
-                    {
-                        int a = ox*2 + oy*224; float m = xc[a];
-                        if (xc[ox*2 + oy*224 + 1] > m || isnan(xc[ox*2 + oy*224 + 1])) { m = xc[ox*2 + oy*224 + 1]; a = ox*2 + oy*224 + 1; }
-                        if (xc[ox*2 + oy*224 + 112] > m || isnan(xc[ox*2 + oy*224 + 112])) { m = xc[ox*2 + oy*224 + 112]; a = ox*2 + oy*224 + 112; }
-                        if (xc[ox*2 + oy*224 + 113] > m || isnan(xc[ox*2 + oy*224 + 113])) { m = xc[ox*2 + oy*224 + 113]; a = ox*2 + oy*224 + 113; }
-                        dxc[a] += dyc[ox + oy*56];
-                    }
+                    int a = oy*224 + ox*2; float m = xc[a];
+                    if (xc[oy*224 + ox*2 + 1] > m || isnan(xc[oy*224 + ox*2 + 1])) { m = xc[oy*224 + ox*2 + 1]; a = oy*224 + ox*2 + 1; }
+                    if (xc[oy*224 + ox*2 + 112] > m || isnan(xc[oy*224 + ox*2 + 112])) { m = xc[oy*224 + ox*2 + 112]; a = oy*224 + ox*2 + 112; }
+                    if (xc[oy*224 + ox*2 + 113] > m || isnan(xc[oy*224 + ox*2 + 113])) { m = xc[oy*224 + ox*2 + 113]; a = oy*224 + ox*2 + 113; }
+                    dxc[a] += dyc[oy*56 + ox];
                 }
             }
         }
@@ -944,7 +920,7 @@ static void l10_conv2d_forward(const float *restrict P, const float *restrict x,
             for (int i = 0; i < 3136; i++) yc[i] = b[col];
             for (int ci = 0; ci < 128; ci++) {
                 const float *restrict xc = xn + ci*3136;
-                const float *restrict wc = w + ci*9 + col*1152;
+                const float *restrict wc = w + col*1152 + ci*9;
                 const float w0 = wc[0], w1 = wc[1], w2 = wc[2];
                 const float w3 = wc[3], w4 = wc[4], w5 = wc[5];
                 const float w6 = wc[6], w7 = wc[7], w8 = wc[8];
@@ -963,9 +939,9 @@ static void l10_conv2d_forward(const float *restrict P, const float *restrict x,
                 /* rows 1..54, cols 1..54: every tap */
                 for (int oy = 1; oy < 55; oy++) {
                     for (int ox = 1; ox < 55; ox++) {
-                        yc[ox + oy*56] += w0 * xc[ox + oy*56 - 57] + w1 * xc[ox + oy*56 - 56] + w2 * xc[ox + oy*56 - 55] + w3 * xc[ox + oy*56 - 1]
-                                + w4 * xc[ox + oy*56] + w5 * xc[ox + oy*56 + 1] + w6 * xc[ox + oy*56 + 55] + w7 * xc[ox + oy*56 + 56]
-                                + w8 * xc[ox + oy*56 + 57];
+                        yc[oy*56 + ox] += w0 * xc[oy*56 + ox - 57] + w1 * xc[oy*56 + ox - 56] + w2 * xc[oy*56 + ox - 55] + w3 * xc[oy*56 + ox - 1]
+                                + w4 * xc[oy*56 + ox] + w5 * xc[oy*56 + ox + 1] + w6 * xc[oy*56 + ox + 55] + w7 * xc[oy*56 + ox + 56]
+                                + w8 * xc[oy*56 + ox + 57];
                     }
                 }
                 /* rows 1..54, cols 55..55: 6 of 9 taps */
@@ -993,12 +969,14 @@ static void l10_conv2d_backward(const float *restrict P, float *restrict G, cons
     memset(dx, 0, sizeof(float) * (size_t)nb * 401408);
     for (int col = 0; col < 256; col++) {
         for (int ci = 0; ci < 128; ci++) {
-            const float *restrict wc = w + ci*9 + col*1152;
-            float *restrict gwc = gw + ci*9 + col*1152;
+            const float *restrict wc = w + col*1152 + ci*9;
+            float *restrict gwc = gw + col*1152 + ci*9;
             const float w0 = wc[0], w1 = wc[1], w2 = wc[2];
             const float w3 = wc[3], w4 = wc[4], w5 = wc[5];
             const float w6 = wc[6], w7 = wc[7], w8 = wc[8];
-            float g0 = 0.0f, g1 = 0.0f, g2 = 0.0f, g3 = 0.0f, g4 = 0.0f, g5 = 0.0f, g6 = 0.0f, g7 = 0.0f, g8 = 0.0f;
+            float g0 = 0.0f, g1 = 0.0f, g2 = 0.0f;
+            float g3 = 0.0f, g4 = 0.0f, g5 = 0.0f;
+            float g6 = 0.0f, g7 = 0.0f, g8 = 0.0f;
             for (int n = 0; n < nb; n++) {
                 const float *restrict xc = x + (size_t)n * 401408 + ci*3136;
                 float *restrict dxc = dx + (size_t)n * 401408 + ci*3136;
@@ -1012,15 +990,13 @@ static void l10_conv2d_backward(const float *restrict P, float *restrict G, cons
                 }
                 /* rows 0..0, cols 1..54: 6 of 9 taps */
                 for (int ox = 1; ox < 55; ox++) {
-                    {
-                        const float d = dyc[ox];
-                        g3 += d * xc[ox - 1]; dxc[ox - 1] += w3 * d;
-                        g4 += d * xc[ox]; dxc[ox] += w4 * d;
-                        g5 += d * xc[ox + 1]; dxc[ox + 1] += w5 * d;
-                        g6 += d * xc[ox + 55]; dxc[ox + 55] += w6 * d;
-                        g7 += d * xc[ox + 56]; dxc[ox + 56] += w7 * d;
-                        g8 += d * xc[ox + 57]; dxc[ox + 57] += w8 * d;
-                    }
+                    const float d = dyc[ox];
+                    g3 += d * xc[ox - 1]; dxc[ox - 1] += w3 * d;
+                    g4 += d * xc[ox]; dxc[ox] += w4 * d;
+                    g5 += d * xc[ox + 1]; dxc[ox + 1] += w5 * d;
+                    g6 += d * xc[ox + 55]; dxc[ox + 55] += w6 * d;
+                    g7 += d * xc[ox + 56]; dxc[ox + 56] += w7 * d;
+                    g8 += d * xc[ox + 57]; dxc[ox + 57] += w8 * d;
                 }
                 {
                     const float d = dyc[55];
@@ -1044,18 +1020,16 @@ static void l10_conv2d_backward(const float *restrict P, float *restrict G, cons
                 /* rows 1..54, cols 1..54: every tap */
                 for (int oy = 1; oy < 55; oy++) {
                     for (int ox = 1; ox < 55; ox++) {
-                        {
-                            const float d = dyc[ox + oy*56];
-                            g0 += d * xc[ox + oy*56 - 57]; dxc[ox + oy*56 - 57] += w0 * d;
-                            g1 += d * xc[ox + oy*56 - 56]; dxc[ox + oy*56 - 56] += w1 * d;
-                            g2 += d * xc[ox + oy*56 - 55]; dxc[ox + oy*56 - 55] += w2 * d;
-                            g3 += d * xc[ox + oy*56 - 1]; dxc[ox + oy*56 - 1] += w3 * d;
-                            g4 += d * xc[ox + oy*56]; dxc[ox + oy*56] += w4 * d;
-                            g5 += d * xc[ox + oy*56 + 1]; dxc[ox + oy*56 + 1] += w5 * d;
-                            g6 += d * xc[ox + oy*56 + 55]; dxc[ox + oy*56 + 55] += w6 * d;
-                            g7 += d * xc[ox + oy*56 + 56]; dxc[ox + oy*56 + 56] += w7 * d;
-                            g8 += d * xc[ox + oy*56 + 57]; dxc[ox + oy*56 + 57] += w8 * d;
-                        }
+                        const float d = dyc[oy*56 + ox];
+                        g0 += d * xc[oy*56 + ox - 57]; dxc[oy*56 + ox - 57] += w0 * d;
+                        g1 += d * xc[oy*56 + ox - 56]; dxc[oy*56 + ox - 56] += w1 * d;
+                        g2 += d * xc[oy*56 + ox - 55]; dxc[oy*56 + ox - 55] += w2 * d;
+                        g3 += d * xc[oy*56 + ox - 1]; dxc[oy*56 + ox - 1] += w3 * d;
+                        g4 += d * xc[oy*56 + ox]; dxc[oy*56 + ox] += w4 * d;
+                        g5 += d * xc[oy*56 + ox + 1]; dxc[oy*56 + ox + 1] += w5 * d;
+                        g6 += d * xc[oy*56 + ox + 55]; dxc[oy*56 + ox + 55] += w6 * d;
+                        g7 += d * xc[oy*56 + ox + 56]; dxc[oy*56 + ox + 56] += w7 * d;
+                        g8 += d * xc[oy*56 + ox + 57]; dxc[oy*56 + ox + 57] += w8 * d;
                     }
                 }
                 /* rows 1..54, cols 55..55: 6 of 9 taps */
@@ -1079,15 +1053,13 @@ static void l10_conv2d_backward(const float *restrict P, float *restrict G, cons
                 }
                 /* rows 55..55, cols 1..54: 6 of 9 taps */
                 for (int ox = 1; ox < 55; ox++) {
-                    {
-                        const float d = dyc[ox + 3080];
-                        g0 += d * xc[ox + 3023]; dxc[ox + 3023] += w0 * d;
-                        g1 += d * xc[ox + 3024]; dxc[ox + 3024] += w1 * d;
-                        g2 += d * xc[ox + 3025]; dxc[ox + 3025] += w2 * d;
-                        g3 += d * xc[ox + 3079]; dxc[ox + 3079] += w3 * d;
-                        g4 += d * xc[ox + 3080]; dxc[ox + 3080] += w4 * d;
-                        g5 += d * xc[ox + 3081]; dxc[ox + 3081] += w5 * d;
-                    }
+                    const float d = dyc[ox + 3080];
+                    g0 += d * xc[ox + 3023]; dxc[ox + 3023] += w0 * d;
+                    g1 += d * xc[ox + 3024]; dxc[ox + 3024] += w1 * d;
+                    g2 += d * xc[ox + 3025]; dxc[ox + 3025] += w2 * d;
+                    g3 += d * xc[ox + 3079]; dxc[ox + 3079] += w3 * d;
+                    g4 += d * xc[ox + 3080]; dxc[ox + 3080] += w4 * d;
+                    g5 += d * xc[ox + 3081]; dxc[ox + 3081] += w5 * d;
                 }
                 {
                     const float d = dyc[3135];
@@ -1142,7 +1114,7 @@ static void l12_conv2d_forward(const float *restrict P, const float *restrict x,
             for (int i = 0; i < 3136; i++) yc[i] = b[col];
             for (int ci = 0; ci < 256; ci++) {
                 const float *restrict xc = xn + ci*3136;
-                const float *restrict wc = w + ci*9 + col*2304;
+                const float *restrict wc = w + col*2304 + ci*9;
                 const float w0 = wc[0], w1 = wc[1], w2 = wc[2];
                 const float w3 = wc[3], w4 = wc[4], w5 = wc[5];
                 const float w6 = wc[6], w7 = wc[7], w8 = wc[8];
@@ -1161,9 +1133,9 @@ static void l12_conv2d_forward(const float *restrict P, const float *restrict x,
                 /* rows 1..54, cols 1..54: every tap */
                 for (int oy = 1; oy < 55; oy++) {
                     for (int ox = 1; ox < 55; ox++) {
-                        yc[ox + oy*56] += w0 * xc[ox + oy*56 - 57] + w1 * xc[ox + oy*56 - 56] + w2 * xc[ox + oy*56 - 55] + w3 * xc[ox + oy*56 - 1]
-                                + w4 * xc[ox + oy*56] + w5 * xc[ox + oy*56 + 1] + w6 * xc[ox + oy*56 + 55] + w7 * xc[ox + oy*56 + 56]
-                                + w8 * xc[ox + oy*56 + 57];
+                        yc[oy*56 + ox] += w0 * xc[oy*56 + ox - 57] + w1 * xc[oy*56 + ox - 56] + w2 * xc[oy*56 + ox - 55] + w3 * xc[oy*56 + ox - 1]
+                                + w4 * xc[oy*56 + ox] + w5 * xc[oy*56 + ox + 1] + w6 * xc[oy*56 + ox + 55] + w7 * xc[oy*56 + ox + 56]
+                                + w8 * xc[oy*56 + ox + 57];
                     }
                 }
                 /* rows 1..54, cols 55..55: 6 of 9 taps */
@@ -1191,12 +1163,14 @@ static void l12_conv2d_backward(const float *restrict P, float *restrict G, cons
     memset(dx, 0, sizeof(float) * (size_t)nb * 802816);
     for (int col = 0; col < 256; col++) {
         for (int ci = 0; ci < 256; ci++) {
-            const float *restrict wc = w + ci*9 + col*2304;
-            float *restrict gwc = gw + ci*9 + col*2304;
+            const float *restrict wc = w + col*2304 + ci*9;
+            float *restrict gwc = gw + col*2304 + ci*9;
             const float w0 = wc[0], w1 = wc[1], w2 = wc[2];
             const float w3 = wc[3], w4 = wc[4], w5 = wc[5];
             const float w6 = wc[6], w7 = wc[7], w8 = wc[8];
-            float g0 = 0.0f, g1 = 0.0f, g2 = 0.0f, g3 = 0.0f, g4 = 0.0f, g5 = 0.0f, g6 = 0.0f, g7 = 0.0f, g8 = 0.0f;
+            float g0 = 0.0f, g1 = 0.0f, g2 = 0.0f;
+            float g3 = 0.0f, g4 = 0.0f, g5 = 0.0f;
+            float g6 = 0.0f, g7 = 0.0f, g8 = 0.0f;
             for (int n = 0; n < nb; n++) {
                 const float *restrict xc = x + (size_t)n * 802816 + ci*3136;
                 float *restrict dxc = dx + (size_t)n * 802816 + ci*3136;
@@ -1210,15 +1184,13 @@ static void l12_conv2d_backward(const float *restrict P, float *restrict G, cons
                 }
                 /* rows 0..0, cols 1..54: 6 of 9 taps */
                 for (int ox = 1; ox < 55; ox++) {
-                    {
-                        const float d = dyc[ox];
-                        g3 += d * xc[ox - 1]; dxc[ox - 1] += w3 * d;
-                        g4 += d * xc[ox]; dxc[ox] += w4 * d;
-                        g5 += d * xc[ox + 1]; dxc[ox + 1] += w5 * d;
-                        g6 += d * xc[ox + 55]; dxc[ox + 55] += w6 * d;
-                        g7 += d * xc[ox + 56]; dxc[ox + 56] += w7 * d;
-                        g8 += d * xc[ox + 57]; dxc[ox + 57] += w8 * d;
-                    }
+                    const float d = dyc[ox];
+                    g3 += d * xc[ox - 1]; dxc[ox - 1] += w3 * d;
+                    g4 += d * xc[ox]; dxc[ox] += w4 * d;
+                    g5 += d * xc[ox + 1]; dxc[ox + 1] += w5 * d;
+                    g6 += d * xc[ox + 55]; dxc[ox + 55] += w6 * d;
+                    g7 += d * xc[ox + 56]; dxc[ox + 56] += w7 * d;
+                    g8 += d * xc[ox + 57]; dxc[ox + 57] += w8 * d;
                 }
                 {
                     const float d = dyc[55];
@@ -1242,18 +1214,16 @@ static void l12_conv2d_backward(const float *restrict P, float *restrict G, cons
                 /* rows 1..54, cols 1..54: every tap */
                 for (int oy = 1; oy < 55; oy++) {
                     for (int ox = 1; ox < 55; ox++) {
-                        {
-                            const float d = dyc[ox + oy*56];
-                            g0 += d * xc[ox + oy*56 - 57]; dxc[ox + oy*56 - 57] += w0 * d;
-                            g1 += d * xc[ox + oy*56 - 56]; dxc[ox + oy*56 - 56] += w1 * d;
-                            g2 += d * xc[ox + oy*56 - 55]; dxc[ox + oy*56 - 55] += w2 * d;
-                            g3 += d * xc[ox + oy*56 - 1]; dxc[ox + oy*56 - 1] += w3 * d;
-                            g4 += d * xc[ox + oy*56]; dxc[ox + oy*56] += w4 * d;
-                            g5 += d * xc[ox + oy*56 + 1]; dxc[ox + oy*56 + 1] += w5 * d;
-                            g6 += d * xc[ox + oy*56 + 55]; dxc[ox + oy*56 + 55] += w6 * d;
-                            g7 += d * xc[ox + oy*56 + 56]; dxc[ox + oy*56 + 56] += w7 * d;
-                            g8 += d * xc[ox + oy*56 + 57]; dxc[ox + oy*56 + 57] += w8 * d;
-                        }
+                        const float d = dyc[oy*56 + ox];
+                        g0 += d * xc[oy*56 + ox - 57]; dxc[oy*56 + ox - 57] += w0 * d;
+                        g1 += d * xc[oy*56 + ox - 56]; dxc[oy*56 + ox - 56] += w1 * d;
+                        g2 += d * xc[oy*56 + ox - 55]; dxc[oy*56 + ox - 55] += w2 * d;
+                        g3 += d * xc[oy*56 + ox - 1]; dxc[oy*56 + ox - 1] += w3 * d;
+                        g4 += d * xc[oy*56 + ox]; dxc[oy*56 + ox] += w4 * d;
+                        g5 += d * xc[oy*56 + ox + 1]; dxc[oy*56 + ox + 1] += w5 * d;
+                        g6 += d * xc[oy*56 + ox + 55]; dxc[oy*56 + ox + 55] += w6 * d;
+                        g7 += d * xc[oy*56 + ox + 56]; dxc[oy*56 + ox + 56] += w7 * d;
+                        g8 += d * xc[oy*56 + ox + 57]; dxc[oy*56 + ox + 57] += w8 * d;
                     }
                 }
                 /* rows 1..54, cols 55..55: 6 of 9 taps */
@@ -1277,15 +1247,13 @@ static void l12_conv2d_backward(const float *restrict P, float *restrict G, cons
                 }
                 /* rows 55..55, cols 1..54: 6 of 9 taps */
                 for (int ox = 1; ox < 55; ox++) {
-                    {
-                        const float d = dyc[ox + 3080];
-                        g0 += d * xc[ox + 3023]; dxc[ox + 3023] += w0 * d;
-                        g1 += d * xc[ox + 3024]; dxc[ox + 3024] += w1 * d;
-                        g2 += d * xc[ox + 3025]; dxc[ox + 3025] += w2 * d;
-                        g3 += d * xc[ox + 3079]; dxc[ox + 3079] += w3 * d;
-                        g4 += d * xc[ox + 3080]; dxc[ox + 3080] += w4 * d;
-                        g5 += d * xc[ox + 3081]; dxc[ox + 3081] += w5 * d;
-                    }
+                    const float d = dyc[ox + 3080];
+                    g0 += d * xc[ox + 3023]; dxc[ox + 3023] += w0 * d;
+                    g1 += d * xc[ox + 3024]; dxc[ox + 3024] += w1 * d;
+                    g2 += d * xc[ox + 3025]; dxc[ox + 3025] += w2 * d;
+                    g3 += d * xc[ox + 3079]; dxc[ox + 3079] += w3 * d;
+                    g4 += d * xc[ox + 3080]; dxc[ox + 3080] += w4 * d;
+                    g5 += d * xc[ox + 3081]; dxc[ox + 3081] += w5 * d;
                 }
                 {
                     const float d = dyc[3135];
@@ -1340,7 +1308,7 @@ static void l14_conv2d_forward(const float *restrict P, const float *restrict x,
             for (int i = 0; i < 3136; i++) yc[i] = b[col];
             for (int ci = 0; ci < 256; ci++) {
                 const float *restrict xc = xn + ci*3136;
-                const float *restrict wc = w + ci*9 + col*2304;
+                const float *restrict wc = w + col*2304 + ci*9;
                 const float w0 = wc[0], w1 = wc[1], w2 = wc[2];
                 const float w3 = wc[3], w4 = wc[4], w5 = wc[5];
                 const float w6 = wc[6], w7 = wc[7], w8 = wc[8];
@@ -1359,9 +1327,9 @@ static void l14_conv2d_forward(const float *restrict P, const float *restrict x,
                 /* rows 1..54, cols 1..54: every tap */
                 for (int oy = 1; oy < 55; oy++) {
                     for (int ox = 1; ox < 55; ox++) {
-                        yc[ox + oy*56] += w0 * xc[ox + oy*56 - 57] + w1 * xc[ox + oy*56 - 56] + w2 * xc[ox + oy*56 - 55] + w3 * xc[ox + oy*56 - 1]
-                                + w4 * xc[ox + oy*56] + w5 * xc[ox + oy*56 + 1] + w6 * xc[ox + oy*56 + 55] + w7 * xc[ox + oy*56 + 56]
-                                + w8 * xc[ox + oy*56 + 57];
+                        yc[oy*56 + ox] += w0 * xc[oy*56 + ox - 57] + w1 * xc[oy*56 + ox - 56] + w2 * xc[oy*56 + ox - 55] + w3 * xc[oy*56 + ox - 1]
+                                + w4 * xc[oy*56 + ox] + w5 * xc[oy*56 + ox + 1] + w6 * xc[oy*56 + ox + 55] + w7 * xc[oy*56 + ox + 56]
+                                + w8 * xc[oy*56 + ox + 57];
                     }
                 }
                 /* rows 1..54, cols 55..55: 6 of 9 taps */
@@ -1389,12 +1357,14 @@ static void l14_conv2d_backward(const float *restrict P, float *restrict G, cons
     memset(dx, 0, sizeof(float) * (size_t)nb * 802816);
     for (int col = 0; col < 256; col++) {
         for (int ci = 0; ci < 256; ci++) {
-            const float *restrict wc = w + ci*9 + col*2304;
-            float *restrict gwc = gw + ci*9 + col*2304;
+            const float *restrict wc = w + col*2304 + ci*9;
+            float *restrict gwc = gw + col*2304 + ci*9;
             const float w0 = wc[0], w1 = wc[1], w2 = wc[2];
             const float w3 = wc[3], w4 = wc[4], w5 = wc[5];
             const float w6 = wc[6], w7 = wc[7], w8 = wc[8];
-            float g0 = 0.0f, g1 = 0.0f, g2 = 0.0f, g3 = 0.0f, g4 = 0.0f, g5 = 0.0f, g6 = 0.0f, g7 = 0.0f, g8 = 0.0f;
+            float g0 = 0.0f, g1 = 0.0f, g2 = 0.0f;
+            float g3 = 0.0f, g4 = 0.0f, g5 = 0.0f;
+            float g6 = 0.0f, g7 = 0.0f, g8 = 0.0f;
             for (int n = 0; n < nb; n++) {
                 const float *restrict xc = x + (size_t)n * 802816 + ci*3136;
                 float *restrict dxc = dx + (size_t)n * 802816 + ci*3136;
@@ -1408,15 +1378,13 @@ static void l14_conv2d_backward(const float *restrict P, float *restrict G, cons
                 }
                 /* rows 0..0, cols 1..54: 6 of 9 taps */
                 for (int ox = 1; ox < 55; ox++) {
-                    {
-                        const float d = dyc[ox];
-                        g3 += d * xc[ox - 1]; dxc[ox - 1] += w3 * d;
-                        g4 += d * xc[ox]; dxc[ox] += w4 * d;
-                        g5 += d * xc[ox + 1]; dxc[ox + 1] += w5 * d;
-                        g6 += d * xc[ox + 55]; dxc[ox + 55] += w6 * d;
-                        g7 += d * xc[ox + 56]; dxc[ox + 56] += w7 * d;
-                        g8 += d * xc[ox + 57]; dxc[ox + 57] += w8 * d;
-                    }
+                    const float d = dyc[ox];
+                    g3 += d * xc[ox - 1]; dxc[ox - 1] += w3 * d;
+                    g4 += d * xc[ox]; dxc[ox] += w4 * d;
+                    g5 += d * xc[ox + 1]; dxc[ox + 1] += w5 * d;
+                    g6 += d * xc[ox + 55]; dxc[ox + 55] += w6 * d;
+                    g7 += d * xc[ox + 56]; dxc[ox + 56] += w7 * d;
+                    g8 += d * xc[ox + 57]; dxc[ox + 57] += w8 * d;
                 }
                 {
                     const float d = dyc[55];
@@ -1440,18 +1408,16 @@ static void l14_conv2d_backward(const float *restrict P, float *restrict G, cons
                 /* rows 1..54, cols 1..54: every tap */
                 for (int oy = 1; oy < 55; oy++) {
                     for (int ox = 1; ox < 55; ox++) {
-                        {
-                            const float d = dyc[ox + oy*56];
-                            g0 += d * xc[ox + oy*56 - 57]; dxc[ox + oy*56 - 57] += w0 * d;
-                            g1 += d * xc[ox + oy*56 - 56]; dxc[ox + oy*56 - 56] += w1 * d;
-                            g2 += d * xc[ox + oy*56 - 55]; dxc[ox + oy*56 - 55] += w2 * d;
-                            g3 += d * xc[ox + oy*56 - 1]; dxc[ox + oy*56 - 1] += w3 * d;
-                            g4 += d * xc[ox + oy*56]; dxc[ox + oy*56] += w4 * d;
-                            g5 += d * xc[ox + oy*56 + 1]; dxc[ox + oy*56 + 1] += w5 * d;
-                            g6 += d * xc[ox + oy*56 + 55]; dxc[ox + oy*56 + 55] += w6 * d;
-                            g7 += d * xc[ox + oy*56 + 56]; dxc[ox + oy*56 + 56] += w7 * d;
-                            g8 += d * xc[ox + oy*56 + 57]; dxc[ox + oy*56 + 57] += w8 * d;
-                        }
+                        const float d = dyc[oy*56 + ox];
+                        g0 += d * xc[oy*56 + ox - 57]; dxc[oy*56 + ox - 57] += w0 * d;
+                        g1 += d * xc[oy*56 + ox - 56]; dxc[oy*56 + ox - 56] += w1 * d;
+                        g2 += d * xc[oy*56 + ox - 55]; dxc[oy*56 + ox - 55] += w2 * d;
+                        g3 += d * xc[oy*56 + ox - 1]; dxc[oy*56 + ox - 1] += w3 * d;
+                        g4 += d * xc[oy*56 + ox]; dxc[oy*56 + ox] += w4 * d;
+                        g5 += d * xc[oy*56 + ox + 1]; dxc[oy*56 + ox + 1] += w5 * d;
+                        g6 += d * xc[oy*56 + ox + 55]; dxc[oy*56 + ox + 55] += w6 * d;
+                        g7 += d * xc[oy*56 + ox + 56]; dxc[oy*56 + ox + 56] += w7 * d;
+                        g8 += d * xc[oy*56 + ox + 57]; dxc[oy*56 + ox + 57] += w8 * d;
                     }
                 }
                 /* rows 1..54, cols 55..55: 6 of 9 taps */
@@ -1475,15 +1441,13 @@ static void l14_conv2d_backward(const float *restrict P, float *restrict G, cons
                 }
                 /* rows 55..55, cols 1..54: 6 of 9 taps */
                 for (int ox = 1; ox < 55; ox++) {
-                    {
-                        const float d = dyc[ox + 3080];
-                        g0 += d * xc[ox + 3023]; dxc[ox + 3023] += w0 * d;
-                        g1 += d * xc[ox + 3024]; dxc[ox + 3024] += w1 * d;
-                        g2 += d * xc[ox + 3025]; dxc[ox + 3025] += w2 * d;
-                        g3 += d * xc[ox + 3079]; dxc[ox + 3079] += w3 * d;
-                        g4 += d * xc[ox + 3080]; dxc[ox + 3080] += w4 * d;
-                        g5 += d * xc[ox + 3081]; dxc[ox + 3081] += w5 * d;
-                    }
+                    const float d = dyc[ox + 3080];
+                    g0 += d * xc[ox + 3023]; dxc[ox + 3023] += w0 * d;
+                    g1 += d * xc[ox + 3024]; dxc[ox + 3024] += w1 * d;
+                    g2 += d * xc[ox + 3025]; dxc[ox + 3025] += w2 * d;
+                    g3 += d * xc[ox + 3079]; dxc[ox + 3079] += w3 * d;
+                    g4 += d * xc[ox + 3080]; dxc[ox + 3080] += w4 * d;
+                    g5 += d * xc[ox + 3081]; dxc[ox + 3081] += w5 * d;
                 }
                 {
                     const float d = dyc[3135];
@@ -1530,18 +1494,16 @@ static void l16_maxpool2d_forward(const float *restrict x, float *restrict y, in
 {
     for (int n = 0; n < nb; n++) {
         for (int c = 0; c < 256; c++) {
-            const float *restrict xc = x + c*3136 + n*802816;
-            float *restrict yc = y + c*784 + n*200704;
+            const float *restrict xc = x + n*802816 + c*3136;
+            float *restrict yc = y + n*200704 + c*784;
             /* rows 0..27, cols 0..27: every tap */
             for (int oy = 0; oy < 28; oy++) {
                 for (int ox = 0; ox < 28; ox++) {
-                    {
-                        float m = xc[ox*2 + oy*112], v;
-                        v = xc[ox*2 + oy*112 + 1]; if (v > m || isnan(v)) m = v;
-                        v = xc[ox*2 + oy*112 + 56]; if (v > m || isnan(v)) m = v;
-                        v = xc[ox*2 + oy*112 + 57]; if (v > m || isnan(v)) m = v;
-                        yc[ox + oy*28] = m;
-                    }
+                    float m = xc[oy*112 + ox*2], v;
+                    v = xc[oy*112 + ox*2 + 1]; if (v > m || isnan(v)) m = v;
+                    v = xc[oy*112 + ox*2 + 56]; if (v > m || isnan(v)) m = v;
+                    v = xc[oy*112 + ox*2 + 57]; if (v > m || isnan(v)) m = v;
+                    yc[oy*28 + ox] = m;
                 }
             }
         }
@@ -1553,19 +1515,17 @@ static void l16_maxpool2d_backward(const float *restrict x, const float *restric
     memset(dx, 0, sizeof(float) * (size_t)nb * 802816);
     for (int n = 0; n < nb; n++) {
         for (int c = 0; c < 256; c++) {
-            const float *restrict xc = x + c*3136 + n*802816;
-            float *restrict dxc = dx + c*3136 + n*802816;
-            const float *restrict dyc = dy + c*784 + n*200704;
+            const float *restrict xc = x + n*802816 + c*3136;
+            float *restrict dxc = dx + n*802816 + c*3136;
+            const float *restrict dyc = dy + n*200704 + c*784;
             /* rows 0..27, cols 0..27: every tap */
             for (int oy = 0; oy < 28; oy++) {
                 for (int ox = 0; ox < 28; ox++) {
-                    {
-                        int a = ox*2 + oy*112; float m = xc[a];
-                        if (xc[ox*2 + oy*112 + 1] > m || isnan(xc[ox*2 + oy*112 + 1])) { m = xc[ox*2 + oy*112 + 1]; a = ox*2 + oy*112 + 1; }
-                        if (xc[ox*2 + oy*112 + 56] > m || isnan(xc[ox*2 + oy*112 + 56])) { m = xc[ox*2 + oy*112 + 56]; a = ox*2 + oy*112 + 56; }
-                        if (xc[ox*2 + oy*112 + 57] > m || isnan(xc[ox*2 + oy*112 + 57])) { m = xc[ox*2 + oy*112 + 57]; a = ox*2 + oy*112 + 57; }
-                        dxc[a] += dyc[ox + oy*28];
-                    }
+                    int a = oy*112 + ox*2; float m = xc[a];
+                    if (xc[oy*112 + ox*2 + 1] > m || isnan(xc[oy*112 + ox*2 + 1])) { m = xc[oy*112 + ox*2 + 1]; a = oy*112 + ox*2 + 1; }
+                    if (xc[oy*112 + ox*2 + 56] > m || isnan(xc[oy*112 + ox*2 + 56])) { m = xc[oy*112 + ox*2 + 56]; a = oy*112 + ox*2 + 56; }
+                    if (xc[oy*112 + ox*2 + 57] > m || isnan(xc[oy*112 + ox*2 + 57])) { m = xc[oy*112 + ox*2 + 57]; a = oy*112 + ox*2 + 57; }
+                    dxc[a] += dyc[oy*28 + ox];
                 }
             }
         }
@@ -1585,7 +1545,7 @@ static void l17_conv2d_forward(const float *restrict P, const float *restrict x,
             for (int i = 0; i < 784; i++) yc[i] = b[col];
             for (int ci = 0; ci < 256; ci++) {
                 const float *restrict xc = xn + ci*784;
-                const float *restrict wc = w + ci*9 + col*2304;
+                const float *restrict wc = w + col*2304 + ci*9;
                 const float w0 = wc[0], w1 = wc[1], w2 = wc[2];
                 const float w3 = wc[3], w4 = wc[4], w5 = wc[5];
                 const float w6 = wc[6], w7 = wc[7], w8 = wc[8];
@@ -1604,9 +1564,9 @@ static void l17_conv2d_forward(const float *restrict P, const float *restrict x,
                 /* rows 1..26, cols 1..26: every tap */
                 for (int oy = 1; oy < 27; oy++) {
                     for (int ox = 1; ox < 27; ox++) {
-                        yc[ox + oy*28] += w0 * xc[ox + oy*28 - 29] + w1 * xc[ox + oy*28 - 28] + w2 * xc[ox + oy*28 - 27] + w3 * xc[ox + oy*28 - 1]
-                                + w4 * xc[ox + oy*28] + w5 * xc[ox + oy*28 + 1] + w6 * xc[ox + oy*28 + 27] + w7 * xc[ox + oy*28 + 28]
-                                + w8 * xc[ox + oy*28 + 29];
+                        yc[oy*28 + ox] += w0 * xc[oy*28 + ox - 29] + w1 * xc[oy*28 + ox - 28] + w2 * xc[oy*28 + ox - 27] + w3 * xc[oy*28 + ox - 1]
+                                + w4 * xc[oy*28 + ox] + w5 * xc[oy*28 + ox + 1] + w6 * xc[oy*28 + ox + 27] + w7 * xc[oy*28 + ox + 28]
+                                + w8 * xc[oy*28 + ox + 29];
                     }
                 }
                 /* rows 1..26, cols 27..27: 6 of 9 taps */
@@ -1634,12 +1594,14 @@ static void l17_conv2d_backward(const float *restrict P, float *restrict G, cons
     memset(dx, 0, sizeof(float) * (size_t)nb * 200704);
     for (int col = 0; col < 512; col++) {
         for (int ci = 0; ci < 256; ci++) {
-            const float *restrict wc = w + ci*9 + col*2304;
-            float *restrict gwc = gw + ci*9 + col*2304;
+            const float *restrict wc = w + col*2304 + ci*9;
+            float *restrict gwc = gw + col*2304 + ci*9;
             const float w0 = wc[0], w1 = wc[1], w2 = wc[2];
             const float w3 = wc[3], w4 = wc[4], w5 = wc[5];
             const float w6 = wc[6], w7 = wc[7], w8 = wc[8];
-            float g0 = 0.0f, g1 = 0.0f, g2 = 0.0f, g3 = 0.0f, g4 = 0.0f, g5 = 0.0f, g6 = 0.0f, g7 = 0.0f, g8 = 0.0f;
+            float g0 = 0.0f, g1 = 0.0f, g2 = 0.0f;
+            float g3 = 0.0f, g4 = 0.0f, g5 = 0.0f;
+            float g6 = 0.0f, g7 = 0.0f, g8 = 0.0f;
             for (int n = 0; n < nb; n++) {
                 const float *restrict xc = x + (size_t)n * 200704 + ci*784;
                 float *restrict dxc = dx + (size_t)n * 200704 + ci*784;
@@ -1653,15 +1615,13 @@ static void l17_conv2d_backward(const float *restrict P, float *restrict G, cons
                 }
                 /* rows 0..0, cols 1..26: 6 of 9 taps */
                 for (int ox = 1; ox < 27; ox++) {
-                    {
-                        const float d = dyc[ox];
-                        g3 += d * xc[ox - 1]; dxc[ox - 1] += w3 * d;
-                        g4 += d * xc[ox]; dxc[ox] += w4 * d;
-                        g5 += d * xc[ox + 1]; dxc[ox + 1] += w5 * d;
-                        g6 += d * xc[ox + 27]; dxc[ox + 27] += w6 * d;
-                        g7 += d * xc[ox + 28]; dxc[ox + 28] += w7 * d;
-                        g8 += d * xc[ox + 29]; dxc[ox + 29] += w8 * d;
-                    }
+                    const float d = dyc[ox];
+                    g3 += d * xc[ox - 1]; dxc[ox - 1] += w3 * d;
+                    g4 += d * xc[ox]; dxc[ox] += w4 * d;
+                    g5 += d * xc[ox + 1]; dxc[ox + 1] += w5 * d;
+                    g6 += d * xc[ox + 27]; dxc[ox + 27] += w6 * d;
+                    g7 += d * xc[ox + 28]; dxc[ox + 28] += w7 * d;
+                    g8 += d * xc[ox + 29]; dxc[ox + 29] += w8 * d;
                 }
                 {
                     const float d = dyc[27];
@@ -1685,18 +1645,16 @@ static void l17_conv2d_backward(const float *restrict P, float *restrict G, cons
                 /* rows 1..26, cols 1..26: every tap */
                 for (int oy = 1; oy < 27; oy++) {
                     for (int ox = 1; ox < 27; ox++) {
-                        {
-                            const float d = dyc[ox + oy*28];
-                            g0 += d * xc[ox + oy*28 - 29]; dxc[ox + oy*28 - 29] += w0 * d;
-                            g1 += d * xc[ox + oy*28 - 28]; dxc[ox + oy*28 - 28] += w1 * d;
-                            g2 += d * xc[ox + oy*28 - 27]; dxc[ox + oy*28 - 27] += w2 * d;
-                            g3 += d * xc[ox + oy*28 - 1]; dxc[ox + oy*28 - 1] += w3 * d;
-                            g4 += d * xc[ox + oy*28]; dxc[ox + oy*28] += w4 * d;
-                            g5 += d * xc[ox + oy*28 + 1]; dxc[ox + oy*28 + 1] += w5 * d;
-                            g6 += d * xc[ox + oy*28 + 27]; dxc[ox + oy*28 + 27] += w6 * d;
-                            g7 += d * xc[ox + oy*28 + 28]; dxc[ox + oy*28 + 28] += w7 * d;
-                            g8 += d * xc[ox + oy*28 + 29]; dxc[ox + oy*28 + 29] += w8 * d;
-                        }
+                        const float d = dyc[oy*28 + ox];
+                        g0 += d * xc[oy*28 + ox - 29]; dxc[oy*28 + ox - 29] += w0 * d;
+                        g1 += d * xc[oy*28 + ox - 28]; dxc[oy*28 + ox - 28] += w1 * d;
+                        g2 += d * xc[oy*28 + ox - 27]; dxc[oy*28 + ox - 27] += w2 * d;
+                        g3 += d * xc[oy*28 + ox - 1]; dxc[oy*28 + ox - 1] += w3 * d;
+                        g4 += d * xc[oy*28 + ox]; dxc[oy*28 + ox] += w4 * d;
+                        g5 += d * xc[oy*28 + ox + 1]; dxc[oy*28 + ox + 1] += w5 * d;
+                        g6 += d * xc[oy*28 + ox + 27]; dxc[oy*28 + ox + 27] += w6 * d;
+                        g7 += d * xc[oy*28 + ox + 28]; dxc[oy*28 + ox + 28] += w7 * d;
+                        g8 += d * xc[oy*28 + ox + 29]; dxc[oy*28 + ox + 29] += w8 * d;
                     }
                 }
                 /* rows 1..26, cols 27..27: 6 of 9 taps */
@@ -1720,15 +1678,13 @@ static void l17_conv2d_backward(const float *restrict P, float *restrict G, cons
                 }
                 /* rows 27..27, cols 1..26: 6 of 9 taps */
                 for (int ox = 1; ox < 27; ox++) {
-                    {
-                        const float d = dyc[ox + 756];
-                        g0 += d * xc[ox + 727]; dxc[ox + 727] += w0 * d;
-                        g1 += d * xc[ox + 728]; dxc[ox + 728] += w1 * d;
-                        g2 += d * xc[ox + 729]; dxc[ox + 729] += w2 * d;
-                        g3 += d * xc[ox + 755]; dxc[ox + 755] += w3 * d;
-                        g4 += d * xc[ox + 756]; dxc[ox + 756] += w4 * d;
-                        g5 += d * xc[ox + 757]; dxc[ox + 757] += w5 * d;
-                    }
+                    const float d = dyc[ox + 756];
+                    g0 += d * xc[ox + 727]; dxc[ox + 727] += w0 * d;
+                    g1 += d * xc[ox + 728]; dxc[ox + 728] += w1 * d;
+                    g2 += d * xc[ox + 729]; dxc[ox + 729] += w2 * d;
+                    g3 += d * xc[ox + 755]; dxc[ox + 755] += w3 * d;
+                    g4 += d * xc[ox + 756]; dxc[ox + 756] += w4 * d;
+                    g5 += d * xc[ox + 757]; dxc[ox + 757] += w5 * d;
                 }
                 {
                     const float d = dyc[783];
@@ -1783,7 +1739,7 @@ static void l19_conv2d_forward(const float *restrict P, const float *restrict x,
             for (int i = 0; i < 784; i++) yc[i] = b[col];
             for (int ci = 0; ci < 512; ci++) {
                 const float *restrict xc = xn + ci*784;
-                const float *restrict wc = w + ci*9 + col*4608;
+                const float *restrict wc = w + col*4608 + ci*9;
                 const float w0 = wc[0], w1 = wc[1], w2 = wc[2];
                 const float w3 = wc[3], w4 = wc[4], w5 = wc[5];
                 const float w6 = wc[6], w7 = wc[7], w8 = wc[8];
@@ -1802,9 +1758,9 @@ static void l19_conv2d_forward(const float *restrict P, const float *restrict x,
                 /* rows 1..26, cols 1..26: every tap */
                 for (int oy = 1; oy < 27; oy++) {
                     for (int ox = 1; ox < 27; ox++) {
-                        yc[ox + oy*28] += w0 * xc[ox + oy*28 - 29] + w1 * xc[ox + oy*28 - 28] + w2 * xc[ox + oy*28 - 27] + w3 * xc[ox + oy*28 - 1]
-                                + w4 * xc[ox + oy*28] + w5 * xc[ox + oy*28 + 1] + w6 * xc[ox + oy*28 + 27] + w7 * xc[ox + oy*28 + 28]
-                                + w8 * xc[ox + oy*28 + 29];
+                        yc[oy*28 + ox] += w0 * xc[oy*28 + ox - 29] + w1 * xc[oy*28 + ox - 28] + w2 * xc[oy*28 + ox - 27] + w3 * xc[oy*28 + ox - 1]
+                                + w4 * xc[oy*28 + ox] + w5 * xc[oy*28 + ox + 1] + w6 * xc[oy*28 + ox + 27] + w7 * xc[oy*28 + ox + 28]
+                                + w8 * xc[oy*28 + ox + 29];
                     }
                 }
                 /* rows 1..26, cols 27..27: 6 of 9 taps */
@@ -1832,12 +1788,14 @@ static void l19_conv2d_backward(const float *restrict P, float *restrict G, cons
     memset(dx, 0, sizeof(float) * (size_t)nb * 401408);
     for (int col = 0; col < 512; col++) {
         for (int ci = 0; ci < 512; ci++) {
-            const float *restrict wc = w + ci*9 + col*4608;
-            float *restrict gwc = gw + ci*9 + col*4608;
+            const float *restrict wc = w + col*4608 + ci*9;
+            float *restrict gwc = gw + col*4608 + ci*9;
             const float w0 = wc[0], w1 = wc[1], w2 = wc[2];
             const float w3 = wc[3], w4 = wc[4], w5 = wc[5];
             const float w6 = wc[6], w7 = wc[7], w8 = wc[8];
-            float g0 = 0.0f, g1 = 0.0f, g2 = 0.0f, g3 = 0.0f, g4 = 0.0f, g5 = 0.0f, g6 = 0.0f, g7 = 0.0f, g8 = 0.0f;
+            float g0 = 0.0f, g1 = 0.0f, g2 = 0.0f;
+            float g3 = 0.0f, g4 = 0.0f, g5 = 0.0f;
+            float g6 = 0.0f, g7 = 0.0f, g8 = 0.0f;
             for (int n = 0; n < nb; n++) {
                 const float *restrict xc = x + (size_t)n * 401408 + ci*784;
                 float *restrict dxc = dx + (size_t)n * 401408 + ci*784;
@@ -1851,15 +1809,13 @@ static void l19_conv2d_backward(const float *restrict P, float *restrict G, cons
                 }
                 /* rows 0..0, cols 1..26: 6 of 9 taps */
                 for (int ox = 1; ox < 27; ox++) {
-                    {
-                        const float d = dyc[ox];
-                        g3 += d * xc[ox - 1]; dxc[ox - 1] += w3 * d;
-                        g4 += d * xc[ox]; dxc[ox] += w4 * d;
-                        g5 += d * xc[ox + 1]; dxc[ox + 1] += w5 * d;
-                        g6 += d * xc[ox + 27]; dxc[ox + 27] += w6 * d;
-                        g7 += d * xc[ox + 28]; dxc[ox + 28] += w7 * d;
-                        g8 += d * xc[ox + 29]; dxc[ox + 29] += w8 * d;
-                    }
+                    const float d = dyc[ox];
+                    g3 += d * xc[ox - 1]; dxc[ox - 1] += w3 * d;
+                    g4 += d * xc[ox]; dxc[ox] += w4 * d;
+                    g5 += d * xc[ox + 1]; dxc[ox + 1] += w5 * d;
+                    g6 += d * xc[ox + 27]; dxc[ox + 27] += w6 * d;
+                    g7 += d * xc[ox + 28]; dxc[ox + 28] += w7 * d;
+                    g8 += d * xc[ox + 29]; dxc[ox + 29] += w8 * d;
                 }
                 {
                     const float d = dyc[27];
@@ -1883,18 +1839,16 @@ static void l19_conv2d_backward(const float *restrict P, float *restrict G, cons
                 /* rows 1..26, cols 1..26: every tap */
                 for (int oy = 1; oy < 27; oy++) {
                     for (int ox = 1; ox < 27; ox++) {
-                        {
-                            const float d = dyc[ox + oy*28];
-                            g0 += d * xc[ox + oy*28 - 29]; dxc[ox + oy*28 - 29] += w0 * d;
-                            g1 += d * xc[ox + oy*28 - 28]; dxc[ox + oy*28 - 28] += w1 * d;
-                            g2 += d * xc[ox + oy*28 - 27]; dxc[ox + oy*28 - 27] += w2 * d;
-                            g3 += d * xc[ox + oy*28 - 1]; dxc[ox + oy*28 - 1] += w3 * d;
-                            g4 += d * xc[ox + oy*28]; dxc[ox + oy*28] += w4 * d;
-                            g5 += d * xc[ox + oy*28 + 1]; dxc[ox + oy*28 + 1] += w5 * d;
-                            g6 += d * xc[ox + oy*28 + 27]; dxc[ox + oy*28 + 27] += w6 * d;
-                            g7 += d * xc[ox + oy*28 + 28]; dxc[ox + oy*28 + 28] += w7 * d;
-                            g8 += d * xc[ox + oy*28 + 29]; dxc[ox + oy*28 + 29] += w8 * d;
-                        }
+                        const float d = dyc[oy*28 + ox];
+                        g0 += d * xc[oy*28 + ox - 29]; dxc[oy*28 + ox - 29] += w0 * d;
+                        g1 += d * xc[oy*28 + ox - 28]; dxc[oy*28 + ox - 28] += w1 * d;
+                        g2 += d * xc[oy*28 + ox - 27]; dxc[oy*28 + ox - 27] += w2 * d;
+                        g3 += d * xc[oy*28 + ox - 1]; dxc[oy*28 + ox - 1] += w3 * d;
+                        g4 += d * xc[oy*28 + ox]; dxc[oy*28 + ox] += w4 * d;
+                        g5 += d * xc[oy*28 + ox + 1]; dxc[oy*28 + ox + 1] += w5 * d;
+                        g6 += d * xc[oy*28 + ox + 27]; dxc[oy*28 + ox + 27] += w6 * d;
+                        g7 += d * xc[oy*28 + ox + 28]; dxc[oy*28 + ox + 28] += w7 * d;
+                        g8 += d * xc[oy*28 + ox + 29]; dxc[oy*28 + ox + 29] += w8 * d;
                     }
                 }
                 /* rows 1..26, cols 27..27: 6 of 9 taps */
@@ -1918,15 +1872,13 @@ static void l19_conv2d_backward(const float *restrict P, float *restrict G, cons
                 }
                 /* rows 27..27, cols 1..26: 6 of 9 taps */
                 for (int ox = 1; ox < 27; ox++) {
-                    {
-                        const float d = dyc[ox + 756];
-                        g0 += d * xc[ox + 727]; dxc[ox + 727] += w0 * d;
-                        g1 += d * xc[ox + 728]; dxc[ox + 728] += w1 * d;
-                        g2 += d * xc[ox + 729]; dxc[ox + 729] += w2 * d;
-                        g3 += d * xc[ox + 755]; dxc[ox + 755] += w3 * d;
-                        g4 += d * xc[ox + 756]; dxc[ox + 756] += w4 * d;
-                        g5 += d * xc[ox + 757]; dxc[ox + 757] += w5 * d;
-                    }
+                    const float d = dyc[ox + 756];
+                    g0 += d * xc[ox + 727]; dxc[ox + 727] += w0 * d;
+                    g1 += d * xc[ox + 728]; dxc[ox + 728] += w1 * d;
+                    g2 += d * xc[ox + 729]; dxc[ox + 729] += w2 * d;
+                    g3 += d * xc[ox + 755]; dxc[ox + 755] += w3 * d;
+                    g4 += d * xc[ox + 756]; dxc[ox + 756] += w4 * d;
+                    g5 += d * xc[ox + 757]; dxc[ox + 757] += w5 * d;
                 }
                 {
                     const float d = dyc[783];
@@ -1981,7 +1933,7 @@ static void l21_conv2d_forward(const float *restrict P, const float *restrict x,
             for (int i = 0; i < 784; i++) yc[i] = b[col];
             for (int ci = 0; ci < 512; ci++) {
                 const float *restrict xc = xn + ci*784;
-                const float *restrict wc = w + ci*9 + col*4608;
+                const float *restrict wc = w + col*4608 + ci*9;
                 const float w0 = wc[0], w1 = wc[1], w2 = wc[2];
                 const float w3 = wc[3], w4 = wc[4], w5 = wc[5];
                 const float w6 = wc[6], w7 = wc[7], w8 = wc[8];
@@ -2000,9 +1952,9 @@ static void l21_conv2d_forward(const float *restrict P, const float *restrict x,
                 /* rows 1..26, cols 1..26: every tap */
                 for (int oy = 1; oy < 27; oy++) {
                     for (int ox = 1; ox < 27; ox++) {
-                        yc[ox + oy*28] += w0 * xc[ox + oy*28 - 29] + w1 * xc[ox + oy*28 - 28] + w2 * xc[ox + oy*28 - 27] + w3 * xc[ox + oy*28 - 1]
-                                + w4 * xc[ox + oy*28] + w5 * xc[ox + oy*28 + 1] + w6 * xc[ox + oy*28 + 27] + w7 * xc[ox + oy*28 + 28]
-                                + w8 * xc[ox + oy*28 + 29];
+                        yc[oy*28 + ox] += w0 * xc[oy*28 + ox - 29] + w1 * xc[oy*28 + ox - 28] + w2 * xc[oy*28 + ox - 27] + w3 * xc[oy*28 + ox - 1]
+                                + w4 * xc[oy*28 + ox] + w5 * xc[oy*28 + ox + 1] + w6 * xc[oy*28 + ox + 27] + w7 * xc[oy*28 + ox + 28]
+                                + w8 * xc[oy*28 + ox + 29];
                     }
                 }
                 /* rows 1..26, cols 27..27: 6 of 9 taps */
@@ -2030,12 +1982,14 @@ static void l21_conv2d_backward(const float *restrict P, float *restrict G, cons
     memset(dx, 0, sizeof(float) * (size_t)nb * 401408);
     for (int col = 0; col < 512; col++) {
         for (int ci = 0; ci < 512; ci++) {
-            const float *restrict wc = w + ci*9 + col*4608;
-            float *restrict gwc = gw + ci*9 + col*4608;
+            const float *restrict wc = w + col*4608 + ci*9;
+            float *restrict gwc = gw + col*4608 + ci*9;
             const float w0 = wc[0], w1 = wc[1], w2 = wc[2];
             const float w3 = wc[3], w4 = wc[4], w5 = wc[5];
             const float w6 = wc[6], w7 = wc[7], w8 = wc[8];
-            float g0 = 0.0f, g1 = 0.0f, g2 = 0.0f, g3 = 0.0f, g4 = 0.0f, g5 = 0.0f, g6 = 0.0f, g7 = 0.0f, g8 = 0.0f;
+            float g0 = 0.0f, g1 = 0.0f, g2 = 0.0f;
+            float g3 = 0.0f, g4 = 0.0f, g5 = 0.0f;
+            float g6 = 0.0f, g7 = 0.0f, g8 = 0.0f;
             for (int n = 0; n < nb; n++) {
                 const float *restrict xc = x + (size_t)n * 401408 + ci*784;
                 float *restrict dxc = dx + (size_t)n * 401408 + ci*784;
@@ -2049,15 +2003,13 @@ static void l21_conv2d_backward(const float *restrict P, float *restrict G, cons
                 }
                 /* rows 0..0, cols 1..26: 6 of 9 taps */
                 for (int ox = 1; ox < 27; ox++) {
-                    {
-                        const float d = dyc[ox];
-                        g3 += d * xc[ox - 1]; dxc[ox - 1] += w3 * d;
-                        g4 += d * xc[ox]; dxc[ox] += w4 * d;
-                        g5 += d * xc[ox + 1]; dxc[ox + 1] += w5 * d;
-                        g6 += d * xc[ox + 27]; dxc[ox + 27] += w6 * d;
-                        g7 += d * xc[ox + 28]; dxc[ox + 28] += w7 * d;
-                        g8 += d * xc[ox + 29]; dxc[ox + 29] += w8 * d;
-                    }
+                    const float d = dyc[ox];
+                    g3 += d * xc[ox - 1]; dxc[ox - 1] += w3 * d;
+                    g4 += d * xc[ox]; dxc[ox] += w4 * d;
+                    g5 += d * xc[ox + 1]; dxc[ox + 1] += w5 * d;
+                    g6 += d * xc[ox + 27]; dxc[ox + 27] += w6 * d;
+                    g7 += d * xc[ox + 28]; dxc[ox + 28] += w7 * d;
+                    g8 += d * xc[ox + 29]; dxc[ox + 29] += w8 * d;
                 }
                 {
                     const float d = dyc[27];
@@ -2081,18 +2033,16 @@ static void l21_conv2d_backward(const float *restrict P, float *restrict G, cons
                 /* rows 1..26, cols 1..26: every tap */
                 for (int oy = 1; oy < 27; oy++) {
                     for (int ox = 1; ox < 27; ox++) {
-                        {
-                            const float d = dyc[ox + oy*28];
-                            g0 += d * xc[ox + oy*28 - 29]; dxc[ox + oy*28 - 29] += w0 * d;
-                            g1 += d * xc[ox + oy*28 - 28]; dxc[ox + oy*28 - 28] += w1 * d;
-                            g2 += d * xc[ox + oy*28 - 27]; dxc[ox + oy*28 - 27] += w2 * d;
-                            g3 += d * xc[ox + oy*28 - 1]; dxc[ox + oy*28 - 1] += w3 * d;
-                            g4 += d * xc[ox + oy*28]; dxc[ox + oy*28] += w4 * d;
-                            g5 += d * xc[ox + oy*28 + 1]; dxc[ox + oy*28 + 1] += w5 * d;
-                            g6 += d * xc[ox + oy*28 + 27]; dxc[ox + oy*28 + 27] += w6 * d;
-                            g7 += d * xc[ox + oy*28 + 28]; dxc[ox + oy*28 + 28] += w7 * d;
-                            g8 += d * xc[ox + oy*28 + 29]; dxc[ox + oy*28 + 29] += w8 * d;
-                        }
+                        const float d = dyc[oy*28 + ox];
+                        g0 += d * xc[oy*28 + ox - 29]; dxc[oy*28 + ox - 29] += w0 * d;
+                        g1 += d * xc[oy*28 + ox - 28]; dxc[oy*28 + ox - 28] += w1 * d;
+                        g2 += d * xc[oy*28 + ox - 27]; dxc[oy*28 + ox - 27] += w2 * d;
+                        g3 += d * xc[oy*28 + ox - 1]; dxc[oy*28 + ox - 1] += w3 * d;
+                        g4 += d * xc[oy*28 + ox]; dxc[oy*28 + ox] += w4 * d;
+                        g5 += d * xc[oy*28 + ox + 1]; dxc[oy*28 + ox + 1] += w5 * d;
+                        g6 += d * xc[oy*28 + ox + 27]; dxc[oy*28 + ox + 27] += w6 * d;
+                        g7 += d * xc[oy*28 + ox + 28]; dxc[oy*28 + ox + 28] += w7 * d;
+                        g8 += d * xc[oy*28 + ox + 29]; dxc[oy*28 + ox + 29] += w8 * d;
                     }
                 }
                 /* rows 1..26, cols 27..27: 6 of 9 taps */
@@ -2116,15 +2066,13 @@ static void l21_conv2d_backward(const float *restrict P, float *restrict G, cons
                 }
                 /* rows 27..27, cols 1..26: 6 of 9 taps */
                 for (int ox = 1; ox < 27; ox++) {
-                    {
-                        const float d = dyc[ox + 756];
-                        g0 += d * xc[ox + 727]; dxc[ox + 727] += w0 * d;
-                        g1 += d * xc[ox + 728]; dxc[ox + 728] += w1 * d;
-                        g2 += d * xc[ox + 729]; dxc[ox + 729] += w2 * d;
-                        g3 += d * xc[ox + 755]; dxc[ox + 755] += w3 * d;
-                        g4 += d * xc[ox + 756]; dxc[ox + 756] += w4 * d;
-                        g5 += d * xc[ox + 757]; dxc[ox + 757] += w5 * d;
-                    }
+                    const float d = dyc[ox + 756];
+                    g0 += d * xc[ox + 727]; dxc[ox + 727] += w0 * d;
+                    g1 += d * xc[ox + 728]; dxc[ox + 728] += w1 * d;
+                    g2 += d * xc[ox + 729]; dxc[ox + 729] += w2 * d;
+                    g3 += d * xc[ox + 755]; dxc[ox + 755] += w3 * d;
+                    g4 += d * xc[ox + 756]; dxc[ox + 756] += w4 * d;
+                    g5 += d * xc[ox + 757]; dxc[ox + 757] += w5 * d;
                 }
                 {
                     const float d = dyc[783];
@@ -2171,18 +2119,16 @@ static void l23_maxpool2d_forward(const float *restrict x, float *restrict y, in
 {
     for (int n = 0; n < nb; n++) {
         for (int c = 0; c < 512; c++) {
-            const float *restrict xc = x + c*784 + n*401408;
-            float *restrict yc = y + c*196 + n*100352;
+            const float *restrict xc = x + n*401408 + c*784;
+            float *restrict yc = y + n*100352 + c*196;
             /* rows 0..13, cols 0..13: every tap */
             for (int oy = 0; oy < 14; oy++) {
                 for (int ox = 0; ox < 14; ox++) {
-                    {
-                        float m = xc[ox*2 + oy*56], v;
-                        v = xc[ox*2 + oy*56 + 1]; if (v > m || isnan(v)) m = v;
-                        v = xc[ox*2 + oy*56 + 28]; if (v > m || isnan(v)) m = v;
-                        v = xc[ox*2 + oy*56 + 29]; if (v > m || isnan(v)) m = v;
-                        yc[ox + oy*14] = m;
-                    }
+                    float m = xc[oy*56 + ox*2], v;
+                    v = xc[oy*56 + ox*2 + 1]; if (v > m || isnan(v)) m = v;
+                    v = xc[oy*56 + ox*2 + 28]; if (v > m || isnan(v)) m = v;
+                    v = xc[oy*56 + ox*2 + 29]; if (v > m || isnan(v)) m = v;
+                    yc[oy*14 + ox] = m;
                 }
             }
         }
@@ -2194,19 +2140,17 @@ static void l23_maxpool2d_backward(const float *restrict x, const float *restric
     memset(dx, 0, sizeof(float) * (size_t)nb * 401408);
     for (int n = 0; n < nb; n++) {
         for (int c = 0; c < 512; c++) {
-            const float *restrict xc = x + c*784 + n*401408;
-            float *restrict dxc = dx + c*784 + n*401408;
-            const float *restrict dyc = dy + c*196 + n*100352;
+            const float *restrict xc = x + n*401408 + c*784;
+            float *restrict dxc = dx + n*401408 + c*784;
+            const float *restrict dyc = dy + n*100352 + c*196;
             /* rows 0..13, cols 0..13: every tap */
             for (int oy = 0; oy < 14; oy++) {
                 for (int ox = 0; ox < 14; ox++) {
-                    {
-                        int a = ox*2 + oy*56; float m = xc[a];
-                        if (xc[ox*2 + oy*56 + 1] > m || isnan(xc[ox*2 + oy*56 + 1])) { m = xc[ox*2 + oy*56 + 1]; a = ox*2 + oy*56 + 1; }
-                        if (xc[ox*2 + oy*56 + 28] > m || isnan(xc[ox*2 + oy*56 + 28])) { m = xc[ox*2 + oy*56 + 28]; a = ox*2 + oy*56 + 28; }
-                        if (xc[ox*2 + oy*56 + 29] > m || isnan(xc[ox*2 + oy*56 + 29])) { m = xc[ox*2 + oy*56 + 29]; a = ox*2 + oy*56 + 29; }
-                        dxc[a] += dyc[ox + oy*14];
-                    }
+                    int a = oy*56 + ox*2; float m = xc[a];
+                    if (xc[oy*56 + ox*2 + 1] > m || isnan(xc[oy*56 + ox*2 + 1])) { m = xc[oy*56 + ox*2 + 1]; a = oy*56 + ox*2 + 1; }
+                    if (xc[oy*56 + ox*2 + 28] > m || isnan(xc[oy*56 + ox*2 + 28])) { m = xc[oy*56 + ox*2 + 28]; a = oy*56 + ox*2 + 28; }
+                    if (xc[oy*56 + ox*2 + 29] > m || isnan(xc[oy*56 + ox*2 + 29])) { m = xc[oy*56 + ox*2 + 29]; a = oy*56 + ox*2 + 29; }
+                    dxc[a] += dyc[oy*14 + ox];
                 }
             }
         }
@@ -2226,7 +2170,7 @@ static void l24_conv2d_forward(const float *restrict P, const float *restrict x,
             for (int i = 0; i < 196; i++) yc[i] = b[col];
             for (int ci = 0; ci < 512; ci++) {
                 const float *restrict xc = xn + ci*196;
-                const float *restrict wc = w + ci*9 + col*4608;
+                const float *restrict wc = w + col*4608 + ci*9;
                 const float w0 = wc[0], w1 = wc[1], w2 = wc[2];
                 const float w3 = wc[3], w4 = wc[4], w5 = wc[5];
                 const float w6 = wc[6], w7 = wc[7], w8 = wc[8];
@@ -2245,9 +2189,9 @@ static void l24_conv2d_forward(const float *restrict P, const float *restrict x,
                 /* rows 1..12, cols 1..12: every tap */
                 for (int oy = 1; oy < 13; oy++) {
                     for (int ox = 1; ox < 13; ox++) {
-                        yc[ox + oy*14] += w0 * xc[ox + oy*14 - 15] + w1 * xc[ox + oy*14 - 14] + w2 * xc[ox + oy*14 - 13] + w3 * xc[ox + oy*14 - 1]
-                                + w4 * xc[ox + oy*14] + w5 * xc[ox + oy*14 + 1] + w6 * xc[ox + oy*14 + 13] + w7 * xc[ox + oy*14 + 14]
-                                + w8 * xc[ox + oy*14 + 15];
+                        yc[oy*14 + ox] += w0 * xc[oy*14 + ox - 15] + w1 * xc[oy*14 + ox - 14] + w2 * xc[oy*14 + ox - 13] + w3 * xc[oy*14 + ox - 1]
+                                + w4 * xc[oy*14 + ox] + w5 * xc[oy*14 + ox + 1] + w6 * xc[oy*14 + ox + 13] + w7 * xc[oy*14 + ox + 14]
+                                + w8 * xc[oy*14 + ox + 15];
                     }
                 }
                 /* rows 1..12, cols 13..13: 6 of 9 taps */
@@ -2275,12 +2219,14 @@ static void l24_conv2d_backward(const float *restrict P, float *restrict G, cons
     memset(dx, 0, sizeof(float) * (size_t)nb * 100352);
     for (int col = 0; col < 512; col++) {
         for (int ci = 0; ci < 512; ci++) {
-            const float *restrict wc = w + ci*9 + col*4608;
-            float *restrict gwc = gw + ci*9 + col*4608;
+            const float *restrict wc = w + col*4608 + ci*9;
+            float *restrict gwc = gw + col*4608 + ci*9;
             const float w0 = wc[0], w1 = wc[1], w2 = wc[2];
             const float w3 = wc[3], w4 = wc[4], w5 = wc[5];
             const float w6 = wc[6], w7 = wc[7], w8 = wc[8];
-            float g0 = 0.0f, g1 = 0.0f, g2 = 0.0f, g3 = 0.0f, g4 = 0.0f, g5 = 0.0f, g6 = 0.0f, g7 = 0.0f, g8 = 0.0f;
+            float g0 = 0.0f, g1 = 0.0f, g2 = 0.0f;
+            float g3 = 0.0f, g4 = 0.0f, g5 = 0.0f;
+            float g6 = 0.0f, g7 = 0.0f, g8 = 0.0f;
             for (int n = 0; n < nb; n++) {
                 const float *restrict xc = x + (size_t)n * 100352 + ci*196;
                 float *restrict dxc = dx + (size_t)n * 100352 + ci*196;
@@ -2294,15 +2240,13 @@ static void l24_conv2d_backward(const float *restrict P, float *restrict G, cons
                 }
                 /* rows 0..0, cols 1..12: 6 of 9 taps */
                 for (int ox = 1; ox < 13; ox++) {
-                    {
-                        const float d = dyc[ox];
-                        g3 += d * xc[ox - 1]; dxc[ox - 1] += w3 * d;
-                        g4 += d * xc[ox]; dxc[ox] += w4 * d;
-                        g5 += d * xc[ox + 1]; dxc[ox + 1] += w5 * d;
-                        g6 += d * xc[ox + 13]; dxc[ox + 13] += w6 * d;
-                        g7 += d * xc[ox + 14]; dxc[ox + 14] += w7 * d;
-                        g8 += d * xc[ox + 15]; dxc[ox + 15] += w8 * d;
-                    }
+                    const float d = dyc[ox];
+                    g3 += d * xc[ox - 1]; dxc[ox - 1] += w3 * d;
+                    g4 += d * xc[ox]; dxc[ox] += w4 * d;
+                    g5 += d * xc[ox + 1]; dxc[ox + 1] += w5 * d;
+                    g6 += d * xc[ox + 13]; dxc[ox + 13] += w6 * d;
+                    g7 += d * xc[ox + 14]; dxc[ox + 14] += w7 * d;
+                    g8 += d * xc[ox + 15]; dxc[ox + 15] += w8 * d;
                 }
                 {
                     const float d = dyc[13];
@@ -2326,18 +2270,16 @@ static void l24_conv2d_backward(const float *restrict P, float *restrict G, cons
                 /* rows 1..12, cols 1..12: every tap */
                 for (int oy = 1; oy < 13; oy++) {
                     for (int ox = 1; ox < 13; ox++) {
-                        {
-                            const float d = dyc[ox + oy*14];
-                            g0 += d * xc[ox + oy*14 - 15]; dxc[ox + oy*14 - 15] += w0 * d;
-                            g1 += d * xc[ox + oy*14 - 14]; dxc[ox + oy*14 - 14] += w1 * d;
-                            g2 += d * xc[ox + oy*14 - 13]; dxc[ox + oy*14 - 13] += w2 * d;
-                            g3 += d * xc[ox + oy*14 - 1]; dxc[ox + oy*14 - 1] += w3 * d;
-                            g4 += d * xc[ox + oy*14]; dxc[ox + oy*14] += w4 * d;
-                            g5 += d * xc[ox + oy*14 + 1]; dxc[ox + oy*14 + 1] += w5 * d;
-                            g6 += d * xc[ox + oy*14 + 13]; dxc[ox + oy*14 + 13] += w6 * d;
-                            g7 += d * xc[ox + oy*14 + 14]; dxc[ox + oy*14 + 14] += w7 * d;
-                            g8 += d * xc[ox + oy*14 + 15]; dxc[ox + oy*14 + 15] += w8 * d;
-                        }
+                        const float d = dyc[oy*14 + ox];
+                        g0 += d * xc[oy*14 + ox - 15]; dxc[oy*14 + ox - 15] += w0 * d;
+                        g1 += d * xc[oy*14 + ox - 14]; dxc[oy*14 + ox - 14] += w1 * d;
+                        g2 += d * xc[oy*14 + ox - 13]; dxc[oy*14 + ox - 13] += w2 * d;
+                        g3 += d * xc[oy*14 + ox - 1]; dxc[oy*14 + ox - 1] += w3 * d;
+                        g4 += d * xc[oy*14 + ox]; dxc[oy*14 + ox] += w4 * d;
+                        g5 += d * xc[oy*14 + ox + 1]; dxc[oy*14 + ox + 1] += w5 * d;
+                        g6 += d * xc[oy*14 + ox + 13]; dxc[oy*14 + ox + 13] += w6 * d;
+                        g7 += d * xc[oy*14 + ox + 14]; dxc[oy*14 + ox + 14] += w7 * d;
+                        g8 += d * xc[oy*14 + ox + 15]; dxc[oy*14 + ox + 15] += w8 * d;
                     }
                 }
                 /* rows 1..12, cols 13..13: 6 of 9 taps */
@@ -2361,15 +2303,13 @@ static void l24_conv2d_backward(const float *restrict P, float *restrict G, cons
                 }
                 /* rows 13..13, cols 1..12: 6 of 9 taps */
                 for (int ox = 1; ox < 13; ox++) {
-                    {
-                        const float d = dyc[ox + 182];
-                        g0 += d * xc[ox + 167]; dxc[ox + 167] += w0 * d;
-                        g1 += d * xc[ox + 168]; dxc[ox + 168] += w1 * d;
-                        g2 += d * xc[ox + 169]; dxc[ox + 169] += w2 * d;
-                        g3 += d * xc[ox + 181]; dxc[ox + 181] += w3 * d;
-                        g4 += d * xc[ox + 182]; dxc[ox + 182] += w4 * d;
-                        g5 += d * xc[ox + 183]; dxc[ox + 183] += w5 * d;
-                    }
+                    const float d = dyc[ox + 182];
+                    g0 += d * xc[ox + 167]; dxc[ox + 167] += w0 * d;
+                    g1 += d * xc[ox + 168]; dxc[ox + 168] += w1 * d;
+                    g2 += d * xc[ox + 169]; dxc[ox + 169] += w2 * d;
+                    g3 += d * xc[ox + 181]; dxc[ox + 181] += w3 * d;
+                    g4 += d * xc[ox + 182]; dxc[ox + 182] += w4 * d;
+                    g5 += d * xc[ox + 183]; dxc[ox + 183] += w5 * d;
                 }
                 {
                     const float d = dyc[195];
@@ -2424,7 +2364,7 @@ static void l26_conv2d_forward(const float *restrict P, const float *restrict x,
             for (int i = 0; i < 196; i++) yc[i] = b[col];
             for (int ci = 0; ci < 512; ci++) {
                 const float *restrict xc = xn + ci*196;
-                const float *restrict wc = w + ci*9 + col*4608;
+                const float *restrict wc = w + col*4608 + ci*9;
                 const float w0 = wc[0], w1 = wc[1], w2 = wc[2];
                 const float w3 = wc[3], w4 = wc[4], w5 = wc[5];
                 const float w6 = wc[6], w7 = wc[7], w8 = wc[8];
@@ -2443,9 +2383,9 @@ static void l26_conv2d_forward(const float *restrict P, const float *restrict x,
                 /* rows 1..12, cols 1..12: every tap */
                 for (int oy = 1; oy < 13; oy++) {
                     for (int ox = 1; ox < 13; ox++) {
-                        yc[ox + oy*14] += w0 * xc[ox + oy*14 - 15] + w1 * xc[ox + oy*14 - 14] + w2 * xc[ox + oy*14 - 13] + w3 * xc[ox + oy*14 - 1]
-                                + w4 * xc[ox + oy*14] + w5 * xc[ox + oy*14 + 1] + w6 * xc[ox + oy*14 + 13] + w7 * xc[ox + oy*14 + 14]
-                                + w8 * xc[ox + oy*14 + 15];
+                        yc[oy*14 + ox] += w0 * xc[oy*14 + ox - 15] + w1 * xc[oy*14 + ox - 14] + w2 * xc[oy*14 + ox - 13] + w3 * xc[oy*14 + ox - 1]
+                                + w4 * xc[oy*14 + ox] + w5 * xc[oy*14 + ox + 1] + w6 * xc[oy*14 + ox + 13] + w7 * xc[oy*14 + ox + 14]
+                                + w8 * xc[oy*14 + ox + 15];
                     }
                 }
                 /* rows 1..12, cols 13..13: 6 of 9 taps */
@@ -2473,12 +2413,14 @@ static void l26_conv2d_backward(const float *restrict P, float *restrict G, cons
     memset(dx, 0, sizeof(float) * (size_t)nb * 100352);
     for (int col = 0; col < 512; col++) {
         for (int ci = 0; ci < 512; ci++) {
-            const float *restrict wc = w + ci*9 + col*4608;
-            float *restrict gwc = gw + ci*9 + col*4608;
+            const float *restrict wc = w + col*4608 + ci*9;
+            float *restrict gwc = gw + col*4608 + ci*9;
             const float w0 = wc[0], w1 = wc[1], w2 = wc[2];
             const float w3 = wc[3], w4 = wc[4], w5 = wc[5];
             const float w6 = wc[6], w7 = wc[7], w8 = wc[8];
-            float g0 = 0.0f, g1 = 0.0f, g2 = 0.0f, g3 = 0.0f, g4 = 0.0f, g5 = 0.0f, g6 = 0.0f, g7 = 0.0f, g8 = 0.0f;
+            float g0 = 0.0f, g1 = 0.0f, g2 = 0.0f;
+            float g3 = 0.0f, g4 = 0.0f, g5 = 0.0f;
+            float g6 = 0.0f, g7 = 0.0f, g8 = 0.0f;
             for (int n = 0; n < nb; n++) {
                 const float *restrict xc = x + (size_t)n * 100352 + ci*196;
                 float *restrict dxc = dx + (size_t)n * 100352 + ci*196;
@@ -2492,15 +2434,13 @@ static void l26_conv2d_backward(const float *restrict P, float *restrict G, cons
                 }
                 /* rows 0..0, cols 1..12: 6 of 9 taps */
                 for (int ox = 1; ox < 13; ox++) {
-                    {
-                        const float d = dyc[ox];
-                        g3 += d * xc[ox - 1]; dxc[ox - 1] += w3 * d;
-                        g4 += d * xc[ox]; dxc[ox] += w4 * d;
-                        g5 += d * xc[ox + 1]; dxc[ox + 1] += w5 * d;
-                        g6 += d * xc[ox + 13]; dxc[ox + 13] += w6 * d;
-                        g7 += d * xc[ox + 14]; dxc[ox + 14] += w7 * d;
-                        g8 += d * xc[ox + 15]; dxc[ox + 15] += w8 * d;
-                    }
+                    const float d = dyc[ox];
+                    g3 += d * xc[ox - 1]; dxc[ox - 1] += w3 * d;
+                    g4 += d * xc[ox]; dxc[ox] += w4 * d;
+                    g5 += d * xc[ox + 1]; dxc[ox + 1] += w5 * d;
+                    g6 += d * xc[ox + 13]; dxc[ox + 13] += w6 * d;
+                    g7 += d * xc[ox + 14]; dxc[ox + 14] += w7 * d;
+                    g8 += d * xc[ox + 15]; dxc[ox + 15] += w8 * d;
                 }
                 {
                     const float d = dyc[13];
@@ -2524,18 +2464,16 @@ static void l26_conv2d_backward(const float *restrict P, float *restrict G, cons
                 /* rows 1..12, cols 1..12: every tap */
                 for (int oy = 1; oy < 13; oy++) {
                     for (int ox = 1; ox < 13; ox++) {
-                        {
-                            const float d = dyc[ox + oy*14];
-                            g0 += d * xc[ox + oy*14 - 15]; dxc[ox + oy*14 - 15] += w0 * d;
-                            g1 += d * xc[ox + oy*14 - 14]; dxc[ox + oy*14 - 14] += w1 * d;
-                            g2 += d * xc[ox + oy*14 - 13]; dxc[ox + oy*14 - 13] += w2 * d;
-                            g3 += d * xc[ox + oy*14 - 1]; dxc[ox + oy*14 - 1] += w3 * d;
-                            g4 += d * xc[ox + oy*14]; dxc[ox + oy*14] += w4 * d;
-                            g5 += d * xc[ox + oy*14 + 1]; dxc[ox + oy*14 + 1] += w5 * d;
-                            g6 += d * xc[ox + oy*14 + 13]; dxc[ox + oy*14 + 13] += w6 * d;
-                            g7 += d * xc[ox + oy*14 + 14]; dxc[ox + oy*14 + 14] += w7 * d;
-                            g8 += d * xc[ox + oy*14 + 15]; dxc[ox + oy*14 + 15] += w8 * d;
-                        }
+                        const float d = dyc[oy*14 + ox];
+                        g0 += d * xc[oy*14 + ox - 15]; dxc[oy*14 + ox - 15] += w0 * d;
+                        g1 += d * xc[oy*14 + ox - 14]; dxc[oy*14 + ox - 14] += w1 * d;
+                        g2 += d * xc[oy*14 + ox - 13]; dxc[oy*14 + ox - 13] += w2 * d;
+                        g3 += d * xc[oy*14 + ox - 1]; dxc[oy*14 + ox - 1] += w3 * d;
+                        g4 += d * xc[oy*14 + ox]; dxc[oy*14 + ox] += w4 * d;
+                        g5 += d * xc[oy*14 + ox + 1]; dxc[oy*14 + ox + 1] += w5 * d;
+                        g6 += d * xc[oy*14 + ox + 13]; dxc[oy*14 + ox + 13] += w6 * d;
+                        g7 += d * xc[oy*14 + ox + 14]; dxc[oy*14 + ox + 14] += w7 * d;
+                        g8 += d * xc[oy*14 + ox + 15]; dxc[oy*14 + ox + 15] += w8 * d;
                     }
                 }
                 /* rows 1..12, cols 13..13: 6 of 9 taps */
@@ -2559,15 +2497,13 @@ static void l26_conv2d_backward(const float *restrict P, float *restrict G, cons
                 }
                 /* rows 13..13, cols 1..12: 6 of 9 taps */
                 for (int ox = 1; ox < 13; ox++) {
-                    {
-                        const float d = dyc[ox + 182];
-                        g0 += d * xc[ox + 167]; dxc[ox + 167] += w0 * d;
-                        g1 += d * xc[ox + 168]; dxc[ox + 168] += w1 * d;
-                        g2 += d * xc[ox + 169]; dxc[ox + 169] += w2 * d;
-                        g3 += d * xc[ox + 181]; dxc[ox + 181] += w3 * d;
-                        g4 += d * xc[ox + 182]; dxc[ox + 182] += w4 * d;
-                        g5 += d * xc[ox + 183]; dxc[ox + 183] += w5 * d;
-                    }
+                    const float d = dyc[ox + 182];
+                    g0 += d * xc[ox + 167]; dxc[ox + 167] += w0 * d;
+                    g1 += d * xc[ox + 168]; dxc[ox + 168] += w1 * d;
+                    g2 += d * xc[ox + 169]; dxc[ox + 169] += w2 * d;
+                    g3 += d * xc[ox + 181]; dxc[ox + 181] += w3 * d;
+                    g4 += d * xc[ox + 182]; dxc[ox + 182] += w4 * d;
+                    g5 += d * xc[ox + 183]; dxc[ox + 183] += w5 * d;
                 }
                 {
                     const float d = dyc[195];
@@ -2622,7 +2558,7 @@ static void l28_conv2d_forward(const float *restrict P, const float *restrict x,
             for (int i = 0; i < 196; i++) yc[i] = b[col];
             for (int ci = 0; ci < 512; ci++) {
                 const float *restrict xc = xn + ci*196;
-                const float *restrict wc = w + ci*9 + col*4608;
+                const float *restrict wc = w + col*4608 + ci*9;
                 const float w0 = wc[0], w1 = wc[1], w2 = wc[2];
                 const float w3 = wc[3], w4 = wc[4], w5 = wc[5];
                 const float w6 = wc[6], w7 = wc[7], w8 = wc[8];
@@ -2641,9 +2577,9 @@ static void l28_conv2d_forward(const float *restrict P, const float *restrict x,
                 /* rows 1..12, cols 1..12: every tap */
                 for (int oy = 1; oy < 13; oy++) {
                     for (int ox = 1; ox < 13; ox++) {
-                        yc[ox + oy*14] += w0 * xc[ox + oy*14 - 15] + w1 * xc[ox + oy*14 - 14] + w2 * xc[ox + oy*14 - 13] + w3 * xc[ox + oy*14 - 1]
-                                + w4 * xc[ox + oy*14] + w5 * xc[ox + oy*14 + 1] + w6 * xc[ox + oy*14 + 13] + w7 * xc[ox + oy*14 + 14]
-                                + w8 * xc[ox + oy*14 + 15];
+                        yc[oy*14 + ox] += w0 * xc[oy*14 + ox - 15] + w1 * xc[oy*14 + ox - 14] + w2 * xc[oy*14 + ox - 13] + w3 * xc[oy*14 + ox - 1]
+                                + w4 * xc[oy*14 + ox] + w5 * xc[oy*14 + ox + 1] + w6 * xc[oy*14 + ox + 13] + w7 * xc[oy*14 + ox + 14]
+                                + w8 * xc[oy*14 + ox + 15];
                     }
                 }
                 /* rows 1..12, cols 13..13: 6 of 9 taps */
@@ -2671,12 +2607,14 @@ static void l28_conv2d_backward(const float *restrict P, float *restrict G, cons
     memset(dx, 0, sizeof(float) * (size_t)nb * 100352);
     for (int col = 0; col < 512; col++) {
         for (int ci = 0; ci < 512; ci++) {
-            const float *restrict wc = w + ci*9 + col*4608;
-            float *restrict gwc = gw + ci*9 + col*4608;
+            const float *restrict wc = w + col*4608 + ci*9;
+            float *restrict gwc = gw + col*4608 + ci*9;
             const float w0 = wc[0], w1 = wc[1], w2 = wc[2];
             const float w3 = wc[3], w4 = wc[4], w5 = wc[5];
             const float w6 = wc[6], w7 = wc[7], w8 = wc[8];
-            float g0 = 0.0f, g1 = 0.0f, g2 = 0.0f, g3 = 0.0f, g4 = 0.0f, g5 = 0.0f, g6 = 0.0f, g7 = 0.0f, g8 = 0.0f;
+            float g0 = 0.0f, g1 = 0.0f, g2 = 0.0f;
+            float g3 = 0.0f, g4 = 0.0f, g5 = 0.0f;
+            float g6 = 0.0f, g7 = 0.0f, g8 = 0.0f;
             for (int n = 0; n < nb; n++) {
                 const float *restrict xc = x + (size_t)n * 100352 + ci*196;
                 float *restrict dxc = dx + (size_t)n * 100352 + ci*196;
@@ -2690,15 +2628,13 @@ static void l28_conv2d_backward(const float *restrict P, float *restrict G, cons
                 }
                 /* rows 0..0, cols 1..12: 6 of 9 taps */
                 for (int ox = 1; ox < 13; ox++) {
-                    {
-                        const float d = dyc[ox];
-                        g3 += d * xc[ox - 1]; dxc[ox - 1] += w3 * d;
-                        g4 += d * xc[ox]; dxc[ox] += w4 * d;
-                        g5 += d * xc[ox + 1]; dxc[ox + 1] += w5 * d;
-                        g6 += d * xc[ox + 13]; dxc[ox + 13] += w6 * d;
-                        g7 += d * xc[ox + 14]; dxc[ox + 14] += w7 * d;
-                        g8 += d * xc[ox + 15]; dxc[ox + 15] += w8 * d;
-                    }
+                    const float d = dyc[ox];
+                    g3 += d * xc[ox - 1]; dxc[ox - 1] += w3 * d;
+                    g4 += d * xc[ox]; dxc[ox] += w4 * d;
+                    g5 += d * xc[ox + 1]; dxc[ox + 1] += w5 * d;
+                    g6 += d * xc[ox + 13]; dxc[ox + 13] += w6 * d;
+                    g7 += d * xc[ox + 14]; dxc[ox + 14] += w7 * d;
+                    g8 += d * xc[ox + 15]; dxc[ox + 15] += w8 * d;
                 }
                 {
                     const float d = dyc[13];
@@ -2722,18 +2658,16 @@ static void l28_conv2d_backward(const float *restrict P, float *restrict G, cons
                 /* rows 1..12, cols 1..12: every tap */
                 for (int oy = 1; oy < 13; oy++) {
                     for (int ox = 1; ox < 13; ox++) {
-                        {
-                            const float d = dyc[ox + oy*14];
-                            g0 += d * xc[ox + oy*14 - 15]; dxc[ox + oy*14 - 15] += w0 * d;
-                            g1 += d * xc[ox + oy*14 - 14]; dxc[ox + oy*14 - 14] += w1 * d;
-                            g2 += d * xc[ox + oy*14 - 13]; dxc[ox + oy*14 - 13] += w2 * d;
-                            g3 += d * xc[ox + oy*14 - 1]; dxc[ox + oy*14 - 1] += w3 * d;
-                            g4 += d * xc[ox + oy*14]; dxc[ox + oy*14] += w4 * d;
-                            g5 += d * xc[ox + oy*14 + 1]; dxc[ox + oy*14 + 1] += w5 * d;
-                            g6 += d * xc[ox + oy*14 + 13]; dxc[ox + oy*14 + 13] += w6 * d;
-                            g7 += d * xc[ox + oy*14 + 14]; dxc[ox + oy*14 + 14] += w7 * d;
-                            g8 += d * xc[ox + oy*14 + 15]; dxc[ox + oy*14 + 15] += w8 * d;
-                        }
+                        const float d = dyc[oy*14 + ox];
+                        g0 += d * xc[oy*14 + ox - 15]; dxc[oy*14 + ox - 15] += w0 * d;
+                        g1 += d * xc[oy*14 + ox - 14]; dxc[oy*14 + ox - 14] += w1 * d;
+                        g2 += d * xc[oy*14 + ox - 13]; dxc[oy*14 + ox - 13] += w2 * d;
+                        g3 += d * xc[oy*14 + ox - 1]; dxc[oy*14 + ox - 1] += w3 * d;
+                        g4 += d * xc[oy*14 + ox]; dxc[oy*14 + ox] += w4 * d;
+                        g5 += d * xc[oy*14 + ox + 1]; dxc[oy*14 + ox + 1] += w5 * d;
+                        g6 += d * xc[oy*14 + ox + 13]; dxc[oy*14 + ox + 13] += w6 * d;
+                        g7 += d * xc[oy*14 + ox + 14]; dxc[oy*14 + ox + 14] += w7 * d;
+                        g8 += d * xc[oy*14 + ox + 15]; dxc[oy*14 + ox + 15] += w8 * d;
                     }
                 }
                 /* rows 1..12, cols 13..13: 6 of 9 taps */
@@ -2757,15 +2691,13 @@ static void l28_conv2d_backward(const float *restrict P, float *restrict G, cons
                 }
                 /* rows 13..13, cols 1..12: 6 of 9 taps */
                 for (int ox = 1; ox < 13; ox++) {
-                    {
-                        const float d = dyc[ox + 182];
-                        g0 += d * xc[ox + 167]; dxc[ox + 167] += w0 * d;
-                        g1 += d * xc[ox + 168]; dxc[ox + 168] += w1 * d;
-                        g2 += d * xc[ox + 169]; dxc[ox + 169] += w2 * d;
-                        g3 += d * xc[ox + 181]; dxc[ox + 181] += w3 * d;
-                        g4 += d * xc[ox + 182]; dxc[ox + 182] += w4 * d;
-                        g5 += d * xc[ox + 183]; dxc[ox + 183] += w5 * d;
-                    }
+                    const float d = dyc[ox + 182];
+                    g0 += d * xc[ox + 167]; dxc[ox + 167] += w0 * d;
+                    g1 += d * xc[ox + 168]; dxc[ox + 168] += w1 * d;
+                    g2 += d * xc[ox + 169]; dxc[ox + 169] += w2 * d;
+                    g3 += d * xc[ox + 181]; dxc[ox + 181] += w3 * d;
+                    g4 += d * xc[ox + 182]; dxc[ox + 182] += w4 * d;
+                    g5 += d * xc[ox + 183]; dxc[ox + 183] += w5 * d;
                 }
                 {
                     const float d = dyc[195];
@@ -2812,18 +2744,16 @@ static void l30_maxpool2d_forward(const float *restrict x, float *restrict y, in
 {
     for (int n = 0; n < nb; n++) {
         for (int c = 0; c < 512; c++) {
-            const float *restrict xc = x + c*196 + n*100352;
-            float *restrict yc = y + c*49 + n*25088;
+            const float *restrict xc = x + n*100352 + c*196;
+            float *restrict yc = y + n*25088 + c*49;
             /* rows 0..6, cols 0..6: every tap */
             for (int oy = 0; oy < 7; oy++) {
                 for (int ox = 0; ox < 7; ox++) {
-                    {
-                        float m = xc[ox*2 + oy*28], v;
-                        v = xc[ox*2 + oy*28 + 1]; if (v > m || isnan(v)) m = v;
-                        v = xc[ox*2 + oy*28 + 14]; if (v > m || isnan(v)) m = v;
-                        v = xc[ox*2 + oy*28 + 15]; if (v > m || isnan(v)) m = v;
-                        yc[ox + oy*7] = m;
-                    }
+                    float m = xc[oy*28 + ox*2], v;
+                    v = xc[oy*28 + ox*2 + 1]; if (v > m || isnan(v)) m = v;
+                    v = xc[oy*28 + ox*2 + 14]; if (v > m || isnan(v)) m = v;
+                    v = xc[oy*28 + ox*2 + 15]; if (v > m || isnan(v)) m = v;
+                    yc[oy*7 + ox] = m;
                 }
             }
         }
@@ -2835,19 +2765,17 @@ static void l30_maxpool2d_backward(const float *restrict x, const float *restric
     memset(dx, 0, sizeof(float) * (size_t)nb * 100352);
     for (int n = 0; n < nb; n++) {
         for (int c = 0; c < 512; c++) {
-            const float *restrict xc = x + c*196 + n*100352;
-            float *restrict dxc = dx + c*196 + n*100352;
-            const float *restrict dyc = dy + c*49 + n*25088;
+            const float *restrict xc = x + n*100352 + c*196;
+            float *restrict dxc = dx + n*100352 + c*196;
+            const float *restrict dyc = dy + n*25088 + c*49;
             /* rows 0..6, cols 0..6: every tap */
             for (int oy = 0; oy < 7; oy++) {
                 for (int ox = 0; ox < 7; ox++) {
-                    {
-                        int a = ox*2 + oy*28; float m = xc[a];
-                        if (xc[ox*2 + oy*28 + 1] > m || isnan(xc[ox*2 + oy*28 + 1])) { m = xc[ox*2 + oy*28 + 1]; a = ox*2 + oy*28 + 1; }
-                        if (xc[ox*2 + oy*28 + 14] > m || isnan(xc[ox*2 + oy*28 + 14])) { m = xc[ox*2 + oy*28 + 14]; a = ox*2 + oy*28 + 14; }
-                        if (xc[ox*2 + oy*28 + 15] > m || isnan(xc[ox*2 + oy*28 + 15])) { m = xc[ox*2 + oy*28 + 15]; a = ox*2 + oy*28 + 15; }
-                        dxc[a] += dyc[ox + oy*7];
-                    }
+                    int a = oy*28 + ox*2; float m = xc[a];
+                    if (xc[oy*28 + ox*2 + 1] > m || isnan(xc[oy*28 + ox*2 + 1])) { m = xc[oy*28 + ox*2 + 1]; a = oy*28 + ox*2 + 1; }
+                    if (xc[oy*28 + ox*2 + 14] > m || isnan(xc[oy*28 + ox*2 + 14])) { m = xc[oy*28 + ox*2 + 14]; a = oy*28 + ox*2 + 14; }
+                    if (xc[oy*28 + ox*2 + 15] > m || isnan(xc[oy*28 + ox*2 + 15])) { m = xc[oy*28 + ox*2 + 15]; a = oy*28 + ox*2 + 15; }
+                    dxc[a] += dyc[oy*7 + ox];
                 }
             }
         }

@@ -58,7 +58,7 @@ static void l00_conv2d_forward(const float *restrict P, const float *restrict x,
             for (int i = 0; i < 1024; i++) yc[i] = b[col];
             for (int ci = 0; ci < 3; ci++) {
                 const float *restrict xc = xn + ci*1024;
-                const float *restrict wc = w + ci*9 + col*27;
+                const float *restrict wc = w + col*27 + ci*9;
                 const float w0 = wc[0], w1 = wc[1], w2 = wc[2];
                 const float w3 = wc[3], w4 = wc[4], w5 = wc[5];
                 const float w6 = wc[6], w7 = wc[7], w8 = wc[8];
@@ -77,9 +77,9 @@ static void l00_conv2d_forward(const float *restrict P, const float *restrict x,
                 /* rows 1..30, cols 1..30: every tap */
                 for (int oy = 1; oy < 31; oy++) {
                     for (int ox = 1; ox < 31; ox++) {
-                        yc[ox + oy*32] += w0 * xc[ox + oy*32 - 33] + w1 * xc[ox + oy*32 - 32] + w2 * xc[ox + oy*32 - 31] + w3 * xc[ox + oy*32 - 1]
-                                + w4 * xc[ox + oy*32] + w5 * xc[ox + oy*32 + 1] + w6 * xc[ox + oy*32 + 31] + w7 * xc[ox + oy*32 + 32]
-                                + w8 * xc[ox + oy*32 + 33];
+                        yc[oy*32 + ox] += w0 * xc[oy*32 + ox - 33] + w1 * xc[oy*32 + ox - 32] + w2 * xc[oy*32 + ox - 31] + w3 * xc[oy*32 + ox - 1]
+                                + w4 * xc[oy*32 + ox] + w5 * xc[oy*32 + ox + 1] + w6 * xc[oy*32 + ox + 31] + w7 * xc[oy*32 + ox + 32]
+                                + w8 * xc[oy*32 + ox + 33];
                     }
                 }
                 /* rows 1..30, cols 31..31: 6 of 9 taps */
@@ -107,12 +107,14 @@ static void l00_conv2d_backward(const float *restrict P, float *restrict G, cons
     memset(dx, 0, sizeof(float) * (size_t)nb * 3072);
     for (int col = 0; col < 64; col++) {
         for (int ci = 0; ci < 3; ci++) {
-            const float *restrict wc = w + ci*9 + col*27;
-            float *restrict gwc = gw + ci*9 + col*27;
+            const float *restrict wc = w + col*27 + ci*9;
+            float *restrict gwc = gw + col*27 + ci*9;
             const float w0 = wc[0], w1 = wc[1], w2 = wc[2];
             const float w3 = wc[3], w4 = wc[4], w5 = wc[5];
             const float w6 = wc[6], w7 = wc[7], w8 = wc[8];
-            float g0 = 0.0f, g1 = 0.0f, g2 = 0.0f, g3 = 0.0f, g4 = 0.0f, g5 = 0.0f, g6 = 0.0f, g7 = 0.0f, g8 = 0.0f;
+            float g0 = 0.0f, g1 = 0.0f, g2 = 0.0f;
+            float g3 = 0.0f, g4 = 0.0f, g5 = 0.0f;
+            float g6 = 0.0f, g7 = 0.0f, g8 = 0.0f;
             for (int n = 0; n < nb; n++) {
                 const float *restrict xc = x + (size_t)n * 3072 + ci*1024;
                 float *restrict dxc = dx + (size_t)n * 3072 + ci*1024;
@@ -126,15 +128,13 @@ static void l00_conv2d_backward(const float *restrict P, float *restrict G, cons
                 }
                 /* rows 0..0, cols 1..30: 6 of 9 taps */
                 for (int ox = 1; ox < 31; ox++) {
-                    {
-                        const float d = dyc[ox];
-                        g3 += d * xc[ox - 1]; dxc[ox - 1] += w3 * d;
-                        g4 += d * xc[ox]; dxc[ox] += w4 * d;
-                        g5 += d * xc[ox + 1]; dxc[ox + 1] += w5 * d;
-                        g6 += d * xc[ox + 31]; dxc[ox + 31] += w6 * d;
-                        g7 += d * xc[ox + 32]; dxc[ox + 32] += w7 * d;
-                        g8 += d * xc[ox + 33]; dxc[ox + 33] += w8 * d;
-                    }
+                    const float d = dyc[ox];
+                    g3 += d * xc[ox - 1]; dxc[ox - 1] += w3 * d;
+                    g4 += d * xc[ox]; dxc[ox] += w4 * d;
+                    g5 += d * xc[ox + 1]; dxc[ox + 1] += w5 * d;
+                    g6 += d * xc[ox + 31]; dxc[ox + 31] += w6 * d;
+                    g7 += d * xc[ox + 32]; dxc[ox + 32] += w7 * d;
+                    g8 += d * xc[ox + 33]; dxc[ox + 33] += w8 * d;
                 }
                 {
                     const float d = dyc[31];
@@ -158,18 +158,16 @@ static void l00_conv2d_backward(const float *restrict P, float *restrict G, cons
                 /* rows 1..30, cols 1..30: every tap */
                 for (int oy = 1; oy < 31; oy++) {
                     for (int ox = 1; ox < 31; ox++) {
-                        {
-                            const float d = dyc[ox + oy*32];
-                            g0 += d * xc[ox + oy*32 - 33]; dxc[ox + oy*32 - 33] += w0 * d;
-                            g1 += d * xc[ox + oy*32 - 32]; dxc[ox + oy*32 - 32] += w1 * d;
-                            g2 += d * xc[ox + oy*32 - 31]; dxc[ox + oy*32 - 31] += w2 * d;
-                            g3 += d * xc[ox + oy*32 - 1]; dxc[ox + oy*32 - 1] += w3 * d;
-                            g4 += d * xc[ox + oy*32]; dxc[ox + oy*32] += w4 * d;
-                            g5 += d * xc[ox + oy*32 + 1]; dxc[ox + oy*32 + 1] += w5 * d;
-                            g6 += d * xc[ox + oy*32 + 31]; dxc[ox + oy*32 + 31] += w6 * d;
-                            g7 += d * xc[ox + oy*32 + 32]; dxc[ox + oy*32 + 32] += w7 * d;
-                            g8 += d * xc[ox + oy*32 + 33]; dxc[ox + oy*32 + 33] += w8 * d;
-                        }
+                        const float d = dyc[oy*32 + ox];
+                        g0 += d * xc[oy*32 + ox - 33]; dxc[oy*32 + ox - 33] += w0 * d;
+                        g1 += d * xc[oy*32 + ox - 32]; dxc[oy*32 + ox - 32] += w1 * d;
+                        g2 += d * xc[oy*32 + ox - 31]; dxc[oy*32 + ox - 31] += w2 * d;
+                        g3 += d * xc[oy*32 + ox - 1]; dxc[oy*32 + ox - 1] += w3 * d;
+                        g4 += d * xc[oy*32 + ox]; dxc[oy*32 + ox] += w4 * d;
+                        g5 += d * xc[oy*32 + ox + 1]; dxc[oy*32 + ox + 1] += w5 * d;
+                        g6 += d * xc[oy*32 + ox + 31]; dxc[oy*32 + ox + 31] += w6 * d;
+                        g7 += d * xc[oy*32 + ox + 32]; dxc[oy*32 + ox + 32] += w7 * d;
+                        g8 += d * xc[oy*32 + ox + 33]; dxc[oy*32 + ox + 33] += w8 * d;
                     }
                 }
                 /* rows 1..30, cols 31..31: 6 of 9 taps */
@@ -193,15 +191,13 @@ static void l00_conv2d_backward(const float *restrict P, float *restrict G, cons
                 }
                 /* rows 31..31, cols 1..30: 6 of 9 taps */
                 for (int ox = 1; ox < 31; ox++) {
-                    {
-                        const float d = dyc[ox + 992];
-                        g0 += d * xc[ox + 959]; dxc[ox + 959] += w0 * d;
-                        g1 += d * xc[ox + 960]; dxc[ox + 960] += w1 * d;
-                        g2 += d * xc[ox + 961]; dxc[ox + 961] += w2 * d;
-                        g3 += d * xc[ox + 991]; dxc[ox + 991] += w3 * d;
-                        g4 += d * xc[ox + 992]; dxc[ox + 992] += w4 * d;
-                        g5 += d * xc[ox + 993]; dxc[ox + 993] += w5 * d;
-                    }
+                    const float d = dyc[ox + 992];
+                    g0 += d * xc[ox + 959]; dxc[ox + 959] += w0 * d;
+                    g1 += d * xc[ox + 960]; dxc[ox + 960] += w1 * d;
+                    g2 += d * xc[ox + 961]; dxc[ox + 961] += w2 * d;
+                    g3 += d * xc[ox + 991]; dxc[ox + 991] += w3 * d;
+                    g4 += d * xc[ox + 992]; dxc[ox + 992] += w4 * d;
+                    g5 += d * xc[ox + 993]; dxc[ox + 993] += w5 * d;
                 }
                 {
                     const float d = dyc[1023];
@@ -256,7 +252,7 @@ static void l02_conv2d_forward(const float *restrict P, const float *restrict x,
             for (int i = 0; i < 1024; i++) yc[i] = b[col];
             for (int ci = 0; ci < 64; ci++) {
                 const float *restrict xc = xn + ci*1024;
-                const float *restrict wc = w + ci*9 + col*576;
+                const float *restrict wc = w + col*576 + ci*9;
                 const float w0 = wc[0], w1 = wc[1], w2 = wc[2];
                 const float w3 = wc[3], w4 = wc[4], w5 = wc[5];
                 const float w6 = wc[6], w7 = wc[7], w8 = wc[8];
@@ -275,9 +271,9 @@ static void l02_conv2d_forward(const float *restrict P, const float *restrict x,
                 /* rows 1..30, cols 1..30: every tap */
                 for (int oy = 1; oy < 31; oy++) {
                     for (int ox = 1; ox < 31; ox++) {
-                        yc[ox + oy*32] += w0 * xc[ox + oy*32 - 33] + w1 * xc[ox + oy*32 - 32] + w2 * xc[ox + oy*32 - 31] + w3 * xc[ox + oy*32 - 1]
-                                + w4 * xc[ox + oy*32] + w5 * xc[ox + oy*32 + 1] + w6 * xc[ox + oy*32 + 31] + w7 * xc[ox + oy*32 + 32]
-                                + w8 * xc[ox + oy*32 + 33];
+                        yc[oy*32 + ox] += w0 * xc[oy*32 + ox - 33] + w1 * xc[oy*32 + ox - 32] + w2 * xc[oy*32 + ox - 31] + w3 * xc[oy*32 + ox - 1]
+                                + w4 * xc[oy*32 + ox] + w5 * xc[oy*32 + ox + 1] + w6 * xc[oy*32 + ox + 31] + w7 * xc[oy*32 + ox + 32]
+                                + w8 * xc[oy*32 + ox + 33];
                     }
                 }
                 /* rows 1..30, cols 31..31: 6 of 9 taps */
@@ -305,12 +301,14 @@ static void l02_conv2d_backward(const float *restrict P, float *restrict G, cons
     memset(dx, 0, sizeof(float) * (size_t)nb * 65536);
     for (int col = 0; col < 64; col++) {
         for (int ci = 0; ci < 64; ci++) {
-            const float *restrict wc = w + ci*9 + col*576;
-            float *restrict gwc = gw + ci*9 + col*576;
+            const float *restrict wc = w + col*576 + ci*9;
+            float *restrict gwc = gw + col*576 + ci*9;
             const float w0 = wc[0], w1 = wc[1], w2 = wc[2];
             const float w3 = wc[3], w4 = wc[4], w5 = wc[5];
             const float w6 = wc[6], w7 = wc[7], w8 = wc[8];
-            float g0 = 0.0f, g1 = 0.0f, g2 = 0.0f, g3 = 0.0f, g4 = 0.0f, g5 = 0.0f, g6 = 0.0f, g7 = 0.0f, g8 = 0.0f;
+            float g0 = 0.0f, g1 = 0.0f, g2 = 0.0f;
+            float g3 = 0.0f, g4 = 0.0f, g5 = 0.0f;
+            float g6 = 0.0f, g7 = 0.0f, g8 = 0.0f;
             for (int n = 0; n < nb; n++) {
                 const float *restrict xc = x + (size_t)n * 65536 + ci*1024;
                 float *restrict dxc = dx + (size_t)n * 65536 + ci*1024;
@@ -324,15 +322,13 @@ static void l02_conv2d_backward(const float *restrict P, float *restrict G, cons
                 }
                 /* rows 0..0, cols 1..30: 6 of 9 taps */
                 for (int ox = 1; ox < 31; ox++) {
-                    {
-                        const float d = dyc[ox];
-                        g3 += d * xc[ox - 1]; dxc[ox - 1] += w3 * d;
-                        g4 += d * xc[ox]; dxc[ox] += w4 * d;
-                        g5 += d * xc[ox + 1]; dxc[ox + 1] += w5 * d;
-                        g6 += d * xc[ox + 31]; dxc[ox + 31] += w6 * d;
-                        g7 += d * xc[ox + 32]; dxc[ox + 32] += w7 * d;
-                        g8 += d * xc[ox + 33]; dxc[ox + 33] += w8 * d;
-                    }
+                    const float d = dyc[ox];
+                    g3 += d * xc[ox - 1]; dxc[ox - 1] += w3 * d;
+                    g4 += d * xc[ox]; dxc[ox] += w4 * d;
+                    g5 += d * xc[ox + 1]; dxc[ox + 1] += w5 * d;
+                    g6 += d * xc[ox + 31]; dxc[ox + 31] += w6 * d;
+                    g7 += d * xc[ox + 32]; dxc[ox + 32] += w7 * d;
+                    g8 += d * xc[ox + 33]; dxc[ox + 33] += w8 * d;
                 }
                 {
                     const float d = dyc[31];
@@ -356,18 +352,16 @@ static void l02_conv2d_backward(const float *restrict P, float *restrict G, cons
                 /* rows 1..30, cols 1..30: every tap */
                 for (int oy = 1; oy < 31; oy++) {
                     for (int ox = 1; ox < 31; ox++) {
-                        {
-                            const float d = dyc[ox + oy*32];
-                            g0 += d * xc[ox + oy*32 - 33]; dxc[ox + oy*32 - 33] += w0 * d;
-                            g1 += d * xc[ox + oy*32 - 32]; dxc[ox + oy*32 - 32] += w1 * d;
-                            g2 += d * xc[ox + oy*32 - 31]; dxc[ox + oy*32 - 31] += w2 * d;
-                            g3 += d * xc[ox + oy*32 - 1]; dxc[ox + oy*32 - 1] += w3 * d;
-                            g4 += d * xc[ox + oy*32]; dxc[ox + oy*32] += w4 * d;
-                            g5 += d * xc[ox + oy*32 + 1]; dxc[ox + oy*32 + 1] += w5 * d;
-                            g6 += d * xc[ox + oy*32 + 31]; dxc[ox + oy*32 + 31] += w6 * d;
-                            g7 += d * xc[ox + oy*32 + 32]; dxc[ox + oy*32 + 32] += w7 * d;
-                            g8 += d * xc[ox + oy*32 + 33]; dxc[ox + oy*32 + 33] += w8 * d;
-                        }
+                        const float d = dyc[oy*32 + ox];
+                        g0 += d * xc[oy*32 + ox - 33]; dxc[oy*32 + ox - 33] += w0 * d;
+                        g1 += d * xc[oy*32 + ox - 32]; dxc[oy*32 + ox - 32] += w1 * d;
+                        g2 += d * xc[oy*32 + ox - 31]; dxc[oy*32 + ox - 31] += w2 * d;
+                        g3 += d * xc[oy*32 + ox - 1]; dxc[oy*32 + ox - 1] += w3 * d;
+                        g4 += d * xc[oy*32 + ox]; dxc[oy*32 + ox] += w4 * d;
+                        g5 += d * xc[oy*32 + ox + 1]; dxc[oy*32 + ox + 1] += w5 * d;
+                        g6 += d * xc[oy*32 + ox + 31]; dxc[oy*32 + ox + 31] += w6 * d;
+                        g7 += d * xc[oy*32 + ox + 32]; dxc[oy*32 + ox + 32] += w7 * d;
+                        g8 += d * xc[oy*32 + ox + 33]; dxc[oy*32 + ox + 33] += w8 * d;
                     }
                 }
                 /* rows 1..30, cols 31..31: 6 of 9 taps */
@@ -391,15 +385,13 @@ static void l02_conv2d_backward(const float *restrict P, float *restrict G, cons
                 }
                 /* rows 31..31, cols 1..30: 6 of 9 taps */
                 for (int ox = 1; ox < 31; ox++) {
-                    {
-                        const float d = dyc[ox + 992];
-                        g0 += d * xc[ox + 959]; dxc[ox + 959] += w0 * d;
-                        g1 += d * xc[ox + 960]; dxc[ox + 960] += w1 * d;
-                        g2 += d * xc[ox + 961]; dxc[ox + 961] += w2 * d;
-                        g3 += d * xc[ox + 991]; dxc[ox + 991] += w3 * d;
-                        g4 += d * xc[ox + 992]; dxc[ox + 992] += w4 * d;
-                        g5 += d * xc[ox + 993]; dxc[ox + 993] += w5 * d;
-                    }
+                    const float d = dyc[ox + 992];
+                    g0 += d * xc[ox + 959]; dxc[ox + 959] += w0 * d;
+                    g1 += d * xc[ox + 960]; dxc[ox + 960] += w1 * d;
+                    g2 += d * xc[ox + 961]; dxc[ox + 961] += w2 * d;
+                    g3 += d * xc[ox + 991]; dxc[ox + 991] += w3 * d;
+                    g4 += d * xc[ox + 992]; dxc[ox + 992] += w4 * d;
+                    g5 += d * xc[ox + 993]; dxc[ox + 993] += w5 * d;
                 }
                 {
                     const float d = dyc[1023];
@@ -446,18 +438,16 @@ static void l04_maxpool2d_forward(const float *restrict x, float *restrict y, in
 {
     for (int n = 0; n < nb; n++) {
         for (int c = 0; c < 64; c++) {
-            const float *restrict xc = x + c*1024 + n*65536;
-            float *restrict yc = y + c*256 + n*16384;
+            const float *restrict xc = x + n*65536 + c*1024;
+            float *restrict yc = y + n*16384 + c*256;
             /* rows 0..15, cols 0..15: every tap */
             for (int oy = 0; oy < 16; oy++) {
                 for (int ox = 0; ox < 16; ox++) {
-                    {
-                        float m = xc[ox*2 + oy*64], v;
-                        v = xc[ox*2 + oy*64 + 1]; if (v > m || isnan(v)) m = v;
-                        v = xc[ox*2 + oy*64 + 32]; if (v > m || isnan(v)) m = v;
-                        v = xc[ox*2 + oy*64 + 33]; if (v > m || isnan(v)) m = v;
-                        yc[ox + oy*16] = m;
-                    }
+                    float m = xc[oy*64 + ox*2], v;
+                    v = xc[oy*64 + ox*2 + 1]; if (v > m || isnan(v)) m = v;
+                    v = xc[oy*64 + ox*2 + 32]; if (v > m || isnan(v)) m = v;
+                    v = xc[oy*64 + ox*2 + 33]; if (v > m || isnan(v)) m = v;
+                    yc[oy*16 + ox] = m;
                 }
             }
         }
@@ -469,19 +459,17 @@ static void l04_maxpool2d_backward(const float *restrict x, const float *restric
     memset(dx, 0, sizeof(float) * (size_t)nb * 65536);
     for (int n = 0; n < nb; n++) {
         for (int c = 0; c < 64; c++) {
-            const float *restrict xc = x + c*1024 + n*65536;
-            float *restrict dxc = dx + c*1024 + n*65536;
-            const float *restrict dyc = dy + c*256 + n*16384;
+            const float *restrict xc = x + n*65536 + c*1024;
+            float *restrict dxc = dx + n*65536 + c*1024;
+            const float *restrict dyc = dy + n*16384 + c*256;
             /* rows 0..15, cols 0..15: every tap */
             for (int oy = 0; oy < 16; oy++) {
                 for (int ox = 0; ox < 16; ox++) {
-                    {
-                        int a = ox*2 + oy*64; float m = xc[a];
-                        if (xc[ox*2 + oy*64 + 1] > m || isnan(xc[ox*2 + oy*64 + 1])) { m = xc[ox*2 + oy*64 + 1]; a = ox*2 + oy*64 + 1; }
-                        if (xc[ox*2 + oy*64 + 32] > m || isnan(xc[ox*2 + oy*64 + 32])) { m = xc[ox*2 + oy*64 + 32]; a = ox*2 + oy*64 + 32; }
-                        if (xc[ox*2 + oy*64 + 33] > m || isnan(xc[ox*2 + oy*64 + 33])) { m = xc[ox*2 + oy*64 + 33]; a = ox*2 + oy*64 + 33; }
-                        dxc[a] += dyc[ox + oy*16];
-                    }
+                    int a = oy*64 + ox*2; float m = xc[a];
+                    if (xc[oy*64 + ox*2 + 1] > m || isnan(xc[oy*64 + ox*2 + 1])) { m = xc[oy*64 + ox*2 + 1]; a = oy*64 + ox*2 + 1; }
+                    if (xc[oy*64 + ox*2 + 32] > m || isnan(xc[oy*64 + ox*2 + 32])) { m = xc[oy*64 + ox*2 + 32]; a = oy*64 + ox*2 + 32; }
+                    if (xc[oy*64 + ox*2 + 33] > m || isnan(xc[oy*64 + ox*2 + 33])) { m = xc[oy*64 + ox*2 + 33]; a = oy*64 + ox*2 + 33; }
+                    dxc[a] += dyc[oy*16 + ox];
                 }
             }
         }
@@ -501,7 +489,7 @@ static void l05_conv2d_forward(const float *restrict P, const float *restrict x,
             for (int i = 0; i < 256; i++) yc[i] = b[col];
             for (int ci = 0; ci < 64; ci++) {
                 const float *restrict xc = xn + ci*256;
-                const float *restrict wc = w + ci*9 + col*576;
+                const float *restrict wc = w + col*576 + ci*9;
                 const float w0 = wc[0], w1 = wc[1], w2 = wc[2];
                 const float w3 = wc[3], w4 = wc[4], w5 = wc[5];
                 const float w6 = wc[6], w7 = wc[7], w8 = wc[8];
@@ -520,9 +508,9 @@ static void l05_conv2d_forward(const float *restrict P, const float *restrict x,
                 /* rows 1..14, cols 1..14: every tap */
                 for (int oy = 1; oy < 15; oy++) {
                     for (int ox = 1; ox < 15; ox++) {
-                        yc[ox + oy*16] += w0 * xc[ox + oy*16 - 17] + w1 * xc[ox + oy*16 - 16] + w2 * xc[ox + oy*16 - 15] + w3 * xc[ox + oy*16 - 1]
-                                + w4 * xc[ox + oy*16] + w5 * xc[ox + oy*16 + 1] + w6 * xc[ox + oy*16 + 15] + w7 * xc[ox + oy*16 + 16]
-                                + w8 * xc[ox + oy*16 + 17];
+                        yc[oy*16 + ox] += w0 * xc[oy*16 + ox - 17] + w1 * xc[oy*16 + ox - 16] + w2 * xc[oy*16 + ox - 15] + w3 * xc[oy*16 + ox - 1]
+                                + w4 * xc[oy*16 + ox] + w5 * xc[oy*16 + ox + 1] + w6 * xc[oy*16 + ox + 15] + w7 * xc[oy*16 + ox + 16]
+                                + w8 * xc[oy*16 + ox + 17];
                     }
                 }
                 /* rows 1..14, cols 15..15: 6 of 9 taps */
@@ -550,12 +538,14 @@ static void l05_conv2d_backward(const float *restrict P, float *restrict G, cons
     memset(dx, 0, sizeof(float) * (size_t)nb * 16384);
     for (int col = 0; col < 128; col++) {
         for (int ci = 0; ci < 64; ci++) {
-            const float *restrict wc = w + ci*9 + col*576;
-            float *restrict gwc = gw + ci*9 + col*576;
+            const float *restrict wc = w + col*576 + ci*9;
+            float *restrict gwc = gw + col*576 + ci*9;
             const float w0 = wc[0], w1 = wc[1], w2 = wc[2];
             const float w3 = wc[3], w4 = wc[4], w5 = wc[5];
             const float w6 = wc[6], w7 = wc[7], w8 = wc[8];
-            float g0 = 0.0f, g1 = 0.0f, g2 = 0.0f, g3 = 0.0f, g4 = 0.0f, g5 = 0.0f, g6 = 0.0f, g7 = 0.0f, g8 = 0.0f;
+            float g0 = 0.0f, g1 = 0.0f, g2 = 0.0f;
+            float g3 = 0.0f, g4 = 0.0f, g5 = 0.0f;
+            float g6 = 0.0f, g7 = 0.0f, g8 = 0.0f;
             for (int n = 0; n < nb; n++) {
                 const float *restrict xc = x + (size_t)n * 16384 + ci*256;
                 float *restrict dxc = dx + (size_t)n * 16384 + ci*256;
@@ -569,15 +559,13 @@ static void l05_conv2d_backward(const float *restrict P, float *restrict G, cons
                 }
                 /* rows 0..0, cols 1..14: 6 of 9 taps */
                 for (int ox = 1; ox < 15; ox++) {
-                    {
-                        const float d = dyc[ox];
-                        g3 += d * xc[ox - 1]; dxc[ox - 1] += w3 * d;
-                        g4 += d * xc[ox]; dxc[ox] += w4 * d;
-                        g5 += d * xc[ox + 1]; dxc[ox + 1] += w5 * d;
-                        g6 += d * xc[ox + 15]; dxc[ox + 15] += w6 * d;
-                        g7 += d * xc[ox + 16]; dxc[ox + 16] += w7 * d;
-                        g8 += d * xc[ox + 17]; dxc[ox + 17] += w8 * d;
-                    }
+                    const float d = dyc[ox];
+                    g3 += d * xc[ox - 1]; dxc[ox - 1] += w3 * d;
+                    g4 += d * xc[ox]; dxc[ox] += w4 * d;
+                    g5 += d * xc[ox + 1]; dxc[ox + 1] += w5 * d;
+                    g6 += d * xc[ox + 15]; dxc[ox + 15] += w6 * d;
+                    g7 += d * xc[ox + 16]; dxc[ox + 16] += w7 * d;
+                    g8 += d * xc[ox + 17]; dxc[ox + 17] += w8 * d;
                 }
                 {
                     const float d = dyc[15];
@@ -601,18 +589,16 @@ static void l05_conv2d_backward(const float *restrict P, float *restrict G, cons
                 /* rows 1..14, cols 1..14: every tap */
                 for (int oy = 1; oy < 15; oy++) {
                     for (int ox = 1; ox < 15; ox++) {
-                        {
-                            const float d = dyc[ox + oy*16];
-                            g0 += d * xc[ox + oy*16 - 17]; dxc[ox + oy*16 - 17] += w0 * d;
-                            g1 += d * xc[ox + oy*16 - 16]; dxc[ox + oy*16 - 16] += w1 * d;
-                            g2 += d * xc[ox + oy*16 - 15]; dxc[ox + oy*16 - 15] += w2 * d;
-                            g3 += d * xc[ox + oy*16 - 1]; dxc[ox + oy*16 - 1] += w3 * d;
-                            g4 += d * xc[ox + oy*16]; dxc[ox + oy*16] += w4 * d;
-                            g5 += d * xc[ox + oy*16 + 1]; dxc[ox + oy*16 + 1] += w5 * d;
-                            g6 += d * xc[ox + oy*16 + 15]; dxc[ox + oy*16 + 15] += w6 * d;
-                            g7 += d * xc[ox + oy*16 + 16]; dxc[ox + oy*16 + 16] += w7 * d;
-                            g8 += d * xc[ox + oy*16 + 17]; dxc[ox + oy*16 + 17] += w8 * d;
-                        }
+                        const float d = dyc[oy*16 + ox];
+                        g0 += d * xc[oy*16 + ox - 17]; dxc[oy*16 + ox - 17] += w0 * d;
+                        g1 += d * xc[oy*16 + ox - 16]; dxc[oy*16 + ox - 16] += w1 * d;
+                        g2 += d * xc[oy*16 + ox - 15]; dxc[oy*16 + ox - 15] += w2 * d;
+                        g3 += d * xc[oy*16 + ox - 1]; dxc[oy*16 + ox - 1] += w3 * d;
+                        g4 += d * xc[oy*16 + ox]; dxc[oy*16 + ox] += w4 * d;
+                        g5 += d * xc[oy*16 + ox + 1]; dxc[oy*16 + ox + 1] += w5 * d;
+                        g6 += d * xc[oy*16 + ox + 15]; dxc[oy*16 + ox + 15] += w6 * d;
+                        g7 += d * xc[oy*16 + ox + 16]; dxc[oy*16 + ox + 16] += w7 * d;
+                        g8 += d * xc[oy*16 + ox + 17]; dxc[oy*16 + ox + 17] += w8 * d;
                     }
                 }
                 /* rows 1..14, cols 15..15: 6 of 9 taps */
@@ -636,15 +622,13 @@ static void l05_conv2d_backward(const float *restrict P, float *restrict G, cons
                 }
                 /* rows 15..15, cols 1..14: 6 of 9 taps */
                 for (int ox = 1; ox < 15; ox++) {
-                    {
-                        const float d = dyc[ox + 240];
-                        g0 += d * xc[ox + 223]; dxc[ox + 223] += w0 * d;
-                        g1 += d * xc[ox + 224]; dxc[ox + 224] += w1 * d;
-                        g2 += d * xc[ox + 225]; dxc[ox + 225] += w2 * d;
-                        g3 += d * xc[ox + 239]; dxc[ox + 239] += w3 * d;
-                        g4 += d * xc[ox + 240]; dxc[ox + 240] += w4 * d;
-                        g5 += d * xc[ox + 241]; dxc[ox + 241] += w5 * d;
-                    }
+                    const float d = dyc[ox + 240];
+                    g0 += d * xc[ox + 223]; dxc[ox + 223] += w0 * d;
+                    g1 += d * xc[ox + 224]; dxc[ox + 224] += w1 * d;
+                    g2 += d * xc[ox + 225]; dxc[ox + 225] += w2 * d;
+                    g3 += d * xc[ox + 239]; dxc[ox + 239] += w3 * d;
+                    g4 += d * xc[ox + 240]; dxc[ox + 240] += w4 * d;
+                    g5 += d * xc[ox + 241]; dxc[ox + 241] += w5 * d;
                 }
                 {
                     const float d = dyc[255];
@@ -699,7 +683,7 @@ static void l07_conv2d_forward(const float *restrict P, const float *restrict x,
             for (int i = 0; i < 256; i++) yc[i] = b[col];
             for (int ci = 0; ci < 128; ci++) {
                 const float *restrict xc = xn + ci*256;
-                const float *restrict wc = w + ci*9 + col*1152;
+                const float *restrict wc = w + col*1152 + ci*9;
                 const float w0 = wc[0], w1 = wc[1], w2 = wc[2];
                 const float w3 = wc[3], w4 = wc[4], w5 = wc[5];
                 const float w6 = wc[6], w7 = wc[7], w8 = wc[8];
@@ -718,9 +702,9 @@ static void l07_conv2d_forward(const float *restrict P, const float *restrict x,
                 /* rows 1..14, cols 1..14: every tap */
                 for (int oy = 1; oy < 15; oy++) {
                     for (int ox = 1; ox < 15; ox++) {
-                        yc[ox + oy*16] += w0 * xc[ox + oy*16 - 17] + w1 * xc[ox + oy*16 - 16] + w2 * xc[ox + oy*16 - 15] + w3 * xc[ox + oy*16 - 1]
-                                + w4 * xc[ox + oy*16] + w5 * xc[ox + oy*16 + 1] + w6 * xc[ox + oy*16 + 15] + w7 * xc[ox + oy*16 + 16]
-                                + w8 * xc[ox + oy*16 + 17];
+                        yc[oy*16 + ox] += w0 * xc[oy*16 + ox - 17] + w1 * xc[oy*16 + ox - 16] + w2 * xc[oy*16 + ox - 15] + w3 * xc[oy*16 + ox - 1]
+                                + w4 * xc[oy*16 + ox] + w5 * xc[oy*16 + ox + 1] + w6 * xc[oy*16 + ox + 15] + w7 * xc[oy*16 + ox + 16]
+                                + w8 * xc[oy*16 + ox + 17];
                     }
                 }
                 /* rows 1..14, cols 15..15: 6 of 9 taps */
@@ -748,12 +732,14 @@ static void l07_conv2d_backward(const float *restrict P, float *restrict G, cons
     memset(dx, 0, sizeof(float) * (size_t)nb * 32768);
     for (int col = 0; col < 128; col++) {
         for (int ci = 0; ci < 128; ci++) {
-            const float *restrict wc = w + ci*9 + col*1152;
-            float *restrict gwc = gw + ci*9 + col*1152;
+            const float *restrict wc = w + col*1152 + ci*9;
+            float *restrict gwc = gw + col*1152 + ci*9;
             const float w0 = wc[0], w1 = wc[1], w2 = wc[2];
             const float w3 = wc[3], w4 = wc[4], w5 = wc[5];
             const float w6 = wc[6], w7 = wc[7], w8 = wc[8];
-            float g0 = 0.0f, g1 = 0.0f, g2 = 0.0f, g3 = 0.0f, g4 = 0.0f, g5 = 0.0f, g6 = 0.0f, g7 = 0.0f, g8 = 0.0f;
+            float g0 = 0.0f, g1 = 0.0f, g2 = 0.0f;
+            float g3 = 0.0f, g4 = 0.0f, g5 = 0.0f;
+            float g6 = 0.0f, g7 = 0.0f, g8 = 0.0f;
             for (int n = 0; n < nb; n++) {
                 const float *restrict xc = x + (size_t)n * 32768 + ci*256;
                 float *restrict dxc = dx + (size_t)n * 32768 + ci*256;
@@ -767,15 +753,13 @@ static void l07_conv2d_backward(const float *restrict P, float *restrict G, cons
                 }
                 /* rows 0..0, cols 1..14: 6 of 9 taps */
                 for (int ox = 1; ox < 15; ox++) {
-                    {
-                        const float d = dyc[ox];
-                        g3 += d * xc[ox - 1]; dxc[ox - 1] += w3 * d;
-                        g4 += d * xc[ox]; dxc[ox] += w4 * d;
-                        g5 += d * xc[ox + 1]; dxc[ox + 1] += w5 * d;
-                        g6 += d * xc[ox + 15]; dxc[ox + 15] += w6 * d;
-                        g7 += d * xc[ox + 16]; dxc[ox + 16] += w7 * d;
-                        g8 += d * xc[ox + 17]; dxc[ox + 17] += w8 * d;
-                    }
+                    const float d = dyc[ox];
+                    g3 += d * xc[ox - 1]; dxc[ox - 1] += w3 * d;
+                    g4 += d * xc[ox]; dxc[ox] += w4 * d;
+                    g5 += d * xc[ox + 1]; dxc[ox + 1] += w5 * d;
+                    g6 += d * xc[ox + 15]; dxc[ox + 15] += w6 * d;
+                    g7 += d * xc[ox + 16]; dxc[ox + 16] += w7 * d;
+                    g8 += d * xc[ox + 17]; dxc[ox + 17] += w8 * d;
                 }
                 {
                     const float d = dyc[15];
@@ -799,18 +783,16 @@ static void l07_conv2d_backward(const float *restrict P, float *restrict G, cons
                 /* rows 1..14, cols 1..14: every tap */
                 for (int oy = 1; oy < 15; oy++) {
                     for (int ox = 1; ox < 15; ox++) {
-                        {
-                            const float d = dyc[ox + oy*16];
-                            g0 += d * xc[ox + oy*16 - 17]; dxc[ox + oy*16 - 17] += w0 * d;
-                            g1 += d * xc[ox + oy*16 - 16]; dxc[ox + oy*16 - 16] += w1 * d;
-                            g2 += d * xc[ox + oy*16 - 15]; dxc[ox + oy*16 - 15] += w2 * d;
-                            g3 += d * xc[ox + oy*16 - 1]; dxc[ox + oy*16 - 1] += w3 * d;
-                            g4 += d * xc[ox + oy*16]; dxc[ox + oy*16] += w4 * d;
-                            g5 += d * xc[ox + oy*16 + 1]; dxc[ox + oy*16 + 1] += w5 * d;
-                            g6 += d * xc[ox + oy*16 + 15]; dxc[ox + oy*16 + 15] += w6 * d;
-                            g7 += d * xc[ox + oy*16 + 16]; dxc[ox + oy*16 + 16] += w7 * d;
-                            g8 += d * xc[ox + oy*16 + 17]; dxc[ox + oy*16 + 17] += w8 * d;
-                        }
+                        const float d = dyc[oy*16 + ox];
+                        g0 += d * xc[oy*16 + ox - 17]; dxc[oy*16 + ox - 17] += w0 * d;
+                        g1 += d * xc[oy*16 + ox - 16]; dxc[oy*16 + ox - 16] += w1 * d;
+                        g2 += d * xc[oy*16 + ox - 15]; dxc[oy*16 + ox - 15] += w2 * d;
+                        g3 += d * xc[oy*16 + ox - 1]; dxc[oy*16 + ox - 1] += w3 * d;
+                        g4 += d * xc[oy*16 + ox]; dxc[oy*16 + ox] += w4 * d;
+                        g5 += d * xc[oy*16 + ox + 1]; dxc[oy*16 + ox + 1] += w5 * d;
+                        g6 += d * xc[oy*16 + ox + 15]; dxc[oy*16 + ox + 15] += w6 * d;
+                        g7 += d * xc[oy*16 + ox + 16]; dxc[oy*16 + ox + 16] += w7 * d;
+                        g8 += d * xc[oy*16 + ox + 17]; dxc[oy*16 + ox + 17] += w8 * d;
                     }
                 }
                 /* rows 1..14, cols 15..15: 6 of 9 taps */
@@ -834,15 +816,13 @@ static void l07_conv2d_backward(const float *restrict P, float *restrict G, cons
                 }
                 /* rows 15..15, cols 1..14: 6 of 9 taps */
                 for (int ox = 1; ox < 15; ox++) {
-                    {
-                        const float d = dyc[ox + 240];
-                        g0 += d * xc[ox + 223]; dxc[ox + 223] += w0 * d;
-                        g1 += d * xc[ox + 224]; dxc[ox + 224] += w1 * d;
-                        g2 += d * xc[ox + 225]; dxc[ox + 225] += w2 * d;
-                        g3 += d * xc[ox + 239]; dxc[ox + 239] += w3 * d;
-                        g4 += d * xc[ox + 240]; dxc[ox + 240] += w4 * d;
-                        g5 += d * xc[ox + 241]; dxc[ox + 241] += w5 * d;
-                    }
+                    const float d = dyc[ox + 240];
+                    g0 += d * xc[ox + 223]; dxc[ox + 223] += w0 * d;
+                    g1 += d * xc[ox + 224]; dxc[ox + 224] += w1 * d;
+                    g2 += d * xc[ox + 225]; dxc[ox + 225] += w2 * d;
+                    g3 += d * xc[ox + 239]; dxc[ox + 239] += w3 * d;
+                    g4 += d * xc[ox + 240]; dxc[ox + 240] += w4 * d;
+                    g5 += d * xc[ox + 241]; dxc[ox + 241] += w5 * d;
                 }
                 {
                     const float d = dyc[255];
@@ -889,18 +869,16 @@ static void l09_maxpool2d_forward(const float *restrict x, float *restrict y, in
 {
     for (int n = 0; n < nb; n++) {
         for (int c = 0; c < 128; c++) {
-            const float *restrict xc = x + c*256 + n*32768;
-            float *restrict yc = y + c*64 + n*8192;
+            const float *restrict xc = x + n*32768 + c*256;
+            float *restrict yc = y + n*8192 + c*64;
             /* rows 0..7, cols 0..7: every tap */
             for (int oy = 0; oy < 8; oy++) {
                 for (int ox = 0; ox < 8; ox++) {
-                    {
-                        float m = xc[ox*2 + oy*32], v;
-                        v = xc[ox*2 + oy*32 + 1]; if (v > m || isnan(v)) m = v;
-                        v = xc[ox*2 + oy*32 + 16]; if (v > m || isnan(v)) m = v;
-                        v = xc[ox*2 + oy*32 + 17]; if (v > m || isnan(v)) m = v;
-                        yc[ox + oy*8] = m;
-                    }
+                    float m = xc[oy*32 + ox*2], v;
+                    v = xc[oy*32 + ox*2 + 1]; if (v > m || isnan(v)) m = v;
+                    v = xc[oy*32 + ox*2 + 16]; if (v > m || isnan(v)) m = v;
+                    v = xc[oy*32 + ox*2 + 17]; if (v > m || isnan(v)) m = v;
+                    yc[oy*8 + ox] = m;
                 }
             }
         }
@@ -912,19 +890,17 @@ static void l09_maxpool2d_backward(const float *restrict x, const float *restric
     memset(dx, 0, sizeof(float) * (size_t)nb * 32768);
     for (int n = 0; n < nb; n++) {
         for (int c = 0; c < 128; c++) {
-            const float *restrict xc = x + c*256 + n*32768;
-            float *restrict dxc = dx + c*256 + n*32768;
-            const float *restrict dyc = dy + c*64 + n*8192;
+            const float *restrict xc = x + n*32768 + c*256;
+            float *restrict dxc = dx + n*32768 + c*256;
+            const float *restrict dyc = dy + n*8192 + c*64;
             /* rows 0..7, cols 0..7: every tap */
             for (int oy = 0; oy < 8; oy++) {
                 for (int ox = 0; ox < 8; ox++) {
-                    {
-                        int a = ox*2 + oy*32; float m = xc[a];
-                        if (xc[ox*2 + oy*32 + 1] > m || isnan(xc[ox*2 + oy*32 + 1])) { m = xc[ox*2 + oy*32 + 1]; a = ox*2 + oy*32 + 1; }
-                        if (xc[ox*2 + oy*32 + 16] > m || isnan(xc[ox*2 + oy*32 + 16])) { m = xc[ox*2 + oy*32 + 16]; a = ox*2 + oy*32 + 16; }
-                        if (xc[ox*2 + oy*32 + 17] > m || isnan(xc[ox*2 + oy*32 + 17])) { m = xc[ox*2 + oy*32 + 17]; a = ox*2 + oy*32 + 17; }
-                        dxc[a] += dyc[ox + oy*8];
-                    }
+                    int a = oy*32 + ox*2; float m = xc[a];
+                    if (xc[oy*32 + ox*2 + 1] > m || isnan(xc[oy*32 + ox*2 + 1])) { m = xc[oy*32 + ox*2 + 1]; a = oy*32 + ox*2 + 1; }
+                    if (xc[oy*32 + ox*2 + 16] > m || isnan(xc[oy*32 + ox*2 + 16])) { m = xc[oy*32 + ox*2 + 16]; a = oy*32 + ox*2 + 16; }
+                    if (xc[oy*32 + ox*2 + 17] > m || isnan(xc[oy*32 + ox*2 + 17])) { m = xc[oy*32 + ox*2 + 17]; a = oy*32 + ox*2 + 17; }
+                    dxc[a] += dyc[oy*8 + ox];
                 }
             }
         }
@@ -944,7 +920,7 @@ static void l10_conv2d_forward(const float *restrict P, const float *restrict x,
             for (int i = 0; i < 64; i++) yc[i] = b[col];
             for (int ci = 0; ci < 128; ci++) {
                 const float *restrict xc = xn + ci*64;
-                const float *restrict wc = w + ci*9 + col*1152;
+                const float *restrict wc = w + col*1152 + ci*9;
                 const float w0 = wc[0], w1 = wc[1], w2 = wc[2];
                 const float w3 = wc[3], w4 = wc[4], w5 = wc[5];
                 const float w6 = wc[6], w7 = wc[7], w8 = wc[8];
@@ -963,9 +939,9 @@ static void l10_conv2d_forward(const float *restrict P, const float *restrict x,
                 /* rows 1..6, cols 1..6: every tap */
                 for (int oy = 1; oy < 7; oy++) {
                     for (int ox = 1; ox < 7; ox++) {
-                        yc[ox + oy*8] += w0 * xc[ox + oy*8 - 9] + w1 * xc[ox + oy*8 - 8] + w2 * xc[ox + oy*8 - 7] + w3 * xc[ox + oy*8 - 1]
-                                + w4 * xc[ox + oy*8] + w5 * xc[ox + oy*8 + 1] + w6 * xc[ox + oy*8 + 7] + w7 * xc[ox + oy*8 + 8]
-                                + w8 * xc[ox + oy*8 + 9];
+                        yc[oy*8 + ox] += w0 * xc[oy*8 + ox - 9] + w1 * xc[oy*8 + ox - 8] + w2 * xc[oy*8 + ox - 7] + w3 * xc[oy*8 + ox - 1]
+                                + w4 * xc[oy*8 + ox] + w5 * xc[oy*8 + ox + 1] + w6 * xc[oy*8 + ox + 7] + w7 * xc[oy*8 + ox + 8]
+                                + w8 * xc[oy*8 + ox + 9];
                     }
                 }
                 /* rows 1..6, cols 7..7: 6 of 9 taps */
@@ -993,12 +969,14 @@ static void l10_conv2d_backward(const float *restrict P, float *restrict G, cons
     memset(dx, 0, sizeof(float) * (size_t)nb * 8192);
     for (int col = 0; col < 256; col++) {
         for (int ci = 0; ci < 128; ci++) {
-            const float *restrict wc = w + ci*9 + col*1152;
-            float *restrict gwc = gw + ci*9 + col*1152;
+            const float *restrict wc = w + col*1152 + ci*9;
+            float *restrict gwc = gw + col*1152 + ci*9;
             const float w0 = wc[0], w1 = wc[1], w2 = wc[2];
             const float w3 = wc[3], w4 = wc[4], w5 = wc[5];
             const float w6 = wc[6], w7 = wc[7], w8 = wc[8];
-            float g0 = 0.0f, g1 = 0.0f, g2 = 0.0f, g3 = 0.0f, g4 = 0.0f, g5 = 0.0f, g6 = 0.0f, g7 = 0.0f, g8 = 0.0f;
+            float g0 = 0.0f, g1 = 0.0f, g2 = 0.0f;
+            float g3 = 0.0f, g4 = 0.0f, g5 = 0.0f;
+            float g6 = 0.0f, g7 = 0.0f, g8 = 0.0f;
             for (int n = 0; n < nb; n++) {
                 const float *restrict xc = x + (size_t)n * 8192 + ci*64;
                 float *restrict dxc = dx + (size_t)n * 8192 + ci*64;
@@ -1012,15 +990,13 @@ static void l10_conv2d_backward(const float *restrict P, float *restrict G, cons
                 }
                 /* rows 0..0, cols 1..6: 6 of 9 taps */
                 for (int ox = 1; ox < 7; ox++) {
-                    {
-                        const float d = dyc[ox];
-                        g3 += d * xc[ox - 1]; dxc[ox - 1] += w3 * d;
-                        g4 += d * xc[ox]; dxc[ox] += w4 * d;
-                        g5 += d * xc[ox + 1]; dxc[ox + 1] += w5 * d;
-                        g6 += d * xc[ox + 7]; dxc[ox + 7] += w6 * d;
-                        g7 += d * xc[ox + 8]; dxc[ox + 8] += w7 * d;
-                        g8 += d * xc[ox + 9]; dxc[ox + 9] += w8 * d;
-                    }
+                    const float d = dyc[ox];
+                    g3 += d * xc[ox - 1]; dxc[ox - 1] += w3 * d;
+                    g4 += d * xc[ox]; dxc[ox] += w4 * d;
+                    g5 += d * xc[ox + 1]; dxc[ox + 1] += w5 * d;
+                    g6 += d * xc[ox + 7]; dxc[ox + 7] += w6 * d;
+                    g7 += d * xc[ox + 8]; dxc[ox + 8] += w7 * d;
+                    g8 += d * xc[ox + 9]; dxc[ox + 9] += w8 * d;
                 }
                 {
                     const float d = dyc[7];
@@ -1044,18 +1020,16 @@ static void l10_conv2d_backward(const float *restrict P, float *restrict G, cons
                 /* rows 1..6, cols 1..6: every tap */
                 for (int oy = 1; oy < 7; oy++) {
                     for (int ox = 1; ox < 7; ox++) {
-                        {
-                            const float d = dyc[ox + oy*8];
-                            g0 += d * xc[ox + oy*8 - 9]; dxc[ox + oy*8 - 9] += w0 * d;
-                            g1 += d * xc[ox + oy*8 - 8]; dxc[ox + oy*8 - 8] += w1 * d;
-                            g2 += d * xc[ox + oy*8 - 7]; dxc[ox + oy*8 - 7] += w2 * d;
-                            g3 += d * xc[ox + oy*8 - 1]; dxc[ox + oy*8 - 1] += w3 * d;
-                            g4 += d * xc[ox + oy*8]; dxc[ox + oy*8] += w4 * d;
-                            g5 += d * xc[ox + oy*8 + 1]; dxc[ox + oy*8 + 1] += w5 * d;
-                            g6 += d * xc[ox + oy*8 + 7]; dxc[ox + oy*8 + 7] += w6 * d;
-                            g7 += d * xc[ox + oy*8 + 8]; dxc[ox + oy*8 + 8] += w7 * d;
-                            g8 += d * xc[ox + oy*8 + 9]; dxc[ox + oy*8 + 9] += w8 * d;
-                        }
+                        const float d = dyc[oy*8 + ox];
+                        g0 += d * xc[oy*8 + ox - 9]; dxc[oy*8 + ox - 9] += w0 * d;
+                        g1 += d * xc[oy*8 + ox - 8]; dxc[oy*8 + ox - 8] += w1 * d;
+                        g2 += d * xc[oy*8 + ox - 7]; dxc[oy*8 + ox - 7] += w2 * d;
+                        g3 += d * xc[oy*8 + ox - 1]; dxc[oy*8 + ox - 1] += w3 * d;
+                        g4 += d * xc[oy*8 + ox]; dxc[oy*8 + ox] += w4 * d;
+                        g5 += d * xc[oy*8 + ox + 1]; dxc[oy*8 + ox + 1] += w5 * d;
+                        g6 += d * xc[oy*8 + ox + 7]; dxc[oy*8 + ox + 7] += w6 * d;
+                        g7 += d * xc[oy*8 + ox + 8]; dxc[oy*8 + ox + 8] += w7 * d;
+                        g8 += d * xc[oy*8 + ox + 9]; dxc[oy*8 + ox + 9] += w8 * d;
                     }
                 }
                 /* rows 1..6, cols 7..7: 6 of 9 taps */
@@ -1079,15 +1053,13 @@ static void l10_conv2d_backward(const float *restrict P, float *restrict G, cons
                 }
                 /* rows 7..7, cols 1..6: 6 of 9 taps */
                 for (int ox = 1; ox < 7; ox++) {
-                    {
-                        const float d = dyc[ox + 56];
-                        g0 += d * xc[ox + 47]; dxc[ox + 47] += w0 * d;
-                        g1 += d * xc[ox + 48]; dxc[ox + 48] += w1 * d;
-                        g2 += d * xc[ox + 49]; dxc[ox + 49] += w2 * d;
-                        g3 += d * xc[ox + 55]; dxc[ox + 55] += w3 * d;
-                        g4 += d * xc[ox + 56]; dxc[ox + 56] += w4 * d;
-                        g5 += d * xc[ox + 57]; dxc[ox + 57] += w5 * d;
-                    }
+                    const float d = dyc[ox + 56];
+                    g0 += d * xc[ox + 47]; dxc[ox + 47] += w0 * d;
+                    g1 += d * xc[ox + 48]; dxc[ox + 48] += w1 * d;
+                    g2 += d * xc[ox + 49]; dxc[ox + 49] += w2 * d;
+                    g3 += d * xc[ox + 55]; dxc[ox + 55] += w3 * d;
+                    g4 += d * xc[ox + 56]; dxc[ox + 56] += w4 * d;
+                    g5 += d * xc[ox + 57]; dxc[ox + 57] += w5 * d;
                 }
                 {
                     const float d = dyc[63];
@@ -1142,7 +1114,7 @@ static void l12_conv2d_forward(const float *restrict P, const float *restrict x,
             for (int i = 0; i < 64; i++) yc[i] = b[col];
             for (int ci = 0; ci < 256; ci++) {
                 const float *restrict xc = xn + ci*64;
-                const float *restrict wc = w + ci*9 + col*2304;
+                const float *restrict wc = w + col*2304 + ci*9;
                 const float w0 = wc[0], w1 = wc[1], w2 = wc[2];
                 const float w3 = wc[3], w4 = wc[4], w5 = wc[5];
                 const float w6 = wc[6], w7 = wc[7], w8 = wc[8];
@@ -1161,9 +1133,9 @@ static void l12_conv2d_forward(const float *restrict P, const float *restrict x,
                 /* rows 1..6, cols 1..6: every tap */
                 for (int oy = 1; oy < 7; oy++) {
                     for (int ox = 1; ox < 7; ox++) {
-                        yc[ox + oy*8] += w0 * xc[ox + oy*8 - 9] + w1 * xc[ox + oy*8 - 8] + w2 * xc[ox + oy*8 - 7] + w3 * xc[ox + oy*8 - 1]
-                                + w4 * xc[ox + oy*8] + w5 * xc[ox + oy*8 + 1] + w6 * xc[ox + oy*8 + 7] + w7 * xc[ox + oy*8 + 8]
-                                + w8 * xc[ox + oy*8 + 9];
+                        yc[oy*8 + ox] += w0 * xc[oy*8 + ox - 9] + w1 * xc[oy*8 + ox - 8] + w2 * xc[oy*8 + ox - 7] + w3 * xc[oy*8 + ox - 1]
+                                + w4 * xc[oy*8 + ox] + w5 * xc[oy*8 + ox + 1] + w6 * xc[oy*8 + ox + 7] + w7 * xc[oy*8 + ox + 8]
+                                + w8 * xc[oy*8 + ox + 9];
                     }
                 }
                 /* rows 1..6, cols 7..7: 6 of 9 taps */
@@ -1191,12 +1163,14 @@ static void l12_conv2d_backward(const float *restrict P, float *restrict G, cons
     memset(dx, 0, sizeof(float) * (size_t)nb * 16384);
     for (int col = 0; col < 256; col++) {
         for (int ci = 0; ci < 256; ci++) {
-            const float *restrict wc = w + ci*9 + col*2304;
-            float *restrict gwc = gw + ci*9 + col*2304;
+            const float *restrict wc = w + col*2304 + ci*9;
+            float *restrict gwc = gw + col*2304 + ci*9;
             const float w0 = wc[0], w1 = wc[1], w2 = wc[2];
             const float w3 = wc[3], w4 = wc[4], w5 = wc[5];
             const float w6 = wc[6], w7 = wc[7], w8 = wc[8];
-            float g0 = 0.0f, g1 = 0.0f, g2 = 0.0f, g3 = 0.0f, g4 = 0.0f, g5 = 0.0f, g6 = 0.0f, g7 = 0.0f, g8 = 0.0f;
+            float g0 = 0.0f, g1 = 0.0f, g2 = 0.0f;
+            float g3 = 0.0f, g4 = 0.0f, g5 = 0.0f;
+            float g6 = 0.0f, g7 = 0.0f, g8 = 0.0f;
             for (int n = 0; n < nb; n++) {
                 const float *restrict xc = x + (size_t)n * 16384 + ci*64;
                 float *restrict dxc = dx + (size_t)n * 16384 + ci*64;
@@ -1210,15 +1184,13 @@ static void l12_conv2d_backward(const float *restrict P, float *restrict G, cons
                 }
                 /* rows 0..0, cols 1..6: 6 of 9 taps */
                 for (int ox = 1; ox < 7; ox++) {
-                    {
-                        const float d = dyc[ox];
-                        g3 += d * xc[ox - 1]; dxc[ox - 1] += w3 * d;
-                        g4 += d * xc[ox]; dxc[ox] += w4 * d;
-                        g5 += d * xc[ox + 1]; dxc[ox + 1] += w5 * d;
-                        g6 += d * xc[ox + 7]; dxc[ox + 7] += w6 * d;
-                        g7 += d * xc[ox + 8]; dxc[ox + 8] += w7 * d;
-                        g8 += d * xc[ox + 9]; dxc[ox + 9] += w8 * d;
-                    }
+                    const float d = dyc[ox];
+                    g3 += d * xc[ox - 1]; dxc[ox - 1] += w3 * d;
+                    g4 += d * xc[ox]; dxc[ox] += w4 * d;
+                    g5 += d * xc[ox + 1]; dxc[ox + 1] += w5 * d;
+                    g6 += d * xc[ox + 7]; dxc[ox + 7] += w6 * d;
+                    g7 += d * xc[ox + 8]; dxc[ox + 8] += w7 * d;
+                    g8 += d * xc[ox + 9]; dxc[ox + 9] += w8 * d;
                 }
                 {
                     const float d = dyc[7];
@@ -1242,18 +1214,16 @@ static void l12_conv2d_backward(const float *restrict P, float *restrict G, cons
                 /* rows 1..6, cols 1..6: every tap */
                 for (int oy = 1; oy < 7; oy++) {
                     for (int ox = 1; ox < 7; ox++) {
-                        {
-                            const float d = dyc[ox + oy*8];
-                            g0 += d * xc[ox + oy*8 - 9]; dxc[ox + oy*8 - 9] += w0 * d;
-                            g1 += d * xc[ox + oy*8 - 8]; dxc[ox + oy*8 - 8] += w1 * d;
-                            g2 += d * xc[ox + oy*8 - 7]; dxc[ox + oy*8 - 7] += w2 * d;
-                            g3 += d * xc[ox + oy*8 - 1]; dxc[ox + oy*8 - 1] += w3 * d;
-                            g4 += d * xc[ox + oy*8]; dxc[ox + oy*8] += w4 * d;
-                            g5 += d * xc[ox + oy*8 + 1]; dxc[ox + oy*8 + 1] += w5 * d;
-                            g6 += d * xc[ox + oy*8 + 7]; dxc[ox + oy*8 + 7] += w6 * d;
-                            g7 += d * xc[ox + oy*8 + 8]; dxc[ox + oy*8 + 8] += w7 * d;
-                            g8 += d * xc[ox + oy*8 + 9]; dxc[ox + oy*8 + 9] += w8 * d;
-                        }
+                        const float d = dyc[oy*8 + ox];
+                        g0 += d * xc[oy*8 + ox - 9]; dxc[oy*8 + ox - 9] += w0 * d;
+                        g1 += d * xc[oy*8 + ox - 8]; dxc[oy*8 + ox - 8] += w1 * d;
+                        g2 += d * xc[oy*8 + ox - 7]; dxc[oy*8 + ox - 7] += w2 * d;
+                        g3 += d * xc[oy*8 + ox - 1]; dxc[oy*8 + ox - 1] += w3 * d;
+                        g4 += d * xc[oy*8 + ox]; dxc[oy*8 + ox] += w4 * d;
+                        g5 += d * xc[oy*8 + ox + 1]; dxc[oy*8 + ox + 1] += w5 * d;
+                        g6 += d * xc[oy*8 + ox + 7]; dxc[oy*8 + ox + 7] += w6 * d;
+                        g7 += d * xc[oy*8 + ox + 8]; dxc[oy*8 + ox + 8] += w7 * d;
+                        g8 += d * xc[oy*8 + ox + 9]; dxc[oy*8 + ox + 9] += w8 * d;
                     }
                 }
                 /* rows 1..6, cols 7..7: 6 of 9 taps */
@@ -1277,15 +1247,13 @@ static void l12_conv2d_backward(const float *restrict P, float *restrict G, cons
                 }
                 /* rows 7..7, cols 1..6: 6 of 9 taps */
                 for (int ox = 1; ox < 7; ox++) {
-                    {
-                        const float d = dyc[ox + 56];
-                        g0 += d * xc[ox + 47]; dxc[ox + 47] += w0 * d;
-                        g1 += d * xc[ox + 48]; dxc[ox + 48] += w1 * d;
-                        g2 += d * xc[ox + 49]; dxc[ox + 49] += w2 * d;
-                        g3 += d * xc[ox + 55]; dxc[ox + 55] += w3 * d;
-                        g4 += d * xc[ox + 56]; dxc[ox + 56] += w4 * d;
-                        g5 += d * xc[ox + 57]; dxc[ox + 57] += w5 * d;
-                    }
+                    const float d = dyc[ox + 56];
+                    g0 += d * xc[ox + 47]; dxc[ox + 47] += w0 * d;
+                    g1 += d * xc[ox + 48]; dxc[ox + 48] += w1 * d;
+                    g2 += d * xc[ox + 49]; dxc[ox + 49] += w2 * d;
+                    g3 += d * xc[ox + 55]; dxc[ox + 55] += w3 * d;
+                    g4 += d * xc[ox + 56]; dxc[ox + 56] += w4 * d;
+                    g5 += d * xc[ox + 57]; dxc[ox + 57] += w5 * d;
                 }
                 {
                     const float d = dyc[63];
@@ -1340,7 +1308,7 @@ static void l14_conv2d_forward(const float *restrict P, const float *restrict x,
             for (int i = 0; i < 64; i++) yc[i] = b[col];
             for (int ci = 0; ci < 256; ci++) {
                 const float *restrict xc = xn + ci*64;
-                const float *restrict wc = w + ci*9 + col*2304;
+                const float *restrict wc = w + col*2304 + ci*9;
                 const float w0 = wc[0], w1 = wc[1], w2 = wc[2];
                 const float w3 = wc[3], w4 = wc[4], w5 = wc[5];
                 const float w6 = wc[6], w7 = wc[7], w8 = wc[8];
@@ -1359,9 +1327,9 @@ static void l14_conv2d_forward(const float *restrict P, const float *restrict x,
                 /* rows 1..6, cols 1..6: every tap */
                 for (int oy = 1; oy < 7; oy++) {
                     for (int ox = 1; ox < 7; ox++) {
-                        yc[ox + oy*8] += w0 * xc[ox + oy*8 - 9] + w1 * xc[ox + oy*8 - 8] + w2 * xc[ox + oy*8 - 7] + w3 * xc[ox + oy*8 - 1]
-                                + w4 * xc[ox + oy*8] + w5 * xc[ox + oy*8 + 1] + w6 * xc[ox + oy*8 + 7] + w7 * xc[ox + oy*8 + 8]
-                                + w8 * xc[ox + oy*8 + 9];
+                        yc[oy*8 + ox] += w0 * xc[oy*8 + ox - 9] + w1 * xc[oy*8 + ox - 8] + w2 * xc[oy*8 + ox - 7] + w3 * xc[oy*8 + ox - 1]
+                                + w4 * xc[oy*8 + ox] + w5 * xc[oy*8 + ox + 1] + w6 * xc[oy*8 + ox + 7] + w7 * xc[oy*8 + ox + 8]
+                                + w8 * xc[oy*8 + ox + 9];
                     }
                 }
                 /* rows 1..6, cols 7..7: 6 of 9 taps */
@@ -1389,12 +1357,14 @@ static void l14_conv2d_backward(const float *restrict P, float *restrict G, cons
     memset(dx, 0, sizeof(float) * (size_t)nb * 16384);
     for (int col = 0; col < 256; col++) {
         for (int ci = 0; ci < 256; ci++) {
-            const float *restrict wc = w + ci*9 + col*2304;
-            float *restrict gwc = gw + ci*9 + col*2304;
+            const float *restrict wc = w + col*2304 + ci*9;
+            float *restrict gwc = gw + col*2304 + ci*9;
             const float w0 = wc[0], w1 = wc[1], w2 = wc[2];
             const float w3 = wc[3], w4 = wc[4], w5 = wc[5];
             const float w6 = wc[6], w7 = wc[7], w8 = wc[8];
-            float g0 = 0.0f, g1 = 0.0f, g2 = 0.0f, g3 = 0.0f, g4 = 0.0f, g5 = 0.0f, g6 = 0.0f, g7 = 0.0f, g8 = 0.0f;
+            float g0 = 0.0f, g1 = 0.0f, g2 = 0.0f;
+            float g3 = 0.0f, g4 = 0.0f, g5 = 0.0f;
+            float g6 = 0.0f, g7 = 0.0f, g8 = 0.0f;
             for (int n = 0; n < nb; n++) {
                 const float *restrict xc = x + (size_t)n * 16384 + ci*64;
                 float *restrict dxc = dx + (size_t)n * 16384 + ci*64;
@@ -1408,15 +1378,13 @@ static void l14_conv2d_backward(const float *restrict P, float *restrict G, cons
                 }
                 /* rows 0..0, cols 1..6: 6 of 9 taps */
                 for (int ox = 1; ox < 7; ox++) {
-                    {
-                        const float d = dyc[ox];
-                        g3 += d * xc[ox - 1]; dxc[ox - 1] += w3 * d;
-                        g4 += d * xc[ox]; dxc[ox] += w4 * d;
-                        g5 += d * xc[ox + 1]; dxc[ox + 1] += w5 * d;
-                        g6 += d * xc[ox + 7]; dxc[ox + 7] += w6 * d;
-                        g7 += d * xc[ox + 8]; dxc[ox + 8] += w7 * d;
-                        g8 += d * xc[ox + 9]; dxc[ox + 9] += w8 * d;
-                    }
+                    const float d = dyc[ox];
+                    g3 += d * xc[ox - 1]; dxc[ox - 1] += w3 * d;
+                    g4 += d * xc[ox]; dxc[ox] += w4 * d;
+                    g5 += d * xc[ox + 1]; dxc[ox + 1] += w5 * d;
+                    g6 += d * xc[ox + 7]; dxc[ox + 7] += w6 * d;
+                    g7 += d * xc[ox + 8]; dxc[ox + 8] += w7 * d;
+                    g8 += d * xc[ox + 9]; dxc[ox + 9] += w8 * d;
                 }
                 {
                     const float d = dyc[7];
@@ -1440,18 +1408,16 @@ static void l14_conv2d_backward(const float *restrict P, float *restrict G, cons
                 /* rows 1..6, cols 1..6: every tap */
                 for (int oy = 1; oy < 7; oy++) {
                     for (int ox = 1; ox < 7; ox++) {
-                        {
-                            const float d = dyc[ox + oy*8];
-                            g0 += d * xc[ox + oy*8 - 9]; dxc[ox + oy*8 - 9] += w0 * d;
-                            g1 += d * xc[ox + oy*8 - 8]; dxc[ox + oy*8 - 8] += w1 * d;
-                            g2 += d * xc[ox + oy*8 - 7]; dxc[ox + oy*8 - 7] += w2 * d;
-                            g3 += d * xc[ox + oy*8 - 1]; dxc[ox + oy*8 - 1] += w3 * d;
-                            g4 += d * xc[ox + oy*8]; dxc[ox + oy*8] += w4 * d;
-                            g5 += d * xc[ox + oy*8 + 1]; dxc[ox + oy*8 + 1] += w5 * d;
-                            g6 += d * xc[ox + oy*8 + 7]; dxc[ox + oy*8 + 7] += w6 * d;
-                            g7 += d * xc[ox + oy*8 + 8]; dxc[ox + oy*8 + 8] += w7 * d;
-                            g8 += d * xc[ox + oy*8 + 9]; dxc[ox + oy*8 + 9] += w8 * d;
-                        }
+                        const float d = dyc[oy*8 + ox];
+                        g0 += d * xc[oy*8 + ox - 9]; dxc[oy*8 + ox - 9] += w0 * d;
+                        g1 += d * xc[oy*8 + ox - 8]; dxc[oy*8 + ox - 8] += w1 * d;
+                        g2 += d * xc[oy*8 + ox - 7]; dxc[oy*8 + ox - 7] += w2 * d;
+                        g3 += d * xc[oy*8 + ox - 1]; dxc[oy*8 + ox - 1] += w3 * d;
+                        g4 += d * xc[oy*8 + ox]; dxc[oy*8 + ox] += w4 * d;
+                        g5 += d * xc[oy*8 + ox + 1]; dxc[oy*8 + ox + 1] += w5 * d;
+                        g6 += d * xc[oy*8 + ox + 7]; dxc[oy*8 + ox + 7] += w6 * d;
+                        g7 += d * xc[oy*8 + ox + 8]; dxc[oy*8 + ox + 8] += w7 * d;
+                        g8 += d * xc[oy*8 + ox + 9]; dxc[oy*8 + ox + 9] += w8 * d;
                     }
                 }
                 /* rows 1..6, cols 7..7: 6 of 9 taps */
@@ -1475,15 +1441,13 @@ static void l14_conv2d_backward(const float *restrict P, float *restrict G, cons
                 }
                 /* rows 7..7, cols 1..6: 6 of 9 taps */
                 for (int ox = 1; ox < 7; ox++) {
-                    {
-                        const float d = dyc[ox + 56];
-                        g0 += d * xc[ox + 47]; dxc[ox + 47] += w0 * d;
-                        g1 += d * xc[ox + 48]; dxc[ox + 48] += w1 * d;
-                        g2 += d * xc[ox + 49]; dxc[ox + 49] += w2 * d;
-                        g3 += d * xc[ox + 55]; dxc[ox + 55] += w3 * d;
-                        g4 += d * xc[ox + 56]; dxc[ox + 56] += w4 * d;
-                        g5 += d * xc[ox + 57]; dxc[ox + 57] += w5 * d;
-                    }
+                    const float d = dyc[ox + 56];
+                    g0 += d * xc[ox + 47]; dxc[ox + 47] += w0 * d;
+                    g1 += d * xc[ox + 48]; dxc[ox + 48] += w1 * d;
+                    g2 += d * xc[ox + 49]; dxc[ox + 49] += w2 * d;
+                    g3 += d * xc[ox + 55]; dxc[ox + 55] += w3 * d;
+                    g4 += d * xc[ox + 56]; dxc[ox + 56] += w4 * d;
+                    g5 += d * xc[ox + 57]; dxc[ox + 57] += w5 * d;
                 }
                 {
                     const float d = dyc[63];
@@ -1530,18 +1494,16 @@ static void l16_maxpool2d_forward(const float *restrict x, float *restrict y, in
 {
     for (int n = 0; n < nb; n++) {
         for (int c = 0; c < 256; c++) {
-            const float *restrict xc = x + c*64 + n*16384;
-            float *restrict yc = y + c*16 + n*4096;
+            const float *restrict xc = x + n*16384 + c*64;
+            float *restrict yc = y + n*4096 + c*16;
             /* rows 0..3, cols 0..3: every tap */
             for (int oy = 0; oy < 4; oy++) {
                 for (int ox = 0; ox < 4; ox++) {
-                    {
-                        float m = xc[ox*2 + oy*16], v;
-                        v = xc[ox*2 + oy*16 + 1]; if (v > m || isnan(v)) m = v;
-                        v = xc[ox*2 + oy*16 + 8]; if (v > m || isnan(v)) m = v;
-                        v = xc[ox*2 + oy*16 + 9]; if (v > m || isnan(v)) m = v;
-                        yc[ox + oy*4] = m;
-                    }
+                    float m = xc[oy*16 + ox*2], v;
+                    v = xc[oy*16 + ox*2 + 1]; if (v > m || isnan(v)) m = v;
+                    v = xc[oy*16 + ox*2 + 8]; if (v > m || isnan(v)) m = v;
+                    v = xc[oy*16 + ox*2 + 9]; if (v > m || isnan(v)) m = v;
+                    yc[oy*4 + ox] = m;
                 }
             }
         }
@@ -1553,19 +1515,17 @@ static void l16_maxpool2d_backward(const float *restrict x, const float *restric
     memset(dx, 0, sizeof(float) * (size_t)nb * 16384);
     for (int n = 0; n < nb; n++) {
         for (int c = 0; c < 256; c++) {
-            const float *restrict xc = x + c*64 + n*16384;
-            float *restrict dxc = dx + c*64 + n*16384;
-            const float *restrict dyc = dy + c*16 + n*4096;
+            const float *restrict xc = x + n*16384 + c*64;
+            float *restrict dxc = dx + n*16384 + c*64;
+            const float *restrict dyc = dy + n*4096 + c*16;
             /* rows 0..3, cols 0..3: every tap */
             for (int oy = 0; oy < 4; oy++) {
                 for (int ox = 0; ox < 4; ox++) {
-                    {
-                        int a = ox*2 + oy*16; float m = xc[a];
-                        if (xc[ox*2 + oy*16 + 1] > m || isnan(xc[ox*2 + oy*16 + 1])) { m = xc[ox*2 + oy*16 + 1]; a = ox*2 + oy*16 + 1; }
-                        if (xc[ox*2 + oy*16 + 8] > m || isnan(xc[ox*2 + oy*16 + 8])) { m = xc[ox*2 + oy*16 + 8]; a = ox*2 + oy*16 + 8; }
-                        if (xc[ox*2 + oy*16 + 9] > m || isnan(xc[ox*2 + oy*16 + 9])) { m = xc[ox*2 + oy*16 + 9]; a = ox*2 + oy*16 + 9; }
-                        dxc[a] += dyc[ox + oy*4];
-                    }
+                    int a = oy*16 + ox*2; float m = xc[a];
+                    if (xc[oy*16 + ox*2 + 1] > m || isnan(xc[oy*16 + ox*2 + 1])) { m = xc[oy*16 + ox*2 + 1]; a = oy*16 + ox*2 + 1; }
+                    if (xc[oy*16 + ox*2 + 8] > m || isnan(xc[oy*16 + ox*2 + 8])) { m = xc[oy*16 + ox*2 + 8]; a = oy*16 + ox*2 + 8; }
+                    if (xc[oy*16 + ox*2 + 9] > m || isnan(xc[oy*16 + ox*2 + 9])) { m = xc[oy*16 + ox*2 + 9]; a = oy*16 + ox*2 + 9; }
+                    dxc[a] += dyc[oy*4 + ox];
                 }
             }
         }
@@ -1585,7 +1545,7 @@ static void l17_conv2d_forward(const float *restrict P, const float *restrict x,
             for (int i = 0; i < 16; i++) yc[i] = b[col];
             for (int ci = 0; ci < 256; ci++) {
                 const float *restrict xc = xn + ci*16;
-                const float *restrict wc = w + ci*9 + col*2304;
+                const float *restrict wc = w + col*2304 + ci*9;
                 const float w0 = wc[0], w1 = wc[1], w2 = wc[2];
                 const float w3 = wc[3], w4 = wc[4], w5 = wc[5];
                 const float w6 = wc[6], w7 = wc[7], w8 = wc[8];
@@ -1604,9 +1564,9 @@ static void l17_conv2d_forward(const float *restrict P, const float *restrict x,
                 /* rows 1..2, cols 1..2: every tap */
                 for (int oy = 1; oy < 3; oy++) {
                     for (int ox = 1; ox < 3; ox++) {
-                        yc[ox + oy*4] += w0 * xc[ox + oy*4 - 5] + w1 * xc[ox + oy*4 - 4] + w2 * xc[ox + oy*4 - 3] + w3 * xc[ox + oy*4 - 1]
-                                + w4 * xc[ox + oy*4] + w5 * xc[ox + oy*4 + 1] + w6 * xc[ox + oy*4 + 3] + w7 * xc[ox + oy*4 + 4]
-                                + w8 * xc[ox + oy*4 + 5];
+                        yc[oy*4 + ox] += w0 * xc[oy*4 + ox - 5] + w1 * xc[oy*4 + ox - 4] + w2 * xc[oy*4 + ox - 3] + w3 * xc[oy*4 + ox - 1]
+                                + w4 * xc[oy*4 + ox] + w5 * xc[oy*4 + ox + 1] + w6 * xc[oy*4 + ox + 3] + w7 * xc[oy*4 + ox + 4]
+                                + w8 * xc[oy*4 + ox + 5];
                     }
                 }
                 /* rows 1..2, cols 3..3: 6 of 9 taps */
@@ -1634,12 +1594,14 @@ static void l17_conv2d_backward(const float *restrict P, float *restrict G, cons
     memset(dx, 0, sizeof(float) * (size_t)nb * 4096);
     for (int col = 0; col < 512; col++) {
         for (int ci = 0; ci < 256; ci++) {
-            const float *restrict wc = w + ci*9 + col*2304;
-            float *restrict gwc = gw + ci*9 + col*2304;
+            const float *restrict wc = w + col*2304 + ci*9;
+            float *restrict gwc = gw + col*2304 + ci*9;
             const float w0 = wc[0], w1 = wc[1], w2 = wc[2];
             const float w3 = wc[3], w4 = wc[4], w5 = wc[5];
             const float w6 = wc[6], w7 = wc[7], w8 = wc[8];
-            float g0 = 0.0f, g1 = 0.0f, g2 = 0.0f, g3 = 0.0f, g4 = 0.0f, g5 = 0.0f, g6 = 0.0f, g7 = 0.0f, g8 = 0.0f;
+            float g0 = 0.0f, g1 = 0.0f, g2 = 0.0f;
+            float g3 = 0.0f, g4 = 0.0f, g5 = 0.0f;
+            float g6 = 0.0f, g7 = 0.0f, g8 = 0.0f;
             for (int n = 0; n < nb; n++) {
                 const float *restrict xc = x + (size_t)n * 4096 + ci*16;
                 float *restrict dxc = dx + (size_t)n * 4096 + ci*16;
@@ -1653,15 +1615,13 @@ static void l17_conv2d_backward(const float *restrict P, float *restrict G, cons
                 }
                 /* rows 0..0, cols 1..2: 6 of 9 taps */
                 for (int ox = 1; ox < 3; ox++) {
-                    {
-                        const float d = dyc[ox];
-                        g3 += d * xc[ox - 1]; dxc[ox - 1] += w3 * d;
-                        g4 += d * xc[ox]; dxc[ox] += w4 * d;
-                        g5 += d * xc[ox + 1]; dxc[ox + 1] += w5 * d;
-                        g6 += d * xc[ox + 3]; dxc[ox + 3] += w6 * d;
-                        g7 += d * xc[ox + 4]; dxc[ox + 4] += w7 * d;
-                        g8 += d * xc[ox + 5]; dxc[ox + 5] += w8 * d;
-                    }
+                    const float d = dyc[ox];
+                    g3 += d * xc[ox - 1]; dxc[ox - 1] += w3 * d;
+                    g4 += d * xc[ox]; dxc[ox] += w4 * d;
+                    g5 += d * xc[ox + 1]; dxc[ox + 1] += w5 * d;
+                    g6 += d * xc[ox + 3]; dxc[ox + 3] += w6 * d;
+                    g7 += d * xc[ox + 4]; dxc[ox + 4] += w7 * d;
+                    g8 += d * xc[ox + 5]; dxc[ox + 5] += w8 * d;
                 }
                 {
                     const float d = dyc[3];
@@ -1685,18 +1645,16 @@ static void l17_conv2d_backward(const float *restrict P, float *restrict G, cons
                 /* rows 1..2, cols 1..2: every tap */
                 for (int oy = 1; oy < 3; oy++) {
                     for (int ox = 1; ox < 3; ox++) {
-                        {
-                            const float d = dyc[ox + oy*4];
-                            g0 += d * xc[ox + oy*4 - 5]; dxc[ox + oy*4 - 5] += w0 * d;
-                            g1 += d * xc[ox + oy*4 - 4]; dxc[ox + oy*4 - 4] += w1 * d;
-                            g2 += d * xc[ox + oy*4 - 3]; dxc[ox + oy*4 - 3] += w2 * d;
-                            g3 += d * xc[ox + oy*4 - 1]; dxc[ox + oy*4 - 1] += w3 * d;
-                            g4 += d * xc[ox + oy*4]; dxc[ox + oy*4] += w4 * d;
-                            g5 += d * xc[ox + oy*4 + 1]; dxc[ox + oy*4 + 1] += w5 * d;
-                            g6 += d * xc[ox + oy*4 + 3]; dxc[ox + oy*4 + 3] += w6 * d;
-                            g7 += d * xc[ox + oy*4 + 4]; dxc[ox + oy*4 + 4] += w7 * d;
-                            g8 += d * xc[ox + oy*4 + 5]; dxc[ox + oy*4 + 5] += w8 * d;
-                        }
+                        const float d = dyc[oy*4 + ox];
+                        g0 += d * xc[oy*4 + ox - 5]; dxc[oy*4 + ox - 5] += w0 * d;
+                        g1 += d * xc[oy*4 + ox - 4]; dxc[oy*4 + ox - 4] += w1 * d;
+                        g2 += d * xc[oy*4 + ox - 3]; dxc[oy*4 + ox - 3] += w2 * d;
+                        g3 += d * xc[oy*4 + ox - 1]; dxc[oy*4 + ox - 1] += w3 * d;
+                        g4 += d * xc[oy*4 + ox]; dxc[oy*4 + ox] += w4 * d;
+                        g5 += d * xc[oy*4 + ox + 1]; dxc[oy*4 + ox + 1] += w5 * d;
+                        g6 += d * xc[oy*4 + ox + 3]; dxc[oy*4 + ox + 3] += w6 * d;
+                        g7 += d * xc[oy*4 + ox + 4]; dxc[oy*4 + ox + 4] += w7 * d;
+                        g8 += d * xc[oy*4 + ox + 5]; dxc[oy*4 + ox + 5] += w8 * d;
                     }
                 }
                 /* rows 1..2, cols 3..3: 6 of 9 taps */
@@ -1720,15 +1678,13 @@ static void l17_conv2d_backward(const float *restrict P, float *restrict G, cons
                 }
                 /* rows 3..3, cols 1..2: 6 of 9 taps */
                 for (int ox = 1; ox < 3; ox++) {
-                    {
-                        const float d = dyc[ox + 12];
-                        g0 += d * xc[ox + 7]; dxc[ox + 7] += w0 * d;
-                        g1 += d * xc[ox + 8]; dxc[ox + 8] += w1 * d;
-                        g2 += d * xc[ox + 9]; dxc[ox + 9] += w2 * d;
-                        g3 += d * xc[ox + 11]; dxc[ox + 11] += w3 * d;
-                        g4 += d * xc[ox + 12]; dxc[ox + 12] += w4 * d;
-                        g5 += d * xc[ox + 13]; dxc[ox + 13] += w5 * d;
-                    }
+                    const float d = dyc[ox + 12];
+                    g0 += d * xc[ox + 7]; dxc[ox + 7] += w0 * d;
+                    g1 += d * xc[ox + 8]; dxc[ox + 8] += w1 * d;
+                    g2 += d * xc[ox + 9]; dxc[ox + 9] += w2 * d;
+                    g3 += d * xc[ox + 11]; dxc[ox + 11] += w3 * d;
+                    g4 += d * xc[ox + 12]; dxc[ox + 12] += w4 * d;
+                    g5 += d * xc[ox + 13]; dxc[ox + 13] += w5 * d;
                 }
                 {
                     const float d = dyc[15];
@@ -1783,7 +1739,7 @@ static void l19_conv2d_forward(const float *restrict P, const float *restrict x,
             for (int i = 0; i < 16; i++) yc[i] = b[col];
             for (int ci = 0; ci < 512; ci++) {
                 const float *restrict xc = xn + ci*16;
-                const float *restrict wc = w + ci*9 + col*4608;
+                const float *restrict wc = w + col*4608 + ci*9;
                 const float w0 = wc[0], w1 = wc[1], w2 = wc[2];
                 const float w3 = wc[3], w4 = wc[4], w5 = wc[5];
                 const float w6 = wc[6], w7 = wc[7], w8 = wc[8];
@@ -1802,9 +1758,9 @@ static void l19_conv2d_forward(const float *restrict P, const float *restrict x,
                 /* rows 1..2, cols 1..2: every tap */
                 for (int oy = 1; oy < 3; oy++) {
                     for (int ox = 1; ox < 3; ox++) {
-                        yc[ox + oy*4] += w0 * xc[ox + oy*4 - 5] + w1 * xc[ox + oy*4 - 4] + w2 * xc[ox + oy*4 - 3] + w3 * xc[ox + oy*4 - 1]
-                                + w4 * xc[ox + oy*4] + w5 * xc[ox + oy*4 + 1] + w6 * xc[ox + oy*4 + 3] + w7 * xc[ox + oy*4 + 4]
-                                + w8 * xc[ox + oy*4 + 5];
+                        yc[oy*4 + ox] += w0 * xc[oy*4 + ox - 5] + w1 * xc[oy*4 + ox - 4] + w2 * xc[oy*4 + ox - 3] + w3 * xc[oy*4 + ox - 1]
+                                + w4 * xc[oy*4 + ox] + w5 * xc[oy*4 + ox + 1] + w6 * xc[oy*4 + ox + 3] + w7 * xc[oy*4 + ox + 4]
+                                + w8 * xc[oy*4 + ox + 5];
                     }
                 }
                 /* rows 1..2, cols 3..3: 6 of 9 taps */
@@ -1832,12 +1788,14 @@ static void l19_conv2d_backward(const float *restrict P, float *restrict G, cons
     memset(dx, 0, sizeof(float) * (size_t)nb * 8192);
     for (int col = 0; col < 512; col++) {
         for (int ci = 0; ci < 512; ci++) {
-            const float *restrict wc = w + ci*9 + col*4608;
-            float *restrict gwc = gw + ci*9 + col*4608;
+            const float *restrict wc = w + col*4608 + ci*9;
+            float *restrict gwc = gw + col*4608 + ci*9;
             const float w0 = wc[0], w1 = wc[1], w2 = wc[2];
             const float w3 = wc[3], w4 = wc[4], w5 = wc[5];
             const float w6 = wc[6], w7 = wc[7], w8 = wc[8];
-            float g0 = 0.0f, g1 = 0.0f, g2 = 0.0f, g3 = 0.0f, g4 = 0.0f, g5 = 0.0f, g6 = 0.0f, g7 = 0.0f, g8 = 0.0f;
+            float g0 = 0.0f, g1 = 0.0f, g2 = 0.0f;
+            float g3 = 0.0f, g4 = 0.0f, g5 = 0.0f;
+            float g6 = 0.0f, g7 = 0.0f, g8 = 0.0f;
             for (int n = 0; n < nb; n++) {
                 const float *restrict xc = x + (size_t)n * 8192 + ci*16;
                 float *restrict dxc = dx + (size_t)n * 8192 + ci*16;
@@ -1851,15 +1809,13 @@ static void l19_conv2d_backward(const float *restrict P, float *restrict G, cons
                 }
                 /* rows 0..0, cols 1..2: 6 of 9 taps */
                 for (int ox = 1; ox < 3; ox++) {
-                    {
-                        const float d = dyc[ox];
-                        g3 += d * xc[ox - 1]; dxc[ox - 1] += w3 * d;
-                        g4 += d * xc[ox]; dxc[ox] += w4 * d;
-                        g5 += d * xc[ox + 1]; dxc[ox + 1] += w5 * d;
-                        g6 += d * xc[ox + 3]; dxc[ox + 3] += w6 * d;
-                        g7 += d * xc[ox + 4]; dxc[ox + 4] += w7 * d;
-                        g8 += d * xc[ox + 5]; dxc[ox + 5] += w8 * d;
-                    }
+                    const float d = dyc[ox];
+                    g3 += d * xc[ox - 1]; dxc[ox - 1] += w3 * d;
+                    g4 += d * xc[ox]; dxc[ox] += w4 * d;
+                    g5 += d * xc[ox + 1]; dxc[ox + 1] += w5 * d;
+                    g6 += d * xc[ox + 3]; dxc[ox + 3] += w6 * d;
+                    g7 += d * xc[ox + 4]; dxc[ox + 4] += w7 * d;
+                    g8 += d * xc[ox + 5]; dxc[ox + 5] += w8 * d;
                 }
                 {
                     const float d = dyc[3];
@@ -1883,18 +1839,16 @@ static void l19_conv2d_backward(const float *restrict P, float *restrict G, cons
                 /* rows 1..2, cols 1..2: every tap */
                 for (int oy = 1; oy < 3; oy++) {
                     for (int ox = 1; ox < 3; ox++) {
-                        {
-                            const float d = dyc[ox + oy*4];
-                            g0 += d * xc[ox + oy*4 - 5]; dxc[ox + oy*4 - 5] += w0 * d;
-                            g1 += d * xc[ox + oy*4 - 4]; dxc[ox + oy*4 - 4] += w1 * d;
-                            g2 += d * xc[ox + oy*4 - 3]; dxc[ox + oy*4 - 3] += w2 * d;
-                            g3 += d * xc[ox + oy*4 - 1]; dxc[ox + oy*4 - 1] += w3 * d;
-                            g4 += d * xc[ox + oy*4]; dxc[ox + oy*4] += w4 * d;
-                            g5 += d * xc[ox + oy*4 + 1]; dxc[ox + oy*4 + 1] += w5 * d;
-                            g6 += d * xc[ox + oy*4 + 3]; dxc[ox + oy*4 + 3] += w6 * d;
-                            g7 += d * xc[ox + oy*4 + 4]; dxc[ox + oy*4 + 4] += w7 * d;
-                            g8 += d * xc[ox + oy*4 + 5]; dxc[ox + oy*4 + 5] += w8 * d;
-                        }
+                        const float d = dyc[oy*4 + ox];
+                        g0 += d * xc[oy*4 + ox - 5]; dxc[oy*4 + ox - 5] += w0 * d;
+                        g1 += d * xc[oy*4 + ox - 4]; dxc[oy*4 + ox - 4] += w1 * d;
+                        g2 += d * xc[oy*4 + ox - 3]; dxc[oy*4 + ox - 3] += w2 * d;
+                        g3 += d * xc[oy*4 + ox - 1]; dxc[oy*4 + ox - 1] += w3 * d;
+                        g4 += d * xc[oy*4 + ox]; dxc[oy*4 + ox] += w4 * d;
+                        g5 += d * xc[oy*4 + ox + 1]; dxc[oy*4 + ox + 1] += w5 * d;
+                        g6 += d * xc[oy*4 + ox + 3]; dxc[oy*4 + ox + 3] += w6 * d;
+                        g7 += d * xc[oy*4 + ox + 4]; dxc[oy*4 + ox + 4] += w7 * d;
+                        g8 += d * xc[oy*4 + ox + 5]; dxc[oy*4 + ox + 5] += w8 * d;
                     }
                 }
                 /* rows 1..2, cols 3..3: 6 of 9 taps */
@@ -1918,15 +1872,13 @@ static void l19_conv2d_backward(const float *restrict P, float *restrict G, cons
                 }
                 /* rows 3..3, cols 1..2: 6 of 9 taps */
                 for (int ox = 1; ox < 3; ox++) {
-                    {
-                        const float d = dyc[ox + 12];
-                        g0 += d * xc[ox + 7]; dxc[ox + 7] += w0 * d;
-                        g1 += d * xc[ox + 8]; dxc[ox + 8] += w1 * d;
-                        g2 += d * xc[ox + 9]; dxc[ox + 9] += w2 * d;
-                        g3 += d * xc[ox + 11]; dxc[ox + 11] += w3 * d;
-                        g4 += d * xc[ox + 12]; dxc[ox + 12] += w4 * d;
-                        g5 += d * xc[ox + 13]; dxc[ox + 13] += w5 * d;
-                    }
+                    const float d = dyc[ox + 12];
+                    g0 += d * xc[ox + 7]; dxc[ox + 7] += w0 * d;
+                    g1 += d * xc[ox + 8]; dxc[ox + 8] += w1 * d;
+                    g2 += d * xc[ox + 9]; dxc[ox + 9] += w2 * d;
+                    g3 += d * xc[ox + 11]; dxc[ox + 11] += w3 * d;
+                    g4 += d * xc[ox + 12]; dxc[ox + 12] += w4 * d;
+                    g5 += d * xc[ox + 13]; dxc[ox + 13] += w5 * d;
                 }
                 {
                     const float d = dyc[15];
@@ -1981,7 +1933,7 @@ static void l21_conv2d_forward(const float *restrict P, const float *restrict x,
             for (int i = 0; i < 16; i++) yc[i] = b[col];
             for (int ci = 0; ci < 512; ci++) {
                 const float *restrict xc = xn + ci*16;
-                const float *restrict wc = w + ci*9 + col*4608;
+                const float *restrict wc = w + col*4608 + ci*9;
                 const float w0 = wc[0], w1 = wc[1], w2 = wc[2];
                 const float w3 = wc[3], w4 = wc[4], w5 = wc[5];
                 const float w6 = wc[6], w7 = wc[7], w8 = wc[8];
@@ -2000,9 +1952,9 @@ static void l21_conv2d_forward(const float *restrict P, const float *restrict x,
                 /* rows 1..2, cols 1..2: every tap */
                 for (int oy = 1; oy < 3; oy++) {
                     for (int ox = 1; ox < 3; ox++) {
-                        yc[ox + oy*4] += w0 * xc[ox + oy*4 - 5] + w1 * xc[ox + oy*4 - 4] + w2 * xc[ox + oy*4 - 3] + w3 * xc[ox + oy*4 - 1]
-                                + w4 * xc[ox + oy*4] + w5 * xc[ox + oy*4 + 1] + w6 * xc[ox + oy*4 + 3] + w7 * xc[ox + oy*4 + 4]
-                                + w8 * xc[ox + oy*4 + 5];
+                        yc[oy*4 + ox] += w0 * xc[oy*4 + ox - 5] + w1 * xc[oy*4 + ox - 4] + w2 * xc[oy*4 + ox - 3] + w3 * xc[oy*4 + ox - 1]
+                                + w4 * xc[oy*4 + ox] + w5 * xc[oy*4 + ox + 1] + w6 * xc[oy*4 + ox + 3] + w7 * xc[oy*4 + ox + 4]
+                                + w8 * xc[oy*4 + ox + 5];
                     }
                 }
                 /* rows 1..2, cols 3..3: 6 of 9 taps */
@@ -2030,12 +1982,14 @@ static void l21_conv2d_backward(const float *restrict P, float *restrict G, cons
     memset(dx, 0, sizeof(float) * (size_t)nb * 8192);
     for (int col = 0; col < 512; col++) {
         for (int ci = 0; ci < 512; ci++) {
-            const float *restrict wc = w + ci*9 + col*4608;
-            float *restrict gwc = gw + ci*9 + col*4608;
+            const float *restrict wc = w + col*4608 + ci*9;
+            float *restrict gwc = gw + col*4608 + ci*9;
             const float w0 = wc[0], w1 = wc[1], w2 = wc[2];
             const float w3 = wc[3], w4 = wc[4], w5 = wc[5];
             const float w6 = wc[6], w7 = wc[7], w8 = wc[8];
-            float g0 = 0.0f, g1 = 0.0f, g2 = 0.0f, g3 = 0.0f, g4 = 0.0f, g5 = 0.0f, g6 = 0.0f, g7 = 0.0f, g8 = 0.0f;
+            float g0 = 0.0f, g1 = 0.0f, g2 = 0.0f;
+            float g3 = 0.0f, g4 = 0.0f, g5 = 0.0f;
+            float g6 = 0.0f, g7 = 0.0f, g8 = 0.0f;
             for (int n = 0; n < nb; n++) {
                 const float *restrict xc = x + (size_t)n * 8192 + ci*16;
                 float *restrict dxc = dx + (size_t)n * 8192 + ci*16;
@@ -2049,15 +2003,13 @@ static void l21_conv2d_backward(const float *restrict P, float *restrict G, cons
                 }
                 /* rows 0..0, cols 1..2: 6 of 9 taps */
                 for (int ox = 1; ox < 3; ox++) {
-                    {
-                        const float d = dyc[ox];
-                        g3 += d * xc[ox - 1]; dxc[ox - 1] += w3 * d;
-                        g4 += d * xc[ox]; dxc[ox] += w4 * d;
-                        g5 += d * xc[ox + 1]; dxc[ox + 1] += w5 * d;
-                        g6 += d * xc[ox + 3]; dxc[ox + 3] += w6 * d;
-                        g7 += d * xc[ox + 4]; dxc[ox + 4] += w7 * d;
-                        g8 += d * xc[ox + 5]; dxc[ox + 5] += w8 * d;
-                    }
+                    const float d = dyc[ox];
+                    g3 += d * xc[ox - 1]; dxc[ox - 1] += w3 * d;
+                    g4 += d * xc[ox]; dxc[ox] += w4 * d;
+                    g5 += d * xc[ox + 1]; dxc[ox + 1] += w5 * d;
+                    g6 += d * xc[ox + 3]; dxc[ox + 3] += w6 * d;
+                    g7 += d * xc[ox + 4]; dxc[ox + 4] += w7 * d;
+                    g8 += d * xc[ox + 5]; dxc[ox + 5] += w8 * d;
                 }
                 {
                     const float d = dyc[3];
@@ -2081,18 +2033,16 @@ static void l21_conv2d_backward(const float *restrict P, float *restrict G, cons
                 /* rows 1..2, cols 1..2: every tap */
                 for (int oy = 1; oy < 3; oy++) {
                     for (int ox = 1; ox < 3; ox++) {
-                        {
-                            const float d = dyc[ox + oy*4];
-                            g0 += d * xc[ox + oy*4 - 5]; dxc[ox + oy*4 - 5] += w0 * d;
-                            g1 += d * xc[ox + oy*4 - 4]; dxc[ox + oy*4 - 4] += w1 * d;
-                            g2 += d * xc[ox + oy*4 - 3]; dxc[ox + oy*4 - 3] += w2 * d;
-                            g3 += d * xc[ox + oy*4 - 1]; dxc[ox + oy*4 - 1] += w3 * d;
-                            g4 += d * xc[ox + oy*4]; dxc[ox + oy*4] += w4 * d;
-                            g5 += d * xc[ox + oy*4 + 1]; dxc[ox + oy*4 + 1] += w5 * d;
-                            g6 += d * xc[ox + oy*4 + 3]; dxc[ox + oy*4 + 3] += w6 * d;
-                            g7 += d * xc[ox + oy*4 + 4]; dxc[ox + oy*4 + 4] += w7 * d;
-                            g8 += d * xc[ox + oy*4 + 5]; dxc[ox + oy*4 + 5] += w8 * d;
-                        }
+                        const float d = dyc[oy*4 + ox];
+                        g0 += d * xc[oy*4 + ox - 5]; dxc[oy*4 + ox - 5] += w0 * d;
+                        g1 += d * xc[oy*4 + ox - 4]; dxc[oy*4 + ox - 4] += w1 * d;
+                        g2 += d * xc[oy*4 + ox - 3]; dxc[oy*4 + ox - 3] += w2 * d;
+                        g3 += d * xc[oy*4 + ox - 1]; dxc[oy*4 + ox - 1] += w3 * d;
+                        g4 += d * xc[oy*4 + ox]; dxc[oy*4 + ox] += w4 * d;
+                        g5 += d * xc[oy*4 + ox + 1]; dxc[oy*4 + ox + 1] += w5 * d;
+                        g6 += d * xc[oy*4 + ox + 3]; dxc[oy*4 + ox + 3] += w6 * d;
+                        g7 += d * xc[oy*4 + ox + 4]; dxc[oy*4 + ox + 4] += w7 * d;
+                        g8 += d * xc[oy*4 + ox + 5]; dxc[oy*4 + ox + 5] += w8 * d;
                     }
                 }
                 /* rows 1..2, cols 3..3: 6 of 9 taps */
@@ -2116,15 +2066,13 @@ static void l21_conv2d_backward(const float *restrict P, float *restrict G, cons
                 }
                 /* rows 3..3, cols 1..2: 6 of 9 taps */
                 for (int ox = 1; ox < 3; ox++) {
-                    {
-                        const float d = dyc[ox + 12];
-                        g0 += d * xc[ox + 7]; dxc[ox + 7] += w0 * d;
-                        g1 += d * xc[ox + 8]; dxc[ox + 8] += w1 * d;
-                        g2 += d * xc[ox + 9]; dxc[ox + 9] += w2 * d;
-                        g3 += d * xc[ox + 11]; dxc[ox + 11] += w3 * d;
-                        g4 += d * xc[ox + 12]; dxc[ox + 12] += w4 * d;
-                        g5 += d * xc[ox + 13]; dxc[ox + 13] += w5 * d;
-                    }
+                    const float d = dyc[ox + 12];
+                    g0 += d * xc[ox + 7]; dxc[ox + 7] += w0 * d;
+                    g1 += d * xc[ox + 8]; dxc[ox + 8] += w1 * d;
+                    g2 += d * xc[ox + 9]; dxc[ox + 9] += w2 * d;
+                    g3 += d * xc[ox + 11]; dxc[ox + 11] += w3 * d;
+                    g4 += d * xc[ox + 12]; dxc[ox + 12] += w4 * d;
+                    g5 += d * xc[ox + 13]; dxc[ox + 13] += w5 * d;
                 }
                 {
                     const float d = dyc[15];
@@ -2171,18 +2119,16 @@ static void l23_maxpool2d_forward(const float *restrict x, float *restrict y, in
 {
     for (int n = 0; n < nb; n++) {
         for (int c = 0; c < 512; c++) {
-            const float *restrict xc = x + c*16 + n*8192;
-            float *restrict yc = y + c*4 + n*2048;
+            const float *restrict xc = x + n*8192 + c*16;
+            float *restrict yc = y + n*2048 + c*4;
             /* rows 0..1, cols 0..1: every tap */
             for (int oy = 0; oy < 2; oy++) {
                 for (int ox = 0; ox < 2; ox++) {
-                    {
-                        float m = xc[ox*2 + oy*8], v;
-                        v = xc[ox*2 + oy*8 + 1]; if (v > m || isnan(v)) m = v;
-                        v = xc[ox*2 + oy*8 + 4]; if (v > m || isnan(v)) m = v;
-                        v = xc[ox*2 + oy*8 + 5]; if (v > m || isnan(v)) m = v;
-                        yc[ox + oy*2] = m;
-                    }
+                    float m = xc[oy*8 + ox*2], v;
+                    v = xc[oy*8 + ox*2 + 1]; if (v > m || isnan(v)) m = v;
+                    v = xc[oy*8 + ox*2 + 4]; if (v > m || isnan(v)) m = v;
+                    v = xc[oy*8 + ox*2 + 5]; if (v > m || isnan(v)) m = v;
+                    yc[oy*2 + ox] = m;
                 }
             }
         }
@@ -2194,19 +2140,17 @@ static void l23_maxpool2d_backward(const float *restrict x, const float *restric
     memset(dx, 0, sizeof(float) * (size_t)nb * 8192);
     for (int n = 0; n < nb; n++) {
         for (int c = 0; c < 512; c++) {
-            const float *restrict xc = x + c*16 + n*8192;
-            float *restrict dxc = dx + c*16 + n*8192;
-            const float *restrict dyc = dy + c*4 + n*2048;
+            const float *restrict xc = x + n*8192 + c*16;
+            float *restrict dxc = dx + n*8192 + c*16;
+            const float *restrict dyc = dy + n*2048 + c*4;
             /* rows 0..1, cols 0..1: every tap */
             for (int oy = 0; oy < 2; oy++) {
                 for (int ox = 0; ox < 2; ox++) {
-                    {
-                        int a = ox*2 + oy*8; float m = xc[a];
-                        if (xc[ox*2 + oy*8 + 1] > m || isnan(xc[ox*2 + oy*8 + 1])) { m = xc[ox*2 + oy*8 + 1]; a = ox*2 + oy*8 + 1; }
-                        if (xc[ox*2 + oy*8 + 4] > m || isnan(xc[ox*2 + oy*8 + 4])) { m = xc[ox*2 + oy*8 + 4]; a = ox*2 + oy*8 + 4; }
-                        if (xc[ox*2 + oy*8 + 5] > m || isnan(xc[ox*2 + oy*8 + 5])) { m = xc[ox*2 + oy*8 + 5]; a = ox*2 + oy*8 + 5; }
-                        dxc[a] += dyc[ox + oy*2];
-                    }
+                    int a = oy*8 + ox*2; float m = xc[a];
+                    if (xc[oy*8 + ox*2 + 1] > m || isnan(xc[oy*8 + ox*2 + 1])) { m = xc[oy*8 + ox*2 + 1]; a = oy*8 + ox*2 + 1; }
+                    if (xc[oy*8 + ox*2 + 4] > m || isnan(xc[oy*8 + ox*2 + 4])) { m = xc[oy*8 + ox*2 + 4]; a = oy*8 + ox*2 + 4; }
+                    if (xc[oy*8 + ox*2 + 5] > m || isnan(xc[oy*8 + ox*2 + 5])) { m = xc[oy*8 + ox*2 + 5]; a = oy*8 + ox*2 + 5; }
+                    dxc[a] += dyc[oy*2 + ox];
                 }
             }
         }
@@ -2226,7 +2170,7 @@ static void l24_conv2d_forward(const float *restrict P, const float *restrict x,
             for (int i = 0; i < 4; i++) yc[i] = b[col];
             for (int ci = 0; ci < 512; ci++) {
                 const float *restrict xc = xn + ci*4;
-                const float *restrict wc = w + ci*9 + col*4608;
+                const float *restrict wc = w + col*4608 + ci*9;
                 const float w0 = wc[0], w1 = wc[1], w2 = wc[2];
                 const float w3 = wc[3], w4 = wc[4], w5 = wc[5];
                 const float w6 = wc[6], w7 = wc[7], w8 = wc[8];
@@ -2247,12 +2191,14 @@ static void l24_conv2d_backward(const float *restrict P, float *restrict G, cons
     memset(dx, 0, sizeof(float) * (size_t)nb * 2048);
     for (int col = 0; col < 512; col++) {
         for (int ci = 0; ci < 512; ci++) {
-            const float *restrict wc = w + ci*9 + col*4608;
-            float *restrict gwc = gw + ci*9 + col*4608;
+            const float *restrict wc = w + col*4608 + ci*9;
+            float *restrict gwc = gw + col*4608 + ci*9;
             const float w0 = wc[0], w1 = wc[1], w2 = wc[2];
             const float w3 = wc[3], w4 = wc[4], w5 = wc[5];
             const float w6 = wc[6], w7 = wc[7], w8 = wc[8];
-            float g0 = 0.0f, g1 = 0.0f, g2 = 0.0f, g3 = 0.0f, g4 = 0.0f, g5 = 0.0f, g6 = 0.0f, g7 = 0.0f, g8 = 0.0f;
+            float g0 = 0.0f, g1 = 0.0f, g2 = 0.0f;
+            float g3 = 0.0f, g4 = 0.0f, g5 = 0.0f;
+            float g6 = 0.0f, g7 = 0.0f, g8 = 0.0f;
             for (int n = 0; n < nb; n++) {
                 const float *restrict xc = x + (size_t)n * 2048 + ci*4;
                 float *restrict dxc = dx + (size_t)n * 2048 + ci*4;
@@ -2331,7 +2277,7 @@ static void l26_conv2d_forward(const float *restrict P, const float *restrict x,
             for (int i = 0; i < 4; i++) yc[i] = b[col];
             for (int ci = 0; ci < 512; ci++) {
                 const float *restrict xc = xn + ci*4;
-                const float *restrict wc = w + ci*9 + col*4608;
+                const float *restrict wc = w + col*4608 + ci*9;
                 const float w0 = wc[0], w1 = wc[1], w2 = wc[2];
                 const float w3 = wc[3], w4 = wc[4], w5 = wc[5];
                 const float w6 = wc[6], w7 = wc[7], w8 = wc[8];
@@ -2352,12 +2298,14 @@ static void l26_conv2d_backward(const float *restrict P, float *restrict G, cons
     memset(dx, 0, sizeof(float) * (size_t)nb * 2048);
     for (int col = 0; col < 512; col++) {
         for (int ci = 0; ci < 512; ci++) {
-            const float *restrict wc = w + ci*9 + col*4608;
-            float *restrict gwc = gw + ci*9 + col*4608;
+            const float *restrict wc = w + col*4608 + ci*9;
+            float *restrict gwc = gw + col*4608 + ci*9;
             const float w0 = wc[0], w1 = wc[1], w2 = wc[2];
             const float w3 = wc[3], w4 = wc[4], w5 = wc[5];
             const float w6 = wc[6], w7 = wc[7], w8 = wc[8];
-            float g0 = 0.0f, g1 = 0.0f, g2 = 0.0f, g3 = 0.0f, g4 = 0.0f, g5 = 0.0f, g6 = 0.0f, g7 = 0.0f, g8 = 0.0f;
+            float g0 = 0.0f, g1 = 0.0f, g2 = 0.0f;
+            float g3 = 0.0f, g4 = 0.0f, g5 = 0.0f;
+            float g6 = 0.0f, g7 = 0.0f, g8 = 0.0f;
             for (int n = 0; n < nb; n++) {
                 const float *restrict xc = x + (size_t)n * 2048 + ci*4;
                 float *restrict dxc = dx + (size_t)n * 2048 + ci*4;
@@ -2436,7 +2384,7 @@ static void l28_conv2d_forward(const float *restrict P, const float *restrict x,
             for (int i = 0; i < 4; i++) yc[i] = b[col];
             for (int ci = 0; ci < 512; ci++) {
                 const float *restrict xc = xn + ci*4;
-                const float *restrict wc = w + ci*9 + col*4608;
+                const float *restrict wc = w + col*4608 + ci*9;
                 const float w0 = wc[0], w1 = wc[1], w2 = wc[2];
                 const float w3 = wc[3], w4 = wc[4], w5 = wc[5];
                 const float w6 = wc[6], w7 = wc[7], w8 = wc[8];
@@ -2457,12 +2405,14 @@ static void l28_conv2d_backward(const float *restrict P, float *restrict G, cons
     memset(dx, 0, sizeof(float) * (size_t)nb * 2048);
     for (int col = 0; col < 512; col++) {
         for (int ci = 0; ci < 512; ci++) {
-            const float *restrict wc = w + ci*9 + col*4608;
-            float *restrict gwc = gw + ci*9 + col*4608;
+            const float *restrict wc = w + col*4608 + ci*9;
+            float *restrict gwc = gw + col*4608 + ci*9;
             const float w0 = wc[0], w1 = wc[1], w2 = wc[2];
             const float w3 = wc[3], w4 = wc[4], w5 = wc[5];
             const float w6 = wc[6], w7 = wc[7], w8 = wc[8];
-            float g0 = 0.0f, g1 = 0.0f, g2 = 0.0f, g3 = 0.0f, g4 = 0.0f, g5 = 0.0f, g6 = 0.0f, g7 = 0.0f, g8 = 0.0f;
+            float g0 = 0.0f, g1 = 0.0f, g2 = 0.0f;
+            float g3 = 0.0f, g4 = 0.0f, g5 = 0.0f;
+            float g6 = 0.0f, g7 = 0.0f, g8 = 0.0f;
             for (int n = 0; n < nb; n++) {
                 const float *restrict xc = x + (size_t)n * 2048 + ci*4;
                 float *restrict dxc = dx + (size_t)n * 2048 + ci*4;
@@ -2533,8 +2483,8 @@ static void l30_maxpool2d_forward(const float *restrict x, float *restrict y, in
 {
     for (int n = 0; n < nb; n++) {
         for (int c = 0; c < 512; c++) {
-            const float *restrict xc = x + c*4 + n*2048;
-            float *restrict yc = y + c + n*512;
+            const float *restrict xc = x + n*2048 + c*4;
+            float *restrict yc = y + n*512 + c;
             {
                 float m = xc[0], v;
                 v = xc[1]; if (v > m || isnan(v)) m = v;
@@ -2551,9 +2501,9 @@ static void l30_maxpool2d_backward(const float *restrict x, const float *restric
     memset(dx, 0, sizeof(float) * (size_t)nb * 2048);
     for (int n = 0; n < nb; n++) {
         for (int c = 0; c < 512; c++) {
-            const float *restrict xc = x + c*4 + n*2048;
-            float *restrict dxc = dx + c*4 + n*2048;
-            const float *restrict dyc = dy + c + n*512;
+            const float *restrict xc = x + n*2048 + c*4;
+            float *restrict dxc = dx + n*2048 + c*4;
+            const float *restrict dyc = dy + n*512 + c;
             {
                 int a = 0; float m = xc[a];
                 if (xc[1] > m || isnan(xc[1])) { m = xc[1]; a = 1; }

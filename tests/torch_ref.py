@@ -70,18 +70,17 @@ reference, max over all tensors of max|a-b| / max(1, max|ref|), default batches:
 A batchnorm that normalizes single values per sample (BatchNorm1d over features)
 computes its statistics from only N numbers; with small N some feature's batch sigma
 is tiny and float32 rounding of its input is amplified by |z|/sigma. So:
-  * default batch sizes: (1, 3) without batchnorm, (2, 3) with batchnorm, and (6, 7)
-    when a rank-1 batchnorm is present (all clipped to train.batch); an explicit
-    --batch below 6 for such a net prints a warning;
-  * float64 reference by default: even a float32 reference would pass 1e-4 on the
-    well-conditioned cases, but comparing two independent float32 computations
+  * default batch sizes: (1, 3) without batchnorm, (2, 3) with batchnorm, and (2, 3, 7)
+    when a rank-1 batchnorm is present (all clipped to train.batch);
+  * float64 reference by default: comparing two independent float32 computations
     doubles the noise; float64 leaves the trainer the whole margin;
-  * on failure each tensor line also shows PyTorch-float32's own error, to tell a
-    trainer bug (errors ~1e-2 and up) from an ill-conditioned case (both similar).
-Confirmed with the generated C trainers: at the default batches the worst
-err/limit ratio is 0.044 (bnnet), <= 0.01 elsewhere; forcing bnnet --batch 2 fails with
-grad errors 1.65e-4 where PyTorch-float32 itself is off by 1.55e-4 (conditioning, not
-a bug).
+  * a tensor over the 1e-4 limit is judged again against PyTorch's own float32 error:
+    the trainer passes if it is within F32_FACTOR (2x) of it, i.e. at least as exact
+    as PyTorch up to a factor 2 (reported as "ill-conditioned" on the OK line). A
+    trainer bug gives errors ~1e-2 and up and still fails.
+Confirmed with the generated C trainers: bnnet at batch 2 is off by 1.65e-4 where
+PyTorch-float32 itself is off by 1.55e-4 (conditioning, not a bug); elsewhere the worst
+err/limit ratio is 0.044.
 `--dtype float32` gives the plain float32 PyTorch result instead.
 
 Spec-format notes implemented here (the compiler follows the same rules; see
@@ -557,14 +556,19 @@ def compare(ref, got, tol=DEFAULT_TOL, f32=None):
             ok = False
             continue
         err = float(np.max(np.abs(gg - rr))) if rr.size else 0.0
-        good = err <= tol * scale
-        ok &= good
+        limit = tol * scale
         diag = ""
         if f32 is not None and k in f32:
+            # Ill-conditioned tensors (batch norm over few values): PyTorch's own float32
+            # result strays from the exact one too. The trainer must then be at least
+            # as exact as PyTorch, within a factor F32_FACTOR.
             e32 = float(np.max(np.abs(f32[k].astype(np.float64) - rr))) if rr.size else 0.0
+            limit = max(limit, F32_FACTOR * e32)
             diag = f" (torch-f32 max|d|={e32:.3e})"
+        good = err <= limit
+        ok &= good
         lines.append(f"  {k:<28} {'ok  ' if good else 'FAIL'} max|d|={err:.3e} "
-                     f"limit={tol * scale:.3e} shape={list(r.shape)}{diag}")
+                     f"limit={limit:.3e} shape={list(r.shape)}{diag}")
     for k in got:
         if k not in ref:
             lines.append(f"  {k:<28} (extra key in result, ignored)")
@@ -578,14 +582,15 @@ def has_rank1_batchnorm(spec):
                for r in parse_layers(spec)[0])
 
 
-WELL_CONDITIONED_BATCH = 6
+WELL_CONDITIONED_BATCH = 7
+F32_FACTOR = 2.0
 
 
 def default_batches(spec, tr):
-    """(1, 3) without batchnorm; (2, 3) with batchnorm; (6, 7) with a rank-1 batchnorm
+    """(1, 3) without batchnorm; (2, 3) with batchnorm; (2, 3, 7) with a rank-1 batchnorm
     (float32 conditioning, see the module docstring); clipped to train.batch."""
     if has_rank1_batchnorm(spec):
-        cand = (WELL_CONDITIONED_BATCH, WELL_CONDITIONED_BATCH + 1)
+        cand = (2, 3, WELL_CONDITIONED_BATCH)
     elif has_batchnorm(spec):
         cand = (2, 3)
     else:
@@ -648,10 +653,6 @@ def _batches(a, spec, tr):
                 raise SpecError(f"--batch {b}: must be in 1..train.batch ({tr['batch']})")
             if b < min_batch(spec):
                 raise SpecError(f"--batch {b}: batchnorm over single values needs batch >= {min_batch(spec)}")
-            if has_rank1_batchnorm(spec) and b < WELL_CONDITIONED_BATCH:
-                print(f"torch_ref.py: warning: batch {b} < {WELL_CONDITIONED_BATCH} with a rank-1 "
-                      "batchnorm is ill-conditioned in float32; a correct trainer may exceed "
-                      "the tolerance", file=sys.stderr)
             if b not in bs:
                 bs.append(b)
         return bs
@@ -727,9 +728,13 @@ def cmd_check(a):
                 print("\n".join(lines))
             print(f"{tag}: OK ({ncmp} tensors)")
         else:
-            if a.dtype == "float64":  # redo the comparison with float32 diagnostics
+            if a.dtype == "float64":  # judge again against PyTorch's own float32 error
                 f32 = reference(spec, model, x, t, "float32")
                 ok, lines, ncmp = compare(ref, got, a.tol, f32)
+            if ok:
+                print(f"{tag}: OK ({ncmp} tensors; ill-conditioned, within {F32_FACTOR:g}x "
+                      "PyTorch float32's own error)")
+                continue
             print("\n".join(lines))
             print(f"{tag}: FAILED (workdir {d})")
             all_ok = False

@@ -231,7 +231,12 @@ function Aff:is_const() return next(self.t) == nil end
 function Aff:__tostring()
   local names = {}
   for k, v in pairs(self.t) do if v ~= 0 then names[#names + 1] = k end end
-  table.sort(names)
+  -- largest stride first: "oy*14 + ox", "col*150 + ci*25"
+  table.sort(names, function(a, b)
+    local ca, cb = math.abs(self.t[a]), math.abs(self.t[b])
+    if ca ~= cb then return ca > cb end
+    return a < b
+  end)
   local parts = {}
   for _, k in ipairs(names) do
     local v = self.t[k]

@@ -66,7 +66,8 @@ function M.windows(C, g, unroll, body)
               taps[#taps + 1] = {ky = ky, kx = kx, k = ky * w.K + kx, at = at}
             end
           end
-          body(out, taps, {nvalid = #taps})
+          -- scoped: the body is alone in a loop body, so it needs no braces of its own
+          body(out, taps, {nvalid = #taps, scoped = not unroll and rx.o1 > rx.o0})
         end)
       end)
     end

@@ -254,21 +254,23 @@ function M.backward(L, C, ctx)
       C:line("const float *restrict wc = w + %s;", tostring(wci))
       C:line("float *restrict gwc = gw + %s;", tostring(wci))
       load_taps(C, L, "wc")
-      local acc = {}
-      for k = 0, d.KHW - 1 do acc[#acc + 1] = string.format("g%d = 0.0f", k) end
-      C:line("float %s;", table.concat(acc, ", "))
+      for ky = 0, L.geom.h.K - 1 do
+        local acc = {}
+        for kx = 0, L.geom.w.K - 1 do acc[#acc + 1] = string.format("g%d = 0.0f", ky * L.geom.w.K + kx) end
+        C:line("float %s;", table.concat(acc, ", "))
+      end
       C:open("for (int n = 0; n < nb; n++) {")
       C:line("const float *restrict xc = x + (size_t)n * %d + %s;", d.IN, tostring(cig:scale(d.IHW)))
       C:line("float *restrict dxc = dx + (size_t)n * %d + %s;", d.IN, tostring(cig:scale(d.IHW)))
       C:line("const float *restrict dyc = dy + (size_t)n * %d + %s;", d.OUT, tostring(co:scale(d.OHW)))
-      window.windows(C, L.geom, false, function(out, taps)
+      window.windows(C, L.geom, false, function(out, taps, info)
         if #taps == 0 then return end
-        C:open("{")
+        if not info.scoped then C:open("{") end
         C:line("const float d = dyc[%s];", tostring(out))
         for _, t in ipairs(taps) do
           C:line("g%d += d * xc[%s]; dxc[%s] += w%d * d;", t.k, tostring(t.at), tostring(t.at), t.k)
         end
-        C:close()
+        if not info.scoped then C:close() end
       end)
       C:close()
       for k = 0, d.KHW - 1 do

@@ -74,17 +74,17 @@ function M.forward(L, C, ctx)
   plane_loops(C, L, unroll, "x", "y", function(bin, bout)
     C:line("const float *restrict xc = x + %s;", bin)
     C:line("float *restrict yc = y + %s;", bout)
-    window.windows(C, g, unroll, function(out, taps)
+    window.windows(C, g, unroll, function(out, taps, info)
       if ismax(L) and #taps == 1 then
         C:line("yc[%s] = xc[%s];", tostring(out), tostring(taps[1].at))
       elseif ismax(L) then
-        C:open("{")
+        if not info.scoped then C:open("{") end
         C:line("float m = xc[%s], v;", tostring(taps[1].at))
         for i = 2, #taps do
           C:line("v = xc[%s]; if (v > m || isnan(v)) m = v;", tostring(taps[i].at))
         end
         C:line("yc[%s] = m;", tostring(out))
-        C:close()
+        if not info.scoped then C:close() end
       else
         local terms = {}
         for _, t in ipairs(taps) do terms[#terms + 1] = "xc[" .. tostring(t.at) .. "]" end
@@ -105,12 +105,12 @@ function M.backward(L, C, ctx)
     if ismax(L) then C:line("const float *restrict xc = x + %s;", bin) end
     C:line("float *restrict dxc = dx + %s;", bin)
     C:line("const float *restrict dyc = dy + %s;", bout)
-    window.windows(C, g, unroll, function(out, taps)
+    window.windows(C, g, unroll, function(out, taps, info)
       if ismax(L) and #taps == 1 then
         C:line("dxc[%s] += dyc[%s];", tostring(taps[1].at), tostring(out))
         return
       end
-      C:open("{")
+      if not info.scoped then C:open("{") end
       if ismax(L) then
         C:line("int a = %s; float m = xc[a];", tostring(taps[1].at))
         for i = 2, #taps do
@@ -127,7 +127,7 @@ function M.backward(L, C, ctx)
           C:line(table.concat(parts, " ", i, math.min(i + 3, #parts)))
         end
       end
-      C:close()
+      if not info.scoped then C:close() end
     end)
   end)
   if ismax(L) then return {"x", "dy", "dx", "nb"} end
