@@ -95,6 +95,37 @@ static int push_node(lua_State *L, convert_ctx *ctx, yaml_node_t *node, int dept
     return 1;
 }
 
+/* Push nil, message, line, col for a libyaml failure. Reader errors (bad UTF-8,
+ * control characters) carry a byte offset instead of a mark: count lines ourselves. */
+static int push_yaml_error(lua_State *L, const yaml_parser_t *parser, const char *text, size_t len)
+{
+    const char *problem = parser->problem ? parser->problem : "invalid YAML";
+    size_t line = parser->problem_mark.line, col = parser->problem_mark.column;
+    size_t at = parser->problem_mark.index;
+    if (parser->error == YAML_READER_ERROR) {
+        at = parser->problem_offset < len ? parser->problem_offset : len;
+        line = col = 0;
+        for (size_t i = 0; i < at; i++) {
+            if (text[i] == '\n') {
+                line++;
+                col = 0;
+            } else if (((unsigned char)text[i] & 0xC0) != 0x80) {
+                col++;
+            }
+        }
+    }
+    lua_pushnil(L);
+    if (parser->error == YAML_SCANNER_ERROR && at < len && text[at] == '\t')
+        lua_pushliteral(L, "invalid YAML: tabs are not allowed for indentation (use spaces)");
+    else if (parser->context)
+        lua_pushfstring(L, "invalid YAML: %s %s", problem, parser->context);
+    else
+        lua_pushfstring(L, "invalid YAML: %s", problem);
+    lua_pushinteger(L, (lua_Integer)line + 1);
+    lua_pushinteger(L, (lua_Integer)col + 1);
+    return 4;
+}
+
 /* cnngen_c.parse_yaml(text) -> root node | nil, message, line, col */
 static int l_parse_yaml(lua_State *L)
 {
@@ -106,20 +137,33 @@ static int l_parse_yaml(lua_State *L)
         return luaL_error(L, "libyaml: out of memory");
     yaml_parser_set_input_string(&parser, (const unsigned char *)text, len);
     if (!yaml_parser_load(&parser, &doc)) {
-        lua_pushnil(L);
-        const char *problem = parser.problem ? parser.problem : "invalid YAML";
-        yaml_mark_t m = parser.problem_mark;
-        if (parser.context)
-            lua_pushfstring(L, "invalid YAML: %s %s", problem, parser.context);
-        else
-            lua_pushfstring(L, "invalid YAML: %s", problem);
-        lua_pushinteger(L, (lua_Integer)m.line + 1);
-        lua_pushinteger(L, (lua_Integer)m.column + 1);
+        int r = push_yaml_error(L, &parser, text, len);
         yaml_parser_delete(&parser);
-        return 4;
+        return r;
     }
     int nret;
     yaml_node_t *root = yaml_document_get_root_node(&doc);
+    if (root) { /* a stream holds exactly one document */
+        yaml_document_t next;
+        if (!yaml_parser_load(&parser, &next)) {
+            int r = push_yaml_error(L, &parser, text, len);
+            yaml_document_delete(&doc);
+            yaml_parser_delete(&parser);
+            return r;
+        }
+        yaml_node_t *second = yaml_document_get_root_node(&next);
+        if (second) {
+            lua_pushnil(L);
+            lua_pushliteral(L, "invalid YAML: expected a single document, found a second one");
+            lua_pushinteger(L, (lua_Integer)next.start_mark.line + 1);
+            lua_pushinteger(L, (lua_Integer)next.start_mark.column + 1);
+            yaml_document_delete(&next);
+            yaml_document_delete(&doc);
+            yaml_parser_delete(&parser);
+            return 4;
+        }
+        yaml_document_delete(&next);
+    }
     if (!root) {
         lua_pushnil(L);
         lua_pushliteral(L, "empty document: expected a mapping with name, input and layers");

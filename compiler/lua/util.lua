@@ -13,8 +13,10 @@ function M.errors(max)
   return setmetatable({list = {}, max = max or 20}, Errors)
 end
 
+-- Every error is kept (up to a safety cap); the reporter sorts them by position
+-- and prints the first `max`.
 function Errors:add(node, msg)
-  if #self.list < self.max then
+  if #self.list < 10000 then
     self.list[#self.list + 1] = {line = node and node.line or 1, col = node and node.col or 1, msg = msg}
   end
 end
@@ -29,14 +31,29 @@ end
 ---------------------------------------------------------------------------
 -- Node helpers. Nodes come from the C host: {t="map"|"seq"|"str", line, col, v, plain}
 ---------------------------------------------------------------------------
-local function describe(node)
+-- A short, printable rendering of a node for messages: 3, "abc", [1, 2, 3], null,
+-- a mapping with 2 keys.
+local function describe(node, depth)
+  depth = depth or 0
   if node == nil then return "nothing" end
-  if node.t == "map" then return "a mapping" end
-  if node.t == "seq" then return "a list" end
+  if node.t == "map" then
+    if depth > 0 then return "{...}" end
+    return #node.v == 1 and "a mapping with 1 key" or string.format("a mapping with %d keys", #node.v)
+  end
+  if node.t == "seq" then
+    if depth > 0 then return "[...]" end
+    local parts = {}
+    for i, item in ipairs(node.v) do
+      if i > 6 then parts[#parts + 1] = "..."; break end
+      parts[#parts + 1] = describe(item, depth + 1)
+    end
+    return "[" .. table.concat(parts, ", ") .. "]"
+  end
   if node.plain and (node.v == "" or node.v == "~" or node.v == "null") then return "null" end
   local v = node.v
   if #v > 40 then v = v:sub(1, 37) .. "..." end
-  return node.plain and v or string.format("%q", v)
+  v = v:gsub("[%c\128-\255]", "?")
+  return node.plain and v or ('"' .. v:gsub('"', '\\"') .. '"')
 end
 M.describe = describe
 
@@ -48,9 +65,12 @@ end
 function M.to_int(node)
   if node.t ~= "str" or not node.plain then return nil end
   local s = node.v
-  if not s:match("^[-+]?%d+$") or #s > 12 then return nil end
+  if not s:match("^[-+]?%d+$") then return nil end
+  if #s:gsub("^[-+]?0*", "") > 15 then return nil, "too_large" end
   return math.tointeger(tonumber(s))
 end
+
+M.INT_MAX = 1 << 28 -- no count, size or extent in a spec is larger
 
 function M.to_number(node)
   if node.t ~= "str" or not node.plain then return nil end
@@ -61,6 +81,10 @@ function M.to_number(node)
   end
   local x = tonumber(s)
   if x == nil or x ~= x or x == math.huge or x == -math.huge then return nil end
+  if math.abs(x) > 3.4028234663852886e38 then return nil, "is outside the float32 range" end
+  if x ~= 0 and string.unpack("<f", string.pack("<f", x)) == 0 then
+    return nil, "underflows to 0 in float32"
+  end
   return x + 0.0
 end
 
@@ -78,9 +102,10 @@ function M.map_entries(node, what, errs)
   for _, kv in ipairs(node.v) do
     local k = kv.k
     if k.t ~= "str" then
-      errs:add(k, string.format("%s: keys must be plain names, got %s", what, describe(k)))
+      errs:add(k, string.format("%s: keys must be plain names, got %s", what or "spec", describe(k)))
     elseif by[k.v] then
-      errs:add(k, string.format("%s.%s: duplicate key (first at line %d)", what, k.v, by[k.v].key.line))
+      errs:add(k, string.format("%s: duplicate key (first at line %d)", what and (what .. "." .. k.v) or k.v,
+        by[k.v].key.line))
     else
       by[k.v] = {key = k, val = kv.v}
       order[#order + 1] = k.v
@@ -95,9 +120,15 @@ end
 --   posint, nonneg, int2 (positive int or [a, b]), nonneg2, padding (nonneg2 or
 --   valid/same/full), bool, number, number_or_null, string, enum (with values=)
 ---------------------------------------------------------------------------
+local function bounded(v, err)
+  if err == "too_large" or (v and v > M.INT_MAX) then
+    return nil, string.format("is too large (at most %s)", M.commas(M.INT_MAX))
+  end
+  return v
+end
 local function pair_of(node, conv, allow_zero)
   local function one(n)
-    local v = conv(n)
+    local v = bounded(conv(n))
     if v == nil or v < (allow_zero and 0 or 1) then return nil end
     return v
   end
@@ -113,8 +144,16 @@ local function pair_of(node, conv, allow_zero)
 end
 
 local types = {}
-types.posint = {expect = "a positive integer", conv = function(n) local v = M.to_int(n); return v and v >= 1 and v or nil end}
-types.nonneg = {expect = "a non-negative integer", conv = function(n) local v = M.to_int(n); return v and v >= 0 and v or nil end}
+types.posint = {expect = "a positive integer", conv = function(n)
+  local v, err = bounded(M.to_int(n))
+  if err then return nil, err end
+  return v and v >= 1 and v or nil
+end}
+types.nonneg = {expect = "a non-negative integer", conv = function(n)
+  local v, err = bounded(M.to_int(n))
+  if err then return nil, err end
+  return v and v >= 0 and v or nil
+end}
 types.int2 = {expect = "a positive integer or [h, w]", conv = function(n) return pair_of(n, M.to_int, false) end}
 types.nonneg2 = {expect = "a non-negative integer or [h, w]", conv = function(n) return pair_of(n, M.to_int, true) end}
 types.padding = {expect = "a non-negative integer, [h, w], valid, same or full", conv = function(n)
@@ -128,7 +167,10 @@ types.number_or_null = {expect = "a number or null", conv = function(n)
   return M.to_number(n)
 end}
 types.name = {expect = "a C identifier of lowercase letters, digits and _ ([a-z_][a-z0-9_]*)", conv = function(n)
-  if n.t ~= "str" or not n.v:match("^[a-z_][a-z0-9_]*$") or #n.v > 48 then return nil end
+  if n.t ~= "str" or not n.v:match("^[a-z_][a-z0-9_]*$") then return nil end
+  if #n.v > 48 then return nil, string.format("is %d characters long (at most 48)", #n.v) end
+  if n.v:sub(1, 1) == "_" then return nil, "starts with _ (C reserves such identifiers)" end
+  if n.v == "cg" or n.v:sub(1, 3) == "cg_" then return nil, "is reserved (cg and cg_* belong to the cnngen runtime)" end
   return n.v
 end}
 M.types = types
@@ -137,23 +179,28 @@ M.types = types
 -- of values with defaults filled in. `what` prefixes messages ("conv2d").
 function M.check_schema(node, schema, what, errs)
   local out, ok = {}, true
+  local function label(key) return what and (what .. "." .. key) or key end
   local by = {}
   if node ~= nil then
     if node.t ~= "map" then
       if not M.is_null(node) then
-        errs:add(node, string.format("%s: expected a mapping of options, got %s", what, describe(node)))
+        errs:add(node, string.format("%s: expected a mapping of options, got %s", what or "spec", describe(node)))
         return nil
       end
     else
       local order
+      local nerr = errs:count()
       by, order = M.map_entries(node, what, errs)
+      if errs:count() > nerr then ok = false end
       local known = {}
       for _, f in ipairs(schema) do known[f.key] = true end
       for _, k in ipairs(order) do
         if not known[k] then
           local names = {}
           for _, f in ipairs(schema) do names[#names + 1] = f.key end
-          errs:add(by[k].key, string.format("%s: unknown key '%s' (expected one of: %s)", what, k, table.concat(names, ", ")))
+          local hint = #names == 0 and string.format("%s takes no options", what)
+            or ("expected one of: " .. table.concat(names, ", "))
+          errs:add(by[k].key, string.format("%s: unknown key '%s' (%s)", what or "spec", k, hint))
           ok = false
         end
       end
@@ -163,29 +210,33 @@ function M.check_schema(node, schema, what, errs)
     local e = by[f.key]
     if e == nil then
       if f.required then
-        errs:add(node, string.format("%s.%s: required (%s)", what, f.key, f.expect or types[f.type].expect))
+        errs:add(node, string.format("%s: required (%s)", label(f.key), f.expect or (types[f.type] and types[f.type].expect) or "a value"))
         ok = false
       else
         out[f.key] = f.default
       end
     else
       local ty = types[f.type]
-      local v
+      local v, why
       if f.type == "enum" then
         if e.val.t == "str" then
           for _, c in ipairs(f.values) do if c == e.val.v then v = c end end
         end
       else
-        v = ty.conv(e.val)
+        v, why = ty.conv(e.val)
       end
       local expect = f.expect or (ty and ty.expect) or ("one of " .. table.concat(f.values or {}, ", "))
       if v == nil then
-        errs:add(e.val, string.format("%s.%s: expected %s, got %s", what, f.key, expect, describe(e.val)))
+        if why then
+          errs:add(e.val, string.format("%s: %s %s", label(f.key), describe(e.val), why))
+        else
+          errs:add(e.val, string.format("%s: expected %s, got %s", label(f.key), expect, describe(e.val)))
+        end
         ok = false
       else
         local msg = f.check and f.check(v, e.val)
         if msg then
-          errs:add(e.val, string.format("%s.%s: %s", what, f.key, msg))
+          errs:add(e.val, string.format("%s: %s, got %s", label(f.key), msg, describe(e.val)))
           ok = false
         else
           out[f.key] = v

@@ -45,7 +45,7 @@ function M.shape(L)
   end
   for _, key in ipairs({"kernel", "stride", "dilation", "padding"}) do
     local v = o[key]
-    if not is2d(L) and type(v) == "table" and v[1] ~= v[2] and o["@" .. key] and o["@" .. key].t == "seq" then
+    if not is2d(L) and o["@" .. key] and o["@" .. key].t == "seq" then
       util.fail(o["@" .. key], string.format("%s.%s: expected one integer for a 1-D layer, got a list", L.kind, key))
     end
   end
