@@ -643,6 +643,10 @@ START_TEST(test_coverage)
     for (int i = 0; cg_test_nets[i]; i++) {
         const cg_net *net = cg_test_nets[i];
         ck_assert_msg(strncmp(net->name, "t_", 2) == 0, "test net %s: name must start with t_", net->name);
+        /* naming convention: NAME_loop nets exercise the looped path at layer 0 */
+        ck_assert_msg((strstr(net->name, "_loop") != NULL) == !unrolled(&net->layers[0]),
+                      "test net %s: layer 0 (%s) is %s", net->name, net->layers[0].kind,
+                      unrolled(&net->layers[0]) ? "straight-line but the name says _loop" : "looped but the name lacks _loop");
         for (int li = 0; li < net->n_layers; li++) {
             const cg_layer *L = &net->layers[li];
             int k;
