@@ -11,7 +11,7 @@ CHECK_SRC := $(wildcard tests/check_*.c)
 TRAINERS  := $(patsubst specs/%.yaml,$(B)/trainers/%,$(filter-out specs/vgg16.yaml,$(SPECS)))
 
 .PHONY: test check-unit check-torch
-test: deps all check-unit regen-check warn-check check-torch
+test: deps all check-unit regen-check warn-check sanitize-check check-torch
 	@echo "make test: all tests passed"
 
 # test nets: generated, compiled without main, registered in one table
@@ -50,3 +50,17 @@ check-torch: $(TRAINERS) $(B)/trainers/vgg16
 	  if $(PYTHON) tests/torch_ref.py check $$s $(B)/trainers/$$n $(B)/torchwork; then pass=$$((pass+1)); \
 	  else fail=$$((fail+1)); echo "check-torch: FAILED $$s"; fi; done; \
 	  echo "check-torch: $$pass passed, $$fail failed"; test $$fail = 0
+
+# generated code + runtime under AddressSanitizer and UndefinedBehaviorSanitizer,
+# checked against PyTorch on specs that cover every layer kind
+SAN_SPECS := lenet5 mixed1d mixed2d bnnet lecture_k3s2p1_odd lecture_full
+SAN_FLAGS := -O1 -g -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
+.PHONY: sanitize-check
+$(B)/san/%: specs/%.yaml $(B)/cnngen $(RT_SRC) runtime/*.h
+	@mkdir -p $(B)/san
+	$(B)/cnngen $< -o $(B)/san >/dev/null
+	$(CC) -std=c11 -D_POSIX_C_SOURCE=200809L $(WARN) $(SAN_FLAGS) -Iruntime $@.c $(RT_SRC) $(RT_LIBS) -o $@
+sanitize-check: $(SAN_SPECS:%=$(B)/san/%)
+	@for n in $(SAN_SPECS); do \
+	  ASAN_OPTIONS=detect_leaks=1 $(PYTHON) tests/torch_ref.py check specs/$$n.yaml $(B)/san/$$n $(B)/sanwork || exit 1; \
+	done; echo "sanitize-check: $(words $(SAN_SPECS)) trainers clean under ASan+UBSan and equal to PyTorch"
