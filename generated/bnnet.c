@@ -880,7 +880,10 @@ const cg_net bnnet_net = {
     .n_params = BNNET_N_PARAMS, .n_buffers = BNNET_N_BUFFERS, .workspace = BNNET_WORKSPACE,
     .out_offset = BNNET_OUT_OFFSET, .dout_offset = BNNET_DOUT_OFFSET,
     .n_tensors = 21, .tensors = bnnet_tensors, .n_layers = 13, .layers = bnnet_layers,
-    .train = {.batch = 64, .epochs = 10, .lr = 0.05f, .momentum = 0.9f, .weight_decay = 0.0f},
+    .train = {.batch = 64, .epochs = 10, .lr = 0.05f, .momentum = 0.9f, .weight_decay = 0.0f,
+              .mode = CG_MODE_MINIBATCH, .order = CG_ORDER_SHUFFLE, .schedule = CG_SCHED_CONSTANT, .step_size = 10, .gamma = 0.1f,
+              .patience = 5, .eval_every = 0, .val = -1, .val_frac = 0.0f, .seed = 0,
+              .normalize = 0, .checkpoint_every = 0},
     .forward = bnnet_forward, .backward = bnnet_backward,
 };
 

@@ -92,7 +92,10 @@ const cg_net lecture_conv1d_net = {
     .n_params = LECTURE_CONV1D_N_PARAMS, .n_buffers = LECTURE_CONV1D_N_BUFFERS, .workspace = LECTURE_CONV1D_WORKSPACE,
     .out_offset = LECTURE_CONV1D_OUT_OFFSET, .dout_offset = LECTURE_CONV1D_DOUT_OFFSET,
     .n_tensors = 2, .tensors = lecture_conv1d_tensors, .n_layers = 1, .layers = lecture_conv1d_layers,
-    .train = {.batch = 4, .epochs = 50, .lr = 0.05f, .momentum = 0.0f, .weight_decay = 0.0f},
+    .train = {.batch = 4, .epochs = 50, .lr = 0.05f, .momentum = 0.0f, .weight_decay = 0.0f,
+              .mode = CG_MODE_MINIBATCH, .order = CG_ORDER_SHUFFLE, .schedule = CG_SCHED_CONSTANT, .step_size = 10, .gamma = 0.1f,
+              .patience = 5, .eval_every = 0, .val = -1, .val_frac = 0.0f, .seed = 0,
+              .normalize = 0, .checkpoint_every = 0},
     .forward = lecture_conv1d_forward, .backward = lecture_conv1d_backward,
 };
 

@@ -558,7 +558,10 @@ const cg_net lecture_k3s2p1_odd_net = {
     .n_params = LECTURE_K3S2P1_ODD_N_PARAMS, .n_buffers = LECTURE_K3S2P1_ODD_N_BUFFERS, .workspace = LECTURE_K3S2P1_ODD_WORKSPACE,
     .out_offset = LECTURE_K3S2P1_ODD_OUT_OFFSET, .dout_offset = LECTURE_K3S2P1_ODD_DOUT_OFFSET,
     .n_tensors = 4, .tensors = lecture_k3s2p1_odd_tensors, .n_layers = 3, .layers = lecture_k3s2p1_odd_layers,
-    .train = {.batch = 8, .epochs = 20, .lr = 0.05f, .momentum = 0.9f, .weight_decay = 0.0f},
+    .train = {.batch = 8, .epochs = 20, .lr = 0.05f, .momentum = 0.9f, .weight_decay = 0.0f,
+              .mode = CG_MODE_MINIBATCH, .order = CG_ORDER_SHUFFLE, .schedule = CG_SCHED_CONSTANT, .step_size = 10, .gamma = 0.1f,
+              .patience = 5, .eval_every = 0, .val = -1, .val_frac = 0.0f, .seed = 0,
+              .normalize = 0, .checkpoint_every = 0},
     .forward = lecture_k3s2p1_odd_forward, .backward = lecture_k3s2p1_odd_backward,
 };
 

@@ -2463,7 +2463,10 @@ const cg_net lenet5_net = {
     .n_params = LENET5_N_PARAMS, .n_buffers = LENET5_N_BUFFERS, .workspace = LENET5_WORKSPACE,
     .out_offset = LENET5_OUT_OFFSET, .dout_offset = LENET5_DOUT_OFFSET,
     .n_tensors = 10, .tensors = lenet5_tensors, .n_layers = 12, .layers = lenet5_layers,
-    .train = {.batch = 64, .epochs = 15, .lr = 0.05f, .momentum = 0.9f, .weight_decay = 0.0f},
+    .train = {.batch = 64, .epochs = 15, .lr = 0.05f, .momentum = 0.9f, .weight_decay = 0.0f,
+              .mode = CG_MODE_MINIBATCH, .order = CG_ORDER_SHUFFLE, .schedule = CG_SCHED_CONSTANT, .step_size = 10, .gamma = 0.1f,
+              .patience = 5, .eval_every = 0, .val = -1, .val_frac = 0.0f, .seed = 0,
+              .normalize = 0, .checkpoint_every = 0},
     .forward = lenet5_forward, .backward = lenet5_backward,
 };
 

@@ -4246,7 +4246,10 @@ const cg_net mixed1d_net = {
     .n_params = MIXED1D_N_PARAMS, .n_buffers = MIXED1D_N_BUFFERS, .workspace = MIXED1D_WORKSPACE,
     .out_offset = MIXED1D_OUT_OFFSET, .dout_offset = MIXED1D_DOUT_OFFSET,
     .n_tensors = 20, .tensors = mixed1d_tensors, .n_layers = 15, .layers = mixed1d_layers,
-    .train = {.batch = 16, .epochs = 20, .lr = 0.01f, .momentum = 0.9f, .weight_decay = 0.0f},
+    .train = {.batch = 16, .epochs = 20, .lr = 0.01f, .momentum = 0.9f, .weight_decay = 0.0f,
+              .mode = CG_MODE_MINIBATCH, .order = CG_ORDER_SHUFFLE, .schedule = CG_SCHED_CONSTANT, .step_size = 10, .gamma = 0.1f,
+              .patience = 5, .eval_every = 0, .val = -1, .val_frac = 0.0f, .seed = 0,
+              .normalize = 0, .checkpoint_every = 0},
     .forward = mixed1d_forward, .backward = mixed1d_backward,
 };
 

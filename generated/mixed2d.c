@@ -2350,7 +2350,10 @@ const cg_net mixed2d_net = {
     .n_params = MIXED2D_N_PARAMS, .n_buffers = MIXED2D_N_BUFFERS, .workspace = MIXED2D_WORKSPACE,
     .out_offset = MIXED2D_OUT_OFFSET, .dout_offset = MIXED2D_DOUT_OFFSET,
     .n_tensors = 12, .tensors = mixed2d_tensors, .n_layers = 13, .layers = mixed2d_layers,
-    .train = {.batch = 8, .epochs = 10, .lr = 0.05f, .momentum = 0.9f, .weight_decay = 0.0f},
+    .train = {.batch = 8, .epochs = 10, .lr = 0.05f, .momentum = 0.9f, .weight_decay = 0.0f,
+              .mode = CG_MODE_MINIBATCH, .order = CG_ORDER_SHUFFLE, .schedule = CG_SCHED_CONSTANT, .step_size = 10, .gamma = 0.1f,
+              .patience = 5, .eval_every = 0, .val = -1, .val_frac = 0.0f, .seed = 0,
+              .normalize = 0, .checkpoint_every = 0},
     .forward = mixed2d_forward, .backward = mixed2d_backward,
 };
 

@@ -3180,7 +3180,10 @@ const cg_net vgg16_net = {
     .n_params = VGG16_N_PARAMS, .n_buffers = VGG16_N_BUFFERS, .workspace = VGG16_WORKSPACE,
     .out_offset = VGG16_OUT_OFFSET, .dout_offset = VGG16_DOUT_OFFSET,
     .n_tensors = 32, .tensors = vgg16_tensors, .n_layers = 37, .layers = vgg16_layers,
-    .train = {.batch = 2, .epochs = 1, .lr = 0.01f, .momentum = 0.9f, .weight_decay = 0.0005f},
+    .train = {.batch = 2, .epochs = 1, .lr = 0.01f, .momentum = 0.9f, .weight_decay = 0.0005f,
+              .mode = CG_MODE_MINIBATCH, .order = CG_ORDER_SHUFFLE, .schedule = CG_SCHED_CONSTANT, .step_size = 10, .gamma = 0.1f,
+              .patience = 5, .eval_every = 0, .val = -1, .val_frac = 0.0f, .seed = 0,
+              .normalize = 0, .checkpoint_every = 0},
     .forward = vgg16_forward, .backward = vgg16_backward,
 };
 

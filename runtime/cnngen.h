@@ -61,9 +61,26 @@ typedef struct cg_layer {
     size_t line, col;      /* position of the layer in the spec */
 } cg_layer;
 
+enum cg_mode { CG_MODE_MINIBATCH = 0, CG_MODE_SGD = 1, CG_MODE_FULL = 2 };
+enum cg_order { CG_ORDER_SHUFFLE = 0, CG_ORDER_RANDOM = 1 };
+enum cg_schedule { CG_SCHED_CONSTANT = 0, CG_SCHED_STEP = 1, CG_SCHED_COSINE = 2 };
+
+/* The spec's train: section; the trainer's command line overrides each field. */
 typedef struct cg_train_defaults {
     int batch, epochs;
     float lr, momentum, weight_decay;
+    int mode;             /* enum cg_mode: minibatch, sgd (one sample a step), full (whole set) */
+    int order;            /* enum cg_order: shuffle (a permutation an epoch) or random (draws) */
+    int schedule;         /* enum cg_schedule */
+    int step_size;        /* epochs between lr *= gamma (step schedule) */
+    float gamma;
+    int patience;         /* evaluations without improvement before stopping; 0: never */
+    int eval_every;       /* steps between validation evaluations; 0: once an epoch */
+    int val;              /* training samples held out for validation; -1: default */
+    float val_frac;       /* fraction held out instead, when > 0 */
+    int seed;
+    int normalize;        /* standardize each input channel with training-set statistics */
+    int checkpoint_every; /* steps between checkpoints; 0: off */
 } cg_train_defaults;
 
 typedef struct cg_net {

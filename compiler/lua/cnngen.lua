@@ -56,7 +56,23 @@ local TRAIN_SCHEMA = {
   {key = "momentum", type = "number", default = 0.0,
    check = function(v) return (v < 0 or v >= 1) and "must be in [0, 1)" or nil end},
   {key = "weight_decay", type = "number", default = 0.0, check = function(v) return v < 0 and "must be non-negative" or nil end},
+  {key = "mode", type = "enum", values = {"minibatch", "sgd", "full"}, default = "minibatch"},
+  {key = "order", type = "enum", values = {"shuffle", "random"}, default = "shuffle"},
+  {key = "schedule", type = "enum", values = {"constant", "step", "cosine"}, default = "constant"},
+  {key = "step_size", type = "posint", default = 10},
+  {key = "gamma", type = "number", default = 0.1,
+   check = function(v) return (v <= 0 or v > 1) and "must be in (0, 1]" or nil end},
+  {key = "patience", type = "nonneg", default = 5},
+  {key = "eval_every", type = "nonneg", default = 0},
+  {key = "val", type = "nonneg"},
+  {key = "val_frac", type = "number", check = function(v) return (v <= 0 or v >= 1) and "must be in (0, 1)" or nil end},
+  {key = "seed", type = "nonneg", default = 0},
+  {key = "normalize", type = "bool", default = false},
+  {key = "checkpoint_every", type = "nonneg", default = 0},
 }
+local MODE_ENUM = {minibatch = "CG_MODE_MINIBATCH", sgd = "CG_MODE_SGD", full = "CG_MODE_FULL"}
+local ORDER_ENUM = {shuffle = "CG_ORDER_SHUFFLE", random = "CG_ORDER_RANDOM"}
+local SCHED_ENUM = {constant = "CG_SCHED_CONSTANT", step = "CG_SCHED_STEP", cosine = "CG_SCHED_COSINE"}
 
 local function check_input(node, errs)
   local expect = "[C, H, W], [C, L] or [N] with positive integers"
@@ -510,8 +526,13 @@ local function emit(spec, spec_path, spec_text)
   O:line("    .n_params = %s_N_PARAMS, .n_buffers = %s_N_BUFFERS, .workspace = %s_WORKSPACE,", UP, UP, UP)
   O:line("    .out_offset = %s_OUT_OFFSET, .dout_offset = %s_DOUT_OFFSET,", UP, UP)
   O:line("    .n_tensors = %d, .tensors = %s_tensors, .n_layers = %d, .layers = %s_layers,", ntens, name, n, name)
-  O:line("    .train = {.batch = %d, .epochs = %d, .lr = %s, .momentum = %s, .weight_decay = %s},",
+  O:line("    .train = {.batch = %d, .epochs = %d, .lr = %s, .momentum = %s, .weight_decay = %s,",
     t.batch, t.epochs, util.flt(t.lr), util.flt(t.momentum), util.flt(t.weight_decay))
+  O:line("              .mode = %s, .order = %s, .schedule = %s, .step_size = %d, .gamma = %s,",
+    MODE_ENUM[t.mode], ORDER_ENUM[t.order], SCHED_ENUM[t.schedule], t.step_size, util.flt(t.gamma))
+  O:line("              .patience = %d, .eval_every = %d, .val = %d, .val_frac = %s, .seed = %d,",
+    t.patience, t.eval_every, t.val or -1, util.flt(t.val_frac or 0), t.seed)
+  O:line("              .normalize = %d, .checkpoint_every = %d},", t.normalize and 1 or 0, t.checkpoint_every)
   O:line("    .forward = %s_forward, .backward = %s_backward,", name, name)
   O:line("};")
   O:line("")

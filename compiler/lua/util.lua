@@ -333,7 +333,11 @@ end
 
 -- C float literal that round-trips a float32-representable value.
 function M.flt(x)
-  local s = string.format("%.9g", x)
+  local s
+  for digits = 6, 9 do -- the shortest form that reads back as the same float32
+    s = string.format("%." .. digits .. "g", x)
+    if string.unpack("<f", string.pack("<f", tonumber(s))) == string.unpack("<f", string.pack("<f", x)) then break end
+  end
   if not s:find("[%.eEn]") then s = s .. ".0" end
   return s .. "f"
 end
