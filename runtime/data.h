@@ -6,6 +6,7 @@
 #include <stdint.h>
 
 #include "cnngen.h"
+#include "npy.h"
 #include "util.h"
 
 #define CG_DEFAULT_DATA_DIR "/usr/share/datasets/fashion-mnist"
@@ -21,6 +22,7 @@ typedef struct cg_dataset {
     float *targets;     /* [n, t_size] float targets (regression data), or NULL */
     size_t t_size;
     int owns;           /* 1: the arrays are malloc'd by this dataset; 0: a view */
+    int scaled_u8;      /* CSV: integer features in 0..255 were scaled to [0, 1] */
 } cg_dataset;
 
 enum cg_split { CG_SPLIT_TRAIN = 0, CG_SPLIT_TEST = 1 };
@@ -40,6 +42,42 @@ int cg_dataset_load(const cg_net *net, const char *dir, int split, cg_dataset *o
 /* Sample shape matches the net input; labels are in [0, out_size) (softmax CE) or, for MSE,
  * targets have out_size floats per sample (labels become one-hot, needing n_classes <= out_size). */
 int cg_dataset_check(const cg_dataset *ds, const cg_net *net, const char *what, cg_err *err);
+/* The same with separate names for the input and the label file in messages. */
+int cg_dataset_check_files(const cg_dataset *ds, const cg_net *net, const char *xwhat,
+                           const char *ywhat, cg_err *err);
+
+/* ---- generic formats ---- */
+/* IDX of any element type (08 u8, 09 i8, 0B i16, 0C i32, 0D f32, 0E f64) and 1-4 dims,
+ * gzip-compressed or plain; int16 widens to int32. */
+int cg_idx_read_array(const char *path, cg_array *out, cg_err *err);
+/* .npy or IDX (gz or plain), recognised by content. */
+int cg_array_file_read(const char *path, cg_array *out, cg_err *err);
+/* Dataset from inputs x [N, ...] (float32/float64, or uint8 scaled to [0, 1]) and labels y
+ * (integer [N]) or float targets y [N, ...]; consumes the arrays' data on success. */
+int cg_dataset_from_arrays(cg_array *x, cg_array *y, const char *xpath, const char *ypath,
+                           cg_dataset *out, cg_err *err);
+/* --data-x X --data-y Y: each .npy or IDX. Not checked against a net. */
+int cg_xy_load(const char *xpath, const char *ypath, cg_dataset *out, cg_err *err);
+/* CSV: label first, then the features, one sample a line; an optional header line (first
+ * field not a number) is skipped; all-integer features in 0..255 are taken as uint8 and
+ * scaled to [0, 1]. Samples are flat [F]. */
+int cg_csv_load(const char *path, cg_dataset *out, cg_err *err);
+/* PATH is a directory (cg_dataset_load), a .npz (x, y) or a .csv; checked against net.
+ * NULL: the default dataset. */
+int cg_data_path_load(const cg_net *net, const char *path, int split, cg_dataset *out,
+                      cg_err *err);
+
+/* ---- per-channel normalization (x - mean[c]) / std[c] ----
+ * Channels: in_shape[0] for [C, L] / [C, H, W] inputs, every feature for flat inputs. */
+size_t cg_norm_channels(const cg_net *net);
+/* Statistics of ds (population std; std < 1e-8 becomes 1). */
+void cg_norm_compute(const cg_net *net, const cg_dataset *ds, float *mean, float *std);
+void cg_norm_apply(const cg_net *net, float *x, size_t n, const float *mean, const float *std);
+/* NAME.npz with float32 arrays "mean" and "std" [C]. */
+int cg_norm_save(const cg_net *net, const char *path, const float *mean, const float *std,
+                 cg_err *err);
+int cg_norm_load(const cg_net *net, const char *path, float *mean, float *std, cg_err *err);
+
 /* Views (no copy): head = first n - n_tail samples, tail = last n_tail. */
 void cg_dataset_split(const cg_dataset *all, size_t n_tail, cg_dataset *head, cg_dataset *tail);
 void cg_dataset_free(cg_dataset *ds);
