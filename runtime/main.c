@@ -6,11 +6,13 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "cnngen.h"
 #include "data.h"
 #include "npy.h"
 #include "sgd.h"
+#include "train.h"
 #include "util.h"
 #include "weights.h"
 
@@ -18,11 +20,9 @@ enum { EXIT_USAGE = 2 };
 
 /* ---- options ---- */
 typedef struct opts {
-    const char *weights, *input, *target, *out, *data;
-    int epochs, batch;
-    float lr, momentum, weight_decay;
-    uint64_t seed;
-    int has_epochs, has_batch, has_lr, has_momentum, has_wd, has_seed;
+    const char *weights, *input, *target, *out, *norm;
+    cg_train_opts t; /* train's settings, starting from the spec's train: section */
+    int has_batch;
 } opts;
 
 typedef struct command {
@@ -32,6 +32,9 @@ typedef struct command {
     int (*run)(const cg_net *net, const opts *o);
 } command;
 
+/* options that take no value */
+static const char *const flag_options = "normalize no-normalize resume plain quiet no-plot";
+
 static void shape_text(const cg_net *net, char *buf, size_t cap)
 {
     size_t n = 0;
@@ -39,32 +42,59 @@ static void shape_text(const cg_net *net, char *buf, size_t cap)
         n += (size_t)snprintf(buf + n, cap - n, "%s%d", d ? "x" : "", net->in_shape[d]);
 }
 
+static const char *const mode_names[] = {"minibatch", "sgd", "full"};
+static const char *const order_names[] = {"shuffle", "random"};
+static const char *const sched_names[] = {"constant", "step", "cosine"};
+
 static void usage(const cg_net *net, FILE *f)
 {
     char shape[64] = "";
     shape_text(net, shape, sizeof shape);
+    cg_train_opts d;
+    cg_train_opts_init(&d, net);
+    const cg_train_defaults *h = &d.h;
     fprintf(f,
             "%s: cnngen-generated trainer (input %s, output %zu, %zu parameters, %s loss, "
             "max batch %d)\n"
             "usage:\n"
-            "  %s train   [--data DIR] [--epochs E] [--lr LR] [--momentum M] [--weight-decay WD]\n"
-            "             [--batch B] [--seed S] [--out DIR] [--weights INIT.npz]\n"
-            "      minibatch SGD; prints per-epoch train/val loss and val accuracy, the test\n"
-            "      accuracy at the end, and saves OUT/final.npz (default OUT: .)\n"
-            "  %s eval    --weights W.npz [--data DIR]\n"
-            "      test-set loss and accuracy in inference mode\n"
-            "  %s predict --weights W.npz --input X.npy --out Y.npy\n"
-            "      inference-mode outputs [N, %zu] for X [N, %s] (float32)\n"
-            "  %s check   --weights W.npz --input X.npy --target T.npy --out R.npz\n"
+            "  %s train [options]     train; writes OUT/{final,best,last}.npz, log.csv, curve.png\n"
+            "  %s eval --weights W.npz [--data PATH | --data-x X --data-y Y] [--norm F|none]\n"
+            "      inference-mode loss and accuracy on the test set of PATH (default dataset\n"
+            "      when omitted), or on the file / pair given\n"
+            "  %s predict --weights W.npz --input X.npy --out Y.npy [--norm F|none]\n"
+            "      inference-mode outputs [N, %zu] for X [N, %s] (float32, or uint8 scaled)\n"
+            "  %s check --weights W.npz --input X.npy --target T.npy --out R.npz\n"
             "      one training-mode forward/backward; R.npz holds output, loss, grad.input and\n"
             "      grad.<param> for every parameter\n"
             "  %s --help\n"
-            "DIR holds {train,t10k}-{images-idx3,labels-idx1}-ubyte.gz (IDX) or train.npz/test.npz\n"
-            "with arrays x and y; default for 1x28x28 inputs: " CG_DEFAULT_DATA_DIR "\n"
+            "train options (defaults from the spec's train: section in brackets):\n"
+            "  data:  --data PATH        directory ({train,t10k}-{images-idx3,labels-idx1}-ubyte[.gz]\n"
+            "                            or train.npz/test.npz with x, y), a .npz (x, y) or a .csv\n"
+            "                            (label first, then the features) [" CG_DEFAULT_DATA_DIR
+            " for 1x28x28]\n"
+            "         --data-x X --data-y Y    inputs and labels/targets, each .npy or IDX (gz or plain)\n"
+            "         --test PATH | --test-x X --test-y Y    test set (default: the directory's)\n"
+            "         --val N | --val-frac F   held out from the end of the training data [%s]\n"
+            "         --normalize | --no-normalize   per-channel standardization with training\n"
+            "                            statistics, saved as OUT/normalize.npz [%s]\n"
+            "  optimizer: --mode sgd|minibatch|full [%s]  --batch B [%d]  --order shuffle|random [%s]\n"
+            "         --epochs E [%d]  --lr LR [%g]  --momentum M [%g]  --weight-decay WD [%g]\n"
+            "         --schedule constant|step|cosine [%s]  --step-size S [%d]  --gamma G [%g]\n"
+            "  early stopping: --patience P (evaluations, 0 never) [%d]\n"
+            "         --eval-every K (steps, 0 once an epoch) [%d]\n"
+            "  run:   --out DIR [.]  --seed S [%d]  --weights INIT.npz\n"
+            "         --checkpoint-every N (steps, 0 off) [%d]  --resume (from OUT/checkpoint.npz)\n"
+            "         --plain (no \\r progress line)  --quiet  --no-plot  --max-steps N (stop as if\n"
+            "         killed after N steps, to test --resume)\n"
+            "eval/predict use OUT/normalize.npz next to the weights when it exists (--norm none: off).\n"
             "Options also accept --name=value. Exit status: 0 ok, 1 error, 2 usage.\n",
             net->name, shape, net->out_size, cg_param_count(net),
             net->loss == CG_LOSS_SOFTMAX_CE ? "softmax cross-entropy" : "mse", net->batch,
-            net->name, net->name, net->name, net->out_size, shape, net->name, net->name);
+            net->name, net->name, net->name, net->out_size, shape, net->name, net->name,
+            h->val_frac > 0 ? "fraction" : h->val >= 0 ? "given" : "5000 if >= 10000 samples, else 10%",
+            h->normalize ? "on" : "off", mode_names[h->mode], h->batch, order_names[h->order],
+            h->epochs, h->lr, h->momentum, h->weight_decay, sched_names[h->schedule],
+            h->step_size, h->gamma, h->patience, h->eval_every, h->seed, h->checkpoint_every);
 }
 
 static int usage_error(const cg_net *net, const char *fmt, const char *a, const char *b)
@@ -111,9 +141,19 @@ static int parse_float(const char *s, float *out)
     return 1;
 }
 
+static int parse_enum(const char *v, const char *const *names, int n)
+{
+    for (int i = 0; i < n; i++)
+        if (!strcmp(v, names[i]))
+            return i;
+    return -1;
+}
+
 static int parse_opts(const cg_net *net, const command *cmd, int argc, char **argv, opts *o)
 {
     memset(o, 0, sizeof *o);
+    cg_train_opts_init(&o->t, net);
+    cg_train_defaults *h = &o->t.h;
     for (int i = 2; i < argc; i++) {
         const char *a = argv[i];
         if (strncmp(a, "--", 2) != 0)
@@ -124,6 +164,23 @@ static int parse_opts(const cg_net *net, const command *cmd, int argc, char **ar
         snprintf(nm, sizeof nm, "%.*s", (int)(nl < 60 ? nl : 60), name);
         if (!word_in(cmd->options, name, nl))
             return usage_error(net, "%s: unknown option '--%s'", cmd->name, nm);
+        if (word_in(flag_options, name, nl)) {
+            if (eq)
+                return usage_error(net, "%s: option '--%s' takes no value", cmd->name, nm);
+            if (!strcmp(nm, "normalize"))
+                h->normalize = 1;
+            else if (!strcmp(nm, "no-normalize"))
+                h->normalize = 0;
+            else if (!strcmp(nm, "resume"))
+                o->t.resume = 1;
+            else if (!strcmp(nm, "plain"))
+                o->t.progress = 0;
+            else if (!strcmp(nm, "quiet"))
+                o->t.quiet = 1;
+            else if (!strcmp(nm, "no-plot"))
+                o->t.plot = 0;
+            continue;
+        }
         const char *val = eq ? eq + 1 : NULL;
         if (!val) {
             if (i + 1 >= argc)
@@ -131,44 +188,84 @@ static int parse_opts(const cg_net *net, const command *cmd, int argc, char **ar
             val = argv[++i];
         }
         long lv;
-        if (!strcmp(nm, "weights"))
-            o->weights = val;
-        else if (!strcmp(nm, "input"))
-            o->input = val;
-        else if (!strcmp(nm, "target"))
-            o->target = val;
-        else if (!strcmp(nm, "out"))
-            o->out = val;
-        else if (!strcmp(nm, "data"))
-            o->data = val;
-        else if (!strcmp(nm, "epochs")) {
-            if (!parse_long(val, 0, 1000000, &lv))
-                return usage_error(net, "--epochs: '%s' is not an integer in [0, 1000000]%s", val, "");
-            o->epochs = (int)lv;
-            o->has_epochs = 1;
-        } else if (!strcmp(nm, "batch")) {
-            if (!parse_long(val, 1, 1 << 30, &lv))
-                return usage_error(net, "--batch: '%s' is not a positive integer%s", val, "");
-            o->batch = (int)lv;
-            o->has_batch = 1;
-        } else if (!strcmp(nm, "seed")) {
-            char *end;
-            errno = 0;
-            unsigned long long s = strtoull(val, &end, 0);
-            if (errno || end == val || *end || val[0] == '-')
-                return usage_error(net, "--seed: '%s' is not a non-negative integer%s", val, "");
-            o->seed = s;
-            o->has_seed = 1;
-        } else {
-            float fv;
-            if (!parse_float(val, &fv) || fv < 0)
-                return usage_error(net, "--%s: '%s' is not a non-negative number", nm, val);
-            if (!strcmp(nm, "lr"))
-                o->lr = fv, o->has_lr = 1;
-            else if (!strcmp(nm, "momentum"))
-                o->momentum = fv, o->has_momentum = 1;
-            else
-                o->weight_decay = fv, o->has_wd = 1;
+        float fv;
+        int ev;
+        /* strings */
+        const char **sp = !strcmp(nm, "weights") ? &o->weights
+                          : !strcmp(nm, "input")  ? &o->input
+                          : !strcmp(nm, "target") ? &o->target
+                          : !strcmp(nm, "out")    ? &o->out
+                          : !strcmp(nm, "norm")   ? &o->norm
+                          : !strcmp(nm, "data")   ? &o->t.data
+                          : !strcmp(nm, "data-x") ? &o->t.data_x
+                          : !strcmp(nm, "data-y") ? &o->t.data_y
+                          : !strcmp(nm, "test")   ? &o->t.test
+                          : !strcmp(nm, "test-x") ? &o->t.test_x
+                          : !strcmp(nm, "test-y") ? &o->t.test_y
+                                                  : NULL;
+        if (sp) {
+            *sp = val;
+            continue;
+        }
+        /* enums */
+        if (!strcmp(nm, "mode") || !strcmp(nm, "order") || !strcmp(nm, "schedule")) {
+            int is_mode = nm[0] == 'm', is_order = nm[0] == 'o';
+            const char *const *names = is_mode ? mode_names : is_order ? order_names : sched_names;
+            ev = parse_enum(val, names, is_order ? 2 : 3);
+            if (ev < 0)
+                return usage_error(net, "--%s: unknown value '%s'", nm, val);
+            *(is_mode ? &h->mode : is_order ? &h->order : &h->schedule) = ev;
+            continue;
+        }
+        /* integers */
+        struct { const char *n; int *dst; long lo, hi; } ints[] = {
+            {"epochs", &h->epochs, 0, 1000000},     {"batch", &h->batch, 1, 1 << 30},
+            {"step-size", &h->step_size, 1, 1000000}, {"patience", &h->patience, 0, 1 << 30},
+            {"eval-every", &h->eval_every, 0, 1 << 30}, {"val", &h->val, 0, 1 << 30},
+            {"seed", &h->seed, 0, 2147483647L},     {"checkpoint-every", &h->checkpoint_every, 0, 1 << 30},
+        };
+        int done = 0;
+        for (size_t k = 0; k < sizeof ints / sizeof ints[0] && !done; k++)
+            if (!strcmp(nm, ints[k].n)) {
+                if (!parse_long(val, ints[k].lo, ints[k].hi, &lv)) {
+                    char range[64];
+                    snprintf(range, sizeof range, "an integer in [%ld, %ld]", ints[k].lo, ints[k].hi);
+                    fprintf(stderr, "%s: --%s: '%s' is not %s\n(run '%s --help' for usage)\n",
+                            net->name, nm, val, range, net->name);
+                    return EXIT_USAGE;
+                }
+                *ints[k].dst = (int)lv;
+                if (!strcmp(nm, "batch"))
+                    o->has_batch = 1;
+                if (!strcmp(nm, "val"))
+                    h->val_frac = 0;
+                done = 1;
+            }
+        if (done)
+            continue;
+        if (!strcmp(nm, "max-steps")) {
+            if (!parse_long(val, 1, 2147483647L, &lv))
+                return usage_error(net, "--max-steps: '%s' is not a positive integer%s", val, "");
+            o->t.max_steps = lv;
+            continue;
+        }
+        /* non-negative numbers */
+        if (!parse_float(val, &fv) || fv < 0)
+            return usage_error(net, "--%s: '%s' is not a non-negative number", nm, val);
+        if (!strcmp(nm, "lr"))
+            h->lr = fv;
+        else if (!strcmp(nm, "momentum")) {
+            if (fv >= 1)
+                return usage_error(net, "--momentum: '%s' must be in [0, 1)%s", val, "");
+            h->momentum = fv;
+        } else if (!strcmp(nm, "weight-decay"))
+            h->weight_decay = fv;
+        else if (!strcmp(nm, "gamma"))
+            h->gamma = fv;
+        else if (!strcmp(nm, "val-frac")) {
+            if (fv <= 0 || fv >= 1)
+                return usage_error(net, "--val-frac: '%s' must be in (0, 1)%s", val, "");
+            h->val_frac = fv;
         }
     }
     const char *p = cmd->required;
@@ -242,16 +339,20 @@ static int load_input(const cg_net *net, const char *path, int min_n, int max_n,
                            path, got, max_n);
         return cg_fail(err, "%s: input has no samples", path);
     }
-    if (x->dtype != CG_F4 && x->dtype != CG_F8) {
+    if (x->dtype != CG_F4 && x->dtype != CG_F8 && x->dtype != CG_U1) {
         int dt = x->dtype;
         cg_array_free(x);
-        return cg_fail(err, "%s: input has dtype %s, expected <f4 (float32)", path,
-                       cg_dtype_descr(dt));
+        return cg_fail(err, "%s: input has dtype %s, expected <f4 (float32) or |u1 (uint8, "
+                            "scaled to [0, 1])", path, cg_dtype_descr(dt));
     }
+    int u8 = x->dtype == CG_U1;
     if (cg_array_to_f32(x, path, err) != 0) {
         cg_array_free(x);
         return -1;
     }
+    if (u8)
+        for (size_t i = 0; i < x->count; i++)
+            ((float *)x->data)[i] *= 1.0f / 255.0f;
     return 0;
 }
 
@@ -384,192 +485,67 @@ out:
     return rc;
 }
 
-/* ---- evaluation over a dataset (inference mode, chunks of net->batch) ---- */
-typedef struct batchbuf {
-    float *x;     /* [net->batch, in_size] */
-    int64_t *y;   /* [net->batch] */
-    float *t;     /* [net->batch, out_size] (MSE only) */
-    size_t *perm; /* [n_train] */
-} batchbuf;
-
-static void evaluate(const cg_net *net, state *s, const cg_dataset *ds, batchbuf *b,
-                     double *loss, double *acc)
-{
-    double total = 0.0;
-    size_t correct = 0;
-    for (size_t start = 0; start < ds->n; start += (size_t)net->batch) {
-        int n = (int)(ds->n - start < (size_t)net->batch ? ds->n - start : (size_t)net->batch);
-        cg_dataset_gather(ds, NULL, start, n, b->x, b->y, b->t, net->out_size);
-        net->forward(s->params, s->buffers, b->x, s->ws, n, 0);
-        const float *out = s->ws + net->out_offset;
-        const void *target = net->loss == CG_LOSS_SOFTMAX_CE ? (const void *)b->y : b->t;
-        total += (double)cg_loss(net->loss, out, target, NULL, n, net->out_size) * n;
-        if (ds->labels)
-            for (int i = 0; i < n; i++) {
-                const float *z = out + (size_t)i * net->out_size;
-                size_t best = 0;
-                for (size_t j = 1; j < net->out_size; j++)
-                    if (z[j] > z[best])
-                        best = j;
-                correct += (int64_t)best == b->y[i];
-            }
-    }
-    *loss = ds->n ? total / (double)ds->n : NAN;
-    *acc = ds->n && ds->labels ? (double)correct / (double)ds->n : NAN;
-}
-
-static void batchbuf_alloc(const cg_net *net, size_t n_train, batchbuf *b)
-{
-    b->x = cg_xmalloc((size_t)net->batch * net->in_size, sizeof(float), "batch inputs");
-    b->y = cg_xcalloc((size_t)net->batch, sizeof(int64_t), "batch labels");
-    b->t = net->loss == CG_LOSS_MSE
-               ? cg_xcalloc((size_t)net->batch * net->out_size, sizeof(float), "batch targets")
-               : NULL;
-    b->perm = cg_xmalloc(n_train ? n_train : 1, sizeof(size_t), "permutation");
-}
-
-static void batchbuf_free(batchbuf *b)
-{
-    free(b->x);
-    free(b->y);
-    free(b->t);
-    free(b->perm);
-}
-
-static double now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
-}
-
 static void print_metric(const char *name, double v)
 {
     if (!isnan(v))
         printf("  %s %.4f", name, v);
 }
 
+/* Normalization for eval/predict: --norm FILE, --norm none, or normalize.npz next to the
+ * weights. Returns 0 with *mean == NULL when there is none. */
+static int load_norm(const cg_net *net, const opts *o, float **mean, float **std, cg_err *err)
+{
+    *mean = *std = NULL;
+    char path[4352];
+    if (o->norm && !strcmp(o->norm, "none"))
+        return 0;
+    if (o->norm) {
+        snprintf(path, sizeof path, "%s", o->norm);
+    } else {
+        const char *slash = strrchr(o->weights, '/');
+        if (slash)
+            snprintf(path, sizeof path, "%.*s/normalize.npz", (int)(slash - o->weights), o->weights);
+        else
+            snprintf(path, sizeof path, "normalize.npz");
+        if (access(path, F_OK) != 0)
+            return 0;
+    }
+    size_t C = cg_norm_channels(net);
+    *mean = cg_xmalloc(C, sizeof(float), "normalization");
+    *std = cg_xmalloc(C, sizeof(float), "normalization");
+    if (cg_norm_load(net, path, *mean, *std, err) != 0) {
+        free(*mean);
+        free(*std);
+        *mean = *std = NULL;
+        return -1;
+    }
+    fprintf(stderr, "%s: inputs normalized with %s (--norm none: off)\n", net->name, path);
+    return 0;
+}
+
 /* ---- train ---- */
 static int cmd_train(const cg_net *net, const opts *o)
 {
-    int batch = o->has_batch ? o->batch : (net->train.batch > 0 ? net->train.batch : net->batch);
-    if (batch > net->batch) {
+    cg_train_opts t = o->t;
+    if (t.h.mode != CG_MODE_SGD && t.h.batch > net->batch) {
         if (o->has_batch) {
             char b1[32];
             snprintf(b1, sizeof b1, "%d", net->batch);
             return usage_error(net, "--batch must be at most %s (the batch '%s' was compiled for)",
                                b1, net->name);
         }
-        batch = net->batch;
+        t.h.batch = net->batch;
     }
-    int epochs = o->has_epochs ? o->epochs : (net->train.epochs > 0 ? net->train.epochs : 10);
-    float lr = o->has_lr ? o->lr : (net->train.lr > 0 ? net->train.lr : 0.01f);
-    float mom = o->has_momentum ? o->momentum : (net->train.momentum > 0 ? net->train.momentum : 0);
-    float wd = o->has_wd ? o->weight_decay : (net->train.weight_decay > 0 ? net->train.weight_decay : 0);
-    uint64_t seed = o->has_seed ? o->seed : 0;
-    const char *outdir = o->out ? o->out : ".";
-
+    t.out = o->out;
+    t.init_weights = o->weights;
     cg_err err;
-    char final_path[4352];
-    if (cg_path_join(final_path, sizeof final_path, outdir, "final.npz", &err) != 0)
+    cg_train_result res;
+    if (cg_train(net, &t, &res, &err) != 0)
         return fail(net, &err);
-    if (mkdir(outdir, 0777) != 0 && errno != EEXIST) {
-        cg_fail(&err, "%s: cannot create output directory: %s", outdir, strerror(errno));
-        return fail(net, &err);
-    }
-    cg_dataset all, test, tr, val;
-    if (cg_dataset_load(net, o->data, CG_SPLIT_TRAIN, &all, &err) != 0)
-        return fail(net, &err);
-    if (cg_dataset_load(net, o->data, CG_SPLIT_TEST, &test, &err) != 0) {
-        cg_dataset_free(&all);
-        return fail(net, &err);
-    }
-    size_t n_val = all.n >= 10000 ? 5000 : all.n / 10;
-    cg_dataset_split(&all, n_val, &tr, &val);
-
-    state s;
-    state_alloc(net, &s);
-    batchbuf b;
-    batchbuf_alloc(net, tr.n, &b);
-    cg_sgd opt;
-    int rc = 1;
-    if (cg_sgd_init(&opt, net->n_params, lr, mom, wd, &err) != 0) {
-        fail(net, &err);
-        goto out_nosgd;
-    }
-    if (o->weights) {
-        if (load_weights(net, o->weights, &s, &err) != 0) {
-            fail(net, &err);
-            goto out;
-        }
-    } else {
-        cg_init_params(net, s.params, s.buffers, seed);
-    }
-    cg_rng rng;
-    cg_rng_seed(&rng, seed ^ 0x5DEECE66Dull);
-    for (size_t i = 0; i < tr.n; i++)
-        b.perm[i] = i;
-    printf("%s: training on %zu samples (validation %zu, test %zu), %d epochs, batch %d, lr %g, "
-           "momentum %g, weight decay %g, seed %llu\n",
-           net->name, tr.n, val.n, test.n, epochs, batch, lr, mom, wd, (unsigned long long)seed);
-    fflush(stdout);
-    const void *target = net->loss == CG_LOSS_SOFTMAX_CE ? (const void *)b.y : b.t;
-    for (int ep = 1; ep <= epochs; ep++) {
-        double t0 = now(), total = 0.0;
-        for (size_t i = tr.n; i > 1; i--) { /* Fisher-Yates */
-            size_t j = (size_t)cg_rng_below(&rng, i);
-            size_t tmp = b.perm[i - 1];
-            b.perm[i - 1] = b.perm[j];
-            b.perm[j] = tmp;
-        }
-        for (size_t start = 0; start < tr.n; start += (size_t)batch) {
-            int n = (int)(tr.n - start < (size_t)batch ? tr.n - start : (size_t)batch);
-            cg_dataset_gather(&tr, b.perm, start, n, b.x, b.y, b.t, net->out_size);
-            memset(s.grads, 0, net->n_params * sizeof(float));
-            net->forward(s.params, s.buffers, b.x, s.ws, n, 1);
-            float l = cg_loss(net->loss, s.ws + net->out_offset, target, s.ws + net->dout_offset,
-                              n, net->out_size);
-            net->backward(s.params, s.grads, b.x, NULL, s.ws, n);
-            cg_sgd_step(&opt, s.params, s.grads);
-            total += (double)l * n;
-        }
-        double train_loss = tr.n ? total / (double)tr.n : NAN;
-        if (tr.n && !isfinite(train_loss)) {
-            cg_fail(&err, "training diverged at epoch %d (train loss %g); try a smaller --lr", ep,
-                    train_loss);
-            fail(net, &err);
-            goto out;
-        }
-        double vl = NAN, va = NAN;
-        if (val.n)
-            evaluate(net, &s, &val, &b, &vl, &va);
-        printf("epoch %d/%d", ep, epochs);
-        print_metric("train_loss", train_loss);
-        print_metric("val_loss", vl);
-        print_metric("val_acc", va);
-        printf("  (%.1fs)\n", now() - t0);
-        fflush(stdout);
-    }
-    double tl, ta;
-    evaluate(net, &s, &test, &b, &tl, &ta);
-    printf("test");
-    print_metric("test_loss", tl);
-    print_metric("test_acc", ta);
-    printf("\n");
-    if (cg_weights_save(net, final_path, s.params, s.buffers, &err) != 0) {
-        fail(net, &err);
-        goto out;
-    }
-    printf("saved %s\n", final_path);
-    rc = 0;
-out:
-    cg_sgd_free(&opt);
-out_nosgd:
-    batchbuf_free(&b);
-    state_free(&s);
-    cg_dataset_free(&all);
-    cg_dataset_free(&test);
-    return rc;
+    if (res.killed)
+        printf("%s: stopped after --max-steps at step %lld (resume with --resume)\n", net->name,
+               res.steps);
+    return 0;
 }
 
 /* ---- eval ---- */
@@ -577,26 +553,48 @@ static int cmd_eval(const cg_net *net, const opts *o)
 {
     cg_err err;
     cg_dataset test;
-    if (cg_dataset_load(net, o->data, CG_SPLIT_TEST, &test, &err) != 0)
+    int rc;
+    if (o->t.data_x || o->t.data_y) {
+        if (!o->t.data_x || !o->t.data_y)
+            return usage_error(net, "eval: --data-x and --data-y go together%s%s", "", "");
+        rc = cg_xy_load(o->t.data_x, o->t.data_y, &test, &err);
+        if (rc == 0 && (rc = cg_dataset_check_files(&test, net, o->t.data_x, o->t.data_y, &err)))
+            cg_dataset_free(&test);
+    } else {
+        rc = cg_data_path_load(net, o->t.data, CG_SPLIT_TEST, &test, &err);
+    }
+    if (rc != 0)
         return fail(net, &err);
-    state s;
-    state_alloc(net, &s);
-    batchbuf b;
-    batchbuf_alloc(net, 0, &b);
-    int rc = 1;
-    if (load_weights(net, o->weights, &s, &err) != 0) {
+    float *params = cg_xcalloc(net->n_params, sizeof(float), "parameters");
+    float *buffers = cg_xcalloc(net->n_buffers, sizeof(float), "buffers");
+    float *ws = cg_xcalloc(net->workspace, sizeof(float), "workspace");
+    float *xb = cg_xcalloc((size_t)net->batch * net->in_size, sizeof(float), "batch");
+    int64_t *yb = cg_xcalloc((size_t)net->batch, sizeof(int64_t), "batch labels");
+    float *tb = cg_xcalloc((size_t)net->batch * net->out_size, sizeof(float), "batch targets");
+    float *mean = NULL, *std = NULL;
+    rc = 1;
+    if (cg_weights_load(net, o->weights, params, buffers, &err) != 0 ||
+        load_norm(net, o, &mean, &std, &err) != 0) {
         fail(net, &err);
     } else {
+        if (mean)
+            cg_norm_apply(net, test.x, test.n, mean, std);
         double tl, ta;
-        evaluate(net, &s, &test, &b, &tl, &ta);
+        cg_evaluate(net, params, buffers, ws, &test, xb, yb, tb, &tl, &ta);
         printf("%s: %zu test samples", net->name, test.n);
         print_metric("test_loss", tl);
         print_metric("test_acc", ta);
         printf("\n");
         rc = 0;
     }
-    batchbuf_free(&b);
-    state_free(&s);
+    free(mean);
+    free(std);
+    free(params);
+    free(buffers);
+    free(ws);
+    free(xb);
+    free(yb);
+    free(tb);
     cg_dataset_free(&test);
     return rc;
 }
@@ -613,15 +611,18 @@ static int cmd_predict(const cg_net *net, const opts *o)
     state_alloc(net, &s);
     cg_array y;
     int64_t shape[2] = {(int64_t)n, (int64_t)net->out_size};
+    float *mean = NULL, *std = NULL;
     int rc = 1;
     if (cg_array_alloc(&y, CG_F4, 2, shape, &err) != 0) {
         fail(net, &err);
         goto out_noy;
     }
-    if (load_weights(net, o->weights, &s, &err) != 0) {
+    if (load_weights(net, o->weights, &s, &err) != 0 || load_norm(net, o, &mean, &std, &err) != 0) {
         fail(net, &err);
         goto out;
     }
+    if (mean)
+        cg_norm_apply(net, x.data, n, mean, std);
     for (size_t start = 0; start < n; start += (size_t)net->batch) {
         int m = (int)(n - start < (size_t)net->batch ? n - start : (size_t)net->batch);
         net->forward(s.params, s.buffers, (const float *)x.data + start * net->in_size, s.ws, m, 0);
@@ -633,6 +634,8 @@ static int cmd_predict(const cg_net *net, const opts *o)
     else
         rc = 0;
 out:
+    free(mean);
+    free(std);
     cg_array_free(&y);
 out_noy:
     state_free(&s);
@@ -641,9 +644,13 @@ out_noy:
 }
 
 static const command commands[] = {
-    {"train", "data epochs lr momentum weight-decay batch seed out weights", "", cmd_train},
-    {"eval", "weights data", "weights", cmd_eval},
-    {"predict", "weights input out", "weights input out", cmd_predict},
+    {"train",
+     "data data-x data-y test test-x test-y epochs batch lr momentum weight-decay mode order "
+     "schedule step-size gamma patience eval-every val val-frac seed normalize no-normalize "
+     "checkpoint-every resume out weights max-steps plain quiet no-plot",
+     "", cmd_train},
+    {"eval", "weights data data-x data-y norm", "weights", cmd_eval},
+    {"predict", "weights input out norm", "weights input out", cmd_predict},
     {"check", "weights input target out", "weights input target out", cmd_check},
 };
 

@@ -1,0 +1,864 @@
+/* cnngen runtime: the training loop.
+ *
+ * Determinism: every random choice of training (the per-epoch permutation, the draws of
+ * --order random) comes from one xoshiro256** stream seeded with the seed; the initial
+ * weights come from cg_init_params with the same seed. A checkpoint holds everything the
+ * next step depends on (weights, buffers, momentum, RNG state, permutation, position, loss
+ * accumulators, best-so-far state, log length), so a resumed run continues bit for bit.
+ *
+ * Memory: everything is allocated before the first step; a step does no malloc and no
+ * file I/O (evaluations, log rows, best.npz and checkpoints happen between steps). */
+#include "train.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "npy.h"
+#include "sgd.h"
+#include "weights.h"
+
+static double now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+void cg_train_opts_init(cg_train_opts *o, const cg_net *net)
+{
+    memset(o, 0, sizeof *o);
+    o->h = net->train;
+    if (o->h.epochs <= 0) { /* a hand-written net without a train section: compiler defaults */
+        cg_train_defaults d = {.batch = net->batch, .epochs = 10, .lr = 0.01f, .momentum = 0.0f,
+                               .mode = CG_MODE_MINIBATCH, .order = CG_ORDER_SHUFFLE,
+                               .schedule = CG_SCHED_CONSTANT, .step_size = 10, .gamma = 0.1f,
+                               .patience = 5, .eval_every = 0, .val = -1};
+        o->h = d;
+    }
+    if (o->h.batch <= 0 || o->h.batch > net->batch)
+        o->h.batch = net->batch;
+    o->progress = -1;
+    o->plot = 1;
+}
+
+int cg_min_train_batch(const cg_net *net)
+{
+    for (int i = 0; i < net->n_layers; i++) {
+        const cg_layer *l = &net->layers[i];
+        if (strcmp(l->kind, "batchnorm") != 0)
+            continue;
+        size_t per = l->ndim_in <= 1 ? 1 : l->in_size / (size_t)l->in_shape[0];
+        if (per <= 1)
+            return 2;
+    }
+    return 1;
+}
+
+void cg_evaluate(const cg_net *net, const float *params, float *buffers, float *ws,
+                 const cg_dataset *ds, float *xb, int64_t *yb, float *tb, double *loss,
+                 double *acc)
+{
+    double total = 0.0;
+    size_t correct = 0;
+    for (size_t start = 0; start < ds->n; start += (size_t)net->batch) {
+        int n = (int)(ds->n - start < (size_t)net->batch ? ds->n - start : (size_t)net->batch);
+        cg_dataset_gather(ds, NULL, start, n, xb, yb, tb, net->out_size);
+        net->forward(params, buffers, xb, ws, n, 0);
+        const float *out = ws + net->out_offset;
+        const void *target = net->loss == CG_LOSS_SOFTMAX_CE ? (const void *)yb : tb;
+        total += (double)cg_loss(net->loss, out, target, NULL, n, net->out_size) * n;
+        if (ds->labels)
+            for (int i = 0; i < n; i++) {
+                const float *z = out + (size_t)i * net->out_size;
+                size_t best = 0;
+                for (size_t j = 1; j < net->out_size; j++)
+                    if (z[j] > z[best])
+                        best = j;
+                correct += (int64_t)best == yb[i];
+            }
+    }
+    *loss = ds->n ? total / (double)ds->n : NAN;
+    *acc = ds->n && ds->labels ? (double)correct / (double)ds->n : NAN;
+}
+
+/* ---- the run's state ---- */
+enum { POS_EPOCH, POS_K, POS_GSTEP, POS_BEST_STEP, POS_BAD, POS_LOG_BYTES, POS_LAST_EVAL,
+       POS_EP_N, POS_WIN_N, POS_HAS_BEST, POS_EVALS, POS_COUNT };
+enum { ACC_EP_SUM, ACC_WIN_SUM, ACC_BEST_LOSS, ACC_ELAPSED, ACC_BEST_EPOCH, ACC_BEST_ACC,
+       ACC_COUNT };
+enum { CFG_NPARAMS, CFG_NBUF, CFG_NTRAIN, CFG_NVAL, CFG_BATCH, CFG_MODE, CFG_ORDER, CFG_EPOCHS,
+       CFG_LR, CFG_MOM, CFG_WD, CFG_SCHED, CFG_STEPSIZE, CFG_GAMMA, CFG_PATIENCE, CFG_EVALEVERY,
+       CFG_SEED, CFG_NORM, CFG_HASH, CFG_COUNT };
+
+typedef struct run {
+    const cg_net *net;
+    cg_train_defaults h;
+    float *params, *grads, *buffers, *ws, *vel, *best_p, *best_b;
+    float *xb, *tb;
+    int64_t *yb;
+    size_t *perm, *draw;
+    cg_rng rng;
+    int64_t pos[POS_COUNT];
+    double acc[ACC_COUNT];
+    double cfg[CFG_COUNT];
+    cg_dataset tr, val, test;
+    long long spe; /* steps an epoch */
+    int min_batch;
+    char outdir[4096], p_log[4352], p_best[4352], p_ckpt[4352], p_final[4352], p_last[4352],
+        p_norm[4352], p_png[4352];
+} run;
+
+static uint64_t fnv1a(const char *s)
+{
+    uint64_t h = 1469598103934665603ull;
+    for (; s && *s; s++)
+        h = (h ^ (unsigned char)*s) * 1099511628211ull;
+    return h;
+}
+
+static void make_config(run *r)
+{
+    const cg_train_defaults *h = &r->h;
+    double *c = r->cfg;
+    c[CFG_NPARAMS] = (double)r->net->n_params;
+    c[CFG_NBUF] = (double)r->net->n_buffers;
+    c[CFG_NTRAIN] = (double)r->tr.n;
+    c[CFG_NVAL] = (double)r->val.n;
+    c[CFG_BATCH] = h->batch;
+    c[CFG_MODE] = h->mode;
+    c[CFG_ORDER] = h->order;
+    c[CFG_EPOCHS] = h->epochs;
+    c[CFG_LR] = h->lr;
+    c[CFG_MOM] = h->momentum;
+    c[CFG_WD] = h->weight_decay;
+    c[CFG_SCHED] = h->schedule;
+    c[CFG_STEPSIZE] = h->step_size;
+    c[CFG_GAMMA] = h->gamma;
+    c[CFG_PATIENCE] = h->patience;
+    c[CFG_EVALEVERY] = h->eval_every;
+    c[CFG_SEED] = (double)(uint32_t)h->seed;
+    c[CFG_NORM] = h->normalize;
+    c[CFG_HASH] = (double)(fnv1a(r->net->spec_hash) >> 12);
+}
+
+static const char *const cfg_names[CFG_COUNT] = {
+    "parameter count", "buffer count", "training samples", "validation samples", "batch",
+    "mode", "order", "epochs", "lr", "momentum", "weight decay", "schedule", "step size",
+    "gamma", "patience", "eval every", "seed", "normalize", "spec hash"};
+
+/* ---- checkpoint ---- */
+static cg_array arr_f4(float *p, size_t n)
+{
+    return (cg_array){.dtype = CG_F4, .ndim = 1, .shape = {(int64_t)n}, .count = n, .data = p};
+}
+
+static int checkpoint_write(run *r, cg_err *err)
+{
+    const char *keys[12];
+    cg_array a[12];
+    int k = 0;
+    uint64_t rs[4];
+    memcpy(rs, r->rng.s, sizeof rs);
+    keys[k] = "params", a[k++] = arr_f4(r->params, r->net->n_params);
+    keys[k] = "buffers", a[k++] = arr_f4(r->buffers, r->net->n_buffers);
+    keys[k] = "velocity", a[k++] = arr_f4(r->vel, r->net->n_params);
+    keys[k] = "best_params", a[k++] = arr_f4(r->best_p, r->net->n_params);
+    keys[k] = "best_buffers", a[k++] = arr_f4(r->best_b, r->net->n_buffers);
+    keys[k] = "rng", a[k++] = (cg_array){.dtype = CG_I8, .ndim = 1, .shape = {4}, .count = 4,
+                                          .data = rs};
+    keys[k] = "perm", a[k++] = (cg_array){.dtype = CG_I8, .ndim = 1, .shape = {(int64_t)r->tr.n},
+                                           .count = r->tr.n, .data = r->perm};
+    keys[k] = "pos", a[k++] = (cg_array){.dtype = CG_I8, .ndim = 1, .shape = {POS_COUNT},
+                                          .count = POS_COUNT, .data = r->pos};
+    keys[k] = "acc", a[k++] = (cg_array){.dtype = CG_F8, .ndim = 1, .shape = {ACC_COUNT},
+                                          .count = ACC_COUNT, .data = r->acc};
+    keys[k] = "config", a[k++] = (cg_array){.dtype = CG_F8, .ndim = 1, .shape = {CFG_COUNT},
+                                             .count = CFG_COUNT, .data = r->cfg};
+    return cg_npz_write(r->p_ckpt, k, keys, a, err);
+}
+
+static int ck_get(const cg_npz *z, const char *path, const char *key, int dtype, size_t count,
+                  const cg_array **out, cg_err *err)
+{
+    const cg_array *a = cg_npz_get(z, key);
+    if (!a)
+        return cg_fail(err, "%s: not a checkpoint of this trainer (no '%s')", path, key);
+    if (a->dtype != dtype || a->count != count)
+        return cg_fail(err, "%s: checkpoint array '%s' has %zu elements of %s, expected %zu of %s",
+                       path, key, a->count, cg_dtype_descr(a->dtype), count,
+                       cg_dtype_descr(dtype));
+    *out = a;
+    return 0;
+}
+
+static int checkpoint_read(run *r, cg_err *err)
+{
+    cg_npz z;
+    if (access(r->p_ckpt, F_OK) != 0)
+        return cg_fail(err, "%s: no checkpoint to resume from (train with --checkpoint-every N)",
+                       r->p_ckpt);
+    if (cg_npz_read(r->p_ckpt, &z, err) != 0)
+        return -1;
+    const cg_array *a[10] = {0};
+    const size_t np = r->net->n_params, nb = r->net->n_buffers;
+    int rc = -1;
+    if (ck_get(&z, r->p_ckpt, "config", CG_F8, CFG_COUNT, &a[9], err) != 0)
+        goto out;
+    const double *cfg = a[9]->data;
+    for (int i = 0; i < CFG_COUNT; i++)
+        if (cfg[i] != r->cfg[i]) {
+            cg_fail(err, "%s: the checkpoint was written with %s %.9g, this run has %.9g; resume "
+                         "with the same settings and data", r->p_ckpt, cfg_names[i], cfg[i],
+                    r->cfg[i]);
+            goto out;
+        }
+    if (ck_get(&z, r->p_ckpt, "params", CG_F4, np, &a[0], err) ||
+        ck_get(&z, r->p_ckpt, "buffers", CG_F4, nb, &a[1], err) ||
+        ck_get(&z, r->p_ckpt, "velocity", CG_F4, np, &a[2], err) ||
+        ck_get(&z, r->p_ckpt, "best_params", CG_F4, np, &a[3], err) ||
+        ck_get(&z, r->p_ckpt, "best_buffers", CG_F4, nb, &a[4], err) ||
+        ck_get(&z, r->p_ckpt, "rng", CG_I8, 4, &a[5], err) ||
+        ck_get(&z, r->p_ckpt, "perm", CG_I8, r->tr.n, &a[6], err) ||
+        ck_get(&z, r->p_ckpt, "pos", CG_I8, POS_COUNT, &a[7], err) ||
+        ck_get(&z, r->p_ckpt, "acc", CG_F8, ACC_COUNT, &a[8], err))
+        goto out;
+    const int64_t *perm = a[6]->data;
+    for (size_t i = 0; i < r->tr.n; i++)
+        if (perm[i] < 0 || (uint64_t)perm[i] >= r->tr.n) {
+            cg_fail(err, "%s: corrupt permutation", r->p_ckpt);
+            goto out;
+        }
+    memcpy(r->params, a[0]->data, np * sizeof(float));
+    memcpy(r->buffers, a[1]->data, nb * sizeof(float));
+    memcpy(r->vel, a[2]->data, np * sizeof(float));
+    memcpy(r->best_p, a[3]->data, np * sizeof(float));
+    memcpy(r->best_b, a[4]->data, nb * sizeof(float));
+    memcpy(r->rng.s, a[5]->data, sizeof r->rng.s);
+    for (size_t i = 0; i < r->tr.n; i++)
+        r->perm[i] = (size_t)perm[i];
+    memcpy(r->pos, a[7]->data, sizeof r->pos);
+    memcpy(r->acc, a[8]->data, sizeof r->acc);
+    rc = 0;
+out:
+    cg_npz_free(&z);
+    return rc;
+}
+
+/* ---- log.csv and curve.png ---- */
+static int log_open(run *r, int resume, FILE **f, cg_err *err)
+{
+    if (resume) {
+        if (truncate(r->p_log, (off_t)r->pos[POS_LOG_BYTES]) != 0)
+            return cg_fail(err, "%s: cannot truncate to the checkpoint's %lld bytes: %s",
+                           r->p_log, (long long)r->pos[POS_LOG_BYTES], strerror(errno));
+        *f = cg_fopen(r->p_log, "ab", err);
+        return *f ? 0 : -1;
+    }
+    *f = cg_fopen(r->p_log, "wb", err);
+    if (!*f)
+        return -1;
+    fputs("step,epoch,train_loss,val_loss,val_acc,lr,time_s\n", *f);
+    if (fflush(*f) != 0)
+        return cg_fail(err, "%s: write failed: %s", r->p_log, strerror(errno));
+    r->pos[POS_LOG_BYTES] = ftell(*f);
+    return 0;
+}
+
+static int have_program(const char *name)
+{
+    const char *path = getenv("PATH");
+    if (!path)
+        path = "/usr/bin:/bin";
+    char buf[4352];
+    while (*path) {
+        size_t n = strcspn(path, ":");
+        if (n > 0 && n < 4000) {
+            snprintf(buf, sizeof buf, "%.*s/%s", (int)n, path, name);
+            if (access(buf, X_OK) == 0)
+                return 1;
+        }
+        path += n;
+        if (*path == ':')
+            path++;
+    }
+    return 0;
+}
+
+/* gnuplot the lecture's early-stopping picture; 0 drawn, 1 gnuplot missing, -1 failed */
+static int plot_curve(run *r, const char *title, double best_epoch, double best_loss)
+{
+    if (!have_program("gnuplot"))
+        return 1;
+    FILE *g = popen("gnuplot 2>/dev/null", "w");
+    if (!g)
+        return -1;
+    fprintf(g, "set terminal png size 900,560\n");
+    fprintf(g, "set output '%s'\n", r->p_png);
+    fprintf(g, "set datafile separator ','\n");
+    fprintf(g, "set key top right\nset grid\n");
+    fprintf(g, "set title '%s'\n", title);
+    fprintf(g, "set xlabel 'epoch'\nset ylabel 'objective (%s)'\n",
+            r->net->loss == CG_LOSS_SOFTMAX_CE ? "cross-entropy" : "mse");
+    if (isfinite(best_loss)) {
+        fprintf(g, "set label 1 sprintf('best: epoch %%.2f, val %%.4f', %.17g, %.17g) at %.17g,"
+                   "%.17g offset 1,1.2\n", best_epoch, best_loss, best_epoch, best_loss);
+        fprintf(g, "set arrow 1 from %.17g, graph 0 to %.17g, graph 1 nohead dt 2 lc rgb '#888888'\n",
+                best_epoch, best_epoch);
+        fprintf(g, "plot '%s' skip 1 using 2:3 with linespoints pt 7 ps 0.5 lw 2 title 'training', "
+                   "'' skip 1 using 2:4 with linespoints pt 7 ps 0.5 lw 2 title 'validation', "
+                   "'-' using 1:2 with points pt 6 ps 3 lw 3 lc rgb 'red' title 'best (restored)'\n",
+                r->p_log);
+        fprintf(g, "%.17g,%.17g\ne\n", best_epoch, best_loss);
+    } else {
+        fprintf(g, "plot '%s' skip 1 using 2:3 with linespoints pt 7 ps 0.5 lw 2 title 'training'\n",
+                r->p_log);
+    }
+    int rc = pclose(g);
+    return rc == 0 ? 0 : -1;
+}
+
+/* ---- progress ---- */
+static void fmt_dur(double s, char *buf, size_t cap)
+{
+    if (!isfinite(s) || s < 0)
+        s = 0;
+    long t = (long)(s + 0.5);
+    if (t >= 3600)
+        snprintf(buf, cap, "%ld:%02ld:%02ld", t / 3600, t / 60 % 60, t % 60);
+    else
+        snprintf(buf, cap, "%ld:%02ld", t / 60, t % 60);
+}
+
+/* ---- data ---- */
+static int dir_has_split(const char *dir, int split)
+{
+    const char *prefix = split == CG_SPLIT_TRAIN ? "train" : "t10k";
+    char p[4352], q[4400];
+    snprintf(p, sizeof p, "%s/%s-images-idx3-ubyte", dir, prefix);
+    snprintf(q, sizeof q, "%s.gz", p);
+    if (access(p, F_OK) == 0 || access(q, F_OK) == 0)
+        return 1;
+    snprintf(p, sizeof p, "%s/%s", dir, split == CG_SPLIT_TRAIN ? "train.npz" : "test.npz");
+    return access(p, F_OK) == 0;
+}
+
+static int is_dir(const char *p)
+{
+    struct stat st;
+    return p && stat(p, &st) == 0 && S_ISDIR(st.st_mode);
+}
+
+static int load_pair(const cg_net *net, const char *x, const char *y, const char *opt,
+                     cg_dataset *out, cg_err *err)
+{
+    if (!x || !y)
+        return cg_fail(err, "--%s-x and --%s-y go together", opt, opt);
+    if (cg_xy_load(x, y, out, err) != 0)
+        return -1;
+    if (cg_dataset_check_files(out, net, x, y, err) != 0) {
+        cg_dataset_free(out);
+        return -1;
+    }
+    return 0;
+}
+
+/* all (train + validation) and test; test->n == 0 when there is no test set */
+static int load_data(const cg_net *net, const cg_train_opts *o, cg_dataset *all,
+                     cg_dataset *test, cg_err *err)
+{
+    memset(all, 0, sizeof *all);
+    memset(test, 0, sizeof *test);
+    if (o->train_ds) {
+        if (cg_dataset_check(o->train_ds, net, "training data", err) != 0)
+            return -1;
+        *all = *o->train_ds;
+        all->owns = 0;
+        if (o->test_ds) {
+            if (cg_dataset_check(o->test_ds, net, "test data", err) != 0)
+                return -1;
+            *test = *o->test_ds;
+            test->owns = 0;
+        }
+        return 0;
+    }
+    int rc;
+    if (o->data_x || o->data_y)
+        rc = load_pair(net, o->data_x, o->data_y, "data", all, err);
+    else
+        rc = cg_data_path_load(net, o->data, CG_SPLIT_TRAIN, all, err);
+    if (rc != 0)
+        return -1;
+    if (o->test_x || o->test_y)
+        rc = load_pair(net, o->test_x, o->test_y, "test", test, err);
+    else if (o->test)
+        rc = cg_data_path_load(net, o->test, CG_SPLIT_TEST, test, err);
+    else if (!o->data_x && (!o->data || is_dir(o->data))) {
+        const char *dir = o->data ? o->data : CG_DEFAULT_DATA_DIR;
+        if (dir_has_split(dir, CG_SPLIT_TEST))
+            rc = cg_data_path_load(net, o->data, CG_SPLIT_TEST, test, err);
+    }
+    if (rc != 0) {
+        cg_dataset_free(all);
+        return -1;
+    }
+    return 0;
+}
+
+/* Borrowed (in-memory) data is normalized in a private copy of x; *copied says to free it. */
+static int own_copy(cg_dataset *ds, float **copied, cg_err *err)
+{
+    *copied = NULL;
+    if (ds->owns || !ds->n)
+        return 0;
+    float *x = cg_try_alloc(ds->n, ds->x_size * sizeof(float), "dataset copy", err);
+    if (!x)
+        return -1;
+    memcpy(x, ds->x, ds->n * ds->x_size * sizeof(float));
+    ds->x = x;
+    *copied = x;
+    return 0;
+}
+
+/* ---- the loop ---- */
+static void run_free(run *r)
+{
+    free(r->params);
+    free(r->grads);
+    free(r->buffers);
+    free(r->ws);
+    free(r->vel);
+    free(r->best_p);
+    free(r->best_b);
+    free(r->xb);
+    free(r->tb);
+    free(r->yb);
+    free(r->perm);
+    free(r->draw);
+}
+
+/* One optimizer step over samples idx[0..n) of the training set (n <= net->batch); returns
+ * the mean loss. */
+static double forward_backward(run *r, const size_t *idx, size_t start, int n, float dscale)
+{
+    const cg_net *net = r->net;
+    cg_dataset_gather(&r->tr, idx, start, n, r->xb, r->yb, r->tb, net->out_size);
+    net->forward(r->params, r->buffers, r->xb, r->ws, n, 1);
+    const void *target = net->loss == CG_LOSS_SOFTMAX_CE ? (const void *)r->yb : r->tb;
+    float l = cg_loss(net->loss, r->ws + net->out_offset, target, r->ws + net->dout_offset, n,
+                      net->out_size);
+    if (dscale != 1.0f)
+        cg_scale(r->ws + net->dout_offset, (size_t)n * net->out_size, dscale);
+    net->backward(r->params, r->grads, r->xb, NULL, r->ws, n);
+    return (double)l;
+}
+
+/* Returns the samples used (0 if the step was skipped), the loss sum in *lsum. */
+static size_t train_step(run *r, float lr, double *lsum)
+{
+    const cg_net *net = r->net;
+    const size_t N = r->tr.n;
+    const long long k = r->pos[POS_K];
+    memset(r->grads, 0, net->n_params * sizeof(float));
+    size_t used = 0;
+    double sum = 0.0;
+    if (r->h.mode == CG_MODE_FULL) {
+        size_t chunks = (N + (size_t)net->batch - 1) / (size_t)net->batch, start = 0;
+        for (size_t c = 0; c < chunks; c++) {
+            size_t m = N / chunks + (c < N % chunks);
+            double l = forward_backward(r, NULL, start, (int)m, (float)((double)m / (double)N));
+            sum += l * (double)m;
+            start += m;
+        }
+        used = N;
+    } else {
+        size_t B = (size_t)r->h.batch, start = (size_t)k * B;
+        size_t m = N - start < B ? N - start : B;
+        if ((int)m < r->min_batch)
+            return 0; /* a last batch too small for batch norm: skipped, like drop_last */
+        const size_t *idx = r->perm;
+        if (r->h.order == CG_ORDER_RANDOM) {
+            for (size_t i = 0; i < m; i++)
+                r->draw[i] = (size_t)cg_rng_below(&r->rng, N);
+            idx = r->draw;
+            start = 0;
+        }
+        sum = forward_backward(r, idx, start, (int)m, 1.0f) * (double)m;
+        used = m;
+    }
+    cg_sgd_update(r->params, r->grads, r->vel, net->n_params, lr, r->h.momentum,
+                  r->h.weight_decay);
+    *lsum = sum;
+    return used;
+}
+
+static void say(const cg_train_opts *o, const char *fmt, ...) CG_PRINTF(2, 3);
+static void say(const cg_train_opts *o, const char *fmt, ...)
+{
+    if (o->quiet)
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    vprintf(fmt, ap);
+    va_end(ap);
+    fflush(stdout);
+}
+
+int cg_train(const cg_net *net, const cg_train_opts *o, cg_train_result *res, cg_err *err)
+{
+    cg_train_result dummy;
+    if (!res)
+        res = &dummy;
+    memset(res, 0, sizeof *res);
+    res->best_val_loss = res->best_val_acc = res->best_epoch = NAN;
+    res->test_loss = res->test_acc = NAN;
+    run R, *r = &R;
+    memset(r, 0, sizeof *r);
+    int rc = -1;
+    float *nmean = NULL, *nstd = NULL, *xcopy_all = NULL, *xcopy_test = NULL;
+    FILE *logf = NULL;
+    r->net = net;
+    r->h = o->h;
+    cg_train_defaults *h = &r->h;
+
+    /* ---- validate the settings ---- */
+    if (h->mode < 0 || h->mode > 2 || h->order < 0 || h->order > 1 || h->schedule < 0 ||
+        h->schedule > 2)
+        return cg_fail(err, "invalid mode/order/schedule");
+    if (h->mode == CG_MODE_SGD)
+        h->batch = 1;
+    if (h->batch <= 0)
+        h->batch = net->batch;
+    if (h->batch > net->batch)
+        return cg_fail(err, "batch %d is larger than the batch network '%s' was compiled for (%d)",
+                       h->batch, net->name, net->batch);
+    if (h->epochs < 0 || !(h->lr >= 0) || !(h->momentum >= 0) || !(h->weight_decay >= 0))
+        return cg_fail(err, "epochs, lr, momentum and weight decay must be non-negative");
+    if (h->schedule == CG_SCHED_STEP && h->step_size <= 0)
+        return cg_fail(err, "the step schedule needs step_size >= 1");
+    r->min_batch = cg_min_train_batch(net);
+    if (h->mode != CG_MODE_FULL && h->batch < r->min_batch)
+        return cg_fail(err, "network '%s' has a batch norm over one value per channel, which "
+                            "needs at least 2 samples a step: %s is not possible",
+                       net->name, h->mode == CG_MODE_SGD ? "--mode sgd" : "--batch 1");
+
+    const char *outdir = o->out ? o->out : ".";
+    snprintf(r->outdir, sizeof r->outdir, "%s", outdir);
+    if (mkdir(outdir, 0777) != 0 && errno != EEXIST)
+        return cg_fail(err, "%s: cannot create output directory: %s", outdir, strerror(errno));
+    if (cg_path_join(r->p_log, sizeof r->p_log, outdir, "log.csv", err) ||
+        cg_path_join(r->p_best, sizeof r->p_best, outdir, "best.npz", err) ||
+        cg_path_join(r->p_ckpt, sizeof r->p_ckpt, outdir, "checkpoint.npz", err) ||
+        cg_path_join(r->p_final, sizeof r->p_final, outdir, "final.npz", err) ||
+        cg_path_join(r->p_last, sizeof r->p_last, outdir, "last.npz", err) ||
+        cg_path_join(r->p_norm, sizeof r->p_norm, outdir, "normalize.npz", err) ||
+        cg_path_join(r->p_png, sizeof r->p_png, outdir, "curve.png", err))
+        return -1;
+
+    /* ---- data ---- */
+    cg_dataset all, test;
+    if (load_data(net, o, &all, &test, err) != 0)
+        return -1;
+    if (all.scaled_u8)
+        say(o, "note: %s: integer features in 0..255 taken as uint8 and scaled to [0, 1]\n",
+            o->data ? o->data : "data");
+    size_t n_val;
+    if (h->val_frac > 0)
+        n_val = (size_t)llround((double)h->val_frac * (double)all.n);
+    else if (h->val >= 0)
+        n_val = (size_t)h->val;
+    else
+        n_val = all.n >= 10000 ? 5000 : all.n / 10;
+    if (n_val >= all.n) {
+        cg_fail(err, "validation split of %zu leaves no training samples (of %zu)", n_val, all.n);
+        goto fail_norm;
+    }
+    if (h->normalize) {
+        if (own_copy(&all, &xcopy_all, err) || own_copy(&test, &xcopy_test, err))
+            goto fail_norm;
+        size_t C = cg_norm_channels(net);
+        nmean = cg_try_alloc(C, sizeof(float), "normalization", err);
+        nstd = cg_try_alloc(C, sizeof(float), "normalization", err);
+        if (!nmean || !nstd)
+            goto fail_norm;
+        cg_dataset head, tail;
+        cg_dataset_split(&all, n_val, &head, &tail);
+        cg_norm_compute(net, &head, nmean, nstd);
+        cg_norm_apply(net, all.x, all.n, nmean, nstd);
+        if (test.n)
+            cg_norm_apply(net, test.x, test.n, nmean, nstd);
+        if (cg_norm_save(net, r->p_norm, nmean, nstd, err) != 0)
+            goto fail_norm;
+    } else {
+        remove(r->p_norm); /* a stale one would make eval/predict normalize */
+    }
+    cg_dataset_split(&all, n_val, &r->tr, &r->val);
+    r->test = test;
+    r->test.owns = 0;
+    const size_t N = r->tr.n;
+    res->n_train = N, res->n_val = r->val.n, res->n_test = test.n;
+
+    r->spe = h->mode == CG_MODE_FULL ? 1
+             : h->mode == CG_MODE_SGD ? (long long)N
+                                      : (long long)((N + (size_t)h->batch - 1) / (size_t)h->batch);
+    make_config(r);
+
+    /* ---- allocate everything ---- */
+    const size_t np = net->n_params, nb = net->n_buffers, B = (size_t)net->batch;
+    r->params = cg_try_alloc(np, sizeof(float), "parameters", err);
+    r->grads = cg_try_alloc(np, sizeof(float), "gradients", err);
+    r->vel = cg_try_alloc(np, sizeof(float), "momentum buffer", err);
+    r->best_p = cg_try_alloc(np, sizeof(float), "best parameters", err);
+    r->buffers = cg_try_alloc(nb, sizeof(float), "buffers", err);
+    r->best_b = cg_try_alloc(nb, sizeof(float), "best buffers", err);
+    r->ws = cg_try_alloc(net->workspace, sizeof(float), "workspace", err);
+    r->xb = cg_try_alloc(B * net->in_size, sizeof(float), "batch inputs", err);
+    r->yb = cg_try_alloc(B, sizeof(int64_t), "batch labels", err);
+    r->tb = cg_try_alloc(B * net->out_size, sizeof(float), "batch targets", err);
+    r->perm = cg_try_alloc(N, sizeof(size_t), "permutation", err);
+    r->draw = cg_try_alloc(B, sizeof(size_t), "draws", err);
+    if (!r->params || !r->grads || !r->vel || !r->best_p || !r->buffers || !r->best_b || !r->ws ||
+        !r->xb || !r->yb || !r->tb || !r->perm || !r->draw)
+        goto out;
+    memset(r->vel, 0, np * sizeof(float));
+    memset(r->ws, 0, net->workspace * sizeof(float));
+    memset(r->yb, 0, B * sizeof(int64_t));
+    memset(r->tb, 0, B * net->out_size * sizeof(float));
+    for (size_t i = 0; i < N; i++)
+        r->perm[i] = i;
+    cg_rng_seed(&r->rng, (uint64_t)(uint32_t)h->seed ^ 0x5DEECE66Dull);
+    r->acc[ACC_BEST_LOSS] = INFINITY;
+    r->acc[ACC_BEST_EPOCH] = NAN;
+    r->acc[ACC_BEST_ACC] = NAN;
+    r->pos[POS_BEST_STEP] = -1;
+
+    if (o->resume) {
+        if (checkpoint_read(r, err) != 0)
+            goto out;
+        if (log_open(r, 1, &logf, err) != 0)
+            goto out;
+        if (r->pos[POS_HAS_BEST] &&
+            cg_weights_save(net, r->p_best, r->best_p, r->best_b, err) != 0)
+            goto out;
+        say(o, "%s: resuming %s at step %lld (epoch %lld, step %lld of %lld)\n", net->name,
+            r->p_ckpt, (long long)r->pos[POS_GSTEP], (long long)r->pos[POS_EPOCH] + 1,
+            (long long)r->pos[POS_K], r->spe);
+    } else {
+        if (o->init_weights) {
+            if (cg_weights_load(net, o->init_weights, r->params, r->buffers, err) != 0)
+                goto out;
+        } else {
+            cg_init_params(net, r->params, r->buffers, (uint64_t)(uint32_t)h->seed);
+        }
+        memcpy(r->best_p, r->params, np * sizeof(float));
+        memcpy(r->best_b, r->buffers, nb * sizeof(float));
+        remove(r->p_best);
+        if (log_open(r, 0, &logf, err) != 0)
+            goto out;
+    }
+
+    static const char *const mode_names[] = {"minibatch", "sgd", "full"};
+    static const char *const order_names[] = {"shuffle", "random"};
+    static const char *const sched_names[] = {"constant", "step", "cosine"};
+    say(o, "%s: %zu training samples, %zu validation, %zu test; mode %s (batch %d), order %s, "
+           "%d epochs of %lld steps; lr %g (%s), momentum %g, weight decay %g; patience %d, "
+           "seed %d%s; sgd kernel %s\n",
+        net->name, N, r->val.n, test.n, mode_names[h->mode],
+        h->mode == CG_MODE_FULL ? net->batch : h->batch, order_names[h->order], h->epochs,
+        r->spe, h->lr, sched_names[h->schedule], h->momentum, h->weight_decay, h->patience,
+        h->seed, h->normalize ? ", normalized inputs" : "", cg_sgd_kernel_name());
+
+    int tty = o->progress > 0 || (o->progress < 0 && isatty(fileno(stdout)));
+    if (o->quiet)
+        tty = 0;
+    const long long total_steps = (long long)h->epochs * r->spe;
+    const double t_start = now(), elapsed0 = r->acc[ACC_ELAPSED];
+    double t_prog = 0.0;
+    long long steps_here = 0, samples_here = 0;
+    int stop = 0;
+    const int have_val = r->val.n > 0;
+
+    while (r->pos[POS_EPOCH] < h->epochs && !stop) {
+        const int ep = (int)r->pos[POS_EPOCH];
+        const float lr = cg_lr_at(h->schedule, h->lr, ep, h->epochs, h->step_size, h->gamma);
+        if (r->pos[POS_K] == 0 && h->order == CG_ORDER_SHUFFLE && h->mode != CG_MODE_FULL) {
+            for (size_t i = N; i > 1; i--) { /* Fisher-Yates */
+                size_t j = (size_t)cg_rng_below(&r->rng, i);
+                size_t t = r->perm[i - 1];
+                r->perm[i - 1] = r->perm[j];
+                r->perm[j] = t;
+            }
+        }
+        double lsum = 0.0;
+        size_t used = train_step(r, lr, &lsum);
+        if (used && !isfinite(lsum)) {
+            cg_fail(err, "training diverged at epoch %d, step %lld (loss %g); try a smaller --lr",
+                    ep + 1, (long long)r->pos[POS_K] + 1, lsum / (double)used);
+            goto out_log;
+        }
+        r->acc[ACC_EP_SUM] += lsum;
+        r->acc[ACC_WIN_SUM] += lsum;
+        r->pos[POS_EP_N] += (int64_t)used;
+        r->pos[POS_WIN_N] += (int64_t)used;
+        r->pos[POS_GSTEP]++;
+        r->pos[POS_K]++;
+        steps_here++;
+        samples_here += (long long)used;
+        int epoch_end = r->pos[POS_K] >= r->spe;
+        if (epoch_end) {
+            res->last_train_loss = r->pos[POS_EP_N] ? r->acc[ACC_EP_SUM] / (double)r->pos[POS_EP_N]
+                                                    : NAN;
+            r->pos[POS_EPOCH]++;
+            r->pos[POS_K] = 0;
+            r->acc[ACC_EP_SUM] = 0;
+            r->pos[POS_EP_N] = 0;
+        }
+        const long long g = r->pos[POS_GSTEP];
+        int last = r->pos[POS_EPOCH] >= h->epochs;
+        int do_eval = (h->eval_every > 0 ? g % h->eval_every == 0 : epoch_end) ||
+                      (last && r->pos[POS_LAST_EVAL] != g);
+        double t = now();
+        if (do_eval) {
+            double vl = NAN, va = NAN;
+            if (have_val)
+                cg_evaluate(net, r->params, r->buffers, r->ws, &r->val, r->xb, r->yb, r->tb,
+                            &vl, &va);
+            double tl = r->pos[POS_WIN_N] ? r->acc[ACC_WIN_SUM] / (double)r->pos[POS_WIN_N] : NAN;
+            double epoch_f = (double)g / (double)r->spe;
+            double wall = elapsed0 + (t - t_start);
+            r->pos[POS_LAST_EVAL] = g;
+            r->pos[POS_EVALS]++;
+            r->acc[ACC_WIN_SUM] = 0;
+            r->pos[POS_WIN_N] = 0;
+            fprintf(logf, "%lld,%.6f,%.9g,%.9g,%.9g,%.9g,%.3f\n", g, epoch_f, tl, vl, va,
+                    (double)lr, wall);
+            if (fflush(logf) != 0) {
+                cg_fail(err, "%s: write failed: %s", r->p_log, strerror(errno));
+                goto out_log;
+            }
+            r->pos[POS_LOG_BYTES] = ftell(logf);
+            const char *mark = "";
+            if (have_val && vl < r->acc[ACC_BEST_LOSS]) {
+                r->acc[ACC_BEST_LOSS] = vl;
+                r->acc[ACC_BEST_EPOCH] = epoch_f;
+                r->acc[ACC_BEST_ACC] = va;
+                r->pos[POS_BEST_STEP] = g;
+                r->pos[POS_BAD] = 0;
+                r->pos[POS_HAS_BEST] = 1;
+                memcpy(r->best_p, r->params, np * sizeof(float));
+                memcpy(r->best_b, r->buffers, nb * sizeof(float));
+                if (cg_weights_save(net, r->p_best, r->best_p, r->best_b, err) != 0)
+                    goto out_log;
+                mark = "  *best";
+            } else if (have_val) {
+                r->pos[POS_BAD]++;
+                if (h->patience > 0 && r->pos[POS_BAD] >= h->patience)
+                    stop = 1;
+            }
+            if (!o->quiet) {
+                char eta[32];
+                fmt_dur((double)(total_steps - g) * (t - t_start) / (double)steps_here, eta,
+                        sizeof eta);
+                printf("%sepoch %7.2f/%d  step %lld  train_loss %.4f", tty ? "\r\033[K" : "",
+                       epoch_f, h->epochs, g, tl);
+                if (have_val)
+                    printf("  val_loss %.4f  val_acc %.4f", vl, va);
+                printf("  lr %.4g  %.0f img/s  %.1fs%s%s\n", (double)lr,
+                       (double)samples_here / (t - t_start), wall, mark,
+                       stop ? "  (patience exhausted: stopping)" : "");
+                fflush(stdout);
+            }
+            t_prog = t;
+        } else if (tty && t - t_prog > 0.25) {
+            char eta[32];
+            fmt_dur((double)(total_steps - g) * (t - t_start) / (double)steps_here, eta,
+                    sizeof eta);
+            printf("\r\033[Kepoch %d/%d  step %lld/%lld  loss %.4f  %.0f img/s  ETA %s",
+                   ep + 1, h->epochs, (long long)r->pos[POS_K], r->spe,
+                   r->pos[POS_WIN_N] ? r->acc[ACC_WIN_SUM] / (double)r->pos[POS_WIN_N] : 0.0,
+                   (double)samples_here / (t - t_start), eta);
+            fflush(stdout);
+            t_prog = t;
+        }
+        if (!stop && h->checkpoint_every > 0 && g % h->checkpoint_every == 0) {
+            r->acc[ACC_ELAPSED] = elapsed0 + (now() - t_start);
+            if (checkpoint_write(r, err) != 0)
+                goto out_log;
+        }
+        if (o->max_steps > 0 && steps_here >= o->max_steps && !stop &&
+            r->pos[POS_EPOCH] < h->epochs) {
+            res->killed = 1;
+            res->steps = g;
+            rc = 0;
+            if (tty)
+                printf("\n");
+            goto out_log;
+        }
+    }
+    if (tty && r->pos[POS_LAST_EVAL] != r->pos[POS_GSTEP])
+        printf("\n");
+    res->steps = r->pos[POS_GSTEP];
+    res->epochs_done = (int)r->pos[POS_EPOCH];
+    res->stopped_early = stop;
+    res->evals = (int)r->pos[POS_EVALS];
+
+    /* ---- the end: last.npz, restore the best, final.npz, test, curve ---- */
+    if (cg_weights_save(net, r->p_last, r->params, r->buffers, err) != 0)
+        goto out_log;
+    if (r->pos[POS_HAS_BEST]) {
+        memcpy(r->params, r->best_p, np * sizeof(float));
+        memcpy(r->buffers, r->best_b, nb * sizeof(float));
+        res->best_val_loss = r->acc[ACC_BEST_LOSS];
+        res->best_val_acc = r->acc[ACC_BEST_ACC];
+        res->best_epoch = r->acc[ACC_BEST_EPOCH];
+        res->best_step = r->pos[POS_BEST_STEP];
+        say(o, "restored the best parameters: step %lld (epoch %.2f), val_loss %.4f, val_acc "
+               "%.4f\n", (long long)res->best_step, res->best_epoch, res->best_val_loss,
+            res->best_val_acc);
+    }
+    if (cg_weights_save(net, r->p_final, r->params, r->buffers, err) != 0)
+        goto out_log;
+    if (test.n) {
+        cg_evaluate(net, r->params, r->buffers, r->ws, &r->test, r->xb, r->yb, r->tb,
+                    &res->test_loss, &res->test_acc);
+        say(o, "test: %zu samples  test_loss %.4f", test.n, res->test_loss);
+        if (!isnan(res->test_acc))
+            say(o, "  test_acc %.4f", res->test_acc);
+        say(o, "\n");
+    }
+    fclose(logf);
+    logf = NULL;
+    if (o->plot) {
+        char title[256];
+        snprintf(title, sizeof title, "%s: training and validation objective", net->name);
+        int p = plot_curve(r, title, res->best_epoch, res->best_val_loss);
+        if (p == 0)
+            say(o, "curve: %s\n", r->p_png);
+        else if (p > 0)
+            say(o, "curve: gnuplot is not installed; no %s (data in %s)\n", r->p_png, r->p_log);
+        else
+            say(o, "warning: gnuplot failed; no %s (data in %s)\n", r->p_png, r->p_log);
+    }
+    say(o, "saved %s%s%s\n", r->p_final, r->pos[POS_HAS_BEST] ? ", best " : "",
+        r->pos[POS_HAS_BEST] ? r->p_best : "");
+    rc = 0;
+out_log:
+    if (logf)
+        fclose(logf);
+out:
+    run_free(r);
+fail_norm:
+    free(nmean);
+    free(nstd);
+    free(xcopy_all);
+    free(xcopy_test);
+    cg_dataset_free(&all);
+    cg_dataset_free(&test);
+    return rc;
+}
