@@ -21,172 +21,1815 @@
 
 #include "bnnet.h"
 
+/* SIMD vectors of 16 floats (one AVX-512 register; gcc and clang split them
+ * on narrower targets). Activations are batch-innermost: [size][64]. */
+typedef float cg_v __attribute__((vector_size(64), aligned(4), may_alias));
+#define VLOAD(p) (*(const cg_v *)(p))
+#define VSTORE(p, v) (*(cg_v *)(p) = (v))
+#define vsplat(s) ((cg_v){0} + (s))
+static inline float vsum_(const cg_v *v) { float s = 0.0f; for (int i = 0; i < 16; i++) s += (*v)[i]; return s; }
+#define vsum(v) vsum_(&(v))
+
+/* [nb][size] -> [size][64], lanes >= nb zeroed */
+static void to_lanes(const float *restrict x, float *restrict xl, int nb, int size)
+{
+    for (int i = 0; i < size; i++)
+        for (int b = 0; b < 64; b++) xl[(size_t)i * 64 + b] = b < nb ? x[(size_t)b * size + i] : 0.0f;
+}
+
+/* [size][64] -> [nb][size] */
+static void from_lanes(const float *restrict xl, float *restrict x, int nb, int size)
+{
+    for (int b = 0; b < nb; b++)
+        for (int i = 0; i < size; i++) x[(size_t)b * size + i] = xl[(size_t)i * 64 + b];
+}
+
 /* layer 0: conv2d 1x28x28 -> 32x28x28 (specs/bnnet.yaml:11:5) */
-static void l00_conv2d_forward(const float *restrict P, const float *restrict x, float *restrict y, int nb)
+static void l00_conv2d_forward(const float *restrict P, const float *restrict x, float *restrict y)
 {
     const float *restrict w = P + 0;
-    for (int n = 0; n < nb; n++) {
-        const float *restrict xn = x + (size_t)n * 784;
-        float *restrict yn = y + (size_t)n * 25088;
-        for (int col = 0; col < 32; col++) {
-            float *restrict yc = yn + col*784;
-            for (int i = 0; i < 784; i++) yc[i] = 0.0f;
-            const float *restrict xc = xn + 0;
-            const float *restrict wc = w + col*9;
-            const float w0 = wc[0], w1 = wc[1], w2 = wc[2];
-            const float w3 = wc[3], w4 = wc[4], w5 = wc[5];
-            const float w6 = wc[6], w7 = wc[7], w8 = wc[8];
-            yc[0] += w4 * xc[0] + w5 * xc[1] + w7 * xc[28] + w8 * xc[29];
+    for (int v0 = 0; v0 < 4; v0 += 1) {
+        for (int cb = 0; cb < 2; cb++) {
+            const float *restrict wb = w + cb*144;
+            const float *restrict xg = x + 0 + v0 * 16;
+            float *restrict yb = y + cb*802816 + v0 * 16;
+            {
+                cg_v a0_0 = vsplat(0.0f);
+                cg_v a0_1 = vsplat(0.0f);
+                cg_v a0_2 = vsplat(0.0f);
+                cg_v a0_3 = vsplat(0.0f);
+                cg_v a0_4 = vsplat(0.0f);
+                cg_v a0_5 = vsplat(0.0f);
+                cg_v a0_6 = vsplat(0.0f);
+                cg_v a0_7 = vsplat(0.0f);
+                cg_v a0_8 = vsplat(0.0f);
+                cg_v a0_9 = vsplat(0.0f);
+                cg_v a0_10 = vsplat(0.0f);
+                cg_v a0_11 = vsplat(0.0f);
+                cg_v a0_12 = vsplat(0.0f);
+                cg_v a0_13 = vsplat(0.0f);
+                cg_v a0_14 = vsplat(0.0f);
+                cg_v a0_15 = vsplat(0.0f);
+                const float *restrict xc = xg + 0;
+                const float *restrict wc = wb + 0;
+                {
+                    const cg_v x0 = VLOAD(xc + 0 + 0);
+                    a0_0 += wc[4] * x0;
+                    a0_1 += wc[13] * x0;
+                    a0_2 += wc[22] * x0;
+                    a0_3 += wc[31] * x0;
+                    a0_4 += wc[40] * x0;
+                    a0_5 += wc[49] * x0;
+                    a0_6 += wc[58] * x0;
+                    a0_7 += wc[67] * x0;
+                    a0_8 += wc[76] * x0;
+                    a0_9 += wc[85] * x0;
+                    a0_10 += wc[94] * x0;
+                    a0_11 += wc[103] * x0;
+                    a0_12 += wc[112] * x0;
+                    a0_13 += wc[121] * x0;
+                    a0_14 += wc[130] * x0;
+                    a0_15 += wc[139] * x0;
+                }
+                {
+                    const cg_v x0 = VLOAD(xc + 64 + 0);
+                    a0_0 += wc[5] * x0;
+                    a0_1 += wc[14] * x0;
+                    a0_2 += wc[23] * x0;
+                    a0_3 += wc[32] * x0;
+                    a0_4 += wc[41] * x0;
+                    a0_5 += wc[50] * x0;
+                    a0_6 += wc[59] * x0;
+                    a0_7 += wc[68] * x0;
+                    a0_8 += wc[77] * x0;
+                    a0_9 += wc[86] * x0;
+                    a0_10 += wc[95] * x0;
+                    a0_11 += wc[104] * x0;
+                    a0_12 += wc[113] * x0;
+                    a0_13 += wc[122] * x0;
+                    a0_14 += wc[131] * x0;
+                    a0_15 += wc[140] * x0;
+                }
+                {
+                    const cg_v x0 = VLOAD(xc + 1792 + 0);
+                    a0_0 += wc[7] * x0;
+                    a0_1 += wc[16] * x0;
+                    a0_2 += wc[25] * x0;
+                    a0_3 += wc[34] * x0;
+                    a0_4 += wc[43] * x0;
+                    a0_5 += wc[52] * x0;
+                    a0_6 += wc[61] * x0;
+                    a0_7 += wc[70] * x0;
+                    a0_8 += wc[79] * x0;
+                    a0_9 += wc[88] * x0;
+                    a0_10 += wc[97] * x0;
+                    a0_11 += wc[106] * x0;
+                    a0_12 += wc[115] * x0;
+                    a0_13 += wc[124] * x0;
+                    a0_14 += wc[133] * x0;
+                    a0_15 += wc[142] * x0;
+                }
+                {
+                    const cg_v x0 = VLOAD(xc + 1856 + 0);
+                    a0_0 += wc[8] * x0;
+                    a0_1 += wc[17] * x0;
+                    a0_2 += wc[26] * x0;
+                    a0_3 += wc[35] * x0;
+                    a0_4 += wc[44] * x0;
+                    a0_5 += wc[53] * x0;
+                    a0_6 += wc[62] * x0;
+                    a0_7 += wc[71] * x0;
+                    a0_8 += wc[80] * x0;
+                    a0_9 += wc[89] * x0;
+                    a0_10 += wc[98] * x0;
+                    a0_11 += wc[107] * x0;
+                    a0_12 += wc[116] * x0;
+                    a0_13 += wc[125] * x0;
+                    a0_14 += wc[134] * x0;
+                    a0_15 += wc[143] * x0;
+                }
+                VSTORE(yb + 0, a0_0);
+                VSTORE(yb + 50176, a0_1);
+                VSTORE(yb + 100352, a0_2);
+                VSTORE(yb + 150528, a0_3);
+                VSTORE(yb + 200704, a0_4);
+                VSTORE(yb + 250880, a0_5);
+                VSTORE(yb + 301056, a0_6);
+                VSTORE(yb + 351232, a0_7);
+                VSTORE(yb + 401408, a0_8);
+                VSTORE(yb + 451584, a0_9);
+                VSTORE(yb + 501760, a0_10);
+                VSTORE(yb + 551936, a0_11);
+                VSTORE(yb + 602112, a0_12);
+                VSTORE(yb + 652288, a0_13);
+                VSTORE(yb + 702464, a0_14);
+                VSTORE(yb + 752640, a0_15);
+            }
             /* rows 0..0, cols 1..26: 6 of 9 taps */
             for (int ox = 1; ox < 27; ox++) {
-                yc[ox] += w3 * xc[ox - 1] + w4 * xc[ox] + w5 * xc[ox + 1] + w6 * xc[ox + 27]
-                        + w7 * xc[ox + 28] + w8 * xc[ox + 29];
+                cg_v a0_0 = vsplat(0.0f);
+                cg_v a0_1 = vsplat(0.0f);
+                cg_v a0_2 = vsplat(0.0f);
+                cg_v a0_3 = vsplat(0.0f);
+                cg_v a0_4 = vsplat(0.0f);
+                cg_v a0_5 = vsplat(0.0f);
+                cg_v a0_6 = vsplat(0.0f);
+                cg_v a0_7 = vsplat(0.0f);
+                cg_v a0_8 = vsplat(0.0f);
+                cg_v a0_9 = vsplat(0.0f);
+                cg_v a0_10 = vsplat(0.0f);
+                cg_v a0_11 = vsplat(0.0f);
+                cg_v a0_12 = vsplat(0.0f);
+                cg_v a0_13 = vsplat(0.0f);
+                cg_v a0_14 = vsplat(0.0f);
+                cg_v a0_15 = vsplat(0.0f);
+                const float *restrict xc = xg + 0;
+                const float *restrict wc = wb + 0;
+                {
+                    const cg_v x0 = VLOAD(xc + ox*64 - 64 + 0);
+                    a0_0 += wc[3] * x0;
+                    a0_1 += wc[12] * x0;
+                    a0_2 += wc[21] * x0;
+                    a0_3 += wc[30] * x0;
+                    a0_4 += wc[39] * x0;
+                    a0_5 += wc[48] * x0;
+                    a0_6 += wc[57] * x0;
+                    a0_7 += wc[66] * x0;
+                    a0_8 += wc[75] * x0;
+                    a0_9 += wc[84] * x0;
+                    a0_10 += wc[93] * x0;
+                    a0_11 += wc[102] * x0;
+                    a0_12 += wc[111] * x0;
+                    a0_13 += wc[120] * x0;
+                    a0_14 += wc[129] * x0;
+                    a0_15 += wc[138] * x0;
+                }
+                {
+                    const cg_v x0 = VLOAD(xc + ox*64 + 0);
+                    a0_0 += wc[4] * x0;
+                    a0_1 += wc[13] * x0;
+                    a0_2 += wc[22] * x0;
+                    a0_3 += wc[31] * x0;
+                    a0_4 += wc[40] * x0;
+                    a0_5 += wc[49] * x0;
+                    a0_6 += wc[58] * x0;
+                    a0_7 += wc[67] * x0;
+                    a0_8 += wc[76] * x0;
+                    a0_9 += wc[85] * x0;
+                    a0_10 += wc[94] * x0;
+                    a0_11 += wc[103] * x0;
+                    a0_12 += wc[112] * x0;
+                    a0_13 += wc[121] * x0;
+                    a0_14 += wc[130] * x0;
+                    a0_15 += wc[139] * x0;
+                }
+                {
+                    const cg_v x0 = VLOAD(xc + ox*64 + 64 + 0);
+                    a0_0 += wc[5] * x0;
+                    a0_1 += wc[14] * x0;
+                    a0_2 += wc[23] * x0;
+                    a0_3 += wc[32] * x0;
+                    a0_4 += wc[41] * x0;
+                    a0_5 += wc[50] * x0;
+                    a0_6 += wc[59] * x0;
+                    a0_7 += wc[68] * x0;
+                    a0_8 += wc[77] * x0;
+                    a0_9 += wc[86] * x0;
+                    a0_10 += wc[95] * x0;
+                    a0_11 += wc[104] * x0;
+                    a0_12 += wc[113] * x0;
+                    a0_13 += wc[122] * x0;
+                    a0_14 += wc[131] * x0;
+                    a0_15 += wc[140] * x0;
+                }
+                {
+                    const cg_v x0 = VLOAD(xc + ox*64 + 1728 + 0);
+                    a0_0 += wc[6] * x0;
+                    a0_1 += wc[15] * x0;
+                    a0_2 += wc[24] * x0;
+                    a0_3 += wc[33] * x0;
+                    a0_4 += wc[42] * x0;
+                    a0_5 += wc[51] * x0;
+                    a0_6 += wc[60] * x0;
+                    a0_7 += wc[69] * x0;
+                    a0_8 += wc[78] * x0;
+                    a0_9 += wc[87] * x0;
+                    a0_10 += wc[96] * x0;
+                    a0_11 += wc[105] * x0;
+                    a0_12 += wc[114] * x0;
+                    a0_13 += wc[123] * x0;
+                    a0_14 += wc[132] * x0;
+                    a0_15 += wc[141] * x0;
+                }
+                {
+                    const cg_v x0 = VLOAD(xc + ox*64 + 1792 + 0);
+                    a0_0 += wc[7] * x0;
+                    a0_1 += wc[16] * x0;
+                    a0_2 += wc[25] * x0;
+                    a0_3 += wc[34] * x0;
+                    a0_4 += wc[43] * x0;
+                    a0_5 += wc[52] * x0;
+                    a0_6 += wc[61] * x0;
+                    a0_7 += wc[70] * x0;
+                    a0_8 += wc[79] * x0;
+                    a0_9 += wc[88] * x0;
+                    a0_10 += wc[97] * x0;
+                    a0_11 += wc[106] * x0;
+                    a0_12 += wc[115] * x0;
+                    a0_13 += wc[124] * x0;
+                    a0_14 += wc[133] * x0;
+                    a0_15 += wc[142] * x0;
+                }
+                {
+                    const cg_v x0 = VLOAD(xc + ox*64 + 1856 + 0);
+                    a0_0 += wc[8] * x0;
+                    a0_1 += wc[17] * x0;
+                    a0_2 += wc[26] * x0;
+                    a0_3 += wc[35] * x0;
+                    a0_4 += wc[44] * x0;
+                    a0_5 += wc[53] * x0;
+                    a0_6 += wc[62] * x0;
+                    a0_7 += wc[71] * x0;
+                    a0_8 += wc[80] * x0;
+                    a0_9 += wc[89] * x0;
+                    a0_10 += wc[98] * x0;
+                    a0_11 += wc[107] * x0;
+                    a0_12 += wc[116] * x0;
+                    a0_13 += wc[125] * x0;
+                    a0_14 += wc[134] * x0;
+                    a0_15 += wc[143] * x0;
+                }
+                VSTORE(yb + ox*64, a0_0);
+                VSTORE(yb + ox*64 + 50176, a0_1);
+                VSTORE(yb + ox*64 + 100352, a0_2);
+                VSTORE(yb + ox*64 + 150528, a0_3);
+                VSTORE(yb + ox*64 + 200704, a0_4);
+                VSTORE(yb + ox*64 + 250880, a0_5);
+                VSTORE(yb + ox*64 + 301056, a0_6);
+                VSTORE(yb + ox*64 + 351232, a0_7);
+                VSTORE(yb + ox*64 + 401408, a0_8);
+                VSTORE(yb + ox*64 + 451584, a0_9);
+                VSTORE(yb + ox*64 + 501760, a0_10);
+                VSTORE(yb + ox*64 + 551936, a0_11);
+                VSTORE(yb + ox*64 + 602112, a0_12);
+                VSTORE(yb + ox*64 + 652288, a0_13);
+                VSTORE(yb + ox*64 + 702464, a0_14);
+                VSTORE(yb + ox*64 + 752640, a0_15);
             }
-            yc[27] += w3 * xc[26] + w4 * xc[27] + w6 * xc[54] + w7 * xc[55];
+            {
+                cg_v a0_0 = vsplat(0.0f);
+                cg_v a0_1 = vsplat(0.0f);
+                cg_v a0_2 = vsplat(0.0f);
+                cg_v a0_3 = vsplat(0.0f);
+                cg_v a0_4 = vsplat(0.0f);
+                cg_v a0_5 = vsplat(0.0f);
+                cg_v a0_6 = vsplat(0.0f);
+                cg_v a0_7 = vsplat(0.0f);
+                cg_v a0_8 = vsplat(0.0f);
+                cg_v a0_9 = vsplat(0.0f);
+                cg_v a0_10 = vsplat(0.0f);
+                cg_v a0_11 = vsplat(0.0f);
+                cg_v a0_12 = vsplat(0.0f);
+                cg_v a0_13 = vsplat(0.0f);
+                cg_v a0_14 = vsplat(0.0f);
+                cg_v a0_15 = vsplat(0.0f);
+                const float *restrict xc = xg + 0;
+                const float *restrict wc = wb + 0;
+                {
+                    const cg_v x0 = VLOAD(xc + 1664 + 0);
+                    a0_0 += wc[3] * x0;
+                    a0_1 += wc[12] * x0;
+                    a0_2 += wc[21] * x0;
+                    a0_3 += wc[30] * x0;
+                    a0_4 += wc[39] * x0;
+                    a0_5 += wc[48] * x0;
+                    a0_6 += wc[57] * x0;
+                    a0_7 += wc[66] * x0;
+                    a0_8 += wc[75] * x0;
+                    a0_9 += wc[84] * x0;
+                    a0_10 += wc[93] * x0;
+                    a0_11 += wc[102] * x0;
+                    a0_12 += wc[111] * x0;
+                    a0_13 += wc[120] * x0;
+                    a0_14 += wc[129] * x0;
+                    a0_15 += wc[138] * x0;
+                }
+                {
+                    const cg_v x0 = VLOAD(xc + 1728 + 0);
+                    a0_0 += wc[4] * x0;
+                    a0_1 += wc[13] * x0;
+                    a0_2 += wc[22] * x0;
+                    a0_3 += wc[31] * x0;
+                    a0_4 += wc[40] * x0;
+                    a0_5 += wc[49] * x0;
+                    a0_6 += wc[58] * x0;
+                    a0_7 += wc[67] * x0;
+                    a0_8 += wc[76] * x0;
+                    a0_9 += wc[85] * x0;
+                    a0_10 += wc[94] * x0;
+                    a0_11 += wc[103] * x0;
+                    a0_12 += wc[112] * x0;
+                    a0_13 += wc[121] * x0;
+                    a0_14 += wc[130] * x0;
+                    a0_15 += wc[139] * x0;
+                }
+                {
+                    const cg_v x0 = VLOAD(xc + 3456 + 0);
+                    a0_0 += wc[6] * x0;
+                    a0_1 += wc[15] * x0;
+                    a0_2 += wc[24] * x0;
+                    a0_3 += wc[33] * x0;
+                    a0_4 += wc[42] * x0;
+                    a0_5 += wc[51] * x0;
+                    a0_6 += wc[60] * x0;
+                    a0_7 += wc[69] * x0;
+                    a0_8 += wc[78] * x0;
+                    a0_9 += wc[87] * x0;
+                    a0_10 += wc[96] * x0;
+                    a0_11 += wc[105] * x0;
+                    a0_12 += wc[114] * x0;
+                    a0_13 += wc[123] * x0;
+                    a0_14 += wc[132] * x0;
+                    a0_15 += wc[141] * x0;
+                }
+                {
+                    const cg_v x0 = VLOAD(xc + 3520 + 0);
+                    a0_0 += wc[7] * x0;
+                    a0_1 += wc[16] * x0;
+                    a0_2 += wc[25] * x0;
+                    a0_3 += wc[34] * x0;
+                    a0_4 += wc[43] * x0;
+                    a0_5 += wc[52] * x0;
+                    a0_6 += wc[61] * x0;
+                    a0_7 += wc[70] * x0;
+                    a0_8 += wc[79] * x0;
+                    a0_9 += wc[88] * x0;
+                    a0_10 += wc[97] * x0;
+                    a0_11 += wc[106] * x0;
+                    a0_12 += wc[115] * x0;
+                    a0_13 += wc[124] * x0;
+                    a0_14 += wc[133] * x0;
+                    a0_15 += wc[142] * x0;
+                }
+                VSTORE(yb + 1728, a0_0);
+                VSTORE(yb + 51904, a0_1);
+                VSTORE(yb + 102080, a0_2);
+                VSTORE(yb + 152256, a0_3);
+                VSTORE(yb + 202432, a0_4);
+                VSTORE(yb + 252608, a0_5);
+                VSTORE(yb + 302784, a0_6);
+                VSTORE(yb + 352960, a0_7);
+                VSTORE(yb + 403136, a0_8);
+                VSTORE(yb + 453312, a0_9);
+                VSTORE(yb + 503488, a0_10);
+                VSTORE(yb + 553664, a0_11);
+                VSTORE(yb + 603840, a0_12);
+                VSTORE(yb + 654016, a0_13);
+                VSTORE(yb + 704192, a0_14);
+                VSTORE(yb + 754368, a0_15);
+            }
             /* rows 1..26, cols 0..0: 6 of 9 taps */
             for (int oy = 1; oy < 27; oy++) {
-                yc[oy*28] += w1 * xc[oy*28 - 28] + w2 * xc[oy*28 - 27] + w4 * xc[oy*28] + w5 * xc[oy*28 + 1]
-                        + w7 * xc[oy*28 + 28] + w8 * xc[oy*28 + 29];
+                {
+                    cg_v a0_0 = vsplat(0.0f);
+                    cg_v a0_1 = vsplat(0.0f);
+                    cg_v a0_2 = vsplat(0.0f);
+                    cg_v a0_3 = vsplat(0.0f);
+                    cg_v a0_4 = vsplat(0.0f);
+                    cg_v a0_5 = vsplat(0.0f);
+                    cg_v a0_6 = vsplat(0.0f);
+                    cg_v a0_7 = vsplat(0.0f);
+                    cg_v a0_8 = vsplat(0.0f);
+                    cg_v a0_9 = vsplat(0.0f);
+                    cg_v a0_10 = vsplat(0.0f);
+                    cg_v a0_11 = vsplat(0.0f);
+                    cg_v a0_12 = vsplat(0.0f);
+                    cg_v a0_13 = vsplat(0.0f);
+                    cg_v a0_14 = vsplat(0.0f);
+                    cg_v a0_15 = vsplat(0.0f);
+                    const float *restrict xc = xg + 0;
+                    const float *restrict wc = wb + 0;
+                    {
+                        const cg_v x0 = VLOAD(xc + oy*1792 - 1792 + 0);
+                        a0_0 += wc[1] * x0;
+                        a0_1 += wc[10] * x0;
+                        a0_2 += wc[19] * x0;
+                        a0_3 += wc[28] * x0;
+                        a0_4 += wc[37] * x0;
+                        a0_5 += wc[46] * x0;
+                        a0_6 += wc[55] * x0;
+                        a0_7 += wc[64] * x0;
+                        a0_8 += wc[73] * x0;
+                        a0_9 += wc[82] * x0;
+                        a0_10 += wc[91] * x0;
+                        a0_11 += wc[100] * x0;
+                        a0_12 += wc[109] * x0;
+                        a0_13 += wc[118] * x0;
+                        a0_14 += wc[127] * x0;
+                        a0_15 += wc[136] * x0;
+                    }
+                    {
+                        const cg_v x0 = VLOAD(xc + oy*1792 - 1728 + 0);
+                        a0_0 += wc[2] * x0;
+                        a0_1 += wc[11] * x0;
+                        a0_2 += wc[20] * x0;
+                        a0_3 += wc[29] * x0;
+                        a0_4 += wc[38] * x0;
+                        a0_5 += wc[47] * x0;
+                        a0_6 += wc[56] * x0;
+                        a0_7 += wc[65] * x0;
+                        a0_8 += wc[74] * x0;
+                        a0_9 += wc[83] * x0;
+                        a0_10 += wc[92] * x0;
+                        a0_11 += wc[101] * x0;
+                        a0_12 += wc[110] * x0;
+                        a0_13 += wc[119] * x0;
+                        a0_14 += wc[128] * x0;
+                        a0_15 += wc[137] * x0;
+                    }
+                    {
+                        const cg_v x0 = VLOAD(xc + oy*1792 + 0);
+                        a0_0 += wc[4] * x0;
+                        a0_1 += wc[13] * x0;
+                        a0_2 += wc[22] * x0;
+                        a0_3 += wc[31] * x0;
+                        a0_4 += wc[40] * x0;
+                        a0_5 += wc[49] * x0;
+                        a0_6 += wc[58] * x0;
+                        a0_7 += wc[67] * x0;
+                        a0_8 += wc[76] * x0;
+                        a0_9 += wc[85] * x0;
+                        a0_10 += wc[94] * x0;
+                        a0_11 += wc[103] * x0;
+                        a0_12 += wc[112] * x0;
+                        a0_13 += wc[121] * x0;
+                        a0_14 += wc[130] * x0;
+                        a0_15 += wc[139] * x0;
+                    }
+                    {
+                        const cg_v x0 = VLOAD(xc + oy*1792 + 64 + 0);
+                        a0_0 += wc[5] * x0;
+                        a0_1 += wc[14] * x0;
+                        a0_2 += wc[23] * x0;
+                        a0_3 += wc[32] * x0;
+                        a0_4 += wc[41] * x0;
+                        a0_5 += wc[50] * x0;
+                        a0_6 += wc[59] * x0;
+                        a0_7 += wc[68] * x0;
+                        a0_8 += wc[77] * x0;
+                        a0_9 += wc[86] * x0;
+                        a0_10 += wc[95] * x0;
+                        a0_11 += wc[104] * x0;
+                        a0_12 += wc[113] * x0;
+                        a0_13 += wc[122] * x0;
+                        a0_14 += wc[131] * x0;
+                        a0_15 += wc[140] * x0;
+                    }
+                    {
+                        const cg_v x0 = VLOAD(xc + oy*1792 + 1792 + 0);
+                        a0_0 += wc[7] * x0;
+                        a0_1 += wc[16] * x0;
+                        a0_2 += wc[25] * x0;
+                        a0_3 += wc[34] * x0;
+                        a0_4 += wc[43] * x0;
+                        a0_5 += wc[52] * x0;
+                        a0_6 += wc[61] * x0;
+                        a0_7 += wc[70] * x0;
+                        a0_8 += wc[79] * x0;
+                        a0_9 += wc[88] * x0;
+                        a0_10 += wc[97] * x0;
+                        a0_11 += wc[106] * x0;
+                        a0_12 += wc[115] * x0;
+                        a0_13 += wc[124] * x0;
+                        a0_14 += wc[133] * x0;
+                        a0_15 += wc[142] * x0;
+                    }
+                    {
+                        const cg_v x0 = VLOAD(xc + oy*1792 + 1856 + 0);
+                        a0_0 += wc[8] * x0;
+                        a0_1 += wc[17] * x0;
+                        a0_2 += wc[26] * x0;
+                        a0_3 += wc[35] * x0;
+                        a0_4 += wc[44] * x0;
+                        a0_5 += wc[53] * x0;
+                        a0_6 += wc[62] * x0;
+                        a0_7 += wc[71] * x0;
+                        a0_8 += wc[80] * x0;
+                        a0_9 += wc[89] * x0;
+                        a0_10 += wc[98] * x0;
+                        a0_11 += wc[107] * x0;
+                        a0_12 += wc[116] * x0;
+                        a0_13 += wc[125] * x0;
+                        a0_14 += wc[134] * x0;
+                        a0_15 += wc[143] * x0;
+                    }
+                    VSTORE(yb + oy*1792, a0_0);
+                    VSTORE(yb + oy*1792 + 50176, a0_1);
+                    VSTORE(yb + oy*1792 + 100352, a0_2);
+                    VSTORE(yb + oy*1792 + 150528, a0_3);
+                    VSTORE(yb + oy*1792 + 200704, a0_4);
+                    VSTORE(yb + oy*1792 + 250880, a0_5);
+                    VSTORE(yb + oy*1792 + 301056, a0_6);
+                    VSTORE(yb + oy*1792 + 351232, a0_7);
+                    VSTORE(yb + oy*1792 + 401408, a0_8);
+                    VSTORE(yb + oy*1792 + 451584, a0_9);
+                    VSTORE(yb + oy*1792 + 501760, a0_10);
+                    VSTORE(yb + oy*1792 + 551936, a0_11);
+                    VSTORE(yb + oy*1792 + 602112, a0_12);
+                    VSTORE(yb + oy*1792 + 652288, a0_13);
+                    VSTORE(yb + oy*1792 + 702464, a0_14);
+                    VSTORE(yb + oy*1792 + 752640, a0_15);
+                }
             }
             /* rows 1..26, cols 1..26: every tap */
             for (int oy = 1; oy < 27; oy++) {
                 for (int ox = 1; ox < 27; ox++) {
-                    yc[oy*28 + ox] += w0 * xc[oy*28 + ox - 29] + w1 * xc[oy*28 + ox - 28] + w2 * xc[oy*28 + ox - 27] + w3 * xc[oy*28 + ox - 1]
-                            + w4 * xc[oy*28 + ox] + w5 * xc[oy*28 + ox + 1] + w6 * xc[oy*28 + ox + 27] + w7 * xc[oy*28 + ox + 28]
-                            + w8 * xc[oy*28 + ox + 29];
+                    cg_v a0_0 = vsplat(0.0f);
+                    cg_v a0_1 = vsplat(0.0f);
+                    cg_v a0_2 = vsplat(0.0f);
+                    cg_v a0_3 = vsplat(0.0f);
+                    cg_v a0_4 = vsplat(0.0f);
+                    cg_v a0_5 = vsplat(0.0f);
+                    cg_v a0_6 = vsplat(0.0f);
+                    cg_v a0_7 = vsplat(0.0f);
+                    cg_v a0_8 = vsplat(0.0f);
+                    cg_v a0_9 = vsplat(0.0f);
+                    cg_v a0_10 = vsplat(0.0f);
+                    cg_v a0_11 = vsplat(0.0f);
+                    cg_v a0_12 = vsplat(0.0f);
+                    cg_v a0_13 = vsplat(0.0f);
+                    cg_v a0_14 = vsplat(0.0f);
+                    cg_v a0_15 = vsplat(0.0f);
+                    const float *restrict xc = xg + 0;
+                    const float *restrict wc = wb + 0;
+                    {
+                        const cg_v x0 = VLOAD(xc + oy*1792 + ox*64 - 1856 + 0);
+                        a0_0 += wc[0] * x0;
+                        a0_1 += wc[9] * x0;
+                        a0_2 += wc[18] * x0;
+                        a0_3 += wc[27] * x0;
+                        a0_4 += wc[36] * x0;
+                        a0_5 += wc[45] * x0;
+                        a0_6 += wc[54] * x0;
+                        a0_7 += wc[63] * x0;
+                        a0_8 += wc[72] * x0;
+                        a0_9 += wc[81] * x0;
+                        a0_10 += wc[90] * x0;
+                        a0_11 += wc[99] * x0;
+                        a0_12 += wc[108] * x0;
+                        a0_13 += wc[117] * x0;
+                        a0_14 += wc[126] * x0;
+                        a0_15 += wc[135] * x0;
+                    }
+                    {
+                        const cg_v x0 = VLOAD(xc + oy*1792 + ox*64 - 1792 + 0);
+                        a0_0 += wc[1] * x0;
+                        a0_1 += wc[10] * x0;
+                        a0_2 += wc[19] * x0;
+                        a0_3 += wc[28] * x0;
+                        a0_4 += wc[37] * x0;
+                        a0_5 += wc[46] * x0;
+                        a0_6 += wc[55] * x0;
+                        a0_7 += wc[64] * x0;
+                        a0_8 += wc[73] * x0;
+                        a0_9 += wc[82] * x0;
+                        a0_10 += wc[91] * x0;
+                        a0_11 += wc[100] * x0;
+                        a0_12 += wc[109] * x0;
+                        a0_13 += wc[118] * x0;
+                        a0_14 += wc[127] * x0;
+                        a0_15 += wc[136] * x0;
+                    }
+                    {
+                        const cg_v x0 = VLOAD(xc + oy*1792 + ox*64 - 1728 + 0);
+                        a0_0 += wc[2] * x0;
+                        a0_1 += wc[11] * x0;
+                        a0_2 += wc[20] * x0;
+                        a0_3 += wc[29] * x0;
+                        a0_4 += wc[38] * x0;
+                        a0_5 += wc[47] * x0;
+                        a0_6 += wc[56] * x0;
+                        a0_7 += wc[65] * x0;
+                        a0_8 += wc[74] * x0;
+                        a0_9 += wc[83] * x0;
+                        a0_10 += wc[92] * x0;
+                        a0_11 += wc[101] * x0;
+                        a0_12 += wc[110] * x0;
+                        a0_13 += wc[119] * x0;
+                        a0_14 += wc[128] * x0;
+                        a0_15 += wc[137] * x0;
+                    }
+                    {
+                        const cg_v x0 = VLOAD(xc + oy*1792 + ox*64 - 64 + 0);
+                        a0_0 += wc[3] * x0;
+                        a0_1 += wc[12] * x0;
+                        a0_2 += wc[21] * x0;
+                        a0_3 += wc[30] * x0;
+                        a0_4 += wc[39] * x0;
+                        a0_5 += wc[48] * x0;
+                        a0_6 += wc[57] * x0;
+                        a0_7 += wc[66] * x0;
+                        a0_8 += wc[75] * x0;
+                        a0_9 += wc[84] * x0;
+                        a0_10 += wc[93] * x0;
+                        a0_11 += wc[102] * x0;
+                        a0_12 += wc[111] * x0;
+                        a0_13 += wc[120] * x0;
+                        a0_14 += wc[129] * x0;
+                        a0_15 += wc[138] * x0;
+                    }
+                    {
+                        const cg_v x0 = VLOAD(xc + oy*1792 + ox*64 + 0);
+                        a0_0 += wc[4] * x0;
+                        a0_1 += wc[13] * x0;
+                        a0_2 += wc[22] * x0;
+                        a0_3 += wc[31] * x0;
+                        a0_4 += wc[40] * x0;
+                        a0_5 += wc[49] * x0;
+                        a0_6 += wc[58] * x0;
+                        a0_7 += wc[67] * x0;
+                        a0_8 += wc[76] * x0;
+                        a0_9 += wc[85] * x0;
+                        a0_10 += wc[94] * x0;
+                        a0_11 += wc[103] * x0;
+                        a0_12 += wc[112] * x0;
+                        a0_13 += wc[121] * x0;
+                        a0_14 += wc[130] * x0;
+                        a0_15 += wc[139] * x0;
+                    }
+                    {
+                        const cg_v x0 = VLOAD(xc + oy*1792 + ox*64 + 64 + 0);
+                        a0_0 += wc[5] * x0;
+                        a0_1 += wc[14] * x0;
+                        a0_2 += wc[23] * x0;
+                        a0_3 += wc[32] * x0;
+                        a0_4 += wc[41] * x0;
+                        a0_5 += wc[50] * x0;
+                        a0_6 += wc[59] * x0;
+                        a0_7 += wc[68] * x0;
+                        a0_8 += wc[77] * x0;
+                        a0_9 += wc[86] * x0;
+                        a0_10 += wc[95] * x0;
+                        a0_11 += wc[104] * x0;
+                        a0_12 += wc[113] * x0;
+                        a0_13 += wc[122] * x0;
+                        a0_14 += wc[131] * x0;
+                        a0_15 += wc[140] * x0;
+                    }
+                    {
+                        const cg_v x0 = VLOAD(xc + oy*1792 + ox*64 + 1728 + 0);
+                        a0_0 += wc[6] * x0;
+                        a0_1 += wc[15] * x0;
+                        a0_2 += wc[24] * x0;
+                        a0_3 += wc[33] * x0;
+                        a0_4 += wc[42] * x0;
+                        a0_5 += wc[51] * x0;
+                        a0_6 += wc[60] * x0;
+                        a0_7 += wc[69] * x0;
+                        a0_8 += wc[78] * x0;
+                        a0_9 += wc[87] * x0;
+                        a0_10 += wc[96] * x0;
+                        a0_11 += wc[105] * x0;
+                        a0_12 += wc[114] * x0;
+                        a0_13 += wc[123] * x0;
+                        a0_14 += wc[132] * x0;
+                        a0_15 += wc[141] * x0;
+                    }
+                    {
+                        const cg_v x0 = VLOAD(xc + oy*1792 + ox*64 + 1792 + 0);
+                        a0_0 += wc[7] * x0;
+                        a0_1 += wc[16] * x0;
+                        a0_2 += wc[25] * x0;
+                        a0_3 += wc[34] * x0;
+                        a0_4 += wc[43] * x0;
+                        a0_5 += wc[52] * x0;
+                        a0_6 += wc[61] * x0;
+                        a0_7 += wc[70] * x0;
+                        a0_8 += wc[79] * x0;
+                        a0_9 += wc[88] * x0;
+                        a0_10 += wc[97] * x0;
+                        a0_11 += wc[106] * x0;
+                        a0_12 += wc[115] * x0;
+                        a0_13 += wc[124] * x0;
+                        a0_14 += wc[133] * x0;
+                        a0_15 += wc[142] * x0;
+                    }
+                    {
+                        const cg_v x0 = VLOAD(xc + oy*1792 + ox*64 + 1856 + 0);
+                        a0_0 += wc[8] * x0;
+                        a0_1 += wc[17] * x0;
+                        a0_2 += wc[26] * x0;
+                        a0_3 += wc[35] * x0;
+                        a0_4 += wc[44] * x0;
+                        a0_5 += wc[53] * x0;
+                        a0_6 += wc[62] * x0;
+                        a0_7 += wc[71] * x0;
+                        a0_8 += wc[80] * x0;
+                        a0_9 += wc[89] * x0;
+                        a0_10 += wc[98] * x0;
+                        a0_11 += wc[107] * x0;
+                        a0_12 += wc[116] * x0;
+                        a0_13 += wc[125] * x0;
+                        a0_14 += wc[134] * x0;
+                        a0_15 += wc[143] * x0;
+                    }
+                    VSTORE(yb + oy*1792 + ox*64, a0_0);
+                    VSTORE(yb + oy*1792 + ox*64 + 50176, a0_1);
+                    VSTORE(yb + oy*1792 + ox*64 + 100352, a0_2);
+                    VSTORE(yb + oy*1792 + ox*64 + 150528, a0_3);
+                    VSTORE(yb + oy*1792 + ox*64 + 200704, a0_4);
+                    VSTORE(yb + oy*1792 + ox*64 + 250880, a0_5);
+                    VSTORE(yb + oy*1792 + ox*64 + 301056, a0_6);
+                    VSTORE(yb + oy*1792 + ox*64 + 351232, a0_7);
+                    VSTORE(yb + oy*1792 + ox*64 + 401408, a0_8);
+                    VSTORE(yb + oy*1792 + ox*64 + 451584, a0_9);
+                    VSTORE(yb + oy*1792 + ox*64 + 501760, a0_10);
+                    VSTORE(yb + oy*1792 + ox*64 + 551936, a0_11);
+                    VSTORE(yb + oy*1792 + ox*64 + 602112, a0_12);
+                    VSTORE(yb + oy*1792 + ox*64 + 652288, a0_13);
+                    VSTORE(yb + oy*1792 + ox*64 + 702464, a0_14);
+                    VSTORE(yb + oy*1792 + ox*64 + 752640, a0_15);
                 }
             }
             /* rows 1..26, cols 27..27: 6 of 9 taps */
             for (int oy = 1; oy < 27; oy++) {
-                yc[oy*28 + 27] += w0 * xc[oy*28 - 2] + w1 * xc[oy*28 - 1] + w3 * xc[oy*28 + 26] + w4 * xc[oy*28 + 27]
-                        + w6 * xc[oy*28 + 54] + w7 * xc[oy*28 + 55];
+                {
+                    cg_v a0_0 = vsplat(0.0f);
+                    cg_v a0_1 = vsplat(0.0f);
+                    cg_v a0_2 = vsplat(0.0f);
+                    cg_v a0_3 = vsplat(0.0f);
+                    cg_v a0_4 = vsplat(0.0f);
+                    cg_v a0_5 = vsplat(0.0f);
+                    cg_v a0_6 = vsplat(0.0f);
+                    cg_v a0_7 = vsplat(0.0f);
+                    cg_v a0_8 = vsplat(0.0f);
+                    cg_v a0_9 = vsplat(0.0f);
+                    cg_v a0_10 = vsplat(0.0f);
+                    cg_v a0_11 = vsplat(0.0f);
+                    cg_v a0_12 = vsplat(0.0f);
+                    cg_v a0_13 = vsplat(0.0f);
+                    cg_v a0_14 = vsplat(0.0f);
+                    cg_v a0_15 = vsplat(0.0f);
+                    const float *restrict xc = xg + 0;
+                    const float *restrict wc = wb + 0;
+                    {
+                        const cg_v x0 = VLOAD(xc + oy*1792 - 128 + 0);
+                        a0_0 += wc[0] * x0;
+                        a0_1 += wc[9] * x0;
+                        a0_2 += wc[18] * x0;
+                        a0_3 += wc[27] * x0;
+                        a0_4 += wc[36] * x0;
+                        a0_5 += wc[45] * x0;
+                        a0_6 += wc[54] * x0;
+                        a0_7 += wc[63] * x0;
+                        a0_8 += wc[72] * x0;
+                        a0_9 += wc[81] * x0;
+                        a0_10 += wc[90] * x0;
+                        a0_11 += wc[99] * x0;
+                        a0_12 += wc[108] * x0;
+                        a0_13 += wc[117] * x0;
+                        a0_14 += wc[126] * x0;
+                        a0_15 += wc[135] * x0;
+                    }
+                    {
+                        const cg_v x0 = VLOAD(xc + oy*1792 - 64 + 0);
+                        a0_0 += wc[1] * x0;
+                        a0_1 += wc[10] * x0;
+                        a0_2 += wc[19] * x0;
+                        a0_3 += wc[28] * x0;
+                        a0_4 += wc[37] * x0;
+                        a0_5 += wc[46] * x0;
+                        a0_6 += wc[55] * x0;
+                        a0_7 += wc[64] * x0;
+                        a0_8 += wc[73] * x0;
+                        a0_9 += wc[82] * x0;
+                        a0_10 += wc[91] * x0;
+                        a0_11 += wc[100] * x0;
+                        a0_12 += wc[109] * x0;
+                        a0_13 += wc[118] * x0;
+                        a0_14 += wc[127] * x0;
+                        a0_15 += wc[136] * x0;
+                    }
+                    {
+                        const cg_v x0 = VLOAD(xc + oy*1792 + 1664 + 0);
+                        a0_0 += wc[3] * x0;
+                        a0_1 += wc[12] * x0;
+                        a0_2 += wc[21] * x0;
+                        a0_3 += wc[30] * x0;
+                        a0_4 += wc[39] * x0;
+                        a0_5 += wc[48] * x0;
+                        a0_6 += wc[57] * x0;
+                        a0_7 += wc[66] * x0;
+                        a0_8 += wc[75] * x0;
+                        a0_9 += wc[84] * x0;
+                        a0_10 += wc[93] * x0;
+                        a0_11 += wc[102] * x0;
+                        a0_12 += wc[111] * x0;
+                        a0_13 += wc[120] * x0;
+                        a0_14 += wc[129] * x0;
+                        a0_15 += wc[138] * x0;
+                    }
+                    {
+                        const cg_v x0 = VLOAD(xc + oy*1792 + 1728 + 0);
+                        a0_0 += wc[4] * x0;
+                        a0_1 += wc[13] * x0;
+                        a0_2 += wc[22] * x0;
+                        a0_3 += wc[31] * x0;
+                        a0_4 += wc[40] * x0;
+                        a0_5 += wc[49] * x0;
+                        a0_6 += wc[58] * x0;
+                        a0_7 += wc[67] * x0;
+                        a0_8 += wc[76] * x0;
+                        a0_9 += wc[85] * x0;
+                        a0_10 += wc[94] * x0;
+                        a0_11 += wc[103] * x0;
+                        a0_12 += wc[112] * x0;
+                        a0_13 += wc[121] * x0;
+                        a0_14 += wc[130] * x0;
+                        a0_15 += wc[139] * x0;
+                    }
+                    {
+                        const cg_v x0 = VLOAD(xc + oy*1792 + 3456 + 0);
+                        a0_0 += wc[6] * x0;
+                        a0_1 += wc[15] * x0;
+                        a0_2 += wc[24] * x0;
+                        a0_3 += wc[33] * x0;
+                        a0_4 += wc[42] * x0;
+                        a0_5 += wc[51] * x0;
+                        a0_6 += wc[60] * x0;
+                        a0_7 += wc[69] * x0;
+                        a0_8 += wc[78] * x0;
+                        a0_9 += wc[87] * x0;
+                        a0_10 += wc[96] * x0;
+                        a0_11 += wc[105] * x0;
+                        a0_12 += wc[114] * x0;
+                        a0_13 += wc[123] * x0;
+                        a0_14 += wc[132] * x0;
+                        a0_15 += wc[141] * x0;
+                    }
+                    {
+                        const cg_v x0 = VLOAD(xc + oy*1792 + 3520 + 0);
+                        a0_0 += wc[7] * x0;
+                        a0_1 += wc[16] * x0;
+                        a0_2 += wc[25] * x0;
+                        a0_3 += wc[34] * x0;
+                        a0_4 += wc[43] * x0;
+                        a0_5 += wc[52] * x0;
+                        a0_6 += wc[61] * x0;
+                        a0_7 += wc[70] * x0;
+                        a0_8 += wc[79] * x0;
+                        a0_9 += wc[88] * x0;
+                        a0_10 += wc[97] * x0;
+                        a0_11 += wc[106] * x0;
+                        a0_12 += wc[115] * x0;
+                        a0_13 += wc[124] * x0;
+                        a0_14 += wc[133] * x0;
+                        a0_15 += wc[142] * x0;
+                    }
+                    VSTORE(yb + oy*1792 + 1728, a0_0);
+                    VSTORE(yb + oy*1792 + 51904, a0_1);
+                    VSTORE(yb + oy*1792 + 102080, a0_2);
+                    VSTORE(yb + oy*1792 + 152256, a0_3);
+                    VSTORE(yb + oy*1792 + 202432, a0_4);
+                    VSTORE(yb + oy*1792 + 252608, a0_5);
+                    VSTORE(yb + oy*1792 + 302784, a0_6);
+                    VSTORE(yb + oy*1792 + 352960, a0_7);
+                    VSTORE(yb + oy*1792 + 403136, a0_8);
+                    VSTORE(yb + oy*1792 + 453312, a0_9);
+                    VSTORE(yb + oy*1792 + 503488, a0_10);
+                    VSTORE(yb + oy*1792 + 553664, a0_11);
+                    VSTORE(yb + oy*1792 + 603840, a0_12);
+                    VSTORE(yb + oy*1792 + 654016, a0_13);
+                    VSTORE(yb + oy*1792 + 704192, a0_14);
+                    VSTORE(yb + oy*1792 + 754368, a0_15);
+                }
             }
-            yc[756] += w1 * xc[728] + w2 * xc[729] + w4 * xc[756] + w5 * xc[757];
+            {
+                cg_v a0_0 = vsplat(0.0f);
+                cg_v a0_1 = vsplat(0.0f);
+                cg_v a0_2 = vsplat(0.0f);
+                cg_v a0_3 = vsplat(0.0f);
+                cg_v a0_4 = vsplat(0.0f);
+                cg_v a0_5 = vsplat(0.0f);
+                cg_v a0_6 = vsplat(0.0f);
+                cg_v a0_7 = vsplat(0.0f);
+                cg_v a0_8 = vsplat(0.0f);
+                cg_v a0_9 = vsplat(0.0f);
+                cg_v a0_10 = vsplat(0.0f);
+                cg_v a0_11 = vsplat(0.0f);
+                cg_v a0_12 = vsplat(0.0f);
+                cg_v a0_13 = vsplat(0.0f);
+                cg_v a0_14 = vsplat(0.0f);
+                cg_v a0_15 = vsplat(0.0f);
+                const float *restrict xc = xg + 0;
+                const float *restrict wc = wb + 0;
+                {
+                    const cg_v x0 = VLOAD(xc + 46592 + 0);
+                    a0_0 += wc[1] * x0;
+                    a0_1 += wc[10] * x0;
+                    a0_2 += wc[19] * x0;
+                    a0_3 += wc[28] * x0;
+                    a0_4 += wc[37] * x0;
+                    a0_5 += wc[46] * x0;
+                    a0_6 += wc[55] * x0;
+                    a0_7 += wc[64] * x0;
+                    a0_8 += wc[73] * x0;
+                    a0_9 += wc[82] * x0;
+                    a0_10 += wc[91] * x0;
+                    a0_11 += wc[100] * x0;
+                    a0_12 += wc[109] * x0;
+                    a0_13 += wc[118] * x0;
+                    a0_14 += wc[127] * x0;
+                    a0_15 += wc[136] * x0;
+                }
+                {
+                    const cg_v x0 = VLOAD(xc + 46656 + 0);
+                    a0_0 += wc[2] * x0;
+                    a0_1 += wc[11] * x0;
+                    a0_2 += wc[20] * x0;
+                    a0_3 += wc[29] * x0;
+                    a0_4 += wc[38] * x0;
+                    a0_5 += wc[47] * x0;
+                    a0_6 += wc[56] * x0;
+                    a0_7 += wc[65] * x0;
+                    a0_8 += wc[74] * x0;
+                    a0_9 += wc[83] * x0;
+                    a0_10 += wc[92] * x0;
+                    a0_11 += wc[101] * x0;
+                    a0_12 += wc[110] * x0;
+                    a0_13 += wc[119] * x0;
+                    a0_14 += wc[128] * x0;
+                    a0_15 += wc[137] * x0;
+                }
+                {
+                    const cg_v x0 = VLOAD(xc + 48384 + 0);
+                    a0_0 += wc[4] * x0;
+                    a0_1 += wc[13] * x0;
+                    a0_2 += wc[22] * x0;
+                    a0_3 += wc[31] * x0;
+                    a0_4 += wc[40] * x0;
+                    a0_5 += wc[49] * x0;
+                    a0_6 += wc[58] * x0;
+                    a0_7 += wc[67] * x0;
+                    a0_8 += wc[76] * x0;
+                    a0_9 += wc[85] * x0;
+                    a0_10 += wc[94] * x0;
+                    a0_11 += wc[103] * x0;
+                    a0_12 += wc[112] * x0;
+                    a0_13 += wc[121] * x0;
+                    a0_14 += wc[130] * x0;
+                    a0_15 += wc[139] * x0;
+                }
+                {
+                    const cg_v x0 = VLOAD(xc + 48448 + 0);
+                    a0_0 += wc[5] * x0;
+                    a0_1 += wc[14] * x0;
+                    a0_2 += wc[23] * x0;
+                    a0_3 += wc[32] * x0;
+                    a0_4 += wc[41] * x0;
+                    a0_5 += wc[50] * x0;
+                    a0_6 += wc[59] * x0;
+                    a0_7 += wc[68] * x0;
+                    a0_8 += wc[77] * x0;
+                    a0_9 += wc[86] * x0;
+                    a0_10 += wc[95] * x0;
+                    a0_11 += wc[104] * x0;
+                    a0_12 += wc[113] * x0;
+                    a0_13 += wc[122] * x0;
+                    a0_14 += wc[131] * x0;
+                    a0_15 += wc[140] * x0;
+                }
+                VSTORE(yb + 48384, a0_0);
+                VSTORE(yb + 98560, a0_1);
+                VSTORE(yb + 148736, a0_2);
+                VSTORE(yb + 198912, a0_3);
+                VSTORE(yb + 249088, a0_4);
+                VSTORE(yb + 299264, a0_5);
+                VSTORE(yb + 349440, a0_6);
+                VSTORE(yb + 399616, a0_7);
+                VSTORE(yb + 449792, a0_8);
+                VSTORE(yb + 499968, a0_9);
+                VSTORE(yb + 550144, a0_10);
+                VSTORE(yb + 600320, a0_11);
+                VSTORE(yb + 650496, a0_12);
+                VSTORE(yb + 700672, a0_13);
+                VSTORE(yb + 750848, a0_14);
+                VSTORE(yb + 801024, a0_15);
+            }
             /* rows 27..27, cols 1..26: 6 of 9 taps */
             for (int ox = 1; ox < 27; ox++) {
-                yc[ox + 756] += w0 * xc[ox + 727] + w1 * xc[ox + 728] + w2 * xc[ox + 729] + w3 * xc[ox + 755]
-                        + w4 * xc[ox + 756] + w5 * xc[ox + 757];
+                cg_v a0_0 = vsplat(0.0f);
+                cg_v a0_1 = vsplat(0.0f);
+                cg_v a0_2 = vsplat(0.0f);
+                cg_v a0_3 = vsplat(0.0f);
+                cg_v a0_4 = vsplat(0.0f);
+                cg_v a0_5 = vsplat(0.0f);
+                cg_v a0_6 = vsplat(0.0f);
+                cg_v a0_7 = vsplat(0.0f);
+                cg_v a0_8 = vsplat(0.0f);
+                cg_v a0_9 = vsplat(0.0f);
+                cg_v a0_10 = vsplat(0.0f);
+                cg_v a0_11 = vsplat(0.0f);
+                cg_v a0_12 = vsplat(0.0f);
+                cg_v a0_13 = vsplat(0.0f);
+                cg_v a0_14 = vsplat(0.0f);
+                cg_v a0_15 = vsplat(0.0f);
+                const float *restrict xc = xg + 0;
+                const float *restrict wc = wb + 0;
+                {
+                    const cg_v x0 = VLOAD(xc + ox*64 + 46528 + 0);
+                    a0_0 += wc[0] * x0;
+                    a0_1 += wc[9] * x0;
+                    a0_2 += wc[18] * x0;
+                    a0_3 += wc[27] * x0;
+                    a0_4 += wc[36] * x0;
+                    a0_5 += wc[45] * x0;
+                    a0_6 += wc[54] * x0;
+                    a0_7 += wc[63] * x0;
+                    a0_8 += wc[72] * x0;
+                    a0_9 += wc[81] * x0;
+                    a0_10 += wc[90] * x0;
+                    a0_11 += wc[99] * x0;
+                    a0_12 += wc[108] * x0;
+                    a0_13 += wc[117] * x0;
+                    a0_14 += wc[126] * x0;
+                    a0_15 += wc[135] * x0;
+                }
+                {
+                    const cg_v x0 = VLOAD(xc + ox*64 + 46592 + 0);
+                    a0_0 += wc[1] * x0;
+                    a0_1 += wc[10] * x0;
+                    a0_2 += wc[19] * x0;
+                    a0_3 += wc[28] * x0;
+                    a0_4 += wc[37] * x0;
+                    a0_5 += wc[46] * x0;
+                    a0_6 += wc[55] * x0;
+                    a0_7 += wc[64] * x0;
+                    a0_8 += wc[73] * x0;
+                    a0_9 += wc[82] * x0;
+                    a0_10 += wc[91] * x0;
+                    a0_11 += wc[100] * x0;
+                    a0_12 += wc[109] * x0;
+                    a0_13 += wc[118] * x0;
+                    a0_14 += wc[127] * x0;
+                    a0_15 += wc[136] * x0;
+                }
+                {
+                    const cg_v x0 = VLOAD(xc + ox*64 + 46656 + 0);
+                    a0_0 += wc[2] * x0;
+                    a0_1 += wc[11] * x0;
+                    a0_2 += wc[20] * x0;
+                    a0_3 += wc[29] * x0;
+                    a0_4 += wc[38] * x0;
+                    a0_5 += wc[47] * x0;
+                    a0_6 += wc[56] * x0;
+                    a0_7 += wc[65] * x0;
+                    a0_8 += wc[74] * x0;
+                    a0_9 += wc[83] * x0;
+                    a0_10 += wc[92] * x0;
+                    a0_11 += wc[101] * x0;
+                    a0_12 += wc[110] * x0;
+                    a0_13 += wc[119] * x0;
+                    a0_14 += wc[128] * x0;
+                    a0_15 += wc[137] * x0;
+                }
+                {
+                    const cg_v x0 = VLOAD(xc + ox*64 + 48320 + 0);
+                    a0_0 += wc[3] * x0;
+                    a0_1 += wc[12] * x0;
+                    a0_2 += wc[21] * x0;
+                    a0_3 += wc[30] * x0;
+                    a0_4 += wc[39] * x0;
+                    a0_5 += wc[48] * x0;
+                    a0_6 += wc[57] * x0;
+                    a0_7 += wc[66] * x0;
+                    a0_8 += wc[75] * x0;
+                    a0_9 += wc[84] * x0;
+                    a0_10 += wc[93] * x0;
+                    a0_11 += wc[102] * x0;
+                    a0_12 += wc[111] * x0;
+                    a0_13 += wc[120] * x0;
+                    a0_14 += wc[129] * x0;
+                    a0_15 += wc[138] * x0;
+                }
+                {
+                    const cg_v x0 = VLOAD(xc + ox*64 + 48384 + 0);
+                    a0_0 += wc[4] * x0;
+                    a0_1 += wc[13] * x0;
+                    a0_2 += wc[22] * x0;
+                    a0_3 += wc[31] * x0;
+                    a0_4 += wc[40] * x0;
+                    a0_5 += wc[49] * x0;
+                    a0_6 += wc[58] * x0;
+                    a0_7 += wc[67] * x0;
+                    a0_8 += wc[76] * x0;
+                    a0_9 += wc[85] * x0;
+                    a0_10 += wc[94] * x0;
+                    a0_11 += wc[103] * x0;
+                    a0_12 += wc[112] * x0;
+                    a0_13 += wc[121] * x0;
+                    a0_14 += wc[130] * x0;
+                    a0_15 += wc[139] * x0;
+                }
+                {
+                    const cg_v x0 = VLOAD(xc + ox*64 + 48448 + 0);
+                    a0_0 += wc[5] * x0;
+                    a0_1 += wc[14] * x0;
+                    a0_2 += wc[23] * x0;
+                    a0_3 += wc[32] * x0;
+                    a0_4 += wc[41] * x0;
+                    a0_5 += wc[50] * x0;
+                    a0_6 += wc[59] * x0;
+                    a0_7 += wc[68] * x0;
+                    a0_8 += wc[77] * x0;
+                    a0_9 += wc[86] * x0;
+                    a0_10 += wc[95] * x0;
+                    a0_11 += wc[104] * x0;
+                    a0_12 += wc[113] * x0;
+                    a0_13 += wc[122] * x0;
+                    a0_14 += wc[131] * x0;
+                    a0_15 += wc[140] * x0;
+                }
+                VSTORE(yb + ox*64 + 48384, a0_0);
+                VSTORE(yb + ox*64 + 98560, a0_1);
+                VSTORE(yb + ox*64 + 148736, a0_2);
+                VSTORE(yb + ox*64 + 198912, a0_3);
+                VSTORE(yb + ox*64 + 249088, a0_4);
+                VSTORE(yb + ox*64 + 299264, a0_5);
+                VSTORE(yb + ox*64 + 349440, a0_6);
+                VSTORE(yb + ox*64 + 399616, a0_7);
+                VSTORE(yb + ox*64 + 449792, a0_8);
+                VSTORE(yb + ox*64 + 499968, a0_9);
+                VSTORE(yb + ox*64 + 550144, a0_10);
+                VSTORE(yb + ox*64 + 600320, a0_11);
+                VSTORE(yb + ox*64 + 650496, a0_12);
+                VSTORE(yb + ox*64 + 700672, a0_13);
+                VSTORE(yb + ox*64 + 750848, a0_14);
+                VSTORE(yb + ox*64 + 801024, a0_15);
             }
-            yc[783] += w0 * xc[754] + w1 * xc[755] + w3 * xc[782] + w4 * xc[783];
+            {
+                cg_v a0_0 = vsplat(0.0f);
+                cg_v a0_1 = vsplat(0.0f);
+                cg_v a0_2 = vsplat(0.0f);
+                cg_v a0_3 = vsplat(0.0f);
+                cg_v a0_4 = vsplat(0.0f);
+                cg_v a0_5 = vsplat(0.0f);
+                cg_v a0_6 = vsplat(0.0f);
+                cg_v a0_7 = vsplat(0.0f);
+                cg_v a0_8 = vsplat(0.0f);
+                cg_v a0_9 = vsplat(0.0f);
+                cg_v a0_10 = vsplat(0.0f);
+                cg_v a0_11 = vsplat(0.0f);
+                cg_v a0_12 = vsplat(0.0f);
+                cg_v a0_13 = vsplat(0.0f);
+                cg_v a0_14 = vsplat(0.0f);
+                cg_v a0_15 = vsplat(0.0f);
+                const float *restrict xc = xg + 0;
+                const float *restrict wc = wb + 0;
+                {
+                    const cg_v x0 = VLOAD(xc + 48256 + 0);
+                    a0_0 += wc[0] * x0;
+                    a0_1 += wc[9] * x0;
+                    a0_2 += wc[18] * x0;
+                    a0_3 += wc[27] * x0;
+                    a0_4 += wc[36] * x0;
+                    a0_5 += wc[45] * x0;
+                    a0_6 += wc[54] * x0;
+                    a0_7 += wc[63] * x0;
+                    a0_8 += wc[72] * x0;
+                    a0_9 += wc[81] * x0;
+                    a0_10 += wc[90] * x0;
+                    a0_11 += wc[99] * x0;
+                    a0_12 += wc[108] * x0;
+                    a0_13 += wc[117] * x0;
+                    a0_14 += wc[126] * x0;
+                    a0_15 += wc[135] * x0;
+                }
+                {
+                    const cg_v x0 = VLOAD(xc + 48320 + 0);
+                    a0_0 += wc[1] * x0;
+                    a0_1 += wc[10] * x0;
+                    a0_2 += wc[19] * x0;
+                    a0_3 += wc[28] * x0;
+                    a0_4 += wc[37] * x0;
+                    a0_5 += wc[46] * x0;
+                    a0_6 += wc[55] * x0;
+                    a0_7 += wc[64] * x0;
+                    a0_8 += wc[73] * x0;
+                    a0_9 += wc[82] * x0;
+                    a0_10 += wc[91] * x0;
+                    a0_11 += wc[100] * x0;
+                    a0_12 += wc[109] * x0;
+                    a0_13 += wc[118] * x0;
+                    a0_14 += wc[127] * x0;
+                    a0_15 += wc[136] * x0;
+                }
+                {
+                    const cg_v x0 = VLOAD(xc + 50048 + 0);
+                    a0_0 += wc[3] * x0;
+                    a0_1 += wc[12] * x0;
+                    a0_2 += wc[21] * x0;
+                    a0_3 += wc[30] * x0;
+                    a0_4 += wc[39] * x0;
+                    a0_5 += wc[48] * x0;
+                    a0_6 += wc[57] * x0;
+                    a0_7 += wc[66] * x0;
+                    a0_8 += wc[75] * x0;
+                    a0_9 += wc[84] * x0;
+                    a0_10 += wc[93] * x0;
+                    a0_11 += wc[102] * x0;
+                    a0_12 += wc[111] * x0;
+                    a0_13 += wc[120] * x0;
+                    a0_14 += wc[129] * x0;
+                    a0_15 += wc[138] * x0;
+                }
+                {
+                    const cg_v x0 = VLOAD(xc + 50112 + 0);
+                    a0_0 += wc[4] * x0;
+                    a0_1 += wc[13] * x0;
+                    a0_2 += wc[22] * x0;
+                    a0_3 += wc[31] * x0;
+                    a0_4 += wc[40] * x0;
+                    a0_5 += wc[49] * x0;
+                    a0_6 += wc[58] * x0;
+                    a0_7 += wc[67] * x0;
+                    a0_8 += wc[76] * x0;
+                    a0_9 += wc[85] * x0;
+                    a0_10 += wc[94] * x0;
+                    a0_11 += wc[103] * x0;
+                    a0_12 += wc[112] * x0;
+                    a0_13 += wc[121] * x0;
+                    a0_14 += wc[130] * x0;
+                    a0_15 += wc[139] * x0;
+                }
+                VSTORE(yb + 50112, a0_0);
+                VSTORE(yb + 100288, a0_1);
+                VSTORE(yb + 150464, a0_2);
+                VSTORE(yb + 200640, a0_3);
+                VSTORE(yb + 250816, a0_4);
+                VSTORE(yb + 300992, a0_5);
+                VSTORE(yb + 351168, a0_6);
+                VSTORE(yb + 401344, a0_7);
+                VSTORE(yb + 451520, a0_8);
+                VSTORE(yb + 501696, a0_9);
+                VSTORE(yb + 551872, a0_10);
+                VSTORE(yb + 602048, a0_11);
+                VSTORE(yb + 652224, a0_12);
+                VSTORE(yb + 702400, a0_13);
+                VSTORE(yb + 752576, a0_14);
+                VSTORE(yb + 802752, a0_15);
+            }
         }
     }
 }
 
-static void l00_conv2d_backward(const float *restrict P, float *restrict G, const float *restrict x, const float *restrict dy, float *restrict dx, int nb)
+static void l00_conv2d_backward(float *restrict G, const float *restrict x, const float *restrict dy)
 {
-    const float *restrict w = P + 0;
     float *restrict gw = G + 0;
-    memset(dx, 0, sizeof(float) * (size_t)nb * 784);
-    for (int col = 0; col < 32; col++) {
-        const float *restrict wc = w + col*9;
-        float *restrict gwc = gw + col*9;
-        const float w0 = wc[0], w1 = wc[1], w2 = wc[2];
-        const float w3 = wc[3], w4 = wc[4], w5 = wc[5];
-        const float w6 = wc[6], w7 = wc[7], w8 = wc[8];
-        float g0 = 0.0f, g1 = 0.0f, g2 = 0.0f;
-        float g3 = 0.0f, g4 = 0.0f, g5 = 0.0f;
-        float g6 = 0.0f, g7 = 0.0f, g8 = 0.0f;
-        for (int n = 0; n < nb; n++) {
-            const float *restrict xc = x + (size_t)n * 784 + 0;
-            float *restrict dxc = dx + (size_t)n * 784 + 0;
-            const float *restrict dyc = dy + (size_t)n * 25088 + col*784;
-            {
-                const float d = dyc[0];
-                g4 += d * xc[0]; dxc[0] += w4 * d;
-                g5 += d * xc[1]; dxc[1] += w5 * d;
-                g7 += d * xc[28]; dxc[28] += w7 * d;
-                g8 += d * xc[29]; dxc[29] += w8 * d;
-            }
-            /* rows 0..0, cols 1..26: 6 of 9 taps */
-            for (int ox = 1; ox < 27; ox++) {
-                const float d = dyc[ox];
-                g3 += d * xc[ox - 1]; dxc[ox - 1] += w3 * d;
-                g4 += d * xc[ox]; dxc[ox] += w4 * d;
-                g5 += d * xc[ox + 1]; dxc[ox + 1] += w5 * d;
-                g6 += d * xc[ox + 27]; dxc[ox + 27] += w6 * d;
-                g7 += d * xc[ox + 28]; dxc[ox + 28] += w7 * d;
-                g8 += d * xc[ox + 29]; dxc[ox + 29] += w8 * d;
-            }
-            {
-                const float d = dyc[27];
-                g3 += d * xc[26]; dxc[26] += w3 * d;
-                g4 += d * xc[27]; dxc[27] += w4 * d;
-                g6 += d * xc[54]; dxc[54] += w6 * d;
-                g7 += d * xc[55]; dxc[55] += w7 * d;
-            }
-            /* rows 1..26, cols 0..0: 6 of 9 taps */
+    for (int cb = 0; cb < 4; cb++) {
+        const float *restrict dyb = dy + cb*401408;
+        const float *restrict xc = x + 0;
+        float *restrict gwc = gw + cb*72;
+        { /* kernel row 0 */
+            cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f);
+            cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f);
+            cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f), a2_2 = vsplat(0.0f);
+            cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f), a3_2 = vsplat(0.0f);
+            cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f), a4_2 = vsplat(0.0f);
+            cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f), a5_2 = vsplat(0.0f);
+            cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f), a6_2 = vsplat(0.0f);
+            cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f), a7_2 = vsplat(0.0f);
+            /* rows 1..26, cols 0..0: 2 of 9 taps */
             for (int oy = 1; oy < 27; oy++) {
-                {
-                    const float d = dyc[oy*28];
-                    g1 += d * xc[oy*28 - 28]; dxc[oy*28 - 28] += w1 * d;
-                    g2 += d * xc[oy*28 - 27]; dxc[oy*28 - 27] += w2 * d;
-                    g4 += d * xc[oy*28]; dxc[oy*28] += w4 * d;
-                    g5 += d * xc[oy*28 + 1]; dxc[oy*28 + 1] += w5 * d;
-                    g7 += d * xc[oy*28 + 28]; dxc[oy*28 + 28] += w7 * d;
-                    g8 += d * xc[oy*28 + 29]; dxc[oy*28 + 29] += w8 * d;
+                for (int v = 0; v < 4; v++) {
+                    const cg_v d0 = VLOAD(dyb + oy*1792 + v * 16), d1 = VLOAD(dyb + oy*1792 + 50176 + v * 16), d2 = VLOAD(dyb + oy*1792 + 100352 + v * 16), d3 = VLOAD(dyb + oy*1792 + 150528 + v * 16), d4 = VLOAD(dyb + oy*1792 + 200704 + v * 16), d5 = VLOAD(dyb + oy*1792 + 250880 + v * 16), d6 = VLOAD(dyb + oy*1792 + 301056 + v * 16), d7 = VLOAD(dyb + oy*1792 + 351232 + v * 16);
+                    { const cg_v xv = VLOAD(xc + oy*1792 - 1792 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; a3_1 += d3 * xv; a4_1 += d4 * xv; a5_1 += d5 * xv; a6_1 += d6 * xv; a7_1 += d7 * xv; }
+                    { const cg_v xv = VLOAD(xc + oy*1792 - 1728 + v * 16); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; a3_2 += d3 * xv; a4_2 += d4 * xv; a5_2 += d5 * xv; a6_2 += d6 * xv; a7_2 += d7 * xv; }
                 }
             }
-            /* rows 1..26, cols 1..26: every tap */
+            /* rows 1..26, cols 1..26: 3 of 9 taps */
             for (int oy = 1; oy < 27; oy++) {
                 for (int ox = 1; ox < 27; ox++) {
-                    const float d = dyc[oy*28 + ox];
-                    g0 += d * xc[oy*28 + ox - 29]; dxc[oy*28 + ox - 29] += w0 * d;
-                    g1 += d * xc[oy*28 + ox - 28]; dxc[oy*28 + ox - 28] += w1 * d;
-                    g2 += d * xc[oy*28 + ox - 27]; dxc[oy*28 + ox - 27] += w2 * d;
-                    g3 += d * xc[oy*28 + ox - 1]; dxc[oy*28 + ox - 1] += w3 * d;
-                    g4 += d * xc[oy*28 + ox]; dxc[oy*28 + ox] += w4 * d;
-                    g5 += d * xc[oy*28 + ox + 1]; dxc[oy*28 + ox + 1] += w5 * d;
-                    g6 += d * xc[oy*28 + ox + 27]; dxc[oy*28 + ox + 27] += w6 * d;
-                    g7 += d * xc[oy*28 + ox + 28]; dxc[oy*28 + ox + 28] += w7 * d;
-                    g8 += d * xc[oy*28 + ox + 29]; dxc[oy*28 + ox + 29] += w8 * d;
+                    for (int v = 0; v < 4; v++) {
+                        const cg_v d0 = VLOAD(dyb + oy*1792 + ox*64 + v * 16), d1 = VLOAD(dyb + oy*1792 + ox*64 + 50176 + v * 16), d2 = VLOAD(dyb + oy*1792 + ox*64 + 100352 + v * 16), d3 = VLOAD(dyb + oy*1792 + ox*64 + 150528 + v * 16), d4 = VLOAD(dyb + oy*1792 + ox*64 + 200704 + v * 16), d5 = VLOAD(dyb + oy*1792 + ox*64 + 250880 + v * 16), d6 = VLOAD(dyb + oy*1792 + ox*64 + 301056 + v * 16), d7 = VLOAD(dyb + oy*1792 + ox*64 + 351232 + v * 16);
+                        { const cg_v xv = VLOAD(xc + oy*1792 + ox*64 - 1856 + v * 16); a0_0 += d0 * xv; a1_0 += d1 * xv; a2_0 += d2 * xv; a3_0 += d3 * xv; a4_0 += d4 * xv; a5_0 += d5 * xv; a6_0 += d6 * xv; a7_0 += d7 * xv; }
+                        { const cg_v xv = VLOAD(xc + oy*1792 + ox*64 - 1792 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; a3_1 += d3 * xv; a4_1 += d4 * xv; a5_1 += d5 * xv; a6_1 += d6 * xv; a7_1 += d7 * xv; }
+                        { const cg_v xv = VLOAD(xc + oy*1792 + ox*64 - 1728 + v * 16); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; a3_2 += d3 * xv; a4_2 += d4 * xv; a5_2 += d5 * xv; a6_2 += d6 * xv; a7_2 += d7 * xv; }
+                    }
                 }
             }
-            /* rows 1..26, cols 27..27: 6 of 9 taps */
+            /* rows 1..26, cols 27..27: 2 of 9 taps */
             for (int oy = 1; oy < 27; oy++) {
-                {
-                    const float d = dyc[oy*28 + 27];
-                    g0 += d * xc[oy*28 - 2]; dxc[oy*28 - 2] += w0 * d;
-                    g1 += d * xc[oy*28 - 1]; dxc[oy*28 - 1] += w1 * d;
-                    g3 += d * xc[oy*28 + 26]; dxc[oy*28 + 26] += w3 * d;
-                    g4 += d * xc[oy*28 + 27]; dxc[oy*28 + 27] += w4 * d;
-                    g6 += d * xc[oy*28 + 54]; dxc[oy*28 + 54] += w6 * d;
-                    g7 += d * xc[oy*28 + 55]; dxc[oy*28 + 55] += w7 * d;
+                for (int v = 0; v < 4; v++) {
+                    const cg_v d0 = VLOAD(dyb + oy*1792 + 1728 + v * 16), d1 = VLOAD(dyb + oy*1792 + 51904 + v * 16), d2 = VLOAD(dyb + oy*1792 + 102080 + v * 16), d3 = VLOAD(dyb + oy*1792 + 152256 + v * 16), d4 = VLOAD(dyb + oy*1792 + 202432 + v * 16), d5 = VLOAD(dyb + oy*1792 + 252608 + v * 16), d6 = VLOAD(dyb + oy*1792 + 302784 + v * 16), d7 = VLOAD(dyb + oy*1792 + 352960 + v * 16);
+                    { const cg_v xv = VLOAD(xc + oy*1792 - 128 + v * 16); a0_0 += d0 * xv; a1_0 += d1 * xv; a2_0 += d2 * xv; a3_0 += d3 * xv; a4_0 += d4 * xv; a5_0 += d5 * xv; a6_0 += d6 * xv; a7_0 += d7 * xv; }
+                    { const cg_v xv = VLOAD(xc + oy*1792 - 64 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; a3_1 += d3 * xv; a4_1 += d4 * xv; a5_1 += d5 * xv; a6_1 += d6 * xv; a7_1 += d7 * xv; }
                 }
             }
-            {
-                const float d = dyc[756];
-                g1 += d * xc[728]; dxc[728] += w1 * d;
-                g2 += d * xc[729]; dxc[729] += w2 * d;
-                g4 += d * xc[756]; dxc[756] += w4 * d;
-                g5 += d * xc[757]; dxc[757] += w5 * d;
+            for (int v = 0; v < 4; v++) {
+                const cg_v d0 = VLOAD(dyb + 48384 + v * 16), d1 = VLOAD(dyb + 98560 + v * 16), d2 = VLOAD(dyb + 148736 + v * 16), d3 = VLOAD(dyb + 198912 + v * 16), d4 = VLOAD(dyb + 249088 + v * 16), d5 = VLOAD(dyb + 299264 + v * 16), d6 = VLOAD(dyb + 349440 + v * 16), d7 = VLOAD(dyb + 399616 + v * 16);
+                { const cg_v xv = VLOAD(xc + 46592 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; a3_1 += d3 * xv; a4_1 += d4 * xv; a5_1 += d5 * xv; a6_1 += d6 * xv; a7_1 += d7 * xv; }
+                { const cg_v xv = VLOAD(xc + 46656 + v * 16); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; a3_2 += d3 * xv; a4_2 += d4 * xv; a5_2 += d5 * xv; a6_2 += d6 * xv; a7_2 += d7 * xv; }
             }
-            /* rows 27..27, cols 1..26: 6 of 9 taps */
+            /* rows 27..27, cols 1..26: 3 of 9 taps */
             for (int ox = 1; ox < 27; ox++) {
-                const float d = dyc[ox + 756];
-                g0 += d * xc[ox + 727]; dxc[ox + 727] += w0 * d;
-                g1 += d * xc[ox + 728]; dxc[ox + 728] += w1 * d;
-                g2 += d * xc[ox + 729]; dxc[ox + 729] += w2 * d;
-                g3 += d * xc[ox + 755]; dxc[ox + 755] += w3 * d;
-                g4 += d * xc[ox + 756]; dxc[ox + 756] += w4 * d;
-                g5 += d * xc[ox + 757]; dxc[ox + 757] += w5 * d;
+                for (int v = 0; v < 4; v++) {
+                    const cg_v d0 = VLOAD(dyb + ox*64 + 48384 + v * 16), d1 = VLOAD(dyb + ox*64 + 98560 + v * 16), d2 = VLOAD(dyb + ox*64 + 148736 + v * 16), d3 = VLOAD(dyb + ox*64 + 198912 + v * 16), d4 = VLOAD(dyb + ox*64 + 249088 + v * 16), d5 = VLOAD(dyb + ox*64 + 299264 + v * 16), d6 = VLOAD(dyb + ox*64 + 349440 + v * 16), d7 = VLOAD(dyb + ox*64 + 399616 + v * 16);
+                    { const cg_v xv = VLOAD(xc + ox*64 + 46528 + v * 16); a0_0 += d0 * xv; a1_0 += d1 * xv; a2_0 += d2 * xv; a3_0 += d3 * xv; a4_0 += d4 * xv; a5_0 += d5 * xv; a6_0 += d6 * xv; a7_0 += d7 * xv; }
+                    { const cg_v xv = VLOAD(xc + ox*64 + 46592 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; a3_1 += d3 * xv; a4_1 += d4 * xv; a5_1 += d5 * xv; a6_1 += d6 * xv; a7_1 += d7 * xv; }
+                    { const cg_v xv = VLOAD(xc + ox*64 + 46656 + v * 16); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; a3_2 += d3 * xv; a4_2 += d4 * xv; a5_2 += d5 * xv; a6_2 += d6 * xv; a7_2 += d7 * xv; }
+                }
             }
+            for (int v = 0; v < 4; v++) {
+                const cg_v d0 = VLOAD(dyb + 50112 + v * 16), d1 = VLOAD(dyb + 100288 + v * 16), d2 = VLOAD(dyb + 150464 + v * 16), d3 = VLOAD(dyb + 200640 + v * 16), d4 = VLOAD(dyb + 250816 + v * 16), d5 = VLOAD(dyb + 300992 + v * 16), d6 = VLOAD(dyb + 351168 + v * 16), d7 = VLOAD(dyb + 401344 + v * 16);
+                { const cg_v xv = VLOAD(xc + 48256 + v * 16); a0_0 += d0 * xv; a1_0 += d1 * xv; a2_0 += d2 * xv; a3_0 += d3 * xv; a4_0 += d4 * xv; a5_0 += d5 * xv; a6_0 += d6 * xv; a7_0 += d7 * xv; }
+                { const cg_v xv = VLOAD(xc + 48320 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; a3_1 += d3 * xv; a4_1 += d4 * xv; a5_1 += d5 * xv; a6_1 += d6 * xv; a7_1 += d7 * xv; }
+            }
+            gwc[0] += vsum(a0_0); gwc[1] += vsum(a0_1); gwc[2] += vsum(a0_2);
+            gwc[9] += vsum(a1_0); gwc[10] += vsum(a1_1); gwc[11] += vsum(a1_2);
+            gwc[18] += vsum(a2_0); gwc[19] += vsum(a2_1); gwc[20] += vsum(a2_2);
+            gwc[27] += vsum(a3_0); gwc[28] += vsum(a3_1); gwc[29] += vsum(a3_2);
+            gwc[36] += vsum(a4_0); gwc[37] += vsum(a4_1); gwc[38] += vsum(a4_2);
+            gwc[45] += vsum(a5_0); gwc[46] += vsum(a5_1); gwc[47] += vsum(a5_2);
+            gwc[54] += vsum(a6_0); gwc[55] += vsum(a6_1); gwc[56] += vsum(a6_2);
+            gwc[63] += vsum(a7_0); gwc[64] += vsum(a7_1); gwc[65] += vsum(a7_2);
+        }
+        { /* kernel row 1 */
+            cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f);
+            cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f);
+            cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f), a2_2 = vsplat(0.0f);
+            cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f), a3_2 = vsplat(0.0f);
+            cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f), a4_2 = vsplat(0.0f);
+            cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f), a5_2 = vsplat(0.0f);
+            cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f), a6_2 = vsplat(0.0f);
+            cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f), a7_2 = vsplat(0.0f);
+            for (int v = 0; v < 4; v++) {
+                const cg_v d0 = VLOAD(dyb + 0 + v * 16), d1 = VLOAD(dyb + 50176 + v * 16), d2 = VLOAD(dyb + 100352 + v * 16), d3 = VLOAD(dyb + 150528 + v * 16), d4 = VLOAD(dyb + 200704 + v * 16), d5 = VLOAD(dyb + 250880 + v * 16), d6 = VLOAD(dyb + 301056 + v * 16), d7 = VLOAD(dyb + 351232 + v * 16);
+                { const cg_v xv = VLOAD(xc + 0 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; a3_1 += d3 * xv; a4_1 += d4 * xv; a5_1 += d5 * xv; a6_1 += d6 * xv; a7_1 += d7 * xv; }
+                { const cg_v xv = VLOAD(xc + 64 + v * 16); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; a3_2 += d3 * xv; a4_2 += d4 * xv; a5_2 += d5 * xv; a6_2 += d6 * xv; a7_2 += d7 * xv; }
+            }
+            /* rows 0..0, cols 1..26: 3 of 9 taps */
+            for (int ox = 1; ox < 27; ox++) {
+                for (int v = 0; v < 4; v++) {
+                    const cg_v d0 = VLOAD(dyb + ox*64 + v * 16), d1 = VLOAD(dyb + ox*64 + 50176 + v * 16), d2 = VLOAD(dyb + ox*64 + 100352 + v * 16), d3 = VLOAD(dyb + ox*64 + 150528 + v * 16), d4 = VLOAD(dyb + ox*64 + 200704 + v * 16), d5 = VLOAD(dyb + ox*64 + 250880 + v * 16), d6 = VLOAD(dyb + ox*64 + 301056 + v * 16), d7 = VLOAD(dyb + ox*64 + 351232 + v * 16);
+                    { const cg_v xv = VLOAD(xc + ox*64 - 64 + v * 16); a0_0 += d0 * xv; a1_0 += d1 * xv; a2_0 += d2 * xv; a3_0 += d3 * xv; a4_0 += d4 * xv; a5_0 += d5 * xv; a6_0 += d6 * xv; a7_0 += d7 * xv; }
+                    { const cg_v xv = VLOAD(xc + ox*64 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; a3_1 += d3 * xv; a4_1 += d4 * xv; a5_1 += d5 * xv; a6_1 += d6 * xv; a7_1 += d7 * xv; }
+                    { const cg_v xv = VLOAD(xc + ox*64 + 64 + v * 16); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; a3_2 += d3 * xv; a4_2 += d4 * xv; a5_2 += d5 * xv; a6_2 += d6 * xv; a7_2 += d7 * xv; }
+                }
+            }
+            for (int v = 0; v < 4; v++) {
+                const cg_v d0 = VLOAD(dyb + 1728 + v * 16), d1 = VLOAD(dyb + 51904 + v * 16), d2 = VLOAD(dyb + 102080 + v * 16), d3 = VLOAD(dyb + 152256 + v * 16), d4 = VLOAD(dyb + 202432 + v * 16), d5 = VLOAD(dyb + 252608 + v * 16), d6 = VLOAD(dyb + 302784 + v * 16), d7 = VLOAD(dyb + 352960 + v * 16);
+                { const cg_v xv = VLOAD(xc + 1664 + v * 16); a0_0 += d0 * xv; a1_0 += d1 * xv; a2_0 += d2 * xv; a3_0 += d3 * xv; a4_0 += d4 * xv; a5_0 += d5 * xv; a6_0 += d6 * xv; a7_0 += d7 * xv; }
+                { const cg_v xv = VLOAD(xc + 1728 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; a3_1 += d3 * xv; a4_1 += d4 * xv; a5_1 += d5 * xv; a6_1 += d6 * xv; a7_1 += d7 * xv; }
+            }
+            /* rows 1..26, cols 0..0: 2 of 9 taps */
+            for (int oy = 1; oy < 27; oy++) {
+                for (int v = 0; v < 4; v++) {
+                    const cg_v d0 = VLOAD(dyb + oy*1792 + v * 16), d1 = VLOAD(dyb + oy*1792 + 50176 + v * 16), d2 = VLOAD(dyb + oy*1792 + 100352 + v * 16), d3 = VLOAD(dyb + oy*1792 + 150528 + v * 16), d4 = VLOAD(dyb + oy*1792 + 200704 + v * 16), d5 = VLOAD(dyb + oy*1792 + 250880 + v * 16), d6 = VLOAD(dyb + oy*1792 + 301056 + v * 16), d7 = VLOAD(dyb + oy*1792 + 351232 + v * 16);
+                    { const cg_v xv = VLOAD(xc + oy*1792 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; a3_1 += d3 * xv; a4_1 += d4 * xv; a5_1 += d5 * xv; a6_1 += d6 * xv; a7_1 += d7 * xv; }
+                    { const cg_v xv = VLOAD(xc + oy*1792 + 64 + v * 16); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; a3_2 += d3 * xv; a4_2 += d4 * xv; a5_2 += d5 * xv; a6_2 += d6 * xv; a7_2 += d7 * xv; }
+                }
+            }
+            /* rows 1..26, cols 1..26: 3 of 9 taps */
+            for (int oy = 1; oy < 27; oy++) {
+                for (int ox = 1; ox < 27; ox++) {
+                    for (int v = 0; v < 4; v++) {
+                        const cg_v d0 = VLOAD(dyb + oy*1792 + ox*64 + v * 16), d1 = VLOAD(dyb + oy*1792 + ox*64 + 50176 + v * 16), d2 = VLOAD(dyb + oy*1792 + ox*64 + 100352 + v * 16), d3 = VLOAD(dyb + oy*1792 + ox*64 + 150528 + v * 16), d4 = VLOAD(dyb + oy*1792 + ox*64 + 200704 + v * 16), d5 = VLOAD(dyb + oy*1792 + ox*64 + 250880 + v * 16), d6 = VLOAD(dyb + oy*1792 + ox*64 + 301056 + v * 16), d7 = VLOAD(dyb + oy*1792 + ox*64 + 351232 + v * 16);
+                        { const cg_v xv = VLOAD(xc + oy*1792 + ox*64 - 64 + v * 16); a0_0 += d0 * xv; a1_0 += d1 * xv; a2_0 += d2 * xv; a3_0 += d3 * xv; a4_0 += d4 * xv; a5_0 += d5 * xv; a6_0 += d6 * xv; a7_0 += d7 * xv; }
+                        { const cg_v xv = VLOAD(xc + oy*1792 + ox*64 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; a3_1 += d3 * xv; a4_1 += d4 * xv; a5_1 += d5 * xv; a6_1 += d6 * xv; a7_1 += d7 * xv; }
+                        { const cg_v xv = VLOAD(xc + oy*1792 + ox*64 + 64 + v * 16); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; a3_2 += d3 * xv; a4_2 += d4 * xv; a5_2 += d5 * xv; a6_2 += d6 * xv; a7_2 += d7 * xv; }
+                    }
+                }
+            }
+            /* rows 1..26, cols 27..27: 2 of 9 taps */
+            for (int oy = 1; oy < 27; oy++) {
+                for (int v = 0; v < 4; v++) {
+                    const cg_v d0 = VLOAD(dyb + oy*1792 + 1728 + v * 16), d1 = VLOAD(dyb + oy*1792 + 51904 + v * 16), d2 = VLOAD(dyb + oy*1792 + 102080 + v * 16), d3 = VLOAD(dyb + oy*1792 + 152256 + v * 16), d4 = VLOAD(dyb + oy*1792 + 202432 + v * 16), d5 = VLOAD(dyb + oy*1792 + 252608 + v * 16), d6 = VLOAD(dyb + oy*1792 + 302784 + v * 16), d7 = VLOAD(dyb + oy*1792 + 352960 + v * 16);
+                    { const cg_v xv = VLOAD(xc + oy*1792 + 1664 + v * 16); a0_0 += d0 * xv; a1_0 += d1 * xv; a2_0 += d2 * xv; a3_0 += d3 * xv; a4_0 += d4 * xv; a5_0 += d5 * xv; a6_0 += d6 * xv; a7_0 += d7 * xv; }
+                    { const cg_v xv = VLOAD(xc + oy*1792 + 1728 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; a3_1 += d3 * xv; a4_1 += d4 * xv; a5_1 += d5 * xv; a6_1 += d6 * xv; a7_1 += d7 * xv; }
+                }
+            }
+            for (int v = 0; v < 4; v++) {
+                const cg_v d0 = VLOAD(dyb + 48384 + v * 16), d1 = VLOAD(dyb + 98560 + v * 16), d2 = VLOAD(dyb + 148736 + v * 16), d3 = VLOAD(dyb + 198912 + v * 16), d4 = VLOAD(dyb + 249088 + v * 16), d5 = VLOAD(dyb + 299264 + v * 16), d6 = VLOAD(dyb + 349440 + v * 16), d7 = VLOAD(dyb + 399616 + v * 16);
+                { const cg_v xv = VLOAD(xc + 48384 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; a3_1 += d3 * xv; a4_1 += d4 * xv; a5_1 += d5 * xv; a6_1 += d6 * xv; a7_1 += d7 * xv; }
+                { const cg_v xv = VLOAD(xc + 48448 + v * 16); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; a3_2 += d3 * xv; a4_2 += d4 * xv; a5_2 += d5 * xv; a6_2 += d6 * xv; a7_2 += d7 * xv; }
+            }
+            /* rows 27..27, cols 1..26: 3 of 9 taps */
+            for (int ox = 1; ox < 27; ox++) {
+                for (int v = 0; v < 4; v++) {
+                    const cg_v d0 = VLOAD(dyb + ox*64 + 48384 + v * 16), d1 = VLOAD(dyb + ox*64 + 98560 + v * 16), d2 = VLOAD(dyb + ox*64 + 148736 + v * 16), d3 = VLOAD(dyb + ox*64 + 198912 + v * 16), d4 = VLOAD(dyb + ox*64 + 249088 + v * 16), d5 = VLOAD(dyb + ox*64 + 299264 + v * 16), d6 = VLOAD(dyb + ox*64 + 349440 + v * 16), d7 = VLOAD(dyb + ox*64 + 399616 + v * 16);
+                    { const cg_v xv = VLOAD(xc + ox*64 + 48320 + v * 16); a0_0 += d0 * xv; a1_0 += d1 * xv; a2_0 += d2 * xv; a3_0 += d3 * xv; a4_0 += d4 * xv; a5_0 += d5 * xv; a6_0 += d6 * xv; a7_0 += d7 * xv; }
+                    { const cg_v xv = VLOAD(xc + ox*64 + 48384 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; a3_1 += d3 * xv; a4_1 += d4 * xv; a5_1 += d5 * xv; a6_1 += d6 * xv; a7_1 += d7 * xv; }
+                    { const cg_v xv = VLOAD(xc + ox*64 + 48448 + v * 16); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; a3_2 += d3 * xv; a4_2 += d4 * xv; a5_2 += d5 * xv; a6_2 += d6 * xv; a7_2 += d7 * xv; }
+                }
+            }
+            for (int v = 0; v < 4; v++) {
+                const cg_v d0 = VLOAD(dyb + 50112 + v * 16), d1 = VLOAD(dyb + 100288 + v * 16), d2 = VLOAD(dyb + 150464 + v * 16), d3 = VLOAD(dyb + 200640 + v * 16), d4 = VLOAD(dyb + 250816 + v * 16), d5 = VLOAD(dyb + 300992 + v * 16), d6 = VLOAD(dyb + 351168 + v * 16), d7 = VLOAD(dyb + 401344 + v * 16);
+                { const cg_v xv = VLOAD(xc + 50048 + v * 16); a0_0 += d0 * xv; a1_0 += d1 * xv; a2_0 += d2 * xv; a3_0 += d3 * xv; a4_0 += d4 * xv; a5_0 += d5 * xv; a6_0 += d6 * xv; a7_0 += d7 * xv; }
+                { const cg_v xv = VLOAD(xc + 50112 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; a3_1 += d3 * xv; a4_1 += d4 * xv; a5_1 += d5 * xv; a6_1 += d6 * xv; a7_1 += d7 * xv; }
+            }
+            gwc[3] += vsum(a0_0); gwc[4] += vsum(a0_1); gwc[5] += vsum(a0_2);
+            gwc[12] += vsum(a1_0); gwc[13] += vsum(a1_1); gwc[14] += vsum(a1_2);
+            gwc[21] += vsum(a2_0); gwc[22] += vsum(a2_1); gwc[23] += vsum(a2_2);
+            gwc[30] += vsum(a3_0); gwc[31] += vsum(a3_1); gwc[32] += vsum(a3_2);
+            gwc[39] += vsum(a4_0); gwc[40] += vsum(a4_1); gwc[41] += vsum(a4_2);
+            gwc[48] += vsum(a5_0); gwc[49] += vsum(a5_1); gwc[50] += vsum(a5_2);
+            gwc[57] += vsum(a6_0); gwc[58] += vsum(a6_1); gwc[59] += vsum(a6_2);
+            gwc[66] += vsum(a7_0); gwc[67] += vsum(a7_1); gwc[68] += vsum(a7_2);
+        }
+        { /* kernel row 2 */
+            cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f);
+            cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f);
+            cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f), a2_2 = vsplat(0.0f);
+            cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f), a3_2 = vsplat(0.0f);
+            cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f), a4_2 = vsplat(0.0f);
+            cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f), a5_2 = vsplat(0.0f);
+            cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f), a6_2 = vsplat(0.0f);
+            cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f), a7_2 = vsplat(0.0f);
+            for (int v = 0; v < 4; v++) {
+                const cg_v d0 = VLOAD(dyb + 0 + v * 16), d1 = VLOAD(dyb + 50176 + v * 16), d2 = VLOAD(dyb + 100352 + v * 16), d3 = VLOAD(dyb + 150528 + v * 16), d4 = VLOAD(dyb + 200704 + v * 16), d5 = VLOAD(dyb + 250880 + v * 16), d6 = VLOAD(dyb + 301056 + v * 16), d7 = VLOAD(dyb + 351232 + v * 16);
+                { const cg_v xv = VLOAD(xc + 1792 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; a3_1 += d3 * xv; a4_1 += d4 * xv; a5_1 += d5 * xv; a6_1 += d6 * xv; a7_1 += d7 * xv; }
+                { const cg_v xv = VLOAD(xc + 1856 + v * 16); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; a3_2 += d3 * xv; a4_2 += d4 * xv; a5_2 += d5 * xv; a6_2 += d6 * xv; a7_2 += d7 * xv; }
+            }
+            /* rows 0..0, cols 1..26: 3 of 9 taps */
+            for (int ox = 1; ox < 27; ox++) {
+                for (int v = 0; v < 4; v++) {
+                    const cg_v d0 = VLOAD(dyb + ox*64 + v * 16), d1 = VLOAD(dyb + ox*64 + 50176 + v * 16), d2 = VLOAD(dyb + ox*64 + 100352 + v * 16), d3 = VLOAD(dyb + ox*64 + 150528 + v * 16), d4 = VLOAD(dyb + ox*64 + 200704 + v * 16), d5 = VLOAD(dyb + ox*64 + 250880 + v * 16), d6 = VLOAD(dyb + ox*64 + 301056 + v * 16), d7 = VLOAD(dyb + ox*64 + 351232 + v * 16);
+                    { const cg_v xv = VLOAD(xc + ox*64 + 1728 + v * 16); a0_0 += d0 * xv; a1_0 += d1 * xv; a2_0 += d2 * xv; a3_0 += d3 * xv; a4_0 += d4 * xv; a5_0 += d5 * xv; a6_0 += d6 * xv; a7_0 += d7 * xv; }
+                    { const cg_v xv = VLOAD(xc + ox*64 + 1792 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; a3_1 += d3 * xv; a4_1 += d4 * xv; a5_1 += d5 * xv; a6_1 += d6 * xv; a7_1 += d7 * xv; }
+                    { const cg_v xv = VLOAD(xc + ox*64 + 1856 + v * 16); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; a3_2 += d3 * xv; a4_2 += d4 * xv; a5_2 += d5 * xv; a6_2 += d6 * xv; a7_2 += d7 * xv; }
+                }
+            }
+            for (int v = 0; v < 4; v++) {
+                const cg_v d0 = VLOAD(dyb + 1728 + v * 16), d1 = VLOAD(dyb + 51904 + v * 16), d2 = VLOAD(dyb + 102080 + v * 16), d3 = VLOAD(dyb + 152256 + v * 16), d4 = VLOAD(dyb + 202432 + v * 16), d5 = VLOAD(dyb + 252608 + v * 16), d6 = VLOAD(dyb + 302784 + v * 16), d7 = VLOAD(dyb + 352960 + v * 16);
+                { const cg_v xv = VLOAD(xc + 3456 + v * 16); a0_0 += d0 * xv; a1_0 += d1 * xv; a2_0 += d2 * xv; a3_0 += d3 * xv; a4_0 += d4 * xv; a5_0 += d5 * xv; a6_0 += d6 * xv; a7_0 += d7 * xv; }
+                { const cg_v xv = VLOAD(xc + 3520 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; a3_1 += d3 * xv; a4_1 += d4 * xv; a5_1 += d5 * xv; a6_1 += d6 * xv; a7_1 += d7 * xv; }
+            }
+            /* rows 1..26, cols 0..0: 2 of 9 taps */
+            for (int oy = 1; oy < 27; oy++) {
+                for (int v = 0; v < 4; v++) {
+                    const cg_v d0 = VLOAD(dyb + oy*1792 + v * 16), d1 = VLOAD(dyb + oy*1792 + 50176 + v * 16), d2 = VLOAD(dyb + oy*1792 + 100352 + v * 16), d3 = VLOAD(dyb + oy*1792 + 150528 + v * 16), d4 = VLOAD(dyb + oy*1792 + 200704 + v * 16), d5 = VLOAD(dyb + oy*1792 + 250880 + v * 16), d6 = VLOAD(dyb + oy*1792 + 301056 + v * 16), d7 = VLOAD(dyb + oy*1792 + 351232 + v * 16);
+                    { const cg_v xv = VLOAD(xc + oy*1792 + 1792 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; a3_1 += d3 * xv; a4_1 += d4 * xv; a5_1 += d5 * xv; a6_1 += d6 * xv; a7_1 += d7 * xv; }
+                    { const cg_v xv = VLOAD(xc + oy*1792 + 1856 + v * 16); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; a3_2 += d3 * xv; a4_2 += d4 * xv; a5_2 += d5 * xv; a6_2 += d6 * xv; a7_2 += d7 * xv; }
+                }
+            }
+            /* rows 1..26, cols 1..26: 3 of 9 taps */
+            for (int oy = 1; oy < 27; oy++) {
+                for (int ox = 1; ox < 27; ox++) {
+                    for (int v = 0; v < 4; v++) {
+                        const cg_v d0 = VLOAD(dyb + oy*1792 + ox*64 + v * 16), d1 = VLOAD(dyb + oy*1792 + ox*64 + 50176 + v * 16), d2 = VLOAD(dyb + oy*1792 + ox*64 + 100352 + v * 16), d3 = VLOAD(dyb + oy*1792 + ox*64 + 150528 + v * 16), d4 = VLOAD(dyb + oy*1792 + ox*64 + 200704 + v * 16), d5 = VLOAD(dyb + oy*1792 + ox*64 + 250880 + v * 16), d6 = VLOAD(dyb + oy*1792 + ox*64 + 301056 + v * 16), d7 = VLOAD(dyb + oy*1792 + ox*64 + 351232 + v * 16);
+                        { const cg_v xv = VLOAD(xc + oy*1792 + ox*64 + 1728 + v * 16); a0_0 += d0 * xv; a1_0 += d1 * xv; a2_0 += d2 * xv; a3_0 += d3 * xv; a4_0 += d4 * xv; a5_0 += d5 * xv; a6_0 += d6 * xv; a7_0 += d7 * xv; }
+                        { const cg_v xv = VLOAD(xc + oy*1792 + ox*64 + 1792 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; a3_1 += d3 * xv; a4_1 += d4 * xv; a5_1 += d5 * xv; a6_1 += d6 * xv; a7_1 += d7 * xv; }
+                        { const cg_v xv = VLOAD(xc + oy*1792 + ox*64 + 1856 + v * 16); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; a3_2 += d3 * xv; a4_2 += d4 * xv; a5_2 += d5 * xv; a6_2 += d6 * xv; a7_2 += d7 * xv; }
+                    }
+                }
+            }
+            /* rows 1..26, cols 27..27: 2 of 9 taps */
+            for (int oy = 1; oy < 27; oy++) {
+                for (int v = 0; v < 4; v++) {
+                    const cg_v d0 = VLOAD(dyb + oy*1792 + 1728 + v * 16), d1 = VLOAD(dyb + oy*1792 + 51904 + v * 16), d2 = VLOAD(dyb + oy*1792 + 102080 + v * 16), d3 = VLOAD(dyb + oy*1792 + 152256 + v * 16), d4 = VLOAD(dyb + oy*1792 + 202432 + v * 16), d5 = VLOAD(dyb + oy*1792 + 252608 + v * 16), d6 = VLOAD(dyb + oy*1792 + 302784 + v * 16), d7 = VLOAD(dyb + oy*1792 + 352960 + v * 16);
+                    { const cg_v xv = VLOAD(xc + oy*1792 + 3456 + v * 16); a0_0 += d0 * xv; a1_0 += d1 * xv; a2_0 += d2 * xv; a3_0 += d3 * xv; a4_0 += d4 * xv; a5_0 += d5 * xv; a6_0 += d6 * xv; a7_0 += d7 * xv; }
+                    { const cg_v xv = VLOAD(xc + oy*1792 + 3520 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; a3_1 += d3 * xv; a4_1 += d4 * xv; a5_1 += d5 * xv; a6_1 += d6 * xv; a7_1 += d7 * xv; }
+                }
+            }
+            gwc[6] += vsum(a0_0); gwc[7] += vsum(a0_1); gwc[8] += vsum(a0_2);
+            gwc[15] += vsum(a1_0); gwc[16] += vsum(a1_1); gwc[17] += vsum(a1_2);
+            gwc[24] += vsum(a2_0); gwc[25] += vsum(a2_1); gwc[26] += vsum(a2_2);
+            gwc[33] += vsum(a3_0); gwc[34] += vsum(a3_1); gwc[35] += vsum(a3_2);
+            gwc[42] += vsum(a4_0); gwc[43] += vsum(a4_1); gwc[44] += vsum(a4_2);
+            gwc[51] += vsum(a5_0); gwc[52] += vsum(a5_1); gwc[53] += vsum(a5_2);
+            gwc[60] += vsum(a6_0); gwc[61] += vsum(a6_1); gwc[62] += vsum(a6_2);
+            gwc[69] += vsum(a7_0); gwc[70] += vsum(a7_1); gwc[71] += vsum(a7_2);
+        }
+    }
+}
+
+static void l00_conv2d_backward_dx(const float *restrict P, const float *restrict dy, float *restrict dx)
+{
+    const float *restrict w = P + 0;
+    for (int v0 = 0; v0 < 4; v0 += 4) {
+        float *restrict dxb = dx + 0 + v0 * 16;
+        const float *restrict dyg = dy + 0 + v0 * 16;
+        const float *restrict wg = w + 0;
+        {
+            cg_v a0_0 = vsplat(0.0f), a1_0 = vsplat(0.0f), a2_0 = vsplat(0.0f), a3_0 = vsplat(0.0f);
+            for (int co = 0; co < 32; co++) {
+                const float *restrict dyc = dyg + co*50176;
+                const float *restrict wc = wg + co*9;
+                {
+                    const cg_v d0 = VLOAD(dyc + 1856 + 0), d1 = VLOAD(dyc + 1856 + 16), d2 = VLOAD(dyc + 1856 + 32), d3 = VLOAD(dyc + 1856 + 48);
+                    a0_0 += wc[0] * d0; a1_0 += wc[0] * d1; a2_0 += wc[0] * d2; a3_0 += wc[0] * d3;
+                }
+                {
+                    const cg_v d0 = VLOAD(dyc + 1792 + 0), d1 = VLOAD(dyc + 1792 + 16), d2 = VLOAD(dyc + 1792 + 32), d3 = VLOAD(dyc + 1792 + 48);
+                    a0_0 += wc[1] * d0; a1_0 += wc[1] * d1; a2_0 += wc[1] * d2; a3_0 += wc[1] * d3;
+                }
+                {
+                    const cg_v d0 = VLOAD(dyc + 64 + 0), d1 = VLOAD(dyc + 64 + 16), d2 = VLOAD(dyc + 64 + 32), d3 = VLOAD(dyc + 64 + 48);
+                    a0_0 += wc[3] * d0; a1_0 += wc[3] * d1; a2_0 += wc[3] * d2; a3_0 += wc[3] * d3;
+                }
+                {
+                    const cg_v d0 = VLOAD(dyc + 0 + 0), d1 = VLOAD(dyc + 0 + 16), d2 = VLOAD(dyc + 0 + 32), d3 = VLOAD(dyc + 0 + 48);
+                    a0_0 += wc[4] * d0; a1_0 += wc[4] * d1; a2_0 += wc[4] * d2; a3_0 += wc[4] * d3;
+                }
+            }
+            VSTORE(dxb + 0, a0_0); VSTORE(dxb + 16, a1_0); VSTORE(dxb + 32, a2_0); VSTORE(dxb + 48, a3_0);
+        }
+        /* inputs rows 0+1*t (t=0..0), cols 0+1*t (t=1..26): 6 taps */
+        for (int tx = 1; tx < 27; tx++) {
+            cg_v a0_0 = vsplat(0.0f), a1_0 = vsplat(0.0f), a2_0 = vsplat(0.0f), a3_0 = vsplat(0.0f);
+            for (int co = 0; co < 32; co++) {
+                const float *restrict dyc = dyg + co*50176;
+                const float *restrict wc = wg + co*9;
+                {
+                    const cg_v d0 = VLOAD(dyc + tx*64 + 1856 + 0), d1 = VLOAD(dyc + tx*64 + 1856 + 16), d2 = VLOAD(dyc + tx*64 + 1856 + 32), d3 = VLOAD(dyc + tx*64 + 1856 + 48);
+                    a0_0 += wc[0] * d0; a1_0 += wc[0] * d1; a2_0 += wc[0] * d2; a3_0 += wc[0] * d3;
+                }
+                {
+                    const cg_v d0 = VLOAD(dyc + tx*64 + 1792 + 0), d1 = VLOAD(dyc + tx*64 + 1792 + 16), d2 = VLOAD(dyc + tx*64 + 1792 + 32), d3 = VLOAD(dyc + tx*64 + 1792 + 48);
+                    a0_0 += wc[1] * d0; a1_0 += wc[1] * d1; a2_0 += wc[1] * d2; a3_0 += wc[1] * d3;
+                }
+                {
+                    const cg_v d0 = VLOAD(dyc + tx*64 + 1728 + 0), d1 = VLOAD(dyc + tx*64 + 1728 + 16), d2 = VLOAD(dyc + tx*64 + 1728 + 32), d3 = VLOAD(dyc + tx*64 + 1728 + 48);
+                    a0_0 += wc[2] * d0; a1_0 += wc[2] * d1; a2_0 += wc[2] * d2; a3_0 += wc[2] * d3;
+                }
+                {
+                    const cg_v d0 = VLOAD(dyc + tx*64 + 64 + 0), d1 = VLOAD(dyc + tx*64 + 64 + 16), d2 = VLOAD(dyc + tx*64 + 64 + 32), d3 = VLOAD(dyc + tx*64 + 64 + 48);
+                    a0_0 += wc[3] * d0; a1_0 += wc[3] * d1; a2_0 += wc[3] * d2; a3_0 += wc[3] * d3;
+                }
+                {
+                    const cg_v d0 = VLOAD(dyc + tx*64 + 0), d1 = VLOAD(dyc + tx*64 + 16), d2 = VLOAD(dyc + tx*64 + 32), d3 = VLOAD(dyc + tx*64 + 48);
+                    a0_0 += wc[4] * d0; a1_0 += wc[4] * d1; a2_0 += wc[4] * d2; a3_0 += wc[4] * d3;
+                }
+                {
+                    const cg_v d0 = VLOAD(dyc + tx*64 - 64 + 0), d1 = VLOAD(dyc + tx*64 - 64 + 16), d2 = VLOAD(dyc + tx*64 - 64 + 32), d3 = VLOAD(dyc + tx*64 - 64 + 48);
+                    a0_0 += wc[5] * d0; a1_0 += wc[5] * d1; a2_0 += wc[5] * d2; a3_0 += wc[5] * d3;
+                }
+            }
+            VSTORE(dxb + tx*64, a0_0); VSTORE(dxb + tx*64 + 16, a1_0); VSTORE(dxb + tx*64 + 32, a2_0); VSTORE(dxb + tx*64 + 48, a3_0);
+        }
+        {
+            cg_v a0_0 = vsplat(0.0f), a1_0 = vsplat(0.0f), a2_0 = vsplat(0.0f), a3_0 = vsplat(0.0f);
+            for (int co = 0; co < 32; co++) {
+                const float *restrict dyc = dyg + co*50176;
+                const float *restrict wc = wg + co*9;
+                {
+                    const cg_v d0 = VLOAD(dyc + 3520 + 0), d1 = VLOAD(dyc + 3520 + 16), d2 = VLOAD(dyc + 3520 + 32), d3 = VLOAD(dyc + 3520 + 48);
+                    a0_0 += wc[1] * d0; a1_0 += wc[1] * d1; a2_0 += wc[1] * d2; a3_0 += wc[1] * d3;
+                }
+                {
+                    const cg_v d0 = VLOAD(dyc + 3456 + 0), d1 = VLOAD(dyc + 3456 + 16), d2 = VLOAD(dyc + 3456 + 32), d3 = VLOAD(dyc + 3456 + 48);
+                    a0_0 += wc[2] * d0; a1_0 += wc[2] * d1; a2_0 += wc[2] * d2; a3_0 += wc[2] * d3;
+                }
+                {
+                    const cg_v d0 = VLOAD(dyc + 1728 + 0), d1 = VLOAD(dyc + 1728 + 16), d2 = VLOAD(dyc + 1728 + 32), d3 = VLOAD(dyc + 1728 + 48);
+                    a0_0 += wc[4] * d0; a1_0 += wc[4] * d1; a2_0 += wc[4] * d2; a3_0 += wc[4] * d3;
+                }
+                {
+                    const cg_v d0 = VLOAD(dyc + 1664 + 0), d1 = VLOAD(dyc + 1664 + 16), d2 = VLOAD(dyc + 1664 + 32), d3 = VLOAD(dyc + 1664 + 48);
+                    a0_0 += wc[5] * d0; a1_0 += wc[5] * d1; a2_0 += wc[5] * d2; a3_0 += wc[5] * d3;
+                }
+            }
+            VSTORE(dxb + 1728, a0_0); VSTORE(dxb + 1744, a1_0); VSTORE(dxb + 1760, a2_0); VSTORE(dxb + 1776, a3_0);
+        }
+        /* inputs rows 0+1*t (t=1..26), cols 0+1*t (t=0..0): 6 taps */
+        for (int ty = 1; ty < 27; ty++) {
             {
-                const float d = dyc[783];
-                g0 += d * xc[754]; dxc[754] += w0 * d;
-                g1 += d * xc[755]; dxc[755] += w1 * d;
-                g3 += d * xc[782]; dxc[782] += w3 * d;
-                g4 += d * xc[783]; dxc[783] += w4 * d;
+                cg_v a0_0 = vsplat(0.0f), a1_0 = vsplat(0.0f), a2_0 = vsplat(0.0f), a3_0 = vsplat(0.0f);
+                for (int co = 0; co < 32; co++) {
+                    const float *restrict dyc = dyg + co*50176;
+                    const float *restrict wc = wg + co*9;
+                    {
+                        const cg_v d0 = VLOAD(dyc + ty*1792 + 1856 + 0), d1 = VLOAD(dyc + ty*1792 + 1856 + 16), d2 = VLOAD(dyc + ty*1792 + 1856 + 32), d3 = VLOAD(dyc + ty*1792 + 1856 + 48);
+                        a0_0 += wc[0] * d0; a1_0 += wc[0] * d1; a2_0 += wc[0] * d2; a3_0 += wc[0] * d3;
+                    }
+                    {
+                        const cg_v d0 = VLOAD(dyc + ty*1792 + 1792 + 0), d1 = VLOAD(dyc + ty*1792 + 1792 + 16), d2 = VLOAD(dyc + ty*1792 + 1792 + 32), d3 = VLOAD(dyc + ty*1792 + 1792 + 48);
+                        a0_0 += wc[1] * d0; a1_0 += wc[1] * d1; a2_0 += wc[1] * d2; a3_0 += wc[1] * d3;
+                    }
+                    {
+                        const cg_v d0 = VLOAD(dyc + ty*1792 + 64 + 0), d1 = VLOAD(dyc + ty*1792 + 64 + 16), d2 = VLOAD(dyc + ty*1792 + 64 + 32), d3 = VLOAD(dyc + ty*1792 + 64 + 48);
+                        a0_0 += wc[3] * d0; a1_0 += wc[3] * d1; a2_0 += wc[3] * d2; a3_0 += wc[3] * d3;
+                    }
+                    {
+                        const cg_v d0 = VLOAD(dyc + ty*1792 + 0), d1 = VLOAD(dyc + ty*1792 + 16), d2 = VLOAD(dyc + ty*1792 + 32), d3 = VLOAD(dyc + ty*1792 + 48);
+                        a0_0 += wc[4] * d0; a1_0 += wc[4] * d1; a2_0 += wc[4] * d2; a3_0 += wc[4] * d3;
+                    }
+                    {
+                        const cg_v d0 = VLOAD(dyc + ty*1792 - 1728 + 0), d1 = VLOAD(dyc + ty*1792 - 1728 + 16), d2 = VLOAD(dyc + ty*1792 - 1728 + 32), d3 = VLOAD(dyc + ty*1792 - 1728 + 48);
+                        a0_0 += wc[6] * d0; a1_0 += wc[6] * d1; a2_0 += wc[6] * d2; a3_0 += wc[6] * d3;
+                    }
+                    {
+                        const cg_v d0 = VLOAD(dyc + ty*1792 - 1792 + 0), d1 = VLOAD(dyc + ty*1792 - 1792 + 16), d2 = VLOAD(dyc + ty*1792 - 1792 + 32), d3 = VLOAD(dyc + ty*1792 - 1792 + 48);
+                        a0_0 += wc[7] * d0; a1_0 += wc[7] * d1; a2_0 += wc[7] * d2; a3_0 += wc[7] * d3;
+                    }
+                }
+                VSTORE(dxb + ty*1792, a0_0); VSTORE(dxb + ty*1792 + 16, a1_0); VSTORE(dxb + ty*1792 + 32, a2_0); VSTORE(dxb + ty*1792 + 48, a3_0);
             }
         }
-        gwc[0] += g0;
-        gwc[1] += g1;
-        gwc[2] += g2;
-        gwc[3] += g3;
-        gwc[4] += g4;
-        gwc[5] += g5;
-        gwc[6] += g6;
-        gwc[7] += g7;
-        gwc[8] += g8;
+        /* inputs rows 0+1*t (t=1..26), cols 0+1*t (t=1..26): 9 taps */
+        for (int ty = 1; ty < 27; ty++) {
+            for (int tx = 1; tx < 27; tx++) {
+                cg_v a0_0 = vsplat(0.0f), a1_0 = vsplat(0.0f), a2_0 = vsplat(0.0f), a3_0 = vsplat(0.0f);
+                for (int co = 0; co < 32; co++) {
+                    const float *restrict dyc = dyg + co*50176;
+                    const float *restrict wc = wg + co*9;
+                    {
+                        const cg_v d0 = VLOAD(dyc + ty*1792 + tx*64 + 1856 + 0), d1 = VLOAD(dyc + ty*1792 + tx*64 + 1856 + 16), d2 = VLOAD(dyc + ty*1792 + tx*64 + 1856 + 32), d3 = VLOAD(dyc + ty*1792 + tx*64 + 1856 + 48);
+                        a0_0 += wc[0] * d0; a1_0 += wc[0] * d1; a2_0 += wc[0] * d2; a3_0 += wc[0] * d3;
+                    }
+                    {
+                        const cg_v d0 = VLOAD(dyc + ty*1792 + tx*64 + 1792 + 0), d1 = VLOAD(dyc + ty*1792 + tx*64 + 1792 + 16), d2 = VLOAD(dyc + ty*1792 + tx*64 + 1792 + 32), d3 = VLOAD(dyc + ty*1792 + tx*64 + 1792 + 48);
+                        a0_0 += wc[1] * d0; a1_0 += wc[1] * d1; a2_0 += wc[1] * d2; a3_0 += wc[1] * d3;
+                    }
+                    {
+                        const cg_v d0 = VLOAD(dyc + ty*1792 + tx*64 + 1728 + 0), d1 = VLOAD(dyc + ty*1792 + tx*64 + 1728 + 16), d2 = VLOAD(dyc + ty*1792 + tx*64 + 1728 + 32), d3 = VLOAD(dyc + ty*1792 + tx*64 + 1728 + 48);
+                        a0_0 += wc[2] * d0; a1_0 += wc[2] * d1; a2_0 += wc[2] * d2; a3_0 += wc[2] * d3;
+                    }
+                    {
+                        const cg_v d0 = VLOAD(dyc + ty*1792 + tx*64 + 64 + 0), d1 = VLOAD(dyc + ty*1792 + tx*64 + 64 + 16), d2 = VLOAD(dyc + ty*1792 + tx*64 + 64 + 32), d3 = VLOAD(dyc + ty*1792 + tx*64 + 64 + 48);
+                        a0_0 += wc[3] * d0; a1_0 += wc[3] * d1; a2_0 += wc[3] * d2; a3_0 += wc[3] * d3;
+                    }
+                    {
+                        const cg_v d0 = VLOAD(dyc + ty*1792 + tx*64 + 0), d1 = VLOAD(dyc + ty*1792 + tx*64 + 16), d2 = VLOAD(dyc + ty*1792 + tx*64 + 32), d3 = VLOAD(dyc + ty*1792 + tx*64 + 48);
+                        a0_0 += wc[4] * d0; a1_0 += wc[4] * d1; a2_0 += wc[4] * d2; a3_0 += wc[4] * d3;
+                    }
+                    {
+                        const cg_v d0 = VLOAD(dyc + ty*1792 + tx*64 - 64 + 0), d1 = VLOAD(dyc + ty*1792 + tx*64 - 64 + 16), d2 = VLOAD(dyc + ty*1792 + tx*64 - 64 + 32), d3 = VLOAD(dyc + ty*1792 + tx*64 - 64 + 48);
+                        a0_0 += wc[5] * d0; a1_0 += wc[5] * d1; a2_0 += wc[5] * d2; a3_0 += wc[5] * d3;
+                    }
+                    {
+                        const cg_v d0 = VLOAD(dyc + ty*1792 + tx*64 - 1728 + 0), d1 = VLOAD(dyc + ty*1792 + tx*64 - 1728 + 16), d2 = VLOAD(dyc + ty*1792 + tx*64 - 1728 + 32), d3 = VLOAD(dyc + ty*1792 + tx*64 - 1728 + 48);
+                        a0_0 += wc[6] * d0; a1_0 += wc[6] * d1; a2_0 += wc[6] * d2; a3_0 += wc[6] * d3;
+                    }
+                    {
+                        const cg_v d0 = VLOAD(dyc + ty*1792 + tx*64 - 1792 + 0), d1 = VLOAD(dyc + ty*1792 + tx*64 - 1792 + 16), d2 = VLOAD(dyc + ty*1792 + tx*64 - 1792 + 32), d3 = VLOAD(dyc + ty*1792 + tx*64 - 1792 + 48);
+                        a0_0 += wc[7] * d0; a1_0 += wc[7] * d1; a2_0 += wc[7] * d2; a3_0 += wc[7] * d3;
+                    }
+                    {
+                        const cg_v d0 = VLOAD(dyc + ty*1792 + tx*64 - 1856 + 0), d1 = VLOAD(dyc + ty*1792 + tx*64 - 1856 + 16), d2 = VLOAD(dyc + ty*1792 + tx*64 - 1856 + 32), d3 = VLOAD(dyc + ty*1792 + tx*64 - 1856 + 48);
+                        a0_0 += wc[8] * d0; a1_0 += wc[8] * d1; a2_0 += wc[8] * d2; a3_0 += wc[8] * d3;
+                    }
+                }
+                VSTORE(dxb + ty*1792 + tx*64, a0_0); VSTORE(dxb + ty*1792 + tx*64 + 16, a1_0); VSTORE(dxb + ty*1792 + tx*64 + 32, a2_0); VSTORE(dxb + ty*1792 + tx*64 + 48, a3_0);
+            }
+        }
+        /* inputs rows 0+1*t (t=1..26), cols 0+1*t (t=27..27): 6 taps */
+        for (int ty = 1; ty < 27; ty++) {
+            {
+                cg_v a0_0 = vsplat(0.0f), a1_0 = vsplat(0.0f), a2_0 = vsplat(0.0f), a3_0 = vsplat(0.0f);
+                for (int co = 0; co < 32; co++) {
+                    const float *restrict dyc = dyg + co*50176;
+                    const float *restrict wc = wg + co*9;
+                    {
+                        const cg_v d0 = VLOAD(dyc + ty*1792 + 3520 + 0), d1 = VLOAD(dyc + ty*1792 + 3520 + 16), d2 = VLOAD(dyc + ty*1792 + 3520 + 32), d3 = VLOAD(dyc + ty*1792 + 3520 + 48);
+                        a0_0 += wc[1] * d0; a1_0 += wc[1] * d1; a2_0 += wc[1] * d2; a3_0 += wc[1] * d3;
+                    }
+                    {
+                        const cg_v d0 = VLOAD(dyc + ty*1792 + 3456 + 0), d1 = VLOAD(dyc + ty*1792 + 3456 + 16), d2 = VLOAD(dyc + ty*1792 + 3456 + 32), d3 = VLOAD(dyc + ty*1792 + 3456 + 48);
+                        a0_0 += wc[2] * d0; a1_0 += wc[2] * d1; a2_0 += wc[2] * d2; a3_0 += wc[2] * d3;
+                    }
+                    {
+                        const cg_v d0 = VLOAD(dyc + ty*1792 + 1728 + 0), d1 = VLOAD(dyc + ty*1792 + 1728 + 16), d2 = VLOAD(dyc + ty*1792 + 1728 + 32), d3 = VLOAD(dyc + ty*1792 + 1728 + 48);
+                        a0_0 += wc[4] * d0; a1_0 += wc[4] * d1; a2_0 += wc[4] * d2; a3_0 += wc[4] * d3;
+                    }
+                    {
+                        const cg_v d0 = VLOAD(dyc + ty*1792 + 1664 + 0), d1 = VLOAD(dyc + ty*1792 + 1664 + 16), d2 = VLOAD(dyc + ty*1792 + 1664 + 32), d3 = VLOAD(dyc + ty*1792 + 1664 + 48);
+                        a0_0 += wc[5] * d0; a1_0 += wc[5] * d1; a2_0 += wc[5] * d2; a3_0 += wc[5] * d3;
+                    }
+                    {
+                        const cg_v d0 = VLOAD(dyc + ty*1792 - 64 + 0), d1 = VLOAD(dyc + ty*1792 - 64 + 16), d2 = VLOAD(dyc + ty*1792 - 64 + 32), d3 = VLOAD(dyc + ty*1792 - 64 + 48);
+                        a0_0 += wc[7] * d0; a1_0 += wc[7] * d1; a2_0 += wc[7] * d2; a3_0 += wc[7] * d3;
+                    }
+                    {
+                        const cg_v d0 = VLOAD(dyc + ty*1792 - 128 + 0), d1 = VLOAD(dyc + ty*1792 - 128 + 16), d2 = VLOAD(dyc + ty*1792 - 128 + 32), d3 = VLOAD(dyc + ty*1792 - 128 + 48);
+                        a0_0 += wc[8] * d0; a1_0 += wc[8] * d1; a2_0 += wc[8] * d2; a3_0 += wc[8] * d3;
+                    }
+                }
+                VSTORE(dxb + ty*1792 + 1728, a0_0); VSTORE(dxb + ty*1792 + 1744, a1_0); VSTORE(dxb + ty*1792 + 1760, a2_0); VSTORE(dxb + ty*1792 + 1776, a3_0);
+            }
+        }
+        {
+            cg_v a0_0 = vsplat(0.0f), a1_0 = vsplat(0.0f), a2_0 = vsplat(0.0f), a3_0 = vsplat(0.0f);
+            for (int co = 0; co < 32; co++) {
+                const float *restrict dyc = dyg + co*50176;
+                const float *restrict wc = wg + co*9;
+                {
+                    const cg_v d0 = VLOAD(dyc + 48448 + 0), d1 = VLOAD(dyc + 48448 + 16), d2 = VLOAD(dyc + 48448 + 32), d3 = VLOAD(dyc + 48448 + 48);
+                    a0_0 += wc[3] * d0; a1_0 += wc[3] * d1; a2_0 += wc[3] * d2; a3_0 += wc[3] * d3;
+                }
+                {
+                    const cg_v d0 = VLOAD(dyc + 48384 + 0), d1 = VLOAD(dyc + 48384 + 16), d2 = VLOAD(dyc + 48384 + 32), d3 = VLOAD(dyc + 48384 + 48);
+                    a0_0 += wc[4] * d0; a1_0 += wc[4] * d1; a2_0 += wc[4] * d2; a3_0 += wc[4] * d3;
+                }
+                {
+                    const cg_v d0 = VLOAD(dyc + 46656 + 0), d1 = VLOAD(dyc + 46656 + 16), d2 = VLOAD(dyc + 46656 + 32), d3 = VLOAD(dyc + 46656 + 48);
+                    a0_0 += wc[6] * d0; a1_0 += wc[6] * d1; a2_0 += wc[6] * d2; a3_0 += wc[6] * d3;
+                }
+                {
+                    const cg_v d0 = VLOAD(dyc + 46592 + 0), d1 = VLOAD(dyc + 46592 + 16), d2 = VLOAD(dyc + 46592 + 32), d3 = VLOAD(dyc + 46592 + 48);
+                    a0_0 += wc[7] * d0; a1_0 += wc[7] * d1; a2_0 += wc[7] * d2; a3_0 += wc[7] * d3;
+                }
+            }
+            VSTORE(dxb + 48384, a0_0); VSTORE(dxb + 48400, a1_0); VSTORE(dxb + 48416, a2_0); VSTORE(dxb + 48432, a3_0);
+        }
+        /* inputs rows 0+1*t (t=27..27), cols 0+1*t (t=1..26): 6 taps */
+        for (int tx = 1; tx < 27; tx++) {
+            cg_v a0_0 = vsplat(0.0f), a1_0 = vsplat(0.0f), a2_0 = vsplat(0.0f), a3_0 = vsplat(0.0f);
+            for (int co = 0; co < 32; co++) {
+                const float *restrict dyc = dyg + co*50176;
+                const float *restrict wc = wg + co*9;
+                {
+                    const cg_v d0 = VLOAD(dyc + tx*64 + 48448 + 0), d1 = VLOAD(dyc + tx*64 + 48448 + 16), d2 = VLOAD(dyc + tx*64 + 48448 + 32), d3 = VLOAD(dyc + tx*64 + 48448 + 48);
+                    a0_0 += wc[3] * d0; a1_0 += wc[3] * d1; a2_0 += wc[3] * d2; a3_0 += wc[3] * d3;
+                }
+                {
+                    const cg_v d0 = VLOAD(dyc + tx*64 + 48384 + 0), d1 = VLOAD(dyc + tx*64 + 48384 + 16), d2 = VLOAD(dyc + tx*64 + 48384 + 32), d3 = VLOAD(dyc + tx*64 + 48384 + 48);
+                    a0_0 += wc[4] * d0; a1_0 += wc[4] * d1; a2_0 += wc[4] * d2; a3_0 += wc[4] * d3;
+                }
+                {
+                    const cg_v d0 = VLOAD(dyc + tx*64 + 48320 + 0), d1 = VLOAD(dyc + tx*64 + 48320 + 16), d2 = VLOAD(dyc + tx*64 + 48320 + 32), d3 = VLOAD(dyc + tx*64 + 48320 + 48);
+                    a0_0 += wc[5] * d0; a1_0 += wc[5] * d1; a2_0 += wc[5] * d2; a3_0 += wc[5] * d3;
+                }
+                {
+                    const cg_v d0 = VLOAD(dyc + tx*64 + 46656 + 0), d1 = VLOAD(dyc + tx*64 + 46656 + 16), d2 = VLOAD(dyc + tx*64 + 46656 + 32), d3 = VLOAD(dyc + tx*64 + 46656 + 48);
+                    a0_0 += wc[6] * d0; a1_0 += wc[6] * d1; a2_0 += wc[6] * d2; a3_0 += wc[6] * d3;
+                }
+                {
+                    const cg_v d0 = VLOAD(dyc + tx*64 + 46592 + 0), d1 = VLOAD(dyc + tx*64 + 46592 + 16), d2 = VLOAD(dyc + tx*64 + 46592 + 32), d3 = VLOAD(dyc + tx*64 + 46592 + 48);
+                    a0_0 += wc[7] * d0; a1_0 += wc[7] * d1; a2_0 += wc[7] * d2; a3_0 += wc[7] * d3;
+                }
+                {
+                    const cg_v d0 = VLOAD(dyc + tx*64 + 46528 + 0), d1 = VLOAD(dyc + tx*64 + 46528 + 16), d2 = VLOAD(dyc + tx*64 + 46528 + 32), d3 = VLOAD(dyc + tx*64 + 46528 + 48);
+                    a0_0 += wc[8] * d0; a1_0 += wc[8] * d1; a2_0 += wc[8] * d2; a3_0 += wc[8] * d3;
+                }
+            }
+            VSTORE(dxb + tx*64 + 48384, a0_0); VSTORE(dxb + tx*64 + 48400, a1_0); VSTORE(dxb + tx*64 + 48416, a2_0); VSTORE(dxb + tx*64 + 48432, a3_0);
+        }
+        {
+            cg_v a0_0 = vsplat(0.0f), a1_0 = vsplat(0.0f), a2_0 = vsplat(0.0f), a3_0 = vsplat(0.0f);
+            for (int co = 0; co < 32; co++) {
+                const float *restrict dyc = dyg + co*50176;
+                const float *restrict wc = wg + co*9;
+                {
+                    const cg_v d0 = VLOAD(dyc + 50112 + 0), d1 = VLOAD(dyc + 50112 + 16), d2 = VLOAD(dyc + 50112 + 32), d3 = VLOAD(dyc + 50112 + 48);
+                    a0_0 += wc[4] * d0; a1_0 += wc[4] * d1; a2_0 += wc[4] * d2; a3_0 += wc[4] * d3;
+                }
+                {
+                    const cg_v d0 = VLOAD(dyc + 50048 + 0), d1 = VLOAD(dyc + 50048 + 16), d2 = VLOAD(dyc + 50048 + 32), d3 = VLOAD(dyc + 50048 + 48);
+                    a0_0 += wc[5] * d0; a1_0 += wc[5] * d1; a2_0 += wc[5] * d2; a3_0 += wc[5] * d3;
+                }
+                {
+                    const cg_v d0 = VLOAD(dyc + 48320 + 0), d1 = VLOAD(dyc + 48320 + 16), d2 = VLOAD(dyc + 48320 + 32), d3 = VLOAD(dyc + 48320 + 48);
+                    a0_0 += wc[7] * d0; a1_0 += wc[7] * d1; a2_0 += wc[7] * d2; a3_0 += wc[7] * d3;
+                }
+                {
+                    const cg_v d0 = VLOAD(dyc + 48256 + 0), d1 = VLOAD(dyc + 48256 + 16), d2 = VLOAD(dyc + 48256 + 32), d3 = VLOAD(dyc + 48256 + 48);
+                    a0_0 += wc[8] * d0; a1_0 += wc[8] * d1; a2_0 += wc[8] * d2; a3_0 += wc[8] * d3;
+                }
+            }
+            VSTORE(dxb + 50112, a0_0); VSTORE(dxb + 50128, a1_0); VSTORE(dxb + 50144, a2_0); VSTORE(dxb + 50160, a3_0);
+        }
     }
 }
 
@@ -200,15 +1843,19 @@ static void l01_batchnorm_forward(const float *restrict P, float *restrict B, fl
         nbt[0] += 1.0f;
         const float f = 0.1f;
         for (int c = 0; c < 32; c++) {
-            double s = 0.0, v = 0.0;
-            for (int n = 0; n < nb; n++) {
-                const float *restrict xc = x + (size_t)n * 25088 + c * 784;
-                for (int i = 0; i < 784; i++) s += xc[i];
+            double s1 = 0.0, v = 0.0;
+            {
+                const float *restrict xc = x + (size_t)c * 50176;
+                for (int s = 0; s < 784; s++) {
+                    for (int b = 0; b < nb; b++) s1 += xc[s * 64 + b];
+                }
             }
-            const double mean = s / m;
-            for (int n = 0; n < nb; n++) {
-                const float *restrict xc = x + (size_t)n * 25088 + c * 784;
-                for (int i = 0; i < 784; i++) { const double d = xc[i] - mean; v += d * d; }
+            const double mean = s1 / m;
+            {
+                const float *restrict xc = x + (size_t)c * 50176;
+                for (int s = 0; s < 784; s++) {
+                    for (int b = 0; b < nb; b++) { const double d = xc[s * 64 + b] - mean; v += d * d; }
+                }
             }
             const double var = v / m;
             S[c] = (float)mean;
@@ -224,90 +1871,95 @@ static void l01_batchnorm_forward(const float *restrict P, float *restrict B, fl
         }
     }
     for (int c = 0; c < 32; c++) {
-        const float mean = S[c], a = S[32 + c] * gamma[c], b = beta[c];
-        for (int n = 0; n < nb; n++) {
-            const float *restrict xc = x + (size_t)n * 25088 + c * 784;
-            float *restrict yc = y + (size_t)n * 25088 + c * 784;
-            for (int i = 0; i < 784; i++) yc[i] = (xc[i] - mean) * a + b;
+        const float mean = S[c], a = S[32 + c] * gamma[c], bc = beta[c];
+        float *restrict yc = y + (size_t)c * 50176;
+        const float *restrict xc = x + (size_t)c * 50176;
+        for (int s = 0; s < 784; s++) {
+            for (int b = 0; b < 64; b++) yc[s * 64 + b] = (xc[s * 64 + b] - mean) * a + bc;
         }
     }
 }
 
-static void l01_batchnorm_backward(const float *restrict P, float *restrict G, const float *restrict S, const float *restrict x, const float *restrict dy, float *restrict dx, int nb)
+static void l01_batchnorm_backward(const float *restrict P, float *restrict G, float *restrict S, const float *restrict x, const float *restrict dy, float *restrict dx, int nb)
 {
     const float *restrict gamma = P + 288;
     float *restrict ggamma = G + 288, *restrict gbeta = G + 320;
     const int m = nb * 784;
     for (int c = 0; c < 32; c++) {
         const float mean = S[c], rstd = S[32 + c];
+        const float *restrict dyc = dy + (size_t)c * 50176;
+        float *restrict dxc = dx + (size_t)c * 50176;
         double sdy = 0.0, sdyx = 0.0;
-        for (int n = 0; n < nb; n++) {
-            const float *restrict xc = x + (size_t)n * 25088 + c * 784;
-            const float *restrict dyc = dy + (size_t)n * 25088 + c * 784;
-            for (int i = 0; i < 784; i++) { sdy += dyc[i]; sdyx += dyc[i] * ((xc[i] - mean) * rstd); }
+        {
+            const float *restrict xc = x + (size_t)c * 50176;
+            for (int s = 0; s < 784; s++) {
+                for (int b = 0; b < nb; b++) { const float d = dyc[s * 64 + b]; sdy += d; sdyx += d * ((xc[s * 64 + b] - mean) * rstd); }
+            }
         }
         ggamma[c] += (float)sdyx;
         gbeta[c] += (float)sdy;
-        const double k = (double)gamma[c] * rstd / m;
-        for (int n = 0; n < nb; n++) {
-            const float *restrict xc = x + (size_t)n * 25088 + c * 784;
-            const float *restrict dyc = dy + (size_t)n * 25088 + c * 784;
-            float *restrict dxc = dx + (size_t)n * 25088 + c * 784;
-            for (int i = 0; i < 784; i++) dxc[i] = (float)(k * ((double)m * dyc[i] - sdy - ((double)xc[i] - mean) * rstd * sdyx));
+        const float k = gamma[c] * rstd / m, fm = (float)m, fsdy = (float)sdy, fsdyx = (float)sdyx;
+        const float *restrict xc = x + (size_t)c * 50176;
+        for (int s = 0; s < 784; s++) {
+            for (int b = 0; b < 64; b++) dxc[s * 64 + b] = b < nb ? k * (fm * dyc[s * 64 + b] - fsdy - (xc[s * 64 + b] - mean) * rstd * fsdyx) : 0.0f;
         }
     }
 }
 
 /* layer 2: relu 32x28x28 -> 32x28x28 (specs/bnnet.yaml:13:5) */
-static void l02_relu_forward(const float *restrict x, float *restrict y, int nb)
+static void l02_relu_forward(const float *restrict x, float *restrict y)
 {
-    for (size_t i = 0; i < (size_t)nb * 25088; i++)
+    for (int i = 0; i < 1605632; i++)
         y[i] = x[i] > 0.0f ? x[i] : 0.0f;
 }
 
-static void l02_relu_backward(const float *restrict y, const float *restrict dy, float *restrict dx, int nb)
+static void l02_relu_backward(const float *restrict y, const float *restrict dy, float *restrict dx)
 {
-    for (size_t i = 0; i < (size_t)nb * 25088; i++)
+    for (int i = 0; i < 1605632; i++)
         dx[i] = y[i] > 0.0f ? dy[i] : 0.0f;
 }
 
 /* layer 3: maxpool2d 32x28x28 -> 32x14x14 (specs/bnnet.yaml:14:5) */
-static void l03_maxpool2d_forward(const float *restrict x, float *restrict y, int nb)
+static void l03_maxpool2d_forward(const float *restrict x, float *restrict y)
 {
-    for (int n = 0; n < nb; n++) {
-        for (int c = 0; c < 32; c++) {
-            const float *restrict xc = x + n*25088 + c*784;
-            float *restrict yc = y + n*6272 + c*196;
-            /* rows 0..13, cols 0..13: every tap */
-            for (int oy = 0; oy < 14; oy++) {
-                for (int ox = 0; ox < 14; ox++) {
-                    float m = xc[oy*56 + ox*2], v;
-                    v = xc[oy*56 + ox*2 + 1]; if (v > m || isnan(v)) m = v;
-                    v = xc[oy*56 + ox*2 + 28]; if (v > m || isnan(v)) m = v;
-                    v = xc[oy*56 + ox*2 + 29]; if (v > m || isnan(v)) m = v;
-                    yc[oy*14 + ox] = m;
+    for (int c = 0; c < 32; c++) {
+        const float *restrict xc = x + c * 50176;
+        float *restrict yc = y + c * 12544;
+        /* rows 0..13, cols 0..13: every tap */
+        for (int oy = 0; oy < 14; oy++) {
+            for (int ox = 0; ox < 14; ox++) {
+                for (int b = 0; b < 64; b++) {
+                    float m = xc[oy*3584 + ox*128 + b];
+                    { const float v = xc[oy*3584 + ox*128 + 64 + b]; if (v > m || isnan(v)) m = v; }
+                    { const float v = xc[oy*3584 + ox*128 + 1792 + b]; if (v > m || isnan(v)) m = v; }
+                    { const float v = xc[oy*3584 + ox*128 + 1856 + b]; if (v > m || isnan(v)) m = v; }
+                    yc[oy*896 + ox*64 + b] = m;
                 }
             }
         }
     }
 }
 
-static void l03_maxpool2d_backward(const float *restrict x, const float *restrict dy, float *restrict dx, int nb)
+static void l03_maxpool2d_backward(const float *restrict x, const float *restrict dy, float *restrict dx)
 {
-    memset(dx, 0, sizeof(float) * (size_t)nb * 25088);
-    for (int n = 0; n < nb; n++) {
-        for (int c = 0; c < 32; c++) {
-            const float *restrict xc = x + n*25088 + c*784;
-            float *restrict dxc = dx + n*25088 + c*784;
-            const float *restrict dyc = dy + n*6272 + c*196;
-            /* rows 0..13, cols 0..13: every tap */
-            for (int oy = 0; oy < 14; oy++) {
-                for (int ox = 0; ox < 14; ox++) {
-                    int a = oy*56 + ox*2; float m = xc[a];
-                    if (xc[oy*56 + ox*2 + 1] > m || isnan(xc[oy*56 + ox*2 + 1])) { m = xc[oy*56 + ox*2 + 1]; a = oy*56 + ox*2 + 1; }
-                    if (xc[oy*56 + ox*2 + 28] > m || isnan(xc[oy*56 + ox*2 + 28])) { m = xc[oy*56 + ox*2 + 28]; a = oy*56 + ox*2 + 28; }
-                    if (xc[oy*56 + ox*2 + 29] > m || isnan(xc[oy*56 + ox*2 + 29])) { m = xc[oy*56 + ox*2 + 29]; a = oy*56 + ox*2 + 29; }
-                    dxc[a] += dyc[oy*14 + ox];
+    memset(dx, 0, sizeof(float) * 1605632);
+    for (int c = 0; c < 32; c++) {
+        const float *restrict xc = x + c * 50176;
+        float *restrict dxc = dx + c * 50176;
+        const float *restrict dyc = dy + c * 12544;
+        /* rows 0..13, cols 0..13: every tap */
+        for (int oy = 0; oy < 14; oy++) {
+            for (int ox = 0; ox < 14; ox++) {
+                for (int b = 0; b < 64; b++) {
+                    const float d = dyc[oy*896 + ox*64 + b];
+                    float m = xc[oy*3584 + ox*128 + b]; int a = 0;
+                    if (xc[oy*3584 + ox*128 + 64 + b] > m || isnan(xc[oy*3584 + ox*128 + 64 + b])) { m = xc[oy*3584 + ox*128 + 64 + b]; a = 1; }
+                    if (xc[oy*3584 + ox*128 + 1792 + b] > m || isnan(xc[oy*3584 + ox*128 + 1792 + b])) { m = xc[oy*3584 + ox*128 + 1792 + b]; a = 2; }
+                    if (xc[oy*3584 + ox*128 + 1856 + b] > m || isnan(xc[oy*3584 + ox*128 + 1856 + b])) { m = xc[oy*3584 + ox*128 + 1856 + b]; a = 3; }
+                    dxc[oy*3584 + ox*128 + b] += a == 0 ? d : 0.0f;
+                    dxc[oy*3584 + ox*128 + 64 + b] += a == 1 ? d : 0.0f;
+                    dxc[oy*3584 + ox*128 + 1792 + b] += a == 2 ? d : 0.0f;
+                    dxc[oy*3584 + ox*128 + 1856 + b] += a == 3 ? d : 0.0f;
                 }
             }
         }
@@ -315,174 +1967,2817 @@ static void l03_maxpool2d_backward(const float *restrict x, const float *restric
 }
 
 /* layer 4: conv2d 32x14x14 -> 64x14x14 (specs/bnnet.yaml:15:5) */
-static void l04_conv2d_forward(const float *restrict P, const float *restrict x, float *restrict y, int nb)
+static void l04_conv2d_forward(const float *restrict P, const float *restrict x, float *restrict y)
 {
     const float *restrict w = P + 352;
-    for (int n = 0; n < nb; n++) {
-        const float *restrict xn = x + (size_t)n * 6272;
-        float *restrict yn = y + (size_t)n * 12544;
-        for (int col = 0; col < 64; col++) {
-            float *restrict yc = yn + col*196;
-            for (int i = 0; i < 196; i++) yc[i] = 0.0f;
-            for (int ci = 0; ci < 32; ci++) {
-                const float *restrict xc = xn + ci*196;
-                const float *restrict wc = w + col*288 + ci*9;
-                const float w0 = wc[0], w1 = wc[1], w2 = wc[2];
-                const float w3 = wc[3], w4 = wc[4], w5 = wc[5];
-                const float w6 = wc[6], w7 = wc[7], w8 = wc[8];
-                yc[0] += w4 * xc[0] + w5 * xc[1] + w7 * xc[14] + w8 * xc[15];
-                /* rows 0..0, cols 1..12: 6 of 9 taps */
-                for (int ox = 1; ox < 13; ox++) {
-                    yc[ox] += w3 * xc[ox - 1] + w4 * xc[ox] + w5 * xc[ox + 1] + w6 * xc[ox + 13]
-                            + w7 * xc[ox + 14] + w8 * xc[ox + 15];
-                }
-                yc[13] += w3 * xc[12] + w4 * xc[13] + w6 * xc[26] + w7 * xc[27];
-                /* rows 1..12, cols 0..0: 6 of 9 taps */
-                for (int oy = 1; oy < 13; oy++) {
-                    yc[oy*14] += w1 * xc[oy*14 - 14] + w2 * xc[oy*14 - 13] + w4 * xc[oy*14] + w5 * xc[oy*14 + 1]
-                            + w7 * xc[oy*14 + 14] + w8 * xc[oy*14 + 15];
-                }
-                /* rows 1..12, cols 1..12: every tap */
-                for (int oy = 1; oy < 13; oy++) {
-                    for (int ox = 1; ox < 13; ox++) {
-                        yc[oy*14 + ox] += w0 * xc[oy*14 + ox - 15] + w1 * xc[oy*14 + ox - 14] + w2 * xc[oy*14 + ox - 13] + w3 * xc[oy*14 + ox - 1]
-                                + w4 * xc[oy*14 + ox] + w5 * xc[oy*14 + ox + 1] + w6 * xc[oy*14 + ox + 13] + w7 * xc[oy*14 + ox + 14]
-                                + w8 * xc[oy*14 + ox + 15];
+    for (int v0 = 0; v0 < 4; v0 += 1) {
+        for (int cb = 0; cb < 4; cb++) {
+            const float *restrict wb = w + cb*4608;
+            const float *restrict xg = x + 0 + v0 * 16;
+            float *restrict yb = y + cb*200704 + v0 * 16;
+            {
+                cg_v a0_0 = vsplat(0.0f);
+                cg_v a0_1 = vsplat(0.0f);
+                cg_v a0_2 = vsplat(0.0f);
+                cg_v a0_3 = vsplat(0.0f);
+                cg_v a0_4 = vsplat(0.0f);
+                cg_v a0_5 = vsplat(0.0f);
+                cg_v a0_6 = vsplat(0.0f);
+                cg_v a0_7 = vsplat(0.0f);
+                cg_v a0_8 = vsplat(0.0f);
+                cg_v a0_9 = vsplat(0.0f);
+                cg_v a0_10 = vsplat(0.0f);
+                cg_v a0_11 = vsplat(0.0f);
+                cg_v a0_12 = vsplat(0.0f);
+                cg_v a0_13 = vsplat(0.0f);
+                cg_v a0_14 = vsplat(0.0f);
+                cg_v a0_15 = vsplat(0.0f);
+                for (int ci = 0; ci < 32; ci++) {
+                    const float *restrict xc = xg + ci*12544;
+                    const float *restrict wc = wb + ci*9;
+                    {
+                        const cg_v x0 = VLOAD(xc + 0 + 0);
+                        a0_0 += wc[4] * x0;
+                        a0_1 += wc[292] * x0;
+                        a0_2 += wc[580] * x0;
+                        a0_3 += wc[868] * x0;
+                        a0_4 += wc[1156] * x0;
+                        a0_5 += wc[1444] * x0;
+                        a0_6 += wc[1732] * x0;
+                        a0_7 += wc[2020] * x0;
+                        a0_8 += wc[2308] * x0;
+                        a0_9 += wc[2596] * x0;
+                        a0_10 += wc[2884] * x0;
+                        a0_11 += wc[3172] * x0;
+                        a0_12 += wc[3460] * x0;
+                        a0_13 += wc[3748] * x0;
+                        a0_14 += wc[4036] * x0;
+                        a0_15 += wc[4324] * x0;
+                    }
+                    {
+                        const cg_v x0 = VLOAD(xc + 64 + 0);
+                        a0_0 += wc[5] * x0;
+                        a0_1 += wc[293] * x0;
+                        a0_2 += wc[581] * x0;
+                        a0_3 += wc[869] * x0;
+                        a0_4 += wc[1157] * x0;
+                        a0_5 += wc[1445] * x0;
+                        a0_6 += wc[1733] * x0;
+                        a0_7 += wc[2021] * x0;
+                        a0_8 += wc[2309] * x0;
+                        a0_9 += wc[2597] * x0;
+                        a0_10 += wc[2885] * x0;
+                        a0_11 += wc[3173] * x0;
+                        a0_12 += wc[3461] * x0;
+                        a0_13 += wc[3749] * x0;
+                        a0_14 += wc[4037] * x0;
+                        a0_15 += wc[4325] * x0;
+                    }
+                    {
+                        const cg_v x0 = VLOAD(xc + 896 + 0);
+                        a0_0 += wc[7] * x0;
+                        a0_1 += wc[295] * x0;
+                        a0_2 += wc[583] * x0;
+                        a0_3 += wc[871] * x0;
+                        a0_4 += wc[1159] * x0;
+                        a0_5 += wc[1447] * x0;
+                        a0_6 += wc[1735] * x0;
+                        a0_7 += wc[2023] * x0;
+                        a0_8 += wc[2311] * x0;
+                        a0_9 += wc[2599] * x0;
+                        a0_10 += wc[2887] * x0;
+                        a0_11 += wc[3175] * x0;
+                        a0_12 += wc[3463] * x0;
+                        a0_13 += wc[3751] * x0;
+                        a0_14 += wc[4039] * x0;
+                        a0_15 += wc[4327] * x0;
+                    }
+                    {
+                        const cg_v x0 = VLOAD(xc + 960 + 0);
+                        a0_0 += wc[8] * x0;
+                        a0_1 += wc[296] * x0;
+                        a0_2 += wc[584] * x0;
+                        a0_3 += wc[872] * x0;
+                        a0_4 += wc[1160] * x0;
+                        a0_5 += wc[1448] * x0;
+                        a0_6 += wc[1736] * x0;
+                        a0_7 += wc[2024] * x0;
+                        a0_8 += wc[2312] * x0;
+                        a0_9 += wc[2600] * x0;
+                        a0_10 += wc[2888] * x0;
+                        a0_11 += wc[3176] * x0;
+                        a0_12 += wc[3464] * x0;
+                        a0_13 += wc[3752] * x0;
+                        a0_14 += wc[4040] * x0;
+                        a0_15 += wc[4328] * x0;
                     }
                 }
-                /* rows 1..12, cols 13..13: 6 of 9 taps */
-                for (int oy = 1; oy < 13; oy++) {
-                    yc[oy*14 + 13] += w0 * xc[oy*14 - 2] + w1 * xc[oy*14 - 1] + w3 * xc[oy*14 + 12] + w4 * xc[oy*14 + 13]
-                            + w6 * xc[oy*14 + 26] + w7 * xc[oy*14 + 27];
+                VSTORE(yb + 0, a0_0);
+                VSTORE(yb + 12544, a0_1);
+                VSTORE(yb + 25088, a0_2);
+                VSTORE(yb + 37632, a0_3);
+                VSTORE(yb + 50176, a0_4);
+                VSTORE(yb + 62720, a0_5);
+                VSTORE(yb + 75264, a0_6);
+                VSTORE(yb + 87808, a0_7);
+                VSTORE(yb + 100352, a0_8);
+                VSTORE(yb + 112896, a0_9);
+                VSTORE(yb + 125440, a0_10);
+                VSTORE(yb + 137984, a0_11);
+                VSTORE(yb + 150528, a0_12);
+                VSTORE(yb + 163072, a0_13);
+                VSTORE(yb + 175616, a0_14);
+                VSTORE(yb + 188160, a0_15);
+            }
+            /* rows 0..0, cols 1..12: 6 of 9 taps */
+            for (int ox = 1; ox < 13; ox++) {
+                cg_v a0_0 = vsplat(0.0f);
+                cg_v a0_1 = vsplat(0.0f);
+                cg_v a0_2 = vsplat(0.0f);
+                cg_v a0_3 = vsplat(0.0f);
+                cg_v a0_4 = vsplat(0.0f);
+                cg_v a0_5 = vsplat(0.0f);
+                cg_v a0_6 = vsplat(0.0f);
+                cg_v a0_7 = vsplat(0.0f);
+                cg_v a0_8 = vsplat(0.0f);
+                cg_v a0_9 = vsplat(0.0f);
+                cg_v a0_10 = vsplat(0.0f);
+                cg_v a0_11 = vsplat(0.0f);
+                cg_v a0_12 = vsplat(0.0f);
+                cg_v a0_13 = vsplat(0.0f);
+                cg_v a0_14 = vsplat(0.0f);
+                cg_v a0_15 = vsplat(0.0f);
+                for (int ci = 0; ci < 32; ci++) {
+                    const float *restrict xc = xg + ci*12544;
+                    const float *restrict wc = wb + ci*9;
+                    {
+                        const cg_v x0 = VLOAD(xc + ox*64 - 64 + 0);
+                        a0_0 += wc[3] * x0;
+                        a0_1 += wc[291] * x0;
+                        a0_2 += wc[579] * x0;
+                        a0_3 += wc[867] * x0;
+                        a0_4 += wc[1155] * x0;
+                        a0_5 += wc[1443] * x0;
+                        a0_6 += wc[1731] * x0;
+                        a0_7 += wc[2019] * x0;
+                        a0_8 += wc[2307] * x0;
+                        a0_9 += wc[2595] * x0;
+                        a0_10 += wc[2883] * x0;
+                        a0_11 += wc[3171] * x0;
+                        a0_12 += wc[3459] * x0;
+                        a0_13 += wc[3747] * x0;
+                        a0_14 += wc[4035] * x0;
+                        a0_15 += wc[4323] * x0;
+                    }
+                    {
+                        const cg_v x0 = VLOAD(xc + ox*64 + 0);
+                        a0_0 += wc[4] * x0;
+                        a0_1 += wc[292] * x0;
+                        a0_2 += wc[580] * x0;
+                        a0_3 += wc[868] * x0;
+                        a0_4 += wc[1156] * x0;
+                        a0_5 += wc[1444] * x0;
+                        a0_6 += wc[1732] * x0;
+                        a0_7 += wc[2020] * x0;
+                        a0_8 += wc[2308] * x0;
+                        a0_9 += wc[2596] * x0;
+                        a0_10 += wc[2884] * x0;
+                        a0_11 += wc[3172] * x0;
+                        a0_12 += wc[3460] * x0;
+                        a0_13 += wc[3748] * x0;
+                        a0_14 += wc[4036] * x0;
+                        a0_15 += wc[4324] * x0;
+                    }
+                    {
+                        const cg_v x0 = VLOAD(xc + ox*64 + 64 + 0);
+                        a0_0 += wc[5] * x0;
+                        a0_1 += wc[293] * x0;
+                        a0_2 += wc[581] * x0;
+                        a0_3 += wc[869] * x0;
+                        a0_4 += wc[1157] * x0;
+                        a0_5 += wc[1445] * x0;
+                        a0_6 += wc[1733] * x0;
+                        a0_7 += wc[2021] * x0;
+                        a0_8 += wc[2309] * x0;
+                        a0_9 += wc[2597] * x0;
+                        a0_10 += wc[2885] * x0;
+                        a0_11 += wc[3173] * x0;
+                        a0_12 += wc[3461] * x0;
+                        a0_13 += wc[3749] * x0;
+                        a0_14 += wc[4037] * x0;
+                        a0_15 += wc[4325] * x0;
+                    }
+                    {
+                        const cg_v x0 = VLOAD(xc + ox*64 + 832 + 0);
+                        a0_0 += wc[6] * x0;
+                        a0_1 += wc[294] * x0;
+                        a0_2 += wc[582] * x0;
+                        a0_3 += wc[870] * x0;
+                        a0_4 += wc[1158] * x0;
+                        a0_5 += wc[1446] * x0;
+                        a0_6 += wc[1734] * x0;
+                        a0_7 += wc[2022] * x0;
+                        a0_8 += wc[2310] * x0;
+                        a0_9 += wc[2598] * x0;
+                        a0_10 += wc[2886] * x0;
+                        a0_11 += wc[3174] * x0;
+                        a0_12 += wc[3462] * x0;
+                        a0_13 += wc[3750] * x0;
+                        a0_14 += wc[4038] * x0;
+                        a0_15 += wc[4326] * x0;
+                    }
+                    {
+                        const cg_v x0 = VLOAD(xc + ox*64 + 896 + 0);
+                        a0_0 += wc[7] * x0;
+                        a0_1 += wc[295] * x0;
+                        a0_2 += wc[583] * x0;
+                        a0_3 += wc[871] * x0;
+                        a0_4 += wc[1159] * x0;
+                        a0_5 += wc[1447] * x0;
+                        a0_6 += wc[1735] * x0;
+                        a0_7 += wc[2023] * x0;
+                        a0_8 += wc[2311] * x0;
+                        a0_9 += wc[2599] * x0;
+                        a0_10 += wc[2887] * x0;
+                        a0_11 += wc[3175] * x0;
+                        a0_12 += wc[3463] * x0;
+                        a0_13 += wc[3751] * x0;
+                        a0_14 += wc[4039] * x0;
+                        a0_15 += wc[4327] * x0;
+                    }
+                    {
+                        const cg_v x0 = VLOAD(xc + ox*64 + 960 + 0);
+                        a0_0 += wc[8] * x0;
+                        a0_1 += wc[296] * x0;
+                        a0_2 += wc[584] * x0;
+                        a0_3 += wc[872] * x0;
+                        a0_4 += wc[1160] * x0;
+                        a0_5 += wc[1448] * x0;
+                        a0_6 += wc[1736] * x0;
+                        a0_7 += wc[2024] * x0;
+                        a0_8 += wc[2312] * x0;
+                        a0_9 += wc[2600] * x0;
+                        a0_10 += wc[2888] * x0;
+                        a0_11 += wc[3176] * x0;
+                        a0_12 += wc[3464] * x0;
+                        a0_13 += wc[3752] * x0;
+                        a0_14 += wc[4040] * x0;
+                        a0_15 += wc[4328] * x0;
+                    }
                 }
-                yc[182] += w1 * xc[168] + w2 * xc[169] + w4 * xc[182] + w5 * xc[183];
-                /* rows 13..13, cols 1..12: 6 of 9 taps */
+                VSTORE(yb + ox*64, a0_0);
+                VSTORE(yb + ox*64 + 12544, a0_1);
+                VSTORE(yb + ox*64 + 25088, a0_2);
+                VSTORE(yb + ox*64 + 37632, a0_3);
+                VSTORE(yb + ox*64 + 50176, a0_4);
+                VSTORE(yb + ox*64 + 62720, a0_5);
+                VSTORE(yb + ox*64 + 75264, a0_6);
+                VSTORE(yb + ox*64 + 87808, a0_7);
+                VSTORE(yb + ox*64 + 100352, a0_8);
+                VSTORE(yb + ox*64 + 112896, a0_9);
+                VSTORE(yb + ox*64 + 125440, a0_10);
+                VSTORE(yb + ox*64 + 137984, a0_11);
+                VSTORE(yb + ox*64 + 150528, a0_12);
+                VSTORE(yb + ox*64 + 163072, a0_13);
+                VSTORE(yb + ox*64 + 175616, a0_14);
+                VSTORE(yb + ox*64 + 188160, a0_15);
+            }
+            {
+                cg_v a0_0 = vsplat(0.0f);
+                cg_v a0_1 = vsplat(0.0f);
+                cg_v a0_2 = vsplat(0.0f);
+                cg_v a0_3 = vsplat(0.0f);
+                cg_v a0_4 = vsplat(0.0f);
+                cg_v a0_5 = vsplat(0.0f);
+                cg_v a0_6 = vsplat(0.0f);
+                cg_v a0_7 = vsplat(0.0f);
+                cg_v a0_8 = vsplat(0.0f);
+                cg_v a0_9 = vsplat(0.0f);
+                cg_v a0_10 = vsplat(0.0f);
+                cg_v a0_11 = vsplat(0.0f);
+                cg_v a0_12 = vsplat(0.0f);
+                cg_v a0_13 = vsplat(0.0f);
+                cg_v a0_14 = vsplat(0.0f);
+                cg_v a0_15 = vsplat(0.0f);
+                for (int ci = 0; ci < 32; ci++) {
+                    const float *restrict xc = xg + ci*12544;
+                    const float *restrict wc = wb + ci*9;
+                    {
+                        const cg_v x0 = VLOAD(xc + 768 + 0);
+                        a0_0 += wc[3] * x0;
+                        a0_1 += wc[291] * x0;
+                        a0_2 += wc[579] * x0;
+                        a0_3 += wc[867] * x0;
+                        a0_4 += wc[1155] * x0;
+                        a0_5 += wc[1443] * x0;
+                        a0_6 += wc[1731] * x0;
+                        a0_7 += wc[2019] * x0;
+                        a0_8 += wc[2307] * x0;
+                        a0_9 += wc[2595] * x0;
+                        a0_10 += wc[2883] * x0;
+                        a0_11 += wc[3171] * x0;
+                        a0_12 += wc[3459] * x0;
+                        a0_13 += wc[3747] * x0;
+                        a0_14 += wc[4035] * x0;
+                        a0_15 += wc[4323] * x0;
+                    }
+                    {
+                        const cg_v x0 = VLOAD(xc + 832 + 0);
+                        a0_0 += wc[4] * x0;
+                        a0_1 += wc[292] * x0;
+                        a0_2 += wc[580] * x0;
+                        a0_3 += wc[868] * x0;
+                        a0_4 += wc[1156] * x0;
+                        a0_5 += wc[1444] * x0;
+                        a0_6 += wc[1732] * x0;
+                        a0_7 += wc[2020] * x0;
+                        a0_8 += wc[2308] * x0;
+                        a0_9 += wc[2596] * x0;
+                        a0_10 += wc[2884] * x0;
+                        a0_11 += wc[3172] * x0;
+                        a0_12 += wc[3460] * x0;
+                        a0_13 += wc[3748] * x0;
+                        a0_14 += wc[4036] * x0;
+                        a0_15 += wc[4324] * x0;
+                    }
+                    {
+                        const cg_v x0 = VLOAD(xc + 1664 + 0);
+                        a0_0 += wc[6] * x0;
+                        a0_1 += wc[294] * x0;
+                        a0_2 += wc[582] * x0;
+                        a0_3 += wc[870] * x0;
+                        a0_4 += wc[1158] * x0;
+                        a0_5 += wc[1446] * x0;
+                        a0_6 += wc[1734] * x0;
+                        a0_7 += wc[2022] * x0;
+                        a0_8 += wc[2310] * x0;
+                        a0_9 += wc[2598] * x0;
+                        a0_10 += wc[2886] * x0;
+                        a0_11 += wc[3174] * x0;
+                        a0_12 += wc[3462] * x0;
+                        a0_13 += wc[3750] * x0;
+                        a0_14 += wc[4038] * x0;
+                        a0_15 += wc[4326] * x0;
+                    }
+                    {
+                        const cg_v x0 = VLOAD(xc + 1728 + 0);
+                        a0_0 += wc[7] * x0;
+                        a0_1 += wc[295] * x0;
+                        a0_2 += wc[583] * x0;
+                        a0_3 += wc[871] * x0;
+                        a0_4 += wc[1159] * x0;
+                        a0_5 += wc[1447] * x0;
+                        a0_6 += wc[1735] * x0;
+                        a0_7 += wc[2023] * x0;
+                        a0_8 += wc[2311] * x0;
+                        a0_9 += wc[2599] * x0;
+                        a0_10 += wc[2887] * x0;
+                        a0_11 += wc[3175] * x0;
+                        a0_12 += wc[3463] * x0;
+                        a0_13 += wc[3751] * x0;
+                        a0_14 += wc[4039] * x0;
+                        a0_15 += wc[4327] * x0;
+                    }
+                }
+                VSTORE(yb + 832, a0_0);
+                VSTORE(yb + 13376, a0_1);
+                VSTORE(yb + 25920, a0_2);
+                VSTORE(yb + 38464, a0_3);
+                VSTORE(yb + 51008, a0_4);
+                VSTORE(yb + 63552, a0_5);
+                VSTORE(yb + 76096, a0_6);
+                VSTORE(yb + 88640, a0_7);
+                VSTORE(yb + 101184, a0_8);
+                VSTORE(yb + 113728, a0_9);
+                VSTORE(yb + 126272, a0_10);
+                VSTORE(yb + 138816, a0_11);
+                VSTORE(yb + 151360, a0_12);
+                VSTORE(yb + 163904, a0_13);
+                VSTORE(yb + 176448, a0_14);
+                VSTORE(yb + 188992, a0_15);
+            }
+            /* rows 1..12, cols 0..0: 6 of 9 taps */
+            for (int oy = 1; oy < 13; oy++) {
+                {
+                    cg_v a0_0 = vsplat(0.0f);
+                    cg_v a0_1 = vsplat(0.0f);
+                    cg_v a0_2 = vsplat(0.0f);
+                    cg_v a0_3 = vsplat(0.0f);
+                    cg_v a0_4 = vsplat(0.0f);
+                    cg_v a0_5 = vsplat(0.0f);
+                    cg_v a0_6 = vsplat(0.0f);
+                    cg_v a0_7 = vsplat(0.0f);
+                    cg_v a0_8 = vsplat(0.0f);
+                    cg_v a0_9 = vsplat(0.0f);
+                    cg_v a0_10 = vsplat(0.0f);
+                    cg_v a0_11 = vsplat(0.0f);
+                    cg_v a0_12 = vsplat(0.0f);
+                    cg_v a0_13 = vsplat(0.0f);
+                    cg_v a0_14 = vsplat(0.0f);
+                    cg_v a0_15 = vsplat(0.0f);
+                    for (int ci = 0; ci < 32; ci++) {
+                        const float *restrict xc = xg + ci*12544;
+                        const float *restrict wc = wb + ci*9;
+                        {
+                            const cg_v x0 = VLOAD(xc + oy*896 - 896 + 0);
+                            a0_0 += wc[1] * x0;
+                            a0_1 += wc[289] * x0;
+                            a0_2 += wc[577] * x0;
+                            a0_3 += wc[865] * x0;
+                            a0_4 += wc[1153] * x0;
+                            a0_5 += wc[1441] * x0;
+                            a0_6 += wc[1729] * x0;
+                            a0_7 += wc[2017] * x0;
+                            a0_8 += wc[2305] * x0;
+                            a0_9 += wc[2593] * x0;
+                            a0_10 += wc[2881] * x0;
+                            a0_11 += wc[3169] * x0;
+                            a0_12 += wc[3457] * x0;
+                            a0_13 += wc[3745] * x0;
+                            a0_14 += wc[4033] * x0;
+                            a0_15 += wc[4321] * x0;
+                        }
+                        {
+                            const cg_v x0 = VLOAD(xc + oy*896 - 832 + 0);
+                            a0_0 += wc[2] * x0;
+                            a0_1 += wc[290] * x0;
+                            a0_2 += wc[578] * x0;
+                            a0_3 += wc[866] * x0;
+                            a0_4 += wc[1154] * x0;
+                            a0_5 += wc[1442] * x0;
+                            a0_6 += wc[1730] * x0;
+                            a0_7 += wc[2018] * x0;
+                            a0_8 += wc[2306] * x0;
+                            a0_9 += wc[2594] * x0;
+                            a0_10 += wc[2882] * x0;
+                            a0_11 += wc[3170] * x0;
+                            a0_12 += wc[3458] * x0;
+                            a0_13 += wc[3746] * x0;
+                            a0_14 += wc[4034] * x0;
+                            a0_15 += wc[4322] * x0;
+                        }
+                        {
+                            const cg_v x0 = VLOAD(xc + oy*896 + 0);
+                            a0_0 += wc[4] * x0;
+                            a0_1 += wc[292] * x0;
+                            a0_2 += wc[580] * x0;
+                            a0_3 += wc[868] * x0;
+                            a0_4 += wc[1156] * x0;
+                            a0_5 += wc[1444] * x0;
+                            a0_6 += wc[1732] * x0;
+                            a0_7 += wc[2020] * x0;
+                            a0_8 += wc[2308] * x0;
+                            a0_9 += wc[2596] * x0;
+                            a0_10 += wc[2884] * x0;
+                            a0_11 += wc[3172] * x0;
+                            a0_12 += wc[3460] * x0;
+                            a0_13 += wc[3748] * x0;
+                            a0_14 += wc[4036] * x0;
+                            a0_15 += wc[4324] * x0;
+                        }
+                        {
+                            const cg_v x0 = VLOAD(xc + oy*896 + 64 + 0);
+                            a0_0 += wc[5] * x0;
+                            a0_1 += wc[293] * x0;
+                            a0_2 += wc[581] * x0;
+                            a0_3 += wc[869] * x0;
+                            a0_4 += wc[1157] * x0;
+                            a0_5 += wc[1445] * x0;
+                            a0_6 += wc[1733] * x0;
+                            a0_7 += wc[2021] * x0;
+                            a0_8 += wc[2309] * x0;
+                            a0_9 += wc[2597] * x0;
+                            a0_10 += wc[2885] * x0;
+                            a0_11 += wc[3173] * x0;
+                            a0_12 += wc[3461] * x0;
+                            a0_13 += wc[3749] * x0;
+                            a0_14 += wc[4037] * x0;
+                            a0_15 += wc[4325] * x0;
+                        }
+                        {
+                            const cg_v x0 = VLOAD(xc + oy*896 + 896 + 0);
+                            a0_0 += wc[7] * x0;
+                            a0_1 += wc[295] * x0;
+                            a0_2 += wc[583] * x0;
+                            a0_3 += wc[871] * x0;
+                            a0_4 += wc[1159] * x0;
+                            a0_5 += wc[1447] * x0;
+                            a0_6 += wc[1735] * x0;
+                            a0_7 += wc[2023] * x0;
+                            a0_8 += wc[2311] * x0;
+                            a0_9 += wc[2599] * x0;
+                            a0_10 += wc[2887] * x0;
+                            a0_11 += wc[3175] * x0;
+                            a0_12 += wc[3463] * x0;
+                            a0_13 += wc[3751] * x0;
+                            a0_14 += wc[4039] * x0;
+                            a0_15 += wc[4327] * x0;
+                        }
+                        {
+                            const cg_v x0 = VLOAD(xc + oy*896 + 960 + 0);
+                            a0_0 += wc[8] * x0;
+                            a0_1 += wc[296] * x0;
+                            a0_2 += wc[584] * x0;
+                            a0_3 += wc[872] * x0;
+                            a0_4 += wc[1160] * x0;
+                            a0_5 += wc[1448] * x0;
+                            a0_6 += wc[1736] * x0;
+                            a0_7 += wc[2024] * x0;
+                            a0_8 += wc[2312] * x0;
+                            a0_9 += wc[2600] * x0;
+                            a0_10 += wc[2888] * x0;
+                            a0_11 += wc[3176] * x0;
+                            a0_12 += wc[3464] * x0;
+                            a0_13 += wc[3752] * x0;
+                            a0_14 += wc[4040] * x0;
+                            a0_15 += wc[4328] * x0;
+                        }
+                    }
+                    VSTORE(yb + oy*896, a0_0);
+                    VSTORE(yb + oy*896 + 12544, a0_1);
+                    VSTORE(yb + oy*896 + 25088, a0_2);
+                    VSTORE(yb + oy*896 + 37632, a0_3);
+                    VSTORE(yb + oy*896 + 50176, a0_4);
+                    VSTORE(yb + oy*896 + 62720, a0_5);
+                    VSTORE(yb + oy*896 + 75264, a0_6);
+                    VSTORE(yb + oy*896 + 87808, a0_7);
+                    VSTORE(yb + oy*896 + 100352, a0_8);
+                    VSTORE(yb + oy*896 + 112896, a0_9);
+                    VSTORE(yb + oy*896 + 125440, a0_10);
+                    VSTORE(yb + oy*896 + 137984, a0_11);
+                    VSTORE(yb + oy*896 + 150528, a0_12);
+                    VSTORE(yb + oy*896 + 163072, a0_13);
+                    VSTORE(yb + oy*896 + 175616, a0_14);
+                    VSTORE(yb + oy*896 + 188160, a0_15);
+                }
+            }
+            /* rows 1..12, cols 1..12: every tap */
+            for (int oy = 1; oy < 13; oy++) {
                 for (int ox = 1; ox < 13; ox++) {
-                    yc[ox + 182] += w0 * xc[ox + 167] + w1 * xc[ox + 168] + w2 * xc[ox + 169] + w3 * xc[ox + 181]
-                            + w4 * xc[ox + 182] + w5 * xc[ox + 183];
+                    cg_v a0_0 = vsplat(0.0f);
+                    cg_v a0_1 = vsplat(0.0f);
+                    cg_v a0_2 = vsplat(0.0f);
+                    cg_v a0_3 = vsplat(0.0f);
+                    cg_v a0_4 = vsplat(0.0f);
+                    cg_v a0_5 = vsplat(0.0f);
+                    cg_v a0_6 = vsplat(0.0f);
+                    cg_v a0_7 = vsplat(0.0f);
+                    cg_v a0_8 = vsplat(0.0f);
+                    cg_v a0_9 = vsplat(0.0f);
+                    cg_v a0_10 = vsplat(0.0f);
+                    cg_v a0_11 = vsplat(0.0f);
+                    cg_v a0_12 = vsplat(0.0f);
+                    cg_v a0_13 = vsplat(0.0f);
+                    cg_v a0_14 = vsplat(0.0f);
+                    cg_v a0_15 = vsplat(0.0f);
+                    for (int ci = 0; ci < 32; ci++) {
+                        const float *restrict xc = xg + ci*12544;
+                        const float *restrict wc = wb + ci*9;
+                        {
+                            const cg_v x0 = VLOAD(xc + oy*896 + ox*64 - 960 + 0);
+                            a0_0 += wc[0] * x0;
+                            a0_1 += wc[288] * x0;
+                            a0_2 += wc[576] * x0;
+                            a0_3 += wc[864] * x0;
+                            a0_4 += wc[1152] * x0;
+                            a0_5 += wc[1440] * x0;
+                            a0_6 += wc[1728] * x0;
+                            a0_7 += wc[2016] * x0;
+                            a0_8 += wc[2304] * x0;
+                            a0_9 += wc[2592] * x0;
+                            a0_10 += wc[2880] * x0;
+                            a0_11 += wc[3168] * x0;
+                            a0_12 += wc[3456] * x0;
+                            a0_13 += wc[3744] * x0;
+                            a0_14 += wc[4032] * x0;
+                            a0_15 += wc[4320] * x0;
+                        }
+                        {
+                            const cg_v x0 = VLOAD(xc + oy*896 + ox*64 - 896 + 0);
+                            a0_0 += wc[1] * x0;
+                            a0_1 += wc[289] * x0;
+                            a0_2 += wc[577] * x0;
+                            a0_3 += wc[865] * x0;
+                            a0_4 += wc[1153] * x0;
+                            a0_5 += wc[1441] * x0;
+                            a0_6 += wc[1729] * x0;
+                            a0_7 += wc[2017] * x0;
+                            a0_8 += wc[2305] * x0;
+                            a0_9 += wc[2593] * x0;
+                            a0_10 += wc[2881] * x0;
+                            a0_11 += wc[3169] * x0;
+                            a0_12 += wc[3457] * x0;
+                            a0_13 += wc[3745] * x0;
+                            a0_14 += wc[4033] * x0;
+                            a0_15 += wc[4321] * x0;
+                        }
+                        {
+                            const cg_v x0 = VLOAD(xc + oy*896 + ox*64 - 832 + 0);
+                            a0_0 += wc[2] * x0;
+                            a0_1 += wc[290] * x0;
+                            a0_2 += wc[578] * x0;
+                            a0_3 += wc[866] * x0;
+                            a0_4 += wc[1154] * x0;
+                            a0_5 += wc[1442] * x0;
+                            a0_6 += wc[1730] * x0;
+                            a0_7 += wc[2018] * x0;
+                            a0_8 += wc[2306] * x0;
+                            a0_9 += wc[2594] * x0;
+                            a0_10 += wc[2882] * x0;
+                            a0_11 += wc[3170] * x0;
+                            a0_12 += wc[3458] * x0;
+                            a0_13 += wc[3746] * x0;
+                            a0_14 += wc[4034] * x0;
+                            a0_15 += wc[4322] * x0;
+                        }
+                        {
+                            const cg_v x0 = VLOAD(xc + oy*896 + ox*64 - 64 + 0);
+                            a0_0 += wc[3] * x0;
+                            a0_1 += wc[291] * x0;
+                            a0_2 += wc[579] * x0;
+                            a0_3 += wc[867] * x0;
+                            a0_4 += wc[1155] * x0;
+                            a0_5 += wc[1443] * x0;
+                            a0_6 += wc[1731] * x0;
+                            a0_7 += wc[2019] * x0;
+                            a0_8 += wc[2307] * x0;
+                            a0_9 += wc[2595] * x0;
+                            a0_10 += wc[2883] * x0;
+                            a0_11 += wc[3171] * x0;
+                            a0_12 += wc[3459] * x0;
+                            a0_13 += wc[3747] * x0;
+                            a0_14 += wc[4035] * x0;
+                            a0_15 += wc[4323] * x0;
+                        }
+                        {
+                            const cg_v x0 = VLOAD(xc + oy*896 + ox*64 + 0);
+                            a0_0 += wc[4] * x0;
+                            a0_1 += wc[292] * x0;
+                            a0_2 += wc[580] * x0;
+                            a0_3 += wc[868] * x0;
+                            a0_4 += wc[1156] * x0;
+                            a0_5 += wc[1444] * x0;
+                            a0_6 += wc[1732] * x0;
+                            a0_7 += wc[2020] * x0;
+                            a0_8 += wc[2308] * x0;
+                            a0_9 += wc[2596] * x0;
+                            a0_10 += wc[2884] * x0;
+                            a0_11 += wc[3172] * x0;
+                            a0_12 += wc[3460] * x0;
+                            a0_13 += wc[3748] * x0;
+                            a0_14 += wc[4036] * x0;
+                            a0_15 += wc[4324] * x0;
+                        }
+                        {
+                            const cg_v x0 = VLOAD(xc + oy*896 + ox*64 + 64 + 0);
+                            a0_0 += wc[5] * x0;
+                            a0_1 += wc[293] * x0;
+                            a0_2 += wc[581] * x0;
+                            a0_3 += wc[869] * x0;
+                            a0_4 += wc[1157] * x0;
+                            a0_5 += wc[1445] * x0;
+                            a0_6 += wc[1733] * x0;
+                            a0_7 += wc[2021] * x0;
+                            a0_8 += wc[2309] * x0;
+                            a0_9 += wc[2597] * x0;
+                            a0_10 += wc[2885] * x0;
+                            a0_11 += wc[3173] * x0;
+                            a0_12 += wc[3461] * x0;
+                            a0_13 += wc[3749] * x0;
+                            a0_14 += wc[4037] * x0;
+                            a0_15 += wc[4325] * x0;
+                        }
+                        {
+                            const cg_v x0 = VLOAD(xc + oy*896 + ox*64 + 832 + 0);
+                            a0_0 += wc[6] * x0;
+                            a0_1 += wc[294] * x0;
+                            a0_2 += wc[582] * x0;
+                            a0_3 += wc[870] * x0;
+                            a0_4 += wc[1158] * x0;
+                            a0_5 += wc[1446] * x0;
+                            a0_6 += wc[1734] * x0;
+                            a0_7 += wc[2022] * x0;
+                            a0_8 += wc[2310] * x0;
+                            a0_9 += wc[2598] * x0;
+                            a0_10 += wc[2886] * x0;
+                            a0_11 += wc[3174] * x0;
+                            a0_12 += wc[3462] * x0;
+                            a0_13 += wc[3750] * x0;
+                            a0_14 += wc[4038] * x0;
+                            a0_15 += wc[4326] * x0;
+                        }
+                        {
+                            const cg_v x0 = VLOAD(xc + oy*896 + ox*64 + 896 + 0);
+                            a0_0 += wc[7] * x0;
+                            a0_1 += wc[295] * x0;
+                            a0_2 += wc[583] * x0;
+                            a0_3 += wc[871] * x0;
+                            a0_4 += wc[1159] * x0;
+                            a0_5 += wc[1447] * x0;
+                            a0_6 += wc[1735] * x0;
+                            a0_7 += wc[2023] * x0;
+                            a0_8 += wc[2311] * x0;
+                            a0_9 += wc[2599] * x0;
+                            a0_10 += wc[2887] * x0;
+                            a0_11 += wc[3175] * x0;
+                            a0_12 += wc[3463] * x0;
+                            a0_13 += wc[3751] * x0;
+                            a0_14 += wc[4039] * x0;
+                            a0_15 += wc[4327] * x0;
+                        }
+                        {
+                            const cg_v x0 = VLOAD(xc + oy*896 + ox*64 + 960 + 0);
+                            a0_0 += wc[8] * x0;
+                            a0_1 += wc[296] * x0;
+                            a0_2 += wc[584] * x0;
+                            a0_3 += wc[872] * x0;
+                            a0_4 += wc[1160] * x0;
+                            a0_5 += wc[1448] * x0;
+                            a0_6 += wc[1736] * x0;
+                            a0_7 += wc[2024] * x0;
+                            a0_8 += wc[2312] * x0;
+                            a0_9 += wc[2600] * x0;
+                            a0_10 += wc[2888] * x0;
+                            a0_11 += wc[3176] * x0;
+                            a0_12 += wc[3464] * x0;
+                            a0_13 += wc[3752] * x0;
+                            a0_14 += wc[4040] * x0;
+                            a0_15 += wc[4328] * x0;
+                        }
+                    }
+                    VSTORE(yb + oy*896 + ox*64, a0_0);
+                    VSTORE(yb + oy*896 + ox*64 + 12544, a0_1);
+                    VSTORE(yb + oy*896 + ox*64 + 25088, a0_2);
+                    VSTORE(yb + oy*896 + ox*64 + 37632, a0_3);
+                    VSTORE(yb + oy*896 + ox*64 + 50176, a0_4);
+                    VSTORE(yb + oy*896 + ox*64 + 62720, a0_5);
+                    VSTORE(yb + oy*896 + ox*64 + 75264, a0_6);
+                    VSTORE(yb + oy*896 + ox*64 + 87808, a0_7);
+                    VSTORE(yb + oy*896 + ox*64 + 100352, a0_8);
+                    VSTORE(yb + oy*896 + ox*64 + 112896, a0_9);
+                    VSTORE(yb + oy*896 + ox*64 + 125440, a0_10);
+                    VSTORE(yb + oy*896 + ox*64 + 137984, a0_11);
+                    VSTORE(yb + oy*896 + ox*64 + 150528, a0_12);
+                    VSTORE(yb + oy*896 + ox*64 + 163072, a0_13);
+                    VSTORE(yb + oy*896 + ox*64 + 175616, a0_14);
+                    VSTORE(yb + oy*896 + ox*64 + 188160, a0_15);
                 }
-                yc[195] += w0 * xc[180] + w1 * xc[181] + w3 * xc[194] + w4 * xc[195];
+            }
+            /* rows 1..12, cols 13..13: 6 of 9 taps */
+            for (int oy = 1; oy < 13; oy++) {
+                {
+                    cg_v a0_0 = vsplat(0.0f);
+                    cg_v a0_1 = vsplat(0.0f);
+                    cg_v a0_2 = vsplat(0.0f);
+                    cg_v a0_3 = vsplat(0.0f);
+                    cg_v a0_4 = vsplat(0.0f);
+                    cg_v a0_5 = vsplat(0.0f);
+                    cg_v a0_6 = vsplat(0.0f);
+                    cg_v a0_7 = vsplat(0.0f);
+                    cg_v a0_8 = vsplat(0.0f);
+                    cg_v a0_9 = vsplat(0.0f);
+                    cg_v a0_10 = vsplat(0.0f);
+                    cg_v a0_11 = vsplat(0.0f);
+                    cg_v a0_12 = vsplat(0.0f);
+                    cg_v a0_13 = vsplat(0.0f);
+                    cg_v a0_14 = vsplat(0.0f);
+                    cg_v a0_15 = vsplat(0.0f);
+                    for (int ci = 0; ci < 32; ci++) {
+                        const float *restrict xc = xg + ci*12544;
+                        const float *restrict wc = wb + ci*9;
+                        {
+                            const cg_v x0 = VLOAD(xc + oy*896 - 128 + 0);
+                            a0_0 += wc[0] * x0;
+                            a0_1 += wc[288] * x0;
+                            a0_2 += wc[576] * x0;
+                            a0_3 += wc[864] * x0;
+                            a0_4 += wc[1152] * x0;
+                            a0_5 += wc[1440] * x0;
+                            a0_6 += wc[1728] * x0;
+                            a0_7 += wc[2016] * x0;
+                            a0_8 += wc[2304] * x0;
+                            a0_9 += wc[2592] * x0;
+                            a0_10 += wc[2880] * x0;
+                            a0_11 += wc[3168] * x0;
+                            a0_12 += wc[3456] * x0;
+                            a0_13 += wc[3744] * x0;
+                            a0_14 += wc[4032] * x0;
+                            a0_15 += wc[4320] * x0;
+                        }
+                        {
+                            const cg_v x0 = VLOAD(xc + oy*896 - 64 + 0);
+                            a0_0 += wc[1] * x0;
+                            a0_1 += wc[289] * x0;
+                            a0_2 += wc[577] * x0;
+                            a0_3 += wc[865] * x0;
+                            a0_4 += wc[1153] * x0;
+                            a0_5 += wc[1441] * x0;
+                            a0_6 += wc[1729] * x0;
+                            a0_7 += wc[2017] * x0;
+                            a0_8 += wc[2305] * x0;
+                            a0_9 += wc[2593] * x0;
+                            a0_10 += wc[2881] * x0;
+                            a0_11 += wc[3169] * x0;
+                            a0_12 += wc[3457] * x0;
+                            a0_13 += wc[3745] * x0;
+                            a0_14 += wc[4033] * x0;
+                            a0_15 += wc[4321] * x0;
+                        }
+                        {
+                            const cg_v x0 = VLOAD(xc + oy*896 + 768 + 0);
+                            a0_0 += wc[3] * x0;
+                            a0_1 += wc[291] * x0;
+                            a0_2 += wc[579] * x0;
+                            a0_3 += wc[867] * x0;
+                            a0_4 += wc[1155] * x0;
+                            a0_5 += wc[1443] * x0;
+                            a0_6 += wc[1731] * x0;
+                            a0_7 += wc[2019] * x0;
+                            a0_8 += wc[2307] * x0;
+                            a0_9 += wc[2595] * x0;
+                            a0_10 += wc[2883] * x0;
+                            a0_11 += wc[3171] * x0;
+                            a0_12 += wc[3459] * x0;
+                            a0_13 += wc[3747] * x0;
+                            a0_14 += wc[4035] * x0;
+                            a0_15 += wc[4323] * x0;
+                        }
+                        {
+                            const cg_v x0 = VLOAD(xc + oy*896 + 832 + 0);
+                            a0_0 += wc[4] * x0;
+                            a0_1 += wc[292] * x0;
+                            a0_2 += wc[580] * x0;
+                            a0_3 += wc[868] * x0;
+                            a0_4 += wc[1156] * x0;
+                            a0_5 += wc[1444] * x0;
+                            a0_6 += wc[1732] * x0;
+                            a0_7 += wc[2020] * x0;
+                            a0_8 += wc[2308] * x0;
+                            a0_9 += wc[2596] * x0;
+                            a0_10 += wc[2884] * x0;
+                            a0_11 += wc[3172] * x0;
+                            a0_12 += wc[3460] * x0;
+                            a0_13 += wc[3748] * x0;
+                            a0_14 += wc[4036] * x0;
+                            a0_15 += wc[4324] * x0;
+                        }
+                        {
+                            const cg_v x0 = VLOAD(xc + oy*896 + 1664 + 0);
+                            a0_0 += wc[6] * x0;
+                            a0_1 += wc[294] * x0;
+                            a0_2 += wc[582] * x0;
+                            a0_3 += wc[870] * x0;
+                            a0_4 += wc[1158] * x0;
+                            a0_5 += wc[1446] * x0;
+                            a0_6 += wc[1734] * x0;
+                            a0_7 += wc[2022] * x0;
+                            a0_8 += wc[2310] * x0;
+                            a0_9 += wc[2598] * x0;
+                            a0_10 += wc[2886] * x0;
+                            a0_11 += wc[3174] * x0;
+                            a0_12 += wc[3462] * x0;
+                            a0_13 += wc[3750] * x0;
+                            a0_14 += wc[4038] * x0;
+                            a0_15 += wc[4326] * x0;
+                        }
+                        {
+                            const cg_v x0 = VLOAD(xc + oy*896 + 1728 + 0);
+                            a0_0 += wc[7] * x0;
+                            a0_1 += wc[295] * x0;
+                            a0_2 += wc[583] * x0;
+                            a0_3 += wc[871] * x0;
+                            a0_4 += wc[1159] * x0;
+                            a0_5 += wc[1447] * x0;
+                            a0_6 += wc[1735] * x0;
+                            a0_7 += wc[2023] * x0;
+                            a0_8 += wc[2311] * x0;
+                            a0_9 += wc[2599] * x0;
+                            a0_10 += wc[2887] * x0;
+                            a0_11 += wc[3175] * x0;
+                            a0_12 += wc[3463] * x0;
+                            a0_13 += wc[3751] * x0;
+                            a0_14 += wc[4039] * x0;
+                            a0_15 += wc[4327] * x0;
+                        }
+                    }
+                    VSTORE(yb + oy*896 + 832, a0_0);
+                    VSTORE(yb + oy*896 + 13376, a0_1);
+                    VSTORE(yb + oy*896 + 25920, a0_2);
+                    VSTORE(yb + oy*896 + 38464, a0_3);
+                    VSTORE(yb + oy*896 + 51008, a0_4);
+                    VSTORE(yb + oy*896 + 63552, a0_5);
+                    VSTORE(yb + oy*896 + 76096, a0_6);
+                    VSTORE(yb + oy*896 + 88640, a0_7);
+                    VSTORE(yb + oy*896 + 101184, a0_8);
+                    VSTORE(yb + oy*896 + 113728, a0_9);
+                    VSTORE(yb + oy*896 + 126272, a0_10);
+                    VSTORE(yb + oy*896 + 138816, a0_11);
+                    VSTORE(yb + oy*896 + 151360, a0_12);
+                    VSTORE(yb + oy*896 + 163904, a0_13);
+                    VSTORE(yb + oy*896 + 176448, a0_14);
+                    VSTORE(yb + oy*896 + 188992, a0_15);
+                }
+            }
+            {
+                cg_v a0_0 = vsplat(0.0f);
+                cg_v a0_1 = vsplat(0.0f);
+                cg_v a0_2 = vsplat(0.0f);
+                cg_v a0_3 = vsplat(0.0f);
+                cg_v a0_4 = vsplat(0.0f);
+                cg_v a0_5 = vsplat(0.0f);
+                cg_v a0_6 = vsplat(0.0f);
+                cg_v a0_7 = vsplat(0.0f);
+                cg_v a0_8 = vsplat(0.0f);
+                cg_v a0_9 = vsplat(0.0f);
+                cg_v a0_10 = vsplat(0.0f);
+                cg_v a0_11 = vsplat(0.0f);
+                cg_v a0_12 = vsplat(0.0f);
+                cg_v a0_13 = vsplat(0.0f);
+                cg_v a0_14 = vsplat(0.0f);
+                cg_v a0_15 = vsplat(0.0f);
+                for (int ci = 0; ci < 32; ci++) {
+                    const float *restrict xc = xg + ci*12544;
+                    const float *restrict wc = wb + ci*9;
+                    {
+                        const cg_v x0 = VLOAD(xc + 10752 + 0);
+                        a0_0 += wc[1] * x0;
+                        a0_1 += wc[289] * x0;
+                        a0_2 += wc[577] * x0;
+                        a0_3 += wc[865] * x0;
+                        a0_4 += wc[1153] * x0;
+                        a0_5 += wc[1441] * x0;
+                        a0_6 += wc[1729] * x0;
+                        a0_7 += wc[2017] * x0;
+                        a0_8 += wc[2305] * x0;
+                        a0_9 += wc[2593] * x0;
+                        a0_10 += wc[2881] * x0;
+                        a0_11 += wc[3169] * x0;
+                        a0_12 += wc[3457] * x0;
+                        a0_13 += wc[3745] * x0;
+                        a0_14 += wc[4033] * x0;
+                        a0_15 += wc[4321] * x0;
+                    }
+                    {
+                        const cg_v x0 = VLOAD(xc + 10816 + 0);
+                        a0_0 += wc[2] * x0;
+                        a0_1 += wc[290] * x0;
+                        a0_2 += wc[578] * x0;
+                        a0_3 += wc[866] * x0;
+                        a0_4 += wc[1154] * x0;
+                        a0_5 += wc[1442] * x0;
+                        a0_6 += wc[1730] * x0;
+                        a0_7 += wc[2018] * x0;
+                        a0_8 += wc[2306] * x0;
+                        a0_9 += wc[2594] * x0;
+                        a0_10 += wc[2882] * x0;
+                        a0_11 += wc[3170] * x0;
+                        a0_12 += wc[3458] * x0;
+                        a0_13 += wc[3746] * x0;
+                        a0_14 += wc[4034] * x0;
+                        a0_15 += wc[4322] * x0;
+                    }
+                    {
+                        const cg_v x0 = VLOAD(xc + 11648 + 0);
+                        a0_0 += wc[4] * x0;
+                        a0_1 += wc[292] * x0;
+                        a0_2 += wc[580] * x0;
+                        a0_3 += wc[868] * x0;
+                        a0_4 += wc[1156] * x0;
+                        a0_5 += wc[1444] * x0;
+                        a0_6 += wc[1732] * x0;
+                        a0_7 += wc[2020] * x0;
+                        a0_8 += wc[2308] * x0;
+                        a0_9 += wc[2596] * x0;
+                        a0_10 += wc[2884] * x0;
+                        a0_11 += wc[3172] * x0;
+                        a0_12 += wc[3460] * x0;
+                        a0_13 += wc[3748] * x0;
+                        a0_14 += wc[4036] * x0;
+                        a0_15 += wc[4324] * x0;
+                    }
+                    {
+                        const cg_v x0 = VLOAD(xc + 11712 + 0);
+                        a0_0 += wc[5] * x0;
+                        a0_1 += wc[293] * x0;
+                        a0_2 += wc[581] * x0;
+                        a0_3 += wc[869] * x0;
+                        a0_4 += wc[1157] * x0;
+                        a0_5 += wc[1445] * x0;
+                        a0_6 += wc[1733] * x0;
+                        a0_7 += wc[2021] * x0;
+                        a0_8 += wc[2309] * x0;
+                        a0_9 += wc[2597] * x0;
+                        a0_10 += wc[2885] * x0;
+                        a0_11 += wc[3173] * x0;
+                        a0_12 += wc[3461] * x0;
+                        a0_13 += wc[3749] * x0;
+                        a0_14 += wc[4037] * x0;
+                        a0_15 += wc[4325] * x0;
+                    }
+                }
+                VSTORE(yb + 11648, a0_0);
+                VSTORE(yb + 24192, a0_1);
+                VSTORE(yb + 36736, a0_2);
+                VSTORE(yb + 49280, a0_3);
+                VSTORE(yb + 61824, a0_4);
+                VSTORE(yb + 74368, a0_5);
+                VSTORE(yb + 86912, a0_6);
+                VSTORE(yb + 99456, a0_7);
+                VSTORE(yb + 112000, a0_8);
+                VSTORE(yb + 124544, a0_9);
+                VSTORE(yb + 137088, a0_10);
+                VSTORE(yb + 149632, a0_11);
+                VSTORE(yb + 162176, a0_12);
+                VSTORE(yb + 174720, a0_13);
+                VSTORE(yb + 187264, a0_14);
+                VSTORE(yb + 199808, a0_15);
+            }
+            /* rows 13..13, cols 1..12: 6 of 9 taps */
+            for (int ox = 1; ox < 13; ox++) {
+                cg_v a0_0 = vsplat(0.0f);
+                cg_v a0_1 = vsplat(0.0f);
+                cg_v a0_2 = vsplat(0.0f);
+                cg_v a0_3 = vsplat(0.0f);
+                cg_v a0_4 = vsplat(0.0f);
+                cg_v a0_5 = vsplat(0.0f);
+                cg_v a0_6 = vsplat(0.0f);
+                cg_v a0_7 = vsplat(0.0f);
+                cg_v a0_8 = vsplat(0.0f);
+                cg_v a0_9 = vsplat(0.0f);
+                cg_v a0_10 = vsplat(0.0f);
+                cg_v a0_11 = vsplat(0.0f);
+                cg_v a0_12 = vsplat(0.0f);
+                cg_v a0_13 = vsplat(0.0f);
+                cg_v a0_14 = vsplat(0.0f);
+                cg_v a0_15 = vsplat(0.0f);
+                for (int ci = 0; ci < 32; ci++) {
+                    const float *restrict xc = xg + ci*12544;
+                    const float *restrict wc = wb + ci*9;
+                    {
+                        const cg_v x0 = VLOAD(xc + ox*64 + 10688 + 0);
+                        a0_0 += wc[0] * x0;
+                        a0_1 += wc[288] * x0;
+                        a0_2 += wc[576] * x0;
+                        a0_3 += wc[864] * x0;
+                        a0_4 += wc[1152] * x0;
+                        a0_5 += wc[1440] * x0;
+                        a0_6 += wc[1728] * x0;
+                        a0_7 += wc[2016] * x0;
+                        a0_8 += wc[2304] * x0;
+                        a0_9 += wc[2592] * x0;
+                        a0_10 += wc[2880] * x0;
+                        a0_11 += wc[3168] * x0;
+                        a0_12 += wc[3456] * x0;
+                        a0_13 += wc[3744] * x0;
+                        a0_14 += wc[4032] * x0;
+                        a0_15 += wc[4320] * x0;
+                    }
+                    {
+                        const cg_v x0 = VLOAD(xc + ox*64 + 10752 + 0);
+                        a0_0 += wc[1] * x0;
+                        a0_1 += wc[289] * x0;
+                        a0_2 += wc[577] * x0;
+                        a0_3 += wc[865] * x0;
+                        a0_4 += wc[1153] * x0;
+                        a0_5 += wc[1441] * x0;
+                        a0_6 += wc[1729] * x0;
+                        a0_7 += wc[2017] * x0;
+                        a0_8 += wc[2305] * x0;
+                        a0_9 += wc[2593] * x0;
+                        a0_10 += wc[2881] * x0;
+                        a0_11 += wc[3169] * x0;
+                        a0_12 += wc[3457] * x0;
+                        a0_13 += wc[3745] * x0;
+                        a0_14 += wc[4033] * x0;
+                        a0_15 += wc[4321] * x0;
+                    }
+                    {
+                        const cg_v x0 = VLOAD(xc + ox*64 + 10816 + 0);
+                        a0_0 += wc[2] * x0;
+                        a0_1 += wc[290] * x0;
+                        a0_2 += wc[578] * x0;
+                        a0_3 += wc[866] * x0;
+                        a0_4 += wc[1154] * x0;
+                        a0_5 += wc[1442] * x0;
+                        a0_6 += wc[1730] * x0;
+                        a0_7 += wc[2018] * x0;
+                        a0_8 += wc[2306] * x0;
+                        a0_9 += wc[2594] * x0;
+                        a0_10 += wc[2882] * x0;
+                        a0_11 += wc[3170] * x0;
+                        a0_12 += wc[3458] * x0;
+                        a0_13 += wc[3746] * x0;
+                        a0_14 += wc[4034] * x0;
+                        a0_15 += wc[4322] * x0;
+                    }
+                    {
+                        const cg_v x0 = VLOAD(xc + ox*64 + 11584 + 0);
+                        a0_0 += wc[3] * x0;
+                        a0_1 += wc[291] * x0;
+                        a0_2 += wc[579] * x0;
+                        a0_3 += wc[867] * x0;
+                        a0_4 += wc[1155] * x0;
+                        a0_5 += wc[1443] * x0;
+                        a0_6 += wc[1731] * x0;
+                        a0_7 += wc[2019] * x0;
+                        a0_8 += wc[2307] * x0;
+                        a0_9 += wc[2595] * x0;
+                        a0_10 += wc[2883] * x0;
+                        a0_11 += wc[3171] * x0;
+                        a0_12 += wc[3459] * x0;
+                        a0_13 += wc[3747] * x0;
+                        a0_14 += wc[4035] * x0;
+                        a0_15 += wc[4323] * x0;
+                    }
+                    {
+                        const cg_v x0 = VLOAD(xc + ox*64 + 11648 + 0);
+                        a0_0 += wc[4] * x0;
+                        a0_1 += wc[292] * x0;
+                        a0_2 += wc[580] * x0;
+                        a0_3 += wc[868] * x0;
+                        a0_4 += wc[1156] * x0;
+                        a0_5 += wc[1444] * x0;
+                        a0_6 += wc[1732] * x0;
+                        a0_7 += wc[2020] * x0;
+                        a0_8 += wc[2308] * x0;
+                        a0_9 += wc[2596] * x0;
+                        a0_10 += wc[2884] * x0;
+                        a0_11 += wc[3172] * x0;
+                        a0_12 += wc[3460] * x0;
+                        a0_13 += wc[3748] * x0;
+                        a0_14 += wc[4036] * x0;
+                        a0_15 += wc[4324] * x0;
+                    }
+                    {
+                        const cg_v x0 = VLOAD(xc + ox*64 + 11712 + 0);
+                        a0_0 += wc[5] * x0;
+                        a0_1 += wc[293] * x0;
+                        a0_2 += wc[581] * x0;
+                        a0_3 += wc[869] * x0;
+                        a0_4 += wc[1157] * x0;
+                        a0_5 += wc[1445] * x0;
+                        a0_6 += wc[1733] * x0;
+                        a0_7 += wc[2021] * x0;
+                        a0_8 += wc[2309] * x0;
+                        a0_9 += wc[2597] * x0;
+                        a0_10 += wc[2885] * x0;
+                        a0_11 += wc[3173] * x0;
+                        a0_12 += wc[3461] * x0;
+                        a0_13 += wc[3749] * x0;
+                        a0_14 += wc[4037] * x0;
+                        a0_15 += wc[4325] * x0;
+                    }
+                }
+                VSTORE(yb + ox*64 + 11648, a0_0);
+                VSTORE(yb + ox*64 + 24192, a0_1);
+                VSTORE(yb + ox*64 + 36736, a0_2);
+                VSTORE(yb + ox*64 + 49280, a0_3);
+                VSTORE(yb + ox*64 + 61824, a0_4);
+                VSTORE(yb + ox*64 + 74368, a0_5);
+                VSTORE(yb + ox*64 + 86912, a0_6);
+                VSTORE(yb + ox*64 + 99456, a0_7);
+                VSTORE(yb + ox*64 + 112000, a0_8);
+                VSTORE(yb + ox*64 + 124544, a0_9);
+                VSTORE(yb + ox*64 + 137088, a0_10);
+                VSTORE(yb + ox*64 + 149632, a0_11);
+                VSTORE(yb + ox*64 + 162176, a0_12);
+                VSTORE(yb + ox*64 + 174720, a0_13);
+                VSTORE(yb + ox*64 + 187264, a0_14);
+                VSTORE(yb + ox*64 + 199808, a0_15);
+            }
+            {
+                cg_v a0_0 = vsplat(0.0f);
+                cg_v a0_1 = vsplat(0.0f);
+                cg_v a0_2 = vsplat(0.0f);
+                cg_v a0_3 = vsplat(0.0f);
+                cg_v a0_4 = vsplat(0.0f);
+                cg_v a0_5 = vsplat(0.0f);
+                cg_v a0_6 = vsplat(0.0f);
+                cg_v a0_7 = vsplat(0.0f);
+                cg_v a0_8 = vsplat(0.0f);
+                cg_v a0_9 = vsplat(0.0f);
+                cg_v a0_10 = vsplat(0.0f);
+                cg_v a0_11 = vsplat(0.0f);
+                cg_v a0_12 = vsplat(0.0f);
+                cg_v a0_13 = vsplat(0.0f);
+                cg_v a0_14 = vsplat(0.0f);
+                cg_v a0_15 = vsplat(0.0f);
+                for (int ci = 0; ci < 32; ci++) {
+                    const float *restrict xc = xg + ci*12544;
+                    const float *restrict wc = wb + ci*9;
+                    {
+                        const cg_v x0 = VLOAD(xc + 11520 + 0);
+                        a0_0 += wc[0] * x0;
+                        a0_1 += wc[288] * x0;
+                        a0_2 += wc[576] * x0;
+                        a0_3 += wc[864] * x0;
+                        a0_4 += wc[1152] * x0;
+                        a0_5 += wc[1440] * x0;
+                        a0_6 += wc[1728] * x0;
+                        a0_7 += wc[2016] * x0;
+                        a0_8 += wc[2304] * x0;
+                        a0_9 += wc[2592] * x0;
+                        a0_10 += wc[2880] * x0;
+                        a0_11 += wc[3168] * x0;
+                        a0_12 += wc[3456] * x0;
+                        a0_13 += wc[3744] * x0;
+                        a0_14 += wc[4032] * x0;
+                        a0_15 += wc[4320] * x0;
+                    }
+                    {
+                        const cg_v x0 = VLOAD(xc + 11584 + 0);
+                        a0_0 += wc[1] * x0;
+                        a0_1 += wc[289] * x0;
+                        a0_2 += wc[577] * x0;
+                        a0_3 += wc[865] * x0;
+                        a0_4 += wc[1153] * x0;
+                        a0_5 += wc[1441] * x0;
+                        a0_6 += wc[1729] * x0;
+                        a0_7 += wc[2017] * x0;
+                        a0_8 += wc[2305] * x0;
+                        a0_9 += wc[2593] * x0;
+                        a0_10 += wc[2881] * x0;
+                        a0_11 += wc[3169] * x0;
+                        a0_12 += wc[3457] * x0;
+                        a0_13 += wc[3745] * x0;
+                        a0_14 += wc[4033] * x0;
+                        a0_15 += wc[4321] * x0;
+                    }
+                    {
+                        const cg_v x0 = VLOAD(xc + 12416 + 0);
+                        a0_0 += wc[3] * x0;
+                        a0_1 += wc[291] * x0;
+                        a0_2 += wc[579] * x0;
+                        a0_3 += wc[867] * x0;
+                        a0_4 += wc[1155] * x0;
+                        a0_5 += wc[1443] * x0;
+                        a0_6 += wc[1731] * x0;
+                        a0_7 += wc[2019] * x0;
+                        a0_8 += wc[2307] * x0;
+                        a0_9 += wc[2595] * x0;
+                        a0_10 += wc[2883] * x0;
+                        a0_11 += wc[3171] * x0;
+                        a0_12 += wc[3459] * x0;
+                        a0_13 += wc[3747] * x0;
+                        a0_14 += wc[4035] * x0;
+                        a0_15 += wc[4323] * x0;
+                    }
+                    {
+                        const cg_v x0 = VLOAD(xc + 12480 + 0);
+                        a0_0 += wc[4] * x0;
+                        a0_1 += wc[292] * x0;
+                        a0_2 += wc[580] * x0;
+                        a0_3 += wc[868] * x0;
+                        a0_4 += wc[1156] * x0;
+                        a0_5 += wc[1444] * x0;
+                        a0_6 += wc[1732] * x0;
+                        a0_7 += wc[2020] * x0;
+                        a0_8 += wc[2308] * x0;
+                        a0_9 += wc[2596] * x0;
+                        a0_10 += wc[2884] * x0;
+                        a0_11 += wc[3172] * x0;
+                        a0_12 += wc[3460] * x0;
+                        a0_13 += wc[3748] * x0;
+                        a0_14 += wc[4036] * x0;
+                        a0_15 += wc[4324] * x0;
+                    }
+                }
+                VSTORE(yb + 12480, a0_0);
+                VSTORE(yb + 25024, a0_1);
+                VSTORE(yb + 37568, a0_2);
+                VSTORE(yb + 50112, a0_3);
+                VSTORE(yb + 62656, a0_4);
+                VSTORE(yb + 75200, a0_5);
+                VSTORE(yb + 87744, a0_6);
+                VSTORE(yb + 100288, a0_7);
+                VSTORE(yb + 112832, a0_8);
+                VSTORE(yb + 125376, a0_9);
+                VSTORE(yb + 137920, a0_10);
+                VSTORE(yb + 150464, a0_11);
+                VSTORE(yb + 163008, a0_12);
+                VSTORE(yb + 175552, a0_13);
+                VSTORE(yb + 188096, a0_14);
+                VSTORE(yb + 200640, a0_15);
             }
         }
     }
 }
 
-static void l04_conv2d_backward(const float *restrict P, float *restrict G, const float *restrict x, const float *restrict dy, float *restrict dx, int nb)
+static void l04_conv2d_backward(float *restrict G, const float *restrict x, const float *restrict dy)
 {
-    const float *restrict w = P + 352;
     float *restrict gw = G + 352;
-    memset(dx, 0, sizeof(float) * (size_t)nb * 6272);
-    for (int col = 0; col < 64; col++) {
+    for (int cb = 0; cb < 8; cb++) {
+        const float *restrict dyb = dy + cb*100352;
         for (int ci = 0; ci < 32; ci++) {
-            const float *restrict wc = w + col*288 + ci*9;
-            float *restrict gwc = gw + col*288 + ci*9;
-            const float w0 = wc[0], w1 = wc[1], w2 = wc[2];
-            const float w3 = wc[3], w4 = wc[4], w5 = wc[5];
-            const float w6 = wc[6], w7 = wc[7], w8 = wc[8];
-            float g0 = 0.0f, g1 = 0.0f, g2 = 0.0f;
-            float g3 = 0.0f, g4 = 0.0f, g5 = 0.0f;
-            float g6 = 0.0f, g7 = 0.0f, g8 = 0.0f;
-            for (int n = 0; n < nb; n++) {
-                const float *restrict xc = x + (size_t)n * 6272 + ci*196;
-                float *restrict dxc = dx + (size_t)n * 6272 + ci*196;
-                const float *restrict dyc = dy + (size_t)n * 12544 + col*196;
-                {
-                    const float d = dyc[0];
-                    g4 += d * xc[0]; dxc[0] += w4 * d;
-                    g5 += d * xc[1]; dxc[1] += w5 * d;
-                    g7 += d * xc[14]; dxc[14] += w7 * d;
-                    g8 += d * xc[15]; dxc[15] += w8 * d;
-                }
-                /* rows 0..0, cols 1..12: 6 of 9 taps */
-                for (int ox = 1; ox < 13; ox++) {
-                    const float d = dyc[ox];
-                    g3 += d * xc[ox - 1]; dxc[ox - 1] += w3 * d;
-                    g4 += d * xc[ox]; dxc[ox] += w4 * d;
-                    g5 += d * xc[ox + 1]; dxc[ox + 1] += w5 * d;
-                    g6 += d * xc[ox + 13]; dxc[ox + 13] += w6 * d;
-                    g7 += d * xc[ox + 14]; dxc[ox + 14] += w7 * d;
-                    g8 += d * xc[ox + 15]; dxc[ox + 15] += w8 * d;
-                }
-                {
-                    const float d = dyc[13];
-                    g3 += d * xc[12]; dxc[12] += w3 * d;
-                    g4 += d * xc[13]; dxc[13] += w4 * d;
-                    g6 += d * xc[26]; dxc[26] += w6 * d;
-                    g7 += d * xc[27]; dxc[27] += w7 * d;
-                }
-                /* rows 1..12, cols 0..0: 6 of 9 taps */
+            const float *restrict xc = x + ci*12544;
+            float *restrict gwc = gw + cb*2304 + ci*9;
+            { /* kernel row 0 */
+                cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f);
+                cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f);
+                cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f), a2_2 = vsplat(0.0f);
+                cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f), a3_2 = vsplat(0.0f);
+                cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f), a4_2 = vsplat(0.0f);
+                cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f), a5_2 = vsplat(0.0f);
+                cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f), a6_2 = vsplat(0.0f);
+                cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f), a7_2 = vsplat(0.0f);
+                /* rows 1..12, cols 0..0: 2 of 9 taps */
                 for (int oy = 1; oy < 13; oy++) {
-                    {
-                        const float d = dyc[oy*14];
-                        g1 += d * xc[oy*14 - 14]; dxc[oy*14 - 14] += w1 * d;
-                        g2 += d * xc[oy*14 - 13]; dxc[oy*14 - 13] += w2 * d;
-                        g4 += d * xc[oy*14]; dxc[oy*14] += w4 * d;
-                        g5 += d * xc[oy*14 + 1]; dxc[oy*14 + 1] += w5 * d;
-                        g7 += d * xc[oy*14 + 14]; dxc[oy*14 + 14] += w7 * d;
-                        g8 += d * xc[oy*14 + 15]; dxc[oy*14 + 15] += w8 * d;
+                    for (int v = 0; v < 4; v++) {
+                        const cg_v d0 = VLOAD(dyb + oy*896 + v * 16), d1 = VLOAD(dyb + oy*896 + 12544 + v * 16), d2 = VLOAD(dyb + oy*896 + 25088 + v * 16), d3 = VLOAD(dyb + oy*896 + 37632 + v * 16), d4 = VLOAD(dyb + oy*896 + 50176 + v * 16), d5 = VLOAD(dyb + oy*896 + 62720 + v * 16), d6 = VLOAD(dyb + oy*896 + 75264 + v * 16), d7 = VLOAD(dyb + oy*896 + 87808 + v * 16);
+                        { const cg_v xv = VLOAD(xc + oy*896 - 896 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; a3_1 += d3 * xv; a4_1 += d4 * xv; a5_1 += d5 * xv; a6_1 += d6 * xv; a7_1 += d7 * xv; }
+                        { const cg_v xv = VLOAD(xc + oy*896 - 832 + v * 16); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; a3_2 += d3 * xv; a4_2 += d4 * xv; a5_2 += d5 * xv; a6_2 += d6 * xv; a7_2 += d7 * xv; }
                     }
                 }
-                /* rows 1..12, cols 1..12: every tap */
+                /* rows 1..12, cols 1..12: 3 of 9 taps */
                 for (int oy = 1; oy < 13; oy++) {
                     for (int ox = 1; ox < 13; ox++) {
-                        const float d = dyc[oy*14 + ox];
-                        g0 += d * xc[oy*14 + ox - 15]; dxc[oy*14 + ox - 15] += w0 * d;
-                        g1 += d * xc[oy*14 + ox - 14]; dxc[oy*14 + ox - 14] += w1 * d;
-                        g2 += d * xc[oy*14 + ox - 13]; dxc[oy*14 + ox - 13] += w2 * d;
-                        g3 += d * xc[oy*14 + ox - 1]; dxc[oy*14 + ox - 1] += w3 * d;
-                        g4 += d * xc[oy*14 + ox]; dxc[oy*14 + ox] += w4 * d;
-                        g5 += d * xc[oy*14 + ox + 1]; dxc[oy*14 + ox + 1] += w5 * d;
-                        g6 += d * xc[oy*14 + ox + 13]; dxc[oy*14 + ox + 13] += w6 * d;
-                        g7 += d * xc[oy*14 + ox + 14]; dxc[oy*14 + ox + 14] += w7 * d;
-                        g8 += d * xc[oy*14 + ox + 15]; dxc[oy*14 + ox + 15] += w8 * d;
+                        for (int v = 0; v < 4; v++) {
+                            const cg_v d0 = VLOAD(dyb + oy*896 + ox*64 + v * 16), d1 = VLOAD(dyb + oy*896 + ox*64 + 12544 + v * 16), d2 = VLOAD(dyb + oy*896 + ox*64 + 25088 + v * 16), d3 = VLOAD(dyb + oy*896 + ox*64 + 37632 + v * 16), d4 = VLOAD(dyb + oy*896 + ox*64 + 50176 + v * 16), d5 = VLOAD(dyb + oy*896 + ox*64 + 62720 + v * 16), d6 = VLOAD(dyb + oy*896 + ox*64 + 75264 + v * 16), d7 = VLOAD(dyb + oy*896 + ox*64 + 87808 + v * 16);
+                            { const cg_v xv = VLOAD(xc + oy*896 + ox*64 - 960 + v * 16); a0_0 += d0 * xv; a1_0 += d1 * xv; a2_0 += d2 * xv; a3_0 += d3 * xv; a4_0 += d4 * xv; a5_0 += d5 * xv; a6_0 += d6 * xv; a7_0 += d7 * xv; }
+                            { const cg_v xv = VLOAD(xc + oy*896 + ox*64 - 896 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; a3_1 += d3 * xv; a4_1 += d4 * xv; a5_1 += d5 * xv; a6_1 += d6 * xv; a7_1 += d7 * xv; }
+                            { const cg_v xv = VLOAD(xc + oy*896 + ox*64 - 832 + v * 16); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; a3_2 += d3 * xv; a4_2 += d4 * xv; a5_2 += d5 * xv; a6_2 += d6 * xv; a7_2 += d7 * xv; }
+                        }
                     }
                 }
-                /* rows 1..12, cols 13..13: 6 of 9 taps */
+                /* rows 1..12, cols 13..13: 2 of 9 taps */
                 for (int oy = 1; oy < 13; oy++) {
-                    {
-                        const float d = dyc[oy*14 + 13];
-                        g0 += d * xc[oy*14 - 2]; dxc[oy*14 - 2] += w0 * d;
-                        g1 += d * xc[oy*14 - 1]; dxc[oy*14 - 1] += w1 * d;
-                        g3 += d * xc[oy*14 + 12]; dxc[oy*14 + 12] += w3 * d;
-                        g4 += d * xc[oy*14 + 13]; dxc[oy*14 + 13] += w4 * d;
-                        g6 += d * xc[oy*14 + 26]; dxc[oy*14 + 26] += w6 * d;
-                        g7 += d * xc[oy*14 + 27]; dxc[oy*14 + 27] += w7 * d;
+                    for (int v = 0; v < 4; v++) {
+                        const cg_v d0 = VLOAD(dyb + oy*896 + 832 + v * 16), d1 = VLOAD(dyb + oy*896 + 13376 + v * 16), d2 = VLOAD(dyb + oy*896 + 25920 + v * 16), d3 = VLOAD(dyb + oy*896 + 38464 + v * 16), d4 = VLOAD(dyb + oy*896 + 51008 + v * 16), d5 = VLOAD(dyb + oy*896 + 63552 + v * 16), d6 = VLOAD(dyb + oy*896 + 76096 + v * 16), d7 = VLOAD(dyb + oy*896 + 88640 + v * 16);
+                        { const cg_v xv = VLOAD(xc + oy*896 - 128 + v * 16); a0_0 += d0 * xv; a1_0 += d1 * xv; a2_0 += d2 * xv; a3_0 += d3 * xv; a4_0 += d4 * xv; a5_0 += d5 * xv; a6_0 += d6 * xv; a7_0 += d7 * xv; }
+                        { const cg_v xv = VLOAD(xc + oy*896 - 64 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; a3_1 += d3 * xv; a4_1 += d4 * xv; a5_1 += d5 * xv; a6_1 += d6 * xv; a7_1 += d7 * xv; }
                     }
                 }
-                {
-                    const float d = dyc[182];
-                    g1 += d * xc[168]; dxc[168] += w1 * d;
-                    g2 += d * xc[169]; dxc[169] += w2 * d;
-                    g4 += d * xc[182]; dxc[182] += w4 * d;
-                    g5 += d * xc[183]; dxc[183] += w5 * d;
+                for (int v = 0; v < 4; v++) {
+                    const cg_v d0 = VLOAD(dyb + 11648 + v * 16), d1 = VLOAD(dyb + 24192 + v * 16), d2 = VLOAD(dyb + 36736 + v * 16), d3 = VLOAD(dyb + 49280 + v * 16), d4 = VLOAD(dyb + 61824 + v * 16), d5 = VLOAD(dyb + 74368 + v * 16), d6 = VLOAD(dyb + 86912 + v * 16), d7 = VLOAD(dyb + 99456 + v * 16);
+                    { const cg_v xv = VLOAD(xc + 10752 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; a3_1 += d3 * xv; a4_1 += d4 * xv; a5_1 += d5 * xv; a6_1 += d6 * xv; a7_1 += d7 * xv; }
+                    { const cg_v xv = VLOAD(xc + 10816 + v * 16); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; a3_2 += d3 * xv; a4_2 += d4 * xv; a5_2 += d5 * xv; a6_2 += d6 * xv; a7_2 += d7 * xv; }
                 }
-                /* rows 13..13, cols 1..12: 6 of 9 taps */
+                /* rows 13..13, cols 1..12: 3 of 9 taps */
                 for (int ox = 1; ox < 13; ox++) {
-                    const float d = dyc[ox + 182];
-                    g0 += d * xc[ox + 167]; dxc[ox + 167] += w0 * d;
-                    g1 += d * xc[ox + 168]; dxc[ox + 168] += w1 * d;
-                    g2 += d * xc[ox + 169]; dxc[ox + 169] += w2 * d;
-                    g3 += d * xc[ox + 181]; dxc[ox + 181] += w3 * d;
-                    g4 += d * xc[ox + 182]; dxc[ox + 182] += w4 * d;
-                    g5 += d * xc[ox + 183]; dxc[ox + 183] += w5 * d;
+                    for (int v = 0; v < 4; v++) {
+                        const cg_v d0 = VLOAD(dyb + ox*64 + 11648 + v * 16), d1 = VLOAD(dyb + ox*64 + 24192 + v * 16), d2 = VLOAD(dyb + ox*64 + 36736 + v * 16), d3 = VLOAD(dyb + ox*64 + 49280 + v * 16), d4 = VLOAD(dyb + ox*64 + 61824 + v * 16), d5 = VLOAD(dyb + ox*64 + 74368 + v * 16), d6 = VLOAD(dyb + ox*64 + 86912 + v * 16), d7 = VLOAD(dyb + ox*64 + 99456 + v * 16);
+                        { const cg_v xv = VLOAD(xc + ox*64 + 10688 + v * 16); a0_0 += d0 * xv; a1_0 += d1 * xv; a2_0 += d2 * xv; a3_0 += d3 * xv; a4_0 += d4 * xv; a5_0 += d5 * xv; a6_0 += d6 * xv; a7_0 += d7 * xv; }
+                        { const cg_v xv = VLOAD(xc + ox*64 + 10752 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; a3_1 += d3 * xv; a4_1 += d4 * xv; a5_1 += d5 * xv; a6_1 += d6 * xv; a7_1 += d7 * xv; }
+                        { const cg_v xv = VLOAD(xc + ox*64 + 10816 + v * 16); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; a3_2 += d3 * xv; a4_2 += d4 * xv; a5_2 += d5 * xv; a6_2 += d6 * xv; a7_2 += d7 * xv; }
+                    }
                 }
+                for (int v = 0; v < 4; v++) {
+                    const cg_v d0 = VLOAD(dyb + 12480 + v * 16), d1 = VLOAD(dyb + 25024 + v * 16), d2 = VLOAD(dyb + 37568 + v * 16), d3 = VLOAD(dyb + 50112 + v * 16), d4 = VLOAD(dyb + 62656 + v * 16), d5 = VLOAD(dyb + 75200 + v * 16), d6 = VLOAD(dyb + 87744 + v * 16), d7 = VLOAD(dyb + 100288 + v * 16);
+                    { const cg_v xv = VLOAD(xc + 11520 + v * 16); a0_0 += d0 * xv; a1_0 += d1 * xv; a2_0 += d2 * xv; a3_0 += d3 * xv; a4_0 += d4 * xv; a5_0 += d5 * xv; a6_0 += d6 * xv; a7_0 += d7 * xv; }
+                    { const cg_v xv = VLOAD(xc + 11584 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; a3_1 += d3 * xv; a4_1 += d4 * xv; a5_1 += d5 * xv; a6_1 += d6 * xv; a7_1 += d7 * xv; }
+                }
+                gwc[0] += vsum(a0_0); gwc[1] += vsum(a0_1); gwc[2] += vsum(a0_2);
+                gwc[288] += vsum(a1_0); gwc[289] += vsum(a1_1); gwc[290] += vsum(a1_2);
+                gwc[576] += vsum(a2_0); gwc[577] += vsum(a2_1); gwc[578] += vsum(a2_2);
+                gwc[864] += vsum(a3_0); gwc[865] += vsum(a3_1); gwc[866] += vsum(a3_2);
+                gwc[1152] += vsum(a4_0); gwc[1153] += vsum(a4_1); gwc[1154] += vsum(a4_2);
+                gwc[1440] += vsum(a5_0); gwc[1441] += vsum(a5_1); gwc[1442] += vsum(a5_2);
+                gwc[1728] += vsum(a6_0); gwc[1729] += vsum(a6_1); gwc[1730] += vsum(a6_2);
+                gwc[2016] += vsum(a7_0); gwc[2017] += vsum(a7_1); gwc[2018] += vsum(a7_2);
+            }
+            { /* kernel row 1 */
+                cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f);
+                cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f);
+                cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f), a2_2 = vsplat(0.0f);
+                cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f), a3_2 = vsplat(0.0f);
+                cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f), a4_2 = vsplat(0.0f);
+                cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f), a5_2 = vsplat(0.0f);
+                cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f), a6_2 = vsplat(0.0f);
+                cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f), a7_2 = vsplat(0.0f);
+                for (int v = 0; v < 4; v++) {
+                    const cg_v d0 = VLOAD(dyb + 0 + v * 16), d1 = VLOAD(dyb + 12544 + v * 16), d2 = VLOAD(dyb + 25088 + v * 16), d3 = VLOAD(dyb + 37632 + v * 16), d4 = VLOAD(dyb + 50176 + v * 16), d5 = VLOAD(dyb + 62720 + v * 16), d6 = VLOAD(dyb + 75264 + v * 16), d7 = VLOAD(dyb + 87808 + v * 16);
+                    { const cg_v xv = VLOAD(xc + 0 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; a3_1 += d3 * xv; a4_1 += d4 * xv; a5_1 += d5 * xv; a6_1 += d6 * xv; a7_1 += d7 * xv; }
+                    { const cg_v xv = VLOAD(xc + 64 + v * 16); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; a3_2 += d3 * xv; a4_2 += d4 * xv; a5_2 += d5 * xv; a6_2 += d6 * xv; a7_2 += d7 * xv; }
+                }
+                /* rows 0..0, cols 1..12: 3 of 9 taps */
+                for (int ox = 1; ox < 13; ox++) {
+                    for (int v = 0; v < 4; v++) {
+                        const cg_v d0 = VLOAD(dyb + ox*64 + v * 16), d1 = VLOAD(dyb + ox*64 + 12544 + v * 16), d2 = VLOAD(dyb + ox*64 + 25088 + v * 16), d3 = VLOAD(dyb + ox*64 + 37632 + v * 16), d4 = VLOAD(dyb + ox*64 + 50176 + v * 16), d5 = VLOAD(dyb + ox*64 + 62720 + v * 16), d6 = VLOAD(dyb + ox*64 + 75264 + v * 16), d7 = VLOAD(dyb + ox*64 + 87808 + v * 16);
+                        { const cg_v xv = VLOAD(xc + ox*64 - 64 + v * 16); a0_0 += d0 * xv; a1_0 += d1 * xv; a2_0 += d2 * xv; a3_0 += d3 * xv; a4_0 += d4 * xv; a5_0 += d5 * xv; a6_0 += d6 * xv; a7_0 += d7 * xv; }
+                        { const cg_v xv = VLOAD(xc + ox*64 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; a3_1 += d3 * xv; a4_1 += d4 * xv; a5_1 += d5 * xv; a6_1 += d6 * xv; a7_1 += d7 * xv; }
+                        { const cg_v xv = VLOAD(xc + ox*64 + 64 + v * 16); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; a3_2 += d3 * xv; a4_2 += d4 * xv; a5_2 += d5 * xv; a6_2 += d6 * xv; a7_2 += d7 * xv; }
+                    }
+                }
+                for (int v = 0; v < 4; v++) {
+                    const cg_v d0 = VLOAD(dyb + 832 + v * 16), d1 = VLOAD(dyb + 13376 + v * 16), d2 = VLOAD(dyb + 25920 + v * 16), d3 = VLOAD(dyb + 38464 + v * 16), d4 = VLOAD(dyb + 51008 + v * 16), d5 = VLOAD(dyb + 63552 + v * 16), d6 = VLOAD(dyb + 76096 + v * 16), d7 = VLOAD(dyb + 88640 + v * 16);
+                    { const cg_v xv = VLOAD(xc + 768 + v * 16); a0_0 += d0 * xv; a1_0 += d1 * xv; a2_0 += d2 * xv; a3_0 += d3 * xv; a4_0 += d4 * xv; a5_0 += d5 * xv; a6_0 += d6 * xv; a7_0 += d7 * xv; }
+                    { const cg_v xv = VLOAD(xc + 832 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; a3_1 += d3 * xv; a4_1 += d4 * xv; a5_1 += d5 * xv; a6_1 += d6 * xv; a7_1 += d7 * xv; }
+                }
+                /* rows 1..12, cols 0..0: 2 of 9 taps */
+                for (int oy = 1; oy < 13; oy++) {
+                    for (int v = 0; v < 4; v++) {
+                        const cg_v d0 = VLOAD(dyb + oy*896 + v * 16), d1 = VLOAD(dyb + oy*896 + 12544 + v * 16), d2 = VLOAD(dyb + oy*896 + 25088 + v * 16), d3 = VLOAD(dyb + oy*896 + 37632 + v * 16), d4 = VLOAD(dyb + oy*896 + 50176 + v * 16), d5 = VLOAD(dyb + oy*896 + 62720 + v * 16), d6 = VLOAD(dyb + oy*896 + 75264 + v * 16), d7 = VLOAD(dyb + oy*896 + 87808 + v * 16);
+                        { const cg_v xv = VLOAD(xc + oy*896 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; a3_1 += d3 * xv; a4_1 += d4 * xv; a5_1 += d5 * xv; a6_1 += d6 * xv; a7_1 += d7 * xv; }
+                        { const cg_v xv = VLOAD(xc + oy*896 + 64 + v * 16); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; a3_2 += d3 * xv; a4_2 += d4 * xv; a5_2 += d5 * xv; a6_2 += d6 * xv; a7_2 += d7 * xv; }
+                    }
+                }
+                /* rows 1..12, cols 1..12: 3 of 9 taps */
+                for (int oy = 1; oy < 13; oy++) {
+                    for (int ox = 1; ox < 13; ox++) {
+                        for (int v = 0; v < 4; v++) {
+                            const cg_v d0 = VLOAD(dyb + oy*896 + ox*64 + v * 16), d1 = VLOAD(dyb + oy*896 + ox*64 + 12544 + v * 16), d2 = VLOAD(dyb + oy*896 + ox*64 + 25088 + v * 16), d3 = VLOAD(dyb + oy*896 + ox*64 + 37632 + v * 16), d4 = VLOAD(dyb + oy*896 + ox*64 + 50176 + v * 16), d5 = VLOAD(dyb + oy*896 + ox*64 + 62720 + v * 16), d6 = VLOAD(dyb + oy*896 + ox*64 + 75264 + v * 16), d7 = VLOAD(dyb + oy*896 + ox*64 + 87808 + v * 16);
+                            { const cg_v xv = VLOAD(xc + oy*896 + ox*64 - 64 + v * 16); a0_0 += d0 * xv; a1_0 += d1 * xv; a2_0 += d2 * xv; a3_0 += d3 * xv; a4_0 += d4 * xv; a5_0 += d5 * xv; a6_0 += d6 * xv; a7_0 += d7 * xv; }
+                            { const cg_v xv = VLOAD(xc + oy*896 + ox*64 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; a3_1 += d3 * xv; a4_1 += d4 * xv; a5_1 += d5 * xv; a6_1 += d6 * xv; a7_1 += d7 * xv; }
+                            { const cg_v xv = VLOAD(xc + oy*896 + ox*64 + 64 + v * 16); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; a3_2 += d3 * xv; a4_2 += d4 * xv; a5_2 += d5 * xv; a6_2 += d6 * xv; a7_2 += d7 * xv; }
+                        }
+                    }
+                }
+                /* rows 1..12, cols 13..13: 2 of 9 taps */
+                for (int oy = 1; oy < 13; oy++) {
+                    for (int v = 0; v < 4; v++) {
+                        const cg_v d0 = VLOAD(dyb + oy*896 + 832 + v * 16), d1 = VLOAD(dyb + oy*896 + 13376 + v * 16), d2 = VLOAD(dyb + oy*896 + 25920 + v * 16), d3 = VLOAD(dyb + oy*896 + 38464 + v * 16), d4 = VLOAD(dyb + oy*896 + 51008 + v * 16), d5 = VLOAD(dyb + oy*896 + 63552 + v * 16), d6 = VLOAD(dyb + oy*896 + 76096 + v * 16), d7 = VLOAD(dyb + oy*896 + 88640 + v * 16);
+                        { const cg_v xv = VLOAD(xc + oy*896 + 768 + v * 16); a0_0 += d0 * xv; a1_0 += d1 * xv; a2_0 += d2 * xv; a3_0 += d3 * xv; a4_0 += d4 * xv; a5_0 += d5 * xv; a6_0 += d6 * xv; a7_0 += d7 * xv; }
+                        { const cg_v xv = VLOAD(xc + oy*896 + 832 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; a3_1 += d3 * xv; a4_1 += d4 * xv; a5_1 += d5 * xv; a6_1 += d6 * xv; a7_1 += d7 * xv; }
+                    }
+                }
+                for (int v = 0; v < 4; v++) {
+                    const cg_v d0 = VLOAD(dyb + 11648 + v * 16), d1 = VLOAD(dyb + 24192 + v * 16), d2 = VLOAD(dyb + 36736 + v * 16), d3 = VLOAD(dyb + 49280 + v * 16), d4 = VLOAD(dyb + 61824 + v * 16), d5 = VLOAD(dyb + 74368 + v * 16), d6 = VLOAD(dyb + 86912 + v * 16), d7 = VLOAD(dyb + 99456 + v * 16);
+                    { const cg_v xv = VLOAD(xc + 11648 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; a3_1 += d3 * xv; a4_1 += d4 * xv; a5_1 += d5 * xv; a6_1 += d6 * xv; a7_1 += d7 * xv; }
+                    { const cg_v xv = VLOAD(xc + 11712 + v * 16); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; a3_2 += d3 * xv; a4_2 += d4 * xv; a5_2 += d5 * xv; a6_2 += d6 * xv; a7_2 += d7 * xv; }
+                }
+                /* rows 13..13, cols 1..12: 3 of 9 taps */
+                for (int ox = 1; ox < 13; ox++) {
+                    for (int v = 0; v < 4; v++) {
+                        const cg_v d0 = VLOAD(dyb + ox*64 + 11648 + v * 16), d1 = VLOAD(dyb + ox*64 + 24192 + v * 16), d2 = VLOAD(dyb + ox*64 + 36736 + v * 16), d3 = VLOAD(dyb + ox*64 + 49280 + v * 16), d4 = VLOAD(dyb + ox*64 + 61824 + v * 16), d5 = VLOAD(dyb + ox*64 + 74368 + v * 16), d6 = VLOAD(dyb + ox*64 + 86912 + v * 16), d7 = VLOAD(dyb + ox*64 + 99456 + v * 16);
+                        { const cg_v xv = VLOAD(xc + ox*64 + 11584 + v * 16); a0_0 += d0 * xv; a1_0 += d1 * xv; a2_0 += d2 * xv; a3_0 += d3 * xv; a4_0 += d4 * xv; a5_0 += d5 * xv; a6_0 += d6 * xv; a7_0 += d7 * xv; }
+                        { const cg_v xv = VLOAD(xc + ox*64 + 11648 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; a3_1 += d3 * xv; a4_1 += d4 * xv; a5_1 += d5 * xv; a6_1 += d6 * xv; a7_1 += d7 * xv; }
+                        { const cg_v xv = VLOAD(xc + ox*64 + 11712 + v * 16); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; a3_2 += d3 * xv; a4_2 += d4 * xv; a5_2 += d5 * xv; a6_2 += d6 * xv; a7_2 += d7 * xv; }
+                    }
+                }
+                for (int v = 0; v < 4; v++) {
+                    const cg_v d0 = VLOAD(dyb + 12480 + v * 16), d1 = VLOAD(dyb + 25024 + v * 16), d2 = VLOAD(dyb + 37568 + v * 16), d3 = VLOAD(dyb + 50112 + v * 16), d4 = VLOAD(dyb + 62656 + v * 16), d5 = VLOAD(dyb + 75200 + v * 16), d6 = VLOAD(dyb + 87744 + v * 16), d7 = VLOAD(dyb + 100288 + v * 16);
+                    { const cg_v xv = VLOAD(xc + 12416 + v * 16); a0_0 += d0 * xv; a1_0 += d1 * xv; a2_0 += d2 * xv; a3_0 += d3 * xv; a4_0 += d4 * xv; a5_0 += d5 * xv; a6_0 += d6 * xv; a7_0 += d7 * xv; }
+                    { const cg_v xv = VLOAD(xc + 12480 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; a3_1 += d3 * xv; a4_1 += d4 * xv; a5_1 += d5 * xv; a6_1 += d6 * xv; a7_1 += d7 * xv; }
+                }
+                gwc[3] += vsum(a0_0); gwc[4] += vsum(a0_1); gwc[5] += vsum(a0_2);
+                gwc[291] += vsum(a1_0); gwc[292] += vsum(a1_1); gwc[293] += vsum(a1_2);
+                gwc[579] += vsum(a2_0); gwc[580] += vsum(a2_1); gwc[581] += vsum(a2_2);
+                gwc[867] += vsum(a3_0); gwc[868] += vsum(a3_1); gwc[869] += vsum(a3_2);
+                gwc[1155] += vsum(a4_0); gwc[1156] += vsum(a4_1); gwc[1157] += vsum(a4_2);
+                gwc[1443] += vsum(a5_0); gwc[1444] += vsum(a5_1); gwc[1445] += vsum(a5_2);
+                gwc[1731] += vsum(a6_0); gwc[1732] += vsum(a6_1); gwc[1733] += vsum(a6_2);
+                gwc[2019] += vsum(a7_0); gwc[2020] += vsum(a7_1); gwc[2021] += vsum(a7_2);
+            }
+            { /* kernel row 2 */
+                cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f);
+                cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f);
+                cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f), a2_2 = vsplat(0.0f);
+                cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f), a3_2 = vsplat(0.0f);
+                cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f), a4_2 = vsplat(0.0f);
+                cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f), a5_2 = vsplat(0.0f);
+                cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f), a6_2 = vsplat(0.0f);
+                cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f), a7_2 = vsplat(0.0f);
+                for (int v = 0; v < 4; v++) {
+                    const cg_v d0 = VLOAD(dyb + 0 + v * 16), d1 = VLOAD(dyb + 12544 + v * 16), d2 = VLOAD(dyb + 25088 + v * 16), d3 = VLOAD(dyb + 37632 + v * 16), d4 = VLOAD(dyb + 50176 + v * 16), d5 = VLOAD(dyb + 62720 + v * 16), d6 = VLOAD(dyb + 75264 + v * 16), d7 = VLOAD(dyb + 87808 + v * 16);
+                    { const cg_v xv = VLOAD(xc + 896 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; a3_1 += d3 * xv; a4_1 += d4 * xv; a5_1 += d5 * xv; a6_1 += d6 * xv; a7_1 += d7 * xv; }
+                    { const cg_v xv = VLOAD(xc + 960 + v * 16); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; a3_2 += d3 * xv; a4_2 += d4 * xv; a5_2 += d5 * xv; a6_2 += d6 * xv; a7_2 += d7 * xv; }
+                }
+                /* rows 0..0, cols 1..12: 3 of 9 taps */
+                for (int ox = 1; ox < 13; ox++) {
+                    for (int v = 0; v < 4; v++) {
+                        const cg_v d0 = VLOAD(dyb + ox*64 + v * 16), d1 = VLOAD(dyb + ox*64 + 12544 + v * 16), d2 = VLOAD(dyb + ox*64 + 25088 + v * 16), d3 = VLOAD(dyb + ox*64 + 37632 + v * 16), d4 = VLOAD(dyb + ox*64 + 50176 + v * 16), d5 = VLOAD(dyb + ox*64 + 62720 + v * 16), d6 = VLOAD(dyb + ox*64 + 75264 + v * 16), d7 = VLOAD(dyb + ox*64 + 87808 + v * 16);
+                        { const cg_v xv = VLOAD(xc + ox*64 + 832 + v * 16); a0_0 += d0 * xv; a1_0 += d1 * xv; a2_0 += d2 * xv; a3_0 += d3 * xv; a4_0 += d4 * xv; a5_0 += d5 * xv; a6_0 += d6 * xv; a7_0 += d7 * xv; }
+                        { const cg_v xv = VLOAD(xc + ox*64 + 896 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; a3_1 += d3 * xv; a4_1 += d4 * xv; a5_1 += d5 * xv; a6_1 += d6 * xv; a7_1 += d7 * xv; }
+                        { const cg_v xv = VLOAD(xc + ox*64 + 960 + v * 16); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; a3_2 += d3 * xv; a4_2 += d4 * xv; a5_2 += d5 * xv; a6_2 += d6 * xv; a7_2 += d7 * xv; }
+                    }
+                }
+                for (int v = 0; v < 4; v++) {
+                    const cg_v d0 = VLOAD(dyb + 832 + v * 16), d1 = VLOAD(dyb + 13376 + v * 16), d2 = VLOAD(dyb + 25920 + v * 16), d3 = VLOAD(dyb + 38464 + v * 16), d4 = VLOAD(dyb + 51008 + v * 16), d5 = VLOAD(dyb + 63552 + v * 16), d6 = VLOAD(dyb + 76096 + v * 16), d7 = VLOAD(dyb + 88640 + v * 16);
+                    { const cg_v xv = VLOAD(xc + 1664 + v * 16); a0_0 += d0 * xv; a1_0 += d1 * xv; a2_0 += d2 * xv; a3_0 += d3 * xv; a4_0 += d4 * xv; a5_0 += d5 * xv; a6_0 += d6 * xv; a7_0 += d7 * xv; }
+                    { const cg_v xv = VLOAD(xc + 1728 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; a3_1 += d3 * xv; a4_1 += d4 * xv; a5_1 += d5 * xv; a6_1 += d6 * xv; a7_1 += d7 * xv; }
+                }
+                /* rows 1..12, cols 0..0: 2 of 9 taps */
+                for (int oy = 1; oy < 13; oy++) {
+                    for (int v = 0; v < 4; v++) {
+                        const cg_v d0 = VLOAD(dyb + oy*896 + v * 16), d1 = VLOAD(dyb + oy*896 + 12544 + v * 16), d2 = VLOAD(dyb + oy*896 + 25088 + v * 16), d3 = VLOAD(dyb + oy*896 + 37632 + v * 16), d4 = VLOAD(dyb + oy*896 + 50176 + v * 16), d5 = VLOAD(dyb + oy*896 + 62720 + v * 16), d6 = VLOAD(dyb + oy*896 + 75264 + v * 16), d7 = VLOAD(dyb + oy*896 + 87808 + v * 16);
+                        { const cg_v xv = VLOAD(xc + oy*896 + 896 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; a3_1 += d3 * xv; a4_1 += d4 * xv; a5_1 += d5 * xv; a6_1 += d6 * xv; a7_1 += d7 * xv; }
+                        { const cg_v xv = VLOAD(xc + oy*896 + 960 + v * 16); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; a3_2 += d3 * xv; a4_2 += d4 * xv; a5_2 += d5 * xv; a6_2 += d6 * xv; a7_2 += d7 * xv; }
+                    }
+                }
+                /* rows 1..12, cols 1..12: 3 of 9 taps */
+                for (int oy = 1; oy < 13; oy++) {
+                    for (int ox = 1; ox < 13; ox++) {
+                        for (int v = 0; v < 4; v++) {
+                            const cg_v d0 = VLOAD(dyb + oy*896 + ox*64 + v * 16), d1 = VLOAD(dyb + oy*896 + ox*64 + 12544 + v * 16), d2 = VLOAD(dyb + oy*896 + ox*64 + 25088 + v * 16), d3 = VLOAD(dyb + oy*896 + ox*64 + 37632 + v * 16), d4 = VLOAD(dyb + oy*896 + ox*64 + 50176 + v * 16), d5 = VLOAD(dyb + oy*896 + ox*64 + 62720 + v * 16), d6 = VLOAD(dyb + oy*896 + ox*64 + 75264 + v * 16), d7 = VLOAD(dyb + oy*896 + ox*64 + 87808 + v * 16);
+                            { const cg_v xv = VLOAD(xc + oy*896 + ox*64 + 832 + v * 16); a0_0 += d0 * xv; a1_0 += d1 * xv; a2_0 += d2 * xv; a3_0 += d3 * xv; a4_0 += d4 * xv; a5_0 += d5 * xv; a6_0 += d6 * xv; a7_0 += d7 * xv; }
+                            { const cg_v xv = VLOAD(xc + oy*896 + ox*64 + 896 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; a3_1 += d3 * xv; a4_1 += d4 * xv; a5_1 += d5 * xv; a6_1 += d6 * xv; a7_1 += d7 * xv; }
+                            { const cg_v xv = VLOAD(xc + oy*896 + ox*64 + 960 + v * 16); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; a3_2 += d3 * xv; a4_2 += d4 * xv; a5_2 += d5 * xv; a6_2 += d6 * xv; a7_2 += d7 * xv; }
+                        }
+                    }
+                }
+                /* rows 1..12, cols 13..13: 2 of 9 taps */
+                for (int oy = 1; oy < 13; oy++) {
+                    for (int v = 0; v < 4; v++) {
+                        const cg_v d0 = VLOAD(dyb + oy*896 + 832 + v * 16), d1 = VLOAD(dyb + oy*896 + 13376 + v * 16), d2 = VLOAD(dyb + oy*896 + 25920 + v * 16), d3 = VLOAD(dyb + oy*896 + 38464 + v * 16), d4 = VLOAD(dyb + oy*896 + 51008 + v * 16), d5 = VLOAD(dyb + oy*896 + 63552 + v * 16), d6 = VLOAD(dyb + oy*896 + 76096 + v * 16), d7 = VLOAD(dyb + oy*896 + 88640 + v * 16);
+                        { const cg_v xv = VLOAD(xc + oy*896 + 1664 + v * 16); a0_0 += d0 * xv; a1_0 += d1 * xv; a2_0 += d2 * xv; a3_0 += d3 * xv; a4_0 += d4 * xv; a5_0 += d5 * xv; a6_0 += d6 * xv; a7_0 += d7 * xv; }
+                        { const cg_v xv = VLOAD(xc + oy*896 + 1728 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; a3_1 += d3 * xv; a4_1 += d4 * xv; a5_1 += d5 * xv; a6_1 += d6 * xv; a7_1 += d7 * xv; }
+                    }
+                }
+                gwc[6] += vsum(a0_0); gwc[7] += vsum(a0_1); gwc[8] += vsum(a0_2);
+                gwc[294] += vsum(a1_0); gwc[295] += vsum(a1_1); gwc[296] += vsum(a1_2);
+                gwc[582] += vsum(a2_0); gwc[583] += vsum(a2_1); gwc[584] += vsum(a2_2);
+                gwc[870] += vsum(a3_0); gwc[871] += vsum(a3_1); gwc[872] += vsum(a3_2);
+                gwc[1158] += vsum(a4_0); gwc[1159] += vsum(a4_1); gwc[1160] += vsum(a4_2);
+                gwc[1446] += vsum(a5_0); gwc[1447] += vsum(a5_1); gwc[1448] += vsum(a5_2);
+                gwc[1734] += vsum(a6_0); gwc[1735] += vsum(a6_1); gwc[1736] += vsum(a6_2);
+                gwc[2022] += vsum(a7_0); gwc[2023] += vsum(a7_1); gwc[2024] += vsum(a7_2);
+            }
+        }
+    }
+}
+
+static void l04_conv2d_backward_dx(const float *restrict P, const float *restrict dy, float *restrict dx)
+{
+    const float *restrict w = P + 352;
+    for (int v0 = 0; v0 < 4; v0 += 1) {
+        for (int cib = 0; cib < 2; cib++) {
+            float *restrict dxb = dx + cib*200704 + v0 * 16;
+            const float *restrict dyg = dy + 0 + v0 * 16;
+            const float *restrict wg = w + cib*144;
+            {
+                cg_v a0_0 = vsplat(0.0f);
+                cg_v a0_1 = vsplat(0.0f);
+                cg_v a0_2 = vsplat(0.0f);
+                cg_v a0_3 = vsplat(0.0f);
+                cg_v a0_4 = vsplat(0.0f);
+                cg_v a0_5 = vsplat(0.0f);
+                cg_v a0_6 = vsplat(0.0f);
+                cg_v a0_7 = vsplat(0.0f);
+                cg_v a0_8 = vsplat(0.0f);
+                cg_v a0_9 = vsplat(0.0f);
+                cg_v a0_10 = vsplat(0.0f);
+                cg_v a0_11 = vsplat(0.0f);
+                cg_v a0_12 = vsplat(0.0f);
+                cg_v a0_13 = vsplat(0.0f);
+                cg_v a0_14 = vsplat(0.0f);
+                cg_v a0_15 = vsplat(0.0f);
+                for (int co = 0; co < 64; co++) {
+                    const float *restrict dyc = dyg + co*12544;
+                    const float *restrict wc = wg + co*288;
+                    {
+                        const cg_v d0 = VLOAD(dyc + 960 + 0);
+                        a0_0 += wc[0] * d0;
+                        a0_1 += wc[9] * d0;
+                        a0_2 += wc[18] * d0;
+                        a0_3 += wc[27] * d0;
+                        a0_4 += wc[36] * d0;
+                        a0_5 += wc[45] * d0;
+                        a0_6 += wc[54] * d0;
+                        a0_7 += wc[63] * d0;
+                        a0_8 += wc[72] * d0;
+                        a0_9 += wc[81] * d0;
+                        a0_10 += wc[90] * d0;
+                        a0_11 += wc[99] * d0;
+                        a0_12 += wc[108] * d0;
+                        a0_13 += wc[117] * d0;
+                        a0_14 += wc[126] * d0;
+                        a0_15 += wc[135] * d0;
+                    }
+                    {
+                        const cg_v d0 = VLOAD(dyc + 896 + 0);
+                        a0_0 += wc[1] * d0;
+                        a0_1 += wc[10] * d0;
+                        a0_2 += wc[19] * d0;
+                        a0_3 += wc[28] * d0;
+                        a0_4 += wc[37] * d0;
+                        a0_5 += wc[46] * d0;
+                        a0_6 += wc[55] * d0;
+                        a0_7 += wc[64] * d0;
+                        a0_8 += wc[73] * d0;
+                        a0_9 += wc[82] * d0;
+                        a0_10 += wc[91] * d0;
+                        a0_11 += wc[100] * d0;
+                        a0_12 += wc[109] * d0;
+                        a0_13 += wc[118] * d0;
+                        a0_14 += wc[127] * d0;
+                        a0_15 += wc[136] * d0;
+                    }
+                    {
+                        const cg_v d0 = VLOAD(dyc + 64 + 0);
+                        a0_0 += wc[3] * d0;
+                        a0_1 += wc[12] * d0;
+                        a0_2 += wc[21] * d0;
+                        a0_3 += wc[30] * d0;
+                        a0_4 += wc[39] * d0;
+                        a0_5 += wc[48] * d0;
+                        a0_6 += wc[57] * d0;
+                        a0_7 += wc[66] * d0;
+                        a0_8 += wc[75] * d0;
+                        a0_9 += wc[84] * d0;
+                        a0_10 += wc[93] * d0;
+                        a0_11 += wc[102] * d0;
+                        a0_12 += wc[111] * d0;
+                        a0_13 += wc[120] * d0;
+                        a0_14 += wc[129] * d0;
+                        a0_15 += wc[138] * d0;
+                    }
+                    {
+                        const cg_v d0 = VLOAD(dyc + 0 + 0);
+                        a0_0 += wc[4] * d0;
+                        a0_1 += wc[13] * d0;
+                        a0_2 += wc[22] * d0;
+                        a0_3 += wc[31] * d0;
+                        a0_4 += wc[40] * d0;
+                        a0_5 += wc[49] * d0;
+                        a0_6 += wc[58] * d0;
+                        a0_7 += wc[67] * d0;
+                        a0_8 += wc[76] * d0;
+                        a0_9 += wc[85] * d0;
+                        a0_10 += wc[94] * d0;
+                        a0_11 += wc[103] * d0;
+                        a0_12 += wc[112] * d0;
+                        a0_13 += wc[121] * d0;
+                        a0_14 += wc[130] * d0;
+                        a0_15 += wc[139] * d0;
+                    }
+                }
+                VSTORE(dxb + 0, a0_0);
+                VSTORE(dxb + 12544, a0_1);
+                VSTORE(dxb + 25088, a0_2);
+                VSTORE(dxb + 37632, a0_3);
+                VSTORE(dxb + 50176, a0_4);
+                VSTORE(dxb + 62720, a0_5);
+                VSTORE(dxb + 75264, a0_6);
+                VSTORE(dxb + 87808, a0_7);
+                VSTORE(dxb + 100352, a0_8);
+                VSTORE(dxb + 112896, a0_9);
+                VSTORE(dxb + 125440, a0_10);
+                VSTORE(dxb + 137984, a0_11);
+                VSTORE(dxb + 150528, a0_12);
+                VSTORE(dxb + 163072, a0_13);
+                VSTORE(dxb + 175616, a0_14);
+                VSTORE(dxb + 188160, a0_15);
+            }
+            /* inputs rows 0+1*t (t=0..0), cols 0+1*t (t=1..12): 6 taps */
+            for (int tx = 1; tx < 13; tx++) {
+                cg_v a0_0 = vsplat(0.0f);
+                cg_v a0_1 = vsplat(0.0f);
+                cg_v a0_2 = vsplat(0.0f);
+                cg_v a0_3 = vsplat(0.0f);
+                cg_v a0_4 = vsplat(0.0f);
+                cg_v a0_5 = vsplat(0.0f);
+                cg_v a0_6 = vsplat(0.0f);
+                cg_v a0_7 = vsplat(0.0f);
+                cg_v a0_8 = vsplat(0.0f);
+                cg_v a0_9 = vsplat(0.0f);
+                cg_v a0_10 = vsplat(0.0f);
+                cg_v a0_11 = vsplat(0.0f);
+                cg_v a0_12 = vsplat(0.0f);
+                cg_v a0_13 = vsplat(0.0f);
+                cg_v a0_14 = vsplat(0.0f);
+                cg_v a0_15 = vsplat(0.0f);
+                for (int co = 0; co < 64; co++) {
+                    const float *restrict dyc = dyg + co*12544;
+                    const float *restrict wc = wg + co*288;
+                    {
+                        const cg_v d0 = VLOAD(dyc + tx*64 + 960 + 0);
+                        a0_0 += wc[0] * d0;
+                        a0_1 += wc[9] * d0;
+                        a0_2 += wc[18] * d0;
+                        a0_3 += wc[27] * d0;
+                        a0_4 += wc[36] * d0;
+                        a0_5 += wc[45] * d0;
+                        a0_6 += wc[54] * d0;
+                        a0_7 += wc[63] * d0;
+                        a0_8 += wc[72] * d0;
+                        a0_9 += wc[81] * d0;
+                        a0_10 += wc[90] * d0;
+                        a0_11 += wc[99] * d0;
+                        a0_12 += wc[108] * d0;
+                        a0_13 += wc[117] * d0;
+                        a0_14 += wc[126] * d0;
+                        a0_15 += wc[135] * d0;
+                    }
+                    {
+                        const cg_v d0 = VLOAD(dyc + tx*64 + 896 + 0);
+                        a0_0 += wc[1] * d0;
+                        a0_1 += wc[10] * d0;
+                        a0_2 += wc[19] * d0;
+                        a0_3 += wc[28] * d0;
+                        a0_4 += wc[37] * d0;
+                        a0_5 += wc[46] * d0;
+                        a0_6 += wc[55] * d0;
+                        a0_7 += wc[64] * d0;
+                        a0_8 += wc[73] * d0;
+                        a0_9 += wc[82] * d0;
+                        a0_10 += wc[91] * d0;
+                        a0_11 += wc[100] * d0;
+                        a0_12 += wc[109] * d0;
+                        a0_13 += wc[118] * d0;
+                        a0_14 += wc[127] * d0;
+                        a0_15 += wc[136] * d0;
+                    }
+                    {
+                        const cg_v d0 = VLOAD(dyc + tx*64 + 832 + 0);
+                        a0_0 += wc[2] * d0;
+                        a0_1 += wc[11] * d0;
+                        a0_2 += wc[20] * d0;
+                        a0_3 += wc[29] * d0;
+                        a0_4 += wc[38] * d0;
+                        a0_5 += wc[47] * d0;
+                        a0_6 += wc[56] * d0;
+                        a0_7 += wc[65] * d0;
+                        a0_8 += wc[74] * d0;
+                        a0_9 += wc[83] * d0;
+                        a0_10 += wc[92] * d0;
+                        a0_11 += wc[101] * d0;
+                        a0_12 += wc[110] * d0;
+                        a0_13 += wc[119] * d0;
+                        a0_14 += wc[128] * d0;
+                        a0_15 += wc[137] * d0;
+                    }
+                    {
+                        const cg_v d0 = VLOAD(dyc + tx*64 + 64 + 0);
+                        a0_0 += wc[3] * d0;
+                        a0_1 += wc[12] * d0;
+                        a0_2 += wc[21] * d0;
+                        a0_3 += wc[30] * d0;
+                        a0_4 += wc[39] * d0;
+                        a0_5 += wc[48] * d0;
+                        a0_6 += wc[57] * d0;
+                        a0_7 += wc[66] * d0;
+                        a0_8 += wc[75] * d0;
+                        a0_9 += wc[84] * d0;
+                        a0_10 += wc[93] * d0;
+                        a0_11 += wc[102] * d0;
+                        a0_12 += wc[111] * d0;
+                        a0_13 += wc[120] * d0;
+                        a0_14 += wc[129] * d0;
+                        a0_15 += wc[138] * d0;
+                    }
+                    {
+                        const cg_v d0 = VLOAD(dyc + tx*64 + 0);
+                        a0_0 += wc[4] * d0;
+                        a0_1 += wc[13] * d0;
+                        a0_2 += wc[22] * d0;
+                        a0_3 += wc[31] * d0;
+                        a0_4 += wc[40] * d0;
+                        a0_5 += wc[49] * d0;
+                        a0_6 += wc[58] * d0;
+                        a0_7 += wc[67] * d0;
+                        a0_8 += wc[76] * d0;
+                        a0_9 += wc[85] * d0;
+                        a0_10 += wc[94] * d0;
+                        a0_11 += wc[103] * d0;
+                        a0_12 += wc[112] * d0;
+                        a0_13 += wc[121] * d0;
+                        a0_14 += wc[130] * d0;
+                        a0_15 += wc[139] * d0;
+                    }
+                    {
+                        const cg_v d0 = VLOAD(dyc + tx*64 - 64 + 0);
+                        a0_0 += wc[5] * d0;
+                        a0_1 += wc[14] * d0;
+                        a0_2 += wc[23] * d0;
+                        a0_3 += wc[32] * d0;
+                        a0_4 += wc[41] * d0;
+                        a0_5 += wc[50] * d0;
+                        a0_6 += wc[59] * d0;
+                        a0_7 += wc[68] * d0;
+                        a0_8 += wc[77] * d0;
+                        a0_9 += wc[86] * d0;
+                        a0_10 += wc[95] * d0;
+                        a0_11 += wc[104] * d0;
+                        a0_12 += wc[113] * d0;
+                        a0_13 += wc[122] * d0;
+                        a0_14 += wc[131] * d0;
+                        a0_15 += wc[140] * d0;
+                    }
+                }
+                VSTORE(dxb + tx*64, a0_0);
+                VSTORE(dxb + tx*64 + 12544, a0_1);
+                VSTORE(dxb + tx*64 + 25088, a0_2);
+                VSTORE(dxb + tx*64 + 37632, a0_3);
+                VSTORE(dxb + tx*64 + 50176, a0_4);
+                VSTORE(dxb + tx*64 + 62720, a0_5);
+                VSTORE(dxb + tx*64 + 75264, a0_6);
+                VSTORE(dxb + tx*64 + 87808, a0_7);
+                VSTORE(dxb + tx*64 + 100352, a0_8);
+                VSTORE(dxb + tx*64 + 112896, a0_9);
+                VSTORE(dxb + tx*64 + 125440, a0_10);
+                VSTORE(dxb + tx*64 + 137984, a0_11);
+                VSTORE(dxb + tx*64 + 150528, a0_12);
+                VSTORE(dxb + tx*64 + 163072, a0_13);
+                VSTORE(dxb + tx*64 + 175616, a0_14);
+                VSTORE(dxb + tx*64 + 188160, a0_15);
+            }
+            {
+                cg_v a0_0 = vsplat(0.0f);
+                cg_v a0_1 = vsplat(0.0f);
+                cg_v a0_2 = vsplat(0.0f);
+                cg_v a0_3 = vsplat(0.0f);
+                cg_v a0_4 = vsplat(0.0f);
+                cg_v a0_5 = vsplat(0.0f);
+                cg_v a0_6 = vsplat(0.0f);
+                cg_v a0_7 = vsplat(0.0f);
+                cg_v a0_8 = vsplat(0.0f);
+                cg_v a0_9 = vsplat(0.0f);
+                cg_v a0_10 = vsplat(0.0f);
+                cg_v a0_11 = vsplat(0.0f);
+                cg_v a0_12 = vsplat(0.0f);
+                cg_v a0_13 = vsplat(0.0f);
+                cg_v a0_14 = vsplat(0.0f);
+                cg_v a0_15 = vsplat(0.0f);
+                for (int co = 0; co < 64; co++) {
+                    const float *restrict dyc = dyg + co*12544;
+                    const float *restrict wc = wg + co*288;
+                    {
+                        const cg_v d0 = VLOAD(dyc + 1728 + 0);
+                        a0_0 += wc[1] * d0;
+                        a0_1 += wc[10] * d0;
+                        a0_2 += wc[19] * d0;
+                        a0_3 += wc[28] * d0;
+                        a0_4 += wc[37] * d0;
+                        a0_5 += wc[46] * d0;
+                        a0_6 += wc[55] * d0;
+                        a0_7 += wc[64] * d0;
+                        a0_8 += wc[73] * d0;
+                        a0_9 += wc[82] * d0;
+                        a0_10 += wc[91] * d0;
+                        a0_11 += wc[100] * d0;
+                        a0_12 += wc[109] * d0;
+                        a0_13 += wc[118] * d0;
+                        a0_14 += wc[127] * d0;
+                        a0_15 += wc[136] * d0;
+                    }
+                    {
+                        const cg_v d0 = VLOAD(dyc + 1664 + 0);
+                        a0_0 += wc[2] * d0;
+                        a0_1 += wc[11] * d0;
+                        a0_2 += wc[20] * d0;
+                        a0_3 += wc[29] * d0;
+                        a0_4 += wc[38] * d0;
+                        a0_5 += wc[47] * d0;
+                        a0_6 += wc[56] * d0;
+                        a0_7 += wc[65] * d0;
+                        a0_8 += wc[74] * d0;
+                        a0_9 += wc[83] * d0;
+                        a0_10 += wc[92] * d0;
+                        a0_11 += wc[101] * d0;
+                        a0_12 += wc[110] * d0;
+                        a0_13 += wc[119] * d0;
+                        a0_14 += wc[128] * d0;
+                        a0_15 += wc[137] * d0;
+                    }
+                    {
+                        const cg_v d0 = VLOAD(dyc + 832 + 0);
+                        a0_0 += wc[4] * d0;
+                        a0_1 += wc[13] * d0;
+                        a0_2 += wc[22] * d0;
+                        a0_3 += wc[31] * d0;
+                        a0_4 += wc[40] * d0;
+                        a0_5 += wc[49] * d0;
+                        a0_6 += wc[58] * d0;
+                        a0_7 += wc[67] * d0;
+                        a0_8 += wc[76] * d0;
+                        a0_9 += wc[85] * d0;
+                        a0_10 += wc[94] * d0;
+                        a0_11 += wc[103] * d0;
+                        a0_12 += wc[112] * d0;
+                        a0_13 += wc[121] * d0;
+                        a0_14 += wc[130] * d0;
+                        a0_15 += wc[139] * d0;
+                    }
+                    {
+                        const cg_v d0 = VLOAD(dyc + 768 + 0);
+                        a0_0 += wc[5] * d0;
+                        a0_1 += wc[14] * d0;
+                        a0_2 += wc[23] * d0;
+                        a0_3 += wc[32] * d0;
+                        a0_4 += wc[41] * d0;
+                        a0_5 += wc[50] * d0;
+                        a0_6 += wc[59] * d0;
+                        a0_7 += wc[68] * d0;
+                        a0_8 += wc[77] * d0;
+                        a0_9 += wc[86] * d0;
+                        a0_10 += wc[95] * d0;
+                        a0_11 += wc[104] * d0;
+                        a0_12 += wc[113] * d0;
+                        a0_13 += wc[122] * d0;
+                        a0_14 += wc[131] * d0;
+                        a0_15 += wc[140] * d0;
+                    }
+                }
+                VSTORE(dxb + 832, a0_0);
+                VSTORE(dxb + 13376, a0_1);
+                VSTORE(dxb + 25920, a0_2);
+                VSTORE(dxb + 38464, a0_3);
+                VSTORE(dxb + 51008, a0_4);
+                VSTORE(dxb + 63552, a0_5);
+                VSTORE(dxb + 76096, a0_6);
+                VSTORE(dxb + 88640, a0_7);
+                VSTORE(dxb + 101184, a0_8);
+                VSTORE(dxb + 113728, a0_9);
+                VSTORE(dxb + 126272, a0_10);
+                VSTORE(dxb + 138816, a0_11);
+                VSTORE(dxb + 151360, a0_12);
+                VSTORE(dxb + 163904, a0_13);
+                VSTORE(dxb + 176448, a0_14);
+                VSTORE(dxb + 188992, a0_15);
+            }
+            /* inputs rows 0+1*t (t=1..12), cols 0+1*t (t=0..0): 6 taps */
+            for (int ty = 1; ty < 13; ty++) {
                 {
-                    const float d = dyc[195];
-                    g0 += d * xc[180]; dxc[180] += w0 * d;
-                    g1 += d * xc[181]; dxc[181] += w1 * d;
-                    g3 += d * xc[194]; dxc[194] += w3 * d;
-                    g4 += d * xc[195]; dxc[195] += w4 * d;
+                    cg_v a0_0 = vsplat(0.0f);
+                    cg_v a0_1 = vsplat(0.0f);
+                    cg_v a0_2 = vsplat(0.0f);
+                    cg_v a0_3 = vsplat(0.0f);
+                    cg_v a0_4 = vsplat(0.0f);
+                    cg_v a0_5 = vsplat(0.0f);
+                    cg_v a0_6 = vsplat(0.0f);
+                    cg_v a0_7 = vsplat(0.0f);
+                    cg_v a0_8 = vsplat(0.0f);
+                    cg_v a0_9 = vsplat(0.0f);
+                    cg_v a0_10 = vsplat(0.0f);
+                    cg_v a0_11 = vsplat(0.0f);
+                    cg_v a0_12 = vsplat(0.0f);
+                    cg_v a0_13 = vsplat(0.0f);
+                    cg_v a0_14 = vsplat(0.0f);
+                    cg_v a0_15 = vsplat(0.0f);
+                    for (int co = 0; co < 64; co++) {
+                        const float *restrict dyc = dyg + co*12544;
+                        const float *restrict wc = wg + co*288;
+                        {
+                            const cg_v d0 = VLOAD(dyc + ty*896 + 960 + 0);
+                            a0_0 += wc[0] * d0;
+                            a0_1 += wc[9] * d0;
+                            a0_2 += wc[18] * d0;
+                            a0_3 += wc[27] * d0;
+                            a0_4 += wc[36] * d0;
+                            a0_5 += wc[45] * d0;
+                            a0_6 += wc[54] * d0;
+                            a0_7 += wc[63] * d0;
+                            a0_8 += wc[72] * d0;
+                            a0_9 += wc[81] * d0;
+                            a0_10 += wc[90] * d0;
+                            a0_11 += wc[99] * d0;
+                            a0_12 += wc[108] * d0;
+                            a0_13 += wc[117] * d0;
+                            a0_14 += wc[126] * d0;
+                            a0_15 += wc[135] * d0;
+                        }
+                        {
+                            const cg_v d0 = VLOAD(dyc + ty*896 + 896 + 0);
+                            a0_0 += wc[1] * d0;
+                            a0_1 += wc[10] * d0;
+                            a0_2 += wc[19] * d0;
+                            a0_3 += wc[28] * d0;
+                            a0_4 += wc[37] * d0;
+                            a0_5 += wc[46] * d0;
+                            a0_6 += wc[55] * d0;
+                            a0_7 += wc[64] * d0;
+                            a0_8 += wc[73] * d0;
+                            a0_9 += wc[82] * d0;
+                            a0_10 += wc[91] * d0;
+                            a0_11 += wc[100] * d0;
+                            a0_12 += wc[109] * d0;
+                            a0_13 += wc[118] * d0;
+                            a0_14 += wc[127] * d0;
+                            a0_15 += wc[136] * d0;
+                        }
+                        {
+                            const cg_v d0 = VLOAD(dyc + ty*896 + 64 + 0);
+                            a0_0 += wc[3] * d0;
+                            a0_1 += wc[12] * d0;
+                            a0_2 += wc[21] * d0;
+                            a0_3 += wc[30] * d0;
+                            a0_4 += wc[39] * d0;
+                            a0_5 += wc[48] * d0;
+                            a0_6 += wc[57] * d0;
+                            a0_7 += wc[66] * d0;
+                            a0_8 += wc[75] * d0;
+                            a0_9 += wc[84] * d0;
+                            a0_10 += wc[93] * d0;
+                            a0_11 += wc[102] * d0;
+                            a0_12 += wc[111] * d0;
+                            a0_13 += wc[120] * d0;
+                            a0_14 += wc[129] * d0;
+                            a0_15 += wc[138] * d0;
+                        }
+                        {
+                            const cg_v d0 = VLOAD(dyc + ty*896 + 0);
+                            a0_0 += wc[4] * d0;
+                            a0_1 += wc[13] * d0;
+                            a0_2 += wc[22] * d0;
+                            a0_3 += wc[31] * d0;
+                            a0_4 += wc[40] * d0;
+                            a0_5 += wc[49] * d0;
+                            a0_6 += wc[58] * d0;
+                            a0_7 += wc[67] * d0;
+                            a0_8 += wc[76] * d0;
+                            a0_9 += wc[85] * d0;
+                            a0_10 += wc[94] * d0;
+                            a0_11 += wc[103] * d0;
+                            a0_12 += wc[112] * d0;
+                            a0_13 += wc[121] * d0;
+                            a0_14 += wc[130] * d0;
+                            a0_15 += wc[139] * d0;
+                        }
+                        {
+                            const cg_v d0 = VLOAD(dyc + ty*896 - 832 + 0);
+                            a0_0 += wc[6] * d0;
+                            a0_1 += wc[15] * d0;
+                            a0_2 += wc[24] * d0;
+                            a0_3 += wc[33] * d0;
+                            a0_4 += wc[42] * d0;
+                            a0_5 += wc[51] * d0;
+                            a0_6 += wc[60] * d0;
+                            a0_7 += wc[69] * d0;
+                            a0_8 += wc[78] * d0;
+                            a0_9 += wc[87] * d0;
+                            a0_10 += wc[96] * d0;
+                            a0_11 += wc[105] * d0;
+                            a0_12 += wc[114] * d0;
+                            a0_13 += wc[123] * d0;
+                            a0_14 += wc[132] * d0;
+                            a0_15 += wc[141] * d0;
+                        }
+                        {
+                            const cg_v d0 = VLOAD(dyc + ty*896 - 896 + 0);
+                            a0_0 += wc[7] * d0;
+                            a0_1 += wc[16] * d0;
+                            a0_2 += wc[25] * d0;
+                            a0_3 += wc[34] * d0;
+                            a0_4 += wc[43] * d0;
+                            a0_5 += wc[52] * d0;
+                            a0_6 += wc[61] * d0;
+                            a0_7 += wc[70] * d0;
+                            a0_8 += wc[79] * d0;
+                            a0_9 += wc[88] * d0;
+                            a0_10 += wc[97] * d0;
+                            a0_11 += wc[106] * d0;
+                            a0_12 += wc[115] * d0;
+                            a0_13 += wc[124] * d0;
+                            a0_14 += wc[133] * d0;
+                            a0_15 += wc[142] * d0;
+                        }
+                    }
+                    VSTORE(dxb + ty*896, a0_0);
+                    VSTORE(dxb + ty*896 + 12544, a0_1);
+                    VSTORE(dxb + ty*896 + 25088, a0_2);
+                    VSTORE(dxb + ty*896 + 37632, a0_3);
+                    VSTORE(dxb + ty*896 + 50176, a0_4);
+                    VSTORE(dxb + ty*896 + 62720, a0_5);
+                    VSTORE(dxb + ty*896 + 75264, a0_6);
+                    VSTORE(dxb + ty*896 + 87808, a0_7);
+                    VSTORE(dxb + ty*896 + 100352, a0_8);
+                    VSTORE(dxb + ty*896 + 112896, a0_9);
+                    VSTORE(dxb + ty*896 + 125440, a0_10);
+                    VSTORE(dxb + ty*896 + 137984, a0_11);
+                    VSTORE(dxb + ty*896 + 150528, a0_12);
+                    VSTORE(dxb + ty*896 + 163072, a0_13);
+                    VSTORE(dxb + ty*896 + 175616, a0_14);
+                    VSTORE(dxb + ty*896 + 188160, a0_15);
                 }
             }
-            gwc[0] += g0;
-            gwc[1] += g1;
-            gwc[2] += g2;
-            gwc[3] += g3;
-            gwc[4] += g4;
-            gwc[5] += g5;
-            gwc[6] += g6;
-            gwc[7] += g7;
-            gwc[8] += g8;
+            /* inputs rows 0+1*t (t=1..12), cols 0+1*t (t=1..12): 9 taps */
+            for (int ty = 1; ty < 13; ty++) {
+                for (int tx = 1; tx < 13; tx++) {
+                    cg_v a0_0 = vsplat(0.0f);
+                    cg_v a0_1 = vsplat(0.0f);
+                    cg_v a0_2 = vsplat(0.0f);
+                    cg_v a0_3 = vsplat(0.0f);
+                    cg_v a0_4 = vsplat(0.0f);
+                    cg_v a0_5 = vsplat(0.0f);
+                    cg_v a0_6 = vsplat(0.0f);
+                    cg_v a0_7 = vsplat(0.0f);
+                    cg_v a0_8 = vsplat(0.0f);
+                    cg_v a0_9 = vsplat(0.0f);
+                    cg_v a0_10 = vsplat(0.0f);
+                    cg_v a0_11 = vsplat(0.0f);
+                    cg_v a0_12 = vsplat(0.0f);
+                    cg_v a0_13 = vsplat(0.0f);
+                    cg_v a0_14 = vsplat(0.0f);
+                    cg_v a0_15 = vsplat(0.0f);
+                    for (int co = 0; co < 64; co++) {
+                        const float *restrict dyc = dyg + co*12544;
+                        const float *restrict wc = wg + co*288;
+                        {
+                            const cg_v d0 = VLOAD(dyc + ty*896 + tx*64 + 960 + 0);
+                            a0_0 += wc[0] * d0;
+                            a0_1 += wc[9] * d0;
+                            a0_2 += wc[18] * d0;
+                            a0_3 += wc[27] * d0;
+                            a0_4 += wc[36] * d0;
+                            a0_5 += wc[45] * d0;
+                            a0_6 += wc[54] * d0;
+                            a0_7 += wc[63] * d0;
+                            a0_8 += wc[72] * d0;
+                            a0_9 += wc[81] * d0;
+                            a0_10 += wc[90] * d0;
+                            a0_11 += wc[99] * d0;
+                            a0_12 += wc[108] * d0;
+                            a0_13 += wc[117] * d0;
+                            a0_14 += wc[126] * d0;
+                            a0_15 += wc[135] * d0;
+                        }
+                        {
+                            const cg_v d0 = VLOAD(dyc + ty*896 + tx*64 + 896 + 0);
+                            a0_0 += wc[1] * d0;
+                            a0_1 += wc[10] * d0;
+                            a0_2 += wc[19] * d0;
+                            a0_3 += wc[28] * d0;
+                            a0_4 += wc[37] * d0;
+                            a0_5 += wc[46] * d0;
+                            a0_6 += wc[55] * d0;
+                            a0_7 += wc[64] * d0;
+                            a0_8 += wc[73] * d0;
+                            a0_9 += wc[82] * d0;
+                            a0_10 += wc[91] * d0;
+                            a0_11 += wc[100] * d0;
+                            a0_12 += wc[109] * d0;
+                            a0_13 += wc[118] * d0;
+                            a0_14 += wc[127] * d0;
+                            a0_15 += wc[136] * d0;
+                        }
+                        {
+                            const cg_v d0 = VLOAD(dyc + ty*896 + tx*64 + 832 + 0);
+                            a0_0 += wc[2] * d0;
+                            a0_1 += wc[11] * d0;
+                            a0_2 += wc[20] * d0;
+                            a0_3 += wc[29] * d0;
+                            a0_4 += wc[38] * d0;
+                            a0_5 += wc[47] * d0;
+                            a0_6 += wc[56] * d0;
+                            a0_7 += wc[65] * d0;
+                            a0_8 += wc[74] * d0;
+                            a0_9 += wc[83] * d0;
+                            a0_10 += wc[92] * d0;
+                            a0_11 += wc[101] * d0;
+                            a0_12 += wc[110] * d0;
+                            a0_13 += wc[119] * d0;
+                            a0_14 += wc[128] * d0;
+                            a0_15 += wc[137] * d0;
+                        }
+                        {
+                            const cg_v d0 = VLOAD(dyc + ty*896 + tx*64 + 64 + 0);
+                            a0_0 += wc[3] * d0;
+                            a0_1 += wc[12] * d0;
+                            a0_2 += wc[21] * d0;
+                            a0_3 += wc[30] * d0;
+                            a0_4 += wc[39] * d0;
+                            a0_5 += wc[48] * d0;
+                            a0_6 += wc[57] * d0;
+                            a0_7 += wc[66] * d0;
+                            a0_8 += wc[75] * d0;
+                            a0_9 += wc[84] * d0;
+                            a0_10 += wc[93] * d0;
+                            a0_11 += wc[102] * d0;
+                            a0_12 += wc[111] * d0;
+                            a0_13 += wc[120] * d0;
+                            a0_14 += wc[129] * d0;
+                            a0_15 += wc[138] * d0;
+                        }
+                        {
+                            const cg_v d0 = VLOAD(dyc + ty*896 + tx*64 + 0);
+                            a0_0 += wc[4] * d0;
+                            a0_1 += wc[13] * d0;
+                            a0_2 += wc[22] * d0;
+                            a0_3 += wc[31] * d0;
+                            a0_4 += wc[40] * d0;
+                            a0_5 += wc[49] * d0;
+                            a0_6 += wc[58] * d0;
+                            a0_7 += wc[67] * d0;
+                            a0_8 += wc[76] * d0;
+                            a0_9 += wc[85] * d0;
+                            a0_10 += wc[94] * d0;
+                            a0_11 += wc[103] * d0;
+                            a0_12 += wc[112] * d0;
+                            a0_13 += wc[121] * d0;
+                            a0_14 += wc[130] * d0;
+                            a0_15 += wc[139] * d0;
+                        }
+                        {
+                            const cg_v d0 = VLOAD(dyc + ty*896 + tx*64 - 64 + 0);
+                            a0_0 += wc[5] * d0;
+                            a0_1 += wc[14] * d0;
+                            a0_2 += wc[23] * d0;
+                            a0_3 += wc[32] * d0;
+                            a0_4 += wc[41] * d0;
+                            a0_5 += wc[50] * d0;
+                            a0_6 += wc[59] * d0;
+                            a0_7 += wc[68] * d0;
+                            a0_8 += wc[77] * d0;
+                            a0_9 += wc[86] * d0;
+                            a0_10 += wc[95] * d0;
+                            a0_11 += wc[104] * d0;
+                            a0_12 += wc[113] * d0;
+                            a0_13 += wc[122] * d0;
+                            a0_14 += wc[131] * d0;
+                            a0_15 += wc[140] * d0;
+                        }
+                        {
+                            const cg_v d0 = VLOAD(dyc + ty*896 + tx*64 - 832 + 0);
+                            a0_0 += wc[6] * d0;
+                            a0_1 += wc[15] * d0;
+                            a0_2 += wc[24] * d0;
+                            a0_3 += wc[33] * d0;
+                            a0_4 += wc[42] * d0;
+                            a0_5 += wc[51] * d0;
+                            a0_6 += wc[60] * d0;
+                            a0_7 += wc[69] * d0;
+                            a0_8 += wc[78] * d0;
+                            a0_9 += wc[87] * d0;
+                            a0_10 += wc[96] * d0;
+                            a0_11 += wc[105] * d0;
+                            a0_12 += wc[114] * d0;
+                            a0_13 += wc[123] * d0;
+                            a0_14 += wc[132] * d0;
+                            a0_15 += wc[141] * d0;
+                        }
+                        {
+                            const cg_v d0 = VLOAD(dyc + ty*896 + tx*64 - 896 + 0);
+                            a0_0 += wc[7] * d0;
+                            a0_1 += wc[16] * d0;
+                            a0_2 += wc[25] * d0;
+                            a0_3 += wc[34] * d0;
+                            a0_4 += wc[43] * d0;
+                            a0_5 += wc[52] * d0;
+                            a0_6 += wc[61] * d0;
+                            a0_7 += wc[70] * d0;
+                            a0_8 += wc[79] * d0;
+                            a0_9 += wc[88] * d0;
+                            a0_10 += wc[97] * d0;
+                            a0_11 += wc[106] * d0;
+                            a0_12 += wc[115] * d0;
+                            a0_13 += wc[124] * d0;
+                            a0_14 += wc[133] * d0;
+                            a0_15 += wc[142] * d0;
+                        }
+                        {
+                            const cg_v d0 = VLOAD(dyc + ty*896 + tx*64 - 960 + 0);
+                            a0_0 += wc[8] * d0;
+                            a0_1 += wc[17] * d0;
+                            a0_2 += wc[26] * d0;
+                            a0_3 += wc[35] * d0;
+                            a0_4 += wc[44] * d0;
+                            a0_5 += wc[53] * d0;
+                            a0_6 += wc[62] * d0;
+                            a0_7 += wc[71] * d0;
+                            a0_8 += wc[80] * d0;
+                            a0_9 += wc[89] * d0;
+                            a0_10 += wc[98] * d0;
+                            a0_11 += wc[107] * d0;
+                            a0_12 += wc[116] * d0;
+                            a0_13 += wc[125] * d0;
+                            a0_14 += wc[134] * d0;
+                            a0_15 += wc[143] * d0;
+                        }
+                    }
+                    VSTORE(dxb + ty*896 + tx*64, a0_0);
+                    VSTORE(dxb + ty*896 + tx*64 + 12544, a0_1);
+                    VSTORE(dxb + ty*896 + tx*64 + 25088, a0_2);
+                    VSTORE(dxb + ty*896 + tx*64 + 37632, a0_3);
+                    VSTORE(dxb + ty*896 + tx*64 + 50176, a0_4);
+                    VSTORE(dxb + ty*896 + tx*64 + 62720, a0_5);
+                    VSTORE(dxb + ty*896 + tx*64 + 75264, a0_6);
+                    VSTORE(dxb + ty*896 + tx*64 + 87808, a0_7);
+                    VSTORE(dxb + ty*896 + tx*64 + 100352, a0_8);
+                    VSTORE(dxb + ty*896 + tx*64 + 112896, a0_9);
+                    VSTORE(dxb + ty*896 + tx*64 + 125440, a0_10);
+                    VSTORE(dxb + ty*896 + tx*64 + 137984, a0_11);
+                    VSTORE(dxb + ty*896 + tx*64 + 150528, a0_12);
+                    VSTORE(dxb + ty*896 + tx*64 + 163072, a0_13);
+                    VSTORE(dxb + ty*896 + tx*64 + 175616, a0_14);
+                    VSTORE(dxb + ty*896 + tx*64 + 188160, a0_15);
+                }
+            }
+            /* inputs rows 0+1*t (t=1..12), cols 0+1*t (t=13..13): 6 taps */
+            for (int ty = 1; ty < 13; ty++) {
+                {
+                    cg_v a0_0 = vsplat(0.0f);
+                    cg_v a0_1 = vsplat(0.0f);
+                    cg_v a0_2 = vsplat(0.0f);
+                    cg_v a0_3 = vsplat(0.0f);
+                    cg_v a0_4 = vsplat(0.0f);
+                    cg_v a0_5 = vsplat(0.0f);
+                    cg_v a0_6 = vsplat(0.0f);
+                    cg_v a0_7 = vsplat(0.0f);
+                    cg_v a0_8 = vsplat(0.0f);
+                    cg_v a0_9 = vsplat(0.0f);
+                    cg_v a0_10 = vsplat(0.0f);
+                    cg_v a0_11 = vsplat(0.0f);
+                    cg_v a0_12 = vsplat(0.0f);
+                    cg_v a0_13 = vsplat(0.0f);
+                    cg_v a0_14 = vsplat(0.0f);
+                    cg_v a0_15 = vsplat(0.0f);
+                    for (int co = 0; co < 64; co++) {
+                        const float *restrict dyc = dyg + co*12544;
+                        const float *restrict wc = wg + co*288;
+                        {
+                            const cg_v d0 = VLOAD(dyc + ty*896 + 1728 + 0);
+                            a0_0 += wc[1] * d0;
+                            a0_1 += wc[10] * d0;
+                            a0_2 += wc[19] * d0;
+                            a0_3 += wc[28] * d0;
+                            a0_4 += wc[37] * d0;
+                            a0_5 += wc[46] * d0;
+                            a0_6 += wc[55] * d0;
+                            a0_7 += wc[64] * d0;
+                            a0_8 += wc[73] * d0;
+                            a0_9 += wc[82] * d0;
+                            a0_10 += wc[91] * d0;
+                            a0_11 += wc[100] * d0;
+                            a0_12 += wc[109] * d0;
+                            a0_13 += wc[118] * d0;
+                            a0_14 += wc[127] * d0;
+                            a0_15 += wc[136] * d0;
+                        }
+                        {
+                            const cg_v d0 = VLOAD(dyc + ty*896 + 1664 + 0);
+                            a0_0 += wc[2] * d0;
+                            a0_1 += wc[11] * d0;
+                            a0_2 += wc[20] * d0;
+                            a0_3 += wc[29] * d0;
+                            a0_4 += wc[38] * d0;
+                            a0_5 += wc[47] * d0;
+                            a0_6 += wc[56] * d0;
+                            a0_7 += wc[65] * d0;
+                            a0_8 += wc[74] * d0;
+                            a0_9 += wc[83] * d0;
+                            a0_10 += wc[92] * d0;
+                            a0_11 += wc[101] * d0;
+                            a0_12 += wc[110] * d0;
+                            a0_13 += wc[119] * d0;
+                            a0_14 += wc[128] * d0;
+                            a0_15 += wc[137] * d0;
+                        }
+                        {
+                            const cg_v d0 = VLOAD(dyc + ty*896 + 832 + 0);
+                            a0_0 += wc[4] * d0;
+                            a0_1 += wc[13] * d0;
+                            a0_2 += wc[22] * d0;
+                            a0_3 += wc[31] * d0;
+                            a0_4 += wc[40] * d0;
+                            a0_5 += wc[49] * d0;
+                            a0_6 += wc[58] * d0;
+                            a0_7 += wc[67] * d0;
+                            a0_8 += wc[76] * d0;
+                            a0_9 += wc[85] * d0;
+                            a0_10 += wc[94] * d0;
+                            a0_11 += wc[103] * d0;
+                            a0_12 += wc[112] * d0;
+                            a0_13 += wc[121] * d0;
+                            a0_14 += wc[130] * d0;
+                            a0_15 += wc[139] * d0;
+                        }
+                        {
+                            const cg_v d0 = VLOAD(dyc + ty*896 + 768 + 0);
+                            a0_0 += wc[5] * d0;
+                            a0_1 += wc[14] * d0;
+                            a0_2 += wc[23] * d0;
+                            a0_3 += wc[32] * d0;
+                            a0_4 += wc[41] * d0;
+                            a0_5 += wc[50] * d0;
+                            a0_6 += wc[59] * d0;
+                            a0_7 += wc[68] * d0;
+                            a0_8 += wc[77] * d0;
+                            a0_9 += wc[86] * d0;
+                            a0_10 += wc[95] * d0;
+                            a0_11 += wc[104] * d0;
+                            a0_12 += wc[113] * d0;
+                            a0_13 += wc[122] * d0;
+                            a0_14 += wc[131] * d0;
+                            a0_15 += wc[140] * d0;
+                        }
+                        {
+                            const cg_v d0 = VLOAD(dyc + ty*896 - 64 + 0);
+                            a0_0 += wc[7] * d0;
+                            a0_1 += wc[16] * d0;
+                            a0_2 += wc[25] * d0;
+                            a0_3 += wc[34] * d0;
+                            a0_4 += wc[43] * d0;
+                            a0_5 += wc[52] * d0;
+                            a0_6 += wc[61] * d0;
+                            a0_7 += wc[70] * d0;
+                            a0_8 += wc[79] * d0;
+                            a0_9 += wc[88] * d0;
+                            a0_10 += wc[97] * d0;
+                            a0_11 += wc[106] * d0;
+                            a0_12 += wc[115] * d0;
+                            a0_13 += wc[124] * d0;
+                            a0_14 += wc[133] * d0;
+                            a0_15 += wc[142] * d0;
+                        }
+                        {
+                            const cg_v d0 = VLOAD(dyc + ty*896 - 128 + 0);
+                            a0_0 += wc[8] * d0;
+                            a0_1 += wc[17] * d0;
+                            a0_2 += wc[26] * d0;
+                            a0_3 += wc[35] * d0;
+                            a0_4 += wc[44] * d0;
+                            a0_5 += wc[53] * d0;
+                            a0_6 += wc[62] * d0;
+                            a0_7 += wc[71] * d0;
+                            a0_8 += wc[80] * d0;
+                            a0_9 += wc[89] * d0;
+                            a0_10 += wc[98] * d0;
+                            a0_11 += wc[107] * d0;
+                            a0_12 += wc[116] * d0;
+                            a0_13 += wc[125] * d0;
+                            a0_14 += wc[134] * d0;
+                            a0_15 += wc[143] * d0;
+                        }
+                    }
+                    VSTORE(dxb + ty*896 + 832, a0_0);
+                    VSTORE(dxb + ty*896 + 13376, a0_1);
+                    VSTORE(dxb + ty*896 + 25920, a0_2);
+                    VSTORE(dxb + ty*896 + 38464, a0_3);
+                    VSTORE(dxb + ty*896 + 51008, a0_4);
+                    VSTORE(dxb + ty*896 + 63552, a0_5);
+                    VSTORE(dxb + ty*896 + 76096, a0_6);
+                    VSTORE(dxb + ty*896 + 88640, a0_7);
+                    VSTORE(dxb + ty*896 + 101184, a0_8);
+                    VSTORE(dxb + ty*896 + 113728, a0_9);
+                    VSTORE(dxb + ty*896 + 126272, a0_10);
+                    VSTORE(dxb + ty*896 + 138816, a0_11);
+                    VSTORE(dxb + ty*896 + 151360, a0_12);
+                    VSTORE(dxb + ty*896 + 163904, a0_13);
+                    VSTORE(dxb + ty*896 + 176448, a0_14);
+                    VSTORE(dxb + ty*896 + 188992, a0_15);
+                }
+            }
+            {
+                cg_v a0_0 = vsplat(0.0f);
+                cg_v a0_1 = vsplat(0.0f);
+                cg_v a0_2 = vsplat(0.0f);
+                cg_v a0_3 = vsplat(0.0f);
+                cg_v a0_4 = vsplat(0.0f);
+                cg_v a0_5 = vsplat(0.0f);
+                cg_v a0_6 = vsplat(0.0f);
+                cg_v a0_7 = vsplat(0.0f);
+                cg_v a0_8 = vsplat(0.0f);
+                cg_v a0_9 = vsplat(0.0f);
+                cg_v a0_10 = vsplat(0.0f);
+                cg_v a0_11 = vsplat(0.0f);
+                cg_v a0_12 = vsplat(0.0f);
+                cg_v a0_13 = vsplat(0.0f);
+                cg_v a0_14 = vsplat(0.0f);
+                cg_v a0_15 = vsplat(0.0f);
+                for (int co = 0; co < 64; co++) {
+                    const float *restrict dyc = dyg + co*12544;
+                    const float *restrict wc = wg + co*288;
+                    {
+                        const cg_v d0 = VLOAD(dyc + 11712 + 0);
+                        a0_0 += wc[3] * d0;
+                        a0_1 += wc[12] * d0;
+                        a0_2 += wc[21] * d0;
+                        a0_3 += wc[30] * d0;
+                        a0_4 += wc[39] * d0;
+                        a0_5 += wc[48] * d0;
+                        a0_6 += wc[57] * d0;
+                        a0_7 += wc[66] * d0;
+                        a0_8 += wc[75] * d0;
+                        a0_9 += wc[84] * d0;
+                        a0_10 += wc[93] * d0;
+                        a0_11 += wc[102] * d0;
+                        a0_12 += wc[111] * d0;
+                        a0_13 += wc[120] * d0;
+                        a0_14 += wc[129] * d0;
+                        a0_15 += wc[138] * d0;
+                    }
+                    {
+                        const cg_v d0 = VLOAD(dyc + 11648 + 0);
+                        a0_0 += wc[4] * d0;
+                        a0_1 += wc[13] * d0;
+                        a0_2 += wc[22] * d0;
+                        a0_3 += wc[31] * d0;
+                        a0_4 += wc[40] * d0;
+                        a0_5 += wc[49] * d0;
+                        a0_6 += wc[58] * d0;
+                        a0_7 += wc[67] * d0;
+                        a0_8 += wc[76] * d0;
+                        a0_9 += wc[85] * d0;
+                        a0_10 += wc[94] * d0;
+                        a0_11 += wc[103] * d0;
+                        a0_12 += wc[112] * d0;
+                        a0_13 += wc[121] * d0;
+                        a0_14 += wc[130] * d0;
+                        a0_15 += wc[139] * d0;
+                    }
+                    {
+                        const cg_v d0 = VLOAD(dyc + 10816 + 0);
+                        a0_0 += wc[6] * d0;
+                        a0_1 += wc[15] * d0;
+                        a0_2 += wc[24] * d0;
+                        a0_3 += wc[33] * d0;
+                        a0_4 += wc[42] * d0;
+                        a0_5 += wc[51] * d0;
+                        a0_6 += wc[60] * d0;
+                        a0_7 += wc[69] * d0;
+                        a0_8 += wc[78] * d0;
+                        a0_9 += wc[87] * d0;
+                        a0_10 += wc[96] * d0;
+                        a0_11 += wc[105] * d0;
+                        a0_12 += wc[114] * d0;
+                        a0_13 += wc[123] * d0;
+                        a0_14 += wc[132] * d0;
+                        a0_15 += wc[141] * d0;
+                    }
+                    {
+                        const cg_v d0 = VLOAD(dyc + 10752 + 0);
+                        a0_0 += wc[7] * d0;
+                        a0_1 += wc[16] * d0;
+                        a0_2 += wc[25] * d0;
+                        a0_3 += wc[34] * d0;
+                        a0_4 += wc[43] * d0;
+                        a0_5 += wc[52] * d0;
+                        a0_6 += wc[61] * d0;
+                        a0_7 += wc[70] * d0;
+                        a0_8 += wc[79] * d0;
+                        a0_9 += wc[88] * d0;
+                        a0_10 += wc[97] * d0;
+                        a0_11 += wc[106] * d0;
+                        a0_12 += wc[115] * d0;
+                        a0_13 += wc[124] * d0;
+                        a0_14 += wc[133] * d0;
+                        a0_15 += wc[142] * d0;
+                    }
+                }
+                VSTORE(dxb + 11648, a0_0);
+                VSTORE(dxb + 24192, a0_1);
+                VSTORE(dxb + 36736, a0_2);
+                VSTORE(dxb + 49280, a0_3);
+                VSTORE(dxb + 61824, a0_4);
+                VSTORE(dxb + 74368, a0_5);
+                VSTORE(dxb + 86912, a0_6);
+                VSTORE(dxb + 99456, a0_7);
+                VSTORE(dxb + 112000, a0_8);
+                VSTORE(dxb + 124544, a0_9);
+                VSTORE(dxb + 137088, a0_10);
+                VSTORE(dxb + 149632, a0_11);
+                VSTORE(dxb + 162176, a0_12);
+                VSTORE(dxb + 174720, a0_13);
+                VSTORE(dxb + 187264, a0_14);
+                VSTORE(dxb + 199808, a0_15);
+            }
+            /* inputs rows 0+1*t (t=13..13), cols 0+1*t (t=1..12): 6 taps */
+            for (int tx = 1; tx < 13; tx++) {
+                cg_v a0_0 = vsplat(0.0f);
+                cg_v a0_1 = vsplat(0.0f);
+                cg_v a0_2 = vsplat(0.0f);
+                cg_v a0_3 = vsplat(0.0f);
+                cg_v a0_4 = vsplat(0.0f);
+                cg_v a0_5 = vsplat(0.0f);
+                cg_v a0_6 = vsplat(0.0f);
+                cg_v a0_7 = vsplat(0.0f);
+                cg_v a0_8 = vsplat(0.0f);
+                cg_v a0_9 = vsplat(0.0f);
+                cg_v a0_10 = vsplat(0.0f);
+                cg_v a0_11 = vsplat(0.0f);
+                cg_v a0_12 = vsplat(0.0f);
+                cg_v a0_13 = vsplat(0.0f);
+                cg_v a0_14 = vsplat(0.0f);
+                cg_v a0_15 = vsplat(0.0f);
+                for (int co = 0; co < 64; co++) {
+                    const float *restrict dyc = dyg + co*12544;
+                    const float *restrict wc = wg + co*288;
+                    {
+                        const cg_v d0 = VLOAD(dyc + tx*64 + 11712 + 0);
+                        a0_0 += wc[3] * d0;
+                        a0_1 += wc[12] * d0;
+                        a0_2 += wc[21] * d0;
+                        a0_3 += wc[30] * d0;
+                        a0_4 += wc[39] * d0;
+                        a0_5 += wc[48] * d0;
+                        a0_6 += wc[57] * d0;
+                        a0_7 += wc[66] * d0;
+                        a0_8 += wc[75] * d0;
+                        a0_9 += wc[84] * d0;
+                        a0_10 += wc[93] * d0;
+                        a0_11 += wc[102] * d0;
+                        a0_12 += wc[111] * d0;
+                        a0_13 += wc[120] * d0;
+                        a0_14 += wc[129] * d0;
+                        a0_15 += wc[138] * d0;
+                    }
+                    {
+                        const cg_v d0 = VLOAD(dyc + tx*64 + 11648 + 0);
+                        a0_0 += wc[4] * d0;
+                        a0_1 += wc[13] * d0;
+                        a0_2 += wc[22] * d0;
+                        a0_3 += wc[31] * d0;
+                        a0_4 += wc[40] * d0;
+                        a0_5 += wc[49] * d0;
+                        a0_6 += wc[58] * d0;
+                        a0_7 += wc[67] * d0;
+                        a0_8 += wc[76] * d0;
+                        a0_9 += wc[85] * d0;
+                        a0_10 += wc[94] * d0;
+                        a0_11 += wc[103] * d0;
+                        a0_12 += wc[112] * d0;
+                        a0_13 += wc[121] * d0;
+                        a0_14 += wc[130] * d0;
+                        a0_15 += wc[139] * d0;
+                    }
+                    {
+                        const cg_v d0 = VLOAD(dyc + tx*64 + 11584 + 0);
+                        a0_0 += wc[5] * d0;
+                        a0_1 += wc[14] * d0;
+                        a0_2 += wc[23] * d0;
+                        a0_3 += wc[32] * d0;
+                        a0_4 += wc[41] * d0;
+                        a0_5 += wc[50] * d0;
+                        a0_6 += wc[59] * d0;
+                        a0_7 += wc[68] * d0;
+                        a0_8 += wc[77] * d0;
+                        a0_9 += wc[86] * d0;
+                        a0_10 += wc[95] * d0;
+                        a0_11 += wc[104] * d0;
+                        a0_12 += wc[113] * d0;
+                        a0_13 += wc[122] * d0;
+                        a0_14 += wc[131] * d0;
+                        a0_15 += wc[140] * d0;
+                    }
+                    {
+                        const cg_v d0 = VLOAD(dyc + tx*64 + 10816 + 0);
+                        a0_0 += wc[6] * d0;
+                        a0_1 += wc[15] * d0;
+                        a0_2 += wc[24] * d0;
+                        a0_3 += wc[33] * d0;
+                        a0_4 += wc[42] * d0;
+                        a0_5 += wc[51] * d0;
+                        a0_6 += wc[60] * d0;
+                        a0_7 += wc[69] * d0;
+                        a0_8 += wc[78] * d0;
+                        a0_9 += wc[87] * d0;
+                        a0_10 += wc[96] * d0;
+                        a0_11 += wc[105] * d0;
+                        a0_12 += wc[114] * d0;
+                        a0_13 += wc[123] * d0;
+                        a0_14 += wc[132] * d0;
+                        a0_15 += wc[141] * d0;
+                    }
+                    {
+                        const cg_v d0 = VLOAD(dyc + tx*64 + 10752 + 0);
+                        a0_0 += wc[7] * d0;
+                        a0_1 += wc[16] * d0;
+                        a0_2 += wc[25] * d0;
+                        a0_3 += wc[34] * d0;
+                        a0_4 += wc[43] * d0;
+                        a0_5 += wc[52] * d0;
+                        a0_6 += wc[61] * d0;
+                        a0_7 += wc[70] * d0;
+                        a0_8 += wc[79] * d0;
+                        a0_9 += wc[88] * d0;
+                        a0_10 += wc[97] * d0;
+                        a0_11 += wc[106] * d0;
+                        a0_12 += wc[115] * d0;
+                        a0_13 += wc[124] * d0;
+                        a0_14 += wc[133] * d0;
+                        a0_15 += wc[142] * d0;
+                    }
+                    {
+                        const cg_v d0 = VLOAD(dyc + tx*64 + 10688 + 0);
+                        a0_0 += wc[8] * d0;
+                        a0_1 += wc[17] * d0;
+                        a0_2 += wc[26] * d0;
+                        a0_3 += wc[35] * d0;
+                        a0_4 += wc[44] * d0;
+                        a0_5 += wc[53] * d0;
+                        a0_6 += wc[62] * d0;
+                        a0_7 += wc[71] * d0;
+                        a0_8 += wc[80] * d0;
+                        a0_9 += wc[89] * d0;
+                        a0_10 += wc[98] * d0;
+                        a0_11 += wc[107] * d0;
+                        a0_12 += wc[116] * d0;
+                        a0_13 += wc[125] * d0;
+                        a0_14 += wc[134] * d0;
+                        a0_15 += wc[143] * d0;
+                    }
+                }
+                VSTORE(dxb + tx*64 + 11648, a0_0);
+                VSTORE(dxb + tx*64 + 24192, a0_1);
+                VSTORE(dxb + tx*64 + 36736, a0_2);
+                VSTORE(dxb + tx*64 + 49280, a0_3);
+                VSTORE(dxb + tx*64 + 61824, a0_4);
+                VSTORE(dxb + tx*64 + 74368, a0_5);
+                VSTORE(dxb + tx*64 + 86912, a0_6);
+                VSTORE(dxb + tx*64 + 99456, a0_7);
+                VSTORE(dxb + tx*64 + 112000, a0_8);
+                VSTORE(dxb + tx*64 + 124544, a0_9);
+                VSTORE(dxb + tx*64 + 137088, a0_10);
+                VSTORE(dxb + tx*64 + 149632, a0_11);
+                VSTORE(dxb + tx*64 + 162176, a0_12);
+                VSTORE(dxb + tx*64 + 174720, a0_13);
+                VSTORE(dxb + tx*64 + 187264, a0_14);
+                VSTORE(dxb + tx*64 + 199808, a0_15);
+            }
+            {
+                cg_v a0_0 = vsplat(0.0f);
+                cg_v a0_1 = vsplat(0.0f);
+                cg_v a0_2 = vsplat(0.0f);
+                cg_v a0_3 = vsplat(0.0f);
+                cg_v a0_4 = vsplat(0.0f);
+                cg_v a0_5 = vsplat(0.0f);
+                cg_v a0_6 = vsplat(0.0f);
+                cg_v a0_7 = vsplat(0.0f);
+                cg_v a0_8 = vsplat(0.0f);
+                cg_v a0_9 = vsplat(0.0f);
+                cg_v a0_10 = vsplat(0.0f);
+                cg_v a0_11 = vsplat(0.0f);
+                cg_v a0_12 = vsplat(0.0f);
+                cg_v a0_13 = vsplat(0.0f);
+                cg_v a0_14 = vsplat(0.0f);
+                cg_v a0_15 = vsplat(0.0f);
+                for (int co = 0; co < 64; co++) {
+                    const float *restrict dyc = dyg + co*12544;
+                    const float *restrict wc = wg + co*288;
+                    {
+                        const cg_v d0 = VLOAD(dyc + 12480 + 0);
+                        a0_0 += wc[4] * d0;
+                        a0_1 += wc[13] * d0;
+                        a0_2 += wc[22] * d0;
+                        a0_3 += wc[31] * d0;
+                        a0_4 += wc[40] * d0;
+                        a0_5 += wc[49] * d0;
+                        a0_6 += wc[58] * d0;
+                        a0_7 += wc[67] * d0;
+                        a0_8 += wc[76] * d0;
+                        a0_9 += wc[85] * d0;
+                        a0_10 += wc[94] * d0;
+                        a0_11 += wc[103] * d0;
+                        a0_12 += wc[112] * d0;
+                        a0_13 += wc[121] * d0;
+                        a0_14 += wc[130] * d0;
+                        a0_15 += wc[139] * d0;
+                    }
+                    {
+                        const cg_v d0 = VLOAD(dyc + 12416 + 0);
+                        a0_0 += wc[5] * d0;
+                        a0_1 += wc[14] * d0;
+                        a0_2 += wc[23] * d0;
+                        a0_3 += wc[32] * d0;
+                        a0_4 += wc[41] * d0;
+                        a0_5 += wc[50] * d0;
+                        a0_6 += wc[59] * d0;
+                        a0_7 += wc[68] * d0;
+                        a0_8 += wc[77] * d0;
+                        a0_9 += wc[86] * d0;
+                        a0_10 += wc[95] * d0;
+                        a0_11 += wc[104] * d0;
+                        a0_12 += wc[113] * d0;
+                        a0_13 += wc[122] * d0;
+                        a0_14 += wc[131] * d0;
+                        a0_15 += wc[140] * d0;
+                    }
+                    {
+                        const cg_v d0 = VLOAD(dyc + 11584 + 0);
+                        a0_0 += wc[7] * d0;
+                        a0_1 += wc[16] * d0;
+                        a0_2 += wc[25] * d0;
+                        a0_3 += wc[34] * d0;
+                        a0_4 += wc[43] * d0;
+                        a0_5 += wc[52] * d0;
+                        a0_6 += wc[61] * d0;
+                        a0_7 += wc[70] * d0;
+                        a0_8 += wc[79] * d0;
+                        a0_9 += wc[88] * d0;
+                        a0_10 += wc[97] * d0;
+                        a0_11 += wc[106] * d0;
+                        a0_12 += wc[115] * d0;
+                        a0_13 += wc[124] * d0;
+                        a0_14 += wc[133] * d0;
+                        a0_15 += wc[142] * d0;
+                    }
+                    {
+                        const cg_v d0 = VLOAD(dyc + 11520 + 0);
+                        a0_0 += wc[8] * d0;
+                        a0_1 += wc[17] * d0;
+                        a0_2 += wc[26] * d0;
+                        a0_3 += wc[35] * d0;
+                        a0_4 += wc[44] * d0;
+                        a0_5 += wc[53] * d0;
+                        a0_6 += wc[62] * d0;
+                        a0_7 += wc[71] * d0;
+                        a0_8 += wc[80] * d0;
+                        a0_9 += wc[89] * d0;
+                        a0_10 += wc[98] * d0;
+                        a0_11 += wc[107] * d0;
+                        a0_12 += wc[116] * d0;
+                        a0_13 += wc[125] * d0;
+                        a0_14 += wc[134] * d0;
+                        a0_15 += wc[143] * d0;
+                    }
+                }
+                VSTORE(dxb + 12480, a0_0);
+                VSTORE(dxb + 25024, a0_1);
+                VSTORE(dxb + 37568, a0_2);
+                VSTORE(dxb + 50112, a0_3);
+                VSTORE(dxb + 62656, a0_4);
+                VSTORE(dxb + 75200, a0_5);
+                VSTORE(dxb + 87744, a0_6);
+                VSTORE(dxb + 100288, a0_7);
+                VSTORE(dxb + 112832, a0_8);
+                VSTORE(dxb + 125376, a0_9);
+                VSTORE(dxb + 137920, a0_10);
+                VSTORE(dxb + 150464, a0_11);
+                VSTORE(dxb + 163008, a0_12);
+                VSTORE(dxb + 175552, a0_13);
+                VSTORE(dxb + 188096, a0_14);
+                VSTORE(dxb + 200640, a0_15);
+            }
         }
     }
 }
@@ -497,15 +4792,19 @@ static void l05_batchnorm_forward(const float *restrict P, float *restrict B, fl
         nbt[0] += 1.0f;
         const float f = 0.1f;
         for (int c = 0; c < 64; c++) {
-            double s = 0.0, v = 0.0;
-            for (int n = 0; n < nb; n++) {
-                const float *restrict xc = x + (size_t)n * 12544 + c * 196;
-                for (int i = 0; i < 196; i++) s += xc[i];
+            double s1 = 0.0, v = 0.0;
+            {
+                const float *restrict xc = x + (size_t)c * 12544;
+                for (int s = 0; s < 196; s++) {
+                    for (int b = 0; b < nb; b++) s1 += xc[s * 64 + b];
+                }
             }
-            const double mean = s / m;
-            for (int n = 0; n < nb; n++) {
-                const float *restrict xc = x + (size_t)n * 12544 + c * 196;
-                for (int i = 0; i < 196; i++) { const double d = xc[i] - mean; v += d * d; }
+            const double mean = s1 / m;
+            {
+                const float *restrict xc = x + (size_t)c * 12544;
+                for (int s = 0; s < 196; s++) {
+                    for (int b = 0; b < nb; b++) { const double d = xc[s * 64 + b] - mean; v += d * d; }
+                }
             }
             const double var = v / m;
             S[c] = (float)mean;
@@ -521,90 +4820,95 @@ static void l05_batchnorm_forward(const float *restrict P, float *restrict B, fl
         }
     }
     for (int c = 0; c < 64; c++) {
-        const float mean = S[c], a = S[64 + c] * gamma[c], b = beta[c];
-        for (int n = 0; n < nb; n++) {
-            const float *restrict xc = x + (size_t)n * 12544 + c * 196;
-            float *restrict yc = y + (size_t)n * 12544 + c * 196;
-            for (int i = 0; i < 196; i++) yc[i] = (xc[i] - mean) * a + b;
+        const float mean = S[c], a = S[64 + c] * gamma[c], bc = beta[c];
+        float *restrict yc = y + (size_t)c * 12544;
+        const float *restrict xc = x + (size_t)c * 12544;
+        for (int s = 0; s < 196; s++) {
+            for (int b = 0; b < 64; b++) yc[s * 64 + b] = (xc[s * 64 + b] - mean) * a + bc;
         }
     }
 }
 
-static void l05_batchnorm_backward(const float *restrict P, float *restrict G, const float *restrict S, const float *restrict x, const float *restrict dy, float *restrict dx, int nb)
+static void l05_batchnorm_backward(const float *restrict P, float *restrict G, float *restrict S, const float *restrict x, const float *restrict dy, float *restrict dx, int nb)
 {
     const float *restrict gamma = P + 18784;
     float *restrict ggamma = G + 18784, *restrict gbeta = G + 18848;
     const int m = nb * 196;
     for (int c = 0; c < 64; c++) {
         const float mean = S[c], rstd = S[64 + c];
+        const float *restrict dyc = dy + (size_t)c * 12544;
+        float *restrict dxc = dx + (size_t)c * 12544;
         double sdy = 0.0, sdyx = 0.0;
-        for (int n = 0; n < nb; n++) {
-            const float *restrict xc = x + (size_t)n * 12544 + c * 196;
-            const float *restrict dyc = dy + (size_t)n * 12544 + c * 196;
-            for (int i = 0; i < 196; i++) { sdy += dyc[i]; sdyx += dyc[i] * ((xc[i] - mean) * rstd); }
+        {
+            const float *restrict xc = x + (size_t)c * 12544;
+            for (int s = 0; s < 196; s++) {
+                for (int b = 0; b < nb; b++) { const float d = dyc[s * 64 + b]; sdy += d; sdyx += d * ((xc[s * 64 + b] - mean) * rstd); }
+            }
         }
         ggamma[c] += (float)sdyx;
         gbeta[c] += (float)sdy;
-        const double k = (double)gamma[c] * rstd / m;
-        for (int n = 0; n < nb; n++) {
-            const float *restrict xc = x + (size_t)n * 12544 + c * 196;
-            const float *restrict dyc = dy + (size_t)n * 12544 + c * 196;
-            float *restrict dxc = dx + (size_t)n * 12544 + c * 196;
-            for (int i = 0; i < 196; i++) dxc[i] = (float)(k * ((double)m * dyc[i] - sdy - ((double)xc[i] - mean) * rstd * sdyx));
+        const float k = gamma[c] * rstd / m, fm = (float)m, fsdy = (float)sdy, fsdyx = (float)sdyx;
+        const float *restrict xc = x + (size_t)c * 12544;
+        for (int s = 0; s < 196; s++) {
+            for (int b = 0; b < 64; b++) dxc[s * 64 + b] = b < nb ? k * (fm * dyc[s * 64 + b] - fsdy - (xc[s * 64 + b] - mean) * rstd * fsdyx) : 0.0f;
         }
     }
 }
 
 /* layer 6: relu 64x14x14 -> 64x14x14 (specs/bnnet.yaml:17:5) */
-static void l06_relu_forward(const float *restrict x, float *restrict y, int nb)
+static void l06_relu_forward(const float *restrict x, float *restrict y)
 {
-    for (size_t i = 0; i < (size_t)nb * 12544; i++)
+    for (int i = 0; i < 802816; i++)
         y[i] = x[i] > 0.0f ? x[i] : 0.0f;
 }
 
-static void l06_relu_backward(const float *restrict y, const float *restrict dy, float *restrict dx, int nb)
+static void l06_relu_backward(const float *restrict y, const float *restrict dy, float *restrict dx)
 {
-    for (size_t i = 0; i < (size_t)nb * 12544; i++)
+    for (int i = 0; i < 802816; i++)
         dx[i] = y[i] > 0.0f ? dy[i] : 0.0f;
 }
 
 /* layer 7: maxpool2d 64x14x14 -> 64x7x7 (specs/bnnet.yaml:18:5) */
-static void l07_maxpool2d_forward(const float *restrict x, float *restrict y, int nb)
+static void l07_maxpool2d_forward(const float *restrict x, float *restrict y)
 {
-    for (int n = 0; n < nb; n++) {
-        for (int c = 0; c < 64; c++) {
-            const float *restrict xc = x + n*12544 + c*196;
-            float *restrict yc = y + n*3136 + c*49;
-            /* rows 0..6, cols 0..6: every tap */
-            for (int oy = 0; oy < 7; oy++) {
-                for (int ox = 0; ox < 7; ox++) {
-                    float m = xc[oy*28 + ox*2], v;
-                    v = xc[oy*28 + ox*2 + 1]; if (v > m || isnan(v)) m = v;
-                    v = xc[oy*28 + ox*2 + 14]; if (v > m || isnan(v)) m = v;
-                    v = xc[oy*28 + ox*2 + 15]; if (v > m || isnan(v)) m = v;
-                    yc[oy*7 + ox] = m;
+    for (int c = 0; c < 64; c++) {
+        const float *restrict xc = x + c * 12544;
+        float *restrict yc = y + c * 3136;
+        /* rows 0..6, cols 0..6: every tap */
+        for (int oy = 0; oy < 7; oy++) {
+            for (int ox = 0; ox < 7; ox++) {
+                for (int b = 0; b < 64; b++) {
+                    float m = xc[oy*1792 + ox*128 + b];
+                    { const float v = xc[oy*1792 + ox*128 + 64 + b]; if (v > m || isnan(v)) m = v; }
+                    { const float v = xc[oy*1792 + ox*128 + 896 + b]; if (v > m || isnan(v)) m = v; }
+                    { const float v = xc[oy*1792 + ox*128 + 960 + b]; if (v > m || isnan(v)) m = v; }
+                    yc[oy*448 + ox*64 + b] = m;
                 }
             }
         }
     }
 }
 
-static void l07_maxpool2d_backward(const float *restrict x, const float *restrict dy, float *restrict dx, int nb)
+static void l07_maxpool2d_backward(const float *restrict x, const float *restrict dy, float *restrict dx)
 {
-    memset(dx, 0, sizeof(float) * (size_t)nb * 12544);
-    for (int n = 0; n < nb; n++) {
-        for (int c = 0; c < 64; c++) {
-            const float *restrict xc = x + n*12544 + c*196;
-            float *restrict dxc = dx + n*12544 + c*196;
-            const float *restrict dyc = dy + n*3136 + c*49;
-            /* rows 0..6, cols 0..6: every tap */
-            for (int oy = 0; oy < 7; oy++) {
-                for (int ox = 0; ox < 7; ox++) {
-                    int a = oy*28 + ox*2; float m = xc[a];
-                    if (xc[oy*28 + ox*2 + 1] > m || isnan(xc[oy*28 + ox*2 + 1])) { m = xc[oy*28 + ox*2 + 1]; a = oy*28 + ox*2 + 1; }
-                    if (xc[oy*28 + ox*2 + 14] > m || isnan(xc[oy*28 + ox*2 + 14])) { m = xc[oy*28 + ox*2 + 14]; a = oy*28 + ox*2 + 14; }
-                    if (xc[oy*28 + ox*2 + 15] > m || isnan(xc[oy*28 + ox*2 + 15])) { m = xc[oy*28 + ox*2 + 15]; a = oy*28 + ox*2 + 15; }
-                    dxc[a] += dyc[oy*7 + ox];
+    memset(dx, 0, sizeof(float) * 802816);
+    for (int c = 0; c < 64; c++) {
+        const float *restrict xc = x + c * 12544;
+        float *restrict dxc = dx + c * 12544;
+        const float *restrict dyc = dy + c * 3136;
+        /* rows 0..6, cols 0..6: every tap */
+        for (int oy = 0; oy < 7; oy++) {
+            for (int ox = 0; ox < 7; ox++) {
+                for (int b = 0; b < 64; b++) {
+                    const float d = dyc[oy*448 + ox*64 + b];
+                    float m = xc[oy*1792 + ox*128 + b]; int a = 0;
+                    if (xc[oy*1792 + ox*128 + 64 + b] > m || isnan(xc[oy*1792 + ox*128 + 64 + b])) { m = xc[oy*1792 + ox*128 + 64 + b]; a = 1; }
+                    if (xc[oy*1792 + ox*128 + 896 + b] > m || isnan(xc[oy*1792 + ox*128 + 896 + b])) { m = xc[oy*1792 + ox*128 + 896 + b]; a = 2; }
+                    if (xc[oy*1792 + ox*128 + 960 + b] > m || isnan(xc[oy*1792 + ox*128 + 960 + b])) { m = xc[oy*1792 + ox*128 + 960 + b]; a = 3; }
+                    dxc[oy*1792 + ox*128 + b] += a == 0 ? d : 0.0f;
+                    dxc[oy*1792 + ox*128 + 64 + b] += a == 1 ? d : 0.0f;
+                    dxc[oy*1792 + ox*128 + 896 + b] += a == 2 ? d : 0.0f;
+                    dxc[oy*1792 + ox*128 + 960 + b] += a == 3 ? d : 0.0f;
                 }
             }
         }
@@ -612,39 +4916,77 @@ static void l07_maxpool2d_backward(const float *restrict x, const float *restric
 }
 
 /* layer 9: dense 3136 -> 128 (specs/bnnet.yaml:20:5) */
-static void l09_dense_forward(const float *restrict P, const float *restrict x, float *restrict y, int nb)
+static void l09_dense_forward(const float *restrict P, const float *restrict x, float *restrict y)
 {
     const float *restrict w = P + 18912;
     const float *restrict b = P + 420320;
-    for (int o = 0; o < 128; o++) {
-        const float *restrict wr = w + (size_t)o * 3136;
-        for (int n = 0; n < nb; n++) {
-            const float *restrict xn = x + (size_t)n * 3136;
-            float s = b[o];
-            for (int i = 0; i < 3136; i++) s += wr[i] * xn[i];
-            y[(size_t)n * 128 + o] = s;
+    for (int v0 = 0; v0 < 4; v0 += 4) {
+        for (int o0 = 0; o0 < 128; o0 += 4) {
+            {
+                cg_v a0_0 = vsplat(b[o0 + 0]), a0_1 = vsplat(b[o0 + 0]), a0_2 = vsplat(b[o0 + 0]), a0_3 = vsplat(b[o0 + 0]);
+                cg_v a1_0 = vsplat(b[o0 + 1]), a1_1 = vsplat(b[o0 + 1]), a1_2 = vsplat(b[o0 + 1]), a1_3 = vsplat(b[o0 + 1]);
+                cg_v a2_0 = vsplat(b[o0 + 2]), a2_1 = vsplat(b[o0 + 2]), a2_2 = vsplat(b[o0 + 2]), a2_3 = vsplat(b[o0 + 2]);
+                cg_v a3_0 = vsplat(b[o0 + 3]), a3_1 = vsplat(b[o0 + 3]), a3_2 = vsplat(b[o0 + 3]), a3_3 = vsplat(b[o0 + 3]);
+                for (int k = 0; k < 3136; k++) {
+                    const float *restrict sk = x + (size_t)k * 64 + v0 * 16;
+                    const cg_v s0 = VLOAD(sk + 0), s1 = VLOAD(sk + 16), s2 = VLOAD(sk + 32), s3 = VLOAD(sk + 48);
+                    a0_0 += w[(size_t)(o0 + 0) * 3136 + k] * s0; a0_1 += w[(size_t)(o0 + 0) * 3136 + k] * s1; a0_2 += w[(size_t)(o0 + 0) * 3136 + k] * s2; a0_3 += w[(size_t)(o0 + 0) * 3136 + k] * s3;
+                    a1_0 += w[(size_t)(o0 + 1) * 3136 + k] * s0; a1_1 += w[(size_t)(o0 + 1) * 3136 + k] * s1; a1_2 += w[(size_t)(o0 + 1) * 3136 + k] * s2; a1_3 += w[(size_t)(o0 + 1) * 3136 + k] * s3;
+                    a2_0 += w[(size_t)(o0 + 2) * 3136 + k] * s0; a2_1 += w[(size_t)(o0 + 2) * 3136 + k] * s1; a2_2 += w[(size_t)(o0 + 2) * 3136 + k] * s2; a2_3 += w[(size_t)(o0 + 2) * 3136 + k] * s3;
+                    a3_0 += w[(size_t)(o0 + 3) * 3136 + k] * s0; a3_1 += w[(size_t)(o0 + 3) * 3136 + k] * s1; a3_2 += w[(size_t)(o0 + 3) * 3136 + k] * s2; a3_3 += w[(size_t)(o0 + 3) * 3136 + k] * s3;
+                }
+                VSTORE(y + (size_t)(o0 + 0) * 64 + (v0 + 0) * 16, a0_0); VSTORE(y + (size_t)(o0 + 0) * 64 + (v0 + 1) * 16, a0_1); VSTORE(y + (size_t)(o0 + 0) * 64 + (v0 + 2) * 16, a0_2); VSTORE(y + (size_t)(o0 + 0) * 64 + (v0 + 3) * 16, a0_3);
+                VSTORE(y + (size_t)(o0 + 1) * 64 + (v0 + 0) * 16, a1_0); VSTORE(y + (size_t)(o0 + 1) * 64 + (v0 + 1) * 16, a1_1); VSTORE(y + (size_t)(o0 + 1) * 64 + (v0 + 2) * 16, a1_2); VSTORE(y + (size_t)(o0 + 1) * 64 + (v0 + 3) * 16, a1_3);
+                VSTORE(y + (size_t)(o0 + 2) * 64 + (v0 + 0) * 16, a2_0); VSTORE(y + (size_t)(o0 + 2) * 64 + (v0 + 1) * 16, a2_1); VSTORE(y + (size_t)(o0 + 2) * 64 + (v0 + 2) * 16, a2_2); VSTORE(y + (size_t)(o0 + 2) * 64 + (v0 + 3) * 16, a2_3);
+                VSTORE(y + (size_t)(o0 + 3) * 64 + (v0 + 0) * 16, a3_0); VSTORE(y + (size_t)(o0 + 3) * 64 + (v0 + 1) * 16, a3_1); VSTORE(y + (size_t)(o0 + 3) * 64 + (v0 + 2) * 16, a3_2); VSTORE(y + (size_t)(o0 + 3) * 64 + (v0 + 3) * 16, a3_3);
+            }
         }
     }
 }
 
-static void l09_dense_backward(const float *restrict P, float *restrict G, const float *restrict x, const float *restrict dy, float *restrict dx, int nb)
+static void l09_dense_backward(float *restrict G, float *restrict S, const float *restrict x, const float *restrict dy, int nb)
 {
-    const float *restrict w = P + 18912;
     float *restrict gw = G + 18912;
     float *restrict gb = G + 420320;
-    memset(dx, 0, sizeof(float) * (size_t)nb * 3136);
+    for (int b = 0; b < nb; b++)
+        for (int i = 0; i < 3136; i++) S[(size_t)b * 3136 + i] = x[(size_t)i * 64 + b];
     for (int o = 0; o < 128; o++) {
-        const float *restrict wr = w + (size_t)o * 3136;
-        float *restrict gwr = gw + (size_t)o * 3136;
-        float gbo = 0.0f;
-        for (int n = 0; n < nb; n++) {
-            const float d = dy[(size_t)n * 128 + o];
-            const float *restrict xn = x + (size_t)n * 3136;
-            float *restrict dxn = dx + (size_t)n * 3136;
-            gbo += d;
-            for (int i = 0; i < 3136; i++) { gwr[i] += d * xn[i]; dxn[i] += wr[i] * d; }
+        float *restrict gwo = gw + (size_t)o * 3136;
+        float sb = 0.0f;
+        for (int b = 0; b < nb; b++) {
+            const float d = dy[(size_t)o * 64 + b];
+            sb += d;
+            const float *restrict xb = S + (size_t)b * 3136;
+            for (int i = 0; i < 3136; i++) gwo[i] += d * xb[i];
         }
-        gb[o] += gbo;
+        gb[o] += sb;
+    }
+}
+
+static void l09_dense_backward_dx(const float *restrict P, const float *restrict dy, float *restrict dx)
+{
+    const float *restrict w = P + 18912;
+    for (int v0 = 0; v0 < 4; v0 += 4) {
+        for (int i0 = 0; i0 < 3136; i0 += 4) {
+            {
+                cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f);
+                cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f), a1_3 = vsplat(0.0f);
+                cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f), a2_2 = vsplat(0.0f), a2_3 = vsplat(0.0f);
+                cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f), a3_2 = vsplat(0.0f), a3_3 = vsplat(0.0f);
+                for (int k = 0; k < 128; k++) {
+                    const float *restrict sk = dy + (size_t)k * 64 + v0 * 16;
+                    const cg_v s0 = VLOAD(sk + 0), s1 = VLOAD(sk + 16), s2 = VLOAD(sk + 32), s3 = VLOAD(sk + 48);
+                    a0_0 += w[(size_t)k * 3136 + i0 + 0] * s0; a0_1 += w[(size_t)k * 3136 + i0 + 0] * s1; a0_2 += w[(size_t)k * 3136 + i0 + 0] * s2; a0_3 += w[(size_t)k * 3136 + i0 + 0] * s3;
+                    a1_0 += w[(size_t)k * 3136 + i0 + 1] * s0; a1_1 += w[(size_t)k * 3136 + i0 + 1] * s1; a1_2 += w[(size_t)k * 3136 + i0 + 1] * s2; a1_3 += w[(size_t)k * 3136 + i0 + 1] * s3;
+                    a2_0 += w[(size_t)k * 3136 + i0 + 2] * s0; a2_1 += w[(size_t)k * 3136 + i0 + 2] * s1; a2_2 += w[(size_t)k * 3136 + i0 + 2] * s2; a2_3 += w[(size_t)k * 3136 + i0 + 2] * s3;
+                    a3_0 += w[(size_t)k * 3136 + i0 + 3] * s0; a3_1 += w[(size_t)k * 3136 + i0 + 3] * s1; a3_2 += w[(size_t)k * 3136 + i0 + 3] * s2; a3_3 += w[(size_t)k * 3136 + i0 + 3] * s3;
+                }
+                VSTORE(dx + (size_t)(i0 + 0) * 64 + (v0 + 0) * 16, a0_0); VSTORE(dx + (size_t)(i0 + 0) * 64 + (v0 + 1) * 16, a0_1); VSTORE(dx + (size_t)(i0 + 0) * 64 + (v0 + 2) * 16, a0_2); VSTORE(dx + (size_t)(i0 + 0) * 64 + (v0 + 3) * 16, a0_3);
+                VSTORE(dx + (size_t)(i0 + 1) * 64 + (v0 + 0) * 16, a1_0); VSTORE(dx + (size_t)(i0 + 1) * 64 + (v0 + 1) * 16, a1_1); VSTORE(dx + (size_t)(i0 + 1) * 64 + (v0 + 2) * 16, a1_2); VSTORE(dx + (size_t)(i0 + 1) * 64 + (v0 + 3) * 16, a1_3);
+                VSTORE(dx + (size_t)(i0 + 2) * 64 + (v0 + 0) * 16, a2_0); VSTORE(dx + (size_t)(i0 + 2) * 64 + (v0 + 1) * 16, a2_1); VSTORE(dx + (size_t)(i0 + 2) * 64 + (v0 + 2) * 16, a2_2); VSTORE(dx + (size_t)(i0 + 2) * 64 + (v0 + 3) * 16, a2_3);
+                VSTORE(dx + (size_t)(i0 + 3) * 64 + (v0 + 0) * 16, a3_0); VSTORE(dx + (size_t)(i0 + 3) * 64 + (v0 + 1) * 16, a3_1); VSTORE(dx + (size_t)(i0 + 3) * 64 + (v0 + 2) * 16, a3_2); VSTORE(dx + (size_t)(i0 + 3) * 64 + (v0 + 3) * 16, a3_3);
+            }
+        }
     }
 }
 
@@ -658,15 +5000,19 @@ static void l10_batchnorm_forward(const float *restrict P, float *restrict B, fl
         nbt[0] += 1.0f;
         const float f = 0.1f;
         for (int c = 0; c < 128; c++) {
-            double s = 0.0, v = 0.0;
-            for (int n = 0; n < nb; n++) {
-                const float *restrict xc = x + (size_t)n * 128 + c * 1;
-                s += xc[0];
+            double s1 = 0.0, v = 0.0;
+            {
+                const float *restrict xc = x + (size_t)c * 64;
+                for (int s = 0; s < 1; s++) {
+                    for (int b = 0; b < nb; b++) s1 += xc[s * 64 + b];
+                }
             }
-            const double mean = s / m;
-            for (int n = 0; n < nb; n++) {
-                const float *restrict xc = x + (size_t)n * 128 + c * 1;
-                { const double d = xc[0] - mean; v += d * d; }
+            const double mean = s1 / m;
+            {
+                const float *restrict xc = x + (size_t)c * 64;
+                for (int s = 0; s < 1; s++) {
+                    for (int b = 0; b < nb; b++) { const double d = xc[s * 64 + b] - mean; v += d * d; }
+                }
             }
             const double var = v / m;
             S[c] = (float)mean;
@@ -682,124 +5028,184 @@ static void l10_batchnorm_forward(const float *restrict P, float *restrict B, fl
         }
     }
     for (int c = 0; c < 128; c++) {
-        const float mean = S[c], a = S[128 + c] * gamma[c], b = beta[c];
-        for (int n = 0; n < nb; n++) {
-            const float *restrict xc = x + (size_t)n * 128 + c * 1;
-            float *restrict yc = y + (size_t)n * 128 + c * 1;
-            yc[0] = (xc[0] - mean) * a + b;
+        const float mean = S[c], a = S[128 + c] * gamma[c], bc = beta[c];
+        float *restrict yc = y + (size_t)c * 64;
+        const float *restrict xc = x + (size_t)c * 64;
+        for (int s = 0; s < 1; s++) {
+            for (int b = 0; b < 64; b++) yc[s * 64 + b] = (xc[s * 64 + b] - mean) * a + bc;
         }
     }
 }
 
-static void l10_batchnorm_backward(const float *restrict P, float *restrict G, const float *restrict S, const float *restrict x, const float *restrict dy, float *restrict dx, int nb)
+static void l10_batchnorm_backward(const float *restrict P, float *restrict G, float *restrict S, const float *restrict x, const float *restrict dy, float *restrict dx, int nb)
 {
     const float *restrict gamma = P + 420448;
     float *restrict ggamma = G + 420448, *restrict gbeta = G + 420576;
     const int m = nb * 1;
     for (int c = 0; c < 128; c++) {
         const float mean = S[c], rstd = S[128 + c];
+        const float *restrict dyc = dy + (size_t)c * 64;
+        float *restrict dxc = dx + (size_t)c * 64;
         double sdy = 0.0, sdyx = 0.0;
-        for (int n = 0; n < nb; n++) {
-            const float *restrict xc = x + (size_t)n * 128 + c * 1;
-            const float *restrict dyc = dy + (size_t)n * 128 + c * 1;
-            { sdy += dyc[0]; sdyx += dyc[0] * ((xc[0] - mean) * rstd); }
+        {
+            const float *restrict xc = x + (size_t)c * 64;
+            for (int s = 0; s < 1; s++) {
+                for (int b = 0; b < nb; b++) { const float d = dyc[s * 64 + b]; sdy += d; sdyx += d * ((xc[s * 64 + b] - mean) * rstd); }
+            }
         }
         ggamma[c] += (float)sdyx;
         gbeta[c] += (float)sdy;
-        const double k = (double)gamma[c] * rstd / m;
-        for (int n = 0; n < nb; n++) {
-            const float *restrict xc = x + (size_t)n * 128 + c * 1;
-            const float *restrict dyc = dy + (size_t)n * 128 + c * 1;
-            float *restrict dxc = dx + (size_t)n * 128 + c * 1;
-            dxc[0] = (float)(k * ((double)m * dyc[0] - sdy - ((double)xc[0] - mean) * rstd * sdyx));
+        const float k = gamma[c] * rstd / m, fm = (float)m, fsdy = (float)sdy, fsdyx = (float)sdyx;
+        const float *restrict xc = x + (size_t)c * 64;
+        for (int s = 0; s < 1; s++) {
+            for (int b = 0; b < 64; b++) dxc[s * 64 + b] = b < nb ? k * (fm * dyc[s * 64 + b] - fsdy - (xc[s * 64 + b] - mean) * rstd * fsdyx) : 0.0f;
         }
     }
 }
 
 /* layer 11: relu 128 -> 128 (specs/bnnet.yaml:22:5) */
-static void l11_relu_forward(const float *restrict x, float *restrict y, int nb)
+static void l11_relu_forward(const float *restrict x, float *restrict y)
 {
-    for (size_t i = 0; i < (size_t)nb * 128; i++)
+    for (int i = 0; i < 8192; i++)
         y[i] = x[i] > 0.0f ? x[i] : 0.0f;
 }
 
-static void l11_relu_backward(const float *restrict y, const float *restrict dy, float *restrict dx, int nb)
+static void l11_relu_backward(const float *restrict y, const float *restrict dy, float *restrict dx)
 {
-    for (size_t i = 0; i < (size_t)nb * 128; i++)
+    for (int i = 0; i < 8192; i++)
         dx[i] = y[i] > 0.0f ? dy[i] : 0.0f;
 }
 
 /* layer 12: dense 128 -> 10 (specs/bnnet.yaml:23:5) */
-static void l12_dense_forward(const float *restrict P, const float *restrict x, float *restrict y, int nb)
+static void l12_dense_forward(const float *restrict P, const float *restrict x, float *restrict y)
 {
     const float *restrict w = P + 420704;
     const float *restrict b = P + 421984;
-    for (int o = 0; o < 10; o++) {
-        const float *restrict wr = w + (size_t)o * 128;
-        for (int n = 0; n < nb; n++) {
-            const float *restrict xn = x + (size_t)n * 128;
-            float s = b[o];
-            for (int i = 0; i < 128; i++) s += wr[i] * xn[i];
-            y[(size_t)n * 10 + o] = s;
+    for (int v0 = 0; v0 < 4; v0 += 4) {
+        for (int o0 = 0; o0 < 8; o0 += 4) {
+            {
+                cg_v a0_0 = vsplat(b[o0 + 0]), a0_1 = vsplat(b[o0 + 0]), a0_2 = vsplat(b[o0 + 0]), a0_3 = vsplat(b[o0 + 0]);
+                cg_v a1_0 = vsplat(b[o0 + 1]), a1_1 = vsplat(b[o0 + 1]), a1_2 = vsplat(b[o0 + 1]), a1_3 = vsplat(b[o0 + 1]);
+                cg_v a2_0 = vsplat(b[o0 + 2]), a2_1 = vsplat(b[o0 + 2]), a2_2 = vsplat(b[o0 + 2]), a2_3 = vsplat(b[o0 + 2]);
+                cg_v a3_0 = vsplat(b[o0 + 3]), a3_1 = vsplat(b[o0 + 3]), a3_2 = vsplat(b[o0 + 3]), a3_3 = vsplat(b[o0 + 3]);
+                for (int k = 0; k < 128; k++) {
+                    const float *restrict sk = x + (size_t)k * 64 + v0 * 16;
+                    const cg_v s0 = VLOAD(sk + 0), s1 = VLOAD(sk + 16), s2 = VLOAD(sk + 32), s3 = VLOAD(sk + 48);
+                    a0_0 += w[(size_t)(o0 + 0) * 128 + k] * s0; a0_1 += w[(size_t)(o0 + 0) * 128 + k] * s1; a0_2 += w[(size_t)(o0 + 0) * 128 + k] * s2; a0_3 += w[(size_t)(o0 + 0) * 128 + k] * s3;
+                    a1_0 += w[(size_t)(o0 + 1) * 128 + k] * s0; a1_1 += w[(size_t)(o0 + 1) * 128 + k] * s1; a1_2 += w[(size_t)(o0 + 1) * 128 + k] * s2; a1_3 += w[(size_t)(o0 + 1) * 128 + k] * s3;
+                    a2_0 += w[(size_t)(o0 + 2) * 128 + k] * s0; a2_1 += w[(size_t)(o0 + 2) * 128 + k] * s1; a2_2 += w[(size_t)(o0 + 2) * 128 + k] * s2; a2_3 += w[(size_t)(o0 + 2) * 128 + k] * s3;
+                    a3_0 += w[(size_t)(o0 + 3) * 128 + k] * s0; a3_1 += w[(size_t)(o0 + 3) * 128 + k] * s1; a3_2 += w[(size_t)(o0 + 3) * 128 + k] * s2; a3_3 += w[(size_t)(o0 + 3) * 128 + k] * s3;
+                }
+                VSTORE(y + (size_t)(o0 + 0) * 64 + (v0 + 0) * 16, a0_0); VSTORE(y + (size_t)(o0 + 0) * 64 + (v0 + 1) * 16, a0_1); VSTORE(y + (size_t)(o0 + 0) * 64 + (v0 + 2) * 16, a0_2); VSTORE(y + (size_t)(o0 + 0) * 64 + (v0 + 3) * 16, a0_3);
+                VSTORE(y + (size_t)(o0 + 1) * 64 + (v0 + 0) * 16, a1_0); VSTORE(y + (size_t)(o0 + 1) * 64 + (v0 + 1) * 16, a1_1); VSTORE(y + (size_t)(o0 + 1) * 64 + (v0 + 2) * 16, a1_2); VSTORE(y + (size_t)(o0 + 1) * 64 + (v0 + 3) * 16, a1_3);
+                VSTORE(y + (size_t)(o0 + 2) * 64 + (v0 + 0) * 16, a2_0); VSTORE(y + (size_t)(o0 + 2) * 64 + (v0 + 1) * 16, a2_1); VSTORE(y + (size_t)(o0 + 2) * 64 + (v0 + 2) * 16, a2_2); VSTORE(y + (size_t)(o0 + 2) * 64 + (v0 + 3) * 16, a2_3);
+                VSTORE(y + (size_t)(o0 + 3) * 64 + (v0 + 0) * 16, a3_0); VSTORE(y + (size_t)(o0 + 3) * 64 + (v0 + 1) * 16, a3_1); VSTORE(y + (size_t)(o0 + 3) * 64 + (v0 + 2) * 16, a3_2); VSTORE(y + (size_t)(o0 + 3) * 64 + (v0 + 3) * 16, a3_3);
+            }
+        }
+        {
+            cg_v a0_0 = vsplat(b[8 + 0]), a0_1 = vsplat(b[8 + 0]), a0_2 = vsplat(b[8 + 0]), a0_3 = vsplat(b[8 + 0]);
+            cg_v a1_0 = vsplat(b[8 + 1]), a1_1 = vsplat(b[8 + 1]), a1_2 = vsplat(b[8 + 1]), a1_3 = vsplat(b[8 + 1]);
+            for (int k = 0; k < 128; k++) {
+                const float *restrict sk = x + (size_t)k * 64 + v0 * 16;
+                const cg_v s0 = VLOAD(sk + 0), s1 = VLOAD(sk + 16), s2 = VLOAD(sk + 32), s3 = VLOAD(sk + 48);
+                a0_0 += w[(size_t)(8 + 0) * 128 + k] * s0; a0_1 += w[(size_t)(8 + 0) * 128 + k] * s1; a0_2 += w[(size_t)(8 + 0) * 128 + k] * s2; a0_3 += w[(size_t)(8 + 0) * 128 + k] * s3;
+                a1_0 += w[(size_t)(8 + 1) * 128 + k] * s0; a1_1 += w[(size_t)(8 + 1) * 128 + k] * s1; a1_2 += w[(size_t)(8 + 1) * 128 + k] * s2; a1_3 += w[(size_t)(8 + 1) * 128 + k] * s3;
+            }
+            VSTORE(y + (size_t)(8 + 0) * 64 + (v0 + 0) * 16, a0_0); VSTORE(y + (size_t)(8 + 0) * 64 + (v0 + 1) * 16, a0_1); VSTORE(y + (size_t)(8 + 0) * 64 + (v0 + 2) * 16, a0_2); VSTORE(y + (size_t)(8 + 0) * 64 + (v0 + 3) * 16, a0_3);
+            VSTORE(y + (size_t)(8 + 1) * 64 + (v0 + 0) * 16, a1_0); VSTORE(y + (size_t)(8 + 1) * 64 + (v0 + 1) * 16, a1_1); VSTORE(y + (size_t)(8 + 1) * 64 + (v0 + 2) * 16, a1_2); VSTORE(y + (size_t)(8 + 1) * 64 + (v0 + 3) * 16, a1_3);
         }
     }
 }
 
-static void l12_dense_backward(const float *restrict P, float *restrict G, const float *restrict x, const float *restrict dy, float *restrict dx, int nb)
+static void l12_dense_backward(float *restrict G, float *restrict S, const float *restrict x, const float *restrict dy, int nb)
 {
-    const float *restrict w = P + 420704;
     float *restrict gw = G + 420704;
     float *restrict gb = G + 421984;
-    memset(dx, 0, sizeof(float) * (size_t)nb * 128);
+    for (int b = 0; b < nb; b++)
+        for (int i = 0; i < 128; i++) S[(size_t)b * 128 + i] = x[(size_t)i * 64 + b];
     for (int o = 0; o < 10; o++) {
-        const float *restrict wr = w + (size_t)o * 128;
-        float *restrict gwr = gw + (size_t)o * 128;
-        float gbo = 0.0f;
-        for (int n = 0; n < nb; n++) {
-            const float d = dy[(size_t)n * 10 + o];
-            const float *restrict xn = x + (size_t)n * 128;
-            float *restrict dxn = dx + (size_t)n * 128;
-            gbo += d;
-            for (int i = 0; i < 128; i++) { gwr[i] += d * xn[i]; dxn[i] += wr[i] * d; }
+        float *restrict gwo = gw + (size_t)o * 128;
+        float sb = 0.0f;
+        for (int b = 0; b < nb; b++) {
+            const float d = dy[(size_t)o * 64 + b];
+            sb += d;
+            const float *restrict xb = S + (size_t)b * 128;
+            for (int i = 0; i < 128; i++) gwo[i] += d * xb[i];
         }
-        gb[o] += gbo;
+        gb[o] += sb;
+    }
+}
+
+static void l12_dense_backward_dx(const float *restrict P, const float *restrict dy, float *restrict dx)
+{
+    const float *restrict w = P + 420704;
+    for (int v0 = 0; v0 < 4; v0 += 4) {
+        for (int i0 = 0; i0 < 128; i0 += 4) {
+            {
+                cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f);
+                cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f), a1_3 = vsplat(0.0f);
+                cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f), a2_2 = vsplat(0.0f), a2_3 = vsplat(0.0f);
+                cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f), a3_2 = vsplat(0.0f), a3_3 = vsplat(0.0f);
+                for (int k = 0; k < 10; k++) {
+                    const float *restrict sk = dy + (size_t)k * 64 + v0 * 16;
+                    const cg_v s0 = VLOAD(sk + 0), s1 = VLOAD(sk + 16), s2 = VLOAD(sk + 32), s3 = VLOAD(sk + 48);
+                    a0_0 += w[(size_t)k * 128 + i0 + 0] * s0; a0_1 += w[(size_t)k * 128 + i0 + 0] * s1; a0_2 += w[(size_t)k * 128 + i0 + 0] * s2; a0_3 += w[(size_t)k * 128 + i0 + 0] * s3;
+                    a1_0 += w[(size_t)k * 128 + i0 + 1] * s0; a1_1 += w[(size_t)k * 128 + i0 + 1] * s1; a1_2 += w[(size_t)k * 128 + i0 + 1] * s2; a1_3 += w[(size_t)k * 128 + i0 + 1] * s3;
+                    a2_0 += w[(size_t)k * 128 + i0 + 2] * s0; a2_1 += w[(size_t)k * 128 + i0 + 2] * s1; a2_2 += w[(size_t)k * 128 + i0 + 2] * s2; a2_3 += w[(size_t)k * 128 + i0 + 2] * s3;
+                    a3_0 += w[(size_t)k * 128 + i0 + 3] * s0; a3_1 += w[(size_t)k * 128 + i0 + 3] * s1; a3_2 += w[(size_t)k * 128 + i0 + 3] * s2; a3_3 += w[(size_t)k * 128 + i0 + 3] * s3;
+                }
+                VSTORE(dx + (size_t)(i0 + 0) * 64 + (v0 + 0) * 16, a0_0); VSTORE(dx + (size_t)(i0 + 0) * 64 + (v0 + 1) * 16, a0_1); VSTORE(dx + (size_t)(i0 + 0) * 64 + (v0 + 2) * 16, a0_2); VSTORE(dx + (size_t)(i0 + 0) * 64 + (v0 + 3) * 16, a0_3);
+                VSTORE(dx + (size_t)(i0 + 1) * 64 + (v0 + 0) * 16, a1_0); VSTORE(dx + (size_t)(i0 + 1) * 64 + (v0 + 1) * 16, a1_1); VSTORE(dx + (size_t)(i0 + 1) * 64 + (v0 + 2) * 16, a1_2); VSTORE(dx + (size_t)(i0 + 1) * 64 + (v0 + 3) * 16, a1_3);
+                VSTORE(dx + (size_t)(i0 + 2) * 64 + (v0 + 0) * 16, a2_0); VSTORE(dx + (size_t)(i0 + 2) * 64 + (v0 + 1) * 16, a2_1); VSTORE(dx + (size_t)(i0 + 2) * 64 + (v0 + 2) * 16, a2_2); VSTORE(dx + (size_t)(i0 + 2) * 64 + (v0 + 3) * 16, a2_3);
+                VSTORE(dx + (size_t)(i0 + 3) * 64 + (v0 + 0) * 16, a3_0); VSTORE(dx + (size_t)(i0 + 3) * 64 + (v0 + 1) * 16, a3_1); VSTORE(dx + (size_t)(i0 + 3) * 64 + (v0 + 2) * 16, a3_2); VSTORE(dx + (size_t)(i0 + 3) * 64 + (v0 + 3) * 16, a3_3);
+            }
+        }
     }
 }
 
 /* Forward over nb <= 64 samples; activations stay in ws for backward. */
 void bnnet_forward(const float *params, float *buffers, const float *x, float *ws, int nb, int training)
 {
-    l00_conv2d_forward(params, x, ws + 0, nb);
-    l01_batchnorm_forward(params, buffers, ws + 7852672, ws + 0, ws + 1605632, nb, training);
-    l02_relu_forward(ws + 1605632, ws + 3211264, nb);
-    l03_maxpool2d_forward(ws + 3211264, ws + 4816896, nb);
-    l04_conv2d_forward(params, ws + 4816896, ws + 5218304, nb);
-    l05_batchnorm_forward(params, buffers, ws + 7852736, ws + 5218304, ws + 6021120, nb, training);
-    l06_relu_forward(ws + 6021120, ws + 6823936, nb);
-    l07_maxpool2d_forward(ws + 6823936, ws + 7626752, nb);
-    /* layer 8: flatten aliases layer 7's output */
-    l09_dense_forward(params, ws + 7626752, ws + 7827456, nb);
-    l10_batchnorm_forward(params, buffers, ws + 7852864, ws + 7827456, ws + 7835648, nb, training);
-    l11_relu_forward(ws + 7835648, ws + 7843840, nb);
-    l12_dense_forward(params, ws + 7843840, ws + 7852032, nb);
+    to_lanes(x, ws + 0, nb, 784);
+    l00_conv2d_forward(params, ws + 0, ws + 50176);
+    l01_batchnorm_forward(params, buffers, ws + 7902848, ws + 50176, ws + 1655808, nb, training);
+    l02_relu_forward(ws + 1655808, ws + 3261440);
+    l03_maxpool2d_forward(ws + 3261440, ws + 4867072);
+    l04_conv2d_forward(params, ws + 4867072, ws + 5268480);
+    l05_batchnorm_forward(params, buffers, ws + 7902912, ws + 5268480, ws + 6071296, nb, training);
+    l06_relu_forward(ws + 6071296, ws + 6874112);
+    l07_maxpool2d_forward(ws + 6874112, ws + 7676928);
+    /* layer 8: flatten is a view of its input */
+    l09_dense_forward(params, ws + 7676928, ws + 7877632);
+    l10_batchnorm_forward(params, buffers, ws + 8103744, ws + 7877632, ws + 7885824, nb, training);
+    l11_relu_forward(ws + 7885824, ws + 7894016);
+    l12_dense_forward(params, ws + 7894016, ws + 7902208);
+    from_lanes(ws + 7902208, ws + 8112192, nb, 10);
 }
 
-/* Backward after a training forward: dLoss/dOutput at ws + 7853120; grads accumulate. */
+/* Backward after a training forward: dLoss/dOutput at ws + 8112832; grads accumulate. */
 void bnnet_backward(const float *params, float *grads, const float *x, float *dx, float *ws, int nb)
 {
-    l12_dense_backward(params, grads, ws + 7843840, ws + 7853120, ws + 7853760, nb);
-    l11_relu_backward(ws + 7843840, ws + 7853760, ws + 9459392, nb);
-    l10_batchnorm_backward(params, grads, ws + 7852864, ws + 7827456, ws + 9459392, ws + 7853760, nb);
-    l09_dense_backward(params, grads, ws + 7626752, ws + 7853760, ws + 9459392, nb);
+    (void)x;
+    to_lanes(ws + 8112832, ws + 8113472, nb, 10);
+    l12_dense_backward(grads, ws + 8104000, ws + 7894016, ws + 8113472, nb);
+    l12_dense_backward_dx(params, ws + 8113472, ws + 8114112);
+    l11_relu_backward(ws + 7894016, ws + 8114112, ws + 9719744);
+    l10_batchnorm_backward(params, grads, ws + 8103744, ws + 7877632, ws + 9719744, ws + 8114112, nb);
+    l09_dense_backward(grads, ws + 7903040, ws + 7676928, ws + 8114112, nb);
+    l09_dense_backward_dx(params, ws + 8114112, ws + 9719744);
     /* layer 8: flatten passes the gradient through */
-    l07_maxpool2d_backward(ws + 6823936, ws + 9459392, ws + 7853760, nb);
-    l06_relu_backward(ws + 6823936, ws + 7853760, ws + 9459392, nb);
-    l05_batchnorm_backward(params, grads, ws + 7852736, ws + 5218304, ws + 9459392, ws + 7853760, nb);
-    l04_conv2d_backward(params, grads, ws + 4816896, ws + 7853760, ws + 9459392, nb);
-    l03_maxpool2d_backward(ws + 3211264, ws + 9459392, ws + 7853760, nb);
-    l02_relu_backward(ws + 3211264, ws + 7853760, ws + 9459392, nb);
-    l01_batchnorm_backward(params, grads, ws + 7852672, ws + 0, ws + 9459392, ws + 7853760, nb);
-    l00_conv2d_backward(params, grads, x, ws + 7853760, dx ? dx : ws + 9459392, nb);
+    l07_maxpool2d_backward(ws + 6874112, ws + 9719744, ws + 8114112);
+    l06_relu_backward(ws + 6874112, ws + 8114112, ws + 9719744);
+    l05_batchnorm_backward(params, grads, ws + 7902912, ws + 5268480, ws + 9719744, ws + 8114112, nb);
+    l04_conv2d_backward(grads, ws + 4867072, ws + 8114112);
+    l04_conv2d_backward_dx(params, ws + 8114112, ws + 9719744);
+    l03_maxpool2d_backward(ws + 3261440, ws + 9719744, ws + 8114112);
+    l02_relu_backward(ws + 3261440, ws + 8114112, ws + 9719744);
+    l01_batchnorm_backward(params, grads, ws + 7902848, ws + 50176, ws + 9719744, ws + 8114112, nb);
+    l00_conv2d_backward(grads, ws + 0, ws + 8114112);
+    if (dx) l00_conv2d_backward_dx(params, ws + 8114112, ws + 9719744);
+    if (dx) from_lanes(ws + 9719744, dx, nb, 784);
 }
 
 static const cg_tensor bnnet_tensors[] = {
@@ -828,47 +5234,47 @@ static const cg_tensor bnnet_tensors[] = {
 
 static const cg_layer bnnet_layers[] = {
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {1, 28, 28}, .ndim_out = 3, .out_shape = {32, 28, 28},
-     .in_size = 784, .out_size = 25088, .act_offset = 0, .line = 11, .col = 5,
+     .in_size = 784, .out_size = 25088, .act_offset = 50176, .lanes = 64, .line = 11, .col = 5,
      .kernel = {3, 3}, .stride = {1, 1}, .pad_lo = {1, 1}, .pad_hi = {1, 1}, .dilation = {1, 1},
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "batchnorm", .ndim_in = 3, .in_shape = {32, 28, 28}, .ndim_out = 3, .out_shape = {32, 28, 28},
-     .in_size = 25088, .out_size = 25088, .act_offset = 1605632, .line = 12, .col = 5,
+     .in_size = 25088, .out_size = 25088, .act_offset = 1655808, .lanes = 64, .line = 12, .col = 5,
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 1e-05f, .momentum = 0.1f},
     {.kind = "relu", .ndim_in = 3, .in_shape = {32, 28, 28}, .ndim_out = 3, .out_shape = {32, 28, 28},
-     .in_size = 25088, .out_size = 25088, .act_offset = 3211264, .line = 13, .col = 5,
+     .in_size = 25088, .out_size = 25088, .act_offset = 3261440, .lanes = 64, .line = 13, .col = 5,
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "maxpool2d", .ndim_in = 3, .in_shape = {32, 28, 28}, .ndim_out = 3, .out_shape = {32, 14, 14},
-     .in_size = 25088, .out_size = 6272, .act_offset = 4816896, .line = 14, .col = 5,
+     .in_size = 25088, .out_size = 6272, .act_offset = 4867072, .lanes = 64, .line = 14, .col = 5,
      .kernel = {2, 2}, .stride = {2, 2}, .pad_lo = {0, 0}, .pad_hi = {0, 0}, .dilation = {1, 1},
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {32, 14, 14}, .ndim_out = 3, .out_shape = {64, 14, 14},
-     .in_size = 6272, .out_size = 12544, .act_offset = 5218304, .line = 15, .col = 5,
+     .in_size = 6272, .out_size = 12544, .act_offset = 5268480, .lanes = 64, .line = 15, .col = 5,
      .kernel = {3, 3}, .stride = {1, 1}, .pad_lo = {1, 1}, .pad_hi = {1, 1}, .dilation = {1, 1},
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "batchnorm", .ndim_in = 3, .in_shape = {64, 14, 14}, .ndim_out = 3, .out_shape = {64, 14, 14},
-     .in_size = 12544, .out_size = 12544, .act_offset = 6021120, .line = 16, .col = 5,
+     .in_size = 12544, .out_size = 12544, .act_offset = 6071296, .lanes = 64, .line = 16, .col = 5,
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 1e-05f, .momentum = 0.1f},
     {.kind = "relu", .ndim_in = 3, .in_shape = {64, 14, 14}, .ndim_out = 3, .out_shape = {64, 14, 14},
-     .in_size = 12544, .out_size = 12544, .act_offset = 6823936, .line = 17, .col = 5,
+     .in_size = 12544, .out_size = 12544, .act_offset = 6874112, .lanes = 64, .line = 17, .col = 5,
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "maxpool2d", .ndim_in = 3, .in_shape = {64, 14, 14}, .ndim_out = 3, .out_shape = {64, 7, 7},
-     .in_size = 12544, .out_size = 3136, .act_offset = 7626752, .line = 18, .col = 5,
+     .in_size = 12544, .out_size = 3136, .act_offset = 7676928, .lanes = 64, .line = 18, .col = 5,
      .kernel = {2, 2}, .stride = {2, 2}, .pad_lo = {0, 0}, .pad_hi = {0, 0}, .dilation = {1, 1},
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "flatten", .ndim_in = 3, .in_shape = {64, 7, 7}, .ndim_out = 1, .out_shape = {3136, 0, 0},
-     .in_size = 3136, .out_size = 3136, .act_offset = 7626752, .line = 19, .col = 5,
+     .in_size = 3136, .out_size = 3136, .act_offset = 7676928, .lanes = 64, .line = 19, .col = 5,
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "dense", .ndim_in = 1, .in_shape = {3136, 0, 0}, .ndim_out = 1, .out_shape = {128, 0, 0},
-     .in_size = 3136, .out_size = 128, .act_offset = 7827456, .line = 20, .col = 5,
+     .in_size = 3136, .out_size = 128, .act_offset = 7877632, .lanes = 64, .line = 20, .col = 5,
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "batchnorm", .ndim_in = 1, .in_shape = {128, 0, 0}, .ndim_out = 1, .out_shape = {128, 0, 0},
-     .in_size = 128, .out_size = 128, .act_offset = 7835648, .line = 21, .col = 5,
+     .in_size = 128, .out_size = 128, .act_offset = 7885824, .lanes = 64, .line = 21, .col = 5,
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 1e-05f, .momentum = 0.1f},
     {.kind = "relu", .ndim_in = 1, .in_shape = {128, 0, 0}, .ndim_out = 1, .out_shape = {128, 0, 0},
-     .in_size = 128, .out_size = 128, .act_offset = 7843840, .line = 22, .col = 5,
+     .in_size = 128, .out_size = 128, .act_offset = 7894016, .lanes = 64, .line = 22, .col = 5,
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "dense", .ndim_in = 1, .in_shape = {128, 0, 0}, .ndim_out = 1, .out_shape = {10, 0, 0},
-     .in_size = 128, .out_size = 10, .act_offset = 7852032, .line = 23, .col = 5,
+     .in_size = 128, .out_size = 10, .act_offset = 7902208, .lanes = 64, .line = 23, .col = 5,
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
 };
 

@@ -10,9 +10,9 @@
 #define BNNET_OUT_SIZE 10 /* floats per output sample, 10 */
 #define BNNET_N_PARAMS ((size_t)421994) /* learned floats: weights, biases, gamma, beta */
 #define BNNET_N_BUFFERS ((size_t)451) /* batch-norm running statistics and counters */
-#define BNNET_WORKSPACE ((size_t)11065024) /* floats: activations, gradients, scratch */
-#define BNNET_OUT_OFFSET ((size_t)7852032) /* network output in the workspace */
-#define BNNET_DOUT_OFFSET ((size_t)7853120) /* dLoss/dOutput goes here before backward */
+#define BNNET_WORKSPACE ((size_t)11325376) /* floats: activations, gradients, scratch */
+#define BNNET_OUT_OFFSET ((size_t)8112192) /* network output in the workspace */
+#define BNNET_DOUT_OFFSET ((size_t)8112832) /* dLoss/dOutput goes here before backward */
 
 void bnnet_forward(const float *params, float *buffers, const float *x, float *ws, int nb, int training);
 void bnnet_backward(const float *params, float *grads, const float *x, float *dx, float *ws, int nb);

@@ -1224,7 +1224,7 @@ void lecture_full_forward(const float *params, float *buffers, const float *x, f
     (void)buffers;
     (void)training;
     l00_conv2d_forward(params, x, ws + 0, nb);
-    /* layer 1: flatten aliases layer 0's output */
+    /* layer 1: flatten is a view of its input */
     l02_dense_forward(params, ws + 0, ws + 1176, nb);
 }
 
@@ -1245,14 +1245,14 @@ static const cg_tensor lecture_full_tensors[] = {
 
 static const cg_layer lecture_full_layers[] = {
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {2, 5, 5}, .ndim_out = 3, .out_shape = {3, 7, 7},
-     .in_size = 50, .out_size = 147, .act_offset = 0, .line = 12, .col = 5,
+     .in_size = 50, .out_size = 147, .act_offset = 0, .lanes = 0, .line = 12, .col = 5,
      .kernel = {3, 3}, .stride = {1, 1}, .pad_lo = {2, 2}, .pad_hi = {2, 2}, .dilation = {1, 1},
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "flatten", .ndim_in = 3, .in_shape = {3, 7, 7}, .ndim_out = 1, .out_shape = {147, 0, 0},
-     .in_size = 147, .out_size = 147, .act_offset = 0, .line = 13, .col = 5,
+     .in_size = 147, .out_size = 147, .act_offset = 0, .lanes = 0, .line = 13, .col = 5,
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "dense", .ndim_in = 1, .in_shape = {147, 0, 0}, .ndim_out = 1, .out_shape = {4, 0, 0},
-     .in_size = 147, .out_size = 4, .act_offset = 1176, .line = 14, .col = 5,
+     .in_size = 147, .out_size = 4, .act_offset = 1176, .lanes = 0, .line = 14, .col = 5,
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
 };
 

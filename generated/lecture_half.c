@@ -676,7 +676,7 @@ void lecture_half_forward(const float *params, float *buffers, const float *x, f
     (void)buffers;
     (void)training;
     l00_conv2d_forward(params, x, ws + 0, nb);
-    /* layer 1: flatten aliases layer 0's output */
+    /* layer 1: flatten is a view of its input */
     l02_dense_forward(params, ws + 0, ws + 600, nb);
 }
 
@@ -697,14 +697,14 @@ static const cg_tensor lecture_half_tensors[] = {
 
 static const cg_layer lecture_half_layers[] = {
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {2, 5, 5}, .ndim_out = 3, .out_shape = {3, 5, 5},
-     .in_size = 50, .out_size = 75, .act_offset = 0, .line = 12, .col = 5,
+     .in_size = 50, .out_size = 75, .act_offset = 0, .lanes = 0, .line = 12, .col = 5,
      .kernel = {3, 3}, .stride = {1, 1}, .pad_lo = {1, 1}, .pad_hi = {1, 1}, .dilation = {1, 1},
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "flatten", .ndim_in = 3, .in_shape = {3, 5, 5}, .ndim_out = 1, .out_shape = {75, 0, 0},
-     .in_size = 75, .out_size = 75, .act_offset = 0, .line = 13, .col = 5,
+     .in_size = 75, .out_size = 75, .act_offset = 0, .lanes = 0, .line = 13, .col = 5,
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "dense", .ndim_in = 1, .in_shape = {75, 0, 0}, .ndim_out = 1, .out_shape = {4, 0, 0},
-     .in_size = 75, .out_size = 4, .act_offset = 600, .line = 14, .col = 5,
+     .in_size = 75, .out_size = 4, .act_offset = 600, .lanes = 0, .line = 14, .col = 5,
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
 };
 

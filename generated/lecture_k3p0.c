@@ -324,7 +324,7 @@ void lecture_k3p0_forward(const float *params, float *buffers, const float *x, f
     (void)buffers;
     (void)training;
     l00_conv2d_forward(params, x, ws + 0, nb);
-    /* layer 1: flatten aliases layer 0's output */
+    /* layer 1: flatten is a view of its input */
     l02_dense_forward(params, ws + 0, ws + 96, nb);
 }
 
@@ -345,14 +345,14 @@ static const cg_tensor lecture_k3p0_tensors[] = {
 
 static const cg_layer lecture_k3p0_layers[] = {
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {2, 4, 4}, .ndim_out = 3, .out_shape = {3, 2, 2},
-     .in_size = 32, .out_size = 12, .act_offset = 0, .line = 11, .col = 5,
+     .in_size = 32, .out_size = 12, .act_offset = 0, .lanes = 0, .line = 11, .col = 5,
      .kernel = {3, 3}, .stride = {1, 1}, .pad_lo = {0, 0}, .pad_hi = {0, 0}, .dilation = {1, 1},
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "flatten", .ndim_in = 3, .in_shape = {3, 2, 2}, .ndim_out = 1, .out_shape = {12, 0, 0},
-     .in_size = 12, .out_size = 12, .act_offset = 0, .line = 12, .col = 5,
+     .in_size = 12, .out_size = 12, .act_offset = 0, .lanes = 0, .line = 12, .col = 5,
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "dense", .ndim_in = 1, .in_shape = {12, 0, 0}, .ndim_out = 1, .out_shape = {4, 0, 0},
-     .in_size = 12, .out_size = 4, .act_offset = 96, .line = 13, .col = 5,
+     .in_size = 12, .out_size = 4, .act_offset = 96, .lanes = 0, .line = 13, .col = 5,
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
 };
 

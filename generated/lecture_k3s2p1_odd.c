@@ -518,7 +518,7 @@ void lecture_k3s2p1_odd_forward(const float *params, float *buffers, const float
     (void)buffers;
     (void)training;
     l00_conv2d_forward(params, x, ws + 0, nb);
-    /* layer 1: flatten aliases layer 0's output */
+    /* layer 1: flatten is a view of its input */
     l02_dense_forward(params, ws + 0, ws + 216, nb);
 }
 
@@ -539,14 +539,14 @@ static const cg_tensor lecture_k3s2p1_odd_tensors[] = {
 
 static const cg_layer lecture_k3s2p1_odd_layers[] = {
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {2, 5, 5}, .ndim_out = 3, .out_shape = {3, 3, 3},
-     .in_size = 50, .out_size = 27, .act_offset = 0, .line = 14, .col = 5,
+     .in_size = 50, .out_size = 27, .act_offset = 0, .lanes = 0, .line = 14, .col = 5,
      .kernel = {3, 3}, .stride = {2, 2}, .pad_lo = {1, 1}, .pad_hi = {1, 1}, .dilation = {1, 1},
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "flatten", .ndim_in = 3, .in_shape = {3, 3, 3}, .ndim_out = 1, .out_shape = {27, 0, 0},
-     .in_size = 27, .out_size = 27, .act_offset = 0, .line = 15, .col = 5,
+     .in_size = 27, .out_size = 27, .act_offset = 0, .lanes = 0, .line = 15, .col = 5,
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "dense", .ndim_in = 1, .in_shape = {27, 0, 0}, .ndim_out = 1, .out_shape = {4, 0, 0},
-     .in_size = 27, .out_size = 4, .act_offset = 216, .line = 16, .col = 5,
+     .in_size = 27, .out_size = 4, .act_offset = 216, .lanes = 0, .line = 16, .col = 5,
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
 };
 

@@ -1143,7 +1143,7 @@ void lecture_k4p2_forward(const float *params, float *buffers, const float *x, f
     (void)buffers;
     (void)training;
     l00_conv2d_forward(params, x, ws + 0, nb);
-    /* layer 1: flatten aliases layer 0's output */
+    /* layer 1: flatten is a view of its input */
     l02_dense_forward(params, ws + 0, ws + 864, nb);
 }
 
@@ -1164,14 +1164,14 @@ static const cg_tensor lecture_k4p2_tensors[] = {
 
 static const cg_layer lecture_k4p2_layers[] = {
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {2, 5, 5}, .ndim_out = 3, .out_shape = {3, 6, 6},
-     .in_size = 50, .out_size = 108, .act_offset = 0, .line = 11, .col = 5,
+     .in_size = 50, .out_size = 108, .act_offset = 0, .lanes = 0, .line = 11, .col = 5,
      .kernel = {4, 4}, .stride = {1, 1}, .pad_lo = {2, 2}, .pad_hi = {2, 2}, .dilation = {1, 1},
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "flatten", .ndim_in = 3, .in_shape = {3, 6, 6}, .ndim_out = 1, .out_shape = {108, 0, 0},
-     .in_size = 108, .out_size = 108, .act_offset = 0, .line = 12, .col = 5,
+     .in_size = 108, .out_size = 108, .act_offset = 0, .lanes = 0, .line = 12, .col = 5,
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "dense", .ndim_in = 1, .in_shape = {108, 0, 0}, .ndim_out = 1, .out_shape = {4, 0, 0},
-     .in_size = 108, .out_size = 4, .act_offset = 864, .line = 13, .col = 5,
+     .in_size = 108, .out_size = 4, .act_offset = 864, .lanes = 0, .line = 13, .col = 5,
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
 };
 

@@ -23,83 +23,440 @@
 
 #include "mixed1d.h"
 
+/* SIMD vectors of 16 floats (one AVX-512 register; gcc and clang split them
+ * on narrower targets). Activations are batch-innermost: [size][16]. */
+typedef float cg_v __attribute__((vector_size(64), aligned(4), may_alias));
+#define VLOAD(p) (*(const cg_v *)(p))
+#define VSTORE(p, v) (*(cg_v *)(p) = (v))
+#define vsplat(s) ((cg_v){0} + (s))
+static inline float vsum_(const cg_v *v) { float s = 0.0f; for (int i = 0; i < 16; i++) s += (*v)[i]; return s; }
+#define vsum(v) vsum_(&(v))
+
+/* [nb][size] -> [size][16], lanes >= nb zeroed */
+static void to_lanes(const float *restrict x, float *restrict xl, int nb, int size)
+{
+    for (int i = 0; i < size; i++)
+        for (int b = 0; b < 16; b++) xl[(size_t)i * 16 + b] = b < nb ? x[(size_t)b * size + i] : 0.0f;
+}
+
+/* [size][16] -> [nb][size] */
+static void from_lanes(const float *restrict xl, float *restrict x, int nb, int size)
+{
+    for (int b = 0; b < nb; b++)
+        for (int i = 0; i < size; i++) x[(size_t)b * size + i] = xl[(size_t)i * 16 + b];
+}
+
 /* layer 0: conv1d 4x64 -> 8x32 (specs/mixed1d.yaml:13:5) */
-static void l00_conv1d_forward(const float *restrict P, const float *restrict x, float *restrict y, int nb)
+static void l00_conv1d_forward(const float *restrict P, const float *restrict x, float *restrict y)
 {
     const float *restrict w = P + 0;
-    const float *restrict b = P + 160;
-    for (int n = 0; n < nb; n++) {
-        const float *restrict xn = x + (size_t)n * 256;
-        float *restrict yn = y + (size_t)n * 256;
-        for (int col = 0; col < 8; col++) {
-            float *restrict yc = yn + col*32;
-            for (int i = 0; i < 32; i++) yc[i] = b[col];
+    const float *restrict bias = P + 160;
+    for (int v0 = 0; v0 < 1; v0 += 1) {
+        const float *restrict wb = w + 0;
+        const float *restrict xg = x + 0 + v0 * 16;
+        float *restrict yb = y + 0 + v0 * 16;
+        {
+            cg_v a0_0 = vsplat(bias[0]);
+            cg_v a0_1 = vsplat(bias[1]);
+            cg_v a0_2 = vsplat(bias[2]);
+            cg_v a0_3 = vsplat(bias[3]);
+            cg_v a0_4 = vsplat(bias[4]);
+            cg_v a0_5 = vsplat(bias[5]);
+            cg_v a0_6 = vsplat(bias[6]);
+            cg_v a0_7 = vsplat(bias[7]);
             for (int ci = 0; ci < 4; ci++) {
-                const float *restrict xc = xn + ci*64;
-                const float *restrict wc = w + col*20 + ci*5;
-                const float w0 = wc[0], w1 = wc[1], w2 = wc[2], w3 = wc[3], w4 = wc[4];
-                yc[0] += w2 * xc[0] + w3 * xc[1] + w4 * xc[2];
+                const float *restrict xc = xg + ci*1024;
+                const float *restrict wc = wb + ci*5;
+                {
+                    const cg_v x0 = VLOAD(xc + 0 + 0);
+                    a0_0 += wc[2] * x0;
+                    a0_1 += wc[22] * x0;
+                    a0_2 += wc[42] * x0;
+                    a0_3 += wc[62] * x0;
+                    a0_4 += wc[82] * x0;
+                    a0_5 += wc[102] * x0;
+                    a0_6 += wc[122] * x0;
+                    a0_7 += wc[142] * x0;
+                }
+                {
+                    const cg_v x0 = VLOAD(xc + 16 + 0);
+                    a0_0 += wc[3] * x0;
+                    a0_1 += wc[23] * x0;
+                    a0_2 += wc[43] * x0;
+                    a0_3 += wc[63] * x0;
+                    a0_4 += wc[83] * x0;
+                    a0_5 += wc[103] * x0;
+                    a0_6 += wc[123] * x0;
+                    a0_7 += wc[143] * x0;
+                }
+                {
+                    const cg_v x0 = VLOAD(xc + 32 + 0);
+                    a0_0 += wc[4] * x0;
+                    a0_1 += wc[24] * x0;
+                    a0_2 += wc[44] * x0;
+                    a0_3 += wc[64] * x0;
+                    a0_4 += wc[84] * x0;
+                    a0_5 += wc[104] * x0;
+                    a0_6 += wc[124] * x0;
+                    a0_7 += wc[144] * x0;
+                }
+            }
+            VSTORE(yb + 0, a0_0);
+            VSTORE(yb + 512, a0_1);
+            VSTORE(yb + 1024, a0_2);
+            VSTORE(yb + 1536, a0_3);
+            VSTORE(yb + 2048, a0_4);
+            VSTORE(yb + 2560, a0_5);
+            VSTORE(yb + 3072, a0_6);
+            VSTORE(yb + 3584, a0_7);
+        }
+        /* outputs 1..30: every tap */
+        for (int ox = 1; ox < 31; ox++) {
+            cg_v a0_0 = vsplat(bias[0]);
+            cg_v a0_1 = vsplat(bias[1]);
+            cg_v a0_2 = vsplat(bias[2]);
+            cg_v a0_3 = vsplat(bias[3]);
+            cg_v a0_4 = vsplat(bias[4]);
+            cg_v a0_5 = vsplat(bias[5]);
+            cg_v a0_6 = vsplat(bias[6]);
+            cg_v a0_7 = vsplat(bias[7]);
+            for (int ci = 0; ci < 4; ci++) {
+                const float *restrict xc = xg + ci*1024;
+                const float *restrict wc = wb + ci*5;
+                {
+                    const cg_v x0 = VLOAD(xc + ox*32 - 32 + 0);
+                    a0_0 += wc[0] * x0;
+                    a0_1 += wc[20] * x0;
+                    a0_2 += wc[40] * x0;
+                    a0_3 += wc[60] * x0;
+                    a0_4 += wc[80] * x0;
+                    a0_5 += wc[100] * x0;
+                    a0_6 += wc[120] * x0;
+                    a0_7 += wc[140] * x0;
+                }
+                {
+                    const cg_v x0 = VLOAD(xc + ox*32 - 16 + 0);
+                    a0_0 += wc[1] * x0;
+                    a0_1 += wc[21] * x0;
+                    a0_2 += wc[41] * x0;
+                    a0_3 += wc[61] * x0;
+                    a0_4 += wc[81] * x0;
+                    a0_5 += wc[101] * x0;
+                    a0_6 += wc[121] * x0;
+                    a0_7 += wc[141] * x0;
+                }
+                {
+                    const cg_v x0 = VLOAD(xc + ox*32 + 0);
+                    a0_0 += wc[2] * x0;
+                    a0_1 += wc[22] * x0;
+                    a0_2 += wc[42] * x0;
+                    a0_3 += wc[62] * x0;
+                    a0_4 += wc[82] * x0;
+                    a0_5 += wc[102] * x0;
+                    a0_6 += wc[122] * x0;
+                    a0_7 += wc[142] * x0;
+                }
+                {
+                    const cg_v x0 = VLOAD(xc + ox*32 + 16 + 0);
+                    a0_0 += wc[3] * x0;
+                    a0_1 += wc[23] * x0;
+                    a0_2 += wc[43] * x0;
+                    a0_3 += wc[63] * x0;
+                    a0_4 += wc[83] * x0;
+                    a0_5 += wc[103] * x0;
+                    a0_6 += wc[123] * x0;
+                    a0_7 += wc[143] * x0;
+                }
+                {
+                    const cg_v x0 = VLOAD(xc + ox*32 + 32 + 0);
+                    a0_0 += wc[4] * x0;
+                    a0_1 += wc[24] * x0;
+                    a0_2 += wc[44] * x0;
+                    a0_3 += wc[64] * x0;
+                    a0_4 += wc[84] * x0;
+                    a0_5 += wc[104] * x0;
+                    a0_6 += wc[124] * x0;
+                    a0_7 += wc[144] * x0;
+                }
+            }
+            VSTORE(yb + ox*16, a0_0);
+            VSTORE(yb + ox*16 + 512, a0_1);
+            VSTORE(yb + ox*16 + 1024, a0_2);
+            VSTORE(yb + ox*16 + 1536, a0_3);
+            VSTORE(yb + ox*16 + 2048, a0_4);
+            VSTORE(yb + ox*16 + 2560, a0_5);
+            VSTORE(yb + ox*16 + 3072, a0_6);
+            VSTORE(yb + ox*16 + 3584, a0_7);
+        }
+        {
+            cg_v a0_0 = vsplat(bias[0]);
+            cg_v a0_1 = vsplat(bias[1]);
+            cg_v a0_2 = vsplat(bias[2]);
+            cg_v a0_3 = vsplat(bias[3]);
+            cg_v a0_4 = vsplat(bias[4]);
+            cg_v a0_5 = vsplat(bias[5]);
+            cg_v a0_6 = vsplat(bias[6]);
+            cg_v a0_7 = vsplat(bias[7]);
+            for (int ci = 0; ci < 4; ci++) {
+                const float *restrict xc = xg + ci*1024;
+                const float *restrict wc = wb + ci*5;
+                {
+                    const cg_v x0 = VLOAD(xc + 960 + 0);
+                    a0_0 += wc[0] * x0;
+                    a0_1 += wc[20] * x0;
+                    a0_2 += wc[40] * x0;
+                    a0_3 += wc[60] * x0;
+                    a0_4 += wc[80] * x0;
+                    a0_5 += wc[100] * x0;
+                    a0_6 += wc[120] * x0;
+                    a0_7 += wc[140] * x0;
+                }
+                {
+                    const cg_v x0 = VLOAD(xc + 976 + 0);
+                    a0_0 += wc[1] * x0;
+                    a0_1 += wc[21] * x0;
+                    a0_2 += wc[41] * x0;
+                    a0_3 += wc[61] * x0;
+                    a0_4 += wc[81] * x0;
+                    a0_5 += wc[101] * x0;
+                    a0_6 += wc[121] * x0;
+                    a0_7 += wc[141] * x0;
+                }
+                {
+                    const cg_v x0 = VLOAD(xc + 992 + 0);
+                    a0_0 += wc[2] * x0;
+                    a0_1 += wc[22] * x0;
+                    a0_2 += wc[42] * x0;
+                    a0_3 += wc[62] * x0;
+                    a0_4 += wc[82] * x0;
+                    a0_5 += wc[102] * x0;
+                    a0_6 += wc[122] * x0;
+                    a0_7 += wc[142] * x0;
+                }
+                {
+                    const cg_v x0 = VLOAD(xc + 1008 + 0);
+                    a0_0 += wc[3] * x0;
+                    a0_1 += wc[23] * x0;
+                    a0_2 += wc[43] * x0;
+                    a0_3 += wc[63] * x0;
+                    a0_4 += wc[83] * x0;
+                    a0_5 += wc[103] * x0;
+                    a0_6 += wc[123] * x0;
+                    a0_7 += wc[143] * x0;
+                }
+            }
+            VSTORE(yb + 496, a0_0);
+            VSTORE(yb + 1008, a0_1);
+            VSTORE(yb + 1520, a0_2);
+            VSTORE(yb + 2032, a0_3);
+            VSTORE(yb + 2544, a0_4);
+            VSTORE(yb + 3056, a0_5);
+            VSTORE(yb + 3568, a0_6);
+            VSTORE(yb + 4080, a0_7);
+        }
+    }
+}
+
+static void l00_conv1d_backward(float *restrict G, const float *restrict x, const float *restrict dy)
+{
+    float *restrict gw = G + 0;
+    float *restrict gb = G + 160;
+    for (int co = 0; co < 8; co++) {
+        cg_v s = vsplat(0.0f);
+        for (int i = 0; i < 32; i++) s += VLOAD(dy + (size_t)co * 512 + i * 16);
+        gb[co] += vsum(s);
+    }
+    for (int cb = 0; cb < 2; cb++) {
+        const float *restrict dyb = dy + cb*2048;
+        for (int ci = 0; ci < 4; ci++) {
+            const float *restrict xc = x + ci*1024;
+            float *restrict gwc = gw + cb*80 + ci*5;
+            { /* kernel row 0 */
+                cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f), a0_4 = vsplat(0.0f);
+                cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f), a1_3 = vsplat(0.0f), a1_4 = vsplat(0.0f);
+                cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f), a2_2 = vsplat(0.0f), a2_3 = vsplat(0.0f), a2_4 = vsplat(0.0f);
+                cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f), a3_2 = vsplat(0.0f), a3_3 = vsplat(0.0f), a3_4 = vsplat(0.0f);
+                for (int v = 0; v < 1; v++) {
+                    const cg_v d0 = VLOAD(dyb + 0 + v * 16), d1 = VLOAD(dyb + 512 + v * 16), d2 = VLOAD(dyb + 1024 + v * 16), d3 = VLOAD(dyb + 1536 + v * 16);
+                    { const cg_v xv = VLOAD(xc + 0 + v * 16); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; a3_2 += d3 * xv; }
+                    { const cg_v xv = VLOAD(xc + 16 + v * 16); a0_3 += d0 * xv; a1_3 += d1 * xv; a2_3 += d2 * xv; a3_3 += d3 * xv; }
+                    { const cg_v xv = VLOAD(xc + 32 + v * 16); a0_4 += d0 * xv; a1_4 += d1 * xv; a2_4 += d2 * xv; a3_4 += d3 * xv; }
+                }
                 /* outputs 1..30: every tap */
                 for (int ox = 1; ox < 31; ox++) {
-                    yc[ox] += w0 * xc[ox*2 - 2] + w1 * xc[ox*2 - 1] + w2 * xc[ox*2] + w3 * xc[ox*2 + 1]
-                            + w4 * xc[ox*2 + 2];
+                    for (int v = 0; v < 1; v++) {
+                        const cg_v d0 = VLOAD(dyb + ox*16 + v * 16), d1 = VLOAD(dyb + ox*16 + 512 + v * 16), d2 = VLOAD(dyb + ox*16 + 1024 + v * 16), d3 = VLOAD(dyb + ox*16 + 1536 + v * 16);
+                        { const cg_v xv = VLOAD(xc + ox*32 - 32 + v * 16); a0_0 += d0 * xv; a1_0 += d1 * xv; a2_0 += d2 * xv; a3_0 += d3 * xv; }
+                        { const cg_v xv = VLOAD(xc + ox*32 - 16 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; a3_1 += d3 * xv; }
+                        { const cg_v xv = VLOAD(xc + ox*32 + v * 16); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; a3_2 += d3 * xv; }
+                        { const cg_v xv = VLOAD(xc + ox*32 + 16 + v * 16); a0_3 += d0 * xv; a1_3 += d1 * xv; a2_3 += d2 * xv; a3_3 += d3 * xv; }
+                        { const cg_v xv = VLOAD(xc + ox*32 + 32 + v * 16); a0_4 += d0 * xv; a1_4 += d1 * xv; a2_4 += d2 * xv; a3_4 += d3 * xv; }
+                    }
                 }
-                yc[31] += w0 * xc[60] + w1 * xc[61] + w2 * xc[62] + w3 * xc[63];
+                for (int v = 0; v < 1; v++) {
+                    const cg_v d0 = VLOAD(dyb + 496 + v * 16), d1 = VLOAD(dyb + 1008 + v * 16), d2 = VLOAD(dyb + 1520 + v * 16), d3 = VLOAD(dyb + 2032 + v * 16);
+                    { const cg_v xv = VLOAD(xc + 960 + v * 16); a0_0 += d0 * xv; a1_0 += d1 * xv; a2_0 += d2 * xv; a3_0 += d3 * xv; }
+                    { const cg_v xv = VLOAD(xc + 976 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; a3_1 += d3 * xv; }
+                    { const cg_v xv = VLOAD(xc + 992 + v * 16); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; a3_2 += d3 * xv; }
+                    { const cg_v xv = VLOAD(xc + 1008 + v * 16); a0_3 += d0 * xv; a1_3 += d1 * xv; a2_3 += d2 * xv; a3_3 += d3 * xv; }
+                }
+                gwc[0] += vsum(a0_0); gwc[1] += vsum(a0_1); gwc[2] += vsum(a0_2); gwc[3] += vsum(a0_3); gwc[4] += vsum(a0_4);
+                gwc[20] += vsum(a1_0); gwc[21] += vsum(a1_1); gwc[22] += vsum(a1_2); gwc[23] += vsum(a1_3); gwc[24] += vsum(a1_4);
+                gwc[40] += vsum(a2_0); gwc[41] += vsum(a2_1); gwc[42] += vsum(a2_2); gwc[43] += vsum(a2_3); gwc[44] += vsum(a2_4);
+                gwc[60] += vsum(a3_0); gwc[61] += vsum(a3_1); gwc[62] += vsum(a3_2); gwc[63] += vsum(a3_3); gwc[64] += vsum(a3_4);
             }
         }
     }
 }
 
-static void l00_conv1d_backward(const float *restrict P, float *restrict G, const float *restrict x, const float *restrict dy, float *restrict dx, int nb)
+static void l00_conv1d_backward_dx(const float *restrict P, const float *restrict dy, float *restrict dx)
 {
     const float *restrict w = P + 0;
-    float *restrict gw = G + 0;
-    float *restrict gb = G + 160;
-    memset(dx, 0, sizeof(float) * (size_t)nb * 256);
-    for (int col = 0; col < 8; col++) {
-        for (int ci = 0; ci < 4; ci++) {
-            const float *restrict wc = w + col*20 + ci*5;
-            float *restrict gwc = gw + col*20 + ci*5;
-            const float w0 = wc[0], w1 = wc[1], w2 = wc[2], w3 = wc[3], w4 = wc[4];
-            float g0 = 0.0f, g1 = 0.0f, g2 = 0.0f, g3 = 0.0f, g4 = 0.0f;
-            for (int n = 0; n < nb; n++) {
-                const float *restrict xc = x + (size_t)n * 256 + ci*64;
-                float *restrict dxc = dx + (size_t)n * 256 + ci*64;
-                const float *restrict dyc = dy + (size_t)n * 256 + col*32;
+    for (int v0 = 0; v0 < 1; v0 += 1) {
+        float *restrict dxb = dx + 0 + v0 * 16;
+        const float *restrict dyg = dy + 0 + v0 * 16;
+        const float *restrict wg = w + 0;
+        {
+            cg_v a0_0 = vsplat(0.0f);
+            cg_v a0_1 = vsplat(0.0f);
+            cg_v a0_2 = vsplat(0.0f);
+            cg_v a0_3 = vsplat(0.0f);
+            for (int co = 0; co < 8; co++) {
+                const float *restrict dyc = dyg + co*512;
+                const float *restrict wc = wg + co*20;
                 {
-                    const float d = dyc[0];
-                    g2 += d * xc[0]; dxc[0] += w2 * d;
-                    g3 += d * xc[1]; dxc[1] += w3 * d;
-                    g4 += d * xc[2]; dxc[2] += w4 * d;
-                }
-                /* outputs 1..30: every tap */
-                for (int ox = 1; ox < 31; ox++) {
-                    const float d = dyc[ox];
-                    g0 += d * xc[ox*2 - 2]; dxc[ox*2 - 2] += w0 * d;
-                    g1 += d * xc[ox*2 - 1]; dxc[ox*2 - 1] += w1 * d;
-                    g2 += d * xc[ox*2]; dxc[ox*2] += w2 * d;
-                    g3 += d * xc[ox*2 + 1]; dxc[ox*2 + 1] += w3 * d;
-                    g4 += d * xc[ox*2 + 2]; dxc[ox*2 + 2] += w4 * d;
+                    const cg_v d0 = VLOAD(dyc + 16 + 0);
+                    a0_0 += wc[0] * d0;
+                    a0_1 += wc[5] * d0;
+                    a0_2 += wc[10] * d0;
+                    a0_3 += wc[15] * d0;
                 }
                 {
-                    const float d = dyc[31];
-                    g0 += d * xc[60]; dxc[60] += w0 * d;
-                    g1 += d * xc[61]; dxc[61] += w1 * d;
-                    g2 += d * xc[62]; dxc[62] += w2 * d;
-                    g3 += d * xc[63]; dxc[63] += w3 * d;
+                    const cg_v d0 = VLOAD(dyc + 0 + 0);
+                    a0_0 += wc[2] * d0;
+                    a0_1 += wc[7] * d0;
+                    a0_2 += wc[12] * d0;
+                    a0_3 += wc[17] * d0;
                 }
             }
-            gwc[0] += g0;
-            gwc[1] += g1;
-            gwc[2] += g2;
-            gwc[3] += g3;
-            gwc[4] += g4;
+            VSTORE(dxb + 0, a0_0);
+            VSTORE(dxb + 1024, a0_1);
+            VSTORE(dxb + 2048, a0_2);
+            VSTORE(dxb + 3072, a0_3);
+        }
+        /* inputs 0+2*t, t=1..30: 3 taps */
+        for (int tx = 1; tx < 31; tx++) {
+            cg_v a0_0 = vsplat(0.0f);
+            cg_v a0_1 = vsplat(0.0f);
+            cg_v a0_2 = vsplat(0.0f);
+            cg_v a0_3 = vsplat(0.0f);
+            for (int co = 0; co < 8; co++) {
+                const float *restrict dyc = dyg + co*512;
+                const float *restrict wc = wg + co*20;
+                {
+                    const cg_v d0 = VLOAD(dyc + tx*16 + 16 + 0);
+                    a0_0 += wc[0] * d0;
+                    a0_1 += wc[5] * d0;
+                    a0_2 += wc[10] * d0;
+                    a0_3 += wc[15] * d0;
+                }
+                {
+                    const cg_v d0 = VLOAD(dyc + tx*16 + 0);
+                    a0_0 += wc[2] * d0;
+                    a0_1 += wc[7] * d0;
+                    a0_2 += wc[12] * d0;
+                    a0_3 += wc[17] * d0;
+                }
+                {
+                    const cg_v d0 = VLOAD(dyc + tx*16 - 16 + 0);
+                    a0_0 += wc[4] * d0;
+                    a0_1 += wc[9] * d0;
+                    a0_2 += wc[14] * d0;
+                    a0_3 += wc[19] * d0;
+                }
+            }
+            VSTORE(dxb + tx*32, a0_0);
+            VSTORE(dxb + tx*32 + 1024, a0_1);
+            VSTORE(dxb + tx*32 + 2048, a0_2);
+            VSTORE(dxb + tx*32 + 3072, a0_3);
         }
         {
-            float s = 0.0f;
-            for (int n = 0; n < nb; n++)
-                for (int i = 0; i < 32; i++) s += dy[(size_t)n * 256 + col*32 + i];
-            gb[col] += s;
+            cg_v a0_0 = vsplat(0.0f);
+            cg_v a0_1 = vsplat(0.0f);
+            cg_v a0_2 = vsplat(0.0f);
+            cg_v a0_3 = vsplat(0.0f);
+            for (int co = 0; co < 8; co++) {
+                const float *restrict dyc = dyg + co*512;
+                const float *restrict wc = wg + co*20;
+                {
+                    const cg_v d0 = VLOAD(dyc + 496 + 0);
+                    a0_0 += wc[2] * d0;
+                    a0_1 += wc[7] * d0;
+                    a0_2 += wc[12] * d0;
+                    a0_3 += wc[17] * d0;
+                }
+                {
+                    const cg_v d0 = VLOAD(dyc + 480 + 0);
+                    a0_0 += wc[4] * d0;
+                    a0_1 += wc[9] * d0;
+                    a0_2 += wc[14] * d0;
+                    a0_3 += wc[19] * d0;
+                }
+            }
+            VSTORE(dxb + 992, a0_0);
+            VSTORE(dxb + 2016, a0_1);
+            VSTORE(dxb + 3040, a0_2);
+            VSTORE(dxb + 4064, a0_3);
+        }
+        /* inputs 1+2*t, t=0..30: 2 taps */
+        for (int tx = 0; tx < 31; tx++) {
+            cg_v a0_0 = vsplat(0.0f);
+            cg_v a0_1 = vsplat(0.0f);
+            cg_v a0_2 = vsplat(0.0f);
+            cg_v a0_3 = vsplat(0.0f);
+            for (int co = 0; co < 8; co++) {
+                const float *restrict dyc = dyg + co*512;
+                const float *restrict wc = wg + co*20;
+                {
+                    const cg_v d0 = VLOAD(dyc + tx*16 + 16 + 0);
+                    a0_0 += wc[1] * d0;
+                    a0_1 += wc[6] * d0;
+                    a0_2 += wc[11] * d0;
+                    a0_3 += wc[16] * d0;
+                }
+                {
+                    const cg_v d0 = VLOAD(dyc + tx*16 + 0);
+                    a0_0 += wc[3] * d0;
+                    a0_1 += wc[8] * d0;
+                    a0_2 += wc[13] * d0;
+                    a0_3 += wc[18] * d0;
+                }
+            }
+            VSTORE(dxb + tx*32 + 16, a0_0);
+            VSTORE(dxb + tx*32 + 1040, a0_1);
+            VSTORE(dxb + tx*32 + 2064, a0_2);
+            VSTORE(dxb + tx*32 + 3088, a0_3);
+        }
+        {
+            cg_v a0_0 = vsplat(0.0f);
+            cg_v a0_1 = vsplat(0.0f);
+            cg_v a0_2 = vsplat(0.0f);
+            cg_v a0_3 = vsplat(0.0f);
+            for (int co = 0; co < 8; co++) {
+                const float *restrict dyc = dyg + co*512;
+                const float *restrict wc = wg + co*20;
+                {
+                    const cg_v d0 = VLOAD(dyc + 496 + 0);
+                    a0_0 += wc[3] * d0;
+                    a0_1 += wc[8] * d0;
+                    a0_2 += wc[13] * d0;
+                    a0_3 += wc[18] * d0;
+                }
+            }
+            VSTORE(dxb + 1008, a0_0);
+            VSTORE(dxb + 2032, a0_1);
+            VSTORE(dxb + 3056, a0_2);
+            VSTORE(dxb + 4080, a0_3);
         }
     }
 }
@@ -114,15 +471,19 @@ static void l01_batchnorm_forward(const float *restrict P, float *restrict B, fl
         nbt[0] += 1.0f;
         const float f = 1.0f / nbt[0]; /* momentum null: cumulative average */
         for (int c = 0; c < 8; c++) {
-            double s = 0.0, v = 0.0;
-            for (int n = 0; n < nb; n++) {
-                const float *restrict xc = x + (size_t)n * 256 + c * 32;
-                for (int i = 0; i < 32; i++) s += xc[i];
+            double s1 = 0.0, v = 0.0;
+            {
+                const float *restrict xc = x + (size_t)c * 512;
+                for (int s = 0; s < 32; s++) {
+                    for (int b = 0; b < nb; b++) s1 += xc[s * 16 + b];
+                }
             }
-            const double mean = s / m;
-            for (int n = 0; n < nb; n++) {
-                const float *restrict xc = x + (size_t)n * 256 + c * 32;
-                for (int i = 0; i < 32; i++) { const double d = xc[i] - mean; v += d * d; }
+            const double mean = s1 / m;
+            {
+                const float *restrict xc = x + (size_t)c * 512;
+                for (int s = 0; s < 32; s++) {
+                    for (int b = 0; b < nb; b++) { const double d = xc[s * 16 + b] - mean; v += d * d; }
+                }
             }
             const double var = v / m;
             S[c] = (float)mean;
@@ -138,2545 +499,1153 @@ static void l01_batchnorm_forward(const float *restrict P, float *restrict B, fl
         }
     }
     for (int c = 0; c < 8; c++) {
-        const float mean = S[c], a = S[8 + c] * gamma[c], b = beta[c];
-        for (int n = 0; n < nb; n++) {
-            const float *restrict xc = x + (size_t)n * 256 + c * 32;
-            float *restrict yc = y + (size_t)n * 256 + c * 32;
-            for (int i = 0; i < 32; i++) yc[i] = (xc[i] - mean) * a + b;
+        const float mean = S[c], a = S[8 + c] * gamma[c], bc = beta[c];
+        float *restrict yc = y + (size_t)c * 512;
+        const float *restrict xc = x + (size_t)c * 512;
+        for (int s = 0; s < 32; s++) {
+            for (int b = 0; b < 16; b++) yc[s * 16 + b] = (xc[s * 16 + b] - mean) * a + bc;
         }
     }
 }
 
-static void l01_batchnorm_backward(const float *restrict P, float *restrict G, const float *restrict S, const float *restrict x, const float *restrict dy, float *restrict dx, int nb)
+static void l01_batchnorm_backward(const float *restrict P, float *restrict G, float *restrict S, const float *restrict x, const float *restrict dy, float *restrict dx, int nb)
 {
     const float *restrict gamma = P + 168;
     float *restrict ggamma = G + 168, *restrict gbeta = G + 176;
     const int m = nb * 32;
     for (int c = 0; c < 8; c++) {
         const float mean = S[c], rstd = S[8 + c];
+        const float *restrict dyc = dy + (size_t)c * 512;
+        float *restrict dxc = dx + (size_t)c * 512;
         double sdy = 0.0, sdyx = 0.0;
-        for (int n = 0; n < nb; n++) {
-            const float *restrict xc = x + (size_t)n * 256 + c * 32;
-            const float *restrict dyc = dy + (size_t)n * 256 + c * 32;
-            for (int i = 0; i < 32; i++) { sdy += dyc[i]; sdyx += dyc[i] * ((xc[i] - mean) * rstd); }
+        {
+            const float *restrict xc = x + (size_t)c * 512;
+            for (int s = 0; s < 32; s++) {
+                for (int b = 0; b < nb; b++) { const float d = dyc[s * 16 + b]; sdy += d; sdyx += d * ((xc[s * 16 + b] - mean) * rstd); }
+            }
         }
         ggamma[c] += (float)sdyx;
         gbeta[c] += (float)sdy;
-        const double k = (double)gamma[c] * rstd / m;
-        for (int n = 0; n < nb; n++) {
-            const float *restrict xc = x + (size_t)n * 256 + c * 32;
-            const float *restrict dyc = dy + (size_t)n * 256 + c * 32;
-            float *restrict dxc = dx + (size_t)n * 256 + c * 32;
-            for (int i = 0; i < 32; i++) dxc[i] = (float)(k * ((double)m * dyc[i] - sdy - ((double)xc[i] - mean) * rstd * sdyx));
+        const float k = gamma[c] * rstd / m, fm = (float)m, fsdy = (float)sdy, fsdyx = (float)sdyx;
+        const float *restrict xc = x + (size_t)c * 512;
+        for (int s = 0; s < 32; s++) {
+            for (int b = 0; b < 16; b++) dxc[s * 16 + b] = b < nb ? k * (fm * dyc[s * 16 + b] - fsdy - (xc[s * 16 + b] - mean) * rstd * fsdyx) : 0.0f;
         }
     }
 }
 
 /* layer 2: leaky_relu 8x32 -> 8x32 (specs/mixed1d.yaml:15:5) */
-static void l02_leaky_relu_forward(const float *restrict x, float *restrict y, int nb)
+static void l02_leaky_relu_forward(const float *restrict x, float *restrict y)
 {
-    for (size_t i = 0; i < (size_t)nb * 256; i++)
+    for (int i = 0; i < 4096; i++)
         y[i] = x[i] > 0.0f ? x[i] : x[i] * 0.1f;
 }
 
-static void l02_leaky_relu_backward(const float *restrict x, const float *restrict dy, float *restrict dx, int nb)
+static void l02_leaky_relu_backward(const float *restrict x, const float *restrict dy, float *restrict dx)
 {
-    for (size_t i = 0; i < (size_t)nb * 256; i++)
+    for (int i = 0; i < 4096; i++)
         dx[i] = x[i] > 0.0f ? dy[i] : dy[i] * 0.1f;
 }
 
 /* layer 3: conv1d 8x32 -> 8x32 (specs/mixed1d.yaml:16:5) */
-static void l03_conv1d_forward(const float *restrict P, const float *restrict x, float *restrict y, int nb)
+static void l03_conv1d_forward(const float *restrict P, const float *restrict x, float *restrict y)
 {
     const float *restrict w = P + 184;
-    for (int n = 0; n < nb; n++) {
-        const float *restrict xn = x + (size_t)n * 256;
-        float *restrict yn = y + (size_t)n * 256;
-        yn[0] = w[1] * xn[0] + w[2] * xn[2];
-        yn[1] = w[1] * xn[1] + w[2] * xn[3];
-        yn[2] = w[0] * xn[0] + w[1] * xn[2] + w[2] * xn[4];
-        yn[3] = w[0] * xn[1] + w[1] * xn[3] + w[2] * xn[5];
-        yn[4] = w[0] * xn[2] + w[1] * xn[4] + w[2] * xn[6];
-        yn[5] = w[0] * xn[3] + w[1] * xn[5] + w[2] * xn[7];
-        yn[6] = w[0] * xn[4] + w[1] * xn[6] + w[2] * xn[8];
-        yn[7] = w[0] * xn[5] + w[1] * xn[7] + w[2] * xn[9];
-        yn[8] = w[0] * xn[6] + w[1] * xn[8] + w[2] * xn[10];
-        yn[9] = w[0] * xn[7] + w[1] * xn[9] + w[2] * xn[11];
-        yn[10] = w[0] * xn[8] + w[1] * xn[10] + w[2] * xn[12];
-        yn[11] = w[0] * xn[9] + w[1] * xn[11] + w[2] * xn[13];
-        yn[12] = w[0] * xn[10] + w[1] * xn[12] + w[2] * xn[14];
-        yn[13] = w[0] * xn[11] + w[1] * xn[13] + w[2] * xn[15];
-        yn[14] = w[0] * xn[12] + w[1] * xn[14] + w[2] * xn[16];
-        yn[15] = w[0] * xn[13] + w[1] * xn[15] + w[2] * xn[17];
-        yn[16] = w[0] * xn[14] + w[1] * xn[16] + w[2] * xn[18];
-        yn[17] = w[0] * xn[15] + w[1] * xn[17] + w[2] * xn[19];
-        yn[18] = w[0] * xn[16] + w[1] * xn[18] + w[2] * xn[20];
-        yn[19] = w[0] * xn[17] + w[1] * xn[19] + w[2] * xn[21];
-        yn[20] = w[0] * xn[18] + w[1] * xn[20] + w[2] * xn[22];
-        yn[21] = w[0] * xn[19] + w[1] * xn[21] + w[2] * xn[23];
-        yn[22] = w[0] * xn[20] + w[1] * xn[22] + w[2] * xn[24];
-        yn[23] = w[0] * xn[21] + w[1] * xn[23] + w[2] * xn[25];
-        yn[24] = w[0] * xn[22] + w[1] * xn[24] + w[2] * xn[26];
-        yn[25] = w[0] * xn[23] + w[1] * xn[25] + w[2] * xn[27];
-        yn[26] = w[0] * xn[24] + w[1] * xn[26] + w[2] * xn[28];
-        yn[27] = w[0] * xn[25] + w[1] * xn[27] + w[2] * xn[29];
-        yn[28] = w[0] * xn[26] + w[1] * xn[28] + w[2] * xn[30];
-        yn[29] = w[0] * xn[27] + w[1] * xn[29] + w[2] * xn[31];
-        yn[30] = w[0] * xn[28] + w[1] * xn[30];
-        yn[31] = w[0] * xn[29] + w[1] * xn[31];
-        yn[32] = w[4] * xn[32] + w[5] * xn[34];
-        yn[33] = w[4] * xn[33] + w[5] * xn[35];
-        yn[34] = w[3] * xn[32] + w[4] * xn[34] + w[5] * xn[36];
-        yn[35] = w[3] * xn[33] + w[4] * xn[35] + w[5] * xn[37];
-        yn[36] = w[3] * xn[34] + w[4] * xn[36] + w[5] * xn[38];
-        yn[37] = w[3] * xn[35] + w[4] * xn[37] + w[5] * xn[39];
-        yn[38] = w[3] * xn[36] + w[4] * xn[38] + w[5] * xn[40];
-        yn[39] = w[3] * xn[37] + w[4] * xn[39] + w[5] * xn[41];
-        yn[40] = w[3] * xn[38] + w[4] * xn[40] + w[5] * xn[42];
-        yn[41] = w[3] * xn[39] + w[4] * xn[41] + w[5] * xn[43];
-        yn[42] = w[3] * xn[40] + w[4] * xn[42] + w[5] * xn[44];
-        yn[43] = w[3] * xn[41] + w[4] * xn[43] + w[5] * xn[45];
-        yn[44] = w[3] * xn[42] + w[4] * xn[44] + w[5] * xn[46];
-        yn[45] = w[3] * xn[43] + w[4] * xn[45] + w[5] * xn[47];
-        yn[46] = w[3] * xn[44] + w[4] * xn[46] + w[5] * xn[48];
-        yn[47] = w[3] * xn[45] + w[4] * xn[47] + w[5] * xn[49];
-        yn[48] = w[3] * xn[46] + w[4] * xn[48] + w[5] * xn[50];
-        yn[49] = w[3] * xn[47] + w[4] * xn[49] + w[5] * xn[51];
-        yn[50] = w[3] * xn[48] + w[4] * xn[50] + w[5] * xn[52];
-        yn[51] = w[3] * xn[49] + w[4] * xn[51] + w[5] * xn[53];
-        yn[52] = w[3] * xn[50] + w[4] * xn[52] + w[5] * xn[54];
-        yn[53] = w[3] * xn[51] + w[4] * xn[53] + w[5] * xn[55];
-        yn[54] = w[3] * xn[52] + w[4] * xn[54] + w[5] * xn[56];
-        yn[55] = w[3] * xn[53] + w[4] * xn[55] + w[5] * xn[57];
-        yn[56] = w[3] * xn[54] + w[4] * xn[56] + w[5] * xn[58];
-        yn[57] = w[3] * xn[55] + w[4] * xn[57] + w[5] * xn[59];
-        yn[58] = w[3] * xn[56] + w[4] * xn[58] + w[5] * xn[60];
-        yn[59] = w[3] * xn[57] + w[4] * xn[59] + w[5] * xn[61];
-        yn[60] = w[3] * xn[58] + w[4] * xn[60] + w[5] * xn[62];
-        yn[61] = w[3] * xn[59] + w[4] * xn[61] + w[5] * xn[63];
-        yn[62] = w[3] * xn[60] + w[4] * xn[62];
-        yn[63] = w[3] * xn[61] + w[4] * xn[63];
-        yn[64] = w[7] * xn[64] + w[8] * xn[66];
-        yn[65] = w[7] * xn[65] + w[8] * xn[67];
-        yn[66] = w[6] * xn[64] + w[7] * xn[66] + w[8] * xn[68];
-        yn[67] = w[6] * xn[65] + w[7] * xn[67] + w[8] * xn[69];
-        yn[68] = w[6] * xn[66] + w[7] * xn[68] + w[8] * xn[70];
-        yn[69] = w[6] * xn[67] + w[7] * xn[69] + w[8] * xn[71];
-        yn[70] = w[6] * xn[68] + w[7] * xn[70] + w[8] * xn[72];
-        yn[71] = w[6] * xn[69] + w[7] * xn[71] + w[8] * xn[73];
-        yn[72] = w[6] * xn[70] + w[7] * xn[72] + w[8] * xn[74];
-        yn[73] = w[6] * xn[71] + w[7] * xn[73] + w[8] * xn[75];
-        yn[74] = w[6] * xn[72] + w[7] * xn[74] + w[8] * xn[76];
-        yn[75] = w[6] * xn[73] + w[7] * xn[75] + w[8] * xn[77];
-        yn[76] = w[6] * xn[74] + w[7] * xn[76] + w[8] * xn[78];
-        yn[77] = w[6] * xn[75] + w[7] * xn[77] + w[8] * xn[79];
-        yn[78] = w[6] * xn[76] + w[7] * xn[78] + w[8] * xn[80];
-        yn[79] = w[6] * xn[77] + w[7] * xn[79] + w[8] * xn[81];
-        yn[80] = w[6] * xn[78] + w[7] * xn[80] + w[8] * xn[82];
-        yn[81] = w[6] * xn[79] + w[7] * xn[81] + w[8] * xn[83];
-        yn[82] = w[6] * xn[80] + w[7] * xn[82] + w[8] * xn[84];
-        yn[83] = w[6] * xn[81] + w[7] * xn[83] + w[8] * xn[85];
-        yn[84] = w[6] * xn[82] + w[7] * xn[84] + w[8] * xn[86];
-        yn[85] = w[6] * xn[83] + w[7] * xn[85] + w[8] * xn[87];
-        yn[86] = w[6] * xn[84] + w[7] * xn[86] + w[8] * xn[88];
-        yn[87] = w[6] * xn[85] + w[7] * xn[87] + w[8] * xn[89];
-        yn[88] = w[6] * xn[86] + w[7] * xn[88] + w[8] * xn[90];
-        yn[89] = w[6] * xn[87] + w[7] * xn[89] + w[8] * xn[91];
-        yn[90] = w[6] * xn[88] + w[7] * xn[90] + w[8] * xn[92];
-        yn[91] = w[6] * xn[89] + w[7] * xn[91] + w[8] * xn[93];
-        yn[92] = w[6] * xn[90] + w[7] * xn[92] + w[8] * xn[94];
-        yn[93] = w[6] * xn[91] + w[7] * xn[93] + w[8] * xn[95];
-        yn[94] = w[6] * xn[92] + w[7] * xn[94];
-        yn[95] = w[6] * xn[93] + w[7] * xn[95];
-        yn[96] = w[10] * xn[96] + w[11] * xn[98];
-        yn[97] = w[10] * xn[97] + w[11] * xn[99];
-        yn[98] = w[9] * xn[96] + w[10] * xn[98] + w[11] * xn[100];
-        yn[99] = w[9] * xn[97] + w[10] * xn[99] + w[11] * xn[101];
-        yn[100] = w[9] * xn[98] + w[10] * xn[100] + w[11] * xn[102];
-        yn[101] = w[9] * xn[99] + w[10] * xn[101] + w[11] * xn[103];
-        yn[102] = w[9] * xn[100] + w[10] * xn[102] + w[11] * xn[104];
-        yn[103] = w[9] * xn[101] + w[10] * xn[103] + w[11] * xn[105];
-        yn[104] = w[9] * xn[102] + w[10] * xn[104] + w[11] * xn[106];
-        yn[105] = w[9] * xn[103] + w[10] * xn[105] + w[11] * xn[107];
-        yn[106] = w[9] * xn[104] + w[10] * xn[106] + w[11] * xn[108];
-        yn[107] = w[9] * xn[105] + w[10] * xn[107] + w[11] * xn[109];
-        yn[108] = w[9] * xn[106] + w[10] * xn[108] + w[11] * xn[110];
-        yn[109] = w[9] * xn[107] + w[10] * xn[109] + w[11] * xn[111];
-        yn[110] = w[9] * xn[108] + w[10] * xn[110] + w[11] * xn[112];
-        yn[111] = w[9] * xn[109] + w[10] * xn[111] + w[11] * xn[113];
-        yn[112] = w[9] * xn[110] + w[10] * xn[112] + w[11] * xn[114];
-        yn[113] = w[9] * xn[111] + w[10] * xn[113] + w[11] * xn[115];
-        yn[114] = w[9] * xn[112] + w[10] * xn[114] + w[11] * xn[116];
-        yn[115] = w[9] * xn[113] + w[10] * xn[115] + w[11] * xn[117];
-        yn[116] = w[9] * xn[114] + w[10] * xn[116] + w[11] * xn[118];
-        yn[117] = w[9] * xn[115] + w[10] * xn[117] + w[11] * xn[119];
-        yn[118] = w[9] * xn[116] + w[10] * xn[118] + w[11] * xn[120];
-        yn[119] = w[9] * xn[117] + w[10] * xn[119] + w[11] * xn[121];
-        yn[120] = w[9] * xn[118] + w[10] * xn[120] + w[11] * xn[122];
-        yn[121] = w[9] * xn[119] + w[10] * xn[121] + w[11] * xn[123];
-        yn[122] = w[9] * xn[120] + w[10] * xn[122] + w[11] * xn[124];
-        yn[123] = w[9] * xn[121] + w[10] * xn[123] + w[11] * xn[125];
-        yn[124] = w[9] * xn[122] + w[10] * xn[124] + w[11] * xn[126];
-        yn[125] = w[9] * xn[123] + w[10] * xn[125] + w[11] * xn[127];
-        yn[126] = w[9] * xn[124] + w[10] * xn[126];
-        yn[127] = w[9] * xn[125] + w[10] * xn[127];
-        yn[128] = w[13] * xn[128] + w[14] * xn[130];
-        yn[129] = w[13] * xn[129] + w[14] * xn[131];
-        yn[130] = w[12] * xn[128] + w[13] * xn[130] + w[14] * xn[132];
-        yn[131] = w[12] * xn[129] + w[13] * xn[131] + w[14] * xn[133];
-        yn[132] = w[12] * xn[130] + w[13] * xn[132] + w[14] * xn[134];
-        yn[133] = w[12] * xn[131] + w[13] * xn[133] + w[14] * xn[135];
-        yn[134] = w[12] * xn[132] + w[13] * xn[134] + w[14] * xn[136];
-        yn[135] = w[12] * xn[133] + w[13] * xn[135] + w[14] * xn[137];
-        yn[136] = w[12] * xn[134] + w[13] * xn[136] + w[14] * xn[138];
-        yn[137] = w[12] * xn[135] + w[13] * xn[137] + w[14] * xn[139];
-        yn[138] = w[12] * xn[136] + w[13] * xn[138] + w[14] * xn[140];
-        yn[139] = w[12] * xn[137] + w[13] * xn[139] + w[14] * xn[141];
-        yn[140] = w[12] * xn[138] + w[13] * xn[140] + w[14] * xn[142];
-        yn[141] = w[12] * xn[139] + w[13] * xn[141] + w[14] * xn[143];
-        yn[142] = w[12] * xn[140] + w[13] * xn[142] + w[14] * xn[144];
-        yn[143] = w[12] * xn[141] + w[13] * xn[143] + w[14] * xn[145];
-        yn[144] = w[12] * xn[142] + w[13] * xn[144] + w[14] * xn[146];
-        yn[145] = w[12] * xn[143] + w[13] * xn[145] + w[14] * xn[147];
-        yn[146] = w[12] * xn[144] + w[13] * xn[146] + w[14] * xn[148];
-        yn[147] = w[12] * xn[145] + w[13] * xn[147] + w[14] * xn[149];
-        yn[148] = w[12] * xn[146] + w[13] * xn[148] + w[14] * xn[150];
-        yn[149] = w[12] * xn[147] + w[13] * xn[149] + w[14] * xn[151];
-        yn[150] = w[12] * xn[148] + w[13] * xn[150] + w[14] * xn[152];
-        yn[151] = w[12] * xn[149] + w[13] * xn[151] + w[14] * xn[153];
-        yn[152] = w[12] * xn[150] + w[13] * xn[152] + w[14] * xn[154];
-        yn[153] = w[12] * xn[151] + w[13] * xn[153] + w[14] * xn[155];
-        yn[154] = w[12] * xn[152] + w[13] * xn[154] + w[14] * xn[156];
-        yn[155] = w[12] * xn[153] + w[13] * xn[155] + w[14] * xn[157];
-        yn[156] = w[12] * xn[154] + w[13] * xn[156] + w[14] * xn[158];
-        yn[157] = w[12] * xn[155] + w[13] * xn[157] + w[14] * xn[159];
-        yn[158] = w[12] * xn[156] + w[13] * xn[158];
-        yn[159] = w[12] * xn[157] + w[13] * xn[159];
-        yn[160] = w[16] * xn[160] + w[17] * xn[162];
-        yn[161] = w[16] * xn[161] + w[17] * xn[163];
-        yn[162] = w[15] * xn[160] + w[16] * xn[162] + w[17] * xn[164];
-        yn[163] = w[15] * xn[161] + w[16] * xn[163] + w[17] * xn[165];
-        yn[164] = w[15] * xn[162] + w[16] * xn[164] + w[17] * xn[166];
-        yn[165] = w[15] * xn[163] + w[16] * xn[165] + w[17] * xn[167];
-        yn[166] = w[15] * xn[164] + w[16] * xn[166] + w[17] * xn[168];
-        yn[167] = w[15] * xn[165] + w[16] * xn[167] + w[17] * xn[169];
-        yn[168] = w[15] * xn[166] + w[16] * xn[168] + w[17] * xn[170];
-        yn[169] = w[15] * xn[167] + w[16] * xn[169] + w[17] * xn[171];
-        yn[170] = w[15] * xn[168] + w[16] * xn[170] + w[17] * xn[172];
-        yn[171] = w[15] * xn[169] + w[16] * xn[171] + w[17] * xn[173];
-        yn[172] = w[15] * xn[170] + w[16] * xn[172] + w[17] * xn[174];
-        yn[173] = w[15] * xn[171] + w[16] * xn[173] + w[17] * xn[175];
-        yn[174] = w[15] * xn[172] + w[16] * xn[174] + w[17] * xn[176];
-        yn[175] = w[15] * xn[173] + w[16] * xn[175] + w[17] * xn[177];
-        yn[176] = w[15] * xn[174] + w[16] * xn[176] + w[17] * xn[178];
-        yn[177] = w[15] * xn[175] + w[16] * xn[177] + w[17] * xn[179];
-        yn[178] = w[15] * xn[176] + w[16] * xn[178] + w[17] * xn[180];
-        yn[179] = w[15] * xn[177] + w[16] * xn[179] + w[17] * xn[181];
-        yn[180] = w[15] * xn[178] + w[16] * xn[180] + w[17] * xn[182];
-        yn[181] = w[15] * xn[179] + w[16] * xn[181] + w[17] * xn[183];
-        yn[182] = w[15] * xn[180] + w[16] * xn[182] + w[17] * xn[184];
-        yn[183] = w[15] * xn[181] + w[16] * xn[183] + w[17] * xn[185];
-        yn[184] = w[15] * xn[182] + w[16] * xn[184] + w[17] * xn[186];
-        yn[185] = w[15] * xn[183] + w[16] * xn[185] + w[17] * xn[187];
-        yn[186] = w[15] * xn[184] + w[16] * xn[186] + w[17] * xn[188];
-        yn[187] = w[15] * xn[185] + w[16] * xn[187] + w[17] * xn[189];
-        yn[188] = w[15] * xn[186] + w[16] * xn[188] + w[17] * xn[190];
-        yn[189] = w[15] * xn[187] + w[16] * xn[189] + w[17] * xn[191];
-        yn[190] = w[15] * xn[188] + w[16] * xn[190];
-        yn[191] = w[15] * xn[189] + w[16] * xn[191];
-        yn[192] = w[19] * xn[192] + w[20] * xn[194];
-        yn[193] = w[19] * xn[193] + w[20] * xn[195];
-        yn[194] = w[18] * xn[192] + w[19] * xn[194] + w[20] * xn[196];
-        yn[195] = w[18] * xn[193] + w[19] * xn[195] + w[20] * xn[197];
-        yn[196] = w[18] * xn[194] + w[19] * xn[196] + w[20] * xn[198];
-        yn[197] = w[18] * xn[195] + w[19] * xn[197] + w[20] * xn[199];
-        yn[198] = w[18] * xn[196] + w[19] * xn[198] + w[20] * xn[200];
-        yn[199] = w[18] * xn[197] + w[19] * xn[199] + w[20] * xn[201];
-        yn[200] = w[18] * xn[198] + w[19] * xn[200] + w[20] * xn[202];
-        yn[201] = w[18] * xn[199] + w[19] * xn[201] + w[20] * xn[203];
-        yn[202] = w[18] * xn[200] + w[19] * xn[202] + w[20] * xn[204];
-        yn[203] = w[18] * xn[201] + w[19] * xn[203] + w[20] * xn[205];
-        yn[204] = w[18] * xn[202] + w[19] * xn[204] + w[20] * xn[206];
-        yn[205] = w[18] * xn[203] + w[19] * xn[205] + w[20] * xn[207];
-        yn[206] = w[18] * xn[204] + w[19] * xn[206] + w[20] * xn[208];
-        yn[207] = w[18] * xn[205] + w[19] * xn[207] + w[20] * xn[209];
-        yn[208] = w[18] * xn[206] + w[19] * xn[208] + w[20] * xn[210];
-        yn[209] = w[18] * xn[207] + w[19] * xn[209] + w[20] * xn[211];
-        yn[210] = w[18] * xn[208] + w[19] * xn[210] + w[20] * xn[212];
-        yn[211] = w[18] * xn[209] + w[19] * xn[211] + w[20] * xn[213];
-        yn[212] = w[18] * xn[210] + w[19] * xn[212] + w[20] * xn[214];
-        yn[213] = w[18] * xn[211] + w[19] * xn[213] + w[20] * xn[215];
-        yn[214] = w[18] * xn[212] + w[19] * xn[214] + w[20] * xn[216];
-        yn[215] = w[18] * xn[213] + w[19] * xn[215] + w[20] * xn[217];
-        yn[216] = w[18] * xn[214] + w[19] * xn[216] + w[20] * xn[218];
-        yn[217] = w[18] * xn[215] + w[19] * xn[217] + w[20] * xn[219];
-        yn[218] = w[18] * xn[216] + w[19] * xn[218] + w[20] * xn[220];
-        yn[219] = w[18] * xn[217] + w[19] * xn[219] + w[20] * xn[221];
-        yn[220] = w[18] * xn[218] + w[19] * xn[220] + w[20] * xn[222];
-        yn[221] = w[18] * xn[219] + w[19] * xn[221] + w[20] * xn[223];
-        yn[222] = w[18] * xn[220] + w[19] * xn[222];
-        yn[223] = w[18] * xn[221] + w[19] * xn[223];
-        yn[224] = w[22] * xn[224] + w[23] * xn[226];
-        yn[225] = w[22] * xn[225] + w[23] * xn[227];
-        yn[226] = w[21] * xn[224] + w[22] * xn[226] + w[23] * xn[228];
-        yn[227] = w[21] * xn[225] + w[22] * xn[227] + w[23] * xn[229];
-        yn[228] = w[21] * xn[226] + w[22] * xn[228] + w[23] * xn[230];
-        yn[229] = w[21] * xn[227] + w[22] * xn[229] + w[23] * xn[231];
-        yn[230] = w[21] * xn[228] + w[22] * xn[230] + w[23] * xn[232];
-        yn[231] = w[21] * xn[229] + w[22] * xn[231] + w[23] * xn[233];
-        yn[232] = w[21] * xn[230] + w[22] * xn[232] + w[23] * xn[234];
-        yn[233] = w[21] * xn[231] + w[22] * xn[233] + w[23] * xn[235];
-        yn[234] = w[21] * xn[232] + w[22] * xn[234] + w[23] * xn[236];
-        yn[235] = w[21] * xn[233] + w[22] * xn[235] + w[23] * xn[237];
-        yn[236] = w[21] * xn[234] + w[22] * xn[236] + w[23] * xn[238];
-        yn[237] = w[21] * xn[235] + w[22] * xn[237] + w[23] * xn[239];
-        yn[238] = w[21] * xn[236] + w[22] * xn[238] + w[23] * xn[240];
-        yn[239] = w[21] * xn[237] + w[22] * xn[239] + w[23] * xn[241];
-        yn[240] = w[21] * xn[238] + w[22] * xn[240] + w[23] * xn[242];
-        yn[241] = w[21] * xn[239] + w[22] * xn[241] + w[23] * xn[243];
-        yn[242] = w[21] * xn[240] + w[22] * xn[242] + w[23] * xn[244];
-        yn[243] = w[21] * xn[241] + w[22] * xn[243] + w[23] * xn[245];
-        yn[244] = w[21] * xn[242] + w[22] * xn[244] + w[23] * xn[246];
-        yn[245] = w[21] * xn[243] + w[22] * xn[245] + w[23] * xn[247];
-        yn[246] = w[21] * xn[244] + w[22] * xn[246] + w[23] * xn[248];
-        yn[247] = w[21] * xn[245] + w[22] * xn[247] + w[23] * xn[249];
-        yn[248] = w[21] * xn[246] + w[22] * xn[248] + w[23] * xn[250];
-        yn[249] = w[21] * xn[247] + w[22] * xn[249] + w[23] * xn[251];
-        yn[250] = w[21] * xn[248] + w[22] * xn[250] + w[23] * xn[252];
-        yn[251] = w[21] * xn[249] + w[22] * xn[251] + w[23] * xn[253];
-        yn[252] = w[21] * xn[250] + w[22] * xn[252] + w[23] * xn[254];
-        yn[253] = w[21] * xn[251] + w[22] * xn[253] + w[23] * xn[255];
-        yn[254] = w[21] * xn[252] + w[22] * xn[254];
-        yn[255] = w[21] * xn[253] + w[22] * xn[255];
+    for (int v0 = 0; v0 < 1; v0 += 1) {
+        for (int g = 0; g < 8; g++) {
+            const float *restrict wb = w + g*3;
+            const float *restrict xg = x + g*512 + v0 * 16;
+            float *restrict yb = y + g*512 + v0 * 16;
+            /* outputs 0..1: 2 of 3 taps */
+            for (int ox = 0; ox < 2; ox++) {
+                cg_v a0_0 = vsplat(0.0f);
+                const float *restrict xc = xg + 0;
+                const float *restrict wc = wb + 0;
+                {
+                    const cg_v x0 = VLOAD(xc + ox*16 + 0);
+                    a0_0 += wc[1] * x0;
+                }
+                {
+                    const cg_v x0 = VLOAD(xc + ox*16 + 32 + 0);
+                    a0_0 += wc[2] * x0;
+                }
+                VSTORE(yb + ox*16, a0_0);
+            }
+            /* outputs 2..29: every tap */
+            for (int ox = 2; ox < 30; ox++) {
+                cg_v a0_0 = vsplat(0.0f);
+                const float *restrict xc = xg + 0;
+                const float *restrict wc = wb + 0;
+                {
+                    const cg_v x0 = VLOAD(xc + ox*16 - 32 + 0);
+                    a0_0 += wc[0] * x0;
+                }
+                {
+                    const cg_v x0 = VLOAD(xc + ox*16 + 0);
+                    a0_0 += wc[1] * x0;
+                }
+                {
+                    const cg_v x0 = VLOAD(xc + ox*16 + 32 + 0);
+                    a0_0 += wc[2] * x0;
+                }
+                VSTORE(yb + ox*16, a0_0);
+            }
+            /* outputs 30..31: 2 of 3 taps */
+            for (int ox = 30; ox < 32; ox++) {
+                cg_v a0_0 = vsplat(0.0f);
+                const float *restrict xc = xg + 0;
+                const float *restrict wc = wb + 0;
+                {
+                    const cg_v x0 = VLOAD(xc + ox*16 - 32 + 0);
+                    a0_0 += wc[0] * x0;
+                }
+                {
+                    const cg_v x0 = VLOAD(xc + ox*16 + 0);
+                    a0_0 += wc[1] * x0;
+                }
+                VSTORE(yb + ox*16, a0_0);
+            }
+        }
     }
 }
 
-static void l03_conv1d_backward(const float *restrict P, float *restrict G, const float *restrict x, const float *restrict dy, float *restrict dx, int nb)
+static void l03_conv1d_backward(float *restrict G, const float *restrict x, const float *restrict dy)
+{
+    float *restrict gw = G + 184;
+    for (int g = 0; g < 8; g++) {
+        const float *restrict dyb = dy + g*512;
+        const float *restrict xc = x + g*512;
+        float *restrict gwc = gw + g*3;
+        { /* kernel row 0 */
+            cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f);
+            /* outputs 0..1: 2 of 3 taps */
+            for (int ox = 0; ox < 2; ox++) {
+                for (int v = 0; v < 1; v++) {
+                    const cg_v d0 = VLOAD(dyb + ox*16 + v * 16);
+                    { const cg_v xv = VLOAD(xc + ox*16 + v * 16); a0_1 += d0 * xv; }
+                    { const cg_v xv = VLOAD(xc + ox*16 + 32 + v * 16); a0_2 += d0 * xv; }
+                }
+            }
+            /* outputs 2..29: every tap */
+            for (int ox = 2; ox < 30; ox++) {
+                for (int v = 0; v < 1; v++) {
+                    const cg_v d0 = VLOAD(dyb + ox*16 + v * 16);
+                    { const cg_v xv = VLOAD(xc + ox*16 - 32 + v * 16); a0_0 += d0 * xv; }
+                    { const cg_v xv = VLOAD(xc + ox*16 + v * 16); a0_1 += d0 * xv; }
+                    { const cg_v xv = VLOAD(xc + ox*16 + 32 + v * 16); a0_2 += d0 * xv; }
+                }
+            }
+            /* outputs 30..31: 2 of 3 taps */
+            for (int ox = 30; ox < 32; ox++) {
+                for (int v = 0; v < 1; v++) {
+                    const cg_v d0 = VLOAD(dyb + ox*16 + v * 16);
+                    { const cg_v xv = VLOAD(xc + ox*16 - 32 + v * 16); a0_0 += d0 * xv; }
+                    { const cg_v xv = VLOAD(xc + ox*16 + v * 16); a0_1 += d0 * xv; }
+                }
+            }
+            gwc[0] += vsum(a0_0); gwc[1] += vsum(a0_1); gwc[2] += vsum(a0_2);
+        }
+    }
+}
+
+static void l03_conv1d_backward_dx(const float *restrict P, const float *restrict dy, float *restrict dx)
 {
     const float *restrict w = P + 184;
-    float *restrict gw = G + 184;
-    for (int n = 0; n < nb; n++) {
-        const float *restrict xn = x + (size_t)n * 256;
-        const float *restrict dyn = dy + (size_t)n * 256;
-        float *restrict dxn = dx + (size_t)n * 256;
-        dxn[0] = w[1] * dyn[0] + w[0] * dyn[2];
-        dxn[1] = w[1] * dyn[1] + w[0] * dyn[3];
-        dxn[2] = w[2] * dyn[0] + w[1] * dyn[2] + w[0] * dyn[4];
-        dxn[3] = w[2] * dyn[1] + w[1] * dyn[3] + w[0] * dyn[5];
-        dxn[4] = w[2] * dyn[2] + w[1] * dyn[4] + w[0] * dyn[6];
-        dxn[5] = w[2] * dyn[3] + w[1] * dyn[5] + w[0] * dyn[7];
-        dxn[6] = w[2] * dyn[4] + w[1] * dyn[6] + w[0] * dyn[8];
-        dxn[7] = w[2] * dyn[5] + w[1] * dyn[7] + w[0] * dyn[9];
-        dxn[8] = w[2] * dyn[6] + w[1] * dyn[8] + w[0] * dyn[10];
-        dxn[9] = w[2] * dyn[7] + w[1] * dyn[9] + w[0] * dyn[11];
-        dxn[10] = w[2] * dyn[8] + w[1] * dyn[10] + w[0] * dyn[12];
-        dxn[11] = w[2] * dyn[9] + w[1] * dyn[11] + w[0] * dyn[13];
-        dxn[12] = w[2] * dyn[10] + w[1] * dyn[12] + w[0] * dyn[14];
-        dxn[13] = w[2] * dyn[11] + w[1] * dyn[13] + w[0] * dyn[15];
-        dxn[14] = w[2] * dyn[12] + w[1] * dyn[14] + w[0] * dyn[16];
-        dxn[15] = w[2] * dyn[13] + w[1] * dyn[15] + w[0] * dyn[17];
-        dxn[16] = w[2] * dyn[14] + w[1] * dyn[16] + w[0] * dyn[18];
-        dxn[17] = w[2] * dyn[15] + w[1] * dyn[17] + w[0] * dyn[19];
-        dxn[18] = w[2] * dyn[16] + w[1] * dyn[18] + w[0] * dyn[20];
-        dxn[19] = w[2] * dyn[17] + w[1] * dyn[19] + w[0] * dyn[21];
-        dxn[20] = w[2] * dyn[18] + w[1] * dyn[20] + w[0] * dyn[22];
-        dxn[21] = w[2] * dyn[19] + w[1] * dyn[21] + w[0] * dyn[23];
-        dxn[22] = w[2] * dyn[20] + w[1] * dyn[22] + w[0] * dyn[24];
-        dxn[23] = w[2] * dyn[21] + w[1] * dyn[23] + w[0] * dyn[25];
-        dxn[24] = w[2] * dyn[22] + w[1] * dyn[24] + w[0] * dyn[26];
-        dxn[25] = w[2] * dyn[23] + w[1] * dyn[25] + w[0] * dyn[27];
-        dxn[26] = w[2] * dyn[24] + w[1] * dyn[26] + w[0] * dyn[28];
-        dxn[27] = w[2] * dyn[25] + w[1] * dyn[27] + w[0] * dyn[29];
-        dxn[28] = w[2] * dyn[26] + w[1] * dyn[28] + w[0] * dyn[30];
-        dxn[29] = w[2] * dyn[27] + w[1] * dyn[29] + w[0] * dyn[31];
-        dxn[30] = w[2] * dyn[28] + w[1] * dyn[30];
-        dxn[31] = w[2] * dyn[29] + w[1] * dyn[31];
-        dxn[32] = w[4] * dyn[32] + w[3] * dyn[34];
-        dxn[33] = w[4] * dyn[33] + w[3] * dyn[35];
-        dxn[34] = w[5] * dyn[32] + w[4] * dyn[34] + w[3] * dyn[36];
-        dxn[35] = w[5] * dyn[33] + w[4] * dyn[35] + w[3] * dyn[37];
-        dxn[36] = w[5] * dyn[34] + w[4] * dyn[36] + w[3] * dyn[38];
-        dxn[37] = w[5] * dyn[35] + w[4] * dyn[37] + w[3] * dyn[39];
-        dxn[38] = w[5] * dyn[36] + w[4] * dyn[38] + w[3] * dyn[40];
-        dxn[39] = w[5] * dyn[37] + w[4] * dyn[39] + w[3] * dyn[41];
-        dxn[40] = w[5] * dyn[38] + w[4] * dyn[40] + w[3] * dyn[42];
-        dxn[41] = w[5] * dyn[39] + w[4] * dyn[41] + w[3] * dyn[43];
-        dxn[42] = w[5] * dyn[40] + w[4] * dyn[42] + w[3] * dyn[44];
-        dxn[43] = w[5] * dyn[41] + w[4] * dyn[43] + w[3] * dyn[45];
-        dxn[44] = w[5] * dyn[42] + w[4] * dyn[44] + w[3] * dyn[46];
-        dxn[45] = w[5] * dyn[43] + w[4] * dyn[45] + w[3] * dyn[47];
-        dxn[46] = w[5] * dyn[44] + w[4] * dyn[46] + w[3] * dyn[48];
-        dxn[47] = w[5] * dyn[45] + w[4] * dyn[47] + w[3] * dyn[49];
-        dxn[48] = w[5] * dyn[46] + w[4] * dyn[48] + w[3] * dyn[50];
-        dxn[49] = w[5] * dyn[47] + w[4] * dyn[49] + w[3] * dyn[51];
-        dxn[50] = w[5] * dyn[48] + w[4] * dyn[50] + w[3] * dyn[52];
-        dxn[51] = w[5] * dyn[49] + w[4] * dyn[51] + w[3] * dyn[53];
-        dxn[52] = w[5] * dyn[50] + w[4] * dyn[52] + w[3] * dyn[54];
-        dxn[53] = w[5] * dyn[51] + w[4] * dyn[53] + w[3] * dyn[55];
-        dxn[54] = w[5] * dyn[52] + w[4] * dyn[54] + w[3] * dyn[56];
-        dxn[55] = w[5] * dyn[53] + w[4] * dyn[55] + w[3] * dyn[57];
-        dxn[56] = w[5] * dyn[54] + w[4] * dyn[56] + w[3] * dyn[58];
-        dxn[57] = w[5] * dyn[55] + w[4] * dyn[57] + w[3] * dyn[59];
-        dxn[58] = w[5] * dyn[56] + w[4] * dyn[58] + w[3] * dyn[60];
-        dxn[59] = w[5] * dyn[57] + w[4] * dyn[59] + w[3] * dyn[61];
-        dxn[60] = w[5] * dyn[58] + w[4] * dyn[60] + w[3] * dyn[62];
-        dxn[61] = w[5] * dyn[59] + w[4] * dyn[61] + w[3] * dyn[63];
-        dxn[62] = w[5] * dyn[60] + w[4] * dyn[62];
-        dxn[63] = w[5] * dyn[61] + w[4] * dyn[63];
-        dxn[64] = w[7] * dyn[64] + w[6] * dyn[66];
-        dxn[65] = w[7] * dyn[65] + w[6] * dyn[67];
-        dxn[66] = w[8] * dyn[64] + w[7] * dyn[66] + w[6] * dyn[68];
-        dxn[67] = w[8] * dyn[65] + w[7] * dyn[67] + w[6] * dyn[69];
-        dxn[68] = w[8] * dyn[66] + w[7] * dyn[68] + w[6] * dyn[70];
-        dxn[69] = w[8] * dyn[67] + w[7] * dyn[69] + w[6] * dyn[71];
-        dxn[70] = w[8] * dyn[68] + w[7] * dyn[70] + w[6] * dyn[72];
-        dxn[71] = w[8] * dyn[69] + w[7] * dyn[71] + w[6] * dyn[73];
-        dxn[72] = w[8] * dyn[70] + w[7] * dyn[72] + w[6] * dyn[74];
-        dxn[73] = w[8] * dyn[71] + w[7] * dyn[73] + w[6] * dyn[75];
-        dxn[74] = w[8] * dyn[72] + w[7] * dyn[74] + w[6] * dyn[76];
-        dxn[75] = w[8] * dyn[73] + w[7] * dyn[75] + w[6] * dyn[77];
-        dxn[76] = w[8] * dyn[74] + w[7] * dyn[76] + w[6] * dyn[78];
-        dxn[77] = w[8] * dyn[75] + w[7] * dyn[77] + w[6] * dyn[79];
-        dxn[78] = w[8] * dyn[76] + w[7] * dyn[78] + w[6] * dyn[80];
-        dxn[79] = w[8] * dyn[77] + w[7] * dyn[79] + w[6] * dyn[81];
-        dxn[80] = w[8] * dyn[78] + w[7] * dyn[80] + w[6] * dyn[82];
-        dxn[81] = w[8] * dyn[79] + w[7] * dyn[81] + w[6] * dyn[83];
-        dxn[82] = w[8] * dyn[80] + w[7] * dyn[82] + w[6] * dyn[84];
-        dxn[83] = w[8] * dyn[81] + w[7] * dyn[83] + w[6] * dyn[85];
-        dxn[84] = w[8] * dyn[82] + w[7] * dyn[84] + w[6] * dyn[86];
-        dxn[85] = w[8] * dyn[83] + w[7] * dyn[85] + w[6] * dyn[87];
-        dxn[86] = w[8] * dyn[84] + w[7] * dyn[86] + w[6] * dyn[88];
-        dxn[87] = w[8] * dyn[85] + w[7] * dyn[87] + w[6] * dyn[89];
-        dxn[88] = w[8] * dyn[86] + w[7] * dyn[88] + w[6] * dyn[90];
-        dxn[89] = w[8] * dyn[87] + w[7] * dyn[89] + w[6] * dyn[91];
-        dxn[90] = w[8] * dyn[88] + w[7] * dyn[90] + w[6] * dyn[92];
-        dxn[91] = w[8] * dyn[89] + w[7] * dyn[91] + w[6] * dyn[93];
-        dxn[92] = w[8] * dyn[90] + w[7] * dyn[92] + w[6] * dyn[94];
-        dxn[93] = w[8] * dyn[91] + w[7] * dyn[93] + w[6] * dyn[95];
-        dxn[94] = w[8] * dyn[92] + w[7] * dyn[94];
-        dxn[95] = w[8] * dyn[93] + w[7] * dyn[95];
-        dxn[96] = w[10] * dyn[96] + w[9] * dyn[98];
-        dxn[97] = w[10] * dyn[97] + w[9] * dyn[99];
-        dxn[98] = w[11] * dyn[96] + w[10] * dyn[98] + w[9] * dyn[100];
-        dxn[99] = w[11] * dyn[97] + w[10] * dyn[99] + w[9] * dyn[101];
-        dxn[100] = w[11] * dyn[98] + w[10] * dyn[100] + w[9] * dyn[102];
-        dxn[101] = w[11] * dyn[99] + w[10] * dyn[101] + w[9] * dyn[103];
-        dxn[102] = w[11] * dyn[100] + w[10] * dyn[102] + w[9] * dyn[104];
-        dxn[103] = w[11] * dyn[101] + w[10] * dyn[103] + w[9] * dyn[105];
-        dxn[104] = w[11] * dyn[102] + w[10] * dyn[104] + w[9] * dyn[106];
-        dxn[105] = w[11] * dyn[103] + w[10] * dyn[105] + w[9] * dyn[107];
-        dxn[106] = w[11] * dyn[104] + w[10] * dyn[106] + w[9] * dyn[108];
-        dxn[107] = w[11] * dyn[105] + w[10] * dyn[107] + w[9] * dyn[109];
-        dxn[108] = w[11] * dyn[106] + w[10] * dyn[108] + w[9] * dyn[110];
-        dxn[109] = w[11] * dyn[107] + w[10] * dyn[109] + w[9] * dyn[111];
-        dxn[110] = w[11] * dyn[108] + w[10] * dyn[110] + w[9] * dyn[112];
-        dxn[111] = w[11] * dyn[109] + w[10] * dyn[111] + w[9] * dyn[113];
-        dxn[112] = w[11] * dyn[110] + w[10] * dyn[112] + w[9] * dyn[114];
-        dxn[113] = w[11] * dyn[111] + w[10] * dyn[113] + w[9] * dyn[115];
-        dxn[114] = w[11] * dyn[112] + w[10] * dyn[114] + w[9] * dyn[116];
-        dxn[115] = w[11] * dyn[113] + w[10] * dyn[115] + w[9] * dyn[117];
-        dxn[116] = w[11] * dyn[114] + w[10] * dyn[116] + w[9] * dyn[118];
-        dxn[117] = w[11] * dyn[115] + w[10] * dyn[117] + w[9] * dyn[119];
-        dxn[118] = w[11] * dyn[116] + w[10] * dyn[118] + w[9] * dyn[120];
-        dxn[119] = w[11] * dyn[117] + w[10] * dyn[119] + w[9] * dyn[121];
-        dxn[120] = w[11] * dyn[118] + w[10] * dyn[120] + w[9] * dyn[122];
-        dxn[121] = w[11] * dyn[119] + w[10] * dyn[121] + w[9] * dyn[123];
-        dxn[122] = w[11] * dyn[120] + w[10] * dyn[122] + w[9] * dyn[124];
-        dxn[123] = w[11] * dyn[121] + w[10] * dyn[123] + w[9] * dyn[125];
-        dxn[124] = w[11] * dyn[122] + w[10] * dyn[124] + w[9] * dyn[126];
-        dxn[125] = w[11] * dyn[123] + w[10] * dyn[125] + w[9] * dyn[127];
-        dxn[126] = w[11] * dyn[124] + w[10] * dyn[126];
-        dxn[127] = w[11] * dyn[125] + w[10] * dyn[127];
-        dxn[128] = w[13] * dyn[128] + w[12] * dyn[130];
-        dxn[129] = w[13] * dyn[129] + w[12] * dyn[131];
-        dxn[130] = w[14] * dyn[128] + w[13] * dyn[130] + w[12] * dyn[132];
-        dxn[131] = w[14] * dyn[129] + w[13] * dyn[131] + w[12] * dyn[133];
-        dxn[132] = w[14] * dyn[130] + w[13] * dyn[132] + w[12] * dyn[134];
-        dxn[133] = w[14] * dyn[131] + w[13] * dyn[133] + w[12] * dyn[135];
-        dxn[134] = w[14] * dyn[132] + w[13] * dyn[134] + w[12] * dyn[136];
-        dxn[135] = w[14] * dyn[133] + w[13] * dyn[135] + w[12] * dyn[137];
-        dxn[136] = w[14] * dyn[134] + w[13] * dyn[136] + w[12] * dyn[138];
-        dxn[137] = w[14] * dyn[135] + w[13] * dyn[137] + w[12] * dyn[139];
-        dxn[138] = w[14] * dyn[136] + w[13] * dyn[138] + w[12] * dyn[140];
-        dxn[139] = w[14] * dyn[137] + w[13] * dyn[139] + w[12] * dyn[141];
-        dxn[140] = w[14] * dyn[138] + w[13] * dyn[140] + w[12] * dyn[142];
-        dxn[141] = w[14] * dyn[139] + w[13] * dyn[141] + w[12] * dyn[143];
-        dxn[142] = w[14] * dyn[140] + w[13] * dyn[142] + w[12] * dyn[144];
-        dxn[143] = w[14] * dyn[141] + w[13] * dyn[143] + w[12] * dyn[145];
-        dxn[144] = w[14] * dyn[142] + w[13] * dyn[144] + w[12] * dyn[146];
-        dxn[145] = w[14] * dyn[143] + w[13] * dyn[145] + w[12] * dyn[147];
-        dxn[146] = w[14] * dyn[144] + w[13] * dyn[146] + w[12] * dyn[148];
-        dxn[147] = w[14] * dyn[145] + w[13] * dyn[147] + w[12] * dyn[149];
-        dxn[148] = w[14] * dyn[146] + w[13] * dyn[148] + w[12] * dyn[150];
-        dxn[149] = w[14] * dyn[147] + w[13] * dyn[149] + w[12] * dyn[151];
-        dxn[150] = w[14] * dyn[148] + w[13] * dyn[150] + w[12] * dyn[152];
-        dxn[151] = w[14] * dyn[149] + w[13] * dyn[151] + w[12] * dyn[153];
-        dxn[152] = w[14] * dyn[150] + w[13] * dyn[152] + w[12] * dyn[154];
-        dxn[153] = w[14] * dyn[151] + w[13] * dyn[153] + w[12] * dyn[155];
-        dxn[154] = w[14] * dyn[152] + w[13] * dyn[154] + w[12] * dyn[156];
-        dxn[155] = w[14] * dyn[153] + w[13] * dyn[155] + w[12] * dyn[157];
-        dxn[156] = w[14] * dyn[154] + w[13] * dyn[156] + w[12] * dyn[158];
-        dxn[157] = w[14] * dyn[155] + w[13] * dyn[157] + w[12] * dyn[159];
-        dxn[158] = w[14] * dyn[156] + w[13] * dyn[158];
-        dxn[159] = w[14] * dyn[157] + w[13] * dyn[159];
-        dxn[160] = w[16] * dyn[160] + w[15] * dyn[162];
-        dxn[161] = w[16] * dyn[161] + w[15] * dyn[163];
-        dxn[162] = w[17] * dyn[160] + w[16] * dyn[162] + w[15] * dyn[164];
-        dxn[163] = w[17] * dyn[161] + w[16] * dyn[163] + w[15] * dyn[165];
-        dxn[164] = w[17] * dyn[162] + w[16] * dyn[164] + w[15] * dyn[166];
-        dxn[165] = w[17] * dyn[163] + w[16] * dyn[165] + w[15] * dyn[167];
-        dxn[166] = w[17] * dyn[164] + w[16] * dyn[166] + w[15] * dyn[168];
-        dxn[167] = w[17] * dyn[165] + w[16] * dyn[167] + w[15] * dyn[169];
-        dxn[168] = w[17] * dyn[166] + w[16] * dyn[168] + w[15] * dyn[170];
-        dxn[169] = w[17] * dyn[167] + w[16] * dyn[169] + w[15] * dyn[171];
-        dxn[170] = w[17] * dyn[168] + w[16] * dyn[170] + w[15] * dyn[172];
-        dxn[171] = w[17] * dyn[169] + w[16] * dyn[171] + w[15] * dyn[173];
-        dxn[172] = w[17] * dyn[170] + w[16] * dyn[172] + w[15] * dyn[174];
-        dxn[173] = w[17] * dyn[171] + w[16] * dyn[173] + w[15] * dyn[175];
-        dxn[174] = w[17] * dyn[172] + w[16] * dyn[174] + w[15] * dyn[176];
-        dxn[175] = w[17] * dyn[173] + w[16] * dyn[175] + w[15] * dyn[177];
-        dxn[176] = w[17] * dyn[174] + w[16] * dyn[176] + w[15] * dyn[178];
-        dxn[177] = w[17] * dyn[175] + w[16] * dyn[177] + w[15] * dyn[179];
-        dxn[178] = w[17] * dyn[176] + w[16] * dyn[178] + w[15] * dyn[180];
-        dxn[179] = w[17] * dyn[177] + w[16] * dyn[179] + w[15] * dyn[181];
-        dxn[180] = w[17] * dyn[178] + w[16] * dyn[180] + w[15] * dyn[182];
-        dxn[181] = w[17] * dyn[179] + w[16] * dyn[181] + w[15] * dyn[183];
-        dxn[182] = w[17] * dyn[180] + w[16] * dyn[182] + w[15] * dyn[184];
-        dxn[183] = w[17] * dyn[181] + w[16] * dyn[183] + w[15] * dyn[185];
-        dxn[184] = w[17] * dyn[182] + w[16] * dyn[184] + w[15] * dyn[186];
-        dxn[185] = w[17] * dyn[183] + w[16] * dyn[185] + w[15] * dyn[187];
-        dxn[186] = w[17] * dyn[184] + w[16] * dyn[186] + w[15] * dyn[188];
-        dxn[187] = w[17] * dyn[185] + w[16] * dyn[187] + w[15] * dyn[189];
-        dxn[188] = w[17] * dyn[186] + w[16] * dyn[188] + w[15] * dyn[190];
-        dxn[189] = w[17] * dyn[187] + w[16] * dyn[189] + w[15] * dyn[191];
-        dxn[190] = w[17] * dyn[188] + w[16] * dyn[190];
-        dxn[191] = w[17] * dyn[189] + w[16] * dyn[191];
-        dxn[192] = w[19] * dyn[192] + w[18] * dyn[194];
-        dxn[193] = w[19] * dyn[193] + w[18] * dyn[195];
-        dxn[194] = w[20] * dyn[192] + w[19] * dyn[194] + w[18] * dyn[196];
-        dxn[195] = w[20] * dyn[193] + w[19] * dyn[195] + w[18] * dyn[197];
-        dxn[196] = w[20] * dyn[194] + w[19] * dyn[196] + w[18] * dyn[198];
-        dxn[197] = w[20] * dyn[195] + w[19] * dyn[197] + w[18] * dyn[199];
-        dxn[198] = w[20] * dyn[196] + w[19] * dyn[198] + w[18] * dyn[200];
-        dxn[199] = w[20] * dyn[197] + w[19] * dyn[199] + w[18] * dyn[201];
-        dxn[200] = w[20] * dyn[198] + w[19] * dyn[200] + w[18] * dyn[202];
-        dxn[201] = w[20] * dyn[199] + w[19] * dyn[201] + w[18] * dyn[203];
-        dxn[202] = w[20] * dyn[200] + w[19] * dyn[202] + w[18] * dyn[204];
-        dxn[203] = w[20] * dyn[201] + w[19] * dyn[203] + w[18] * dyn[205];
-        dxn[204] = w[20] * dyn[202] + w[19] * dyn[204] + w[18] * dyn[206];
-        dxn[205] = w[20] * dyn[203] + w[19] * dyn[205] + w[18] * dyn[207];
-        dxn[206] = w[20] * dyn[204] + w[19] * dyn[206] + w[18] * dyn[208];
-        dxn[207] = w[20] * dyn[205] + w[19] * dyn[207] + w[18] * dyn[209];
-        dxn[208] = w[20] * dyn[206] + w[19] * dyn[208] + w[18] * dyn[210];
-        dxn[209] = w[20] * dyn[207] + w[19] * dyn[209] + w[18] * dyn[211];
-        dxn[210] = w[20] * dyn[208] + w[19] * dyn[210] + w[18] * dyn[212];
-        dxn[211] = w[20] * dyn[209] + w[19] * dyn[211] + w[18] * dyn[213];
-        dxn[212] = w[20] * dyn[210] + w[19] * dyn[212] + w[18] * dyn[214];
-        dxn[213] = w[20] * dyn[211] + w[19] * dyn[213] + w[18] * dyn[215];
-        dxn[214] = w[20] * dyn[212] + w[19] * dyn[214] + w[18] * dyn[216];
-        dxn[215] = w[20] * dyn[213] + w[19] * dyn[215] + w[18] * dyn[217];
-        dxn[216] = w[20] * dyn[214] + w[19] * dyn[216] + w[18] * dyn[218];
-        dxn[217] = w[20] * dyn[215] + w[19] * dyn[217] + w[18] * dyn[219];
-        dxn[218] = w[20] * dyn[216] + w[19] * dyn[218] + w[18] * dyn[220];
-        dxn[219] = w[20] * dyn[217] + w[19] * dyn[219] + w[18] * dyn[221];
-        dxn[220] = w[20] * dyn[218] + w[19] * dyn[220] + w[18] * dyn[222];
-        dxn[221] = w[20] * dyn[219] + w[19] * dyn[221] + w[18] * dyn[223];
-        dxn[222] = w[20] * dyn[220] + w[19] * dyn[222];
-        dxn[223] = w[20] * dyn[221] + w[19] * dyn[223];
-        dxn[224] = w[22] * dyn[224] + w[21] * dyn[226];
-        dxn[225] = w[22] * dyn[225] + w[21] * dyn[227];
-        dxn[226] = w[23] * dyn[224] + w[22] * dyn[226] + w[21] * dyn[228];
-        dxn[227] = w[23] * dyn[225] + w[22] * dyn[227] + w[21] * dyn[229];
-        dxn[228] = w[23] * dyn[226] + w[22] * dyn[228] + w[21] * dyn[230];
-        dxn[229] = w[23] * dyn[227] + w[22] * dyn[229] + w[21] * dyn[231];
-        dxn[230] = w[23] * dyn[228] + w[22] * dyn[230] + w[21] * dyn[232];
-        dxn[231] = w[23] * dyn[229] + w[22] * dyn[231] + w[21] * dyn[233];
-        dxn[232] = w[23] * dyn[230] + w[22] * dyn[232] + w[21] * dyn[234];
-        dxn[233] = w[23] * dyn[231] + w[22] * dyn[233] + w[21] * dyn[235];
-        dxn[234] = w[23] * dyn[232] + w[22] * dyn[234] + w[21] * dyn[236];
-        dxn[235] = w[23] * dyn[233] + w[22] * dyn[235] + w[21] * dyn[237];
-        dxn[236] = w[23] * dyn[234] + w[22] * dyn[236] + w[21] * dyn[238];
-        dxn[237] = w[23] * dyn[235] + w[22] * dyn[237] + w[21] * dyn[239];
-        dxn[238] = w[23] * dyn[236] + w[22] * dyn[238] + w[21] * dyn[240];
-        dxn[239] = w[23] * dyn[237] + w[22] * dyn[239] + w[21] * dyn[241];
-        dxn[240] = w[23] * dyn[238] + w[22] * dyn[240] + w[21] * dyn[242];
-        dxn[241] = w[23] * dyn[239] + w[22] * dyn[241] + w[21] * dyn[243];
-        dxn[242] = w[23] * dyn[240] + w[22] * dyn[242] + w[21] * dyn[244];
-        dxn[243] = w[23] * dyn[241] + w[22] * dyn[243] + w[21] * dyn[245];
-        dxn[244] = w[23] * dyn[242] + w[22] * dyn[244] + w[21] * dyn[246];
-        dxn[245] = w[23] * dyn[243] + w[22] * dyn[245] + w[21] * dyn[247];
-        dxn[246] = w[23] * dyn[244] + w[22] * dyn[246] + w[21] * dyn[248];
-        dxn[247] = w[23] * dyn[245] + w[22] * dyn[247] + w[21] * dyn[249];
-        dxn[248] = w[23] * dyn[246] + w[22] * dyn[248] + w[21] * dyn[250];
-        dxn[249] = w[23] * dyn[247] + w[22] * dyn[249] + w[21] * dyn[251];
-        dxn[250] = w[23] * dyn[248] + w[22] * dyn[250] + w[21] * dyn[252];
-        dxn[251] = w[23] * dyn[249] + w[22] * dyn[251] + w[21] * dyn[253];
-        dxn[252] = w[23] * dyn[250] + w[22] * dyn[252] + w[21] * dyn[254];
-        dxn[253] = w[23] * dyn[251] + w[22] * dyn[253] + w[21] * dyn[255];
-        dxn[254] = w[23] * dyn[252] + w[22] * dyn[254];
-        dxn[255] = w[23] * dyn[253] + w[22] * dyn[255];
-        gw[0] += dyn[2] * xn[0] + dyn[3] * xn[1] + dyn[4] * xn[2] + dyn[5] * xn[3]
-                + dyn[6] * xn[4] + dyn[7] * xn[5] + dyn[8] * xn[6] + dyn[9] * xn[7]
-                + dyn[10] * xn[8] + dyn[11] * xn[9] + dyn[12] * xn[10] + dyn[13] * xn[11]
-                + dyn[14] * xn[12] + dyn[15] * xn[13] + dyn[16] * xn[14] + dyn[17] * xn[15]
-                + dyn[18] * xn[16] + dyn[19] * xn[17] + dyn[20] * xn[18] + dyn[21] * xn[19]
-                + dyn[22] * xn[20] + dyn[23] * xn[21] + dyn[24] * xn[22] + dyn[25] * xn[23]
-                + dyn[26] * xn[24] + dyn[27] * xn[25] + dyn[28] * xn[26] + dyn[29] * xn[27]
-                + dyn[30] * xn[28] + dyn[31] * xn[29];
-        gw[1] += dyn[0] * xn[0] + dyn[1] * xn[1] + dyn[2] * xn[2] + dyn[3] * xn[3]
-                + dyn[4] * xn[4] + dyn[5] * xn[5] + dyn[6] * xn[6] + dyn[7] * xn[7]
-                + dyn[8] * xn[8] + dyn[9] * xn[9] + dyn[10] * xn[10] + dyn[11] * xn[11]
-                + dyn[12] * xn[12] + dyn[13] * xn[13] + dyn[14] * xn[14] + dyn[15] * xn[15]
-                + dyn[16] * xn[16] + dyn[17] * xn[17] + dyn[18] * xn[18] + dyn[19] * xn[19]
-                + dyn[20] * xn[20] + dyn[21] * xn[21] + dyn[22] * xn[22] + dyn[23] * xn[23]
-                + dyn[24] * xn[24] + dyn[25] * xn[25] + dyn[26] * xn[26] + dyn[27] * xn[27]
-                + dyn[28] * xn[28] + dyn[29] * xn[29] + dyn[30] * xn[30] + dyn[31] * xn[31];
-        gw[2] += dyn[0] * xn[2] + dyn[1] * xn[3] + dyn[2] * xn[4] + dyn[3] * xn[5]
-                + dyn[4] * xn[6] + dyn[5] * xn[7] + dyn[6] * xn[8] + dyn[7] * xn[9]
-                + dyn[8] * xn[10] + dyn[9] * xn[11] + dyn[10] * xn[12] + dyn[11] * xn[13]
-                + dyn[12] * xn[14] + dyn[13] * xn[15] + dyn[14] * xn[16] + dyn[15] * xn[17]
-                + dyn[16] * xn[18] + dyn[17] * xn[19] + dyn[18] * xn[20] + dyn[19] * xn[21]
-                + dyn[20] * xn[22] + dyn[21] * xn[23] + dyn[22] * xn[24] + dyn[23] * xn[25]
-                + dyn[24] * xn[26] + dyn[25] * xn[27] + dyn[26] * xn[28] + dyn[27] * xn[29]
-                + dyn[28] * xn[30] + dyn[29] * xn[31];
-        gw[3] += dyn[34] * xn[32] + dyn[35] * xn[33] + dyn[36] * xn[34] + dyn[37] * xn[35]
-                + dyn[38] * xn[36] + dyn[39] * xn[37] + dyn[40] * xn[38] + dyn[41] * xn[39]
-                + dyn[42] * xn[40] + dyn[43] * xn[41] + dyn[44] * xn[42] + dyn[45] * xn[43]
-                + dyn[46] * xn[44] + dyn[47] * xn[45] + dyn[48] * xn[46] + dyn[49] * xn[47]
-                + dyn[50] * xn[48] + dyn[51] * xn[49] + dyn[52] * xn[50] + dyn[53] * xn[51]
-                + dyn[54] * xn[52] + dyn[55] * xn[53] + dyn[56] * xn[54] + dyn[57] * xn[55]
-                + dyn[58] * xn[56] + dyn[59] * xn[57] + dyn[60] * xn[58] + dyn[61] * xn[59]
-                + dyn[62] * xn[60] + dyn[63] * xn[61];
-        gw[4] += dyn[32] * xn[32] + dyn[33] * xn[33] + dyn[34] * xn[34] + dyn[35] * xn[35]
-                + dyn[36] * xn[36] + dyn[37] * xn[37] + dyn[38] * xn[38] + dyn[39] * xn[39]
-                + dyn[40] * xn[40] + dyn[41] * xn[41] + dyn[42] * xn[42] + dyn[43] * xn[43]
-                + dyn[44] * xn[44] + dyn[45] * xn[45] + dyn[46] * xn[46] + dyn[47] * xn[47]
-                + dyn[48] * xn[48] + dyn[49] * xn[49] + dyn[50] * xn[50] + dyn[51] * xn[51]
-                + dyn[52] * xn[52] + dyn[53] * xn[53] + dyn[54] * xn[54] + dyn[55] * xn[55]
-                + dyn[56] * xn[56] + dyn[57] * xn[57] + dyn[58] * xn[58] + dyn[59] * xn[59]
-                + dyn[60] * xn[60] + dyn[61] * xn[61] + dyn[62] * xn[62] + dyn[63] * xn[63];
-        gw[5] += dyn[32] * xn[34] + dyn[33] * xn[35] + dyn[34] * xn[36] + dyn[35] * xn[37]
-                + dyn[36] * xn[38] + dyn[37] * xn[39] + dyn[38] * xn[40] + dyn[39] * xn[41]
-                + dyn[40] * xn[42] + dyn[41] * xn[43] + dyn[42] * xn[44] + dyn[43] * xn[45]
-                + dyn[44] * xn[46] + dyn[45] * xn[47] + dyn[46] * xn[48] + dyn[47] * xn[49]
-                + dyn[48] * xn[50] + dyn[49] * xn[51] + dyn[50] * xn[52] + dyn[51] * xn[53]
-                + dyn[52] * xn[54] + dyn[53] * xn[55] + dyn[54] * xn[56] + dyn[55] * xn[57]
-                + dyn[56] * xn[58] + dyn[57] * xn[59] + dyn[58] * xn[60] + dyn[59] * xn[61]
-                + dyn[60] * xn[62] + dyn[61] * xn[63];
-        gw[6] += dyn[66] * xn[64] + dyn[67] * xn[65] + dyn[68] * xn[66] + dyn[69] * xn[67]
-                + dyn[70] * xn[68] + dyn[71] * xn[69] + dyn[72] * xn[70] + dyn[73] * xn[71]
-                + dyn[74] * xn[72] + dyn[75] * xn[73] + dyn[76] * xn[74] + dyn[77] * xn[75]
-                + dyn[78] * xn[76] + dyn[79] * xn[77] + dyn[80] * xn[78] + dyn[81] * xn[79]
-                + dyn[82] * xn[80] + dyn[83] * xn[81] + dyn[84] * xn[82] + dyn[85] * xn[83]
-                + dyn[86] * xn[84] + dyn[87] * xn[85] + dyn[88] * xn[86] + dyn[89] * xn[87]
-                + dyn[90] * xn[88] + dyn[91] * xn[89] + dyn[92] * xn[90] + dyn[93] * xn[91]
-                + dyn[94] * xn[92] + dyn[95] * xn[93];
-        gw[7] += dyn[64] * xn[64] + dyn[65] * xn[65] + dyn[66] * xn[66] + dyn[67] * xn[67]
-                + dyn[68] * xn[68] + dyn[69] * xn[69] + dyn[70] * xn[70] + dyn[71] * xn[71]
-                + dyn[72] * xn[72] + dyn[73] * xn[73] + dyn[74] * xn[74] + dyn[75] * xn[75]
-                + dyn[76] * xn[76] + dyn[77] * xn[77] + dyn[78] * xn[78] + dyn[79] * xn[79]
-                + dyn[80] * xn[80] + dyn[81] * xn[81] + dyn[82] * xn[82] + dyn[83] * xn[83]
-                + dyn[84] * xn[84] + dyn[85] * xn[85] + dyn[86] * xn[86] + dyn[87] * xn[87]
-                + dyn[88] * xn[88] + dyn[89] * xn[89] + dyn[90] * xn[90] + dyn[91] * xn[91]
-                + dyn[92] * xn[92] + dyn[93] * xn[93] + dyn[94] * xn[94] + dyn[95] * xn[95];
-        gw[8] += dyn[64] * xn[66] + dyn[65] * xn[67] + dyn[66] * xn[68] + dyn[67] * xn[69]
-                + dyn[68] * xn[70] + dyn[69] * xn[71] + dyn[70] * xn[72] + dyn[71] * xn[73]
-                + dyn[72] * xn[74] + dyn[73] * xn[75] + dyn[74] * xn[76] + dyn[75] * xn[77]
-                + dyn[76] * xn[78] + dyn[77] * xn[79] + dyn[78] * xn[80] + dyn[79] * xn[81]
-                + dyn[80] * xn[82] + dyn[81] * xn[83] + dyn[82] * xn[84] + dyn[83] * xn[85]
-                + dyn[84] * xn[86] + dyn[85] * xn[87] + dyn[86] * xn[88] + dyn[87] * xn[89]
-                + dyn[88] * xn[90] + dyn[89] * xn[91] + dyn[90] * xn[92] + dyn[91] * xn[93]
-                + dyn[92] * xn[94] + dyn[93] * xn[95];
-        gw[9] += dyn[98] * xn[96] + dyn[99] * xn[97] + dyn[100] * xn[98] + dyn[101] * xn[99]
-                + dyn[102] * xn[100] + dyn[103] * xn[101] + dyn[104] * xn[102] + dyn[105] * xn[103]
-                + dyn[106] * xn[104] + dyn[107] * xn[105] + dyn[108] * xn[106] + dyn[109] * xn[107]
-                + dyn[110] * xn[108] + dyn[111] * xn[109] + dyn[112] * xn[110] + dyn[113] * xn[111]
-                + dyn[114] * xn[112] + dyn[115] * xn[113] + dyn[116] * xn[114] + dyn[117] * xn[115]
-                + dyn[118] * xn[116] + dyn[119] * xn[117] + dyn[120] * xn[118] + dyn[121] * xn[119]
-                + dyn[122] * xn[120] + dyn[123] * xn[121] + dyn[124] * xn[122] + dyn[125] * xn[123]
-                + dyn[126] * xn[124] + dyn[127] * xn[125];
-        gw[10] += dyn[96] * xn[96] + dyn[97] * xn[97] + dyn[98] * xn[98] + dyn[99] * xn[99]
-                + dyn[100] * xn[100] + dyn[101] * xn[101] + dyn[102] * xn[102] + dyn[103] * xn[103]
-                + dyn[104] * xn[104] + dyn[105] * xn[105] + dyn[106] * xn[106] + dyn[107] * xn[107]
-                + dyn[108] * xn[108] + dyn[109] * xn[109] + dyn[110] * xn[110] + dyn[111] * xn[111]
-                + dyn[112] * xn[112] + dyn[113] * xn[113] + dyn[114] * xn[114] + dyn[115] * xn[115]
-                + dyn[116] * xn[116] + dyn[117] * xn[117] + dyn[118] * xn[118] + dyn[119] * xn[119]
-                + dyn[120] * xn[120] + dyn[121] * xn[121] + dyn[122] * xn[122] + dyn[123] * xn[123]
-                + dyn[124] * xn[124] + dyn[125] * xn[125] + dyn[126] * xn[126] + dyn[127] * xn[127];
-        gw[11] += dyn[96] * xn[98] + dyn[97] * xn[99] + dyn[98] * xn[100] + dyn[99] * xn[101]
-                + dyn[100] * xn[102] + dyn[101] * xn[103] + dyn[102] * xn[104] + dyn[103] * xn[105]
-                + dyn[104] * xn[106] + dyn[105] * xn[107] + dyn[106] * xn[108] + dyn[107] * xn[109]
-                + dyn[108] * xn[110] + dyn[109] * xn[111] + dyn[110] * xn[112] + dyn[111] * xn[113]
-                + dyn[112] * xn[114] + dyn[113] * xn[115] + dyn[114] * xn[116] + dyn[115] * xn[117]
-                + dyn[116] * xn[118] + dyn[117] * xn[119] + dyn[118] * xn[120] + dyn[119] * xn[121]
-                + dyn[120] * xn[122] + dyn[121] * xn[123] + dyn[122] * xn[124] + dyn[123] * xn[125]
-                + dyn[124] * xn[126] + dyn[125] * xn[127];
-        gw[12] += dyn[130] * xn[128] + dyn[131] * xn[129] + dyn[132] * xn[130] + dyn[133] * xn[131]
-                + dyn[134] * xn[132] + dyn[135] * xn[133] + dyn[136] * xn[134] + dyn[137] * xn[135]
-                + dyn[138] * xn[136] + dyn[139] * xn[137] + dyn[140] * xn[138] + dyn[141] * xn[139]
-                + dyn[142] * xn[140] + dyn[143] * xn[141] + dyn[144] * xn[142] + dyn[145] * xn[143]
-                + dyn[146] * xn[144] + dyn[147] * xn[145] + dyn[148] * xn[146] + dyn[149] * xn[147]
-                + dyn[150] * xn[148] + dyn[151] * xn[149] + dyn[152] * xn[150] + dyn[153] * xn[151]
-                + dyn[154] * xn[152] + dyn[155] * xn[153] + dyn[156] * xn[154] + dyn[157] * xn[155]
-                + dyn[158] * xn[156] + dyn[159] * xn[157];
-        gw[13] += dyn[128] * xn[128] + dyn[129] * xn[129] + dyn[130] * xn[130] + dyn[131] * xn[131]
-                + dyn[132] * xn[132] + dyn[133] * xn[133] + dyn[134] * xn[134] + dyn[135] * xn[135]
-                + dyn[136] * xn[136] + dyn[137] * xn[137] + dyn[138] * xn[138] + dyn[139] * xn[139]
-                + dyn[140] * xn[140] + dyn[141] * xn[141] + dyn[142] * xn[142] + dyn[143] * xn[143]
-                + dyn[144] * xn[144] + dyn[145] * xn[145] + dyn[146] * xn[146] + dyn[147] * xn[147]
-                + dyn[148] * xn[148] + dyn[149] * xn[149] + dyn[150] * xn[150] + dyn[151] * xn[151]
-                + dyn[152] * xn[152] + dyn[153] * xn[153] + dyn[154] * xn[154] + dyn[155] * xn[155]
-                + dyn[156] * xn[156] + dyn[157] * xn[157] + dyn[158] * xn[158] + dyn[159] * xn[159];
-        gw[14] += dyn[128] * xn[130] + dyn[129] * xn[131] + dyn[130] * xn[132] + dyn[131] * xn[133]
-                + dyn[132] * xn[134] + dyn[133] * xn[135] + dyn[134] * xn[136] + dyn[135] * xn[137]
-                + dyn[136] * xn[138] + dyn[137] * xn[139] + dyn[138] * xn[140] + dyn[139] * xn[141]
-                + dyn[140] * xn[142] + dyn[141] * xn[143] + dyn[142] * xn[144] + dyn[143] * xn[145]
-                + dyn[144] * xn[146] + dyn[145] * xn[147] + dyn[146] * xn[148] + dyn[147] * xn[149]
-                + dyn[148] * xn[150] + dyn[149] * xn[151] + dyn[150] * xn[152] + dyn[151] * xn[153]
-                + dyn[152] * xn[154] + dyn[153] * xn[155] + dyn[154] * xn[156] + dyn[155] * xn[157]
-                + dyn[156] * xn[158] + dyn[157] * xn[159];
-        gw[15] += dyn[162] * xn[160] + dyn[163] * xn[161] + dyn[164] * xn[162] + dyn[165] * xn[163]
-                + dyn[166] * xn[164] + dyn[167] * xn[165] + dyn[168] * xn[166] + dyn[169] * xn[167]
-                + dyn[170] * xn[168] + dyn[171] * xn[169] + dyn[172] * xn[170] + dyn[173] * xn[171]
-                + dyn[174] * xn[172] + dyn[175] * xn[173] + dyn[176] * xn[174] + dyn[177] * xn[175]
-                + dyn[178] * xn[176] + dyn[179] * xn[177] + dyn[180] * xn[178] + dyn[181] * xn[179]
-                + dyn[182] * xn[180] + dyn[183] * xn[181] + dyn[184] * xn[182] + dyn[185] * xn[183]
-                + dyn[186] * xn[184] + dyn[187] * xn[185] + dyn[188] * xn[186] + dyn[189] * xn[187]
-                + dyn[190] * xn[188] + dyn[191] * xn[189];
-        gw[16] += dyn[160] * xn[160] + dyn[161] * xn[161] + dyn[162] * xn[162] + dyn[163] * xn[163]
-                + dyn[164] * xn[164] + dyn[165] * xn[165] + dyn[166] * xn[166] + dyn[167] * xn[167]
-                + dyn[168] * xn[168] + dyn[169] * xn[169] + dyn[170] * xn[170] + dyn[171] * xn[171]
-                + dyn[172] * xn[172] + dyn[173] * xn[173] + dyn[174] * xn[174] + dyn[175] * xn[175]
-                + dyn[176] * xn[176] + dyn[177] * xn[177] + dyn[178] * xn[178] + dyn[179] * xn[179]
-                + dyn[180] * xn[180] + dyn[181] * xn[181] + dyn[182] * xn[182] + dyn[183] * xn[183]
-                + dyn[184] * xn[184] + dyn[185] * xn[185] + dyn[186] * xn[186] + dyn[187] * xn[187]
-                + dyn[188] * xn[188] + dyn[189] * xn[189] + dyn[190] * xn[190] + dyn[191] * xn[191];
-        gw[17] += dyn[160] * xn[162] + dyn[161] * xn[163] + dyn[162] * xn[164] + dyn[163] * xn[165]
-                + dyn[164] * xn[166] + dyn[165] * xn[167] + dyn[166] * xn[168] + dyn[167] * xn[169]
-                + dyn[168] * xn[170] + dyn[169] * xn[171] + dyn[170] * xn[172] + dyn[171] * xn[173]
-                + dyn[172] * xn[174] + dyn[173] * xn[175] + dyn[174] * xn[176] + dyn[175] * xn[177]
-                + dyn[176] * xn[178] + dyn[177] * xn[179] + dyn[178] * xn[180] + dyn[179] * xn[181]
-                + dyn[180] * xn[182] + dyn[181] * xn[183] + dyn[182] * xn[184] + dyn[183] * xn[185]
-                + dyn[184] * xn[186] + dyn[185] * xn[187] + dyn[186] * xn[188] + dyn[187] * xn[189]
-                + dyn[188] * xn[190] + dyn[189] * xn[191];
-        gw[18] += dyn[194] * xn[192] + dyn[195] * xn[193] + dyn[196] * xn[194] + dyn[197] * xn[195]
-                + dyn[198] * xn[196] + dyn[199] * xn[197] + dyn[200] * xn[198] + dyn[201] * xn[199]
-                + dyn[202] * xn[200] + dyn[203] * xn[201] + dyn[204] * xn[202] + dyn[205] * xn[203]
-                + dyn[206] * xn[204] + dyn[207] * xn[205] + dyn[208] * xn[206] + dyn[209] * xn[207]
-                + dyn[210] * xn[208] + dyn[211] * xn[209] + dyn[212] * xn[210] + dyn[213] * xn[211]
-                + dyn[214] * xn[212] + dyn[215] * xn[213] + dyn[216] * xn[214] + dyn[217] * xn[215]
-                + dyn[218] * xn[216] + dyn[219] * xn[217] + dyn[220] * xn[218] + dyn[221] * xn[219]
-                + dyn[222] * xn[220] + dyn[223] * xn[221];
-        gw[19] += dyn[192] * xn[192] + dyn[193] * xn[193] + dyn[194] * xn[194] + dyn[195] * xn[195]
-                + dyn[196] * xn[196] + dyn[197] * xn[197] + dyn[198] * xn[198] + dyn[199] * xn[199]
-                + dyn[200] * xn[200] + dyn[201] * xn[201] + dyn[202] * xn[202] + dyn[203] * xn[203]
-                + dyn[204] * xn[204] + dyn[205] * xn[205] + dyn[206] * xn[206] + dyn[207] * xn[207]
-                + dyn[208] * xn[208] + dyn[209] * xn[209] + dyn[210] * xn[210] + dyn[211] * xn[211]
-                + dyn[212] * xn[212] + dyn[213] * xn[213] + dyn[214] * xn[214] + dyn[215] * xn[215]
-                + dyn[216] * xn[216] + dyn[217] * xn[217] + dyn[218] * xn[218] + dyn[219] * xn[219]
-                + dyn[220] * xn[220] + dyn[221] * xn[221] + dyn[222] * xn[222] + dyn[223] * xn[223];
-        gw[20] += dyn[192] * xn[194] + dyn[193] * xn[195] + dyn[194] * xn[196] + dyn[195] * xn[197]
-                + dyn[196] * xn[198] + dyn[197] * xn[199] + dyn[198] * xn[200] + dyn[199] * xn[201]
-                + dyn[200] * xn[202] + dyn[201] * xn[203] + dyn[202] * xn[204] + dyn[203] * xn[205]
-                + dyn[204] * xn[206] + dyn[205] * xn[207] + dyn[206] * xn[208] + dyn[207] * xn[209]
-                + dyn[208] * xn[210] + dyn[209] * xn[211] + dyn[210] * xn[212] + dyn[211] * xn[213]
-                + dyn[212] * xn[214] + dyn[213] * xn[215] + dyn[214] * xn[216] + dyn[215] * xn[217]
-                + dyn[216] * xn[218] + dyn[217] * xn[219] + dyn[218] * xn[220] + dyn[219] * xn[221]
-                + dyn[220] * xn[222] + dyn[221] * xn[223];
-        gw[21] += dyn[226] * xn[224] + dyn[227] * xn[225] + dyn[228] * xn[226] + dyn[229] * xn[227]
-                + dyn[230] * xn[228] + dyn[231] * xn[229] + dyn[232] * xn[230] + dyn[233] * xn[231]
-                + dyn[234] * xn[232] + dyn[235] * xn[233] + dyn[236] * xn[234] + dyn[237] * xn[235]
-                + dyn[238] * xn[236] + dyn[239] * xn[237] + dyn[240] * xn[238] + dyn[241] * xn[239]
-                + dyn[242] * xn[240] + dyn[243] * xn[241] + dyn[244] * xn[242] + dyn[245] * xn[243]
-                + dyn[246] * xn[244] + dyn[247] * xn[245] + dyn[248] * xn[246] + dyn[249] * xn[247]
-                + dyn[250] * xn[248] + dyn[251] * xn[249] + dyn[252] * xn[250] + dyn[253] * xn[251]
-                + dyn[254] * xn[252] + dyn[255] * xn[253];
-        gw[22] += dyn[224] * xn[224] + dyn[225] * xn[225] + dyn[226] * xn[226] + dyn[227] * xn[227]
-                + dyn[228] * xn[228] + dyn[229] * xn[229] + dyn[230] * xn[230] + dyn[231] * xn[231]
-                + dyn[232] * xn[232] + dyn[233] * xn[233] + dyn[234] * xn[234] + dyn[235] * xn[235]
-                + dyn[236] * xn[236] + dyn[237] * xn[237] + dyn[238] * xn[238] + dyn[239] * xn[239]
-                + dyn[240] * xn[240] + dyn[241] * xn[241] + dyn[242] * xn[242] + dyn[243] * xn[243]
-                + dyn[244] * xn[244] + dyn[245] * xn[245] + dyn[246] * xn[246] + dyn[247] * xn[247]
-                + dyn[248] * xn[248] + dyn[249] * xn[249] + dyn[250] * xn[250] + dyn[251] * xn[251]
-                + dyn[252] * xn[252] + dyn[253] * xn[253] + dyn[254] * xn[254] + dyn[255] * xn[255];
-        gw[23] += dyn[224] * xn[226] + dyn[225] * xn[227] + dyn[226] * xn[228] + dyn[227] * xn[229]
-                + dyn[228] * xn[230] + dyn[229] * xn[231] + dyn[230] * xn[232] + dyn[231] * xn[233]
-                + dyn[232] * xn[234] + dyn[233] * xn[235] + dyn[234] * xn[236] + dyn[235] * xn[237]
-                + dyn[236] * xn[238] + dyn[237] * xn[239] + dyn[238] * xn[240] + dyn[239] * xn[241]
-                + dyn[240] * xn[242] + dyn[241] * xn[243] + dyn[242] * xn[244] + dyn[243] * xn[245]
-                + dyn[244] * xn[246] + dyn[245] * xn[247] + dyn[246] * xn[248] + dyn[247] * xn[249]
-                + dyn[248] * xn[250] + dyn[249] * xn[251] + dyn[250] * xn[252] + dyn[251] * xn[253]
-                + dyn[252] * xn[254] + dyn[253] * xn[255];
+    for (int v0 = 0; v0 < 1; v0 += 1) {
+        for (int g = 0; g < 8; g++) {
+            float *restrict dxb = dx + g*512 + v0 * 16;
+            const float *restrict dyg = dy + g*512 + v0 * 16;
+            const float *restrict wg = w + g*3;
+            /* inputs 0+1*t, t=0..1: 2 taps */
+            for (int tx = 0; tx < 2; tx++) {
+                cg_v a0_0 = vsplat(0.0f);
+                const float *restrict dyc = dyg + 0;
+                const float *restrict wc = wg + 0;
+                {
+                    const cg_v d0 = VLOAD(dyc + tx*16 + 32 + 0);
+                    a0_0 += wc[0] * d0;
+                }
+                {
+                    const cg_v d0 = VLOAD(dyc + tx*16 + 0);
+                    a0_0 += wc[1] * d0;
+                }
+                VSTORE(dxb + tx*16, a0_0);
+            }
+            /* inputs 0+1*t, t=2..29: 3 taps */
+            for (int tx = 2; tx < 30; tx++) {
+                cg_v a0_0 = vsplat(0.0f);
+                const float *restrict dyc = dyg + 0;
+                const float *restrict wc = wg + 0;
+                {
+                    const cg_v d0 = VLOAD(dyc + tx*16 + 32 + 0);
+                    a0_0 += wc[0] * d0;
+                }
+                {
+                    const cg_v d0 = VLOAD(dyc + tx*16 + 0);
+                    a0_0 += wc[1] * d0;
+                }
+                {
+                    const cg_v d0 = VLOAD(dyc + tx*16 - 32 + 0);
+                    a0_0 += wc[2] * d0;
+                }
+                VSTORE(dxb + tx*16, a0_0);
+            }
+            /* inputs 0+1*t, t=30..31: 2 taps */
+            for (int tx = 30; tx < 32; tx++) {
+                cg_v a0_0 = vsplat(0.0f);
+                const float *restrict dyc = dyg + 0;
+                const float *restrict wc = wg + 0;
+                {
+                    const cg_v d0 = VLOAD(dyc + tx*16 + 0);
+                    a0_0 += wc[1] * d0;
+                }
+                {
+                    const cg_v d0 = VLOAD(dyc + tx*16 - 32 + 0);
+                    a0_0 += wc[2] * d0;
+                }
+                VSTORE(dxb + tx*16, a0_0);
+            }
+        }
     }
 }
 
 /* layer 4: tanh 8x32 -> 8x32 (specs/mixed1d.yaml:17:5) */
-static void l04_tanh_forward(const float *restrict x, float *restrict y, int nb)
+static void l04_tanh_forward(const float *restrict x, float *restrict y)
 {
-    for (size_t i = 0; i < (size_t)nb * 256; i++)
+    for (int i = 0; i < 4096; i++)
         y[i] = tanhf(x[i]);
 }
 
-static void l04_tanh_backward(const float *restrict y, const float *restrict dy, float *restrict dx, int nb)
+static void l04_tanh_backward(const float *restrict y, const float *restrict dy, float *restrict dx)
 {
-    for (size_t i = 0; i < (size_t)nb * 256; i++)
+    for (int i = 0; i < 4096; i++)
         dx[i] = dy[i] * (1.0f - y[i] * y[i]);
 }
 
 /* layer 5: maxpool1d 8x32 -> 8x16 (specs/mixed1d.yaml:18:5) */
-static void l05_maxpool1d_forward(const float *restrict x, float *restrict y, int nb)
+static void l05_maxpool1d_forward(const float *restrict x, float *restrict y)
 {
-    for (int n = 0; n < nb; n++) {
-        {
-            const float *restrict xc = x + n*256;
-            float *restrict yc = y + n*128;
-            {
-                float m = xc[0], v;
-                v = xc[1]; if (v > m || isnan(v)) m = v;
-                yc[0] = m;
-            }
-            {
-                float m = xc[1], v;
-                v = xc[2]; if (v > m || isnan(v)) m = v;
-                v = xc[3]; if (v > m || isnan(v)) m = v;
-                yc[1] = m;
-            }
-            {
-                float m = xc[3], v;
-                v = xc[4]; if (v > m || isnan(v)) m = v;
-                v = xc[5]; if (v > m || isnan(v)) m = v;
-                yc[2] = m;
-            }
-            {
-                float m = xc[5], v;
-                v = xc[6]; if (v > m || isnan(v)) m = v;
-                v = xc[7]; if (v > m || isnan(v)) m = v;
-                yc[3] = m;
-            }
-            {
-                float m = xc[7], v;
-                v = xc[8]; if (v > m || isnan(v)) m = v;
-                v = xc[9]; if (v > m || isnan(v)) m = v;
-                yc[4] = m;
-            }
-            {
-                float m = xc[9], v;
-                v = xc[10]; if (v > m || isnan(v)) m = v;
-                v = xc[11]; if (v > m || isnan(v)) m = v;
-                yc[5] = m;
-            }
-            {
-                float m = xc[11], v;
-                v = xc[12]; if (v > m || isnan(v)) m = v;
-                v = xc[13]; if (v > m || isnan(v)) m = v;
-                yc[6] = m;
-            }
-            {
-                float m = xc[13], v;
-                v = xc[14]; if (v > m || isnan(v)) m = v;
-                v = xc[15]; if (v > m || isnan(v)) m = v;
-                yc[7] = m;
-            }
-            {
-                float m = xc[15], v;
-                v = xc[16]; if (v > m || isnan(v)) m = v;
-                v = xc[17]; if (v > m || isnan(v)) m = v;
-                yc[8] = m;
-            }
-            {
-                float m = xc[17], v;
-                v = xc[18]; if (v > m || isnan(v)) m = v;
-                v = xc[19]; if (v > m || isnan(v)) m = v;
-                yc[9] = m;
-            }
-            {
-                float m = xc[19], v;
-                v = xc[20]; if (v > m || isnan(v)) m = v;
-                v = xc[21]; if (v > m || isnan(v)) m = v;
-                yc[10] = m;
-            }
-            {
-                float m = xc[21], v;
-                v = xc[22]; if (v > m || isnan(v)) m = v;
-                v = xc[23]; if (v > m || isnan(v)) m = v;
-                yc[11] = m;
-            }
-            {
-                float m = xc[23], v;
-                v = xc[24]; if (v > m || isnan(v)) m = v;
-                v = xc[25]; if (v > m || isnan(v)) m = v;
-                yc[12] = m;
-            }
-            {
-                float m = xc[25], v;
-                v = xc[26]; if (v > m || isnan(v)) m = v;
-                v = xc[27]; if (v > m || isnan(v)) m = v;
-                yc[13] = m;
-            }
-            {
-                float m = xc[27], v;
-                v = xc[28]; if (v > m || isnan(v)) m = v;
-                v = xc[29]; if (v > m || isnan(v)) m = v;
-                yc[14] = m;
-            }
-            {
-                float m = xc[29], v;
-                v = xc[30]; if (v > m || isnan(v)) m = v;
-                v = xc[31]; if (v > m || isnan(v)) m = v;
-                yc[15] = m;
-            }
+    for (int c = 0; c < 8; c++) {
+        const float *restrict xc = x + c * 512;
+        float *restrict yc = y + c * 256;
+        for (int b = 0; b < 16; b++) {
+            float m = xc[0 + b];
+            { const float v = xc[16 + b]; if (v > m || isnan(v)) m = v; }
+            yc[0 + b] = m;
         }
-        {
-            const float *restrict xc = x + n*256 + 32;
-            float *restrict yc = y + n*128 + 16;
-            {
-                float m = xc[0], v;
-                v = xc[1]; if (v > m || isnan(v)) m = v;
-                yc[0] = m;
-            }
-            {
-                float m = xc[1], v;
-                v = xc[2]; if (v > m || isnan(v)) m = v;
-                v = xc[3]; if (v > m || isnan(v)) m = v;
-                yc[1] = m;
-            }
-            {
-                float m = xc[3], v;
-                v = xc[4]; if (v > m || isnan(v)) m = v;
-                v = xc[5]; if (v > m || isnan(v)) m = v;
-                yc[2] = m;
-            }
-            {
-                float m = xc[5], v;
-                v = xc[6]; if (v > m || isnan(v)) m = v;
-                v = xc[7]; if (v > m || isnan(v)) m = v;
-                yc[3] = m;
-            }
-            {
-                float m = xc[7], v;
-                v = xc[8]; if (v > m || isnan(v)) m = v;
-                v = xc[9]; if (v > m || isnan(v)) m = v;
-                yc[4] = m;
-            }
-            {
-                float m = xc[9], v;
-                v = xc[10]; if (v > m || isnan(v)) m = v;
-                v = xc[11]; if (v > m || isnan(v)) m = v;
-                yc[5] = m;
-            }
-            {
-                float m = xc[11], v;
-                v = xc[12]; if (v > m || isnan(v)) m = v;
-                v = xc[13]; if (v > m || isnan(v)) m = v;
-                yc[6] = m;
-            }
-            {
-                float m = xc[13], v;
-                v = xc[14]; if (v > m || isnan(v)) m = v;
-                v = xc[15]; if (v > m || isnan(v)) m = v;
-                yc[7] = m;
-            }
-            {
-                float m = xc[15], v;
-                v = xc[16]; if (v > m || isnan(v)) m = v;
-                v = xc[17]; if (v > m || isnan(v)) m = v;
-                yc[8] = m;
-            }
-            {
-                float m = xc[17], v;
-                v = xc[18]; if (v > m || isnan(v)) m = v;
-                v = xc[19]; if (v > m || isnan(v)) m = v;
-                yc[9] = m;
-            }
-            {
-                float m = xc[19], v;
-                v = xc[20]; if (v > m || isnan(v)) m = v;
-                v = xc[21]; if (v > m || isnan(v)) m = v;
-                yc[10] = m;
-            }
-            {
-                float m = xc[21], v;
-                v = xc[22]; if (v > m || isnan(v)) m = v;
-                v = xc[23]; if (v > m || isnan(v)) m = v;
-                yc[11] = m;
-            }
-            {
-                float m = xc[23], v;
-                v = xc[24]; if (v > m || isnan(v)) m = v;
-                v = xc[25]; if (v > m || isnan(v)) m = v;
-                yc[12] = m;
-            }
-            {
-                float m = xc[25], v;
-                v = xc[26]; if (v > m || isnan(v)) m = v;
-                v = xc[27]; if (v > m || isnan(v)) m = v;
-                yc[13] = m;
-            }
-            {
-                float m = xc[27], v;
-                v = xc[28]; if (v > m || isnan(v)) m = v;
-                v = xc[29]; if (v > m || isnan(v)) m = v;
-                yc[14] = m;
-            }
-            {
-                float m = xc[29], v;
-                v = xc[30]; if (v > m || isnan(v)) m = v;
-                v = xc[31]; if (v > m || isnan(v)) m = v;
-                yc[15] = m;
-            }
-        }
-        {
-            const float *restrict xc = x + n*256 + 64;
-            float *restrict yc = y + n*128 + 32;
-            {
-                float m = xc[0], v;
-                v = xc[1]; if (v > m || isnan(v)) m = v;
-                yc[0] = m;
-            }
-            {
-                float m = xc[1], v;
-                v = xc[2]; if (v > m || isnan(v)) m = v;
-                v = xc[3]; if (v > m || isnan(v)) m = v;
-                yc[1] = m;
-            }
-            {
-                float m = xc[3], v;
-                v = xc[4]; if (v > m || isnan(v)) m = v;
-                v = xc[5]; if (v > m || isnan(v)) m = v;
-                yc[2] = m;
-            }
-            {
-                float m = xc[5], v;
-                v = xc[6]; if (v > m || isnan(v)) m = v;
-                v = xc[7]; if (v > m || isnan(v)) m = v;
-                yc[3] = m;
-            }
-            {
-                float m = xc[7], v;
-                v = xc[8]; if (v > m || isnan(v)) m = v;
-                v = xc[9]; if (v > m || isnan(v)) m = v;
-                yc[4] = m;
-            }
-            {
-                float m = xc[9], v;
-                v = xc[10]; if (v > m || isnan(v)) m = v;
-                v = xc[11]; if (v > m || isnan(v)) m = v;
-                yc[5] = m;
-            }
-            {
-                float m = xc[11], v;
-                v = xc[12]; if (v > m || isnan(v)) m = v;
-                v = xc[13]; if (v > m || isnan(v)) m = v;
-                yc[6] = m;
-            }
-            {
-                float m = xc[13], v;
-                v = xc[14]; if (v > m || isnan(v)) m = v;
-                v = xc[15]; if (v > m || isnan(v)) m = v;
-                yc[7] = m;
-            }
-            {
-                float m = xc[15], v;
-                v = xc[16]; if (v > m || isnan(v)) m = v;
-                v = xc[17]; if (v > m || isnan(v)) m = v;
-                yc[8] = m;
-            }
-            {
-                float m = xc[17], v;
-                v = xc[18]; if (v > m || isnan(v)) m = v;
-                v = xc[19]; if (v > m || isnan(v)) m = v;
-                yc[9] = m;
-            }
-            {
-                float m = xc[19], v;
-                v = xc[20]; if (v > m || isnan(v)) m = v;
-                v = xc[21]; if (v > m || isnan(v)) m = v;
-                yc[10] = m;
-            }
-            {
-                float m = xc[21], v;
-                v = xc[22]; if (v > m || isnan(v)) m = v;
-                v = xc[23]; if (v > m || isnan(v)) m = v;
-                yc[11] = m;
-            }
-            {
-                float m = xc[23], v;
-                v = xc[24]; if (v > m || isnan(v)) m = v;
-                v = xc[25]; if (v > m || isnan(v)) m = v;
-                yc[12] = m;
-            }
-            {
-                float m = xc[25], v;
-                v = xc[26]; if (v > m || isnan(v)) m = v;
-                v = xc[27]; if (v > m || isnan(v)) m = v;
-                yc[13] = m;
-            }
-            {
-                float m = xc[27], v;
-                v = xc[28]; if (v > m || isnan(v)) m = v;
-                v = xc[29]; if (v > m || isnan(v)) m = v;
-                yc[14] = m;
-            }
-            {
-                float m = xc[29], v;
-                v = xc[30]; if (v > m || isnan(v)) m = v;
-                v = xc[31]; if (v > m || isnan(v)) m = v;
-                yc[15] = m;
-            }
-        }
-        {
-            const float *restrict xc = x + n*256 + 96;
-            float *restrict yc = y + n*128 + 48;
-            {
-                float m = xc[0], v;
-                v = xc[1]; if (v > m || isnan(v)) m = v;
-                yc[0] = m;
-            }
-            {
-                float m = xc[1], v;
-                v = xc[2]; if (v > m || isnan(v)) m = v;
-                v = xc[3]; if (v > m || isnan(v)) m = v;
-                yc[1] = m;
-            }
-            {
-                float m = xc[3], v;
-                v = xc[4]; if (v > m || isnan(v)) m = v;
-                v = xc[5]; if (v > m || isnan(v)) m = v;
-                yc[2] = m;
-            }
-            {
-                float m = xc[5], v;
-                v = xc[6]; if (v > m || isnan(v)) m = v;
-                v = xc[7]; if (v > m || isnan(v)) m = v;
-                yc[3] = m;
-            }
-            {
-                float m = xc[7], v;
-                v = xc[8]; if (v > m || isnan(v)) m = v;
-                v = xc[9]; if (v > m || isnan(v)) m = v;
-                yc[4] = m;
-            }
-            {
-                float m = xc[9], v;
-                v = xc[10]; if (v > m || isnan(v)) m = v;
-                v = xc[11]; if (v > m || isnan(v)) m = v;
-                yc[5] = m;
-            }
-            {
-                float m = xc[11], v;
-                v = xc[12]; if (v > m || isnan(v)) m = v;
-                v = xc[13]; if (v > m || isnan(v)) m = v;
-                yc[6] = m;
-            }
-            {
-                float m = xc[13], v;
-                v = xc[14]; if (v > m || isnan(v)) m = v;
-                v = xc[15]; if (v > m || isnan(v)) m = v;
-                yc[7] = m;
-            }
-            {
-                float m = xc[15], v;
-                v = xc[16]; if (v > m || isnan(v)) m = v;
-                v = xc[17]; if (v > m || isnan(v)) m = v;
-                yc[8] = m;
-            }
-            {
-                float m = xc[17], v;
-                v = xc[18]; if (v > m || isnan(v)) m = v;
-                v = xc[19]; if (v > m || isnan(v)) m = v;
-                yc[9] = m;
-            }
-            {
-                float m = xc[19], v;
-                v = xc[20]; if (v > m || isnan(v)) m = v;
-                v = xc[21]; if (v > m || isnan(v)) m = v;
-                yc[10] = m;
-            }
-            {
-                float m = xc[21], v;
-                v = xc[22]; if (v > m || isnan(v)) m = v;
-                v = xc[23]; if (v > m || isnan(v)) m = v;
-                yc[11] = m;
-            }
-            {
-                float m = xc[23], v;
-                v = xc[24]; if (v > m || isnan(v)) m = v;
-                v = xc[25]; if (v > m || isnan(v)) m = v;
-                yc[12] = m;
-            }
-            {
-                float m = xc[25], v;
-                v = xc[26]; if (v > m || isnan(v)) m = v;
-                v = xc[27]; if (v > m || isnan(v)) m = v;
-                yc[13] = m;
-            }
-            {
-                float m = xc[27], v;
-                v = xc[28]; if (v > m || isnan(v)) m = v;
-                v = xc[29]; if (v > m || isnan(v)) m = v;
-                yc[14] = m;
-            }
-            {
-                float m = xc[29], v;
-                v = xc[30]; if (v > m || isnan(v)) m = v;
-                v = xc[31]; if (v > m || isnan(v)) m = v;
-                yc[15] = m;
-            }
-        }
-        {
-            const float *restrict xc = x + n*256 + 128;
-            float *restrict yc = y + n*128 + 64;
-            {
-                float m = xc[0], v;
-                v = xc[1]; if (v > m || isnan(v)) m = v;
-                yc[0] = m;
-            }
-            {
-                float m = xc[1], v;
-                v = xc[2]; if (v > m || isnan(v)) m = v;
-                v = xc[3]; if (v > m || isnan(v)) m = v;
-                yc[1] = m;
-            }
-            {
-                float m = xc[3], v;
-                v = xc[4]; if (v > m || isnan(v)) m = v;
-                v = xc[5]; if (v > m || isnan(v)) m = v;
-                yc[2] = m;
-            }
-            {
-                float m = xc[5], v;
-                v = xc[6]; if (v > m || isnan(v)) m = v;
-                v = xc[7]; if (v > m || isnan(v)) m = v;
-                yc[3] = m;
-            }
-            {
-                float m = xc[7], v;
-                v = xc[8]; if (v > m || isnan(v)) m = v;
-                v = xc[9]; if (v > m || isnan(v)) m = v;
-                yc[4] = m;
-            }
-            {
-                float m = xc[9], v;
-                v = xc[10]; if (v > m || isnan(v)) m = v;
-                v = xc[11]; if (v > m || isnan(v)) m = v;
-                yc[5] = m;
-            }
-            {
-                float m = xc[11], v;
-                v = xc[12]; if (v > m || isnan(v)) m = v;
-                v = xc[13]; if (v > m || isnan(v)) m = v;
-                yc[6] = m;
-            }
-            {
-                float m = xc[13], v;
-                v = xc[14]; if (v > m || isnan(v)) m = v;
-                v = xc[15]; if (v > m || isnan(v)) m = v;
-                yc[7] = m;
-            }
-            {
-                float m = xc[15], v;
-                v = xc[16]; if (v > m || isnan(v)) m = v;
-                v = xc[17]; if (v > m || isnan(v)) m = v;
-                yc[8] = m;
-            }
-            {
-                float m = xc[17], v;
-                v = xc[18]; if (v > m || isnan(v)) m = v;
-                v = xc[19]; if (v > m || isnan(v)) m = v;
-                yc[9] = m;
-            }
-            {
-                float m = xc[19], v;
-                v = xc[20]; if (v > m || isnan(v)) m = v;
-                v = xc[21]; if (v > m || isnan(v)) m = v;
-                yc[10] = m;
-            }
-            {
-                float m = xc[21], v;
-                v = xc[22]; if (v > m || isnan(v)) m = v;
-                v = xc[23]; if (v > m || isnan(v)) m = v;
-                yc[11] = m;
-            }
-            {
-                float m = xc[23], v;
-                v = xc[24]; if (v > m || isnan(v)) m = v;
-                v = xc[25]; if (v > m || isnan(v)) m = v;
-                yc[12] = m;
-            }
-            {
-                float m = xc[25], v;
-                v = xc[26]; if (v > m || isnan(v)) m = v;
-                v = xc[27]; if (v > m || isnan(v)) m = v;
-                yc[13] = m;
-            }
-            {
-                float m = xc[27], v;
-                v = xc[28]; if (v > m || isnan(v)) m = v;
-                v = xc[29]; if (v > m || isnan(v)) m = v;
-                yc[14] = m;
-            }
-            {
-                float m = xc[29], v;
-                v = xc[30]; if (v > m || isnan(v)) m = v;
-                v = xc[31]; if (v > m || isnan(v)) m = v;
-                yc[15] = m;
-            }
-        }
-        {
-            const float *restrict xc = x + n*256 + 160;
-            float *restrict yc = y + n*128 + 80;
-            {
-                float m = xc[0], v;
-                v = xc[1]; if (v > m || isnan(v)) m = v;
-                yc[0] = m;
-            }
-            {
-                float m = xc[1], v;
-                v = xc[2]; if (v > m || isnan(v)) m = v;
-                v = xc[3]; if (v > m || isnan(v)) m = v;
-                yc[1] = m;
-            }
-            {
-                float m = xc[3], v;
-                v = xc[4]; if (v > m || isnan(v)) m = v;
-                v = xc[5]; if (v > m || isnan(v)) m = v;
-                yc[2] = m;
-            }
-            {
-                float m = xc[5], v;
-                v = xc[6]; if (v > m || isnan(v)) m = v;
-                v = xc[7]; if (v > m || isnan(v)) m = v;
-                yc[3] = m;
-            }
-            {
-                float m = xc[7], v;
-                v = xc[8]; if (v > m || isnan(v)) m = v;
-                v = xc[9]; if (v > m || isnan(v)) m = v;
-                yc[4] = m;
-            }
-            {
-                float m = xc[9], v;
-                v = xc[10]; if (v > m || isnan(v)) m = v;
-                v = xc[11]; if (v > m || isnan(v)) m = v;
-                yc[5] = m;
-            }
-            {
-                float m = xc[11], v;
-                v = xc[12]; if (v > m || isnan(v)) m = v;
-                v = xc[13]; if (v > m || isnan(v)) m = v;
-                yc[6] = m;
-            }
-            {
-                float m = xc[13], v;
-                v = xc[14]; if (v > m || isnan(v)) m = v;
-                v = xc[15]; if (v > m || isnan(v)) m = v;
-                yc[7] = m;
-            }
-            {
-                float m = xc[15], v;
-                v = xc[16]; if (v > m || isnan(v)) m = v;
-                v = xc[17]; if (v > m || isnan(v)) m = v;
-                yc[8] = m;
-            }
-            {
-                float m = xc[17], v;
-                v = xc[18]; if (v > m || isnan(v)) m = v;
-                v = xc[19]; if (v > m || isnan(v)) m = v;
-                yc[9] = m;
-            }
-            {
-                float m = xc[19], v;
-                v = xc[20]; if (v > m || isnan(v)) m = v;
-                v = xc[21]; if (v > m || isnan(v)) m = v;
-                yc[10] = m;
-            }
-            {
-                float m = xc[21], v;
-                v = xc[22]; if (v > m || isnan(v)) m = v;
-                v = xc[23]; if (v > m || isnan(v)) m = v;
-                yc[11] = m;
-            }
-            {
-                float m = xc[23], v;
-                v = xc[24]; if (v > m || isnan(v)) m = v;
-                v = xc[25]; if (v > m || isnan(v)) m = v;
-                yc[12] = m;
-            }
-            {
-                float m = xc[25], v;
-                v = xc[26]; if (v > m || isnan(v)) m = v;
-                v = xc[27]; if (v > m || isnan(v)) m = v;
-                yc[13] = m;
-            }
-            {
-                float m = xc[27], v;
-                v = xc[28]; if (v > m || isnan(v)) m = v;
-                v = xc[29]; if (v > m || isnan(v)) m = v;
-                yc[14] = m;
-            }
-            {
-                float m = xc[29], v;
-                v = xc[30]; if (v > m || isnan(v)) m = v;
-                v = xc[31]; if (v > m || isnan(v)) m = v;
-                yc[15] = m;
-            }
-        }
-        {
-            const float *restrict xc = x + n*256 + 192;
-            float *restrict yc = y + n*128 + 96;
-            {
-                float m = xc[0], v;
-                v = xc[1]; if (v > m || isnan(v)) m = v;
-                yc[0] = m;
-            }
-            {
-                float m = xc[1], v;
-                v = xc[2]; if (v > m || isnan(v)) m = v;
-                v = xc[3]; if (v > m || isnan(v)) m = v;
-                yc[1] = m;
-            }
-            {
-                float m = xc[3], v;
-                v = xc[4]; if (v > m || isnan(v)) m = v;
-                v = xc[5]; if (v > m || isnan(v)) m = v;
-                yc[2] = m;
-            }
-            {
-                float m = xc[5], v;
-                v = xc[6]; if (v > m || isnan(v)) m = v;
-                v = xc[7]; if (v > m || isnan(v)) m = v;
-                yc[3] = m;
-            }
-            {
-                float m = xc[7], v;
-                v = xc[8]; if (v > m || isnan(v)) m = v;
-                v = xc[9]; if (v > m || isnan(v)) m = v;
-                yc[4] = m;
-            }
-            {
-                float m = xc[9], v;
-                v = xc[10]; if (v > m || isnan(v)) m = v;
-                v = xc[11]; if (v > m || isnan(v)) m = v;
-                yc[5] = m;
-            }
-            {
-                float m = xc[11], v;
-                v = xc[12]; if (v > m || isnan(v)) m = v;
-                v = xc[13]; if (v > m || isnan(v)) m = v;
-                yc[6] = m;
-            }
-            {
-                float m = xc[13], v;
-                v = xc[14]; if (v > m || isnan(v)) m = v;
-                v = xc[15]; if (v > m || isnan(v)) m = v;
-                yc[7] = m;
-            }
-            {
-                float m = xc[15], v;
-                v = xc[16]; if (v > m || isnan(v)) m = v;
-                v = xc[17]; if (v > m || isnan(v)) m = v;
-                yc[8] = m;
-            }
-            {
-                float m = xc[17], v;
-                v = xc[18]; if (v > m || isnan(v)) m = v;
-                v = xc[19]; if (v > m || isnan(v)) m = v;
-                yc[9] = m;
-            }
-            {
-                float m = xc[19], v;
-                v = xc[20]; if (v > m || isnan(v)) m = v;
-                v = xc[21]; if (v > m || isnan(v)) m = v;
-                yc[10] = m;
-            }
-            {
-                float m = xc[21], v;
-                v = xc[22]; if (v > m || isnan(v)) m = v;
-                v = xc[23]; if (v > m || isnan(v)) m = v;
-                yc[11] = m;
-            }
-            {
-                float m = xc[23], v;
-                v = xc[24]; if (v > m || isnan(v)) m = v;
-                v = xc[25]; if (v > m || isnan(v)) m = v;
-                yc[12] = m;
-            }
-            {
-                float m = xc[25], v;
-                v = xc[26]; if (v > m || isnan(v)) m = v;
-                v = xc[27]; if (v > m || isnan(v)) m = v;
-                yc[13] = m;
-            }
-            {
-                float m = xc[27], v;
-                v = xc[28]; if (v > m || isnan(v)) m = v;
-                v = xc[29]; if (v > m || isnan(v)) m = v;
-                yc[14] = m;
-            }
-            {
-                float m = xc[29], v;
-                v = xc[30]; if (v > m || isnan(v)) m = v;
-                v = xc[31]; if (v > m || isnan(v)) m = v;
-                yc[15] = m;
-            }
-        }
-        {
-            const float *restrict xc = x + n*256 + 224;
-            float *restrict yc = y + n*128 + 112;
-            {
-                float m = xc[0], v;
-                v = xc[1]; if (v > m || isnan(v)) m = v;
-                yc[0] = m;
-            }
-            {
-                float m = xc[1], v;
-                v = xc[2]; if (v > m || isnan(v)) m = v;
-                v = xc[3]; if (v > m || isnan(v)) m = v;
-                yc[1] = m;
-            }
-            {
-                float m = xc[3], v;
-                v = xc[4]; if (v > m || isnan(v)) m = v;
-                v = xc[5]; if (v > m || isnan(v)) m = v;
-                yc[2] = m;
-            }
-            {
-                float m = xc[5], v;
-                v = xc[6]; if (v > m || isnan(v)) m = v;
-                v = xc[7]; if (v > m || isnan(v)) m = v;
-                yc[3] = m;
-            }
-            {
-                float m = xc[7], v;
-                v = xc[8]; if (v > m || isnan(v)) m = v;
-                v = xc[9]; if (v > m || isnan(v)) m = v;
-                yc[4] = m;
-            }
-            {
-                float m = xc[9], v;
-                v = xc[10]; if (v > m || isnan(v)) m = v;
-                v = xc[11]; if (v > m || isnan(v)) m = v;
-                yc[5] = m;
-            }
-            {
-                float m = xc[11], v;
-                v = xc[12]; if (v > m || isnan(v)) m = v;
-                v = xc[13]; if (v > m || isnan(v)) m = v;
-                yc[6] = m;
-            }
-            {
-                float m = xc[13], v;
-                v = xc[14]; if (v > m || isnan(v)) m = v;
-                v = xc[15]; if (v > m || isnan(v)) m = v;
-                yc[7] = m;
-            }
-            {
-                float m = xc[15], v;
-                v = xc[16]; if (v > m || isnan(v)) m = v;
-                v = xc[17]; if (v > m || isnan(v)) m = v;
-                yc[8] = m;
-            }
-            {
-                float m = xc[17], v;
-                v = xc[18]; if (v > m || isnan(v)) m = v;
-                v = xc[19]; if (v > m || isnan(v)) m = v;
-                yc[9] = m;
-            }
-            {
-                float m = xc[19], v;
-                v = xc[20]; if (v > m || isnan(v)) m = v;
-                v = xc[21]; if (v > m || isnan(v)) m = v;
-                yc[10] = m;
-            }
-            {
-                float m = xc[21], v;
-                v = xc[22]; if (v > m || isnan(v)) m = v;
-                v = xc[23]; if (v > m || isnan(v)) m = v;
-                yc[11] = m;
-            }
-            {
-                float m = xc[23], v;
-                v = xc[24]; if (v > m || isnan(v)) m = v;
-                v = xc[25]; if (v > m || isnan(v)) m = v;
-                yc[12] = m;
-            }
-            {
-                float m = xc[25], v;
-                v = xc[26]; if (v > m || isnan(v)) m = v;
-                v = xc[27]; if (v > m || isnan(v)) m = v;
-                yc[13] = m;
-            }
-            {
-                float m = xc[27], v;
-                v = xc[28]; if (v > m || isnan(v)) m = v;
-                v = xc[29]; if (v > m || isnan(v)) m = v;
-                yc[14] = m;
-            }
-            {
-                float m = xc[29], v;
-                v = xc[30]; if (v > m || isnan(v)) m = v;
-                v = xc[31]; if (v > m || isnan(v)) m = v;
-                yc[15] = m;
+        /* outputs 1..15: every tap */
+        for (int ox = 1; ox < 16; ox++) {
+            for (int b = 0; b < 16; b++) {
+                float m = xc[ox*32 - 16 + b];
+                { const float v = xc[ox*32 + b]; if (v > m || isnan(v)) m = v; }
+                { const float v = xc[ox*32 + 16 + b]; if (v > m || isnan(v)) m = v; }
+                yc[ox*16 + b] = m;
             }
         }
     }
 }
 
-static void l05_maxpool1d_backward(const float *restrict x, const float *restrict dy, float *restrict dx, int nb)
+static void l05_maxpool1d_backward(const float *restrict x, const float *restrict dy, float *restrict dx)
 {
-    memset(dx, 0, sizeof(float) * (size_t)nb * 256);
-    for (int n = 0; n < nb; n++) {
-        {
-            const float *restrict xc = x + n*256;
-            float *restrict dxc = dx + n*256;
-            const float *restrict dyc = dy + n*128;
-            {
-                int a = 0; float m = xc[a];
-                if (xc[1] > m || isnan(xc[1])) { m = xc[1]; a = 1; }
-                dxc[a] += dyc[0];
-            }
-            {
-                int a = 1; float m = xc[a];
-                if (xc[2] > m || isnan(xc[2])) { m = xc[2]; a = 2; }
-                if (xc[3] > m || isnan(xc[3])) { m = xc[3]; a = 3; }
-                dxc[a] += dyc[1];
-            }
-            {
-                int a = 3; float m = xc[a];
-                if (xc[4] > m || isnan(xc[4])) { m = xc[4]; a = 4; }
-                if (xc[5] > m || isnan(xc[5])) { m = xc[5]; a = 5; }
-                dxc[a] += dyc[2];
-            }
-            {
-                int a = 5; float m = xc[a];
-                if (xc[6] > m || isnan(xc[6])) { m = xc[6]; a = 6; }
-                if (xc[7] > m || isnan(xc[7])) { m = xc[7]; a = 7; }
-                dxc[a] += dyc[3];
-            }
-            {
-                int a = 7; float m = xc[a];
-                if (xc[8] > m || isnan(xc[8])) { m = xc[8]; a = 8; }
-                if (xc[9] > m || isnan(xc[9])) { m = xc[9]; a = 9; }
-                dxc[a] += dyc[4];
-            }
-            {
-                int a = 9; float m = xc[a];
-                if (xc[10] > m || isnan(xc[10])) { m = xc[10]; a = 10; }
-                if (xc[11] > m || isnan(xc[11])) { m = xc[11]; a = 11; }
-                dxc[a] += dyc[5];
-            }
-            {
-                int a = 11; float m = xc[a];
-                if (xc[12] > m || isnan(xc[12])) { m = xc[12]; a = 12; }
-                if (xc[13] > m || isnan(xc[13])) { m = xc[13]; a = 13; }
-                dxc[a] += dyc[6];
-            }
-            {
-                int a = 13; float m = xc[a];
-                if (xc[14] > m || isnan(xc[14])) { m = xc[14]; a = 14; }
-                if (xc[15] > m || isnan(xc[15])) { m = xc[15]; a = 15; }
-                dxc[a] += dyc[7];
-            }
-            {
-                int a = 15; float m = xc[a];
-                if (xc[16] > m || isnan(xc[16])) { m = xc[16]; a = 16; }
-                if (xc[17] > m || isnan(xc[17])) { m = xc[17]; a = 17; }
-                dxc[a] += dyc[8];
-            }
-            {
-                int a = 17; float m = xc[a];
-                if (xc[18] > m || isnan(xc[18])) { m = xc[18]; a = 18; }
-                if (xc[19] > m || isnan(xc[19])) { m = xc[19]; a = 19; }
-                dxc[a] += dyc[9];
-            }
-            {
-                int a = 19; float m = xc[a];
-                if (xc[20] > m || isnan(xc[20])) { m = xc[20]; a = 20; }
-                if (xc[21] > m || isnan(xc[21])) { m = xc[21]; a = 21; }
-                dxc[a] += dyc[10];
-            }
-            {
-                int a = 21; float m = xc[a];
-                if (xc[22] > m || isnan(xc[22])) { m = xc[22]; a = 22; }
-                if (xc[23] > m || isnan(xc[23])) { m = xc[23]; a = 23; }
-                dxc[a] += dyc[11];
-            }
-            {
-                int a = 23; float m = xc[a];
-                if (xc[24] > m || isnan(xc[24])) { m = xc[24]; a = 24; }
-                if (xc[25] > m || isnan(xc[25])) { m = xc[25]; a = 25; }
-                dxc[a] += dyc[12];
-            }
-            {
-                int a = 25; float m = xc[a];
-                if (xc[26] > m || isnan(xc[26])) { m = xc[26]; a = 26; }
-                if (xc[27] > m || isnan(xc[27])) { m = xc[27]; a = 27; }
-                dxc[a] += dyc[13];
-            }
-            {
-                int a = 27; float m = xc[a];
-                if (xc[28] > m || isnan(xc[28])) { m = xc[28]; a = 28; }
-                if (xc[29] > m || isnan(xc[29])) { m = xc[29]; a = 29; }
-                dxc[a] += dyc[14];
-            }
-            {
-                int a = 29; float m = xc[a];
-                if (xc[30] > m || isnan(xc[30])) { m = xc[30]; a = 30; }
-                if (xc[31] > m || isnan(xc[31])) { m = xc[31]; a = 31; }
-                dxc[a] += dyc[15];
-            }
+    memset(dx, 0, sizeof(float) * 4096);
+    for (int c = 0; c < 8; c++) {
+        const float *restrict xc = x + c * 512;
+        float *restrict dxc = dx + c * 512;
+        const float *restrict dyc = dy + c * 256;
+        for (int b = 0; b < 16; b++) {
+            const float d = dyc[0 + b];
+            float m = xc[0 + b]; int a = 0;
+            if (xc[16 + b] > m || isnan(xc[16 + b])) { m = xc[16 + b]; a = 1; }
+            dxc[0 + b] += a == 0 ? d : 0.0f;
+            dxc[16 + b] += a == 1 ? d : 0.0f;
         }
-        {
-            const float *restrict xc = x + n*256 + 32;
-            float *restrict dxc = dx + n*256 + 32;
-            const float *restrict dyc = dy + n*128 + 16;
-            {
-                int a = 0; float m = xc[a];
-                if (xc[1] > m || isnan(xc[1])) { m = xc[1]; a = 1; }
-                dxc[a] += dyc[0];
-            }
-            {
-                int a = 1; float m = xc[a];
-                if (xc[2] > m || isnan(xc[2])) { m = xc[2]; a = 2; }
-                if (xc[3] > m || isnan(xc[3])) { m = xc[3]; a = 3; }
-                dxc[a] += dyc[1];
-            }
-            {
-                int a = 3; float m = xc[a];
-                if (xc[4] > m || isnan(xc[4])) { m = xc[4]; a = 4; }
-                if (xc[5] > m || isnan(xc[5])) { m = xc[5]; a = 5; }
-                dxc[a] += dyc[2];
-            }
-            {
-                int a = 5; float m = xc[a];
-                if (xc[6] > m || isnan(xc[6])) { m = xc[6]; a = 6; }
-                if (xc[7] > m || isnan(xc[7])) { m = xc[7]; a = 7; }
-                dxc[a] += dyc[3];
-            }
-            {
-                int a = 7; float m = xc[a];
-                if (xc[8] > m || isnan(xc[8])) { m = xc[8]; a = 8; }
-                if (xc[9] > m || isnan(xc[9])) { m = xc[9]; a = 9; }
-                dxc[a] += dyc[4];
-            }
-            {
-                int a = 9; float m = xc[a];
-                if (xc[10] > m || isnan(xc[10])) { m = xc[10]; a = 10; }
-                if (xc[11] > m || isnan(xc[11])) { m = xc[11]; a = 11; }
-                dxc[a] += dyc[5];
-            }
-            {
-                int a = 11; float m = xc[a];
-                if (xc[12] > m || isnan(xc[12])) { m = xc[12]; a = 12; }
-                if (xc[13] > m || isnan(xc[13])) { m = xc[13]; a = 13; }
-                dxc[a] += dyc[6];
-            }
-            {
-                int a = 13; float m = xc[a];
-                if (xc[14] > m || isnan(xc[14])) { m = xc[14]; a = 14; }
-                if (xc[15] > m || isnan(xc[15])) { m = xc[15]; a = 15; }
-                dxc[a] += dyc[7];
-            }
-            {
-                int a = 15; float m = xc[a];
-                if (xc[16] > m || isnan(xc[16])) { m = xc[16]; a = 16; }
-                if (xc[17] > m || isnan(xc[17])) { m = xc[17]; a = 17; }
-                dxc[a] += dyc[8];
-            }
-            {
-                int a = 17; float m = xc[a];
-                if (xc[18] > m || isnan(xc[18])) { m = xc[18]; a = 18; }
-                if (xc[19] > m || isnan(xc[19])) { m = xc[19]; a = 19; }
-                dxc[a] += dyc[9];
-            }
-            {
-                int a = 19; float m = xc[a];
-                if (xc[20] > m || isnan(xc[20])) { m = xc[20]; a = 20; }
-                if (xc[21] > m || isnan(xc[21])) { m = xc[21]; a = 21; }
-                dxc[a] += dyc[10];
-            }
-            {
-                int a = 21; float m = xc[a];
-                if (xc[22] > m || isnan(xc[22])) { m = xc[22]; a = 22; }
-                if (xc[23] > m || isnan(xc[23])) { m = xc[23]; a = 23; }
-                dxc[a] += dyc[11];
-            }
-            {
-                int a = 23; float m = xc[a];
-                if (xc[24] > m || isnan(xc[24])) { m = xc[24]; a = 24; }
-                if (xc[25] > m || isnan(xc[25])) { m = xc[25]; a = 25; }
-                dxc[a] += dyc[12];
-            }
-            {
-                int a = 25; float m = xc[a];
-                if (xc[26] > m || isnan(xc[26])) { m = xc[26]; a = 26; }
-                if (xc[27] > m || isnan(xc[27])) { m = xc[27]; a = 27; }
-                dxc[a] += dyc[13];
-            }
-            {
-                int a = 27; float m = xc[a];
-                if (xc[28] > m || isnan(xc[28])) { m = xc[28]; a = 28; }
-                if (xc[29] > m || isnan(xc[29])) { m = xc[29]; a = 29; }
-                dxc[a] += dyc[14];
-            }
-            {
-                int a = 29; float m = xc[a];
-                if (xc[30] > m || isnan(xc[30])) { m = xc[30]; a = 30; }
-                if (xc[31] > m || isnan(xc[31])) { m = xc[31]; a = 31; }
-                dxc[a] += dyc[15];
-            }
-        }
-        {
-            const float *restrict xc = x + n*256 + 64;
-            float *restrict dxc = dx + n*256 + 64;
-            const float *restrict dyc = dy + n*128 + 32;
-            {
-                int a = 0; float m = xc[a];
-                if (xc[1] > m || isnan(xc[1])) { m = xc[1]; a = 1; }
-                dxc[a] += dyc[0];
-            }
-            {
-                int a = 1; float m = xc[a];
-                if (xc[2] > m || isnan(xc[2])) { m = xc[2]; a = 2; }
-                if (xc[3] > m || isnan(xc[3])) { m = xc[3]; a = 3; }
-                dxc[a] += dyc[1];
-            }
-            {
-                int a = 3; float m = xc[a];
-                if (xc[4] > m || isnan(xc[4])) { m = xc[4]; a = 4; }
-                if (xc[5] > m || isnan(xc[5])) { m = xc[5]; a = 5; }
-                dxc[a] += dyc[2];
-            }
-            {
-                int a = 5; float m = xc[a];
-                if (xc[6] > m || isnan(xc[6])) { m = xc[6]; a = 6; }
-                if (xc[7] > m || isnan(xc[7])) { m = xc[7]; a = 7; }
-                dxc[a] += dyc[3];
-            }
-            {
-                int a = 7; float m = xc[a];
-                if (xc[8] > m || isnan(xc[8])) { m = xc[8]; a = 8; }
-                if (xc[9] > m || isnan(xc[9])) { m = xc[9]; a = 9; }
-                dxc[a] += dyc[4];
-            }
-            {
-                int a = 9; float m = xc[a];
-                if (xc[10] > m || isnan(xc[10])) { m = xc[10]; a = 10; }
-                if (xc[11] > m || isnan(xc[11])) { m = xc[11]; a = 11; }
-                dxc[a] += dyc[5];
-            }
-            {
-                int a = 11; float m = xc[a];
-                if (xc[12] > m || isnan(xc[12])) { m = xc[12]; a = 12; }
-                if (xc[13] > m || isnan(xc[13])) { m = xc[13]; a = 13; }
-                dxc[a] += dyc[6];
-            }
-            {
-                int a = 13; float m = xc[a];
-                if (xc[14] > m || isnan(xc[14])) { m = xc[14]; a = 14; }
-                if (xc[15] > m || isnan(xc[15])) { m = xc[15]; a = 15; }
-                dxc[a] += dyc[7];
-            }
-            {
-                int a = 15; float m = xc[a];
-                if (xc[16] > m || isnan(xc[16])) { m = xc[16]; a = 16; }
-                if (xc[17] > m || isnan(xc[17])) { m = xc[17]; a = 17; }
-                dxc[a] += dyc[8];
-            }
-            {
-                int a = 17; float m = xc[a];
-                if (xc[18] > m || isnan(xc[18])) { m = xc[18]; a = 18; }
-                if (xc[19] > m || isnan(xc[19])) { m = xc[19]; a = 19; }
-                dxc[a] += dyc[9];
-            }
-            {
-                int a = 19; float m = xc[a];
-                if (xc[20] > m || isnan(xc[20])) { m = xc[20]; a = 20; }
-                if (xc[21] > m || isnan(xc[21])) { m = xc[21]; a = 21; }
-                dxc[a] += dyc[10];
-            }
-            {
-                int a = 21; float m = xc[a];
-                if (xc[22] > m || isnan(xc[22])) { m = xc[22]; a = 22; }
-                if (xc[23] > m || isnan(xc[23])) { m = xc[23]; a = 23; }
-                dxc[a] += dyc[11];
-            }
-            {
-                int a = 23; float m = xc[a];
-                if (xc[24] > m || isnan(xc[24])) { m = xc[24]; a = 24; }
-                if (xc[25] > m || isnan(xc[25])) { m = xc[25]; a = 25; }
-                dxc[a] += dyc[12];
-            }
-            {
-                int a = 25; float m = xc[a];
-                if (xc[26] > m || isnan(xc[26])) { m = xc[26]; a = 26; }
-                if (xc[27] > m || isnan(xc[27])) { m = xc[27]; a = 27; }
-                dxc[a] += dyc[13];
-            }
-            {
-                int a = 27; float m = xc[a];
-                if (xc[28] > m || isnan(xc[28])) { m = xc[28]; a = 28; }
-                if (xc[29] > m || isnan(xc[29])) { m = xc[29]; a = 29; }
-                dxc[a] += dyc[14];
-            }
-            {
-                int a = 29; float m = xc[a];
-                if (xc[30] > m || isnan(xc[30])) { m = xc[30]; a = 30; }
-                if (xc[31] > m || isnan(xc[31])) { m = xc[31]; a = 31; }
-                dxc[a] += dyc[15];
-            }
-        }
-        {
-            const float *restrict xc = x + n*256 + 96;
-            float *restrict dxc = dx + n*256 + 96;
-            const float *restrict dyc = dy + n*128 + 48;
-            {
-                int a = 0; float m = xc[a];
-                if (xc[1] > m || isnan(xc[1])) { m = xc[1]; a = 1; }
-                dxc[a] += dyc[0];
-            }
-            {
-                int a = 1; float m = xc[a];
-                if (xc[2] > m || isnan(xc[2])) { m = xc[2]; a = 2; }
-                if (xc[3] > m || isnan(xc[3])) { m = xc[3]; a = 3; }
-                dxc[a] += dyc[1];
-            }
-            {
-                int a = 3; float m = xc[a];
-                if (xc[4] > m || isnan(xc[4])) { m = xc[4]; a = 4; }
-                if (xc[5] > m || isnan(xc[5])) { m = xc[5]; a = 5; }
-                dxc[a] += dyc[2];
-            }
-            {
-                int a = 5; float m = xc[a];
-                if (xc[6] > m || isnan(xc[6])) { m = xc[6]; a = 6; }
-                if (xc[7] > m || isnan(xc[7])) { m = xc[7]; a = 7; }
-                dxc[a] += dyc[3];
-            }
-            {
-                int a = 7; float m = xc[a];
-                if (xc[8] > m || isnan(xc[8])) { m = xc[8]; a = 8; }
-                if (xc[9] > m || isnan(xc[9])) { m = xc[9]; a = 9; }
-                dxc[a] += dyc[4];
-            }
-            {
-                int a = 9; float m = xc[a];
-                if (xc[10] > m || isnan(xc[10])) { m = xc[10]; a = 10; }
-                if (xc[11] > m || isnan(xc[11])) { m = xc[11]; a = 11; }
-                dxc[a] += dyc[5];
-            }
-            {
-                int a = 11; float m = xc[a];
-                if (xc[12] > m || isnan(xc[12])) { m = xc[12]; a = 12; }
-                if (xc[13] > m || isnan(xc[13])) { m = xc[13]; a = 13; }
-                dxc[a] += dyc[6];
-            }
-            {
-                int a = 13; float m = xc[a];
-                if (xc[14] > m || isnan(xc[14])) { m = xc[14]; a = 14; }
-                if (xc[15] > m || isnan(xc[15])) { m = xc[15]; a = 15; }
-                dxc[a] += dyc[7];
-            }
-            {
-                int a = 15; float m = xc[a];
-                if (xc[16] > m || isnan(xc[16])) { m = xc[16]; a = 16; }
-                if (xc[17] > m || isnan(xc[17])) { m = xc[17]; a = 17; }
-                dxc[a] += dyc[8];
-            }
-            {
-                int a = 17; float m = xc[a];
-                if (xc[18] > m || isnan(xc[18])) { m = xc[18]; a = 18; }
-                if (xc[19] > m || isnan(xc[19])) { m = xc[19]; a = 19; }
-                dxc[a] += dyc[9];
-            }
-            {
-                int a = 19; float m = xc[a];
-                if (xc[20] > m || isnan(xc[20])) { m = xc[20]; a = 20; }
-                if (xc[21] > m || isnan(xc[21])) { m = xc[21]; a = 21; }
-                dxc[a] += dyc[10];
-            }
-            {
-                int a = 21; float m = xc[a];
-                if (xc[22] > m || isnan(xc[22])) { m = xc[22]; a = 22; }
-                if (xc[23] > m || isnan(xc[23])) { m = xc[23]; a = 23; }
-                dxc[a] += dyc[11];
-            }
-            {
-                int a = 23; float m = xc[a];
-                if (xc[24] > m || isnan(xc[24])) { m = xc[24]; a = 24; }
-                if (xc[25] > m || isnan(xc[25])) { m = xc[25]; a = 25; }
-                dxc[a] += dyc[12];
-            }
-            {
-                int a = 25; float m = xc[a];
-                if (xc[26] > m || isnan(xc[26])) { m = xc[26]; a = 26; }
-                if (xc[27] > m || isnan(xc[27])) { m = xc[27]; a = 27; }
-                dxc[a] += dyc[13];
-            }
-            {
-                int a = 27; float m = xc[a];
-                if (xc[28] > m || isnan(xc[28])) { m = xc[28]; a = 28; }
-                if (xc[29] > m || isnan(xc[29])) { m = xc[29]; a = 29; }
-                dxc[a] += dyc[14];
-            }
-            {
-                int a = 29; float m = xc[a];
-                if (xc[30] > m || isnan(xc[30])) { m = xc[30]; a = 30; }
-                if (xc[31] > m || isnan(xc[31])) { m = xc[31]; a = 31; }
-                dxc[a] += dyc[15];
-            }
-        }
-        {
-            const float *restrict xc = x + n*256 + 128;
-            float *restrict dxc = dx + n*256 + 128;
-            const float *restrict dyc = dy + n*128 + 64;
-            {
-                int a = 0; float m = xc[a];
-                if (xc[1] > m || isnan(xc[1])) { m = xc[1]; a = 1; }
-                dxc[a] += dyc[0];
-            }
-            {
-                int a = 1; float m = xc[a];
-                if (xc[2] > m || isnan(xc[2])) { m = xc[2]; a = 2; }
-                if (xc[3] > m || isnan(xc[3])) { m = xc[3]; a = 3; }
-                dxc[a] += dyc[1];
-            }
-            {
-                int a = 3; float m = xc[a];
-                if (xc[4] > m || isnan(xc[4])) { m = xc[4]; a = 4; }
-                if (xc[5] > m || isnan(xc[5])) { m = xc[5]; a = 5; }
-                dxc[a] += dyc[2];
-            }
-            {
-                int a = 5; float m = xc[a];
-                if (xc[6] > m || isnan(xc[6])) { m = xc[6]; a = 6; }
-                if (xc[7] > m || isnan(xc[7])) { m = xc[7]; a = 7; }
-                dxc[a] += dyc[3];
-            }
-            {
-                int a = 7; float m = xc[a];
-                if (xc[8] > m || isnan(xc[8])) { m = xc[8]; a = 8; }
-                if (xc[9] > m || isnan(xc[9])) { m = xc[9]; a = 9; }
-                dxc[a] += dyc[4];
-            }
-            {
-                int a = 9; float m = xc[a];
-                if (xc[10] > m || isnan(xc[10])) { m = xc[10]; a = 10; }
-                if (xc[11] > m || isnan(xc[11])) { m = xc[11]; a = 11; }
-                dxc[a] += dyc[5];
-            }
-            {
-                int a = 11; float m = xc[a];
-                if (xc[12] > m || isnan(xc[12])) { m = xc[12]; a = 12; }
-                if (xc[13] > m || isnan(xc[13])) { m = xc[13]; a = 13; }
-                dxc[a] += dyc[6];
-            }
-            {
-                int a = 13; float m = xc[a];
-                if (xc[14] > m || isnan(xc[14])) { m = xc[14]; a = 14; }
-                if (xc[15] > m || isnan(xc[15])) { m = xc[15]; a = 15; }
-                dxc[a] += dyc[7];
-            }
-            {
-                int a = 15; float m = xc[a];
-                if (xc[16] > m || isnan(xc[16])) { m = xc[16]; a = 16; }
-                if (xc[17] > m || isnan(xc[17])) { m = xc[17]; a = 17; }
-                dxc[a] += dyc[8];
-            }
-            {
-                int a = 17; float m = xc[a];
-                if (xc[18] > m || isnan(xc[18])) { m = xc[18]; a = 18; }
-                if (xc[19] > m || isnan(xc[19])) { m = xc[19]; a = 19; }
-                dxc[a] += dyc[9];
-            }
-            {
-                int a = 19; float m = xc[a];
-                if (xc[20] > m || isnan(xc[20])) { m = xc[20]; a = 20; }
-                if (xc[21] > m || isnan(xc[21])) { m = xc[21]; a = 21; }
-                dxc[a] += dyc[10];
-            }
-            {
-                int a = 21; float m = xc[a];
-                if (xc[22] > m || isnan(xc[22])) { m = xc[22]; a = 22; }
-                if (xc[23] > m || isnan(xc[23])) { m = xc[23]; a = 23; }
-                dxc[a] += dyc[11];
-            }
-            {
-                int a = 23; float m = xc[a];
-                if (xc[24] > m || isnan(xc[24])) { m = xc[24]; a = 24; }
-                if (xc[25] > m || isnan(xc[25])) { m = xc[25]; a = 25; }
-                dxc[a] += dyc[12];
-            }
-            {
-                int a = 25; float m = xc[a];
-                if (xc[26] > m || isnan(xc[26])) { m = xc[26]; a = 26; }
-                if (xc[27] > m || isnan(xc[27])) { m = xc[27]; a = 27; }
-                dxc[a] += dyc[13];
-            }
-            {
-                int a = 27; float m = xc[a];
-                if (xc[28] > m || isnan(xc[28])) { m = xc[28]; a = 28; }
-                if (xc[29] > m || isnan(xc[29])) { m = xc[29]; a = 29; }
-                dxc[a] += dyc[14];
-            }
-            {
-                int a = 29; float m = xc[a];
-                if (xc[30] > m || isnan(xc[30])) { m = xc[30]; a = 30; }
-                if (xc[31] > m || isnan(xc[31])) { m = xc[31]; a = 31; }
-                dxc[a] += dyc[15];
-            }
-        }
-        {
-            const float *restrict xc = x + n*256 + 160;
-            float *restrict dxc = dx + n*256 + 160;
-            const float *restrict dyc = dy + n*128 + 80;
-            {
-                int a = 0; float m = xc[a];
-                if (xc[1] > m || isnan(xc[1])) { m = xc[1]; a = 1; }
-                dxc[a] += dyc[0];
-            }
-            {
-                int a = 1; float m = xc[a];
-                if (xc[2] > m || isnan(xc[2])) { m = xc[2]; a = 2; }
-                if (xc[3] > m || isnan(xc[3])) { m = xc[3]; a = 3; }
-                dxc[a] += dyc[1];
-            }
-            {
-                int a = 3; float m = xc[a];
-                if (xc[4] > m || isnan(xc[4])) { m = xc[4]; a = 4; }
-                if (xc[5] > m || isnan(xc[5])) { m = xc[5]; a = 5; }
-                dxc[a] += dyc[2];
-            }
-            {
-                int a = 5; float m = xc[a];
-                if (xc[6] > m || isnan(xc[6])) { m = xc[6]; a = 6; }
-                if (xc[7] > m || isnan(xc[7])) { m = xc[7]; a = 7; }
-                dxc[a] += dyc[3];
-            }
-            {
-                int a = 7; float m = xc[a];
-                if (xc[8] > m || isnan(xc[8])) { m = xc[8]; a = 8; }
-                if (xc[9] > m || isnan(xc[9])) { m = xc[9]; a = 9; }
-                dxc[a] += dyc[4];
-            }
-            {
-                int a = 9; float m = xc[a];
-                if (xc[10] > m || isnan(xc[10])) { m = xc[10]; a = 10; }
-                if (xc[11] > m || isnan(xc[11])) { m = xc[11]; a = 11; }
-                dxc[a] += dyc[5];
-            }
-            {
-                int a = 11; float m = xc[a];
-                if (xc[12] > m || isnan(xc[12])) { m = xc[12]; a = 12; }
-                if (xc[13] > m || isnan(xc[13])) { m = xc[13]; a = 13; }
-                dxc[a] += dyc[6];
-            }
-            {
-                int a = 13; float m = xc[a];
-                if (xc[14] > m || isnan(xc[14])) { m = xc[14]; a = 14; }
-                if (xc[15] > m || isnan(xc[15])) { m = xc[15]; a = 15; }
-                dxc[a] += dyc[7];
-            }
-            {
-                int a = 15; float m = xc[a];
-                if (xc[16] > m || isnan(xc[16])) { m = xc[16]; a = 16; }
-                if (xc[17] > m || isnan(xc[17])) { m = xc[17]; a = 17; }
-                dxc[a] += dyc[8];
-            }
-            {
-                int a = 17; float m = xc[a];
-                if (xc[18] > m || isnan(xc[18])) { m = xc[18]; a = 18; }
-                if (xc[19] > m || isnan(xc[19])) { m = xc[19]; a = 19; }
-                dxc[a] += dyc[9];
-            }
-            {
-                int a = 19; float m = xc[a];
-                if (xc[20] > m || isnan(xc[20])) { m = xc[20]; a = 20; }
-                if (xc[21] > m || isnan(xc[21])) { m = xc[21]; a = 21; }
-                dxc[a] += dyc[10];
-            }
-            {
-                int a = 21; float m = xc[a];
-                if (xc[22] > m || isnan(xc[22])) { m = xc[22]; a = 22; }
-                if (xc[23] > m || isnan(xc[23])) { m = xc[23]; a = 23; }
-                dxc[a] += dyc[11];
-            }
-            {
-                int a = 23; float m = xc[a];
-                if (xc[24] > m || isnan(xc[24])) { m = xc[24]; a = 24; }
-                if (xc[25] > m || isnan(xc[25])) { m = xc[25]; a = 25; }
-                dxc[a] += dyc[12];
-            }
-            {
-                int a = 25; float m = xc[a];
-                if (xc[26] > m || isnan(xc[26])) { m = xc[26]; a = 26; }
-                if (xc[27] > m || isnan(xc[27])) { m = xc[27]; a = 27; }
-                dxc[a] += dyc[13];
-            }
-            {
-                int a = 27; float m = xc[a];
-                if (xc[28] > m || isnan(xc[28])) { m = xc[28]; a = 28; }
-                if (xc[29] > m || isnan(xc[29])) { m = xc[29]; a = 29; }
-                dxc[a] += dyc[14];
-            }
-            {
-                int a = 29; float m = xc[a];
-                if (xc[30] > m || isnan(xc[30])) { m = xc[30]; a = 30; }
-                if (xc[31] > m || isnan(xc[31])) { m = xc[31]; a = 31; }
-                dxc[a] += dyc[15];
-            }
-        }
-        {
-            const float *restrict xc = x + n*256 + 192;
-            float *restrict dxc = dx + n*256 + 192;
-            const float *restrict dyc = dy + n*128 + 96;
-            {
-                int a = 0; float m = xc[a];
-                if (xc[1] > m || isnan(xc[1])) { m = xc[1]; a = 1; }
-                dxc[a] += dyc[0];
-            }
-            {
-                int a = 1; float m = xc[a];
-                if (xc[2] > m || isnan(xc[2])) { m = xc[2]; a = 2; }
-                if (xc[3] > m || isnan(xc[3])) { m = xc[3]; a = 3; }
-                dxc[a] += dyc[1];
-            }
-            {
-                int a = 3; float m = xc[a];
-                if (xc[4] > m || isnan(xc[4])) { m = xc[4]; a = 4; }
-                if (xc[5] > m || isnan(xc[5])) { m = xc[5]; a = 5; }
-                dxc[a] += dyc[2];
-            }
-            {
-                int a = 5; float m = xc[a];
-                if (xc[6] > m || isnan(xc[6])) { m = xc[6]; a = 6; }
-                if (xc[7] > m || isnan(xc[7])) { m = xc[7]; a = 7; }
-                dxc[a] += dyc[3];
-            }
-            {
-                int a = 7; float m = xc[a];
-                if (xc[8] > m || isnan(xc[8])) { m = xc[8]; a = 8; }
-                if (xc[9] > m || isnan(xc[9])) { m = xc[9]; a = 9; }
-                dxc[a] += dyc[4];
-            }
-            {
-                int a = 9; float m = xc[a];
-                if (xc[10] > m || isnan(xc[10])) { m = xc[10]; a = 10; }
-                if (xc[11] > m || isnan(xc[11])) { m = xc[11]; a = 11; }
-                dxc[a] += dyc[5];
-            }
-            {
-                int a = 11; float m = xc[a];
-                if (xc[12] > m || isnan(xc[12])) { m = xc[12]; a = 12; }
-                if (xc[13] > m || isnan(xc[13])) { m = xc[13]; a = 13; }
-                dxc[a] += dyc[6];
-            }
-            {
-                int a = 13; float m = xc[a];
-                if (xc[14] > m || isnan(xc[14])) { m = xc[14]; a = 14; }
-                if (xc[15] > m || isnan(xc[15])) { m = xc[15]; a = 15; }
-                dxc[a] += dyc[7];
-            }
-            {
-                int a = 15; float m = xc[a];
-                if (xc[16] > m || isnan(xc[16])) { m = xc[16]; a = 16; }
-                if (xc[17] > m || isnan(xc[17])) { m = xc[17]; a = 17; }
-                dxc[a] += dyc[8];
-            }
-            {
-                int a = 17; float m = xc[a];
-                if (xc[18] > m || isnan(xc[18])) { m = xc[18]; a = 18; }
-                if (xc[19] > m || isnan(xc[19])) { m = xc[19]; a = 19; }
-                dxc[a] += dyc[9];
-            }
-            {
-                int a = 19; float m = xc[a];
-                if (xc[20] > m || isnan(xc[20])) { m = xc[20]; a = 20; }
-                if (xc[21] > m || isnan(xc[21])) { m = xc[21]; a = 21; }
-                dxc[a] += dyc[10];
-            }
-            {
-                int a = 21; float m = xc[a];
-                if (xc[22] > m || isnan(xc[22])) { m = xc[22]; a = 22; }
-                if (xc[23] > m || isnan(xc[23])) { m = xc[23]; a = 23; }
-                dxc[a] += dyc[11];
-            }
-            {
-                int a = 23; float m = xc[a];
-                if (xc[24] > m || isnan(xc[24])) { m = xc[24]; a = 24; }
-                if (xc[25] > m || isnan(xc[25])) { m = xc[25]; a = 25; }
-                dxc[a] += dyc[12];
-            }
-            {
-                int a = 25; float m = xc[a];
-                if (xc[26] > m || isnan(xc[26])) { m = xc[26]; a = 26; }
-                if (xc[27] > m || isnan(xc[27])) { m = xc[27]; a = 27; }
-                dxc[a] += dyc[13];
-            }
-            {
-                int a = 27; float m = xc[a];
-                if (xc[28] > m || isnan(xc[28])) { m = xc[28]; a = 28; }
-                if (xc[29] > m || isnan(xc[29])) { m = xc[29]; a = 29; }
-                dxc[a] += dyc[14];
-            }
-            {
-                int a = 29; float m = xc[a];
-                if (xc[30] > m || isnan(xc[30])) { m = xc[30]; a = 30; }
-                if (xc[31] > m || isnan(xc[31])) { m = xc[31]; a = 31; }
-                dxc[a] += dyc[15];
-            }
-        }
-        {
-            const float *restrict xc = x + n*256 + 224;
-            float *restrict dxc = dx + n*256 + 224;
-            const float *restrict dyc = dy + n*128 + 112;
-            {
-                int a = 0; float m = xc[a];
-                if (xc[1] > m || isnan(xc[1])) { m = xc[1]; a = 1; }
-                dxc[a] += dyc[0];
-            }
-            {
-                int a = 1; float m = xc[a];
-                if (xc[2] > m || isnan(xc[2])) { m = xc[2]; a = 2; }
-                if (xc[3] > m || isnan(xc[3])) { m = xc[3]; a = 3; }
-                dxc[a] += dyc[1];
-            }
-            {
-                int a = 3; float m = xc[a];
-                if (xc[4] > m || isnan(xc[4])) { m = xc[4]; a = 4; }
-                if (xc[5] > m || isnan(xc[5])) { m = xc[5]; a = 5; }
-                dxc[a] += dyc[2];
-            }
-            {
-                int a = 5; float m = xc[a];
-                if (xc[6] > m || isnan(xc[6])) { m = xc[6]; a = 6; }
-                if (xc[7] > m || isnan(xc[7])) { m = xc[7]; a = 7; }
-                dxc[a] += dyc[3];
-            }
-            {
-                int a = 7; float m = xc[a];
-                if (xc[8] > m || isnan(xc[8])) { m = xc[8]; a = 8; }
-                if (xc[9] > m || isnan(xc[9])) { m = xc[9]; a = 9; }
-                dxc[a] += dyc[4];
-            }
-            {
-                int a = 9; float m = xc[a];
-                if (xc[10] > m || isnan(xc[10])) { m = xc[10]; a = 10; }
-                if (xc[11] > m || isnan(xc[11])) { m = xc[11]; a = 11; }
-                dxc[a] += dyc[5];
-            }
-            {
-                int a = 11; float m = xc[a];
-                if (xc[12] > m || isnan(xc[12])) { m = xc[12]; a = 12; }
-                if (xc[13] > m || isnan(xc[13])) { m = xc[13]; a = 13; }
-                dxc[a] += dyc[6];
-            }
-            {
-                int a = 13; float m = xc[a];
-                if (xc[14] > m || isnan(xc[14])) { m = xc[14]; a = 14; }
-                if (xc[15] > m || isnan(xc[15])) { m = xc[15]; a = 15; }
-                dxc[a] += dyc[7];
-            }
-            {
-                int a = 15; float m = xc[a];
-                if (xc[16] > m || isnan(xc[16])) { m = xc[16]; a = 16; }
-                if (xc[17] > m || isnan(xc[17])) { m = xc[17]; a = 17; }
-                dxc[a] += dyc[8];
-            }
-            {
-                int a = 17; float m = xc[a];
-                if (xc[18] > m || isnan(xc[18])) { m = xc[18]; a = 18; }
-                if (xc[19] > m || isnan(xc[19])) { m = xc[19]; a = 19; }
-                dxc[a] += dyc[9];
-            }
-            {
-                int a = 19; float m = xc[a];
-                if (xc[20] > m || isnan(xc[20])) { m = xc[20]; a = 20; }
-                if (xc[21] > m || isnan(xc[21])) { m = xc[21]; a = 21; }
-                dxc[a] += dyc[10];
-            }
-            {
-                int a = 21; float m = xc[a];
-                if (xc[22] > m || isnan(xc[22])) { m = xc[22]; a = 22; }
-                if (xc[23] > m || isnan(xc[23])) { m = xc[23]; a = 23; }
-                dxc[a] += dyc[11];
-            }
-            {
-                int a = 23; float m = xc[a];
-                if (xc[24] > m || isnan(xc[24])) { m = xc[24]; a = 24; }
-                if (xc[25] > m || isnan(xc[25])) { m = xc[25]; a = 25; }
-                dxc[a] += dyc[12];
-            }
-            {
-                int a = 25; float m = xc[a];
-                if (xc[26] > m || isnan(xc[26])) { m = xc[26]; a = 26; }
-                if (xc[27] > m || isnan(xc[27])) { m = xc[27]; a = 27; }
-                dxc[a] += dyc[13];
-            }
-            {
-                int a = 27; float m = xc[a];
-                if (xc[28] > m || isnan(xc[28])) { m = xc[28]; a = 28; }
-                if (xc[29] > m || isnan(xc[29])) { m = xc[29]; a = 29; }
-                dxc[a] += dyc[14];
-            }
-            {
-                int a = 29; float m = xc[a];
-                if (xc[30] > m || isnan(xc[30])) { m = xc[30]; a = 30; }
-                if (xc[31] > m || isnan(xc[31])) { m = xc[31]; a = 31; }
-                dxc[a] += dyc[15];
+        /* outputs 1..15: every tap */
+        for (int ox = 1; ox < 16; ox++) {
+            for (int b = 0; b < 16; b++) {
+                const float d = dyc[ox*16 + b];
+                float m = xc[ox*32 - 16 + b]; int a = 0;
+                if (xc[ox*32 + b] > m || isnan(xc[ox*32 + b])) { m = xc[ox*32 + b]; a = 1; }
+                if (xc[ox*32 + 16 + b] > m || isnan(xc[ox*32 + 16 + b])) { m = xc[ox*32 + 16 + b]; a = 2; }
+                dxc[ox*32 - 16 + b] += a == 0 ? d : 0.0f;
+                dxc[ox*32 + b] += a == 1 ? d : 0.0f;
+                dxc[ox*32 + 16 + b] += a == 2 ? d : 0.0f;
             }
         }
     }
 }
 
 /* layer 6: conv1d 8x16 -> 12x16 (specs/mixed1d.yaml:19:5) */
-static void l06_conv1d_forward(const float *restrict P, const float *restrict x, float *restrict y, int nb)
+static void l06_conv1d_forward(const float *restrict P, const float *restrict x, float *restrict y)
 {
     const float *restrict w = P + 208;
-    const float *restrict b = P + 592;
-    for (int n = 0; n < nb; n++) {
-        const float *restrict xn = x + (size_t)n * 128;
-        float *restrict yn = y + (size_t)n * 192;
-        for (int col = 0; col < 12; col++) {
-            float *restrict yc = yn + col*16;
-            for (int i = 0; i < 16; i++) yc[i] = b[col];
+    const float *restrict bias = P + 592;
+    for (int v0 = 0; v0 < 1; v0 += 1) {
+        const float *restrict wb = w + 0;
+        const float *restrict xg = x + 0 + v0 * 16;
+        float *restrict yb = y + 0 + v0 * 16;
+        {
+            cg_v a0_0 = vsplat(bias[0]);
+            cg_v a0_1 = vsplat(bias[1]);
+            cg_v a0_2 = vsplat(bias[2]);
+            cg_v a0_3 = vsplat(bias[3]);
+            cg_v a0_4 = vsplat(bias[4]);
+            cg_v a0_5 = vsplat(bias[5]);
+            cg_v a0_6 = vsplat(bias[6]);
+            cg_v a0_7 = vsplat(bias[7]);
+            cg_v a0_8 = vsplat(bias[8]);
+            cg_v a0_9 = vsplat(bias[9]);
+            cg_v a0_10 = vsplat(bias[10]);
+            cg_v a0_11 = vsplat(bias[11]);
             for (int ci = 0; ci < 8; ci++) {
-                const float *restrict xc = xn + ci*16;
-                const float *restrict wc = w + col*32 + ci*4;
-                const float w0 = wc[0], w1 = wc[1], w2 = wc[2], w3 = wc[3];
-                yc[0] += w1 * xc[0] + w2 * xc[1] + w3 * xc[2];
+                const float *restrict xc = xg + ci*256;
+                const float *restrict wc = wb + ci*4;
+                {
+                    const cg_v x0 = VLOAD(xc + 0 + 0);
+                    a0_0 += wc[1] * x0;
+                    a0_1 += wc[33] * x0;
+                    a0_2 += wc[65] * x0;
+                    a0_3 += wc[97] * x0;
+                    a0_4 += wc[129] * x0;
+                    a0_5 += wc[161] * x0;
+                    a0_6 += wc[193] * x0;
+                    a0_7 += wc[225] * x0;
+                    a0_8 += wc[257] * x0;
+                    a0_9 += wc[289] * x0;
+                    a0_10 += wc[321] * x0;
+                    a0_11 += wc[353] * x0;
+                }
+                {
+                    const cg_v x0 = VLOAD(xc + 16 + 0);
+                    a0_0 += wc[2] * x0;
+                    a0_1 += wc[34] * x0;
+                    a0_2 += wc[66] * x0;
+                    a0_3 += wc[98] * x0;
+                    a0_4 += wc[130] * x0;
+                    a0_5 += wc[162] * x0;
+                    a0_6 += wc[194] * x0;
+                    a0_7 += wc[226] * x0;
+                    a0_8 += wc[258] * x0;
+                    a0_9 += wc[290] * x0;
+                    a0_10 += wc[322] * x0;
+                    a0_11 += wc[354] * x0;
+                }
+                {
+                    const cg_v x0 = VLOAD(xc + 32 + 0);
+                    a0_0 += wc[3] * x0;
+                    a0_1 += wc[35] * x0;
+                    a0_2 += wc[67] * x0;
+                    a0_3 += wc[99] * x0;
+                    a0_4 += wc[131] * x0;
+                    a0_5 += wc[163] * x0;
+                    a0_6 += wc[195] * x0;
+                    a0_7 += wc[227] * x0;
+                    a0_8 += wc[259] * x0;
+                    a0_9 += wc[291] * x0;
+                    a0_10 += wc[323] * x0;
+                    a0_11 += wc[355] * x0;
+                }
+            }
+            VSTORE(yb + 0, a0_0);
+            VSTORE(yb + 256, a0_1);
+            VSTORE(yb + 512, a0_2);
+            VSTORE(yb + 768, a0_3);
+            VSTORE(yb + 1024, a0_4);
+            VSTORE(yb + 1280, a0_5);
+            VSTORE(yb + 1536, a0_6);
+            VSTORE(yb + 1792, a0_7);
+            VSTORE(yb + 2048, a0_8);
+            VSTORE(yb + 2304, a0_9);
+            VSTORE(yb + 2560, a0_10);
+            VSTORE(yb + 2816, a0_11);
+        }
+        /* outputs 1..13: every tap */
+        for (int ox = 1; ox < 14; ox++) {
+            cg_v a0_0 = vsplat(bias[0]);
+            cg_v a0_1 = vsplat(bias[1]);
+            cg_v a0_2 = vsplat(bias[2]);
+            cg_v a0_3 = vsplat(bias[3]);
+            cg_v a0_4 = vsplat(bias[4]);
+            cg_v a0_5 = vsplat(bias[5]);
+            cg_v a0_6 = vsplat(bias[6]);
+            cg_v a0_7 = vsplat(bias[7]);
+            cg_v a0_8 = vsplat(bias[8]);
+            cg_v a0_9 = vsplat(bias[9]);
+            cg_v a0_10 = vsplat(bias[10]);
+            cg_v a0_11 = vsplat(bias[11]);
+            for (int ci = 0; ci < 8; ci++) {
+                const float *restrict xc = xg + ci*256;
+                const float *restrict wc = wb + ci*4;
+                {
+                    const cg_v x0 = VLOAD(xc + ox*16 - 16 + 0);
+                    a0_0 += wc[0] * x0;
+                    a0_1 += wc[32] * x0;
+                    a0_2 += wc[64] * x0;
+                    a0_3 += wc[96] * x0;
+                    a0_4 += wc[128] * x0;
+                    a0_5 += wc[160] * x0;
+                    a0_6 += wc[192] * x0;
+                    a0_7 += wc[224] * x0;
+                    a0_8 += wc[256] * x0;
+                    a0_9 += wc[288] * x0;
+                    a0_10 += wc[320] * x0;
+                    a0_11 += wc[352] * x0;
+                }
+                {
+                    const cg_v x0 = VLOAD(xc + ox*16 + 0);
+                    a0_0 += wc[1] * x0;
+                    a0_1 += wc[33] * x0;
+                    a0_2 += wc[65] * x0;
+                    a0_3 += wc[97] * x0;
+                    a0_4 += wc[129] * x0;
+                    a0_5 += wc[161] * x0;
+                    a0_6 += wc[193] * x0;
+                    a0_7 += wc[225] * x0;
+                    a0_8 += wc[257] * x0;
+                    a0_9 += wc[289] * x0;
+                    a0_10 += wc[321] * x0;
+                    a0_11 += wc[353] * x0;
+                }
+                {
+                    const cg_v x0 = VLOAD(xc + ox*16 + 16 + 0);
+                    a0_0 += wc[2] * x0;
+                    a0_1 += wc[34] * x0;
+                    a0_2 += wc[66] * x0;
+                    a0_3 += wc[98] * x0;
+                    a0_4 += wc[130] * x0;
+                    a0_5 += wc[162] * x0;
+                    a0_6 += wc[194] * x0;
+                    a0_7 += wc[226] * x0;
+                    a0_8 += wc[258] * x0;
+                    a0_9 += wc[290] * x0;
+                    a0_10 += wc[322] * x0;
+                    a0_11 += wc[354] * x0;
+                }
+                {
+                    const cg_v x0 = VLOAD(xc + ox*16 + 32 + 0);
+                    a0_0 += wc[3] * x0;
+                    a0_1 += wc[35] * x0;
+                    a0_2 += wc[67] * x0;
+                    a0_3 += wc[99] * x0;
+                    a0_4 += wc[131] * x0;
+                    a0_5 += wc[163] * x0;
+                    a0_6 += wc[195] * x0;
+                    a0_7 += wc[227] * x0;
+                    a0_8 += wc[259] * x0;
+                    a0_9 += wc[291] * x0;
+                    a0_10 += wc[323] * x0;
+                    a0_11 += wc[355] * x0;
+                }
+            }
+            VSTORE(yb + ox*16, a0_0);
+            VSTORE(yb + ox*16 + 256, a0_1);
+            VSTORE(yb + ox*16 + 512, a0_2);
+            VSTORE(yb + ox*16 + 768, a0_3);
+            VSTORE(yb + ox*16 + 1024, a0_4);
+            VSTORE(yb + ox*16 + 1280, a0_5);
+            VSTORE(yb + ox*16 + 1536, a0_6);
+            VSTORE(yb + ox*16 + 1792, a0_7);
+            VSTORE(yb + ox*16 + 2048, a0_8);
+            VSTORE(yb + ox*16 + 2304, a0_9);
+            VSTORE(yb + ox*16 + 2560, a0_10);
+            VSTORE(yb + ox*16 + 2816, a0_11);
+        }
+        {
+            cg_v a0_0 = vsplat(bias[0]);
+            cg_v a0_1 = vsplat(bias[1]);
+            cg_v a0_2 = vsplat(bias[2]);
+            cg_v a0_3 = vsplat(bias[3]);
+            cg_v a0_4 = vsplat(bias[4]);
+            cg_v a0_5 = vsplat(bias[5]);
+            cg_v a0_6 = vsplat(bias[6]);
+            cg_v a0_7 = vsplat(bias[7]);
+            cg_v a0_8 = vsplat(bias[8]);
+            cg_v a0_9 = vsplat(bias[9]);
+            cg_v a0_10 = vsplat(bias[10]);
+            cg_v a0_11 = vsplat(bias[11]);
+            for (int ci = 0; ci < 8; ci++) {
+                const float *restrict xc = xg + ci*256;
+                const float *restrict wc = wb + ci*4;
+                {
+                    const cg_v x0 = VLOAD(xc + 208 + 0);
+                    a0_0 += wc[0] * x0;
+                    a0_1 += wc[32] * x0;
+                    a0_2 += wc[64] * x0;
+                    a0_3 += wc[96] * x0;
+                    a0_4 += wc[128] * x0;
+                    a0_5 += wc[160] * x0;
+                    a0_6 += wc[192] * x0;
+                    a0_7 += wc[224] * x0;
+                    a0_8 += wc[256] * x0;
+                    a0_9 += wc[288] * x0;
+                    a0_10 += wc[320] * x0;
+                    a0_11 += wc[352] * x0;
+                }
+                {
+                    const cg_v x0 = VLOAD(xc + 224 + 0);
+                    a0_0 += wc[1] * x0;
+                    a0_1 += wc[33] * x0;
+                    a0_2 += wc[65] * x0;
+                    a0_3 += wc[97] * x0;
+                    a0_4 += wc[129] * x0;
+                    a0_5 += wc[161] * x0;
+                    a0_6 += wc[193] * x0;
+                    a0_7 += wc[225] * x0;
+                    a0_8 += wc[257] * x0;
+                    a0_9 += wc[289] * x0;
+                    a0_10 += wc[321] * x0;
+                    a0_11 += wc[353] * x0;
+                }
+                {
+                    const cg_v x0 = VLOAD(xc + 240 + 0);
+                    a0_0 += wc[2] * x0;
+                    a0_1 += wc[34] * x0;
+                    a0_2 += wc[66] * x0;
+                    a0_3 += wc[98] * x0;
+                    a0_4 += wc[130] * x0;
+                    a0_5 += wc[162] * x0;
+                    a0_6 += wc[194] * x0;
+                    a0_7 += wc[226] * x0;
+                    a0_8 += wc[258] * x0;
+                    a0_9 += wc[290] * x0;
+                    a0_10 += wc[322] * x0;
+                    a0_11 += wc[354] * x0;
+                }
+            }
+            VSTORE(yb + 224, a0_0);
+            VSTORE(yb + 480, a0_1);
+            VSTORE(yb + 736, a0_2);
+            VSTORE(yb + 992, a0_3);
+            VSTORE(yb + 1248, a0_4);
+            VSTORE(yb + 1504, a0_5);
+            VSTORE(yb + 1760, a0_6);
+            VSTORE(yb + 2016, a0_7);
+            VSTORE(yb + 2272, a0_8);
+            VSTORE(yb + 2528, a0_9);
+            VSTORE(yb + 2784, a0_10);
+            VSTORE(yb + 3040, a0_11);
+        }
+        {
+            cg_v a0_0 = vsplat(bias[0]);
+            cg_v a0_1 = vsplat(bias[1]);
+            cg_v a0_2 = vsplat(bias[2]);
+            cg_v a0_3 = vsplat(bias[3]);
+            cg_v a0_4 = vsplat(bias[4]);
+            cg_v a0_5 = vsplat(bias[5]);
+            cg_v a0_6 = vsplat(bias[6]);
+            cg_v a0_7 = vsplat(bias[7]);
+            cg_v a0_8 = vsplat(bias[8]);
+            cg_v a0_9 = vsplat(bias[9]);
+            cg_v a0_10 = vsplat(bias[10]);
+            cg_v a0_11 = vsplat(bias[11]);
+            for (int ci = 0; ci < 8; ci++) {
+                const float *restrict xc = xg + ci*256;
+                const float *restrict wc = wb + ci*4;
+                {
+                    const cg_v x0 = VLOAD(xc + 224 + 0);
+                    a0_0 += wc[0] * x0;
+                    a0_1 += wc[32] * x0;
+                    a0_2 += wc[64] * x0;
+                    a0_3 += wc[96] * x0;
+                    a0_4 += wc[128] * x0;
+                    a0_5 += wc[160] * x0;
+                    a0_6 += wc[192] * x0;
+                    a0_7 += wc[224] * x0;
+                    a0_8 += wc[256] * x0;
+                    a0_9 += wc[288] * x0;
+                    a0_10 += wc[320] * x0;
+                    a0_11 += wc[352] * x0;
+                }
+                {
+                    const cg_v x0 = VLOAD(xc + 240 + 0);
+                    a0_0 += wc[1] * x0;
+                    a0_1 += wc[33] * x0;
+                    a0_2 += wc[65] * x0;
+                    a0_3 += wc[97] * x0;
+                    a0_4 += wc[129] * x0;
+                    a0_5 += wc[161] * x0;
+                    a0_6 += wc[193] * x0;
+                    a0_7 += wc[225] * x0;
+                    a0_8 += wc[257] * x0;
+                    a0_9 += wc[289] * x0;
+                    a0_10 += wc[321] * x0;
+                    a0_11 += wc[353] * x0;
+                }
+            }
+            VSTORE(yb + 240, a0_0);
+            VSTORE(yb + 496, a0_1);
+            VSTORE(yb + 752, a0_2);
+            VSTORE(yb + 1008, a0_3);
+            VSTORE(yb + 1264, a0_4);
+            VSTORE(yb + 1520, a0_5);
+            VSTORE(yb + 1776, a0_6);
+            VSTORE(yb + 2032, a0_7);
+            VSTORE(yb + 2288, a0_8);
+            VSTORE(yb + 2544, a0_9);
+            VSTORE(yb + 2800, a0_10);
+            VSTORE(yb + 3056, a0_11);
+        }
+    }
+}
+
+static void l06_conv1d_backward(float *restrict G, const float *restrict x, const float *restrict dy)
+{
+    float *restrict gw = G + 208;
+    float *restrict gb = G + 592;
+    for (int co = 0; co < 12; co++) {
+        cg_v s = vsplat(0.0f);
+        for (int i = 0; i < 16; i++) s += VLOAD(dy + (size_t)co * 256 + i * 16);
+        gb[co] += vsum(s);
+    }
+    for (int cb = 0; cb < 2; cb++) {
+        const float *restrict dyb = dy + cb*1536;
+        for (int ci = 0; ci < 8; ci++) {
+            const float *restrict xc = x + ci*256;
+            float *restrict gwc = gw + cb*192 + ci*4;
+            { /* kernel row 0 */
+                cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f);
+                cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f), a1_3 = vsplat(0.0f);
+                cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f), a2_2 = vsplat(0.0f), a2_3 = vsplat(0.0f);
+                cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f), a3_2 = vsplat(0.0f), a3_3 = vsplat(0.0f);
+                cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f), a4_2 = vsplat(0.0f), a4_3 = vsplat(0.0f);
+                cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f), a5_2 = vsplat(0.0f), a5_3 = vsplat(0.0f);
+                for (int v = 0; v < 1; v++) {
+                    const cg_v d0 = VLOAD(dyb + 0 + v * 16), d1 = VLOAD(dyb + 256 + v * 16), d2 = VLOAD(dyb + 512 + v * 16), d3 = VLOAD(dyb + 768 + v * 16), d4 = VLOAD(dyb + 1024 + v * 16), d5 = VLOAD(dyb + 1280 + v * 16);
+                    { const cg_v xv = VLOAD(xc + 0 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; a3_1 += d3 * xv; a4_1 += d4 * xv; a5_1 += d5 * xv; }
+                    { const cg_v xv = VLOAD(xc + 16 + v * 16); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; a3_2 += d3 * xv; a4_2 += d4 * xv; a5_2 += d5 * xv; }
+                    { const cg_v xv = VLOAD(xc + 32 + v * 16); a0_3 += d0 * xv; a1_3 += d1 * xv; a2_3 += d2 * xv; a3_3 += d3 * xv; a4_3 += d4 * xv; a5_3 += d5 * xv; }
+                }
                 /* outputs 1..13: every tap */
                 for (int ox = 1; ox < 14; ox++) {
-                    yc[ox] += w0 * xc[ox - 1] + w1 * xc[ox] + w2 * xc[ox + 1] + w3 * xc[ox + 2];
+                    for (int v = 0; v < 1; v++) {
+                        const cg_v d0 = VLOAD(dyb + ox*16 + v * 16), d1 = VLOAD(dyb + ox*16 + 256 + v * 16), d2 = VLOAD(dyb + ox*16 + 512 + v * 16), d3 = VLOAD(dyb + ox*16 + 768 + v * 16), d4 = VLOAD(dyb + ox*16 + 1024 + v * 16), d5 = VLOAD(dyb + ox*16 + 1280 + v * 16);
+                        { const cg_v xv = VLOAD(xc + ox*16 - 16 + v * 16); a0_0 += d0 * xv; a1_0 += d1 * xv; a2_0 += d2 * xv; a3_0 += d3 * xv; a4_0 += d4 * xv; a5_0 += d5 * xv; }
+                        { const cg_v xv = VLOAD(xc + ox*16 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; a3_1 += d3 * xv; a4_1 += d4 * xv; a5_1 += d5 * xv; }
+                        { const cg_v xv = VLOAD(xc + ox*16 + 16 + v * 16); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; a3_2 += d3 * xv; a4_2 += d4 * xv; a5_2 += d5 * xv; }
+                        { const cg_v xv = VLOAD(xc + ox*16 + 32 + v * 16); a0_3 += d0 * xv; a1_3 += d1 * xv; a2_3 += d2 * xv; a3_3 += d3 * xv; a4_3 += d4 * xv; a5_3 += d5 * xv; }
+                    }
                 }
-                yc[14] += w0 * xc[13] + w1 * xc[14] + w2 * xc[15];
-                yc[15] += w0 * xc[14] + w1 * xc[15];
+                for (int v = 0; v < 1; v++) {
+                    const cg_v d0 = VLOAD(dyb + 224 + v * 16), d1 = VLOAD(dyb + 480 + v * 16), d2 = VLOAD(dyb + 736 + v * 16), d3 = VLOAD(dyb + 992 + v * 16), d4 = VLOAD(dyb + 1248 + v * 16), d5 = VLOAD(dyb + 1504 + v * 16);
+                    { const cg_v xv = VLOAD(xc + 208 + v * 16); a0_0 += d0 * xv; a1_0 += d1 * xv; a2_0 += d2 * xv; a3_0 += d3 * xv; a4_0 += d4 * xv; a5_0 += d5 * xv; }
+                    { const cg_v xv = VLOAD(xc + 224 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; a3_1 += d3 * xv; a4_1 += d4 * xv; a5_1 += d5 * xv; }
+                    { const cg_v xv = VLOAD(xc + 240 + v * 16); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; a3_2 += d3 * xv; a4_2 += d4 * xv; a5_2 += d5 * xv; }
+                }
+                for (int v = 0; v < 1; v++) {
+                    const cg_v d0 = VLOAD(dyb + 240 + v * 16), d1 = VLOAD(dyb + 496 + v * 16), d2 = VLOAD(dyb + 752 + v * 16), d3 = VLOAD(dyb + 1008 + v * 16), d4 = VLOAD(dyb + 1264 + v * 16), d5 = VLOAD(dyb + 1520 + v * 16);
+                    { const cg_v xv = VLOAD(xc + 224 + v * 16); a0_0 += d0 * xv; a1_0 += d1 * xv; a2_0 += d2 * xv; a3_0 += d3 * xv; a4_0 += d4 * xv; a5_0 += d5 * xv; }
+                    { const cg_v xv = VLOAD(xc + 240 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; a3_1 += d3 * xv; a4_1 += d4 * xv; a5_1 += d5 * xv; }
+                }
+                gwc[0] += vsum(a0_0); gwc[1] += vsum(a0_1); gwc[2] += vsum(a0_2); gwc[3] += vsum(a0_3);
+                gwc[32] += vsum(a1_0); gwc[33] += vsum(a1_1); gwc[34] += vsum(a1_2); gwc[35] += vsum(a1_3);
+                gwc[64] += vsum(a2_0); gwc[65] += vsum(a2_1); gwc[66] += vsum(a2_2); gwc[67] += vsum(a2_3);
+                gwc[96] += vsum(a3_0); gwc[97] += vsum(a3_1); gwc[98] += vsum(a3_2); gwc[99] += vsum(a3_3);
+                gwc[128] += vsum(a4_0); gwc[129] += vsum(a4_1); gwc[130] += vsum(a4_2); gwc[131] += vsum(a4_3);
+                gwc[160] += vsum(a5_0); gwc[161] += vsum(a5_1); gwc[162] += vsum(a5_2); gwc[163] += vsum(a5_3);
             }
         }
     }
 }
 
-static void l06_conv1d_backward(const float *restrict P, float *restrict G, const float *restrict x, const float *restrict dy, float *restrict dx, int nb)
+static void l06_conv1d_backward_dx(const float *restrict P, const float *restrict dy, float *restrict dx)
 {
     const float *restrict w = P + 208;
-    float *restrict gw = G + 208;
-    float *restrict gb = G + 592;
-    memset(dx, 0, sizeof(float) * (size_t)nb * 128);
-    for (int col = 0; col < 12; col++) {
-        for (int ci = 0; ci < 8; ci++) {
-            const float *restrict wc = w + col*32 + ci*4;
-            float *restrict gwc = gw + col*32 + ci*4;
-            const float w0 = wc[0], w1 = wc[1], w2 = wc[2], w3 = wc[3];
-            float g0 = 0.0f, g1 = 0.0f, g2 = 0.0f, g3 = 0.0f;
-            for (int n = 0; n < nb; n++) {
-                const float *restrict xc = x + (size_t)n * 128 + ci*16;
-                float *restrict dxc = dx + (size_t)n * 128 + ci*16;
-                const float *restrict dyc = dy + (size_t)n * 192 + col*16;
+    for (int v0 = 0; v0 < 1; v0 += 1) {
+        float *restrict dxb = dx + 0 + v0 * 16;
+        const float *restrict dyg = dy + 0 + v0 * 16;
+        const float *restrict wg = w + 0;
+        {
+            cg_v a0_0 = vsplat(0.0f);
+            cg_v a0_1 = vsplat(0.0f);
+            cg_v a0_2 = vsplat(0.0f);
+            cg_v a0_3 = vsplat(0.0f);
+            cg_v a0_4 = vsplat(0.0f);
+            cg_v a0_5 = vsplat(0.0f);
+            cg_v a0_6 = vsplat(0.0f);
+            cg_v a0_7 = vsplat(0.0f);
+            for (int co = 0; co < 12; co++) {
+                const float *restrict dyc = dyg + co*256;
+                const float *restrict wc = wg + co*32;
                 {
-                    const float d = dyc[0];
-                    g1 += d * xc[0]; dxc[0] += w1 * d;
-                    g2 += d * xc[1]; dxc[1] += w2 * d;
-                    g3 += d * xc[2]; dxc[2] += w3 * d;
-                }
-                /* outputs 1..13: every tap */
-                for (int ox = 1; ox < 14; ox++) {
-                    const float d = dyc[ox];
-                    g0 += d * xc[ox - 1]; dxc[ox - 1] += w0 * d;
-                    g1 += d * xc[ox]; dxc[ox] += w1 * d;
-                    g2 += d * xc[ox + 1]; dxc[ox + 1] += w2 * d;
-                    g3 += d * xc[ox + 2]; dxc[ox + 2] += w3 * d;
-                }
-                {
-                    const float d = dyc[14];
-                    g0 += d * xc[13]; dxc[13] += w0 * d;
-                    g1 += d * xc[14]; dxc[14] += w1 * d;
-                    g2 += d * xc[15]; dxc[15] += w2 * d;
+                    const cg_v d0 = VLOAD(dyc + 16 + 0);
+                    a0_0 += wc[0] * d0;
+                    a0_1 += wc[4] * d0;
+                    a0_2 += wc[8] * d0;
+                    a0_3 += wc[12] * d0;
+                    a0_4 += wc[16] * d0;
+                    a0_5 += wc[20] * d0;
+                    a0_6 += wc[24] * d0;
+                    a0_7 += wc[28] * d0;
                 }
                 {
-                    const float d = dyc[15];
-                    g0 += d * xc[14]; dxc[14] += w0 * d;
-                    g1 += d * xc[15]; dxc[15] += w1 * d;
+                    const cg_v d0 = VLOAD(dyc + 0 + 0);
+                    a0_0 += wc[1] * d0;
+                    a0_1 += wc[5] * d0;
+                    a0_2 += wc[9] * d0;
+                    a0_3 += wc[13] * d0;
+                    a0_4 += wc[17] * d0;
+                    a0_5 += wc[21] * d0;
+                    a0_6 += wc[25] * d0;
+                    a0_7 += wc[29] * d0;
                 }
             }
-            gwc[0] += g0;
-            gwc[1] += g1;
-            gwc[2] += g2;
-            gwc[3] += g3;
+            VSTORE(dxb + 0, a0_0);
+            VSTORE(dxb + 256, a0_1);
+            VSTORE(dxb + 512, a0_2);
+            VSTORE(dxb + 768, a0_3);
+            VSTORE(dxb + 1024, a0_4);
+            VSTORE(dxb + 1280, a0_5);
+            VSTORE(dxb + 1536, a0_6);
+            VSTORE(dxb + 1792, a0_7);
         }
         {
-            float s = 0.0f;
-            for (int n = 0; n < nb; n++)
-                for (int i = 0; i < 16; i++) s += dy[(size_t)n * 192 + col*16 + i];
-            gb[col] += s;
+            cg_v a0_0 = vsplat(0.0f);
+            cg_v a0_1 = vsplat(0.0f);
+            cg_v a0_2 = vsplat(0.0f);
+            cg_v a0_3 = vsplat(0.0f);
+            cg_v a0_4 = vsplat(0.0f);
+            cg_v a0_5 = vsplat(0.0f);
+            cg_v a0_6 = vsplat(0.0f);
+            cg_v a0_7 = vsplat(0.0f);
+            for (int co = 0; co < 12; co++) {
+                const float *restrict dyc = dyg + co*256;
+                const float *restrict wc = wg + co*32;
+                {
+                    const cg_v d0 = VLOAD(dyc + 32 + 0);
+                    a0_0 += wc[0] * d0;
+                    a0_1 += wc[4] * d0;
+                    a0_2 += wc[8] * d0;
+                    a0_3 += wc[12] * d0;
+                    a0_4 += wc[16] * d0;
+                    a0_5 += wc[20] * d0;
+                    a0_6 += wc[24] * d0;
+                    a0_7 += wc[28] * d0;
+                }
+                {
+                    const cg_v d0 = VLOAD(dyc + 16 + 0);
+                    a0_0 += wc[1] * d0;
+                    a0_1 += wc[5] * d0;
+                    a0_2 += wc[9] * d0;
+                    a0_3 += wc[13] * d0;
+                    a0_4 += wc[17] * d0;
+                    a0_5 += wc[21] * d0;
+                    a0_6 += wc[25] * d0;
+                    a0_7 += wc[29] * d0;
+                }
+                {
+                    const cg_v d0 = VLOAD(dyc + 0 + 0);
+                    a0_0 += wc[2] * d0;
+                    a0_1 += wc[6] * d0;
+                    a0_2 += wc[10] * d0;
+                    a0_3 += wc[14] * d0;
+                    a0_4 += wc[18] * d0;
+                    a0_5 += wc[22] * d0;
+                    a0_6 += wc[26] * d0;
+                    a0_7 += wc[30] * d0;
+                }
+            }
+            VSTORE(dxb + 16, a0_0);
+            VSTORE(dxb + 272, a0_1);
+            VSTORE(dxb + 528, a0_2);
+            VSTORE(dxb + 784, a0_3);
+            VSTORE(dxb + 1040, a0_4);
+            VSTORE(dxb + 1296, a0_5);
+            VSTORE(dxb + 1552, a0_6);
+            VSTORE(dxb + 1808, a0_7);
+        }
+        /* inputs 0+1*t, t=2..14: 4 taps */
+        for (int tx = 2; tx < 15; tx++) {
+            cg_v a0_0 = vsplat(0.0f);
+            cg_v a0_1 = vsplat(0.0f);
+            cg_v a0_2 = vsplat(0.0f);
+            cg_v a0_3 = vsplat(0.0f);
+            cg_v a0_4 = vsplat(0.0f);
+            cg_v a0_5 = vsplat(0.0f);
+            cg_v a0_6 = vsplat(0.0f);
+            cg_v a0_7 = vsplat(0.0f);
+            for (int co = 0; co < 12; co++) {
+                const float *restrict dyc = dyg + co*256;
+                const float *restrict wc = wg + co*32;
+                {
+                    const cg_v d0 = VLOAD(dyc + tx*16 + 16 + 0);
+                    a0_0 += wc[0] * d0;
+                    a0_1 += wc[4] * d0;
+                    a0_2 += wc[8] * d0;
+                    a0_3 += wc[12] * d0;
+                    a0_4 += wc[16] * d0;
+                    a0_5 += wc[20] * d0;
+                    a0_6 += wc[24] * d0;
+                    a0_7 += wc[28] * d0;
+                }
+                {
+                    const cg_v d0 = VLOAD(dyc + tx*16 + 0);
+                    a0_0 += wc[1] * d0;
+                    a0_1 += wc[5] * d0;
+                    a0_2 += wc[9] * d0;
+                    a0_3 += wc[13] * d0;
+                    a0_4 += wc[17] * d0;
+                    a0_5 += wc[21] * d0;
+                    a0_6 += wc[25] * d0;
+                    a0_7 += wc[29] * d0;
+                }
+                {
+                    const cg_v d0 = VLOAD(dyc + tx*16 - 16 + 0);
+                    a0_0 += wc[2] * d0;
+                    a0_1 += wc[6] * d0;
+                    a0_2 += wc[10] * d0;
+                    a0_3 += wc[14] * d0;
+                    a0_4 += wc[18] * d0;
+                    a0_5 += wc[22] * d0;
+                    a0_6 += wc[26] * d0;
+                    a0_7 += wc[30] * d0;
+                }
+                {
+                    const cg_v d0 = VLOAD(dyc + tx*16 - 32 + 0);
+                    a0_0 += wc[3] * d0;
+                    a0_1 += wc[7] * d0;
+                    a0_2 += wc[11] * d0;
+                    a0_3 += wc[15] * d0;
+                    a0_4 += wc[19] * d0;
+                    a0_5 += wc[23] * d0;
+                    a0_6 += wc[27] * d0;
+                    a0_7 += wc[31] * d0;
+                }
+            }
+            VSTORE(dxb + tx*16, a0_0);
+            VSTORE(dxb + tx*16 + 256, a0_1);
+            VSTORE(dxb + tx*16 + 512, a0_2);
+            VSTORE(dxb + tx*16 + 768, a0_3);
+            VSTORE(dxb + tx*16 + 1024, a0_4);
+            VSTORE(dxb + tx*16 + 1280, a0_5);
+            VSTORE(dxb + tx*16 + 1536, a0_6);
+            VSTORE(dxb + tx*16 + 1792, a0_7);
+        }
+        {
+            cg_v a0_0 = vsplat(0.0f);
+            cg_v a0_1 = vsplat(0.0f);
+            cg_v a0_2 = vsplat(0.0f);
+            cg_v a0_3 = vsplat(0.0f);
+            cg_v a0_4 = vsplat(0.0f);
+            cg_v a0_5 = vsplat(0.0f);
+            cg_v a0_6 = vsplat(0.0f);
+            cg_v a0_7 = vsplat(0.0f);
+            for (int co = 0; co < 12; co++) {
+                const float *restrict dyc = dyg + co*256;
+                const float *restrict wc = wg + co*32;
+                {
+                    const cg_v d0 = VLOAD(dyc + 240 + 0);
+                    a0_0 += wc[1] * d0;
+                    a0_1 += wc[5] * d0;
+                    a0_2 += wc[9] * d0;
+                    a0_3 += wc[13] * d0;
+                    a0_4 += wc[17] * d0;
+                    a0_5 += wc[21] * d0;
+                    a0_6 += wc[25] * d0;
+                    a0_7 += wc[29] * d0;
+                }
+                {
+                    const cg_v d0 = VLOAD(dyc + 224 + 0);
+                    a0_0 += wc[2] * d0;
+                    a0_1 += wc[6] * d0;
+                    a0_2 += wc[10] * d0;
+                    a0_3 += wc[14] * d0;
+                    a0_4 += wc[18] * d0;
+                    a0_5 += wc[22] * d0;
+                    a0_6 += wc[26] * d0;
+                    a0_7 += wc[30] * d0;
+                }
+                {
+                    const cg_v d0 = VLOAD(dyc + 208 + 0);
+                    a0_0 += wc[3] * d0;
+                    a0_1 += wc[7] * d0;
+                    a0_2 += wc[11] * d0;
+                    a0_3 += wc[15] * d0;
+                    a0_4 += wc[19] * d0;
+                    a0_5 += wc[23] * d0;
+                    a0_6 += wc[27] * d0;
+                    a0_7 += wc[31] * d0;
+                }
+            }
+            VSTORE(dxb + 240, a0_0);
+            VSTORE(dxb + 496, a0_1);
+            VSTORE(dxb + 752, a0_2);
+            VSTORE(dxb + 1008, a0_3);
+            VSTORE(dxb + 1264, a0_4);
+            VSTORE(dxb + 1520, a0_5);
+            VSTORE(dxb + 1776, a0_6);
+            VSTORE(dxb + 2032, a0_7);
         }
     }
 }
 
 /* layer 7: sigmoid 12x16 -> 12x16 (specs/mixed1d.yaml:20:5) */
-static void l07_sigmoid_forward(const float *restrict x, float *restrict y, int nb)
+static void l07_sigmoid_forward(const float *restrict x, float *restrict y)
 {
-    for (size_t i = 0; i < (size_t)nb * 192; i++)
+    for (int i = 0; i < 3072; i++)
         y[i] = 1.0f / (1.0f + expf(-x[i]));
 }
 
-static void l07_sigmoid_backward(const float *restrict y, const float *restrict dy, float *restrict dx, int nb)
+static void l07_sigmoid_backward(const float *restrict y, const float *restrict dy, float *restrict dx)
 {
-    for (size_t i = 0; i < (size_t)nb * 192; i++)
+    for (int i = 0; i < 3072; i++)
         dx[i] = dy[i] * y[i] * (1.0f - y[i]);
 }
 
 /* layer 8: conv1d 12x16 -> 6x12 (specs/mixed1d.yaml:21:5) */
-static void l08_conv1d_forward(const float *restrict P, const float *restrict x, float *restrict y, int nb)
+static void l08_conv1d_forward(const float *restrict P, const float *restrict x, float *restrict y)
 {
     const float *restrict w = P + 604;
-    for (int n = 0; n < nb; n++) {
-        const float *restrict xn = x + (size_t)n * 192;
-        float *restrict yn = y + (size_t)n * 72;
+    for (int v0 = 0; v0 < 1; v0 += 1) {
         for (int g = 0; g < 2; g++) {
-            for (int col = 0; col < 3; col++) {
-                float *restrict yc = yn + g*36 + col*12;
-                for (int i = 0; i < 12; i++) yc[i] = 0.0f;
+            const float *restrict wb = w + g*54;
+            const float *restrict xg = x + g*1536 + v0 * 16;
+            float *restrict yb = y + g*576 + v0 * 16;
+            /* outputs 0..11: every tap */
+            for (int ox = 0; ox < 12; ox++) {
+                cg_v a0_0 = vsplat(0.0f);
+                cg_v a0_1 = vsplat(0.0f);
+                cg_v a0_2 = vsplat(0.0f);
                 for (int ci = 0; ci < 6; ci++) {
-                    const float *restrict xc = xn + g*96 + ci*16;
-                    const float *restrict wc = w + g*54 + col*18 + ci*3;
-                    const float w0 = wc[0], w1 = wc[1], w2 = wc[2];
-                    /* outputs 0..11: every tap */
-                    for (int ox = 0; ox < 12; ox++) {
-                        yc[ox] += w0 * xc[ox] + w1 * xc[ox + 2] + w2 * xc[ox + 4];
+                    const float *restrict xc = xg + ci*256;
+                    const float *restrict wc = wb + ci*3;
+                    {
+                        const cg_v x0 = VLOAD(xc + ox*16 + 0);
+                        a0_0 += wc[0] * x0;
+                        a0_1 += wc[18] * x0;
+                        a0_2 += wc[36] * x0;
+                    }
+                    {
+                        const cg_v x0 = VLOAD(xc + ox*16 + 32 + 0);
+                        a0_0 += wc[1] * x0;
+                        a0_1 += wc[19] * x0;
+                        a0_2 += wc[37] * x0;
+                    }
+                    {
+                        const cg_v x0 = VLOAD(xc + ox*16 + 64 + 0);
+                        a0_0 += wc[2] * x0;
+                        a0_1 += wc[20] * x0;
+                        a0_2 += wc[38] * x0;
                     }
                 }
+                VSTORE(yb + ox*16, a0_0);
+                VSTORE(yb + ox*16 + 192, a0_1);
+                VSTORE(yb + ox*16 + 384, a0_2);
             }
         }
     }
 }
 
-static void l08_conv1d_backward(const float *restrict P, float *restrict G, const float *restrict x, const float *restrict dy, float *restrict dx, int nb)
+static void l08_conv1d_backward(float *restrict G, const float *restrict x, const float *restrict dy)
 {
-    const float *restrict w = P + 604;
     float *restrict gw = G + 604;
-    memset(dx, 0, sizeof(float) * (size_t)nb * 192);
     for (int g = 0; g < 2; g++) {
-        for (int col = 0; col < 3; col++) {
-            for (int ci = 0; ci < 6; ci++) {
-                const float *restrict wc = w + g*54 + col*18 + ci*3;
-                float *restrict gwc = gw + g*54 + col*18 + ci*3;
-                const float w0 = wc[0], w1 = wc[1], w2 = wc[2];
-                float g0 = 0.0f, g1 = 0.0f, g2 = 0.0f;
-                for (int n = 0; n < nb; n++) {
-                    const float *restrict xc = x + (size_t)n * 192 + g*96 + ci*16;
-                    float *restrict dxc = dx + (size_t)n * 192 + g*96 + ci*16;
-                    const float *restrict dyc = dy + (size_t)n * 72 + g*36 + col*12;
-                    /* outputs 0..11: every tap */
-                    for (int ox = 0; ox < 12; ox++) {
-                        const float d = dyc[ox];
-                        g0 += d * xc[ox]; dxc[ox] += w0 * d;
-                        g1 += d * xc[ox + 2]; dxc[ox + 2] += w1 * d;
-                        g2 += d * xc[ox + 4]; dxc[ox + 4] += w2 * d;
+        const float *restrict dyb = dy + g*576;
+        for (int ci = 0; ci < 6; ci++) {
+            const float *restrict xc = x + g*1536 + ci*256;
+            float *restrict gwc = gw + g*54 + ci*3;
+            { /* kernel row 0 */
+                cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f);
+                cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f);
+                cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f), a2_2 = vsplat(0.0f);
+                /* outputs 0..11: every tap */
+                for (int ox = 0; ox < 12; ox++) {
+                    for (int v = 0; v < 1; v++) {
+                        const cg_v d0 = VLOAD(dyb + ox*16 + v * 16), d1 = VLOAD(dyb + ox*16 + 192 + v * 16), d2 = VLOAD(dyb + ox*16 + 384 + v * 16);
+                        { const cg_v xv = VLOAD(xc + ox*16 + v * 16); a0_0 += d0 * xv; a1_0 += d1 * xv; a2_0 += d2 * xv; }
+                        { const cg_v xv = VLOAD(xc + ox*16 + 32 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; }
+                        { const cg_v xv = VLOAD(xc + ox*16 + 64 + v * 16); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; }
                     }
                 }
-                gwc[0] += g0;
-                gwc[1] += g1;
-                gwc[2] += g2;
+                gwc[0] += vsum(a0_0); gwc[1] += vsum(a0_1); gwc[2] += vsum(a0_2);
+                gwc[18] += vsum(a1_0); gwc[19] += vsum(a1_1); gwc[20] += vsum(a1_2);
+                gwc[36] += vsum(a2_0); gwc[37] += vsum(a2_1); gwc[38] += vsum(a2_2);
+            }
+        }
+    }
+}
+
+static void l08_conv1d_backward_dx(const float *restrict P, const float *restrict dy, float *restrict dx)
+{
+    const float *restrict w = P + 604;
+    for (int v0 = 0; v0 < 1; v0 += 1) {
+        for (int g = 0; g < 2; g++) {
+            float *restrict dxb = dx + g*1536 + v0 * 16;
+            const float *restrict dyg = dy + g*576 + v0 * 16;
+            const float *restrict wg = w + g*54;
+            /* inputs 0+1*t, t=0..1: 1 taps */
+            for (int tx = 0; tx < 2; tx++) {
+                cg_v a0_0 = vsplat(0.0f);
+                cg_v a0_1 = vsplat(0.0f);
+                cg_v a0_2 = vsplat(0.0f);
+                cg_v a0_3 = vsplat(0.0f);
+                cg_v a0_4 = vsplat(0.0f);
+                cg_v a0_5 = vsplat(0.0f);
+                for (int co = 0; co < 3; co++) {
+                    const float *restrict dyc = dyg + co*192;
+                    const float *restrict wc = wg + co*18;
+                    {
+                        const cg_v d0 = VLOAD(dyc + tx*16 + 0);
+                        a0_0 += wc[0] * d0;
+                        a0_1 += wc[3] * d0;
+                        a0_2 += wc[6] * d0;
+                        a0_3 += wc[9] * d0;
+                        a0_4 += wc[12] * d0;
+                        a0_5 += wc[15] * d0;
+                    }
+                }
+                VSTORE(dxb + tx*16, a0_0);
+                VSTORE(dxb + tx*16 + 256, a0_1);
+                VSTORE(dxb + tx*16 + 512, a0_2);
+                VSTORE(dxb + tx*16 + 768, a0_3);
+                VSTORE(dxb + tx*16 + 1024, a0_4);
+                VSTORE(dxb + tx*16 + 1280, a0_5);
+            }
+            /* inputs 0+1*t, t=2..3: 2 taps */
+            for (int tx = 2; tx < 4; tx++) {
+                cg_v a0_0 = vsplat(0.0f);
+                cg_v a0_1 = vsplat(0.0f);
+                cg_v a0_2 = vsplat(0.0f);
+                cg_v a0_3 = vsplat(0.0f);
+                cg_v a0_4 = vsplat(0.0f);
+                cg_v a0_5 = vsplat(0.0f);
+                for (int co = 0; co < 3; co++) {
+                    const float *restrict dyc = dyg + co*192;
+                    const float *restrict wc = wg + co*18;
+                    {
+                        const cg_v d0 = VLOAD(dyc + tx*16 + 0);
+                        a0_0 += wc[0] * d0;
+                        a0_1 += wc[3] * d0;
+                        a0_2 += wc[6] * d0;
+                        a0_3 += wc[9] * d0;
+                        a0_4 += wc[12] * d0;
+                        a0_5 += wc[15] * d0;
+                    }
+                    {
+                        const cg_v d0 = VLOAD(dyc + tx*16 - 32 + 0);
+                        a0_0 += wc[1] * d0;
+                        a0_1 += wc[4] * d0;
+                        a0_2 += wc[7] * d0;
+                        a0_3 += wc[10] * d0;
+                        a0_4 += wc[13] * d0;
+                        a0_5 += wc[16] * d0;
+                    }
+                }
+                VSTORE(dxb + tx*16, a0_0);
+                VSTORE(dxb + tx*16 + 256, a0_1);
+                VSTORE(dxb + tx*16 + 512, a0_2);
+                VSTORE(dxb + tx*16 + 768, a0_3);
+                VSTORE(dxb + tx*16 + 1024, a0_4);
+                VSTORE(dxb + tx*16 + 1280, a0_5);
+            }
+            /* inputs 0+1*t, t=4..11: 3 taps */
+            for (int tx = 4; tx < 12; tx++) {
+                cg_v a0_0 = vsplat(0.0f);
+                cg_v a0_1 = vsplat(0.0f);
+                cg_v a0_2 = vsplat(0.0f);
+                cg_v a0_3 = vsplat(0.0f);
+                cg_v a0_4 = vsplat(0.0f);
+                cg_v a0_5 = vsplat(0.0f);
+                for (int co = 0; co < 3; co++) {
+                    const float *restrict dyc = dyg + co*192;
+                    const float *restrict wc = wg + co*18;
+                    {
+                        const cg_v d0 = VLOAD(dyc + tx*16 + 0);
+                        a0_0 += wc[0] * d0;
+                        a0_1 += wc[3] * d0;
+                        a0_2 += wc[6] * d0;
+                        a0_3 += wc[9] * d0;
+                        a0_4 += wc[12] * d0;
+                        a0_5 += wc[15] * d0;
+                    }
+                    {
+                        const cg_v d0 = VLOAD(dyc + tx*16 - 32 + 0);
+                        a0_0 += wc[1] * d0;
+                        a0_1 += wc[4] * d0;
+                        a0_2 += wc[7] * d0;
+                        a0_3 += wc[10] * d0;
+                        a0_4 += wc[13] * d0;
+                        a0_5 += wc[16] * d0;
+                    }
+                    {
+                        const cg_v d0 = VLOAD(dyc + tx*16 - 64 + 0);
+                        a0_0 += wc[2] * d0;
+                        a0_1 += wc[5] * d0;
+                        a0_2 += wc[8] * d0;
+                        a0_3 += wc[11] * d0;
+                        a0_4 += wc[14] * d0;
+                        a0_5 += wc[17] * d0;
+                    }
+                }
+                VSTORE(dxb + tx*16, a0_0);
+                VSTORE(dxb + tx*16 + 256, a0_1);
+                VSTORE(dxb + tx*16 + 512, a0_2);
+                VSTORE(dxb + tx*16 + 768, a0_3);
+                VSTORE(dxb + tx*16 + 1024, a0_4);
+                VSTORE(dxb + tx*16 + 1280, a0_5);
+            }
+            /* inputs 0+1*t, t=12..13: 2 taps */
+            for (int tx = 12; tx < 14; tx++) {
+                cg_v a0_0 = vsplat(0.0f);
+                cg_v a0_1 = vsplat(0.0f);
+                cg_v a0_2 = vsplat(0.0f);
+                cg_v a0_3 = vsplat(0.0f);
+                cg_v a0_4 = vsplat(0.0f);
+                cg_v a0_5 = vsplat(0.0f);
+                for (int co = 0; co < 3; co++) {
+                    const float *restrict dyc = dyg + co*192;
+                    const float *restrict wc = wg + co*18;
+                    {
+                        const cg_v d0 = VLOAD(dyc + tx*16 - 32 + 0);
+                        a0_0 += wc[1] * d0;
+                        a0_1 += wc[4] * d0;
+                        a0_2 += wc[7] * d0;
+                        a0_3 += wc[10] * d0;
+                        a0_4 += wc[13] * d0;
+                        a0_5 += wc[16] * d0;
+                    }
+                    {
+                        const cg_v d0 = VLOAD(dyc + tx*16 - 64 + 0);
+                        a0_0 += wc[2] * d0;
+                        a0_1 += wc[5] * d0;
+                        a0_2 += wc[8] * d0;
+                        a0_3 += wc[11] * d0;
+                        a0_4 += wc[14] * d0;
+                        a0_5 += wc[17] * d0;
+                    }
+                }
+                VSTORE(dxb + tx*16, a0_0);
+                VSTORE(dxb + tx*16 + 256, a0_1);
+                VSTORE(dxb + tx*16 + 512, a0_2);
+                VSTORE(dxb + tx*16 + 768, a0_3);
+                VSTORE(dxb + tx*16 + 1024, a0_4);
+                VSTORE(dxb + tx*16 + 1280, a0_5);
+            }
+            /* inputs 0+1*t, t=14..15: 1 taps */
+            for (int tx = 14; tx < 16; tx++) {
+                cg_v a0_0 = vsplat(0.0f);
+                cg_v a0_1 = vsplat(0.0f);
+                cg_v a0_2 = vsplat(0.0f);
+                cg_v a0_3 = vsplat(0.0f);
+                cg_v a0_4 = vsplat(0.0f);
+                cg_v a0_5 = vsplat(0.0f);
+                for (int co = 0; co < 3; co++) {
+                    const float *restrict dyc = dyg + co*192;
+                    const float *restrict wc = wg + co*18;
+                    {
+                        const cg_v d0 = VLOAD(dyc + tx*16 - 64 + 0);
+                        a0_0 += wc[2] * d0;
+                        a0_1 += wc[5] * d0;
+                        a0_2 += wc[8] * d0;
+                        a0_3 += wc[11] * d0;
+                        a0_4 += wc[14] * d0;
+                        a0_5 += wc[17] * d0;
+                    }
+                }
+                VSTORE(dxb + tx*16, a0_0);
+                VSTORE(dxb + tx*16 + 256, a0_1);
+                VSTORE(dxb + tx*16 + 512, a0_2);
+                VSTORE(dxb + tx*16 + 768, a0_3);
+                VSTORE(dxb + tx*16 + 1024, a0_4);
+                VSTORE(dxb + tx*16 + 1280, a0_5);
             }
         }
     }
@@ -2692,15 +1661,19 @@ static void l09_batchnorm_forward(const float *restrict P, float *restrict B, fl
         nbt[0] += 1.0f;
         const float f = 0.2f;
         for (int c = 0; c < 6; c++) {
-            double s = 0.0, v = 0.0;
-            for (int n = 0; n < nb; n++) {
-                const float *restrict xc = x + (size_t)n * 72 + c * 12;
-                for (int i = 0; i < 12; i++) s += xc[i];
+            double s1 = 0.0, v = 0.0;
+            {
+                const float *restrict xc = x + (size_t)c * 192;
+                for (int s = 0; s < 12; s++) {
+                    for (int b = 0; b < nb; b++) s1 += xc[s * 16 + b];
+                }
             }
-            const double mean = s / m;
-            for (int n = 0; n < nb; n++) {
-                const float *restrict xc = x + (size_t)n * 72 + c * 12;
-                for (int i = 0; i < 12; i++) { const double d = xc[i] - mean; v += d * d; }
+            const double mean = s1 / m;
+            {
+                const float *restrict xc = x + (size_t)c * 192;
+                for (int s = 0; s < 12; s++) {
+                    for (int b = 0; b < nb; b++) { const double d = xc[s * 16 + b] - mean; v += d * d; }
+                }
             }
             const double var = v / m;
             S[c] = (float)mean;
@@ -2716,1449 +1689,421 @@ static void l09_batchnorm_forward(const float *restrict P, float *restrict B, fl
         }
     }
     for (int c = 0; c < 6; c++) {
-        const float mean = S[c], a = S[6 + c] * gamma[c], b = beta[c];
-        for (int n = 0; n < nb; n++) {
-            const float *restrict xc = x + (size_t)n * 72 + c * 12;
-            float *restrict yc = y + (size_t)n * 72 + c * 12;
-            for (int i = 0; i < 12; i++) yc[i] = (xc[i] - mean) * a + b;
+        const float mean = S[c], a = S[6 + c] * gamma[c], bc = beta[c];
+        float *restrict yc = y + (size_t)c * 192;
+        const float *restrict xc = x + (size_t)c * 192;
+        for (int s = 0; s < 12; s++) {
+            for (int b = 0; b < 16; b++) yc[s * 16 + b] = (xc[s * 16 + b] - mean) * a + bc;
         }
     }
 }
 
-static void l09_batchnorm_backward(const float *restrict P, float *restrict G, const float *restrict S, const float *restrict x, const float *restrict dy, float *restrict dx, int nb)
+static void l09_batchnorm_backward(const float *restrict P, float *restrict G, float *restrict S, const float *restrict x, const float *restrict dy, float *restrict dx, int nb)
 {
     const float *restrict gamma = P + 712;
     float *restrict ggamma = G + 712, *restrict gbeta = G + 718;
     const int m = nb * 12;
     for (int c = 0; c < 6; c++) {
         const float mean = S[c], rstd = S[6 + c];
+        const float *restrict dyc = dy + (size_t)c * 192;
+        float *restrict dxc = dx + (size_t)c * 192;
         double sdy = 0.0, sdyx = 0.0;
-        for (int n = 0; n < nb; n++) {
-            const float *restrict xc = x + (size_t)n * 72 + c * 12;
-            const float *restrict dyc = dy + (size_t)n * 72 + c * 12;
-            for (int i = 0; i < 12; i++) { sdy += dyc[i]; sdyx += dyc[i] * ((xc[i] - mean) * rstd); }
+        {
+            const float *restrict xc = x + (size_t)c * 192;
+            for (int s = 0; s < 12; s++) {
+                for (int b = 0; b < nb; b++) { const float d = dyc[s * 16 + b]; sdy += d; sdyx += d * ((xc[s * 16 + b] - mean) * rstd); }
+            }
         }
         ggamma[c] += (float)sdyx;
         gbeta[c] += (float)sdy;
-        const double k = (double)gamma[c] * rstd / m;
-        for (int n = 0; n < nb; n++) {
-            const float *restrict xc = x + (size_t)n * 72 + c * 12;
-            const float *restrict dyc = dy + (size_t)n * 72 + c * 12;
-            float *restrict dxc = dx + (size_t)n * 72 + c * 12;
-            for (int i = 0; i < 12; i++) dxc[i] = (float)(k * ((double)m * dyc[i] - sdy - ((double)xc[i] - mean) * rstd * sdyx));
+        const float k = gamma[c] * rstd / m, fm = (float)m, fsdy = (float)sdy, fsdyx = (float)sdyx;
+        const float *restrict xc = x + (size_t)c * 192;
+        for (int s = 0; s < 12; s++) {
+            for (int b = 0; b < 16; b++) dxc[s * 16 + b] = b < nb ? k * (fm * dyc[s * 16 + b] - fsdy - (xc[s * 16 + b] - mean) * rstd * fsdyx) : 0.0f;
         }
     }
 }
 
 /* layer 10: avgpool1d 6x12 -> 6x6 (specs/mixed1d.yaml:23:5) */
-static void l10_avgpool1d_forward(const float *restrict x, float *restrict y, int nb)
+static void l10_avgpool1d_forward(const float *restrict x, float *restrict y)
 {
-    for (int n = 0; n < nb; n++) {
-        {
-            const float *restrict xc = x + n*72;
-            float *restrict yc = y + n*36;
-            yc[0] = (xc[0] + xc[1]) / 3.0f;
-            yc[1] = (xc[1] + xc[2] + xc[3]) / 3.0f;
-            yc[2] = (xc[3] + xc[4] + xc[5]) / 3.0f;
-            yc[3] = (xc[5] + xc[6] + xc[7]) / 3.0f;
-            yc[4] = (xc[7] + xc[8] + xc[9]) / 3.0f;
-            yc[5] = (xc[9] + xc[10] + xc[11]) / 3.0f;
+    for (int c = 0; c < 6; c++) {
+        const float *restrict xc = x + c * 192;
+        float *restrict yc = y + c * 96;
+        for (int b = 0; b < 16; b++) {
+            yc[0 + b] = (xc[0 + b] + xc[16 + b]) / 3.0f;
         }
-        {
-            const float *restrict xc = x + n*72 + 12;
-            float *restrict yc = y + n*36 + 6;
-            yc[0] = (xc[0] + xc[1]) / 3.0f;
-            yc[1] = (xc[1] + xc[2] + xc[3]) / 3.0f;
-            yc[2] = (xc[3] + xc[4] + xc[5]) / 3.0f;
-            yc[3] = (xc[5] + xc[6] + xc[7]) / 3.0f;
-            yc[4] = (xc[7] + xc[8] + xc[9]) / 3.0f;
-            yc[5] = (xc[9] + xc[10] + xc[11]) / 3.0f;
-        }
-        {
-            const float *restrict xc = x + n*72 + 24;
-            float *restrict yc = y + n*36 + 12;
-            yc[0] = (xc[0] + xc[1]) / 3.0f;
-            yc[1] = (xc[1] + xc[2] + xc[3]) / 3.0f;
-            yc[2] = (xc[3] + xc[4] + xc[5]) / 3.0f;
-            yc[3] = (xc[5] + xc[6] + xc[7]) / 3.0f;
-            yc[4] = (xc[7] + xc[8] + xc[9]) / 3.0f;
-            yc[5] = (xc[9] + xc[10] + xc[11]) / 3.0f;
-        }
-        {
-            const float *restrict xc = x + n*72 + 36;
-            float *restrict yc = y + n*36 + 18;
-            yc[0] = (xc[0] + xc[1]) / 3.0f;
-            yc[1] = (xc[1] + xc[2] + xc[3]) / 3.0f;
-            yc[2] = (xc[3] + xc[4] + xc[5]) / 3.0f;
-            yc[3] = (xc[5] + xc[6] + xc[7]) / 3.0f;
-            yc[4] = (xc[7] + xc[8] + xc[9]) / 3.0f;
-            yc[5] = (xc[9] + xc[10] + xc[11]) / 3.0f;
-        }
-        {
-            const float *restrict xc = x + n*72 + 48;
-            float *restrict yc = y + n*36 + 24;
-            yc[0] = (xc[0] + xc[1]) / 3.0f;
-            yc[1] = (xc[1] + xc[2] + xc[3]) / 3.0f;
-            yc[2] = (xc[3] + xc[4] + xc[5]) / 3.0f;
-            yc[3] = (xc[5] + xc[6] + xc[7]) / 3.0f;
-            yc[4] = (xc[7] + xc[8] + xc[9]) / 3.0f;
-            yc[5] = (xc[9] + xc[10] + xc[11]) / 3.0f;
-        }
-        {
-            const float *restrict xc = x + n*72 + 60;
-            float *restrict yc = y + n*36 + 30;
-            yc[0] = (xc[0] + xc[1]) / 3.0f;
-            yc[1] = (xc[1] + xc[2] + xc[3]) / 3.0f;
-            yc[2] = (xc[3] + xc[4] + xc[5]) / 3.0f;
-            yc[3] = (xc[5] + xc[6] + xc[7]) / 3.0f;
-            yc[4] = (xc[7] + xc[8] + xc[9]) / 3.0f;
-            yc[5] = (xc[9] + xc[10] + xc[11]) / 3.0f;
+        /* outputs 1..5: every tap */
+        for (int ox = 1; ox < 6; ox++) {
+            for (int b = 0; b < 16; b++) {
+                yc[ox*16 + b] = (xc[ox*32 - 16 + b] + xc[ox*32 + b] + xc[ox*32 + 16 + b]) / 3.0f;
+            }
         }
     }
 }
 
-static void l10_avgpool1d_backward(const float *restrict dy, float *restrict dx, int nb)
+static void l10_avgpool1d_backward(const float *restrict dy, float *restrict dx)
 {
-    memset(dx, 0, sizeof(float) * (size_t)nb * 72);
-    for (int n = 0; n < nb; n++) {
-        {
-            float *restrict dxc = dx + n*72;
-            const float *restrict dyc = dy + n*36;
-            {
-                const float d = dyc[0] / 3.0f;
-                dxc[0] += d; dxc[1] += d;
-            }
-            {
-                const float d = dyc[1] / 3.0f;
-                dxc[1] += d; dxc[2] += d; dxc[3] += d;
-            }
-            {
-                const float d = dyc[2] / 3.0f;
-                dxc[3] += d; dxc[4] += d; dxc[5] += d;
-            }
-            {
-                const float d = dyc[3] / 3.0f;
-                dxc[5] += d; dxc[6] += d; dxc[7] += d;
-            }
-            {
-                const float d = dyc[4] / 3.0f;
-                dxc[7] += d; dxc[8] += d; dxc[9] += d;
-            }
-            {
-                const float d = dyc[5] / 3.0f;
-                dxc[9] += d; dxc[10] += d; dxc[11] += d;
-            }
+    memset(dx, 0, sizeof(float) * 1152);
+    for (int c = 0; c < 6; c++) {
+        float *restrict dxc = dx + c * 192;
+        const float *restrict dyc = dy + c * 96;
+        for (int b = 0; b < 16; b++) {
+            const float d = dyc[0 + b] / 3.0f;
+            dxc[0 + b] += d;
+            dxc[16 + b] += d;
         }
-        {
-            float *restrict dxc = dx + n*72 + 12;
-            const float *restrict dyc = dy + n*36 + 6;
-            {
-                const float d = dyc[0] / 3.0f;
-                dxc[0] += d; dxc[1] += d;
-            }
-            {
-                const float d = dyc[1] / 3.0f;
-                dxc[1] += d; dxc[2] += d; dxc[3] += d;
-            }
-            {
-                const float d = dyc[2] / 3.0f;
-                dxc[3] += d; dxc[4] += d; dxc[5] += d;
-            }
-            {
-                const float d = dyc[3] / 3.0f;
-                dxc[5] += d; dxc[6] += d; dxc[7] += d;
-            }
-            {
-                const float d = dyc[4] / 3.0f;
-                dxc[7] += d; dxc[8] += d; dxc[9] += d;
-            }
-            {
-                const float d = dyc[5] / 3.0f;
-                dxc[9] += d; dxc[10] += d; dxc[11] += d;
-            }
-        }
-        {
-            float *restrict dxc = dx + n*72 + 24;
-            const float *restrict dyc = dy + n*36 + 12;
-            {
-                const float d = dyc[0] / 3.0f;
-                dxc[0] += d; dxc[1] += d;
-            }
-            {
-                const float d = dyc[1] / 3.0f;
-                dxc[1] += d; dxc[2] += d; dxc[3] += d;
-            }
-            {
-                const float d = dyc[2] / 3.0f;
-                dxc[3] += d; dxc[4] += d; dxc[5] += d;
-            }
-            {
-                const float d = dyc[3] / 3.0f;
-                dxc[5] += d; dxc[6] += d; dxc[7] += d;
-            }
-            {
-                const float d = dyc[4] / 3.0f;
-                dxc[7] += d; dxc[8] += d; dxc[9] += d;
-            }
-            {
-                const float d = dyc[5] / 3.0f;
-                dxc[9] += d; dxc[10] += d; dxc[11] += d;
-            }
-        }
-        {
-            float *restrict dxc = dx + n*72 + 36;
-            const float *restrict dyc = dy + n*36 + 18;
-            {
-                const float d = dyc[0] / 3.0f;
-                dxc[0] += d; dxc[1] += d;
-            }
-            {
-                const float d = dyc[1] / 3.0f;
-                dxc[1] += d; dxc[2] += d; dxc[3] += d;
-            }
-            {
-                const float d = dyc[2] / 3.0f;
-                dxc[3] += d; dxc[4] += d; dxc[5] += d;
-            }
-            {
-                const float d = dyc[3] / 3.0f;
-                dxc[5] += d; dxc[6] += d; dxc[7] += d;
-            }
-            {
-                const float d = dyc[4] / 3.0f;
-                dxc[7] += d; dxc[8] += d; dxc[9] += d;
-            }
-            {
-                const float d = dyc[5] / 3.0f;
-                dxc[9] += d; dxc[10] += d; dxc[11] += d;
-            }
-        }
-        {
-            float *restrict dxc = dx + n*72 + 48;
-            const float *restrict dyc = dy + n*36 + 24;
-            {
-                const float d = dyc[0] / 3.0f;
-                dxc[0] += d; dxc[1] += d;
-            }
-            {
-                const float d = dyc[1] / 3.0f;
-                dxc[1] += d; dxc[2] += d; dxc[3] += d;
-            }
-            {
-                const float d = dyc[2] / 3.0f;
-                dxc[3] += d; dxc[4] += d; dxc[5] += d;
-            }
-            {
-                const float d = dyc[3] / 3.0f;
-                dxc[5] += d; dxc[6] += d; dxc[7] += d;
-            }
-            {
-                const float d = dyc[4] / 3.0f;
-                dxc[7] += d; dxc[8] += d; dxc[9] += d;
-            }
-            {
-                const float d = dyc[5] / 3.0f;
-                dxc[9] += d; dxc[10] += d; dxc[11] += d;
-            }
-        }
-        {
-            float *restrict dxc = dx + n*72 + 60;
-            const float *restrict dyc = dy + n*36 + 30;
-            {
-                const float d = dyc[0] / 3.0f;
-                dxc[0] += d; dxc[1] += d;
-            }
-            {
-                const float d = dyc[1] / 3.0f;
-                dxc[1] += d; dxc[2] += d; dxc[3] += d;
-            }
-            {
-                const float d = dyc[2] / 3.0f;
-                dxc[3] += d; dxc[4] += d; dxc[5] += d;
-            }
-            {
-                const float d = dyc[3] / 3.0f;
-                dxc[5] += d; dxc[6] += d; dxc[7] += d;
-            }
-            {
-                const float d = dyc[4] / 3.0f;
-                dxc[7] += d; dxc[8] += d; dxc[9] += d;
-            }
-            {
-                const float d = dyc[5] / 3.0f;
-                dxc[9] += d; dxc[10] += d; dxc[11] += d;
+        /* outputs 1..5: every tap */
+        for (int ox = 1; ox < 6; ox++) {
+            for (int b = 0; b < 16; b++) {
+                const float d = dyc[ox*16 + b] / 3.0f;
+                dxc[ox*32 - 16 + b] += d;
+                dxc[ox*32 + b] += d;
+                dxc[ox*32 + 16 + b] += d;
             }
         }
     }
 }
 
 /* layer 12: dense 36 -> 16 (specs/mixed1d.yaml:25:5) */
-static void l12_dense_forward(const float *restrict P, const float *restrict x, float *restrict y, int nb)
+static void l12_dense_forward(const float *restrict P, const float *restrict x, float *restrict y)
 {
     const float *restrict w = P + 724;
     const float *restrict b = P + 1300;
-    for (int n = 0; n < nb; n++) {
-        const float *restrict xn = x + (size_t)n * 36;
-        float *restrict yn = y + (size_t)n * 16;
-        yn[0] = b[0] + w[0] * xn[0] + w[1] * xn[1] + w[2] * xn[2]
-                + w[3] * xn[3] + w[4] * xn[4] + w[5] * xn[5] + w[6] * xn[6]
-                + w[7] * xn[7] + w[8] * xn[8] + w[9] * xn[9] + w[10] * xn[10]
-                + w[11] * xn[11] + w[12] * xn[12] + w[13] * xn[13] + w[14] * xn[14]
-                + w[15] * xn[15] + w[16] * xn[16] + w[17] * xn[17] + w[18] * xn[18]
-                + w[19] * xn[19] + w[20] * xn[20] + w[21] * xn[21] + w[22] * xn[22]
-                + w[23] * xn[23] + w[24] * xn[24] + w[25] * xn[25] + w[26] * xn[26]
-                + w[27] * xn[27] + w[28] * xn[28] + w[29] * xn[29] + w[30] * xn[30]
-                + w[31] * xn[31] + w[32] * xn[32] + w[33] * xn[33] + w[34] * xn[34]
-                + w[35] * xn[35];
-        yn[1] = b[1] + w[36] * xn[0] + w[37] * xn[1] + w[38] * xn[2]
-                + w[39] * xn[3] + w[40] * xn[4] + w[41] * xn[5] + w[42] * xn[6]
-                + w[43] * xn[7] + w[44] * xn[8] + w[45] * xn[9] + w[46] * xn[10]
-                + w[47] * xn[11] + w[48] * xn[12] + w[49] * xn[13] + w[50] * xn[14]
-                + w[51] * xn[15] + w[52] * xn[16] + w[53] * xn[17] + w[54] * xn[18]
-                + w[55] * xn[19] + w[56] * xn[20] + w[57] * xn[21] + w[58] * xn[22]
-                + w[59] * xn[23] + w[60] * xn[24] + w[61] * xn[25] + w[62] * xn[26]
-                + w[63] * xn[27] + w[64] * xn[28] + w[65] * xn[29] + w[66] * xn[30]
-                + w[67] * xn[31] + w[68] * xn[32] + w[69] * xn[33] + w[70] * xn[34]
-                + w[71] * xn[35];
-        yn[2] = b[2] + w[72] * xn[0] + w[73] * xn[1] + w[74] * xn[2]
-                + w[75] * xn[3] + w[76] * xn[4] + w[77] * xn[5] + w[78] * xn[6]
-                + w[79] * xn[7] + w[80] * xn[8] + w[81] * xn[9] + w[82] * xn[10]
-                + w[83] * xn[11] + w[84] * xn[12] + w[85] * xn[13] + w[86] * xn[14]
-                + w[87] * xn[15] + w[88] * xn[16] + w[89] * xn[17] + w[90] * xn[18]
-                + w[91] * xn[19] + w[92] * xn[20] + w[93] * xn[21] + w[94] * xn[22]
-                + w[95] * xn[23] + w[96] * xn[24] + w[97] * xn[25] + w[98] * xn[26]
-                + w[99] * xn[27] + w[100] * xn[28] + w[101] * xn[29] + w[102] * xn[30]
-                + w[103] * xn[31] + w[104] * xn[32] + w[105] * xn[33] + w[106] * xn[34]
-                + w[107] * xn[35];
-        yn[3] = b[3] + w[108] * xn[0] + w[109] * xn[1] + w[110] * xn[2]
-                + w[111] * xn[3] + w[112] * xn[4] + w[113] * xn[5] + w[114] * xn[6]
-                + w[115] * xn[7] + w[116] * xn[8] + w[117] * xn[9] + w[118] * xn[10]
-                + w[119] * xn[11] + w[120] * xn[12] + w[121] * xn[13] + w[122] * xn[14]
-                + w[123] * xn[15] + w[124] * xn[16] + w[125] * xn[17] + w[126] * xn[18]
-                + w[127] * xn[19] + w[128] * xn[20] + w[129] * xn[21] + w[130] * xn[22]
-                + w[131] * xn[23] + w[132] * xn[24] + w[133] * xn[25] + w[134] * xn[26]
-                + w[135] * xn[27] + w[136] * xn[28] + w[137] * xn[29] + w[138] * xn[30]
-                + w[139] * xn[31] + w[140] * xn[32] + w[141] * xn[33] + w[142] * xn[34]
-                + w[143] * xn[35];
-        yn[4] = b[4] + w[144] * xn[0] + w[145] * xn[1] + w[146] * xn[2]
-                + w[147] * xn[3] + w[148] * xn[4] + w[149] * xn[5] + w[150] * xn[6]
-                + w[151] * xn[7] + w[152] * xn[8] + w[153] * xn[9] + w[154] * xn[10]
-                + w[155] * xn[11] + w[156] * xn[12] + w[157] * xn[13] + w[158] * xn[14]
-                + w[159] * xn[15] + w[160] * xn[16] + w[161] * xn[17] + w[162] * xn[18]
-                + w[163] * xn[19] + w[164] * xn[20] + w[165] * xn[21] + w[166] * xn[22]
-                + w[167] * xn[23] + w[168] * xn[24] + w[169] * xn[25] + w[170] * xn[26]
-                + w[171] * xn[27] + w[172] * xn[28] + w[173] * xn[29] + w[174] * xn[30]
-                + w[175] * xn[31] + w[176] * xn[32] + w[177] * xn[33] + w[178] * xn[34]
-                + w[179] * xn[35];
-        yn[5] = b[5] + w[180] * xn[0] + w[181] * xn[1] + w[182] * xn[2]
-                + w[183] * xn[3] + w[184] * xn[4] + w[185] * xn[5] + w[186] * xn[6]
-                + w[187] * xn[7] + w[188] * xn[8] + w[189] * xn[9] + w[190] * xn[10]
-                + w[191] * xn[11] + w[192] * xn[12] + w[193] * xn[13] + w[194] * xn[14]
-                + w[195] * xn[15] + w[196] * xn[16] + w[197] * xn[17] + w[198] * xn[18]
-                + w[199] * xn[19] + w[200] * xn[20] + w[201] * xn[21] + w[202] * xn[22]
-                + w[203] * xn[23] + w[204] * xn[24] + w[205] * xn[25] + w[206] * xn[26]
-                + w[207] * xn[27] + w[208] * xn[28] + w[209] * xn[29] + w[210] * xn[30]
-                + w[211] * xn[31] + w[212] * xn[32] + w[213] * xn[33] + w[214] * xn[34]
-                + w[215] * xn[35];
-        yn[6] = b[6] + w[216] * xn[0] + w[217] * xn[1] + w[218] * xn[2]
-                + w[219] * xn[3] + w[220] * xn[4] + w[221] * xn[5] + w[222] * xn[6]
-                + w[223] * xn[7] + w[224] * xn[8] + w[225] * xn[9] + w[226] * xn[10]
-                + w[227] * xn[11] + w[228] * xn[12] + w[229] * xn[13] + w[230] * xn[14]
-                + w[231] * xn[15] + w[232] * xn[16] + w[233] * xn[17] + w[234] * xn[18]
-                + w[235] * xn[19] + w[236] * xn[20] + w[237] * xn[21] + w[238] * xn[22]
-                + w[239] * xn[23] + w[240] * xn[24] + w[241] * xn[25] + w[242] * xn[26]
-                + w[243] * xn[27] + w[244] * xn[28] + w[245] * xn[29] + w[246] * xn[30]
-                + w[247] * xn[31] + w[248] * xn[32] + w[249] * xn[33] + w[250] * xn[34]
-                + w[251] * xn[35];
-        yn[7] = b[7] + w[252] * xn[0] + w[253] * xn[1] + w[254] * xn[2]
-                + w[255] * xn[3] + w[256] * xn[4] + w[257] * xn[5] + w[258] * xn[6]
-                + w[259] * xn[7] + w[260] * xn[8] + w[261] * xn[9] + w[262] * xn[10]
-                + w[263] * xn[11] + w[264] * xn[12] + w[265] * xn[13] + w[266] * xn[14]
-                + w[267] * xn[15] + w[268] * xn[16] + w[269] * xn[17] + w[270] * xn[18]
-                + w[271] * xn[19] + w[272] * xn[20] + w[273] * xn[21] + w[274] * xn[22]
-                + w[275] * xn[23] + w[276] * xn[24] + w[277] * xn[25] + w[278] * xn[26]
-                + w[279] * xn[27] + w[280] * xn[28] + w[281] * xn[29] + w[282] * xn[30]
-                + w[283] * xn[31] + w[284] * xn[32] + w[285] * xn[33] + w[286] * xn[34]
-                + w[287] * xn[35];
-        yn[8] = b[8] + w[288] * xn[0] + w[289] * xn[1] + w[290] * xn[2]
-                + w[291] * xn[3] + w[292] * xn[4] + w[293] * xn[5] + w[294] * xn[6]
-                + w[295] * xn[7] + w[296] * xn[8] + w[297] * xn[9] + w[298] * xn[10]
-                + w[299] * xn[11] + w[300] * xn[12] + w[301] * xn[13] + w[302] * xn[14]
-                + w[303] * xn[15] + w[304] * xn[16] + w[305] * xn[17] + w[306] * xn[18]
-                + w[307] * xn[19] + w[308] * xn[20] + w[309] * xn[21] + w[310] * xn[22]
-                + w[311] * xn[23] + w[312] * xn[24] + w[313] * xn[25] + w[314] * xn[26]
-                + w[315] * xn[27] + w[316] * xn[28] + w[317] * xn[29] + w[318] * xn[30]
-                + w[319] * xn[31] + w[320] * xn[32] + w[321] * xn[33] + w[322] * xn[34]
-                + w[323] * xn[35];
-        yn[9] = b[9] + w[324] * xn[0] + w[325] * xn[1] + w[326] * xn[2]
-                + w[327] * xn[3] + w[328] * xn[4] + w[329] * xn[5] + w[330] * xn[6]
-                + w[331] * xn[7] + w[332] * xn[8] + w[333] * xn[9] + w[334] * xn[10]
-                + w[335] * xn[11] + w[336] * xn[12] + w[337] * xn[13] + w[338] * xn[14]
-                + w[339] * xn[15] + w[340] * xn[16] + w[341] * xn[17] + w[342] * xn[18]
-                + w[343] * xn[19] + w[344] * xn[20] + w[345] * xn[21] + w[346] * xn[22]
-                + w[347] * xn[23] + w[348] * xn[24] + w[349] * xn[25] + w[350] * xn[26]
-                + w[351] * xn[27] + w[352] * xn[28] + w[353] * xn[29] + w[354] * xn[30]
-                + w[355] * xn[31] + w[356] * xn[32] + w[357] * xn[33] + w[358] * xn[34]
-                + w[359] * xn[35];
-        yn[10] = b[10] + w[360] * xn[0] + w[361] * xn[1] + w[362] * xn[2]
-                + w[363] * xn[3] + w[364] * xn[4] + w[365] * xn[5] + w[366] * xn[6]
-                + w[367] * xn[7] + w[368] * xn[8] + w[369] * xn[9] + w[370] * xn[10]
-                + w[371] * xn[11] + w[372] * xn[12] + w[373] * xn[13] + w[374] * xn[14]
-                + w[375] * xn[15] + w[376] * xn[16] + w[377] * xn[17] + w[378] * xn[18]
-                + w[379] * xn[19] + w[380] * xn[20] + w[381] * xn[21] + w[382] * xn[22]
-                + w[383] * xn[23] + w[384] * xn[24] + w[385] * xn[25] + w[386] * xn[26]
-                + w[387] * xn[27] + w[388] * xn[28] + w[389] * xn[29] + w[390] * xn[30]
-                + w[391] * xn[31] + w[392] * xn[32] + w[393] * xn[33] + w[394] * xn[34]
-                + w[395] * xn[35];
-        yn[11] = b[11] + w[396] * xn[0] + w[397] * xn[1] + w[398] * xn[2]
-                + w[399] * xn[3] + w[400] * xn[4] + w[401] * xn[5] + w[402] * xn[6]
-                + w[403] * xn[7] + w[404] * xn[8] + w[405] * xn[9] + w[406] * xn[10]
-                + w[407] * xn[11] + w[408] * xn[12] + w[409] * xn[13] + w[410] * xn[14]
-                + w[411] * xn[15] + w[412] * xn[16] + w[413] * xn[17] + w[414] * xn[18]
-                + w[415] * xn[19] + w[416] * xn[20] + w[417] * xn[21] + w[418] * xn[22]
-                + w[419] * xn[23] + w[420] * xn[24] + w[421] * xn[25] + w[422] * xn[26]
-                + w[423] * xn[27] + w[424] * xn[28] + w[425] * xn[29] + w[426] * xn[30]
-                + w[427] * xn[31] + w[428] * xn[32] + w[429] * xn[33] + w[430] * xn[34]
-                + w[431] * xn[35];
-        yn[12] = b[12] + w[432] * xn[0] + w[433] * xn[1] + w[434] * xn[2]
-                + w[435] * xn[3] + w[436] * xn[4] + w[437] * xn[5] + w[438] * xn[6]
-                + w[439] * xn[7] + w[440] * xn[8] + w[441] * xn[9] + w[442] * xn[10]
-                + w[443] * xn[11] + w[444] * xn[12] + w[445] * xn[13] + w[446] * xn[14]
-                + w[447] * xn[15] + w[448] * xn[16] + w[449] * xn[17] + w[450] * xn[18]
-                + w[451] * xn[19] + w[452] * xn[20] + w[453] * xn[21] + w[454] * xn[22]
-                + w[455] * xn[23] + w[456] * xn[24] + w[457] * xn[25] + w[458] * xn[26]
-                + w[459] * xn[27] + w[460] * xn[28] + w[461] * xn[29] + w[462] * xn[30]
-                + w[463] * xn[31] + w[464] * xn[32] + w[465] * xn[33] + w[466] * xn[34]
-                + w[467] * xn[35];
-        yn[13] = b[13] + w[468] * xn[0] + w[469] * xn[1] + w[470] * xn[2]
-                + w[471] * xn[3] + w[472] * xn[4] + w[473] * xn[5] + w[474] * xn[6]
-                + w[475] * xn[7] + w[476] * xn[8] + w[477] * xn[9] + w[478] * xn[10]
-                + w[479] * xn[11] + w[480] * xn[12] + w[481] * xn[13] + w[482] * xn[14]
-                + w[483] * xn[15] + w[484] * xn[16] + w[485] * xn[17] + w[486] * xn[18]
-                + w[487] * xn[19] + w[488] * xn[20] + w[489] * xn[21] + w[490] * xn[22]
-                + w[491] * xn[23] + w[492] * xn[24] + w[493] * xn[25] + w[494] * xn[26]
-                + w[495] * xn[27] + w[496] * xn[28] + w[497] * xn[29] + w[498] * xn[30]
-                + w[499] * xn[31] + w[500] * xn[32] + w[501] * xn[33] + w[502] * xn[34]
-                + w[503] * xn[35];
-        yn[14] = b[14] + w[504] * xn[0] + w[505] * xn[1] + w[506] * xn[2]
-                + w[507] * xn[3] + w[508] * xn[4] + w[509] * xn[5] + w[510] * xn[6]
-                + w[511] * xn[7] + w[512] * xn[8] + w[513] * xn[9] + w[514] * xn[10]
-                + w[515] * xn[11] + w[516] * xn[12] + w[517] * xn[13] + w[518] * xn[14]
-                + w[519] * xn[15] + w[520] * xn[16] + w[521] * xn[17] + w[522] * xn[18]
-                + w[523] * xn[19] + w[524] * xn[20] + w[525] * xn[21] + w[526] * xn[22]
-                + w[527] * xn[23] + w[528] * xn[24] + w[529] * xn[25] + w[530] * xn[26]
-                + w[531] * xn[27] + w[532] * xn[28] + w[533] * xn[29] + w[534] * xn[30]
-                + w[535] * xn[31] + w[536] * xn[32] + w[537] * xn[33] + w[538] * xn[34]
-                + w[539] * xn[35];
-        yn[15] = b[15] + w[540] * xn[0] + w[541] * xn[1] + w[542] * xn[2]
-                + w[543] * xn[3] + w[544] * xn[4] + w[545] * xn[5] + w[546] * xn[6]
-                + w[547] * xn[7] + w[548] * xn[8] + w[549] * xn[9] + w[550] * xn[10]
-                + w[551] * xn[11] + w[552] * xn[12] + w[553] * xn[13] + w[554] * xn[14]
-                + w[555] * xn[15] + w[556] * xn[16] + w[557] * xn[17] + w[558] * xn[18]
-                + w[559] * xn[19] + w[560] * xn[20] + w[561] * xn[21] + w[562] * xn[22]
-                + w[563] * xn[23] + w[564] * xn[24] + w[565] * xn[25] + w[566] * xn[26]
-                + w[567] * xn[27] + w[568] * xn[28] + w[569] * xn[29] + w[570] * xn[30]
-                + w[571] * xn[31] + w[572] * xn[32] + w[573] * xn[33] + w[574] * xn[34]
-                + w[575] * xn[35];
+    for (int v0 = 0; v0 < 1; v0 += 1) {
+        for (int o0 = 0; o0 < 16; o0 += 16) {
+            {
+                cg_v a0_0 = vsplat(b[o0 + 0]);
+                cg_v a1_0 = vsplat(b[o0 + 1]);
+                cg_v a2_0 = vsplat(b[o0 + 2]);
+                cg_v a3_0 = vsplat(b[o0 + 3]);
+                cg_v a4_0 = vsplat(b[o0 + 4]);
+                cg_v a5_0 = vsplat(b[o0 + 5]);
+                cg_v a6_0 = vsplat(b[o0 + 6]);
+                cg_v a7_0 = vsplat(b[o0 + 7]);
+                cg_v a8_0 = vsplat(b[o0 + 8]);
+                cg_v a9_0 = vsplat(b[o0 + 9]);
+                cg_v a10_0 = vsplat(b[o0 + 10]);
+                cg_v a11_0 = vsplat(b[o0 + 11]);
+                cg_v a12_0 = vsplat(b[o0 + 12]);
+                cg_v a13_0 = vsplat(b[o0 + 13]);
+                cg_v a14_0 = vsplat(b[o0 + 14]);
+                cg_v a15_0 = vsplat(b[o0 + 15]);
+                for (int k = 0; k < 36; k++) {
+                    const float *restrict sk = x + (size_t)k * 16 + v0 * 16;
+                    const cg_v s0 = VLOAD(sk + 0);
+                    a0_0 += w[(size_t)(o0 + 0) * 36 + k] * s0;
+                    a1_0 += w[(size_t)(o0 + 1) * 36 + k] * s0;
+                    a2_0 += w[(size_t)(o0 + 2) * 36 + k] * s0;
+                    a3_0 += w[(size_t)(o0 + 3) * 36 + k] * s0;
+                    a4_0 += w[(size_t)(o0 + 4) * 36 + k] * s0;
+                    a5_0 += w[(size_t)(o0 + 5) * 36 + k] * s0;
+                    a6_0 += w[(size_t)(o0 + 6) * 36 + k] * s0;
+                    a7_0 += w[(size_t)(o0 + 7) * 36 + k] * s0;
+                    a8_0 += w[(size_t)(o0 + 8) * 36 + k] * s0;
+                    a9_0 += w[(size_t)(o0 + 9) * 36 + k] * s0;
+                    a10_0 += w[(size_t)(o0 + 10) * 36 + k] * s0;
+                    a11_0 += w[(size_t)(o0 + 11) * 36 + k] * s0;
+                    a12_0 += w[(size_t)(o0 + 12) * 36 + k] * s0;
+                    a13_0 += w[(size_t)(o0 + 13) * 36 + k] * s0;
+                    a14_0 += w[(size_t)(o0 + 14) * 36 + k] * s0;
+                    a15_0 += w[(size_t)(o0 + 15) * 36 + k] * s0;
+                }
+                VSTORE(y + (size_t)(o0 + 0) * 16 + (v0 + 0) * 16, a0_0);
+                VSTORE(y + (size_t)(o0 + 1) * 16 + (v0 + 0) * 16, a1_0);
+                VSTORE(y + (size_t)(o0 + 2) * 16 + (v0 + 0) * 16, a2_0);
+                VSTORE(y + (size_t)(o0 + 3) * 16 + (v0 + 0) * 16, a3_0);
+                VSTORE(y + (size_t)(o0 + 4) * 16 + (v0 + 0) * 16, a4_0);
+                VSTORE(y + (size_t)(o0 + 5) * 16 + (v0 + 0) * 16, a5_0);
+                VSTORE(y + (size_t)(o0 + 6) * 16 + (v0 + 0) * 16, a6_0);
+                VSTORE(y + (size_t)(o0 + 7) * 16 + (v0 + 0) * 16, a7_0);
+                VSTORE(y + (size_t)(o0 + 8) * 16 + (v0 + 0) * 16, a8_0);
+                VSTORE(y + (size_t)(o0 + 9) * 16 + (v0 + 0) * 16, a9_0);
+                VSTORE(y + (size_t)(o0 + 10) * 16 + (v0 + 0) * 16, a10_0);
+                VSTORE(y + (size_t)(o0 + 11) * 16 + (v0 + 0) * 16, a11_0);
+                VSTORE(y + (size_t)(o0 + 12) * 16 + (v0 + 0) * 16, a12_0);
+                VSTORE(y + (size_t)(o0 + 13) * 16 + (v0 + 0) * 16, a13_0);
+                VSTORE(y + (size_t)(o0 + 14) * 16 + (v0 + 0) * 16, a14_0);
+                VSTORE(y + (size_t)(o0 + 15) * 16 + (v0 + 0) * 16, a15_0);
+            }
+        }
     }
 }
 
-static void l12_dense_backward(const float *restrict P, float *restrict G, const float *restrict x, const float *restrict dy, float *restrict dx, int nb)
+static void l12_dense_backward(float *restrict G, float *restrict S, const float *restrict x, const float *restrict dy, int nb)
 {
-    const float *restrict w = P + 724;
     float *restrict gw = G + 724;
     float *restrict gb = G + 1300;
-    for (int n = 0; n < nb; n++) {
-        const float *restrict xn = x + (size_t)n * 36;
-        const float *restrict dyn = dy + (size_t)n * 16;
-        float *restrict dxn = dx + (size_t)n * 36;
-        dxn[0] = w[0] * dyn[0] + w[36] * dyn[1] + w[72] * dyn[2] + w[108] * dyn[3]
-                + w[144] * dyn[4] + w[180] * dyn[5] + w[216] * dyn[6] + w[252] * dyn[7]
-                + w[288] * dyn[8] + w[324] * dyn[9] + w[360] * dyn[10] + w[396] * dyn[11]
-                + w[432] * dyn[12] + w[468] * dyn[13] + w[504] * dyn[14] + w[540] * dyn[15];
-        dxn[1] = w[1] * dyn[0] + w[37] * dyn[1] + w[73] * dyn[2] + w[109] * dyn[3]
-                + w[145] * dyn[4] + w[181] * dyn[5] + w[217] * dyn[6] + w[253] * dyn[7]
-                + w[289] * dyn[8] + w[325] * dyn[9] + w[361] * dyn[10] + w[397] * dyn[11]
-                + w[433] * dyn[12] + w[469] * dyn[13] + w[505] * dyn[14] + w[541] * dyn[15];
-        dxn[2] = w[2] * dyn[0] + w[38] * dyn[1] + w[74] * dyn[2] + w[110] * dyn[3]
-                + w[146] * dyn[4] + w[182] * dyn[5] + w[218] * dyn[6] + w[254] * dyn[7]
-                + w[290] * dyn[8] + w[326] * dyn[9] + w[362] * dyn[10] + w[398] * dyn[11]
-                + w[434] * dyn[12] + w[470] * dyn[13] + w[506] * dyn[14] + w[542] * dyn[15];
-        dxn[3] = w[3] * dyn[0] + w[39] * dyn[1] + w[75] * dyn[2] + w[111] * dyn[3]
-                + w[147] * dyn[4] + w[183] * dyn[5] + w[219] * dyn[6] + w[255] * dyn[7]
-                + w[291] * dyn[8] + w[327] * dyn[9] + w[363] * dyn[10] + w[399] * dyn[11]
-                + w[435] * dyn[12] + w[471] * dyn[13] + w[507] * dyn[14] + w[543] * dyn[15];
-        dxn[4] = w[4] * dyn[0] + w[40] * dyn[1] + w[76] * dyn[2] + w[112] * dyn[3]
-                + w[148] * dyn[4] + w[184] * dyn[5] + w[220] * dyn[6] + w[256] * dyn[7]
-                + w[292] * dyn[8] + w[328] * dyn[9] + w[364] * dyn[10] + w[400] * dyn[11]
-                + w[436] * dyn[12] + w[472] * dyn[13] + w[508] * dyn[14] + w[544] * dyn[15];
-        dxn[5] = w[5] * dyn[0] + w[41] * dyn[1] + w[77] * dyn[2] + w[113] * dyn[3]
-                + w[149] * dyn[4] + w[185] * dyn[5] + w[221] * dyn[6] + w[257] * dyn[7]
-                + w[293] * dyn[8] + w[329] * dyn[9] + w[365] * dyn[10] + w[401] * dyn[11]
-                + w[437] * dyn[12] + w[473] * dyn[13] + w[509] * dyn[14] + w[545] * dyn[15];
-        dxn[6] = w[6] * dyn[0] + w[42] * dyn[1] + w[78] * dyn[2] + w[114] * dyn[3]
-                + w[150] * dyn[4] + w[186] * dyn[5] + w[222] * dyn[6] + w[258] * dyn[7]
-                + w[294] * dyn[8] + w[330] * dyn[9] + w[366] * dyn[10] + w[402] * dyn[11]
-                + w[438] * dyn[12] + w[474] * dyn[13] + w[510] * dyn[14] + w[546] * dyn[15];
-        dxn[7] = w[7] * dyn[0] + w[43] * dyn[1] + w[79] * dyn[2] + w[115] * dyn[3]
-                + w[151] * dyn[4] + w[187] * dyn[5] + w[223] * dyn[6] + w[259] * dyn[7]
-                + w[295] * dyn[8] + w[331] * dyn[9] + w[367] * dyn[10] + w[403] * dyn[11]
-                + w[439] * dyn[12] + w[475] * dyn[13] + w[511] * dyn[14] + w[547] * dyn[15];
-        dxn[8] = w[8] * dyn[0] + w[44] * dyn[1] + w[80] * dyn[2] + w[116] * dyn[3]
-                + w[152] * dyn[4] + w[188] * dyn[5] + w[224] * dyn[6] + w[260] * dyn[7]
-                + w[296] * dyn[8] + w[332] * dyn[9] + w[368] * dyn[10] + w[404] * dyn[11]
-                + w[440] * dyn[12] + w[476] * dyn[13] + w[512] * dyn[14] + w[548] * dyn[15];
-        dxn[9] = w[9] * dyn[0] + w[45] * dyn[1] + w[81] * dyn[2] + w[117] * dyn[3]
-                + w[153] * dyn[4] + w[189] * dyn[5] + w[225] * dyn[6] + w[261] * dyn[7]
-                + w[297] * dyn[8] + w[333] * dyn[9] + w[369] * dyn[10] + w[405] * dyn[11]
-                + w[441] * dyn[12] + w[477] * dyn[13] + w[513] * dyn[14] + w[549] * dyn[15];
-        dxn[10] = w[10] * dyn[0] + w[46] * dyn[1] + w[82] * dyn[2] + w[118] * dyn[3]
-                + w[154] * dyn[4] + w[190] * dyn[5] + w[226] * dyn[6] + w[262] * dyn[7]
-                + w[298] * dyn[8] + w[334] * dyn[9] + w[370] * dyn[10] + w[406] * dyn[11]
-                + w[442] * dyn[12] + w[478] * dyn[13] + w[514] * dyn[14] + w[550] * dyn[15];
-        dxn[11] = w[11] * dyn[0] + w[47] * dyn[1] + w[83] * dyn[2] + w[119] * dyn[3]
-                + w[155] * dyn[4] + w[191] * dyn[5] + w[227] * dyn[6] + w[263] * dyn[7]
-                + w[299] * dyn[8] + w[335] * dyn[9] + w[371] * dyn[10] + w[407] * dyn[11]
-                + w[443] * dyn[12] + w[479] * dyn[13] + w[515] * dyn[14] + w[551] * dyn[15];
-        dxn[12] = w[12] * dyn[0] + w[48] * dyn[1] + w[84] * dyn[2] + w[120] * dyn[3]
-                + w[156] * dyn[4] + w[192] * dyn[5] + w[228] * dyn[6] + w[264] * dyn[7]
-                + w[300] * dyn[8] + w[336] * dyn[9] + w[372] * dyn[10] + w[408] * dyn[11]
-                + w[444] * dyn[12] + w[480] * dyn[13] + w[516] * dyn[14] + w[552] * dyn[15];
-        dxn[13] = w[13] * dyn[0] + w[49] * dyn[1] + w[85] * dyn[2] + w[121] * dyn[3]
-                + w[157] * dyn[4] + w[193] * dyn[5] + w[229] * dyn[6] + w[265] * dyn[7]
-                + w[301] * dyn[8] + w[337] * dyn[9] + w[373] * dyn[10] + w[409] * dyn[11]
-                + w[445] * dyn[12] + w[481] * dyn[13] + w[517] * dyn[14] + w[553] * dyn[15];
-        dxn[14] = w[14] * dyn[0] + w[50] * dyn[1] + w[86] * dyn[2] + w[122] * dyn[3]
-                + w[158] * dyn[4] + w[194] * dyn[5] + w[230] * dyn[6] + w[266] * dyn[7]
-                + w[302] * dyn[8] + w[338] * dyn[9] + w[374] * dyn[10] + w[410] * dyn[11]
-                + w[446] * dyn[12] + w[482] * dyn[13] + w[518] * dyn[14] + w[554] * dyn[15];
-        dxn[15] = w[15] * dyn[0] + w[51] * dyn[1] + w[87] * dyn[2] + w[123] * dyn[3]
-                + w[159] * dyn[4] + w[195] * dyn[5] + w[231] * dyn[6] + w[267] * dyn[7]
-                + w[303] * dyn[8] + w[339] * dyn[9] + w[375] * dyn[10] + w[411] * dyn[11]
-                + w[447] * dyn[12] + w[483] * dyn[13] + w[519] * dyn[14] + w[555] * dyn[15];
-        dxn[16] = w[16] * dyn[0] + w[52] * dyn[1] + w[88] * dyn[2] + w[124] * dyn[3]
-                + w[160] * dyn[4] + w[196] * dyn[5] + w[232] * dyn[6] + w[268] * dyn[7]
-                + w[304] * dyn[8] + w[340] * dyn[9] + w[376] * dyn[10] + w[412] * dyn[11]
-                + w[448] * dyn[12] + w[484] * dyn[13] + w[520] * dyn[14] + w[556] * dyn[15];
-        dxn[17] = w[17] * dyn[0] + w[53] * dyn[1] + w[89] * dyn[2] + w[125] * dyn[3]
-                + w[161] * dyn[4] + w[197] * dyn[5] + w[233] * dyn[6] + w[269] * dyn[7]
-                + w[305] * dyn[8] + w[341] * dyn[9] + w[377] * dyn[10] + w[413] * dyn[11]
-                + w[449] * dyn[12] + w[485] * dyn[13] + w[521] * dyn[14] + w[557] * dyn[15];
-        dxn[18] = w[18] * dyn[0] + w[54] * dyn[1] + w[90] * dyn[2] + w[126] * dyn[3]
-                + w[162] * dyn[4] + w[198] * dyn[5] + w[234] * dyn[6] + w[270] * dyn[7]
-                + w[306] * dyn[8] + w[342] * dyn[9] + w[378] * dyn[10] + w[414] * dyn[11]
-                + w[450] * dyn[12] + w[486] * dyn[13] + w[522] * dyn[14] + w[558] * dyn[15];
-        dxn[19] = w[19] * dyn[0] + w[55] * dyn[1] + w[91] * dyn[2] + w[127] * dyn[3]
-                + w[163] * dyn[4] + w[199] * dyn[5] + w[235] * dyn[6] + w[271] * dyn[7]
-                + w[307] * dyn[8] + w[343] * dyn[9] + w[379] * dyn[10] + w[415] * dyn[11]
-                + w[451] * dyn[12] + w[487] * dyn[13] + w[523] * dyn[14] + w[559] * dyn[15];
-        dxn[20] = w[20] * dyn[0] + w[56] * dyn[1] + w[92] * dyn[2] + w[128] * dyn[3]
-                + w[164] * dyn[4] + w[200] * dyn[5] + w[236] * dyn[6] + w[272] * dyn[7]
-                + w[308] * dyn[8] + w[344] * dyn[9] + w[380] * dyn[10] + w[416] * dyn[11]
-                + w[452] * dyn[12] + w[488] * dyn[13] + w[524] * dyn[14] + w[560] * dyn[15];
-        dxn[21] = w[21] * dyn[0] + w[57] * dyn[1] + w[93] * dyn[2] + w[129] * dyn[3]
-                + w[165] * dyn[4] + w[201] * dyn[5] + w[237] * dyn[6] + w[273] * dyn[7]
-                + w[309] * dyn[8] + w[345] * dyn[9] + w[381] * dyn[10] + w[417] * dyn[11]
-                + w[453] * dyn[12] + w[489] * dyn[13] + w[525] * dyn[14] + w[561] * dyn[15];
-        dxn[22] = w[22] * dyn[0] + w[58] * dyn[1] + w[94] * dyn[2] + w[130] * dyn[3]
-                + w[166] * dyn[4] + w[202] * dyn[5] + w[238] * dyn[6] + w[274] * dyn[7]
-                + w[310] * dyn[8] + w[346] * dyn[9] + w[382] * dyn[10] + w[418] * dyn[11]
-                + w[454] * dyn[12] + w[490] * dyn[13] + w[526] * dyn[14] + w[562] * dyn[15];
-        dxn[23] = w[23] * dyn[0] + w[59] * dyn[1] + w[95] * dyn[2] + w[131] * dyn[3]
-                + w[167] * dyn[4] + w[203] * dyn[5] + w[239] * dyn[6] + w[275] * dyn[7]
-                + w[311] * dyn[8] + w[347] * dyn[9] + w[383] * dyn[10] + w[419] * dyn[11]
-                + w[455] * dyn[12] + w[491] * dyn[13] + w[527] * dyn[14] + w[563] * dyn[15];
-        dxn[24] = w[24] * dyn[0] + w[60] * dyn[1] + w[96] * dyn[2] + w[132] * dyn[3]
-                + w[168] * dyn[4] + w[204] * dyn[5] + w[240] * dyn[6] + w[276] * dyn[7]
-                + w[312] * dyn[8] + w[348] * dyn[9] + w[384] * dyn[10] + w[420] * dyn[11]
-                + w[456] * dyn[12] + w[492] * dyn[13] + w[528] * dyn[14] + w[564] * dyn[15];
-        dxn[25] = w[25] * dyn[0] + w[61] * dyn[1] + w[97] * dyn[2] + w[133] * dyn[3]
-                + w[169] * dyn[4] + w[205] * dyn[5] + w[241] * dyn[6] + w[277] * dyn[7]
-                + w[313] * dyn[8] + w[349] * dyn[9] + w[385] * dyn[10] + w[421] * dyn[11]
-                + w[457] * dyn[12] + w[493] * dyn[13] + w[529] * dyn[14] + w[565] * dyn[15];
-        dxn[26] = w[26] * dyn[0] + w[62] * dyn[1] + w[98] * dyn[2] + w[134] * dyn[3]
-                + w[170] * dyn[4] + w[206] * dyn[5] + w[242] * dyn[6] + w[278] * dyn[7]
-                + w[314] * dyn[8] + w[350] * dyn[9] + w[386] * dyn[10] + w[422] * dyn[11]
-                + w[458] * dyn[12] + w[494] * dyn[13] + w[530] * dyn[14] + w[566] * dyn[15];
-        dxn[27] = w[27] * dyn[0] + w[63] * dyn[1] + w[99] * dyn[2] + w[135] * dyn[3]
-                + w[171] * dyn[4] + w[207] * dyn[5] + w[243] * dyn[6] + w[279] * dyn[7]
-                + w[315] * dyn[8] + w[351] * dyn[9] + w[387] * dyn[10] + w[423] * dyn[11]
-                + w[459] * dyn[12] + w[495] * dyn[13] + w[531] * dyn[14] + w[567] * dyn[15];
-        dxn[28] = w[28] * dyn[0] + w[64] * dyn[1] + w[100] * dyn[2] + w[136] * dyn[3]
-                + w[172] * dyn[4] + w[208] * dyn[5] + w[244] * dyn[6] + w[280] * dyn[7]
-                + w[316] * dyn[8] + w[352] * dyn[9] + w[388] * dyn[10] + w[424] * dyn[11]
-                + w[460] * dyn[12] + w[496] * dyn[13] + w[532] * dyn[14] + w[568] * dyn[15];
-        dxn[29] = w[29] * dyn[0] + w[65] * dyn[1] + w[101] * dyn[2] + w[137] * dyn[3]
-                + w[173] * dyn[4] + w[209] * dyn[5] + w[245] * dyn[6] + w[281] * dyn[7]
-                + w[317] * dyn[8] + w[353] * dyn[9] + w[389] * dyn[10] + w[425] * dyn[11]
-                + w[461] * dyn[12] + w[497] * dyn[13] + w[533] * dyn[14] + w[569] * dyn[15];
-        dxn[30] = w[30] * dyn[0] + w[66] * dyn[1] + w[102] * dyn[2] + w[138] * dyn[3]
-                + w[174] * dyn[4] + w[210] * dyn[5] + w[246] * dyn[6] + w[282] * dyn[7]
-                + w[318] * dyn[8] + w[354] * dyn[9] + w[390] * dyn[10] + w[426] * dyn[11]
-                + w[462] * dyn[12] + w[498] * dyn[13] + w[534] * dyn[14] + w[570] * dyn[15];
-        dxn[31] = w[31] * dyn[0] + w[67] * dyn[1] + w[103] * dyn[2] + w[139] * dyn[3]
-                + w[175] * dyn[4] + w[211] * dyn[5] + w[247] * dyn[6] + w[283] * dyn[7]
-                + w[319] * dyn[8] + w[355] * dyn[9] + w[391] * dyn[10] + w[427] * dyn[11]
-                + w[463] * dyn[12] + w[499] * dyn[13] + w[535] * dyn[14] + w[571] * dyn[15];
-        dxn[32] = w[32] * dyn[0] + w[68] * dyn[1] + w[104] * dyn[2] + w[140] * dyn[3]
-                + w[176] * dyn[4] + w[212] * dyn[5] + w[248] * dyn[6] + w[284] * dyn[7]
-                + w[320] * dyn[8] + w[356] * dyn[9] + w[392] * dyn[10] + w[428] * dyn[11]
-                + w[464] * dyn[12] + w[500] * dyn[13] + w[536] * dyn[14] + w[572] * dyn[15];
-        dxn[33] = w[33] * dyn[0] + w[69] * dyn[1] + w[105] * dyn[2] + w[141] * dyn[3]
-                + w[177] * dyn[4] + w[213] * dyn[5] + w[249] * dyn[6] + w[285] * dyn[7]
-                + w[321] * dyn[8] + w[357] * dyn[9] + w[393] * dyn[10] + w[429] * dyn[11]
-                + w[465] * dyn[12] + w[501] * dyn[13] + w[537] * dyn[14] + w[573] * dyn[15];
-        dxn[34] = w[34] * dyn[0] + w[70] * dyn[1] + w[106] * dyn[2] + w[142] * dyn[3]
-                + w[178] * dyn[4] + w[214] * dyn[5] + w[250] * dyn[6] + w[286] * dyn[7]
-                + w[322] * dyn[8] + w[358] * dyn[9] + w[394] * dyn[10] + w[430] * dyn[11]
-                + w[466] * dyn[12] + w[502] * dyn[13] + w[538] * dyn[14] + w[574] * dyn[15];
-        dxn[35] = w[35] * dyn[0] + w[71] * dyn[1] + w[107] * dyn[2] + w[143] * dyn[3]
-                + w[179] * dyn[4] + w[215] * dyn[5] + w[251] * dyn[6] + w[287] * dyn[7]
-                + w[323] * dyn[8] + w[359] * dyn[9] + w[395] * dyn[10] + w[431] * dyn[11]
-                + w[467] * dyn[12] + w[503] * dyn[13] + w[539] * dyn[14] + w[575] * dyn[15];
-        gw[0] += dyn[0] * xn[0];
-        gw[1] += dyn[0] * xn[1];
-        gw[2] += dyn[0] * xn[2];
-        gw[3] += dyn[0] * xn[3];
-        gw[4] += dyn[0] * xn[4];
-        gw[5] += dyn[0] * xn[5];
-        gw[6] += dyn[0] * xn[6];
-        gw[7] += dyn[0] * xn[7];
-        gw[8] += dyn[0] * xn[8];
-        gw[9] += dyn[0] * xn[9];
-        gw[10] += dyn[0] * xn[10];
-        gw[11] += dyn[0] * xn[11];
-        gw[12] += dyn[0] * xn[12];
-        gw[13] += dyn[0] * xn[13];
-        gw[14] += dyn[0] * xn[14];
-        gw[15] += dyn[0] * xn[15];
-        gw[16] += dyn[0] * xn[16];
-        gw[17] += dyn[0] * xn[17];
-        gw[18] += dyn[0] * xn[18];
-        gw[19] += dyn[0] * xn[19];
-        gw[20] += dyn[0] * xn[20];
-        gw[21] += dyn[0] * xn[21];
-        gw[22] += dyn[0] * xn[22];
-        gw[23] += dyn[0] * xn[23];
-        gw[24] += dyn[0] * xn[24];
-        gw[25] += dyn[0] * xn[25];
-        gw[26] += dyn[0] * xn[26];
-        gw[27] += dyn[0] * xn[27];
-        gw[28] += dyn[0] * xn[28];
-        gw[29] += dyn[0] * xn[29];
-        gw[30] += dyn[0] * xn[30];
-        gw[31] += dyn[0] * xn[31];
-        gw[32] += dyn[0] * xn[32];
-        gw[33] += dyn[0] * xn[33];
-        gw[34] += dyn[0] * xn[34];
-        gw[35] += dyn[0] * xn[35];
-        gb[0] += dyn[0];
-        gw[36] += dyn[1] * xn[0];
-        gw[37] += dyn[1] * xn[1];
-        gw[38] += dyn[1] * xn[2];
-        gw[39] += dyn[1] * xn[3];
-        gw[40] += dyn[1] * xn[4];
-        gw[41] += dyn[1] * xn[5];
-        gw[42] += dyn[1] * xn[6];
-        gw[43] += dyn[1] * xn[7];
-        gw[44] += dyn[1] * xn[8];
-        gw[45] += dyn[1] * xn[9];
-        gw[46] += dyn[1] * xn[10];
-        gw[47] += dyn[1] * xn[11];
-        gw[48] += dyn[1] * xn[12];
-        gw[49] += dyn[1] * xn[13];
-        gw[50] += dyn[1] * xn[14];
-        gw[51] += dyn[1] * xn[15];
-        gw[52] += dyn[1] * xn[16];
-        gw[53] += dyn[1] * xn[17];
-        gw[54] += dyn[1] * xn[18];
-        gw[55] += dyn[1] * xn[19];
-        gw[56] += dyn[1] * xn[20];
-        gw[57] += dyn[1] * xn[21];
-        gw[58] += dyn[1] * xn[22];
-        gw[59] += dyn[1] * xn[23];
-        gw[60] += dyn[1] * xn[24];
-        gw[61] += dyn[1] * xn[25];
-        gw[62] += dyn[1] * xn[26];
-        gw[63] += dyn[1] * xn[27];
-        gw[64] += dyn[1] * xn[28];
-        gw[65] += dyn[1] * xn[29];
-        gw[66] += dyn[1] * xn[30];
-        gw[67] += dyn[1] * xn[31];
-        gw[68] += dyn[1] * xn[32];
-        gw[69] += dyn[1] * xn[33];
-        gw[70] += dyn[1] * xn[34];
-        gw[71] += dyn[1] * xn[35];
-        gb[1] += dyn[1];
-        gw[72] += dyn[2] * xn[0];
-        gw[73] += dyn[2] * xn[1];
-        gw[74] += dyn[2] * xn[2];
-        gw[75] += dyn[2] * xn[3];
-        gw[76] += dyn[2] * xn[4];
-        gw[77] += dyn[2] * xn[5];
-        gw[78] += dyn[2] * xn[6];
-        gw[79] += dyn[2] * xn[7];
-        gw[80] += dyn[2] * xn[8];
-        gw[81] += dyn[2] * xn[9];
-        gw[82] += dyn[2] * xn[10];
-        gw[83] += dyn[2] * xn[11];
-        gw[84] += dyn[2] * xn[12];
-        gw[85] += dyn[2] * xn[13];
-        gw[86] += dyn[2] * xn[14];
-        gw[87] += dyn[2] * xn[15];
-        gw[88] += dyn[2] * xn[16];
-        gw[89] += dyn[2] * xn[17];
-        gw[90] += dyn[2] * xn[18];
-        gw[91] += dyn[2] * xn[19];
-        gw[92] += dyn[2] * xn[20];
-        gw[93] += dyn[2] * xn[21];
-        gw[94] += dyn[2] * xn[22];
-        gw[95] += dyn[2] * xn[23];
-        gw[96] += dyn[2] * xn[24];
-        gw[97] += dyn[2] * xn[25];
-        gw[98] += dyn[2] * xn[26];
-        gw[99] += dyn[2] * xn[27];
-        gw[100] += dyn[2] * xn[28];
-        gw[101] += dyn[2] * xn[29];
-        gw[102] += dyn[2] * xn[30];
-        gw[103] += dyn[2] * xn[31];
-        gw[104] += dyn[2] * xn[32];
-        gw[105] += dyn[2] * xn[33];
-        gw[106] += dyn[2] * xn[34];
-        gw[107] += dyn[2] * xn[35];
-        gb[2] += dyn[2];
-        gw[108] += dyn[3] * xn[0];
-        gw[109] += dyn[3] * xn[1];
-        gw[110] += dyn[3] * xn[2];
-        gw[111] += dyn[3] * xn[3];
-        gw[112] += dyn[3] * xn[4];
-        gw[113] += dyn[3] * xn[5];
-        gw[114] += dyn[3] * xn[6];
-        gw[115] += dyn[3] * xn[7];
-        gw[116] += dyn[3] * xn[8];
-        gw[117] += dyn[3] * xn[9];
-        gw[118] += dyn[3] * xn[10];
-        gw[119] += dyn[3] * xn[11];
-        gw[120] += dyn[3] * xn[12];
-        gw[121] += dyn[3] * xn[13];
-        gw[122] += dyn[3] * xn[14];
-        gw[123] += dyn[3] * xn[15];
-        gw[124] += dyn[3] * xn[16];
-        gw[125] += dyn[3] * xn[17];
-        gw[126] += dyn[3] * xn[18];
-        gw[127] += dyn[3] * xn[19];
-        gw[128] += dyn[3] * xn[20];
-        gw[129] += dyn[3] * xn[21];
-        gw[130] += dyn[3] * xn[22];
-        gw[131] += dyn[3] * xn[23];
-        gw[132] += dyn[3] * xn[24];
-        gw[133] += dyn[3] * xn[25];
-        gw[134] += dyn[3] * xn[26];
-        gw[135] += dyn[3] * xn[27];
-        gw[136] += dyn[3] * xn[28];
-        gw[137] += dyn[3] * xn[29];
-        gw[138] += dyn[3] * xn[30];
-        gw[139] += dyn[3] * xn[31];
-        gw[140] += dyn[3] * xn[32];
-        gw[141] += dyn[3] * xn[33];
-        gw[142] += dyn[3] * xn[34];
-        gw[143] += dyn[3] * xn[35];
-        gb[3] += dyn[3];
-        gw[144] += dyn[4] * xn[0];
-        gw[145] += dyn[4] * xn[1];
-        gw[146] += dyn[4] * xn[2];
-        gw[147] += dyn[4] * xn[3];
-        gw[148] += dyn[4] * xn[4];
-        gw[149] += dyn[4] * xn[5];
-        gw[150] += dyn[4] * xn[6];
-        gw[151] += dyn[4] * xn[7];
-        gw[152] += dyn[4] * xn[8];
-        gw[153] += dyn[4] * xn[9];
-        gw[154] += dyn[4] * xn[10];
-        gw[155] += dyn[4] * xn[11];
-        gw[156] += dyn[4] * xn[12];
-        gw[157] += dyn[4] * xn[13];
-        gw[158] += dyn[4] * xn[14];
-        gw[159] += dyn[4] * xn[15];
-        gw[160] += dyn[4] * xn[16];
-        gw[161] += dyn[4] * xn[17];
-        gw[162] += dyn[4] * xn[18];
-        gw[163] += dyn[4] * xn[19];
-        gw[164] += dyn[4] * xn[20];
-        gw[165] += dyn[4] * xn[21];
-        gw[166] += dyn[4] * xn[22];
-        gw[167] += dyn[4] * xn[23];
-        gw[168] += dyn[4] * xn[24];
-        gw[169] += dyn[4] * xn[25];
-        gw[170] += dyn[4] * xn[26];
-        gw[171] += dyn[4] * xn[27];
-        gw[172] += dyn[4] * xn[28];
-        gw[173] += dyn[4] * xn[29];
-        gw[174] += dyn[4] * xn[30];
-        gw[175] += dyn[4] * xn[31];
-        gw[176] += dyn[4] * xn[32];
-        gw[177] += dyn[4] * xn[33];
-        gw[178] += dyn[4] * xn[34];
-        gw[179] += dyn[4] * xn[35];
-        gb[4] += dyn[4];
-        gw[180] += dyn[5] * xn[0];
-        gw[181] += dyn[5] * xn[1];
-        gw[182] += dyn[5] * xn[2];
-        gw[183] += dyn[5] * xn[3];
-        gw[184] += dyn[5] * xn[4];
-        gw[185] += dyn[5] * xn[5];
-        gw[186] += dyn[5] * xn[6];
-        gw[187] += dyn[5] * xn[7];
-        gw[188] += dyn[5] * xn[8];
-        gw[189] += dyn[5] * xn[9];
-        gw[190] += dyn[5] * xn[10];
-        gw[191] += dyn[5] * xn[11];
-        gw[192] += dyn[5] * xn[12];
-        gw[193] += dyn[5] * xn[13];
-        gw[194] += dyn[5] * xn[14];
-        gw[195] += dyn[5] * xn[15];
-        gw[196] += dyn[5] * xn[16];
-        gw[197] += dyn[5] * xn[17];
-        gw[198] += dyn[5] * xn[18];
-        gw[199] += dyn[5] * xn[19];
-        gw[200] += dyn[5] * xn[20];
-        gw[201] += dyn[5] * xn[21];
-        gw[202] += dyn[5] * xn[22];
-        gw[203] += dyn[5] * xn[23];
-        gw[204] += dyn[5] * xn[24];
-        gw[205] += dyn[5] * xn[25];
-        gw[206] += dyn[5] * xn[26];
-        gw[207] += dyn[5] * xn[27];
-        gw[208] += dyn[5] * xn[28];
-        gw[209] += dyn[5] * xn[29];
-        gw[210] += dyn[5] * xn[30];
-        gw[211] += dyn[5] * xn[31];
-        gw[212] += dyn[5] * xn[32];
-        gw[213] += dyn[5] * xn[33];
-        gw[214] += dyn[5] * xn[34];
-        gw[215] += dyn[5] * xn[35];
-        gb[5] += dyn[5];
-        gw[216] += dyn[6] * xn[0];
-        gw[217] += dyn[6] * xn[1];
-        gw[218] += dyn[6] * xn[2];
-        gw[219] += dyn[6] * xn[3];
-        gw[220] += dyn[6] * xn[4];
-        gw[221] += dyn[6] * xn[5];
-        gw[222] += dyn[6] * xn[6];
-        gw[223] += dyn[6] * xn[7];
-        gw[224] += dyn[6] * xn[8];
-        gw[225] += dyn[6] * xn[9];
-        gw[226] += dyn[6] * xn[10];
-        gw[227] += dyn[6] * xn[11];
-        gw[228] += dyn[6] * xn[12];
-        gw[229] += dyn[6] * xn[13];
-        gw[230] += dyn[6] * xn[14];
-        gw[231] += dyn[6] * xn[15];
-        gw[232] += dyn[6] * xn[16];
-        gw[233] += dyn[6] * xn[17];
-        gw[234] += dyn[6] * xn[18];
-        gw[235] += dyn[6] * xn[19];
-        gw[236] += dyn[6] * xn[20];
-        gw[237] += dyn[6] * xn[21];
-        gw[238] += dyn[6] * xn[22];
-        gw[239] += dyn[6] * xn[23];
-        gw[240] += dyn[6] * xn[24];
-        gw[241] += dyn[6] * xn[25];
-        gw[242] += dyn[6] * xn[26];
-        gw[243] += dyn[6] * xn[27];
-        gw[244] += dyn[6] * xn[28];
-        gw[245] += dyn[6] * xn[29];
-        gw[246] += dyn[6] * xn[30];
-        gw[247] += dyn[6] * xn[31];
-        gw[248] += dyn[6] * xn[32];
-        gw[249] += dyn[6] * xn[33];
-        gw[250] += dyn[6] * xn[34];
-        gw[251] += dyn[6] * xn[35];
-        gb[6] += dyn[6];
-        gw[252] += dyn[7] * xn[0];
-        gw[253] += dyn[7] * xn[1];
-        gw[254] += dyn[7] * xn[2];
-        gw[255] += dyn[7] * xn[3];
-        gw[256] += dyn[7] * xn[4];
-        gw[257] += dyn[7] * xn[5];
-        gw[258] += dyn[7] * xn[6];
-        gw[259] += dyn[7] * xn[7];
-        gw[260] += dyn[7] * xn[8];
-        gw[261] += dyn[7] * xn[9];
-        gw[262] += dyn[7] * xn[10];
-        gw[263] += dyn[7] * xn[11];
-        gw[264] += dyn[7] * xn[12];
-        gw[265] += dyn[7] * xn[13];
-        gw[266] += dyn[7] * xn[14];
-        gw[267] += dyn[7] * xn[15];
-        gw[268] += dyn[7] * xn[16];
-        gw[269] += dyn[7] * xn[17];
-        gw[270] += dyn[7] * xn[18];
-        gw[271] += dyn[7] * xn[19];
-        gw[272] += dyn[7] * xn[20];
-        gw[273] += dyn[7] * xn[21];
-        gw[274] += dyn[7] * xn[22];
-        gw[275] += dyn[7] * xn[23];
-        gw[276] += dyn[7] * xn[24];
-        gw[277] += dyn[7] * xn[25];
-        gw[278] += dyn[7] * xn[26];
-        gw[279] += dyn[7] * xn[27];
-        gw[280] += dyn[7] * xn[28];
-        gw[281] += dyn[7] * xn[29];
-        gw[282] += dyn[7] * xn[30];
-        gw[283] += dyn[7] * xn[31];
-        gw[284] += dyn[7] * xn[32];
-        gw[285] += dyn[7] * xn[33];
-        gw[286] += dyn[7] * xn[34];
-        gw[287] += dyn[7] * xn[35];
-        gb[7] += dyn[7];
-        gw[288] += dyn[8] * xn[0];
-        gw[289] += dyn[8] * xn[1];
-        gw[290] += dyn[8] * xn[2];
-        gw[291] += dyn[8] * xn[3];
-        gw[292] += dyn[8] * xn[4];
-        gw[293] += dyn[8] * xn[5];
-        gw[294] += dyn[8] * xn[6];
-        gw[295] += dyn[8] * xn[7];
-        gw[296] += dyn[8] * xn[8];
-        gw[297] += dyn[8] * xn[9];
-        gw[298] += dyn[8] * xn[10];
-        gw[299] += dyn[8] * xn[11];
-        gw[300] += dyn[8] * xn[12];
-        gw[301] += dyn[8] * xn[13];
-        gw[302] += dyn[8] * xn[14];
-        gw[303] += dyn[8] * xn[15];
-        gw[304] += dyn[8] * xn[16];
-        gw[305] += dyn[8] * xn[17];
-        gw[306] += dyn[8] * xn[18];
-        gw[307] += dyn[8] * xn[19];
-        gw[308] += dyn[8] * xn[20];
-        gw[309] += dyn[8] * xn[21];
-        gw[310] += dyn[8] * xn[22];
-        gw[311] += dyn[8] * xn[23];
-        gw[312] += dyn[8] * xn[24];
-        gw[313] += dyn[8] * xn[25];
-        gw[314] += dyn[8] * xn[26];
-        gw[315] += dyn[8] * xn[27];
-        gw[316] += dyn[8] * xn[28];
-        gw[317] += dyn[8] * xn[29];
-        gw[318] += dyn[8] * xn[30];
-        gw[319] += dyn[8] * xn[31];
-        gw[320] += dyn[8] * xn[32];
-        gw[321] += dyn[8] * xn[33];
-        gw[322] += dyn[8] * xn[34];
-        gw[323] += dyn[8] * xn[35];
-        gb[8] += dyn[8];
-        gw[324] += dyn[9] * xn[0];
-        gw[325] += dyn[9] * xn[1];
-        gw[326] += dyn[9] * xn[2];
-        gw[327] += dyn[9] * xn[3];
-        gw[328] += dyn[9] * xn[4];
-        gw[329] += dyn[9] * xn[5];
-        gw[330] += dyn[9] * xn[6];
-        gw[331] += dyn[9] * xn[7];
-        gw[332] += dyn[9] * xn[8];
-        gw[333] += dyn[9] * xn[9];
-        gw[334] += dyn[9] * xn[10];
-        gw[335] += dyn[9] * xn[11];
-        gw[336] += dyn[9] * xn[12];
-        gw[337] += dyn[9] * xn[13];
-        gw[338] += dyn[9] * xn[14];
-        gw[339] += dyn[9] * xn[15];
-        gw[340] += dyn[9] * xn[16];
-        gw[341] += dyn[9] * xn[17];
-        gw[342] += dyn[9] * xn[18];
-        gw[343] += dyn[9] * xn[19];
-        gw[344] += dyn[9] * xn[20];
-        gw[345] += dyn[9] * xn[21];
-        gw[346] += dyn[9] * xn[22];
-        gw[347] += dyn[9] * xn[23];
-        gw[348] += dyn[9] * xn[24];
-        gw[349] += dyn[9] * xn[25];
-        gw[350] += dyn[9] * xn[26];
-        gw[351] += dyn[9] * xn[27];
-        gw[352] += dyn[9] * xn[28];
-        gw[353] += dyn[9] * xn[29];
-        gw[354] += dyn[9] * xn[30];
-        gw[355] += dyn[9] * xn[31];
-        gw[356] += dyn[9] * xn[32];
-        gw[357] += dyn[9] * xn[33];
-        gw[358] += dyn[9] * xn[34];
-        gw[359] += dyn[9] * xn[35];
-        gb[9] += dyn[9];
-        gw[360] += dyn[10] * xn[0];
-        gw[361] += dyn[10] * xn[1];
-        gw[362] += dyn[10] * xn[2];
-        gw[363] += dyn[10] * xn[3];
-        gw[364] += dyn[10] * xn[4];
-        gw[365] += dyn[10] * xn[5];
-        gw[366] += dyn[10] * xn[6];
-        gw[367] += dyn[10] * xn[7];
-        gw[368] += dyn[10] * xn[8];
-        gw[369] += dyn[10] * xn[9];
-        gw[370] += dyn[10] * xn[10];
-        gw[371] += dyn[10] * xn[11];
-        gw[372] += dyn[10] * xn[12];
-        gw[373] += dyn[10] * xn[13];
-        gw[374] += dyn[10] * xn[14];
-        gw[375] += dyn[10] * xn[15];
-        gw[376] += dyn[10] * xn[16];
-        gw[377] += dyn[10] * xn[17];
-        gw[378] += dyn[10] * xn[18];
-        gw[379] += dyn[10] * xn[19];
-        gw[380] += dyn[10] * xn[20];
-        gw[381] += dyn[10] * xn[21];
-        gw[382] += dyn[10] * xn[22];
-        gw[383] += dyn[10] * xn[23];
-        gw[384] += dyn[10] * xn[24];
-        gw[385] += dyn[10] * xn[25];
-        gw[386] += dyn[10] * xn[26];
-        gw[387] += dyn[10] * xn[27];
-        gw[388] += dyn[10] * xn[28];
-        gw[389] += dyn[10] * xn[29];
-        gw[390] += dyn[10] * xn[30];
-        gw[391] += dyn[10] * xn[31];
-        gw[392] += dyn[10] * xn[32];
-        gw[393] += dyn[10] * xn[33];
-        gw[394] += dyn[10] * xn[34];
-        gw[395] += dyn[10] * xn[35];
-        gb[10] += dyn[10];
-        gw[396] += dyn[11] * xn[0];
-        gw[397] += dyn[11] * xn[1];
-        gw[398] += dyn[11] * xn[2];
-        gw[399] += dyn[11] * xn[3];
-        gw[400] += dyn[11] * xn[4];
-        gw[401] += dyn[11] * xn[5];
-        gw[402] += dyn[11] * xn[6];
-        gw[403] += dyn[11] * xn[7];
-        gw[404] += dyn[11] * xn[8];
-        gw[405] += dyn[11] * xn[9];
-        gw[406] += dyn[11] * xn[10];
-        gw[407] += dyn[11] * xn[11];
-        gw[408] += dyn[11] * xn[12];
-        gw[409] += dyn[11] * xn[13];
-        gw[410] += dyn[11] * xn[14];
-        gw[411] += dyn[11] * xn[15];
-        gw[412] += dyn[11] * xn[16];
-        gw[413] += dyn[11] * xn[17];
-        gw[414] += dyn[11] * xn[18];
-        gw[415] += dyn[11] * xn[19];
-        gw[416] += dyn[11] * xn[20];
-        gw[417] += dyn[11] * xn[21];
-        gw[418] += dyn[11] * xn[22];
-        gw[419] += dyn[11] * xn[23];
-        gw[420] += dyn[11] * xn[24];
-        gw[421] += dyn[11] * xn[25];
-        gw[422] += dyn[11] * xn[26];
-        gw[423] += dyn[11] * xn[27];
-        gw[424] += dyn[11] * xn[28];
-        gw[425] += dyn[11] * xn[29];
-        gw[426] += dyn[11] * xn[30];
-        gw[427] += dyn[11] * xn[31];
-        gw[428] += dyn[11] * xn[32];
-        gw[429] += dyn[11] * xn[33];
-        gw[430] += dyn[11] * xn[34];
-        gw[431] += dyn[11] * xn[35];
-        gb[11] += dyn[11];
-        gw[432] += dyn[12] * xn[0];
-        gw[433] += dyn[12] * xn[1];
-        gw[434] += dyn[12] * xn[2];
-        gw[435] += dyn[12] * xn[3];
-        gw[436] += dyn[12] * xn[4];
-        gw[437] += dyn[12] * xn[5];
-        gw[438] += dyn[12] * xn[6];
-        gw[439] += dyn[12] * xn[7];
-        gw[440] += dyn[12] * xn[8];
-        gw[441] += dyn[12] * xn[9];
-        gw[442] += dyn[12] * xn[10];
-        gw[443] += dyn[12] * xn[11];
-        gw[444] += dyn[12] * xn[12];
-        gw[445] += dyn[12] * xn[13];
-        gw[446] += dyn[12] * xn[14];
-        gw[447] += dyn[12] * xn[15];
-        gw[448] += dyn[12] * xn[16];
-        gw[449] += dyn[12] * xn[17];
-        gw[450] += dyn[12] * xn[18];
-        gw[451] += dyn[12] * xn[19];
-        gw[452] += dyn[12] * xn[20];
-        gw[453] += dyn[12] * xn[21];
-        gw[454] += dyn[12] * xn[22];
-        gw[455] += dyn[12] * xn[23];
-        gw[456] += dyn[12] * xn[24];
-        gw[457] += dyn[12] * xn[25];
-        gw[458] += dyn[12] * xn[26];
-        gw[459] += dyn[12] * xn[27];
-        gw[460] += dyn[12] * xn[28];
-        gw[461] += dyn[12] * xn[29];
-        gw[462] += dyn[12] * xn[30];
-        gw[463] += dyn[12] * xn[31];
-        gw[464] += dyn[12] * xn[32];
-        gw[465] += dyn[12] * xn[33];
-        gw[466] += dyn[12] * xn[34];
-        gw[467] += dyn[12] * xn[35];
-        gb[12] += dyn[12];
-        gw[468] += dyn[13] * xn[0];
-        gw[469] += dyn[13] * xn[1];
-        gw[470] += dyn[13] * xn[2];
-        gw[471] += dyn[13] * xn[3];
-        gw[472] += dyn[13] * xn[4];
-        gw[473] += dyn[13] * xn[5];
-        gw[474] += dyn[13] * xn[6];
-        gw[475] += dyn[13] * xn[7];
-        gw[476] += dyn[13] * xn[8];
-        gw[477] += dyn[13] * xn[9];
-        gw[478] += dyn[13] * xn[10];
-        gw[479] += dyn[13] * xn[11];
-        gw[480] += dyn[13] * xn[12];
-        gw[481] += dyn[13] * xn[13];
-        gw[482] += dyn[13] * xn[14];
-        gw[483] += dyn[13] * xn[15];
-        gw[484] += dyn[13] * xn[16];
-        gw[485] += dyn[13] * xn[17];
-        gw[486] += dyn[13] * xn[18];
-        gw[487] += dyn[13] * xn[19];
-        gw[488] += dyn[13] * xn[20];
-        gw[489] += dyn[13] * xn[21];
-        gw[490] += dyn[13] * xn[22];
-        gw[491] += dyn[13] * xn[23];
-        gw[492] += dyn[13] * xn[24];
-        gw[493] += dyn[13] * xn[25];
-        gw[494] += dyn[13] * xn[26];
-        gw[495] += dyn[13] * xn[27];
-        gw[496] += dyn[13] * xn[28];
-        gw[497] += dyn[13] * xn[29];
-        gw[498] += dyn[13] * xn[30];
-        gw[499] += dyn[13] * xn[31];
-        gw[500] += dyn[13] * xn[32];
-        gw[501] += dyn[13] * xn[33];
-        gw[502] += dyn[13] * xn[34];
-        gw[503] += dyn[13] * xn[35];
-        gb[13] += dyn[13];
-        gw[504] += dyn[14] * xn[0];
-        gw[505] += dyn[14] * xn[1];
-        gw[506] += dyn[14] * xn[2];
-        gw[507] += dyn[14] * xn[3];
-        gw[508] += dyn[14] * xn[4];
-        gw[509] += dyn[14] * xn[5];
-        gw[510] += dyn[14] * xn[6];
-        gw[511] += dyn[14] * xn[7];
-        gw[512] += dyn[14] * xn[8];
-        gw[513] += dyn[14] * xn[9];
-        gw[514] += dyn[14] * xn[10];
-        gw[515] += dyn[14] * xn[11];
-        gw[516] += dyn[14] * xn[12];
-        gw[517] += dyn[14] * xn[13];
-        gw[518] += dyn[14] * xn[14];
-        gw[519] += dyn[14] * xn[15];
-        gw[520] += dyn[14] * xn[16];
-        gw[521] += dyn[14] * xn[17];
-        gw[522] += dyn[14] * xn[18];
-        gw[523] += dyn[14] * xn[19];
-        gw[524] += dyn[14] * xn[20];
-        gw[525] += dyn[14] * xn[21];
-        gw[526] += dyn[14] * xn[22];
-        gw[527] += dyn[14] * xn[23];
-        gw[528] += dyn[14] * xn[24];
-        gw[529] += dyn[14] * xn[25];
-        gw[530] += dyn[14] * xn[26];
-        gw[531] += dyn[14] * xn[27];
-        gw[532] += dyn[14] * xn[28];
-        gw[533] += dyn[14] * xn[29];
-        gw[534] += dyn[14] * xn[30];
-        gw[535] += dyn[14] * xn[31];
-        gw[536] += dyn[14] * xn[32];
-        gw[537] += dyn[14] * xn[33];
-        gw[538] += dyn[14] * xn[34];
-        gw[539] += dyn[14] * xn[35];
-        gb[14] += dyn[14];
-        gw[540] += dyn[15] * xn[0];
-        gw[541] += dyn[15] * xn[1];
-        gw[542] += dyn[15] * xn[2];
-        gw[543] += dyn[15] * xn[3];
-        gw[544] += dyn[15] * xn[4];
-        gw[545] += dyn[15] * xn[5];
-        gw[546] += dyn[15] * xn[6];
-        gw[547] += dyn[15] * xn[7];
-        gw[548] += dyn[15] * xn[8];
-        gw[549] += dyn[15] * xn[9];
-        gw[550] += dyn[15] * xn[10];
-        gw[551] += dyn[15] * xn[11];
-        gw[552] += dyn[15] * xn[12];
-        gw[553] += dyn[15] * xn[13];
-        gw[554] += dyn[15] * xn[14];
-        gw[555] += dyn[15] * xn[15];
-        gw[556] += dyn[15] * xn[16];
-        gw[557] += dyn[15] * xn[17];
-        gw[558] += dyn[15] * xn[18];
-        gw[559] += dyn[15] * xn[19];
-        gw[560] += dyn[15] * xn[20];
-        gw[561] += dyn[15] * xn[21];
-        gw[562] += dyn[15] * xn[22];
-        gw[563] += dyn[15] * xn[23];
-        gw[564] += dyn[15] * xn[24];
-        gw[565] += dyn[15] * xn[25];
-        gw[566] += dyn[15] * xn[26];
-        gw[567] += dyn[15] * xn[27];
-        gw[568] += dyn[15] * xn[28];
-        gw[569] += dyn[15] * xn[29];
-        gw[570] += dyn[15] * xn[30];
-        gw[571] += dyn[15] * xn[31];
-        gw[572] += dyn[15] * xn[32];
-        gw[573] += dyn[15] * xn[33];
-        gw[574] += dyn[15] * xn[34];
-        gw[575] += dyn[15] * xn[35];
-        gb[15] += dyn[15];
+    for (int b = 0; b < nb; b++)
+        for (int i = 0; i < 36; i++) S[(size_t)b * 36 + i] = x[(size_t)i * 16 + b];
+    for (int o = 0; o < 16; o++) {
+        float *restrict gwo = gw + (size_t)o * 36;
+        float sb = 0.0f;
+        for (int b = 0; b < nb; b++) {
+            const float d = dy[(size_t)o * 16 + b];
+            sb += d;
+            const float *restrict xb = S + (size_t)b * 36;
+            for (int i = 0; i < 36; i++) gwo[i] += d * xb[i];
+        }
+        gb[o] += sb;
+    }
+}
+
+static void l12_dense_backward_dx(const float *restrict P, const float *restrict dy, float *restrict dx)
+{
+    const float *restrict w = P + 724;
+    for (int v0 = 0; v0 < 1; v0 += 1) {
+        for (int i0 = 0; i0 < 32; i0 += 16) {
+            {
+                cg_v a0_0 = vsplat(0.0f);
+                cg_v a1_0 = vsplat(0.0f);
+                cg_v a2_0 = vsplat(0.0f);
+                cg_v a3_0 = vsplat(0.0f);
+                cg_v a4_0 = vsplat(0.0f);
+                cg_v a5_0 = vsplat(0.0f);
+                cg_v a6_0 = vsplat(0.0f);
+                cg_v a7_0 = vsplat(0.0f);
+                cg_v a8_0 = vsplat(0.0f);
+                cg_v a9_0 = vsplat(0.0f);
+                cg_v a10_0 = vsplat(0.0f);
+                cg_v a11_0 = vsplat(0.0f);
+                cg_v a12_0 = vsplat(0.0f);
+                cg_v a13_0 = vsplat(0.0f);
+                cg_v a14_0 = vsplat(0.0f);
+                cg_v a15_0 = vsplat(0.0f);
+                for (int k = 0; k < 16; k++) {
+                    const float *restrict sk = dy + (size_t)k * 16 + v0 * 16;
+                    const cg_v s0 = VLOAD(sk + 0);
+                    a0_0 += w[(size_t)k * 36 + i0 + 0] * s0;
+                    a1_0 += w[(size_t)k * 36 + i0 + 1] * s0;
+                    a2_0 += w[(size_t)k * 36 + i0 + 2] * s0;
+                    a3_0 += w[(size_t)k * 36 + i0 + 3] * s0;
+                    a4_0 += w[(size_t)k * 36 + i0 + 4] * s0;
+                    a5_0 += w[(size_t)k * 36 + i0 + 5] * s0;
+                    a6_0 += w[(size_t)k * 36 + i0 + 6] * s0;
+                    a7_0 += w[(size_t)k * 36 + i0 + 7] * s0;
+                    a8_0 += w[(size_t)k * 36 + i0 + 8] * s0;
+                    a9_0 += w[(size_t)k * 36 + i0 + 9] * s0;
+                    a10_0 += w[(size_t)k * 36 + i0 + 10] * s0;
+                    a11_0 += w[(size_t)k * 36 + i0 + 11] * s0;
+                    a12_0 += w[(size_t)k * 36 + i0 + 12] * s0;
+                    a13_0 += w[(size_t)k * 36 + i0 + 13] * s0;
+                    a14_0 += w[(size_t)k * 36 + i0 + 14] * s0;
+                    a15_0 += w[(size_t)k * 36 + i0 + 15] * s0;
+                }
+                VSTORE(dx + (size_t)(i0 + 0) * 16 + (v0 + 0) * 16, a0_0);
+                VSTORE(dx + (size_t)(i0 + 1) * 16 + (v0 + 0) * 16, a1_0);
+                VSTORE(dx + (size_t)(i0 + 2) * 16 + (v0 + 0) * 16, a2_0);
+                VSTORE(dx + (size_t)(i0 + 3) * 16 + (v0 + 0) * 16, a3_0);
+                VSTORE(dx + (size_t)(i0 + 4) * 16 + (v0 + 0) * 16, a4_0);
+                VSTORE(dx + (size_t)(i0 + 5) * 16 + (v0 + 0) * 16, a5_0);
+                VSTORE(dx + (size_t)(i0 + 6) * 16 + (v0 + 0) * 16, a6_0);
+                VSTORE(dx + (size_t)(i0 + 7) * 16 + (v0 + 0) * 16, a7_0);
+                VSTORE(dx + (size_t)(i0 + 8) * 16 + (v0 + 0) * 16, a8_0);
+                VSTORE(dx + (size_t)(i0 + 9) * 16 + (v0 + 0) * 16, a9_0);
+                VSTORE(dx + (size_t)(i0 + 10) * 16 + (v0 + 0) * 16, a10_0);
+                VSTORE(dx + (size_t)(i0 + 11) * 16 + (v0 + 0) * 16, a11_0);
+                VSTORE(dx + (size_t)(i0 + 12) * 16 + (v0 + 0) * 16, a12_0);
+                VSTORE(dx + (size_t)(i0 + 13) * 16 + (v0 + 0) * 16, a13_0);
+                VSTORE(dx + (size_t)(i0 + 14) * 16 + (v0 + 0) * 16, a14_0);
+                VSTORE(dx + (size_t)(i0 + 15) * 16 + (v0 + 0) * 16, a15_0);
+            }
+        }
+        {
+            cg_v a0_0 = vsplat(0.0f);
+            cg_v a1_0 = vsplat(0.0f);
+            cg_v a2_0 = vsplat(0.0f);
+            cg_v a3_0 = vsplat(0.0f);
+            for (int k = 0; k < 16; k++) {
+                const float *restrict sk = dy + (size_t)k * 16 + v0 * 16;
+                const cg_v s0 = VLOAD(sk + 0);
+                a0_0 += w[(size_t)k * 36 + 32 + 0] * s0;
+                a1_0 += w[(size_t)k * 36 + 32 + 1] * s0;
+                a2_0 += w[(size_t)k * 36 + 32 + 2] * s0;
+                a3_0 += w[(size_t)k * 36 + 32 + 3] * s0;
+            }
+            VSTORE(dx + (size_t)(32 + 0) * 16 + (v0 + 0) * 16, a0_0);
+            VSTORE(dx + (size_t)(32 + 1) * 16 + (v0 + 0) * 16, a1_0);
+            VSTORE(dx + (size_t)(32 + 2) * 16 + (v0 + 0) * 16, a2_0);
+            VSTORE(dx + (size_t)(32 + 3) * 16 + (v0 + 0) * 16, a3_0);
+        }
     }
 }
 
 /* layer 13: relu 16 -> 16 (specs/mixed1d.yaml:26:5) */
-static void l13_relu_forward(const float *restrict x, float *restrict y, int nb)
+static void l13_relu_forward(const float *restrict x, float *restrict y)
 {
-    for (int n = 0; n < nb; n++) {
-        y[(size_t)n * 16 + 0] = x[(size_t)n * 16 + 0] > 0.0f ? x[(size_t)n * 16 + 0] : 0.0f;
-        y[(size_t)n * 16 + 1] = x[(size_t)n * 16 + 1] > 0.0f ? x[(size_t)n * 16 + 1] : 0.0f;
-        y[(size_t)n * 16 + 2] = x[(size_t)n * 16 + 2] > 0.0f ? x[(size_t)n * 16 + 2] : 0.0f;
-        y[(size_t)n * 16 + 3] = x[(size_t)n * 16 + 3] > 0.0f ? x[(size_t)n * 16 + 3] : 0.0f;
-        y[(size_t)n * 16 + 4] = x[(size_t)n * 16 + 4] > 0.0f ? x[(size_t)n * 16 + 4] : 0.0f;
-        y[(size_t)n * 16 + 5] = x[(size_t)n * 16 + 5] > 0.0f ? x[(size_t)n * 16 + 5] : 0.0f;
-        y[(size_t)n * 16 + 6] = x[(size_t)n * 16 + 6] > 0.0f ? x[(size_t)n * 16 + 6] : 0.0f;
-        y[(size_t)n * 16 + 7] = x[(size_t)n * 16 + 7] > 0.0f ? x[(size_t)n * 16 + 7] : 0.0f;
-        y[(size_t)n * 16 + 8] = x[(size_t)n * 16 + 8] > 0.0f ? x[(size_t)n * 16 + 8] : 0.0f;
-        y[(size_t)n * 16 + 9] = x[(size_t)n * 16 + 9] > 0.0f ? x[(size_t)n * 16 + 9] : 0.0f;
-        y[(size_t)n * 16 + 10] = x[(size_t)n * 16 + 10] > 0.0f ? x[(size_t)n * 16 + 10] : 0.0f;
-        y[(size_t)n * 16 + 11] = x[(size_t)n * 16 + 11] > 0.0f ? x[(size_t)n * 16 + 11] : 0.0f;
-        y[(size_t)n * 16 + 12] = x[(size_t)n * 16 + 12] > 0.0f ? x[(size_t)n * 16 + 12] : 0.0f;
-        y[(size_t)n * 16 + 13] = x[(size_t)n * 16 + 13] > 0.0f ? x[(size_t)n * 16 + 13] : 0.0f;
-        y[(size_t)n * 16 + 14] = x[(size_t)n * 16 + 14] > 0.0f ? x[(size_t)n * 16 + 14] : 0.0f;
-        y[(size_t)n * 16 + 15] = x[(size_t)n * 16 + 15] > 0.0f ? x[(size_t)n * 16 + 15] : 0.0f;
-    }
+    for (int i = 0; i < 256; i++)
+        y[i] = x[i] > 0.0f ? x[i] : 0.0f;
 }
 
-static void l13_relu_backward(const float *restrict y, const float *restrict dy, float *restrict dx, int nb)
+static void l13_relu_backward(const float *restrict y, const float *restrict dy, float *restrict dx)
 {
-    for (int n = 0; n < nb; n++) {
-        dx[(size_t)n * 16 + 0] = y[(size_t)n * 16 + 0] > 0.0f ? dy[(size_t)n * 16 + 0] : 0.0f;
-        dx[(size_t)n * 16 + 1] = y[(size_t)n * 16 + 1] > 0.0f ? dy[(size_t)n * 16 + 1] : 0.0f;
-        dx[(size_t)n * 16 + 2] = y[(size_t)n * 16 + 2] > 0.0f ? dy[(size_t)n * 16 + 2] : 0.0f;
-        dx[(size_t)n * 16 + 3] = y[(size_t)n * 16 + 3] > 0.0f ? dy[(size_t)n * 16 + 3] : 0.0f;
-        dx[(size_t)n * 16 + 4] = y[(size_t)n * 16 + 4] > 0.0f ? dy[(size_t)n * 16 + 4] : 0.0f;
-        dx[(size_t)n * 16 + 5] = y[(size_t)n * 16 + 5] > 0.0f ? dy[(size_t)n * 16 + 5] : 0.0f;
-        dx[(size_t)n * 16 + 6] = y[(size_t)n * 16 + 6] > 0.0f ? dy[(size_t)n * 16 + 6] : 0.0f;
-        dx[(size_t)n * 16 + 7] = y[(size_t)n * 16 + 7] > 0.0f ? dy[(size_t)n * 16 + 7] : 0.0f;
-        dx[(size_t)n * 16 + 8] = y[(size_t)n * 16 + 8] > 0.0f ? dy[(size_t)n * 16 + 8] : 0.0f;
-        dx[(size_t)n * 16 + 9] = y[(size_t)n * 16 + 9] > 0.0f ? dy[(size_t)n * 16 + 9] : 0.0f;
-        dx[(size_t)n * 16 + 10] = y[(size_t)n * 16 + 10] > 0.0f ? dy[(size_t)n * 16 + 10] : 0.0f;
-        dx[(size_t)n * 16 + 11] = y[(size_t)n * 16 + 11] > 0.0f ? dy[(size_t)n * 16 + 11] : 0.0f;
-        dx[(size_t)n * 16 + 12] = y[(size_t)n * 16 + 12] > 0.0f ? dy[(size_t)n * 16 + 12] : 0.0f;
-        dx[(size_t)n * 16 + 13] = y[(size_t)n * 16 + 13] > 0.0f ? dy[(size_t)n * 16 + 13] : 0.0f;
-        dx[(size_t)n * 16 + 14] = y[(size_t)n * 16 + 14] > 0.0f ? dy[(size_t)n * 16 + 14] : 0.0f;
-        dx[(size_t)n * 16 + 15] = y[(size_t)n * 16 + 15] > 0.0f ? dy[(size_t)n * 16 + 15] : 0.0f;
-    }
+    for (int i = 0; i < 256; i++)
+        dx[i] = y[i] > 0.0f ? dy[i] : 0.0f;
 }
 
 /* layer 14: dense 16 -> 5 (specs/mixed1d.yaml:27:5) */
-static void l14_dense_forward(const float *restrict P, const float *restrict x, float *restrict y, int nb)
+static void l14_dense_forward(const float *restrict P, const float *restrict x, float *restrict y)
 {
     const float *restrict w = P + 1316;
     const float *restrict b = P + 1396;
-    for (int n = 0; n < nb; n++) {
-        const float *restrict xn = x + (size_t)n * 16;
-        float *restrict yn = y + (size_t)n * 5;
-        yn[0] = b[0] + w[0] * xn[0] + w[1] * xn[1] + w[2] * xn[2]
-                + w[3] * xn[3] + w[4] * xn[4] + w[5] * xn[5] + w[6] * xn[6]
-                + w[7] * xn[7] + w[8] * xn[8] + w[9] * xn[9] + w[10] * xn[10]
-                + w[11] * xn[11] + w[12] * xn[12] + w[13] * xn[13] + w[14] * xn[14]
-                + w[15] * xn[15];
-        yn[1] = b[1] + w[16] * xn[0] + w[17] * xn[1] + w[18] * xn[2]
-                + w[19] * xn[3] + w[20] * xn[4] + w[21] * xn[5] + w[22] * xn[6]
-                + w[23] * xn[7] + w[24] * xn[8] + w[25] * xn[9] + w[26] * xn[10]
-                + w[27] * xn[11] + w[28] * xn[12] + w[29] * xn[13] + w[30] * xn[14]
-                + w[31] * xn[15];
-        yn[2] = b[2] + w[32] * xn[0] + w[33] * xn[1] + w[34] * xn[2]
-                + w[35] * xn[3] + w[36] * xn[4] + w[37] * xn[5] + w[38] * xn[6]
-                + w[39] * xn[7] + w[40] * xn[8] + w[41] * xn[9] + w[42] * xn[10]
-                + w[43] * xn[11] + w[44] * xn[12] + w[45] * xn[13] + w[46] * xn[14]
-                + w[47] * xn[15];
-        yn[3] = b[3] + w[48] * xn[0] + w[49] * xn[1] + w[50] * xn[2]
-                + w[51] * xn[3] + w[52] * xn[4] + w[53] * xn[5] + w[54] * xn[6]
-                + w[55] * xn[7] + w[56] * xn[8] + w[57] * xn[9] + w[58] * xn[10]
-                + w[59] * xn[11] + w[60] * xn[12] + w[61] * xn[13] + w[62] * xn[14]
-                + w[63] * xn[15];
-        yn[4] = b[4] + w[64] * xn[0] + w[65] * xn[1] + w[66] * xn[2]
-                + w[67] * xn[3] + w[68] * xn[4] + w[69] * xn[5] + w[70] * xn[6]
-                + w[71] * xn[7] + w[72] * xn[8] + w[73] * xn[9] + w[74] * xn[10]
-                + w[75] * xn[11] + w[76] * xn[12] + w[77] * xn[13] + w[78] * xn[14]
-                + w[79] * xn[15];
+    for (int v0 = 0; v0 < 1; v0 += 1) {
+        {
+            cg_v a0_0 = vsplat(b[0 + 0]);
+            cg_v a1_0 = vsplat(b[0 + 1]);
+            cg_v a2_0 = vsplat(b[0 + 2]);
+            cg_v a3_0 = vsplat(b[0 + 3]);
+            cg_v a4_0 = vsplat(b[0 + 4]);
+            for (int k = 0; k < 16; k++) {
+                const float *restrict sk = x + (size_t)k * 16 + v0 * 16;
+                const cg_v s0 = VLOAD(sk + 0);
+                a0_0 += w[(size_t)(0 + 0) * 16 + k] * s0;
+                a1_0 += w[(size_t)(0 + 1) * 16 + k] * s0;
+                a2_0 += w[(size_t)(0 + 2) * 16 + k] * s0;
+                a3_0 += w[(size_t)(0 + 3) * 16 + k] * s0;
+                a4_0 += w[(size_t)(0 + 4) * 16 + k] * s0;
+            }
+            VSTORE(y + (size_t)(0 + 0) * 16 + (v0 + 0) * 16, a0_0);
+            VSTORE(y + (size_t)(0 + 1) * 16 + (v0 + 0) * 16, a1_0);
+            VSTORE(y + (size_t)(0 + 2) * 16 + (v0 + 0) * 16, a2_0);
+            VSTORE(y + (size_t)(0 + 3) * 16 + (v0 + 0) * 16, a3_0);
+            VSTORE(y + (size_t)(0 + 4) * 16 + (v0 + 0) * 16, a4_0);
+        }
     }
 }
 
-static void l14_dense_backward(const float *restrict P, float *restrict G, const float *restrict x, const float *restrict dy, float *restrict dx, int nb)
+static void l14_dense_backward(float *restrict G, float *restrict S, const float *restrict x, const float *restrict dy, int nb)
 {
-    const float *restrict w = P + 1316;
     float *restrict gw = G + 1316;
     float *restrict gb = G + 1396;
-    for (int n = 0; n < nb; n++) {
-        const float *restrict xn = x + (size_t)n * 16;
-        const float *restrict dyn = dy + (size_t)n * 5;
-        float *restrict dxn = dx + (size_t)n * 16;
-        dxn[0] = w[0] * dyn[0] + w[16] * dyn[1] + w[32] * dyn[2] + w[48] * dyn[3]
-                + w[64] * dyn[4];
-        dxn[1] = w[1] * dyn[0] + w[17] * dyn[1] + w[33] * dyn[2] + w[49] * dyn[3]
-                + w[65] * dyn[4];
-        dxn[2] = w[2] * dyn[0] + w[18] * dyn[1] + w[34] * dyn[2] + w[50] * dyn[3]
-                + w[66] * dyn[4];
-        dxn[3] = w[3] * dyn[0] + w[19] * dyn[1] + w[35] * dyn[2] + w[51] * dyn[3]
-                + w[67] * dyn[4];
-        dxn[4] = w[4] * dyn[0] + w[20] * dyn[1] + w[36] * dyn[2] + w[52] * dyn[3]
-                + w[68] * dyn[4];
-        dxn[5] = w[5] * dyn[0] + w[21] * dyn[1] + w[37] * dyn[2] + w[53] * dyn[3]
-                + w[69] * dyn[4];
-        dxn[6] = w[6] * dyn[0] + w[22] * dyn[1] + w[38] * dyn[2] + w[54] * dyn[3]
-                + w[70] * dyn[4];
-        dxn[7] = w[7] * dyn[0] + w[23] * dyn[1] + w[39] * dyn[2] + w[55] * dyn[3]
-                + w[71] * dyn[4];
-        dxn[8] = w[8] * dyn[0] + w[24] * dyn[1] + w[40] * dyn[2] + w[56] * dyn[3]
-                + w[72] * dyn[4];
-        dxn[9] = w[9] * dyn[0] + w[25] * dyn[1] + w[41] * dyn[2] + w[57] * dyn[3]
-                + w[73] * dyn[4];
-        dxn[10] = w[10] * dyn[0] + w[26] * dyn[1] + w[42] * dyn[2] + w[58] * dyn[3]
-                + w[74] * dyn[4];
-        dxn[11] = w[11] * dyn[0] + w[27] * dyn[1] + w[43] * dyn[2] + w[59] * dyn[3]
-                + w[75] * dyn[4];
-        dxn[12] = w[12] * dyn[0] + w[28] * dyn[1] + w[44] * dyn[2] + w[60] * dyn[3]
-                + w[76] * dyn[4];
-        dxn[13] = w[13] * dyn[0] + w[29] * dyn[1] + w[45] * dyn[2] + w[61] * dyn[3]
-                + w[77] * dyn[4];
-        dxn[14] = w[14] * dyn[0] + w[30] * dyn[1] + w[46] * dyn[2] + w[62] * dyn[3]
-                + w[78] * dyn[4];
-        dxn[15] = w[15] * dyn[0] + w[31] * dyn[1] + w[47] * dyn[2] + w[63] * dyn[3]
-                + w[79] * dyn[4];
-        gw[0] += dyn[0] * xn[0];
-        gw[1] += dyn[0] * xn[1];
-        gw[2] += dyn[0] * xn[2];
-        gw[3] += dyn[0] * xn[3];
-        gw[4] += dyn[0] * xn[4];
-        gw[5] += dyn[0] * xn[5];
-        gw[6] += dyn[0] * xn[6];
-        gw[7] += dyn[0] * xn[7];
-        gw[8] += dyn[0] * xn[8];
-        gw[9] += dyn[0] * xn[9];
-        gw[10] += dyn[0] * xn[10];
-        gw[11] += dyn[0] * xn[11];
-        gw[12] += dyn[0] * xn[12];
-        gw[13] += dyn[0] * xn[13];
-        gw[14] += dyn[0] * xn[14];
-        gw[15] += dyn[0] * xn[15];
-        gb[0] += dyn[0];
-        gw[16] += dyn[1] * xn[0];
-        gw[17] += dyn[1] * xn[1];
-        gw[18] += dyn[1] * xn[2];
-        gw[19] += dyn[1] * xn[3];
-        gw[20] += dyn[1] * xn[4];
-        gw[21] += dyn[1] * xn[5];
-        gw[22] += dyn[1] * xn[6];
-        gw[23] += dyn[1] * xn[7];
-        gw[24] += dyn[1] * xn[8];
-        gw[25] += dyn[1] * xn[9];
-        gw[26] += dyn[1] * xn[10];
-        gw[27] += dyn[1] * xn[11];
-        gw[28] += dyn[1] * xn[12];
-        gw[29] += dyn[1] * xn[13];
-        gw[30] += dyn[1] * xn[14];
-        gw[31] += dyn[1] * xn[15];
-        gb[1] += dyn[1];
-        gw[32] += dyn[2] * xn[0];
-        gw[33] += dyn[2] * xn[1];
-        gw[34] += dyn[2] * xn[2];
-        gw[35] += dyn[2] * xn[3];
-        gw[36] += dyn[2] * xn[4];
-        gw[37] += dyn[2] * xn[5];
-        gw[38] += dyn[2] * xn[6];
-        gw[39] += dyn[2] * xn[7];
-        gw[40] += dyn[2] * xn[8];
-        gw[41] += dyn[2] * xn[9];
-        gw[42] += dyn[2] * xn[10];
-        gw[43] += dyn[2] * xn[11];
-        gw[44] += dyn[2] * xn[12];
-        gw[45] += dyn[2] * xn[13];
-        gw[46] += dyn[2] * xn[14];
-        gw[47] += dyn[2] * xn[15];
-        gb[2] += dyn[2];
-        gw[48] += dyn[3] * xn[0];
-        gw[49] += dyn[3] * xn[1];
-        gw[50] += dyn[3] * xn[2];
-        gw[51] += dyn[3] * xn[3];
-        gw[52] += dyn[3] * xn[4];
-        gw[53] += dyn[3] * xn[5];
-        gw[54] += dyn[3] * xn[6];
-        gw[55] += dyn[3] * xn[7];
-        gw[56] += dyn[3] * xn[8];
-        gw[57] += dyn[3] * xn[9];
-        gw[58] += dyn[3] * xn[10];
-        gw[59] += dyn[3] * xn[11];
-        gw[60] += dyn[3] * xn[12];
-        gw[61] += dyn[3] * xn[13];
-        gw[62] += dyn[3] * xn[14];
-        gw[63] += dyn[3] * xn[15];
-        gb[3] += dyn[3];
-        gw[64] += dyn[4] * xn[0];
-        gw[65] += dyn[4] * xn[1];
-        gw[66] += dyn[4] * xn[2];
-        gw[67] += dyn[4] * xn[3];
-        gw[68] += dyn[4] * xn[4];
-        gw[69] += dyn[4] * xn[5];
-        gw[70] += dyn[4] * xn[6];
-        gw[71] += dyn[4] * xn[7];
-        gw[72] += dyn[4] * xn[8];
-        gw[73] += dyn[4] * xn[9];
-        gw[74] += dyn[4] * xn[10];
-        gw[75] += dyn[4] * xn[11];
-        gw[76] += dyn[4] * xn[12];
-        gw[77] += dyn[4] * xn[13];
-        gw[78] += dyn[4] * xn[14];
-        gw[79] += dyn[4] * xn[15];
-        gb[4] += dyn[4];
+    for (int b = 0; b < nb; b++)
+        for (int i = 0; i < 16; i++) S[(size_t)b * 16 + i] = x[(size_t)i * 16 + b];
+    for (int o = 0; o < 5; o++) {
+        float *restrict gwo = gw + (size_t)o * 16;
+        float sb = 0.0f;
+        for (int b = 0; b < nb; b++) {
+            const float d = dy[(size_t)o * 16 + b];
+            sb += d;
+            const float *restrict xb = S + (size_t)b * 16;
+            for (int i = 0; i < 16; i++) gwo[i] += d * xb[i];
+        }
+        gb[o] += sb;
+    }
+}
+
+static void l14_dense_backward_dx(const float *restrict P, const float *restrict dy, float *restrict dx)
+{
+    const float *restrict w = P + 1316;
+    for (int v0 = 0; v0 < 1; v0 += 1) {
+        for (int i0 = 0; i0 < 16; i0 += 16) {
+            {
+                cg_v a0_0 = vsplat(0.0f);
+                cg_v a1_0 = vsplat(0.0f);
+                cg_v a2_0 = vsplat(0.0f);
+                cg_v a3_0 = vsplat(0.0f);
+                cg_v a4_0 = vsplat(0.0f);
+                cg_v a5_0 = vsplat(0.0f);
+                cg_v a6_0 = vsplat(0.0f);
+                cg_v a7_0 = vsplat(0.0f);
+                cg_v a8_0 = vsplat(0.0f);
+                cg_v a9_0 = vsplat(0.0f);
+                cg_v a10_0 = vsplat(0.0f);
+                cg_v a11_0 = vsplat(0.0f);
+                cg_v a12_0 = vsplat(0.0f);
+                cg_v a13_0 = vsplat(0.0f);
+                cg_v a14_0 = vsplat(0.0f);
+                cg_v a15_0 = vsplat(0.0f);
+                for (int k = 0; k < 5; k++) {
+                    const float *restrict sk = dy + (size_t)k * 16 + v0 * 16;
+                    const cg_v s0 = VLOAD(sk + 0);
+                    a0_0 += w[(size_t)k * 16 + i0 + 0] * s0;
+                    a1_0 += w[(size_t)k * 16 + i0 + 1] * s0;
+                    a2_0 += w[(size_t)k * 16 + i0 + 2] * s0;
+                    a3_0 += w[(size_t)k * 16 + i0 + 3] * s0;
+                    a4_0 += w[(size_t)k * 16 + i0 + 4] * s0;
+                    a5_0 += w[(size_t)k * 16 + i0 + 5] * s0;
+                    a6_0 += w[(size_t)k * 16 + i0 + 6] * s0;
+                    a7_0 += w[(size_t)k * 16 + i0 + 7] * s0;
+                    a8_0 += w[(size_t)k * 16 + i0 + 8] * s0;
+                    a9_0 += w[(size_t)k * 16 + i0 + 9] * s0;
+                    a10_0 += w[(size_t)k * 16 + i0 + 10] * s0;
+                    a11_0 += w[(size_t)k * 16 + i0 + 11] * s0;
+                    a12_0 += w[(size_t)k * 16 + i0 + 12] * s0;
+                    a13_0 += w[(size_t)k * 16 + i0 + 13] * s0;
+                    a14_0 += w[(size_t)k * 16 + i0 + 14] * s0;
+                    a15_0 += w[(size_t)k * 16 + i0 + 15] * s0;
+                }
+                VSTORE(dx + (size_t)(i0 + 0) * 16 + (v0 + 0) * 16, a0_0);
+                VSTORE(dx + (size_t)(i0 + 1) * 16 + (v0 + 0) * 16, a1_0);
+                VSTORE(dx + (size_t)(i0 + 2) * 16 + (v0 + 0) * 16, a2_0);
+                VSTORE(dx + (size_t)(i0 + 3) * 16 + (v0 + 0) * 16, a3_0);
+                VSTORE(dx + (size_t)(i0 + 4) * 16 + (v0 + 0) * 16, a4_0);
+                VSTORE(dx + (size_t)(i0 + 5) * 16 + (v0 + 0) * 16, a5_0);
+                VSTORE(dx + (size_t)(i0 + 6) * 16 + (v0 + 0) * 16, a6_0);
+                VSTORE(dx + (size_t)(i0 + 7) * 16 + (v0 + 0) * 16, a7_0);
+                VSTORE(dx + (size_t)(i0 + 8) * 16 + (v0 + 0) * 16, a8_0);
+                VSTORE(dx + (size_t)(i0 + 9) * 16 + (v0 + 0) * 16, a9_0);
+                VSTORE(dx + (size_t)(i0 + 10) * 16 + (v0 + 0) * 16, a10_0);
+                VSTORE(dx + (size_t)(i0 + 11) * 16 + (v0 + 0) * 16, a11_0);
+                VSTORE(dx + (size_t)(i0 + 12) * 16 + (v0 + 0) * 16, a12_0);
+                VSTORE(dx + (size_t)(i0 + 13) * 16 + (v0 + 0) * 16, a13_0);
+                VSTORE(dx + (size_t)(i0 + 14) * 16 + (v0 + 0) * 16, a14_0);
+                VSTORE(dx + (size_t)(i0 + 15) * 16 + (v0 + 0) * 16, a15_0);
+            }
+        }
     }
 }
 
 /* Forward over nb <= 16 samples; activations stay in ws for backward. */
 void mixed1d_forward(const float *params, float *buffers, const float *x, float *ws, int nb, int training)
 {
-    l00_conv1d_forward(params, x, ws + 0, nb);
-    l01_batchnorm_forward(params, buffers, ws + 32144, ws + 0, ws + 4096, nb, training);
-    l02_leaky_relu_forward(ws + 4096, ws + 8192, nb);
-    l03_conv1d_forward(params, ws + 8192, ws + 12288, nb);
-    l04_tanh_forward(ws + 12288, ws + 16384, nb);
-    l05_maxpool1d_forward(ws + 16384, ws + 20480, nb);
-    l06_conv1d_forward(params, ws + 20480, ws + 22528, nb);
-    l07_sigmoid_forward(ws + 22528, ws + 25600, nb);
-    l08_conv1d_forward(params, ws + 25600, ws + 28672, nb);
-    l09_batchnorm_forward(params, buffers, ws + 32160, ws + 28672, ws + 29824, nb, training);
-    l10_avgpool1d_forward(ws + 29824, ws + 30976, nb);
-    /* layer 11: flatten aliases layer 10's output */
-    l12_dense_forward(params, ws + 30976, ws + 31552, nb);
-    l13_relu_forward(ws + 31552, ws + 31808, nb);
-    l14_dense_forward(params, ws + 31808, ws + 32064, nb);
+    to_lanes(x, ws + 0, nb, 256);
+    l00_conv1d_forward(params, ws + 0, ws + 4096);
+    l01_batchnorm_forward(params, buffers, ws + 36240, ws + 4096, ws + 8192, nb, training);
+    l02_leaky_relu_forward(ws + 8192, ws + 12288);
+    l03_conv1d_forward(params, ws + 12288, ws + 16384);
+    l04_tanh_forward(ws + 16384, ws + 20480);
+    l05_maxpool1d_forward(ws + 20480, ws + 24576);
+    l06_conv1d_forward(params, ws + 24576, ws + 26624);
+    l07_sigmoid_forward(ws + 26624, ws + 29696);
+    l08_conv1d_forward(params, ws + 29696, ws + 32768);
+    l09_batchnorm_forward(params, buffers, ws + 36256, ws + 32768, ws + 33920, nb, training);
+    l10_avgpool1d_forward(ws + 33920, ws + 35072);
+    /* layer 11: flatten is a view of its input */
+    l12_dense_forward(params, ws + 35072, ws + 35648);
+    l13_relu_forward(ws + 35648, ws + 35904);
+    l14_dense_forward(params, ws + 35904, ws + 36160);
+    from_lanes(ws + 36160, ws + 37104, nb, 5);
 }
 
-/* Backward after a training forward: dLoss/dOutput at ws + 32172; grads accumulate. */
+/* Backward after a training forward: dLoss/dOutput at ws + 37184; grads accumulate. */
 void mixed1d_backward(const float *params, float *grads, const float *x, float *dx, float *ws, int nb)
 {
-    l14_dense_backward(params, grads, ws + 31808, ws + 32172, ws + 32252, nb);
-    l13_relu_backward(ws + 31808, ws + 32252, ws + 36348, nb);
-    l12_dense_backward(params, grads, ws + 30976, ws + 36348, ws + 32252, nb);
+    (void)x;
+    to_lanes(ws + 37184, ws + 37264, nb, 5);
+    l14_dense_backward(grads, ws + 36848, ws + 35904, ws + 37264, nb);
+    l14_dense_backward_dx(params, ws + 37264, ws + 37344);
+    l13_relu_backward(ws + 35904, ws + 37344, ws + 41440);
+    l12_dense_backward(grads, ws + 36272, ws + 35072, ws + 41440, nb);
+    l12_dense_backward_dx(params, ws + 41440, ws + 37344);
     /* layer 11: flatten passes the gradient through */
-    l10_avgpool1d_backward(ws + 32252, ws + 36348, nb);
-    l09_batchnorm_backward(params, grads, ws + 32160, ws + 28672, ws + 36348, ws + 32252, nb);
-    l08_conv1d_backward(params, grads, ws + 25600, ws + 32252, ws + 36348, nb);
-    l07_sigmoid_backward(ws + 25600, ws + 36348, ws + 32252, nb);
-    l06_conv1d_backward(params, grads, ws + 20480, ws + 32252, ws + 36348, nb);
-    l05_maxpool1d_backward(ws + 16384, ws + 36348, ws + 32252, nb);
-    l04_tanh_backward(ws + 16384, ws + 32252, ws + 36348, nb);
-    l03_conv1d_backward(params, grads, ws + 8192, ws + 36348, ws + 32252, nb);
-    l02_leaky_relu_backward(ws + 4096, ws + 32252, ws + 36348, nb);
-    l01_batchnorm_backward(params, grads, ws + 32144, ws + 0, ws + 36348, ws + 32252, nb);
-    l00_conv1d_backward(params, grads, x, ws + 32252, dx ? dx : ws + 36348, nb);
+    l10_avgpool1d_backward(ws + 37344, ws + 41440);
+    l09_batchnorm_backward(params, grads, ws + 36256, ws + 32768, ws + 41440, ws + 37344, nb);
+    l08_conv1d_backward(grads, ws + 29696, ws + 37344);
+    l08_conv1d_backward_dx(params, ws + 37344, ws + 41440);
+    l07_sigmoid_backward(ws + 29696, ws + 41440, ws + 37344);
+    l06_conv1d_backward(grads, ws + 24576, ws + 37344);
+    l06_conv1d_backward_dx(params, ws + 37344, ws + 41440);
+    l05_maxpool1d_backward(ws + 20480, ws + 41440, ws + 37344);
+    l04_tanh_backward(ws + 20480, ws + 37344, ws + 41440);
+    l03_conv1d_backward(grads, ws + 12288, ws + 41440);
+    l03_conv1d_backward_dx(params, ws + 41440, ws + 37344);
+    l02_leaky_relu_backward(ws + 8192, ws + 37344, ws + 41440);
+    l01_batchnorm_backward(params, grads, ws + 36240, ws + 4096, ws + 41440, ws + 37344, nb);
+    l00_conv1d_backward(grads, ws + 0, ws + 37344);
+    if (dx) l00_conv1d_backward_dx(params, ws + 37344, ws + 41440);
+    if (dx) from_lanes(ws + 41440, dx, nb, 256);
 }
 
 static const cg_tensor mixed1d_tensors[] = {
@@ -4186,55 +2131,55 @@ static const cg_tensor mixed1d_tensors[] = {
 
 static const cg_layer mixed1d_layers[] = {
     {.kind = "conv1d", .ndim_in = 2, .in_shape = {4, 64, 0}, .ndim_out = 2, .out_shape = {8, 32, 0},
-     .in_size = 256, .out_size = 256, .act_offset = 0, .line = 13, .col = 5,
+     .in_size = 256, .out_size = 256, .act_offset = 4096, .lanes = 16, .line = 13, .col = 5,
      .kernel = {1, 5}, .stride = {1, 2}, .pad_lo = {0, 2}, .pad_hi = {0, 2}, .dilation = {1, 1},
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "batchnorm", .ndim_in = 2, .in_shape = {8, 32, 0}, .ndim_out = 2, .out_shape = {8, 32, 0},
-     .in_size = 256, .out_size = 256, .act_offset = 4096, .line = 14, .col = 5,
+     .in_size = 256, .out_size = 256, .act_offset = 8192, .lanes = 16, .line = 14, .col = 5,
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.001f, .momentum = -1.0f},
     {.kind = "leaky_relu", .ndim_in = 2, .in_shape = {8, 32, 0}, .ndim_out = 2, .out_shape = {8, 32, 0},
-     .in_size = 256, .out_size = 256, .act_offset = 8192, .line = 15, .col = 5,
+     .in_size = 256, .out_size = 256, .act_offset = 12288, .lanes = 16, .line = 15, .col = 5,
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.1f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv1d", .ndim_in = 2, .in_shape = {8, 32, 0}, .ndim_out = 2, .out_shape = {8, 32, 0},
-     .in_size = 256, .out_size = 256, .act_offset = 12288, .line = 16, .col = 5,
+     .in_size = 256, .out_size = 256, .act_offset = 16384, .lanes = 16, .line = 16, .col = 5,
      .kernel = {1, 3}, .stride = {1, 1}, .pad_lo = {0, 2}, .pad_hi = {0, 2}, .dilation = {1, 2},
      .groups = 8, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "tanh", .ndim_in = 2, .in_shape = {8, 32, 0}, .ndim_out = 2, .out_shape = {8, 32, 0},
-     .in_size = 256, .out_size = 256, .act_offset = 16384, .line = 17, .col = 5,
+     .in_size = 256, .out_size = 256, .act_offset = 20480, .lanes = 16, .line = 17, .col = 5,
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "maxpool1d", .ndim_in = 2, .in_shape = {8, 32, 0}, .ndim_out = 2, .out_shape = {8, 16, 0},
-     .in_size = 256, .out_size = 128, .act_offset = 20480, .line = 18, .col = 5,
+     .in_size = 256, .out_size = 128, .act_offset = 24576, .lanes = 16, .line = 18, .col = 5,
      .kernel = {1, 3}, .stride = {1, 2}, .pad_lo = {0, 1}, .pad_hi = {0, 1}, .dilation = {1, 1},
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv1d", .ndim_in = 2, .in_shape = {8, 16, 0}, .ndim_out = 2, .out_shape = {12, 16, 0},
-     .in_size = 128, .out_size = 192, .act_offset = 22528, .line = 19, .col = 5,
+     .in_size = 128, .out_size = 192, .act_offset = 26624, .lanes = 16, .line = 19, .col = 5,
      .kernel = {1, 4}, .stride = {1, 1}, .pad_lo = {0, 1}, .pad_hi = {0, 2}, .dilation = {1, 1},
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "sigmoid", .ndim_in = 2, .in_shape = {12, 16, 0}, .ndim_out = 2, .out_shape = {12, 16, 0},
-     .in_size = 192, .out_size = 192, .act_offset = 25600, .line = 20, .col = 5,
+     .in_size = 192, .out_size = 192, .act_offset = 29696, .lanes = 16, .line = 20, .col = 5,
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv1d", .ndim_in = 2, .in_shape = {12, 16, 0}, .ndim_out = 2, .out_shape = {6, 12, 0},
-     .in_size = 192, .out_size = 72, .act_offset = 28672, .line = 21, .col = 5,
+     .in_size = 192, .out_size = 72, .act_offset = 32768, .lanes = 16, .line = 21, .col = 5,
      .kernel = {1, 3}, .stride = {1, 1}, .pad_lo = {0, 0}, .pad_hi = {0, 0}, .dilation = {1, 2},
      .groups = 2, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "batchnorm", .ndim_in = 2, .in_shape = {6, 12, 0}, .ndim_out = 2, .out_shape = {6, 12, 0},
-     .in_size = 72, .out_size = 72, .act_offset = 29824, .line = 22, .col = 5,
+     .in_size = 72, .out_size = 72, .act_offset = 33920, .lanes = 16, .line = 22, .col = 5,
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 1e-05f, .momentum = 0.2f},
     {.kind = "avgpool1d", .ndim_in = 2, .in_shape = {6, 12, 0}, .ndim_out = 2, .out_shape = {6, 6, 0},
-     .in_size = 72, .out_size = 36, .act_offset = 30976, .line = 23, .col = 5,
+     .in_size = 72, .out_size = 36, .act_offset = 35072, .lanes = 16, .line = 23, .col = 5,
      .kernel = {1, 3}, .stride = {1, 2}, .pad_lo = {0, 1}, .pad_hi = {0, 1}, .dilation = {1, 1},
      .groups = 1, .has_bias = 0, .count_include_pad = 1, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "flatten", .ndim_in = 2, .in_shape = {6, 6, 0}, .ndim_out = 1, .out_shape = {36, 0, 0},
-     .in_size = 36, .out_size = 36, .act_offset = 30976, .line = 24, .col = 5,
+     .in_size = 36, .out_size = 36, .act_offset = 35072, .lanes = 16, .line = 24, .col = 5,
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "dense", .ndim_in = 1, .in_shape = {36, 0, 0}, .ndim_out = 1, .out_shape = {16, 0, 0},
-     .in_size = 36, .out_size = 16, .act_offset = 31552, .line = 25, .col = 5,
+     .in_size = 36, .out_size = 16, .act_offset = 35648, .lanes = 16, .line = 25, .col = 5,
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "relu", .ndim_in = 1, .in_shape = {16, 0, 0}, .ndim_out = 1, .out_shape = {16, 0, 0},
-     .in_size = 16, .out_size = 16, .act_offset = 31808, .line = 26, .col = 5,
+     .in_size = 16, .out_size = 16, .act_offset = 35904, .lanes = 16, .line = 26, .col = 5,
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "dense", .ndim_in = 1, .in_shape = {16, 0, 0}, .ndim_out = 1, .out_shape = {5, 0, 0},
-     .in_size = 16, .out_size = 5, .act_offset = 32064, .line = 27, .col = 5,
+     .in_size = 16, .out_size = 5, .act_offset = 36160, .lanes = 16, .line = 27, .col = 5,
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
 };
 

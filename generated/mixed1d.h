@@ -10,9 +10,9 @@
 #define MIXED1D_OUT_SIZE 5 /* floats per output sample, 5 */
 #define MIXED1D_N_PARAMS ((size_t)1401) /* learned floats: weights, biases, gamma, beta */
 #define MIXED1D_N_BUFFERS ((size_t)30) /* batch-norm running statistics and counters */
-#define MIXED1D_WORKSPACE ((size_t)40444) /* floats: activations, gradients, scratch */
-#define MIXED1D_OUT_OFFSET ((size_t)32064) /* network output in the workspace */
-#define MIXED1D_DOUT_OFFSET ((size_t)32172) /* dLoss/dOutput goes here before backward */
+#define MIXED1D_WORKSPACE ((size_t)45536) /* floats: activations, gradients, scratch */
+#define MIXED1D_OUT_OFFSET ((size_t)37104) /* network output in the workspace */
+#define MIXED1D_DOUT_OFFSET ((size_t)37184) /* dLoss/dOutput goes here before backward */
 
 void mixed1d_forward(const float *params, float *buffers, const float *x, float *ws, int nb, int training);
 void mixed1d_backward(const float *params, float *grads, const float *x, float *dx, float *ws, int nb);

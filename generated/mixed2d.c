@@ -154,7 +154,7 @@ static void l01_batchnorm_forward(const float *restrict P, float *restrict B, fl
     }
 }
 
-static void l01_batchnorm_backward(const float *restrict P, float *restrict G, const float *restrict S, const float *restrict x, const float *restrict dy, float *restrict dx, int nb)
+static void l01_batchnorm_backward(const float *restrict P, float *restrict G, float *restrict S, const float *restrict x, const float *restrict dy, float *restrict dx, int nb)
 {
     const float *restrict gamma = P + 114;
     float *restrict ggamma = G + 114, *restrict gbeta = G + 120;
@@ -2257,7 +2257,7 @@ void mixed2d_forward(const float *params, float *buffers, const float *x, float 
     l08_avgpool2d_forward(ws + 52992, ws + 59904, nb);
     l09_leaky_relu_forward(ws + 59904, ws + 61632, nb);
     l10_maxpool2d_forward(ws + 61632, ws + 63360, nb);
-    /* layer 11: flatten aliases layer 10's output */
+    /* layer 11: flatten is a view of its input */
     l12_dense_forward(params, ws + 63360, ws + 63648, nb);
 }
 
@@ -2296,49 +2296,49 @@ static const cg_tensor mixed2d_tensors[] = {
 
 static const cg_layer mixed2d_layers[] = {
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {3, 20, 18}, .ndim_out = 3, .out_shape = {6, 10, 16},
-     .in_size = 1080, .out_size = 960, .act_offset = 0, .line = 10, .col = 5,
+     .in_size = 1080, .out_size = 960, .act_offset = 0, .lanes = 0, .line = 10, .col = 5,
      .kernel = {3, 2}, .stride = {2, 1}, .pad_lo = {1, 0}, .pad_hi = {1, 0}, .dilation = {1, 2},
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "batchnorm", .ndim_in = 3, .in_shape = {6, 10, 16}, .ndim_out = 3, .out_shape = {6, 10, 16},
-     .in_size = 960, .out_size = 960, .act_offset = 7680, .line = 11, .col = 5,
+     .in_size = 960, .out_size = 960, .act_offset = 7680, .lanes = 0, .line = 11, .col = 5,
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 1e-05f, .momentum = 0.1f},
     {.kind = "tanh", .ndim_in = 3, .in_shape = {6, 10, 16}, .ndim_out = 3, .out_shape = {6, 10, 16},
-     .in_size = 960, .out_size = 960, .act_offset = 15360, .line = 12, .col = 5,
+     .in_size = 960, .out_size = 960, .act_offset = 15360, .lanes = 0, .line = 12, .col = 5,
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {6, 10, 16}, .ndim_out = 3, .out_shape = {6, 10, 16},
-     .in_size = 960, .out_size = 960, .act_offset = 23040, .line = 13, .col = 5,
+     .in_size = 960, .out_size = 960, .act_offset = 23040, .lanes = 0, .line = 13, .col = 5,
      .kernel = {2, 4}, .stride = {1, 1}, .pad_lo = {0, 1}, .pad_hi = {1, 2}, .dilation = {1, 1},
      .groups = 2, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "sigmoid", .ndim_in = 3, .in_shape = {6, 10, 16}, .ndim_out = 3, .out_shape = {6, 10, 16},
-     .in_size = 960, .out_size = 960, .act_offset = 30720, .line = 14, .col = 5,
+     .in_size = 960, .out_size = 960, .act_offset = 30720, .lanes = 0, .line = 14, .col = 5,
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "maxpool2d", .ndim_in = 3, .in_shape = {6, 10, 16}, .ndim_out = 3, .out_shape = {6, 10, 16},
-     .in_size = 960, .out_size = 960, .act_offset = 38400, .line = 15, .col = 5,
+     .in_size = 960, .out_size = 960, .act_offset = 38400, .lanes = 0, .line = 15, .col = 5,
      .kernel = {3, 3}, .stride = {1, 1}, .pad_lo = {1, 1}, .pad_hi = {1, 1}, .dilation = {1, 1},
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {6, 10, 16}, .ndim_out = 3, .out_shape = {4, 12, 18},
-     .in_size = 960, .out_size = 864, .act_offset = 46080, .line = 16, .col = 5,
+     .in_size = 960, .out_size = 864, .act_offset = 46080, .lanes = 0, .line = 16, .col = 5,
      .kernel = {3, 3}, .stride = {1, 1}, .pad_lo = {2, 2}, .pad_hi = {2, 2}, .dilation = {1, 1},
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "relu", .ndim_in = 3, .in_shape = {4, 12, 18}, .ndim_out = 3, .out_shape = {4, 12, 18},
-     .in_size = 864, .out_size = 864, .act_offset = 52992, .line = 17, .col = 5,
+     .in_size = 864, .out_size = 864, .act_offset = 52992, .lanes = 0, .line = 17, .col = 5,
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "avgpool2d", .ndim_in = 3, .in_shape = {4, 12, 18}, .ndim_out = 3, .out_shape = {4, 6, 9},
-     .in_size = 864, .out_size = 216, .act_offset = 59904, .line = 18, .col = 5,
+     .in_size = 864, .out_size = 216, .act_offset = 59904, .lanes = 0, .line = 18, .col = 5,
      .kernel = {3, 3}, .stride = {2, 2}, .pad_lo = {1, 1}, .pad_hi = {1, 1}, .dilation = {1, 1},
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "leaky_relu", .ndim_in = 3, .in_shape = {4, 6, 9}, .ndim_out = 3, .out_shape = {4, 6, 9},
-     .in_size = 216, .out_size = 216, .act_offset = 61632, .line = 19, .col = 5,
+     .in_size = 216, .out_size = 216, .act_offset = 61632, .lanes = 0, .line = 19, .col = 5,
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.01f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "maxpool2d", .ndim_in = 3, .in_shape = {4, 6, 9}, .ndim_out = 3, .out_shape = {4, 3, 3},
-     .in_size = 216, .out_size = 36, .act_offset = 63360, .line = 20, .col = 5,
+     .in_size = 216, .out_size = 36, .act_offset = 63360, .lanes = 0, .line = 20, .col = 5,
      .kernel = {2, 3}, .stride = {2, 3}, .pad_lo = {0, 0}, .pad_hi = {0, 0}, .dilation = {1, 1},
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "flatten", .ndim_in = 3, .in_shape = {4, 3, 3}, .ndim_out = 1, .out_shape = {36, 0, 0},
-     .in_size = 36, .out_size = 36, .act_offset = 63360, .line = 21, .col = 5,
+     .in_size = 36, .out_size = 36, .act_offset = 63360, .lanes = 0, .line = 21, .col = 5,
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "dense", .ndim_in = 1, .in_shape = {36, 0, 0}, .ndim_out = 1, .out_shape = {10, 0, 0},
-     .in_size = 36, .out_size = 10, .act_offset = 63648, .line = 22, .col = 5,
+     .in_size = 36, .out_size = 10, .act_offset = 63648, .lanes = 0, .line = 22, .col = 5,
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
 };
 

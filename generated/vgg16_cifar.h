@@ -10,9 +10,9 @@
 #define VGG16_CIFAR_OUT_SIZE 10 /* floats per output sample, 10 */
 #define VGG16_CIFAR_N_PARAMS ((size_t)15245130) /* learned floats: weights, biases, gamma, beta */
 #define VGG16_CIFAR_N_BUFFERS ((size_t)0) /* batch-norm running statistics and counters */
-#define VGG16_CIFAR_WORKSPACE ((size_t)22954624) /* floats: activations, gradients, scratch */
-#define VGG16_CIFAR_OUT_OFFSET ((size_t)18759680) /* network output in the workspace */
-#define VGG16_CIFAR_DOUT_OFFSET ((size_t)18760000) /* dLoss/dOutput goes here before backward */
+#define VGG16_CIFAR_WORKSPACE ((size_t)23102720) /* floats: activations, gradients, scratch */
+#define VGG16_CIFAR_OUT_OFFSET ((size_t)18907456) /* network output in the workspace */
+#define VGG16_CIFAR_DOUT_OFFSET ((size_t)18907776) /* dLoss/dOutput goes here before backward */
 
 void vgg16_cifar_forward(const float *params, float *buffers, const float *x, float *ws, int nb, int training);
 void vgg16_cifar_backward(const float *params, float *grads, const float *x, float *dx, float *ws, int nb);

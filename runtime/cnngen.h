@@ -57,8 +57,11 @@ typedef struct cg_layer {
     int count_include_pad; /* avgpool */
     float slope;           /* leaky_relu */
     float eps, momentum;   /* batchnorm; momentum < 0 means cumulative average (None) */
-    size_t act_offset;     /* floats into ws: this layer's output for the batch [N, out_size] */
+    size_t act_offset;     /* floats into ws: this layer's output for the batch, [N][out_size],
+                              or [out_size][lanes] when lanes > 0 */
     size_t line, col;      /* position of the layer in the spec */
+    int lanes;             /* 0: activations are [N][size]; else batch-innermost [size][lanes]
+                              (lanes = batch rounded up to whole SIMD vectors) */
 } cg_layer;
 
 enum cg_mode { CG_MODE_MINIBATCH = 0, CG_MODE_SGD = 1, CG_MODE_FULL = 2 };

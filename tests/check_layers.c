@@ -373,6 +373,22 @@ static void check_geometry(const cg_net *net, int li, fails *f)
         failf(f, "%s: layer %d (%s): pool with dilation/groups", net->name, li, L->kind);
 }
 
+/* A layer's saved activation as [n][out_size], whatever layout the generator chose
+ * (batch-innermost layers keep [out_size][lanes]); *buf is (re)allocated as needed. */
+static const float *act_rows(const state *st, const cg_layer *L, float **buf)
+{
+    const float *a = st->ws + L->act_offset;
+    if (!L->lanes)
+        return a;
+    float *t = realloc(*buf, sizeof(float) * (size_t)st->n * L->out_size);
+    ck_assert_ptr_nonnull(t);
+    *buf = t;
+    for (int b = 0; b < st->n; b++)
+        for (size_t i = 0; i < L->out_size; i++)
+            t[(size_t)b * L->out_size + i] = a[i * (size_t)L->lanes + (size_t)b];
+    return t;
+}
+
 /* Compare every layer's saved activation with the reference on its own input.
  * inject: perturb layer 0's first saved value before comparing (detection test). */
 static void check_forward_pass(state *st, int training, const float *bufs_before, int inject, fails *f)
@@ -380,10 +396,11 @@ static void check_forward_pass(state *st, int training, const float *bufs_before
     const cg_net *net = st->net;
     double rm_new[4096], rv_new[4096];
     if (inject) st->ws[net->layers[0].act_offset] += 1e-3f;
+    float *in_rows = NULL, *out_rows = NULL;
     for (int li = 0; li < net->n_layers; li++) {
         const cg_layer *L = &net->layers[li];
-        const float *xin = li == 0 ? st->x : st->ws + net->layers[li - 1].act_offset;
-        const float *got = st->ws + L->act_offset;
+        const float *xin = li == 0 ? st->x : act_rows(st, &net->layers[li - 1], &in_rows);
+        const float *got = act_rows(st, L, &out_rows);
         ck_assert_int_le(L->in_shape[0], 4096);
         reference(st, li, bufs_before, xin, training, rm_new, rv_new);
         size_t tot = (size_t)st->n * L->out_size;
@@ -414,6 +431,8 @@ static void check_forward_pass(state *st, int training, const float *bufs_before
                       st->buffers[nbt->offset], bufs_before[nbt->offset] + 1.0f);
         }
     }
+    free(in_rows);
+    free(out_rows);
 }
 
 static void run_forward_checks(const cg_net *net, int n, int inject, fails *f)
@@ -638,12 +657,24 @@ START_TEST(test_coverage)
                                         "dense", "flatten", "relu", "leaky_relu", "sigmoid", "tanh", "batchnorm"};
     enum { NK = sizeof kinds / sizeof kinds[0] };
     int seen[NK][2] = {{0}}; /* [kind][unrolled] */
+    int seen_lanes[NK] = {0};
     int dense_bias[2] = {0}, conv_bias[2] = {0}, avg_cip[2][2] = {{0}}, bn_dim[4] = {0}, bn_null[4] = {0};
     int conv_groups = 0, conv_dw = 0, conv_dil = 0, conv_stride = 0, conv_asym = 0, conv1d_geom = 0;
     for (int i = 0; cg_test_nets[i]; i++) {
         const cg_net *net = cg_test_nets[i];
         ck_assert_msg(strncmp(net->name, "t_", 2) == 0, "test net %s: name must start with t_", net->name);
-        /* naming convention: NAME_loop nets exercise the looped path at layer 0 */
+        /* naming convention: NAME_ln nets are batch-innermost (lanes), NAME_loop nets
+         * exercise the looped path at layer 0 of the [N][size] emitters */
+        ck_assert_msg((strstr(net->name, "_ln") != NULL) == (net->layers[0].lanes > 0),
+                      "test net %s: lanes %d disagrees with its name", net->name, net->layers[0].lanes);
+        if (net->layers[0].lanes) {
+            for (int li = 0; li < net->n_layers; li++) {
+                int k;
+                for (k = 0; k < NK && !is_kind(&net->layers[li], kinds[k]); k++) {}
+                if (k < NK) seen_lanes[k] = 1;
+            }
+            continue;
+        }
         ck_assert_msg((strstr(net->name, "_loop") != NULL) == !unrolled(&net->layers[0]),
                       "test net %s: layer 0 (%s) is %s", net->name, net->layers[0].kind,
                       unrolled(&net->layers[0]) ? "straight-line but the name says _loop" : "looped but the name lacks _loop");
@@ -675,6 +706,8 @@ START_TEST(test_coverage)
         if (k < 7 || (k >= 8 && k < 12)) {
             ck_assert_msg(seen[k][1], "no test net has a straight-line %s layer", kinds[k]);
             ck_assert_msg(seen[k][0], "no test net has a looped %s layer", kinds[k]);
+        for (int k2 = 0; k2 < NK; k2++)
+            ck_assert_msg(seen_lanes[k2], "no batch-innermost (_ln) test net has a %s layer", kinds[k2]);
         }
     }
     ck_assert(dense_bias[0] && dense_bias[1] && conv_bias[0] && conv_bias[1]);

@@ -8,6 +8,8 @@ local UNROLL_BUDGET = 1024      -- terms per layer and pass written out as strai
 local MAX_TENSOR = 1 << 28      -- floats in one sample's activation or one parameter tensor
 local MAX_PARAMS = 1 << 31      -- floats in all parameters
 local MAX_BATCH = 65536
+local VEC = 16                  -- floats in one SIMD vector of the generated code (AVX-512)
+local LANES_MIN_BATCH = 16      -- from this batch on, activations are batch-innermost
 
 -- Layer kinds, registered by name from one module per kind family.
 local MODULES = {"layers.conv", "layers.pool", "layers.dense", "layers.flatten", "layers.act", "layers.batchnorm"}
@@ -250,6 +252,43 @@ end
 ---------------------------------------------------------------------------
 -- Memory plan (all offsets in floats).
 ---------------------------------------------------------------------------
+-- Batch-innermost plan: every activation is [size][R] with R = the batch rounded up
+-- to whole vectors, so the lanes of one vector are 16 samples and every layer's inner
+-- loops are full-width whatever its spatial size. Input and output are converted at
+-- the network's edges (the runtime sees [N][size] as always); lanes >= n hold zeros
+-- in the gradients, so padded lanes never reach a parameter gradient.
+local function plan_lanes(spec)
+  local B = spec.train.batch
+  local R = (B + VEC - 1) // VEC * VEC
+  spec.lanes = R
+  local ws = 0
+  local function take(nfloats)
+    local at = ws
+    ws = ws + (nfloats + VEC - 1) // VEC * VEC -- keep every region vector-aligned
+    return at
+  end
+  spec.xin = take(R * prod(spec.input))
+  local maxin = 0
+  local prev = spec.xin
+  for _, L in ipairs(spec.layers) do
+    L.is_alias = L.alias
+    if L.is_alias then L.act = prev else L.act = take(R * L.out_size) end
+    prev = L.act
+    if L.in_size > maxin then maxin = L.in_size end
+  end
+  for _, L in ipairs(spec.layers) do
+    local sz = L.mod.scratch and L.mod.scratch(L, R) or 0
+    if sz > 0 then L.scratch = take(sz) end
+  end
+  spec.out_offset = take(B * spec.out_size)
+  spec.dout = take(B * spec.out_size)
+  spec.dout_lanes = take(R * spec.out_size)
+  spec.grad_a = take(R * maxin)
+  spec.grad_b = take(R * maxin)
+  spec.workspace = ws
+  return true
+end
+
 local function plan(spec)
   local P, Bf = 0, 0
   for _, L in ipairs(spec.layers) do
@@ -273,6 +312,7 @@ local function plan(spec)
   if P > MAX_PARAMS then return nil, string.format("the network has %s parameters, more than the limit %s", util.commas(P), util.commas(MAX_PARAMS)) end
   spec.n_params, spec.n_buffers = P, Bf
   local B = spec.train.batch
+  if B >= LANES_MIN_BATCH then return plan_lanes(spec) end
   local ws = 0
   local n = #spec.layers
   local maxin = 0
@@ -310,21 +350,32 @@ end
 local ARG_DECL = {
   fwd = {P = "const float *restrict P", B = "float *restrict B", S = "float *restrict S",
          x = "const float *restrict x", y = "float *restrict y", nb = "int nb", training = "int training"},
-  bwd = {P = "const float *restrict P", G = "float *restrict G", S = "const float *restrict S",
+  bwd = {P = "const float *restrict P", G = "float *restrict G", S = "float *restrict S",
          x = "const float *restrict x", y = "const float *restrict y", dy = "const float *restrict dy",
          dx = "float *restrict dx", nb = "int nb"},
 }
 local ARG_ORDER = {"P", "G", "B", "S", "x", "y", "dy", "dx", "nb", "training"}
 
+local PASS_SUFFIX = {fwd = "forward", bwd = "backward", bwdx = "backward_dx"}
 local function layer_fn(L, pass)
-  return string.format("l%02d_%s_%s", L.index, L.kind, pass == "fwd" and "forward" or "backward")
+  return string.format("l%02d_%s_%s", L.index, L.kind, PASS_SUFFIX[pass])
 end
 
--- Emit one layer's function for a pass; returns the function name and its used args.
+-- The module function for a pass: forward/backward, or in batch-innermost mode
+-- forward_lanes/backward_lanes (and backward_dx_lanes when a kind computes dx apart).
+local function pass_fn(L, pass, ctx)
+  local m = L.mod
+  if ctx.lanes then
+    return ({fwd = m.forward_lanes, bwd = m.backward_lanes, bwdx = m.backward_dx_lanes})[pass]
+  end
+  return ({fwd = m.forward, bwd = m.backward})[pass]
+end
+
+-- Emit one layer's function for a pass; returns its used args in canonical order.
 local function emit_layer_fn(out, L, pass, ctx, spec)
   local body = util.code()
   body.ind = 1
-  local used = (pass == "fwd" and L.mod.forward or L.mod.backward)(L, body, ctx)
+  local used = pass_fn(L, pass, ctx)(L, body, ctx)
   local set = {}
   for _, a in ipairs(used) do set[a] = true end
   local args = {}
@@ -332,7 +383,7 @@ local function emit_layer_fn(out, L, pass, ctx, spec)
     if set[a] then args[#args + 1] = a end
   end
   local decl = {}
-  for i, a in ipairs(args) do decl[i] = ARG_DECL[pass][a] end
+  for i, a in ipairs(args) do decl[i] = ARG_DECL[pass == "fwd" and "fwd" or "bwd"][a] end
   out:line("static void %s(%s)", layer_fn(L, pass), table.concat(decl, ", "))
   out:line("{")
   out.lines[#out.lines + 1] = body:text():sub(1, -2)
@@ -364,7 +415,7 @@ local function emit(spec, spec_path, spec_text)
   local name, UP = spec.name, spec.name:upper()
   local hash = util.fnv1a(spec_text)
   local B = spec.train.batch
-  local ctx = {budget = UNROLL_BUDGET}
+  local ctx = {budget = UNROLL_BUDGET, lanes = spec.lanes, vec = VEC}
   local banner = string.format("/* Generated by cnngen %s from %s (fnv1a64 %s). Do not edit.\n", VERSION,
     c_comment(spec_path), hash)
 
@@ -407,25 +458,57 @@ local function emit(spec, spec_path, spec_text)
   O:line("")
   O:line("#include \"%s.h\"", name)
   O:line("")
-  local fargs, bargs = {}, {}
+  local fargs, bargs, dxargs = {}, {}, {}
+  if ctx.lanes then
+    O:line("/* SIMD vectors of %d floats (one AVX-512 register; gcc and clang split them", VEC)
+    O:line(" * on narrower targets). Activations are batch-innermost: [size][%d]. */", spec.lanes)
+    O:line("typedef float cg_v __attribute__((vector_size(%d), aligned(4), may_alias));", VEC * 4)
+    O:line("#define VLOAD(p) (*(const cg_v *)(p))")
+    O:line("#define VSTORE(p, v) (*(cg_v *)(p) = (v))")
+    O:line("#define vsplat(s) ((cg_v){0} + (s))")
+    O:line("static inline float vsum_(const cg_v *v) { float s = 0.0f; for (int i = 0; i < %d; i++) s += (*v)[i]; return s; }", VEC)
+    O:line("#define vsum(v) vsum_(&(v))")
+    O:line("")
+    O:line("/* [nb][size] -> [size][%d], lanes >= nb zeroed */", spec.lanes)
+    O:line("static void to_lanes(const float *restrict x, float *restrict xl, int nb, int size)")
+    O:open("{")
+    O:line("for (int i = 0; i < size; i++)")
+    O:line("    for (int b = 0; b < %d; b++) xl[(size_t)i * %d + b] = b < nb ? x[(size_t)b * size + i] : 0.0f;",
+      spec.lanes, spec.lanes)
+    O:close()
+    O:line("")
+    O:line("/* [size][%d] -> [nb][size] */", spec.lanes)
+    O:line("static void from_lanes(const float *restrict xl, float *restrict x, int nb, int size)")
+    O:open("{")
+    O:line("for (int b = 0; b < nb; b++)")
+    O:line("    for (int i = 0; i < size; i++) x[(size_t)b * size + i] = xl[(size_t)i * %d + b];", spec.lanes)
+    O:close()
+    O:line("")
+  end
   for _, L in ipairs(spec.layers) do
     if not L.is_alias then
       O:line("/* layer %d: %s %s -> %s (%s:%d:%d) */", L.index, L.kind, shape_str(L.in_shape),
         shape_str(L.out_shape), c_comment(spec_path), L.node.line, L.node.col)
       fargs[L] = emit_layer_fn(O, L, "fwd", ctx, spec)
       bargs[L] = emit_layer_fn(O, L, "bwd", ctx, spec)
+      if pass_fn(L, "bwdx", ctx) then dxargs[L] = emit_layer_fn(O, L, "bwdx", ctx, spec) end
     end
   end
 
-  -- network forward
   local n = #spec.layers
   local function inptr(i)
-    if i == 1 then return "x" end
+    if i == 1 then return ctx.lanes and ("ws + " .. spec.xin) or "x" end
     return string.format("ws + %d", spec.layers[i - 1].act)
   end
+  local function call(L, pass, argl, map)
+    local a = {}
+    for _, arg in ipairs(argl) do a[#a + 1] = map[arg] end
+    return string.format("%s(%s);", layer_fn(L, pass), table.concat(a, ", "))
+  end
+
+  -- network forward
   O:line("/* Forward over nb <= %d samples; activations stay in ws for backward. */", B)
-  O:open("void %s_forward(const float *params, float *buffers, const float *x, float *ws, int nb, int training)", name)
-  O.ind = 0
+  O:line("void %s_forward(const float *params, float *buffers, const float *x, float *ws, int nb, int training)", name)
   O:open("{")
   local uses = {}
   for _, L in ipairs(spec.layers) do
@@ -435,17 +518,19 @@ local function emit(spec, spec_path, spec_text)
   end
   if not uses.B then O:line("(void)buffers;") end
   if not uses.training then O:line("(void)training;") end
+  if ctx.lanes then
+    O:line("to_lanes(x, ws + %d, nb, %d);", spec.xin, prod(spec.input))
+  end
   for i, L in ipairs(spec.layers) do
     if L.is_alias then
-      O:line("/* layer %d: %s aliases layer %d's output */", L.index, L.kind, L.index - 1)
+      O:line("/* layer %d: %s is a view of its input */", L.index, L.kind)
     else
-      local a = {}
-      for _, arg in ipairs(fargs[L]) do
-        a[#a + 1] = ({P = "params", B = "buffers", S = "ws + " .. tostring(L.scratch), x = inptr(i),
-          y = "ws + " .. L.act, nb = "nb", training = "training"})[arg]
-      end
-      O:line("%s(%s);", layer_fn(L, "fwd"), table.concat(a, ", "))
+      O:line(call(L, "fwd", fargs[L], {P = "params", B = "buffers", S = "ws + " .. tostring(L.scratch),
+        x = inptr(i), y = "ws + " .. L.act, nb = "nb", training = "training"}))
     end
+  end
+  if ctx.lanes then
+    O:line("from_lanes(ws + %d, ws + %d, nb, %d);", spec.layers[n].act, spec.out_offset, spec.out_size)
   end
   O:close()
   O:line("")
@@ -455,29 +540,36 @@ local function emit(spec, spec_path, spec_text)
   O:line("void %s_backward(const float *params, float *grads, const float *x, float *dx, float *ws, int nb)", name)
   O:open("{")
   local dy = spec.dout
+  if ctx.lanes then
+    O:line("(void)x;")
+    O:line("to_lanes(ws + %d, ws + %d, nb, %d);", spec.dout, spec.dout_lanes, spec.out_size)
+    dy = spec.dout_lanes
+  end
   local bufs = {spec.grad_a, spec.grad_b}
   local uses_dx = false
   for i = n, 1, -1 do
     local L = spec.layers[i]
-    if not L.is_alias then
-      local dxexpr
+    if L.is_alias then
+      O:line("/* layer %d: %s passes the gradient through */", L.index, L.kind)
+    else
       local other = (dy == bufs[1]) and bufs[2] or bufs[1]
-      if i == 1 then
+      local dxexpr = "ws + " .. other
+      if i == 1 and not ctx.lanes then
         dxexpr = "dx ? dx : ws + " .. other
         uses_dx = true
-      else
-        dxexpr = "ws + " .. other
       end
-      local a = {}
-      for _, arg in ipairs(bargs[L]) do
-        a[#a + 1] = ({P = "params", G = "grads", S = "ws + " .. tostring(L.scratch), x = inptr(i),
-          y = "ws + " .. L.act, dy = "ws + " .. dy, dx = dxexpr, nb = "nb"})[arg]
+      local map = {P = "params", G = "grads", S = "ws + " .. tostring(L.scratch), x = inptr(i),
+        y = "ws + " .. L.act, dy = "ws + " .. dy, dx = dxexpr, nb = "nb"}
+      O:line(call(L, "bwd", bargs[L], map))
+      if dxargs[L] then
+        O:line((i == 1 and "if (dx) " or "") .. call(L, "bwdx", dxargs[L], map))
       end
-      O:line("%s(%s);", layer_fn(L, "bwd"), table.concat(a, ", "))
       dy = other
-    else
-      O:line("/* layer %d: %s passes the gradient through */", L.index, L.kind)
     end
+  end
+  if ctx.lanes then
+    O:line("if (dx) from_lanes(ws + %d, dx, nb, %d);", dy, prod(spec.input))
+    uses_dx = true
   end
   if not uses_dx then O:line("(void)dx;") end
   O:close()
@@ -503,8 +595,8 @@ local function emit(spec, spec_path, spec_text)
     local mom = o.momentum
     O:line("    {.kind = %s, .ndim_in = %d, .in_shape = %s, .ndim_out = %d, .out_shape = %s,",
       c_string(L.kind), #L.in_shape, int_list(L.in_shape, 3), #L.out_shape, int_list(L.out_shape, 3))
-    O:line("     .in_size = %d, .out_size = %d, .act_offset = %d, .line = %d, .col = %d,",
-      L.in_size, L.out_size, L.act, L.node.line, L.node.col)
+    O:line("     .in_size = %d, .out_size = %d, .act_offset = %d, .lanes = %d, .line = %d, .col = %d,",
+      L.in_size, L.out_size, L.act, spec.lanes or 0, L.node.line, L.node.col)
     if g then
       O:line("     .kernel = {%d, %d}, .stride = {%d, %d}, .pad_lo = {%d, %d}, .pad_hi = {%d, %d}, .dilation = {%d, %d},",
         g.h.K, g.w.K, g.h.S, g.w.S, g.h.lo, g.w.lo, g.h.hi, g.w.hi, g.h.D, g.w.D)

@@ -40,12 +40,18 @@ end
 --   out  = affine offset of the output in its plane (oy*OW + ox)
 --   taps = list of {ky, kx, k = ky*KW + kx, at = affine offset of the input in its plane}
 --   info = {ny = rows, nx = cols, nvalid = #taps}
-function M.windows(C, g, unroll, body)
+function M.windows(C, g, unroll, body, keep)
   local h, w = g.h, g.w
   local IW, OW = w.I, w.O
   for _, ry in ipairs(M.regions(h)) do
     for _, rx in ipairs(M.regions(w)) do
-      local ntap = math.max(0, ry.k1 - ry.k0 + 1) * math.max(0, rx.k1 - rx.k0 + 1)
+      local ntap = 0
+      for ky = ry.k0, ry.k1 do
+        for kx = rx.k0, rx.k1 do
+          if not keep or keep(ky, kx) then ntap = ntap + 1 end
+        end
+      end
+      if keep and ntap == 0 then goto next_region end
       if not unroll and (ry.o1 > ry.o0 or rx.o1 > rx.o0) then
         local what
         if h.O == 1 then
@@ -61,13 +67,78 @@ function M.windows(C, g, unroll, body)
           local taps = {}
           for ky = ry.k0, ry.k1 do
             for kx = rx.k0, rx.k1 do
-              local at = util.aff((-h.lo + ky * h.D) * IW + (-w.lo + kx * w.D))
-                :term(oy, h.S * IW):term(ox, w.S)
-              taps[#taps + 1] = {ky = ky, kx = kx, k = ky * w.K + kx, at = at}
+              if not keep or keep(ky, kx) then
+                local at = util.aff((-h.lo + ky * h.D) * IW + (-w.lo + kx * w.D))
+                  :term(oy, h.S * IW):term(ox, w.S)
+                taps[#taps + 1] = {ky = ky, kx = kx, k = ky * w.K + kx, at = at}
+              end
             end
           end
           -- scoped: the body is alone in a loop body, so it needs no braces of its own
           body(out, taps, {nvalid = #taps, scoped = not unroll and rx.o1 > rx.o0})
+        end)
+      end)
+      ::next_region::
+    end
+  end
+end
+
+-- Transposed regions of an axis, for gathering input gradients: input i = r + S*t
+-- (phase r) receives from tap k the output o = t + c_k when (r + lo - k*D) is a
+-- multiple of S. Returns {r, t0, t1, taps = {{k, c}}} with consecutive t sharing taps.
+function M.tregions(ax)
+  local out = {}
+  for r = 0, ax.S - 1 do
+    local t, last = 0, nil
+    while r + ax.S * t < ax.I do
+      local taps, sig = {}, {}
+      for k = 0, ax.K - 1 do
+        local num = r + ax.lo - k * ax.D
+        if num % ax.S == 0 then
+          local c = num // ax.S
+          local o = t + c
+          if o >= 0 and o < ax.O then
+            taps[#taps + 1] = {k = k, c = c}
+            sig[#sig + 1] = k
+          end
+        end
+      end
+      local key = table.concat(sig, ",")
+      if last and last.key == key then
+        last.t1 = t
+      else
+        last = {r = r, t0 = t, t1 = t, taps = taps, key = key}
+        out[#out + 1] = last
+      end
+      t = t + 1
+    end
+  end
+  return out
+end
+
+-- Emit every input position of a 2-D geometry with the output windows that read it:
+-- body(in, taps, info) with in = affine offset of the input in its plane and
+-- taps = {{ky, kx, k, at = affine offset of the output in its plane}}.
+function M.twindows(C, g, body)
+  local h, w = g.h, g.w
+  for _, ry in ipairs(M.tregions(h)) do
+    for _, rx in ipairs(M.tregions(w)) do
+      if ry.t1 > ry.t0 or rx.t1 > rx.t0 then
+        C:line("/* inputs %s: %d taps */", h.I == 1 and string.format("%d+%d*t, t=%d..%d", rx.r, w.S, rx.t0, rx.t1)
+          or string.format("rows %d+%d*t (t=%d..%d), cols %d+%d*t (t=%d..%d)", ry.r, h.S, ry.t0, ry.t1, rx.r, w.S, rx.t0, rx.t1),
+          #ry.taps * #rx.taps)
+      end
+      util.loop(C, "ty", ry.t0, ry.t1, false, function(ty)
+        util.loop(C, "tx", rx.t0, rx.t1, false, function(tx)
+          local inp = util.aff(ry.r * w.I + rx.r):term(ty, h.S * w.I):term(tx, w.S)
+          local taps = {}
+          for _, a in ipairs(ry.taps) do
+            for _, b in ipairs(rx.taps) do
+              local at = util.aff(a.c * w.O + b.c):term(ty, w.O):term(tx, 1)
+              taps[#taps + 1] = {ky = a.k, kx = b.k, k = a.k * w.K + b.k, at = at}
+            end
+          end
+          body(inp, taps, {scoped = rx.t1 > rx.t0})
         end)
       end)
     end

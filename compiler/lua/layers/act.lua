@@ -47,6 +47,24 @@ local function each(L, C, ctx, emit)
   end
 end
 
+-- Batch-innermost: the same expressions over [size][lanes], one flat vectorizable loop.
+local function each_lanes(L, C, ctx, emit)
+  C:line("for (int i = 0; i < %d; i++)", L.in_size * ctx.lanes)
+  C.ind = C.ind + 1
+  emit("i")
+  C.ind = C.ind - 1
+end
+
+function M.forward_lanes(L, C, ctx)
+  each_lanes(L, C, ctx, function(i) C:line("y[%s] = %s;", i, fwd_expr(L, "x[" .. i .. "]")) end)
+  return {"x", "y"}
+end
+
+function M.backward_lanes(L, C, ctx)
+  each_lanes(L, C, ctx, function(i) C:line("dx[%s] = %s;", i, bwd_expr(L, i)) end)
+  return {L.kind == "leaky_relu" and "x" or "y", "dy", "dx"}
+end
+
 function M.forward(L, C, ctx)
   each(L, C, ctx, function(i)
     C:line("y[%s] = %s;", i, fwd_expr(L, "x[" .. i .. "]"))

@@ -35,7 +35,7 @@ function M.tensors(L)
 end
 
 function M.macs(L) return 0 end
-function M.scratch(L) return 2 * L.channels end
+function M.scratch(L, lanes) return 2 * L.channels end
 
 -- loop over the batch and the spatial positions of channel c, element xc[i]
 local function over_channel(C, L, body)
@@ -123,6 +123,81 @@ function M.backward(L, C, ctx)
     C:line("float *restrict dxc = dx + %s;", base)
     spatial(C, L, "dxc[i] = (float)(k * ((double)m * dyc[i] - sdy - ((double)xc[i] - mean) * rstd * sdyx));")
   end)
+  C:close()
+  return {"P", "G", "S", "x", "dy", "dx", "nb"}
+end
+
+
+-- Batch-innermost: channel c is [spatial][R]; statistics over the nb real lanes only,
+-- and dx is zero on the padded lanes so they never reach a parameter gradient.
+local function lanes_loop(C, L, R, bound, stmt)
+  C:line("const float *restrict xc = x + (size_t)c * %d;", L.spatial * R)
+  C:open("for (int s = 0; s < %d; s++) {", L.spatial)
+  C:line("for (int b = 0; b < %s; b++) %s", bound, stmt)
+  C:close()
+end
+
+function M.forward_lanes(L, C, ctx)
+  local c, R = L.channels, ctx.lanes
+  C:line("const float *restrict gamma = %s, *restrict beta = %s;", L.t.weight, L.t.bias)
+  C:line("float *restrict rmean = %s, *restrict rvar = %s, *restrict nbt = %s;",
+    L.t.running_mean, L.t.running_var, L.t.num_batches_tracked)
+  C:line("const int m = nb * %d; /* values per channel */", L.spatial)
+  C:open("if (training) {")
+  C:line("nbt[0] += 1.0f;")
+  if L.opt.momentum == "null" then
+    C:line("const float f = 1.0f / nbt[0]; /* momentum null: cumulative average */")
+  else
+    C:line("const float f = %s;", util.flt(L.opt.momentum))
+  end
+  C:open("for (int c = 0; c < %d; c++) {", c)
+  C:line("double s1 = 0.0, v = 0.0;")
+  C:open("{")
+  lanes_loop(C, L, R, "nb", "s1 += xc[s * " .. R .. " + b];")
+  C:close()
+  C:line("const double mean = s1 / m;")
+  C:open("{")
+  lanes_loop(C, L, R, "nb", "{ const double d = xc[s * " .. R .. " + b] - mean; v += d * d; }")
+  C:close()
+  C:line("const double var = v / m;")
+  C:line("S[c] = (float)mean;")
+  C:line("S[%d + c] = (float)(1.0 / sqrt(var + %s));", c, string.format("%.17g", L.opt.eps))
+  C:line("rmean[c] = (1.0f - f) * rmean[c] + f * (float)mean;")
+  C:line("rvar[c] = (1.0f - f) * rvar[c] + f * (float)(m > 1 ? var * m / (m - 1) : var);")
+  C:close()
+  C:close()
+  C:open("else {")
+  C:open("for (int c = 0; c < %d; c++) {", c)
+  C:line("S[c] = rmean[c];")
+  C:line("S[%d + c] = 1.0f / sqrtf(rvar[c] + %s);", c, util.flt(L.opt.eps))
+  C:close()
+  C:close()
+  C:open("for (int c = 0; c < %d; c++) {", c)
+  C:line("const float mean = S[c], a = S[%d + c] * gamma[c], bc = beta[c];", c)
+  C:line("float *restrict yc = y + (size_t)c * %d;", L.spatial * R)
+  lanes_loop(C, L, R, R, string.format("yc[s * %d + b] = (xc[s * %d + b] - mean) * a + bc;", R, R))
+  C:close()
+  return {"P", "B", "S", "x", "y", "nb", "training"}
+end
+
+function M.backward_lanes(L, C, ctx)
+  local c, R = L.channels, ctx.lanes
+  C:line("const float *restrict gamma = %s;", L.t.weight)
+  C:line("float *restrict ggamma = %s, *restrict gbeta = %s;", L.t_grad.weight, L.t_grad.bias)
+  C:line("const int m = nb * %d;", L.spatial)
+  C:open("for (int c = 0; c < %d; c++) {", c)
+  C:line("const float mean = S[c], rstd = S[%d + c];", c)
+  C:line("const float *restrict dyc = dy + (size_t)c * %d;", L.spatial * R)
+  C:line("float *restrict dxc = dx + (size_t)c * %d;", L.spatial * R)
+  C:line("double sdy = 0.0, sdyx = 0.0;")
+  C:open("{")
+  lanes_loop(C, L, R, "nb", string.format("{ const float d = dyc[s * %d + b]; sdy += d; sdyx += d * ((xc[s * %d + b] - mean) * rstd); }", R, R))
+  C:close()
+  C:line("ggamma[c] += (float)sdyx;")
+  C:line("gbeta[c] += (float)sdy;")
+  C:line("const float k = gamma[c] * rstd / m, fm = (float)m, fsdy = (float)sdy, fsdyx = (float)sdyx;")
+  lanes_loop(C, L, R, R, string.format(
+    "dxc[s * %d + b] = b < nb ? k * (fm * dyc[s * %d + b] - fsdy - (xc[s * %d + b] - mean) * rstd * fsdyx) : 0.0f;", R, R, R))
   C:close()
   return {"P", "G", "S", "x", "dy", "dx", "nb"}
 end

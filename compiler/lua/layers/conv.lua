@@ -289,4 +289,191 @@ function M.backward(L, C, ctx)
   return {"P", "G", "x", "dy", "dx", "nb"}
 end
 
+
+---------------------------------------------------------------------------
+-- Batch-innermost ([C][H][W][R]): register-blocked direct convolution. A tile holds
+-- TC output channels x TB vectors of 16 samples in registers across the input
+-- channels and the unrolled kernel window; every input vector loaded feeds TC FMAs.
+---------------------------------------------------------------------------
+local MAX_ACC = 24 -- accumulators per tile (of 32 vector registers)
+
+local function largest_divisor(n, cap)
+  for d = math.min(n, cap), 1, -1 do if n % d == 0 then return d end end
+  return 1
+end
+
+function M.scratch(L, lanes) return 0 end
+
+-- loops over lane blocks, groups and channel blocks; body(c0 expression)
+local function block_loops(C, L, nblocks, name, body)
+  util.loop(C, "g", 0, L.groups - 1, false, function(g)
+    util.loop(C, name, 0, nblocks - 1, false, function(cb)
+      body(g, cb)
+    end)
+  end)
+end
+
+local function vec_list(fmt, n, ...)
+  local t = {}
+  for v = 0, n - 1 do t[#t + 1] = string.format(fmt, v, ...) end
+  return table.concat(t, ", ")
+end
+
+function M.forward_lanes(L, C, ctx)
+  local d, R, V = dims(L), ctx.lanes, ctx.vec
+  local NV = R // V
+  local TC = largest_divisor(L.cout_g, 16)
+  local TB = largest_divisor(NV, math.max(1, MAX_ACC // TC))
+  local WK = L.cin_g * d.KHW -- weights per output channel
+  C:line("const float *restrict w = %s;", L.t.weight)
+  if L.opt.bias then C:line("const float *restrict bias = %s;", L.t.bias) end
+  C:open("for (int v0 = 0; v0 < %d; v0 += %d) {", NV, TB)
+  block_loops(C, L, L.cout_g // TC, "cb", function(g, cb)
+    local co0 = util.aff(0):term(g, L.cout_g):term(cb, TC)
+    C:line("const float *restrict wb = w + %s;", tostring(co0:scale(WK)))
+    C:line("const float *restrict xg = x + %s + v0 * %d;", tostring(util.aff(0):term(g, L.cin_g * d.IHW * R)), V)
+    C:line("float *restrict yb = y + %s + v0 * %d;", tostring(co0:scale(d.OHW * R)), V)
+    window.windows(C, L.geom, false, function(out, taps, info)
+      if not info.scoped then C:open("{") end
+      for t = 0, TC - 1 do
+        local init = L.opt.bias and string.format("vsplat(bias[%s])", tostring(co0:add(t))) or "vsplat(0.0f)"
+        C:line("cg_v %s;", vec_list("a%d_" .. t .. " = " .. init, TB))
+      end
+      if #taps > 0 then util.loop(C, "ci", 0, L.cin_g - 1, false, function(ci)
+        C:line("const float *restrict xc = xg + %s;", tostring(util.aff(0):term(ci, d.IHW * R)))
+        C:line("const float *restrict wc = wb + %s;", tostring(util.aff(0):term(ci, d.KHW)))
+        for _, tp in ipairs(taps) do
+          local at = tostring(tp.at:scale(R))
+          local loads = {}
+          for v = 0, TB - 1 do loads[#loads + 1] = string.format("x%d = VLOAD(xc + %s + %d)", v, at, v * V) end
+          C:open("{")
+          C:line("const cg_v %s;", table.concat(loads, ", "))
+          for t = 0, TC - 1 do
+            local fmas = {}
+            for v = 0, TB - 1 do fmas[#fmas + 1] = string.format("a%d_%d += wc[%d] * x%d;", v, t, t * WK + tp.k, v) end
+            C:line(table.concat(fmas, " "))
+          end
+          C:close()
+        end
+      end) end
+      for t = 0, TC - 1 do
+        local st = {}
+        for v = 0, TB - 1 do
+          st[#st + 1] = string.format("VSTORE(yb + %s, a%d_%d);", tostring(out:scale(R):add(t * d.OHW * R + v * V)), v, t)
+        end
+        C:line(table.concat(st, " "))
+      end
+      if not info.scoped then C:close() end
+    end)
+  end)
+  C:close()
+  return {"P", "x", "y"}
+end
+
+-- dx gathered: every input position sums w * dy over the output windows that read it
+-- (window.twindows), TCI input channels x TB lane vectors per tile.
+function M.backward_dx_lanes(L, C, ctx)
+  local d, R, V = dims(L), ctx.lanes, ctx.vec
+  local NV = R // V
+  local TCI = largest_divisor(L.cin_g, 16)
+  local TB = largest_divisor(NV, math.max(1, MAX_ACC // TCI))
+  local WK = L.cin_g * d.KHW
+  C:line("const float *restrict w = %s;", L.t.weight)
+  C:open("for (int v0 = 0; v0 < %d; v0 += %d) {", NV, TB)
+  block_loops(C, L, L.cin_g // TCI, "cib", function(g, cib)
+    local ci0 = util.aff(0):term(g, L.cin_g):term(cib, TCI)
+    C:line("float *restrict dxb = dx + %s + v0 * %d;", tostring(ci0:scale(d.IHW * R)), V)
+    C:line("const float *restrict dyg = dy + %s + v0 * %d;", tostring(util.aff(0):term(g, L.cout_g * d.OHW * R)), V)
+    C:line("const float *restrict wg = w + %s;", tostring(util.aff(0):term(g, L.cout_g * WK):term(cib, TCI * d.KHW)))
+    window.twindows(C, L.geom, function(inp, taps, info)
+      if not info.scoped then C:open("{") end
+      for t = 0, TCI - 1 do C:line("cg_v %s;", vec_list("a%d_" .. t .. " = vsplat(0.0f)", TB)) end
+      if #taps > 0 then
+        util.loop(C, "co", 0, L.cout_g - 1, false, function(co)
+          C:line("const float *restrict dyc = dyg + %s;", tostring(util.aff(0):term(co, d.OHW * R)))
+          C:line("const float *restrict wc = wg + %s;", tostring(util.aff(0):term(co, WK)))
+          for _, tp in ipairs(taps) do
+            local at = tostring(tp.at:scale(R))
+            local loads = {}
+            for v = 0, TB - 1 do loads[#loads + 1] = string.format("d%d = VLOAD(dyc + %s + %d)", v, at, v * V) end
+            C:open("{")
+            C:line("const cg_v %s;", table.concat(loads, ", "))
+            for t = 0, TCI - 1 do
+              local fmas = {}
+              for v = 0, TB - 1 do fmas[#fmas + 1] = string.format("a%d_%d += wc[%d] * d%d;", v, t, t * d.KHW + tp.k, v) end
+              C:line(table.concat(fmas, " "))
+            end
+            C:close()
+          end
+        end)
+      end
+      for t = 0, TCI - 1 do
+        local st = {}
+        for v = 0, TB - 1 do
+          st[#st + 1] = string.format("VSTORE(dxb + %s, a%d_%d);", tostring(inp:scale(R):add(t * d.IHW * R + v * V)), v, t)
+        end
+        C:line(table.concat(st, " "))
+      end
+      if not info.scoped then C:close() end
+    end)
+  end)
+  C:close()
+  return {"P", "dy", "dx"}
+end
+
+-- dW: for each input channel and kernel row, TCW output channels x KW taps of lane
+-- vectors accumulate over every output position and lane, then reduce across lanes.
+function M.backward_lanes(L, C, ctx)
+  local d, R, V = dims(L), ctx.lanes, ctx.vec
+  local NV = R // V
+  local g = L.geom
+  local KW = g.w.K
+  local TCW = largest_divisor(L.cout_g, math.max(1, MAX_ACC // KW))
+  local WK = L.cin_g * d.KHW
+  C:line("float *restrict gw = %s;", L.t_grad.weight)
+  if L.opt.bias then
+    C:line("float *restrict gb = %s;", L.t_grad.bias)
+    C:open("for (int co = 0; co < %d; co++) {", L.cout)
+    C:line("cg_v s = vsplat(0.0f);")
+    C:line("for (int i = 0; i < %d; i++) s += VLOAD(dy + (size_t)co * %d + i * %d);", d.OHW * NV, d.OHW * R, V)
+    C:line("gb[co] += vsum(s);")
+    C:close()
+  end
+  block_loops(C, L, L.cout_g // TCW, "cb", function(gg, cb)
+    local co0 = util.aff(0):term(gg, L.cout_g):term(cb, TCW)
+    C:line("const float *restrict dyb = dy + %s;", tostring(co0:scale(d.OHW * R)))
+    util.loop(C, "ci", 0, L.cin_g - 1, false, function(ci)
+      C:line("const float *restrict xc = x + %s;", tostring(util.aff(0):term(gg, L.cin_g * d.IHW * R):term(ci, d.IHW * R)))
+      C:line("float *restrict gwc = gw + %s;", tostring(co0:scale(WK):term(ci, d.KHW)))
+      for ky = 0, g.h.K - 1 do
+        C:open("{ /* kernel row %d */", ky)
+        for t = 0, TCW - 1 do C:line("cg_v %s;", vec_list("a" .. t .. "_%d = vsplat(0.0f)", KW)) end
+        window.windows(C, L.geom, false, function(out, taps, info)
+          C:open("for (int v = 0; v < %d; v++) {", NV)
+          local loads = {}
+          for t = 0, TCW - 1 do
+            loads[#loads + 1] = string.format("d%d = VLOAD(dyb + %s + v * %d)", t, tostring(out:scale(R):add(t * d.OHW * R)), V)
+          end
+          C:line("const cg_v %s;", table.concat(loads, ", "))
+          for _, tp in ipairs(taps) do
+            local fmas = {}
+            for t = 0, TCW - 1 do fmas[#fmas + 1] = string.format("a%d_%d += d%d * xv;", t, tp.kx, t) end
+            C:line("{ const cg_v xv = VLOAD(xc + %s + v * %d); %s }", tostring(tp.at:scale(R)), V, table.concat(fmas, " "))
+          end
+          C:close()
+        end, function(ky2) return ky2 == ky end)
+        for t = 0, TCW - 1 do
+          local parts = {}
+          for kx = 0, KW - 1 do
+            parts[#parts + 1] = string.format("gwc[%d] += vsum(a%d_%d);", t * WK + ky * KW + kx, t, kx)
+          end
+          C:line(table.concat(parts, " "))
+        end
+        C:close()
+      end
+    end)
+  end)
+  return {"G", "x", "dy"}
+end
+
 return M

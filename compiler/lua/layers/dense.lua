@@ -102,4 +102,102 @@ function M.backward(L, C, ctx)
   return {"P", "G", "x", "dy", "dx", "nb"}
 end
 
+
+---------------------------------------------------------------------------
+-- Batch-innermost ([features][R]): register tiles of TO rows x TB vectors of lanes.
+---------------------------------------------------------------------------
+function M.scratch(L, lanes) return lanes and lanes * L.nin or 0 end
+
+local function largest_divisor(n, cap)
+  for d = math.min(n, cap), 1, -1 do if n % d == 0 then return d end end
+  return 1
+end
+
+-- Emit a GEMM tile: for rows r = r0 .. r0+nr-1 and lane vectors v0 .. v0+TB-1,
+-- acc[r][v] = init(r) + sum over k < K of coef(r, k) * src[k][lanes]; then store.
+local function gemm_tiles(C, ctx, nrows, K, TB, src, dst, init, coef, rowname)
+  local R, V = ctx.lanes, ctx.vec
+  local NV = R // V
+  local TR = math.max(1, 16 // TB)
+  local function tile(r0, nr)
+    C:open("{")
+    for t = 0, nr - 1 do
+      local accs = {}
+      for v = 0, TB - 1 do accs[#accs + 1] = string.format("a%d_%d = %s", t, v, init(r0, t)) end
+      C:line("cg_v %s;", table.concat(accs, ", "))
+    end
+    C:open("for (int k = 0; k < %d; k++) {", K)
+    C:line("const float *restrict sk = %s + (size_t)k * %d + v0 * %d;", src, R, V)
+    local xs = {}
+    for v = 0, TB - 1 do xs[#xs + 1] = string.format("s%d = VLOAD(sk + %d)", v, v * V) end
+    C:line("const cg_v %s;", table.concat(xs, ", "))
+    for t = 0, nr - 1 do
+      local parts = {}
+      for v = 0, TB - 1 do parts[#parts + 1] = string.format("a%d_%d += %s * s%d;", t, v, coef(r0, t), v) end
+      C:line(table.concat(parts, " "))
+    end
+    C:close()
+    for t = 0, nr - 1 do
+      local parts = {}
+      for v = 0, TB - 1 do
+        parts[#parts + 1] = string.format("VSTORE(%s + (size_t)(%s + %d) * %d + (v0 + %d) * %d, a%d_%d);", dst, r0, t, R, v, V, t, v)
+      end
+      C:line(table.concat(parts, " "))
+    end
+    C:close()
+  end
+  C:open("for (int v0 = 0; v0 < %d; v0 += %d) {", NV, TB)
+  local full = nrows - nrows % TR
+  if full > 0 then
+    C:open("for (int %s = 0; %s < %d; %s += %d) {", rowname, rowname, full, rowname, TR)
+    tile(rowname, TR)
+    C:close()
+  end
+  if nrows % TR > 0 then tile(tostring(full), nrows % TR) end
+  C:close()
+end
+
+function M.forward_lanes(L, C, ctx)
+  local I, O = L.nin, L.nout
+  local TB = largest_divisor(ctx.lanes // ctx.vec, 4)
+  C:line("const float *restrict w = %s;", L.t.weight)
+  if L.opt.bias then C:line("const float *restrict b = %s;", L.t.bias) end
+  gemm_tiles(C, ctx, O, I, TB, "x", "y",
+    function(r0, t) return L.opt.bias and string.format("vsplat(b[%s + %d])", r0, t) or "vsplat(0.0f)" end,
+    function(r0, t) return string.format("w[(size_t)(%s + %d) * %d + k]", r0, t, I) end, "o0")
+  return {"P", "x", "y"}
+end
+
+function M.backward_dx_lanes(L, C, ctx)
+  local I, O = L.nin, L.nout
+  local TB = largest_divisor(ctx.lanes // ctx.vec, 4)
+  C:line("const float *restrict w = %s;", L.t.weight)
+  gemm_tiles(C, ctx, I, O, TB, "dy", "dx",
+    function() return "vsplat(0.0f)" end,
+    function(r0, t) return string.format("w[(size_t)k * %d + %s + %d]", I, r0, t) end, "i0")
+  return {"P", "dy", "dx"}
+end
+
+-- dW[o][i] += sum over the nb real lanes of dy[o][b] x[i][b]: x is transposed once into
+-- S as [nb][I], so the inner loop runs along i with unit stride.
+function M.backward_lanes(L, C, ctx)
+  local I, O, R = L.nin, L.nout, ctx.lanes
+  C:line("float *restrict gw = %s;", L.t_grad.weight)
+  if L.opt.bias then C:line("float *restrict gb = %s;", L.t_grad.bias) end
+  C:line("for (int b = 0; b < nb; b++)")
+  C:line("    for (int i = 0; i < %d; i++) S[(size_t)b * %d + i] = x[(size_t)i * %d + b];", I, I, R)
+  C:open("for (int o = 0; o < %d; o++) {", O)
+  C:line("float *restrict gwo = gw + (size_t)o * %d;", I)
+  if L.opt.bias then C:line("float sb = 0.0f;") end
+  C:open("for (int b = 0; b < nb; b++) {")
+  C:line("const float d = dy[(size_t)o * %d + b];", R)
+  if L.opt.bias then C:line("sb += d;") end
+  C:line("const float *restrict xb = S + (size_t)b * %d;", I)
+  C:line("for (int i = 0; i < %d; i++) gwo[i] += d * xb[i];", I)
+  C:close()
+  if L.opt.bias then C:line("gb[o] += sb;") end
+  C:close()
+  return {"G", "S", "x", "dy", "nb"}
+end
+
 return M

@@ -134,4 +134,82 @@ function M.backward(L, C, ctx)
   return {"dy", "dx", "nb"}
 end
 
+-- Batch-innermost: [C][H][W][R]; per window, one loop over the R lanes (vectorized).
+local function lanes_windows(L, C, ctx, body)
+  local g, R = L.geom, ctx.lanes
+  local IHW, OHW = g.h.I * g.w.I, g.h.O * g.w.O
+  C:open("for (int c = 0; c < %d; c++) {", L.channels)
+  body.head(string.format("c * %d", IHW * R), string.format("c * %d", OHW * R))
+  window.windows(C, g, false, function(out, taps, info)
+    local ats = {}
+    for i, t in ipairs(taps) do ats[i] = tostring(t.at:scale(R)) end
+    C:open("for (int b = 0; b < %d; b++) {", R)
+    body.window(tostring(out:scale(R)), ats, #taps)
+    C:close()
+  end)
+  C:close()
+end
+
+function M.forward_lanes(L, C, ctx)
+  local g = L.geom
+  local ktot = g.h.K * g.w.K
+  lanes_windows(L, C, ctx, {
+    head = function(bin, bout)
+      C:line("const float *restrict xc = x + %s;", bin)
+      C:line("float *restrict yc = y + %s;", bout)
+    end,
+    window = function(out, ats, ntap)
+      if ismax(L) then
+        C:line("float m = xc[%s + b];", ats[1])
+        for i = 2, ntap do
+          C:line("{ const float v = xc[%s + b]; if (v > m || isnan(v)) m = v; }", ats[i])
+        end
+        C:line("yc[%s + b] = m;", out)
+      else
+        local terms = {}
+        for i = 1, ntap do terms[i] = "xc[" .. ats[i] .. " + b]" end
+        local div = L.opt.count_include_pad and ktot or ntap
+        C:line("yc[%s + b] = (%s) / %s;", out, table.concat(terms, " + "), util.flt(div))
+      end
+    end,
+  })
+  return {"x", "y"}
+end
+
+function M.backward_lanes(L, C, ctx)
+  local g = L.geom
+  local ktot = g.h.K * g.w.K
+  C:line("memset(dx, 0, sizeof(float) * %d);", L.in_size * ctx.lanes)
+  lanes_windows(L, C, ctx, {
+    head = function(bin, bout)
+      if ismax(L) then C:line("const float *restrict xc = x + %s;", bin) end
+      C:line("float *restrict dxc = dx + %s;", bin)
+      C:line("const float *restrict dyc = dy + %s;", bout)
+    end,
+    window = function(out, ats, ntap)
+      if ismax(L) then
+        -- recompute the argmax (first maximum, NaN wins), route dy to it
+        C:line("const float d = dyc[%s + b];", out)
+        if ntap == 1 then
+          C:line("dxc[%s + b] += d;", ats[1])
+          return
+        end
+        C:line("float m = xc[%s + b]; int a = 0;", ats[1])
+        for i = 2, ntap do
+          C:line("if (xc[%s + b] > m || isnan(xc[%s + b])) { m = xc[%s + b]; a = %d; }", ats[i], ats[i], ats[i], i - 1)
+        end
+        for i = 1, ntap do
+          C:line("dxc[%s + b] += a == %d ? d : 0.0f;", ats[i], i - 1)
+        end
+      else
+        local div = L.opt.count_include_pad and ktot or ntap
+        C:line("const float d = dyc[%s + b] / %s;", out, util.flt(div))
+        for i = 1, ntap do C:line("dxc[%s + b] += d;", ats[i]) end
+      end
+    end,
+  })
+  if ismax(L) then return {"x", "dy", "dx"} end
+  return {"dy", "dx"}
+end
+
 return M
