@@ -159,7 +159,7 @@ int cg_mnist_load(const char *dir, const char *prefix, cg_dataset *out, cg_err *
         return -1;
     }
     for (size_t i = 0; i < n * sz; i++)
-        out->x[i] = img[i] * (1.0f / 255.0f);
+        out->x[i] = img[i] / 255.0f;
     for (size_t i = 0; i < n; i++)
         out->labels[i] = lab[i];
     free(img);
@@ -508,7 +508,7 @@ int cg_dataset_from_arrays(cg_array *x, cg_array *y, const char *xpath, const ch
         return -1;
     if (scale)
         for (size_t i = 0; i < x->count; i++)
-            ((float *)x->data)[i] *= 1.0f / 255.0f;
+            ((float *)x->data)[i] /= 255.0f;
     out->n = n;
     out->s_ndim = x->ndim - 1;
     for (int d = 1; d < x->ndim; d++)
@@ -583,6 +583,9 @@ int cg_csv_load(const char *path, cg_dataset *out, cg_err *err)
     s[len] = 0;
     if (memchr(s, 0, len))
         goto binary;
+    for (size_t i = 0; i < len; i++) /* CRLF: the CR is trailing white space */
+        if (s[i] == '\r')
+            s[i] = ' ';
     /* pass 1: count rows and fields of the first data row; pass 2: parse */
     size_t rows = 0, fields = 0, line = 0, cap_rows = 0;
     int header = 0;
@@ -600,9 +603,6 @@ int cg_csv_load(const char *path, cg_dataset *out, cg_err *err)
             line++;
             if (eol)
                 *eol = 0;
-            size_t ll = strlen(p);
-            if (ll && p[ll - 1] == '\r')
-                p[--ll] = 0;
             char *q = p;
             while (*q == ' ' || *q == '\t')
                 q++;
@@ -698,7 +698,7 @@ int cg_csv_load(const char *path, cg_dataset *out, cg_err *err)
     (void)cap_rows;
     if (all_int && maxv > 1) { /* 0..255 integers: uint8 data, scaled as such */
         for (size_t i = 0; i < rows * (fields - 1); i++)
-            x[i] *= 1.0f / 255.0f;
+            x[i] /= 255.0f;
         out->scaled_u8 = 1;
     }
     int64_t maxl = 0;

@@ -352,7 +352,7 @@ static int load_input(const cg_net *net, const char *path, int min_n, int max_n,
     }
     if (u8)
         for (size_t i = 0; i < x->count; i++)
-            ((float *)x->data)[i] *= 1.0f / 255.0f;
+            ((float *)x->data)[i] /= 255.0f;
     return 0;
 }
 
