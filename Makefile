@@ -47,11 +47,37 @@ $(B) $(B)/rt:
 	mkdir -p $@
 
 # ---- the main job: train LeNet-5 on Fashion-MNIST (Debian's dataset-fashion-mnist)
-DEMO_OUT ?= $(B)/demo
+# with early stopping; prints the test accuracy and where curve.png / best.npz are.
+DEMO_OUT  ?= $(B)/demo
+DEMO_ARGS ?=
 demo: deps all
 	$(MAKE) --no-print-directory trainer SPEC=specs/lenet5.yaml OUT=$(DEMO_OUT)
-	$(DEMO_OUT)/lenet5 train --out $(DEMO_OUT)
-	@echo "weights: $(DEMO_OUT)/final.npz"
+	@rm -f $(DEMO_OUT)/checkpoint.npz
+	$(DEMO_OUT)/lenet5 train --out $(DEMO_OUT) $(DEMO_ARGS) | tee $(DEMO_OUT)/train.txt
+	@acc=$$(sed -n 's/.*test_acc \([0-9.]*\).*/\1/p' $(DEMO_OUT)/train.txt | tail -1); \
+	 echo; echo "demo: LeNet-5 test accuracy $$(awk -v a=$$acc 'BEGIN{printf "%.2f%%", 100*a}') on Fashion-MNIST's 10,000 test images"; \
+	 echo "demo: best weights (loads into torch.nn.Sequential): $(DEMO_OUT)/best.npz"; \
+	 if [ -f $(DEMO_OUT)/curve.png ]; then echo "demo: training/validation curve: $(DEMO_OUT)/curve.png"; \
+	 else echo "demo: no curve.png (gnuplot missing); the curve's data: $(DEMO_OUT)/log.csv"; fi
+
+# ---- accuracy bars: LeNet-5 and bnnet trained by the generated trainers and by PyTorch
+# (bench/torch_train.py) with the spec's hyperparameters; long (bnnet: tens of minutes)
+ACC_OUT   ?= $(B)/accuracy
+ACC_SPECS ?= lenet5 bnnet
+.PHONY: accuracy
+accuracy: deps all
+	@mkdir -p $(ACC_OUT)
+	@for n in $(ACC_SPECS); do \
+	  $(MAKE) --no-print-directory trainer SPEC=specs/$$n.yaml OUT=$(ACC_OUT)/$$n >/dev/null || exit 1; \
+	  rm -f $(ACC_OUT)/$$n/checkpoint.npz; \
+	  $(ACC_OUT)/$$n/$$n train --plain --out $(ACC_OUT)/$$n > $(ACC_OUT)/$$n.cnngen.txt || exit 1; \
+	  $(PYTHON) bench/torch_train.py specs/$$n.yaml > $(ACC_OUT)/$$n.torch.txt || exit 1; \
+	done; \
+	for n in $(ACC_SPECS); do \
+	  c=$$(sed -n 's/.*test_acc \([0-9.]*\).*/\1/p' $(ACC_OUT)/$$n.cnngen.txt | tail -1); \
+	  t=$$(sed -n 's/.*test_acc \([0-9.]*\).*/\1/p' $(ACC_OUT)/$$n.torch.txt | tail -1); \
+	  awk -v n=$$n -v c=$$c -v t=$$t 'BEGIN{printf "accuracy: %-8s cnngen %.2f%%  pytorch %.2f%%  difference %+.2f points\n", n, 100*c, 100*t, 100*(c-t)}'; \
+	done
 
 # ---- generated code -------------------------------------------------------
 regen: $(B)/cnngen

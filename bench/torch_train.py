@@ -1,0 +1,158 @@
+#!/usr/bin/python3
+"""Train a cnngen spec's network in PyTorch on Fashion-MNIST the way the generated trainer
+does, and print the test accuracy (for the "within 0.5 points of PyTorch" comparison).
+
+Same network (tests/torch_ref.py's build_model: the torch.nn.Sequential whose state_dict
+the trainer's .npz files load into), same data (the IDX files in
+/usr/share/datasets/fashion-mnist, uint8 / 255), same split (the last --val training images
+are the validation set), same hyperparameters (the spec's train: section, overridable
+below), same schedule (StepLR / CosineAnnealingLR stepped once an epoch), same minibatch
+SGD (a fresh permutation every epoch, the last partial batch kept), same early stopping
+(validation loss every epoch, stop after --patience epochs without improvement, restore the
+best state_dict incl. batch-norm buffers), model.eval() for validation and test.
+Not the same: the initial weights and the permutations (PyTorch's own RNG, --seed).
+
+usage: /usr/bin/python3 bench/torch_train.py specs/lenet5.yaml [--epochs E] [--lr LR] ...
+"""
+import argparse
+import copy
+import gzip
+import math
+import os
+import struct
+import sys
+import time
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
+import torch_ref  # noqa: E402
+
+DATA = "/usr/share/datasets/fashion-mnist"
+
+
+def read_idx(path):
+    with (gzip.open if path.endswith(".gz") else open)(path, "rb") as f:
+        data = f.read()
+    magic, = struct.unpack(">I", data[:4])
+    if magic >> 8 != 0x08:
+        raise SystemExit(f"{path}: bad IDX magic 0x{magic:08x}")
+    nd = magic & 0xFF
+    dims = struct.unpack(">" + "I" * nd, data[4:4 + 4 * nd])
+    return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * nd).reshape(dims)
+
+
+def load(prefix, data_dir):
+    x = read_idx(os.path.join(data_dir, f"{prefix}-images-idx3-ubyte.gz"))
+    y = read_idx(os.path.join(data_dir, f"{prefix}-labels-idx1-ubyte.gz"))
+    x = torch.from_numpy(x.astype(np.float32) / np.float32(255.0)).unsqueeze(1)
+    return x, torch.from_numpy(y.astype(np.int64))
+
+
+def evaluate(model, x, y, batch=1000):
+    model.eval()
+    loss, correct = 0.0, 0
+    with torch.no_grad():
+        for i in range(0, len(x), batch):
+            out = model(x[i:i + batch]).flatten(1)
+            loss += nn.functional.cross_entropy(out, y[i:i + batch], reduction="sum").item()
+            correct += (out.argmax(1) == y[i:i + batch]).sum().item()
+    return loss / len(x), correct / len(x)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("spec")
+    ap.add_argument("--data", default=DATA)
+    ap.add_argument("--epochs", type=int)
+    ap.add_argument("--batch", type=int)
+    ap.add_argument("--lr", type=float)
+    ap.add_argument("--momentum", type=float)
+    ap.add_argument("--weight-decay", type=float)
+    ap.add_argument("--schedule", choices=["constant", "step", "cosine"])
+    ap.add_argument("--step-size", type=int)
+    ap.add_argument("--gamma", type=float)
+    ap.add_argument("--patience", type=int)
+    ap.add_argument("--val", type=int, default=5000)
+    ap.add_argument("--normalize", action="store_true", default=None)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--save", help="write the restored best state_dict as .npz")
+    a = ap.parse_args()
+
+    spec = torch_ref.load_spec(a.spec)
+    tr = dict(batch=32, epochs=10, lr=0.01, momentum=0.0, weight_decay=0.0,
+              schedule="constant", step_size=10, gamma=0.1, patience=5, normalize=False)
+    tr.update(spec.get("train") or {})
+    for k in list(tr):
+        v = getattr(a, k, None)
+        if v is not None:
+            tr[k] = v
+    if spec.get("loss", "softmax_cross_entropy") != "softmax_cross_entropy":
+        raise SystemExit("torch_train.py: only softmax cross-entropy specs (Fashion-MNIST)")
+    torch.manual_seed(a.seed)
+    torch.set_num_threads(a.threads)
+
+    x, y = load("train", a.data)
+    xt, yt = load("t10k", a.data)
+    n = len(x) - a.val
+    xtr, ytr, xv, yv = x[:n], y[:n], x[n:], y[n:]
+    if tr["normalize"]:
+        m, s = xtr.mean().item(), xtr.std(unbiased=False).item()
+        xtr, xv, xt = (xtr - m) / s, (xv - m) / s, (xt - m) / s
+
+    model = torch_ref.build_model(spec)
+    opt = torch.optim.SGD(model.parameters(), lr=tr["lr"], momentum=tr["momentum"],
+                          weight_decay=tr["weight_decay"])
+    if tr["schedule"] == "step":
+        sched = torch.optim.lr_scheduler.StepLR(opt, step_size=tr["step_size"], gamma=tr["gamma"])
+    elif tr["schedule"] == "cosine":
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=tr["epochs"])
+    else:
+        sched = None
+    B = tr["batch"]
+    print(f"torch {torch.__version__}: {spec['name']}, {n} train / {len(xv)} val / {len(xt)} "
+          f"test, {tr['epochs']} epochs, batch {B}, lr {tr['lr']} ({tr['schedule']}), momentum "
+          f"{tr['momentum']}, weight decay {tr['weight_decay']}, patience {tr['patience']}, "
+          f"{a.threads} threads", flush=True)
+    best, best_state, best_epoch, bad = math.inf, None, 0, 0
+    t0 = time.time()
+    for ep in range(tr["epochs"]):
+        model.train()
+        perm = torch.randperm(n)
+        total = 0.0
+        for i in range(0, n, B):
+            idx = perm[i:i + B]
+            out = model(xtr[idx]).flatten(1)
+            loss = nn.functional.cross_entropy(out, ytr[idx])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            total += loss.item() * len(idx)
+        lr = opt.param_groups[0]["lr"]
+        if sched:
+            sched.step()
+        vl, va = evaluate(model, xv, yv)
+        mark = ""
+        if vl < best:
+            best, best_state, best_epoch, bad, mark = vl, copy.deepcopy(model.state_dict()), ep + 1, 0, "  *best"
+        else:
+            bad += 1
+        print(f"epoch {ep + 1}/{tr['epochs']}  train_loss {total / n:.4f}  val_loss {vl:.4f}  "
+              f"val_acc {va:.4f}  lr {lr:.4g}  {(ep + 1) * n / (time.time() - t0):.0f} img/s{mark}",
+              flush=True)
+        if tr["patience"] > 0 and bad >= tr["patience"]:
+            print("patience exhausted: stopping")
+            break
+    model.load_state_dict(best_state)
+    tl, ta = evaluate(model, xt, yt)
+    print(f"restored the best parameters: epoch {best_epoch}, val_loss {best:.4f}")
+    print(f"test: {len(xt)} samples  test_loss {tl:.4f}  test_acc {ta:.4f}")
+    if a.save:
+        np.savez(a.save, **torch_ref.state_dict_numpy(model))
+
+
+if __name__ == "__main__":
+    main()
