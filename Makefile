@@ -9,7 +9,7 @@ PREFIX  ?= /usr/local
 B       := build
 WARN    := -Wall -Wextra -Wshadow -Wno-unused-parameter
 CFLAGS  ?= -O2 -g
-OPT     ?= -O3 -march=native
+OPT     ?= -O3 -march=native -fopenmp
 ifeq ($(SANITIZE),1)
   CFLAGS += -fsanitize=address,undefined -fno-omit-frame-pointer
   LDFLAGS += -fsanitize=address,undefined

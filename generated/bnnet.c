@@ -24,6 +24,12 @@
 /* SIMD vectors of 16 floats (one AVX-512 register; gcc and clang split them
  * on narrower targets). Activations are batch-innermost: [size][64]. */
 typedef float cg_v __attribute__((vector_size(64), aligned(4), may_alias));
+/* loops whose iterations write disjoint outputs run on all threads with -fopenmp */
+#ifdef _OPENMP
+#define CG_PARALLEL_FOR _Pragma("omp parallel for schedule(static)")
+#else
+#define CG_PARALLEL_FOR
+#endif
 #define VLOAD(p) (*(const cg_v *)(p))
 #define VSTORE(p, v) (*(cg_v *)(p) = (v))
 #define vsplat(s) ((cg_v){0} + (s))
@@ -48,8 +54,9 @@ static void from_lanes(const float *restrict xl, float *restrict x, int nb, int 
 static void l00_conv2d_forward(const float *restrict P, const float *restrict x, float *restrict y)
 {
     const float *restrict w = P + 0;
-    for (int v0 = 0; v0 < 4; v0 += 1) {
-        for (int cb = 0; cb < 2; cb++) {
+    CG_PARALLEL_FOR
+    for (int cb = 0; cb < 2; cb++) {
+        for (int v0 = 0; v0 < 4; v0 += 1) {
             const float *restrict wb = w + cb*144;
             const float *restrict xg = x + 0 + v0 * 16;
             float *restrict yb = y + cb*802816 + v0 * 16;
@@ -1326,6 +1333,7 @@ static void l00_conv2d_forward(const float *restrict P, const float *restrict x,
 static void l00_conv2d_backward(float *restrict G, const float *restrict x, const float *restrict dy)
 {
     float *restrict gw = G + 0;
+    CG_PARALLEL_FOR
     for (int cb = 0; cb < 4; cb++) {
         const float *restrict dyb = dy + cb*401408;
         const float *restrict xc = x + 0;
@@ -1547,288 +1555,289 @@ static void l00_conv2d_backward(float *restrict G, const float *restrict x, cons
 static void l00_conv2d_backward_dx(const float *restrict P, const float *restrict dy, float *restrict dx)
 {
     const float *restrict w = P + 0;
-    for (int v0 = 0; v0 < 4; v0 += 4) {
+    CG_PARALLEL_FOR
+    for (int v0 = 0; v0 < 4; v0 += 2) {
         float *restrict dxb = dx + 0 + v0 * 16;
         const float *restrict dyg = dy + 0 + v0 * 16;
         const float *restrict wg = w + 0;
         {
-            cg_v a0_0 = vsplat(0.0f), a1_0 = vsplat(0.0f), a2_0 = vsplat(0.0f), a3_0 = vsplat(0.0f);
+            cg_v a0_0 = vsplat(0.0f), a1_0 = vsplat(0.0f);
             for (int co = 0; co < 32; co++) {
                 const float *restrict dyc = dyg + co*50176;
                 const float *restrict wc = wg + co*9;
                 {
-                    const cg_v d0 = VLOAD(dyc + 1856 + 0), d1 = VLOAD(dyc + 1856 + 16), d2 = VLOAD(dyc + 1856 + 32), d3 = VLOAD(dyc + 1856 + 48);
-                    a0_0 += wc[0] * d0; a1_0 += wc[0] * d1; a2_0 += wc[0] * d2; a3_0 += wc[0] * d3;
+                    const cg_v d0 = VLOAD(dyc + 1856 + 0), d1 = VLOAD(dyc + 1856 + 16);
+                    a0_0 += wc[0] * d0; a1_0 += wc[0] * d1;
                 }
                 {
-                    const cg_v d0 = VLOAD(dyc + 1792 + 0), d1 = VLOAD(dyc + 1792 + 16), d2 = VLOAD(dyc + 1792 + 32), d3 = VLOAD(dyc + 1792 + 48);
-                    a0_0 += wc[1] * d0; a1_0 += wc[1] * d1; a2_0 += wc[1] * d2; a3_0 += wc[1] * d3;
+                    const cg_v d0 = VLOAD(dyc + 1792 + 0), d1 = VLOAD(dyc + 1792 + 16);
+                    a0_0 += wc[1] * d0; a1_0 += wc[1] * d1;
                 }
                 {
-                    const cg_v d0 = VLOAD(dyc + 64 + 0), d1 = VLOAD(dyc + 64 + 16), d2 = VLOAD(dyc + 64 + 32), d3 = VLOAD(dyc + 64 + 48);
-                    a0_0 += wc[3] * d0; a1_0 += wc[3] * d1; a2_0 += wc[3] * d2; a3_0 += wc[3] * d3;
+                    const cg_v d0 = VLOAD(dyc + 64 + 0), d1 = VLOAD(dyc + 64 + 16);
+                    a0_0 += wc[3] * d0; a1_0 += wc[3] * d1;
                 }
                 {
-                    const cg_v d0 = VLOAD(dyc + 0 + 0), d1 = VLOAD(dyc + 0 + 16), d2 = VLOAD(dyc + 0 + 32), d3 = VLOAD(dyc + 0 + 48);
-                    a0_0 += wc[4] * d0; a1_0 += wc[4] * d1; a2_0 += wc[4] * d2; a3_0 += wc[4] * d3;
+                    const cg_v d0 = VLOAD(dyc + 0 + 0), d1 = VLOAD(dyc + 0 + 16);
+                    a0_0 += wc[4] * d0; a1_0 += wc[4] * d1;
                 }
             }
-            VSTORE(dxb + 0, a0_0); VSTORE(dxb + 16, a1_0); VSTORE(dxb + 32, a2_0); VSTORE(dxb + 48, a3_0);
+            VSTORE(dxb + 0, a0_0); VSTORE(dxb + 16, a1_0);
         }
         /* inputs rows 0+1*t (t=0..0), cols 0+1*t (t=1..26): 6 taps */
         for (int tx = 1; tx < 27; tx++) {
-            cg_v a0_0 = vsplat(0.0f), a1_0 = vsplat(0.0f), a2_0 = vsplat(0.0f), a3_0 = vsplat(0.0f);
+            cg_v a0_0 = vsplat(0.0f), a1_0 = vsplat(0.0f);
             for (int co = 0; co < 32; co++) {
                 const float *restrict dyc = dyg + co*50176;
                 const float *restrict wc = wg + co*9;
                 {
-                    const cg_v d0 = VLOAD(dyc + tx*64 + 1856 + 0), d1 = VLOAD(dyc + tx*64 + 1856 + 16), d2 = VLOAD(dyc + tx*64 + 1856 + 32), d3 = VLOAD(dyc + tx*64 + 1856 + 48);
-                    a0_0 += wc[0] * d0; a1_0 += wc[0] * d1; a2_0 += wc[0] * d2; a3_0 += wc[0] * d3;
+                    const cg_v d0 = VLOAD(dyc + tx*64 + 1856 + 0), d1 = VLOAD(dyc + tx*64 + 1856 + 16);
+                    a0_0 += wc[0] * d0; a1_0 += wc[0] * d1;
                 }
                 {
-                    const cg_v d0 = VLOAD(dyc + tx*64 + 1792 + 0), d1 = VLOAD(dyc + tx*64 + 1792 + 16), d2 = VLOAD(dyc + tx*64 + 1792 + 32), d3 = VLOAD(dyc + tx*64 + 1792 + 48);
-                    a0_0 += wc[1] * d0; a1_0 += wc[1] * d1; a2_0 += wc[1] * d2; a3_0 += wc[1] * d3;
+                    const cg_v d0 = VLOAD(dyc + tx*64 + 1792 + 0), d1 = VLOAD(dyc + tx*64 + 1792 + 16);
+                    a0_0 += wc[1] * d0; a1_0 += wc[1] * d1;
                 }
                 {
-                    const cg_v d0 = VLOAD(dyc + tx*64 + 1728 + 0), d1 = VLOAD(dyc + tx*64 + 1728 + 16), d2 = VLOAD(dyc + tx*64 + 1728 + 32), d3 = VLOAD(dyc + tx*64 + 1728 + 48);
-                    a0_0 += wc[2] * d0; a1_0 += wc[2] * d1; a2_0 += wc[2] * d2; a3_0 += wc[2] * d3;
+                    const cg_v d0 = VLOAD(dyc + tx*64 + 1728 + 0), d1 = VLOAD(dyc + tx*64 + 1728 + 16);
+                    a0_0 += wc[2] * d0; a1_0 += wc[2] * d1;
                 }
                 {
-                    const cg_v d0 = VLOAD(dyc + tx*64 + 64 + 0), d1 = VLOAD(dyc + tx*64 + 64 + 16), d2 = VLOAD(dyc + tx*64 + 64 + 32), d3 = VLOAD(dyc + tx*64 + 64 + 48);
-                    a0_0 += wc[3] * d0; a1_0 += wc[3] * d1; a2_0 += wc[3] * d2; a3_0 += wc[3] * d3;
+                    const cg_v d0 = VLOAD(dyc + tx*64 + 64 + 0), d1 = VLOAD(dyc + tx*64 + 64 + 16);
+                    a0_0 += wc[3] * d0; a1_0 += wc[3] * d1;
                 }
                 {
-                    const cg_v d0 = VLOAD(dyc + tx*64 + 0), d1 = VLOAD(dyc + tx*64 + 16), d2 = VLOAD(dyc + tx*64 + 32), d3 = VLOAD(dyc + tx*64 + 48);
-                    a0_0 += wc[4] * d0; a1_0 += wc[4] * d1; a2_0 += wc[4] * d2; a3_0 += wc[4] * d3;
+                    const cg_v d0 = VLOAD(dyc + tx*64 + 0), d1 = VLOAD(dyc + tx*64 + 16);
+                    a0_0 += wc[4] * d0; a1_0 += wc[4] * d1;
                 }
                 {
-                    const cg_v d0 = VLOAD(dyc + tx*64 - 64 + 0), d1 = VLOAD(dyc + tx*64 - 64 + 16), d2 = VLOAD(dyc + tx*64 - 64 + 32), d3 = VLOAD(dyc + tx*64 - 64 + 48);
-                    a0_0 += wc[5] * d0; a1_0 += wc[5] * d1; a2_0 += wc[5] * d2; a3_0 += wc[5] * d3;
+                    const cg_v d0 = VLOAD(dyc + tx*64 - 64 + 0), d1 = VLOAD(dyc + tx*64 - 64 + 16);
+                    a0_0 += wc[5] * d0; a1_0 += wc[5] * d1;
                 }
             }
-            VSTORE(dxb + tx*64, a0_0); VSTORE(dxb + tx*64 + 16, a1_0); VSTORE(dxb + tx*64 + 32, a2_0); VSTORE(dxb + tx*64 + 48, a3_0);
+            VSTORE(dxb + tx*64, a0_0); VSTORE(dxb + tx*64 + 16, a1_0);
         }
         {
-            cg_v a0_0 = vsplat(0.0f), a1_0 = vsplat(0.0f), a2_0 = vsplat(0.0f), a3_0 = vsplat(0.0f);
+            cg_v a0_0 = vsplat(0.0f), a1_0 = vsplat(0.0f);
             for (int co = 0; co < 32; co++) {
                 const float *restrict dyc = dyg + co*50176;
                 const float *restrict wc = wg + co*9;
                 {
-                    const cg_v d0 = VLOAD(dyc + 3520 + 0), d1 = VLOAD(dyc + 3520 + 16), d2 = VLOAD(dyc + 3520 + 32), d3 = VLOAD(dyc + 3520 + 48);
-                    a0_0 += wc[1] * d0; a1_0 += wc[1] * d1; a2_0 += wc[1] * d2; a3_0 += wc[1] * d3;
+                    const cg_v d0 = VLOAD(dyc + 3520 + 0), d1 = VLOAD(dyc + 3520 + 16);
+                    a0_0 += wc[1] * d0; a1_0 += wc[1] * d1;
                 }
                 {
-                    const cg_v d0 = VLOAD(dyc + 3456 + 0), d1 = VLOAD(dyc + 3456 + 16), d2 = VLOAD(dyc + 3456 + 32), d3 = VLOAD(dyc + 3456 + 48);
-                    a0_0 += wc[2] * d0; a1_0 += wc[2] * d1; a2_0 += wc[2] * d2; a3_0 += wc[2] * d3;
+                    const cg_v d0 = VLOAD(dyc + 3456 + 0), d1 = VLOAD(dyc + 3456 + 16);
+                    a0_0 += wc[2] * d0; a1_0 += wc[2] * d1;
                 }
                 {
-                    const cg_v d0 = VLOAD(dyc + 1728 + 0), d1 = VLOAD(dyc + 1728 + 16), d2 = VLOAD(dyc + 1728 + 32), d3 = VLOAD(dyc + 1728 + 48);
-                    a0_0 += wc[4] * d0; a1_0 += wc[4] * d1; a2_0 += wc[4] * d2; a3_0 += wc[4] * d3;
+                    const cg_v d0 = VLOAD(dyc + 1728 + 0), d1 = VLOAD(dyc + 1728 + 16);
+                    a0_0 += wc[4] * d0; a1_0 += wc[4] * d1;
                 }
                 {
-                    const cg_v d0 = VLOAD(dyc + 1664 + 0), d1 = VLOAD(dyc + 1664 + 16), d2 = VLOAD(dyc + 1664 + 32), d3 = VLOAD(dyc + 1664 + 48);
-                    a0_0 += wc[5] * d0; a1_0 += wc[5] * d1; a2_0 += wc[5] * d2; a3_0 += wc[5] * d3;
+                    const cg_v d0 = VLOAD(dyc + 1664 + 0), d1 = VLOAD(dyc + 1664 + 16);
+                    a0_0 += wc[5] * d0; a1_0 += wc[5] * d1;
                 }
             }
-            VSTORE(dxb + 1728, a0_0); VSTORE(dxb + 1744, a1_0); VSTORE(dxb + 1760, a2_0); VSTORE(dxb + 1776, a3_0);
+            VSTORE(dxb + 1728, a0_0); VSTORE(dxb + 1744, a1_0);
         }
         /* inputs rows 0+1*t (t=1..26), cols 0+1*t (t=0..0): 6 taps */
         for (int ty = 1; ty < 27; ty++) {
             {
-                cg_v a0_0 = vsplat(0.0f), a1_0 = vsplat(0.0f), a2_0 = vsplat(0.0f), a3_0 = vsplat(0.0f);
+                cg_v a0_0 = vsplat(0.0f), a1_0 = vsplat(0.0f);
                 for (int co = 0; co < 32; co++) {
                     const float *restrict dyc = dyg + co*50176;
                     const float *restrict wc = wg + co*9;
                     {
-                        const cg_v d0 = VLOAD(dyc + ty*1792 + 1856 + 0), d1 = VLOAD(dyc + ty*1792 + 1856 + 16), d2 = VLOAD(dyc + ty*1792 + 1856 + 32), d3 = VLOAD(dyc + ty*1792 + 1856 + 48);
-                        a0_0 += wc[0] * d0; a1_0 += wc[0] * d1; a2_0 += wc[0] * d2; a3_0 += wc[0] * d3;
+                        const cg_v d0 = VLOAD(dyc + ty*1792 + 1856 + 0), d1 = VLOAD(dyc + ty*1792 + 1856 + 16);
+                        a0_0 += wc[0] * d0; a1_0 += wc[0] * d1;
                     }
                     {
-                        const cg_v d0 = VLOAD(dyc + ty*1792 + 1792 + 0), d1 = VLOAD(dyc + ty*1792 + 1792 + 16), d2 = VLOAD(dyc + ty*1792 + 1792 + 32), d3 = VLOAD(dyc + ty*1792 + 1792 + 48);
-                        a0_0 += wc[1] * d0; a1_0 += wc[1] * d1; a2_0 += wc[1] * d2; a3_0 += wc[1] * d3;
+                        const cg_v d0 = VLOAD(dyc + ty*1792 + 1792 + 0), d1 = VLOAD(dyc + ty*1792 + 1792 + 16);
+                        a0_0 += wc[1] * d0; a1_0 += wc[1] * d1;
                     }
                     {
-                        const cg_v d0 = VLOAD(dyc + ty*1792 + 64 + 0), d1 = VLOAD(dyc + ty*1792 + 64 + 16), d2 = VLOAD(dyc + ty*1792 + 64 + 32), d3 = VLOAD(dyc + ty*1792 + 64 + 48);
-                        a0_0 += wc[3] * d0; a1_0 += wc[3] * d1; a2_0 += wc[3] * d2; a3_0 += wc[3] * d3;
+                        const cg_v d0 = VLOAD(dyc + ty*1792 + 64 + 0), d1 = VLOAD(dyc + ty*1792 + 64 + 16);
+                        a0_0 += wc[3] * d0; a1_0 += wc[3] * d1;
                     }
                     {
-                        const cg_v d0 = VLOAD(dyc + ty*1792 + 0), d1 = VLOAD(dyc + ty*1792 + 16), d2 = VLOAD(dyc + ty*1792 + 32), d3 = VLOAD(dyc + ty*1792 + 48);
-                        a0_0 += wc[4] * d0; a1_0 += wc[4] * d1; a2_0 += wc[4] * d2; a3_0 += wc[4] * d3;
+                        const cg_v d0 = VLOAD(dyc + ty*1792 + 0), d1 = VLOAD(dyc + ty*1792 + 16);
+                        a0_0 += wc[4] * d0; a1_0 += wc[4] * d1;
                     }
                     {
-                        const cg_v d0 = VLOAD(dyc + ty*1792 - 1728 + 0), d1 = VLOAD(dyc + ty*1792 - 1728 + 16), d2 = VLOAD(dyc + ty*1792 - 1728 + 32), d3 = VLOAD(dyc + ty*1792 - 1728 + 48);
-                        a0_0 += wc[6] * d0; a1_0 += wc[6] * d1; a2_0 += wc[6] * d2; a3_0 += wc[6] * d3;
+                        const cg_v d0 = VLOAD(dyc + ty*1792 - 1728 + 0), d1 = VLOAD(dyc + ty*1792 - 1728 + 16);
+                        a0_0 += wc[6] * d0; a1_0 += wc[6] * d1;
                     }
                     {
-                        const cg_v d0 = VLOAD(dyc + ty*1792 - 1792 + 0), d1 = VLOAD(dyc + ty*1792 - 1792 + 16), d2 = VLOAD(dyc + ty*1792 - 1792 + 32), d3 = VLOAD(dyc + ty*1792 - 1792 + 48);
-                        a0_0 += wc[7] * d0; a1_0 += wc[7] * d1; a2_0 += wc[7] * d2; a3_0 += wc[7] * d3;
+                        const cg_v d0 = VLOAD(dyc + ty*1792 - 1792 + 0), d1 = VLOAD(dyc + ty*1792 - 1792 + 16);
+                        a0_0 += wc[7] * d0; a1_0 += wc[7] * d1;
                     }
                 }
-                VSTORE(dxb + ty*1792, a0_0); VSTORE(dxb + ty*1792 + 16, a1_0); VSTORE(dxb + ty*1792 + 32, a2_0); VSTORE(dxb + ty*1792 + 48, a3_0);
+                VSTORE(dxb + ty*1792, a0_0); VSTORE(dxb + ty*1792 + 16, a1_0);
             }
         }
         /* inputs rows 0+1*t (t=1..26), cols 0+1*t (t=1..26): 9 taps */
         for (int ty = 1; ty < 27; ty++) {
             for (int tx = 1; tx < 27; tx++) {
-                cg_v a0_0 = vsplat(0.0f), a1_0 = vsplat(0.0f), a2_0 = vsplat(0.0f), a3_0 = vsplat(0.0f);
+                cg_v a0_0 = vsplat(0.0f), a1_0 = vsplat(0.0f);
                 for (int co = 0; co < 32; co++) {
                     const float *restrict dyc = dyg + co*50176;
                     const float *restrict wc = wg + co*9;
                     {
-                        const cg_v d0 = VLOAD(dyc + ty*1792 + tx*64 + 1856 + 0), d1 = VLOAD(dyc + ty*1792 + tx*64 + 1856 + 16), d2 = VLOAD(dyc + ty*1792 + tx*64 + 1856 + 32), d3 = VLOAD(dyc + ty*1792 + tx*64 + 1856 + 48);
-                        a0_0 += wc[0] * d0; a1_0 += wc[0] * d1; a2_0 += wc[0] * d2; a3_0 += wc[0] * d3;
+                        const cg_v d0 = VLOAD(dyc + ty*1792 + tx*64 + 1856 + 0), d1 = VLOAD(dyc + ty*1792 + tx*64 + 1856 + 16);
+                        a0_0 += wc[0] * d0; a1_0 += wc[0] * d1;
                     }
                     {
-                        const cg_v d0 = VLOAD(dyc + ty*1792 + tx*64 + 1792 + 0), d1 = VLOAD(dyc + ty*1792 + tx*64 + 1792 + 16), d2 = VLOAD(dyc + ty*1792 + tx*64 + 1792 + 32), d3 = VLOAD(dyc + ty*1792 + tx*64 + 1792 + 48);
-                        a0_0 += wc[1] * d0; a1_0 += wc[1] * d1; a2_0 += wc[1] * d2; a3_0 += wc[1] * d3;
+                        const cg_v d0 = VLOAD(dyc + ty*1792 + tx*64 + 1792 + 0), d1 = VLOAD(dyc + ty*1792 + tx*64 + 1792 + 16);
+                        a0_0 += wc[1] * d0; a1_0 += wc[1] * d1;
                     }
                     {
-                        const cg_v d0 = VLOAD(dyc + ty*1792 + tx*64 + 1728 + 0), d1 = VLOAD(dyc + ty*1792 + tx*64 + 1728 + 16), d2 = VLOAD(dyc + ty*1792 + tx*64 + 1728 + 32), d3 = VLOAD(dyc + ty*1792 + tx*64 + 1728 + 48);
-                        a0_0 += wc[2] * d0; a1_0 += wc[2] * d1; a2_0 += wc[2] * d2; a3_0 += wc[2] * d3;
+                        const cg_v d0 = VLOAD(dyc + ty*1792 + tx*64 + 1728 + 0), d1 = VLOAD(dyc + ty*1792 + tx*64 + 1728 + 16);
+                        a0_0 += wc[2] * d0; a1_0 += wc[2] * d1;
                     }
                     {
-                        const cg_v d0 = VLOAD(dyc + ty*1792 + tx*64 + 64 + 0), d1 = VLOAD(dyc + ty*1792 + tx*64 + 64 + 16), d2 = VLOAD(dyc + ty*1792 + tx*64 + 64 + 32), d3 = VLOAD(dyc + ty*1792 + tx*64 + 64 + 48);
-                        a0_0 += wc[3] * d0; a1_0 += wc[3] * d1; a2_0 += wc[3] * d2; a3_0 += wc[3] * d3;
+                        const cg_v d0 = VLOAD(dyc + ty*1792 + tx*64 + 64 + 0), d1 = VLOAD(dyc + ty*1792 + tx*64 + 64 + 16);
+                        a0_0 += wc[3] * d0; a1_0 += wc[3] * d1;
                     }
                     {
-                        const cg_v d0 = VLOAD(dyc + ty*1792 + tx*64 + 0), d1 = VLOAD(dyc + ty*1792 + tx*64 + 16), d2 = VLOAD(dyc + ty*1792 + tx*64 + 32), d3 = VLOAD(dyc + ty*1792 + tx*64 + 48);
-                        a0_0 += wc[4] * d0; a1_0 += wc[4] * d1; a2_0 += wc[4] * d2; a3_0 += wc[4] * d3;
+                        const cg_v d0 = VLOAD(dyc + ty*1792 + tx*64 + 0), d1 = VLOAD(dyc + ty*1792 + tx*64 + 16);
+                        a0_0 += wc[4] * d0; a1_0 += wc[4] * d1;
                     }
                     {
-                        const cg_v d0 = VLOAD(dyc + ty*1792 + tx*64 - 64 + 0), d1 = VLOAD(dyc + ty*1792 + tx*64 - 64 + 16), d2 = VLOAD(dyc + ty*1792 + tx*64 - 64 + 32), d3 = VLOAD(dyc + ty*1792 + tx*64 - 64 + 48);
-                        a0_0 += wc[5] * d0; a1_0 += wc[5] * d1; a2_0 += wc[5] * d2; a3_0 += wc[5] * d3;
+                        const cg_v d0 = VLOAD(dyc + ty*1792 + tx*64 - 64 + 0), d1 = VLOAD(dyc + ty*1792 + tx*64 - 64 + 16);
+                        a0_0 += wc[5] * d0; a1_0 += wc[5] * d1;
                     }
                     {
-                        const cg_v d0 = VLOAD(dyc + ty*1792 + tx*64 - 1728 + 0), d1 = VLOAD(dyc + ty*1792 + tx*64 - 1728 + 16), d2 = VLOAD(dyc + ty*1792 + tx*64 - 1728 + 32), d3 = VLOAD(dyc + ty*1792 + tx*64 - 1728 + 48);
-                        a0_0 += wc[6] * d0; a1_0 += wc[6] * d1; a2_0 += wc[6] * d2; a3_0 += wc[6] * d3;
+                        const cg_v d0 = VLOAD(dyc + ty*1792 + tx*64 - 1728 + 0), d1 = VLOAD(dyc + ty*1792 + tx*64 - 1728 + 16);
+                        a0_0 += wc[6] * d0; a1_0 += wc[6] * d1;
                     }
                     {
-                        const cg_v d0 = VLOAD(dyc + ty*1792 + tx*64 - 1792 + 0), d1 = VLOAD(dyc + ty*1792 + tx*64 - 1792 + 16), d2 = VLOAD(dyc + ty*1792 + tx*64 - 1792 + 32), d3 = VLOAD(dyc + ty*1792 + tx*64 - 1792 + 48);
-                        a0_0 += wc[7] * d0; a1_0 += wc[7] * d1; a2_0 += wc[7] * d2; a3_0 += wc[7] * d3;
+                        const cg_v d0 = VLOAD(dyc + ty*1792 + tx*64 - 1792 + 0), d1 = VLOAD(dyc + ty*1792 + tx*64 - 1792 + 16);
+                        a0_0 += wc[7] * d0; a1_0 += wc[7] * d1;
                     }
                     {
-                        const cg_v d0 = VLOAD(dyc + ty*1792 + tx*64 - 1856 + 0), d1 = VLOAD(dyc + ty*1792 + tx*64 - 1856 + 16), d2 = VLOAD(dyc + ty*1792 + tx*64 - 1856 + 32), d3 = VLOAD(dyc + ty*1792 + tx*64 - 1856 + 48);
-                        a0_0 += wc[8] * d0; a1_0 += wc[8] * d1; a2_0 += wc[8] * d2; a3_0 += wc[8] * d3;
+                        const cg_v d0 = VLOAD(dyc + ty*1792 + tx*64 - 1856 + 0), d1 = VLOAD(dyc + ty*1792 + tx*64 - 1856 + 16);
+                        a0_0 += wc[8] * d0; a1_0 += wc[8] * d1;
                     }
                 }
-                VSTORE(dxb + ty*1792 + tx*64, a0_0); VSTORE(dxb + ty*1792 + tx*64 + 16, a1_0); VSTORE(dxb + ty*1792 + tx*64 + 32, a2_0); VSTORE(dxb + ty*1792 + tx*64 + 48, a3_0);
+                VSTORE(dxb + ty*1792 + tx*64, a0_0); VSTORE(dxb + ty*1792 + tx*64 + 16, a1_0);
             }
         }
         /* inputs rows 0+1*t (t=1..26), cols 0+1*t (t=27..27): 6 taps */
         for (int ty = 1; ty < 27; ty++) {
             {
-                cg_v a0_0 = vsplat(0.0f), a1_0 = vsplat(0.0f), a2_0 = vsplat(0.0f), a3_0 = vsplat(0.0f);
+                cg_v a0_0 = vsplat(0.0f), a1_0 = vsplat(0.0f);
                 for (int co = 0; co < 32; co++) {
                     const float *restrict dyc = dyg + co*50176;
                     const float *restrict wc = wg + co*9;
                     {
-                        const cg_v d0 = VLOAD(dyc + ty*1792 + 3520 + 0), d1 = VLOAD(dyc + ty*1792 + 3520 + 16), d2 = VLOAD(dyc + ty*1792 + 3520 + 32), d3 = VLOAD(dyc + ty*1792 + 3520 + 48);
-                        a0_0 += wc[1] * d0; a1_0 += wc[1] * d1; a2_0 += wc[1] * d2; a3_0 += wc[1] * d3;
+                        const cg_v d0 = VLOAD(dyc + ty*1792 + 3520 + 0), d1 = VLOAD(dyc + ty*1792 + 3520 + 16);
+                        a0_0 += wc[1] * d0; a1_0 += wc[1] * d1;
                     }
                     {
-                        const cg_v d0 = VLOAD(dyc + ty*1792 + 3456 + 0), d1 = VLOAD(dyc + ty*1792 + 3456 + 16), d2 = VLOAD(dyc + ty*1792 + 3456 + 32), d3 = VLOAD(dyc + ty*1792 + 3456 + 48);
-                        a0_0 += wc[2] * d0; a1_0 += wc[2] * d1; a2_0 += wc[2] * d2; a3_0 += wc[2] * d3;
+                        const cg_v d0 = VLOAD(dyc + ty*1792 + 3456 + 0), d1 = VLOAD(dyc + ty*1792 + 3456 + 16);
+                        a0_0 += wc[2] * d0; a1_0 += wc[2] * d1;
                     }
                     {
-                        const cg_v d0 = VLOAD(dyc + ty*1792 + 1728 + 0), d1 = VLOAD(dyc + ty*1792 + 1728 + 16), d2 = VLOAD(dyc + ty*1792 + 1728 + 32), d3 = VLOAD(dyc + ty*1792 + 1728 + 48);
-                        a0_0 += wc[4] * d0; a1_0 += wc[4] * d1; a2_0 += wc[4] * d2; a3_0 += wc[4] * d3;
+                        const cg_v d0 = VLOAD(dyc + ty*1792 + 1728 + 0), d1 = VLOAD(dyc + ty*1792 + 1728 + 16);
+                        a0_0 += wc[4] * d0; a1_0 += wc[4] * d1;
                     }
                     {
-                        const cg_v d0 = VLOAD(dyc + ty*1792 + 1664 + 0), d1 = VLOAD(dyc + ty*1792 + 1664 + 16), d2 = VLOAD(dyc + ty*1792 + 1664 + 32), d3 = VLOAD(dyc + ty*1792 + 1664 + 48);
-                        a0_0 += wc[5] * d0; a1_0 += wc[5] * d1; a2_0 += wc[5] * d2; a3_0 += wc[5] * d3;
+                        const cg_v d0 = VLOAD(dyc + ty*1792 + 1664 + 0), d1 = VLOAD(dyc + ty*1792 + 1664 + 16);
+                        a0_0 += wc[5] * d0; a1_0 += wc[5] * d1;
                     }
                     {
-                        const cg_v d0 = VLOAD(dyc + ty*1792 - 64 + 0), d1 = VLOAD(dyc + ty*1792 - 64 + 16), d2 = VLOAD(dyc + ty*1792 - 64 + 32), d3 = VLOAD(dyc + ty*1792 - 64 + 48);
-                        a0_0 += wc[7] * d0; a1_0 += wc[7] * d1; a2_0 += wc[7] * d2; a3_0 += wc[7] * d3;
+                        const cg_v d0 = VLOAD(dyc + ty*1792 - 64 + 0), d1 = VLOAD(dyc + ty*1792 - 64 + 16);
+                        a0_0 += wc[7] * d0; a1_0 += wc[7] * d1;
                     }
                     {
-                        const cg_v d0 = VLOAD(dyc + ty*1792 - 128 + 0), d1 = VLOAD(dyc + ty*1792 - 128 + 16), d2 = VLOAD(dyc + ty*1792 - 128 + 32), d3 = VLOAD(dyc + ty*1792 - 128 + 48);
-                        a0_0 += wc[8] * d0; a1_0 += wc[8] * d1; a2_0 += wc[8] * d2; a3_0 += wc[8] * d3;
+                        const cg_v d0 = VLOAD(dyc + ty*1792 - 128 + 0), d1 = VLOAD(dyc + ty*1792 - 128 + 16);
+                        a0_0 += wc[8] * d0; a1_0 += wc[8] * d1;
                     }
                 }
-                VSTORE(dxb + ty*1792 + 1728, a0_0); VSTORE(dxb + ty*1792 + 1744, a1_0); VSTORE(dxb + ty*1792 + 1760, a2_0); VSTORE(dxb + ty*1792 + 1776, a3_0);
+                VSTORE(dxb + ty*1792 + 1728, a0_0); VSTORE(dxb + ty*1792 + 1744, a1_0);
             }
         }
         {
-            cg_v a0_0 = vsplat(0.0f), a1_0 = vsplat(0.0f), a2_0 = vsplat(0.0f), a3_0 = vsplat(0.0f);
+            cg_v a0_0 = vsplat(0.0f), a1_0 = vsplat(0.0f);
             for (int co = 0; co < 32; co++) {
                 const float *restrict dyc = dyg + co*50176;
                 const float *restrict wc = wg + co*9;
                 {
-                    const cg_v d0 = VLOAD(dyc + 48448 + 0), d1 = VLOAD(dyc + 48448 + 16), d2 = VLOAD(dyc + 48448 + 32), d3 = VLOAD(dyc + 48448 + 48);
-                    a0_0 += wc[3] * d0; a1_0 += wc[3] * d1; a2_0 += wc[3] * d2; a3_0 += wc[3] * d3;
+                    const cg_v d0 = VLOAD(dyc + 48448 + 0), d1 = VLOAD(dyc + 48448 + 16);
+                    a0_0 += wc[3] * d0; a1_0 += wc[3] * d1;
                 }
                 {
-                    const cg_v d0 = VLOAD(dyc + 48384 + 0), d1 = VLOAD(dyc + 48384 + 16), d2 = VLOAD(dyc + 48384 + 32), d3 = VLOAD(dyc + 48384 + 48);
-                    a0_0 += wc[4] * d0; a1_0 += wc[4] * d1; a2_0 += wc[4] * d2; a3_0 += wc[4] * d3;
+                    const cg_v d0 = VLOAD(dyc + 48384 + 0), d1 = VLOAD(dyc + 48384 + 16);
+                    a0_0 += wc[4] * d0; a1_0 += wc[4] * d1;
                 }
                 {
-                    const cg_v d0 = VLOAD(dyc + 46656 + 0), d1 = VLOAD(dyc + 46656 + 16), d2 = VLOAD(dyc + 46656 + 32), d3 = VLOAD(dyc + 46656 + 48);
-                    a0_0 += wc[6] * d0; a1_0 += wc[6] * d1; a2_0 += wc[6] * d2; a3_0 += wc[6] * d3;
+                    const cg_v d0 = VLOAD(dyc + 46656 + 0), d1 = VLOAD(dyc + 46656 + 16);
+                    a0_0 += wc[6] * d0; a1_0 += wc[6] * d1;
                 }
                 {
-                    const cg_v d0 = VLOAD(dyc + 46592 + 0), d1 = VLOAD(dyc + 46592 + 16), d2 = VLOAD(dyc + 46592 + 32), d3 = VLOAD(dyc + 46592 + 48);
-                    a0_0 += wc[7] * d0; a1_0 += wc[7] * d1; a2_0 += wc[7] * d2; a3_0 += wc[7] * d3;
+                    const cg_v d0 = VLOAD(dyc + 46592 + 0), d1 = VLOAD(dyc + 46592 + 16);
+                    a0_0 += wc[7] * d0; a1_0 += wc[7] * d1;
                 }
             }
-            VSTORE(dxb + 48384, a0_0); VSTORE(dxb + 48400, a1_0); VSTORE(dxb + 48416, a2_0); VSTORE(dxb + 48432, a3_0);
+            VSTORE(dxb + 48384, a0_0); VSTORE(dxb + 48400, a1_0);
         }
         /* inputs rows 0+1*t (t=27..27), cols 0+1*t (t=1..26): 6 taps */
         for (int tx = 1; tx < 27; tx++) {
-            cg_v a0_0 = vsplat(0.0f), a1_0 = vsplat(0.0f), a2_0 = vsplat(0.0f), a3_0 = vsplat(0.0f);
+            cg_v a0_0 = vsplat(0.0f), a1_0 = vsplat(0.0f);
             for (int co = 0; co < 32; co++) {
                 const float *restrict dyc = dyg + co*50176;
                 const float *restrict wc = wg + co*9;
                 {
-                    const cg_v d0 = VLOAD(dyc + tx*64 + 48448 + 0), d1 = VLOAD(dyc + tx*64 + 48448 + 16), d2 = VLOAD(dyc + tx*64 + 48448 + 32), d3 = VLOAD(dyc + tx*64 + 48448 + 48);
-                    a0_0 += wc[3] * d0; a1_0 += wc[3] * d1; a2_0 += wc[3] * d2; a3_0 += wc[3] * d3;
+                    const cg_v d0 = VLOAD(dyc + tx*64 + 48448 + 0), d1 = VLOAD(dyc + tx*64 + 48448 + 16);
+                    a0_0 += wc[3] * d0; a1_0 += wc[3] * d1;
                 }
                 {
-                    const cg_v d0 = VLOAD(dyc + tx*64 + 48384 + 0), d1 = VLOAD(dyc + tx*64 + 48384 + 16), d2 = VLOAD(dyc + tx*64 + 48384 + 32), d3 = VLOAD(dyc + tx*64 + 48384 + 48);
-                    a0_0 += wc[4] * d0; a1_0 += wc[4] * d1; a2_0 += wc[4] * d2; a3_0 += wc[4] * d3;
+                    const cg_v d0 = VLOAD(dyc + tx*64 + 48384 + 0), d1 = VLOAD(dyc + tx*64 + 48384 + 16);
+                    a0_0 += wc[4] * d0; a1_0 += wc[4] * d1;
                 }
                 {
-                    const cg_v d0 = VLOAD(dyc + tx*64 + 48320 + 0), d1 = VLOAD(dyc + tx*64 + 48320 + 16), d2 = VLOAD(dyc + tx*64 + 48320 + 32), d3 = VLOAD(dyc + tx*64 + 48320 + 48);
-                    a0_0 += wc[5] * d0; a1_0 += wc[5] * d1; a2_0 += wc[5] * d2; a3_0 += wc[5] * d3;
+                    const cg_v d0 = VLOAD(dyc + tx*64 + 48320 + 0), d1 = VLOAD(dyc + tx*64 + 48320 + 16);
+                    a0_0 += wc[5] * d0; a1_0 += wc[5] * d1;
                 }
                 {
-                    const cg_v d0 = VLOAD(dyc + tx*64 + 46656 + 0), d1 = VLOAD(dyc + tx*64 + 46656 + 16), d2 = VLOAD(dyc + tx*64 + 46656 + 32), d3 = VLOAD(dyc + tx*64 + 46656 + 48);
-                    a0_0 += wc[6] * d0; a1_0 += wc[6] * d1; a2_0 += wc[6] * d2; a3_0 += wc[6] * d3;
+                    const cg_v d0 = VLOAD(dyc + tx*64 + 46656 + 0), d1 = VLOAD(dyc + tx*64 + 46656 + 16);
+                    a0_0 += wc[6] * d0; a1_0 += wc[6] * d1;
                 }
                 {
-                    const cg_v d0 = VLOAD(dyc + tx*64 + 46592 + 0), d1 = VLOAD(dyc + tx*64 + 46592 + 16), d2 = VLOAD(dyc + tx*64 + 46592 + 32), d3 = VLOAD(dyc + tx*64 + 46592 + 48);
-                    a0_0 += wc[7] * d0; a1_0 += wc[7] * d1; a2_0 += wc[7] * d2; a3_0 += wc[7] * d3;
+                    const cg_v d0 = VLOAD(dyc + tx*64 + 46592 + 0), d1 = VLOAD(dyc + tx*64 + 46592 + 16);
+                    a0_0 += wc[7] * d0; a1_0 += wc[7] * d1;
                 }
                 {
-                    const cg_v d0 = VLOAD(dyc + tx*64 + 46528 + 0), d1 = VLOAD(dyc + tx*64 + 46528 + 16), d2 = VLOAD(dyc + tx*64 + 46528 + 32), d3 = VLOAD(dyc + tx*64 + 46528 + 48);
-                    a0_0 += wc[8] * d0; a1_0 += wc[8] * d1; a2_0 += wc[8] * d2; a3_0 += wc[8] * d3;
+                    const cg_v d0 = VLOAD(dyc + tx*64 + 46528 + 0), d1 = VLOAD(dyc + tx*64 + 46528 + 16);
+                    a0_0 += wc[8] * d0; a1_0 += wc[8] * d1;
                 }
             }
-            VSTORE(dxb + tx*64 + 48384, a0_0); VSTORE(dxb + tx*64 + 48400, a1_0); VSTORE(dxb + tx*64 + 48416, a2_0); VSTORE(dxb + tx*64 + 48432, a3_0);
+            VSTORE(dxb + tx*64 + 48384, a0_0); VSTORE(dxb + tx*64 + 48400, a1_0);
         }
         {
-            cg_v a0_0 = vsplat(0.0f), a1_0 = vsplat(0.0f), a2_0 = vsplat(0.0f), a3_0 = vsplat(0.0f);
+            cg_v a0_0 = vsplat(0.0f), a1_0 = vsplat(0.0f);
             for (int co = 0; co < 32; co++) {
                 const float *restrict dyc = dyg + co*50176;
                 const float *restrict wc = wg + co*9;
                 {
-                    const cg_v d0 = VLOAD(dyc + 50112 + 0), d1 = VLOAD(dyc + 50112 + 16), d2 = VLOAD(dyc + 50112 + 32), d3 = VLOAD(dyc + 50112 + 48);
-                    a0_0 += wc[4] * d0; a1_0 += wc[4] * d1; a2_0 += wc[4] * d2; a3_0 += wc[4] * d3;
+                    const cg_v d0 = VLOAD(dyc + 50112 + 0), d1 = VLOAD(dyc + 50112 + 16);
+                    a0_0 += wc[4] * d0; a1_0 += wc[4] * d1;
                 }
                 {
-                    const cg_v d0 = VLOAD(dyc + 50048 + 0), d1 = VLOAD(dyc + 50048 + 16), d2 = VLOAD(dyc + 50048 + 32), d3 = VLOAD(dyc + 50048 + 48);
-                    a0_0 += wc[5] * d0; a1_0 += wc[5] * d1; a2_0 += wc[5] * d2; a3_0 += wc[5] * d3;
+                    const cg_v d0 = VLOAD(dyc + 50048 + 0), d1 = VLOAD(dyc + 50048 + 16);
+                    a0_0 += wc[5] * d0; a1_0 += wc[5] * d1;
                 }
                 {
-                    const cg_v d0 = VLOAD(dyc + 48320 + 0), d1 = VLOAD(dyc + 48320 + 16), d2 = VLOAD(dyc + 48320 + 32), d3 = VLOAD(dyc + 48320 + 48);
-                    a0_0 += wc[7] * d0; a1_0 += wc[7] * d1; a2_0 += wc[7] * d2; a3_0 += wc[7] * d3;
+                    const cg_v d0 = VLOAD(dyc + 48320 + 0), d1 = VLOAD(dyc + 48320 + 16);
+                    a0_0 += wc[7] * d0; a1_0 += wc[7] * d1;
                 }
                 {
-                    const cg_v d0 = VLOAD(dyc + 48256 + 0), d1 = VLOAD(dyc + 48256 + 16), d2 = VLOAD(dyc + 48256 + 32), d3 = VLOAD(dyc + 48256 + 48);
-                    a0_0 += wc[8] * d0; a1_0 += wc[8] * d1; a2_0 += wc[8] * d2; a3_0 += wc[8] * d3;
+                    const cg_v d0 = VLOAD(dyc + 48256 + 0), d1 = VLOAD(dyc + 48256 + 16);
+                    a0_0 += wc[8] * d0; a1_0 += wc[8] * d1;
                 }
             }
-            VSTORE(dxb + 50112, a0_0); VSTORE(dxb + 50128, a1_0); VSTORE(dxb + 50144, a2_0); VSTORE(dxb + 50160, a3_0);
+            VSTORE(dxb + 50112, a0_0); VSTORE(dxb + 50128, a1_0);
         }
     }
 }
@@ -1840,43 +1849,54 @@ static void l01_batchnorm_forward(const float *restrict P, float *restrict B, fl
     float *restrict rmean = B + 0, *restrict rvar = B + 32, *restrict nbt = B + 64;
     const int m = nb * 784; /* values per channel */
     if (training) {
+        cg_v mask[4];
+        for (int v = 0; v < 4; v++)
+            for (int l = 0; l < 16; l++) mask[v][l] = v * 16 + l < nb ? 1.0f : 0.0f;
         nbt[0] += 1.0f;
         const float f = 0.1f;
+        CG_PARALLEL_FOR
         for (int c = 0; c < 32; c++) {
-            double s1 = 0.0, v = 0.0;
-            {
-                const float *restrict xc = x + (size_t)c * 50176;
-                for (int s = 0; s < 784; s++) {
-                    for (int b = 0; b < nb; b++) s1 += xc[s * 64 + b];
+            const float *restrict xc = x + (size_t)c * 50176;
+            cg_v acc[4];
+            for (int v = 0; v < 4; v++) acc[v] = vsplat(0.0f);
+            for (int s = 0; s < 784; s++) {
+                for (int v = 0; v < 4; v++) {
+                    acc[v] += VLOAD(xc + s * 64 + v * 16) * mask[v];
                 }
             }
+            double s1 = 0.0;
+            for (int v = 0; v < 4; v++) s1 += vsum(acc[v]);
             const double mean = s1 / m;
-            {
-                const float *restrict xc = x + (size_t)c * 50176;
-                for (int s = 0; s < 784; s++) {
-                    for (int b = 0; b < nb; b++) { const double d = xc[s * 64 + b] - mean; v += d * d; }
+            const float fmean = (float)mean;
+            for (int v = 0; v < 4; v++) acc[v] = vsplat(0.0f);
+            for (int s = 0; s < 784; s++) {
+                for (int v = 0; v < 4; v++) {
+                    const cg_v dv = (VLOAD(xc + s * 64 + v * 16) - fmean) * mask[v];
+                    acc[v] += dv * dv;
                 }
             }
-            const double var = v / m;
-            S[c] = (float)mean;
+            double v2 = 0.0;
+            for (int v = 0; v < 4; v++) v2 += vsum(acc[v]);
+            const double var = v2 / m;
+            S[c] = fmean;
             S[32 + c] = (float)(1.0 / sqrt(var + 1.0000000000000001e-05));
-            rmean[c] = (1.0f - f) * rmean[c] + f * (float)mean;
+            rmean[c] = (1.0f - f) * rmean[c] + f * fmean;
             rvar[c] = (1.0f - f) * rvar[c] + f * (float)(m > 1 ? var * m / (m - 1) : var);
         }
     }
     else {
+        CG_PARALLEL_FOR
         for (int c = 0; c < 32; c++) {
             S[c] = rmean[c];
             S[32 + c] = 1.0f / sqrtf(rvar[c] + 1e-05f);
         }
     }
+    CG_PARALLEL_FOR
     for (int c = 0; c < 32; c++) {
         const float mean = S[c], a = S[32 + c] * gamma[c], bc = beta[c];
-        float *restrict yc = y + (size_t)c * 50176;
         const float *restrict xc = x + (size_t)c * 50176;
-        for (int s = 0; s < 784; s++) {
-            for (int b = 0; b < 64; b++) yc[s * 64 + b] = (xc[s * 64 + b] - mean) * a + bc;
-        }
+        float *restrict yc = y + (size_t)c * 50176;
+        for (int i = 0; i < 50176; i++) yc[i] = (xc[i] - mean) * a + bc;
     }
 }
 
@@ -1885,23 +1905,33 @@ static void l01_batchnorm_backward(const float *restrict P, float *restrict G, f
     const float *restrict gamma = P + 288;
     float *restrict ggamma = G + 288, *restrict gbeta = G + 320;
     const int m = nb * 784;
+    cg_v mask[4];
+    for (int v = 0; v < 4; v++)
+        for (int l = 0; l < 16; l++) mask[v][l] = v * 16 + l < nb ? 1.0f : 0.0f;
+    CG_PARALLEL_FOR
     for (int c = 0; c < 32; c++) {
         const float mean = S[c], rstd = S[32 + c];
+        const float *restrict xc = x + (size_t)c * 50176;
         const float *restrict dyc = dy + (size_t)c * 50176;
         float *restrict dxc = dx + (size_t)c * 50176;
-        double sdy = 0.0, sdyx = 0.0;
-        {
-            const float *restrict xc = x + (size_t)c * 50176;
-            for (int s = 0; s < 784; s++) {
-                for (int b = 0; b < nb; b++) { const float d = dyc[s * 64 + b]; sdy += d; sdyx += d * ((xc[s * 64 + b] - mean) * rstd); }
+        cg_v ady[4], adyx[4];
+        for (int v = 0; v < 4; v++) ady[v] = adyx[v] = vsplat(0.0f);
+        for (int s = 0; s < 784; s++) {
+            for (int v = 0; v < 4; v++) {
+                const cg_v d = VLOAD(dyc + s * 64 + v * 16);
+                ady[v] += d;
+                adyx[v] += d * ((VLOAD(xc + s * 64 + v * 16) - mean) * rstd);
             }
         }
+        double sdy = 0.0, sdyx = 0.0;
+        for (int v = 0; v < 4; v++) { sdy += vsum(ady[v]); sdyx += vsum(adyx[v]); }
         ggamma[c] += (float)sdyx;
         gbeta[c] += (float)sdy;
         const float k = gamma[c] * rstd / m, fm = (float)m, fsdy = (float)sdy, fsdyx = (float)sdyx;
-        const float *restrict xc = x + (size_t)c * 50176;
         for (int s = 0; s < 784; s++) {
-            for (int b = 0; b < 64; b++) dxc[s * 64 + b] = b < nb ? k * (fm * dyc[s * 64 + b] - fsdy - (xc[s * 64 + b] - mean) * rstd * fsdyx) : 0.0f;
+            for (int v = 0; v < 4; v++) {
+                VSTORE(dxc + s * 64 + v * 16, k * (fm * VLOAD(dyc + s * 64 + v * 16) - fsdy - (VLOAD(xc + s * 64 + v * 16) - mean) * rstd * fsdyx) * mask[v]);
+            }
         }
     }
 }
@@ -1909,12 +1939,14 @@ static void l01_batchnorm_backward(const float *restrict P, float *restrict G, f
 /* layer 2: relu 32x28x28 -> 32x28x28 (specs/bnnet.yaml:13:5) */
 static void l02_relu_forward(const float *restrict x, float *restrict y)
 {
+    CG_PARALLEL_FOR
     for (int i = 0; i < 1605632; i++)
         y[i] = x[i] > 0.0f ? x[i] : 0.0f;
 }
 
 static void l02_relu_backward(const float *restrict y, const float *restrict dy, float *restrict dx)
 {
+    CG_PARALLEL_FOR
     for (int i = 0; i < 1605632; i++)
         dx[i] = y[i] > 0.0f ? dy[i] : 0.0f;
 }
@@ -1922,6 +1954,7 @@ static void l02_relu_backward(const float *restrict y, const float *restrict dy,
 /* layer 3: maxpool2d 32x28x28 -> 32x14x14 (specs/bnnet.yaml:14:5) */
 static void l03_maxpool2d_forward(const float *restrict x, float *restrict y)
 {
+    CG_PARALLEL_FOR
     for (int c = 0; c < 32; c++) {
         const float *restrict xc = x + c * 50176;
         float *restrict yc = y + c * 12544;
@@ -1943,6 +1976,7 @@ static void l03_maxpool2d_forward(const float *restrict x, float *restrict y)
 static void l03_maxpool2d_backward(const float *restrict x, const float *restrict dy, float *restrict dx)
 {
     memset(dx, 0, sizeof(float) * 1605632);
+    CG_PARALLEL_FOR
     for (int c = 0; c < 32; c++) {
         const float *restrict xc = x + c * 50176;
         float *restrict dxc = dx + c * 50176;
@@ -1970,8 +2004,9 @@ static void l03_maxpool2d_backward(const float *restrict x, const float *restric
 static void l04_conv2d_forward(const float *restrict P, const float *restrict x, float *restrict y)
 {
     const float *restrict w = P + 352;
-    for (int v0 = 0; v0 < 4; v0 += 1) {
-        for (int cb = 0; cb < 4; cb++) {
+    CG_PARALLEL_FOR
+    for (int cb = 0; cb < 4; cb++) {
+        for (int v0 = 0; v0 < 4; v0 += 1) {
             const float *restrict wb = w + cb*4608;
             const float *restrict xg = x + 0 + v0 * 16;
             float *restrict yb = y + cb*200704 + v0 * 16;
@@ -3266,6 +3301,7 @@ static void l04_conv2d_forward(const float *restrict P, const float *restrict x,
 static void l04_conv2d_backward(float *restrict G, const float *restrict x, const float *restrict dy)
 {
     float *restrict gw = G + 352;
+    CG_PARALLEL_FOR
     for (int cb = 0; cb < 8; cb++) {
         const float *restrict dyb = dy + cb*100352;
         for (int ci = 0; ci < 32; ci++) {
@@ -3489,8 +3525,9 @@ static void l04_conv2d_backward(float *restrict G, const float *restrict x, cons
 static void l04_conv2d_backward_dx(const float *restrict P, const float *restrict dy, float *restrict dx)
 {
     const float *restrict w = P + 352;
-    for (int v0 = 0; v0 < 4; v0 += 1) {
-        for (int cib = 0; cib < 2; cib++) {
+    CG_PARALLEL_FOR
+    for (int cib = 0; cib < 2; cib++) {
+        for (int v0 = 0; v0 < 4; v0 += 1) {
             float *restrict dxb = dx + cib*200704 + v0 * 16;
             const float *restrict dyg = dy + 0 + v0 * 16;
             const float *restrict wg = w + cib*144;
@@ -4789,43 +4826,54 @@ static void l05_batchnorm_forward(const float *restrict P, float *restrict B, fl
     float *restrict rmean = B + 65, *restrict rvar = B + 129, *restrict nbt = B + 193;
     const int m = nb * 196; /* values per channel */
     if (training) {
+        cg_v mask[4];
+        for (int v = 0; v < 4; v++)
+            for (int l = 0; l < 16; l++) mask[v][l] = v * 16 + l < nb ? 1.0f : 0.0f;
         nbt[0] += 1.0f;
         const float f = 0.1f;
+        CG_PARALLEL_FOR
         for (int c = 0; c < 64; c++) {
-            double s1 = 0.0, v = 0.0;
-            {
-                const float *restrict xc = x + (size_t)c * 12544;
-                for (int s = 0; s < 196; s++) {
-                    for (int b = 0; b < nb; b++) s1 += xc[s * 64 + b];
+            const float *restrict xc = x + (size_t)c * 12544;
+            cg_v acc[4];
+            for (int v = 0; v < 4; v++) acc[v] = vsplat(0.0f);
+            for (int s = 0; s < 196; s++) {
+                for (int v = 0; v < 4; v++) {
+                    acc[v] += VLOAD(xc + s * 64 + v * 16) * mask[v];
                 }
             }
+            double s1 = 0.0;
+            for (int v = 0; v < 4; v++) s1 += vsum(acc[v]);
             const double mean = s1 / m;
-            {
-                const float *restrict xc = x + (size_t)c * 12544;
-                for (int s = 0; s < 196; s++) {
-                    for (int b = 0; b < nb; b++) { const double d = xc[s * 64 + b] - mean; v += d * d; }
+            const float fmean = (float)mean;
+            for (int v = 0; v < 4; v++) acc[v] = vsplat(0.0f);
+            for (int s = 0; s < 196; s++) {
+                for (int v = 0; v < 4; v++) {
+                    const cg_v dv = (VLOAD(xc + s * 64 + v * 16) - fmean) * mask[v];
+                    acc[v] += dv * dv;
                 }
             }
-            const double var = v / m;
-            S[c] = (float)mean;
+            double v2 = 0.0;
+            for (int v = 0; v < 4; v++) v2 += vsum(acc[v]);
+            const double var = v2 / m;
+            S[c] = fmean;
             S[64 + c] = (float)(1.0 / sqrt(var + 1.0000000000000001e-05));
-            rmean[c] = (1.0f - f) * rmean[c] + f * (float)mean;
+            rmean[c] = (1.0f - f) * rmean[c] + f * fmean;
             rvar[c] = (1.0f - f) * rvar[c] + f * (float)(m > 1 ? var * m / (m - 1) : var);
         }
     }
     else {
+        CG_PARALLEL_FOR
         for (int c = 0; c < 64; c++) {
             S[c] = rmean[c];
             S[64 + c] = 1.0f / sqrtf(rvar[c] + 1e-05f);
         }
     }
+    CG_PARALLEL_FOR
     for (int c = 0; c < 64; c++) {
         const float mean = S[c], a = S[64 + c] * gamma[c], bc = beta[c];
-        float *restrict yc = y + (size_t)c * 12544;
         const float *restrict xc = x + (size_t)c * 12544;
-        for (int s = 0; s < 196; s++) {
-            for (int b = 0; b < 64; b++) yc[s * 64 + b] = (xc[s * 64 + b] - mean) * a + bc;
-        }
+        float *restrict yc = y + (size_t)c * 12544;
+        for (int i = 0; i < 12544; i++) yc[i] = (xc[i] - mean) * a + bc;
     }
 }
 
@@ -4834,23 +4882,33 @@ static void l05_batchnorm_backward(const float *restrict P, float *restrict G, f
     const float *restrict gamma = P + 18784;
     float *restrict ggamma = G + 18784, *restrict gbeta = G + 18848;
     const int m = nb * 196;
+    cg_v mask[4];
+    for (int v = 0; v < 4; v++)
+        for (int l = 0; l < 16; l++) mask[v][l] = v * 16 + l < nb ? 1.0f : 0.0f;
+    CG_PARALLEL_FOR
     for (int c = 0; c < 64; c++) {
         const float mean = S[c], rstd = S[64 + c];
+        const float *restrict xc = x + (size_t)c * 12544;
         const float *restrict dyc = dy + (size_t)c * 12544;
         float *restrict dxc = dx + (size_t)c * 12544;
-        double sdy = 0.0, sdyx = 0.0;
-        {
-            const float *restrict xc = x + (size_t)c * 12544;
-            for (int s = 0; s < 196; s++) {
-                for (int b = 0; b < nb; b++) { const float d = dyc[s * 64 + b]; sdy += d; sdyx += d * ((xc[s * 64 + b] - mean) * rstd); }
+        cg_v ady[4], adyx[4];
+        for (int v = 0; v < 4; v++) ady[v] = adyx[v] = vsplat(0.0f);
+        for (int s = 0; s < 196; s++) {
+            for (int v = 0; v < 4; v++) {
+                const cg_v d = VLOAD(dyc + s * 64 + v * 16);
+                ady[v] += d;
+                adyx[v] += d * ((VLOAD(xc + s * 64 + v * 16) - mean) * rstd);
             }
         }
+        double sdy = 0.0, sdyx = 0.0;
+        for (int v = 0; v < 4; v++) { sdy += vsum(ady[v]); sdyx += vsum(adyx[v]); }
         ggamma[c] += (float)sdyx;
         gbeta[c] += (float)sdy;
         const float k = gamma[c] * rstd / m, fm = (float)m, fsdy = (float)sdy, fsdyx = (float)sdyx;
-        const float *restrict xc = x + (size_t)c * 12544;
         for (int s = 0; s < 196; s++) {
-            for (int b = 0; b < 64; b++) dxc[s * 64 + b] = b < nb ? k * (fm * dyc[s * 64 + b] - fsdy - (xc[s * 64 + b] - mean) * rstd * fsdyx) : 0.0f;
+            for (int v = 0; v < 4; v++) {
+                VSTORE(dxc + s * 64 + v * 16, k * (fm * VLOAD(dyc + s * 64 + v * 16) - fsdy - (VLOAD(xc + s * 64 + v * 16) - mean) * rstd * fsdyx) * mask[v]);
+            }
         }
     }
 }
@@ -4858,12 +4916,14 @@ static void l05_batchnorm_backward(const float *restrict P, float *restrict G, f
 /* layer 6: relu 64x14x14 -> 64x14x14 (specs/bnnet.yaml:17:5) */
 static void l06_relu_forward(const float *restrict x, float *restrict y)
 {
+    CG_PARALLEL_FOR
     for (int i = 0; i < 802816; i++)
         y[i] = x[i] > 0.0f ? x[i] : 0.0f;
 }
 
 static void l06_relu_backward(const float *restrict y, const float *restrict dy, float *restrict dx)
 {
+    CG_PARALLEL_FOR
     for (int i = 0; i < 802816; i++)
         dx[i] = y[i] > 0.0f ? dy[i] : 0.0f;
 }
@@ -4871,6 +4931,7 @@ static void l06_relu_backward(const float *restrict y, const float *restrict dy,
 /* layer 7: maxpool2d 64x14x14 -> 64x7x7 (specs/bnnet.yaml:18:5) */
 static void l07_maxpool2d_forward(const float *restrict x, float *restrict y)
 {
+    CG_PARALLEL_FOR
     for (int c = 0; c < 64; c++) {
         const float *restrict xc = x + c * 12544;
         float *restrict yc = y + c * 3136;
@@ -4892,6 +4953,7 @@ static void l07_maxpool2d_forward(const float *restrict x, float *restrict y)
 static void l07_maxpool2d_backward(const float *restrict x, const float *restrict dy, float *restrict dx)
 {
     memset(dx, 0, sizeof(float) * 802816);
+    CG_PARALLEL_FOR
     for (int c = 0; c < 64; c++) {
         const float *restrict xc = x + c * 12544;
         float *restrict dxc = dx + c * 12544;
@@ -4920,8 +4982,9 @@ static void l09_dense_forward(const float *restrict P, const float *restrict x, 
 {
     const float *restrict w = P + 18912;
     const float *restrict b = P + 420320;
-    for (int v0 = 0; v0 < 4; v0 += 4) {
-        for (int o0 = 0; o0 < 128; o0 += 4) {
+    CG_PARALLEL_FOR
+    for (int o0 = 0; o0 < 128; o0 += 4) {
+        for (int v0 = 0; v0 < 4; v0 += 4) {
             {
                 cg_v a0_0 = vsplat(b[o0 + 0]), a0_1 = vsplat(b[o0 + 0]), a0_2 = vsplat(b[o0 + 0]), a0_3 = vsplat(b[o0 + 0]);
                 cg_v a1_0 = vsplat(b[o0 + 1]), a1_1 = vsplat(b[o0 + 1]), a1_2 = vsplat(b[o0 + 1]), a1_3 = vsplat(b[o0 + 1]);
@@ -4950,6 +5013,7 @@ static void l09_dense_backward(float *restrict G, float *restrict S, const float
     float *restrict gb = G + 420320;
     for (int b = 0; b < nb; b++)
         for (int i = 0; i < 3136; i++) S[(size_t)b * 3136 + i] = x[(size_t)i * 64 + b];
+    CG_PARALLEL_FOR
     for (int o = 0; o < 128; o++) {
         float *restrict gwo = gw + (size_t)o * 3136;
         float sb = 0.0f;
@@ -4966,8 +5030,9 @@ static void l09_dense_backward(float *restrict G, float *restrict S, const float
 static void l09_dense_backward_dx(const float *restrict P, const float *restrict dy, float *restrict dx)
 {
     const float *restrict w = P + 18912;
-    for (int v0 = 0; v0 < 4; v0 += 4) {
-        for (int i0 = 0; i0 < 3136; i0 += 4) {
+    CG_PARALLEL_FOR
+    for (int i0 = 0; i0 < 3136; i0 += 4) {
+        for (int v0 = 0; v0 < 4; v0 += 4) {
             {
                 cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f);
                 cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f), a1_3 = vsplat(0.0f);
@@ -4997,43 +5062,54 @@ static void l10_batchnorm_forward(const float *restrict P, float *restrict B, fl
     float *restrict rmean = B + 194, *restrict rvar = B + 322, *restrict nbt = B + 450;
     const int m = nb * 1; /* values per channel */
     if (training) {
+        cg_v mask[4];
+        for (int v = 0; v < 4; v++)
+            for (int l = 0; l < 16; l++) mask[v][l] = v * 16 + l < nb ? 1.0f : 0.0f;
         nbt[0] += 1.0f;
         const float f = 0.1f;
+        CG_PARALLEL_FOR
         for (int c = 0; c < 128; c++) {
-            double s1 = 0.0, v = 0.0;
-            {
-                const float *restrict xc = x + (size_t)c * 64;
-                for (int s = 0; s < 1; s++) {
-                    for (int b = 0; b < nb; b++) s1 += xc[s * 64 + b];
+            const float *restrict xc = x + (size_t)c * 64;
+            cg_v acc[4];
+            for (int v = 0; v < 4; v++) acc[v] = vsplat(0.0f);
+            for (int s = 0; s < 1; s++) {
+                for (int v = 0; v < 4; v++) {
+                    acc[v] += VLOAD(xc + s * 64 + v * 16) * mask[v];
                 }
             }
+            double s1 = 0.0;
+            for (int v = 0; v < 4; v++) s1 += vsum(acc[v]);
             const double mean = s1 / m;
-            {
-                const float *restrict xc = x + (size_t)c * 64;
-                for (int s = 0; s < 1; s++) {
-                    for (int b = 0; b < nb; b++) { const double d = xc[s * 64 + b] - mean; v += d * d; }
+            const float fmean = (float)mean;
+            for (int v = 0; v < 4; v++) acc[v] = vsplat(0.0f);
+            for (int s = 0; s < 1; s++) {
+                for (int v = 0; v < 4; v++) {
+                    const cg_v dv = (VLOAD(xc + s * 64 + v * 16) - fmean) * mask[v];
+                    acc[v] += dv * dv;
                 }
             }
-            const double var = v / m;
-            S[c] = (float)mean;
+            double v2 = 0.0;
+            for (int v = 0; v < 4; v++) v2 += vsum(acc[v]);
+            const double var = v2 / m;
+            S[c] = fmean;
             S[128 + c] = (float)(1.0 / sqrt(var + 1.0000000000000001e-05));
-            rmean[c] = (1.0f - f) * rmean[c] + f * (float)mean;
+            rmean[c] = (1.0f - f) * rmean[c] + f * fmean;
             rvar[c] = (1.0f - f) * rvar[c] + f * (float)(m > 1 ? var * m / (m - 1) : var);
         }
     }
     else {
+        CG_PARALLEL_FOR
         for (int c = 0; c < 128; c++) {
             S[c] = rmean[c];
             S[128 + c] = 1.0f / sqrtf(rvar[c] + 1e-05f);
         }
     }
+    CG_PARALLEL_FOR
     for (int c = 0; c < 128; c++) {
         const float mean = S[c], a = S[128 + c] * gamma[c], bc = beta[c];
-        float *restrict yc = y + (size_t)c * 64;
         const float *restrict xc = x + (size_t)c * 64;
-        for (int s = 0; s < 1; s++) {
-            for (int b = 0; b < 64; b++) yc[s * 64 + b] = (xc[s * 64 + b] - mean) * a + bc;
-        }
+        float *restrict yc = y + (size_t)c * 64;
+        for (int i = 0; i < 64; i++) yc[i] = (xc[i] - mean) * a + bc;
     }
 }
 
@@ -5042,23 +5118,33 @@ static void l10_batchnorm_backward(const float *restrict P, float *restrict G, f
     const float *restrict gamma = P + 420448;
     float *restrict ggamma = G + 420448, *restrict gbeta = G + 420576;
     const int m = nb * 1;
+    cg_v mask[4];
+    for (int v = 0; v < 4; v++)
+        for (int l = 0; l < 16; l++) mask[v][l] = v * 16 + l < nb ? 1.0f : 0.0f;
+    CG_PARALLEL_FOR
     for (int c = 0; c < 128; c++) {
         const float mean = S[c], rstd = S[128 + c];
+        const float *restrict xc = x + (size_t)c * 64;
         const float *restrict dyc = dy + (size_t)c * 64;
         float *restrict dxc = dx + (size_t)c * 64;
-        double sdy = 0.0, sdyx = 0.0;
-        {
-            const float *restrict xc = x + (size_t)c * 64;
-            for (int s = 0; s < 1; s++) {
-                for (int b = 0; b < nb; b++) { const float d = dyc[s * 64 + b]; sdy += d; sdyx += d * ((xc[s * 64 + b] - mean) * rstd); }
+        cg_v ady[4], adyx[4];
+        for (int v = 0; v < 4; v++) ady[v] = adyx[v] = vsplat(0.0f);
+        for (int s = 0; s < 1; s++) {
+            for (int v = 0; v < 4; v++) {
+                const cg_v d = VLOAD(dyc + s * 64 + v * 16);
+                ady[v] += d;
+                adyx[v] += d * ((VLOAD(xc + s * 64 + v * 16) - mean) * rstd);
             }
         }
+        double sdy = 0.0, sdyx = 0.0;
+        for (int v = 0; v < 4; v++) { sdy += vsum(ady[v]); sdyx += vsum(adyx[v]); }
         ggamma[c] += (float)sdyx;
         gbeta[c] += (float)sdy;
         const float k = gamma[c] * rstd / m, fm = (float)m, fsdy = (float)sdy, fsdyx = (float)sdyx;
-        const float *restrict xc = x + (size_t)c * 64;
         for (int s = 0; s < 1; s++) {
-            for (int b = 0; b < 64; b++) dxc[s * 64 + b] = b < nb ? k * (fm * dyc[s * 64 + b] - fsdy - (xc[s * 64 + b] - mean) * rstd * fsdyx) : 0.0f;
+            for (int v = 0; v < 4; v++) {
+                VSTORE(dxc + s * 64 + v * 16, k * (fm * VLOAD(dyc + s * 64 + v * 16) - fsdy - (VLOAD(xc + s * 64 + v * 16) - mean) * rstd * fsdyx) * mask[v]);
+            }
         }
     }
 }
@@ -5081,8 +5167,9 @@ static void l12_dense_forward(const float *restrict P, const float *restrict x, 
 {
     const float *restrict w = P + 420704;
     const float *restrict b = P + 421984;
-    for (int v0 = 0; v0 < 4; v0 += 4) {
-        for (int o0 = 0; o0 < 8; o0 += 4) {
+    CG_PARALLEL_FOR
+    for (int o0 = 0; o0 < 8; o0 += 4) {
+        for (int v0 = 0; v0 < 4; v0 += 4) {
             {
                 cg_v a0_0 = vsplat(b[o0 + 0]), a0_1 = vsplat(b[o0 + 0]), a0_2 = vsplat(b[o0 + 0]), a0_3 = vsplat(b[o0 + 0]);
                 cg_v a1_0 = vsplat(b[o0 + 1]), a1_1 = vsplat(b[o0 + 1]), a1_2 = vsplat(b[o0 + 1]), a1_3 = vsplat(b[o0 + 1]);
@@ -5102,6 +5189,8 @@ static void l12_dense_forward(const float *restrict P, const float *restrict x, 
                 VSTORE(y + (size_t)(o0 + 3) * 64 + (v0 + 0) * 16, a3_0); VSTORE(y + (size_t)(o0 + 3) * 64 + (v0 + 1) * 16, a3_1); VSTORE(y + (size_t)(o0 + 3) * 64 + (v0 + 2) * 16, a3_2); VSTORE(y + (size_t)(o0 + 3) * 64 + (v0 + 3) * 16, a3_3);
             }
         }
+    }
+    for (int v0 = 0; v0 < 4; v0 += 4) {
         {
             cg_v a0_0 = vsplat(b[8 + 0]), a0_1 = vsplat(b[8 + 0]), a0_2 = vsplat(b[8 + 0]), a0_3 = vsplat(b[8 + 0]);
             cg_v a1_0 = vsplat(b[8 + 1]), a1_1 = vsplat(b[8 + 1]), a1_2 = vsplat(b[8 + 1]), a1_3 = vsplat(b[8 + 1]);
@@ -5123,6 +5212,7 @@ static void l12_dense_backward(float *restrict G, float *restrict S, const float
     float *restrict gb = G + 421984;
     for (int b = 0; b < nb; b++)
         for (int i = 0; i < 128; i++) S[(size_t)b * 128 + i] = x[(size_t)i * 64 + b];
+    CG_PARALLEL_FOR
     for (int o = 0; o < 10; o++) {
         float *restrict gwo = gw + (size_t)o * 128;
         float sb = 0.0f;
@@ -5139,8 +5229,9 @@ static void l12_dense_backward(float *restrict G, float *restrict S, const float
 static void l12_dense_backward_dx(const float *restrict P, const float *restrict dy, float *restrict dx)
 {
     const float *restrict w = P + 420704;
-    for (int v0 = 0; v0 < 4; v0 += 4) {
-        for (int i0 = 0; i0 < 128; i0 += 4) {
+    CG_PARALLEL_FOR
+    for (int i0 = 0; i0 < 128; i0 += 4) {
+        for (int v0 = 0; v0 < 4; v0 += 4) {
             {
                 cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f);
                 cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f), a1_3 = vsplat(0.0f);

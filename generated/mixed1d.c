@@ -26,6 +26,12 @@
 /* SIMD vectors of 16 floats (one AVX-512 register; gcc and clang split them
  * on narrower targets). Activations are batch-innermost: [size][16]. */
 typedef float cg_v __attribute__((vector_size(64), aligned(4), may_alias));
+/* loops whose iterations write disjoint outputs run on all threads with -fopenmp */
+#ifdef _OPENMP
+#define CG_PARALLEL_FOR _Pragma("omp parallel for schedule(static)")
+#else
+#define CG_PARALLEL_FOR
+#endif
 #define VLOAD(p) (*(const cg_v *)(p))
 #define VSTORE(p, v) (*(cg_v *)(p) = (v))
 #define vsplat(s) ((cg_v){0} + (s))
@@ -261,11 +267,13 @@ static void l00_conv1d_backward(float *restrict G, const float *restrict x, cons
 {
     float *restrict gw = G + 0;
     float *restrict gb = G + 160;
+    CG_PARALLEL_FOR
     for (int co = 0; co < 8; co++) {
         cg_v s = vsplat(0.0f);
         for (int i = 0; i < 32; i++) s += VLOAD(dy + (size_t)co * 512 + i * 16);
         gb[co] += vsum(s);
     }
+    CG_PARALLEL_FOR
     for (int cb = 0; cb < 2; cb++) {
         const float *restrict dyb = dy + cb*2048;
         for (int ci = 0; ci < 4; ci++) {
@@ -468,43 +476,54 @@ static void l01_batchnorm_forward(const float *restrict P, float *restrict B, fl
     float *restrict rmean = B + 0, *restrict rvar = B + 8, *restrict nbt = B + 16;
     const int m = nb * 32; /* values per channel */
     if (training) {
+        cg_v mask[1];
+        for (int v = 0; v < 1; v++)
+            for (int l = 0; l < 16; l++) mask[v][l] = v * 16 + l < nb ? 1.0f : 0.0f;
         nbt[0] += 1.0f;
         const float f = 1.0f / nbt[0]; /* momentum null: cumulative average */
+        CG_PARALLEL_FOR
         for (int c = 0; c < 8; c++) {
-            double s1 = 0.0, v = 0.0;
-            {
-                const float *restrict xc = x + (size_t)c * 512;
-                for (int s = 0; s < 32; s++) {
-                    for (int b = 0; b < nb; b++) s1 += xc[s * 16 + b];
+            const float *restrict xc = x + (size_t)c * 512;
+            cg_v acc[1];
+            for (int v = 0; v < 1; v++) acc[v] = vsplat(0.0f);
+            for (int s = 0; s < 32; s++) {
+                for (int v = 0; v < 1; v++) {
+                    acc[v] += VLOAD(xc + s * 16 + v * 16) * mask[v];
                 }
             }
+            double s1 = 0.0;
+            for (int v = 0; v < 1; v++) s1 += vsum(acc[v]);
             const double mean = s1 / m;
-            {
-                const float *restrict xc = x + (size_t)c * 512;
-                for (int s = 0; s < 32; s++) {
-                    for (int b = 0; b < nb; b++) { const double d = xc[s * 16 + b] - mean; v += d * d; }
+            const float fmean = (float)mean;
+            for (int v = 0; v < 1; v++) acc[v] = vsplat(0.0f);
+            for (int s = 0; s < 32; s++) {
+                for (int v = 0; v < 1; v++) {
+                    const cg_v dv = (VLOAD(xc + s * 16 + v * 16) - fmean) * mask[v];
+                    acc[v] += dv * dv;
                 }
             }
-            const double var = v / m;
-            S[c] = (float)mean;
+            double v2 = 0.0;
+            for (int v = 0; v < 1; v++) v2 += vsum(acc[v]);
+            const double var = v2 / m;
+            S[c] = fmean;
             S[8 + c] = (float)(1.0 / sqrt(var + 0.001));
-            rmean[c] = (1.0f - f) * rmean[c] + f * (float)mean;
+            rmean[c] = (1.0f - f) * rmean[c] + f * fmean;
             rvar[c] = (1.0f - f) * rvar[c] + f * (float)(m > 1 ? var * m / (m - 1) : var);
         }
     }
     else {
+        CG_PARALLEL_FOR
         for (int c = 0; c < 8; c++) {
             S[c] = rmean[c];
             S[8 + c] = 1.0f / sqrtf(rvar[c] + 0.001f);
         }
     }
+    CG_PARALLEL_FOR
     for (int c = 0; c < 8; c++) {
         const float mean = S[c], a = S[8 + c] * gamma[c], bc = beta[c];
-        float *restrict yc = y + (size_t)c * 512;
         const float *restrict xc = x + (size_t)c * 512;
-        for (int s = 0; s < 32; s++) {
-            for (int b = 0; b < 16; b++) yc[s * 16 + b] = (xc[s * 16 + b] - mean) * a + bc;
-        }
+        float *restrict yc = y + (size_t)c * 512;
+        for (int i = 0; i < 512; i++) yc[i] = (xc[i] - mean) * a + bc;
     }
 }
 
@@ -513,23 +532,33 @@ static void l01_batchnorm_backward(const float *restrict P, float *restrict G, f
     const float *restrict gamma = P + 168;
     float *restrict ggamma = G + 168, *restrict gbeta = G + 176;
     const int m = nb * 32;
+    cg_v mask[1];
+    for (int v = 0; v < 1; v++)
+        for (int l = 0; l < 16; l++) mask[v][l] = v * 16 + l < nb ? 1.0f : 0.0f;
+    CG_PARALLEL_FOR
     for (int c = 0; c < 8; c++) {
         const float mean = S[c], rstd = S[8 + c];
+        const float *restrict xc = x + (size_t)c * 512;
         const float *restrict dyc = dy + (size_t)c * 512;
         float *restrict dxc = dx + (size_t)c * 512;
-        double sdy = 0.0, sdyx = 0.0;
-        {
-            const float *restrict xc = x + (size_t)c * 512;
-            for (int s = 0; s < 32; s++) {
-                for (int b = 0; b < nb; b++) { const float d = dyc[s * 16 + b]; sdy += d; sdyx += d * ((xc[s * 16 + b] - mean) * rstd); }
+        cg_v ady[1], adyx[1];
+        for (int v = 0; v < 1; v++) ady[v] = adyx[v] = vsplat(0.0f);
+        for (int s = 0; s < 32; s++) {
+            for (int v = 0; v < 1; v++) {
+                const cg_v d = VLOAD(dyc + s * 16 + v * 16);
+                ady[v] += d;
+                adyx[v] += d * ((VLOAD(xc + s * 16 + v * 16) - mean) * rstd);
             }
         }
+        double sdy = 0.0, sdyx = 0.0;
+        for (int v = 0; v < 1; v++) { sdy += vsum(ady[v]); sdyx += vsum(adyx[v]); }
         ggamma[c] += (float)sdyx;
         gbeta[c] += (float)sdy;
         const float k = gamma[c] * rstd / m, fm = (float)m, fsdy = (float)sdy, fsdyx = (float)sdyx;
-        const float *restrict xc = x + (size_t)c * 512;
         for (int s = 0; s < 32; s++) {
-            for (int b = 0; b < 16; b++) dxc[s * 16 + b] = b < nb ? k * (fm * dyc[s * 16 + b] - fsdy - (xc[s * 16 + b] - mean) * rstd * fsdyx) : 0.0f;
+            for (int v = 0; v < 1; v++) {
+                VSTORE(dxc + s * 16 + v * 16, k * (fm * VLOAD(dyc + s * 16 + v * 16) - fsdy - (VLOAD(xc + s * 16 + v * 16) - mean) * rstd * fsdyx) * mask[v]);
+            }
         }
     }
 }
@@ -551,8 +580,9 @@ static void l02_leaky_relu_backward(const float *restrict x, const float *restri
 static void l03_conv1d_forward(const float *restrict P, const float *restrict x, float *restrict y)
 {
     const float *restrict w = P + 184;
-    for (int v0 = 0; v0 < 1; v0 += 1) {
-        for (int g = 0; g < 8; g++) {
+    CG_PARALLEL_FOR
+    for (int g = 0; g < 8; g++) {
+        for (int v0 = 0; v0 < 1; v0 += 1) {
             const float *restrict wb = w + g*3;
             const float *restrict xg = x + g*512 + v0 * 16;
             float *restrict yb = y + g*512 + v0 * 16;
@@ -612,6 +642,7 @@ static void l03_conv1d_forward(const float *restrict P, const float *restrict x,
 static void l03_conv1d_backward(float *restrict G, const float *restrict x, const float *restrict dy)
 {
     float *restrict gw = G + 184;
+    CG_PARALLEL_FOR
     for (int g = 0; g < 8; g++) {
         const float *restrict dyb = dy + g*512;
         const float *restrict xc = x + g*512;
@@ -651,8 +682,9 @@ static void l03_conv1d_backward(float *restrict G, const float *restrict x, cons
 static void l03_conv1d_backward_dx(const float *restrict P, const float *restrict dy, float *restrict dx)
 {
     const float *restrict w = P + 184;
-    for (int v0 = 0; v0 < 1; v0 += 1) {
-        for (int g = 0; g < 8; g++) {
+    CG_PARALLEL_FOR
+    for (int g = 0; g < 8; g++) {
+        for (int v0 = 0; v0 < 1; v0 += 1) {
             float *restrict dxb = dx + g*512 + v0 * 16;
             const float *restrict dyg = dy + g*512 + v0 * 16;
             const float *restrict wg = w + g*3;
@@ -725,6 +757,7 @@ static void l04_tanh_backward(const float *restrict y, const float *restrict dy,
 /* layer 5: maxpool1d 8x32 -> 8x16 (specs/mixed1d.yaml:18:5) */
 static void l05_maxpool1d_forward(const float *restrict x, float *restrict y)
 {
+    CG_PARALLEL_FOR
     for (int c = 0; c < 8; c++) {
         const float *restrict xc = x + c * 512;
         float *restrict yc = y + c * 256;
@@ -748,6 +781,7 @@ static void l05_maxpool1d_forward(const float *restrict x, float *restrict y)
 static void l05_maxpool1d_backward(const float *restrict x, const float *restrict dy, float *restrict dx)
 {
     memset(dx, 0, sizeof(float) * 4096);
+    CG_PARALLEL_FOR
     for (int c = 0; c < 8; c++) {
         const float *restrict xc = x + c * 512;
         float *restrict dxc = dx + c * 512;
@@ -1091,11 +1125,13 @@ static void l06_conv1d_backward(float *restrict G, const float *restrict x, cons
 {
     float *restrict gw = G + 208;
     float *restrict gb = G + 592;
+    CG_PARALLEL_FOR
     for (int co = 0; co < 12; co++) {
         cg_v s = vsplat(0.0f);
         for (int i = 0; i < 16; i++) s += VLOAD(dy + (size_t)co * 256 + i * 16);
         gb[co] += vsum(s);
     }
+    CG_PARALLEL_FOR
     for (int cb = 0; cb < 2; cb++) {
         const float *restrict dyb = dy + cb*1536;
         for (int ci = 0; ci < 8; ci++) {
@@ -1394,8 +1430,9 @@ static void l07_sigmoid_backward(const float *restrict y, const float *restrict 
 static void l08_conv1d_forward(const float *restrict P, const float *restrict x, float *restrict y)
 {
     const float *restrict w = P + 604;
-    for (int v0 = 0; v0 < 1; v0 += 1) {
-        for (int g = 0; g < 2; g++) {
+    CG_PARALLEL_FOR
+    for (int g = 0; g < 2; g++) {
+        for (int v0 = 0; v0 < 1; v0 += 1) {
             const float *restrict wb = w + g*54;
             const float *restrict xg = x + g*1536 + v0 * 16;
             float *restrict yb = y + g*576 + v0 * 16;
@@ -1437,6 +1474,7 @@ static void l08_conv1d_forward(const float *restrict P, const float *restrict x,
 static void l08_conv1d_backward(float *restrict G, const float *restrict x, const float *restrict dy)
 {
     float *restrict gw = G + 604;
+    CG_PARALLEL_FOR
     for (int g = 0; g < 2; g++) {
         const float *restrict dyb = dy + g*576;
         for (int ci = 0; ci < 6; ci++) {
@@ -1466,8 +1504,9 @@ static void l08_conv1d_backward(float *restrict G, const float *restrict x, cons
 static void l08_conv1d_backward_dx(const float *restrict P, const float *restrict dy, float *restrict dx)
 {
     const float *restrict w = P + 604;
-    for (int v0 = 0; v0 < 1; v0 += 1) {
-        for (int g = 0; g < 2; g++) {
+    CG_PARALLEL_FOR
+    for (int g = 0; g < 2; g++) {
+        for (int v0 = 0; v0 < 1; v0 += 1) {
             float *restrict dxb = dx + g*1536 + v0 * 16;
             const float *restrict dyg = dy + g*576 + v0 * 16;
             const float *restrict wg = w + g*54;
@@ -1658,43 +1697,54 @@ static void l09_batchnorm_forward(const float *restrict P, float *restrict B, fl
     float *restrict rmean = B + 17, *restrict rvar = B + 23, *restrict nbt = B + 29;
     const int m = nb * 12; /* values per channel */
     if (training) {
+        cg_v mask[1];
+        for (int v = 0; v < 1; v++)
+            for (int l = 0; l < 16; l++) mask[v][l] = v * 16 + l < nb ? 1.0f : 0.0f;
         nbt[0] += 1.0f;
         const float f = 0.2f;
+        CG_PARALLEL_FOR
         for (int c = 0; c < 6; c++) {
-            double s1 = 0.0, v = 0.0;
-            {
-                const float *restrict xc = x + (size_t)c * 192;
-                for (int s = 0; s < 12; s++) {
-                    for (int b = 0; b < nb; b++) s1 += xc[s * 16 + b];
+            const float *restrict xc = x + (size_t)c * 192;
+            cg_v acc[1];
+            for (int v = 0; v < 1; v++) acc[v] = vsplat(0.0f);
+            for (int s = 0; s < 12; s++) {
+                for (int v = 0; v < 1; v++) {
+                    acc[v] += VLOAD(xc + s * 16 + v * 16) * mask[v];
                 }
             }
+            double s1 = 0.0;
+            for (int v = 0; v < 1; v++) s1 += vsum(acc[v]);
             const double mean = s1 / m;
-            {
-                const float *restrict xc = x + (size_t)c * 192;
-                for (int s = 0; s < 12; s++) {
-                    for (int b = 0; b < nb; b++) { const double d = xc[s * 16 + b] - mean; v += d * d; }
+            const float fmean = (float)mean;
+            for (int v = 0; v < 1; v++) acc[v] = vsplat(0.0f);
+            for (int s = 0; s < 12; s++) {
+                for (int v = 0; v < 1; v++) {
+                    const cg_v dv = (VLOAD(xc + s * 16 + v * 16) - fmean) * mask[v];
+                    acc[v] += dv * dv;
                 }
             }
-            const double var = v / m;
-            S[c] = (float)mean;
+            double v2 = 0.0;
+            for (int v = 0; v < 1; v++) v2 += vsum(acc[v]);
+            const double var = v2 / m;
+            S[c] = fmean;
             S[6 + c] = (float)(1.0 / sqrt(var + 1.0000000000000001e-05));
-            rmean[c] = (1.0f - f) * rmean[c] + f * (float)mean;
+            rmean[c] = (1.0f - f) * rmean[c] + f * fmean;
             rvar[c] = (1.0f - f) * rvar[c] + f * (float)(m > 1 ? var * m / (m - 1) : var);
         }
     }
     else {
+        CG_PARALLEL_FOR
         for (int c = 0; c < 6; c++) {
             S[c] = rmean[c];
             S[6 + c] = 1.0f / sqrtf(rvar[c] + 1e-05f);
         }
     }
+    CG_PARALLEL_FOR
     for (int c = 0; c < 6; c++) {
         const float mean = S[c], a = S[6 + c] * gamma[c], bc = beta[c];
-        float *restrict yc = y + (size_t)c * 192;
         const float *restrict xc = x + (size_t)c * 192;
-        for (int s = 0; s < 12; s++) {
-            for (int b = 0; b < 16; b++) yc[s * 16 + b] = (xc[s * 16 + b] - mean) * a + bc;
-        }
+        float *restrict yc = y + (size_t)c * 192;
+        for (int i = 0; i < 192; i++) yc[i] = (xc[i] - mean) * a + bc;
     }
 }
 
@@ -1703,23 +1753,33 @@ static void l09_batchnorm_backward(const float *restrict P, float *restrict G, f
     const float *restrict gamma = P + 712;
     float *restrict ggamma = G + 712, *restrict gbeta = G + 718;
     const int m = nb * 12;
+    cg_v mask[1];
+    for (int v = 0; v < 1; v++)
+        for (int l = 0; l < 16; l++) mask[v][l] = v * 16 + l < nb ? 1.0f : 0.0f;
+    CG_PARALLEL_FOR
     for (int c = 0; c < 6; c++) {
         const float mean = S[c], rstd = S[6 + c];
+        const float *restrict xc = x + (size_t)c * 192;
         const float *restrict dyc = dy + (size_t)c * 192;
         float *restrict dxc = dx + (size_t)c * 192;
-        double sdy = 0.0, sdyx = 0.0;
-        {
-            const float *restrict xc = x + (size_t)c * 192;
-            for (int s = 0; s < 12; s++) {
-                for (int b = 0; b < nb; b++) { const float d = dyc[s * 16 + b]; sdy += d; sdyx += d * ((xc[s * 16 + b] - mean) * rstd); }
+        cg_v ady[1], adyx[1];
+        for (int v = 0; v < 1; v++) ady[v] = adyx[v] = vsplat(0.0f);
+        for (int s = 0; s < 12; s++) {
+            for (int v = 0; v < 1; v++) {
+                const cg_v d = VLOAD(dyc + s * 16 + v * 16);
+                ady[v] += d;
+                adyx[v] += d * ((VLOAD(xc + s * 16 + v * 16) - mean) * rstd);
             }
         }
+        double sdy = 0.0, sdyx = 0.0;
+        for (int v = 0; v < 1; v++) { sdy += vsum(ady[v]); sdyx += vsum(adyx[v]); }
         ggamma[c] += (float)sdyx;
         gbeta[c] += (float)sdy;
         const float k = gamma[c] * rstd / m, fm = (float)m, fsdy = (float)sdy, fsdyx = (float)sdyx;
-        const float *restrict xc = x + (size_t)c * 192;
         for (int s = 0; s < 12; s++) {
-            for (int b = 0; b < 16; b++) dxc[s * 16 + b] = b < nb ? k * (fm * dyc[s * 16 + b] - fsdy - (xc[s * 16 + b] - mean) * rstd * fsdyx) : 0.0f;
+            for (int v = 0; v < 1; v++) {
+                VSTORE(dxc + s * 16 + v * 16, k * (fm * VLOAD(dyc + s * 16 + v * 16) - fsdy - (VLOAD(xc + s * 16 + v * 16) - mean) * rstd * fsdyx) * mask[v]);
+            }
         }
     }
 }
@@ -1727,6 +1787,7 @@ static void l09_batchnorm_backward(const float *restrict P, float *restrict G, f
 /* layer 10: avgpool1d 6x12 -> 6x6 (specs/mixed1d.yaml:23:5) */
 static void l10_avgpool1d_forward(const float *restrict x, float *restrict y)
 {
+    CG_PARALLEL_FOR
     for (int c = 0; c < 6; c++) {
         const float *restrict xc = x + c * 192;
         float *restrict yc = y + c * 96;
@@ -1745,6 +1806,7 @@ static void l10_avgpool1d_forward(const float *restrict x, float *restrict y)
 static void l10_avgpool1d_backward(const float *restrict dy, float *restrict dx)
 {
     memset(dx, 0, sizeof(float) * 1152);
+    CG_PARALLEL_FOR
     for (int c = 0; c < 6; c++) {
         float *restrict dxc = dx + c * 192;
         const float *restrict dyc = dy + c * 96;
@@ -1770,8 +1832,8 @@ static void l12_dense_forward(const float *restrict P, const float *restrict x, 
 {
     const float *restrict w = P + 724;
     const float *restrict b = P + 1300;
-    for (int v0 = 0; v0 < 1; v0 += 1) {
-        for (int o0 = 0; o0 < 16; o0 += 16) {
+    for (int o0 = 0; o0 < 16; o0 += 16) {
+        for (int v0 = 0; v0 < 1; v0 += 1) {
             {
                 cg_v a0_0 = vsplat(b[o0 + 0]);
                 cg_v a1_0 = vsplat(b[o0 + 1]);
@@ -1836,6 +1898,7 @@ static void l12_dense_backward(float *restrict G, float *restrict S, const float
     float *restrict gb = G + 1300;
     for (int b = 0; b < nb; b++)
         for (int i = 0; i < 36; i++) S[(size_t)b * 36 + i] = x[(size_t)i * 16 + b];
+    CG_PARALLEL_FOR
     for (int o = 0; o < 16; o++) {
         float *restrict gwo = gw + (size_t)o * 36;
         float sb = 0.0f;
@@ -1852,8 +1915,9 @@ static void l12_dense_backward(float *restrict G, float *restrict S, const float
 static void l12_dense_backward_dx(const float *restrict P, const float *restrict dy, float *restrict dx)
 {
     const float *restrict w = P + 724;
-    for (int v0 = 0; v0 < 1; v0 += 1) {
-        for (int i0 = 0; i0 < 32; i0 += 16) {
+    CG_PARALLEL_FOR
+    for (int i0 = 0; i0 < 32; i0 += 16) {
+        for (int v0 = 0; v0 < 1; v0 += 1) {
             {
                 cg_v a0_0 = vsplat(0.0f);
                 cg_v a1_0 = vsplat(0.0f);
@@ -1909,6 +1973,8 @@ static void l12_dense_backward_dx(const float *restrict P, const float *restrict
                 VSTORE(dx + (size_t)(i0 + 15) * 16 + (v0 + 0) * 16, a15_0);
             }
         }
+    }
+    for (int v0 = 0; v0 < 1; v0 += 1) {
         {
             cg_v a0_0 = vsplat(0.0f);
             cg_v a1_0 = vsplat(0.0f);
@@ -1979,6 +2045,7 @@ static void l14_dense_backward(float *restrict G, float *restrict S, const float
     float *restrict gb = G + 1396;
     for (int b = 0; b < nb; b++)
         for (int i = 0; i < 16; i++) S[(size_t)b * 16 + i] = x[(size_t)i * 16 + b];
+    CG_PARALLEL_FOR
     for (int o = 0; o < 5; o++) {
         float *restrict gwo = gw + (size_t)o * 16;
         float sb = 0.0f;
@@ -1995,8 +2062,8 @@ static void l14_dense_backward(float *restrict G, float *restrict S, const float
 static void l14_dense_backward_dx(const float *restrict P, const float *restrict dy, float *restrict dx)
 {
     const float *restrict w = P + 1316;
-    for (int v0 = 0; v0 < 1; v0 += 1) {
-        for (int i0 = 0; i0 < 16; i0 += 16) {
+    for (int i0 = 0; i0 < 16; i0 += 16) {
+        for (int v0 = 0; v0 < 1; v0 += 1) {
             {
                 cg_v a0_0 = vsplat(0.0f);
                 cg_v a1_0 = vsplat(0.0f);

@@ -48,6 +48,12 @@
 /* SIMD vectors of 16 floats (one AVX-512 register; gcc and clang split them
  * on narrower targets). Activations are batch-innermost: [size][32]. */
 typedef float cg_v __attribute__((vector_size(64), aligned(4), may_alias));
+/* loops whose iterations write disjoint outputs run on all threads with -fopenmp */
+#ifdef _OPENMP
+#define CG_PARALLEL_FOR _Pragma("omp parallel for schedule(static)")
+#else
+#define CG_PARALLEL_FOR
+#endif
 #define VLOAD(p) (*(const cg_v *)(p))
 #define VSTORE(p, v) (*(cg_v *)(p) = (v))
 #define vsplat(s) ((cg_v){0} + (s))
@@ -73,8 +79,9 @@ static void l00_conv2d_forward(const float *restrict P, const float *restrict x,
 {
     const float *restrict w = P + 0;
     const float *restrict bias = P + 1728;
-    for (int v0 = 0; v0 < 2; v0 += 1) {
-        for (int cb = 0; cb < 4; cb++) {
+    CG_PARALLEL_FOR
+    for (int cb = 0; cb < 4; cb++) {
+        for (int v0 = 0; v0 < 2; v0 += 1) {
             const float *restrict wb = w + cb*432;
             const float *restrict xg = x + 0 + v0 * 16;
             float *restrict yb = y + cb*524288 + v0 * 16;
@@ -1370,11 +1377,13 @@ static void l00_conv2d_backward(float *restrict G, const float *restrict x, cons
 {
     float *restrict gw = G + 0;
     float *restrict gb = G + 1728;
+    CG_PARALLEL_FOR
     for (int co = 0; co < 64; co++) {
         cg_v s = vsplat(0.0f);
         for (int i = 0; i < 2048; i++) s += VLOAD(dy + (size_t)co * 32768 + i * 16);
         gb[co] += vsum(s);
     }
+    CG_PARALLEL_FOR
     for (int cb = 0; cb < 8; cb++) {
         const float *restrict dyb = dy + cb*262144;
         for (int ci = 0; ci < 3; ci++) {
@@ -1598,422 +1607,423 @@ static void l00_conv2d_backward(float *restrict G, const float *restrict x, cons
 static void l00_conv2d_backward_dx(const float *restrict P, const float *restrict dy, float *restrict dx)
 {
     const float *restrict w = P + 0;
-    for (int v0 = 0; v0 < 2; v0 += 2) {
+    CG_PARALLEL_FOR
+    for (int v0 = 0; v0 < 2; v0 += 1) {
         float *restrict dxb = dx + 0 + v0 * 16;
         const float *restrict dyg = dy + 0 + v0 * 16;
         const float *restrict wg = w + 0;
         {
-            cg_v a0_0 = vsplat(0.0f), a1_0 = vsplat(0.0f);
-            cg_v a0_1 = vsplat(0.0f), a1_1 = vsplat(0.0f);
-            cg_v a0_2 = vsplat(0.0f), a1_2 = vsplat(0.0f);
+            cg_v a0_0 = vsplat(0.0f);
+            cg_v a0_1 = vsplat(0.0f);
+            cg_v a0_2 = vsplat(0.0f);
             for (int co = 0; co < 64; co++) {
                 const float *restrict dyc = dyg + co*32768;
                 const float *restrict wc = wg + co*27;
                 {
-                    const cg_v d0 = VLOAD(dyc + 1056 + 0), d1 = VLOAD(dyc + 1056 + 16);
-                    a0_0 += wc[0] * d0; a1_0 += wc[0] * d1;
-                    a0_1 += wc[9] * d0; a1_1 += wc[9] * d1;
-                    a0_2 += wc[18] * d0; a1_2 += wc[18] * d1;
+                    const cg_v d0 = VLOAD(dyc + 1056 + 0);
+                    a0_0 += wc[0] * d0;
+                    a0_1 += wc[9] * d0;
+                    a0_2 += wc[18] * d0;
                 }
                 {
-                    const cg_v d0 = VLOAD(dyc + 1024 + 0), d1 = VLOAD(dyc + 1024 + 16);
-                    a0_0 += wc[1] * d0; a1_0 += wc[1] * d1;
-                    a0_1 += wc[10] * d0; a1_1 += wc[10] * d1;
-                    a0_2 += wc[19] * d0; a1_2 += wc[19] * d1;
+                    const cg_v d0 = VLOAD(dyc + 1024 + 0);
+                    a0_0 += wc[1] * d0;
+                    a0_1 += wc[10] * d0;
+                    a0_2 += wc[19] * d0;
                 }
                 {
-                    const cg_v d0 = VLOAD(dyc + 32 + 0), d1 = VLOAD(dyc + 32 + 16);
-                    a0_0 += wc[3] * d0; a1_0 += wc[3] * d1;
-                    a0_1 += wc[12] * d0; a1_1 += wc[12] * d1;
-                    a0_2 += wc[21] * d0; a1_2 += wc[21] * d1;
+                    const cg_v d0 = VLOAD(dyc + 32 + 0);
+                    a0_0 += wc[3] * d0;
+                    a0_1 += wc[12] * d0;
+                    a0_2 += wc[21] * d0;
                 }
                 {
-                    const cg_v d0 = VLOAD(dyc + 0 + 0), d1 = VLOAD(dyc + 0 + 16);
-                    a0_0 += wc[4] * d0; a1_0 += wc[4] * d1;
-                    a0_1 += wc[13] * d0; a1_1 += wc[13] * d1;
-                    a0_2 += wc[22] * d0; a1_2 += wc[22] * d1;
+                    const cg_v d0 = VLOAD(dyc + 0 + 0);
+                    a0_0 += wc[4] * d0;
+                    a0_1 += wc[13] * d0;
+                    a0_2 += wc[22] * d0;
                 }
             }
-            VSTORE(dxb + 0, a0_0); VSTORE(dxb + 16, a1_0);
-            VSTORE(dxb + 32768, a0_1); VSTORE(dxb + 32784, a1_1);
-            VSTORE(dxb + 65536, a0_2); VSTORE(dxb + 65552, a1_2);
+            VSTORE(dxb + 0, a0_0);
+            VSTORE(dxb + 32768, a0_1);
+            VSTORE(dxb + 65536, a0_2);
         }
         /* inputs rows 0+1*t (t=0..0), cols 0+1*t (t=1..30): 6 taps */
         for (int tx = 1; tx < 31; tx++) {
-            cg_v a0_0 = vsplat(0.0f), a1_0 = vsplat(0.0f);
-            cg_v a0_1 = vsplat(0.0f), a1_1 = vsplat(0.0f);
-            cg_v a0_2 = vsplat(0.0f), a1_2 = vsplat(0.0f);
+            cg_v a0_0 = vsplat(0.0f);
+            cg_v a0_1 = vsplat(0.0f);
+            cg_v a0_2 = vsplat(0.0f);
             for (int co = 0; co < 64; co++) {
                 const float *restrict dyc = dyg + co*32768;
                 const float *restrict wc = wg + co*27;
                 {
-                    const cg_v d0 = VLOAD(dyc + tx*32 + 1056 + 0), d1 = VLOAD(dyc + tx*32 + 1056 + 16);
-                    a0_0 += wc[0] * d0; a1_0 += wc[0] * d1;
-                    a0_1 += wc[9] * d0; a1_1 += wc[9] * d1;
-                    a0_2 += wc[18] * d0; a1_2 += wc[18] * d1;
+                    const cg_v d0 = VLOAD(dyc + tx*32 + 1056 + 0);
+                    a0_0 += wc[0] * d0;
+                    a0_1 += wc[9] * d0;
+                    a0_2 += wc[18] * d0;
                 }
                 {
-                    const cg_v d0 = VLOAD(dyc + tx*32 + 1024 + 0), d1 = VLOAD(dyc + tx*32 + 1024 + 16);
-                    a0_0 += wc[1] * d0; a1_0 += wc[1] * d1;
-                    a0_1 += wc[10] * d0; a1_1 += wc[10] * d1;
-                    a0_2 += wc[19] * d0; a1_2 += wc[19] * d1;
+                    const cg_v d0 = VLOAD(dyc + tx*32 + 1024 + 0);
+                    a0_0 += wc[1] * d0;
+                    a0_1 += wc[10] * d0;
+                    a0_2 += wc[19] * d0;
                 }
                 {
-                    const cg_v d0 = VLOAD(dyc + tx*32 + 992 + 0), d1 = VLOAD(dyc + tx*32 + 992 + 16);
-                    a0_0 += wc[2] * d0; a1_0 += wc[2] * d1;
-                    a0_1 += wc[11] * d0; a1_1 += wc[11] * d1;
-                    a0_2 += wc[20] * d0; a1_2 += wc[20] * d1;
+                    const cg_v d0 = VLOAD(dyc + tx*32 + 992 + 0);
+                    a0_0 += wc[2] * d0;
+                    a0_1 += wc[11] * d0;
+                    a0_2 += wc[20] * d0;
                 }
                 {
-                    const cg_v d0 = VLOAD(dyc + tx*32 + 32 + 0), d1 = VLOAD(dyc + tx*32 + 32 + 16);
-                    a0_0 += wc[3] * d0; a1_0 += wc[3] * d1;
-                    a0_1 += wc[12] * d0; a1_1 += wc[12] * d1;
-                    a0_2 += wc[21] * d0; a1_2 += wc[21] * d1;
+                    const cg_v d0 = VLOAD(dyc + tx*32 + 32 + 0);
+                    a0_0 += wc[3] * d0;
+                    a0_1 += wc[12] * d0;
+                    a0_2 += wc[21] * d0;
                 }
                 {
-                    const cg_v d0 = VLOAD(dyc + tx*32 + 0), d1 = VLOAD(dyc + tx*32 + 16);
-                    a0_0 += wc[4] * d0; a1_0 += wc[4] * d1;
-                    a0_1 += wc[13] * d0; a1_1 += wc[13] * d1;
-                    a0_2 += wc[22] * d0; a1_2 += wc[22] * d1;
+                    const cg_v d0 = VLOAD(dyc + tx*32 + 0);
+                    a0_0 += wc[4] * d0;
+                    a0_1 += wc[13] * d0;
+                    a0_2 += wc[22] * d0;
                 }
                 {
-                    const cg_v d0 = VLOAD(dyc + tx*32 - 32 + 0), d1 = VLOAD(dyc + tx*32 - 32 + 16);
-                    a0_0 += wc[5] * d0; a1_0 += wc[5] * d1;
-                    a0_1 += wc[14] * d0; a1_1 += wc[14] * d1;
-                    a0_2 += wc[23] * d0; a1_2 += wc[23] * d1;
+                    const cg_v d0 = VLOAD(dyc + tx*32 - 32 + 0);
+                    a0_0 += wc[5] * d0;
+                    a0_1 += wc[14] * d0;
+                    a0_2 += wc[23] * d0;
                 }
             }
-            VSTORE(dxb + tx*32, a0_0); VSTORE(dxb + tx*32 + 16, a1_0);
-            VSTORE(dxb + tx*32 + 32768, a0_1); VSTORE(dxb + tx*32 + 32784, a1_1);
-            VSTORE(dxb + tx*32 + 65536, a0_2); VSTORE(dxb + tx*32 + 65552, a1_2);
+            VSTORE(dxb + tx*32, a0_0);
+            VSTORE(dxb + tx*32 + 32768, a0_1);
+            VSTORE(dxb + tx*32 + 65536, a0_2);
         }
         {
-            cg_v a0_0 = vsplat(0.0f), a1_0 = vsplat(0.0f);
-            cg_v a0_1 = vsplat(0.0f), a1_1 = vsplat(0.0f);
-            cg_v a0_2 = vsplat(0.0f), a1_2 = vsplat(0.0f);
+            cg_v a0_0 = vsplat(0.0f);
+            cg_v a0_1 = vsplat(0.0f);
+            cg_v a0_2 = vsplat(0.0f);
             for (int co = 0; co < 64; co++) {
                 const float *restrict dyc = dyg + co*32768;
                 const float *restrict wc = wg + co*27;
                 {
-                    const cg_v d0 = VLOAD(dyc + 2016 + 0), d1 = VLOAD(dyc + 2016 + 16);
-                    a0_0 += wc[1] * d0; a1_0 += wc[1] * d1;
-                    a0_1 += wc[10] * d0; a1_1 += wc[10] * d1;
-                    a0_2 += wc[19] * d0; a1_2 += wc[19] * d1;
+                    const cg_v d0 = VLOAD(dyc + 2016 + 0);
+                    a0_0 += wc[1] * d0;
+                    a0_1 += wc[10] * d0;
+                    a0_2 += wc[19] * d0;
                 }
                 {
-                    const cg_v d0 = VLOAD(dyc + 1984 + 0), d1 = VLOAD(dyc + 1984 + 16);
-                    a0_0 += wc[2] * d0; a1_0 += wc[2] * d1;
-                    a0_1 += wc[11] * d0; a1_1 += wc[11] * d1;
-                    a0_2 += wc[20] * d0; a1_2 += wc[20] * d1;
+                    const cg_v d0 = VLOAD(dyc + 1984 + 0);
+                    a0_0 += wc[2] * d0;
+                    a0_1 += wc[11] * d0;
+                    a0_2 += wc[20] * d0;
                 }
                 {
-                    const cg_v d0 = VLOAD(dyc + 992 + 0), d1 = VLOAD(dyc + 992 + 16);
-                    a0_0 += wc[4] * d0; a1_0 += wc[4] * d1;
-                    a0_1 += wc[13] * d0; a1_1 += wc[13] * d1;
-                    a0_2 += wc[22] * d0; a1_2 += wc[22] * d1;
+                    const cg_v d0 = VLOAD(dyc + 992 + 0);
+                    a0_0 += wc[4] * d0;
+                    a0_1 += wc[13] * d0;
+                    a0_2 += wc[22] * d0;
                 }
                 {
-                    const cg_v d0 = VLOAD(dyc + 960 + 0), d1 = VLOAD(dyc + 960 + 16);
-                    a0_0 += wc[5] * d0; a1_0 += wc[5] * d1;
-                    a0_1 += wc[14] * d0; a1_1 += wc[14] * d1;
-                    a0_2 += wc[23] * d0; a1_2 += wc[23] * d1;
+                    const cg_v d0 = VLOAD(dyc + 960 + 0);
+                    a0_0 += wc[5] * d0;
+                    a0_1 += wc[14] * d0;
+                    a0_2 += wc[23] * d0;
                 }
             }
-            VSTORE(dxb + 992, a0_0); VSTORE(dxb + 1008, a1_0);
-            VSTORE(dxb + 33760, a0_1); VSTORE(dxb + 33776, a1_1);
-            VSTORE(dxb + 66528, a0_2); VSTORE(dxb + 66544, a1_2);
+            VSTORE(dxb + 992, a0_0);
+            VSTORE(dxb + 33760, a0_1);
+            VSTORE(dxb + 66528, a0_2);
         }
         /* inputs rows 0+1*t (t=1..30), cols 0+1*t (t=0..0): 6 taps */
         for (int ty = 1; ty < 31; ty++) {
             {
-                cg_v a0_0 = vsplat(0.0f), a1_0 = vsplat(0.0f);
-                cg_v a0_1 = vsplat(0.0f), a1_1 = vsplat(0.0f);
-                cg_v a0_2 = vsplat(0.0f), a1_2 = vsplat(0.0f);
+                cg_v a0_0 = vsplat(0.0f);
+                cg_v a0_1 = vsplat(0.0f);
+                cg_v a0_2 = vsplat(0.0f);
                 for (int co = 0; co < 64; co++) {
                     const float *restrict dyc = dyg + co*32768;
                     const float *restrict wc = wg + co*27;
                     {
-                        const cg_v d0 = VLOAD(dyc + ty*1024 + 1056 + 0), d1 = VLOAD(dyc + ty*1024 + 1056 + 16);
-                        a0_0 += wc[0] * d0; a1_0 += wc[0] * d1;
-                        a0_1 += wc[9] * d0; a1_1 += wc[9] * d1;
-                        a0_2 += wc[18] * d0; a1_2 += wc[18] * d1;
+                        const cg_v d0 = VLOAD(dyc + ty*1024 + 1056 + 0);
+                        a0_0 += wc[0] * d0;
+                        a0_1 += wc[9] * d0;
+                        a0_2 += wc[18] * d0;
                     }
                     {
-                        const cg_v d0 = VLOAD(dyc + ty*1024 + 1024 + 0), d1 = VLOAD(dyc + ty*1024 + 1024 + 16);
-                        a0_0 += wc[1] * d0; a1_0 += wc[1] * d1;
-                        a0_1 += wc[10] * d0; a1_1 += wc[10] * d1;
-                        a0_2 += wc[19] * d0; a1_2 += wc[19] * d1;
+                        const cg_v d0 = VLOAD(dyc + ty*1024 + 1024 + 0);
+                        a0_0 += wc[1] * d0;
+                        a0_1 += wc[10] * d0;
+                        a0_2 += wc[19] * d0;
                     }
                     {
-                        const cg_v d0 = VLOAD(dyc + ty*1024 + 32 + 0), d1 = VLOAD(dyc + ty*1024 + 32 + 16);
-                        a0_0 += wc[3] * d0; a1_0 += wc[3] * d1;
-                        a0_1 += wc[12] * d0; a1_1 += wc[12] * d1;
-                        a0_2 += wc[21] * d0; a1_2 += wc[21] * d1;
+                        const cg_v d0 = VLOAD(dyc + ty*1024 + 32 + 0);
+                        a0_0 += wc[3] * d0;
+                        a0_1 += wc[12] * d0;
+                        a0_2 += wc[21] * d0;
                     }
                     {
-                        const cg_v d0 = VLOAD(dyc + ty*1024 + 0), d1 = VLOAD(dyc + ty*1024 + 16);
-                        a0_0 += wc[4] * d0; a1_0 += wc[4] * d1;
-                        a0_1 += wc[13] * d0; a1_1 += wc[13] * d1;
-                        a0_2 += wc[22] * d0; a1_2 += wc[22] * d1;
+                        const cg_v d0 = VLOAD(dyc + ty*1024 + 0);
+                        a0_0 += wc[4] * d0;
+                        a0_1 += wc[13] * d0;
+                        a0_2 += wc[22] * d0;
                     }
                     {
-                        const cg_v d0 = VLOAD(dyc + ty*1024 - 992 + 0), d1 = VLOAD(dyc + ty*1024 - 992 + 16);
-                        a0_0 += wc[6] * d0; a1_0 += wc[6] * d1;
-                        a0_1 += wc[15] * d0; a1_1 += wc[15] * d1;
-                        a0_2 += wc[24] * d0; a1_2 += wc[24] * d1;
+                        const cg_v d0 = VLOAD(dyc + ty*1024 - 992 + 0);
+                        a0_0 += wc[6] * d0;
+                        a0_1 += wc[15] * d0;
+                        a0_2 += wc[24] * d0;
                     }
                     {
-                        const cg_v d0 = VLOAD(dyc + ty*1024 - 1024 + 0), d1 = VLOAD(dyc + ty*1024 - 1024 + 16);
-                        a0_0 += wc[7] * d0; a1_0 += wc[7] * d1;
-                        a0_1 += wc[16] * d0; a1_1 += wc[16] * d1;
-                        a0_2 += wc[25] * d0; a1_2 += wc[25] * d1;
+                        const cg_v d0 = VLOAD(dyc + ty*1024 - 1024 + 0);
+                        a0_0 += wc[7] * d0;
+                        a0_1 += wc[16] * d0;
+                        a0_2 += wc[25] * d0;
                     }
                 }
-                VSTORE(dxb + ty*1024, a0_0); VSTORE(dxb + ty*1024 + 16, a1_0);
-                VSTORE(dxb + ty*1024 + 32768, a0_1); VSTORE(dxb + ty*1024 + 32784, a1_1);
-                VSTORE(dxb + ty*1024 + 65536, a0_2); VSTORE(dxb + ty*1024 + 65552, a1_2);
+                VSTORE(dxb + ty*1024, a0_0);
+                VSTORE(dxb + ty*1024 + 32768, a0_1);
+                VSTORE(dxb + ty*1024 + 65536, a0_2);
             }
         }
         /* inputs rows 0+1*t (t=1..30), cols 0+1*t (t=1..30): 9 taps */
         for (int ty = 1; ty < 31; ty++) {
             for (int tx = 1; tx < 31; tx++) {
-                cg_v a0_0 = vsplat(0.0f), a1_0 = vsplat(0.0f);
-                cg_v a0_1 = vsplat(0.0f), a1_1 = vsplat(0.0f);
-                cg_v a0_2 = vsplat(0.0f), a1_2 = vsplat(0.0f);
+                cg_v a0_0 = vsplat(0.0f);
+                cg_v a0_1 = vsplat(0.0f);
+                cg_v a0_2 = vsplat(0.0f);
                 for (int co = 0; co < 64; co++) {
                     const float *restrict dyc = dyg + co*32768;
                     const float *restrict wc = wg + co*27;
                     {
-                        const cg_v d0 = VLOAD(dyc + ty*1024 + tx*32 + 1056 + 0), d1 = VLOAD(dyc + ty*1024 + tx*32 + 1056 + 16);
-                        a0_0 += wc[0] * d0; a1_0 += wc[0] * d1;
-                        a0_1 += wc[9] * d0; a1_1 += wc[9] * d1;
-                        a0_2 += wc[18] * d0; a1_2 += wc[18] * d1;
+                        const cg_v d0 = VLOAD(dyc + ty*1024 + tx*32 + 1056 + 0);
+                        a0_0 += wc[0] * d0;
+                        a0_1 += wc[9] * d0;
+                        a0_2 += wc[18] * d0;
                     }
                     {
-                        const cg_v d0 = VLOAD(dyc + ty*1024 + tx*32 + 1024 + 0), d1 = VLOAD(dyc + ty*1024 + tx*32 + 1024 + 16);
-                        a0_0 += wc[1] * d0; a1_0 += wc[1] * d1;
-                        a0_1 += wc[10] * d0; a1_1 += wc[10] * d1;
-                        a0_2 += wc[19] * d0; a1_2 += wc[19] * d1;
+                        const cg_v d0 = VLOAD(dyc + ty*1024 + tx*32 + 1024 + 0);
+                        a0_0 += wc[1] * d0;
+                        a0_1 += wc[10] * d0;
+                        a0_2 += wc[19] * d0;
                     }
                     {
-                        const cg_v d0 = VLOAD(dyc + ty*1024 + tx*32 + 992 + 0), d1 = VLOAD(dyc + ty*1024 + tx*32 + 992 + 16);
-                        a0_0 += wc[2] * d0; a1_0 += wc[2] * d1;
-                        a0_1 += wc[11] * d0; a1_1 += wc[11] * d1;
-                        a0_2 += wc[20] * d0; a1_2 += wc[20] * d1;
+                        const cg_v d0 = VLOAD(dyc + ty*1024 + tx*32 + 992 + 0);
+                        a0_0 += wc[2] * d0;
+                        a0_1 += wc[11] * d0;
+                        a0_2 += wc[20] * d0;
                     }
                     {
-                        const cg_v d0 = VLOAD(dyc + ty*1024 + tx*32 + 32 + 0), d1 = VLOAD(dyc + ty*1024 + tx*32 + 32 + 16);
-                        a0_0 += wc[3] * d0; a1_0 += wc[3] * d1;
-                        a0_1 += wc[12] * d0; a1_1 += wc[12] * d1;
-                        a0_2 += wc[21] * d0; a1_2 += wc[21] * d1;
+                        const cg_v d0 = VLOAD(dyc + ty*1024 + tx*32 + 32 + 0);
+                        a0_0 += wc[3] * d0;
+                        a0_1 += wc[12] * d0;
+                        a0_2 += wc[21] * d0;
                     }
                     {
-                        const cg_v d0 = VLOAD(dyc + ty*1024 + tx*32 + 0), d1 = VLOAD(dyc + ty*1024 + tx*32 + 16);
-                        a0_0 += wc[4] * d0; a1_0 += wc[4] * d1;
-                        a0_1 += wc[13] * d0; a1_1 += wc[13] * d1;
-                        a0_2 += wc[22] * d0; a1_2 += wc[22] * d1;
+                        const cg_v d0 = VLOAD(dyc + ty*1024 + tx*32 + 0);
+                        a0_0 += wc[4] * d0;
+                        a0_1 += wc[13] * d0;
+                        a0_2 += wc[22] * d0;
                     }
                     {
-                        const cg_v d0 = VLOAD(dyc + ty*1024 + tx*32 - 32 + 0), d1 = VLOAD(dyc + ty*1024 + tx*32 - 32 + 16);
-                        a0_0 += wc[5] * d0; a1_0 += wc[5] * d1;
-                        a0_1 += wc[14] * d0; a1_1 += wc[14] * d1;
-                        a0_2 += wc[23] * d0; a1_2 += wc[23] * d1;
+                        const cg_v d0 = VLOAD(dyc + ty*1024 + tx*32 - 32 + 0);
+                        a0_0 += wc[5] * d0;
+                        a0_1 += wc[14] * d0;
+                        a0_2 += wc[23] * d0;
                     }
                     {
-                        const cg_v d0 = VLOAD(dyc + ty*1024 + tx*32 - 992 + 0), d1 = VLOAD(dyc + ty*1024 + tx*32 - 992 + 16);
-                        a0_0 += wc[6] * d0; a1_0 += wc[6] * d1;
-                        a0_1 += wc[15] * d0; a1_1 += wc[15] * d1;
-                        a0_2 += wc[24] * d0; a1_2 += wc[24] * d1;
+                        const cg_v d0 = VLOAD(dyc + ty*1024 + tx*32 - 992 + 0);
+                        a0_0 += wc[6] * d0;
+                        a0_1 += wc[15] * d0;
+                        a0_2 += wc[24] * d0;
                     }
                     {
-                        const cg_v d0 = VLOAD(dyc + ty*1024 + tx*32 - 1024 + 0), d1 = VLOAD(dyc + ty*1024 + tx*32 - 1024 + 16);
-                        a0_0 += wc[7] * d0; a1_0 += wc[7] * d1;
-                        a0_1 += wc[16] * d0; a1_1 += wc[16] * d1;
-                        a0_2 += wc[25] * d0; a1_2 += wc[25] * d1;
+                        const cg_v d0 = VLOAD(dyc + ty*1024 + tx*32 - 1024 + 0);
+                        a0_0 += wc[7] * d0;
+                        a0_1 += wc[16] * d0;
+                        a0_2 += wc[25] * d0;
                     }
                     {
-                        const cg_v d0 = VLOAD(dyc + ty*1024 + tx*32 - 1056 + 0), d1 = VLOAD(dyc + ty*1024 + tx*32 - 1056 + 16);
-                        a0_0 += wc[8] * d0; a1_0 += wc[8] * d1;
-                        a0_1 += wc[17] * d0; a1_1 += wc[17] * d1;
-                        a0_2 += wc[26] * d0; a1_2 += wc[26] * d1;
+                        const cg_v d0 = VLOAD(dyc + ty*1024 + tx*32 - 1056 + 0);
+                        a0_0 += wc[8] * d0;
+                        a0_1 += wc[17] * d0;
+                        a0_2 += wc[26] * d0;
                     }
                 }
-                VSTORE(dxb + ty*1024 + tx*32, a0_0); VSTORE(dxb + ty*1024 + tx*32 + 16, a1_0);
-                VSTORE(dxb + ty*1024 + tx*32 + 32768, a0_1); VSTORE(dxb + ty*1024 + tx*32 + 32784, a1_1);
-                VSTORE(dxb + ty*1024 + tx*32 + 65536, a0_2); VSTORE(dxb + ty*1024 + tx*32 + 65552, a1_2);
+                VSTORE(dxb + ty*1024 + tx*32, a0_0);
+                VSTORE(dxb + ty*1024 + tx*32 + 32768, a0_1);
+                VSTORE(dxb + ty*1024 + tx*32 + 65536, a0_2);
             }
         }
         /* inputs rows 0+1*t (t=1..30), cols 0+1*t (t=31..31): 6 taps */
         for (int ty = 1; ty < 31; ty++) {
             {
-                cg_v a0_0 = vsplat(0.0f), a1_0 = vsplat(0.0f);
-                cg_v a0_1 = vsplat(0.0f), a1_1 = vsplat(0.0f);
-                cg_v a0_2 = vsplat(0.0f), a1_2 = vsplat(0.0f);
+                cg_v a0_0 = vsplat(0.0f);
+                cg_v a0_1 = vsplat(0.0f);
+                cg_v a0_2 = vsplat(0.0f);
                 for (int co = 0; co < 64; co++) {
                     const float *restrict dyc = dyg + co*32768;
                     const float *restrict wc = wg + co*27;
                     {
-                        const cg_v d0 = VLOAD(dyc + ty*1024 + 2016 + 0), d1 = VLOAD(dyc + ty*1024 + 2016 + 16);
-                        a0_0 += wc[1] * d0; a1_0 += wc[1] * d1;
-                        a0_1 += wc[10] * d0; a1_1 += wc[10] * d1;
-                        a0_2 += wc[19] * d0; a1_2 += wc[19] * d1;
+                        const cg_v d0 = VLOAD(dyc + ty*1024 + 2016 + 0);
+                        a0_0 += wc[1] * d0;
+                        a0_1 += wc[10] * d0;
+                        a0_2 += wc[19] * d0;
                     }
                     {
-                        const cg_v d0 = VLOAD(dyc + ty*1024 + 1984 + 0), d1 = VLOAD(dyc + ty*1024 + 1984 + 16);
-                        a0_0 += wc[2] * d0; a1_0 += wc[2] * d1;
-                        a0_1 += wc[11] * d0; a1_1 += wc[11] * d1;
-                        a0_2 += wc[20] * d0; a1_2 += wc[20] * d1;
+                        const cg_v d0 = VLOAD(dyc + ty*1024 + 1984 + 0);
+                        a0_0 += wc[2] * d0;
+                        a0_1 += wc[11] * d0;
+                        a0_2 += wc[20] * d0;
                     }
                     {
-                        const cg_v d0 = VLOAD(dyc + ty*1024 + 992 + 0), d1 = VLOAD(dyc + ty*1024 + 992 + 16);
-                        a0_0 += wc[4] * d0; a1_0 += wc[4] * d1;
-                        a0_1 += wc[13] * d0; a1_1 += wc[13] * d1;
-                        a0_2 += wc[22] * d0; a1_2 += wc[22] * d1;
+                        const cg_v d0 = VLOAD(dyc + ty*1024 + 992 + 0);
+                        a0_0 += wc[4] * d0;
+                        a0_1 += wc[13] * d0;
+                        a0_2 += wc[22] * d0;
                     }
                     {
-                        const cg_v d0 = VLOAD(dyc + ty*1024 + 960 + 0), d1 = VLOAD(dyc + ty*1024 + 960 + 16);
-                        a0_0 += wc[5] * d0; a1_0 += wc[5] * d1;
-                        a0_1 += wc[14] * d0; a1_1 += wc[14] * d1;
-                        a0_2 += wc[23] * d0; a1_2 += wc[23] * d1;
+                        const cg_v d0 = VLOAD(dyc + ty*1024 + 960 + 0);
+                        a0_0 += wc[5] * d0;
+                        a0_1 += wc[14] * d0;
+                        a0_2 += wc[23] * d0;
                     }
                     {
-                        const cg_v d0 = VLOAD(dyc + ty*1024 - 32 + 0), d1 = VLOAD(dyc + ty*1024 - 32 + 16);
-                        a0_0 += wc[7] * d0; a1_0 += wc[7] * d1;
-                        a0_1 += wc[16] * d0; a1_1 += wc[16] * d1;
-                        a0_2 += wc[25] * d0; a1_2 += wc[25] * d1;
+                        const cg_v d0 = VLOAD(dyc + ty*1024 - 32 + 0);
+                        a0_0 += wc[7] * d0;
+                        a0_1 += wc[16] * d0;
+                        a0_2 += wc[25] * d0;
                     }
                     {
-                        const cg_v d0 = VLOAD(dyc + ty*1024 - 64 + 0), d1 = VLOAD(dyc + ty*1024 - 64 + 16);
-                        a0_0 += wc[8] * d0; a1_0 += wc[8] * d1;
-                        a0_1 += wc[17] * d0; a1_1 += wc[17] * d1;
-                        a0_2 += wc[26] * d0; a1_2 += wc[26] * d1;
+                        const cg_v d0 = VLOAD(dyc + ty*1024 - 64 + 0);
+                        a0_0 += wc[8] * d0;
+                        a0_1 += wc[17] * d0;
+                        a0_2 += wc[26] * d0;
                     }
                 }
-                VSTORE(dxb + ty*1024 + 992, a0_0); VSTORE(dxb + ty*1024 + 1008, a1_0);
-                VSTORE(dxb + ty*1024 + 33760, a0_1); VSTORE(dxb + ty*1024 + 33776, a1_1);
-                VSTORE(dxb + ty*1024 + 66528, a0_2); VSTORE(dxb + ty*1024 + 66544, a1_2);
+                VSTORE(dxb + ty*1024 + 992, a0_0);
+                VSTORE(dxb + ty*1024 + 33760, a0_1);
+                VSTORE(dxb + ty*1024 + 66528, a0_2);
             }
         }
         {
-            cg_v a0_0 = vsplat(0.0f), a1_0 = vsplat(0.0f);
-            cg_v a0_1 = vsplat(0.0f), a1_1 = vsplat(0.0f);
-            cg_v a0_2 = vsplat(0.0f), a1_2 = vsplat(0.0f);
+            cg_v a0_0 = vsplat(0.0f);
+            cg_v a0_1 = vsplat(0.0f);
+            cg_v a0_2 = vsplat(0.0f);
             for (int co = 0; co < 64; co++) {
                 const float *restrict dyc = dyg + co*32768;
                 const float *restrict wc = wg + co*27;
                 {
-                    const cg_v d0 = VLOAD(dyc + 31776 + 0), d1 = VLOAD(dyc + 31776 + 16);
-                    a0_0 += wc[3] * d0; a1_0 += wc[3] * d1;
-                    a0_1 += wc[12] * d0; a1_1 += wc[12] * d1;
-                    a0_2 += wc[21] * d0; a1_2 += wc[21] * d1;
+                    const cg_v d0 = VLOAD(dyc + 31776 + 0);
+                    a0_0 += wc[3] * d0;
+                    a0_1 += wc[12] * d0;
+                    a0_2 += wc[21] * d0;
                 }
                 {
-                    const cg_v d0 = VLOAD(dyc + 31744 + 0), d1 = VLOAD(dyc + 31744 + 16);
-                    a0_0 += wc[4] * d0; a1_0 += wc[4] * d1;
-                    a0_1 += wc[13] * d0; a1_1 += wc[13] * d1;
-                    a0_2 += wc[22] * d0; a1_2 += wc[22] * d1;
+                    const cg_v d0 = VLOAD(dyc + 31744 + 0);
+                    a0_0 += wc[4] * d0;
+                    a0_1 += wc[13] * d0;
+                    a0_2 += wc[22] * d0;
                 }
                 {
-                    const cg_v d0 = VLOAD(dyc + 30752 + 0), d1 = VLOAD(dyc + 30752 + 16);
-                    a0_0 += wc[6] * d0; a1_0 += wc[6] * d1;
-                    a0_1 += wc[15] * d0; a1_1 += wc[15] * d1;
-                    a0_2 += wc[24] * d0; a1_2 += wc[24] * d1;
+                    const cg_v d0 = VLOAD(dyc + 30752 + 0);
+                    a0_0 += wc[6] * d0;
+                    a0_1 += wc[15] * d0;
+                    a0_2 += wc[24] * d0;
                 }
                 {
-                    const cg_v d0 = VLOAD(dyc + 30720 + 0), d1 = VLOAD(dyc + 30720 + 16);
-                    a0_0 += wc[7] * d0; a1_0 += wc[7] * d1;
-                    a0_1 += wc[16] * d0; a1_1 += wc[16] * d1;
-                    a0_2 += wc[25] * d0; a1_2 += wc[25] * d1;
+                    const cg_v d0 = VLOAD(dyc + 30720 + 0);
+                    a0_0 += wc[7] * d0;
+                    a0_1 += wc[16] * d0;
+                    a0_2 += wc[25] * d0;
                 }
             }
-            VSTORE(dxb + 31744, a0_0); VSTORE(dxb + 31760, a1_0);
-            VSTORE(dxb + 64512, a0_1); VSTORE(dxb + 64528, a1_1);
-            VSTORE(dxb + 97280, a0_2); VSTORE(dxb + 97296, a1_2);
+            VSTORE(dxb + 31744, a0_0);
+            VSTORE(dxb + 64512, a0_1);
+            VSTORE(dxb + 97280, a0_2);
         }
         /* inputs rows 0+1*t (t=31..31), cols 0+1*t (t=1..30): 6 taps */
         for (int tx = 1; tx < 31; tx++) {
-            cg_v a0_0 = vsplat(0.0f), a1_0 = vsplat(0.0f);
-            cg_v a0_1 = vsplat(0.0f), a1_1 = vsplat(0.0f);
-            cg_v a0_2 = vsplat(0.0f), a1_2 = vsplat(0.0f);
+            cg_v a0_0 = vsplat(0.0f);
+            cg_v a0_1 = vsplat(0.0f);
+            cg_v a0_2 = vsplat(0.0f);
             for (int co = 0; co < 64; co++) {
                 const float *restrict dyc = dyg + co*32768;
                 const float *restrict wc = wg + co*27;
                 {
-                    const cg_v d0 = VLOAD(dyc + tx*32 + 31776 + 0), d1 = VLOAD(dyc + tx*32 + 31776 + 16);
-                    a0_0 += wc[3] * d0; a1_0 += wc[3] * d1;
-                    a0_1 += wc[12] * d0; a1_1 += wc[12] * d1;
-                    a0_2 += wc[21] * d0; a1_2 += wc[21] * d1;
+                    const cg_v d0 = VLOAD(dyc + tx*32 + 31776 + 0);
+                    a0_0 += wc[3] * d0;
+                    a0_1 += wc[12] * d0;
+                    a0_2 += wc[21] * d0;
                 }
                 {
-                    const cg_v d0 = VLOAD(dyc + tx*32 + 31744 + 0), d1 = VLOAD(dyc + tx*32 + 31744 + 16);
-                    a0_0 += wc[4] * d0; a1_0 += wc[4] * d1;
-                    a0_1 += wc[13] * d0; a1_1 += wc[13] * d1;
-                    a0_2 += wc[22] * d0; a1_2 += wc[22] * d1;
+                    const cg_v d0 = VLOAD(dyc + tx*32 + 31744 + 0);
+                    a0_0 += wc[4] * d0;
+                    a0_1 += wc[13] * d0;
+                    a0_2 += wc[22] * d0;
                 }
                 {
-                    const cg_v d0 = VLOAD(dyc + tx*32 + 31712 + 0), d1 = VLOAD(dyc + tx*32 + 31712 + 16);
-                    a0_0 += wc[5] * d0; a1_0 += wc[5] * d1;
-                    a0_1 += wc[14] * d0; a1_1 += wc[14] * d1;
-                    a0_2 += wc[23] * d0; a1_2 += wc[23] * d1;
+                    const cg_v d0 = VLOAD(dyc + tx*32 + 31712 + 0);
+                    a0_0 += wc[5] * d0;
+                    a0_1 += wc[14] * d0;
+                    a0_2 += wc[23] * d0;
                 }
                 {
-                    const cg_v d0 = VLOAD(dyc + tx*32 + 30752 + 0), d1 = VLOAD(dyc + tx*32 + 30752 + 16);
-                    a0_0 += wc[6] * d0; a1_0 += wc[6] * d1;
-                    a0_1 += wc[15] * d0; a1_1 += wc[15] * d1;
-                    a0_2 += wc[24] * d0; a1_2 += wc[24] * d1;
+                    const cg_v d0 = VLOAD(dyc + tx*32 + 30752 + 0);
+                    a0_0 += wc[6] * d0;
+                    a0_1 += wc[15] * d0;
+                    a0_2 += wc[24] * d0;
                 }
                 {
-                    const cg_v d0 = VLOAD(dyc + tx*32 + 30720 + 0), d1 = VLOAD(dyc + tx*32 + 30720 + 16);
-                    a0_0 += wc[7] * d0; a1_0 += wc[7] * d1;
-                    a0_1 += wc[16] * d0; a1_1 += wc[16] * d1;
-                    a0_2 += wc[25] * d0; a1_2 += wc[25] * d1;
+                    const cg_v d0 = VLOAD(dyc + tx*32 + 30720 + 0);
+                    a0_0 += wc[7] * d0;
+                    a0_1 += wc[16] * d0;
+                    a0_2 += wc[25] * d0;
                 }
                 {
-                    const cg_v d0 = VLOAD(dyc + tx*32 + 30688 + 0), d1 = VLOAD(dyc + tx*32 + 30688 + 16);
-                    a0_0 += wc[8] * d0; a1_0 += wc[8] * d1;
-                    a0_1 += wc[17] * d0; a1_1 += wc[17] * d1;
-                    a0_2 += wc[26] * d0; a1_2 += wc[26] * d1;
+                    const cg_v d0 = VLOAD(dyc + tx*32 + 30688 + 0);
+                    a0_0 += wc[8] * d0;
+                    a0_1 += wc[17] * d0;
+                    a0_2 += wc[26] * d0;
                 }
             }
-            VSTORE(dxb + tx*32 + 31744, a0_0); VSTORE(dxb + tx*32 + 31760, a1_0);
-            VSTORE(dxb + tx*32 + 64512, a0_1); VSTORE(dxb + tx*32 + 64528, a1_1);
-            VSTORE(dxb + tx*32 + 97280, a0_2); VSTORE(dxb + tx*32 + 97296, a1_2);
+            VSTORE(dxb + tx*32 + 31744, a0_0);
+            VSTORE(dxb + tx*32 + 64512, a0_1);
+            VSTORE(dxb + tx*32 + 97280, a0_2);
         }
         {
-            cg_v a0_0 = vsplat(0.0f), a1_0 = vsplat(0.0f);
-            cg_v a0_1 = vsplat(0.0f), a1_1 = vsplat(0.0f);
-            cg_v a0_2 = vsplat(0.0f), a1_2 = vsplat(0.0f);
+            cg_v a0_0 = vsplat(0.0f);
+            cg_v a0_1 = vsplat(0.0f);
+            cg_v a0_2 = vsplat(0.0f);
             for (int co = 0; co < 64; co++) {
                 const float *restrict dyc = dyg + co*32768;
                 const float *restrict wc = wg + co*27;
                 {
-                    const cg_v d0 = VLOAD(dyc + 32736 + 0), d1 = VLOAD(dyc + 32736 + 16);
-                    a0_0 += wc[4] * d0; a1_0 += wc[4] * d1;
-                    a0_1 += wc[13] * d0; a1_1 += wc[13] * d1;
-                    a0_2 += wc[22] * d0; a1_2 += wc[22] * d1;
+                    const cg_v d0 = VLOAD(dyc + 32736 + 0);
+                    a0_0 += wc[4] * d0;
+                    a0_1 += wc[13] * d0;
+                    a0_2 += wc[22] * d0;
                 }
                 {
-                    const cg_v d0 = VLOAD(dyc + 32704 + 0), d1 = VLOAD(dyc + 32704 + 16);
-                    a0_0 += wc[5] * d0; a1_0 += wc[5] * d1;
-                    a0_1 += wc[14] * d0; a1_1 += wc[14] * d1;
-                    a0_2 += wc[23] * d0; a1_2 += wc[23] * d1;
+                    const cg_v d0 = VLOAD(dyc + 32704 + 0);
+                    a0_0 += wc[5] * d0;
+                    a0_1 += wc[14] * d0;
+                    a0_2 += wc[23] * d0;
                 }
                 {
-                    const cg_v d0 = VLOAD(dyc + 31712 + 0), d1 = VLOAD(dyc + 31712 + 16);
-                    a0_0 += wc[7] * d0; a1_0 += wc[7] * d1;
-                    a0_1 += wc[16] * d0; a1_1 += wc[16] * d1;
-                    a0_2 += wc[25] * d0; a1_2 += wc[25] * d1;
+                    const cg_v d0 = VLOAD(dyc + 31712 + 0);
+                    a0_0 += wc[7] * d0;
+                    a0_1 += wc[16] * d0;
+                    a0_2 += wc[25] * d0;
                 }
                 {
-                    const cg_v d0 = VLOAD(dyc + 31680 + 0), d1 = VLOAD(dyc + 31680 + 16);
-                    a0_0 += wc[8] * d0; a1_0 += wc[8] * d1;
-                    a0_1 += wc[17] * d0; a1_1 += wc[17] * d1;
-                    a0_2 += wc[26] * d0; a1_2 += wc[26] * d1;
+                    const cg_v d0 = VLOAD(dyc + 31680 + 0);
+                    a0_0 += wc[8] * d0;
+                    a0_1 += wc[17] * d0;
+                    a0_2 += wc[26] * d0;
                 }
             }
-            VSTORE(dxb + 32736, a0_0); VSTORE(dxb + 32752, a1_0);
-            VSTORE(dxb + 65504, a0_1); VSTORE(dxb + 65520, a1_1);
-            VSTORE(dxb + 98272, a0_2); VSTORE(dxb + 98288, a1_2);
+            VSTORE(dxb + 32736, a0_0);
+            VSTORE(dxb + 65504, a0_1);
+            VSTORE(dxb + 98272, a0_2);
         }
     }
 }
@@ -2021,12 +2031,14 @@ static void l00_conv2d_backward_dx(const float *restrict P, const float *restric
 /* layer 1: relu 64x32x32 -> 64x32x32 (specs/vgg16_cifar.yaml:11:5) */
 static void l01_relu_forward(const float *restrict x, float *restrict y)
 {
+    CG_PARALLEL_FOR
     for (int i = 0; i < 2097152; i++)
         y[i] = x[i] > 0.0f ? x[i] : 0.0f;
 }
 
 static void l01_relu_backward(const float *restrict y, const float *restrict dy, float *restrict dx)
 {
+    CG_PARALLEL_FOR
     for (int i = 0; i < 2097152; i++)
         dx[i] = y[i] > 0.0f ? dy[i] : 0.0f;
 }
@@ -2036,8 +2048,9 @@ static void l02_conv2d_forward(const float *restrict P, const float *restrict x,
 {
     const float *restrict w = P + 1792;
     const float *restrict bias = P + 38656;
-    for (int v0 = 0; v0 < 2; v0 += 1) {
-        for (int cb = 0; cb < 4; cb++) {
+    CG_PARALLEL_FOR
+    for (int cb = 0; cb < 4; cb++) {
+        for (int v0 = 0; v0 < 2; v0 += 1) {
             const float *restrict wb = w + cb*9216;
             const float *restrict xg = x + 0 + v0 * 16;
             float *restrict yb = y + cb*524288 + v0 * 16;
@@ -3333,11 +3346,13 @@ static void l02_conv2d_backward(float *restrict G, const float *restrict x, cons
 {
     float *restrict gw = G + 1792;
     float *restrict gb = G + 38656;
+    CG_PARALLEL_FOR
     for (int co = 0; co < 64; co++) {
         cg_v s = vsplat(0.0f);
         for (int i = 0; i < 2048; i++) s += VLOAD(dy + (size_t)co * 32768 + i * 16);
         gb[co] += vsum(s);
     }
+    CG_PARALLEL_FOR
     for (int cb = 0; cb < 8; cb++) {
         const float *restrict dyb = dy + cb*262144;
         for (int ci = 0; ci < 64; ci++) {
@@ -3561,8 +3576,9 @@ static void l02_conv2d_backward(float *restrict G, const float *restrict x, cons
 static void l02_conv2d_backward_dx(const float *restrict P, const float *restrict dy, float *restrict dx)
 {
     const float *restrict w = P + 1792;
-    for (int v0 = 0; v0 < 2; v0 += 1) {
-        for (int cib = 0; cib < 4; cib++) {
+    CG_PARALLEL_FOR
+    for (int cib = 0; cib < 4; cib++) {
+        for (int v0 = 0; v0 < 2; v0 += 1) {
             float *restrict dxb = dx + cib*524288 + v0 * 16;
             const float *restrict dyg = dy + 0 + v0 * 16;
             const float *restrict wg = w + cib*144;
@@ -4857,12 +4873,14 @@ static void l02_conv2d_backward_dx(const float *restrict P, const float *restric
 /* layer 3: relu 64x32x32 -> 64x32x32 (specs/vgg16_cifar.yaml:13:5) */
 static void l03_relu_forward(const float *restrict x, float *restrict y)
 {
+    CG_PARALLEL_FOR
     for (int i = 0; i < 2097152; i++)
         y[i] = x[i] > 0.0f ? x[i] : 0.0f;
 }
 
 static void l03_relu_backward(const float *restrict y, const float *restrict dy, float *restrict dx)
 {
+    CG_PARALLEL_FOR
     for (int i = 0; i < 2097152; i++)
         dx[i] = y[i] > 0.0f ? dy[i] : 0.0f;
 }
@@ -4870,6 +4888,7 @@ static void l03_relu_backward(const float *restrict y, const float *restrict dy,
 /* layer 4: maxpool2d 64x32x32 -> 64x16x16 (specs/vgg16_cifar.yaml:14:5) */
 static void l04_maxpool2d_forward(const float *restrict x, float *restrict y)
 {
+    CG_PARALLEL_FOR
     for (int c = 0; c < 64; c++) {
         const float *restrict xc = x + c * 32768;
         float *restrict yc = y + c * 8192;
@@ -4891,6 +4910,7 @@ static void l04_maxpool2d_forward(const float *restrict x, float *restrict y)
 static void l04_maxpool2d_backward(const float *restrict x, const float *restrict dy, float *restrict dx)
 {
     memset(dx, 0, sizeof(float) * 2097152);
+    CG_PARALLEL_FOR
     for (int c = 0; c < 64; c++) {
         const float *restrict xc = x + c * 32768;
         float *restrict dxc = dx + c * 32768;
@@ -4919,8 +4939,9 @@ static void l05_conv2d_forward(const float *restrict P, const float *restrict x,
 {
     const float *restrict w = P + 38720;
     const float *restrict bias = P + 112448;
-    for (int v0 = 0; v0 < 2; v0 += 1) {
-        for (int cb = 0; cb < 8; cb++) {
+    CG_PARALLEL_FOR
+    for (int cb = 0; cb < 8; cb++) {
+        for (int v0 = 0; v0 < 2; v0 += 1) {
             const float *restrict wb = w + cb*9216;
             const float *restrict xg = x + 0 + v0 * 16;
             float *restrict yb = y + cb*131072 + v0 * 16;
@@ -6216,11 +6237,13 @@ static void l05_conv2d_backward(float *restrict G, const float *restrict x, cons
 {
     float *restrict gw = G + 38720;
     float *restrict gb = G + 112448;
+    CG_PARALLEL_FOR
     for (int co = 0; co < 128; co++) {
         cg_v s = vsplat(0.0f);
         for (int i = 0; i < 512; i++) s += VLOAD(dy + (size_t)co * 8192 + i * 16);
         gb[co] += vsum(s);
     }
+    CG_PARALLEL_FOR
     for (int cb = 0; cb < 16; cb++) {
         const float *restrict dyb = dy + cb*65536;
         for (int ci = 0; ci < 64; ci++) {
@@ -6444,8 +6467,9 @@ static void l05_conv2d_backward(float *restrict G, const float *restrict x, cons
 static void l05_conv2d_backward_dx(const float *restrict P, const float *restrict dy, float *restrict dx)
 {
     const float *restrict w = P + 38720;
-    for (int v0 = 0; v0 < 2; v0 += 1) {
-        for (int cib = 0; cib < 4; cib++) {
+    CG_PARALLEL_FOR
+    for (int cib = 0; cib < 4; cib++) {
+        for (int v0 = 0; v0 < 2; v0 += 1) {
             float *restrict dxb = dx + cib*131072 + v0 * 16;
             const float *restrict dyg = dy + 0 + v0 * 16;
             const float *restrict wg = w + cib*144;
@@ -7740,12 +7764,14 @@ static void l05_conv2d_backward_dx(const float *restrict P, const float *restric
 /* layer 6: relu 128x16x16 -> 128x16x16 (specs/vgg16_cifar.yaml:17:5) */
 static void l06_relu_forward(const float *restrict x, float *restrict y)
 {
+    CG_PARALLEL_FOR
     for (int i = 0; i < 1048576; i++)
         y[i] = x[i] > 0.0f ? x[i] : 0.0f;
 }
 
 static void l06_relu_backward(const float *restrict y, const float *restrict dy, float *restrict dx)
 {
+    CG_PARALLEL_FOR
     for (int i = 0; i < 1048576; i++)
         dx[i] = y[i] > 0.0f ? dy[i] : 0.0f;
 }
@@ -7755,8 +7781,9 @@ static void l07_conv2d_forward(const float *restrict P, const float *restrict x,
 {
     const float *restrict w = P + 112576;
     const float *restrict bias = P + 260032;
-    for (int v0 = 0; v0 < 2; v0 += 1) {
-        for (int cb = 0; cb < 8; cb++) {
+    CG_PARALLEL_FOR
+    for (int cb = 0; cb < 8; cb++) {
+        for (int v0 = 0; v0 < 2; v0 += 1) {
             const float *restrict wb = w + cb*18432;
             const float *restrict xg = x + 0 + v0 * 16;
             float *restrict yb = y + cb*131072 + v0 * 16;
@@ -9052,11 +9079,13 @@ static void l07_conv2d_backward(float *restrict G, const float *restrict x, cons
 {
     float *restrict gw = G + 112576;
     float *restrict gb = G + 260032;
+    CG_PARALLEL_FOR
     for (int co = 0; co < 128; co++) {
         cg_v s = vsplat(0.0f);
         for (int i = 0; i < 512; i++) s += VLOAD(dy + (size_t)co * 8192 + i * 16);
         gb[co] += vsum(s);
     }
+    CG_PARALLEL_FOR
     for (int cb = 0; cb < 16; cb++) {
         const float *restrict dyb = dy + cb*65536;
         for (int ci = 0; ci < 128; ci++) {
@@ -9280,8 +9309,9 @@ static void l07_conv2d_backward(float *restrict G, const float *restrict x, cons
 static void l07_conv2d_backward_dx(const float *restrict P, const float *restrict dy, float *restrict dx)
 {
     const float *restrict w = P + 112576;
-    for (int v0 = 0; v0 < 2; v0 += 1) {
-        for (int cib = 0; cib < 8; cib++) {
+    CG_PARALLEL_FOR
+    for (int cib = 0; cib < 8; cib++) {
+        for (int v0 = 0; v0 < 2; v0 += 1) {
             float *restrict dxb = dx + cib*131072 + v0 * 16;
             const float *restrict dyg = dy + 0 + v0 * 16;
             const float *restrict wg = w + cib*144;
@@ -10576,12 +10606,14 @@ static void l07_conv2d_backward_dx(const float *restrict P, const float *restric
 /* layer 8: relu 128x16x16 -> 128x16x16 (specs/vgg16_cifar.yaml:19:5) */
 static void l08_relu_forward(const float *restrict x, float *restrict y)
 {
+    CG_PARALLEL_FOR
     for (int i = 0; i < 1048576; i++)
         y[i] = x[i] > 0.0f ? x[i] : 0.0f;
 }
 
 static void l08_relu_backward(const float *restrict y, const float *restrict dy, float *restrict dx)
 {
+    CG_PARALLEL_FOR
     for (int i = 0; i < 1048576; i++)
         dx[i] = y[i] > 0.0f ? dy[i] : 0.0f;
 }
@@ -10589,6 +10621,7 @@ static void l08_relu_backward(const float *restrict y, const float *restrict dy,
 /* layer 9: maxpool2d 128x16x16 -> 128x8x8 (specs/vgg16_cifar.yaml:20:5) */
 static void l09_maxpool2d_forward(const float *restrict x, float *restrict y)
 {
+    CG_PARALLEL_FOR
     for (int c = 0; c < 128; c++) {
         const float *restrict xc = x + c * 8192;
         float *restrict yc = y + c * 2048;
@@ -10610,6 +10643,7 @@ static void l09_maxpool2d_forward(const float *restrict x, float *restrict y)
 static void l09_maxpool2d_backward(const float *restrict x, const float *restrict dy, float *restrict dx)
 {
     memset(dx, 0, sizeof(float) * 1048576);
+    CG_PARALLEL_FOR
     for (int c = 0; c < 128; c++) {
         const float *restrict xc = x + c * 8192;
         float *restrict dxc = dx + c * 8192;
@@ -10638,8 +10672,9 @@ static void l10_conv2d_forward(const float *restrict P, const float *restrict x,
 {
     const float *restrict w = P + 260160;
     const float *restrict bias = P + 555072;
-    for (int v0 = 0; v0 < 2; v0 += 1) {
-        for (int cb = 0; cb < 16; cb++) {
+    CG_PARALLEL_FOR
+    for (int cb = 0; cb < 16; cb++) {
+        for (int v0 = 0; v0 < 2; v0 += 1) {
             const float *restrict wb = w + cb*18432;
             const float *restrict xg = x + 0 + v0 * 16;
             float *restrict yb = y + cb*32768 + v0 * 16;
@@ -11935,11 +11970,13 @@ static void l10_conv2d_backward(float *restrict G, const float *restrict x, cons
 {
     float *restrict gw = G + 260160;
     float *restrict gb = G + 555072;
+    CG_PARALLEL_FOR
     for (int co = 0; co < 256; co++) {
         cg_v s = vsplat(0.0f);
         for (int i = 0; i < 128; i++) s += VLOAD(dy + (size_t)co * 2048 + i * 16);
         gb[co] += vsum(s);
     }
+    CG_PARALLEL_FOR
     for (int cb = 0; cb < 32; cb++) {
         const float *restrict dyb = dy + cb*16384;
         for (int ci = 0; ci < 128; ci++) {
@@ -12163,8 +12200,9 @@ static void l10_conv2d_backward(float *restrict G, const float *restrict x, cons
 static void l10_conv2d_backward_dx(const float *restrict P, const float *restrict dy, float *restrict dx)
 {
     const float *restrict w = P + 260160;
-    for (int v0 = 0; v0 < 2; v0 += 1) {
-        for (int cib = 0; cib < 8; cib++) {
+    CG_PARALLEL_FOR
+    for (int cib = 0; cib < 8; cib++) {
+        for (int v0 = 0; v0 < 2; v0 += 1) {
             float *restrict dxb = dx + cib*32768 + v0 * 16;
             const float *restrict dyg = dy + 0 + v0 * 16;
             const float *restrict wg = w + cib*144;
@@ -13459,12 +13497,14 @@ static void l10_conv2d_backward_dx(const float *restrict P, const float *restric
 /* layer 11: relu 256x8x8 -> 256x8x8 (specs/vgg16_cifar.yaml:23:5) */
 static void l11_relu_forward(const float *restrict x, float *restrict y)
 {
+    CG_PARALLEL_FOR
     for (int i = 0; i < 524288; i++)
         y[i] = x[i] > 0.0f ? x[i] : 0.0f;
 }
 
 static void l11_relu_backward(const float *restrict y, const float *restrict dy, float *restrict dx)
 {
+    CG_PARALLEL_FOR
     for (int i = 0; i < 524288; i++)
         dx[i] = y[i] > 0.0f ? dy[i] : 0.0f;
 }
@@ -13474,8 +13514,9 @@ static void l12_conv2d_forward(const float *restrict P, const float *restrict x,
 {
     const float *restrict w = P + 555328;
     const float *restrict bias = P + 1145152;
-    for (int v0 = 0; v0 < 2; v0 += 1) {
-        for (int cb = 0; cb < 16; cb++) {
+    CG_PARALLEL_FOR
+    for (int cb = 0; cb < 16; cb++) {
+        for (int v0 = 0; v0 < 2; v0 += 1) {
             const float *restrict wb = w + cb*36864;
             const float *restrict xg = x + 0 + v0 * 16;
             float *restrict yb = y + cb*32768 + v0 * 16;
@@ -14771,11 +14812,13 @@ static void l12_conv2d_backward(float *restrict G, const float *restrict x, cons
 {
     float *restrict gw = G + 555328;
     float *restrict gb = G + 1145152;
+    CG_PARALLEL_FOR
     for (int co = 0; co < 256; co++) {
         cg_v s = vsplat(0.0f);
         for (int i = 0; i < 128; i++) s += VLOAD(dy + (size_t)co * 2048 + i * 16);
         gb[co] += vsum(s);
     }
+    CG_PARALLEL_FOR
     for (int cb = 0; cb < 32; cb++) {
         const float *restrict dyb = dy + cb*16384;
         for (int ci = 0; ci < 256; ci++) {
@@ -14999,8 +15042,9 @@ static void l12_conv2d_backward(float *restrict G, const float *restrict x, cons
 static void l12_conv2d_backward_dx(const float *restrict P, const float *restrict dy, float *restrict dx)
 {
     const float *restrict w = P + 555328;
-    for (int v0 = 0; v0 < 2; v0 += 1) {
-        for (int cib = 0; cib < 16; cib++) {
+    CG_PARALLEL_FOR
+    for (int cib = 0; cib < 16; cib++) {
+        for (int v0 = 0; v0 < 2; v0 += 1) {
             float *restrict dxb = dx + cib*32768 + v0 * 16;
             const float *restrict dyg = dy + 0 + v0 * 16;
             const float *restrict wg = w + cib*144;
@@ -16295,12 +16339,14 @@ static void l12_conv2d_backward_dx(const float *restrict P, const float *restric
 /* layer 13: relu 256x8x8 -> 256x8x8 (specs/vgg16_cifar.yaml:25:5) */
 static void l13_relu_forward(const float *restrict x, float *restrict y)
 {
+    CG_PARALLEL_FOR
     for (int i = 0; i < 524288; i++)
         y[i] = x[i] > 0.0f ? x[i] : 0.0f;
 }
 
 static void l13_relu_backward(const float *restrict y, const float *restrict dy, float *restrict dx)
 {
+    CG_PARALLEL_FOR
     for (int i = 0; i < 524288; i++)
         dx[i] = y[i] > 0.0f ? dy[i] : 0.0f;
 }
@@ -16310,8 +16356,9 @@ static void l14_conv2d_forward(const float *restrict P, const float *restrict x,
 {
     const float *restrict w = P + 1145408;
     const float *restrict bias = P + 1735232;
-    for (int v0 = 0; v0 < 2; v0 += 1) {
-        for (int cb = 0; cb < 16; cb++) {
+    CG_PARALLEL_FOR
+    for (int cb = 0; cb < 16; cb++) {
+        for (int v0 = 0; v0 < 2; v0 += 1) {
             const float *restrict wb = w + cb*36864;
             const float *restrict xg = x + 0 + v0 * 16;
             float *restrict yb = y + cb*32768 + v0 * 16;
@@ -17607,11 +17654,13 @@ static void l14_conv2d_backward(float *restrict G, const float *restrict x, cons
 {
     float *restrict gw = G + 1145408;
     float *restrict gb = G + 1735232;
+    CG_PARALLEL_FOR
     for (int co = 0; co < 256; co++) {
         cg_v s = vsplat(0.0f);
         for (int i = 0; i < 128; i++) s += VLOAD(dy + (size_t)co * 2048 + i * 16);
         gb[co] += vsum(s);
     }
+    CG_PARALLEL_FOR
     for (int cb = 0; cb < 32; cb++) {
         const float *restrict dyb = dy + cb*16384;
         for (int ci = 0; ci < 256; ci++) {
@@ -17835,8 +17884,9 @@ static void l14_conv2d_backward(float *restrict G, const float *restrict x, cons
 static void l14_conv2d_backward_dx(const float *restrict P, const float *restrict dy, float *restrict dx)
 {
     const float *restrict w = P + 1145408;
-    for (int v0 = 0; v0 < 2; v0 += 1) {
-        for (int cib = 0; cib < 16; cib++) {
+    CG_PARALLEL_FOR
+    for (int cib = 0; cib < 16; cib++) {
+        for (int v0 = 0; v0 < 2; v0 += 1) {
             float *restrict dxb = dx + cib*32768 + v0 * 16;
             const float *restrict dyg = dy + 0 + v0 * 16;
             const float *restrict wg = w + cib*144;
@@ -19131,12 +19181,14 @@ static void l14_conv2d_backward_dx(const float *restrict P, const float *restric
 /* layer 15: relu 256x8x8 -> 256x8x8 (specs/vgg16_cifar.yaml:27:5) */
 static void l15_relu_forward(const float *restrict x, float *restrict y)
 {
+    CG_PARALLEL_FOR
     for (int i = 0; i < 524288; i++)
         y[i] = x[i] > 0.0f ? x[i] : 0.0f;
 }
 
 static void l15_relu_backward(const float *restrict y, const float *restrict dy, float *restrict dx)
 {
+    CG_PARALLEL_FOR
     for (int i = 0; i < 524288; i++)
         dx[i] = y[i] > 0.0f ? dy[i] : 0.0f;
 }
@@ -19144,6 +19196,7 @@ static void l15_relu_backward(const float *restrict y, const float *restrict dy,
 /* layer 16: maxpool2d 256x8x8 -> 256x4x4 (specs/vgg16_cifar.yaml:28:5) */
 static void l16_maxpool2d_forward(const float *restrict x, float *restrict y)
 {
+    CG_PARALLEL_FOR
     for (int c = 0; c < 256; c++) {
         const float *restrict xc = x + c * 2048;
         float *restrict yc = y + c * 512;
@@ -19165,6 +19218,7 @@ static void l16_maxpool2d_forward(const float *restrict x, float *restrict y)
 static void l16_maxpool2d_backward(const float *restrict x, const float *restrict dy, float *restrict dx)
 {
     memset(dx, 0, sizeof(float) * 524288);
+    CG_PARALLEL_FOR
     for (int c = 0; c < 256; c++) {
         const float *restrict xc = x + c * 2048;
         float *restrict dxc = dx + c * 2048;
@@ -19193,8 +19247,9 @@ static void l17_conv2d_forward(const float *restrict P, const float *restrict x,
 {
     const float *restrict w = P + 1735488;
     const float *restrict bias = P + 2915136;
-    for (int v0 = 0; v0 < 2; v0 += 1) {
-        for (int cb = 0; cb < 32; cb++) {
+    CG_PARALLEL_FOR
+    for (int cb = 0; cb < 32; cb++) {
+        for (int v0 = 0; v0 < 2; v0 += 1) {
             const float *restrict wb = w + cb*36864;
             const float *restrict xg = x + 0 + v0 * 16;
             float *restrict yb = y + cb*8192 + v0 * 16;
@@ -20490,11 +20545,13 @@ static void l17_conv2d_backward(float *restrict G, const float *restrict x, cons
 {
     float *restrict gw = G + 1735488;
     float *restrict gb = G + 2915136;
+    CG_PARALLEL_FOR
     for (int co = 0; co < 512; co++) {
         cg_v s = vsplat(0.0f);
         for (int i = 0; i < 32; i++) s += VLOAD(dy + (size_t)co * 512 + i * 16);
         gb[co] += vsum(s);
     }
+    CG_PARALLEL_FOR
     for (int cb = 0; cb < 64; cb++) {
         const float *restrict dyb = dy + cb*4096;
         for (int ci = 0; ci < 256; ci++) {
@@ -20718,8 +20775,9 @@ static void l17_conv2d_backward(float *restrict G, const float *restrict x, cons
 static void l17_conv2d_backward_dx(const float *restrict P, const float *restrict dy, float *restrict dx)
 {
     const float *restrict w = P + 1735488;
-    for (int v0 = 0; v0 < 2; v0 += 1) {
-        for (int cib = 0; cib < 16; cib++) {
+    CG_PARALLEL_FOR
+    for (int cib = 0; cib < 16; cib++) {
+        for (int v0 = 0; v0 < 2; v0 += 1) {
             float *restrict dxb = dx + cib*8192 + v0 * 16;
             const float *restrict dyg = dy + 0 + v0 * 16;
             const float *restrict wg = w + cib*144;
@@ -22014,12 +22072,14 @@ static void l17_conv2d_backward_dx(const float *restrict P, const float *restric
 /* layer 18: relu 512x4x4 -> 512x4x4 (specs/vgg16_cifar.yaml:31:5) */
 static void l18_relu_forward(const float *restrict x, float *restrict y)
 {
+    CG_PARALLEL_FOR
     for (int i = 0; i < 262144; i++)
         y[i] = x[i] > 0.0f ? x[i] : 0.0f;
 }
 
 static void l18_relu_backward(const float *restrict y, const float *restrict dy, float *restrict dx)
 {
+    CG_PARALLEL_FOR
     for (int i = 0; i < 262144; i++)
         dx[i] = y[i] > 0.0f ? dy[i] : 0.0f;
 }
@@ -22029,8 +22089,9 @@ static void l19_conv2d_forward(const float *restrict P, const float *restrict x,
 {
     const float *restrict w = P + 2915648;
     const float *restrict bias = P + 5274944;
-    for (int v0 = 0; v0 < 2; v0 += 1) {
-        for (int cb = 0; cb < 32; cb++) {
+    CG_PARALLEL_FOR
+    for (int cb = 0; cb < 32; cb++) {
+        for (int v0 = 0; v0 < 2; v0 += 1) {
             const float *restrict wb = w + cb*73728;
             const float *restrict xg = x + 0 + v0 * 16;
             float *restrict yb = y + cb*8192 + v0 * 16;
@@ -23326,11 +23387,13 @@ static void l19_conv2d_backward(float *restrict G, const float *restrict x, cons
 {
     float *restrict gw = G + 2915648;
     float *restrict gb = G + 5274944;
+    CG_PARALLEL_FOR
     for (int co = 0; co < 512; co++) {
         cg_v s = vsplat(0.0f);
         for (int i = 0; i < 32; i++) s += VLOAD(dy + (size_t)co * 512 + i * 16);
         gb[co] += vsum(s);
     }
+    CG_PARALLEL_FOR
     for (int cb = 0; cb < 64; cb++) {
         const float *restrict dyb = dy + cb*4096;
         for (int ci = 0; ci < 512; ci++) {
@@ -23554,8 +23617,9 @@ static void l19_conv2d_backward(float *restrict G, const float *restrict x, cons
 static void l19_conv2d_backward_dx(const float *restrict P, const float *restrict dy, float *restrict dx)
 {
     const float *restrict w = P + 2915648;
-    for (int v0 = 0; v0 < 2; v0 += 1) {
-        for (int cib = 0; cib < 32; cib++) {
+    CG_PARALLEL_FOR
+    for (int cib = 0; cib < 32; cib++) {
+        for (int v0 = 0; v0 < 2; v0 += 1) {
             float *restrict dxb = dx + cib*8192 + v0 * 16;
             const float *restrict dyg = dy + 0 + v0 * 16;
             const float *restrict wg = w + cib*144;
@@ -24850,12 +24914,14 @@ static void l19_conv2d_backward_dx(const float *restrict P, const float *restric
 /* layer 20: relu 512x4x4 -> 512x4x4 (specs/vgg16_cifar.yaml:33:5) */
 static void l20_relu_forward(const float *restrict x, float *restrict y)
 {
+    CG_PARALLEL_FOR
     for (int i = 0; i < 262144; i++)
         y[i] = x[i] > 0.0f ? x[i] : 0.0f;
 }
 
 static void l20_relu_backward(const float *restrict y, const float *restrict dy, float *restrict dx)
 {
+    CG_PARALLEL_FOR
     for (int i = 0; i < 262144; i++)
         dx[i] = y[i] > 0.0f ? dy[i] : 0.0f;
 }
@@ -24865,8 +24931,9 @@ static void l21_conv2d_forward(const float *restrict P, const float *restrict x,
 {
     const float *restrict w = P + 5275456;
     const float *restrict bias = P + 7634752;
-    for (int v0 = 0; v0 < 2; v0 += 1) {
-        for (int cb = 0; cb < 32; cb++) {
+    CG_PARALLEL_FOR
+    for (int cb = 0; cb < 32; cb++) {
+        for (int v0 = 0; v0 < 2; v0 += 1) {
             const float *restrict wb = w + cb*73728;
             const float *restrict xg = x + 0 + v0 * 16;
             float *restrict yb = y + cb*8192 + v0 * 16;
@@ -26162,11 +26229,13 @@ static void l21_conv2d_backward(float *restrict G, const float *restrict x, cons
 {
     float *restrict gw = G + 5275456;
     float *restrict gb = G + 7634752;
+    CG_PARALLEL_FOR
     for (int co = 0; co < 512; co++) {
         cg_v s = vsplat(0.0f);
         for (int i = 0; i < 32; i++) s += VLOAD(dy + (size_t)co * 512 + i * 16);
         gb[co] += vsum(s);
     }
+    CG_PARALLEL_FOR
     for (int cb = 0; cb < 64; cb++) {
         const float *restrict dyb = dy + cb*4096;
         for (int ci = 0; ci < 512; ci++) {
@@ -26390,8 +26459,9 @@ static void l21_conv2d_backward(float *restrict G, const float *restrict x, cons
 static void l21_conv2d_backward_dx(const float *restrict P, const float *restrict dy, float *restrict dx)
 {
     const float *restrict w = P + 5275456;
-    for (int v0 = 0; v0 < 2; v0 += 1) {
-        for (int cib = 0; cib < 32; cib++) {
+    CG_PARALLEL_FOR
+    for (int cib = 0; cib < 32; cib++) {
+        for (int v0 = 0; v0 < 2; v0 += 1) {
             float *restrict dxb = dx + cib*8192 + v0 * 16;
             const float *restrict dyg = dy + 0 + v0 * 16;
             const float *restrict wg = w + cib*144;
@@ -27686,12 +27756,14 @@ static void l21_conv2d_backward_dx(const float *restrict P, const float *restric
 /* layer 22: relu 512x4x4 -> 512x4x4 (specs/vgg16_cifar.yaml:35:5) */
 static void l22_relu_forward(const float *restrict x, float *restrict y)
 {
+    CG_PARALLEL_FOR
     for (int i = 0; i < 262144; i++)
         y[i] = x[i] > 0.0f ? x[i] : 0.0f;
 }
 
 static void l22_relu_backward(const float *restrict y, const float *restrict dy, float *restrict dx)
 {
+    CG_PARALLEL_FOR
     for (int i = 0; i < 262144; i++)
         dx[i] = y[i] > 0.0f ? dy[i] : 0.0f;
 }
@@ -27699,6 +27771,7 @@ static void l22_relu_backward(const float *restrict y, const float *restrict dy,
 /* layer 23: maxpool2d 512x4x4 -> 512x2x2 (specs/vgg16_cifar.yaml:36:5) */
 static void l23_maxpool2d_forward(const float *restrict x, float *restrict y)
 {
+    CG_PARALLEL_FOR
     for (int c = 0; c < 512; c++) {
         const float *restrict xc = x + c * 512;
         float *restrict yc = y + c * 128;
@@ -27720,6 +27793,7 @@ static void l23_maxpool2d_forward(const float *restrict x, float *restrict y)
 static void l23_maxpool2d_backward(const float *restrict x, const float *restrict dy, float *restrict dx)
 {
     memset(dx, 0, sizeof(float) * 262144);
+    CG_PARALLEL_FOR
     for (int c = 0; c < 512; c++) {
         const float *restrict xc = x + c * 512;
         float *restrict dxc = dx + c * 512;
@@ -27748,8 +27822,9 @@ static void l24_conv2d_forward(const float *restrict P, const float *restrict x,
 {
     const float *restrict w = P + 7635264;
     const float *restrict bias = P + 9994560;
-    for (int v0 = 0; v0 < 2; v0 += 1) {
-        for (int cb = 0; cb < 32; cb++) {
+    CG_PARALLEL_FOR
+    for (int cb = 0; cb < 32; cb++) {
+        for (int v0 = 0; v0 < 2; v0 += 1) {
             const float *restrict wb = w + cb*73728;
             const float *restrict xg = x + 0 + v0 * 16;
             float *restrict yb = y + cb*2048 + v0 * 16;
@@ -28217,11 +28292,13 @@ static void l24_conv2d_backward(float *restrict G, const float *restrict x, cons
 {
     float *restrict gw = G + 7635264;
     float *restrict gb = G + 9994560;
+    CG_PARALLEL_FOR
     for (int co = 0; co < 512; co++) {
         cg_v s = vsplat(0.0f);
         for (int i = 0; i < 8; i++) s += VLOAD(dy + (size_t)co * 128 + i * 16);
         gb[co] += vsum(s);
     }
+    CG_PARALLEL_FOR
     for (int cb = 0; cb < 64; cb++) {
         const float *restrict dyb = dy + cb*1024;
         for (int ci = 0; ci < 512; ci++) {
@@ -28328,8 +28405,9 @@ static void l24_conv2d_backward(float *restrict G, const float *restrict x, cons
 static void l24_conv2d_backward_dx(const float *restrict P, const float *restrict dy, float *restrict dx)
 {
     const float *restrict w = P + 7635264;
-    for (int v0 = 0; v0 < 2; v0 += 1) {
-        for (int cib = 0; cib < 32; cib++) {
+    CG_PARALLEL_FOR
+    for (int cib = 0; cib < 32; cib++) {
+        for (int v0 = 0; v0 < 2; v0 += 1) {
             float *restrict dxb = dx + cib*2048 + v0 * 16;
             const float *restrict dyg = dy + 0 + v0 * 16;
             const float *restrict wg = w + cib*144;
@@ -28796,12 +28874,14 @@ static void l24_conv2d_backward_dx(const float *restrict P, const float *restric
 /* layer 25: relu 512x2x2 -> 512x2x2 (specs/vgg16_cifar.yaml:39:5) */
 static void l25_relu_forward(const float *restrict x, float *restrict y)
 {
+    CG_PARALLEL_FOR
     for (int i = 0; i < 65536; i++)
         y[i] = x[i] > 0.0f ? x[i] : 0.0f;
 }
 
 static void l25_relu_backward(const float *restrict y, const float *restrict dy, float *restrict dx)
 {
+    CG_PARALLEL_FOR
     for (int i = 0; i < 65536; i++)
         dx[i] = y[i] > 0.0f ? dy[i] : 0.0f;
 }
@@ -28811,8 +28891,9 @@ static void l26_conv2d_forward(const float *restrict P, const float *restrict x,
 {
     const float *restrict w = P + 9995072;
     const float *restrict bias = P + 12354368;
-    for (int v0 = 0; v0 < 2; v0 += 1) {
-        for (int cb = 0; cb < 32; cb++) {
+    CG_PARALLEL_FOR
+    for (int cb = 0; cb < 32; cb++) {
+        for (int v0 = 0; v0 < 2; v0 += 1) {
             const float *restrict wb = w + cb*73728;
             const float *restrict xg = x + 0 + v0 * 16;
             float *restrict yb = y + cb*2048 + v0 * 16;
@@ -29280,11 +29361,13 @@ static void l26_conv2d_backward(float *restrict G, const float *restrict x, cons
 {
     float *restrict gw = G + 9995072;
     float *restrict gb = G + 12354368;
+    CG_PARALLEL_FOR
     for (int co = 0; co < 512; co++) {
         cg_v s = vsplat(0.0f);
         for (int i = 0; i < 8; i++) s += VLOAD(dy + (size_t)co * 128 + i * 16);
         gb[co] += vsum(s);
     }
+    CG_PARALLEL_FOR
     for (int cb = 0; cb < 64; cb++) {
         const float *restrict dyb = dy + cb*1024;
         for (int ci = 0; ci < 512; ci++) {
@@ -29391,8 +29474,9 @@ static void l26_conv2d_backward(float *restrict G, const float *restrict x, cons
 static void l26_conv2d_backward_dx(const float *restrict P, const float *restrict dy, float *restrict dx)
 {
     const float *restrict w = P + 9995072;
-    for (int v0 = 0; v0 < 2; v0 += 1) {
-        for (int cib = 0; cib < 32; cib++) {
+    CG_PARALLEL_FOR
+    for (int cib = 0; cib < 32; cib++) {
+        for (int v0 = 0; v0 < 2; v0 += 1) {
             float *restrict dxb = dx + cib*2048 + v0 * 16;
             const float *restrict dyg = dy + 0 + v0 * 16;
             const float *restrict wg = w + cib*144;
@@ -29859,12 +29943,14 @@ static void l26_conv2d_backward_dx(const float *restrict P, const float *restric
 /* layer 27: relu 512x2x2 -> 512x2x2 (specs/vgg16_cifar.yaml:41:5) */
 static void l27_relu_forward(const float *restrict x, float *restrict y)
 {
+    CG_PARALLEL_FOR
     for (int i = 0; i < 65536; i++)
         y[i] = x[i] > 0.0f ? x[i] : 0.0f;
 }
 
 static void l27_relu_backward(const float *restrict y, const float *restrict dy, float *restrict dx)
 {
+    CG_PARALLEL_FOR
     for (int i = 0; i < 65536; i++)
         dx[i] = y[i] > 0.0f ? dy[i] : 0.0f;
 }
@@ -29874,8 +29960,9 @@ static void l28_conv2d_forward(const float *restrict P, const float *restrict x,
 {
     const float *restrict w = P + 12354880;
     const float *restrict bias = P + 14714176;
-    for (int v0 = 0; v0 < 2; v0 += 1) {
-        for (int cb = 0; cb < 32; cb++) {
+    CG_PARALLEL_FOR
+    for (int cb = 0; cb < 32; cb++) {
+        for (int v0 = 0; v0 < 2; v0 += 1) {
             const float *restrict wb = w + cb*73728;
             const float *restrict xg = x + 0 + v0 * 16;
             float *restrict yb = y + cb*2048 + v0 * 16;
@@ -30343,11 +30430,13 @@ static void l28_conv2d_backward(float *restrict G, const float *restrict x, cons
 {
     float *restrict gw = G + 12354880;
     float *restrict gb = G + 14714176;
+    CG_PARALLEL_FOR
     for (int co = 0; co < 512; co++) {
         cg_v s = vsplat(0.0f);
         for (int i = 0; i < 8; i++) s += VLOAD(dy + (size_t)co * 128 + i * 16);
         gb[co] += vsum(s);
     }
+    CG_PARALLEL_FOR
     for (int cb = 0; cb < 64; cb++) {
         const float *restrict dyb = dy + cb*1024;
         for (int ci = 0; ci < 512; ci++) {
@@ -30454,8 +30543,9 @@ static void l28_conv2d_backward(float *restrict G, const float *restrict x, cons
 static void l28_conv2d_backward_dx(const float *restrict P, const float *restrict dy, float *restrict dx)
 {
     const float *restrict w = P + 12354880;
-    for (int v0 = 0; v0 < 2; v0 += 1) {
-        for (int cib = 0; cib < 32; cib++) {
+    CG_PARALLEL_FOR
+    for (int cib = 0; cib < 32; cib++) {
+        for (int v0 = 0; v0 < 2; v0 += 1) {
             float *restrict dxb = dx + cib*2048 + v0 * 16;
             const float *restrict dyg = dy + 0 + v0 * 16;
             const float *restrict wg = w + cib*144;
@@ -30922,12 +31012,14 @@ static void l28_conv2d_backward_dx(const float *restrict P, const float *restric
 /* layer 29: relu 512x2x2 -> 512x2x2 (specs/vgg16_cifar.yaml:43:5) */
 static void l29_relu_forward(const float *restrict x, float *restrict y)
 {
+    CG_PARALLEL_FOR
     for (int i = 0; i < 65536; i++)
         y[i] = x[i] > 0.0f ? x[i] : 0.0f;
 }
 
 static void l29_relu_backward(const float *restrict y, const float *restrict dy, float *restrict dx)
 {
+    CG_PARALLEL_FOR
     for (int i = 0; i < 65536; i++)
         dx[i] = y[i] > 0.0f ? dy[i] : 0.0f;
 }
@@ -30935,6 +31027,7 @@ static void l29_relu_backward(const float *restrict y, const float *restrict dy,
 /* layer 30: maxpool2d 512x2x2 -> 512x1x1 (specs/vgg16_cifar.yaml:44:5) */
 static void l30_maxpool2d_forward(const float *restrict x, float *restrict y)
 {
+    CG_PARALLEL_FOR
     for (int c = 0; c < 512; c++) {
         const float *restrict xc = x + c * 128;
         float *restrict yc = y + c * 32;
@@ -30951,6 +31044,7 @@ static void l30_maxpool2d_forward(const float *restrict x, float *restrict y)
 static void l30_maxpool2d_backward(const float *restrict x, const float *restrict dy, float *restrict dx)
 {
     memset(dx, 0, sizeof(float) * 65536);
+    CG_PARALLEL_FOR
     for (int c = 0; c < 512; c++) {
         const float *restrict xc = x + c * 128;
         float *restrict dxc = dx + c * 128;
@@ -30974,8 +31068,9 @@ static void l32_dense_forward(const float *restrict P, const float *restrict x, 
 {
     const float *restrict w = P + 14714688;
     const float *restrict b = P + 14976832;
-    for (int v0 = 0; v0 < 2; v0 += 2) {
-        for (int o0 = 0; o0 < 512; o0 += 8) {
+    CG_PARALLEL_FOR
+    for (int o0 = 0; o0 < 512; o0 += 8) {
+        for (int v0 = 0; v0 < 2; v0 += 2) {
             {
                 cg_v a0_0 = vsplat(b[o0 + 0]), a0_1 = vsplat(b[o0 + 0]);
                 cg_v a1_0 = vsplat(b[o0 + 1]), a1_1 = vsplat(b[o0 + 1]);
@@ -31016,6 +31111,7 @@ static void l32_dense_backward(float *restrict G, float *restrict S, const float
     float *restrict gb = G + 14976832;
     for (int b = 0; b < nb; b++)
         for (int i = 0; i < 512; i++) S[(size_t)b * 512 + i] = x[(size_t)i * 32 + b];
+    CG_PARALLEL_FOR
     for (int o = 0; o < 512; o++) {
         float *restrict gwo = gw + (size_t)o * 512;
         float sb = 0.0f;
@@ -31032,8 +31128,9 @@ static void l32_dense_backward(float *restrict G, float *restrict S, const float
 static void l32_dense_backward_dx(const float *restrict P, const float *restrict dy, float *restrict dx)
 {
     const float *restrict w = P + 14714688;
-    for (int v0 = 0; v0 < 2; v0 += 2) {
-        for (int i0 = 0; i0 < 512; i0 += 8) {
+    CG_PARALLEL_FOR
+    for (int i0 = 0; i0 < 512; i0 += 8) {
+        for (int v0 = 0; v0 < 2; v0 += 2) {
             {
                 cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
                 cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
@@ -31071,12 +31168,14 @@ static void l32_dense_backward_dx(const float *restrict P, const float *restrict
 /* layer 33: relu 512 -> 512 (specs/vgg16_cifar.yaml:48:5) */
 static void l33_relu_forward(const float *restrict x, float *restrict y)
 {
+    CG_PARALLEL_FOR
     for (int i = 0; i < 16384; i++)
         y[i] = x[i] > 0.0f ? x[i] : 0.0f;
 }
 
 static void l33_relu_backward(const float *restrict y, const float *restrict dy, float *restrict dx)
 {
+    CG_PARALLEL_FOR
     for (int i = 0; i < 16384; i++)
         dx[i] = y[i] > 0.0f ? dy[i] : 0.0f;
 }
@@ -31086,8 +31185,9 @@ static void l34_dense_forward(const float *restrict P, const float *restrict x, 
 {
     const float *restrict w = P + 14977344;
     const float *restrict b = P + 15239488;
-    for (int v0 = 0; v0 < 2; v0 += 2) {
-        for (int o0 = 0; o0 < 512; o0 += 8) {
+    CG_PARALLEL_FOR
+    for (int o0 = 0; o0 < 512; o0 += 8) {
+        for (int v0 = 0; v0 < 2; v0 += 2) {
             {
                 cg_v a0_0 = vsplat(b[o0 + 0]), a0_1 = vsplat(b[o0 + 0]);
                 cg_v a1_0 = vsplat(b[o0 + 1]), a1_1 = vsplat(b[o0 + 1]);
@@ -31128,6 +31228,7 @@ static void l34_dense_backward(float *restrict G, float *restrict S, const float
     float *restrict gb = G + 15239488;
     for (int b = 0; b < nb; b++)
         for (int i = 0; i < 512; i++) S[(size_t)b * 512 + i] = x[(size_t)i * 32 + b];
+    CG_PARALLEL_FOR
     for (int o = 0; o < 512; o++) {
         float *restrict gwo = gw + (size_t)o * 512;
         float sb = 0.0f;
@@ -31144,8 +31245,9 @@ static void l34_dense_backward(float *restrict G, float *restrict S, const float
 static void l34_dense_backward_dx(const float *restrict P, const float *restrict dy, float *restrict dx)
 {
     const float *restrict w = P + 14977344;
-    for (int v0 = 0; v0 < 2; v0 += 2) {
-        for (int i0 = 0; i0 < 512; i0 += 8) {
+    CG_PARALLEL_FOR
+    for (int i0 = 0; i0 < 512; i0 += 8) {
+        for (int v0 = 0; v0 < 2; v0 += 2) {
             {
                 cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
                 cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
@@ -31183,12 +31285,14 @@ static void l34_dense_backward_dx(const float *restrict P, const float *restrict
 /* layer 35: relu 512 -> 512 (specs/vgg16_cifar.yaml:50:5) */
 static void l35_relu_forward(const float *restrict x, float *restrict y)
 {
+    CG_PARALLEL_FOR
     for (int i = 0; i < 16384; i++)
         y[i] = x[i] > 0.0f ? x[i] : 0.0f;
 }
 
 static void l35_relu_backward(const float *restrict y, const float *restrict dy, float *restrict dx)
 {
+    CG_PARALLEL_FOR
     for (int i = 0; i < 16384; i++)
         dx[i] = y[i] > 0.0f ? dy[i] : 0.0f;
 }
@@ -31198,8 +31302,8 @@ static void l36_dense_forward(const float *restrict P, const float *restrict x, 
 {
     const float *restrict w = P + 15240000;
     const float *restrict b = P + 15245120;
-    for (int v0 = 0; v0 < 2; v0 += 2) {
-        for (int o0 = 0; o0 < 8; o0 += 8) {
+    for (int o0 = 0; o0 < 8; o0 += 8) {
+        for (int v0 = 0; v0 < 2; v0 += 2) {
             {
                 cg_v a0_0 = vsplat(b[o0 + 0]), a0_1 = vsplat(b[o0 + 0]);
                 cg_v a1_0 = vsplat(b[o0 + 1]), a1_1 = vsplat(b[o0 + 1]);
@@ -31231,6 +31335,8 @@ static void l36_dense_forward(const float *restrict P, const float *restrict x, 
                 VSTORE(y + (size_t)(o0 + 7) * 32 + (v0 + 0) * 16, a7_0); VSTORE(y + (size_t)(o0 + 7) * 32 + (v0 + 1) * 16, a7_1);
             }
         }
+    }
+    for (int v0 = 0; v0 < 2; v0 += 2) {
         {
             cg_v a0_0 = vsplat(b[8 + 0]), a0_1 = vsplat(b[8 + 0]);
             cg_v a1_0 = vsplat(b[8 + 1]), a1_1 = vsplat(b[8 + 1]);
@@ -31252,6 +31358,7 @@ static void l36_dense_backward(float *restrict G, float *restrict S, const float
     float *restrict gb = G + 15245120;
     for (int b = 0; b < nb; b++)
         for (int i = 0; i < 512; i++) S[(size_t)b * 512 + i] = x[(size_t)i * 32 + b];
+    CG_PARALLEL_FOR
     for (int o = 0; o < 10; o++) {
         float *restrict gwo = gw + (size_t)o * 512;
         float sb = 0.0f;
@@ -31268,8 +31375,9 @@ static void l36_dense_backward(float *restrict G, float *restrict S, const float
 static void l36_dense_backward_dx(const float *restrict P, const float *restrict dy, float *restrict dx)
 {
     const float *restrict w = P + 15240000;
-    for (int v0 = 0; v0 < 2; v0 += 2) {
-        for (int i0 = 0; i0 < 512; i0 += 8) {
+    CG_PARALLEL_FOR
+    for (int i0 = 0; i0 < 512; i0 += 8) {
+        for (int v0 = 0; v0 < 2; v0 += 2) {
             {
                 cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
                 cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);

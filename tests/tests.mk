@@ -30,7 +30,7 @@ $(B)/tnets:
 
 $(B)/check_all: $(CHECK_SRC) $(TNET_O) $(B)/tnets/registry.c $(B)/libcnngen.a $(B)/cnngen
 	$(CC) $(ALL_CFLAGS) -Iruntime -Itests -DCNNGEN_BIN='"$(B)/cnngen"' $(CHECK_SRC) $(TNET_O) $(B)/tnets/registry.c \
-	  $(B)/libcnngen.a $(RT_LIBS) $(CHECK_LIBS) $(LDFLAGS) -o $@
+	  $(B)/libcnngen.a $(RT_LIBS) $(CHECK_LIBS) $(LDFLAGS) -fopenmp -o $@
 
 check-unit: $(B)/check_all
 	$(B)/check_all

@@ -331,6 +331,13 @@ function M.loop(C, var, lo, hi, unroll, body)
   end
 end
 
+-- A loop that OpenMP may split across threads (CG_PARALLEL_FOR is empty without
+-- -fopenmp). Only loops whose iterations write disjoint memory are marked.
+function M.ploop(C, var, lo, hi, parallel, body)
+  if hi > lo and parallel then C:line("CG_PARALLEL_FOR") end
+  M.loop(C, var, lo, hi, false, body)
+end
+
 -- C float literal that round-trips a float32-representable value.
 function M.flt(x)
   local s

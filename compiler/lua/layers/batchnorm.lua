@@ -128,76 +128,109 @@ function M.backward(L, C, ctx)
 end
 
 
--- Batch-innermost: channel c is [spatial][R]; statistics over the nb real lanes only,
--- and dx is zero on the padded lanes so they never reach a parameter gradient.
-local function lanes_loop(C, L, R, bound, stmt)
-  C:line("const float *restrict xc = x + (size_t)c * %d;", L.spatial * R)
+-- Batch-innermost: channel c is [spatial][R]; statistics over the nb real lanes only
+-- (a 0/1 lane mask), and dx is zero on the padded lanes so they never reach a parameter
+-- gradient. Sums run in vector registers per lane and are combined in double.
+local function mask_decl(C, NV, V)
+  C:line("cg_v mask[%d];", NV)
+  C:line("for (int v = 0; v < %d; v++)", NV)
+  C:line("    for (int l = 0; l < %d; l++) mask[v][l] = v * %d + l < nb ? 1.0f : 0.0f;", V, V)
+end
+
+-- for (s) for (v): body with `xv` style loads named by the caller
+local function over_channel_vec(C, L, R, V, NV, body)
   C:open("for (int s = 0; s < %d; s++) {", L.spatial)
-  C:line("for (int b = 0; b < %s; b++) %s", bound, stmt)
+  C:open("for (int v = 0; v < %d; v++) {", NV)
+  body(string.format("s * %d + v * %d", R, V))
+  C:close()
   C:close()
 end
 
 function M.forward_lanes(L, C, ctx)
-  local c, R = L.channels, ctx.lanes
+  local c, R, V = L.channels, ctx.lanes, ctx.vec
+  local NV = R // V
   C:line("const float *restrict gamma = %s, *restrict beta = %s;", L.t.weight, L.t.bias)
   C:line("float *restrict rmean = %s, *restrict rvar = %s, *restrict nbt = %s;",
     L.t.running_mean, L.t.running_var, L.t.num_batches_tracked)
   C:line("const int m = nb * %d; /* values per channel */", L.spatial)
   C:open("if (training) {")
+  mask_decl(C, NV, V)
   C:line("nbt[0] += 1.0f;")
   if L.opt.momentum == "null" then
     C:line("const float f = 1.0f / nbt[0]; /* momentum null: cumulative average */")
   else
     C:line("const float f = %s;", util.flt(L.opt.momentum))
   end
+  C:line("CG_PARALLEL_FOR")
   C:open("for (int c = 0; c < %d; c++) {", c)
-  C:line("double s1 = 0.0, v = 0.0;")
-  C:open("{")
-  lanes_loop(C, L, R, "nb", "s1 += xc[s * " .. R .. " + b];")
-  C:close()
+  C:line("const float *restrict xc = x + (size_t)c * %d;", L.spatial * R)
+  C:line("cg_v acc[%d];", NV)
+  C:line("for (int v = 0; v < %d; v++) acc[v] = vsplat(0.0f);", NV)
+  over_channel_vec(C, L, R, V, NV, function(at) C:line("acc[v] += VLOAD(xc + %s) * mask[v];", at) end)
+  C:line("double s1 = 0.0;")
+  C:line("for (int v = 0; v < %d; v++) s1 += vsum(acc[v]);", NV)
   C:line("const double mean = s1 / m;")
-  C:open("{")
-  lanes_loop(C, L, R, "nb", "{ const double d = xc[s * " .. R .. " + b] - mean; v += d * d; }")
-  C:close()
-  C:line("const double var = v / m;")
-  C:line("S[c] = (float)mean;")
+  C:line("const float fmean = (float)mean;")
+  C:line("for (int v = 0; v < %d; v++) acc[v] = vsplat(0.0f);", NV)
+  over_channel_vec(C, L, R, V, NV, function(at)
+    C:line("const cg_v dv = (VLOAD(xc + %s) - fmean) * mask[v];", at)
+    C:line("acc[v] += dv * dv;")
+  end)
+  C:line("double v2 = 0.0;")
+  C:line("for (int v = 0; v < %d; v++) v2 += vsum(acc[v]);", NV)
+  C:line("const double var = v2 / m;")
+  C:line("S[c] = fmean;")
   C:line("S[%d + c] = (float)(1.0 / sqrt(var + %s));", c, string.format("%.17g", L.opt.eps))
-  C:line("rmean[c] = (1.0f - f) * rmean[c] + f * (float)mean;")
+  C:line("rmean[c] = (1.0f - f) * rmean[c] + f * fmean;")
   C:line("rvar[c] = (1.0f - f) * rvar[c] + f * (float)(m > 1 ? var * m / (m - 1) : var);")
   C:close()
   C:close()
   C:open("else {")
+  C:line("CG_PARALLEL_FOR")
   C:open("for (int c = 0; c < %d; c++) {", c)
   C:line("S[c] = rmean[c];")
   C:line("S[%d + c] = 1.0f / sqrtf(rvar[c] + %s);", c, util.flt(L.opt.eps))
   C:close()
   C:close()
+  C:line("CG_PARALLEL_FOR")
   C:open("for (int c = 0; c < %d; c++) {", c)
   C:line("const float mean = S[c], a = S[%d + c] * gamma[c], bc = beta[c];", c)
+  C:line("const float *restrict xc = x + (size_t)c * %d;", L.spatial * R)
   C:line("float *restrict yc = y + (size_t)c * %d;", L.spatial * R)
-  lanes_loop(C, L, R, R, string.format("yc[s * %d + b] = (xc[s * %d + b] - mean) * a + bc;", R, R))
+  C:line("for (int i = 0; i < %d; i++) yc[i] = (xc[i] - mean) * a + bc;", L.spatial * R)
   C:close()
   return {"P", "B", "S", "x", "y", "nb", "training"}
 end
 
 function M.backward_lanes(L, C, ctx)
-  local c, R = L.channels, ctx.lanes
+  local c, R, V = L.channels, ctx.lanes, ctx.vec
+  local NV = R // V
   C:line("const float *restrict gamma = %s;", L.t.weight)
   C:line("float *restrict ggamma = %s, *restrict gbeta = %s;", L.t_grad.weight, L.t_grad.bias)
   C:line("const int m = nb * %d;", L.spatial)
+  mask_decl(C, NV, V)
+  C:line("CG_PARALLEL_FOR")
   C:open("for (int c = 0; c < %d; c++) {", c)
   C:line("const float mean = S[c], rstd = S[%d + c];", c)
+  C:line("const float *restrict xc = x + (size_t)c * %d;", L.spatial * R)
   C:line("const float *restrict dyc = dy + (size_t)c * %d;", L.spatial * R)
   C:line("float *restrict dxc = dx + (size_t)c * %d;", L.spatial * R)
+  C:line("cg_v ady[%d], adyx[%d];", NV, NV)
+  C:line("for (int v = 0; v < %d; v++) ady[v] = adyx[v] = vsplat(0.0f);", NV)
+  -- dy is zero on padded lanes, so the sums need no mask
+  over_channel_vec(C, L, R, V, NV, function(at)
+    C:line("const cg_v d = VLOAD(dyc + %s);", at)
+    C:line("ady[v] += d;")
+    C:line("adyx[v] += d * ((VLOAD(xc + %s) - mean) * rstd);", at)
+  end)
   C:line("double sdy = 0.0, sdyx = 0.0;")
-  C:open("{")
-  lanes_loop(C, L, R, "nb", string.format("{ const float d = dyc[s * %d + b]; sdy += d; sdyx += d * ((xc[s * %d + b] - mean) * rstd); }", R, R))
-  C:close()
+  C:line("for (int v = 0; v < %d; v++) { sdy += vsum(ady[v]); sdyx += vsum(adyx[v]); }", NV)
   C:line("ggamma[c] += (float)sdyx;")
   C:line("gbeta[c] += (float)sdy;")
   C:line("const float k = gamma[c] * rstd / m, fm = (float)m, fsdy = (float)sdy, fsdyx = (float)sdyx;")
-  lanes_loop(C, L, R, R, string.format(
-    "dxc[s * %d + b] = b < nb ? k * (fm * dyc[s * %d + b] - fsdy - (xc[s * %d + b] - mean) * rstd * fsdyx) : 0.0f;", R, R, R))
+  over_channel_vec(C, L, R, V, NV, function(at)
+    C:line("VSTORE(dxc + %s, k * (fm * VLOAD(dyc + %s) - fsdy - (VLOAD(xc + %s) - mean) * rstd * fsdyx) * mask[v]);", at, at, at)
+  end)
   C:close()
   return {"P", "G", "S", "x", "dy", "dx", "nb"}
 end

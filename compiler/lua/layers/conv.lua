@@ -304,13 +304,28 @@ end
 
 function M.scratch(L, lanes) return 0 end
 
--- loops over lane blocks, groups and channel blocks; body(c0 expression)
-local function block_loops(C, L, nblocks, name, body)
-  util.loop(C, "g", 0, L.groups - 1, false, function(g)
-    util.loop(C, name, 0, nblocks - 1, false, function(cb)
+-- Loops over groups, channel blocks and lane blocks (outermost first), the first one
+-- with work to share marked parallel: every iteration writes its own outputs.
+-- body(g, cb) runs inside the lane-block loop over v0.
+local function block_loops(C, L, nblocks, name, NV, TB, body)
+  local par_g = L.groups > 1
+  local par_c = not par_g and nblocks > 1
+  util.ploop(C, "g", 0, L.groups - 1, par_g, function(g)
+    util.ploop(C, name, 0, nblocks - 1, par_c, function(cb)
+      if not par_g and not par_c and NV // TB > 1 then C:line("CG_PARALLEL_FOR") end
+      C:open("for (int v0 = 0; v0 < %d; v0 += %d) {", NV, TB)
       body(g, cb)
+      C:close()
     end)
   end)
+end
+
+-- lane vectors per tile: at most cap, and at most half the lanes when the channel
+-- blocks alone give no parallel work
+local function lane_tile(L, NV, cap, nblocks)
+  local TB = largest_divisor(NV, cap)
+  if L.groups == 1 and nblocks == 1 and NV >= 2 then TB = largest_divisor(NV, math.min(cap, NV // 2)) end
+  return TB
 end
 
 local function vec_list(fmt, n, ...)
@@ -323,12 +338,11 @@ function M.forward_lanes(L, C, ctx)
   local d, R, V = dims(L), ctx.lanes, ctx.vec
   local NV = R // V
   local TC = largest_divisor(L.cout_g, 16)
-  local TB = largest_divisor(NV, math.max(1, MAX_ACC // TC))
+  local TB = lane_tile(L, NV, math.max(1, MAX_ACC // TC), L.cout_g // TC)
   local WK = L.cin_g * d.KHW -- weights per output channel
   C:line("const float *restrict w = %s;", L.t.weight)
   if L.opt.bias then C:line("const float *restrict bias = %s;", L.t.bias) end
-  C:open("for (int v0 = 0; v0 < %d; v0 += %d) {", NV, TB)
-  block_loops(C, L, L.cout_g // TC, "cb", function(g, cb)
+  block_loops(C, L, L.cout_g // TC, "cb", NV, TB, function(g, cb)
     local co0 = util.aff(0):term(g, L.cout_g):term(cb, TC)
     C:line("const float *restrict wb = w + %s;", tostring(co0:scale(WK)))
     C:line("const float *restrict xg = x + %s + v0 * %d;", tostring(util.aff(0):term(g, L.cin_g * d.IHW * R)), V)
@@ -366,7 +380,6 @@ function M.forward_lanes(L, C, ctx)
       if not info.scoped then C:close() end
     end)
   end)
-  C:close()
   return {"P", "x", "y"}
 end
 
@@ -376,11 +389,10 @@ function M.backward_dx_lanes(L, C, ctx)
   local d, R, V = dims(L), ctx.lanes, ctx.vec
   local NV = R // V
   local TCI = largest_divisor(L.cin_g, 16)
-  local TB = largest_divisor(NV, math.max(1, MAX_ACC // TCI))
+  local TB = lane_tile(L, NV, math.max(1, MAX_ACC // TCI), L.cin_g // TCI)
   local WK = L.cin_g * d.KHW
   C:line("const float *restrict w = %s;", L.t.weight)
-  C:open("for (int v0 = 0; v0 < %d; v0 += %d) {", NV, TB)
-  block_loops(C, L, L.cin_g // TCI, "cib", function(g, cib)
+  block_loops(C, L, L.cin_g // TCI, "cib", NV, TB, function(g, cib)
     local ci0 = util.aff(0):term(g, L.cin_g):term(cib, TCI)
     C:line("float *restrict dxb = dx + %s + v0 * %d;", tostring(ci0:scale(d.IHW * R)), V)
     C:line("const float *restrict dyg = dy + %s + v0 * %d;", tostring(util.aff(0):term(g, L.cout_g * d.OHW * R)), V)
@@ -417,7 +429,6 @@ function M.backward_dx_lanes(L, C, ctx)
       if not info.scoped then C:close() end
     end)
   end)
-  C:close()
   return {"P", "dy", "dx"}
 end
 
@@ -433,13 +444,16 @@ function M.backward_lanes(L, C, ctx)
   C:line("float *restrict gw = %s;", L.t_grad.weight)
   if L.opt.bias then
     C:line("float *restrict gb = %s;", L.t_grad.bias)
+    C:line("CG_PARALLEL_FOR")
     C:open("for (int co = 0; co < %d; co++) {", L.cout)
     C:line("cg_v s = vsplat(0.0f);")
     C:line("for (int i = 0; i < %d; i++) s += VLOAD(dy + (size_t)co * %d + i * %d);", d.OHW * NV, d.OHW * R, V)
     C:line("gb[co] += vsum(s);")
     C:close()
   end
-  block_loops(C, L, L.cout_g // TCW, "cb", function(gg, cb)
+  local nblocks = L.cout_g // TCW
+  util.ploop(C, "g", 0, L.groups - 1, L.groups > 1, function(gg)
+  util.ploop(C, "cb", 0, nblocks - 1, L.groups == 1, function(cb)
     local co0 = util.aff(0):term(gg, L.cout_g):term(cb, TCW)
     C:line("const float *restrict dyb = dy + %s;", tostring(co0:scale(d.OHW * R)))
     util.loop(C, "ci", 0, L.cin_g - 1, false, function(ci)
@@ -472,6 +486,7 @@ function M.backward_lanes(L, C, ctx)
         C:close()
       end
     end)
+  end)
   end)
   return {"G", "x", "dy"}
 end

@@ -146,15 +146,20 @@ local function gemm_tiles(C, ctx, nrows, K, TB, src, dst, init, coef, rowname)
     end
     C:close()
   end
-  C:open("for (int v0 = 0; v0 < %d; v0 += %d) {", NV, TB)
   local full = nrows - nrows % TR
   if full > 0 then
+    if full > TR then C:line("CG_PARALLEL_FOR") end
     C:open("for (int %s = 0; %s < %d; %s += %d) {", rowname, rowname, full, rowname, TR)
+    C:open("for (int v0 = 0; v0 < %d; v0 += %d) {", NV, TB)
     tile(rowname, TR)
     C:close()
+    C:close()
   end
-  if nrows % TR > 0 then tile(tostring(full), nrows % TR) end
-  C:close()
+  if nrows % TR > 0 then
+    C:open("for (int v0 = 0; v0 < %d; v0 += %d) {", NV, TB)
+    tile(tostring(full), nrows % TR)
+    C:close()
+  end
 end
 
 function M.forward_lanes(L, C, ctx)
@@ -186,6 +191,7 @@ function M.backward_lanes(L, C, ctx)
   if L.opt.bias then C:line("float *restrict gb = %s;", L.t_grad.bias) end
   C:line("for (int b = 0; b < nb; b++)")
   C:line("    for (int i = 0; i < %d; i++) S[(size_t)b * %d + i] = x[(size_t)i * %d + b];", I, I, R)
+  C:line("CG_PARALLEL_FOR")
   C:open("for (int o = 0; o < %d; o++) {", O)
   C:line("float *restrict gwo = gw + (size_t)o * %d;", I)
   if L.opt.bias then C:line("float sb = 0.0f;") end

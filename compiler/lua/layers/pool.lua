@@ -138,6 +138,7 @@ end
 local function lanes_windows(L, C, ctx, body)
   local g, R = L.geom, ctx.lanes
   local IHW, OHW = g.h.I * g.w.I, g.h.O * g.w.O
+  if L.channels > 1 then C:line("CG_PARALLEL_FOR") end
   C:open("for (int c = 0; c < %d; c++) {", L.channels)
   body.head(string.format("c * %d", IHW * R), string.format("c * %d", OHW * R))
   window.windows(C, g, false, function(out, taps, info)
