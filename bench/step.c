@@ -1,14 +1,41 @@
 /* bench/step.c: time training steps of one generated network on random data.
- * Built by `make bench` with -DCG_NET=<name>_net; prints one JSON line:
- * {"net": ..., "batch": B, "img_per_s": median, "runs": [...]}.
- * A step = zero grads, forward (training), loss, backward, SGD update: what a trainer does. */
+ * Built by `make bench` (bench/run.py) with -DCG_NET=<name>_net; prints one JSON line:
+ * {"net": ..., "batch": B, "img_per_s": median, "runs": [...], ...}.
+ *
+ * usage: step [steps] [reps] [batch] [--fwd] [--dx] [--warmup-s S] [--rep-s S]
+ *   steps       training steps per timed repetition; 0 = calibrate from the warm-up so
+ *               that one repetition lasts about --rep-s seconds (default 0.4)
+ *   reps        timed repetitions (default 5, at most 64); the median is reported
+ *   batch       samples per step (default and maximum: the spec's train batch)
+ *   --fwd       time the training-mode forward only (training=1, no loss/backward/update)
+ *   --dx        the backward also computes dLoss/dx (as a layer inside a network must);
+ *               default: dx = NULL, as a trainer does for its first layer
+ *   --warmup-s  warm-up: at least this many seconds (default 0.5) and at least `steps`
+ *               steps before timing
+ *
+ * A step = zero grads, forward (training), loss, backward, SGD momentum update
+ * (cg_sgd_update, the runtime's update kernel; lr 0.001, momentum 0.9, weight decay from
+ * the spec): what a trainer does per batch. Data: uniform [0, 1) inputs, labels i % classes
+ * (or zero MSE targets), fixed seed.
+ *
+ * Per repetition it also records the process CPU time (user + system) over wall time, and
+ * the minor/major page faults, from getrusage(RUSAGE_SELF): cpu/wall well below the thread
+ * count means the threads were descheduled (another process on the machine) and faults
+ * during a timed repetition mean memory was still being first-touched. Peak RSS (ru_maxrss)
+ * is printed next to the planned minimum (params, grads, momentum, buffers, workspace,
+ * one batch of inputs and targets) and the RSS before those allocations. */
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <time.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
 
 #include "cnngen.h"
+#include "sgd.h"
 
 extern const cg_net CG_NET;
 
@@ -25,28 +52,94 @@ static int cmp_double(const void *a, const void *b)
     return (x > y) - (x < y);
 }
 
+typedef struct {
+    double wall, cpu;
+    long minflt, majflt;
+} sample;
+
+static sample snap(void)
+{
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    sample s = {now(), (double)ru.ru_utime.tv_sec + 1e-6 * (double)ru.ru_utime.tv_usec +
+                           (double)ru.ru_stime.tv_sec + 1e-6 * (double)ru.ru_stime.tv_usec,
+                ru.ru_minflt, ru.ru_majflt};
+    return s;
+}
+
+static long maxrss_kb(void)
+{
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    return ru.ru_maxrss;
+}
+
+static const cg_net *net;
+static float *params, *grads, *mom, *buffers, *ws, *x, *dx;
+static const void *target;
+static int n, fwd_only;
+static float wd;
+
+static void step(void)
+{
+    if (fwd_only) {
+        net->forward(params, buffers, x, ws, n, 1);
+        return;
+    }
+    memset(grads, 0, net->n_params * sizeof(float));
+    net->forward(params, buffers, x, ws, n, 1);
+    cg_loss(net->loss, ws + net->out_offset, target, ws + net->dout_offset, n, net->out_size);
+    net->backward(params, grads, x, dx, ws, n);
+    cg_sgd_update(params, grads, mom, net->n_params, 0.001f, 0.9f, wd);
+}
+
 int main(int argc, char **argv)
 {
-    const cg_net *net = &CG_NET;
-    int steps = argc > 1 ? atoi(argv[1]) : 50;
-    int reps = argc > 2 ? atoi(argv[2]) : 5;
-    int n = argc > 3 ? atoi(argv[3]) : net->batch;
-    if (steps < 1 || reps < 1 || n < 1 || n > net->batch) {
-        fprintf(stderr, "usage: %s [steps] [reps] [batch<=%d]\n", argv[0], net->batch);
+    net = &CG_NET;
+    long rss0 = maxrss_kb();
+    int pos[3] = {0, 5, net->batch}, npos = 0, want_dx = 0;
+    double warmup_s = 0.5, rep_s = 0.4;
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--fwd"))
+            fwd_only = 1;
+        else if (!strcmp(argv[i], "--dx"))
+            want_dx = 1;
+        else if (!strcmp(argv[i], "--warmup-s") && i + 1 < argc)
+            warmup_s = atof(argv[++i]);
+        else if (!strcmp(argv[i], "--rep-s") && i + 1 < argc)
+            rep_s = atof(argv[++i]);
+        else if (argv[i][0] != '-' && npos < 3)
+            pos[npos++] = atoi(argv[i]);
+        else
+            npos = 99;
+    }
+    int steps = pos[0], reps = pos[1];
+    n = pos[2];
+    if (npos > 3 || steps < 0 || reps < 1 || n < 1 || n > net->batch || rep_s <= 0) {
+        fprintf(stderr, "usage: %s [steps|0=auto] [reps] [batch<=%d] [--fwd] [--dx] [--warmup-s S] [--rep-s S]\n",
+                argv[0], net->batch);
         return 2;
     }
-    float *params = calloc(net->n_params, sizeof(float));
-    float *grads = calloc(net->n_params, sizeof(float));
-    float *mom = calloc(net->n_params, sizeof(float));
-    float *buffers = calloc(net->n_buffers + 1, sizeof(float));
-    float *ws = calloc(net->workspace, sizeof(float));
-    float *x = calloc((size_t)n * net->in_size, sizeof(float));
+    if (reps > 64)
+        reps = 64;
+    wd = net->train.weight_decay;
+    params = calloc(net->n_params, sizeof(float));
+    grads = calloc(net->n_params, sizeof(float));
+    mom = calloc(net->n_params, sizeof(float));
+    buffers = calloc(net->n_buffers + 1, sizeof(float));
+    ws = calloc(net->workspace, sizeof(float));
+    x = calloc((size_t)n * net->in_size, sizeof(float));
+    dx = want_dx ? calloc((size_t)n * net->in_size, sizeof(float)) : NULL;
     int64_t *labels = calloc((size_t)n, sizeof(int64_t));
     float *targets = calloc((size_t)n * net->out_size, sizeof(float));
-    if (!params || !grads || !mom || !buffers || !ws || !x || !labels || !targets) {
+    if (!params || !grads || !mom || !buffers || !ws || !x || (want_dx && !dx) || !labels || !targets) {
         fprintf(stderr, "out of memory\n");
         return 1;
     }
+    /* planned minimum, bytes: what this process must hold (the generated header's macros) */
+    double planned = 4.0 * (3.0 * (double)net->n_params + (double)net->n_buffers + (double)net->workspace +
+                            (double)n * (double)net->in_size * (want_dx ? 2 : 1) + (double)n * (double)net->out_size) +
+                     8.0 * n;
     cg_init_params(net, params, buffers, 1);
     uint64_t s = 88172645463325252ull;
     for (size_t i = 0; i < (size_t)n * net->in_size; i++) {
@@ -55,34 +148,71 @@ int main(int argc, char **argv)
     }
     for (int i = 0; i < n; i++)
         labels[i] = i % (int)net->out_size;
-    const void *target = net->loss == CG_LOSS_MSE ? (const void *)targets : (const void *)labels;
-    double runs[64];
-    if (reps > 64)
-        reps = 64;
-    for (int r = -1; r < reps; r++) { /* r = -1: warm-up */
-        double t0 = now();
-        for (int k = 0; k < steps; k++) {
-            memset(grads, 0, net->n_params * sizeof(float));
-            net->forward(params, buffers, x, ws, n, 1);
-            cg_loss(net->loss, ws + net->out_offset, target, ws + net->dout_offset, n, net->out_size);
-            net->backward(params, grads, x, NULL, ws, n);
-            for (size_t i = 0; i < net->n_params; i++) {
-                mom[i] = 0.9f * mom[i] + grads[i];
-                params[i] -= 0.001f * mom[i];
-            }
-        }
-        double dt = now() - t0;
-        if (r >= 0)
-            runs[r] = (double)steps * n / dt;
+    target = net->loss == CG_LOSS_MSE ? (const void *)targets : (const void *)labels;
+
+    /* warm-up: first touch of every page, OpenMP thread start, caches, CPU clocks */
+    sample w0 = snap();
+    double t_first = 0;
+    long warm_steps = 0;
+    do {
+        double t = now();
+        step();
+        if (warm_steps == 0)
+            t_first = now() - t;
+        warm_steps++;
+    } while (warm_steps < (steps > 0 ? steps : 1) || now() - w0.wall < warmup_s);
+    sample w1 = snap();
+    double per_step = (w1.wall - w0.wall) / (double)warm_steps;
+    if (steps == 0) {
+        /* calibrate on the second half of the warm-up, away from first-step effects */
+        long k = warm_steps / 2 > 0 ? warm_steps / 2 : 1;
+        double t = now();
+        for (long i = 0; i < k; i++)
+            step();
+        per_step = (now() - t) / (double)k;
+        steps = (int)(rep_s / per_step + 0.5);
+        if (steps < 1)
+            steps = 1;
+    }
+
+    double runs[64], util[64];
+    long minflt[64], majflt[64];
+    int threads = 1;
+#ifdef _OPENMP
+    threads = omp_get_max_threads();
+#endif
+    for (int r = 0; r < reps; r++) {
+        sample a = snap();
+        for (int k = 0; k < steps; k++)
+            step();
+        sample b = snap();
+        runs[r] = (double)steps * n / (b.wall - a.wall);
+        util[r] = (b.cpu - a.cpu) / (b.wall - a.wall);
+        minflt[r] = b.minflt - a.minflt;
+        majflt[r] = b.majflt - a.majflt;
     }
     double sorted[64];
     memcpy(sorted, runs, sizeof(double) * (size_t)reps);
     qsort(sorted, (size_t)reps, sizeof(double), cmp_double);
-    printf("{\"net\": \"%s\", \"batch\": %d, \"steps\": %d, \"img_per_s\": %.1f, \"runs\": [", net->name, n, steps,
-           sorted[reps / 2]);
+    printf("{\"net\": \"%s\", \"mode\": \"%s\", \"batch\": %d, \"threads\": %d, \"steps\": %d, \"img_per_s\": %.1f, "
+           "\"runs\": [",
+           net->name, fwd_only ? "fwd" : want_dx ? "train_dx" : "train", n, threads, steps, sorted[reps / 2]);
     for (int r = 0; r < reps; r++)
         printf("%s%.1f", r ? ", " : "", runs[r]);
-    printf("]}\n");
-    free(params), free(grads), free(mom), free(buffers), free(ws), free(x), free(labels), free(targets);
+    printf("], \"cpu_per_wall\": [");
+    for (int r = 0; r < reps; r++)
+        printf("%s%.3f", r ? ", " : "", util[r]);
+    printf("], \"minflt\": [");
+    for (int r = 0; r < reps; r++)
+        printf("%s%ld", r ? ", " : "", minflt[r]);
+    printf("], \"majflt\": [");
+    for (int r = 0; r < reps; r++)
+        printf("%s%ld", r ? ", " : "", majflt[r]);
+    printf("], \"warmup\": {\"steps\": %ld, \"s\": %.4f, \"first_step_s\": %.6f, \"mean_step_s\": %.6f, "
+           "\"minflt\": %ld, \"cpu_per_wall\": %.3f}",
+           warm_steps, w1.wall - w0.wall, t_first, (w1.wall - w0.wall) / (double)warm_steps, w1.minflt - w0.minflt,
+           (w1.cpu - w0.cpu) / (w1.wall - w0.wall));
+    printf(", \"rss_start_kb\": %ld, \"maxrss_kb\": %ld, \"planned_bytes\": %.0f}\n", rss0, maxrss_kb(), planned);
+    free(params), free(grads), free(mom), free(buffers), free(ws), free(x), free(dx), free(labels), free(targets);
     return 0;
 }
