@@ -116,3 +116,4 @@ install: all
 
 clean:
 	rm -rf $(B)
+include bench/bench.mk

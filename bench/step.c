@@ -21,7 +21,7 @@
  * Per repetition it also records the process CPU time (user + system) over wall time, and
  * the minor/major page faults, from getrusage(RUSAGE_SELF): cpu/wall well below the thread
  * count means the threads were descheduled (another process on the machine) and faults
- * during a timed repetition mean memory was still being first-touched. Peak RSS (ru_maxrss)
+ * during a timed repetition mean memory was still being first-touched. Peak RSS (VmHWM)
  * is printed next to the planned minimum (params, grads, momentum, buffers, workspace,
  * one batch of inputs and targets) and the RSS before those allocations. */
 #include <stdint.h>
@@ -67,11 +67,25 @@ static sample snap(void)
     return s;
 }
 
+/* peak resident set of this process image, KiB: VmHWM from /proc/self/status. Not
+ * getrusage's ru_maxrss: Linux carries that across execve, so it starts at the RSS of the
+ * (forked) parent -- e.g. the Python harness -- and hides a small process's own peak. */
 static long maxrss_kb(void)
 {
-    struct rusage ru;
-    getrusage(RUSAGE_SELF, &ru);
-    return ru.ru_maxrss;
+    FILE *f = fopen("/proc/self/status", "r");
+    char line[256];
+    long kb = -1;
+    while (f && fgets(line, sizeof line, f))
+        if (sscanf(line, "VmHWM: %ld kB", &kb) == 1)
+            break;
+    if (f)
+        fclose(f);
+    if (kb < 0) {
+        struct rusage ru;
+        getrusage(RUSAGE_SELF, &ru);
+        kb = ru.ru_maxrss;
+    }
+    return kb;
 }
 
 static const cg_net *net;

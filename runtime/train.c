@@ -229,7 +229,13 @@ static int checkpoint_read(run *r, cg_err *err)
         ck_get(&z, r->p_ckpt, "pos", CG_I8, POS_COUNT, &a[7], err) ||
         ck_get(&z, r->p_ckpt, "acc", CG_F8, ACC_COUNT, &a[8], err))
         goto out;
-    const int64_t *perm = a[6]->data;
+    const int64_t *perm = a[6]->data, *pos = a[7]->data;
+    if (pos[POS_EPOCH] < 0 || pos[POS_EPOCH] > r->h.epochs || pos[POS_K] < 0 ||
+        pos[POS_K] >= r->spe || pos[POS_GSTEP] < 0 || pos[POS_LOG_BYTES] < 0 ||
+        pos[POS_EP_N] < 0 || pos[POS_WIN_N] < 0 || pos[POS_BAD] < 0 || pos[POS_EVALS] < 0) {
+        cg_fail(err, "%s: corrupt position counters", r->p_ckpt);
+        goto out;
+    }
     for (size_t i = 0; i < r->tr.n; i++)
         if (perm[i] < 0 || (uint64_t)perm[i] >= r->tr.n) {
             cg_fail(err, "%s: corrupt permutation", r->p_ckpt);
@@ -255,6 +261,10 @@ out:
 static int log_open(run *r, int resume, FILE **f, cg_err *err)
 {
     if (resume) {
+        struct stat st;
+        if (stat(r->p_log, &st) == 0 && st.st_size < r->pos[POS_LOG_BYTES])
+            return cg_fail(err, "%s: shorter (%lld bytes) than the checkpoint's %lld bytes",
+                           r->p_log, (long long)st.st_size, (long long)r->pos[POS_LOG_BYTES]);
         if (truncate(r->p_log, (off_t)r->pos[POS_LOG_BYTES]) != 0)
             return cg_fail(err, "%s: cannot truncate to the checkpoint's %lld bytes: %s",
                            r->p_log, (long long)r->pos[POS_LOG_BYTES], strerror(errno));

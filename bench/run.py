@@ -1,0 +1,353 @@
+#!/usr/bin/python3
+"""run.py -- `make bench`: cnngen's generated trainers against PyTorch on this machine.
+
+For every workload (issue 4's list): generate the C with build/cnngen, compile it with
+bench/step.c and build/libcnngen.a with the release flags (OPT, default -O3 -march=native
+-fopenmp), time it with OMP_NUM_THREADS=1 and 2 (the faster counts), then time the same
+network in PyTorch (bench/torch_bench.py: 1 and 2 threads, with and without the glibc
+malloc tunables, the fastest counts). Medians of --reps (>= 5) repetitions each.
+
+Effective GFLOP/s = img/s x 2 x forward multiply-adds per image (`cnngen --summary`)
+x 3 for a training step (forward + input gradient + weight gradient) or x 1 for a forward
+row. The network rows do not compute the first layer's input gradient (neither side does:
+a trainer does not need it), so their x 3 is the nominal count; the single-layer fwd+bwd
+rows compute it on both sides (step.c --dx, x.requires_grad_()), so x 3 is exact there.
+Fraction of peak = that / the 2-thread FMA peak measured by bench/fma_peak.c in this run.
+
+The machine must be otherwise idle: before each measurement the harness waits (up to
+--quiet-wait seconds) until other processes use < 0.1 core, and during each measurement it
+records the CPU time the rest of the machine used (/proc/stat busy time minus the
+benchmark's own); rows measured with > 0.1 core of foreign load are marked NOISY. With two
+cores, a competing process makes OpenMP's spinning barriers descheduled for whole
+scheduler slices: 2-thread runs then slow down 10-100x.
+
+Writes bench/results/<date>-<host>.json and bench/results/latest.md; prints the table.
+"""
+import argparse
+import datetime
+import json
+import os
+import platform
+import re
+import resource
+import shlex
+import socket
+import statistics
+import subprocess
+import sys
+import time
+
+ROOT = os.path.abspath(os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+PY = "/usr/bin/python3"
+
+# name, spec, mode, issue's PyTorch best (value, unit), target ratio (None: no target)
+WORKLOADS = [
+    ("LeNet-5, batch 1 (single-sample SGD)", "bench/specs/lenet5_b1.yaml", "train", (1740, "img/s"), 10.0),
+    ("LeNet-5, batch 64", "specs/lenet5.yaml", "train", (12250, "img/s"), 5.0),
+    ("batch-norm net, batch 64", "specs/bnnet.yaml", "train", (1990, "img/s"), 3.0),
+    ("VGG-16 on 3x32x32, batch 32", "specs/vgg16_cifar.yaml", "train", (131, "img/s"), 1.0),
+    ("3x3 conv 64->64 on 56x56, batch 8, fwd", "bench/specs/conv64.yaml", "fwd", None, None),
+    ("3x3 conv 64->64 on 56x56, batch 8, fwd+bwd", "bench/specs/conv64.yaml", "train_dx", (346, "GFLOP/s"), 0.9),
+    ("3x3 conv 3->64 on 224x224, batch 4, fwd", "bench/specs/conv3_224.yaml", "fwd", None, None),
+    ("3x3 conv 3->64 on 224x224, batch 4, fwd+bwd", "bench/specs/conv3_224.yaml", "train_dx", (79, "GFLOP/s"), 1.5),
+    ("5x5 conv 1->6 pad 2 on 28x28, batch 64, fwd", "bench/specs/conv5.yaml", "fwd", None, None),
+    ("5x5 conv 1->6 pad 2 on 28x28, batch 64, fwd+bwd", "bench/specs/conv5.yaml", "train_dx", (20.5, "GFLOP/s"), 3.0),
+]
+RSS_NETS = ("lenet5", "vgg16_cifar")
+STEP_FLAGS = {"train": [], "train_dx": ["--dx"], "fwd": ["--fwd"]}
+
+
+def log(*a):
+    print(*a, file=sys.stderr, flush=True)
+
+
+def sh(cmd, **kw):
+    return subprocess.run(cmd, check=True, stdout=subprocess.PIPE, text=True, cwd=ROOT, **kw).stdout
+
+
+# ---------------------------------------------------------------- machine load
+
+def cpu_busy():
+    """(busy, total) jiffies over all CPUs; busy includes steal (the hypervisor's share)."""
+    with open("/proc/stat") as f:
+        v = [int(x) for x in f.readline().split()[1:]]
+    idle = v[3] + (v[4] if len(v) > 4 else 0)
+    return sum(v[:8]) - idle, sum(v[:8])
+
+
+HZ = os.sysconf("SC_CLK_TCK")
+
+
+def children_cpu():
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
+QUIET = {"budget": 0.0, "waited": 0.0}
+
+
+def wait_quiet(max_wait, threshold=0.1):
+    """Wait until the rest of the machine uses < threshold cores (0.5 s samples), at most
+    max_wait seconds this time and --quiet-budget seconds over the whole run."""
+    t0 = time.time()
+    while True:
+        t = time.time()
+        b0, _ = cpu_busy()
+        time.sleep(0.5)
+        b1, _ = cpu_busy()
+        load = (b1 - b0) / HZ / 0.5
+        left = min(max_wait - (time.time() - t0), QUIET["budget"] - QUIET["waited"])
+        if load < threshold or left <= 0:
+            QUIET["waited"] += time.time() - t
+            return load
+        log(f"  waiting for a quiet machine: other processes use {load:.2f} cores")
+        time.sleep(max(0.0, min(2.0, left)))
+        QUIET["waited"] += time.time() - t
+
+
+def measured(cmd, env=None):
+    """Run cmd; return (stdout, foreign cores during the run)."""
+    b0, _ = cpu_busy()
+    c0 = children_cpu()
+    t0 = time.time()
+    out = subprocess.run(cmd, check=True, stdout=subprocess.PIPE, text=True, cwd=ROOT, env=env).stdout
+    wall = time.time() - t0
+    b1, _ = cpu_busy()
+    foreign = max(0.0, ((b1 - b0) / HZ - (children_cpu() - c0)) / wall)
+    return out, foreign
+
+
+# ---------------------------------------------------------------- pieces
+
+def macs(spec):
+    out = sh(["build/cnngen", "--summary", spec])
+    m = re.search(r"multiply-adds per sample \(forward\):\s*([\d,]+)", out)
+    return int(m.group(1).replace(",", ""))
+
+
+def build_step(spec, a):
+    name = os.path.splitext(os.path.basename(spec))[0]
+    d = os.path.join(a.build, name)
+    os.makedirs(d, exist_ok=True)
+    c = sh(["build/cnngen", spec, "-o", d]).strip().splitlines()[-1]
+    exe = os.path.join(d, "step_" + name)
+    cmd = ([a.cc] + shlex.split(a.opt) + ["-std=c11", "-D_POSIX_C_SOURCE=200809L", "-Iruntime",
+           "-DCNNGEN_NO_MAIN", f"-DCG_NET={name}_net", c, "bench/step.c", "build/libcnngen.a"]
+           + shlex.split(a.libs) + ["-o", exe])
+    sh(cmd)
+    return name, exe
+
+
+def run_cnngen(exe, mode, threads, a):
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads))
+    wait_quiet(a.quiet_wait)
+    out, foreign = measured([exe, "0", str(a.reps), "--rep-s", str(a.rep_s), "--warmup-s", str(a.warmup_s)]
+                            + STEP_FLAGS[mode], env)
+    r = json.loads(out.strip().splitlines()[-1])
+    r["foreign_cores"] = round(foreign, 3)
+    return r
+
+
+def run_torch(spec, mode, a):
+    wait_quiet(a.quiet_wait)
+    out, foreign = measured([PY, "bench/torch_bench.py", spec, "--mode", mode, "--reps", str(a.reps),
+                             "--rep-s", str(a.rep_s), "--warmup-s", str(a.torch_warmup_s)])
+    r = json.loads(out.strip().splitlines()[-1])
+    r["foreign_cores"] = round(foreign, 3)
+    return r
+
+
+def fma_peak(a):
+    out, foreign = measured([a.fma_peak])
+    r = json.loads(out)
+    r["foreign_cores"] = round(foreign, 3)
+    return r
+
+
+def machine_info(a):
+    model = "?"
+    with open("/proc/cpuinfo") as f:
+        for line in f:
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    flags = open("/proc/cpuinfo").read()
+    try:
+        commit = sh(["git", "rev-parse", "--short", "HEAD"]).strip()
+        dirty = bool(sh(["git", "status", "--porcelain", "--untracked-files=no"]).strip())
+    except Exception:
+        commit, dirty = "?", False
+    torch_v = sh([PY, "-c", "import torch; print(torch.__version__)"]).strip()
+    return {"host": socket.gethostname(), "cpu": model, "cpus": os.cpu_count(),
+            "avx512f": " avx512f" in flags, "kernel": platform.release(),
+            "cc": sh([a.cc, "--version"]).splitlines()[0], "opt": a.opt, "torch": torch_v,
+            "commit": commit + ("-dirty" if dirty else ""),
+            "date": datetime.datetime.now().isoformat(timespec="seconds")}
+
+
+# ---------------------------------------------------------------- report
+
+def fmt_int(v):
+    return f"{v:,.0f}" if v >= 100 else f"{v:,.1f}"
+
+
+def table(rows, peak2):
+    head = ["workload", "cnngen img/s (thr)", "PyTorch best img/s (thr, tunables)", "ratio",
+            "cnngen GFLOP/s", "% of 2-thr peak", "PyTorch GFLOP/s", "target", "result"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        c, t = r["cnngen"], r["torch"]
+        tgt = f"≥ {r['target']:g}×" if r["target"] else "—"
+        res = ("PASS" if r["ratio"] >= r["target"] else "MISS") if r["target"] else ""
+        if r["noisy"]:
+            res = (res + " NOISY").strip()
+        lines.append("| " + " | ".join([
+            r["workload"],
+            f"{fmt_int(c['img_per_s'])} ({c['threads']})",
+            f"{fmt_int(t['img_per_s'])} ({t['threads']}, {'on' if t['tunables'] else 'off'})",
+            f"{r['ratio']:.2f}×",
+            f"{r['cnngen_gflops']:.1f}",
+            f"{100 * r['cnngen_gflops'] / peak2:.0f}%",
+            f"{r['torch_gflops']:.1f}",
+            tgt, res]) + " |")
+    return "\n".join(lines)
+
+
+def rss_lines(rss):
+    out = []
+    for n, v in rss.items():
+        out.append(f"- {n}: cnngen step peak RSS {v['maxrss_kb'] / 1024:.1f} MiB = "
+                   f"{v['ratio']:.2f}× the planned minimum {v['planned_bytes'] / 2**20:.1f} MiB "
+                   f"(params + grads + momentum + buffers + workspace + one batch; the process "
+                   f"before allocating held {v['rss_start_kb'] / 1024:.1f} MiB: "
+                   f"{(v['maxrss_kb'] - v['rss_start_kb']) * 1024 / v['planned_bytes']:.2f}× above that); "
+                   f"PyTorch's process peaked at {v['torch_maxrss_kb'] / 1024:.0f} MiB")
+    return out
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--cc", default=os.environ.get("CC", "cc"))
+    p.add_argument("--opt", default="-O3 -march=native -fopenmp")
+    p.add_argument("--libs", default="-lzip -lz -lm")
+    p.add_argument("--build", default=os.path.join(ROOT, "build", "bench"))
+    p.add_argument("--fma-peak", default=os.path.join(ROOT, "build", "bench", "fma_peak"))
+    p.add_argument("--reps", type=int, default=5)
+    p.add_argument("--rep-s", type=float, default=0.5, help="seconds per timed repetition")
+    p.add_argument("--warmup-s", type=float, default=1.0, help="cnngen warm-up seconds")
+    p.add_argument("--torch-warmup-s", type=float, default=1.5, help="PyTorch warm-up seconds")
+    p.add_argument("--quiet-wait", type=float, default=30,
+                   help="max seconds to wait for an idle machine before each measurement")
+    p.add_argument("--quiet-budget", type=float, default=300,
+                   help="max seconds of such waiting over the whole run")
+    p.add_argument("--only", default="", help="comma-separated spec names (e.g. lenet5,conv64)")
+    p.add_argument("--no-torch", action="store_true")
+    p.add_argument("--out", default=os.path.join(ROOT, "bench", "results"))
+    a = p.parse_args()
+    if a.reps < 5:
+        p.error("--reps must be at least 5 (medians of at least 5 repetitions)")
+    os.makedirs(a.build, exist_ok=True)
+    QUIET["budget"] = a.quiet_budget
+    t_start = time.time()
+
+    info = machine_info(a)
+    log(f"bench: {info['cpu']}, {info['cpus']} CPUs, {info['cc']}, {info['opt']}, torch {info['torch']}, "
+        f"commit {info['commit']}")
+    wait_quiet(a.quiet_wait)
+    peak = fma_peak(a)
+    peak1, peak2 = peak["gflops"]["1"], peak["gflops"]["2"]
+    log(f"bench: FMA peak ({peak['isa']}) {peak1:.0f} GFLOP/s on 1 thread, {peak2:.0f} on 2")
+
+    only = set(filter(None, a.only.split(",")))
+    rows, rss, built = [], {}, {}
+    for workload, spec, mode, ref, target in WORKLOADS:
+        stem = os.path.splitext(os.path.basename(spec))[0]
+        if only and stem not in only:
+            continue
+        if spec not in built:
+            built[spec] = build_step(spec, a) + (macs(spec),)
+        name, exe, m = built[spec]
+        log(f"bench: {workload}")
+        cg = {t: run_cnngen(exe, mode, t, a) for t in (1, 2)}
+        best_t = max(cg, key=lambda t: cg[t]["img_per_s"])
+        c = cg[best_t]
+        log(f"  cnngen  {cg[1]['img_per_s']:>10,.1f} img/s (1 thr)  {cg[2]['img_per_s']:>10,.1f} (2 thr)")
+        if a.no_torch:
+            t = {"best": {"img_per_s": float("nan"), "threads": 0, "tunables": False}, "configs": []}
+        else:
+            t = run_torch(spec, mode, a)
+            for k in t["configs"]:
+                log(f"  pytorch {k['img_per_s']:>10,.1f} img/s ({k['threads']} thr, tunables "
+                    f"{'on' if k['tunables'] else 'off'})")
+        tb = t["best"]
+        flops = 2.0 * m * (1 if mode == "fwd" else 3)
+        ref_img = None
+        if ref:
+            ref_img = ref[0] if ref[1] == "img/s" else ref[0] * 1e9 / flops
+        foreign = max([cg[1]["foreign_cores"], cg[2]["foreign_cores"], t.get("foreign_cores", 0)])
+        row = {
+            "workload": workload, "spec": spec, "net": name, "mode": mode, "batch": c["batch"],
+            "macs_per_image": m, "flops_per_image": flops,
+            "cnngen": {"img_per_s": c["img_per_s"], "threads": best_t},
+            "torch": tb,
+            "ratio": c["img_per_s"] / tb["img_per_s"] if tb["img_per_s"] else float("nan"),
+            "cnngen_gflops": c["img_per_s"] * flops * 1e-9,
+            "torch_gflops": tb["img_per_s"] * flops * 1e-9,
+            "fraction_of_peak_2t": c["img_per_s"] * flops * 1e-9 / peak2,
+            "target": target, "issue_torch_img_per_s": ref_img,
+            "max_foreign_cores": foreign, "noisy": foreign > 0.1,
+            "cnngen_runs": cg, "torch_runs": t["configs"],
+        }
+        rows.append(row)
+        log(f"  ratio {row['ratio']:.2f}x, cnngen {row['cnngen_gflops']:.1f} GFLOP/s "
+            f"({100 * row['fraction_of_peak_2t']:.0f}% of peak)" + ("  NOISY" if row["noisy"] else ""))
+        if name in RSS_NETS and mode == "train":
+            v = dict((k, c[k]) for k in ("maxrss_kb", "rss_start_kb", "planned_bytes"))
+            v["maxrss_kb"] = max(cg[1]["maxrss_kb"], cg[2]["maxrss_kb"])
+            v["ratio"] = v["maxrss_kb"] * 1024 / v["planned_bytes"]
+            v["torch_maxrss_kb"] = max((k["maxrss_kb"] for k in t["configs"]), default=0)
+            rss[name] = v
+
+    elapsed = time.time() - t_start
+    tab = table(rows, peak2)
+    rl = rss_lines(rss)
+    noisy = [r["workload"] for r in rows if r["noisy"]]
+    head = (f"Machine: {info['cpu']} ({info['cpus']} CPUs, host `{info['host']}`, Linux {info['kernel']}); "
+            f"{info['cc']} `{info['opt']}`; PyTorch {info['torch']} (Debian); cnngen commit {info['commit']}; "
+            f"{info['date']}.\n"
+            f"FMA peak ({peak['isa']}, bench/fma_peak.c): {peak1:.0f} GFLOP/s on 1 thread, "
+            f"{peak2:.0f} GFLOP/s on 2.\n"
+            f"Medians of {a.reps} repetitions of ~{a.rep_s:g} s after warm-up; cnngen best of "
+            f"OMP_NUM_THREADS=1/2; PyTorch best of set_num_threads 1/2 x glibc malloc tunables off/on. "
+            f"GFLOP/s = img/s x 2 x forward MACs x 3 (training step) or x 1 (fwd). "
+            f"`make bench` took {elapsed / 60:.1f} min.")
+    md = ["# `make bench` — latest results", "", head, "", tab, ""]
+    if rl:
+        md += ["Peak resident memory (getrusage ru_maxrss of the step process):", ""] + rl + [""]
+    if noisy:
+        md += ["NOISY: other processes used > 0.1 core while these rows were measured: "
+               + "; ".join(noisy) + ".", ""]
+    info["quiet_wait_s"] = round(QUIET["waited"], 1)
+    result = {"machine": info, "fma_peak": peak, "args": vars(a), "elapsed_s": round(elapsed, 1),
+              "rows": rows, "rss": rss}
+    os.makedirs(a.out, exist_ok=True)
+    fn = os.path.join(a.out, f"{datetime.date.today().isoformat()}-{info['host']}.json")
+    with open(fn, "w") as f:
+        json.dump(result, f, indent=1)
+        f.write("\n")
+    with open(os.path.join(a.out, "latest.md"), "w") as f:
+        f.write("\n".join(md))
+    print()
+    print(head)
+    print()
+    print(tab)
+    print()
+    for line in rl:
+        print(line)
+    if noisy:
+        print("\nNOISY rows (foreign load during measurement): " + "; ".join(noisy))
+    print(f"\nbench: wrote {os.path.relpath(fn, ROOT)} and bench/results/latest.md")
+
+
+if __name__ == "__main__":
+    main()
