@@ -15,7 +15,10 @@
 
 extern const struct { const char *name, *path, *src; size_t len; } cnngen_lua_sources[];
 
-enum { MAX_DEPTH = 64, MAX_NODES = 200000 };
+#ifndef CNNGEN_MAX_NODES /* tests/fuzz lowers it: alias bombs stay cheap to reject */
+#define CNNGEN_MAX_NODES 200000
+#endif
+enum { MAX_DEPTH = 64, MAX_NODES = CNNGEN_MAX_NODES };
 
 typedef struct {
     yaml_document_t *doc;
@@ -213,10 +216,9 @@ static int traceback(lua_State *L)
     return 1;
 }
 
-static int pmain(lua_State *L)
+/* Standard libraries, the embedded modules and cnngen_c; pushes require("cnngen"). */
+static void setup(lua_State *L)
 {
-    int argc = (int)lua_tointeger(L, 1);
-    char **argv = (char **)lua_touserdata(L, 2);
     luaL_openlibs(L);
     /* embedded modules come first among the searchers: no .lua files needed */
     lua_getglobal(L, "package");
@@ -233,6 +235,14 @@ static int pmain(lua_State *L)
     lua_getglobal(L, "require");
     lua_pushliteral(L, "cnngen");
     lua_call(L, 1, 1);
+}
+
+#ifndef CNNGEN_FUZZ
+static int pmain(lua_State *L)
+{
+    int argc = (int)lua_tointeger(L, 1);
+    char **argv = (char **)lua_touserdata(L, 2);
+    setup(L);
     lua_getfield(L, -1, "main");
     lua_newtable(L);
     for (int i = 1; i < argc; i++) {
@@ -242,7 +252,66 @@ static int pmain(lua_State *L)
     lua_call(L, 1, 1);
     return 1;
 }
+#endif
 
+#ifdef CNNGEN_FUZZ
+/* ---- in-memory front end for tests/fuzz/fuzz_spec.c (-DCNNGEN_FUZZ: no main) ---- */
+static int psetup(lua_State *L)
+{
+    setup(L);
+    lua_setglobal(L, "cnngen_module");
+    return 0;
+}
+
+/* A Lua state with the generator loaded; NULL on failure. */
+lua_State *cnngen_state(void)
+{
+    lua_State *L = luaL_newstate();
+    if (!L)
+        return NULL;
+    lua_pushcfunction(L, psetup);
+    if (lua_pcall(L, 0, 0, 0) != LUA_OK) {
+        lua_close(L);
+        return NULL;
+    }
+    return L;
+}
+
+static int pcheck(lua_State *L)
+{
+    const char *text = (const char *)lua_touserdata(L, 1);
+    size_t len = (size_t)lua_tointeger(L, 2);
+    lua_getglobal(L, "cnngen_module");
+    lua_getfield(L, -1, "load");
+    lua_pushlstring(L, text, len);
+    lua_getglobal(L, "require");
+    lua_pushliteral(L, "util");
+    lua_call(L, 1, 1);
+    lua_getfield(L, -1, "errors");
+    lua_remove(L, -2);
+    lua_pushinteger(L, 20);
+    lua_call(L, 1, 1);
+    lua_pushvalue(L, -1);
+    lua_insert(L, -4); /* errs below load, text, errs */
+    lua_call(L, 2, 1);
+    return 2; /* errs, spec or nil */
+}
+
+/* cnngen's front end on an in-memory spec: YAML parse, validation, shape inference and the
+ * memory plan (cnngen.load), nothing written. Returns 0 valid, 1 rejected (the errors table
+ * table and the spec or nil are left on top), 3 internal error (message on top). */
+int cnngen_check_text(lua_State *L, const char *text, size_t len)
+{
+    lua_pushcfunction(L, traceback);
+    lua_pushcfunction(L, pcheck);
+    lua_pushlightuserdata(L, (void *)text);
+    lua_pushinteger(L, (lua_Integer)len);
+    if (lua_pcall(L, 2, 2, -4) != LUA_OK)
+        return 3;
+    return lua_isnil(L, -1) ? 1 : 0;
+}
+
+#else
 int main(int argc, char **argv)
 {
     lua_State *L = luaL_newstate();
@@ -264,3 +333,4 @@ int main(int argc, char **argv)
     lua_close(L);
     return rc;
 }
+#endif

@@ -31,6 +31,44 @@ static long long gz_read_full(gzFile g, const char *path, void *buf, size_t len,
     return (long long)got;
 }
 
+/* Read `bytes` bytes into a buffer of `alloc` >= bytes bytes, growing it as data arrives so
+ * that a header claiming gigabytes in a tiny file costs no more than the file. Returns the
+ * buffer (NULL with the message set on a read or allocation error); *got < bytes: EOF. */
+static void *gz_read_alloc(gzFile g, const char *path, size_t bytes, size_t alloc, size_t *got,
+                           cg_err *err)
+{
+    size_t cap = alloc < (1u << 20) ? alloc : (1u << 20), have = 0;
+    unsigned char *buf = cg_try_alloc(cap ? cap : 1, 1, path, err);
+    while (buf) {
+        size_t want = (cap < bytes ? cap : bytes) - have;
+        long long r = gz_read_full(g, path, buf + have, want, err);
+        if (r < 0)
+            break;
+        have += (size_t)r;
+        if ((size_t)r < want || have == bytes) {
+            if (have == bytes && cap < alloc) {
+                unsigned char *t = realloc(buf, alloc);
+                if (!t) {
+                    cg_fail(err, "%s: out of memory (%zu bytes)", path, alloc);
+                    break;
+                }
+                buf = t;
+            }
+            *got = have;
+            return buf;
+        }
+        cap = cap > alloc / 2 ? alloc : cap * 2;
+        unsigned char *t = realloc(buf, cap);
+        if (!t) {
+            cg_fail(err, "%s: out of memory (%zu bytes)", path, cap);
+            break;
+        }
+        buf = t;
+    }
+    free(buf);
+    return NULL;
+}
+
 int cg_idx_read(const char *path, int ndim, int64_t *dims, uint8_t **data, cg_err *err)
 {
     *data = NULL;
@@ -71,11 +109,12 @@ int cg_idx_read(const char *path, int ndim, int64_t *dims, uint8_t **data, cg_er
             goto fail;
         }
     }
-    uint8_t *buf = cg_try_alloc(total, 1, path, err);
+    size_t got = 0;
+    uint8_t *buf = gz_read_alloc(g, path, total, total, &got, err);
     if (!buf)
         goto fail;
-    r = gz_read_full(g, path, buf, total, err);
-    if (r >= 0 && (size_t)r < total) {
+    r = (long long)got;
+    if ((size_t)r < total) {
         cg_fail(err, "%s: truncated IDX data (%lld of %zu bytes)", path, r, total);
         r = -1;
     }
@@ -423,12 +462,15 @@ int cg_idx_read_array(const char *path, cg_array *out, cg_err *err)
         cg_fail(err, "%s: IDX dimensions overflow", path);
         goto fail;
     }
-    buf = cg_try_alloc(total, esize == 2 ? 4 : (size_t)esize, path, err);
+    size_t got = 0, alloc;
+    if (!cg_mul_size(total, esize == 2 ? 4 : (size_t)esize, &alloc)) {
+        cg_fail(err, "%s: IDX dimensions overflow", path);
+        goto fail;
+    }
+    buf = gz_read_alloc(g, path, bytes, alloc, &got, err);
     if (!buf)
         goto fail;
-    r = gz_read_full(g, path, buf, bytes, err);
-    if (r < 0)
-        goto fail;
+    r = (long long)got;
     if ((size_t)r < bytes) {
         cg_fail(err, "%s: truncated IDX data (%lld of %zu bytes)", path, r, bytes);
         goto fail;

@@ -11,7 +11,7 @@ CHECK_SRC := $(wildcard tests/check_*.c)
 TRAINERS  := $(patsubst specs/%.yaml,$(B)/trainers/%,$(filter-out specs/vgg16.yaml,$(SPECS)))
 
 .PHONY: test check-unit check-torch
-test: deps all check-unit regen-check warn-check sanitize-check check-torch
+test: deps all check-unit regen-check warn-check sanitize-check fuzz-smoke check-torch
 	@echo "make test: all tests passed"
 
 # test nets: generated, compiled without main, registered in one table
@@ -64,3 +64,5 @@ sanitize-check: $(SAN_SPECS:%=$(B)/san/%)
 	@for n in $(SAN_SPECS); do \
 	  ASAN_OPTIONS=detect_leaks=1 $(PYTHON) tests/torch_ref.py check specs/$$n.yaml $(B)/san/$$n $(B)/sanwork || exit 1; \
 	done; echo "sanitize-check: $(words $(SAN_SPECS)) trainers clean under ASan+UBSan and equal to PyTorch"
+
+include tests/fuzz/fuzz.mk
