@@ -193,7 +193,7 @@ def fmt_int(v):
 
 def table(rows, peak2):
     head = ["workload", "cnngen img/s (thr)", "PyTorch best img/s (thr, tunables)", "ratio",
-            "cnngen GFLOP/s", "% of 2-thr peak", "PyTorch GFLOP/s", "target", "result"]
+            "cnngen GFLOP/s", "% of 2-thr peak", "PyTorch GFLOP/s", "issue's PyTorch img/s", "target", "result"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         c, t = r["cnngen"], r["torch"]
@@ -209,6 +209,7 @@ def table(rows, peak2):
             f"{r['cnngen_gflops']:.1f}",
             f"{100 * r['cnngen_gflops'] / peak2:.0f}%",
             f"{r['torch_gflops']:.1f}",
+            fmt_int(r["issue_torch_img_per_s"]) if r["issue_torch_img_per_s"] else "—",
             tgt, res]) + " |")
     return "\n".join(lines)
 
