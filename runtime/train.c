@@ -317,8 +317,8 @@ static int plot_curve(run *r, const char *title, double best_epoch, double best_
     fprintf(g, "set xlabel 'epoch'\nset ylabel 'objective (%s)'\n",
             r->net->loss == CG_LOSS_SOFTMAX_CE ? "cross-entropy" : "mse");
     if (isfinite(best_loss)) {
-        fprintf(g, "set label 1 sprintf('best: epoch %%.2f, val %%.4f', %.17g, %.17g) at %.17g,"
-                   "%.17g offset 1,1.2\n", best_epoch, best_loss, best_epoch, best_loss);
+        fprintf(g, "set label 1 sprintf('best (restored): epoch %%.2f, validation %%.4f', %.17g, "
+                   "%.17g) at graph 0.02, graph 0.05 left\n", best_epoch, best_loss);
         fprintf(g, "set arrow 1 from %.17g, graph 0 to %.17g, graph 1 nohead dt 2 lc rgb '#888888'\n",
                 best_epoch, best_epoch);
         fprintf(g, "plot '%s' skip 1 using 2:3 with linespoints pt 7 ps 0.5 lw 2 title 'training', "
