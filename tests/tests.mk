@@ -11,7 +11,7 @@ CHECK_SRC := $(wildcard tests/check_*.c)
 TRAINERS  := $(patsubst specs/%.yaml,$(B)/trainers/%,$(filter-out specs/vgg16.yaml,$(SPECS)))
 
 .PHONY: test check-unit check-torch
-test: deps all check-unit regen-check warn-check sanitize-check fuzz-smoke check-torch
+test: deps all check-unit regen-check warn-check sanitize-check fuzz-smoke golden-check check-torch
 	@echo "make test: all tests passed"
 
 # test nets: generated, compiled without main, registered in one table
@@ -66,3 +66,4 @@ sanitize-check: $(SAN_SPECS:%=$(B)/san/%)
 	done; echo "sanitize-check: $(words $(SAN_SPECS)) trainers clean under ASan+UBSan and equal to PyTorch"
 
 include tests/fuzz/fuzz.mk
+include tests/golden/golden.mk
