@@ -21,8 +21,12 @@
 
 #include "bnnet.h"
 
+/* a += b * c compiles to one FMA (gcc turns contraction off under -std=c11) */
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC optimize("fp-contract=fast")
+#endif
 /* SIMD vectors of 16 floats (one AVX-512 register; gcc and clang split them
- * on narrower targets). Activations are batch-innermost: [size][64]. */
+ * on narrower targets). */
 typedef float cg_v __attribute__((vector_size(64), aligned(4), may_alias));
 /* loops whose iterations write disjoint outputs run on all threads with -fopenmp */
 #ifdef _OPENMP
@@ -33,9 +37,10 @@ typedef float cg_v __attribute__((vector_size(64), aligned(4), may_alias));
 #define VLOAD(p) (*(const cg_v *)(p))
 #define VSTORE(p, v) (*(cg_v *)(p) = (v))
 #define vsplat(s) ((cg_v){0} + (s))
-static inline float vsum_(const cg_v *v) { float s = 0.0f; for (int i = 0; i < 16; i++) s += (*v)[i]; return s; }
+static inline __attribute__((unused)) float vsum_(const cg_v *v) { float s = 0.0f; for (int i = 0; i < 16; i++) s += (*v)[i]; return s; }
 #define vsum(v) vsum_(&(v))
 
+/* Activations are batch-innermost: [size][64]. */
 /* [nb][size] -> [size][64], lanes >= nb zeroed */
 static void to_lanes(const float *restrict x, float *restrict xl, int nb, int size)
 {

@@ -45,184 +45,764 @@
 
 #include "vgg16.h"
 
+/* a += b * c compiles to one FMA (gcc turns contraction off under -std=c11) */
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC optimize("fp-contract=fast")
+#endif
+/* SIMD vectors of 16 floats (one AVX-512 register; gcc and clang split them
+ * on narrower targets). */
+typedef float cg_v __attribute__((vector_size(64), aligned(4), may_alias));
+/* loops whose iterations write disjoint outputs run on all threads with -fopenmp */
+#ifdef _OPENMP
+#define CG_PARALLEL_FOR _Pragma("omp parallel for schedule(static)")
+#else
+#define CG_PARALLEL_FOR
+#endif
+#define VLOAD(p) (*(const cg_v *)(p))
+#define VSTORE(p, v) (*(cg_v *)(p) = (v))
+#define vsplat(s) ((cg_v){0} + (s))
+static inline __attribute__((unused)) float vsum_(const cg_v *v) { float s = 0.0f; for (int i = 0; i < 16; i++) s += (*v)[i]; return s; }
+#define vsum(v) vsum_(&(v))
+
 /* layer 0: conv2d 3x224x224 -> 64x224x224 (specs/vgg16.yaml:15:5) */
-static void l00_conv2d_forward(const float *restrict P, const float *restrict x, float *restrict y, int nb)
+static void l00_conv2d_forward(const float *restrict P, float *restrict S, const float *restrict x, float *restrict y, int nb)
 {
     const float *restrict w = P + 0;
-    const float *restrict b = P + 1728;
+    float *restrict yh = S + 306464, *restrict wt = S + 3517728, *restrict bp = S + 3519456;
+    /* weights [co][ci][k] -> [ci][k][co], channels padded to 64 */
+    for (int i = 0; i < 1728; i++) wt[i] = 0.0f;
+    for (int co = 0; co < 64; co++)
+        for (int j = 0; j < 27; j++) wt[j * 64 + co] = w[co * 27 + j];
+    for (int co = 0; co < 64; co++) bp[co] = co < 64 ? (P + 1728)[co] : 0.0f;
     for (int n = 0; n < nb; n++) {
         const float *restrict xn = x + (size_t)n * 150528;
+        float *restrict xp = S + 0 + (size_t)n * 153228;
         float *restrict yn = y + (size_t)n * 3211264;
-        for (int col = 0; col < 64; col++) {
-            float *restrict yc = yn + col*50176;
-            for (int i = 0; i < 50176; i++) yc[i] = b[col];
-            for (int ci = 0; ci < 3; ci++) {
-                const float *restrict xc = xn + ci*50176;
-                const float *restrict wc = w + col*27 + ci*9;
-                const float w0 = wc[0], w1 = wc[1], w2 = wc[2];
-                const float w3 = wc[3], w4 = wc[4], w5 = wc[5];
-                const float w6 = wc[6], w7 = wc[7], w8 = wc[8];
-                yc[0] += w4 * xc[0] + w5 * xc[1] + w7 * xc[224] + w8 * xc[225];
-                /* rows 0..0, cols 1..222: 6 of 9 taps */
-                for (int ox = 1; ox < 223; ox++) {
-                    yc[ox] += w3 * xc[ox - 1] + w4 * xc[ox] + w5 * xc[ox + 1] + w6 * xc[ox + 223]
-                            + w7 * xc[ox + 224] + w8 * xc[ox + 225];
+        memset(xp, 0, sizeof(float) * 153228);
+        for (int ci = 0; ci < 3; ci++)
+            for (int iy = 0; iy < 224; iy++)
+                for (int ix = 0; ix < 224; ix++) xp[((iy + 1) * 226 + ix + 1) * 3 + ci] = xn[ci * 50176 + iy * 224 + ix];
+        CG_PARALLEL_FOR
+        for (int oy = 0; oy < 224; oy++) {
+            for (int v0 = 0; v0 < 4; v0 += 4) {
+                for (int x0 = 0; x0 < 222; x0 += 6) {
+                    cg_v a0_0 = VLOAD(bp + (v0 + 0) * 16), a0_1 = VLOAD(bp + (v0 + 1) * 16), a0_2 = VLOAD(bp + (v0 + 2) * 16), a0_3 = VLOAD(bp + (v0 + 3) * 16);
+                    cg_v a1_0 = VLOAD(bp + (v0 + 0) * 16), a1_1 = VLOAD(bp + (v0 + 1) * 16), a1_2 = VLOAD(bp + (v0 + 2) * 16), a1_3 = VLOAD(bp + (v0 + 3) * 16);
+                    cg_v a2_0 = VLOAD(bp + (v0 + 0) * 16), a2_1 = VLOAD(bp + (v0 + 1) * 16), a2_2 = VLOAD(bp + (v0 + 2) * 16), a2_3 = VLOAD(bp + (v0 + 3) * 16);
+                    cg_v a3_0 = VLOAD(bp + (v0 + 0) * 16), a3_1 = VLOAD(bp + (v0 + 1) * 16), a3_2 = VLOAD(bp + (v0 + 2) * 16), a3_3 = VLOAD(bp + (v0 + 3) * 16);
+                    cg_v a4_0 = VLOAD(bp + (v0 + 0) * 16), a4_1 = VLOAD(bp + (v0 + 1) * 16), a4_2 = VLOAD(bp + (v0 + 2) * 16), a4_3 = VLOAD(bp + (v0 + 3) * 16);
+                    cg_v a5_0 = VLOAD(bp + (v0 + 0) * 16), a5_1 = VLOAD(bp + (v0 + 1) * 16), a5_2 = VLOAD(bp + (v0 + 2) * 16), a5_3 = VLOAD(bp + (v0 + 3) * 16);
+                    for (int ci = 0; ci < 3; ci++) {
+                        const float *restrict xr = xp + (oy * 226 + x0) * 3 + ci;
+                        const float *restrict wr = wt + ci * 576 + v0 * 16;
+                        {
+                            const cg_v w0 = VLOAD(wr + 0), w1 = VLOAD(wr + 16), w2 = VLOAD(wr + 32), w3 = VLOAD(wr + 48);
+                            a0_0 += xr[0] * w0; a0_1 += xr[0] * w1; a0_2 += xr[0] * w2; a0_3 += xr[0] * w3;
+                            a1_0 += xr[3] * w0; a1_1 += xr[3] * w1; a1_2 += xr[3] * w2; a1_3 += xr[3] * w3;
+                            a2_0 += xr[6] * w0; a2_1 += xr[6] * w1; a2_2 += xr[6] * w2; a2_3 += xr[6] * w3;
+                            a3_0 += xr[9] * w0; a3_1 += xr[9] * w1; a3_2 += xr[9] * w2; a3_3 += xr[9] * w3;
+                            a4_0 += xr[12] * w0; a4_1 += xr[12] * w1; a4_2 += xr[12] * w2; a4_3 += xr[12] * w3;
+                            a5_0 += xr[15] * w0; a5_1 += xr[15] * w1; a5_2 += xr[15] * w2; a5_3 += xr[15] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 64), w1 = VLOAD(wr + 80), w2 = VLOAD(wr + 96), w3 = VLOAD(wr + 112);
+                            a0_0 += xr[3] * w0; a0_1 += xr[3] * w1; a0_2 += xr[3] * w2; a0_3 += xr[3] * w3;
+                            a1_0 += xr[6] * w0; a1_1 += xr[6] * w1; a1_2 += xr[6] * w2; a1_3 += xr[6] * w3;
+                            a2_0 += xr[9] * w0; a2_1 += xr[9] * w1; a2_2 += xr[9] * w2; a2_3 += xr[9] * w3;
+                            a3_0 += xr[12] * w0; a3_1 += xr[12] * w1; a3_2 += xr[12] * w2; a3_3 += xr[12] * w3;
+                            a4_0 += xr[15] * w0; a4_1 += xr[15] * w1; a4_2 += xr[15] * w2; a4_3 += xr[15] * w3;
+                            a5_0 += xr[18] * w0; a5_1 += xr[18] * w1; a5_2 += xr[18] * w2; a5_3 += xr[18] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 128), w1 = VLOAD(wr + 144), w2 = VLOAD(wr + 160), w3 = VLOAD(wr + 176);
+                            a0_0 += xr[6] * w0; a0_1 += xr[6] * w1; a0_2 += xr[6] * w2; a0_3 += xr[6] * w3;
+                            a1_0 += xr[9] * w0; a1_1 += xr[9] * w1; a1_2 += xr[9] * w2; a1_3 += xr[9] * w3;
+                            a2_0 += xr[12] * w0; a2_1 += xr[12] * w1; a2_2 += xr[12] * w2; a2_3 += xr[12] * w3;
+                            a3_0 += xr[15] * w0; a3_1 += xr[15] * w1; a3_2 += xr[15] * w2; a3_3 += xr[15] * w3;
+                            a4_0 += xr[18] * w0; a4_1 += xr[18] * w1; a4_2 += xr[18] * w2; a4_3 += xr[18] * w3;
+                            a5_0 += xr[21] * w0; a5_1 += xr[21] * w1; a5_2 += xr[21] * w2; a5_3 += xr[21] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 192), w1 = VLOAD(wr + 208), w2 = VLOAD(wr + 224), w3 = VLOAD(wr + 240);
+                            a0_0 += xr[678] * w0; a0_1 += xr[678] * w1; a0_2 += xr[678] * w2; a0_3 += xr[678] * w3;
+                            a1_0 += xr[681] * w0; a1_1 += xr[681] * w1; a1_2 += xr[681] * w2; a1_3 += xr[681] * w3;
+                            a2_0 += xr[684] * w0; a2_1 += xr[684] * w1; a2_2 += xr[684] * w2; a2_3 += xr[684] * w3;
+                            a3_0 += xr[687] * w0; a3_1 += xr[687] * w1; a3_2 += xr[687] * w2; a3_3 += xr[687] * w3;
+                            a4_0 += xr[690] * w0; a4_1 += xr[690] * w1; a4_2 += xr[690] * w2; a4_3 += xr[690] * w3;
+                            a5_0 += xr[693] * w0; a5_1 += xr[693] * w1; a5_2 += xr[693] * w2; a5_3 += xr[693] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 256), w1 = VLOAD(wr + 272), w2 = VLOAD(wr + 288), w3 = VLOAD(wr + 304);
+                            a0_0 += xr[681] * w0; a0_1 += xr[681] * w1; a0_2 += xr[681] * w2; a0_3 += xr[681] * w3;
+                            a1_0 += xr[684] * w0; a1_1 += xr[684] * w1; a1_2 += xr[684] * w2; a1_3 += xr[684] * w3;
+                            a2_0 += xr[687] * w0; a2_1 += xr[687] * w1; a2_2 += xr[687] * w2; a2_3 += xr[687] * w3;
+                            a3_0 += xr[690] * w0; a3_1 += xr[690] * w1; a3_2 += xr[690] * w2; a3_3 += xr[690] * w3;
+                            a4_0 += xr[693] * w0; a4_1 += xr[693] * w1; a4_2 += xr[693] * w2; a4_3 += xr[693] * w3;
+                            a5_0 += xr[696] * w0; a5_1 += xr[696] * w1; a5_2 += xr[696] * w2; a5_3 += xr[696] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 320), w1 = VLOAD(wr + 336), w2 = VLOAD(wr + 352), w3 = VLOAD(wr + 368);
+                            a0_0 += xr[684] * w0; a0_1 += xr[684] * w1; a0_2 += xr[684] * w2; a0_3 += xr[684] * w3;
+                            a1_0 += xr[687] * w0; a1_1 += xr[687] * w1; a1_2 += xr[687] * w2; a1_3 += xr[687] * w3;
+                            a2_0 += xr[690] * w0; a2_1 += xr[690] * w1; a2_2 += xr[690] * w2; a2_3 += xr[690] * w3;
+                            a3_0 += xr[693] * w0; a3_1 += xr[693] * w1; a3_2 += xr[693] * w2; a3_3 += xr[693] * w3;
+                            a4_0 += xr[696] * w0; a4_1 += xr[696] * w1; a4_2 += xr[696] * w2; a4_3 += xr[696] * w3;
+                            a5_0 += xr[699] * w0; a5_1 += xr[699] * w1; a5_2 += xr[699] * w2; a5_3 += xr[699] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 384), w1 = VLOAD(wr + 400), w2 = VLOAD(wr + 416), w3 = VLOAD(wr + 432);
+                            a0_0 += xr[1356] * w0; a0_1 += xr[1356] * w1; a0_2 += xr[1356] * w2; a0_3 += xr[1356] * w3;
+                            a1_0 += xr[1359] * w0; a1_1 += xr[1359] * w1; a1_2 += xr[1359] * w2; a1_3 += xr[1359] * w3;
+                            a2_0 += xr[1362] * w0; a2_1 += xr[1362] * w1; a2_2 += xr[1362] * w2; a2_3 += xr[1362] * w3;
+                            a3_0 += xr[1365] * w0; a3_1 += xr[1365] * w1; a3_2 += xr[1365] * w2; a3_3 += xr[1365] * w3;
+                            a4_0 += xr[1368] * w0; a4_1 += xr[1368] * w1; a4_2 += xr[1368] * w2; a4_3 += xr[1368] * w3;
+                            a5_0 += xr[1371] * w0; a5_1 += xr[1371] * w1; a5_2 += xr[1371] * w2; a5_3 += xr[1371] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 448), w1 = VLOAD(wr + 464), w2 = VLOAD(wr + 480), w3 = VLOAD(wr + 496);
+                            a0_0 += xr[1359] * w0; a0_1 += xr[1359] * w1; a0_2 += xr[1359] * w2; a0_3 += xr[1359] * w3;
+                            a1_0 += xr[1362] * w0; a1_1 += xr[1362] * w1; a1_2 += xr[1362] * w2; a1_3 += xr[1362] * w3;
+                            a2_0 += xr[1365] * w0; a2_1 += xr[1365] * w1; a2_2 += xr[1365] * w2; a2_3 += xr[1365] * w3;
+                            a3_0 += xr[1368] * w0; a3_1 += xr[1368] * w1; a3_2 += xr[1368] * w2; a3_3 += xr[1368] * w3;
+                            a4_0 += xr[1371] * w0; a4_1 += xr[1371] * w1; a4_2 += xr[1371] * w2; a4_3 += xr[1371] * w3;
+                            a5_0 += xr[1374] * w0; a5_1 += xr[1374] * w1; a5_2 += xr[1374] * w2; a5_3 += xr[1374] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 512), w1 = VLOAD(wr + 528), w2 = VLOAD(wr + 544), w3 = VLOAD(wr + 560);
+                            a0_0 += xr[1362] * w0; a0_1 += xr[1362] * w1; a0_2 += xr[1362] * w2; a0_3 += xr[1362] * w3;
+                            a1_0 += xr[1365] * w0; a1_1 += xr[1365] * w1; a1_2 += xr[1365] * w2; a1_3 += xr[1365] * w3;
+                            a2_0 += xr[1368] * w0; a2_1 += xr[1368] * w1; a2_2 += xr[1368] * w2; a2_3 += xr[1368] * w3;
+                            a3_0 += xr[1371] * w0; a3_1 += xr[1371] * w1; a3_2 += xr[1371] * w2; a3_3 += xr[1371] * w3;
+                            a4_0 += xr[1374] * w0; a4_1 += xr[1374] * w1; a4_2 += xr[1374] * w2; a4_3 += xr[1374] * w3;
+                            a5_0 += xr[1377] * w0; a5_1 += xr[1377] * w1; a5_2 += xr[1377] * w2; a5_3 += xr[1377] * w3;
+                        }
+                    }
+                    VSTORE(yh + (oy * 224 + x0 + 0) * 64 + (v0 + 0) * 16, a0_0); VSTORE(yh + (oy * 224 + x0 + 0) * 64 + (v0 + 1) * 16, a0_1); VSTORE(yh + (oy * 224 + x0 + 0) * 64 + (v0 + 2) * 16, a0_2); VSTORE(yh + (oy * 224 + x0 + 0) * 64 + (v0 + 3) * 16, a0_3);
+                    VSTORE(yh + (oy * 224 + x0 + 1) * 64 + (v0 + 0) * 16, a1_0); VSTORE(yh + (oy * 224 + x0 + 1) * 64 + (v0 + 1) * 16, a1_1); VSTORE(yh + (oy * 224 + x0 + 1) * 64 + (v0 + 2) * 16, a1_2); VSTORE(yh + (oy * 224 + x0 + 1) * 64 + (v0 + 3) * 16, a1_3);
+                    VSTORE(yh + (oy * 224 + x0 + 2) * 64 + (v0 + 0) * 16, a2_0); VSTORE(yh + (oy * 224 + x0 + 2) * 64 + (v0 + 1) * 16, a2_1); VSTORE(yh + (oy * 224 + x0 + 2) * 64 + (v0 + 2) * 16, a2_2); VSTORE(yh + (oy * 224 + x0 + 2) * 64 + (v0 + 3) * 16, a2_3);
+                    VSTORE(yh + (oy * 224 + x0 + 3) * 64 + (v0 + 0) * 16, a3_0); VSTORE(yh + (oy * 224 + x0 + 3) * 64 + (v0 + 1) * 16, a3_1); VSTORE(yh + (oy * 224 + x0 + 3) * 64 + (v0 + 2) * 16, a3_2); VSTORE(yh + (oy * 224 + x0 + 3) * 64 + (v0 + 3) * 16, a3_3);
+                    VSTORE(yh + (oy * 224 + x0 + 4) * 64 + (v0 + 0) * 16, a4_0); VSTORE(yh + (oy * 224 + x0 + 4) * 64 + (v0 + 1) * 16, a4_1); VSTORE(yh + (oy * 224 + x0 + 4) * 64 + (v0 + 2) * 16, a4_2); VSTORE(yh + (oy * 224 + x0 + 4) * 64 + (v0 + 3) * 16, a4_3);
+                    VSTORE(yh + (oy * 224 + x0 + 5) * 64 + (v0 + 0) * 16, a5_0); VSTORE(yh + (oy * 224 + x0 + 5) * 64 + (v0 + 1) * 16, a5_1); VSTORE(yh + (oy * 224 + x0 + 5) * 64 + (v0 + 2) * 16, a5_2); VSTORE(yh + (oy * 224 + x0 + 5) * 64 + (v0 + 3) * 16, a5_3);
                 }
-                yc[223] += w3 * xc[222] + w4 * xc[223] + w6 * xc[446] + w7 * xc[447];
-                /* rows 1..222, cols 0..0: 6 of 9 taps */
-                for (int oy = 1; oy < 223; oy++) {
-                    yc[oy*224] += w1 * xc[oy*224 - 224] + w2 * xc[oy*224 - 223] + w4 * xc[oy*224] + w5 * xc[oy*224 + 1]
-                            + w7 * xc[oy*224 + 224] + w8 * xc[oy*224 + 225];
+                {
+                    const int x0 = 222;
+                    cg_v a0_0 = VLOAD(bp + (v0 + 0) * 16), a0_1 = VLOAD(bp + (v0 + 1) * 16), a0_2 = VLOAD(bp + (v0 + 2) * 16), a0_3 = VLOAD(bp + (v0 + 3) * 16);
+                    cg_v a1_0 = VLOAD(bp + (v0 + 0) * 16), a1_1 = VLOAD(bp + (v0 + 1) * 16), a1_2 = VLOAD(bp + (v0 + 2) * 16), a1_3 = VLOAD(bp + (v0 + 3) * 16);
+                    for (int ci = 0; ci < 3; ci++) {
+                        const float *restrict xr = xp + (oy * 226 + x0) * 3 + ci;
+                        const float *restrict wr = wt + ci * 576 + v0 * 16;
+                        {
+                            const cg_v w0 = VLOAD(wr + 0), w1 = VLOAD(wr + 16), w2 = VLOAD(wr + 32), w3 = VLOAD(wr + 48);
+                            a0_0 += xr[0] * w0; a0_1 += xr[0] * w1; a0_2 += xr[0] * w2; a0_3 += xr[0] * w3;
+                            a1_0 += xr[3] * w0; a1_1 += xr[3] * w1; a1_2 += xr[3] * w2; a1_3 += xr[3] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 64), w1 = VLOAD(wr + 80), w2 = VLOAD(wr + 96), w3 = VLOAD(wr + 112);
+                            a0_0 += xr[3] * w0; a0_1 += xr[3] * w1; a0_2 += xr[3] * w2; a0_3 += xr[3] * w3;
+                            a1_0 += xr[6] * w0; a1_1 += xr[6] * w1; a1_2 += xr[6] * w2; a1_3 += xr[6] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 128), w1 = VLOAD(wr + 144), w2 = VLOAD(wr + 160), w3 = VLOAD(wr + 176);
+                            a0_0 += xr[6] * w0; a0_1 += xr[6] * w1; a0_2 += xr[6] * w2; a0_3 += xr[6] * w3;
+                            a1_0 += xr[9] * w0; a1_1 += xr[9] * w1; a1_2 += xr[9] * w2; a1_3 += xr[9] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 192), w1 = VLOAD(wr + 208), w2 = VLOAD(wr + 224), w3 = VLOAD(wr + 240);
+                            a0_0 += xr[678] * w0; a0_1 += xr[678] * w1; a0_2 += xr[678] * w2; a0_3 += xr[678] * w3;
+                            a1_0 += xr[681] * w0; a1_1 += xr[681] * w1; a1_2 += xr[681] * w2; a1_3 += xr[681] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 256), w1 = VLOAD(wr + 272), w2 = VLOAD(wr + 288), w3 = VLOAD(wr + 304);
+                            a0_0 += xr[681] * w0; a0_1 += xr[681] * w1; a0_2 += xr[681] * w2; a0_3 += xr[681] * w3;
+                            a1_0 += xr[684] * w0; a1_1 += xr[684] * w1; a1_2 += xr[684] * w2; a1_3 += xr[684] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 320), w1 = VLOAD(wr + 336), w2 = VLOAD(wr + 352), w3 = VLOAD(wr + 368);
+                            a0_0 += xr[684] * w0; a0_1 += xr[684] * w1; a0_2 += xr[684] * w2; a0_3 += xr[684] * w3;
+                            a1_0 += xr[687] * w0; a1_1 += xr[687] * w1; a1_2 += xr[687] * w2; a1_3 += xr[687] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 384), w1 = VLOAD(wr + 400), w2 = VLOAD(wr + 416), w3 = VLOAD(wr + 432);
+                            a0_0 += xr[1356] * w0; a0_1 += xr[1356] * w1; a0_2 += xr[1356] * w2; a0_3 += xr[1356] * w3;
+                            a1_0 += xr[1359] * w0; a1_1 += xr[1359] * w1; a1_2 += xr[1359] * w2; a1_3 += xr[1359] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 448), w1 = VLOAD(wr + 464), w2 = VLOAD(wr + 480), w3 = VLOAD(wr + 496);
+                            a0_0 += xr[1359] * w0; a0_1 += xr[1359] * w1; a0_2 += xr[1359] * w2; a0_3 += xr[1359] * w3;
+                            a1_0 += xr[1362] * w0; a1_1 += xr[1362] * w1; a1_2 += xr[1362] * w2; a1_3 += xr[1362] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 512), w1 = VLOAD(wr + 528), w2 = VLOAD(wr + 544), w3 = VLOAD(wr + 560);
+                            a0_0 += xr[1362] * w0; a0_1 += xr[1362] * w1; a0_2 += xr[1362] * w2; a0_3 += xr[1362] * w3;
+                            a1_0 += xr[1365] * w0; a1_1 += xr[1365] * w1; a1_2 += xr[1365] * w2; a1_3 += xr[1365] * w3;
+                        }
+                    }
+                    VSTORE(yh + (oy * 224 + x0 + 0) * 64 + (v0 + 0) * 16, a0_0); VSTORE(yh + (oy * 224 + x0 + 0) * 64 + (v0 + 1) * 16, a0_1); VSTORE(yh + (oy * 224 + x0 + 0) * 64 + (v0 + 2) * 16, a0_2); VSTORE(yh + (oy * 224 + x0 + 0) * 64 + (v0 + 3) * 16, a0_3);
+                    VSTORE(yh + (oy * 224 + x0 + 1) * 64 + (v0 + 0) * 16, a1_0); VSTORE(yh + (oy * 224 + x0 + 1) * 64 + (v0 + 1) * 16, a1_1); VSTORE(yh + (oy * 224 + x0 + 1) * 64 + (v0 + 2) * 16, a1_2); VSTORE(yh + (oy * 224 + x0 + 1) * 64 + (v0 + 3) * 16, a1_3);
                 }
-                /* rows 1..222, cols 1..222: every tap */
-                for (int oy = 1; oy < 223; oy++) {
-                    for (int ox = 1; ox < 223; ox++) {
-                        yc[oy*224 + ox] += w0 * xc[oy*224 + ox - 225] + w1 * xc[oy*224 + ox - 224] + w2 * xc[oy*224 + ox - 223] + w3 * xc[oy*224 + ox - 1]
-                                + w4 * xc[oy*224 + ox] + w5 * xc[oy*224 + ox + 1] + w6 * xc[oy*224 + ox + 223] + w7 * xc[oy*224 + ox + 224]
-                                + w8 * xc[oy*224 + ox + 225];
+            }
+        }
+        for (int co = 0; co < 64; co++)
+            for (int i = 0; i < 50176; i++) yn[co * 50176 + i] = yh[i * 64 + co];
+    }
+}
+
+static void l00_conv2d_backward(float *restrict G, float *restrict S, const float *restrict dy, int nb)
+{
+    float *restrict gw = G + 0;
+    float *restrict gb = G + 1728;
+    float *restrict dyh = S + 3519520;
+    /* dy of every sample -> channels-last, padded channels zero */
+    CG_PARALLEL_FOR
+    for (int n = 0; n < nb; n++) {
+        float *restrict dn = dyh + (size_t)n * 3211264;
+        for (int i = 0; i < 50176; i++)
+            for (int co = 0; co < 64; co++) dn[i * 64 + co] = co < 64 ? dy[(size_t)n * 3211264 + co * 50176 + i] : 0.0f;
+    }
+    for (int co = 0; co < 64; co++) {
+        float s = 0.0f;
+        for (int n = 0; n < nb; n++)
+            for (int i = 0; i < 50176; i++) s += dy[(size_t)n * 3211264 + co * 50176 + i];
+        gb[co] += s;
+    }
+    CG_PARALLEL_FOR
+    for (int p0 = 0; p0 < 24; p0 += 6) {
+        int off[6], gidx[6];
+        for (int j = 0; j < 6; j++) {
+            const int q = p0 + j, ci = q / 9, k = q % 9, ky = k / 3, kx = k % 3;
+            off[j] = (ky * 1 * 226 + kx * 1) * 3 + ci;
+            gidx[j] = ci * 9 + k;
+        }
+        for (int v0 = 0; v0 < 4; v0 += 4) {
+            cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f);
+            cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f), a1_3 = vsplat(0.0f);
+            cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f), a2_2 = vsplat(0.0f), a2_3 = vsplat(0.0f);
+            cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f), a3_2 = vsplat(0.0f), a3_3 = vsplat(0.0f);
+            cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f), a4_2 = vsplat(0.0f), a4_3 = vsplat(0.0f);
+            cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f), a5_2 = vsplat(0.0f), a5_3 = vsplat(0.0f);
+            for (int n = 0; n < nb; n++) {
+                const float *restrict xp = S + 0 + (size_t)n * 153228;
+                const float *restrict dn = dyh + (size_t)n * 3211264 + v0 * 16;
+                for (int oy = 0; oy < 224; oy++) {
+                    for (int ox = 0; ox < 224; ox++) {
+                        const float *restrict xr = xp + (oy * 226 + ox) * 3;
+                        const cg_v d0 = VLOAD(dn + (oy * 224 + ox) * 64 + 0), d1 = VLOAD(dn + (oy * 224 + ox) * 64 + 16), d2 = VLOAD(dn + (oy * 224 + ox) * 64 + 32), d3 = VLOAD(dn + (oy * 224 + ox) * 64 + 48);
+                        a0_0 += xr[off[0]] * d0; a0_1 += xr[off[0]] * d1; a0_2 += xr[off[0]] * d2; a0_3 += xr[off[0]] * d3;
+                        a1_0 += xr[off[1]] * d0; a1_1 += xr[off[1]] * d1; a1_2 += xr[off[1]] * d2; a1_3 += xr[off[1]] * d3;
+                        a2_0 += xr[off[2]] * d0; a2_1 += xr[off[2]] * d1; a2_2 += xr[off[2]] * d2; a2_3 += xr[off[2]] * d3;
+                        a3_0 += xr[off[3]] * d0; a3_1 += xr[off[3]] * d1; a3_2 += xr[off[3]] * d2; a3_3 += xr[off[3]] * d3;
+                        a4_0 += xr[off[4]] * d0; a4_1 += xr[off[4]] * d1; a4_2 += xr[off[4]] * d2; a4_3 += xr[off[4]] * d3;
+                        a5_0 += xr[off[5]] * d0; a5_1 += xr[off[5]] * d1; a5_2 += xr[off[5]] * d2; a5_3 += xr[off[5]] * d3;
                     }
                 }
-                /* rows 1..222, cols 223..223: 6 of 9 taps */
-                for (int oy = 1; oy < 223; oy++) {
-                    yc[oy*224 + 223] += w0 * xc[oy*224 - 2] + w1 * xc[oy*224 - 1] + w3 * xc[oy*224 + 222] + w4 * xc[oy*224 + 223]
-                            + w6 * xc[oy*224 + 446] + w7 * xc[oy*224 + 447];
-                }
-                yc[49952] += w1 * xc[49728] + w2 * xc[49729] + w4 * xc[49952] + w5 * xc[49953];
-                /* rows 223..223, cols 1..222: 6 of 9 taps */
-                for (int ox = 1; ox < 223; ox++) {
-                    yc[ox + 49952] += w0 * xc[ox + 49727] + w1 * xc[ox + 49728] + w2 * xc[ox + 49729] + w3 * xc[ox + 49951]
-                            + w4 * xc[ox + 49952] + w5 * xc[ox + 49953];
-                }
-                yc[50175] += w0 * xc[49950] + w1 * xc[49951] + w3 * xc[50174] + w4 * xc[50175];
             }
+            for (int l = 0; l < 16 && (v0 + 0) * 16 + l < 64; l++) gw[((v0 + 0) * 16 + l) * 27 + gidx[0]] += a0_0[l];
+            for (int l = 0; l < 16 && (v0 + 1) * 16 + l < 64; l++) gw[((v0 + 1) * 16 + l) * 27 + gidx[0]] += a0_1[l];
+            for (int l = 0; l < 16 && (v0 + 2) * 16 + l < 64; l++) gw[((v0 + 2) * 16 + l) * 27 + gidx[0]] += a0_2[l];
+            for (int l = 0; l < 16 && (v0 + 3) * 16 + l < 64; l++) gw[((v0 + 3) * 16 + l) * 27 + gidx[0]] += a0_3[l];
+            for (int l = 0; l < 16 && (v0 + 0) * 16 + l < 64; l++) gw[((v0 + 0) * 16 + l) * 27 + gidx[1]] += a1_0[l];
+            for (int l = 0; l < 16 && (v0 + 1) * 16 + l < 64; l++) gw[((v0 + 1) * 16 + l) * 27 + gidx[1]] += a1_1[l];
+            for (int l = 0; l < 16 && (v0 + 2) * 16 + l < 64; l++) gw[((v0 + 2) * 16 + l) * 27 + gidx[1]] += a1_2[l];
+            for (int l = 0; l < 16 && (v0 + 3) * 16 + l < 64; l++) gw[((v0 + 3) * 16 + l) * 27 + gidx[1]] += a1_3[l];
+            for (int l = 0; l < 16 && (v0 + 0) * 16 + l < 64; l++) gw[((v0 + 0) * 16 + l) * 27 + gidx[2]] += a2_0[l];
+            for (int l = 0; l < 16 && (v0 + 1) * 16 + l < 64; l++) gw[((v0 + 1) * 16 + l) * 27 + gidx[2]] += a2_1[l];
+            for (int l = 0; l < 16 && (v0 + 2) * 16 + l < 64; l++) gw[((v0 + 2) * 16 + l) * 27 + gidx[2]] += a2_2[l];
+            for (int l = 0; l < 16 && (v0 + 3) * 16 + l < 64; l++) gw[((v0 + 3) * 16 + l) * 27 + gidx[2]] += a2_3[l];
+            for (int l = 0; l < 16 && (v0 + 0) * 16 + l < 64; l++) gw[((v0 + 0) * 16 + l) * 27 + gidx[3]] += a3_0[l];
+            for (int l = 0; l < 16 && (v0 + 1) * 16 + l < 64; l++) gw[((v0 + 1) * 16 + l) * 27 + gidx[3]] += a3_1[l];
+            for (int l = 0; l < 16 && (v0 + 2) * 16 + l < 64; l++) gw[((v0 + 2) * 16 + l) * 27 + gidx[3]] += a3_2[l];
+            for (int l = 0; l < 16 && (v0 + 3) * 16 + l < 64; l++) gw[((v0 + 3) * 16 + l) * 27 + gidx[3]] += a3_3[l];
+            for (int l = 0; l < 16 && (v0 + 0) * 16 + l < 64; l++) gw[((v0 + 0) * 16 + l) * 27 + gidx[4]] += a4_0[l];
+            for (int l = 0; l < 16 && (v0 + 1) * 16 + l < 64; l++) gw[((v0 + 1) * 16 + l) * 27 + gidx[4]] += a4_1[l];
+            for (int l = 0; l < 16 && (v0 + 2) * 16 + l < 64; l++) gw[((v0 + 2) * 16 + l) * 27 + gidx[4]] += a4_2[l];
+            for (int l = 0; l < 16 && (v0 + 3) * 16 + l < 64; l++) gw[((v0 + 3) * 16 + l) * 27 + gidx[4]] += a4_3[l];
+            for (int l = 0; l < 16 && (v0 + 0) * 16 + l < 64; l++) gw[((v0 + 0) * 16 + l) * 27 + gidx[5]] += a5_0[l];
+            for (int l = 0; l < 16 && (v0 + 1) * 16 + l < 64; l++) gw[((v0 + 1) * 16 + l) * 27 + gidx[5]] += a5_1[l];
+            for (int l = 0; l < 16 && (v0 + 2) * 16 + l < 64; l++) gw[((v0 + 2) * 16 + l) * 27 + gidx[5]] += a5_2[l];
+            for (int l = 0; l < 16 && (v0 + 3) * 16 + l < 64; l++) gw[((v0 + 3) * 16 + l) * 27 + gidx[5]] += a5_3[l];
+        }
+    }
+    {
+        int off[3], gidx[3];
+        for (int j = 0; j < 3; j++) {
+            const int q = 24 + j, ci = q / 9, k = q % 9, ky = k / 3, kx = k % 3;
+            off[j] = (ky * 1 * 226 + kx * 1) * 3 + ci;
+            gidx[j] = ci * 9 + k;
+        }
+        for (int v0 = 0; v0 < 4; v0 += 4) {
+            cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f);
+            cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f), a1_3 = vsplat(0.0f);
+            cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f), a2_2 = vsplat(0.0f), a2_3 = vsplat(0.0f);
+            for (int n = 0; n < nb; n++) {
+                const float *restrict xp = S + 0 + (size_t)n * 153228;
+                const float *restrict dn = dyh + (size_t)n * 3211264 + v0 * 16;
+                for (int oy = 0; oy < 224; oy++) {
+                    for (int ox = 0; ox < 224; ox++) {
+                        const float *restrict xr = xp + (oy * 226 + ox) * 3;
+                        const cg_v d0 = VLOAD(dn + (oy * 224 + ox) * 64 + 0), d1 = VLOAD(dn + (oy * 224 + ox) * 64 + 16), d2 = VLOAD(dn + (oy * 224 + ox) * 64 + 32), d3 = VLOAD(dn + (oy * 224 + ox) * 64 + 48);
+                        a0_0 += xr[off[0]] * d0; a0_1 += xr[off[0]] * d1; a0_2 += xr[off[0]] * d2; a0_3 += xr[off[0]] * d3;
+                        a1_0 += xr[off[1]] * d0; a1_1 += xr[off[1]] * d1; a1_2 += xr[off[1]] * d2; a1_3 += xr[off[1]] * d3;
+                        a2_0 += xr[off[2]] * d0; a2_1 += xr[off[2]] * d1; a2_2 += xr[off[2]] * d2; a2_3 += xr[off[2]] * d3;
+                    }
+                }
+            }
+            for (int l = 0; l < 16 && (v0 + 0) * 16 + l < 64; l++) gw[((v0 + 0) * 16 + l) * 27 + gidx[0]] += a0_0[l];
+            for (int l = 0; l < 16 && (v0 + 1) * 16 + l < 64; l++) gw[((v0 + 1) * 16 + l) * 27 + gidx[0]] += a0_1[l];
+            for (int l = 0; l < 16 && (v0 + 2) * 16 + l < 64; l++) gw[((v0 + 2) * 16 + l) * 27 + gidx[0]] += a0_2[l];
+            for (int l = 0; l < 16 && (v0 + 3) * 16 + l < 64; l++) gw[((v0 + 3) * 16 + l) * 27 + gidx[0]] += a0_3[l];
+            for (int l = 0; l < 16 && (v0 + 0) * 16 + l < 64; l++) gw[((v0 + 0) * 16 + l) * 27 + gidx[1]] += a1_0[l];
+            for (int l = 0; l < 16 && (v0 + 1) * 16 + l < 64; l++) gw[((v0 + 1) * 16 + l) * 27 + gidx[1]] += a1_1[l];
+            for (int l = 0; l < 16 && (v0 + 2) * 16 + l < 64; l++) gw[((v0 + 2) * 16 + l) * 27 + gidx[1]] += a1_2[l];
+            for (int l = 0; l < 16 && (v0 + 3) * 16 + l < 64; l++) gw[((v0 + 3) * 16 + l) * 27 + gidx[1]] += a1_3[l];
+            for (int l = 0; l < 16 && (v0 + 0) * 16 + l < 64; l++) gw[((v0 + 0) * 16 + l) * 27 + gidx[2]] += a2_0[l];
+            for (int l = 0; l < 16 && (v0 + 1) * 16 + l < 64; l++) gw[((v0 + 1) * 16 + l) * 27 + gidx[2]] += a2_1[l];
+            for (int l = 0; l < 16 && (v0 + 2) * 16 + l < 64; l++) gw[((v0 + 2) * 16 + l) * 27 + gidx[2]] += a2_2[l];
+            for (int l = 0; l < 16 && (v0 + 3) * 16 + l < 64; l++) gw[((v0 + 3) * 16 + l) * 27 + gidx[2]] += a2_3[l];
         }
     }
 }
 
-static void l00_conv2d_backward(const float *restrict P, float *restrict G, const float *restrict x, const float *restrict dy, float *restrict dx, int nb)
+static void l00_conv2d_backward_dx(const float *restrict P, float *restrict S, const float *restrict dy, float *restrict dx, int nb)
 {
     const float *restrict w = P + 0;
-    float *restrict gw = G + 0;
-    float *restrict gb = G + 1728;
-    memset(dx, 0, sizeof(float) * (size_t)nb * 150528);
-    for (int col = 0; col < 64; col++) {
-        for (int ci = 0; ci < 3; ci++) {
-            const float *restrict wc = w + col*27 + ci*9;
-            float *restrict gwc = gw + col*27 + ci*9;
-            const float w0 = wc[0], w1 = wc[1], w2 = wc[2];
-            const float w3 = wc[3], w4 = wc[4], w5 = wc[5];
-            const float w6 = wc[6], w7 = wc[7], w8 = wc[8];
-            float g0 = 0.0f, g1 = 0.0f, g2 = 0.0f;
-            float g3 = 0.0f, g4 = 0.0f, g5 = 0.0f;
-            float g6 = 0.0f, g7 = 0.0f, g8 = 0.0f;
-            for (int n = 0; n < nb; n++) {
-                const float *restrict xc = x + (size_t)n * 150528 + ci*50176;
-                float *restrict dxc = dx + (size_t)n * 150528 + ci*50176;
-                const float *restrict dyc = dy + (size_t)n * 3211264 + col*50176;
-                {
-                    const float d = dyc[0];
-                    g4 += d * xc[0]; dxc[0] += w4 * d;
-                    g5 += d * xc[1]; dxc[1] += w5 * d;
-                    g7 += d * xc[224]; dxc[224] += w7 * d;
-                    g8 += d * xc[225]; dxc[225] += w8 * d;
-                }
-                /* rows 0..0, cols 1..222: 6 of 9 taps */
-                for (int ox = 1; ox < 223; ox++) {
-                    const float d = dyc[ox];
-                    g3 += d * xc[ox - 1]; dxc[ox - 1] += w3 * d;
-                    g4 += d * xc[ox]; dxc[ox] += w4 * d;
-                    g5 += d * xc[ox + 1]; dxc[ox + 1] += w5 * d;
-                    g6 += d * xc[ox + 223]; dxc[ox + 223] += w6 * d;
-                    g7 += d * xc[ox + 224]; dxc[ox + 224] += w7 * d;
-                    g8 += d * xc[ox + 225]; dxc[ox + 225] += w8 * d;
-                }
-                {
-                    const float d = dyc[223];
-                    g3 += d * xc[222]; dxc[222] += w3 * d;
-                    g4 += d * xc[223]; dxc[223] += w4 * d;
-                    g6 += d * xc[446]; dxc[446] += w6 * d;
-                    g7 += d * xc[447]; dxc[447] += w7 * d;
-                }
-                /* rows 1..222, cols 0..0: 6 of 9 taps */
-                for (int oy = 1; oy < 223; oy++) {
-                    {
-                        const float d = dyc[oy*224];
-                        g1 += d * xc[oy*224 - 224]; dxc[oy*224 - 224] += w1 * d;
-                        g2 += d * xc[oy*224 - 223]; dxc[oy*224 - 223] += w2 * d;
-                        g4 += d * xc[oy*224]; dxc[oy*224] += w4 * d;
-                        g5 += d * xc[oy*224 + 1]; dxc[oy*224 + 1] += w5 * d;
-                        g7 += d * xc[oy*224 + 224]; dxc[oy*224 + 224] += w7 * d;
-                        g8 += d * xc[oy*224 + 225]; dxc[oy*224 + 225] += w8 * d;
+    float *restrict wf = S + 9942048, *restrict dyp = S + 9951264, *restrict dxh = S + 13220128;
+    for (int i = 0; i < 9216; i++) wf[i] = 0.0f;
+    for (int co = 0; co < 64; co++)
+        for (int ci = 0; ci < 3; ci++)
+            for (int k = 0; k < 9; k++) wf[(co * 9 + k) * 16 + ci] = w[(co * 3 + ci) * 9 + k];
+    for (int n = 0; n < nb; n++) {
+        const float *restrict dn = dy + (size_t)n * 3211264;
+        float *restrict dxn = dx + (size_t)n * 150528;
+        memset(dyp, 0, sizeof(float) * 3268864);
+        for (int co = 0; co < 64; co++)
+            for (int oy = 0; oy < 224; oy++)
+                for (int ox = 0; ox < 224; ox++) dyp[((oy + 1) * 226 + ox + 1) * 64 + co] = dn[co * 50176 + oy * 224 + ox];
+        CG_PARALLEL_FOR
+        for (int iy = 0; iy < 224; iy++) {
+            for (int v0 = 0; v0 < 1; v0 += 1) {
+                for (int x0 = 0; x0 < 216; x0 += 24) {
+                    cg_v a0_0 = vsplat(0.0f);
+                    cg_v a1_0 = vsplat(0.0f);
+                    cg_v a2_0 = vsplat(0.0f);
+                    cg_v a3_0 = vsplat(0.0f);
+                    cg_v a4_0 = vsplat(0.0f);
+                    cg_v a5_0 = vsplat(0.0f);
+                    cg_v a6_0 = vsplat(0.0f);
+                    cg_v a7_0 = vsplat(0.0f);
+                    cg_v a8_0 = vsplat(0.0f);
+                    cg_v a9_0 = vsplat(0.0f);
+                    cg_v a10_0 = vsplat(0.0f);
+                    cg_v a11_0 = vsplat(0.0f);
+                    cg_v a12_0 = vsplat(0.0f);
+                    cg_v a13_0 = vsplat(0.0f);
+                    cg_v a14_0 = vsplat(0.0f);
+                    cg_v a15_0 = vsplat(0.0f);
+                    cg_v a16_0 = vsplat(0.0f);
+                    cg_v a17_0 = vsplat(0.0f);
+                    cg_v a18_0 = vsplat(0.0f);
+                    cg_v a19_0 = vsplat(0.0f);
+                    cg_v a20_0 = vsplat(0.0f);
+                    cg_v a21_0 = vsplat(0.0f);
+                    cg_v a22_0 = vsplat(0.0f);
+                    cg_v a23_0 = vsplat(0.0f);
+                    for (int co = 0; co < 64; co++) {
+                        const float *restrict dr = dyp + (iy * 226 + x0) * 64 + co;
+                        const float *restrict wr = wf + co * 144 + v0 * 16;
+                        {
+                            const cg_v w0 = VLOAD(wr + 0);
+                            a0_0 += dr[29056] * w0;
+                            a1_0 += dr[29120] * w0;
+                            a2_0 += dr[29184] * w0;
+                            a3_0 += dr[29248] * w0;
+                            a4_0 += dr[29312] * w0;
+                            a5_0 += dr[29376] * w0;
+                            a6_0 += dr[29440] * w0;
+                            a7_0 += dr[29504] * w0;
+                            a8_0 += dr[29568] * w0;
+                            a9_0 += dr[29632] * w0;
+                            a10_0 += dr[29696] * w0;
+                            a11_0 += dr[29760] * w0;
+                            a12_0 += dr[29824] * w0;
+                            a13_0 += dr[29888] * w0;
+                            a14_0 += dr[29952] * w0;
+                            a15_0 += dr[30016] * w0;
+                            a16_0 += dr[30080] * w0;
+                            a17_0 += dr[30144] * w0;
+                            a18_0 += dr[30208] * w0;
+                            a19_0 += dr[30272] * w0;
+                            a20_0 += dr[30336] * w0;
+                            a21_0 += dr[30400] * w0;
+                            a22_0 += dr[30464] * w0;
+                            a23_0 += dr[30528] * w0;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 16);
+                            a0_0 += dr[28992] * w0;
+                            a1_0 += dr[29056] * w0;
+                            a2_0 += dr[29120] * w0;
+                            a3_0 += dr[29184] * w0;
+                            a4_0 += dr[29248] * w0;
+                            a5_0 += dr[29312] * w0;
+                            a6_0 += dr[29376] * w0;
+                            a7_0 += dr[29440] * w0;
+                            a8_0 += dr[29504] * w0;
+                            a9_0 += dr[29568] * w0;
+                            a10_0 += dr[29632] * w0;
+                            a11_0 += dr[29696] * w0;
+                            a12_0 += dr[29760] * w0;
+                            a13_0 += dr[29824] * w0;
+                            a14_0 += dr[29888] * w0;
+                            a15_0 += dr[29952] * w0;
+                            a16_0 += dr[30016] * w0;
+                            a17_0 += dr[30080] * w0;
+                            a18_0 += dr[30144] * w0;
+                            a19_0 += dr[30208] * w0;
+                            a20_0 += dr[30272] * w0;
+                            a21_0 += dr[30336] * w0;
+                            a22_0 += dr[30400] * w0;
+                            a23_0 += dr[30464] * w0;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 32);
+                            a0_0 += dr[28928] * w0;
+                            a1_0 += dr[28992] * w0;
+                            a2_0 += dr[29056] * w0;
+                            a3_0 += dr[29120] * w0;
+                            a4_0 += dr[29184] * w0;
+                            a5_0 += dr[29248] * w0;
+                            a6_0 += dr[29312] * w0;
+                            a7_0 += dr[29376] * w0;
+                            a8_0 += dr[29440] * w0;
+                            a9_0 += dr[29504] * w0;
+                            a10_0 += dr[29568] * w0;
+                            a11_0 += dr[29632] * w0;
+                            a12_0 += dr[29696] * w0;
+                            a13_0 += dr[29760] * w0;
+                            a14_0 += dr[29824] * w0;
+                            a15_0 += dr[29888] * w0;
+                            a16_0 += dr[29952] * w0;
+                            a17_0 += dr[30016] * w0;
+                            a18_0 += dr[30080] * w0;
+                            a19_0 += dr[30144] * w0;
+                            a20_0 += dr[30208] * w0;
+                            a21_0 += dr[30272] * w0;
+                            a22_0 += dr[30336] * w0;
+                            a23_0 += dr[30400] * w0;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 48);
+                            a0_0 += dr[14592] * w0;
+                            a1_0 += dr[14656] * w0;
+                            a2_0 += dr[14720] * w0;
+                            a3_0 += dr[14784] * w0;
+                            a4_0 += dr[14848] * w0;
+                            a5_0 += dr[14912] * w0;
+                            a6_0 += dr[14976] * w0;
+                            a7_0 += dr[15040] * w0;
+                            a8_0 += dr[15104] * w0;
+                            a9_0 += dr[15168] * w0;
+                            a10_0 += dr[15232] * w0;
+                            a11_0 += dr[15296] * w0;
+                            a12_0 += dr[15360] * w0;
+                            a13_0 += dr[15424] * w0;
+                            a14_0 += dr[15488] * w0;
+                            a15_0 += dr[15552] * w0;
+                            a16_0 += dr[15616] * w0;
+                            a17_0 += dr[15680] * w0;
+                            a18_0 += dr[15744] * w0;
+                            a19_0 += dr[15808] * w0;
+                            a20_0 += dr[15872] * w0;
+                            a21_0 += dr[15936] * w0;
+                            a22_0 += dr[16000] * w0;
+                            a23_0 += dr[16064] * w0;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 64);
+                            a0_0 += dr[14528] * w0;
+                            a1_0 += dr[14592] * w0;
+                            a2_0 += dr[14656] * w0;
+                            a3_0 += dr[14720] * w0;
+                            a4_0 += dr[14784] * w0;
+                            a5_0 += dr[14848] * w0;
+                            a6_0 += dr[14912] * w0;
+                            a7_0 += dr[14976] * w0;
+                            a8_0 += dr[15040] * w0;
+                            a9_0 += dr[15104] * w0;
+                            a10_0 += dr[15168] * w0;
+                            a11_0 += dr[15232] * w0;
+                            a12_0 += dr[15296] * w0;
+                            a13_0 += dr[15360] * w0;
+                            a14_0 += dr[15424] * w0;
+                            a15_0 += dr[15488] * w0;
+                            a16_0 += dr[15552] * w0;
+                            a17_0 += dr[15616] * w0;
+                            a18_0 += dr[15680] * w0;
+                            a19_0 += dr[15744] * w0;
+                            a20_0 += dr[15808] * w0;
+                            a21_0 += dr[15872] * w0;
+                            a22_0 += dr[15936] * w0;
+                            a23_0 += dr[16000] * w0;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 80);
+                            a0_0 += dr[14464] * w0;
+                            a1_0 += dr[14528] * w0;
+                            a2_0 += dr[14592] * w0;
+                            a3_0 += dr[14656] * w0;
+                            a4_0 += dr[14720] * w0;
+                            a5_0 += dr[14784] * w0;
+                            a6_0 += dr[14848] * w0;
+                            a7_0 += dr[14912] * w0;
+                            a8_0 += dr[14976] * w0;
+                            a9_0 += dr[15040] * w0;
+                            a10_0 += dr[15104] * w0;
+                            a11_0 += dr[15168] * w0;
+                            a12_0 += dr[15232] * w0;
+                            a13_0 += dr[15296] * w0;
+                            a14_0 += dr[15360] * w0;
+                            a15_0 += dr[15424] * w0;
+                            a16_0 += dr[15488] * w0;
+                            a17_0 += dr[15552] * w0;
+                            a18_0 += dr[15616] * w0;
+                            a19_0 += dr[15680] * w0;
+                            a20_0 += dr[15744] * w0;
+                            a21_0 += dr[15808] * w0;
+                            a22_0 += dr[15872] * w0;
+                            a23_0 += dr[15936] * w0;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 96);
+                            a0_0 += dr[128] * w0;
+                            a1_0 += dr[192] * w0;
+                            a2_0 += dr[256] * w0;
+                            a3_0 += dr[320] * w0;
+                            a4_0 += dr[384] * w0;
+                            a5_0 += dr[448] * w0;
+                            a6_0 += dr[512] * w0;
+                            a7_0 += dr[576] * w0;
+                            a8_0 += dr[640] * w0;
+                            a9_0 += dr[704] * w0;
+                            a10_0 += dr[768] * w0;
+                            a11_0 += dr[832] * w0;
+                            a12_0 += dr[896] * w0;
+                            a13_0 += dr[960] * w0;
+                            a14_0 += dr[1024] * w0;
+                            a15_0 += dr[1088] * w0;
+                            a16_0 += dr[1152] * w0;
+                            a17_0 += dr[1216] * w0;
+                            a18_0 += dr[1280] * w0;
+                            a19_0 += dr[1344] * w0;
+                            a20_0 += dr[1408] * w0;
+                            a21_0 += dr[1472] * w0;
+                            a22_0 += dr[1536] * w0;
+                            a23_0 += dr[1600] * w0;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 112);
+                            a0_0 += dr[64] * w0;
+                            a1_0 += dr[128] * w0;
+                            a2_0 += dr[192] * w0;
+                            a3_0 += dr[256] * w0;
+                            a4_0 += dr[320] * w0;
+                            a5_0 += dr[384] * w0;
+                            a6_0 += dr[448] * w0;
+                            a7_0 += dr[512] * w0;
+                            a8_0 += dr[576] * w0;
+                            a9_0 += dr[640] * w0;
+                            a10_0 += dr[704] * w0;
+                            a11_0 += dr[768] * w0;
+                            a12_0 += dr[832] * w0;
+                            a13_0 += dr[896] * w0;
+                            a14_0 += dr[960] * w0;
+                            a15_0 += dr[1024] * w0;
+                            a16_0 += dr[1088] * w0;
+                            a17_0 += dr[1152] * w0;
+                            a18_0 += dr[1216] * w0;
+                            a19_0 += dr[1280] * w0;
+                            a20_0 += dr[1344] * w0;
+                            a21_0 += dr[1408] * w0;
+                            a22_0 += dr[1472] * w0;
+                            a23_0 += dr[1536] * w0;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 128);
+                            a0_0 += dr[0] * w0;
+                            a1_0 += dr[64] * w0;
+                            a2_0 += dr[128] * w0;
+                            a3_0 += dr[192] * w0;
+                            a4_0 += dr[256] * w0;
+                            a5_0 += dr[320] * w0;
+                            a6_0 += dr[384] * w0;
+                            a7_0 += dr[448] * w0;
+                            a8_0 += dr[512] * w0;
+                            a9_0 += dr[576] * w0;
+                            a10_0 += dr[640] * w0;
+                            a11_0 += dr[704] * w0;
+                            a12_0 += dr[768] * w0;
+                            a13_0 += dr[832] * w0;
+                            a14_0 += dr[896] * w0;
+                            a15_0 += dr[960] * w0;
+                            a16_0 += dr[1024] * w0;
+                            a17_0 += dr[1088] * w0;
+                            a18_0 += dr[1152] * w0;
+                            a19_0 += dr[1216] * w0;
+                            a20_0 += dr[1280] * w0;
+                            a21_0 += dr[1344] * w0;
+                            a22_0 += dr[1408] * w0;
+                            a23_0 += dr[1472] * w0;
+                        }
                     }
-                }
-                /* rows 1..222, cols 1..222: every tap */
-                for (int oy = 1; oy < 223; oy++) {
-                    for (int ox = 1; ox < 223; ox++) {
-                        const float d = dyc[oy*224 + ox];
-                        g0 += d * xc[oy*224 + ox - 225]; dxc[oy*224 + ox - 225] += w0 * d;
-                        g1 += d * xc[oy*224 + ox - 224]; dxc[oy*224 + ox - 224] += w1 * d;
-                        g2 += d * xc[oy*224 + ox - 223]; dxc[oy*224 + ox - 223] += w2 * d;
-                        g3 += d * xc[oy*224 + ox - 1]; dxc[oy*224 + ox - 1] += w3 * d;
-                        g4 += d * xc[oy*224 + ox]; dxc[oy*224 + ox] += w4 * d;
-                        g5 += d * xc[oy*224 + ox + 1]; dxc[oy*224 + ox + 1] += w5 * d;
-                        g6 += d * xc[oy*224 + ox + 223]; dxc[oy*224 + ox + 223] += w6 * d;
-                        g7 += d * xc[oy*224 + ox + 224]; dxc[oy*224 + ox + 224] += w7 * d;
-                        g8 += d * xc[oy*224 + ox + 225]; dxc[oy*224 + ox + 225] += w8 * d;
-                    }
-                }
-                /* rows 1..222, cols 223..223: 6 of 9 taps */
-                for (int oy = 1; oy < 223; oy++) {
-                    {
-                        const float d = dyc[oy*224 + 223];
-                        g0 += d * xc[oy*224 - 2]; dxc[oy*224 - 2] += w0 * d;
-                        g1 += d * xc[oy*224 - 1]; dxc[oy*224 - 1] += w1 * d;
-                        g3 += d * xc[oy*224 + 222]; dxc[oy*224 + 222] += w3 * d;
-                        g4 += d * xc[oy*224 + 223]; dxc[oy*224 + 223] += w4 * d;
-                        g6 += d * xc[oy*224 + 446]; dxc[oy*224 + 446] += w6 * d;
-                        g7 += d * xc[oy*224 + 447]; dxc[oy*224 + 447] += w7 * d;
-                    }
+                    VSTORE(dxh + (iy * 224 + x0 + 0) * 16 + (v0 + 0) * 16, a0_0);
+                    VSTORE(dxh + (iy * 224 + x0 + 1) * 16 + (v0 + 0) * 16, a1_0);
+                    VSTORE(dxh + (iy * 224 + x0 + 2) * 16 + (v0 + 0) * 16, a2_0);
+                    VSTORE(dxh + (iy * 224 + x0 + 3) * 16 + (v0 + 0) * 16, a3_0);
+                    VSTORE(dxh + (iy * 224 + x0 + 4) * 16 + (v0 + 0) * 16, a4_0);
+                    VSTORE(dxh + (iy * 224 + x0 + 5) * 16 + (v0 + 0) * 16, a5_0);
+                    VSTORE(dxh + (iy * 224 + x0 + 6) * 16 + (v0 + 0) * 16, a6_0);
+                    VSTORE(dxh + (iy * 224 + x0 + 7) * 16 + (v0 + 0) * 16, a7_0);
+                    VSTORE(dxh + (iy * 224 + x0 + 8) * 16 + (v0 + 0) * 16, a8_0);
+                    VSTORE(dxh + (iy * 224 + x0 + 9) * 16 + (v0 + 0) * 16, a9_0);
+                    VSTORE(dxh + (iy * 224 + x0 + 10) * 16 + (v0 + 0) * 16, a10_0);
+                    VSTORE(dxh + (iy * 224 + x0 + 11) * 16 + (v0 + 0) * 16, a11_0);
+                    VSTORE(dxh + (iy * 224 + x0 + 12) * 16 + (v0 + 0) * 16, a12_0);
+                    VSTORE(dxh + (iy * 224 + x0 + 13) * 16 + (v0 + 0) * 16, a13_0);
+                    VSTORE(dxh + (iy * 224 + x0 + 14) * 16 + (v0 + 0) * 16, a14_0);
+                    VSTORE(dxh + (iy * 224 + x0 + 15) * 16 + (v0 + 0) * 16, a15_0);
+                    VSTORE(dxh + (iy * 224 + x0 + 16) * 16 + (v0 + 0) * 16, a16_0);
+                    VSTORE(dxh + (iy * 224 + x0 + 17) * 16 + (v0 + 0) * 16, a17_0);
+                    VSTORE(dxh + (iy * 224 + x0 + 18) * 16 + (v0 + 0) * 16, a18_0);
+                    VSTORE(dxh + (iy * 224 + x0 + 19) * 16 + (v0 + 0) * 16, a19_0);
+                    VSTORE(dxh + (iy * 224 + x0 + 20) * 16 + (v0 + 0) * 16, a20_0);
+                    VSTORE(dxh + (iy * 224 + x0 + 21) * 16 + (v0 + 0) * 16, a21_0);
+                    VSTORE(dxh + (iy * 224 + x0 + 22) * 16 + (v0 + 0) * 16, a22_0);
+                    VSTORE(dxh + (iy * 224 + x0 + 23) * 16 + (v0 + 0) * 16, a23_0);
                 }
                 {
-                    const float d = dyc[49952];
-                    g1 += d * xc[49728]; dxc[49728] += w1 * d;
-                    g2 += d * xc[49729]; dxc[49729] += w2 * d;
-                    g4 += d * xc[49952]; dxc[49952] += w4 * d;
-                    g5 += d * xc[49953]; dxc[49953] += w5 * d;
-                }
-                /* rows 223..223, cols 1..222: 6 of 9 taps */
-                for (int ox = 1; ox < 223; ox++) {
-                    const float d = dyc[ox + 49952];
-                    g0 += d * xc[ox + 49727]; dxc[ox + 49727] += w0 * d;
-                    g1 += d * xc[ox + 49728]; dxc[ox + 49728] += w1 * d;
-                    g2 += d * xc[ox + 49729]; dxc[ox + 49729] += w2 * d;
-                    g3 += d * xc[ox + 49951]; dxc[ox + 49951] += w3 * d;
-                    g4 += d * xc[ox + 49952]; dxc[ox + 49952] += w4 * d;
-                    g5 += d * xc[ox + 49953]; dxc[ox + 49953] += w5 * d;
-                }
-                {
-                    const float d = dyc[50175];
-                    g0 += d * xc[49950]; dxc[49950] += w0 * d;
-                    g1 += d * xc[49951]; dxc[49951] += w1 * d;
-                    g3 += d * xc[50174]; dxc[50174] += w3 * d;
-                    g4 += d * xc[50175]; dxc[50175] += w4 * d;
+                    const int x0 = 216;
+                    cg_v a0_0 = vsplat(0.0f);
+                    cg_v a1_0 = vsplat(0.0f);
+                    cg_v a2_0 = vsplat(0.0f);
+                    cg_v a3_0 = vsplat(0.0f);
+                    cg_v a4_0 = vsplat(0.0f);
+                    cg_v a5_0 = vsplat(0.0f);
+                    cg_v a6_0 = vsplat(0.0f);
+                    cg_v a7_0 = vsplat(0.0f);
+                    for (int co = 0; co < 64; co++) {
+                        const float *restrict dr = dyp + (iy * 226 + x0) * 64 + co;
+                        const float *restrict wr = wf + co * 144 + v0 * 16;
+                        {
+                            const cg_v w0 = VLOAD(wr + 0);
+                            a0_0 += dr[29056] * w0;
+                            a1_0 += dr[29120] * w0;
+                            a2_0 += dr[29184] * w0;
+                            a3_0 += dr[29248] * w0;
+                            a4_0 += dr[29312] * w0;
+                            a5_0 += dr[29376] * w0;
+                            a6_0 += dr[29440] * w0;
+                            a7_0 += dr[29504] * w0;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 16);
+                            a0_0 += dr[28992] * w0;
+                            a1_0 += dr[29056] * w0;
+                            a2_0 += dr[29120] * w0;
+                            a3_0 += dr[29184] * w0;
+                            a4_0 += dr[29248] * w0;
+                            a5_0 += dr[29312] * w0;
+                            a6_0 += dr[29376] * w0;
+                            a7_0 += dr[29440] * w0;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 32);
+                            a0_0 += dr[28928] * w0;
+                            a1_0 += dr[28992] * w0;
+                            a2_0 += dr[29056] * w0;
+                            a3_0 += dr[29120] * w0;
+                            a4_0 += dr[29184] * w0;
+                            a5_0 += dr[29248] * w0;
+                            a6_0 += dr[29312] * w0;
+                            a7_0 += dr[29376] * w0;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 48);
+                            a0_0 += dr[14592] * w0;
+                            a1_0 += dr[14656] * w0;
+                            a2_0 += dr[14720] * w0;
+                            a3_0 += dr[14784] * w0;
+                            a4_0 += dr[14848] * w0;
+                            a5_0 += dr[14912] * w0;
+                            a6_0 += dr[14976] * w0;
+                            a7_0 += dr[15040] * w0;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 64);
+                            a0_0 += dr[14528] * w0;
+                            a1_0 += dr[14592] * w0;
+                            a2_0 += dr[14656] * w0;
+                            a3_0 += dr[14720] * w0;
+                            a4_0 += dr[14784] * w0;
+                            a5_0 += dr[14848] * w0;
+                            a6_0 += dr[14912] * w0;
+                            a7_0 += dr[14976] * w0;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 80);
+                            a0_0 += dr[14464] * w0;
+                            a1_0 += dr[14528] * w0;
+                            a2_0 += dr[14592] * w0;
+                            a3_0 += dr[14656] * w0;
+                            a4_0 += dr[14720] * w0;
+                            a5_0 += dr[14784] * w0;
+                            a6_0 += dr[14848] * w0;
+                            a7_0 += dr[14912] * w0;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 96);
+                            a0_0 += dr[128] * w0;
+                            a1_0 += dr[192] * w0;
+                            a2_0 += dr[256] * w0;
+                            a3_0 += dr[320] * w0;
+                            a4_0 += dr[384] * w0;
+                            a5_0 += dr[448] * w0;
+                            a6_0 += dr[512] * w0;
+                            a7_0 += dr[576] * w0;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 112);
+                            a0_0 += dr[64] * w0;
+                            a1_0 += dr[128] * w0;
+                            a2_0 += dr[192] * w0;
+                            a3_0 += dr[256] * w0;
+                            a4_0 += dr[320] * w0;
+                            a5_0 += dr[384] * w0;
+                            a6_0 += dr[448] * w0;
+                            a7_0 += dr[512] * w0;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 128);
+                            a0_0 += dr[0] * w0;
+                            a1_0 += dr[64] * w0;
+                            a2_0 += dr[128] * w0;
+                            a3_0 += dr[192] * w0;
+                            a4_0 += dr[256] * w0;
+                            a5_0 += dr[320] * w0;
+                            a6_0 += dr[384] * w0;
+                            a7_0 += dr[448] * w0;
+                        }
+                    }
+                    VSTORE(dxh + (iy * 224 + x0 + 0) * 16 + (v0 + 0) * 16, a0_0);
+                    VSTORE(dxh + (iy * 224 + x0 + 1) * 16 + (v0 + 0) * 16, a1_0);
+                    VSTORE(dxh + (iy * 224 + x0 + 2) * 16 + (v0 + 0) * 16, a2_0);
+                    VSTORE(dxh + (iy * 224 + x0 + 3) * 16 + (v0 + 0) * 16, a3_0);
+                    VSTORE(dxh + (iy * 224 + x0 + 4) * 16 + (v0 + 0) * 16, a4_0);
+                    VSTORE(dxh + (iy * 224 + x0 + 5) * 16 + (v0 + 0) * 16, a5_0);
+                    VSTORE(dxh + (iy * 224 + x0 + 6) * 16 + (v0 + 0) * 16, a6_0);
+                    VSTORE(dxh + (iy * 224 + x0 + 7) * 16 + (v0 + 0) * 16, a7_0);
                 }
             }
-            gwc[0] += g0;
-            gwc[1] += g1;
-            gwc[2] += g2;
-            gwc[3] += g3;
-            gwc[4] += g4;
-            gwc[5] += g5;
-            gwc[6] += g6;
-            gwc[7] += g7;
-            gwc[8] += g8;
         }
-        {
-            float s = 0.0f;
-            for (int n = 0; n < nb; n++)
-                for (int i = 0; i < 50176; i++) s += dy[(size_t)n * 3211264 + col*50176 + i];
-            gb[col] += s;
-        }
+        for (int ci = 0; ci < 3; ci++)
+            for (int i = 0; i < 50176; i++) dxn[ci * 50176 + i] = dxh[i * 16 + ci];
     }
 }
 
@@ -240,183 +820,442 @@ static void l01_relu_backward(const float *restrict y, const float *restrict dy,
 }
 
 /* layer 2: conv2d 64x224x224 -> 64x224x224 (specs/vgg16.yaml:17:5) */
-static void l02_conv2d_forward(const float *restrict P, const float *restrict x, float *restrict y, int nb)
+static void l02_conv2d_forward(const float *restrict P, float *restrict S, const float *restrict x, float *restrict y, int nb)
 {
     const float *restrict w = P + 1792;
-    const float *restrict b = P + 38656;
+    float *restrict yh = S + 6537728, *restrict wt = S + 9748992, *restrict bp = S + 9785856;
+    /* weights [co][ci][k] -> [ci][k][co], channels padded to 64 */
+    for (int i = 0; i < 36864; i++) wt[i] = 0.0f;
+    for (int co = 0; co < 64; co++)
+        for (int j = 0; j < 576; j++) wt[j * 64 + co] = w[co * 576 + j];
+    for (int co = 0; co < 64; co++) bp[co] = co < 64 ? (P + 38656)[co] : 0.0f;
     for (int n = 0; n < nb; n++) {
         const float *restrict xn = x + (size_t)n * 3211264;
+        float *restrict xp = S + 0 + (size_t)n * 3268864;
         float *restrict yn = y + (size_t)n * 3211264;
-        for (int col = 0; col < 64; col++) {
-            float *restrict yc = yn + col*50176;
-            for (int i = 0; i < 50176; i++) yc[i] = b[col];
-            for (int ci = 0; ci < 64; ci++) {
-                const float *restrict xc = xn + ci*50176;
-                const float *restrict wc = w + col*576 + ci*9;
-                const float w0 = wc[0], w1 = wc[1], w2 = wc[2];
-                const float w3 = wc[3], w4 = wc[4], w5 = wc[5];
-                const float w6 = wc[6], w7 = wc[7], w8 = wc[8];
-                yc[0] += w4 * xc[0] + w5 * xc[1] + w7 * xc[224] + w8 * xc[225];
-                /* rows 0..0, cols 1..222: 6 of 9 taps */
-                for (int ox = 1; ox < 223; ox++) {
-                    yc[ox] += w3 * xc[ox - 1] + w4 * xc[ox] + w5 * xc[ox + 1] + w6 * xc[ox + 223]
-                            + w7 * xc[ox + 224] + w8 * xc[ox + 225];
+        memset(xp, 0, sizeof(float) * 3268864);
+        for (int ci = 0; ci < 64; ci++)
+            for (int iy = 0; iy < 224; iy++)
+                for (int ix = 0; ix < 224; ix++) xp[((iy + 1) * 226 + ix + 1) * 64 + ci] = xn[ci * 50176 + iy * 224 + ix];
+        CG_PARALLEL_FOR
+        for (int oy = 0; oy < 224; oy++) {
+            for (int v0 = 0; v0 < 4; v0 += 4) {
+                for (int x0 = 0; x0 < 222; x0 += 6) {
+                    cg_v a0_0 = VLOAD(bp + (v0 + 0) * 16), a0_1 = VLOAD(bp + (v0 + 1) * 16), a0_2 = VLOAD(bp + (v0 + 2) * 16), a0_3 = VLOAD(bp + (v0 + 3) * 16);
+                    cg_v a1_0 = VLOAD(bp + (v0 + 0) * 16), a1_1 = VLOAD(bp + (v0 + 1) * 16), a1_2 = VLOAD(bp + (v0 + 2) * 16), a1_3 = VLOAD(bp + (v0 + 3) * 16);
+                    cg_v a2_0 = VLOAD(bp + (v0 + 0) * 16), a2_1 = VLOAD(bp + (v0 + 1) * 16), a2_2 = VLOAD(bp + (v0 + 2) * 16), a2_3 = VLOAD(bp + (v0 + 3) * 16);
+                    cg_v a3_0 = VLOAD(bp + (v0 + 0) * 16), a3_1 = VLOAD(bp + (v0 + 1) * 16), a3_2 = VLOAD(bp + (v0 + 2) * 16), a3_3 = VLOAD(bp + (v0 + 3) * 16);
+                    cg_v a4_0 = VLOAD(bp + (v0 + 0) * 16), a4_1 = VLOAD(bp + (v0 + 1) * 16), a4_2 = VLOAD(bp + (v0 + 2) * 16), a4_3 = VLOAD(bp + (v0 + 3) * 16);
+                    cg_v a5_0 = VLOAD(bp + (v0 + 0) * 16), a5_1 = VLOAD(bp + (v0 + 1) * 16), a5_2 = VLOAD(bp + (v0 + 2) * 16), a5_3 = VLOAD(bp + (v0 + 3) * 16);
+                    for (int ci = 0; ci < 64; ci++) {
+                        const float *restrict xr = xp + (oy * 226 + x0) * 64 + ci;
+                        const float *restrict wr = wt + ci * 576 + v0 * 16;
+                        {
+                            const cg_v w0 = VLOAD(wr + 0), w1 = VLOAD(wr + 16), w2 = VLOAD(wr + 32), w3 = VLOAD(wr + 48);
+                            a0_0 += xr[0] * w0; a0_1 += xr[0] * w1; a0_2 += xr[0] * w2; a0_3 += xr[0] * w3;
+                            a1_0 += xr[64] * w0; a1_1 += xr[64] * w1; a1_2 += xr[64] * w2; a1_3 += xr[64] * w3;
+                            a2_0 += xr[128] * w0; a2_1 += xr[128] * w1; a2_2 += xr[128] * w2; a2_3 += xr[128] * w3;
+                            a3_0 += xr[192] * w0; a3_1 += xr[192] * w1; a3_2 += xr[192] * w2; a3_3 += xr[192] * w3;
+                            a4_0 += xr[256] * w0; a4_1 += xr[256] * w1; a4_2 += xr[256] * w2; a4_3 += xr[256] * w3;
+                            a5_0 += xr[320] * w0; a5_1 += xr[320] * w1; a5_2 += xr[320] * w2; a5_3 += xr[320] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 64), w1 = VLOAD(wr + 80), w2 = VLOAD(wr + 96), w3 = VLOAD(wr + 112);
+                            a0_0 += xr[64] * w0; a0_1 += xr[64] * w1; a0_2 += xr[64] * w2; a0_3 += xr[64] * w3;
+                            a1_0 += xr[128] * w0; a1_1 += xr[128] * w1; a1_2 += xr[128] * w2; a1_3 += xr[128] * w3;
+                            a2_0 += xr[192] * w0; a2_1 += xr[192] * w1; a2_2 += xr[192] * w2; a2_3 += xr[192] * w3;
+                            a3_0 += xr[256] * w0; a3_1 += xr[256] * w1; a3_2 += xr[256] * w2; a3_3 += xr[256] * w3;
+                            a4_0 += xr[320] * w0; a4_1 += xr[320] * w1; a4_2 += xr[320] * w2; a4_3 += xr[320] * w3;
+                            a5_0 += xr[384] * w0; a5_1 += xr[384] * w1; a5_2 += xr[384] * w2; a5_3 += xr[384] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 128), w1 = VLOAD(wr + 144), w2 = VLOAD(wr + 160), w3 = VLOAD(wr + 176);
+                            a0_0 += xr[128] * w0; a0_1 += xr[128] * w1; a0_2 += xr[128] * w2; a0_3 += xr[128] * w3;
+                            a1_0 += xr[192] * w0; a1_1 += xr[192] * w1; a1_2 += xr[192] * w2; a1_3 += xr[192] * w3;
+                            a2_0 += xr[256] * w0; a2_1 += xr[256] * w1; a2_2 += xr[256] * w2; a2_3 += xr[256] * w3;
+                            a3_0 += xr[320] * w0; a3_1 += xr[320] * w1; a3_2 += xr[320] * w2; a3_3 += xr[320] * w3;
+                            a4_0 += xr[384] * w0; a4_1 += xr[384] * w1; a4_2 += xr[384] * w2; a4_3 += xr[384] * w3;
+                            a5_0 += xr[448] * w0; a5_1 += xr[448] * w1; a5_2 += xr[448] * w2; a5_3 += xr[448] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 192), w1 = VLOAD(wr + 208), w2 = VLOAD(wr + 224), w3 = VLOAD(wr + 240);
+                            a0_0 += xr[14464] * w0; a0_1 += xr[14464] * w1; a0_2 += xr[14464] * w2; a0_3 += xr[14464] * w3;
+                            a1_0 += xr[14528] * w0; a1_1 += xr[14528] * w1; a1_2 += xr[14528] * w2; a1_3 += xr[14528] * w3;
+                            a2_0 += xr[14592] * w0; a2_1 += xr[14592] * w1; a2_2 += xr[14592] * w2; a2_3 += xr[14592] * w3;
+                            a3_0 += xr[14656] * w0; a3_1 += xr[14656] * w1; a3_2 += xr[14656] * w2; a3_3 += xr[14656] * w3;
+                            a4_0 += xr[14720] * w0; a4_1 += xr[14720] * w1; a4_2 += xr[14720] * w2; a4_3 += xr[14720] * w3;
+                            a5_0 += xr[14784] * w0; a5_1 += xr[14784] * w1; a5_2 += xr[14784] * w2; a5_3 += xr[14784] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 256), w1 = VLOAD(wr + 272), w2 = VLOAD(wr + 288), w3 = VLOAD(wr + 304);
+                            a0_0 += xr[14528] * w0; a0_1 += xr[14528] * w1; a0_2 += xr[14528] * w2; a0_3 += xr[14528] * w3;
+                            a1_0 += xr[14592] * w0; a1_1 += xr[14592] * w1; a1_2 += xr[14592] * w2; a1_3 += xr[14592] * w3;
+                            a2_0 += xr[14656] * w0; a2_1 += xr[14656] * w1; a2_2 += xr[14656] * w2; a2_3 += xr[14656] * w3;
+                            a3_0 += xr[14720] * w0; a3_1 += xr[14720] * w1; a3_2 += xr[14720] * w2; a3_3 += xr[14720] * w3;
+                            a4_0 += xr[14784] * w0; a4_1 += xr[14784] * w1; a4_2 += xr[14784] * w2; a4_3 += xr[14784] * w3;
+                            a5_0 += xr[14848] * w0; a5_1 += xr[14848] * w1; a5_2 += xr[14848] * w2; a5_3 += xr[14848] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 320), w1 = VLOAD(wr + 336), w2 = VLOAD(wr + 352), w3 = VLOAD(wr + 368);
+                            a0_0 += xr[14592] * w0; a0_1 += xr[14592] * w1; a0_2 += xr[14592] * w2; a0_3 += xr[14592] * w3;
+                            a1_0 += xr[14656] * w0; a1_1 += xr[14656] * w1; a1_2 += xr[14656] * w2; a1_3 += xr[14656] * w3;
+                            a2_0 += xr[14720] * w0; a2_1 += xr[14720] * w1; a2_2 += xr[14720] * w2; a2_3 += xr[14720] * w3;
+                            a3_0 += xr[14784] * w0; a3_1 += xr[14784] * w1; a3_2 += xr[14784] * w2; a3_3 += xr[14784] * w3;
+                            a4_0 += xr[14848] * w0; a4_1 += xr[14848] * w1; a4_2 += xr[14848] * w2; a4_3 += xr[14848] * w3;
+                            a5_0 += xr[14912] * w0; a5_1 += xr[14912] * w1; a5_2 += xr[14912] * w2; a5_3 += xr[14912] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 384), w1 = VLOAD(wr + 400), w2 = VLOAD(wr + 416), w3 = VLOAD(wr + 432);
+                            a0_0 += xr[28928] * w0; a0_1 += xr[28928] * w1; a0_2 += xr[28928] * w2; a0_3 += xr[28928] * w3;
+                            a1_0 += xr[28992] * w0; a1_1 += xr[28992] * w1; a1_2 += xr[28992] * w2; a1_3 += xr[28992] * w3;
+                            a2_0 += xr[29056] * w0; a2_1 += xr[29056] * w1; a2_2 += xr[29056] * w2; a2_3 += xr[29056] * w3;
+                            a3_0 += xr[29120] * w0; a3_1 += xr[29120] * w1; a3_2 += xr[29120] * w2; a3_3 += xr[29120] * w3;
+                            a4_0 += xr[29184] * w0; a4_1 += xr[29184] * w1; a4_2 += xr[29184] * w2; a4_3 += xr[29184] * w3;
+                            a5_0 += xr[29248] * w0; a5_1 += xr[29248] * w1; a5_2 += xr[29248] * w2; a5_3 += xr[29248] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 448), w1 = VLOAD(wr + 464), w2 = VLOAD(wr + 480), w3 = VLOAD(wr + 496);
+                            a0_0 += xr[28992] * w0; a0_1 += xr[28992] * w1; a0_2 += xr[28992] * w2; a0_3 += xr[28992] * w3;
+                            a1_0 += xr[29056] * w0; a1_1 += xr[29056] * w1; a1_2 += xr[29056] * w2; a1_3 += xr[29056] * w3;
+                            a2_0 += xr[29120] * w0; a2_1 += xr[29120] * w1; a2_2 += xr[29120] * w2; a2_3 += xr[29120] * w3;
+                            a3_0 += xr[29184] * w0; a3_1 += xr[29184] * w1; a3_2 += xr[29184] * w2; a3_3 += xr[29184] * w3;
+                            a4_0 += xr[29248] * w0; a4_1 += xr[29248] * w1; a4_2 += xr[29248] * w2; a4_3 += xr[29248] * w3;
+                            a5_0 += xr[29312] * w0; a5_1 += xr[29312] * w1; a5_2 += xr[29312] * w2; a5_3 += xr[29312] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 512), w1 = VLOAD(wr + 528), w2 = VLOAD(wr + 544), w3 = VLOAD(wr + 560);
+                            a0_0 += xr[29056] * w0; a0_1 += xr[29056] * w1; a0_2 += xr[29056] * w2; a0_3 += xr[29056] * w3;
+                            a1_0 += xr[29120] * w0; a1_1 += xr[29120] * w1; a1_2 += xr[29120] * w2; a1_3 += xr[29120] * w3;
+                            a2_0 += xr[29184] * w0; a2_1 += xr[29184] * w1; a2_2 += xr[29184] * w2; a2_3 += xr[29184] * w3;
+                            a3_0 += xr[29248] * w0; a3_1 += xr[29248] * w1; a3_2 += xr[29248] * w2; a3_3 += xr[29248] * w3;
+                            a4_0 += xr[29312] * w0; a4_1 += xr[29312] * w1; a4_2 += xr[29312] * w2; a4_3 += xr[29312] * w3;
+                            a5_0 += xr[29376] * w0; a5_1 += xr[29376] * w1; a5_2 += xr[29376] * w2; a5_3 += xr[29376] * w3;
+                        }
+                    }
+                    VSTORE(yh + (oy * 224 + x0 + 0) * 64 + (v0 + 0) * 16, a0_0); VSTORE(yh + (oy * 224 + x0 + 0) * 64 + (v0 + 1) * 16, a0_1); VSTORE(yh + (oy * 224 + x0 + 0) * 64 + (v0 + 2) * 16, a0_2); VSTORE(yh + (oy * 224 + x0 + 0) * 64 + (v0 + 3) * 16, a0_3);
+                    VSTORE(yh + (oy * 224 + x0 + 1) * 64 + (v0 + 0) * 16, a1_0); VSTORE(yh + (oy * 224 + x0 + 1) * 64 + (v0 + 1) * 16, a1_1); VSTORE(yh + (oy * 224 + x0 + 1) * 64 + (v0 + 2) * 16, a1_2); VSTORE(yh + (oy * 224 + x0 + 1) * 64 + (v0 + 3) * 16, a1_3);
+                    VSTORE(yh + (oy * 224 + x0 + 2) * 64 + (v0 + 0) * 16, a2_0); VSTORE(yh + (oy * 224 + x0 + 2) * 64 + (v0 + 1) * 16, a2_1); VSTORE(yh + (oy * 224 + x0 + 2) * 64 + (v0 + 2) * 16, a2_2); VSTORE(yh + (oy * 224 + x0 + 2) * 64 + (v0 + 3) * 16, a2_3);
+                    VSTORE(yh + (oy * 224 + x0 + 3) * 64 + (v0 + 0) * 16, a3_0); VSTORE(yh + (oy * 224 + x0 + 3) * 64 + (v0 + 1) * 16, a3_1); VSTORE(yh + (oy * 224 + x0 + 3) * 64 + (v0 + 2) * 16, a3_2); VSTORE(yh + (oy * 224 + x0 + 3) * 64 + (v0 + 3) * 16, a3_3);
+                    VSTORE(yh + (oy * 224 + x0 + 4) * 64 + (v0 + 0) * 16, a4_0); VSTORE(yh + (oy * 224 + x0 + 4) * 64 + (v0 + 1) * 16, a4_1); VSTORE(yh + (oy * 224 + x0 + 4) * 64 + (v0 + 2) * 16, a4_2); VSTORE(yh + (oy * 224 + x0 + 4) * 64 + (v0 + 3) * 16, a4_3);
+                    VSTORE(yh + (oy * 224 + x0 + 5) * 64 + (v0 + 0) * 16, a5_0); VSTORE(yh + (oy * 224 + x0 + 5) * 64 + (v0 + 1) * 16, a5_1); VSTORE(yh + (oy * 224 + x0 + 5) * 64 + (v0 + 2) * 16, a5_2); VSTORE(yh + (oy * 224 + x0 + 5) * 64 + (v0 + 3) * 16, a5_3);
                 }
-                yc[223] += w3 * xc[222] + w4 * xc[223] + w6 * xc[446] + w7 * xc[447];
-                /* rows 1..222, cols 0..0: 6 of 9 taps */
-                for (int oy = 1; oy < 223; oy++) {
-                    yc[oy*224] += w1 * xc[oy*224 - 224] + w2 * xc[oy*224 - 223] + w4 * xc[oy*224] + w5 * xc[oy*224 + 1]
-                            + w7 * xc[oy*224 + 224] + w8 * xc[oy*224 + 225];
+                {
+                    const int x0 = 222;
+                    cg_v a0_0 = VLOAD(bp + (v0 + 0) * 16), a0_1 = VLOAD(bp + (v0 + 1) * 16), a0_2 = VLOAD(bp + (v0 + 2) * 16), a0_3 = VLOAD(bp + (v0 + 3) * 16);
+                    cg_v a1_0 = VLOAD(bp + (v0 + 0) * 16), a1_1 = VLOAD(bp + (v0 + 1) * 16), a1_2 = VLOAD(bp + (v0 + 2) * 16), a1_3 = VLOAD(bp + (v0 + 3) * 16);
+                    for (int ci = 0; ci < 64; ci++) {
+                        const float *restrict xr = xp + (oy * 226 + x0) * 64 + ci;
+                        const float *restrict wr = wt + ci * 576 + v0 * 16;
+                        {
+                            const cg_v w0 = VLOAD(wr + 0), w1 = VLOAD(wr + 16), w2 = VLOAD(wr + 32), w3 = VLOAD(wr + 48);
+                            a0_0 += xr[0] * w0; a0_1 += xr[0] * w1; a0_2 += xr[0] * w2; a0_3 += xr[0] * w3;
+                            a1_0 += xr[64] * w0; a1_1 += xr[64] * w1; a1_2 += xr[64] * w2; a1_3 += xr[64] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 64), w1 = VLOAD(wr + 80), w2 = VLOAD(wr + 96), w3 = VLOAD(wr + 112);
+                            a0_0 += xr[64] * w0; a0_1 += xr[64] * w1; a0_2 += xr[64] * w2; a0_3 += xr[64] * w3;
+                            a1_0 += xr[128] * w0; a1_1 += xr[128] * w1; a1_2 += xr[128] * w2; a1_3 += xr[128] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 128), w1 = VLOAD(wr + 144), w2 = VLOAD(wr + 160), w3 = VLOAD(wr + 176);
+                            a0_0 += xr[128] * w0; a0_1 += xr[128] * w1; a0_2 += xr[128] * w2; a0_3 += xr[128] * w3;
+                            a1_0 += xr[192] * w0; a1_1 += xr[192] * w1; a1_2 += xr[192] * w2; a1_3 += xr[192] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 192), w1 = VLOAD(wr + 208), w2 = VLOAD(wr + 224), w3 = VLOAD(wr + 240);
+                            a0_0 += xr[14464] * w0; a0_1 += xr[14464] * w1; a0_2 += xr[14464] * w2; a0_3 += xr[14464] * w3;
+                            a1_0 += xr[14528] * w0; a1_1 += xr[14528] * w1; a1_2 += xr[14528] * w2; a1_3 += xr[14528] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 256), w1 = VLOAD(wr + 272), w2 = VLOAD(wr + 288), w3 = VLOAD(wr + 304);
+                            a0_0 += xr[14528] * w0; a0_1 += xr[14528] * w1; a0_2 += xr[14528] * w2; a0_3 += xr[14528] * w3;
+                            a1_0 += xr[14592] * w0; a1_1 += xr[14592] * w1; a1_2 += xr[14592] * w2; a1_3 += xr[14592] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 320), w1 = VLOAD(wr + 336), w2 = VLOAD(wr + 352), w3 = VLOAD(wr + 368);
+                            a0_0 += xr[14592] * w0; a0_1 += xr[14592] * w1; a0_2 += xr[14592] * w2; a0_3 += xr[14592] * w3;
+                            a1_0 += xr[14656] * w0; a1_1 += xr[14656] * w1; a1_2 += xr[14656] * w2; a1_3 += xr[14656] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 384), w1 = VLOAD(wr + 400), w2 = VLOAD(wr + 416), w3 = VLOAD(wr + 432);
+                            a0_0 += xr[28928] * w0; a0_1 += xr[28928] * w1; a0_2 += xr[28928] * w2; a0_3 += xr[28928] * w3;
+                            a1_0 += xr[28992] * w0; a1_1 += xr[28992] * w1; a1_2 += xr[28992] * w2; a1_3 += xr[28992] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 448), w1 = VLOAD(wr + 464), w2 = VLOAD(wr + 480), w3 = VLOAD(wr + 496);
+                            a0_0 += xr[28992] * w0; a0_1 += xr[28992] * w1; a0_2 += xr[28992] * w2; a0_3 += xr[28992] * w3;
+                            a1_0 += xr[29056] * w0; a1_1 += xr[29056] * w1; a1_2 += xr[29056] * w2; a1_3 += xr[29056] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 512), w1 = VLOAD(wr + 528), w2 = VLOAD(wr + 544), w3 = VLOAD(wr + 560);
+                            a0_0 += xr[29056] * w0; a0_1 += xr[29056] * w1; a0_2 += xr[29056] * w2; a0_3 += xr[29056] * w3;
+                            a1_0 += xr[29120] * w0; a1_1 += xr[29120] * w1; a1_2 += xr[29120] * w2; a1_3 += xr[29120] * w3;
+                        }
+                    }
+                    VSTORE(yh + (oy * 224 + x0 + 0) * 64 + (v0 + 0) * 16, a0_0); VSTORE(yh + (oy * 224 + x0 + 0) * 64 + (v0 + 1) * 16, a0_1); VSTORE(yh + (oy * 224 + x0 + 0) * 64 + (v0 + 2) * 16, a0_2); VSTORE(yh + (oy * 224 + x0 + 0) * 64 + (v0 + 3) * 16, a0_3);
+                    VSTORE(yh + (oy * 224 + x0 + 1) * 64 + (v0 + 0) * 16, a1_0); VSTORE(yh + (oy * 224 + x0 + 1) * 64 + (v0 + 1) * 16, a1_1); VSTORE(yh + (oy * 224 + x0 + 1) * 64 + (v0 + 2) * 16, a1_2); VSTORE(yh + (oy * 224 + x0 + 1) * 64 + (v0 + 3) * 16, a1_3);
                 }
-                /* rows 1..222, cols 1..222: every tap */
-                for (int oy = 1; oy < 223; oy++) {
-                    for (int ox = 1; ox < 223; ox++) {
-                        yc[oy*224 + ox] += w0 * xc[oy*224 + ox - 225] + w1 * xc[oy*224 + ox - 224] + w2 * xc[oy*224 + ox - 223] + w3 * xc[oy*224 + ox - 1]
-                                + w4 * xc[oy*224 + ox] + w5 * xc[oy*224 + ox + 1] + w6 * xc[oy*224 + ox + 223] + w7 * xc[oy*224 + ox + 224]
-                                + w8 * xc[oy*224 + ox + 225];
+            }
+        }
+        for (int co = 0; co < 64; co++)
+            for (int i = 0; i < 50176; i++) yn[co * 50176 + i] = yh[i * 64 + co];
+    }
+}
+
+static void l02_conv2d_backward(float *restrict G, float *restrict S, const float *restrict dy, int nb)
+{
+    float *restrict gw = G + 1792;
+    float *restrict gb = G + 38656;
+    float *restrict dyh = S + 9785920;
+    /* dy of every sample -> channels-last, padded channels zero */
+    CG_PARALLEL_FOR
+    for (int n = 0; n < nb; n++) {
+        float *restrict dn = dyh + (size_t)n * 3211264;
+        for (int i = 0; i < 50176; i++)
+            for (int co = 0; co < 64; co++) dn[i * 64 + co] = co < 64 ? dy[(size_t)n * 3211264 + co * 50176 + i] : 0.0f;
+    }
+    for (int co = 0; co < 64; co++) {
+        float s = 0.0f;
+        for (int n = 0; n < nb; n++)
+            for (int i = 0; i < 50176; i++) s += dy[(size_t)n * 3211264 + co * 50176 + i];
+        gb[co] += s;
+    }
+    CG_PARALLEL_FOR
+    for (int p0 = 0; p0 < 576; p0 += 6) {
+        int off[6], gidx[6];
+        for (int j = 0; j < 6; j++) {
+            const int q = p0 + j, ci = q / 9, k = q % 9, ky = k / 3, kx = k % 3;
+            off[j] = (ky * 1 * 226 + kx * 1) * 64 + ci;
+            gidx[j] = ci * 9 + k;
+        }
+        for (int v0 = 0; v0 < 4; v0 += 4) {
+            cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f);
+            cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f), a1_3 = vsplat(0.0f);
+            cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f), a2_2 = vsplat(0.0f), a2_3 = vsplat(0.0f);
+            cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f), a3_2 = vsplat(0.0f), a3_3 = vsplat(0.0f);
+            cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f), a4_2 = vsplat(0.0f), a4_3 = vsplat(0.0f);
+            cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f), a5_2 = vsplat(0.0f), a5_3 = vsplat(0.0f);
+            for (int n = 0; n < nb; n++) {
+                const float *restrict xp = S + 0 + (size_t)n * 3268864;
+                const float *restrict dn = dyh + (size_t)n * 3211264 + v0 * 16;
+                for (int oy = 0; oy < 224; oy++) {
+                    for (int ox = 0; ox < 224; ox++) {
+                        const float *restrict xr = xp + (oy * 226 + ox) * 64;
+                        const cg_v d0 = VLOAD(dn + (oy * 224 + ox) * 64 + 0), d1 = VLOAD(dn + (oy * 224 + ox) * 64 + 16), d2 = VLOAD(dn + (oy * 224 + ox) * 64 + 32), d3 = VLOAD(dn + (oy * 224 + ox) * 64 + 48);
+                        a0_0 += xr[off[0]] * d0; a0_1 += xr[off[0]] * d1; a0_2 += xr[off[0]] * d2; a0_3 += xr[off[0]] * d3;
+                        a1_0 += xr[off[1]] * d0; a1_1 += xr[off[1]] * d1; a1_2 += xr[off[1]] * d2; a1_3 += xr[off[1]] * d3;
+                        a2_0 += xr[off[2]] * d0; a2_1 += xr[off[2]] * d1; a2_2 += xr[off[2]] * d2; a2_3 += xr[off[2]] * d3;
+                        a3_0 += xr[off[3]] * d0; a3_1 += xr[off[3]] * d1; a3_2 += xr[off[3]] * d2; a3_3 += xr[off[3]] * d3;
+                        a4_0 += xr[off[4]] * d0; a4_1 += xr[off[4]] * d1; a4_2 += xr[off[4]] * d2; a4_3 += xr[off[4]] * d3;
+                        a5_0 += xr[off[5]] * d0; a5_1 += xr[off[5]] * d1; a5_2 += xr[off[5]] * d2; a5_3 += xr[off[5]] * d3;
                     }
                 }
-                /* rows 1..222, cols 223..223: 6 of 9 taps */
-                for (int oy = 1; oy < 223; oy++) {
-                    yc[oy*224 + 223] += w0 * xc[oy*224 - 2] + w1 * xc[oy*224 - 1] + w3 * xc[oy*224 + 222] + w4 * xc[oy*224 + 223]
-                            + w6 * xc[oy*224 + 446] + w7 * xc[oy*224 + 447];
-                }
-                yc[49952] += w1 * xc[49728] + w2 * xc[49729] + w4 * xc[49952] + w5 * xc[49953];
-                /* rows 223..223, cols 1..222: 6 of 9 taps */
-                for (int ox = 1; ox < 223; ox++) {
-                    yc[ox + 49952] += w0 * xc[ox + 49727] + w1 * xc[ox + 49728] + w2 * xc[ox + 49729] + w3 * xc[ox + 49951]
-                            + w4 * xc[ox + 49952] + w5 * xc[ox + 49953];
-                }
-                yc[50175] += w0 * xc[49950] + w1 * xc[49951] + w3 * xc[50174] + w4 * xc[50175];
             }
+            for (int l = 0; l < 16 && (v0 + 0) * 16 + l < 64; l++) gw[((v0 + 0) * 16 + l) * 576 + gidx[0]] += a0_0[l];
+            for (int l = 0; l < 16 && (v0 + 1) * 16 + l < 64; l++) gw[((v0 + 1) * 16 + l) * 576 + gidx[0]] += a0_1[l];
+            for (int l = 0; l < 16 && (v0 + 2) * 16 + l < 64; l++) gw[((v0 + 2) * 16 + l) * 576 + gidx[0]] += a0_2[l];
+            for (int l = 0; l < 16 && (v0 + 3) * 16 + l < 64; l++) gw[((v0 + 3) * 16 + l) * 576 + gidx[0]] += a0_3[l];
+            for (int l = 0; l < 16 && (v0 + 0) * 16 + l < 64; l++) gw[((v0 + 0) * 16 + l) * 576 + gidx[1]] += a1_0[l];
+            for (int l = 0; l < 16 && (v0 + 1) * 16 + l < 64; l++) gw[((v0 + 1) * 16 + l) * 576 + gidx[1]] += a1_1[l];
+            for (int l = 0; l < 16 && (v0 + 2) * 16 + l < 64; l++) gw[((v0 + 2) * 16 + l) * 576 + gidx[1]] += a1_2[l];
+            for (int l = 0; l < 16 && (v0 + 3) * 16 + l < 64; l++) gw[((v0 + 3) * 16 + l) * 576 + gidx[1]] += a1_3[l];
+            for (int l = 0; l < 16 && (v0 + 0) * 16 + l < 64; l++) gw[((v0 + 0) * 16 + l) * 576 + gidx[2]] += a2_0[l];
+            for (int l = 0; l < 16 && (v0 + 1) * 16 + l < 64; l++) gw[((v0 + 1) * 16 + l) * 576 + gidx[2]] += a2_1[l];
+            for (int l = 0; l < 16 && (v0 + 2) * 16 + l < 64; l++) gw[((v0 + 2) * 16 + l) * 576 + gidx[2]] += a2_2[l];
+            for (int l = 0; l < 16 && (v0 + 3) * 16 + l < 64; l++) gw[((v0 + 3) * 16 + l) * 576 + gidx[2]] += a2_3[l];
+            for (int l = 0; l < 16 && (v0 + 0) * 16 + l < 64; l++) gw[((v0 + 0) * 16 + l) * 576 + gidx[3]] += a3_0[l];
+            for (int l = 0; l < 16 && (v0 + 1) * 16 + l < 64; l++) gw[((v0 + 1) * 16 + l) * 576 + gidx[3]] += a3_1[l];
+            for (int l = 0; l < 16 && (v0 + 2) * 16 + l < 64; l++) gw[((v0 + 2) * 16 + l) * 576 + gidx[3]] += a3_2[l];
+            for (int l = 0; l < 16 && (v0 + 3) * 16 + l < 64; l++) gw[((v0 + 3) * 16 + l) * 576 + gidx[3]] += a3_3[l];
+            for (int l = 0; l < 16 && (v0 + 0) * 16 + l < 64; l++) gw[((v0 + 0) * 16 + l) * 576 + gidx[4]] += a4_0[l];
+            for (int l = 0; l < 16 && (v0 + 1) * 16 + l < 64; l++) gw[((v0 + 1) * 16 + l) * 576 + gidx[4]] += a4_1[l];
+            for (int l = 0; l < 16 && (v0 + 2) * 16 + l < 64; l++) gw[((v0 + 2) * 16 + l) * 576 + gidx[4]] += a4_2[l];
+            for (int l = 0; l < 16 && (v0 + 3) * 16 + l < 64; l++) gw[((v0 + 3) * 16 + l) * 576 + gidx[4]] += a4_3[l];
+            for (int l = 0; l < 16 && (v0 + 0) * 16 + l < 64; l++) gw[((v0 + 0) * 16 + l) * 576 + gidx[5]] += a5_0[l];
+            for (int l = 0; l < 16 && (v0 + 1) * 16 + l < 64; l++) gw[((v0 + 1) * 16 + l) * 576 + gidx[5]] += a5_1[l];
+            for (int l = 0; l < 16 && (v0 + 2) * 16 + l < 64; l++) gw[((v0 + 2) * 16 + l) * 576 + gidx[5]] += a5_2[l];
+            for (int l = 0; l < 16 && (v0 + 3) * 16 + l < 64; l++) gw[((v0 + 3) * 16 + l) * 576 + gidx[5]] += a5_3[l];
         }
     }
 }
 
-static void l02_conv2d_backward(const float *restrict P, float *restrict G, const float *restrict x, const float *restrict dy, float *restrict dx, int nb)
+static void l02_conv2d_backward_dx(const float *restrict P, float *restrict S, const float *restrict dy, float *restrict dx, int nb)
 {
     const float *restrict w = P + 1792;
-    float *restrict gw = G + 1792;
-    float *restrict gb = G + 38656;
-    memset(dx, 0, sizeof(float) * (size_t)nb * 3211264);
-    for (int col = 0; col < 64; col++) {
-        for (int ci = 0; ci < 64; ci++) {
-            const float *restrict wc = w + col*576 + ci*9;
-            float *restrict gwc = gw + col*576 + ci*9;
-            const float w0 = wc[0], w1 = wc[1], w2 = wc[2];
-            const float w3 = wc[3], w4 = wc[4], w5 = wc[5];
-            const float w6 = wc[6], w7 = wc[7], w8 = wc[8];
-            float g0 = 0.0f, g1 = 0.0f, g2 = 0.0f;
-            float g3 = 0.0f, g4 = 0.0f, g5 = 0.0f;
-            float g6 = 0.0f, g7 = 0.0f, g8 = 0.0f;
-            for (int n = 0; n < nb; n++) {
-                const float *restrict xc = x + (size_t)n * 3211264 + ci*50176;
-                float *restrict dxc = dx + (size_t)n * 3211264 + ci*50176;
-                const float *restrict dyc = dy + (size_t)n * 3211264 + col*50176;
-                {
-                    const float d = dyc[0];
-                    g4 += d * xc[0]; dxc[0] += w4 * d;
-                    g5 += d * xc[1]; dxc[1] += w5 * d;
-                    g7 += d * xc[224]; dxc[224] += w7 * d;
-                    g8 += d * xc[225]; dxc[225] += w8 * d;
-                }
-                /* rows 0..0, cols 1..222: 6 of 9 taps */
-                for (int ox = 1; ox < 223; ox++) {
-                    const float d = dyc[ox];
-                    g3 += d * xc[ox - 1]; dxc[ox - 1] += w3 * d;
-                    g4 += d * xc[ox]; dxc[ox] += w4 * d;
-                    g5 += d * xc[ox + 1]; dxc[ox + 1] += w5 * d;
-                    g6 += d * xc[ox + 223]; dxc[ox + 223] += w6 * d;
-                    g7 += d * xc[ox + 224]; dxc[ox + 224] += w7 * d;
-                    g8 += d * xc[ox + 225]; dxc[ox + 225] += w8 * d;
-                }
-                {
-                    const float d = dyc[223];
-                    g3 += d * xc[222]; dxc[222] += w3 * d;
-                    g4 += d * xc[223]; dxc[223] += w4 * d;
-                    g6 += d * xc[446]; dxc[446] += w6 * d;
-                    g7 += d * xc[447]; dxc[447] += w7 * d;
-                }
-                /* rows 1..222, cols 0..0: 6 of 9 taps */
-                for (int oy = 1; oy < 223; oy++) {
-                    {
-                        const float d = dyc[oy*224];
-                        g1 += d * xc[oy*224 - 224]; dxc[oy*224 - 224] += w1 * d;
-                        g2 += d * xc[oy*224 - 223]; dxc[oy*224 - 223] += w2 * d;
-                        g4 += d * xc[oy*224]; dxc[oy*224] += w4 * d;
-                        g5 += d * xc[oy*224 + 1]; dxc[oy*224 + 1] += w5 * d;
-                        g7 += d * xc[oy*224 + 224]; dxc[oy*224 + 224] += w7 * d;
-                        g8 += d * xc[oy*224 + 225]; dxc[oy*224 + 225] += w8 * d;
+    float *restrict wf = S + 16208448, *restrict dyp = S + 16245312, *restrict dxh = S + 19514176;
+    for (int i = 0; i < 36864; i++) wf[i] = 0.0f;
+    for (int co = 0; co < 64; co++)
+        for (int ci = 0; ci < 64; ci++)
+            for (int k = 0; k < 9; k++) wf[(co * 9 + k) * 64 + ci] = w[(co * 64 + ci) * 9 + k];
+    for (int n = 0; n < nb; n++) {
+        const float *restrict dn = dy + (size_t)n * 3211264;
+        float *restrict dxn = dx + (size_t)n * 3211264;
+        memset(dyp, 0, sizeof(float) * 3268864);
+        for (int co = 0; co < 64; co++)
+            for (int oy = 0; oy < 224; oy++)
+                for (int ox = 0; ox < 224; ox++) dyp[((oy + 1) * 226 + ox + 1) * 64 + co] = dn[co * 50176 + oy * 224 + ox];
+        CG_PARALLEL_FOR
+        for (int iy = 0; iy < 224; iy++) {
+            for (int v0 = 0; v0 < 4; v0 += 4) {
+                for (int x0 = 0; x0 < 222; x0 += 6) {
+                    cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f);
+                    cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f), a1_3 = vsplat(0.0f);
+                    cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f), a2_2 = vsplat(0.0f), a2_3 = vsplat(0.0f);
+                    cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f), a3_2 = vsplat(0.0f), a3_3 = vsplat(0.0f);
+                    cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f), a4_2 = vsplat(0.0f), a4_3 = vsplat(0.0f);
+                    cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f), a5_2 = vsplat(0.0f), a5_3 = vsplat(0.0f);
+                    for (int co = 0; co < 64; co++) {
+                        const float *restrict dr = dyp + (iy * 226 + x0) * 64 + co;
+                        const float *restrict wr = wf + co * 576 + v0 * 16;
+                        {
+                            const cg_v w0 = VLOAD(wr + 0), w1 = VLOAD(wr + 16), w2 = VLOAD(wr + 32), w3 = VLOAD(wr + 48);
+                            a0_0 += dr[29056] * w0; a0_1 += dr[29056] * w1; a0_2 += dr[29056] * w2; a0_3 += dr[29056] * w3;
+                            a1_0 += dr[29120] * w0; a1_1 += dr[29120] * w1; a1_2 += dr[29120] * w2; a1_3 += dr[29120] * w3;
+                            a2_0 += dr[29184] * w0; a2_1 += dr[29184] * w1; a2_2 += dr[29184] * w2; a2_3 += dr[29184] * w3;
+                            a3_0 += dr[29248] * w0; a3_1 += dr[29248] * w1; a3_2 += dr[29248] * w2; a3_3 += dr[29248] * w3;
+                            a4_0 += dr[29312] * w0; a4_1 += dr[29312] * w1; a4_2 += dr[29312] * w2; a4_3 += dr[29312] * w3;
+                            a5_0 += dr[29376] * w0; a5_1 += dr[29376] * w1; a5_2 += dr[29376] * w2; a5_3 += dr[29376] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 64), w1 = VLOAD(wr + 80), w2 = VLOAD(wr + 96), w3 = VLOAD(wr + 112);
+                            a0_0 += dr[28992] * w0; a0_1 += dr[28992] * w1; a0_2 += dr[28992] * w2; a0_3 += dr[28992] * w3;
+                            a1_0 += dr[29056] * w0; a1_1 += dr[29056] * w1; a1_2 += dr[29056] * w2; a1_3 += dr[29056] * w3;
+                            a2_0 += dr[29120] * w0; a2_1 += dr[29120] * w1; a2_2 += dr[29120] * w2; a2_3 += dr[29120] * w3;
+                            a3_0 += dr[29184] * w0; a3_1 += dr[29184] * w1; a3_2 += dr[29184] * w2; a3_3 += dr[29184] * w3;
+                            a4_0 += dr[29248] * w0; a4_1 += dr[29248] * w1; a4_2 += dr[29248] * w2; a4_3 += dr[29248] * w3;
+                            a5_0 += dr[29312] * w0; a5_1 += dr[29312] * w1; a5_2 += dr[29312] * w2; a5_3 += dr[29312] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 128), w1 = VLOAD(wr + 144), w2 = VLOAD(wr + 160), w3 = VLOAD(wr + 176);
+                            a0_0 += dr[28928] * w0; a0_1 += dr[28928] * w1; a0_2 += dr[28928] * w2; a0_3 += dr[28928] * w3;
+                            a1_0 += dr[28992] * w0; a1_1 += dr[28992] * w1; a1_2 += dr[28992] * w2; a1_3 += dr[28992] * w3;
+                            a2_0 += dr[29056] * w0; a2_1 += dr[29056] * w1; a2_2 += dr[29056] * w2; a2_3 += dr[29056] * w3;
+                            a3_0 += dr[29120] * w0; a3_1 += dr[29120] * w1; a3_2 += dr[29120] * w2; a3_3 += dr[29120] * w3;
+                            a4_0 += dr[29184] * w0; a4_1 += dr[29184] * w1; a4_2 += dr[29184] * w2; a4_3 += dr[29184] * w3;
+                            a5_0 += dr[29248] * w0; a5_1 += dr[29248] * w1; a5_2 += dr[29248] * w2; a5_3 += dr[29248] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 192), w1 = VLOAD(wr + 208), w2 = VLOAD(wr + 224), w3 = VLOAD(wr + 240);
+                            a0_0 += dr[14592] * w0; a0_1 += dr[14592] * w1; a0_2 += dr[14592] * w2; a0_3 += dr[14592] * w3;
+                            a1_0 += dr[14656] * w0; a1_1 += dr[14656] * w1; a1_2 += dr[14656] * w2; a1_3 += dr[14656] * w3;
+                            a2_0 += dr[14720] * w0; a2_1 += dr[14720] * w1; a2_2 += dr[14720] * w2; a2_3 += dr[14720] * w3;
+                            a3_0 += dr[14784] * w0; a3_1 += dr[14784] * w1; a3_2 += dr[14784] * w2; a3_3 += dr[14784] * w3;
+                            a4_0 += dr[14848] * w0; a4_1 += dr[14848] * w1; a4_2 += dr[14848] * w2; a4_3 += dr[14848] * w3;
+                            a5_0 += dr[14912] * w0; a5_1 += dr[14912] * w1; a5_2 += dr[14912] * w2; a5_3 += dr[14912] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 256), w1 = VLOAD(wr + 272), w2 = VLOAD(wr + 288), w3 = VLOAD(wr + 304);
+                            a0_0 += dr[14528] * w0; a0_1 += dr[14528] * w1; a0_2 += dr[14528] * w2; a0_3 += dr[14528] * w3;
+                            a1_0 += dr[14592] * w0; a1_1 += dr[14592] * w1; a1_2 += dr[14592] * w2; a1_3 += dr[14592] * w3;
+                            a2_0 += dr[14656] * w0; a2_1 += dr[14656] * w1; a2_2 += dr[14656] * w2; a2_3 += dr[14656] * w3;
+                            a3_0 += dr[14720] * w0; a3_1 += dr[14720] * w1; a3_2 += dr[14720] * w2; a3_3 += dr[14720] * w3;
+                            a4_0 += dr[14784] * w0; a4_1 += dr[14784] * w1; a4_2 += dr[14784] * w2; a4_3 += dr[14784] * w3;
+                            a5_0 += dr[14848] * w0; a5_1 += dr[14848] * w1; a5_2 += dr[14848] * w2; a5_3 += dr[14848] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 320), w1 = VLOAD(wr + 336), w2 = VLOAD(wr + 352), w3 = VLOAD(wr + 368);
+                            a0_0 += dr[14464] * w0; a0_1 += dr[14464] * w1; a0_2 += dr[14464] * w2; a0_3 += dr[14464] * w3;
+                            a1_0 += dr[14528] * w0; a1_1 += dr[14528] * w1; a1_2 += dr[14528] * w2; a1_3 += dr[14528] * w3;
+                            a2_0 += dr[14592] * w0; a2_1 += dr[14592] * w1; a2_2 += dr[14592] * w2; a2_3 += dr[14592] * w3;
+                            a3_0 += dr[14656] * w0; a3_1 += dr[14656] * w1; a3_2 += dr[14656] * w2; a3_3 += dr[14656] * w3;
+                            a4_0 += dr[14720] * w0; a4_1 += dr[14720] * w1; a4_2 += dr[14720] * w2; a4_3 += dr[14720] * w3;
+                            a5_0 += dr[14784] * w0; a5_1 += dr[14784] * w1; a5_2 += dr[14784] * w2; a5_3 += dr[14784] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 384), w1 = VLOAD(wr + 400), w2 = VLOAD(wr + 416), w3 = VLOAD(wr + 432);
+                            a0_0 += dr[128] * w0; a0_1 += dr[128] * w1; a0_2 += dr[128] * w2; a0_3 += dr[128] * w3;
+                            a1_0 += dr[192] * w0; a1_1 += dr[192] * w1; a1_2 += dr[192] * w2; a1_3 += dr[192] * w3;
+                            a2_0 += dr[256] * w0; a2_1 += dr[256] * w1; a2_2 += dr[256] * w2; a2_3 += dr[256] * w3;
+                            a3_0 += dr[320] * w0; a3_1 += dr[320] * w1; a3_2 += dr[320] * w2; a3_3 += dr[320] * w3;
+                            a4_0 += dr[384] * w0; a4_1 += dr[384] * w1; a4_2 += dr[384] * w2; a4_3 += dr[384] * w3;
+                            a5_0 += dr[448] * w0; a5_1 += dr[448] * w1; a5_2 += dr[448] * w2; a5_3 += dr[448] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 448), w1 = VLOAD(wr + 464), w2 = VLOAD(wr + 480), w3 = VLOAD(wr + 496);
+                            a0_0 += dr[64] * w0; a0_1 += dr[64] * w1; a0_2 += dr[64] * w2; a0_3 += dr[64] * w3;
+                            a1_0 += dr[128] * w0; a1_1 += dr[128] * w1; a1_2 += dr[128] * w2; a1_3 += dr[128] * w3;
+                            a2_0 += dr[192] * w0; a2_1 += dr[192] * w1; a2_2 += dr[192] * w2; a2_3 += dr[192] * w3;
+                            a3_0 += dr[256] * w0; a3_1 += dr[256] * w1; a3_2 += dr[256] * w2; a3_3 += dr[256] * w3;
+                            a4_0 += dr[320] * w0; a4_1 += dr[320] * w1; a4_2 += dr[320] * w2; a4_3 += dr[320] * w3;
+                            a5_0 += dr[384] * w0; a5_1 += dr[384] * w1; a5_2 += dr[384] * w2; a5_3 += dr[384] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 512), w1 = VLOAD(wr + 528), w2 = VLOAD(wr + 544), w3 = VLOAD(wr + 560);
+                            a0_0 += dr[0] * w0; a0_1 += dr[0] * w1; a0_2 += dr[0] * w2; a0_3 += dr[0] * w3;
+                            a1_0 += dr[64] * w0; a1_1 += dr[64] * w1; a1_2 += dr[64] * w2; a1_3 += dr[64] * w3;
+                            a2_0 += dr[128] * w0; a2_1 += dr[128] * w1; a2_2 += dr[128] * w2; a2_3 += dr[128] * w3;
+                            a3_0 += dr[192] * w0; a3_1 += dr[192] * w1; a3_2 += dr[192] * w2; a3_3 += dr[192] * w3;
+                            a4_0 += dr[256] * w0; a4_1 += dr[256] * w1; a4_2 += dr[256] * w2; a4_3 += dr[256] * w3;
+                            a5_0 += dr[320] * w0; a5_1 += dr[320] * w1; a5_2 += dr[320] * w2; a5_3 += dr[320] * w3;
+                        }
                     }
-                }
-                /* rows 1..222, cols 1..222: every tap */
-                for (int oy = 1; oy < 223; oy++) {
-                    for (int ox = 1; ox < 223; ox++) {
-                        const float d = dyc[oy*224 + ox];
-                        g0 += d * xc[oy*224 + ox - 225]; dxc[oy*224 + ox - 225] += w0 * d;
-                        g1 += d * xc[oy*224 + ox - 224]; dxc[oy*224 + ox - 224] += w1 * d;
-                        g2 += d * xc[oy*224 + ox - 223]; dxc[oy*224 + ox - 223] += w2 * d;
-                        g3 += d * xc[oy*224 + ox - 1]; dxc[oy*224 + ox - 1] += w3 * d;
-                        g4 += d * xc[oy*224 + ox]; dxc[oy*224 + ox] += w4 * d;
-                        g5 += d * xc[oy*224 + ox + 1]; dxc[oy*224 + ox + 1] += w5 * d;
-                        g6 += d * xc[oy*224 + ox + 223]; dxc[oy*224 + ox + 223] += w6 * d;
-                        g7 += d * xc[oy*224 + ox + 224]; dxc[oy*224 + ox + 224] += w7 * d;
-                        g8 += d * xc[oy*224 + ox + 225]; dxc[oy*224 + ox + 225] += w8 * d;
-                    }
-                }
-                /* rows 1..222, cols 223..223: 6 of 9 taps */
-                for (int oy = 1; oy < 223; oy++) {
-                    {
-                        const float d = dyc[oy*224 + 223];
-                        g0 += d * xc[oy*224 - 2]; dxc[oy*224 - 2] += w0 * d;
-                        g1 += d * xc[oy*224 - 1]; dxc[oy*224 - 1] += w1 * d;
-                        g3 += d * xc[oy*224 + 222]; dxc[oy*224 + 222] += w3 * d;
-                        g4 += d * xc[oy*224 + 223]; dxc[oy*224 + 223] += w4 * d;
-                        g6 += d * xc[oy*224 + 446]; dxc[oy*224 + 446] += w6 * d;
-                        g7 += d * xc[oy*224 + 447]; dxc[oy*224 + 447] += w7 * d;
-                    }
+                    VSTORE(dxh + (iy * 224 + x0 + 0) * 64 + (v0 + 0) * 16, a0_0); VSTORE(dxh + (iy * 224 + x0 + 0) * 64 + (v0 + 1) * 16, a0_1); VSTORE(dxh + (iy * 224 + x0 + 0) * 64 + (v0 + 2) * 16, a0_2); VSTORE(dxh + (iy * 224 + x0 + 0) * 64 + (v0 + 3) * 16, a0_3);
+                    VSTORE(dxh + (iy * 224 + x0 + 1) * 64 + (v0 + 0) * 16, a1_0); VSTORE(dxh + (iy * 224 + x0 + 1) * 64 + (v0 + 1) * 16, a1_1); VSTORE(dxh + (iy * 224 + x0 + 1) * 64 + (v0 + 2) * 16, a1_2); VSTORE(dxh + (iy * 224 + x0 + 1) * 64 + (v0 + 3) * 16, a1_3);
+                    VSTORE(dxh + (iy * 224 + x0 + 2) * 64 + (v0 + 0) * 16, a2_0); VSTORE(dxh + (iy * 224 + x0 + 2) * 64 + (v0 + 1) * 16, a2_1); VSTORE(dxh + (iy * 224 + x0 + 2) * 64 + (v0 + 2) * 16, a2_2); VSTORE(dxh + (iy * 224 + x0 + 2) * 64 + (v0 + 3) * 16, a2_3);
+                    VSTORE(dxh + (iy * 224 + x0 + 3) * 64 + (v0 + 0) * 16, a3_0); VSTORE(dxh + (iy * 224 + x0 + 3) * 64 + (v0 + 1) * 16, a3_1); VSTORE(dxh + (iy * 224 + x0 + 3) * 64 + (v0 + 2) * 16, a3_2); VSTORE(dxh + (iy * 224 + x0 + 3) * 64 + (v0 + 3) * 16, a3_3);
+                    VSTORE(dxh + (iy * 224 + x0 + 4) * 64 + (v0 + 0) * 16, a4_0); VSTORE(dxh + (iy * 224 + x0 + 4) * 64 + (v0 + 1) * 16, a4_1); VSTORE(dxh + (iy * 224 + x0 + 4) * 64 + (v0 + 2) * 16, a4_2); VSTORE(dxh + (iy * 224 + x0 + 4) * 64 + (v0 + 3) * 16, a4_3);
+                    VSTORE(dxh + (iy * 224 + x0 + 5) * 64 + (v0 + 0) * 16, a5_0); VSTORE(dxh + (iy * 224 + x0 + 5) * 64 + (v0 + 1) * 16, a5_1); VSTORE(dxh + (iy * 224 + x0 + 5) * 64 + (v0 + 2) * 16, a5_2); VSTORE(dxh + (iy * 224 + x0 + 5) * 64 + (v0 + 3) * 16, a5_3);
                 }
                 {
-                    const float d = dyc[49952];
-                    g1 += d * xc[49728]; dxc[49728] += w1 * d;
-                    g2 += d * xc[49729]; dxc[49729] += w2 * d;
-                    g4 += d * xc[49952]; dxc[49952] += w4 * d;
-                    g5 += d * xc[49953]; dxc[49953] += w5 * d;
-                }
-                /* rows 223..223, cols 1..222: 6 of 9 taps */
-                for (int ox = 1; ox < 223; ox++) {
-                    const float d = dyc[ox + 49952];
-                    g0 += d * xc[ox + 49727]; dxc[ox + 49727] += w0 * d;
-                    g1 += d * xc[ox + 49728]; dxc[ox + 49728] += w1 * d;
-                    g2 += d * xc[ox + 49729]; dxc[ox + 49729] += w2 * d;
-                    g3 += d * xc[ox + 49951]; dxc[ox + 49951] += w3 * d;
-                    g4 += d * xc[ox + 49952]; dxc[ox + 49952] += w4 * d;
-                    g5 += d * xc[ox + 49953]; dxc[ox + 49953] += w5 * d;
-                }
-                {
-                    const float d = dyc[50175];
-                    g0 += d * xc[49950]; dxc[49950] += w0 * d;
-                    g1 += d * xc[49951]; dxc[49951] += w1 * d;
-                    g3 += d * xc[50174]; dxc[50174] += w3 * d;
-                    g4 += d * xc[50175]; dxc[50175] += w4 * d;
+                    const int x0 = 222;
+                    cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f);
+                    cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f), a1_3 = vsplat(0.0f);
+                    for (int co = 0; co < 64; co++) {
+                        const float *restrict dr = dyp + (iy * 226 + x0) * 64 + co;
+                        const float *restrict wr = wf + co * 576 + v0 * 16;
+                        {
+                            const cg_v w0 = VLOAD(wr + 0), w1 = VLOAD(wr + 16), w2 = VLOAD(wr + 32), w3 = VLOAD(wr + 48);
+                            a0_0 += dr[29056] * w0; a0_1 += dr[29056] * w1; a0_2 += dr[29056] * w2; a0_3 += dr[29056] * w3;
+                            a1_0 += dr[29120] * w0; a1_1 += dr[29120] * w1; a1_2 += dr[29120] * w2; a1_3 += dr[29120] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 64), w1 = VLOAD(wr + 80), w2 = VLOAD(wr + 96), w3 = VLOAD(wr + 112);
+                            a0_0 += dr[28992] * w0; a0_1 += dr[28992] * w1; a0_2 += dr[28992] * w2; a0_3 += dr[28992] * w3;
+                            a1_0 += dr[29056] * w0; a1_1 += dr[29056] * w1; a1_2 += dr[29056] * w2; a1_3 += dr[29056] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 128), w1 = VLOAD(wr + 144), w2 = VLOAD(wr + 160), w3 = VLOAD(wr + 176);
+                            a0_0 += dr[28928] * w0; a0_1 += dr[28928] * w1; a0_2 += dr[28928] * w2; a0_3 += dr[28928] * w3;
+                            a1_0 += dr[28992] * w0; a1_1 += dr[28992] * w1; a1_2 += dr[28992] * w2; a1_3 += dr[28992] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 192), w1 = VLOAD(wr + 208), w2 = VLOAD(wr + 224), w3 = VLOAD(wr + 240);
+                            a0_0 += dr[14592] * w0; a0_1 += dr[14592] * w1; a0_2 += dr[14592] * w2; a0_3 += dr[14592] * w3;
+                            a1_0 += dr[14656] * w0; a1_1 += dr[14656] * w1; a1_2 += dr[14656] * w2; a1_3 += dr[14656] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 256), w1 = VLOAD(wr + 272), w2 = VLOAD(wr + 288), w3 = VLOAD(wr + 304);
+                            a0_0 += dr[14528] * w0; a0_1 += dr[14528] * w1; a0_2 += dr[14528] * w2; a0_3 += dr[14528] * w3;
+                            a1_0 += dr[14592] * w0; a1_1 += dr[14592] * w1; a1_2 += dr[14592] * w2; a1_3 += dr[14592] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 320), w1 = VLOAD(wr + 336), w2 = VLOAD(wr + 352), w3 = VLOAD(wr + 368);
+                            a0_0 += dr[14464] * w0; a0_1 += dr[14464] * w1; a0_2 += dr[14464] * w2; a0_3 += dr[14464] * w3;
+                            a1_0 += dr[14528] * w0; a1_1 += dr[14528] * w1; a1_2 += dr[14528] * w2; a1_3 += dr[14528] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 384), w1 = VLOAD(wr + 400), w2 = VLOAD(wr + 416), w3 = VLOAD(wr + 432);
+                            a0_0 += dr[128] * w0; a0_1 += dr[128] * w1; a0_2 += dr[128] * w2; a0_3 += dr[128] * w3;
+                            a1_0 += dr[192] * w0; a1_1 += dr[192] * w1; a1_2 += dr[192] * w2; a1_3 += dr[192] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 448), w1 = VLOAD(wr + 464), w2 = VLOAD(wr + 480), w3 = VLOAD(wr + 496);
+                            a0_0 += dr[64] * w0; a0_1 += dr[64] * w1; a0_2 += dr[64] * w2; a0_3 += dr[64] * w3;
+                            a1_0 += dr[128] * w0; a1_1 += dr[128] * w1; a1_2 += dr[128] * w2; a1_3 += dr[128] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 512), w1 = VLOAD(wr + 528), w2 = VLOAD(wr + 544), w3 = VLOAD(wr + 560);
+                            a0_0 += dr[0] * w0; a0_1 += dr[0] * w1; a0_2 += dr[0] * w2; a0_3 += dr[0] * w3;
+                            a1_0 += dr[64] * w0; a1_1 += dr[64] * w1; a1_2 += dr[64] * w2; a1_3 += dr[64] * w3;
+                        }
+                    }
+                    VSTORE(dxh + (iy * 224 + x0 + 0) * 64 + (v0 + 0) * 16, a0_0); VSTORE(dxh + (iy * 224 + x0 + 0) * 64 + (v0 + 1) * 16, a0_1); VSTORE(dxh + (iy * 224 + x0 + 0) * 64 + (v0 + 2) * 16, a0_2); VSTORE(dxh + (iy * 224 + x0 + 0) * 64 + (v0 + 3) * 16, a0_3);
+                    VSTORE(dxh + (iy * 224 + x0 + 1) * 64 + (v0 + 0) * 16, a1_0); VSTORE(dxh + (iy * 224 + x0 + 1) * 64 + (v0 + 1) * 16, a1_1); VSTORE(dxh + (iy * 224 + x0 + 1) * 64 + (v0 + 2) * 16, a1_2); VSTORE(dxh + (iy * 224 + x0 + 1) * 64 + (v0 + 3) * 16, a1_3);
                 }
             }
-            gwc[0] += g0;
-            gwc[1] += g1;
-            gwc[2] += g2;
-            gwc[3] += g3;
-            gwc[4] += g4;
-            gwc[5] += g5;
-            gwc[6] += g6;
-            gwc[7] += g7;
-            gwc[8] += g8;
         }
-        {
-            float s = 0.0f;
-            for (int n = 0; n < nb; n++)
-                for (int i = 0; i < 50176; i++) s += dy[(size_t)n * 3211264 + col*50176 + i];
-            gb[col] += s;
-        }
+        for (int ci = 0; ci < 64; ci++)
+            for (int i = 0; i < 50176; i++) dxn[ci * 50176 + i] = dxh[i * 64 + ci];
     }
 }
 
@@ -477,183 +1316,486 @@ static void l04_maxpool2d_backward(const float *restrict x, const float *restric
 }
 
 /* layer 5: conv2d 64x112x112 -> 128x112x112 (specs/vgg16.yaml:21:5) */
-static void l05_conv2d_forward(const float *restrict P, const float *restrict x, float *restrict y, int nb)
+static void l05_conv2d_forward(const float *restrict P, float *restrict S, const float *restrict x, float *restrict y, int nb)
 {
     const float *restrict w = P + 38720;
-    const float *restrict b = P + 112448;
+    float *restrict yh = S + 1663488, *restrict wt = S + 3269120, *restrict bp = S + 3342848;
+    /* weights [co][ci][k] -> [ci][k][co], channels padded to 128 */
+    for (int i = 0; i < 73728; i++) wt[i] = 0.0f;
+    for (int co = 0; co < 128; co++)
+        for (int j = 0; j < 576; j++) wt[j * 128 + co] = w[co * 576 + j];
+    for (int co = 0; co < 128; co++) bp[co] = co < 128 ? (P + 112448)[co] : 0.0f;
     for (int n = 0; n < nb; n++) {
         const float *restrict xn = x + (size_t)n * 802816;
+        float *restrict xp = S + 0 + (size_t)n * 831744;
         float *restrict yn = y + (size_t)n * 1605632;
-        for (int col = 0; col < 128; col++) {
-            float *restrict yc = yn + col*12544;
-            for (int i = 0; i < 12544; i++) yc[i] = b[col];
-            for (int ci = 0; ci < 64; ci++) {
-                const float *restrict xc = xn + ci*12544;
-                const float *restrict wc = w + col*576 + ci*9;
-                const float w0 = wc[0], w1 = wc[1], w2 = wc[2];
-                const float w3 = wc[3], w4 = wc[4], w5 = wc[5];
-                const float w6 = wc[6], w7 = wc[7], w8 = wc[8];
-                yc[0] += w4 * xc[0] + w5 * xc[1] + w7 * xc[112] + w8 * xc[113];
-                /* rows 0..0, cols 1..110: 6 of 9 taps */
-                for (int ox = 1; ox < 111; ox++) {
-                    yc[ox] += w3 * xc[ox - 1] + w4 * xc[ox] + w5 * xc[ox + 1] + w6 * xc[ox + 111]
-                            + w7 * xc[ox + 112] + w8 * xc[ox + 113];
+        memset(xp, 0, sizeof(float) * 831744);
+        for (int ci = 0; ci < 64; ci++)
+            for (int iy = 0; iy < 112; iy++)
+                for (int ix = 0; ix < 112; ix++) xp[((iy + 1) * 114 + ix + 1) * 64 + ci] = xn[ci * 12544 + iy * 112 + ix];
+        CG_PARALLEL_FOR
+        for (int oy = 0; oy < 112; oy++) {
+            for (int v0 = 0; v0 < 8; v0 += 4) {
+                for (int x0 = 0; x0 < 108; x0 += 6) {
+                    cg_v a0_0 = VLOAD(bp + (v0 + 0) * 16), a0_1 = VLOAD(bp + (v0 + 1) * 16), a0_2 = VLOAD(bp + (v0 + 2) * 16), a0_3 = VLOAD(bp + (v0 + 3) * 16);
+                    cg_v a1_0 = VLOAD(bp + (v0 + 0) * 16), a1_1 = VLOAD(bp + (v0 + 1) * 16), a1_2 = VLOAD(bp + (v0 + 2) * 16), a1_3 = VLOAD(bp + (v0 + 3) * 16);
+                    cg_v a2_0 = VLOAD(bp + (v0 + 0) * 16), a2_1 = VLOAD(bp + (v0 + 1) * 16), a2_2 = VLOAD(bp + (v0 + 2) * 16), a2_3 = VLOAD(bp + (v0 + 3) * 16);
+                    cg_v a3_0 = VLOAD(bp + (v0 + 0) * 16), a3_1 = VLOAD(bp + (v0 + 1) * 16), a3_2 = VLOAD(bp + (v0 + 2) * 16), a3_3 = VLOAD(bp + (v0 + 3) * 16);
+                    cg_v a4_0 = VLOAD(bp + (v0 + 0) * 16), a4_1 = VLOAD(bp + (v0 + 1) * 16), a4_2 = VLOAD(bp + (v0 + 2) * 16), a4_3 = VLOAD(bp + (v0 + 3) * 16);
+                    cg_v a5_0 = VLOAD(bp + (v0 + 0) * 16), a5_1 = VLOAD(bp + (v0 + 1) * 16), a5_2 = VLOAD(bp + (v0 + 2) * 16), a5_3 = VLOAD(bp + (v0 + 3) * 16);
+                    for (int ci = 0; ci < 64; ci++) {
+                        const float *restrict xr = xp + (oy * 114 + x0) * 64 + ci;
+                        const float *restrict wr = wt + ci * 1152 + v0 * 16;
+                        {
+                            const cg_v w0 = VLOAD(wr + 0), w1 = VLOAD(wr + 16), w2 = VLOAD(wr + 32), w3 = VLOAD(wr + 48);
+                            a0_0 += xr[0] * w0; a0_1 += xr[0] * w1; a0_2 += xr[0] * w2; a0_3 += xr[0] * w3;
+                            a1_0 += xr[64] * w0; a1_1 += xr[64] * w1; a1_2 += xr[64] * w2; a1_3 += xr[64] * w3;
+                            a2_0 += xr[128] * w0; a2_1 += xr[128] * w1; a2_2 += xr[128] * w2; a2_3 += xr[128] * w3;
+                            a3_0 += xr[192] * w0; a3_1 += xr[192] * w1; a3_2 += xr[192] * w2; a3_3 += xr[192] * w3;
+                            a4_0 += xr[256] * w0; a4_1 += xr[256] * w1; a4_2 += xr[256] * w2; a4_3 += xr[256] * w3;
+                            a5_0 += xr[320] * w0; a5_1 += xr[320] * w1; a5_2 += xr[320] * w2; a5_3 += xr[320] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 128), w1 = VLOAD(wr + 144), w2 = VLOAD(wr + 160), w3 = VLOAD(wr + 176);
+                            a0_0 += xr[64] * w0; a0_1 += xr[64] * w1; a0_2 += xr[64] * w2; a0_3 += xr[64] * w3;
+                            a1_0 += xr[128] * w0; a1_1 += xr[128] * w1; a1_2 += xr[128] * w2; a1_3 += xr[128] * w3;
+                            a2_0 += xr[192] * w0; a2_1 += xr[192] * w1; a2_2 += xr[192] * w2; a2_3 += xr[192] * w3;
+                            a3_0 += xr[256] * w0; a3_1 += xr[256] * w1; a3_2 += xr[256] * w2; a3_3 += xr[256] * w3;
+                            a4_0 += xr[320] * w0; a4_1 += xr[320] * w1; a4_2 += xr[320] * w2; a4_3 += xr[320] * w3;
+                            a5_0 += xr[384] * w0; a5_1 += xr[384] * w1; a5_2 += xr[384] * w2; a5_3 += xr[384] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 256), w1 = VLOAD(wr + 272), w2 = VLOAD(wr + 288), w3 = VLOAD(wr + 304);
+                            a0_0 += xr[128] * w0; a0_1 += xr[128] * w1; a0_2 += xr[128] * w2; a0_3 += xr[128] * w3;
+                            a1_0 += xr[192] * w0; a1_1 += xr[192] * w1; a1_2 += xr[192] * w2; a1_3 += xr[192] * w3;
+                            a2_0 += xr[256] * w0; a2_1 += xr[256] * w1; a2_2 += xr[256] * w2; a2_3 += xr[256] * w3;
+                            a3_0 += xr[320] * w0; a3_1 += xr[320] * w1; a3_2 += xr[320] * w2; a3_3 += xr[320] * w3;
+                            a4_0 += xr[384] * w0; a4_1 += xr[384] * w1; a4_2 += xr[384] * w2; a4_3 += xr[384] * w3;
+                            a5_0 += xr[448] * w0; a5_1 += xr[448] * w1; a5_2 += xr[448] * w2; a5_3 += xr[448] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 384), w1 = VLOAD(wr + 400), w2 = VLOAD(wr + 416), w3 = VLOAD(wr + 432);
+                            a0_0 += xr[7296] * w0; a0_1 += xr[7296] * w1; a0_2 += xr[7296] * w2; a0_3 += xr[7296] * w3;
+                            a1_0 += xr[7360] * w0; a1_1 += xr[7360] * w1; a1_2 += xr[7360] * w2; a1_3 += xr[7360] * w3;
+                            a2_0 += xr[7424] * w0; a2_1 += xr[7424] * w1; a2_2 += xr[7424] * w2; a2_3 += xr[7424] * w3;
+                            a3_0 += xr[7488] * w0; a3_1 += xr[7488] * w1; a3_2 += xr[7488] * w2; a3_3 += xr[7488] * w3;
+                            a4_0 += xr[7552] * w0; a4_1 += xr[7552] * w1; a4_2 += xr[7552] * w2; a4_3 += xr[7552] * w3;
+                            a5_0 += xr[7616] * w0; a5_1 += xr[7616] * w1; a5_2 += xr[7616] * w2; a5_3 += xr[7616] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 512), w1 = VLOAD(wr + 528), w2 = VLOAD(wr + 544), w3 = VLOAD(wr + 560);
+                            a0_0 += xr[7360] * w0; a0_1 += xr[7360] * w1; a0_2 += xr[7360] * w2; a0_3 += xr[7360] * w3;
+                            a1_0 += xr[7424] * w0; a1_1 += xr[7424] * w1; a1_2 += xr[7424] * w2; a1_3 += xr[7424] * w3;
+                            a2_0 += xr[7488] * w0; a2_1 += xr[7488] * w1; a2_2 += xr[7488] * w2; a2_3 += xr[7488] * w3;
+                            a3_0 += xr[7552] * w0; a3_1 += xr[7552] * w1; a3_2 += xr[7552] * w2; a3_3 += xr[7552] * w3;
+                            a4_0 += xr[7616] * w0; a4_1 += xr[7616] * w1; a4_2 += xr[7616] * w2; a4_3 += xr[7616] * w3;
+                            a5_0 += xr[7680] * w0; a5_1 += xr[7680] * w1; a5_2 += xr[7680] * w2; a5_3 += xr[7680] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 640), w1 = VLOAD(wr + 656), w2 = VLOAD(wr + 672), w3 = VLOAD(wr + 688);
+                            a0_0 += xr[7424] * w0; a0_1 += xr[7424] * w1; a0_2 += xr[7424] * w2; a0_3 += xr[7424] * w3;
+                            a1_0 += xr[7488] * w0; a1_1 += xr[7488] * w1; a1_2 += xr[7488] * w2; a1_3 += xr[7488] * w3;
+                            a2_0 += xr[7552] * w0; a2_1 += xr[7552] * w1; a2_2 += xr[7552] * w2; a2_3 += xr[7552] * w3;
+                            a3_0 += xr[7616] * w0; a3_1 += xr[7616] * w1; a3_2 += xr[7616] * w2; a3_3 += xr[7616] * w3;
+                            a4_0 += xr[7680] * w0; a4_1 += xr[7680] * w1; a4_2 += xr[7680] * w2; a4_3 += xr[7680] * w3;
+                            a5_0 += xr[7744] * w0; a5_1 += xr[7744] * w1; a5_2 += xr[7744] * w2; a5_3 += xr[7744] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 768), w1 = VLOAD(wr + 784), w2 = VLOAD(wr + 800), w3 = VLOAD(wr + 816);
+                            a0_0 += xr[14592] * w0; a0_1 += xr[14592] * w1; a0_2 += xr[14592] * w2; a0_3 += xr[14592] * w3;
+                            a1_0 += xr[14656] * w0; a1_1 += xr[14656] * w1; a1_2 += xr[14656] * w2; a1_3 += xr[14656] * w3;
+                            a2_0 += xr[14720] * w0; a2_1 += xr[14720] * w1; a2_2 += xr[14720] * w2; a2_3 += xr[14720] * w3;
+                            a3_0 += xr[14784] * w0; a3_1 += xr[14784] * w1; a3_2 += xr[14784] * w2; a3_3 += xr[14784] * w3;
+                            a4_0 += xr[14848] * w0; a4_1 += xr[14848] * w1; a4_2 += xr[14848] * w2; a4_3 += xr[14848] * w3;
+                            a5_0 += xr[14912] * w0; a5_1 += xr[14912] * w1; a5_2 += xr[14912] * w2; a5_3 += xr[14912] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 896), w1 = VLOAD(wr + 912), w2 = VLOAD(wr + 928), w3 = VLOAD(wr + 944);
+                            a0_0 += xr[14656] * w0; a0_1 += xr[14656] * w1; a0_2 += xr[14656] * w2; a0_3 += xr[14656] * w3;
+                            a1_0 += xr[14720] * w0; a1_1 += xr[14720] * w1; a1_2 += xr[14720] * w2; a1_3 += xr[14720] * w3;
+                            a2_0 += xr[14784] * w0; a2_1 += xr[14784] * w1; a2_2 += xr[14784] * w2; a2_3 += xr[14784] * w3;
+                            a3_0 += xr[14848] * w0; a3_1 += xr[14848] * w1; a3_2 += xr[14848] * w2; a3_3 += xr[14848] * w3;
+                            a4_0 += xr[14912] * w0; a4_1 += xr[14912] * w1; a4_2 += xr[14912] * w2; a4_3 += xr[14912] * w3;
+                            a5_0 += xr[14976] * w0; a5_1 += xr[14976] * w1; a5_2 += xr[14976] * w2; a5_3 += xr[14976] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 1024), w1 = VLOAD(wr + 1040), w2 = VLOAD(wr + 1056), w3 = VLOAD(wr + 1072);
+                            a0_0 += xr[14720] * w0; a0_1 += xr[14720] * w1; a0_2 += xr[14720] * w2; a0_3 += xr[14720] * w3;
+                            a1_0 += xr[14784] * w0; a1_1 += xr[14784] * w1; a1_2 += xr[14784] * w2; a1_3 += xr[14784] * w3;
+                            a2_0 += xr[14848] * w0; a2_1 += xr[14848] * w1; a2_2 += xr[14848] * w2; a2_3 += xr[14848] * w3;
+                            a3_0 += xr[14912] * w0; a3_1 += xr[14912] * w1; a3_2 += xr[14912] * w2; a3_3 += xr[14912] * w3;
+                            a4_0 += xr[14976] * w0; a4_1 += xr[14976] * w1; a4_2 += xr[14976] * w2; a4_3 += xr[14976] * w3;
+                            a5_0 += xr[15040] * w0; a5_1 += xr[15040] * w1; a5_2 += xr[15040] * w2; a5_3 += xr[15040] * w3;
+                        }
+                    }
+                    VSTORE(yh + (oy * 112 + x0 + 0) * 128 + (v0 + 0) * 16, a0_0); VSTORE(yh + (oy * 112 + x0 + 0) * 128 + (v0 + 1) * 16, a0_1); VSTORE(yh + (oy * 112 + x0 + 0) * 128 + (v0 + 2) * 16, a0_2); VSTORE(yh + (oy * 112 + x0 + 0) * 128 + (v0 + 3) * 16, a0_3);
+                    VSTORE(yh + (oy * 112 + x0 + 1) * 128 + (v0 + 0) * 16, a1_0); VSTORE(yh + (oy * 112 + x0 + 1) * 128 + (v0 + 1) * 16, a1_1); VSTORE(yh + (oy * 112 + x0 + 1) * 128 + (v0 + 2) * 16, a1_2); VSTORE(yh + (oy * 112 + x0 + 1) * 128 + (v0 + 3) * 16, a1_3);
+                    VSTORE(yh + (oy * 112 + x0 + 2) * 128 + (v0 + 0) * 16, a2_0); VSTORE(yh + (oy * 112 + x0 + 2) * 128 + (v0 + 1) * 16, a2_1); VSTORE(yh + (oy * 112 + x0 + 2) * 128 + (v0 + 2) * 16, a2_2); VSTORE(yh + (oy * 112 + x0 + 2) * 128 + (v0 + 3) * 16, a2_3);
+                    VSTORE(yh + (oy * 112 + x0 + 3) * 128 + (v0 + 0) * 16, a3_0); VSTORE(yh + (oy * 112 + x0 + 3) * 128 + (v0 + 1) * 16, a3_1); VSTORE(yh + (oy * 112 + x0 + 3) * 128 + (v0 + 2) * 16, a3_2); VSTORE(yh + (oy * 112 + x0 + 3) * 128 + (v0 + 3) * 16, a3_3);
+                    VSTORE(yh + (oy * 112 + x0 + 4) * 128 + (v0 + 0) * 16, a4_0); VSTORE(yh + (oy * 112 + x0 + 4) * 128 + (v0 + 1) * 16, a4_1); VSTORE(yh + (oy * 112 + x0 + 4) * 128 + (v0 + 2) * 16, a4_2); VSTORE(yh + (oy * 112 + x0 + 4) * 128 + (v0 + 3) * 16, a4_3);
+                    VSTORE(yh + (oy * 112 + x0 + 5) * 128 + (v0 + 0) * 16, a5_0); VSTORE(yh + (oy * 112 + x0 + 5) * 128 + (v0 + 1) * 16, a5_1); VSTORE(yh + (oy * 112 + x0 + 5) * 128 + (v0 + 2) * 16, a5_2); VSTORE(yh + (oy * 112 + x0 + 5) * 128 + (v0 + 3) * 16, a5_3);
                 }
-                yc[111] += w3 * xc[110] + w4 * xc[111] + w6 * xc[222] + w7 * xc[223];
-                /* rows 1..110, cols 0..0: 6 of 9 taps */
-                for (int oy = 1; oy < 111; oy++) {
-                    yc[oy*112] += w1 * xc[oy*112 - 112] + w2 * xc[oy*112 - 111] + w4 * xc[oy*112] + w5 * xc[oy*112 + 1]
-                            + w7 * xc[oy*112 + 112] + w8 * xc[oy*112 + 113];
+                {
+                    const int x0 = 108;
+                    cg_v a0_0 = VLOAD(bp + (v0 + 0) * 16), a0_1 = VLOAD(bp + (v0 + 1) * 16), a0_2 = VLOAD(bp + (v0 + 2) * 16), a0_3 = VLOAD(bp + (v0 + 3) * 16);
+                    cg_v a1_0 = VLOAD(bp + (v0 + 0) * 16), a1_1 = VLOAD(bp + (v0 + 1) * 16), a1_2 = VLOAD(bp + (v0 + 2) * 16), a1_3 = VLOAD(bp + (v0 + 3) * 16);
+                    cg_v a2_0 = VLOAD(bp + (v0 + 0) * 16), a2_1 = VLOAD(bp + (v0 + 1) * 16), a2_2 = VLOAD(bp + (v0 + 2) * 16), a2_3 = VLOAD(bp + (v0 + 3) * 16);
+                    cg_v a3_0 = VLOAD(bp + (v0 + 0) * 16), a3_1 = VLOAD(bp + (v0 + 1) * 16), a3_2 = VLOAD(bp + (v0 + 2) * 16), a3_3 = VLOAD(bp + (v0 + 3) * 16);
+                    for (int ci = 0; ci < 64; ci++) {
+                        const float *restrict xr = xp + (oy * 114 + x0) * 64 + ci;
+                        const float *restrict wr = wt + ci * 1152 + v0 * 16;
+                        {
+                            const cg_v w0 = VLOAD(wr + 0), w1 = VLOAD(wr + 16), w2 = VLOAD(wr + 32), w3 = VLOAD(wr + 48);
+                            a0_0 += xr[0] * w0; a0_1 += xr[0] * w1; a0_2 += xr[0] * w2; a0_3 += xr[0] * w3;
+                            a1_0 += xr[64] * w0; a1_1 += xr[64] * w1; a1_2 += xr[64] * w2; a1_3 += xr[64] * w3;
+                            a2_0 += xr[128] * w0; a2_1 += xr[128] * w1; a2_2 += xr[128] * w2; a2_3 += xr[128] * w3;
+                            a3_0 += xr[192] * w0; a3_1 += xr[192] * w1; a3_2 += xr[192] * w2; a3_3 += xr[192] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 128), w1 = VLOAD(wr + 144), w2 = VLOAD(wr + 160), w3 = VLOAD(wr + 176);
+                            a0_0 += xr[64] * w0; a0_1 += xr[64] * w1; a0_2 += xr[64] * w2; a0_3 += xr[64] * w3;
+                            a1_0 += xr[128] * w0; a1_1 += xr[128] * w1; a1_2 += xr[128] * w2; a1_3 += xr[128] * w3;
+                            a2_0 += xr[192] * w0; a2_1 += xr[192] * w1; a2_2 += xr[192] * w2; a2_3 += xr[192] * w3;
+                            a3_0 += xr[256] * w0; a3_1 += xr[256] * w1; a3_2 += xr[256] * w2; a3_3 += xr[256] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 256), w1 = VLOAD(wr + 272), w2 = VLOAD(wr + 288), w3 = VLOAD(wr + 304);
+                            a0_0 += xr[128] * w0; a0_1 += xr[128] * w1; a0_2 += xr[128] * w2; a0_3 += xr[128] * w3;
+                            a1_0 += xr[192] * w0; a1_1 += xr[192] * w1; a1_2 += xr[192] * w2; a1_3 += xr[192] * w3;
+                            a2_0 += xr[256] * w0; a2_1 += xr[256] * w1; a2_2 += xr[256] * w2; a2_3 += xr[256] * w3;
+                            a3_0 += xr[320] * w0; a3_1 += xr[320] * w1; a3_2 += xr[320] * w2; a3_3 += xr[320] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 384), w1 = VLOAD(wr + 400), w2 = VLOAD(wr + 416), w3 = VLOAD(wr + 432);
+                            a0_0 += xr[7296] * w0; a0_1 += xr[7296] * w1; a0_2 += xr[7296] * w2; a0_3 += xr[7296] * w3;
+                            a1_0 += xr[7360] * w0; a1_1 += xr[7360] * w1; a1_2 += xr[7360] * w2; a1_3 += xr[7360] * w3;
+                            a2_0 += xr[7424] * w0; a2_1 += xr[7424] * w1; a2_2 += xr[7424] * w2; a2_3 += xr[7424] * w3;
+                            a3_0 += xr[7488] * w0; a3_1 += xr[7488] * w1; a3_2 += xr[7488] * w2; a3_3 += xr[7488] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 512), w1 = VLOAD(wr + 528), w2 = VLOAD(wr + 544), w3 = VLOAD(wr + 560);
+                            a0_0 += xr[7360] * w0; a0_1 += xr[7360] * w1; a0_2 += xr[7360] * w2; a0_3 += xr[7360] * w3;
+                            a1_0 += xr[7424] * w0; a1_1 += xr[7424] * w1; a1_2 += xr[7424] * w2; a1_3 += xr[7424] * w3;
+                            a2_0 += xr[7488] * w0; a2_1 += xr[7488] * w1; a2_2 += xr[7488] * w2; a2_3 += xr[7488] * w3;
+                            a3_0 += xr[7552] * w0; a3_1 += xr[7552] * w1; a3_2 += xr[7552] * w2; a3_3 += xr[7552] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 640), w1 = VLOAD(wr + 656), w2 = VLOAD(wr + 672), w3 = VLOAD(wr + 688);
+                            a0_0 += xr[7424] * w0; a0_1 += xr[7424] * w1; a0_2 += xr[7424] * w2; a0_3 += xr[7424] * w3;
+                            a1_0 += xr[7488] * w0; a1_1 += xr[7488] * w1; a1_2 += xr[7488] * w2; a1_3 += xr[7488] * w3;
+                            a2_0 += xr[7552] * w0; a2_1 += xr[7552] * w1; a2_2 += xr[7552] * w2; a2_3 += xr[7552] * w3;
+                            a3_0 += xr[7616] * w0; a3_1 += xr[7616] * w1; a3_2 += xr[7616] * w2; a3_3 += xr[7616] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 768), w1 = VLOAD(wr + 784), w2 = VLOAD(wr + 800), w3 = VLOAD(wr + 816);
+                            a0_0 += xr[14592] * w0; a0_1 += xr[14592] * w1; a0_2 += xr[14592] * w2; a0_3 += xr[14592] * w3;
+                            a1_0 += xr[14656] * w0; a1_1 += xr[14656] * w1; a1_2 += xr[14656] * w2; a1_3 += xr[14656] * w3;
+                            a2_0 += xr[14720] * w0; a2_1 += xr[14720] * w1; a2_2 += xr[14720] * w2; a2_3 += xr[14720] * w3;
+                            a3_0 += xr[14784] * w0; a3_1 += xr[14784] * w1; a3_2 += xr[14784] * w2; a3_3 += xr[14784] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 896), w1 = VLOAD(wr + 912), w2 = VLOAD(wr + 928), w3 = VLOAD(wr + 944);
+                            a0_0 += xr[14656] * w0; a0_1 += xr[14656] * w1; a0_2 += xr[14656] * w2; a0_3 += xr[14656] * w3;
+                            a1_0 += xr[14720] * w0; a1_1 += xr[14720] * w1; a1_2 += xr[14720] * w2; a1_3 += xr[14720] * w3;
+                            a2_0 += xr[14784] * w0; a2_1 += xr[14784] * w1; a2_2 += xr[14784] * w2; a2_3 += xr[14784] * w3;
+                            a3_0 += xr[14848] * w0; a3_1 += xr[14848] * w1; a3_2 += xr[14848] * w2; a3_3 += xr[14848] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 1024), w1 = VLOAD(wr + 1040), w2 = VLOAD(wr + 1056), w3 = VLOAD(wr + 1072);
+                            a0_0 += xr[14720] * w0; a0_1 += xr[14720] * w1; a0_2 += xr[14720] * w2; a0_3 += xr[14720] * w3;
+                            a1_0 += xr[14784] * w0; a1_1 += xr[14784] * w1; a1_2 += xr[14784] * w2; a1_3 += xr[14784] * w3;
+                            a2_0 += xr[14848] * w0; a2_1 += xr[14848] * w1; a2_2 += xr[14848] * w2; a2_3 += xr[14848] * w3;
+                            a3_0 += xr[14912] * w0; a3_1 += xr[14912] * w1; a3_2 += xr[14912] * w2; a3_3 += xr[14912] * w3;
+                        }
+                    }
+                    VSTORE(yh + (oy * 112 + x0 + 0) * 128 + (v0 + 0) * 16, a0_0); VSTORE(yh + (oy * 112 + x0 + 0) * 128 + (v0 + 1) * 16, a0_1); VSTORE(yh + (oy * 112 + x0 + 0) * 128 + (v0 + 2) * 16, a0_2); VSTORE(yh + (oy * 112 + x0 + 0) * 128 + (v0 + 3) * 16, a0_3);
+                    VSTORE(yh + (oy * 112 + x0 + 1) * 128 + (v0 + 0) * 16, a1_0); VSTORE(yh + (oy * 112 + x0 + 1) * 128 + (v0 + 1) * 16, a1_1); VSTORE(yh + (oy * 112 + x0 + 1) * 128 + (v0 + 2) * 16, a1_2); VSTORE(yh + (oy * 112 + x0 + 1) * 128 + (v0 + 3) * 16, a1_3);
+                    VSTORE(yh + (oy * 112 + x0 + 2) * 128 + (v0 + 0) * 16, a2_0); VSTORE(yh + (oy * 112 + x0 + 2) * 128 + (v0 + 1) * 16, a2_1); VSTORE(yh + (oy * 112 + x0 + 2) * 128 + (v0 + 2) * 16, a2_2); VSTORE(yh + (oy * 112 + x0 + 2) * 128 + (v0 + 3) * 16, a2_3);
+                    VSTORE(yh + (oy * 112 + x0 + 3) * 128 + (v0 + 0) * 16, a3_0); VSTORE(yh + (oy * 112 + x0 + 3) * 128 + (v0 + 1) * 16, a3_1); VSTORE(yh + (oy * 112 + x0 + 3) * 128 + (v0 + 2) * 16, a3_2); VSTORE(yh + (oy * 112 + x0 + 3) * 128 + (v0 + 3) * 16, a3_3);
                 }
-                /* rows 1..110, cols 1..110: every tap */
-                for (int oy = 1; oy < 111; oy++) {
-                    for (int ox = 1; ox < 111; ox++) {
-                        yc[oy*112 + ox] += w0 * xc[oy*112 + ox - 113] + w1 * xc[oy*112 + ox - 112] + w2 * xc[oy*112 + ox - 111] + w3 * xc[oy*112 + ox - 1]
-                                + w4 * xc[oy*112 + ox] + w5 * xc[oy*112 + ox + 1] + w6 * xc[oy*112 + ox + 111] + w7 * xc[oy*112 + ox + 112]
-                                + w8 * xc[oy*112 + ox + 113];
+            }
+        }
+        for (int co = 0; co < 128; co++)
+            for (int i = 0; i < 12544; i++) yn[co * 12544 + i] = yh[i * 128 + co];
+    }
+}
+
+static void l05_conv2d_backward(float *restrict G, float *restrict S, const float *restrict dy, int nb)
+{
+    float *restrict gw = G + 38720;
+    float *restrict gb = G + 112448;
+    float *restrict dyh = S + 3342976;
+    /* dy of every sample -> channels-last, padded channels zero */
+    CG_PARALLEL_FOR
+    for (int n = 0; n < nb; n++) {
+        float *restrict dn = dyh + (size_t)n * 1605632;
+        for (int i = 0; i < 12544; i++)
+            for (int co = 0; co < 128; co++) dn[i * 128 + co] = co < 128 ? dy[(size_t)n * 1605632 + co * 12544 + i] : 0.0f;
+    }
+    for (int co = 0; co < 128; co++) {
+        float s = 0.0f;
+        for (int n = 0; n < nb; n++)
+            for (int i = 0; i < 12544; i++) s += dy[(size_t)n * 1605632 + co * 12544 + i];
+        gb[co] += s;
+    }
+    CG_PARALLEL_FOR
+    for (int p0 = 0; p0 < 576; p0 += 6) {
+        int off[6], gidx[6];
+        for (int j = 0; j < 6; j++) {
+            const int q = p0 + j, ci = q / 9, k = q % 9, ky = k / 3, kx = k % 3;
+            off[j] = (ky * 1 * 114 + kx * 1) * 64 + ci;
+            gidx[j] = ci * 9 + k;
+        }
+        for (int v0 = 0; v0 < 8; v0 += 4) {
+            cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f);
+            cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f), a1_3 = vsplat(0.0f);
+            cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f), a2_2 = vsplat(0.0f), a2_3 = vsplat(0.0f);
+            cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f), a3_2 = vsplat(0.0f), a3_3 = vsplat(0.0f);
+            cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f), a4_2 = vsplat(0.0f), a4_3 = vsplat(0.0f);
+            cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f), a5_2 = vsplat(0.0f), a5_3 = vsplat(0.0f);
+            for (int n = 0; n < nb; n++) {
+                const float *restrict xp = S + 0 + (size_t)n * 831744;
+                const float *restrict dn = dyh + (size_t)n * 1605632 + v0 * 16;
+                for (int oy = 0; oy < 112; oy++) {
+                    for (int ox = 0; ox < 112; ox++) {
+                        const float *restrict xr = xp + (oy * 114 + ox) * 64;
+                        const cg_v d0 = VLOAD(dn + (oy * 112 + ox) * 128 + 0), d1 = VLOAD(dn + (oy * 112 + ox) * 128 + 16), d2 = VLOAD(dn + (oy * 112 + ox) * 128 + 32), d3 = VLOAD(dn + (oy * 112 + ox) * 128 + 48);
+                        a0_0 += xr[off[0]] * d0; a0_1 += xr[off[0]] * d1; a0_2 += xr[off[0]] * d2; a0_3 += xr[off[0]] * d3;
+                        a1_0 += xr[off[1]] * d0; a1_1 += xr[off[1]] * d1; a1_2 += xr[off[1]] * d2; a1_3 += xr[off[1]] * d3;
+                        a2_0 += xr[off[2]] * d0; a2_1 += xr[off[2]] * d1; a2_2 += xr[off[2]] * d2; a2_3 += xr[off[2]] * d3;
+                        a3_0 += xr[off[3]] * d0; a3_1 += xr[off[3]] * d1; a3_2 += xr[off[3]] * d2; a3_3 += xr[off[3]] * d3;
+                        a4_0 += xr[off[4]] * d0; a4_1 += xr[off[4]] * d1; a4_2 += xr[off[4]] * d2; a4_3 += xr[off[4]] * d3;
+                        a5_0 += xr[off[5]] * d0; a5_1 += xr[off[5]] * d1; a5_2 += xr[off[5]] * d2; a5_3 += xr[off[5]] * d3;
                     }
                 }
-                /* rows 1..110, cols 111..111: 6 of 9 taps */
-                for (int oy = 1; oy < 111; oy++) {
-                    yc[oy*112 + 111] += w0 * xc[oy*112 - 2] + w1 * xc[oy*112 - 1] + w3 * xc[oy*112 + 110] + w4 * xc[oy*112 + 111]
-                            + w6 * xc[oy*112 + 222] + w7 * xc[oy*112 + 223];
-                }
-                yc[12432] += w1 * xc[12320] + w2 * xc[12321] + w4 * xc[12432] + w5 * xc[12433];
-                /* rows 111..111, cols 1..110: 6 of 9 taps */
-                for (int ox = 1; ox < 111; ox++) {
-                    yc[ox + 12432] += w0 * xc[ox + 12319] + w1 * xc[ox + 12320] + w2 * xc[ox + 12321] + w3 * xc[ox + 12431]
-                            + w4 * xc[ox + 12432] + w5 * xc[ox + 12433];
-                }
-                yc[12543] += w0 * xc[12430] + w1 * xc[12431] + w3 * xc[12542] + w4 * xc[12543];
             }
+            for (int l = 0; l < 16 && (v0 + 0) * 16 + l < 128; l++) gw[((v0 + 0) * 16 + l) * 576 + gidx[0]] += a0_0[l];
+            for (int l = 0; l < 16 && (v0 + 1) * 16 + l < 128; l++) gw[((v0 + 1) * 16 + l) * 576 + gidx[0]] += a0_1[l];
+            for (int l = 0; l < 16 && (v0 + 2) * 16 + l < 128; l++) gw[((v0 + 2) * 16 + l) * 576 + gidx[0]] += a0_2[l];
+            for (int l = 0; l < 16 && (v0 + 3) * 16 + l < 128; l++) gw[((v0 + 3) * 16 + l) * 576 + gidx[0]] += a0_3[l];
+            for (int l = 0; l < 16 && (v0 + 0) * 16 + l < 128; l++) gw[((v0 + 0) * 16 + l) * 576 + gidx[1]] += a1_0[l];
+            for (int l = 0; l < 16 && (v0 + 1) * 16 + l < 128; l++) gw[((v0 + 1) * 16 + l) * 576 + gidx[1]] += a1_1[l];
+            for (int l = 0; l < 16 && (v0 + 2) * 16 + l < 128; l++) gw[((v0 + 2) * 16 + l) * 576 + gidx[1]] += a1_2[l];
+            for (int l = 0; l < 16 && (v0 + 3) * 16 + l < 128; l++) gw[((v0 + 3) * 16 + l) * 576 + gidx[1]] += a1_3[l];
+            for (int l = 0; l < 16 && (v0 + 0) * 16 + l < 128; l++) gw[((v0 + 0) * 16 + l) * 576 + gidx[2]] += a2_0[l];
+            for (int l = 0; l < 16 && (v0 + 1) * 16 + l < 128; l++) gw[((v0 + 1) * 16 + l) * 576 + gidx[2]] += a2_1[l];
+            for (int l = 0; l < 16 && (v0 + 2) * 16 + l < 128; l++) gw[((v0 + 2) * 16 + l) * 576 + gidx[2]] += a2_2[l];
+            for (int l = 0; l < 16 && (v0 + 3) * 16 + l < 128; l++) gw[((v0 + 3) * 16 + l) * 576 + gidx[2]] += a2_3[l];
+            for (int l = 0; l < 16 && (v0 + 0) * 16 + l < 128; l++) gw[((v0 + 0) * 16 + l) * 576 + gidx[3]] += a3_0[l];
+            for (int l = 0; l < 16 && (v0 + 1) * 16 + l < 128; l++) gw[((v0 + 1) * 16 + l) * 576 + gidx[3]] += a3_1[l];
+            for (int l = 0; l < 16 && (v0 + 2) * 16 + l < 128; l++) gw[((v0 + 2) * 16 + l) * 576 + gidx[3]] += a3_2[l];
+            for (int l = 0; l < 16 && (v0 + 3) * 16 + l < 128; l++) gw[((v0 + 3) * 16 + l) * 576 + gidx[3]] += a3_3[l];
+            for (int l = 0; l < 16 && (v0 + 0) * 16 + l < 128; l++) gw[((v0 + 0) * 16 + l) * 576 + gidx[4]] += a4_0[l];
+            for (int l = 0; l < 16 && (v0 + 1) * 16 + l < 128; l++) gw[((v0 + 1) * 16 + l) * 576 + gidx[4]] += a4_1[l];
+            for (int l = 0; l < 16 && (v0 + 2) * 16 + l < 128; l++) gw[((v0 + 2) * 16 + l) * 576 + gidx[4]] += a4_2[l];
+            for (int l = 0; l < 16 && (v0 + 3) * 16 + l < 128; l++) gw[((v0 + 3) * 16 + l) * 576 + gidx[4]] += a4_3[l];
+            for (int l = 0; l < 16 && (v0 + 0) * 16 + l < 128; l++) gw[((v0 + 0) * 16 + l) * 576 + gidx[5]] += a5_0[l];
+            for (int l = 0; l < 16 && (v0 + 1) * 16 + l < 128; l++) gw[((v0 + 1) * 16 + l) * 576 + gidx[5]] += a5_1[l];
+            for (int l = 0; l < 16 && (v0 + 2) * 16 + l < 128; l++) gw[((v0 + 2) * 16 + l) * 576 + gidx[5]] += a5_2[l];
+            for (int l = 0; l < 16 && (v0 + 3) * 16 + l < 128; l++) gw[((v0 + 3) * 16 + l) * 576 + gidx[5]] += a5_3[l];
         }
     }
 }
 
-static void l05_conv2d_backward(const float *restrict P, float *restrict G, const float *restrict x, const float *restrict dy, float *restrict dx, int nb)
+static void l05_conv2d_backward_dx(const float *restrict P, float *restrict S, const float *restrict dy, float *restrict dx, int nb)
 {
     const float *restrict w = P + 38720;
-    float *restrict gw = G + 38720;
-    float *restrict gb = G + 112448;
-    memset(dx, 0, sizeof(float) * (size_t)nb * 802816);
-    for (int col = 0; col < 128; col++) {
-        for (int ci = 0; ci < 64; ci++) {
-            const float *restrict wc = w + col*576 + ci*9;
-            float *restrict gwc = gw + col*576 + ci*9;
-            const float w0 = wc[0], w1 = wc[1], w2 = wc[2];
-            const float w3 = wc[3], w4 = wc[4], w5 = wc[5];
-            const float w6 = wc[6], w7 = wc[7], w8 = wc[8];
-            float g0 = 0.0f, g1 = 0.0f, g2 = 0.0f;
-            float g3 = 0.0f, g4 = 0.0f, g5 = 0.0f;
-            float g6 = 0.0f, g7 = 0.0f, g8 = 0.0f;
-            for (int n = 0; n < nb; n++) {
-                const float *restrict xc = x + (size_t)n * 802816 + ci*12544;
-                float *restrict dxc = dx + (size_t)n * 802816 + ci*12544;
-                const float *restrict dyc = dy + (size_t)n * 1605632 + col*12544;
-                {
-                    const float d = dyc[0];
-                    g4 += d * xc[0]; dxc[0] += w4 * d;
-                    g5 += d * xc[1]; dxc[1] += w5 * d;
-                    g7 += d * xc[112]; dxc[112] += w7 * d;
-                    g8 += d * xc[113]; dxc[113] += w8 * d;
-                }
-                /* rows 0..0, cols 1..110: 6 of 9 taps */
-                for (int ox = 1; ox < 111; ox++) {
-                    const float d = dyc[ox];
-                    g3 += d * xc[ox - 1]; dxc[ox - 1] += w3 * d;
-                    g4 += d * xc[ox]; dxc[ox] += w4 * d;
-                    g5 += d * xc[ox + 1]; dxc[ox + 1] += w5 * d;
-                    g6 += d * xc[ox + 111]; dxc[ox + 111] += w6 * d;
-                    g7 += d * xc[ox + 112]; dxc[ox + 112] += w7 * d;
-                    g8 += d * xc[ox + 113]; dxc[ox + 113] += w8 * d;
-                }
-                {
-                    const float d = dyc[111];
-                    g3 += d * xc[110]; dxc[110] += w3 * d;
-                    g4 += d * xc[111]; dxc[111] += w4 * d;
-                    g6 += d * xc[222]; dxc[222] += w6 * d;
-                    g7 += d * xc[223]; dxc[223] += w7 * d;
-                }
-                /* rows 1..110, cols 0..0: 6 of 9 taps */
-                for (int oy = 1; oy < 111; oy++) {
-                    {
-                        const float d = dyc[oy*112];
-                        g1 += d * xc[oy*112 - 112]; dxc[oy*112 - 112] += w1 * d;
-                        g2 += d * xc[oy*112 - 111]; dxc[oy*112 - 111] += w2 * d;
-                        g4 += d * xc[oy*112]; dxc[oy*112] += w4 * d;
-                        g5 += d * xc[oy*112 + 1]; dxc[oy*112 + 1] += w5 * d;
-                        g7 += d * xc[oy*112 + 112]; dxc[oy*112 + 112] += w7 * d;
-                        g8 += d * xc[oy*112 + 113]; dxc[oy*112 + 113] += w8 * d;
+    float *restrict wf = S + 6554240, *restrict dyp = S + 6627968, *restrict dxh = S + 8291456;
+    for (int i = 0; i < 73728; i++) wf[i] = 0.0f;
+    for (int co = 0; co < 128; co++)
+        for (int ci = 0; ci < 64; ci++)
+            for (int k = 0; k < 9; k++) wf[(co * 9 + k) * 64 + ci] = w[(co * 64 + ci) * 9 + k];
+    for (int n = 0; n < nb; n++) {
+        const float *restrict dn = dy + (size_t)n * 1605632;
+        float *restrict dxn = dx + (size_t)n * 802816;
+        memset(dyp, 0, sizeof(float) * 1663488);
+        for (int co = 0; co < 128; co++)
+            for (int oy = 0; oy < 112; oy++)
+                for (int ox = 0; ox < 112; ox++) dyp[((oy + 1) * 114 + ox + 1) * 128 + co] = dn[co * 12544 + oy * 112 + ox];
+        CG_PARALLEL_FOR
+        for (int iy = 0; iy < 112; iy++) {
+            for (int v0 = 0; v0 < 4; v0 += 4) {
+                for (int x0 = 0; x0 < 108; x0 += 6) {
+                    cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f);
+                    cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f), a1_3 = vsplat(0.0f);
+                    cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f), a2_2 = vsplat(0.0f), a2_3 = vsplat(0.0f);
+                    cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f), a3_2 = vsplat(0.0f), a3_3 = vsplat(0.0f);
+                    cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f), a4_2 = vsplat(0.0f), a4_3 = vsplat(0.0f);
+                    cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f), a5_2 = vsplat(0.0f), a5_3 = vsplat(0.0f);
+                    for (int co = 0; co < 128; co++) {
+                        const float *restrict dr = dyp + (iy * 114 + x0) * 128 + co;
+                        const float *restrict wr = wf + co * 576 + v0 * 16;
+                        {
+                            const cg_v w0 = VLOAD(wr + 0), w1 = VLOAD(wr + 16), w2 = VLOAD(wr + 32), w3 = VLOAD(wr + 48);
+                            a0_0 += dr[29440] * w0; a0_1 += dr[29440] * w1; a0_2 += dr[29440] * w2; a0_3 += dr[29440] * w3;
+                            a1_0 += dr[29568] * w0; a1_1 += dr[29568] * w1; a1_2 += dr[29568] * w2; a1_3 += dr[29568] * w3;
+                            a2_0 += dr[29696] * w0; a2_1 += dr[29696] * w1; a2_2 += dr[29696] * w2; a2_3 += dr[29696] * w3;
+                            a3_0 += dr[29824] * w0; a3_1 += dr[29824] * w1; a3_2 += dr[29824] * w2; a3_3 += dr[29824] * w3;
+                            a4_0 += dr[29952] * w0; a4_1 += dr[29952] * w1; a4_2 += dr[29952] * w2; a4_3 += dr[29952] * w3;
+                            a5_0 += dr[30080] * w0; a5_1 += dr[30080] * w1; a5_2 += dr[30080] * w2; a5_3 += dr[30080] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 64), w1 = VLOAD(wr + 80), w2 = VLOAD(wr + 96), w3 = VLOAD(wr + 112);
+                            a0_0 += dr[29312] * w0; a0_1 += dr[29312] * w1; a0_2 += dr[29312] * w2; a0_3 += dr[29312] * w3;
+                            a1_0 += dr[29440] * w0; a1_1 += dr[29440] * w1; a1_2 += dr[29440] * w2; a1_3 += dr[29440] * w3;
+                            a2_0 += dr[29568] * w0; a2_1 += dr[29568] * w1; a2_2 += dr[29568] * w2; a2_3 += dr[29568] * w3;
+                            a3_0 += dr[29696] * w0; a3_1 += dr[29696] * w1; a3_2 += dr[29696] * w2; a3_3 += dr[29696] * w3;
+                            a4_0 += dr[29824] * w0; a4_1 += dr[29824] * w1; a4_2 += dr[29824] * w2; a4_3 += dr[29824] * w3;
+                            a5_0 += dr[29952] * w0; a5_1 += dr[29952] * w1; a5_2 += dr[29952] * w2; a5_3 += dr[29952] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 128), w1 = VLOAD(wr + 144), w2 = VLOAD(wr + 160), w3 = VLOAD(wr + 176);
+                            a0_0 += dr[29184] * w0; a0_1 += dr[29184] * w1; a0_2 += dr[29184] * w2; a0_3 += dr[29184] * w3;
+                            a1_0 += dr[29312] * w0; a1_1 += dr[29312] * w1; a1_2 += dr[29312] * w2; a1_3 += dr[29312] * w3;
+                            a2_0 += dr[29440] * w0; a2_1 += dr[29440] * w1; a2_2 += dr[29440] * w2; a2_3 += dr[29440] * w3;
+                            a3_0 += dr[29568] * w0; a3_1 += dr[29568] * w1; a3_2 += dr[29568] * w2; a3_3 += dr[29568] * w3;
+                            a4_0 += dr[29696] * w0; a4_1 += dr[29696] * w1; a4_2 += dr[29696] * w2; a4_3 += dr[29696] * w3;
+                            a5_0 += dr[29824] * w0; a5_1 += dr[29824] * w1; a5_2 += dr[29824] * w2; a5_3 += dr[29824] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 192), w1 = VLOAD(wr + 208), w2 = VLOAD(wr + 224), w3 = VLOAD(wr + 240);
+                            a0_0 += dr[14848] * w0; a0_1 += dr[14848] * w1; a0_2 += dr[14848] * w2; a0_3 += dr[14848] * w3;
+                            a1_0 += dr[14976] * w0; a1_1 += dr[14976] * w1; a1_2 += dr[14976] * w2; a1_3 += dr[14976] * w3;
+                            a2_0 += dr[15104] * w0; a2_1 += dr[15104] * w1; a2_2 += dr[15104] * w2; a2_3 += dr[15104] * w3;
+                            a3_0 += dr[15232] * w0; a3_1 += dr[15232] * w1; a3_2 += dr[15232] * w2; a3_3 += dr[15232] * w3;
+                            a4_0 += dr[15360] * w0; a4_1 += dr[15360] * w1; a4_2 += dr[15360] * w2; a4_3 += dr[15360] * w3;
+                            a5_0 += dr[15488] * w0; a5_1 += dr[15488] * w1; a5_2 += dr[15488] * w2; a5_3 += dr[15488] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 256), w1 = VLOAD(wr + 272), w2 = VLOAD(wr + 288), w3 = VLOAD(wr + 304);
+                            a0_0 += dr[14720] * w0; a0_1 += dr[14720] * w1; a0_2 += dr[14720] * w2; a0_3 += dr[14720] * w3;
+                            a1_0 += dr[14848] * w0; a1_1 += dr[14848] * w1; a1_2 += dr[14848] * w2; a1_3 += dr[14848] * w3;
+                            a2_0 += dr[14976] * w0; a2_1 += dr[14976] * w1; a2_2 += dr[14976] * w2; a2_3 += dr[14976] * w3;
+                            a3_0 += dr[15104] * w0; a3_1 += dr[15104] * w1; a3_2 += dr[15104] * w2; a3_3 += dr[15104] * w3;
+                            a4_0 += dr[15232] * w0; a4_1 += dr[15232] * w1; a4_2 += dr[15232] * w2; a4_3 += dr[15232] * w3;
+                            a5_0 += dr[15360] * w0; a5_1 += dr[15360] * w1; a5_2 += dr[15360] * w2; a5_3 += dr[15360] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 320), w1 = VLOAD(wr + 336), w2 = VLOAD(wr + 352), w3 = VLOAD(wr + 368);
+                            a0_0 += dr[14592] * w0; a0_1 += dr[14592] * w1; a0_2 += dr[14592] * w2; a0_3 += dr[14592] * w3;
+                            a1_0 += dr[14720] * w0; a1_1 += dr[14720] * w1; a1_2 += dr[14720] * w2; a1_3 += dr[14720] * w3;
+                            a2_0 += dr[14848] * w0; a2_1 += dr[14848] * w1; a2_2 += dr[14848] * w2; a2_3 += dr[14848] * w3;
+                            a3_0 += dr[14976] * w0; a3_1 += dr[14976] * w1; a3_2 += dr[14976] * w2; a3_3 += dr[14976] * w3;
+                            a4_0 += dr[15104] * w0; a4_1 += dr[15104] * w1; a4_2 += dr[15104] * w2; a4_3 += dr[15104] * w3;
+                            a5_0 += dr[15232] * w0; a5_1 += dr[15232] * w1; a5_2 += dr[15232] * w2; a5_3 += dr[15232] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 384), w1 = VLOAD(wr + 400), w2 = VLOAD(wr + 416), w3 = VLOAD(wr + 432);
+                            a0_0 += dr[256] * w0; a0_1 += dr[256] * w1; a0_2 += dr[256] * w2; a0_3 += dr[256] * w3;
+                            a1_0 += dr[384] * w0; a1_1 += dr[384] * w1; a1_2 += dr[384] * w2; a1_3 += dr[384] * w3;
+                            a2_0 += dr[512] * w0; a2_1 += dr[512] * w1; a2_2 += dr[512] * w2; a2_3 += dr[512] * w3;
+                            a3_0 += dr[640] * w0; a3_1 += dr[640] * w1; a3_2 += dr[640] * w2; a3_3 += dr[640] * w3;
+                            a4_0 += dr[768] * w0; a4_1 += dr[768] * w1; a4_2 += dr[768] * w2; a4_3 += dr[768] * w3;
+                            a5_0 += dr[896] * w0; a5_1 += dr[896] * w1; a5_2 += dr[896] * w2; a5_3 += dr[896] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 448), w1 = VLOAD(wr + 464), w2 = VLOAD(wr + 480), w3 = VLOAD(wr + 496);
+                            a0_0 += dr[128] * w0; a0_1 += dr[128] * w1; a0_2 += dr[128] * w2; a0_3 += dr[128] * w3;
+                            a1_0 += dr[256] * w0; a1_1 += dr[256] * w1; a1_2 += dr[256] * w2; a1_3 += dr[256] * w3;
+                            a2_0 += dr[384] * w0; a2_1 += dr[384] * w1; a2_2 += dr[384] * w2; a2_3 += dr[384] * w3;
+                            a3_0 += dr[512] * w0; a3_1 += dr[512] * w1; a3_2 += dr[512] * w2; a3_3 += dr[512] * w3;
+                            a4_0 += dr[640] * w0; a4_1 += dr[640] * w1; a4_2 += dr[640] * w2; a4_3 += dr[640] * w3;
+                            a5_0 += dr[768] * w0; a5_1 += dr[768] * w1; a5_2 += dr[768] * w2; a5_3 += dr[768] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 512), w1 = VLOAD(wr + 528), w2 = VLOAD(wr + 544), w3 = VLOAD(wr + 560);
+                            a0_0 += dr[0] * w0; a0_1 += dr[0] * w1; a0_2 += dr[0] * w2; a0_3 += dr[0] * w3;
+                            a1_0 += dr[128] * w0; a1_1 += dr[128] * w1; a1_2 += dr[128] * w2; a1_3 += dr[128] * w3;
+                            a2_0 += dr[256] * w0; a2_1 += dr[256] * w1; a2_2 += dr[256] * w2; a2_3 += dr[256] * w3;
+                            a3_0 += dr[384] * w0; a3_1 += dr[384] * w1; a3_2 += dr[384] * w2; a3_3 += dr[384] * w3;
+                            a4_0 += dr[512] * w0; a4_1 += dr[512] * w1; a4_2 += dr[512] * w2; a4_3 += dr[512] * w3;
+                            a5_0 += dr[640] * w0; a5_1 += dr[640] * w1; a5_2 += dr[640] * w2; a5_3 += dr[640] * w3;
+                        }
                     }
-                }
-                /* rows 1..110, cols 1..110: every tap */
-                for (int oy = 1; oy < 111; oy++) {
-                    for (int ox = 1; ox < 111; ox++) {
-                        const float d = dyc[oy*112 + ox];
-                        g0 += d * xc[oy*112 + ox - 113]; dxc[oy*112 + ox - 113] += w0 * d;
-                        g1 += d * xc[oy*112 + ox - 112]; dxc[oy*112 + ox - 112] += w1 * d;
-                        g2 += d * xc[oy*112 + ox - 111]; dxc[oy*112 + ox - 111] += w2 * d;
-                        g3 += d * xc[oy*112 + ox - 1]; dxc[oy*112 + ox - 1] += w3 * d;
-                        g4 += d * xc[oy*112 + ox]; dxc[oy*112 + ox] += w4 * d;
-                        g5 += d * xc[oy*112 + ox + 1]; dxc[oy*112 + ox + 1] += w5 * d;
-                        g6 += d * xc[oy*112 + ox + 111]; dxc[oy*112 + ox + 111] += w6 * d;
-                        g7 += d * xc[oy*112 + ox + 112]; dxc[oy*112 + ox + 112] += w7 * d;
-                        g8 += d * xc[oy*112 + ox + 113]; dxc[oy*112 + ox + 113] += w8 * d;
-                    }
-                }
-                /* rows 1..110, cols 111..111: 6 of 9 taps */
-                for (int oy = 1; oy < 111; oy++) {
-                    {
-                        const float d = dyc[oy*112 + 111];
-                        g0 += d * xc[oy*112 - 2]; dxc[oy*112 - 2] += w0 * d;
-                        g1 += d * xc[oy*112 - 1]; dxc[oy*112 - 1] += w1 * d;
-                        g3 += d * xc[oy*112 + 110]; dxc[oy*112 + 110] += w3 * d;
-                        g4 += d * xc[oy*112 + 111]; dxc[oy*112 + 111] += w4 * d;
-                        g6 += d * xc[oy*112 + 222]; dxc[oy*112 + 222] += w6 * d;
-                        g7 += d * xc[oy*112 + 223]; dxc[oy*112 + 223] += w7 * d;
-                    }
+                    VSTORE(dxh + (iy * 112 + x0 + 0) * 64 + (v0 + 0) * 16, a0_0); VSTORE(dxh + (iy * 112 + x0 + 0) * 64 + (v0 + 1) * 16, a0_1); VSTORE(dxh + (iy * 112 + x0 + 0) * 64 + (v0 + 2) * 16, a0_2); VSTORE(dxh + (iy * 112 + x0 + 0) * 64 + (v0 + 3) * 16, a0_3);
+                    VSTORE(dxh + (iy * 112 + x0 + 1) * 64 + (v0 + 0) * 16, a1_0); VSTORE(dxh + (iy * 112 + x0 + 1) * 64 + (v0 + 1) * 16, a1_1); VSTORE(dxh + (iy * 112 + x0 + 1) * 64 + (v0 + 2) * 16, a1_2); VSTORE(dxh + (iy * 112 + x0 + 1) * 64 + (v0 + 3) * 16, a1_3);
+                    VSTORE(dxh + (iy * 112 + x0 + 2) * 64 + (v0 + 0) * 16, a2_0); VSTORE(dxh + (iy * 112 + x0 + 2) * 64 + (v0 + 1) * 16, a2_1); VSTORE(dxh + (iy * 112 + x0 + 2) * 64 + (v0 + 2) * 16, a2_2); VSTORE(dxh + (iy * 112 + x0 + 2) * 64 + (v0 + 3) * 16, a2_3);
+                    VSTORE(dxh + (iy * 112 + x0 + 3) * 64 + (v0 + 0) * 16, a3_0); VSTORE(dxh + (iy * 112 + x0 + 3) * 64 + (v0 + 1) * 16, a3_1); VSTORE(dxh + (iy * 112 + x0 + 3) * 64 + (v0 + 2) * 16, a3_2); VSTORE(dxh + (iy * 112 + x0 + 3) * 64 + (v0 + 3) * 16, a3_3);
+                    VSTORE(dxh + (iy * 112 + x0 + 4) * 64 + (v0 + 0) * 16, a4_0); VSTORE(dxh + (iy * 112 + x0 + 4) * 64 + (v0 + 1) * 16, a4_1); VSTORE(dxh + (iy * 112 + x0 + 4) * 64 + (v0 + 2) * 16, a4_2); VSTORE(dxh + (iy * 112 + x0 + 4) * 64 + (v0 + 3) * 16, a4_3);
+                    VSTORE(dxh + (iy * 112 + x0 + 5) * 64 + (v0 + 0) * 16, a5_0); VSTORE(dxh + (iy * 112 + x0 + 5) * 64 + (v0 + 1) * 16, a5_1); VSTORE(dxh + (iy * 112 + x0 + 5) * 64 + (v0 + 2) * 16, a5_2); VSTORE(dxh + (iy * 112 + x0 + 5) * 64 + (v0 + 3) * 16, a5_3);
                 }
                 {
-                    const float d = dyc[12432];
-                    g1 += d * xc[12320]; dxc[12320] += w1 * d;
-                    g2 += d * xc[12321]; dxc[12321] += w2 * d;
-                    g4 += d * xc[12432]; dxc[12432] += w4 * d;
-                    g5 += d * xc[12433]; dxc[12433] += w5 * d;
-                }
-                /* rows 111..111, cols 1..110: 6 of 9 taps */
-                for (int ox = 1; ox < 111; ox++) {
-                    const float d = dyc[ox + 12432];
-                    g0 += d * xc[ox + 12319]; dxc[ox + 12319] += w0 * d;
-                    g1 += d * xc[ox + 12320]; dxc[ox + 12320] += w1 * d;
-                    g2 += d * xc[ox + 12321]; dxc[ox + 12321] += w2 * d;
-                    g3 += d * xc[ox + 12431]; dxc[ox + 12431] += w3 * d;
-                    g4 += d * xc[ox + 12432]; dxc[ox + 12432] += w4 * d;
-                    g5 += d * xc[ox + 12433]; dxc[ox + 12433] += w5 * d;
-                }
-                {
-                    const float d = dyc[12543];
-                    g0 += d * xc[12430]; dxc[12430] += w0 * d;
-                    g1 += d * xc[12431]; dxc[12431] += w1 * d;
-                    g3 += d * xc[12542]; dxc[12542] += w3 * d;
-                    g4 += d * xc[12543]; dxc[12543] += w4 * d;
+                    const int x0 = 108;
+                    cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f);
+                    cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f), a1_3 = vsplat(0.0f);
+                    cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f), a2_2 = vsplat(0.0f), a2_3 = vsplat(0.0f);
+                    cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f), a3_2 = vsplat(0.0f), a3_3 = vsplat(0.0f);
+                    for (int co = 0; co < 128; co++) {
+                        const float *restrict dr = dyp + (iy * 114 + x0) * 128 + co;
+                        const float *restrict wr = wf + co * 576 + v0 * 16;
+                        {
+                            const cg_v w0 = VLOAD(wr + 0), w1 = VLOAD(wr + 16), w2 = VLOAD(wr + 32), w3 = VLOAD(wr + 48);
+                            a0_0 += dr[29440] * w0; a0_1 += dr[29440] * w1; a0_2 += dr[29440] * w2; a0_3 += dr[29440] * w3;
+                            a1_0 += dr[29568] * w0; a1_1 += dr[29568] * w1; a1_2 += dr[29568] * w2; a1_3 += dr[29568] * w3;
+                            a2_0 += dr[29696] * w0; a2_1 += dr[29696] * w1; a2_2 += dr[29696] * w2; a2_3 += dr[29696] * w3;
+                            a3_0 += dr[29824] * w0; a3_1 += dr[29824] * w1; a3_2 += dr[29824] * w2; a3_3 += dr[29824] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 64), w1 = VLOAD(wr + 80), w2 = VLOAD(wr + 96), w3 = VLOAD(wr + 112);
+                            a0_0 += dr[29312] * w0; a0_1 += dr[29312] * w1; a0_2 += dr[29312] * w2; a0_3 += dr[29312] * w3;
+                            a1_0 += dr[29440] * w0; a1_1 += dr[29440] * w1; a1_2 += dr[29440] * w2; a1_3 += dr[29440] * w3;
+                            a2_0 += dr[29568] * w0; a2_1 += dr[29568] * w1; a2_2 += dr[29568] * w2; a2_3 += dr[29568] * w3;
+                            a3_0 += dr[29696] * w0; a3_1 += dr[29696] * w1; a3_2 += dr[29696] * w2; a3_3 += dr[29696] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 128), w1 = VLOAD(wr + 144), w2 = VLOAD(wr + 160), w3 = VLOAD(wr + 176);
+                            a0_0 += dr[29184] * w0; a0_1 += dr[29184] * w1; a0_2 += dr[29184] * w2; a0_3 += dr[29184] * w3;
+                            a1_0 += dr[29312] * w0; a1_1 += dr[29312] * w1; a1_2 += dr[29312] * w2; a1_3 += dr[29312] * w3;
+                            a2_0 += dr[29440] * w0; a2_1 += dr[29440] * w1; a2_2 += dr[29440] * w2; a2_3 += dr[29440] * w3;
+                            a3_0 += dr[29568] * w0; a3_1 += dr[29568] * w1; a3_2 += dr[29568] * w2; a3_3 += dr[29568] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 192), w1 = VLOAD(wr + 208), w2 = VLOAD(wr + 224), w3 = VLOAD(wr + 240);
+                            a0_0 += dr[14848] * w0; a0_1 += dr[14848] * w1; a0_2 += dr[14848] * w2; a0_3 += dr[14848] * w3;
+                            a1_0 += dr[14976] * w0; a1_1 += dr[14976] * w1; a1_2 += dr[14976] * w2; a1_3 += dr[14976] * w3;
+                            a2_0 += dr[15104] * w0; a2_1 += dr[15104] * w1; a2_2 += dr[15104] * w2; a2_3 += dr[15104] * w3;
+                            a3_0 += dr[15232] * w0; a3_1 += dr[15232] * w1; a3_2 += dr[15232] * w2; a3_3 += dr[15232] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 256), w1 = VLOAD(wr + 272), w2 = VLOAD(wr + 288), w3 = VLOAD(wr + 304);
+                            a0_0 += dr[14720] * w0; a0_1 += dr[14720] * w1; a0_2 += dr[14720] * w2; a0_3 += dr[14720] * w3;
+                            a1_0 += dr[14848] * w0; a1_1 += dr[14848] * w1; a1_2 += dr[14848] * w2; a1_3 += dr[14848] * w3;
+                            a2_0 += dr[14976] * w0; a2_1 += dr[14976] * w1; a2_2 += dr[14976] * w2; a2_3 += dr[14976] * w3;
+                            a3_0 += dr[15104] * w0; a3_1 += dr[15104] * w1; a3_2 += dr[15104] * w2; a3_3 += dr[15104] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 320), w1 = VLOAD(wr + 336), w2 = VLOAD(wr + 352), w3 = VLOAD(wr + 368);
+                            a0_0 += dr[14592] * w0; a0_1 += dr[14592] * w1; a0_2 += dr[14592] * w2; a0_3 += dr[14592] * w3;
+                            a1_0 += dr[14720] * w0; a1_1 += dr[14720] * w1; a1_2 += dr[14720] * w2; a1_3 += dr[14720] * w3;
+                            a2_0 += dr[14848] * w0; a2_1 += dr[14848] * w1; a2_2 += dr[14848] * w2; a2_3 += dr[14848] * w3;
+                            a3_0 += dr[14976] * w0; a3_1 += dr[14976] * w1; a3_2 += dr[14976] * w2; a3_3 += dr[14976] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 384), w1 = VLOAD(wr + 400), w2 = VLOAD(wr + 416), w3 = VLOAD(wr + 432);
+                            a0_0 += dr[256] * w0; a0_1 += dr[256] * w1; a0_2 += dr[256] * w2; a0_3 += dr[256] * w3;
+                            a1_0 += dr[384] * w0; a1_1 += dr[384] * w1; a1_2 += dr[384] * w2; a1_3 += dr[384] * w3;
+                            a2_0 += dr[512] * w0; a2_1 += dr[512] * w1; a2_2 += dr[512] * w2; a2_3 += dr[512] * w3;
+                            a3_0 += dr[640] * w0; a3_1 += dr[640] * w1; a3_2 += dr[640] * w2; a3_3 += dr[640] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 448), w1 = VLOAD(wr + 464), w2 = VLOAD(wr + 480), w3 = VLOAD(wr + 496);
+                            a0_0 += dr[128] * w0; a0_1 += dr[128] * w1; a0_2 += dr[128] * w2; a0_3 += dr[128] * w3;
+                            a1_0 += dr[256] * w0; a1_1 += dr[256] * w1; a1_2 += dr[256] * w2; a1_3 += dr[256] * w3;
+                            a2_0 += dr[384] * w0; a2_1 += dr[384] * w1; a2_2 += dr[384] * w2; a2_3 += dr[384] * w3;
+                            a3_0 += dr[512] * w0; a3_1 += dr[512] * w1; a3_2 += dr[512] * w2; a3_3 += dr[512] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 512), w1 = VLOAD(wr + 528), w2 = VLOAD(wr + 544), w3 = VLOAD(wr + 560);
+                            a0_0 += dr[0] * w0; a0_1 += dr[0] * w1; a0_2 += dr[0] * w2; a0_3 += dr[0] * w3;
+                            a1_0 += dr[128] * w0; a1_1 += dr[128] * w1; a1_2 += dr[128] * w2; a1_3 += dr[128] * w3;
+                            a2_0 += dr[256] * w0; a2_1 += dr[256] * w1; a2_2 += dr[256] * w2; a2_3 += dr[256] * w3;
+                            a3_0 += dr[384] * w0; a3_1 += dr[384] * w1; a3_2 += dr[384] * w2; a3_3 += dr[384] * w3;
+                        }
+                    }
+                    VSTORE(dxh + (iy * 112 + x0 + 0) * 64 + (v0 + 0) * 16, a0_0); VSTORE(dxh + (iy * 112 + x0 + 0) * 64 + (v0 + 1) * 16, a0_1); VSTORE(dxh + (iy * 112 + x0 + 0) * 64 + (v0 + 2) * 16, a0_2); VSTORE(dxh + (iy * 112 + x0 + 0) * 64 + (v0 + 3) * 16, a0_3);
+                    VSTORE(dxh + (iy * 112 + x0 + 1) * 64 + (v0 + 0) * 16, a1_0); VSTORE(dxh + (iy * 112 + x0 + 1) * 64 + (v0 + 1) * 16, a1_1); VSTORE(dxh + (iy * 112 + x0 + 1) * 64 + (v0 + 2) * 16, a1_2); VSTORE(dxh + (iy * 112 + x0 + 1) * 64 + (v0 + 3) * 16, a1_3);
+                    VSTORE(dxh + (iy * 112 + x0 + 2) * 64 + (v0 + 0) * 16, a2_0); VSTORE(dxh + (iy * 112 + x0 + 2) * 64 + (v0 + 1) * 16, a2_1); VSTORE(dxh + (iy * 112 + x0 + 2) * 64 + (v0 + 2) * 16, a2_2); VSTORE(dxh + (iy * 112 + x0 + 2) * 64 + (v0 + 3) * 16, a2_3);
+                    VSTORE(dxh + (iy * 112 + x0 + 3) * 64 + (v0 + 0) * 16, a3_0); VSTORE(dxh + (iy * 112 + x0 + 3) * 64 + (v0 + 1) * 16, a3_1); VSTORE(dxh + (iy * 112 + x0 + 3) * 64 + (v0 + 2) * 16, a3_2); VSTORE(dxh + (iy * 112 + x0 + 3) * 64 + (v0 + 3) * 16, a3_3);
                 }
             }
-            gwc[0] += g0;
-            gwc[1] += g1;
-            gwc[2] += g2;
-            gwc[3] += g3;
-            gwc[4] += g4;
-            gwc[5] += g5;
-            gwc[6] += g6;
-            gwc[7] += g7;
-            gwc[8] += g8;
         }
-        {
-            float s = 0.0f;
-            for (int n = 0; n < nb; n++)
-                for (int i = 0; i < 12544; i++) s += dy[(size_t)n * 1605632 + col*12544 + i];
-            gb[col] += s;
-        }
+        for (int ci = 0; ci < 64; ci++)
+            for (int i = 0; i < 12544; i++) dxn[ci * 12544 + i] = dxh[i * 64 + ci];
     }
 }
 
@@ -671,183 +1813,486 @@ static void l06_relu_backward(const float *restrict y, const float *restrict dy,
 }
 
 /* layer 7: conv2d 128x112x112 -> 128x112x112 (specs/vgg16.yaml:23:5) */
-static void l07_conv2d_forward(const float *restrict P, const float *restrict x, float *restrict y, int nb)
+static void l07_conv2d_forward(const float *restrict P, float *restrict S, const float *restrict x, float *restrict y, int nb)
 {
     const float *restrict w = P + 112576;
-    const float *restrict b = P + 260032;
+    float *restrict yh = S + 3326976, *restrict wt = S + 4932608, *restrict bp = S + 5080064;
+    /* weights [co][ci][k] -> [ci][k][co], channels padded to 128 */
+    for (int i = 0; i < 147456; i++) wt[i] = 0.0f;
+    for (int co = 0; co < 128; co++)
+        for (int j = 0; j < 1152; j++) wt[j * 128 + co] = w[co * 1152 + j];
+    for (int co = 0; co < 128; co++) bp[co] = co < 128 ? (P + 260032)[co] : 0.0f;
     for (int n = 0; n < nb; n++) {
         const float *restrict xn = x + (size_t)n * 1605632;
+        float *restrict xp = S + 0 + (size_t)n * 1663488;
         float *restrict yn = y + (size_t)n * 1605632;
-        for (int col = 0; col < 128; col++) {
-            float *restrict yc = yn + col*12544;
-            for (int i = 0; i < 12544; i++) yc[i] = b[col];
-            for (int ci = 0; ci < 128; ci++) {
-                const float *restrict xc = xn + ci*12544;
-                const float *restrict wc = w + col*1152 + ci*9;
-                const float w0 = wc[0], w1 = wc[1], w2 = wc[2];
-                const float w3 = wc[3], w4 = wc[4], w5 = wc[5];
-                const float w6 = wc[6], w7 = wc[7], w8 = wc[8];
-                yc[0] += w4 * xc[0] + w5 * xc[1] + w7 * xc[112] + w8 * xc[113];
-                /* rows 0..0, cols 1..110: 6 of 9 taps */
-                for (int ox = 1; ox < 111; ox++) {
-                    yc[ox] += w3 * xc[ox - 1] + w4 * xc[ox] + w5 * xc[ox + 1] + w6 * xc[ox + 111]
-                            + w7 * xc[ox + 112] + w8 * xc[ox + 113];
+        memset(xp, 0, sizeof(float) * 1663488);
+        for (int ci = 0; ci < 128; ci++)
+            for (int iy = 0; iy < 112; iy++)
+                for (int ix = 0; ix < 112; ix++) xp[((iy + 1) * 114 + ix + 1) * 128 + ci] = xn[ci * 12544 + iy * 112 + ix];
+        CG_PARALLEL_FOR
+        for (int oy = 0; oy < 112; oy++) {
+            for (int v0 = 0; v0 < 8; v0 += 4) {
+                for (int x0 = 0; x0 < 108; x0 += 6) {
+                    cg_v a0_0 = VLOAD(bp + (v0 + 0) * 16), a0_1 = VLOAD(bp + (v0 + 1) * 16), a0_2 = VLOAD(bp + (v0 + 2) * 16), a0_3 = VLOAD(bp + (v0 + 3) * 16);
+                    cg_v a1_0 = VLOAD(bp + (v0 + 0) * 16), a1_1 = VLOAD(bp + (v0 + 1) * 16), a1_2 = VLOAD(bp + (v0 + 2) * 16), a1_3 = VLOAD(bp + (v0 + 3) * 16);
+                    cg_v a2_0 = VLOAD(bp + (v0 + 0) * 16), a2_1 = VLOAD(bp + (v0 + 1) * 16), a2_2 = VLOAD(bp + (v0 + 2) * 16), a2_3 = VLOAD(bp + (v0 + 3) * 16);
+                    cg_v a3_0 = VLOAD(bp + (v0 + 0) * 16), a3_1 = VLOAD(bp + (v0 + 1) * 16), a3_2 = VLOAD(bp + (v0 + 2) * 16), a3_3 = VLOAD(bp + (v0 + 3) * 16);
+                    cg_v a4_0 = VLOAD(bp + (v0 + 0) * 16), a4_1 = VLOAD(bp + (v0 + 1) * 16), a4_2 = VLOAD(bp + (v0 + 2) * 16), a4_3 = VLOAD(bp + (v0 + 3) * 16);
+                    cg_v a5_0 = VLOAD(bp + (v0 + 0) * 16), a5_1 = VLOAD(bp + (v0 + 1) * 16), a5_2 = VLOAD(bp + (v0 + 2) * 16), a5_3 = VLOAD(bp + (v0 + 3) * 16);
+                    for (int ci = 0; ci < 128; ci++) {
+                        const float *restrict xr = xp + (oy * 114 + x0) * 128 + ci;
+                        const float *restrict wr = wt + ci * 1152 + v0 * 16;
+                        {
+                            const cg_v w0 = VLOAD(wr + 0), w1 = VLOAD(wr + 16), w2 = VLOAD(wr + 32), w3 = VLOAD(wr + 48);
+                            a0_0 += xr[0] * w0; a0_1 += xr[0] * w1; a0_2 += xr[0] * w2; a0_3 += xr[0] * w3;
+                            a1_0 += xr[128] * w0; a1_1 += xr[128] * w1; a1_2 += xr[128] * w2; a1_3 += xr[128] * w3;
+                            a2_0 += xr[256] * w0; a2_1 += xr[256] * w1; a2_2 += xr[256] * w2; a2_3 += xr[256] * w3;
+                            a3_0 += xr[384] * w0; a3_1 += xr[384] * w1; a3_2 += xr[384] * w2; a3_3 += xr[384] * w3;
+                            a4_0 += xr[512] * w0; a4_1 += xr[512] * w1; a4_2 += xr[512] * w2; a4_3 += xr[512] * w3;
+                            a5_0 += xr[640] * w0; a5_1 += xr[640] * w1; a5_2 += xr[640] * w2; a5_3 += xr[640] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 128), w1 = VLOAD(wr + 144), w2 = VLOAD(wr + 160), w3 = VLOAD(wr + 176);
+                            a0_0 += xr[128] * w0; a0_1 += xr[128] * w1; a0_2 += xr[128] * w2; a0_3 += xr[128] * w3;
+                            a1_0 += xr[256] * w0; a1_1 += xr[256] * w1; a1_2 += xr[256] * w2; a1_3 += xr[256] * w3;
+                            a2_0 += xr[384] * w0; a2_1 += xr[384] * w1; a2_2 += xr[384] * w2; a2_3 += xr[384] * w3;
+                            a3_0 += xr[512] * w0; a3_1 += xr[512] * w1; a3_2 += xr[512] * w2; a3_3 += xr[512] * w3;
+                            a4_0 += xr[640] * w0; a4_1 += xr[640] * w1; a4_2 += xr[640] * w2; a4_3 += xr[640] * w3;
+                            a5_0 += xr[768] * w0; a5_1 += xr[768] * w1; a5_2 += xr[768] * w2; a5_3 += xr[768] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 256), w1 = VLOAD(wr + 272), w2 = VLOAD(wr + 288), w3 = VLOAD(wr + 304);
+                            a0_0 += xr[256] * w0; a0_1 += xr[256] * w1; a0_2 += xr[256] * w2; a0_3 += xr[256] * w3;
+                            a1_0 += xr[384] * w0; a1_1 += xr[384] * w1; a1_2 += xr[384] * w2; a1_3 += xr[384] * w3;
+                            a2_0 += xr[512] * w0; a2_1 += xr[512] * w1; a2_2 += xr[512] * w2; a2_3 += xr[512] * w3;
+                            a3_0 += xr[640] * w0; a3_1 += xr[640] * w1; a3_2 += xr[640] * w2; a3_3 += xr[640] * w3;
+                            a4_0 += xr[768] * w0; a4_1 += xr[768] * w1; a4_2 += xr[768] * w2; a4_3 += xr[768] * w3;
+                            a5_0 += xr[896] * w0; a5_1 += xr[896] * w1; a5_2 += xr[896] * w2; a5_3 += xr[896] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 384), w1 = VLOAD(wr + 400), w2 = VLOAD(wr + 416), w3 = VLOAD(wr + 432);
+                            a0_0 += xr[14592] * w0; a0_1 += xr[14592] * w1; a0_2 += xr[14592] * w2; a0_3 += xr[14592] * w3;
+                            a1_0 += xr[14720] * w0; a1_1 += xr[14720] * w1; a1_2 += xr[14720] * w2; a1_3 += xr[14720] * w3;
+                            a2_0 += xr[14848] * w0; a2_1 += xr[14848] * w1; a2_2 += xr[14848] * w2; a2_3 += xr[14848] * w3;
+                            a3_0 += xr[14976] * w0; a3_1 += xr[14976] * w1; a3_2 += xr[14976] * w2; a3_3 += xr[14976] * w3;
+                            a4_0 += xr[15104] * w0; a4_1 += xr[15104] * w1; a4_2 += xr[15104] * w2; a4_3 += xr[15104] * w3;
+                            a5_0 += xr[15232] * w0; a5_1 += xr[15232] * w1; a5_2 += xr[15232] * w2; a5_3 += xr[15232] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 512), w1 = VLOAD(wr + 528), w2 = VLOAD(wr + 544), w3 = VLOAD(wr + 560);
+                            a0_0 += xr[14720] * w0; a0_1 += xr[14720] * w1; a0_2 += xr[14720] * w2; a0_3 += xr[14720] * w3;
+                            a1_0 += xr[14848] * w0; a1_1 += xr[14848] * w1; a1_2 += xr[14848] * w2; a1_3 += xr[14848] * w3;
+                            a2_0 += xr[14976] * w0; a2_1 += xr[14976] * w1; a2_2 += xr[14976] * w2; a2_3 += xr[14976] * w3;
+                            a3_0 += xr[15104] * w0; a3_1 += xr[15104] * w1; a3_2 += xr[15104] * w2; a3_3 += xr[15104] * w3;
+                            a4_0 += xr[15232] * w0; a4_1 += xr[15232] * w1; a4_2 += xr[15232] * w2; a4_3 += xr[15232] * w3;
+                            a5_0 += xr[15360] * w0; a5_1 += xr[15360] * w1; a5_2 += xr[15360] * w2; a5_3 += xr[15360] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 640), w1 = VLOAD(wr + 656), w2 = VLOAD(wr + 672), w3 = VLOAD(wr + 688);
+                            a0_0 += xr[14848] * w0; a0_1 += xr[14848] * w1; a0_2 += xr[14848] * w2; a0_3 += xr[14848] * w3;
+                            a1_0 += xr[14976] * w0; a1_1 += xr[14976] * w1; a1_2 += xr[14976] * w2; a1_3 += xr[14976] * w3;
+                            a2_0 += xr[15104] * w0; a2_1 += xr[15104] * w1; a2_2 += xr[15104] * w2; a2_3 += xr[15104] * w3;
+                            a3_0 += xr[15232] * w0; a3_1 += xr[15232] * w1; a3_2 += xr[15232] * w2; a3_3 += xr[15232] * w3;
+                            a4_0 += xr[15360] * w0; a4_1 += xr[15360] * w1; a4_2 += xr[15360] * w2; a4_3 += xr[15360] * w3;
+                            a5_0 += xr[15488] * w0; a5_1 += xr[15488] * w1; a5_2 += xr[15488] * w2; a5_3 += xr[15488] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 768), w1 = VLOAD(wr + 784), w2 = VLOAD(wr + 800), w3 = VLOAD(wr + 816);
+                            a0_0 += xr[29184] * w0; a0_1 += xr[29184] * w1; a0_2 += xr[29184] * w2; a0_3 += xr[29184] * w3;
+                            a1_0 += xr[29312] * w0; a1_1 += xr[29312] * w1; a1_2 += xr[29312] * w2; a1_3 += xr[29312] * w3;
+                            a2_0 += xr[29440] * w0; a2_1 += xr[29440] * w1; a2_2 += xr[29440] * w2; a2_3 += xr[29440] * w3;
+                            a3_0 += xr[29568] * w0; a3_1 += xr[29568] * w1; a3_2 += xr[29568] * w2; a3_3 += xr[29568] * w3;
+                            a4_0 += xr[29696] * w0; a4_1 += xr[29696] * w1; a4_2 += xr[29696] * w2; a4_3 += xr[29696] * w3;
+                            a5_0 += xr[29824] * w0; a5_1 += xr[29824] * w1; a5_2 += xr[29824] * w2; a5_3 += xr[29824] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 896), w1 = VLOAD(wr + 912), w2 = VLOAD(wr + 928), w3 = VLOAD(wr + 944);
+                            a0_0 += xr[29312] * w0; a0_1 += xr[29312] * w1; a0_2 += xr[29312] * w2; a0_3 += xr[29312] * w3;
+                            a1_0 += xr[29440] * w0; a1_1 += xr[29440] * w1; a1_2 += xr[29440] * w2; a1_3 += xr[29440] * w3;
+                            a2_0 += xr[29568] * w0; a2_1 += xr[29568] * w1; a2_2 += xr[29568] * w2; a2_3 += xr[29568] * w3;
+                            a3_0 += xr[29696] * w0; a3_1 += xr[29696] * w1; a3_2 += xr[29696] * w2; a3_3 += xr[29696] * w3;
+                            a4_0 += xr[29824] * w0; a4_1 += xr[29824] * w1; a4_2 += xr[29824] * w2; a4_3 += xr[29824] * w3;
+                            a5_0 += xr[29952] * w0; a5_1 += xr[29952] * w1; a5_2 += xr[29952] * w2; a5_3 += xr[29952] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 1024), w1 = VLOAD(wr + 1040), w2 = VLOAD(wr + 1056), w3 = VLOAD(wr + 1072);
+                            a0_0 += xr[29440] * w0; a0_1 += xr[29440] * w1; a0_2 += xr[29440] * w2; a0_3 += xr[29440] * w3;
+                            a1_0 += xr[29568] * w0; a1_1 += xr[29568] * w1; a1_2 += xr[29568] * w2; a1_3 += xr[29568] * w3;
+                            a2_0 += xr[29696] * w0; a2_1 += xr[29696] * w1; a2_2 += xr[29696] * w2; a2_3 += xr[29696] * w3;
+                            a3_0 += xr[29824] * w0; a3_1 += xr[29824] * w1; a3_2 += xr[29824] * w2; a3_3 += xr[29824] * w3;
+                            a4_0 += xr[29952] * w0; a4_1 += xr[29952] * w1; a4_2 += xr[29952] * w2; a4_3 += xr[29952] * w3;
+                            a5_0 += xr[30080] * w0; a5_1 += xr[30080] * w1; a5_2 += xr[30080] * w2; a5_3 += xr[30080] * w3;
+                        }
+                    }
+                    VSTORE(yh + (oy * 112 + x0 + 0) * 128 + (v0 + 0) * 16, a0_0); VSTORE(yh + (oy * 112 + x0 + 0) * 128 + (v0 + 1) * 16, a0_1); VSTORE(yh + (oy * 112 + x0 + 0) * 128 + (v0 + 2) * 16, a0_2); VSTORE(yh + (oy * 112 + x0 + 0) * 128 + (v0 + 3) * 16, a0_3);
+                    VSTORE(yh + (oy * 112 + x0 + 1) * 128 + (v0 + 0) * 16, a1_0); VSTORE(yh + (oy * 112 + x0 + 1) * 128 + (v0 + 1) * 16, a1_1); VSTORE(yh + (oy * 112 + x0 + 1) * 128 + (v0 + 2) * 16, a1_2); VSTORE(yh + (oy * 112 + x0 + 1) * 128 + (v0 + 3) * 16, a1_3);
+                    VSTORE(yh + (oy * 112 + x0 + 2) * 128 + (v0 + 0) * 16, a2_0); VSTORE(yh + (oy * 112 + x0 + 2) * 128 + (v0 + 1) * 16, a2_1); VSTORE(yh + (oy * 112 + x0 + 2) * 128 + (v0 + 2) * 16, a2_2); VSTORE(yh + (oy * 112 + x0 + 2) * 128 + (v0 + 3) * 16, a2_3);
+                    VSTORE(yh + (oy * 112 + x0 + 3) * 128 + (v0 + 0) * 16, a3_0); VSTORE(yh + (oy * 112 + x0 + 3) * 128 + (v0 + 1) * 16, a3_1); VSTORE(yh + (oy * 112 + x0 + 3) * 128 + (v0 + 2) * 16, a3_2); VSTORE(yh + (oy * 112 + x0 + 3) * 128 + (v0 + 3) * 16, a3_3);
+                    VSTORE(yh + (oy * 112 + x0 + 4) * 128 + (v0 + 0) * 16, a4_0); VSTORE(yh + (oy * 112 + x0 + 4) * 128 + (v0 + 1) * 16, a4_1); VSTORE(yh + (oy * 112 + x0 + 4) * 128 + (v0 + 2) * 16, a4_2); VSTORE(yh + (oy * 112 + x0 + 4) * 128 + (v0 + 3) * 16, a4_3);
+                    VSTORE(yh + (oy * 112 + x0 + 5) * 128 + (v0 + 0) * 16, a5_0); VSTORE(yh + (oy * 112 + x0 + 5) * 128 + (v0 + 1) * 16, a5_1); VSTORE(yh + (oy * 112 + x0 + 5) * 128 + (v0 + 2) * 16, a5_2); VSTORE(yh + (oy * 112 + x0 + 5) * 128 + (v0 + 3) * 16, a5_3);
                 }
-                yc[111] += w3 * xc[110] + w4 * xc[111] + w6 * xc[222] + w7 * xc[223];
-                /* rows 1..110, cols 0..0: 6 of 9 taps */
-                for (int oy = 1; oy < 111; oy++) {
-                    yc[oy*112] += w1 * xc[oy*112 - 112] + w2 * xc[oy*112 - 111] + w4 * xc[oy*112] + w5 * xc[oy*112 + 1]
-                            + w7 * xc[oy*112 + 112] + w8 * xc[oy*112 + 113];
+                {
+                    const int x0 = 108;
+                    cg_v a0_0 = VLOAD(bp + (v0 + 0) * 16), a0_1 = VLOAD(bp + (v0 + 1) * 16), a0_2 = VLOAD(bp + (v0 + 2) * 16), a0_3 = VLOAD(bp + (v0 + 3) * 16);
+                    cg_v a1_0 = VLOAD(bp + (v0 + 0) * 16), a1_1 = VLOAD(bp + (v0 + 1) * 16), a1_2 = VLOAD(bp + (v0 + 2) * 16), a1_3 = VLOAD(bp + (v0 + 3) * 16);
+                    cg_v a2_0 = VLOAD(bp + (v0 + 0) * 16), a2_1 = VLOAD(bp + (v0 + 1) * 16), a2_2 = VLOAD(bp + (v0 + 2) * 16), a2_3 = VLOAD(bp + (v0 + 3) * 16);
+                    cg_v a3_0 = VLOAD(bp + (v0 + 0) * 16), a3_1 = VLOAD(bp + (v0 + 1) * 16), a3_2 = VLOAD(bp + (v0 + 2) * 16), a3_3 = VLOAD(bp + (v0 + 3) * 16);
+                    for (int ci = 0; ci < 128; ci++) {
+                        const float *restrict xr = xp + (oy * 114 + x0) * 128 + ci;
+                        const float *restrict wr = wt + ci * 1152 + v0 * 16;
+                        {
+                            const cg_v w0 = VLOAD(wr + 0), w1 = VLOAD(wr + 16), w2 = VLOAD(wr + 32), w3 = VLOAD(wr + 48);
+                            a0_0 += xr[0] * w0; a0_1 += xr[0] * w1; a0_2 += xr[0] * w2; a0_3 += xr[0] * w3;
+                            a1_0 += xr[128] * w0; a1_1 += xr[128] * w1; a1_2 += xr[128] * w2; a1_3 += xr[128] * w3;
+                            a2_0 += xr[256] * w0; a2_1 += xr[256] * w1; a2_2 += xr[256] * w2; a2_3 += xr[256] * w3;
+                            a3_0 += xr[384] * w0; a3_1 += xr[384] * w1; a3_2 += xr[384] * w2; a3_3 += xr[384] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 128), w1 = VLOAD(wr + 144), w2 = VLOAD(wr + 160), w3 = VLOAD(wr + 176);
+                            a0_0 += xr[128] * w0; a0_1 += xr[128] * w1; a0_2 += xr[128] * w2; a0_3 += xr[128] * w3;
+                            a1_0 += xr[256] * w0; a1_1 += xr[256] * w1; a1_2 += xr[256] * w2; a1_3 += xr[256] * w3;
+                            a2_0 += xr[384] * w0; a2_1 += xr[384] * w1; a2_2 += xr[384] * w2; a2_3 += xr[384] * w3;
+                            a3_0 += xr[512] * w0; a3_1 += xr[512] * w1; a3_2 += xr[512] * w2; a3_3 += xr[512] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 256), w1 = VLOAD(wr + 272), w2 = VLOAD(wr + 288), w3 = VLOAD(wr + 304);
+                            a0_0 += xr[256] * w0; a0_1 += xr[256] * w1; a0_2 += xr[256] * w2; a0_3 += xr[256] * w3;
+                            a1_0 += xr[384] * w0; a1_1 += xr[384] * w1; a1_2 += xr[384] * w2; a1_3 += xr[384] * w3;
+                            a2_0 += xr[512] * w0; a2_1 += xr[512] * w1; a2_2 += xr[512] * w2; a2_3 += xr[512] * w3;
+                            a3_0 += xr[640] * w0; a3_1 += xr[640] * w1; a3_2 += xr[640] * w2; a3_3 += xr[640] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 384), w1 = VLOAD(wr + 400), w2 = VLOAD(wr + 416), w3 = VLOAD(wr + 432);
+                            a0_0 += xr[14592] * w0; a0_1 += xr[14592] * w1; a0_2 += xr[14592] * w2; a0_3 += xr[14592] * w3;
+                            a1_0 += xr[14720] * w0; a1_1 += xr[14720] * w1; a1_2 += xr[14720] * w2; a1_3 += xr[14720] * w3;
+                            a2_0 += xr[14848] * w0; a2_1 += xr[14848] * w1; a2_2 += xr[14848] * w2; a2_3 += xr[14848] * w3;
+                            a3_0 += xr[14976] * w0; a3_1 += xr[14976] * w1; a3_2 += xr[14976] * w2; a3_3 += xr[14976] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 512), w1 = VLOAD(wr + 528), w2 = VLOAD(wr + 544), w3 = VLOAD(wr + 560);
+                            a0_0 += xr[14720] * w0; a0_1 += xr[14720] * w1; a0_2 += xr[14720] * w2; a0_3 += xr[14720] * w3;
+                            a1_0 += xr[14848] * w0; a1_1 += xr[14848] * w1; a1_2 += xr[14848] * w2; a1_3 += xr[14848] * w3;
+                            a2_0 += xr[14976] * w0; a2_1 += xr[14976] * w1; a2_2 += xr[14976] * w2; a2_3 += xr[14976] * w3;
+                            a3_0 += xr[15104] * w0; a3_1 += xr[15104] * w1; a3_2 += xr[15104] * w2; a3_3 += xr[15104] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 640), w1 = VLOAD(wr + 656), w2 = VLOAD(wr + 672), w3 = VLOAD(wr + 688);
+                            a0_0 += xr[14848] * w0; a0_1 += xr[14848] * w1; a0_2 += xr[14848] * w2; a0_3 += xr[14848] * w3;
+                            a1_0 += xr[14976] * w0; a1_1 += xr[14976] * w1; a1_2 += xr[14976] * w2; a1_3 += xr[14976] * w3;
+                            a2_0 += xr[15104] * w0; a2_1 += xr[15104] * w1; a2_2 += xr[15104] * w2; a2_3 += xr[15104] * w3;
+                            a3_0 += xr[15232] * w0; a3_1 += xr[15232] * w1; a3_2 += xr[15232] * w2; a3_3 += xr[15232] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 768), w1 = VLOAD(wr + 784), w2 = VLOAD(wr + 800), w3 = VLOAD(wr + 816);
+                            a0_0 += xr[29184] * w0; a0_1 += xr[29184] * w1; a0_2 += xr[29184] * w2; a0_3 += xr[29184] * w3;
+                            a1_0 += xr[29312] * w0; a1_1 += xr[29312] * w1; a1_2 += xr[29312] * w2; a1_3 += xr[29312] * w3;
+                            a2_0 += xr[29440] * w0; a2_1 += xr[29440] * w1; a2_2 += xr[29440] * w2; a2_3 += xr[29440] * w3;
+                            a3_0 += xr[29568] * w0; a3_1 += xr[29568] * w1; a3_2 += xr[29568] * w2; a3_3 += xr[29568] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 896), w1 = VLOAD(wr + 912), w2 = VLOAD(wr + 928), w3 = VLOAD(wr + 944);
+                            a0_0 += xr[29312] * w0; a0_1 += xr[29312] * w1; a0_2 += xr[29312] * w2; a0_3 += xr[29312] * w3;
+                            a1_0 += xr[29440] * w0; a1_1 += xr[29440] * w1; a1_2 += xr[29440] * w2; a1_3 += xr[29440] * w3;
+                            a2_0 += xr[29568] * w0; a2_1 += xr[29568] * w1; a2_2 += xr[29568] * w2; a2_3 += xr[29568] * w3;
+                            a3_0 += xr[29696] * w0; a3_1 += xr[29696] * w1; a3_2 += xr[29696] * w2; a3_3 += xr[29696] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 1024), w1 = VLOAD(wr + 1040), w2 = VLOAD(wr + 1056), w3 = VLOAD(wr + 1072);
+                            a0_0 += xr[29440] * w0; a0_1 += xr[29440] * w1; a0_2 += xr[29440] * w2; a0_3 += xr[29440] * w3;
+                            a1_0 += xr[29568] * w0; a1_1 += xr[29568] * w1; a1_2 += xr[29568] * w2; a1_3 += xr[29568] * w3;
+                            a2_0 += xr[29696] * w0; a2_1 += xr[29696] * w1; a2_2 += xr[29696] * w2; a2_3 += xr[29696] * w3;
+                            a3_0 += xr[29824] * w0; a3_1 += xr[29824] * w1; a3_2 += xr[29824] * w2; a3_3 += xr[29824] * w3;
+                        }
+                    }
+                    VSTORE(yh + (oy * 112 + x0 + 0) * 128 + (v0 + 0) * 16, a0_0); VSTORE(yh + (oy * 112 + x0 + 0) * 128 + (v0 + 1) * 16, a0_1); VSTORE(yh + (oy * 112 + x0 + 0) * 128 + (v0 + 2) * 16, a0_2); VSTORE(yh + (oy * 112 + x0 + 0) * 128 + (v0 + 3) * 16, a0_3);
+                    VSTORE(yh + (oy * 112 + x0 + 1) * 128 + (v0 + 0) * 16, a1_0); VSTORE(yh + (oy * 112 + x0 + 1) * 128 + (v0 + 1) * 16, a1_1); VSTORE(yh + (oy * 112 + x0 + 1) * 128 + (v0 + 2) * 16, a1_2); VSTORE(yh + (oy * 112 + x0 + 1) * 128 + (v0 + 3) * 16, a1_3);
+                    VSTORE(yh + (oy * 112 + x0 + 2) * 128 + (v0 + 0) * 16, a2_0); VSTORE(yh + (oy * 112 + x0 + 2) * 128 + (v0 + 1) * 16, a2_1); VSTORE(yh + (oy * 112 + x0 + 2) * 128 + (v0 + 2) * 16, a2_2); VSTORE(yh + (oy * 112 + x0 + 2) * 128 + (v0 + 3) * 16, a2_3);
+                    VSTORE(yh + (oy * 112 + x0 + 3) * 128 + (v0 + 0) * 16, a3_0); VSTORE(yh + (oy * 112 + x0 + 3) * 128 + (v0 + 1) * 16, a3_1); VSTORE(yh + (oy * 112 + x0 + 3) * 128 + (v0 + 2) * 16, a3_2); VSTORE(yh + (oy * 112 + x0 + 3) * 128 + (v0 + 3) * 16, a3_3);
                 }
-                /* rows 1..110, cols 1..110: every tap */
-                for (int oy = 1; oy < 111; oy++) {
-                    for (int ox = 1; ox < 111; ox++) {
-                        yc[oy*112 + ox] += w0 * xc[oy*112 + ox - 113] + w1 * xc[oy*112 + ox - 112] + w2 * xc[oy*112 + ox - 111] + w3 * xc[oy*112 + ox - 1]
-                                + w4 * xc[oy*112 + ox] + w5 * xc[oy*112 + ox + 1] + w6 * xc[oy*112 + ox + 111] + w7 * xc[oy*112 + ox + 112]
-                                + w8 * xc[oy*112 + ox + 113];
+            }
+        }
+        for (int co = 0; co < 128; co++)
+            for (int i = 0; i < 12544; i++) yn[co * 12544 + i] = yh[i * 128 + co];
+    }
+}
+
+static void l07_conv2d_backward(float *restrict G, float *restrict S, const float *restrict dy, int nb)
+{
+    float *restrict gw = G + 112576;
+    float *restrict gb = G + 260032;
+    float *restrict dyh = S + 5080192;
+    /* dy of every sample -> channels-last, padded channels zero */
+    CG_PARALLEL_FOR
+    for (int n = 0; n < nb; n++) {
+        float *restrict dn = dyh + (size_t)n * 1605632;
+        for (int i = 0; i < 12544; i++)
+            for (int co = 0; co < 128; co++) dn[i * 128 + co] = co < 128 ? dy[(size_t)n * 1605632 + co * 12544 + i] : 0.0f;
+    }
+    for (int co = 0; co < 128; co++) {
+        float s = 0.0f;
+        for (int n = 0; n < nb; n++)
+            for (int i = 0; i < 12544; i++) s += dy[(size_t)n * 1605632 + co * 12544 + i];
+        gb[co] += s;
+    }
+    CG_PARALLEL_FOR
+    for (int p0 = 0; p0 < 1152; p0 += 6) {
+        int off[6], gidx[6];
+        for (int j = 0; j < 6; j++) {
+            const int q = p0 + j, ci = q / 9, k = q % 9, ky = k / 3, kx = k % 3;
+            off[j] = (ky * 1 * 114 + kx * 1) * 128 + ci;
+            gidx[j] = ci * 9 + k;
+        }
+        for (int v0 = 0; v0 < 8; v0 += 4) {
+            cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f);
+            cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f), a1_3 = vsplat(0.0f);
+            cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f), a2_2 = vsplat(0.0f), a2_3 = vsplat(0.0f);
+            cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f), a3_2 = vsplat(0.0f), a3_3 = vsplat(0.0f);
+            cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f), a4_2 = vsplat(0.0f), a4_3 = vsplat(0.0f);
+            cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f), a5_2 = vsplat(0.0f), a5_3 = vsplat(0.0f);
+            for (int n = 0; n < nb; n++) {
+                const float *restrict xp = S + 0 + (size_t)n * 1663488;
+                const float *restrict dn = dyh + (size_t)n * 1605632 + v0 * 16;
+                for (int oy = 0; oy < 112; oy++) {
+                    for (int ox = 0; ox < 112; ox++) {
+                        const float *restrict xr = xp + (oy * 114 + ox) * 128;
+                        const cg_v d0 = VLOAD(dn + (oy * 112 + ox) * 128 + 0), d1 = VLOAD(dn + (oy * 112 + ox) * 128 + 16), d2 = VLOAD(dn + (oy * 112 + ox) * 128 + 32), d3 = VLOAD(dn + (oy * 112 + ox) * 128 + 48);
+                        a0_0 += xr[off[0]] * d0; a0_1 += xr[off[0]] * d1; a0_2 += xr[off[0]] * d2; a0_3 += xr[off[0]] * d3;
+                        a1_0 += xr[off[1]] * d0; a1_1 += xr[off[1]] * d1; a1_2 += xr[off[1]] * d2; a1_3 += xr[off[1]] * d3;
+                        a2_0 += xr[off[2]] * d0; a2_1 += xr[off[2]] * d1; a2_2 += xr[off[2]] * d2; a2_3 += xr[off[2]] * d3;
+                        a3_0 += xr[off[3]] * d0; a3_1 += xr[off[3]] * d1; a3_2 += xr[off[3]] * d2; a3_3 += xr[off[3]] * d3;
+                        a4_0 += xr[off[4]] * d0; a4_1 += xr[off[4]] * d1; a4_2 += xr[off[4]] * d2; a4_3 += xr[off[4]] * d3;
+                        a5_0 += xr[off[5]] * d0; a5_1 += xr[off[5]] * d1; a5_2 += xr[off[5]] * d2; a5_3 += xr[off[5]] * d3;
                     }
                 }
-                /* rows 1..110, cols 111..111: 6 of 9 taps */
-                for (int oy = 1; oy < 111; oy++) {
-                    yc[oy*112 + 111] += w0 * xc[oy*112 - 2] + w1 * xc[oy*112 - 1] + w3 * xc[oy*112 + 110] + w4 * xc[oy*112 + 111]
-                            + w6 * xc[oy*112 + 222] + w7 * xc[oy*112 + 223];
-                }
-                yc[12432] += w1 * xc[12320] + w2 * xc[12321] + w4 * xc[12432] + w5 * xc[12433];
-                /* rows 111..111, cols 1..110: 6 of 9 taps */
-                for (int ox = 1; ox < 111; ox++) {
-                    yc[ox + 12432] += w0 * xc[ox + 12319] + w1 * xc[ox + 12320] + w2 * xc[ox + 12321] + w3 * xc[ox + 12431]
-                            + w4 * xc[ox + 12432] + w5 * xc[ox + 12433];
-                }
-                yc[12543] += w0 * xc[12430] + w1 * xc[12431] + w3 * xc[12542] + w4 * xc[12543];
             }
+            for (int l = 0; l < 16 && (v0 + 0) * 16 + l < 128; l++) gw[((v0 + 0) * 16 + l) * 1152 + gidx[0]] += a0_0[l];
+            for (int l = 0; l < 16 && (v0 + 1) * 16 + l < 128; l++) gw[((v0 + 1) * 16 + l) * 1152 + gidx[0]] += a0_1[l];
+            for (int l = 0; l < 16 && (v0 + 2) * 16 + l < 128; l++) gw[((v0 + 2) * 16 + l) * 1152 + gidx[0]] += a0_2[l];
+            for (int l = 0; l < 16 && (v0 + 3) * 16 + l < 128; l++) gw[((v0 + 3) * 16 + l) * 1152 + gidx[0]] += a0_3[l];
+            for (int l = 0; l < 16 && (v0 + 0) * 16 + l < 128; l++) gw[((v0 + 0) * 16 + l) * 1152 + gidx[1]] += a1_0[l];
+            for (int l = 0; l < 16 && (v0 + 1) * 16 + l < 128; l++) gw[((v0 + 1) * 16 + l) * 1152 + gidx[1]] += a1_1[l];
+            for (int l = 0; l < 16 && (v0 + 2) * 16 + l < 128; l++) gw[((v0 + 2) * 16 + l) * 1152 + gidx[1]] += a1_2[l];
+            for (int l = 0; l < 16 && (v0 + 3) * 16 + l < 128; l++) gw[((v0 + 3) * 16 + l) * 1152 + gidx[1]] += a1_3[l];
+            for (int l = 0; l < 16 && (v0 + 0) * 16 + l < 128; l++) gw[((v0 + 0) * 16 + l) * 1152 + gidx[2]] += a2_0[l];
+            for (int l = 0; l < 16 && (v0 + 1) * 16 + l < 128; l++) gw[((v0 + 1) * 16 + l) * 1152 + gidx[2]] += a2_1[l];
+            for (int l = 0; l < 16 && (v0 + 2) * 16 + l < 128; l++) gw[((v0 + 2) * 16 + l) * 1152 + gidx[2]] += a2_2[l];
+            for (int l = 0; l < 16 && (v0 + 3) * 16 + l < 128; l++) gw[((v0 + 3) * 16 + l) * 1152 + gidx[2]] += a2_3[l];
+            for (int l = 0; l < 16 && (v0 + 0) * 16 + l < 128; l++) gw[((v0 + 0) * 16 + l) * 1152 + gidx[3]] += a3_0[l];
+            for (int l = 0; l < 16 && (v0 + 1) * 16 + l < 128; l++) gw[((v0 + 1) * 16 + l) * 1152 + gidx[3]] += a3_1[l];
+            for (int l = 0; l < 16 && (v0 + 2) * 16 + l < 128; l++) gw[((v0 + 2) * 16 + l) * 1152 + gidx[3]] += a3_2[l];
+            for (int l = 0; l < 16 && (v0 + 3) * 16 + l < 128; l++) gw[((v0 + 3) * 16 + l) * 1152 + gidx[3]] += a3_3[l];
+            for (int l = 0; l < 16 && (v0 + 0) * 16 + l < 128; l++) gw[((v0 + 0) * 16 + l) * 1152 + gidx[4]] += a4_0[l];
+            for (int l = 0; l < 16 && (v0 + 1) * 16 + l < 128; l++) gw[((v0 + 1) * 16 + l) * 1152 + gidx[4]] += a4_1[l];
+            for (int l = 0; l < 16 && (v0 + 2) * 16 + l < 128; l++) gw[((v0 + 2) * 16 + l) * 1152 + gidx[4]] += a4_2[l];
+            for (int l = 0; l < 16 && (v0 + 3) * 16 + l < 128; l++) gw[((v0 + 3) * 16 + l) * 1152 + gidx[4]] += a4_3[l];
+            for (int l = 0; l < 16 && (v0 + 0) * 16 + l < 128; l++) gw[((v0 + 0) * 16 + l) * 1152 + gidx[5]] += a5_0[l];
+            for (int l = 0; l < 16 && (v0 + 1) * 16 + l < 128; l++) gw[((v0 + 1) * 16 + l) * 1152 + gidx[5]] += a5_1[l];
+            for (int l = 0; l < 16 && (v0 + 2) * 16 + l < 128; l++) gw[((v0 + 2) * 16 + l) * 1152 + gidx[5]] += a5_2[l];
+            for (int l = 0; l < 16 && (v0 + 3) * 16 + l < 128; l++) gw[((v0 + 3) * 16 + l) * 1152 + gidx[5]] += a5_3[l];
         }
     }
 }
 
-static void l07_conv2d_backward(const float *restrict P, float *restrict G, const float *restrict x, const float *restrict dy, float *restrict dx, int nb)
+static void l07_conv2d_backward_dx(const float *restrict P, float *restrict S, const float *restrict dy, float *restrict dx, int nb)
 {
     const float *restrict w = P + 112576;
-    float *restrict gw = G + 112576;
-    float *restrict gb = G + 260032;
-    memset(dx, 0, sizeof(float) * (size_t)nb * 1605632);
-    for (int col = 0; col < 128; col++) {
-        for (int ci = 0; ci < 128; ci++) {
-            const float *restrict wc = w + col*1152 + ci*9;
-            float *restrict gwc = gw + col*1152 + ci*9;
-            const float w0 = wc[0], w1 = wc[1], w2 = wc[2];
-            const float w3 = wc[3], w4 = wc[4], w5 = wc[5];
-            const float w6 = wc[6], w7 = wc[7], w8 = wc[8];
-            float g0 = 0.0f, g1 = 0.0f, g2 = 0.0f;
-            float g3 = 0.0f, g4 = 0.0f, g5 = 0.0f;
-            float g6 = 0.0f, g7 = 0.0f, g8 = 0.0f;
-            for (int n = 0; n < nb; n++) {
-                const float *restrict xc = x + (size_t)n * 1605632 + ci*12544;
-                float *restrict dxc = dx + (size_t)n * 1605632 + ci*12544;
-                const float *restrict dyc = dy + (size_t)n * 1605632 + col*12544;
-                {
-                    const float d = dyc[0];
-                    g4 += d * xc[0]; dxc[0] += w4 * d;
-                    g5 += d * xc[1]; dxc[1] += w5 * d;
-                    g7 += d * xc[112]; dxc[112] += w7 * d;
-                    g8 += d * xc[113]; dxc[113] += w8 * d;
-                }
-                /* rows 0..0, cols 1..110: 6 of 9 taps */
-                for (int ox = 1; ox < 111; ox++) {
-                    const float d = dyc[ox];
-                    g3 += d * xc[ox - 1]; dxc[ox - 1] += w3 * d;
-                    g4 += d * xc[ox]; dxc[ox] += w4 * d;
-                    g5 += d * xc[ox + 1]; dxc[ox + 1] += w5 * d;
-                    g6 += d * xc[ox + 111]; dxc[ox + 111] += w6 * d;
-                    g7 += d * xc[ox + 112]; dxc[ox + 112] += w7 * d;
-                    g8 += d * xc[ox + 113]; dxc[ox + 113] += w8 * d;
-                }
-                {
-                    const float d = dyc[111];
-                    g3 += d * xc[110]; dxc[110] += w3 * d;
-                    g4 += d * xc[111]; dxc[111] += w4 * d;
-                    g6 += d * xc[222]; dxc[222] += w6 * d;
-                    g7 += d * xc[223]; dxc[223] += w7 * d;
-                }
-                /* rows 1..110, cols 0..0: 6 of 9 taps */
-                for (int oy = 1; oy < 111; oy++) {
-                    {
-                        const float d = dyc[oy*112];
-                        g1 += d * xc[oy*112 - 112]; dxc[oy*112 - 112] += w1 * d;
-                        g2 += d * xc[oy*112 - 111]; dxc[oy*112 - 111] += w2 * d;
-                        g4 += d * xc[oy*112]; dxc[oy*112] += w4 * d;
-                        g5 += d * xc[oy*112 + 1]; dxc[oy*112 + 1] += w5 * d;
-                        g7 += d * xc[oy*112 + 112]; dxc[oy*112 + 112] += w7 * d;
-                        g8 += d * xc[oy*112 + 113]; dxc[oy*112 + 113] += w8 * d;
+    float *restrict wf = S + 8291456, *restrict dyp = S + 8438912, *restrict dxh = S + 10102400;
+    for (int i = 0; i < 147456; i++) wf[i] = 0.0f;
+    for (int co = 0; co < 128; co++)
+        for (int ci = 0; ci < 128; ci++)
+            for (int k = 0; k < 9; k++) wf[(co * 9 + k) * 128 + ci] = w[(co * 128 + ci) * 9 + k];
+    for (int n = 0; n < nb; n++) {
+        const float *restrict dn = dy + (size_t)n * 1605632;
+        float *restrict dxn = dx + (size_t)n * 1605632;
+        memset(dyp, 0, sizeof(float) * 1663488);
+        for (int co = 0; co < 128; co++)
+            for (int oy = 0; oy < 112; oy++)
+                for (int ox = 0; ox < 112; ox++) dyp[((oy + 1) * 114 + ox + 1) * 128 + co] = dn[co * 12544 + oy * 112 + ox];
+        CG_PARALLEL_FOR
+        for (int iy = 0; iy < 112; iy++) {
+            for (int v0 = 0; v0 < 8; v0 += 4) {
+                for (int x0 = 0; x0 < 108; x0 += 6) {
+                    cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f);
+                    cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f), a1_3 = vsplat(0.0f);
+                    cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f), a2_2 = vsplat(0.0f), a2_3 = vsplat(0.0f);
+                    cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f), a3_2 = vsplat(0.0f), a3_3 = vsplat(0.0f);
+                    cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f), a4_2 = vsplat(0.0f), a4_3 = vsplat(0.0f);
+                    cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f), a5_2 = vsplat(0.0f), a5_3 = vsplat(0.0f);
+                    for (int co = 0; co < 128; co++) {
+                        const float *restrict dr = dyp + (iy * 114 + x0) * 128 + co;
+                        const float *restrict wr = wf + co * 1152 + v0 * 16;
+                        {
+                            const cg_v w0 = VLOAD(wr + 0), w1 = VLOAD(wr + 16), w2 = VLOAD(wr + 32), w3 = VLOAD(wr + 48);
+                            a0_0 += dr[29440] * w0; a0_1 += dr[29440] * w1; a0_2 += dr[29440] * w2; a0_3 += dr[29440] * w3;
+                            a1_0 += dr[29568] * w0; a1_1 += dr[29568] * w1; a1_2 += dr[29568] * w2; a1_3 += dr[29568] * w3;
+                            a2_0 += dr[29696] * w0; a2_1 += dr[29696] * w1; a2_2 += dr[29696] * w2; a2_3 += dr[29696] * w3;
+                            a3_0 += dr[29824] * w0; a3_1 += dr[29824] * w1; a3_2 += dr[29824] * w2; a3_3 += dr[29824] * w3;
+                            a4_0 += dr[29952] * w0; a4_1 += dr[29952] * w1; a4_2 += dr[29952] * w2; a4_3 += dr[29952] * w3;
+                            a5_0 += dr[30080] * w0; a5_1 += dr[30080] * w1; a5_2 += dr[30080] * w2; a5_3 += dr[30080] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 128), w1 = VLOAD(wr + 144), w2 = VLOAD(wr + 160), w3 = VLOAD(wr + 176);
+                            a0_0 += dr[29312] * w0; a0_1 += dr[29312] * w1; a0_2 += dr[29312] * w2; a0_3 += dr[29312] * w3;
+                            a1_0 += dr[29440] * w0; a1_1 += dr[29440] * w1; a1_2 += dr[29440] * w2; a1_3 += dr[29440] * w3;
+                            a2_0 += dr[29568] * w0; a2_1 += dr[29568] * w1; a2_2 += dr[29568] * w2; a2_3 += dr[29568] * w3;
+                            a3_0 += dr[29696] * w0; a3_1 += dr[29696] * w1; a3_2 += dr[29696] * w2; a3_3 += dr[29696] * w3;
+                            a4_0 += dr[29824] * w0; a4_1 += dr[29824] * w1; a4_2 += dr[29824] * w2; a4_3 += dr[29824] * w3;
+                            a5_0 += dr[29952] * w0; a5_1 += dr[29952] * w1; a5_2 += dr[29952] * w2; a5_3 += dr[29952] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 256), w1 = VLOAD(wr + 272), w2 = VLOAD(wr + 288), w3 = VLOAD(wr + 304);
+                            a0_0 += dr[29184] * w0; a0_1 += dr[29184] * w1; a0_2 += dr[29184] * w2; a0_3 += dr[29184] * w3;
+                            a1_0 += dr[29312] * w0; a1_1 += dr[29312] * w1; a1_2 += dr[29312] * w2; a1_3 += dr[29312] * w3;
+                            a2_0 += dr[29440] * w0; a2_1 += dr[29440] * w1; a2_2 += dr[29440] * w2; a2_3 += dr[29440] * w3;
+                            a3_0 += dr[29568] * w0; a3_1 += dr[29568] * w1; a3_2 += dr[29568] * w2; a3_3 += dr[29568] * w3;
+                            a4_0 += dr[29696] * w0; a4_1 += dr[29696] * w1; a4_2 += dr[29696] * w2; a4_3 += dr[29696] * w3;
+                            a5_0 += dr[29824] * w0; a5_1 += dr[29824] * w1; a5_2 += dr[29824] * w2; a5_3 += dr[29824] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 384), w1 = VLOAD(wr + 400), w2 = VLOAD(wr + 416), w3 = VLOAD(wr + 432);
+                            a0_0 += dr[14848] * w0; a0_1 += dr[14848] * w1; a0_2 += dr[14848] * w2; a0_3 += dr[14848] * w3;
+                            a1_0 += dr[14976] * w0; a1_1 += dr[14976] * w1; a1_2 += dr[14976] * w2; a1_3 += dr[14976] * w3;
+                            a2_0 += dr[15104] * w0; a2_1 += dr[15104] * w1; a2_2 += dr[15104] * w2; a2_3 += dr[15104] * w3;
+                            a3_0 += dr[15232] * w0; a3_1 += dr[15232] * w1; a3_2 += dr[15232] * w2; a3_3 += dr[15232] * w3;
+                            a4_0 += dr[15360] * w0; a4_1 += dr[15360] * w1; a4_2 += dr[15360] * w2; a4_3 += dr[15360] * w3;
+                            a5_0 += dr[15488] * w0; a5_1 += dr[15488] * w1; a5_2 += dr[15488] * w2; a5_3 += dr[15488] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 512), w1 = VLOAD(wr + 528), w2 = VLOAD(wr + 544), w3 = VLOAD(wr + 560);
+                            a0_0 += dr[14720] * w0; a0_1 += dr[14720] * w1; a0_2 += dr[14720] * w2; a0_3 += dr[14720] * w3;
+                            a1_0 += dr[14848] * w0; a1_1 += dr[14848] * w1; a1_2 += dr[14848] * w2; a1_3 += dr[14848] * w3;
+                            a2_0 += dr[14976] * w0; a2_1 += dr[14976] * w1; a2_2 += dr[14976] * w2; a2_3 += dr[14976] * w3;
+                            a3_0 += dr[15104] * w0; a3_1 += dr[15104] * w1; a3_2 += dr[15104] * w2; a3_3 += dr[15104] * w3;
+                            a4_0 += dr[15232] * w0; a4_1 += dr[15232] * w1; a4_2 += dr[15232] * w2; a4_3 += dr[15232] * w3;
+                            a5_0 += dr[15360] * w0; a5_1 += dr[15360] * w1; a5_2 += dr[15360] * w2; a5_3 += dr[15360] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 640), w1 = VLOAD(wr + 656), w2 = VLOAD(wr + 672), w3 = VLOAD(wr + 688);
+                            a0_0 += dr[14592] * w0; a0_1 += dr[14592] * w1; a0_2 += dr[14592] * w2; a0_3 += dr[14592] * w3;
+                            a1_0 += dr[14720] * w0; a1_1 += dr[14720] * w1; a1_2 += dr[14720] * w2; a1_3 += dr[14720] * w3;
+                            a2_0 += dr[14848] * w0; a2_1 += dr[14848] * w1; a2_2 += dr[14848] * w2; a2_3 += dr[14848] * w3;
+                            a3_0 += dr[14976] * w0; a3_1 += dr[14976] * w1; a3_2 += dr[14976] * w2; a3_3 += dr[14976] * w3;
+                            a4_0 += dr[15104] * w0; a4_1 += dr[15104] * w1; a4_2 += dr[15104] * w2; a4_3 += dr[15104] * w3;
+                            a5_0 += dr[15232] * w0; a5_1 += dr[15232] * w1; a5_2 += dr[15232] * w2; a5_3 += dr[15232] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 768), w1 = VLOAD(wr + 784), w2 = VLOAD(wr + 800), w3 = VLOAD(wr + 816);
+                            a0_0 += dr[256] * w0; a0_1 += dr[256] * w1; a0_2 += dr[256] * w2; a0_3 += dr[256] * w3;
+                            a1_0 += dr[384] * w0; a1_1 += dr[384] * w1; a1_2 += dr[384] * w2; a1_3 += dr[384] * w3;
+                            a2_0 += dr[512] * w0; a2_1 += dr[512] * w1; a2_2 += dr[512] * w2; a2_3 += dr[512] * w3;
+                            a3_0 += dr[640] * w0; a3_1 += dr[640] * w1; a3_2 += dr[640] * w2; a3_3 += dr[640] * w3;
+                            a4_0 += dr[768] * w0; a4_1 += dr[768] * w1; a4_2 += dr[768] * w2; a4_3 += dr[768] * w3;
+                            a5_0 += dr[896] * w0; a5_1 += dr[896] * w1; a5_2 += dr[896] * w2; a5_3 += dr[896] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 896), w1 = VLOAD(wr + 912), w2 = VLOAD(wr + 928), w3 = VLOAD(wr + 944);
+                            a0_0 += dr[128] * w0; a0_1 += dr[128] * w1; a0_2 += dr[128] * w2; a0_3 += dr[128] * w3;
+                            a1_0 += dr[256] * w0; a1_1 += dr[256] * w1; a1_2 += dr[256] * w2; a1_3 += dr[256] * w3;
+                            a2_0 += dr[384] * w0; a2_1 += dr[384] * w1; a2_2 += dr[384] * w2; a2_3 += dr[384] * w3;
+                            a3_0 += dr[512] * w0; a3_1 += dr[512] * w1; a3_2 += dr[512] * w2; a3_3 += dr[512] * w3;
+                            a4_0 += dr[640] * w0; a4_1 += dr[640] * w1; a4_2 += dr[640] * w2; a4_3 += dr[640] * w3;
+                            a5_0 += dr[768] * w0; a5_1 += dr[768] * w1; a5_2 += dr[768] * w2; a5_3 += dr[768] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 1024), w1 = VLOAD(wr + 1040), w2 = VLOAD(wr + 1056), w3 = VLOAD(wr + 1072);
+                            a0_0 += dr[0] * w0; a0_1 += dr[0] * w1; a0_2 += dr[0] * w2; a0_3 += dr[0] * w3;
+                            a1_0 += dr[128] * w0; a1_1 += dr[128] * w1; a1_2 += dr[128] * w2; a1_3 += dr[128] * w3;
+                            a2_0 += dr[256] * w0; a2_1 += dr[256] * w1; a2_2 += dr[256] * w2; a2_3 += dr[256] * w3;
+                            a3_0 += dr[384] * w0; a3_1 += dr[384] * w1; a3_2 += dr[384] * w2; a3_3 += dr[384] * w3;
+                            a4_0 += dr[512] * w0; a4_1 += dr[512] * w1; a4_2 += dr[512] * w2; a4_3 += dr[512] * w3;
+                            a5_0 += dr[640] * w0; a5_1 += dr[640] * w1; a5_2 += dr[640] * w2; a5_3 += dr[640] * w3;
+                        }
                     }
-                }
-                /* rows 1..110, cols 1..110: every tap */
-                for (int oy = 1; oy < 111; oy++) {
-                    for (int ox = 1; ox < 111; ox++) {
-                        const float d = dyc[oy*112 + ox];
-                        g0 += d * xc[oy*112 + ox - 113]; dxc[oy*112 + ox - 113] += w0 * d;
-                        g1 += d * xc[oy*112 + ox - 112]; dxc[oy*112 + ox - 112] += w1 * d;
-                        g2 += d * xc[oy*112 + ox - 111]; dxc[oy*112 + ox - 111] += w2 * d;
-                        g3 += d * xc[oy*112 + ox - 1]; dxc[oy*112 + ox - 1] += w3 * d;
-                        g4 += d * xc[oy*112 + ox]; dxc[oy*112 + ox] += w4 * d;
-                        g5 += d * xc[oy*112 + ox + 1]; dxc[oy*112 + ox + 1] += w5 * d;
-                        g6 += d * xc[oy*112 + ox + 111]; dxc[oy*112 + ox + 111] += w6 * d;
-                        g7 += d * xc[oy*112 + ox + 112]; dxc[oy*112 + ox + 112] += w7 * d;
-                        g8 += d * xc[oy*112 + ox + 113]; dxc[oy*112 + ox + 113] += w8 * d;
-                    }
-                }
-                /* rows 1..110, cols 111..111: 6 of 9 taps */
-                for (int oy = 1; oy < 111; oy++) {
-                    {
-                        const float d = dyc[oy*112 + 111];
-                        g0 += d * xc[oy*112 - 2]; dxc[oy*112 - 2] += w0 * d;
-                        g1 += d * xc[oy*112 - 1]; dxc[oy*112 - 1] += w1 * d;
-                        g3 += d * xc[oy*112 + 110]; dxc[oy*112 + 110] += w3 * d;
-                        g4 += d * xc[oy*112 + 111]; dxc[oy*112 + 111] += w4 * d;
-                        g6 += d * xc[oy*112 + 222]; dxc[oy*112 + 222] += w6 * d;
-                        g7 += d * xc[oy*112 + 223]; dxc[oy*112 + 223] += w7 * d;
-                    }
+                    VSTORE(dxh + (iy * 112 + x0 + 0) * 128 + (v0 + 0) * 16, a0_0); VSTORE(dxh + (iy * 112 + x0 + 0) * 128 + (v0 + 1) * 16, a0_1); VSTORE(dxh + (iy * 112 + x0 + 0) * 128 + (v0 + 2) * 16, a0_2); VSTORE(dxh + (iy * 112 + x0 + 0) * 128 + (v0 + 3) * 16, a0_3);
+                    VSTORE(dxh + (iy * 112 + x0 + 1) * 128 + (v0 + 0) * 16, a1_0); VSTORE(dxh + (iy * 112 + x0 + 1) * 128 + (v0 + 1) * 16, a1_1); VSTORE(dxh + (iy * 112 + x0 + 1) * 128 + (v0 + 2) * 16, a1_2); VSTORE(dxh + (iy * 112 + x0 + 1) * 128 + (v0 + 3) * 16, a1_3);
+                    VSTORE(dxh + (iy * 112 + x0 + 2) * 128 + (v0 + 0) * 16, a2_0); VSTORE(dxh + (iy * 112 + x0 + 2) * 128 + (v0 + 1) * 16, a2_1); VSTORE(dxh + (iy * 112 + x0 + 2) * 128 + (v0 + 2) * 16, a2_2); VSTORE(dxh + (iy * 112 + x0 + 2) * 128 + (v0 + 3) * 16, a2_3);
+                    VSTORE(dxh + (iy * 112 + x0 + 3) * 128 + (v0 + 0) * 16, a3_0); VSTORE(dxh + (iy * 112 + x0 + 3) * 128 + (v0 + 1) * 16, a3_1); VSTORE(dxh + (iy * 112 + x0 + 3) * 128 + (v0 + 2) * 16, a3_2); VSTORE(dxh + (iy * 112 + x0 + 3) * 128 + (v0 + 3) * 16, a3_3);
+                    VSTORE(dxh + (iy * 112 + x0 + 4) * 128 + (v0 + 0) * 16, a4_0); VSTORE(dxh + (iy * 112 + x0 + 4) * 128 + (v0 + 1) * 16, a4_1); VSTORE(dxh + (iy * 112 + x0 + 4) * 128 + (v0 + 2) * 16, a4_2); VSTORE(dxh + (iy * 112 + x0 + 4) * 128 + (v0 + 3) * 16, a4_3);
+                    VSTORE(dxh + (iy * 112 + x0 + 5) * 128 + (v0 + 0) * 16, a5_0); VSTORE(dxh + (iy * 112 + x0 + 5) * 128 + (v0 + 1) * 16, a5_1); VSTORE(dxh + (iy * 112 + x0 + 5) * 128 + (v0 + 2) * 16, a5_2); VSTORE(dxh + (iy * 112 + x0 + 5) * 128 + (v0 + 3) * 16, a5_3);
                 }
                 {
-                    const float d = dyc[12432];
-                    g1 += d * xc[12320]; dxc[12320] += w1 * d;
-                    g2 += d * xc[12321]; dxc[12321] += w2 * d;
-                    g4 += d * xc[12432]; dxc[12432] += w4 * d;
-                    g5 += d * xc[12433]; dxc[12433] += w5 * d;
-                }
-                /* rows 111..111, cols 1..110: 6 of 9 taps */
-                for (int ox = 1; ox < 111; ox++) {
-                    const float d = dyc[ox + 12432];
-                    g0 += d * xc[ox + 12319]; dxc[ox + 12319] += w0 * d;
-                    g1 += d * xc[ox + 12320]; dxc[ox + 12320] += w1 * d;
-                    g2 += d * xc[ox + 12321]; dxc[ox + 12321] += w2 * d;
-                    g3 += d * xc[ox + 12431]; dxc[ox + 12431] += w3 * d;
-                    g4 += d * xc[ox + 12432]; dxc[ox + 12432] += w4 * d;
-                    g5 += d * xc[ox + 12433]; dxc[ox + 12433] += w5 * d;
-                }
-                {
-                    const float d = dyc[12543];
-                    g0 += d * xc[12430]; dxc[12430] += w0 * d;
-                    g1 += d * xc[12431]; dxc[12431] += w1 * d;
-                    g3 += d * xc[12542]; dxc[12542] += w3 * d;
-                    g4 += d * xc[12543]; dxc[12543] += w4 * d;
+                    const int x0 = 108;
+                    cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f);
+                    cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f), a1_3 = vsplat(0.0f);
+                    cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f), a2_2 = vsplat(0.0f), a2_3 = vsplat(0.0f);
+                    cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f), a3_2 = vsplat(0.0f), a3_3 = vsplat(0.0f);
+                    for (int co = 0; co < 128; co++) {
+                        const float *restrict dr = dyp + (iy * 114 + x0) * 128 + co;
+                        const float *restrict wr = wf + co * 1152 + v0 * 16;
+                        {
+                            const cg_v w0 = VLOAD(wr + 0), w1 = VLOAD(wr + 16), w2 = VLOAD(wr + 32), w3 = VLOAD(wr + 48);
+                            a0_0 += dr[29440] * w0; a0_1 += dr[29440] * w1; a0_2 += dr[29440] * w2; a0_3 += dr[29440] * w3;
+                            a1_0 += dr[29568] * w0; a1_1 += dr[29568] * w1; a1_2 += dr[29568] * w2; a1_3 += dr[29568] * w3;
+                            a2_0 += dr[29696] * w0; a2_1 += dr[29696] * w1; a2_2 += dr[29696] * w2; a2_3 += dr[29696] * w3;
+                            a3_0 += dr[29824] * w0; a3_1 += dr[29824] * w1; a3_2 += dr[29824] * w2; a3_3 += dr[29824] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 128), w1 = VLOAD(wr + 144), w2 = VLOAD(wr + 160), w3 = VLOAD(wr + 176);
+                            a0_0 += dr[29312] * w0; a0_1 += dr[29312] * w1; a0_2 += dr[29312] * w2; a0_3 += dr[29312] * w3;
+                            a1_0 += dr[29440] * w0; a1_1 += dr[29440] * w1; a1_2 += dr[29440] * w2; a1_3 += dr[29440] * w3;
+                            a2_0 += dr[29568] * w0; a2_1 += dr[29568] * w1; a2_2 += dr[29568] * w2; a2_3 += dr[29568] * w3;
+                            a3_0 += dr[29696] * w0; a3_1 += dr[29696] * w1; a3_2 += dr[29696] * w2; a3_3 += dr[29696] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 256), w1 = VLOAD(wr + 272), w2 = VLOAD(wr + 288), w3 = VLOAD(wr + 304);
+                            a0_0 += dr[29184] * w0; a0_1 += dr[29184] * w1; a0_2 += dr[29184] * w2; a0_3 += dr[29184] * w3;
+                            a1_0 += dr[29312] * w0; a1_1 += dr[29312] * w1; a1_2 += dr[29312] * w2; a1_3 += dr[29312] * w3;
+                            a2_0 += dr[29440] * w0; a2_1 += dr[29440] * w1; a2_2 += dr[29440] * w2; a2_3 += dr[29440] * w3;
+                            a3_0 += dr[29568] * w0; a3_1 += dr[29568] * w1; a3_2 += dr[29568] * w2; a3_3 += dr[29568] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 384), w1 = VLOAD(wr + 400), w2 = VLOAD(wr + 416), w3 = VLOAD(wr + 432);
+                            a0_0 += dr[14848] * w0; a0_1 += dr[14848] * w1; a0_2 += dr[14848] * w2; a0_3 += dr[14848] * w3;
+                            a1_0 += dr[14976] * w0; a1_1 += dr[14976] * w1; a1_2 += dr[14976] * w2; a1_3 += dr[14976] * w3;
+                            a2_0 += dr[15104] * w0; a2_1 += dr[15104] * w1; a2_2 += dr[15104] * w2; a2_3 += dr[15104] * w3;
+                            a3_0 += dr[15232] * w0; a3_1 += dr[15232] * w1; a3_2 += dr[15232] * w2; a3_3 += dr[15232] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 512), w1 = VLOAD(wr + 528), w2 = VLOAD(wr + 544), w3 = VLOAD(wr + 560);
+                            a0_0 += dr[14720] * w0; a0_1 += dr[14720] * w1; a0_2 += dr[14720] * w2; a0_3 += dr[14720] * w3;
+                            a1_0 += dr[14848] * w0; a1_1 += dr[14848] * w1; a1_2 += dr[14848] * w2; a1_3 += dr[14848] * w3;
+                            a2_0 += dr[14976] * w0; a2_1 += dr[14976] * w1; a2_2 += dr[14976] * w2; a2_3 += dr[14976] * w3;
+                            a3_0 += dr[15104] * w0; a3_1 += dr[15104] * w1; a3_2 += dr[15104] * w2; a3_3 += dr[15104] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 640), w1 = VLOAD(wr + 656), w2 = VLOAD(wr + 672), w3 = VLOAD(wr + 688);
+                            a0_0 += dr[14592] * w0; a0_1 += dr[14592] * w1; a0_2 += dr[14592] * w2; a0_3 += dr[14592] * w3;
+                            a1_0 += dr[14720] * w0; a1_1 += dr[14720] * w1; a1_2 += dr[14720] * w2; a1_3 += dr[14720] * w3;
+                            a2_0 += dr[14848] * w0; a2_1 += dr[14848] * w1; a2_2 += dr[14848] * w2; a2_3 += dr[14848] * w3;
+                            a3_0 += dr[14976] * w0; a3_1 += dr[14976] * w1; a3_2 += dr[14976] * w2; a3_3 += dr[14976] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 768), w1 = VLOAD(wr + 784), w2 = VLOAD(wr + 800), w3 = VLOAD(wr + 816);
+                            a0_0 += dr[256] * w0; a0_1 += dr[256] * w1; a0_2 += dr[256] * w2; a0_3 += dr[256] * w3;
+                            a1_0 += dr[384] * w0; a1_1 += dr[384] * w1; a1_2 += dr[384] * w2; a1_3 += dr[384] * w3;
+                            a2_0 += dr[512] * w0; a2_1 += dr[512] * w1; a2_2 += dr[512] * w2; a2_3 += dr[512] * w3;
+                            a3_0 += dr[640] * w0; a3_1 += dr[640] * w1; a3_2 += dr[640] * w2; a3_3 += dr[640] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 896), w1 = VLOAD(wr + 912), w2 = VLOAD(wr + 928), w3 = VLOAD(wr + 944);
+                            a0_0 += dr[128] * w0; a0_1 += dr[128] * w1; a0_2 += dr[128] * w2; a0_3 += dr[128] * w3;
+                            a1_0 += dr[256] * w0; a1_1 += dr[256] * w1; a1_2 += dr[256] * w2; a1_3 += dr[256] * w3;
+                            a2_0 += dr[384] * w0; a2_1 += dr[384] * w1; a2_2 += dr[384] * w2; a2_3 += dr[384] * w3;
+                            a3_0 += dr[512] * w0; a3_1 += dr[512] * w1; a3_2 += dr[512] * w2; a3_3 += dr[512] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 1024), w1 = VLOAD(wr + 1040), w2 = VLOAD(wr + 1056), w3 = VLOAD(wr + 1072);
+                            a0_0 += dr[0] * w0; a0_1 += dr[0] * w1; a0_2 += dr[0] * w2; a0_3 += dr[0] * w3;
+                            a1_0 += dr[128] * w0; a1_1 += dr[128] * w1; a1_2 += dr[128] * w2; a1_3 += dr[128] * w3;
+                            a2_0 += dr[256] * w0; a2_1 += dr[256] * w1; a2_2 += dr[256] * w2; a2_3 += dr[256] * w3;
+                            a3_0 += dr[384] * w0; a3_1 += dr[384] * w1; a3_2 += dr[384] * w2; a3_3 += dr[384] * w3;
+                        }
+                    }
+                    VSTORE(dxh + (iy * 112 + x0 + 0) * 128 + (v0 + 0) * 16, a0_0); VSTORE(dxh + (iy * 112 + x0 + 0) * 128 + (v0 + 1) * 16, a0_1); VSTORE(dxh + (iy * 112 + x0 + 0) * 128 + (v0 + 2) * 16, a0_2); VSTORE(dxh + (iy * 112 + x0 + 0) * 128 + (v0 + 3) * 16, a0_3);
+                    VSTORE(dxh + (iy * 112 + x0 + 1) * 128 + (v0 + 0) * 16, a1_0); VSTORE(dxh + (iy * 112 + x0 + 1) * 128 + (v0 + 1) * 16, a1_1); VSTORE(dxh + (iy * 112 + x0 + 1) * 128 + (v0 + 2) * 16, a1_2); VSTORE(dxh + (iy * 112 + x0 + 1) * 128 + (v0 + 3) * 16, a1_3);
+                    VSTORE(dxh + (iy * 112 + x0 + 2) * 128 + (v0 + 0) * 16, a2_0); VSTORE(dxh + (iy * 112 + x0 + 2) * 128 + (v0 + 1) * 16, a2_1); VSTORE(dxh + (iy * 112 + x0 + 2) * 128 + (v0 + 2) * 16, a2_2); VSTORE(dxh + (iy * 112 + x0 + 2) * 128 + (v0 + 3) * 16, a2_3);
+                    VSTORE(dxh + (iy * 112 + x0 + 3) * 128 + (v0 + 0) * 16, a3_0); VSTORE(dxh + (iy * 112 + x0 + 3) * 128 + (v0 + 1) * 16, a3_1); VSTORE(dxh + (iy * 112 + x0 + 3) * 128 + (v0 + 2) * 16, a3_2); VSTORE(dxh + (iy * 112 + x0 + 3) * 128 + (v0 + 3) * 16, a3_3);
                 }
             }
-            gwc[0] += g0;
-            gwc[1] += g1;
-            gwc[2] += g2;
-            gwc[3] += g3;
-            gwc[4] += g4;
-            gwc[5] += g5;
-            gwc[6] += g6;
-            gwc[7] += g7;
-            gwc[8] += g8;
         }
-        {
-            float s = 0.0f;
-            for (int n = 0; n < nb; n++)
-                for (int i = 0; i < 12544; i++) s += dy[(size_t)n * 1605632 + col*12544 + i];
-            gb[col] += s;
-        }
+        for (int ci = 0; ci < 128; ci++)
+            for (int i = 0; i < 12544; i++) dxn[ci * 12544 + i] = dxh[i * 128 + ci];
     }
 }
 
@@ -908,183 +2353,442 @@ static void l09_maxpool2d_backward(const float *restrict x, const float *restric
 }
 
 /* layer 10: conv2d 128x56x56 -> 256x56x56 (specs/vgg16.yaml:27:5) */
-static void l10_conv2d_forward(const float *restrict P, const float *restrict x, float *restrict y, int nb)
+static void l10_conv2d_forward(const float *restrict P, float *restrict S, const float *restrict x, float *restrict y, int nb)
 {
     const float *restrict w = P + 260160;
-    const float *restrict b = P + 555072;
+    float *restrict yh = S + 861184, *restrict wt = S + 1664000, *restrict bp = S + 1958912;
+    /* weights [co][ci][k] -> [ci][k][co], channels padded to 256 */
+    for (int i = 0; i < 294912; i++) wt[i] = 0.0f;
+    for (int co = 0; co < 256; co++)
+        for (int j = 0; j < 1152; j++) wt[j * 256 + co] = w[co * 1152 + j];
+    for (int co = 0; co < 256; co++) bp[co] = co < 256 ? (P + 555072)[co] : 0.0f;
     for (int n = 0; n < nb; n++) {
         const float *restrict xn = x + (size_t)n * 401408;
+        float *restrict xp = S + 0 + (size_t)n * 430592;
         float *restrict yn = y + (size_t)n * 802816;
-        for (int col = 0; col < 256; col++) {
-            float *restrict yc = yn + col*3136;
-            for (int i = 0; i < 3136; i++) yc[i] = b[col];
-            for (int ci = 0; ci < 128; ci++) {
-                const float *restrict xc = xn + ci*3136;
-                const float *restrict wc = w + col*1152 + ci*9;
-                const float w0 = wc[0], w1 = wc[1], w2 = wc[2];
-                const float w3 = wc[3], w4 = wc[4], w5 = wc[5];
-                const float w6 = wc[6], w7 = wc[7], w8 = wc[8];
-                yc[0] += w4 * xc[0] + w5 * xc[1] + w7 * xc[56] + w8 * xc[57];
-                /* rows 0..0, cols 1..54: 6 of 9 taps */
-                for (int ox = 1; ox < 55; ox++) {
-                    yc[ox] += w3 * xc[ox - 1] + w4 * xc[ox] + w5 * xc[ox + 1] + w6 * xc[ox + 55]
-                            + w7 * xc[ox + 56] + w8 * xc[ox + 57];
+        memset(xp, 0, sizeof(float) * 430592);
+        for (int ci = 0; ci < 128; ci++)
+            for (int iy = 0; iy < 56; iy++)
+                for (int ix = 0; ix < 56; ix++) xp[((iy + 1) * 58 + ix + 1) * 128 + ci] = xn[ci * 3136 + iy * 56 + ix];
+        CG_PARALLEL_FOR
+        for (int oy = 0; oy < 56; oy++) {
+            for (int v0 = 0; v0 < 16; v0 += 4) {
+                for (int x0 = 0; x0 < 54; x0 += 6) {
+                    cg_v a0_0 = VLOAD(bp + (v0 + 0) * 16), a0_1 = VLOAD(bp + (v0 + 1) * 16), a0_2 = VLOAD(bp + (v0 + 2) * 16), a0_3 = VLOAD(bp + (v0 + 3) * 16);
+                    cg_v a1_0 = VLOAD(bp + (v0 + 0) * 16), a1_1 = VLOAD(bp + (v0 + 1) * 16), a1_2 = VLOAD(bp + (v0 + 2) * 16), a1_3 = VLOAD(bp + (v0 + 3) * 16);
+                    cg_v a2_0 = VLOAD(bp + (v0 + 0) * 16), a2_1 = VLOAD(bp + (v0 + 1) * 16), a2_2 = VLOAD(bp + (v0 + 2) * 16), a2_3 = VLOAD(bp + (v0 + 3) * 16);
+                    cg_v a3_0 = VLOAD(bp + (v0 + 0) * 16), a3_1 = VLOAD(bp + (v0 + 1) * 16), a3_2 = VLOAD(bp + (v0 + 2) * 16), a3_3 = VLOAD(bp + (v0 + 3) * 16);
+                    cg_v a4_0 = VLOAD(bp + (v0 + 0) * 16), a4_1 = VLOAD(bp + (v0 + 1) * 16), a4_2 = VLOAD(bp + (v0 + 2) * 16), a4_3 = VLOAD(bp + (v0 + 3) * 16);
+                    cg_v a5_0 = VLOAD(bp + (v0 + 0) * 16), a5_1 = VLOAD(bp + (v0 + 1) * 16), a5_2 = VLOAD(bp + (v0 + 2) * 16), a5_3 = VLOAD(bp + (v0 + 3) * 16);
+                    for (int ci = 0; ci < 128; ci++) {
+                        const float *restrict xr = xp + (oy * 58 + x0) * 128 + ci;
+                        const float *restrict wr = wt + ci * 2304 + v0 * 16;
+                        {
+                            const cg_v w0 = VLOAD(wr + 0), w1 = VLOAD(wr + 16), w2 = VLOAD(wr + 32), w3 = VLOAD(wr + 48);
+                            a0_0 += xr[0] * w0; a0_1 += xr[0] * w1; a0_2 += xr[0] * w2; a0_3 += xr[0] * w3;
+                            a1_0 += xr[128] * w0; a1_1 += xr[128] * w1; a1_2 += xr[128] * w2; a1_3 += xr[128] * w3;
+                            a2_0 += xr[256] * w0; a2_1 += xr[256] * w1; a2_2 += xr[256] * w2; a2_3 += xr[256] * w3;
+                            a3_0 += xr[384] * w0; a3_1 += xr[384] * w1; a3_2 += xr[384] * w2; a3_3 += xr[384] * w3;
+                            a4_0 += xr[512] * w0; a4_1 += xr[512] * w1; a4_2 += xr[512] * w2; a4_3 += xr[512] * w3;
+                            a5_0 += xr[640] * w0; a5_1 += xr[640] * w1; a5_2 += xr[640] * w2; a5_3 += xr[640] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 256), w1 = VLOAD(wr + 272), w2 = VLOAD(wr + 288), w3 = VLOAD(wr + 304);
+                            a0_0 += xr[128] * w0; a0_1 += xr[128] * w1; a0_2 += xr[128] * w2; a0_3 += xr[128] * w3;
+                            a1_0 += xr[256] * w0; a1_1 += xr[256] * w1; a1_2 += xr[256] * w2; a1_3 += xr[256] * w3;
+                            a2_0 += xr[384] * w0; a2_1 += xr[384] * w1; a2_2 += xr[384] * w2; a2_3 += xr[384] * w3;
+                            a3_0 += xr[512] * w0; a3_1 += xr[512] * w1; a3_2 += xr[512] * w2; a3_3 += xr[512] * w3;
+                            a4_0 += xr[640] * w0; a4_1 += xr[640] * w1; a4_2 += xr[640] * w2; a4_3 += xr[640] * w3;
+                            a5_0 += xr[768] * w0; a5_1 += xr[768] * w1; a5_2 += xr[768] * w2; a5_3 += xr[768] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 512), w1 = VLOAD(wr + 528), w2 = VLOAD(wr + 544), w3 = VLOAD(wr + 560);
+                            a0_0 += xr[256] * w0; a0_1 += xr[256] * w1; a0_2 += xr[256] * w2; a0_3 += xr[256] * w3;
+                            a1_0 += xr[384] * w0; a1_1 += xr[384] * w1; a1_2 += xr[384] * w2; a1_3 += xr[384] * w3;
+                            a2_0 += xr[512] * w0; a2_1 += xr[512] * w1; a2_2 += xr[512] * w2; a2_3 += xr[512] * w3;
+                            a3_0 += xr[640] * w0; a3_1 += xr[640] * w1; a3_2 += xr[640] * w2; a3_3 += xr[640] * w3;
+                            a4_0 += xr[768] * w0; a4_1 += xr[768] * w1; a4_2 += xr[768] * w2; a4_3 += xr[768] * w3;
+                            a5_0 += xr[896] * w0; a5_1 += xr[896] * w1; a5_2 += xr[896] * w2; a5_3 += xr[896] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 768), w1 = VLOAD(wr + 784), w2 = VLOAD(wr + 800), w3 = VLOAD(wr + 816);
+                            a0_0 += xr[7424] * w0; a0_1 += xr[7424] * w1; a0_2 += xr[7424] * w2; a0_3 += xr[7424] * w3;
+                            a1_0 += xr[7552] * w0; a1_1 += xr[7552] * w1; a1_2 += xr[7552] * w2; a1_3 += xr[7552] * w3;
+                            a2_0 += xr[7680] * w0; a2_1 += xr[7680] * w1; a2_2 += xr[7680] * w2; a2_3 += xr[7680] * w3;
+                            a3_0 += xr[7808] * w0; a3_1 += xr[7808] * w1; a3_2 += xr[7808] * w2; a3_3 += xr[7808] * w3;
+                            a4_0 += xr[7936] * w0; a4_1 += xr[7936] * w1; a4_2 += xr[7936] * w2; a4_3 += xr[7936] * w3;
+                            a5_0 += xr[8064] * w0; a5_1 += xr[8064] * w1; a5_2 += xr[8064] * w2; a5_3 += xr[8064] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 1024), w1 = VLOAD(wr + 1040), w2 = VLOAD(wr + 1056), w3 = VLOAD(wr + 1072);
+                            a0_0 += xr[7552] * w0; a0_1 += xr[7552] * w1; a0_2 += xr[7552] * w2; a0_3 += xr[7552] * w3;
+                            a1_0 += xr[7680] * w0; a1_1 += xr[7680] * w1; a1_2 += xr[7680] * w2; a1_3 += xr[7680] * w3;
+                            a2_0 += xr[7808] * w0; a2_1 += xr[7808] * w1; a2_2 += xr[7808] * w2; a2_3 += xr[7808] * w3;
+                            a3_0 += xr[7936] * w0; a3_1 += xr[7936] * w1; a3_2 += xr[7936] * w2; a3_3 += xr[7936] * w3;
+                            a4_0 += xr[8064] * w0; a4_1 += xr[8064] * w1; a4_2 += xr[8064] * w2; a4_3 += xr[8064] * w3;
+                            a5_0 += xr[8192] * w0; a5_1 += xr[8192] * w1; a5_2 += xr[8192] * w2; a5_3 += xr[8192] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 1280), w1 = VLOAD(wr + 1296), w2 = VLOAD(wr + 1312), w3 = VLOAD(wr + 1328);
+                            a0_0 += xr[7680] * w0; a0_1 += xr[7680] * w1; a0_2 += xr[7680] * w2; a0_3 += xr[7680] * w3;
+                            a1_0 += xr[7808] * w0; a1_1 += xr[7808] * w1; a1_2 += xr[7808] * w2; a1_3 += xr[7808] * w3;
+                            a2_0 += xr[7936] * w0; a2_1 += xr[7936] * w1; a2_2 += xr[7936] * w2; a2_3 += xr[7936] * w3;
+                            a3_0 += xr[8064] * w0; a3_1 += xr[8064] * w1; a3_2 += xr[8064] * w2; a3_3 += xr[8064] * w3;
+                            a4_0 += xr[8192] * w0; a4_1 += xr[8192] * w1; a4_2 += xr[8192] * w2; a4_3 += xr[8192] * w3;
+                            a5_0 += xr[8320] * w0; a5_1 += xr[8320] * w1; a5_2 += xr[8320] * w2; a5_3 += xr[8320] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 1536), w1 = VLOAD(wr + 1552), w2 = VLOAD(wr + 1568), w3 = VLOAD(wr + 1584);
+                            a0_0 += xr[14848] * w0; a0_1 += xr[14848] * w1; a0_2 += xr[14848] * w2; a0_3 += xr[14848] * w3;
+                            a1_0 += xr[14976] * w0; a1_1 += xr[14976] * w1; a1_2 += xr[14976] * w2; a1_3 += xr[14976] * w3;
+                            a2_0 += xr[15104] * w0; a2_1 += xr[15104] * w1; a2_2 += xr[15104] * w2; a2_3 += xr[15104] * w3;
+                            a3_0 += xr[15232] * w0; a3_1 += xr[15232] * w1; a3_2 += xr[15232] * w2; a3_3 += xr[15232] * w3;
+                            a4_0 += xr[15360] * w0; a4_1 += xr[15360] * w1; a4_2 += xr[15360] * w2; a4_3 += xr[15360] * w3;
+                            a5_0 += xr[15488] * w0; a5_1 += xr[15488] * w1; a5_2 += xr[15488] * w2; a5_3 += xr[15488] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 1792), w1 = VLOAD(wr + 1808), w2 = VLOAD(wr + 1824), w3 = VLOAD(wr + 1840);
+                            a0_0 += xr[14976] * w0; a0_1 += xr[14976] * w1; a0_2 += xr[14976] * w2; a0_3 += xr[14976] * w3;
+                            a1_0 += xr[15104] * w0; a1_1 += xr[15104] * w1; a1_2 += xr[15104] * w2; a1_3 += xr[15104] * w3;
+                            a2_0 += xr[15232] * w0; a2_1 += xr[15232] * w1; a2_2 += xr[15232] * w2; a2_3 += xr[15232] * w3;
+                            a3_0 += xr[15360] * w0; a3_1 += xr[15360] * w1; a3_2 += xr[15360] * w2; a3_3 += xr[15360] * w3;
+                            a4_0 += xr[15488] * w0; a4_1 += xr[15488] * w1; a4_2 += xr[15488] * w2; a4_3 += xr[15488] * w3;
+                            a5_0 += xr[15616] * w0; a5_1 += xr[15616] * w1; a5_2 += xr[15616] * w2; a5_3 += xr[15616] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 2048), w1 = VLOAD(wr + 2064), w2 = VLOAD(wr + 2080), w3 = VLOAD(wr + 2096);
+                            a0_0 += xr[15104] * w0; a0_1 += xr[15104] * w1; a0_2 += xr[15104] * w2; a0_3 += xr[15104] * w3;
+                            a1_0 += xr[15232] * w0; a1_1 += xr[15232] * w1; a1_2 += xr[15232] * w2; a1_3 += xr[15232] * w3;
+                            a2_0 += xr[15360] * w0; a2_1 += xr[15360] * w1; a2_2 += xr[15360] * w2; a2_3 += xr[15360] * w3;
+                            a3_0 += xr[15488] * w0; a3_1 += xr[15488] * w1; a3_2 += xr[15488] * w2; a3_3 += xr[15488] * w3;
+                            a4_0 += xr[15616] * w0; a4_1 += xr[15616] * w1; a4_2 += xr[15616] * w2; a4_3 += xr[15616] * w3;
+                            a5_0 += xr[15744] * w0; a5_1 += xr[15744] * w1; a5_2 += xr[15744] * w2; a5_3 += xr[15744] * w3;
+                        }
+                    }
+                    VSTORE(yh + (oy * 56 + x0 + 0) * 256 + (v0 + 0) * 16, a0_0); VSTORE(yh + (oy * 56 + x0 + 0) * 256 + (v0 + 1) * 16, a0_1); VSTORE(yh + (oy * 56 + x0 + 0) * 256 + (v0 + 2) * 16, a0_2); VSTORE(yh + (oy * 56 + x0 + 0) * 256 + (v0 + 3) * 16, a0_3);
+                    VSTORE(yh + (oy * 56 + x0 + 1) * 256 + (v0 + 0) * 16, a1_0); VSTORE(yh + (oy * 56 + x0 + 1) * 256 + (v0 + 1) * 16, a1_1); VSTORE(yh + (oy * 56 + x0 + 1) * 256 + (v0 + 2) * 16, a1_2); VSTORE(yh + (oy * 56 + x0 + 1) * 256 + (v0 + 3) * 16, a1_3);
+                    VSTORE(yh + (oy * 56 + x0 + 2) * 256 + (v0 + 0) * 16, a2_0); VSTORE(yh + (oy * 56 + x0 + 2) * 256 + (v0 + 1) * 16, a2_1); VSTORE(yh + (oy * 56 + x0 + 2) * 256 + (v0 + 2) * 16, a2_2); VSTORE(yh + (oy * 56 + x0 + 2) * 256 + (v0 + 3) * 16, a2_3);
+                    VSTORE(yh + (oy * 56 + x0 + 3) * 256 + (v0 + 0) * 16, a3_0); VSTORE(yh + (oy * 56 + x0 + 3) * 256 + (v0 + 1) * 16, a3_1); VSTORE(yh + (oy * 56 + x0 + 3) * 256 + (v0 + 2) * 16, a3_2); VSTORE(yh + (oy * 56 + x0 + 3) * 256 + (v0 + 3) * 16, a3_3);
+                    VSTORE(yh + (oy * 56 + x0 + 4) * 256 + (v0 + 0) * 16, a4_0); VSTORE(yh + (oy * 56 + x0 + 4) * 256 + (v0 + 1) * 16, a4_1); VSTORE(yh + (oy * 56 + x0 + 4) * 256 + (v0 + 2) * 16, a4_2); VSTORE(yh + (oy * 56 + x0 + 4) * 256 + (v0 + 3) * 16, a4_3);
+                    VSTORE(yh + (oy * 56 + x0 + 5) * 256 + (v0 + 0) * 16, a5_0); VSTORE(yh + (oy * 56 + x0 + 5) * 256 + (v0 + 1) * 16, a5_1); VSTORE(yh + (oy * 56 + x0 + 5) * 256 + (v0 + 2) * 16, a5_2); VSTORE(yh + (oy * 56 + x0 + 5) * 256 + (v0 + 3) * 16, a5_3);
                 }
-                yc[55] += w3 * xc[54] + w4 * xc[55] + w6 * xc[110] + w7 * xc[111];
-                /* rows 1..54, cols 0..0: 6 of 9 taps */
-                for (int oy = 1; oy < 55; oy++) {
-                    yc[oy*56] += w1 * xc[oy*56 - 56] + w2 * xc[oy*56 - 55] + w4 * xc[oy*56] + w5 * xc[oy*56 + 1]
-                            + w7 * xc[oy*56 + 56] + w8 * xc[oy*56 + 57];
+                {
+                    const int x0 = 54;
+                    cg_v a0_0 = VLOAD(bp + (v0 + 0) * 16), a0_1 = VLOAD(bp + (v0 + 1) * 16), a0_2 = VLOAD(bp + (v0 + 2) * 16), a0_3 = VLOAD(bp + (v0 + 3) * 16);
+                    cg_v a1_0 = VLOAD(bp + (v0 + 0) * 16), a1_1 = VLOAD(bp + (v0 + 1) * 16), a1_2 = VLOAD(bp + (v0 + 2) * 16), a1_3 = VLOAD(bp + (v0 + 3) * 16);
+                    for (int ci = 0; ci < 128; ci++) {
+                        const float *restrict xr = xp + (oy * 58 + x0) * 128 + ci;
+                        const float *restrict wr = wt + ci * 2304 + v0 * 16;
+                        {
+                            const cg_v w0 = VLOAD(wr + 0), w1 = VLOAD(wr + 16), w2 = VLOAD(wr + 32), w3 = VLOAD(wr + 48);
+                            a0_0 += xr[0] * w0; a0_1 += xr[0] * w1; a0_2 += xr[0] * w2; a0_3 += xr[0] * w3;
+                            a1_0 += xr[128] * w0; a1_1 += xr[128] * w1; a1_2 += xr[128] * w2; a1_3 += xr[128] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 256), w1 = VLOAD(wr + 272), w2 = VLOAD(wr + 288), w3 = VLOAD(wr + 304);
+                            a0_0 += xr[128] * w0; a0_1 += xr[128] * w1; a0_2 += xr[128] * w2; a0_3 += xr[128] * w3;
+                            a1_0 += xr[256] * w0; a1_1 += xr[256] * w1; a1_2 += xr[256] * w2; a1_3 += xr[256] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 512), w1 = VLOAD(wr + 528), w2 = VLOAD(wr + 544), w3 = VLOAD(wr + 560);
+                            a0_0 += xr[256] * w0; a0_1 += xr[256] * w1; a0_2 += xr[256] * w2; a0_3 += xr[256] * w3;
+                            a1_0 += xr[384] * w0; a1_1 += xr[384] * w1; a1_2 += xr[384] * w2; a1_3 += xr[384] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 768), w1 = VLOAD(wr + 784), w2 = VLOAD(wr + 800), w3 = VLOAD(wr + 816);
+                            a0_0 += xr[7424] * w0; a0_1 += xr[7424] * w1; a0_2 += xr[7424] * w2; a0_3 += xr[7424] * w3;
+                            a1_0 += xr[7552] * w0; a1_1 += xr[7552] * w1; a1_2 += xr[7552] * w2; a1_3 += xr[7552] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 1024), w1 = VLOAD(wr + 1040), w2 = VLOAD(wr + 1056), w3 = VLOAD(wr + 1072);
+                            a0_0 += xr[7552] * w0; a0_1 += xr[7552] * w1; a0_2 += xr[7552] * w2; a0_3 += xr[7552] * w3;
+                            a1_0 += xr[7680] * w0; a1_1 += xr[7680] * w1; a1_2 += xr[7680] * w2; a1_3 += xr[7680] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 1280), w1 = VLOAD(wr + 1296), w2 = VLOAD(wr + 1312), w3 = VLOAD(wr + 1328);
+                            a0_0 += xr[7680] * w0; a0_1 += xr[7680] * w1; a0_2 += xr[7680] * w2; a0_3 += xr[7680] * w3;
+                            a1_0 += xr[7808] * w0; a1_1 += xr[7808] * w1; a1_2 += xr[7808] * w2; a1_3 += xr[7808] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 1536), w1 = VLOAD(wr + 1552), w2 = VLOAD(wr + 1568), w3 = VLOAD(wr + 1584);
+                            a0_0 += xr[14848] * w0; a0_1 += xr[14848] * w1; a0_2 += xr[14848] * w2; a0_3 += xr[14848] * w3;
+                            a1_0 += xr[14976] * w0; a1_1 += xr[14976] * w1; a1_2 += xr[14976] * w2; a1_3 += xr[14976] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 1792), w1 = VLOAD(wr + 1808), w2 = VLOAD(wr + 1824), w3 = VLOAD(wr + 1840);
+                            a0_0 += xr[14976] * w0; a0_1 += xr[14976] * w1; a0_2 += xr[14976] * w2; a0_3 += xr[14976] * w3;
+                            a1_0 += xr[15104] * w0; a1_1 += xr[15104] * w1; a1_2 += xr[15104] * w2; a1_3 += xr[15104] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 2048), w1 = VLOAD(wr + 2064), w2 = VLOAD(wr + 2080), w3 = VLOAD(wr + 2096);
+                            a0_0 += xr[15104] * w0; a0_1 += xr[15104] * w1; a0_2 += xr[15104] * w2; a0_3 += xr[15104] * w3;
+                            a1_0 += xr[15232] * w0; a1_1 += xr[15232] * w1; a1_2 += xr[15232] * w2; a1_3 += xr[15232] * w3;
+                        }
+                    }
+                    VSTORE(yh + (oy * 56 + x0 + 0) * 256 + (v0 + 0) * 16, a0_0); VSTORE(yh + (oy * 56 + x0 + 0) * 256 + (v0 + 1) * 16, a0_1); VSTORE(yh + (oy * 56 + x0 + 0) * 256 + (v0 + 2) * 16, a0_2); VSTORE(yh + (oy * 56 + x0 + 0) * 256 + (v0 + 3) * 16, a0_3);
+                    VSTORE(yh + (oy * 56 + x0 + 1) * 256 + (v0 + 0) * 16, a1_0); VSTORE(yh + (oy * 56 + x0 + 1) * 256 + (v0 + 1) * 16, a1_1); VSTORE(yh + (oy * 56 + x0 + 1) * 256 + (v0 + 2) * 16, a1_2); VSTORE(yh + (oy * 56 + x0 + 1) * 256 + (v0 + 3) * 16, a1_3);
                 }
-                /* rows 1..54, cols 1..54: every tap */
-                for (int oy = 1; oy < 55; oy++) {
-                    for (int ox = 1; ox < 55; ox++) {
-                        yc[oy*56 + ox] += w0 * xc[oy*56 + ox - 57] + w1 * xc[oy*56 + ox - 56] + w2 * xc[oy*56 + ox - 55] + w3 * xc[oy*56 + ox - 1]
-                                + w4 * xc[oy*56 + ox] + w5 * xc[oy*56 + ox + 1] + w6 * xc[oy*56 + ox + 55] + w7 * xc[oy*56 + ox + 56]
-                                + w8 * xc[oy*56 + ox + 57];
+            }
+        }
+        for (int co = 0; co < 256; co++)
+            for (int i = 0; i < 3136; i++) yn[co * 3136 + i] = yh[i * 256 + co];
+    }
+}
+
+static void l10_conv2d_backward(float *restrict G, float *restrict S, const float *restrict dy, int nb)
+{
+    float *restrict gw = G + 260160;
+    float *restrict gb = G + 555072;
+    float *restrict dyh = S + 1959168;
+    /* dy of every sample -> channels-last, padded channels zero */
+    CG_PARALLEL_FOR
+    for (int n = 0; n < nb; n++) {
+        float *restrict dn = dyh + (size_t)n * 802816;
+        for (int i = 0; i < 3136; i++)
+            for (int co = 0; co < 256; co++) dn[i * 256 + co] = co < 256 ? dy[(size_t)n * 802816 + co * 3136 + i] : 0.0f;
+    }
+    for (int co = 0; co < 256; co++) {
+        float s = 0.0f;
+        for (int n = 0; n < nb; n++)
+            for (int i = 0; i < 3136; i++) s += dy[(size_t)n * 802816 + co * 3136 + i];
+        gb[co] += s;
+    }
+    CG_PARALLEL_FOR
+    for (int p0 = 0; p0 < 1152; p0 += 6) {
+        int off[6], gidx[6];
+        for (int j = 0; j < 6; j++) {
+            const int q = p0 + j, ci = q / 9, k = q % 9, ky = k / 3, kx = k % 3;
+            off[j] = (ky * 1 * 58 + kx * 1) * 128 + ci;
+            gidx[j] = ci * 9 + k;
+        }
+        for (int v0 = 0; v0 < 16; v0 += 4) {
+            cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f);
+            cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f), a1_3 = vsplat(0.0f);
+            cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f), a2_2 = vsplat(0.0f), a2_3 = vsplat(0.0f);
+            cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f), a3_2 = vsplat(0.0f), a3_3 = vsplat(0.0f);
+            cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f), a4_2 = vsplat(0.0f), a4_3 = vsplat(0.0f);
+            cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f), a5_2 = vsplat(0.0f), a5_3 = vsplat(0.0f);
+            for (int n = 0; n < nb; n++) {
+                const float *restrict xp = S + 0 + (size_t)n * 430592;
+                const float *restrict dn = dyh + (size_t)n * 802816 + v0 * 16;
+                for (int oy = 0; oy < 56; oy++) {
+                    for (int ox = 0; ox < 56; ox++) {
+                        const float *restrict xr = xp + (oy * 58 + ox) * 128;
+                        const cg_v d0 = VLOAD(dn + (oy * 56 + ox) * 256 + 0), d1 = VLOAD(dn + (oy * 56 + ox) * 256 + 16), d2 = VLOAD(dn + (oy * 56 + ox) * 256 + 32), d3 = VLOAD(dn + (oy * 56 + ox) * 256 + 48);
+                        a0_0 += xr[off[0]] * d0; a0_1 += xr[off[0]] * d1; a0_2 += xr[off[0]] * d2; a0_3 += xr[off[0]] * d3;
+                        a1_0 += xr[off[1]] * d0; a1_1 += xr[off[1]] * d1; a1_2 += xr[off[1]] * d2; a1_3 += xr[off[1]] * d3;
+                        a2_0 += xr[off[2]] * d0; a2_1 += xr[off[2]] * d1; a2_2 += xr[off[2]] * d2; a2_3 += xr[off[2]] * d3;
+                        a3_0 += xr[off[3]] * d0; a3_1 += xr[off[3]] * d1; a3_2 += xr[off[3]] * d2; a3_3 += xr[off[3]] * d3;
+                        a4_0 += xr[off[4]] * d0; a4_1 += xr[off[4]] * d1; a4_2 += xr[off[4]] * d2; a4_3 += xr[off[4]] * d3;
+                        a5_0 += xr[off[5]] * d0; a5_1 += xr[off[5]] * d1; a5_2 += xr[off[5]] * d2; a5_3 += xr[off[5]] * d3;
                     }
                 }
-                /* rows 1..54, cols 55..55: 6 of 9 taps */
-                for (int oy = 1; oy < 55; oy++) {
-                    yc[oy*56 + 55] += w0 * xc[oy*56 - 2] + w1 * xc[oy*56 - 1] + w3 * xc[oy*56 + 54] + w4 * xc[oy*56 + 55]
-                            + w6 * xc[oy*56 + 110] + w7 * xc[oy*56 + 111];
-                }
-                yc[3080] += w1 * xc[3024] + w2 * xc[3025] + w4 * xc[3080] + w5 * xc[3081];
-                /* rows 55..55, cols 1..54: 6 of 9 taps */
-                for (int ox = 1; ox < 55; ox++) {
-                    yc[ox + 3080] += w0 * xc[ox + 3023] + w1 * xc[ox + 3024] + w2 * xc[ox + 3025] + w3 * xc[ox + 3079]
-                            + w4 * xc[ox + 3080] + w5 * xc[ox + 3081];
-                }
-                yc[3135] += w0 * xc[3078] + w1 * xc[3079] + w3 * xc[3134] + w4 * xc[3135];
             }
+            for (int l = 0; l < 16 && (v0 + 0) * 16 + l < 256; l++) gw[((v0 + 0) * 16 + l) * 1152 + gidx[0]] += a0_0[l];
+            for (int l = 0; l < 16 && (v0 + 1) * 16 + l < 256; l++) gw[((v0 + 1) * 16 + l) * 1152 + gidx[0]] += a0_1[l];
+            for (int l = 0; l < 16 && (v0 + 2) * 16 + l < 256; l++) gw[((v0 + 2) * 16 + l) * 1152 + gidx[0]] += a0_2[l];
+            for (int l = 0; l < 16 && (v0 + 3) * 16 + l < 256; l++) gw[((v0 + 3) * 16 + l) * 1152 + gidx[0]] += a0_3[l];
+            for (int l = 0; l < 16 && (v0 + 0) * 16 + l < 256; l++) gw[((v0 + 0) * 16 + l) * 1152 + gidx[1]] += a1_0[l];
+            for (int l = 0; l < 16 && (v0 + 1) * 16 + l < 256; l++) gw[((v0 + 1) * 16 + l) * 1152 + gidx[1]] += a1_1[l];
+            for (int l = 0; l < 16 && (v0 + 2) * 16 + l < 256; l++) gw[((v0 + 2) * 16 + l) * 1152 + gidx[1]] += a1_2[l];
+            for (int l = 0; l < 16 && (v0 + 3) * 16 + l < 256; l++) gw[((v0 + 3) * 16 + l) * 1152 + gidx[1]] += a1_3[l];
+            for (int l = 0; l < 16 && (v0 + 0) * 16 + l < 256; l++) gw[((v0 + 0) * 16 + l) * 1152 + gidx[2]] += a2_0[l];
+            for (int l = 0; l < 16 && (v0 + 1) * 16 + l < 256; l++) gw[((v0 + 1) * 16 + l) * 1152 + gidx[2]] += a2_1[l];
+            for (int l = 0; l < 16 && (v0 + 2) * 16 + l < 256; l++) gw[((v0 + 2) * 16 + l) * 1152 + gidx[2]] += a2_2[l];
+            for (int l = 0; l < 16 && (v0 + 3) * 16 + l < 256; l++) gw[((v0 + 3) * 16 + l) * 1152 + gidx[2]] += a2_3[l];
+            for (int l = 0; l < 16 && (v0 + 0) * 16 + l < 256; l++) gw[((v0 + 0) * 16 + l) * 1152 + gidx[3]] += a3_0[l];
+            for (int l = 0; l < 16 && (v0 + 1) * 16 + l < 256; l++) gw[((v0 + 1) * 16 + l) * 1152 + gidx[3]] += a3_1[l];
+            for (int l = 0; l < 16 && (v0 + 2) * 16 + l < 256; l++) gw[((v0 + 2) * 16 + l) * 1152 + gidx[3]] += a3_2[l];
+            for (int l = 0; l < 16 && (v0 + 3) * 16 + l < 256; l++) gw[((v0 + 3) * 16 + l) * 1152 + gidx[3]] += a3_3[l];
+            for (int l = 0; l < 16 && (v0 + 0) * 16 + l < 256; l++) gw[((v0 + 0) * 16 + l) * 1152 + gidx[4]] += a4_0[l];
+            for (int l = 0; l < 16 && (v0 + 1) * 16 + l < 256; l++) gw[((v0 + 1) * 16 + l) * 1152 + gidx[4]] += a4_1[l];
+            for (int l = 0; l < 16 && (v0 + 2) * 16 + l < 256; l++) gw[((v0 + 2) * 16 + l) * 1152 + gidx[4]] += a4_2[l];
+            for (int l = 0; l < 16 && (v0 + 3) * 16 + l < 256; l++) gw[((v0 + 3) * 16 + l) * 1152 + gidx[4]] += a4_3[l];
+            for (int l = 0; l < 16 && (v0 + 0) * 16 + l < 256; l++) gw[((v0 + 0) * 16 + l) * 1152 + gidx[5]] += a5_0[l];
+            for (int l = 0; l < 16 && (v0 + 1) * 16 + l < 256; l++) gw[((v0 + 1) * 16 + l) * 1152 + gidx[5]] += a5_1[l];
+            for (int l = 0; l < 16 && (v0 + 2) * 16 + l < 256; l++) gw[((v0 + 2) * 16 + l) * 1152 + gidx[5]] += a5_2[l];
+            for (int l = 0; l < 16 && (v0 + 3) * 16 + l < 256; l++) gw[((v0 + 3) * 16 + l) * 1152 + gidx[5]] += a5_3[l];
         }
     }
 }
 
-static void l10_conv2d_backward(const float *restrict P, float *restrict G, const float *restrict x, const float *restrict dy, float *restrict dx, int nb)
+static void l10_conv2d_backward_dx(const float *restrict P, float *restrict S, const float *restrict dy, float *restrict dx, int nb)
 {
     const float *restrict w = P + 260160;
-    float *restrict gw = G + 260160;
-    float *restrict gb = G + 555072;
-    memset(dx, 0, sizeof(float) * (size_t)nb * 401408);
-    for (int col = 0; col < 256; col++) {
-        for (int ci = 0; ci < 128; ci++) {
-            const float *restrict wc = w + col*1152 + ci*9;
-            float *restrict gwc = gw + col*1152 + ci*9;
-            const float w0 = wc[0], w1 = wc[1], w2 = wc[2];
-            const float w3 = wc[3], w4 = wc[4], w5 = wc[5];
-            const float w6 = wc[6], w7 = wc[7], w8 = wc[8];
-            float g0 = 0.0f, g1 = 0.0f, g2 = 0.0f;
-            float g3 = 0.0f, g4 = 0.0f, g5 = 0.0f;
-            float g6 = 0.0f, g7 = 0.0f, g8 = 0.0f;
-            for (int n = 0; n < nb; n++) {
-                const float *restrict xc = x + (size_t)n * 401408 + ci*3136;
-                float *restrict dxc = dx + (size_t)n * 401408 + ci*3136;
-                const float *restrict dyc = dy + (size_t)n * 802816 + col*3136;
-                {
-                    const float d = dyc[0];
-                    g4 += d * xc[0]; dxc[0] += w4 * d;
-                    g5 += d * xc[1]; dxc[1] += w5 * d;
-                    g7 += d * xc[56]; dxc[56] += w7 * d;
-                    g8 += d * xc[57]; dxc[57] += w8 * d;
-                }
-                /* rows 0..0, cols 1..54: 6 of 9 taps */
-                for (int ox = 1; ox < 55; ox++) {
-                    const float d = dyc[ox];
-                    g3 += d * xc[ox - 1]; dxc[ox - 1] += w3 * d;
-                    g4 += d * xc[ox]; dxc[ox] += w4 * d;
-                    g5 += d * xc[ox + 1]; dxc[ox + 1] += w5 * d;
-                    g6 += d * xc[ox + 55]; dxc[ox + 55] += w6 * d;
-                    g7 += d * xc[ox + 56]; dxc[ox + 56] += w7 * d;
-                    g8 += d * xc[ox + 57]; dxc[ox + 57] += w8 * d;
-                }
-                {
-                    const float d = dyc[55];
-                    g3 += d * xc[54]; dxc[54] += w3 * d;
-                    g4 += d * xc[55]; dxc[55] += w4 * d;
-                    g6 += d * xc[110]; dxc[110] += w6 * d;
-                    g7 += d * xc[111]; dxc[111] += w7 * d;
-                }
-                /* rows 1..54, cols 0..0: 6 of 9 taps */
-                for (int oy = 1; oy < 55; oy++) {
-                    {
-                        const float d = dyc[oy*56];
-                        g1 += d * xc[oy*56 - 56]; dxc[oy*56 - 56] += w1 * d;
-                        g2 += d * xc[oy*56 - 55]; dxc[oy*56 - 55] += w2 * d;
-                        g4 += d * xc[oy*56]; dxc[oy*56] += w4 * d;
-                        g5 += d * xc[oy*56 + 1]; dxc[oy*56 + 1] += w5 * d;
-                        g7 += d * xc[oy*56 + 56]; dxc[oy*56 + 56] += w7 * d;
-                        g8 += d * xc[oy*56 + 57]; dxc[oy*56 + 57] += w8 * d;
+    float *restrict wf = S + 3564800, *restrict dyp = S + 3859712, *restrict dxh = S + 4720896;
+    for (int i = 0; i < 294912; i++) wf[i] = 0.0f;
+    for (int co = 0; co < 256; co++)
+        for (int ci = 0; ci < 128; ci++)
+            for (int k = 0; k < 9; k++) wf[(co * 9 + k) * 128 + ci] = w[(co * 128 + ci) * 9 + k];
+    for (int n = 0; n < nb; n++) {
+        const float *restrict dn = dy + (size_t)n * 802816;
+        float *restrict dxn = dx + (size_t)n * 401408;
+        memset(dyp, 0, sizeof(float) * 861184);
+        for (int co = 0; co < 256; co++)
+            for (int oy = 0; oy < 56; oy++)
+                for (int ox = 0; ox < 56; ox++) dyp[((oy + 1) * 58 + ox + 1) * 256 + co] = dn[co * 3136 + oy * 56 + ox];
+        CG_PARALLEL_FOR
+        for (int iy = 0; iy < 56; iy++) {
+            for (int v0 = 0; v0 < 8; v0 += 4) {
+                for (int x0 = 0; x0 < 54; x0 += 6) {
+                    cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f);
+                    cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f), a1_3 = vsplat(0.0f);
+                    cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f), a2_2 = vsplat(0.0f), a2_3 = vsplat(0.0f);
+                    cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f), a3_2 = vsplat(0.0f), a3_3 = vsplat(0.0f);
+                    cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f), a4_2 = vsplat(0.0f), a4_3 = vsplat(0.0f);
+                    cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f), a5_2 = vsplat(0.0f), a5_3 = vsplat(0.0f);
+                    for (int co = 0; co < 256; co++) {
+                        const float *restrict dr = dyp + (iy * 58 + x0) * 256 + co;
+                        const float *restrict wr = wf + co * 1152 + v0 * 16;
+                        {
+                            const cg_v w0 = VLOAD(wr + 0), w1 = VLOAD(wr + 16), w2 = VLOAD(wr + 32), w3 = VLOAD(wr + 48);
+                            a0_0 += dr[30208] * w0; a0_1 += dr[30208] * w1; a0_2 += dr[30208] * w2; a0_3 += dr[30208] * w3;
+                            a1_0 += dr[30464] * w0; a1_1 += dr[30464] * w1; a1_2 += dr[30464] * w2; a1_3 += dr[30464] * w3;
+                            a2_0 += dr[30720] * w0; a2_1 += dr[30720] * w1; a2_2 += dr[30720] * w2; a2_3 += dr[30720] * w3;
+                            a3_0 += dr[30976] * w0; a3_1 += dr[30976] * w1; a3_2 += dr[30976] * w2; a3_3 += dr[30976] * w3;
+                            a4_0 += dr[31232] * w0; a4_1 += dr[31232] * w1; a4_2 += dr[31232] * w2; a4_3 += dr[31232] * w3;
+                            a5_0 += dr[31488] * w0; a5_1 += dr[31488] * w1; a5_2 += dr[31488] * w2; a5_3 += dr[31488] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 128), w1 = VLOAD(wr + 144), w2 = VLOAD(wr + 160), w3 = VLOAD(wr + 176);
+                            a0_0 += dr[29952] * w0; a0_1 += dr[29952] * w1; a0_2 += dr[29952] * w2; a0_3 += dr[29952] * w3;
+                            a1_0 += dr[30208] * w0; a1_1 += dr[30208] * w1; a1_2 += dr[30208] * w2; a1_3 += dr[30208] * w3;
+                            a2_0 += dr[30464] * w0; a2_1 += dr[30464] * w1; a2_2 += dr[30464] * w2; a2_3 += dr[30464] * w3;
+                            a3_0 += dr[30720] * w0; a3_1 += dr[30720] * w1; a3_2 += dr[30720] * w2; a3_3 += dr[30720] * w3;
+                            a4_0 += dr[30976] * w0; a4_1 += dr[30976] * w1; a4_2 += dr[30976] * w2; a4_3 += dr[30976] * w3;
+                            a5_0 += dr[31232] * w0; a5_1 += dr[31232] * w1; a5_2 += dr[31232] * w2; a5_3 += dr[31232] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 256), w1 = VLOAD(wr + 272), w2 = VLOAD(wr + 288), w3 = VLOAD(wr + 304);
+                            a0_0 += dr[29696] * w0; a0_1 += dr[29696] * w1; a0_2 += dr[29696] * w2; a0_3 += dr[29696] * w3;
+                            a1_0 += dr[29952] * w0; a1_1 += dr[29952] * w1; a1_2 += dr[29952] * w2; a1_3 += dr[29952] * w3;
+                            a2_0 += dr[30208] * w0; a2_1 += dr[30208] * w1; a2_2 += dr[30208] * w2; a2_3 += dr[30208] * w3;
+                            a3_0 += dr[30464] * w0; a3_1 += dr[30464] * w1; a3_2 += dr[30464] * w2; a3_3 += dr[30464] * w3;
+                            a4_0 += dr[30720] * w0; a4_1 += dr[30720] * w1; a4_2 += dr[30720] * w2; a4_3 += dr[30720] * w3;
+                            a5_0 += dr[30976] * w0; a5_1 += dr[30976] * w1; a5_2 += dr[30976] * w2; a5_3 += dr[30976] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 384), w1 = VLOAD(wr + 400), w2 = VLOAD(wr + 416), w3 = VLOAD(wr + 432);
+                            a0_0 += dr[15360] * w0; a0_1 += dr[15360] * w1; a0_2 += dr[15360] * w2; a0_3 += dr[15360] * w3;
+                            a1_0 += dr[15616] * w0; a1_1 += dr[15616] * w1; a1_2 += dr[15616] * w2; a1_3 += dr[15616] * w3;
+                            a2_0 += dr[15872] * w0; a2_1 += dr[15872] * w1; a2_2 += dr[15872] * w2; a2_3 += dr[15872] * w3;
+                            a3_0 += dr[16128] * w0; a3_1 += dr[16128] * w1; a3_2 += dr[16128] * w2; a3_3 += dr[16128] * w3;
+                            a4_0 += dr[16384] * w0; a4_1 += dr[16384] * w1; a4_2 += dr[16384] * w2; a4_3 += dr[16384] * w3;
+                            a5_0 += dr[16640] * w0; a5_1 += dr[16640] * w1; a5_2 += dr[16640] * w2; a5_3 += dr[16640] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 512), w1 = VLOAD(wr + 528), w2 = VLOAD(wr + 544), w3 = VLOAD(wr + 560);
+                            a0_0 += dr[15104] * w0; a0_1 += dr[15104] * w1; a0_2 += dr[15104] * w2; a0_3 += dr[15104] * w3;
+                            a1_0 += dr[15360] * w0; a1_1 += dr[15360] * w1; a1_2 += dr[15360] * w2; a1_3 += dr[15360] * w3;
+                            a2_0 += dr[15616] * w0; a2_1 += dr[15616] * w1; a2_2 += dr[15616] * w2; a2_3 += dr[15616] * w3;
+                            a3_0 += dr[15872] * w0; a3_1 += dr[15872] * w1; a3_2 += dr[15872] * w2; a3_3 += dr[15872] * w3;
+                            a4_0 += dr[16128] * w0; a4_1 += dr[16128] * w1; a4_2 += dr[16128] * w2; a4_3 += dr[16128] * w3;
+                            a5_0 += dr[16384] * w0; a5_1 += dr[16384] * w1; a5_2 += dr[16384] * w2; a5_3 += dr[16384] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 640), w1 = VLOAD(wr + 656), w2 = VLOAD(wr + 672), w3 = VLOAD(wr + 688);
+                            a0_0 += dr[14848] * w0; a0_1 += dr[14848] * w1; a0_2 += dr[14848] * w2; a0_3 += dr[14848] * w3;
+                            a1_0 += dr[15104] * w0; a1_1 += dr[15104] * w1; a1_2 += dr[15104] * w2; a1_3 += dr[15104] * w3;
+                            a2_0 += dr[15360] * w0; a2_1 += dr[15360] * w1; a2_2 += dr[15360] * w2; a2_3 += dr[15360] * w3;
+                            a3_0 += dr[15616] * w0; a3_1 += dr[15616] * w1; a3_2 += dr[15616] * w2; a3_3 += dr[15616] * w3;
+                            a4_0 += dr[15872] * w0; a4_1 += dr[15872] * w1; a4_2 += dr[15872] * w2; a4_3 += dr[15872] * w3;
+                            a5_0 += dr[16128] * w0; a5_1 += dr[16128] * w1; a5_2 += dr[16128] * w2; a5_3 += dr[16128] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 768), w1 = VLOAD(wr + 784), w2 = VLOAD(wr + 800), w3 = VLOAD(wr + 816);
+                            a0_0 += dr[512] * w0; a0_1 += dr[512] * w1; a0_2 += dr[512] * w2; a0_3 += dr[512] * w3;
+                            a1_0 += dr[768] * w0; a1_1 += dr[768] * w1; a1_2 += dr[768] * w2; a1_3 += dr[768] * w3;
+                            a2_0 += dr[1024] * w0; a2_1 += dr[1024] * w1; a2_2 += dr[1024] * w2; a2_3 += dr[1024] * w3;
+                            a3_0 += dr[1280] * w0; a3_1 += dr[1280] * w1; a3_2 += dr[1280] * w2; a3_3 += dr[1280] * w3;
+                            a4_0 += dr[1536] * w0; a4_1 += dr[1536] * w1; a4_2 += dr[1536] * w2; a4_3 += dr[1536] * w3;
+                            a5_0 += dr[1792] * w0; a5_1 += dr[1792] * w1; a5_2 += dr[1792] * w2; a5_3 += dr[1792] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 896), w1 = VLOAD(wr + 912), w2 = VLOAD(wr + 928), w3 = VLOAD(wr + 944);
+                            a0_0 += dr[256] * w0; a0_1 += dr[256] * w1; a0_2 += dr[256] * w2; a0_3 += dr[256] * w3;
+                            a1_0 += dr[512] * w0; a1_1 += dr[512] * w1; a1_2 += dr[512] * w2; a1_3 += dr[512] * w3;
+                            a2_0 += dr[768] * w0; a2_1 += dr[768] * w1; a2_2 += dr[768] * w2; a2_3 += dr[768] * w3;
+                            a3_0 += dr[1024] * w0; a3_1 += dr[1024] * w1; a3_2 += dr[1024] * w2; a3_3 += dr[1024] * w3;
+                            a4_0 += dr[1280] * w0; a4_1 += dr[1280] * w1; a4_2 += dr[1280] * w2; a4_3 += dr[1280] * w3;
+                            a5_0 += dr[1536] * w0; a5_1 += dr[1536] * w1; a5_2 += dr[1536] * w2; a5_3 += dr[1536] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 1024), w1 = VLOAD(wr + 1040), w2 = VLOAD(wr + 1056), w3 = VLOAD(wr + 1072);
+                            a0_0 += dr[0] * w0; a0_1 += dr[0] * w1; a0_2 += dr[0] * w2; a0_3 += dr[0] * w3;
+                            a1_0 += dr[256] * w0; a1_1 += dr[256] * w1; a1_2 += dr[256] * w2; a1_3 += dr[256] * w3;
+                            a2_0 += dr[512] * w0; a2_1 += dr[512] * w1; a2_2 += dr[512] * w2; a2_3 += dr[512] * w3;
+                            a3_0 += dr[768] * w0; a3_1 += dr[768] * w1; a3_2 += dr[768] * w2; a3_3 += dr[768] * w3;
+                            a4_0 += dr[1024] * w0; a4_1 += dr[1024] * w1; a4_2 += dr[1024] * w2; a4_3 += dr[1024] * w3;
+                            a5_0 += dr[1280] * w0; a5_1 += dr[1280] * w1; a5_2 += dr[1280] * w2; a5_3 += dr[1280] * w3;
+                        }
                     }
-                }
-                /* rows 1..54, cols 1..54: every tap */
-                for (int oy = 1; oy < 55; oy++) {
-                    for (int ox = 1; ox < 55; ox++) {
-                        const float d = dyc[oy*56 + ox];
-                        g0 += d * xc[oy*56 + ox - 57]; dxc[oy*56 + ox - 57] += w0 * d;
-                        g1 += d * xc[oy*56 + ox - 56]; dxc[oy*56 + ox - 56] += w1 * d;
-                        g2 += d * xc[oy*56 + ox - 55]; dxc[oy*56 + ox - 55] += w2 * d;
-                        g3 += d * xc[oy*56 + ox - 1]; dxc[oy*56 + ox - 1] += w3 * d;
-                        g4 += d * xc[oy*56 + ox]; dxc[oy*56 + ox] += w4 * d;
-                        g5 += d * xc[oy*56 + ox + 1]; dxc[oy*56 + ox + 1] += w5 * d;
-                        g6 += d * xc[oy*56 + ox + 55]; dxc[oy*56 + ox + 55] += w6 * d;
-                        g7 += d * xc[oy*56 + ox + 56]; dxc[oy*56 + ox + 56] += w7 * d;
-                        g8 += d * xc[oy*56 + ox + 57]; dxc[oy*56 + ox + 57] += w8 * d;
-                    }
-                }
-                /* rows 1..54, cols 55..55: 6 of 9 taps */
-                for (int oy = 1; oy < 55; oy++) {
-                    {
-                        const float d = dyc[oy*56 + 55];
-                        g0 += d * xc[oy*56 - 2]; dxc[oy*56 - 2] += w0 * d;
-                        g1 += d * xc[oy*56 - 1]; dxc[oy*56 - 1] += w1 * d;
-                        g3 += d * xc[oy*56 + 54]; dxc[oy*56 + 54] += w3 * d;
-                        g4 += d * xc[oy*56 + 55]; dxc[oy*56 + 55] += w4 * d;
-                        g6 += d * xc[oy*56 + 110]; dxc[oy*56 + 110] += w6 * d;
-                        g7 += d * xc[oy*56 + 111]; dxc[oy*56 + 111] += w7 * d;
-                    }
+                    VSTORE(dxh + (iy * 56 + x0 + 0) * 128 + (v0 + 0) * 16, a0_0); VSTORE(dxh + (iy * 56 + x0 + 0) * 128 + (v0 + 1) * 16, a0_1); VSTORE(dxh + (iy * 56 + x0 + 0) * 128 + (v0 + 2) * 16, a0_2); VSTORE(dxh + (iy * 56 + x0 + 0) * 128 + (v0 + 3) * 16, a0_3);
+                    VSTORE(dxh + (iy * 56 + x0 + 1) * 128 + (v0 + 0) * 16, a1_0); VSTORE(dxh + (iy * 56 + x0 + 1) * 128 + (v0 + 1) * 16, a1_1); VSTORE(dxh + (iy * 56 + x0 + 1) * 128 + (v0 + 2) * 16, a1_2); VSTORE(dxh + (iy * 56 + x0 + 1) * 128 + (v0 + 3) * 16, a1_3);
+                    VSTORE(dxh + (iy * 56 + x0 + 2) * 128 + (v0 + 0) * 16, a2_0); VSTORE(dxh + (iy * 56 + x0 + 2) * 128 + (v0 + 1) * 16, a2_1); VSTORE(dxh + (iy * 56 + x0 + 2) * 128 + (v0 + 2) * 16, a2_2); VSTORE(dxh + (iy * 56 + x0 + 2) * 128 + (v0 + 3) * 16, a2_3);
+                    VSTORE(dxh + (iy * 56 + x0 + 3) * 128 + (v0 + 0) * 16, a3_0); VSTORE(dxh + (iy * 56 + x0 + 3) * 128 + (v0 + 1) * 16, a3_1); VSTORE(dxh + (iy * 56 + x0 + 3) * 128 + (v0 + 2) * 16, a3_2); VSTORE(dxh + (iy * 56 + x0 + 3) * 128 + (v0 + 3) * 16, a3_3);
+                    VSTORE(dxh + (iy * 56 + x0 + 4) * 128 + (v0 + 0) * 16, a4_0); VSTORE(dxh + (iy * 56 + x0 + 4) * 128 + (v0 + 1) * 16, a4_1); VSTORE(dxh + (iy * 56 + x0 + 4) * 128 + (v0 + 2) * 16, a4_2); VSTORE(dxh + (iy * 56 + x0 + 4) * 128 + (v0 + 3) * 16, a4_3);
+                    VSTORE(dxh + (iy * 56 + x0 + 5) * 128 + (v0 + 0) * 16, a5_0); VSTORE(dxh + (iy * 56 + x0 + 5) * 128 + (v0 + 1) * 16, a5_1); VSTORE(dxh + (iy * 56 + x0 + 5) * 128 + (v0 + 2) * 16, a5_2); VSTORE(dxh + (iy * 56 + x0 + 5) * 128 + (v0 + 3) * 16, a5_3);
                 }
                 {
-                    const float d = dyc[3080];
-                    g1 += d * xc[3024]; dxc[3024] += w1 * d;
-                    g2 += d * xc[3025]; dxc[3025] += w2 * d;
-                    g4 += d * xc[3080]; dxc[3080] += w4 * d;
-                    g5 += d * xc[3081]; dxc[3081] += w5 * d;
-                }
-                /* rows 55..55, cols 1..54: 6 of 9 taps */
-                for (int ox = 1; ox < 55; ox++) {
-                    const float d = dyc[ox + 3080];
-                    g0 += d * xc[ox + 3023]; dxc[ox + 3023] += w0 * d;
-                    g1 += d * xc[ox + 3024]; dxc[ox + 3024] += w1 * d;
-                    g2 += d * xc[ox + 3025]; dxc[ox + 3025] += w2 * d;
-                    g3 += d * xc[ox + 3079]; dxc[ox + 3079] += w3 * d;
-                    g4 += d * xc[ox + 3080]; dxc[ox + 3080] += w4 * d;
-                    g5 += d * xc[ox + 3081]; dxc[ox + 3081] += w5 * d;
-                }
-                {
-                    const float d = dyc[3135];
-                    g0 += d * xc[3078]; dxc[3078] += w0 * d;
-                    g1 += d * xc[3079]; dxc[3079] += w1 * d;
-                    g3 += d * xc[3134]; dxc[3134] += w3 * d;
-                    g4 += d * xc[3135]; dxc[3135] += w4 * d;
+                    const int x0 = 54;
+                    cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f);
+                    cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f), a1_3 = vsplat(0.0f);
+                    for (int co = 0; co < 256; co++) {
+                        const float *restrict dr = dyp + (iy * 58 + x0) * 256 + co;
+                        const float *restrict wr = wf + co * 1152 + v0 * 16;
+                        {
+                            const cg_v w0 = VLOAD(wr + 0), w1 = VLOAD(wr + 16), w2 = VLOAD(wr + 32), w3 = VLOAD(wr + 48);
+                            a0_0 += dr[30208] * w0; a0_1 += dr[30208] * w1; a0_2 += dr[30208] * w2; a0_3 += dr[30208] * w3;
+                            a1_0 += dr[30464] * w0; a1_1 += dr[30464] * w1; a1_2 += dr[30464] * w2; a1_3 += dr[30464] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 128), w1 = VLOAD(wr + 144), w2 = VLOAD(wr + 160), w3 = VLOAD(wr + 176);
+                            a0_0 += dr[29952] * w0; a0_1 += dr[29952] * w1; a0_2 += dr[29952] * w2; a0_3 += dr[29952] * w3;
+                            a1_0 += dr[30208] * w0; a1_1 += dr[30208] * w1; a1_2 += dr[30208] * w2; a1_3 += dr[30208] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 256), w1 = VLOAD(wr + 272), w2 = VLOAD(wr + 288), w3 = VLOAD(wr + 304);
+                            a0_0 += dr[29696] * w0; a0_1 += dr[29696] * w1; a0_2 += dr[29696] * w2; a0_3 += dr[29696] * w3;
+                            a1_0 += dr[29952] * w0; a1_1 += dr[29952] * w1; a1_2 += dr[29952] * w2; a1_3 += dr[29952] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 384), w1 = VLOAD(wr + 400), w2 = VLOAD(wr + 416), w3 = VLOAD(wr + 432);
+                            a0_0 += dr[15360] * w0; a0_1 += dr[15360] * w1; a0_2 += dr[15360] * w2; a0_3 += dr[15360] * w3;
+                            a1_0 += dr[15616] * w0; a1_1 += dr[15616] * w1; a1_2 += dr[15616] * w2; a1_3 += dr[15616] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 512), w1 = VLOAD(wr + 528), w2 = VLOAD(wr + 544), w3 = VLOAD(wr + 560);
+                            a0_0 += dr[15104] * w0; a0_1 += dr[15104] * w1; a0_2 += dr[15104] * w2; a0_3 += dr[15104] * w3;
+                            a1_0 += dr[15360] * w0; a1_1 += dr[15360] * w1; a1_2 += dr[15360] * w2; a1_3 += dr[15360] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 640), w1 = VLOAD(wr + 656), w2 = VLOAD(wr + 672), w3 = VLOAD(wr + 688);
+                            a0_0 += dr[14848] * w0; a0_1 += dr[14848] * w1; a0_2 += dr[14848] * w2; a0_3 += dr[14848] * w3;
+                            a1_0 += dr[15104] * w0; a1_1 += dr[15104] * w1; a1_2 += dr[15104] * w2; a1_3 += dr[15104] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 768), w1 = VLOAD(wr + 784), w2 = VLOAD(wr + 800), w3 = VLOAD(wr + 816);
+                            a0_0 += dr[512] * w0; a0_1 += dr[512] * w1; a0_2 += dr[512] * w2; a0_3 += dr[512] * w3;
+                            a1_0 += dr[768] * w0; a1_1 += dr[768] * w1; a1_2 += dr[768] * w2; a1_3 += dr[768] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 896), w1 = VLOAD(wr + 912), w2 = VLOAD(wr + 928), w3 = VLOAD(wr + 944);
+                            a0_0 += dr[256] * w0; a0_1 += dr[256] * w1; a0_2 += dr[256] * w2; a0_3 += dr[256] * w3;
+                            a1_0 += dr[512] * w0; a1_1 += dr[512] * w1; a1_2 += dr[512] * w2; a1_3 += dr[512] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 1024), w1 = VLOAD(wr + 1040), w2 = VLOAD(wr + 1056), w3 = VLOAD(wr + 1072);
+                            a0_0 += dr[0] * w0; a0_1 += dr[0] * w1; a0_2 += dr[0] * w2; a0_3 += dr[0] * w3;
+                            a1_0 += dr[256] * w0; a1_1 += dr[256] * w1; a1_2 += dr[256] * w2; a1_3 += dr[256] * w3;
+                        }
+                    }
+                    VSTORE(dxh + (iy * 56 + x0 + 0) * 128 + (v0 + 0) * 16, a0_0); VSTORE(dxh + (iy * 56 + x0 + 0) * 128 + (v0 + 1) * 16, a0_1); VSTORE(dxh + (iy * 56 + x0 + 0) * 128 + (v0 + 2) * 16, a0_2); VSTORE(dxh + (iy * 56 + x0 + 0) * 128 + (v0 + 3) * 16, a0_3);
+                    VSTORE(dxh + (iy * 56 + x0 + 1) * 128 + (v0 + 0) * 16, a1_0); VSTORE(dxh + (iy * 56 + x0 + 1) * 128 + (v0 + 1) * 16, a1_1); VSTORE(dxh + (iy * 56 + x0 + 1) * 128 + (v0 + 2) * 16, a1_2); VSTORE(dxh + (iy * 56 + x0 + 1) * 128 + (v0 + 3) * 16, a1_3);
                 }
             }
-            gwc[0] += g0;
-            gwc[1] += g1;
-            gwc[2] += g2;
-            gwc[3] += g3;
-            gwc[4] += g4;
-            gwc[5] += g5;
-            gwc[6] += g6;
-            gwc[7] += g7;
-            gwc[8] += g8;
         }
-        {
-            float s = 0.0f;
-            for (int n = 0; n < nb; n++)
-                for (int i = 0; i < 3136; i++) s += dy[(size_t)n * 802816 + col*3136 + i];
-            gb[col] += s;
-        }
+        for (int ci = 0; ci < 128; ci++)
+            for (int i = 0; i < 3136; i++) dxn[ci * 3136 + i] = dxh[i * 128 + ci];
     }
 }
 
@@ -1102,183 +2806,442 @@ static void l11_relu_backward(const float *restrict y, const float *restrict dy,
 }
 
 /* layer 12: conv2d 256x56x56 -> 256x56x56 (specs/vgg16.yaml:29:5) */
-static void l12_conv2d_forward(const float *restrict P, const float *restrict x, float *restrict y, int nb)
+static void l12_conv2d_forward(const float *restrict P, float *restrict S, const float *restrict x, float *restrict y, int nb)
 {
     const float *restrict w = P + 555328;
-    const float *restrict b = P + 1145152;
+    float *restrict yh = S + 1722368, *restrict wt = S + 2525184, *restrict bp = S + 3115008;
+    /* weights [co][ci][k] -> [ci][k][co], channels padded to 256 */
+    for (int i = 0; i < 589824; i++) wt[i] = 0.0f;
+    for (int co = 0; co < 256; co++)
+        for (int j = 0; j < 2304; j++) wt[j * 256 + co] = w[co * 2304 + j];
+    for (int co = 0; co < 256; co++) bp[co] = co < 256 ? (P + 1145152)[co] : 0.0f;
     for (int n = 0; n < nb; n++) {
         const float *restrict xn = x + (size_t)n * 802816;
+        float *restrict xp = S + 0 + (size_t)n * 861184;
         float *restrict yn = y + (size_t)n * 802816;
-        for (int col = 0; col < 256; col++) {
-            float *restrict yc = yn + col*3136;
-            for (int i = 0; i < 3136; i++) yc[i] = b[col];
-            for (int ci = 0; ci < 256; ci++) {
-                const float *restrict xc = xn + ci*3136;
-                const float *restrict wc = w + col*2304 + ci*9;
-                const float w0 = wc[0], w1 = wc[1], w2 = wc[2];
-                const float w3 = wc[3], w4 = wc[4], w5 = wc[5];
-                const float w6 = wc[6], w7 = wc[7], w8 = wc[8];
-                yc[0] += w4 * xc[0] + w5 * xc[1] + w7 * xc[56] + w8 * xc[57];
-                /* rows 0..0, cols 1..54: 6 of 9 taps */
-                for (int ox = 1; ox < 55; ox++) {
-                    yc[ox] += w3 * xc[ox - 1] + w4 * xc[ox] + w5 * xc[ox + 1] + w6 * xc[ox + 55]
-                            + w7 * xc[ox + 56] + w8 * xc[ox + 57];
+        memset(xp, 0, sizeof(float) * 861184);
+        for (int ci = 0; ci < 256; ci++)
+            for (int iy = 0; iy < 56; iy++)
+                for (int ix = 0; ix < 56; ix++) xp[((iy + 1) * 58 + ix + 1) * 256 + ci] = xn[ci * 3136 + iy * 56 + ix];
+        CG_PARALLEL_FOR
+        for (int oy = 0; oy < 56; oy++) {
+            for (int v0 = 0; v0 < 16; v0 += 4) {
+                for (int x0 = 0; x0 < 54; x0 += 6) {
+                    cg_v a0_0 = VLOAD(bp + (v0 + 0) * 16), a0_1 = VLOAD(bp + (v0 + 1) * 16), a0_2 = VLOAD(bp + (v0 + 2) * 16), a0_3 = VLOAD(bp + (v0 + 3) * 16);
+                    cg_v a1_0 = VLOAD(bp + (v0 + 0) * 16), a1_1 = VLOAD(bp + (v0 + 1) * 16), a1_2 = VLOAD(bp + (v0 + 2) * 16), a1_3 = VLOAD(bp + (v0 + 3) * 16);
+                    cg_v a2_0 = VLOAD(bp + (v0 + 0) * 16), a2_1 = VLOAD(bp + (v0 + 1) * 16), a2_2 = VLOAD(bp + (v0 + 2) * 16), a2_3 = VLOAD(bp + (v0 + 3) * 16);
+                    cg_v a3_0 = VLOAD(bp + (v0 + 0) * 16), a3_1 = VLOAD(bp + (v0 + 1) * 16), a3_2 = VLOAD(bp + (v0 + 2) * 16), a3_3 = VLOAD(bp + (v0 + 3) * 16);
+                    cg_v a4_0 = VLOAD(bp + (v0 + 0) * 16), a4_1 = VLOAD(bp + (v0 + 1) * 16), a4_2 = VLOAD(bp + (v0 + 2) * 16), a4_3 = VLOAD(bp + (v0 + 3) * 16);
+                    cg_v a5_0 = VLOAD(bp + (v0 + 0) * 16), a5_1 = VLOAD(bp + (v0 + 1) * 16), a5_2 = VLOAD(bp + (v0 + 2) * 16), a5_3 = VLOAD(bp + (v0 + 3) * 16);
+                    for (int ci = 0; ci < 256; ci++) {
+                        const float *restrict xr = xp + (oy * 58 + x0) * 256 + ci;
+                        const float *restrict wr = wt + ci * 2304 + v0 * 16;
+                        {
+                            const cg_v w0 = VLOAD(wr + 0), w1 = VLOAD(wr + 16), w2 = VLOAD(wr + 32), w3 = VLOAD(wr + 48);
+                            a0_0 += xr[0] * w0; a0_1 += xr[0] * w1; a0_2 += xr[0] * w2; a0_3 += xr[0] * w3;
+                            a1_0 += xr[256] * w0; a1_1 += xr[256] * w1; a1_2 += xr[256] * w2; a1_3 += xr[256] * w3;
+                            a2_0 += xr[512] * w0; a2_1 += xr[512] * w1; a2_2 += xr[512] * w2; a2_3 += xr[512] * w3;
+                            a3_0 += xr[768] * w0; a3_1 += xr[768] * w1; a3_2 += xr[768] * w2; a3_3 += xr[768] * w3;
+                            a4_0 += xr[1024] * w0; a4_1 += xr[1024] * w1; a4_2 += xr[1024] * w2; a4_3 += xr[1024] * w3;
+                            a5_0 += xr[1280] * w0; a5_1 += xr[1280] * w1; a5_2 += xr[1280] * w2; a5_3 += xr[1280] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 256), w1 = VLOAD(wr + 272), w2 = VLOAD(wr + 288), w3 = VLOAD(wr + 304);
+                            a0_0 += xr[256] * w0; a0_1 += xr[256] * w1; a0_2 += xr[256] * w2; a0_3 += xr[256] * w3;
+                            a1_0 += xr[512] * w0; a1_1 += xr[512] * w1; a1_2 += xr[512] * w2; a1_3 += xr[512] * w3;
+                            a2_0 += xr[768] * w0; a2_1 += xr[768] * w1; a2_2 += xr[768] * w2; a2_3 += xr[768] * w3;
+                            a3_0 += xr[1024] * w0; a3_1 += xr[1024] * w1; a3_2 += xr[1024] * w2; a3_3 += xr[1024] * w3;
+                            a4_0 += xr[1280] * w0; a4_1 += xr[1280] * w1; a4_2 += xr[1280] * w2; a4_3 += xr[1280] * w3;
+                            a5_0 += xr[1536] * w0; a5_1 += xr[1536] * w1; a5_2 += xr[1536] * w2; a5_3 += xr[1536] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 512), w1 = VLOAD(wr + 528), w2 = VLOAD(wr + 544), w3 = VLOAD(wr + 560);
+                            a0_0 += xr[512] * w0; a0_1 += xr[512] * w1; a0_2 += xr[512] * w2; a0_3 += xr[512] * w3;
+                            a1_0 += xr[768] * w0; a1_1 += xr[768] * w1; a1_2 += xr[768] * w2; a1_3 += xr[768] * w3;
+                            a2_0 += xr[1024] * w0; a2_1 += xr[1024] * w1; a2_2 += xr[1024] * w2; a2_3 += xr[1024] * w3;
+                            a3_0 += xr[1280] * w0; a3_1 += xr[1280] * w1; a3_2 += xr[1280] * w2; a3_3 += xr[1280] * w3;
+                            a4_0 += xr[1536] * w0; a4_1 += xr[1536] * w1; a4_2 += xr[1536] * w2; a4_3 += xr[1536] * w3;
+                            a5_0 += xr[1792] * w0; a5_1 += xr[1792] * w1; a5_2 += xr[1792] * w2; a5_3 += xr[1792] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 768), w1 = VLOAD(wr + 784), w2 = VLOAD(wr + 800), w3 = VLOAD(wr + 816);
+                            a0_0 += xr[14848] * w0; a0_1 += xr[14848] * w1; a0_2 += xr[14848] * w2; a0_3 += xr[14848] * w3;
+                            a1_0 += xr[15104] * w0; a1_1 += xr[15104] * w1; a1_2 += xr[15104] * w2; a1_3 += xr[15104] * w3;
+                            a2_0 += xr[15360] * w0; a2_1 += xr[15360] * w1; a2_2 += xr[15360] * w2; a2_3 += xr[15360] * w3;
+                            a3_0 += xr[15616] * w0; a3_1 += xr[15616] * w1; a3_2 += xr[15616] * w2; a3_3 += xr[15616] * w3;
+                            a4_0 += xr[15872] * w0; a4_1 += xr[15872] * w1; a4_2 += xr[15872] * w2; a4_3 += xr[15872] * w3;
+                            a5_0 += xr[16128] * w0; a5_1 += xr[16128] * w1; a5_2 += xr[16128] * w2; a5_3 += xr[16128] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 1024), w1 = VLOAD(wr + 1040), w2 = VLOAD(wr + 1056), w3 = VLOAD(wr + 1072);
+                            a0_0 += xr[15104] * w0; a0_1 += xr[15104] * w1; a0_2 += xr[15104] * w2; a0_3 += xr[15104] * w3;
+                            a1_0 += xr[15360] * w0; a1_1 += xr[15360] * w1; a1_2 += xr[15360] * w2; a1_3 += xr[15360] * w3;
+                            a2_0 += xr[15616] * w0; a2_1 += xr[15616] * w1; a2_2 += xr[15616] * w2; a2_3 += xr[15616] * w3;
+                            a3_0 += xr[15872] * w0; a3_1 += xr[15872] * w1; a3_2 += xr[15872] * w2; a3_3 += xr[15872] * w3;
+                            a4_0 += xr[16128] * w0; a4_1 += xr[16128] * w1; a4_2 += xr[16128] * w2; a4_3 += xr[16128] * w3;
+                            a5_0 += xr[16384] * w0; a5_1 += xr[16384] * w1; a5_2 += xr[16384] * w2; a5_3 += xr[16384] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 1280), w1 = VLOAD(wr + 1296), w2 = VLOAD(wr + 1312), w3 = VLOAD(wr + 1328);
+                            a0_0 += xr[15360] * w0; a0_1 += xr[15360] * w1; a0_2 += xr[15360] * w2; a0_3 += xr[15360] * w3;
+                            a1_0 += xr[15616] * w0; a1_1 += xr[15616] * w1; a1_2 += xr[15616] * w2; a1_3 += xr[15616] * w3;
+                            a2_0 += xr[15872] * w0; a2_1 += xr[15872] * w1; a2_2 += xr[15872] * w2; a2_3 += xr[15872] * w3;
+                            a3_0 += xr[16128] * w0; a3_1 += xr[16128] * w1; a3_2 += xr[16128] * w2; a3_3 += xr[16128] * w3;
+                            a4_0 += xr[16384] * w0; a4_1 += xr[16384] * w1; a4_2 += xr[16384] * w2; a4_3 += xr[16384] * w3;
+                            a5_0 += xr[16640] * w0; a5_1 += xr[16640] * w1; a5_2 += xr[16640] * w2; a5_3 += xr[16640] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 1536), w1 = VLOAD(wr + 1552), w2 = VLOAD(wr + 1568), w3 = VLOAD(wr + 1584);
+                            a0_0 += xr[29696] * w0; a0_1 += xr[29696] * w1; a0_2 += xr[29696] * w2; a0_3 += xr[29696] * w3;
+                            a1_0 += xr[29952] * w0; a1_1 += xr[29952] * w1; a1_2 += xr[29952] * w2; a1_3 += xr[29952] * w3;
+                            a2_0 += xr[30208] * w0; a2_1 += xr[30208] * w1; a2_2 += xr[30208] * w2; a2_3 += xr[30208] * w3;
+                            a3_0 += xr[30464] * w0; a3_1 += xr[30464] * w1; a3_2 += xr[30464] * w2; a3_3 += xr[30464] * w3;
+                            a4_0 += xr[30720] * w0; a4_1 += xr[30720] * w1; a4_2 += xr[30720] * w2; a4_3 += xr[30720] * w3;
+                            a5_0 += xr[30976] * w0; a5_1 += xr[30976] * w1; a5_2 += xr[30976] * w2; a5_3 += xr[30976] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 1792), w1 = VLOAD(wr + 1808), w2 = VLOAD(wr + 1824), w3 = VLOAD(wr + 1840);
+                            a0_0 += xr[29952] * w0; a0_1 += xr[29952] * w1; a0_2 += xr[29952] * w2; a0_3 += xr[29952] * w3;
+                            a1_0 += xr[30208] * w0; a1_1 += xr[30208] * w1; a1_2 += xr[30208] * w2; a1_3 += xr[30208] * w3;
+                            a2_0 += xr[30464] * w0; a2_1 += xr[30464] * w1; a2_2 += xr[30464] * w2; a2_3 += xr[30464] * w3;
+                            a3_0 += xr[30720] * w0; a3_1 += xr[30720] * w1; a3_2 += xr[30720] * w2; a3_3 += xr[30720] * w3;
+                            a4_0 += xr[30976] * w0; a4_1 += xr[30976] * w1; a4_2 += xr[30976] * w2; a4_3 += xr[30976] * w3;
+                            a5_0 += xr[31232] * w0; a5_1 += xr[31232] * w1; a5_2 += xr[31232] * w2; a5_3 += xr[31232] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 2048), w1 = VLOAD(wr + 2064), w2 = VLOAD(wr + 2080), w3 = VLOAD(wr + 2096);
+                            a0_0 += xr[30208] * w0; a0_1 += xr[30208] * w1; a0_2 += xr[30208] * w2; a0_3 += xr[30208] * w3;
+                            a1_0 += xr[30464] * w0; a1_1 += xr[30464] * w1; a1_2 += xr[30464] * w2; a1_3 += xr[30464] * w3;
+                            a2_0 += xr[30720] * w0; a2_1 += xr[30720] * w1; a2_2 += xr[30720] * w2; a2_3 += xr[30720] * w3;
+                            a3_0 += xr[30976] * w0; a3_1 += xr[30976] * w1; a3_2 += xr[30976] * w2; a3_3 += xr[30976] * w3;
+                            a4_0 += xr[31232] * w0; a4_1 += xr[31232] * w1; a4_2 += xr[31232] * w2; a4_3 += xr[31232] * w3;
+                            a5_0 += xr[31488] * w0; a5_1 += xr[31488] * w1; a5_2 += xr[31488] * w2; a5_3 += xr[31488] * w3;
+                        }
+                    }
+                    VSTORE(yh + (oy * 56 + x0 + 0) * 256 + (v0 + 0) * 16, a0_0); VSTORE(yh + (oy * 56 + x0 + 0) * 256 + (v0 + 1) * 16, a0_1); VSTORE(yh + (oy * 56 + x0 + 0) * 256 + (v0 + 2) * 16, a0_2); VSTORE(yh + (oy * 56 + x0 + 0) * 256 + (v0 + 3) * 16, a0_3);
+                    VSTORE(yh + (oy * 56 + x0 + 1) * 256 + (v0 + 0) * 16, a1_0); VSTORE(yh + (oy * 56 + x0 + 1) * 256 + (v0 + 1) * 16, a1_1); VSTORE(yh + (oy * 56 + x0 + 1) * 256 + (v0 + 2) * 16, a1_2); VSTORE(yh + (oy * 56 + x0 + 1) * 256 + (v0 + 3) * 16, a1_3);
+                    VSTORE(yh + (oy * 56 + x0 + 2) * 256 + (v0 + 0) * 16, a2_0); VSTORE(yh + (oy * 56 + x0 + 2) * 256 + (v0 + 1) * 16, a2_1); VSTORE(yh + (oy * 56 + x0 + 2) * 256 + (v0 + 2) * 16, a2_2); VSTORE(yh + (oy * 56 + x0 + 2) * 256 + (v0 + 3) * 16, a2_3);
+                    VSTORE(yh + (oy * 56 + x0 + 3) * 256 + (v0 + 0) * 16, a3_0); VSTORE(yh + (oy * 56 + x0 + 3) * 256 + (v0 + 1) * 16, a3_1); VSTORE(yh + (oy * 56 + x0 + 3) * 256 + (v0 + 2) * 16, a3_2); VSTORE(yh + (oy * 56 + x0 + 3) * 256 + (v0 + 3) * 16, a3_3);
+                    VSTORE(yh + (oy * 56 + x0 + 4) * 256 + (v0 + 0) * 16, a4_0); VSTORE(yh + (oy * 56 + x0 + 4) * 256 + (v0 + 1) * 16, a4_1); VSTORE(yh + (oy * 56 + x0 + 4) * 256 + (v0 + 2) * 16, a4_2); VSTORE(yh + (oy * 56 + x0 + 4) * 256 + (v0 + 3) * 16, a4_3);
+                    VSTORE(yh + (oy * 56 + x0 + 5) * 256 + (v0 + 0) * 16, a5_0); VSTORE(yh + (oy * 56 + x0 + 5) * 256 + (v0 + 1) * 16, a5_1); VSTORE(yh + (oy * 56 + x0 + 5) * 256 + (v0 + 2) * 16, a5_2); VSTORE(yh + (oy * 56 + x0 + 5) * 256 + (v0 + 3) * 16, a5_3);
                 }
-                yc[55] += w3 * xc[54] + w4 * xc[55] + w6 * xc[110] + w7 * xc[111];
-                /* rows 1..54, cols 0..0: 6 of 9 taps */
-                for (int oy = 1; oy < 55; oy++) {
-                    yc[oy*56] += w1 * xc[oy*56 - 56] + w2 * xc[oy*56 - 55] + w4 * xc[oy*56] + w5 * xc[oy*56 + 1]
-                            + w7 * xc[oy*56 + 56] + w8 * xc[oy*56 + 57];
+                {
+                    const int x0 = 54;
+                    cg_v a0_0 = VLOAD(bp + (v0 + 0) * 16), a0_1 = VLOAD(bp + (v0 + 1) * 16), a0_2 = VLOAD(bp + (v0 + 2) * 16), a0_3 = VLOAD(bp + (v0 + 3) * 16);
+                    cg_v a1_0 = VLOAD(bp + (v0 + 0) * 16), a1_1 = VLOAD(bp + (v0 + 1) * 16), a1_2 = VLOAD(bp + (v0 + 2) * 16), a1_3 = VLOAD(bp + (v0 + 3) * 16);
+                    for (int ci = 0; ci < 256; ci++) {
+                        const float *restrict xr = xp + (oy * 58 + x0) * 256 + ci;
+                        const float *restrict wr = wt + ci * 2304 + v0 * 16;
+                        {
+                            const cg_v w0 = VLOAD(wr + 0), w1 = VLOAD(wr + 16), w2 = VLOAD(wr + 32), w3 = VLOAD(wr + 48);
+                            a0_0 += xr[0] * w0; a0_1 += xr[0] * w1; a0_2 += xr[0] * w2; a0_3 += xr[0] * w3;
+                            a1_0 += xr[256] * w0; a1_1 += xr[256] * w1; a1_2 += xr[256] * w2; a1_3 += xr[256] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 256), w1 = VLOAD(wr + 272), w2 = VLOAD(wr + 288), w3 = VLOAD(wr + 304);
+                            a0_0 += xr[256] * w0; a0_1 += xr[256] * w1; a0_2 += xr[256] * w2; a0_3 += xr[256] * w3;
+                            a1_0 += xr[512] * w0; a1_1 += xr[512] * w1; a1_2 += xr[512] * w2; a1_3 += xr[512] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 512), w1 = VLOAD(wr + 528), w2 = VLOAD(wr + 544), w3 = VLOAD(wr + 560);
+                            a0_0 += xr[512] * w0; a0_1 += xr[512] * w1; a0_2 += xr[512] * w2; a0_3 += xr[512] * w3;
+                            a1_0 += xr[768] * w0; a1_1 += xr[768] * w1; a1_2 += xr[768] * w2; a1_3 += xr[768] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 768), w1 = VLOAD(wr + 784), w2 = VLOAD(wr + 800), w3 = VLOAD(wr + 816);
+                            a0_0 += xr[14848] * w0; a0_1 += xr[14848] * w1; a0_2 += xr[14848] * w2; a0_3 += xr[14848] * w3;
+                            a1_0 += xr[15104] * w0; a1_1 += xr[15104] * w1; a1_2 += xr[15104] * w2; a1_3 += xr[15104] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 1024), w1 = VLOAD(wr + 1040), w2 = VLOAD(wr + 1056), w3 = VLOAD(wr + 1072);
+                            a0_0 += xr[15104] * w0; a0_1 += xr[15104] * w1; a0_2 += xr[15104] * w2; a0_3 += xr[15104] * w3;
+                            a1_0 += xr[15360] * w0; a1_1 += xr[15360] * w1; a1_2 += xr[15360] * w2; a1_3 += xr[15360] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 1280), w1 = VLOAD(wr + 1296), w2 = VLOAD(wr + 1312), w3 = VLOAD(wr + 1328);
+                            a0_0 += xr[15360] * w0; a0_1 += xr[15360] * w1; a0_2 += xr[15360] * w2; a0_3 += xr[15360] * w3;
+                            a1_0 += xr[15616] * w0; a1_1 += xr[15616] * w1; a1_2 += xr[15616] * w2; a1_3 += xr[15616] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 1536), w1 = VLOAD(wr + 1552), w2 = VLOAD(wr + 1568), w3 = VLOAD(wr + 1584);
+                            a0_0 += xr[29696] * w0; a0_1 += xr[29696] * w1; a0_2 += xr[29696] * w2; a0_3 += xr[29696] * w3;
+                            a1_0 += xr[29952] * w0; a1_1 += xr[29952] * w1; a1_2 += xr[29952] * w2; a1_3 += xr[29952] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 1792), w1 = VLOAD(wr + 1808), w2 = VLOAD(wr + 1824), w3 = VLOAD(wr + 1840);
+                            a0_0 += xr[29952] * w0; a0_1 += xr[29952] * w1; a0_2 += xr[29952] * w2; a0_3 += xr[29952] * w3;
+                            a1_0 += xr[30208] * w0; a1_1 += xr[30208] * w1; a1_2 += xr[30208] * w2; a1_3 += xr[30208] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 2048), w1 = VLOAD(wr + 2064), w2 = VLOAD(wr + 2080), w3 = VLOAD(wr + 2096);
+                            a0_0 += xr[30208] * w0; a0_1 += xr[30208] * w1; a0_2 += xr[30208] * w2; a0_3 += xr[30208] * w3;
+                            a1_0 += xr[30464] * w0; a1_1 += xr[30464] * w1; a1_2 += xr[30464] * w2; a1_3 += xr[30464] * w3;
+                        }
+                    }
+                    VSTORE(yh + (oy * 56 + x0 + 0) * 256 + (v0 + 0) * 16, a0_0); VSTORE(yh + (oy * 56 + x0 + 0) * 256 + (v0 + 1) * 16, a0_1); VSTORE(yh + (oy * 56 + x0 + 0) * 256 + (v0 + 2) * 16, a0_2); VSTORE(yh + (oy * 56 + x0 + 0) * 256 + (v0 + 3) * 16, a0_3);
+                    VSTORE(yh + (oy * 56 + x0 + 1) * 256 + (v0 + 0) * 16, a1_0); VSTORE(yh + (oy * 56 + x0 + 1) * 256 + (v0 + 1) * 16, a1_1); VSTORE(yh + (oy * 56 + x0 + 1) * 256 + (v0 + 2) * 16, a1_2); VSTORE(yh + (oy * 56 + x0 + 1) * 256 + (v0 + 3) * 16, a1_3);
                 }
-                /* rows 1..54, cols 1..54: every tap */
-                for (int oy = 1; oy < 55; oy++) {
-                    for (int ox = 1; ox < 55; ox++) {
-                        yc[oy*56 + ox] += w0 * xc[oy*56 + ox - 57] + w1 * xc[oy*56 + ox - 56] + w2 * xc[oy*56 + ox - 55] + w3 * xc[oy*56 + ox - 1]
-                                + w4 * xc[oy*56 + ox] + w5 * xc[oy*56 + ox + 1] + w6 * xc[oy*56 + ox + 55] + w7 * xc[oy*56 + ox + 56]
-                                + w8 * xc[oy*56 + ox + 57];
+            }
+        }
+        for (int co = 0; co < 256; co++)
+            for (int i = 0; i < 3136; i++) yn[co * 3136 + i] = yh[i * 256 + co];
+    }
+}
+
+static void l12_conv2d_backward(float *restrict G, float *restrict S, const float *restrict dy, int nb)
+{
+    float *restrict gw = G + 555328;
+    float *restrict gb = G + 1145152;
+    float *restrict dyh = S + 3115264;
+    /* dy of every sample -> channels-last, padded channels zero */
+    CG_PARALLEL_FOR
+    for (int n = 0; n < nb; n++) {
+        float *restrict dn = dyh + (size_t)n * 802816;
+        for (int i = 0; i < 3136; i++)
+            for (int co = 0; co < 256; co++) dn[i * 256 + co] = co < 256 ? dy[(size_t)n * 802816 + co * 3136 + i] : 0.0f;
+    }
+    for (int co = 0; co < 256; co++) {
+        float s = 0.0f;
+        for (int n = 0; n < nb; n++)
+            for (int i = 0; i < 3136; i++) s += dy[(size_t)n * 802816 + co * 3136 + i];
+        gb[co] += s;
+    }
+    CG_PARALLEL_FOR
+    for (int p0 = 0; p0 < 2304; p0 += 6) {
+        int off[6], gidx[6];
+        for (int j = 0; j < 6; j++) {
+            const int q = p0 + j, ci = q / 9, k = q % 9, ky = k / 3, kx = k % 3;
+            off[j] = (ky * 1 * 58 + kx * 1) * 256 + ci;
+            gidx[j] = ci * 9 + k;
+        }
+        for (int v0 = 0; v0 < 16; v0 += 4) {
+            cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f);
+            cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f), a1_3 = vsplat(0.0f);
+            cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f), a2_2 = vsplat(0.0f), a2_3 = vsplat(0.0f);
+            cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f), a3_2 = vsplat(0.0f), a3_3 = vsplat(0.0f);
+            cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f), a4_2 = vsplat(0.0f), a4_3 = vsplat(0.0f);
+            cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f), a5_2 = vsplat(0.0f), a5_3 = vsplat(0.0f);
+            for (int n = 0; n < nb; n++) {
+                const float *restrict xp = S + 0 + (size_t)n * 861184;
+                const float *restrict dn = dyh + (size_t)n * 802816 + v0 * 16;
+                for (int oy = 0; oy < 56; oy++) {
+                    for (int ox = 0; ox < 56; ox++) {
+                        const float *restrict xr = xp + (oy * 58 + ox) * 256;
+                        const cg_v d0 = VLOAD(dn + (oy * 56 + ox) * 256 + 0), d1 = VLOAD(dn + (oy * 56 + ox) * 256 + 16), d2 = VLOAD(dn + (oy * 56 + ox) * 256 + 32), d3 = VLOAD(dn + (oy * 56 + ox) * 256 + 48);
+                        a0_0 += xr[off[0]] * d0; a0_1 += xr[off[0]] * d1; a0_2 += xr[off[0]] * d2; a0_3 += xr[off[0]] * d3;
+                        a1_0 += xr[off[1]] * d0; a1_1 += xr[off[1]] * d1; a1_2 += xr[off[1]] * d2; a1_3 += xr[off[1]] * d3;
+                        a2_0 += xr[off[2]] * d0; a2_1 += xr[off[2]] * d1; a2_2 += xr[off[2]] * d2; a2_3 += xr[off[2]] * d3;
+                        a3_0 += xr[off[3]] * d0; a3_1 += xr[off[3]] * d1; a3_2 += xr[off[3]] * d2; a3_3 += xr[off[3]] * d3;
+                        a4_0 += xr[off[4]] * d0; a4_1 += xr[off[4]] * d1; a4_2 += xr[off[4]] * d2; a4_3 += xr[off[4]] * d3;
+                        a5_0 += xr[off[5]] * d0; a5_1 += xr[off[5]] * d1; a5_2 += xr[off[5]] * d2; a5_3 += xr[off[5]] * d3;
                     }
                 }
-                /* rows 1..54, cols 55..55: 6 of 9 taps */
-                for (int oy = 1; oy < 55; oy++) {
-                    yc[oy*56 + 55] += w0 * xc[oy*56 - 2] + w1 * xc[oy*56 - 1] + w3 * xc[oy*56 + 54] + w4 * xc[oy*56 + 55]
-                            + w6 * xc[oy*56 + 110] + w7 * xc[oy*56 + 111];
-                }
-                yc[3080] += w1 * xc[3024] + w2 * xc[3025] + w4 * xc[3080] + w5 * xc[3081];
-                /* rows 55..55, cols 1..54: 6 of 9 taps */
-                for (int ox = 1; ox < 55; ox++) {
-                    yc[ox + 3080] += w0 * xc[ox + 3023] + w1 * xc[ox + 3024] + w2 * xc[ox + 3025] + w3 * xc[ox + 3079]
-                            + w4 * xc[ox + 3080] + w5 * xc[ox + 3081];
-                }
-                yc[3135] += w0 * xc[3078] + w1 * xc[3079] + w3 * xc[3134] + w4 * xc[3135];
             }
+            for (int l = 0; l < 16 && (v0 + 0) * 16 + l < 256; l++) gw[((v0 + 0) * 16 + l) * 2304 + gidx[0]] += a0_0[l];
+            for (int l = 0; l < 16 && (v0 + 1) * 16 + l < 256; l++) gw[((v0 + 1) * 16 + l) * 2304 + gidx[0]] += a0_1[l];
+            for (int l = 0; l < 16 && (v0 + 2) * 16 + l < 256; l++) gw[((v0 + 2) * 16 + l) * 2304 + gidx[0]] += a0_2[l];
+            for (int l = 0; l < 16 && (v0 + 3) * 16 + l < 256; l++) gw[((v0 + 3) * 16 + l) * 2304 + gidx[0]] += a0_3[l];
+            for (int l = 0; l < 16 && (v0 + 0) * 16 + l < 256; l++) gw[((v0 + 0) * 16 + l) * 2304 + gidx[1]] += a1_0[l];
+            for (int l = 0; l < 16 && (v0 + 1) * 16 + l < 256; l++) gw[((v0 + 1) * 16 + l) * 2304 + gidx[1]] += a1_1[l];
+            for (int l = 0; l < 16 && (v0 + 2) * 16 + l < 256; l++) gw[((v0 + 2) * 16 + l) * 2304 + gidx[1]] += a1_2[l];
+            for (int l = 0; l < 16 && (v0 + 3) * 16 + l < 256; l++) gw[((v0 + 3) * 16 + l) * 2304 + gidx[1]] += a1_3[l];
+            for (int l = 0; l < 16 && (v0 + 0) * 16 + l < 256; l++) gw[((v0 + 0) * 16 + l) * 2304 + gidx[2]] += a2_0[l];
+            for (int l = 0; l < 16 && (v0 + 1) * 16 + l < 256; l++) gw[((v0 + 1) * 16 + l) * 2304 + gidx[2]] += a2_1[l];
+            for (int l = 0; l < 16 && (v0 + 2) * 16 + l < 256; l++) gw[((v0 + 2) * 16 + l) * 2304 + gidx[2]] += a2_2[l];
+            for (int l = 0; l < 16 && (v0 + 3) * 16 + l < 256; l++) gw[((v0 + 3) * 16 + l) * 2304 + gidx[2]] += a2_3[l];
+            for (int l = 0; l < 16 && (v0 + 0) * 16 + l < 256; l++) gw[((v0 + 0) * 16 + l) * 2304 + gidx[3]] += a3_0[l];
+            for (int l = 0; l < 16 && (v0 + 1) * 16 + l < 256; l++) gw[((v0 + 1) * 16 + l) * 2304 + gidx[3]] += a3_1[l];
+            for (int l = 0; l < 16 && (v0 + 2) * 16 + l < 256; l++) gw[((v0 + 2) * 16 + l) * 2304 + gidx[3]] += a3_2[l];
+            for (int l = 0; l < 16 && (v0 + 3) * 16 + l < 256; l++) gw[((v0 + 3) * 16 + l) * 2304 + gidx[3]] += a3_3[l];
+            for (int l = 0; l < 16 && (v0 + 0) * 16 + l < 256; l++) gw[((v0 + 0) * 16 + l) * 2304 + gidx[4]] += a4_0[l];
+            for (int l = 0; l < 16 && (v0 + 1) * 16 + l < 256; l++) gw[((v0 + 1) * 16 + l) * 2304 + gidx[4]] += a4_1[l];
+            for (int l = 0; l < 16 && (v0 + 2) * 16 + l < 256; l++) gw[((v0 + 2) * 16 + l) * 2304 + gidx[4]] += a4_2[l];
+            for (int l = 0; l < 16 && (v0 + 3) * 16 + l < 256; l++) gw[((v0 + 3) * 16 + l) * 2304 + gidx[4]] += a4_3[l];
+            for (int l = 0; l < 16 && (v0 + 0) * 16 + l < 256; l++) gw[((v0 + 0) * 16 + l) * 2304 + gidx[5]] += a5_0[l];
+            for (int l = 0; l < 16 && (v0 + 1) * 16 + l < 256; l++) gw[((v0 + 1) * 16 + l) * 2304 + gidx[5]] += a5_1[l];
+            for (int l = 0; l < 16 && (v0 + 2) * 16 + l < 256; l++) gw[((v0 + 2) * 16 + l) * 2304 + gidx[5]] += a5_2[l];
+            for (int l = 0; l < 16 && (v0 + 3) * 16 + l < 256; l++) gw[((v0 + 3) * 16 + l) * 2304 + gidx[5]] += a5_3[l];
         }
     }
 }
 
-static void l12_conv2d_backward(const float *restrict P, float *restrict G, const float *restrict x, const float *restrict dy, float *restrict dx, int nb)
+static void l12_conv2d_backward_dx(const float *restrict P, float *restrict S, const float *restrict dy, float *restrict dx, int nb)
 {
     const float *restrict w = P + 555328;
-    float *restrict gw = G + 555328;
-    float *restrict gb = G + 1145152;
-    memset(dx, 0, sizeof(float) * (size_t)nb * 802816);
-    for (int col = 0; col < 256; col++) {
-        for (int ci = 0; ci < 256; ci++) {
-            const float *restrict wc = w + col*2304 + ci*9;
-            float *restrict gwc = gw + col*2304 + ci*9;
-            const float w0 = wc[0], w1 = wc[1], w2 = wc[2];
-            const float w3 = wc[3], w4 = wc[4], w5 = wc[5];
-            const float w6 = wc[6], w7 = wc[7], w8 = wc[8];
-            float g0 = 0.0f, g1 = 0.0f, g2 = 0.0f;
-            float g3 = 0.0f, g4 = 0.0f, g5 = 0.0f;
-            float g6 = 0.0f, g7 = 0.0f, g8 = 0.0f;
-            for (int n = 0; n < nb; n++) {
-                const float *restrict xc = x + (size_t)n * 802816 + ci*3136;
-                float *restrict dxc = dx + (size_t)n * 802816 + ci*3136;
-                const float *restrict dyc = dy + (size_t)n * 802816 + col*3136;
-                {
-                    const float d = dyc[0];
-                    g4 += d * xc[0]; dxc[0] += w4 * d;
-                    g5 += d * xc[1]; dxc[1] += w5 * d;
-                    g7 += d * xc[56]; dxc[56] += w7 * d;
-                    g8 += d * xc[57]; dxc[57] += w8 * d;
-                }
-                /* rows 0..0, cols 1..54: 6 of 9 taps */
-                for (int ox = 1; ox < 55; ox++) {
-                    const float d = dyc[ox];
-                    g3 += d * xc[ox - 1]; dxc[ox - 1] += w3 * d;
-                    g4 += d * xc[ox]; dxc[ox] += w4 * d;
-                    g5 += d * xc[ox + 1]; dxc[ox + 1] += w5 * d;
-                    g6 += d * xc[ox + 55]; dxc[ox + 55] += w6 * d;
-                    g7 += d * xc[ox + 56]; dxc[ox + 56] += w7 * d;
-                    g8 += d * xc[ox + 57]; dxc[ox + 57] += w8 * d;
-                }
-                {
-                    const float d = dyc[55];
-                    g3 += d * xc[54]; dxc[54] += w3 * d;
-                    g4 += d * xc[55]; dxc[55] += w4 * d;
-                    g6 += d * xc[110]; dxc[110] += w6 * d;
-                    g7 += d * xc[111]; dxc[111] += w7 * d;
-                }
-                /* rows 1..54, cols 0..0: 6 of 9 taps */
-                for (int oy = 1; oy < 55; oy++) {
-                    {
-                        const float d = dyc[oy*56];
-                        g1 += d * xc[oy*56 - 56]; dxc[oy*56 - 56] += w1 * d;
-                        g2 += d * xc[oy*56 - 55]; dxc[oy*56 - 55] += w2 * d;
-                        g4 += d * xc[oy*56]; dxc[oy*56] += w4 * d;
-                        g5 += d * xc[oy*56 + 1]; dxc[oy*56 + 1] += w5 * d;
-                        g7 += d * xc[oy*56 + 56]; dxc[oy*56 + 56] += w7 * d;
-                        g8 += d * xc[oy*56 + 57]; dxc[oy*56 + 57] += w8 * d;
+    float *restrict wf = S + 4720896, *restrict dyp = S + 5310720, *restrict dxh = S + 6171904;
+    for (int i = 0; i < 589824; i++) wf[i] = 0.0f;
+    for (int co = 0; co < 256; co++)
+        for (int ci = 0; ci < 256; ci++)
+            for (int k = 0; k < 9; k++) wf[(co * 9 + k) * 256 + ci] = w[(co * 256 + ci) * 9 + k];
+    for (int n = 0; n < nb; n++) {
+        const float *restrict dn = dy + (size_t)n * 802816;
+        float *restrict dxn = dx + (size_t)n * 802816;
+        memset(dyp, 0, sizeof(float) * 861184);
+        for (int co = 0; co < 256; co++)
+            for (int oy = 0; oy < 56; oy++)
+                for (int ox = 0; ox < 56; ox++) dyp[((oy + 1) * 58 + ox + 1) * 256 + co] = dn[co * 3136 + oy * 56 + ox];
+        CG_PARALLEL_FOR
+        for (int iy = 0; iy < 56; iy++) {
+            for (int v0 = 0; v0 < 16; v0 += 4) {
+                for (int x0 = 0; x0 < 54; x0 += 6) {
+                    cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f);
+                    cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f), a1_3 = vsplat(0.0f);
+                    cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f), a2_2 = vsplat(0.0f), a2_3 = vsplat(0.0f);
+                    cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f), a3_2 = vsplat(0.0f), a3_3 = vsplat(0.0f);
+                    cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f), a4_2 = vsplat(0.0f), a4_3 = vsplat(0.0f);
+                    cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f), a5_2 = vsplat(0.0f), a5_3 = vsplat(0.0f);
+                    for (int co = 0; co < 256; co++) {
+                        const float *restrict dr = dyp + (iy * 58 + x0) * 256 + co;
+                        const float *restrict wr = wf + co * 2304 + v0 * 16;
+                        {
+                            const cg_v w0 = VLOAD(wr + 0), w1 = VLOAD(wr + 16), w2 = VLOAD(wr + 32), w3 = VLOAD(wr + 48);
+                            a0_0 += dr[30208] * w0; a0_1 += dr[30208] * w1; a0_2 += dr[30208] * w2; a0_3 += dr[30208] * w3;
+                            a1_0 += dr[30464] * w0; a1_1 += dr[30464] * w1; a1_2 += dr[30464] * w2; a1_3 += dr[30464] * w3;
+                            a2_0 += dr[30720] * w0; a2_1 += dr[30720] * w1; a2_2 += dr[30720] * w2; a2_3 += dr[30720] * w3;
+                            a3_0 += dr[30976] * w0; a3_1 += dr[30976] * w1; a3_2 += dr[30976] * w2; a3_3 += dr[30976] * w3;
+                            a4_0 += dr[31232] * w0; a4_1 += dr[31232] * w1; a4_2 += dr[31232] * w2; a4_3 += dr[31232] * w3;
+                            a5_0 += dr[31488] * w0; a5_1 += dr[31488] * w1; a5_2 += dr[31488] * w2; a5_3 += dr[31488] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 256), w1 = VLOAD(wr + 272), w2 = VLOAD(wr + 288), w3 = VLOAD(wr + 304);
+                            a0_0 += dr[29952] * w0; a0_1 += dr[29952] * w1; a0_2 += dr[29952] * w2; a0_3 += dr[29952] * w3;
+                            a1_0 += dr[30208] * w0; a1_1 += dr[30208] * w1; a1_2 += dr[30208] * w2; a1_3 += dr[30208] * w3;
+                            a2_0 += dr[30464] * w0; a2_1 += dr[30464] * w1; a2_2 += dr[30464] * w2; a2_3 += dr[30464] * w3;
+                            a3_0 += dr[30720] * w0; a3_1 += dr[30720] * w1; a3_2 += dr[30720] * w2; a3_3 += dr[30720] * w3;
+                            a4_0 += dr[30976] * w0; a4_1 += dr[30976] * w1; a4_2 += dr[30976] * w2; a4_3 += dr[30976] * w3;
+                            a5_0 += dr[31232] * w0; a5_1 += dr[31232] * w1; a5_2 += dr[31232] * w2; a5_3 += dr[31232] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 512), w1 = VLOAD(wr + 528), w2 = VLOAD(wr + 544), w3 = VLOAD(wr + 560);
+                            a0_0 += dr[29696] * w0; a0_1 += dr[29696] * w1; a0_2 += dr[29696] * w2; a0_3 += dr[29696] * w3;
+                            a1_0 += dr[29952] * w0; a1_1 += dr[29952] * w1; a1_2 += dr[29952] * w2; a1_3 += dr[29952] * w3;
+                            a2_0 += dr[30208] * w0; a2_1 += dr[30208] * w1; a2_2 += dr[30208] * w2; a2_3 += dr[30208] * w3;
+                            a3_0 += dr[30464] * w0; a3_1 += dr[30464] * w1; a3_2 += dr[30464] * w2; a3_3 += dr[30464] * w3;
+                            a4_0 += dr[30720] * w0; a4_1 += dr[30720] * w1; a4_2 += dr[30720] * w2; a4_3 += dr[30720] * w3;
+                            a5_0 += dr[30976] * w0; a5_1 += dr[30976] * w1; a5_2 += dr[30976] * w2; a5_3 += dr[30976] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 768), w1 = VLOAD(wr + 784), w2 = VLOAD(wr + 800), w3 = VLOAD(wr + 816);
+                            a0_0 += dr[15360] * w0; a0_1 += dr[15360] * w1; a0_2 += dr[15360] * w2; a0_3 += dr[15360] * w3;
+                            a1_0 += dr[15616] * w0; a1_1 += dr[15616] * w1; a1_2 += dr[15616] * w2; a1_3 += dr[15616] * w3;
+                            a2_0 += dr[15872] * w0; a2_1 += dr[15872] * w1; a2_2 += dr[15872] * w2; a2_3 += dr[15872] * w3;
+                            a3_0 += dr[16128] * w0; a3_1 += dr[16128] * w1; a3_2 += dr[16128] * w2; a3_3 += dr[16128] * w3;
+                            a4_0 += dr[16384] * w0; a4_1 += dr[16384] * w1; a4_2 += dr[16384] * w2; a4_3 += dr[16384] * w3;
+                            a5_0 += dr[16640] * w0; a5_1 += dr[16640] * w1; a5_2 += dr[16640] * w2; a5_3 += dr[16640] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 1024), w1 = VLOAD(wr + 1040), w2 = VLOAD(wr + 1056), w3 = VLOAD(wr + 1072);
+                            a0_0 += dr[15104] * w0; a0_1 += dr[15104] * w1; a0_2 += dr[15104] * w2; a0_3 += dr[15104] * w3;
+                            a1_0 += dr[15360] * w0; a1_1 += dr[15360] * w1; a1_2 += dr[15360] * w2; a1_3 += dr[15360] * w3;
+                            a2_0 += dr[15616] * w0; a2_1 += dr[15616] * w1; a2_2 += dr[15616] * w2; a2_3 += dr[15616] * w3;
+                            a3_0 += dr[15872] * w0; a3_1 += dr[15872] * w1; a3_2 += dr[15872] * w2; a3_3 += dr[15872] * w3;
+                            a4_0 += dr[16128] * w0; a4_1 += dr[16128] * w1; a4_2 += dr[16128] * w2; a4_3 += dr[16128] * w3;
+                            a5_0 += dr[16384] * w0; a5_1 += dr[16384] * w1; a5_2 += dr[16384] * w2; a5_3 += dr[16384] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 1280), w1 = VLOAD(wr + 1296), w2 = VLOAD(wr + 1312), w3 = VLOAD(wr + 1328);
+                            a0_0 += dr[14848] * w0; a0_1 += dr[14848] * w1; a0_2 += dr[14848] * w2; a0_3 += dr[14848] * w3;
+                            a1_0 += dr[15104] * w0; a1_1 += dr[15104] * w1; a1_2 += dr[15104] * w2; a1_3 += dr[15104] * w3;
+                            a2_0 += dr[15360] * w0; a2_1 += dr[15360] * w1; a2_2 += dr[15360] * w2; a2_3 += dr[15360] * w3;
+                            a3_0 += dr[15616] * w0; a3_1 += dr[15616] * w1; a3_2 += dr[15616] * w2; a3_3 += dr[15616] * w3;
+                            a4_0 += dr[15872] * w0; a4_1 += dr[15872] * w1; a4_2 += dr[15872] * w2; a4_3 += dr[15872] * w3;
+                            a5_0 += dr[16128] * w0; a5_1 += dr[16128] * w1; a5_2 += dr[16128] * w2; a5_3 += dr[16128] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 1536), w1 = VLOAD(wr + 1552), w2 = VLOAD(wr + 1568), w3 = VLOAD(wr + 1584);
+                            a0_0 += dr[512] * w0; a0_1 += dr[512] * w1; a0_2 += dr[512] * w2; a0_3 += dr[512] * w3;
+                            a1_0 += dr[768] * w0; a1_1 += dr[768] * w1; a1_2 += dr[768] * w2; a1_3 += dr[768] * w3;
+                            a2_0 += dr[1024] * w0; a2_1 += dr[1024] * w1; a2_2 += dr[1024] * w2; a2_3 += dr[1024] * w3;
+                            a3_0 += dr[1280] * w0; a3_1 += dr[1280] * w1; a3_2 += dr[1280] * w2; a3_3 += dr[1280] * w3;
+                            a4_0 += dr[1536] * w0; a4_1 += dr[1536] * w1; a4_2 += dr[1536] * w2; a4_3 += dr[1536] * w3;
+                            a5_0 += dr[1792] * w0; a5_1 += dr[1792] * w1; a5_2 += dr[1792] * w2; a5_3 += dr[1792] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 1792), w1 = VLOAD(wr + 1808), w2 = VLOAD(wr + 1824), w3 = VLOAD(wr + 1840);
+                            a0_0 += dr[256] * w0; a0_1 += dr[256] * w1; a0_2 += dr[256] * w2; a0_3 += dr[256] * w3;
+                            a1_0 += dr[512] * w0; a1_1 += dr[512] * w1; a1_2 += dr[512] * w2; a1_3 += dr[512] * w3;
+                            a2_0 += dr[768] * w0; a2_1 += dr[768] * w1; a2_2 += dr[768] * w2; a2_3 += dr[768] * w3;
+                            a3_0 += dr[1024] * w0; a3_1 += dr[1024] * w1; a3_2 += dr[1024] * w2; a3_3 += dr[1024] * w3;
+                            a4_0 += dr[1280] * w0; a4_1 += dr[1280] * w1; a4_2 += dr[1280] * w2; a4_3 += dr[1280] * w3;
+                            a5_0 += dr[1536] * w0; a5_1 += dr[1536] * w1; a5_2 += dr[1536] * w2; a5_3 += dr[1536] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 2048), w1 = VLOAD(wr + 2064), w2 = VLOAD(wr + 2080), w3 = VLOAD(wr + 2096);
+                            a0_0 += dr[0] * w0; a0_1 += dr[0] * w1; a0_2 += dr[0] * w2; a0_3 += dr[0] * w3;
+                            a1_0 += dr[256] * w0; a1_1 += dr[256] * w1; a1_2 += dr[256] * w2; a1_3 += dr[256] * w3;
+                            a2_0 += dr[512] * w0; a2_1 += dr[512] * w1; a2_2 += dr[512] * w2; a2_3 += dr[512] * w3;
+                            a3_0 += dr[768] * w0; a3_1 += dr[768] * w1; a3_2 += dr[768] * w2; a3_3 += dr[768] * w3;
+                            a4_0 += dr[1024] * w0; a4_1 += dr[1024] * w1; a4_2 += dr[1024] * w2; a4_3 += dr[1024] * w3;
+                            a5_0 += dr[1280] * w0; a5_1 += dr[1280] * w1; a5_2 += dr[1280] * w2; a5_3 += dr[1280] * w3;
+                        }
                     }
-                }
-                /* rows 1..54, cols 1..54: every tap */
-                for (int oy = 1; oy < 55; oy++) {
-                    for (int ox = 1; ox < 55; ox++) {
-                        const float d = dyc[oy*56 + ox];
-                        g0 += d * xc[oy*56 + ox - 57]; dxc[oy*56 + ox - 57] += w0 * d;
-                        g1 += d * xc[oy*56 + ox - 56]; dxc[oy*56 + ox - 56] += w1 * d;
-                        g2 += d * xc[oy*56 + ox - 55]; dxc[oy*56 + ox - 55] += w2 * d;
-                        g3 += d * xc[oy*56 + ox - 1]; dxc[oy*56 + ox - 1] += w3 * d;
-                        g4 += d * xc[oy*56 + ox]; dxc[oy*56 + ox] += w4 * d;
-                        g5 += d * xc[oy*56 + ox + 1]; dxc[oy*56 + ox + 1] += w5 * d;
-                        g6 += d * xc[oy*56 + ox + 55]; dxc[oy*56 + ox + 55] += w6 * d;
-                        g7 += d * xc[oy*56 + ox + 56]; dxc[oy*56 + ox + 56] += w7 * d;
-                        g8 += d * xc[oy*56 + ox + 57]; dxc[oy*56 + ox + 57] += w8 * d;
-                    }
-                }
-                /* rows 1..54, cols 55..55: 6 of 9 taps */
-                for (int oy = 1; oy < 55; oy++) {
-                    {
-                        const float d = dyc[oy*56 + 55];
-                        g0 += d * xc[oy*56 - 2]; dxc[oy*56 - 2] += w0 * d;
-                        g1 += d * xc[oy*56 - 1]; dxc[oy*56 - 1] += w1 * d;
-                        g3 += d * xc[oy*56 + 54]; dxc[oy*56 + 54] += w3 * d;
-                        g4 += d * xc[oy*56 + 55]; dxc[oy*56 + 55] += w4 * d;
-                        g6 += d * xc[oy*56 + 110]; dxc[oy*56 + 110] += w6 * d;
-                        g7 += d * xc[oy*56 + 111]; dxc[oy*56 + 111] += w7 * d;
-                    }
+                    VSTORE(dxh + (iy * 56 + x0 + 0) * 256 + (v0 + 0) * 16, a0_0); VSTORE(dxh + (iy * 56 + x0 + 0) * 256 + (v0 + 1) * 16, a0_1); VSTORE(dxh + (iy * 56 + x0 + 0) * 256 + (v0 + 2) * 16, a0_2); VSTORE(dxh + (iy * 56 + x0 + 0) * 256 + (v0 + 3) * 16, a0_3);
+                    VSTORE(dxh + (iy * 56 + x0 + 1) * 256 + (v0 + 0) * 16, a1_0); VSTORE(dxh + (iy * 56 + x0 + 1) * 256 + (v0 + 1) * 16, a1_1); VSTORE(dxh + (iy * 56 + x0 + 1) * 256 + (v0 + 2) * 16, a1_2); VSTORE(dxh + (iy * 56 + x0 + 1) * 256 + (v0 + 3) * 16, a1_3);
+                    VSTORE(dxh + (iy * 56 + x0 + 2) * 256 + (v0 + 0) * 16, a2_0); VSTORE(dxh + (iy * 56 + x0 + 2) * 256 + (v0 + 1) * 16, a2_1); VSTORE(dxh + (iy * 56 + x0 + 2) * 256 + (v0 + 2) * 16, a2_2); VSTORE(dxh + (iy * 56 + x0 + 2) * 256 + (v0 + 3) * 16, a2_3);
+                    VSTORE(dxh + (iy * 56 + x0 + 3) * 256 + (v0 + 0) * 16, a3_0); VSTORE(dxh + (iy * 56 + x0 + 3) * 256 + (v0 + 1) * 16, a3_1); VSTORE(dxh + (iy * 56 + x0 + 3) * 256 + (v0 + 2) * 16, a3_2); VSTORE(dxh + (iy * 56 + x0 + 3) * 256 + (v0 + 3) * 16, a3_3);
+                    VSTORE(dxh + (iy * 56 + x0 + 4) * 256 + (v0 + 0) * 16, a4_0); VSTORE(dxh + (iy * 56 + x0 + 4) * 256 + (v0 + 1) * 16, a4_1); VSTORE(dxh + (iy * 56 + x0 + 4) * 256 + (v0 + 2) * 16, a4_2); VSTORE(dxh + (iy * 56 + x0 + 4) * 256 + (v0 + 3) * 16, a4_3);
+                    VSTORE(dxh + (iy * 56 + x0 + 5) * 256 + (v0 + 0) * 16, a5_0); VSTORE(dxh + (iy * 56 + x0 + 5) * 256 + (v0 + 1) * 16, a5_1); VSTORE(dxh + (iy * 56 + x0 + 5) * 256 + (v0 + 2) * 16, a5_2); VSTORE(dxh + (iy * 56 + x0 + 5) * 256 + (v0 + 3) * 16, a5_3);
                 }
                 {
-                    const float d = dyc[3080];
-                    g1 += d * xc[3024]; dxc[3024] += w1 * d;
-                    g2 += d * xc[3025]; dxc[3025] += w2 * d;
-                    g4 += d * xc[3080]; dxc[3080] += w4 * d;
-                    g5 += d * xc[3081]; dxc[3081] += w5 * d;
-                }
-                /* rows 55..55, cols 1..54: 6 of 9 taps */
-                for (int ox = 1; ox < 55; ox++) {
-                    const float d = dyc[ox + 3080];
-                    g0 += d * xc[ox + 3023]; dxc[ox + 3023] += w0 * d;
-                    g1 += d * xc[ox + 3024]; dxc[ox + 3024] += w1 * d;
-                    g2 += d * xc[ox + 3025]; dxc[ox + 3025] += w2 * d;
-                    g3 += d * xc[ox + 3079]; dxc[ox + 3079] += w3 * d;
-                    g4 += d * xc[ox + 3080]; dxc[ox + 3080] += w4 * d;
-                    g5 += d * xc[ox + 3081]; dxc[ox + 3081] += w5 * d;
-                }
-                {
-                    const float d = dyc[3135];
-                    g0 += d * xc[3078]; dxc[3078] += w0 * d;
-                    g1 += d * xc[3079]; dxc[3079] += w1 * d;
-                    g3 += d * xc[3134]; dxc[3134] += w3 * d;
-                    g4 += d * xc[3135]; dxc[3135] += w4 * d;
+                    const int x0 = 54;
+                    cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f);
+                    cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f), a1_3 = vsplat(0.0f);
+                    for (int co = 0; co < 256; co++) {
+                        const float *restrict dr = dyp + (iy * 58 + x0) * 256 + co;
+                        const float *restrict wr = wf + co * 2304 + v0 * 16;
+                        {
+                            const cg_v w0 = VLOAD(wr + 0), w1 = VLOAD(wr + 16), w2 = VLOAD(wr + 32), w3 = VLOAD(wr + 48);
+                            a0_0 += dr[30208] * w0; a0_1 += dr[30208] * w1; a0_2 += dr[30208] * w2; a0_3 += dr[30208] * w3;
+                            a1_0 += dr[30464] * w0; a1_1 += dr[30464] * w1; a1_2 += dr[30464] * w2; a1_3 += dr[30464] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 256), w1 = VLOAD(wr + 272), w2 = VLOAD(wr + 288), w3 = VLOAD(wr + 304);
+                            a0_0 += dr[29952] * w0; a0_1 += dr[29952] * w1; a0_2 += dr[29952] * w2; a0_3 += dr[29952] * w3;
+                            a1_0 += dr[30208] * w0; a1_1 += dr[30208] * w1; a1_2 += dr[30208] * w2; a1_3 += dr[30208] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 512), w1 = VLOAD(wr + 528), w2 = VLOAD(wr + 544), w3 = VLOAD(wr + 560);
+                            a0_0 += dr[29696] * w0; a0_1 += dr[29696] * w1; a0_2 += dr[29696] * w2; a0_3 += dr[29696] * w3;
+                            a1_0 += dr[29952] * w0; a1_1 += dr[29952] * w1; a1_2 += dr[29952] * w2; a1_3 += dr[29952] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 768), w1 = VLOAD(wr + 784), w2 = VLOAD(wr + 800), w3 = VLOAD(wr + 816);
+                            a0_0 += dr[15360] * w0; a0_1 += dr[15360] * w1; a0_2 += dr[15360] * w2; a0_3 += dr[15360] * w3;
+                            a1_0 += dr[15616] * w0; a1_1 += dr[15616] * w1; a1_2 += dr[15616] * w2; a1_3 += dr[15616] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 1024), w1 = VLOAD(wr + 1040), w2 = VLOAD(wr + 1056), w3 = VLOAD(wr + 1072);
+                            a0_0 += dr[15104] * w0; a0_1 += dr[15104] * w1; a0_2 += dr[15104] * w2; a0_3 += dr[15104] * w3;
+                            a1_0 += dr[15360] * w0; a1_1 += dr[15360] * w1; a1_2 += dr[15360] * w2; a1_3 += dr[15360] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 1280), w1 = VLOAD(wr + 1296), w2 = VLOAD(wr + 1312), w3 = VLOAD(wr + 1328);
+                            a0_0 += dr[14848] * w0; a0_1 += dr[14848] * w1; a0_2 += dr[14848] * w2; a0_3 += dr[14848] * w3;
+                            a1_0 += dr[15104] * w0; a1_1 += dr[15104] * w1; a1_2 += dr[15104] * w2; a1_3 += dr[15104] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 1536), w1 = VLOAD(wr + 1552), w2 = VLOAD(wr + 1568), w3 = VLOAD(wr + 1584);
+                            a0_0 += dr[512] * w0; a0_1 += dr[512] * w1; a0_2 += dr[512] * w2; a0_3 += dr[512] * w3;
+                            a1_0 += dr[768] * w0; a1_1 += dr[768] * w1; a1_2 += dr[768] * w2; a1_3 += dr[768] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 1792), w1 = VLOAD(wr + 1808), w2 = VLOAD(wr + 1824), w3 = VLOAD(wr + 1840);
+                            a0_0 += dr[256] * w0; a0_1 += dr[256] * w1; a0_2 += dr[256] * w2; a0_3 += dr[256] * w3;
+                            a1_0 += dr[512] * w0; a1_1 += dr[512] * w1; a1_2 += dr[512] * w2; a1_3 += dr[512] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 2048), w1 = VLOAD(wr + 2064), w2 = VLOAD(wr + 2080), w3 = VLOAD(wr + 2096);
+                            a0_0 += dr[0] * w0; a0_1 += dr[0] * w1; a0_2 += dr[0] * w2; a0_3 += dr[0] * w3;
+                            a1_0 += dr[256] * w0; a1_1 += dr[256] * w1; a1_2 += dr[256] * w2; a1_3 += dr[256] * w3;
+                        }
+                    }
+                    VSTORE(dxh + (iy * 56 + x0 + 0) * 256 + (v0 + 0) * 16, a0_0); VSTORE(dxh + (iy * 56 + x0 + 0) * 256 + (v0 + 1) * 16, a0_1); VSTORE(dxh + (iy * 56 + x0 + 0) * 256 + (v0 + 2) * 16, a0_2); VSTORE(dxh + (iy * 56 + x0 + 0) * 256 + (v0 + 3) * 16, a0_3);
+                    VSTORE(dxh + (iy * 56 + x0 + 1) * 256 + (v0 + 0) * 16, a1_0); VSTORE(dxh + (iy * 56 + x0 + 1) * 256 + (v0 + 1) * 16, a1_1); VSTORE(dxh + (iy * 56 + x0 + 1) * 256 + (v0 + 2) * 16, a1_2); VSTORE(dxh + (iy * 56 + x0 + 1) * 256 + (v0 + 3) * 16, a1_3);
                 }
             }
-            gwc[0] += g0;
-            gwc[1] += g1;
-            gwc[2] += g2;
-            gwc[3] += g3;
-            gwc[4] += g4;
-            gwc[5] += g5;
-            gwc[6] += g6;
-            gwc[7] += g7;
-            gwc[8] += g8;
         }
-        {
-            float s = 0.0f;
-            for (int n = 0; n < nb; n++)
-                for (int i = 0; i < 3136; i++) s += dy[(size_t)n * 802816 + col*3136 + i];
-            gb[col] += s;
-        }
+        for (int ci = 0; ci < 256; ci++)
+            for (int i = 0; i < 3136; i++) dxn[ci * 3136 + i] = dxh[i * 256 + ci];
     }
 }
 
@@ -1296,183 +3259,442 @@ static void l13_relu_backward(const float *restrict y, const float *restrict dy,
 }
 
 /* layer 14: conv2d 256x56x56 -> 256x56x56 (specs/vgg16.yaml:31:5) */
-static void l14_conv2d_forward(const float *restrict P, const float *restrict x, float *restrict y, int nb)
+static void l14_conv2d_forward(const float *restrict P, float *restrict S, const float *restrict x, float *restrict y, int nb)
 {
     const float *restrict w = P + 1145408;
-    const float *restrict b = P + 1735232;
+    float *restrict yh = S + 1722368, *restrict wt = S + 2525184, *restrict bp = S + 3115008;
+    /* weights [co][ci][k] -> [ci][k][co], channels padded to 256 */
+    for (int i = 0; i < 589824; i++) wt[i] = 0.0f;
+    for (int co = 0; co < 256; co++)
+        for (int j = 0; j < 2304; j++) wt[j * 256 + co] = w[co * 2304 + j];
+    for (int co = 0; co < 256; co++) bp[co] = co < 256 ? (P + 1735232)[co] : 0.0f;
     for (int n = 0; n < nb; n++) {
         const float *restrict xn = x + (size_t)n * 802816;
+        float *restrict xp = S + 0 + (size_t)n * 861184;
         float *restrict yn = y + (size_t)n * 802816;
-        for (int col = 0; col < 256; col++) {
-            float *restrict yc = yn + col*3136;
-            for (int i = 0; i < 3136; i++) yc[i] = b[col];
-            for (int ci = 0; ci < 256; ci++) {
-                const float *restrict xc = xn + ci*3136;
-                const float *restrict wc = w + col*2304 + ci*9;
-                const float w0 = wc[0], w1 = wc[1], w2 = wc[2];
-                const float w3 = wc[3], w4 = wc[4], w5 = wc[5];
-                const float w6 = wc[6], w7 = wc[7], w8 = wc[8];
-                yc[0] += w4 * xc[0] + w5 * xc[1] + w7 * xc[56] + w8 * xc[57];
-                /* rows 0..0, cols 1..54: 6 of 9 taps */
-                for (int ox = 1; ox < 55; ox++) {
-                    yc[ox] += w3 * xc[ox - 1] + w4 * xc[ox] + w5 * xc[ox + 1] + w6 * xc[ox + 55]
-                            + w7 * xc[ox + 56] + w8 * xc[ox + 57];
+        memset(xp, 0, sizeof(float) * 861184);
+        for (int ci = 0; ci < 256; ci++)
+            for (int iy = 0; iy < 56; iy++)
+                for (int ix = 0; ix < 56; ix++) xp[((iy + 1) * 58 + ix + 1) * 256 + ci] = xn[ci * 3136 + iy * 56 + ix];
+        CG_PARALLEL_FOR
+        for (int oy = 0; oy < 56; oy++) {
+            for (int v0 = 0; v0 < 16; v0 += 4) {
+                for (int x0 = 0; x0 < 54; x0 += 6) {
+                    cg_v a0_0 = VLOAD(bp + (v0 + 0) * 16), a0_1 = VLOAD(bp + (v0 + 1) * 16), a0_2 = VLOAD(bp + (v0 + 2) * 16), a0_3 = VLOAD(bp + (v0 + 3) * 16);
+                    cg_v a1_0 = VLOAD(bp + (v0 + 0) * 16), a1_1 = VLOAD(bp + (v0 + 1) * 16), a1_2 = VLOAD(bp + (v0 + 2) * 16), a1_3 = VLOAD(bp + (v0 + 3) * 16);
+                    cg_v a2_0 = VLOAD(bp + (v0 + 0) * 16), a2_1 = VLOAD(bp + (v0 + 1) * 16), a2_2 = VLOAD(bp + (v0 + 2) * 16), a2_3 = VLOAD(bp + (v0 + 3) * 16);
+                    cg_v a3_0 = VLOAD(bp + (v0 + 0) * 16), a3_1 = VLOAD(bp + (v0 + 1) * 16), a3_2 = VLOAD(bp + (v0 + 2) * 16), a3_3 = VLOAD(bp + (v0 + 3) * 16);
+                    cg_v a4_0 = VLOAD(bp + (v0 + 0) * 16), a4_1 = VLOAD(bp + (v0 + 1) * 16), a4_2 = VLOAD(bp + (v0 + 2) * 16), a4_3 = VLOAD(bp + (v0 + 3) * 16);
+                    cg_v a5_0 = VLOAD(bp + (v0 + 0) * 16), a5_1 = VLOAD(bp + (v0 + 1) * 16), a5_2 = VLOAD(bp + (v0 + 2) * 16), a5_3 = VLOAD(bp + (v0 + 3) * 16);
+                    for (int ci = 0; ci < 256; ci++) {
+                        const float *restrict xr = xp + (oy * 58 + x0) * 256 + ci;
+                        const float *restrict wr = wt + ci * 2304 + v0 * 16;
+                        {
+                            const cg_v w0 = VLOAD(wr + 0), w1 = VLOAD(wr + 16), w2 = VLOAD(wr + 32), w3 = VLOAD(wr + 48);
+                            a0_0 += xr[0] * w0; a0_1 += xr[0] * w1; a0_2 += xr[0] * w2; a0_3 += xr[0] * w3;
+                            a1_0 += xr[256] * w0; a1_1 += xr[256] * w1; a1_2 += xr[256] * w2; a1_3 += xr[256] * w3;
+                            a2_0 += xr[512] * w0; a2_1 += xr[512] * w1; a2_2 += xr[512] * w2; a2_3 += xr[512] * w3;
+                            a3_0 += xr[768] * w0; a3_1 += xr[768] * w1; a3_2 += xr[768] * w2; a3_3 += xr[768] * w3;
+                            a4_0 += xr[1024] * w0; a4_1 += xr[1024] * w1; a4_2 += xr[1024] * w2; a4_3 += xr[1024] * w3;
+                            a5_0 += xr[1280] * w0; a5_1 += xr[1280] * w1; a5_2 += xr[1280] * w2; a5_3 += xr[1280] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 256), w1 = VLOAD(wr + 272), w2 = VLOAD(wr + 288), w3 = VLOAD(wr + 304);
+                            a0_0 += xr[256] * w0; a0_1 += xr[256] * w1; a0_2 += xr[256] * w2; a0_3 += xr[256] * w3;
+                            a1_0 += xr[512] * w0; a1_1 += xr[512] * w1; a1_2 += xr[512] * w2; a1_3 += xr[512] * w3;
+                            a2_0 += xr[768] * w0; a2_1 += xr[768] * w1; a2_2 += xr[768] * w2; a2_3 += xr[768] * w3;
+                            a3_0 += xr[1024] * w0; a3_1 += xr[1024] * w1; a3_2 += xr[1024] * w2; a3_3 += xr[1024] * w3;
+                            a4_0 += xr[1280] * w0; a4_1 += xr[1280] * w1; a4_2 += xr[1280] * w2; a4_3 += xr[1280] * w3;
+                            a5_0 += xr[1536] * w0; a5_1 += xr[1536] * w1; a5_2 += xr[1536] * w2; a5_3 += xr[1536] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 512), w1 = VLOAD(wr + 528), w2 = VLOAD(wr + 544), w3 = VLOAD(wr + 560);
+                            a0_0 += xr[512] * w0; a0_1 += xr[512] * w1; a0_2 += xr[512] * w2; a0_3 += xr[512] * w3;
+                            a1_0 += xr[768] * w0; a1_1 += xr[768] * w1; a1_2 += xr[768] * w2; a1_3 += xr[768] * w3;
+                            a2_0 += xr[1024] * w0; a2_1 += xr[1024] * w1; a2_2 += xr[1024] * w2; a2_3 += xr[1024] * w3;
+                            a3_0 += xr[1280] * w0; a3_1 += xr[1280] * w1; a3_2 += xr[1280] * w2; a3_3 += xr[1280] * w3;
+                            a4_0 += xr[1536] * w0; a4_1 += xr[1536] * w1; a4_2 += xr[1536] * w2; a4_3 += xr[1536] * w3;
+                            a5_0 += xr[1792] * w0; a5_1 += xr[1792] * w1; a5_2 += xr[1792] * w2; a5_3 += xr[1792] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 768), w1 = VLOAD(wr + 784), w2 = VLOAD(wr + 800), w3 = VLOAD(wr + 816);
+                            a0_0 += xr[14848] * w0; a0_1 += xr[14848] * w1; a0_2 += xr[14848] * w2; a0_3 += xr[14848] * w3;
+                            a1_0 += xr[15104] * w0; a1_1 += xr[15104] * w1; a1_2 += xr[15104] * w2; a1_3 += xr[15104] * w3;
+                            a2_0 += xr[15360] * w0; a2_1 += xr[15360] * w1; a2_2 += xr[15360] * w2; a2_3 += xr[15360] * w3;
+                            a3_0 += xr[15616] * w0; a3_1 += xr[15616] * w1; a3_2 += xr[15616] * w2; a3_3 += xr[15616] * w3;
+                            a4_0 += xr[15872] * w0; a4_1 += xr[15872] * w1; a4_2 += xr[15872] * w2; a4_3 += xr[15872] * w3;
+                            a5_0 += xr[16128] * w0; a5_1 += xr[16128] * w1; a5_2 += xr[16128] * w2; a5_3 += xr[16128] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 1024), w1 = VLOAD(wr + 1040), w2 = VLOAD(wr + 1056), w3 = VLOAD(wr + 1072);
+                            a0_0 += xr[15104] * w0; a0_1 += xr[15104] * w1; a0_2 += xr[15104] * w2; a0_3 += xr[15104] * w3;
+                            a1_0 += xr[15360] * w0; a1_1 += xr[15360] * w1; a1_2 += xr[15360] * w2; a1_3 += xr[15360] * w3;
+                            a2_0 += xr[15616] * w0; a2_1 += xr[15616] * w1; a2_2 += xr[15616] * w2; a2_3 += xr[15616] * w3;
+                            a3_0 += xr[15872] * w0; a3_1 += xr[15872] * w1; a3_2 += xr[15872] * w2; a3_3 += xr[15872] * w3;
+                            a4_0 += xr[16128] * w0; a4_1 += xr[16128] * w1; a4_2 += xr[16128] * w2; a4_3 += xr[16128] * w3;
+                            a5_0 += xr[16384] * w0; a5_1 += xr[16384] * w1; a5_2 += xr[16384] * w2; a5_3 += xr[16384] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 1280), w1 = VLOAD(wr + 1296), w2 = VLOAD(wr + 1312), w3 = VLOAD(wr + 1328);
+                            a0_0 += xr[15360] * w0; a0_1 += xr[15360] * w1; a0_2 += xr[15360] * w2; a0_3 += xr[15360] * w3;
+                            a1_0 += xr[15616] * w0; a1_1 += xr[15616] * w1; a1_2 += xr[15616] * w2; a1_3 += xr[15616] * w3;
+                            a2_0 += xr[15872] * w0; a2_1 += xr[15872] * w1; a2_2 += xr[15872] * w2; a2_3 += xr[15872] * w3;
+                            a3_0 += xr[16128] * w0; a3_1 += xr[16128] * w1; a3_2 += xr[16128] * w2; a3_3 += xr[16128] * w3;
+                            a4_0 += xr[16384] * w0; a4_1 += xr[16384] * w1; a4_2 += xr[16384] * w2; a4_3 += xr[16384] * w3;
+                            a5_0 += xr[16640] * w0; a5_1 += xr[16640] * w1; a5_2 += xr[16640] * w2; a5_3 += xr[16640] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 1536), w1 = VLOAD(wr + 1552), w2 = VLOAD(wr + 1568), w3 = VLOAD(wr + 1584);
+                            a0_0 += xr[29696] * w0; a0_1 += xr[29696] * w1; a0_2 += xr[29696] * w2; a0_3 += xr[29696] * w3;
+                            a1_0 += xr[29952] * w0; a1_1 += xr[29952] * w1; a1_2 += xr[29952] * w2; a1_3 += xr[29952] * w3;
+                            a2_0 += xr[30208] * w0; a2_1 += xr[30208] * w1; a2_2 += xr[30208] * w2; a2_3 += xr[30208] * w3;
+                            a3_0 += xr[30464] * w0; a3_1 += xr[30464] * w1; a3_2 += xr[30464] * w2; a3_3 += xr[30464] * w3;
+                            a4_0 += xr[30720] * w0; a4_1 += xr[30720] * w1; a4_2 += xr[30720] * w2; a4_3 += xr[30720] * w3;
+                            a5_0 += xr[30976] * w0; a5_1 += xr[30976] * w1; a5_2 += xr[30976] * w2; a5_3 += xr[30976] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 1792), w1 = VLOAD(wr + 1808), w2 = VLOAD(wr + 1824), w3 = VLOAD(wr + 1840);
+                            a0_0 += xr[29952] * w0; a0_1 += xr[29952] * w1; a0_2 += xr[29952] * w2; a0_3 += xr[29952] * w3;
+                            a1_0 += xr[30208] * w0; a1_1 += xr[30208] * w1; a1_2 += xr[30208] * w2; a1_3 += xr[30208] * w3;
+                            a2_0 += xr[30464] * w0; a2_1 += xr[30464] * w1; a2_2 += xr[30464] * w2; a2_3 += xr[30464] * w3;
+                            a3_0 += xr[30720] * w0; a3_1 += xr[30720] * w1; a3_2 += xr[30720] * w2; a3_3 += xr[30720] * w3;
+                            a4_0 += xr[30976] * w0; a4_1 += xr[30976] * w1; a4_2 += xr[30976] * w2; a4_3 += xr[30976] * w3;
+                            a5_0 += xr[31232] * w0; a5_1 += xr[31232] * w1; a5_2 += xr[31232] * w2; a5_3 += xr[31232] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 2048), w1 = VLOAD(wr + 2064), w2 = VLOAD(wr + 2080), w3 = VLOAD(wr + 2096);
+                            a0_0 += xr[30208] * w0; a0_1 += xr[30208] * w1; a0_2 += xr[30208] * w2; a0_3 += xr[30208] * w3;
+                            a1_0 += xr[30464] * w0; a1_1 += xr[30464] * w1; a1_2 += xr[30464] * w2; a1_3 += xr[30464] * w3;
+                            a2_0 += xr[30720] * w0; a2_1 += xr[30720] * w1; a2_2 += xr[30720] * w2; a2_3 += xr[30720] * w3;
+                            a3_0 += xr[30976] * w0; a3_1 += xr[30976] * w1; a3_2 += xr[30976] * w2; a3_3 += xr[30976] * w3;
+                            a4_0 += xr[31232] * w0; a4_1 += xr[31232] * w1; a4_2 += xr[31232] * w2; a4_3 += xr[31232] * w3;
+                            a5_0 += xr[31488] * w0; a5_1 += xr[31488] * w1; a5_2 += xr[31488] * w2; a5_3 += xr[31488] * w3;
+                        }
+                    }
+                    VSTORE(yh + (oy * 56 + x0 + 0) * 256 + (v0 + 0) * 16, a0_0); VSTORE(yh + (oy * 56 + x0 + 0) * 256 + (v0 + 1) * 16, a0_1); VSTORE(yh + (oy * 56 + x0 + 0) * 256 + (v0 + 2) * 16, a0_2); VSTORE(yh + (oy * 56 + x0 + 0) * 256 + (v0 + 3) * 16, a0_3);
+                    VSTORE(yh + (oy * 56 + x0 + 1) * 256 + (v0 + 0) * 16, a1_0); VSTORE(yh + (oy * 56 + x0 + 1) * 256 + (v0 + 1) * 16, a1_1); VSTORE(yh + (oy * 56 + x0 + 1) * 256 + (v0 + 2) * 16, a1_2); VSTORE(yh + (oy * 56 + x0 + 1) * 256 + (v0 + 3) * 16, a1_3);
+                    VSTORE(yh + (oy * 56 + x0 + 2) * 256 + (v0 + 0) * 16, a2_0); VSTORE(yh + (oy * 56 + x0 + 2) * 256 + (v0 + 1) * 16, a2_1); VSTORE(yh + (oy * 56 + x0 + 2) * 256 + (v0 + 2) * 16, a2_2); VSTORE(yh + (oy * 56 + x0 + 2) * 256 + (v0 + 3) * 16, a2_3);
+                    VSTORE(yh + (oy * 56 + x0 + 3) * 256 + (v0 + 0) * 16, a3_0); VSTORE(yh + (oy * 56 + x0 + 3) * 256 + (v0 + 1) * 16, a3_1); VSTORE(yh + (oy * 56 + x0 + 3) * 256 + (v0 + 2) * 16, a3_2); VSTORE(yh + (oy * 56 + x0 + 3) * 256 + (v0 + 3) * 16, a3_3);
+                    VSTORE(yh + (oy * 56 + x0 + 4) * 256 + (v0 + 0) * 16, a4_0); VSTORE(yh + (oy * 56 + x0 + 4) * 256 + (v0 + 1) * 16, a4_1); VSTORE(yh + (oy * 56 + x0 + 4) * 256 + (v0 + 2) * 16, a4_2); VSTORE(yh + (oy * 56 + x0 + 4) * 256 + (v0 + 3) * 16, a4_3);
+                    VSTORE(yh + (oy * 56 + x0 + 5) * 256 + (v0 + 0) * 16, a5_0); VSTORE(yh + (oy * 56 + x0 + 5) * 256 + (v0 + 1) * 16, a5_1); VSTORE(yh + (oy * 56 + x0 + 5) * 256 + (v0 + 2) * 16, a5_2); VSTORE(yh + (oy * 56 + x0 + 5) * 256 + (v0 + 3) * 16, a5_3);
                 }
-                yc[55] += w3 * xc[54] + w4 * xc[55] + w6 * xc[110] + w7 * xc[111];
-                /* rows 1..54, cols 0..0: 6 of 9 taps */
-                for (int oy = 1; oy < 55; oy++) {
-                    yc[oy*56] += w1 * xc[oy*56 - 56] + w2 * xc[oy*56 - 55] + w4 * xc[oy*56] + w5 * xc[oy*56 + 1]
-                            + w7 * xc[oy*56 + 56] + w8 * xc[oy*56 + 57];
+                {
+                    const int x0 = 54;
+                    cg_v a0_0 = VLOAD(bp + (v0 + 0) * 16), a0_1 = VLOAD(bp + (v0 + 1) * 16), a0_2 = VLOAD(bp + (v0 + 2) * 16), a0_3 = VLOAD(bp + (v0 + 3) * 16);
+                    cg_v a1_0 = VLOAD(bp + (v0 + 0) * 16), a1_1 = VLOAD(bp + (v0 + 1) * 16), a1_2 = VLOAD(bp + (v0 + 2) * 16), a1_3 = VLOAD(bp + (v0 + 3) * 16);
+                    for (int ci = 0; ci < 256; ci++) {
+                        const float *restrict xr = xp + (oy * 58 + x0) * 256 + ci;
+                        const float *restrict wr = wt + ci * 2304 + v0 * 16;
+                        {
+                            const cg_v w0 = VLOAD(wr + 0), w1 = VLOAD(wr + 16), w2 = VLOAD(wr + 32), w3 = VLOAD(wr + 48);
+                            a0_0 += xr[0] * w0; a0_1 += xr[0] * w1; a0_2 += xr[0] * w2; a0_3 += xr[0] * w3;
+                            a1_0 += xr[256] * w0; a1_1 += xr[256] * w1; a1_2 += xr[256] * w2; a1_3 += xr[256] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 256), w1 = VLOAD(wr + 272), w2 = VLOAD(wr + 288), w3 = VLOAD(wr + 304);
+                            a0_0 += xr[256] * w0; a0_1 += xr[256] * w1; a0_2 += xr[256] * w2; a0_3 += xr[256] * w3;
+                            a1_0 += xr[512] * w0; a1_1 += xr[512] * w1; a1_2 += xr[512] * w2; a1_3 += xr[512] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 512), w1 = VLOAD(wr + 528), w2 = VLOAD(wr + 544), w3 = VLOAD(wr + 560);
+                            a0_0 += xr[512] * w0; a0_1 += xr[512] * w1; a0_2 += xr[512] * w2; a0_3 += xr[512] * w3;
+                            a1_0 += xr[768] * w0; a1_1 += xr[768] * w1; a1_2 += xr[768] * w2; a1_3 += xr[768] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 768), w1 = VLOAD(wr + 784), w2 = VLOAD(wr + 800), w3 = VLOAD(wr + 816);
+                            a0_0 += xr[14848] * w0; a0_1 += xr[14848] * w1; a0_2 += xr[14848] * w2; a0_3 += xr[14848] * w3;
+                            a1_0 += xr[15104] * w0; a1_1 += xr[15104] * w1; a1_2 += xr[15104] * w2; a1_3 += xr[15104] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 1024), w1 = VLOAD(wr + 1040), w2 = VLOAD(wr + 1056), w3 = VLOAD(wr + 1072);
+                            a0_0 += xr[15104] * w0; a0_1 += xr[15104] * w1; a0_2 += xr[15104] * w2; a0_3 += xr[15104] * w3;
+                            a1_0 += xr[15360] * w0; a1_1 += xr[15360] * w1; a1_2 += xr[15360] * w2; a1_3 += xr[15360] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 1280), w1 = VLOAD(wr + 1296), w2 = VLOAD(wr + 1312), w3 = VLOAD(wr + 1328);
+                            a0_0 += xr[15360] * w0; a0_1 += xr[15360] * w1; a0_2 += xr[15360] * w2; a0_3 += xr[15360] * w3;
+                            a1_0 += xr[15616] * w0; a1_1 += xr[15616] * w1; a1_2 += xr[15616] * w2; a1_3 += xr[15616] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 1536), w1 = VLOAD(wr + 1552), w2 = VLOAD(wr + 1568), w3 = VLOAD(wr + 1584);
+                            a0_0 += xr[29696] * w0; a0_1 += xr[29696] * w1; a0_2 += xr[29696] * w2; a0_3 += xr[29696] * w3;
+                            a1_0 += xr[29952] * w0; a1_1 += xr[29952] * w1; a1_2 += xr[29952] * w2; a1_3 += xr[29952] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 1792), w1 = VLOAD(wr + 1808), w2 = VLOAD(wr + 1824), w3 = VLOAD(wr + 1840);
+                            a0_0 += xr[29952] * w0; a0_1 += xr[29952] * w1; a0_2 += xr[29952] * w2; a0_3 += xr[29952] * w3;
+                            a1_0 += xr[30208] * w0; a1_1 += xr[30208] * w1; a1_2 += xr[30208] * w2; a1_3 += xr[30208] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 2048), w1 = VLOAD(wr + 2064), w2 = VLOAD(wr + 2080), w3 = VLOAD(wr + 2096);
+                            a0_0 += xr[30208] * w0; a0_1 += xr[30208] * w1; a0_2 += xr[30208] * w2; a0_3 += xr[30208] * w3;
+                            a1_0 += xr[30464] * w0; a1_1 += xr[30464] * w1; a1_2 += xr[30464] * w2; a1_3 += xr[30464] * w3;
+                        }
+                    }
+                    VSTORE(yh + (oy * 56 + x0 + 0) * 256 + (v0 + 0) * 16, a0_0); VSTORE(yh + (oy * 56 + x0 + 0) * 256 + (v0 + 1) * 16, a0_1); VSTORE(yh + (oy * 56 + x0 + 0) * 256 + (v0 + 2) * 16, a0_2); VSTORE(yh + (oy * 56 + x0 + 0) * 256 + (v0 + 3) * 16, a0_3);
+                    VSTORE(yh + (oy * 56 + x0 + 1) * 256 + (v0 + 0) * 16, a1_0); VSTORE(yh + (oy * 56 + x0 + 1) * 256 + (v0 + 1) * 16, a1_1); VSTORE(yh + (oy * 56 + x0 + 1) * 256 + (v0 + 2) * 16, a1_2); VSTORE(yh + (oy * 56 + x0 + 1) * 256 + (v0 + 3) * 16, a1_3);
                 }
-                /* rows 1..54, cols 1..54: every tap */
-                for (int oy = 1; oy < 55; oy++) {
-                    for (int ox = 1; ox < 55; ox++) {
-                        yc[oy*56 + ox] += w0 * xc[oy*56 + ox - 57] + w1 * xc[oy*56 + ox - 56] + w2 * xc[oy*56 + ox - 55] + w3 * xc[oy*56 + ox - 1]
-                                + w4 * xc[oy*56 + ox] + w5 * xc[oy*56 + ox + 1] + w6 * xc[oy*56 + ox + 55] + w7 * xc[oy*56 + ox + 56]
-                                + w8 * xc[oy*56 + ox + 57];
+            }
+        }
+        for (int co = 0; co < 256; co++)
+            for (int i = 0; i < 3136; i++) yn[co * 3136 + i] = yh[i * 256 + co];
+    }
+}
+
+static void l14_conv2d_backward(float *restrict G, float *restrict S, const float *restrict dy, int nb)
+{
+    float *restrict gw = G + 1145408;
+    float *restrict gb = G + 1735232;
+    float *restrict dyh = S + 3115264;
+    /* dy of every sample -> channels-last, padded channels zero */
+    CG_PARALLEL_FOR
+    for (int n = 0; n < nb; n++) {
+        float *restrict dn = dyh + (size_t)n * 802816;
+        for (int i = 0; i < 3136; i++)
+            for (int co = 0; co < 256; co++) dn[i * 256 + co] = co < 256 ? dy[(size_t)n * 802816 + co * 3136 + i] : 0.0f;
+    }
+    for (int co = 0; co < 256; co++) {
+        float s = 0.0f;
+        for (int n = 0; n < nb; n++)
+            for (int i = 0; i < 3136; i++) s += dy[(size_t)n * 802816 + co * 3136 + i];
+        gb[co] += s;
+    }
+    CG_PARALLEL_FOR
+    for (int p0 = 0; p0 < 2304; p0 += 6) {
+        int off[6], gidx[6];
+        for (int j = 0; j < 6; j++) {
+            const int q = p0 + j, ci = q / 9, k = q % 9, ky = k / 3, kx = k % 3;
+            off[j] = (ky * 1 * 58 + kx * 1) * 256 + ci;
+            gidx[j] = ci * 9 + k;
+        }
+        for (int v0 = 0; v0 < 16; v0 += 4) {
+            cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f);
+            cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f), a1_3 = vsplat(0.0f);
+            cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f), a2_2 = vsplat(0.0f), a2_3 = vsplat(0.0f);
+            cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f), a3_2 = vsplat(0.0f), a3_3 = vsplat(0.0f);
+            cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f), a4_2 = vsplat(0.0f), a4_3 = vsplat(0.0f);
+            cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f), a5_2 = vsplat(0.0f), a5_3 = vsplat(0.0f);
+            for (int n = 0; n < nb; n++) {
+                const float *restrict xp = S + 0 + (size_t)n * 861184;
+                const float *restrict dn = dyh + (size_t)n * 802816 + v0 * 16;
+                for (int oy = 0; oy < 56; oy++) {
+                    for (int ox = 0; ox < 56; ox++) {
+                        const float *restrict xr = xp + (oy * 58 + ox) * 256;
+                        const cg_v d0 = VLOAD(dn + (oy * 56 + ox) * 256 + 0), d1 = VLOAD(dn + (oy * 56 + ox) * 256 + 16), d2 = VLOAD(dn + (oy * 56 + ox) * 256 + 32), d3 = VLOAD(dn + (oy * 56 + ox) * 256 + 48);
+                        a0_0 += xr[off[0]] * d0; a0_1 += xr[off[0]] * d1; a0_2 += xr[off[0]] * d2; a0_3 += xr[off[0]] * d3;
+                        a1_0 += xr[off[1]] * d0; a1_1 += xr[off[1]] * d1; a1_2 += xr[off[1]] * d2; a1_3 += xr[off[1]] * d3;
+                        a2_0 += xr[off[2]] * d0; a2_1 += xr[off[2]] * d1; a2_2 += xr[off[2]] * d2; a2_3 += xr[off[2]] * d3;
+                        a3_0 += xr[off[3]] * d0; a3_1 += xr[off[3]] * d1; a3_2 += xr[off[3]] * d2; a3_3 += xr[off[3]] * d3;
+                        a4_0 += xr[off[4]] * d0; a4_1 += xr[off[4]] * d1; a4_2 += xr[off[4]] * d2; a4_3 += xr[off[4]] * d3;
+                        a5_0 += xr[off[5]] * d0; a5_1 += xr[off[5]] * d1; a5_2 += xr[off[5]] * d2; a5_3 += xr[off[5]] * d3;
                     }
                 }
-                /* rows 1..54, cols 55..55: 6 of 9 taps */
-                for (int oy = 1; oy < 55; oy++) {
-                    yc[oy*56 + 55] += w0 * xc[oy*56 - 2] + w1 * xc[oy*56 - 1] + w3 * xc[oy*56 + 54] + w4 * xc[oy*56 + 55]
-                            + w6 * xc[oy*56 + 110] + w7 * xc[oy*56 + 111];
-                }
-                yc[3080] += w1 * xc[3024] + w2 * xc[3025] + w4 * xc[3080] + w5 * xc[3081];
-                /* rows 55..55, cols 1..54: 6 of 9 taps */
-                for (int ox = 1; ox < 55; ox++) {
-                    yc[ox + 3080] += w0 * xc[ox + 3023] + w1 * xc[ox + 3024] + w2 * xc[ox + 3025] + w3 * xc[ox + 3079]
-                            + w4 * xc[ox + 3080] + w5 * xc[ox + 3081];
-                }
-                yc[3135] += w0 * xc[3078] + w1 * xc[3079] + w3 * xc[3134] + w4 * xc[3135];
             }
+            for (int l = 0; l < 16 && (v0 + 0) * 16 + l < 256; l++) gw[((v0 + 0) * 16 + l) * 2304 + gidx[0]] += a0_0[l];
+            for (int l = 0; l < 16 && (v0 + 1) * 16 + l < 256; l++) gw[((v0 + 1) * 16 + l) * 2304 + gidx[0]] += a0_1[l];
+            for (int l = 0; l < 16 && (v0 + 2) * 16 + l < 256; l++) gw[((v0 + 2) * 16 + l) * 2304 + gidx[0]] += a0_2[l];
+            for (int l = 0; l < 16 && (v0 + 3) * 16 + l < 256; l++) gw[((v0 + 3) * 16 + l) * 2304 + gidx[0]] += a0_3[l];
+            for (int l = 0; l < 16 && (v0 + 0) * 16 + l < 256; l++) gw[((v0 + 0) * 16 + l) * 2304 + gidx[1]] += a1_0[l];
+            for (int l = 0; l < 16 && (v0 + 1) * 16 + l < 256; l++) gw[((v0 + 1) * 16 + l) * 2304 + gidx[1]] += a1_1[l];
+            for (int l = 0; l < 16 && (v0 + 2) * 16 + l < 256; l++) gw[((v0 + 2) * 16 + l) * 2304 + gidx[1]] += a1_2[l];
+            for (int l = 0; l < 16 && (v0 + 3) * 16 + l < 256; l++) gw[((v0 + 3) * 16 + l) * 2304 + gidx[1]] += a1_3[l];
+            for (int l = 0; l < 16 && (v0 + 0) * 16 + l < 256; l++) gw[((v0 + 0) * 16 + l) * 2304 + gidx[2]] += a2_0[l];
+            for (int l = 0; l < 16 && (v0 + 1) * 16 + l < 256; l++) gw[((v0 + 1) * 16 + l) * 2304 + gidx[2]] += a2_1[l];
+            for (int l = 0; l < 16 && (v0 + 2) * 16 + l < 256; l++) gw[((v0 + 2) * 16 + l) * 2304 + gidx[2]] += a2_2[l];
+            for (int l = 0; l < 16 && (v0 + 3) * 16 + l < 256; l++) gw[((v0 + 3) * 16 + l) * 2304 + gidx[2]] += a2_3[l];
+            for (int l = 0; l < 16 && (v0 + 0) * 16 + l < 256; l++) gw[((v0 + 0) * 16 + l) * 2304 + gidx[3]] += a3_0[l];
+            for (int l = 0; l < 16 && (v0 + 1) * 16 + l < 256; l++) gw[((v0 + 1) * 16 + l) * 2304 + gidx[3]] += a3_1[l];
+            for (int l = 0; l < 16 && (v0 + 2) * 16 + l < 256; l++) gw[((v0 + 2) * 16 + l) * 2304 + gidx[3]] += a3_2[l];
+            for (int l = 0; l < 16 && (v0 + 3) * 16 + l < 256; l++) gw[((v0 + 3) * 16 + l) * 2304 + gidx[3]] += a3_3[l];
+            for (int l = 0; l < 16 && (v0 + 0) * 16 + l < 256; l++) gw[((v0 + 0) * 16 + l) * 2304 + gidx[4]] += a4_0[l];
+            for (int l = 0; l < 16 && (v0 + 1) * 16 + l < 256; l++) gw[((v0 + 1) * 16 + l) * 2304 + gidx[4]] += a4_1[l];
+            for (int l = 0; l < 16 && (v0 + 2) * 16 + l < 256; l++) gw[((v0 + 2) * 16 + l) * 2304 + gidx[4]] += a4_2[l];
+            for (int l = 0; l < 16 && (v0 + 3) * 16 + l < 256; l++) gw[((v0 + 3) * 16 + l) * 2304 + gidx[4]] += a4_3[l];
+            for (int l = 0; l < 16 && (v0 + 0) * 16 + l < 256; l++) gw[((v0 + 0) * 16 + l) * 2304 + gidx[5]] += a5_0[l];
+            for (int l = 0; l < 16 && (v0 + 1) * 16 + l < 256; l++) gw[((v0 + 1) * 16 + l) * 2304 + gidx[5]] += a5_1[l];
+            for (int l = 0; l < 16 && (v0 + 2) * 16 + l < 256; l++) gw[((v0 + 2) * 16 + l) * 2304 + gidx[5]] += a5_2[l];
+            for (int l = 0; l < 16 && (v0 + 3) * 16 + l < 256; l++) gw[((v0 + 3) * 16 + l) * 2304 + gidx[5]] += a5_3[l];
         }
     }
 }
 
-static void l14_conv2d_backward(const float *restrict P, float *restrict G, const float *restrict x, const float *restrict dy, float *restrict dx, int nb)
+static void l14_conv2d_backward_dx(const float *restrict P, float *restrict S, const float *restrict dy, float *restrict dx, int nb)
 {
     const float *restrict w = P + 1145408;
-    float *restrict gw = G + 1145408;
-    float *restrict gb = G + 1735232;
-    memset(dx, 0, sizeof(float) * (size_t)nb * 802816);
-    for (int col = 0; col < 256; col++) {
-        for (int ci = 0; ci < 256; ci++) {
-            const float *restrict wc = w + col*2304 + ci*9;
-            float *restrict gwc = gw + col*2304 + ci*9;
-            const float w0 = wc[0], w1 = wc[1], w2 = wc[2];
-            const float w3 = wc[3], w4 = wc[4], w5 = wc[5];
-            const float w6 = wc[6], w7 = wc[7], w8 = wc[8];
-            float g0 = 0.0f, g1 = 0.0f, g2 = 0.0f;
-            float g3 = 0.0f, g4 = 0.0f, g5 = 0.0f;
-            float g6 = 0.0f, g7 = 0.0f, g8 = 0.0f;
-            for (int n = 0; n < nb; n++) {
-                const float *restrict xc = x + (size_t)n * 802816 + ci*3136;
-                float *restrict dxc = dx + (size_t)n * 802816 + ci*3136;
-                const float *restrict dyc = dy + (size_t)n * 802816 + col*3136;
-                {
-                    const float d = dyc[0];
-                    g4 += d * xc[0]; dxc[0] += w4 * d;
-                    g5 += d * xc[1]; dxc[1] += w5 * d;
-                    g7 += d * xc[56]; dxc[56] += w7 * d;
-                    g8 += d * xc[57]; dxc[57] += w8 * d;
-                }
-                /* rows 0..0, cols 1..54: 6 of 9 taps */
-                for (int ox = 1; ox < 55; ox++) {
-                    const float d = dyc[ox];
-                    g3 += d * xc[ox - 1]; dxc[ox - 1] += w3 * d;
-                    g4 += d * xc[ox]; dxc[ox] += w4 * d;
-                    g5 += d * xc[ox + 1]; dxc[ox + 1] += w5 * d;
-                    g6 += d * xc[ox + 55]; dxc[ox + 55] += w6 * d;
-                    g7 += d * xc[ox + 56]; dxc[ox + 56] += w7 * d;
-                    g8 += d * xc[ox + 57]; dxc[ox + 57] += w8 * d;
-                }
-                {
-                    const float d = dyc[55];
-                    g3 += d * xc[54]; dxc[54] += w3 * d;
-                    g4 += d * xc[55]; dxc[55] += w4 * d;
-                    g6 += d * xc[110]; dxc[110] += w6 * d;
-                    g7 += d * xc[111]; dxc[111] += w7 * d;
-                }
-                /* rows 1..54, cols 0..0: 6 of 9 taps */
-                for (int oy = 1; oy < 55; oy++) {
-                    {
-                        const float d = dyc[oy*56];
-                        g1 += d * xc[oy*56 - 56]; dxc[oy*56 - 56] += w1 * d;
-                        g2 += d * xc[oy*56 - 55]; dxc[oy*56 - 55] += w2 * d;
-                        g4 += d * xc[oy*56]; dxc[oy*56] += w4 * d;
-                        g5 += d * xc[oy*56 + 1]; dxc[oy*56 + 1] += w5 * d;
-                        g7 += d * xc[oy*56 + 56]; dxc[oy*56 + 56] += w7 * d;
-                        g8 += d * xc[oy*56 + 57]; dxc[oy*56 + 57] += w8 * d;
+    float *restrict wf = S + 4720896, *restrict dyp = S + 5310720, *restrict dxh = S + 6171904;
+    for (int i = 0; i < 589824; i++) wf[i] = 0.0f;
+    for (int co = 0; co < 256; co++)
+        for (int ci = 0; ci < 256; ci++)
+            for (int k = 0; k < 9; k++) wf[(co * 9 + k) * 256 + ci] = w[(co * 256 + ci) * 9 + k];
+    for (int n = 0; n < nb; n++) {
+        const float *restrict dn = dy + (size_t)n * 802816;
+        float *restrict dxn = dx + (size_t)n * 802816;
+        memset(dyp, 0, sizeof(float) * 861184);
+        for (int co = 0; co < 256; co++)
+            for (int oy = 0; oy < 56; oy++)
+                for (int ox = 0; ox < 56; ox++) dyp[((oy + 1) * 58 + ox + 1) * 256 + co] = dn[co * 3136 + oy * 56 + ox];
+        CG_PARALLEL_FOR
+        for (int iy = 0; iy < 56; iy++) {
+            for (int v0 = 0; v0 < 16; v0 += 4) {
+                for (int x0 = 0; x0 < 54; x0 += 6) {
+                    cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f);
+                    cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f), a1_3 = vsplat(0.0f);
+                    cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f), a2_2 = vsplat(0.0f), a2_3 = vsplat(0.0f);
+                    cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f), a3_2 = vsplat(0.0f), a3_3 = vsplat(0.0f);
+                    cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f), a4_2 = vsplat(0.0f), a4_3 = vsplat(0.0f);
+                    cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f), a5_2 = vsplat(0.0f), a5_3 = vsplat(0.0f);
+                    for (int co = 0; co < 256; co++) {
+                        const float *restrict dr = dyp + (iy * 58 + x0) * 256 + co;
+                        const float *restrict wr = wf + co * 2304 + v0 * 16;
+                        {
+                            const cg_v w0 = VLOAD(wr + 0), w1 = VLOAD(wr + 16), w2 = VLOAD(wr + 32), w3 = VLOAD(wr + 48);
+                            a0_0 += dr[30208] * w0; a0_1 += dr[30208] * w1; a0_2 += dr[30208] * w2; a0_3 += dr[30208] * w3;
+                            a1_0 += dr[30464] * w0; a1_1 += dr[30464] * w1; a1_2 += dr[30464] * w2; a1_3 += dr[30464] * w3;
+                            a2_0 += dr[30720] * w0; a2_1 += dr[30720] * w1; a2_2 += dr[30720] * w2; a2_3 += dr[30720] * w3;
+                            a3_0 += dr[30976] * w0; a3_1 += dr[30976] * w1; a3_2 += dr[30976] * w2; a3_3 += dr[30976] * w3;
+                            a4_0 += dr[31232] * w0; a4_1 += dr[31232] * w1; a4_2 += dr[31232] * w2; a4_3 += dr[31232] * w3;
+                            a5_0 += dr[31488] * w0; a5_1 += dr[31488] * w1; a5_2 += dr[31488] * w2; a5_3 += dr[31488] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 256), w1 = VLOAD(wr + 272), w2 = VLOAD(wr + 288), w3 = VLOAD(wr + 304);
+                            a0_0 += dr[29952] * w0; a0_1 += dr[29952] * w1; a0_2 += dr[29952] * w2; a0_3 += dr[29952] * w3;
+                            a1_0 += dr[30208] * w0; a1_1 += dr[30208] * w1; a1_2 += dr[30208] * w2; a1_3 += dr[30208] * w3;
+                            a2_0 += dr[30464] * w0; a2_1 += dr[30464] * w1; a2_2 += dr[30464] * w2; a2_3 += dr[30464] * w3;
+                            a3_0 += dr[30720] * w0; a3_1 += dr[30720] * w1; a3_2 += dr[30720] * w2; a3_3 += dr[30720] * w3;
+                            a4_0 += dr[30976] * w0; a4_1 += dr[30976] * w1; a4_2 += dr[30976] * w2; a4_3 += dr[30976] * w3;
+                            a5_0 += dr[31232] * w0; a5_1 += dr[31232] * w1; a5_2 += dr[31232] * w2; a5_3 += dr[31232] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 512), w1 = VLOAD(wr + 528), w2 = VLOAD(wr + 544), w3 = VLOAD(wr + 560);
+                            a0_0 += dr[29696] * w0; a0_1 += dr[29696] * w1; a0_2 += dr[29696] * w2; a0_3 += dr[29696] * w3;
+                            a1_0 += dr[29952] * w0; a1_1 += dr[29952] * w1; a1_2 += dr[29952] * w2; a1_3 += dr[29952] * w3;
+                            a2_0 += dr[30208] * w0; a2_1 += dr[30208] * w1; a2_2 += dr[30208] * w2; a2_3 += dr[30208] * w3;
+                            a3_0 += dr[30464] * w0; a3_1 += dr[30464] * w1; a3_2 += dr[30464] * w2; a3_3 += dr[30464] * w3;
+                            a4_0 += dr[30720] * w0; a4_1 += dr[30720] * w1; a4_2 += dr[30720] * w2; a4_3 += dr[30720] * w3;
+                            a5_0 += dr[30976] * w0; a5_1 += dr[30976] * w1; a5_2 += dr[30976] * w2; a5_3 += dr[30976] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 768), w1 = VLOAD(wr + 784), w2 = VLOAD(wr + 800), w3 = VLOAD(wr + 816);
+                            a0_0 += dr[15360] * w0; a0_1 += dr[15360] * w1; a0_2 += dr[15360] * w2; a0_3 += dr[15360] * w3;
+                            a1_0 += dr[15616] * w0; a1_1 += dr[15616] * w1; a1_2 += dr[15616] * w2; a1_3 += dr[15616] * w3;
+                            a2_0 += dr[15872] * w0; a2_1 += dr[15872] * w1; a2_2 += dr[15872] * w2; a2_3 += dr[15872] * w3;
+                            a3_0 += dr[16128] * w0; a3_1 += dr[16128] * w1; a3_2 += dr[16128] * w2; a3_3 += dr[16128] * w3;
+                            a4_0 += dr[16384] * w0; a4_1 += dr[16384] * w1; a4_2 += dr[16384] * w2; a4_3 += dr[16384] * w3;
+                            a5_0 += dr[16640] * w0; a5_1 += dr[16640] * w1; a5_2 += dr[16640] * w2; a5_3 += dr[16640] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 1024), w1 = VLOAD(wr + 1040), w2 = VLOAD(wr + 1056), w3 = VLOAD(wr + 1072);
+                            a0_0 += dr[15104] * w0; a0_1 += dr[15104] * w1; a0_2 += dr[15104] * w2; a0_3 += dr[15104] * w3;
+                            a1_0 += dr[15360] * w0; a1_1 += dr[15360] * w1; a1_2 += dr[15360] * w2; a1_3 += dr[15360] * w3;
+                            a2_0 += dr[15616] * w0; a2_1 += dr[15616] * w1; a2_2 += dr[15616] * w2; a2_3 += dr[15616] * w3;
+                            a3_0 += dr[15872] * w0; a3_1 += dr[15872] * w1; a3_2 += dr[15872] * w2; a3_3 += dr[15872] * w3;
+                            a4_0 += dr[16128] * w0; a4_1 += dr[16128] * w1; a4_2 += dr[16128] * w2; a4_3 += dr[16128] * w3;
+                            a5_0 += dr[16384] * w0; a5_1 += dr[16384] * w1; a5_2 += dr[16384] * w2; a5_3 += dr[16384] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 1280), w1 = VLOAD(wr + 1296), w2 = VLOAD(wr + 1312), w3 = VLOAD(wr + 1328);
+                            a0_0 += dr[14848] * w0; a0_1 += dr[14848] * w1; a0_2 += dr[14848] * w2; a0_3 += dr[14848] * w3;
+                            a1_0 += dr[15104] * w0; a1_1 += dr[15104] * w1; a1_2 += dr[15104] * w2; a1_3 += dr[15104] * w3;
+                            a2_0 += dr[15360] * w0; a2_1 += dr[15360] * w1; a2_2 += dr[15360] * w2; a2_3 += dr[15360] * w3;
+                            a3_0 += dr[15616] * w0; a3_1 += dr[15616] * w1; a3_2 += dr[15616] * w2; a3_3 += dr[15616] * w3;
+                            a4_0 += dr[15872] * w0; a4_1 += dr[15872] * w1; a4_2 += dr[15872] * w2; a4_3 += dr[15872] * w3;
+                            a5_0 += dr[16128] * w0; a5_1 += dr[16128] * w1; a5_2 += dr[16128] * w2; a5_3 += dr[16128] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 1536), w1 = VLOAD(wr + 1552), w2 = VLOAD(wr + 1568), w3 = VLOAD(wr + 1584);
+                            a0_0 += dr[512] * w0; a0_1 += dr[512] * w1; a0_2 += dr[512] * w2; a0_3 += dr[512] * w3;
+                            a1_0 += dr[768] * w0; a1_1 += dr[768] * w1; a1_2 += dr[768] * w2; a1_3 += dr[768] * w3;
+                            a2_0 += dr[1024] * w0; a2_1 += dr[1024] * w1; a2_2 += dr[1024] * w2; a2_3 += dr[1024] * w3;
+                            a3_0 += dr[1280] * w0; a3_1 += dr[1280] * w1; a3_2 += dr[1280] * w2; a3_3 += dr[1280] * w3;
+                            a4_0 += dr[1536] * w0; a4_1 += dr[1536] * w1; a4_2 += dr[1536] * w2; a4_3 += dr[1536] * w3;
+                            a5_0 += dr[1792] * w0; a5_1 += dr[1792] * w1; a5_2 += dr[1792] * w2; a5_3 += dr[1792] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 1792), w1 = VLOAD(wr + 1808), w2 = VLOAD(wr + 1824), w3 = VLOAD(wr + 1840);
+                            a0_0 += dr[256] * w0; a0_1 += dr[256] * w1; a0_2 += dr[256] * w2; a0_3 += dr[256] * w3;
+                            a1_0 += dr[512] * w0; a1_1 += dr[512] * w1; a1_2 += dr[512] * w2; a1_3 += dr[512] * w3;
+                            a2_0 += dr[768] * w0; a2_1 += dr[768] * w1; a2_2 += dr[768] * w2; a2_3 += dr[768] * w3;
+                            a3_0 += dr[1024] * w0; a3_1 += dr[1024] * w1; a3_2 += dr[1024] * w2; a3_3 += dr[1024] * w3;
+                            a4_0 += dr[1280] * w0; a4_1 += dr[1280] * w1; a4_2 += dr[1280] * w2; a4_3 += dr[1280] * w3;
+                            a5_0 += dr[1536] * w0; a5_1 += dr[1536] * w1; a5_2 += dr[1536] * w2; a5_3 += dr[1536] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 2048), w1 = VLOAD(wr + 2064), w2 = VLOAD(wr + 2080), w3 = VLOAD(wr + 2096);
+                            a0_0 += dr[0] * w0; a0_1 += dr[0] * w1; a0_2 += dr[0] * w2; a0_3 += dr[0] * w3;
+                            a1_0 += dr[256] * w0; a1_1 += dr[256] * w1; a1_2 += dr[256] * w2; a1_3 += dr[256] * w3;
+                            a2_0 += dr[512] * w0; a2_1 += dr[512] * w1; a2_2 += dr[512] * w2; a2_3 += dr[512] * w3;
+                            a3_0 += dr[768] * w0; a3_1 += dr[768] * w1; a3_2 += dr[768] * w2; a3_3 += dr[768] * w3;
+                            a4_0 += dr[1024] * w0; a4_1 += dr[1024] * w1; a4_2 += dr[1024] * w2; a4_3 += dr[1024] * w3;
+                            a5_0 += dr[1280] * w0; a5_1 += dr[1280] * w1; a5_2 += dr[1280] * w2; a5_3 += dr[1280] * w3;
+                        }
                     }
-                }
-                /* rows 1..54, cols 1..54: every tap */
-                for (int oy = 1; oy < 55; oy++) {
-                    for (int ox = 1; ox < 55; ox++) {
-                        const float d = dyc[oy*56 + ox];
-                        g0 += d * xc[oy*56 + ox - 57]; dxc[oy*56 + ox - 57] += w0 * d;
-                        g1 += d * xc[oy*56 + ox - 56]; dxc[oy*56 + ox - 56] += w1 * d;
-                        g2 += d * xc[oy*56 + ox - 55]; dxc[oy*56 + ox - 55] += w2 * d;
-                        g3 += d * xc[oy*56 + ox - 1]; dxc[oy*56 + ox - 1] += w3 * d;
-                        g4 += d * xc[oy*56 + ox]; dxc[oy*56 + ox] += w4 * d;
-                        g5 += d * xc[oy*56 + ox + 1]; dxc[oy*56 + ox + 1] += w5 * d;
-                        g6 += d * xc[oy*56 + ox + 55]; dxc[oy*56 + ox + 55] += w6 * d;
-                        g7 += d * xc[oy*56 + ox + 56]; dxc[oy*56 + ox + 56] += w7 * d;
-                        g8 += d * xc[oy*56 + ox + 57]; dxc[oy*56 + ox + 57] += w8 * d;
-                    }
-                }
-                /* rows 1..54, cols 55..55: 6 of 9 taps */
-                for (int oy = 1; oy < 55; oy++) {
-                    {
-                        const float d = dyc[oy*56 + 55];
-                        g0 += d * xc[oy*56 - 2]; dxc[oy*56 - 2] += w0 * d;
-                        g1 += d * xc[oy*56 - 1]; dxc[oy*56 - 1] += w1 * d;
-                        g3 += d * xc[oy*56 + 54]; dxc[oy*56 + 54] += w3 * d;
-                        g4 += d * xc[oy*56 + 55]; dxc[oy*56 + 55] += w4 * d;
-                        g6 += d * xc[oy*56 + 110]; dxc[oy*56 + 110] += w6 * d;
-                        g7 += d * xc[oy*56 + 111]; dxc[oy*56 + 111] += w7 * d;
-                    }
+                    VSTORE(dxh + (iy * 56 + x0 + 0) * 256 + (v0 + 0) * 16, a0_0); VSTORE(dxh + (iy * 56 + x0 + 0) * 256 + (v0 + 1) * 16, a0_1); VSTORE(dxh + (iy * 56 + x0 + 0) * 256 + (v0 + 2) * 16, a0_2); VSTORE(dxh + (iy * 56 + x0 + 0) * 256 + (v0 + 3) * 16, a0_3);
+                    VSTORE(dxh + (iy * 56 + x0 + 1) * 256 + (v0 + 0) * 16, a1_0); VSTORE(dxh + (iy * 56 + x0 + 1) * 256 + (v0 + 1) * 16, a1_1); VSTORE(dxh + (iy * 56 + x0 + 1) * 256 + (v0 + 2) * 16, a1_2); VSTORE(dxh + (iy * 56 + x0 + 1) * 256 + (v0 + 3) * 16, a1_3);
+                    VSTORE(dxh + (iy * 56 + x0 + 2) * 256 + (v0 + 0) * 16, a2_0); VSTORE(dxh + (iy * 56 + x0 + 2) * 256 + (v0 + 1) * 16, a2_1); VSTORE(dxh + (iy * 56 + x0 + 2) * 256 + (v0 + 2) * 16, a2_2); VSTORE(dxh + (iy * 56 + x0 + 2) * 256 + (v0 + 3) * 16, a2_3);
+                    VSTORE(dxh + (iy * 56 + x0 + 3) * 256 + (v0 + 0) * 16, a3_0); VSTORE(dxh + (iy * 56 + x0 + 3) * 256 + (v0 + 1) * 16, a3_1); VSTORE(dxh + (iy * 56 + x0 + 3) * 256 + (v0 + 2) * 16, a3_2); VSTORE(dxh + (iy * 56 + x0 + 3) * 256 + (v0 + 3) * 16, a3_3);
+                    VSTORE(dxh + (iy * 56 + x0 + 4) * 256 + (v0 + 0) * 16, a4_0); VSTORE(dxh + (iy * 56 + x0 + 4) * 256 + (v0 + 1) * 16, a4_1); VSTORE(dxh + (iy * 56 + x0 + 4) * 256 + (v0 + 2) * 16, a4_2); VSTORE(dxh + (iy * 56 + x0 + 4) * 256 + (v0 + 3) * 16, a4_3);
+                    VSTORE(dxh + (iy * 56 + x0 + 5) * 256 + (v0 + 0) * 16, a5_0); VSTORE(dxh + (iy * 56 + x0 + 5) * 256 + (v0 + 1) * 16, a5_1); VSTORE(dxh + (iy * 56 + x0 + 5) * 256 + (v0 + 2) * 16, a5_2); VSTORE(dxh + (iy * 56 + x0 + 5) * 256 + (v0 + 3) * 16, a5_3);
                 }
                 {
-                    const float d = dyc[3080];
-                    g1 += d * xc[3024]; dxc[3024] += w1 * d;
-                    g2 += d * xc[3025]; dxc[3025] += w2 * d;
-                    g4 += d * xc[3080]; dxc[3080] += w4 * d;
-                    g5 += d * xc[3081]; dxc[3081] += w5 * d;
-                }
-                /* rows 55..55, cols 1..54: 6 of 9 taps */
-                for (int ox = 1; ox < 55; ox++) {
-                    const float d = dyc[ox + 3080];
-                    g0 += d * xc[ox + 3023]; dxc[ox + 3023] += w0 * d;
-                    g1 += d * xc[ox + 3024]; dxc[ox + 3024] += w1 * d;
-                    g2 += d * xc[ox + 3025]; dxc[ox + 3025] += w2 * d;
-                    g3 += d * xc[ox + 3079]; dxc[ox + 3079] += w3 * d;
-                    g4 += d * xc[ox + 3080]; dxc[ox + 3080] += w4 * d;
-                    g5 += d * xc[ox + 3081]; dxc[ox + 3081] += w5 * d;
-                }
-                {
-                    const float d = dyc[3135];
-                    g0 += d * xc[3078]; dxc[3078] += w0 * d;
-                    g1 += d * xc[3079]; dxc[3079] += w1 * d;
-                    g3 += d * xc[3134]; dxc[3134] += w3 * d;
-                    g4 += d * xc[3135]; dxc[3135] += w4 * d;
+                    const int x0 = 54;
+                    cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f);
+                    cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f), a1_3 = vsplat(0.0f);
+                    for (int co = 0; co < 256; co++) {
+                        const float *restrict dr = dyp + (iy * 58 + x0) * 256 + co;
+                        const float *restrict wr = wf + co * 2304 + v0 * 16;
+                        {
+                            const cg_v w0 = VLOAD(wr + 0), w1 = VLOAD(wr + 16), w2 = VLOAD(wr + 32), w3 = VLOAD(wr + 48);
+                            a0_0 += dr[30208] * w0; a0_1 += dr[30208] * w1; a0_2 += dr[30208] * w2; a0_3 += dr[30208] * w3;
+                            a1_0 += dr[30464] * w0; a1_1 += dr[30464] * w1; a1_2 += dr[30464] * w2; a1_3 += dr[30464] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 256), w1 = VLOAD(wr + 272), w2 = VLOAD(wr + 288), w3 = VLOAD(wr + 304);
+                            a0_0 += dr[29952] * w0; a0_1 += dr[29952] * w1; a0_2 += dr[29952] * w2; a0_3 += dr[29952] * w3;
+                            a1_0 += dr[30208] * w0; a1_1 += dr[30208] * w1; a1_2 += dr[30208] * w2; a1_3 += dr[30208] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 512), w1 = VLOAD(wr + 528), w2 = VLOAD(wr + 544), w3 = VLOAD(wr + 560);
+                            a0_0 += dr[29696] * w0; a0_1 += dr[29696] * w1; a0_2 += dr[29696] * w2; a0_3 += dr[29696] * w3;
+                            a1_0 += dr[29952] * w0; a1_1 += dr[29952] * w1; a1_2 += dr[29952] * w2; a1_3 += dr[29952] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 768), w1 = VLOAD(wr + 784), w2 = VLOAD(wr + 800), w3 = VLOAD(wr + 816);
+                            a0_0 += dr[15360] * w0; a0_1 += dr[15360] * w1; a0_2 += dr[15360] * w2; a0_3 += dr[15360] * w3;
+                            a1_0 += dr[15616] * w0; a1_1 += dr[15616] * w1; a1_2 += dr[15616] * w2; a1_3 += dr[15616] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 1024), w1 = VLOAD(wr + 1040), w2 = VLOAD(wr + 1056), w3 = VLOAD(wr + 1072);
+                            a0_0 += dr[15104] * w0; a0_1 += dr[15104] * w1; a0_2 += dr[15104] * w2; a0_3 += dr[15104] * w3;
+                            a1_0 += dr[15360] * w0; a1_1 += dr[15360] * w1; a1_2 += dr[15360] * w2; a1_3 += dr[15360] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 1280), w1 = VLOAD(wr + 1296), w2 = VLOAD(wr + 1312), w3 = VLOAD(wr + 1328);
+                            a0_0 += dr[14848] * w0; a0_1 += dr[14848] * w1; a0_2 += dr[14848] * w2; a0_3 += dr[14848] * w3;
+                            a1_0 += dr[15104] * w0; a1_1 += dr[15104] * w1; a1_2 += dr[15104] * w2; a1_3 += dr[15104] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 1536), w1 = VLOAD(wr + 1552), w2 = VLOAD(wr + 1568), w3 = VLOAD(wr + 1584);
+                            a0_0 += dr[512] * w0; a0_1 += dr[512] * w1; a0_2 += dr[512] * w2; a0_3 += dr[512] * w3;
+                            a1_0 += dr[768] * w0; a1_1 += dr[768] * w1; a1_2 += dr[768] * w2; a1_3 += dr[768] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 1792), w1 = VLOAD(wr + 1808), w2 = VLOAD(wr + 1824), w3 = VLOAD(wr + 1840);
+                            a0_0 += dr[256] * w0; a0_1 += dr[256] * w1; a0_2 += dr[256] * w2; a0_3 += dr[256] * w3;
+                            a1_0 += dr[512] * w0; a1_1 += dr[512] * w1; a1_2 += dr[512] * w2; a1_3 += dr[512] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 2048), w1 = VLOAD(wr + 2064), w2 = VLOAD(wr + 2080), w3 = VLOAD(wr + 2096);
+                            a0_0 += dr[0] * w0; a0_1 += dr[0] * w1; a0_2 += dr[0] * w2; a0_3 += dr[0] * w3;
+                            a1_0 += dr[256] * w0; a1_1 += dr[256] * w1; a1_2 += dr[256] * w2; a1_3 += dr[256] * w3;
+                        }
+                    }
+                    VSTORE(dxh + (iy * 56 + x0 + 0) * 256 + (v0 + 0) * 16, a0_0); VSTORE(dxh + (iy * 56 + x0 + 0) * 256 + (v0 + 1) * 16, a0_1); VSTORE(dxh + (iy * 56 + x0 + 0) * 256 + (v0 + 2) * 16, a0_2); VSTORE(dxh + (iy * 56 + x0 + 0) * 256 + (v0 + 3) * 16, a0_3);
+                    VSTORE(dxh + (iy * 56 + x0 + 1) * 256 + (v0 + 0) * 16, a1_0); VSTORE(dxh + (iy * 56 + x0 + 1) * 256 + (v0 + 1) * 16, a1_1); VSTORE(dxh + (iy * 56 + x0 + 1) * 256 + (v0 + 2) * 16, a1_2); VSTORE(dxh + (iy * 56 + x0 + 1) * 256 + (v0 + 3) * 16, a1_3);
                 }
             }
-            gwc[0] += g0;
-            gwc[1] += g1;
-            gwc[2] += g2;
-            gwc[3] += g3;
-            gwc[4] += g4;
-            gwc[5] += g5;
-            gwc[6] += g6;
-            gwc[7] += g7;
-            gwc[8] += g8;
         }
-        {
-            float s = 0.0f;
-            for (int n = 0; n < nb; n++)
-                for (int i = 0; i < 3136; i++) s += dy[(size_t)n * 802816 + col*3136 + i];
-            gb[col] += s;
-        }
+        for (int ci = 0; ci < 256; ci++)
+            for (int i = 0; i < 3136; i++) dxn[ci * 3136 + i] = dxh[i * 256 + ci];
     }
 }
 
@@ -1533,183 +3755,486 @@ static void l16_maxpool2d_backward(const float *restrict x, const float *restric
 }
 
 /* layer 17: conv2d 256x28x28 -> 512x28x28 (specs/vgg16.yaml:35:5) */
-static void l17_conv2d_forward(const float *restrict P, const float *restrict x, float *restrict y, int nb)
+static void l17_conv2d_forward(const float *restrict P, float *restrict S, const float *restrict x, float *restrict y, int nb)
 {
     const float *restrict w = P + 1735488;
-    const float *restrict b = P + 2915136;
+    float *restrict yh = S + 460800, *restrict wt = S + 862208, *restrict bp = S + 2041856;
+    /* weights [co][ci][k] -> [ci][k][co], channels padded to 512 */
+    for (int i = 0; i < 1179648; i++) wt[i] = 0.0f;
+    for (int co = 0; co < 512; co++)
+        for (int j = 0; j < 2304; j++) wt[j * 512 + co] = w[co * 2304 + j];
+    for (int co = 0; co < 512; co++) bp[co] = co < 512 ? (P + 2915136)[co] : 0.0f;
     for (int n = 0; n < nb; n++) {
         const float *restrict xn = x + (size_t)n * 200704;
+        float *restrict xp = S + 0 + (size_t)n * 230400;
         float *restrict yn = y + (size_t)n * 401408;
-        for (int col = 0; col < 512; col++) {
-            float *restrict yc = yn + col*784;
-            for (int i = 0; i < 784; i++) yc[i] = b[col];
-            for (int ci = 0; ci < 256; ci++) {
-                const float *restrict xc = xn + ci*784;
-                const float *restrict wc = w + col*2304 + ci*9;
-                const float w0 = wc[0], w1 = wc[1], w2 = wc[2];
-                const float w3 = wc[3], w4 = wc[4], w5 = wc[5];
-                const float w6 = wc[6], w7 = wc[7], w8 = wc[8];
-                yc[0] += w4 * xc[0] + w5 * xc[1] + w7 * xc[28] + w8 * xc[29];
-                /* rows 0..0, cols 1..26: 6 of 9 taps */
-                for (int ox = 1; ox < 27; ox++) {
-                    yc[ox] += w3 * xc[ox - 1] + w4 * xc[ox] + w5 * xc[ox + 1] + w6 * xc[ox + 27]
-                            + w7 * xc[ox + 28] + w8 * xc[ox + 29];
+        memset(xp, 0, sizeof(float) * 230400);
+        for (int ci = 0; ci < 256; ci++)
+            for (int iy = 0; iy < 28; iy++)
+                for (int ix = 0; ix < 28; ix++) xp[((iy + 1) * 30 + ix + 1) * 256 + ci] = xn[ci * 784 + iy * 28 + ix];
+        CG_PARALLEL_FOR
+        for (int oy = 0; oy < 28; oy++) {
+            for (int v0 = 0; v0 < 32; v0 += 4) {
+                for (int x0 = 0; x0 < 24; x0 += 6) {
+                    cg_v a0_0 = VLOAD(bp + (v0 + 0) * 16), a0_1 = VLOAD(bp + (v0 + 1) * 16), a0_2 = VLOAD(bp + (v0 + 2) * 16), a0_3 = VLOAD(bp + (v0 + 3) * 16);
+                    cg_v a1_0 = VLOAD(bp + (v0 + 0) * 16), a1_1 = VLOAD(bp + (v0 + 1) * 16), a1_2 = VLOAD(bp + (v0 + 2) * 16), a1_3 = VLOAD(bp + (v0 + 3) * 16);
+                    cg_v a2_0 = VLOAD(bp + (v0 + 0) * 16), a2_1 = VLOAD(bp + (v0 + 1) * 16), a2_2 = VLOAD(bp + (v0 + 2) * 16), a2_3 = VLOAD(bp + (v0 + 3) * 16);
+                    cg_v a3_0 = VLOAD(bp + (v0 + 0) * 16), a3_1 = VLOAD(bp + (v0 + 1) * 16), a3_2 = VLOAD(bp + (v0 + 2) * 16), a3_3 = VLOAD(bp + (v0 + 3) * 16);
+                    cg_v a4_0 = VLOAD(bp + (v0 + 0) * 16), a4_1 = VLOAD(bp + (v0 + 1) * 16), a4_2 = VLOAD(bp + (v0 + 2) * 16), a4_3 = VLOAD(bp + (v0 + 3) * 16);
+                    cg_v a5_0 = VLOAD(bp + (v0 + 0) * 16), a5_1 = VLOAD(bp + (v0 + 1) * 16), a5_2 = VLOAD(bp + (v0 + 2) * 16), a5_3 = VLOAD(bp + (v0 + 3) * 16);
+                    for (int ci = 0; ci < 256; ci++) {
+                        const float *restrict xr = xp + (oy * 30 + x0) * 256 + ci;
+                        const float *restrict wr = wt + ci * 4608 + v0 * 16;
+                        {
+                            const cg_v w0 = VLOAD(wr + 0), w1 = VLOAD(wr + 16), w2 = VLOAD(wr + 32), w3 = VLOAD(wr + 48);
+                            a0_0 += xr[0] * w0; a0_1 += xr[0] * w1; a0_2 += xr[0] * w2; a0_3 += xr[0] * w3;
+                            a1_0 += xr[256] * w0; a1_1 += xr[256] * w1; a1_2 += xr[256] * w2; a1_3 += xr[256] * w3;
+                            a2_0 += xr[512] * w0; a2_1 += xr[512] * w1; a2_2 += xr[512] * w2; a2_3 += xr[512] * w3;
+                            a3_0 += xr[768] * w0; a3_1 += xr[768] * w1; a3_2 += xr[768] * w2; a3_3 += xr[768] * w3;
+                            a4_0 += xr[1024] * w0; a4_1 += xr[1024] * w1; a4_2 += xr[1024] * w2; a4_3 += xr[1024] * w3;
+                            a5_0 += xr[1280] * w0; a5_1 += xr[1280] * w1; a5_2 += xr[1280] * w2; a5_3 += xr[1280] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 512), w1 = VLOAD(wr + 528), w2 = VLOAD(wr + 544), w3 = VLOAD(wr + 560);
+                            a0_0 += xr[256] * w0; a0_1 += xr[256] * w1; a0_2 += xr[256] * w2; a0_3 += xr[256] * w3;
+                            a1_0 += xr[512] * w0; a1_1 += xr[512] * w1; a1_2 += xr[512] * w2; a1_3 += xr[512] * w3;
+                            a2_0 += xr[768] * w0; a2_1 += xr[768] * w1; a2_2 += xr[768] * w2; a2_3 += xr[768] * w3;
+                            a3_0 += xr[1024] * w0; a3_1 += xr[1024] * w1; a3_2 += xr[1024] * w2; a3_3 += xr[1024] * w3;
+                            a4_0 += xr[1280] * w0; a4_1 += xr[1280] * w1; a4_2 += xr[1280] * w2; a4_3 += xr[1280] * w3;
+                            a5_0 += xr[1536] * w0; a5_1 += xr[1536] * w1; a5_2 += xr[1536] * w2; a5_3 += xr[1536] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 1024), w1 = VLOAD(wr + 1040), w2 = VLOAD(wr + 1056), w3 = VLOAD(wr + 1072);
+                            a0_0 += xr[512] * w0; a0_1 += xr[512] * w1; a0_2 += xr[512] * w2; a0_3 += xr[512] * w3;
+                            a1_0 += xr[768] * w0; a1_1 += xr[768] * w1; a1_2 += xr[768] * w2; a1_3 += xr[768] * w3;
+                            a2_0 += xr[1024] * w0; a2_1 += xr[1024] * w1; a2_2 += xr[1024] * w2; a2_3 += xr[1024] * w3;
+                            a3_0 += xr[1280] * w0; a3_1 += xr[1280] * w1; a3_2 += xr[1280] * w2; a3_3 += xr[1280] * w3;
+                            a4_0 += xr[1536] * w0; a4_1 += xr[1536] * w1; a4_2 += xr[1536] * w2; a4_3 += xr[1536] * w3;
+                            a5_0 += xr[1792] * w0; a5_1 += xr[1792] * w1; a5_2 += xr[1792] * w2; a5_3 += xr[1792] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 1536), w1 = VLOAD(wr + 1552), w2 = VLOAD(wr + 1568), w3 = VLOAD(wr + 1584);
+                            a0_0 += xr[7680] * w0; a0_1 += xr[7680] * w1; a0_2 += xr[7680] * w2; a0_3 += xr[7680] * w3;
+                            a1_0 += xr[7936] * w0; a1_1 += xr[7936] * w1; a1_2 += xr[7936] * w2; a1_3 += xr[7936] * w3;
+                            a2_0 += xr[8192] * w0; a2_1 += xr[8192] * w1; a2_2 += xr[8192] * w2; a2_3 += xr[8192] * w3;
+                            a3_0 += xr[8448] * w0; a3_1 += xr[8448] * w1; a3_2 += xr[8448] * w2; a3_3 += xr[8448] * w3;
+                            a4_0 += xr[8704] * w0; a4_1 += xr[8704] * w1; a4_2 += xr[8704] * w2; a4_3 += xr[8704] * w3;
+                            a5_0 += xr[8960] * w0; a5_1 += xr[8960] * w1; a5_2 += xr[8960] * w2; a5_3 += xr[8960] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 2048), w1 = VLOAD(wr + 2064), w2 = VLOAD(wr + 2080), w3 = VLOAD(wr + 2096);
+                            a0_0 += xr[7936] * w0; a0_1 += xr[7936] * w1; a0_2 += xr[7936] * w2; a0_3 += xr[7936] * w3;
+                            a1_0 += xr[8192] * w0; a1_1 += xr[8192] * w1; a1_2 += xr[8192] * w2; a1_3 += xr[8192] * w3;
+                            a2_0 += xr[8448] * w0; a2_1 += xr[8448] * w1; a2_2 += xr[8448] * w2; a2_3 += xr[8448] * w3;
+                            a3_0 += xr[8704] * w0; a3_1 += xr[8704] * w1; a3_2 += xr[8704] * w2; a3_3 += xr[8704] * w3;
+                            a4_0 += xr[8960] * w0; a4_1 += xr[8960] * w1; a4_2 += xr[8960] * w2; a4_3 += xr[8960] * w3;
+                            a5_0 += xr[9216] * w0; a5_1 += xr[9216] * w1; a5_2 += xr[9216] * w2; a5_3 += xr[9216] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 2560), w1 = VLOAD(wr + 2576), w2 = VLOAD(wr + 2592), w3 = VLOAD(wr + 2608);
+                            a0_0 += xr[8192] * w0; a0_1 += xr[8192] * w1; a0_2 += xr[8192] * w2; a0_3 += xr[8192] * w3;
+                            a1_0 += xr[8448] * w0; a1_1 += xr[8448] * w1; a1_2 += xr[8448] * w2; a1_3 += xr[8448] * w3;
+                            a2_0 += xr[8704] * w0; a2_1 += xr[8704] * w1; a2_2 += xr[8704] * w2; a2_3 += xr[8704] * w3;
+                            a3_0 += xr[8960] * w0; a3_1 += xr[8960] * w1; a3_2 += xr[8960] * w2; a3_3 += xr[8960] * w3;
+                            a4_0 += xr[9216] * w0; a4_1 += xr[9216] * w1; a4_2 += xr[9216] * w2; a4_3 += xr[9216] * w3;
+                            a5_0 += xr[9472] * w0; a5_1 += xr[9472] * w1; a5_2 += xr[9472] * w2; a5_3 += xr[9472] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 3072), w1 = VLOAD(wr + 3088), w2 = VLOAD(wr + 3104), w3 = VLOAD(wr + 3120);
+                            a0_0 += xr[15360] * w0; a0_1 += xr[15360] * w1; a0_2 += xr[15360] * w2; a0_3 += xr[15360] * w3;
+                            a1_0 += xr[15616] * w0; a1_1 += xr[15616] * w1; a1_2 += xr[15616] * w2; a1_3 += xr[15616] * w3;
+                            a2_0 += xr[15872] * w0; a2_1 += xr[15872] * w1; a2_2 += xr[15872] * w2; a2_3 += xr[15872] * w3;
+                            a3_0 += xr[16128] * w0; a3_1 += xr[16128] * w1; a3_2 += xr[16128] * w2; a3_3 += xr[16128] * w3;
+                            a4_0 += xr[16384] * w0; a4_1 += xr[16384] * w1; a4_2 += xr[16384] * w2; a4_3 += xr[16384] * w3;
+                            a5_0 += xr[16640] * w0; a5_1 += xr[16640] * w1; a5_2 += xr[16640] * w2; a5_3 += xr[16640] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 3584), w1 = VLOAD(wr + 3600), w2 = VLOAD(wr + 3616), w3 = VLOAD(wr + 3632);
+                            a0_0 += xr[15616] * w0; a0_1 += xr[15616] * w1; a0_2 += xr[15616] * w2; a0_3 += xr[15616] * w3;
+                            a1_0 += xr[15872] * w0; a1_1 += xr[15872] * w1; a1_2 += xr[15872] * w2; a1_3 += xr[15872] * w3;
+                            a2_0 += xr[16128] * w0; a2_1 += xr[16128] * w1; a2_2 += xr[16128] * w2; a2_3 += xr[16128] * w3;
+                            a3_0 += xr[16384] * w0; a3_1 += xr[16384] * w1; a3_2 += xr[16384] * w2; a3_3 += xr[16384] * w3;
+                            a4_0 += xr[16640] * w0; a4_1 += xr[16640] * w1; a4_2 += xr[16640] * w2; a4_3 += xr[16640] * w3;
+                            a5_0 += xr[16896] * w0; a5_1 += xr[16896] * w1; a5_2 += xr[16896] * w2; a5_3 += xr[16896] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 4096), w1 = VLOAD(wr + 4112), w2 = VLOAD(wr + 4128), w3 = VLOAD(wr + 4144);
+                            a0_0 += xr[15872] * w0; a0_1 += xr[15872] * w1; a0_2 += xr[15872] * w2; a0_3 += xr[15872] * w3;
+                            a1_0 += xr[16128] * w0; a1_1 += xr[16128] * w1; a1_2 += xr[16128] * w2; a1_3 += xr[16128] * w3;
+                            a2_0 += xr[16384] * w0; a2_1 += xr[16384] * w1; a2_2 += xr[16384] * w2; a2_3 += xr[16384] * w3;
+                            a3_0 += xr[16640] * w0; a3_1 += xr[16640] * w1; a3_2 += xr[16640] * w2; a3_3 += xr[16640] * w3;
+                            a4_0 += xr[16896] * w0; a4_1 += xr[16896] * w1; a4_2 += xr[16896] * w2; a4_3 += xr[16896] * w3;
+                            a5_0 += xr[17152] * w0; a5_1 += xr[17152] * w1; a5_2 += xr[17152] * w2; a5_3 += xr[17152] * w3;
+                        }
+                    }
+                    VSTORE(yh + (oy * 28 + x0 + 0) * 512 + (v0 + 0) * 16, a0_0); VSTORE(yh + (oy * 28 + x0 + 0) * 512 + (v0 + 1) * 16, a0_1); VSTORE(yh + (oy * 28 + x0 + 0) * 512 + (v0 + 2) * 16, a0_2); VSTORE(yh + (oy * 28 + x0 + 0) * 512 + (v0 + 3) * 16, a0_3);
+                    VSTORE(yh + (oy * 28 + x0 + 1) * 512 + (v0 + 0) * 16, a1_0); VSTORE(yh + (oy * 28 + x0 + 1) * 512 + (v0 + 1) * 16, a1_1); VSTORE(yh + (oy * 28 + x0 + 1) * 512 + (v0 + 2) * 16, a1_2); VSTORE(yh + (oy * 28 + x0 + 1) * 512 + (v0 + 3) * 16, a1_3);
+                    VSTORE(yh + (oy * 28 + x0 + 2) * 512 + (v0 + 0) * 16, a2_0); VSTORE(yh + (oy * 28 + x0 + 2) * 512 + (v0 + 1) * 16, a2_1); VSTORE(yh + (oy * 28 + x0 + 2) * 512 + (v0 + 2) * 16, a2_2); VSTORE(yh + (oy * 28 + x0 + 2) * 512 + (v0 + 3) * 16, a2_3);
+                    VSTORE(yh + (oy * 28 + x0 + 3) * 512 + (v0 + 0) * 16, a3_0); VSTORE(yh + (oy * 28 + x0 + 3) * 512 + (v0 + 1) * 16, a3_1); VSTORE(yh + (oy * 28 + x0 + 3) * 512 + (v0 + 2) * 16, a3_2); VSTORE(yh + (oy * 28 + x0 + 3) * 512 + (v0 + 3) * 16, a3_3);
+                    VSTORE(yh + (oy * 28 + x0 + 4) * 512 + (v0 + 0) * 16, a4_0); VSTORE(yh + (oy * 28 + x0 + 4) * 512 + (v0 + 1) * 16, a4_1); VSTORE(yh + (oy * 28 + x0 + 4) * 512 + (v0 + 2) * 16, a4_2); VSTORE(yh + (oy * 28 + x0 + 4) * 512 + (v0 + 3) * 16, a4_3);
+                    VSTORE(yh + (oy * 28 + x0 + 5) * 512 + (v0 + 0) * 16, a5_0); VSTORE(yh + (oy * 28 + x0 + 5) * 512 + (v0 + 1) * 16, a5_1); VSTORE(yh + (oy * 28 + x0 + 5) * 512 + (v0 + 2) * 16, a5_2); VSTORE(yh + (oy * 28 + x0 + 5) * 512 + (v0 + 3) * 16, a5_3);
                 }
-                yc[27] += w3 * xc[26] + w4 * xc[27] + w6 * xc[54] + w7 * xc[55];
-                /* rows 1..26, cols 0..0: 6 of 9 taps */
-                for (int oy = 1; oy < 27; oy++) {
-                    yc[oy*28] += w1 * xc[oy*28 - 28] + w2 * xc[oy*28 - 27] + w4 * xc[oy*28] + w5 * xc[oy*28 + 1]
-                            + w7 * xc[oy*28 + 28] + w8 * xc[oy*28 + 29];
+                {
+                    const int x0 = 24;
+                    cg_v a0_0 = VLOAD(bp + (v0 + 0) * 16), a0_1 = VLOAD(bp + (v0 + 1) * 16), a0_2 = VLOAD(bp + (v0 + 2) * 16), a0_3 = VLOAD(bp + (v0 + 3) * 16);
+                    cg_v a1_0 = VLOAD(bp + (v0 + 0) * 16), a1_1 = VLOAD(bp + (v0 + 1) * 16), a1_2 = VLOAD(bp + (v0 + 2) * 16), a1_3 = VLOAD(bp + (v0 + 3) * 16);
+                    cg_v a2_0 = VLOAD(bp + (v0 + 0) * 16), a2_1 = VLOAD(bp + (v0 + 1) * 16), a2_2 = VLOAD(bp + (v0 + 2) * 16), a2_3 = VLOAD(bp + (v0 + 3) * 16);
+                    cg_v a3_0 = VLOAD(bp + (v0 + 0) * 16), a3_1 = VLOAD(bp + (v0 + 1) * 16), a3_2 = VLOAD(bp + (v0 + 2) * 16), a3_3 = VLOAD(bp + (v0 + 3) * 16);
+                    for (int ci = 0; ci < 256; ci++) {
+                        const float *restrict xr = xp + (oy * 30 + x0) * 256 + ci;
+                        const float *restrict wr = wt + ci * 4608 + v0 * 16;
+                        {
+                            const cg_v w0 = VLOAD(wr + 0), w1 = VLOAD(wr + 16), w2 = VLOAD(wr + 32), w3 = VLOAD(wr + 48);
+                            a0_0 += xr[0] * w0; a0_1 += xr[0] * w1; a0_2 += xr[0] * w2; a0_3 += xr[0] * w3;
+                            a1_0 += xr[256] * w0; a1_1 += xr[256] * w1; a1_2 += xr[256] * w2; a1_3 += xr[256] * w3;
+                            a2_0 += xr[512] * w0; a2_1 += xr[512] * w1; a2_2 += xr[512] * w2; a2_3 += xr[512] * w3;
+                            a3_0 += xr[768] * w0; a3_1 += xr[768] * w1; a3_2 += xr[768] * w2; a3_3 += xr[768] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 512), w1 = VLOAD(wr + 528), w2 = VLOAD(wr + 544), w3 = VLOAD(wr + 560);
+                            a0_0 += xr[256] * w0; a0_1 += xr[256] * w1; a0_2 += xr[256] * w2; a0_3 += xr[256] * w3;
+                            a1_0 += xr[512] * w0; a1_1 += xr[512] * w1; a1_2 += xr[512] * w2; a1_3 += xr[512] * w3;
+                            a2_0 += xr[768] * w0; a2_1 += xr[768] * w1; a2_2 += xr[768] * w2; a2_3 += xr[768] * w3;
+                            a3_0 += xr[1024] * w0; a3_1 += xr[1024] * w1; a3_2 += xr[1024] * w2; a3_3 += xr[1024] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 1024), w1 = VLOAD(wr + 1040), w2 = VLOAD(wr + 1056), w3 = VLOAD(wr + 1072);
+                            a0_0 += xr[512] * w0; a0_1 += xr[512] * w1; a0_2 += xr[512] * w2; a0_3 += xr[512] * w3;
+                            a1_0 += xr[768] * w0; a1_1 += xr[768] * w1; a1_2 += xr[768] * w2; a1_3 += xr[768] * w3;
+                            a2_0 += xr[1024] * w0; a2_1 += xr[1024] * w1; a2_2 += xr[1024] * w2; a2_3 += xr[1024] * w3;
+                            a3_0 += xr[1280] * w0; a3_1 += xr[1280] * w1; a3_2 += xr[1280] * w2; a3_3 += xr[1280] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 1536), w1 = VLOAD(wr + 1552), w2 = VLOAD(wr + 1568), w3 = VLOAD(wr + 1584);
+                            a0_0 += xr[7680] * w0; a0_1 += xr[7680] * w1; a0_2 += xr[7680] * w2; a0_3 += xr[7680] * w3;
+                            a1_0 += xr[7936] * w0; a1_1 += xr[7936] * w1; a1_2 += xr[7936] * w2; a1_3 += xr[7936] * w3;
+                            a2_0 += xr[8192] * w0; a2_1 += xr[8192] * w1; a2_2 += xr[8192] * w2; a2_3 += xr[8192] * w3;
+                            a3_0 += xr[8448] * w0; a3_1 += xr[8448] * w1; a3_2 += xr[8448] * w2; a3_3 += xr[8448] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 2048), w1 = VLOAD(wr + 2064), w2 = VLOAD(wr + 2080), w3 = VLOAD(wr + 2096);
+                            a0_0 += xr[7936] * w0; a0_1 += xr[7936] * w1; a0_2 += xr[7936] * w2; a0_3 += xr[7936] * w3;
+                            a1_0 += xr[8192] * w0; a1_1 += xr[8192] * w1; a1_2 += xr[8192] * w2; a1_3 += xr[8192] * w3;
+                            a2_0 += xr[8448] * w0; a2_1 += xr[8448] * w1; a2_2 += xr[8448] * w2; a2_3 += xr[8448] * w3;
+                            a3_0 += xr[8704] * w0; a3_1 += xr[8704] * w1; a3_2 += xr[8704] * w2; a3_3 += xr[8704] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 2560), w1 = VLOAD(wr + 2576), w2 = VLOAD(wr + 2592), w3 = VLOAD(wr + 2608);
+                            a0_0 += xr[8192] * w0; a0_1 += xr[8192] * w1; a0_2 += xr[8192] * w2; a0_3 += xr[8192] * w3;
+                            a1_0 += xr[8448] * w0; a1_1 += xr[8448] * w1; a1_2 += xr[8448] * w2; a1_3 += xr[8448] * w3;
+                            a2_0 += xr[8704] * w0; a2_1 += xr[8704] * w1; a2_2 += xr[8704] * w2; a2_3 += xr[8704] * w3;
+                            a3_0 += xr[8960] * w0; a3_1 += xr[8960] * w1; a3_2 += xr[8960] * w2; a3_3 += xr[8960] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 3072), w1 = VLOAD(wr + 3088), w2 = VLOAD(wr + 3104), w3 = VLOAD(wr + 3120);
+                            a0_0 += xr[15360] * w0; a0_1 += xr[15360] * w1; a0_2 += xr[15360] * w2; a0_3 += xr[15360] * w3;
+                            a1_0 += xr[15616] * w0; a1_1 += xr[15616] * w1; a1_2 += xr[15616] * w2; a1_3 += xr[15616] * w3;
+                            a2_0 += xr[15872] * w0; a2_1 += xr[15872] * w1; a2_2 += xr[15872] * w2; a2_3 += xr[15872] * w3;
+                            a3_0 += xr[16128] * w0; a3_1 += xr[16128] * w1; a3_2 += xr[16128] * w2; a3_3 += xr[16128] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 3584), w1 = VLOAD(wr + 3600), w2 = VLOAD(wr + 3616), w3 = VLOAD(wr + 3632);
+                            a0_0 += xr[15616] * w0; a0_1 += xr[15616] * w1; a0_2 += xr[15616] * w2; a0_3 += xr[15616] * w3;
+                            a1_0 += xr[15872] * w0; a1_1 += xr[15872] * w1; a1_2 += xr[15872] * w2; a1_3 += xr[15872] * w3;
+                            a2_0 += xr[16128] * w0; a2_1 += xr[16128] * w1; a2_2 += xr[16128] * w2; a2_3 += xr[16128] * w3;
+                            a3_0 += xr[16384] * w0; a3_1 += xr[16384] * w1; a3_2 += xr[16384] * w2; a3_3 += xr[16384] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 4096), w1 = VLOAD(wr + 4112), w2 = VLOAD(wr + 4128), w3 = VLOAD(wr + 4144);
+                            a0_0 += xr[15872] * w0; a0_1 += xr[15872] * w1; a0_2 += xr[15872] * w2; a0_3 += xr[15872] * w3;
+                            a1_0 += xr[16128] * w0; a1_1 += xr[16128] * w1; a1_2 += xr[16128] * w2; a1_3 += xr[16128] * w3;
+                            a2_0 += xr[16384] * w0; a2_1 += xr[16384] * w1; a2_2 += xr[16384] * w2; a2_3 += xr[16384] * w3;
+                            a3_0 += xr[16640] * w0; a3_1 += xr[16640] * w1; a3_2 += xr[16640] * w2; a3_3 += xr[16640] * w3;
+                        }
+                    }
+                    VSTORE(yh + (oy * 28 + x0 + 0) * 512 + (v0 + 0) * 16, a0_0); VSTORE(yh + (oy * 28 + x0 + 0) * 512 + (v0 + 1) * 16, a0_1); VSTORE(yh + (oy * 28 + x0 + 0) * 512 + (v0 + 2) * 16, a0_2); VSTORE(yh + (oy * 28 + x0 + 0) * 512 + (v0 + 3) * 16, a0_3);
+                    VSTORE(yh + (oy * 28 + x0 + 1) * 512 + (v0 + 0) * 16, a1_0); VSTORE(yh + (oy * 28 + x0 + 1) * 512 + (v0 + 1) * 16, a1_1); VSTORE(yh + (oy * 28 + x0 + 1) * 512 + (v0 + 2) * 16, a1_2); VSTORE(yh + (oy * 28 + x0 + 1) * 512 + (v0 + 3) * 16, a1_3);
+                    VSTORE(yh + (oy * 28 + x0 + 2) * 512 + (v0 + 0) * 16, a2_0); VSTORE(yh + (oy * 28 + x0 + 2) * 512 + (v0 + 1) * 16, a2_1); VSTORE(yh + (oy * 28 + x0 + 2) * 512 + (v0 + 2) * 16, a2_2); VSTORE(yh + (oy * 28 + x0 + 2) * 512 + (v0 + 3) * 16, a2_3);
+                    VSTORE(yh + (oy * 28 + x0 + 3) * 512 + (v0 + 0) * 16, a3_0); VSTORE(yh + (oy * 28 + x0 + 3) * 512 + (v0 + 1) * 16, a3_1); VSTORE(yh + (oy * 28 + x0 + 3) * 512 + (v0 + 2) * 16, a3_2); VSTORE(yh + (oy * 28 + x0 + 3) * 512 + (v0 + 3) * 16, a3_3);
                 }
-                /* rows 1..26, cols 1..26: every tap */
-                for (int oy = 1; oy < 27; oy++) {
-                    for (int ox = 1; ox < 27; ox++) {
-                        yc[oy*28 + ox] += w0 * xc[oy*28 + ox - 29] + w1 * xc[oy*28 + ox - 28] + w2 * xc[oy*28 + ox - 27] + w3 * xc[oy*28 + ox - 1]
-                                + w4 * xc[oy*28 + ox] + w5 * xc[oy*28 + ox + 1] + w6 * xc[oy*28 + ox + 27] + w7 * xc[oy*28 + ox + 28]
-                                + w8 * xc[oy*28 + ox + 29];
+            }
+        }
+        for (int co = 0; co < 512; co++)
+            for (int i = 0; i < 784; i++) yn[co * 784 + i] = yh[i * 512 + co];
+    }
+}
+
+static void l17_conv2d_backward(float *restrict G, float *restrict S, const float *restrict dy, int nb)
+{
+    float *restrict gw = G + 1735488;
+    float *restrict gb = G + 2915136;
+    float *restrict dyh = S + 2042368;
+    /* dy of every sample -> channels-last, padded channels zero */
+    CG_PARALLEL_FOR
+    for (int n = 0; n < nb; n++) {
+        float *restrict dn = dyh + (size_t)n * 401408;
+        for (int i = 0; i < 784; i++)
+            for (int co = 0; co < 512; co++) dn[i * 512 + co] = co < 512 ? dy[(size_t)n * 401408 + co * 784 + i] : 0.0f;
+    }
+    for (int co = 0; co < 512; co++) {
+        float s = 0.0f;
+        for (int n = 0; n < nb; n++)
+            for (int i = 0; i < 784; i++) s += dy[(size_t)n * 401408 + co * 784 + i];
+        gb[co] += s;
+    }
+    CG_PARALLEL_FOR
+    for (int p0 = 0; p0 < 2304; p0 += 6) {
+        int off[6], gidx[6];
+        for (int j = 0; j < 6; j++) {
+            const int q = p0 + j, ci = q / 9, k = q % 9, ky = k / 3, kx = k % 3;
+            off[j] = (ky * 1 * 30 + kx * 1) * 256 + ci;
+            gidx[j] = ci * 9 + k;
+        }
+        for (int v0 = 0; v0 < 32; v0 += 4) {
+            cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f);
+            cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f), a1_3 = vsplat(0.0f);
+            cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f), a2_2 = vsplat(0.0f), a2_3 = vsplat(0.0f);
+            cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f), a3_2 = vsplat(0.0f), a3_3 = vsplat(0.0f);
+            cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f), a4_2 = vsplat(0.0f), a4_3 = vsplat(0.0f);
+            cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f), a5_2 = vsplat(0.0f), a5_3 = vsplat(0.0f);
+            for (int n = 0; n < nb; n++) {
+                const float *restrict xp = S + 0 + (size_t)n * 230400;
+                const float *restrict dn = dyh + (size_t)n * 401408 + v0 * 16;
+                for (int oy = 0; oy < 28; oy++) {
+                    for (int ox = 0; ox < 28; ox++) {
+                        const float *restrict xr = xp + (oy * 30 + ox) * 256;
+                        const cg_v d0 = VLOAD(dn + (oy * 28 + ox) * 512 + 0), d1 = VLOAD(dn + (oy * 28 + ox) * 512 + 16), d2 = VLOAD(dn + (oy * 28 + ox) * 512 + 32), d3 = VLOAD(dn + (oy * 28 + ox) * 512 + 48);
+                        a0_0 += xr[off[0]] * d0; a0_1 += xr[off[0]] * d1; a0_2 += xr[off[0]] * d2; a0_3 += xr[off[0]] * d3;
+                        a1_0 += xr[off[1]] * d0; a1_1 += xr[off[1]] * d1; a1_2 += xr[off[1]] * d2; a1_3 += xr[off[1]] * d3;
+                        a2_0 += xr[off[2]] * d0; a2_1 += xr[off[2]] * d1; a2_2 += xr[off[2]] * d2; a2_3 += xr[off[2]] * d3;
+                        a3_0 += xr[off[3]] * d0; a3_1 += xr[off[3]] * d1; a3_2 += xr[off[3]] * d2; a3_3 += xr[off[3]] * d3;
+                        a4_0 += xr[off[4]] * d0; a4_1 += xr[off[4]] * d1; a4_2 += xr[off[4]] * d2; a4_3 += xr[off[4]] * d3;
+                        a5_0 += xr[off[5]] * d0; a5_1 += xr[off[5]] * d1; a5_2 += xr[off[5]] * d2; a5_3 += xr[off[5]] * d3;
                     }
                 }
-                /* rows 1..26, cols 27..27: 6 of 9 taps */
-                for (int oy = 1; oy < 27; oy++) {
-                    yc[oy*28 + 27] += w0 * xc[oy*28 - 2] + w1 * xc[oy*28 - 1] + w3 * xc[oy*28 + 26] + w4 * xc[oy*28 + 27]
-                            + w6 * xc[oy*28 + 54] + w7 * xc[oy*28 + 55];
-                }
-                yc[756] += w1 * xc[728] + w2 * xc[729] + w4 * xc[756] + w5 * xc[757];
-                /* rows 27..27, cols 1..26: 6 of 9 taps */
-                for (int ox = 1; ox < 27; ox++) {
-                    yc[ox + 756] += w0 * xc[ox + 727] + w1 * xc[ox + 728] + w2 * xc[ox + 729] + w3 * xc[ox + 755]
-                            + w4 * xc[ox + 756] + w5 * xc[ox + 757];
-                }
-                yc[783] += w0 * xc[754] + w1 * xc[755] + w3 * xc[782] + w4 * xc[783];
             }
+            for (int l = 0; l < 16 && (v0 + 0) * 16 + l < 512; l++) gw[((v0 + 0) * 16 + l) * 2304 + gidx[0]] += a0_0[l];
+            for (int l = 0; l < 16 && (v0 + 1) * 16 + l < 512; l++) gw[((v0 + 1) * 16 + l) * 2304 + gidx[0]] += a0_1[l];
+            for (int l = 0; l < 16 && (v0 + 2) * 16 + l < 512; l++) gw[((v0 + 2) * 16 + l) * 2304 + gidx[0]] += a0_2[l];
+            for (int l = 0; l < 16 && (v0 + 3) * 16 + l < 512; l++) gw[((v0 + 3) * 16 + l) * 2304 + gidx[0]] += a0_3[l];
+            for (int l = 0; l < 16 && (v0 + 0) * 16 + l < 512; l++) gw[((v0 + 0) * 16 + l) * 2304 + gidx[1]] += a1_0[l];
+            for (int l = 0; l < 16 && (v0 + 1) * 16 + l < 512; l++) gw[((v0 + 1) * 16 + l) * 2304 + gidx[1]] += a1_1[l];
+            for (int l = 0; l < 16 && (v0 + 2) * 16 + l < 512; l++) gw[((v0 + 2) * 16 + l) * 2304 + gidx[1]] += a1_2[l];
+            for (int l = 0; l < 16 && (v0 + 3) * 16 + l < 512; l++) gw[((v0 + 3) * 16 + l) * 2304 + gidx[1]] += a1_3[l];
+            for (int l = 0; l < 16 && (v0 + 0) * 16 + l < 512; l++) gw[((v0 + 0) * 16 + l) * 2304 + gidx[2]] += a2_0[l];
+            for (int l = 0; l < 16 && (v0 + 1) * 16 + l < 512; l++) gw[((v0 + 1) * 16 + l) * 2304 + gidx[2]] += a2_1[l];
+            for (int l = 0; l < 16 && (v0 + 2) * 16 + l < 512; l++) gw[((v0 + 2) * 16 + l) * 2304 + gidx[2]] += a2_2[l];
+            for (int l = 0; l < 16 && (v0 + 3) * 16 + l < 512; l++) gw[((v0 + 3) * 16 + l) * 2304 + gidx[2]] += a2_3[l];
+            for (int l = 0; l < 16 && (v0 + 0) * 16 + l < 512; l++) gw[((v0 + 0) * 16 + l) * 2304 + gidx[3]] += a3_0[l];
+            for (int l = 0; l < 16 && (v0 + 1) * 16 + l < 512; l++) gw[((v0 + 1) * 16 + l) * 2304 + gidx[3]] += a3_1[l];
+            for (int l = 0; l < 16 && (v0 + 2) * 16 + l < 512; l++) gw[((v0 + 2) * 16 + l) * 2304 + gidx[3]] += a3_2[l];
+            for (int l = 0; l < 16 && (v0 + 3) * 16 + l < 512; l++) gw[((v0 + 3) * 16 + l) * 2304 + gidx[3]] += a3_3[l];
+            for (int l = 0; l < 16 && (v0 + 0) * 16 + l < 512; l++) gw[((v0 + 0) * 16 + l) * 2304 + gidx[4]] += a4_0[l];
+            for (int l = 0; l < 16 && (v0 + 1) * 16 + l < 512; l++) gw[((v0 + 1) * 16 + l) * 2304 + gidx[4]] += a4_1[l];
+            for (int l = 0; l < 16 && (v0 + 2) * 16 + l < 512; l++) gw[((v0 + 2) * 16 + l) * 2304 + gidx[4]] += a4_2[l];
+            for (int l = 0; l < 16 && (v0 + 3) * 16 + l < 512; l++) gw[((v0 + 3) * 16 + l) * 2304 + gidx[4]] += a4_3[l];
+            for (int l = 0; l < 16 && (v0 + 0) * 16 + l < 512; l++) gw[((v0 + 0) * 16 + l) * 2304 + gidx[5]] += a5_0[l];
+            for (int l = 0; l < 16 && (v0 + 1) * 16 + l < 512; l++) gw[((v0 + 1) * 16 + l) * 2304 + gidx[5]] += a5_1[l];
+            for (int l = 0; l < 16 && (v0 + 2) * 16 + l < 512; l++) gw[((v0 + 2) * 16 + l) * 2304 + gidx[5]] += a5_2[l];
+            for (int l = 0; l < 16 && (v0 + 3) * 16 + l < 512; l++) gw[((v0 + 3) * 16 + l) * 2304 + gidx[5]] += a5_3[l];
         }
     }
 }
 
-static void l17_conv2d_backward(const float *restrict P, float *restrict G, const float *restrict x, const float *restrict dy, float *restrict dx, int nb)
+static void l17_conv2d_backward_dx(const float *restrict P, float *restrict S, const float *restrict dy, float *restrict dx, int nb)
 {
     const float *restrict w = P + 1735488;
-    float *restrict gw = G + 1735488;
-    float *restrict gb = G + 2915136;
-    memset(dx, 0, sizeof(float) * (size_t)nb * 200704);
-    for (int col = 0; col < 512; col++) {
-        for (int ci = 0; ci < 256; ci++) {
-            const float *restrict wc = w + col*2304 + ci*9;
-            float *restrict gwc = gw + col*2304 + ci*9;
-            const float w0 = wc[0], w1 = wc[1], w2 = wc[2];
-            const float w3 = wc[3], w4 = wc[4], w5 = wc[5];
-            const float w6 = wc[6], w7 = wc[7], w8 = wc[8];
-            float g0 = 0.0f, g1 = 0.0f, g2 = 0.0f;
-            float g3 = 0.0f, g4 = 0.0f, g5 = 0.0f;
-            float g6 = 0.0f, g7 = 0.0f, g8 = 0.0f;
-            for (int n = 0; n < nb; n++) {
-                const float *restrict xc = x + (size_t)n * 200704 + ci*784;
-                float *restrict dxc = dx + (size_t)n * 200704 + ci*784;
-                const float *restrict dyc = dy + (size_t)n * 401408 + col*784;
-                {
-                    const float d = dyc[0];
-                    g4 += d * xc[0]; dxc[0] += w4 * d;
-                    g5 += d * xc[1]; dxc[1] += w5 * d;
-                    g7 += d * xc[28]; dxc[28] += w7 * d;
-                    g8 += d * xc[29]; dxc[29] += w8 * d;
-                }
-                /* rows 0..0, cols 1..26: 6 of 9 taps */
-                for (int ox = 1; ox < 27; ox++) {
-                    const float d = dyc[ox];
-                    g3 += d * xc[ox - 1]; dxc[ox - 1] += w3 * d;
-                    g4 += d * xc[ox]; dxc[ox] += w4 * d;
-                    g5 += d * xc[ox + 1]; dxc[ox + 1] += w5 * d;
-                    g6 += d * xc[ox + 27]; dxc[ox + 27] += w6 * d;
-                    g7 += d * xc[ox + 28]; dxc[ox + 28] += w7 * d;
-                    g8 += d * xc[ox + 29]; dxc[ox + 29] += w8 * d;
-                }
-                {
-                    const float d = dyc[27];
-                    g3 += d * xc[26]; dxc[26] += w3 * d;
-                    g4 += d * xc[27]; dxc[27] += w4 * d;
-                    g6 += d * xc[54]; dxc[54] += w6 * d;
-                    g7 += d * xc[55]; dxc[55] += w7 * d;
-                }
-                /* rows 1..26, cols 0..0: 6 of 9 taps */
-                for (int oy = 1; oy < 27; oy++) {
-                    {
-                        const float d = dyc[oy*28];
-                        g1 += d * xc[oy*28 - 28]; dxc[oy*28 - 28] += w1 * d;
-                        g2 += d * xc[oy*28 - 27]; dxc[oy*28 - 27] += w2 * d;
-                        g4 += d * xc[oy*28]; dxc[oy*28] += w4 * d;
-                        g5 += d * xc[oy*28 + 1]; dxc[oy*28 + 1] += w5 * d;
-                        g7 += d * xc[oy*28 + 28]; dxc[oy*28 + 28] += w7 * d;
-                        g8 += d * xc[oy*28 + 29]; dxc[oy*28 + 29] += w8 * d;
+    float *restrict wf = S + 2845184, *restrict dyp = S + 4024832, *restrict dxh = S + 4485632;
+    for (int i = 0; i < 1179648; i++) wf[i] = 0.0f;
+    for (int co = 0; co < 512; co++)
+        for (int ci = 0; ci < 256; ci++)
+            for (int k = 0; k < 9; k++) wf[(co * 9 + k) * 256 + ci] = w[(co * 256 + ci) * 9 + k];
+    for (int n = 0; n < nb; n++) {
+        const float *restrict dn = dy + (size_t)n * 401408;
+        float *restrict dxn = dx + (size_t)n * 200704;
+        memset(dyp, 0, sizeof(float) * 460800);
+        for (int co = 0; co < 512; co++)
+            for (int oy = 0; oy < 28; oy++)
+                for (int ox = 0; ox < 28; ox++) dyp[((oy + 1) * 30 + ox + 1) * 512 + co] = dn[co * 784 + oy * 28 + ox];
+        CG_PARALLEL_FOR
+        for (int iy = 0; iy < 28; iy++) {
+            for (int v0 = 0; v0 < 16; v0 += 4) {
+                for (int x0 = 0; x0 < 24; x0 += 6) {
+                    cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f);
+                    cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f), a1_3 = vsplat(0.0f);
+                    cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f), a2_2 = vsplat(0.0f), a2_3 = vsplat(0.0f);
+                    cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f), a3_2 = vsplat(0.0f), a3_3 = vsplat(0.0f);
+                    cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f), a4_2 = vsplat(0.0f), a4_3 = vsplat(0.0f);
+                    cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f), a5_2 = vsplat(0.0f), a5_3 = vsplat(0.0f);
+                    for (int co = 0; co < 512; co++) {
+                        const float *restrict dr = dyp + (iy * 30 + x0) * 512 + co;
+                        const float *restrict wr = wf + co * 2304 + v0 * 16;
+                        {
+                            const cg_v w0 = VLOAD(wr + 0), w1 = VLOAD(wr + 16), w2 = VLOAD(wr + 32), w3 = VLOAD(wr + 48);
+                            a0_0 += dr[31744] * w0; a0_1 += dr[31744] * w1; a0_2 += dr[31744] * w2; a0_3 += dr[31744] * w3;
+                            a1_0 += dr[32256] * w0; a1_1 += dr[32256] * w1; a1_2 += dr[32256] * w2; a1_3 += dr[32256] * w3;
+                            a2_0 += dr[32768] * w0; a2_1 += dr[32768] * w1; a2_2 += dr[32768] * w2; a2_3 += dr[32768] * w3;
+                            a3_0 += dr[33280] * w0; a3_1 += dr[33280] * w1; a3_2 += dr[33280] * w2; a3_3 += dr[33280] * w3;
+                            a4_0 += dr[33792] * w0; a4_1 += dr[33792] * w1; a4_2 += dr[33792] * w2; a4_3 += dr[33792] * w3;
+                            a5_0 += dr[34304] * w0; a5_1 += dr[34304] * w1; a5_2 += dr[34304] * w2; a5_3 += dr[34304] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 256), w1 = VLOAD(wr + 272), w2 = VLOAD(wr + 288), w3 = VLOAD(wr + 304);
+                            a0_0 += dr[31232] * w0; a0_1 += dr[31232] * w1; a0_2 += dr[31232] * w2; a0_3 += dr[31232] * w3;
+                            a1_0 += dr[31744] * w0; a1_1 += dr[31744] * w1; a1_2 += dr[31744] * w2; a1_3 += dr[31744] * w3;
+                            a2_0 += dr[32256] * w0; a2_1 += dr[32256] * w1; a2_2 += dr[32256] * w2; a2_3 += dr[32256] * w3;
+                            a3_0 += dr[32768] * w0; a3_1 += dr[32768] * w1; a3_2 += dr[32768] * w2; a3_3 += dr[32768] * w3;
+                            a4_0 += dr[33280] * w0; a4_1 += dr[33280] * w1; a4_2 += dr[33280] * w2; a4_3 += dr[33280] * w3;
+                            a5_0 += dr[33792] * w0; a5_1 += dr[33792] * w1; a5_2 += dr[33792] * w2; a5_3 += dr[33792] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 512), w1 = VLOAD(wr + 528), w2 = VLOAD(wr + 544), w3 = VLOAD(wr + 560);
+                            a0_0 += dr[30720] * w0; a0_1 += dr[30720] * w1; a0_2 += dr[30720] * w2; a0_3 += dr[30720] * w3;
+                            a1_0 += dr[31232] * w0; a1_1 += dr[31232] * w1; a1_2 += dr[31232] * w2; a1_3 += dr[31232] * w3;
+                            a2_0 += dr[31744] * w0; a2_1 += dr[31744] * w1; a2_2 += dr[31744] * w2; a2_3 += dr[31744] * w3;
+                            a3_0 += dr[32256] * w0; a3_1 += dr[32256] * w1; a3_2 += dr[32256] * w2; a3_3 += dr[32256] * w3;
+                            a4_0 += dr[32768] * w0; a4_1 += dr[32768] * w1; a4_2 += dr[32768] * w2; a4_3 += dr[32768] * w3;
+                            a5_0 += dr[33280] * w0; a5_1 += dr[33280] * w1; a5_2 += dr[33280] * w2; a5_3 += dr[33280] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 768), w1 = VLOAD(wr + 784), w2 = VLOAD(wr + 800), w3 = VLOAD(wr + 816);
+                            a0_0 += dr[16384] * w0; a0_1 += dr[16384] * w1; a0_2 += dr[16384] * w2; a0_3 += dr[16384] * w3;
+                            a1_0 += dr[16896] * w0; a1_1 += dr[16896] * w1; a1_2 += dr[16896] * w2; a1_3 += dr[16896] * w3;
+                            a2_0 += dr[17408] * w0; a2_1 += dr[17408] * w1; a2_2 += dr[17408] * w2; a2_3 += dr[17408] * w3;
+                            a3_0 += dr[17920] * w0; a3_1 += dr[17920] * w1; a3_2 += dr[17920] * w2; a3_3 += dr[17920] * w3;
+                            a4_0 += dr[18432] * w0; a4_1 += dr[18432] * w1; a4_2 += dr[18432] * w2; a4_3 += dr[18432] * w3;
+                            a5_0 += dr[18944] * w0; a5_1 += dr[18944] * w1; a5_2 += dr[18944] * w2; a5_3 += dr[18944] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 1024), w1 = VLOAD(wr + 1040), w2 = VLOAD(wr + 1056), w3 = VLOAD(wr + 1072);
+                            a0_0 += dr[15872] * w0; a0_1 += dr[15872] * w1; a0_2 += dr[15872] * w2; a0_3 += dr[15872] * w3;
+                            a1_0 += dr[16384] * w0; a1_1 += dr[16384] * w1; a1_2 += dr[16384] * w2; a1_3 += dr[16384] * w3;
+                            a2_0 += dr[16896] * w0; a2_1 += dr[16896] * w1; a2_2 += dr[16896] * w2; a2_3 += dr[16896] * w3;
+                            a3_0 += dr[17408] * w0; a3_1 += dr[17408] * w1; a3_2 += dr[17408] * w2; a3_3 += dr[17408] * w3;
+                            a4_0 += dr[17920] * w0; a4_1 += dr[17920] * w1; a4_2 += dr[17920] * w2; a4_3 += dr[17920] * w3;
+                            a5_0 += dr[18432] * w0; a5_1 += dr[18432] * w1; a5_2 += dr[18432] * w2; a5_3 += dr[18432] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 1280), w1 = VLOAD(wr + 1296), w2 = VLOAD(wr + 1312), w3 = VLOAD(wr + 1328);
+                            a0_0 += dr[15360] * w0; a0_1 += dr[15360] * w1; a0_2 += dr[15360] * w2; a0_3 += dr[15360] * w3;
+                            a1_0 += dr[15872] * w0; a1_1 += dr[15872] * w1; a1_2 += dr[15872] * w2; a1_3 += dr[15872] * w3;
+                            a2_0 += dr[16384] * w0; a2_1 += dr[16384] * w1; a2_2 += dr[16384] * w2; a2_3 += dr[16384] * w3;
+                            a3_0 += dr[16896] * w0; a3_1 += dr[16896] * w1; a3_2 += dr[16896] * w2; a3_3 += dr[16896] * w3;
+                            a4_0 += dr[17408] * w0; a4_1 += dr[17408] * w1; a4_2 += dr[17408] * w2; a4_3 += dr[17408] * w3;
+                            a5_0 += dr[17920] * w0; a5_1 += dr[17920] * w1; a5_2 += dr[17920] * w2; a5_3 += dr[17920] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 1536), w1 = VLOAD(wr + 1552), w2 = VLOAD(wr + 1568), w3 = VLOAD(wr + 1584);
+                            a0_0 += dr[1024] * w0; a0_1 += dr[1024] * w1; a0_2 += dr[1024] * w2; a0_3 += dr[1024] * w3;
+                            a1_0 += dr[1536] * w0; a1_1 += dr[1536] * w1; a1_2 += dr[1536] * w2; a1_3 += dr[1536] * w3;
+                            a2_0 += dr[2048] * w0; a2_1 += dr[2048] * w1; a2_2 += dr[2048] * w2; a2_3 += dr[2048] * w3;
+                            a3_0 += dr[2560] * w0; a3_1 += dr[2560] * w1; a3_2 += dr[2560] * w2; a3_3 += dr[2560] * w3;
+                            a4_0 += dr[3072] * w0; a4_1 += dr[3072] * w1; a4_2 += dr[3072] * w2; a4_3 += dr[3072] * w3;
+                            a5_0 += dr[3584] * w0; a5_1 += dr[3584] * w1; a5_2 += dr[3584] * w2; a5_3 += dr[3584] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 1792), w1 = VLOAD(wr + 1808), w2 = VLOAD(wr + 1824), w3 = VLOAD(wr + 1840);
+                            a0_0 += dr[512] * w0; a0_1 += dr[512] * w1; a0_2 += dr[512] * w2; a0_3 += dr[512] * w3;
+                            a1_0 += dr[1024] * w0; a1_1 += dr[1024] * w1; a1_2 += dr[1024] * w2; a1_3 += dr[1024] * w3;
+                            a2_0 += dr[1536] * w0; a2_1 += dr[1536] * w1; a2_2 += dr[1536] * w2; a2_3 += dr[1536] * w3;
+                            a3_0 += dr[2048] * w0; a3_1 += dr[2048] * w1; a3_2 += dr[2048] * w2; a3_3 += dr[2048] * w3;
+                            a4_0 += dr[2560] * w0; a4_1 += dr[2560] * w1; a4_2 += dr[2560] * w2; a4_3 += dr[2560] * w3;
+                            a5_0 += dr[3072] * w0; a5_1 += dr[3072] * w1; a5_2 += dr[3072] * w2; a5_3 += dr[3072] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 2048), w1 = VLOAD(wr + 2064), w2 = VLOAD(wr + 2080), w3 = VLOAD(wr + 2096);
+                            a0_0 += dr[0] * w0; a0_1 += dr[0] * w1; a0_2 += dr[0] * w2; a0_3 += dr[0] * w3;
+                            a1_0 += dr[512] * w0; a1_1 += dr[512] * w1; a1_2 += dr[512] * w2; a1_3 += dr[512] * w3;
+                            a2_0 += dr[1024] * w0; a2_1 += dr[1024] * w1; a2_2 += dr[1024] * w2; a2_3 += dr[1024] * w3;
+                            a3_0 += dr[1536] * w0; a3_1 += dr[1536] * w1; a3_2 += dr[1536] * w2; a3_3 += dr[1536] * w3;
+                            a4_0 += dr[2048] * w0; a4_1 += dr[2048] * w1; a4_2 += dr[2048] * w2; a4_3 += dr[2048] * w3;
+                            a5_0 += dr[2560] * w0; a5_1 += dr[2560] * w1; a5_2 += dr[2560] * w2; a5_3 += dr[2560] * w3;
+                        }
                     }
-                }
-                /* rows 1..26, cols 1..26: every tap */
-                for (int oy = 1; oy < 27; oy++) {
-                    for (int ox = 1; ox < 27; ox++) {
-                        const float d = dyc[oy*28 + ox];
-                        g0 += d * xc[oy*28 + ox - 29]; dxc[oy*28 + ox - 29] += w0 * d;
-                        g1 += d * xc[oy*28 + ox - 28]; dxc[oy*28 + ox - 28] += w1 * d;
-                        g2 += d * xc[oy*28 + ox - 27]; dxc[oy*28 + ox - 27] += w2 * d;
-                        g3 += d * xc[oy*28 + ox - 1]; dxc[oy*28 + ox - 1] += w3 * d;
-                        g4 += d * xc[oy*28 + ox]; dxc[oy*28 + ox] += w4 * d;
-                        g5 += d * xc[oy*28 + ox + 1]; dxc[oy*28 + ox + 1] += w5 * d;
-                        g6 += d * xc[oy*28 + ox + 27]; dxc[oy*28 + ox + 27] += w6 * d;
-                        g7 += d * xc[oy*28 + ox + 28]; dxc[oy*28 + ox + 28] += w7 * d;
-                        g8 += d * xc[oy*28 + ox + 29]; dxc[oy*28 + ox + 29] += w8 * d;
-                    }
-                }
-                /* rows 1..26, cols 27..27: 6 of 9 taps */
-                for (int oy = 1; oy < 27; oy++) {
-                    {
-                        const float d = dyc[oy*28 + 27];
-                        g0 += d * xc[oy*28 - 2]; dxc[oy*28 - 2] += w0 * d;
-                        g1 += d * xc[oy*28 - 1]; dxc[oy*28 - 1] += w1 * d;
-                        g3 += d * xc[oy*28 + 26]; dxc[oy*28 + 26] += w3 * d;
-                        g4 += d * xc[oy*28 + 27]; dxc[oy*28 + 27] += w4 * d;
-                        g6 += d * xc[oy*28 + 54]; dxc[oy*28 + 54] += w6 * d;
-                        g7 += d * xc[oy*28 + 55]; dxc[oy*28 + 55] += w7 * d;
-                    }
+                    VSTORE(dxh + (iy * 28 + x0 + 0) * 256 + (v0 + 0) * 16, a0_0); VSTORE(dxh + (iy * 28 + x0 + 0) * 256 + (v0 + 1) * 16, a0_1); VSTORE(dxh + (iy * 28 + x0 + 0) * 256 + (v0 + 2) * 16, a0_2); VSTORE(dxh + (iy * 28 + x0 + 0) * 256 + (v0 + 3) * 16, a0_3);
+                    VSTORE(dxh + (iy * 28 + x0 + 1) * 256 + (v0 + 0) * 16, a1_0); VSTORE(dxh + (iy * 28 + x0 + 1) * 256 + (v0 + 1) * 16, a1_1); VSTORE(dxh + (iy * 28 + x0 + 1) * 256 + (v0 + 2) * 16, a1_2); VSTORE(dxh + (iy * 28 + x0 + 1) * 256 + (v0 + 3) * 16, a1_3);
+                    VSTORE(dxh + (iy * 28 + x0 + 2) * 256 + (v0 + 0) * 16, a2_0); VSTORE(dxh + (iy * 28 + x0 + 2) * 256 + (v0 + 1) * 16, a2_1); VSTORE(dxh + (iy * 28 + x0 + 2) * 256 + (v0 + 2) * 16, a2_2); VSTORE(dxh + (iy * 28 + x0 + 2) * 256 + (v0 + 3) * 16, a2_3);
+                    VSTORE(dxh + (iy * 28 + x0 + 3) * 256 + (v0 + 0) * 16, a3_0); VSTORE(dxh + (iy * 28 + x0 + 3) * 256 + (v0 + 1) * 16, a3_1); VSTORE(dxh + (iy * 28 + x0 + 3) * 256 + (v0 + 2) * 16, a3_2); VSTORE(dxh + (iy * 28 + x0 + 3) * 256 + (v0 + 3) * 16, a3_3);
+                    VSTORE(dxh + (iy * 28 + x0 + 4) * 256 + (v0 + 0) * 16, a4_0); VSTORE(dxh + (iy * 28 + x0 + 4) * 256 + (v0 + 1) * 16, a4_1); VSTORE(dxh + (iy * 28 + x0 + 4) * 256 + (v0 + 2) * 16, a4_2); VSTORE(dxh + (iy * 28 + x0 + 4) * 256 + (v0 + 3) * 16, a4_3);
+                    VSTORE(dxh + (iy * 28 + x0 + 5) * 256 + (v0 + 0) * 16, a5_0); VSTORE(dxh + (iy * 28 + x0 + 5) * 256 + (v0 + 1) * 16, a5_1); VSTORE(dxh + (iy * 28 + x0 + 5) * 256 + (v0 + 2) * 16, a5_2); VSTORE(dxh + (iy * 28 + x0 + 5) * 256 + (v0 + 3) * 16, a5_3);
                 }
                 {
-                    const float d = dyc[756];
-                    g1 += d * xc[728]; dxc[728] += w1 * d;
-                    g2 += d * xc[729]; dxc[729] += w2 * d;
-                    g4 += d * xc[756]; dxc[756] += w4 * d;
-                    g5 += d * xc[757]; dxc[757] += w5 * d;
-                }
-                /* rows 27..27, cols 1..26: 6 of 9 taps */
-                for (int ox = 1; ox < 27; ox++) {
-                    const float d = dyc[ox + 756];
-                    g0 += d * xc[ox + 727]; dxc[ox + 727] += w0 * d;
-                    g1 += d * xc[ox + 728]; dxc[ox + 728] += w1 * d;
-                    g2 += d * xc[ox + 729]; dxc[ox + 729] += w2 * d;
-                    g3 += d * xc[ox + 755]; dxc[ox + 755] += w3 * d;
-                    g4 += d * xc[ox + 756]; dxc[ox + 756] += w4 * d;
-                    g5 += d * xc[ox + 757]; dxc[ox + 757] += w5 * d;
-                }
-                {
-                    const float d = dyc[783];
-                    g0 += d * xc[754]; dxc[754] += w0 * d;
-                    g1 += d * xc[755]; dxc[755] += w1 * d;
-                    g3 += d * xc[782]; dxc[782] += w3 * d;
-                    g4 += d * xc[783]; dxc[783] += w4 * d;
+                    const int x0 = 24;
+                    cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f);
+                    cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f), a1_3 = vsplat(0.0f);
+                    cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f), a2_2 = vsplat(0.0f), a2_3 = vsplat(0.0f);
+                    cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f), a3_2 = vsplat(0.0f), a3_3 = vsplat(0.0f);
+                    for (int co = 0; co < 512; co++) {
+                        const float *restrict dr = dyp + (iy * 30 + x0) * 512 + co;
+                        const float *restrict wr = wf + co * 2304 + v0 * 16;
+                        {
+                            const cg_v w0 = VLOAD(wr + 0), w1 = VLOAD(wr + 16), w2 = VLOAD(wr + 32), w3 = VLOAD(wr + 48);
+                            a0_0 += dr[31744] * w0; a0_1 += dr[31744] * w1; a0_2 += dr[31744] * w2; a0_3 += dr[31744] * w3;
+                            a1_0 += dr[32256] * w0; a1_1 += dr[32256] * w1; a1_2 += dr[32256] * w2; a1_3 += dr[32256] * w3;
+                            a2_0 += dr[32768] * w0; a2_1 += dr[32768] * w1; a2_2 += dr[32768] * w2; a2_3 += dr[32768] * w3;
+                            a3_0 += dr[33280] * w0; a3_1 += dr[33280] * w1; a3_2 += dr[33280] * w2; a3_3 += dr[33280] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 256), w1 = VLOAD(wr + 272), w2 = VLOAD(wr + 288), w3 = VLOAD(wr + 304);
+                            a0_0 += dr[31232] * w0; a0_1 += dr[31232] * w1; a0_2 += dr[31232] * w2; a0_3 += dr[31232] * w3;
+                            a1_0 += dr[31744] * w0; a1_1 += dr[31744] * w1; a1_2 += dr[31744] * w2; a1_3 += dr[31744] * w3;
+                            a2_0 += dr[32256] * w0; a2_1 += dr[32256] * w1; a2_2 += dr[32256] * w2; a2_3 += dr[32256] * w3;
+                            a3_0 += dr[32768] * w0; a3_1 += dr[32768] * w1; a3_2 += dr[32768] * w2; a3_3 += dr[32768] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 512), w1 = VLOAD(wr + 528), w2 = VLOAD(wr + 544), w3 = VLOAD(wr + 560);
+                            a0_0 += dr[30720] * w0; a0_1 += dr[30720] * w1; a0_2 += dr[30720] * w2; a0_3 += dr[30720] * w3;
+                            a1_0 += dr[31232] * w0; a1_1 += dr[31232] * w1; a1_2 += dr[31232] * w2; a1_3 += dr[31232] * w3;
+                            a2_0 += dr[31744] * w0; a2_1 += dr[31744] * w1; a2_2 += dr[31744] * w2; a2_3 += dr[31744] * w3;
+                            a3_0 += dr[32256] * w0; a3_1 += dr[32256] * w1; a3_2 += dr[32256] * w2; a3_3 += dr[32256] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 768), w1 = VLOAD(wr + 784), w2 = VLOAD(wr + 800), w3 = VLOAD(wr + 816);
+                            a0_0 += dr[16384] * w0; a0_1 += dr[16384] * w1; a0_2 += dr[16384] * w2; a0_3 += dr[16384] * w3;
+                            a1_0 += dr[16896] * w0; a1_1 += dr[16896] * w1; a1_2 += dr[16896] * w2; a1_3 += dr[16896] * w3;
+                            a2_0 += dr[17408] * w0; a2_1 += dr[17408] * w1; a2_2 += dr[17408] * w2; a2_3 += dr[17408] * w3;
+                            a3_0 += dr[17920] * w0; a3_1 += dr[17920] * w1; a3_2 += dr[17920] * w2; a3_3 += dr[17920] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 1024), w1 = VLOAD(wr + 1040), w2 = VLOAD(wr + 1056), w3 = VLOAD(wr + 1072);
+                            a0_0 += dr[15872] * w0; a0_1 += dr[15872] * w1; a0_2 += dr[15872] * w2; a0_3 += dr[15872] * w3;
+                            a1_0 += dr[16384] * w0; a1_1 += dr[16384] * w1; a1_2 += dr[16384] * w2; a1_3 += dr[16384] * w3;
+                            a2_0 += dr[16896] * w0; a2_1 += dr[16896] * w1; a2_2 += dr[16896] * w2; a2_3 += dr[16896] * w3;
+                            a3_0 += dr[17408] * w0; a3_1 += dr[17408] * w1; a3_2 += dr[17408] * w2; a3_3 += dr[17408] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 1280), w1 = VLOAD(wr + 1296), w2 = VLOAD(wr + 1312), w3 = VLOAD(wr + 1328);
+                            a0_0 += dr[15360] * w0; a0_1 += dr[15360] * w1; a0_2 += dr[15360] * w2; a0_3 += dr[15360] * w3;
+                            a1_0 += dr[15872] * w0; a1_1 += dr[15872] * w1; a1_2 += dr[15872] * w2; a1_3 += dr[15872] * w3;
+                            a2_0 += dr[16384] * w0; a2_1 += dr[16384] * w1; a2_2 += dr[16384] * w2; a2_3 += dr[16384] * w3;
+                            a3_0 += dr[16896] * w0; a3_1 += dr[16896] * w1; a3_2 += dr[16896] * w2; a3_3 += dr[16896] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 1536), w1 = VLOAD(wr + 1552), w2 = VLOAD(wr + 1568), w3 = VLOAD(wr + 1584);
+                            a0_0 += dr[1024] * w0; a0_1 += dr[1024] * w1; a0_2 += dr[1024] * w2; a0_3 += dr[1024] * w3;
+                            a1_0 += dr[1536] * w0; a1_1 += dr[1536] * w1; a1_2 += dr[1536] * w2; a1_3 += dr[1536] * w3;
+                            a2_0 += dr[2048] * w0; a2_1 += dr[2048] * w1; a2_2 += dr[2048] * w2; a2_3 += dr[2048] * w3;
+                            a3_0 += dr[2560] * w0; a3_1 += dr[2560] * w1; a3_2 += dr[2560] * w2; a3_3 += dr[2560] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 1792), w1 = VLOAD(wr + 1808), w2 = VLOAD(wr + 1824), w3 = VLOAD(wr + 1840);
+                            a0_0 += dr[512] * w0; a0_1 += dr[512] * w1; a0_2 += dr[512] * w2; a0_3 += dr[512] * w3;
+                            a1_0 += dr[1024] * w0; a1_1 += dr[1024] * w1; a1_2 += dr[1024] * w2; a1_3 += dr[1024] * w3;
+                            a2_0 += dr[1536] * w0; a2_1 += dr[1536] * w1; a2_2 += dr[1536] * w2; a2_3 += dr[1536] * w3;
+                            a3_0 += dr[2048] * w0; a3_1 += dr[2048] * w1; a3_2 += dr[2048] * w2; a3_3 += dr[2048] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 2048), w1 = VLOAD(wr + 2064), w2 = VLOAD(wr + 2080), w3 = VLOAD(wr + 2096);
+                            a0_0 += dr[0] * w0; a0_1 += dr[0] * w1; a0_2 += dr[0] * w2; a0_3 += dr[0] * w3;
+                            a1_0 += dr[512] * w0; a1_1 += dr[512] * w1; a1_2 += dr[512] * w2; a1_3 += dr[512] * w3;
+                            a2_0 += dr[1024] * w0; a2_1 += dr[1024] * w1; a2_2 += dr[1024] * w2; a2_3 += dr[1024] * w3;
+                            a3_0 += dr[1536] * w0; a3_1 += dr[1536] * w1; a3_2 += dr[1536] * w2; a3_3 += dr[1536] * w3;
+                        }
+                    }
+                    VSTORE(dxh + (iy * 28 + x0 + 0) * 256 + (v0 + 0) * 16, a0_0); VSTORE(dxh + (iy * 28 + x0 + 0) * 256 + (v0 + 1) * 16, a0_1); VSTORE(dxh + (iy * 28 + x0 + 0) * 256 + (v0 + 2) * 16, a0_2); VSTORE(dxh + (iy * 28 + x0 + 0) * 256 + (v0 + 3) * 16, a0_3);
+                    VSTORE(dxh + (iy * 28 + x0 + 1) * 256 + (v0 + 0) * 16, a1_0); VSTORE(dxh + (iy * 28 + x0 + 1) * 256 + (v0 + 1) * 16, a1_1); VSTORE(dxh + (iy * 28 + x0 + 1) * 256 + (v0 + 2) * 16, a1_2); VSTORE(dxh + (iy * 28 + x0 + 1) * 256 + (v0 + 3) * 16, a1_3);
+                    VSTORE(dxh + (iy * 28 + x0 + 2) * 256 + (v0 + 0) * 16, a2_0); VSTORE(dxh + (iy * 28 + x0 + 2) * 256 + (v0 + 1) * 16, a2_1); VSTORE(dxh + (iy * 28 + x0 + 2) * 256 + (v0 + 2) * 16, a2_2); VSTORE(dxh + (iy * 28 + x0 + 2) * 256 + (v0 + 3) * 16, a2_3);
+                    VSTORE(dxh + (iy * 28 + x0 + 3) * 256 + (v0 + 0) * 16, a3_0); VSTORE(dxh + (iy * 28 + x0 + 3) * 256 + (v0 + 1) * 16, a3_1); VSTORE(dxh + (iy * 28 + x0 + 3) * 256 + (v0 + 2) * 16, a3_2); VSTORE(dxh + (iy * 28 + x0 + 3) * 256 + (v0 + 3) * 16, a3_3);
                 }
             }
-            gwc[0] += g0;
-            gwc[1] += g1;
-            gwc[2] += g2;
-            gwc[3] += g3;
-            gwc[4] += g4;
-            gwc[5] += g5;
-            gwc[6] += g6;
-            gwc[7] += g7;
-            gwc[8] += g8;
         }
-        {
-            float s = 0.0f;
-            for (int n = 0; n < nb; n++)
-                for (int i = 0; i < 784; i++) s += dy[(size_t)n * 401408 + col*784 + i];
-            gb[col] += s;
-        }
+        for (int ci = 0; ci < 256; ci++)
+            for (int i = 0; i < 784; i++) dxn[ci * 784 + i] = dxh[i * 256 + ci];
     }
 }
 
@@ -1727,183 +4252,486 @@ static void l18_relu_backward(const float *restrict y, const float *restrict dy,
 }
 
 /* layer 19: conv2d 512x28x28 -> 512x28x28 (specs/vgg16.yaml:37:5) */
-static void l19_conv2d_forward(const float *restrict P, const float *restrict x, float *restrict y, int nb)
+static void l19_conv2d_forward(const float *restrict P, float *restrict S, const float *restrict x, float *restrict y, int nb)
 {
     const float *restrict w = P + 2915648;
-    const float *restrict b = P + 5274944;
+    float *restrict yh = S + 921600, *restrict wt = S + 1323008, *restrict bp = S + 3682304;
+    /* weights [co][ci][k] -> [ci][k][co], channels padded to 512 */
+    for (int i = 0; i < 2359296; i++) wt[i] = 0.0f;
+    for (int co = 0; co < 512; co++)
+        for (int j = 0; j < 4608; j++) wt[j * 512 + co] = w[co * 4608 + j];
+    for (int co = 0; co < 512; co++) bp[co] = co < 512 ? (P + 5274944)[co] : 0.0f;
     for (int n = 0; n < nb; n++) {
         const float *restrict xn = x + (size_t)n * 401408;
+        float *restrict xp = S + 0 + (size_t)n * 460800;
         float *restrict yn = y + (size_t)n * 401408;
-        for (int col = 0; col < 512; col++) {
-            float *restrict yc = yn + col*784;
-            for (int i = 0; i < 784; i++) yc[i] = b[col];
-            for (int ci = 0; ci < 512; ci++) {
-                const float *restrict xc = xn + ci*784;
-                const float *restrict wc = w + col*4608 + ci*9;
-                const float w0 = wc[0], w1 = wc[1], w2 = wc[2];
-                const float w3 = wc[3], w4 = wc[4], w5 = wc[5];
-                const float w6 = wc[6], w7 = wc[7], w8 = wc[8];
-                yc[0] += w4 * xc[0] + w5 * xc[1] + w7 * xc[28] + w8 * xc[29];
-                /* rows 0..0, cols 1..26: 6 of 9 taps */
-                for (int ox = 1; ox < 27; ox++) {
-                    yc[ox] += w3 * xc[ox - 1] + w4 * xc[ox] + w5 * xc[ox + 1] + w6 * xc[ox + 27]
-                            + w7 * xc[ox + 28] + w8 * xc[ox + 29];
+        memset(xp, 0, sizeof(float) * 460800);
+        for (int ci = 0; ci < 512; ci++)
+            for (int iy = 0; iy < 28; iy++)
+                for (int ix = 0; ix < 28; ix++) xp[((iy + 1) * 30 + ix + 1) * 512 + ci] = xn[ci * 784 + iy * 28 + ix];
+        CG_PARALLEL_FOR
+        for (int oy = 0; oy < 28; oy++) {
+            for (int v0 = 0; v0 < 32; v0 += 4) {
+                for (int x0 = 0; x0 < 24; x0 += 6) {
+                    cg_v a0_0 = VLOAD(bp + (v0 + 0) * 16), a0_1 = VLOAD(bp + (v0 + 1) * 16), a0_2 = VLOAD(bp + (v0 + 2) * 16), a0_3 = VLOAD(bp + (v0 + 3) * 16);
+                    cg_v a1_0 = VLOAD(bp + (v0 + 0) * 16), a1_1 = VLOAD(bp + (v0 + 1) * 16), a1_2 = VLOAD(bp + (v0 + 2) * 16), a1_3 = VLOAD(bp + (v0 + 3) * 16);
+                    cg_v a2_0 = VLOAD(bp + (v0 + 0) * 16), a2_1 = VLOAD(bp + (v0 + 1) * 16), a2_2 = VLOAD(bp + (v0 + 2) * 16), a2_3 = VLOAD(bp + (v0 + 3) * 16);
+                    cg_v a3_0 = VLOAD(bp + (v0 + 0) * 16), a3_1 = VLOAD(bp + (v0 + 1) * 16), a3_2 = VLOAD(bp + (v0 + 2) * 16), a3_3 = VLOAD(bp + (v0 + 3) * 16);
+                    cg_v a4_0 = VLOAD(bp + (v0 + 0) * 16), a4_1 = VLOAD(bp + (v0 + 1) * 16), a4_2 = VLOAD(bp + (v0 + 2) * 16), a4_3 = VLOAD(bp + (v0 + 3) * 16);
+                    cg_v a5_0 = VLOAD(bp + (v0 + 0) * 16), a5_1 = VLOAD(bp + (v0 + 1) * 16), a5_2 = VLOAD(bp + (v0 + 2) * 16), a5_3 = VLOAD(bp + (v0 + 3) * 16);
+                    for (int ci = 0; ci < 512; ci++) {
+                        const float *restrict xr = xp + (oy * 30 + x0) * 512 + ci;
+                        const float *restrict wr = wt + ci * 4608 + v0 * 16;
+                        {
+                            const cg_v w0 = VLOAD(wr + 0), w1 = VLOAD(wr + 16), w2 = VLOAD(wr + 32), w3 = VLOAD(wr + 48);
+                            a0_0 += xr[0] * w0; a0_1 += xr[0] * w1; a0_2 += xr[0] * w2; a0_3 += xr[0] * w3;
+                            a1_0 += xr[512] * w0; a1_1 += xr[512] * w1; a1_2 += xr[512] * w2; a1_3 += xr[512] * w3;
+                            a2_0 += xr[1024] * w0; a2_1 += xr[1024] * w1; a2_2 += xr[1024] * w2; a2_3 += xr[1024] * w3;
+                            a3_0 += xr[1536] * w0; a3_1 += xr[1536] * w1; a3_2 += xr[1536] * w2; a3_3 += xr[1536] * w3;
+                            a4_0 += xr[2048] * w0; a4_1 += xr[2048] * w1; a4_2 += xr[2048] * w2; a4_3 += xr[2048] * w3;
+                            a5_0 += xr[2560] * w0; a5_1 += xr[2560] * w1; a5_2 += xr[2560] * w2; a5_3 += xr[2560] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 512), w1 = VLOAD(wr + 528), w2 = VLOAD(wr + 544), w3 = VLOAD(wr + 560);
+                            a0_0 += xr[512] * w0; a0_1 += xr[512] * w1; a0_2 += xr[512] * w2; a0_3 += xr[512] * w3;
+                            a1_0 += xr[1024] * w0; a1_1 += xr[1024] * w1; a1_2 += xr[1024] * w2; a1_3 += xr[1024] * w3;
+                            a2_0 += xr[1536] * w0; a2_1 += xr[1536] * w1; a2_2 += xr[1536] * w2; a2_3 += xr[1536] * w3;
+                            a3_0 += xr[2048] * w0; a3_1 += xr[2048] * w1; a3_2 += xr[2048] * w2; a3_3 += xr[2048] * w3;
+                            a4_0 += xr[2560] * w0; a4_1 += xr[2560] * w1; a4_2 += xr[2560] * w2; a4_3 += xr[2560] * w3;
+                            a5_0 += xr[3072] * w0; a5_1 += xr[3072] * w1; a5_2 += xr[3072] * w2; a5_3 += xr[3072] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 1024), w1 = VLOAD(wr + 1040), w2 = VLOAD(wr + 1056), w3 = VLOAD(wr + 1072);
+                            a0_0 += xr[1024] * w0; a0_1 += xr[1024] * w1; a0_2 += xr[1024] * w2; a0_3 += xr[1024] * w3;
+                            a1_0 += xr[1536] * w0; a1_1 += xr[1536] * w1; a1_2 += xr[1536] * w2; a1_3 += xr[1536] * w3;
+                            a2_0 += xr[2048] * w0; a2_1 += xr[2048] * w1; a2_2 += xr[2048] * w2; a2_3 += xr[2048] * w3;
+                            a3_0 += xr[2560] * w0; a3_1 += xr[2560] * w1; a3_2 += xr[2560] * w2; a3_3 += xr[2560] * w3;
+                            a4_0 += xr[3072] * w0; a4_1 += xr[3072] * w1; a4_2 += xr[3072] * w2; a4_3 += xr[3072] * w3;
+                            a5_0 += xr[3584] * w0; a5_1 += xr[3584] * w1; a5_2 += xr[3584] * w2; a5_3 += xr[3584] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 1536), w1 = VLOAD(wr + 1552), w2 = VLOAD(wr + 1568), w3 = VLOAD(wr + 1584);
+                            a0_0 += xr[15360] * w0; a0_1 += xr[15360] * w1; a0_2 += xr[15360] * w2; a0_3 += xr[15360] * w3;
+                            a1_0 += xr[15872] * w0; a1_1 += xr[15872] * w1; a1_2 += xr[15872] * w2; a1_3 += xr[15872] * w3;
+                            a2_0 += xr[16384] * w0; a2_1 += xr[16384] * w1; a2_2 += xr[16384] * w2; a2_3 += xr[16384] * w3;
+                            a3_0 += xr[16896] * w0; a3_1 += xr[16896] * w1; a3_2 += xr[16896] * w2; a3_3 += xr[16896] * w3;
+                            a4_0 += xr[17408] * w0; a4_1 += xr[17408] * w1; a4_2 += xr[17408] * w2; a4_3 += xr[17408] * w3;
+                            a5_0 += xr[17920] * w0; a5_1 += xr[17920] * w1; a5_2 += xr[17920] * w2; a5_3 += xr[17920] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 2048), w1 = VLOAD(wr + 2064), w2 = VLOAD(wr + 2080), w3 = VLOAD(wr + 2096);
+                            a0_0 += xr[15872] * w0; a0_1 += xr[15872] * w1; a0_2 += xr[15872] * w2; a0_3 += xr[15872] * w3;
+                            a1_0 += xr[16384] * w0; a1_1 += xr[16384] * w1; a1_2 += xr[16384] * w2; a1_3 += xr[16384] * w3;
+                            a2_0 += xr[16896] * w0; a2_1 += xr[16896] * w1; a2_2 += xr[16896] * w2; a2_3 += xr[16896] * w3;
+                            a3_0 += xr[17408] * w0; a3_1 += xr[17408] * w1; a3_2 += xr[17408] * w2; a3_3 += xr[17408] * w3;
+                            a4_0 += xr[17920] * w0; a4_1 += xr[17920] * w1; a4_2 += xr[17920] * w2; a4_3 += xr[17920] * w3;
+                            a5_0 += xr[18432] * w0; a5_1 += xr[18432] * w1; a5_2 += xr[18432] * w2; a5_3 += xr[18432] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 2560), w1 = VLOAD(wr + 2576), w2 = VLOAD(wr + 2592), w3 = VLOAD(wr + 2608);
+                            a0_0 += xr[16384] * w0; a0_1 += xr[16384] * w1; a0_2 += xr[16384] * w2; a0_3 += xr[16384] * w3;
+                            a1_0 += xr[16896] * w0; a1_1 += xr[16896] * w1; a1_2 += xr[16896] * w2; a1_3 += xr[16896] * w3;
+                            a2_0 += xr[17408] * w0; a2_1 += xr[17408] * w1; a2_2 += xr[17408] * w2; a2_3 += xr[17408] * w3;
+                            a3_0 += xr[17920] * w0; a3_1 += xr[17920] * w1; a3_2 += xr[17920] * w2; a3_3 += xr[17920] * w3;
+                            a4_0 += xr[18432] * w0; a4_1 += xr[18432] * w1; a4_2 += xr[18432] * w2; a4_3 += xr[18432] * w3;
+                            a5_0 += xr[18944] * w0; a5_1 += xr[18944] * w1; a5_2 += xr[18944] * w2; a5_3 += xr[18944] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 3072), w1 = VLOAD(wr + 3088), w2 = VLOAD(wr + 3104), w3 = VLOAD(wr + 3120);
+                            a0_0 += xr[30720] * w0; a0_1 += xr[30720] * w1; a0_2 += xr[30720] * w2; a0_3 += xr[30720] * w3;
+                            a1_0 += xr[31232] * w0; a1_1 += xr[31232] * w1; a1_2 += xr[31232] * w2; a1_3 += xr[31232] * w3;
+                            a2_0 += xr[31744] * w0; a2_1 += xr[31744] * w1; a2_2 += xr[31744] * w2; a2_3 += xr[31744] * w3;
+                            a3_0 += xr[32256] * w0; a3_1 += xr[32256] * w1; a3_2 += xr[32256] * w2; a3_3 += xr[32256] * w3;
+                            a4_0 += xr[32768] * w0; a4_1 += xr[32768] * w1; a4_2 += xr[32768] * w2; a4_3 += xr[32768] * w3;
+                            a5_0 += xr[33280] * w0; a5_1 += xr[33280] * w1; a5_2 += xr[33280] * w2; a5_3 += xr[33280] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 3584), w1 = VLOAD(wr + 3600), w2 = VLOAD(wr + 3616), w3 = VLOAD(wr + 3632);
+                            a0_0 += xr[31232] * w0; a0_1 += xr[31232] * w1; a0_2 += xr[31232] * w2; a0_3 += xr[31232] * w3;
+                            a1_0 += xr[31744] * w0; a1_1 += xr[31744] * w1; a1_2 += xr[31744] * w2; a1_3 += xr[31744] * w3;
+                            a2_0 += xr[32256] * w0; a2_1 += xr[32256] * w1; a2_2 += xr[32256] * w2; a2_3 += xr[32256] * w3;
+                            a3_0 += xr[32768] * w0; a3_1 += xr[32768] * w1; a3_2 += xr[32768] * w2; a3_3 += xr[32768] * w3;
+                            a4_0 += xr[33280] * w0; a4_1 += xr[33280] * w1; a4_2 += xr[33280] * w2; a4_3 += xr[33280] * w3;
+                            a5_0 += xr[33792] * w0; a5_1 += xr[33792] * w1; a5_2 += xr[33792] * w2; a5_3 += xr[33792] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 4096), w1 = VLOAD(wr + 4112), w2 = VLOAD(wr + 4128), w3 = VLOAD(wr + 4144);
+                            a0_0 += xr[31744] * w0; a0_1 += xr[31744] * w1; a0_2 += xr[31744] * w2; a0_3 += xr[31744] * w3;
+                            a1_0 += xr[32256] * w0; a1_1 += xr[32256] * w1; a1_2 += xr[32256] * w2; a1_3 += xr[32256] * w3;
+                            a2_0 += xr[32768] * w0; a2_1 += xr[32768] * w1; a2_2 += xr[32768] * w2; a2_3 += xr[32768] * w3;
+                            a3_0 += xr[33280] * w0; a3_1 += xr[33280] * w1; a3_2 += xr[33280] * w2; a3_3 += xr[33280] * w3;
+                            a4_0 += xr[33792] * w0; a4_1 += xr[33792] * w1; a4_2 += xr[33792] * w2; a4_3 += xr[33792] * w3;
+                            a5_0 += xr[34304] * w0; a5_1 += xr[34304] * w1; a5_2 += xr[34304] * w2; a5_3 += xr[34304] * w3;
+                        }
+                    }
+                    VSTORE(yh + (oy * 28 + x0 + 0) * 512 + (v0 + 0) * 16, a0_0); VSTORE(yh + (oy * 28 + x0 + 0) * 512 + (v0 + 1) * 16, a0_1); VSTORE(yh + (oy * 28 + x0 + 0) * 512 + (v0 + 2) * 16, a0_2); VSTORE(yh + (oy * 28 + x0 + 0) * 512 + (v0 + 3) * 16, a0_3);
+                    VSTORE(yh + (oy * 28 + x0 + 1) * 512 + (v0 + 0) * 16, a1_0); VSTORE(yh + (oy * 28 + x0 + 1) * 512 + (v0 + 1) * 16, a1_1); VSTORE(yh + (oy * 28 + x0 + 1) * 512 + (v0 + 2) * 16, a1_2); VSTORE(yh + (oy * 28 + x0 + 1) * 512 + (v0 + 3) * 16, a1_3);
+                    VSTORE(yh + (oy * 28 + x0 + 2) * 512 + (v0 + 0) * 16, a2_0); VSTORE(yh + (oy * 28 + x0 + 2) * 512 + (v0 + 1) * 16, a2_1); VSTORE(yh + (oy * 28 + x0 + 2) * 512 + (v0 + 2) * 16, a2_2); VSTORE(yh + (oy * 28 + x0 + 2) * 512 + (v0 + 3) * 16, a2_3);
+                    VSTORE(yh + (oy * 28 + x0 + 3) * 512 + (v0 + 0) * 16, a3_0); VSTORE(yh + (oy * 28 + x0 + 3) * 512 + (v0 + 1) * 16, a3_1); VSTORE(yh + (oy * 28 + x0 + 3) * 512 + (v0 + 2) * 16, a3_2); VSTORE(yh + (oy * 28 + x0 + 3) * 512 + (v0 + 3) * 16, a3_3);
+                    VSTORE(yh + (oy * 28 + x0 + 4) * 512 + (v0 + 0) * 16, a4_0); VSTORE(yh + (oy * 28 + x0 + 4) * 512 + (v0 + 1) * 16, a4_1); VSTORE(yh + (oy * 28 + x0 + 4) * 512 + (v0 + 2) * 16, a4_2); VSTORE(yh + (oy * 28 + x0 + 4) * 512 + (v0 + 3) * 16, a4_3);
+                    VSTORE(yh + (oy * 28 + x0 + 5) * 512 + (v0 + 0) * 16, a5_0); VSTORE(yh + (oy * 28 + x0 + 5) * 512 + (v0 + 1) * 16, a5_1); VSTORE(yh + (oy * 28 + x0 + 5) * 512 + (v0 + 2) * 16, a5_2); VSTORE(yh + (oy * 28 + x0 + 5) * 512 + (v0 + 3) * 16, a5_3);
                 }
-                yc[27] += w3 * xc[26] + w4 * xc[27] + w6 * xc[54] + w7 * xc[55];
-                /* rows 1..26, cols 0..0: 6 of 9 taps */
-                for (int oy = 1; oy < 27; oy++) {
-                    yc[oy*28] += w1 * xc[oy*28 - 28] + w2 * xc[oy*28 - 27] + w4 * xc[oy*28] + w5 * xc[oy*28 + 1]
-                            + w7 * xc[oy*28 + 28] + w8 * xc[oy*28 + 29];
+                {
+                    const int x0 = 24;
+                    cg_v a0_0 = VLOAD(bp + (v0 + 0) * 16), a0_1 = VLOAD(bp + (v0 + 1) * 16), a0_2 = VLOAD(bp + (v0 + 2) * 16), a0_3 = VLOAD(bp + (v0 + 3) * 16);
+                    cg_v a1_0 = VLOAD(bp + (v0 + 0) * 16), a1_1 = VLOAD(bp + (v0 + 1) * 16), a1_2 = VLOAD(bp + (v0 + 2) * 16), a1_3 = VLOAD(bp + (v0 + 3) * 16);
+                    cg_v a2_0 = VLOAD(bp + (v0 + 0) * 16), a2_1 = VLOAD(bp + (v0 + 1) * 16), a2_2 = VLOAD(bp + (v0 + 2) * 16), a2_3 = VLOAD(bp + (v0 + 3) * 16);
+                    cg_v a3_0 = VLOAD(bp + (v0 + 0) * 16), a3_1 = VLOAD(bp + (v0 + 1) * 16), a3_2 = VLOAD(bp + (v0 + 2) * 16), a3_3 = VLOAD(bp + (v0 + 3) * 16);
+                    for (int ci = 0; ci < 512; ci++) {
+                        const float *restrict xr = xp + (oy * 30 + x0) * 512 + ci;
+                        const float *restrict wr = wt + ci * 4608 + v0 * 16;
+                        {
+                            const cg_v w0 = VLOAD(wr + 0), w1 = VLOAD(wr + 16), w2 = VLOAD(wr + 32), w3 = VLOAD(wr + 48);
+                            a0_0 += xr[0] * w0; a0_1 += xr[0] * w1; a0_2 += xr[0] * w2; a0_3 += xr[0] * w3;
+                            a1_0 += xr[512] * w0; a1_1 += xr[512] * w1; a1_2 += xr[512] * w2; a1_3 += xr[512] * w3;
+                            a2_0 += xr[1024] * w0; a2_1 += xr[1024] * w1; a2_2 += xr[1024] * w2; a2_3 += xr[1024] * w3;
+                            a3_0 += xr[1536] * w0; a3_1 += xr[1536] * w1; a3_2 += xr[1536] * w2; a3_3 += xr[1536] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 512), w1 = VLOAD(wr + 528), w2 = VLOAD(wr + 544), w3 = VLOAD(wr + 560);
+                            a0_0 += xr[512] * w0; a0_1 += xr[512] * w1; a0_2 += xr[512] * w2; a0_3 += xr[512] * w3;
+                            a1_0 += xr[1024] * w0; a1_1 += xr[1024] * w1; a1_2 += xr[1024] * w2; a1_3 += xr[1024] * w3;
+                            a2_0 += xr[1536] * w0; a2_1 += xr[1536] * w1; a2_2 += xr[1536] * w2; a2_3 += xr[1536] * w3;
+                            a3_0 += xr[2048] * w0; a3_1 += xr[2048] * w1; a3_2 += xr[2048] * w2; a3_3 += xr[2048] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 1024), w1 = VLOAD(wr + 1040), w2 = VLOAD(wr + 1056), w3 = VLOAD(wr + 1072);
+                            a0_0 += xr[1024] * w0; a0_1 += xr[1024] * w1; a0_2 += xr[1024] * w2; a0_3 += xr[1024] * w3;
+                            a1_0 += xr[1536] * w0; a1_1 += xr[1536] * w1; a1_2 += xr[1536] * w2; a1_3 += xr[1536] * w3;
+                            a2_0 += xr[2048] * w0; a2_1 += xr[2048] * w1; a2_2 += xr[2048] * w2; a2_3 += xr[2048] * w3;
+                            a3_0 += xr[2560] * w0; a3_1 += xr[2560] * w1; a3_2 += xr[2560] * w2; a3_3 += xr[2560] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 1536), w1 = VLOAD(wr + 1552), w2 = VLOAD(wr + 1568), w3 = VLOAD(wr + 1584);
+                            a0_0 += xr[15360] * w0; a0_1 += xr[15360] * w1; a0_2 += xr[15360] * w2; a0_3 += xr[15360] * w3;
+                            a1_0 += xr[15872] * w0; a1_1 += xr[15872] * w1; a1_2 += xr[15872] * w2; a1_3 += xr[15872] * w3;
+                            a2_0 += xr[16384] * w0; a2_1 += xr[16384] * w1; a2_2 += xr[16384] * w2; a2_3 += xr[16384] * w3;
+                            a3_0 += xr[16896] * w0; a3_1 += xr[16896] * w1; a3_2 += xr[16896] * w2; a3_3 += xr[16896] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 2048), w1 = VLOAD(wr + 2064), w2 = VLOAD(wr + 2080), w3 = VLOAD(wr + 2096);
+                            a0_0 += xr[15872] * w0; a0_1 += xr[15872] * w1; a0_2 += xr[15872] * w2; a0_3 += xr[15872] * w3;
+                            a1_0 += xr[16384] * w0; a1_1 += xr[16384] * w1; a1_2 += xr[16384] * w2; a1_3 += xr[16384] * w3;
+                            a2_0 += xr[16896] * w0; a2_1 += xr[16896] * w1; a2_2 += xr[16896] * w2; a2_3 += xr[16896] * w3;
+                            a3_0 += xr[17408] * w0; a3_1 += xr[17408] * w1; a3_2 += xr[17408] * w2; a3_3 += xr[17408] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 2560), w1 = VLOAD(wr + 2576), w2 = VLOAD(wr + 2592), w3 = VLOAD(wr + 2608);
+                            a0_0 += xr[16384] * w0; a0_1 += xr[16384] * w1; a0_2 += xr[16384] * w2; a0_3 += xr[16384] * w3;
+                            a1_0 += xr[16896] * w0; a1_1 += xr[16896] * w1; a1_2 += xr[16896] * w2; a1_3 += xr[16896] * w3;
+                            a2_0 += xr[17408] * w0; a2_1 += xr[17408] * w1; a2_2 += xr[17408] * w2; a2_3 += xr[17408] * w3;
+                            a3_0 += xr[17920] * w0; a3_1 += xr[17920] * w1; a3_2 += xr[17920] * w2; a3_3 += xr[17920] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 3072), w1 = VLOAD(wr + 3088), w2 = VLOAD(wr + 3104), w3 = VLOAD(wr + 3120);
+                            a0_0 += xr[30720] * w0; a0_1 += xr[30720] * w1; a0_2 += xr[30720] * w2; a0_3 += xr[30720] * w3;
+                            a1_0 += xr[31232] * w0; a1_1 += xr[31232] * w1; a1_2 += xr[31232] * w2; a1_3 += xr[31232] * w3;
+                            a2_0 += xr[31744] * w0; a2_1 += xr[31744] * w1; a2_2 += xr[31744] * w2; a2_3 += xr[31744] * w3;
+                            a3_0 += xr[32256] * w0; a3_1 += xr[32256] * w1; a3_2 += xr[32256] * w2; a3_3 += xr[32256] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 3584), w1 = VLOAD(wr + 3600), w2 = VLOAD(wr + 3616), w3 = VLOAD(wr + 3632);
+                            a0_0 += xr[31232] * w0; a0_1 += xr[31232] * w1; a0_2 += xr[31232] * w2; a0_3 += xr[31232] * w3;
+                            a1_0 += xr[31744] * w0; a1_1 += xr[31744] * w1; a1_2 += xr[31744] * w2; a1_3 += xr[31744] * w3;
+                            a2_0 += xr[32256] * w0; a2_1 += xr[32256] * w1; a2_2 += xr[32256] * w2; a2_3 += xr[32256] * w3;
+                            a3_0 += xr[32768] * w0; a3_1 += xr[32768] * w1; a3_2 += xr[32768] * w2; a3_3 += xr[32768] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 4096), w1 = VLOAD(wr + 4112), w2 = VLOAD(wr + 4128), w3 = VLOAD(wr + 4144);
+                            a0_0 += xr[31744] * w0; a0_1 += xr[31744] * w1; a0_2 += xr[31744] * w2; a0_3 += xr[31744] * w3;
+                            a1_0 += xr[32256] * w0; a1_1 += xr[32256] * w1; a1_2 += xr[32256] * w2; a1_3 += xr[32256] * w3;
+                            a2_0 += xr[32768] * w0; a2_1 += xr[32768] * w1; a2_2 += xr[32768] * w2; a2_3 += xr[32768] * w3;
+                            a3_0 += xr[33280] * w0; a3_1 += xr[33280] * w1; a3_2 += xr[33280] * w2; a3_3 += xr[33280] * w3;
+                        }
+                    }
+                    VSTORE(yh + (oy * 28 + x0 + 0) * 512 + (v0 + 0) * 16, a0_0); VSTORE(yh + (oy * 28 + x0 + 0) * 512 + (v0 + 1) * 16, a0_1); VSTORE(yh + (oy * 28 + x0 + 0) * 512 + (v0 + 2) * 16, a0_2); VSTORE(yh + (oy * 28 + x0 + 0) * 512 + (v0 + 3) * 16, a0_3);
+                    VSTORE(yh + (oy * 28 + x0 + 1) * 512 + (v0 + 0) * 16, a1_0); VSTORE(yh + (oy * 28 + x0 + 1) * 512 + (v0 + 1) * 16, a1_1); VSTORE(yh + (oy * 28 + x0 + 1) * 512 + (v0 + 2) * 16, a1_2); VSTORE(yh + (oy * 28 + x0 + 1) * 512 + (v0 + 3) * 16, a1_3);
+                    VSTORE(yh + (oy * 28 + x0 + 2) * 512 + (v0 + 0) * 16, a2_0); VSTORE(yh + (oy * 28 + x0 + 2) * 512 + (v0 + 1) * 16, a2_1); VSTORE(yh + (oy * 28 + x0 + 2) * 512 + (v0 + 2) * 16, a2_2); VSTORE(yh + (oy * 28 + x0 + 2) * 512 + (v0 + 3) * 16, a2_3);
+                    VSTORE(yh + (oy * 28 + x0 + 3) * 512 + (v0 + 0) * 16, a3_0); VSTORE(yh + (oy * 28 + x0 + 3) * 512 + (v0 + 1) * 16, a3_1); VSTORE(yh + (oy * 28 + x0 + 3) * 512 + (v0 + 2) * 16, a3_2); VSTORE(yh + (oy * 28 + x0 + 3) * 512 + (v0 + 3) * 16, a3_3);
                 }
-                /* rows 1..26, cols 1..26: every tap */
-                for (int oy = 1; oy < 27; oy++) {
-                    for (int ox = 1; ox < 27; ox++) {
-                        yc[oy*28 + ox] += w0 * xc[oy*28 + ox - 29] + w1 * xc[oy*28 + ox - 28] + w2 * xc[oy*28 + ox - 27] + w3 * xc[oy*28 + ox - 1]
-                                + w4 * xc[oy*28 + ox] + w5 * xc[oy*28 + ox + 1] + w6 * xc[oy*28 + ox + 27] + w7 * xc[oy*28 + ox + 28]
-                                + w8 * xc[oy*28 + ox + 29];
+            }
+        }
+        for (int co = 0; co < 512; co++)
+            for (int i = 0; i < 784; i++) yn[co * 784 + i] = yh[i * 512 + co];
+    }
+}
+
+static void l19_conv2d_backward(float *restrict G, float *restrict S, const float *restrict dy, int nb)
+{
+    float *restrict gw = G + 2915648;
+    float *restrict gb = G + 5274944;
+    float *restrict dyh = S + 3682816;
+    /* dy of every sample -> channels-last, padded channels zero */
+    CG_PARALLEL_FOR
+    for (int n = 0; n < nb; n++) {
+        float *restrict dn = dyh + (size_t)n * 401408;
+        for (int i = 0; i < 784; i++)
+            for (int co = 0; co < 512; co++) dn[i * 512 + co] = co < 512 ? dy[(size_t)n * 401408 + co * 784 + i] : 0.0f;
+    }
+    for (int co = 0; co < 512; co++) {
+        float s = 0.0f;
+        for (int n = 0; n < nb; n++)
+            for (int i = 0; i < 784; i++) s += dy[(size_t)n * 401408 + co * 784 + i];
+        gb[co] += s;
+    }
+    CG_PARALLEL_FOR
+    for (int p0 = 0; p0 < 4608; p0 += 6) {
+        int off[6], gidx[6];
+        for (int j = 0; j < 6; j++) {
+            const int q = p0 + j, ci = q / 9, k = q % 9, ky = k / 3, kx = k % 3;
+            off[j] = (ky * 1 * 30 + kx * 1) * 512 + ci;
+            gidx[j] = ci * 9 + k;
+        }
+        for (int v0 = 0; v0 < 32; v0 += 4) {
+            cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f);
+            cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f), a1_3 = vsplat(0.0f);
+            cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f), a2_2 = vsplat(0.0f), a2_3 = vsplat(0.0f);
+            cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f), a3_2 = vsplat(0.0f), a3_3 = vsplat(0.0f);
+            cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f), a4_2 = vsplat(0.0f), a4_3 = vsplat(0.0f);
+            cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f), a5_2 = vsplat(0.0f), a5_3 = vsplat(0.0f);
+            for (int n = 0; n < nb; n++) {
+                const float *restrict xp = S + 0 + (size_t)n * 460800;
+                const float *restrict dn = dyh + (size_t)n * 401408 + v0 * 16;
+                for (int oy = 0; oy < 28; oy++) {
+                    for (int ox = 0; ox < 28; ox++) {
+                        const float *restrict xr = xp + (oy * 30 + ox) * 512;
+                        const cg_v d0 = VLOAD(dn + (oy * 28 + ox) * 512 + 0), d1 = VLOAD(dn + (oy * 28 + ox) * 512 + 16), d2 = VLOAD(dn + (oy * 28 + ox) * 512 + 32), d3 = VLOAD(dn + (oy * 28 + ox) * 512 + 48);
+                        a0_0 += xr[off[0]] * d0; a0_1 += xr[off[0]] * d1; a0_2 += xr[off[0]] * d2; a0_3 += xr[off[0]] * d3;
+                        a1_0 += xr[off[1]] * d0; a1_1 += xr[off[1]] * d1; a1_2 += xr[off[1]] * d2; a1_3 += xr[off[1]] * d3;
+                        a2_0 += xr[off[2]] * d0; a2_1 += xr[off[2]] * d1; a2_2 += xr[off[2]] * d2; a2_3 += xr[off[2]] * d3;
+                        a3_0 += xr[off[3]] * d0; a3_1 += xr[off[3]] * d1; a3_2 += xr[off[3]] * d2; a3_3 += xr[off[3]] * d3;
+                        a4_0 += xr[off[4]] * d0; a4_1 += xr[off[4]] * d1; a4_2 += xr[off[4]] * d2; a4_3 += xr[off[4]] * d3;
+                        a5_0 += xr[off[5]] * d0; a5_1 += xr[off[5]] * d1; a5_2 += xr[off[5]] * d2; a5_3 += xr[off[5]] * d3;
                     }
                 }
-                /* rows 1..26, cols 27..27: 6 of 9 taps */
-                for (int oy = 1; oy < 27; oy++) {
-                    yc[oy*28 + 27] += w0 * xc[oy*28 - 2] + w1 * xc[oy*28 - 1] + w3 * xc[oy*28 + 26] + w4 * xc[oy*28 + 27]
-                            + w6 * xc[oy*28 + 54] + w7 * xc[oy*28 + 55];
-                }
-                yc[756] += w1 * xc[728] + w2 * xc[729] + w4 * xc[756] + w5 * xc[757];
-                /* rows 27..27, cols 1..26: 6 of 9 taps */
-                for (int ox = 1; ox < 27; ox++) {
-                    yc[ox + 756] += w0 * xc[ox + 727] + w1 * xc[ox + 728] + w2 * xc[ox + 729] + w3 * xc[ox + 755]
-                            + w4 * xc[ox + 756] + w5 * xc[ox + 757];
-                }
-                yc[783] += w0 * xc[754] + w1 * xc[755] + w3 * xc[782] + w4 * xc[783];
             }
+            for (int l = 0; l < 16 && (v0 + 0) * 16 + l < 512; l++) gw[((v0 + 0) * 16 + l) * 4608 + gidx[0]] += a0_0[l];
+            for (int l = 0; l < 16 && (v0 + 1) * 16 + l < 512; l++) gw[((v0 + 1) * 16 + l) * 4608 + gidx[0]] += a0_1[l];
+            for (int l = 0; l < 16 && (v0 + 2) * 16 + l < 512; l++) gw[((v0 + 2) * 16 + l) * 4608 + gidx[0]] += a0_2[l];
+            for (int l = 0; l < 16 && (v0 + 3) * 16 + l < 512; l++) gw[((v0 + 3) * 16 + l) * 4608 + gidx[0]] += a0_3[l];
+            for (int l = 0; l < 16 && (v0 + 0) * 16 + l < 512; l++) gw[((v0 + 0) * 16 + l) * 4608 + gidx[1]] += a1_0[l];
+            for (int l = 0; l < 16 && (v0 + 1) * 16 + l < 512; l++) gw[((v0 + 1) * 16 + l) * 4608 + gidx[1]] += a1_1[l];
+            for (int l = 0; l < 16 && (v0 + 2) * 16 + l < 512; l++) gw[((v0 + 2) * 16 + l) * 4608 + gidx[1]] += a1_2[l];
+            for (int l = 0; l < 16 && (v0 + 3) * 16 + l < 512; l++) gw[((v0 + 3) * 16 + l) * 4608 + gidx[1]] += a1_3[l];
+            for (int l = 0; l < 16 && (v0 + 0) * 16 + l < 512; l++) gw[((v0 + 0) * 16 + l) * 4608 + gidx[2]] += a2_0[l];
+            for (int l = 0; l < 16 && (v0 + 1) * 16 + l < 512; l++) gw[((v0 + 1) * 16 + l) * 4608 + gidx[2]] += a2_1[l];
+            for (int l = 0; l < 16 && (v0 + 2) * 16 + l < 512; l++) gw[((v0 + 2) * 16 + l) * 4608 + gidx[2]] += a2_2[l];
+            for (int l = 0; l < 16 && (v0 + 3) * 16 + l < 512; l++) gw[((v0 + 3) * 16 + l) * 4608 + gidx[2]] += a2_3[l];
+            for (int l = 0; l < 16 && (v0 + 0) * 16 + l < 512; l++) gw[((v0 + 0) * 16 + l) * 4608 + gidx[3]] += a3_0[l];
+            for (int l = 0; l < 16 && (v0 + 1) * 16 + l < 512; l++) gw[((v0 + 1) * 16 + l) * 4608 + gidx[3]] += a3_1[l];
+            for (int l = 0; l < 16 && (v0 + 2) * 16 + l < 512; l++) gw[((v0 + 2) * 16 + l) * 4608 + gidx[3]] += a3_2[l];
+            for (int l = 0; l < 16 && (v0 + 3) * 16 + l < 512; l++) gw[((v0 + 3) * 16 + l) * 4608 + gidx[3]] += a3_3[l];
+            for (int l = 0; l < 16 && (v0 + 0) * 16 + l < 512; l++) gw[((v0 + 0) * 16 + l) * 4608 + gidx[4]] += a4_0[l];
+            for (int l = 0; l < 16 && (v0 + 1) * 16 + l < 512; l++) gw[((v0 + 1) * 16 + l) * 4608 + gidx[4]] += a4_1[l];
+            for (int l = 0; l < 16 && (v0 + 2) * 16 + l < 512; l++) gw[((v0 + 2) * 16 + l) * 4608 + gidx[4]] += a4_2[l];
+            for (int l = 0; l < 16 && (v0 + 3) * 16 + l < 512; l++) gw[((v0 + 3) * 16 + l) * 4608 + gidx[4]] += a4_3[l];
+            for (int l = 0; l < 16 && (v0 + 0) * 16 + l < 512; l++) gw[((v0 + 0) * 16 + l) * 4608 + gidx[5]] += a5_0[l];
+            for (int l = 0; l < 16 && (v0 + 1) * 16 + l < 512; l++) gw[((v0 + 1) * 16 + l) * 4608 + gidx[5]] += a5_1[l];
+            for (int l = 0; l < 16 && (v0 + 2) * 16 + l < 512; l++) gw[((v0 + 2) * 16 + l) * 4608 + gidx[5]] += a5_2[l];
+            for (int l = 0; l < 16 && (v0 + 3) * 16 + l < 512; l++) gw[((v0 + 3) * 16 + l) * 4608 + gidx[5]] += a5_3[l];
         }
     }
 }
 
-static void l19_conv2d_backward(const float *restrict P, float *restrict G, const float *restrict x, const float *restrict dy, float *restrict dx, int nb)
+static void l19_conv2d_backward_dx(const float *restrict P, float *restrict S, const float *restrict dy, float *restrict dx, int nb)
 {
     const float *restrict w = P + 2915648;
-    float *restrict gw = G + 2915648;
-    float *restrict gb = G + 5274944;
-    memset(dx, 0, sizeof(float) * (size_t)nb * 401408);
-    for (int col = 0; col < 512; col++) {
-        for (int ci = 0; ci < 512; ci++) {
-            const float *restrict wc = w + col*4608 + ci*9;
-            float *restrict gwc = gw + col*4608 + ci*9;
-            const float w0 = wc[0], w1 = wc[1], w2 = wc[2];
-            const float w3 = wc[3], w4 = wc[4], w5 = wc[5];
-            const float w6 = wc[6], w7 = wc[7], w8 = wc[8];
-            float g0 = 0.0f, g1 = 0.0f, g2 = 0.0f;
-            float g3 = 0.0f, g4 = 0.0f, g5 = 0.0f;
-            float g6 = 0.0f, g7 = 0.0f, g8 = 0.0f;
-            for (int n = 0; n < nb; n++) {
-                const float *restrict xc = x + (size_t)n * 401408 + ci*784;
-                float *restrict dxc = dx + (size_t)n * 401408 + ci*784;
-                const float *restrict dyc = dy + (size_t)n * 401408 + col*784;
-                {
-                    const float d = dyc[0];
-                    g4 += d * xc[0]; dxc[0] += w4 * d;
-                    g5 += d * xc[1]; dxc[1] += w5 * d;
-                    g7 += d * xc[28]; dxc[28] += w7 * d;
-                    g8 += d * xc[29]; dxc[29] += w8 * d;
-                }
-                /* rows 0..0, cols 1..26: 6 of 9 taps */
-                for (int ox = 1; ox < 27; ox++) {
-                    const float d = dyc[ox];
-                    g3 += d * xc[ox - 1]; dxc[ox - 1] += w3 * d;
-                    g4 += d * xc[ox]; dxc[ox] += w4 * d;
-                    g5 += d * xc[ox + 1]; dxc[ox + 1] += w5 * d;
-                    g6 += d * xc[ox + 27]; dxc[ox + 27] += w6 * d;
-                    g7 += d * xc[ox + 28]; dxc[ox + 28] += w7 * d;
-                    g8 += d * xc[ox + 29]; dxc[ox + 29] += w8 * d;
-                }
-                {
-                    const float d = dyc[27];
-                    g3 += d * xc[26]; dxc[26] += w3 * d;
-                    g4 += d * xc[27]; dxc[27] += w4 * d;
-                    g6 += d * xc[54]; dxc[54] += w6 * d;
-                    g7 += d * xc[55]; dxc[55] += w7 * d;
-                }
-                /* rows 1..26, cols 0..0: 6 of 9 taps */
-                for (int oy = 1; oy < 27; oy++) {
-                    {
-                        const float d = dyc[oy*28];
-                        g1 += d * xc[oy*28 - 28]; dxc[oy*28 - 28] += w1 * d;
-                        g2 += d * xc[oy*28 - 27]; dxc[oy*28 - 27] += w2 * d;
-                        g4 += d * xc[oy*28]; dxc[oy*28] += w4 * d;
-                        g5 += d * xc[oy*28 + 1]; dxc[oy*28 + 1] += w5 * d;
-                        g7 += d * xc[oy*28 + 28]; dxc[oy*28 + 28] += w7 * d;
-                        g8 += d * xc[oy*28 + 29]; dxc[oy*28 + 29] += w8 * d;
+    float *restrict wf = S + 4485632, *restrict dyp = S + 6844928, *restrict dxh = S + 7305728;
+    for (int i = 0; i < 2359296; i++) wf[i] = 0.0f;
+    for (int co = 0; co < 512; co++)
+        for (int ci = 0; ci < 512; ci++)
+            for (int k = 0; k < 9; k++) wf[(co * 9 + k) * 512 + ci] = w[(co * 512 + ci) * 9 + k];
+    for (int n = 0; n < nb; n++) {
+        const float *restrict dn = dy + (size_t)n * 401408;
+        float *restrict dxn = dx + (size_t)n * 401408;
+        memset(dyp, 0, sizeof(float) * 460800);
+        for (int co = 0; co < 512; co++)
+            for (int oy = 0; oy < 28; oy++)
+                for (int ox = 0; ox < 28; ox++) dyp[((oy + 1) * 30 + ox + 1) * 512 + co] = dn[co * 784 + oy * 28 + ox];
+        CG_PARALLEL_FOR
+        for (int iy = 0; iy < 28; iy++) {
+            for (int v0 = 0; v0 < 32; v0 += 4) {
+                for (int x0 = 0; x0 < 24; x0 += 6) {
+                    cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f);
+                    cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f), a1_3 = vsplat(0.0f);
+                    cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f), a2_2 = vsplat(0.0f), a2_3 = vsplat(0.0f);
+                    cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f), a3_2 = vsplat(0.0f), a3_3 = vsplat(0.0f);
+                    cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f), a4_2 = vsplat(0.0f), a4_3 = vsplat(0.0f);
+                    cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f), a5_2 = vsplat(0.0f), a5_3 = vsplat(0.0f);
+                    for (int co = 0; co < 512; co++) {
+                        const float *restrict dr = dyp + (iy * 30 + x0) * 512 + co;
+                        const float *restrict wr = wf + co * 4608 + v0 * 16;
+                        {
+                            const cg_v w0 = VLOAD(wr + 0), w1 = VLOAD(wr + 16), w2 = VLOAD(wr + 32), w3 = VLOAD(wr + 48);
+                            a0_0 += dr[31744] * w0; a0_1 += dr[31744] * w1; a0_2 += dr[31744] * w2; a0_3 += dr[31744] * w3;
+                            a1_0 += dr[32256] * w0; a1_1 += dr[32256] * w1; a1_2 += dr[32256] * w2; a1_3 += dr[32256] * w3;
+                            a2_0 += dr[32768] * w0; a2_1 += dr[32768] * w1; a2_2 += dr[32768] * w2; a2_3 += dr[32768] * w3;
+                            a3_0 += dr[33280] * w0; a3_1 += dr[33280] * w1; a3_2 += dr[33280] * w2; a3_3 += dr[33280] * w3;
+                            a4_0 += dr[33792] * w0; a4_1 += dr[33792] * w1; a4_2 += dr[33792] * w2; a4_3 += dr[33792] * w3;
+                            a5_0 += dr[34304] * w0; a5_1 += dr[34304] * w1; a5_2 += dr[34304] * w2; a5_3 += dr[34304] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 512), w1 = VLOAD(wr + 528), w2 = VLOAD(wr + 544), w3 = VLOAD(wr + 560);
+                            a0_0 += dr[31232] * w0; a0_1 += dr[31232] * w1; a0_2 += dr[31232] * w2; a0_3 += dr[31232] * w3;
+                            a1_0 += dr[31744] * w0; a1_1 += dr[31744] * w1; a1_2 += dr[31744] * w2; a1_3 += dr[31744] * w3;
+                            a2_0 += dr[32256] * w0; a2_1 += dr[32256] * w1; a2_2 += dr[32256] * w2; a2_3 += dr[32256] * w3;
+                            a3_0 += dr[32768] * w0; a3_1 += dr[32768] * w1; a3_2 += dr[32768] * w2; a3_3 += dr[32768] * w3;
+                            a4_0 += dr[33280] * w0; a4_1 += dr[33280] * w1; a4_2 += dr[33280] * w2; a4_3 += dr[33280] * w3;
+                            a5_0 += dr[33792] * w0; a5_1 += dr[33792] * w1; a5_2 += dr[33792] * w2; a5_3 += dr[33792] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 1024), w1 = VLOAD(wr + 1040), w2 = VLOAD(wr + 1056), w3 = VLOAD(wr + 1072);
+                            a0_0 += dr[30720] * w0; a0_1 += dr[30720] * w1; a0_2 += dr[30720] * w2; a0_3 += dr[30720] * w3;
+                            a1_0 += dr[31232] * w0; a1_1 += dr[31232] * w1; a1_2 += dr[31232] * w2; a1_3 += dr[31232] * w3;
+                            a2_0 += dr[31744] * w0; a2_1 += dr[31744] * w1; a2_2 += dr[31744] * w2; a2_3 += dr[31744] * w3;
+                            a3_0 += dr[32256] * w0; a3_1 += dr[32256] * w1; a3_2 += dr[32256] * w2; a3_3 += dr[32256] * w3;
+                            a4_0 += dr[32768] * w0; a4_1 += dr[32768] * w1; a4_2 += dr[32768] * w2; a4_3 += dr[32768] * w3;
+                            a5_0 += dr[33280] * w0; a5_1 += dr[33280] * w1; a5_2 += dr[33280] * w2; a5_3 += dr[33280] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 1536), w1 = VLOAD(wr + 1552), w2 = VLOAD(wr + 1568), w3 = VLOAD(wr + 1584);
+                            a0_0 += dr[16384] * w0; a0_1 += dr[16384] * w1; a0_2 += dr[16384] * w2; a0_3 += dr[16384] * w3;
+                            a1_0 += dr[16896] * w0; a1_1 += dr[16896] * w1; a1_2 += dr[16896] * w2; a1_3 += dr[16896] * w3;
+                            a2_0 += dr[17408] * w0; a2_1 += dr[17408] * w1; a2_2 += dr[17408] * w2; a2_3 += dr[17408] * w3;
+                            a3_0 += dr[17920] * w0; a3_1 += dr[17920] * w1; a3_2 += dr[17920] * w2; a3_3 += dr[17920] * w3;
+                            a4_0 += dr[18432] * w0; a4_1 += dr[18432] * w1; a4_2 += dr[18432] * w2; a4_3 += dr[18432] * w3;
+                            a5_0 += dr[18944] * w0; a5_1 += dr[18944] * w1; a5_2 += dr[18944] * w2; a5_3 += dr[18944] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 2048), w1 = VLOAD(wr + 2064), w2 = VLOAD(wr + 2080), w3 = VLOAD(wr + 2096);
+                            a0_0 += dr[15872] * w0; a0_1 += dr[15872] * w1; a0_2 += dr[15872] * w2; a0_3 += dr[15872] * w3;
+                            a1_0 += dr[16384] * w0; a1_1 += dr[16384] * w1; a1_2 += dr[16384] * w2; a1_3 += dr[16384] * w3;
+                            a2_0 += dr[16896] * w0; a2_1 += dr[16896] * w1; a2_2 += dr[16896] * w2; a2_3 += dr[16896] * w3;
+                            a3_0 += dr[17408] * w0; a3_1 += dr[17408] * w1; a3_2 += dr[17408] * w2; a3_3 += dr[17408] * w3;
+                            a4_0 += dr[17920] * w0; a4_1 += dr[17920] * w1; a4_2 += dr[17920] * w2; a4_3 += dr[17920] * w3;
+                            a5_0 += dr[18432] * w0; a5_1 += dr[18432] * w1; a5_2 += dr[18432] * w2; a5_3 += dr[18432] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 2560), w1 = VLOAD(wr + 2576), w2 = VLOAD(wr + 2592), w3 = VLOAD(wr + 2608);
+                            a0_0 += dr[15360] * w0; a0_1 += dr[15360] * w1; a0_2 += dr[15360] * w2; a0_3 += dr[15360] * w3;
+                            a1_0 += dr[15872] * w0; a1_1 += dr[15872] * w1; a1_2 += dr[15872] * w2; a1_3 += dr[15872] * w3;
+                            a2_0 += dr[16384] * w0; a2_1 += dr[16384] * w1; a2_2 += dr[16384] * w2; a2_3 += dr[16384] * w3;
+                            a3_0 += dr[16896] * w0; a3_1 += dr[16896] * w1; a3_2 += dr[16896] * w2; a3_3 += dr[16896] * w3;
+                            a4_0 += dr[17408] * w0; a4_1 += dr[17408] * w1; a4_2 += dr[17408] * w2; a4_3 += dr[17408] * w3;
+                            a5_0 += dr[17920] * w0; a5_1 += dr[17920] * w1; a5_2 += dr[17920] * w2; a5_3 += dr[17920] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 3072), w1 = VLOAD(wr + 3088), w2 = VLOAD(wr + 3104), w3 = VLOAD(wr + 3120);
+                            a0_0 += dr[1024] * w0; a0_1 += dr[1024] * w1; a0_2 += dr[1024] * w2; a0_3 += dr[1024] * w3;
+                            a1_0 += dr[1536] * w0; a1_1 += dr[1536] * w1; a1_2 += dr[1536] * w2; a1_3 += dr[1536] * w3;
+                            a2_0 += dr[2048] * w0; a2_1 += dr[2048] * w1; a2_2 += dr[2048] * w2; a2_3 += dr[2048] * w3;
+                            a3_0 += dr[2560] * w0; a3_1 += dr[2560] * w1; a3_2 += dr[2560] * w2; a3_3 += dr[2560] * w3;
+                            a4_0 += dr[3072] * w0; a4_1 += dr[3072] * w1; a4_2 += dr[3072] * w2; a4_3 += dr[3072] * w3;
+                            a5_0 += dr[3584] * w0; a5_1 += dr[3584] * w1; a5_2 += dr[3584] * w2; a5_3 += dr[3584] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 3584), w1 = VLOAD(wr + 3600), w2 = VLOAD(wr + 3616), w3 = VLOAD(wr + 3632);
+                            a0_0 += dr[512] * w0; a0_1 += dr[512] * w1; a0_2 += dr[512] * w2; a0_3 += dr[512] * w3;
+                            a1_0 += dr[1024] * w0; a1_1 += dr[1024] * w1; a1_2 += dr[1024] * w2; a1_3 += dr[1024] * w3;
+                            a2_0 += dr[1536] * w0; a2_1 += dr[1536] * w1; a2_2 += dr[1536] * w2; a2_3 += dr[1536] * w3;
+                            a3_0 += dr[2048] * w0; a3_1 += dr[2048] * w1; a3_2 += dr[2048] * w2; a3_3 += dr[2048] * w3;
+                            a4_0 += dr[2560] * w0; a4_1 += dr[2560] * w1; a4_2 += dr[2560] * w2; a4_3 += dr[2560] * w3;
+                            a5_0 += dr[3072] * w0; a5_1 += dr[3072] * w1; a5_2 += dr[3072] * w2; a5_3 += dr[3072] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 4096), w1 = VLOAD(wr + 4112), w2 = VLOAD(wr + 4128), w3 = VLOAD(wr + 4144);
+                            a0_0 += dr[0] * w0; a0_1 += dr[0] * w1; a0_2 += dr[0] * w2; a0_3 += dr[0] * w3;
+                            a1_0 += dr[512] * w0; a1_1 += dr[512] * w1; a1_2 += dr[512] * w2; a1_3 += dr[512] * w3;
+                            a2_0 += dr[1024] * w0; a2_1 += dr[1024] * w1; a2_2 += dr[1024] * w2; a2_3 += dr[1024] * w3;
+                            a3_0 += dr[1536] * w0; a3_1 += dr[1536] * w1; a3_2 += dr[1536] * w2; a3_3 += dr[1536] * w3;
+                            a4_0 += dr[2048] * w0; a4_1 += dr[2048] * w1; a4_2 += dr[2048] * w2; a4_3 += dr[2048] * w3;
+                            a5_0 += dr[2560] * w0; a5_1 += dr[2560] * w1; a5_2 += dr[2560] * w2; a5_3 += dr[2560] * w3;
+                        }
                     }
-                }
-                /* rows 1..26, cols 1..26: every tap */
-                for (int oy = 1; oy < 27; oy++) {
-                    for (int ox = 1; ox < 27; ox++) {
-                        const float d = dyc[oy*28 + ox];
-                        g0 += d * xc[oy*28 + ox - 29]; dxc[oy*28 + ox - 29] += w0 * d;
-                        g1 += d * xc[oy*28 + ox - 28]; dxc[oy*28 + ox - 28] += w1 * d;
-                        g2 += d * xc[oy*28 + ox - 27]; dxc[oy*28 + ox - 27] += w2 * d;
-                        g3 += d * xc[oy*28 + ox - 1]; dxc[oy*28 + ox - 1] += w3 * d;
-                        g4 += d * xc[oy*28 + ox]; dxc[oy*28 + ox] += w4 * d;
-                        g5 += d * xc[oy*28 + ox + 1]; dxc[oy*28 + ox + 1] += w5 * d;
-                        g6 += d * xc[oy*28 + ox + 27]; dxc[oy*28 + ox + 27] += w6 * d;
-                        g7 += d * xc[oy*28 + ox + 28]; dxc[oy*28 + ox + 28] += w7 * d;
-                        g8 += d * xc[oy*28 + ox + 29]; dxc[oy*28 + ox + 29] += w8 * d;
-                    }
-                }
-                /* rows 1..26, cols 27..27: 6 of 9 taps */
-                for (int oy = 1; oy < 27; oy++) {
-                    {
-                        const float d = dyc[oy*28 + 27];
-                        g0 += d * xc[oy*28 - 2]; dxc[oy*28 - 2] += w0 * d;
-                        g1 += d * xc[oy*28 - 1]; dxc[oy*28 - 1] += w1 * d;
-                        g3 += d * xc[oy*28 + 26]; dxc[oy*28 + 26] += w3 * d;
-                        g4 += d * xc[oy*28 + 27]; dxc[oy*28 + 27] += w4 * d;
-                        g6 += d * xc[oy*28 + 54]; dxc[oy*28 + 54] += w6 * d;
-                        g7 += d * xc[oy*28 + 55]; dxc[oy*28 + 55] += w7 * d;
-                    }
+                    VSTORE(dxh + (iy * 28 + x0 + 0) * 512 + (v0 + 0) * 16, a0_0); VSTORE(dxh + (iy * 28 + x0 + 0) * 512 + (v0 + 1) * 16, a0_1); VSTORE(dxh + (iy * 28 + x0 + 0) * 512 + (v0 + 2) * 16, a0_2); VSTORE(dxh + (iy * 28 + x0 + 0) * 512 + (v0 + 3) * 16, a0_3);
+                    VSTORE(dxh + (iy * 28 + x0 + 1) * 512 + (v0 + 0) * 16, a1_0); VSTORE(dxh + (iy * 28 + x0 + 1) * 512 + (v0 + 1) * 16, a1_1); VSTORE(dxh + (iy * 28 + x0 + 1) * 512 + (v0 + 2) * 16, a1_2); VSTORE(dxh + (iy * 28 + x0 + 1) * 512 + (v0 + 3) * 16, a1_3);
+                    VSTORE(dxh + (iy * 28 + x0 + 2) * 512 + (v0 + 0) * 16, a2_0); VSTORE(dxh + (iy * 28 + x0 + 2) * 512 + (v0 + 1) * 16, a2_1); VSTORE(dxh + (iy * 28 + x0 + 2) * 512 + (v0 + 2) * 16, a2_2); VSTORE(dxh + (iy * 28 + x0 + 2) * 512 + (v0 + 3) * 16, a2_3);
+                    VSTORE(dxh + (iy * 28 + x0 + 3) * 512 + (v0 + 0) * 16, a3_0); VSTORE(dxh + (iy * 28 + x0 + 3) * 512 + (v0 + 1) * 16, a3_1); VSTORE(dxh + (iy * 28 + x0 + 3) * 512 + (v0 + 2) * 16, a3_2); VSTORE(dxh + (iy * 28 + x0 + 3) * 512 + (v0 + 3) * 16, a3_3);
+                    VSTORE(dxh + (iy * 28 + x0 + 4) * 512 + (v0 + 0) * 16, a4_0); VSTORE(dxh + (iy * 28 + x0 + 4) * 512 + (v0 + 1) * 16, a4_1); VSTORE(dxh + (iy * 28 + x0 + 4) * 512 + (v0 + 2) * 16, a4_2); VSTORE(dxh + (iy * 28 + x0 + 4) * 512 + (v0 + 3) * 16, a4_3);
+                    VSTORE(dxh + (iy * 28 + x0 + 5) * 512 + (v0 + 0) * 16, a5_0); VSTORE(dxh + (iy * 28 + x0 + 5) * 512 + (v0 + 1) * 16, a5_1); VSTORE(dxh + (iy * 28 + x0 + 5) * 512 + (v0 + 2) * 16, a5_2); VSTORE(dxh + (iy * 28 + x0 + 5) * 512 + (v0 + 3) * 16, a5_3);
                 }
                 {
-                    const float d = dyc[756];
-                    g1 += d * xc[728]; dxc[728] += w1 * d;
-                    g2 += d * xc[729]; dxc[729] += w2 * d;
-                    g4 += d * xc[756]; dxc[756] += w4 * d;
-                    g5 += d * xc[757]; dxc[757] += w5 * d;
-                }
-                /* rows 27..27, cols 1..26: 6 of 9 taps */
-                for (int ox = 1; ox < 27; ox++) {
-                    const float d = dyc[ox + 756];
-                    g0 += d * xc[ox + 727]; dxc[ox + 727] += w0 * d;
-                    g1 += d * xc[ox + 728]; dxc[ox + 728] += w1 * d;
-                    g2 += d * xc[ox + 729]; dxc[ox + 729] += w2 * d;
-                    g3 += d * xc[ox + 755]; dxc[ox + 755] += w3 * d;
-                    g4 += d * xc[ox + 756]; dxc[ox + 756] += w4 * d;
-                    g5 += d * xc[ox + 757]; dxc[ox + 757] += w5 * d;
-                }
-                {
-                    const float d = dyc[783];
-                    g0 += d * xc[754]; dxc[754] += w0 * d;
-                    g1 += d * xc[755]; dxc[755] += w1 * d;
-                    g3 += d * xc[782]; dxc[782] += w3 * d;
-                    g4 += d * xc[783]; dxc[783] += w4 * d;
+                    const int x0 = 24;
+                    cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f);
+                    cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f), a1_3 = vsplat(0.0f);
+                    cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f), a2_2 = vsplat(0.0f), a2_3 = vsplat(0.0f);
+                    cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f), a3_2 = vsplat(0.0f), a3_3 = vsplat(0.0f);
+                    for (int co = 0; co < 512; co++) {
+                        const float *restrict dr = dyp + (iy * 30 + x0) * 512 + co;
+                        const float *restrict wr = wf + co * 4608 + v0 * 16;
+                        {
+                            const cg_v w0 = VLOAD(wr + 0), w1 = VLOAD(wr + 16), w2 = VLOAD(wr + 32), w3 = VLOAD(wr + 48);
+                            a0_0 += dr[31744] * w0; a0_1 += dr[31744] * w1; a0_2 += dr[31744] * w2; a0_3 += dr[31744] * w3;
+                            a1_0 += dr[32256] * w0; a1_1 += dr[32256] * w1; a1_2 += dr[32256] * w2; a1_3 += dr[32256] * w3;
+                            a2_0 += dr[32768] * w0; a2_1 += dr[32768] * w1; a2_2 += dr[32768] * w2; a2_3 += dr[32768] * w3;
+                            a3_0 += dr[33280] * w0; a3_1 += dr[33280] * w1; a3_2 += dr[33280] * w2; a3_3 += dr[33280] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 512), w1 = VLOAD(wr + 528), w2 = VLOAD(wr + 544), w3 = VLOAD(wr + 560);
+                            a0_0 += dr[31232] * w0; a0_1 += dr[31232] * w1; a0_2 += dr[31232] * w2; a0_3 += dr[31232] * w3;
+                            a1_0 += dr[31744] * w0; a1_1 += dr[31744] * w1; a1_2 += dr[31744] * w2; a1_3 += dr[31744] * w3;
+                            a2_0 += dr[32256] * w0; a2_1 += dr[32256] * w1; a2_2 += dr[32256] * w2; a2_3 += dr[32256] * w3;
+                            a3_0 += dr[32768] * w0; a3_1 += dr[32768] * w1; a3_2 += dr[32768] * w2; a3_3 += dr[32768] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 1024), w1 = VLOAD(wr + 1040), w2 = VLOAD(wr + 1056), w3 = VLOAD(wr + 1072);
+                            a0_0 += dr[30720] * w0; a0_1 += dr[30720] * w1; a0_2 += dr[30720] * w2; a0_3 += dr[30720] * w3;
+                            a1_0 += dr[31232] * w0; a1_1 += dr[31232] * w1; a1_2 += dr[31232] * w2; a1_3 += dr[31232] * w3;
+                            a2_0 += dr[31744] * w0; a2_1 += dr[31744] * w1; a2_2 += dr[31744] * w2; a2_3 += dr[31744] * w3;
+                            a3_0 += dr[32256] * w0; a3_1 += dr[32256] * w1; a3_2 += dr[32256] * w2; a3_3 += dr[32256] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 1536), w1 = VLOAD(wr + 1552), w2 = VLOAD(wr + 1568), w3 = VLOAD(wr + 1584);
+                            a0_0 += dr[16384] * w0; a0_1 += dr[16384] * w1; a0_2 += dr[16384] * w2; a0_3 += dr[16384] * w3;
+                            a1_0 += dr[16896] * w0; a1_1 += dr[16896] * w1; a1_2 += dr[16896] * w2; a1_3 += dr[16896] * w3;
+                            a2_0 += dr[17408] * w0; a2_1 += dr[17408] * w1; a2_2 += dr[17408] * w2; a2_3 += dr[17408] * w3;
+                            a3_0 += dr[17920] * w0; a3_1 += dr[17920] * w1; a3_2 += dr[17920] * w2; a3_3 += dr[17920] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 2048), w1 = VLOAD(wr + 2064), w2 = VLOAD(wr + 2080), w3 = VLOAD(wr + 2096);
+                            a0_0 += dr[15872] * w0; a0_1 += dr[15872] * w1; a0_2 += dr[15872] * w2; a0_3 += dr[15872] * w3;
+                            a1_0 += dr[16384] * w0; a1_1 += dr[16384] * w1; a1_2 += dr[16384] * w2; a1_3 += dr[16384] * w3;
+                            a2_0 += dr[16896] * w0; a2_1 += dr[16896] * w1; a2_2 += dr[16896] * w2; a2_3 += dr[16896] * w3;
+                            a3_0 += dr[17408] * w0; a3_1 += dr[17408] * w1; a3_2 += dr[17408] * w2; a3_3 += dr[17408] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 2560), w1 = VLOAD(wr + 2576), w2 = VLOAD(wr + 2592), w3 = VLOAD(wr + 2608);
+                            a0_0 += dr[15360] * w0; a0_1 += dr[15360] * w1; a0_2 += dr[15360] * w2; a0_3 += dr[15360] * w3;
+                            a1_0 += dr[15872] * w0; a1_1 += dr[15872] * w1; a1_2 += dr[15872] * w2; a1_3 += dr[15872] * w3;
+                            a2_0 += dr[16384] * w0; a2_1 += dr[16384] * w1; a2_2 += dr[16384] * w2; a2_3 += dr[16384] * w3;
+                            a3_0 += dr[16896] * w0; a3_1 += dr[16896] * w1; a3_2 += dr[16896] * w2; a3_3 += dr[16896] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 3072), w1 = VLOAD(wr + 3088), w2 = VLOAD(wr + 3104), w3 = VLOAD(wr + 3120);
+                            a0_0 += dr[1024] * w0; a0_1 += dr[1024] * w1; a0_2 += dr[1024] * w2; a0_3 += dr[1024] * w3;
+                            a1_0 += dr[1536] * w0; a1_1 += dr[1536] * w1; a1_2 += dr[1536] * w2; a1_3 += dr[1536] * w3;
+                            a2_0 += dr[2048] * w0; a2_1 += dr[2048] * w1; a2_2 += dr[2048] * w2; a2_3 += dr[2048] * w3;
+                            a3_0 += dr[2560] * w0; a3_1 += dr[2560] * w1; a3_2 += dr[2560] * w2; a3_3 += dr[2560] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 3584), w1 = VLOAD(wr + 3600), w2 = VLOAD(wr + 3616), w3 = VLOAD(wr + 3632);
+                            a0_0 += dr[512] * w0; a0_1 += dr[512] * w1; a0_2 += dr[512] * w2; a0_3 += dr[512] * w3;
+                            a1_0 += dr[1024] * w0; a1_1 += dr[1024] * w1; a1_2 += dr[1024] * w2; a1_3 += dr[1024] * w3;
+                            a2_0 += dr[1536] * w0; a2_1 += dr[1536] * w1; a2_2 += dr[1536] * w2; a2_3 += dr[1536] * w3;
+                            a3_0 += dr[2048] * w0; a3_1 += dr[2048] * w1; a3_2 += dr[2048] * w2; a3_3 += dr[2048] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 4096), w1 = VLOAD(wr + 4112), w2 = VLOAD(wr + 4128), w3 = VLOAD(wr + 4144);
+                            a0_0 += dr[0] * w0; a0_1 += dr[0] * w1; a0_2 += dr[0] * w2; a0_3 += dr[0] * w3;
+                            a1_0 += dr[512] * w0; a1_1 += dr[512] * w1; a1_2 += dr[512] * w2; a1_3 += dr[512] * w3;
+                            a2_0 += dr[1024] * w0; a2_1 += dr[1024] * w1; a2_2 += dr[1024] * w2; a2_3 += dr[1024] * w3;
+                            a3_0 += dr[1536] * w0; a3_1 += dr[1536] * w1; a3_2 += dr[1536] * w2; a3_3 += dr[1536] * w3;
+                        }
+                    }
+                    VSTORE(dxh + (iy * 28 + x0 + 0) * 512 + (v0 + 0) * 16, a0_0); VSTORE(dxh + (iy * 28 + x0 + 0) * 512 + (v0 + 1) * 16, a0_1); VSTORE(dxh + (iy * 28 + x0 + 0) * 512 + (v0 + 2) * 16, a0_2); VSTORE(dxh + (iy * 28 + x0 + 0) * 512 + (v0 + 3) * 16, a0_3);
+                    VSTORE(dxh + (iy * 28 + x0 + 1) * 512 + (v0 + 0) * 16, a1_0); VSTORE(dxh + (iy * 28 + x0 + 1) * 512 + (v0 + 1) * 16, a1_1); VSTORE(dxh + (iy * 28 + x0 + 1) * 512 + (v0 + 2) * 16, a1_2); VSTORE(dxh + (iy * 28 + x0 + 1) * 512 + (v0 + 3) * 16, a1_3);
+                    VSTORE(dxh + (iy * 28 + x0 + 2) * 512 + (v0 + 0) * 16, a2_0); VSTORE(dxh + (iy * 28 + x0 + 2) * 512 + (v0 + 1) * 16, a2_1); VSTORE(dxh + (iy * 28 + x0 + 2) * 512 + (v0 + 2) * 16, a2_2); VSTORE(dxh + (iy * 28 + x0 + 2) * 512 + (v0 + 3) * 16, a2_3);
+                    VSTORE(dxh + (iy * 28 + x0 + 3) * 512 + (v0 + 0) * 16, a3_0); VSTORE(dxh + (iy * 28 + x0 + 3) * 512 + (v0 + 1) * 16, a3_1); VSTORE(dxh + (iy * 28 + x0 + 3) * 512 + (v0 + 2) * 16, a3_2); VSTORE(dxh + (iy * 28 + x0 + 3) * 512 + (v0 + 3) * 16, a3_3);
                 }
             }
-            gwc[0] += g0;
-            gwc[1] += g1;
-            gwc[2] += g2;
-            gwc[3] += g3;
-            gwc[4] += g4;
-            gwc[5] += g5;
-            gwc[6] += g6;
-            gwc[7] += g7;
-            gwc[8] += g8;
         }
-        {
-            float s = 0.0f;
-            for (int n = 0; n < nb; n++)
-                for (int i = 0; i < 784; i++) s += dy[(size_t)n * 401408 + col*784 + i];
-            gb[col] += s;
-        }
+        for (int ci = 0; ci < 512; ci++)
+            for (int i = 0; i < 784; i++) dxn[ci * 784 + i] = dxh[i * 512 + ci];
     }
 }
 
@@ -1921,183 +4749,486 @@ static void l20_relu_backward(const float *restrict y, const float *restrict dy,
 }
 
 /* layer 21: conv2d 512x28x28 -> 512x28x28 (specs/vgg16.yaml:39:5) */
-static void l21_conv2d_forward(const float *restrict P, const float *restrict x, float *restrict y, int nb)
+static void l21_conv2d_forward(const float *restrict P, float *restrict S, const float *restrict x, float *restrict y, int nb)
 {
     const float *restrict w = P + 5275456;
-    const float *restrict b = P + 7634752;
+    float *restrict yh = S + 921600, *restrict wt = S + 1323008, *restrict bp = S + 3682304;
+    /* weights [co][ci][k] -> [ci][k][co], channels padded to 512 */
+    for (int i = 0; i < 2359296; i++) wt[i] = 0.0f;
+    for (int co = 0; co < 512; co++)
+        for (int j = 0; j < 4608; j++) wt[j * 512 + co] = w[co * 4608 + j];
+    for (int co = 0; co < 512; co++) bp[co] = co < 512 ? (P + 7634752)[co] : 0.0f;
     for (int n = 0; n < nb; n++) {
         const float *restrict xn = x + (size_t)n * 401408;
+        float *restrict xp = S + 0 + (size_t)n * 460800;
         float *restrict yn = y + (size_t)n * 401408;
-        for (int col = 0; col < 512; col++) {
-            float *restrict yc = yn + col*784;
-            for (int i = 0; i < 784; i++) yc[i] = b[col];
-            for (int ci = 0; ci < 512; ci++) {
-                const float *restrict xc = xn + ci*784;
-                const float *restrict wc = w + col*4608 + ci*9;
-                const float w0 = wc[0], w1 = wc[1], w2 = wc[2];
-                const float w3 = wc[3], w4 = wc[4], w5 = wc[5];
-                const float w6 = wc[6], w7 = wc[7], w8 = wc[8];
-                yc[0] += w4 * xc[0] + w5 * xc[1] + w7 * xc[28] + w8 * xc[29];
-                /* rows 0..0, cols 1..26: 6 of 9 taps */
-                for (int ox = 1; ox < 27; ox++) {
-                    yc[ox] += w3 * xc[ox - 1] + w4 * xc[ox] + w5 * xc[ox + 1] + w6 * xc[ox + 27]
-                            + w7 * xc[ox + 28] + w8 * xc[ox + 29];
+        memset(xp, 0, sizeof(float) * 460800);
+        for (int ci = 0; ci < 512; ci++)
+            for (int iy = 0; iy < 28; iy++)
+                for (int ix = 0; ix < 28; ix++) xp[((iy + 1) * 30 + ix + 1) * 512 + ci] = xn[ci * 784 + iy * 28 + ix];
+        CG_PARALLEL_FOR
+        for (int oy = 0; oy < 28; oy++) {
+            for (int v0 = 0; v0 < 32; v0 += 4) {
+                for (int x0 = 0; x0 < 24; x0 += 6) {
+                    cg_v a0_0 = VLOAD(bp + (v0 + 0) * 16), a0_1 = VLOAD(bp + (v0 + 1) * 16), a0_2 = VLOAD(bp + (v0 + 2) * 16), a0_3 = VLOAD(bp + (v0 + 3) * 16);
+                    cg_v a1_0 = VLOAD(bp + (v0 + 0) * 16), a1_1 = VLOAD(bp + (v0 + 1) * 16), a1_2 = VLOAD(bp + (v0 + 2) * 16), a1_3 = VLOAD(bp + (v0 + 3) * 16);
+                    cg_v a2_0 = VLOAD(bp + (v0 + 0) * 16), a2_1 = VLOAD(bp + (v0 + 1) * 16), a2_2 = VLOAD(bp + (v0 + 2) * 16), a2_3 = VLOAD(bp + (v0 + 3) * 16);
+                    cg_v a3_0 = VLOAD(bp + (v0 + 0) * 16), a3_1 = VLOAD(bp + (v0 + 1) * 16), a3_2 = VLOAD(bp + (v0 + 2) * 16), a3_3 = VLOAD(bp + (v0 + 3) * 16);
+                    cg_v a4_0 = VLOAD(bp + (v0 + 0) * 16), a4_1 = VLOAD(bp + (v0 + 1) * 16), a4_2 = VLOAD(bp + (v0 + 2) * 16), a4_3 = VLOAD(bp + (v0 + 3) * 16);
+                    cg_v a5_0 = VLOAD(bp + (v0 + 0) * 16), a5_1 = VLOAD(bp + (v0 + 1) * 16), a5_2 = VLOAD(bp + (v0 + 2) * 16), a5_3 = VLOAD(bp + (v0 + 3) * 16);
+                    for (int ci = 0; ci < 512; ci++) {
+                        const float *restrict xr = xp + (oy * 30 + x0) * 512 + ci;
+                        const float *restrict wr = wt + ci * 4608 + v0 * 16;
+                        {
+                            const cg_v w0 = VLOAD(wr + 0), w1 = VLOAD(wr + 16), w2 = VLOAD(wr + 32), w3 = VLOAD(wr + 48);
+                            a0_0 += xr[0] * w0; a0_1 += xr[0] * w1; a0_2 += xr[0] * w2; a0_3 += xr[0] * w3;
+                            a1_0 += xr[512] * w0; a1_1 += xr[512] * w1; a1_2 += xr[512] * w2; a1_3 += xr[512] * w3;
+                            a2_0 += xr[1024] * w0; a2_1 += xr[1024] * w1; a2_2 += xr[1024] * w2; a2_3 += xr[1024] * w3;
+                            a3_0 += xr[1536] * w0; a3_1 += xr[1536] * w1; a3_2 += xr[1536] * w2; a3_3 += xr[1536] * w3;
+                            a4_0 += xr[2048] * w0; a4_1 += xr[2048] * w1; a4_2 += xr[2048] * w2; a4_3 += xr[2048] * w3;
+                            a5_0 += xr[2560] * w0; a5_1 += xr[2560] * w1; a5_2 += xr[2560] * w2; a5_3 += xr[2560] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 512), w1 = VLOAD(wr + 528), w2 = VLOAD(wr + 544), w3 = VLOAD(wr + 560);
+                            a0_0 += xr[512] * w0; a0_1 += xr[512] * w1; a0_2 += xr[512] * w2; a0_3 += xr[512] * w3;
+                            a1_0 += xr[1024] * w0; a1_1 += xr[1024] * w1; a1_2 += xr[1024] * w2; a1_3 += xr[1024] * w3;
+                            a2_0 += xr[1536] * w0; a2_1 += xr[1536] * w1; a2_2 += xr[1536] * w2; a2_3 += xr[1536] * w3;
+                            a3_0 += xr[2048] * w0; a3_1 += xr[2048] * w1; a3_2 += xr[2048] * w2; a3_3 += xr[2048] * w3;
+                            a4_0 += xr[2560] * w0; a4_1 += xr[2560] * w1; a4_2 += xr[2560] * w2; a4_3 += xr[2560] * w3;
+                            a5_0 += xr[3072] * w0; a5_1 += xr[3072] * w1; a5_2 += xr[3072] * w2; a5_3 += xr[3072] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 1024), w1 = VLOAD(wr + 1040), w2 = VLOAD(wr + 1056), w3 = VLOAD(wr + 1072);
+                            a0_0 += xr[1024] * w0; a0_1 += xr[1024] * w1; a0_2 += xr[1024] * w2; a0_3 += xr[1024] * w3;
+                            a1_0 += xr[1536] * w0; a1_1 += xr[1536] * w1; a1_2 += xr[1536] * w2; a1_3 += xr[1536] * w3;
+                            a2_0 += xr[2048] * w0; a2_1 += xr[2048] * w1; a2_2 += xr[2048] * w2; a2_3 += xr[2048] * w3;
+                            a3_0 += xr[2560] * w0; a3_1 += xr[2560] * w1; a3_2 += xr[2560] * w2; a3_3 += xr[2560] * w3;
+                            a4_0 += xr[3072] * w0; a4_1 += xr[3072] * w1; a4_2 += xr[3072] * w2; a4_3 += xr[3072] * w3;
+                            a5_0 += xr[3584] * w0; a5_1 += xr[3584] * w1; a5_2 += xr[3584] * w2; a5_3 += xr[3584] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 1536), w1 = VLOAD(wr + 1552), w2 = VLOAD(wr + 1568), w3 = VLOAD(wr + 1584);
+                            a0_0 += xr[15360] * w0; a0_1 += xr[15360] * w1; a0_2 += xr[15360] * w2; a0_3 += xr[15360] * w3;
+                            a1_0 += xr[15872] * w0; a1_1 += xr[15872] * w1; a1_2 += xr[15872] * w2; a1_3 += xr[15872] * w3;
+                            a2_0 += xr[16384] * w0; a2_1 += xr[16384] * w1; a2_2 += xr[16384] * w2; a2_3 += xr[16384] * w3;
+                            a3_0 += xr[16896] * w0; a3_1 += xr[16896] * w1; a3_2 += xr[16896] * w2; a3_3 += xr[16896] * w3;
+                            a4_0 += xr[17408] * w0; a4_1 += xr[17408] * w1; a4_2 += xr[17408] * w2; a4_3 += xr[17408] * w3;
+                            a5_0 += xr[17920] * w0; a5_1 += xr[17920] * w1; a5_2 += xr[17920] * w2; a5_3 += xr[17920] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 2048), w1 = VLOAD(wr + 2064), w2 = VLOAD(wr + 2080), w3 = VLOAD(wr + 2096);
+                            a0_0 += xr[15872] * w0; a0_1 += xr[15872] * w1; a0_2 += xr[15872] * w2; a0_3 += xr[15872] * w3;
+                            a1_0 += xr[16384] * w0; a1_1 += xr[16384] * w1; a1_2 += xr[16384] * w2; a1_3 += xr[16384] * w3;
+                            a2_0 += xr[16896] * w0; a2_1 += xr[16896] * w1; a2_2 += xr[16896] * w2; a2_3 += xr[16896] * w3;
+                            a3_0 += xr[17408] * w0; a3_1 += xr[17408] * w1; a3_2 += xr[17408] * w2; a3_3 += xr[17408] * w3;
+                            a4_0 += xr[17920] * w0; a4_1 += xr[17920] * w1; a4_2 += xr[17920] * w2; a4_3 += xr[17920] * w3;
+                            a5_0 += xr[18432] * w0; a5_1 += xr[18432] * w1; a5_2 += xr[18432] * w2; a5_3 += xr[18432] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 2560), w1 = VLOAD(wr + 2576), w2 = VLOAD(wr + 2592), w3 = VLOAD(wr + 2608);
+                            a0_0 += xr[16384] * w0; a0_1 += xr[16384] * w1; a0_2 += xr[16384] * w2; a0_3 += xr[16384] * w3;
+                            a1_0 += xr[16896] * w0; a1_1 += xr[16896] * w1; a1_2 += xr[16896] * w2; a1_3 += xr[16896] * w3;
+                            a2_0 += xr[17408] * w0; a2_1 += xr[17408] * w1; a2_2 += xr[17408] * w2; a2_3 += xr[17408] * w3;
+                            a3_0 += xr[17920] * w0; a3_1 += xr[17920] * w1; a3_2 += xr[17920] * w2; a3_3 += xr[17920] * w3;
+                            a4_0 += xr[18432] * w0; a4_1 += xr[18432] * w1; a4_2 += xr[18432] * w2; a4_3 += xr[18432] * w3;
+                            a5_0 += xr[18944] * w0; a5_1 += xr[18944] * w1; a5_2 += xr[18944] * w2; a5_3 += xr[18944] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 3072), w1 = VLOAD(wr + 3088), w2 = VLOAD(wr + 3104), w3 = VLOAD(wr + 3120);
+                            a0_0 += xr[30720] * w0; a0_1 += xr[30720] * w1; a0_2 += xr[30720] * w2; a0_3 += xr[30720] * w3;
+                            a1_0 += xr[31232] * w0; a1_1 += xr[31232] * w1; a1_2 += xr[31232] * w2; a1_3 += xr[31232] * w3;
+                            a2_0 += xr[31744] * w0; a2_1 += xr[31744] * w1; a2_2 += xr[31744] * w2; a2_3 += xr[31744] * w3;
+                            a3_0 += xr[32256] * w0; a3_1 += xr[32256] * w1; a3_2 += xr[32256] * w2; a3_3 += xr[32256] * w3;
+                            a4_0 += xr[32768] * w0; a4_1 += xr[32768] * w1; a4_2 += xr[32768] * w2; a4_3 += xr[32768] * w3;
+                            a5_0 += xr[33280] * w0; a5_1 += xr[33280] * w1; a5_2 += xr[33280] * w2; a5_3 += xr[33280] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 3584), w1 = VLOAD(wr + 3600), w2 = VLOAD(wr + 3616), w3 = VLOAD(wr + 3632);
+                            a0_0 += xr[31232] * w0; a0_1 += xr[31232] * w1; a0_2 += xr[31232] * w2; a0_3 += xr[31232] * w3;
+                            a1_0 += xr[31744] * w0; a1_1 += xr[31744] * w1; a1_2 += xr[31744] * w2; a1_3 += xr[31744] * w3;
+                            a2_0 += xr[32256] * w0; a2_1 += xr[32256] * w1; a2_2 += xr[32256] * w2; a2_3 += xr[32256] * w3;
+                            a3_0 += xr[32768] * w0; a3_1 += xr[32768] * w1; a3_2 += xr[32768] * w2; a3_3 += xr[32768] * w3;
+                            a4_0 += xr[33280] * w0; a4_1 += xr[33280] * w1; a4_2 += xr[33280] * w2; a4_3 += xr[33280] * w3;
+                            a5_0 += xr[33792] * w0; a5_1 += xr[33792] * w1; a5_2 += xr[33792] * w2; a5_3 += xr[33792] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 4096), w1 = VLOAD(wr + 4112), w2 = VLOAD(wr + 4128), w3 = VLOAD(wr + 4144);
+                            a0_0 += xr[31744] * w0; a0_1 += xr[31744] * w1; a0_2 += xr[31744] * w2; a0_3 += xr[31744] * w3;
+                            a1_0 += xr[32256] * w0; a1_1 += xr[32256] * w1; a1_2 += xr[32256] * w2; a1_3 += xr[32256] * w3;
+                            a2_0 += xr[32768] * w0; a2_1 += xr[32768] * w1; a2_2 += xr[32768] * w2; a2_3 += xr[32768] * w3;
+                            a3_0 += xr[33280] * w0; a3_1 += xr[33280] * w1; a3_2 += xr[33280] * w2; a3_3 += xr[33280] * w3;
+                            a4_0 += xr[33792] * w0; a4_1 += xr[33792] * w1; a4_2 += xr[33792] * w2; a4_3 += xr[33792] * w3;
+                            a5_0 += xr[34304] * w0; a5_1 += xr[34304] * w1; a5_2 += xr[34304] * w2; a5_3 += xr[34304] * w3;
+                        }
+                    }
+                    VSTORE(yh + (oy * 28 + x0 + 0) * 512 + (v0 + 0) * 16, a0_0); VSTORE(yh + (oy * 28 + x0 + 0) * 512 + (v0 + 1) * 16, a0_1); VSTORE(yh + (oy * 28 + x0 + 0) * 512 + (v0 + 2) * 16, a0_2); VSTORE(yh + (oy * 28 + x0 + 0) * 512 + (v0 + 3) * 16, a0_3);
+                    VSTORE(yh + (oy * 28 + x0 + 1) * 512 + (v0 + 0) * 16, a1_0); VSTORE(yh + (oy * 28 + x0 + 1) * 512 + (v0 + 1) * 16, a1_1); VSTORE(yh + (oy * 28 + x0 + 1) * 512 + (v0 + 2) * 16, a1_2); VSTORE(yh + (oy * 28 + x0 + 1) * 512 + (v0 + 3) * 16, a1_3);
+                    VSTORE(yh + (oy * 28 + x0 + 2) * 512 + (v0 + 0) * 16, a2_0); VSTORE(yh + (oy * 28 + x0 + 2) * 512 + (v0 + 1) * 16, a2_1); VSTORE(yh + (oy * 28 + x0 + 2) * 512 + (v0 + 2) * 16, a2_2); VSTORE(yh + (oy * 28 + x0 + 2) * 512 + (v0 + 3) * 16, a2_3);
+                    VSTORE(yh + (oy * 28 + x0 + 3) * 512 + (v0 + 0) * 16, a3_0); VSTORE(yh + (oy * 28 + x0 + 3) * 512 + (v0 + 1) * 16, a3_1); VSTORE(yh + (oy * 28 + x0 + 3) * 512 + (v0 + 2) * 16, a3_2); VSTORE(yh + (oy * 28 + x0 + 3) * 512 + (v0 + 3) * 16, a3_3);
+                    VSTORE(yh + (oy * 28 + x0 + 4) * 512 + (v0 + 0) * 16, a4_0); VSTORE(yh + (oy * 28 + x0 + 4) * 512 + (v0 + 1) * 16, a4_1); VSTORE(yh + (oy * 28 + x0 + 4) * 512 + (v0 + 2) * 16, a4_2); VSTORE(yh + (oy * 28 + x0 + 4) * 512 + (v0 + 3) * 16, a4_3);
+                    VSTORE(yh + (oy * 28 + x0 + 5) * 512 + (v0 + 0) * 16, a5_0); VSTORE(yh + (oy * 28 + x0 + 5) * 512 + (v0 + 1) * 16, a5_1); VSTORE(yh + (oy * 28 + x0 + 5) * 512 + (v0 + 2) * 16, a5_2); VSTORE(yh + (oy * 28 + x0 + 5) * 512 + (v0 + 3) * 16, a5_3);
                 }
-                yc[27] += w3 * xc[26] + w4 * xc[27] + w6 * xc[54] + w7 * xc[55];
-                /* rows 1..26, cols 0..0: 6 of 9 taps */
-                for (int oy = 1; oy < 27; oy++) {
-                    yc[oy*28] += w1 * xc[oy*28 - 28] + w2 * xc[oy*28 - 27] + w4 * xc[oy*28] + w5 * xc[oy*28 + 1]
-                            + w7 * xc[oy*28 + 28] + w8 * xc[oy*28 + 29];
+                {
+                    const int x0 = 24;
+                    cg_v a0_0 = VLOAD(bp + (v0 + 0) * 16), a0_1 = VLOAD(bp + (v0 + 1) * 16), a0_2 = VLOAD(bp + (v0 + 2) * 16), a0_3 = VLOAD(bp + (v0 + 3) * 16);
+                    cg_v a1_0 = VLOAD(bp + (v0 + 0) * 16), a1_1 = VLOAD(bp + (v0 + 1) * 16), a1_2 = VLOAD(bp + (v0 + 2) * 16), a1_3 = VLOAD(bp + (v0 + 3) * 16);
+                    cg_v a2_0 = VLOAD(bp + (v0 + 0) * 16), a2_1 = VLOAD(bp + (v0 + 1) * 16), a2_2 = VLOAD(bp + (v0 + 2) * 16), a2_3 = VLOAD(bp + (v0 + 3) * 16);
+                    cg_v a3_0 = VLOAD(bp + (v0 + 0) * 16), a3_1 = VLOAD(bp + (v0 + 1) * 16), a3_2 = VLOAD(bp + (v0 + 2) * 16), a3_3 = VLOAD(bp + (v0 + 3) * 16);
+                    for (int ci = 0; ci < 512; ci++) {
+                        const float *restrict xr = xp + (oy * 30 + x0) * 512 + ci;
+                        const float *restrict wr = wt + ci * 4608 + v0 * 16;
+                        {
+                            const cg_v w0 = VLOAD(wr + 0), w1 = VLOAD(wr + 16), w2 = VLOAD(wr + 32), w3 = VLOAD(wr + 48);
+                            a0_0 += xr[0] * w0; a0_1 += xr[0] * w1; a0_2 += xr[0] * w2; a0_3 += xr[0] * w3;
+                            a1_0 += xr[512] * w0; a1_1 += xr[512] * w1; a1_2 += xr[512] * w2; a1_3 += xr[512] * w3;
+                            a2_0 += xr[1024] * w0; a2_1 += xr[1024] * w1; a2_2 += xr[1024] * w2; a2_3 += xr[1024] * w3;
+                            a3_0 += xr[1536] * w0; a3_1 += xr[1536] * w1; a3_2 += xr[1536] * w2; a3_3 += xr[1536] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 512), w1 = VLOAD(wr + 528), w2 = VLOAD(wr + 544), w3 = VLOAD(wr + 560);
+                            a0_0 += xr[512] * w0; a0_1 += xr[512] * w1; a0_2 += xr[512] * w2; a0_3 += xr[512] * w3;
+                            a1_0 += xr[1024] * w0; a1_1 += xr[1024] * w1; a1_2 += xr[1024] * w2; a1_3 += xr[1024] * w3;
+                            a2_0 += xr[1536] * w0; a2_1 += xr[1536] * w1; a2_2 += xr[1536] * w2; a2_3 += xr[1536] * w3;
+                            a3_0 += xr[2048] * w0; a3_1 += xr[2048] * w1; a3_2 += xr[2048] * w2; a3_3 += xr[2048] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 1024), w1 = VLOAD(wr + 1040), w2 = VLOAD(wr + 1056), w3 = VLOAD(wr + 1072);
+                            a0_0 += xr[1024] * w0; a0_1 += xr[1024] * w1; a0_2 += xr[1024] * w2; a0_3 += xr[1024] * w3;
+                            a1_0 += xr[1536] * w0; a1_1 += xr[1536] * w1; a1_2 += xr[1536] * w2; a1_3 += xr[1536] * w3;
+                            a2_0 += xr[2048] * w0; a2_1 += xr[2048] * w1; a2_2 += xr[2048] * w2; a2_3 += xr[2048] * w3;
+                            a3_0 += xr[2560] * w0; a3_1 += xr[2560] * w1; a3_2 += xr[2560] * w2; a3_3 += xr[2560] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 1536), w1 = VLOAD(wr + 1552), w2 = VLOAD(wr + 1568), w3 = VLOAD(wr + 1584);
+                            a0_0 += xr[15360] * w0; a0_1 += xr[15360] * w1; a0_2 += xr[15360] * w2; a0_3 += xr[15360] * w3;
+                            a1_0 += xr[15872] * w0; a1_1 += xr[15872] * w1; a1_2 += xr[15872] * w2; a1_3 += xr[15872] * w3;
+                            a2_0 += xr[16384] * w0; a2_1 += xr[16384] * w1; a2_2 += xr[16384] * w2; a2_3 += xr[16384] * w3;
+                            a3_0 += xr[16896] * w0; a3_1 += xr[16896] * w1; a3_2 += xr[16896] * w2; a3_3 += xr[16896] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 2048), w1 = VLOAD(wr + 2064), w2 = VLOAD(wr + 2080), w3 = VLOAD(wr + 2096);
+                            a0_0 += xr[15872] * w0; a0_1 += xr[15872] * w1; a0_2 += xr[15872] * w2; a0_3 += xr[15872] * w3;
+                            a1_0 += xr[16384] * w0; a1_1 += xr[16384] * w1; a1_2 += xr[16384] * w2; a1_3 += xr[16384] * w3;
+                            a2_0 += xr[16896] * w0; a2_1 += xr[16896] * w1; a2_2 += xr[16896] * w2; a2_3 += xr[16896] * w3;
+                            a3_0 += xr[17408] * w0; a3_1 += xr[17408] * w1; a3_2 += xr[17408] * w2; a3_3 += xr[17408] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 2560), w1 = VLOAD(wr + 2576), w2 = VLOAD(wr + 2592), w3 = VLOAD(wr + 2608);
+                            a0_0 += xr[16384] * w0; a0_1 += xr[16384] * w1; a0_2 += xr[16384] * w2; a0_3 += xr[16384] * w3;
+                            a1_0 += xr[16896] * w0; a1_1 += xr[16896] * w1; a1_2 += xr[16896] * w2; a1_3 += xr[16896] * w3;
+                            a2_0 += xr[17408] * w0; a2_1 += xr[17408] * w1; a2_2 += xr[17408] * w2; a2_3 += xr[17408] * w3;
+                            a3_0 += xr[17920] * w0; a3_1 += xr[17920] * w1; a3_2 += xr[17920] * w2; a3_3 += xr[17920] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 3072), w1 = VLOAD(wr + 3088), w2 = VLOAD(wr + 3104), w3 = VLOAD(wr + 3120);
+                            a0_0 += xr[30720] * w0; a0_1 += xr[30720] * w1; a0_2 += xr[30720] * w2; a0_3 += xr[30720] * w3;
+                            a1_0 += xr[31232] * w0; a1_1 += xr[31232] * w1; a1_2 += xr[31232] * w2; a1_3 += xr[31232] * w3;
+                            a2_0 += xr[31744] * w0; a2_1 += xr[31744] * w1; a2_2 += xr[31744] * w2; a2_3 += xr[31744] * w3;
+                            a3_0 += xr[32256] * w0; a3_1 += xr[32256] * w1; a3_2 += xr[32256] * w2; a3_3 += xr[32256] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 3584), w1 = VLOAD(wr + 3600), w2 = VLOAD(wr + 3616), w3 = VLOAD(wr + 3632);
+                            a0_0 += xr[31232] * w0; a0_1 += xr[31232] * w1; a0_2 += xr[31232] * w2; a0_3 += xr[31232] * w3;
+                            a1_0 += xr[31744] * w0; a1_1 += xr[31744] * w1; a1_2 += xr[31744] * w2; a1_3 += xr[31744] * w3;
+                            a2_0 += xr[32256] * w0; a2_1 += xr[32256] * w1; a2_2 += xr[32256] * w2; a2_3 += xr[32256] * w3;
+                            a3_0 += xr[32768] * w0; a3_1 += xr[32768] * w1; a3_2 += xr[32768] * w2; a3_3 += xr[32768] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 4096), w1 = VLOAD(wr + 4112), w2 = VLOAD(wr + 4128), w3 = VLOAD(wr + 4144);
+                            a0_0 += xr[31744] * w0; a0_1 += xr[31744] * w1; a0_2 += xr[31744] * w2; a0_3 += xr[31744] * w3;
+                            a1_0 += xr[32256] * w0; a1_1 += xr[32256] * w1; a1_2 += xr[32256] * w2; a1_3 += xr[32256] * w3;
+                            a2_0 += xr[32768] * w0; a2_1 += xr[32768] * w1; a2_2 += xr[32768] * w2; a2_3 += xr[32768] * w3;
+                            a3_0 += xr[33280] * w0; a3_1 += xr[33280] * w1; a3_2 += xr[33280] * w2; a3_3 += xr[33280] * w3;
+                        }
+                    }
+                    VSTORE(yh + (oy * 28 + x0 + 0) * 512 + (v0 + 0) * 16, a0_0); VSTORE(yh + (oy * 28 + x0 + 0) * 512 + (v0 + 1) * 16, a0_1); VSTORE(yh + (oy * 28 + x0 + 0) * 512 + (v0 + 2) * 16, a0_2); VSTORE(yh + (oy * 28 + x0 + 0) * 512 + (v0 + 3) * 16, a0_3);
+                    VSTORE(yh + (oy * 28 + x0 + 1) * 512 + (v0 + 0) * 16, a1_0); VSTORE(yh + (oy * 28 + x0 + 1) * 512 + (v0 + 1) * 16, a1_1); VSTORE(yh + (oy * 28 + x0 + 1) * 512 + (v0 + 2) * 16, a1_2); VSTORE(yh + (oy * 28 + x0 + 1) * 512 + (v0 + 3) * 16, a1_3);
+                    VSTORE(yh + (oy * 28 + x0 + 2) * 512 + (v0 + 0) * 16, a2_0); VSTORE(yh + (oy * 28 + x0 + 2) * 512 + (v0 + 1) * 16, a2_1); VSTORE(yh + (oy * 28 + x0 + 2) * 512 + (v0 + 2) * 16, a2_2); VSTORE(yh + (oy * 28 + x0 + 2) * 512 + (v0 + 3) * 16, a2_3);
+                    VSTORE(yh + (oy * 28 + x0 + 3) * 512 + (v0 + 0) * 16, a3_0); VSTORE(yh + (oy * 28 + x0 + 3) * 512 + (v0 + 1) * 16, a3_1); VSTORE(yh + (oy * 28 + x0 + 3) * 512 + (v0 + 2) * 16, a3_2); VSTORE(yh + (oy * 28 + x0 + 3) * 512 + (v0 + 3) * 16, a3_3);
                 }
-                /* rows 1..26, cols 1..26: every tap */
-                for (int oy = 1; oy < 27; oy++) {
-                    for (int ox = 1; ox < 27; ox++) {
-                        yc[oy*28 + ox] += w0 * xc[oy*28 + ox - 29] + w1 * xc[oy*28 + ox - 28] + w2 * xc[oy*28 + ox - 27] + w3 * xc[oy*28 + ox - 1]
-                                + w4 * xc[oy*28 + ox] + w5 * xc[oy*28 + ox + 1] + w6 * xc[oy*28 + ox + 27] + w7 * xc[oy*28 + ox + 28]
-                                + w8 * xc[oy*28 + ox + 29];
+            }
+        }
+        for (int co = 0; co < 512; co++)
+            for (int i = 0; i < 784; i++) yn[co * 784 + i] = yh[i * 512 + co];
+    }
+}
+
+static void l21_conv2d_backward(float *restrict G, float *restrict S, const float *restrict dy, int nb)
+{
+    float *restrict gw = G + 5275456;
+    float *restrict gb = G + 7634752;
+    float *restrict dyh = S + 3682816;
+    /* dy of every sample -> channels-last, padded channels zero */
+    CG_PARALLEL_FOR
+    for (int n = 0; n < nb; n++) {
+        float *restrict dn = dyh + (size_t)n * 401408;
+        for (int i = 0; i < 784; i++)
+            for (int co = 0; co < 512; co++) dn[i * 512 + co] = co < 512 ? dy[(size_t)n * 401408 + co * 784 + i] : 0.0f;
+    }
+    for (int co = 0; co < 512; co++) {
+        float s = 0.0f;
+        for (int n = 0; n < nb; n++)
+            for (int i = 0; i < 784; i++) s += dy[(size_t)n * 401408 + co * 784 + i];
+        gb[co] += s;
+    }
+    CG_PARALLEL_FOR
+    for (int p0 = 0; p0 < 4608; p0 += 6) {
+        int off[6], gidx[6];
+        for (int j = 0; j < 6; j++) {
+            const int q = p0 + j, ci = q / 9, k = q % 9, ky = k / 3, kx = k % 3;
+            off[j] = (ky * 1 * 30 + kx * 1) * 512 + ci;
+            gidx[j] = ci * 9 + k;
+        }
+        for (int v0 = 0; v0 < 32; v0 += 4) {
+            cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f);
+            cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f), a1_3 = vsplat(0.0f);
+            cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f), a2_2 = vsplat(0.0f), a2_3 = vsplat(0.0f);
+            cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f), a3_2 = vsplat(0.0f), a3_3 = vsplat(0.0f);
+            cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f), a4_2 = vsplat(0.0f), a4_3 = vsplat(0.0f);
+            cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f), a5_2 = vsplat(0.0f), a5_3 = vsplat(0.0f);
+            for (int n = 0; n < nb; n++) {
+                const float *restrict xp = S + 0 + (size_t)n * 460800;
+                const float *restrict dn = dyh + (size_t)n * 401408 + v0 * 16;
+                for (int oy = 0; oy < 28; oy++) {
+                    for (int ox = 0; ox < 28; ox++) {
+                        const float *restrict xr = xp + (oy * 30 + ox) * 512;
+                        const cg_v d0 = VLOAD(dn + (oy * 28 + ox) * 512 + 0), d1 = VLOAD(dn + (oy * 28 + ox) * 512 + 16), d2 = VLOAD(dn + (oy * 28 + ox) * 512 + 32), d3 = VLOAD(dn + (oy * 28 + ox) * 512 + 48);
+                        a0_0 += xr[off[0]] * d0; a0_1 += xr[off[0]] * d1; a0_2 += xr[off[0]] * d2; a0_3 += xr[off[0]] * d3;
+                        a1_0 += xr[off[1]] * d0; a1_1 += xr[off[1]] * d1; a1_2 += xr[off[1]] * d2; a1_3 += xr[off[1]] * d3;
+                        a2_0 += xr[off[2]] * d0; a2_1 += xr[off[2]] * d1; a2_2 += xr[off[2]] * d2; a2_3 += xr[off[2]] * d3;
+                        a3_0 += xr[off[3]] * d0; a3_1 += xr[off[3]] * d1; a3_2 += xr[off[3]] * d2; a3_3 += xr[off[3]] * d3;
+                        a4_0 += xr[off[4]] * d0; a4_1 += xr[off[4]] * d1; a4_2 += xr[off[4]] * d2; a4_3 += xr[off[4]] * d3;
+                        a5_0 += xr[off[5]] * d0; a5_1 += xr[off[5]] * d1; a5_2 += xr[off[5]] * d2; a5_3 += xr[off[5]] * d3;
                     }
                 }
-                /* rows 1..26, cols 27..27: 6 of 9 taps */
-                for (int oy = 1; oy < 27; oy++) {
-                    yc[oy*28 + 27] += w0 * xc[oy*28 - 2] + w1 * xc[oy*28 - 1] + w3 * xc[oy*28 + 26] + w4 * xc[oy*28 + 27]
-                            + w6 * xc[oy*28 + 54] + w7 * xc[oy*28 + 55];
-                }
-                yc[756] += w1 * xc[728] + w2 * xc[729] + w4 * xc[756] + w5 * xc[757];
-                /* rows 27..27, cols 1..26: 6 of 9 taps */
-                for (int ox = 1; ox < 27; ox++) {
-                    yc[ox + 756] += w0 * xc[ox + 727] + w1 * xc[ox + 728] + w2 * xc[ox + 729] + w3 * xc[ox + 755]
-                            + w4 * xc[ox + 756] + w5 * xc[ox + 757];
-                }
-                yc[783] += w0 * xc[754] + w1 * xc[755] + w3 * xc[782] + w4 * xc[783];
             }
+            for (int l = 0; l < 16 && (v0 + 0) * 16 + l < 512; l++) gw[((v0 + 0) * 16 + l) * 4608 + gidx[0]] += a0_0[l];
+            for (int l = 0; l < 16 && (v0 + 1) * 16 + l < 512; l++) gw[((v0 + 1) * 16 + l) * 4608 + gidx[0]] += a0_1[l];
+            for (int l = 0; l < 16 && (v0 + 2) * 16 + l < 512; l++) gw[((v0 + 2) * 16 + l) * 4608 + gidx[0]] += a0_2[l];
+            for (int l = 0; l < 16 && (v0 + 3) * 16 + l < 512; l++) gw[((v0 + 3) * 16 + l) * 4608 + gidx[0]] += a0_3[l];
+            for (int l = 0; l < 16 && (v0 + 0) * 16 + l < 512; l++) gw[((v0 + 0) * 16 + l) * 4608 + gidx[1]] += a1_0[l];
+            for (int l = 0; l < 16 && (v0 + 1) * 16 + l < 512; l++) gw[((v0 + 1) * 16 + l) * 4608 + gidx[1]] += a1_1[l];
+            for (int l = 0; l < 16 && (v0 + 2) * 16 + l < 512; l++) gw[((v0 + 2) * 16 + l) * 4608 + gidx[1]] += a1_2[l];
+            for (int l = 0; l < 16 && (v0 + 3) * 16 + l < 512; l++) gw[((v0 + 3) * 16 + l) * 4608 + gidx[1]] += a1_3[l];
+            for (int l = 0; l < 16 && (v0 + 0) * 16 + l < 512; l++) gw[((v0 + 0) * 16 + l) * 4608 + gidx[2]] += a2_0[l];
+            for (int l = 0; l < 16 && (v0 + 1) * 16 + l < 512; l++) gw[((v0 + 1) * 16 + l) * 4608 + gidx[2]] += a2_1[l];
+            for (int l = 0; l < 16 && (v0 + 2) * 16 + l < 512; l++) gw[((v0 + 2) * 16 + l) * 4608 + gidx[2]] += a2_2[l];
+            for (int l = 0; l < 16 && (v0 + 3) * 16 + l < 512; l++) gw[((v0 + 3) * 16 + l) * 4608 + gidx[2]] += a2_3[l];
+            for (int l = 0; l < 16 && (v0 + 0) * 16 + l < 512; l++) gw[((v0 + 0) * 16 + l) * 4608 + gidx[3]] += a3_0[l];
+            for (int l = 0; l < 16 && (v0 + 1) * 16 + l < 512; l++) gw[((v0 + 1) * 16 + l) * 4608 + gidx[3]] += a3_1[l];
+            for (int l = 0; l < 16 && (v0 + 2) * 16 + l < 512; l++) gw[((v0 + 2) * 16 + l) * 4608 + gidx[3]] += a3_2[l];
+            for (int l = 0; l < 16 && (v0 + 3) * 16 + l < 512; l++) gw[((v0 + 3) * 16 + l) * 4608 + gidx[3]] += a3_3[l];
+            for (int l = 0; l < 16 && (v0 + 0) * 16 + l < 512; l++) gw[((v0 + 0) * 16 + l) * 4608 + gidx[4]] += a4_0[l];
+            for (int l = 0; l < 16 && (v0 + 1) * 16 + l < 512; l++) gw[((v0 + 1) * 16 + l) * 4608 + gidx[4]] += a4_1[l];
+            for (int l = 0; l < 16 && (v0 + 2) * 16 + l < 512; l++) gw[((v0 + 2) * 16 + l) * 4608 + gidx[4]] += a4_2[l];
+            for (int l = 0; l < 16 && (v0 + 3) * 16 + l < 512; l++) gw[((v0 + 3) * 16 + l) * 4608 + gidx[4]] += a4_3[l];
+            for (int l = 0; l < 16 && (v0 + 0) * 16 + l < 512; l++) gw[((v0 + 0) * 16 + l) * 4608 + gidx[5]] += a5_0[l];
+            for (int l = 0; l < 16 && (v0 + 1) * 16 + l < 512; l++) gw[((v0 + 1) * 16 + l) * 4608 + gidx[5]] += a5_1[l];
+            for (int l = 0; l < 16 && (v0 + 2) * 16 + l < 512; l++) gw[((v0 + 2) * 16 + l) * 4608 + gidx[5]] += a5_2[l];
+            for (int l = 0; l < 16 && (v0 + 3) * 16 + l < 512; l++) gw[((v0 + 3) * 16 + l) * 4608 + gidx[5]] += a5_3[l];
         }
     }
 }
 
-static void l21_conv2d_backward(const float *restrict P, float *restrict G, const float *restrict x, const float *restrict dy, float *restrict dx, int nb)
+static void l21_conv2d_backward_dx(const float *restrict P, float *restrict S, const float *restrict dy, float *restrict dx, int nb)
 {
     const float *restrict w = P + 5275456;
-    float *restrict gw = G + 5275456;
-    float *restrict gb = G + 7634752;
-    memset(dx, 0, sizeof(float) * (size_t)nb * 401408);
-    for (int col = 0; col < 512; col++) {
-        for (int ci = 0; ci < 512; ci++) {
-            const float *restrict wc = w + col*4608 + ci*9;
-            float *restrict gwc = gw + col*4608 + ci*9;
-            const float w0 = wc[0], w1 = wc[1], w2 = wc[2];
-            const float w3 = wc[3], w4 = wc[4], w5 = wc[5];
-            const float w6 = wc[6], w7 = wc[7], w8 = wc[8];
-            float g0 = 0.0f, g1 = 0.0f, g2 = 0.0f;
-            float g3 = 0.0f, g4 = 0.0f, g5 = 0.0f;
-            float g6 = 0.0f, g7 = 0.0f, g8 = 0.0f;
-            for (int n = 0; n < nb; n++) {
-                const float *restrict xc = x + (size_t)n * 401408 + ci*784;
-                float *restrict dxc = dx + (size_t)n * 401408 + ci*784;
-                const float *restrict dyc = dy + (size_t)n * 401408 + col*784;
-                {
-                    const float d = dyc[0];
-                    g4 += d * xc[0]; dxc[0] += w4 * d;
-                    g5 += d * xc[1]; dxc[1] += w5 * d;
-                    g7 += d * xc[28]; dxc[28] += w7 * d;
-                    g8 += d * xc[29]; dxc[29] += w8 * d;
-                }
-                /* rows 0..0, cols 1..26: 6 of 9 taps */
-                for (int ox = 1; ox < 27; ox++) {
-                    const float d = dyc[ox];
-                    g3 += d * xc[ox - 1]; dxc[ox - 1] += w3 * d;
-                    g4 += d * xc[ox]; dxc[ox] += w4 * d;
-                    g5 += d * xc[ox + 1]; dxc[ox + 1] += w5 * d;
-                    g6 += d * xc[ox + 27]; dxc[ox + 27] += w6 * d;
-                    g7 += d * xc[ox + 28]; dxc[ox + 28] += w7 * d;
-                    g8 += d * xc[ox + 29]; dxc[ox + 29] += w8 * d;
-                }
-                {
-                    const float d = dyc[27];
-                    g3 += d * xc[26]; dxc[26] += w3 * d;
-                    g4 += d * xc[27]; dxc[27] += w4 * d;
-                    g6 += d * xc[54]; dxc[54] += w6 * d;
-                    g7 += d * xc[55]; dxc[55] += w7 * d;
-                }
-                /* rows 1..26, cols 0..0: 6 of 9 taps */
-                for (int oy = 1; oy < 27; oy++) {
-                    {
-                        const float d = dyc[oy*28];
-                        g1 += d * xc[oy*28 - 28]; dxc[oy*28 - 28] += w1 * d;
-                        g2 += d * xc[oy*28 - 27]; dxc[oy*28 - 27] += w2 * d;
-                        g4 += d * xc[oy*28]; dxc[oy*28] += w4 * d;
-                        g5 += d * xc[oy*28 + 1]; dxc[oy*28 + 1] += w5 * d;
-                        g7 += d * xc[oy*28 + 28]; dxc[oy*28 + 28] += w7 * d;
-                        g8 += d * xc[oy*28 + 29]; dxc[oy*28 + 29] += w8 * d;
+    float *restrict wf = S + 4485632, *restrict dyp = S + 6844928, *restrict dxh = S + 7305728;
+    for (int i = 0; i < 2359296; i++) wf[i] = 0.0f;
+    for (int co = 0; co < 512; co++)
+        for (int ci = 0; ci < 512; ci++)
+            for (int k = 0; k < 9; k++) wf[(co * 9 + k) * 512 + ci] = w[(co * 512 + ci) * 9 + k];
+    for (int n = 0; n < nb; n++) {
+        const float *restrict dn = dy + (size_t)n * 401408;
+        float *restrict dxn = dx + (size_t)n * 401408;
+        memset(dyp, 0, sizeof(float) * 460800);
+        for (int co = 0; co < 512; co++)
+            for (int oy = 0; oy < 28; oy++)
+                for (int ox = 0; ox < 28; ox++) dyp[((oy + 1) * 30 + ox + 1) * 512 + co] = dn[co * 784 + oy * 28 + ox];
+        CG_PARALLEL_FOR
+        for (int iy = 0; iy < 28; iy++) {
+            for (int v0 = 0; v0 < 32; v0 += 4) {
+                for (int x0 = 0; x0 < 24; x0 += 6) {
+                    cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f);
+                    cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f), a1_3 = vsplat(0.0f);
+                    cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f), a2_2 = vsplat(0.0f), a2_3 = vsplat(0.0f);
+                    cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f), a3_2 = vsplat(0.0f), a3_3 = vsplat(0.0f);
+                    cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f), a4_2 = vsplat(0.0f), a4_3 = vsplat(0.0f);
+                    cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f), a5_2 = vsplat(0.0f), a5_3 = vsplat(0.0f);
+                    for (int co = 0; co < 512; co++) {
+                        const float *restrict dr = dyp + (iy * 30 + x0) * 512 + co;
+                        const float *restrict wr = wf + co * 4608 + v0 * 16;
+                        {
+                            const cg_v w0 = VLOAD(wr + 0), w1 = VLOAD(wr + 16), w2 = VLOAD(wr + 32), w3 = VLOAD(wr + 48);
+                            a0_0 += dr[31744] * w0; a0_1 += dr[31744] * w1; a0_2 += dr[31744] * w2; a0_3 += dr[31744] * w3;
+                            a1_0 += dr[32256] * w0; a1_1 += dr[32256] * w1; a1_2 += dr[32256] * w2; a1_3 += dr[32256] * w3;
+                            a2_0 += dr[32768] * w0; a2_1 += dr[32768] * w1; a2_2 += dr[32768] * w2; a2_3 += dr[32768] * w3;
+                            a3_0 += dr[33280] * w0; a3_1 += dr[33280] * w1; a3_2 += dr[33280] * w2; a3_3 += dr[33280] * w3;
+                            a4_0 += dr[33792] * w0; a4_1 += dr[33792] * w1; a4_2 += dr[33792] * w2; a4_3 += dr[33792] * w3;
+                            a5_0 += dr[34304] * w0; a5_1 += dr[34304] * w1; a5_2 += dr[34304] * w2; a5_3 += dr[34304] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 512), w1 = VLOAD(wr + 528), w2 = VLOAD(wr + 544), w3 = VLOAD(wr + 560);
+                            a0_0 += dr[31232] * w0; a0_1 += dr[31232] * w1; a0_2 += dr[31232] * w2; a0_3 += dr[31232] * w3;
+                            a1_0 += dr[31744] * w0; a1_1 += dr[31744] * w1; a1_2 += dr[31744] * w2; a1_3 += dr[31744] * w3;
+                            a2_0 += dr[32256] * w0; a2_1 += dr[32256] * w1; a2_2 += dr[32256] * w2; a2_3 += dr[32256] * w3;
+                            a3_0 += dr[32768] * w0; a3_1 += dr[32768] * w1; a3_2 += dr[32768] * w2; a3_3 += dr[32768] * w3;
+                            a4_0 += dr[33280] * w0; a4_1 += dr[33280] * w1; a4_2 += dr[33280] * w2; a4_3 += dr[33280] * w3;
+                            a5_0 += dr[33792] * w0; a5_1 += dr[33792] * w1; a5_2 += dr[33792] * w2; a5_3 += dr[33792] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 1024), w1 = VLOAD(wr + 1040), w2 = VLOAD(wr + 1056), w3 = VLOAD(wr + 1072);
+                            a0_0 += dr[30720] * w0; a0_1 += dr[30720] * w1; a0_2 += dr[30720] * w2; a0_3 += dr[30720] * w3;
+                            a1_0 += dr[31232] * w0; a1_1 += dr[31232] * w1; a1_2 += dr[31232] * w2; a1_3 += dr[31232] * w3;
+                            a2_0 += dr[31744] * w0; a2_1 += dr[31744] * w1; a2_2 += dr[31744] * w2; a2_3 += dr[31744] * w3;
+                            a3_0 += dr[32256] * w0; a3_1 += dr[32256] * w1; a3_2 += dr[32256] * w2; a3_3 += dr[32256] * w3;
+                            a4_0 += dr[32768] * w0; a4_1 += dr[32768] * w1; a4_2 += dr[32768] * w2; a4_3 += dr[32768] * w3;
+                            a5_0 += dr[33280] * w0; a5_1 += dr[33280] * w1; a5_2 += dr[33280] * w2; a5_3 += dr[33280] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 1536), w1 = VLOAD(wr + 1552), w2 = VLOAD(wr + 1568), w3 = VLOAD(wr + 1584);
+                            a0_0 += dr[16384] * w0; a0_1 += dr[16384] * w1; a0_2 += dr[16384] * w2; a0_3 += dr[16384] * w3;
+                            a1_0 += dr[16896] * w0; a1_1 += dr[16896] * w1; a1_2 += dr[16896] * w2; a1_3 += dr[16896] * w3;
+                            a2_0 += dr[17408] * w0; a2_1 += dr[17408] * w1; a2_2 += dr[17408] * w2; a2_3 += dr[17408] * w3;
+                            a3_0 += dr[17920] * w0; a3_1 += dr[17920] * w1; a3_2 += dr[17920] * w2; a3_3 += dr[17920] * w3;
+                            a4_0 += dr[18432] * w0; a4_1 += dr[18432] * w1; a4_2 += dr[18432] * w2; a4_3 += dr[18432] * w3;
+                            a5_0 += dr[18944] * w0; a5_1 += dr[18944] * w1; a5_2 += dr[18944] * w2; a5_3 += dr[18944] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 2048), w1 = VLOAD(wr + 2064), w2 = VLOAD(wr + 2080), w3 = VLOAD(wr + 2096);
+                            a0_0 += dr[15872] * w0; a0_1 += dr[15872] * w1; a0_2 += dr[15872] * w2; a0_3 += dr[15872] * w3;
+                            a1_0 += dr[16384] * w0; a1_1 += dr[16384] * w1; a1_2 += dr[16384] * w2; a1_3 += dr[16384] * w3;
+                            a2_0 += dr[16896] * w0; a2_1 += dr[16896] * w1; a2_2 += dr[16896] * w2; a2_3 += dr[16896] * w3;
+                            a3_0 += dr[17408] * w0; a3_1 += dr[17408] * w1; a3_2 += dr[17408] * w2; a3_3 += dr[17408] * w3;
+                            a4_0 += dr[17920] * w0; a4_1 += dr[17920] * w1; a4_2 += dr[17920] * w2; a4_3 += dr[17920] * w3;
+                            a5_0 += dr[18432] * w0; a5_1 += dr[18432] * w1; a5_2 += dr[18432] * w2; a5_3 += dr[18432] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 2560), w1 = VLOAD(wr + 2576), w2 = VLOAD(wr + 2592), w3 = VLOAD(wr + 2608);
+                            a0_0 += dr[15360] * w0; a0_1 += dr[15360] * w1; a0_2 += dr[15360] * w2; a0_3 += dr[15360] * w3;
+                            a1_0 += dr[15872] * w0; a1_1 += dr[15872] * w1; a1_2 += dr[15872] * w2; a1_3 += dr[15872] * w3;
+                            a2_0 += dr[16384] * w0; a2_1 += dr[16384] * w1; a2_2 += dr[16384] * w2; a2_3 += dr[16384] * w3;
+                            a3_0 += dr[16896] * w0; a3_1 += dr[16896] * w1; a3_2 += dr[16896] * w2; a3_3 += dr[16896] * w3;
+                            a4_0 += dr[17408] * w0; a4_1 += dr[17408] * w1; a4_2 += dr[17408] * w2; a4_3 += dr[17408] * w3;
+                            a5_0 += dr[17920] * w0; a5_1 += dr[17920] * w1; a5_2 += dr[17920] * w2; a5_3 += dr[17920] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 3072), w1 = VLOAD(wr + 3088), w2 = VLOAD(wr + 3104), w3 = VLOAD(wr + 3120);
+                            a0_0 += dr[1024] * w0; a0_1 += dr[1024] * w1; a0_2 += dr[1024] * w2; a0_3 += dr[1024] * w3;
+                            a1_0 += dr[1536] * w0; a1_1 += dr[1536] * w1; a1_2 += dr[1536] * w2; a1_3 += dr[1536] * w3;
+                            a2_0 += dr[2048] * w0; a2_1 += dr[2048] * w1; a2_2 += dr[2048] * w2; a2_3 += dr[2048] * w3;
+                            a3_0 += dr[2560] * w0; a3_1 += dr[2560] * w1; a3_2 += dr[2560] * w2; a3_3 += dr[2560] * w3;
+                            a4_0 += dr[3072] * w0; a4_1 += dr[3072] * w1; a4_2 += dr[3072] * w2; a4_3 += dr[3072] * w3;
+                            a5_0 += dr[3584] * w0; a5_1 += dr[3584] * w1; a5_2 += dr[3584] * w2; a5_3 += dr[3584] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 3584), w1 = VLOAD(wr + 3600), w2 = VLOAD(wr + 3616), w3 = VLOAD(wr + 3632);
+                            a0_0 += dr[512] * w0; a0_1 += dr[512] * w1; a0_2 += dr[512] * w2; a0_3 += dr[512] * w3;
+                            a1_0 += dr[1024] * w0; a1_1 += dr[1024] * w1; a1_2 += dr[1024] * w2; a1_3 += dr[1024] * w3;
+                            a2_0 += dr[1536] * w0; a2_1 += dr[1536] * w1; a2_2 += dr[1536] * w2; a2_3 += dr[1536] * w3;
+                            a3_0 += dr[2048] * w0; a3_1 += dr[2048] * w1; a3_2 += dr[2048] * w2; a3_3 += dr[2048] * w3;
+                            a4_0 += dr[2560] * w0; a4_1 += dr[2560] * w1; a4_2 += dr[2560] * w2; a4_3 += dr[2560] * w3;
+                            a5_0 += dr[3072] * w0; a5_1 += dr[3072] * w1; a5_2 += dr[3072] * w2; a5_3 += dr[3072] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 4096), w1 = VLOAD(wr + 4112), w2 = VLOAD(wr + 4128), w3 = VLOAD(wr + 4144);
+                            a0_0 += dr[0] * w0; a0_1 += dr[0] * w1; a0_2 += dr[0] * w2; a0_3 += dr[0] * w3;
+                            a1_0 += dr[512] * w0; a1_1 += dr[512] * w1; a1_2 += dr[512] * w2; a1_3 += dr[512] * w3;
+                            a2_0 += dr[1024] * w0; a2_1 += dr[1024] * w1; a2_2 += dr[1024] * w2; a2_3 += dr[1024] * w3;
+                            a3_0 += dr[1536] * w0; a3_1 += dr[1536] * w1; a3_2 += dr[1536] * w2; a3_3 += dr[1536] * w3;
+                            a4_0 += dr[2048] * w0; a4_1 += dr[2048] * w1; a4_2 += dr[2048] * w2; a4_3 += dr[2048] * w3;
+                            a5_0 += dr[2560] * w0; a5_1 += dr[2560] * w1; a5_2 += dr[2560] * w2; a5_3 += dr[2560] * w3;
+                        }
                     }
-                }
-                /* rows 1..26, cols 1..26: every tap */
-                for (int oy = 1; oy < 27; oy++) {
-                    for (int ox = 1; ox < 27; ox++) {
-                        const float d = dyc[oy*28 + ox];
-                        g0 += d * xc[oy*28 + ox - 29]; dxc[oy*28 + ox - 29] += w0 * d;
-                        g1 += d * xc[oy*28 + ox - 28]; dxc[oy*28 + ox - 28] += w1 * d;
-                        g2 += d * xc[oy*28 + ox - 27]; dxc[oy*28 + ox - 27] += w2 * d;
-                        g3 += d * xc[oy*28 + ox - 1]; dxc[oy*28 + ox - 1] += w3 * d;
-                        g4 += d * xc[oy*28 + ox]; dxc[oy*28 + ox] += w4 * d;
-                        g5 += d * xc[oy*28 + ox + 1]; dxc[oy*28 + ox + 1] += w5 * d;
-                        g6 += d * xc[oy*28 + ox + 27]; dxc[oy*28 + ox + 27] += w6 * d;
-                        g7 += d * xc[oy*28 + ox + 28]; dxc[oy*28 + ox + 28] += w7 * d;
-                        g8 += d * xc[oy*28 + ox + 29]; dxc[oy*28 + ox + 29] += w8 * d;
-                    }
-                }
-                /* rows 1..26, cols 27..27: 6 of 9 taps */
-                for (int oy = 1; oy < 27; oy++) {
-                    {
-                        const float d = dyc[oy*28 + 27];
-                        g0 += d * xc[oy*28 - 2]; dxc[oy*28 - 2] += w0 * d;
-                        g1 += d * xc[oy*28 - 1]; dxc[oy*28 - 1] += w1 * d;
-                        g3 += d * xc[oy*28 + 26]; dxc[oy*28 + 26] += w3 * d;
-                        g4 += d * xc[oy*28 + 27]; dxc[oy*28 + 27] += w4 * d;
-                        g6 += d * xc[oy*28 + 54]; dxc[oy*28 + 54] += w6 * d;
-                        g7 += d * xc[oy*28 + 55]; dxc[oy*28 + 55] += w7 * d;
-                    }
+                    VSTORE(dxh + (iy * 28 + x0 + 0) * 512 + (v0 + 0) * 16, a0_0); VSTORE(dxh + (iy * 28 + x0 + 0) * 512 + (v0 + 1) * 16, a0_1); VSTORE(dxh + (iy * 28 + x0 + 0) * 512 + (v0 + 2) * 16, a0_2); VSTORE(dxh + (iy * 28 + x0 + 0) * 512 + (v0 + 3) * 16, a0_3);
+                    VSTORE(dxh + (iy * 28 + x0 + 1) * 512 + (v0 + 0) * 16, a1_0); VSTORE(dxh + (iy * 28 + x0 + 1) * 512 + (v0 + 1) * 16, a1_1); VSTORE(dxh + (iy * 28 + x0 + 1) * 512 + (v0 + 2) * 16, a1_2); VSTORE(dxh + (iy * 28 + x0 + 1) * 512 + (v0 + 3) * 16, a1_3);
+                    VSTORE(dxh + (iy * 28 + x0 + 2) * 512 + (v0 + 0) * 16, a2_0); VSTORE(dxh + (iy * 28 + x0 + 2) * 512 + (v0 + 1) * 16, a2_1); VSTORE(dxh + (iy * 28 + x0 + 2) * 512 + (v0 + 2) * 16, a2_2); VSTORE(dxh + (iy * 28 + x0 + 2) * 512 + (v0 + 3) * 16, a2_3);
+                    VSTORE(dxh + (iy * 28 + x0 + 3) * 512 + (v0 + 0) * 16, a3_0); VSTORE(dxh + (iy * 28 + x0 + 3) * 512 + (v0 + 1) * 16, a3_1); VSTORE(dxh + (iy * 28 + x0 + 3) * 512 + (v0 + 2) * 16, a3_2); VSTORE(dxh + (iy * 28 + x0 + 3) * 512 + (v0 + 3) * 16, a3_3);
+                    VSTORE(dxh + (iy * 28 + x0 + 4) * 512 + (v0 + 0) * 16, a4_0); VSTORE(dxh + (iy * 28 + x0 + 4) * 512 + (v0 + 1) * 16, a4_1); VSTORE(dxh + (iy * 28 + x0 + 4) * 512 + (v0 + 2) * 16, a4_2); VSTORE(dxh + (iy * 28 + x0 + 4) * 512 + (v0 + 3) * 16, a4_3);
+                    VSTORE(dxh + (iy * 28 + x0 + 5) * 512 + (v0 + 0) * 16, a5_0); VSTORE(dxh + (iy * 28 + x0 + 5) * 512 + (v0 + 1) * 16, a5_1); VSTORE(dxh + (iy * 28 + x0 + 5) * 512 + (v0 + 2) * 16, a5_2); VSTORE(dxh + (iy * 28 + x0 + 5) * 512 + (v0 + 3) * 16, a5_3);
                 }
                 {
-                    const float d = dyc[756];
-                    g1 += d * xc[728]; dxc[728] += w1 * d;
-                    g2 += d * xc[729]; dxc[729] += w2 * d;
-                    g4 += d * xc[756]; dxc[756] += w4 * d;
-                    g5 += d * xc[757]; dxc[757] += w5 * d;
-                }
-                /* rows 27..27, cols 1..26: 6 of 9 taps */
-                for (int ox = 1; ox < 27; ox++) {
-                    const float d = dyc[ox + 756];
-                    g0 += d * xc[ox + 727]; dxc[ox + 727] += w0 * d;
-                    g1 += d * xc[ox + 728]; dxc[ox + 728] += w1 * d;
-                    g2 += d * xc[ox + 729]; dxc[ox + 729] += w2 * d;
-                    g3 += d * xc[ox + 755]; dxc[ox + 755] += w3 * d;
-                    g4 += d * xc[ox + 756]; dxc[ox + 756] += w4 * d;
-                    g5 += d * xc[ox + 757]; dxc[ox + 757] += w5 * d;
-                }
-                {
-                    const float d = dyc[783];
-                    g0 += d * xc[754]; dxc[754] += w0 * d;
-                    g1 += d * xc[755]; dxc[755] += w1 * d;
-                    g3 += d * xc[782]; dxc[782] += w3 * d;
-                    g4 += d * xc[783]; dxc[783] += w4 * d;
+                    const int x0 = 24;
+                    cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f);
+                    cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f), a1_3 = vsplat(0.0f);
+                    cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f), a2_2 = vsplat(0.0f), a2_3 = vsplat(0.0f);
+                    cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f), a3_2 = vsplat(0.0f), a3_3 = vsplat(0.0f);
+                    for (int co = 0; co < 512; co++) {
+                        const float *restrict dr = dyp + (iy * 30 + x0) * 512 + co;
+                        const float *restrict wr = wf + co * 4608 + v0 * 16;
+                        {
+                            const cg_v w0 = VLOAD(wr + 0), w1 = VLOAD(wr + 16), w2 = VLOAD(wr + 32), w3 = VLOAD(wr + 48);
+                            a0_0 += dr[31744] * w0; a0_1 += dr[31744] * w1; a0_2 += dr[31744] * w2; a0_3 += dr[31744] * w3;
+                            a1_0 += dr[32256] * w0; a1_1 += dr[32256] * w1; a1_2 += dr[32256] * w2; a1_3 += dr[32256] * w3;
+                            a2_0 += dr[32768] * w0; a2_1 += dr[32768] * w1; a2_2 += dr[32768] * w2; a2_3 += dr[32768] * w3;
+                            a3_0 += dr[33280] * w0; a3_1 += dr[33280] * w1; a3_2 += dr[33280] * w2; a3_3 += dr[33280] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 512), w1 = VLOAD(wr + 528), w2 = VLOAD(wr + 544), w3 = VLOAD(wr + 560);
+                            a0_0 += dr[31232] * w0; a0_1 += dr[31232] * w1; a0_2 += dr[31232] * w2; a0_3 += dr[31232] * w3;
+                            a1_0 += dr[31744] * w0; a1_1 += dr[31744] * w1; a1_2 += dr[31744] * w2; a1_3 += dr[31744] * w3;
+                            a2_0 += dr[32256] * w0; a2_1 += dr[32256] * w1; a2_2 += dr[32256] * w2; a2_3 += dr[32256] * w3;
+                            a3_0 += dr[32768] * w0; a3_1 += dr[32768] * w1; a3_2 += dr[32768] * w2; a3_3 += dr[32768] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 1024), w1 = VLOAD(wr + 1040), w2 = VLOAD(wr + 1056), w3 = VLOAD(wr + 1072);
+                            a0_0 += dr[30720] * w0; a0_1 += dr[30720] * w1; a0_2 += dr[30720] * w2; a0_3 += dr[30720] * w3;
+                            a1_0 += dr[31232] * w0; a1_1 += dr[31232] * w1; a1_2 += dr[31232] * w2; a1_3 += dr[31232] * w3;
+                            a2_0 += dr[31744] * w0; a2_1 += dr[31744] * w1; a2_2 += dr[31744] * w2; a2_3 += dr[31744] * w3;
+                            a3_0 += dr[32256] * w0; a3_1 += dr[32256] * w1; a3_2 += dr[32256] * w2; a3_3 += dr[32256] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 1536), w1 = VLOAD(wr + 1552), w2 = VLOAD(wr + 1568), w3 = VLOAD(wr + 1584);
+                            a0_0 += dr[16384] * w0; a0_1 += dr[16384] * w1; a0_2 += dr[16384] * w2; a0_3 += dr[16384] * w3;
+                            a1_0 += dr[16896] * w0; a1_1 += dr[16896] * w1; a1_2 += dr[16896] * w2; a1_3 += dr[16896] * w3;
+                            a2_0 += dr[17408] * w0; a2_1 += dr[17408] * w1; a2_2 += dr[17408] * w2; a2_3 += dr[17408] * w3;
+                            a3_0 += dr[17920] * w0; a3_1 += dr[17920] * w1; a3_2 += dr[17920] * w2; a3_3 += dr[17920] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 2048), w1 = VLOAD(wr + 2064), w2 = VLOAD(wr + 2080), w3 = VLOAD(wr + 2096);
+                            a0_0 += dr[15872] * w0; a0_1 += dr[15872] * w1; a0_2 += dr[15872] * w2; a0_3 += dr[15872] * w3;
+                            a1_0 += dr[16384] * w0; a1_1 += dr[16384] * w1; a1_2 += dr[16384] * w2; a1_3 += dr[16384] * w3;
+                            a2_0 += dr[16896] * w0; a2_1 += dr[16896] * w1; a2_2 += dr[16896] * w2; a2_3 += dr[16896] * w3;
+                            a3_0 += dr[17408] * w0; a3_1 += dr[17408] * w1; a3_2 += dr[17408] * w2; a3_3 += dr[17408] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 2560), w1 = VLOAD(wr + 2576), w2 = VLOAD(wr + 2592), w3 = VLOAD(wr + 2608);
+                            a0_0 += dr[15360] * w0; a0_1 += dr[15360] * w1; a0_2 += dr[15360] * w2; a0_3 += dr[15360] * w3;
+                            a1_0 += dr[15872] * w0; a1_1 += dr[15872] * w1; a1_2 += dr[15872] * w2; a1_3 += dr[15872] * w3;
+                            a2_0 += dr[16384] * w0; a2_1 += dr[16384] * w1; a2_2 += dr[16384] * w2; a2_3 += dr[16384] * w3;
+                            a3_0 += dr[16896] * w0; a3_1 += dr[16896] * w1; a3_2 += dr[16896] * w2; a3_3 += dr[16896] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 3072), w1 = VLOAD(wr + 3088), w2 = VLOAD(wr + 3104), w3 = VLOAD(wr + 3120);
+                            a0_0 += dr[1024] * w0; a0_1 += dr[1024] * w1; a0_2 += dr[1024] * w2; a0_3 += dr[1024] * w3;
+                            a1_0 += dr[1536] * w0; a1_1 += dr[1536] * w1; a1_2 += dr[1536] * w2; a1_3 += dr[1536] * w3;
+                            a2_0 += dr[2048] * w0; a2_1 += dr[2048] * w1; a2_2 += dr[2048] * w2; a2_3 += dr[2048] * w3;
+                            a3_0 += dr[2560] * w0; a3_1 += dr[2560] * w1; a3_2 += dr[2560] * w2; a3_3 += dr[2560] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 3584), w1 = VLOAD(wr + 3600), w2 = VLOAD(wr + 3616), w3 = VLOAD(wr + 3632);
+                            a0_0 += dr[512] * w0; a0_1 += dr[512] * w1; a0_2 += dr[512] * w2; a0_3 += dr[512] * w3;
+                            a1_0 += dr[1024] * w0; a1_1 += dr[1024] * w1; a1_2 += dr[1024] * w2; a1_3 += dr[1024] * w3;
+                            a2_0 += dr[1536] * w0; a2_1 += dr[1536] * w1; a2_2 += dr[1536] * w2; a2_3 += dr[1536] * w3;
+                            a3_0 += dr[2048] * w0; a3_1 += dr[2048] * w1; a3_2 += dr[2048] * w2; a3_3 += dr[2048] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 4096), w1 = VLOAD(wr + 4112), w2 = VLOAD(wr + 4128), w3 = VLOAD(wr + 4144);
+                            a0_0 += dr[0] * w0; a0_1 += dr[0] * w1; a0_2 += dr[0] * w2; a0_3 += dr[0] * w3;
+                            a1_0 += dr[512] * w0; a1_1 += dr[512] * w1; a1_2 += dr[512] * w2; a1_3 += dr[512] * w3;
+                            a2_0 += dr[1024] * w0; a2_1 += dr[1024] * w1; a2_2 += dr[1024] * w2; a2_3 += dr[1024] * w3;
+                            a3_0 += dr[1536] * w0; a3_1 += dr[1536] * w1; a3_2 += dr[1536] * w2; a3_3 += dr[1536] * w3;
+                        }
+                    }
+                    VSTORE(dxh + (iy * 28 + x0 + 0) * 512 + (v0 + 0) * 16, a0_0); VSTORE(dxh + (iy * 28 + x0 + 0) * 512 + (v0 + 1) * 16, a0_1); VSTORE(dxh + (iy * 28 + x0 + 0) * 512 + (v0 + 2) * 16, a0_2); VSTORE(dxh + (iy * 28 + x0 + 0) * 512 + (v0 + 3) * 16, a0_3);
+                    VSTORE(dxh + (iy * 28 + x0 + 1) * 512 + (v0 + 0) * 16, a1_0); VSTORE(dxh + (iy * 28 + x0 + 1) * 512 + (v0 + 1) * 16, a1_1); VSTORE(dxh + (iy * 28 + x0 + 1) * 512 + (v0 + 2) * 16, a1_2); VSTORE(dxh + (iy * 28 + x0 + 1) * 512 + (v0 + 3) * 16, a1_3);
+                    VSTORE(dxh + (iy * 28 + x0 + 2) * 512 + (v0 + 0) * 16, a2_0); VSTORE(dxh + (iy * 28 + x0 + 2) * 512 + (v0 + 1) * 16, a2_1); VSTORE(dxh + (iy * 28 + x0 + 2) * 512 + (v0 + 2) * 16, a2_2); VSTORE(dxh + (iy * 28 + x0 + 2) * 512 + (v0 + 3) * 16, a2_3);
+                    VSTORE(dxh + (iy * 28 + x0 + 3) * 512 + (v0 + 0) * 16, a3_0); VSTORE(dxh + (iy * 28 + x0 + 3) * 512 + (v0 + 1) * 16, a3_1); VSTORE(dxh + (iy * 28 + x0 + 3) * 512 + (v0 + 2) * 16, a3_2); VSTORE(dxh + (iy * 28 + x0 + 3) * 512 + (v0 + 3) * 16, a3_3);
                 }
             }
-            gwc[0] += g0;
-            gwc[1] += g1;
-            gwc[2] += g2;
-            gwc[3] += g3;
-            gwc[4] += g4;
-            gwc[5] += g5;
-            gwc[6] += g6;
-            gwc[7] += g7;
-            gwc[8] += g8;
         }
-        {
-            float s = 0.0f;
-            for (int n = 0; n < nb; n++)
-                for (int i = 0; i < 784; i++) s += dy[(size_t)n * 401408 + col*784 + i];
-            gb[col] += s;
-        }
+        for (int ci = 0; ci < 512; ci++)
+            for (int i = 0; i < 784; i++) dxn[ci * 784 + i] = dxh[i * 512 + ci];
     }
 }
 
@@ -2158,183 +5289,442 @@ static void l23_maxpool2d_backward(const float *restrict x, const float *restric
 }
 
 /* layer 24: conv2d 512x14x14 -> 512x14x14 (specs/vgg16.yaml:43:5) */
-static void l24_conv2d_forward(const float *restrict P, const float *restrict x, float *restrict y, int nb)
+static void l24_conv2d_forward(const float *restrict P, float *restrict S, const float *restrict x, float *restrict y, int nb)
 {
     const float *restrict w = P + 7635264;
-    const float *restrict b = P + 9994560;
+    float *restrict yh = S + 262144, *restrict wt = S + 362496, *restrict bp = S + 2721792;
+    /* weights [co][ci][k] -> [ci][k][co], channels padded to 512 */
+    for (int i = 0; i < 2359296; i++) wt[i] = 0.0f;
+    for (int co = 0; co < 512; co++)
+        for (int j = 0; j < 4608; j++) wt[j * 512 + co] = w[co * 4608 + j];
+    for (int co = 0; co < 512; co++) bp[co] = co < 512 ? (P + 9994560)[co] : 0.0f;
     for (int n = 0; n < nb; n++) {
         const float *restrict xn = x + (size_t)n * 100352;
+        float *restrict xp = S + 0 + (size_t)n * 131072;
         float *restrict yn = y + (size_t)n * 100352;
-        for (int col = 0; col < 512; col++) {
-            float *restrict yc = yn + col*196;
-            for (int i = 0; i < 196; i++) yc[i] = b[col];
-            for (int ci = 0; ci < 512; ci++) {
-                const float *restrict xc = xn + ci*196;
-                const float *restrict wc = w + col*4608 + ci*9;
-                const float w0 = wc[0], w1 = wc[1], w2 = wc[2];
-                const float w3 = wc[3], w4 = wc[4], w5 = wc[5];
-                const float w6 = wc[6], w7 = wc[7], w8 = wc[8];
-                yc[0] += w4 * xc[0] + w5 * xc[1] + w7 * xc[14] + w8 * xc[15];
-                /* rows 0..0, cols 1..12: 6 of 9 taps */
-                for (int ox = 1; ox < 13; ox++) {
-                    yc[ox] += w3 * xc[ox - 1] + w4 * xc[ox] + w5 * xc[ox + 1] + w6 * xc[ox + 13]
-                            + w7 * xc[ox + 14] + w8 * xc[ox + 15];
+        memset(xp, 0, sizeof(float) * 131072);
+        for (int ci = 0; ci < 512; ci++)
+            for (int iy = 0; iy < 14; iy++)
+                for (int ix = 0; ix < 14; ix++) xp[((iy + 1) * 16 + ix + 1) * 512 + ci] = xn[ci * 196 + iy * 14 + ix];
+        CG_PARALLEL_FOR
+        for (int oy = 0; oy < 14; oy++) {
+            for (int v0 = 0; v0 < 32; v0 += 4) {
+                for (int x0 = 0; x0 < 12; x0 += 6) {
+                    cg_v a0_0 = VLOAD(bp + (v0 + 0) * 16), a0_1 = VLOAD(bp + (v0 + 1) * 16), a0_2 = VLOAD(bp + (v0 + 2) * 16), a0_3 = VLOAD(bp + (v0 + 3) * 16);
+                    cg_v a1_0 = VLOAD(bp + (v0 + 0) * 16), a1_1 = VLOAD(bp + (v0 + 1) * 16), a1_2 = VLOAD(bp + (v0 + 2) * 16), a1_3 = VLOAD(bp + (v0 + 3) * 16);
+                    cg_v a2_0 = VLOAD(bp + (v0 + 0) * 16), a2_1 = VLOAD(bp + (v0 + 1) * 16), a2_2 = VLOAD(bp + (v0 + 2) * 16), a2_3 = VLOAD(bp + (v0 + 3) * 16);
+                    cg_v a3_0 = VLOAD(bp + (v0 + 0) * 16), a3_1 = VLOAD(bp + (v0 + 1) * 16), a3_2 = VLOAD(bp + (v0 + 2) * 16), a3_3 = VLOAD(bp + (v0 + 3) * 16);
+                    cg_v a4_0 = VLOAD(bp + (v0 + 0) * 16), a4_1 = VLOAD(bp + (v0 + 1) * 16), a4_2 = VLOAD(bp + (v0 + 2) * 16), a4_3 = VLOAD(bp + (v0 + 3) * 16);
+                    cg_v a5_0 = VLOAD(bp + (v0 + 0) * 16), a5_1 = VLOAD(bp + (v0 + 1) * 16), a5_2 = VLOAD(bp + (v0 + 2) * 16), a5_3 = VLOAD(bp + (v0 + 3) * 16);
+                    for (int ci = 0; ci < 512; ci++) {
+                        const float *restrict xr = xp + (oy * 16 + x0) * 512 + ci;
+                        const float *restrict wr = wt + ci * 4608 + v0 * 16;
+                        {
+                            const cg_v w0 = VLOAD(wr + 0), w1 = VLOAD(wr + 16), w2 = VLOAD(wr + 32), w3 = VLOAD(wr + 48);
+                            a0_0 += xr[0] * w0; a0_1 += xr[0] * w1; a0_2 += xr[0] * w2; a0_3 += xr[0] * w3;
+                            a1_0 += xr[512] * w0; a1_1 += xr[512] * w1; a1_2 += xr[512] * w2; a1_3 += xr[512] * w3;
+                            a2_0 += xr[1024] * w0; a2_1 += xr[1024] * w1; a2_2 += xr[1024] * w2; a2_3 += xr[1024] * w3;
+                            a3_0 += xr[1536] * w0; a3_1 += xr[1536] * w1; a3_2 += xr[1536] * w2; a3_3 += xr[1536] * w3;
+                            a4_0 += xr[2048] * w0; a4_1 += xr[2048] * w1; a4_2 += xr[2048] * w2; a4_3 += xr[2048] * w3;
+                            a5_0 += xr[2560] * w0; a5_1 += xr[2560] * w1; a5_2 += xr[2560] * w2; a5_3 += xr[2560] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 512), w1 = VLOAD(wr + 528), w2 = VLOAD(wr + 544), w3 = VLOAD(wr + 560);
+                            a0_0 += xr[512] * w0; a0_1 += xr[512] * w1; a0_2 += xr[512] * w2; a0_3 += xr[512] * w3;
+                            a1_0 += xr[1024] * w0; a1_1 += xr[1024] * w1; a1_2 += xr[1024] * w2; a1_3 += xr[1024] * w3;
+                            a2_0 += xr[1536] * w0; a2_1 += xr[1536] * w1; a2_2 += xr[1536] * w2; a2_3 += xr[1536] * w3;
+                            a3_0 += xr[2048] * w0; a3_1 += xr[2048] * w1; a3_2 += xr[2048] * w2; a3_3 += xr[2048] * w3;
+                            a4_0 += xr[2560] * w0; a4_1 += xr[2560] * w1; a4_2 += xr[2560] * w2; a4_3 += xr[2560] * w3;
+                            a5_0 += xr[3072] * w0; a5_1 += xr[3072] * w1; a5_2 += xr[3072] * w2; a5_3 += xr[3072] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 1024), w1 = VLOAD(wr + 1040), w2 = VLOAD(wr + 1056), w3 = VLOAD(wr + 1072);
+                            a0_0 += xr[1024] * w0; a0_1 += xr[1024] * w1; a0_2 += xr[1024] * w2; a0_3 += xr[1024] * w3;
+                            a1_0 += xr[1536] * w0; a1_1 += xr[1536] * w1; a1_2 += xr[1536] * w2; a1_3 += xr[1536] * w3;
+                            a2_0 += xr[2048] * w0; a2_1 += xr[2048] * w1; a2_2 += xr[2048] * w2; a2_3 += xr[2048] * w3;
+                            a3_0 += xr[2560] * w0; a3_1 += xr[2560] * w1; a3_2 += xr[2560] * w2; a3_3 += xr[2560] * w3;
+                            a4_0 += xr[3072] * w0; a4_1 += xr[3072] * w1; a4_2 += xr[3072] * w2; a4_3 += xr[3072] * w3;
+                            a5_0 += xr[3584] * w0; a5_1 += xr[3584] * w1; a5_2 += xr[3584] * w2; a5_3 += xr[3584] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 1536), w1 = VLOAD(wr + 1552), w2 = VLOAD(wr + 1568), w3 = VLOAD(wr + 1584);
+                            a0_0 += xr[8192] * w0; a0_1 += xr[8192] * w1; a0_2 += xr[8192] * w2; a0_3 += xr[8192] * w3;
+                            a1_0 += xr[8704] * w0; a1_1 += xr[8704] * w1; a1_2 += xr[8704] * w2; a1_3 += xr[8704] * w3;
+                            a2_0 += xr[9216] * w0; a2_1 += xr[9216] * w1; a2_2 += xr[9216] * w2; a2_3 += xr[9216] * w3;
+                            a3_0 += xr[9728] * w0; a3_1 += xr[9728] * w1; a3_2 += xr[9728] * w2; a3_3 += xr[9728] * w3;
+                            a4_0 += xr[10240] * w0; a4_1 += xr[10240] * w1; a4_2 += xr[10240] * w2; a4_3 += xr[10240] * w3;
+                            a5_0 += xr[10752] * w0; a5_1 += xr[10752] * w1; a5_2 += xr[10752] * w2; a5_3 += xr[10752] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 2048), w1 = VLOAD(wr + 2064), w2 = VLOAD(wr + 2080), w3 = VLOAD(wr + 2096);
+                            a0_0 += xr[8704] * w0; a0_1 += xr[8704] * w1; a0_2 += xr[8704] * w2; a0_3 += xr[8704] * w3;
+                            a1_0 += xr[9216] * w0; a1_1 += xr[9216] * w1; a1_2 += xr[9216] * w2; a1_3 += xr[9216] * w3;
+                            a2_0 += xr[9728] * w0; a2_1 += xr[9728] * w1; a2_2 += xr[9728] * w2; a2_3 += xr[9728] * w3;
+                            a3_0 += xr[10240] * w0; a3_1 += xr[10240] * w1; a3_2 += xr[10240] * w2; a3_3 += xr[10240] * w3;
+                            a4_0 += xr[10752] * w0; a4_1 += xr[10752] * w1; a4_2 += xr[10752] * w2; a4_3 += xr[10752] * w3;
+                            a5_0 += xr[11264] * w0; a5_1 += xr[11264] * w1; a5_2 += xr[11264] * w2; a5_3 += xr[11264] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 2560), w1 = VLOAD(wr + 2576), w2 = VLOAD(wr + 2592), w3 = VLOAD(wr + 2608);
+                            a0_0 += xr[9216] * w0; a0_1 += xr[9216] * w1; a0_2 += xr[9216] * w2; a0_3 += xr[9216] * w3;
+                            a1_0 += xr[9728] * w0; a1_1 += xr[9728] * w1; a1_2 += xr[9728] * w2; a1_3 += xr[9728] * w3;
+                            a2_0 += xr[10240] * w0; a2_1 += xr[10240] * w1; a2_2 += xr[10240] * w2; a2_3 += xr[10240] * w3;
+                            a3_0 += xr[10752] * w0; a3_1 += xr[10752] * w1; a3_2 += xr[10752] * w2; a3_3 += xr[10752] * w3;
+                            a4_0 += xr[11264] * w0; a4_1 += xr[11264] * w1; a4_2 += xr[11264] * w2; a4_3 += xr[11264] * w3;
+                            a5_0 += xr[11776] * w0; a5_1 += xr[11776] * w1; a5_2 += xr[11776] * w2; a5_3 += xr[11776] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 3072), w1 = VLOAD(wr + 3088), w2 = VLOAD(wr + 3104), w3 = VLOAD(wr + 3120);
+                            a0_0 += xr[16384] * w0; a0_1 += xr[16384] * w1; a0_2 += xr[16384] * w2; a0_3 += xr[16384] * w3;
+                            a1_0 += xr[16896] * w0; a1_1 += xr[16896] * w1; a1_2 += xr[16896] * w2; a1_3 += xr[16896] * w3;
+                            a2_0 += xr[17408] * w0; a2_1 += xr[17408] * w1; a2_2 += xr[17408] * w2; a2_3 += xr[17408] * w3;
+                            a3_0 += xr[17920] * w0; a3_1 += xr[17920] * w1; a3_2 += xr[17920] * w2; a3_3 += xr[17920] * w3;
+                            a4_0 += xr[18432] * w0; a4_1 += xr[18432] * w1; a4_2 += xr[18432] * w2; a4_3 += xr[18432] * w3;
+                            a5_0 += xr[18944] * w0; a5_1 += xr[18944] * w1; a5_2 += xr[18944] * w2; a5_3 += xr[18944] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 3584), w1 = VLOAD(wr + 3600), w2 = VLOAD(wr + 3616), w3 = VLOAD(wr + 3632);
+                            a0_0 += xr[16896] * w0; a0_1 += xr[16896] * w1; a0_2 += xr[16896] * w2; a0_3 += xr[16896] * w3;
+                            a1_0 += xr[17408] * w0; a1_1 += xr[17408] * w1; a1_2 += xr[17408] * w2; a1_3 += xr[17408] * w3;
+                            a2_0 += xr[17920] * w0; a2_1 += xr[17920] * w1; a2_2 += xr[17920] * w2; a2_3 += xr[17920] * w3;
+                            a3_0 += xr[18432] * w0; a3_1 += xr[18432] * w1; a3_2 += xr[18432] * w2; a3_3 += xr[18432] * w3;
+                            a4_0 += xr[18944] * w0; a4_1 += xr[18944] * w1; a4_2 += xr[18944] * w2; a4_3 += xr[18944] * w3;
+                            a5_0 += xr[19456] * w0; a5_1 += xr[19456] * w1; a5_2 += xr[19456] * w2; a5_3 += xr[19456] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 4096), w1 = VLOAD(wr + 4112), w2 = VLOAD(wr + 4128), w3 = VLOAD(wr + 4144);
+                            a0_0 += xr[17408] * w0; a0_1 += xr[17408] * w1; a0_2 += xr[17408] * w2; a0_3 += xr[17408] * w3;
+                            a1_0 += xr[17920] * w0; a1_1 += xr[17920] * w1; a1_2 += xr[17920] * w2; a1_3 += xr[17920] * w3;
+                            a2_0 += xr[18432] * w0; a2_1 += xr[18432] * w1; a2_2 += xr[18432] * w2; a2_3 += xr[18432] * w3;
+                            a3_0 += xr[18944] * w0; a3_1 += xr[18944] * w1; a3_2 += xr[18944] * w2; a3_3 += xr[18944] * w3;
+                            a4_0 += xr[19456] * w0; a4_1 += xr[19456] * w1; a4_2 += xr[19456] * w2; a4_3 += xr[19456] * w3;
+                            a5_0 += xr[19968] * w0; a5_1 += xr[19968] * w1; a5_2 += xr[19968] * w2; a5_3 += xr[19968] * w3;
+                        }
+                    }
+                    VSTORE(yh + (oy * 14 + x0 + 0) * 512 + (v0 + 0) * 16, a0_0); VSTORE(yh + (oy * 14 + x0 + 0) * 512 + (v0 + 1) * 16, a0_1); VSTORE(yh + (oy * 14 + x0 + 0) * 512 + (v0 + 2) * 16, a0_2); VSTORE(yh + (oy * 14 + x0 + 0) * 512 + (v0 + 3) * 16, a0_3);
+                    VSTORE(yh + (oy * 14 + x0 + 1) * 512 + (v0 + 0) * 16, a1_0); VSTORE(yh + (oy * 14 + x0 + 1) * 512 + (v0 + 1) * 16, a1_1); VSTORE(yh + (oy * 14 + x0 + 1) * 512 + (v0 + 2) * 16, a1_2); VSTORE(yh + (oy * 14 + x0 + 1) * 512 + (v0 + 3) * 16, a1_3);
+                    VSTORE(yh + (oy * 14 + x0 + 2) * 512 + (v0 + 0) * 16, a2_0); VSTORE(yh + (oy * 14 + x0 + 2) * 512 + (v0 + 1) * 16, a2_1); VSTORE(yh + (oy * 14 + x0 + 2) * 512 + (v0 + 2) * 16, a2_2); VSTORE(yh + (oy * 14 + x0 + 2) * 512 + (v0 + 3) * 16, a2_3);
+                    VSTORE(yh + (oy * 14 + x0 + 3) * 512 + (v0 + 0) * 16, a3_0); VSTORE(yh + (oy * 14 + x0 + 3) * 512 + (v0 + 1) * 16, a3_1); VSTORE(yh + (oy * 14 + x0 + 3) * 512 + (v0 + 2) * 16, a3_2); VSTORE(yh + (oy * 14 + x0 + 3) * 512 + (v0 + 3) * 16, a3_3);
+                    VSTORE(yh + (oy * 14 + x0 + 4) * 512 + (v0 + 0) * 16, a4_0); VSTORE(yh + (oy * 14 + x0 + 4) * 512 + (v0 + 1) * 16, a4_1); VSTORE(yh + (oy * 14 + x0 + 4) * 512 + (v0 + 2) * 16, a4_2); VSTORE(yh + (oy * 14 + x0 + 4) * 512 + (v0 + 3) * 16, a4_3);
+                    VSTORE(yh + (oy * 14 + x0 + 5) * 512 + (v0 + 0) * 16, a5_0); VSTORE(yh + (oy * 14 + x0 + 5) * 512 + (v0 + 1) * 16, a5_1); VSTORE(yh + (oy * 14 + x0 + 5) * 512 + (v0 + 2) * 16, a5_2); VSTORE(yh + (oy * 14 + x0 + 5) * 512 + (v0 + 3) * 16, a5_3);
                 }
-                yc[13] += w3 * xc[12] + w4 * xc[13] + w6 * xc[26] + w7 * xc[27];
-                /* rows 1..12, cols 0..0: 6 of 9 taps */
-                for (int oy = 1; oy < 13; oy++) {
-                    yc[oy*14] += w1 * xc[oy*14 - 14] + w2 * xc[oy*14 - 13] + w4 * xc[oy*14] + w5 * xc[oy*14 + 1]
-                            + w7 * xc[oy*14 + 14] + w8 * xc[oy*14 + 15];
+                {
+                    const int x0 = 12;
+                    cg_v a0_0 = VLOAD(bp + (v0 + 0) * 16), a0_1 = VLOAD(bp + (v0 + 1) * 16), a0_2 = VLOAD(bp + (v0 + 2) * 16), a0_3 = VLOAD(bp + (v0 + 3) * 16);
+                    cg_v a1_0 = VLOAD(bp + (v0 + 0) * 16), a1_1 = VLOAD(bp + (v0 + 1) * 16), a1_2 = VLOAD(bp + (v0 + 2) * 16), a1_3 = VLOAD(bp + (v0 + 3) * 16);
+                    for (int ci = 0; ci < 512; ci++) {
+                        const float *restrict xr = xp + (oy * 16 + x0) * 512 + ci;
+                        const float *restrict wr = wt + ci * 4608 + v0 * 16;
+                        {
+                            const cg_v w0 = VLOAD(wr + 0), w1 = VLOAD(wr + 16), w2 = VLOAD(wr + 32), w3 = VLOAD(wr + 48);
+                            a0_0 += xr[0] * w0; a0_1 += xr[0] * w1; a0_2 += xr[0] * w2; a0_3 += xr[0] * w3;
+                            a1_0 += xr[512] * w0; a1_1 += xr[512] * w1; a1_2 += xr[512] * w2; a1_3 += xr[512] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 512), w1 = VLOAD(wr + 528), w2 = VLOAD(wr + 544), w3 = VLOAD(wr + 560);
+                            a0_0 += xr[512] * w0; a0_1 += xr[512] * w1; a0_2 += xr[512] * w2; a0_3 += xr[512] * w3;
+                            a1_0 += xr[1024] * w0; a1_1 += xr[1024] * w1; a1_2 += xr[1024] * w2; a1_3 += xr[1024] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 1024), w1 = VLOAD(wr + 1040), w2 = VLOAD(wr + 1056), w3 = VLOAD(wr + 1072);
+                            a0_0 += xr[1024] * w0; a0_1 += xr[1024] * w1; a0_2 += xr[1024] * w2; a0_3 += xr[1024] * w3;
+                            a1_0 += xr[1536] * w0; a1_1 += xr[1536] * w1; a1_2 += xr[1536] * w2; a1_3 += xr[1536] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 1536), w1 = VLOAD(wr + 1552), w2 = VLOAD(wr + 1568), w3 = VLOAD(wr + 1584);
+                            a0_0 += xr[8192] * w0; a0_1 += xr[8192] * w1; a0_2 += xr[8192] * w2; a0_3 += xr[8192] * w3;
+                            a1_0 += xr[8704] * w0; a1_1 += xr[8704] * w1; a1_2 += xr[8704] * w2; a1_3 += xr[8704] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 2048), w1 = VLOAD(wr + 2064), w2 = VLOAD(wr + 2080), w3 = VLOAD(wr + 2096);
+                            a0_0 += xr[8704] * w0; a0_1 += xr[8704] * w1; a0_2 += xr[8704] * w2; a0_3 += xr[8704] * w3;
+                            a1_0 += xr[9216] * w0; a1_1 += xr[9216] * w1; a1_2 += xr[9216] * w2; a1_3 += xr[9216] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 2560), w1 = VLOAD(wr + 2576), w2 = VLOAD(wr + 2592), w3 = VLOAD(wr + 2608);
+                            a0_0 += xr[9216] * w0; a0_1 += xr[9216] * w1; a0_2 += xr[9216] * w2; a0_3 += xr[9216] * w3;
+                            a1_0 += xr[9728] * w0; a1_1 += xr[9728] * w1; a1_2 += xr[9728] * w2; a1_3 += xr[9728] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 3072), w1 = VLOAD(wr + 3088), w2 = VLOAD(wr + 3104), w3 = VLOAD(wr + 3120);
+                            a0_0 += xr[16384] * w0; a0_1 += xr[16384] * w1; a0_2 += xr[16384] * w2; a0_3 += xr[16384] * w3;
+                            a1_0 += xr[16896] * w0; a1_1 += xr[16896] * w1; a1_2 += xr[16896] * w2; a1_3 += xr[16896] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 3584), w1 = VLOAD(wr + 3600), w2 = VLOAD(wr + 3616), w3 = VLOAD(wr + 3632);
+                            a0_0 += xr[16896] * w0; a0_1 += xr[16896] * w1; a0_2 += xr[16896] * w2; a0_3 += xr[16896] * w3;
+                            a1_0 += xr[17408] * w0; a1_1 += xr[17408] * w1; a1_2 += xr[17408] * w2; a1_3 += xr[17408] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 4096), w1 = VLOAD(wr + 4112), w2 = VLOAD(wr + 4128), w3 = VLOAD(wr + 4144);
+                            a0_0 += xr[17408] * w0; a0_1 += xr[17408] * w1; a0_2 += xr[17408] * w2; a0_3 += xr[17408] * w3;
+                            a1_0 += xr[17920] * w0; a1_1 += xr[17920] * w1; a1_2 += xr[17920] * w2; a1_3 += xr[17920] * w3;
+                        }
+                    }
+                    VSTORE(yh + (oy * 14 + x0 + 0) * 512 + (v0 + 0) * 16, a0_0); VSTORE(yh + (oy * 14 + x0 + 0) * 512 + (v0 + 1) * 16, a0_1); VSTORE(yh + (oy * 14 + x0 + 0) * 512 + (v0 + 2) * 16, a0_2); VSTORE(yh + (oy * 14 + x0 + 0) * 512 + (v0 + 3) * 16, a0_3);
+                    VSTORE(yh + (oy * 14 + x0 + 1) * 512 + (v0 + 0) * 16, a1_0); VSTORE(yh + (oy * 14 + x0 + 1) * 512 + (v0 + 1) * 16, a1_1); VSTORE(yh + (oy * 14 + x0 + 1) * 512 + (v0 + 2) * 16, a1_2); VSTORE(yh + (oy * 14 + x0 + 1) * 512 + (v0 + 3) * 16, a1_3);
                 }
-                /* rows 1..12, cols 1..12: every tap */
-                for (int oy = 1; oy < 13; oy++) {
-                    for (int ox = 1; ox < 13; ox++) {
-                        yc[oy*14 + ox] += w0 * xc[oy*14 + ox - 15] + w1 * xc[oy*14 + ox - 14] + w2 * xc[oy*14 + ox - 13] + w3 * xc[oy*14 + ox - 1]
-                                + w4 * xc[oy*14 + ox] + w5 * xc[oy*14 + ox + 1] + w6 * xc[oy*14 + ox + 13] + w7 * xc[oy*14 + ox + 14]
-                                + w8 * xc[oy*14 + ox + 15];
+            }
+        }
+        for (int co = 0; co < 512; co++)
+            for (int i = 0; i < 196; i++) yn[co * 196 + i] = yh[i * 512 + co];
+    }
+}
+
+static void l24_conv2d_backward(float *restrict G, float *restrict S, const float *restrict dy, int nb)
+{
+    float *restrict gw = G + 7635264;
+    float *restrict gb = G + 9994560;
+    float *restrict dyh = S + 2722304;
+    /* dy of every sample -> channels-last, padded channels zero */
+    CG_PARALLEL_FOR
+    for (int n = 0; n < nb; n++) {
+        float *restrict dn = dyh + (size_t)n * 100352;
+        for (int i = 0; i < 196; i++)
+            for (int co = 0; co < 512; co++) dn[i * 512 + co] = co < 512 ? dy[(size_t)n * 100352 + co * 196 + i] : 0.0f;
+    }
+    for (int co = 0; co < 512; co++) {
+        float s = 0.0f;
+        for (int n = 0; n < nb; n++)
+            for (int i = 0; i < 196; i++) s += dy[(size_t)n * 100352 + co * 196 + i];
+        gb[co] += s;
+    }
+    CG_PARALLEL_FOR
+    for (int p0 = 0; p0 < 4608; p0 += 6) {
+        int off[6], gidx[6];
+        for (int j = 0; j < 6; j++) {
+            const int q = p0 + j, ci = q / 9, k = q % 9, ky = k / 3, kx = k % 3;
+            off[j] = (ky * 1 * 16 + kx * 1) * 512 + ci;
+            gidx[j] = ci * 9 + k;
+        }
+        for (int v0 = 0; v0 < 32; v0 += 4) {
+            cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f);
+            cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f), a1_3 = vsplat(0.0f);
+            cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f), a2_2 = vsplat(0.0f), a2_3 = vsplat(0.0f);
+            cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f), a3_2 = vsplat(0.0f), a3_3 = vsplat(0.0f);
+            cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f), a4_2 = vsplat(0.0f), a4_3 = vsplat(0.0f);
+            cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f), a5_2 = vsplat(0.0f), a5_3 = vsplat(0.0f);
+            for (int n = 0; n < nb; n++) {
+                const float *restrict xp = S + 0 + (size_t)n * 131072;
+                const float *restrict dn = dyh + (size_t)n * 100352 + v0 * 16;
+                for (int oy = 0; oy < 14; oy++) {
+                    for (int ox = 0; ox < 14; ox++) {
+                        const float *restrict xr = xp + (oy * 16 + ox) * 512;
+                        const cg_v d0 = VLOAD(dn + (oy * 14 + ox) * 512 + 0), d1 = VLOAD(dn + (oy * 14 + ox) * 512 + 16), d2 = VLOAD(dn + (oy * 14 + ox) * 512 + 32), d3 = VLOAD(dn + (oy * 14 + ox) * 512 + 48);
+                        a0_0 += xr[off[0]] * d0; a0_1 += xr[off[0]] * d1; a0_2 += xr[off[0]] * d2; a0_3 += xr[off[0]] * d3;
+                        a1_0 += xr[off[1]] * d0; a1_1 += xr[off[1]] * d1; a1_2 += xr[off[1]] * d2; a1_3 += xr[off[1]] * d3;
+                        a2_0 += xr[off[2]] * d0; a2_1 += xr[off[2]] * d1; a2_2 += xr[off[2]] * d2; a2_3 += xr[off[2]] * d3;
+                        a3_0 += xr[off[3]] * d0; a3_1 += xr[off[3]] * d1; a3_2 += xr[off[3]] * d2; a3_3 += xr[off[3]] * d3;
+                        a4_0 += xr[off[4]] * d0; a4_1 += xr[off[4]] * d1; a4_2 += xr[off[4]] * d2; a4_3 += xr[off[4]] * d3;
+                        a5_0 += xr[off[5]] * d0; a5_1 += xr[off[5]] * d1; a5_2 += xr[off[5]] * d2; a5_3 += xr[off[5]] * d3;
                     }
                 }
-                /* rows 1..12, cols 13..13: 6 of 9 taps */
-                for (int oy = 1; oy < 13; oy++) {
-                    yc[oy*14 + 13] += w0 * xc[oy*14 - 2] + w1 * xc[oy*14 - 1] + w3 * xc[oy*14 + 12] + w4 * xc[oy*14 + 13]
-                            + w6 * xc[oy*14 + 26] + w7 * xc[oy*14 + 27];
-                }
-                yc[182] += w1 * xc[168] + w2 * xc[169] + w4 * xc[182] + w5 * xc[183];
-                /* rows 13..13, cols 1..12: 6 of 9 taps */
-                for (int ox = 1; ox < 13; ox++) {
-                    yc[ox + 182] += w0 * xc[ox + 167] + w1 * xc[ox + 168] + w2 * xc[ox + 169] + w3 * xc[ox + 181]
-                            + w4 * xc[ox + 182] + w5 * xc[ox + 183];
-                }
-                yc[195] += w0 * xc[180] + w1 * xc[181] + w3 * xc[194] + w4 * xc[195];
             }
+            for (int l = 0; l < 16 && (v0 + 0) * 16 + l < 512; l++) gw[((v0 + 0) * 16 + l) * 4608 + gidx[0]] += a0_0[l];
+            for (int l = 0; l < 16 && (v0 + 1) * 16 + l < 512; l++) gw[((v0 + 1) * 16 + l) * 4608 + gidx[0]] += a0_1[l];
+            for (int l = 0; l < 16 && (v0 + 2) * 16 + l < 512; l++) gw[((v0 + 2) * 16 + l) * 4608 + gidx[0]] += a0_2[l];
+            for (int l = 0; l < 16 && (v0 + 3) * 16 + l < 512; l++) gw[((v0 + 3) * 16 + l) * 4608 + gidx[0]] += a0_3[l];
+            for (int l = 0; l < 16 && (v0 + 0) * 16 + l < 512; l++) gw[((v0 + 0) * 16 + l) * 4608 + gidx[1]] += a1_0[l];
+            for (int l = 0; l < 16 && (v0 + 1) * 16 + l < 512; l++) gw[((v0 + 1) * 16 + l) * 4608 + gidx[1]] += a1_1[l];
+            for (int l = 0; l < 16 && (v0 + 2) * 16 + l < 512; l++) gw[((v0 + 2) * 16 + l) * 4608 + gidx[1]] += a1_2[l];
+            for (int l = 0; l < 16 && (v0 + 3) * 16 + l < 512; l++) gw[((v0 + 3) * 16 + l) * 4608 + gidx[1]] += a1_3[l];
+            for (int l = 0; l < 16 && (v0 + 0) * 16 + l < 512; l++) gw[((v0 + 0) * 16 + l) * 4608 + gidx[2]] += a2_0[l];
+            for (int l = 0; l < 16 && (v0 + 1) * 16 + l < 512; l++) gw[((v0 + 1) * 16 + l) * 4608 + gidx[2]] += a2_1[l];
+            for (int l = 0; l < 16 && (v0 + 2) * 16 + l < 512; l++) gw[((v0 + 2) * 16 + l) * 4608 + gidx[2]] += a2_2[l];
+            for (int l = 0; l < 16 && (v0 + 3) * 16 + l < 512; l++) gw[((v0 + 3) * 16 + l) * 4608 + gidx[2]] += a2_3[l];
+            for (int l = 0; l < 16 && (v0 + 0) * 16 + l < 512; l++) gw[((v0 + 0) * 16 + l) * 4608 + gidx[3]] += a3_0[l];
+            for (int l = 0; l < 16 && (v0 + 1) * 16 + l < 512; l++) gw[((v0 + 1) * 16 + l) * 4608 + gidx[3]] += a3_1[l];
+            for (int l = 0; l < 16 && (v0 + 2) * 16 + l < 512; l++) gw[((v0 + 2) * 16 + l) * 4608 + gidx[3]] += a3_2[l];
+            for (int l = 0; l < 16 && (v0 + 3) * 16 + l < 512; l++) gw[((v0 + 3) * 16 + l) * 4608 + gidx[3]] += a3_3[l];
+            for (int l = 0; l < 16 && (v0 + 0) * 16 + l < 512; l++) gw[((v0 + 0) * 16 + l) * 4608 + gidx[4]] += a4_0[l];
+            for (int l = 0; l < 16 && (v0 + 1) * 16 + l < 512; l++) gw[((v0 + 1) * 16 + l) * 4608 + gidx[4]] += a4_1[l];
+            for (int l = 0; l < 16 && (v0 + 2) * 16 + l < 512; l++) gw[((v0 + 2) * 16 + l) * 4608 + gidx[4]] += a4_2[l];
+            for (int l = 0; l < 16 && (v0 + 3) * 16 + l < 512; l++) gw[((v0 + 3) * 16 + l) * 4608 + gidx[4]] += a4_3[l];
+            for (int l = 0; l < 16 && (v0 + 0) * 16 + l < 512; l++) gw[((v0 + 0) * 16 + l) * 4608 + gidx[5]] += a5_0[l];
+            for (int l = 0; l < 16 && (v0 + 1) * 16 + l < 512; l++) gw[((v0 + 1) * 16 + l) * 4608 + gidx[5]] += a5_1[l];
+            for (int l = 0; l < 16 && (v0 + 2) * 16 + l < 512; l++) gw[((v0 + 2) * 16 + l) * 4608 + gidx[5]] += a5_2[l];
+            for (int l = 0; l < 16 && (v0 + 3) * 16 + l < 512; l++) gw[((v0 + 3) * 16 + l) * 4608 + gidx[5]] += a5_3[l];
         }
     }
 }
 
-static void l24_conv2d_backward(const float *restrict P, float *restrict G, const float *restrict x, const float *restrict dy, float *restrict dx, int nb)
+static void l24_conv2d_backward_dx(const float *restrict P, float *restrict S, const float *restrict dy, float *restrict dx, int nb)
 {
     const float *restrict w = P + 7635264;
-    float *restrict gw = G + 7635264;
-    float *restrict gb = G + 9994560;
-    memset(dx, 0, sizeof(float) * (size_t)nb * 100352);
-    for (int col = 0; col < 512; col++) {
-        for (int ci = 0; ci < 512; ci++) {
-            const float *restrict wc = w + col*4608 + ci*9;
-            float *restrict gwc = gw + col*4608 + ci*9;
-            const float w0 = wc[0], w1 = wc[1], w2 = wc[2];
-            const float w3 = wc[3], w4 = wc[4], w5 = wc[5];
-            const float w6 = wc[6], w7 = wc[7], w8 = wc[8];
-            float g0 = 0.0f, g1 = 0.0f, g2 = 0.0f;
-            float g3 = 0.0f, g4 = 0.0f, g5 = 0.0f;
-            float g6 = 0.0f, g7 = 0.0f, g8 = 0.0f;
-            for (int n = 0; n < nb; n++) {
-                const float *restrict xc = x + (size_t)n * 100352 + ci*196;
-                float *restrict dxc = dx + (size_t)n * 100352 + ci*196;
-                const float *restrict dyc = dy + (size_t)n * 100352 + col*196;
-                {
-                    const float d = dyc[0];
-                    g4 += d * xc[0]; dxc[0] += w4 * d;
-                    g5 += d * xc[1]; dxc[1] += w5 * d;
-                    g7 += d * xc[14]; dxc[14] += w7 * d;
-                    g8 += d * xc[15]; dxc[15] += w8 * d;
-                }
-                /* rows 0..0, cols 1..12: 6 of 9 taps */
-                for (int ox = 1; ox < 13; ox++) {
-                    const float d = dyc[ox];
-                    g3 += d * xc[ox - 1]; dxc[ox - 1] += w3 * d;
-                    g4 += d * xc[ox]; dxc[ox] += w4 * d;
-                    g5 += d * xc[ox + 1]; dxc[ox + 1] += w5 * d;
-                    g6 += d * xc[ox + 13]; dxc[ox + 13] += w6 * d;
-                    g7 += d * xc[ox + 14]; dxc[ox + 14] += w7 * d;
-                    g8 += d * xc[ox + 15]; dxc[ox + 15] += w8 * d;
-                }
-                {
-                    const float d = dyc[13];
-                    g3 += d * xc[12]; dxc[12] += w3 * d;
-                    g4 += d * xc[13]; dxc[13] += w4 * d;
-                    g6 += d * xc[26]; dxc[26] += w6 * d;
-                    g7 += d * xc[27]; dxc[27] += w7 * d;
-                }
-                /* rows 1..12, cols 0..0: 6 of 9 taps */
-                for (int oy = 1; oy < 13; oy++) {
-                    {
-                        const float d = dyc[oy*14];
-                        g1 += d * xc[oy*14 - 14]; dxc[oy*14 - 14] += w1 * d;
-                        g2 += d * xc[oy*14 - 13]; dxc[oy*14 - 13] += w2 * d;
-                        g4 += d * xc[oy*14]; dxc[oy*14] += w4 * d;
-                        g5 += d * xc[oy*14 + 1]; dxc[oy*14 + 1] += w5 * d;
-                        g7 += d * xc[oy*14 + 14]; dxc[oy*14 + 14] += w7 * d;
-                        g8 += d * xc[oy*14 + 15]; dxc[oy*14 + 15] += w8 * d;
+    float *restrict wf = S + 2923008, *restrict dyp = S + 5282304, *restrict dxh = S + 5413376;
+    for (int i = 0; i < 2359296; i++) wf[i] = 0.0f;
+    for (int co = 0; co < 512; co++)
+        for (int ci = 0; ci < 512; ci++)
+            for (int k = 0; k < 9; k++) wf[(co * 9 + k) * 512 + ci] = w[(co * 512 + ci) * 9 + k];
+    for (int n = 0; n < nb; n++) {
+        const float *restrict dn = dy + (size_t)n * 100352;
+        float *restrict dxn = dx + (size_t)n * 100352;
+        memset(dyp, 0, sizeof(float) * 131072);
+        for (int co = 0; co < 512; co++)
+            for (int oy = 0; oy < 14; oy++)
+                for (int ox = 0; ox < 14; ox++) dyp[((oy + 1) * 16 + ox + 1) * 512 + co] = dn[co * 196 + oy * 14 + ox];
+        CG_PARALLEL_FOR
+        for (int iy = 0; iy < 14; iy++) {
+            for (int v0 = 0; v0 < 32; v0 += 4) {
+                for (int x0 = 0; x0 < 12; x0 += 6) {
+                    cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f);
+                    cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f), a1_3 = vsplat(0.0f);
+                    cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f), a2_2 = vsplat(0.0f), a2_3 = vsplat(0.0f);
+                    cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f), a3_2 = vsplat(0.0f), a3_3 = vsplat(0.0f);
+                    cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f), a4_2 = vsplat(0.0f), a4_3 = vsplat(0.0f);
+                    cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f), a5_2 = vsplat(0.0f), a5_3 = vsplat(0.0f);
+                    for (int co = 0; co < 512; co++) {
+                        const float *restrict dr = dyp + (iy * 16 + x0) * 512 + co;
+                        const float *restrict wr = wf + co * 4608 + v0 * 16;
+                        {
+                            const cg_v w0 = VLOAD(wr + 0), w1 = VLOAD(wr + 16), w2 = VLOAD(wr + 32), w3 = VLOAD(wr + 48);
+                            a0_0 += dr[17408] * w0; a0_1 += dr[17408] * w1; a0_2 += dr[17408] * w2; a0_3 += dr[17408] * w3;
+                            a1_0 += dr[17920] * w0; a1_1 += dr[17920] * w1; a1_2 += dr[17920] * w2; a1_3 += dr[17920] * w3;
+                            a2_0 += dr[18432] * w0; a2_1 += dr[18432] * w1; a2_2 += dr[18432] * w2; a2_3 += dr[18432] * w3;
+                            a3_0 += dr[18944] * w0; a3_1 += dr[18944] * w1; a3_2 += dr[18944] * w2; a3_3 += dr[18944] * w3;
+                            a4_0 += dr[19456] * w0; a4_1 += dr[19456] * w1; a4_2 += dr[19456] * w2; a4_3 += dr[19456] * w3;
+                            a5_0 += dr[19968] * w0; a5_1 += dr[19968] * w1; a5_2 += dr[19968] * w2; a5_3 += dr[19968] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 512), w1 = VLOAD(wr + 528), w2 = VLOAD(wr + 544), w3 = VLOAD(wr + 560);
+                            a0_0 += dr[16896] * w0; a0_1 += dr[16896] * w1; a0_2 += dr[16896] * w2; a0_3 += dr[16896] * w3;
+                            a1_0 += dr[17408] * w0; a1_1 += dr[17408] * w1; a1_2 += dr[17408] * w2; a1_3 += dr[17408] * w3;
+                            a2_0 += dr[17920] * w0; a2_1 += dr[17920] * w1; a2_2 += dr[17920] * w2; a2_3 += dr[17920] * w3;
+                            a3_0 += dr[18432] * w0; a3_1 += dr[18432] * w1; a3_2 += dr[18432] * w2; a3_3 += dr[18432] * w3;
+                            a4_0 += dr[18944] * w0; a4_1 += dr[18944] * w1; a4_2 += dr[18944] * w2; a4_3 += dr[18944] * w3;
+                            a5_0 += dr[19456] * w0; a5_1 += dr[19456] * w1; a5_2 += dr[19456] * w2; a5_3 += dr[19456] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 1024), w1 = VLOAD(wr + 1040), w2 = VLOAD(wr + 1056), w3 = VLOAD(wr + 1072);
+                            a0_0 += dr[16384] * w0; a0_1 += dr[16384] * w1; a0_2 += dr[16384] * w2; a0_3 += dr[16384] * w3;
+                            a1_0 += dr[16896] * w0; a1_1 += dr[16896] * w1; a1_2 += dr[16896] * w2; a1_3 += dr[16896] * w3;
+                            a2_0 += dr[17408] * w0; a2_1 += dr[17408] * w1; a2_2 += dr[17408] * w2; a2_3 += dr[17408] * w3;
+                            a3_0 += dr[17920] * w0; a3_1 += dr[17920] * w1; a3_2 += dr[17920] * w2; a3_3 += dr[17920] * w3;
+                            a4_0 += dr[18432] * w0; a4_1 += dr[18432] * w1; a4_2 += dr[18432] * w2; a4_3 += dr[18432] * w3;
+                            a5_0 += dr[18944] * w0; a5_1 += dr[18944] * w1; a5_2 += dr[18944] * w2; a5_3 += dr[18944] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 1536), w1 = VLOAD(wr + 1552), w2 = VLOAD(wr + 1568), w3 = VLOAD(wr + 1584);
+                            a0_0 += dr[9216] * w0; a0_1 += dr[9216] * w1; a0_2 += dr[9216] * w2; a0_3 += dr[9216] * w3;
+                            a1_0 += dr[9728] * w0; a1_1 += dr[9728] * w1; a1_2 += dr[9728] * w2; a1_3 += dr[9728] * w3;
+                            a2_0 += dr[10240] * w0; a2_1 += dr[10240] * w1; a2_2 += dr[10240] * w2; a2_3 += dr[10240] * w3;
+                            a3_0 += dr[10752] * w0; a3_1 += dr[10752] * w1; a3_2 += dr[10752] * w2; a3_3 += dr[10752] * w3;
+                            a4_0 += dr[11264] * w0; a4_1 += dr[11264] * w1; a4_2 += dr[11264] * w2; a4_3 += dr[11264] * w3;
+                            a5_0 += dr[11776] * w0; a5_1 += dr[11776] * w1; a5_2 += dr[11776] * w2; a5_3 += dr[11776] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 2048), w1 = VLOAD(wr + 2064), w2 = VLOAD(wr + 2080), w3 = VLOAD(wr + 2096);
+                            a0_0 += dr[8704] * w0; a0_1 += dr[8704] * w1; a0_2 += dr[8704] * w2; a0_3 += dr[8704] * w3;
+                            a1_0 += dr[9216] * w0; a1_1 += dr[9216] * w1; a1_2 += dr[9216] * w2; a1_3 += dr[9216] * w3;
+                            a2_0 += dr[9728] * w0; a2_1 += dr[9728] * w1; a2_2 += dr[9728] * w2; a2_3 += dr[9728] * w3;
+                            a3_0 += dr[10240] * w0; a3_1 += dr[10240] * w1; a3_2 += dr[10240] * w2; a3_3 += dr[10240] * w3;
+                            a4_0 += dr[10752] * w0; a4_1 += dr[10752] * w1; a4_2 += dr[10752] * w2; a4_3 += dr[10752] * w3;
+                            a5_0 += dr[11264] * w0; a5_1 += dr[11264] * w1; a5_2 += dr[11264] * w2; a5_3 += dr[11264] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 2560), w1 = VLOAD(wr + 2576), w2 = VLOAD(wr + 2592), w3 = VLOAD(wr + 2608);
+                            a0_0 += dr[8192] * w0; a0_1 += dr[8192] * w1; a0_2 += dr[8192] * w2; a0_3 += dr[8192] * w3;
+                            a1_0 += dr[8704] * w0; a1_1 += dr[8704] * w1; a1_2 += dr[8704] * w2; a1_3 += dr[8704] * w3;
+                            a2_0 += dr[9216] * w0; a2_1 += dr[9216] * w1; a2_2 += dr[9216] * w2; a2_3 += dr[9216] * w3;
+                            a3_0 += dr[9728] * w0; a3_1 += dr[9728] * w1; a3_2 += dr[9728] * w2; a3_3 += dr[9728] * w3;
+                            a4_0 += dr[10240] * w0; a4_1 += dr[10240] * w1; a4_2 += dr[10240] * w2; a4_3 += dr[10240] * w3;
+                            a5_0 += dr[10752] * w0; a5_1 += dr[10752] * w1; a5_2 += dr[10752] * w2; a5_3 += dr[10752] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 3072), w1 = VLOAD(wr + 3088), w2 = VLOAD(wr + 3104), w3 = VLOAD(wr + 3120);
+                            a0_0 += dr[1024] * w0; a0_1 += dr[1024] * w1; a0_2 += dr[1024] * w2; a0_3 += dr[1024] * w3;
+                            a1_0 += dr[1536] * w0; a1_1 += dr[1536] * w1; a1_2 += dr[1536] * w2; a1_3 += dr[1536] * w3;
+                            a2_0 += dr[2048] * w0; a2_1 += dr[2048] * w1; a2_2 += dr[2048] * w2; a2_3 += dr[2048] * w3;
+                            a3_0 += dr[2560] * w0; a3_1 += dr[2560] * w1; a3_2 += dr[2560] * w2; a3_3 += dr[2560] * w3;
+                            a4_0 += dr[3072] * w0; a4_1 += dr[3072] * w1; a4_2 += dr[3072] * w2; a4_3 += dr[3072] * w3;
+                            a5_0 += dr[3584] * w0; a5_1 += dr[3584] * w1; a5_2 += dr[3584] * w2; a5_3 += dr[3584] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 3584), w1 = VLOAD(wr + 3600), w2 = VLOAD(wr + 3616), w3 = VLOAD(wr + 3632);
+                            a0_0 += dr[512] * w0; a0_1 += dr[512] * w1; a0_2 += dr[512] * w2; a0_3 += dr[512] * w3;
+                            a1_0 += dr[1024] * w0; a1_1 += dr[1024] * w1; a1_2 += dr[1024] * w2; a1_3 += dr[1024] * w3;
+                            a2_0 += dr[1536] * w0; a2_1 += dr[1536] * w1; a2_2 += dr[1536] * w2; a2_3 += dr[1536] * w3;
+                            a3_0 += dr[2048] * w0; a3_1 += dr[2048] * w1; a3_2 += dr[2048] * w2; a3_3 += dr[2048] * w3;
+                            a4_0 += dr[2560] * w0; a4_1 += dr[2560] * w1; a4_2 += dr[2560] * w2; a4_3 += dr[2560] * w3;
+                            a5_0 += dr[3072] * w0; a5_1 += dr[3072] * w1; a5_2 += dr[3072] * w2; a5_3 += dr[3072] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 4096), w1 = VLOAD(wr + 4112), w2 = VLOAD(wr + 4128), w3 = VLOAD(wr + 4144);
+                            a0_0 += dr[0] * w0; a0_1 += dr[0] * w1; a0_2 += dr[0] * w2; a0_3 += dr[0] * w3;
+                            a1_0 += dr[512] * w0; a1_1 += dr[512] * w1; a1_2 += dr[512] * w2; a1_3 += dr[512] * w3;
+                            a2_0 += dr[1024] * w0; a2_1 += dr[1024] * w1; a2_2 += dr[1024] * w2; a2_3 += dr[1024] * w3;
+                            a3_0 += dr[1536] * w0; a3_1 += dr[1536] * w1; a3_2 += dr[1536] * w2; a3_3 += dr[1536] * w3;
+                            a4_0 += dr[2048] * w0; a4_1 += dr[2048] * w1; a4_2 += dr[2048] * w2; a4_3 += dr[2048] * w3;
+                            a5_0 += dr[2560] * w0; a5_1 += dr[2560] * w1; a5_2 += dr[2560] * w2; a5_3 += dr[2560] * w3;
+                        }
                     }
-                }
-                /* rows 1..12, cols 1..12: every tap */
-                for (int oy = 1; oy < 13; oy++) {
-                    for (int ox = 1; ox < 13; ox++) {
-                        const float d = dyc[oy*14 + ox];
-                        g0 += d * xc[oy*14 + ox - 15]; dxc[oy*14 + ox - 15] += w0 * d;
-                        g1 += d * xc[oy*14 + ox - 14]; dxc[oy*14 + ox - 14] += w1 * d;
-                        g2 += d * xc[oy*14 + ox - 13]; dxc[oy*14 + ox - 13] += w2 * d;
-                        g3 += d * xc[oy*14 + ox - 1]; dxc[oy*14 + ox - 1] += w3 * d;
-                        g4 += d * xc[oy*14 + ox]; dxc[oy*14 + ox] += w4 * d;
-                        g5 += d * xc[oy*14 + ox + 1]; dxc[oy*14 + ox + 1] += w5 * d;
-                        g6 += d * xc[oy*14 + ox + 13]; dxc[oy*14 + ox + 13] += w6 * d;
-                        g7 += d * xc[oy*14 + ox + 14]; dxc[oy*14 + ox + 14] += w7 * d;
-                        g8 += d * xc[oy*14 + ox + 15]; dxc[oy*14 + ox + 15] += w8 * d;
-                    }
-                }
-                /* rows 1..12, cols 13..13: 6 of 9 taps */
-                for (int oy = 1; oy < 13; oy++) {
-                    {
-                        const float d = dyc[oy*14 + 13];
-                        g0 += d * xc[oy*14 - 2]; dxc[oy*14 - 2] += w0 * d;
-                        g1 += d * xc[oy*14 - 1]; dxc[oy*14 - 1] += w1 * d;
-                        g3 += d * xc[oy*14 + 12]; dxc[oy*14 + 12] += w3 * d;
-                        g4 += d * xc[oy*14 + 13]; dxc[oy*14 + 13] += w4 * d;
-                        g6 += d * xc[oy*14 + 26]; dxc[oy*14 + 26] += w6 * d;
-                        g7 += d * xc[oy*14 + 27]; dxc[oy*14 + 27] += w7 * d;
-                    }
+                    VSTORE(dxh + (iy * 14 + x0 + 0) * 512 + (v0 + 0) * 16, a0_0); VSTORE(dxh + (iy * 14 + x0 + 0) * 512 + (v0 + 1) * 16, a0_1); VSTORE(dxh + (iy * 14 + x0 + 0) * 512 + (v0 + 2) * 16, a0_2); VSTORE(dxh + (iy * 14 + x0 + 0) * 512 + (v0 + 3) * 16, a0_3);
+                    VSTORE(dxh + (iy * 14 + x0 + 1) * 512 + (v0 + 0) * 16, a1_0); VSTORE(dxh + (iy * 14 + x0 + 1) * 512 + (v0 + 1) * 16, a1_1); VSTORE(dxh + (iy * 14 + x0 + 1) * 512 + (v0 + 2) * 16, a1_2); VSTORE(dxh + (iy * 14 + x0 + 1) * 512 + (v0 + 3) * 16, a1_3);
+                    VSTORE(dxh + (iy * 14 + x0 + 2) * 512 + (v0 + 0) * 16, a2_0); VSTORE(dxh + (iy * 14 + x0 + 2) * 512 + (v0 + 1) * 16, a2_1); VSTORE(dxh + (iy * 14 + x0 + 2) * 512 + (v0 + 2) * 16, a2_2); VSTORE(dxh + (iy * 14 + x0 + 2) * 512 + (v0 + 3) * 16, a2_3);
+                    VSTORE(dxh + (iy * 14 + x0 + 3) * 512 + (v0 + 0) * 16, a3_0); VSTORE(dxh + (iy * 14 + x0 + 3) * 512 + (v0 + 1) * 16, a3_1); VSTORE(dxh + (iy * 14 + x0 + 3) * 512 + (v0 + 2) * 16, a3_2); VSTORE(dxh + (iy * 14 + x0 + 3) * 512 + (v0 + 3) * 16, a3_3);
+                    VSTORE(dxh + (iy * 14 + x0 + 4) * 512 + (v0 + 0) * 16, a4_0); VSTORE(dxh + (iy * 14 + x0 + 4) * 512 + (v0 + 1) * 16, a4_1); VSTORE(dxh + (iy * 14 + x0 + 4) * 512 + (v0 + 2) * 16, a4_2); VSTORE(dxh + (iy * 14 + x0 + 4) * 512 + (v0 + 3) * 16, a4_3);
+                    VSTORE(dxh + (iy * 14 + x0 + 5) * 512 + (v0 + 0) * 16, a5_0); VSTORE(dxh + (iy * 14 + x0 + 5) * 512 + (v0 + 1) * 16, a5_1); VSTORE(dxh + (iy * 14 + x0 + 5) * 512 + (v0 + 2) * 16, a5_2); VSTORE(dxh + (iy * 14 + x0 + 5) * 512 + (v0 + 3) * 16, a5_3);
                 }
                 {
-                    const float d = dyc[182];
-                    g1 += d * xc[168]; dxc[168] += w1 * d;
-                    g2 += d * xc[169]; dxc[169] += w2 * d;
-                    g4 += d * xc[182]; dxc[182] += w4 * d;
-                    g5 += d * xc[183]; dxc[183] += w5 * d;
-                }
-                /* rows 13..13, cols 1..12: 6 of 9 taps */
-                for (int ox = 1; ox < 13; ox++) {
-                    const float d = dyc[ox + 182];
-                    g0 += d * xc[ox + 167]; dxc[ox + 167] += w0 * d;
-                    g1 += d * xc[ox + 168]; dxc[ox + 168] += w1 * d;
-                    g2 += d * xc[ox + 169]; dxc[ox + 169] += w2 * d;
-                    g3 += d * xc[ox + 181]; dxc[ox + 181] += w3 * d;
-                    g4 += d * xc[ox + 182]; dxc[ox + 182] += w4 * d;
-                    g5 += d * xc[ox + 183]; dxc[ox + 183] += w5 * d;
-                }
-                {
-                    const float d = dyc[195];
-                    g0 += d * xc[180]; dxc[180] += w0 * d;
-                    g1 += d * xc[181]; dxc[181] += w1 * d;
-                    g3 += d * xc[194]; dxc[194] += w3 * d;
-                    g4 += d * xc[195]; dxc[195] += w4 * d;
+                    const int x0 = 12;
+                    cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f);
+                    cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f), a1_3 = vsplat(0.0f);
+                    for (int co = 0; co < 512; co++) {
+                        const float *restrict dr = dyp + (iy * 16 + x0) * 512 + co;
+                        const float *restrict wr = wf + co * 4608 + v0 * 16;
+                        {
+                            const cg_v w0 = VLOAD(wr + 0), w1 = VLOAD(wr + 16), w2 = VLOAD(wr + 32), w3 = VLOAD(wr + 48);
+                            a0_0 += dr[17408] * w0; a0_1 += dr[17408] * w1; a0_2 += dr[17408] * w2; a0_3 += dr[17408] * w3;
+                            a1_0 += dr[17920] * w0; a1_1 += dr[17920] * w1; a1_2 += dr[17920] * w2; a1_3 += dr[17920] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 512), w1 = VLOAD(wr + 528), w2 = VLOAD(wr + 544), w3 = VLOAD(wr + 560);
+                            a0_0 += dr[16896] * w0; a0_1 += dr[16896] * w1; a0_2 += dr[16896] * w2; a0_3 += dr[16896] * w3;
+                            a1_0 += dr[17408] * w0; a1_1 += dr[17408] * w1; a1_2 += dr[17408] * w2; a1_3 += dr[17408] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 1024), w1 = VLOAD(wr + 1040), w2 = VLOAD(wr + 1056), w3 = VLOAD(wr + 1072);
+                            a0_0 += dr[16384] * w0; a0_1 += dr[16384] * w1; a0_2 += dr[16384] * w2; a0_3 += dr[16384] * w3;
+                            a1_0 += dr[16896] * w0; a1_1 += dr[16896] * w1; a1_2 += dr[16896] * w2; a1_3 += dr[16896] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 1536), w1 = VLOAD(wr + 1552), w2 = VLOAD(wr + 1568), w3 = VLOAD(wr + 1584);
+                            a0_0 += dr[9216] * w0; a0_1 += dr[9216] * w1; a0_2 += dr[9216] * w2; a0_3 += dr[9216] * w3;
+                            a1_0 += dr[9728] * w0; a1_1 += dr[9728] * w1; a1_2 += dr[9728] * w2; a1_3 += dr[9728] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 2048), w1 = VLOAD(wr + 2064), w2 = VLOAD(wr + 2080), w3 = VLOAD(wr + 2096);
+                            a0_0 += dr[8704] * w0; a0_1 += dr[8704] * w1; a0_2 += dr[8704] * w2; a0_3 += dr[8704] * w3;
+                            a1_0 += dr[9216] * w0; a1_1 += dr[9216] * w1; a1_2 += dr[9216] * w2; a1_3 += dr[9216] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 2560), w1 = VLOAD(wr + 2576), w2 = VLOAD(wr + 2592), w3 = VLOAD(wr + 2608);
+                            a0_0 += dr[8192] * w0; a0_1 += dr[8192] * w1; a0_2 += dr[8192] * w2; a0_3 += dr[8192] * w3;
+                            a1_0 += dr[8704] * w0; a1_1 += dr[8704] * w1; a1_2 += dr[8704] * w2; a1_3 += dr[8704] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 3072), w1 = VLOAD(wr + 3088), w2 = VLOAD(wr + 3104), w3 = VLOAD(wr + 3120);
+                            a0_0 += dr[1024] * w0; a0_1 += dr[1024] * w1; a0_2 += dr[1024] * w2; a0_3 += dr[1024] * w3;
+                            a1_0 += dr[1536] * w0; a1_1 += dr[1536] * w1; a1_2 += dr[1536] * w2; a1_3 += dr[1536] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 3584), w1 = VLOAD(wr + 3600), w2 = VLOAD(wr + 3616), w3 = VLOAD(wr + 3632);
+                            a0_0 += dr[512] * w0; a0_1 += dr[512] * w1; a0_2 += dr[512] * w2; a0_3 += dr[512] * w3;
+                            a1_0 += dr[1024] * w0; a1_1 += dr[1024] * w1; a1_2 += dr[1024] * w2; a1_3 += dr[1024] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 4096), w1 = VLOAD(wr + 4112), w2 = VLOAD(wr + 4128), w3 = VLOAD(wr + 4144);
+                            a0_0 += dr[0] * w0; a0_1 += dr[0] * w1; a0_2 += dr[0] * w2; a0_3 += dr[0] * w3;
+                            a1_0 += dr[512] * w0; a1_1 += dr[512] * w1; a1_2 += dr[512] * w2; a1_3 += dr[512] * w3;
+                        }
+                    }
+                    VSTORE(dxh + (iy * 14 + x0 + 0) * 512 + (v0 + 0) * 16, a0_0); VSTORE(dxh + (iy * 14 + x0 + 0) * 512 + (v0 + 1) * 16, a0_1); VSTORE(dxh + (iy * 14 + x0 + 0) * 512 + (v0 + 2) * 16, a0_2); VSTORE(dxh + (iy * 14 + x0 + 0) * 512 + (v0 + 3) * 16, a0_3);
+                    VSTORE(dxh + (iy * 14 + x0 + 1) * 512 + (v0 + 0) * 16, a1_0); VSTORE(dxh + (iy * 14 + x0 + 1) * 512 + (v0 + 1) * 16, a1_1); VSTORE(dxh + (iy * 14 + x0 + 1) * 512 + (v0 + 2) * 16, a1_2); VSTORE(dxh + (iy * 14 + x0 + 1) * 512 + (v0 + 3) * 16, a1_3);
                 }
             }
-            gwc[0] += g0;
-            gwc[1] += g1;
-            gwc[2] += g2;
-            gwc[3] += g3;
-            gwc[4] += g4;
-            gwc[5] += g5;
-            gwc[6] += g6;
-            gwc[7] += g7;
-            gwc[8] += g8;
         }
-        {
-            float s = 0.0f;
-            for (int n = 0; n < nb; n++)
-                for (int i = 0; i < 196; i++) s += dy[(size_t)n * 100352 + col*196 + i];
-            gb[col] += s;
-        }
+        for (int ci = 0; ci < 512; ci++)
+            for (int i = 0; i < 196; i++) dxn[ci * 196 + i] = dxh[i * 512 + ci];
     }
 }
 
@@ -2352,183 +5742,442 @@ static void l25_relu_backward(const float *restrict y, const float *restrict dy,
 }
 
 /* layer 26: conv2d 512x14x14 -> 512x14x14 (specs/vgg16.yaml:45:5) */
-static void l26_conv2d_forward(const float *restrict P, const float *restrict x, float *restrict y, int nb)
+static void l26_conv2d_forward(const float *restrict P, float *restrict S, const float *restrict x, float *restrict y, int nb)
 {
     const float *restrict w = P + 9995072;
-    const float *restrict b = P + 12354368;
+    float *restrict yh = S + 262144, *restrict wt = S + 362496, *restrict bp = S + 2721792;
+    /* weights [co][ci][k] -> [ci][k][co], channels padded to 512 */
+    for (int i = 0; i < 2359296; i++) wt[i] = 0.0f;
+    for (int co = 0; co < 512; co++)
+        for (int j = 0; j < 4608; j++) wt[j * 512 + co] = w[co * 4608 + j];
+    for (int co = 0; co < 512; co++) bp[co] = co < 512 ? (P + 12354368)[co] : 0.0f;
     for (int n = 0; n < nb; n++) {
         const float *restrict xn = x + (size_t)n * 100352;
+        float *restrict xp = S + 0 + (size_t)n * 131072;
         float *restrict yn = y + (size_t)n * 100352;
-        for (int col = 0; col < 512; col++) {
-            float *restrict yc = yn + col*196;
-            for (int i = 0; i < 196; i++) yc[i] = b[col];
-            for (int ci = 0; ci < 512; ci++) {
-                const float *restrict xc = xn + ci*196;
-                const float *restrict wc = w + col*4608 + ci*9;
-                const float w0 = wc[0], w1 = wc[1], w2 = wc[2];
-                const float w3 = wc[3], w4 = wc[4], w5 = wc[5];
-                const float w6 = wc[6], w7 = wc[7], w8 = wc[8];
-                yc[0] += w4 * xc[0] + w5 * xc[1] + w7 * xc[14] + w8 * xc[15];
-                /* rows 0..0, cols 1..12: 6 of 9 taps */
-                for (int ox = 1; ox < 13; ox++) {
-                    yc[ox] += w3 * xc[ox - 1] + w4 * xc[ox] + w5 * xc[ox + 1] + w6 * xc[ox + 13]
-                            + w7 * xc[ox + 14] + w8 * xc[ox + 15];
+        memset(xp, 0, sizeof(float) * 131072);
+        for (int ci = 0; ci < 512; ci++)
+            for (int iy = 0; iy < 14; iy++)
+                for (int ix = 0; ix < 14; ix++) xp[((iy + 1) * 16 + ix + 1) * 512 + ci] = xn[ci * 196 + iy * 14 + ix];
+        CG_PARALLEL_FOR
+        for (int oy = 0; oy < 14; oy++) {
+            for (int v0 = 0; v0 < 32; v0 += 4) {
+                for (int x0 = 0; x0 < 12; x0 += 6) {
+                    cg_v a0_0 = VLOAD(bp + (v0 + 0) * 16), a0_1 = VLOAD(bp + (v0 + 1) * 16), a0_2 = VLOAD(bp + (v0 + 2) * 16), a0_3 = VLOAD(bp + (v0 + 3) * 16);
+                    cg_v a1_0 = VLOAD(bp + (v0 + 0) * 16), a1_1 = VLOAD(bp + (v0 + 1) * 16), a1_2 = VLOAD(bp + (v0 + 2) * 16), a1_3 = VLOAD(bp + (v0 + 3) * 16);
+                    cg_v a2_0 = VLOAD(bp + (v0 + 0) * 16), a2_1 = VLOAD(bp + (v0 + 1) * 16), a2_2 = VLOAD(bp + (v0 + 2) * 16), a2_3 = VLOAD(bp + (v0 + 3) * 16);
+                    cg_v a3_0 = VLOAD(bp + (v0 + 0) * 16), a3_1 = VLOAD(bp + (v0 + 1) * 16), a3_2 = VLOAD(bp + (v0 + 2) * 16), a3_3 = VLOAD(bp + (v0 + 3) * 16);
+                    cg_v a4_0 = VLOAD(bp + (v0 + 0) * 16), a4_1 = VLOAD(bp + (v0 + 1) * 16), a4_2 = VLOAD(bp + (v0 + 2) * 16), a4_3 = VLOAD(bp + (v0 + 3) * 16);
+                    cg_v a5_0 = VLOAD(bp + (v0 + 0) * 16), a5_1 = VLOAD(bp + (v0 + 1) * 16), a5_2 = VLOAD(bp + (v0 + 2) * 16), a5_3 = VLOAD(bp + (v0 + 3) * 16);
+                    for (int ci = 0; ci < 512; ci++) {
+                        const float *restrict xr = xp + (oy * 16 + x0) * 512 + ci;
+                        const float *restrict wr = wt + ci * 4608 + v0 * 16;
+                        {
+                            const cg_v w0 = VLOAD(wr + 0), w1 = VLOAD(wr + 16), w2 = VLOAD(wr + 32), w3 = VLOAD(wr + 48);
+                            a0_0 += xr[0] * w0; a0_1 += xr[0] * w1; a0_2 += xr[0] * w2; a0_3 += xr[0] * w3;
+                            a1_0 += xr[512] * w0; a1_1 += xr[512] * w1; a1_2 += xr[512] * w2; a1_3 += xr[512] * w3;
+                            a2_0 += xr[1024] * w0; a2_1 += xr[1024] * w1; a2_2 += xr[1024] * w2; a2_3 += xr[1024] * w3;
+                            a3_0 += xr[1536] * w0; a3_1 += xr[1536] * w1; a3_2 += xr[1536] * w2; a3_3 += xr[1536] * w3;
+                            a4_0 += xr[2048] * w0; a4_1 += xr[2048] * w1; a4_2 += xr[2048] * w2; a4_3 += xr[2048] * w3;
+                            a5_0 += xr[2560] * w0; a5_1 += xr[2560] * w1; a5_2 += xr[2560] * w2; a5_3 += xr[2560] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 512), w1 = VLOAD(wr + 528), w2 = VLOAD(wr + 544), w3 = VLOAD(wr + 560);
+                            a0_0 += xr[512] * w0; a0_1 += xr[512] * w1; a0_2 += xr[512] * w2; a0_3 += xr[512] * w3;
+                            a1_0 += xr[1024] * w0; a1_1 += xr[1024] * w1; a1_2 += xr[1024] * w2; a1_3 += xr[1024] * w3;
+                            a2_0 += xr[1536] * w0; a2_1 += xr[1536] * w1; a2_2 += xr[1536] * w2; a2_3 += xr[1536] * w3;
+                            a3_0 += xr[2048] * w0; a3_1 += xr[2048] * w1; a3_2 += xr[2048] * w2; a3_3 += xr[2048] * w3;
+                            a4_0 += xr[2560] * w0; a4_1 += xr[2560] * w1; a4_2 += xr[2560] * w2; a4_3 += xr[2560] * w3;
+                            a5_0 += xr[3072] * w0; a5_1 += xr[3072] * w1; a5_2 += xr[3072] * w2; a5_3 += xr[3072] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 1024), w1 = VLOAD(wr + 1040), w2 = VLOAD(wr + 1056), w3 = VLOAD(wr + 1072);
+                            a0_0 += xr[1024] * w0; a0_1 += xr[1024] * w1; a0_2 += xr[1024] * w2; a0_3 += xr[1024] * w3;
+                            a1_0 += xr[1536] * w0; a1_1 += xr[1536] * w1; a1_2 += xr[1536] * w2; a1_3 += xr[1536] * w3;
+                            a2_0 += xr[2048] * w0; a2_1 += xr[2048] * w1; a2_2 += xr[2048] * w2; a2_3 += xr[2048] * w3;
+                            a3_0 += xr[2560] * w0; a3_1 += xr[2560] * w1; a3_2 += xr[2560] * w2; a3_3 += xr[2560] * w3;
+                            a4_0 += xr[3072] * w0; a4_1 += xr[3072] * w1; a4_2 += xr[3072] * w2; a4_3 += xr[3072] * w3;
+                            a5_0 += xr[3584] * w0; a5_1 += xr[3584] * w1; a5_2 += xr[3584] * w2; a5_3 += xr[3584] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 1536), w1 = VLOAD(wr + 1552), w2 = VLOAD(wr + 1568), w3 = VLOAD(wr + 1584);
+                            a0_0 += xr[8192] * w0; a0_1 += xr[8192] * w1; a0_2 += xr[8192] * w2; a0_3 += xr[8192] * w3;
+                            a1_0 += xr[8704] * w0; a1_1 += xr[8704] * w1; a1_2 += xr[8704] * w2; a1_3 += xr[8704] * w3;
+                            a2_0 += xr[9216] * w0; a2_1 += xr[9216] * w1; a2_2 += xr[9216] * w2; a2_3 += xr[9216] * w3;
+                            a3_0 += xr[9728] * w0; a3_1 += xr[9728] * w1; a3_2 += xr[9728] * w2; a3_3 += xr[9728] * w3;
+                            a4_0 += xr[10240] * w0; a4_1 += xr[10240] * w1; a4_2 += xr[10240] * w2; a4_3 += xr[10240] * w3;
+                            a5_0 += xr[10752] * w0; a5_1 += xr[10752] * w1; a5_2 += xr[10752] * w2; a5_3 += xr[10752] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 2048), w1 = VLOAD(wr + 2064), w2 = VLOAD(wr + 2080), w3 = VLOAD(wr + 2096);
+                            a0_0 += xr[8704] * w0; a0_1 += xr[8704] * w1; a0_2 += xr[8704] * w2; a0_3 += xr[8704] * w3;
+                            a1_0 += xr[9216] * w0; a1_1 += xr[9216] * w1; a1_2 += xr[9216] * w2; a1_3 += xr[9216] * w3;
+                            a2_0 += xr[9728] * w0; a2_1 += xr[9728] * w1; a2_2 += xr[9728] * w2; a2_3 += xr[9728] * w3;
+                            a3_0 += xr[10240] * w0; a3_1 += xr[10240] * w1; a3_2 += xr[10240] * w2; a3_3 += xr[10240] * w3;
+                            a4_0 += xr[10752] * w0; a4_1 += xr[10752] * w1; a4_2 += xr[10752] * w2; a4_3 += xr[10752] * w3;
+                            a5_0 += xr[11264] * w0; a5_1 += xr[11264] * w1; a5_2 += xr[11264] * w2; a5_3 += xr[11264] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 2560), w1 = VLOAD(wr + 2576), w2 = VLOAD(wr + 2592), w3 = VLOAD(wr + 2608);
+                            a0_0 += xr[9216] * w0; a0_1 += xr[9216] * w1; a0_2 += xr[9216] * w2; a0_3 += xr[9216] * w3;
+                            a1_0 += xr[9728] * w0; a1_1 += xr[9728] * w1; a1_2 += xr[9728] * w2; a1_3 += xr[9728] * w3;
+                            a2_0 += xr[10240] * w0; a2_1 += xr[10240] * w1; a2_2 += xr[10240] * w2; a2_3 += xr[10240] * w3;
+                            a3_0 += xr[10752] * w0; a3_1 += xr[10752] * w1; a3_2 += xr[10752] * w2; a3_3 += xr[10752] * w3;
+                            a4_0 += xr[11264] * w0; a4_1 += xr[11264] * w1; a4_2 += xr[11264] * w2; a4_3 += xr[11264] * w3;
+                            a5_0 += xr[11776] * w0; a5_1 += xr[11776] * w1; a5_2 += xr[11776] * w2; a5_3 += xr[11776] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 3072), w1 = VLOAD(wr + 3088), w2 = VLOAD(wr + 3104), w3 = VLOAD(wr + 3120);
+                            a0_0 += xr[16384] * w0; a0_1 += xr[16384] * w1; a0_2 += xr[16384] * w2; a0_3 += xr[16384] * w3;
+                            a1_0 += xr[16896] * w0; a1_1 += xr[16896] * w1; a1_2 += xr[16896] * w2; a1_3 += xr[16896] * w3;
+                            a2_0 += xr[17408] * w0; a2_1 += xr[17408] * w1; a2_2 += xr[17408] * w2; a2_3 += xr[17408] * w3;
+                            a3_0 += xr[17920] * w0; a3_1 += xr[17920] * w1; a3_2 += xr[17920] * w2; a3_3 += xr[17920] * w3;
+                            a4_0 += xr[18432] * w0; a4_1 += xr[18432] * w1; a4_2 += xr[18432] * w2; a4_3 += xr[18432] * w3;
+                            a5_0 += xr[18944] * w0; a5_1 += xr[18944] * w1; a5_2 += xr[18944] * w2; a5_3 += xr[18944] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 3584), w1 = VLOAD(wr + 3600), w2 = VLOAD(wr + 3616), w3 = VLOAD(wr + 3632);
+                            a0_0 += xr[16896] * w0; a0_1 += xr[16896] * w1; a0_2 += xr[16896] * w2; a0_3 += xr[16896] * w3;
+                            a1_0 += xr[17408] * w0; a1_1 += xr[17408] * w1; a1_2 += xr[17408] * w2; a1_3 += xr[17408] * w3;
+                            a2_0 += xr[17920] * w0; a2_1 += xr[17920] * w1; a2_2 += xr[17920] * w2; a2_3 += xr[17920] * w3;
+                            a3_0 += xr[18432] * w0; a3_1 += xr[18432] * w1; a3_2 += xr[18432] * w2; a3_3 += xr[18432] * w3;
+                            a4_0 += xr[18944] * w0; a4_1 += xr[18944] * w1; a4_2 += xr[18944] * w2; a4_3 += xr[18944] * w3;
+                            a5_0 += xr[19456] * w0; a5_1 += xr[19456] * w1; a5_2 += xr[19456] * w2; a5_3 += xr[19456] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 4096), w1 = VLOAD(wr + 4112), w2 = VLOAD(wr + 4128), w3 = VLOAD(wr + 4144);
+                            a0_0 += xr[17408] * w0; a0_1 += xr[17408] * w1; a0_2 += xr[17408] * w2; a0_3 += xr[17408] * w3;
+                            a1_0 += xr[17920] * w0; a1_1 += xr[17920] * w1; a1_2 += xr[17920] * w2; a1_3 += xr[17920] * w3;
+                            a2_0 += xr[18432] * w0; a2_1 += xr[18432] * w1; a2_2 += xr[18432] * w2; a2_3 += xr[18432] * w3;
+                            a3_0 += xr[18944] * w0; a3_1 += xr[18944] * w1; a3_2 += xr[18944] * w2; a3_3 += xr[18944] * w3;
+                            a4_0 += xr[19456] * w0; a4_1 += xr[19456] * w1; a4_2 += xr[19456] * w2; a4_3 += xr[19456] * w3;
+                            a5_0 += xr[19968] * w0; a5_1 += xr[19968] * w1; a5_2 += xr[19968] * w2; a5_3 += xr[19968] * w3;
+                        }
+                    }
+                    VSTORE(yh + (oy * 14 + x0 + 0) * 512 + (v0 + 0) * 16, a0_0); VSTORE(yh + (oy * 14 + x0 + 0) * 512 + (v0 + 1) * 16, a0_1); VSTORE(yh + (oy * 14 + x0 + 0) * 512 + (v0 + 2) * 16, a0_2); VSTORE(yh + (oy * 14 + x0 + 0) * 512 + (v0 + 3) * 16, a0_3);
+                    VSTORE(yh + (oy * 14 + x0 + 1) * 512 + (v0 + 0) * 16, a1_0); VSTORE(yh + (oy * 14 + x0 + 1) * 512 + (v0 + 1) * 16, a1_1); VSTORE(yh + (oy * 14 + x0 + 1) * 512 + (v0 + 2) * 16, a1_2); VSTORE(yh + (oy * 14 + x0 + 1) * 512 + (v0 + 3) * 16, a1_3);
+                    VSTORE(yh + (oy * 14 + x0 + 2) * 512 + (v0 + 0) * 16, a2_0); VSTORE(yh + (oy * 14 + x0 + 2) * 512 + (v0 + 1) * 16, a2_1); VSTORE(yh + (oy * 14 + x0 + 2) * 512 + (v0 + 2) * 16, a2_2); VSTORE(yh + (oy * 14 + x0 + 2) * 512 + (v0 + 3) * 16, a2_3);
+                    VSTORE(yh + (oy * 14 + x0 + 3) * 512 + (v0 + 0) * 16, a3_0); VSTORE(yh + (oy * 14 + x0 + 3) * 512 + (v0 + 1) * 16, a3_1); VSTORE(yh + (oy * 14 + x0 + 3) * 512 + (v0 + 2) * 16, a3_2); VSTORE(yh + (oy * 14 + x0 + 3) * 512 + (v0 + 3) * 16, a3_3);
+                    VSTORE(yh + (oy * 14 + x0 + 4) * 512 + (v0 + 0) * 16, a4_0); VSTORE(yh + (oy * 14 + x0 + 4) * 512 + (v0 + 1) * 16, a4_1); VSTORE(yh + (oy * 14 + x0 + 4) * 512 + (v0 + 2) * 16, a4_2); VSTORE(yh + (oy * 14 + x0 + 4) * 512 + (v0 + 3) * 16, a4_3);
+                    VSTORE(yh + (oy * 14 + x0 + 5) * 512 + (v0 + 0) * 16, a5_0); VSTORE(yh + (oy * 14 + x0 + 5) * 512 + (v0 + 1) * 16, a5_1); VSTORE(yh + (oy * 14 + x0 + 5) * 512 + (v0 + 2) * 16, a5_2); VSTORE(yh + (oy * 14 + x0 + 5) * 512 + (v0 + 3) * 16, a5_3);
                 }
-                yc[13] += w3 * xc[12] + w4 * xc[13] + w6 * xc[26] + w7 * xc[27];
-                /* rows 1..12, cols 0..0: 6 of 9 taps */
-                for (int oy = 1; oy < 13; oy++) {
-                    yc[oy*14] += w1 * xc[oy*14 - 14] + w2 * xc[oy*14 - 13] + w4 * xc[oy*14] + w5 * xc[oy*14 + 1]
-                            + w7 * xc[oy*14 + 14] + w8 * xc[oy*14 + 15];
+                {
+                    const int x0 = 12;
+                    cg_v a0_0 = VLOAD(bp + (v0 + 0) * 16), a0_1 = VLOAD(bp + (v0 + 1) * 16), a0_2 = VLOAD(bp + (v0 + 2) * 16), a0_3 = VLOAD(bp + (v0 + 3) * 16);
+                    cg_v a1_0 = VLOAD(bp + (v0 + 0) * 16), a1_1 = VLOAD(bp + (v0 + 1) * 16), a1_2 = VLOAD(bp + (v0 + 2) * 16), a1_3 = VLOAD(bp + (v0 + 3) * 16);
+                    for (int ci = 0; ci < 512; ci++) {
+                        const float *restrict xr = xp + (oy * 16 + x0) * 512 + ci;
+                        const float *restrict wr = wt + ci * 4608 + v0 * 16;
+                        {
+                            const cg_v w0 = VLOAD(wr + 0), w1 = VLOAD(wr + 16), w2 = VLOAD(wr + 32), w3 = VLOAD(wr + 48);
+                            a0_0 += xr[0] * w0; a0_1 += xr[0] * w1; a0_2 += xr[0] * w2; a0_3 += xr[0] * w3;
+                            a1_0 += xr[512] * w0; a1_1 += xr[512] * w1; a1_2 += xr[512] * w2; a1_3 += xr[512] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 512), w1 = VLOAD(wr + 528), w2 = VLOAD(wr + 544), w3 = VLOAD(wr + 560);
+                            a0_0 += xr[512] * w0; a0_1 += xr[512] * w1; a0_2 += xr[512] * w2; a0_3 += xr[512] * w3;
+                            a1_0 += xr[1024] * w0; a1_1 += xr[1024] * w1; a1_2 += xr[1024] * w2; a1_3 += xr[1024] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 1024), w1 = VLOAD(wr + 1040), w2 = VLOAD(wr + 1056), w3 = VLOAD(wr + 1072);
+                            a0_0 += xr[1024] * w0; a0_1 += xr[1024] * w1; a0_2 += xr[1024] * w2; a0_3 += xr[1024] * w3;
+                            a1_0 += xr[1536] * w0; a1_1 += xr[1536] * w1; a1_2 += xr[1536] * w2; a1_3 += xr[1536] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 1536), w1 = VLOAD(wr + 1552), w2 = VLOAD(wr + 1568), w3 = VLOAD(wr + 1584);
+                            a0_0 += xr[8192] * w0; a0_1 += xr[8192] * w1; a0_2 += xr[8192] * w2; a0_3 += xr[8192] * w3;
+                            a1_0 += xr[8704] * w0; a1_1 += xr[8704] * w1; a1_2 += xr[8704] * w2; a1_3 += xr[8704] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 2048), w1 = VLOAD(wr + 2064), w2 = VLOAD(wr + 2080), w3 = VLOAD(wr + 2096);
+                            a0_0 += xr[8704] * w0; a0_1 += xr[8704] * w1; a0_2 += xr[8704] * w2; a0_3 += xr[8704] * w3;
+                            a1_0 += xr[9216] * w0; a1_1 += xr[9216] * w1; a1_2 += xr[9216] * w2; a1_3 += xr[9216] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 2560), w1 = VLOAD(wr + 2576), w2 = VLOAD(wr + 2592), w3 = VLOAD(wr + 2608);
+                            a0_0 += xr[9216] * w0; a0_1 += xr[9216] * w1; a0_2 += xr[9216] * w2; a0_3 += xr[9216] * w3;
+                            a1_0 += xr[9728] * w0; a1_1 += xr[9728] * w1; a1_2 += xr[9728] * w2; a1_3 += xr[9728] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 3072), w1 = VLOAD(wr + 3088), w2 = VLOAD(wr + 3104), w3 = VLOAD(wr + 3120);
+                            a0_0 += xr[16384] * w0; a0_1 += xr[16384] * w1; a0_2 += xr[16384] * w2; a0_3 += xr[16384] * w3;
+                            a1_0 += xr[16896] * w0; a1_1 += xr[16896] * w1; a1_2 += xr[16896] * w2; a1_3 += xr[16896] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 3584), w1 = VLOAD(wr + 3600), w2 = VLOAD(wr + 3616), w3 = VLOAD(wr + 3632);
+                            a0_0 += xr[16896] * w0; a0_1 += xr[16896] * w1; a0_2 += xr[16896] * w2; a0_3 += xr[16896] * w3;
+                            a1_0 += xr[17408] * w0; a1_1 += xr[17408] * w1; a1_2 += xr[17408] * w2; a1_3 += xr[17408] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 4096), w1 = VLOAD(wr + 4112), w2 = VLOAD(wr + 4128), w3 = VLOAD(wr + 4144);
+                            a0_0 += xr[17408] * w0; a0_1 += xr[17408] * w1; a0_2 += xr[17408] * w2; a0_3 += xr[17408] * w3;
+                            a1_0 += xr[17920] * w0; a1_1 += xr[17920] * w1; a1_2 += xr[17920] * w2; a1_3 += xr[17920] * w3;
+                        }
+                    }
+                    VSTORE(yh + (oy * 14 + x0 + 0) * 512 + (v0 + 0) * 16, a0_0); VSTORE(yh + (oy * 14 + x0 + 0) * 512 + (v0 + 1) * 16, a0_1); VSTORE(yh + (oy * 14 + x0 + 0) * 512 + (v0 + 2) * 16, a0_2); VSTORE(yh + (oy * 14 + x0 + 0) * 512 + (v0 + 3) * 16, a0_3);
+                    VSTORE(yh + (oy * 14 + x0 + 1) * 512 + (v0 + 0) * 16, a1_0); VSTORE(yh + (oy * 14 + x0 + 1) * 512 + (v0 + 1) * 16, a1_1); VSTORE(yh + (oy * 14 + x0 + 1) * 512 + (v0 + 2) * 16, a1_2); VSTORE(yh + (oy * 14 + x0 + 1) * 512 + (v0 + 3) * 16, a1_3);
                 }
-                /* rows 1..12, cols 1..12: every tap */
-                for (int oy = 1; oy < 13; oy++) {
-                    for (int ox = 1; ox < 13; ox++) {
-                        yc[oy*14 + ox] += w0 * xc[oy*14 + ox - 15] + w1 * xc[oy*14 + ox - 14] + w2 * xc[oy*14 + ox - 13] + w3 * xc[oy*14 + ox - 1]
-                                + w4 * xc[oy*14 + ox] + w5 * xc[oy*14 + ox + 1] + w6 * xc[oy*14 + ox + 13] + w7 * xc[oy*14 + ox + 14]
-                                + w8 * xc[oy*14 + ox + 15];
+            }
+        }
+        for (int co = 0; co < 512; co++)
+            for (int i = 0; i < 196; i++) yn[co * 196 + i] = yh[i * 512 + co];
+    }
+}
+
+static void l26_conv2d_backward(float *restrict G, float *restrict S, const float *restrict dy, int nb)
+{
+    float *restrict gw = G + 9995072;
+    float *restrict gb = G + 12354368;
+    float *restrict dyh = S + 2722304;
+    /* dy of every sample -> channels-last, padded channels zero */
+    CG_PARALLEL_FOR
+    for (int n = 0; n < nb; n++) {
+        float *restrict dn = dyh + (size_t)n * 100352;
+        for (int i = 0; i < 196; i++)
+            for (int co = 0; co < 512; co++) dn[i * 512 + co] = co < 512 ? dy[(size_t)n * 100352 + co * 196 + i] : 0.0f;
+    }
+    for (int co = 0; co < 512; co++) {
+        float s = 0.0f;
+        for (int n = 0; n < nb; n++)
+            for (int i = 0; i < 196; i++) s += dy[(size_t)n * 100352 + co * 196 + i];
+        gb[co] += s;
+    }
+    CG_PARALLEL_FOR
+    for (int p0 = 0; p0 < 4608; p0 += 6) {
+        int off[6], gidx[6];
+        for (int j = 0; j < 6; j++) {
+            const int q = p0 + j, ci = q / 9, k = q % 9, ky = k / 3, kx = k % 3;
+            off[j] = (ky * 1 * 16 + kx * 1) * 512 + ci;
+            gidx[j] = ci * 9 + k;
+        }
+        for (int v0 = 0; v0 < 32; v0 += 4) {
+            cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f);
+            cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f), a1_3 = vsplat(0.0f);
+            cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f), a2_2 = vsplat(0.0f), a2_3 = vsplat(0.0f);
+            cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f), a3_2 = vsplat(0.0f), a3_3 = vsplat(0.0f);
+            cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f), a4_2 = vsplat(0.0f), a4_3 = vsplat(0.0f);
+            cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f), a5_2 = vsplat(0.0f), a5_3 = vsplat(0.0f);
+            for (int n = 0; n < nb; n++) {
+                const float *restrict xp = S + 0 + (size_t)n * 131072;
+                const float *restrict dn = dyh + (size_t)n * 100352 + v0 * 16;
+                for (int oy = 0; oy < 14; oy++) {
+                    for (int ox = 0; ox < 14; ox++) {
+                        const float *restrict xr = xp + (oy * 16 + ox) * 512;
+                        const cg_v d0 = VLOAD(dn + (oy * 14 + ox) * 512 + 0), d1 = VLOAD(dn + (oy * 14 + ox) * 512 + 16), d2 = VLOAD(dn + (oy * 14 + ox) * 512 + 32), d3 = VLOAD(dn + (oy * 14 + ox) * 512 + 48);
+                        a0_0 += xr[off[0]] * d0; a0_1 += xr[off[0]] * d1; a0_2 += xr[off[0]] * d2; a0_3 += xr[off[0]] * d3;
+                        a1_0 += xr[off[1]] * d0; a1_1 += xr[off[1]] * d1; a1_2 += xr[off[1]] * d2; a1_3 += xr[off[1]] * d3;
+                        a2_0 += xr[off[2]] * d0; a2_1 += xr[off[2]] * d1; a2_2 += xr[off[2]] * d2; a2_3 += xr[off[2]] * d3;
+                        a3_0 += xr[off[3]] * d0; a3_1 += xr[off[3]] * d1; a3_2 += xr[off[3]] * d2; a3_3 += xr[off[3]] * d3;
+                        a4_0 += xr[off[4]] * d0; a4_1 += xr[off[4]] * d1; a4_2 += xr[off[4]] * d2; a4_3 += xr[off[4]] * d3;
+                        a5_0 += xr[off[5]] * d0; a5_1 += xr[off[5]] * d1; a5_2 += xr[off[5]] * d2; a5_3 += xr[off[5]] * d3;
                     }
                 }
-                /* rows 1..12, cols 13..13: 6 of 9 taps */
-                for (int oy = 1; oy < 13; oy++) {
-                    yc[oy*14 + 13] += w0 * xc[oy*14 - 2] + w1 * xc[oy*14 - 1] + w3 * xc[oy*14 + 12] + w4 * xc[oy*14 + 13]
-                            + w6 * xc[oy*14 + 26] + w7 * xc[oy*14 + 27];
-                }
-                yc[182] += w1 * xc[168] + w2 * xc[169] + w4 * xc[182] + w5 * xc[183];
-                /* rows 13..13, cols 1..12: 6 of 9 taps */
-                for (int ox = 1; ox < 13; ox++) {
-                    yc[ox + 182] += w0 * xc[ox + 167] + w1 * xc[ox + 168] + w2 * xc[ox + 169] + w3 * xc[ox + 181]
-                            + w4 * xc[ox + 182] + w5 * xc[ox + 183];
-                }
-                yc[195] += w0 * xc[180] + w1 * xc[181] + w3 * xc[194] + w4 * xc[195];
             }
+            for (int l = 0; l < 16 && (v0 + 0) * 16 + l < 512; l++) gw[((v0 + 0) * 16 + l) * 4608 + gidx[0]] += a0_0[l];
+            for (int l = 0; l < 16 && (v0 + 1) * 16 + l < 512; l++) gw[((v0 + 1) * 16 + l) * 4608 + gidx[0]] += a0_1[l];
+            for (int l = 0; l < 16 && (v0 + 2) * 16 + l < 512; l++) gw[((v0 + 2) * 16 + l) * 4608 + gidx[0]] += a0_2[l];
+            for (int l = 0; l < 16 && (v0 + 3) * 16 + l < 512; l++) gw[((v0 + 3) * 16 + l) * 4608 + gidx[0]] += a0_3[l];
+            for (int l = 0; l < 16 && (v0 + 0) * 16 + l < 512; l++) gw[((v0 + 0) * 16 + l) * 4608 + gidx[1]] += a1_0[l];
+            for (int l = 0; l < 16 && (v0 + 1) * 16 + l < 512; l++) gw[((v0 + 1) * 16 + l) * 4608 + gidx[1]] += a1_1[l];
+            for (int l = 0; l < 16 && (v0 + 2) * 16 + l < 512; l++) gw[((v0 + 2) * 16 + l) * 4608 + gidx[1]] += a1_2[l];
+            for (int l = 0; l < 16 && (v0 + 3) * 16 + l < 512; l++) gw[((v0 + 3) * 16 + l) * 4608 + gidx[1]] += a1_3[l];
+            for (int l = 0; l < 16 && (v0 + 0) * 16 + l < 512; l++) gw[((v0 + 0) * 16 + l) * 4608 + gidx[2]] += a2_0[l];
+            for (int l = 0; l < 16 && (v0 + 1) * 16 + l < 512; l++) gw[((v0 + 1) * 16 + l) * 4608 + gidx[2]] += a2_1[l];
+            for (int l = 0; l < 16 && (v0 + 2) * 16 + l < 512; l++) gw[((v0 + 2) * 16 + l) * 4608 + gidx[2]] += a2_2[l];
+            for (int l = 0; l < 16 && (v0 + 3) * 16 + l < 512; l++) gw[((v0 + 3) * 16 + l) * 4608 + gidx[2]] += a2_3[l];
+            for (int l = 0; l < 16 && (v0 + 0) * 16 + l < 512; l++) gw[((v0 + 0) * 16 + l) * 4608 + gidx[3]] += a3_0[l];
+            for (int l = 0; l < 16 && (v0 + 1) * 16 + l < 512; l++) gw[((v0 + 1) * 16 + l) * 4608 + gidx[3]] += a3_1[l];
+            for (int l = 0; l < 16 && (v0 + 2) * 16 + l < 512; l++) gw[((v0 + 2) * 16 + l) * 4608 + gidx[3]] += a3_2[l];
+            for (int l = 0; l < 16 && (v0 + 3) * 16 + l < 512; l++) gw[((v0 + 3) * 16 + l) * 4608 + gidx[3]] += a3_3[l];
+            for (int l = 0; l < 16 && (v0 + 0) * 16 + l < 512; l++) gw[((v0 + 0) * 16 + l) * 4608 + gidx[4]] += a4_0[l];
+            for (int l = 0; l < 16 && (v0 + 1) * 16 + l < 512; l++) gw[((v0 + 1) * 16 + l) * 4608 + gidx[4]] += a4_1[l];
+            for (int l = 0; l < 16 && (v0 + 2) * 16 + l < 512; l++) gw[((v0 + 2) * 16 + l) * 4608 + gidx[4]] += a4_2[l];
+            for (int l = 0; l < 16 && (v0 + 3) * 16 + l < 512; l++) gw[((v0 + 3) * 16 + l) * 4608 + gidx[4]] += a4_3[l];
+            for (int l = 0; l < 16 && (v0 + 0) * 16 + l < 512; l++) gw[((v0 + 0) * 16 + l) * 4608 + gidx[5]] += a5_0[l];
+            for (int l = 0; l < 16 && (v0 + 1) * 16 + l < 512; l++) gw[((v0 + 1) * 16 + l) * 4608 + gidx[5]] += a5_1[l];
+            for (int l = 0; l < 16 && (v0 + 2) * 16 + l < 512; l++) gw[((v0 + 2) * 16 + l) * 4608 + gidx[5]] += a5_2[l];
+            for (int l = 0; l < 16 && (v0 + 3) * 16 + l < 512; l++) gw[((v0 + 3) * 16 + l) * 4608 + gidx[5]] += a5_3[l];
         }
     }
 }
 
-static void l26_conv2d_backward(const float *restrict P, float *restrict G, const float *restrict x, const float *restrict dy, float *restrict dx, int nb)
+static void l26_conv2d_backward_dx(const float *restrict P, float *restrict S, const float *restrict dy, float *restrict dx, int nb)
 {
     const float *restrict w = P + 9995072;
-    float *restrict gw = G + 9995072;
-    float *restrict gb = G + 12354368;
-    memset(dx, 0, sizeof(float) * (size_t)nb * 100352);
-    for (int col = 0; col < 512; col++) {
-        for (int ci = 0; ci < 512; ci++) {
-            const float *restrict wc = w + col*4608 + ci*9;
-            float *restrict gwc = gw + col*4608 + ci*9;
-            const float w0 = wc[0], w1 = wc[1], w2 = wc[2];
-            const float w3 = wc[3], w4 = wc[4], w5 = wc[5];
-            const float w6 = wc[6], w7 = wc[7], w8 = wc[8];
-            float g0 = 0.0f, g1 = 0.0f, g2 = 0.0f;
-            float g3 = 0.0f, g4 = 0.0f, g5 = 0.0f;
-            float g6 = 0.0f, g7 = 0.0f, g8 = 0.0f;
-            for (int n = 0; n < nb; n++) {
-                const float *restrict xc = x + (size_t)n * 100352 + ci*196;
-                float *restrict dxc = dx + (size_t)n * 100352 + ci*196;
-                const float *restrict dyc = dy + (size_t)n * 100352 + col*196;
-                {
-                    const float d = dyc[0];
-                    g4 += d * xc[0]; dxc[0] += w4 * d;
-                    g5 += d * xc[1]; dxc[1] += w5 * d;
-                    g7 += d * xc[14]; dxc[14] += w7 * d;
-                    g8 += d * xc[15]; dxc[15] += w8 * d;
-                }
-                /* rows 0..0, cols 1..12: 6 of 9 taps */
-                for (int ox = 1; ox < 13; ox++) {
-                    const float d = dyc[ox];
-                    g3 += d * xc[ox - 1]; dxc[ox - 1] += w3 * d;
-                    g4 += d * xc[ox]; dxc[ox] += w4 * d;
-                    g5 += d * xc[ox + 1]; dxc[ox + 1] += w5 * d;
-                    g6 += d * xc[ox + 13]; dxc[ox + 13] += w6 * d;
-                    g7 += d * xc[ox + 14]; dxc[ox + 14] += w7 * d;
-                    g8 += d * xc[ox + 15]; dxc[ox + 15] += w8 * d;
-                }
-                {
-                    const float d = dyc[13];
-                    g3 += d * xc[12]; dxc[12] += w3 * d;
-                    g4 += d * xc[13]; dxc[13] += w4 * d;
-                    g6 += d * xc[26]; dxc[26] += w6 * d;
-                    g7 += d * xc[27]; dxc[27] += w7 * d;
-                }
-                /* rows 1..12, cols 0..0: 6 of 9 taps */
-                for (int oy = 1; oy < 13; oy++) {
-                    {
-                        const float d = dyc[oy*14];
-                        g1 += d * xc[oy*14 - 14]; dxc[oy*14 - 14] += w1 * d;
-                        g2 += d * xc[oy*14 - 13]; dxc[oy*14 - 13] += w2 * d;
-                        g4 += d * xc[oy*14]; dxc[oy*14] += w4 * d;
-                        g5 += d * xc[oy*14 + 1]; dxc[oy*14 + 1] += w5 * d;
-                        g7 += d * xc[oy*14 + 14]; dxc[oy*14 + 14] += w7 * d;
-                        g8 += d * xc[oy*14 + 15]; dxc[oy*14 + 15] += w8 * d;
+    float *restrict wf = S + 2923008, *restrict dyp = S + 5282304, *restrict dxh = S + 5413376;
+    for (int i = 0; i < 2359296; i++) wf[i] = 0.0f;
+    for (int co = 0; co < 512; co++)
+        for (int ci = 0; ci < 512; ci++)
+            for (int k = 0; k < 9; k++) wf[(co * 9 + k) * 512 + ci] = w[(co * 512 + ci) * 9 + k];
+    for (int n = 0; n < nb; n++) {
+        const float *restrict dn = dy + (size_t)n * 100352;
+        float *restrict dxn = dx + (size_t)n * 100352;
+        memset(dyp, 0, sizeof(float) * 131072);
+        for (int co = 0; co < 512; co++)
+            for (int oy = 0; oy < 14; oy++)
+                for (int ox = 0; ox < 14; ox++) dyp[((oy + 1) * 16 + ox + 1) * 512 + co] = dn[co * 196 + oy * 14 + ox];
+        CG_PARALLEL_FOR
+        for (int iy = 0; iy < 14; iy++) {
+            for (int v0 = 0; v0 < 32; v0 += 4) {
+                for (int x0 = 0; x0 < 12; x0 += 6) {
+                    cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f);
+                    cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f), a1_3 = vsplat(0.0f);
+                    cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f), a2_2 = vsplat(0.0f), a2_3 = vsplat(0.0f);
+                    cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f), a3_2 = vsplat(0.0f), a3_3 = vsplat(0.0f);
+                    cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f), a4_2 = vsplat(0.0f), a4_3 = vsplat(0.0f);
+                    cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f), a5_2 = vsplat(0.0f), a5_3 = vsplat(0.0f);
+                    for (int co = 0; co < 512; co++) {
+                        const float *restrict dr = dyp + (iy * 16 + x0) * 512 + co;
+                        const float *restrict wr = wf + co * 4608 + v0 * 16;
+                        {
+                            const cg_v w0 = VLOAD(wr + 0), w1 = VLOAD(wr + 16), w2 = VLOAD(wr + 32), w3 = VLOAD(wr + 48);
+                            a0_0 += dr[17408] * w0; a0_1 += dr[17408] * w1; a0_2 += dr[17408] * w2; a0_3 += dr[17408] * w3;
+                            a1_0 += dr[17920] * w0; a1_1 += dr[17920] * w1; a1_2 += dr[17920] * w2; a1_3 += dr[17920] * w3;
+                            a2_0 += dr[18432] * w0; a2_1 += dr[18432] * w1; a2_2 += dr[18432] * w2; a2_3 += dr[18432] * w3;
+                            a3_0 += dr[18944] * w0; a3_1 += dr[18944] * w1; a3_2 += dr[18944] * w2; a3_3 += dr[18944] * w3;
+                            a4_0 += dr[19456] * w0; a4_1 += dr[19456] * w1; a4_2 += dr[19456] * w2; a4_3 += dr[19456] * w3;
+                            a5_0 += dr[19968] * w0; a5_1 += dr[19968] * w1; a5_2 += dr[19968] * w2; a5_3 += dr[19968] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 512), w1 = VLOAD(wr + 528), w2 = VLOAD(wr + 544), w3 = VLOAD(wr + 560);
+                            a0_0 += dr[16896] * w0; a0_1 += dr[16896] * w1; a0_2 += dr[16896] * w2; a0_3 += dr[16896] * w3;
+                            a1_0 += dr[17408] * w0; a1_1 += dr[17408] * w1; a1_2 += dr[17408] * w2; a1_3 += dr[17408] * w3;
+                            a2_0 += dr[17920] * w0; a2_1 += dr[17920] * w1; a2_2 += dr[17920] * w2; a2_3 += dr[17920] * w3;
+                            a3_0 += dr[18432] * w0; a3_1 += dr[18432] * w1; a3_2 += dr[18432] * w2; a3_3 += dr[18432] * w3;
+                            a4_0 += dr[18944] * w0; a4_1 += dr[18944] * w1; a4_2 += dr[18944] * w2; a4_3 += dr[18944] * w3;
+                            a5_0 += dr[19456] * w0; a5_1 += dr[19456] * w1; a5_2 += dr[19456] * w2; a5_3 += dr[19456] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 1024), w1 = VLOAD(wr + 1040), w2 = VLOAD(wr + 1056), w3 = VLOAD(wr + 1072);
+                            a0_0 += dr[16384] * w0; a0_1 += dr[16384] * w1; a0_2 += dr[16384] * w2; a0_3 += dr[16384] * w3;
+                            a1_0 += dr[16896] * w0; a1_1 += dr[16896] * w1; a1_2 += dr[16896] * w2; a1_3 += dr[16896] * w3;
+                            a2_0 += dr[17408] * w0; a2_1 += dr[17408] * w1; a2_2 += dr[17408] * w2; a2_3 += dr[17408] * w3;
+                            a3_0 += dr[17920] * w0; a3_1 += dr[17920] * w1; a3_2 += dr[17920] * w2; a3_3 += dr[17920] * w3;
+                            a4_0 += dr[18432] * w0; a4_1 += dr[18432] * w1; a4_2 += dr[18432] * w2; a4_3 += dr[18432] * w3;
+                            a5_0 += dr[18944] * w0; a5_1 += dr[18944] * w1; a5_2 += dr[18944] * w2; a5_3 += dr[18944] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 1536), w1 = VLOAD(wr + 1552), w2 = VLOAD(wr + 1568), w3 = VLOAD(wr + 1584);
+                            a0_0 += dr[9216] * w0; a0_1 += dr[9216] * w1; a0_2 += dr[9216] * w2; a0_3 += dr[9216] * w3;
+                            a1_0 += dr[9728] * w0; a1_1 += dr[9728] * w1; a1_2 += dr[9728] * w2; a1_3 += dr[9728] * w3;
+                            a2_0 += dr[10240] * w0; a2_1 += dr[10240] * w1; a2_2 += dr[10240] * w2; a2_3 += dr[10240] * w3;
+                            a3_0 += dr[10752] * w0; a3_1 += dr[10752] * w1; a3_2 += dr[10752] * w2; a3_3 += dr[10752] * w3;
+                            a4_0 += dr[11264] * w0; a4_1 += dr[11264] * w1; a4_2 += dr[11264] * w2; a4_3 += dr[11264] * w3;
+                            a5_0 += dr[11776] * w0; a5_1 += dr[11776] * w1; a5_2 += dr[11776] * w2; a5_3 += dr[11776] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 2048), w1 = VLOAD(wr + 2064), w2 = VLOAD(wr + 2080), w3 = VLOAD(wr + 2096);
+                            a0_0 += dr[8704] * w0; a0_1 += dr[8704] * w1; a0_2 += dr[8704] * w2; a0_3 += dr[8704] * w3;
+                            a1_0 += dr[9216] * w0; a1_1 += dr[9216] * w1; a1_2 += dr[9216] * w2; a1_3 += dr[9216] * w3;
+                            a2_0 += dr[9728] * w0; a2_1 += dr[9728] * w1; a2_2 += dr[9728] * w2; a2_3 += dr[9728] * w3;
+                            a3_0 += dr[10240] * w0; a3_1 += dr[10240] * w1; a3_2 += dr[10240] * w2; a3_3 += dr[10240] * w3;
+                            a4_0 += dr[10752] * w0; a4_1 += dr[10752] * w1; a4_2 += dr[10752] * w2; a4_3 += dr[10752] * w3;
+                            a5_0 += dr[11264] * w0; a5_1 += dr[11264] * w1; a5_2 += dr[11264] * w2; a5_3 += dr[11264] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 2560), w1 = VLOAD(wr + 2576), w2 = VLOAD(wr + 2592), w3 = VLOAD(wr + 2608);
+                            a0_0 += dr[8192] * w0; a0_1 += dr[8192] * w1; a0_2 += dr[8192] * w2; a0_3 += dr[8192] * w3;
+                            a1_0 += dr[8704] * w0; a1_1 += dr[8704] * w1; a1_2 += dr[8704] * w2; a1_3 += dr[8704] * w3;
+                            a2_0 += dr[9216] * w0; a2_1 += dr[9216] * w1; a2_2 += dr[9216] * w2; a2_3 += dr[9216] * w3;
+                            a3_0 += dr[9728] * w0; a3_1 += dr[9728] * w1; a3_2 += dr[9728] * w2; a3_3 += dr[9728] * w3;
+                            a4_0 += dr[10240] * w0; a4_1 += dr[10240] * w1; a4_2 += dr[10240] * w2; a4_3 += dr[10240] * w3;
+                            a5_0 += dr[10752] * w0; a5_1 += dr[10752] * w1; a5_2 += dr[10752] * w2; a5_3 += dr[10752] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 3072), w1 = VLOAD(wr + 3088), w2 = VLOAD(wr + 3104), w3 = VLOAD(wr + 3120);
+                            a0_0 += dr[1024] * w0; a0_1 += dr[1024] * w1; a0_2 += dr[1024] * w2; a0_3 += dr[1024] * w3;
+                            a1_0 += dr[1536] * w0; a1_1 += dr[1536] * w1; a1_2 += dr[1536] * w2; a1_3 += dr[1536] * w3;
+                            a2_0 += dr[2048] * w0; a2_1 += dr[2048] * w1; a2_2 += dr[2048] * w2; a2_3 += dr[2048] * w3;
+                            a3_0 += dr[2560] * w0; a3_1 += dr[2560] * w1; a3_2 += dr[2560] * w2; a3_3 += dr[2560] * w3;
+                            a4_0 += dr[3072] * w0; a4_1 += dr[3072] * w1; a4_2 += dr[3072] * w2; a4_3 += dr[3072] * w3;
+                            a5_0 += dr[3584] * w0; a5_1 += dr[3584] * w1; a5_2 += dr[3584] * w2; a5_3 += dr[3584] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 3584), w1 = VLOAD(wr + 3600), w2 = VLOAD(wr + 3616), w3 = VLOAD(wr + 3632);
+                            a0_0 += dr[512] * w0; a0_1 += dr[512] * w1; a0_2 += dr[512] * w2; a0_3 += dr[512] * w3;
+                            a1_0 += dr[1024] * w0; a1_1 += dr[1024] * w1; a1_2 += dr[1024] * w2; a1_3 += dr[1024] * w3;
+                            a2_0 += dr[1536] * w0; a2_1 += dr[1536] * w1; a2_2 += dr[1536] * w2; a2_3 += dr[1536] * w3;
+                            a3_0 += dr[2048] * w0; a3_1 += dr[2048] * w1; a3_2 += dr[2048] * w2; a3_3 += dr[2048] * w3;
+                            a4_0 += dr[2560] * w0; a4_1 += dr[2560] * w1; a4_2 += dr[2560] * w2; a4_3 += dr[2560] * w3;
+                            a5_0 += dr[3072] * w0; a5_1 += dr[3072] * w1; a5_2 += dr[3072] * w2; a5_3 += dr[3072] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 4096), w1 = VLOAD(wr + 4112), w2 = VLOAD(wr + 4128), w3 = VLOAD(wr + 4144);
+                            a0_0 += dr[0] * w0; a0_1 += dr[0] * w1; a0_2 += dr[0] * w2; a0_3 += dr[0] * w3;
+                            a1_0 += dr[512] * w0; a1_1 += dr[512] * w1; a1_2 += dr[512] * w2; a1_3 += dr[512] * w3;
+                            a2_0 += dr[1024] * w0; a2_1 += dr[1024] * w1; a2_2 += dr[1024] * w2; a2_3 += dr[1024] * w3;
+                            a3_0 += dr[1536] * w0; a3_1 += dr[1536] * w1; a3_2 += dr[1536] * w2; a3_3 += dr[1536] * w3;
+                            a4_0 += dr[2048] * w0; a4_1 += dr[2048] * w1; a4_2 += dr[2048] * w2; a4_3 += dr[2048] * w3;
+                            a5_0 += dr[2560] * w0; a5_1 += dr[2560] * w1; a5_2 += dr[2560] * w2; a5_3 += dr[2560] * w3;
+                        }
                     }
-                }
-                /* rows 1..12, cols 1..12: every tap */
-                for (int oy = 1; oy < 13; oy++) {
-                    for (int ox = 1; ox < 13; ox++) {
-                        const float d = dyc[oy*14 + ox];
-                        g0 += d * xc[oy*14 + ox - 15]; dxc[oy*14 + ox - 15] += w0 * d;
-                        g1 += d * xc[oy*14 + ox - 14]; dxc[oy*14 + ox - 14] += w1 * d;
-                        g2 += d * xc[oy*14 + ox - 13]; dxc[oy*14 + ox - 13] += w2 * d;
-                        g3 += d * xc[oy*14 + ox - 1]; dxc[oy*14 + ox - 1] += w3 * d;
-                        g4 += d * xc[oy*14 + ox]; dxc[oy*14 + ox] += w4 * d;
-                        g5 += d * xc[oy*14 + ox + 1]; dxc[oy*14 + ox + 1] += w5 * d;
-                        g6 += d * xc[oy*14 + ox + 13]; dxc[oy*14 + ox + 13] += w6 * d;
-                        g7 += d * xc[oy*14 + ox + 14]; dxc[oy*14 + ox + 14] += w7 * d;
-                        g8 += d * xc[oy*14 + ox + 15]; dxc[oy*14 + ox + 15] += w8 * d;
-                    }
-                }
-                /* rows 1..12, cols 13..13: 6 of 9 taps */
-                for (int oy = 1; oy < 13; oy++) {
-                    {
-                        const float d = dyc[oy*14 + 13];
-                        g0 += d * xc[oy*14 - 2]; dxc[oy*14 - 2] += w0 * d;
-                        g1 += d * xc[oy*14 - 1]; dxc[oy*14 - 1] += w1 * d;
-                        g3 += d * xc[oy*14 + 12]; dxc[oy*14 + 12] += w3 * d;
-                        g4 += d * xc[oy*14 + 13]; dxc[oy*14 + 13] += w4 * d;
-                        g6 += d * xc[oy*14 + 26]; dxc[oy*14 + 26] += w6 * d;
-                        g7 += d * xc[oy*14 + 27]; dxc[oy*14 + 27] += w7 * d;
-                    }
+                    VSTORE(dxh + (iy * 14 + x0 + 0) * 512 + (v0 + 0) * 16, a0_0); VSTORE(dxh + (iy * 14 + x0 + 0) * 512 + (v0 + 1) * 16, a0_1); VSTORE(dxh + (iy * 14 + x0 + 0) * 512 + (v0 + 2) * 16, a0_2); VSTORE(dxh + (iy * 14 + x0 + 0) * 512 + (v0 + 3) * 16, a0_3);
+                    VSTORE(dxh + (iy * 14 + x0 + 1) * 512 + (v0 + 0) * 16, a1_0); VSTORE(dxh + (iy * 14 + x0 + 1) * 512 + (v0 + 1) * 16, a1_1); VSTORE(dxh + (iy * 14 + x0 + 1) * 512 + (v0 + 2) * 16, a1_2); VSTORE(dxh + (iy * 14 + x0 + 1) * 512 + (v0 + 3) * 16, a1_3);
+                    VSTORE(dxh + (iy * 14 + x0 + 2) * 512 + (v0 + 0) * 16, a2_0); VSTORE(dxh + (iy * 14 + x0 + 2) * 512 + (v0 + 1) * 16, a2_1); VSTORE(dxh + (iy * 14 + x0 + 2) * 512 + (v0 + 2) * 16, a2_2); VSTORE(dxh + (iy * 14 + x0 + 2) * 512 + (v0 + 3) * 16, a2_3);
+                    VSTORE(dxh + (iy * 14 + x0 + 3) * 512 + (v0 + 0) * 16, a3_0); VSTORE(dxh + (iy * 14 + x0 + 3) * 512 + (v0 + 1) * 16, a3_1); VSTORE(dxh + (iy * 14 + x0 + 3) * 512 + (v0 + 2) * 16, a3_2); VSTORE(dxh + (iy * 14 + x0 + 3) * 512 + (v0 + 3) * 16, a3_3);
+                    VSTORE(dxh + (iy * 14 + x0 + 4) * 512 + (v0 + 0) * 16, a4_0); VSTORE(dxh + (iy * 14 + x0 + 4) * 512 + (v0 + 1) * 16, a4_1); VSTORE(dxh + (iy * 14 + x0 + 4) * 512 + (v0 + 2) * 16, a4_2); VSTORE(dxh + (iy * 14 + x0 + 4) * 512 + (v0 + 3) * 16, a4_3);
+                    VSTORE(dxh + (iy * 14 + x0 + 5) * 512 + (v0 + 0) * 16, a5_0); VSTORE(dxh + (iy * 14 + x0 + 5) * 512 + (v0 + 1) * 16, a5_1); VSTORE(dxh + (iy * 14 + x0 + 5) * 512 + (v0 + 2) * 16, a5_2); VSTORE(dxh + (iy * 14 + x0 + 5) * 512 + (v0 + 3) * 16, a5_3);
                 }
                 {
-                    const float d = dyc[182];
-                    g1 += d * xc[168]; dxc[168] += w1 * d;
-                    g2 += d * xc[169]; dxc[169] += w2 * d;
-                    g4 += d * xc[182]; dxc[182] += w4 * d;
-                    g5 += d * xc[183]; dxc[183] += w5 * d;
-                }
-                /* rows 13..13, cols 1..12: 6 of 9 taps */
-                for (int ox = 1; ox < 13; ox++) {
-                    const float d = dyc[ox + 182];
-                    g0 += d * xc[ox + 167]; dxc[ox + 167] += w0 * d;
-                    g1 += d * xc[ox + 168]; dxc[ox + 168] += w1 * d;
-                    g2 += d * xc[ox + 169]; dxc[ox + 169] += w2 * d;
-                    g3 += d * xc[ox + 181]; dxc[ox + 181] += w3 * d;
-                    g4 += d * xc[ox + 182]; dxc[ox + 182] += w4 * d;
-                    g5 += d * xc[ox + 183]; dxc[ox + 183] += w5 * d;
-                }
-                {
-                    const float d = dyc[195];
-                    g0 += d * xc[180]; dxc[180] += w0 * d;
-                    g1 += d * xc[181]; dxc[181] += w1 * d;
-                    g3 += d * xc[194]; dxc[194] += w3 * d;
-                    g4 += d * xc[195]; dxc[195] += w4 * d;
+                    const int x0 = 12;
+                    cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f);
+                    cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f), a1_3 = vsplat(0.0f);
+                    for (int co = 0; co < 512; co++) {
+                        const float *restrict dr = dyp + (iy * 16 + x0) * 512 + co;
+                        const float *restrict wr = wf + co * 4608 + v0 * 16;
+                        {
+                            const cg_v w0 = VLOAD(wr + 0), w1 = VLOAD(wr + 16), w2 = VLOAD(wr + 32), w3 = VLOAD(wr + 48);
+                            a0_0 += dr[17408] * w0; a0_1 += dr[17408] * w1; a0_2 += dr[17408] * w2; a0_3 += dr[17408] * w3;
+                            a1_0 += dr[17920] * w0; a1_1 += dr[17920] * w1; a1_2 += dr[17920] * w2; a1_3 += dr[17920] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 512), w1 = VLOAD(wr + 528), w2 = VLOAD(wr + 544), w3 = VLOAD(wr + 560);
+                            a0_0 += dr[16896] * w0; a0_1 += dr[16896] * w1; a0_2 += dr[16896] * w2; a0_3 += dr[16896] * w3;
+                            a1_0 += dr[17408] * w0; a1_1 += dr[17408] * w1; a1_2 += dr[17408] * w2; a1_3 += dr[17408] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 1024), w1 = VLOAD(wr + 1040), w2 = VLOAD(wr + 1056), w3 = VLOAD(wr + 1072);
+                            a0_0 += dr[16384] * w0; a0_1 += dr[16384] * w1; a0_2 += dr[16384] * w2; a0_3 += dr[16384] * w3;
+                            a1_0 += dr[16896] * w0; a1_1 += dr[16896] * w1; a1_2 += dr[16896] * w2; a1_3 += dr[16896] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 1536), w1 = VLOAD(wr + 1552), w2 = VLOAD(wr + 1568), w3 = VLOAD(wr + 1584);
+                            a0_0 += dr[9216] * w0; a0_1 += dr[9216] * w1; a0_2 += dr[9216] * w2; a0_3 += dr[9216] * w3;
+                            a1_0 += dr[9728] * w0; a1_1 += dr[9728] * w1; a1_2 += dr[9728] * w2; a1_3 += dr[9728] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 2048), w1 = VLOAD(wr + 2064), w2 = VLOAD(wr + 2080), w3 = VLOAD(wr + 2096);
+                            a0_0 += dr[8704] * w0; a0_1 += dr[8704] * w1; a0_2 += dr[8704] * w2; a0_3 += dr[8704] * w3;
+                            a1_0 += dr[9216] * w0; a1_1 += dr[9216] * w1; a1_2 += dr[9216] * w2; a1_3 += dr[9216] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 2560), w1 = VLOAD(wr + 2576), w2 = VLOAD(wr + 2592), w3 = VLOAD(wr + 2608);
+                            a0_0 += dr[8192] * w0; a0_1 += dr[8192] * w1; a0_2 += dr[8192] * w2; a0_3 += dr[8192] * w3;
+                            a1_0 += dr[8704] * w0; a1_1 += dr[8704] * w1; a1_2 += dr[8704] * w2; a1_3 += dr[8704] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 3072), w1 = VLOAD(wr + 3088), w2 = VLOAD(wr + 3104), w3 = VLOAD(wr + 3120);
+                            a0_0 += dr[1024] * w0; a0_1 += dr[1024] * w1; a0_2 += dr[1024] * w2; a0_3 += dr[1024] * w3;
+                            a1_0 += dr[1536] * w0; a1_1 += dr[1536] * w1; a1_2 += dr[1536] * w2; a1_3 += dr[1536] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 3584), w1 = VLOAD(wr + 3600), w2 = VLOAD(wr + 3616), w3 = VLOAD(wr + 3632);
+                            a0_0 += dr[512] * w0; a0_1 += dr[512] * w1; a0_2 += dr[512] * w2; a0_3 += dr[512] * w3;
+                            a1_0 += dr[1024] * w0; a1_1 += dr[1024] * w1; a1_2 += dr[1024] * w2; a1_3 += dr[1024] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 4096), w1 = VLOAD(wr + 4112), w2 = VLOAD(wr + 4128), w3 = VLOAD(wr + 4144);
+                            a0_0 += dr[0] * w0; a0_1 += dr[0] * w1; a0_2 += dr[0] * w2; a0_3 += dr[0] * w3;
+                            a1_0 += dr[512] * w0; a1_1 += dr[512] * w1; a1_2 += dr[512] * w2; a1_3 += dr[512] * w3;
+                        }
+                    }
+                    VSTORE(dxh + (iy * 14 + x0 + 0) * 512 + (v0 + 0) * 16, a0_0); VSTORE(dxh + (iy * 14 + x0 + 0) * 512 + (v0 + 1) * 16, a0_1); VSTORE(dxh + (iy * 14 + x0 + 0) * 512 + (v0 + 2) * 16, a0_2); VSTORE(dxh + (iy * 14 + x0 + 0) * 512 + (v0 + 3) * 16, a0_3);
+                    VSTORE(dxh + (iy * 14 + x0 + 1) * 512 + (v0 + 0) * 16, a1_0); VSTORE(dxh + (iy * 14 + x0 + 1) * 512 + (v0 + 1) * 16, a1_1); VSTORE(dxh + (iy * 14 + x0 + 1) * 512 + (v0 + 2) * 16, a1_2); VSTORE(dxh + (iy * 14 + x0 + 1) * 512 + (v0 + 3) * 16, a1_3);
                 }
             }
-            gwc[0] += g0;
-            gwc[1] += g1;
-            gwc[2] += g2;
-            gwc[3] += g3;
-            gwc[4] += g4;
-            gwc[5] += g5;
-            gwc[6] += g6;
-            gwc[7] += g7;
-            gwc[8] += g8;
         }
-        {
-            float s = 0.0f;
-            for (int n = 0; n < nb; n++)
-                for (int i = 0; i < 196; i++) s += dy[(size_t)n * 100352 + col*196 + i];
-            gb[col] += s;
-        }
+        for (int ci = 0; ci < 512; ci++)
+            for (int i = 0; i < 196; i++) dxn[ci * 196 + i] = dxh[i * 512 + ci];
     }
 }
 
@@ -2546,183 +6195,442 @@ static void l27_relu_backward(const float *restrict y, const float *restrict dy,
 }
 
 /* layer 28: conv2d 512x14x14 -> 512x14x14 (specs/vgg16.yaml:47:5) */
-static void l28_conv2d_forward(const float *restrict P, const float *restrict x, float *restrict y, int nb)
+static void l28_conv2d_forward(const float *restrict P, float *restrict S, const float *restrict x, float *restrict y, int nb)
 {
     const float *restrict w = P + 12354880;
-    const float *restrict b = P + 14714176;
+    float *restrict yh = S + 262144, *restrict wt = S + 362496, *restrict bp = S + 2721792;
+    /* weights [co][ci][k] -> [ci][k][co], channels padded to 512 */
+    for (int i = 0; i < 2359296; i++) wt[i] = 0.0f;
+    for (int co = 0; co < 512; co++)
+        for (int j = 0; j < 4608; j++) wt[j * 512 + co] = w[co * 4608 + j];
+    for (int co = 0; co < 512; co++) bp[co] = co < 512 ? (P + 14714176)[co] : 0.0f;
     for (int n = 0; n < nb; n++) {
         const float *restrict xn = x + (size_t)n * 100352;
+        float *restrict xp = S + 0 + (size_t)n * 131072;
         float *restrict yn = y + (size_t)n * 100352;
-        for (int col = 0; col < 512; col++) {
-            float *restrict yc = yn + col*196;
-            for (int i = 0; i < 196; i++) yc[i] = b[col];
-            for (int ci = 0; ci < 512; ci++) {
-                const float *restrict xc = xn + ci*196;
-                const float *restrict wc = w + col*4608 + ci*9;
-                const float w0 = wc[0], w1 = wc[1], w2 = wc[2];
-                const float w3 = wc[3], w4 = wc[4], w5 = wc[5];
-                const float w6 = wc[6], w7 = wc[7], w8 = wc[8];
-                yc[0] += w4 * xc[0] + w5 * xc[1] + w7 * xc[14] + w8 * xc[15];
-                /* rows 0..0, cols 1..12: 6 of 9 taps */
-                for (int ox = 1; ox < 13; ox++) {
-                    yc[ox] += w3 * xc[ox - 1] + w4 * xc[ox] + w5 * xc[ox + 1] + w6 * xc[ox + 13]
-                            + w7 * xc[ox + 14] + w8 * xc[ox + 15];
+        memset(xp, 0, sizeof(float) * 131072);
+        for (int ci = 0; ci < 512; ci++)
+            for (int iy = 0; iy < 14; iy++)
+                for (int ix = 0; ix < 14; ix++) xp[((iy + 1) * 16 + ix + 1) * 512 + ci] = xn[ci * 196 + iy * 14 + ix];
+        CG_PARALLEL_FOR
+        for (int oy = 0; oy < 14; oy++) {
+            for (int v0 = 0; v0 < 32; v0 += 4) {
+                for (int x0 = 0; x0 < 12; x0 += 6) {
+                    cg_v a0_0 = VLOAD(bp + (v0 + 0) * 16), a0_1 = VLOAD(bp + (v0 + 1) * 16), a0_2 = VLOAD(bp + (v0 + 2) * 16), a0_3 = VLOAD(bp + (v0 + 3) * 16);
+                    cg_v a1_0 = VLOAD(bp + (v0 + 0) * 16), a1_1 = VLOAD(bp + (v0 + 1) * 16), a1_2 = VLOAD(bp + (v0 + 2) * 16), a1_3 = VLOAD(bp + (v0 + 3) * 16);
+                    cg_v a2_0 = VLOAD(bp + (v0 + 0) * 16), a2_1 = VLOAD(bp + (v0 + 1) * 16), a2_2 = VLOAD(bp + (v0 + 2) * 16), a2_3 = VLOAD(bp + (v0 + 3) * 16);
+                    cg_v a3_0 = VLOAD(bp + (v0 + 0) * 16), a3_1 = VLOAD(bp + (v0 + 1) * 16), a3_2 = VLOAD(bp + (v0 + 2) * 16), a3_3 = VLOAD(bp + (v0 + 3) * 16);
+                    cg_v a4_0 = VLOAD(bp + (v0 + 0) * 16), a4_1 = VLOAD(bp + (v0 + 1) * 16), a4_2 = VLOAD(bp + (v0 + 2) * 16), a4_3 = VLOAD(bp + (v0 + 3) * 16);
+                    cg_v a5_0 = VLOAD(bp + (v0 + 0) * 16), a5_1 = VLOAD(bp + (v0 + 1) * 16), a5_2 = VLOAD(bp + (v0 + 2) * 16), a5_3 = VLOAD(bp + (v0 + 3) * 16);
+                    for (int ci = 0; ci < 512; ci++) {
+                        const float *restrict xr = xp + (oy * 16 + x0) * 512 + ci;
+                        const float *restrict wr = wt + ci * 4608 + v0 * 16;
+                        {
+                            const cg_v w0 = VLOAD(wr + 0), w1 = VLOAD(wr + 16), w2 = VLOAD(wr + 32), w3 = VLOAD(wr + 48);
+                            a0_0 += xr[0] * w0; a0_1 += xr[0] * w1; a0_2 += xr[0] * w2; a0_3 += xr[0] * w3;
+                            a1_0 += xr[512] * w0; a1_1 += xr[512] * w1; a1_2 += xr[512] * w2; a1_3 += xr[512] * w3;
+                            a2_0 += xr[1024] * w0; a2_1 += xr[1024] * w1; a2_2 += xr[1024] * w2; a2_3 += xr[1024] * w3;
+                            a3_0 += xr[1536] * w0; a3_1 += xr[1536] * w1; a3_2 += xr[1536] * w2; a3_3 += xr[1536] * w3;
+                            a4_0 += xr[2048] * w0; a4_1 += xr[2048] * w1; a4_2 += xr[2048] * w2; a4_3 += xr[2048] * w3;
+                            a5_0 += xr[2560] * w0; a5_1 += xr[2560] * w1; a5_2 += xr[2560] * w2; a5_3 += xr[2560] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 512), w1 = VLOAD(wr + 528), w2 = VLOAD(wr + 544), w3 = VLOAD(wr + 560);
+                            a0_0 += xr[512] * w0; a0_1 += xr[512] * w1; a0_2 += xr[512] * w2; a0_3 += xr[512] * w3;
+                            a1_0 += xr[1024] * w0; a1_1 += xr[1024] * w1; a1_2 += xr[1024] * w2; a1_3 += xr[1024] * w3;
+                            a2_0 += xr[1536] * w0; a2_1 += xr[1536] * w1; a2_2 += xr[1536] * w2; a2_3 += xr[1536] * w3;
+                            a3_0 += xr[2048] * w0; a3_1 += xr[2048] * w1; a3_2 += xr[2048] * w2; a3_3 += xr[2048] * w3;
+                            a4_0 += xr[2560] * w0; a4_1 += xr[2560] * w1; a4_2 += xr[2560] * w2; a4_3 += xr[2560] * w3;
+                            a5_0 += xr[3072] * w0; a5_1 += xr[3072] * w1; a5_2 += xr[3072] * w2; a5_3 += xr[3072] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 1024), w1 = VLOAD(wr + 1040), w2 = VLOAD(wr + 1056), w3 = VLOAD(wr + 1072);
+                            a0_0 += xr[1024] * w0; a0_1 += xr[1024] * w1; a0_2 += xr[1024] * w2; a0_3 += xr[1024] * w3;
+                            a1_0 += xr[1536] * w0; a1_1 += xr[1536] * w1; a1_2 += xr[1536] * w2; a1_3 += xr[1536] * w3;
+                            a2_0 += xr[2048] * w0; a2_1 += xr[2048] * w1; a2_2 += xr[2048] * w2; a2_3 += xr[2048] * w3;
+                            a3_0 += xr[2560] * w0; a3_1 += xr[2560] * w1; a3_2 += xr[2560] * w2; a3_3 += xr[2560] * w3;
+                            a4_0 += xr[3072] * w0; a4_1 += xr[3072] * w1; a4_2 += xr[3072] * w2; a4_3 += xr[3072] * w3;
+                            a5_0 += xr[3584] * w0; a5_1 += xr[3584] * w1; a5_2 += xr[3584] * w2; a5_3 += xr[3584] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 1536), w1 = VLOAD(wr + 1552), w2 = VLOAD(wr + 1568), w3 = VLOAD(wr + 1584);
+                            a0_0 += xr[8192] * w0; a0_1 += xr[8192] * w1; a0_2 += xr[8192] * w2; a0_3 += xr[8192] * w3;
+                            a1_0 += xr[8704] * w0; a1_1 += xr[8704] * w1; a1_2 += xr[8704] * w2; a1_3 += xr[8704] * w3;
+                            a2_0 += xr[9216] * w0; a2_1 += xr[9216] * w1; a2_2 += xr[9216] * w2; a2_3 += xr[9216] * w3;
+                            a3_0 += xr[9728] * w0; a3_1 += xr[9728] * w1; a3_2 += xr[9728] * w2; a3_3 += xr[9728] * w3;
+                            a4_0 += xr[10240] * w0; a4_1 += xr[10240] * w1; a4_2 += xr[10240] * w2; a4_3 += xr[10240] * w3;
+                            a5_0 += xr[10752] * w0; a5_1 += xr[10752] * w1; a5_2 += xr[10752] * w2; a5_3 += xr[10752] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 2048), w1 = VLOAD(wr + 2064), w2 = VLOAD(wr + 2080), w3 = VLOAD(wr + 2096);
+                            a0_0 += xr[8704] * w0; a0_1 += xr[8704] * w1; a0_2 += xr[8704] * w2; a0_3 += xr[8704] * w3;
+                            a1_0 += xr[9216] * w0; a1_1 += xr[9216] * w1; a1_2 += xr[9216] * w2; a1_3 += xr[9216] * w3;
+                            a2_0 += xr[9728] * w0; a2_1 += xr[9728] * w1; a2_2 += xr[9728] * w2; a2_3 += xr[9728] * w3;
+                            a3_0 += xr[10240] * w0; a3_1 += xr[10240] * w1; a3_2 += xr[10240] * w2; a3_3 += xr[10240] * w3;
+                            a4_0 += xr[10752] * w0; a4_1 += xr[10752] * w1; a4_2 += xr[10752] * w2; a4_3 += xr[10752] * w3;
+                            a5_0 += xr[11264] * w0; a5_1 += xr[11264] * w1; a5_2 += xr[11264] * w2; a5_3 += xr[11264] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 2560), w1 = VLOAD(wr + 2576), w2 = VLOAD(wr + 2592), w3 = VLOAD(wr + 2608);
+                            a0_0 += xr[9216] * w0; a0_1 += xr[9216] * w1; a0_2 += xr[9216] * w2; a0_3 += xr[9216] * w3;
+                            a1_0 += xr[9728] * w0; a1_1 += xr[9728] * w1; a1_2 += xr[9728] * w2; a1_3 += xr[9728] * w3;
+                            a2_0 += xr[10240] * w0; a2_1 += xr[10240] * w1; a2_2 += xr[10240] * w2; a2_3 += xr[10240] * w3;
+                            a3_0 += xr[10752] * w0; a3_1 += xr[10752] * w1; a3_2 += xr[10752] * w2; a3_3 += xr[10752] * w3;
+                            a4_0 += xr[11264] * w0; a4_1 += xr[11264] * w1; a4_2 += xr[11264] * w2; a4_3 += xr[11264] * w3;
+                            a5_0 += xr[11776] * w0; a5_1 += xr[11776] * w1; a5_2 += xr[11776] * w2; a5_3 += xr[11776] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 3072), w1 = VLOAD(wr + 3088), w2 = VLOAD(wr + 3104), w3 = VLOAD(wr + 3120);
+                            a0_0 += xr[16384] * w0; a0_1 += xr[16384] * w1; a0_2 += xr[16384] * w2; a0_3 += xr[16384] * w3;
+                            a1_0 += xr[16896] * w0; a1_1 += xr[16896] * w1; a1_2 += xr[16896] * w2; a1_3 += xr[16896] * w3;
+                            a2_0 += xr[17408] * w0; a2_1 += xr[17408] * w1; a2_2 += xr[17408] * w2; a2_3 += xr[17408] * w3;
+                            a3_0 += xr[17920] * w0; a3_1 += xr[17920] * w1; a3_2 += xr[17920] * w2; a3_3 += xr[17920] * w3;
+                            a4_0 += xr[18432] * w0; a4_1 += xr[18432] * w1; a4_2 += xr[18432] * w2; a4_3 += xr[18432] * w3;
+                            a5_0 += xr[18944] * w0; a5_1 += xr[18944] * w1; a5_2 += xr[18944] * w2; a5_3 += xr[18944] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 3584), w1 = VLOAD(wr + 3600), w2 = VLOAD(wr + 3616), w3 = VLOAD(wr + 3632);
+                            a0_0 += xr[16896] * w0; a0_1 += xr[16896] * w1; a0_2 += xr[16896] * w2; a0_3 += xr[16896] * w3;
+                            a1_0 += xr[17408] * w0; a1_1 += xr[17408] * w1; a1_2 += xr[17408] * w2; a1_3 += xr[17408] * w3;
+                            a2_0 += xr[17920] * w0; a2_1 += xr[17920] * w1; a2_2 += xr[17920] * w2; a2_3 += xr[17920] * w3;
+                            a3_0 += xr[18432] * w0; a3_1 += xr[18432] * w1; a3_2 += xr[18432] * w2; a3_3 += xr[18432] * w3;
+                            a4_0 += xr[18944] * w0; a4_1 += xr[18944] * w1; a4_2 += xr[18944] * w2; a4_3 += xr[18944] * w3;
+                            a5_0 += xr[19456] * w0; a5_1 += xr[19456] * w1; a5_2 += xr[19456] * w2; a5_3 += xr[19456] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 4096), w1 = VLOAD(wr + 4112), w2 = VLOAD(wr + 4128), w3 = VLOAD(wr + 4144);
+                            a0_0 += xr[17408] * w0; a0_1 += xr[17408] * w1; a0_2 += xr[17408] * w2; a0_3 += xr[17408] * w3;
+                            a1_0 += xr[17920] * w0; a1_1 += xr[17920] * w1; a1_2 += xr[17920] * w2; a1_3 += xr[17920] * w3;
+                            a2_0 += xr[18432] * w0; a2_1 += xr[18432] * w1; a2_2 += xr[18432] * w2; a2_3 += xr[18432] * w3;
+                            a3_0 += xr[18944] * w0; a3_1 += xr[18944] * w1; a3_2 += xr[18944] * w2; a3_3 += xr[18944] * w3;
+                            a4_0 += xr[19456] * w0; a4_1 += xr[19456] * w1; a4_2 += xr[19456] * w2; a4_3 += xr[19456] * w3;
+                            a5_0 += xr[19968] * w0; a5_1 += xr[19968] * w1; a5_2 += xr[19968] * w2; a5_3 += xr[19968] * w3;
+                        }
+                    }
+                    VSTORE(yh + (oy * 14 + x0 + 0) * 512 + (v0 + 0) * 16, a0_0); VSTORE(yh + (oy * 14 + x0 + 0) * 512 + (v0 + 1) * 16, a0_1); VSTORE(yh + (oy * 14 + x0 + 0) * 512 + (v0 + 2) * 16, a0_2); VSTORE(yh + (oy * 14 + x0 + 0) * 512 + (v0 + 3) * 16, a0_3);
+                    VSTORE(yh + (oy * 14 + x0 + 1) * 512 + (v0 + 0) * 16, a1_0); VSTORE(yh + (oy * 14 + x0 + 1) * 512 + (v0 + 1) * 16, a1_1); VSTORE(yh + (oy * 14 + x0 + 1) * 512 + (v0 + 2) * 16, a1_2); VSTORE(yh + (oy * 14 + x0 + 1) * 512 + (v0 + 3) * 16, a1_3);
+                    VSTORE(yh + (oy * 14 + x0 + 2) * 512 + (v0 + 0) * 16, a2_0); VSTORE(yh + (oy * 14 + x0 + 2) * 512 + (v0 + 1) * 16, a2_1); VSTORE(yh + (oy * 14 + x0 + 2) * 512 + (v0 + 2) * 16, a2_2); VSTORE(yh + (oy * 14 + x0 + 2) * 512 + (v0 + 3) * 16, a2_3);
+                    VSTORE(yh + (oy * 14 + x0 + 3) * 512 + (v0 + 0) * 16, a3_0); VSTORE(yh + (oy * 14 + x0 + 3) * 512 + (v0 + 1) * 16, a3_1); VSTORE(yh + (oy * 14 + x0 + 3) * 512 + (v0 + 2) * 16, a3_2); VSTORE(yh + (oy * 14 + x0 + 3) * 512 + (v0 + 3) * 16, a3_3);
+                    VSTORE(yh + (oy * 14 + x0 + 4) * 512 + (v0 + 0) * 16, a4_0); VSTORE(yh + (oy * 14 + x0 + 4) * 512 + (v0 + 1) * 16, a4_1); VSTORE(yh + (oy * 14 + x0 + 4) * 512 + (v0 + 2) * 16, a4_2); VSTORE(yh + (oy * 14 + x0 + 4) * 512 + (v0 + 3) * 16, a4_3);
+                    VSTORE(yh + (oy * 14 + x0 + 5) * 512 + (v0 + 0) * 16, a5_0); VSTORE(yh + (oy * 14 + x0 + 5) * 512 + (v0 + 1) * 16, a5_1); VSTORE(yh + (oy * 14 + x0 + 5) * 512 + (v0 + 2) * 16, a5_2); VSTORE(yh + (oy * 14 + x0 + 5) * 512 + (v0 + 3) * 16, a5_3);
                 }
-                yc[13] += w3 * xc[12] + w4 * xc[13] + w6 * xc[26] + w7 * xc[27];
-                /* rows 1..12, cols 0..0: 6 of 9 taps */
-                for (int oy = 1; oy < 13; oy++) {
-                    yc[oy*14] += w1 * xc[oy*14 - 14] + w2 * xc[oy*14 - 13] + w4 * xc[oy*14] + w5 * xc[oy*14 + 1]
-                            + w7 * xc[oy*14 + 14] + w8 * xc[oy*14 + 15];
+                {
+                    const int x0 = 12;
+                    cg_v a0_0 = VLOAD(bp + (v0 + 0) * 16), a0_1 = VLOAD(bp + (v0 + 1) * 16), a0_2 = VLOAD(bp + (v0 + 2) * 16), a0_3 = VLOAD(bp + (v0 + 3) * 16);
+                    cg_v a1_0 = VLOAD(bp + (v0 + 0) * 16), a1_1 = VLOAD(bp + (v0 + 1) * 16), a1_2 = VLOAD(bp + (v0 + 2) * 16), a1_3 = VLOAD(bp + (v0 + 3) * 16);
+                    for (int ci = 0; ci < 512; ci++) {
+                        const float *restrict xr = xp + (oy * 16 + x0) * 512 + ci;
+                        const float *restrict wr = wt + ci * 4608 + v0 * 16;
+                        {
+                            const cg_v w0 = VLOAD(wr + 0), w1 = VLOAD(wr + 16), w2 = VLOAD(wr + 32), w3 = VLOAD(wr + 48);
+                            a0_0 += xr[0] * w0; a0_1 += xr[0] * w1; a0_2 += xr[0] * w2; a0_3 += xr[0] * w3;
+                            a1_0 += xr[512] * w0; a1_1 += xr[512] * w1; a1_2 += xr[512] * w2; a1_3 += xr[512] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 512), w1 = VLOAD(wr + 528), w2 = VLOAD(wr + 544), w3 = VLOAD(wr + 560);
+                            a0_0 += xr[512] * w0; a0_1 += xr[512] * w1; a0_2 += xr[512] * w2; a0_3 += xr[512] * w3;
+                            a1_0 += xr[1024] * w0; a1_1 += xr[1024] * w1; a1_2 += xr[1024] * w2; a1_3 += xr[1024] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 1024), w1 = VLOAD(wr + 1040), w2 = VLOAD(wr + 1056), w3 = VLOAD(wr + 1072);
+                            a0_0 += xr[1024] * w0; a0_1 += xr[1024] * w1; a0_2 += xr[1024] * w2; a0_3 += xr[1024] * w3;
+                            a1_0 += xr[1536] * w0; a1_1 += xr[1536] * w1; a1_2 += xr[1536] * w2; a1_3 += xr[1536] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 1536), w1 = VLOAD(wr + 1552), w2 = VLOAD(wr + 1568), w3 = VLOAD(wr + 1584);
+                            a0_0 += xr[8192] * w0; a0_1 += xr[8192] * w1; a0_2 += xr[8192] * w2; a0_3 += xr[8192] * w3;
+                            a1_0 += xr[8704] * w0; a1_1 += xr[8704] * w1; a1_2 += xr[8704] * w2; a1_3 += xr[8704] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 2048), w1 = VLOAD(wr + 2064), w2 = VLOAD(wr + 2080), w3 = VLOAD(wr + 2096);
+                            a0_0 += xr[8704] * w0; a0_1 += xr[8704] * w1; a0_2 += xr[8704] * w2; a0_3 += xr[8704] * w3;
+                            a1_0 += xr[9216] * w0; a1_1 += xr[9216] * w1; a1_2 += xr[9216] * w2; a1_3 += xr[9216] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 2560), w1 = VLOAD(wr + 2576), w2 = VLOAD(wr + 2592), w3 = VLOAD(wr + 2608);
+                            a0_0 += xr[9216] * w0; a0_1 += xr[9216] * w1; a0_2 += xr[9216] * w2; a0_3 += xr[9216] * w3;
+                            a1_0 += xr[9728] * w0; a1_1 += xr[9728] * w1; a1_2 += xr[9728] * w2; a1_3 += xr[9728] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 3072), w1 = VLOAD(wr + 3088), w2 = VLOAD(wr + 3104), w3 = VLOAD(wr + 3120);
+                            a0_0 += xr[16384] * w0; a0_1 += xr[16384] * w1; a0_2 += xr[16384] * w2; a0_3 += xr[16384] * w3;
+                            a1_0 += xr[16896] * w0; a1_1 += xr[16896] * w1; a1_2 += xr[16896] * w2; a1_3 += xr[16896] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 3584), w1 = VLOAD(wr + 3600), w2 = VLOAD(wr + 3616), w3 = VLOAD(wr + 3632);
+                            a0_0 += xr[16896] * w0; a0_1 += xr[16896] * w1; a0_2 += xr[16896] * w2; a0_3 += xr[16896] * w3;
+                            a1_0 += xr[17408] * w0; a1_1 += xr[17408] * w1; a1_2 += xr[17408] * w2; a1_3 += xr[17408] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 4096), w1 = VLOAD(wr + 4112), w2 = VLOAD(wr + 4128), w3 = VLOAD(wr + 4144);
+                            a0_0 += xr[17408] * w0; a0_1 += xr[17408] * w1; a0_2 += xr[17408] * w2; a0_3 += xr[17408] * w3;
+                            a1_0 += xr[17920] * w0; a1_1 += xr[17920] * w1; a1_2 += xr[17920] * w2; a1_3 += xr[17920] * w3;
+                        }
+                    }
+                    VSTORE(yh + (oy * 14 + x0 + 0) * 512 + (v0 + 0) * 16, a0_0); VSTORE(yh + (oy * 14 + x0 + 0) * 512 + (v0 + 1) * 16, a0_1); VSTORE(yh + (oy * 14 + x0 + 0) * 512 + (v0 + 2) * 16, a0_2); VSTORE(yh + (oy * 14 + x0 + 0) * 512 + (v0 + 3) * 16, a0_3);
+                    VSTORE(yh + (oy * 14 + x0 + 1) * 512 + (v0 + 0) * 16, a1_0); VSTORE(yh + (oy * 14 + x0 + 1) * 512 + (v0 + 1) * 16, a1_1); VSTORE(yh + (oy * 14 + x0 + 1) * 512 + (v0 + 2) * 16, a1_2); VSTORE(yh + (oy * 14 + x0 + 1) * 512 + (v0 + 3) * 16, a1_3);
                 }
-                /* rows 1..12, cols 1..12: every tap */
-                for (int oy = 1; oy < 13; oy++) {
-                    for (int ox = 1; ox < 13; ox++) {
-                        yc[oy*14 + ox] += w0 * xc[oy*14 + ox - 15] + w1 * xc[oy*14 + ox - 14] + w2 * xc[oy*14 + ox - 13] + w3 * xc[oy*14 + ox - 1]
-                                + w4 * xc[oy*14 + ox] + w5 * xc[oy*14 + ox + 1] + w6 * xc[oy*14 + ox + 13] + w7 * xc[oy*14 + ox + 14]
-                                + w8 * xc[oy*14 + ox + 15];
+            }
+        }
+        for (int co = 0; co < 512; co++)
+            for (int i = 0; i < 196; i++) yn[co * 196 + i] = yh[i * 512 + co];
+    }
+}
+
+static void l28_conv2d_backward(float *restrict G, float *restrict S, const float *restrict dy, int nb)
+{
+    float *restrict gw = G + 12354880;
+    float *restrict gb = G + 14714176;
+    float *restrict dyh = S + 2722304;
+    /* dy of every sample -> channels-last, padded channels zero */
+    CG_PARALLEL_FOR
+    for (int n = 0; n < nb; n++) {
+        float *restrict dn = dyh + (size_t)n * 100352;
+        for (int i = 0; i < 196; i++)
+            for (int co = 0; co < 512; co++) dn[i * 512 + co] = co < 512 ? dy[(size_t)n * 100352 + co * 196 + i] : 0.0f;
+    }
+    for (int co = 0; co < 512; co++) {
+        float s = 0.0f;
+        for (int n = 0; n < nb; n++)
+            for (int i = 0; i < 196; i++) s += dy[(size_t)n * 100352 + co * 196 + i];
+        gb[co] += s;
+    }
+    CG_PARALLEL_FOR
+    for (int p0 = 0; p0 < 4608; p0 += 6) {
+        int off[6], gidx[6];
+        for (int j = 0; j < 6; j++) {
+            const int q = p0 + j, ci = q / 9, k = q % 9, ky = k / 3, kx = k % 3;
+            off[j] = (ky * 1 * 16 + kx * 1) * 512 + ci;
+            gidx[j] = ci * 9 + k;
+        }
+        for (int v0 = 0; v0 < 32; v0 += 4) {
+            cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f);
+            cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f), a1_3 = vsplat(0.0f);
+            cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f), a2_2 = vsplat(0.0f), a2_3 = vsplat(0.0f);
+            cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f), a3_2 = vsplat(0.0f), a3_3 = vsplat(0.0f);
+            cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f), a4_2 = vsplat(0.0f), a4_3 = vsplat(0.0f);
+            cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f), a5_2 = vsplat(0.0f), a5_3 = vsplat(0.0f);
+            for (int n = 0; n < nb; n++) {
+                const float *restrict xp = S + 0 + (size_t)n * 131072;
+                const float *restrict dn = dyh + (size_t)n * 100352 + v0 * 16;
+                for (int oy = 0; oy < 14; oy++) {
+                    for (int ox = 0; ox < 14; ox++) {
+                        const float *restrict xr = xp + (oy * 16 + ox) * 512;
+                        const cg_v d0 = VLOAD(dn + (oy * 14 + ox) * 512 + 0), d1 = VLOAD(dn + (oy * 14 + ox) * 512 + 16), d2 = VLOAD(dn + (oy * 14 + ox) * 512 + 32), d3 = VLOAD(dn + (oy * 14 + ox) * 512 + 48);
+                        a0_0 += xr[off[0]] * d0; a0_1 += xr[off[0]] * d1; a0_2 += xr[off[0]] * d2; a0_3 += xr[off[0]] * d3;
+                        a1_0 += xr[off[1]] * d0; a1_1 += xr[off[1]] * d1; a1_2 += xr[off[1]] * d2; a1_3 += xr[off[1]] * d3;
+                        a2_0 += xr[off[2]] * d0; a2_1 += xr[off[2]] * d1; a2_2 += xr[off[2]] * d2; a2_3 += xr[off[2]] * d3;
+                        a3_0 += xr[off[3]] * d0; a3_1 += xr[off[3]] * d1; a3_2 += xr[off[3]] * d2; a3_3 += xr[off[3]] * d3;
+                        a4_0 += xr[off[4]] * d0; a4_1 += xr[off[4]] * d1; a4_2 += xr[off[4]] * d2; a4_3 += xr[off[4]] * d3;
+                        a5_0 += xr[off[5]] * d0; a5_1 += xr[off[5]] * d1; a5_2 += xr[off[5]] * d2; a5_3 += xr[off[5]] * d3;
                     }
                 }
-                /* rows 1..12, cols 13..13: 6 of 9 taps */
-                for (int oy = 1; oy < 13; oy++) {
-                    yc[oy*14 + 13] += w0 * xc[oy*14 - 2] + w1 * xc[oy*14 - 1] + w3 * xc[oy*14 + 12] + w4 * xc[oy*14 + 13]
-                            + w6 * xc[oy*14 + 26] + w7 * xc[oy*14 + 27];
-                }
-                yc[182] += w1 * xc[168] + w2 * xc[169] + w4 * xc[182] + w5 * xc[183];
-                /* rows 13..13, cols 1..12: 6 of 9 taps */
-                for (int ox = 1; ox < 13; ox++) {
-                    yc[ox + 182] += w0 * xc[ox + 167] + w1 * xc[ox + 168] + w2 * xc[ox + 169] + w3 * xc[ox + 181]
-                            + w4 * xc[ox + 182] + w5 * xc[ox + 183];
-                }
-                yc[195] += w0 * xc[180] + w1 * xc[181] + w3 * xc[194] + w4 * xc[195];
             }
+            for (int l = 0; l < 16 && (v0 + 0) * 16 + l < 512; l++) gw[((v0 + 0) * 16 + l) * 4608 + gidx[0]] += a0_0[l];
+            for (int l = 0; l < 16 && (v0 + 1) * 16 + l < 512; l++) gw[((v0 + 1) * 16 + l) * 4608 + gidx[0]] += a0_1[l];
+            for (int l = 0; l < 16 && (v0 + 2) * 16 + l < 512; l++) gw[((v0 + 2) * 16 + l) * 4608 + gidx[0]] += a0_2[l];
+            for (int l = 0; l < 16 && (v0 + 3) * 16 + l < 512; l++) gw[((v0 + 3) * 16 + l) * 4608 + gidx[0]] += a0_3[l];
+            for (int l = 0; l < 16 && (v0 + 0) * 16 + l < 512; l++) gw[((v0 + 0) * 16 + l) * 4608 + gidx[1]] += a1_0[l];
+            for (int l = 0; l < 16 && (v0 + 1) * 16 + l < 512; l++) gw[((v0 + 1) * 16 + l) * 4608 + gidx[1]] += a1_1[l];
+            for (int l = 0; l < 16 && (v0 + 2) * 16 + l < 512; l++) gw[((v0 + 2) * 16 + l) * 4608 + gidx[1]] += a1_2[l];
+            for (int l = 0; l < 16 && (v0 + 3) * 16 + l < 512; l++) gw[((v0 + 3) * 16 + l) * 4608 + gidx[1]] += a1_3[l];
+            for (int l = 0; l < 16 && (v0 + 0) * 16 + l < 512; l++) gw[((v0 + 0) * 16 + l) * 4608 + gidx[2]] += a2_0[l];
+            for (int l = 0; l < 16 && (v0 + 1) * 16 + l < 512; l++) gw[((v0 + 1) * 16 + l) * 4608 + gidx[2]] += a2_1[l];
+            for (int l = 0; l < 16 && (v0 + 2) * 16 + l < 512; l++) gw[((v0 + 2) * 16 + l) * 4608 + gidx[2]] += a2_2[l];
+            for (int l = 0; l < 16 && (v0 + 3) * 16 + l < 512; l++) gw[((v0 + 3) * 16 + l) * 4608 + gidx[2]] += a2_3[l];
+            for (int l = 0; l < 16 && (v0 + 0) * 16 + l < 512; l++) gw[((v0 + 0) * 16 + l) * 4608 + gidx[3]] += a3_0[l];
+            for (int l = 0; l < 16 && (v0 + 1) * 16 + l < 512; l++) gw[((v0 + 1) * 16 + l) * 4608 + gidx[3]] += a3_1[l];
+            for (int l = 0; l < 16 && (v0 + 2) * 16 + l < 512; l++) gw[((v0 + 2) * 16 + l) * 4608 + gidx[3]] += a3_2[l];
+            for (int l = 0; l < 16 && (v0 + 3) * 16 + l < 512; l++) gw[((v0 + 3) * 16 + l) * 4608 + gidx[3]] += a3_3[l];
+            for (int l = 0; l < 16 && (v0 + 0) * 16 + l < 512; l++) gw[((v0 + 0) * 16 + l) * 4608 + gidx[4]] += a4_0[l];
+            for (int l = 0; l < 16 && (v0 + 1) * 16 + l < 512; l++) gw[((v0 + 1) * 16 + l) * 4608 + gidx[4]] += a4_1[l];
+            for (int l = 0; l < 16 && (v0 + 2) * 16 + l < 512; l++) gw[((v0 + 2) * 16 + l) * 4608 + gidx[4]] += a4_2[l];
+            for (int l = 0; l < 16 && (v0 + 3) * 16 + l < 512; l++) gw[((v0 + 3) * 16 + l) * 4608 + gidx[4]] += a4_3[l];
+            for (int l = 0; l < 16 && (v0 + 0) * 16 + l < 512; l++) gw[((v0 + 0) * 16 + l) * 4608 + gidx[5]] += a5_0[l];
+            for (int l = 0; l < 16 && (v0 + 1) * 16 + l < 512; l++) gw[((v0 + 1) * 16 + l) * 4608 + gidx[5]] += a5_1[l];
+            for (int l = 0; l < 16 && (v0 + 2) * 16 + l < 512; l++) gw[((v0 + 2) * 16 + l) * 4608 + gidx[5]] += a5_2[l];
+            for (int l = 0; l < 16 && (v0 + 3) * 16 + l < 512; l++) gw[((v0 + 3) * 16 + l) * 4608 + gidx[5]] += a5_3[l];
         }
     }
 }
 
-static void l28_conv2d_backward(const float *restrict P, float *restrict G, const float *restrict x, const float *restrict dy, float *restrict dx, int nb)
+static void l28_conv2d_backward_dx(const float *restrict P, float *restrict S, const float *restrict dy, float *restrict dx, int nb)
 {
     const float *restrict w = P + 12354880;
-    float *restrict gw = G + 12354880;
-    float *restrict gb = G + 14714176;
-    memset(dx, 0, sizeof(float) * (size_t)nb * 100352);
-    for (int col = 0; col < 512; col++) {
-        for (int ci = 0; ci < 512; ci++) {
-            const float *restrict wc = w + col*4608 + ci*9;
-            float *restrict gwc = gw + col*4608 + ci*9;
-            const float w0 = wc[0], w1 = wc[1], w2 = wc[2];
-            const float w3 = wc[3], w4 = wc[4], w5 = wc[5];
-            const float w6 = wc[6], w7 = wc[7], w8 = wc[8];
-            float g0 = 0.0f, g1 = 0.0f, g2 = 0.0f;
-            float g3 = 0.0f, g4 = 0.0f, g5 = 0.0f;
-            float g6 = 0.0f, g7 = 0.0f, g8 = 0.0f;
-            for (int n = 0; n < nb; n++) {
-                const float *restrict xc = x + (size_t)n * 100352 + ci*196;
-                float *restrict dxc = dx + (size_t)n * 100352 + ci*196;
-                const float *restrict dyc = dy + (size_t)n * 100352 + col*196;
-                {
-                    const float d = dyc[0];
-                    g4 += d * xc[0]; dxc[0] += w4 * d;
-                    g5 += d * xc[1]; dxc[1] += w5 * d;
-                    g7 += d * xc[14]; dxc[14] += w7 * d;
-                    g8 += d * xc[15]; dxc[15] += w8 * d;
-                }
-                /* rows 0..0, cols 1..12: 6 of 9 taps */
-                for (int ox = 1; ox < 13; ox++) {
-                    const float d = dyc[ox];
-                    g3 += d * xc[ox - 1]; dxc[ox - 1] += w3 * d;
-                    g4 += d * xc[ox]; dxc[ox] += w4 * d;
-                    g5 += d * xc[ox + 1]; dxc[ox + 1] += w5 * d;
-                    g6 += d * xc[ox + 13]; dxc[ox + 13] += w6 * d;
-                    g7 += d * xc[ox + 14]; dxc[ox + 14] += w7 * d;
-                    g8 += d * xc[ox + 15]; dxc[ox + 15] += w8 * d;
-                }
-                {
-                    const float d = dyc[13];
-                    g3 += d * xc[12]; dxc[12] += w3 * d;
-                    g4 += d * xc[13]; dxc[13] += w4 * d;
-                    g6 += d * xc[26]; dxc[26] += w6 * d;
-                    g7 += d * xc[27]; dxc[27] += w7 * d;
-                }
-                /* rows 1..12, cols 0..0: 6 of 9 taps */
-                for (int oy = 1; oy < 13; oy++) {
-                    {
-                        const float d = dyc[oy*14];
-                        g1 += d * xc[oy*14 - 14]; dxc[oy*14 - 14] += w1 * d;
-                        g2 += d * xc[oy*14 - 13]; dxc[oy*14 - 13] += w2 * d;
-                        g4 += d * xc[oy*14]; dxc[oy*14] += w4 * d;
-                        g5 += d * xc[oy*14 + 1]; dxc[oy*14 + 1] += w5 * d;
-                        g7 += d * xc[oy*14 + 14]; dxc[oy*14 + 14] += w7 * d;
-                        g8 += d * xc[oy*14 + 15]; dxc[oy*14 + 15] += w8 * d;
+    float *restrict wf = S + 2923008, *restrict dyp = S + 5282304, *restrict dxh = S + 5413376;
+    for (int i = 0; i < 2359296; i++) wf[i] = 0.0f;
+    for (int co = 0; co < 512; co++)
+        for (int ci = 0; ci < 512; ci++)
+            for (int k = 0; k < 9; k++) wf[(co * 9 + k) * 512 + ci] = w[(co * 512 + ci) * 9 + k];
+    for (int n = 0; n < nb; n++) {
+        const float *restrict dn = dy + (size_t)n * 100352;
+        float *restrict dxn = dx + (size_t)n * 100352;
+        memset(dyp, 0, sizeof(float) * 131072);
+        for (int co = 0; co < 512; co++)
+            for (int oy = 0; oy < 14; oy++)
+                for (int ox = 0; ox < 14; ox++) dyp[((oy + 1) * 16 + ox + 1) * 512 + co] = dn[co * 196 + oy * 14 + ox];
+        CG_PARALLEL_FOR
+        for (int iy = 0; iy < 14; iy++) {
+            for (int v0 = 0; v0 < 32; v0 += 4) {
+                for (int x0 = 0; x0 < 12; x0 += 6) {
+                    cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f);
+                    cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f), a1_3 = vsplat(0.0f);
+                    cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f), a2_2 = vsplat(0.0f), a2_3 = vsplat(0.0f);
+                    cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f), a3_2 = vsplat(0.0f), a3_3 = vsplat(0.0f);
+                    cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f), a4_2 = vsplat(0.0f), a4_3 = vsplat(0.0f);
+                    cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f), a5_2 = vsplat(0.0f), a5_3 = vsplat(0.0f);
+                    for (int co = 0; co < 512; co++) {
+                        const float *restrict dr = dyp + (iy * 16 + x0) * 512 + co;
+                        const float *restrict wr = wf + co * 4608 + v0 * 16;
+                        {
+                            const cg_v w0 = VLOAD(wr + 0), w1 = VLOAD(wr + 16), w2 = VLOAD(wr + 32), w3 = VLOAD(wr + 48);
+                            a0_0 += dr[17408] * w0; a0_1 += dr[17408] * w1; a0_2 += dr[17408] * w2; a0_3 += dr[17408] * w3;
+                            a1_0 += dr[17920] * w0; a1_1 += dr[17920] * w1; a1_2 += dr[17920] * w2; a1_3 += dr[17920] * w3;
+                            a2_0 += dr[18432] * w0; a2_1 += dr[18432] * w1; a2_2 += dr[18432] * w2; a2_3 += dr[18432] * w3;
+                            a3_0 += dr[18944] * w0; a3_1 += dr[18944] * w1; a3_2 += dr[18944] * w2; a3_3 += dr[18944] * w3;
+                            a4_0 += dr[19456] * w0; a4_1 += dr[19456] * w1; a4_2 += dr[19456] * w2; a4_3 += dr[19456] * w3;
+                            a5_0 += dr[19968] * w0; a5_1 += dr[19968] * w1; a5_2 += dr[19968] * w2; a5_3 += dr[19968] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 512), w1 = VLOAD(wr + 528), w2 = VLOAD(wr + 544), w3 = VLOAD(wr + 560);
+                            a0_0 += dr[16896] * w0; a0_1 += dr[16896] * w1; a0_2 += dr[16896] * w2; a0_3 += dr[16896] * w3;
+                            a1_0 += dr[17408] * w0; a1_1 += dr[17408] * w1; a1_2 += dr[17408] * w2; a1_3 += dr[17408] * w3;
+                            a2_0 += dr[17920] * w0; a2_1 += dr[17920] * w1; a2_2 += dr[17920] * w2; a2_3 += dr[17920] * w3;
+                            a3_0 += dr[18432] * w0; a3_1 += dr[18432] * w1; a3_2 += dr[18432] * w2; a3_3 += dr[18432] * w3;
+                            a4_0 += dr[18944] * w0; a4_1 += dr[18944] * w1; a4_2 += dr[18944] * w2; a4_3 += dr[18944] * w3;
+                            a5_0 += dr[19456] * w0; a5_1 += dr[19456] * w1; a5_2 += dr[19456] * w2; a5_3 += dr[19456] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 1024), w1 = VLOAD(wr + 1040), w2 = VLOAD(wr + 1056), w3 = VLOAD(wr + 1072);
+                            a0_0 += dr[16384] * w0; a0_1 += dr[16384] * w1; a0_2 += dr[16384] * w2; a0_3 += dr[16384] * w3;
+                            a1_0 += dr[16896] * w0; a1_1 += dr[16896] * w1; a1_2 += dr[16896] * w2; a1_3 += dr[16896] * w3;
+                            a2_0 += dr[17408] * w0; a2_1 += dr[17408] * w1; a2_2 += dr[17408] * w2; a2_3 += dr[17408] * w3;
+                            a3_0 += dr[17920] * w0; a3_1 += dr[17920] * w1; a3_2 += dr[17920] * w2; a3_3 += dr[17920] * w3;
+                            a4_0 += dr[18432] * w0; a4_1 += dr[18432] * w1; a4_2 += dr[18432] * w2; a4_3 += dr[18432] * w3;
+                            a5_0 += dr[18944] * w0; a5_1 += dr[18944] * w1; a5_2 += dr[18944] * w2; a5_3 += dr[18944] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 1536), w1 = VLOAD(wr + 1552), w2 = VLOAD(wr + 1568), w3 = VLOAD(wr + 1584);
+                            a0_0 += dr[9216] * w0; a0_1 += dr[9216] * w1; a0_2 += dr[9216] * w2; a0_3 += dr[9216] * w3;
+                            a1_0 += dr[9728] * w0; a1_1 += dr[9728] * w1; a1_2 += dr[9728] * w2; a1_3 += dr[9728] * w3;
+                            a2_0 += dr[10240] * w0; a2_1 += dr[10240] * w1; a2_2 += dr[10240] * w2; a2_3 += dr[10240] * w3;
+                            a3_0 += dr[10752] * w0; a3_1 += dr[10752] * w1; a3_2 += dr[10752] * w2; a3_3 += dr[10752] * w3;
+                            a4_0 += dr[11264] * w0; a4_1 += dr[11264] * w1; a4_2 += dr[11264] * w2; a4_3 += dr[11264] * w3;
+                            a5_0 += dr[11776] * w0; a5_1 += dr[11776] * w1; a5_2 += dr[11776] * w2; a5_3 += dr[11776] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 2048), w1 = VLOAD(wr + 2064), w2 = VLOAD(wr + 2080), w3 = VLOAD(wr + 2096);
+                            a0_0 += dr[8704] * w0; a0_1 += dr[8704] * w1; a0_2 += dr[8704] * w2; a0_3 += dr[8704] * w3;
+                            a1_0 += dr[9216] * w0; a1_1 += dr[9216] * w1; a1_2 += dr[9216] * w2; a1_3 += dr[9216] * w3;
+                            a2_0 += dr[9728] * w0; a2_1 += dr[9728] * w1; a2_2 += dr[9728] * w2; a2_3 += dr[9728] * w3;
+                            a3_0 += dr[10240] * w0; a3_1 += dr[10240] * w1; a3_2 += dr[10240] * w2; a3_3 += dr[10240] * w3;
+                            a4_0 += dr[10752] * w0; a4_1 += dr[10752] * w1; a4_2 += dr[10752] * w2; a4_3 += dr[10752] * w3;
+                            a5_0 += dr[11264] * w0; a5_1 += dr[11264] * w1; a5_2 += dr[11264] * w2; a5_3 += dr[11264] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 2560), w1 = VLOAD(wr + 2576), w2 = VLOAD(wr + 2592), w3 = VLOAD(wr + 2608);
+                            a0_0 += dr[8192] * w0; a0_1 += dr[8192] * w1; a0_2 += dr[8192] * w2; a0_3 += dr[8192] * w3;
+                            a1_0 += dr[8704] * w0; a1_1 += dr[8704] * w1; a1_2 += dr[8704] * w2; a1_3 += dr[8704] * w3;
+                            a2_0 += dr[9216] * w0; a2_1 += dr[9216] * w1; a2_2 += dr[9216] * w2; a2_3 += dr[9216] * w3;
+                            a3_0 += dr[9728] * w0; a3_1 += dr[9728] * w1; a3_2 += dr[9728] * w2; a3_3 += dr[9728] * w3;
+                            a4_0 += dr[10240] * w0; a4_1 += dr[10240] * w1; a4_2 += dr[10240] * w2; a4_3 += dr[10240] * w3;
+                            a5_0 += dr[10752] * w0; a5_1 += dr[10752] * w1; a5_2 += dr[10752] * w2; a5_3 += dr[10752] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 3072), w1 = VLOAD(wr + 3088), w2 = VLOAD(wr + 3104), w3 = VLOAD(wr + 3120);
+                            a0_0 += dr[1024] * w0; a0_1 += dr[1024] * w1; a0_2 += dr[1024] * w2; a0_3 += dr[1024] * w3;
+                            a1_0 += dr[1536] * w0; a1_1 += dr[1536] * w1; a1_2 += dr[1536] * w2; a1_3 += dr[1536] * w3;
+                            a2_0 += dr[2048] * w0; a2_1 += dr[2048] * w1; a2_2 += dr[2048] * w2; a2_3 += dr[2048] * w3;
+                            a3_0 += dr[2560] * w0; a3_1 += dr[2560] * w1; a3_2 += dr[2560] * w2; a3_3 += dr[2560] * w3;
+                            a4_0 += dr[3072] * w0; a4_1 += dr[3072] * w1; a4_2 += dr[3072] * w2; a4_3 += dr[3072] * w3;
+                            a5_0 += dr[3584] * w0; a5_1 += dr[3584] * w1; a5_2 += dr[3584] * w2; a5_3 += dr[3584] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 3584), w1 = VLOAD(wr + 3600), w2 = VLOAD(wr + 3616), w3 = VLOAD(wr + 3632);
+                            a0_0 += dr[512] * w0; a0_1 += dr[512] * w1; a0_2 += dr[512] * w2; a0_3 += dr[512] * w3;
+                            a1_0 += dr[1024] * w0; a1_1 += dr[1024] * w1; a1_2 += dr[1024] * w2; a1_3 += dr[1024] * w3;
+                            a2_0 += dr[1536] * w0; a2_1 += dr[1536] * w1; a2_2 += dr[1536] * w2; a2_3 += dr[1536] * w3;
+                            a3_0 += dr[2048] * w0; a3_1 += dr[2048] * w1; a3_2 += dr[2048] * w2; a3_3 += dr[2048] * w3;
+                            a4_0 += dr[2560] * w0; a4_1 += dr[2560] * w1; a4_2 += dr[2560] * w2; a4_3 += dr[2560] * w3;
+                            a5_0 += dr[3072] * w0; a5_1 += dr[3072] * w1; a5_2 += dr[3072] * w2; a5_3 += dr[3072] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 4096), w1 = VLOAD(wr + 4112), w2 = VLOAD(wr + 4128), w3 = VLOAD(wr + 4144);
+                            a0_0 += dr[0] * w0; a0_1 += dr[0] * w1; a0_2 += dr[0] * w2; a0_3 += dr[0] * w3;
+                            a1_0 += dr[512] * w0; a1_1 += dr[512] * w1; a1_2 += dr[512] * w2; a1_3 += dr[512] * w3;
+                            a2_0 += dr[1024] * w0; a2_1 += dr[1024] * w1; a2_2 += dr[1024] * w2; a2_3 += dr[1024] * w3;
+                            a3_0 += dr[1536] * w0; a3_1 += dr[1536] * w1; a3_2 += dr[1536] * w2; a3_3 += dr[1536] * w3;
+                            a4_0 += dr[2048] * w0; a4_1 += dr[2048] * w1; a4_2 += dr[2048] * w2; a4_3 += dr[2048] * w3;
+                            a5_0 += dr[2560] * w0; a5_1 += dr[2560] * w1; a5_2 += dr[2560] * w2; a5_3 += dr[2560] * w3;
+                        }
                     }
-                }
-                /* rows 1..12, cols 1..12: every tap */
-                for (int oy = 1; oy < 13; oy++) {
-                    for (int ox = 1; ox < 13; ox++) {
-                        const float d = dyc[oy*14 + ox];
-                        g0 += d * xc[oy*14 + ox - 15]; dxc[oy*14 + ox - 15] += w0 * d;
-                        g1 += d * xc[oy*14 + ox - 14]; dxc[oy*14 + ox - 14] += w1 * d;
-                        g2 += d * xc[oy*14 + ox - 13]; dxc[oy*14 + ox - 13] += w2 * d;
-                        g3 += d * xc[oy*14 + ox - 1]; dxc[oy*14 + ox - 1] += w3 * d;
-                        g4 += d * xc[oy*14 + ox]; dxc[oy*14 + ox] += w4 * d;
-                        g5 += d * xc[oy*14 + ox + 1]; dxc[oy*14 + ox + 1] += w5 * d;
-                        g6 += d * xc[oy*14 + ox + 13]; dxc[oy*14 + ox + 13] += w6 * d;
-                        g7 += d * xc[oy*14 + ox + 14]; dxc[oy*14 + ox + 14] += w7 * d;
-                        g8 += d * xc[oy*14 + ox + 15]; dxc[oy*14 + ox + 15] += w8 * d;
-                    }
-                }
-                /* rows 1..12, cols 13..13: 6 of 9 taps */
-                for (int oy = 1; oy < 13; oy++) {
-                    {
-                        const float d = dyc[oy*14 + 13];
-                        g0 += d * xc[oy*14 - 2]; dxc[oy*14 - 2] += w0 * d;
-                        g1 += d * xc[oy*14 - 1]; dxc[oy*14 - 1] += w1 * d;
-                        g3 += d * xc[oy*14 + 12]; dxc[oy*14 + 12] += w3 * d;
-                        g4 += d * xc[oy*14 + 13]; dxc[oy*14 + 13] += w4 * d;
-                        g6 += d * xc[oy*14 + 26]; dxc[oy*14 + 26] += w6 * d;
-                        g7 += d * xc[oy*14 + 27]; dxc[oy*14 + 27] += w7 * d;
-                    }
+                    VSTORE(dxh + (iy * 14 + x0 + 0) * 512 + (v0 + 0) * 16, a0_0); VSTORE(dxh + (iy * 14 + x0 + 0) * 512 + (v0 + 1) * 16, a0_1); VSTORE(dxh + (iy * 14 + x0 + 0) * 512 + (v0 + 2) * 16, a0_2); VSTORE(dxh + (iy * 14 + x0 + 0) * 512 + (v0 + 3) * 16, a0_3);
+                    VSTORE(dxh + (iy * 14 + x0 + 1) * 512 + (v0 + 0) * 16, a1_0); VSTORE(dxh + (iy * 14 + x0 + 1) * 512 + (v0 + 1) * 16, a1_1); VSTORE(dxh + (iy * 14 + x0 + 1) * 512 + (v0 + 2) * 16, a1_2); VSTORE(dxh + (iy * 14 + x0 + 1) * 512 + (v0 + 3) * 16, a1_3);
+                    VSTORE(dxh + (iy * 14 + x0 + 2) * 512 + (v0 + 0) * 16, a2_0); VSTORE(dxh + (iy * 14 + x0 + 2) * 512 + (v0 + 1) * 16, a2_1); VSTORE(dxh + (iy * 14 + x0 + 2) * 512 + (v0 + 2) * 16, a2_2); VSTORE(dxh + (iy * 14 + x0 + 2) * 512 + (v0 + 3) * 16, a2_3);
+                    VSTORE(dxh + (iy * 14 + x0 + 3) * 512 + (v0 + 0) * 16, a3_0); VSTORE(dxh + (iy * 14 + x0 + 3) * 512 + (v0 + 1) * 16, a3_1); VSTORE(dxh + (iy * 14 + x0 + 3) * 512 + (v0 + 2) * 16, a3_2); VSTORE(dxh + (iy * 14 + x0 + 3) * 512 + (v0 + 3) * 16, a3_3);
+                    VSTORE(dxh + (iy * 14 + x0 + 4) * 512 + (v0 + 0) * 16, a4_0); VSTORE(dxh + (iy * 14 + x0 + 4) * 512 + (v0 + 1) * 16, a4_1); VSTORE(dxh + (iy * 14 + x0 + 4) * 512 + (v0 + 2) * 16, a4_2); VSTORE(dxh + (iy * 14 + x0 + 4) * 512 + (v0 + 3) * 16, a4_3);
+                    VSTORE(dxh + (iy * 14 + x0 + 5) * 512 + (v0 + 0) * 16, a5_0); VSTORE(dxh + (iy * 14 + x0 + 5) * 512 + (v0 + 1) * 16, a5_1); VSTORE(dxh + (iy * 14 + x0 + 5) * 512 + (v0 + 2) * 16, a5_2); VSTORE(dxh + (iy * 14 + x0 + 5) * 512 + (v0 + 3) * 16, a5_3);
                 }
                 {
-                    const float d = dyc[182];
-                    g1 += d * xc[168]; dxc[168] += w1 * d;
-                    g2 += d * xc[169]; dxc[169] += w2 * d;
-                    g4 += d * xc[182]; dxc[182] += w4 * d;
-                    g5 += d * xc[183]; dxc[183] += w5 * d;
-                }
-                /* rows 13..13, cols 1..12: 6 of 9 taps */
-                for (int ox = 1; ox < 13; ox++) {
-                    const float d = dyc[ox + 182];
-                    g0 += d * xc[ox + 167]; dxc[ox + 167] += w0 * d;
-                    g1 += d * xc[ox + 168]; dxc[ox + 168] += w1 * d;
-                    g2 += d * xc[ox + 169]; dxc[ox + 169] += w2 * d;
-                    g3 += d * xc[ox + 181]; dxc[ox + 181] += w3 * d;
-                    g4 += d * xc[ox + 182]; dxc[ox + 182] += w4 * d;
-                    g5 += d * xc[ox + 183]; dxc[ox + 183] += w5 * d;
-                }
-                {
-                    const float d = dyc[195];
-                    g0 += d * xc[180]; dxc[180] += w0 * d;
-                    g1 += d * xc[181]; dxc[181] += w1 * d;
-                    g3 += d * xc[194]; dxc[194] += w3 * d;
-                    g4 += d * xc[195]; dxc[195] += w4 * d;
+                    const int x0 = 12;
+                    cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f);
+                    cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f), a1_3 = vsplat(0.0f);
+                    for (int co = 0; co < 512; co++) {
+                        const float *restrict dr = dyp + (iy * 16 + x0) * 512 + co;
+                        const float *restrict wr = wf + co * 4608 + v0 * 16;
+                        {
+                            const cg_v w0 = VLOAD(wr + 0), w1 = VLOAD(wr + 16), w2 = VLOAD(wr + 32), w3 = VLOAD(wr + 48);
+                            a0_0 += dr[17408] * w0; a0_1 += dr[17408] * w1; a0_2 += dr[17408] * w2; a0_3 += dr[17408] * w3;
+                            a1_0 += dr[17920] * w0; a1_1 += dr[17920] * w1; a1_2 += dr[17920] * w2; a1_3 += dr[17920] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 512), w1 = VLOAD(wr + 528), w2 = VLOAD(wr + 544), w3 = VLOAD(wr + 560);
+                            a0_0 += dr[16896] * w0; a0_1 += dr[16896] * w1; a0_2 += dr[16896] * w2; a0_3 += dr[16896] * w3;
+                            a1_0 += dr[17408] * w0; a1_1 += dr[17408] * w1; a1_2 += dr[17408] * w2; a1_3 += dr[17408] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 1024), w1 = VLOAD(wr + 1040), w2 = VLOAD(wr + 1056), w3 = VLOAD(wr + 1072);
+                            a0_0 += dr[16384] * w0; a0_1 += dr[16384] * w1; a0_2 += dr[16384] * w2; a0_3 += dr[16384] * w3;
+                            a1_0 += dr[16896] * w0; a1_1 += dr[16896] * w1; a1_2 += dr[16896] * w2; a1_3 += dr[16896] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 1536), w1 = VLOAD(wr + 1552), w2 = VLOAD(wr + 1568), w3 = VLOAD(wr + 1584);
+                            a0_0 += dr[9216] * w0; a0_1 += dr[9216] * w1; a0_2 += dr[9216] * w2; a0_3 += dr[9216] * w3;
+                            a1_0 += dr[9728] * w0; a1_1 += dr[9728] * w1; a1_2 += dr[9728] * w2; a1_3 += dr[9728] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 2048), w1 = VLOAD(wr + 2064), w2 = VLOAD(wr + 2080), w3 = VLOAD(wr + 2096);
+                            a0_0 += dr[8704] * w0; a0_1 += dr[8704] * w1; a0_2 += dr[8704] * w2; a0_3 += dr[8704] * w3;
+                            a1_0 += dr[9216] * w0; a1_1 += dr[9216] * w1; a1_2 += dr[9216] * w2; a1_3 += dr[9216] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 2560), w1 = VLOAD(wr + 2576), w2 = VLOAD(wr + 2592), w3 = VLOAD(wr + 2608);
+                            a0_0 += dr[8192] * w0; a0_1 += dr[8192] * w1; a0_2 += dr[8192] * w2; a0_3 += dr[8192] * w3;
+                            a1_0 += dr[8704] * w0; a1_1 += dr[8704] * w1; a1_2 += dr[8704] * w2; a1_3 += dr[8704] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 3072), w1 = VLOAD(wr + 3088), w2 = VLOAD(wr + 3104), w3 = VLOAD(wr + 3120);
+                            a0_0 += dr[1024] * w0; a0_1 += dr[1024] * w1; a0_2 += dr[1024] * w2; a0_3 += dr[1024] * w3;
+                            a1_0 += dr[1536] * w0; a1_1 += dr[1536] * w1; a1_2 += dr[1536] * w2; a1_3 += dr[1536] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 3584), w1 = VLOAD(wr + 3600), w2 = VLOAD(wr + 3616), w3 = VLOAD(wr + 3632);
+                            a0_0 += dr[512] * w0; a0_1 += dr[512] * w1; a0_2 += dr[512] * w2; a0_3 += dr[512] * w3;
+                            a1_0 += dr[1024] * w0; a1_1 += dr[1024] * w1; a1_2 += dr[1024] * w2; a1_3 += dr[1024] * w3;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 4096), w1 = VLOAD(wr + 4112), w2 = VLOAD(wr + 4128), w3 = VLOAD(wr + 4144);
+                            a0_0 += dr[0] * w0; a0_1 += dr[0] * w1; a0_2 += dr[0] * w2; a0_3 += dr[0] * w3;
+                            a1_0 += dr[512] * w0; a1_1 += dr[512] * w1; a1_2 += dr[512] * w2; a1_3 += dr[512] * w3;
+                        }
+                    }
+                    VSTORE(dxh + (iy * 14 + x0 + 0) * 512 + (v0 + 0) * 16, a0_0); VSTORE(dxh + (iy * 14 + x0 + 0) * 512 + (v0 + 1) * 16, a0_1); VSTORE(dxh + (iy * 14 + x0 + 0) * 512 + (v0 + 2) * 16, a0_2); VSTORE(dxh + (iy * 14 + x0 + 0) * 512 + (v0 + 3) * 16, a0_3);
+                    VSTORE(dxh + (iy * 14 + x0 + 1) * 512 + (v0 + 0) * 16, a1_0); VSTORE(dxh + (iy * 14 + x0 + 1) * 512 + (v0 + 1) * 16, a1_1); VSTORE(dxh + (iy * 14 + x0 + 1) * 512 + (v0 + 2) * 16, a1_2); VSTORE(dxh + (iy * 14 + x0 + 1) * 512 + (v0 + 3) * 16, a1_3);
                 }
             }
-            gwc[0] += g0;
-            gwc[1] += g1;
-            gwc[2] += g2;
-            gwc[3] += g3;
-            gwc[4] += g4;
-            gwc[5] += g5;
-            gwc[6] += g6;
-            gwc[7] += g7;
-            gwc[8] += g8;
         }
-        {
-            float s = 0.0f;
-            for (int n = 0; n < nb; n++)
-                for (int i = 0; i < 196; i++) s += dy[(size_t)n * 100352 + col*196 + i];
-            gb[col] += s;
-        }
+        for (int ci = 0; ci < 512; ci++)
+            for (int i = 0; i < 196; i++) dxn[ci * 196 + i] = dxh[i * 512 + ci];
     }
 }
 
@@ -2924,35 +6832,35 @@ void vgg16_forward(const float *params, float *buffers, const float *x, float *w
 {
     (void)buffers;
     (void)training;
-    l00_conv2d_forward(params, x, ws + 0, nb);
+    l00_conv2d_forward(params, ws + 57285584, x, ws + 0, nb);
     l01_relu_forward(ws + 0, ws + 6422528, nb);
-    l02_conv2d_forward(params, ws + 6422528, ws + 12845056, nb);
+    l02_conv2d_forward(params, ws + 71308528, ws + 6422528, ws + 12845056, nb);
     l03_relu_forward(ws + 12845056, ws + 19267584, nb);
     l04_maxpool2d_forward(ws + 19267584, ws + 25690112, nb);
-    l05_conv2d_forward(params, ws + 25690112, ws + 27295744, nb);
+    l05_conv2d_forward(params, ws + 94033968, ws + 25690112, ws + 27295744, nb);
     l06_relu_forward(ws + 27295744, ws + 30507008, nb);
-    l07_conv2d_forward(params, ws + 30507008, ws + 33718272, nb);
+    l07_conv2d_forward(params, ws + 103128240, ws + 30507008, ws + 33718272, nb);
     l08_relu_forward(ws + 33718272, ws + 36929536, nb);
     l09_maxpool2d_forward(ws + 36929536, ws + 40140800, nb);
-    l10_conv2d_forward(params, ws + 40140800, ws + 40943616, nb);
+    l10_conv2d_forward(params, ws + 114836272, ws + 40140800, ws + 40943616, nb);
     l11_relu_forward(ws + 40943616, ws + 42549248, nb);
-    l12_conv2d_forward(params, ws + 42549248, ws + 44154880, nb);
+    l12_conv2d_forward(params, ws + 119958576, ws + 42549248, ws + 44154880, nb);
     l13_relu_forward(ws + 44154880, ws + 45760512, nb);
-    l14_conv2d_forward(params, ws + 45760512, ws + 47366144, nb);
+    l14_conv2d_forward(params, ws + 126933296, ws + 45760512, ws + 47366144, nb);
     l15_relu_forward(ws + 47366144, ws + 48971776, nb);
     l16_maxpool2d_forward(ws + 48971776, ws + 50577408, nb);
-    l17_conv2d_forward(params, ws + 50577408, ws + 50978816, nb);
+    l17_conv2d_forward(params, ws + 133908016, ws + 50577408, ws + 50978816, nb);
     l18_relu_forward(ws + 50978816, ws + 51781632, nb);
-    l19_conv2d_forward(params, ws + 51781632, ws + 52584448, nb);
+    l19_conv2d_forward(params, ws + 138594352, ws + 51781632, ws + 52584448, nb);
     l20_relu_forward(ws + 52584448, ws + 53387264, nb);
-    l21_conv2d_forward(params, ws + 53387264, ws + 54190080, nb);
+    l21_conv2d_forward(params, ws + 146301488, ws + 53387264, ws + 54190080, nb);
     l22_relu_forward(ws + 54190080, ws + 54992896, nb);
     l23_maxpool2d_forward(ws + 54992896, ws + 55795712, nb);
-    l24_conv2d_forward(params, ws + 55795712, ws + 55996416, nb);
+    l24_conv2d_forward(params, ws + 154008624, ws + 55795712, ws + 55996416, nb);
     l25_relu_forward(ws + 55996416, ws + 56197120, nb);
-    l26_conv2d_forward(params, ws + 56197120, ws + 56397824, nb);
+    l26_conv2d_forward(params, ws + 159522352, ws + 56197120, ws + 56397824, nb);
     l27_relu_forward(ws + 56397824, ws + 56598528, nb);
-    l28_conv2d_forward(params, ws + 56598528, ws + 56799232, nb);
+    l28_conv2d_forward(params, ws + 165036080, ws + 56598528, ws + 56799232, nb);
     l29_relu_forward(ws + 56799232, ws + 56999936, nb);
     l30_maxpool2d_forward(ws + 56999936, ws + 57200640, nb);
     /* layer 31: flatten is a view of its input */
@@ -2963,46 +6871,60 @@ void vgg16_forward(const float *params, float *buffers, const float *x, float *w
     l36_dense_forward(params, ws + 57275392, ws + 57283584, nb);
 }
 
-/* Backward after a training forward: dLoss/dOutput at ws + 57285584; grads accumulate. */
+/* Backward after a training forward: dLoss/dOutput at ws + 170549808; grads accumulate. */
 void vgg16_backward(const float *params, float *grads, const float *x, float *dx, float *ws, int nb)
 {
-    l36_dense_backward(params, grads, ws + 57275392, ws + 57285584, ws + 57287584, nb);
-    l35_relu_backward(ws + 57275392, ws + 57287584, ws + 63710112, nb);
-    l34_dense_backward(params, grads, ws + 57259008, ws + 63710112, ws + 57287584, nb);
-    l33_relu_backward(ws + 57259008, ws + 57287584, ws + 63710112, nb);
-    l32_dense_backward(params, grads, ws + 57200640, ws + 63710112, ws + 57287584, nb);
+    (void)x;
+    l36_dense_backward(params, grads, ws + 57275392, ws + 170549808, ws + 170551808, nb);
+    l35_relu_backward(ws + 57275392, ws + 170551808, ws + 176974336, nb);
+    l34_dense_backward(params, grads, ws + 57259008, ws + 176974336, ws + 170551808, nb);
+    l33_relu_backward(ws + 57259008, ws + 170551808, ws + 176974336, nb);
+    l32_dense_backward(params, grads, ws + 57200640, ws + 176974336, ws + 170551808, nb);
     /* layer 31: flatten passes the gradient through */
-    l30_maxpool2d_backward(ws + 56999936, ws + 57287584, ws + 63710112, nb);
-    l29_relu_backward(ws + 56999936, ws + 63710112, ws + 57287584, nb);
-    l28_conv2d_backward(params, grads, ws + 56598528, ws + 57287584, ws + 63710112, nb);
-    l27_relu_backward(ws + 56598528, ws + 63710112, ws + 57287584, nb);
-    l26_conv2d_backward(params, grads, ws + 56197120, ws + 57287584, ws + 63710112, nb);
-    l25_relu_backward(ws + 56197120, ws + 63710112, ws + 57287584, nb);
-    l24_conv2d_backward(params, grads, ws + 55795712, ws + 57287584, ws + 63710112, nb);
-    l23_maxpool2d_backward(ws + 54992896, ws + 63710112, ws + 57287584, nb);
-    l22_relu_backward(ws + 54992896, ws + 57287584, ws + 63710112, nb);
-    l21_conv2d_backward(params, grads, ws + 53387264, ws + 63710112, ws + 57287584, nb);
-    l20_relu_backward(ws + 53387264, ws + 57287584, ws + 63710112, nb);
-    l19_conv2d_backward(params, grads, ws + 51781632, ws + 63710112, ws + 57287584, nb);
-    l18_relu_backward(ws + 51781632, ws + 57287584, ws + 63710112, nb);
-    l17_conv2d_backward(params, grads, ws + 50577408, ws + 63710112, ws + 57287584, nb);
-    l16_maxpool2d_backward(ws + 48971776, ws + 57287584, ws + 63710112, nb);
-    l15_relu_backward(ws + 48971776, ws + 63710112, ws + 57287584, nb);
-    l14_conv2d_backward(params, grads, ws + 45760512, ws + 57287584, ws + 63710112, nb);
-    l13_relu_backward(ws + 45760512, ws + 63710112, ws + 57287584, nb);
-    l12_conv2d_backward(params, grads, ws + 42549248, ws + 57287584, ws + 63710112, nb);
-    l11_relu_backward(ws + 42549248, ws + 63710112, ws + 57287584, nb);
-    l10_conv2d_backward(params, grads, ws + 40140800, ws + 57287584, ws + 63710112, nb);
-    l09_maxpool2d_backward(ws + 36929536, ws + 63710112, ws + 57287584, nb);
-    l08_relu_backward(ws + 36929536, ws + 57287584, ws + 63710112, nb);
-    l07_conv2d_backward(params, grads, ws + 30507008, ws + 63710112, ws + 57287584, nb);
-    l06_relu_backward(ws + 30507008, ws + 57287584, ws + 63710112, nb);
-    l05_conv2d_backward(params, grads, ws + 25690112, ws + 63710112, ws + 57287584, nb);
-    l04_maxpool2d_backward(ws + 19267584, ws + 57287584, ws + 63710112, nb);
-    l03_relu_backward(ws + 19267584, ws + 63710112, ws + 57287584, nb);
-    l02_conv2d_backward(params, grads, ws + 6422528, ws + 57287584, ws + 63710112, nb);
-    l01_relu_backward(ws + 6422528, ws + 63710112, ws + 57287584, nb);
-    l00_conv2d_backward(params, grads, x, ws + 57287584, dx ? dx : ws + 63710112, nb);
+    l30_maxpool2d_backward(ws + 56999936, ws + 170551808, ws + 176974336, nb);
+    l29_relu_backward(ws + 56999936, ws + 176974336, ws + 170551808, nb);
+    l28_conv2d_backward(grads, ws + 165036080, ws + 170551808, nb);
+    l28_conv2d_backward_dx(params, ws + 165036080, ws + 170551808, ws + 176974336, nb);
+    l27_relu_backward(ws + 56598528, ws + 176974336, ws + 170551808, nb);
+    l26_conv2d_backward(grads, ws + 159522352, ws + 170551808, nb);
+    l26_conv2d_backward_dx(params, ws + 159522352, ws + 170551808, ws + 176974336, nb);
+    l25_relu_backward(ws + 56197120, ws + 176974336, ws + 170551808, nb);
+    l24_conv2d_backward(grads, ws + 154008624, ws + 170551808, nb);
+    l24_conv2d_backward_dx(params, ws + 154008624, ws + 170551808, ws + 176974336, nb);
+    l23_maxpool2d_backward(ws + 54992896, ws + 176974336, ws + 170551808, nb);
+    l22_relu_backward(ws + 54992896, ws + 170551808, ws + 176974336, nb);
+    l21_conv2d_backward(grads, ws + 146301488, ws + 176974336, nb);
+    l21_conv2d_backward_dx(params, ws + 146301488, ws + 176974336, ws + 170551808, nb);
+    l20_relu_backward(ws + 53387264, ws + 170551808, ws + 176974336, nb);
+    l19_conv2d_backward(grads, ws + 138594352, ws + 176974336, nb);
+    l19_conv2d_backward_dx(params, ws + 138594352, ws + 176974336, ws + 170551808, nb);
+    l18_relu_backward(ws + 51781632, ws + 170551808, ws + 176974336, nb);
+    l17_conv2d_backward(grads, ws + 133908016, ws + 176974336, nb);
+    l17_conv2d_backward_dx(params, ws + 133908016, ws + 176974336, ws + 170551808, nb);
+    l16_maxpool2d_backward(ws + 48971776, ws + 170551808, ws + 176974336, nb);
+    l15_relu_backward(ws + 48971776, ws + 176974336, ws + 170551808, nb);
+    l14_conv2d_backward(grads, ws + 126933296, ws + 170551808, nb);
+    l14_conv2d_backward_dx(params, ws + 126933296, ws + 170551808, ws + 176974336, nb);
+    l13_relu_backward(ws + 45760512, ws + 176974336, ws + 170551808, nb);
+    l12_conv2d_backward(grads, ws + 119958576, ws + 170551808, nb);
+    l12_conv2d_backward_dx(params, ws + 119958576, ws + 170551808, ws + 176974336, nb);
+    l11_relu_backward(ws + 42549248, ws + 176974336, ws + 170551808, nb);
+    l10_conv2d_backward(grads, ws + 114836272, ws + 170551808, nb);
+    l10_conv2d_backward_dx(params, ws + 114836272, ws + 170551808, ws + 176974336, nb);
+    l09_maxpool2d_backward(ws + 36929536, ws + 176974336, ws + 170551808, nb);
+    l08_relu_backward(ws + 36929536, ws + 170551808, ws + 176974336, nb);
+    l07_conv2d_backward(grads, ws + 103128240, ws + 176974336, nb);
+    l07_conv2d_backward_dx(params, ws + 103128240, ws + 176974336, ws + 170551808, nb);
+    l06_relu_backward(ws + 30507008, ws + 170551808, ws + 176974336, nb);
+    l05_conv2d_backward(grads, ws + 94033968, ws + 176974336, nb);
+    l05_conv2d_backward_dx(params, ws + 94033968, ws + 176974336, ws + 170551808, nb);
+    l04_maxpool2d_backward(ws + 19267584, ws + 170551808, ws + 176974336, nb);
+    l03_relu_backward(ws + 19267584, ws + 176974336, ws + 170551808, nb);
+    l02_conv2d_backward(grads, ws + 71308528, ws + 170551808, nb);
+    l02_conv2d_backward_dx(params, ws + 71308528, ws + 170551808, ws + 176974336, nb);
+    l01_relu_backward(ws + 6422528, ws + 176974336, ws + 170551808, nb);
+    l00_conv2d_backward(grads, ws + 57285584, ws + 170551808, nb);
+    if (dx) l00_conv2d_backward_dx(params, ws + 57285584, ws + 170551808, dx ? dx : ws + 176974336, nb);
 }
 
 static const cg_tensor vgg16_tensors[] = {

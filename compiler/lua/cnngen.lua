@@ -312,6 +312,10 @@ local function plan(spec)
   if P > MAX_PARAMS then return nil, string.format("the network has %s parameters, more than the limit %s", util.commas(P), util.commas(MAX_PARAMS)) end
   spec.n_params, spec.n_buffers = P, Bf
   local B = spec.train.batch
+  for _, L in ipairs(spec.layers) do
+    -- facts the emitters' choices depend on
+    L.batch, L.budget, L.batch_lanes = B, UNROLL_BUDGET, B >= LANES_MIN_BATCH
+  end
   if B >= LANES_MIN_BATCH then return plan_lanes(spec) end
   local ws = 0
   local n = #spec.layers
@@ -365,10 +369,15 @@ end
 -- forward_lanes/backward_lanes (and backward_dx_lanes when a kind computes dx apart).
 local function pass_fn(L, pass, ctx)
   local m = L.mod
+  local f
   if ctx.lanes then
-    return ({fwd = m.forward_lanes, bwd = m.backward_lanes, bwdx = m.backward_dx_lanes})[pass]
+    f = ({fwd = m.forward_lanes, bwd = m.backward_lanes, bwdx = m.backward_dx_lanes})[pass]
+  else
+    f = ({fwd = m.forward, bwd = m.backward, bwdx = m.backward_dx})[pass]
   end
-  return ({fwd = m.forward, bwd = m.backward})[pass]
+  -- kinds that may compute dx apart say per layer whether they do
+  if pass == "bwdx" and f and m.split_dx and not m.split_dx(L, ctx) then return nil end
+  return f
 end
 
 -- Emit one layer's function for a pass; returns its used args in canonical order.
@@ -459,9 +468,13 @@ local function emit(spec, spec_path, spec_text)
   O:line("#include \"%s.h\"", name)
   O:line("")
   local fargs, bargs, dxargs = {}, {}, {}
-  if ctx.lanes then
+  do
+    O:line("/* a += b * c compiles to one FMA (gcc turns contraction off under -std=c11) */")
+    O:line("#if defined(__GNUC__) && !defined(__clang__)")
+    O:line("#pragma GCC optimize(\"fp-contract=fast\")")
+    O:line("#endif")
     O:line("/* SIMD vectors of %d floats (one AVX-512 register; gcc and clang split them", VEC)
-    O:line(" * on narrower targets). Activations are batch-innermost: [size][%d]. */", spec.lanes)
+    O:line(" * on narrower targets). */")
     O:line("typedef float cg_v __attribute__((vector_size(%d), aligned(4), may_alias));", VEC * 4)
     O:line("/* loops whose iterations write disjoint outputs run on all threads with -fopenmp */")
     O:line("#ifdef _OPENMP")
@@ -472,9 +485,12 @@ local function emit(spec, spec_path, spec_text)
     O:line("#define VLOAD(p) (*(const cg_v *)(p))")
     O:line("#define VSTORE(p, v) (*(cg_v *)(p) = (v))")
     O:line("#define vsplat(s) ((cg_v){0} + (s))")
-    O:line("static inline float vsum_(const cg_v *v) { float s = 0.0f; for (int i = 0; i < %d; i++) s += (*v)[i]; return s; }", VEC)
+    O:line("static inline __attribute__((unused)) float vsum_(const cg_v *v) { float s = 0.0f; for (int i = 0; i < %d; i++) s += (*v)[i]; return s; }", VEC)
     O:line("#define vsum(v) vsum_(&(v))")
     O:line("")
+  end
+  if ctx.lanes then
+    O:line("/* Activations are batch-innermost: [size][%d]. */", spec.lanes)
     O:line("/* [nb][size] -> [size][%d], lanes >= nb zeroed */", spec.lanes)
     O:line("static void to_lanes(const float *restrict x, float *restrict xl, int nb, int size)")
     O:open("{")
@@ -552,7 +568,13 @@ local function emit(spec, spec_path, spec_text)
     dy = spec.dout_lanes
   end
   local bufs = {spec.grad_a, spec.grad_b}
-  local uses_dx = false
+  local uses_dx, uses_x = false, false
+  for i, L in ipairs(spec.layers) do
+    for _, argl in ipairs({bargs[L] or {}, dxargs[L] or {}}) do
+      for _, a in ipairs(argl) do if a == "x" and i == 1 then uses_x = true end end
+    end
+  end
+  if not uses_x and not ctx.lanes then O:line("(void)x;") end
   for i = n, 1, -1 do
     local L = spec.layers[i]
     if L.is_alias then

@@ -150,6 +150,7 @@ function M.unrolled(L, budget)
 end
 
 function M.forward(L, C, ctx)
+  if M.cv_ok(L) then return M.forward_cv(L, C, ctx) end
   local d = dims(L)
   local unroll = M.unrolled(L, ctx.budget)
   C:line("const float *restrict w = %s;", L.t.weight)
@@ -201,6 +202,7 @@ function M.forward(L, C, ctx)
 end
 
 function M.backward(L, C, ctx)
+  if M.cv_ok(L) then return M.backward_cv(L, C, ctx) end
   local d = dims(L)
   local unroll = M.unrolled(L, ctx.budget)
   C:line("const float *restrict w = %s;", L.t.weight)
@@ -302,7 +304,10 @@ local function largest_divisor(n, cap)
   return 1
 end
 
-function M.scratch(L, lanes) return 0 end
+function M.scratch(L, lanes)
+  if lanes then return 0 end
+  return M.cv_ok(L) and M.cv_scratch(L).total or 0
+end
 
 -- Loops over groups, channel blocks and lane blocks (outermost first), the first one
 -- with work to share marked parallel: every iteration writes its own outputs.
@@ -489,6 +494,286 @@ function M.backward_lanes(L, C, ctx)
   end)
   end)
   return {"G", "x", "dy"}
+end
+
+
+---------------------------------------------------------------------------
+-- Channel-vector direct convolution for small batches ([N][C][H][W] activations, as
+-- the rest of the network). Inside the layer each sample is moved to a zero-padded
+-- channels-last copy, so padding costs no test; a tile holds TP output positions of
+-- a row x TV vectors of 16 output channels in registers, every input value
+-- broadcast feeds TV FMAs, every weight vector TP FMAs. Stride 1, groups 1.
+---------------------------------------------------------------------------
+local function ceil16(n) return (n + 15) // 16 * 16 end
+
+function M.cv_ok(L)
+  local g = L.geom
+  if L.batch_lanes or L.groups ~= 1 or L.cout < 6 then return false end
+  if M.macs(L) <= (L.budget or 1024) then return false end
+  for _, a in ipairs({g.h, g.w}) do
+    if a.S ~= 1 or a.lo > a.D * (a.K - 1) or a.hi > a.D * (a.K - 1) then return false end
+  end
+  return true
+end
+
+-- scratch layout (floats, each region a multiple of 16)
+function M.cv_scratch(L)
+  local g = L.geom
+  local CP, CIP = ceil16(L.cout), ceil16(L.cin)
+  local Hp, Wp = g.h.I + g.h.lo + g.h.hi, g.w.I + g.w.lo + g.w.hi
+  local Qh, Qw = g.h.D * (g.h.K - 1) - g.h.lo, g.w.D * (g.w.K - 1) - g.w.lo
+  local Hq, Wq = g.h.I + g.h.D * (g.h.K - 1), g.w.I + g.w.D * (g.w.K - 1)
+  local KK, OHW, IHW = g.h.K * g.w.K, g.h.O * g.w.O, g.h.I * g.w.I
+  local r = {CP = CP, CIP = CIP, Hp = Hp, Wp = Wp, Qh = Qh, Qw = Qw, Hq = Hq, Wq = Wq}
+  local at = 0
+  local function take(name, n) r[name] = at; at = at + ceil16(n) end
+  take("XP", L.batch * Hp * Wp * L.cin)   -- padded channels-last input of every sample (kept for dW)
+  take("YH", OHW * CP)                    -- one sample's output, channels-last
+  take("WT", L.cin * KK * CP)             -- weights as [ci][k][co]
+  take("BP", CP)                          -- bias padded to whole vectors
+  take("DYH", L.batch * OHW * CP)         -- dy of every sample, channels-last
+  take("WF", L.cout * KK * CIP)           -- weights as [co][k][ci]
+  take("DYP", Hq * Wq * L.cout)           -- one sample's dy, zero-padded for the gather
+  take("DXH", IHW * CIP)                  -- one sample's dx, channels-last
+  r.total = at
+  return r
+end
+
+local function cv_tiles(nvec, width)
+  local TV = largest_divisor(nvec, 4)
+  local TP = math.max(1, math.min(width, MAX_ACC // TV))
+  return TV, TP
+end
+
+-- row of output tiles: emits loops over x0 (full tiles) and a tail tile
+local function cv_row_tiles(C, width, TP, tile)
+  local full = width - width % TP
+  if full > 0 then
+    C:open("for (int x0 = 0; x0 < %d; x0 += %d) {", full, TP)
+    tile("x0", TP)
+    C:close()
+  end
+  if width % TP > 0 then
+    C:open("{")
+    C:line("const int x0 = %d;", full)
+    tile("x0", width % TP)
+    C:close()
+  end
+end
+
+function M.forward_cv(L, C, ctx)
+  local g, d, sc = L.geom, dims(L), M.cv_scratch(L)
+  local CP, Cin, Cout, KK = sc.CP, L.cin, L.cout, d.KHW
+  local NV = CP // 16
+  local TV, TP = cv_tiles(NV, g.w.O)
+  C:line("const float *restrict w = %s;", L.t.weight)
+  C:line("float *restrict yh = S + %d, *restrict wt = S + %d, *restrict bp = S + %d;", sc.YH, sc.WT, sc.BP)
+  C:line("/* weights [co][ci][k] -> [ci][k][co], channels padded to %d */", CP)
+  C:line("for (int i = 0; i < %d; i++) wt[i] = 0.0f;", Cin * KK * CP)
+  C:line("for (int co = 0; co < %d; co++)", Cout)
+  C:line("    for (int j = 0; j < %d; j++) wt[j * %d + co] = w[co * %d + j];", Cin * KK, CP, Cin * KK)
+  C:line("for (int co = 0; co < %d; co++) bp[co] = %s;", CP,
+    L.opt.bias and string.format("co < %d ? (%s)[co] : 0.0f", Cout, L.t.bias) or "0.0f")
+  C:open("for (int n = 0; n < nb; n++) {")
+  C:line("const float *restrict xn = x + (size_t)n * %d;", d.IN)
+  C:line("float *restrict xp = S + %d + (size_t)n * %d;", sc.XP, sc.Hp * sc.Wp * Cin)
+  C:line("float *restrict yn = y + (size_t)n * %d;", d.OUT)
+  C:line("memset(xp, 0, sizeof(float) * %d);", sc.Hp * sc.Wp * Cin)
+  C:line("for (int ci = 0; ci < %d; ci++)", Cin)
+  C:line("    for (int iy = 0; iy < %d; iy++)", g.h.I)
+  C:line("        for (int ix = 0; ix < %d; ix++) xp[((iy + %d) * %d + ix + %d) * %d + ci] = xn[ci * %d + iy * %d + ix];",
+    g.w.I, g.h.lo, sc.Wp, g.w.lo, Cin, d.IHW, g.w.I)
+  C:line("CG_PARALLEL_FOR")
+  C:open("for (int oy = 0; oy < %d; oy++) {", g.h.O)
+  C:open("for (int v0 = 0; v0 < %d; v0 += %d) {", NV, TV)
+  cv_row_tiles(C, g.w.O, TP, function(x0, tp)
+    for p = 0, tp - 1 do
+      local init = {}
+      for v = 0, TV - 1 do init[#init + 1] = string.format("a%d_%d = VLOAD(bp + (v0 + %d) * 16)", p, v, v) end
+      C:line("cg_v %s;", table.concat(init, ", "))
+    end
+    C:open("for (int ci = 0; ci < %d; ci++) {", Cin)
+    C:line("const float *restrict xr = xp + (oy * %d + %s) * %d + ci;", sc.Wp, x0, Cin)
+    C:line("const float *restrict wr = wt + ci * %d + v0 * 16;", KK * CP)
+    for ky = 0, g.h.K - 1 do
+      for kx = 0, g.w.K - 1 do
+        local k = ky * g.w.K + kx
+        local loads = {}
+        for v = 0, TV - 1 do loads[#loads + 1] = string.format("w%d = VLOAD(wr + %d)", v, k * CP + v * 16) end
+        C:open("{")
+        C:line("const cg_v %s;", table.concat(loads, ", "))
+        for p = 0, tp - 1 do
+          local off = (ky * g.h.D * sc.Wp + kx * g.w.D + p) * Cin
+          local f = {}
+          for v = 0, TV - 1 do f[#f + 1] = string.format("a%d_%d += xr[%d] * w%d;", p, v, off, v) end
+          C:line(table.concat(f, " "))
+        end
+        C:close()
+      end
+    end
+    C:close()
+    for p = 0, tp - 1 do
+      local st = {}
+      for v = 0, TV - 1 do
+        st[#st + 1] = string.format("VSTORE(yh + (oy * %d + %s + %d) * %d + (v0 + %d) * 16, a%d_%d);", g.w.O, x0, p, CP, v, p, v)
+      end
+      C:line(table.concat(st, " "))
+    end
+  end)
+  C:close()
+  C:close()
+  C:line("for (int co = 0; co < %d; co++)", Cout)
+  C:line("    for (int i = 0; i < %d; i++) yn[co * %d + i] = yh[i * %d + co];", d.OHW, d.OHW, CP)
+  C:close()
+  return {"P", "S", "x", "y", "nb"}
+end
+
+-- dW and bias from the saved padded inputs: accumulators over (ci, tap) pairs x
+-- vectors of output channels, summed over every sample and position.
+function M.backward_cv(L, C, ctx)
+  local g, d, sc = L.geom, dims(L), M.cv_scratch(L)
+  local CP, Cin, Cout, KK = sc.CP, L.cin, L.cout, d.KHW
+  local NV = CP // 16
+  local TV = largest_divisor(NV, 4)
+  local TPR = math.max(1, MAX_ACC // TV) -- (ci, tap) pairs per tile
+  local npairs = Cin * KK
+  C:line("float *restrict gw = %s;", L.t_grad.weight)
+  if L.opt.bias then C:line("float *restrict gb = %s;", L.t_grad.bias) end
+  C:line("float *restrict dyh = S + %d;", sc.DYH)
+  C:line("/* dy of every sample -> channels-last, padded channels zero */")
+  C:line("CG_PARALLEL_FOR")
+  C:open("for (int n = 0; n < nb; n++) {")
+  C:line("float *restrict dn = dyh + (size_t)n * %d;", d.OHW * CP)
+  C:line("for (int i = 0; i < %d; i++)", d.OHW)
+  C:line("    for (int co = 0; co < %d; co++) dn[i * %d + co] = co < %d ? dy[(size_t)n * %d + co * %d + i] : 0.0f;",
+    CP, CP, Cout, d.OUT, d.OHW)
+  C:close()
+  if L.opt.bias then
+    C:open("for (int co = 0; co < %d; co++) {", Cout)
+    C:line("float s = 0.0f;")
+    C:line("for (int n = 0; n < nb; n++)")
+    C:line("    for (int i = 0; i < %d; i++) s += dy[(size_t)n * %d + co * %d + i];", d.OHW, d.OUT, d.OHW)
+    C:line("gb[co] += s;")
+    C:close()
+  end
+  local function tile(p0expr, np)
+    -- pair q = p0 + j: ci = q / KK, tap = q % KK, known at generation time only when p0 is;
+    -- p0 is a runtime multiple of TPR, so compute offsets per pair at run time once.
+    C:line("int off[%d], gidx[%d];", np, np)
+    C:open("for (int j = 0; j < %d; j++) {", np)
+    C:line("const int q = %s + j, ci = q / %d, k = q %% %d, ky = k / %d, kx = k %% %d;", p0expr, KK, KK, g.w.K, g.w.K)
+    C:line("off[j] = (ky * %d * %d + kx * %d) * %d + ci;", g.h.D, sc.Wp, g.w.D, Cin)
+    C:line("gidx[j] = ci * %d + k;", KK)
+    C:close()
+    local tv = TV
+    C:open("for (int v0 = 0; v0 < %d; v0 += %d) {", NV, TV)
+    do
+      for j = 0, np - 1 do C:line("cg_v %s;", vec_list("a" .. j .. "_%d = vsplat(0.0f)", tv)) end
+      C:open("for (int n = 0; n < nb; n++) {")
+      C:line("const float *restrict xp = S + %d + (size_t)n * %d;", sc.XP, sc.Hp * sc.Wp * Cin)
+      C:line("const float *restrict dn = dyh + (size_t)n * %d + v0 * 16;", d.OHW * CP)
+      C:open("for (int oy = 0; oy < %d; oy++) {", g.h.O)
+      C:open("for (int ox = 0; ox < %d; ox++) {", g.w.O)
+      C:line("const float *restrict xr = xp + (oy * %d + ox) * %d;", sc.Wp, Cin)
+      local dl = {}
+      for v = 0, tv - 1 do dl[#dl + 1] = string.format("d%d = VLOAD(dn + (oy * %d + ox) * %d + %d)", v, g.w.O, CP, v * 16) end
+      C:line("const cg_v %s;", table.concat(dl, ", "))
+      for j = 0, np - 1 do
+        local f = {}
+        for v = 0, tv - 1 do f[#f + 1] = string.format("a%d_%d += xr[off[%d]] * d%d;", j, v, j, v) end
+        C:line(table.concat(f, " "))
+      end
+      C:close()
+      C:close()
+      C:close()
+      for j = 0, np - 1 do
+        for v = 0, tv - 1 do
+          C:line("for (int l = 0; l < 16 && (v0 + %d) * 16 + l < %d; l++) gw[((v0 + %d) * 16 + l) * %d + gidx[%d]] += a%d_%d[l];",
+            v, Cout, v, npairs, j, j, v)
+        end
+      end
+    end
+    C:close()
+  end
+  local full = npairs - npairs % TPR
+  if full > 0 then
+    C:line("CG_PARALLEL_FOR")
+    C:open("for (int p0 = 0; p0 < %d; p0 += %d) {", full, TPR)
+    tile("p0", TPR)
+    C:close()
+  end
+  if npairs % TPR > 0 then
+    C:open("{")
+    tile(tostring(full), npairs % TPR)
+    C:close()
+  end
+  return {"G", "S", "dy", "nb"}
+end
+
+function M.split_dx(L, ctx) return ctx.lanes ~= nil or M.cv_ok(L) end
+
+-- dx gathered with the same tiles: positions of an input row x vectors of 16 input
+-- channels; dy is zero-padded so every tap reads memory, and the weights are
+-- re-laid as [co][k][ci].
+function M.backward_dx(L, C, ctx)
+  local g, d, sc = L.geom, dims(L), M.cv_scratch(L)
+  local CIP, Cin, Cout, KK = sc.CIP, L.cin, L.cout, d.KHW
+  local NV = CIP // 16
+  local TV, TP = cv_tiles(NV, g.w.I)
+  C:line("const float *restrict w = %s;", L.t.weight)
+  C:line("float *restrict wf = S + %d, *restrict dyp = S + %d, *restrict dxh = S + %d;", sc.WF, sc.DYP, sc.DXH)
+  C:line("for (int i = 0; i < %d; i++) wf[i] = 0.0f;", Cout * KK * CIP)
+  C:line("for (int co = 0; co < %d; co++)", Cout)
+  C:line("    for (int ci = 0; ci < %d; ci++)", Cin)
+  C:line("        for (int k = 0; k < %d; k++) wf[(co * %d + k) * %d + ci] = w[(co * %d + ci) * %d + k];", KK, KK, CIP, Cin, KK)
+  C:open("for (int n = 0; n < nb; n++) {")
+  C:line("const float *restrict dn = dy + (size_t)n * %d;", d.OUT)
+  C:line("float *restrict dxn = dx + (size_t)n * %d;", d.IN)
+  C:line("memset(dyp, 0, sizeof(float) * %d);", sc.Hq * sc.Wq * Cout)
+  C:line("for (int co = 0; co < %d; co++)", Cout)
+  C:line("    for (int oy = 0; oy < %d; oy++)", g.h.O)
+  C:line("        for (int ox = 0; ox < %d; ox++) dyp[((oy + %d) * %d + ox + %d) * %d + co] = dn[co * %d + oy * %d + ox];",
+    g.w.O, sc.Qh, sc.Wq, sc.Qw, Cout, d.OHW, g.w.O)
+  C:line("CG_PARALLEL_FOR")
+  C:open("for (int iy = 0; iy < %d; iy++) {", g.h.I)
+  C:open("for (int v0 = 0; v0 < %d; v0 += %d) {", NV, TV)
+  cv_row_tiles(C, g.w.I, TP, function(x0, tp)
+    for p = 0, tp - 1 do C:line("cg_v %s;", vec_list("a" .. p .. "_%d = vsplat(0.0f)", TV)) end
+    C:open("for (int co = 0; co < %d; co++) {", Cout)
+    C:line("const float *restrict dr = dyp + (iy * %d + %s) * %d + co;", sc.Wq, x0, Cout)
+    C:line("const float *restrict wr = wf + co * %d + v0 * 16;", KK * CIP)
+    for ky = 0, g.h.K - 1 do
+      for kx = 0, g.w.K - 1 do
+        local k = ky * g.w.K + kx
+        local loads = {}
+        for v = 0, TV - 1 do loads[#loads + 1] = string.format("w%d = VLOAD(wr + %d)", v, k * CIP + v * 16) end
+        C:open("{")
+        C:line("const cg_v %s;", table.concat(loads, ", "))
+        for p = 0, tp - 1 do
+          -- input iy reads output oy = iy + lo - ky*D, stored at row oy + Q = iy + D*(K-1-ky)
+          local off = (g.h.D * (g.h.K - 1 - ky) * sc.Wq + g.w.D * (g.w.K - 1 - kx) + p) * Cout
+          local f = {}
+          for v = 0, TV - 1 do f[#f + 1] = string.format("a%d_%d += dr[%d] * w%d;", p, v, off, v) end
+          C:line(table.concat(f, " "))
+        end
+        C:close()
+      end
+    end
+    C:close()
+    for p = 0, tp - 1 do
+      local st = {}
+      for v = 0, TV - 1 do
+        st[#st + 1] = string.format("VSTORE(dxh + (iy * %d + %s + %d) * %d + (v0 + %d) * 16, a%d_%d);", g.w.I, x0, p, CIP, v, p, v)
+      end
+      C:line(table.concat(st, " "))
+    end
+  end)
+  C:close()
+  C:close()
+  C:line("for (int ci = 0; ci < %d; ci++)", Cin)
+  C:line("    for (int i = 0; i < %d; i++) dxn[ci * %d + i] = dxh[i * %d + ci];", d.IHW, d.IHW, CIP)
+  C:close()
+  return {"P", "S", "dy", "dx", "nb"}
 end
 
 return M
