@@ -23,6 +23,7 @@
 #include "npy.h"
 #include "sgd.h"
 #include "weights.h"
+#include "diverge.h"
 
 static double now(void)
 {
@@ -111,6 +112,7 @@ typedef struct run {
     cg_dataset tr, val, test;
     long long spe; /* steps an epoch */
     int min_batch;
+    int last_n, diverged; /* samples of the last forward; a non-finite loss or gradient */
     char outdir[4096], p_log[4352], p_best[4352], p_ckpt[4352], p_final[4352], p_last[4352],
         p_norm[4352], p_png[4352];
 } run;
@@ -460,6 +462,7 @@ static double forward_backward(run *r, const size_t *idx, size_t start, int n, f
     const cg_net *net = r->net;
     cg_dataset_gather(&r->tr, idx, start, n, r->xb, r->yb, r->tb, net->out_size);
     net->forward(r->params, r->buffers, r->xb, r->ws, n, 1);
+    r->last_n = n;
     const void *target = net->loss == CG_LOSS_SOFTMAX_CE ? (const void *)r->yb : r->tb;
     float l = cg_loss(net->loss, r->ws + net->out_offset, target, r->ws + net->dout_offset, n,
                       net->out_size);
@@ -502,9 +505,13 @@ static size_t train_step(run *r, float lr, double *lsum)
         sum = forward_backward(r, idx, start, (int)m, 1.0f) * (double)m;
         used = m;
     }
+    *lsum = sum;
+    if (!isfinite(sum) || !cg_all_finite(r->grads, net->n_params)) {
+        r->diverged = 1; /* no update: the weights stay those of the last good step */
+        return used;
+    }
     cg_sgd_update(r->params, r->grads, r->vel, net->n_params, lr, r->h.momentum,
                   r->h.weight_decay);
-    *lsum = sum;
     return used;
 }
 
@@ -707,9 +714,16 @@ int cg_train(const cg_net *net, const cg_train_opts *o, cg_train_result *res, cg
         }
         double lsum = 0.0;
         size_t used = train_step(r, lr, &lsum);
-        if (used && !isfinite(lsum)) {
-            cg_fail(err, "training diverged at epoch %d, step %lld (loss %g); try a smaller --lr",
-                    ep + 1, (long long)r->pos[POS_K] + 1, lsum / (double)used);
+        if (used && r->diverged) {
+            char where[600];
+            int bad_data = cg_diverge_where(net, r->params, r->buffers, r->grads, r->xb, r->ws,
+                                            r->last_n, where, sizeof where);
+            cg_fail(err, "training diverged at step %lld (epoch %d, step %lld of %lld; loss %g): "
+                         "%s. Stopped before this step's update%s; %s",
+                    (long long)r->pos[POS_GSTEP] + 1, ep + 1, (long long)r->pos[POS_K] + 1, r->spe,
+                    lsum / (double)used, where,
+                    h->checkpoint_every > 0 ? ", the last checkpoint is kept" : "",
+                    bad_data ? "check the training data" : "try a smaller --lr");
             goto out_log;
         }
         r->acc[ACC_EP_SUM] += lsum;

@@ -6,6 +6,7 @@ Suite *make_runtime_suite(void);
 Suite *make_layers_suite(void);
 Suite *make_compiler_suite(void);
 Suite *make_train_suite(void);
+Suite *make_faults_suite(void);
 
 int main(void)
 {
@@ -13,6 +14,7 @@ int main(void)
     srunner_add_suite(sr, make_layers_suite());
     srunner_add_suite(sr, make_compiler_suite());
     srunner_add_suite(sr, make_train_suite());
+    srunner_add_suite(sr, make_faults_suite());
     srunner_run_all(sr, CK_NORMAL);
     int failed = srunner_ntests_failed(sr);
     srunner_free(sr);
