@@ -364,7 +364,7 @@ def main():
         print(line)
     if noisy:
         print("\nNOISY rows (foreign load during measurement): " + "; ".join(noisy))
-    print(f"\nbench: wrote {os.path.relpath(fn, ROOT)} and bench/results/latest.md")
+    print(f"\nbench: wrote {os.path.relpath(fn, ROOT)} and {os.path.relpath(os.path.join(a.out, 'latest.md'), ROOT)}")
 
 
 if __name__ == "__main__":
