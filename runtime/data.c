@@ -630,7 +630,7 @@ int cg_csv_load(const char *path, cg_dataset *out, cg_err *err)
             s[i] = ' ';
     /* pass 1: count rows and fields of the first data row; pass 2: parse */
     size_t rows = 0, fields = 0, line = 0, cap_rows = 0;
-    int header = 0;
+    int header = 0; /* the header's line number, 0: none */
     float *x = NULL;
     int64_t *lab = NULL;
     double maxv = 0;
@@ -658,14 +658,14 @@ int cg_csv_load(const char *path, cg_dataset *out, cg_err *err)
                 char *e;
                 strtod(q, &e);
                 if (e == q) { /* first field is not a number: a header line */
-                    header = 1;
+                    header = (int)line;
                     if (eol)
                         *eol = '\n';
                     p = next;
                     continue;
                 }
             }
-            if (pass == 1 && header && line == 1) {
+            if (pass == 1 && header && line == (size_t)header) {
                 if (eol)
                     *eol = '\n';
                 p = next;

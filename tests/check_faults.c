@@ -414,6 +414,24 @@ START_TEST(test_disk_full_tmpfs)
 }
 END_TEST
 
+/* found while writing tests/fuzz/fuzz_csv.c: a header after blank lines was taken as a
+ * header when counting and as data when parsing */
+START_TEST(test_csv_header_after_blank_line)
+{
+    FILE *f = fopen(fp("h.csv"), "w");
+    ck_assert_ptr_nonnull(f);
+    fputs("\n\nlabel,a,b\n0,1,2.5\n\n1,3,4.5\n", f);
+    fclose(f);
+    cg_dataset ds;
+    cg_err e;
+    ck_assert_msg(cg_csv_load(fp("h.csv"), &ds, &e) == 0, "%s", e.msg);
+    ck_assert_uint_eq(ds.n, 2);
+    ck_assert_uint_eq(ds.x_size, 2);
+    ck_assert(ds.x[3] == 4.5f && ds.labels[1] == 1);
+    cg_dataset_free(&ds);
+}
+END_TEST
+
 Suite *make_faults_suite(void)
 {
     Suite *s = suite_create("faults");
@@ -425,6 +443,7 @@ Suite *make_faults_suite(void)
     tcase_add_test(tc, test_kill9_random_repeated);
     tcase_add_test(tc, test_disk_full_rlimit);
     tcase_add_test(tc, test_disk_full_tmpfs);
+    tcase_add_test(tc, test_csv_header_after_blank_line);
     suite_add_tcase(s, tc);
     return s;
 }
