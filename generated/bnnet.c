@@ -34,6 +34,8 @@ typedef float cg_v __attribute__((vector_size(64), aligned(4), may_alias));
 #else
 #define CG_PARALLEL_FOR
 #endif
+typedef int cg_vi __attribute__((vector_size(64)));
+#define VSEL(u, a, b) ((cg_v)(((cg_vi)(a) & (u)) | ((cg_vi)(b) & ~(u))))
 #define VLOAD(p) (*(const cg_v *)(p))
 #define VSTORE(p, v) (*(cg_v *)(p) = (v))
 #define vsplat(s) ((cg_v){0} + (s))
@@ -1989,16 +1991,16 @@ static void l03_maxpool2d_backward(const float *restrict x, const float *restric
         /* rows 0..13, cols 0..13: every tap */
         for (int oy = 0; oy < 14; oy++) {
             for (int ox = 0; ox < 14; ox++) {
-                for (int b = 0; b < 64; b++) {
-                    const float d = dyc[oy*896 + ox*64 + b];
-                    float m = xc[oy*3584 + ox*128 + b]; int a = 0;
-                    if (xc[oy*3584 + ox*128 + 64 + b] > m || isnan(xc[oy*3584 + ox*128 + 64 + b])) { m = xc[oy*3584 + ox*128 + 64 + b]; a = 1; }
-                    if (xc[oy*3584 + ox*128 + 1792 + b] > m || isnan(xc[oy*3584 + ox*128 + 1792 + b])) { m = xc[oy*3584 + ox*128 + 1792 + b]; a = 2; }
-                    if (xc[oy*3584 + ox*128 + 1856 + b] > m || isnan(xc[oy*3584 + ox*128 + 1856 + b])) { m = xc[oy*3584 + ox*128 + 1856 + b]; a = 3; }
-                    dxc[oy*3584 + ox*128 + b] += a == 0 ? d : 0.0f;
-                    dxc[oy*3584 + ox*128 + 64 + b] += a == 1 ? d : 0.0f;
-                    dxc[oy*3584 + ox*128 + 1792 + b] += a == 2 ? d : 0.0f;
-                    dxc[oy*3584 + ox*128 + 1856 + b] += a == 3 ? d : 0.0f;
+                for (int v = 0; v < 4; v++) {
+                    const cg_v d = VLOAD(dyc + oy*896 + ox*64 + v * 16);
+                    cg_v m = VLOAD(xc + oy*3584 + ox*128 + v * 16); cg_vi idx = (cg_vi){0};
+                    { const cg_v t = VLOAD(xc + oy*3584 + ox*128 + 64 + v * 16); const cg_vi u = (t > m) | (t != t); m = VSEL(u, t, m); idx = (idx & ~u) | (u & 1); }
+                    { const cg_v t = VLOAD(xc + oy*3584 + ox*128 + 1792 + v * 16); const cg_vi u = (t > m) | (t != t); m = VSEL(u, t, m); idx = (idx & ~u) | (u & 2); }
+                    { const cg_v t = VLOAD(xc + oy*3584 + ox*128 + 1856 + v * 16); const cg_vi u = (t > m) | (t != t); m = VSEL(u, t, m); idx = (idx & ~u) | (u & 3); }
+                    VSTORE(dxc + oy*3584 + ox*128 + v * 16, VLOAD(dxc + oy*3584 + ox*128 + v * 16) + (cg_v)((cg_vi)d & (idx == 0)));
+                    VSTORE(dxc + oy*3584 + ox*128 + 64 + v * 16, VLOAD(dxc + oy*3584 + ox*128 + 64 + v * 16) + (cg_v)((cg_vi)d & (idx == 1)));
+                    VSTORE(dxc + oy*3584 + ox*128 + 1792 + v * 16, VLOAD(dxc + oy*3584 + ox*128 + 1792 + v * 16) + (cg_v)((cg_vi)d & (idx == 2)));
+                    VSTORE(dxc + oy*3584 + ox*128 + 1856 + v * 16, VLOAD(dxc + oy*3584 + ox*128 + 1856 + v * 16) + (cg_v)((cg_vi)d & (idx == 3)));
                 }
             }
         }
@@ -4966,16 +4968,16 @@ static void l07_maxpool2d_backward(const float *restrict x, const float *restric
         /* rows 0..6, cols 0..6: every tap */
         for (int oy = 0; oy < 7; oy++) {
             for (int ox = 0; ox < 7; ox++) {
-                for (int b = 0; b < 64; b++) {
-                    const float d = dyc[oy*448 + ox*64 + b];
-                    float m = xc[oy*1792 + ox*128 + b]; int a = 0;
-                    if (xc[oy*1792 + ox*128 + 64 + b] > m || isnan(xc[oy*1792 + ox*128 + 64 + b])) { m = xc[oy*1792 + ox*128 + 64 + b]; a = 1; }
-                    if (xc[oy*1792 + ox*128 + 896 + b] > m || isnan(xc[oy*1792 + ox*128 + 896 + b])) { m = xc[oy*1792 + ox*128 + 896 + b]; a = 2; }
-                    if (xc[oy*1792 + ox*128 + 960 + b] > m || isnan(xc[oy*1792 + ox*128 + 960 + b])) { m = xc[oy*1792 + ox*128 + 960 + b]; a = 3; }
-                    dxc[oy*1792 + ox*128 + b] += a == 0 ? d : 0.0f;
-                    dxc[oy*1792 + ox*128 + 64 + b] += a == 1 ? d : 0.0f;
-                    dxc[oy*1792 + ox*128 + 896 + b] += a == 2 ? d : 0.0f;
-                    dxc[oy*1792 + ox*128 + 960 + b] += a == 3 ? d : 0.0f;
+                for (int v = 0; v < 4; v++) {
+                    const cg_v d = VLOAD(dyc + oy*448 + ox*64 + v * 16);
+                    cg_v m = VLOAD(xc + oy*1792 + ox*128 + v * 16); cg_vi idx = (cg_vi){0};
+                    { const cg_v t = VLOAD(xc + oy*1792 + ox*128 + 64 + v * 16); const cg_vi u = (t > m) | (t != t); m = VSEL(u, t, m); idx = (idx & ~u) | (u & 1); }
+                    { const cg_v t = VLOAD(xc + oy*1792 + ox*128 + 896 + v * 16); const cg_vi u = (t > m) | (t != t); m = VSEL(u, t, m); idx = (idx & ~u) | (u & 2); }
+                    { const cg_v t = VLOAD(xc + oy*1792 + ox*128 + 960 + v * 16); const cg_vi u = (t > m) | (t != t); m = VSEL(u, t, m); idx = (idx & ~u) | (u & 3); }
+                    VSTORE(dxc + oy*1792 + ox*128 + v * 16, VLOAD(dxc + oy*1792 + ox*128 + v * 16) + (cg_v)((cg_vi)d & (idx == 0)));
+                    VSTORE(dxc + oy*1792 + ox*128 + 64 + v * 16, VLOAD(dxc + oy*1792 + ox*128 + 64 + v * 16) + (cg_v)((cg_vi)d & (idx == 1)));
+                    VSTORE(dxc + oy*1792 + ox*128 + 896 + v * 16, VLOAD(dxc + oy*1792 + ox*128 + 896 + v * 16) + (cg_v)((cg_vi)d & (idx == 2)));
+                    VSTORE(dxc + oy*1792 + ox*128 + 960 + v * 16, VLOAD(dxc + oy*1792 + ox*128 + 960 + v * 16) + (cg_v)((cg_vi)d & (idx == 3)));
                 }
             }
         }

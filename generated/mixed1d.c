@@ -36,6 +36,8 @@ typedef float cg_v __attribute__((vector_size(64), aligned(4), may_alias));
 #else
 #define CG_PARALLEL_FOR
 #endif
+typedef int cg_vi __attribute__((vector_size(64)));
+#define VSEL(u, a, b) ((cg_v)(((cg_vi)(a) & (u)) | ((cg_vi)(b) & ~(u))))
 #define VLOAD(p) (*(const cg_v *)(p))
 #define VSTORE(p, v) (*(cg_v *)(p) = (v))
 #define vsplat(s) ((cg_v){0} + (s))
@@ -791,23 +793,23 @@ static void l05_maxpool1d_backward(const float *restrict x, const float *restric
         const float *restrict xc = x + c * 512;
         float *restrict dxc = dx + c * 512;
         const float *restrict dyc = dy + c * 256;
-        for (int b = 0; b < 16; b++) {
-            const float d = dyc[0 + b];
-            float m = xc[0 + b]; int a = 0;
-            if (xc[16 + b] > m || isnan(xc[16 + b])) { m = xc[16 + b]; a = 1; }
-            dxc[0 + b] += a == 0 ? d : 0.0f;
-            dxc[16 + b] += a == 1 ? d : 0.0f;
+        for (int v = 0; v < 1; v++) {
+            const cg_v d = VLOAD(dyc + 0 + v * 16);
+            cg_v m = VLOAD(xc + 0 + v * 16); cg_vi idx = (cg_vi){0};
+            { const cg_v t = VLOAD(xc + 16 + v * 16); const cg_vi u = (t > m) | (t != t); m = VSEL(u, t, m); idx = (idx & ~u) | (u & 1); }
+            VSTORE(dxc + 0 + v * 16, VLOAD(dxc + 0 + v * 16) + (cg_v)((cg_vi)d & (idx == 0)));
+            VSTORE(dxc + 16 + v * 16, VLOAD(dxc + 16 + v * 16) + (cg_v)((cg_vi)d & (idx == 1)));
         }
         /* outputs 1..15: every tap */
         for (int ox = 1; ox < 16; ox++) {
-            for (int b = 0; b < 16; b++) {
-                const float d = dyc[ox*16 + b];
-                float m = xc[ox*32 - 16 + b]; int a = 0;
-                if (xc[ox*32 + b] > m || isnan(xc[ox*32 + b])) { m = xc[ox*32 + b]; a = 1; }
-                if (xc[ox*32 + 16 + b] > m || isnan(xc[ox*32 + 16 + b])) { m = xc[ox*32 + 16 + b]; a = 2; }
-                dxc[ox*32 - 16 + b] += a == 0 ? d : 0.0f;
-                dxc[ox*32 + b] += a == 1 ? d : 0.0f;
-                dxc[ox*32 + 16 + b] += a == 2 ? d : 0.0f;
+            for (int v = 0; v < 1; v++) {
+                const cg_v d = VLOAD(dyc + ox*16 + v * 16);
+                cg_v m = VLOAD(xc + ox*32 - 16 + v * 16); cg_vi idx = (cg_vi){0};
+                { const cg_v t = VLOAD(xc + ox*32 + v * 16); const cg_vi u = (t > m) | (t != t); m = VSEL(u, t, m); idx = (idx & ~u) | (u & 1); }
+                { const cg_v t = VLOAD(xc + ox*32 + 16 + v * 16); const cg_vi u = (t > m) | (t != t); m = VSEL(u, t, m); idx = (idx & ~u) | (u & 2); }
+                VSTORE(dxc + ox*32 - 16 + v * 16, VLOAD(dxc + ox*32 - 16 + v * 16) + (cg_v)((cg_vi)d & (idx == 0)));
+                VSTORE(dxc + ox*32 + v * 16, VLOAD(dxc + ox*32 + v * 16) + (cg_v)((cg_vi)d & (idx == 1)));
+                VSTORE(dxc + ox*32 + 16 + v * 16, VLOAD(dxc + ox*32 + 16 + v * 16) + (cg_v)((cg_vi)d & (idx == 2)));
             }
         }
     }

@@ -34,6 +34,8 @@ typedef float cg_v __attribute__((vector_size(64), aligned(4), may_alias));
 #else
 #define CG_PARALLEL_FOR
 #endif
+typedef int cg_vi __attribute__((vector_size(64)));
+#define VSEL(u, a, b) ((cg_v)(((cg_vi)(a) & (u)) | ((cg_vi)(b) & ~(u))))
 #define VLOAD(p) (*(const cg_v *)(p))
 #define VSTORE(p, v) (*(cg_v *)(p) = (v))
 #define vsplat(s) ((cg_v){0} + (s))

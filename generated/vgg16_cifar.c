@@ -58,6 +58,8 @@ typedef float cg_v __attribute__((vector_size(64), aligned(4), may_alias));
 #else
 #define CG_PARALLEL_FOR
 #endif
+typedef int cg_vi __attribute__((vector_size(64)));
+#define VSEL(u, a, b) ((cg_v)(((cg_vi)(a) & (u)) | ((cg_vi)(b) & ~(u))))
 #define VLOAD(p) (*(const cg_v *)(p))
 #define VSTORE(p, v) (*(cg_v *)(p) = (v))
 #define vsplat(s) ((cg_v){0} + (s))
@@ -4923,16 +4925,16 @@ static void l04_maxpool2d_backward(const float *restrict x, const float *restric
         /* rows 0..15, cols 0..15: every tap */
         for (int oy = 0; oy < 16; oy++) {
             for (int ox = 0; ox < 16; ox++) {
-                for (int b = 0; b < 32; b++) {
-                    const float d = dyc[oy*512 + ox*32 + b];
-                    float m = xc[oy*2048 + ox*64 + b]; int a = 0;
-                    if (xc[oy*2048 + ox*64 + 32 + b] > m || isnan(xc[oy*2048 + ox*64 + 32 + b])) { m = xc[oy*2048 + ox*64 + 32 + b]; a = 1; }
-                    if (xc[oy*2048 + ox*64 + 1024 + b] > m || isnan(xc[oy*2048 + ox*64 + 1024 + b])) { m = xc[oy*2048 + ox*64 + 1024 + b]; a = 2; }
-                    if (xc[oy*2048 + ox*64 + 1056 + b] > m || isnan(xc[oy*2048 + ox*64 + 1056 + b])) { m = xc[oy*2048 + ox*64 + 1056 + b]; a = 3; }
-                    dxc[oy*2048 + ox*64 + b] += a == 0 ? d : 0.0f;
-                    dxc[oy*2048 + ox*64 + 32 + b] += a == 1 ? d : 0.0f;
-                    dxc[oy*2048 + ox*64 + 1024 + b] += a == 2 ? d : 0.0f;
-                    dxc[oy*2048 + ox*64 + 1056 + b] += a == 3 ? d : 0.0f;
+                for (int v = 0; v < 2; v++) {
+                    const cg_v d = VLOAD(dyc + oy*512 + ox*32 + v * 16);
+                    cg_v m = VLOAD(xc + oy*2048 + ox*64 + v * 16); cg_vi idx = (cg_vi){0};
+                    { const cg_v t = VLOAD(xc + oy*2048 + ox*64 + 32 + v * 16); const cg_vi u = (t > m) | (t != t); m = VSEL(u, t, m); idx = (idx & ~u) | (u & 1); }
+                    { const cg_v t = VLOAD(xc + oy*2048 + ox*64 + 1024 + v * 16); const cg_vi u = (t > m) | (t != t); m = VSEL(u, t, m); idx = (idx & ~u) | (u & 2); }
+                    { const cg_v t = VLOAD(xc + oy*2048 + ox*64 + 1056 + v * 16); const cg_vi u = (t > m) | (t != t); m = VSEL(u, t, m); idx = (idx & ~u) | (u & 3); }
+                    VSTORE(dxc + oy*2048 + ox*64 + v * 16, VLOAD(dxc + oy*2048 + ox*64 + v * 16) + (cg_v)((cg_vi)d & (idx == 0)));
+                    VSTORE(dxc + oy*2048 + ox*64 + 32 + v * 16, VLOAD(dxc + oy*2048 + ox*64 + 32 + v * 16) + (cg_v)((cg_vi)d & (idx == 1)));
+                    VSTORE(dxc + oy*2048 + ox*64 + 1024 + v * 16, VLOAD(dxc + oy*2048 + ox*64 + 1024 + v * 16) + (cg_v)((cg_vi)d & (idx == 2)));
+                    VSTORE(dxc + oy*2048 + ox*64 + 1056 + v * 16, VLOAD(dxc + oy*2048 + ox*64 + 1056 + v * 16) + (cg_v)((cg_vi)d & (idx == 3)));
                 }
             }
         }
@@ -10656,16 +10658,16 @@ static void l09_maxpool2d_backward(const float *restrict x, const float *restric
         /* rows 0..7, cols 0..7: every tap */
         for (int oy = 0; oy < 8; oy++) {
             for (int ox = 0; ox < 8; ox++) {
-                for (int b = 0; b < 32; b++) {
-                    const float d = dyc[oy*256 + ox*32 + b];
-                    float m = xc[oy*1024 + ox*64 + b]; int a = 0;
-                    if (xc[oy*1024 + ox*64 + 32 + b] > m || isnan(xc[oy*1024 + ox*64 + 32 + b])) { m = xc[oy*1024 + ox*64 + 32 + b]; a = 1; }
-                    if (xc[oy*1024 + ox*64 + 512 + b] > m || isnan(xc[oy*1024 + ox*64 + 512 + b])) { m = xc[oy*1024 + ox*64 + 512 + b]; a = 2; }
-                    if (xc[oy*1024 + ox*64 + 544 + b] > m || isnan(xc[oy*1024 + ox*64 + 544 + b])) { m = xc[oy*1024 + ox*64 + 544 + b]; a = 3; }
-                    dxc[oy*1024 + ox*64 + b] += a == 0 ? d : 0.0f;
-                    dxc[oy*1024 + ox*64 + 32 + b] += a == 1 ? d : 0.0f;
-                    dxc[oy*1024 + ox*64 + 512 + b] += a == 2 ? d : 0.0f;
-                    dxc[oy*1024 + ox*64 + 544 + b] += a == 3 ? d : 0.0f;
+                for (int v = 0; v < 2; v++) {
+                    const cg_v d = VLOAD(dyc + oy*256 + ox*32 + v * 16);
+                    cg_v m = VLOAD(xc + oy*1024 + ox*64 + v * 16); cg_vi idx = (cg_vi){0};
+                    { const cg_v t = VLOAD(xc + oy*1024 + ox*64 + 32 + v * 16); const cg_vi u = (t > m) | (t != t); m = VSEL(u, t, m); idx = (idx & ~u) | (u & 1); }
+                    { const cg_v t = VLOAD(xc + oy*1024 + ox*64 + 512 + v * 16); const cg_vi u = (t > m) | (t != t); m = VSEL(u, t, m); idx = (idx & ~u) | (u & 2); }
+                    { const cg_v t = VLOAD(xc + oy*1024 + ox*64 + 544 + v * 16); const cg_vi u = (t > m) | (t != t); m = VSEL(u, t, m); idx = (idx & ~u) | (u & 3); }
+                    VSTORE(dxc + oy*1024 + ox*64 + v * 16, VLOAD(dxc + oy*1024 + ox*64 + v * 16) + (cg_v)((cg_vi)d & (idx == 0)));
+                    VSTORE(dxc + oy*1024 + ox*64 + 32 + v * 16, VLOAD(dxc + oy*1024 + ox*64 + 32 + v * 16) + (cg_v)((cg_vi)d & (idx == 1)));
+                    VSTORE(dxc + oy*1024 + ox*64 + 512 + v * 16, VLOAD(dxc + oy*1024 + ox*64 + 512 + v * 16) + (cg_v)((cg_vi)d & (idx == 2)));
+                    VSTORE(dxc + oy*1024 + ox*64 + 544 + v * 16, VLOAD(dxc + oy*1024 + ox*64 + 544 + v * 16) + (cg_v)((cg_vi)d & (idx == 3)));
                 }
             }
         }
@@ -19231,16 +19233,16 @@ static void l16_maxpool2d_backward(const float *restrict x, const float *restric
         /* rows 0..3, cols 0..3: every tap */
         for (int oy = 0; oy < 4; oy++) {
             for (int ox = 0; ox < 4; ox++) {
-                for (int b = 0; b < 32; b++) {
-                    const float d = dyc[oy*128 + ox*32 + b];
-                    float m = xc[oy*512 + ox*64 + b]; int a = 0;
-                    if (xc[oy*512 + ox*64 + 32 + b] > m || isnan(xc[oy*512 + ox*64 + 32 + b])) { m = xc[oy*512 + ox*64 + 32 + b]; a = 1; }
-                    if (xc[oy*512 + ox*64 + 256 + b] > m || isnan(xc[oy*512 + ox*64 + 256 + b])) { m = xc[oy*512 + ox*64 + 256 + b]; a = 2; }
-                    if (xc[oy*512 + ox*64 + 288 + b] > m || isnan(xc[oy*512 + ox*64 + 288 + b])) { m = xc[oy*512 + ox*64 + 288 + b]; a = 3; }
-                    dxc[oy*512 + ox*64 + b] += a == 0 ? d : 0.0f;
-                    dxc[oy*512 + ox*64 + 32 + b] += a == 1 ? d : 0.0f;
-                    dxc[oy*512 + ox*64 + 256 + b] += a == 2 ? d : 0.0f;
-                    dxc[oy*512 + ox*64 + 288 + b] += a == 3 ? d : 0.0f;
+                for (int v = 0; v < 2; v++) {
+                    const cg_v d = VLOAD(dyc + oy*128 + ox*32 + v * 16);
+                    cg_v m = VLOAD(xc + oy*512 + ox*64 + v * 16); cg_vi idx = (cg_vi){0};
+                    { const cg_v t = VLOAD(xc + oy*512 + ox*64 + 32 + v * 16); const cg_vi u = (t > m) | (t != t); m = VSEL(u, t, m); idx = (idx & ~u) | (u & 1); }
+                    { const cg_v t = VLOAD(xc + oy*512 + ox*64 + 256 + v * 16); const cg_vi u = (t > m) | (t != t); m = VSEL(u, t, m); idx = (idx & ~u) | (u & 2); }
+                    { const cg_v t = VLOAD(xc + oy*512 + ox*64 + 288 + v * 16); const cg_vi u = (t > m) | (t != t); m = VSEL(u, t, m); idx = (idx & ~u) | (u & 3); }
+                    VSTORE(dxc + oy*512 + ox*64 + v * 16, VLOAD(dxc + oy*512 + ox*64 + v * 16) + (cg_v)((cg_vi)d & (idx == 0)));
+                    VSTORE(dxc + oy*512 + ox*64 + 32 + v * 16, VLOAD(dxc + oy*512 + ox*64 + 32 + v * 16) + (cg_v)((cg_vi)d & (idx == 1)));
+                    VSTORE(dxc + oy*512 + ox*64 + 256 + v * 16, VLOAD(dxc + oy*512 + ox*64 + 256 + v * 16) + (cg_v)((cg_vi)d & (idx == 2)));
+                    VSTORE(dxc + oy*512 + ox*64 + 288 + v * 16, VLOAD(dxc + oy*512 + ox*64 + 288 + v * 16) + (cg_v)((cg_vi)d & (idx == 3)));
                 }
             }
         }
@@ -27806,16 +27808,16 @@ static void l23_maxpool2d_backward(const float *restrict x, const float *restric
         /* rows 0..1, cols 0..1: every tap */
         for (int oy = 0; oy < 2; oy++) {
             for (int ox = 0; ox < 2; ox++) {
-                for (int b = 0; b < 32; b++) {
-                    const float d = dyc[oy*64 + ox*32 + b];
-                    float m = xc[oy*256 + ox*64 + b]; int a = 0;
-                    if (xc[oy*256 + ox*64 + 32 + b] > m || isnan(xc[oy*256 + ox*64 + 32 + b])) { m = xc[oy*256 + ox*64 + 32 + b]; a = 1; }
-                    if (xc[oy*256 + ox*64 + 128 + b] > m || isnan(xc[oy*256 + ox*64 + 128 + b])) { m = xc[oy*256 + ox*64 + 128 + b]; a = 2; }
-                    if (xc[oy*256 + ox*64 + 160 + b] > m || isnan(xc[oy*256 + ox*64 + 160 + b])) { m = xc[oy*256 + ox*64 + 160 + b]; a = 3; }
-                    dxc[oy*256 + ox*64 + b] += a == 0 ? d : 0.0f;
-                    dxc[oy*256 + ox*64 + 32 + b] += a == 1 ? d : 0.0f;
-                    dxc[oy*256 + ox*64 + 128 + b] += a == 2 ? d : 0.0f;
-                    dxc[oy*256 + ox*64 + 160 + b] += a == 3 ? d : 0.0f;
+                for (int v = 0; v < 2; v++) {
+                    const cg_v d = VLOAD(dyc + oy*64 + ox*32 + v * 16);
+                    cg_v m = VLOAD(xc + oy*256 + ox*64 + v * 16); cg_vi idx = (cg_vi){0};
+                    { const cg_v t = VLOAD(xc + oy*256 + ox*64 + 32 + v * 16); const cg_vi u = (t > m) | (t != t); m = VSEL(u, t, m); idx = (idx & ~u) | (u & 1); }
+                    { const cg_v t = VLOAD(xc + oy*256 + ox*64 + 128 + v * 16); const cg_vi u = (t > m) | (t != t); m = VSEL(u, t, m); idx = (idx & ~u) | (u & 2); }
+                    { const cg_v t = VLOAD(xc + oy*256 + ox*64 + 160 + v * 16); const cg_vi u = (t > m) | (t != t); m = VSEL(u, t, m); idx = (idx & ~u) | (u & 3); }
+                    VSTORE(dxc + oy*256 + ox*64 + v * 16, VLOAD(dxc + oy*256 + ox*64 + v * 16) + (cg_v)((cg_vi)d & (idx == 0)));
+                    VSTORE(dxc + oy*256 + ox*64 + 32 + v * 16, VLOAD(dxc + oy*256 + ox*64 + 32 + v * 16) + (cg_v)((cg_vi)d & (idx == 1)));
+                    VSTORE(dxc + oy*256 + ox*64 + 128 + v * 16, VLOAD(dxc + oy*256 + ox*64 + 128 + v * 16) + (cg_v)((cg_vi)d & (idx == 2)));
+                    VSTORE(dxc + oy*256 + ox*64 + 160 + v * 16, VLOAD(dxc + oy*256 + ox*64 + 160 + v * 16) + (cg_v)((cg_vi)d & (idx == 3)));
                 }
             }
         }
@@ -31054,16 +31056,16 @@ static void l30_maxpool2d_backward(const float *restrict x, const float *restric
         const float *restrict xc = x + c * 128;
         float *restrict dxc = dx + c * 128;
         const float *restrict dyc = dy + c * 32;
-        for (int b = 0; b < 32; b++) {
-            const float d = dyc[0 + b];
-            float m = xc[0 + b]; int a = 0;
-            if (xc[32 + b] > m || isnan(xc[32 + b])) { m = xc[32 + b]; a = 1; }
-            if (xc[64 + b] > m || isnan(xc[64 + b])) { m = xc[64 + b]; a = 2; }
-            if (xc[96 + b] > m || isnan(xc[96 + b])) { m = xc[96 + b]; a = 3; }
-            dxc[0 + b] += a == 0 ? d : 0.0f;
-            dxc[32 + b] += a == 1 ? d : 0.0f;
-            dxc[64 + b] += a == 2 ? d : 0.0f;
-            dxc[96 + b] += a == 3 ? d : 0.0f;
+        for (int v = 0; v < 2; v++) {
+            const cg_v d = VLOAD(dyc + 0 + v * 16);
+            cg_v m = VLOAD(xc + 0 + v * 16); cg_vi idx = (cg_vi){0};
+            { const cg_v t = VLOAD(xc + 32 + v * 16); const cg_vi u = (t > m) | (t != t); m = VSEL(u, t, m); idx = (idx & ~u) | (u & 1); }
+            { const cg_v t = VLOAD(xc + 64 + v * 16); const cg_vi u = (t > m) | (t != t); m = VSEL(u, t, m); idx = (idx & ~u) | (u & 2); }
+            { const cg_v t = VLOAD(xc + 96 + v * 16); const cg_vi u = (t > m) | (t != t); m = VSEL(u, t, m); idx = (idx & ~u) | (u & 3); }
+            VSTORE(dxc + 0 + v * 16, VLOAD(dxc + 0 + v * 16) + (cg_v)((cg_vi)d & (idx == 0)));
+            VSTORE(dxc + 32 + v * 16, VLOAD(dxc + 32 + v * 16) + (cg_v)((cg_vi)d & (idx == 1)));
+            VSTORE(dxc + 64 + v * 16, VLOAD(dxc + 64 + v * 16) + (cg_v)((cg_vi)d & (idx == 2)));
+            VSTORE(dxc + 96 + v * 16, VLOAD(dxc + 96 + v * 16) + (cg_v)((cg_vi)d & (idx == 3)));
         }
     }
 }

@@ -106,7 +106,11 @@ import yaml
 
 DEFAULT_TOL = 1e-4
 warnings.filterwarnings("ignore", message="Using padding=.same. with even kernel")
-TRAIN_DEFAULTS = {"batch": 32, "epochs": 10, "lr": 0.01, "momentum": 0.0, "weight_decay": 0.0}
+TRAIN_DEFAULTS = {"batch": 32, "epochs": 10, "lr": 0.01, "momentum": 0.0, "weight_decay": 0.0,
+                  # trainer settings (validated by the compiler; not used by the reference)
+                  "mode": "minibatch", "order": "shuffle", "schedule": "constant", "step_size": 10,
+                  "gamma": 0.1, "patience": 5, "eval_every": 0, "val": None, "val_frac": None,
+                  "seed": 0, "normalize": False, "checkpoint_every": 0}
 NAME_RE = re.compile(r"^[a-z_][a-z0-9_]*$")
 
 CONV = ("conv1d", "conv2d")
@@ -215,6 +219,8 @@ def parse_layers(spec):
             if not _is_int(v) or v < 1:
                 raise SpecError(f"train.{k}: expected a positive integer, got {v!r}")
             tr[k] = v
+        elif k not in ("lr", "momentum", "weight_decay"):
+            tr[k] = v  # trainer-only setting, checked by the compiler
         else:
             x = _num(v, f"train.{k}")
             if (k == "lr" and x <= 0) or x < 0 or (k == "momentum" and x >= 1):

@@ -177,7 +177,44 @@ function M.forward_lanes(L, C, ctx)
   return {"x", "y"}
 end
 
+-- Max pooling backward on whole vectors: the argmax is recomputed per lane as an
+-- index vector (PyTorch's rule: a later tap wins when greater or NaN) and dy goes to
+-- the tap whose index matches.
+local function max_backward_vec(L, C, ctx)
+  local g, R, V = L.geom, ctx.lanes, ctx.vec
+  local NV = R // V
+  local IHW, OHW = g.h.I * g.w.I, g.h.O * g.w.O
+  C:line("memset(dx, 0, sizeof(float) * %d);", L.in_size * R)
+  if L.channels > 1 then C:line("CG_PARALLEL_FOR") end
+  C:open("for (int c = 0; c < %d; c++) {", L.channels)
+  C:line("const float *restrict xc = x + c * %d;", IHW * R)
+  C:line("float *restrict dxc = dx + c * %d;", IHW * R)
+  C:line("const float *restrict dyc = dy + c * %d;", OHW * R)
+  window.windows(C, g, false, function(out, taps, info)
+    C:open("for (int v = 0; v < %d; v++) {", NV)
+    local ats = {}
+    for i, t in ipairs(taps) do ats[i] = tostring(t.at:scale(R)) .. " + v * " .. V end
+    C:line("const cg_v d = VLOAD(dyc + %s + v * %d);", tostring(out:scale(R)), V)
+    if #taps == 1 then
+      C:line("VSTORE(dxc + %s, VLOAD(dxc + %s) + d);", ats[1], ats[1])
+    else
+      C:line("cg_v m = VLOAD(xc + %s); cg_vi idx = (cg_vi){0};", ats[1])
+      for i = 2, #taps do
+        C:line("{ const cg_v t = VLOAD(xc + %s); const cg_vi u = (t > m) | (t != t); m = VSEL(u, t, m); idx = (idx & ~u) | (u & %d); }",
+          ats[i], i - 1)
+      end
+      for i = 1, #taps do
+        C:line("VSTORE(dxc + %s, VLOAD(dxc + %s) + (cg_v)((cg_vi)d & (idx == %d)));", ats[i], ats[i], i - 1)
+      end
+    end
+    C:close()
+  end)
+  C:close()
+  return {"x", "dy", "dx"}
+end
+
 function M.backward_lanes(L, C, ctx)
+  if ismax(L) then return max_backward_vec(L, C, ctx) end
   local g = L.geom
   local ktot = g.h.K * g.w.K
   C:line("memset(dx, 0, sizeof(float) * %d);", L.in_size * ctx.lanes)
