@@ -256,6 +256,7 @@ START_TEST(test_kill9_random_repeated)
     cg_train_result ra, rb;
     cg_err e;
     opts(&o, net, "a");
+    o.h.epochs = 30;
     ck_assert_msg(cg_train(net, &o, &ra, &e) == 0, "%s", e.msg);
     const long long total = ra.steps;
     unsigned seed = (unsigned)time(NULL) ^ (unsigned)getpid();
@@ -267,8 +268,9 @@ START_TEST(test_kill9_random_repeated)
     snprintf(cktmp, sizeof cktmp, "%s", fp("b/checkpoint.npz.tmp"));
     int kills = 0, in_write = 0, done = 0;
     long long last = -1;
-    for (int round = 0; round < 40 && !done; round++) {
+    for (int round = 0; round < 40 && kills < 16 && !done; round++) {
         opts(&o, net, "b");
+        o.h.epochs = 30;
         o.resume = exists(ck);
         fflush(NULL);
         pid_t pid = fork();
@@ -276,14 +278,14 @@ START_TEST(test_kill9_random_repeated)
         if (pid == 0)
             _exit(cg_train(net, &o, &rb, &e) == 0 ? 0 : 3);
         /* odd rounds: kill while a checkpoint is being written (its .tmp exists);
-         * even rounds: after a random 0-20 ms */
+         * even rounds: after a random 0-40 ms */
         int aimed = round & 1;
         if (aimed) {
             for (int i = 0; i < 200000 && !exists(cktmp); i++)
                 if (waitpid(pid, NULL, WNOHANG) == pid)
                     break;
         } else {
-            sleep_us(rand() % 20000);
+            sleep_us(rand() % 40000);
         }
         int was_writing = exists(cktmp);
         int st;
@@ -305,6 +307,7 @@ START_TEST(test_kill9_random_repeated)
     }
     if (!done) { /* the rest without kills */
         opts(&o, net, "b");
+        o.h.epochs = 30;
         o.resume = exists(ck);
         ck_assert_msg(cg_train(net, &o, &rb, &e) == 0, "%s", e.msg);
         ck_assert_int_eq(rb.steps, total);
@@ -314,7 +317,7 @@ START_TEST(test_kill9_random_repeated)
     printf("faults: kill -9: %d kills (%d during a checkpoint write), seed %u, last checkpoint "
            "before the end at step %lld of %lld; resumed weights bitwise equal\n",
            kills, in_write, seed, last, total);
-    ck_assert_int_ge(kills, 10);
+    ck_assert_int_ge(kills, 8);
 }
 END_TEST
 
