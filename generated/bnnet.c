@@ -5387,7 +5387,7 @@ const cg_net bnnet_net = {
     .train = {.batch = 64, .epochs = 30, .lr = 0.05f, .momentum = 0.9f, .weight_decay = 0.0005f,
               .mode = CG_MODE_MINIBATCH, .order = CG_ORDER_SHUFFLE, .schedule = CG_SCHED_COSINE, .step_size = 10, .gamma = 0.1f,
               .patience = 10, .eval_every = 0, .val = -1, .val_frac = 0.0f, .seed = 0,
-              .normalize = 0, .checkpoint_every = 0},
+              .normalize = 0, .checkpoint_every = 0, .monitor = CG_MONITOR_LOSS},
     .forward = bnnet_forward, .backward = bnnet_backward,
 };
 

@@ -14550,7 +14550,7 @@ const cg_net lenet5_net = {
     .train = {.batch = 64, .epochs = 15, .lr = 0.02f, .momentum = 0.9f, .weight_decay = 0.0f,
               .mode = CG_MODE_MINIBATCH, .order = CG_ORDER_SHUFFLE, .schedule = CG_SCHED_COSINE, .step_size = 10, .gamma = 0.1f,
               .patience = 5, .eval_every = 0, .val = -1, .val_frac = 0.0f, .seed = 0,
-              .normalize = 0, .checkpoint_every = 0},
+              .normalize = 0, .checkpoint_every = 0, .monitor = CG_MONITOR_LOSS},
     .forward = lenet5_forward, .backward = lenet5_backward,
 };
 

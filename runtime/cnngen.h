@@ -67,6 +67,7 @@ typedef struct cg_layer {
 enum cg_mode { CG_MODE_MINIBATCH = 0, CG_MODE_SGD = 1, CG_MODE_FULL = 2 };
 enum cg_order { CG_ORDER_SHUFFLE = 0, CG_ORDER_RANDOM = 1 };
 enum cg_schedule { CG_SCHED_CONSTANT = 0, CG_SCHED_STEP = 1, CG_SCHED_COSINE = 2 };
+enum cg_monitor { CG_MONITOR_LOSS = 0, CG_MONITOR_ERROR = 1 }; /* validation loss, or 1 - accuracy */
 
 /* The spec's train: section; the trainer's command line overrides each field. */
 typedef struct cg_train_defaults {
@@ -84,6 +85,7 @@ typedef struct cg_train_defaults {
     int seed;
     int normalize;        /* standardize each input channel with training-set statistics */
     int checkpoint_every; /* steps between checkpoints; 0: off */
+    int monitor;          /* enum cg_monitor: what early stopping minimizes on validation */
 } cg_train_defaults;
 
 typedef struct cg_net {

@@ -81,6 +81,7 @@ static void usage(const cg_net *net, FILE *f)
             "         --epochs E [%d]  --lr LR [%g]  --momentum M [%g]  --weight-decay WD [%g]\n"
             "         --schedule constant|step|cosine [%s]  --step-size S [%d]  --gamma G [%g]\n"
             "  early stopping: --patience P (evaluations, 0 never) [%d]\n"
+            "                  --monitor loss|error (validation loss or 0-1 error to minimize)\n"
             "         --eval-every K (steps, 0 once an epoch) [%d]\n"
             "  run:   --out DIR [.]  --seed S [%d]  --weights INIT.npz\n"
             "         --checkpoint-every N (steps, 0 off) [%d]  --resume (from OUT/checkpoint.npz)\n"
@@ -208,6 +209,14 @@ static int parse_opts(const cg_net *net, const command *cmd, int argc, char **ar
             continue;
         }
         /* enums */
+        if (!strcmp(nm, "monitor")) {
+            static const char *const monitor_names[] = {"loss", "error"};
+            ev = parse_enum(val, monitor_names, 2);
+            if (ev < 0)
+                return usage_error(net, "--%s: unknown value '%s' (loss or error)", nm, val);
+            h->monitor = ev;
+            continue;
+        }
         if (!strcmp(nm, "mode") || !strcmp(nm, "order") || !strcmp(nm, "schedule")) {
             int is_mode = nm[0] == 'm', is_order = nm[0] == 'o';
             const char *const *names = is_mode ? mode_names : is_order ? order_names : sched_names;
@@ -646,7 +655,7 @@ out_noy:
 static const command commands[] = {
     {"train",
      "data data-x data-y test test-x test-y epochs batch lr momentum weight-decay mode order "
-     "schedule step-size gamma patience eval-every val val-frac seed normalize no-normalize "
+     "schedule step-size gamma patience monitor eval-every val val-frac seed normalize no-normalize "
      "checkpoint-every resume out weights max-steps plain quiet no-plot",
      "", cmd_train},
     {"eval", "weights data data-x data-y norm", "weights", cmd_eval},

@@ -143,7 +143,7 @@ static void make_config(run *r)
     c[CFG_SCHED] = h->schedule;
     c[CFG_STEPSIZE] = h->step_size;
     c[CFG_GAMMA] = h->gamma;
-    c[CFG_PATIENCE] = h->patience;
+    c[CFG_PATIENCE] = h->patience + 1e6 * h->monitor; /* both decide when to stop */
     c[CFG_EVALEVERY] = h->eval_every;
     c[CFG_SEED] = (double)(uint32_t)h->seed;
     c[CFG_NORM] = h->normalize;
@@ -768,8 +768,10 @@ int cg_train(const cg_net *net, const cg_train_opts *o, cg_train_result *res, cg
             }
             r->pos[POS_LOG_BYTES] = ftell(logf);
             const char *mark = "";
-            if (have_val && vl < r->acc[ACC_BEST_LOSS]) {
-                r->acc[ACC_BEST_LOSS] = vl;
+            /* the monitored objective: validation loss, or validation 0-1 error */
+            const double crit = h->monitor == CG_MONITOR_ERROR ? 1.0 - va : vl;
+            if (have_val && crit < r->acc[ACC_BEST_LOSS]) {
+                r->acc[ACC_BEST_LOSS] = crit;
                 r->acc[ACC_BEST_EPOCH] = epoch_f;
                 r->acc[ACC_BEST_ACC] = va;
                 r->pos[POS_BEST_STEP] = g;

@@ -71,6 +71,7 @@ local TRAIN_SCHEMA = {
   {key = "seed", type = "nonneg", default = 0},
   {key = "normalize", type = "bool", default = false},
   {key = "checkpoint_every", type = "nonneg", default = 0},
+  {key = "monitor", type = "enum", values = {"loss", "error"}, default = "loss"},
 }
 local MODE_ENUM = {minibatch = "CG_MODE_MINIBATCH", sgd = "CG_MODE_SGD", full = "CG_MODE_FULL"}
 local ORDER_ENUM = {shuffle = "CG_ORDER_SHUFFLE", random = "CG_ORDER_RANDOM"}
@@ -654,7 +655,8 @@ local function emit(spec, spec_path, spec_text)
     MODE_ENUM[t.mode], ORDER_ENUM[t.order], SCHED_ENUM[t.schedule], t.step_size, util.flt(t.gamma))
   O:line("              .patience = %d, .eval_every = %d, .val = %d, .val_frac = %s, .seed = %d,",
     t.patience, t.eval_every, t.val or -1, util.flt(t.val_frac or 0), t.seed)
-  O:line("              .normalize = %d, .checkpoint_every = %d},", t.normalize and 1 or 0, t.checkpoint_every)
+  O:line("              .normalize = %d, .checkpoint_every = %d, .monitor = %s},", t.normalize and 1 or 0,
+    t.checkpoint_every, t.monitor == "error" and "CG_MONITOR_ERROR" or "CG_MONITOR_LOSS")
   O:line("    .forward = %s_forward, .backward = %s_backward,", name, name)
   O:line("};")
   O:line("")
