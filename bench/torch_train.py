@@ -75,6 +75,7 @@ def main():
     ap.add_argument("--step-size", type=int)
     ap.add_argument("--gamma", type=float)
     ap.add_argument("--patience", type=int)
+    ap.add_argument("--monitor", choices=["loss", "error"])
     ap.add_argument("--val", type=int, default=5000)
     ap.add_argument("--normalize", action="store_true", default=None)
     ap.add_argument("--seed", type=int, default=0)
@@ -84,7 +85,8 @@ def main():
 
     spec = torch_ref.load_spec(a.spec)
     tr = dict(batch=32, epochs=10, lr=0.01, momentum=0.0, weight_decay=0.0,
-              schedule="constant", step_size=10, gamma=0.1, patience=5, normalize=False)
+              schedule="constant", step_size=10, gamma=0.1, patience=5, normalize=False,
+              monitor="loss")
     tr.update(spec.get("train") or {})
     for k in list(tr):
         v = getattr(a, k, None)
@@ -136,8 +138,9 @@ def main():
             sched.step()
         vl, va = evaluate(model, xv, yv)
         mark = ""
-        if vl < best:
-            best, best_state, best_epoch, bad, mark = vl, copy.deepcopy(model.state_dict()), ep + 1, 0, "  *best"
+        crit = 1.0 - va if tr["monitor"] == "error" else vl  # the monitored validation objective
+        if crit < best:
+            best, best_state, best_epoch, bad, mark = crit, copy.deepcopy(model.state_dict()), ep + 1, 0, "  *best"
         else:
             bad += 1
         print(f"epoch {ep + 1}/{tr['epochs']}  train_loss {total / n:.4f}  val_loss {vl:.4f}  "
@@ -148,7 +151,7 @@ def main():
             break
     model.load_state_dict(best_state)
     tl, ta = evaluate(model, xt, yt)
-    print(f"restored the best parameters: epoch {best_epoch}, val_loss {best:.4f}")
+    print(f"restored the best parameters: epoch {best_epoch}, validation {tr['monitor']} {best:.4f}")
     print(f"test: {len(xt)} samples  test_loss {tl:.4f}  test_acc {ta:.4f}")
     if a.save:
         np.savez(a.save, **torch_ref.state_dict_numpy(model))
