@@ -6245,14 +6245,12 @@ static void l00_conv2d_backward_dx(const float *restrict P, const float *restric
 /* layer 1: relu 6x28x28 -> 6x28x28 (specs/lenet5.yaml:11:5) */
 static void l01_relu_forward(const float *restrict x, float *restrict y)
 {
-    CG_PARALLEL_FOR
     for (int i = 0; i < 301056; i++)
         y[i] = x[i] > 0.0f ? x[i] : 0.0f;
 }
 
 static void l01_relu_backward(const float *restrict y, const float *restrict dy, float *restrict dx)
 {
-    CG_PARALLEL_FOR
     for (int i = 0; i < 301056; i++)
         dx[i] = y[i] > 0.0f ? dy[i] : 0.0f;
 }
@@ -6260,7 +6258,6 @@ static void l01_relu_backward(const float *restrict y, const float *restrict dy,
 /* layer 2: maxpool2d 6x28x28 -> 6x14x14 (specs/lenet5.yaml:12:5) */
 static void l02_maxpool2d_forward(const float *restrict x, float *restrict y)
 {
-    CG_PARALLEL_FOR
     for (int c = 0; c < 6; c++) {
         const float *restrict xc = x + c * 50176;
         float *restrict yc = y + c * 12544;
@@ -6282,7 +6279,6 @@ static void l02_maxpool2d_forward(const float *restrict x, float *restrict y)
 static void l02_maxpool2d_backward(const float *restrict x, const float *restrict dy, float *restrict dx)
 {
     memset(dx, 0, sizeof(float) * 301056);
-    CG_PARALLEL_FOR
     for (int c = 0; c < 6; c++) {
         const float *restrict xc = x + c * 50176;
         float *restrict dxc = dx + c * 50176;
@@ -14102,14 +14098,12 @@ static void l03_conv2d_backward_dx(const float *restrict P, const float *restric
 /* layer 4: relu 16x10x10 -> 16x10x10 (specs/lenet5.yaml:14:5) */
 static void l04_relu_forward(const float *restrict x, float *restrict y)
 {
-    CG_PARALLEL_FOR
     for (int i = 0; i < 102400; i++)
         y[i] = x[i] > 0.0f ? x[i] : 0.0f;
 }
 
 static void l04_relu_backward(const float *restrict y, const float *restrict dy, float *restrict dx)
 {
-    CG_PARALLEL_FOR
     for (int i = 0; i < 102400; i++)
         dx[i] = y[i] > 0.0f ? dy[i] : 0.0f;
 }
@@ -14117,7 +14111,6 @@ static void l04_relu_backward(const float *restrict y, const float *restrict dy,
 /* layer 5: maxpool2d 16x10x10 -> 16x5x5 (specs/lenet5.yaml:15:5) */
 static void l05_maxpool2d_forward(const float *restrict x, float *restrict y)
 {
-    CG_PARALLEL_FOR
     for (int c = 0; c < 16; c++) {
         const float *restrict xc = x + c * 6400;
         float *restrict yc = y + c * 1600;
@@ -14139,7 +14132,6 @@ static void l05_maxpool2d_forward(const float *restrict x, float *restrict y)
 static void l05_maxpool2d_backward(const float *restrict x, const float *restrict dy, float *restrict dx)
 {
     memset(dx, 0, sizeof(float) * 102400);
-    CG_PARALLEL_FOR
     for (int c = 0; c < 16; c++) {
         const float *restrict xc = x + c * 6400;
         float *restrict dxc = dx + c * 6400;
@@ -14259,7 +14251,6 @@ static void l09_dense_forward(const float *restrict P, const float *restrict x, 
 {
     const float *restrict w = P + 50692;
     const float *restrict b = P + 60772;
-    CG_PARALLEL_FOR
     for (int o0 = 0; o0 < 84; o0 += 4) {
         for (int v0 = 0; v0 < 4; v0 += 4) {
             {
@@ -14290,7 +14281,6 @@ static void l09_dense_backward(float *restrict G, float *restrict S, const float
     float *restrict gb = G + 60772;
     for (int b = 0; b < nb; b++)
         for (int i = 0; i < 120; i++) S[(size_t)b * 120 + i] = x[(size_t)i * 64 + b];
-    CG_PARALLEL_FOR
     for (int o = 0; o < 84; o++) {
         float *restrict gwo = gw + (size_t)o * 120;
         float sb = 0.0f;
@@ -14307,7 +14297,6 @@ static void l09_dense_backward(float *restrict G, float *restrict S, const float
 static void l09_dense_backward_dx(const float *restrict P, const float *restrict dy, float *restrict dx)
 {
     const float *restrict w = P + 50692;
-    CG_PARALLEL_FOR
     for (int i0 = 0; i0 < 120; i0 += 4) {
         for (int v0 = 0; v0 < 4; v0 += 4) {
             {
@@ -14350,7 +14339,6 @@ static void l11_dense_forward(const float *restrict P, const float *restrict x, 
 {
     const float *restrict w = P + 60856;
     const float *restrict b = P + 61696;
-    CG_PARALLEL_FOR
     for (int o0 = 0; o0 < 8; o0 += 4) {
         for (int v0 = 0; v0 < 4; v0 += 4) {
             {
@@ -14395,7 +14383,6 @@ static void l11_dense_backward(float *restrict G, float *restrict S, const float
     float *restrict gb = G + 61696;
     for (int b = 0; b < nb; b++)
         for (int i = 0; i < 84; i++) S[(size_t)b * 84 + i] = x[(size_t)i * 64 + b];
-    CG_PARALLEL_FOR
     for (int o = 0; o < 10; o++) {
         float *restrict gwo = gw + (size_t)o * 84;
         float sb = 0.0f;
@@ -14412,7 +14399,6 @@ static void l11_dense_backward(float *restrict G, float *restrict S, const float
 static void l11_dense_backward_dx(const float *restrict P, const float *restrict dy, float *restrict dx)
 {
     const float *restrict w = P + 60856;
-    CG_PARALLEL_FOR
     for (int i0 = 0; i0 < 84; i0 += 4) {
         for (int v0 = 0; v0 < 4; v0 += 4) {
             {

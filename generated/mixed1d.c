@@ -274,13 +274,11 @@ static void l00_conv1d_backward(float *restrict G, const float *restrict x, cons
 {
     float *restrict gw = G + 0;
     float *restrict gb = G + 160;
-    CG_PARALLEL_FOR
     for (int co = 0; co < 8; co++) {
         cg_v s = vsplat(0.0f);
         for (int i = 0; i < 32; i++) s += VLOAD(dy + (size_t)co * 512 + i * 16);
         gb[co] += vsum(s);
     }
-    CG_PARALLEL_FOR
     for (int cb = 0; cb < 2; cb++) {
         const float *restrict dyb = dy + cb*2048;
         for (int ci = 0; ci < 4; ci++) {
@@ -488,7 +486,6 @@ static void l01_batchnorm_forward(const float *restrict P, float *restrict B, fl
             for (int l = 0; l < 16; l++) mask[v][l] = v * 16 + l < nb ? 1.0f : 0.0f;
         nbt[0] += 1.0f;
         const float f = 1.0f / nbt[0]; /* momentum null: cumulative average */
-        CG_PARALLEL_FOR
         for (int c = 0; c < 8; c++) {
             const float *restrict xc = x + (size_t)c * 512;
             cg_v acc[1];
@@ -519,13 +516,11 @@ static void l01_batchnorm_forward(const float *restrict P, float *restrict B, fl
         }
     }
     else {
-        CG_PARALLEL_FOR
         for (int c = 0; c < 8; c++) {
             S[c] = rmean[c];
             S[8 + c] = 1.0f / sqrtf(rvar[c] + 0.001f);
         }
     }
-    CG_PARALLEL_FOR
     for (int c = 0; c < 8; c++) {
         const float mean = S[c], a = S[8 + c] * gamma[c], bc = beta[c];
         const float *restrict xc = x + (size_t)c * 512;
@@ -542,7 +537,6 @@ static void l01_batchnorm_backward(const float *restrict P, float *restrict G, f
     cg_v mask[1];
     for (int v = 0; v < 1; v++)
         for (int l = 0; l < 16; l++) mask[v][l] = v * 16 + l < nb ? 1.0f : 0.0f;
-    CG_PARALLEL_FOR
     for (int c = 0; c < 8; c++) {
         const float mean = S[c], rstd = S[8 + c];
         const float *restrict xc = x + (size_t)c * 512;
@@ -587,7 +581,6 @@ static void l02_leaky_relu_backward(const float *restrict x, const float *restri
 static void l03_conv1d_forward(const float *restrict P, const float *restrict x, float *restrict y)
 {
     const float *restrict w = P + 184;
-    CG_PARALLEL_FOR
     for (int g = 0; g < 8; g++) {
         for (int v0 = 0; v0 < 1; v0 += 1) {
             const float *restrict wb = w + g*3;
@@ -649,7 +642,6 @@ static void l03_conv1d_forward(const float *restrict P, const float *restrict x,
 static void l03_conv1d_backward(float *restrict G, const float *restrict x, const float *restrict dy)
 {
     float *restrict gw = G + 184;
-    CG_PARALLEL_FOR
     for (int g = 0; g < 8; g++) {
         const float *restrict dyb = dy + g*512;
         const float *restrict xc = x + g*512;
@@ -689,7 +681,6 @@ static void l03_conv1d_backward(float *restrict G, const float *restrict x, cons
 static void l03_conv1d_backward_dx(const float *restrict P, const float *restrict dy, float *restrict dx)
 {
     const float *restrict w = P + 184;
-    CG_PARALLEL_FOR
     for (int g = 0; g < 8; g++) {
         for (int v0 = 0; v0 < 1; v0 += 1) {
             float *restrict dxb = dx + g*512 + v0 * 16;
@@ -764,7 +755,6 @@ static void l04_tanh_backward(const float *restrict y, const float *restrict dy,
 /* layer 5: maxpool1d 8x32 -> 8x16 (specs/mixed1d.yaml:18:5) */
 static void l05_maxpool1d_forward(const float *restrict x, float *restrict y)
 {
-    CG_PARALLEL_FOR
     for (int c = 0; c < 8; c++) {
         const float *restrict xc = x + c * 512;
         float *restrict yc = y + c * 256;
@@ -788,7 +778,6 @@ static void l05_maxpool1d_forward(const float *restrict x, float *restrict y)
 static void l05_maxpool1d_backward(const float *restrict x, const float *restrict dy, float *restrict dx)
 {
     memset(dx, 0, sizeof(float) * 4096);
-    CG_PARALLEL_FOR
     for (int c = 0; c < 8; c++) {
         const float *restrict xc = x + c * 512;
         float *restrict dxc = dx + c * 512;
@@ -1132,13 +1121,11 @@ static void l06_conv1d_backward(float *restrict G, const float *restrict x, cons
 {
     float *restrict gw = G + 208;
     float *restrict gb = G + 592;
-    CG_PARALLEL_FOR
     for (int co = 0; co < 12; co++) {
         cg_v s = vsplat(0.0f);
         for (int i = 0; i < 16; i++) s += VLOAD(dy + (size_t)co * 256 + i * 16);
         gb[co] += vsum(s);
     }
-    CG_PARALLEL_FOR
     for (int cb = 0; cb < 2; cb++) {
         const float *restrict dyb = dy + cb*1536;
         for (int ci = 0; ci < 8; ci++) {
@@ -1437,7 +1424,6 @@ static void l07_sigmoid_backward(const float *restrict y, const float *restrict 
 static void l08_conv1d_forward(const float *restrict P, const float *restrict x, float *restrict y)
 {
     const float *restrict w = P + 604;
-    CG_PARALLEL_FOR
     for (int g = 0; g < 2; g++) {
         for (int v0 = 0; v0 < 1; v0 += 1) {
             const float *restrict wb = w + g*54;
@@ -1481,7 +1467,6 @@ static void l08_conv1d_forward(const float *restrict P, const float *restrict x,
 static void l08_conv1d_backward(float *restrict G, const float *restrict x, const float *restrict dy)
 {
     float *restrict gw = G + 604;
-    CG_PARALLEL_FOR
     for (int g = 0; g < 2; g++) {
         const float *restrict dyb = dy + g*576;
         for (int ci = 0; ci < 6; ci++) {
@@ -1511,7 +1496,6 @@ static void l08_conv1d_backward(float *restrict G, const float *restrict x, cons
 static void l08_conv1d_backward_dx(const float *restrict P, const float *restrict dy, float *restrict dx)
 {
     const float *restrict w = P + 604;
-    CG_PARALLEL_FOR
     for (int g = 0; g < 2; g++) {
         for (int v0 = 0; v0 < 1; v0 += 1) {
             float *restrict dxb = dx + g*1536 + v0 * 16;
@@ -1709,7 +1693,6 @@ static void l09_batchnorm_forward(const float *restrict P, float *restrict B, fl
             for (int l = 0; l < 16; l++) mask[v][l] = v * 16 + l < nb ? 1.0f : 0.0f;
         nbt[0] += 1.0f;
         const float f = 0.2f;
-        CG_PARALLEL_FOR
         for (int c = 0; c < 6; c++) {
             const float *restrict xc = x + (size_t)c * 192;
             cg_v acc[1];
@@ -1740,13 +1723,11 @@ static void l09_batchnorm_forward(const float *restrict P, float *restrict B, fl
         }
     }
     else {
-        CG_PARALLEL_FOR
         for (int c = 0; c < 6; c++) {
             S[c] = rmean[c];
             S[6 + c] = 1.0f / sqrtf(rvar[c] + 1e-05f);
         }
     }
-    CG_PARALLEL_FOR
     for (int c = 0; c < 6; c++) {
         const float mean = S[c], a = S[6 + c] * gamma[c], bc = beta[c];
         const float *restrict xc = x + (size_t)c * 192;
@@ -1763,7 +1744,6 @@ static void l09_batchnorm_backward(const float *restrict P, float *restrict G, f
     cg_v mask[1];
     for (int v = 0; v < 1; v++)
         for (int l = 0; l < 16; l++) mask[v][l] = v * 16 + l < nb ? 1.0f : 0.0f;
-    CG_PARALLEL_FOR
     for (int c = 0; c < 6; c++) {
         const float mean = S[c], rstd = S[6 + c];
         const float *restrict xc = x + (size_t)c * 192;
@@ -1794,7 +1774,6 @@ static void l09_batchnorm_backward(const float *restrict P, float *restrict G, f
 /* layer 10: avgpool1d 6x12 -> 6x6 (specs/mixed1d.yaml:23:5) */
 static void l10_avgpool1d_forward(const float *restrict x, float *restrict y)
 {
-    CG_PARALLEL_FOR
     for (int c = 0; c < 6; c++) {
         const float *restrict xc = x + c * 192;
         float *restrict yc = y + c * 96;
@@ -1813,7 +1792,6 @@ static void l10_avgpool1d_forward(const float *restrict x, float *restrict y)
 static void l10_avgpool1d_backward(const float *restrict dy, float *restrict dx)
 {
     memset(dx, 0, sizeof(float) * 1152);
-    CG_PARALLEL_FOR
     for (int c = 0; c < 6; c++) {
         float *restrict dxc = dx + c * 192;
         const float *restrict dyc = dy + c * 96;
@@ -1905,7 +1883,6 @@ static void l12_dense_backward(float *restrict G, float *restrict S, const float
     float *restrict gb = G + 1300;
     for (int b = 0; b < nb; b++)
         for (int i = 0; i < 36; i++) S[(size_t)b * 36 + i] = x[(size_t)i * 16 + b];
-    CG_PARALLEL_FOR
     for (int o = 0; o < 16; o++) {
         float *restrict gwo = gw + (size_t)o * 36;
         float sb = 0.0f;
@@ -1922,7 +1899,6 @@ static void l12_dense_backward(float *restrict G, float *restrict S, const float
 static void l12_dense_backward_dx(const float *restrict P, const float *restrict dy, float *restrict dx)
 {
     const float *restrict w = P + 724;
-    CG_PARALLEL_FOR
     for (int i0 = 0; i0 < 32; i0 += 16) {
         for (int v0 = 0; v0 < 1; v0 += 1) {
             {
@@ -2052,7 +2028,6 @@ static void l14_dense_backward(float *restrict G, float *restrict S, const float
     float *restrict gb = G + 1396;
     for (int b = 0; b < nb; b++)
         for (int i = 0; i < 16; i++) S[(size_t)b * 16 + i] = x[(size_t)i * 16 + b];
-    CG_PARALLEL_FOR
     for (int o = 0; o < 5; o++) {
         float *restrict gwo = gw + (size_t)o * 16;
         float sb = 0.0f;

@@ -4895,7 +4895,6 @@ static void l03_relu_backward(const float *restrict y, const float *restrict dy,
 /* layer 4: maxpool2d 64x32x32 -> 64x16x16 (specs/vgg16_cifar.yaml:14:5) */
 static void l04_maxpool2d_forward(const float *restrict x, float *restrict y)
 {
-    CG_PARALLEL_FOR
     for (int c = 0; c < 64; c++) {
         const float *restrict xc = x + c * 32768;
         float *restrict yc = y + c * 8192;
@@ -4917,7 +4916,6 @@ static void l04_maxpool2d_forward(const float *restrict x, float *restrict y)
 static void l04_maxpool2d_backward(const float *restrict x, const float *restrict dy, float *restrict dx)
 {
     memset(dx, 0, sizeof(float) * 2097152);
-    CG_PARALLEL_FOR
     for (int c = 0; c < 64; c++) {
         const float *restrict xc = x + c * 32768;
         float *restrict dxc = dx + c * 32768;
@@ -10628,7 +10626,6 @@ static void l08_relu_backward(const float *restrict y, const float *restrict dy,
 /* layer 9: maxpool2d 128x16x16 -> 128x8x8 (specs/vgg16_cifar.yaml:20:5) */
 static void l09_maxpool2d_forward(const float *restrict x, float *restrict y)
 {
-    CG_PARALLEL_FOR
     for (int c = 0; c < 128; c++) {
         const float *restrict xc = x + c * 8192;
         float *restrict yc = y + c * 2048;
@@ -10650,7 +10647,6 @@ static void l09_maxpool2d_forward(const float *restrict x, float *restrict y)
 static void l09_maxpool2d_backward(const float *restrict x, const float *restrict dy, float *restrict dx)
 {
     memset(dx, 0, sizeof(float) * 1048576);
-    CG_PARALLEL_FOR
     for (int c = 0; c < 128; c++) {
         const float *restrict xc = x + c * 8192;
         float *restrict dxc = dx + c * 8192;
@@ -13504,14 +13500,12 @@ static void l10_conv2d_backward_dx(const float *restrict P, const float *restric
 /* layer 11: relu 256x8x8 -> 256x8x8 (specs/vgg16_cifar.yaml:23:5) */
 static void l11_relu_forward(const float *restrict x, float *restrict y)
 {
-    CG_PARALLEL_FOR
     for (int i = 0; i < 524288; i++)
         y[i] = x[i] > 0.0f ? x[i] : 0.0f;
 }
 
 static void l11_relu_backward(const float *restrict y, const float *restrict dy, float *restrict dx)
 {
-    CG_PARALLEL_FOR
     for (int i = 0; i < 524288; i++)
         dx[i] = y[i] > 0.0f ? dy[i] : 0.0f;
 }
@@ -16346,14 +16340,12 @@ static void l12_conv2d_backward_dx(const float *restrict P, const float *restric
 /* layer 13: relu 256x8x8 -> 256x8x8 (specs/vgg16_cifar.yaml:25:5) */
 static void l13_relu_forward(const float *restrict x, float *restrict y)
 {
-    CG_PARALLEL_FOR
     for (int i = 0; i < 524288; i++)
         y[i] = x[i] > 0.0f ? x[i] : 0.0f;
 }
 
 static void l13_relu_backward(const float *restrict y, const float *restrict dy, float *restrict dx)
 {
-    CG_PARALLEL_FOR
     for (int i = 0; i < 524288; i++)
         dx[i] = y[i] > 0.0f ? dy[i] : 0.0f;
 }
@@ -19188,14 +19180,12 @@ static void l14_conv2d_backward_dx(const float *restrict P, const float *restric
 /* layer 15: relu 256x8x8 -> 256x8x8 (specs/vgg16_cifar.yaml:27:5) */
 static void l15_relu_forward(const float *restrict x, float *restrict y)
 {
-    CG_PARALLEL_FOR
     for (int i = 0; i < 524288; i++)
         y[i] = x[i] > 0.0f ? x[i] : 0.0f;
 }
 
 static void l15_relu_backward(const float *restrict y, const float *restrict dy, float *restrict dx)
 {
-    CG_PARALLEL_FOR
     for (int i = 0; i < 524288; i++)
         dx[i] = y[i] > 0.0f ? dy[i] : 0.0f;
 }
@@ -19203,7 +19193,6 @@ static void l15_relu_backward(const float *restrict y, const float *restrict dy,
 /* layer 16: maxpool2d 256x8x8 -> 256x4x4 (specs/vgg16_cifar.yaml:28:5) */
 static void l16_maxpool2d_forward(const float *restrict x, float *restrict y)
 {
-    CG_PARALLEL_FOR
     for (int c = 0; c < 256; c++) {
         const float *restrict xc = x + c * 2048;
         float *restrict yc = y + c * 512;
@@ -19225,7 +19214,6 @@ static void l16_maxpool2d_forward(const float *restrict x, float *restrict y)
 static void l16_maxpool2d_backward(const float *restrict x, const float *restrict dy, float *restrict dx)
 {
     memset(dx, 0, sizeof(float) * 524288);
-    CG_PARALLEL_FOR
     for (int c = 0; c < 256; c++) {
         const float *restrict xc = x + c * 2048;
         float *restrict dxc = dx + c * 2048;
@@ -22079,14 +22067,12 @@ static void l17_conv2d_backward_dx(const float *restrict P, const float *restric
 /* layer 18: relu 512x4x4 -> 512x4x4 (specs/vgg16_cifar.yaml:31:5) */
 static void l18_relu_forward(const float *restrict x, float *restrict y)
 {
-    CG_PARALLEL_FOR
     for (int i = 0; i < 262144; i++)
         y[i] = x[i] > 0.0f ? x[i] : 0.0f;
 }
 
 static void l18_relu_backward(const float *restrict y, const float *restrict dy, float *restrict dx)
 {
-    CG_PARALLEL_FOR
     for (int i = 0; i < 262144; i++)
         dx[i] = y[i] > 0.0f ? dy[i] : 0.0f;
 }
@@ -24921,14 +24907,12 @@ static void l19_conv2d_backward_dx(const float *restrict P, const float *restric
 /* layer 20: relu 512x4x4 -> 512x4x4 (specs/vgg16_cifar.yaml:33:5) */
 static void l20_relu_forward(const float *restrict x, float *restrict y)
 {
-    CG_PARALLEL_FOR
     for (int i = 0; i < 262144; i++)
         y[i] = x[i] > 0.0f ? x[i] : 0.0f;
 }
 
 static void l20_relu_backward(const float *restrict y, const float *restrict dy, float *restrict dx)
 {
-    CG_PARALLEL_FOR
     for (int i = 0; i < 262144; i++)
         dx[i] = y[i] > 0.0f ? dy[i] : 0.0f;
 }
@@ -27763,14 +27747,12 @@ static void l21_conv2d_backward_dx(const float *restrict P, const float *restric
 /* layer 22: relu 512x4x4 -> 512x4x4 (specs/vgg16_cifar.yaml:35:5) */
 static void l22_relu_forward(const float *restrict x, float *restrict y)
 {
-    CG_PARALLEL_FOR
     for (int i = 0; i < 262144; i++)
         y[i] = x[i] > 0.0f ? x[i] : 0.0f;
 }
 
 static void l22_relu_backward(const float *restrict y, const float *restrict dy, float *restrict dx)
 {
-    CG_PARALLEL_FOR
     for (int i = 0; i < 262144; i++)
         dx[i] = y[i] > 0.0f ? dy[i] : 0.0f;
 }
@@ -27778,7 +27760,6 @@ static void l22_relu_backward(const float *restrict y, const float *restrict dy,
 /* layer 23: maxpool2d 512x4x4 -> 512x2x2 (specs/vgg16_cifar.yaml:36:5) */
 static void l23_maxpool2d_forward(const float *restrict x, float *restrict y)
 {
-    CG_PARALLEL_FOR
     for (int c = 0; c < 512; c++) {
         const float *restrict xc = x + c * 512;
         float *restrict yc = y + c * 128;
@@ -27800,7 +27781,6 @@ static void l23_maxpool2d_forward(const float *restrict x, float *restrict y)
 static void l23_maxpool2d_backward(const float *restrict x, const float *restrict dy, float *restrict dx)
 {
     memset(dx, 0, sizeof(float) * 262144);
-    CG_PARALLEL_FOR
     for (int c = 0; c < 512; c++) {
         const float *restrict xc = x + c * 512;
         float *restrict dxc = dx + c * 512;
@@ -28881,14 +28861,12 @@ static void l24_conv2d_backward_dx(const float *restrict P, const float *restric
 /* layer 25: relu 512x2x2 -> 512x2x2 (specs/vgg16_cifar.yaml:39:5) */
 static void l25_relu_forward(const float *restrict x, float *restrict y)
 {
-    CG_PARALLEL_FOR
     for (int i = 0; i < 65536; i++)
         y[i] = x[i] > 0.0f ? x[i] : 0.0f;
 }
 
 static void l25_relu_backward(const float *restrict y, const float *restrict dy, float *restrict dx)
 {
-    CG_PARALLEL_FOR
     for (int i = 0; i < 65536; i++)
         dx[i] = y[i] > 0.0f ? dy[i] : 0.0f;
 }
@@ -29950,14 +29928,12 @@ static void l26_conv2d_backward_dx(const float *restrict P, const float *restric
 /* layer 27: relu 512x2x2 -> 512x2x2 (specs/vgg16_cifar.yaml:41:5) */
 static void l27_relu_forward(const float *restrict x, float *restrict y)
 {
-    CG_PARALLEL_FOR
     for (int i = 0; i < 65536; i++)
         y[i] = x[i] > 0.0f ? x[i] : 0.0f;
 }
 
 static void l27_relu_backward(const float *restrict y, const float *restrict dy, float *restrict dx)
 {
-    CG_PARALLEL_FOR
     for (int i = 0; i < 65536; i++)
         dx[i] = y[i] > 0.0f ? dy[i] : 0.0f;
 }
@@ -31019,14 +30995,12 @@ static void l28_conv2d_backward_dx(const float *restrict P, const float *restric
 /* layer 29: relu 512x2x2 -> 512x2x2 (specs/vgg16_cifar.yaml:43:5) */
 static void l29_relu_forward(const float *restrict x, float *restrict y)
 {
-    CG_PARALLEL_FOR
     for (int i = 0; i < 65536; i++)
         y[i] = x[i] > 0.0f ? x[i] : 0.0f;
 }
 
 static void l29_relu_backward(const float *restrict y, const float *restrict dy, float *restrict dx)
 {
-    CG_PARALLEL_FOR
     for (int i = 0; i < 65536; i++)
         dx[i] = y[i] > 0.0f ? dy[i] : 0.0f;
 }
@@ -31034,7 +31008,6 @@ static void l29_relu_backward(const float *restrict y, const float *restrict dy,
 /* layer 30: maxpool2d 512x2x2 -> 512x1x1 (specs/vgg16_cifar.yaml:44:5) */
 static void l30_maxpool2d_forward(const float *restrict x, float *restrict y)
 {
-    CG_PARALLEL_FOR
     for (int c = 0; c < 512; c++) {
         const float *restrict xc = x + c * 128;
         float *restrict yc = y + c * 32;
@@ -31051,7 +31024,6 @@ static void l30_maxpool2d_forward(const float *restrict x, float *restrict y)
 static void l30_maxpool2d_backward(const float *restrict x, const float *restrict dy, float *restrict dx)
 {
     memset(dx, 0, sizeof(float) * 65536);
-    CG_PARALLEL_FOR
     for (int c = 0; c < 512; c++) {
         const float *restrict xc = x + c * 128;
         float *restrict dxc = dx + c * 128;
@@ -31175,14 +31147,12 @@ static void l32_dense_backward_dx(const float *restrict P, const float *restrict
 /* layer 33: relu 512 -> 512 (specs/vgg16_cifar.yaml:48:5) */
 static void l33_relu_forward(const float *restrict x, float *restrict y)
 {
-    CG_PARALLEL_FOR
     for (int i = 0; i < 16384; i++)
         y[i] = x[i] > 0.0f ? x[i] : 0.0f;
 }
 
 static void l33_relu_backward(const float *restrict y, const float *restrict dy, float *restrict dx)
 {
-    CG_PARALLEL_FOR
     for (int i = 0; i < 16384; i++)
         dx[i] = y[i] > 0.0f ? dy[i] : 0.0f;
 }
@@ -31292,14 +31262,12 @@ static void l34_dense_backward_dx(const float *restrict P, const float *restrict
 /* layer 35: relu 512 -> 512 (specs/vgg16_cifar.yaml:50:5) */
 static void l35_relu_forward(const float *restrict x, float *restrict y)
 {
-    CG_PARALLEL_FOR
     for (int i = 0; i < 16384; i++)
         y[i] = x[i] > 0.0f ? x[i] : 0.0f;
 }
 
 static void l35_relu_backward(const float *restrict y, const float *restrict dy, float *restrict dx)
 {
-    CG_PARALLEL_FOR
     for (int i = 0; i < 16384; i++)
         dx[i] = y[i] > 0.0f ? dy[i] : 0.0f;
 }
@@ -31365,7 +31333,6 @@ static void l36_dense_backward(float *restrict G, float *restrict S, const float
     float *restrict gb = G + 15245120;
     for (int b = 0; b < nb; b++)
         for (int i = 0; i < 512; i++) S[(size_t)b * 512 + i] = x[(size_t)i * 32 + b];
-    CG_PARALLEL_FOR
     for (int o = 0; o < 10; o++) {
         float *restrict gwo = gw + (size_t)o * 512;
         float sb = 0.0f;
@@ -31382,7 +31349,6 @@ static void l36_dense_backward(float *restrict G, float *restrict S, const float
 static void l36_dense_backward_dx(const float *restrict P, const float *restrict dy, float *restrict dx)
 {
     const float *restrict w = P + 15240000;
-    CG_PARALLEL_FOR
     for (int i0 = 0; i0 < 512; i0 += 8) {
         for (int v0 = 0; v0 < 2; v0 += 2) {
             {

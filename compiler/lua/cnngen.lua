@@ -10,6 +10,7 @@ local MAX_PARAMS = 1 << 31      -- floats in all parameters
 local MAX_BATCH = 65536
 local VEC = 16                  -- floats in one SIMD vector of the generated code (AVX-512)
 local LANES_MIN_BATCH = 16      -- from this batch on, activations are batch-innermost
+local PARALLEL_MIN_WORK = 1 << 20
 
 -- Layer kinds, registered by name from one module per kind family.
 local MODULES = {"layers.conv", "layers.pool", "layers.dense", "layers.flatten", "layers.act", "layers.batchnorm"}
@@ -316,6 +317,9 @@ local function plan(spec)
   for _, L in ipairs(spec.layers) do
     -- facts the emitters' choices depend on
     L.batch, L.budget, L.batch_lanes = B, UNROLL_BUDGET, B >= LANES_MIN_BATCH
+    -- threads pay off from about a million multiply-adds (or values moved) a pass;
+    -- below that, waking the other core costs more than it saves
+    L.parallel = math.max(L.mod.macs(L), L.out_size) * B >= PARALLEL_MIN_WORK
   end
   if B >= LANES_MIN_BATCH then return plan_lanes(spec) end
   local ws = 0

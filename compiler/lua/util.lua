@@ -331,6 +331,11 @@ function M.loop(C, var, lo, hi, unroll, body)
   end
 end
 
+-- Mark the next loop parallel when the layer has enough work to share.
+function M.par(C, L)
+  if L.parallel then C:line("CG_PARALLEL_FOR") end
+end
+
 -- A loop that OpenMP may split across threads (CG_PARALLEL_FOR is empty without
 -- -fopenmp). Only loops whose iterations write disjoint memory are marked.
 function M.ploop(C, var, lo, hi, parallel, body)

@@ -49,7 +49,7 @@ end
 
 -- Batch-innermost: the same expressions over [size][lanes], one flat vectorizable loop.
 local function each_lanes(L, C, ctx, emit)
-  if L.in_size * ctx.lanes >= 16384 then C:line("CG_PARALLEL_FOR") end
+  if L.in_size * ctx.lanes >= 16384 then util.par(C, L) end
   C:line("for (int i = 0; i < %d; i++)", L.in_size * ctx.lanes)
   C.ind = C.ind + 1
   emit("i")

@@ -315,9 +315,9 @@ end
 local function block_loops(C, L, nblocks, name, NV, TB, body)
   local par_g = L.groups > 1
   local par_c = not par_g and nblocks > 1
-  util.ploop(C, "g", 0, L.groups - 1, par_g, function(g)
-    util.ploop(C, name, 0, nblocks - 1, par_c, function(cb)
-      if not par_g and not par_c and NV // TB > 1 then C:line("CG_PARALLEL_FOR") end
+  util.ploop(C, "g", 0, L.groups - 1, par_g and L.parallel, function(g)
+    util.ploop(C, name, 0, nblocks - 1, par_c and L.parallel, function(cb)
+      if not par_g and not par_c and NV // TB > 1 then util.par(C, L) end
       C:open("for (int v0 = 0; v0 < %d; v0 += %d) {", NV, TB)
       body(g, cb)
       C:close()
@@ -449,7 +449,7 @@ function M.backward_lanes(L, C, ctx)
   C:line("float *restrict gw = %s;", L.t_grad.weight)
   if L.opt.bias then
     C:line("float *restrict gb = %s;", L.t_grad.bias)
-    C:line("CG_PARALLEL_FOR")
+    util.par(C, L)
     C:open("for (int co = 0; co < %d; co++) {", L.cout)
     C:line("cg_v s = vsplat(0.0f);")
     C:line("for (int i = 0; i < %d; i++) s += VLOAD(dy + (size_t)co * %d + i * %d);", d.OHW * NV, d.OHW * R, V)
@@ -457,8 +457,8 @@ function M.backward_lanes(L, C, ctx)
     C:close()
   end
   local nblocks = L.cout_g // TCW
-  util.ploop(C, "g", 0, L.groups - 1, L.groups > 1, function(gg)
-  util.ploop(C, "cb", 0, nblocks - 1, L.groups == 1, function(cb)
+  util.ploop(C, "g", 0, L.groups - 1, L.groups > 1 and L.parallel, function(gg)
+  util.ploop(C, "cb", 0, nblocks - 1, L.groups == 1 and L.parallel, function(cb)
     local co0 = util.aff(0):term(gg, L.cout_g):term(cb, TCW)
     C:line("const float *restrict dyb = dy + %s;", tostring(co0:scale(d.OHW * R)))
     util.loop(C, "ci", 0, L.cin_g - 1, false, function(ci)
@@ -583,7 +583,7 @@ function M.forward_cv(L, C, ctx)
   C:line("    for (int iy = 0; iy < %d; iy++)", g.h.I)
   C:line("        for (int ix = 0; ix < %d; ix++) xp[((iy + %d) * %d + ix + %d) * %d + ci] = xn[ci * %d + iy * %d + ix];",
     g.w.I, g.h.lo, sc.Wp, g.w.lo, Cin, d.IHW, g.w.I)
-  C:line("CG_PARALLEL_FOR")
+  util.par(C, L)
   C:open("for (int oy = 0; oy < %d; oy++) {", g.h.O)
   C:open("for (int v0 = 0; v0 < %d; v0 += %d) {", NV, TV)
   cv_row_tiles(C, g.w.O, TP, function(x0, tp)
@@ -641,7 +641,7 @@ function M.backward_cv(L, C, ctx)
   if L.opt.bias then C:line("float *restrict gb = %s;", L.t_grad.bias) end
   C:line("float *restrict dyh = S + %d;", sc.DYH)
   C:line("/* dy of every sample -> channels-last, padded channels zero */")
-  C:line("CG_PARALLEL_FOR")
+  util.par(C, L)
   C:open("for (int n = 0; n < nb; n++) {")
   C:line("float *restrict dn = dyh + (size_t)n * %d;", d.OHW * CP)
   C:line("for (int i = 0; i < %d; i++)", d.OHW)
@@ -697,7 +697,7 @@ function M.backward_cv(L, C, ctx)
   end
   local full = npairs - npairs % TPR
   if full > 0 then
-    C:line("CG_PARALLEL_FOR")
+    util.par(C, L)
     C:open("for (int p0 = 0; p0 < %d; p0 += %d) {", full, TPR)
     tile("p0", TPR)
     C:close()
@@ -734,7 +734,7 @@ function M.backward_dx(L, C, ctx)
   C:line("    for (int oy = 0; oy < %d; oy++)", g.h.O)
   C:line("        for (int ox = 0; ox < %d; ox++) dyp[((oy + %d) * %d + ox + %d) * %d + co] = dn[co * %d + oy * %d + ox];",
     g.w.O, sc.Qh, sc.Wq, sc.Qw, Cout, d.OHW, g.w.O)
-  C:line("CG_PARALLEL_FOR")
+  util.par(C, L)
   C:open("for (int iy = 0; iy < %d; iy++) {", g.h.I)
   C:open("for (int v0 = 0; v0 < %d; v0 += %d) {", NV, TV)
   cv_row_tiles(C, g.w.I, TP, function(x0, tp)

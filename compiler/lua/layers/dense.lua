@@ -115,7 +115,7 @@ end
 
 -- Emit a GEMM tile: for rows r = r0 .. r0+nr-1 and lane vectors v0 .. v0+TB-1,
 -- acc[r][v] = init(r) + sum over k < K of coef(r, k) * src[k][lanes]; then store.
-local function gemm_tiles(C, ctx, nrows, K, TB, src, dst, init, coef, rowname)
+local function gemm_tiles(C, ctx, L, nrows, K, TB, src, dst, init, coef, rowname)
   local R, V = ctx.lanes, ctx.vec
   local NV = R // V
   local TR = math.max(1, 16 // TB)
@@ -148,7 +148,7 @@ local function gemm_tiles(C, ctx, nrows, K, TB, src, dst, init, coef, rowname)
   end
   local full = nrows - nrows % TR
   if full > 0 then
-    if full > TR then C:line("CG_PARALLEL_FOR") end
+    if full > TR then util.par(C, L) end
     C:open("for (int %s = 0; %s < %d; %s += %d) {", rowname, rowname, full, rowname, TR)
     C:open("for (int v0 = 0; v0 < %d; v0 += %d) {", NV, TB)
     tile(rowname, TR)
@@ -167,7 +167,7 @@ function M.forward_lanes(L, C, ctx)
   local TB = largest_divisor(ctx.lanes // ctx.vec, 4)
   C:line("const float *restrict w = %s;", L.t.weight)
   if L.opt.bias then C:line("const float *restrict b = %s;", L.t.bias) end
-  gemm_tiles(C, ctx, O, I, TB, "x", "y",
+  gemm_tiles(C, ctx, L, O, I, TB, "x", "y",
     function(r0, t) return L.opt.bias and string.format("vsplat(b[%s + %d])", r0, t) or "vsplat(0.0f)" end,
     function(r0, t) return string.format("w[(size_t)(%s + %d) * %d + k]", r0, t, I) end, "o0")
   return {"P", "x", "y"}
@@ -177,7 +177,7 @@ function M.backward_dx_lanes(L, C, ctx)
   local I, O = L.nin, L.nout
   local TB = largest_divisor(ctx.lanes // ctx.vec, 4)
   C:line("const float *restrict w = %s;", L.t.weight)
-  gemm_tiles(C, ctx, I, O, TB, "dy", "dx",
+  gemm_tiles(C, ctx, L, I, O, TB, "dy", "dx",
     function() return "vsplat(0.0f)" end,
     function(r0, t) return string.format("w[(size_t)k * %d + %s + %d]", I, r0, t) end, "i0")
   return {"P", "dy", "dx"}
@@ -191,7 +191,7 @@ function M.backward_lanes(L, C, ctx)
   if L.opt.bias then C:line("float *restrict gb = %s;", L.t_grad.bias) end
   C:line("for (int b = 0; b < nb; b++)")
   C:line("    for (int i = 0; i < %d; i++) S[(size_t)b * %d + i] = x[(size_t)i * %d + b];", I, I, R)
-  C:line("CG_PARALLEL_FOR")
+  util.par(C, L)
   C:open("for (int o = 0; o < %d; o++) {", O)
   C:line("float *restrict gwo = gw + (size_t)o * %d;", I)
   if L.opt.bias then C:line("float sb = 0.0f;") end

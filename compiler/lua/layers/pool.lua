@@ -138,7 +138,7 @@ end
 local function lanes_windows(L, C, ctx, body)
   local g, R = L.geom, ctx.lanes
   local IHW, OHW = g.h.I * g.w.I, g.h.O * g.w.O
-  if L.channels > 1 then C:line("CG_PARALLEL_FOR") end
+  if L.channels > 1 then util.par(C, L) end
   C:open("for (int c = 0; c < %d; c++) {", L.channels)
   body.head(string.format("c * %d", IHW * R), string.format("c * %d", OHW * R))
   window.windows(C, g, false, function(out, taps, info)
@@ -185,7 +185,7 @@ local function max_backward_vec(L, C, ctx)
   local NV = R // V
   local IHW, OHW = g.h.I * g.w.I, g.h.O * g.w.O
   C:line("memset(dx, 0, sizeof(float) * %d);", L.in_size * R)
-  if L.channels > 1 then C:line("CG_PARALLEL_FOR") end
+  if L.channels > 1 then util.par(C, L) end
   C:open("for (int c = 0; c < %d; c++) {", L.channels)
   C:line("const float *restrict xc = x + c * %d;", IHW * R)
   C:line("float *restrict dxc = dx + c * %d;", IHW * R)
