@@ -12,7 +12,7 @@ FUZZ_ARGS          ?=
 FUZZ_TARGETS       := spec npy npz idx csv checkpoint
 FUZZ_SAN   := -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
 FUZZ_CFLAGS = -std=c11 -D_GNU_SOURCE -Wall -Wextra -Wno-unused-parameter -Wno-unused-function $(FUZZ_SAN)
-FUZZ_RT     = $(filter-out runtime/main.c,$(RT_SRC))
+FUZZ_RT     = $(patsubst runtime/%.c,$(B)/fuzz/rt/%.o,$(filter-out runtime/main.c,$(RT_SRC)))
 FZ          = $(B)/fuzz
 # per target: extra read-only seed directories and libFuzzer options
 FUZZ_SEEDS_spec       := specs tests/bad tests/nets
@@ -28,15 +28,19 @@ FUZZ_ENV := ASAN_OPTIONS=allocator_may_return_null=1:detect_leaks=1 UBSAN_OPTION
 .PHONY: fuzz fuzz-smoke fuzz-build $(FUZZ_TARGETS:%=fuzz-%)
 fuzz-build: $(FUZZ_TARGETS:%=$(FZ)/fuzz_%)
 
-$(FZ):
-	mkdir -p $@ $(FUZZ_TARGETS:%=$@/corpus/%)
+$(FZ) $(FZ)/rt:
+	mkdir -p $@ $(FUZZ_TARGETS:%=$(FZ)/corpus/%)
+
+# the runtime once, instrumented (coverage + sanitizers), for the loader harnesses
+$(FZ)/rt/%.o: runtime/%.c runtime/*.h | $(FZ)/rt
+	$(FUZZ_CC) $(subst -fsanitize=fuzzer,-fsanitize=fuzzer-no-link,$(FUZZ_CFLAGS)) -Iruntime -c $< -o $@
 
 $(FZ)/fuzz_spec: tests/fuzz/fuzz_spec.c compiler/main.c compiler/version.h $(B)/lua_sources.c | $(FZ)
 	$(FUZZ_CC) $(FUZZ_CFLAGS) -DCNNGEN_FUZZ -DCNNGEN_MAX_NODES=20000 $(LUA_CFLAGS) -I$(B) -Icompiler tests/fuzz/fuzz_spec.c \
 	  compiler/main.c $(B)/lua_sources.c $(LUA_LIBS) -lm -o $@
-$(FZ)/fuzz_npy $(FZ)/fuzz_idx $(FZ)/fuzz_csv: $(FZ)/fuzz_%: tests/fuzz/fuzz_%.c tests/fuzz/fuzz_common.h $(RT_SRC) runtime/*.h | $(FZ)
+$(FZ)/fuzz_npy $(FZ)/fuzz_idx $(FZ)/fuzz_csv: $(FZ)/fuzz_%: tests/fuzz/fuzz_%.c tests/fuzz/fuzz_common.h $(FUZZ_RT) | $(FZ)
 	$(FUZZ_CC) $(FUZZ_CFLAGS) -Iruntime $< $(FUZZ_RT) $(RT_LIBS) -o $@
-$(FZ)/fuzz_npz $(FZ)/fuzz_checkpoint: $(FZ)/fuzz_%: tests/fuzz/fuzz_%.c tests/fuzz/fuzz_common.h $(RT_SRC) runtime/*.h $(B)/tnets/t_train_bn.c | $(FZ)
+$(FZ)/fuzz_npz $(FZ)/fuzz_checkpoint: $(FZ)/fuzz_%: tests/fuzz/fuzz_%.c tests/fuzz/fuzz_common.h $(FUZZ_RT) $(B)/tnets/t_train_bn.c | $(FZ)
 	$(FUZZ_CC) $(FUZZ_CFLAGS) -Iruntime -DCNNGEN_NO_MAIN $< $(B)/tnets/t_train_bn.c $(FUZZ_RT) $(RT_LIBS) -o $@
 
 # fuzz-<target>: run for FUZZ_SECONDS, one job (the machine is shared)

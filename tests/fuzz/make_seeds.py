@@ -1,7 +1,8 @@
 #!/usr/bin/python3
 """Regenerate the loader seed corpora under tests/fuzz/ (small valid and near-valid files).
 Run from the repository root: /usr/bin/python3 tests/fuzz/make_seeds.py (needs numpy).
-The checkpoint seeds come from the harness itself (see fuzz.mk: fuzz-seeds)."""
+The checkpoint seeds come from the harness itself:
+  CG_FUZZ_WRITE_SEED=tests/fuzz/checkpoint/stepN.list CG_FUZZ_SEED_STEPS=N build/fuzz/fuzz_checkpoint"""
 import gzip, io, os, struct, zipfile
 import numpy as np
 
