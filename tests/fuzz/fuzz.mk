@@ -50,7 +50,7 @@ $(FUZZ_TARGETS:%=fuzz-%): fuzz-%: $(FZ)/fuzz_%
 	  -malloc_limit_mb=2048 -print_final_stats=1 -artifact_prefix=$(FZ)/$*- $(FUZZ_OPTS_$*) $(FUZZ_ARGS) \
 	  $(FZ)/corpus/$* tests/fuzz/$* $(FUZZ_SEEDS_$*) > $(FZ)/$*.log 2>&1 \
 	  || { tail -60 $(FZ)/$*.log; echo "fuzz: $* FAILED (log: $(FZ)/$*.log)"; exit 1; }
-	@grep -E "stat::number_of_executed_units|stat::average_exec_per_sec|stat::new_units_added" $(FZ)/$*.log \
+	@grep -aE "stat::number_of_executed_units|stat::average_exec_per_sec|stat::new_units_added" $(FZ)/$*.log \
 	  | tr '\n' ' ' | sed 's/stat:://g; s/^/fuzz: $* /'; echo " corpus $$(ls $(FZ)/corpus/$* | wc -l) files"
 
 fuzz: $(FUZZ_TARGETS:%=fuzz-%)
