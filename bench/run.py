@@ -339,7 +339,7 @@ def main():
             f"`make bench` took {elapsed / 60:.1f} min.")
     md = ["# `make bench` — latest results", "", head, "", tab, ""]
     if rl:
-        md += ["Peak resident memory (getrusage ru_maxrss of the step process):", ""] + rl + [""]
+        md += ["Peak resident memory (VmHWM of the step process, the larger of its 1- and 2-thread runs):", ""] + rl + [""]
     if noisy:
         md[2:2] = [f"**Warning: {len(noisy)} of {len(rows)} rows are NOISY: other processes used CPU "
                    "while they were measured; their numbers are not the machine's.**", ""]
