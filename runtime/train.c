@@ -92,8 +92,10 @@ void cg_evaluate(const cg_net *net, const float *params, float *buffers, float *
 /* ---- the run's state ---- */
 enum { POS_EPOCH, POS_K, POS_GSTEP, POS_BEST_STEP, POS_BAD, POS_LOG_BYTES, POS_LAST_EVAL,
        POS_EP_N, POS_WIN_N, POS_HAS_BEST, POS_EVALS, POS_COUNT };
+/* ACC_BEST_LOSS holds the monitored objective at the best point (loss or 0-1 error),
+ * ACC_BEST_VLOSS the validation loss there (for the curve) */
 enum { ACC_EP_SUM, ACC_WIN_SUM, ACC_BEST_LOSS, ACC_ELAPSED, ACC_BEST_EPOCH, ACC_BEST_ACC,
-       ACC_COUNT };
+       ACC_BEST_VLOSS, ACC_COUNT };
 enum { CFG_NPARAMS, CFG_NBUF, CFG_NTRAIN, CFG_NVAL, CFG_BATCH, CFG_MODE, CFG_ORDER, CFG_EPOCHS,
        CFG_LR, CFG_MOM, CFG_WD, CFG_SCHED, CFG_STEPSIZE, CFG_GAMMA, CFG_PATIENCE, CFG_EVALEVERY,
        CFG_SEED, CFG_NORM, CFG_HASH, CFG_COUNT };
@@ -772,6 +774,7 @@ int cg_train(const cg_net *net, const cg_train_opts *o, cg_train_result *res, cg
             const double crit = h->monitor == CG_MONITOR_ERROR ? 1.0 - va : vl;
             if (have_val && crit < r->acc[ACC_BEST_LOSS]) {
                 r->acc[ACC_BEST_LOSS] = crit;
+                r->acc[ACC_BEST_VLOSS] = vl;
                 r->acc[ACC_BEST_EPOCH] = epoch_f;
                 r->acc[ACC_BEST_ACC] = va;
                 r->pos[POS_BEST_STEP] = g;
@@ -845,8 +848,8 @@ int cg_train(const cg_net *net, const cg_train_opts *o, cg_train_result *res, cg
         res->best_epoch = r->acc[ACC_BEST_EPOCH];
         res->best_step = r->pos[POS_BEST_STEP];
         say(o, "restored the best parameters: step %lld (epoch %.2f), val_loss %.4f, val_acc "
-               "%.4f\n", (long long)res->best_step, res->best_epoch, res->best_val_loss,
-            res->best_val_acc);
+               "%.4f (monitored: validation %s)\n", (long long)res->best_step, res->best_epoch,
+            r->acc[ACC_BEST_VLOSS], res->best_val_acc, h->monitor == CG_MONITOR_ERROR ? "error" : "loss");
     }
     if (cg_weights_save(net, r->p_final, r->params, r->buffers, err) != 0)
         goto out_log;
@@ -863,7 +866,7 @@ int cg_train(const cg_net *net, const cg_train_opts *o, cg_train_result *res, cg
     if (o->plot) {
         char title[256];
         snprintf(title, sizeof title, "%s: training and validation objective", net->name);
-        int p = plot_curve(r, title, res->best_epoch, res->best_val_loss);
+        int p = plot_curve(r, title, res->best_epoch, r->acc[ACC_BEST_VLOSS]);
         if (p == 0)
             say(o, "curve: %s\n", r->p_png);
         else if (p > 0)
