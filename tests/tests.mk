@@ -55,7 +55,9 @@ check-torch: $(TRAINERS) $(B)/trainers/vgg16
 
 # generated code + runtime under AddressSanitizer and UndefinedBehaviorSanitizer,
 # checked against PyTorch on specs that cover every layer kind
-SAN_SPECS := lenet5 mixed1d mixed2d bnnet lecture_k3s2p1_odd lecture_full
+SAN_SPECS := mixed1d mixed2d lecture_k3s2p1_odd lecture_full lecture_conv1d
+# (lenet5 and bnnet are left out: their batch-innermost code takes ASan+UBSan tens of
+# minutes to compile; mixed1d covers the batch-innermost emitters)
 SAN_FLAGS := -O1 -g -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
 .PHONY: sanitize-check
 $(B)/san/%: specs/%.yaml $(B)/cnngen $(RT_SRC) runtime/*.h
