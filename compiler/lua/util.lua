@@ -331,6 +331,12 @@ function M.loop(C, var, lo, hi, unroll, body)
   end
 end
 
+-- The largest divisor of n that is at most cap (tile sizes that divide an extent).
+function M.largest_divisor(n, cap)
+  for d = math.min(n, cap), 1, -1 do if n % d == 0 then return d end end
+  return 1
+end
+
 -- Mark the next loop parallel when the layer has enough work to share.
 function M.par(C, L)
   if L.parallel then C:line("CG_PARALLEL_FOR") end

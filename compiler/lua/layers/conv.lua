@@ -299,10 +299,7 @@ end
 ---------------------------------------------------------------------------
 local MAX_ACC = 24 -- accumulators per tile (of 32 vector registers)
 
-local function largest_divisor(n, cap)
-  for d = math.min(n, cap), 1, -1 do if n % d == 0 then return d end end
-  return 1
-end
+local largest_divisor = util.largest_divisor
 
 function M.scratch(L, lanes)
   if lanes then return 0 end

@@ -108,10 +108,7 @@ end
 ---------------------------------------------------------------------------
 function M.scratch(L, lanes) return lanes and lanes * L.nin or 0 end
 
-local function largest_divisor(n, cap)
-  for d = math.min(n, cap), 1, -1 do if n % d == 0 then return d end end
-  return 1
-end
+local largest_divisor = util.largest_divisor
 
 -- Emit a GEMM tile: for rows r = r0 .. r0+nr-1 and lane vectors v0 .. v0+TB-1,
 -- acc[r][v] = init(r) + sum over k < K of coef(r, k) * src[k][lanes]; then store.
