@@ -294,7 +294,7 @@ end
 local function plan(spec)
   local P, Bf = 0, 0
   for _, L in ipairs(spec.layers) do
-    L.t, L.t_grad, L.toff = {}, {}, {}
+    L.t, L.t_grad = {}, {}
     for _, t in ipairs(L.tensors) do
       t.kind = t.kind or "param"
       t.name = string.format("%d.%s", L.index, t.suffix)

@@ -5,8 +5,6 @@ local util = require("util")
 local window = require("window")
 local M = {kinds = {"conv1d", "conv2d"}}
 
-local function pos(v) return v >= 1 and nil or "must be positive" end
-
 function M.schema(kind)
   return {
     {key = "out", type = "posint", required = true},
@@ -506,7 +504,7 @@ local function ceil16(n) return (n + 15) // 16 * 16 end
 function M.cv_ok(L)
   local g = L.geom
   if L.batch_lanes or L.groups ~= 1 or L.cout < 6 then return false end
-  if M.macs(L) <= (L.budget or 1024) then return false end
+  if M.unrolled(L, L.budget) then return false end
   for _, a in ipairs({g.h, g.w}) do
     if a.S ~= 1 or a.lo > a.D * (a.K - 1) or a.hi > a.D * (a.K - 1) then return false end
   end

@@ -53,7 +53,7 @@ function M.tensors(L) return {} end
 function M.macs(L) return 0 end
 function M.window(L) return L.geom end
 
-local function plane_loops(C, L, unroll, xname, yname, body)
+local function plane_loops(C, L, unroll, body)
   local g = L.geom
   local IHW, OHW = g.h.I * g.w.I, g.h.O * g.w.O
   C:open("for (int n = 0; n < nb; n++) {")
@@ -71,7 +71,7 @@ function M.forward(L, C, ctx)
   local g = L.geom
   local unroll = L.out_size * g.h.K * g.w.K <= ctx.budget
   local ktot = g.h.K * g.w.K
-  plane_loops(C, L, unroll, "x", "y", function(bin, bout)
+  plane_loops(C, L, unroll, function(bin, bout)
     C:line("const float *restrict xc = x + %s;", bin)
     C:line("float *restrict yc = y + %s;", bout)
     window.windows(C, g, unroll, function(out, taps, info)
@@ -101,7 +101,7 @@ function M.backward(L, C, ctx)
   local unroll = L.out_size * g.h.K * g.w.K <= ctx.budget
   local ktot = g.h.K * g.w.K
   C:line("memset(dx, 0, sizeof(float) * (size_t)nb * %d);", L.in_size)
-  plane_loops(C, L, unroll, "x", "y", function(bin, bout)
+  plane_loops(C, L, unroll, function(bin, bout)
     if ismax(L) then C:line("const float *restrict xc = x + %s;", bin) end
     C:line("float *restrict dxc = dx + %s;", bin)
     C:line("const float *restrict dyc = dy + %s;", bout)
