@@ -39,6 +39,13 @@ typedef int cg_vi __attribute__((vector_size(64)));
 #define VLOAD(p) (*(const cg_v *)(p))
 #define VSTORE(p, v) (*(cg_v *)(p) = (v))
 #define vsplat(s) ((cg_v){0} + (s))
+/* VKEEP(v): v stays in a register; otherwise gcc folds the load into every FMA
+ * that uses v (one memory read per FMA instead of one per tile) */
+#if defined(__AVX512F__) && defined(__GNUC__)
+#define VKEEP(v) __asm__("" : "+v"(v))
+#else
+#define VKEEP(v) ((void)0)
+#endif
 static inline __attribute__((unused)) float vsum_(const cg_v *v) { float s = 0.0f; for (int i = 0; i < 16; i++) s += (*v)[i]; return s; }
 #define vsum(v) vsum_(&(v))
 
@@ -587,290 +594,390 @@ static void l05_maxpool2d_backward(const float *restrict x, const float *restric
 }
 
 /* layer 6: conv2d 6x10x16 -> 4x12x18 (specs/mixed2d.yaml:16:5) */
-static void l06_conv2d_forward(const float *restrict P, const float *restrict x, float *restrict y, int nb)
+static void l06_conv2d_forward(const float *restrict P, float *restrict S, const float *restrict x, float *restrict y, int nb)
 {
     const float *restrict w = P + 276;
-    for (int n = 0; n < nb; n++) {
-        const float *restrict xn = x + (size_t)n * 960;
-        float *restrict yn = y + (size_t)n * 864;
-        for (int col = 0; col < 4; col++) {
-            float *restrict yc = yn + col*216;
-            for (int i = 0; i < 216; i++) yc[i] = 0.0f;
-            for (int ci = 0; ci < 6; ci++) {
-                const float *restrict xc = xn + ci*160;
-                const float *restrict wc = w + col*54 + ci*9;
-                const float w0 = wc[0], w1 = wc[1], w2 = wc[2];
-                const float w3 = wc[3], w4 = wc[4], w5 = wc[5];
-                const float w6 = wc[6], w7 = wc[7], w8 = wc[8];
-                yc[0] += w8 * xc[0];
-                yc[1] += w7 * xc[0] + w8 * xc[1];
-                /* rows 0..0, cols 2..15: 3 of 9 taps */
-                for (int ox = 2; ox < 16; ox++) {
-                    yc[ox] += w6 * xc[ox - 2] + w7 * xc[ox - 1] + w8 * xc[ox];
-                }
-                yc[16] += w6 * xc[14] + w7 * xc[15];
-                yc[17] += w6 * xc[15];
-                yc[18] += w5 * xc[0] + w8 * xc[16];
-                yc[19] += w4 * xc[0] + w5 * xc[1] + w7 * xc[16] + w8 * xc[17];
-                /* rows 1..1, cols 2..15: 6 of 9 taps */
-                for (int ox = 2; ox < 16; ox++) {
-                    yc[ox + 18] += w3 * xc[ox - 2] + w4 * xc[ox - 1] + w5 * xc[ox] + w6 * xc[ox + 14]
-                            + w7 * xc[ox + 15] + w8 * xc[ox + 16];
-                }
-                yc[34] += w3 * xc[14] + w4 * xc[15] + w6 * xc[30] + w7 * xc[31];
-                yc[35] += w3 * xc[15] + w6 * xc[31];
-                /* rows 2..9, cols 0..0: 3 of 9 taps */
-                for (int oy = 2; oy < 10; oy++) {
-                    yc[oy*18] += w2 * xc[oy*16 - 32] + w5 * xc[oy*16 - 16] + w8 * xc[oy*16];
-                }
-                /* rows 2..9, cols 1..1: 6 of 9 taps */
-                for (int oy = 2; oy < 10; oy++) {
-                    yc[oy*18 + 1] += w1 * xc[oy*16 - 32] + w2 * xc[oy*16 - 31] + w4 * xc[oy*16 - 16] + w5 * xc[oy*16 - 15]
-                            + w7 * xc[oy*16] + w8 * xc[oy*16 + 1];
-                }
-                /* rows 2..9, cols 2..15: every tap */
-                for (int oy = 2; oy < 10; oy++) {
-                    for (int ox = 2; ox < 16; ox++) {
-                        yc[oy*18 + ox] += w0 * xc[oy*16 + ox - 34] + w1 * xc[oy*16 + ox - 33] + w2 * xc[oy*16 + ox - 32] + w3 * xc[oy*16 + ox - 18]
-                                + w4 * xc[oy*16 + ox - 17] + w5 * xc[oy*16 + ox - 16] + w6 * xc[oy*16 + ox - 2] + w7 * xc[oy*16 + ox - 1]
-                                + w8 * xc[oy*16 + ox];
+    float *restrict xp = S + 0;
+    /* inputs -> zero-padded planes 14x20 (kept for dW) */
+    for (int pl = 0; pl < nb * 6; pl++) {
+        const float *restrict s = x + (size_t)pl * 160;
+        float *restrict d = xp + (size_t)pl * 280;
+        memset(d, 0, sizeof(float) * 40);
+        for (int i = 0; i < 10; i++) {
+            float *restrict r = d + (i + 2) * 20;
+            memset(r, 0, sizeof(float) * 2);
+            memcpy(r + 2, s + i * 16, sizeof(float) * 16);
+            memset(r + 18, 0, sizeof(float) * 2);
+        }
+        memset(d + 240, 0, sizeof(float) * 40);
+    }
+    /* tiles of 4 output channels x 2 vectors of an output row */
+    for (int r = 0; r < nb * 12; r++) {
+        const int n = r / 12, oy = r % 12;
+        const float *restrict xr0 = xp + ((size_t)n * 84 + oy) * 20;
+        float *restrict yr = y + ((size_t)n * 48 + oy) * 18;
+        {
+            const int co0 = 0;
+            {
+                const int x0 = 0;
+                cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
+                cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
+                cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
+                cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
+                for (int ci = 0; ci < 6; ci++) {
+                    const float *restrict xr = xr0 + (size_t)ci * 280 + x0;
+                    const float *restrict wr = w + (size_t)co0 * 54 + ci * 9;
+                    {
+                        cg_v v0 = VLOAD(xr + 0), v1 = VLOAD(xr + 2); VKEEP(v0); VKEEP(v1);
+                        a0_0 += wr[0] * v0; a0_1 += wr[0] * v1;
+                        a1_0 += wr[54] * v0; a1_1 += wr[54] * v1;
+                        a2_0 += wr[108] * v0; a2_1 += wr[108] * v1;
+                        a3_0 += wr[162] * v0; a3_1 += wr[162] * v1;
+                    }
+                    {
+                        cg_v v0 = VLOAD(xr + 1), v1 = VLOAD(xr + 3); VKEEP(v0); VKEEP(v1);
+                        a0_0 += wr[1] * v0; a0_1 += wr[1] * v1;
+                        a1_0 += wr[55] * v0; a1_1 += wr[55] * v1;
+                        a2_0 += wr[109] * v0; a2_1 += wr[109] * v1;
+                        a3_0 += wr[163] * v0; a3_1 += wr[163] * v1;
+                    }
+                    {
+                        cg_v v0 = VLOAD(xr + 2), v1 = VLOAD(xr + 4); VKEEP(v0); VKEEP(v1);
+                        a0_0 += wr[2] * v0; a0_1 += wr[2] * v1;
+                        a1_0 += wr[56] * v0; a1_1 += wr[56] * v1;
+                        a2_0 += wr[110] * v0; a2_1 += wr[110] * v1;
+                        a3_0 += wr[164] * v0; a3_1 += wr[164] * v1;
+                    }
+                    {
+                        cg_v v0 = VLOAD(xr + 20), v1 = VLOAD(xr + 22); VKEEP(v0); VKEEP(v1);
+                        a0_0 += wr[3] * v0; a0_1 += wr[3] * v1;
+                        a1_0 += wr[57] * v0; a1_1 += wr[57] * v1;
+                        a2_0 += wr[111] * v0; a2_1 += wr[111] * v1;
+                        a3_0 += wr[165] * v0; a3_1 += wr[165] * v1;
+                    }
+                    {
+                        cg_v v0 = VLOAD(xr + 21), v1 = VLOAD(xr + 23); VKEEP(v0); VKEEP(v1);
+                        a0_0 += wr[4] * v0; a0_1 += wr[4] * v1;
+                        a1_0 += wr[58] * v0; a1_1 += wr[58] * v1;
+                        a2_0 += wr[112] * v0; a2_1 += wr[112] * v1;
+                        a3_0 += wr[166] * v0; a3_1 += wr[166] * v1;
+                    }
+                    {
+                        cg_v v0 = VLOAD(xr + 22), v1 = VLOAD(xr + 24); VKEEP(v0); VKEEP(v1);
+                        a0_0 += wr[5] * v0; a0_1 += wr[5] * v1;
+                        a1_0 += wr[59] * v0; a1_1 += wr[59] * v1;
+                        a2_0 += wr[113] * v0; a2_1 += wr[113] * v1;
+                        a3_0 += wr[167] * v0; a3_1 += wr[167] * v1;
+                    }
+                    {
+                        cg_v v0 = VLOAD(xr + 40), v1 = VLOAD(xr + 42); VKEEP(v0); VKEEP(v1);
+                        a0_0 += wr[6] * v0; a0_1 += wr[6] * v1;
+                        a1_0 += wr[60] * v0; a1_1 += wr[60] * v1;
+                        a2_0 += wr[114] * v0; a2_1 += wr[114] * v1;
+                        a3_0 += wr[168] * v0; a3_1 += wr[168] * v1;
+                    }
+                    {
+                        cg_v v0 = VLOAD(xr + 41), v1 = VLOAD(xr + 43); VKEEP(v0); VKEEP(v1);
+                        a0_0 += wr[7] * v0; a0_1 += wr[7] * v1;
+                        a1_0 += wr[61] * v0; a1_1 += wr[61] * v1;
+                        a2_0 += wr[115] * v0; a2_1 += wr[115] * v1;
+                        a3_0 += wr[169] * v0; a3_1 += wr[169] * v1;
+                    }
+                    {
+                        cg_v v0 = VLOAD(xr + 42), v1 = VLOAD(xr + 44); VKEEP(v0); VKEEP(v1);
+                        a0_0 += wr[8] * v0; a0_1 += wr[8] * v1;
+                        a1_0 += wr[62] * v0; a1_1 += wr[62] * v1;
+                        a2_0 += wr[116] * v0; a2_1 += wr[116] * v1;
+                        a3_0 += wr[170] * v0; a3_1 += wr[170] * v1;
                     }
                 }
-                /* rows 2..9, cols 16..16: 6 of 9 taps */
-                for (int oy = 2; oy < 10; oy++) {
-                    yc[oy*18 + 16] += w0 * xc[oy*16 - 18] + w1 * xc[oy*16 - 17] + w3 * xc[oy*16 - 2] + w4 * xc[oy*16 - 1]
-                            + w6 * xc[oy*16 + 14] + w7 * xc[oy*16 + 15];
-                }
-                /* rows 2..9, cols 17..17: 3 of 9 taps */
-                for (int oy = 2; oy < 10; oy++) {
-                    yc[oy*18 + 17] += w0 * xc[oy*16 - 17] + w3 * xc[oy*16 - 1] + w6 * xc[oy*16 + 15];
-                }
-                yc[180] += w2 * xc[128] + w5 * xc[144];
-                yc[181] += w1 * xc[128] + w2 * xc[129] + w4 * xc[144] + w5 * xc[145];
-                /* rows 10..10, cols 2..15: 6 of 9 taps */
-                for (int ox = 2; ox < 16; ox++) {
-                    yc[ox + 180] += w0 * xc[ox + 126] + w1 * xc[ox + 127] + w2 * xc[ox + 128] + w3 * xc[ox + 142]
-                            + w4 * xc[ox + 143] + w5 * xc[ox + 144];
-                }
-                yc[196] += w0 * xc[142] + w1 * xc[143] + w3 * xc[158] + w4 * xc[159];
-                yc[197] += w0 * xc[143] + w3 * xc[159];
-                yc[198] += w2 * xc[144];
-                yc[199] += w1 * xc[144] + w2 * xc[145];
-                /* rows 11..11, cols 2..15: 3 of 9 taps */
-                for (int ox = 2; ox < 16; ox++) {
-                    yc[ox + 198] += w0 * xc[ox + 142] + w1 * xc[ox + 143] + w2 * xc[ox + 144];
-                }
-                yc[214] += w0 * xc[158] + w1 * xc[159];
-                yc[215] += w0 * xc[159];
+                VSTORE(yr + (size_t)(co0 + 0) * 216 + x0 + 0, a0_0); VSTORE(yr + (size_t)(co0 + 0) * 216 + x0 + 2, a0_1);
+                VSTORE(yr + (size_t)(co0 + 1) * 216 + x0 + 0, a1_0); VSTORE(yr + (size_t)(co0 + 1) * 216 + x0 + 2, a1_1);
+                VSTORE(yr + (size_t)(co0 + 2) * 216 + x0 + 0, a2_0); VSTORE(yr + (size_t)(co0 + 2) * 216 + x0 + 2, a2_1);
+                VSTORE(yr + (size_t)(co0 + 3) * 216 + x0 + 0, a3_0); VSTORE(yr + (size_t)(co0 + 3) * 216 + x0 + 2, a3_1);
             }
         }
     }
 }
 
-static void l06_conv2d_backward(const float *restrict P, float *restrict G, const float *restrict x, const float *restrict dy, float *restrict dx, int nb)
+static void l06_conv2d_backward(float *restrict G, float *restrict S, const float *restrict dy, int nb)
 {
-    const float *restrict w = P + 276;
     float *restrict gw = G + 276;
-    memset(dx, 0, sizeof(float) * (size_t)nb * 960);
-    for (int col = 0; col < 4; col++) {
-        for (int ci = 0; ci < 6; ci++) {
-            const float *restrict wc = w + col*54 + ci*9;
-            float *restrict gwc = gw + col*54 + ci*9;
-            const float w0 = wc[0], w1 = wc[1], w2 = wc[2];
-            const float w3 = wc[3], w4 = wc[4], w5 = wc[5];
-            const float w6 = wc[6], w7 = wc[7], w8 = wc[8];
-            float g0 = 0.0f, g1 = 0.0f, g2 = 0.0f;
-            float g3 = 0.0f, g4 = 0.0f, g5 = 0.0f;
-            float g6 = 0.0f, g7 = 0.0f, g8 = 0.0f;
-            for (int n = 0; n < nb; n++) {
-                const float *restrict xc = x + (size_t)n * 960 + ci*160;
-                float *restrict dxc = dx + (size_t)n * 960 + ci*160;
-                const float *restrict dyc = dy + (size_t)n * 864 + col*216;
-                {
-                    const float d = dyc[0];
-                    g8 += d * xc[0]; dxc[0] += w8 * d;
-                }
-                {
-                    const float d = dyc[1];
-                    g7 += d * xc[0]; dxc[0] += w7 * d;
-                    g8 += d * xc[1]; dxc[1] += w8 * d;
-                }
-                /* rows 0..0, cols 2..15: 3 of 9 taps */
-                for (int ox = 2; ox < 16; ox++) {
-                    const float d = dyc[ox];
-                    g6 += d * xc[ox - 2]; dxc[ox - 2] += w6 * d;
-                    g7 += d * xc[ox - 1]; dxc[ox - 1] += w7 * d;
-                    g8 += d * xc[ox]; dxc[ox] += w8 * d;
-                }
-                {
-                    const float d = dyc[16];
-                    g6 += d * xc[14]; dxc[14] += w6 * d;
-                    g7 += d * xc[15]; dxc[15] += w7 * d;
-                }
-                {
-                    const float d = dyc[17];
-                    g6 += d * xc[15]; dxc[15] += w6 * d;
-                }
-                {
-                    const float d = dyc[18];
-                    g5 += d * xc[0]; dxc[0] += w5 * d;
-                    g8 += d * xc[16]; dxc[16] += w8 * d;
-                }
-                {
-                    const float d = dyc[19];
-                    g4 += d * xc[0]; dxc[0] += w4 * d;
-                    g5 += d * xc[1]; dxc[1] += w5 * d;
-                    g7 += d * xc[16]; dxc[16] += w7 * d;
-                    g8 += d * xc[17]; dxc[17] += w8 * d;
-                }
-                /* rows 1..1, cols 2..15: 6 of 9 taps */
-                for (int ox = 2; ox < 16; ox++) {
-                    const float d = dyc[ox + 18];
-                    g3 += d * xc[ox - 2]; dxc[ox - 2] += w3 * d;
-                    g4 += d * xc[ox - 1]; dxc[ox - 1] += w4 * d;
-                    g5 += d * xc[ox]; dxc[ox] += w5 * d;
-                    g6 += d * xc[ox + 14]; dxc[ox + 14] += w6 * d;
-                    g7 += d * xc[ox + 15]; dxc[ox + 15] += w7 * d;
-                    g8 += d * xc[ox + 16]; dxc[ox + 16] += w8 * d;
-                }
-                {
-                    const float d = dyc[34];
-                    g3 += d * xc[14]; dxc[14] += w3 * d;
-                    g4 += d * xc[15]; dxc[15] += w4 * d;
-                    g6 += d * xc[30]; dxc[30] += w6 * d;
-                    g7 += d * xc[31]; dxc[31] += w7 * d;
-                }
-                {
-                    const float d = dyc[35];
-                    g3 += d * xc[15]; dxc[15] += w3 * d;
-                    g6 += d * xc[31]; dxc[31] += w6 * d;
-                }
-                /* rows 2..9, cols 0..0: 3 of 9 taps */
-                for (int oy = 2; oy < 10; oy++) {
+    const float *restrict xp = S + 0;
+    /* tiles of 2 output channels x 9 taps (3 kernel rows) of one input channel */
+    /* lanes of the last, overlapping vector of a row already counted by the one before */
+    const cg_vi mk = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, -1, -1};
+    for (int t = 0; t < 12; t++) {
+        const int co0 = t / 6 * 2, ci = t % 6;
+        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f), a0_4 = vsplat(0.0f), a0_5 = vsplat(0.0f), a0_6 = vsplat(0.0f), a0_7 = vsplat(0.0f), a0_8 = vsplat(0.0f);
+        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f), a1_3 = vsplat(0.0f), a1_4 = vsplat(0.0f), a1_5 = vsplat(0.0f), a1_6 = vsplat(0.0f), a1_7 = vsplat(0.0f), a1_8 = vsplat(0.0f);
+        for (int n = 0; n < nb; n++) {
+            for (int oy = 0; oy < 12; oy += 4) {
+                const float *restrict dr = dy + ((size_t)n * 4 + co0) * 216 + oy * 18;
+                const float *restrict xr = xp + ((size_t)n * 6 + ci) * 280 + (oy) * 20;
+                for (int x = 0; x < 16; x += 16) {
+                    const cg_v d0_0 = VLOAD(dr + 0 + x), d0_1 = VLOAD(dr + 216 + x);
+                    const cg_v d1_0 = VLOAD(dr + 18 + x), d1_1 = VLOAD(dr + 234 + x);
+                    const cg_v d2_0 = VLOAD(dr + 36 + x), d2_1 = VLOAD(dr + 252 + x);
+                    const cg_v d3_0 = VLOAD(dr + 54 + x), d3_1 = VLOAD(dr + 270 + x);
                     {
-                        const float d = dyc[oy*18];
-                        g2 += d * xc[oy*16 - 32]; dxc[oy*16 - 32] += w2 * d;
-                        g5 += d * xc[oy*16 - 16]; dxc[oy*16 - 16] += w5 * d;
-                        g8 += d * xc[oy*16]; dxc[oy*16] += w8 * d;
+                        cg_v v = VLOAD(xr + 0 + x); VKEEP(v); a0_0 += d0_0 * v; a1_0 += d0_1 * v;
                     }
-                }
-                /* rows 2..9, cols 1..1: 6 of 9 taps */
-                for (int oy = 2; oy < 10; oy++) {
                     {
-                        const float d = dyc[oy*18 + 1];
-                        g1 += d * xc[oy*16 - 32]; dxc[oy*16 - 32] += w1 * d;
-                        g2 += d * xc[oy*16 - 31]; dxc[oy*16 - 31] += w2 * d;
-                        g4 += d * xc[oy*16 - 16]; dxc[oy*16 - 16] += w4 * d;
-                        g5 += d * xc[oy*16 - 15]; dxc[oy*16 - 15] += w5 * d;
-                        g7 += d * xc[oy*16]; dxc[oy*16] += w7 * d;
-                        g8 += d * xc[oy*16 + 1]; dxc[oy*16 + 1] += w8 * d;
+                        cg_v v = VLOAD(xr + 1 + x); VKEEP(v); a0_1 += d0_0 * v; a1_1 += d0_1 * v;
                     }
-                }
-                /* rows 2..9, cols 2..15: every tap */
-                for (int oy = 2; oy < 10; oy++) {
-                    for (int ox = 2; ox < 16; ox++) {
-                        const float d = dyc[oy*18 + ox];
-                        g0 += d * xc[oy*16 + ox - 34]; dxc[oy*16 + ox - 34] += w0 * d;
-                        g1 += d * xc[oy*16 + ox - 33]; dxc[oy*16 + ox - 33] += w1 * d;
-                        g2 += d * xc[oy*16 + ox - 32]; dxc[oy*16 + ox - 32] += w2 * d;
-                        g3 += d * xc[oy*16 + ox - 18]; dxc[oy*16 + ox - 18] += w3 * d;
-                        g4 += d * xc[oy*16 + ox - 17]; dxc[oy*16 + ox - 17] += w4 * d;
-                        g5 += d * xc[oy*16 + ox - 16]; dxc[oy*16 + ox - 16] += w5 * d;
-                        g6 += d * xc[oy*16 + ox - 2]; dxc[oy*16 + ox - 2] += w6 * d;
-                        g7 += d * xc[oy*16 + ox - 1]; dxc[oy*16 + ox - 1] += w7 * d;
-                        g8 += d * xc[oy*16 + ox]; dxc[oy*16 + ox] += w8 * d;
-                    }
-                }
-                /* rows 2..9, cols 16..16: 6 of 9 taps */
-                for (int oy = 2; oy < 10; oy++) {
                     {
-                        const float d = dyc[oy*18 + 16];
-                        g0 += d * xc[oy*16 - 18]; dxc[oy*16 - 18] += w0 * d;
-                        g1 += d * xc[oy*16 - 17]; dxc[oy*16 - 17] += w1 * d;
-                        g3 += d * xc[oy*16 - 2]; dxc[oy*16 - 2] += w3 * d;
-                        g4 += d * xc[oy*16 - 1]; dxc[oy*16 - 1] += w4 * d;
-                        g6 += d * xc[oy*16 + 14]; dxc[oy*16 + 14] += w6 * d;
-                        g7 += d * xc[oy*16 + 15]; dxc[oy*16 + 15] += w7 * d;
+                        cg_v v = VLOAD(xr + 2 + x); VKEEP(v); a0_2 += d0_0 * v; a1_2 += d0_1 * v;
                     }
-                }
-                /* rows 2..9, cols 17..17: 3 of 9 taps */
-                for (int oy = 2; oy < 10; oy++) {
                     {
-                        const float d = dyc[oy*18 + 17];
-                        g0 += d * xc[oy*16 - 17]; dxc[oy*16 - 17] += w0 * d;
-                        g3 += d * xc[oy*16 - 1]; dxc[oy*16 - 1] += w3 * d;
-                        g6 += d * xc[oy*16 + 15]; dxc[oy*16 + 15] += w6 * d;
+                        cg_v v = VLOAD(xr + 20 + x); VKEEP(v); a0_3 += d0_0 * v; a1_3 += d0_1 * v; a0_0 += d1_0 * v; a1_0 += d1_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 21 + x); VKEEP(v); a0_4 += d0_0 * v; a1_4 += d0_1 * v; a0_1 += d1_0 * v; a1_1 += d1_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 22 + x); VKEEP(v); a0_5 += d0_0 * v; a1_5 += d0_1 * v; a0_2 += d1_0 * v; a1_2 += d1_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 40 + x); VKEEP(v); a0_6 += d0_0 * v; a1_6 += d0_1 * v; a0_3 += d1_0 * v; a1_3 += d1_1 * v; a0_0 += d2_0 * v; a1_0 += d2_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 41 + x); VKEEP(v); a0_7 += d0_0 * v; a1_7 += d0_1 * v; a0_4 += d1_0 * v; a1_4 += d1_1 * v; a0_1 += d2_0 * v; a1_1 += d2_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 42 + x); VKEEP(v); a0_8 += d0_0 * v; a1_8 += d0_1 * v; a0_5 += d1_0 * v; a1_5 += d1_1 * v; a0_2 += d2_0 * v; a1_2 += d2_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 60 + x); VKEEP(v); a0_6 += d1_0 * v; a1_6 += d1_1 * v; a0_3 += d2_0 * v; a1_3 += d2_1 * v; a0_0 += d3_0 * v; a1_0 += d3_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 61 + x); VKEEP(v); a0_7 += d1_0 * v; a1_7 += d1_1 * v; a0_4 += d2_0 * v; a1_4 += d2_1 * v; a0_1 += d3_0 * v; a1_1 += d3_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 62 + x); VKEEP(v); a0_8 += d1_0 * v; a1_8 += d1_1 * v; a0_5 += d2_0 * v; a1_5 += d2_1 * v; a0_2 += d3_0 * v; a1_2 += d3_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 80 + x); VKEEP(v); a0_6 += d2_0 * v; a1_6 += d2_1 * v; a0_3 += d3_0 * v; a1_3 += d3_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 81 + x); VKEEP(v); a0_7 += d2_0 * v; a1_7 += d2_1 * v; a0_4 += d3_0 * v; a1_4 += d3_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 82 + x); VKEEP(v); a0_8 += d2_0 * v; a1_8 += d2_1 * v; a0_5 += d3_0 * v; a1_5 += d3_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 100 + x); VKEEP(v); a0_6 += d3_0 * v; a1_6 += d3_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 101 + x); VKEEP(v); a0_7 += d3_0 * v; a1_7 += d3_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 102 + x); VKEEP(v); a0_8 += d3_0 * v; a1_8 += d3_1 * v;
                     }
                 }
                 {
-                    const float d = dyc[180];
-                    g2 += d * xc[128]; dxc[128] += w2 * d;
-                    g5 += d * xc[144]; dxc[144] += w5 * d;
-                }
-                {
-                    const float d = dyc[181];
-                    g1 += d * xc[128]; dxc[128] += w1 * d;
-                    g2 += d * xc[129]; dxc[129] += w2 * d;
-                    g4 += d * xc[144]; dxc[144] += w4 * d;
-                    g5 += d * xc[145]; dxc[145] += w5 * d;
-                }
-                /* rows 10..10, cols 2..15: 6 of 9 taps */
-                for (int ox = 2; ox < 16; ox++) {
-                    const float d = dyc[ox + 180];
-                    g0 += d * xc[ox + 126]; dxc[ox + 126] += w0 * d;
-                    g1 += d * xc[ox + 127]; dxc[ox + 127] += w1 * d;
-                    g2 += d * xc[ox + 128]; dxc[ox + 128] += w2 * d;
-                    g3 += d * xc[ox + 142]; dxc[ox + 142] += w3 * d;
-                    g4 += d * xc[ox + 143]; dxc[ox + 143] += w4 * d;
-                    g5 += d * xc[ox + 144]; dxc[ox + 144] += w5 * d;
-                }
-                {
-                    const float d = dyc[196];
-                    g0 += d * xc[142]; dxc[142] += w0 * d;
-                    g1 += d * xc[143]; dxc[143] += w1 * d;
-                    g3 += d * xc[158]; dxc[158] += w3 * d;
-                    g4 += d * xc[159]; dxc[159] += w4 * d;
-                }
-                {
-                    const float d = dyc[197];
-                    g0 += d * xc[143]; dxc[143] += w0 * d;
-                    g3 += d * xc[159]; dxc[159] += w3 * d;
-                }
-                {
-                    const float d = dyc[198];
-                    g2 += d * xc[144]; dxc[144] += w2 * d;
-                }
-                {
-                    const float d = dyc[199];
-                    g1 += d * xc[144]; dxc[144] += w1 * d;
-                    g2 += d * xc[145]; dxc[145] += w2 * d;
-                }
-                /* rows 11..11, cols 2..15: 3 of 9 taps */
-                for (int ox = 2; ox < 16; ox++) {
-                    const float d = dyc[ox + 198];
-                    g0 += d * xc[ox + 142]; dxc[ox + 142] += w0 * d;
-                    g1 += d * xc[ox + 143]; dxc[ox + 143] += w1 * d;
-                    g2 += d * xc[ox + 144]; dxc[ox + 144] += w2 * d;
-                }
-                {
-                    const float d = dyc[214];
-                    g0 += d * xc[158]; dxc[158] += w0 * d;
-                    g1 += d * xc[159]; dxc[159] += w1 * d;
-                }
-                {
-                    const float d = dyc[215];
-                    g0 += d * xc[159]; dxc[159] += w0 * d;
+                    const cg_v d0_0 = VSEL(mk, VLOAD(dr + 0 + 2), vsplat(0.0f)), d0_1 = VSEL(mk, VLOAD(dr + 216 + 2), vsplat(0.0f));
+                    const cg_v d1_0 = VSEL(mk, VLOAD(dr + 18 + 2), vsplat(0.0f)), d1_1 = VSEL(mk, VLOAD(dr + 234 + 2), vsplat(0.0f));
+                    const cg_v d2_0 = VSEL(mk, VLOAD(dr + 36 + 2), vsplat(0.0f)), d2_1 = VSEL(mk, VLOAD(dr + 252 + 2), vsplat(0.0f));
+                    const cg_v d3_0 = VSEL(mk, VLOAD(dr + 54 + 2), vsplat(0.0f)), d3_1 = VSEL(mk, VLOAD(dr + 270 + 2), vsplat(0.0f));
+                    {
+                        cg_v v = VLOAD(xr + 0 + 2); VKEEP(v); a0_0 += d0_0 * v; a1_0 += d0_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 1 + 2); VKEEP(v); a0_1 += d0_0 * v; a1_1 += d0_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 2 + 2); VKEEP(v); a0_2 += d0_0 * v; a1_2 += d0_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 20 + 2); VKEEP(v); a0_3 += d0_0 * v; a1_3 += d0_1 * v; a0_0 += d1_0 * v; a1_0 += d1_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 21 + 2); VKEEP(v); a0_4 += d0_0 * v; a1_4 += d0_1 * v; a0_1 += d1_0 * v; a1_1 += d1_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 22 + 2); VKEEP(v); a0_5 += d0_0 * v; a1_5 += d0_1 * v; a0_2 += d1_0 * v; a1_2 += d1_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 40 + 2); VKEEP(v); a0_6 += d0_0 * v; a1_6 += d0_1 * v; a0_3 += d1_0 * v; a1_3 += d1_1 * v; a0_0 += d2_0 * v; a1_0 += d2_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 41 + 2); VKEEP(v); a0_7 += d0_0 * v; a1_7 += d0_1 * v; a0_4 += d1_0 * v; a1_4 += d1_1 * v; a0_1 += d2_0 * v; a1_1 += d2_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 42 + 2); VKEEP(v); a0_8 += d0_0 * v; a1_8 += d0_1 * v; a0_5 += d1_0 * v; a1_5 += d1_1 * v; a0_2 += d2_0 * v; a1_2 += d2_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 60 + 2); VKEEP(v); a0_6 += d1_0 * v; a1_6 += d1_1 * v; a0_3 += d2_0 * v; a1_3 += d2_1 * v; a0_0 += d3_0 * v; a1_0 += d3_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 61 + 2); VKEEP(v); a0_7 += d1_0 * v; a1_7 += d1_1 * v; a0_4 += d2_0 * v; a1_4 += d2_1 * v; a0_1 += d3_0 * v; a1_1 += d3_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 62 + 2); VKEEP(v); a0_8 += d1_0 * v; a1_8 += d1_1 * v; a0_5 += d2_0 * v; a1_5 += d2_1 * v; a0_2 += d3_0 * v; a1_2 += d3_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 80 + 2); VKEEP(v); a0_6 += d2_0 * v; a1_6 += d2_1 * v; a0_3 += d3_0 * v; a1_3 += d3_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 81 + 2); VKEEP(v); a0_7 += d2_0 * v; a1_7 += d2_1 * v; a0_4 += d3_0 * v; a1_4 += d3_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 82 + 2); VKEEP(v); a0_8 += d2_0 * v; a1_8 += d2_1 * v; a0_5 += d3_0 * v; a1_5 += d3_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 100 + 2); VKEEP(v); a0_6 += d3_0 * v; a1_6 += d3_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 101 + 2); VKEEP(v); a0_7 += d3_0 * v; a1_7 += d3_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 102 + 2); VKEEP(v); a0_8 += d3_0 * v; a1_8 += d3_1 * v;
+                    }
                 }
             }
-            gwc[0] += g0;
-            gwc[1] += g1;
-            gwc[2] += g2;
-            gwc[3] += g3;
-            gwc[4] += g4;
-            gwc[5] += g5;
-            gwc[6] += g6;
-            gwc[7] += g7;
-            gwc[8] += g8;
+        }
+        gw[(size_t)(co0 + 0) * 54 + ci * 9 + 0] += vsum(a0_0);
+        gw[(size_t)(co0 + 0) * 54 + ci * 9 + 1] += vsum(a0_1);
+        gw[(size_t)(co0 + 0) * 54 + ci * 9 + 2] += vsum(a0_2);
+        gw[(size_t)(co0 + 0) * 54 + ci * 9 + 3] += vsum(a0_3);
+        gw[(size_t)(co0 + 0) * 54 + ci * 9 + 4] += vsum(a0_4);
+        gw[(size_t)(co0 + 0) * 54 + ci * 9 + 5] += vsum(a0_5);
+        gw[(size_t)(co0 + 0) * 54 + ci * 9 + 6] += vsum(a0_6);
+        gw[(size_t)(co0 + 0) * 54 + ci * 9 + 7] += vsum(a0_7);
+        gw[(size_t)(co0 + 0) * 54 + ci * 9 + 8] += vsum(a0_8);
+        gw[(size_t)(co0 + 1) * 54 + ci * 9 + 0] += vsum(a1_0);
+        gw[(size_t)(co0 + 1) * 54 + ci * 9 + 1] += vsum(a1_1);
+        gw[(size_t)(co0 + 1) * 54 + ci * 9 + 2] += vsum(a1_2);
+        gw[(size_t)(co0 + 1) * 54 + ci * 9 + 3] += vsum(a1_3);
+        gw[(size_t)(co0 + 1) * 54 + ci * 9 + 4] += vsum(a1_4);
+        gw[(size_t)(co0 + 1) * 54 + ci * 9 + 5] += vsum(a1_5);
+        gw[(size_t)(co0 + 1) * 54 + ci * 9 + 6] += vsum(a1_6);
+        gw[(size_t)(co0 + 1) * 54 + ci * 9 + 7] += vsum(a1_7);
+        gw[(size_t)(co0 + 1) * 54 + ci * 9 + 8] += vsum(a1_8);
+    }
+}
+
+static void l06_conv2d_backward_dx(const float *restrict P, float *restrict S, const float *restrict dy, float *restrict dx, int nb)
+{
+    const float *restrict w = P + 276;
+    float *restrict dyp = S + 13440;
+    /* dy -> zero-padded planes 12x18 */
+    for (int pl = 0; pl < nb * 4; pl++) {
+        const float *restrict s = dy + (size_t)pl * 216;
+        float *restrict d = dyp + (size_t)pl * 216;
+        for (int i = 0; i < 12; i++) {
+            float *restrict r = d + (i + 0) * 18;
+            memcpy(r + 0, s + i * 18, sizeof(float) * 18);
+        }
+    }
+    /* tiles of 6 input channels x 1 vectors of an input row */
+    for (int r = 0; r < nb * 10; r++) {
+        const int n = r / 10, iy = r % 10;
+        const float *restrict dr0 = dyp + ((size_t)n * 48 + iy) * 18;
+        float *restrict xr = dx + ((size_t)n * 60 + iy) * 16;
+        {
+            const int ci0 = 0;
+            {
+                const int x0 = 0;
+                cg_v a0_0 = vsplat(0.0f);
+                cg_v a1_0 = vsplat(0.0f);
+                cg_v a2_0 = vsplat(0.0f);
+                cg_v a3_0 = vsplat(0.0f);
+                cg_v a4_0 = vsplat(0.0f);
+                cg_v a5_0 = vsplat(0.0f);
+                for (int co = 0; co < 4; co++) {
+                    const float *restrict dr = dr0 + (size_t)co * 216 + x0;
+                    const float *restrict wr = w + (size_t)co * 54 + ci0 * 9;
+                    {
+                        cg_v v0 = VLOAD(dr + 38); VKEEP(v0);
+                        a0_0 += wr[0] * v0;
+                        a1_0 += wr[9] * v0;
+                        a2_0 += wr[18] * v0;
+                        a3_0 += wr[27] * v0;
+                        a4_0 += wr[36] * v0;
+                        a5_0 += wr[45] * v0;
+                    }
+                    {
+                        cg_v v0 = VLOAD(dr + 37); VKEEP(v0);
+                        a0_0 += wr[1] * v0;
+                        a1_0 += wr[10] * v0;
+                        a2_0 += wr[19] * v0;
+                        a3_0 += wr[28] * v0;
+                        a4_0 += wr[37] * v0;
+                        a5_0 += wr[46] * v0;
+                    }
+                    {
+                        cg_v v0 = VLOAD(dr + 36); VKEEP(v0);
+                        a0_0 += wr[2] * v0;
+                        a1_0 += wr[11] * v0;
+                        a2_0 += wr[20] * v0;
+                        a3_0 += wr[29] * v0;
+                        a4_0 += wr[38] * v0;
+                        a5_0 += wr[47] * v0;
+                    }
+                    {
+                        cg_v v0 = VLOAD(dr + 20); VKEEP(v0);
+                        a0_0 += wr[3] * v0;
+                        a1_0 += wr[12] * v0;
+                        a2_0 += wr[21] * v0;
+                        a3_0 += wr[30] * v0;
+                        a4_0 += wr[39] * v0;
+                        a5_0 += wr[48] * v0;
+                    }
+                    {
+                        cg_v v0 = VLOAD(dr + 19); VKEEP(v0);
+                        a0_0 += wr[4] * v0;
+                        a1_0 += wr[13] * v0;
+                        a2_0 += wr[22] * v0;
+                        a3_0 += wr[31] * v0;
+                        a4_0 += wr[40] * v0;
+                        a5_0 += wr[49] * v0;
+                    }
+                    {
+                        cg_v v0 = VLOAD(dr + 18); VKEEP(v0);
+                        a0_0 += wr[5] * v0;
+                        a1_0 += wr[14] * v0;
+                        a2_0 += wr[23] * v0;
+                        a3_0 += wr[32] * v0;
+                        a4_0 += wr[41] * v0;
+                        a5_0 += wr[50] * v0;
+                    }
+                    {
+                        cg_v v0 = VLOAD(dr + 2); VKEEP(v0);
+                        a0_0 += wr[6] * v0;
+                        a1_0 += wr[15] * v0;
+                        a2_0 += wr[24] * v0;
+                        a3_0 += wr[33] * v0;
+                        a4_0 += wr[42] * v0;
+                        a5_0 += wr[51] * v0;
+                    }
+                    {
+                        cg_v v0 = VLOAD(dr + 1); VKEEP(v0);
+                        a0_0 += wr[7] * v0;
+                        a1_0 += wr[16] * v0;
+                        a2_0 += wr[25] * v0;
+                        a3_0 += wr[34] * v0;
+                        a4_0 += wr[43] * v0;
+                        a5_0 += wr[52] * v0;
+                    }
+                    {
+                        cg_v v0 = VLOAD(dr + 0); VKEEP(v0);
+                        a0_0 += wr[8] * v0;
+                        a1_0 += wr[17] * v0;
+                        a2_0 += wr[26] * v0;
+                        a3_0 += wr[35] * v0;
+                        a4_0 += wr[44] * v0;
+                        a5_0 += wr[53] * v0;
+                    }
+                }
+                VSTORE(xr + (size_t)(ci0 + 0) * 160 + x0 + 0, a0_0);
+                VSTORE(xr + (size_t)(ci0 + 1) * 160 + x0 + 0, a1_0);
+                VSTORE(xr + (size_t)(ci0 + 2) * 160 + x0 + 0, a2_0);
+                VSTORE(xr + (size_t)(ci0 + 3) * 160 + x0 + 0, a3_0);
+                VSTORE(xr + (size_t)(ci0 + 4) * 160 + x0 + 0, a4_0);
+                VSTORE(xr + (size_t)(ci0 + 5) * 160 + x0 + 0, a5_0);
+            }
         }
     }
 }
@@ -2273,7 +2380,7 @@ void mixed2d_forward(const float *params, float *buffers, const float *x, float 
     l03_conv2d_forward(params, ws + 15360, ws + 23040, nb);
     l04_sigmoid_forward(ws + 23040, ws + 30720, nb);
     l05_maxpool2d_forward(ws + 30720, ws + 38400, nb);
-    l06_conv2d_forward(params, ws + 38400, ws + 46080, nb);
+    l06_conv2d_forward(params, ws + 63740, ws + 38400, ws + 46080, nb);
     l07_relu_forward(ws + 46080, ws + 52992, nb);
     l08_avgpool2d_forward(ws + 52992, ws + 59904, nb);
     l09_leaky_relu_forward(ws + 59904, ws + 61632, nb);
@@ -2282,22 +2389,23 @@ void mixed2d_forward(const float *params, float *buffers, const float *x, float 
     l12_dense_forward(params, ws + 63360, ws + 63648, nb);
 }
 
-/* Backward after a training forward: dLoss/dOutput at ws + 63740; grads accumulate. */
+/* Backward after a training forward: dLoss/dOutput at ws + 84092; grads accumulate. */
 void mixed2d_backward(const float *params, float *grads, const float *x, float *dx, float *ws, int nb)
 {
-    l12_dense_backward(params, grads, ws + 63360, ws + 63740, ws + 63820, nb);
+    l12_dense_backward(params, grads, ws + 63360, ws + 84092, ws + 84172, nb);
     /* layer 11: flatten passes the gradient through */
-    l10_maxpool2d_backward(ws + 61632, ws + 63820, ws + 72460, nb);
-    l09_leaky_relu_backward(ws + 59904, ws + 72460, ws + 63820, nb);
-    l08_avgpool2d_backward(ws + 63820, ws + 72460, nb);
-    l07_relu_backward(ws + 52992, ws + 72460, ws + 63820, nb);
-    l06_conv2d_backward(params, grads, ws + 38400, ws + 63820, ws + 72460, nb);
-    l05_maxpool2d_backward(ws + 30720, ws + 72460, ws + 63820, nb);
-    l04_sigmoid_backward(ws + 30720, ws + 63820, ws + 72460, nb);
-    l03_conv2d_backward(params, grads, ws + 15360, ws + 72460, ws + 63820, nb);
-    l02_tanh_backward(ws + 15360, ws + 63820, ws + 72460, nb);
-    l01_batchnorm_backward(params, grads, ws + 63728, ws + 0, ws + 72460, ws + 63820, nb);
-    l00_conv2d_backward(params, grads, x, ws + 63820, dx ? dx : ws + 72460, nb);
+    l10_maxpool2d_backward(ws + 61632, ws + 84172, ws + 92812, nb);
+    l09_leaky_relu_backward(ws + 59904, ws + 92812, ws + 84172, nb);
+    l08_avgpool2d_backward(ws + 84172, ws + 92812, nb);
+    l07_relu_backward(ws + 52992, ws + 92812, ws + 84172, nb);
+    l06_conv2d_backward(grads, ws + 63740, ws + 84172, nb);
+    l06_conv2d_backward_dx(params, ws + 63740, ws + 84172, ws + 92812, nb);
+    l05_maxpool2d_backward(ws + 30720, ws + 92812, ws + 84172, nb);
+    l04_sigmoid_backward(ws + 30720, ws + 84172, ws + 92812, nb);
+    l03_conv2d_backward(params, grads, ws + 15360, ws + 92812, ws + 84172, nb);
+    l02_tanh_backward(ws + 15360, ws + 84172, ws + 92812, nb);
+    l01_batchnorm_backward(params, grads, ws + 63728, ws + 0, ws + 92812, ws + 84172, nb);
+    l00_conv2d_backward(params, grads, x, ws + 84172, dx ? dx : ws + 92812, nb);
 }
 
 static const cg_tensor mixed2d_tensors[] = {

@@ -63,6 +63,13 @@ typedef int cg_vi __attribute__((vector_size(64)));
 #define VLOAD(p) (*(const cg_v *)(p))
 #define VSTORE(p, v) (*(cg_v *)(p) = (v))
 #define vsplat(s) ((cg_v){0} + (s))
+/* VKEEP(v): v stays in a register; otherwise gcc folds the load into every FMA
+ * that uses v (one memory read per FMA instead of one per tile) */
+#if defined(__AVX512F__) && defined(__GNUC__)
+#define VKEEP(v) __asm__("" : "+v"(v))
+#else
+#define VKEEP(v) ((void)0)
+#endif
 static inline __attribute__((unused)) float vsum_(const cg_v *v) { float s = 0.0f; for (int i = 0; i < 16; i++) s += (*v)[i]; return s; }
 #define vsum(v) vsum_(&(v))
 
@@ -70,741 +77,657 @@ static inline __attribute__((unused)) float vsum_(const cg_v *v) { float s = 0.0
 static void l00_conv2d_forward(const float *restrict P, float *restrict S, const float *restrict x, float *restrict y, int nb)
 {
     const float *restrict w = P + 0;
-    float *restrict yh = S + 306464, *restrict wt = S + 3517728, *restrict bp = S + 3519456;
-    /* weights [co][ci][k] -> [ci][k][co], channels padded to 64 */
-    for (int i = 0; i < 1728; i++) wt[i] = 0.0f;
-    for (int co = 0; co < 64; co++)
-        for (int j = 0; j < 27; j++) wt[j * 64 + co] = w[co * 27 + j];
-    for (int co = 0; co < 64; co++) bp[co] = co < 64 ? (P + 1728)[co] : 0.0f;
-    for (int n = 0; n < nb; n++) {
-        const float *restrict xn = x + (size_t)n * 150528;
-        float *restrict xp = S + 0 + (size_t)n * 153228;
-        float *restrict yn = y + (size_t)n * 3211264;
-        memset(xp, 0, sizeof(float) * 153228);
-        for (int ci = 0; ci < 3; ci++)
-            for (int iy = 0; iy < 224; iy++)
-                for (int ix = 0; ix < 224; ix++) xp[((iy + 1) * 226 + ix + 1) * 3 + ci] = xn[ci * 50176 + iy * 224 + ix];
-        CG_PARALLEL_FOR
-        for (int oy = 0; oy < 224; oy++) {
-            for (int v0 = 0; v0 < 4; v0 += 4) {
-                for (int x0 = 0; x0 < 222; x0 += 6) {
-                    cg_v a0_0 = VLOAD(bp + (v0 + 0) * 16), a0_1 = VLOAD(bp + (v0 + 1) * 16), a0_2 = VLOAD(bp + (v0 + 2) * 16), a0_3 = VLOAD(bp + (v0 + 3) * 16);
-                    cg_v a1_0 = VLOAD(bp + (v0 + 0) * 16), a1_1 = VLOAD(bp + (v0 + 1) * 16), a1_2 = VLOAD(bp + (v0 + 2) * 16), a1_3 = VLOAD(bp + (v0 + 3) * 16);
-                    cg_v a2_0 = VLOAD(bp + (v0 + 0) * 16), a2_1 = VLOAD(bp + (v0 + 1) * 16), a2_2 = VLOAD(bp + (v0 + 2) * 16), a2_3 = VLOAD(bp + (v0 + 3) * 16);
-                    cg_v a3_0 = VLOAD(bp + (v0 + 0) * 16), a3_1 = VLOAD(bp + (v0 + 1) * 16), a3_2 = VLOAD(bp + (v0 + 2) * 16), a3_3 = VLOAD(bp + (v0 + 3) * 16);
-                    cg_v a4_0 = VLOAD(bp + (v0 + 0) * 16), a4_1 = VLOAD(bp + (v0 + 1) * 16), a4_2 = VLOAD(bp + (v0 + 2) * 16), a4_3 = VLOAD(bp + (v0 + 3) * 16);
-                    cg_v a5_0 = VLOAD(bp + (v0 + 0) * 16), a5_1 = VLOAD(bp + (v0 + 1) * 16), a5_2 = VLOAD(bp + (v0 + 2) * 16), a5_3 = VLOAD(bp + (v0 + 3) * 16);
-                    for (int ci = 0; ci < 3; ci++) {
-                        const float *restrict xr = xp + (oy * 226 + x0) * 3 + ci;
-                        const float *restrict wr = wt + ci * 576 + v0 * 16;
-                        {
-                            const cg_v w0 = VLOAD(wr + 0), w1 = VLOAD(wr + 16), w2 = VLOAD(wr + 32), w3 = VLOAD(wr + 48);
-                            a0_0 += xr[0] * w0; a0_1 += xr[0] * w1; a0_2 += xr[0] * w2; a0_3 += xr[0] * w3;
-                            a1_0 += xr[3] * w0; a1_1 += xr[3] * w1; a1_2 += xr[3] * w2; a1_3 += xr[3] * w3;
-                            a2_0 += xr[6] * w0; a2_1 += xr[6] * w1; a2_2 += xr[6] * w2; a2_3 += xr[6] * w3;
-                            a3_0 += xr[9] * w0; a3_1 += xr[9] * w1; a3_2 += xr[9] * w2; a3_3 += xr[9] * w3;
-                            a4_0 += xr[12] * w0; a4_1 += xr[12] * w1; a4_2 += xr[12] * w2; a4_3 += xr[12] * w3;
-                            a5_0 += xr[15] * w0; a5_1 += xr[15] * w1; a5_2 += xr[15] * w2; a5_3 += xr[15] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 64), w1 = VLOAD(wr + 80), w2 = VLOAD(wr + 96), w3 = VLOAD(wr + 112);
-                            a0_0 += xr[3] * w0; a0_1 += xr[3] * w1; a0_2 += xr[3] * w2; a0_3 += xr[3] * w3;
-                            a1_0 += xr[6] * w0; a1_1 += xr[6] * w1; a1_2 += xr[6] * w2; a1_3 += xr[6] * w3;
-                            a2_0 += xr[9] * w0; a2_1 += xr[9] * w1; a2_2 += xr[9] * w2; a2_3 += xr[9] * w3;
-                            a3_0 += xr[12] * w0; a3_1 += xr[12] * w1; a3_2 += xr[12] * w2; a3_3 += xr[12] * w3;
-                            a4_0 += xr[15] * w0; a4_1 += xr[15] * w1; a4_2 += xr[15] * w2; a4_3 += xr[15] * w3;
-                            a5_0 += xr[18] * w0; a5_1 += xr[18] * w1; a5_2 += xr[18] * w2; a5_3 += xr[18] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 128), w1 = VLOAD(wr + 144), w2 = VLOAD(wr + 160), w3 = VLOAD(wr + 176);
-                            a0_0 += xr[6] * w0; a0_1 += xr[6] * w1; a0_2 += xr[6] * w2; a0_3 += xr[6] * w3;
-                            a1_0 += xr[9] * w0; a1_1 += xr[9] * w1; a1_2 += xr[9] * w2; a1_3 += xr[9] * w3;
-                            a2_0 += xr[12] * w0; a2_1 += xr[12] * w1; a2_2 += xr[12] * w2; a2_3 += xr[12] * w3;
-                            a3_0 += xr[15] * w0; a3_1 += xr[15] * w1; a3_2 += xr[15] * w2; a3_3 += xr[15] * w3;
-                            a4_0 += xr[18] * w0; a4_1 += xr[18] * w1; a4_2 += xr[18] * w2; a4_3 += xr[18] * w3;
-                            a5_0 += xr[21] * w0; a5_1 += xr[21] * w1; a5_2 += xr[21] * w2; a5_3 += xr[21] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 192), w1 = VLOAD(wr + 208), w2 = VLOAD(wr + 224), w3 = VLOAD(wr + 240);
-                            a0_0 += xr[678] * w0; a0_1 += xr[678] * w1; a0_2 += xr[678] * w2; a0_3 += xr[678] * w3;
-                            a1_0 += xr[681] * w0; a1_1 += xr[681] * w1; a1_2 += xr[681] * w2; a1_3 += xr[681] * w3;
-                            a2_0 += xr[684] * w0; a2_1 += xr[684] * w1; a2_2 += xr[684] * w2; a2_3 += xr[684] * w3;
-                            a3_0 += xr[687] * w0; a3_1 += xr[687] * w1; a3_2 += xr[687] * w2; a3_3 += xr[687] * w3;
-                            a4_0 += xr[690] * w0; a4_1 += xr[690] * w1; a4_2 += xr[690] * w2; a4_3 += xr[690] * w3;
-                            a5_0 += xr[693] * w0; a5_1 += xr[693] * w1; a5_2 += xr[693] * w2; a5_3 += xr[693] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 256), w1 = VLOAD(wr + 272), w2 = VLOAD(wr + 288), w3 = VLOAD(wr + 304);
-                            a0_0 += xr[681] * w0; a0_1 += xr[681] * w1; a0_2 += xr[681] * w2; a0_3 += xr[681] * w3;
-                            a1_0 += xr[684] * w0; a1_1 += xr[684] * w1; a1_2 += xr[684] * w2; a1_3 += xr[684] * w3;
-                            a2_0 += xr[687] * w0; a2_1 += xr[687] * w1; a2_2 += xr[687] * w2; a2_3 += xr[687] * w3;
-                            a3_0 += xr[690] * w0; a3_1 += xr[690] * w1; a3_2 += xr[690] * w2; a3_3 += xr[690] * w3;
-                            a4_0 += xr[693] * w0; a4_1 += xr[693] * w1; a4_2 += xr[693] * w2; a4_3 += xr[693] * w3;
-                            a5_0 += xr[696] * w0; a5_1 += xr[696] * w1; a5_2 += xr[696] * w2; a5_3 += xr[696] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 320), w1 = VLOAD(wr + 336), w2 = VLOAD(wr + 352), w3 = VLOAD(wr + 368);
-                            a0_0 += xr[684] * w0; a0_1 += xr[684] * w1; a0_2 += xr[684] * w2; a0_3 += xr[684] * w3;
-                            a1_0 += xr[687] * w0; a1_1 += xr[687] * w1; a1_2 += xr[687] * w2; a1_3 += xr[687] * w3;
-                            a2_0 += xr[690] * w0; a2_1 += xr[690] * w1; a2_2 += xr[690] * w2; a2_3 += xr[690] * w3;
-                            a3_0 += xr[693] * w0; a3_1 += xr[693] * w1; a3_2 += xr[693] * w2; a3_3 += xr[693] * w3;
-                            a4_0 += xr[696] * w0; a4_1 += xr[696] * w1; a4_2 += xr[696] * w2; a4_3 += xr[696] * w3;
-                            a5_0 += xr[699] * w0; a5_1 += xr[699] * w1; a5_2 += xr[699] * w2; a5_3 += xr[699] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 384), w1 = VLOAD(wr + 400), w2 = VLOAD(wr + 416), w3 = VLOAD(wr + 432);
-                            a0_0 += xr[1356] * w0; a0_1 += xr[1356] * w1; a0_2 += xr[1356] * w2; a0_3 += xr[1356] * w3;
-                            a1_0 += xr[1359] * w0; a1_1 += xr[1359] * w1; a1_2 += xr[1359] * w2; a1_3 += xr[1359] * w3;
-                            a2_0 += xr[1362] * w0; a2_1 += xr[1362] * w1; a2_2 += xr[1362] * w2; a2_3 += xr[1362] * w3;
-                            a3_0 += xr[1365] * w0; a3_1 += xr[1365] * w1; a3_2 += xr[1365] * w2; a3_3 += xr[1365] * w3;
-                            a4_0 += xr[1368] * w0; a4_1 += xr[1368] * w1; a4_2 += xr[1368] * w2; a4_3 += xr[1368] * w3;
-                            a5_0 += xr[1371] * w0; a5_1 += xr[1371] * w1; a5_2 += xr[1371] * w2; a5_3 += xr[1371] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 448), w1 = VLOAD(wr + 464), w2 = VLOAD(wr + 480), w3 = VLOAD(wr + 496);
-                            a0_0 += xr[1359] * w0; a0_1 += xr[1359] * w1; a0_2 += xr[1359] * w2; a0_3 += xr[1359] * w3;
-                            a1_0 += xr[1362] * w0; a1_1 += xr[1362] * w1; a1_2 += xr[1362] * w2; a1_3 += xr[1362] * w3;
-                            a2_0 += xr[1365] * w0; a2_1 += xr[1365] * w1; a2_2 += xr[1365] * w2; a2_3 += xr[1365] * w3;
-                            a3_0 += xr[1368] * w0; a3_1 += xr[1368] * w1; a3_2 += xr[1368] * w2; a3_3 += xr[1368] * w3;
-                            a4_0 += xr[1371] * w0; a4_1 += xr[1371] * w1; a4_2 += xr[1371] * w2; a4_3 += xr[1371] * w3;
-                            a5_0 += xr[1374] * w0; a5_1 += xr[1374] * w1; a5_2 += xr[1374] * w2; a5_3 += xr[1374] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 512), w1 = VLOAD(wr + 528), w2 = VLOAD(wr + 544), w3 = VLOAD(wr + 560);
-                            a0_0 += xr[1362] * w0; a0_1 += xr[1362] * w1; a0_2 += xr[1362] * w2; a0_3 += xr[1362] * w3;
-                            a1_0 += xr[1365] * w0; a1_1 += xr[1365] * w1; a1_2 += xr[1365] * w2; a1_3 += xr[1365] * w3;
-                            a2_0 += xr[1368] * w0; a2_1 += xr[1368] * w1; a2_2 += xr[1368] * w2; a2_3 += xr[1368] * w3;
-                            a3_0 += xr[1371] * w0; a3_1 += xr[1371] * w1; a3_2 += xr[1371] * w2; a3_3 += xr[1371] * w3;
-                            a4_0 += xr[1374] * w0; a4_1 += xr[1374] * w1; a4_2 += xr[1374] * w2; a4_3 += xr[1374] * w3;
-                            a5_0 += xr[1377] * w0; a5_1 += xr[1377] * w1; a5_2 += xr[1377] * w2; a5_3 += xr[1377] * w3;
-                        }
+    const float *restrict b = P + 1728;
+    float *restrict xp = S + 0;
+    /* inputs -> zero-padded planes 226x226 (kept for dW) */
+    CG_PARALLEL_FOR
+    for (int pl = 0; pl < nb * 3; pl++) {
+        const float *restrict s = x + (size_t)pl * 50176;
+        float *restrict d = xp + (size_t)pl * 51076;
+        memset(d, 0, sizeof(float) * 226);
+        for (int i = 0; i < 224; i++) {
+            float *restrict r = d + (i + 1) * 226;
+            memset(r, 0, sizeof(float) * 1);
+            memcpy(r + 1, s + i * 224, sizeof(float) * 224);
+            memset(r + 225, 0, sizeof(float) * 1);
+        }
+        memset(d + 50850, 0, sizeof(float) * 226);
+    }
+    /* tiles of 6 output channels x 4 vectors of an output row */
+    CG_PARALLEL_FOR
+    for (int r = 0; r < nb * 224; r++) {
+        const int n = r / 224, oy = r % 224;
+        const float *restrict xr0 = xp + ((size_t)n * 678 + oy) * 226;
+        float *restrict yr = y + ((size_t)n * 14336 + oy) * 224;
+        for (int co0 = 0; co0 < 60; co0 += 6) {
+            for (int x0 = 0; x0 < 192; x0 += 64) {
+                cg_v a0_0 = vsplat(b[co0 + 0]), a0_1 = vsplat(b[co0 + 0]), a0_2 = vsplat(b[co0 + 0]), a0_3 = vsplat(b[co0 + 0]);
+                cg_v a1_0 = vsplat(b[co0 + 1]), a1_1 = vsplat(b[co0 + 1]), a1_2 = vsplat(b[co0 + 1]), a1_3 = vsplat(b[co0 + 1]);
+                cg_v a2_0 = vsplat(b[co0 + 2]), a2_1 = vsplat(b[co0 + 2]), a2_2 = vsplat(b[co0 + 2]), a2_3 = vsplat(b[co0 + 2]);
+                cg_v a3_0 = vsplat(b[co0 + 3]), a3_1 = vsplat(b[co0 + 3]), a3_2 = vsplat(b[co0 + 3]), a3_3 = vsplat(b[co0 + 3]);
+                cg_v a4_0 = vsplat(b[co0 + 4]), a4_1 = vsplat(b[co0 + 4]), a4_2 = vsplat(b[co0 + 4]), a4_3 = vsplat(b[co0 + 4]);
+                cg_v a5_0 = vsplat(b[co0 + 5]), a5_1 = vsplat(b[co0 + 5]), a5_2 = vsplat(b[co0 + 5]), a5_3 = vsplat(b[co0 + 5]);
+                for (int ci = 0; ci < 3; ci++) {
+                    const float *restrict xr = xr0 + (size_t)ci * 51076 + x0;
+                    const float *restrict wr = w + (size_t)co0 * 27 + ci * 9;
+                    {
+                        cg_v v0 = VLOAD(xr + 0), v1 = VLOAD(xr + 16), v2 = VLOAD(xr + 32), v3 = VLOAD(xr + 48); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        a0_0 += wr[0] * v0; a0_1 += wr[0] * v1; a0_2 += wr[0] * v2; a0_3 += wr[0] * v3;
+                        a1_0 += wr[27] * v0; a1_1 += wr[27] * v1; a1_2 += wr[27] * v2; a1_3 += wr[27] * v3;
+                        a2_0 += wr[54] * v0; a2_1 += wr[54] * v1; a2_2 += wr[54] * v2; a2_3 += wr[54] * v3;
+                        a3_0 += wr[81] * v0; a3_1 += wr[81] * v1; a3_2 += wr[81] * v2; a3_3 += wr[81] * v3;
+                        a4_0 += wr[108] * v0; a4_1 += wr[108] * v1; a4_2 += wr[108] * v2; a4_3 += wr[108] * v3;
+                        a5_0 += wr[135] * v0; a5_1 += wr[135] * v1; a5_2 += wr[135] * v2; a5_3 += wr[135] * v3;
                     }
-                    VSTORE(yh + (oy * 224 + x0 + 0) * 64 + (v0 + 0) * 16, a0_0); VSTORE(yh + (oy * 224 + x0 + 0) * 64 + (v0 + 1) * 16, a0_1); VSTORE(yh + (oy * 224 + x0 + 0) * 64 + (v0 + 2) * 16, a0_2); VSTORE(yh + (oy * 224 + x0 + 0) * 64 + (v0 + 3) * 16, a0_3);
-                    VSTORE(yh + (oy * 224 + x0 + 1) * 64 + (v0 + 0) * 16, a1_0); VSTORE(yh + (oy * 224 + x0 + 1) * 64 + (v0 + 1) * 16, a1_1); VSTORE(yh + (oy * 224 + x0 + 1) * 64 + (v0 + 2) * 16, a1_2); VSTORE(yh + (oy * 224 + x0 + 1) * 64 + (v0 + 3) * 16, a1_3);
-                    VSTORE(yh + (oy * 224 + x0 + 2) * 64 + (v0 + 0) * 16, a2_0); VSTORE(yh + (oy * 224 + x0 + 2) * 64 + (v0 + 1) * 16, a2_1); VSTORE(yh + (oy * 224 + x0 + 2) * 64 + (v0 + 2) * 16, a2_2); VSTORE(yh + (oy * 224 + x0 + 2) * 64 + (v0 + 3) * 16, a2_3);
-                    VSTORE(yh + (oy * 224 + x0 + 3) * 64 + (v0 + 0) * 16, a3_0); VSTORE(yh + (oy * 224 + x0 + 3) * 64 + (v0 + 1) * 16, a3_1); VSTORE(yh + (oy * 224 + x0 + 3) * 64 + (v0 + 2) * 16, a3_2); VSTORE(yh + (oy * 224 + x0 + 3) * 64 + (v0 + 3) * 16, a3_3);
-                    VSTORE(yh + (oy * 224 + x0 + 4) * 64 + (v0 + 0) * 16, a4_0); VSTORE(yh + (oy * 224 + x0 + 4) * 64 + (v0 + 1) * 16, a4_1); VSTORE(yh + (oy * 224 + x0 + 4) * 64 + (v0 + 2) * 16, a4_2); VSTORE(yh + (oy * 224 + x0 + 4) * 64 + (v0 + 3) * 16, a4_3);
-                    VSTORE(yh + (oy * 224 + x0 + 5) * 64 + (v0 + 0) * 16, a5_0); VSTORE(yh + (oy * 224 + x0 + 5) * 64 + (v0 + 1) * 16, a5_1); VSTORE(yh + (oy * 224 + x0 + 5) * 64 + (v0 + 2) * 16, a5_2); VSTORE(yh + (oy * 224 + x0 + 5) * 64 + (v0 + 3) * 16, a5_3);
-                }
-                {
-                    const int x0 = 222;
-                    cg_v a0_0 = VLOAD(bp + (v0 + 0) * 16), a0_1 = VLOAD(bp + (v0 + 1) * 16), a0_2 = VLOAD(bp + (v0 + 2) * 16), a0_3 = VLOAD(bp + (v0 + 3) * 16);
-                    cg_v a1_0 = VLOAD(bp + (v0 + 0) * 16), a1_1 = VLOAD(bp + (v0 + 1) * 16), a1_2 = VLOAD(bp + (v0 + 2) * 16), a1_3 = VLOAD(bp + (v0 + 3) * 16);
-                    for (int ci = 0; ci < 3; ci++) {
-                        const float *restrict xr = xp + (oy * 226 + x0) * 3 + ci;
-                        const float *restrict wr = wt + ci * 576 + v0 * 16;
-                        {
-                            const cg_v w0 = VLOAD(wr + 0), w1 = VLOAD(wr + 16), w2 = VLOAD(wr + 32), w3 = VLOAD(wr + 48);
-                            a0_0 += xr[0] * w0; a0_1 += xr[0] * w1; a0_2 += xr[0] * w2; a0_3 += xr[0] * w3;
-                            a1_0 += xr[3] * w0; a1_1 += xr[3] * w1; a1_2 += xr[3] * w2; a1_3 += xr[3] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 64), w1 = VLOAD(wr + 80), w2 = VLOAD(wr + 96), w3 = VLOAD(wr + 112);
-                            a0_0 += xr[3] * w0; a0_1 += xr[3] * w1; a0_2 += xr[3] * w2; a0_3 += xr[3] * w3;
-                            a1_0 += xr[6] * w0; a1_1 += xr[6] * w1; a1_2 += xr[6] * w2; a1_3 += xr[6] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 128), w1 = VLOAD(wr + 144), w2 = VLOAD(wr + 160), w3 = VLOAD(wr + 176);
-                            a0_0 += xr[6] * w0; a0_1 += xr[6] * w1; a0_2 += xr[6] * w2; a0_3 += xr[6] * w3;
-                            a1_0 += xr[9] * w0; a1_1 += xr[9] * w1; a1_2 += xr[9] * w2; a1_3 += xr[9] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 192), w1 = VLOAD(wr + 208), w2 = VLOAD(wr + 224), w3 = VLOAD(wr + 240);
-                            a0_0 += xr[678] * w0; a0_1 += xr[678] * w1; a0_2 += xr[678] * w2; a0_3 += xr[678] * w3;
-                            a1_0 += xr[681] * w0; a1_1 += xr[681] * w1; a1_2 += xr[681] * w2; a1_3 += xr[681] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 256), w1 = VLOAD(wr + 272), w2 = VLOAD(wr + 288), w3 = VLOAD(wr + 304);
-                            a0_0 += xr[681] * w0; a0_1 += xr[681] * w1; a0_2 += xr[681] * w2; a0_3 += xr[681] * w3;
-                            a1_0 += xr[684] * w0; a1_1 += xr[684] * w1; a1_2 += xr[684] * w2; a1_3 += xr[684] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 320), w1 = VLOAD(wr + 336), w2 = VLOAD(wr + 352), w3 = VLOAD(wr + 368);
-                            a0_0 += xr[684] * w0; a0_1 += xr[684] * w1; a0_2 += xr[684] * w2; a0_3 += xr[684] * w3;
-                            a1_0 += xr[687] * w0; a1_1 += xr[687] * w1; a1_2 += xr[687] * w2; a1_3 += xr[687] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 384), w1 = VLOAD(wr + 400), w2 = VLOAD(wr + 416), w3 = VLOAD(wr + 432);
-                            a0_0 += xr[1356] * w0; a0_1 += xr[1356] * w1; a0_2 += xr[1356] * w2; a0_3 += xr[1356] * w3;
-                            a1_0 += xr[1359] * w0; a1_1 += xr[1359] * w1; a1_2 += xr[1359] * w2; a1_3 += xr[1359] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 448), w1 = VLOAD(wr + 464), w2 = VLOAD(wr + 480), w3 = VLOAD(wr + 496);
-                            a0_0 += xr[1359] * w0; a0_1 += xr[1359] * w1; a0_2 += xr[1359] * w2; a0_3 += xr[1359] * w3;
-                            a1_0 += xr[1362] * w0; a1_1 += xr[1362] * w1; a1_2 += xr[1362] * w2; a1_3 += xr[1362] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 512), w1 = VLOAD(wr + 528), w2 = VLOAD(wr + 544), w3 = VLOAD(wr + 560);
-                            a0_0 += xr[1362] * w0; a0_1 += xr[1362] * w1; a0_2 += xr[1362] * w2; a0_3 += xr[1362] * w3;
-                            a1_0 += xr[1365] * w0; a1_1 += xr[1365] * w1; a1_2 += xr[1365] * w2; a1_3 += xr[1365] * w3;
-                        }
+                    {
+                        cg_v v0 = VLOAD(xr + 1), v1 = VLOAD(xr + 17), v2 = VLOAD(xr + 33), v3 = VLOAD(xr + 49); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        a0_0 += wr[1] * v0; a0_1 += wr[1] * v1; a0_2 += wr[1] * v2; a0_3 += wr[1] * v3;
+                        a1_0 += wr[28] * v0; a1_1 += wr[28] * v1; a1_2 += wr[28] * v2; a1_3 += wr[28] * v3;
+                        a2_0 += wr[55] * v0; a2_1 += wr[55] * v1; a2_2 += wr[55] * v2; a2_3 += wr[55] * v3;
+                        a3_0 += wr[82] * v0; a3_1 += wr[82] * v1; a3_2 += wr[82] * v2; a3_3 += wr[82] * v3;
+                        a4_0 += wr[109] * v0; a4_1 += wr[109] * v1; a4_2 += wr[109] * v2; a4_3 += wr[109] * v3;
+                        a5_0 += wr[136] * v0; a5_1 += wr[136] * v1; a5_2 += wr[136] * v2; a5_3 += wr[136] * v3;
                     }
-                    VSTORE(yh + (oy * 224 + x0 + 0) * 64 + (v0 + 0) * 16, a0_0); VSTORE(yh + (oy * 224 + x0 + 0) * 64 + (v0 + 1) * 16, a0_1); VSTORE(yh + (oy * 224 + x0 + 0) * 64 + (v0 + 2) * 16, a0_2); VSTORE(yh + (oy * 224 + x0 + 0) * 64 + (v0 + 3) * 16, a0_3);
-                    VSTORE(yh + (oy * 224 + x0 + 1) * 64 + (v0 + 0) * 16, a1_0); VSTORE(yh + (oy * 224 + x0 + 1) * 64 + (v0 + 1) * 16, a1_1); VSTORE(yh + (oy * 224 + x0 + 1) * 64 + (v0 + 2) * 16, a1_2); VSTORE(yh + (oy * 224 + x0 + 1) * 64 + (v0 + 3) * 16, a1_3);
+                    {
+                        cg_v v0 = VLOAD(xr + 2), v1 = VLOAD(xr + 18), v2 = VLOAD(xr + 34), v3 = VLOAD(xr + 50); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        a0_0 += wr[2] * v0; a0_1 += wr[2] * v1; a0_2 += wr[2] * v2; a0_3 += wr[2] * v3;
+                        a1_0 += wr[29] * v0; a1_1 += wr[29] * v1; a1_2 += wr[29] * v2; a1_3 += wr[29] * v3;
+                        a2_0 += wr[56] * v0; a2_1 += wr[56] * v1; a2_2 += wr[56] * v2; a2_3 += wr[56] * v3;
+                        a3_0 += wr[83] * v0; a3_1 += wr[83] * v1; a3_2 += wr[83] * v2; a3_3 += wr[83] * v3;
+                        a4_0 += wr[110] * v0; a4_1 += wr[110] * v1; a4_2 += wr[110] * v2; a4_3 += wr[110] * v3;
+                        a5_0 += wr[137] * v0; a5_1 += wr[137] * v1; a5_2 += wr[137] * v2; a5_3 += wr[137] * v3;
+                    }
+                    {
+                        cg_v v0 = VLOAD(xr + 226), v1 = VLOAD(xr + 242), v2 = VLOAD(xr + 258), v3 = VLOAD(xr + 274); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        a0_0 += wr[3] * v0; a0_1 += wr[3] * v1; a0_2 += wr[3] * v2; a0_3 += wr[3] * v3;
+                        a1_0 += wr[30] * v0; a1_1 += wr[30] * v1; a1_2 += wr[30] * v2; a1_3 += wr[30] * v3;
+                        a2_0 += wr[57] * v0; a2_1 += wr[57] * v1; a2_2 += wr[57] * v2; a2_3 += wr[57] * v3;
+                        a3_0 += wr[84] * v0; a3_1 += wr[84] * v1; a3_2 += wr[84] * v2; a3_3 += wr[84] * v3;
+                        a4_0 += wr[111] * v0; a4_1 += wr[111] * v1; a4_2 += wr[111] * v2; a4_3 += wr[111] * v3;
+                        a5_0 += wr[138] * v0; a5_1 += wr[138] * v1; a5_2 += wr[138] * v2; a5_3 += wr[138] * v3;
+                    }
+                    {
+                        cg_v v0 = VLOAD(xr + 227), v1 = VLOAD(xr + 243), v2 = VLOAD(xr + 259), v3 = VLOAD(xr + 275); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        a0_0 += wr[4] * v0; a0_1 += wr[4] * v1; a0_2 += wr[4] * v2; a0_3 += wr[4] * v3;
+                        a1_0 += wr[31] * v0; a1_1 += wr[31] * v1; a1_2 += wr[31] * v2; a1_3 += wr[31] * v3;
+                        a2_0 += wr[58] * v0; a2_1 += wr[58] * v1; a2_2 += wr[58] * v2; a2_3 += wr[58] * v3;
+                        a3_0 += wr[85] * v0; a3_1 += wr[85] * v1; a3_2 += wr[85] * v2; a3_3 += wr[85] * v3;
+                        a4_0 += wr[112] * v0; a4_1 += wr[112] * v1; a4_2 += wr[112] * v2; a4_3 += wr[112] * v3;
+                        a5_0 += wr[139] * v0; a5_1 += wr[139] * v1; a5_2 += wr[139] * v2; a5_3 += wr[139] * v3;
+                    }
+                    {
+                        cg_v v0 = VLOAD(xr + 228), v1 = VLOAD(xr + 244), v2 = VLOAD(xr + 260), v3 = VLOAD(xr + 276); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        a0_0 += wr[5] * v0; a0_1 += wr[5] * v1; a0_2 += wr[5] * v2; a0_3 += wr[5] * v3;
+                        a1_0 += wr[32] * v0; a1_1 += wr[32] * v1; a1_2 += wr[32] * v2; a1_3 += wr[32] * v3;
+                        a2_0 += wr[59] * v0; a2_1 += wr[59] * v1; a2_2 += wr[59] * v2; a2_3 += wr[59] * v3;
+                        a3_0 += wr[86] * v0; a3_1 += wr[86] * v1; a3_2 += wr[86] * v2; a3_3 += wr[86] * v3;
+                        a4_0 += wr[113] * v0; a4_1 += wr[113] * v1; a4_2 += wr[113] * v2; a4_3 += wr[113] * v3;
+                        a5_0 += wr[140] * v0; a5_1 += wr[140] * v1; a5_2 += wr[140] * v2; a5_3 += wr[140] * v3;
+                    }
+                    {
+                        cg_v v0 = VLOAD(xr + 452), v1 = VLOAD(xr + 468), v2 = VLOAD(xr + 484), v3 = VLOAD(xr + 500); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        a0_0 += wr[6] * v0; a0_1 += wr[6] * v1; a0_2 += wr[6] * v2; a0_3 += wr[6] * v3;
+                        a1_0 += wr[33] * v0; a1_1 += wr[33] * v1; a1_2 += wr[33] * v2; a1_3 += wr[33] * v3;
+                        a2_0 += wr[60] * v0; a2_1 += wr[60] * v1; a2_2 += wr[60] * v2; a2_3 += wr[60] * v3;
+                        a3_0 += wr[87] * v0; a3_1 += wr[87] * v1; a3_2 += wr[87] * v2; a3_3 += wr[87] * v3;
+                        a4_0 += wr[114] * v0; a4_1 += wr[114] * v1; a4_2 += wr[114] * v2; a4_3 += wr[114] * v3;
+                        a5_0 += wr[141] * v0; a5_1 += wr[141] * v1; a5_2 += wr[141] * v2; a5_3 += wr[141] * v3;
+                    }
+                    {
+                        cg_v v0 = VLOAD(xr + 453), v1 = VLOAD(xr + 469), v2 = VLOAD(xr + 485), v3 = VLOAD(xr + 501); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        a0_0 += wr[7] * v0; a0_1 += wr[7] * v1; a0_2 += wr[7] * v2; a0_3 += wr[7] * v3;
+                        a1_0 += wr[34] * v0; a1_1 += wr[34] * v1; a1_2 += wr[34] * v2; a1_3 += wr[34] * v3;
+                        a2_0 += wr[61] * v0; a2_1 += wr[61] * v1; a2_2 += wr[61] * v2; a2_3 += wr[61] * v3;
+                        a3_0 += wr[88] * v0; a3_1 += wr[88] * v1; a3_2 += wr[88] * v2; a3_3 += wr[88] * v3;
+                        a4_0 += wr[115] * v0; a4_1 += wr[115] * v1; a4_2 += wr[115] * v2; a4_3 += wr[115] * v3;
+                        a5_0 += wr[142] * v0; a5_1 += wr[142] * v1; a5_2 += wr[142] * v2; a5_3 += wr[142] * v3;
+                    }
+                    {
+                        cg_v v0 = VLOAD(xr + 454), v1 = VLOAD(xr + 470), v2 = VLOAD(xr + 486), v3 = VLOAD(xr + 502); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        a0_0 += wr[8] * v0; a0_1 += wr[8] * v1; a0_2 += wr[8] * v2; a0_3 += wr[8] * v3;
+                        a1_0 += wr[35] * v0; a1_1 += wr[35] * v1; a1_2 += wr[35] * v2; a1_3 += wr[35] * v3;
+                        a2_0 += wr[62] * v0; a2_1 += wr[62] * v1; a2_2 += wr[62] * v2; a2_3 += wr[62] * v3;
+                        a3_0 += wr[89] * v0; a3_1 += wr[89] * v1; a3_2 += wr[89] * v2; a3_3 += wr[89] * v3;
+                        a4_0 += wr[116] * v0; a4_1 += wr[116] * v1; a4_2 += wr[116] * v2; a4_3 += wr[116] * v3;
+                        a5_0 += wr[143] * v0; a5_1 += wr[143] * v1; a5_2 += wr[143] * v2; a5_3 += wr[143] * v3;
+                    }
                 }
+                VSTORE(yr + (size_t)(co0 + 0) * 50176 + x0 + 0, a0_0); VSTORE(yr + (size_t)(co0 + 0) * 50176 + x0 + 16, a0_1); VSTORE(yr + (size_t)(co0 + 0) * 50176 + x0 + 32, a0_2); VSTORE(yr + (size_t)(co0 + 0) * 50176 + x0 + 48, a0_3);
+                VSTORE(yr + (size_t)(co0 + 1) * 50176 + x0 + 0, a1_0); VSTORE(yr + (size_t)(co0 + 1) * 50176 + x0 + 16, a1_1); VSTORE(yr + (size_t)(co0 + 1) * 50176 + x0 + 32, a1_2); VSTORE(yr + (size_t)(co0 + 1) * 50176 + x0 + 48, a1_3);
+                VSTORE(yr + (size_t)(co0 + 2) * 50176 + x0 + 0, a2_0); VSTORE(yr + (size_t)(co0 + 2) * 50176 + x0 + 16, a2_1); VSTORE(yr + (size_t)(co0 + 2) * 50176 + x0 + 32, a2_2); VSTORE(yr + (size_t)(co0 + 2) * 50176 + x0 + 48, a2_3);
+                VSTORE(yr + (size_t)(co0 + 3) * 50176 + x0 + 0, a3_0); VSTORE(yr + (size_t)(co0 + 3) * 50176 + x0 + 16, a3_1); VSTORE(yr + (size_t)(co0 + 3) * 50176 + x0 + 32, a3_2); VSTORE(yr + (size_t)(co0 + 3) * 50176 + x0 + 48, a3_3);
+                VSTORE(yr + (size_t)(co0 + 4) * 50176 + x0 + 0, a4_0); VSTORE(yr + (size_t)(co0 + 4) * 50176 + x0 + 16, a4_1); VSTORE(yr + (size_t)(co0 + 4) * 50176 + x0 + 32, a4_2); VSTORE(yr + (size_t)(co0 + 4) * 50176 + x0 + 48, a4_3);
+                VSTORE(yr + (size_t)(co0 + 5) * 50176 + x0 + 0, a5_0); VSTORE(yr + (size_t)(co0 + 5) * 50176 + x0 + 16, a5_1); VSTORE(yr + (size_t)(co0 + 5) * 50176 + x0 + 32, a5_2); VSTORE(yr + (size_t)(co0 + 5) * 50176 + x0 + 48, a5_3);
+            }
+            {
+                const int x0 = 192;
+                cg_v a0_0 = vsplat(b[co0 + 0]), a0_1 = vsplat(b[co0 + 0]);
+                cg_v a1_0 = vsplat(b[co0 + 1]), a1_1 = vsplat(b[co0 + 1]);
+                cg_v a2_0 = vsplat(b[co0 + 2]), a2_1 = vsplat(b[co0 + 2]);
+                cg_v a3_0 = vsplat(b[co0 + 3]), a3_1 = vsplat(b[co0 + 3]);
+                cg_v a4_0 = vsplat(b[co0 + 4]), a4_1 = vsplat(b[co0 + 4]);
+                cg_v a5_0 = vsplat(b[co0 + 5]), a5_1 = vsplat(b[co0 + 5]);
+                for (int ci = 0; ci < 3; ci++) {
+                    const float *restrict xr = xr0 + (size_t)ci * 51076 + x0;
+                    const float *restrict wr = w + (size_t)co0 * 27 + ci * 9;
+                    {
+                        cg_v v0 = VLOAD(xr + 0), v1 = VLOAD(xr + 16); VKEEP(v0); VKEEP(v1);
+                        a0_0 += wr[0] * v0; a0_1 += wr[0] * v1;
+                        a1_0 += wr[27] * v0; a1_1 += wr[27] * v1;
+                        a2_0 += wr[54] * v0; a2_1 += wr[54] * v1;
+                        a3_0 += wr[81] * v0; a3_1 += wr[81] * v1;
+                        a4_0 += wr[108] * v0; a4_1 += wr[108] * v1;
+                        a5_0 += wr[135] * v0; a5_1 += wr[135] * v1;
+                    }
+                    {
+                        cg_v v0 = VLOAD(xr + 1), v1 = VLOAD(xr + 17); VKEEP(v0); VKEEP(v1);
+                        a0_0 += wr[1] * v0; a0_1 += wr[1] * v1;
+                        a1_0 += wr[28] * v0; a1_1 += wr[28] * v1;
+                        a2_0 += wr[55] * v0; a2_1 += wr[55] * v1;
+                        a3_0 += wr[82] * v0; a3_1 += wr[82] * v1;
+                        a4_0 += wr[109] * v0; a4_1 += wr[109] * v1;
+                        a5_0 += wr[136] * v0; a5_1 += wr[136] * v1;
+                    }
+                    {
+                        cg_v v0 = VLOAD(xr + 2), v1 = VLOAD(xr + 18); VKEEP(v0); VKEEP(v1);
+                        a0_0 += wr[2] * v0; a0_1 += wr[2] * v1;
+                        a1_0 += wr[29] * v0; a1_1 += wr[29] * v1;
+                        a2_0 += wr[56] * v0; a2_1 += wr[56] * v1;
+                        a3_0 += wr[83] * v0; a3_1 += wr[83] * v1;
+                        a4_0 += wr[110] * v0; a4_1 += wr[110] * v1;
+                        a5_0 += wr[137] * v0; a5_1 += wr[137] * v1;
+                    }
+                    {
+                        cg_v v0 = VLOAD(xr + 226), v1 = VLOAD(xr + 242); VKEEP(v0); VKEEP(v1);
+                        a0_0 += wr[3] * v0; a0_1 += wr[3] * v1;
+                        a1_0 += wr[30] * v0; a1_1 += wr[30] * v1;
+                        a2_0 += wr[57] * v0; a2_1 += wr[57] * v1;
+                        a3_0 += wr[84] * v0; a3_1 += wr[84] * v1;
+                        a4_0 += wr[111] * v0; a4_1 += wr[111] * v1;
+                        a5_0 += wr[138] * v0; a5_1 += wr[138] * v1;
+                    }
+                    {
+                        cg_v v0 = VLOAD(xr + 227), v1 = VLOAD(xr + 243); VKEEP(v0); VKEEP(v1);
+                        a0_0 += wr[4] * v0; a0_1 += wr[4] * v1;
+                        a1_0 += wr[31] * v0; a1_1 += wr[31] * v1;
+                        a2_0 += wr[58] * v0; a2_1 += wr[58] * v1;
+                        a3_0 += wr[85] * v0; a3_1 += wr[85] * v1;
+                        a4_0 += wr[112] * v0; a4_1 += wr[112] * v1;
+                        a5_0 += wr[139] * v0; a5_1 += wr[139] * v1;
+                    }
+                    {
+                        cg_v v0 = VLOAD(xr + 228), v1 = VLOAD(xr + 244); VKEEP(v0); VKEEP(v1);
+                        a0_0 += wr[5] * v0; a0_1 += wr[5] * v1;
+                        a1_0 += wr[32] * v0; a1_1 += wr[32] * v1;
+                        a2_0 += wr[59] * v0; a2_1 += wr[59] * v1;
+                        a3_0 += wr[86] * v0; a3_1 += wr[86] * v1;
+                        a4_0 += wr[113] * v0; a4_1 += wr[113] * v1;
+                        a5_0 += wr[140] * v0; a5_1 += wr[140] * v1;
+                    }
+                    {
+                        cg_v v0 = VLOAD(xr + 452), v1 = VLOAD(xr + 468); VKEEP(v0); VKEEP(v1);
+                        a0_0 += wr[6] * v0; a0_1 += wr[6] * v1;
+                        a1_0 += wr[33] * v0; a1_1 += wr[33] * v1;
+                        a2_0 += wr[60] * v0; a2_1 += wr[60] * v1;
+                        a3_0 += wr[87] * v0; a3_1 += wr[87] * v1;
+                        a4_0 += wr[114] * v0; a4_1 += wr[114] * v1;
+                        a5_0 += wr[141] * v0; a5_1 += wr[141] * v1;
+                    }
+                    {
+                        cg_v v0 = VLOAD(xr + 453), v1 = VLOAD(xr + 469); VKEEP(v0); VKEEP(v1);
+                        a0_0 += wr[7] * v0; a0_1 += wr[7] * v1;
+                        a1_0 += wr[34] * v0; a1_1 += wr[34] * v1;
+                        a2_0 += wr[61] * v0; a2_1 += wr[61] * v1;
+                        a3_0 += wr[88] * v0; a3_1 += wr[88] * v1;
+                        a4_0 += wr[115] * v0; a4_1 += wr[115] * v1;
+                        a5_0 += wr[142] * v0; a5_1 += wr[142] * v1;
+                    }
+                    {
+                        cg_v v0 = VLOAD(xr + 454), v1 = VLOAD(xr + 470); VKEEP(v0); VKEEP(v1);
+                        a0_0 += wr[8] * v0; a0_1 += wr[8] * v1;
+                        a1_0 += wr[35] * v0; a1_1 += wr[35] * v1;
+                        a2_0 += wr[62] * v0; a2_1 += wr[62] * v1;
+                        a3_0 += wr[89] * v0; a3_1 += wr[89] * v1;
+                        a4_0 += wr[116] * v0; a4_1 += wr[116] * v1;
+                        a5_0 += wr[143] * v0; a5_1 += wr[143] * v1;
+                    }
+                }
+                VSTORE(yr + (size_t)(co0 + 0) * 50176 + x0 + 0, a0_0); VSTORE(yr + (size_t)(co0 + 0) * 50176 + x0 + 16, a0_1);
+                VSTORE(yr + (size_t)(co0 + 1) * 50176 + x0 + 0, a1_0); VSTORE(yr + (size_t)(co0 + 1) * 50176 + x0 + 16, a1_1);
+                VSTORE(yr + (size_t)(co0 + 2) * 50176 + x0 + 0, a2_0); VSTORE(yr + (size_t)(co0 + 2) * 50176 + x0 + 16, a2_1);
+                VSTORE(yr + (size_t)(co0 + 3) * 50176 + x0 + 0, a3_0); VSTORE(yr + (size_t)(co0 + 3) * 50176 + x0 + 16, a3_1);
+                VSTORE(yr + (size_t)(co0 + 4) * 50176 + x0 + 0, a4_0); VSTORE(yr + (size_t)(co0 + 4) * 50176 + x0 + 16, a4_1);
+                VSTORE(yr + (size_t)(co0 + 5) * 50176 + x0 + 0, a5_0); VSTORE(yr + (size_t)(co0 + 5) * 50176 + x0 + 16, a5_1);
             }
         }
-        for (int co = 0; co < 64; co++)
-            for (int i = 0; i < 50176; i++) yn[co * 50176 + i] = yh[i * 64 + co];
+        {
+            const int co0 = 60;
+            for (int x0 = 0; x0 < 192; x0 += 64) {
+                cg_v a0_0 = vsplat(b[co0 + 0]), a0_1 = vsplat(b[co0 + 0]), a0_2 = vsplat(b[co0 + 0]), a0_3 = vsplat(b[co0 + 0]);
+                cg_v a1_0 = vsplat(b[co0 + 1]), a1_1 = vsplat(b[co0 + 1]), a1_2 = vsplat(b[co0 + 1]), a1_3 = vsplat(b[co0 + 1]);
+                cg_v a2_0 = vsplat(b[co0 + 2]), a2_1 = vsplat(b[co0 + 2]), a2_2 = vsplat(b[co0 + 2]), a2_3 = vsplat(b[co0 + 2]);
+                cg_v a3_0 = vsplat(b[co0 + 3]), a3_1 = vsplat(b[co0 + 3]), a3_2 = vsplat(b[co0 + 3]), a3_3 = vsplat(b[co0 + 3]);
+                for (int ci = 0; ci < 3; ci++) {
+                    const float *restrict xr = xr0 + (size_t)ci * 51076 + x0;
+                    const float *restrict wr = w + (size_t)co0 * 27 + ci * 9;
+                    {
+                        cg_v v0 = VLOAD(xr + 0), v1 = VLOAD(xr + 16), v2 = VLOAD(xr + 32), v3 = VLOAD(xr + 48); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        a0_0 += wr[0] * v0; a0_1 += wr[0] * v1; a0_2 += wr[0] * v2; a0_3 += wr[0] * v3;
+                        a1_0 += wr[27] * v0; a1_1 += wr[27] * v1; a1_2 += wr[27] * v2; a1_3 += wr[27] * v3;
+                        a2_0 += wr[54] * v0; a2_1 += wr[54] * v1; a2_2 += wr[54] * v2; a2_3 += wr[54] * v3;
+                        a3_0 += wr[81] * v0; a3_1 += wr[81] * v1; a3_2 += wr[81] * v2; a3_3 += wr[81] * v3;
+                    }
+                    {
+                        cg_v v0 = VLOAD(xr + 1), v1 = VLOAD(xr + 17), v2 = VLOAD(xr + 33), v3 = VLOAD(xr + 49); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        a0_0 += wr[1] * v0; a0_1 += wr[1] * v1; a0_2 += wr[1] * v2; a0_3 += wr[1] * v3;
+                        a1_0 += wr[28] * v0; a1_1 += wr[28] * v1; a1_2 += wr[28] * v2; a1_3 += wr[28] * v3;
+                        a2_0 += wr[55] * v0; a2_1 += wr[55] * v1; a2_2 += wr[55] * v2; a2_3 += wr[55] * v3;
+                        a3_0 += wr[82] * v0; a3_1 += wr[82] * v1; a3_2 += wr[82] * v2; a3_3 += wr[82] * v3;
+                    }
+                    {
+                        cg_v v0 = VLOAD(xr + 2), v1 = VLOAD(xr + 18), v2 = VLOAD(xr + 34), v3 = VLOAD(xr + 50); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        a0_0 += wr[2] * v0; a0_1 += wr[2] * v1; a0_2 += wr[2] * v2; a0_3 += wr[2] * v3;
+                        a1_0 += wr[29] * v0; a1_1 += wr[29] * v1; a1_2 += wr[29] * v2; a1_3 += wr[29] * v3;
+                        a2_0 += wr[56] * v0; a2_1 += wr[56] * v1; a2_2 += wr[56] * v2; a2_3 += wr[56] * v3;
+                        a3_0 += wr[83] * v0; a3_1 += wr[83] * v1; a3_2 += wr[83] * v2; a3_3 += wr[83] * v3;
+                    }
+                    {
+                        cg_v v0 = VLOAD(xr + 226), v1 = VLOAD(xr + 242), v2 = VLOAD(xr + 258), v3 = VLOAD(xr + 274); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        a0_0 += wr[3] * v0; a0_1 += wr[3] * v1; a0_2 += wr[3] * v2; a0_3 += wr[3] * v3;
+                        a1_0 += wr[30] * v0; a1_1 += wr[30] * v1; a1_2 += wr[30] * v2; a1_3 += wr[30] * v3;
+                        a2_0 += wr[57] * v0; a2_1 += wr[57] * v1; a2_2 += wr[57] * v2; a2_3 += wr[57] * v3;
+                        a3_0 += wr[84] * v0; a3_1 += wr[84] * v1; a3_2 += wr[84] * v2; a3_3 += wr[84] * v3;
+                    }
+                    {
+                        cg_v v0 = VLOAD(xr + 227), v1 = VLOAD(xr + 243), v2 = VLOAD(xr + 259), v3 = VLOAD(xr + 275); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        a0_0 += wr[4] * v0; a0_1 += wr[4] * v1; a0_2 += wr[4] * v2; a0_3 += wr[4] * v3;
+                        a1_0 += wr[31] * v0; a1_1 += wr[31] * v1; a1_2 += wr[31] * v2; a1_3 += wr[31] * v3;
+                        a2_0 += wr[58] * v0; a2_1 += wr[58] * v1; a2_2 += wr[58] * v2; a2_3 += wr[58] * v3;
+                        a3_0 += wr[85] * v0; a3_1 += wr[85] * v1; a3_2 += wr[85] * v2; a3_3 += wr[85] * v3;
+                    }
+                    {
+                        cg_v v0 = VLOAD(xr + 228), v1 = VLOAD(xr + 244), v2 = VLOAD(xr + 260), v3 = VLOAD(xr + 276); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        a0_0 += wr[5] * v0; a0_1 += wr[5] * v1; a0_2 += wr[5] * v2; a0_3 += wr[5] * v3;
+                        a1_0 += wr[32] * v0; a1_1 += wr[32] * v1; a1_2 += wr[32] * v2; a1_3 += wr[32] * v3;
+                        a2_0 += wr[59] * v0; a2_1 += wr[59] * v1; a2_2 += wr[59] * v2; a2_3 += wr[59] * v3;
+                        a3_0 += wr[86] * v0; a3_1 += wr[86] * v1; a3_2 += wr[86] * v2; a3_3 += wr[86] * v3;
+                    }
+                    {
+                        cg_v v0 = VLOAD(xr + 452), v1 = VLOAD(xr + 468), v2 = VLOAD(xr + 484), v3 = VLOAD(xr + 500); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        a0_0 += wr[6] * v0; a0_1 += wr[6] * v1; a0_2 += wr[6] * v2; a0_3 += wr[6] * v3;
+                        a1_0 += wr[33] * v0; a1_1 += wr[33] * v1; a1_2 += wr[33] * v2; a1_3 += wr[33] * v3;
+                        a2_0 += wr[60] * v0; a2_1 += wr[60] * v1; a2_2 += wr[60] * v2; a2_3 += wr[60] * v3;
+                        a3_0 += wr[87] * v0; a3_1 += wr[87] * v1; a3_2 += wr[87] * v2; a3_3 += wr[87] * v3;
+                    }
+                    {
+                        cg_v v0 = VLOAD(xr + 453), v1 = VLOAD(xr + 469), v2 = VLOAD(xr + 485), v3 = VLOAD(xr + 501); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        a0_0 += wr[7] * v0; a0_1 += wr[7] * v1; a0_2 += wr[7] * v2; a0_3 += wr[7] * v3;
+                        a1_0 += wr[34] * v0; a1_1 += wr[34] * v1; a1_2 += wr[34] * v2; a1_3 += wr[34] * v3;
+                        a2_0 += wr[61] * v0; a2_1 += wr[61] * v1; a2_2 += wr[61] * v2; a2_3 += wr[61] * v3;
+                        a3_0 += wr[88] * v0; a3_1 += wr[88] * v1; a3_2 += wr[88] * v2; a3_3 += wr[88] * v3;
+                    }
+                    {
+                        cg_v v0 = VLOAD(xr + 454), v1 = VLOAD(xr + 470), v2 = VLOAD(xr + 486), v3 = VLOAD(xr + 502); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        a0_0 += wr[8] * v0; a0_1 += wr[8] * v1; a0_2 += wr[8] * v2; a0_3 += wr[8] * v3;
+                        a1_0 += wr[35] * v0; a1_1 += wr[35] * v1; a1_2 += wr[35] * v2; a1_3 += wr[35] * v3;
+                        a2_0 += wr[62] * v0; a2_1 += wr[62] * v1; a2_2 += wr[62] * v2; a2_3 += wr[62] * v3;
+                        a3_0 += wr[89] * v0; a3_1 += wr[89] * v1; a3_2 += wr[89] * v2; a3_3 += wr[89] * v3;
+                    }
+                }
+                VSTORE(yr + (size_t)(co0 + 0) * 50176 + x0 + 0, a0_0); VSTORE(yr + (size_t)(co0 + 0) * 50176 + x0 + 16, a0_1); VSTORE(yr + (size_t)(co0 + 0) * 50176 + x0 + 32, a0_2); VSTORE(yr + (size_t)(co0 + 0) * 50176 + x0 + 48, a0_3);
+                VSTORE(yr + (size_t)(co0 + 1) * 50176 + x0 + 0, a1_0); VSTORE(yr + (size_t)(co0 + 1) * 50176 + x0 + 16, a1_1); VSTORE(yr + (size_t)(co0 + 1) * 50176 + x0 + 32, a1_2); VSTORE(yr + (size_t)(co0 + 1) * 50176 + x0 + 48, a1_3);
+                VSTORE(yr + (size_t)(co0 + 2) * 50176 + x0 + 0, a2_0); VSTORE(yr + (size_t)(co0 + 2) * 50176 + x0 + 16, a2_1); VSTORE(yr + (size_t)(co0 + 2) * 50176 + x0 + 32, a2_2); VSTORE(yr + (size_t)(co0 + 2) * 50176 + x0 + 48, a2_3);
+                VSTORE(yr + (size_t)(co0 + 3) * 50176 + x0 + 0, a3_0); VSTORE(yr + (size_t)(co0 + 3) * 50176 + x0 + 16, a3_1); VSTORE(yr + (size_t)(co0 + 3) * 50176 + x0 + 32, a3_2); VSTORE(yr + (size_t)(co0 + 3) * 50176 + x0 + 48, a3_3);
+            }
+            {
+                const int x0 = 192;
+                cg_v a0_0 = vsplat(b[co0 + 0]), a0_1 = vsplat(b[co0 + 0]);
+                cg_v a1_0 = vsplat(b[co0 + 1]), a1_1 = vsplat(b[co0 + 1]);
+                cg_v a2_0 = vsplat(b[co0 + 2]), a2_1 = vsplat(b[co0 + 2]);
+                cg_v a3_0 = vsplat(b[co0 + 3]), a3_1 = vsplat(b[co0 + 3]);
+                for (int ci = 0; ci < 3; ci++) {
+                    const float *restrict xr = xr0 + (size_t)ci * 51076 + x0;
+                    const float *restrict wr = w + (size_t)co0 * 27 + ci * 9;
+                    {
+                        cg_v v0 = VLOAD(xr + 0), v1 = VLOAD(xr + 16); VKEEP(v0); VKEEP(v1);
+                        a0_0 += wr[0] * v0; a0_1 += wr[0] * v1;
+                        a1_0 += wr[27] * v0; a1_1 += wr[27] * v1;
+                        a2_0 += wr[54] * v0; a2_1 += wr[54] * v1;
+                        a3_0 += wr[81] * v0; a3_1 += wr[81] * v1;
+                    }
+                    {
+                        cg_v v0 = VLOAD(xr + 1), v1 = VLOAD(xr + 17); VKEEP(v0); VKEEP(v1);
+                        a0_0 += wr[1] * v0; a0_1 += wr[1] * v1;
+                        a1_0 += wr[28] * v0; a1_1 += wr[28] * v1;
+                        a2_0 += wr[55] * v0; a2_1 += wr[55] * v1;
+                        a3_0 += wr[82] * v0; a3_1 += wr[82] * v1;
+                    }
+                    {
+                        cg_v v0 = VLOAD(xr + 2), v1 = VLOAD(xr + 18); VKEEP(v0); VKEEP(v1);
+                        a0_0 += wr[2] * v0; a0_1 += wr[2] * v1;
+                        a1_0 += wr[29] * v0; a1_1 += wr[29] * v1;
+                        a2_0 += wr[56] * v0; a2_1 += wr[56] * v1;
+                        a3_0 += wr[83] * v0; a3_1 += wr[83] * v1;
+                    }
+                    {
+                        cg_v v0 = VLOAD(xr + 226), v1 = VLOAD(xr + 242); VKEEP(v0); VKEEP(v1);
+                        a0_0 += wr[3] * v0; a0_1 += wr[3] * v1;
+                        a1_0 += wr[30] * v0; a1_1 += wr[30] * v1;
+                        a2_0 += wr[57] * v0; a2_1 += wr[57] * v1;
+                        a3_0 += wr[84] * v0; a3_1 += wr[84] * v1;
+                    }
+                    {
+                        cg_v v0 = VLOAD(xr + 227), v1 = VLOAD(xr + 243); VKEEP(v0); VKEEP(v1);
+                        a0_0 += wr[4] * v0; a0_1 += wr[4] * v1;
+                        a1_0 += wr[31] * v0; a1_1 += wr[31] * v1;
+                        a2_0 += wr[58] * v0; a2_1 += wr[58] * v1;
+                        a3_0 += wr[85] * v0; a3_1 += wr[85] * v1;
+                    }
+                    {
+                        cg_v v0 = VLOAD(xr + 228), v1 = VLOAD(xr + 244); VKEEP(v0); VKEEP(v1);
+                        a0_0 += wr[5] * v0; a0_1 += wr[5] * v1;
+                        a1_0 += wr[32] * v0; a1_1 += wr[32] * v1;
+                        a2_0 += wr[59] * v0; a2_1 += wr[59] * v1;
+                        a3_0 += wr[86] * v0; a3_1 += wr[86] * v1;
+                    }
+                    {
+                        cg_v v0 = VLOAD(xr + 452), v1 = VLOAD(xr + 468); VKEEP(v0); VKEEP(v1);
+                        a0_0 += wr[6] * v0; a0_1 += wr[6] * v1;
+                        a1_0 += wr[33] * v0; a1_1 += wr[33] * v1;
+                        a2_0 += wr[60] * v0; a2_1 += wr[60] * v1;
+                        a3_0 += wr[87] * v0; a3_1 += wr[87] * v1;
+                    }
+                    {
+                        cg_v v0 = VLOAD(xr + 453), v1 = VLOAD(xr + 469); VKEEP(v0); VKEEP(v1);
+                        a0_0 += wr[7] * v0; a0_1 += wr[7] * v1;
+                        a1_0 += wr[34] * v0; a1_1 += wr[34] * v1;
+                        a2_0 += wr[61] * v0; a2_1 += wr[61] * v1;
+                        a3_0 += wr[88] * v0; a3_1 += wr[88] * v1;
+                    }
+                    {
+                        cg_v v0 = VLOAD(xr + 454), v1 = VLOAD(xr + 470); VKEEP(v0); VKEEP(v1);
+                        a0_0 += wr[8] * v0; a0_1 += wr[8] * v1;
+                        a1_0 += wr[35] * v0; a1_1 += wr[35] * v1;
+                        a2_0 += wr[62] * v0; a2_1 += wr[62] * v1;
+                        a3_0 += wr[89] * v0; a3_1 += wr[89] * v1;
+                    }
+                }
+                VSTORE(yr + (size_t)(co0 + 0) * 50176 + x0 + 0, a0_0); VSTORE(yr + (size_t)(co0 + 0) * 50176 + x0 + 16, a0_1);
+                VSTORE(yr + (size_t)(co0 + 1) * 50176 + x0 + 0, a1_0); VSTORE(yr + (size_t)(co0 + 1) * 50176 + x0 + 16, a1_1);
+                VSTORE(yr + (size_t)(co0 + 2) * 50176 + x0 + 0, a2_0); VSTORE(yr + (size_t)(co0 + 2) * 50176 + x0 + 16, a2_1);
+                VSTORE(yr + (size_t)(co0 + 3) * 50176 + x0 + 0, a3_0); VSTORE(yr + (size_t)(co0 + 3) * 50176 + x0 + 16, a3_1);
+            }
+        }
     }
 }
 
 static void l00_conv2d_backward(float *restrict G, float *restrict S, const float *restrict dy, int nb)
 {
     float *restrict gw = G + 0;
+    const float *restrict xp = S + 0;
     float *restrict gb = G + 1728;
-    float *restrict dyh = S + 3519520;
-    /* dy of every sample -> channels-last, padded channels zero */
     CG_PARALLEL_FOR
-    for (int n = 0; n < nb; n++) {
-        float *restrict dn = dyh + (size_t)n * 3211264;
-        for (int i = 0; i < 50176; i++)
-            for (int co = 0; co < 64; co++) dn[i * 64 + co] = co < 64 ? dy[(size_t)n * 3211264 + co * 50176 + i] : 0.0f;
-    }
     for (int co = 0; co < 64; co++) {
-        float s = 0.0f;
-        for (int n = 0; n < nb; n++)
-            for (int i = 0; i < 50176; i++) s += dy[(size_t)n * 3211264 + co * 50176 + i];
-        gb[co] += s;
+        cg_v s = vsplat(0.0f);
+        for (int n = 0; n < nb; n++) {
+            const float *restrict d = dy + ((size_t)n * 64 + co) * 50176;
+            for (int i = 0; i < 50176; i += 16) s += VLOAD(d + i);
+        }
+        gb[co] += vsum(s);
     }
+    /* tiles of 2 output channels x 9 taps (3 kernel rows) of one input channel */
     CG_PARALLEL_FOR
-    for (int p0 = 0; p0 < 24; p0 += 6) {
-        int off[6], gidx[6];
-        for (int j = 0; j < 6; j++) {
-            const int q = p0 + j, ci = q / 9, k = q % 9, ky = k / 3, kx = k % 3;
-            off[j] = (ky * 1 * 226 + kx * 1) * 3 + ci;
-            gidx[j] = ci * 9 + k;
-        }
-        for (int v0 = 0; v0 < 4; v0 += 4) {
-            cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f);
-            cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f), a1_3 = vsplat(0.0f);
-            cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f), a2_2 = vsplat(0.0f), a2_3 = vsplat(0.0f);
-            cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f), a3_2 = vsplat(0.0f), a3_3 = vsplat(0.0f);
-            cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f), a4_2 = vsplat(0.0f), a4_3 = vsplat(0.0f);
-            cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f), a5_2 = vsplat(0.0f), a5_3 = vsplat(0.0f);
-            for (int n = 0; n < nb; n++) {
-                const float *restrict xp = S + 0 + (size_t)n * 153228;
-                const float *restrict dn = dyh + (size_t)n * 3211264 + v0 * 16;
-                for (int oy = 0; oy < 224; oy++) {
-                    for (int ox = 0; ox < 224; ox++) {
-                        const float *restrict xr = xp + (oy * 226 + ox) * 3;
-                        const cg_v d0 = VLOAD(dn + (oy * 224 + ox) * 64 + 0), d1 = VLOAD(dn + (oy * 224 + ox) * 64 + 16), d2 = VLOAD(dn + (oy * 224 + ox) * 64 + 32), d3 = VLOAD(dn + (oy * 224 + ox) * 64 + 48);
-                        a0_0 += xr[off[0]] * d0; a0_1 += xr[off[0]] * d1; a0_2 += xr[off[0]] * d2; a0_3 += xr[off[0]] * d3;
-                        a1_0 += xr[off[1]] * d0; a1_1 += xr[off[1]] * d1; a1_2 += xr[off[1]] * d2; a1_3 += xr[off[1]] * d3;
-                        a2_0 += xr[off[2]] * d0; a2_1 += xr[off[2]] * d1; a2_2 += xr[off[2]] * d2; a2_3 += xr[off[2]] * d3;
-                        a3_0 += xr[off[3]] * d0; a3_1 += xr[off[3]] * d1; a3_2 += xr[off[3]] * d2; a3_3 += xr[off[3]] * d3;
-                        a4_0 += xr[off[4]] * d0; a4_1 += xr[off[4]] * d1; a4_2 += xr[off[4]] * d2; a4_3 += xr[off[4]] * d3;
-                        a5_0 += xr[off[5]] * d0; a5_1 += xr[off[5]] * d1; a5_2 += xr[off[5]] * d2; a5_3 += xr[off[5]] * d3;
+    for (int t = 0; t < 96; t++) {
+        const int co0 = t / 3 * 2, ci = t % 3;
+        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f), a0_4 = vsplat(0.0f), a0_5 = vsplat(0.0f), a0_6 = vsplat(0.0f), a0_7 = vsplat(0.0f), a0_8 = vsplat(0.0f);
+        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f), a1_3 = vsplat(0.0f), a1_4 = vsplat(0.0f), a1_5 = vsplat(0.0f), a1_6 = vsplat(0.0f), a1_7 = vsplat(0.0f), a1_8 = vsplat(0.0f);
+        for (int n = 0; n < nb; n++) {
+            for (int oy = 0; oy < 224; oy += 4) {
+                const float *restrict dr = dy + ((size_t)n * 64 + co0) * 50176 + oy * 224;
+                const float *restrict xr = xp + ((size_t)n * 3 + ci) * 51076 + (oy) * 226;
+                for (int x = 0; x < 224; x += 16) {
+                    const cg_v d0_0 = VLOAD(dr + 0 + x), d0_1 = VLOAD(dr + 50176 + x);
+                    const cg_v d1_0 = VLOAD(dr + 224 + x), d1_1 = VLOAD(dr + 50400 + x);
+                    const cg_v d2_0 = VLOAD(dr + 448 + x), d2_1 = VLOAD(dr + 50624 + x);
+                    const cg_v d3_0 = VLOAD(dr + 672 + x), d3_1 = VLOAD(dr + 50848 + x);
+                    {
+                        cg_v v = VLOAD(xr + 0 + x); VKEEP(v); a0_0 += d0_0 * v; a1_0 += d0_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 1 + x); VKEEP(v); a0_1 += d0_0 * v; a1_1 += d0_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 2 + x); VKEEP(v); a0_2 += d0_0 * v; a1_2 += d0_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 226 + x); VKEEP(v); a0_3 += d0_0 * v; a1_3 += d0_1 * v; a0_0 += d1_0 * v; a1_0 += d1_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 227 + x); VKEEP(v); a0_4 += d0_0 * v; a1_4 += d0_1 * v; a0_1 += d1_0 * v; a1_1 += d1_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 228 + x); VKEEP(v); a0_5 += d0_0 * v; a1_5 += d0_1 * v; a0_2 += d1_0 * v; a1_2 += d1_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 452 + x); VKEEP(v); a0_6 += d0_0 * v; a1_6 += d0_1 * v; a0_3 += d1_0 * v; a1_3 += d1_1 * v; a0_0 += d2_0 * v; a1_0 += d2_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 453 + x); VKEEP(v); a0_7 += d0_0 * v; a1_7 += d0_1 * v; a0_4 += d1_0 * v; a1_4 += d1_1 * v; a0_1 += d2_0 * v; a1_1 += d2_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 454 + x); VKEEP(v); a0_8 += d0_0 * v; a1_8 += d0_1 * v; a0_5 += d1_0 * v; a1_5 += d1_1 * v; a0_2 += d2_0 * v; a1_2 += d2_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 678 + x); VKEEP(v); a0_6 += d1_0 * v; a1_6 += d1_1 * v; a0_3 += d2_0 * v; a1_3 += d2_1 * v; a0_0 += d3_0 * v; a1_0 += d3_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 679 + x); VKEEP(v); a0_7 += d1_0 * v; a1_7 += d1_1 * v; a0_4 += d2_0 * v; a1_4 += d2_1 * v; a0_1 += d3_0 * v; a1_1 += d3_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 680 + x); VKEEP(v); a0_8 += d1_0 * v; a1_8 += d1_1 * v; a0_5 += d2_0 * v; a1_5 += d2_1 * v; a0_2 += d3_0 * v; a1_2 += d3_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 904 + x); VKEEP(v); a0_6 += d2_0 * v; a1_6 += d2_1 * v; a0_3 += d3_0 * v; a1_3 += d3_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 905 + x); VKEEP(v); a0_7 += d2_0 * v; a1_7 += d2_1 * v; a0_4 += d3_0 * v; a1_4 += d3_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 906 + x); VKEEP(v); a0_8 += d2_0 * v; a1_8 += d2_1 * v; a0_5 += d3_0 * v; a1_5 += d3_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 1130 + x); VKEEP(v); a0_6 += d3_0 * v; a1_6 += d3_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 1131 + x); VKEEP(v); a0_7 += d3_0 * v; a1_7 += d3_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 1132 + x); VKEEP(v); a0_8 += d3_0 * v; a1_8 += d3_1 * v;
                     }
                 }
             }
-            for (int l = 0; l < 16 && (v0 + 0) * 16 + l < 64; l++) gw[((v0 + 0) * 16 + l) * 27 + gidx[0]] += a0_0[l];
-            for (int l = 0; l < 16 && (v0 + 1) * 16 + l < 64; l++) gw[((v0 + 1) * 16 + l) * 27 + gidx[0]] += a0_1[l];
-            for (int l = 0; l < 16 && (v0 + 2) * 16 + l < 64; l++) gw[((v0 + 2) * 16 + l) * 27 + gidx[0]] += a0_2[l];
-            for (int l = 0; l < 16 && (v0 + 3) * 16 + l < 64; l++) gw[((v0 + 3) * 16 + l) * 27 + gidx[0]] += a0_3[l];
-            for (int l = 0; l < 16 && (v0 + 0) * 16 + l < 64; l++) gw[((v0 + 0) * 16 + l) * 27 + gidx[1]] += a1_0[l];
-            for (int l = 0; l < 16 && (v0 + 1) * 16 + l < 64; l++) gw[((v0 + 1) * 16 + l) * 27 + gidx[1]] += a1_1[l];
-            for (int l = 0; l < 16 && (v0 + 2) * 16 + l < 64; l++) gw[((v0 + 2) * 16 + l) * 27 + gidx[1]] += a1_2[l];
-            for (int l = 0; l < 16 && (v0 + 3) * 16 + l < 64; l++) gw[((v0 + 3) * 16 + l) * 27 + gidx[1]] += a1_3[l];
-            for (int l = 0; l < 16 && (v0 + 0) * 16 + l < 64; l++) gw[((v0 + 0) * 16 + l) * 27 + gidx[2]] += a2_0[l];
-            for (int l = 0; l < 16 && (v0 + 1) * 16 + l < 64; l++) gw[((v0 + 1) * 16 + l) * 27 + gidx[2]] += a2_1[l];
-            for (int l = 0; l < 16 && (v0 + 2) * 16 + l < 64; l++) gw[((v0 + 2) * 16 + l) * 27 + gidx[2]] += a2_2[l];
-            for (int l = 0; l < 16 && (v0 + 3) * 16 + l < 64; l++) gw[((v0 + 3) * 16 + l) * 27 + gidx[2]] += a2_3[l];
-            for (int l = 0; l < 16 && (v0 + 0) * 16 + l < 64; l++) gw[((v0 + 0) * 16 + l) * 27 + gidx[3]] += a3_0[l];
-            for (int l = 0; l < 16 && (v0 + 1) * 16 + l < 64; l++) gw[((v0 + 1) * 16 + l) * 27 + gidx[3]] += a3_1[l];
-            for (int l = 0; l < 16 && (v0 + 2) * 16 + l < 64; l++) gw[((v0 + 2) * 16 + l) * 27 + gidx[3]] += a3_2[l];
-            for (int l = 0; l < 16 && (v0 + 3) * 16 + l < 64; l++) gw[((v0 + 3) * 16 + l) * 27 + gidx[3]] += a3_3[l];
-            for (int l = 0; l < 16 && (v0 + 0) * 16 + l < 64; l++) gw[((v0 + 0) * 16 + l) * 27 + gidx[4]] += a4_0[l];
-            for (int l = 0; l < 16 && (v0 + 1) * 16 + l < 64; l++) gw[((v0 + 1) * 16 + l) * 27 + gidx[4]] += a4_1[l];
-            for (int l = 0; l < 16 && (v0 + 2) * 16 + l < 64; l++) gw[((v0 + 2) * 16 + l) * 27 + gidx[4]] += a4_2[l];
-            for (int l = 0; l < 16 && (v0 + 3) * 16 + l < 64; l++) gw[((v0 + 3) * 16 + l) * 27 + gidx[4]] += a4_3[l];
-            for (int l = 0; l < 16 && (v0 + 0) * 16 + l < 64; l++) gw[((v0 + 0) * 16 + l) * 27 + gidx[5]] += a5_0[l];
-            for (int l = 0; l < 16 && (v0 + 1) * 16 + l < 64; l++) gw[((v0 + 1) * 16 + l) * 27 + gidx[5]] += a5_1[l];
-            for (int l = 0; l < 16 && (v0 + 2) * 16 + l < 64; l++) gw[((v0 + 2) * 16 + l) * 27 + gidx[5]] += a5_2[l];
-            for (int l = 0; l < 16 && (v0 + 3) * 16 + l < 64; l++) gw[((v0 + 3) * 16 + l) * 27 + gidx[5]] += a5_3[l];
         }
-    }
-    {
-        int off[3], gidx[3];
-        for (int j = 0; j < 3; j++) {
-            const int q = 24 + j, ci = q / 9, k = q % 9, ky = k / 3, kx = k % 3;
-            off[j] = (ky * 1 * 226 + kx * 1) * 3 + ci;
-            gidx[j] = ci * 9 + k;
-        }
-        for (int v0 = 0; v0 < 4; v0 += 4) {
-            cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f);
-            cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f), a1_3 = vsplat(0.0f);
-            cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f), a2_2 = vsplat(0.0f), a2_3 = vsplat(0.0f);
-            for (int n = 0; n < nb; n++) {
-                const float *restrict xp = S + 0 + (size_t)n * 153228;
-                const float *restrict dn = dyh + (size_t)n * 3211264 + v0 * 16;
-                for (int oy = 0; oy < 224; oy++) {
-                    for (int ox = 0; ox < 224; ox++) {
-                        const float *restrict xr = xp + (oy * 226 + ox) * 3;
-                        const cg_v d0 = VLOAD(dn + (oy * 224 + ox) * 64 + 0), d1 = VLOAD(dn + (oy * 224 + ox) * 64 + 16), d2 = VLOAD(dn + (oy * 224 + ox) * 64 + 32), d3 = VLOAD(dn + (oy * 224 + ox) * 64 + 48);
-                        a0_0 += xr[off[0]] * d0; a0_1 += xr[off[0]] * d1; a0_2 += xr[off[0]] * d2; a0_3 += xr[off[0]] * d3;
-                        a1_0 += xr[off[1]] * d0; a1_1 += xr[off[1]] * d1; a1_2 += xr[off[1]] * d2; a1_3 += xr[off[1]] * d3;
-                        a2_0 += xr[off[2]] * d0; a2_1 += xr[off[2]] * d1; a2_2 += xr[off[2]] * d2; a2_3 += xr[off[2]] * d3;
-                    }
-                }
-            }
-            for (int l = 0; l < 16 && (v0 + 0) * 16 + l < 64; l++) gw[((v0 + 0) * 16 + l) * 27 + gidx[0]] += a0_0[l];
-            for (int l = 0; l < 16 && (v0 + 1) * 16 + l < 64; l++) gw[((v0 + 1) * 16 + l) * 27 + gidx[0]] += a0_1[l];
-            for (int l = 0; l < 16 && (v0 + 2) * 16 + l < 64; l++) gw[((v0 + 2) * 16 + l) * 27 + gidx[0]] += a0_2[l];
-            for (int l = 0; l < 16 && (v0 + 3) * 16 + l < 64; l++) gw[((v0 + 3) * 16 + l) * 27 + gidx[0]] += a0_3[l];
-            for (int l = 0; l < 16 && (v0 + 0) * 16 + l < 64; l++) gw[((v0 + 0) * 16 + l) * 27 + gidx[1]] += a1_0[l];
-            for (int l = 0; l < 16 && (v0 + 1) * 16 + l < 64; l++) gw[((v0 + 1) * 16 + l) * 27 + gidx[1]] += a1_1[l];
-            for (int l = 0; l < 16 && (v0 + 2) * 16 + l < 64; l++) gw[((v0 + 2) * 16 + l) * 27 + gidx[1]] += a1_2[l];
-            for (int l = 0; l < 16 && (v0 + 3) * 16 + l < 64; l++) gw[((v0 + 3) * 16 + l) * 27 + gidx[1]] += a1_3[l];
-            for (int l = 0; l < 16 && (v0 + 0) * 16 + l < 64; l++) gw[((v0 + 0) * 16 + l) * 27 + gidx[2]] += a2_0[l];
-            for (int l = 0; l < 16 && (v0 + 1) * 16 + l < 64; l++) gw[((v0 + 1) * 16 + l) * 27 + gidx[2]] += a2_1[l];
-            for (int l = 0; l < 16 && (v0 + 2) * 16 + l < 64; l++) gw[((v0 + 2) * 16 + l) * 27 + gidx[2]] += a2_2[l];
-            for (int l = 0; l < 16 && (v0 + 3) * 16 + l < 64; l++) gw[((v0 + 3) * 16 + l) * 27 + gidx[2]] += a2_3[l];
-        }
+        gw[(size_t)(co0 + 0) * 27 + ci * 9 + 0] += vsum(a0_0);
+        gw[(size_t)(co0 + 0) * 27 + ci * 9 + 1] += vsum(a0_1);
+        gw[(size_t)(co0 + 0) * 27 + ci * 9 + 2] += vsum(a0_2);
+        gw[(size_t)(co0 + 0) * 27 + ci * 9 + 3] += vsum(a0_3);
+        gw[(size_t)(co0 + 0) * 27 + ci * 9 + 4] += vsum(a0_4);
+        gw[(size_t)(co0 + 0) * 27 + ci * 9 + 5] += vsum(a0_5);
+        gw[(size_t)(co0 + 0) * 27 + ci * 9 + 6] += vsum(a0_6);
+        gw[(size_t)(co0 + 0) * 27 + ci * 9 + 7] += vsum(a0_7);
+        gw[(size_t)(co0 + 0) * 27 + ci * 9 + 8] += vsum(a0_8);
+        gw[(size_t)(co0 + 1) * 27 + ci * 9 + 0] += vsum(a1_0);
+        gw[(size_t)(co0 + 1) * 27 + ci * 9 + 1] += vsum(a1_1);
+        gw[(size_t)(co0 + 1) * 27 + ci * 9 + 2] += vsum(a1_2);
+        gw[(size_t)(co0 + 1) * 27 + ci * 9 + 3] += vsum(a1_3);
+        gw[(size_t)(co0 + 1) * 27 + ci * 9 + 4] += vsum(a1_4);
+        gw[(size_t)(co0 + 1) * 27 + ci * 9 + 5] += vsum(a1_5);
+        gw[(size_t)(co0 + 1) * 27 + ci * 9 + 6] += vsum(a1_6);
+        gw[(size_t)(co0 + 1) * 27 + ci * 9 + 7] += vsum(a1_7);
+        gw[(size_t)(co0 + 1) * 27 + ci * 9 + 8] += vsum(a1_8);
     }
 }
 
 static void l00_conv2d_backward_dx(const float *restrict P, float *restrict S, const float *restrict dy, float *restrict dx, int nb)
 {
     const float *restrict w = P + 0;
-    float *restrict wf = S + 9942048, *restrict dyp = S + 9951264, *restrict dxh = S + 13220128;
-    for (int i = 0; i < 9216; i++) wf[i] = 0.0f;
-    for (int co = 0; co < 64; co++)
-        for (int ci = 0; ci < 3; ci++)
-            for (int k = 0; k < 9; k++) wf[(co * 9 + k) * 16 + ci] = w[(co * 3 + ci) * 9 + k];
-    for (int n = 0; n < nb; n++) {
-        const float *restrict dn = dy + (size_t)n * 3211264;
-        float *restrict dxn = dx + (size_t)n * 150528;
-        memset(dyp, 0, sizeof(float) * 3268864);
-        for (int co = 0; co < 64; co++)
-            for (int oy = 0; oy < 224; oy++)
-                for (int ox = 0; ox < 224; ox++) dyp[((oy + 1) * 226 + ox + 1) * 64 + co] = dn[co * 50176 + oy * 224 + ox];
-        CG_PARALLEL_FOR
-        for (int iy = 0; iy < 224; iy++) {
-            for (int v0 = 0; v0 < 1; v0 += 1) {
-                for (int x0 = 0; x0 < 216; x0 += 24) {
-                    cg_v a0_0 = vsplat(0.0f);
-                    cg_v a1_0 = vsplat(0.0f);
-                    cg_v a2_0 = vsplat(0.0f);
-                    cg_v a3_0 = vsplat(0.0f);
-                    cg_v a4_0 = vsplat(0.0f);
-                    cg_v a5_0 = vsplat(0.0f);
-                    cg_v a6_0 = vsplat(0.0f);
-                    cg_v a7_0 = vsplat(0.0f);
-                    cg_v a8_0 = vsplat(0.0f);
-                    cg_v a9_0 = vsplat(0.0f);
-                    cg_v a10_0 = vsplat(0.0f);
-                    cg_v a11_0 = vsplat(0.0f);
-                    cg_v a12_0 = vsplat(0.0f);
-                    cg_v a13_0 = vsplat(0.0f);
-                    cg_v a14_0 = vsplat(0.0f);
-                    cg_v a15_0 = vsplat(0.0f);
-                    cg_v a16_0 = vsplat(0.0f);
-                    cg_v a17_0 = vsplat(0.0f);
-                    cg_v a18_0 = vsplat(0.0f);
-                    cg_v a19_0 = vsplat(0.0f);
-                    cg_v a20_0 = vsplat(0.0f);
-                    cg_v a21_0 = vsplat(0.0f);
-                    cg_v a22_0 = vsplat(0.0f);
-                    cg_v a23_0 = vsplat(0.0f);
-                    for (int co = 0; co < 64; co++) {
-                        const float *restrict dr = dyp + (iy * 226 + x0) * 64 + co;
-                        const float *restrict wr = wf + co * 144 + v0 * 16;
-                        {
-                            const cg_v w0 = VLOAD(wr + 0);
-                            a0_0 += dr[29056] * w0;
-                            a1_0 += dr[29120] * w0;
-                            a2_0 += dr[29184] * w0;
-                            a3_0 += dr[29248] * w0;
-                            a4_0 += dr[29312] * w0;
-                            a5_0 += dr[29376] * w0;
-                            a6_0 += dr[29440] * w0;
-                            a7_0 += dr[29504] * w0;
-                            a8_0 += dr[29568] * w0;
-                            a9_0 += dr[29632] * w0;
-                            a10_0 += dr[29696] * w0;
-                            a11_0 += dr[29760] * w0;
-                            a12_0 += dr[29824] * w0;
-                            a13_0 += dr[29888] * w0;
-                            a14_0 += dr[29952] * w0;
-                            a15_0 += dr[30016] * w0;
-                            a16_0 += dr[30080] * w0;
-                            a17_0 += dr[30144] * w0;
-                            a18_0 += dr[30208] * w0;
-                            a19_0 += dr[30272] * w0;
-                            a20_0 += dr[30336] * w0;
-                            a21_0 += dr[30400] * w0;
-                            a22_0 += dr[30464] * w0;
-                            a23_0 += dr[30528] * w0;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 16);
-                            a0_0 += dr[28992] * w0;
-                            a1_0 += dr[29056] * w0;
-                            a2_0 += dr[29120] * w0;
-                            a3_0 += dr[29184] * w0;
-                            a4_0 += dr[29248] * w0;
-                            a5_0 += dr[29312] * w0;
-                            a6_0 += dr[29376] * w0;
-                            a7_0 += dr[29440] * w0;
-                            a8_0 += dr[29504] * w0;
-                            a9_0 += dr[29568] * w0;
-                            a10_0 += dr[29632] * w0;
-                            a11_0 += dr[29696] * w0;
-                            a12_0 += dr[29760] * w0;
-                            a13_0 += dr[29824] * w0;
-                            a14_0 += dr[29888] * w0;
-                            a15_0 += dr[29952] * w0;
-                            a16_0 += dr[30016] * w0;
-                            a17_0 += dr[30080] * w0;
-                            a18_0 += dr[30144] * w0;
-                            a19_0 += dr[30208] * w0;
-                            a20_0 += dr[30272] * w0;
-                            a21_0 += dr[30336] * w0;
-                            a22_0 += dr[30400] * w0;
-                            a23_0 += dr[30464] * w0;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 32);
-                            a0_0 += dr[28928] * w0;
-                            a1_0 += dr[28992] * w0;
-                            a2_0 += dr[29056] * w0;
-                            a3_0 += dr[29120] * w0;
-                            a4_0 += dr[29184] * w0;
-                            a5_0 += dr[29248] * w0;
-                            a6_0 += dr[29312] * w0;
-                            a7_0 += dr[29376] * w0;
-                            a8_0 += dr[29440] * w0;
-                            a9_0 += dr[29504] * w0;
-                            a10_0 += dr[29568] * w0;
-                            a11_0 += dr[29632] * w0;
-                            a12_0 += dr[29696] * w0;
-                            a13_0 += dr[29760] * w0;
-                            a14_0 += dr[29824] * w0;
-                            a15_0 += dr[29888] * w0;
-                            a16_0 += dr[29952] * w0;
-                            a17_0 += dr[30016] * w0;
-                            a18_0 += dr[30080] * w0;
-                            a19_0 += dr[30144] * w0;
-                            a20_0 += dr[30208] * w0;
-                            a21_0 += dr[30272] * w0;
-                            a22_0 += dr[30336] * w0;
-                            a23_0 += dr[30400] * w0;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 48);
-                            a0_0 += dr[14592] * w0;
-                            a1_0 += dr[14656] * w0;
-                            a2_0 += dr[14720] * w0;
-                            a3_0 += dr[14784] * w0;
-                            a4_0 += dr[14848] * w0;
-                            a5_0 += dr[14912] * w0;
-                            a6_0 += dr[14976] * w0;
-                            a7_0 += dr[15040] * w0;
-                            a8_0 += dr[15104] * w0;
-                            a9_0 += dr[15168] * w0;
-                            a10_0 += dr[15232] * w0;
-                            a11_0 += dr[15296] * w0;
-                            a12_0 += dr[15360] * w0;
-                            a13_0 += dr[15424] * w0;
-                            a14_0 += dr[15488] * w0;
-                            a15_0 += dr[15552] * w0;
-                            a16_0 += dr[15616] * w0;
-                            a17_0 += dr[15680] * w0;
-                            a18_0 += dr[15744] * w0;
-                            a19_0 += dr[15808] * w0;
-                            a20_0 += dr[15872] * w0;
-                            a21_0 += dr[15936] * w0;
-                            a22_0 += dr[16000] * w0;
-                            a23_0 += dr[16064] * w0;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 64);
-                            a0_0 += dr[14528] * w0;
-                            a1_0 += dr[14592] * w0;
-                            a2_0 += dr[14656] * w0;
-                            a3_0 += dr[14720] * w0;
-                            a4_0 += dr[14784] * w0;
-                            a5_0 += dr[14848] * w0;
-                            a6_0 += dr[14912] * w0;
-                            a7_0 += dr[14976] * w0;
-                            a8_0 += dr[15040] * w0;
-                            a9_0 += dr[15104] * w0;
-                            a10_0 += dr[15168] * w0;
-                            a11_0 += dr[15232] * w0;
-                            a12_0 += dr[15296] * w0;
-                            a13_0 += dr[15360] * w0;
-                            a14_0 += dr[15424] * w0;
-                            a15_0 += dr[15488] * w0;
-                            a16_0 += dr[15552] * w0;
-                            a17_0 += dr[15616] * w0;
-                            a18_0 += dr[15680] * w0;
-                            a19_0 += dr[15744] * w0;
-                            a20_0 += dr[15808] * w0;
-                            a21_0 += dr[15872] * w0;
-                            a22_0 += dr[15936] * w0;
-                            a23_0 += dr[16000] * w0;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 80);
-                            a0_0 += dr[14464] * w0;
-                            a1_0 += dr[14528] * w0;
-                            a2_0 += dr[14592] * w0;
-                            a3_0 += dr[14656] * w0;
-                            a4_0 += dr[14720] * w0;
-                            a5_0 += dr[14784] * w0;
-                            a6_0 += dr[14848] * w0;
-                            a7_0 += dr[14912] * w0;
-                            a8_0 += dr[14976] * w0;
-                            a9_0 += dr[15040] * w0;
-                            a10_0 += dr[15104] * w0;
-                            a11_0 += dr[15168] * w0;
-                            a12_0 += dr[15232] * w0;
-                            a13_0 += dr[15296] * w0;
-                            a14_0 += dr[15360] * w0;
-                            a15_0 += dr[15424] * w0;
-                            a16_0 += dr[15488] * w0;
-                            a17_0 += dr[15552] * w0;
-                            a18_0 += dr[15616] * w0;
-                            a19_0 += dr[15680] * w0;
-                            a20_0 += dr[15744] * w0;
-                            a21_0 += dr[15808] * w0;
-                            a22_0 += dr[15872] * w0;
-                            a23_0 += dr[15936] * w0;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 96);
-                            a0_0 += dr[128] * w0;
-                            a1_0 += dr[192] * w0;
-                            a2_0 += dr[256] * w0;
-                            a3_0 += dr[320] * w0;
-                            a4_0 += dr[384] * w0;
-                            a5_0 += dr[448] * w0;
-                            a6_0 += dr[512] * w0;
-                            a7_0 += dr[576] * w0;
-                            a8_0 += dr[640] * w0;
-                            a9_0 += dr[704] * w0;
-                            a10_0 += dr[768] * w0;
-                            a11_0 += dr[832] * w0;
-                            a12_0 += dr[896] * w0;
-                            a13_0 += dr[960] * w0;
-                            a14_0 += dr[1024] * w0;
-                            a15_0 += dr[1088] * w0;
-                            a16_0 += dr[1152] * w0;
-                            a17_0 += dr[1216] * w0;
-                            a18_0 += dr[1280] * w0;
-                            a19_0 += dr[1344] * w0;
-                            a20_0 += dr[1408] * w0;
-                            a21_0 += dr[1472] * w0;
-                            a22_0 += dr[1536] * w0;
-                            a23_0 += dr[1600] * w0;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 112);
-                            a0_0 += dr[64] * w0;
-                            a1_0 += dr[128] * w0;
-                            a2_0 += dr[192] * w0;
-                            a3_0 += dr[256] * w0;
-                            a4_0 += dr[320] * w0;
-                            a5_0 += dr[384] * w0;
-                            a6_0 += dr[448] * w0;
-                            a7_0 += dr[512] * w0;
-                            a8_0 += dr[576] * w0;
-                            a9_0 += dr[640] * w0;
-                            a10_0 += dr[704] * w0;
-                            a11_0 += dr[768] * w0;
-                            a12_0 += dr[832] * w0;
-                            a13_0 += dr[896] * w0;
-                            a14_0 += dr[960] * w0;
-                            a15_0 += dr[1024] * w0;
-                            a16_0 += dr[1088] * w0;
-                            a17_0 += dr[1152] * w0;
-                            a18_0 += dr[1216] * w0;
-                            a19_0 += dr[1280] * w0;
-                            a20_0 += dr[1344] * w0;
-                            a21_0 += dr[1408] * w0;
-                            a22_0 += dr[1472] * w0;
-                            a23_0 += dr[1536] * w0;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 128);
-                            a0_0 += dr[0] * w0;
-                            a1_0 += dr[64] * w0;
-                            a2_0 += dr[128] * w0;
-                            a3_0 += dr[192] * w0;
-                            a4_0 += dr[256] * w0;
-                            a5_0 += dr[320] * w0;
-                            a6_0 += dr[384] * w0;
-                            a7_0 += dr[448] * w0;
-                            a8_0 += dr[512] * w0;
-                            a9_0 += dr[576] * w0;
-                            a10_0 += dr[640] * w0;
-                            a11_0 += dr[704] * w0;
-                            a12_0 += dr[768] * w0;
-                            a13_0 += dr[832] * w0;
-                            a14_0 += dr[896] * w0;
-                            a15_0 += dr[960] * w0;
-                            a16_0 += dr[1024] * w0;
-                            a17_0 += dr[1088] * w0;
-                            a18_0 += dr[1152] * w0;
-                            a19_0 += dr[1216] * w0;
-                            a20_0 += dr[1280] * w0;
-                            a21_0 += dr[1344] * w0;
-                            a22_0 += dr[1408] * w0;
-                            a23_0 += dr[1472] * w0;
-                        }
+    float *restrict dyp = S + 306464;
+    /* dy -> zero-padded planes 226x226 */
+    CG_PARALLEL_FOR
+    for (int pl = 0; pl < nb * 64; pl++) {
+        const float *restrict s = dy + (size_t)pl * 50176;
+        float *restrict d = dyp + (size_t)pl * 51076;
+        memset(d, 0, sizeof(float) * 226);
+        for (int i = 0; i < 224; i++) {
+            float *restrict r = d + (i + 1) * 226;
+            memset(r, 0, sizeof(float) * 1);
+            memcpy(r + 1, s + i * 224, sizeof(float) * 224);
+            memset(r + 225, 0, sizeof(float) * 1);
+        }
+        memset(d + 50850, 0, sizeof(float) * 226);
+    }
+    /* tiles of 3 input channels x 4 vectors of an input row */
+    CG_PARALLEL_FOR
+    for (int r = 0; r < nb * 224; r++) {
+        const int n = r / 224, iy = r % 224;
+        const float *restrict dr0 = dyp + ((size_t)n * 14464 + iy) * 226;
+        float *restrict xr = dx + ((size_t)n * 672 + iy) * 224;
+        {
+            const int ci0 = 0;
+            for (int x0 = 0; x0 < 192; x0 += 64) {
+                cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f);
+                cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f), a1_3 = vsplat(0.0f);
+                cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f), a2_2 = vsplat(0.0f), a2_3 = vsplat(0.0f);
+                for (int co = 0; co < 64; co++) {
+                    const float *restrict dr = dr0 + (size_t)co * 51076 + x0;
+                    const float *restrict wr = w + (size_t)co * 27 + ci0 * 9;
+                    {
+                        cg_v v0 = VLOAD(dr + 454), v1 = VLOAD(dr + 470), v2 = VLOAD(dr + 486), v3 = VLOAD(dr + 502); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        a0_0 += wr[0] * v0; a0_1 += wr[0] * v1; a0_2 += wr[0] * v2; a0_3 += wr[0] * v3;
+                        a1_0 += wr[9] * v0; a1_1 += wr[9] * v1; a1_2 += wr[9] * v2; a1_3 += wr[9] * v3;
+                        a2_0 += wr[18] * v0; a2_1 += wr[18] * v1; a2_2 += wr[18] * v2; a2_3 += wr[18] * v3;
                     }
-                    VSTORE(dxh + (iy * 224 + x0 + 0) * 16 + (v0 + 0) * 16, a0_0);
-                    VSTORE(dxh + (iy * 224 + x0 + 1) * 16 + (v0 + 0) * 16, a1_0);
-                    VSTORE(dxh + (iy * 224 + x0 + 2) * 16 + (v0 + 0) * 16, a2_0);
-                    VSTORE(dxh + (iy * 224 + x0 + 3) * 16 + (v0 + 0) * 16, a3_0);
-                    VSTORE(dxh + (iy * 224 + x0 + 4) * 16 + (v0 + 0) * 16, a4_0);
-                    VSTORE(dxh + (iy * 224 + x0 + 5) * 16 + (v0 + 0) * 16, a5_0);
-                    VSTORE(dxh + (iy * 224 + x0 + 6) * 16 + (v0 + 0) * 16, a6_0);
-                    VSTORE(dxh + (iy * 224 + x0 + 7) * 16 + (v0 + 0) * 16, a7_0);
-                    VSTORE(dxh + (iy * 224 + x0 + 8) * 16 + (v0 + 0) * 16, a8_0);
-                    VSTORE(dxh + (iy * 224 + x0 + 9) * 16 + (v0 + 0) * 16, a9_0);
-                    VSTORE(dxh + (iy * 224 + x0 + 10) * 16 + (v0 + 0) * 16, a10_0);
-                    VSTORE(dxh + (iy * 224 + x0 + 11) * 16 + (v0 + 0) * 16, a11_0);
-                    VSTORE(dxh + (iy * 224 + x0 + 12) * 16 + (v0 + 0) * 16, a12_0);
-                    VSTORE(dxh + (iy * 224 + x0 + 13) * 16 + (v0 + 0) * 16, a13_0);
-                    VSTORE(dxh + (iy * 224 + x0 + 14) * 16 + (v0 + 0) * 16, a14_0);
-                    VSTORE(dxh + (iy * 224 + x0 + 15) * 16 + (v0 + 0) * 16, a15_0);
-                    VSTORE(dxh + (iy * 224 + x0 + 16) * 16 + (v0 + 0) * 16, a16_0);
-                    VSTORE(dxh + (iy * 224 + x0 + 17) * 16 + (v0 + 0) * 16, a17_0);
-                    VSTORE(dxh + (iy * 224 + x0 + 18) * 16 + (v0 + 0) * 16, a18_0);
-                    VSTORE(dxh + (iy * 224 + x0 + 19) * 16 + (v0 + 0) * 16, a19_0);
-                    VSTORE(dxh + (iy * 224 + x0 + 20) * 16 + (v0 + 0) * 16, a20_0);
-                    VSTORE(dxh + (iy * 224 + x0 + 21) * 16 + (v0 + 0) * 16, a21_0);
-                    VSTORE(dxh + (iy * 224 + x0 + 22) * 16 + (v0 + 0) * 16, a22_0);
-                    VSTORE(dxh + (iy * 224 + x0 + 23) * 16 + (v0 + 0) * 16, a23_0);
-                }
-                {
-                    const int x0 = 216;
-                    cg_v a0_0 = vsplat(0.0f);
-                    cg_v a1_0 = vsplat(0.0f);
-                    cg_v a2_0 = vsplat(0.0f);
-                    cg_v a3_0 = vsplat(0.0f);
-                    cg_v a4_0 = vsplat(0.0f);
-                    cg_v a5_0 = vsplat(0.0f);
-                    cg_v a6_0 = vsplat(0.0f);
-                    cg_v a7_0 = vsplat(0.0f);
-                    for (int co = 0; co < 64; co++) {
-                        const float *restrict dr = dyp + (iy * 226 + x0) * 64 + co;
-                        const float *restrict wr = wf + co * 144 + v0 * 16;
-                        {
-                            const cg_v w0 = VLOAD(wr + 0);
-                            a0_0 += dr[29056] * w0;
-                            a1_0 += dr[29120] * w0;
-                            a2_0 += dr[29184] * w0;
-                            a3_0 += dr[29248] * w0;
-                            a4_0 += dr[29312] * w0;
-                            a5_0 += dr[29376] * w0;
-                            a6_0 += dr[29440] * w0;
-                            a7_0 += dr[29504] * w0;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 16);
-                            a0_0 += dr[28992] * w0;
-                            a1_0 += dr[29056] * w0;
-                            a2_0 += dr[29120] * w0;
-                            a3_0 += dr[29184] * w0;
-                            a4_0 += dr[29248] * w0;
-                            a5_0 += dr[29312] * w0;
-                            a6_0 += dr[29376] * w0;
-                            a7_0 += dr[29440] * w0;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 32);
-                            a0_0 += dr[28928] * w0;
-                            a1_0 += dr[28992] * w0;
-                            a2_0 += dr[29056] * w0;
-                            a3_0 += dr[29120] * w0;
-                            a4_0 += dr[29184] * w0;
-                            a5_0 += dr[29248] * w0;
-                            a6_0 += dr[29312] * w0;
-                            a7_0 += dr[29376] * w0;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 48);
-                            a0_0 += dr[14592] * w0;
-                            a1_0 += dr[14656] * w0;
-                            a2_0 += dr[14720] * w0;
-                            a3_0 += dr[14784] * w0;
-                            a4_0 += dr[14848] * w0;
-                            a5_0 += dr[14912] * w0;
-                            a6_0 += dr[14976] * w0;
-                            a7_0 += dr[15040] * w0;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 64);
-                            a0_0 += dr[14528] * w0;
-                            a1_0 += dr[14592] * w0;
-                            a2_0 += dr[14656] * w0;
-                            a3_0 += dr[14720] * w0;
-                            a4_0 += dr[14784] * w0;
-                            a5_0 += dr[14848] * w0;
-                            a6_0 += dr[14912] * w0;
-                            a7_0 += dr[14976] * w0;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 80);
-                            a0_0 += dr[14464] * w0;
-                            a1_0 += dr[14528] * w0;
-                            a2_0 += dr[14592] * w0;
-                            a3_0 += dr[14656] * w0;
-                            a4_0 += dr[14720] * w0;
-                            a5_0 += dr[14784] * w0;
-                            a6_0 += dr[14848] * w0;
-                            a7_0 += dr[14912] * w0;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 96);
-                            a0_0 += dr[128] * w0;
-                            a1_0 += dr[192] * w0;
-                            a2_0 += dr[256] * w0;
-                            a3_0 += dr[320] * w0;
-                            a4_0 += dr[384] * w0;
-                            a5_0 += dr[448] * w0;
-                            a6_0 += dr[512] * w0;
-                            a7_0 += dr[576] * w0;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 112);
-                            a0_0 += dr[64] * w0;
-                            a1_0 += dr[128] * w0;
-                            a2_0 += dr[192] * w0;
-                            a3_0 += dr[256] * w0;
-                            a4_0 += dr[320] * w0;
-                            a5_0 += dr[384] * w0;
-                            a6_0 += dr[448] * w0;
-                            a7_0 += dr[512] * w0;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 128);
-                            a0_0 += dr[0] * w0;
-                            a1_0 += dr[64] * w0;
-                            a2_0 += dr[128] * w0;
-                            a3_0 += dr[192] * w0;
-                            a4_0 += dr[256] * w0;
-                            a5_0 += dr[320] * w0;
-                            a6_0 += dr[384] * w0;
-                            a7_0 += dr[448] * w0;
-                        }
+                    {
+                        cg_v v0 = VLOAD(dr + 453), v1 = VLOAD(dr + 469), v2 = VLOAD(dr + 485), v3 = VLOAD(dr + 501); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        a0_0 += wr[1] * v0; a0_1 += wr[1] * v1; a0_2 += wr[1] * v2; a0_3 += wr[1] * v3;
+                        a1_0 += wr[10] * v0; a1_1 += wr[10] * v1; a1_2 += wr[10] * v2; a1_3 += wr[10] * v3;
+                        a2_0 += wr[19] * v0; a2_1 += wr[19] * v1; a2_2 += wr[19] * v2; a2_3 += wr[19] * v3;
                     }
-                    VSTORE(dxh + (iy * 224 + x0 + 0) * 16 + (v0 + 0) * 16, a0_0);
-                    VSTORE(dxh + (iy * 224 + x0 + 1) * 16 + (v0 + 0) * 16, a1_0);
-                    VSTORE(dxh + (iy * 224 + x0 + 2) * 16 + (v0 + 0) * 16, a2_0);
-                    VSTORE(dxh + (iy * 224 + x0 + 3) * 16 + (v0 + 0) * 16, a3_0);
-                    VSTORE(dxh + (iy * 224 + x0 + 4) * 16 + (v0 + 0) * 16, a4_0);
-                    VSTORE(dxh + (iy * 224 + x0 + 5) * 16 + (v0 + 0) * 16, a5_0);
-                    VSTORE(dxh + (iy * 224 + x0 + 6) * 16 + (v0 + 0) * 16, a6_0);
-                    VSTORE(dxh + (iy * 224 + x0 + 7) * 16 + (v0 + 0) * 16, a7_0);
+                    {
+                        cg_v v0 = VLOAD(dr + 452), v1 = VLOAD(dr + 468), v2 = VLOAD(dr + 484), v3 = VLOAD(dr + 500); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        a0_0 += wr[2] * v0; a0_1 += wr[2] * v1; a0_2 += wr[2] * v2; a0_3 += wr[2] * v3;
+                        a1_0 += wr[11] * v0; a1_1 += wr[11] * v1; a1_2 += wr[11] * v2; a1_3 += wr[11] * v3;
+                        a2_0 += wr[20] * v0; a2_1 += wr[20] * v1; a2_2 += wr[20] * v2; a2_3 += wr[20] * v3;
+                    }
+                    {
+                        cg_v v0 = VLOAD(dr + 228), v1 = VLOAD(dr + 244), v2 = VLOAD(dr + 260), v3 = VLOAD(dr + 276); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        a0_0 += wr[3] * v0; a0_1 += wr[3] * v1; a0_2 += wr[3] * v2; a0_3 += wr[3] * v3;
+                        a1_0 += wr[12] * v0; a1_1 += wr[12] * v1; a1_2 += wr[12] * v2; a1_3 += wr[12] * v3;
+                        a2_0 += wr[21] * v0; a2_1 += wr[21] * v1; a2_2 += wr[21] * v2; a2_3 += wr[21] * v3;
+                    }
+                    {
+                        cg_v v0 = VLOAD(dr + 227), v1 = VLOAD(dr + 243), v2 = VLOAD(dr + 259), v3 = VLOAD(dr + 275); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        a0_0 += wr[4] * v0; a0_1 += wr[4] * v1; a0_2 += wr[4] * v2; a0_3 += wr[4] * v3;
+                        a1_0 += wr[13] * v0; a1_1 += wr[13] * v1; a1_2 += wr[13] * v2; a1_3 += wr[13] * v3;
+                        a2_0 += wr[22] * v0; a2_1 += wr[22] * v1; a2_2 += wr[22] * v2; a2_3 += wr[22] * v3;
+                    }
+                    {
+                        cg_v v0 = VLOAD(dr + 226), v1 = VLOAD(dr + 242), v2 = VLOAD(dr + 258), v3 = VLOAD(dr + 274); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        a0_0 += wr[5] * v0; a0_1 += wr[5] * v1; a0_2 += wr[5] * v2; a0_3 += wr[5] * v3;
+                        a1_0 += wr[14] * v0; a1_1 += wr[14] * v1; a1_2 += wr[14] * v2; a1_3 += wr[14] * v3;
+                        a2_0 += wr[23] * v0; a2_1 += wr[23] * v1; a2_2 += wr[23] * v2; a2_3 += wr[23] * v3;
+                    }
+                    {
+                        cg_v v0 = VLOAD(dr + 2), v1 = VLOAD(dr + 18), v2 = VLOAD(dr + 34), v3 = VLOAD(dr + 50); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        a0_0 += wr[6] * v0; a0_1 += wr[6] * v1; a0_2 += wr[6] * v2; a0_3 += wr[6] * v3;
+                        a1_0 += wr[15] * v0; a1_1 += wr[15] * v1; a1_2 += wr[15] * v2; a1_3 += wr[15] * v3;
+                        a2_0 += wr[24] * v0; a2_1 += wr[24] * v1; a2_2 += wr[24] * v2; a2_3 += wr[24] * v3;
+                    }
+                    {
+                        cg_v v0 = VLOAD(dr + 1), v1 = VLOAD(dr + 17), v2 = VLOAD(dr + 33), v3 = VLOAD(dr + 49); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        a0_0 += wr[7] * v0; a0_1 += wr[7] * v1; a0_2 += wr[7] * v2; a0_3 += wr[7] * v3;
+                        a1_0 += wr[16] * v0; a1_1 += wr[16] * v1; a1_2 += wr[16] * v2; a1_3 += wr[16] * v3;
+                        a2_0 += wr[25] * v0; a2_1 += wr[25] * v1; a2_2 += wr[25] * v2; a2_3 += wr[25] * v3;
+                    }
+                    {
+                        cg_v v0 = VLOAD(dr + 0), v1 = VLOAD(dr + 16), v2 = VLOAD(dr + 32), v3 = VLOAD(dr + 48); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        a0_0 += wr[8] * v0; a0_1 += wr[8] * v1; a0_2 += wr[8] * v2; a0_3 += wr[8] * v3;
+                        a1_0 += wr[17] * v0; a1_1 += wr[17] * v1; a1_2 += wr[17] * v2; a1_3 += wr[17] * v3;
+                        a2_0 += wr[26] * v0; a2_1 += wr[26] * v1; a2_2 += wr[26] * v2; a2_3 += wr[26] * v3;
+                    }
                 }
+                VSTORE(xr + (size_t)(ci0 + 0) * 50176 + x0 + 0, a0_0); VSTORE(xr + (size_t)(ci0 + 0) * 50176 + x0 + 16, a0_1); VSTORE(xr + (size_t)(ci0 + 0) * 50176 + x0 + 32, a0_2); VSTORE(xr + (size_t)(ci0 + 0) * 50176 + x0 + 48, a0_3);
+                VSTORE(xr + (size_t)(ci0 + 1) * 50176 + x0 + 0, a1_0); VSTORE(xr + (size_t)(ci0 + 1) * 50176 + x0 + 16, a1_1); VSTORE(xr + (size_t)(ci0 + 1) * 50176 + x0 + 32, a1_2); VSTORE(xr + (size_t)(ci0 + 1) * 50176 + x0 + 48, a1_3);
+                VSTORE(xr + (size_t)(ci0 + 2) * 50176 + x0 + 0, a2_0); VSTORE(xr + (size_t)(ci0 + 2) * 50176 + x0 + 16, a2_1); VSTORE(xr + (size_t)(ci0 + 2) * 50176 + x0 + 32, a2_2); VSTORE(xr + (size_t)(ci0 + 2) * 50176 + x0 + 48, a2_3);
+            }
+            {
+                const int x0 = 192;
+                cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
+                cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
+                cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
+                for (int co = 0; co < 64; co++) {
+                    const float *restrict dr = dr0 + (size_t)co * 51076 + x0;
+                    const float *restrict wr = w + (size_t)co * 27 + ci0 * 9;
+                    {
+                        cg_v v0 = VLOAD(dr + 454), v1 = VLOAD(dr + 470); VKEEP(v0); VKEEP(v1);
+                        a0_0 += wr[0] * v0; a0_1 += wr[0] * v1;
+                        a1_0 += wr[9] * v0; a1_1 += wr[9] * v1;
+                        a2_0 += wr[18] * v0; a2_1 += wr[18] * v1;
+                    }
+                    {
+                        cg_v v0 = VLOAD(dr + 453), v1 = VLOAD(dr + 469); VKEEP(v0); VKEEP(v1);
+                        a0_0 += wr[1] * v0; a0_1 += wr[1] * v1;
+                        a1_0 += wr[10] * v0; a1_1 += wr[10] * v1;
+                        a2_0 += wr[19] * v0; a2_1 += wr[19] * v1;
+                    }
+                    {
+                        cg_v v0 = VLOAD(dr + 452), v1 = VLOAD(dr + 468); VKEEP(v0); VKEEP(v1);
+                        a0_0 += wr[2] * v0; a0_1 += wr[2] * v1;
+                        a1_0 += wr[11] * v0; a1_1 += wr[11] * v1;
+                        a2_0 += wr[20] * v0; a2_1 += wr[20] * v1;
+                    }
+                    {
+                        cg_v v0 = VLOAD(dr + 228), v1 = VLOAD(dr + 244); VKEEP(v0); VKEEP(v1);
+                        a0_0 += wr[3] * v0; a0_1 += wr[3] * v1;
+                        a1_0 += wr[12] * v0; a1_1 += wr[12] * v1;
+                        a2_0 += wr[21] * v0; a2_1 += wr[21] * v1;
+                    }
+                    {
+                        cg_v v0 = VLOAD(dr + 227), v1 = VLOAD(dr + 243); VKEEP(v0); VKEEP(v1);
+                        a0_0 += wr[4] * v0; a0_1 += wr[4] * v1;
+                        a1_0 += wr[13] * v0; a1_1 += wr[13] * v1;
+                        a2_0 += wr[22] * v0; a2_1 += wr[22] * v1;
+                    }
+                    {
+                        cg_v v0 = VLOAD(dr + 226), v1 = VLOAD(dr + 242); VKEEP(v0); VKEEP(v1);
+                        a0_0 += wr[5] * v0; a0_1 += wr[5] * v1;
+                        a1_0 += wr[14] * v0; a1_1 += wr[14] * v1;
+                        a2_0 += wr[23] * v0; a2_1 += wr[23] * v1;
+                    }
+                    {
+                        cg_v v0 = VLOAD(dr + 2), v1 = VLOAD(dr + 18); VKEEP(v0); VKEEP(v1);
+                        a0_0 += wr[6] * v0; a0_1 += wr[6] * v1;
+                        a1_0 += wr[15] * v0; a1_1 += wr[15] * v1;
+                        a2_0 += wr[24] * v0; a2_1 += wr[24] * v1;
+                    }
+                    {
+                        cg_v v0 = VLOAD(dr + 1), v1 = VLOAD(dr + 17); VKEEP(v0); VKEEP(v1);
+                        a0_0 += wr[7] * v0; a0_1 += wr[7] * v1;
+                        a1_0 += wr[16] * v0; a1_1 += wr[16] * v1;
+                        a2_0 += wr[25] * v0; a2_1 += wr[25] * v1;
+                    }
+                    {
+                        cg_v v0 = VLOAD(dr + 0), v1 = VLOAD(dr + 16); VKEEP(v0); VKEEP(v1);
+                        a0_0 += wr[8] * v0; a0_1 += wr[8] * v1;
+                        a1_0 += wr[17] * v0; a1_1 += wr[17] * v1;
+                        a2_0 += wr[26] * v0; a2_1 += wr[26] * v1;
+                    }
+                }
+                VSTORE(xr + (size_t)(ci0 + 0) * 50176 + x0 + 0, a0_0); VSTORE(xr + (size_t)(ci0 + 0) * 50176 + x0 + 16, a0_1);
+                VSTORE(xr + (size_t)(ci0 + 1) * 50176 + x0 + 0, a1_0); VSTORE(xr + (size_t)(ci0 + 1) * 50176 + x0 + 16, a1_1);
+                VSTORE(xr + (size_t)(ci0 + 2) * 50176 + x0 + 0, a2_0); VSTORE(xr + (size_t)(ci0 + 2) * 50176 + x0 + 16, a2_1);
             }
         }
-        for (int ci = 0; ci < 3; ci++)
-            for (int i = 0; i < 50176; i++) dxn[ci * 50176 + i] = dxh[i * 16 + ci];
     }
 }
 
@@ -825,439 +748,880 @@ static void l01_relu_backward(const float *restrict y, const float *restrict dy,
 static void l02_conv2d_forward(const float *restrict P, float *restrict S, const float *restrict x, float *restrict y, int nb)
 {
     const float *restrict w = P + 1792;
-    float *restrict yh = S + 6537728, *restrict wt = S + 9748992, *restrict bp = S + 9785856;
-    /* weights [co][ci][k] -> [ci][k][co], channels padded to 64 */
-    for (int i = 0; i < 36864; i++) wt[i] = 0.0f;
-    for (int co = 0; co < 64; co++)
-        for (int j = 0; j < 576; j++) wt[j * 64 + co] = w[co * 576 + j];
-    for (int co = 0; co < 64; co++) bp[co] = co < 64 ? (P + 38656)[co] : 0.0f;
-    for (int n = 0; n < nb; n++) {
-        const float *restrict xn = x + (size_t)n * 3211264;
-        float *restrict xp = S + 0 + (size_t)n * 3268864;
-        float *restrict yn = y + (size_t)n * 3211264;
-        memset(xp, 0, sizeof(float) * 3268864);
-        for (int ci = 0; ci < 64; ci++)
-            for (int iy = 0; iy < 224; iy++)
-                for (int ix = 0; ix < 224; ix++) xp[((iy + 1) * 226 + ix + 1) * 64 + ci] = xn[ci * 50176 + iy * 224 + ix];
-        CG_PARALLEL_FOR
-        for (int oy = 0; oy < 224; oy++) {
-            for (int v0 = 0; v0 < 4; v0 += 4) {
-                for (int x0 = 0; x0 < 222; x0 += 6) {
-                    cg_v a0_0 = VLOAD(bp + (v0 + 0) * 16), a0_1 = VLOAD(bp + (v0 + 1) * 16), a0_2 = VLOAD(bp + (v0 + 2) * 16), a0_3 = VLOAD(bp + (v0 + 3) * 16);
-                    cg_v a1_0 = VLOAD(bp + (v0 + 0) * 16), a1_1 = VLOAD(bp + (v0 + 1) * 16), a1_2 = VLOAD(bp + (v0 + 2) * 16), a1_3 = VLOAD(bp + (v0 + 3) * 16);
-                    cg_v a2_0 = VLOAD(bp + (v0 + 0) * 16), a2_1 = VLOAD(bp + (v0 + 1) * 16), a2_2 = VLOAD(bp + (v0 + 2) * 16), a2_3 = VLOAD(bp + (v0 + 3) * 16);
-                    cg_v a3_0 = VLOAD(bp + (v0 + 0) * 16), a3_1 = VLOAD(bp + (v0 + 1) * 16), a3_2 = VLOAD(bp + (v0 + 2) * 16), a3_3 = VLOAD(bp + (v0 + 3) * 16);
-                    cg_v a4_0 = VLOAD(bp + (v0 + 0) * 16), a4_1 = VLOAD(bp + (v0 + 1) * 16), a4_2 = VLOAD(bp + (v0 + 2) * 16), a4_3 = VLOAD(bp + (v0 + 3) * 16);
-                    cg_v a5_0 = VLOAD(bp + (v0 + 0) * 16), a5_1 = VLOAD(bp + (v0 + 1) * 16), a5_2 = VLOAD(bp + (v0 + 2) * 16), a5_3 = VLOAD(bp + (v0 + 3) * 16);
-                    for (int ci = 0; ci < 64; ci++) {
-                        const float *restrict xr = xp + (oy * 226 + x0) * 64 + ci;
-                        const float *restrict wr = wt + ci * 576 + v0 * 16;
-                        {
-                            const cg_v w0 = VLOAD(wr + 0), w1 = VLOAD(wr + 16), w2 = VLOAD(wr + 32), w3 = VLOAD(wr + 48);
-                            a0_0 += xr[0] * w0; a0_1 += xr[0] * w1; a0_2 += xr[0] * w2; a0_3 += xr[0] * w3;
-                            a1_0 += xr[64] * w0; a1_1 += xr[64] * w1; a1_2 += xr[64] * w2; a1_3 += xr[64] * w3;
-                            a2_0 += xr[128] * w0; a2_1 += xr[128] * w1; a2_2 += xr[128] * w2; a2_3 += xr[128] * w3;
-                            a3_0 += xr[192] * w0; a3_1 += xr[192] * w1; a3_2 += xr[192] * w2; a3_3 += xr[192] * w3;
-                            a4_0 += xr[256] * w0; a4_1 += xr[256] * w1; a4_2 += xr[256] * w2; a4_3 += xr[256] * w3;
-                            a5_0 += xr[320] * w0; a5_1 += xr[320] * w1; a5_2 += xr[320] * w2; a5_3 += xr[320] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 64), w1 = VLOAD(wr + 80), w2 = VLOAD(wr + 96), w3 = VLOAD(wr + 112);
-                            a0_0 += xr[64] * w0; a0_1 += xr[64] * w1; a0_2 += xr[64] * w2; a0_3 += xr[64] * w3;
-                            a1_0 += xr[128] * w0; a1_1 += xr[128] * w1; a1_2 += xr[128] * w2; a1_3 += xr[128] * w3;
-                            a2_0 += xr[192] * w0; a2_1 += xr[192] * w1; a2_2 += xr[192] * w2; a2_3 += xr[192] * w3;
-                            a3_0 += xr[256] * w0; a3_1 += xr[256] * w1; a3_2 += xr[256] * w2; a3_3 += xr[256] * w3;
-                            a4_0 += xr[320] * w0; a4_1 += xr[320] * w1; a4_2 += xr[320] * w2; a4_3 += xr[320] * w3;
-                            a5_0 += xr[384] * w0; a5_1 += xr[384] * w1; a5_2 += xr[384] * w2; a5_3 += xr[384] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 128), w1 = VLOAD(wr + 144), w2 = VLOAD(wr + 160), w3 = VLOAD(wr + 176);
-                            a0_0 += xr[128] * w0; a0_1 += xr[128] * w1; a0_2 += xr[128] * w2; a0_3 += xr[128] * w3;
-                            a1_0 += xr[192] * w0; a1_1 += xr[192] * w1; a1_2 += xr[192] * w2; a1_3 += xr[192] * w3;
-                            a2_0 += xr[256] * w0; a2_1 += xr[256] * w1; a2_2 += xr[256] * w2; a2_3 += xr[256] * w3;
-                            a3_0 += xr[320] * w0; a3_1 += xr[320] * w1; a3_2 += xr[320] * w2; a3_3 += xr[320] * w3;
-                            a4_0 += xr[384] * w0; a4_1 += xr[384] * w1; a4_2 += xr[384] * w2; a4_3 += xr[384] * w3;
-                            a5_0 += xr[448] * w0; a5_1 += xr[448] * w1; a5_2 += xr[448] * w2; a5_3 += xr[448] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 192), w1 = VLOAD(wr + 208), w2 = VLOAD(wr + 224), w3 = VLOAD(wr + 240);
-                            a0_0 += xr[14464] * w0; a0_1 += xr[14464] * w1; a0_2 += xr[14464] * w2; a0_3 += xr[14464] * w3;
-                            a1_0 += xr[14528] * w0; a1_1 += xr[14528] * w1; a1_2 += xr[14528] * w2; a1_3 += xr[14528] * w3;
-                            a2_0 += xr[14592] * w0; a2_1 += xr[14592] * w1; a2_2 += xr[14592] * w2; a2_3 += xr[14592] * w3;
-                            a3_0 += xr[14656] * w0; a3_1 += xr[14656] * w1; a3_2 += xr[14656] * w2; a3_3 += xr[14656] * w3;
-                            a4_0 += xr[14720] * w0; a4_1 += xr[14720] * w1; a4_2 += xr[14720] * w2; a4_3 += xr[14720] * w3;
-                            a5_0 += xr[14784] * w0; a5_1 += xr[14784] * w1; a5_2 += xr[14784] * w2; a5_3 += xr[14784] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 256), w1 = VLOAD(wr + 272), w2 = VLOAD(wr + 288), w3 = VLOAD(wr + 304);
-                            a0_0 += xr[14528] * w0; a0_1 += xr[14528] * w1; a0_2 += xr[14528] * w2; a0_3 += xr[14528] * w3;
-                            a1_0 += xr[14592] * w0; a1_1 += xr[14592] * w1; a1_2 += xr[14592] * w2; a1_3 += xr[14592] * w3;
-                            a2_0 += xr[14656] * w0; a2_1 += xr[14656] * w1; a2_2 += xr[14656] * w2; a2_3 += xr[14656] * w3;
-                            a3_0 += xr[14720] * w0; a3_1 += xr[14720] * w1; a3_2 += xr[14720] * w2; a3_3 += xr[14720] * w3;
-                            a4_0 += xr[14784] * w0; a4_1 += xr[14784] * w1; a4_2 += xr[14784] * w2; a4_3 += xr[14784] * w3;
-                            a5_0 += xr[14848] * w0; a5_1 += xr[14848] * w1; a5_2 += xr[14848] * w2; a5_3 += xr[14848] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 320), w1 = VLOAD(wr + 336), w2 = VLOAD(wr + 352), w3 = VLOAD(wr + 368);
-                            a0_0 += xr[14592] * w0; a0_1 += xr[14592] * w1; a0_2 += xr[14592] * w2; a0_3 += xr[14592] * w3;
-                            a1_0 += xr[14656] * w0; a1_1 += xr[14656] * w1; a1_2 += xr[14656] * w2; a1_3 += xr[14656] * w3;
-                            a2_0 += xr[14720] * w0; a2_1 += xr[14720] * w1; a2_2 += xr[14720] * w2; a2_3 += xr[14720] * w3;
-                            a3_0 += xr[14784] * w0; a3_1 += xr[14784] * w1; a3_2 += xr[14784] * w2; a3_3 += xr[14784] * w3;
-                            a4_0 += xr[14848] * w0; a4_1 += xr[14848] * w1; a4_2 += xr[14848] * w2; a4_3 += xr[14848] * w3;
-                            a5_0 += xr[14912] * w0; a5_1 += xr[14912] * w1; a5_2 += xr[14912] * w2; a5_3 += xr[14912] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 384), w1 = VLOAD(wr + 400), w2 = VLOAD(wr + 416), w3 = VLOAD(wr + 432);
-                            a0_0 += xr[28928] * w0; a0_1 += xr[28928] * w1; a0_2 += xr[28928] * w2; a0_3 += xr[28928] * w3;
-                            a1_0 += xr[28992] * w0; a1_1 += xr[28992] * w1; a1_2 += xr[28992] * w2; a1_3 += xr[28992] * w3;
-                            a2_0 += xr[29056] * w0; a2_1 += xr[29056] * w1; a2_2 += xr[29056] * w2; a2_3 += xr[29056] * w3;
-                            a3_0 += xr[29120] * w0; a3_1 += xr[29120] * w1; a3_2 += xr[29120] * w2; a3_3 += xr[29120] * w3;
-                            a4_0 += xr[29184] * w0; a4_1 += xr[29184] * w1; a4_2 += xr[29184] * w2; a4_3 += xr[29184] * w3;
-                            a5_0 += xr[29248] * w0; a5_1 += xr[29248] * w1; a5_2 += xr[29248] * w2; a5_3 += xr[29248] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 448), w1 = VLOAD(wr + 464), w2 = VLOAD(wr + 480), w3 = VLOAD(wr + 496);
-                            a0_0 += xr[28992] * w0; a0_1 += xr[28992] * w1; a0_2 += xr[28992] * w2; a0_3 += xr[28992] * w3;
-                            a1_0 += xr[29056] * w0; a1_1 += xr[29056] * w1; a1_2 += xr[29056] * w2; a1_3 += xr[29056] * w3;
-                            a2_0 += xr[29120] * w0; a2_1 += xr[29120] * w1; a2_2 += xr[29120] * w2; a2_3 += xr[29120] * w3;
-                            a3_0 += xr[29184] * w0; a3_1 += xr[29184] * w1; a3_2 += xr[29184] * w2; a3_3 += xr[29184] * w3;
-                            a4_0 += xr[29248] * w0; a4_1 += xr[29248] * w1; a4_2 += xr[29248] * w2; a4_3 += xr[29248] * w3;
-                            a5_0 += xr[29312] * w0; a5_1 += xr[29312] * w1; a5_2 += xr[29312] * w2; a5_3 += xr[29312] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 512), w1 = VLOAD(wr + 528), w2 = VLOAD(wr + 544), w3 = VLOAD(wr + 560);
-                            a0_0 += xr[29056] * w0; a0_1 += xr[29056] * w1; a0_2 += xr[29056] * w2; a0_3 += xr[29056] * w3;
-                            a1_0 += xr[29120] * w0; a1_1 += xr[29120] * w1; a1_2 += xr[29120] * w2; a1_3 += xr[29120] * w3;
-                            a2_0 += xr[29184] * w0; a2_1 += xr[29184] * w1; a2_2 += xr[29184] * w2; a2_3 += xr[29184] * w3;
-                            a3_0 += xr[29248] * w0; a3_1 += xr[29248] * w1; a3_2 += xr[29248] * w2; a3_3 += xr[29248] * w3;
-                            a4_0 += xr[29312] * w0; a4_1 += xr[29312] * w1; a4_2 += xr[29312] * w2; a4_3 += xr[29312] * w3;
-                            a5_0 += xr[29376] * w0; a5_1 += xr[29376] * w1; a5_2 += xr[29376] * w2; a5_3 += xr[29376] * w3;
-                        }
+    const float *restrict b = P + 38656;
+    float *restrict xp = S + 0;
+    /* inputs -> zero-padded planes 226x226 (kept for dW) */
+    CG_PARALLEL_FOR
+    for (int pl = 0; pl < nb * 64; pl++) {
+        const float *restrict s = x + (size_t)pl * 50176;
+        float *restrict d = xp + (size_t)pl * 51076;
+        memset(d, 0, sizeof(float) * 226);
+        for (int i = 0; i < 224; i++) {
+            float *restrict r = d + (i + 1) * 226;
+            memset(r, 0, sizeof(float) * 1);
+            memcpy(r + 1, s + i * 224, sizeof(float) * 224);
+            memset(r + 225, 0, sizeof(float) * 1);
+        }
+        memset(d + 50850, 0, sizeof(float) * 226);
+    }
+    /* tiles of 6 output channels x 4 vectors of an output row */
+    CG_PARALLEL_FOR
+    for (int r = 0; r < nb * 224; r++) {
+        const int n = r / 224, oy = r % 224;
+        const float *restrict xr0 = xp + ((size_t)n * 14464 + oy) * 226;
+        float *restrict yr = y + ((size_t)n * 14336 + oy) * 224;
+        for (int co0 = 0; co0 < 60; co0 += 6) {
+            for (int x0 = 0; x0 < 192; x0 += 64) {
+                cg_v a0_0 = vsplat(b[co0 + 0]), a0_1 = vsplat(b[co0 + 0]), a0_2 = vsplat(b[co0 + 0]), a0_3 = vsplat(b[co0 + 0]);
+                cg_v a1_0 = vsplat(b[co0 + 1]), a1_1 = vsplat(b[co0 + 1]), a1_2 = vsplat(b[co0 + 1]), a1_3 = vsplat(b[co0 + 1]);
+                cg_v a2_0 = vsplat(b[co0 + 2]), a2_1 = vsplat(b[co0 + 2]), a2_2 = vsplat(b[co0 + 2]), a2_3 = vsplat(b[co0 + 2]);
+                cg_v a3_0 = vsplat(b[co0 + 3]), a3_1 = vsplat(b[co0 + 3]), a3_2 = vsplat(b[co0 + 3]), a3_3 = vsplat(b[co0 + 3]);
+                cg_v a4_0 = vsplat(b[co0 + 4]), a4_1 = vsplat(b[co0 + 4]), a4_2 = vsplat(b[co0 + 4]), a4_3 = vsplat(b[co0 + 4]);
+                cg_v a5_0 = vsplat(b[co0 + 5]), a5_1 = vsplat(b[co0 + 5]), a5_2 = vsplat(b[co0 + 5]), a5_3 = vsplat(b[co0 + 5]);
+                for (int ci = 0; ci < 64; ci++) {
+                    const float *restrict xr = xr0 + (size_t)ci * 51076 + x0;
+                    const float *restrict wr = w + (size_t)co0 * 576 + ci * 9;
+                    {
+                        cg_v v0 = VLOAD(xr + 0), v1 = VLOAD(xr + 16), v2 = VLOAD(xr + 32), v3 = VLOAD(xr + 48); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        a0_0 += wr[0] * v0; a0_1 += wr[0] * v1; a0_2 += wr[0] * v2; a0_3 += wr[0] * v3;
+                        a1_0 += wr[576] * v0; a1_1 += wr[576] * v1; a1_2 += wr[576] * v2; a1_3 += wr[576] * v3;
+                        a2_0 += wr[1152] * v0; a2_1 += wr[1152] * v1; a2_2 += wr[1152] * v2; a2_3 += wr[1152] * v3;
+                        a3_0 += wr[1728] * v0; a3_1 += wr[1728] * v1; a3_2 += wr[1728] * v2; a3_3 += wr[1728] * v3;
+                        a4_0 += wr[2304] * v0; a4_1 += wr[2304] * v1; a4_2 += wr[2304] * v2; a4_3 += wr[2304] * v3;
+                        a5_0 += wr[2880] * v0; a5_1 += wr[2880] * v1; a5_2 += wr[2880] * v2; a5_3 += wr[2880] * v3;
                     }
-                    VSTORE(yh + (oy * 224 + x0 + 0) * 64 + (v0 + 0) * 16, a0_0); VSTORE(yh + (oy * 224 + x0 + 0) * 64 + (v0 + 1) * 16, a0_1); VSTORE(yh + (oy * 224 + x0 + 0) * 64 + (v0 + 2) * 16, a0_2); VSTORE(yh + (oy * 224 + x0 + 0) * 64 + (v0 + 3) * 16, a0_3);
-                    VSTORE(yh + (oy * 224 + x0 + 1) * 64 + (v0 + 0) * 16, a1_0); VSTORE(yh + (oy * 224 + x0 + 1) * 64 + (v0 + 1) * 16, a1_1); VSTORE(yh + (oy * 224 + x0 + 1) * 64 + (v0 + 2) * 16, a1_2); VSTORE(yh + (oy * 224 + x0 + 1) * 64 + (v0 + 3) * 16, a1_3);
-                    VSTORE(yh + (oy * 224 + x0 + 2) * 64 + (v0 + 0) * 16, a2_0); VSTORE(yh + (oy * 224 + x0 + 2) * 64 + (v0 + 1) * 16, a2_1); VSTORE(yh + (oy * 224 + x0 + 2) * 64 + (v0 + 2) * 16, a2_2); VSTORE(yh + (oy * 224 + x0 + 2) * 64 + (v0 + 3) * 16, a2_3);
-                    VSTORE(yh + (oy * 224 + x0 + 3) * 64 + (v0 + 0) * 16, a3_0); VSTORE(yh + (oy * 224 + x0 + 3) * 64 + (v0 + 1) * 16, a3_1); VSTORE(yh + (oy * 224 + x0 + 3) * 64 + (v0 + 2) * 16, a3_2); VSTORE(yh + (oy * 224 + x0 + 3) * 64 + (v0 + 3) * 16, a3_3);
-                    VSTORE(yh + (oy * 224 + x0 + 4) * 64 + (v0 + 0) * 16, a4_0); VSTORE(yh + (oy * 224 + x0 + 4) * 64 + (v0 + 1) * 16, a4_1); VSTORE(yh + (oy * 224 + x0 + 4) * 64 + (v0 + 2) * 16, a4_2); VSTORE(yh + (oy * 224 + x0 + 4) * 64 + (v0 + 3) * 16, a4_3);
-                    VSTORE(yh + (oy * 224 + x0 + 5) * 64 + (v0 + 0) * 16, a5_0); VSTORE(yh + (oy * 224 + x0 + 5) * 64 + (v0 + 1) * 16, a5_1); VSTORE(yh + (oy * 224 + x0 + 5) * 64 + (v0 + 2) * 16, a5_2); VSTORE(yh + (oy * 224 + x0 + 5) * 64 + (v0 + 3) * 16, a5_3);
-                }
-                {
-                    const int x0 = 222;
-                    cg_v a0_0 = VLOAD(bp + (v0 + 0) * 16), a0_1 = VLOAD(bp + (v0 + 1) * 16), a0_2 = VLOAD(bp + (v0 + 2) * 16), a0_3 = VLOAD(bp + (v0 + 3) * 16);
-                    cg_v a1_0 = VLOAD(bp + (v0 + 0) * 16), a1_1 = VLOAD(bp + (v0 + 1) * 16), a1_2 = VLOAD(bp + (v0 + 2) * 16), a1_3 = VLOAD(bp + (v0 + 3) * 16);
-                    for (int ci = 0; ci < 64; ci++) {
-                        const float *restrict xr = xp + (oy * 226 + x0) * 64 + ci;
-                        const float *restrict wr = wt + ci * 576 + v0 * 16;
-                        {
-                            const cg_v w0 = VLOAD(wr + 0), w1 = VLOAD(wr + 16), w2 = VLOAD(wr + 32), w3 = VLOAD(wr + 48);
-                            a0_0 += xr[0] * w0; a0_1 += xr[0] * w1; a0_2 += xr[0] * w2; a0_3 += xr[0] * w3;
-                            a1_0 += xr[64] * w0; a1_1 += xr[64] * w1; a1_2 += xr[64] * w2; a1_3 += xr[64] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 64), w1 = VLOAD(wr + 80), w2 = VLOAD(wr + 96), w3 = VLOAD(wr + 112);
-                            a0_0 += xr[64] * w0; a0_1 += xr[64] * w1; a0_2 += xr[64] * w2; a0_3 += xr[64] * w3;
-                            a1_0 += xr[128] * w0; a1_1 += xr[128] * w1; a1_2 += xr[128] * w2; a1_3 += xr[128] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 128), w1 = VLOAD(wr + 144), w2 = VLOAD(wr + 160), w3 = VLOAD(wr + 176);
-                            a0_0 += xr[128] * w0; a0_1 += xr[128] * w1; a0_2 += xr[128] * w2; a0_3 += xr[128] * w3;
-                            a1_0 += xr[192] * w0; a1_1 += xr[192] * w1; a1_2 += xr[192] * w2; a1_3 += xr[192] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 192), w1 = VLOAD(wr + 208), w2 = VLOAD(wr + 224), w3 = VLOAD(wr + 240);
-                            a0_0 += xr[14464] * w0; a0_1 += xr[14464] * w1; a0_2 += xr[14464] * w2; a0_3 += xr[14464] * w3;
-                            a1_0 += xr[14528] * w0; a1_1 += xr[14528] * w1; a1_2 += xr[14528] * w2; a1_3 += xr[14528] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 256), w1 = VLOAD(wr + 272), w2 = VLOAD(wr + 288), w3 = VLOAD(wr + 304);
-                            a0_0 += xr[14528] * w0; a0_1 += xr[14528] * w1; a0_2 += xr[14528] * w2; a0_3 += xr[14528] * w3;
-                            a1_0 += xr[14592] * w0; a1_1 += xr[14592] * w1; a1_2 += xr[14592] * w2; a1_3 += xr[14592] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 320), w1 = VLOAD(wr + 336), w2 = VLOAD(wr + 352), w3 = VLOAD(wr + 368);
-                            a0_0 += xr[14592] * w0; a0_1 += xr[14592] * w1; a0_2 += xr[14592] * w2; a0_3 += xr[14592] * w3;
-                            a1_0 += xr[14656] * w0; a1_1 += xr[14656] * w1; a1_2 += xr[14656] * w2; a1_3 += xr[14656] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 384), w1 = VLOAD(wr + 400), w2 = VLOAD(wr + 416), w3 = VLOAD(wr + 432);
-                            a0_0 += xr[28928] * w0; a0_1 += xr[28928] * w1; a0_2 += xr[28928] * w2; a0_3 += xr[28928] * w3;
-                            a1_0 += xr[28992] * w0; a1_1 += xr[28992] * w1; a1_2 += xr[28992] * w2; a1_3 += xr[28992] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 448), w1 = VLOAD(wr + 464), w2 = VLOAD(wr + 480), w3 = VLOAD(wr + 496);
-                            a0_0 += xr[28992] * w0; a0_1 += xr[28992] * w1; a0_2 += xr[28992] * w2; a0_3 += xr[28992] * w3;
-                            a1_0 += xr[29056] * w0; a1_1 += xr[29056] * w1; a1_2 += xr[29056] * w2; a1_3 += xr[29056] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 512), w1 = VLOAD(wr + 528), w2 = VLOAD(wr + 544), w3 = VLOAD(wr + 560);
-                            a0_0 += xr[29056] * w0; a0_1 += xr[29056] * w1; a0_2 += xr[29056] * w2; a0_3 += xr[29056] * w3;
-                            a1_0 += xr[29120] * w0; a1_1 += xr[29120] * w1; a1_2 += xr[29120] * w2; a1_3 += xr[29120] * w3;
-                        }
+                    {
+                        cg_v v0 = VLOAD(xr + 1), v1 = VLOAD(xr + 17), v2 = VLOAD(xr + 33), v3 = VLOAD(xr + 49); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        a0_0 += wr[1] * v0; a0_1 += wr[1] * v1; a0_2 += wr[1] * v2; a0_3 += wr[1] * v3;
+                        a1_0 += wr[577] * v0; a1_1 += wr[577] * v1; a1_2 += wr[577] * v2; a1_3 += wr[577] * v3;
+                        a2_0 += wr[1153] * v0; a2_1 += wr[1153] * v1; a2_2 += wr[1153] * v2; a2_3 += wr[1153] * v3;
+                        a3_0 += wr[1729] * v0; a3_1 += wr[1729] * v1; a3_2 += wr[1729] * v2; a3_3 += wr[1729] * v3;
+                        a4_0 += wr[2305] * v0; a4_1 += wr[2305] * v1; a4_2 += wr[2305] * v2; a4_3 += wr[2305] * v3;
+                        a5_0 += wr[2881] * v0; a5_1 += wr[2881] * v1; a5_2 += wr[2881] * v2; a5_3 += wr[2881] * v3;
                     }
-                    VSTORE(yh + (oy * 224 + x0 + 0) * 64 + (v0 + 0) * 16, a0_0); VSTORE(yh + (oy * 224 + x0 + 0) * 64 + (v0 + 1) * 16, a0_1); VSTORE(yh + (oy * 224 + x0 + 0) * 64 + (v0 + 2) * 16, a0_2); VSTORE(yh + (oy * 224 + x0 + 0) * 64 + (v0 + 3) * 16, a0_3);
-                    VSTORE(yh + (oy * 224 + x0 + 1) * 64 + (v0 + 0) * 16, a1_0); VSTORE(yh + (oy * 224 + x0 + 1) * 64 + (v0 + 1) * 16, a1_1); VSTORE(yh + (oy * 224 + x0 + 1) * 64 + (v0 + 2) * 16, a1_2); VSTORE(yh + (oy * 224 + x0 + 1) * 64 + (v0 + 3) * 16, a1_3);
+                    {
+                        cg_v v0 = VLOAD(xr + 2), v1 = VLOAD(xr + 18), v2 = VLOAD(xr + 34), v3 = VLOAD(xr + 50); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        a0_0 += wr[2] * v0; a0_1 += wr[2] * v1; a0_2 += wr[2] * v2; a0_3 += wr[2] * v3;
+                        a1_0 += wr[578] * v0; a1_1 += wr[578] * v1; a1_2 += wr[578] * v2; a1_3 += wr[578] * v3;
+                        a2_0 += wr[1154] * v0; a2_1 += wr[1154] * v1; a2_2 += wr[1154] * v2; a2_3 += wr[1154] * v3;
+                        a3_0 += wr[1730] * v0; a3_1 += wr[1730] * v1; a3_2 += wr[1730] * v2; a3_3 += wr[1730] * v3;
+                        a4_0 += wr[2306] * v0; a4_1 += wr[2306] * v1; a4_2 += wr[2306] * v2; a4_3 += wr[2306] * v3;
+                        a5_0 += wr[2882] * v0; a5_1 += wr[2882] * v1; a5_2 += wr[2882] * v2; a5_3 += wr[2882] * v3;
+                    }
+                    {
+                        cg_v v0 = VLOAD(xr + 226), v1 = VLOAD(xr + 242), v2 = VLOAD(xr + 258), v3 = VLOAD(xr + 274); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        a0_0 += wr[3] * v0; a0_1 += wr[3] * v1; a0_2 += wr[3] * v2; a0_3 += wr[3] * v3;
+                        a1_0 += wr[579] * v0; a1_1 += wr[579] * v1; a1_2 += wr[579] * v2; a1_3 += wr[579] * v3;
+                        a2_0 += wr[1155] * v0; a2_1 += wr[1155] * v1; a2_2 += wr[1155] * v2; a2_3 += wr[1155] * v3;
+                        a3_0 += wr[1731] * v0; a3_1 += wr[1731] * v1; a3_2 += wr[1731] * v2; a3_3 += wr[1731] * v3;
+                        a4_0 += wr[2307] * v0; a4_1 += wr[2307] * v1; a4_2 += wr[2307] * v2; a4_3 += wr[2307] * v3;
+                        a5_0 += wr[2883] * v0; a5_1 += wr[2883] * v1; a5_2 += wr[2883] * v2; a5_3 += wr[2883] * v3;
+                    }
+                    {
+                        cg_v v0 = VLOAD(xr + 227), v1 = VLOAD(xr + 243), v2 = VLOAD(xr + 259), v3 = VLOAD(xr + 275); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        a0_0 += wr[4] * v0; a0_1 += wr[4] * v1; a0_2 += wr[4] * v2; a0_3 += wr[4] * v3;
+                        a1_0 += wr[580] * v0; a1_1 += wr[580] * v1; a1_2 += wr[580] * v2; a1_3 += wr[580] * v3;
+                        a2_0 += wr[1156] * v0; a2_1 += wr[1156] * v1; a2_2 += wr[1156] * v2; a2_3 += wr[1156] * v3;
+                        a3_0 += wr[1732] * v0; a3_1 += wr[1732] * v1; a3_2 += wr[1732] * v2; a3_3 += wr[1732] * v3;
+                        a4_0 += wr[2308] * v0; a4_1 += wr[2308] * v1; a4_2 += wr[2308] * v2; a4_3 += wr[2308] * v3;
+                        a5_0 += wr[2884] * v0; a5_1 += wr[2884] * v1; a5_2 += wr[2884] * v2; a5_3 += wr[2884] * v3;
+                    }
+                    {
+                        cg_v v0 = VLOAD(xr + 228), v1 = VLOAD(xr + 244), v2 = VLOAD(xr + 260), v3 = VLOAD(xr + 276); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        a0_0 += wr[5] * v0; a0_1 += wr[5] * v1; a0_2 += wr[5] * v2; a0_3 += wr[5] * v3;
+                        a1_0 += wr[581] * v0; a1_1 += wr[581] * v1; a1_2 += wr[581] * v2; a1_3 += wr[581] * v3;
+                        a2_0 += wr[1157] * v0; a2_1 += wr[1157] * v1; a2_2 += wr[1157] * v2; a2_3 += wr[1157] * v3;
+                        a3_0 += wr[1733] * v0; a3_1 += wr[1733] * v1; a3_2 += wr[1733] * v2; a3_3 += wr[1733] * v3;
+                        a4_0 += wr[2309] * v0; a4_1 += wr[2309] * v1; a4_2 += wr[2309] * v2; a4_3 += wr[2309] * v3;
+                        a5_0 += wr[2885] * v0; a5_1 += wr[2885] * v1; a5_2 += wr[2885] * v2; a5_3 += wr[2885] * v3;
+                    }
+                    {
+                        cg_v v0 = VLOAD(xr + 452), v1 = VLOAD(xr + 468), v2 = VLOAD(xr + 484), v3 = VLOAD(xr + 500); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        a0_0 += wr[6] * v0; a0_1 += wr[6] * v1; a0_2 += wr[6] * v2; a0_3 += wr[6] * v3;
+                        a1_0 += wr[582] * v0; a1_1 += wr[582] * v1; a1_2 += wr[582] * v2; a1_3 += wr[582] * v3;
+                        a2_0 += wr[1158] * v0; a2_1 += wr[1158] * v1; a2_2 += wr[1158] * v2; a2_3 += wr[1158] * v3;
+                        a3_0 += wr[1734] * v0; a3_1 += wr[1734] * v1; a3_2 += wr[1734] * v2; a3_3 += wr[1734] * v3;
+                        a4_0 += wr[2310] * v0; a4_1 += wr[2310] * v1; a4_2 += wr[2310] * v2; a4_3 += wr[2310] * v3;
+                        a5_0 += wr[2886] * v0; a5_1 += wr[2886] * v1; a5_2 += wr[2886] * v2; a5_3 += wr[2886] * v3;
+                    }
+                    {
+                        cg_v v0 = VLOAD(xr + 453), v1 = VLOAD(xr + 469), v2 = VLOAD(xr + 485), v3 = VLOAD(xr + 501); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        a0_0 += wr[7] * v0; a0_1 += wr[7] * v1; a0_2 += wr[7] * v2; a0_3 += wr[7] * v3;
+                        a1_0 += wr[583] * v0; a1_1 += wr[583] * v1; a1_2 += wr[583] * v2; a1_3 += wr[583] * v3;
+                        a2_0 += wr[1159] * v0; a2_1 += wr[1159] * v1; a2_2 += wr[1159] * v2; a2_3 += wr[1159] * v3;
+                        a3_0 += wr[1735] * v0; a3_1 += wr[1735] * v1; a3_2 += wr[1735] * v2; a3_3 += wr[1735] * v3;
+                        a4_0 += wr[2311] * v0; a4_1 += wr[2311] * v1; a4_2 += wr[2311] * v2; a4_3 += wr[2311] * v3;
+                        a5_0 += wr[2887] * v0; a5_1 += wr[2887] * v1; a5_2 += wr[2887] * v2; a5_3 += wr[2887] * v3;
+                    }
+                    {
+                        cg_v v0 = VLOAD(xr + 454), v1 = VLOAD(xr + 470), v2 = VLOAD(xr + 486), v3 = VLOAD(xr + 502); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        a0_0 += wr[8] * v0; a0_1 += wr[8] * v1; a0_2 += wr[8] * v2; a0_3 += wr[8] * v3;
+                        a1_0 += wr[584] * v0; a1_1 += wr[584] * v1; a1_2 += wr[584] * v2; a1_3 += wr[584] * v3;
+                        a2_0 += wr[1160] * v0; a2_1 += wr[1160] * v1; a2_2 += wr[1160] * v2; a2_3 += wr[1160] * v3;
+                        a3_0 += wr[1736] * v0; a3_1 += wr[1736] * v1; a3_2 += wr[1736] * v2; a3_3 += wr[1736] * v3;
+                        a4_0 += wr[2312] * v0; a4_1 += wr[2312] * v1; a4_2 += wr[2312] * v2; a4_3 += wr[2312] * v3;
+                        a5_0 += wr[2888] * v0; a5_1 += wr[2888] * v1; a5_2 += wr[2888] * v2; a5_3 += wr[2888] * v3;
+                    }
                 }
+                VSTORE(yr + (size_t)(co0 + 0) * 50176 + x0 + 0, a0_0); VSTORE(yr + (size_t)(co0 + 0) * 50176 + x0 + 16, a0_1); VSTORE(yr + (size_t)(co0 + 0) * 50176 + x0 + 32, a0_2); VSTORE(yr + (size_t)(co0 + 0) * 50176 + x0 + 48, a0_3);
+                VSTORE(yr + (size_t)(co0 + 1) * 50176 + x0 + 0, a1_0); VSTORE(yr + (size_t)(co0 + 1) * 50176 + x0 + 16, a1_1); VSTORE(yr + (size_t)(co0 + 1) * 50176 + x0 + 32, a1_2); VSTORE(yr + (size_t)(co0 + 1) * 50176 + x0 + 48, a1_3);
+                VSTORE(yr + (size_t)(co0 + 2) * 50176 + x0 + 0, a2_0); VSTORE(yr + (size_t)(co0 + 2) * 50176 + x0 + 16, a2_1); VSTORE(yr + (size_t)(co0 + 2) * 50176 + x0 + 32, a2_2); VSTORE(yr + (size_t)(co0 + 2) * 50176 + x0 + 48, a2_3);
+                VSTORE(yr + (size_t)(co0 + 3) * 50176 + x0 + 0, a3_0); VSTORE(yr + (size_t)(co0 + 3) * 50176 + x0 + 16, a3_1); VSTORE(yr + (size_t)(co0 + 3) * 50176 + x0 + 32, a3_2); VSTORE(yr + (size_t)(co0 + 3) * 50176 + x0 + 48, a3_3);
+                VSTORE(yr + (size_t)(co0 + 4) * 50176 + x0 + 0, a4_0); VSTORE(yr + (size_t)(co0 + 4) * 50176 + x0 + 16, a4_1); VSTORE(yr + (size_t)(co0 + 4) * 50176 + x0 + 32, a4_2); VSTORE(yr + (size_t)(co0 + 4) * 50176 + x0 + 48, a4_3);
+                VSTORE(yr + (size_t)(co0 + 5) * 50176 + x0 + 0, a5_0); VSTORE(yr + (size_t)(co0 + 5) * 50176 + x0 + 16, a5_1); VSTORE(yr + (size_t)(co0 + 5) * 50176 + x0 + 32, a5_2); VSTORE(yr + (size_t)(co0 + 5) * 50176 + x0 + 48, a5_3);
+            }
+            {
+                const int x0 = 192;
+                cg_v a0_0 = vsplat(b[co0 + 0]), a0_1 = vsplat(b[co0 + 0]);
+                cg_v a1_0 = vsplat(b[co0 + 1]), a1_1 = vsplat(b[co0 + 1]);
+                cg_v a2_0 = vsplat(b[co0 + 2]), a2_1 = vsplat(b[co0 + 2]);
+                cg_v a3_0 = vsplat(b[co0 + 3]), a3_1 = vsplat(b[co0 + 3]);
+                cg_v a4_0 = vsplat(b[co0 + 4]), a4_1 = vsplat(b[co0 + 4]);
+                cg_v a5_0 = vsplat(b[co0 + 5]), a5_1 = vsplat(b[co0 + 5]);
+                for (int ci = 0; ci < 64; ci++) {
+                    const float *restrict xr = xr0 + (size_t)ci * 51076 + x0;
+                    const float *restrict wr = w + (size_t)co0 * 576 + ci * 9;
+                    {
+                        cg_v v0 = VLOAD(xr + 0), v1 = VLOAD(xr + 16); VKEEP(v0); VKEEP(v1);
+                        a0_0 += wr[0] * v0; a0_1 += wr[0] * v1;
+                        a1_0 += wr[576] * v0; a1_1 += wr[576] * v1;
+                        a2_0 += wr[1152] * v0; a2_1 += wr[1152] * v1;
+                        a3_0 += wr[1728] * v0; a3_1 += wr[1728] * v1;
+                        a4_0 += wr[2304] * v0; a4_1 += wr[2304] * v1;
+                        a5_0 += wr[2880] * v0; a5_1 += wr[2880] * v1;
+                    }
+                    {
+                        cg_v v0 = VLOAD(xr + 1), v1 = VLOAD(xr + 17); VKEEP(v0); VKEEP(v1);
+                        a0_0 += wr[1] * v0; a0_1 += wr[1] * v1;
+                        a1_0 += wr[577] * v0; a1_1 += wr[577] * v1;
+                        a2_0 += wr[1153] * v0; a2_1 += wr[1153] * v1;
+                        a3_0 += wr[1729] * v0; a3_1 += wr[1729] * v1;
+                        a4_0 += wr[2305] * v0; a4_1 += wr[2305] * v1;
+                        a5_0 += wr[2881] * v0; a5_1 += wr[2881] * v1;
+                    }
+                    {
+                        cg_v v0 = VLOAD(xr + 2), v1 = VLOAD(xr + 18); VKEEP(v0); VKEEP(v1);
+                        a0_0 += wr[2] * v0; a0_1 += wr[2] * v1;
+                        a1_0 += wr[578] * v0; a1_1 += wr[578] * v1;
+                        a2_0 += wr[1154] * v0; a2_1 += wr[1154] * v1;
+                        a3_0 += wr[1730] * v0; a3_1 += wr[1730] * v1;
+                        a4_0 += wr[2306] * v0; a4_1 += wr[2306] * v1;
+                        a5_0 += wr[2882] * v0; a5_1 += wr[2882] * v1;
+                    }
+                    {
+                        cg_v v0 = VLOAD(xr + 226), v1 = VLOAD(xr + 242); VKEEP(v0); VKEEP(v1);
+                        a0_0 += wr[3] * v0; a0_1 += wr[3] * v1;
+                        a1_0 += wr[579] * v0; a1_1 += wr[579] * v1;
+                        a2_0 += wr[1155] * v0; a2_1 += wr[1155] * v1;
+                        a3_0 += wr[1731] * v0; a3_1 += wr[1731] * v1;
+                        a4_0 += wr[2307] * v0; a4_1 += wr[2307] * v1;
+                        a5_0 += wr[2883] * v0; a5_1 += wr[2883] * v1;
+                    }
+                    {
+                        cg_v v0 = VLOAD(xr + 227), v1 = VLOAD(xr + 243); VKEEP(v0); VKEEP(v1);
+                        a0_0 += wr[4] * v0; a0_1 += wr[4] * v1;
+                        a1_0 += wr[580] * v0; a1_1 += wr[580] * v1;
+                        a2_0 += wr[1156] * v0; a2_1 += wr[1156] * v1;
+                        a3_0 += wr[1732] * v0; a3_1 += wr[1732] * v1;
+                        a4_0 += wr[2308] * v0; a4_1 += wr[2308] * v1;
+                        a5_0 += wr[2884] * v0; a5_1 += wr[2884] * v1;
+                    }
+                    {
+                        cg_v v0 = VLOAD(xr + 228), v1 = VLOAD(xr + 244); VKEEP(v0); VKEEP(v1);
+                        a0_0 += wr[5] * v0; a0_1 += wr[5] * v1;
+                        a1_0 += wr[581] * v0; a1_1 += wr[581] * v1;
+                        a2_0 += wr[1157] * v0; a2_1 += wr[1157] * v1;
+                        a3_0 += wr[1733] * v0; a3_1 += wr[1733] * v1;
+                        a4_0 += wr[2309] * v0; a4_1 += wr[2309] * v1;
+                        a5_0 += wr[2885] * v0; a5_1 += wr[2885] * v1;
+                    }
+                    {
+                        cg_v v0 = VLOAD(xr + 452), v1 = VLOAD(xr + 468); VKEEP(v0); VKEEP(v1);
+                        a0_0 += wr[6] * v0; a0_1 += wr[6] * v1;
+                        a1_0 += wr[582] * v0; a1_1 += wr[582] * v1;
+                        a2_0 += wr[1158] * v0; a2_1 += wr[1158] * v1;
+                        a3_0 += wr[1734] * v0; a3_1 += wr[1734] * v1;
+                        a4_0 += wr[2310] * v0; a4_1 += wr[2310] * v1;
+                        a5_0 += wr[2886] * v0; a5_1 += wr[2886] * v1;
+                    }
+                    {
+                        cg_v v0 = VLOAD(xr + 453), v1 = VLOAD(xr + 469); VKEEP(v0); VKEEP(v1);
+                        a0_0 += wr[7] * v0; a0_1 += wr[7] * v1;
+                        a1_0 += wr[583] * v0; a1_1 += wr[583] * v1;
+                        a2_0 += wr[1159] * v0; a2_1 += wr[1159] * v1;
+                        a3_0 += wr[1735] * v0; a3_1 += wr[1735] * v1;
+                        a4_0 += wr[2311] * v0; a4_1 += wr[2311] * v1;
+                        a5_0 += wr[2887] * v0; a5_1 += wr[2887] * v1;
+                    }
+                    {
+                        cg_v v0 = VLOAD(xr + 454), v1 = VLOAD(xr + 470); VKEEP(v0); VKEEP(v1);
+                        a0_0 += wr[8] * v0; a0_1 += wr[8] * v1;
+                        a1_0 += wr[584] * v0; a1_1 += wr[584] * v1;
+                        a2_0 += wr[1160] * v0; a2_1 += wr[1160] * v1;
+                        a3_0 += wr[1736] * v0; a3_1 += wr[1736] * v1;
+                        a4_0 += wr[2312] * v0; a4_1 += wr[2312] * v1;
+                        a5_0 += wr[2888] * v0; a5_1 += wr[2888] * v1;
+                    }
+                }
+                VSTORE(yr + (size_t)(co0 + 0) * 50176 + x0 + 0, a0_0); VSTORE(yr + (size_t)(co0 + 0) * 50176 + x0 + 16, a0_1);
+                VSTORE(yr + (size_t)(co0 + 1) * 50176 + x0 + 0, a1_0); VSTORE(yr + (size_t)(co0 + 1) * 50176 + x0 + 16, a1_1);
+                VSTORE(yr + (size_t)(co0 + 2) * 50176 + x0 + 0, a2_0); VSTORE(yr + (size_t)(co0 + 2) * 50176 + x0 + 16, a2_1);
+                VSTORE(yr + (size_t)(co0 + 3) * 50176 + x0 + 0, a3_0); VSTORE(yr + (size_t)(co0 + 3) * 50176 + x0 + 16, a3_1);
+                VSTORE(yr + (size_t)(co0 + 4) * 50176 + x0 + 0, a4_0); VSTORE(yr + (size_t)(co0 + 4) * 50176 + x0 + 16, a4_1);
+                VSTORE(yr + (size_t)(co0 + 5) * 50176 + x0 + 0, a5_0); VSTORE(yr + (size_t)(co0 + 5) * 50176 + x0 + 16, a5_1);
             }
         }
-        for (int co = 0; co < 64; co++)
-            for (int i = 0; i < 50176; i++) yn[co * 50176 + i] = yh[i * 64 + co];
+        {
+            const int co0 = 60;
+            for (int x0 = 0; x0 < 192; x0 += 64) {
+                cg_v a0_0 = vsplat(b[co0 + 0]), a0_1 = vsplat(b[co0 + 0]), a0_2 = vsplat(b[co0 + 0]), a0_3 = vsplat(b[co0 + 0]);
+                cg_v a1_0 = vsplat(b[co0 + 1]), a1_1 = vsplat(b[co0 + 1]), a1_2 = vsplat(b[co0 + 1]), a1_3 = vsplat(b[co0 + 1]);
+                cg_v a2_0 = vsplat(b[co0 + 2]), a2_1 = vsplat(b[co0 + 2]), a2_2 = vsplat(b[co0 + 2]), a2_3 = vsplat(b[co0 + 2]);
+                cg_v a3_0 = vsplat(b[co0 + 3]), a3_1 = vsplat(b[co0 + 3]), a3_2 = vsplat(b[co0 + 3]), a3_3 = vsplat(b[co0 + 3]);
+                for (int ci = 0; ci < 64; ci++) {
+                    const float *restrict xr = xr0 + (size_t)ci * 51076 + x0;
+                    const float *restrict wr = w + (size_t)co0 * 576 + ci * 9;
+                    {
+                        cg_v v0 = VLOAD(xr + 0), v1 = VLOAD(xr + 16), v2 = VLOAD(xr + 32), v3 = VLOAD(xr + 48); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        a0_0 += wr[0] * v0; a0_1 += wr[0] * v1; a0_2 += wr[0] * v2; a0_3 += wr[0] * v3;
+                        a1_0 += wr[576] * v0; a1_1 += wr[576] * v1; a1_2 += wr[576] * v2; a1_3 += wr[576] * v3;
+                        a2_0 += wr[1152] * v0; a2_1 += wr[1152] * v1; a2_2 += wr[1152] * v2; a2_3 += wr[1152] * v3;
+                        a3_0 += wr[1728] * v0; a3_1 += wr[1728] * v1; a3_2 += wr[1728] * v2; a3_3 += wr[1728] * v3;
+                    }
+                    {
+                        cg_v v0 = VLOAD(xr + 1), v1 = VLOAD(xr + 17), v2 = VLOAD(xr + 33), v3 = VLOAD(xr + 49); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        a0_0 += wr[1] * v0; a0_1 += wr[1] * v1; a0_2 += wr[1] * v2; a0_3 += wr[1] * v3;
+                        a1_0 += wr[577] * v0; a1_1 += wr[577] * v1; a1_2 += wr[577] * v2; a1_3 += wr[577] * v3;
+                        a2_0 += wr[1153] * v0; a2_1 += wr[1153] * v1; a2_2 += wr[1153] * v2; a2_3 += wr[1153] * v3;
+                        a3_0 += wr[1729] * v0; a3_1 += wr[1729] * v1; a3_2 += wr[1729] * v2; a3_3 += wr[1729] * v3;
+                    }
+                    {
+                        cg_v v0 = VLOAD(xr + 2), v1 = VLOAD(xr + 18), v2 = VLOAD(xr + 34), v3 = VLOAD(xr + 50); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        a0_0 += wr[2] * v0; a0_1 += wr[2] * v1; a0_2 += wr[2] * v2; a0_3 += wr[2] * v3;
+                        a1_0 += wr[578] * v0; a1_1 += wr[578] * v1; a1_2 += wr[578] * v2; a1_3 += wr[578] * v3;
+                        a2_0 += wr[1154] * v0; a2_1 += wr[1154] * v1; a2_2 += wr[1154] * v2; a2_3 += wr[1154] * v3;
+                        a3_0 += wr[1730] * v0; a3_1 += wr[1730] * v1; a3_2 += wr[1730] * v2; a3_3 += wr[1730] * v3;
+                    }
+                    {
+                        cg_v v0 = VLOAD(xr + 226), v1 = VLOAD(xr + 242), v2 = VLOAD(xr + 258), v3 = VLOAD(xr + 274); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        a0_0 += wr[3] * v0; a0_1 += wr[3] * v1; a0_2 += wr[3] * v2; a0_3 += wr[3] * v3;
+                        a1_0 += wr[579] * v0; a1_1 += wr[579] * v1; a1_2 += wr[579] * v2; a1_3 += wr[579] * v3;
+                        a2_0 += wr[1155] * v0; a2_1 += wr[1155] * v1; a2_2 += wr[1155] * v2; a2_3 += wr[1155] * v3;
+                        a3_0 += wr[1731] * v0; a3_1 += wr[1731] * v1; a3_2 += wr[1731] * v2; a3_3 += wr[1731] * v3;
+                    }
+                    {
+                        cg_v v0 = VLOAD(xr + 227), v1 = VLOAD(xr + 243), v2 = VLOAD(xr + 259), v3 = VLOAD(xr + 275); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        a0_0 += wr[4] * v0; a0_1 += wr[4] * v1; a0_2 += wr[4] * v2; a0_3 += wr[4] * v3;
+                        a1_0 += wr[580] * v0; a1_1 += wr[580] * v1; a1_2 += wr[580] * v2; a1_3 += wr[580] * v3;
+                        a2_0 += wr[1156] * v0; a2_1 += wr[1156] * v1; a2_2 += wr[1156] * v2; a2_3 += wr[1156] * v3;
+                        a3_0 += wr[1732] * v0; a3_1 += wr[1732] * v1; a3_2 += wr[1732] * v2; a3_3 += wr[1732] * v3;
+                    }
+                    {
+                        cg_v v0 = VLOAD(xr + 228), v1 = VLOAD(xr + 244), v2 = VLOAD(xr + 260), v3 = VLOAD(xr + 276); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        a0_0 += wr[5] * v0; a0_1 += wr[5] * v1; a0_2 += wr[5] * v2; a0_3 += wr[5] * v3;
+                        a1_0 += wr[581] * v0; a1_1 += wr[581] * v1; a1_2 += wr[581] * v2; a1_3 += wr[581] * v3;
+                        a2_0 += wr[1157] * v0; a2_1 += wr[1157] * v1; a2_2 += wr[1157] * v2; a2_3 += wr[1157] * v3;
+                        a3_0 += wr[1733] * v0; a3_1 += wr[1733] * v1; a3_2 += wr[1733] * v2; a3_3 += wr[1733] * v3;
+                    }
+                    {
+                        cg_v v0 = VLOAD(xr + 452), v1 = VLOAD(xr + 468), v2 = VLOAD(xr + 484), v3 = VLOAD(xr + 500); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        a0_0 += wr[6] * v0; a0_1 += wr[6] * v1; a0_2 += wr[6] * v2; a0_3 += wr[6] * v3;
+                        a1_0 += wr[582] * v0; a1_1 += wr[582] * v1; a1_2 += wr[582] * v2; a1_3 += wr[582] * v3;
+                        a2_0 += wr[1158] * v0; a2_1 += wr[1158] * v1; a2_2 += wr[1158] * v2; a2_3 += wr[1158] * v3;
+                        a3_0 += wr[1734] * v0; a3_1 += wr[1734] * v1; a3_2 += wr[1734] * v2; a3_3 += wr[1734] * v3;
+                    }
+                    {
+                        cg_v v0 = VLOAD(xr + 453), v1 = VLOAD(xr + 469), v2 = VLOAD(xr + 485), v3 = VLOAD(xr + 501); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        a0_0 += wr[7] * v0; a0_1 += wr[7] * v1; a0_2 += wr[7] * v2; a0_3 += wr[7] * v3;
+                        a1_0 += wr[583] * v0; a1_1 += wr[583] * v1; a1_2 += wr[583] * v2; a1_3 += wr[583] * v3;
+                        a2_0 += wr[1159] * v0; a2_1 += wr[1159] * v1; a2_2 += wr[1159] * v2; a2_3 += wr[1159] * v3;
+                        a3_0 += wr[1735] * v0; a3_1 += wr[1735] * v1; a3_2 += wr[1735] * v2; a3_3 += wr[1735] * v3;
+                    }
+                    {
+                        cg_v v0 = VLOAD(xr + 454), v1 = VLOAD(xr + 470), v2 = VLOAD(xr + 486), v3 = VLOAD(xr + 502); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        a0_0 += wr[8] * v0; a0_1 += wr[8] * v1; a0_2 += wr[8] * v2; a0_3 += wr[8] * v3;
+                        a1_0 += wr[584] * v0; a1_1 += wr[584] * v1; a1_2 += wr[584] * v2; a1_3 += wr[584] * v3;
+                        a2_0 += wr[1160] * v0; a2_1 += wr[1160] * v1; a2_2 += wr[1160] * v2; a2_3 += wr[1160] * v3;
+                        a3_0 += wr[1736] * v0; a3_1 += wr[1736] * v1; a3_2 += wr[1736] * v2; a3_3 += wr[1736] * v3;
+                    }
+                }
+                VSTORE(yr + (size_t)(co0 + 0) * 50176 + x0 + 0, a0_0); VSTORE(yr + (size_t)(co0 + 0) * 50176 + x0 + 16, a0_1); VSTORE(yr + (size_t)(co0 + 0) * 50176 + x0 + 32, a0_2); VSTORE(yr + (size_t)(co0 + 0) * 50176 + x0 + 48, a0_3);
+                VSTORE(yr + (size_t)(co0 + 1) * 50176 + x0 + 0, a1_0); VSTORE(yr + (size_t)(co0 + 1) * 50176 + x0 + 16, a1_1); VSTORE(yr + (size_t)(co0 + 1) * 50176 + x0 + 32, a1_2); VSTORE(yr + (size_t)(co0 + 1) * 50176 + x0 + 48, a1_3);
+                VSTORE(yr + (size_t)(co0 + 2) * 50176 + x0 + 0, a2_0); VSTORE(yr + (size_t)(co0 + 2) * 50176 + x0 + 16, a2_1); VSTORE(yr + (size_t)(co0 + 2) * 50176 + x0 + 32, a2_2); VSTORE(yr + (size_t)(co0 + 2) * 50176 + x0 + 48, a2_3);
+                VSTORE(yr + (size_t)(co0 + 3) * 50176 + x0 + 0, a3_0); VSTORE(yr + (size_t)(co0 + 3) * 50176 + x0 + 16, a3_1); VSTORE(yr + (size_t)(co0 + 3) * 50176 + x0 + 32, a3_2); VSTORE(yr + (size_t)(co0 + 3) * 50176 + x0 + 48, a3_3);
+            }
+            {
+                const int x0 = 192;
+                cg_v a0_0 = vsplat(b[co0 + 0]), a0_1 = vsplat(b[co0 + 0]);
+                cg_v a1_0 = vsplat(b[co0 + 1]), a1_1 = vsplat(b[co0 + 1]);
+                cg_v a2_0 = vsplat(b[co0 + 2]), a2_1 = vsplat(b[co0 + 2]);
+                cg_v a3_0 = vsplat(b[co0 + 3]), a3_1 = vsplat(b[co0 + 3]);
+                for (int ci = 0; ci < 64; ci++) {
+                    const float *restrict xr = xr0 + (size_t)ci * 51076 + x0;
+                    const float *restrict wr = w + (size_t)co0 * 576 + ci * 9;
+                    {
+                        cg_v v0 = VLOAD(xr + 0), v1 = VLOAD(xr + 16); VKEEP(v0); VKEEP(v1);
+                        a0_0 += wr[0] * v0; a0_1 += wr[0] * v1;
+                        a1_0 += wr[576] * v0; a1_1 += wr[576] * v1;
+                        a2_0 += wr[1152] * v0; a2_1 += wr[1152] * v1;
+                        a3_0 += wr[1728] * v0; a3_1 += wr[1728] * v1;
+                    }
+                    {
+                        cg_v v0 = VLOAD(xr + 1), v1 = VLOAD(xr + 17); VKEEP(v0); VKEEP(v1);
+                        a0_0 += wr[1] * v0; a0_1 += wr[1] * v1;
+                        a1_0 += wr[577] * v0; a1_1 += wr[577] * v1;
+                        a2_0 += wr[1153] * v0; a2_1 += wr[1153] * v1;
+                        a3_0 += wr[1729] * v0; a3_1 += wr[1729] * v1;
+                    }
+                    {
+                        cg_v v0 = VLOAD(xr + 2), v1 = VLOAD(xr + 18); VKEEP(v0); VKEEP(v1);
+                        a0_0 += wr[2] * v0; a0_1 += wr[2] * v1;
+                        a1_0 += wr[578] * v0; a1_1 += wr[578] * v1;
+                        a2_0 += wr[1154] * v0; a2_1 += wr[1154] * v1;
+                        a3_0 += wr[1730] * v0; a3_1 += wr[1730] * v1;
+                    }
+                    {
+                        cg_v v0 = VLOAD(xr + 226), v1 = VLOAD(xr + 242); VKEEP(v0); VKEEP(v1);
+                        a0_0 += wr[3] * v0; a0_1 += wr[3] * v1;
+                        a1_0 += wr[579] * v0; a1_1 += wr[579] * v1;
+                        a2_0 += wr[1155] * v0; a2_1 += wr[1155] * v1;
+                        a3_0 += wr[1731] * v0; a3_1 += wr[1731] * v1;
+                    }
+                    {
+                        cg_v v0 = VLOAD(xr + 227), v1 = VLOAD(xr + 243); VKEEP(v0); VKEEP(v1);
+                        a0_0 += wr[4] * v0; a0_1 += wr[4] * v1;
+                        a1_0 += wr[580] * v0; a1_1 += wr[580] * v1;
+                        a2_0 += wr[1156] * v0; a2_1 += wr[1156] * v1;
+                        a3_0 += wr[1732] * v0; a3_1 += wr[1732] * v1;
+                    }
+                    {
+                        cg_v v0 = VLOAD(xr + 228), v1 = VLOAD(xr + 244); VKEEP(v0); VKEEP(v1);
+                        a0_0 += wr[5] * v0; a0_1 += wr[5] * v1;
+                        a1_0 += wr[581] * v0; a1_1 += wr[581] * v1;
+                        a2_0 += wr[1157] * v0; a2_1 += wr[1157] * v1;
+                        a3_0 += wr[1733] * v0; a3_1 += wr[1733] * v1;
+                    }
+                    {
+                        cg_v v0 = VLOAD(xr + 452), v1 = VLOAD(xr + 468); VKEEP(v0); VKEEP(v1);
+                        a0_0 += wr[6] * v0; a0_1 += wr[6] * v1;
+                        a1_0 += wr[582] * v0; a1_1 += wr[582] * v1;
+                        a2_0 += wr[1158] * v0; a2_1 += wr[1158] * v1;
+                        a3_0 += wr[1734] * v0; a3_1 += wr[1734] * v1;
+                    }
+                    {
+                        cg_v v0 = VLOAD(xr + 453), v1 = VLOAD(xr + 469); VKEEP(v0); VKEEP(v1);
+                        a0_0 += wr[7] * v0; a0_1 += wr[7] * v1;
+                        a1_0 += wr[583] * v0; a1_1 += wr[583] * v1;
+                        a2_0 += wr[1159] * v0; a2_1 += wr[1159] * v1;
+                        a3_0 += wr[1735] * v0; a3_1 += wr[1735] * v1;
+                    }
+                    {
+                        cg_v v0 = VLOAD(xr + 454), v1 = VLOAD(xr + 470); VKEEP(v0); VKEEP(v1);
+                        a0_0 += wr[8] * v0; a0_1 += wr[8] * v1;
+                        a1_0 += wr[584] * v0; a1_1 += wr[584] * v1;
+                        a2_0 += wr[1160] * v0; a2_1 += wr[1160] * v1;
+                        a3_0 += wr[1736] * v0; a3_1 += wr[1736] * v1;
+                    }
+                }
+                VSTORE(yr + (size_t)(co0 + 0) * 50176 + x0 + 0, a0_0); VSTORE(yr + (size_t)(co0 + 0) * 50176 + x0 + 16, a0_1);
+                VSTORE(yr + (size_t)(co0 + 1) * 50176 + x0 + 0, a1_0); VSTORE(yr + (size_t)(co0 + 1) * 50176 + x0 + 16, a1_1);
+                VSTORE(yr + (size_t)(co0 + 2) * 50176 + x0 + 0, a2_0); VSTORE(yr + (size_t)(co0 + 2) * 50176 + x0 + 16, a2_1);
+                VSTORE(yr + (size_t)(co0 + 3) * 50176 + x0 + 0, a3_0); VSTORE(yr + (size_t)(co0 + 3) * 50176 + x0 + 16, a3_1);
+            }
+        }
     }
 }
 
 static void l02_conv2d_backward(float *restrict G, float *restrict S, const float *restrict dy, int nb)
 {
     float *restrict gw = G + 1792;
+    const float *restrict xp = S + 0;
     float *restrict gb = G + 38656;
-    float *restrict dyh = S + 9785920;
-    /* dy of every sample -> channels-last, padded channels zero */
     CG_PARALLEL_FOR
-    for (int n = 0; n < nb; n++) {
-        float *restrict dn = dyh + (size_t)n * 3211264;
-        for (int i = 0; i < 50176; i++)
-            for (int co = 0; co < 64; co++) dn[i * 64 + co] = co < 64 ? dy[(size_t)n * 3211264 + co * 50176 + i] : 0.0f;
-    }
     for (int co = 0; co < 64; co++) {
-        float s = 0.0f;
-        for (int n = 0; n < nb; n++)
-            for (int i = 0; i < 50176; i++) s += dy[(size_t)n * 3211264 + co * 50176 + i];
-        gb[co] += s;
-    }
-    CG_PARALLEL_FOR
-    for (int p0 = 0; p0 < 576; p0 += 6) {
-        int off[6], gidx[6];
-        for (int j = 0; j < 6; j++) {
-            const int q = p0 + j, ci = q / 9, k = q % 9, ky = k / 3, kx = k % 3;
-            off[j] = (ky * 1 * 226 + kx * 1) * 64 + ci;
-            gidx[j] = ci * 9 + k;
+        cg_v s = vsplat(0.0f);
+        for (int n = 0; n < nb; n++) {
+            const float *restrict d = dy + ((size_t)n * 64 + co) * 50176;
+            for (int i = 0; i < 50176; i += 16) s += VLOAD(d + i);
         }
-        for (int v0 = 0; v0 < 4; v0 += 4) {
-            cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f);
-            cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f), a1_3 = vsplat(0.0f);
-            cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f), a2_2 = vsplat(0.0f), a2_3 = vsplat(0.0f);
-            cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f), a3_2 = vsplat(0.0f), a3_3 = vsplat(0.0f);
-            cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f), a4_2 = vsplat(0.0f), a4_3 = vsplat(0.0f);
-            cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f), a5_2 = vsplat(0.0f), a5_3 = vsplat(0.0f);
-            for (int n = 0; n < nb; n++) {
-                const float *restrict xp = S + 0 + (size_t)n * 3268864;
-                const float *restrict dn = dyh + (size_t)n * 3211264 + v0 * 16;
-                for (int oy = 0; oy < 224; oy++) {
-                    for (int ox = 0; ox < 224; ox++) {
-                        const float *restrict xr = xp + (oy * 226 + ox) * 64;
-                        const cg_v d0 = VLOAD(dn + (oy * 224 + ox) * 64 + 0), d1 = VLOAD(dn + (oy * 224 + ox) * 64 + 16), d2 = VLOAD(dn + (oy * 224 + ox) * 64 + 32), d3 = VLOAD(dn + (oy * 224 + ox) * 64 + 48);
-                        a0_0 += xr[off[0]] * d0; a0_1 += xr[off[0]] * d1; a0_2 += xr[off[0]] * d2; a0_3 += xr[off[0]] * d3;
-                        a1_0 += xr[off[1]] * d0; a1_1 += xr[off[1]] * d1; a1_2 += xr[off[1]] * d2; a1_3 += xr[off[1]] * d3;
-                        a2_0 += xr[off[2]] * d0; a2_1 += xr[off[2]] * d1; a2_2 += xr[off[2]] * d2; a2_3 += xr[off[2]] * d3;
-                        a3_0 += xr[off[3]] * d0; a3_1 += xr[off[3]] * d1; a3_2 += xr[off[3]] * d2; a3_3 += xr[off[3]] * d3;
-                        a4_0 += xr[off[4]] * d0; a4_1 += xr[off[4]] * d1; a4_2 += xr[off[4]] * d2; a4_3 += xr[off[4]] * d3;
-                        a5_0 += xr[off[5]] * d0; a5_1 += xr[off[5]] * d1; a5_2 += xr[off[5]] * d2; a5_3 += xr[off[5]] * d3;
+        gb[co] += vsum(s);
+    }
+    /* tiles of 2 output channels x 9 taps (3 kernel rows) of one input channel */
+    CG_PARALLEL_FOR
+    for (int t = 0; t < 2048; t++) {
+        const int co0 = t / 64 * 2, ci = t % 64;
+        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f), a0_4 = vsplat(0.0f), a0_5 = vsplat(0.0f), a0_6 = vsplat(0.0f), a0_7 = vsplat(0.0f), a0_8 = vsplat(0.0f);
+        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f), a1_3 = vsplat(0.0f), a1_4 = vsplat(0.0f), a1_5 = vsplat(0.0f), a1_6 = vsplat(0.0f), a1_7 = vsplat(0.0f), a1_8 = vsplat(0.0f);
+        for (int n = 0; n < nb; n++) {
+            for (int oy = 0; oy < 224; oy += 4) {
+                const float *restrict dr = dy + ((size_t)n * 64 + co0) * 50176 + oy * 224;
+                const float *restrict xr = xp + ((size_t)n * 64 + ci) * 51076 + (oy) * 226;
+                for (int x = 0; x < 224; x += 16) {
+                    const cg_v d0_0 = VLOAD(dr + 0 + x), d0_1 = VLOAD(dr + 50176 + x);
+                    const cg_v d1_0 = VLOAD(dr + 224 + x), d1_1 = VLOAD(dr + 50400 + x);
+                    const cg_v d2_0 = VLOAD(dr + 448 + x), d2_1 = VLOAD(dr + 50624 + x);
+                    const cg_v d3_0 = VLOAD(dr + 672 + x), d3_1 = VLOAD(dr + 50848 + x);
+                    {
+                        cg_v v = VLOAD(xr + 0 + x); VKEEP(v); a0_0 += d0_0 * v; a1_0 += d0_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 1 + x); VKEEP(v); a0_1 += d0_0 * v; a1_1 += d0_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 2 + x); VKEEP(v); a0_2 += d0_0 * v; a1_2 += d0_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 226 + x); VKEEP(v); a0_3 += d0_0 * v; a1_3 += d0_1 * v; a0_0 += d1_0 * v; a1_0 += d1_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 227 + x); VKEEP(v); a0_4 += d0_0 * v; a1_4 += d0_1 * v; a0_1 += d1_0 * v; a1_1 += d1_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 228 + x); VKEEP(v); a0_5 += d0_0 * v; a1_5 += d0_1 * v; a0_2 += d1_0 * v; a1_2 += d1_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 452 + x); VKEEP(v); a0_6 += d0_0 * v; a1_6 += d0_1 * v; a0_3 += d1_0 * v; a1_3 += d1_1 * v; a0_0 += d2_0 * v; a1_0 += d2_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 453 + x); VKEEP(v); a0_7 += d0_0 * v; a1_7 += d0_1 * v; a0_4 += d1_0 * v; a1_4 += d1_1 * v; a0_1 += d2_0 * v; a1_1 += d2_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 454 + x); VKEEP(v); a0_8 += d0_0 * v; a1_8 += d0_1 * v; a0_5 += d1_0 * v; a1_5 += d1_1 * v; a0_2 += d2_0 * v; a1_2 += d2_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 678 + x); VKEEP(v); a0_6 += d1_0 * v; a1_6 += d1_1 * v; a0_3 += d2_0 * v; a1_3 += d2_1 * v; a0_0 += d3_0 * v; a1_0 += d3_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 679 + x); VKEEP(v); a0_7 += d1_0 * v; a1_7 += d1_1 * v; a0_4 += d2_0 * v; a1_4 += d2_1 * v; a0_1 += d3_0 * v; a1_1 += d3_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 680 + x); VKEEP(v); a0_8 += d1_0 * v; a1_8 += d1_1 * v; a0_5 += d2_0 * v; a1_5 += d2_1 * v; a0_2 += d3_0 * v; a1_2 += d3_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 904 + x); VKEEP(v); a0_6 += d2_0 * v; a1_6 += d2_1 * v; a0_3 += d3_0 * v; a1_3 += d3_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 905 + x); VKEEP(v); a0_7 += d2_0 * v; a1_7 += d2_1 * v; a0_4 += d3_0 * v; a1_4 += d3_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 906 + x); VKEEP(v); a0_8 += d2_0 * v; a1_8 += d2_1 * v; a0_5 += d3_0 * v; a1_5 += d3_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 1130 + x); VKEEP(v); a0_6 += d3_0 * v; a1_6 += d3_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 1131 + x); VKEEP(v); a0_7 += d3_0 * v; a1_7 += d3_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 1132 + x); VKEEP(v); a0_8 += d3_0 * v; a1_8 += d3_1 * v;
                     }
                 }
             }
-            for (int l = 0; l < 16 && (v0 + 0) * 16 + l < 64; l++) gw[((v0 + 0) * 16 + l) * 576 + gidx[0]] += a0_0[l];
-            for (int l = 0; l < 16 && (v0 + 1) * 16 + l < 64; l++) gw[((v0 + 1) * 16 + l) * 576 + gidx[0]] += a0_1[l];
-            for (int l = 0; l < 16 && (v0 + 2) * 16 + l < 64; l++) gw[((v0 + 2) * 16 + l) * 576 + gidx[0]] += a0_2[l];
-            for (int l = 0; l < 16 && (v0 + 3) * 16 + l < 64; l++) gw[((v0 + 3) * 16 + l) * 576 + gidx[0]] += a0_3[l];
-            for (int l = 0; l < 16 && (v0 + 0) * 16 + l < 64; l++) gw[((v0 + 0) * 16 + l) * 576 + gidx[1]] += a1_0[l];
-            for (int l = 0; l < 16 && (v0 + 1) * 16 + l < 64; l++) gw[((v0 + 1) * 16 + l) * 576 + gidx[1]] += a1_1[l];
-            for (int l = 0; l < 16 && (v0 + 2) * 16 + l < 64; l++) gw[((v0 + 2) * 16 + l) * 576 + gidx[1]] += a1_2[l];
-            for (int l = 0; l < 16 && (v0 + 3) * 16 + l < 64; l++) gw[((v0 + 3) * 16 + l) * 576 + gidx[1]] += a1_3[l];
-            for (int l = 0; l < 16 && (v0 + 0) * 16 + l < 64; l++) gw[((v0 + 0) * 16 + l) * 576 + gidx[2]] += a2_0[l];
-            for (int l = 0; l < 16 && (v0 + 1) * 16 + l < 64; l++) gw[((v0 + 1) * 16 + l) * 576 + gidx[2]] += a2_1[l];
-            for (int l = 0; l < 16 && (v0 + 2) * 16 + l < 64; l++) gw[((v0 + 2) * 16 + l) * 576 + gidx[2]] += a2_2[l];
-            for (int l = 0; l < 16 && (v0 + 3) * 16 + l < 64; l++) gw[((v0 + 3) * 16 + l) * 576 + gidx[2]] += a2_3[l];
-            for (int l = 0; l < 16 && (v0 + 0) * 16 + l < 64; l++) gw[((v0 + 0) * 16 + l) * 576 + gidx[3]] += a3_0[l];
-            for (int l = 0; l < 16 && (v0 + 1) * 16 + l < 64; l++) gw[((v0 + 1) * 16 + l) * 576 + gidx[3]] += a3_1[l];
-            for (int l = 0; l < 16 && (v0 + 2) * 16 + l < 64; l++) gw[((v0 + 2) * 16 + l) * 576 + gidx[3]] += a3_2[l];
-            for (int l = 0; l < 16 && (v0 + 3) * 16 + l < 64; l++) gw[((v0 + 3) * 16 + l) * 576 + gidx[3]] += a3_3[l];
-            for (int l = 0; l < 16 && (v0 + 0) * 16 + l < 64; l++) gw[((v0 + 0) * 16 + l) * 576 + gidx[4]] += a4_0[l];
-            for (int l = 0; l < 16 && (v0 + 1) * 16 + l < 64; l++) gw[((v0 + 1) * 16 + l) * 576 + gidx[4]] += a4_1[l];
-            for (int l = 0; l < 16 && (v0 + 2) * 16 + l < 64; l++) gw[((v0 + 2) * 16 + l) * 576 + gidx[4]] += a4_2[l];
-            for (int l = 0; l < 16 && (v0 + 3) * 16 + l < 64; l++) gw[((v0 + 3) * 16 + l) * 576 + gidx[4]] += a4_3[l];
-            for (int l = 0; l < 16 && (v0 + 0) * 16 + l < 64; l++) gw[((v0 + 0) * 16 + l) * 576 + gidx[5]] += a5_0[l];
-            for (int l = 0; l < 16 && (v0 + 1) * 16 + l < 64; l++) gw[((v0 + 1) * 16 + l) * 576 + gidx[5]] += a5_1[l];
-            for (int l = 0; l < 16 && (v0 + 2) * 16 + l < 64; l++) gw[((v0 + 2) * 16 + l) * 576 + gidx[5]] += a5_2[l];
-            for (int l = 0; l < 16 && (v0 + 3) * 16 + l < 64; l++) gw[((v0 + 3) * 16 + l) * 576 + gidx[5]] += a5_3[l];
         }
+        gw[(size_t)(co0 + 0) * 576 + ci * 9 + 0] += vsum(a0_0);
+        gw[(size_t)(co0 + 0) * 576 + ci * 9 + 1] += vsum(a0_1);
+        gw[(size_t)(co0 + 0) * 576 + ci * 9 + 2] += vsum(a0_2);
+        gw[(size_t)(co0 + 0) * 576 + ci * 9 + 3] += vsum(a0_3);
+        gw[(size_t)(co0 + 0) * 576 + ci * 9 + 4] += vsum(a0_4);
+        gw[(size_t)(co0 + 0) * 576 + ci * 9 + 5] += vsum(a0_5);
+        gw[(size_t)(co0 + 0) * 576 + ci * 9 + 6] += vsum(a0_6);
+        gw[(size_t)(co0 + 0) * 576 + ci * 9 + 7] += vsum(a0_7);
+        gw[(size_t)(co0 + 0) * 576 + ci * 9 + 8] += vsum(a0_8);
+        gw[(size_t)(co0 + 1) * 576 + ci * 9 + 0] += vsum(a1_0);
+        gw[(size_t)(co0 + 1) * 576 + ci * 9 + 1] += vsum(a1_1);
+        gw[(size_t)(co0 + 1) * 576 + ci * 9 + 2] += vsum(a1_2);
+        gw[(size_t)(co0 + 1) * 576 + ci * 9 + 3] += vsum(a1_3);
+        gw[(size_t)(co0 + 1) * 576 + ci * 9 + 4] += vsum(a1_4);
+        gw[(size_t)(co0 + 1) * 576 + ci * 9 + 5] += vsum(a1_5);
+        gw[(size_t)(co0 + 1) * 576 + ci * 9 + 6] += vsum(a1_6);
+        gw[(size_t)(co0 + 1) * 576 + ci * 9 + 7] += vsum(a1_7);
+        gw[(size_t)(co0 + 1) * 576 + ci * 9 + 8] += vsum(a1_8);
     }
 }
 
 static void l02_conv2d_backward_dx(const float *restrict P, float *restrict S, const float *restrict dy, float *restrict dx, int nb)
 {
     const float *restrict w = P + 1792;
-    float *restrict wf = S + 16208448, *restrict dyp = S + 16245312, *restrict dxh = S + 19514176;
-    for (int i = 0; i < 36864; i++) wf[i] = 0.0f;
-    for (int co = 0; co < 64; co++)
-        for (int ci = 0; ci < 64; ci++)
-            for (int k = 0; k < 9; k++) wf[(co * 9 + k) * 64 + ci] = w[(co * 64 + ci) * 9 + k];
-    for (int n = 0; n < nb; n++) {
-        const float *restrict dn = dy + (size_t)n * 3211264;
-        float *restrict dxn = dx + (size_t)n * 3211264;
-        memset(dyp, 0, sizeof(float) * 3268864);
-        for (int co = 0; co < 64; co++)
-            for (int oy = 0; oy < 224; oy++)
-                for (int ox = 0; ox < 224; ox++) dyp[((oy + 1) * 226 + ox + 1) * 64 + co] = dn[co * 50176 + oy * 224 + ox];
-        CG_PARALLEL_FOR
-        for (int iy = 0; iy < 224; iy++) {
-            for (int v0 = 0; v0 < 4; v0 += 4) {
-                for (int x0 = 0; x0 < 222; x0 += 6) {
-                    cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f);
-                    cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f), a1_3 = vsplat(0.0f);
-                    cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f), a2_2 = vsplat(0.0f), a2_3 = vsplat(0.0f);
-                    cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f), a3_2 = vsplat(0.0f), a3_3 = vsplat(0.0f);
-                    cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f), a4_2 = vsplat(0.0f), a4_3 = vsplat(0.0f);
-                    cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f), a5_2 = vsplat(0.0f), a5_3 = vsplat(0.0f);
-                    for (int co = 0; co < 64; co++) {
-                        const float *restrict dr = dyp + (iy * 226 + x0) * 64 + co;
-                        const float *restrict wr = wf + co * 576 + v0 * 16;
-                        {
-                            const cg_v w0 = VLOAD(wr + 0), w1 = VLOAD(wr + 16), w2 = VLOAD(wr + 32), w3 = VLOAD(wr + 48);
-                            a0_0 += dr[29056] * w0; a0_1 += dr[29056] * w1; a0_2 += dr[29056] * w2; a0_3 += dr[29056] * w3;
-                            a1_0 += dr[29120] * w0; a1_1 += dr[29120] * w1; a1_2 += dr[29120] * w2; a1_3 += dr[29120] * w3;
-                            a2_0 += dr[29184] * w0; a2_1 += dr[29184] * w1; a2_2 += dr[29184] * w2; a2_3 += dr[29184] * w3;
-                            a3_0 += dr[29248] * w0; a3_1 += dr[29248] * w1; a3_2 += dr[29248] * w2; a3_3 += dr[29248] * w3;
-                            a4_0 += dr[29312] * w0; a4_1 += dr[29312] * w1; a4_2 += dr[29312] * w2; a4_3 += dr[29312] * w3;
-                            a5_0 += dr[29376] * w0; a5_1 += dr[29376] * w1; a5_2 += dr[29376] * w2; a5_3 += dr[29376] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 64), w1 = VLOAD(wr + 80), w2 = VLOAD(wr + 96), w3 = VLOAD(wr + 112);
-                            a0_0 += dr[28992] * w0; a0_1 += dr[28992] * w1; a0_2 += dr[28992] * w2; a0_3 += dr[28992] * w3;
-                            a1_0 += dr[29056] * w0; a1_1 += dr[29056] * w1; a1_2 += dr[29056] * w2; a1_3 += dr[29056] * w3;
-                            a2_0 += dr[29120] * w0; a2_1 += dr[29120] * w1; a2_2 += dr[29120] * w2; a2_3 += dr[29120] * w3;
-                            a3_0 += dr[29184] * w0; a3_1 += dr[29184] * w1; a3_2 += dr[29184] * w2; a3_3 += dr[29184] * w3;
-                            a4_0 += dr[29248] * w0; a4_1 += dr[29248] * w1; a4_2 += dr[29248] * w2; a4_3 += dr[29248] * w3;
-                            a5_0 += dr[29312] * w0; a5_1 += dr[29312] * w1; a5_2 += dr[29312] * w2; a5_3 += dr[29312] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 128), w1 = VLOAD(wr + 144), w2 = VLOAD(wr + 160), w3 = VLOAD(wr + 176);
-                            a0_0 += dr[28928] * w0; a0_1 += dr[28928] * w1; a0_2 += dr[28928] * w2; a0_3 += dr[28928] * w3;
-                            a1_0 += dr[28992] * w0; a1_1 += dr[28992] * w1; a1_2 += dr[28992] * w2; a1_3 += dr[28992] * w3;
-                            a2_0 += dr[29056] * w0; a2_1 += dr[29056] * w1; a2_2 += dr[29056] * w2; a2_3 += dr[29056] * w3;
-                            a3_0 += dr[29120] * w0; a3_1 += dr[29120] * w1; a3_2 += dr[29120] * w2; a3_3 += dr[29120] * w3;
-                            a4_0 += dr[29184] * w0; a4_1 += dr[29184] * w1; a4_2 += dr[29184] * w2; a4_3 += dr[29184] * w3;
-                            a5_0 += dr[29248] * w0; a5_1 += dr[29248] * w1; a5_2 += dr[29248] * w2; a5_3 += dr[29248] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 192), w1 = VLOAD(wr + 208), w2 = VLOAD(wr + 224), w3 = VLOAD(wr + 240);
-                            a0_0 += dr[14592] * w0; a0_1 += dr[14592] * w1; a0_2 += dr[14592] * w2; a0_3 += dr[14592] * w3;
-                            a1_0 += dr[14656] * w0; a1_1 += dr[14656] * w1; a1_2 += dr[14656] * w2; a1_3 += dr[14656] * w3;
-                            a2_0 += dr[14720] * w0; a2_1 += dr[14720] * w1; a2_2 += dr[14720] * w2; a2_3 += dr[14720] * w3;
-                            a3_0 += dr[14784] * w0; a3_1 += dr[14784] * w1; a3_2 += dr[14784] * w2; a3_3 += dr[14784] * w3;
-                            a4_0 += dr[14848] * w0; a4_1 += dr[14848] * w1; a4_2 += dr[14848] * w2; a4_3 += dr[14848] * w3;
-                            a5_0 += dr[14912] * w0; a5_1 += dr[14912] * w1; a5_2 += dr[14912] * w2; a5_3 += dr[14912] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 256), w1 = VLOAD(wr + 272), w2 = VLOAD(wr + 288), w3 = VLOAD(wr + 304);
-                            a0_0 += dr[14528] * w0; a0_1 += dr[14528] * w1; a0_2 += dr[14528] * w2; a0_3 += dr[14528] * w3;
-                            a1_0 += dr[14592] * w0; a1_1 += dr[14592] * w1; a1_2 += dr[14592] * w2; a1_3 += dr[14592] * w3;
-                            a2_0 += dr[14656] * w0; a2_1 += dr[14656] * w1; a2_2 += dr[14656] * w2; a2_3 += dr[14656] * w3;
-                            a3_0 += dr[14720] * w0; a3_1 += dr[14720] * w1; a3_2 += dr[14720] * w2; a3_3 += dr[14720] * w3;
-                            a4_0 += dr[14784] * w0; a4_1 += dr[14784] * w1; a4_2 += dr[14784] * w2; a4_3 += dr[14784] * w3;
-                            a5_0 += dr[14848] * w0; a5_1 += dr[14848] * w1; a5_2 += dr[14848] * w2; a5_3 += dr[14848] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 320), w1 = VLOAD(wr + 336), w2 = VLOAD(wr + 352), w3 = VLOAD(wr + 368);
-                            a0_0 += dr[14464] * w0; a0_1 += dr[14464] * w1; a0_2 += dr[14464] * w2; a0_3 += dr[14464] * w3;
-                            a1_0 += dr[14528] * w0; a1_1 += dr[14528] * w1; a1_2 += dr[14528] * w2; a1_3 += dr[14528] * w3;
-                            a2_0 += dr[14592] * w0; a2_1 += dr[14592] * w1; a2_2 += dr[14592] * w2; a2_3 += dr[14592] * w3;
-                            a3_0 += dr[14656] * w0; a3_1 += dr[14656] * w1; a3_2 += dr[14656] * w2; a3_3 += dr[14656] * w3;
-                            a4_0 += dr[14720] * w0; a4_1 += dr[14720] * w1; a4_2 += dr[14720] * w2; a4_3 += dr[14720] * w3;
-                            a5_0 += dr[14784] * w0; a5_1 += dr[14784] * w1; a5_2 += dr[14784] * w2; a5_3 += dr[14784] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 384), w1 = VLOAD(wr + 400), w2 = VLOAD(wr + 416), w3 = VLOAD(wr + 432);
-                            a0_0 += dr[128] * w0; a0_1 += dr[128] * w1; a0_2 += dr[128] * w2; a0_3 += dr[128] * w3;
-                            a1_0 += dr[192] * w0; a1_1 += dr[192] * w1; a1_2 += dr[192] * w2; a1_3 += dr[192] * w3;
-                            a2_0 += dr[256] * w0; a2_1 += dr[256] * w1; a2_2 += dr[256] * w2; a2_3 += dr[256] * w3;
-                            a3_0 += dr[320] * w0; a3_1 += dr[320] * w1; a3_2 += dr[320] * w2; a3_3 += dr[320] * w3;
-                            a4_0 += dr[384] * w0; a4_1 += dr[384] * w1; a4_2 += dr[384] * w2; a4_3 += dr[384] * w3;
-                            a5_0 += dr[448] * w0; a5_1 += dr[448] * w1; a5_2 += dr[448] * w2; a5_3 += dr[448] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 448), w1 = VLOAD(wr + 464), w2 = VLOAD(wr + 480), w3 = VLOAD(wr + 496);
-                            a0_0 += dr[64] * w0; a0_1 += dr[64] * w1; a0_2 += dr[64] * w2; a0_3 += dr[64] * w3;
-                            a1_0 += dr[128] * w0; a1_1 += dr[128] * w1; a1_2 += dr[128] * w2; a1_3 += dr[128] * w3;
-                            a2_0 += dr[192] * w0; a2_1 += dr[192] * w1; a2_2 += dr[192] * w2; a2_3 += dr[192] * w3;
-                            a3_0 += dr[256] * w0; a3_1 += dr[256] * w1; a3_2 += dr[256] * w2; a3_3 += dr[256] * w3;
-                            a4_0 += dr[320] * w0; a4_1 += dr[320] * w1; a4_2 += dr[320] * w2; a4_3 += dr[320] * w3;
-                            a5_0 += dr[384] * w0; a5_1 += dr[384] * w1; a5_2 += dr[384] * w2; a5_3 += dr[384] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 512), w1 = VLOAD(wr + 528), w2 = VLOAD(wr + 544), w3 = VLOAD(wr + 560);
-                            a0_0 += dr[0] * w0; a0_1 += dr[0] * w1; a0_2 += dr[0] * w2; a0_3 += dr[0] * w3;
-                            a1_0 += dr[64] * w0; a1_1 += dr[64] * w1; a1_2 += dr[64] * w2; a1_3 += dr[64] * w3;
-                            a2_0 += dr[128] * w0; a2_1 += dr[128] * w1; a2_2 += dr[128] * w2; a2_3 += dr[128] * w3;
-                            a3_0 += dr[192] * w0; a3_1 += dr[192] * w1; a3_2 += dr[192] * w2; a3_3 += dr[192] * w3;
-                            a4_0 += dr[256] * w0; a4_1 += dr[256] * w1; a4_2 += dr[256] * w2; a4_3 += dr[256] * w3;
-                            a5_0 += dr[320] * w0; a5_1 += dr[320] * w1; a5_2 += dr[320] * w2; a5_3 += dr[320] * w3;
-                        }
+    float *restrict dyp = S + 6537728;
+    /* dy -> zero-padded planes 226x226 */
+    CG_PARALLEL_FOR
+    for (int pl = 0; pl < nb * 64; pl++) {
+        const float *restrict s = dy + (size_t)pl * 50176;
+        float *restrict d = dyp + (size_t)pl * 51076;
+        memset(d, 0, sizeof(float) * 226);
+        for (int i = 0; i < 224; i++) {
+            float *restrict r = d + (i + 1) * 226;
+            memset(r, 0, sizeof(float) * 1);
+            memcpy(r + 1, s + i * 224, sizeof(float) * 224);
+            memset(r + 225, 0, sizeof(float) * 1);
+        }
+        memset(d + 50850, 0, sizeof(float) * 226);
+    }
+    /* tiles of 6 input channels x 4 vectors of an input row */
+    CG_PARALLEL_FOR
+    for (int r = 0; r < nb * 224; r++) {
+        const int n = r / 224, iy = r % 224;
+        const float *restrict dr0 = dyp + ((size_t)n * 14464 + iy) * 226;
+        float *restrict xr = dx + ((size_t)n * 14336 + iy) * 224;
+        for (int ci0 = 0; ci0 < 60; ci0 += 6) {
+            for (int x0 = 0; x0 < 192; x0 += 64) {
+                cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f);
+                cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f), a1_3 = vsplat(0.0f);
+                cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f), a2_2 = vsplat(0.0f), a2_3 = vsplat(0.0f);
+                cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f), a3_2 = vsplat(0.0f), a3_3 = vsplat(0.0f);
+                cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f), a4_2 = vsplat(0.0f), a4_3 = vsplat(0.0f);
+                cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f), a5_2 = vsplat(0.0f), a5_3 = vsplat(0.0f);
+                for (int co = 0; co < 64; co++) {
+                    const float *restrict dr = dr0 + (size_t)co * 51076 + x0;
+                    const float *restrict wr = w + (size_t)co * 576 + ci0 * 9;
+                    {
+                        cg_v v0 = VLOAD(dr + 454), v1 = VLOAD(dr + 470), v2 = VLOAD(dr + 486), v3 = VLOAD(dr + 502); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        a0_0 += wr[0] * v0; a0_1 += wr[0] * v1; a0_2 += wr[0] * v2; a0_3 += wr[0] * v3;
+                        a1_0 += wr[9] * v0; a1_1 += wr[9] * v1; a1_2 += wr[9] * v2; a1_3 += wr[9] * v3;
+                        a2_0 += wr[18] * v0; a2_1 += wr[18] * v1; a2_2 += wr[18] * v2; a2_3 += wr[18] * v3;
+                        a3_0 += wr[27] * v0; a3_1 += wr[27] * v1; a3_2 += wr[27] * v2; a3_3 += wr[27] * v3;
+                        a4_0 += wr[36] * v0; a4_1 += wr[36] * v1; a4_2 += wr[36] * v2; a4_3 += wr[36] * v3;
+                        a5_0 += wr[45] * v0; a5_1 += wr[45] * v1; a5_2 += wr[45] * v2; a5_3 += wr[45] * v3;
                     }
-                    VSTORE(dxh + (iy * 224 + x0 + 0) * 64 + (v0 + 0) * 16, a0_0); VSTORE(dxh + (iy * 224 + x0 + 0) * 64 + (v0 + 1) * 16, a0_1); VSTORE(dxh + (iy * 224 + x0 + 0) * 64 + (v0 + 2) * 16, a0_2); VSTORE(dxh + (iy * 224 + x0 + 0) * 64 + (v0 + 3) * 16, a0_3);
-                    VSTORE(dxh + (iy * 224 + x0 + 1) * 64 + (v0 + 0) * 16, a1_0); VSTORE(dxh + (iy * 224 + x0 + 1) * 64 + (v0 + 1) * 16, a1_1); VSTORE(dxh + (iy * 224 + x0 + 1) * 64 + (v0 + 2) * 16, a1_2); VSTORE(dxh + (iy * 224 + x0 + 1) * 64 + (v0 + 3) * 16, a1_3);
-                    VSTORE(dxh + (iy * 224 + x0 + 2) * 64 + (v0 + 0) * 16, a2_0); VSTORE(dxh + (iy * 224 + x0 + 2) * 64 + (v0 + 1) * 16, a2_1); VSTORE(dxh + (iy * 224 + x0 + 2) * 64 + (v0 + 2) * 16, a2_2); VSTORE(dxh + (iy * 224 + x0 + 2) * 64 + (v0 + 3) * 16, a2_3);
-                    VSTORE(dxh + (iy * 224 + x0 + 3) * 64 + (v0 + 0) * 16, a3_0); VSTORE(dxh + (iy * 224 + x0 + 3) * 64 + (v0 + 1) * 16, a3_1); VSTORE(dxh + (iy * 224 + x0 + 3) * 64 + (v0 + 2) * 16, a3_2); VSTORE(dxh + (iy * 224 + x0 + 3) * 64 + (v0 + 3) * 16, a3_3);
-                    VSTORE(dxh + (iy * 224 + x0 + 4) * 64 + (v0 + 0) * 16, a4_0); VSTORE(dxh + (iy * 224 + x0 + 4) * 64 + (v0 + 1) * 16, a4_1); VSTORE(dxh + (iy * 224 + x0 + 4) * 64 + (v0 + 2) * 16, a4_2); VSTORE(dxh + (iy * 224 + x0 + 4) * 64 + (v0 + 3) * 16, a4_3);
-                    VSTORE(dxh + (iy * 224 + x0 + 5) * 64 + (v0 + 0) * 16, a5_0); VSTORE(dxh + (iy * 224 + x0 + 5) * 64 + (v0 + 1) * 16, a5_1); VSTORE(dxh + (iy * 224 + x0 + 5) * 64 + (v0 + 2) * 16, a5_2); VSTORE(dxh + (iy * 224 + x0 + 5) * 64 + (v0 + 3) * 16, a5_3);
-                }
-                {
-                    const int x0 = 222;
-                    cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f);
-                    cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f), a1_3 = vsplat(0.0f);
-                    for (int co = 0; co < 64; co++) {
-                        const float *restrict dr = dyp + (iy * 226 + x0) * 64 + co;
-                        const float *restrict wr = wf + co * 576 + v0 * 16;
-                        {
-                            const cg_v w0 = VLOAD(wr + 0), w1 = VLOAD(wr + 16), w2 = VLOAD(wr + 32), w3 = VLOAD(wr + 48);
-                            a0_0 += dr[29056] * w0; a0_1 += dr[29056] * w1; a0_2 += dr[29056] * w2; a0_3 += dr[29056] * w3;
-                            a1_0 += dr[29120] * w0; a1_1 += dr[29120] * w1; a1_2 += dr[29120] * w2; a1_3 += dr[29120] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 64), w1 = VLOAD(wr + 80), w2 = VLOAD(wr + 96), w3 = VLOAD(wr + 112);
-                            a0_0 += dr[28992] * w0; a0_1 += dr[28992] * w1; a0_2 += dr[28992] * w2; a0_3 += dr[28992] * w3;
-                            a1_0 += dr[29056] * w0; a1_1 += dr[29056] * w1; a1_2 += dr[29056] * w2; a1_3 += dr[29056] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 128), w1 = VLOAD(wr + 144), w2 = VLOAD(wr + 160), w3 = VLOAD(wr + 176);
-                            a0_0 += dr[28928] * w0; a0_1 += dr[28928] * w1; a0_2 += dr[28928] * w2; a0_3 += dr[28928] * w3;
-                            a1_0 += dr[28992] * w0; a1_1 += dr[28992] * w1; a1_2 += dr[28992] * w2; a1_3 += dr[28992] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 192), w1 = VLOAD(wr + 208), w2 = VLOAD(wr + 224), w3 = VLOAD(wr + 240);
-                            a0_0 += dr[14592] * w0; a0_1 += dr[14592] * w1; a0_2 += dr[14592] * w2; a0_3 += dr[14592] * w3;
-                            a1_0 += dr[14656] * w0; a1_1 += dr[14656] * w1; a1_2 += dr[14656] * w2; a1_3 += dr[14656] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 256), w1 = VLOAD(wr + 272), w2 = VLOAD(wr + 288), w3 = VLOAD(wr + 304);
-                            a0_0 += dr[14528] * w0; a0_1 += dr[14528] * w1; a0_2 += dr[14528] * w2; a0_3 += dr[14528] * w3;
-                            a1_0 += dr[14592] * w0; a1_1 += dr[14592] * w1; a1_2 += dr[14592] * w2; a1_3 += dr[14592] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 320), w1 = VLOAD(wr + 336), w2 = VLOAD(wr + 352), w3 = VLOAD(wr + 368);
-                            a0_0 += dr[14464] * w0; a0_1 += dr[14464] * w1; a0_2 += dr[14464] * w2; a0_3 += dr[14464] * w3;
-                            a1_0 += dr[14528] * w0; a1_1 += dr[14528] * w1; a1_2 += dr[14528] * w2; a1_3 += dr[14528] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 384), w1 = VLOAD(wr + 400), w2 = VLOAD(wr + 416), w3 = VLOAD(wr + 432);
-                            a0_0 += dr[128] * w0; a0_1 += dr[128] * w1; a0_2 += dr[128] * w2; a0_3 += dr[128] * w3;
-                            a1_0 += dr[192] * w0; a1_1 += dr[192] * w1; a1_2 += dr[192] * w2; a1_3 += dr[192] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 448), w1 = VLOAD(wr + 464), w2 = VLOAD(wr + 480), w3 = VLOAD(wr + 496);
-                            a0_0 += dr[64] * w0; a0_1 += dr[64] * w1; a0_2 += dr[64] * w2; a0_3 += dr[64] * w3;
-                            a1_0 += dr[128] * w0; a1_1 += dr[128] * w1; a1_2 += dr[128] * w2; a1_3 += dr[128] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 512), w1 = VLOAD(wr + 528), w2 = VLOAD(wr + 544), w3 = VLOAD(wr + 560);
-                            a0_0 += dr[0] * w0; a0_1 += dr[0] * w1; a0_2 += dr[0] * w2; a0_3 += dr[0] * w3;
-                            a1_0 += dr[64] * w0; a1_1 += dr[64] * w1; a1_2 += dr[64] * w2; a1_3 += dr[64] * w3;
-                        }
+                    {
+                        cg_v v0 = VLOAD(dr + 453), v1 = VLOAD(dr + 469), v2 = VLOAD(dr + 485), v3 = VLOAD(dr + 501); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        a0_0 += wr[1] * v0; a0_1 += wr[1] * v1; a0_2 += wr[1] * v2; a0_3 += wr[1] * v3;
+                        a1_0 += wr[10] * v0; a1_1 += wr[10] * v1; a1_2 += wr[10] * v2; a1_3 += wr[10] * v3;
+                        a2_0 += wr[19] * v0; a2_1 += wr[19] * v1; a2_2 += wr[19] * v2; a2_3 += wr[19] * v3;
+                        a3_0 += wr[28] * v0; a3_1 += wr[28] * v1; a3_2 += wr[28] * v2; a3_3 += wr[28] * v3;
+                        a4_0 += wr[37] * v0; a4_1 += wr[37] * v1; a4_2 += wr[37] * v2; a4_3 += wr[37] * v3;
+                        a5_0 += wr[46] * v0; a5_1 += wr[46] * v1; a5_2 += wr[46] * v2; a5_3 += wr[46] * v3;
                     }
-                    VSTORE(dxh + (iy * 224 + x0 + 0) * 64 + (v0 + 0) * 16, a0_0); VSTORE(dxh + (iy * 224 + x0 + 0) * 64 + (v0 + 1) * 16, a0_1); VSTORE(dxh + (iy * 224 + x0 + 0) * 64 + (v0 + 2) * 16, a0_2); VSTORE(dxh + (iy * 224 + x0 + 0) * 64 + (v0 + 3) * 16, a0_3);
-                    VSTORE(dxh + (iy * 224 + x0 + 1) * 64 + (v0 + 0) * 16, a1_0); VSTORE(dxh + (iy * 224 + x0 + 1) * 64 + (v0 + 1) * 16, a1_1); VSTORE(dxh + (iy * 224 + x0 + 1) * 64 + (v0 + 2) * 16, a1_2); VSTORE(dxh + (iy * 224 + x0 + 1) * 64 + (v0 + 3) * 16, a1_3);
+                    {
+                        cg_v v0 = VLOAD(dr + 452), v1 = VLOAD(dr + 468), v2 = VLOAD(dr + 484), v3 = VLOAD(dr + 500); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        a0_0 += wr[2] * v0; a0_1 += wr[2] * v1; a0_2 += wr[2] * v2; a0_3 += wr[2] * v3;
+                        a1_0 += wr[11] * v0; a1_1 += wr[11] * v1; a1_2 += wr[11] * v2; a1_3 += wr[11] * v3;
+                        a2_0 += wr[20] * v0; a2_1 += wr[20] * v1; a2_2 += wr[20] * v2; a2_3 += wr[20] * v3;
+                        a3_0 += wr[29] * v0; a3_1 += wr[29] * v1; a3_2 += wr[29] * v2; a3_3 += wr[29] * v3;
+                        a4_0 += wr[38] * v0; a4_1 += wr[38] * v1; a4_2 += wr[38] * v2; a4_3 += wr[38] * v3;
+                        a5_0 += wr[47] * v0; a5_1 += wr[47] * v1; a5_2 += wr[47] * v2; a5_3 += wr[47] * v3;
+                    }
+                    {
+                        cg_v v0 = VLOAD(dr + 228), v1 = VLOAD(dr + 244), v2 = VLOAD(dr + 260), v3 = VLOAD(dr + 276); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        a0_0 += wr[3] * v0; a0_1 += wr[3] * v1; a0_2 += wr[3] * v2; a0_3 += wr[3] * v3;
+                        a1_0 += wr[12] * v0; a1_1 += wr[12] * v1; a1_2 += wr[12] * v2; a1_3 += wr[12] * v3;
+                        a2_0 += wr[21] * v0; a2_1 += wr[21] * v1; a2_2 += wr[21] * v2; a2_3 += wr[21] * v3;
+                        a3_0 += wr[30] * v0; a3_1 += wr[30] * v1; a3_2 += wr[30] * v2; a3_3 += wr[30] * v3;
+                        a4_0 += wr[39] * v0; a4_1 += wr[39] * v1; a4_2 += wr[39] * v2; a4_3 += wr[39] * v3;
+                        a5_0 += wr[48] * v0; a5_1 += wr[48] * v1; a5_2 += wr[48] * v2; a5_3 += wr[48] * v3;
+                    }
+                    {
+                        cg_v v0 = VLOAD(dr + 227), v1 = VLOAD(dr + 243), v2 = VLOAD(dr + 259), v3 = VLOAD(dr + 275); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        a0_0 += wr[4] * v0; a0_1 += wr[4] * v1; a0_2 += wr[4] * v2; a0_3 += wr[4] * v3;
+                        a1_0 += wr[13] * v0; a1_1 += wr[13] * v1; a1_2 += wr[13] * v2; a1_3 += wr[13] * v3;
+                        a2_0 += wr[22] * v0; a2_1 += wr[22] * v1; a2_2 += wr[22] * v2; a2_3 += wr[22] * v3;
+                        a3_0 += wr[31] * v0; a3_1 += wr[31] * v1; a3_2 += wr[31] * v2; a3_3 += wr[31] * v3;
+                        a4_0 += wr[40] * v0; a4_1 += wr[40] * v1; a4_2 += wr[40] * v2; a4_3 += wr[40] * v3;
+                        a5_0 += wr[49] * v0; a5_1 += wr[49] * v1; a5_2 += wr[49] * v2; a5_3 += wr[49] * v3;
+                    }
+                    {
+                        cg_v v0 = VLOAD(dr + 226), v1 = VLOAD(dr + 242), v2 = VLOAD(dr + 258), v3 = VLOAD(dr + 274); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        a0_0 += wr[5] * v0; a0_1 += wr[5] * v1; a0_2 += wr[5] * v2; a0_3 += wr[5] * v3;
+                        a1_0 += wr[14] * v0; a1_1 += wr[14] * v1; a1_2 += wr[14] * v2; a1_3 += wr[14] * v3;
+                        a2_0 += wr[23] * v0; a2_1 += wr[23] * v1; a2_2 += wr[23] * v2; a2_3 += wr[23] * v3;
+                        a3_0 += wr[32] * v0; a3_1 += wr[32] * v1; a3_2 += wr[32] * v2; a3_3 += wr[32] * v3;
+                        a4_0 += wr[41] * v0; a4_1 += wr[41] * v1; a4_2 += wr[41] * v2; a4_3 += wr[41] * v3;
+                        a5_0 += wr[50] * v0; a5_1 += wr[50] * v1; a5_2 += wr[50] * v2; a5_3 += wr[50] * v3;
+                    }
+                    {
+                        cg_v v0 = VLOAD(dr + 2), v1 = VLOAD(dr + 18), v2 = VLOAD(dr + 34), v3 = VLOAD(dr + 50); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        a0_0 += wr[6] * v0; a0_1 += wr[6] * v1; a0_2 += wr[6] * v2; a0_3 += wr[6] * v3;
+                        a1_0 += wr[15] * v0; a1_1 += wr[15] * v1; a1_2 += wr[15] * v2; a1_3 += wr[15] * v3;
+                        a2_0 += wr[24] * v0; a2_1 += wr[24] * v1; a2_2 += wr[24] * v2; a2_3 += wr[24] * v3;
+                        a3_0 += wr[33] * v0; a3_1 += wr[33] * v1; a3_2 += wr[33] * v2; a3_3 += wr[33] * v3;
+                        a4_0 += wr[42] * v0; a4_1 += wr[42] * v1; a4_2 += wr[42] * v2; a4_3 += wr[42] * v3;
+                        a5_0 += wr[51] * v0; a5_1 += wr[51] * v1; a5_2 += wr[51] * v2; a5_3 += wr[51] * v3;
+                    }
+                    {
+                        cg_v v0 = VLOAD(dr + 1), v1 = VLOAD(dr + 17), v2 = VLOAD(dr + 33), v3 = VLOAD(dr + 49); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        a0_0 += wr[7] * v0; a0_1 += wr[7] * v1; a0_2 += wr[7] * v2; a0_3 += wr[7] * v3;
+                        a1_0 += wr[16] * v0; a1_1 += wr[16] * v1; a1_2 += wr[16] * v2; a1_3 += wr[16] * v3;
+                        a2_0 += wr[25] * v0; a2_1 += wr[25] * v1; a2_2 += wr[25] * v2; a2_3 += wr[25] * v3;
+                        a3_0 += wr[34] * v0; a3_1 += wr[34] * v1; a3_2 += wr[34] * v2; a3_3 += wr[34] * v3;
+                        a4_0 += wr[43] * v0; a4_1 += wr[43] * v1; a4_2 += wr[43] * v2; a4_3 += wr[43] * v3;
+                        a5_0 += wr[52] * v0; a5_1 += wr[52] * v1; a5_2 += wr[52] * v2; a5_3 += wr[52] * v3;
+                    }
+                    {
+                        cg_v v0 = VLOAD(dr + 0), v1 = VLOAD(dr + 16), v2 = VLOAD(dr + 32), v3 = VLOAD(dr + 48); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        a0_0 += wr[8] * v0; a0_1 += wr[8] * v1; a0_2 += wr[8] * v2; a0_3 += wr[8] * v3;
+                        a1_0 += wr[17] * v0; a1_1 += wr[17] * v1; a1_2 += wr[17] * v2; a1_3 += wr[17] * v3;
+                        a2_0 += wr[26] * v0; a2_1 += wr[26] * v1; a2_2 += wr[26] * v2; a2_3 += wr[26] * v3;
+                        a3_0 += wr[35] * v0; a3_1 += wr[35] * v1; a3_2 += wr[35] * v2; a3_3 += wr[35] * v3;
+                        a4_0 += wr[44] * v0; a4_1 += wr[44] * v1; a4_2 += wr[44] * v2; a4_3 += wr[44] * v3;
+                        a5_0 += wr[53] * v0; a5_1 += wr[53] * v1; a5_2 += wr[53] * v2; a5_3 += wr[53] * v3;
+                    }
                 }
+                VSTORE(xr + (size_t)(ci0 + 0) * 50176 + x0 + 0, a0_0); VSTORE(xr + (size_t)(ci0 + 0) * 50176 + x0 + 16, a0_1); VSTORE(xr + (size_t)(ci0 + 0) * 50176 + x0 + 32, a0_2); VSTORE(xr + (size_t)(ci0 + 0) * 50176 + x0 + 48, a0_3);
+                VSTORE(xr + (size_t)(ci0 + 1) * 50176 + x0 + 0, a1_0); VSTORE(xr + (size_t)(ci0 + 1) * 50176 + x0 + 16, a1_1); VSTORE(xr + (size_t)(ci0 + 1) * 50176 + x0 + 32, a1_2); VSTORE(xr + (size_t)(ci0 + 1) * 50176 + x0 + 48, a1_3);
+                VSTORE(xr + (size_t)(ci0 + 2) * 50176 + x0 + 0, a2_0); VSTORE(xr + (size_t)(ci0 + 2) * 50176 + x0 + 16, a2_1); VSTORE(xr + (size_t)(ci0 + 2) * 50176 + x0 + 32, a2_2); VSTORE(xr + (size_t)(ci0 + 2) * 50176 + x0 + 48, a2_3);
+                VSTORE(xr + (size_t)(ci0 + 3) * 50176 + x0 + 0, a3_0); VSTORE(xr + (size_t)(ci0 + 3) * 50176 + x0 + 16, a3_1); VSTORE(xr + (size_t)(ci0 + 3) * 50176 + x0 + 32, a3_2); VSTORE(xr + (size_t)(ci0 + 3) * 50176 + x0 + 48, a3_3);
+                VSTORE(xr + (size_t)(ci0 + 4) * 50176 + x0 + 0, a4_0); VSTORE(xr + (size_t)(ci0 + 4) * 50176 + x0 + 16, a4_1); VSTORE(xr + (size_t)(ci0 + 4) * 50176 + x0 + 32, a4_2); VSTORE(xr + (size_t)(ci0 + 4) * 50176 + x0 + 48, a4_3);
+                VSTORE(xr + (size_t)(ci0 + 5) * 50176 + x0 + 0, a5_0); VSTORE(xr + (size_t)(ci0 + 5) * 50176 + x0 + 16, a5_1); VSTORE(xr + (size_t)(ci0 + 5) * 50176 + x0 + 32, a5_2); VSTORE(xr + (size_t)(ci0 + 5) * 50176 + x0 + 48, a5_3);
+            }
+            {
+                const int x0 = 192;
+                cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
+                cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
+                cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
+                cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
+                cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
+                cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
+                for (int co = 0; co < 64; co++) {
+                    const float *restrict dr = dr0 + (size_t)co * 51076 + x0;
+                    const float *restrict wr = w + (size_t)co * 576 + ci0 * 9;
+                    {
+                        cg_v v0 = VLOAD(dr + 454), v1 = VLOAD(dr + 470); VKEEP(v0); VKEEP(v1);
+                        a0_0 += wr[0] * v0; a0_1 += wr[0] * v1;
+                        a1_0 += wr[9] * v0; a1_1 += wr[9] * v1;
+                        a2_0 += wr[18] * v0; a2_1 += wr[18] * v1;
+                        a3_0 += wr[27] * v0; a3_1 += wr[27] * v1;
+                        a4_0 += wr[36] * v0; a4_1 += wr[36] * v1;
+                        a5_0 += wr[45] * v0; a5_1 += wr[45] * v1;
+                    }
+                    {
+                        cg_v v0 = VLOAD(dr + 453), v1 = VLOAD(dr + 469); VKEEP(v0); VKEEP(v1);
+                        a0_0 += wr[1] * v0; a0_1 += wr[1] * v1;
+                        a1_0 += wr[10] * v0; a1_1 += wr[10] * v1;
+                        a2_0 += wr[19] * v0; a2_1 += wr[19] * v1;
+                        a3_0 += wr[28] * v0; a3_1 += wr[28] * v1;
+                        a4_0 += wr[37] * v0; a4_1 += wr[37] * v1;
+                        a5_0 += wr[46] * v0; a5_1 += wr[46] * v1;
+                    }
+                    {
+                        cg_v v0 = VLOAD(dr + 452), v1 = VLOAD(dr + 468); VKEEP(v0); VKEEP(v1);
+                        a0_0 += wr[2] * v0; a0_1 += wr[2] * v1;
+                        a1_0 += wr[11] * v0; a1_1 += wr[11] * v1;
+                        a2_0 += wr[20] * v0; a2_1 += wr[20] * v1;
+                        a3_0 += wr[29] * v0; a3_1 += wr[29] * v1;
+                        a4_0 += wr[38] * v0; a4_1 += wr[38] * v1;
+                        a5_0 += wr[47] * v0; a5_1 += wr[47] * v1;
+                    }
+                    {
+                        cg_v v0 = VLOAD(dr + 228), v1 = VLOAD(dr + 244); VKEEP(v0); VKEEP(v1);
+                        a0_0 += wr[3] * v0; a0_1 += wr[3] * v1;
+                        a1_0 += wr[12] * v0; a1_1 += wr[12] * v1;
+                        a2_0 += wr[21] * v0; a2_1 += wr[21] * v1;
+                        a3_0 += wr[30] * v0; a3_1 += wr[30] * v1;
+                        a4_0 += wr[39] * v0; a4_1 += wr[39] * v1;
+                        a5_0 += wr[48] * v0; a5_1 += wr[48] * v1;
+                    }
+                    {
+                        cg_v v0 = VLOAD(dr + 227), v1 = VLOAD(dr + 243); VKEEP(v0); VKEEP(v1);
+                        a0_0 += wr[4] * v0; a0_1 += wr[4] * v1;
+                        a1_0 += wr[13] * v0; a1_1 += wr[13] * v1;
+                        a2_0 += wr[22] * v0; a2_1 += wr[22] * v1;
+                        a3_0 += wr[31] * v0; a3_1 += wr[31] * v1;
+                        a4_0 += wr[40] * v0; a4_1 += wr[40] * v1;
+                        a5_0 += wr[49] * v0; a5_1 += wr[49] * v1;
+                    }
+                    {
+                        cg_v v0 = VLOAD(dr + 226), v1 = VLOAD(dr + 242); VKEEP(v0); VKEEP(v1);
+                        a0_0 += wr[5] * v0; a0_1 += wr[5] * v1;
+                        a1_0 += wr[14] * v0; a1_1 += wr[14] * v1;
+                        a2_0 += wr[23] * v0; a2_1 += wr[23] * v1;
+                        a3_0 += wr[32] * v0; a3_1 += wr[32] * v1;
+                        a4_0 += wr[41] * v0; a4_1 += wr[41] * v1;
+                        a5_0 += wr[50] * v0; a5_1 += wr[50] * v1;
+                    }
+                    {
+                        cg_v v0 = VLOAD(dr + 2), v1 = VLOAD(dr + 18); VKEEP(v0); VKEEP(v1);
+                        a0_0 += wr[6] * v0; a0_1 += wr[6] * v1;
+                        a1_0 += wr[15] * v0; a1_1 += wr[15] * v1;
+                        a2_0 += wr[24] * v0; a2_1 += wr[24] * v1;
+                        a3_0 += wr[33] * v0; a3_1 += wr[33] * v1;
+                        a4_0 += wr[42] * v0; a4_1 += wr[42] * v1;
+                        a5_0 += wr[51] * v0; a5_1 += wr[51] * v1;
+                    }
+                    {
+                        cg_v v0 = VLOAD(dr + 1), v1 = VLOAD(dr + 17); VKEEP(v0); VKEEP(v1);
+                        a0_0 += wr[7] * v0; a0_1 += wr[7] * v1;
+                        a1_0 += wr[16] * v0; a1_1 += wr[16] * v1;
+                        a2_0 += wr[25] * v0; a2_1 += wr[25] * v1;
+                        a3_0 += wr[34] * v0; a3_1 += wr[34] * v1;
+                        a4_0 += wr[43] * v0; a4_1 += wr[43] * v1;
+                        a5_0 += wr[52] * v0; a5_1 += wr[52] * v1;
+                    }
+                    {
+                        cg_v v0 = VLOAD(dr + 0), v1 = VLOAD(dr + 16); VKEEP(v0); VKEEP(v1);
+                        a0_0 += wr[8] * v0; a0_1 += wr[8] * v1;
+                        a1_0 += wr[17] * v0; a1_1 += wr[17] * v1;
+                        a2_0 += wr[26] * v0; a2_1 += wr[26] * v1;
+                        a3_0 += wr[35] * v0; a3_1 += wr[35] * v1;
+                        a4_0 += wr[44] * v0; a4_1 += wr[44] * v1;
+                        a5_0 += wr[53] * v0; a5_1 += wr[53] * v1;
+                    }
+                }
+                VSTORE(xr + (size_t)(ci0 + 0) * 50176 + x0 + 0, a0_0); VSTORE(xr + (size_t)(ci0 + 0) * 50176 + x0 + 16, a0_1);
+                VSTORE(xr + (size_t)(ci0 + 1) * 50176 + x0 + 0, a1_0); VSTORE(xr + (size_t)(ci0 + 1) * 50176 + x0 + 16, a1_1);
+                VSTORE(xr + (size_t)(ci0 + 2) * 50176 + x0 + 0, a2_0); VSTORE(xr + (size_t)(ci0 + 2) * 50176 + x0 + 16, a2_1);
+                VSTORE(xr + (size_t)(ci0 + 3) * 50176 + x0 + 0, a3_0); VSTORE(xr + (size_t)(ci0 + 3) * 50176 + x0 + 16, a3_1);
+                VSTORE(xr + (size_t)(ci0 + 4) * 50176 + x0 + 0, a4_0); VSTORE(xr + (size_t)(ci0 + 4) * 50176 + x0 + 16, a4_1);
+                VSTORE(xr + (size_t)(ci0 + 5) * 50176 + x0 + 0, a5_0); VSTORE(xr + (size_t)(ci0 + 5) * 50176 + x0 + 16, a5_1);
             }
         }
-        for (int ci = 0; ci < 64; ci++)
-            for (int i = 0; i < 50176; i++) dxn[ci * 50176 + i] = dxh[i * 64 + ci];
+        {
+            const int ci0 = 60;
+            for (int x0 = 0; x0 < 192; x0 += 64) {
+                cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f);
+                cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f), a1_3 = vsplat(0.0f);
+                cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f), a2_2 = vsplat(0.0f), a2_3 = vsplat(0.0f);
+                cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f), a3_2 = vsplat(0.0f), a3_3 = vsplat(0.0f);
+                for (int co = 0; co < 64; co++) {
+                    const float *restrict dr = dr0 + (size_t)co * 51076 + x0;
+                    const float *restrict wr = w + (size_t)co * 576 + ci0 * 9;
+                    {
+                        cg_v v0 = VLOAD(dr + 454), v1 = VLOAD(dr + 470), v2 = VLOAD(dr + 486), v3 = VLOAD(dr + 502); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        a0_0 += wr[0] * v0; a0_1 += wr[0] * v1; a0_2 += wr[0] * v2; a0_3 += wr[0] * v3;
+                        a1_0 += wr[9] * v0; a1_1 += wr[9] * v1; a1_2 += wr[9] * v2; a1_3 += wr[9] * v3;
+                        a2_0 += wr[18] * v0; a2_1 += wr[18] * v1; a2_2 += wr[18] * v2; a2_3 += wr[18] * v3;
+                        a3_0 += wr[27] * v0; a3_1 += wr[27] * v1; a3_2 += wr[27] * v2; a3_3 += wr[27] * v3;
+                    }
+                    {
+                        cg_v v0 = VLOAD(dr + 453), v1 = VLOAD(dr + 469), v2 = VLOAD(dr + 485), v3 = VLOAD(dr + 501); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        a0_0 += wr[1] * v0; a0_1 += wr[1] * v1; a0_2 += wr[1] * v2; a0_3 += wr[1] * v3;
+                        a1_0 += wr[10] * v0; a1_1 += wr[10] * v1; a1_2 += wr[10] * v2; a1_3 += wr[10] * v3;
+                        a2_0 += wr[19] * v0; a2_1 += wr[19] * v1; a2_2 += wr[19] * v2; a2_3 += wr[19] * v3;
+                        a3_0 += wr[28] * v0; a3_1 += wr[28] * v1; a3_2 += wr[28] * v2; a3_3 += wr[28] * v3;
+                    }
+                    {
+                        cg_v v0 = VLOAD(dr + 452), v1 = VLOAD(dr + 468), v2 = VLOAD(dr + 484), v3 = VLOAD(dr + 500); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        a0_0 += wr[2] * v0; a0_1 += wr[2] * v1; a0_2 += wr[2] * v2; a0_3 += wr[2] * v3;
+                        a1_0 += wr[11] * v0; a1_1 += wr[11] * v1; a1_2 += wr[11] * v2; a1_3 += wr[11] * v3;
+                        a2_0 += wr[20] * v0; a2_1 += wr[20] * v1; a2_2 += wr[20] * v2; a2_3 += wr[20] * v3;
+                        a3_0 += wr[29] * v0; a3_1 += wr[29] * v1; a3_2 += wr[29] * v2; a3_3 += wr[29] * v3;
+                    }
+                    {
+                        cg_v v0 = VLOAD(dr + 228), v1 = VLOAD(dr + 244), v2 = VLOAD(dr + 260), v3 = VLOAD(dr + 276); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        a0_0 += wr[3] * v0; a0_1 += wr[3] * v1; a0_2 += wr[3] * v2; a0_3 += wr[3] * v3;
+                        a1_0 += wr[12] * v0; a1_1 += wr[12] * v1; a1_2 += wr[12] * v2; a1_3 += wr[12] * v3;
+                        a2_0 += wr[21] * v0; a2_1 += wr[21] * v1; a2_2 += wr[21] * v2; a2_3 += wr[21] * v3;
+                        a3_0 += wr[30] * v0; a3_1 += wr[30] * v1; a3_2 += wr[30] * v2; a3_3 += wr[30] * v3;
+                    }
+                    {
+                        cg_v v0 = VLOAD(dr + 227), v1 = VLOAD(dr + 243), v2 = VLOAD(dr + 259), v3 = VLOAD(dr + 275); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        a0_0 += wr[4] * v0; a0_1 += wr[4] * v1; a0_2 += wr[4] * v2; a0_3 += wr[4] * v3;
+                        a1_0 += wr[13] * v0; a1_1 += wr[13] * v1; a1_2 += wr[13] * v2; a1_3 += wr[13] * v3;
+                        a2_0 += wr[22] * v0; a2_1 += wr[22] * v1; a2_2 += wr[22] * v2; a2_3 += wr[22] * v3;
+                        a3_0 += wr[31] * v0; a3_1 += wr[31] * v1; a3_2 += wr[31] * v2; a3_3 += wr[31] * v3;
+                    }
+                    {
+                        cg_v v0 = VLOAD(dr + 226), v1 = VLOAD(dr + 242), v2 = VLOAD(dr + 258), v3 = VLOAD(dr + 274); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        a0_0 += wr[5] * v0; a0_1 += wr[5] * v1; a0_2 += wr[5] * v2; a0_3 += wr[5] * v3;
+                        a1_0 += wr[14] * v0; a1_1 += wr[14] * v1; a1_2 += wr[14] * v2; a1_3 += wr[14] * v3;
+                        a2_0 += wr[23] * v0; a2_1 += wr[23] * v1; a2_2 += wr[23] * v2; a2_3 += wr[23] * v3;
+                        a3_0 += wr[32] * v0; a3_1 += wr[32] * v1; a3_2 += wr[32] * v2; a3_3 += wr[32] * v3;
+                    }
+                    {
+                        cg_v v0 = VLOAD(dr + 2), v1 = VLOAD(dr + 18), v2 = VLOAD(dr + 34), v3 = VLOAD(dr + 50); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        a0_0 += wr[6] * v0; a0_1 += wr[6] * v1; a0_2 += wr[6] * v2; a0_3 += wr[6] * v3;
+                        a1_0 += wr[15] * v0; a1_1 += wr[15] * v1; a1_2 += wr[15] * v2; a1_3 += wr[15] * v3;
+                        a2_0 += wr[24] * v0; a2_1 += wr[24] * v1; a2_2 += wr[24] * v2; a2_3 += wr[24] * v3;
+                        a3_0 += wr[33] * v0; a3_1 += wr[33] * v1; a3_2 += wr[33] * v2; a3_3 += wr[33] * v3;
+                    }
+                    {
+                        cg_v v0 = VLOAD(dr + 1), v1 = VLOAD(dr + 17), v2 = VLOAD(dr + 33), v3 = VLOAD(dr + 49); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        a0_0 += wr[7] * v0; a0_1 += wr[7] * v1; a0_2 += wr[7] * v2; a0_3 += wr[7] * v3;
+                        a1_0 += wr[16] * v0; a1_1 += wr[16] * v1; a1_2 += wr[16] * v2; a1_3 += wr[16] * v3;
+                        a2_0 += wr[25] * v0; a2_1 += wr[25] * v1; a2_2 += wr[25] * v2; a2_3 += wr[25] * v3;
+                        a3_0 += wr[34] * v0; a3_1 += wr[34] * v1; a3_2 += wr[34] * v2; a3_3 += wr[34] * v3;
+                    }
+                    {
+                        cg_v v0 = VLOAD(dr + 0), v1 = VLOAD(dr + 16), v2 = VLOAD(dr + 32), v3 = VLOAD(dr + 48); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        a0_0 += wr[8] * v0; a0_1 += wr[8] * v1; a0_2 += wr[8] * v2; a0_3 += wr[8] * v3;
+                        a1_0 += wr[17] * v0; a1_1 += wr[17] * v1; a1_2 += wr[17] * v2; a1_3 += wr[17] * v3;
+                        a2_0 += wr[26] * v0; a2_1 += wr[26] * v1; a2_2 += wr[26] * v2; a2_3 += wr[26] * v3;
+                        a3_0 += wr[35] * v0; a3_1 += wr[35] * v1; a3_2 += wr[35] * v2; a3_3 += wr[35] * v3;
+                    }
+                }
+                VSTORE(xr + (size_t)(ci0 + 0) * 50176 + x0 + 0, a0_0); VSTORE(xr + (size_t)(ci0 + 0) * 50176 + x0 + 16, a0_1); VSTORE(xr + (size_t)(ci0 + 0) * 50176 + x0 + 32, a0_2); VSTORE(xr + (size_t)(ci0 + 0) * 50176 + x0 + 48, a0_3);
+                VSTORE(xr + (size_t)(ci0 + 1) * 50176 + x0 + 0, a1_0); VSTORE(xr + (size_t)(ci0 + 1) * 50176 + x0 + 16, a1_1); VSTORE(xr + (size_t)(ci0 + 1) * 50176 + x0 + 32, a1_2); VSTORE(xr + (size_t)(ci0 + 1) * 50176 + x0 + 48, a1_3);
+                VSTORE(xr + (size_t)(ci0 + 2) * 50176 + x0 + 0, a2_0); VSTORE(xr + (size_t)(ci0 + 2) * 50176 + x0 + 16, a2_1); VSTORE(xr + (size_t)(ci0 + 2) * 50176 + x0 + 32, a2_2); VSTORE(xr + (size_t)(ci0 + 2) * 50176 + x0 + 48, a2_3);
+                VSTORE(xr + (size_t)(ci0 + 3) * 50176 + x0 + 0, a3_0); VSTORE(xr + (size_t)(ci0 + 3) * 50176 + x0 + 16, a3_1); VSTORE(xr + (size_t)(ci0 + 3) * 50176 + x0 + 32, a3_2); VSTORE(xr + (size_t)(ci0 + 3) * 50176 + x0 + 48, a3_3);
+            }
+            {
+                const int x0 = 192;
+                cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
+                cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
+                cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
+                cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
+                for (int co = 0; co < 64; co++) {
+                    const float *restrict dr = dr0 + (size_t)co * 51076 + x0;
+                    const float *restrict wr = w + (size_t)co * 576 + ci0 * 9;
+                    {
+                        cg_v v0 = VLOAD(dr + 454), v1 = VLOAD(dr + 470); VKEEP(v0); VKEEP(v1);
+                        a0_0 += wr[0] * v0; a0_1 += wr[0] * v1;
+                        a1_0 += wr[9] * v0; a1_1 += wr[9] * v1;
+                        a2_0 += wr[18] * v0; a2_1 += wr[18] * v1;
+                        a3_0 += wr[27] * v0; a3_1 += wr[27] * v1;
+                    }
+                    {
+                        cg_v v0 = VLOAD(dr + 453), v1 = VLOAD(dr + 469); VKEEP(v0); VKEEP(v1);
+                        a0_0 += wr[1] * v0; a0_1 += wr[1] * v1;
+                        a1_0 += wr[10] * v0; a1_1 += wr[10] * v1;
+                        a2_0 += wr[19] * v0; a2_1 += wr[19] * v1;
+                        a3_0 += wr[28] * v0; a3_1 += wr[28] * v1;
+                    }
+                    {
+                        cg_v v0 = VLOAD(dr + 452), v1 = VLOAD(dr + 468); VKEEP(v0); VKEEP(v1);
+                        a0_0 += wr[2] * v0; a0_1 += wr[2] * v1;
+                        a1_0 += wr[11] * v0; a1_1 += wr[11] * v1;
+                        a2_0 += wr[20] * v0; a2_1 += wr[20] * v1;
+                        a3_0 += wr[29] * v0; a3_1 += wr[29] * v1;
+                    }
+                    {
+                        cg_v v0 = VLOAD(dr + 228), v1 = VLOAD(dr + 244); VKEEP(v0); VKEEP(v1);
+                        a0_0 += wr[3] * v0; a0_1 += wr[3] * v1;
+                        a1_0 += wr[12] * v0; a1_1 += wr[12] * v1;
+                        a2_0 += wr[21] * v0; a2_1 += wr[21] * v1;
+                        a3_0 += wr[30] * v0; a3_1 += wr[30] * v1;
+                    }
+                    {
+                        cg_v v0 = VLOAD(dr + 227), v1 = VLOAD(dr + 243); VKEEP(v0); VKEEP(v1);
+                        a0_0 += wr[4] * v0; a0_1 += wr[4] * v1;
+                        a1_0 += wr[13] * v0; a1_1 += wr[13] * v1;
+                        a2_0 += wr[22] * v0; a2_1 += wr[22] * v1;
+                        a3_0 += wr[31] * v0; a3_1 += wr[31] * v1;
+                    }
+                    {
+                        cg_v v0 = VLOAD(dr + 226), v1 = VLOAD(dr + 242); VKEEP(v0); VKEEP(v1);
+                        a0_0 += wr[5] * v0; a0_1 += wr[5] * v1;
+                        a1_0 += wr[14] * v0; a1_1 += wr[14] * v1;
+                        a2_0 += wr[23] * v0; a2_1 += wr[23] * v1;
+                        a3_0 += wr[32] * v0; a3_1 += wr[32] * v1;
+                    }
+                    {
+                        cg_v v0 = VLOAD(dr + 2), v1 = VLOAD(dr + 18); VKEEP(v0); VKEEP(v1);
+                        a0_0 += wr[6] * v0; a0_1 += wr[6] * v1;
+                        a1_0 += wr[15] * v0; a1_1 += wr[15] * v1;
+                        a2_0 += wr[24] * v0; a2_1 += wr[24] * v1;
+                        a3_0 += wr[33] * v0; a3_1 += wr[33] * v1;
+                    }
+                    {
+                        cg_v v0 = VLOAD(dr + 1), v1 = VLOAD(dr + 17); VKEEP(v0); VKEEP(v1);
+                        a0_0 += wr[7] * v0; a0_1 += wr[7] * v1;
+                        a1_0 += wr[16] * v0; a1_1 += wr[16] * v1;
+                        a2_0 += wr[25] * v0; a2_1 += wr[25] * v1;
+                        a3_0 += wr[34] * v0; a3_1 += wr[34] * v1;
+                    }
+                    {
+                        cg_v v0 = VLOAD(dr + 0), v1 = VLOAD(dr + 16); VKEEP(v0); VKEEP(v1);
+                        a0_0 += wr[8] * v0; a0_1 += wr[8] * v1;
+                        a1_0 += wr[17] * v0; a1_1 += wr[17] * v1;
+                        a2_0 += wr[26] * v0; a2_1 += wr[26] * v1;
+                        a3_0 += wr[35] * v0; a3_1 += wr[35] * v1;
+                    }
+                }
+                VSTORE(xr + (size_t)(ci0 + 0) * 50176 + x0 + 0, a0_0); VSTORE(xr + (size_t)(ci0 + 0) * 50176 + x0 + 16, a0_1);
+                VSTORE(xr + (size_t)(ci0 + 1) * 50176 + x0 + 0, a1_0); VSTORE(xr + (size_t)(ci0 + 1) * 50176 + x0 + 16, a1_1);
+                VSTORE(xr + (size_t)(ci0 + 2) * 50176 + x0 + 0, a2_0); VSTORE(xr + (size_t)(ci0 + 2) * 50176 + x0 + 16, a2_1);
+                VSTORE(xr + (size_t)(ci0 + 3) * 50176 + x0 + 0, a3_0); VSTORE(xr + (size_t)(ci0 + 3) * 50176 + x0 + 16, a3_1);
+            }
+        }
     }
 }
 
@@ -1321,483 +1685,840 @@ static void l04_maxpool2d_backward(const float *restrict x, const float *restric
 static void l05_conv2d_forward(const float *restrict P, float *restrict S, const float *restrict x, float *restrict y, int nb)
 {
     const float *restrict w = P + 38720;
-    float *restrict yh = S + 1663488, *restrict wt = S + 3269120, *restrict bp = S + 3342848;
-    /* weights [co][ci][k] -> [ci][k][co], channels padded to 128 */
-    for (int i = 0; i < 73728; i++) wt[i] = 0.0f;
-    for (int co = 0; co < 128; co++)
-        for (int j = 0; j < 576; j++) wt[j * 128 + co] = w[co * 576 + j];
-    for (int co = 0; co < 128; co++) bp[co] = co < 128 ? (P + 112448)[co] : 0.0f;
-    for (int n = 0; n < nb; n++) {
-        const float *restrict xn = x + (size_t)n * 802816;
-        float *restrict xp = S + 0 + (size_t)n * 831744;
-        float *restrict yn = y + (size_t)n * 1605632;
-        memset(xp, 0, sizeof(float) * 831744);
-        for (int ci = 0; ci < 64; ci++)
-            for (int iy = 0; iy < 112; iy++)
-                for (int ix = 0; ix < 112; ix++) xp[((iy + 1) * 114 + ix + 1) * 64 + ci] = xn[ci * 12544 + iy * 112 + ix];
-        CG_PARALLEL_FOR
-        for (int oy = 0; oy < 112; oy++) {
-            for (int v0 = 0; v0 < 8; v0 += 4) {
-                for (int x0 = 0; x0 < 108; x0 += 6) {
-                    cg_v a0_0 = VLOAD(bp + (v0 + 0) * 16), a0_1 = VLOAD(bp + (v0 + 1) * 16), a0_2 = VLOAD(bp + (v0 + 2) * 16), a0_3 = VLOAD(bp + (v0 + 3) * 16);
-                    cg_v a1_0 = VLOAD(bp + (v0 + 0) * 16), a1_1 = VLOAD(bp + (v0 + 1) * 16), a1_2 = VLOAD(bp + (v0 + 2) * 16), a1_3 = VLOAD(bp + (v0 + 3) * 16);
-                    cg_v a2_0 = VLOAD(bp + (v0 + 0) * 16), a2_1 = VLOAD(bp + (v0 + 1) * 16), a2_2 = VLOAD(bp + (v0 + 2) * 16), a2_3 = VLOAD(bp + (v0 + 3) * 16);
-                    cg_v a3_0 = VLOAD(bp + (v0 + 0) * 16), a3_1 = VLOAD(bp + (v0 + 1) * 16), a3_2 = VLOAD(bp + (v0 + 2) * 16), a3_3 = VLOAD(bp + (v0 + 3) * 16);
-                    cg_v a4_0 = VLOAD(bp + (v0 + 0) * 16), a4_1 = VLOAD(bp + (v0 + 1) * 16), a4_2 = VLOAD(bp + (v0 + 2) * 16), a4_3 = VLOAD(bp + (v0 + 3) * 16);
-                    cg_v a5_0 = VLOAD(bp + (v0 + 0) * 16), a5_1 = VLOAD(bp + (v0 + 1) * 16), a5_2 = VLOAD(bp + (v0 + 2) * 16), a5_3 = VLOAD(bp + (v0 + 3) * 16);
-                    for (int ci = 0; ci < 64; ci++) {
-                        const float *restrict xr = xp + (oy * 114 + x0) * 64 + ci;
-                        const float *restrict wr = wt + ci * 1152 + v0 * 16;
-                        {
-                            const cg_v w0 = VLOAD(wr + 0), w1 = VLOAD(wr + 16), w2 = VLOAD(wr + 32), w3 = VLOAD(wr + 48);
-                            a0_0 += xr[0] * w0; a0_1 += xr[0] * w1; a0_2 += xr[0] * w2; a0_3 += xr[0] * w3;
-                            a1_0 += xr[64] * w0; a1_1 += xr[64] * w1; a1_2 += xr[64] * w2; a1_3 += xr[64] * w3;
-                            a2_0 += xr[128] * w0; a2_1 += xr[128] * w1; a2_2 += xr[128] * w2; a2_3 += xr[128] * w3;
-                            a3_0 += xr[192] * w0; a3_1 += xr[192] * w1; a3_2 += xr[192] * w2; a3_3 += xr[192] * w3;
-                            a4_0 += xr[256] * w0; a4_1 += xr[256] * w1; a4_2 += xr[256] * w2; a4_3 += xr[256] * w3;
-                            a5_0 += xr[320] * w0; a5_1 += xr[320] * w1; a5_2 += xr[320] * w2; a5_3 += xr[320] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 128), w1 = VLOAD(wr + 144), w2 = VLOAD(wr + 160), w3 = VLOAD(wr + 176);
-                            a0_0 += xr[64] * w0; a0_1 += xr[64] * w1; a0_2 += xr[64] * w2; a0_3 += xr[64] * w3;
-                            a1_0 += xr[128] * w0; a1_1 += xr[128] * w1; a1_2 += xr[128] * w2; a1_3 += xr[128] * w3;
-                            a2_0 += xr[192] * w0; a2_1 += xr[192] * w1; a2_2 += xr[192] * w2; a2_3 += xr[192] * w3;
-                            a3_0 += xr[256] * w0; a3_1 += xr[256] * w1; a3_2 += xr[256] * w2; a3_3 += xr[256] * w3;
-                            a4_0 += xr[320] * w0; a4_1 += xr[320] * w1; a4_2 += xr[320] * w2; a4_3 += xr[320] * w3;
-                            a5_0 += xr[384] * w0; a5_1 += xr[384] * w1; a5_2 += xr[384] * w2; a5_3 += xr[384] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 256), w1 = VLOAD(wr + 272), w2 = VLOAD(wr + 288), w3 = VLOAD(wr + 304);
-                            a0_0 += xr[128] * w0; a0_1 += xr[128] * w1; a0_2 += xr[128] * w2; a0_3 += xr[128] * w3;
-                            a1_0 += xr[192] * w0; a1_1 += xr[192] * w1; a1_2 += xr[192] * w2; a1_3 += xr[192] * w3;
-                            a2_0 += xr[256] * w0; a2_1 += xr[256] * w1; a2_2 += xr[256] * w2; a2_3 += xr[256] * w3;
-                            a3_0 += xr[320] * w0; a3_1 += xr[320] * w1; a3_2 += xr[320] * w2; a3_3 += xr[320] * w3;
-                            a4_0 += xr[384] * w0; a4_1 += xr[384] * w1; a4_2 += xr[384] * w2; a4_3 += xr[384] * w3;
-                            a5_0 += xr[448] * w0; a5_1 += xr[448] * w1; a5_2 += xr[448] * w2; a5_3 += xr[448] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 384), w1 = VLOAD(wr + 400), w2 = VLOAD(wr + 416), w3 = VLOAD(wr + 432);
-                            a0_0 += xr[7296] * w0; a0_1 += xr[7296] * w1; a0_2 += xr[7296] * w2; a0_3 += xr[7296] * w3;
-                            a1_0 += xr[7360] * w0; a1_1 += xr[7360] * w1; a1_2 += xr[7360] * w2; a1_3 += xr[7360] * w3;
-                            a2_0 += xr[7424] * w0; a2_1 += xr[7424] * w1; a2_2 += xr[7424] * w2; a2_3 += xr[7424] * w3;
-                            a3_0 += xr[7488] * w0; a3_1 += xr[7488] * w1; a3_2 += xr[7488] * w2; a3_3 += xr[7488] * w3;
-                            a4_0 += xr[7552] * w0; a4_1 += xr[7552] * w1; a4_2 += xr[7552] * w2; a4_3 += xr[7552] * w3;
-                            a5_0 += xr[7616] * w0; a5_1 += xr[7616] * w1; a5_2 += xr[7616] * w2; a5_3 += xr[7616] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 512), w1 = VLOAD(wr + 528), w2 = VLOAD(wr + 544), w3 = VLOAD(wr + 560);
-                            a0_0 += xr[7360] * w0; a0_1 += xr[7360] * w1; a0_2 += xr[7360] * w2; a0_3 += xr[7360] * w3;
-                            a1_0 += xr[7424] * w0; a1_1 += xr[7424] * w1; a1_2 += xr[7424] * w2; a1_3 += xr[7424] * w3;
-                            a2_0 += xr[7488] * w0; a2_1 += xr[7488] * w1; a2_2 += xr[7488] * w2; a2_3 += xr[7488] * w3;
-                            a3_0 += xr[7552] * w0; a3_1 += xr[7552] * w1; a3_2 += xr[7552] * w2; a3_3 += xr[7552] * w3;
-                            a4_0 += xr[7616] * w0; a4_1 += xr[7616] * w1; a4_2 += xr[7616] * w2; a4_3 += xr[7616] * w3;
-                            a5_0 += xr[7680] * w0; a5_1 += xr[7680] * w1; a5_2 += xr[7680] * w2; a5_3 += xr[7680] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 640), w1 = VLOAD(wr + 656), w2 = VLOAD(wr + 672), w3 = VLOAD(wr + 688);
-                            a0_0 += xr[7424] * w0; a0_1 += xr[7424] * w1; a0_2 += xr[7424] * w2; a0_3 += xr[7424] * w3;
-                            a1_0 += xr[7488] * w0; a1_1 += xr[7488] * w1; a1_2 += xr[7488] * w2; a1_3 += xr[7488] * w3;
-                            a2_0 += xr[7552] * w0; a2_1 += xr[7552] * w1; a2_2 += xr[7552] * w2; a2_3 += xr[7552] * w3;
-                            a3_0 += xr[7616] * w0; a3_1 += xr[7616] * w1; a3_2 += xr[7616] * w2; a3_3 += xr[7616] * w3;
-                            a4_0 += xr[7680] * w0; a4_1 += xr[7680] * w1; a4_2 += xr[7680] * w2; a4_3 += xr[7680] * w3;
-                            a5_0 += xr[7744] * w0; a5_1 += xr[7744] * w1; a5_2 += xr[7744] * w2; a5_3 += xr[7744] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 768), w1 = VLOAD(wr + 784), w2 = VLOAD(wr + 800), w3 = VLOAD(wr + 816);
-                            a0_0 += xr[14592] * w0; a0_1 += xr[14592] * w1; a0_2 += xr[14592] * w2; a0_3 += xr[14592] * w3;
-                            a1_0 += xr[14656] * w0; a1_1 += xr[14656] * w1; a1_2 += xr[14656] * w2; a1_3 += xr[14656] * w3;
-                            a2_0 += xr[14720] * w0; a2_1 += xr[14720] * w1; a2_2 += xr[14720] * w2; a2_3 += xr[14720] * w3;
-                            a3_0 += xr[14784] * w0; a3_1 += xr[14784] * w1; a3_2 += xr[14784] * w2; a3_3 += xr[14784] * w3;
-                            a4_0 += xr[14848] * w0; a4_1 += xr[14848] * w1; a4_2 += xr[14848] * w2; a4_3 += xr[14848] * w3;
-                            a5_0 += xr[14912] * w0; a5_1 += xr[14912] * w1; a5_2 += xr[14912] * w2; a5_3 += xr[14912] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 896), w1 = VLOAD(wr + 912), w2 = VLOAD(wr + 928), w3 = VLOAD(wr + 944);
-                            a0_0 += xr[14656] * w0; a0_1 += xr[14656] * w1; a0_2 += xr[14656] * w2; a0_3 += xr[14656] * w3;
-                            a1_0 += xr[14720] * w0; a1_1 += xr[14720] * w1; a1_2 += xr[14720] * w2; a1_3 += xr[14720] * w3;
-                            a2_0 += xr[14784] * w0; a2_1 += xr[14784] * w1; a2_2 += xr[14784] * w2; a2_3 += xr[14784] * w3;
-                            a3_0 += xr[14848] * w0; a3_1 += xr[14848] * w1; a3_2 += xr[14848] * w2; a3_3 += xr[14848] * w3;
-                            a4_0 += xr[14912] * w0; a4_1 += xr[14912] * w1; a4_2 += xr[14912] * w2; a4_3 += xr[14912] * w3;
-                            a5_0 += xr[14976] * w0; a5_1 += xr[14976] * w1; a5_2 += xr[14976] * w2; a5_3 += xr[14976] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 1024), w1 = VLOAD(wr + 1040), w2 = VLOAD(wr + 1056), w3 = VLOAD(wr + 1072);
-                            a0_0 += xr[14720] * w0; a0_1 += xr[14720] * w1; a0_2 += xr[14720] * w2; a0_3 += xr[14720] * w3;
-                            a1_0 += xr[14784] * w0; a1_1 += xr[14784] * w1; a1_2 += xr[14784] * w2; a1_3 += xr[14784] * w3;
-                            a2_0 += xr[14848] * w0; a2_1 += xr[14848] * w1; a2_2 += xr[14848] * w2; a2_3 += xr[14848] * w3;
-                            a3_0 += xr[14912] * w0; a3_1 += xr[14912] * w1; a3_2 += xr[14912] * w2; a3_3 += xr[14912] * w3;
-                            a4_0 += xr[14976] * w0; a4_1 += xr[14976] * w1; a4_2 += xr[14976] * w2; a4_3 += xr[14976] * w3;
-                            a5_0 += xr[15040] * w0; a5_1 += xr[15040] * w1; a5_2 += xr[15040] * w2; a5_3 += xr[15040] * w3;
-                        }
+    const float *restrict b = P + 112448;
+    float *restrict xp = S + 0;
+    /* inputs -> zero-padded planes 114x114 (kept for dW) */
+    CG_PARALLEL_FOR
+    for (int pl = 0; pl < nb * 64; pl++) {
+        const float *restrict s = x + (size_t)pl * 12544;
+        float *restrict d = xp + (size_t)pl * 12996;
+        memset(d, 0, sizeof(float) * 114);
+        for (int i = 0; i < 112; i++) {
+            float *restrict r = d + (i + 1) * 114;
+            memset(r, 0, sizeof(float) * 1);
+            memcpy(r + 1, s + i * 112, sizeof(float) * 112);
+            memset(r + 113, 0, sizeof(float) * 1);
+        }
+        memset(d + 12882, 0, sizeof(float) * 114);
+    }
+    /* tiles of 6 output channels x 4 vectors of an output row */
+    CG_PARALLEL_FOR
+    for (int r = 0; r < nb * 112; r++) {
+        const int n = r / 112, oy = r % 112;
+        const float *restrict xr0 = xp + ((size_t)n * 7296 + oy) * 114;
+        float *restrict yr = y + ((size_t)n * 14336 + oy) * 112;
+        for (int co0 = 0; co0 < 126; co0 += 6) {
+            {
+                const int x0 = 0;
+                cg_v a0_0 = vsplat(b[co0 + 0]), a0_1 = vsplat(b[co0 + 0]), a0_2 = vsplat(b[co0 + 0]), a0_3 = vsplat(b[co0 + 0]);
+                cg_v a1_0 = vsplat(b[co0 + 1]), a1_1 = vsplat(b[co0 + 1]), a1_2 = vsplat(b[co0 + 1]), a1_3 = vsplat(b[co0 + 1]);
+                cg_v a2_0 = vsplat(b[co0 + 2]), a2_1 = vsplat(b[co0 + 2]), a2_2 = vsplat(b[co0 + 2]), a2_3 = vsplat(b[co0 + 2]);
+                cg_v a3_0 = vsplat(b[co0 + 3]), a3_1 = vsplat(b[co0 + 3]), a3_2 = vsplat(b[co0 + 3]), a3_3 = vsplat(b[co0 + 3]);
+                cg_v a4_0 = vsplat(b[co0 + 4]), a4_1 = vsplat(b[co0 + 4]), a4_2 = vsplat(b[co0 + 4]), a4_3 = vsplat(b[co0 + 4]);
+                cg_v a5_0 = vsplat(b[co0 + 5]), a5_1 = vsplat(b[co0 + 5]), a5_2 = vsplat(b[co0 + 5]), a5_3 = vsplat(b[co0 + 5]);
+                for (int ci = 0; ci < 64; ci++) {
+                    const float *restrict xr = xr0 + (size_t)ci * 12996 + x0;
+                    const float *restrict wr = w + (size_t)co0 * 576 + ci * 9;
+                    {
+                        cg_v v0 = VLOAD(xr + 0), v1 = VLOAD(xr + 16), v2 = VLOAD(xr + 32), v3 = VLOAD(xr + 48); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        a0_0 += wr[0] * v0; a0_1 += wr[0] * v1; a0_2 += wr[0] * v2; a0_3 += wr[0] * v3;
+                        a1_0 += wr[576] * v0; a1_1 += wr[576] * v1; a1_2 += wr[576] * v2; a1_3 += wr[576] * v3;
+                        a2_0 += wr[1152] * v0; a2_1 += wr[1152] * v1; a2_2 += wr[1152] * v2; a2_3 += wr[1152] * v3;
+                        a3_0 += wr[1728] * v0; a3_1 += wr[1728] * v1; a3_2 += wr[1728] * v2; a3_3 += wr[1728] * v3;
+                        a4_0 += wr[2304] * v0; a4_1 += wr[2304] * v1; a4_2 += wr[2304] * v2; a4_3 += wr[2304] * v3;
+                        a5_0 += wr[2880] * v0; a5_1 += wr[2880] * v1; a5_2 += wr[2880] * v2; a5_3 += wr[2880] * v3;
                     }
-                    VSTORE(yh + (oy * 112 + x0 + 0) * 128 + (v0 + 0) * 16, a0_0); VSTORE(yh + (oy * 112 + x0 + 0) * 128 + (v0 + 1) * 16, a0_1); VSTORE(yh + (oy * 112 + x0 + 0) * 128 + (v0 + 2) * 16, a0_2); VSTORE(yh + (oy * 112 + x0 + 0) * 128 + (v0 + 3) * 16, a0_3);
-                    VSTORE(yh + (oy * 112 + x0 + 1) * 128 + (v0 + 0) * 16, a1_0); VSTORE(yh + (oy * 112 + x0 + 1) * 128 + (v0 + 1) * 16, a1_1); VSTORE(yh + (oy * 112 + x0 + 1) * 128 + (v0 + 2) * 16, a1_2); VSTORE(yh + (oy * 112 + x0 + 1) * 128 + (v0 + 3) * 16, a1_3);
-                    VSTORE(yh + (oy * 112 + x0 + 2) * 128 + (v0 + 0) * 16, a2_0); VSTORE(yh + (oy * 112 + x0 + 2) * 128 + (v0 + 1) * 16, a2_1); VSTORE(yh + (oy * 112 + x0 + 2) * 128 + (v0 + 2) * 16, a2_2); VSTORE(yh + (oy * 112 + x0 + 2) * 128 + (v0 + 3) * 16, a2_3);
-                    VSTORE(yh + (oy * 112 + x0 + 3) * 128 + (v0 + 0) * 16, a3_0); VSTORE(yh + (oy * 112 + x0 + 3) * 128 + (v0 + 1) * 16, a3_1); VSTORE(yh + (oy * 112 + x0 + 3) * 128 + (v0 + 2) * 16, a3_2); VSTORE(yh + (oy * 112 + x0 + 3) * 128 + (v0 + 3) * 16, a3_3);
-                    VSTORE(yh + (oy * 112 + x0 + 4) * 128 + (v0 + 0) * 16, a4_0); VSTORE(yh + (oy * 112 + x0 + 4) * 128 + (v0 + 1) * 16, a4_1); VSTORE(yh + (oy * 112 + x0 + 4) * 128 + (v0 + 2) * 16, a4_2); VSTORE(yh + (oy * 112 + x0 + 4) * 128 + (v0 + 3) * 16, a4_3);
-                    VSTORE(yh + (oy * 112 + x0 + 5) * 128 + (v0 + 0) * 16, a5_0); VSTORE(yh + (oy * 112 + x0 + 5) * 128 + (v0 + 1) * 16, a5_1); VSTORE(yh + (oy * 112 + x0 + 5) * 128 + (v0 + 2) * 16, a5_2); VSTORE(yh + (oy * 112 + x0 + 5) * 128 + (v0 + 3) * 16, a5_3);
-                }
-                {
-                    const int x0 = 108;
-                    cg_v a0_0 = VLOAD(bp + (v0 + 0) * 16), a0_1 = VLOAD(bp + (v0 + 1) * 16), a0_2 = VLOAD(bp + (v0 + 2) * 16), a0_3 = VLOAD(bp + (v0 + 3) * 16);
-                    cg_v a1_0 = VLOAD(bp + (v0 + 0) * 16), a1_1 = VLOAD(bp + (v0 + 1) * 16), a1_2 = VLOAD(bp + (v0 + 2) * 16), a1_3 = VLOAD(bp + (v0 + 3) * 16);
-                    cg_v a2_0 = VLOAD(bp + (v0 + 0) * 16), a2_1 = VLOAD(bp + (v0 + 1) * 16), a2_2 = VLOAD(bp + (v0 + 2) * 16), a2_3 = VLOAD(bp + (v0 + 3) * 16);
-                    cg_v a3_0 = VLOAD(bp + (v0 + 0) * 16), a3_1 = VLOAD(bp + (v0 + 1) * 16), a3_2 = VLOAD(bp + (v0 + 2) * 16), a3_3 = VLOAD(bp + (v0 + 3) * 16);
-                    for (int ci = 0; ci < 64; ci++) {
-                        const float *restrict xr = xp + (oy * 114 + x0) * 64 + ci;
-                        const float *restrict wr = wt + ci * 1152 + v0 * 16;
-                        {
-                            const cg_v w0 = VLOAD(wr + 0), w1 = VLOAD(wr + 16), w2 = VLOAD(wr + 32), w3 = VLOAD(wr + 48);
-                            a0_0 += xr[0] * w0; a0_1 += xr[0] * w1; a0_2 += xr[0] * w2; a0_3 += xr[0] * w3;
-                            a1_0 += xr[64] * w0; a1_1 += xr[64] * w1; a1_2 += xr[64] * w2; a1_3 += xr[64] * w3;
-                            a2_0 += xr[128] * w0; a2_1 += xr[128] * w1; a2_2 += xr[128] * w2; a2_3 += xr[128] * w3;
-                            a3_0 += xr[192] * w0; a3_1 += xr[192] * w1; a3_2 += xr[192] * w2; a3_3 += xr[192] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 128), w1 = VLOAD(wr + 144), w2 = VLOAD(wr + 160), w3 = VLOAD(wr + 176);
-                            a0_0 += xr[64] * w0; a0_1 += xr[64] * w1; a0_2 += xr[64] * w2; a0_3 += xr[64] * w3;
-                            a1_0 += xr[128] * w0; a1_1 += xr[128] * w1; a1_2 += xr[128] * w2; a1_3 += xr[128] * w3;
-                            a2_0 += xr[192] * w0; a2_1 += xr[192] * w1; a2_2 += xr[192] * w2; a2_3 += xr[192] * w3;
-                            a3_0 += xr[256] * w0; a3_1 += xr[256] * w1; a3_2 += xr[256] * w2; a3_3 += xr[256] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 256), w1 = VLOAD(wr + 272), w2 = VLOAD(wr + 288), w3 = VLOAD(wr + 304);
-                            a0_0 += xr[128] * w0; a0_1 += xr[128] * w1; a0_2 += xr[128] * w2; a0_3 += xr[128] * w3;
-                            a1_0 += xr[192] * w0; a1_1 += xr[192] * w1; a1_2 += xr[192] * w2; a1_3 += xr[192] * w3;
-                            a2_0 += xr[256] * w0; a2_1 += xr[256] * w1; a2_2 += xr[256] * w2; a2_3 += xr[256] * w3;
-                            a3_0 += xr[320] * w0; a3_1 += xr[320] * w1; a3_2 += xr[320] * w2; a3_3 += xr[320] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 384), w1 = VLOAD(wr + 400), w2 = VLOAD(wr + 416), w3 = VLOAD(wr + 432);
-                            a0_0 += xr[7296] * w0; a0_1 += xr[7296] * w1; a0_2 += xr[7296] * w2; a0_3 += xr[7296] * w3;
-                            a1_0 += xr[7360] * w0; a1_1 += xr[7360] * w1; a1_2 += xr[7360] * w2; a1_3 += xr[7360] * w3;
-                            a2_0 += xr[7424] * w0; a2_1 += xr[7424] * w1; a2_2 += xr[7424] * w2; a2_3 += xr[7424] * w3;
-                            a3_0 += xr[7488] * w0; a3_1 += xr[7488] * w1; a3_2 += xr[7488] * w2; a3_3 += xr[7488] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 512), w1 = VLOAD(wr + 528), w2 = VLOAD(wr + 544), w3 = VLOAD(wr + 560);
-                            a0_0 += xr[7360] * w0; a0_1 += xr[7360] * w1; a0_2 += xr[7360] * w2; a0_3 += xr[7360] * w3;
-                            a1_0 += xr[7424] * w0; a1_1 += xr[7424] * w1; a1_2 += xr[7424] * w2; a1_3 += xr[7424] * w3;
-                            a2_0 += xr[7488] * w0; a2_1 += xr[7488] * w1; a2_2 += xr[7488] * w2; a2_3 += xr[7488] * w3;
-                            a3_0 += xr[7552] * w0; a3_1 += xr[7552] * w1; a3_2 += xr[7552] * w2; a3_3 += xr[7552] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 640), w1 = VLOAD(wr + 656), w2 = VLOAD(wr + 672), w3 = VLOAD(wr + 688);
-                            a0_0 += xr[7424] * w0; a0_1 += xr[7424] * w1; a0_2 += xr[7424] * w2; a0_3 += xr[7424] * w3;
-                            a1_0 += xr[7488] * w0; a1_1 += xr[7488] * w1; a1_2 += xr[7488] * w2; a1_3 += xr[7488] * w3;
-                            a2_0 += xr[7552] * w0; a2_1 += xr[7552] * w1; a2_2 += xr[7552] * w2; a2_3 += xr[7552] * w3;
-                            a3_0 += xr[7616] * w0; a3_1 += xr[7616] * w1; a3_2 += xr[7616] * w2; a3_3 += xr[7616] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 768), w1 = VLOAD(wr + 784), w2 = VLOAD(wr + 800), w3 = VLOAD(wr + 816);
-                            a0_0 += xr[14592] * w0; a0_1 += xr[14592] * w1; a0_2 += xr[14592] * w2; a0_3 += xr[14592] * w3;
-                            a1_0 += xr[14656] * w0; a1_1 += xr[14656] * w1; a1_2 += xr[14656] * w2; a1_3 += xr[14656] * w3;
-                            a2_0 += xr[14720] * w0; a2_1 += xr[14720] * w1; a2_2 += xr[14720] * w2; a2_3 += xr[14720] * w3;
-                            a3_0 += xr[14784] * w0; a3_1 += xr[14784] * w1; a3_2 += xr[14784] * w2; a3_3 += xr[14784] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 896), w1 = VLOAD(wr + 912), w2 = VLOAD(wr + 928), w3 = VLOAD(wr + 944);
-                            a0_0 += xr[14656] * w0; a0_1 += xr[14656] * w1; a0_2 += xr[14656] * w2; a0_3 += xr[14656] * w3;
-                            a1_0 += xr[14720] * w0; a1_1 += xr[14720] * w1; a1_2 += xr[14720] * w2; a1_3 += xr[14720] * w3;
-                            a2_0 += xr[14784] * w0; a2_1 += xr[14784] * w1; a2_2 += xr[14784] * w2; a2_3 += xr[14784] * w3;
-                            a3_0 += xr[14848] * w0; a3_1 += xr[14848] * w1; a3_2 += xr[14848] * w2; a3_3 += xr[14848] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 1024), w1 = VLOAD(wr + 1040), w2 = VLOAD(wr + 1056), w3 = VLOAD(wr + 1072);
-                            a0_0 += xr[14720] * w0; a0_1 += xr[14720] * w1; a0_2 += xr[14720] * w2; a0_3 += xr[14720] * w3;
-                            a1_0 += xr[14784] * w0; a1_1 += xr[14784] * w1; a1_2 += xr[14784] * w2; a1_3 += xr[14784] * w3;
-                            a2_0 += xr[14848] * w0; a2_1 += xr[14848] * w1; a2_2 += xr[14848] * w2; a2_3 += xr[14848] * w3;
-                            a3_0 += xr[14912] * w0; a3_1 += xr[14912] * w1; a3_2 += xr[14912] * w2; a3_3 += xr[14912] * w3;
-                        }
+                    {
+                        cg_v v0 = VLOAD(xr + 1), v1 = VLOAD(xr + 17), v2 = VLOAD(xr + 33), v3 = VLOAD(xr + 49); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        a0_0 += wr[1] * v0; a0_1 += wr[1] * v1; a0_2 += wr[1] * v2; a0_3 += wr[1] * v3;
+                        a1_0 += wr[577] * v0; a1_1 += wr[577] * v1; a1_2 += wr[577] * v2; a1_3 += wr[577] * v3;
+                        a2_0 += wr[1153] * v0; a2_1 += wr[1153] * v1; a2_2 += wr[1153] * v2; a2_3 += wr[1153] * v3;
+                        a3_0 += wr[1729] * v0; a3_1 += wr[1729] * v1; a3_2 += wr[1729] * v2; a3_3 += wr[1729] * v3;
+                        a4_0 += wr[2305] * v0; a4_1 += wr[2305] * v1; a4_2 += wr[2305] * v2; a4_3 += wr[2305] * v3;
+                        a5_0 += wr[2881] * v0; a5_1 += wr[2881] * v1; a5_2 += wr[2881] * v2; a5_3 += wr[2881] * v3;
                     }
-                    VSTORE(yh + (oy * 112 + x0 + 0) * 128 + (v0 + 0) * 16, a0_0); VSTORE(yh + (oy * 112 + x0 + 0) * 128 + (v0 + 1) * 16, a0_1); VSTORE(yh + (oy * 112 + x0 + 0) * 128 + (v0 + 2) * 16, a0_2); VSTORE(yh + (oy * 112 + x0 + 0) * 128 + (v0 + 3) * 16, a0_3);
-                    VSTORE(yh + (oy * 112 + x0 + 1) * 128 + (v0 + 0) * 16, a1_0); VSTORE(yh + (oy * 112 + x0 + 1) * 128 + (v0 + 1) * 16, a1_1); VSTORE(yh + (oy * 112 + x0 + 1) * 128 + (v0 + 2) * 16, a1_2); VSTORE(yh + (oy * 112 + x0 + 1) * 128 + (v0 + 3) * 16, a1_3);
-                    VSTORE(yh + (oy * 112 + x0 + 2) * 128 + (v0 + 0) * 16, a2_0); VSTORE(yh + (oy * 112 + x0 + 2) * 128 + (v0 + 1) * 16, a2_1); VSTORE(yh + (oy * 112 + x0 + 2) * 128 + (v0 + 2) * 16, a2_2); VSTORE(yh + (oy * 112 + x0 + 2) * 128 + (v0 + 3) * 16, a2_3);
-                    VSTORE(yh + (oy * 112 + x0 + 3) * 128 + (v0 + 0) * 16, a3_0); VSTORE(yh + (oy * 112 + x0 + 3) * 128 + (v0 + 1) * 16, a3_1); VSTORE(yh + (oy * 112 + x0 + 3) * 128 + (v0 + 2) * 16, a3_2); VSTORE(yh + (oy * 112 + x0 + 3) * 128 + (v0 + 3) * 16, a3_3);
+                    {
+                        cg_v v0 = VLOAD(xr + 2), v1 = VLOAD(xr + 18), v2 = VLOAD(xr + 34), v3 = VLOAD(xr + 50); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        a0_0 += wr[2] * v0; a0_1 += wr[2] * v1; a0_2 += wr[2] * v2; a0_3 += wr[2] * v3;
+                        a1_0 += wr[578] * v0; a1_1 += wr[578] * v1; a1_2 += wr[578] * v2; a1_3 += wr[578] * v3;
+                        a2_0 += wr[1154] * v0; a2_1 += wr[1154] * v1; a2_2 += wr[1154] * v2; a2_3 += wr[1154] * v3;
+                        a3_0 += wr[1730] * v0; a3_1 += wr[1730] * v1; a3_2 += wr[1730] * v2; a3_3 += wr[1730] * v3;
+                        a4_0 += wr[2306] * v0; a4_1 += wr[2306] * v1; a4_2 += wr[2306] * v2; a4_3 += wr[2306] * v3;
+                        a5_0 += wr[2882] * v0; a5_1 += wr[2882] * v1; a5_2 += wr[2882] * v2; a5_3 += wr[2882] * v3;
+                    }
+                    {
+                        cg_v v0 = VLOAD(xr + 114), v1 = VLOAD(xr + 130), v2 = VLOAD(xr + 146), v3 = VLOAD(xr + 162); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        a0_0 += wr[3] * v0; a0_1 += wr[3] * v1; a0_2 += wr[3] * v2; a0_3 += wr[3] * v3;
+                        a1_0 += wr[579] * v0; a1_1 += wr[579] * v1; a1_2 += wr[579] * v2; a1_3 += wr[579] * v3;
+                        a2_0 += wr[1155] * v0; a2_1 += wr[1155] * v1; a2_2 += wr[1155] * v2; a2_3 += wr[1155] * v3;
+                        a3_0 += wr[1731] * v0; a3_1 += wr[1731] * v1; a3_2 += wr[1731] * v2; a3_3 += wr[1731] * v3;
+                        a4_0 += wr[2307] * v0; a4_1 += wr[2307] * v1; a4_2 += wr[2307] * v2; a4_3 += wr[2307] * v3;
+                        a5_0 += wr[2883] * v0; a5_1 += wr[2883] * v1; a5_2 += wr[2883] * v2; a5_3 += wr[2883] * v3;
+                    }
+                    {
+                        cg_v v0 = VLOAD(xr + 115), v1 = VLOAD(xr + 131), v2 = VLOAD(xr + 147), v3 = VLOAD(xr + 163); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        a0_0 += wr[4] * v0; a0_1 += wr[4] * v1; a0_2 += wr[4] * v2; a0_3 += wr[4] * v3;
+                        a1_0 += wr[580] * v0; a1_1 += wr[580] * v1; a1_2 += wr[580] * v2; a1_3 += wr[580] * v3;
+                        a2_0 += wr[1156] * v0; a2_1 += wr[1156] * v1; a2_2 += wr[1156] * v2; a2_3 += wr[1156] * v3;
+                        a3_0 += wr[1732] * v0; a3_1 += wr[1732] * v1; a3_2 += wr[1732] * v2; a3_3 += wr[1732] * v3;
+                        a4_0 += wr[2308] * v0; a4_1 += wr[2308] * v1; a4_2 += wr[2308] * v2; a4_3 += wr[2308] * v3;
+                        a5_0 += wr[2884] * v0; a5_1 += wr[2884] * v1; a5_2 += wr[2884] * v2; a5_3 += wr[2884] * v3;
+                    }
+                    {
+                        cg_v v0 = VLOAD(xr + 116), v1 = VLOAD(xr + 132), v2 = VLOAD(xr + 148), v3 = VLOAD(xr + 164); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        a0_0 += wr[5] * v0; a0_1 += wr[5] * v1; a0_2 += wr[5] * v2; a0_3 += wr[5] * v3;
+                        a1_0 += wr[581] * v0; a1_1 += wr[581] * v1; a1_2 += wr[581] * v2; a1_3 += wr[581] * v3;
+                        a2_0 += wr[1157] * v0; a2_1 += wr[1157] * v1; a2_2 += wr[1157] * v2; a2_3 += wr[1157] * v3;
+                        a3_0 += wr[1733] * v0; a3_1 += wr[1733] * v1; a3_2 += wr[1733] * v2; a3_3 += wr[1733] * v3;
+                        a4_0 += wr[2309] * v0; a4_1 += wr[2309] * v1; a4_2 += wr[2309] * v2; a4_3 += wr[2309] * v3;
+                        a5_0 += wr[2885] * v0; a5_1 += wr[2885] * v1; a5_2 += wr[2885] * v2; a5_3 += wr[2885] * v3;
+                    }
+                    {
+                        cg_v v0 = VLOAD(xr + 228), v1 = VLOAD(xr + 244), v2 = VLOAD(xr + 260), v3 = VLOAD(xr + 276); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        a0_0 += wr[6] * v0; a0_1 += wr[6] * v1; a0_2 += wr[6] * v2; a0_3 += wr[6] * v3;
+                        a1_0 += wr[582] * v0; a1_1 += wr[582] * v1; a1_2 += wr[582] * v2; a1_3 += wr[582] * v3;
+                        a2_0 += wr[1158] * v0; a2_1 += wr[1158] * v1; a2_2 += wr[1158] * v2; a2_3 += wr[1158] * v3;
+                        a3_0 += wr[1734] * v0; a3_1 += wr[1734] * v1; a3_2 += wr[1734] * v2; a3_3 += wr[1734] * v3;
+                        a4_0 += wr[2310] * v0; a4_1 += wr[2310] * v1; a4_2 += wr[2310] * v2; a4_3 += wr[2310] * v3;
+                        a5_0 += wr[2886] * v0; a5_1 += wr[2886] * v1; a5_2 += wr[2886] * v2; a5_3 += wr[2886] * v3;
+                    }
+                    {
+                        cg_v v0 = VLOAD(xr + 229), v1 = VLOAD(xr + 245), v2 = VLOAD(xr + 261), v3 = VLOAD(xr + 277); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        a0_0 += wr[7] * v0; a0_1 += wr[7] * v1; a0_2 += wr[7] * v2; a0_3 += wr[7] * v3;
+                        a1_0 += wr[583] * v0; a1_1 += wr[583] * v1; a1_2 += wr[583] * v2; a1_3 += wr[583] * v3;
+                        a2_0 += wr[1159] * v0; a2_1 += wr[1159] * v1; a2_2 += wr[1159] * v2; a2_3 += wr[1159] * v3;
+                        a3_0 += wr[1735] * v0; a3_1 += wr[1735] * v1; a3_2 += wr[1735] * v2; a3_3 += wr[1735] * v3;
+                        a4_0 += wr[2311] * v0; a4_1 += wr[2311] * v1; a4_2 += wr[2311] * v2; a4_3 += wr[2311] * v3;
+                        a5_0 += wr[2887] * v0; a5_1 += wr[2887] * v1; a5_2 += wr[2887] * v2; a5_3 += wr[2887] * v3;
+                    }
+                    {
+                        cg_v v0 = VLOAD(xr + 230), v1 = VLOAD(xr + 246), v2 = VLOAD(xr + 262), v3 = VLOAD(xr + 278); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        a0_0 += wr[8] * v0; a0_1 += wr[8] * v1; a0_2 += wr[8] * v2; a0_3 += wr[8] * v3;
+                        a1_0 += wr[584] * v0; a1_1 += wr[584] * v1; a1_2 += wr[584] * v2; a1_3 += wr[584] * v3;
+                        a2_0 += wr[1160] * v0; a2_1 += wr[1160] * v1; a2_2 += wr[1160] * v2; a2_3 += wr[1160] * v3;
+                        a3_0 += wr[1736] * v0; a3_1 += wr[1736] * v1; a3_2 += wr[1736] * v2; a3_3 += wr[1736] * v3;
+                        a4_0 += wr[2312] * v0; a4_1 += wr[2312] * v1; a4_2 += wr[2312] * v2; a4_3 += wr[2312] * v3;
+                        a5_0 += wr[2888] * v0; a5_1 += wr[2888] * v1; a5_2 += wr[2888] * v2; a5_3 += wr[2888] * v3;
+                    }
                 }
+                VSTORE(yr + (size_t)(co0 + 0) * 12544 + x0 + 0, a0_0); VSTORE(yr + (size_t)(co0 + 0) * 12544 + x0 + 16, a0_1); VSTORE(yr + (size_t)(co0 + 0) * 12544 + x0 + 32, a0_2); VSTORE(yr + (size_t)(co0 + 0) * 12544 + x0 + 48, a0_3);
+                VSTORE(yr + (size_t)(co0 + 1) * 12544 + x0 + 0, a1_0); VSTORE(yr + (size_t)(co0 + 1) * 12544 + x0 + 16, a1_1); VSTORE(yr + (size_t)(co0 + 1) * 12544 + x0 + 32, a1_2); VSTORE(yr + (size_t)(co0 + 1) * 12544 + x0 + 48, a1_3);
+                VSTORE(yr + (size_t)(co0 + 2) * 12544 + x0 + 0, a2_0); VSTORE(yr + (size_t)(co0 + 2) * 12544 + x0 + 16, a2_1); VSTORE(yr + (size_t)(co0 + 2) * 12544 + x0 + 32, a2_2); VSTORE(yr + (size_t)(co0 + 2) * 12544 + x0 + 48, a2_3);
+                VSTORE(yr + (size_t)(co0 + 3) * 12544 + x0 + 0, a3_0); VSTORE(yr + (size_t)(co0 + 3) * 12544 + x0 + 16, a3_1); VSTORE(yr + (size_t)(co0 + 3) * 12544 + x0 + 32, a3_2); VSTORE(yr + (size_t)(co0 + 3) * 12544 + x0 + 48, a3_3);
+                VSTORE(yr + (size_t)(co0 + 4) * 12544 + x0 + 0, a4_0); VSTORE(yr + (size_t)(co0 + 4) * 12544 + x0 + 16, a4_1); VSTORE(yr + (size_t)(co0 + 4) * 12544 + x0 + 32, a4_2); VSTORE(yr + (size_t)(co0 + 4) * 12544 + x0 + 48, a4_3);
+                VSTORE(yr + (size_t)(co0 + 5) * 12544 + x0 + 0, a5_0); VSTORE(yr + (size_t)(co0 + 5) * 12544 + x0 + 16, a5_1); VSTORE(yr + (size_t)(co0 + 5) * 12544 + x0 + 32, a5_2); VSTORE(yr + (size_t)(co0 + 5) * 12544 + x0 + 48, a5_3);
+            }
+            {
+                const int x0 = 64;
+                cg_v a0_0 = vsplat(b[co0 + 0]), a0_1 = vsplat(b[co0 + 0]), a0_2 = vsplat(b[co0 + 0]);
+                cg_v a1_0 = vsplat(b[co0 + 1]), a1_1 = vsplat(b[co0 + 1]), a1_2 = vsplat(b[co0 + 1]);
+                cg_v a2_0 = vsplat(b[co0 + 2]), a2_1 = vsplat(b[co0 + 2]), a2_2 = vsplat(b[co0 + 2]);
+                cg_v a3_0 = vsplat(b[co0 + 3]), a3_1 = vsplat(b[co0 + 3]), a3_2 = vsplat(b[co0 + 3]);
+                cg_v a4_0 = vsplat(b[co0 + 4]), a4_1 = vsplat(b[co0 + 4]), a4_2 = vsplat(b[co0 + 4]);
+                cg_v a5_0 = vsplat(b[co0 + 5]), a5_1 = vsplat(b[co0 + 5]), a5_2 = vsplat(b[co0 + 5]);
+                for (int ci = 0; ci < 64; ci++) {
+                    const float *restrict xr = xr0 + (size_t)ci * 12996 + x0;
+                    const float *restrict wr = w + (size_t)co0 * 576 + ci * 9;
+                    {
+                        cg_v v0 = VLOAD(xr + 0), v1 = VLOAD(xr + 16), v2 = VLOAD(xr + 32); VKEEP(v0); VKEEP(v1); VKEEP(v2);
+                        a0_0 += wr[0] * v0; a0_1 += wr[0] * v1; a0_2 += wr[0] * v2;
+                        a1_0 += wr[576] * v0; a1_1 += wr[576] * v1; a1_2 += wr[576] * v2;
+                        a2_0 += wr[1152] * v0; a2_1 += wr[1152] * v1; a2_2 += wr[1152] * v2;
+                        a3_0 += wr[1728] * v0; a3_1 += wr[1728] * v1; a3_2 += wr[1728] * v2;
+                        a4_0 += wr[2304] * v0; a4_1 += wr[2304] * v1; a4_2 += wr[2304] * v2;
+                        a5_0 += wr[2880] * v0; a5_1 += wr[2880] * v1; a5_2 += wr[2880] * v2;
+                    }
+                    {
+                        cg_v v0 = VLOAD(xr + 1), v1 = VLOAD(xr + 17), v2 = VLOAD(xr + 33); VKEEP(v0); VKEEP(v1); VKEEP(v2);
+                        a0_0 += wr[1] * v0; a0_1 += wr[1] * v1; a0_2 += wr[1] * v2;
+                        a1_0 += wr[577] * v0; a1_1 += wr[577] * v1; a1_2 += wr[577] * v2;
+                        a2_0 += wr[1153] * v0; a2_1 += wr[1153] * v1; a2_2 += wr[1153] * v2;
+                        a3_0 += wr[1729] * v0; a3_1 += wr[1729] * v1; a3_2 += wr[1729] * v2;
+                        a4_0 += wr[2305] * v0; a4_1 += wr[2305] * v1; a4_2 += wr[2305] * v2;
+                        a5_0 += wr[2881] * v0; a5_1 += wr[2881] * v1; a5_2 += wr[2881] * v2;
+                    }
+                    {
+                        cg_v v0 = VLOAD(xr + 2), v1 = VLOAD(xr + 18), v2 = VLOAD(xr + 34); VKEEP(v0); VKEEP(v1); VKEEP(v2);
+                        a0_0 += wr[2] * v0; a0_1 += wr[2] * v1; a0_2 += wr[2] * v2;
+                        a1_0 += wr[578] * v0; a1_1 += wr[578] * v1; a1_2 += wr[578] * v2;
+                        a2_0 += wr[1154] * v0; a2_1 += wr[1154] * v1; a2_2 += wr[1154] * v2;
+                        a3_0 += wr[1730] * v0; a3_1 += wr[1730] * v1; a3_2 += wr[1730] * v2;
+                        a4_0 += wr[2306] * v0; a4_1 += wr[2306] * v1; a4_2 += wr[2306] * v2;
+                        a5_0 += wr[2882] * v0; a5_1 += wr[2882] * v1; a5_2 += wr[2882] * v2;
+                    }
+                    {
+                        cg_v v0 = VLOAD(xr + 114), v1 = VLOAD(xr + 130), v2 = VLOAD(xr + 146); VKEEP(v0); VKEEP(v1); VKEEP(v2);
+                        a0_0 += wr[3] * v0; a0_1 += wr[3] * v1; a0_2 += wr[3] * v2;
+                        a1_0 += wr[579] * v0; a1_1 += wr[579] * v1; a1_2 += wr[579] * v2;
+                        a2_0 += wr[1155] * v0; a2_1 += wr[1155] * v1; a2_2 += wr[1155] * v2;
+                        a3_0 += wr[1731] * v0; a3_1 += wr[1731] * v1; a3_2 += wr[1731] * v2;
+                        a4_0 += wr[2307] * v0; a4_1 += wr[2307] * v1; a4_2 += wr[2307] * v2;
+                        a5_0 += wr[2883] * v0; a5_1 += wr[2883] * v1; a5_2 += wr[2883] * v2;
+                    }
+                    {
+                        cg_v v0 = VLOAD(xr + 115), v1 = VLOAD(xr + 131), v2 = VLOAD(xr + 147); VKEEP(v0); VKEEP(v1); VKEEP(v2);
+                        a0_0 += wr[4] * v0; a0_1 += wr[4] * v1; a0_2 += wr[4] * v2;
+                        a1_0 += wr[580] * v0; a1_1 += wr[580] * v1; a1_2 += wr[580] * v2;
+                        a2_0 += wr[1156] * v0; a2_1 += wr[1156] * v1; a2_2 += wr[1156] * v2;
+                        a3_0 += wr[1732] * v0; a3_1 += wr[1732] * v1; a3_2 += wr[1732] * v2;
+                        a4_0 += wr[2308] * v0; a4_1 += wr[2308] * v1; a4_2 += wr[2308] * v2;
+                        a5_0 += wr[2884] * v0; a5_1 += wr[2884] * v1; a5_2 += wr[2884] * v2;
+                    }
+                    {
+                        cg_v v0 = VLOAD(xr + 116), v1 = VLOAD(xr + 132), v2 = VLOAD(xr + 148); VKEEP(v0); VKEEP(v1); VKEEP(v2);
+                        a0_0 += wr[5] * v0; a0_1 += wr[5] * v1; a0_2 += wr[5] * v2;
+                        a1_0 += wr[581] * v0; a1_1 += wr[581] * v1; a1_2 += wr[581] * v2;
+                        a2_0 += wr[1157] * v0; a2_1 += wr[1157] * v1; a2_2 += wr[1157] * v2;
+                        a3_0 += wr[1733] * v0; a3_1 += wr[1733] * v1; a3_2 += wr[1733] * v2;
+                        a4_0 += wr[2309] * v0; a4_1 += wr[2309] * v1; a4_2 += wr[2309] * v2;
+                        a5_0 += wr[2885] * v0; a5_1 += wr[2885] * v1; a5_2 += wr[2885] * v2;
+                    }
+                    {
+                        cg_v v0 = VLOAD(xr + 228), v1 = VLOAD(xr + 244), v2 = VLOAD(xr + 260); VKEEP(v0); VKEEP(v1); VKEEP(v2);
+                        a0_0 += wr[6] * v0; a0_1 += wr[6] * v1; a0_2 += wr[6] * v2;
+                        a1_0 += wr[582] * v0; a1_1 += wr[582] * v1; a1_2 += wr[582] * v2;
+                        a2_0 += wr[1158] * v0; a2_1 += wr[1158] * v1; a2_2 += wr[1158] * v2;
+                        a3_0 += wr[1734] * v0; a3_1 += wr[1734] * v1; a3_2 += wr[1734] * v2;
+                        a4_0 += wr[2310] * v0; a4_1 += wr[2310] * v1; a4_2 += wr[2310] * v2;
+                        a5_0 += wr[2886] * v0; a5_1 += wr[2886] * v1; a5_2 += wr[2886] * v2;
+                    }
+                    {
+                        cg_v v0 = VLOAD(xr + 229), v1 = VLOAD(xr + 245), v2 = VLOAD(xr + 261); VKEEP(v0); VKEEP(v1); VKEEP(v2);
+                        a0_0 += wr[7] * v0; a0_1 += wr[7] * v1; a0_2 += wr[7] * v2;
+                        a1_0 += wr[583] * v0; a1_1 += wr[583] * v1; a1_2 += wr[583] * v2;
+                        a2_0 += wr[1159] * v0; a2_1 += wr[1159] * v1; a2_2 += wr[1159] * v2;
+                        a3_0 += wr[1735] * v0; a3_1 += wr[1735] * v1; a3_2 += wr[1735] * v2;
+                        a4_0 += wr[2311] * v0; a4_1 += wr[2311] * v1; a4_2 += wr[2311] * v2;
+                        a5_0 += wr[2887] * v0; a5_1 += wr[2887] * v1; a5_2 += wr[2887] * v2;
+                    }
+                    {
+                        cg_v v0 = VLOAD(xr + 230), v1 = VLOAD(xr + 246), v2 = VLOAD(xr + 262); VKEEP(v0); VKEEP(v1); VKEEP(v2);
+                        a0_0 += wr[8] * v0; a0_1 += wr[8] * v1; a0_2 += wr[8] * v2;
+                        a1_0 += wr[584] * v0; a1_1 += wr[584] * v1; a1_2 += wr[584] * v2;
+                        a2_0 += wr[1160] * v0; a2_1 += wr[1160] * v1; a2_2 += wr[1160] * v2;
+                        a3_0 += wr[1736] * v0; a3_1 += wr[1736] * v1; a3_2 += wr[1736] * v2;
+                        a4_0 += wr[2312] * v0; a4_1 += wr[2312] * v1; a4_2 += wr[2312] * v2;
+                        a5_0 += wr[2888] * v0; a5_1 += wr[2888] * v1; a5_2 += wr[2888] * v2;
+                    }
+                }
+                VSTORE(yr + (size_t)(co0 + 0) * 12544 + x0 + 0, a0_0); VSTORE(yr + (size_t)(co0 + 0) * 12544 + x0 + 16, a0_1); VSTORE(yr + (size_t)(co0 + 0) * 12544 + x0 + 32, a0_2);
+                VSTORE(yr + (size_t)(co0 + 1) * 12544 + x0 + 0, a1_0); VSTORE(yr + (size_t)(co0 + 1) * 12544 + x0 + 16, a1_1); VSTORE(yr + (size_t)(co0 + 1) * 12544 + x0 + 32, a1_2);
+                VSTORE(yr + (size_t)(co0 + 2) * 12544 + x0 + 0, a2_0); VSTORE(yr + (size_t)(co0 + 2) * 12544 + x0 + 16, a2_1); VSTORE(yr + (size_t)(co0 + 2) * 12544 + x0 + 32, a2_2);
+                VSTORE(yr + (size_t)(co0 + 3) * 12544 + x0 + 0, a3_0); VSTORE(yr + (size_t)(co0 + 3) * 12544 + x0 + 16, a3_1); VSTORE(yr + (size_t)(co0 + 3) * 12544 + x0 + 32, a3_2);
+                VSTORE(yr + (size_t)(co0 + 4) * 12544 + x0 + 0, a4_0); VSTORE(yr + (size_t)(co0 + 4) * 12544 + x0 + 16, a4_1); VSTORE(yr + (size_t)(co0 + 4) * 12544 + x0 + 32, a4_2);
+                VSTORE(yr + (size_t)(co0 + 5) * 12544 + x0 + 0, a5_0); VSTORE(yr + (size_t)(co0 + 5) * 12544 + x0 + 16, a5_1); VSTORE(yr + (size_t)(co0 + 5) * 12544 + x0 + 32, a5_2);
             }
         }
-        for (int co = 0; co < 128; co++)
-            for (int i = 0; i < 12544; i++) yn[co * 12544 + i] = yh[i * 128 + co];
+        {
+            const int co0 = 126;
+            {
+                const int x0 = 0;
+                cg_v a0_0 = vsplat(b[co0 + 0]), a0_1 = vsplat(b[co0 + 0]), a0_2 = vsplat(b[co0 + 0]), a0_3 = vsplat(b[co0 + 0]);
+                cg_v a1_0 = vsplat(b[co0 + 1]), a1_1 = vsplat(b[co0 + 1]), a1_2 = vsplat(b[co0 + 1]), a1_3 = vsplat(b[co0 + 1]);
+                for (int ci = 0; ci < 64; ci++) {
+                    const float *restrict xr = xr0 + (size_t)ci * 12996 + x0;
+                    const float *restrict wr = w + (size_t)co0 * 576 + ci * 9;
+                    {
+                        cg_v v0 = VLOAD(xr + 0), v1 = VLOAD(xr + 16), v2 = VLOAD(xr + 32), v3 = VLOAD(xr + 48); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        a0_0 += wr[0] * v0; a0_1 += wr[0] * v1; a0_2 += wr[0] * v2; a0_3 += wr[0] * v3;
+                        a1_0 += wr[576] * v0; a1_1 += wr[576] * v1; a1_2 += wr[576] * v2; a1_3 += wr[576] * v3;
+                    }
+                    {
+                        cg_v v0 = VLOAD(xr + 1), v1 = VLOAD(xr + 17), v2 = VLOAD(xr + 33), v3 = VLOAD(xr + 49); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        a0_0 += wr[1] * v0; a0_1 += wr[1] * v1; a0_2 += wr[1] * v2; a0_3 += wr[1] * v3;
+                        a1_0 += wr[577] * v0; a1_1 += wr[577] * v1; a1_2 += wr[577] * v2; a1_3 += wr[577] * v3;
+                    }
+                    {
+                        cg_v v0 = VLOAD(xr + 2), v1 = VLOAD(xr + 18), v2 = VLOAD(xr + 34), v3 = VLOAD(xr + 50); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        a0_0 += wr[2] * v0; a0_1 += wr[2] * v1; a0_2 += wr[2] * v2; a0_3 += wr[2] * v3;
+                        a1_0 += wr[578] * v0; a1_1 += wr[578] * v1; a1_2 += wr[578] * v2; a1_3 += wr[578] * v3;
+                    }
+                    {
+                        cg_v v0 = VLOAD(xr + 114), v1 = VLOAD(xr + 130), v2 = VLOAD(xr + 146), v3 = VLOAD(xr + 162); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        a0_0 += wr[3] * v0; a0_1 += wr[3] * v1; a0_2 += wr[3] * v2; a0_3 += wr[3] * v3;
+                        a1_0 += wr[579] * v0; a1_1 += wr[579] * v1; a1_2 += wr[579] * v2; a1_3 += wr[579] * v3;
+                    }
+                    {
+                        cg_v v0 = VLOAD(xr + 115), v1 = VLOAD(xr + 131), v2 = VLOAD(xr + 147), v3 = VLOAD(xr + 163); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        a0_0 += wr[4] * v0; a0_1 += wr[4] * v1; a0_2 += wr[4] * v2; a0_3 += wr[4] * v3;
+                        a1_0 += wr[580] * v0; a1_1 += wr[580] * v1; a1_2 += wr[580] * v2; a1_3 += wr[580] * v3;
+                    }
+                    {
+                        cg_v v0 = VLOAD(xr + 116), v1 = VLOAD(xr + 132), v2 = VLOAD(xr + 148), v3 = VLOAD(xr + 164); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        a0_0 += wr[5] * v0; a0_1 += wr[5] * v1; a0_2 += wr[5] * v2; a0_3 += wr[5] * v3;
+                        a1_0 += wr[581] * v0; a1_1 += wr[581] * v1; a1_2 += wr[581] * v2; a1_3 += wr[581] * v3;
+                    }
+                    {
+                        cg_v v0 = VLOAD(xr + 228), v1 = VLOAD(xr + 244), v2 = VLOAD(xr + 260), v3 = VLOAD(xr + 276); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        a0_0 += wr[6] * v0; a0_1 += wr[6] * v1; a0_2 += wr[6] * v2; a0_3 += wr[6] * v3;
+                        a1_0 += wr[582] * v0; a1_1 += wr[582] * v1; a1_2 += wr[582] * v2; a1_3 += wr[582] * v3;
+                    }
+                    {
+                        cg_v v0 = VLOAD(xr + 229), v1 = VLOAD(xr + 245), v2 = VLOAD(xr + 261), v3 = VLOAD(xr + 277); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        a0_0 += wr[7] * v0; a0_1 += wr[7] * v1; a0_2 += wr[7] * v2; a0_3 += wr[7] * v3;
+                        a1_0 += wr[583] * v0; a1_1 += wr[583] * v1; a1_2 += wr[583] * v2; a1_3 += wr[583] * v3;
+                    }
+                    {
+                        cg_v v0 = VLOAD(xr + 230), v1 = VLOAD(xr + 246), v2 = VLOAD(xr + 262), v3 = VLOAD(xr + 278); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        a0_0 += wr[8] * v0; a0_1 += wr[8] * v1; a0_2 += wr[8] * v2; a0_3 += wr[8] * v3;
+                        a1_0 += wr[584] * v0; a1_1 += wr[584] * v1; a1_2 += wr[584] * v2; a1_3 += wr[584] * v3;
+                    }
+                }
+                VSTORE(yr + (size_t)(co0 + 0) * 12544 + x0 + 0, a0_0); VSTORE(yr + (size_t)(co0 + 0) * 12544 + x0 + 16, a0_1); VSTORE(yr + (size_t)(co0 + 0) * 12544 + x0 + 32, a0_2); VSTORE(yr + (size_t)(co0 + 0) * 12544 + x0 + 48, a0_3);
+                VSTORE(yr + (size_t)(co0 + 1) * 12544 + x0 + 0, a1_0); VSTORE(yr + (size_t)(co0 + 1) * 12544 + x0 + 16, a1_1); VSTORE(yr + (size_t)(co0 + 1) * 12544 + x0 + 32, a1_2); VSTORE(yr + (size_t)(co0 + 1) * 12544 + x0 + 48, a1_3);
+            }
+            {
+                const int x0 = 64;
+                cg_v a0_0 = vsplat(b[co0 + 0]), a0_1 = vsplat(b[co0 + 0]), a0_2 = vsplat(b[co0 + 0]);
+                cg_v a1_0 = vsplat(b[co0 + 1]), a1_1 = vsplat(b[co0 + 1]), a1_2 = vsplat(b[co0 + 1]);
+                for (int ci = 0; ci < 64; ci++) {
+                    const float *restrict xr = xr0 + (size_t)ci * 12996 + x0;
+                    const float *restrict wr = w + (size_t)co0 * 576 + ci * 9;
+                    {
+                        cg_v v0 = VLOAD(xr + 0), v1 = VLOAD(xr + 16), v2 = VLOAD(xr + 32); VKEEP(v0); VKEEP(v1); VKEEP(v2);
+                        a0_0 += wr[0] * v0; a0_1 += wr[0] * v1; a0_2 += wr[0] * v2;
+                        a1_0 += wr[576] * v0; a1_1 += wr[576] * v1; a1_2 += wr[576] * v2;
+                    }
+                    {
+                        cg_v v0 = VLOAD(xr + 1), v1 = VLOAD(xr + 17), v2 = VLOAD(xr + 33); VKEEP(v0); VKEEP(v1); VKEEP(v2);
+                        a0_0 += wr[1] * v0; a0_1 += wr[1] * v1; a0_2 += wr[1] * v2;
+                        a1_0 += wr[577] * v0; a1_1 += wr[577] * v1; a1_2 += wr[577] * v2;
+                    }
+                    {
+                        cg_v v0 = VLOAD(xr + 2), v1 = VLOAD(xr + 18), v2 = VLOAD(xr + 34); VKEEP(v0); VKEEP(v1); VKEEP(v2);
+                        a0_0 += wr[2] * v0; a0_1 += wr[2] * v1; a0_2 += wr[2] * v2;
+                        a1_0 += wr[578] * v0; a1_1 += wr[578] * v1; a1_2 += wr[578] * v2;
+                    }
+                    {
+                        cg_v v0 = VLOAD(xr + 114), v1 = VLOAD(xr + 130), v2 = VLOAD(xr + 146); VKEEP(v0); VKEEP(v1); VKEEP(v2);
+                        a0_0 += wr[3] * v0; a0_1 += wr[3] * v1; a0_2 += wr[3] * v2;
+                        a1_0 += wr[579] * v0; a1_1 += wr[579] * v1; a1_2 += wr[579] * v2;
+                    }
+                    {
+                        cg_v v0 = VLOAD(xr + 115), v1 = VLOAD(xr + 131), v2 = VLOAD(xr + 147); VKEEP(v0); VKEEP(v1); VKEEP(v2);
+                        a0_0 += wr[4] * v0; a0_1 += wr[4] * v1; a0_2 += wr[4] * v2;
+                        a1_0 += wr[580] * v0; a1_1 += wr[580] * v1; a1_2 += wr[580] * v2;
+                    }
+                    {
+                        cg_v v0 = VLOAD(xr + 116), v1 = VLOAD(xr + 132), v2 = VLOAD(xr + 148); VKEEP(v0); VKEEP(v1); VKEEP(v2);
+                        a0_0 += wr[5] * v0; a0_1 += wr[5] * v1; a0_2 += wr[5] * v2;
+                        a1_0 += wr[581] * v0; a1_1 += wr[581] * v1; a1_2 += wr[581] * v2;
+                    }
+                    {
+                        cg_v v0 = VLOAD(xr + 228), v1 = VLOAD(xr + 244), v2 = VLOAD(xr + 260); VKEEP(v0); VKEEP(v1); VKEEP(v2);
+                        a0_0 += wr[6] * v0; a0_1 += wr[6] * v1; a0_2 += wr[6] * v2;
+                        a1_0 += wr[582] * v0; a1_1 += wr[582] * v1; a1_2 += wr[582] * v2;
+                    }
+                    {
+                        cg_v v0 = VLOAD(xr + 229), v1 = VLOAD(xr + 245), v2 = VLOAD(xr + 261); VKEEP(v0); VKEEP(v1); VKEEP(v2);
+                        a0_0 += wr[7] * v0; a0_1 += wr[7] * v1; a0_2 += wr[7] * v2;
+                        a1_0 += wr[583] * v0; a1_1 += wr[583] * v1; a1_2 += wr[583] * v2;
+                    }
+                    {
+                        cg_v v0 = VLOAD(xr + 230), v1 = VLOAD(xr + 246), v2 = VLOAD(xr + 262); VKEEP(v0); VKEEP(v1); VKEEP(v2);
+                        a0_0 += wr[8] * v0; a0_1 += wr[8] * v1; a0_2 += wr[8] * v2;
+                        a1_0 += wr[584] * v0; a1_1 += wr[584] * v1; a1_2 += wr[584] * v2;
+                    }
+                }
+                VSTORE(yr + (size_t)(co0 + 0) * 12544 + x0 + 0, a0_0); VSTORE(yr + (size_t)(co0 + 0) * 12544 + x0 + 16, a0_1); VSTORE(yr + (size_t)(co0 + 0) * 12544 + x0 + 32, a0_2);
+                VSTORE(yr + (size_t)(co0 + 1) * 12544 + x0 + 0, a1_0); VSTORE(yr + (size_t)(co0 + 1) * 12544 + x0 + 16, a1_1); VSTORE(yr + (size_t)(co0 + 1) * 12544 + x0 + 32, a1_2);
+            }
+        }
     }
 }
 
 static void l05_conv2d_backward(float *restrict G, float *restrict S, const float *restrict dy, int nb)
 {
     float *restrict gw = G + 38720;
+    const float *restrict xp = S + 0;
     float *restrict gb = G + 112448;
-    float *restrict dyh = S + 3342976;
-    /* dy of every sample -> channels-last, padded channels zero */
     CG_PARALLEL_FOR
-    for (int n = 0; n < nb; n++) {
-        float *restrict dn = dyh + (size_t)n * 1605632;
-        for (int i = 0; i < 12544; i++)
-            for (int co = 0; co < 128; co++) dn[i * 128 + co] = co < 128 ? dy[(size_t)n * 1605632 + co * 12544 + i] : 0.0f;
-    }
     for (int co = 0; co < 128; co++) {
-        float s = 0.0f;
-        for (int n = 0; n < nb; n++)
-            for (int i = 0; i < 12544; i++) s += dy[(size_t)n * 1605632 + co * 12544 + i];
-        gb[co] += s;
-    }
-    CG_PARALLEL_FOR
-    for (int p0 = 0; p0 < 576; p0 += 6) {
-        int off[6], gidx[6];
-        for (int j = 0; j < 6; j++) {
-            const int q = p0 + j, ci = q / 9, k = q % 9, ky = k / 3, kx = k % 3;
-            off[j] = (ky * 1 * 114 + kx * 1) * 64 + ci;
-            gidx[j] = ci * 9 + k;
+        cg_v s = vsplat(0.0f);
+        for (int n = 0; n < nb; n++) {
+            const float *restrict d = dy + ((size_t)n * 128 + co) * 12544;
+            for (int i = 0; i < 12544; i += 16) s += VLOAD(d + i);
         }
-        for (int v0 = 0; v0 < 8; v0 += 4) {
-            cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f);
-            cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f), a1_3 = vsplat(0.0f);
-            cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f), a2_2 = vsplat(0.0f), a2_3 = vsplat(0.0f);
-            cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f), a3_2 = vsplat(0.0f), a3_3 = vsplat(0.0f);
-            cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f), a4_2 = vsplat(0.0f), a4_3 = vsplat(0.0f);
-            cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f), a5_2 = vsplat(0.0f), a5_3 = vsplat(0.0f);
-            for (int n = 0; n < nb; n++) {
-                const float *restrict xp = S + 0 + (size_t)n * 831744;
-                const float *restrict dn = dyh + (size_t)n * 1605632 + v0 * 16;
-                for (int oy = 0; oy < 112; oy++) {
-                    for (int ox = 0; ox < 112; ox++) {
-                        const float *restrict xr = xp + (oy * 114 + ox) * 64;
-                        const cg_v d0 = VLOAD(dn + (oy * 112 + ox) * 128 + 0), d1 = VLOAD(dn + (oy * 112 + ox) * 128 + 16), d2 = VLOAD(dn + (oy * 112 + ox) * 128 + 32), d3 = VLOAD(dn + (oy * 112 + ox) * 128 + 48);
-                        a0_0 += xr[off[0]] * d0; a0_1 += xr[off[0]] * d1; a0_2 += xr[off[0]] * d2; a0_3 += xr[off[0]] * d3;
-                        a1_0 += xr[off[1]] * d0; a1_1 += xr[off[1]] * d1; a1_2 += xr[off[1]] * d2; a1_3 += xr[off[1]] * d3;
-                        a2_0 += xr[off[2]] * d0; a2_1 += xr[off[2]] * d1; a2_2 += xr[off[2]] * d2; a2_3 += xr[off[2]] * d3;
-                        a3_0 += xr[off[3]] * d0; a3_1 += xr[off[3]] * d1; a3_2 += xr[off[3]] * d2; a3_3 += xr[off[3]] * d3;
-                        a4_0 += xr[off[4]] * d0; a4_1 += xr[off[4]] * d1; a4_2 += xr[off[4]] * d2; a4_3 += xr[off[4]] * d3;
-                        a5_0 += xr[off[5]] * d0; a5_1 += xr[off[5]] * d1; a5_2 += xr[off[5]] * d2; a5_3 += xr[off[5]] * d3;
+        gb[co] += vsum(s);
+    }
+    /* tiles of 2 output channels x 9 taps (3 kernel rows) of one input channel */
+    CG_PARALLEL_FOR
+    for (int t = 0; t < 4096; t++) {
+        const int co0 = t / 64 * 2, ci = t % 64;
+        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f), a0_4 = vsplat(0.0f), a0_5 = vsplat(0.0f), a0_6 = vsplat(0.0f), a0_7 = vsplat(0.0f), a0_8 = vsplat(0.0f);
+        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f), a1_3 = vsplat(0.0f), a1_4 = vsplat(0.0f), a1_5 = vsplat(0.0f), a1_6 = vsplat(0.0f), a1_7 = vsplat(0.0f), a1_8 = vsplat(0.0f);
+        for (int n = 0; n < nb; n++) {
+            for (int oy = 0; oy < 112; oy += 4) {
+                const float *restrict dr = dy + ((size_t)n * 128 + co0) * 12544 + oy * 112;
+                const float *restrict xr = xp + ((size_t)n * 64 + ci) * 12996 + (oy) * 114;
+                for (int x = 0; x < 112; x += 16) {
+                    const cg_v d0_0 = VLOAD(dr + 0 + x), d0_1 = VLOAD(dr + 12544 + x);
+                    const cg_v d1_0 = VLOAD(dr + 112 + x), d1_1 = VLOAD(dr + 12656 + x);
+                    const cg_v d2_0 = VLOAD(dr + 224 + x), d2_1 = VLOAD(dr + 12768 + x);
+                    const cg_v d3_0 = VLOAD(dr + 336 + x), d3_1 = VLOAD(dr + 12880 + x);
+                    {
+                        cg_v v = VLOAD(xr + 0 + x); VKEEP(v); a0_0 += d0_0 * v; a1_0 += d0_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 1 + x); VKEEP(v); a0_1 += d0_0 * v; a1_1 += d0_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 2 + x); VKEEP(v); a0_2 += d0_0 * v; a1_2 += d0_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 114 + x); VKEEP(v); a0_3 += d0_0 * v; a1_3 += d0_1 * v; a0_0 += d1_0 * v; a1_0 += d1_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 115 + x); VKEEP(v); a0_4 += d0_0 * v; a1_4 += d0_1 * v; a0_1 += d1_0 * v; a1_1 += d1_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 116 + x); VKEEP(v); a0_5 += d0_0 * v; a1_5 += d0_1 * v; a0_2 += d1_0 * v; a1_2 += d1_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 228 + x); VKEEP(v); a0_6 += d0_0 * v; a1_6 += d0_1 * v; a0_3 += d1_0 * v; a1_3 += d1_1 * v; a0_0 += d2_0 * v; a1_0 += d2_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 229 + x); VKEEP(v); a0_7 += d0_0 * v; a1_7 += d0_1 * v; a0_4 += d1_0 * v; a1_4 += d1_1 * v; a0_1 += d2_0 * v; a1_1 += d2_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 230 + x); VKEEP(v); a0_8 += d0_0 * v; a1_8 += d0_1 * v; a0_5 += d1_0 * v; a1_5 += d1_1 * v; a0_2 += d2_0 * v; a1_2 += d2_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 342 + x); VKEEP(v); a0_6 += d1_0 * v; a1_6 += d1_1 * v; a0_3 += d2_0 * v; a1_3 += d2_1 * v; a0_0 += d3_0 * v; a1_0 += d3_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 343 + x); VKEEP(v); a0_7 += d1_0 * v; a1_7 += d1_1 * v; a0_4 += d2_0 * v; a1_4 += d2_1 * v; a0_1 += d3_0 * v; a1_1 += d3_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 344 + x); VKEEP(v); a0_8 += d1_0 * v; a1_8 += d1_1 * v; a0_5 += d2_0 * v; a1_5 += d2_1 * v; a0_2 += d3_0 * v; a1_2 += d3_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 456 + x); VKEEP(v); a0_6 += d2_0 * v; a1_6 += d2_1 * v; a0_3 += d3_0 * v; a1_3 += d3_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 457 + x); VKEEP(v); a0_7 += d2_0 * v; a1_7 += d2_1 * v; a0_4 += d3_0 * v; a1_4 += d3_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 458 + x); VKEEP(v); a0_8 += d2_0 * v; a1_8 += d2_1 * v; a0_5 += d3_0 * v; a1_5 += d3_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 570 + x); VKEEP(v); a0_6 += d3_0 * v; a1_6 += d3_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 571 + x); VKEEP(v); a0_7 += d3_0 * v; a1_7 += d3_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 572 + x); VKEEP(v); a0_8 += d3_0 * v; a1_8 += d3_1 * v;
                     }
                 }
             }
-            for (int l = 0; l < 16 && (v0 + 0) * 16 + l < 128; l++) gw[((v0 + 0) * 16 + l) * 576 + gidx[0]] += a0_0[l];
-            for (int l = 0; l < 16 && (v0 + 1) * 16 + l < 128; l++) gw[((v0 + 1) * 16 + l) * 576 + gidx[0]] += a0_1[l];
-            for (int l = 0; l < 16 && (v0 + 2) * 16 + l < 128; l++) gw[((v0 + 2) * 16 + l) * 576 + gidx[0]] += a0_2[l];
-            for (int l = 0; l < 16 && (v0 + 3) * 16 + l < 128; l++) gw[((v0 + 3) * 16 + l) * 576 + gidx[0]] += a0_3[l];
-            for (int l = 0; l < 16 && (v0 + 0) * 16 + l < 128; l++) gw[((v0 + 0) * 16 + l) * 576 + gidx[1]] += a1_0[l];
-            for (int l = 0; l < 16 && (v0 + 1) * 16 + l < 128; l++) gw[((v0 + 1) * 16 + l) * 576 + gidx[1]] += a1_1[l];
-            for (int l = 0; l < 16 && (v0 + 2) * 16 + l < 128; l++) gw[((v0 + 2) * 16 + l) * 576 + gidx[1]] += a1_2[l];
-            for (int l = 0; l < 16 && (v0 + 3) * 16 + l < 128; l++) gw[((v0 + 3) * 16 + l) * 576 + gidx[1]] += a1_3[l];
-            for (int l = 0; l < 16 && (v0 + 0) * 16 + l < 128; l++) gw[((v0 + 0) * 16 + l) * 576 + gidx[2]] += a2_0[l];
-            for (int l = 0; l < 16 && (v0 + 1) * 16 + l < 128; l++) gw[((v0 + 1) * 16 + l) * 576 + gidx[2]] += a2_1[l];
-            for (int l = 0; l < 16 && (v0 + 2) * 16 + l < 128; l++) gw[((v0 + 2) * 16 + l) * 576 + gidx[2]] += a2_2[l];
-            for (int l = 0; l < 16 && (v0 + 3) * 16 + l < 128; l++) gw[((v0 + 3) * 16 + l) * 576 + gidx[2]] += a2_3[l];
-            for (int l = 0; l < 16 && (v0 + 0) * 16 + l < 128; l++) gw[((v0 + 0) * 16 + l) * 576 + gidx[3]] += a3_0[l];
-            for (int l = 0; l < 16 && (v0 + 1) * 16 + l < 128; l++) gw[((v0 + 1) * 16 + l) * 576 + gidx[3]] += a3_1[l];
-            for (int l = 0; l < 16 && (v0 + 2) * 16 + l < 128; l++) gw[((v0 + 2) * 16 + l) * 576 + gidx[3]] += a3_2[l];
-            for (int l = 0; l < 16 && (v0 + 3) * 16 + l < 128; l++) gw[((v0 + 3) * 16 + l) * 576 + gidx[3]] += a3_3[l];
-            for (int l = 0; l < 16 && (v0 + 0) * 16 + l < 128; l++) gw[((v0 + 0) * 16 + l) * 576 + gidx[4]] += a4_0[l];
-            for (int l = 0; l < 16 && (v0 + 1) * 16 + l < 128; l++) gw[((v0 + 1) * 16 + l) * 576 + gidx[4]] += a4_1[l];
-            for (int l = 0; l < 16 && (v0 + 2) * 16 + l < 128; l++) gw[((v0 + 2) * 16 + l) * 576 + gidx[4]] += a4_2[l];
-            for (int l = 0; l < 16 && (v0 + 3) * 16 + l < 128; l++) gw[((v0 + 3) * 16 + l) * 576 + gidx[4]] += a4_3[l];
-            for (int l = 0; l < 16 && (v0 + 0) * 16 + l < 128; l++) gw[((v0 + 0) * 16 + l) * 576 + gidx[5]] += a5_0[l];
-            for (int l = 0; l < 16 && (v0 + 1) * 16 + l < 128; l++) gw[((v0 + 1) * 16 + l) * 576 + gidx[5]] += a5_1[l];
-            for (int l = 0; l < 16 && (v0 + 2) * 16 + l < 128; l++) gw[((v0 + 2) * 16 + l) * 576 + gidx[5]] += a5_2[l];
-            for (int l = 0; l < 16 && (v0 + 3) * 16 + l < 128; l++) gw[((v0 + 3) * 16 + l) * 576 + gidx[5]] += a5_3[l];
         }
+        gw[(size_t)(co0 + 0) * 576 + ci * 9 + 0] += vsum(a0_0);
+        gw[(size_t)(co0 + 0) * 576 + ci * 9 + 1] += vsum(a0_1);
+        gw[(size_t)(co0 + 0) * 576 + ci * 9 + 2] += vsum(a0_2);
+        gw[(size_t)(co0 + 0) * 576 + ci * 9 + 3] += vsum(a0_3);
+        gw[(size_t)(co0 + 0) * 576 + ci * 9 + 4] += vsum(a0_4);
+        gw[(size_t)(co0 + 0) * 576 + ci * 9 + 5] += vsum(a0_5);
+        gw[(size_t)(co0 + 0) * 576 + ci * 9 + 6] += vsum(a0_6);
+        gw[(size_t)(co0 + 0) * 576 + ci * 9 + 7] += vsum(a0_7);
+        gw[(size_t)(co0 + 0) * 576 + ci * 9 + 8] += vsum(a0_8);
+        gw[(size_t)(co0 + 1) * 576 + ci * 9 + 0] += vsum(a1_0);
+        gw[(size_t)(co0 + 1) * 576 + ci * 9 + 1] += vsum(a1_1);
+        gw[(size_t)(co0 + 1) * 576 + ci * 9 + 2] += vsum(a1_2);
+        gw[(size_t)(co0 + 1) * 576 + ci * 9 + 3] += vsum(a1_3);
+        gw[(size_t)(co0 + 1) * 576 + ci * 9 + 4] += vsum(a1_4);
+        gw[(size_t)(co0 + 1) * 576 + ci * 9 + 5] += vsum(a1_5);
+        gw[(size_t)(co0 + 1) * 576 + ci * 9 + 6] += vsum(a1_6);
+        gw[(size_t)(co0 + 1) * 576 + ci * 9 + 7] += vsum(a1_7);
+        gw[(size_t)(co0 + 1) * 576 + ci * 9 + 8] += vsum(a1_8);
     }
 }
 
 static void l05_conv2d_backward_dx(const float *restrict P, float *restrict S, const float *restrict dy, float *restrict dx, int nb)
 {
     const float *restrict w = P + 38720;
-    float *restrict wf = S + 6554240, *restrict dyp = S + 6627968, *restrict dxh = S + 8291456;
-    for (int i = 0; i < 73728; i++) wf[i] = 0.0f;
-    for (int co = 0; co < 128; co++)
-        for (int ci = 0; ci < 64; ci++)
-            for (int k = 0; k < 9; k++) wf[(co * 9 + k) * 64 + ci] = w[(co * 64 + ci) * 9 + k];
-    for (int n = 0; n < nb; n++) {
-        const float *restrict dn = dy + (size_t)n * 1605632;
-        float *restrict dxn = dx + (size_t)n * 802816;
-        memset(dyp, 0, sizeof(float) * 1663488);
-        for (int co = 0; co < 128; co++)
-            for (int oy = 0; oy < 112; oy++)
-                for (int ox = 0; ox < 112; ox++) dyp[((oy + 1) * 114 + ox + 1) * 128 + co] = dn[co * 12544 + oy * 112 + ox];
-        CG_PARALLEL_FOR
-        for (int iy = 0; iy < 112; iy++) {
-            for (int v0 = 0; v0 < 4; v0 += 4) {
-                for (int x0 = 0; x0 < 108; x0 += 6) {
-                    cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f);
-                    cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f), a1_3 = vsplat(0.0f);
-                    cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f), a2_2 = vsplat(0.0f), a2_3 = vsplat(0.0f);
-                    cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f), a3_2 = vsplat(0.0f), a3_3 = vsplat(0.0f);
-                    cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f), a4_2 = vsplat(0.0f), a4_3 = vsplat(0.0f);
-                    cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f), a5_2 = vsplat(0.0f), a5_3 = vsplat(0.0f);
-                    for (int co = 0; co < 128; co++) {
-                        const float *restrict dr = dyp + (iy * 114 + x0) * 128 + co;
-                        const float *restrict wr = wf + co * 576 + v0 * 16;
-                        {
-                            const cg_v w0 = VLOAD(wr + 0), w1 = VLOAD(wr + 16), w2 = VLOAD(wr + 32), w3 = VLOAD(wr + 48);
-                            a0_0 += dr[29440] * w0; a0_1 += dr[29440] * w1; a0_2 += dr[29440] * w2; a0_3 += dr[29440] * w3;
-                            a1_0 += dr[29568] * w0; a1_1 += dr[29568] * w1; a1_2 += dr[29568] * w2; a1_3 += dr[29568] * w3;
-                            a2_0 += dr[29696] * w0; a2_1 += dr[29696] * w1; a2_2 += dr[29696] * w2; a2_3 += dr[29696] * w3;
-                            a3_0 += dr[29824] * w0; a3_1 += dr[29824] * w1; a3_2 += dr[29824] * w2; a3_3 += dr[29824] * w3;
-                            a4_0 += dr[29952] * w0; a4_1 += dr[29952] * w1; a4_2 += dr[29952] * w2; a4_3 += dr[29952] * w3;
-                            a5_0 += dr[30080] * w0; a5_1 += dr[30080] * w1; a5_2 += dr[30080] * w2; a5_3 += dr[30080] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 64), w1 = VLOAD(wr + 80), w2 = VLOAD(wr + 96), w3 = VLOAD(wr + 112);
-                            a0_0 += dr[29312] * w0; a0_1 += dr[29312] * w1; a0_2 += dr[29312] * w2; a0_3 += dr[29312] * w3;
-                            a1_0 += dr[29440] * w0; a1_1 += dr[29440] * w1; a1_2 += dr[29440] * w2; a1_3 += dr[29440] * w3;
-                            a2_0 += dr[29568] * w0; a2_1 += dr[29568] * w1; a2_2 += dr[29568] * w2; a2_3 += dr[29568] * w3;
-                            a3_0 += dr[29696] * w0; a3_1 += dr[29696] * w1; a3_2 += dr[29696] * w2; a3_3 += dr[29696] * w3;
-                            a4_0 += dr[29824] * w0; a4_1 += dr[29824] * w1; a4_2 += dr[29824] * w2; a4_3 += dr[29824] * w3;
-                            a5_0 += dr[29952] * w0; a5_1 += dr[29952] * w1; a5_2 += dr[29952] * w2; a5_3 += dr[29952] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 128), w1 = VLOAD(wr + 144), w2 = VLOAD(wr + 160), w3 = VLOAD(wr + 176);
-                            a0_0 += dr[29184] * w0; a0_1 += dr[29184] * w1; a0_2 += dr[29184] * w2; a0_3 += dr[29184] * w3;
-                            a1_0 += dr[29312] * w0; a1_1 += dr[29312] * w1; a1_2 += dr[29312] * w2; a1_3 += dr[29312] * w3;
-                            a2_0 += dr[29440] * w0; a2_1 += dr[29440] * w1; a2_2 += dr[29440] * w2; a2_3 += dr[29440] * w3;
-                            a3_0 += dr[29568] * w0; a3_1 += dr[29568] * w1; a3_2 += dr[29568] * w2; a3_3 += dr[29568] * w3;
-                            a4_0 += dr[29696] * w0; a4_1 += dr[29696] * w1; a4_2 += dr[29696] * w2; a4_3 += dr[29696] * w3;
-                            a5_0 += dr[29824] * w0; a5_1 += dr[29824] * w1; a5_2 += dr[29824] * w2; a5_3 += dr[29824] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 192), w1 = VLOAD(wr + 208), w2 = VLOAD(wr + 224), w3 = VLOAD(wr + 240);
-                            a0_0 += dr[14848] * w0; a0_1 += dr[14848] * w1; a0_2 += dr[14848] * w2; a0_3 += dr[14848] * w3;
-                            a1_0 += dr[14976] * w0; a1_1 += dr[14976] * w1; a1_2 += dr[14976] * w2; a1_3 += dr[14976] * w3;
-                            a2_0 += dr[15104] * w0; a2_1 += dr[15104] * w1; a2_2 += dr[15104] * w2; a2_3 += dr[15104] * w3;
-                            a3_0 += dr[15232] * w0; a3_1 += dr[15232] * w1; a3_2 += dr[15232] * w2; a3_3 += dr[15232] * w3;
-                            a4_0 += dr[15360] * w0; a4_1 += dr[15360] * w1; a4_2 += dr[15360] * w2; a4_3 += dr[15360] * w3;
-                            a5_0 += dr[15488] * w0; a5_1 += dr[15488] * w1; a5_2 += dr[15488] * w2; a5_3 += dr[15488] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 256), w1 = VLOAD(wr + 272), w2 = VLOAD(wr + 288), w3 = VLOAD(wr + 304);
-                            a0_0 += dr[14720] * w0; a0_1 += dr[14720] * w1; a0_2 += dr[14720] * w2; a0_3 += dr[14720] * w3;
-                            a1_0 += dr[14848] * w0; a1_1 += dr[14848] * w1; a1_2 += dr[14848] * w2; a1_3 += dr[14848] * w3;
-                            a2_0 += dr[14976] * w0; a2_1 += dr[14976] * w1; a2_2 += dr[14976] * w2; a2_3 += dr[14976] * w3;
-                            a3_0 += dr[15104] * w0; a3_1 += dr[15104] * w1; a3_2 += dr[15104] * w2; a3_3 += dr[15104] * w3;
-                            a4_0 += dr[15232] * w0; a4_1 += dr[15232] * w1; a4_2 += dr[15232] * w2; a4_3 += dr[15232] * w3;
-                            a5_0 += dr[15360] * w0; a5_1 += dr[15360] * w1; a5_2 += dr[15360] * w2; a5_3 += dr[15360] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 320), w1 = VLOAD(wr + 336), w2 = VLOAD(wr + 352), w3 = VLOAD(wr + 368);
-                            a0_0 += dr[14592] * w0; a0_1 += dr[14592] * w1; a0_2 += dr[14592] * w2; a0_3 += dr[14592] * w3;
-                            a1_0 += dr[14720] * w0; a1_1 += dr[14720] * w1; a1_2 += dr[14720] * w2; a1_3 += dr[14720] * w3;
-                            a2_0 += dr[14848] * w0; a2_1 += dr[14848] * w1; a2_2 += dr[14848] * w2; a2_3 += dr[14848] * w3;
-                            a3_0 += dr[14976] * w0; a3_1 += dr[14976] * w1; a3_2 += dr[14976] * w2; a3_3 += dr[14976] * w3;
-                            a4_0 += dr[15104] * w0; a4_1 += dr[15104] * w1; a4_2 += dr[15104] * w2; a4_3 += dr[15104] * w3;
-                            a5_0 += dr[15232] * w0; a5_1 += dr[15232] * w1; a5_2 += dr[15232] * w2; a5_3 += dr[15232] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 384), w1 = VLOAD(wr + 400), w2 = VLOAD(wr + 416), w3 = VLOAD(wr + 432);
-                            a0_0 += dr[256] * w0; a0_1 += dr[256] * w1; a0_2 += dr[256] * w2; a0_3 += dr[256] * w3;
-                            a1_0 += dr[384] * w0; a1_1 += dr[384] * w1; a1_2 += dr[384] * w2; a1_3 += dr[384] * w3;
-                            a2_0 += dr[512] * w0; a2_1 += dr[512] * w1; a2_2 += dr[512] * w2; a2_3 += dr[512] * w3;
-                            a3_0 += dr[640] * w0; a3_1 += dr[640] * w1; a3_2 += dr[640] * w2; a3_3 += dr[640] * w3;
-                            a4_0 += dr[768] * w0; a4_1 += dr[768] * w1; a4_2 += dr[768] * w2; a4_3 += dr[768] * w3;
-                            a5_0 += dr[896] * w0; a5_1 += dr[896] * w1; a5_2 += dr[896] * w2; a5_3 += dr[896] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 448), w1 = VLOAD(wr + 464), w2 = VLOAD(wr + 480), w3 = VLOAD(wr + 496);
-                            a0_0 += dr[128] * w0; a0_1 += dr[128] * w1; a0_2 += dr[128] * w2; a0_3 += dr[128] * w3;
-                            a1_0 += dr[256] * w0; a1_1 += dr[256] * w1; a1_2 += dr[256] * w2; a1_3 += dr[256] * w3;
-                            a2_0 += dr[384] * w0; a2_1 += dr[384] * w1; a2_2 += dr[384] * w2; a2_3 += dr[384] * w3;
-                            a3_0 += dr[512] * w0; a3_1 += dr[512] * w1; a3_2 += dr[512] * w2; a3_3 += dr[512] * w3;
-                            a4_0 += dr[640] * w0; a4_1 += dr[640] * w1; a4_2 += dr[640] * w2; a4_3 += dr[640] * w3;
-                            a5_0 += dr[768] * w0; a5_1 += dr[768] * w1; a5_2 += dr[768] * w2; a5_3 += dr[768] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 512), w1 = VLOAD(wr + 528), w2 = VLOAD(wr + 544), w3 = VLOAD(wr + 560);
-                            a0_0 += dr[0] * w0; a0_1 += dr[0] * w1; a0_2 += dr[0] * w2; a0_3 += dr[0] * w3;
-                            a1_0 += dr[128] * w0; a1_1 += dr[128] * w1; a1_2 += dr[128] * w2; a1_3 += dr[128] * w3;
-                            a2_0 += dr[256] * w0; a2_1 += dr[256] * w1; a2_2 += dr[256] * w2; a2_3 += dr[256] * w3;
-                            a3_0 += dr[384] * w0; a3_1 += dr[384] * w1; a3_2 += dr[384] * w2; a3_3 += dr[384] * w3;
-                            a4_0 += dr[512] * w0; a4_1 += dr[512] * w1; a4_2 += dr[512] * w2; a4_3 += dr[512] * w3;
-                            a5_0 += dr[640] * w0; a5_1 += dr[640] * w1; a5_2 += dr[640] * w2; a5_3 += dr[640] * w3;
-                        }
+    float *restrict dyp = S + 1663488;
+    /* dy -> zero-padded planes 114x114 */
+    CG_PARALLEL_FOR
+    for (int pl = 0; pl < nb * 128; pl++) {
+        const float *restrict s = dy + (size_t)pl * 12544;
+        float *restrict d = dyp + (size_t)pl * 12996;
+        memset(d, 0, sizeof(float) * 114);
+        for (int i = 0; i < 112; i++) {
+            float *restrict r = d + (i + 1) * 114;
+            memset(r, 0, sizeof(float) * 1);
+            memcpy(r + 1, s + i * 112, sizeof(float) * 112);
+            memset(r + 113, 0, sizeof(float) * 1);
+        }
+        memset(d + 12882, 0, sizeof(float) * 114);
+    }
+    /* tiles of 6 input channels x 4 vectors of an input row */
+    CG_PARALLEL_FOR
+    for (int r = 0; r < nb * 112; r++) {
+        const int n = r / 112, iy = r % 112;
+        const float *restrict dr0 = dyp + ((size_t)n * 14592 + iy) * 114;
+        float *restrict xr = dx + ((size_t)n * 7168 + iy) * 112;
+        for (int ci0 = 0; ci0 < 60; ci0 += 6) {
+            {
+                const int x0 = 0;
+                cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f);
+                cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f), a1_3 = vsplat(0.0f);
+                cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f), a2_2 = vsplat(0.0f), a2_3 = vsplat(0.0f);
+                cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f), a3_2 = vsplat(0.0f), a3_3 = vsplat(0.0f);
+                cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f), a4_2 = vsplat(0.0f), a4_3 = vsplat(0.0f);
+                cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f), a5_2 = vsplat(0.0f), a5_3 = vsplat(0.0f);
+                for (int co = 0; co < 128; co++) {
+                    const float *restrict dr = dr0 + (size_t)co * 12996 + x0;
+                    const float *restrict wr = w + (size_t)co * 576 + ci0 * 9;
+                    {
+                        cg_v v0 = VLOAD(dr + 230), v1 = VLOAD(dr + 246), v2 = VLOAD(dr + 262), v3 = VLOAD(dr + 278); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        a0_0 += wr[0] * v0; a0_1 += wr[0] * v1; a0_2 += wr[0] * v2; a0_3 += wr[0] * v3;
+                        a1_0 += wr[9] * v0; a1_1 += wr[9] * v1; a1_2 += wr[9] * v2; a1_3 += wr[9] * v3;
+                        a2_0 += wr[18] * v0; a2_1 += wr[18] * v1; a2_2 += wr[18] * v2; a2_3 += wr[18] * v3;
+                        a3_0 += wr[27] * v0; a3_1 += wr[27] * v1; a3_2 += wr[27] * v2; a3_3 += wr[27] * v3;
+                        a4_0 += wr[36] * v0; a4_1 += wr[36] * v1; a4_2 += wr[36] * v2; a4_3 += wr[36] * v3;
+                        a5_0 += wr[45] * v0; a5_1 += wr[45] * v1; a5_2 += wr[45] * v2; a5_3 += wr[45] * v3;
                     }
-                    VSTORE(dxh + (iy * 112 + x0 + 0) * 64 + (v0 + 0) * 16, a0_0); VSTORE(dxh + (iy * 112 + x0 + 0) * 64 + (v0 + 1) * 16, a0_1); VSTORE(dxh + (iy * 112 + x0 + 0) * 64 + (v0 + 2) * 16, a0_2); VSTORE(dxh + (iy * 112 + x0 + 0) * 64 + (v0 + 3) * 16, a0_3);
-                    VSTORE(dxh + (iy * 112 + x0 + 1) * 64 + (v0 + 0) * 16, a1_0); VSTORE(dxh + (iy * 112 + x0 + 1) * 64 + (v0 + 1) * 16, a1_1); VSTORE(dxh + (iy * 112 + x0 + 1) * 64 + (v0 + 2) * 16, a1_2); VSTORE(dxh + (iy * 112 + x0 + 1) * 64 + (v0 + 3) * 16, a1_3);
-                    VSTORE(dxh + (iy * 112 + x0 + 2) * 64 + (v0 + 0) * 16, a2_0); VSTORE(dxh + (iy * 112 + x0 + 2) * 64 + (v0 + 1) * 16, a2_1); VSTORE(dxh + (iy * 112 + x0 + 2) * 64 + (v0 + 2) * 16, a2_2); VSTORE(dxh + (iy * 112 + x0 + 2) * 64 + (v0 + 3) * 16, a2_3);
-                    VSTORE(dxh + (iy * 112 + x0 + 3) * 64 + (v0 + 0) * 16, a3_0); VSTORE(dxh + (iy * 112 + x0 + 3) * 64 + (v0 + 1) * 16, a3_1); VSTORE(dxh + (iy * 112 + x0 + 3) * 64 + (v0 + 2) * 16, a3_2); VSTORE(dxh + (iy * 112 + x0 + 3) * 64 + (v0 + 3) * 16, a3_3);
-                    VSTORE(dxh + (iy * 112 + x0 + 4) * 64 + (v0 + 0) * 16, a4_0); VSTORE(dxh + (iy * 112 + x0 + 4) * 64 + (v0 + 1) * 16, a4_1); VSTORE(dxh + (iy * 112 + x0 + 4) * 64 + (v0 + 2) * 16, a4_2); VSTORE(dxh + (iy * 112 + x0 + 4) * 64 + (v0 + 3) * 16, a4_3);
-                    VSTORE(dxh + (iy * 112 + x0 + 5) * 64 + (v0 + 0) * 16, a5_0); VSTORE(dxh + (iy * 112 + x0 + 5) * 64 + (v0 + 1) * 16, a5_1); VSTORE(dxh + (iy * 112 + x0 + 5) * 64 + (v0 + 2) * 16, a5_2); VSTORE(dxh + (iy * 112 + x0 + 5) * 64 + (v0 + 3) * 16, a5_3);
-                }
-                {
-                    const int x0 = 108;
-                    cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f);
-                    cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f), a1_3 = vsplat(0.0f);
-                    cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f), a2_2 = vsplat(0.0f), a2_3 = vsplat(0.0f);
-                    cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f), a3_2 = vsplat(0.0f), a3_3 = vsplat(0.0f);
-                    for (int co = 0; co < 128; co++) {
-                        const float *restrict dr = dyp + (iy * 114 + x0) * 128 + co;
-                        const float *restrict wr = wf + co * 576 + v0 * 16;
-                        {
-                            const cg_v w0 = VLOAD(wr + 0), w1 = VLOAD(wr + 16), w2 = VLOAD(wr + 32), w3 = VLOAD(wr + 48);
-                            a0_0 += dr[29440] * w0; a0_1 += dr[29440] * w1; a0_2 += dr[29440] * w2; a0_3 += dr[29440] * w3;
-                            a1_0 += dr[29568] * w0; a1_1 += dr[29568] * w1; a1_2 += dr[29568] * w2; a1_3 += dr[29568] * w3;
-                            a2_0 += dr[29696] * w0; a2_1 += dr[29696] * w1; a2_2 += dr[29696] * w2; a2_3 += dr[29696] * w3;
-                            a3_0 += dr[29824] * w0; a3_1 += dr[29824] * w1; a3_2 += dr[29824] * w2; a3_3 += dr[29824] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 64), w1 = VLOAD(wr + 80), w2 = VLOAD(wr + 96), w3 = VLOAD(wr + 112);
-                            a0_0 += dr[29312] * w0; a0_1 += dr[29312] * w1; a0_2 += dr[29312] * w2; a0_3 += dr[29312] * w3;
-                            a1_0 += dr[29440] * w0; a1_1 += dr[29440] * w1; a1_2 += dr[29440] * w2; a1_3 += dr[29440] * w3;
-                            a2_0 += dr[29568] * w0; a2_1 += dr[29568] * w1; a2_2 += dr[29568] * w2; a2_3 += dr[29568] * w3;
-                            a3_0 += dr[29696] * w0; a3_1 += dr[29696] * w1; a3_2 += dr[29696] * w2; a3_3 += dr[29696] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 128), w1 = VLOAD(wr + 144), w2 = VLOAD(wr + 160), w3 = VLOAD(wr + 176);
-                            a0_0 += dr[29184] * w0; a0_1 += dr[29184] * w1; a0_2 += dr[29184] * w2; a0_3 += dr[29184] * w3;
-                            a1_0 += dr[29312] * w0; a1_1 += dr[29312] * w1; a1_2 += dr[29312] * w2; a1_3 += dr[29312] * w3;
-                            a2_0 += dr[29440] * w0; a2_1 += dr[29440] * w1; a2_2 += dr[29440] * w2; a2_3 += dr[29440] * w3;
-                            a3_0 += dr[29568] * w0; a3_1 += dr[29568] * w1; a3_2 += dr[29568] * w2; a3_3 += dr[29568] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 192), w1 = VLOAD(wr + 208), w2 = VLOAD(wr + 224), w3 = VLOAD(wr + 240);
-                            a0_0 += dr[14848] * w0; a0_1 += dr[14848] * w1; a0_2 += dr[14848] * w2; a0_3 += dr[14848] * w3;
-                            a1_0 += dr[14976] * w0; a1_1 += dr[14976] * w1; a1_2 += dr[14976] * w2; a1_3 += dr[14976] * w3;
-                            a2_0 += dr[15104] * w0; a2_1 += dr[15104] * w1; a2_2 += dr[15104] * w2; a2_3 += dr[15104] * w3;
-                            a3_0 += dr[15232] * w0; a3_1 += dr[15232] * w1; a3_2 += dr[15232] * w2; a3_3 += dr[15232] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 256), w1 = VLOAD(wr + 272), w2 = VLOAD(wr + 288), w3 = VLOAD(wr + 304);
-                            a0_0 += dr[14720] * w0; a0_1 += dr[14720] * w1; a0_2 += dr[14720] * w2; a0_3 += dr[14720] * w3;
-                            a1_0 += dr[14848] * w0; a1_1 += dr[14848] * w1; a1_2 += dr[14848] * w2; a1_3 += dr[14848] * w3;
-                            a2_0 += dr[14976] * w0; a2_1 += dr[14976] * w1; a2_2 += dr[14976] * w2; a2_3 += dr[14976] * w3;
-                            a3_0 += dr[15104] * w0; a3_1 += dr[15104] * w1; a3_2 += dr[15104] * w2; a3_3 += dr[15104] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 320), w1 = VLOAD(wr + 336), w2 = VLOAD(wr + 352), w3 = VLOAD(wr + 368);
-                            a0_0 += dr[14592] * w0; a0_1 += dr[14592] * w1; a0_2 += dr[14592] * w2; a0_3 += dr[14592] * w3;
-                            a1_0 += dr[14720] * w0; a1_1 += dr[14720] * w1; a1_2 += dr[14720] * w2; a1_3 += dr[14720] * w3;
-                            a2_0 += dr[14848] * w0; a2_1 += dr[14848] * w1; a2_2 += dr[14848] * w2; a2_3 += dr[14848] * w3;
-                            a3_0 += dr[14976] * w0; a3_1 += dr[14976] * w1; a3_2 += dr[14976] * w2; a3_3 += dr[14976] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 384), w1 = VLOAD(wr + 400), w2 = VLOAD(wr + 416), w3 = VLOAD(wr + 432);
-                            a0_0 += dr[256] * w0; a0_1 += dr[256] * w1; a0_2 += dr[256] * w2; a0_3 += dr[256] * w3;
-                            a1_0 += dr[384] * w0; a1_1 += dr[384] * w1; a1_2 += dr[384] * w2; a1_3 += dr[384] * w3;
-                            a2_0 += dr[512] * w0; a2_1 += dr[512] * w1; a2_2 += dr[512] * w2; a2_3 += dr[512] * w3;
-                            a3_0 += dr[640] * w0; a3_1 += dr[640] * w1; a3_2 += dr[640] * w2; a3_3 += dr[640] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 448), w1 = VLOAD(wr + 464), w2 = VLOAD(wr + 480), w3 = VLOAD(wr + 496);
-                            a0_0 += dr[128] * w0; a0_1 += dr[128] * w1; a0_2 += dr[128] * w2; a0_3 += dr[128] * w3;
-                            a1_0 += dr[256] * w0; a1_1 += dr[256] * w1; a1_2 += dr[256] * w2; a1_3 += dr[256] * w3;
-                            a2_0 += dr[384] * w0; a2_1 += dr[384] * w1; a2_2 += dr[384] * w2; a2_3 += dr[384] * w3;
-                            a3_0 += dr[512] * w0; a3_1 += dr[512] * w1; a3_2 += dr[512] * w2; a3_3 += dr[512] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 512), w1 = VLOAD(wr + 528), w2 = VLOAD(wr + 544), w3 = VLOAD(wr + 560);
-                            a0_0 += dr[0] * w0; a0_1 += dr[0] * w1; a0_2 += dr[0] * w2; a0_3 += dr[0] * w3;
-                            a1_0 += dr[128] * w0; a1_1 += dr[128] * w1; a1_2 += dr[128] * w2; a1_3 += dr[128] * w3;
-                            a2_0 += dr[256] * w0; a2_1 += dr[256] * w1; a2_2 += dr[256] * w2; a2_3 += dr[256] * w3;
-                            a3_0 += dr[384] * w0; a3_1 += dr[384] * w1; a3_2 += dr[384] * w2; a3_3 += dr[384] * w3;
-                        }
+                    {
+                        cg_v v0 = VLOAD(dr + 229), v1 = VLOAD(dr + 245), v2 = VLOAD(dr + 261), v3 = VLOAD(dr + 277); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        a0_0 += wr[1] * v0; a0_1 += wr[1] * v1; a0_2 += wr[1] * v2; a0_3 += wr[1] * v3;
+                        a1_0 += wr[10] * v0; a1_1 += wr[10] * v1; a1_2 += wr[10] * v2; a1_3 += wr[10] * v3;
+                        a2_0 += wr[19] * v0; a2_1 += wr[19] * v1; a2_2 += wr[19] * v2; a2_3 += wr[19] * v3;
+                        a3_0 += wr[28] * v0; a3_1 += wr[28] * v1; a3_2 += wr[28] * v2; a3_3 += wr[28] * v3;
+                        a4_0 += wr[37] * v0; a4_1 += wr[37] * v1; a4_2 += wr[37] * v2; a4_3 += wr[37] * v3;
+                        a5_0 += wr[46] * v0; a5_1 += wr[46] * v1; a5_2 += wr[46] * v2; a5_3 += wr[46] * v3;
                     }
-                    VSTORE(dxh + (iy * 112 + x0 + 0) * 64 + (v0 + 0) * 16, a0_0); VSTORE(dxh + (iy * 112 + x0 + 0) * 64 + (v0 + 1) * 16, a0_1); VSTORE(dxh + (iy * 112 + x0 + 0) * 64 + (v0 + 2) * 16, a0_2); VSTORE(dxh + (iy * 112 + x0 + 0) * 64 + (v0 + 3) * 16, a0_3);
-                    VSTORE(dxh + (iy * 112 + x0 + 1) * 64 + (v0 + 0) * 16, a1_0); VSTORE(dxh + (iy * 112 + x0 + 1) * 64 + (v0 + 1) * 16, a1_1); VSTORE(dxh + (iy * 112 + x0 + 1) * 64 + (v0 + 2) * 16, a1_2); VSTORE(dxh + (iy * 112 + x0 + 1) * 64 + (v0 + 3) * 16, a1_3);
-                    VSTORE(dxh + (iy * 112 + x0 + 2) * 64 + (v0 + 0) * 16, a2_0); VSTORE(dxh + (iy * 112 + x0 + 2) * 64 + (v0 + 1) * 16, a2_1); VSTORE(dxh + (iy * 112 + x0 + 2) * 64 + (v0 + 2) * 16, a2_2); VSTORE(dxh + (iy * 112 + x0 + 2) * 64 + (v0 + 3) * 16, a2_3);
-                    VSTORE(dxh + (iy * 112 + x0 + 3) * 64 + (v0 + 0) * 16, a3_0); VSTORE(dxh + (iy * 112 + x0 + 3) * 64 + (v0 + 1) * 16, a3_1); VSTORE(dxh + (iy * 112 + x0 + 3) * 64 + (v0 + 2) * 16, a3_2); VSTORE(dxh + (iy * 112 + x0 + 3) * 64 + (v0 + 3) * 16, a3_3);
+                    {
+                        cg_v v0 = VLOAD(dr + 228), v1 = VLOAD(dr + 244), v2 = VLOAD(dr + 260), v3 = VLOAD(dr + 276); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        a0_0 += wr[2] * v0; a0_1 += wr[2] * v1; a0_2 += wr[2] * v2; a0_3 += wr[2] * v3;
+                        a1_0 += wr[11] * v0; a1_1 += wr[11] * v1; a1_2 += wr[11] * v2; a1_3 += wr[11] * v3;
+                        a2_0 += wr[20] * v0; a2_1 += wr[20] * v1; a2_2 += wr[20] * v2; a2_3 += wr[20] * v3;
+                        a3_0 += wr[29] * v0; a3_1 += wr[29] * v1; a3_2 += wr[29] * v2; a3_3 += wr[29] * v3;
+                        a4_0 += wr[38] * v0; a4_1 += wr[38] * v1; a4_2 += wr[38] * v2; a4_3 += wr[38] * v3;
+                        a5_0 += wr[47] * v0; a5_1 += wr[47] * v1; a5_2 += wr[47] * v2; a5_3 += wr[47] * v3;
+                    }
+                    {
+                        cg_v v0 = VLOAD(dr + 116), v1 = VLOAD(dr + 132), v2 = VLOAD(dr + 148), v3 = VLOAD(dr + 164); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        a0_0 += wr[3] * v0; a0_1 += wr[3] * v1; a0_2 += wr[3] * v2; a0_3 += wr[3] * v3;
+                        a1_0 += wr[12] * v0; a1_1 += wr[12] * v1; a1_2 += wr[12] * v2; a1_3 += wr[12] * v3;
+                        a2_0 += wr[21] * v0; a2_1 += wr[21] * v1; a2_2 += wr[21] * v2; a2_3 += wr[21] * v3;
+                        a3_0 += wr[30] * v0; a3_1 += wr[30] * v1; a3_2 += wr[30] * v2; a3_3 += wr[30] * v3;
+                        a4_0 += wr[39] * v0; a4_1 += wr[39] * v1; a4_2 += wr[39] * v2; a4_3 += wr[39] * v3;
+                        a5_0 += wr[48] * v0; a5_1 += wr[48] * v1; a5_2 += wr[48] * v2; a5_3 += wr[48] * v3;
+                    }
+                    {
+                        cg_v v0 = VLOAD(dr + 115), v1 = VLOAD(dr + 131), v2 = VLOAD(dr + 147), v3 = VLOAD(dr + 163); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        a0_0 += wr[4] * v0; a0_1 += wr[4] * v1; a0_2 += wr[4] * v2; a0_3 += wr[4] * v3;
+                        a1_0 += wr[13] * v0; a1_1 += wr[13] * v1; a1_2 += wr[13] * v2; a1_3 += wr[13] * v3;
+                        a2_0 += wr[22] * v0; a2_1 += wr[22] * v1; a2_2 += wr[22] * v2; a2_3 += wr[22] * v3;
+                        a3_0 += wr[31] * v0; a3_1 += wr[31] * v1; a3_2 += wr[31] * v2; a3_3 += wr[31] * v3;
+                        a4_0 += wr[40] * v0; a4_1 += wr[40] * v1; a4_2 += wr[40] * v2; a4_3 += wr[40] * v3;
+                        a5_0 += wr[49] * v0; a5_1 += wr[49] * v1; a5_2 += wr[49] * v2; a5_3 += wr[49] * v3;
+                    }
+                    {
+                        cg_v v0 = VLOAD(dr + 114), v1 = VLOAD(dr + 130), v2 = VLOAD(dr + 146), v3 = VLOAD(dr + 162); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        a0_0 += wr[5] * v0; a0_1 += wr[5] * v1; a0_2 += wr[5] * v2; a0_3 += wr[5] * v3;
+                        a1_0 += wr[14] * v0; a1_1 += wr[14] * v1; a1_2 += wr[14] * v2; a1_3 += wr[14] * v3;
+                        a2_0 += wr[23] * v0; a2_1 += wr[23] * v1; a2_2 += wr[23] * v2; a2_3 += wr[23] * v3;
+                        a3_0 += wr[32] * v0; a3_1 += wr[32] * v1; a3_2 += wr[32] * v2; a3_3 += wr[32] * v3;
+                        a4_0 += wr[41] * v0; a4_1 += wr[41] * v1; a4_2 += wr[41] * v2; a4_3 += wr[41] * v3;
+                        a5_0 += wr[50] * v0; a5_1 += wr[50] * v1; a5_2 += wr[50] * v2; a5_3 += wr[50] * v3;
+                    }
+                    {
+                        cg_v v0 = VLOAD(dr + 2), v1 = VLOAD(dr + 18), v2 = VLOAD(dr + 34), v3 = VLOAD(dr + 50); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        a0_0 += wr[6] * v0; a0_1 += wr[6] * v1; a0_2 += wr[6] * v2; a0_3 += wr[6] * v3;
+                        a1_0 += wr[15] * v0; a1_1 += wr[15] * v1; a1_2 += wr[15] * v2; a1_3 += wr[15] * v3;
+                        a2_0 += wr[24] * v0; a2_1 += wr[24] * v1; a2_2 += wr[24] * v2; a2_3 += wr[24] * v3;
+                        a3_0 += wr[33] * v0; a3_1 += wr[33] * v1; a3_2 += wr[33] * v2; a3_3 += wr[33] * v3;
+                        a4_0 += wr[42] * v0; a4_1 += wr[42] * v1; a4_2 += wr[42] * v2; a4_3 += wr[42] * v3;
+                        a5_0 += wr[51] * v0; a5_1 += wr[51] * v1; a5_2 += wr[51] * v2; a5_3 += wr[51] * v3;
+                    }
+                    {
+                        cg_v v0 = VLOAD(dr + 1), v1 = VLOAD(dr + 17), v2 = VLOAD(dr + 33), v3 = VLOAD(dr + 49); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        a0_0 += wr[7] * v0; a0_1 += wr[7] * v1; a0_2 += wr[7] * v2; a0_3 += wr[7] * v3;
+                        a1_0 += wr[16] * v0; a1_1 += wr[16] * v1; a1_2 += wr[16] * v2; a1_3 += wr[16] * v3;
+                        a2_0 += wr[25] * v0; a2_1 += wr[25] * v1; a2_2 += wr[25] * v2; a2_3 += wr[25] * v3;
+                        a3_0 += wr[34] * v0; a3_1 += wr[34] * v1; a3_2 += wr[34] * v2; a3_3 += wr[34] * v3;
+                        a4_0 += wr[43] * v0; a4_1 += wr[43] * v1; a4_2 += wr[43] * v2; a4_3 += wr[43] * v3;
+                        a5_0 += wr[52] * v0; a5_1 += wr[52] * v1; a5_2 += wr[52] * v2; a5_3 += wr[52] * v3;
+                    }
+                    {
+                        cg_v v0 = VLOAD(dr + 0), v1 = VLOAD(dr + 16), v2 = VLOAD(dr + 32), v3 = VLOAD(dr + 48); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        a0_0 += wr[8] * v0; a0_1 += wr[8] * v1; a0_2 += wr[8] * v2; a0_3 += wr[8] * v3;
+                        a1_0 += wr[17] * v0; a1_1 += wr[17] * v1; a1_2 += wr[17] * v2; a1_3 += wr[17] * v3;
+                        a2_0 += wr[26] * v0; a2_1 += wr[26] * v1; a2_2 += wr[26] * v2; a2_3 += wr[26] * v3;
+                        a3_0 += wr[35] * v0; a3_1 += wr[35] * v1; a3_2 += wr[35] * v2; a3_3 += wr[35] * v3;
+                        a4_0 += wr[44] * v0; a4_1 += wr[44] * v1; a4_2 += wr[44] * v2; a4_3 += wr[44] * v3;
+                        a5_0 += wr[53] * v0; a5_1 += wr[53] * v1; a5_2 += wr[53] * v2; a5_3 += wr[53] * v3;
+                    }
                 }
+                VSTORE(xr + (size_t)(ci0 + 0) * 12544 + x0 + 0, a0_0); VSTORE(xr + (size_t)(ci0 + 0) * 12544 + x0 + 16, a0_1); VSTORE(xr + (size_t)(ci0 + 0) * 12544 + x0 + 32, a0_2); VSTORE(xr + (size_t)(ci0 + 0) * 12544 + x0 + 48, a0_3);
+                VSTORE(xr + (size_t)(ci0 + 1) * 12544 + x0 + 0, a1_0); VSTORE(xr + (size_t)(ci0 + 1) * 12544 + x0 + 16, a1_1); VSTORE(xr + (size_t)(ci0 + 1) * 12544 + x0 + 32, a1_2); VSTORE(xr + (size_t)(ci0 + 1) * 12544 + x0 + 48, a1_3);
+                VSTORE(xr + (size_t)(ci0 + 2) * 12544 + x0 + 0, a2_0); VSTORE(xr + (size_t)(ci0 + 2) * 12544 + x0 + 16, a2_1); VSTORE(xr + (size_t)(ci0 + 2) * 12544 + x0 + 32, a2_2); VSTORE(xr + (size_t)(ci0 + 2) * 12544 + x0 + 48, a2_3);
+                VSTORE(xr + (size_t)(ci0 + 3) * 12544 + x0 + 0, a3_0); VSTORE(xr + (size_t)(ci0 + 3) * 12544 + x0 + 16, a3_1); VSTORE(xr + (size_t)(ci0 + 3) * 12544 + x0 + 32, a3_2); VSTORE(xr + (size_t)(ci0 + 3) * 12544 + x0 + 48, a3_3);
+                VSTORE(xr + (size_t)(ci0 + 4) * 12544 + x0 + 0, a4_0); VSTORE(xr + (size_t)(ci0 + 4) * 12544 + x0 + 16, a4_1); VSTORE(xr + (size_t)(ci0 + 4) * 12544 + x0 + 32, a4_2); VSTORE(xr + (size_t)(ci0 + 4) * 12544 + x0 + 48, a4_3);
+                VSTORE(xr + (size_t)(ci0 + 5) * 12544 + x0 + 0, a5_0); VSTORE(xr + (size_t)(ci0 + 5) * 12544 + x0 + 16, a5_1); VSTORE(xr + (size_t)(ci0 + 5) * 12544 + x0 + 32, a5_2); VSTORE(xr + (size_t)(ci0 + 5) * 12544 + x0 + 48, a5_3);
+            }
+            {
+                const int x0 = 64;
+                cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f);
+                cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f);
+                cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f), a2_2 = vsplat(0.0f);
+                cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f), a3_2 = vsplat(0.0f);
+                cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f), a4_2 = vsplat(0.0f);
+                cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f), a5_2 = vsplat(0.0f);
+                for (int co = 0; co < 128; co++) {
+                    const float *restrict dr = dr0 + (size_t)co * 12996 + x0;
+                    const float *restrict wr = w + (size_t)co * 576 + ci0 * 9;
+                    {
+                        cg_v v0 = VLOAD(dr + 230), v1 = VLOAD(dr + 246), v2 = VLOAD(dr + 262); VKEEP(v0); VKEEP(v1); VKEEP(v2);
+                        a0_0 += wr[0] * v0; a0_1 += wr[0] * v1; a0_2 += wr[0] * v2;
+                        a1_0 += wr[9] * v0; a1_1 += wr[9] * v1; a1_2 += wr[9] * v2;
+                        a2_0 += wr[18] * v0; a2_1 += wr[18] * v1; a2_2 += wr[18] * v2;
+                        a3_0 += wr[27] * v0; a3_1 += wr[27] * v1; a3_2 += wr[27] * v2;
+                        a4_0 += wr[36] * v0; a4_1 += wr[36] * v1; a4_2 += wr[36] * v2;
+                        a5_0 += wr[45] * v0; a5_1 += wr[45] * v1; a5_2 += wr[45] * v2;
+                    }
+                    {
+                        cg_v v0 = VLOAD(dr + 229), v1 = VLOAD(dr + 245), v2 = VLOAD(dr + 261); VKEEP(v0); VKEEP(v1); VKEEP(v2);
+                        a0_0 += wr[1] * v0; a0_1 += wr[1] * v1; a0_2 += wr[1] * v2;
+                        a1_0 += wr[10] * v0; a1_1 += wr[10] * v1; a1_2 += wr[10] * v2;
+                        a2_0 += wr[19] * v0; a2_1 += wr[19] * v1; a2_2 += wr[19] * v2;
+                        a3_0 += wr[28] * v0; a3_1 += wr[28] * v1; a3_2 += wr[28] * v2;
+                        a4_0 += wr[37] * v0; a4_1 += wr[37] * v1; a4_2 += wr[37] * v2;
+                        a5_0 += wr[46] * v0; a5_1 += wr[46] * v1; a5_2 += wr[46] * v2;
+                    }
+                    {
+                        cg_v v0 = VLOAD(dr + 228), v1 = VLOAD(dr + 244), v2 = VLOAD(dr + 260); VKEEP(v0); VKEEP(v1); VKEEP(v2);
+                        a0_0 += wr[2] * v0; a0_1 += wr[2] * v1; a0_2 += wr[2] * v2;
+                        a1_0 += wr[11] * v0; a1_1 += wr[11] * v1; a1_2 += wr[11] * v2;
+                        a2_0 += wr[20] * v0; a2_1 += wr[20] * v1; a2_2 += wr[20] * v2;
+                        a3_0 += wr[29] * v0; a3_1 += wr[29] * v1; a3_2 += wr[29] * v2;
+                        a4_0 += wr[38] * v0; a4_1 += wr[38] * v1; a4_2 += wr[38] * v2;
+                        a5_0 += wr[47] * v0; a5_1 += wr[47] * v1; a5_2 += wr[47] * v2;
+                    }
+                    {
+                        cg_v v0 = VLOAD(dr + 116), v1 = VLOAD(dr + 132), v2 = VLOAD(dr + 148); VKEEP(v0); VKEEP(v1); VKEEP(v2);
+                        a0_0 += wr[3] * v0; a0_1 += wr[3] * v1; a0_2 += wr[3] * v2;
+                        a1_0 += wr[12] * v0; a1_1 += wr[12] * v1; a1_2 += wr[12] * v2;
+                        a2_0 += wr[21] * v0; a2_1 += wr[21] * v1; a2_2 += wr[21] * v2;
+                        a3_0 += wr[30] * v0; a3_1 += wr[30] * v1; a3_2 += wr[30] * v2;
+                        a4_0 += wr[39] * v0; a4_1 += wr[39] * v1; a4_2 += wr[39] * v2;
+                        a5_0 += wr[48] * v0; a5_1 += wr[48] * v1; a5_2 += wr[48] * v2;
+                    }
+                    {
+                        cg_v v0 = VLOAD(dr + 115), v1 = VLOAD(dr + 131), v2 = VLOAD(dr + 147); VKEEP(v0); VKEEP(v1); VKEEP(v2);
+                        a0_0 += wr[4] * v0; a0_1 += wr[4] * v1; a0_2 += wr[4] * v2;
+                        a1_0 += wr[13] * v0; a1_1 += wr[13] * v1; a1_2 += wr[13] * v2;
+                        a2_0 += wr[22] * v0; a2_1 += wr[22] * v1; a2_2 += wr[22] * v2;
+                        a3_0 += wr[31] * v0; a3_1 += wr[31] * v1; a3_2 += wr[31] * v2;
+                        a4_0 += wr[40] * v0; a4_1 += wr[40] * v1; a4_2 += wr[40] * v2;
+                        a5_0 += wr[49] * v0; a5_1 += wr[49] * v1; a5_2 += wr[49] * v2;
+                    }
+                    {
+                        cg_v v0 = VLOAD(dr + 114), v1 = VLOAD(dr + 130), v2 = VLOAD(dr + 146); VKEEP(v0); VKEEP(v1); VKEEP(v2);
+                        a0_0 += wr[5] * v0; a0_1 += wr[5] * v1; a0_2 += wr[5] * v2;
+                        a1_0 += wr[14] * v0; a1_1 += wr[14] * v1; a1_2 += wr[14] * v2;
+                        a2_0 += wr[23] * v0; a2_1 += wr[23] * v1; a2_2 += wr[23] * v2;
+                        a3_0 += wr[32] * v0; a3_1 += wr[32] * v1; a3_2 += wr[32] * v2;
+                        a4_0 += wr[41] * v0; a4_1 += wr[41] * v1; a4_2 += wr[41] * v2;
+                        a5_0 += wr[50] * v0; a5_1 += wr[50] * v1; a5_2 += wr[50] * v2;
+                    }
+                    {
+                        cg_v v0 = VLOAD(dr + 2), v1 = VLOAD(dr + 18), v2 = VLOAD(dr + 34); VKEEP(v0); VKEEP(v1); VKEEP(v2);
+                        a0_0 += wr[6] * v0; a0_1 += wr[6] * v1; a0_2 += wr[6] * v2;
+                        a1_0 += wr[15] * v0; a1_1 += wr[15] * v1; a1_2 += wr[15] * v2;
+                        a2_0 += wr[24] * v0; a2_1 += wr[24] * v1; a2_2 += wr[24] * v2;
+                        a3_0 += wr[33] * v0; a3_1 += wr[33] * v1; a3_2 += wr[33] * v2;
+                        a4_0 += wr[42] * v0; a4_1 += wr[42] * v1; a4_2 += wr[42] * v2;
+                        a5_0 += wr[51] * v0; a5_1 += wr[51] * v1; a5_2 += wr[51] * v2;
+                    }
+                    {
+                        cg_v v0 = VLOAD(dr + 1), v1 = VLOAD(dr + 17), v2 = VLOAD(dr + 33); VKEEP(v0); VKEEP(v1); VKEEP(v2);
+                        a0_0 += wr[7] * v0; a0_1 += wr[7] * v1; a0_2 += wr[7] * v2;
+                        a1_0 += wr[16] * v0; a1_1 += wr[16] * v1; a1_2 += wr[16] * v2;
+                        a2_0 += wr[25] * v0; a2_1 += wr[25] * v1; a2_2 += wr[25] * v2;
+                        a3_0 += wr[34] * v0; a3_1 += wr[34] * v1; a3_2 += wr[34] * v2;
+                        a4_0 += wr[43] * v0; a4_1 += wr[43] * v1; a4_2 += wr[43] * v2;
+                        a5_0 += wr[52] * v0; a5_1 += wr[52] * v1; a5_2 += wr[52] * v2;
+                    }
+                    {
+                        cg_v v0 = VLOAD(dr + 0), v1 = VLOAD(dr + 16), v2 = VLOAD(dr + 32); VKEEP(v0); VKEEP(v1); VKEEP(v2);
+                        a0_0 += wr[8] * v0; a0_1 += wr[8] * v1; a0_2 += wr[8] * v2;
+                        a1_0 += wr[17] * v0; a1_1 += wr[17] * v1; a1_2 += wr[17] * v2;
+                        a2_0 += wr[26] * v0; a2_1 += wr[26] * v1; a2_2 += wr[26] * v2;
+                        a3_0 += wr[35] * v0; a3_1 += wr[35] * v1; a3_2 += wr[35] * v2;
+                        a4_0 += wr[44] * v0; a4_1 += wr[44] * v1; a4_2 += wr[44] * v2;
+                        a5_0 += wr[53] * v0; a5_1 += wr[53] * v1; a5_2 += wr[53] * v2;
+                    }
+                }
+                VSTORE(xr + (size_t)(ci0 + 0) * 12544 + x0 + 0, a0_0); VSTORE(xr + (size_t)(ci0 + 0) * 12544 + x0 + 16, a0_1); VSTORE(xr + (size_t)(ci0 + 0) * 12544 + x0 + 32, a0_2);
+                VSTORE(xr + (size_t)(ci0 + 1) * 12544 + x0 + 0, a1_0); VSTORE(xr + (size_t)(ci0 + 1) * 12544 + x0 + 16, a1_1); VSTORE(xr + (size_t)(ci0 + 1) * 12544 + x0 + 32, a1_2);
+                VSTORE(xr + (size_t)(ci0 + 2) * 12544 + x0 + 0, a2_0); VSTORE(xr + (size_t)(ci0 + 2) * 12544 + x0 + 16, a2_1); VSTORE(xr + (size_t)(ci0 + 2) * 12544 + x0 + 32, a2_2);
+                VSTORE(xr + (size_t)(ci0 + 3) * 12544 + x0 + 0, a3_0); VSTORE(xr + (size_t)(ci0 + 3) * 12544 + x0 + 16, a3_1); VSTORE(xr + (size_t)(ci0 + 3) * 12544 + x0 + 32, a3_2);
+                VSTORE(xr + (size_t)(ci0 + 4) * 12544 + x0 + 0, a4_0); VSTORE(xr + (size_t)(ci0 + 4) * 12544 + x0 + 16, a4_1); VSTORE(xr + (size_t)(ci0 + 4) * 12544 + x0 + 32, a4_2);
+                VSTORE(xr + (size_t)(ci0 + 5) * 12544 + x0 + 0, a5_0); VSTORE(xr + (size_t)(ci0 + 5) * 12544 + x0 + 16, a5_1); VSTORE(xr + (size_t)(ci0 + 5) * 12544 + x0 + 32, a5_2);
             }
         }
-        for (int ci = 0; ci < 64; ci++)
-            for (int i = 0; i < 12544; i++) dxn[ci * 12544 + i] = dxh[i * 64 + ci];
+        {
+            const int ci0 = 60;
+            {
+                const int x0 = 0;
+                cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f);
+                cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f), a1_3 = vsplat(0.0f);
+                cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f), a2_2 = vsplat(0.0f), a2_3 = vsplat(0.0f);
+                cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f), a3_2 = vsplat(0.0f), a3_3 = vsplat(0.0f);
+                for (int co = 0; co < 128; co++) {
+                    const float *restrict dr = dr0 + (size_t)co * 12996 + x0;
+                    const float *restrict wr = w + (size_t)co * 576 + ci0 * 9;
+                    {
+                        cg_v v0 = VLOAD(dr + 230), v1 = VLOAD(dr + 246), v2 = VLOAD(dr + 262), v3 = VLOAD(dr + 278); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        a0_0 += wr[0] * v0; a0_1 += wr[0] * v1; a0_2 += wr[0] * v2; a0_3 += wr[0] * v3;
+                        a1_0 += wr[9] * v0; a1_1 += wr[9] * v1; a1_2 += wr[9] * v2; a1_3 += wr[9] * v3;
+                        a2_0 += wr[18] * v0; a2_1 += wr[18] * v1; a2_2 += wr[18] * v2; a2_3 += wr[18] * v3;
+                        a3_0 += wr[27] * v0; a3_1 += wr[27] * v1; a3_2 += wr[27] * v2; a3_3 += wr[27] * v3;
+                    }
+                    {
+                        cg_v v0 = VLOAD(dr + 229), v1 = VLOAD(dr + 245), v2 = VLOAD(dr + 261), v3 = VLOAD(dr + 277); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        a0_0 += wr[1] * v0; a0_1 += wr[1] * v1; a0_2 += wr[1] * v2; a0_3 += wr[1] * v3;
+                        a1_0 += wr[10] * v0; a1_1 += wr[10] * v1; a1_2 += wr[10] * v2; a1_3 += wr[10] * v3;
+                        a2_0 += wr[19] * v0; a2_1 += wr[19] * v1; a2_2 += wr[19] * v2; a2_3 += wr[19] * v3;
+                        a3_0 += wr[28] * v0; a3_1 += wr[28] * v1; a3_2 += wr[28] * v2; a3_3 += wr[28] * v3;
+                    }
+                    {
+                        cg_v v0 = VLOAD(dr + 228), v1 = VLOAD(dr + 244), v2 = VLOAD(dr + 260), v3 = VLOAD(dr + 276); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        a0_0 += wr[2] * v0; a0_1 += wr[2] * v1; a0_2 += wr[2] * v2; a0_3 += wr[2] * v3;
+                        a1_0 += wr[11] * v0; a1_1 += wr[11] * v1; a1_2 += wr[11] * v2; a1_3 += wr[11] * v3;
+                        a2_0 += wr[20] * v0; a2_1 += wr[20] * v1; a2_2 += wr[20] * v2; a2_3 += wr[20] * v3;
+                        a3_0 += wr[29] * v0; a3_1 += wr[29] * v1; a3_2 += wr[29] * v2; a3_3 += wr[29] * v3;
+                    }
+                    {
+                        cg_v v0 = VLOAD(dr + 116), v1 = VLOAD(dr + 132), v2 = VLOAD(dr + 148), v3 = VLOAD(dr + 164); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        a0_0 += wr[3] * v0; a0_1 += wr[3] * v1; a0_2 += wr[3] * v2; a0_3 += wr[3] * v3;
+                        a1_0 += wr[12] * v0; a1_1 += wr[12] * v1; a1_2 += wr[12] * v2; a1_3 += wr[12] * v3;
+                        a2_0 += wr[21] * v0; a2_1 += wr[21] * v1; a2_2 += wr[21] * v2; a2_3 += wr[21] * v3;
+                        a3_0 += wr[30] * v0; a3_1 += wr[30] * v1; a3_2 += wr[30] * v2; a3_3 += wr[30] * v3;
+                    }
+                    {
+                        cg_v v0 = VLOAD(dr + 115), v1 = VLOAD(dr + 131), v2 = VLOAD(dr + 147), v3 = VLOAD(dr + 163); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        a0_0 += wr[4] * v0; a0_1 += wr[4] * v1; a0_2 += wr[4] * v2; a0_3 += wr[4] * v3;
+                        a1_0 += wr[13] * v0; a1_1 += wr[13] * v1; a1_2 += wr[13] * v2; a1_3 += wr[13] * v3;
+                        a2_0 += wr[22] * v0; a2_1 += wr[22] * v1; a2_2 += wr[22] * v2; a2_3 += wr[22] * v3;
+                        a3_0 += wr[31] * v0; a3_1 += wr[31] * v1; a3_2 += wr[31] * v2; a3_3 += wr[31] * v3;
+                    }
+                    {
+                        cg_v v0 = VLOAD(dr + 114), v1 = VLOAD(dr + 130), v2 = VLOAD(dr + 146), v3 = VLOAD(dr + 162); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        a0_0 += wr[5] * v0; a0_1 += wr[5] * v1; a0_2 += wr[5] * v2; a0_3 += wr[5] * v3;
+                        a1_0 += wr[14] * v0; a1_1 += wr[14] * v1; a1_2 += wr[14] * v2; a1_3 += wr[14] * v3;
+                        a2_0 += wr[23] * v0; a2_1 += wr[23] * v1; a2_2 += wr[23] * v2; a2_3 += wr[23] * v3;
+                        a3_0 += wr[32] * v0; a3_1 += wr[32] * v1; a3_2 += wr[32] * v2; a3_3 += wr[32] * v3;
+                    }
+                    {
+                        cg_v v0 = VLOAD(dr + 2), v1 = VLOAD(dr + 18), v2 = VLOAD(dr + 34), v3 = VLOAD(dr + 50); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        a0_0 += wr[6] * v0; a0_1 += wr[6] * v1; a0_2 += wr[6] * v2; a0_3 += wr[6] * v3;
+                        a1_0 += wr[15] * v0; a1_1 += wr[15] * v1; a1_2 += wr[15] * v2; a1_3 += wr[15] * v3;
+                        a2_0 += wr[24] * v0; a2_1 += wr[24] * v1; a2_2 += wr[24] * v2; a2_3 += wr[24] * v3;
+                        a3_0 += wr[33] * v0; a3_1 += wr[33] * v1; a3_2 += wr[33] * v2; a3_3 += wr[33] * v3;
+                    }
+                    {
+                        cg_v v0 = VLOAD(dr + 1), v1 = VLOAD(dr + 17), v2 = VLOAD(dr + 33), v3 = VLOAD(dr + 49); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        a0_0 += wr[7] * v0; a0_1 += wr[7] * v1; a0_2 += wr[7] * v2; a0_3 += wr[7] * v3;
+                        a1_0 += wr[16] * v0; a1_1 += wr[16] * v1; a1_2 += wr[16] * v2; a1_3 += wr[16] * v3;
+                        a2_0 += wr[25] * v0; a2_1 += wr[25] * v1; a2_2 += wr[25] * v2; a2_3 += wr[25] * v3;
+                        a3_0 += wr[34] * v0; a3_1 += wr[34] * v1; a3_2 += wr[34] * v2; a3_3 += wr[34] * v3;
+                    }
+                    {
+                        cg_v v0 = VLOAD(dr + 0), v1 = VLOAD(dr + 16), v2 = VLOAD(dr + 32), v3 = VLOAD(dr + 48); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        a0_0 += wr[8] * v0; a0_1 += wr[8] * v1; a0_2 += wr[8] * v2; a0_3 += wr[8] * v3;
+                        a1_0 += wr[17] * v0; a1_1 += wr[17] * v1; a1_2 += wr[17] * v2; a1_3 += wr[17] * v3;
+                        a2_0 += wr[26] * v0; a2_1 += wr[26] * v1; a2_2 += wr[26] * v2; a2_3 += wr[26] * v3;
+                        a3_0 += wr[35] * v0; a3_1 += wr[35] * v1; a3_2 += wr[35] * v2; a3_3 += wr[35] * v3;
+                    }
+                }
+                VSTORE(xr + (size_t)(ci0 + 0) * 12544 + x0 + 0, a0_0); VSTORE(xr + (size_t)(ci0 + 0) * 12544 + x0 + 16, a0_1); VSTORE(xr + (size_t)(ci0 + 0) * 12544 + x0 + 32, a0_2); VSTORE(xr + (size_t)(ci0 + 0) * 12544 + x0 + 48, a0_3);
+                VSTORE(xr + (size_t)(ci0 + 1) * 12544 + x0 + 0, a1_0); VSTORE(xr + (size_t)(ci0 + 1) * 12544 + x0 + 16, a1_1); VSTORE(xr + (size_t)(ci0 + 1) * 12544 + x0 + 32, a1_2); VSTORE(xr + (size_t)(ci0 + 1) * 12544 + x0 + 48, a1_3);
+                VSTORE(xr + (size_t)(ci0 + 2) * 12544 + x0 + 0, a2_0); VSTORE(xr + (size_t)(ci0 + 2) * 12544 + x0 + 16, a2_1); VSTORE(xr + (size_t)(ci0 + 2) * 12544 + x0 + 32, a2_2); VSTORE(xr + (size_t)(ci0 + 2) * 12544 + x0 + 48, a2_3);
+                VSTORE(xr + (size_t)(ci0 + 3) * 12544 + x0 + 0, a3_0); VSTORE(xr + (size_t)(ci0 + 3) * 12544 + x0 + 16, a3_1); VSTORE(xr + (size_t)(ci0 + 3) * 12544 + x0 + 32, a3_2); VSTORE(xr + (size_t)(ci0 + 3) * 12544 + x0 + 48, a3_3);
+            }
+            {
+                const int x0 = 64;
+                cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f);
+                cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f);
+                cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f), a2_2 = vsplat(0.0f);
+                cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f), a3_2 = vsplat(0.0f);
+                for (int co = 0; co < 128; co++) {
+                    const float *restrict dr = dr0 + (size_t)co * 12996 + x0;
+                    const float *restrict wr = w + (size_t)co * 576 + ci0 * 9;
+                    {
+                        cg_v v0 = VLOAD(dr + 230), v1 = VLOAD(dr + 246), v2 = VLOAD(dr + 262); VKEEP(v0); VKEEP(v1); VKEEP(v2);
+                        a0_0 += wr[0] * v0; a0_1 += wr[0] * v1; a0_2 += wr[0] * v2;
+                        a1_0 += wr[9] * v0; a1_1 += wr[9] * v1; a1_2 += wr[9] * v2;
+                        a2_0 += wr[18] * v0; a2_1 += wr[18] * v1; a2_2 += wr[18] * v2;
+                        a3_0 += wr[27] * v0; a3_1 += wr[27] * v1; a3_2 += wr[27] * v2;
+                    }
+                    {
+                        cg_v v0 = VLOAD(dr + 229), v1 = VLOAD(dr + 245), v2 = VLOAD(dr + 261); VKEEP(v0); VKEEP(v1); VKEEP(v2);
+                        a0_0 += wr[1] * v0; a0_1 += wr[1] * v1; a0_2 += wr[1] * v2;
+                        a1_0 += wr[10] * v0; a1_1 += wr[10] * v1; a1_2 += wr[10] * v2;
+                        a2_0 += wr[19] * v0; a2_1 += wr[19] * v1; a2_2 += wr[19] * v2;
+                        a3_0 += wr[28] * v0; a3_1 += wr[28] * v1; a3_2 += wr[28] * v2;
+                    }
+                    {
+                        cg_v v0 = VLOAD(dr + 228), v1 = VLOAD(dr + 244), v2 = VLOAD(dr + 260); VKEEP(v0); VKEEP(v1); VKEEP(v2);
+                        a0_0 += wr[2] * v0; a0_1 += wr[2] * v1; a0_2 += wr[2] * v2;
+                        a1_0 += wr[11] * v0; a1_1 += wr[11] * v1; a1_2 += wr[11] * v2;
+                        a2_0 += wr[20] * v0; a2_1 += wr[20] * v1; a2_2 += wr[20] * v2;
+                        a3_0 += wr[29] * v0; a3_1 += wr[29] * v1; a3_2 += wr[29] * v2;
+                    }
+                    {
+                        cg_v v0 = VLOAD(dr + 116), v1 = VLOAD(dr + 132), v2 = VLOAD(dr + 148); VKEEP(v0); VKEEP(v1); VKEEP(v2);
+                        a0_0 += wr[3] * v0; a0_1 += wr[3] * v1; a0_2 += wr[3] * v2;
+                        a1_0 += wr[12] * v0; a1_1 += wr[12] * v1; a1_2 += wr[12] * v2;
+                        a2_0 += wr[21] * v0; a2_1 += wr[21] * v1; a2_2 += wr[21] * v2;
+                        a3_0 += wr[30] * v0; a3_1 += wr[30] * v1; a3_2 += wr[30] * v2;
+                    }
+                    {
+                        cg_v v0 = VLOAD(dr + 115), v1 = VLOAD(dr + 131), v2 = VLOAD(dr + 147); VKEEP(v0); VKEEP(v1); VKEEP(v2);
+                        a0_0 += wr[4] * v0; a0_1 += wr[4] * v1; a0_2 += wr[4] * v2;
+                        a1_0 += wr[13] * v0; a1_1 += wr[13] * v1; a1_2 += wr[13] * v2;
+                        a2_0 += wr[22] * v0; a2_1 += wr[22] * v1; a2_2 += wr[22] * v2;
+                        a3_0 += wr[31] * v0; a3_1 += wr[31] * v1; a3_2 += wr[31] * v2;
+                    }
+                    {
+                        cg_v v0 = VLOAD(dr + 114), v1 = VLOAD(dr + 130), v2 = VLOAD(dr + 146); VKEEP(v0); VKEEP(v1); VKEEP(v2);
+                        a0_0 += wr[5] * v0; a0_1 += wr[5] * v1; a0_2 += wr[5] * v2;
+                        a1_0 += wr[14] * v0; a1_1 += wr[14] * v1; a1_2 += wr[14] * v2;
+                        a2_0 += wr[23] * v0; a2_1 += wr[23] * v1; a2_2 += wr[23] * v2;
+                        a3_0 += wr[32] * v0; a3_1 += wr[32] * v1; a3_2 += wr[32] * v2;
+                    }
+                    {
+                        cg_v v0 = VLOAD(dr + 2), v1 = VLOAD(dr + 18), v2 = VLOAD(dr + 34); VKEEP(v0); VKEEP(v1); VKEEP(v2);
+                        a0_0 += wr[6] * v0; a0_1 += wr[6] * v1; a0_2 += wr[6] * v2;
+                        a1_0 += wr[15] * v0; a1_1 += wr[15] * v1; a1_2 += wr[15] * v2;
+                        a2_0 += wr[24] * v0; a2_1 += wr[24] * v1; a2_2 += wr[24] * v2;
+                        a3_0 += wr[33] * v0; a3_1 += wr[33] * v1; a3_2 += wr[33] * v2;
+                    }
+                    {
+                        cg_v v0 = VLOAD(dr + 1), v1 = VLOAD(dr + 17), v2 = VLOAD(dr + 33); VKEEP(v0); VKEEP(v1); VKEEP(v2);
+                        a0_0 += wr[7] * v0; a0_1 += wr[7] * v1; a0_2 += wr[7] * v2;
+                        a1_0 += wr[16] * v0; a1_1 += wr[16] * v1; a1_2 += wr[16] * v2;
+                        a2_0 += wr[25] * v0; a2_1 += wr[25] * v1; a2_2 += wr[25] * v2;
+                        a3_0 += wr[34] * v0; a3_1 += wr[34] * v1; a3_2 += wr[34] * v2;
+                    }
+                    {
+                        cg_v v0 = VLOAD(dr + 0), v1 = VLOAD(dr + 16), v2 = VLOAD(dr + 32); VKEEP(v0); VKEEP(v1); VKEEP(v2);
+                        a0_0 += wr[8] * v0; a0_1 += wr[8] * v1; a0_2 += wr[8] * v2;
+                        a1_0 += wr[17] * v0; a1_1 += wr[17] * v1; a1_2 += wr[17] * v2;
+                        a2_0 += wr[26] * v0; a2_1 += wr[26] * v1; a2_2 += wr[26] * v2;
+                        a3_0 += wr[35] * v0; a3_1 += wr[35] * v1; a3_2 += wr[35] * v2;
+                    }
+                }
+                VSTORE(xr + (size_t)(ci0 + 0) * 12544 + x0 + 0, a0_0); VSTORE(xr + (size_t)(ci0 + 0) * 12544 + x0 + 16, a0_1); VSTORE(xr + (size_t)(ci0 + 0) * 12544 + x0 + 32, a0_2);
+                VSTORE(xr + (size_t)(ci0 + 1) * 12544 + x0 + 0, a1_0); VSTORE(xr + (size_t)(ci0 + 1) * 12544 + x0 + 16, a1_1); VSTORE(xr + (size_t)(ci0 + 1) * 12544 + x0 + 32, a1_2);
+                VSTORE(xr + (size_t)(ci0 + 2) * 12544 + x0 + 0, a2_0); VSTORE(xr + (size_t)(ci0 + 2) * 12544 + x0 + 16, a2_1); VSTORE(xr + (size_t)(ci0 + 2) * 12544 + x0 + 32, a2_2);
+                VSTORE(xr + (size_t)(ci0 + 3) * 12544 + x0 + 0, a3_0); VSTORE(xr + (size_t)(ci0 + 3) * 12544 + x0 + 16, a3_1); VSTORE(xr + (size_t)(ci0 + 3) * 12544 + x0 + 32, a3_2);
+            }
+        }
     }
 }
 
@@ -1818,483 +2539,796 @@ static void l06_relu_backward(const float *restrict y, const float *restrict dy,
 static void l07_conv2d_forward(const float *restrict P, float *restrict S, const float *restrict x, float *restrict y, int nb)
 {
     const float *restrict w = P + 112576;
-    float *restrict yh = S + 3326976, *restrict wt = S + 4932608, *restrict bp = S + 5080064;
-    /* weights [co][ci][k] -> [ci][k][co], channels padded to 128 */
-    for (int i = 0; i < 147456; i++) wt[i] = 0.0f;
-    for (int co = 0; co < 128; co++)
-        for (int j = 0; j < 1152; j++) wt[j * 128 + co] = w[co * 1152 + j];
-    for (int co = 0; co < 128; co++) bp[co] = co < 128 ? (P + 260032)[co] : 0.0f;
-    for (int n = 0; n < nb; n++) {
-        const float *restrict xn = x + (size_t)n * 1605632;
-        float *restrict xp = S + 0 + (size_t)n * 1663488;
-        float *restrict yn = y + (size_t)n * 1605632;
-        memset(xp, 0, sizeof(float) * 1663488);
-        for (int ci = 0; ci < 128; ci++)
-            for (int iy = 0; iy < 112; iy++)
-                for (int ix = 0; ix < 112; ix++) xp[((iy + 1) * 114 + ix + 1) * 128 + ci] = xn[ci * 12544 + iy * 112 + ix];
-        CG_PARALLEL_FOR
-        for (int oy = 0; oy < 112; oy++) {
-            for (int v0 = 0; v0 < 8; v0 += 4) {
-                for (int x0 = 0; x0 < 108; x0 += 6) {
-                    cg_v a0_0 = VLOAD(bp + (v0 + 0) * 16), a0_1 = VLOAD(bp + (v0 + 1) * 16), a0_2 = VLOAD(bp + (v0 + 2) * 16), a0_3 = VLOAD(bp + (v0 + 3) * 16);
-                    cg_v a1_0 = VLOAD(bp + (v0 + 0) * 16), a1_1 = VLOAD(bp + (v0 + 1) * 16), a1_2 = VLOAD(bp + (v0 + 2) * 16), a1_3 = VLOAD(bp + (v0 + 3) * 16);
-                    cg_v a2_0 = VLOAD(bp + (v0 + 0) * 16), a2_1 = VLOAD(bp + (v0 + 1) * 16), a2_2 = VLOAD(bp + (v0 + 2) * 16), a2_3 = VLOAD(bp + (v0 + 3) * 16);
-                    cg_v a3_0 = VLOAD(bp + (v0 + 0) * 16), a3_1 = VLOAD(bp + (v0 + 1) * 16), a3_2 = VLOAD(bp + (v0 + 2) * 16), a3_3 = VLOAD(bp + (v0 + 3) * 16);
-                    cg_v a4_0 = VLOAD(bp + (v0 + 0) * 16), a4_1 = VLOAD(bp + (v0 + 1) * 16), a4_2 = VLOAD(bp + (v0 + 2) * 16), a4_3 = VLOAD(bp + (v0 + 3) * 16);
-                    cg_v a5_0 = VLOAD(bp + (v0 + 0) * 16), a5_1 = VLOAD(bp + (v0 + 1) * 16), a5_2 = VLOAD(bp + (v0 + 2) * 16), a5_3 = VLOAD(bp + (v0 + 3) * 16);
-                    for (int ci = 0; ci < 128; ci++) {
-                        const float *restrict xr = xp + (oy * 114 + x0) * 128 + ci;
-                        const float *restrict wr = wt + ci * 1152 + v0 * 16;
-                        {
-                            const cg_v w0 = VLOAD(wr + 0), w1 = VLOAD(wr + 16), w2 = VLOAD(wr + 32), w3 = VLOAD(wr + 48);
-                            a0_0 += xr[0] * w0; a0_1 += xr[0] * w1; a0_2 += xr[0] * w2; a0_3 += xr[0] * w3;
-                            a1_0 += xr[128] * w0; a1_1 += xr[128] * w1; a1_2 += xr[128] * w2; a1_3 += xr[128] * w3;
-                            a2_0 += xr[256] * w0; a2_1 += xr[256] * w1; a2_2 += xr[256] * w2; a2_3 += xr[256] * w3;
-                            a3_0 += xr[384] * w0; a3_1 += xr[384] * w1; a3_2 += xr[384] * w2; a3_3 += xr[384] * w3;
-                            a4_0 += xr[512] * w0; a4_1 += xr[512] * w1; a4_2 += xr[512] * w2; a4_3 += xr[512] * w3;
-                            a5_0 += xr[640] * w0; a5_1 += xr[640] * w1; a5_2 += xr[640] * w2; a5_3 += xr[640] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 128), w1 = VLOAD(wr + 144), w2 = VLOAD(wr + 160), w3 = VLOAD(wr + 176);
-                            a0_0 += xr[128] * w0; a0_1 += xr[128] * w1; a0_2 += xr[128] * w2; a0_3 += xr[128] * w3;
-                            a1_0 += xr[256] * w0; a1_1 += xr[256] * w1; a1_2 += xr[256] * w2; a1_3 += xr[256] * w3;
-                            a2_0 += xr[384] * w0; a2_1 += xr[384] * w1; a2_2 += xr[384] * w2; a2_3 += xr[384] * w3;
-                            a3_0 += xr[512] * w0; a3_1 += xr[512] * w1; a3_2 += xr[512] * w2; a3_3 += xr[512] * w3;
-                            a4_0 += xr[640] * w0; a4_1 += xr[640] * w1; a4_2 += xr[640] * w2; a4_3 += xr[640] * w3;
-                            a5_0 += xr[768] * w0; a5_1 += xr[768] * w1; a5_2 += xr[768] * w2; a5_3 += xr[768] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 256), w1 = VLOAD(wr + 272), w2 = VLOAD(wr + 288), w3 = VLOAD(wr + 304);
-                            a0_0 += xr[256] * w0; a0_1 += xr[256] * w1; a0_2 += xr[256] * w2; a0_3 += xr[256] * w3;
-                            a1_0 += xr[384] * w0; a1_1 += xr[384] * w1; a1_2 += xr[384] * w2; a1_3 += xr[384] * w3;
-                            a2_0 += xr[512] * w0; a2_1 += xr[512] * w1; a2_2 += xr[512] * w2; a2_3 += xr[512] * w3;
-                            a3_0 += xr[640] * w0; a3_1 += xr[640] * w1; a3_2 += xr[640] * w2; a3_3 += xr[640] * w3;
-                            a4_0 += xr[768] * w0; a4_1 += xr[768] * w1; a4_2 += xr[768] * w2; a4_3 += xr[768] * w3;
-                            a5_0 += xr[896] * w0; a5_1 += xr[896] * w1; a5_2 += xr[896] * w2; a5_3 += xr[896] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 384), w1 = VLOAD(wr + 400), w2 = VLOAD(wr + 416), w3 = VLOAD(wr + 432);
-                            a0_0 += xr[14592] * w0; a0_1 += xr[14592] * w1; a0_2 += xr[14592] * w2; a0_3 += xr[14592] * w3;
-                            a1_0 += xr[14720] * w0; a1_1 += xr[14720] * w1; a1_2 += xr[14720] * w2; a1_3 += xr[14720] * w3;
-                            a2_0 += xr[14848] * w0; a2_1 += xr[14848] * w1; a2_2 += xr[14848] * w2; a2_3 += xr[14848] * w3;
-                            a3_0 += xr[14976] * w0; a3_1 += xr[14976] * w1; a3_2 += xr[14976] * w2; a3_3 += xr[14976] * w3;
-                            a4_0 += xr[15104] * w0; a4_1 += xr[15104] * w1; a4_2 += xr[15104] * w2; a4_3 += xr[15104] * w3;
-                            a5_0 += xr[15232] * w0; a5_1 += xr[15232] * w1; a5_2 += xr[15232] * w2; a5_3 += xr[15232] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 512), w1 = VLOAD(wr + 528), w2 = VLOAD(wr + 544), w3 = VLOAD(wr + 560);
-                            a0_0 += xr[14720] * w0; a0_1 += xr[14720] * w1; a0_2 += xr[14720] * w2; a0_3 += xr[14720] * w3;
-                            a1_0 += xr[14848] * w0; a1_1 += xr[14848] * w1; a1_2 += xr[14848] * w2; a1_3 += xr[14848] * w3;
-                            a2_0 += xr[14976] * w0; a2_1 += xr[14976] * w1; a2_2 += xr[14976] * w2; a2_3 += xr[14976] * w3;
-                            a3_0 += xr[15104] * w0; a3_1 += xr[15104] * w1; a3_2 += xr[15104] * w2; a3_3 += xr[15104] * w3;
-                            a4_0 += xr[15232] * w0; a4_1 += xr[15232] * w1; a4_2 += xr[15232] * w2; a4_3 += xr[15232] * w3;
-                            a5_0 += xr[15360] * w0; a5_1 += xr[15360] * w1; a5_2 += xr[15360] * w2; a5_3 += xr[15360] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 640), w1 = VLOAD(wr + 656), w2 = VLOAD(wr + 672), w3 = VLOAD(wr + 688);
-                            a0_0 += xr[14848] * w0; a0_1 += xr[14848] * w1; a0_2 += xr[14848] * w2; a0_3 += xr[14848] * w3;
-                            a1_0 += xr[14976] * w0; a1_1 += xr[14976] * w1; a1_2 += xr[14976] * w2; a1_3 += xr[14976] * w3;
-                            a2_0 += xr[15104] * w0; a2_1 += xr[15104] * w1; a2_2 += xr[15104] * w2; a2_3 += xr[15104] * w3;
-                            a3_0 += xr[15232] * w0; a3_1 += xr[15232] * w1; a3_2 += xr[15232] * w2; a3_3 += xr[15232] * w3;
-                            a4_0 += xr[15360] * w0; a4_1 += xr[15360] * w1; a4_2 += xr[15360] * w2; a4_3 += xr[15360] * w3;
-                            a5_0 += xr[15488] * w0; a5_1 += xr[15488] * w1; a5_2 += xr[15488] * w2; a5_3 += xr[15488] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 768), w1 = VLOAD(wr + 784), w2 = VLOAD(wr + 800), w3 = VLOAD(wr + 816);
-                            a0_0 += xr[29184] * w0; a0_1 += xr[29184] * w1; a0_2 += xr[29184] * w2; a0_3 += xr[29184] * w3;
-                            a1_0 += xr[29312] * w0; a1_1 += xr[29312] * w1; a1_2 += xr[29312] * w2; a1_3 += xr[29312] * w3;
-                            a2_0 += xr[29440] * w0; a2_1 += xr[29440] * w1; a2_2 += xr[29440] * w2; a2_3 += xr[29440] * w3;
-                            a3_0 += xr[29568] * w0; a3_1 += xr[29568] * w1; a3_2 += xr[29568] * w2; a3_3 += xr[29568] * w3;
-                            a4_0 += xr[29696] * w0; a4_1 += xr[29696] * w1; a4_2 += xr[29696] * w2; a4_3 += xr[29696] * w3;
-                            a5_0 += xr[29824] * w0; a5_1 += xr[29824] * w1; a5_2 += xr[29824] * w2; a5_3 += xr[29824] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 896), w1 = VLOAD(wr + 912), w2 = VLOAD(wr + 928), w3 = VLOAD(wr + 944);
-                            a0_0 += xr[29312] * w0; a0_1 += xr[29312] * w1; a0_2 += xr[29312] * w2; a0_3 += xr[29312] * w3;
-                            a1_0 += xr[29440] * w0; a1_1 += xr[29440] * w1; a1_2 += xr[29440] * w2; a1_3 += xr[29440] * w3;
-                            a2_0 += xr[29568] * w0; a2_1 += xr[29568] * w1; a2_2 += xr[29568] * w2; a2_3 += xr[29568] * w3;
-                            a3_0 += xr[29696] * w0; a3_1 += xr[29696] * w1; a3_2 += xr[29696] * w2; a3_3 += xr[29696] * w3;
-                            a4_0 += xr[29824] * w0; a4_1 += xr[29824] * w1; a4_2 += xr[29824] * w2; a4_3 += xr[29824] * w3;
-                            a5_0 += xr[29952] * w0; a5_1 += xr[29952] * w1; a5_2 += xr[29952] * w2; a5_3 += xr[29952] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 1024), w1 = VLOAD(wr + 1040), w2 = VLOAD(wr + 1056), w3 = VLOAD(wr + 1072);
-                            a0_0 += xr[29440] * w0; a0_1 += xr[29440] * w1; a0_2 += xr[29440] * w2; a0_3 += xr[29440] * w3;
-                            a1_0 += xr[29568] * w0; a1_1 += xr[29568] * w1; a1_2 += xr[29568] * w2; a1_3 += xr[29568] * w3;
-                            a2_0 += xr[29696] * w0; a2_1 += xr[29696] * w1; a2_2 += xr[29696] * w2; a2_3 += xr[29696] * w3;
-                            a3_0 += xr[29824] * w0; a3_1 += xr[29824] * w1; a3_2 += xr[29824] * w2; a3_3 += xr[29824] * w3;
-                            a4_0 += xr[29952] * w0; a4_1 += xr[29952] * w1; a4_2 += xr[29952] * w2; a4_3 += xr[29952] * w3;
-                            a5_0 += xr[30080] * w0; a5_1 += xr[30080] * w1; a5_2 += xr[30080] * w2; a5_3 += xr[30080] * w3;
-                        }
+    const float *restrict b = P + 260032;
+    float *restrict xp = S + 0;
+    /* inputs -> zero-padded planes 114x114 (kept for dW) */
+    CG_PARALLEL_FOR
+    for (int pl = 0; pl < nb * 128; pl++) {
+        const float *restrict s = x + (size_t)pl * 12544;
+        float *restrict d = xp + (size_t)pl * 12996;
+        memset(d, 0, sizeof(float) * 114);
+        for (int i = 0; i < 112; i++) {
+            float *restrict r = d + (i + 1) * 114;
+            memset(r, 0, sizeof(float) * 1);
+            memcpy(r + 1, s + i * 112, sizeof(float) * 112);
+            memset(r + 113, 0, sizeof(float) * 1);
+        }
+        memset(d + 12882, 0, sizeof(float) * 114);
+    }
+    /* tiles of 6 output channels x 4 vectors of an output row */
+    CG_PARALLEL_FOR
+    for (int r = 0; r < nb * 112; r++) {
+        const int n = r / 112, oy = r % 112;
+        const float *restrict xr0 = xp + ((size_t)n * 14592 + oy) * 114;
+        float *restrict yr = y + ((size_t)n * 14336 + oy) * 112;
+        for (int co0 = 0; co0 < 126; co0 += 6) {
+            {
+                const int x0 = 0;
+                cg_v a0_0 = vsplat(b[co0 + 0]), a0_1 = vsplat(b[co0 + 0]), a0_2 = vsplat(b[co0 + 0]), a0_3 = vsplat(b[co0 + 0]);
+                cg_v a1_0 = vsplat(b[co0 + 1]), a1_1 = vsplat(b[co0 + 1]), a1_2 = vsplat(b[co0 + 1]), a1_3 = vsplat(b[co0 + 1]);
+                cg_v a2_0 = vsplat(b[co0 + 2]), a2_1 = vsplat(b[co0 + 2]), a2_2 = vsplat(b[co0 + 2]), a2_3 = vsplat(b[co0 + 2]);
+                cg_v a3_0 = vsplat(b[co0 + 3]), a3_1 = vsplat(b[co0 + 3]), a3_2 = vsplat(b[co0 + 3]), a3_3 = vsplat(b[co0 + 3]);
+                cg_v a4_0 = vsplat(b[co0 + 4]), a4_1 = vsplat(b[co0 + 4]), a4_2 = vsplat(b[co0 + 4]), a4_3 = vsplat(b[co0 + 4]);
+                cg_v a5_0 = vsplat(b[co0 + 5]), a5_1 = vsplat(b[co0 + 5]), a5_2 = vsplat(b[co0 + 5]), a5_3 = vsplat(b[co0 + 5]);
+                for (int ci = 0; ci < 128; ci++) {
+                    const float *restrict xr = xr0 + (size_t)ci * 12996 + x0;
+                    const float *restrict wr = w + (size_t)co0 * 1152 + ci * 9;
+                    {
+                        cg_v v0 = VLOAD(xr + 0), v1 = VLOAD(xr + 16), v2 = VLOAD(xr + 32), v3 = VLOAD(xr + 48); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        a0_0 += wr[0] * v0; a0_1 += wr[0] * v1; a0_2 += wr[0] * v2; a0_3 += wr[0] * v3;
+                        a1_0 += wr[1152] * v0; a1_1 += wr[1152] * v1; a1_2 += wr[1152] * v2; a1_3 += wr[1152] * v3;
+                        a2_0 += wr[2304] * v0; a2_1 += wr[2304] * v1; a2_2 += wr[2304] * v2; a2_3 += wr[2304] * v3;
+                        a3_0 += wr[3456] * v0; a3_1 += wr[3456] * v1; a3_2 += wr[3456] * v2; a3_3 += wr[3456] * v3;
+                        a4_0 += wr[4608] * v0; a4_1 += wr[4608] * v1; a4_2 += wr[4608] * v2; a4_3 += wr[4608] * v3;
+                        a5_0 += wr[5760] * v0; a5_1 += wr[5760] * v1; a5_2 += wr[5760] * v2; a5_3 += wr[5760] * v3;
                     }
-                    VSTORE(yh + (oy * 112 + x0 + 0) * 128 + (v0 + 0) * 16, a0_0); VSTORE(yh + (oy * 112 + x0 + 0) * 128 + (v0 + 1) * 16, a0_1); VSTORE(yh + (oy * 112 + x0 + 0) * 128 + (v0 + 2) * 16, a0_2); VSTORE(yh + (oy * 112 + x0 + 0) * 128 + (v0 + 3) * 16, a0_3);
-                    VSTORE(yh + (oy * 112 + x0 + 1) * 128 + (v0 + 0) * 16, a1_0); VSTORE(yh + (oy * 112 + x0 + 1) * 128 + (v0 + 1) * 16, a1_1); VSTORE(yh + (oy * 112 + x0 + 1) * 128 + (v0 + 2) * 16, a1_2); VSTORE(yh + (oy * 112 + x0 + 1) * 128 + (v0 + 3) * 16, a1_3);
-                    VSTORE(yh + (oy * 112 + x0 + 2) * 128 + (v0 + 0) * 16, a2_0); VSTORE(yh + (oy * 112 + x0 + 2) * 128 + (v0 + 1) * 16, a2_1); VSTORE(yh + (oy * 112 + x0 + 2) * 128 + (v0 + 2) * 16, a2_2); VSTORE(yh + (oy * 112 + x0 + 2) * 128 + (v0 + 3) * 16, a2_3);
-                    VSTORE(yh + (oy * 112 + x0 + 3) * 128 + (v0 + 0) * 16, a3_0); VSTORE(yh + (oy * 112 + x0 + 3) * 128 + (v0 + 1) * 16, a3_1); VSTORE(yh + (oy * 112 + x0 + 3) * 128 + (v0 + 2) * 16, a3_2); VSTORE(yh + (oy * 112 + x0 + 3) * 128 + (v0 + 3) * 16, a3_3);
-                    VSTORE(yh + (oy * 112 + x0 + 4) * 128 + (v0 + 0) * 16, a4_0); VSTORE(yh + (oy * 112 + x0 + 4) * 128 + (v0 + 1) * 16, a4_1); VSTORE(yh + (oy * 112 + x0 + 4) * 128 + (v0 + 2) * 16, a4_2); VSTORE(yh + (oy * 112 + x0 + 4) * 128 + (v0 + 3) * 16, a4_3);
-                    VSTORE(yh + (oy * 112 + x0 + 5) * 128 + (v0 + 0) * 16, a5_0); VSTORE(yh + (oy * 112 + x0 + 5) * 128 + (v0 + 1) * 16, a5_1); VSTORE(yh + (oy * 112 + x0 + 5) * 128 + (v0 + 2) * 16, a5_2); VSTORE(yh + (oy * 112 + x0 + 5) * 128 + (v0 + 3) * 16, a5_3);
-                }
-                {
-                    const int x0 = 108;
-                    cg_v a0_0 = VLOAD(bp + (v0 + 0) * 16), a0_1 = VLOAD(bp + (v0 + 1) * 16), a0_2 = VLOAD(bp + (v0 + 2) * 16), a0_3 = VLOAD(bp + (v0 + 3) * 16);
-                    cg_v a1_0 = VLOAD(bp + (v0 + 0) * 16), a1_1 = VLOAD(bp + (v0 + 1) * 16), a1_2 = VLOAD(bp + (v0 + 2) * 16), a1_3 = VLOAD(bp + (v0 + 3) * 16);
-                    cg_v a2_0 = VLOAD(bp + (v0 + 0) * 16), a2_1 = VLOAD(bp + (v0 + 1) * 16), a2_2 = VLOAD(bp + (v0 + 2) * 16), a2_3 = VLOAD(bp + (v0 + 3) * 16);
-                    cg_v a3_0 = VLOAD(bp + (v0 + 0) * 16), a3_1 = VLOAD(bp + (v0 + 1) * 16), a3_2 = VLOAD(bp + (v0 + 2) * 16), a3_3 = VLOAD(bp + (v0 + 3) * 16);
-                    for (int ci = 0; ci < 128; ci++) {
-                        const float *restrict xr = xp + (oy * 114 + x0) * 128 + ci;
-                        const float *restrict wr = wt + ci * 1152 + v0 * 16;
-                        {
-                            const cg_v w0 = VLOAD(wr + 0), w1 = VLOAD(wr + 16), w2 = VLOAD(wr + 32), w3 = VLOAD(wr + 48);
-                            a0_0 += xr[0] * w0; a0_1 += xr[0] * w1; a0_2 += xr[0] * w2; a0_3 += xr[0] * w3;
-                            a1_0 += xr[128] * w0; a1_1 += xr[128] * w1; a1_2 += xr[128] * w2; a1_3 += xr[128] * w3;
-                            a2_0 += xr[256] * w0; a2_1 += xr[256] * w1; a2_2 += xr[256] * w2; a2_3 += xr[256] * w3;
-                            a3_0 += xr[384] * w0; a3_1 += xr[384] * w1; a3_2 += xr[384] * w2; a3_3 += xr[384] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 128), w1 = VLOAD(wr + 144), w2 = VLOAD(wr + 160), w3 = VLOAD(wr + 176);
-                            a0_0 += xr[128] * w0; a0_1 += xr[128] * w1; a0_2 += xr[128] * w2; a0_3 += xr[128] * w3;
-                            a1_0 += xr[256] * w0; a1_1 += xr[256] * w1; a1_2 += xr[256] * w2; a1_3 += xr[256] * w3;
-                            a2_0 += xr[384] * w0; a2_1 += xr[384] * w1; a2_2 += xr[384] * w2; a2_3 += xr[384] * w3;
-                            a3_0 += xr[512] * w0; a3_1 += xr[512] * w1; a3_2 += xr[512] * w2; a3_3 += xr[512] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 256), w1 = VLOAD(wr + 272), w2 = VLOAD(wr + 288), w3 = VLOAD(wr + 304);
-                            a0_0 += xr[256] * w0; a0_1 += xr[256] * w1; a0_2 += xr[256] * w2; a0_3 += xr[256] * w3;
-                            a1_0 += xr[384] * w0; a1_1 += xr[384] * w1; a1_2 += xr[384] * w2; a1_3 += xr[384] * w3;
-                            a2_0 += xr[512] * w0; a2_1 += xr[512] * w1; a2_2 += xr[512] * w2; a2_3 += xr[512] * w3;
-                            a3_0 += xr[640] * w0; a3_1 += xr[640] * w1; a3_2 += xr[640] * w2; a3_3 += xr[640] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 384), w1 = VLOAD(wr + 400), w2 = VLOAD(wr + 416), w3 = VLOAD(wr + 432);
-                            a0_0 += xr[14592] * w0; a0_1 += xr[14592] * w1; a0_2 += xr[14592] * w2; a0_3 += xr[14592] * w3;
-                            a1_0 += xr[14720] * w0; a1_1 += xr[14720] * w1; a1_2 += xr[14720] * w2; a1_3 += xr[14720] * w3;
-                            a2_0 += xr[14848] * w0; a2_1 += xr[14848] * w1; a2_2 += xr[14848] * w2; a2_3 += xr[14848] * w3;
-                            a3_0 += xr[14976] * w0; a3_1 += xr[14976] * w1; a3_2 += xr[14976] * w2; a3_3 += xr[14976] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 512), w1 = VLOAD(wr + 528), w2 = VLOAD(wr + 544), w3 = VLOAD(wr + 560);
-                            a0_0 += xr[14720] * w0; a0_1 += xr[14720] * w1; a0_2 += xr[14720] * w2; a0_3 += xr[14720] * w3;
-                            a1_0 += xr[14848] * w0; a1_1 += xr[14848] * w1; a1_2 += xr[14848] * w2; a1_3 += xr[14848] * w3;
-                            a2_0 += xr[14976] * w0; a2_1 += xr[14976] * w1; a2_2 += xr[14976] * w2; a2_3 += xr[14976] * w3;
-                            a3_0 += xr[15104] * w0; a3_1 += xr[15104] * w1; a3_2 += xr[15104] * w2; a3_3 += xr[15104] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 640), w1 = VLOAD(wr + 656), w2 = VLOAD(wr + 672), w3 = VLOAD(wr + 688);
-                            a0_0 += xr[14848] * w0; a0_1 += xr[14848] * w1; a0_2 += xr[14848] * w2; a0_3 += xr[14848] * w3;
-                            a1_0 += xr[14976] * w0; a1_1 += xr[14976] * w1; a1_2 += xr[14976] * w2; a1_3 += xr[14976] * w3;
-                            a2_0 += xr[15104] * w0; a2_1 += xr[15104] * w1; a2_2 += xr[15104] * w2; a2_3 += xr[15104] * w3;
-                            a3_0 += xr[15232] * w0; a3_1 += xr[15232] * w1; a3_2 += xr[15232] * w2; a3_3 += xr[15232] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 768), w1 = VLOAD(wr + 784), w2 = VLOAD(wr + 800), w3 = VLOAD(wr + 816);
-                            a0_0 += xr[29184] * w0; a0_1 += xr[29184] * w1; a0_2 += xr[29184] * w2; a0_3 += xr[29184] * w3;
-                            a1_0 += xr[29312] * w0; a1_1 += xr[29312] * w1; a1_2 += xr[29312] * w2; a1_3 += xr[29312] * w3;
-                            a2_0 += xr[29440] * w0; a2_1 += xr[29440] * w1; a2_2 += xr[29440] * w2; a2_3 += xr[29440] * w3;
-                            a3_0 += xr[29568] * w0; a3_1 += xr[29568] * w1; a3_2 += xr[29568] * w2; a3_3 += xr[29568] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 896), w1 = VLOAD(wr + 912), w2 = VLOAD(wr + 928), w3 = VLOAD(wr + 944);
-                            a0_0 += xr[29312] * w0; a0_1 += xr[29312] * w1; a0_2 += xr[29312] * w2; a0_3 += xr[29312] * w3;
-                            a1_0 += xr[29440] * w0; a1_1 += xr[29440] * w1; a1_2 += xr[29440] * w2; a1_3 += xr[29440] * w3;
-                            a2_0 += xr[29568] * w0; a2_1 += xr[29568] * w1; a2_2 += xr[29568] * w2; a2_3 += xr[29568] * w3;
-                            a3_0 += xr[29696] * w0; a3_1 += xr[29696] * w1; a3_2 += xr[29696] * w2; a3_3 += xr[29696] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 1024), w1 = VLOAD(wr + 1040), w2 = VLOAD(wr + 1056), w3 = VLOAD(wr + 1072);
-                            a0_0 += xr[29440] * w0; a0_1 += xr[29440] * w1; a0_2 += xr[29440] * w2; a0_3 += xr[29440] * w3;
-                            a1_0 += xr[29568] * w0; a1_1 += xr[29568] * w1; a1_2 += xr[29568] * w2; a1_3 += xr[29568] * w3;
-                            a2_0 += xr[29696] * w0; a2_1 += xr[29696] * w1; a2_2 += xr[29696] * w2; a2_3 += xr[29696] * w3;
-                            a3_0 += xr[29824] * w0; a3_1 += xr[29824] * w1; a3_2 += xr[29824] * w2; a3_3 += xr[29824] * w3;
-                        }
+                    {
+                        cg_v v0 = VLOAD(xr + 1), v1 = VLOAD(xr + 17), v2 = VLOAD(xr + 33), v3 = VLOAD(xr + 49); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        a0_0 += wr[1] * v0; a0_1 += wr[1] * v1; a0_2 += wr[1] * v2; a0_3 += wr[1] * v3;
+                        a1_0 += wr[1153] * v0; a1_1 += wr[1153] * v1; a1_2 += wr[1153] * v2; a1_3 += wr[1153] * v3;
+                        a2_0 += wr[2305] * v0; a2_1 += wr[2305] * v1; a2_2 += wr[2305] * v2; a2_3 += wr[2305] * v3;
+                        a3_0 += wr[3457] * v0; a3_1 += wr[3457] * v1; a3_2 += wr[3457] * v2; a3_3 += wr[3457] * v3;
+                        a4_0 += wr[4609] * v0; a4_1 += wr[4609] * v1; a4_2 += wr[4609] * v2; a4_3 += wr[4609] * v3;
+                        a5_0 += wr[5761] * v0; a5_1 += wr[5761] * v1; a5_2 += wr[5761] * v2; a5_3 += wr[5761] * v3;
                     }
-                    VSTORE(yh + (oy * 112 + x0 + 0) * 128 + (v0 + 0) * 16, a0_0); VSTORE(yh + (oy * 112 + x0 + 0) * 128 + (v0 + 1) * 16, a0_1); VSTORE(yh + (oy * 112 + x0 + 0) * 128 + (v0 + 2) * 16, a0_2); VSTORE(yh + (oy * 112 + x0 + 0) * 128 + (v0 + 3) * 16, a0_3);
-                    VSTORE(yh + (oy * 112 + x0 + 1) * 128 + (v0 + 0) * 16, a1_0); VSTORE(yh + (oy * 112 + x0 + 1) * 128 + (v0 + 1) * 16, a1_1); VSTORE(yh + (oy * 112 + x0 + 1) * 128 + (v0 + 2) * 16, a1_2); VSTORE(yh + (oy * 112 + x0 + 1) * 128 + (v0 + 3) * 16, a1_3);
-                    VSTORE(yh + (oy * 112 + x0 + 2) * 128 + (v0 + 0) * 16, a2_0); VSTORE(yh + (oy * 112 + x0 + 2) * 128 + (v0 + 1) * 16, a2_1); VSTORE(yh + (oy * 112 + x0 + 2) * 128 + (v0 + 2) * 16, a2_2); VSTORE(yh + (oy * 112 + x0 + 2) * 128 + (v0 + 3) * 16, a2_3);
-                    VSTORE(yh + (oy * 112 + x0 + 3) * 128 + (v0 + 0) * 16, a3_0); VSTORE(yh + (oy * 112 + x0 + 3) * 128 + (v0 + 1) * 16, a3_1); VSTORE(yh + (oy * 112 + x0 + 3) * 128 + (v0 + 2) * 16, a3_2); VSTORE(yh + (oy * 112 + x0 + 3) * 128 + (v0 + 3) * 16, a3_3);
+                    {
+                        cg_v v0 = VLOAD(xr + 2), v1 = VLOAD(xr + 18), v2 = VLOAD(xr + 34), v3 = VLOAD(xr + 50); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        a0_0 += wr[2] * v0; a0_1 += wr[2] * v1; a0_2 += wr[2] * v2; a0_3 += wr[2] * v3;
+                        a1_0 += wr[1154] * v0; a1_1 += wr[1154] * v1; a1_2 += wr[1154] * v2; a1_3 += wr[1154] * v3;
+                        a2_0 += wr[2306] * v0; a2_1 += wr[2306] * v1; a2_2 += wr[2306] * v2; a2_3 += wr[2306] * v3;
+                        a3_0 += wr[3458] * v0; a3_1 += wr[3458] * v1; a3_2 += wr[3458] * v2; a3_3 += wr[3458] * v3;
+                        a4_0 += wr[4610] * v0; a4_1 += wr[4610] * v1; a4_2 += wr[4610] * v2; a4_3 += wr[4610] * v3;
+                        a5_0 += wr[5762] * v0; a5_1 += wr[5762] * v1; a5_2 += wr[5762] * v2; a5_3 += wr[5762] * v3;
+                    }
+                    {
+                        cg_v v0 = VLOAD(xr + 114), v1 = VLOAD(xr + 130), v2 = VLOAD(xr + 146), v3 = VLOAD(xr + 162); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        a0_0 += wr[3] * v0; a0_1 += wr[3] * v1; a0_2 += wr[3] * v2; a0_3 += wr[3] * v3;
+                        a1_0 += wr[1155] * v0; a1_1 += wr[1155] * v1; a1_2 += wr[1155] * v2; a1_3 += wr[1155] * v3;
+                        a2_0 += wr[2307] * v0; a2_1 += wr[2307] * v1; a2_2 += wr[2307] * v2; a2_3 += wr[2307] * v3;
+                        a3_0 += wr[3459] * v0; a3_1 += wr[3459] * v1; a3_2 += wr[3459] * v2; a3_3 += wr[3459] * v3;
+                        a4_0 += wr[4611] * v0; a4_1 += wr[4611] * v1; a4_2 += wr[4611] * v2; a4_3 += wr[4611] * v3;
+                        a5_0 += wr[5763] * v0; a5_1 += wr[5763] * v1; a5_2 += wr[5763] * v2; a5_3 += wr[5763] * v3;
+                    }
+                    {
+                        cg_v v0 = VLOAD(xr + 115), v1 = VLOAD(xr + 131), v2 = VLOAD(xr + 147), v3 = VLOAD(xr + 163); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        a0_0 += wr[4] * v0; a0_1 += wr[4] * v1; a0_2 += wr[4] * v2; a0_3 += wr[4] * v3;
+                        a1_0 += wr[1156] * v0; a1_1 += wr[1156] * v1; a1_2 += wr[1156] * v2; a1_3 += wr[1156] * v3;
+                        a2_0 += wr[2308] * v0; a2_1 += wr[2308] * v1; a2_2 += wr[2308] * v2; a2_3 += wr[2308] * v3;
+                        a3_0 += wr[3460] * v0; a3_1 += wr[3460] * v1; a3_2 += wr[3460] * v2; a3_3 += wr[3460] * v3;
+                        a4_0 += wr[4612] * v0; a4_1 += wr[4612] * v1; a4_2 += wr[4612] * v2; a4_3 += wr[4612] * v3;
+                        a5_0 += wr[5764] * v0; a5_1 += wr[5764] * v1; a5_2 += wr[5764] * v2; a5_3 += wr[5764] * v3;
+                    }
+                    {
+                        cg_v v0 = VLOAD(xr + 116), v1 = VLOAD(xr + 132), v2 = VLOAD(xr + 148), v3 = VLOAD(xr + 164); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        a0_0 += wr[5] * v0; a0_1 += wr[5] * v1; a0_2 += wr[5] * v2; a0_3 += wr[5] * v3;
+                        a1_0 += wr[1157] * v0; a1_1 += wr[1157] * v1; a1_2 += wr[1157] * v2; a1_3 += wr[1157] * v3;
+                        a2_0 += wr[2309] * v0; a2_1 += wr[2309] * v1; a2_2 += wr[2309] * v2; a2_3 += wr[2309] * v3;
+                        a3_0 += wr[3461] * v0; a3_1 += wr[3461] * v1; a3_2 += wr[3461] * v2; a3_3 += wr[3461] * v3;
+                        a4_0 += wr[4613] * v0; a4_1 += wr[4613] * v1; a4_2 += wr[4613] * v2; a4_3 += wr[4613] * v3;
+                        a5_0 += wr[5765] * v0; a5_1 += wr[5765] * v1; a5_2 += wr[5765] * v2; a5_3 += wr[5765] * v3;
+                    }
+                    {
+                        cg_v v0 = VLOAD(xr + 228), v1 = VLOAD(xr + 244), v2 = VLOAD(xr + 260), v3 = VLOAD(xr + 276); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        a0_0 += wr[6] * v0; a0_1 += wr[6] * v1; a0_2 += wr[6] * v2; a0_3 += wr[6] * v3;
+                        a1_0 += wr[1158] * v0; a1_1 += wr[1158] * v1; a1_2 += wr[1158] * v2; a1_3 += wr[1158] * v3;
+                        a2_0 += wr[2310] * v0; a2_1 += wr[2310] * v1; a2_2 += wr[2310] * v2; a2_3 += wr[2310] * v3;
+                        a3_0 += wr[3462] * v0; a3_1 += wr[3462] * v1; a3_2 += wr[3462] * v2; a3_3 += wr[3462] * v3;
+                        a4_0 += wr[4614] * v0; a4_1 += wr[4614] * v1; a4_2 += wr[4614] * v2; a4_3 += wr[4614] * v3;
+                        a5_0 += wr[5766] * v0; a5_1 += wr[5766] * v1; a5_2 += wr[5766] * v2; a5_3 += wr[5766] * v3;
+                    }
+                    {
+                        cg_v v0 = VLOAD(xr + 229), v1 = VLOAD(xr + 245), v2 = VLOAD(xr + 261), v3 = VLOAD(xr + 277); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        a0_0 += wr[7] * v0; a0_1 += wr[7] * v1; a0_2 += wr[7] * v2; a0_3 += wr[7] * v3;
+                        a1_0 += wr[1159] * v0; a1_1 += wr[1159] * v1; a1_2 += wr[1159] * v2; a1_3 += wr[1159] * v3;
+                        a2_0 += wr[2311] * v0; a2_1 += wr[2311] * v1; a2_2 += wr[2311] * v2; a2_3 += wr[2311] * v3;
+                        a3_0 += wr[3463] * v0; a3_1 += wr[3463] * v1; a3_2 += wr[3463] * v2; a3_3 += wr[3463] * v3;
+                        a4_0 += wr[4615] * v0; a4_1 += wr[4615] * v1; a4_2 += wr[4615] * v2; a4_3 += wr[4615] * v3;
+                        a5_0 += wr[5767] * v0; a5_1 += wr[5767] * v1; a5_2 += wr[5767] * v2; a5_3 += wr[5767] * v3;
+                    }
+                    {
+                        cg_v v0 = VLOAD(xr + 230), v1 = VLOAD(xr + 246), v2 = VLOAD(xr + 262), v3 = VLOAD(xr + 278); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        a0_0 += wr[8] * v0; a0_1 += wr[8] * v1; a0_2 += wr[8] * v2; a0_3 += wr[8] * v3;
+                        a1_0 += wr[1160] * v0; a1_1 += wr[1160] * v1; a1_2 += wr[1160] * v2; a1_3 += wr[1160] * v3;
+                        a2_0 += wr[2312] * v0; a2_1 += wr[2312] * v1; a2_2 += wr[2312] * v2; a2_3 += wr[2312] * v3;
+                        a3_0 += wr[3464] * v0; a3_1 += wr[3464] * v1; a3_2 += wr[3464] * v2; a3_3 += wr[3464] * v3;
+                        a4_0 += wr[4616] * v0; a4_1 += wr[4616] * v1; a4_2 += wr[4616] * v2; a4_3 += wr[4616] * v3;
+                        a5_0 += wr[5768] * v0; a5_1 += wr[5768] * v1; a5_2 += wr[5768] * v2; a5_3 += wr[5768] * v3;
+                    }
                 }
+                VSTORE(yr + (size_t)(co0 + 0) * 12544 + x0 + 0, a0_0); VSTORE(yr + (size_t)(co0 + 0) * 12544 + x0 + 16, a0_1); VSTORE(yr + (size_t)(co0 + 0) * 12544 + x0 + 32, a0_2); VSTORE(yr + (size_t)(co0 + 0) * 12544 + x0 + 48, a0_3);
+                VSTORE(yr + (size_t)(co0 + 1) * 12544 + x0 + 0, a1_0); VSTORE(yr + (size_t)(co0 + 1) * 12544 + x0 + 16, a1_1); VSTORE(yr + (size_t)(co0 + 1) * 12544 + x0 + 32, a1_2); VSTORE(yr + (size_t)(co0 + 1) * 12544 + x0 + 48, a1_3);
+                VSTORE(yr + (size_t)(co0 + 2) * 12544 + x0 + 0, a2_0); VSTORE(yr + (size_t)(co0 + 2) * 12544 + x0 + 16, a2_1); VSTORE(yr + (size_t)(co0 + 2) * 12544 + x0 + 32, a2_2); VSTORE(yr + (size_t)(co0 + 2) * 12544 + x0 + 48, a2_3);
+                VSTORE(yr + (size_t)(co0 + 3) * 12544 + x0 + 0, a3_0); VSTORE(yr + (size_t)(co0 + 3) * 12544 + x0 + 16, a3_1); VSTORE(yr + (size_t)(co0 + 3) * 12544 + x0 + 32, a3_2); VSTORE(yr + (size_t)(co0 + 3) * 12544 + x0 + 48, a3_3);
+                VSTORE(yr + (size_t)(co0 + 4) * 12544 + x0 + 0, a4_0); VSTORE(yr + (size_t)(co0 + 4) * 12544 + x0 + 16, a4_1); VSTORE(yr + (size_t)(co0 + 4) * 12544 + x0 + 32, a4_2); VSTORE(yr + (size_t)(co0 + 4) * 12544 + x0 + 48, a4_3);
+                VSTORE(yr + (size_t)(co0 + 5) * 12544 + x0 + 0, a5_0); VSTORE(yr + (size_t)(co0 + 5) * 12544 + x0 + 16, a5_1); VSTORE(yr + (size_t)(co0 + 5) * 12544 + x0 + 32, a5_2); VSTORE(yr + (size_t)(co0 + 5) * 12544 + x0 + 48, a5_3);
+            }
+            {
+                const int x0 = 64;
+                cg_v a0_0 = vsplat(b[co0 + 0]), a0_1 = vsplat(b[co0 + 0]), a0_2 = vsplat(b[co0 + 0]);
+                cg_v a1_0 = vsplat(b[co0 + 1]), a1_1 = vsplat(b[co0 + 1]), a1_2 = vsplat(b[co0 + 1]);
+                cg_v a2_0 = vsplat(b[co0 + 2]), a2_1 = vsplat(b[co0 + 2]), a2_2 = vsplat(b[co0 + 2]);
+                cg_v a3_0 = vsplat(b[co0 + 3]), a3_1 = vsplat(b[co0 + 3]), a3_2 = vsplat(b[co0 + 3]);
+                cg_v a4_0 = vsplat(b[co0 + 4]), a4_1 = vsplat(b[co0 + 4]), a4_2 = vsplat(b[co0 + 4]);
+                cg_v a5_0 = vsplat(b[co0 + 5]), a5_1 = vsplat(b[co0 + 5]), a5_2 = vsplat(b[co0 + 5]);
+                for (int ci = 0; ci < 128; ci++) {
+                    const float *restrict xr = xr0 + (size_t)ci * 12996 + x0;
+                    const float *restrict wr = w + (size_t)co0 * 1152 + ci * 9;
+                    {
+                        cg_v v0 = VLOAD(xr + 0), v1 = VLOAD(xr + 16), v2 = VLOAD(xr + 32); VKEEP(v0); VKEEP(v1); VKEEP(v2);
+                        a0_0 += wr[0] * v0; a0_1 += wr[0] * v1; a0_2 += wr[0] * v2;
+                        a1_0 += wr[1152] * v0; a1_1 += wr[1152] * v1; a1_2 += wr[1152] * v2;
+                        a2_0 += wr[2304] * v0; a2_1 += wr[2304] * v1; a2_2 += wr[2304] * v2;
+                        a3_0 += wr[3456] * v0; a3_1 += wr[3456] * v1; a3_2 += wr[3456] * v2;
+                        a4_0 += wr[4608] * v0; a4_1 += wr[4608] * v1; a4_2 += wr[4608] * v2;
+                        a5_0 += wr[5760] * v0; a5_1 += wr[5760] * v1; a5_2 += wr[5760] * v2;
+                    }
+                    {
+                        cg_v v0 = VLOAD(xr + 1), v1 = VLOAD(xr + 17), v2 = VLOAD(xr + 33); VKEEP(v0); VKEEP(v1); VKEEP(v2);
+                        a0_0 += wr[1] * v0; a0_1 += wr[1] * v1; a0_2 += wr[1] * v2;
+                        a1_0 += wr[1153] * v0; a1_1 += wr[1153] * v1; a1_2 += wr[1153] * v2;
+                        a2_0 += wr[2305] * v0; a2_1 += wr[2305] * v1; a2_2 += wr[2305] * v2;
+                        a3_0 += wr[3457] * v0; a3_1 += wr[3457] * v1; a3_2 += wr[3457] * v2;
+                        a4_0 += wr[4609] * v0; a4_1 += wr[4609] * v1; a4_2 += wr[4609] * v2;
+                        a5_0 += wr[5761] * v0; a5_1 += wr[5761] * v1; a5_2 += wr[5761] * v2;
+                    }
+                    {
+                        cg_v v0 = VLOAD(xr + 2), v1 = VLOAD(xr + 18), v2 = VLOAD(xr + 34); VKEEP(v0); VKEEP(v1); VKEEP(v2);
+                        a0_0 += wr[2] * v0; a0_1 += wr[2] * v1; a0_2 += wr[2] * v2;
+                        a1_0 += wr[1154] * v0; a1_1 += wr[1154] * v1; a1_2 += wr[1154] * v2;
+                        a2_0 += wr[2306] * v0; a2_1 += wr[2306] * v1; a2_2 += wr[2306] * v2;
+                        a3_0 += wr[3458] * v0; a3_1 += wr[3458] * v1; a3_2 += wr[3458] * v2;
+                        a4_0 += wr[4610] * v0; a4_1 += wr[4610] * v1; a4_2 += wr[4610] * v2;
+                        a5_0 += wr[5762] * v0; a5_1 += wr[5762] * v1; a5_2 += wr[5762] * v2;
+                    }
+                    {
+                        cg_v v0 = VLOAD(xr + 114), v1 = VLOAD(xr + 130), v2 = VLOAD(xr + 146); VKEEP(v0); VKEEP(v1); VKEEP(v2);
+                        a0_0 += wr[3] * v0; a0_1 += wr[3] * v1; a0_2 += wr[3] * v2;
+                        a1_0 += wr[1155] * v0; a1_1 += wr[1155] * v1; a1_2 += wr[1155] * v2;
+                        a2_0 += wr[2307] * v0; a2_1 += wr[2307] * v1; a2_2 += wr[2307] * v2;
+                        a3_0 += wr[3459] * v0; a3_1 += wr[3459] * v1; a3_2 += wr[3459] * v2;
+                        a4_0 += wr[4611] * v0; a4_1 += wr[4611] * v1; a4_2 += wr[4611] * v2;
+                        a5_0 += wr[5763] * v0; a5_1 += wr[5763] * v1; a5_2 += wr[5763] * v2;
+                    }
+                    {
+                        cg_v v0 = VLOAD(xr + 115), v1 = VLOAD(xr + 131), v2 = VLOAD(xr + 147); VKEEP(v0); VKEEP(v1); VKEEP(v2);
+                        a0_0 += wr[4] * v0; a0_1 += wr[4] * v1; a0_2 += wr[4] * v2;
+                        a1_0 += wr[1156] * v0; a1_1 += wr[1156] * v1; a1_2 += wr[1156] * v2;
+                        a2_0 += wr[2308] * v0; a2_1 += wr[2308] * v1; a2_2 += wr[2308] * v2;
+                        a3_0 += wr[3460] * v0; a3_1 += wr[3460] * v1; a3_2 += wr[3460] * v2;
+                        a4_0 += wr[4612] * v0; a4_1 += wr[4612] * v1; a4_2 += wr[4612] * v2;
+                        a5_0 += wr[5764] * v0; a5_1 += wr[5764] * v1; a5_2 += wr[5764] * v2;
+                    }
+                    {
+                        cg_v v0 = VLOAD(xr + 116), v1 = VLOAD(xr + 132), v2 = VLOAD(xr + 148); VKEEP(v0); VKEEP(v1); VKEEP(v2);
+                        a0_0 += wr[5] * v0; a0_1 += wr[5] * v1; a0_2 += wr[5] * v2;
+                        a1_0 += wr[1157] * v0; a1_1 += wr[1157] * v1; a1_2 += wr[1157] * v2;
+                        a2_0 += wr[2309] * v0; a2_1 += wr[2309] * v1; a2_2 += wr[2309] * v2;
+                        a3_0 += wr[3461] * v0; a3_1 += wr[3461] * v1; a3_2 += wr[3461] * v2;
+                        a4_0 += wr[4613] * v0; a4_1 += wr[4613] * v1; a4_2 += wr[4613] * v2;
+                        a5_0 += wr[5765] * v0; a5_1 += wr[5765] * v1; a5_2 += wr[5765] * v2;
+                    }
+                    {
+                        cg_v v0 = VLOAD(xr + 228), v1 = VLOAD(xr + 244), v2 = VLOAD(xr + 260); VKEEP(v0); VKEEP(v1); VKEEP(v2);
+                        a0_0 += wr[6] * v0; a0_1 += wr[6] * v1; a0_2 += wr[6] * v2;
+                        a1_0 += wr[1158] * v0; a1_1 += wr[1158] * v1; a1_2 += wr[1158] * v2;
+                        a2_0 += wr[2310] * v0; a2_1 += wr[2310] * v1; a2_2 += wr[2310] * v2;
+                        a3_0 += wr[3462] * v0; a3_1 += wr[3462] * v1; a3_2 += wr[3462] * v2;
+                        a4_0 += wr[4614] * v0; a4_1 += wr[4614] * v1; a4_2 += wr[4614] * v2;
+                        a5_0 += wr[5766] * v0; a5_1 += wr[5766] * v1; a5_2 += wr[5766] * v2;
+                    }
+                    {
+                        cg_v v0 = VLOAD(xr + 229), v1 = VLOAD(xr + 245), v2 = VLOAD(xr + 261); VKEEP(v0); VKEEP(v1); VKEEP(v2);
+                        a0_0 += wr[7] * v0; a0_1 += wr[7] * v1; a0_2 += wr[7] * v2;
+                        a1_0 += wr[1159] * v0; a1_1 += wr[1159] * v1; a1_2 += wr[1159] * v2;
+                        a2_0 += wr[2311] * v0; a2_1 += wr[2311] * v1; a2_2 += wr[2311] * v2;
+                        a3_0 += wr[3463] * v0; a3_1 += wr[3463] * v1; a3_2 += wr[3463] * v2;
+                        a4_0 += wr[4615] * v0; a4_1 += wr[4615] * v1; a4_2 += wr[4615] * v2;
+                        a5_0 += wr[5767] * v0; a5_1 += wr[5767] * v1; a5_2 += wr[5767] * v2;
+                    }
+                    {
+                        cg_v v0 = VLOAD(xr + 230), v1 = VLOAD(xr + 246), v2 = VLOAD(xr + 262); VKEEP(v0); VKEEP(v1); VKEEP(v2);
+                        a0_0 += wr[8] * v0; a0_1 += wr[8] * v1; a0_2 += wr[8] * v2;
+                        a1_0 += wr[1160] * v0; a1_1 += wr[1160] * v1; a1_2 += wr[1160] * v2;
+                        a2_0 += wr[2312] * v0; a2_1 += wr[2312] * v1; a2_2 += wr[2312] * v2;
+                        a3_0 += wr[3464] * v0; a3_1 += wr[3464] * v1; a3_2 += wr[3464] * v2;
+                        a4_0 += wr[4616] * v0; a4_1 += wr[4616] * v1; a4_2 += wr[4616] * v2;
+                        a5_0 += wr[5768] * v0; a5_1 += wr[5768] * v1; a5_2 += wr[5768] * v2;
+                    }
+                }
+                VSTORE(yr + (size_t)(co0 + 0) * 12544 + x0 + 0, a0_0); VSTORE(yr + (size_t)(co0 + 0) * 12544 + x0 + 16, a0_1); VSTORE(yr + (size_t)(co0 + 0) * 12544 + x0 + 32, a0_2);
+                VSTORE(yr + (size_t)(co0 + 1) * 12544 + x0 + 0, a1_0); VSTORE(yr + (size_t)(co0 + 1) * 12544 + x0 + 16, a1_1); VSTORE(yr + (size_t)(co0 + 1) * 12544 + x0 + 32, a1_2);
+                VSTORE(yr + (size_t)(co0 + 2) * 12544 + x0 + 0, a2_0); VSTORE(yr + (size_t)(co0 + 2) * 12544 + x0 + 16, a2_1); VSTORE(yr + (size_t)(co0 + 2) * 12544 + x0 + 32, a2_2);
+                VSTORE(yr + (size_t)(co0 + 3) * 12544 + x0 + 0, a3_0); VSTORE(yr + (size_t)(co0 + 3) * 12544 + x0 + 16, a3_1); VSTORE(yr + (size_t)(co0 + 3) * 12544 + x0 + 32, a3_2);
+                VSTORE(yr + (size_t)(co0 + 4) * 12544 + x0 + 0, a4_0); VSTORE(yr + (size_t)(co0 + 4) * 12544 + x0 + 16, a4_1); VSTORE(yr + (size_t)(co0 + 4) * 12544 + x0 + 32, a4_2);
+                VSTORE(yr + (size_t)(co0 + 5) * 12544 + x0 + 0, a5_0); VSTORE(yr + (size_t)(co0 + 5) * 12544 + x0 + 16, a5_1); VSTORE(yr + (size_t)(co0 + 5) * 12544 + x0 + 32, a5_2);
             }
         }
-        for (int co = 0; co < 128; co++)
-            for (int i = 0; i < 12544; i++) yn[co * 12544 + i] = yh[i * 128 + co];
+        {
+            const int co0 = 126;
+            {
+                const int x0 = 0;
+                cg_v a0_0 = vsplat(b[co0 + 0]), a0_1 = vsplat(b[co0 + 0]), a0_2 = vsplat(b[co0 + 0]), a0_3 = vsplat(b[co0 + 0]);
+                cg_v a1_0 = vsplat(b[co0 + 1]), a1_1 = vsplat(b[co0 + 1]), a1_2 = vsplat(b[co0 + 1]), a1_3 = vsplat(b[co0 + 1]);
+                for (int ci = 0; ci < 128; ci++) {
+                    const float *restrict xr = xr0 + (size_t)ci * 12996 + x0;
+                    const float *restrict wr = w + (size_t)co0 * 1152 + ci * 9;
+                    {
+                        cg_v v0 = VLOAD(xr + 0), v1 = VLOAD(xr + 16), v2 = VLOAD(xr + 32), v3 = VLOAD(xr + 48); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        a0_0 += wr[0] * v0; a0_1 += wr[0] * v1; a0_2 += wr[0] * v2; a0_3 += wr[0] * v3;
+                        a1_0 += wr[1152] * v0; a1_1 += wr[1152] * v1; a1_2 += wr[1152] * v2; a1_3 += wr[1152] * v3;
+                    }
+                    {
+                        cg_v v0 = VLOAD(xr + 1), v1 = VLOAD(xr + 17), v2 = VLOAD(xr + 33), v3 = VLOAD(xr + 49); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        a0_0 += wr[1] * v0; a0_1 += wr[1] * v1; a0_2 += wr[1] * v2; a0_3 += wr[1] * v3;
+                        a1_0 += wr[1153] * v0; a1_1 += wr[1153] * v1; a1_2 += wr[1153] * v2; a1_3 += wr[1153] * v3;
+                    }
+                    {
+                        cg_v v0 = VLOAD(xr + 2), v1 = VLOAD(xr + 18), v2 = VLOAD(xr + 34), v3 = VLOAD(xr + 50); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        a0_0 += wr[2] * v0; a0_1 += wr[2] * v1; a0_2 += wr[2] * v2; a0_3 += wr[2] * v3;
+                        a1_0 += wr[1154] * v0; a1_1 += wr[1154] * v1; a1_2 += wr[1154] * v2; a1_3 += wr[1154] * v3;
+                    }
+                    {
+                        cg_v v0 = VLOAD(xr + 114), v1 = VLOAD(xr + 130), v2 = VLOAD(xr + 146), v3 = VLOAD(xr + 162); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        a0_0 += wr[3] * v0; a0_1 += wr[3] * v1; a0_2 += wr[3] * v2; a0_3 += wr[3] * v3;
+                        a1_0 += wr[1155] * v0; a1_1 += wr[1155] * v1; a1_2 += wr[1155] * v2; a1_3 += wr[1155] * v3;
+                    }
+                    {
+                        cg_v v0 = VLOAD(xr + 115), v1 = VLOAD(xr + 131), v2 = VLOAD(xr + 147), v3 = VLOAD(xr + 163); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        a0_0 += wr[4] * v0; a0_1 += wr[4] * v1; a0_2 += wr[4] * v2; a0_3 += wr[4] * v3;
+                        a1_0 += wr[1156] * v0; a1_1 += wr[1156] * v1; a1_2 += wr[1156] * v2; a1_3 += wr[1156] * v3;
+                    }
+                    {
+                        cg_v v0 = VLOAD(xr + 116), v1 = VLOAD(xr + 132), v2 = VLOAD(xr + 148), v3 = VLOAD(xr + 164); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        a0_0 += wr[5] * v0; a0_1 += wr[5] * v1; a0_2 += wr[5] * v2; a0_3 += wr[5] * v3;
+                        a1_0 += wr[1157] * v0; a1_1 += wr[1157] * v1; a1_2 += wr[1157] * v2; a1_3 += wr[1157] * v3;
+                    }
+                    {
+                        cg_v v0 = VLOAD(xr + 228), v1 = VLOAD(xr + 244), v2 = VLOAD(xr + 260), v3 = VLOAD(xr + 276); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        a0_0 += wr[6] * v0; a0_1 += wr[6] * v1; a0_2 += wr[6] * v2; a0_3 += wr[6] * v3;
+                        a1_0 += wr[1158] * v0; a1_1 += wr[1158] * v1; a1_2 += wr[1158] * v2; a1_3 += wr[1158] * v3;
+                    }
+                    {
+                        cg_v v0 = VLOAD(xr + 229), v1 = VLOAD(xr + 245), v2 = VLOAD(xr + 261), v3 = VLOAD(xr + 277); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        a0_0 += wr[7] * v0; a0_1 += wr[7] * v1; a0_2 += wr[7] * v2; a0_3 += wr[7] * v3;
+                        a1_0 += wr[1159] * v0; a1_1 += wr[1159] * v1; a1_2 += wr[1159] * v2; a1_3 += wr[1159] * v3;
+                    }
+                    {
+                        cg_v v0 = VLOAD(xr + 230), v1 = VLOAD(xr + 246), v2 = VLOAD(xr + 262), v3 = VLOAD(xr + 278); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        a0_0 += wr[8] * v0; a0_1 += wr[8] * v1; a0_2 += wr[8] * v2; a0_3 += wr[8] * v3;
+                        a1_0 += wr[1160] * v0; a1_1 += wr[1160] * v1; a1_2 += wr[1160] * v2; a1_3 += wr[1160] * v3;
+                    }
+                }
+                VSTORE(yr + (size_t)(co0 + 0) * 12544 + x0 + 0, a0_0); VSTORE(yr + (size_t)(co0 + 0) * 12544 + x0 + 16, a0_1); VSTORE(yr + (size_t)(co0 + 0) * 12544 + x0 + 32, a0_2); VSTORE(yr + (size_t)(co0 + 0) * 12544 + x0 + 48, a0_3);
+                VSTORE(yr + (size_t)(co0 + 1) * 12544 + x0 + 0, a1_0); VSTORE(yr + (size_t)(co0 + 1) * 12544 + x0 + 16, a1_1); VSTORE(yr + (size_t)(co0 + 1) * 12544 + x0 + 32, a1_2); VSTORE(yr + (size_t)(co0 + 1) * 12544 + x0 + 48, a1_3);
+            }
+            {
+                const int x0 = 64;
+                cg_v a0_0 = vsplat(b[co0 + 0]), a0_1 = vsplat(b[co0 + 0]), a0_2 = vsplat(b[co0 + 0]);
+                cg_v a1_0 = vsplat(b[co0 + 1]), a1_1 = vsplat(b[co0 + 1]), a1_2 = vsplat(b[co0 + 1]);
+                for (int ci = 0; ci < 128; ci++) {
+                    const float *restrict xr = xr0 + (size_t)ci * 12996 + x0;
+                    const float *restrict wr = w + (size_t)co0 * 1152 + ci * 9;
+                    {
+                        cg_v v0 = VLOAD(xr + 0), v1 = VLOAD(xr + 16), v2 = VLOAD(xr + 32); VKEEP(v0); VKEEP(v1); VKEEP(v2);
+                        a0_0 += wr[0] * v0; a0_1 += wr[0] * v1; a0_2 += wr[0] * v2;
+                        a1_0 += wr[1152] * v0; a1_1 += wr[1152] * v1; a1_2 += wr[1152] * v2;
+                    }
+                    {
+                        cg_v v0 = VLOAD(xr + 1), v1 = VLOAD(xr + 17), v2 = VLOAD(xr + 33); VKEEP(v0); VKEEP(v1); VKEEP(v2);
+                        a0_0 += wr[1] * v0; a0_1 += wr[1] * v1; a0_2 += wr[1] * v2;
+                        a1_0 += wr[1153] * v0; a1_1 += wr[1153] * v1; a1_2 += wr[1153] * v2;
+                    }
+                    {
+                        cg_v v0 = VLOAD(xr + 2), v1 = VLOAD(xr + 18), v2 = VLOAD(xr + 34); VKEEP(v0); VKEEP(v1); VKEEP(v2);
+                        a0_0 += wr[2] * v0; a0_1 += wr[2] * v1; a0_2 += wr[2] * v2;
+                        a1_0 += wr[1154] * v0; a1_1 += wr[1154] * v1; a1_2 += wr[1154] * v2;
+                    }
+                    {
+                        cg_v v0 = VLOAD(xr + 114), v1 = VLOAD(xr + 130), v2 = VLOAD(xr + 146); VKEEP(v0); VKEEP(v1); VKEEP(v2);
+                        a0_0 += wr[3] * v0; a0_1 += wr[3] * v1; a0_2 += wr[3] * v2;
+                        a1_0 += wr[1155] * v0; a1_1 += wr[1155] * v1; a1_2 += wr[1155] * v2;
+                    }
+                    {
+                        cg_v v0 = VLOAD(xr + 115), v1 = VLOAD(xr + 131), v2 = VLOAD(xr + 147); VKEEP(v0); VKEEP(v1); VKEEP(v2);
+                        a0_0 += wr[4] * v0; a0_1 += wr[4] * v1; a0_2 += wr[4] * v2;
+                        a1_0 += wr[1156] * v0; a1_1 += wr[1156] * v1; a1_2 += wr[1156] * v2;
+                    }
+                    {
+                        cg_v v0 = VLOAD(xr + 116), v1 = VLOAD(xr + 132), v2 = VLOAD(xr + 148); VKEEP(v0); VKEEP(v1); VKEEP(v2);
+                        a0_0 += wr[5] * v0; a0_1 += wr[5] * v1; a0_2 += wr[5] * v2;
+                        a1_0 += wr[1157] * v0; a1_1 += wr[1157] * v1; a1_2 += wr[1157] * v2;
+                    }
+                    {
+                        cg_v v0 = VLOAD(xr + 228), v1 = VLOAD(xr + 244), v2 = VLOAD(xr + 260); VKEEP(v0); VKEEP(v1); VKEEP(v2);
+                        a0_0 += wr[6] * v0; a0_1 += wr[6] * v1; a0_2 += wr[6] * v2;
+                        a1_0 += wr[1158] * v0; a1_1 += wr[1158] * v1; a1_2 += wr[1158] * v2;
+                    }
+                    {
+                        cg_v v0 = VLOAD(xr + 229), v1 = VLOAD(xr + 245), v2 = VLOAD(xr + 261); VKEEP(v0); VKEEP(v1); VKEEP(v2);
+                        a0_0 += wr[7] * v0; a0_1 += wr[7] * v1; a0_2 += wr[7] * v2;
+                        a1_0 += wr[1159] * v0; a1_1 += wr[1159] * v1; a1_2 += wr[1159] * v2;
+                    }
+                    {
+                        cg_v v0 = VLOAD(xr + 230), v1 = VLOAD(xr + 246), v2 = VLOAD(xr + 262); VKEEP(v0); VKEEP(v1); VKEEP(v2);
+                        a0_0 += wr[8] * v0; a0_1 += wr[8] * v1; a0_2 += wr[8] * v2;
+                        a1_0 += wr[1160] * v0; a1_1 += wr[1160] * v1; a1_2 += wr[1160] * v2;
+                    }
+                }
+                VSTORE(yr + (size_t)(co0 + 0) * 12544 + x0 + 0, a0_0); VSTORE(yr + (size_t)(co0 + 0) * 12544 + x0 + 16, a0_1); VSTORE(yr + (size_t)(co0 + 0) * 12544 + x0 + 32, a0_2);
+                VSTORE(yr + (size_t)(co0 + 1) * 12544 + x0 + 0, a1_0); VSTORE(yr + (size_t)(co0 + 1) * 12544 + x0 + 16, a1_1); VSTORE(yr + (size_t)(co0 + 1) * 12544 + x0 + 32, a1_2);
+            }
+        }
     }
 }
 
 static void l07_conv2d_backward(float *restrict G, float *restrict S, const float *restrict dy, int nb)
 {
     float *restrict gw = G + 112576;
+    const float *restrict xp = S + 0;
     float *restrict gb = G + 260032;
-    float *restrict dyh = S + 5080192;
-    /* dy of every sample -> channels-last, padded channels zero */
     CG_PARALLEL_FOR
-    for (int n = 0; n < nb; n++) {
-        float *restrict dn = dyh + (size_t)n * 1605632;
-        for (int i = 0; i < 12544; i++)
-            for (int co = 0; co < 128; co++) dn[i * 128 + co] = co < 128 ? dy[(size_t)n * 1605632 + co * 12544 + i] : 0.0f;
-    }
     for (int co = 0; co < 128; co++) {
-        float s = 0.0f;
-        for (int n = 0; n < nb; n++)
-            for (int i = 0; i < 12544; i++) s += dy[(size_t)n * 1605632 + co * 12544 + i];
-        gb[co] += s;
-    }
-    CG_PARALLEL_FOR
-    for (int p0 = 0; p0 < 1152; p0 += 6) {
-        int off[6], gidx[6];
-        for (int j = 0; j < 6; j++) {
-            const int q = p0 + j, ci = q / 9, k = q % 9, ky = k / 3, kx = k % 3;
-            off[j] = (ky * 1 * 114 + kx * 1) * 128 + ci;
-            gidx[j] = ci * 9 + k;
+        cg_v s = vsplat(0.0f);
+        for (int n = 0; n < nb; n++) {
+            const float *restrict d = dy + ((size_t)n * 128 + co) * 12544;
+            for (int i = 0; i < 12544; i += 16) s += VLOAD(d + i);
         }
-        for (int v0 = 0; v0 < 8; v0 += 4) {
-            cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f);
-            cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f), a1_3 = vsplat(0.0f);
-            cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f), a2_2 = vsplat(0.0f), a2_3 = vsplat(0.0f);
-            cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f), a3_2 = vsplat(0.0f), a3_3 = vsplat(0.0f);
-            cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f), a4_2 = vsplat(0.0f), a4_3 = vsplat(0.0f);
-            cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f), a5_2 = vsplat(0.0f), a5_3 = vsplat(0.0f);
-            for (int n = 0; n < nb; n++) {
-                const float *restrict xp = S + 0 + (size_t)n * 1663488;
-                const float *restrict dn = dyh + (size_t)n * 1605632 + v0 * 16;
-                for (int oy = 0; oy < 112; oy++) {
-                    for (int ox = 0; ox < 112; ox++) {
-                        const float *restrict xr = xp + (oy * 114 + ox) * 128;
-                        const cg_v d0 = VLOAD(dn + (oy * 112 + ox) * 128 + 0), d1 = VLOAD(dn + (oy * 112 + ox) * 128 + 16), d2 = VLOAD(dn + (oy * 112 + ox) * 128 + 32), d3 = VLOAD(dn + (oy * 112 + ox) * 128 + 48);
-                        a0_0 += xr[off[0]] * d0; a0_1 += xr[off[0]] * d1; a0_2 += xr[off[0]] * d2; a0_3 += xr[off[0]] * d3;
-                        a1_0 += xr[off[1]] * d0; a1_1 += xr[off[1]] * d1; a1_2 += xr[off[1]] * d2; a1_3 += xr[off[1]] * d3;
-                        a2_0 += xr[off[2]] * d0; a2_1 += xr[off[2]] * d1; a2_2 += xr[off[2]] * d2; a2_3 += xr[off[2]] * d3;
-                        a3_0 += xr[off[3]] * d0; a3_1 += xr[off[3]] * d1; a3_2 += xr[off[3]] * d2; a3_3 += xr[off[3]] * d3;
-                        a4_0 += xr[off[4]] * d0; a4_1 += xr[off[4]] * d1; a4_2 += xr[off[4]] * d2; a4_3 += xr[off[4]] * d3;
-                        a5_0 += xr[off[5]] * d0; a5_1 += xr[off[5]] * d1; a5_2 += xr[off[5]] * d2; a5_3 += xr[off[5]] * d3;
+        gb[co] += vsum(s);
+    }
+    /* tiles of 2 output channels x 9 taps (3 kernel rows) of one input channel */
+    CG_PARALLEL_FOR
+    for (int t = 0; t < 8192; t++) {
+        const int co0 = t / 128 * 2, ci = t % 128;
+        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f), a0_4 = vsplat(0.0f), a0_5 = vsplat(0.0f), a0_6 = vsplat(0.0f), a0_7 = vsplat(0.0f), a0_8 = vsplat(0.0f);
+        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f), a1_3 = vsplat(0.0f), a1_4 = vsplat(0.0f), a1_5 = vsplat(0.0f), a1_6 = vsplat(0.0f), a1_7 = vsplat(0.0f), a1_8 = vsplat(0.0f);
+        for (int n = 0; n < nb; n++) {
+            for (int oy = 0; oy < 112; oy += 4) {
+                const float *restrict dr = dy + ((size_t)n * 128 + co0) * 12544 + oy * 112;
+                const float *restrict xr = xp + ((size_t)n * 128 + ci) * 12996 + (oy) * 114;
+                for (int x = 0; x < 112; x += 16) {
+                    const cg_v d0_0 = VLOAD(dr + 0 + x), d0_1 = VLOAD(dr + 12544 + x);
+                    const cg_v d1_0 = VLOAD(dr + 112 + x), d1_1 = VLOAD(dr + 12656 + x);
+                    const cg_v d2_0 = VLOAD(dr + 224 + x), d2_1 = VLOAD(dr + 12768 + x);
+                    const cg_v d3_0 = VLOAD(dr + 336 + x), d3_1 = VLOAD(dr + 12880 + x);
+                    {
+                        cg_v v = VLOAD(xr + 0 + x); VKEEP(v); a0_0 += d0_0 * v; a1_0 += d0_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 1 + x); VKEEP(v); a0_1 += d0_0 * v; a1_1 += d0_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 2 + x); VKEEP(v); a0_2 += d0_0 * v; a1_2 += d0_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 114 + x); VKEEP(v); a0_3 += d0_0 * v; a1_3 += d0_1 * v; a0_0 += d1_0 * v; a1_0 += d1_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 115 + x); VKEEP(v); a0_4 += d0_0 * v; a1_4 += d0_1 * v; a0_1 += d1_0 * v; a1_1 += d1_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 116 + x); VKEEP(v); a0_5 += d0_0 * v; a1_5 += d0_1 * v; a0_2 += d1_0 * v; a1_2 += d1_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 228 + x); VKEEP(v); a0_6 += d0_0 * v; a1_6 += d0_1 * v; a0_3 += d1_0 * v; a1_3 += d1_1 * v; a0_0 += d2_0 * v; a1_0 += d2_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 229 + x); VKEEP(v); a0_7 += d0_0 * v; a1_7 += d0_1 * v; a0_4 += d1_0 * v; a1_4 += d1_1 * v; a0_1 += d2_0 * v; a1_1 += d2_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 230 + x); VKEEP(v); a0_8 += d0_0 * v; a1_8 += d0_1 * v; a0_5 += d1_0 * v; a1_5 += d1_1 * v; a0_2 += d2_0 * v; a1_2 += d2_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 342 + x); VKEEP(v); a0_6 += d1_0 * v; a1_6 += d1_1 * v; a0_3 += d2_0 * v; a1_3 += d2_1 * v; a0_0 += d3_0 * v; a1_0 += d3_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 343 + x); VKEEP(v); a0_7 += d1_0 * v; a1_7 += d1_1 * v; a0_4 += d2_0 * v; a1_4 += d2_1 * v; a0_1 += d3_0 * v; a1_1 += d3_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 344 + x); VKEEP(v); a0_8 += d1_0 * v; a1_8 += d1_1 * v; a0_5 += d2_0 * v; a1_5 += d2_1 * v; a0_2 += d3_0 * v; a1_2 += d3_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 456 + x); VKEEP(v); a0_6 += d2_0 * v; a1_6 += d2_1 * v; a0_3 += d3_0 * v; a1_3 += d3_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 457 + x); VKEEP(v); a0_7 += d2_0 * v; a1_7 += d2_1 * v; a0_4 += d3_0 * v; a1_4 += d3_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 458 + x); VKEEP(v); a0_8 += d2_0 * v; a1_8 += d2_1 * v; a0_5 += d3_0 * v; a1_5 += d3_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 570 + x); VKEEP(v); a0_6 += d3_0 * v; a1_6 += d3_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 571 + x); VKEEP(v); a0_7 += d3_0 * v; a1_7 += d3_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 572 + x); VKEEP(v); a0_8 += d3_0 * v; a1_8 += d3_1 * v;
                     }
                 }
             }
-            for (int l = 0; l < 16 && (v0 + 0) * 16 + l < 128; l++) gw[((v0 + 0) * 16 + l) * 1152 + gidx[0]] += a0_0[l];
-            for (int l = 0; l < 16 && (v0 + 1) * 16 + l < 128; l++) gw[((v0 + 1) * 16 + l) * 1152 + gidx[0]] += a0_1[l];
-            for (int l = 0; l < 16 && (v0 + 2) * 16 + l < 128; l++) gw[((v0 + 2) * 16 + l) * 1152 + gidx[0]] += a0_2[l];
-            for (int l = 0; l < 16 && (v0 + 3) * 16 + l < 128; l++) gw[((v0 + 3) * 16 + l) * 1152 + gidx[0]] += a0_3[l];
-            for (int l = 0; l < 16 && (v0 + 0) * 16 + l < 128; l++) gw[((v0 + 0) * 16 + l) * 1152 + gidx[1]] += a1_0[l];
-            for (int l = 0; l < 16 && (v0 + 1) * 16 + l < 128; l++) gw[((v0 + 1) * 16 + l) * 1152 + gidx[1]] += a1_1[l];
-            for (int l = 0; l < 16 && (v0 + 2) * 16 + l < 128; l++) gw[((v0 + 2) * 16 + l) * 1152 + gidx[1]] += a1_2[l];
-            for (int l = 0; l < 16 && (v0 + 3) * 16 + l < 128; l++) gw[((v0 + 3) * 16 + l) * 1152 + gidx[1]] += a1_3[l];
-            for (int l = 0; l < 16 && (v0 + 0) * 16 + l < 128; l++) gw[((v0 + 0) * 16 + l) * 1152 + gidx[2]] += a2_0[l];
-            for (int l = 0; l < 16 && (v0 + 1) * 16 + l < 128; l++) gw[((v0 + 1) * 16 + l) * 1152 + gidx[2]] += a2_1[l];
-            for (int l = 0; l < 16 && (v0 + 2) * 16 + l < 128; l++) gw[((v0 + 2) * 16 + l) * 1152 + gidx[2]] += a2_2[l];
-            for (int l = 0; l < 16 && (v0 + 3) * 16 + l < 128; l++) gw[((v0 + 3) * 16 + l) * 1152 + gidx[2]] += a2_3[l];
-            for (int l = 0; l < 16 && (v0 + 0) * 16 + l < 128; l++) gw[((v0 + 0) * 16 + l) * 1152 + gidx[3]] += a3_0[l];
-            for (int l = 0; l < 16 && (v0 + 1) * 16 + l < 128; l++) gw[((v0 + 1) * 16 + l) * 1152 + gidx[3]] += a3_1[l];
-            for (int l = 0; l < 16 && (v0 + 2) * 16 + l < 128; l++) gw[((v0 + 2) * 16 + l) * 1152 + gidx[3]] += a3_2[l];
-            for (int l = 0; l < 16 && (v0 + 3) * 16 + l < 128; l++) gw[((v0 + 3) * 16 + l) * 1152 + gidx[3]] += a3_3[l];
-            for (int l = 0; l < 16 && (v0 + 0) * 16 + l < 128; l++) gw[((v0 + 0) * 16 + l) * 1152 + gidx[4]] += a4_0[l];
-            for (int l = 0; l < 16 && (v0 + 1) * 16 + l < 128; l++) gw[((v0 + 1) * 16 + l) * 1152 + gidx[4]] += a4_1[l];
-            for (int l = 0; l < 16 && (v0 + 2) * 16 + l < 128; l++) gw[((v0 + 2) * 16 + l) * 1152 + gidx[4]] += a4_2[l];
-            for (int l = 0; l < 16 && (v0 + 3) * 16 + l < 128; l++) gw[((v0 + 3) * 16 + l) * 1152 + gidx[4]] += a4_3[l];
-            for (int l = 0; l < 16 && (v0 + 0) * 16 + l < 128; l++) gw[((v0 + 0) * 16 + l) * 1152 + gidx[5]] += a5_0[l];
-            for (int l = 0; l < 16 && (v0 + 1) * 16 + l < 128; l++) gw[((v0 + 1) * 16 + l) * 1152 + gidx[5]] += a5_1[l];
-            for (int l = 0; l < 16 && (v0 + 2) * 16 + l < 128; l++) gw[((v0 + 2) * 16 + l) * 1152 + gidx[5]] += a5_2[l];
-            for (int l = 0; l < 16 && (v0 + 3) * 16 + l < 128; l++) gw[((v0 + 3) * 16 + l) * 1152 + gidx[5]] += a5_3[l];
         }
+        gw[(size_t)(co0 + 0) * 1152 + ci * 9 + 0] += vsum(a0_0);
+        gw[(size_t)(co0 + 0) * 1152 + ci * 9 + 1] += vsum(a0_1);
+        gw[(size_t)(co0 + 0) * 1152 + ci * 9 + 2] += vsum(a0_2);
+        gw[(size_t)(co0 + 0) * 1152 + ci * 9 + 3] += vsum(a0_3);
+        gw[(size_t)(co0 + 0) * 1152 + ci * 9 + 4] += vsum(a0_4);
+        gw[(size_t)(co0 + 0) * 1152 + ci * 9 + 5] += vsum(a0_5);
+        gw[(size_t)(co0 + 0) * 1152 + ci * 9 + 6] += vsum(a0_6);
+        gw[(size_t)(co0 + 0) * 1152 + ci * 9 + 7] += vsum(a0_7);
+        gw[(size_t)(co0 + 0) * 1152 + ci * 9 + 8] += vsum(a0_8);
+        gw[(size_t)(co0 + 1) * 1152 + ci * 9 + 0] += vsum(a1_0);
+        gw[(size_t)(co0 + 1) * 1152 + ci * 9 + 1] += vsum(a1_1);
+        gw[(size_t)(co0 + 1) * 1152 + ci * 9 + 2] += vsum(a1_2);
+        gw[(size_t)(co0 + 1) * 1152 + ci * 9 + 3] += vsum(a1_3);
+        gw[(size_t)(co0 + 1) * 1152 + ci * 9 + 4] += vsum(a1_4);
+        gw[(size_t)(co0 + 1) * 1152 + ci * 9 + 5] += vsum(a1_5);
+        gw[(size_t)(co0 + 1) * 1152 + ci * 9 + 6] += vsum(a1_6);
+        gw[(size_t)(co0 + 1) * 1152 + ci * 9 + 7] += vsum(a1_7);
+        gw[(size_t)(co0 + 1) * 1152 + ci * 9 + 8] += vsum(a1_8);
     }
 }
 
 static void l07_conv2d_backward_dx(const float *restrict P, float *restrict S, const float *restrict dy, float *restrict dx, int nb)
 {
     const float *restrict w = P + 112576;
-    float *restrict wf = S + 8291456, *restrict dyp = S + 8438912, *restrict dxh = S + 10102400;
-    for (int i = 0; i < 147456; i++) wf[i] = 0.0f;
-    for (int co = 0; co < 128; co++)
-        for (int ci = 0; ci < 128; ci++)
-            for (int k = 0; k < 9; k++) wf[(co * 9 + k) * 128 + ci] = w[(co * 128 + ci) * 9 + k];
-    for (int n = 0; n < nb; n++) {
-        const float *restrict dn = dy + (size_t)n * 1605632;
-        float *restrict dxn = dx + (size_t)n * 1605632;
-        memset(dyp, 0, sizeof(float) * 1663488);
-        for (int co = 0; co < 128; co++)
-            for (int oy = 0; oy < 112; oy++)
-                for (int ox = 0; ox < 112; ox++) dyp[((oy + 1) * 114 + ox + 1) * 128 + co] = dn[co * 12544 + oy * 112 + ox];
-        CG_PARALLEL_FOR
-        for (int iy = 0; iy < 112; iy++) {
-            for (int v0 = 0; v0 < 8; v0 += 4) {
-                for (int x0 = 0; x0 < 108; x0 += 6) {
-                    cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f);
-                    cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f), a1_3 = vsplat(0.0f);
-                    cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f), a2_2 = vsplat(0.0f), a2_3 = vsplat(0.0f);
-                    cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f), a3_2 = vsplat(0.0f), a3_3 = vsplat(0.0f);
-                    cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f), a4_2 = vsplat(0.0f), a4_3 = vsplat(0.0f);
-                    cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f), a5_2 = vsplat(0.0f), a5_3 = vsplat(0.0f);
-                    for (int co = 0; co < 128; co++) {
-                        const float *restrict dr = dyp + (iy * 114 + x0) * 128 + co;
-                        const float *restrict wr = wf + co * 1152 + v0 * 16;
-                        {
-                            const cg_v w0 = VLOAD(wr + 0), w1 = VLOAD(wr + 16), w2 = VLOAD(wr + 32), w3 = VLOAD(wr + 48);
-                            a0_0 += dr[29440] * w0; a0_1 += dr[29440] * w1; a0_2 += dr[29440] * w2; a0_3 += dr[29440] * w3;
-                            a1_0 += dr[29568] * w0; a1_1 += dr[29568] * w1; a1_2 += dr[29568] * w2; a1_3 += dr[29568] * w3;
-                            a2_0 += dr[29696] * w0; a2_1 += dr[29696] * w1; a2_2 += dr[29696] * w2; a2_3 += dr[29696] * w3;
-                            a3_0 += dr[29824] * w0; a3_1 += dr[29824] * w1; a3_2 += dr[29824] * w2; a3_3 += dr[29824] * w3;
-                            a4_0 += dr[29952] * w0; a4_1 += dr[29952] * w1; a4_2 += dr[29952] * w2; a4_3 += dr[29952] * w3;
-                            a5_0 += dr[30080] * w0; a5_1 += dr[30080] * w1; a5_2 += dr[30080] * w2; a5_3 += dr[30080] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 128), w1 = VLOAD(wr + 144), w2 = VLOAD(wr + 160), w3 = VLOAD(wr + 176);
-                            a0_0 += dr[29312] * w0; a0_1 += dr[29312] * w1; a0_2 += dr[29312] * w2; a0_3 += dr[29312] * w3;
-                            a1_0 += dr[29440] * w0; a1_1 += dr[29440] * w1; a1_2 += dr[29440] * w2; a1_3 += dr[29440] * w3;
-                            a2_0 += dr[29568] * w0; a2_1 += dr[29568] * w1; a2_2 += dr[29568] * w2; a2_3 += dr[29568] * w3;
-                            a3_0 += dr[29696] * w0; a3_1 += dr[29696] * w1; a3_2 += dr[29696] * w2; a3_3 += dr[29696] * w3;
-                            a4_0 += dr[29824] * w0; a4_1 += dr[29824] * w1; a4_2 += dr[29824] * w2; a4_3 += dr[29824] * w3;
-                            a5_0 += dr[29952] * w0; a5_1 += dr[29952] * w1; a5_2 += dr[29952] * w2; a5_3 += dr[29952] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 256), w1 = VLOAD(wr + 272), w2 = VLOAD(wr + 288), w3 = VLOAD(wr + 304);
-                            a0_0 += dr[29184] * w0; a0_1 += dr[29184] * w1; a0_2 += dr[29184] * w2; a0_3 += dr[29184] * w3;
-                            a1_0 += dr[29312] * w0; a1_1 += dr[29312] * w1; a1_2 += dr[29312] * w2; a1_3 += dr[29312] * w3;
-                            a2_0 += dr[29440] * w0; a2_1 += dr[29440] * w1; a2_2 += dr[29440] * w2; a2_3 += dr[29440] * w3;
-                            a3_0 += dr[29568] * w0; a3_1 += dr[29568] * w1; a3_2 += dr[29568] * w2; a3_3 += dr[29568] * w3;
-                            a4_0 += dr[29696] * w0; a4_1 += dr[29696] * w1; a4_2 += dr[29696] * w2; a4_3 += dr[29696] * w3;
-                            a5_0 += dr[29824] * w0; a5_1 += dr[29824] * w1; a5_2 += dr[29824] * w2; a5_3 += dr[29824] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 384), w1 = VLOAD(wr + 400), w2 = VLOAD(wr + 416), w3 = VLOAD(wr + 432);
-                            a0_0 += dr[14848] * w0; a0_1 += dr[14848] * w1; a0_2 += dr[14848] * w2; a0_3 += dr[14848] * w3;
-                            a1_0 += dr[14976] * w0; a1_1 += dr[14976] * w1; a1_2 += dr[14976] * w2; a1_3 += dr[14976] * w3;
-                            a2_0 += dr[15104] * w0; a2_1 += dr[15104] * w1; a2_2 += dr[15104] * w2; a2_3 += dr[15104] * w3;
-                            a3_0 += dr[15232] * w0; a3_1 += dr[15232] * w1; a3_2 += dr[15232] * w2; a3_3 += dr[15232] * w3;
-                            a4_0 += dr[15360] * w0; a4_1 += dr[15360] * w1; a4_2 += dr[15360] * w2; a4_3 += dr[15360] * w3;
-                            a5_0 += dr[15488] * w0; a5_1 += dr[15488] * w1; a5_2 += dr[15488] * w2; a5_3 += dr[15488] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 512), w1 = VLOAD(wr + 528), w2 = VLOAD(wr + 544), w3 = VLOAD(wr + 560);
-                            a0_0 += dr[14720] * w0; a0_1 += dr[14720] * w1; a0_2 += dr[14720] * w2; a0_3 += dr[14720] * w3;
-                            a1_0 += dr[14848] * w0; a1_1 += dr[14848] * w1; a1_2 += dr[14848] * w2; a1_3 += dr[14848] * w3;
-                            a2_0 += dr[14976] * w0; a2_1 += dr[14976] * w1; a2_2 += dr[14976] * w2; a2_3 += dr[14976] * w3;
-                            a3_0 += dr[15104] * w0; a3_1 += dr[15104] * w1; a3_2 += dr[15104] * w2; a3_3 += dr[15104] * w3;
-                            a4_0 += dr[15232] * w0; a4_1 += dr[15232] * w1; a4_2 += dr[15232] * w2; a4_3 += dr[15232] * w3;
-                            a5_0 += dr[15360] * w0; a5_1 += dr[15360] * w1; a5_2 += dr[15360] * w2; a5_3 += dr[15360] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 640), w1 = VLOAD(wr + 656), w2 = VLOAD(wr + 672), w3 = VLOAD(wr + 688);
-                            a0_0 += dr[14592] * w0; a0_1 += dr[14592] * w1; a0_2 += dr[14592] * w2; a0_3 += dr[14592] * w3;
-                            a1_0 += dr[14720] * w0; a1_1 += dr[14720] * w1; a1_2 += dr[14720] * w2; a1_3 += dr[14720] * w3;
-                            a2_0 += dr[14848] * w0; a2_1 += dr[14848] * w1; a2_2 += dr[14848] * w2; a2_3 += dr[14848] * w3;
-                            a3_0 += dr[14976] * w0; a3_1 += dr[14976] * w1; a3_2 += dr[14976] * w2; a3_3 += dr[14976] * w3;
-                            a4_0 += dr[15104] * w0; a4_1 += dr[15104] * w1; a4_2 += dr[15104] * w2; a4_3 += dr[15104] * w3;
-                            a5_0 += dr[15232] * w0; a5_1 += dr[15232] * w1; a5_2 += dr[15232] * w2; a5_3 += dr[15232] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 768), w1 = VLOAD(wr + 784), w2 = VLOAD(wr + 800), w3 = VLOAD(wr + 816);
-                            a0_0 += dr[256] * w0; a0_1 += dr[256] * w1; a0_2 += dr[256] * w2; a0_3 += dr[256] * w3;
-                            a1_0 += dr[384] * w0; a1_1 += dr[384] * w1; a1_2 += dr[384] * w2; a1_3 += dr[384] * w3;
-                            a2_0 += dr[512] * w0; a2_1 += dr[512] * w1; a2_2 += dr[512] * w2; a2_3 += dr[512] * w3;
-                            a3_0 += dr[640] * w0; a3_1 += dr[640] * w1; a3_2 += dr[640] * w2; a3_3 += dr[640] * w3;
-                            a4_0 += dr[768] * w0; a4_1 += dr[768] * w1; a4_2 += dr[768] * w2; a4_3 += dr[768] * w3;
-                            a5_0 += dr[896] * w0; a5_1 += dr[896] * w1; a5_2 += dr[896] * w2; a5_3 += dr[896] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 896), w1 = VLOAD(wr + 912), w2 = VLOAD(wr + 928), w3 = VLOAD(wr + 944);
-                            a0_0 += dr[128] * w0; a0_1 += dr[128] * w1; a0_2 += dr[128] * w2; a0_3 += dr[128] * w3;
-                            a1_0 += dr[256] * w0; a1_1 += dr[256] * w1; a1_2 += dr[256] * w2; a1_3 += dr[256] * w3;
-                            a2_0 += dr[384] * w0; a2_1 += dr[384] * w1; a2_2 += dr[384] * w2; a2_3 += dr[384] * w3;
-                            a3_0 += dr[512] * w0; a3_1 += dr[512] * w1; a3_2 += dr[512] * w2; a3_3 += dr[512] * w3;
-                            a4_0 += dr[640] * w0; a4_1 += dr[640] * w1; a4_2 += dr[640] * w2; a4_3 += dr[640] * w3;
-                            a5_0 += dr[768] * w0; a5_1 += dr[768] * w1; a5_2 += dr[768] * w2; a5_3 += dr[768] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 1024), w1 = VLOAD(wr + 1040), w2 = VLOAD(wr + 1056), w3 = VLOAD(wr + 1072);
-                            a0_0 += dr[0] * w0; a0_1 += dr[0] * w1; a0_2 += dr[0] * w2; a0_3 += dr[0] * w3;
-                            a1_0 += dr[128] * w0; a1_1 += dr[128] * w1; a1_2 += dr[128] * w2; a1_3 += dr[128] * w3;
-                            a2_0 += dr[256] * w0; a2_1 += dr[256] * w1; a2_2 += dr[256] * w2; a2_3 += dr[256] * w3;
-                            a3_0 += dr[384] * w0; a3_1 += dr[384] * w1; a3_2 += dr[384] * w2; a3_3 += dr[384] * w3;
-                            a4_0 += dr[512] * w0; a4_1 += dr[512] * w1; a4_2 += dr[512] * w2; a4_3 += dr[512] * w3;
-                            a5_0 += dr[640] * w0; a5_1 += dr[640] * w1; a5_2 += dr[640] * w2; a5_3 += dr[640] * w3;
-                        }
+    float *restrict dyp = S + 3326976;
+    /* dy -> zero-padded planes 114x114 */
+    CG_PARALLEL_FOR
+    for (int pl = 0; pl < nb * 128; pl++) {
+        const float *restrict s = dy + (size_t)pl * 12544;
+        float *restrict d = dyp + (size_t)pl * 12996;
+        memset(d, 0, sizeof(float) * 114);
+        for (int i = 0; i < 112; i++) {
+            float *restrict r = d + (i + 1) * 114;
+            memset(r, 0, sizeof(float) * 1);
+            memcpy(r + 1, s + i * 112, sizeof(float) * 112);
+            memset(r + 113, 0, sizeof(float) * 1);
+        }
+        memset(d + 12882, 0, sizeof(float) * 114);
+    }
+    /* tiles of 6 input channels x 4 vectors of an input row */
+    CG_PARALLEL_FOR
+    for (int r = 0; r < nb * 112; r++) {
+        const int n = r / 112, iy = r % 112;
+        const float *restrict dr0 = dyp + ((size_t)n * 14592 + iy) * 114;
+        float *restrict xr = dx + ((size_t)n * 14336 + iy) * 112;
+        for (int ci0 = 0; ci0 < 126; ci0 += 6) {
+            {
+                const int x0 = 0;
+                cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f);
+                cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f), a1_3 = vsplat(0.0f);
+                cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f), a2_2 = vsplat(0.0f), a2_3 = vsplat(0.0f);
+                cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f), a3_2 = vsplat(0.0f), a3_3 = vsplat(0.0f);
+                cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f), a4_2 = vsplat(0.0f), a4_3 = vsplat(0.0f);
+                cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f), a5_2 = vsplat(0.0f), a5_3 = vsplat(0.0f);
+                for (int co = 0; co < 128; co++) {
+                    const float *restrict dr = dr0 + (size_t)co * 12996 + x0;
+                    const float *restrict wr = w + (size_t)co * 1152 + ci0 * 9;
+                    {
+                        cg_v v0 = VLOAD(dr + 230), v1 = VLOAD(dr + 246), v2 = VLOAD(dr + 262), v3 = VLOAD(dr + 278); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        a0_0 += wr[0] * v0; a0_1 += wr[0] * v1; a0_2 += wr[0] * v2; a0_3 += wr[0] * v3;
+                        a1_0 += wr[9] * v0; a1_1 += wr[9] * v1; a1_2 += wr[9] * v2; a1_3 += wr[9] * v3;
+                        a2_0 += wr[18] * v0; a2_1 += wr[18] * v1; a2_2 += wr[18] * v2; a2_3 += wr[18] * v3;
+                        a3_0 += wr[27] * v0; a3_1 += wr[27] * v1; a3_2 += wr[27] * v2; a3_3 += wr[27] * v3;
+                        a4_0 += wr[36] * v0; a4_1 += wr[36] * v1; a4_2 += wr[36] * v2; a4_3 += wr[36] * v3;
+                        a5_0 += wr[45] * v0; a5_1 += wr[45] * v1; a5_2 += wr[45] * v2; a5_3 += wr[45] * v3;
                     }
-                    VSTORE(dxh + (iy * 112 + x0 + 0) * 128 + (v0 + 0) * 16, a0_0); VSTORE(dxh + (iy * 112 + x0 + 0) * 128 + (v0 + 1) * 16, a0_1); VSTORE(dxh + (iy * 112 + x0 + 0) * 128 + (v0 + 2) * 16, a0_2); VSTORE(dxh + (iy * 112 + x0 + 0) * 128 + (v0 + 3) * 16, a0_3);
-                    VSTORE(dxh + (iy * 112 + x0 + 1) * 128 + (v0 + 0) * 16, a1_0); VSTORE(dxh + (iy * 112 + x0 + 1) * 128 + (v0 + 1) * 16, a1_1); VSTORE(dxh + (iy * 112 + x0 + 1) * 128 + (v0 + 2) * 16, a1_2); VSTORE(dxh + (iy * 112 + x0 + 1) * 128 + (v0 + 3) * 16, a1_3);
-                    VSTORE(dxh + (iy * 112 + x0 + 2) * 128 + (v0 + 0) * 16, a2_0); VSTORE(dxh + (iy * 112 + x0 + 2) * 128 + (v0 + 1) * 16, a2_1); VSTORE(dxh + (iy * 112 + x0 + 2) * 128 + (v0 + 2) * 16, a2_2); VSTORE(dxh + (iy * 112 + x0 + 2) * 128 + (v0 + 3) * 16, a2_3);
-                    VSTORE(dxh + (iy * 112 + x0 + 3) * 128 + (v0 + 0) * 16, a3_0); VSTORE(dxh + (iy * 112 + x0 + 3) * 128 + (v0 + 1) * 16, a3_1); VSTORE(dxh + (iy * 112 + x0 + 3) * 128 + (v0 + 2) * 16, a3_2); VSTORE(dxh + (iy * 112 + x0 + 3) * 128 + (v0 + 3) * 16, a3_3);
-                    VSTORE(dxh + (iy * 112 + x0 + 4) * 128 + (v0 + 0) * 16, a4_0); VSTORE(dxh + (iy * 112 + x0 + 4) * 128 + (v0 + 1) * 16, a4_1); VSTORE(dxh + (iy * 112 + x0 + 4) * 128 + (v0 + 2) * 16, a4_2); VSTORE(dxh + (iy * 112 + x0 + 4) * 128 + (v0 + 3) * 16, a4_3);
-                    VSTORE(dxh + (iy * 112 + x0 + 5) * 128 + (v0 + 0) * 16, a5_0); VSTORE(dxh + (iy * 112 + x0 + 5) * 128 + (v0 + 1) * 16, a5_1); VSTORE(dxh + (iy * 112 + x0 + 5) * 128 + (v0 + 2) * 16, a5_2); VSTORE(dxh + (iy * 112 + x0 + 5) * 128 + (v0 + 3) * 16, a5_3);
-                }
-                {
-                    const int x0 = 108;
-                    cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f);
-                    cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f), a1_3 = vsplat(0.0f);
-                    cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f), a2_2 = vsplat(0.0f), a2_3 = vsplat(0.0f);
-                    cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f), a3_2 = vsplat(0.0f), a3_3 = vsplat(0.0f);
-                    for (int co = 0; co < 128; co++) {
-                        const float *restrict dr = dyp + (iy * 114 + x0) * 128 + co;
-                        const float *restrict wr = wf + co * 1152 + v0 * 16;
-                        {
-                            const cg_v w0 = VLOAD(wr + 0), w1 = VLOAD(wr + 16), w2 = VLOAD(wr + 32), w3 = VLOAD(wr + 48);
-                            a0_0 += dr[29440] * w0; a0_1 += dr[29440] * w1; a0_2 += dr[29440] * w2; a0_3 += dr[29440] * w3;
-                            a1_0 += dr[29568] * w0; a1_1 += dr[29568] * w1; a1_2 += dr[29568] * w2; a1_3 += dr[29568] * w3;
-                            a2_0 += dr[29696] * w0; a2_1 += dr[29696] * w1; a2_2 += dr[29696] * w2; a2_3 += dr[29696] * w3;
-                            a3_0 += dr[29824] * w0; a3_1 += dr[29824] * w1; a3_2 += dr[29824] * w2; a3_3 += dr[29824] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 128), w1 = VLOAD(wr + 144), w2 = VLOAD(wr + 160), w3 = VLOAD(wr + 176);
-                            a0_0 += dr[29312] * w0; a0_1 += dr[29312] * w1; a0_2 += dr[29312] * w2; a0_3 += dr[29312] * w3;
-                            a1_0 += dr[29440] * w0; a1_1 += dr[29440] * w1; a1_2 += dr[29440] * w2; a1_3 += dr[29440] * w3;
-                            a2_0 += dr[29568] * w0; a2_1 += dr[29568] * w1; a2_2 += dr[29568] * w2; a2_3 += dr[29568] * w3;
-                            a3_0 += dr[29696] * w0; a3_1 += dr[29696] * w1; a3_2 += dr[29696] * w2; a3_3 += dr[29696] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 256), w1 = VLOAD(wr + 272), w2 = VLOAD(wr + 288), w3 = VLOAD(wr + 304);
-                            a0_0 += dr[29184] * w0; a0_1 += dr[29184] * w1; a0_2 += dr[29184] * w2; a0_3 += dr[29184] * w3;
-                            a1_0 += dr[29312] * w0; a1_1 += dr[29312] * w1; a1_2 += dr[29312] * w2; a1_3 += dr[29312] * w3;
-                            a2_0 += dr[29440] * w0; a2_1 += dr[29440] * w1; a2_2 += dr[29440] * w2; a2_3 += dr[29440] * w3;
-                            a3_0 += dr[29568] * w0; a3_1 += dr[29568] * w1; a3_2 += dr[29568] * w2; a3_3 += dr[29568] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 384), w1 = VLOAD(wr + 400), w2 = VLOAD(wr + 416), w3 = VLOAD(wr + 432);
-                            a0_0 += dr[14848] * w0; a0_1 += dr[14848] * w1; a0_2 += dr[14848] * w2; a0_3 += dr[14848] * w3;
-                            a1_0 += dr[14976] * w0; a1_1 += dr[14976] * w1; a1_2 += dr[14976] * w2; a1_3 += dr[14976] * w3;
-                            a2_0 += dr[15104] * w0; a2_1 += dr[15104] * w1; a2_2 += dr[15104] * w2; a2_3 += dr[15104] * w3;
-                            a3_0 += dr[15232] * w0; a3_1 += dr[15232] * w1; a3_2 += dr[15232] * w2; a3_3 += dr[15232] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 512), w1 = VLOAD(wr + 528), w2 = VLOAD(wr + 544), w3 = VLOAD(wr + 560);
-                            a0_0 += dr[14720] * w0; a0_1 += dr[14720] * w1; a0_2 += dr[14720] * w2; a0_3 += dr[14720] * w3;
-                            a1_0 += dr[14848] * w0; a1_1 += dr[14848] * w1; a1_2 += dr[14848] * w2; a1_3 += dr[14848] * w3;
-                            a2_0 += dr[14976] * w0; a2_1 += dr[14976] * w1; a2_2 += dr[14976] * w2; a2_3 += dr[14976] * w3;
-                            a3_0 += dr[15104] * w0; a3_1 += dr[15104] * w1; a3_2 += dr[15104] * w2; a3_3 += dr[15104] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 640), w1 = VLOAD(wr + 656), w2 = VLOAD(wr + 672), w3 = VLOAD(wr + 688);
-                            a0_0 += dr[14592] * w0; a0_1 += dr[14592] * w1; a0_2 += dr[14592] * w2; a0_3 += dr[14592] * w3;
-                            a1_0 += dr[14720] * w0; a1_1 += dr[14720] * w1; a1_2 += dr[14720] * w2; a1_3 += dr[14720] * w3;
-                            a2_0 += dr[14848] * w0; a2_1 += dr[14848] * w1; a2_2 += dr[14848] * w2; a2_3 += dr[14848] * w3;
-                            a3_0 += dr[14976] * w0; a3_1 += dr[14976] * w1; a3_2 += dr[14976] * w2; a3_3 += dr[14976] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 768), w1 = VLOAD(wr + 784), w2 = VLOAD(wr + 800), w3 = VLOAD(wr + 816);
-                            a0_0 += dr[256] * w0; a0_1 += dr[256] * w1; a0_2 += dr[256] * w2; a0_3 += dr[256] * w3;
-                            a1_0 += dr[384] * w0; a1_1 += dr[384] * w1; a1_2 += dr[384] * w2; a1_3 += dr[384] * w3;
-                            a2_0 += dr[512] * w0; a2_1 += dr[512] * w1; a2_2 += dr[512] * w2; a2_3 += dr[512] * w3;
-                            a3_0 += dr[640] * w0; a3_1 += dr[640] * w1; a3_2 += dr[640] * w2; a3_3 += dr[640] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 896), w1 = VLOAD(wr + 912), w2 = VLOAD(wr + 928), w3 = VLOAD(wr + 944);
-                            a0_0 += dr[128] * w0; a0_1 += dr[128] * w1; a0_2 += dr[128] * w2; a0_3 += dr[128] * w3;
-                            a1_0 += dr[256] * w0; a1_1 += dr[256] * w1; a1_2 += dr[256] * w2; a1_3 += dr[256] * w3;
-                            a2_0 += dr[384] * w0; a2_1 += dr[384] * w1; a2_2 += dr[384] * w2; a2_3 += dr[384] * w3;
-                            a3_0 += dr[512] * w0; a3_1 += dr[512] * w1; a3_2 += dr[512] * w2; a3_3 += dr[512] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 1024), w1 = VLOAD(wr + 1040), w2 = VLOAD(wr + 1056), w3 = VLOAD(wr + 1072);
-                            a0_0 += dr[0] * w0; a0_1 += dr[0] * w1; a0_2 += dr[0] * w2; a0_3 += dr[0] * w3;
-                            a1_0 += dr[128] * w0; a1_1 += dr[128] * w1; a1_2 += dr[128] * w2; a1_3 += dr[128] * w3;
-                            a2_0 += dr[256] * w0; a2_1 += dr[256] * w1; a2_2 += dr[256] * w2; a2_3 += dr[256] * w3;
-                            a3_0 += dr[384] * w0; a3_1 += dr[384] * w1; a3_2 += dr[384] * w2; a3_3 += dr[384] * w3;
-                        }
+                    {
+                        cg_v v0 = VLOAD(dr + 229), v1 = VLOAD(dr + 245), v2 = VLOAD(dr + 261), v3 = VLOAD(dr + 277); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        a0_0 += wr[1] * v0; a0_1 += wr[1] * v1; a0_2 += wr[1] * v2; a0_3 += wr[1] * v3;
+                        a1_0 += wr[10] * v0; a1_1 += wr[10] * v1; a1_2 += wr[10] * v2; a1_3 += wr[10] * v3;
+                        a2_0 += wr[19] * v0; a2_1 += wr[19] * v1; a2_2 += wr[19] * v2; a2_3 += wr[19] * v3;
+                        a3_0 += wr[28] * v0; a3_1 += wr[28] * v1; a3_2 += wr[28] * v2; a3_3 += wr[28] * v3;
+                        a4_0 += wr[37] * v0; a4_1 += wr[37] * v1; a4_2 += wr[37] * v2; a4_3 += wr[37] * v3;
+                        a5_0 += wr[46] * v0; a5_1 += wr[46] * v1; a5_2 += wr[46] * v2; a5_3 += wr[46] * v3;
                     }
-                    VSTORE(dxh + (iy * 112 + x0 + 0) * 128 + (v0 + 0) * 16, a0_0); VSTORE(dxh + (iy * 112 + x0 + 0) * 128 + (v0 + 1) * 16, a0_1); VSTORE(dxh + (iy * 112 + x0 + 0) * 128 + (v0 + 2) * 16, a0_2); VSTORE(dxh + (iy * 112 + x0 + 0) * 128 + (v0 + 3) * 16, a0_3);
-                    VSTORE(dxh + (iy * 112 + x0 + 1) * 128 + (v0 + 0) * 16, a1_0); VSTORE(dxh + (iy * 112 + x0 + 1) * 128 + (v0 + 1) * 16, a1_1); VSTORE(dxh + (iy * 112 + x0 + 1) * 128 + (v0 + 2) * 16, a1_2); VSTORE(dxh + (iy * 112 + x0 + 1) * 128 + (v0 + 3) * 16, a1_3);
-                    VSTORE(dxh + (iy * 112 + x0 + 2) * 128 + (v0 + 0) * 16, a2_0); VSTORE(dxh + (iy * 112 + x0 + 2) * 128 + (v0 + 1) * 16, a2_1); VSTORE(dxh + (iy * 112 + x0 + 2) * 128 + (v0 + 2) * 16, a2_2); VSTORE(dxh + (iy * 112 + x0 + 2) * 128 + (v0 + 3) * 16, a2_3);
-                    VSTORE(dxh + (iy * 112 + x0 + 3) * 128 + (v0 + 0) * 16, a3_0); VSTORE(dxh + (iy * 112 + x0 + 3) * 128 + (v0 + 1) * 16, a3_1); VSTORE(dxh + (iy * 112 + x0 + 3) * 128 + (v0 + 2) * 16, a3_2); VSTORE(dxh + (iy * 112 + x0 + 3) * 128 + (v0 + 3) * 16, a3_3);
+                    {
+                        cg_v v0 = VLOAD(dr + 228), v1 = VLOAD(dr + 244), v2 = VLOAD(dr + 260), v3 = VLOAD(dr + 276); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        a0_0 += wr[2] * v0; a0_1 += wr[2] * v1; a0_2 += wr[2] * v2; a0_3 += wr[2] * v3;
+                        a1_0 += wr[11] * v0; a1_1 += wr[11] * v1; a1_2 += wr[11] * v2; a1_3 += wr[11] * v3;
+                        a2_0 += wr[20] * v0; a2_1 += wr[20] * v1; a2_2 += wr[20] * v2; a2_3 += wr[20] * v3;
+                        a3_0 += wr[29] * v0; a3_1 += wr[29] * v1; a3_2 += wr[29] * v2; a3_3 += wr[29] * v3;
+                        a4_0 += wr[38] * v0; a4_1 += wr[38] * v1; a4_2 += wr[38] * v2; a4_3 += wr[38] * v3;
+                        a5_0 += wr[47] * v0; a5_1 += wr[47] * v1; a5_2 += wr[47] * v2; a5_3 += wr[47] * v3;
+                    }
+                    {
+                        cg_v v0 = VLOAD(dr + 116), v1 = VLOAD(dr + 132), v2 = VLOAD(dr + 148), v3 = VLOAD(dr + 164); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        a0_0 += wr[3] * v0; a0_1 += wr[3] * v1; a0_2 += wr[3] * v2; a0_3 += wr[3] * v3;
+                        a1_0 += wr[12] * v0; a1_1 += wr[12] * v1; a1_2 += wr[12] * v2; a1_3 += wr[12] * v3;
+                        a2_0 += wr[21] * v0; a2_1 += wr[21] * v1; a2_2 += wr[21] * v2; a2_3 += wr[21] * v3;
+                        a3_0 += wr[30] * v0; a3_1 += wr[30] * v1; a3_2 += wr[30] * v2; a3_3 += wr[30] * v3;
+                        a4_0 += wr[39] * v0; a4_1 += wr[39] * v1; a4_2 += wr[39] * v2; a4_3 += wr[39] * v3;
+                        a5_0 += wr[48] * v0; a5_1 += wr[48] * v1; a5_2 += wr[48] * v2; a5_3 += wr[48] * v3;
+                    }
+                    {
+                        cg_v v0 = VLOAD(dr + 115), v1 = VLOAD(dr + 131), v2 = VLOAD(dr + 147), v3 = VLOAD(dr + 163); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        a0_0 += wr[4] * v0; a0_1 += wr[4] * v1; a0_2 += wr[4] * v2; a0_3 += wr[4] * v3;
+                        a1_0 += wr[13] * v0; a1_1 += wr[13] * v1; a1_2 += wr[13] * v2; a1_3 += wr[13] * v3;
+                        a2_0 += wr[22] * v0; a2_1 += wr[22] * v1; a2_2 += wr[22] * v2; a2_3 += wr[22] * v3;
+                        a3_0 += wr[31] * v0; a3_1 += wr[31] * v1; a3_2 += wr[31] * v2; a3_3 += wr[31] * v3;
+                        a4_0 += wr[40] * v0; a4_1 += wr[40] * v1; a4_2 += wr[40] * v2; a4_3 += wr[40] * v3;
+                        a5_0 += wr[49] * v0; a5_1 += wr[49] * v1; a5_2 += wr[49] * v2; a5_3 += wr[49] * v3;
+                    }
+                    {
+                        cg_v v0 = VLOAD(dr + 114), v1 = VLOAD(dr + 130), v2 = VLOAD(dr + 146), v3 = VLOAD(dr + 162); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        a0_0 += wr[5] * v0; a0_1 += wr[5] * v1; a0_2 += wr[5] * v2; a0_3 += wr[5] * v3;
+                        a1_0 += wr[14] * v0; a1_1 += wr[14] * v1; a1_2 += wr[14] * v2; a1_3 += wr[14] * v3;
+                        a2_0 += wr[23] * v0; a2_1 += wr[23] * v1; a2_2 += wr[23] * v2; a2_3 += wr[23] * v3;
+                        a3_0 += wr[32] * v0; a3_1 += wr[32] * v1; a3_2 += wr[32] * v2; a3_3 += wr[32] * v3;
+                        a4_0 += wr[41] * v0; a4_1 += wr[41] * v1; a4_2 += wr[41] * v2; a4_3 += wr[41] * v3;
+                        a5_0 += wr[50] * v0; a5_1 += wr[50] * v1; a5_2 += wr[50] * v2; a5_3 += wr[50] * v3;
+                    }
+                    {
+                        cg_v v0 = VLOAD(dr + 2), v1 = VLOAD(dr + 18), v2 = VLOAD(dr + 34), v3 = VLOAD(dr + 50); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        a0_0 += wr[6] * v0; a0_1 += wr[6] * v1; a0_2 += wr[6] * v2; a0_3 += wr[6] * v3;
+                        a1_0 += wr[15] * v0; a1_1 += wr[15] * v1; a1_2 += wr[15] * v2; a1_3 += wr[15] * v3;
+                        a2_0 += wr[24] * v0; a2_1 += wr[24] * v1; a2_2 += wr[24] * v2; a2_3 += wr[24] * v3;
+                        a3_0 += wr[33] * v0; a3_1 += wr[33] * v1; a3_2 += wr[33] * v2; a3_3 += wr[33] * v3;
+                        a4_0 += wr[42] * v0; a4_1 += wr[42] * v1; a4_2 += wr[42] * v2; a4_3 += wr[42] * v3;
+                        a5_0 += wr[51] * v0; a5_1 += wr[51] * v1; a5_2 += wr[51] * v2; a5_3 += wr[51] * v3;
+                    }
+                    {
+                        cg_v v0 = VLOAD(dr + 1), v1 = VLOAD(dr + 17), v2 = VLOAD(dr + 33), v3 = VLOAD(dr + 49); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        a0_0 += wr[7] * v0; a0_1 += wr[7] * v1; a0_2 += wr[7] * v2; a0_3 += wr[7] * v3;
+                        a1_0 += wr[16] * v0; a1_1 += wr[16] * v1; a1_2 += wr[16] * v2; a1_3 += wr[16] * v3;
+                        a2_0 += wr[25] * v0; a2_1 += wr[25] * v1; a2_2 += wr[25] * v2; a2_3 += wr[25] * v3;
+                        a3_0 += wr[34] * v0; a3_1 += wr[34] * v1; a3_2 += wr[34] * v2; a3_3 += wr[34] * v3;
+                        a4_0 += wr[43] * v0; a4_1 += wr[43] * v1; a4_2 += wr[43] * v2; a4_3 += wr[43] * v3;
+                        a5_0 += wr[52] * v0; a5_1 += wr[52] * v1; a5_2 += wr[52] * v2; a5_3 += wr[52] * v3;
+                    }
+                    {
+                        cg_v v0 = VLOAD(dr + 0), v1 = VLOAD(dr + 16), v2 = VLOAD(dr + 32), v3 = VLOAD(dr + 48); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        a0_0 += wr[8] * v0; a0_1 += wr[8] * v1; a0_2 += wr[8] * v2; a0_3 += wr[8] * v3;
+                        a1_0 += wr[17] * v0; a1_1 += wr[17] * v1; a1_2 += wr[17] * v2; a1_3 += wr[17] * v3;
+                        a2_0 += wr[26] * v0; a2_1 += wr[26] * v1; a2_2 += wr[26] * v2; a2_3 += wr[26] * v3;
+                        a3_0 += wr[35] * v0; a3_1 += wr[35] * v1; a3_2 += wr[35] * v2; a3_3 += wr[35] * v3;
+                        a4_0 += wr[44] * v0; a4_1 += wr[44] * v1; a4_2 += wr[44] * v2; a4_3 += wr[44] * v3;
+                        a5_0 += wr[53] * v0; a5_1 += wr[53] * v1; a5_2 += wr[53] * v2; a5_3 += wr[53] * v3;
+                    }
                 }
+                VSTORE(xr + (size_t)(ci0 + 0) * 12544 + x0 + 0, a0_0); VSTORE(xr + (size_t)(ci0 + 0) * 12544 + x0 + 16, a0_1); VSTORE(xr + (size_t)(ci0 + 0) * 12544 + x0 + 32, a0_2); VSTORE(xr + (size_t)(ci0 + 0) * 12544 + x0 + 48, a0_3);
+                VSTORE(xr + (size_t)(ci0 + 1) * 12544 + x0 + 0, a1_0); VSTORE(xr + (size_t)(ci0 + 1) * 12544 + x0 + 16, a1_1); VSTORE(xr + (size_t)(ci0 + 1) * 12544 + x0 + 32, a1_2); VSTORE(xr + (size_t)(ci0 + 1) * 12544 + x0 + 48, a1_3);
+                VSTORE(xr + (size_t)(ci0 + 2) * 12544 + x0 + 0, a2_0); VSTORE(xr + (size_t)(ci0 + 2) * 12544 + x0 + 16, a2_1); VSTORE(xr + (size_t)(ci0 + 2) * 12544 + x0 + 32, a2_2); VSTORE(xr + (size_t)(ci0 + 2) * 12544 + x0 + 48, a2_3);
+                VSTORE(xr + (size_t)(ci0 + 3) * 12544 + x0 + 0, a3_0); VSTORE(xr + (size_t)(ci0 + 3) * 12544 + x0 + 16, a3_1); VSTORE(xr + (size_t)(ci0 + 3) * 12544 + x0 + 32, a3_2); VSTORE(xr + (size_t)(ci0 + 3) * 12544 + x0 + 48, a3_3);
+                VSTORE(xr + (size_t)(ci0 + 4) * 12544 + x0 + 0, a4_0); VSTORE(xr + (size_t)(ci0 + 4) * 12544 + x0 + 16, a4_1); VSTORE(xr + (size_t)(ci0 + 4) * 12544 + x0 + 32, a4_2); VSTORE(xr + (size_t)(ci0 + 4) * 12544 + x0 + 48, a4_3);
+                VSTORE(xr + (size_t)(ci0 + 5) * 12544 + x0 + 0, a5_0); VSTORE(xr + (size_t)(ci0 + 5) * 12544 + x0 + 16, a5_1); VSTORE(xr + (size_t)(ci0 + 5) * 12544 + x0 + 32, a5_2); VSTORE(xr + (size_t)(ci0 + 5) * 12544 + x0 + 48, a5_3);
+            }
+            {
+                const int x0 = 64;
+                cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f);
+                cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f);
+                cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f), a2_2 = vsplat(0.0f);
+                cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f), a3_2 = vsplat(0.0f);
+                cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f), a4_2 = vsplat(0.0f);
+                cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f), a5_2 = vsplat(0.0f);
+                for (int co = 0; co < 128; co++) {
+                    const float *restrict dr = dr0 + (size_t)co * 12996 + x0;
+                    const float *restrict wr = w + (size_t)co * 1152 + ci0 * 9;
+                    {
+                        cg_v v0 = VLOAD(dr + 230), v1 = VLOAD(dr + 246), v2 = VLOAD(dr + 262); VKEEP(v0); VKEEP(v1); VKEEP(v2);
+                        a0_0 += wr[0] * v0; a0_1 += wr[0] * v1; a0_2 += wr[0] * v2;
+                        a1_0 += wr[9] * v0; a1_1 += wr[9] * v1; a1_2 += wr[9] * v2;
+                        a2_0 += wr[18] * v0; a2_1 += wr[18] * v1; a2_2 += wr[18] * v2;
+                        a3_0 += wr[27] * v0; a3_1 += wr[27] * v1; a3_2 += wr[27] * v2;
+                        a4_0 += wr[36] * v0; a4_1 += wr[36] * v1; a4_2 += wr[36] * v2;
+                        a5_0 += wr[45] * v0; a5_1 += wr[45] * v1; a5_2 += wr[45] * v2;
+                    }
+                    {
+                        cg_v v0 = VLOAD(dr + 229), v1 = VLOAD(dr + 245), v2 = VLOAD(dr + 261); VKEEP(v0); VKEEP(v1); VKEEP(v2);
+                        a0_0 += wr[1] * v0; a0_1 += wr[1] * v1; a0_2 += wr[1] * v2;
+                        a1_0 += wr[10] * v0; a1_1 += wr[10] * v1; a1_2 += wr[10] * v2;
+                        a2_0 += wr[19] * v0; a2_1 += wr[19] * v1; a2_2 += wr[19] * v2;
+                        a3_0 += wr[28] * v0; a3_1 += wr[28] * v1; a3_2 += wr[28] * v2;
+                        a4_0 += wr[37] * v0; a4_1 += wr[37] * v1; a4_2 += wr[37] * v2;
+                        a5_0 += wr[46] * v0; a5_1 += wr[46] * v1; a5_2 += wr[46] * v2;
+                    }
+                    {
+                        cg_v v0 = VLOAD(dr + 228), v1 = VLOAD(dr + 244), v2 = VLOAD(dr + 260); VKEEP(v0); VKEEP(v1); VKEEP(v2);
+                        a0_0 += wr[2] * v0; a0_1 += wr[2] * v1; a0_2 += wr[2] * v2;
+                        a1_0 += wr[11] * v0; a1_1 += wr[11] * v1; a1_2 += wr[11] * v2;
+                        a2_0 += wr[20] * v0; a2_1 += wr[20] * v1; a2_2 += wr[20] * v2;
+                        a3_0 += wr[29] * v0; a3_1 += wr[29] * v1; a3_2 += wr[29] * v2;
+                        a4_0 += wr[38] * v0; a4_1 += wr[38] * v1; a4_2 += wr[38] * v2;
+                        a5_0 += wr[47] * v0; a5_1 += wr[47] * v1; a5_2 += wr[47] * v2;
+                    }
+                    {
+                        cg_v v0 = VLOAD(dr + 116), v1 = VLOAD(dr + 132), v2 = VLOAD(dr + 148); VKEEP(v0); VKEEP(v1); VKEEP(v2);
+                        a0_0 += wr[3] * v0; a0_1 += wr[3] * v1; a0_2 += wr[3] * v2;
+                        a1_0 += wr[12] * v0; a1_1 += wr[12] * v1; a1_2 += wr[12] * v2;
+                        a2_0 += wr[21] * v0; a2_1 += wr[21] * v1; a2_2 += wr[21] * v2;
+                        a3_0 += wr[30] * v0; a3_1 += wr[30] * v1; a3_2 += wr[30] * v2;
+                        a4_0 += wr[39] * v0; a4_1 += wr[39] * v1; a4_2 += wr[39] * v2;
+                        a5_0 += wr[48] * v0; a5_1 += wr[48] * v1; a5_2 += wr[48] * v2;
+                    }
+                    {
+                        cg_v v0 = VLOAD(dr + 115), v1 = VLOAD(dr + 131), v2 = VLOAD(dr + 147); VKEEP(v0); VKEEP(v1); VKEEP(v2);
+                        a0_0 += wr[4] * v0; a0_1 += wr[4] * v1; a0_2 += wr[4] * v2;
+                        a1_0 += wr[13] * v0; a1_1 += wr[13] * v1; a1_2 += wr[13] * v2;
+                        a2_0 += wr[22] * v0; a2_1 += wr[22] * v1; a2_2 += wr[22] * v2;
+                        a3_0 += wr[31] * v0; a3_1 += wr[31] * v1; a3_2 += wr[31] * v2;
+                        a4_0 += wr[40] * v0; a4_1 += wr[40] * v1; a4_2 += wr[40] * v2;
+                        a5_0 += wr[49] * v0; a5_1 += wr[49] * v1; a5_2 += wr[49] * v2;
+                    }
+                    {
+                        cg_v v0 = VLOAD(dr + 114), v1 = VLOAD(dr + 130), v2 = VLOAD(dr + 146); VKEEP(v0); VKEEP(v1); VKEEP(v2);
+                        a0_0 += wr[5] * v0; a0_1 += wr[5] * v1; a0_2 += wr[5] * v2;
+                        a1_0 += wr[14] * v0; a1_1 += wr[14] * v1; a1_2 += wr[14] * v2;
+                        a2_0 += wr[23] * v0; a2_1 += wr[23] * v1; a2_2 += wr[23] * v2;
+                        a3_0 += wr[32] * v0; a3_1 += wr[32] * v1; a3_2 += wr[32] * v2;
+                        a4_0 += wr[41] * v0; a4_1 += wr[41] * v1; a4_2 += wr[41] * v2;
+                        a5_0 += wr[50] * v0; a5_1 += wr[50] * v1; a5_2 += wr[50] * v2;
+                    }
+                    {
+                        cg_v v0 = VLOAD(dr + 2), v1 = VLOAD(dr + 18), v2 = VLOAD(dr + 34); VKEEP(v0); VKEEP(v1); VKEEP(v2);
+                        a0_0 += wr[6] * v0; a0_1 += wr[6] * v1; a0_2 += wr[6] * v2;
+                        a1_0 += wr[15] * v0; a1_1 += wr[15] * v1; a1_2 += wr[15] * v2;
+                        a2_0 += wr[24] * v0; a2_1 += wr[24] * v1; a2_2 += wr[24] * v2;
+                        a3_0 += wr[33] * v0; a3_1 += wr[33] * v1; a3_2 += wr[33] * v2;
+                        a4_0 += wr[42] * v0; a4_1 += wr[42] * v1; a4_2 += wr[42] * v2;
+                        a5_0 += wr[51] * v0; a5_1 += wr[51] * v1; a5_2 += wr[51] * v2;
+                    }
+                    {
+                        cg_v v0 = VLOAD(dr + 1), v1 = VLOAD(dr + 17), v2 = VLOAD(dr + 33); VKEEP(v0); VKEEP(v1); VKEEP(v2);
+                        a0_0 += wr[7] * v0; a0_1 += wr[7] * v1; a0_2 += wr[7] * v2;
+                        a1_0 += wr[16] * v0; a1_1 += wr[16] * v1; a1_2 += wr[16] * v2;
+                        a2_0 += wr[25] * v0; a2_1 += wr[25] * v1; a2_2 += wr[25] * v2;
+                        a3_0 += wr[34] * v0; a3_1 += wr[34] * v1; a3_2 += wr[34] * v2;
+                        a4_0 += wr[43] * v0; a4_1 += wr[43] * v1; a4_2 += wr[43] * v2;
+                        a5_0 += wr[52] * v0; a5_1 += wr[52] * v1; a5_2 += wr[52] * v2;
+                    }
+                    {
+                        cg_v v0 = VLOAD(dr + 0), v1 = VLOAD(dr + 16), v2 = VLOAD(dr + 32); VKEEP(v0); VKEEP(v1); VKEEP(v2);
+                        a0_0 += wr[8] * v0; a0_1 += wr[8] * v1; a0_2 += wr[8] * v2;
+                        a1_0 += wr[17] * v0; a1_1 += wr[17] * v1; a1_2 += wr[17] * v2;
+                        a2_0 += wr[26] * v0; a2_1 += wr[26] * v1; a2_2 += wr[26] * v2;
+                        a3_0 += wr[35] * v0; a3_1 += wr[35] * v1; a3_2 += wr[35] * v2;
+                        a4_0 += wr[44] * v0; a4_1 += wr[44] * v1; a4_2 += wr[44] * v2;
+                        a5_0 += wr[53] * v0; a5_1 += wr[53] * v1; a5_2 += wr[53] * v2;
+                    }
+                }
+                VSTORE(xr + (size_t)(ci0 + 0) * 12544 + x0 + 0, a0_0); VSTORE(xr + (size_t)(ci0 + 0) * 12544 + x0 + 16, a0_1); VSTORE(xr + (size_t)(ci0 + 0) * 12544 + x0 + 32, a0_2);
+                VSTORE(xr + (size_t)(ci0 + 1) * 12544 + x0 + 0, a1_0); VSTORE(xr + (size_t)(ci0 + 1) * 12544 + x0 + 16, a1_1); VSTORE(xr + (size_t)(ci0 + 1) * 12544 + x0 + 32, a1_2);
+                VSTORE(xr + (size_t)(ci0 + 2) * 12544 + x0 + 0, a2_0); VSTORE(xr + (size_t)(ci0 + 2) * 12544 + x0 + 16, a2_1); VSTORE(xr + (size_t)(ci0 + 2) * 12544 + x0 + 32, a2_2);
+                VSTORE(xr + (size_t)(ci0 + 3) * 12544 + x0 + 0, a3_0); VSTORE(xr + (size_t)(ci0 + 3) * 12544 + x0 + 16, a3_1); VSTORE(xr + (size_t)(ci0 + 3) * 12544 + x0 + 32, a3_2);
+                VSTORE(xr + (size_t)(ci0 + 4) * 12544 + x0 + 0, a4_0); VSTORE(xr + (size_t)(ci0 + 4) * 12544 + x0 + 16, a4_1); VSTORE(xr + (size_t)(ci0 + 4) * 12544 + x0 + 32, a4_2);
+                VSTORE(xr + (size_t)(ci0 + 5) * 12544 + x0 + 0, a5_0); VSTORE(xr + (size_t)(ci0 + 5) * 12544 + x0 + 16, a5_1); VSTORE(xr + (size_t)(ci0 + 5) * 12544 + x0 + 32, a5_2);
             }
         }
-        for (int ci = 0; ci < 128; ci++)
-            for (int i = 0; i < 12544; i++) dxn[ci * 12544 + i] = dxh[i * 128 + ci];
+        {
+            const int ci0 = 126;
+            {
+                const int x0 = 0;
+                cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f);
+                cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f), a1_3 = vsplat(0.0f);
+                for (int co = 0; co < 128; co++) {
+                    const float *restrict dr = dr0 + (size_t)co * 12996 + x0;
+                    const float *restrict wr = w + (size_t)co * 1152 + ci0 * 9;
+                    {
+                        cg_v v0 = VLOAD(dr + 230), v1 = VLOAD(dr + 246), v2 = VLOAD(dr + 262), v3 = VLOAD(dr + 278); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        a0_0 += wr[0] * v0; a0_1 += wr[0] * v1; a0_2 += wr[0] * v2; a0_3 += wr[0] * v3;
+                        a1_0 += wr[9] * v0; a1_1 += wr[9] * v1; a1_2 += wr[9] * v2; a1_3 += wr[9] * v3;
+                    }
+                    {
+                        cg_v v0 = VLOAD(dr + 229), v1 = VLOAD(dr + 245), v2 = VLOAD(dr + 261), v3 = VLOAD(dr + 277); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        a0_0 += wr[1] * v0; a0_1 += wr[1] * v1; a0_2 += wr[1] * v2; a0_3 += wr[1] * v3;
+                        a1_0 += wr[10] * v0; a1_1 += wr[10] * v1; a1_2 += wr[10] * v2; a1_3 += wr[10] * v3;
+                    }
+                    {
+                        cg_v v0 = VLOAD(dr + 228), v1 = VLOAD(dr + 244), v2 = VLOAD(dr + 260), v3 = VLOAD(dr + 276); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        a0_0 += wr[2] * v0; a0_1 += wr[2] * v1; a0_2 += wr[2] * v2; a0_3 += wr[2] * v3;
+                        a1_0 += wr[11] * v0; a1_1 += wr[11] * v1; a1_2 += wr[11] * v2; a1_3 += wr[11] * v3;
+                    }
+                    {
+                        cg_v v0 = VLOAD(dr + 116), v1 = VLOAD(dr + 132), v2 = VLOAD(dr + 148), v3 = VLOAD(dr + 164); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        a0_0 += wr[3] * v0; a0_1 += wr[3] * v1; a0_2 += wr[3] * v2; a0_3 += wr[3] * v3;
+                        a1_0 += wr[12] * v0; a1_1 += wr[12] * v1; a1_2 += wr[12] * v2; a1_3 += wr[12] * v3;
+                    }
+                    {
+                        cg_v v0 = VLOAD(dr + 115), v1 = VLOAD(dr + 131), v2 = VLOAD(dr + 147), v3 = VLOAD(dr + 163); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        a0_0 += wr[4] * v0; a0_1 += wr[4] * v1; a0_2 += wr[4] * v2; a0_3 += wr[4] * v3;
+                        a1_0 += wr[13] * v0; a1_1 += wr[13] * v1; a1_2 += wr[13] * v2; a1_3 += wr[13] * v3;
+                    }
+                    {
+                        cg_v v0 = VLOAD(dr + 114), v1 = VLOAD(dr + 130), v2 = VLOAD(dr + 146), v3 = VLOAD(dr + 162); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        a0_0 += wr[5] * v0; a0_1 += wr[5] * v1; a0_2 += wr[5] * v2; a0_3 += wr[5] * v3;
+                        a1_0 += wr[14] * v0; a1_1 += wr[14] * v1; a1_2 += wr[14] * v2; a1_3 += wr[14] * v3;
+                    }
+                    {
+                        cg_v v0 = VLOAD(dr + 2), v1 = VLOAD(dr + 18), v2 = VLOAD(dr + 34), v3 = VLOAD(dr + 50); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        a0_0 += wr[6] * v0; a0_1 += wr[6] * v1; a0_2 += wr[6] * v2; a0_3 += wr[6] * v3;
+                        a1_0 += wr[15] * v0; a1_1 += wr[15] * v1; a1_2 += wr[15] * v2; a1_3 += wr[15] * v3;
+                    }
+                    {
+                        cg_v v0 = VLOAD(dr + 1), v1 = VLOAD(dr + 17), v2 = VLOAD(dr + 33), v3 = VLOAD(dr + 49); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        a0_0 += wr[7] * v0; a0_1 += wr[7] * v1; a0_2 += wr[7] * v2; a0_3 += wr[7] * v3;
+                        a1_0 += wr[16] * v0; a1_1 += wr[16] * v1; a1_2 += wr[16] * v2; a1_3 += wr[16] * v3;
+                    }
+                    {
+                        cg_v v0 = VLOAD(dr + 0), v1 = VLOAD(dr + 16), v2 = VLOAD(dr + 32), v3 = VLOAD(dr + 48); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        a0_0 += wr[8] * v0; a0_1 += wr[8] * v1; a0_2 += wr[8] * v2; a0_3 += wr[8] * v3;
+                        a1_0 += wr[17] * v0; a1_1 += wr[17] * v1; a1_2 += wr[17] * v2; a1_3 += wr[17] * v3;
+                    }
+                }
+                VSTORE(xr + (size_t)(ci0 + 0) * 12544 + x0 + 0, a0_0); VSTORE(xr + (size_t)(ci0 + 0) * 12544 + x0 + 16, a0_1); VSTORE(xr + (size_t)(ci0 + 0) * 12544 + x0 + 32, a0_2); VSTORE(xr + (size_t)(ci0 + 0) * 12544 + x0 + 48, a0_3);
+                VSTORE(xr + (size_t)(ci0 + 1) * 12544 + x0 + 0, a1_0); VSTORE(xr + (size_t)(ci0 + 1) * 12544 + x0 + 16, a1_1); VSTORE(xr + (size_t)(ci0 + 1) * 12544 + x0 + 32, a1_2); VSTORE(xr + (size_t)(ci0 + 1) * 12544 + x0 + 48, a1_3);
+            }
+            {
+                const int x0 = 64;
+                cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f);
+                cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f);
+                for (int co = 0; co < 128; co++) {
+                    const float *restrict dr = dr0 + (size_t)co * 12996 + x0;
+                    const float *restrict wr = w + (size_t)co * 1152 + ci0 * 9;
+                    {
+                        cg_v v0 = VLOAD(dr + 230), v1 = VLOAD(dr + 246), v2 = VLOAD(dr + 262); VKEEP(v0); VKEEP(v1); VKEEP(v2);
+                        a0_0 += wr[0] * v0; a0_1 += wr[0] * v1; a0_2 += wr[0] * v2;
+                        a1_0 += wr[9] * v0; a1_1 += wr[9] * v1; a1_2 += wr[9] * v2;
+                    }
+                    {
+                        cg_v v0 = VLOAD(dr + 229), v1 = VLOAD(dr + 245), v2 = VLOAD(dr + 261); VKEEP(v0); VKEEP(v1); VKEEP(v2);
+                        a0_0 += wr[1] * v0; a0_1 += wr[1] * v1; a0_2 += wr[1] * v2;
+                        a1_0 += wr[10] * v0; a1_1 += wr[10] * v1; a1_2 += wr[10] * v2;
+                    }
+                    {
+                        cg_v v0 = VLOAD(dr + 228), v1 = VLOAD(dr + 244), v2 = VLOAD(dr + 260); VKEEP(v0); VKEEP(v1); VKEEP(v2);
+                        a0_0 += wr[2] * v0; a0_1 += wr[2] * v1; a0_2 += wr[2] * v2;
+                        a1_0 += wr[11] * v0; a1_1 += wr[11] * v1; a1_2 += wr[11] * v2;
+                    }
+                    {
+                        cg_v v0 = VLOAD(dr + 116), v1 = VLOAD(dr + 132), v2 = VLOAD(dr + 148); VKEEP(v0); VKEEP(v1); VKEEP(v2);
+                        a0_0 += wr[3] * v0; a0_1 += wr[3] * v1; a0_2 += wr[3] * v2;
+                        a1_0 += wr[12] * v0; a1_1 += wr[12] * v1; a1_2 += wr[12] * v2;
+                    }
+                    {
+                        cg_v v0 = VLOAD(dr + 115), v1 = VLOAD(dr + 131), v2 = VLOAD(dr + 147); VKEEP(v0); VKEEP(v1); VKEEP(v2);
+                        a0_0 += wr[4] * v0; a0_1 += wr[4] * v1; a0_2 += wr[4] * v2;
+                        a1_0 += wr[13] * v0; a1_1 += wr[13] * v1; a1_2 += wr[13] * v2;
+                    }
+                    {
+                        cg_v v0 = VLOAD(dr + 114), v1 = VLOAD(dr + 130), v2 = VLOAD(dr + 146); VKEEP(v0); VKEEP(v1); VKEEP(v2);
+                        a0_0 += wr[5] * v0; a0_1 += wr[5] * v1; a0_2 += wr[5] * v2;
+                        a1_0 += wr[14] * v0; a1_1 += wr[14] * v1; a1_2 += wr[14] * v2;
+                    }
+                    {
+                        cg_v v0 = VLOAD(dr + 2), v1 = VLOAD(dr + 18), v2 = VLOAD(dr + 34); VKEEP(v0); VKEEP(v1); VKEEP(v2);
+                        a0_0 += wr[6] * v0; a0_1 += wr[6] * v1; a0_2 += wr[6] * v2;
+                        a1_0 += wr[15] * v0; a1_1 += wr[15] * v1; a1_2 += wr[15] * v2;
+                    }
+                    {
+                        cg_v v0 = VLOAD(dr + 1), v1 = VLOAD(dr + 17), v2 = VLOAD(dr + 33); VKEEP(v0); VKEEP(v1); VKEEP(v2);
+                        a0_0 += wr[7] * v0; a0_1 += wr[7] * v1; a0_2 += wr[7] * v2;
+                        a1_0 += wr[16] * v0; a1_1 += wr[16] * v1; a1_2 += wr[16] * v2;
+                    }
+                    {
+                        cg_v v0 = VLOAD(dr + 0), v1 = VLOAD(dr + 16), v2 = VLOAD(dr + 32); VKEEP(v0); VKEEP(v1); VKEEP(v2);
+                        a0_0 += wr[8] * v0; a0_1 += wr[8] * v1; a0_2 += wr[8] * v2;
+                        a1_0 += wr[17] * v0; a1_1 += wr[17] * v1; a1_2 += wr[17] * v2;
+                    }
+                }
+                VSTORE(xr + (size_t)(ci0 + 0) * 12544 + x0 + 0, a0_0); VSTORE(xr + (size_t)(ci0 + 0) * 12544 + x0 + 16, a0_1); VSTORE(xr + (size_t)(ci0 + 0) * 12544 + x0 + 32, a0_2);
+                VSTORE(xr + (size_t)(ci0 + 1) * 12544 + x0 + 0, a1_0); VSTORE(xr + (size_t)(ci0 + 1) * 12544 + x0 + 16, a1_1); VSTORE(xr + (size_t)(ci0 + 1) * 12544 + x0 + 32, a1_2);
+            }
+        }
     }
 }
 
@@ -2358,439 +3392,568 @@ static void l09_maxpool2d_backward(const float *restrict x, const float *restric
 static void l10_conv2d_forward(const float *restrict P, float *restrict S, const float *restrict x, float *restrict y, int nb)
 {
     const float *restrict w = P + 260160;
-    float *restrict yh = S + 861184, *restrict wt = S + 1664000, *restrict bp = S + 1958912;
-    /* weights [co][ci][k] -> [ci][k][co], channels padded to 256 */
-    for (int i = 0; i < 294912; i++) wt[i] = 0.0f;
-    for (int co = 0; co < 256; co++)
-        for (int j = 0; j < 1152; j++) wt[j * 256 + co] = w[co * 1152 + j];
-    for (int co = 0; co < 256; co++) bp[co] = co < 256 ? (P + 555072)[co] : 0.0f;
-    for (int n = 0; n < nb; n++) {
-        const float *restrict xn = x + (size_t)n * 401408;
-        float *restrict xp = S + 0 + (size_t)n * 430592;
-        float *restrict yn = y + (size_t)n * 802816;
-        memset(xp, 0, sizeof(float) * 430592);
-        for (int ci = 0; ci < 128; ci++)
-            for (int iy = 0; iy < 56; iy++)
-                for (int ix = 0; ix < 56; ix++) xp[((iy + 1) * 58 + ix + 1) * 128 + ci] = xn[ci * 3136 + iy * 56 + ix];
-        CG_PARALLEL_FOR
-        for (int oy = 0; oy < 56; oy++) {
-            for (int v0 = 0; v0 < 16; v0 += 4) {
-                for (int x0 = 0; x0 < 54; x0 += 6) {
-                    cg_v a0_0 = VLOAD(bp + (v0 + 0) * 16), a0_1 = VLOAD(bp + (v0 + 1) * 16), a0_2 = VLOAD(bp + (v0 + 2) * 16), a0_3 = VLOAD(bp + (v0 + 3) * 16);
-                    cg_v a1_0 = VLOAD(bp + (v0 + 0) * 16), a1_1 = VLOAD(bp + (v0 + 1) * 16), a1_2 = VLOAD(bp + (v0 + 2) * 16), a1_3 = VLOAD(bp + (v0 + 3) * 16);
-                    cg_v a2_0 = VLOAD(bp + (v0 + 0) * 16), a2_1 = VLOAD(bp + (v0 + 1) * 16), a2_2 = VLOAD(bp + (v0 + 2) * 16), a2_3 = VLOAD(bp + (v0 + 3) * 16);
-                    cg_v a3_0 = VLOAD(bp + (v0 + 0) * 16), a3_1 = VLOAD(bp + (v0 + 1) * 16), a3_2 = VLOAD(bp + (v0 + 2) * 16), a3_3 = VLOAD(bp + (v0 + 3) * 16);
-                    cg_v a4_0 = VLOAD(bp + (v0 + 0) * 16), a4_1 = VLOAD(bp + (v0 + 1) * 16), a4_2 = VLOAD(bp + (v0 + 2) * 16), a4_3 = VLOAD(bp + (v0 + 3) * 16);
-                    cg_v a5_0 = VLOAD(bp + (v0 + 0) * 16), a5_1 = VLOAD(bp + (v0 + 1) * 16), a5_2 = VLOAD(bp + (v0 + 2) * 16), a5_3 = VLOAD(bp + (v0 + 3) * 16);
-                    for (int ci = 0; ci < 128; ci++) {
-                        const float *restrict xr = xp + (oy * 58 + x0) * 128 + ci;
-                        const float *restrict wr = wt + ci * 2304 + v0 * 16;
-                        {
-                            const cg_v w0 = VLOAD(wr + 0), w1 = VLOAD(wr + 16), w2 = VLOAD(wr + 32), w3 = VLOAD(wr + 48);
-                            a0_0 += xr[0] * w0; a0_1 += xr[0] * w1; a0_2 += xr[0] * w2; a0_3 += xr[0] * w3;
-                            a1_0 += xr[128] * w0; a1_1 += xr[128] * w1; a1_2 += xr[128] * w2; a1_3 += xr[128] * w3;
-                            a2_0 += xr[256] * w0; a2_1 += xr[256] * w1; a2_2 += xr[256] * w2; a2_3 += xr[256] * w3;
-                            a3_0 += xr[384] * w0; a3_1 += xr[384] * w1; a3_2 += xr[384] * w2; a3_3 += xr[384] * w3;
-                            a4_0 += xr[512] * w0; a4_1 += xr[512] * w1; a4_2 += xr[512] * w2; a4_3 += xr[512] * w3;
-                            a5_0 += xr[640] * w0; a5_1 += xr[640] * w1; a5_2 += xr[640] * w2; a5_3 += xr[640] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 256), w1 = VLOAD(wr + 272), w2 = VLOAD(wr + 288), w3 = VLOAD(wr + 304);
-                            a0_0 += xr[128] * w0; a0_1 += xr[128] * w1; a0_2 += xr[128] * w2; a0_3 += xr[128] * w3;
-                            a1_0 += xr[256] * w0; a1_1 += xr[256] * w1; a1_2 += xr[256] * w2; a1_3 += xr[256] * w3;
-                            a2_0 += xr[384] * w0; a2_1 += xr[384] * w1; a2_2 += xr[384] * w2; a2_3 += xr[384] * w3;
-                            a3_0 += xr[512] * w0; a3_1 += xr[512] * w1; a3_2 += xr[512] * w2; a3_3 += xr[512] * w3;
-                            a4_0 += xr[640] * w0; a4_1 += xr[640] * w1; a4_2 += xr[640] * w2; a4_3 += xr[640] * w3;
-                            a5_0 += xr[768] * w0; a5_1 += xr[768] * w1; a5_2 += xr[768] * w2; a5_3 += xr[768] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 512), w1 = VLOAD(wr + 528), w2 = VLOAD(wr + 544), w3 = VLOAD(wr + 560);
-                            a0_0 += xr[256] * w0; a0_1 += xr[256] * w1; a0_2 += xr[256] * w2; a0_3 += xr[256] * w3;
-                            a1_0 += xr[384] * w0; a1_1 += xr[384] * w1; a1_2 += xr[384] * w2; a1_3 += xr[384] * w3;
-                            a2_0 += xr[512] * w0; a2_1 += xr[512] * w1; a2_2 += xr[512] * w2; a2_3 += xr[512] * w3;
-                            a3_0 += xr[640] * w0; a3_1 += xr[640] * w1; a3_2 += xr[640] * w2; a3_3 += xr[640] * w3;
-                            a4_0 += xr[768] * w0; a4_1 += xr[768] * w1; a4_2 += xr[768] * w2; a4_3 += xr[768] * w3;
-                            a5_0 += xr[896] * w0; a5_1 += xr[896] * w1; a5_2 += xr[896] * w2; a5_3 += xr[896] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 768), w1 = VLOAD(wr + 784), w2 = VLOAD(wr + 800), w3 = VLOAD(wr + 816);
-                            a0_0 += xr[7424] * w0; a0_1 += xr[7424] * w1; a0_2 += xr[7424] * w2; a0_3 += xr[7424] * w3;
-                            a1_0 += xr[7552] * w0; a1_1 += xr[7552] * w1; a1_2 += xr[7552] * w2; a1_3 += xr[7552] * w3;
-                            a2_0 += xr[7680] * w0; a2_1 += xr[7680] * w1; a2_2 += xr[7680] * w2; a2_3 += xr[7680] * w3;
-                            a3_0 += xr[7808] * w0; a3_1 += xr[7808] * w1; a3_2 += xr[7808] * w2; a3_3 += xr[7808] * w3;
-                            a4_0 += xr[7936] * w0; a4_1 += xr[7936] * w1; a4_2 += xr[7936] * w2; a4_3 += xr[7936] * w3;
-                            a5_0 += xr[8064] * w0; a5_1 += xr[8064] * w1; a5_2 += xr[8064] * w2; a5_3 += xr[8064] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 1024), w1 = VLOAD(wr + 1040), w2 = VLOAD(wr + 1056), w3 = VLOAD(wr + 1072);
-                            a0_0 += xr[7552] * w0; a0_1 += xr[7552] * w1; a0_2 += xr[7552] * w2; a0_3 += xr[7552] * w3;
-                            a1_0 += xr[7680] * w0; a1_1 += xr[7680] * w1; a1_2 += xr[7680] * w2; a1_3 += xr[7680] * w3;
-                            a2_0 += xr[7808] * w0; a2_1 += xr[7808] * w1; a2_2 += xr[7808] * w2; a2_3 += xr[7808] * w3;
-                            a3_0 += xr[7936] * w0; a3_1 += xr[7936] * w1; a3_2 += xr[7936] * w2; a3_3 += xr[7936] * w3;
-                            a4_0 += xr[8064] * w0; a4_1 += xr[8064] * w1; a4_2 += xr[8064] * w2; a4_3 += xr[8064] * w3;
-                            a5_0 += xr[8192] * w0; a5_1 += xr[8192] * w1; a5_2 += xr[8192] * w2; a5_3 += xr[8192] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 1280), w1 = VLOAD(wr + 1296), w2 = VLOAD(wr + 1312), w3 = VLOAD(wr + 1328);
-                            a0_0 += xr[7680] * w0; a0_1 += xr[7680] * w1; a0_2 += xr[7680] * w2; a0_3 += xr[7680] * w3;
-                            a1_0 += xr[7808] * w0; a1_1 += xr[7808] * w1; a1_2 += xr[7808] * w2; a1_3 += xr[7808] * w3;
-                            a2_0 += xr[7936] * w0; a2_1 += xr[7936] * w1; a2_2 += xr[7936] * w2; a2_3 += xr[7936] * w3;
-                            a3_0 += xr[8064] * w0; a3_1 += xr[8064] * w1; a3_2 += xr[8064] * w2; a3_3 += xr[8064] * w3;
-                            a4_0 += xr[8192] * w0; a4_1 += xr[8192] * w1; a4_2 += xr[8192] * w2; a4_3 += xr[8192] * w3;
-                            a5_0 += xr[8320] * w0; a5_1 += xr[8320] * w1; a5_2 += xr[8320] * w2; a5_3 += xr[8320] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 1536), w1 = VLOAD(wr + 1552), w2 = VLOAD(wr + 1568), w3 = VLOAD(wr + 1584);
-                            a0_0 += xr[14848] * w0; a0_1 += xr[14848] * w1; a0_2 += xr[14848] * w2; a0_3 += xr[14848] * w3;
-                            a1_0 += xr[14976] * w0; a1_1 += xr[14976] * w1; a1_2 += xr[14976] * w2; a1_3 += xr[14976] * w3;
-                            a2_0 += xr[15104] * w0; a2_1 += xr[15104] * w1; a2_2 += xr[15104] * w2; a2_3 += xr[15104] * w3;
-                            a3_0 += xr[15232] * w0; a3_1 += xr[15232] * w1; a3_2 += xr[15232] * w2; a3_3 += xr[15232] * w3;
-                            a4_0 += xr[15360] * w0; a4_1 += xr[15360] * w1; a4_2 += xr[15360] * w2; a4_3 += xr[15360] * w3;
-                            a5_0 += xr[15488] * w0; a5_1 += xr[15488] * w1; a5_2 += xr[15488] * w2; a5_3 += xr[15488] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 1792), w1 = VLOAD(wr + 1808), w2 = VLOAD(wr + 1824), w3 = VLOAD(wr + 1840);
-                            a0_0 += xr[14976] * w0; a0_1 += xr[14976] * w1; a0_2 += xr[14976] * w2; a0_3 += xr[14976] * w3;
-                            a1_0 += xr[15104] * w0; a1_1 += xr[15104] * w1; a1_2 += xr[15104] * w2; a1_3 += xr[15104] * w3;
-                            a2_0 += xr[15232] * w0; a2_1 += xr[15232] * w1; a2_2 += xr[15232] * w2; a2_3 += xr[15232] * w3;
-                            a3_0 += xr[15360] * w0; a3_1 += xr[15360] * w1; a3_2 += xr[15360] * w2; a3_3 += xr[15360] * w3;
-                            a4_0 += xr[15488] * w0; a4_1 += xr[15488] * w1; a4_2 += xr[15488] * w2; a4_3 += xr[15488] * w3;
-                            a5_0 += xr[15616] * w0; a5_1 += xr[15616] * w1; a5_2 += xr[15616] * w2; a5_3 += xr[15616] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 2048), w1 = VLOAD(wr + 2064), w2 = VLOAD(wr + 2080), w3 = VLOAD(wr + 2096);
-                            a0_0 += xr[15104] * w0; a0_1 += xr[15104] * w1; a0_2 += xr[15104] * w2; a0_3 += xr[15104] * w3;
-                            a1_0 += xr[15232] * w0; a1_1 += xr[15232] * w1; a1_2 += xr[15232] * w2; a1_3 += xr[15232] * w3;
-                            a2_0 += xr[15360] * w0; a2_1 += xr[15360] * w1; a2_2 += xr[15360] * w2; a2_3 += xr[15360] * w3;
-                            a3_0 += xr[15488] * w0; a3_1 += xr[15488] * w1; a3_2 += xr[15488] * w2; a3_3 += xr[15488] * w3;
-                            a4_0 += xr[15616] * w0; a4_1 += xr[15616] * w1; a4_2 += xr[15616] * w2; a4_3 += xr[15616] * w3;
-                            a5_0 += xr[15744] * w0; a5_1 += xr[15744] * w1; a5_2 += xr[15744] * w2; a5_3 += xr[15744] * w3;
-                        }
+    const float *restrict b = P + 555072;
+    float *restrict xp = S + 0;
+    /* inputs -> zero-padded planes 58x58 (kept for dW) */
+    CG_PARALLEL_FOR
+    for (int pl = 0; pl < nb * 128; pl++) {
+        const float *restrict s = x + (size_t)pl * 3136;
+        float *restrict d = xp + (size_t)pl * 3364;
+        memset(d, 0, sizeof(float) * 58);
+        for (int i = 0; i < 56; i++) {
+            float *restrict r = d + (i + 1) * 58;
+            memset(r, 0, sizeof(float) * 1);
+            memcpy(r + 1, s + i * 56, sizeof(float) * 56);
+            memset(r + 57, 0, sizeof(float) * 1);
+        }
+        memset(d + 3306, 0, sizeof(float) * 58);
+    }
+    /* tiles of 6 output channels x 4 vectors of an output row */
+    CG_PARALLEL_FOR
+    for (int r = 0; r < nb * 56; r++) {
+        const int n = r / 56, oy = r % 56;
+        const float *restrict xr0 = xp + ((size_t)n * 7424 + oy) * 58;
+        float *restrict yr = y + ((size_t)n * 14336 + oy) * 56;
+        for (int co0 = 0; co0 < 252; co0 += 6) {
+            {
+                const int x0 = 0;
+                cg_v a0_0 = vsplat(b[co0 + 0]), a0_1 = vsplat(b[co0 + 0]), a0_2 = vsplat(b[co0 + 0]), a0_3 = vsplat(b[co0 + 0]);
+                cg_v a1_0 = vsplat(b[co0 + 1]), a1_1 = vsplat(b[co0 + 1]), a1_2 = vsplat(b[co0 + 1]), a1_3 = vsplat(b[co0 + 1]);
+                cg_v a2_0 = vsplat(b[co0 + 2]), a2_1 = vsplat(b[co0 + 2]), a2_2 = vsplat(b[co0 + 2]), a2_3 = vsplat(b[co0 + 2]);
+                cg_v a3_0 = vsplat(b[co0 + 3]), a3_1 = vsplat(b[co0 + 3]), a3_2 = vsplat(b[co0 + 3]), a3_3 = vsplat(b[co0 + 3]);
+                cg_v a4_0 = vsplat(b[co0 + 4]), a4_1 = vsplat(b[co0 + 4]), a4_2 = vsplat(b[co0 + 4]), a4_3 = vsplat(b[co0 + 4]);
+                cg_v a5_0 = vsplat(b[co0 + 5]), a5_1 = vsplat(b[co0 + 5]), a5_2 = vsplat(b[co0 + 5]), a5_3 = vsplat(b[co0 + 5]);
+                for (int ci = 0; ci < 128; ci++) {
+                    const float *restrict xr = xr0 + (size_t)ci * 3364 + x0;
+                    const float *restrict wr = w + (size_t)co0 * 1152 + ci * 9;
+                    {
+                        cg_v v0 = VLOAD(xr + 0), v1 = VLOAD(xr + 16), v2 = VLOAD(xr + 32), v3 = VLOAD(xr + 40); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        a0_0 += wr[0] * v0; a0_1 += wr[0] * v1; a0_2 += wr[0] * v2; a0_3 += wr[0] * v3;
+                        a1_0 += wr[1152] * v0; a1_1 += wr[1152] * v1; a1_2 += wr[1152] * v2; a1_3 += wr[1152] * v3;
+                        a2_0 += wr[2304] * v0; a2_1 += wr[2304] * v1; a2_2 += wr[2304] * v2; a2_3 += wr[2304] * v3;
+                        a3_0 += wr[3456] * v0; a3_1 += wr[3456] * v1; a3_2 += wr[3456] * v2; a3_3 += wr[3456] * v3;
+                        a4_0 += wr[4608] * v0; a4_1 += wr[4608] * v1; a4_2 += wr[4608] * v2; a4_3 += wr[4608] * v3;
+                        a5_0 += wr[5760] * v0; a5_1 += wr[5760] * v1; a5_2 += wr[5760] * v2; a5_3 += wr[5760] * v3;
                     }
-                    VSTORE(yh + (oy * 56 + x0 + 0) * 256 + (v0 + 0) * 16, a0_0); VSTORE(yh + (oy * 56 + x0 + 0) * 256 + (v0 + 1) * 16, a0_1); VSTORE(yh + (oy * 56 + x0 + 0) * 256 + (v0 + 2) * 16, a0_2); VSTORE(yh + (oy * 56 + x0 + 0) * 256 + (v0 + 3) * 16, a0_3);
-                    VSTORE(yh + (oy * 56 + x0 + 1) * 256 + (v0 + 0) * 16, a1_0); VSTORE(yh + (oy * 56 + x0 + 1) * 256 + (v0 + 1) * 16, a1_1); VSTORE(yh + (oy * 56 + x0 + 1) * 256 + (v0 + 2) * 16, a1_2); VSTORE(yh + (oy * 56 + x0 + 1) * 256 + (v0 + 3) * 16, a1_3);
-                    VSTORE(yh + (oy * 56 + x0 + 2) * 256 + (v0 + 0) * 16, a2_0); VSTORE(yh + (oy * 56 + x0 + 2) * 256 + (v0 + 1) * 16, a2_1); VSTORE(yh + (oy * 56 + x0 + 2) * 256 + (v0 + 2) * 16, a2_2); VSTORE(yh + (oy * 56 + x0 + 2) * 256 + (v0 + 3) * 16, a2_3);
-                    VSTORE(yh + (oy * 56 + x0 + 3) * 256 + (v0 + 0) * 16, a3_0); VSTORE(yh + (oy * 56 + x0 + 3) * 256 + (v0 + 1) * 16, a3_1); VSTORE(yh + (oy * 56 + x0 + 3) * 256 + (v0 + 2) * 16, a3_2); VSTORE(yh + (oy * 56 + x0 + 3) * 256 + (v0 + 3) * 16, a3_3);
-                    VSTORE(yh + (oy * 56 + x0 + 4) * 256 + (v0 + 0) * 16, a4_0); VSTORE(yh + (oy * 56 + x0 + 4) * 256 + (v0 + 1) * 16, a4_1); VSTORE(yh + (oy * 56 + x0 + 4) * 256 + (v0 + 2) * 16, a4_2); VSTORE(yh + (oy * 56 + x0 + 4) * 256 + (v0 + 3) * 16, a4_3);
-                    VSTORE(yh + (oy * 56 + x0 + 5) * 256 + (v0 + 0) * 16, a5_0); VSTORE(yh + (oy * 56 + x0 + 5) * 256 + (v0 + 1) * 16, a5_1); VSTORE(yh + (oy * 56 + x0 + 5) * 256 + (v0 + 2) * 16, a5_2); VSTORE(yh + (oy * 56 + x0 + 5) * 256 + (v0 + 3) * 16, a5_3);
-                }
-                {
-                    const int x0 = 54;
-                    cg_v a0_0 = VLOAD(bp + (v0 + 0) * 16), a0_1 = VLOAD(bp + (v0 + 1) * 16), a0_2 = VLOAD(bp + (v0 + 2) * 16), a0_3 = VLOAD(bp + (v0 + 3) * 16);
-                    cg_v a1_0 = VLOAD(bp + (v0 + 0) * 16), a1_1 = VLOAD(bp + (v0 + 1) * 16), a1_2 = VLOAD(bp + (v0 + 2) * 16), a1_3 = VLOAD(bp + (v0 + 3) * 16);
-                    for (int ci = 0; ci < 128; ci++) {
-                        const float *restrict xr = xp + (oy * 58 + x0) * 128 + ci;
-                        const float *restrict wr = wt + ci * 2304 + v0 * 16;
-                        {
-                            const cg_v w0 = VLOAD(wr + 0), w1 = VLOAD(wr + 16), w2 = VLOAD(wr + 32), w3 = VLOAD(wr + 48);
-                            a0_0 += xr[0] * w0; a0_1 += xr[0] * w1; a0_2 += xr[0] * w2; a0_3 += xr[0] * w3;
-                            a1_0 += xr[128] * w0; a1_1 += xr[128] * w1; a1_2 += xr[128] * w2; a1_3 += xr[128] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 256), w1 = VLOAD(wr + 272), w2 = VLOAD(wr + 288), w3 = VLOAD(wr + 304);
-                            a0_0 += xr[128] * w0; a0_1 += xr[128] * w1; a0_2 += xr[128] * w2; a0_3 += xr[128] * w3;
-                            a1_0 += xr[256] * w0; a1_1 += xr[256] * w1; a1_2 += xr[256] * w2; a1_3 += xr[256] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 512), w1 = VLOAD(wr + 528), w2 = VLOAD(wr + 544), w3 = VLOAD(wr + 560);
-                            a0_0 += xr[256] * w0; a0_1 += xr[256] * w1; a0_2 += xr[256] * w2; a0_3 += xr[256] * w3;
-                            a1_0 += xr[384] * w0; a1_1 += xr[384] * w1; a1_2 += xr[384] * w2; a1_3 += xr[384] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 768), w1 = VLOAD(wr + 784), w2 = VLOAD(wr + 800), w3 = VLOAD(wr + 816);
-                            a0_0 += xr[7424] * w0; a0_1 += xr[7424] * w1; a0_2 += xr[7424] * w2; a0_3 += xr[7424] * w3;
-                            a1_0 += xr[7552] * w0; a1_1 += xr[7552] * w1; a1_2 += xr[7552] * w2; a1_3 += xr[7552] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 1024), w1 = VLOAD(wr + 1040), w2 = VLOAD(wr + 1056), w3 = VLOAD(wr + 1072);
-                            a0_0 += xr[7552] * w0; a0_1 += xr[7552] * w1; a0_2 += xr[7552] * w2; a0_3 += xr[7552] * w3;
-                            a1_0 += xr[7680] * w0; a1_1 += xr[7680] * w1; a1_2 += xr[7680] * w2; a1_3 += xr[7680] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 1280), w1 = VLOAD(wr + 1296), w2 = VLOAD(wr + 1312), w3 = VLOAD(wr + 1328);
-                            a0_0 += xr[7680] * w0; a0_1 += xr[7680] * w1; a0_2 += xr[7680] * w2; a0_3 += xr[7680] * w3;
-                            a1_0 += xr[7808] * w0; a1_1 += xr[7808] * w1; a1_2 += xr[7808] * w2; a1_3 += xr[7808] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 1536), w1 = VLOAD(wr + 1552), w2 = VLOAD(wr + 1568), w3 = VLOAD(wr + 1584);
-                            a0_0 += xr[14848] * w0; a0_1 += xr[14848] * w1; a0_2 += xr[14848] * w2; a0_3 += xr[14848] * w3;
-                            a1_0 += xr[14976] * w0; a1_1 += xr[14976] * w1; a1_2 += xr[14976] * w2; a1_3 += xr[14976] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 1792), w1 = VLOAD(wr + 1808), w2 = VLOAD(wr + 1824), w3 = VLOAD(wr + 1840);
-                            a0_0 += xr[14976] * w0; a0_1 += xr[14976] * w1; a0_2 += xr[14976] * w2; a0_3 += xr[14976] * w3;
-                            a1_0 += xr[15104] * w0; a1_1 += xr[15104] * w1; a1_2 += xr[15104] * w2; a1_3 += xr[15104] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 2048), w1 = VLOAD(wr + 2064), w2 = VLOAD(wr + 2080), w3 = VLOAD(wr + 2096);
-                            a0_0 += xr[15104] * w0; a0_1 += xr[15104] * w1; a0_2 += xr[15104] * w2; a0_3 += xr[15104] * w3;
-                            a1_0 += xr[15232] * w0; a1_1 += xr[15232] * w1; a1_2 += xr[15232] * w2; a1_3 += xr[15232] * w3;
-                        }
+                    {
+                        cg_v v0 = VLOAD(xr + 1), v1 = VLOAD(xr + 17), v2 = VLOAD(xr + 33), v3 = VLOAD(xr + 41); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        a0_0 += wr[1] * v0; a0_1 += wr[1] * v1; a0_2 += wr[1] * v2; a0_3 += wr[1] * v3;
+                        a1_0 += wr[1153] * v0; a1_1 += wr[1153] * v1; a1_2 += wr[1153] * v2; a1_3 += wr[1153] * v3;
+                        a2_0 += wr[2305] * v0; a2_1 += wr[2305] * v1; a2_2 += wr[2305] * v2; a2_3 += wr[2305] * v3;
+                        a3_0 += wr[3457] * v0; a3_1 += wr[3457] * v1; a3_2 += wr[3457] * v2; a3_3 += wr[3457] * v3;
+                        a4_0 += wr[4609] * v0; a4_1 += wr[4609] * v1; a4_2 += wr[4609] * v2; a4_3 += wr[4609] * v3;
+                        a5_0 += wr[5761] * v0; a5_1 += wr[5761] * v1; a5_2 += wr[5761] * v2; a5_3 += wr[5761] * v3;
                     }
-                    VSTORE(yh + (oy * 56 + x0 + 0) * 256 + (v0 + 0) * 16, a0_0); VSTORE(yh + (oy * 56 + x0 + 0) * 256 + (v0 + 1) * 16, a0_1); VSTORE(yh + (oy * 56 + x0 + 0) * 256 + (v0 + 2) * 16, a0_2); VSTORE(yh + (oy * 56 + x0 + 0) * 256 + (v0 + 3) * 16, a0_3);
-                    VSTORE(yh + (oy * 56 + x0 + 1) * 256 + (v0 + 0) * 16, a1_0); VSTORE(yh + (oy * 56 + x0 + 1) * 256 + (v0 + 1) * 16, a1_1); VSTORE(yh + (oy * 56 + x0 + 1) * 256 + (v0 + 2) * 16, a1_2); VSTORE(yh + (oy * 56 + x0 + 1) * 256 + (v0 + 3) * 16, a1_3);
+                    {
+                        cg_v v0 = VLOAD(xr + 2), v1 = VLOAD(xr + 18), v2 = VLOAD(xr + 34), v3 = VLOAD(xr + 42); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        a0_0 += wr[2] * v0; a0_1 += wr[2] * v1; a0_2 += wr[2] * v2; a0_3 += wr[2] * v3;
+                        a1_0 += wr[1154] * v0; a1_1 += wr[1154] * v1; a1_2 += wr[1154] * v2; a1_3 += wr[1154] * v3;
+                        a2_0 += wr[2306] * v0; a2_1 += wr[2306] * v1; a2_2 += wr[2306] * v2; a2_3 += wr[2306] * v3;
+                        a3_0 += wr[3458] * v0; a3_1 += wr[3458] * v1; a3_2 += wr[3458] * v2; a3_3 += wr[3458] * v3;
+                        a4_0 += wr[4610] * v0; a4_1 += wr[4610] * v1; a4_2 += wr[4610] * v2; a4_3 += wr[4610] * v3;
+                        a5_0 += wr[5762] * v0; a5_1 += wr[5762] * v1; a5_2 += wr[5762] * v2; a5_3 += wr[5762] * v3;
+                    }
+                    {
+                        cg_v v0 = VLOAD(xr + 58), v1 = VLOAD(xr + 74), v2 = VLOAD(xr + 90), v3 = VLOAD(xr + 98); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        a0_0 += wr[3] * v0; a0_1 += wr[3] * v1; a0_2 += wr[3] * v2; a0_3 += wr[3] * v3;
+                        a1_0 += wr[1155] * v0; a1_1 += wr[1155] * v1; a1_2 += wr[1155] * v2; a1_3 += wr[1155] * v3;
+                        a2_0 += wr[2307] * v0; a2_1 += wr[2307] * v1; a2_2 += wr[2307] * v2; a2_3 += wr[2307] * v3;
+                        a3_0 += wr[3459] * v0; a3_1 += wr[3459] * v1; a3_2 += wr[3459] * v2; a3_3 += wr[3459] * v3;
+                        a4_0 += wr[4611] * v0; a4_1 += wr[4611] * v1; a4_2 += wr[4611] * v2; a4_3 += wr[4611] * v3;
+                        a5_0 += wr[5763] * v0; a5_1 += wr[5763] * v1; a5_2 += wr[5763] * v2; a5_3 += wr[5763] * v3;
+                    }
+                    {
+                        cg_v v0 = VLOAD(xr + 59), v1 = VLOAD(xr + 75), v2 = VLOAD(xr + 91), v3 = VLOAD(xr + 99); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        a0_0 += wr[4] * v0; a0_1 += wr[4] * v1; a0_2 += wr[4] * v2; a0_3 += wr[4] * v3;
+                        a1_0 += wr[1156] * v0; a1_1 += wr[1156] * v1; a1_2 += wr[1156] * v2; a1_3 += wr[1156] * v3;
+                        a2_0 += wr[2308] * v0; a2_1 += wr[2308] * v1; a2_2 += wr[2308] * v2; a2_3 += wr[2308] * v3;
+                        a3_0 += wr[3460] * v0; a3_1 += wr[3460] * v1; a3_2 += wr[3460] * v2; a3_3 += wr[3460] * v3;
+                        a4_0 += wr[4612] * v0; a4_1 += wr[4612] * v1; a4_2 += wr[4612] * v2; a4_3 += wr[4612] * v3;
+                        a5_0 += wr[5764] * v0; a5_1 += wr[5764] * v1; a5_2 += wr[5764] * v2; a5_3 += wr[5764] * v3;
+                    }
+                    {
+                        cg_v v0 = VLOAD(xr + 60), v1 = VLOAD(xr + 76), v2 = VLOAD(xr + 92), v3 = VLOAD(xr + 100); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        a0_0 += wr[5] * v0; a0_1 += wr[5] * v1; a0_2 += wr[5] * v2; a0_3 += wr[5] * v3;
+                        a1_0 += wr[1157] * v0; a1_1 += wr[1157] * v1; a1_2 += wr[1157] * v2; a1_3 += wr[1157] * v3;
+                        a2_0 += wr[2309] * v0; a2_1 += wr[2309] * v1; a2_2 += wr[2309] * v2; a2_3 += wr[2309] * v3;
+                        a3_0 += wr[3461] * v0; a3_1 += wr[3461] * v1; a3_2 += wr[3461] * v2; a3_3 += wr[3461] * v3;
+                        a4_0 += wr[4613] * v0; a4_1 += wr[4613] * v1; a4_2 += wr[4613] * v2; a4_3 += wr[4613] * v3;
+                        a5_0 += wr[5765] * v0; a5_1 += wr[5765] * v1; a5_2 += wr[5765] * v2; a5_3 += wr[5765] * v3;
+                    }
+                    {
+                        cg_v v0 = VLOAD(xr + 116), v1 = VLOAD(xr + 132), v2 = VLOAD(xr + 148), v3 = VLOAD(xr + 156); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        a0_0 += wr[6] * v0; a0_1 += wr[6] * v1; a0_2 += wr[6] * v2; a0_3 += wr[6] * v3;
+                        a1_0 += wr[1158] * v0; a1_1 += wr[1158] * v1; a1_2 += wr[1158] * v2; a1_3 += wr[1158] * v3;
+                        a2_0 += wr[2310] * v0; a2_1 += wr[2310] * v1; a2_2 += wr[2310] * v2; a2_3 += wr[2310] * v3;
+                        a3_0 += wr[3462] * v0; a3_1 += wr[3462] * v1; a3_2 += wr[3462] * v2; a3_3 += wr[3462] * v3;
+                        a4_0 += wr[4614] * v0; a4_1 += wr[4614] * v1; a4_2 += wr[4614] * v2; a4_3 += wr[4614] * v3;
+                        a5_0 += wr[5766] * v0; a5_1 += wr[5766] * v1; a5_2 += wr[5766] * v2; a5_3 += wr[5766] * v3;
+                    }
+                    {
+                        cg_v v0 = VLOAD(xr + 117), v1 = VLOAD(xr + 133), v2 = VLOAD(xr + 149), v3 = VLOAD(xr + 157); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        a0_0 += wr[7] * v0; a0_1 += wr[7] * v1; a0_2 += wr[7] * v2; a0_3 += wr[7] * v3;
+                        a1_0 += wr[1159] * v0; a1_1 += wr[1159] * v1; a1_2 += wr[1159] * v2; a1_3 += wr[1159] * v3;
+                        a2_0 += wr[2311] * v0; a2_1 += wr[2311] * v1; a2_2 += wr[2311] * v2; a2_3 += wr[2311] * v3;
+                        a3_0 += wr[3463] * v0; a3_1 += wr[3463] * v1; a3_2 += wr[3463] * v2; a3_3 += wr[3463] * v3;
+                        a4_0 += wr[4615] * v0; a4_1 += wr[4615] * v1; a4_2 += wr[4615] * v2; a4_3 += wr[4615] * v3;
+                        a5_0 += wr[5767] * v0; a5_1 += wr[5767] * v1; a5_2 += wr[5767] * v2; a5_3 += wr[5767] * v3;
+                    }
+                    {
+                        cg_v v0 = VLOAD(xr + 118), v1 = VLOAD(xr + 134), v2 = VLOAD(xr + 150), v3 = VLOAD(xr + 158); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        a0_0 += wr[8] * v0; a0_1 += wr[8] * v1; a0_2 += wr[8] * v2; a0_3 += wr[8] * v3;
+                        a1_0 += wr[1160] * v0; a1_1 += wr[1160] * v1; a1_2 += wr[1160] * v2; a1_3 += wr[1160] * v3;
+                        a2_0 += wr[2312] * v0; a2_1 += wr[2312] * v1; a2_2 += wr[2312] * v2; a2_3 += wr[2312] * v3;
+                        a3_0 += wr[3464] * v0; a3_1 += wr[3464] * v1; a3_2 += wr[3464] * v2; a3_3 += wr[3464] * v3;
+                        a4_0 += wr[4616] * v0; a4_1 += wr[4616] * v1; a4_2 += wr[4616] * v2; a4_3 += wr[4616] * v3;
+                        a5_0 += wr[5768] * v0; a5_1 += wr[5768] * v1; a5_2 += wr[5768] * v2; a5_3 += wr[5768] * v3;
+                    }
                 }
+                VSTORE(yr + (size_t)(co0 + 0) * 3136 + x0 + 0, a0_0); VSTORE(yr + (size_t)(co0 + 0) * 3136 + x0 + 16, a0_1); VSTORE(yr + (size_t)(co0 + 0) * 3136 + x0 + 32, a0_2); VSTORE(yr + (size_t)(co0 + 0) * 3136 + x0 + 40, a0_3);
+                VSTORE(yr + (size_t)(co0 + 1) * 3136 + x0 + 0, a1_0); VSTORE(yr + (size_t)(co0 + 1) * 3136 + x0 + 16, a1_1); VSTORE(yr + (size_t)(co0 + 1) * 3136 + x0 + 32, a1_2); VSTORE(yr + (size_t)(co0 + 1) * 3136 + x0 + 40, a1_3);
+                VSTORE(yr + (size_t)(co0 + 2) * 3136 + x0 + 0, a2_0); VSTORE(yr + (size_t)(co0 + 2) * 3136 + x0 + 16, a2_1); VSTORE(yr + (size_t)(co0 + 2) * 3136 + x0 + 32, a2_2); VSTORE(yr + (size_t)(co0 + 2) * 3136 + x0 + 40, a2_3);
+                VSTORE(yr + (size_t)(co0 + 3) * 3136 + x0 + 0, a3_0); VSTORE(yr + (size_t)(co0 + 3) * 3136 + x0 + 16, a3_1); VSTORE(yr + (size_t)(co0 + 3) * 3136 + x0 + 32, a3_2); VSTORE(yr + (size_t)(co0 + 3) * 3136 + x0 + 40, a3_3);
+                VSTORE(yr + (size_t)(co0 + 4) * 3136 + x0 + 0, a4_0); VSTORE(yr + (size_t)(co0 + 4) * 3136 + x0 + 16, a4_1); VSTORE(yr + (size_t)(co0 + 4) * 3136 + x0 + 32, a4_2); VSTORE(yr + (size_t)(co0 + 4) * 3136 + x0 + 40, a4_3);
+                VSTORE(yr + (size_t)(co0 + 5) * 3136 + x0 + 0, a5_0); VSTORE(yr + (size_t)(co0 + 5) * 3136 + x0 + 16, a5_1); VSTORE(yr + (size_t)(co0 + 5) * 3136 + x0 + 32, a5_2); VSTORE(yr + (size_t)(co0 + 5) * 3136 + x0 + 40, a5_3);
             }
         }
-        for (int co = 0; co < 256; co++)
-            for (int i = 0; i < 3136; i++) yn[co * 3136 + i] = yh[i * 256 + co];
+        {
+            const int co0 = 252;
+            {
+                const int x0 = 0;
+                cg_v a0_0 = vsplat(b[co0 + 0]), a0_1 = vsplat(b[co0 + 0]), a0_2 = vsplat(b[co0 + 0]), a0_3 = vsplat(b[co0 + 0]);
+                cg_v a1_0 = vsplat(b[co0 + 1]), a1_1 = vsplat(b[co0 + 1]), a1_2 = vsplat(b[co0 + 1]), a1_3 = vsplat(b[co0 + 1]);
+                cg_v a2_0 = vsplat(b[co0 + 2]), a2_1 = vsplat(b[co0 + 2]), a2_2 = vsplat(b[co0 + 2]), a2_3 = vsplat(b[co0 + 2]);
+                cg_v a3_0 = vsplat(b[co0 + 3]), a3_1 = vsplat(b[co0 + 3]), a3_2 = vsplat(b[co0 + 3]), a3_3 = vsplat(b[co0 + 3]);
+                for (int ci = 0; ci < 128; ci++) {
+                    const float *restrict xr = xr0 + (size_t)ci * 3364 + x0;
+                    const float *restrict wr = w + (size_t)co0 * 1152 + ci * 9;
+                    {
+                        cg_v v0 = VLOAD(xr + 0), v1 = VLOAD(xr + 16), v2 = VLOAD(xr + 32), v3 = VLOAD(xr + 40); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        a0_0 += wr[0] * v0; a0_1 += wr[0] * v1; a0_2 += wr[0] * v2; a0_3 += wr[0] * v3;
+                        a1_0 += wr[1152] * v0; a1_1 += wr[1152] * v1; a1_2 += wr[1152] * v2; a1_3 += wr[1152] * v3;
+                        a2_0 += wr[2304] * v0; a2_1 += wr[2304] * v1; a2_2 += wr[2304] * v2; a2_3 += wr[2304] * v3;
+                        a3_0 += wr[3456] * v0; a3_1 += wr[3456] * v1; a3_2 += wr[3456] * v2; a3_3 += wr[3456] * v3;
+                    }
+                    {
+                        cg_v v0 = VLOAD(xr + 1), v1 = VLOAD(xr + 17), v2 = VLOAD(xr + 33), v3 = VLOAD(xr + 41); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        a0_0 += wr[1] * v0; a0_1 += wr[1] * v1; a0_2 += wr[1] * v2; a0_3 += wr[1] * v3;
+                        a1_0 += wr[1153] * v0; a1_1 += wr[1153] * v1; a1_2 += wr[1153] * v2; a1_3 += wr[1153] * v3;
+                        a2_0 += wr[2305] * v0; a2_1 += wr[2305] * v1; a2_2 += wr[2305] * v2; a2_3 += wr[2305] * v3;
+                        a3_0 += wr[3457] * v0; a3_1 += wr[3457] * v1; a3_2 += wr[3457] * v2; a3_3 += wr[3457] * v3;
+                    }
+                    {
+                        cg_v v0 = VLOAD(xr + 2), v1 = VLOAD(xr + 18), v2 = VLOAD(xr + 34), v3 = VLOAD(xr + 42); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        a0_0 += wr[2] * v0; a0_1 += wr[2] * v1; a0_2 += wr[2] * v2; a0_3 += wr[2] * v3;
+                        a1_0 += wr[1154] * v0; a1_1 += wr[1154] * v1; a1_2 += wr[1154] * v2; a1_3 += wr[1154] * v3;
+                        a2_0 += wr[2306] * v0; a2_1 += wr[2306] * v1; a2_2 += wr[2306] * v2; a2_3 += wr[2306] * v3;
+                        a3_0 += wr[3458] * v0; a3_1 += wr[3458] * v1; a3_2 += wr[3458] * v2; a3_3 += wr[3458] * v3;
+                    }
+                    {
+                        cg_v v0 = VLOAD(xr + 58), v1 = VLOAD(xr + 74), v2 = VLOAD(xr + 90), v3 = VLOAD(xr + 98); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        a0_0 += wr[3] * v0; a0_1 += wr[3] * v1; a0_2 += wr[3] * v2; a0_3 += wr[3] * v3;
+                        a1_0 += wr[1155] * v0; a1_1 += wr[1155] * v1; a1_2 += wr[1155] * v2; a1_3 += wr[1155] * v3;
+                        a2_0 += wr[2307] * v0; a2_1 += wr[2307] * v1; a2_2 += wr[2307] * v2; a2_3 += wr[2307] * v3;
+                        a3_0 += wr[3459] * v0; a3_1 += wr[3459] * v1; a3_2 += wr[3459] * v2; a3_3 += wr[3459] * v3;
+                    }
+                    {
+                        cg_v v0 = VLOAD(xr + 59), v1 = VLOAD(xr + 75), v2 = VLOAD(xr + 91), v3 = VLOAD(xr + 99); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        a0_0 += wr[4] * v0; a0_1 += wr[4] * v1; a0_2 += wr[4] * v2; a0_3 += wr[4] * v3;
+                        a1_0 += wr[1156] * v0; a1_1 += wr[1156] * v1; a1_2 += wr[1156] * v2; a1_3 += wr[1156] * v3;
+                        a2_0 += wr[2308] * v0; a2_1 += wr[2308] * v1; a2_2 += wr[2308] * v2; a2_3 += wr[2308] * v3;
+                        a3_0 += wr[3460] * v0; a3_1 += wr[3460] * v1; a3_2 += wr[3460] * v2; a3_3 += wr[3460] * v3;
+                    }
+                    {
+                        cg_v v0 = VLOAD(xr + 60), v1 = VLOAD(xr + 76), v2 = VLOAD(xr + 92), v3 = VLOAD(xr + 100); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        a0_0 += wr[5] * v0; a0_1 += wr[5] * v1; a0_2 += wr[5] * v2; a0_3 += wr[5] * v3;
+                        a1_0 += wr[1157] * v0; a1_1 += wr[1157] * v1; a1_2 += wr[1157] * v2; a1_3 += wr[1157] * v3;
+                        a2_0 += wr[2309] * v0; a2_1 += wr[2309] * v1; a2_2 += wr[2309] * v2; a2_3 += wr[2309] * v3;
+                        a3_0 += wr[3461] * v0; a3_1 += wr[3461] * v1; a3_2 += wr[3461] * v2; a3_3 += wr[3461] * v3;
+                    }
+                    {
+                        cg_v v0 = VLOAD(xr + 116), v1 = VLOAD(xr + 132), v2 = VLOAD(xr + 148), v3 = VLOAD(xr + 156); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        a0_0 += wr[6] * v0; a0_1 += wr[6] * v1; a0_2 += wr[6] * v2; a0_3 += wr[6] * v3;
+                        a1_0 += wr[1158] * v0; a1_1 += wr[1158] * v1; a1_2 += wr[1158] * v2; a1_3 += wr[1158] * v3;
+                        a2_0 += wr[2310] * v0; a2_1 += wr[2310] * v1; a2_2 += wr[2310] * v2; a2_3 += wr[2310] * v3;
+                        a3_0 += wr[3462] * v0; a3_1 += wr[3462] * v1; a3_2 += wr[3462] * v2; a3_3 += wr[3462] * v3;
+                    }
+                    {
+                        cg_v v0 = VLOAD(xr + 117), v1 = VLOAD(xr + 133), v2 = VLOAD(xr + 149), v3 = VLOAD(xr + 157); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        a0_0 += wr[7] * v0; a0_1 += wr[7] * v1; a0_2 += wr[7] * v2; a0_3 += wr[7] * v3;
+                        a1_0 += wr[1159] * v0; a1_1 += wr[1159] * v1; a1_2 += wr[1159] * v2; a1_3 += wr[1159] * v3;
+                        a2_0 += wr[2311] * v0; a2_1 += wr[2311] * v1; a2_2 += wr[2311] * v2; a2_3 += wr[2311] * v3;
+                        a3_0 += wr[3463] * v0; a3_1 += wr[3463] * v1; a3_2 += wr[3463] * v2; a3_3 += wr[3463] * v3;
+                    }
+                    {
+                        cg_v v0 = VLOAD(xr + 118), v1 = VLOAD(xr + 134), v2 = VLOAD(xr + 150), v3 = VLOAD(xr + 158); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        a0_0 += wr[8] * v0; a0_1 += wr[8] * v1; a0_2 += wr[8] * v2; a0_3 += wr[8] * v3;
+                        a1_0 += wr[1160] * v0; a1_1 += wr[1160] * v1; a1_2 += wr[1160] * v2; a1_3 += wr[1160] * v3;
+                        a2_0 += wr[2312] * v0; a2_1 += wr[2312] * v1; a2_2 += wr[2312] * v2; a2_3 += wr[2312] * v3;
+                        a3_0 += wr[3464] * v0; a3_1 += wr[3464] * v1; a3_2 += wr[3464] * v2; a3_3 += wr[3464] * v3;
+                    }
+                }
+                VSTORE(yr + (size_t)(co0 + 0) * 3136 + x0 + 0, a0_0); VSTORE(yr + (size_t)(co0 + 0) * 3136 + x0 + 16, a0_1); VSTORE(yr + (size_t)(co0 + 0) * 3136 + x0 + 32, a0_2); VSTORE(yr + (size_t)(co0 + 0) * 3136 + x0 + 40, a0_3);
+                VSTORE(yr + (size_t)(co0 + 1) * 3136 + x0 + 0, a1_0); VSTORE(yr + (size_t)(co0 + 1) * 3136 + x0 + 16, a1_1); VSTORE(yr + (size_t)(co0 + 1) * 3136 + x0 + 32, a1_2); VSTORE(yr + (size_t)(co0 + 1) * 3136 + x0 + 40, a1_3);
+                VSTORE(yr + (size_t)(co0 + 2) * 3136 + x0 + 0, a2_0); VSTORE(yr + (size_t)(co0 + 2) * 3136 + x0 + 16, a2_1); VSTORE(yr + (size_t)(co0 + 2) * 3136 + x0 + 32, a2_2); VSTORE(yr + (size_t)(co0 + 2) * 3136 + x0 + 40, a2_3);
+                VSTORE(yr + (size_t)(co0 + 3) * 3136 + x0 + 0, a3_0); VSTORE(yr + (size_t)(co0 + 3) * 3136 + x0 + 16, a3_1); VSTORE(yr + (size_t)(co0 + 3) * 3136 + x0 + 32, a3_2); VSTORE(yr + (size_t)(co0 + 3) * 3136 + x0 + 40, a3_3);
+            }
+        }
     }
 }
 
 static void l10_conv2d_backward(float *restrict G, float *restrict S, const float *restrict dy, int nb)
 {
     float *restrict gw = G + 260160;
+    const float *restrict xp = S + 0;
     float *restrict gb = G + 555072;
-    float *restrict dyh = S + 1959168;
-    /* dy of every sample -> channels-last, padded channels zero */
     CG_PARALLEL_FOR
-    for (int n = 0; n < nb; n++) {
-        float *restrict dn = dyh + (size_t)n * 802816;
-        for (int i = 0; i < 3136; i++)
-            for (int co = 0; co < 256; co++) dn[i * 256 + co] = co < 256 ? dy[(size_t)n * 802816 + co * 3136 + i] : 0.0f;
-    }
     for (int co = 0; co < 256; co++) {
-        float s = 0.0f;
-        for (int n = 0; n < nb; n++)
-            for (int i = 0; i < 3136; i++) s += dy[(size_t)n * 802816 + co * 3136 + i];
-        gb[co] += s;
-    }
-    CG_PARALLEL_FOR
-    for (int p0 = 0; p0 < 1152; p0 += 6) {
-        int off[6], gidx[6];
-        for (int j = 0; j < 6; j++) {
-            const int q = p0 + j, ci = q / 9, k = q % 9, ky = k / 3, kx = k % 3;
-            off[j] = (ky * 1 * 58 + kx * 1) * 128 + ci;
-            gidx[j] = ci * 9 + k;
+        cg_v s = vsplat(0.0f);
+        for (int n = 0; n < nb; n++) {
+            const float *restrict d = dy + ((size_t)n * 256 + co) * 3136;
+            for (int i = 0; i < 3136; i += 16) s += VLOAD(d + i);
         }
-        for (int v0 = 0; v0 < 16; v0 += 4) {
-            cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f);
-            cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f), a1_3 = vsplat(0.0f);
-            cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f), a2_2 = vsplat(0.0f), a2_3 = vsplat(0.0f);
-            cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f), a3_2 = vsplat(0.0f), a3_3 = vsplat(0.0f);
-            cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f), a4_2 = vsplat(0.0f), a4_3 = vsplat(0.0f);
-            cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f), a5_2 = vsplat(0.0f), a5_3 = vsplat(0.0f);
-            for (int n = 0; n < nb; n++) {
-                const float *restrict xp = S + 0 + (size_t)n * 430592;
-                const float *restrict dn = dyh + (size_t)n * 802816 + v0 * 16;
-                for (int oy = 0; oy < 56; oy++) {
-                    for (int ox = 0; ox < 56; ox++) {
-                        const float *restrict xr = xp + (oy * 58 + ox) * 128;
-                        const cg_v d0 = VLOAD(dn + (oy * 56 + ox) * 256 + 0), d1 = VLOAD(dn + (oy * 56 + ox) * 256 + 16), d2 = VLOAD(dn + (oy * 56 + ox) * 256 + 32), d3 = VLOAD(dn + (oy * 56 + ox) * 256 + 48);
-                        a0_0 += xr[off[0]] * d0; a0_1 += xr[off[0]] * d1; a0_2 += xr[off[0]] * d2; a0_3 += xr[off[0]] * d3;
-                        a1_0 += xr[off[1]] * d0; a1_1 += xr[off[1]] * d1; a1_2 += xr[off[1]] * d2; a1_3 += xr[off[1]] * d3;
-                        a2_0 += xr[off[2]] * d0; a2_1 += xr[off[2]] * d1; a2_2 += xr[off[2]] * d2; a2_3 += xr[off[2]] * d3;
-                        a3_0 += xr[off[3]] * d0; a3_1 += xr[off[3]] * d1; a3_2 += xr[off[3]] * d2; a3_3 += xr[off[3]] * d3;
-                        a4_0 += xr[off[4]] * d0; a4_1 += xr[off[4]] * d1; a4_2 += xr[off[4]] * d2; a4_3 += xr[off[4]] * d3;
-                        a5_0 += xr[off[5]] * d0; a5_1 += xr[off[5]] * d1; a5_2 += xr[off[5]] * d2; a5_3 += xr[off[5]] * d3;
+        gb[co] += vsum(s);
+    }
+    /* tiles of 2 output channels x 9 taps (3 kernel rows) of one input channel */
+    /* lanes of the last, overlapping vector of a row already counted by the one before */
+    const cg_vi mk = {0, 0, 0, 0, 0, 0, 0, 0, -1, -1, -1, -1, -1, -1, -1, -1};
+    CG_PARALLEL_FOR
+    for (int t = 0; t < 16384; t++) {
+        const int co0 = t / 128 * 2, ci = t % 128;
+        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f), a0_4 = vsplat(0.0f), a0_5 = vsplat(0.0f), a0_6 = vsplat(0.0f), a0_7 = vsplat(0.0f), a0_8 = vsplat(0.0f);
+        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f), a1_3 = vsplat(0.0f), a1_4 = vsplat(0.0f), a1_5 = vsplat(0.0f), a1_6 = vsplat(0.0f), a1_7 = vsplat(0.0f), a1_8 = vsplat(0.0f);
+        for (int n = 0; n < nb; n++) {
+            for (int oy = 0; oy < 56; oy += 4) {
+                const float *restrict dr = dy + ((size_t)n * 256 + co0) * 3136 + oy * 56;
+                const float *restrict xr = xp + ((size_t)n * 128 + ci) * 3364 + (oy) * 58;
+                for (int x = 0; x < 48; x += 16) {
+                    const cg_v d0_0 = VLOAD(dr + 0 + x), d0_1 = VLOAD(dr + 3136 + x);
+                    const cg_v d1_0 = VLOAD(dr + 56 + x), d1_1 = VLOAD(dr + 3192 + x);
+                    const cg_v d2_0 = VLOAD(dr + 112 + x), d2_1 = VLOAD(dr + 3248 + x);
+                    const cg_v d3_0 = VLOAD(dr + 168 + x), d3_1 = VLOAD(dr + 3304 + x);
+                    {
+                        cg_v v = VLOAD(xr + 0 + x); VKEEP(v); a0_0 += d0_0 * v; a1_0 += d0_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 1 + x); VKEEP(v); a0_1 += d0_0 * v; a1_1 += d0_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 2 + x); VKEEP(v); a0_2 += d0_0 * v; a1_2 += d0_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 58 + x); VKEEP(v); a0_3 += d0_0 * v; a1_3 += d0_1 * v; a0_0 += d1_0 * v; a1_0 += d1_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 59 + x); VKEEP(v); a0_4 += d0_0 * v; a1_4 += d0_1 * v; a0_1 += d1_0 * v; a1_1 += d1_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 60 + x); VKEEP(v); a0_5 += d0_0 * v; a1_5 += d0_1 * v; a0_2 += d1_0 * v; a1_2 += d1_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 116 + x); VKEEP(v); a0_6 += d0_0 * v; a1_6 += d0_1 * v; a0_3 += d1_0 * v; a1_3 += d1_1 * v; a0_0 += d2_0 * v; a1_0 += d2_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 117 + x); VKEEP(v); a0_7 += d0_0 * v; a1_7 += d0_1 * v; a0_4 += d1_0 * v; a1_4 += d1_1 * v; a0_1 += d2_0 * v; a1_1 += d2_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 118 + x); VKEEP(v); a0_8 += d0_0 * v; a1_8 += d0_1 * v; a0_5 += d1_0 * v; a1_5 += d1_1 * v; a0_2 += d2_0 * v; a1_2 += d2_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 174 + x); VKEEP(v); a0_6 += d1_0 * v; a1_6 += d1_1 * v; a0_3 += d2_0 * v; a1_3 += d2_1 * v; a0_0 += d3_0 * v; a1_0 += d3_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 175 + x); VKEEP(v); a0_7 += d1_0 * v; a1_7 += d1_1 * v; a0_4 += d2_0 * v; a1_4 += d2_1 * v; a0_1 += d3_0 * v; a1_1 += d3_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 176 + x); VKEEP(v); a0_8 += d1_0 * v; a1_8 += d1_1 * v; a0_5 += d2_0 * v; a1_5 += d2_1 * v; a0_2 += d3_0 * v; a1_2 += d3_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 232 + x); VKEEP(v); a0_6 += d2_0 * v; a1_6 += d2_1 * v; a0_3 += d3_0 * v; a1_3 += d3_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 233 + x); VKEEP(v); a0_7 += d2_0 * v; a1_7 += d2_1 * v; a0_4 += d3_0 * v; a1_4 += d3_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 234 + x); VKEEP(v); a0_8 += d2_0 * v; a1_8 += d2_1 * v; a0_5 += d3_0 * v; a1_5 += d3_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 290 + x); VKEEP(v); a0_6 += d3_0 * v; a1_6 += d3_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 291 + x); VKEEP(v); a0_7 += d3_0 * v; a1_7 += d3_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 292 + x); VKEEP(v); a0_8 += d3_0 * v; a1_8 += d3_1 * v;
+                    }
+                }
+                {
+                    const cg_v d0_0 = VSEL(mk, VLOAD(dr + 0 + 40), vsplat(0.0f)), d0_1 = VSEL(mk, VLOAD(dr + 3136 + 40), vsplat(0.0f));
+                    const cg_v d1_0 = VSEL(mk, VLOAD(dr + 56 + 40), vsplat(0.0f)), d1_1 = VSEL(mk, VLOAD(dr + 3192 + 40), vsplat(0.0f));
+                    const cg_v d2_0 = VSEL(mk, VLOAD(dr + 112 + 40), vsplat(0.0f)), d2_1 = VSEL(mk, VLOAD(dr + 3248 + 40), vsplat(0.0f));
+                    const cg_v d3_0 = VSEL(mk, VLOAD(dr + 168 + 40), vsplat(0.0f)), d3_1 = VSEL(mk, VLOAD(dr + 3304 + 40), vsplat(0.0f));
+                    {
+                        cg_v v = VLOAD(xr + 0 + 40); VKEEP(v); a0_0 += d0_0 * v; a1_0 += d0_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 1 + 40); VKEEP(v); a0_1 += d0_0 * v; a1_1 += d0_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 2 + 40); VKEEP(v); a0_2 += d0_0 * v; a1_2 += d0_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 58 + 40); VKEEP(v); a0_3 += d0_0 * v; a1_3 += d0_1 * v; a0_0 += d1_0 * v; a1_0 += d1_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 59 + 40); VKEEP(v); a0_4 += d0_0 * v; a1_4 += d0_1 * v; a0_1 += d1_0 * v; a1_1 += d1_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 60 + 40); VKEEP(v); a0_5 += d0_0 * v; a1_5 += d0_1 * v; a0_2 += d1_0 * v; a1_2 += d1_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 116 + 40); VKEEP(v); a0_6 += d0_0 * v; a1_6 += d0_1 * v; a0_3 += d1_0 * v; a1_3 += d1_1 * v; a0_0 += d2_0 * v; a1_0 += d2_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 117 + 40); VKEEP(v); a0_7 += d0_0 * v; a1_7 += d0_1 * v; a0_4 += d1_0 * v; a1_4 += d1_1 * v; a0_1 += d2_0 * v; a1_1 += d2_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 118 + 40); VKEEP(v); a0_8 += d0_0 * v; a1_8 += d0_1 * v; a0_5 += d1_0 * v; a1_5 += d1_1 * v; a0_2 += d2_0 * v; a1_2 += d2_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 174 + 40); VKEEP(v); a0_6 += d1_0 * v; a1_6 += d1_1 * v; a0_3 += d2_0 * v; a1_3 += d2_1 * v; a0_0 += d3_0 * v; a1_0 += d3_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 175 + 40); VKEEP(v); a0_7 += d1_0 * v; a1_7 += d1_1 * v; a0_4 += d2_0 * v; a1_4 += d2_1 * v; a0_1 += d3_0 * v; a1_1 += d3_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 176 + 40); VKEEP(v); a0_8 += d1_0 * v; a1_8 += d1_1 * v; a0_5 += d2_0 * v; a1_5 += d2_1 * v; a0_2 += d3_0 * v; a1_2 += d3_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 232 + 40); VKEEP(v); a0_6 += d2_0 * v; a1_6 += d2_1 * v; a0_3 += d3_0 * v; a1_3 += d3_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 233 + 40); VKEEP(v); a0_7 += d2_0 * v; a1_7 += d2_1 * v; a0_4 += d3_0 * v; a1_4 += d3_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 234 + 40); VKEEP(v); a0_8 += d2_0 * v; a1_8 += d2_1 * v; a0_5 += d3_0 * v; a1_5 += d3_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 290 + 40); VKEEP(v); a0_6 += d3_0 * v; a1_6 += d3_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 291 + 40); VKEEP(v); a0_7 += d3_0 * v; a1_7 += d3_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 292 + 40); VKEEP(v); a0_8 += d3_0 * v; a1_8 += d3_1 * v;
                     }
                 }
             }
-            for (int l = 0; l < 16 && (v0 + 0) * 16 + l < 256; l++) gw[((v0 + 0) * 16 + l) * 1152 + gidx[0]] += a0_0[l];
-            for (int l = 0; l < 16 && (v0 + 1) * 16 + l < 256; l++) gw[((v0 + 1) * 16 + l) * 1152 + gidx[0]] += a0_1[l];
-            for (int l = 0; l < 16 && (v0 + 2) * 16 + l < 256; l++) gw[((v0 + 2) * 16 + l) * 1152 + gidx[0]] += a0_2[l];
-            for (int l = 0; l < 16 && (v0 + 3) * 16 + l < 256; l++) gw[((v0 + 3) * 16 + l) * 1152 + gidx[0]] += a0_3[l];
-            for (int l = 0; l < 16 && (v0 + 0) * 16 + l < 256; l++) gw[((v0 + 0) * 16 + l) * 1152 + gidx[1]] += a1_0[l];
-            for (int l = 0; l < 16 && (v0 + 1) * 16 + l < 256; l++) gw[((v0 + 1) * 16 + l) * 1152 + gidx[1]] += a1_1[l];
-            for (int l = 0; l < 16 && (v0 + 2) * 16 + l < 256; l++) gw[((v0 + 2) * 16 + l) * 1152 + gidx[1]] += a1_2[l];
-            for (int l = 0; l < 16 && (v0 + 3) * 16 + l < 256; l++) gw[((v0 + 3) * 16 + l) * 1152 + gidx[1]] += a1_3[l];
-            for (int l = 0; l < 16 && (v0 + 0) * 16 + l < 256; l++) gw[((v0 + 0) * 16 + l) * 1152 + gidx[2]] += a2_0[l];
-            for (int l = 0; l < 16 && (v0 + 1) * 16 + l < 256; l++) gw[((v0 + 1) * 16 + l) * 1152 + gidx[2]] += a2_1[l];
-            for (int l = 0; l < 16 && (v0 + 2) * 16 + l < 256; l++) gw[((v0 + 2) * 16 + l) * 1152 + gidx[2]] += a2_2[l];
-            for (int l = 0; l < 16 && (v0 + 3) * 16 + l < 256; l++) gw[((v0 + 3) * 16 + l) * 1152 + gidx[2]] += a2_3[l];
-            for (int l = 0; l < 16 && (v0 + 0) * 16 + l < 256; l++) gw[((v0 + 0) * 16 + l) * 1152 + gidx[3]] += a3_0[l];
-            for (int l = 0; l < 16 && (v0 + 1) * 16 + l < 256; l++) gw[((v0 + 1) * 16 + l) * 1152 + gidx[3]] += a3_1[l];
-            for (int l = 0; l < 16 && (v0 + 2) * 16 + l < 256; l++) gw[((v0 + 2) * 16 + l) * 1152 + gidx[3]] += a3_2[l];
-            for (int l = 0; l < 16 && (v0 + 3) * 16 + l < 256; l++) gw[((v0 + 3) * 16 + l) * 1152 + gidx[3]] += a3_3[l];
-            for (int l = 0; l < 16 && (v0 + 0) * 16 + l < 256; l++) gw[((v0 + 0) * 16 + l) * 1152 + gidx[4]] += a4_0[l];
-            for (int l = 0; l < 16 && (v0 + 1) * 16 + l < 256; l++) gw[((v0 + 1) * 16 + l) * 1152 + gidx[4]] += a4_1[l];
-            for (int l = 0; l < 16 && (v0 + 2) * 16 + l < 256; l++) gw[((v0 + 2) * 16 + l) * 1152 + gidx[4]] += a4_2[l];
-            for (int l = 0; l < 16 && (v0 + 3) * 16 + l < 256; l++) gw[((v0 + 3) * 16 + l) * 1152 + gidx[4]] += a4_3[l];
-            for (int l = 0; l < 16 && (v0 + 0) * 16 + l < 256; l++) gw[((v0 + 0) * 16 + l) * 1152 + gidx[5]] += a5_0[l];
-            for (int l = 0; l < 16 && (v0 + 1) * 16 + l < 256; l++) gw[((v0 + 1) * 16 + l) * 1152 + gidx[5]] += a5_1[l];
-            for (int l = 0; l < 16 && (v0 + 2) * 16 + l < 256; l++) gw[((v0 + 2) * 16 + l) * 1152 + gidx[5]] += a5_2[l];
-            for (int l = 0; l < 16 && (v0 + 3) * 16 + l < 256; l++) gw[((v0 + 3) * 16 + l) * 1152 + gidx[5]] += a5_3[l];
         }
+        gw[(size_t)(co0 + 0) * 1152 + ci * 9 + 0] += vsum(a0_0);
+        gw[(size_t)(co0 + 0) * 1152 + ci * 9 + 1] += vsum(a0_1);
+        gw[(size_t)(co0 + 0) * 1152 + ci * 9 + 2] += vsum(a0_2);
+        gw[(size_t)(co0 + 0) * 1152 + ci * 9 + 3] += vsum(a0_3);
+        gw[(size_t)(co0 + 0) * 1152 + ci * 9 + 4] += vsum(a0_4);
+        gw[(size_t)(co0 + 0) * 1152 + ci * 9 + 5] += vsum(a0_5);
+        gw[(size_t)(co0 + 0) * 1152 + ci * 9 + 6] += vsum(a0_6);
+        gw[(size_t)(co0 + 0) * 1152 + ci * 9 + 7] += vsum(a0_7);
+        gw[(size_t)(co0 + 0) * 1152 + ci * 9 + 8] += vsum(a0_8);
+        gw[(size_t)(co0 + 1) * 1152 + ci * 9 + 0] += vsum(a1_0);
+        gw[(size_t)(co0 + 1) * 1152 + ci * 9 + 1] += vsum(a1_1);
+        gw[(size_t)(co0 + 1) * 1152 + ci * 9 + 2] += vsum(a1_2);
+        gw[(size_t)(co0 + 1) * 1152 + ci * 9 + 3] += vsum(a1_3);
+        gw[(size_t)(co0 + 1) * 1152 + ci * 9 + 4] += vsum(a1_4);
+        gw[(size_t)(co0 + 1) * 1152 + ci * 9 + 5] += vsum(a1_5);
+        gw[(size_t)(co0 + 1) * 1152 + ci * 9 + 6] += vsum(a1_6);
+        gw[(size_t)(co0 + 1) * 1152 + ci * 9 + 7] += vsum(a1_7);
+        gw[(size_t)(co0 + 1) * 1152 + ci * 9 + 8] += vsum(a1_8);
     }
 }
 
 static void l10_conv2d_backward_dx(const float *restrict P, float *restrict S, const float *restrict dy, float *restrict dx, int nb)
 {
     const float *restrict w = P + 260160;
-    float *restrict wf = S + 3564800, *restrict dyp = S + 3859712, *restrict dxh = S + 4720896;
-    for (int i = 0; i < 294912; i++) wf[i] = 0.0f;
-    for (int co = 0; co < 256; co++)
-        for (int ci = 0; ci < 128; ci++)
-            for (int k = 0; k < 9; k++) wf[(co * 9 + k) * 128 + ci] = w[(co * 128 + ci) * 9 + k];
-    for (int n = 0; n < nb; n++) {
-        const float *restrict dn = dy + (size_t)n * 802816;
-        float *restrict dxn = dx + (size_t)n * 401408;
-        memset(dyp, 0, sizeof(float) * 861184);
-        for (int co = 0; co < 256; co++)
-            for (int oy = 0; oy < 56; oy++)
-                for (int ox = 0; ox < 56; ox++) dyp[((oy + 1) * 58 + ox + 1) * 256 + co] = dn[co * 3136 + oy * 56 + ox];
-        CG_PARALLEL_FOR
-        for (int iy = 0; iy < 56; iy++) {
-            for (int v0 = 0; v0 < 8; v0 += 4) {
-                for (int x0 = 0; x0 < 54; x0 += 6) {
-                    cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f);
-                    cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f), a1_3 = vsplat(0.0f);
-                    cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f), a2_2 = vsplat(0.0f), a2_3 = vsplat(0.0f);
-                    cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f), a3_2 = vsplat(0.0f), a3_3 = vsplat(0.0f);
-                    cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f), a4_2 = vsplat(0.0f), a4_3 = vsplat(0.0f);
-                    cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f), a5_2 = vsplat(0.0f), a5_3 = vsplat(0.0f);
-                    for (int co = 0; co < 256; co++) {
-                        const float *restrict dr = dyp + (iy * 58 + x0) * 256 + co;
-                        const float *restrict wr = wf + co * 1152 + v0 * 16;
-                        {
-                            const cg_v w0 = VLOAD(wr + 0), w1 = VLOAD(wr + 16), w2 = VLOAD(wr + 32), w3 = VLOAD(wr + 48);
-                            a0_0 += dr[30208] * w0; a0_1 += dr[30208] * w1; a0_2 += dr[30208] * w2; a0_3 += dr[30208] * w3;
-                            a1_0 += dr[30464] * w0; a1_1 += dr[30464] * w1; a1_2 += dr[30464] * w2; a1_3 += dr[30464] * w3;
-                            a2_0 += dr[30720] * w0; a2_1 += dr[30720] * w1; a2_2 += dr[30720] * w2; a2_3 += dr[30720] * w3;
-                            a3_0 += dr[30976] * w0; a3_1 += dr[30976] * w1; a3_2 += dr[30976] * w2; a3_3 += dr[30976] * w3;
-                            a4_0 += dr[31232] * w0; a4_1 += dr[31232] * w1; a4_2 += dr[31232] * w2; a4_3 += dr[31232] * w3;
-                            a5_0 += dr[31488] * w0; a5_1 += dr[31488] * w1; a5_2 += dr[31488] * w2; a5_3 += dr[31488] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 128), w1 = VLOAD(wr + 144), w2 = VLOAD(wr + 160), w3 = VLOAD(wr + 176);
-                            a0_0 += dr[29952] * w0; a0_1 += dr[29952] * w1; a0_2 += dr[29952] * w2; a0_3 += dr[29952] * w3;
-                            a1_0 += dr[30208] * w0; a1_1 += dr[30208] * w1; a1_2 += dr[30208] * w2; a1_3 += dr[30208] * w3;
-                            a2_0 += dr[30464] * w0; a2_1 += dr[30464] * w1; a2_2 += dr[30464] * w2; a2_3 += dr[30464] * w3;
-                            a3_0 += dr[30720] * w0; a3_1 += dr[30720] * w1; a3_2 += dr[30720] * w2; a3_3 += dr[30720] * w3;
-                            a4_0 += dr[30976] * w0; a4_1 += dr[30976] * w1; a4_2 += dr[30976] * w2; a4_3 += dr[30976] * w3;
-                            a5_0 += dr[31232] * w0; a5_1 += dr[31232] * w1; a5_2 += dr[31232] * w2; a5_3 += dr[31232] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 256), w1 = VLOAD(wr + 272), w2 = VLOAD(wr + 288), w3 = VLOAD(wr + 304);
-                            a0_0 += dr[29696] * w0; a0_1 += dr[29696] * w1; a0_2 += dr[29696] * w2; a0_3 += dr[29696] * w3;
-                            a1_0 += dr[29952] * w0; a1_1 += dr[29952] * w1; a1_2 += dr[29952] * w2; a1_3 += dr[29952] * w3;
-                            a2_0 += dr[30208] * w0; a2_1 += dr[30208] * w1; a2_2 += dr[30208] * w2; a2_3 += dr[30208] * w3;
-                            a3_0 += dr[30464] * w0; a3_1 += dr[30464] * w1; a3_2 += dr[30464] * w2; a3_3 += dr[30464] * w3;
-                            a4_0 += dr[30720] * w0; a4_1 += dr[30720] * w1; a4_2 += dr[30720] * w2; a4_3 += dr[30720] * w3;
-                            a5_0 += dr[30976] * w0; a5_1 += dr[30976] * w1; a5_2 += dr[30976] * w2; a5_3 += dr[30976] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 384), w1 = VLOAD(wr + 400), w2 = VLOAD(wr + 416), w3 = VLOAD(wr + 432);
-                            a0_0 += dr[15360] * w0; a0_1 += dr[15360] * w1; a0_2 += dr[15360] * w2; a0_3 += dr[15360] * w3;
-                            a1_0 += dr[15616] * w0; a1_1 += dr[15616] * w1; a1_2 += dr[15616] * w2; a1_3 += dr[15616] * w3;
-                            a2_0 += dr[15872] * w0; a2_1 += dr[15872] * w1; a2_2 += dr[15872] * w2; a2_3 += dr[15872] * w3;
-                            a3_0 += dr[16128] * w0; a3_1 += dr[16128] * w1; a3_2 += dr[16128] * w2; a3_3 += dr[16128] * w3;
-                            a4_0 += dr[16384] * w0; a4_1 += dr[16384] * w1; a4_2 += dr[16384] * w2; a4_3 += dr[16384] * w3;
-                            a5_0 += dr[16640] * w0; a5_1 += dr[16640] * w1; a5_2 += dr[16640] * w2; a5_3 += dr[16640] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 512), w1 = VLOAD(wr + 528), w2 = VLOAD(wr + 544), w3 = VLOAD(wr + 560);
-                            a0_0 += dr[15104] * w0; a0_1 += dr[15104] * w1; a0_2 += dr[15104] * w2; a0_3 += dr[15104] * w3;
-                            a1_0 += dr[15360] * w0; a1_1 += dr[15360] * w1; a1_2 += dr[15360] * w2; a1_3 += dr[15360] * w3;
-                            a2_0 += dr[15616] * w0; a2_1 += dr[15616] * w1; a2_2 += dr[15616] * w2; a2_3 += dr[15616] * w3;
-                            a3_0 += dr[15872] * w0; a3_1 += dr[15872] * w1; a3_2 += dr[15872] * w2; a3_3 += dr[15872] * w3;
-                            a4_0 += dr[16128] * w0; a4_1 += dr[16128] * w1; a4_2 += dr[16128] * w2; a4_3 += dr[16128] * w3;
-                            a5_0 += dr[16384] * w0; a5_1 += dr[16384] * w1; a5_2 += dr[16384] * w2; a5_3 += dr[16384] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 640), w1 = VLOAD(wr + 656), w2 = VLOAD(wr + 672), w3 = VLOAD(wr + 688);
-                            a0_0 += dr[14848] * w0; a0_1 += dr[14848] * w1; a0_2 += dr[14848] * w2; a0_3 += dr[14848] * w3;
-                            a1_0 += dr[15104] * w0; a1_1 += dr[15104] * w1; a1_2 += dr[15104] * w2; a1_3 += dr[15104] * w3;
-                            a2_0 += dr[15360] * w0; a2_1 += dr[15360] * w1; a2_2 += dr[15360] * w2; a2_3 += dr[15360] * w3;
-                            a3_0 += dr[15616] * w0; a3_1 += dr[15616] * w1; a3_2 += dr[15616] * w2; a3_3 += dr[15616] * w3;
-                            a4_0 += dr[15872] * w0; a4_1 += dr[15872] * w1; a4_2 += dr[15872] * w2; a4_3 += dr[15872] * w3;
-                            a5_0 += dr[16128] * w0; a5_1 += dr[16128] * w1; a5_2 += dr[16128] * w2; a5_3 += dr[16128] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 768), w1 = VLOAD(wr + 784), w2 = VLOAD(wr + 800), w3 = VLOAD(wr + 816);
-                            a0_0 += dr[512] * w0; a0_1 += dr[512] * w1; a0_2 += dr[512] * w2; a0_3 += dr[512] * w3;
-                            a1_0 += dr[768] * w0; a1_1 += dr[768] * w1; a1_2 += dr[768] * w2; a1_3 += dr[768] * w3;
-                            a2_0 += dr[1024] * w0; a2_1 += dr[1024] * w1; a2_2 += dr[1024] * w2; a2_3 += dr[1024] * w3;
-                            a3_0 += dr[1280] * w0; a3_1 += dr[1280] * w1; a3_2 += dr[1280] * w2; a3_3 += dr[1280] * w3;
-                            a4_0 += dr[1536] * w0; a4_1 += dr[1536] * w1; a4_2 += dr[1536] * w2; a4_3 += dr[1536] * w3;
-                            a5_0 += dr[1792] * w0; a5_1 += dr[1792] * w1; a5_2 += dr[1792] * w2; a5_3 += dr[1792] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 896), w1 = VLOAD(wr + 912), w2 = VLOAD(wr + 928), w3 = VLOAD(wr + 944);
-                            a0_0 += dr[256] * w0; a0_1 += dr[256] * w1; a0_2 += dr[256] * w2; a0_3 += dr[256] * w3;
-                            a1_0 += dr[512] * w0; a1_1 += dr[512] * w1; a1_2 += dr[512] * w2; a1_3 += dr[512] * w3;
-                            a2_0 += dr[768] * w0; a2_1 += dr[768] * w1; a2_2 += dr[768] * w2; a2_3 += dr[768] * w3;
-                            a3_0 += dr[1024] * w0; a3_1 += dr[1024] * w1; a3_2 += dr[1024] * w2; a3_3 += dr[1024] * w3;
-                            a4_0 += dr[1280] * w0; a4_1 += dr[1280] * w1; a4_2 += dr[1280] * w2; a4_3 += dr[1280] * w3;
-                            a5_0 += dr[1536] * w0; a5_1 += dr[1536] * w1; a5_2 += dr[1536] * w2; a5_3 += dr[1536] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 1024), w1 = VLOAD(wr + 1040), w2 = VLOAD(wr + 1056), w3 = VLOAD(wr + 1072);
-                            a0_0 += dr[0] * w0; a0_1 += dr[0] * w1; a0_2 += dr[0] * w2; a0_3 += dr[0] * w3;
-                            a1_0 += dr[256] * w0; a1_1 += dr[256] * w1; a1_2 += dr[256] * w2; a1_3 += dr[256] * w3;
-                            a2_0 += dr[512] * w0; a2_1 += dr[512] * w1; a2_2 += dr[512] * w2; a2_3 += dr[512] * w3;
-                            a3_0 += dr[768] * w0; a3_1 += dr[768] * w1; a3_2 += dr[768] * w2; a3_3 += dr[768] * w3;
-                            a4_0 += dr[1024] * w0; a4_1 += dr[1024] * w1; a4_2 += dr[1024] * w2; a4_3 += dr[1024] * w3;
-                            a5_0 += dr[1280] * w0; a5_1 += dr[1280] * w1; a5_2 += dr[1280] * w2; a5_3 += dr[1280] * w3;
-                        }
+    float *restrict dyp = S + 861184;
+    /* dy -> zero-padded planes 58x58 */
+    CG_PARALLEL_FOR
+    for (int pl = 0; pl < nb * 256; pl++) {
+        const float *restrict s = dy + (size_t)pl * 3136;
+        float *restrict d = dyp + (size_t)pl * 3364;
+        memset(d, 0, sizeof(float) * 58);
+        for (int i = 0; i < 56; i++) {
+            float *restrict r = d + (i + 1) * 58;
+            memset(r, 0, sizeof(float) * 1);
+            memcpy(r + 1, s + i * 56, sizeof(float) * 56);
+            memset(r + 57, 0, sizeof(float) * 1);
+        }
+        memset(d + 3306, 0, sizeof(float) * 58);
+    }
+    /* tiles of 6 input channels x 4 vectors of an input row */
+    CG_PARALLEL_FOR
+    for (int r = 0; r < nb * 56; r++) {
+        const int n = r / 56, iy = r % 56;
+        const float *restrict dr0 = dyp + ((size_t)n * 14848 + iy) * 58;
+        float *restrict xr = dx + ((size_t)n * 7168 + iy) * 56;
+        for (int ci0 = 0; ci0 < 126; ci0 += 6) {
+            {
+                const int x0 = 0;
+                cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f);
+                cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f), a1_3 = vsplat(0.0f);
+                cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f), a2_2 = vsplat(0.0f), a2_3 = vsplat(0.0f);
+                cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f), a3_2 = vsplat(0.0f), a3_3 = vsplat(0.0f);
+                cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f), a4_2 = vsplat(0.0f), a4_3 = vsplat(0.0f);
+                cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f), a5_2 = vsplat(0.0f), a5_3 = vsplat(0.0f);
+                for (int co = 0; co < 256; co++) {
+                    const float *restrict dr = dr0 + (size_t)co * 3364 + x0;
+                    const float *restrict wr = w + (size_t)co * 1152 + ci0 * 9;
+                    {
+                        cg_v v0 = VLOAD(dr + 118), v1 = VLOAD(dr + 134), v2 = VLOAD(dr + 150), v3 = VLOAD(dr + 158); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        a0_0 += wr[0] * v0; a0_1 += wr[0] * v1; a0_2 += wr[0] * v2; a0_3 += wr[0] * v3;
+                        a1_0 += wr[9] * v0; a1_1 += wr[9] * v1; a1_2 += wr[9] * v2; a1_3 += wr[9] * v3;
+                        a2_0 += wr[18] * v0; a2_1 += wr[18] * v1; a2_2 += wr[18] * v2; a2_3 += wr[18] * v3;
+                        a3_0 += wr[27] * v0; a3_1 += wr[27] * v1; a3_2 += wr[27] * v2; a3_3 += wr[27] * v3;
+                        a4_0 += wr[36] * v0; a4_1 += wr[36] * v1; a4_2 += wr[36] * v2; a4_3 += wr[36] * v3;
+                        a5_0 += wr[45] * v0; a5_1 += wr[45] * v1; a5_2 += wr[45] * v2; a5_3 += wr[45] * v3;
                     }
-                    VSTORE(dxh + (iy * 56 + x0 + 0) * 128 + (v0 + 0) * 16, a0_0); VSTORE(dxh + (iy * 56 + x0 + 0) * 128 + (v0 + 1) * 16, a0_1); VSTORE(dxh + (iy * 56 + x0 + 0) * 128 + (v0 + 2) * 16, a0_2); VSTORE(dxh + (iy * 56 + x0 + 0) * 128 + (v0 + 3) * 16, a0_3);
-                    VSTORE(dxh + (iy * 56 + x0 + 1) * 128 + (v0 + 0) * 16, a1_0); VSTORE(dxh + (iy * 56 + x0 + 1) * 128 + (v0 + 1) * 16, a1_1); VSTORE(dxh + (iy * 56 + x0 + 1) * 128 + (v0 + 2) * 16, a1_2); VSTORE(dxh + (iy * 56 + x0 + 1) * 128 + (v0 + 3) * 16, a1_3);
-                    VSTORE(dxh + (iy * 56 + x0 + 2) * 128 + (v0 + 0) * 16, a2_0); VSTORE(dxh + (iy * 56 + x0 + 2) * 128 + (v0 + 1) * 16, a2_1); VSTORE(dxh + (iy * 56 + x0 + 2) * 128 + (v0 + 2) * 16, a2_2); VSTORE(dxh + (iy * 56 + x0 + 2) * 128 + (v0 + 3) * 16, a2_3);
-                    VSTORE(dxh + (iy * 56 + x0 + 3) * 128 + (v0 + 0) * 16, a3_0); VSTORE(dxh + (iy * 56 + x0 + 3) * 128 + (v0 + 1) * 16, a3_1); VSTORE(dxh + (iy * 56 + x0 + 3) * 128 + (v0 + 2) * 16, a3_2); VSTORE(dxh + (iy * 56 + x0 + 3) * 128 + (v0 + 3) * 16, a3_3);
-                    VSTORE(dxh + (iy * 56 + x0 + 4) * 128 + (v0 + 0) * 16, a4_0); VSTORE(dxh + (iy * 56 + x0 + 4) * 128 + (v0 + 1) * 16, a4_1); VSTORE(dxh + (iy * 56 + x0 + 4) * 128 + (v0 + 2) * 16, a4_2); VSTORE(dxh + (iy * 56 + x0 + 4) * 128 + (v0 + 3) * 16, a4_3);
-                    VSTORE(dxh + (iy * 56 + x0 + 5) * 128 + (v0 + 0) * 16, a5_0); VSTORE(dxh + (iy * 56 + x0 + 5) * 128 + (v0 + 1) * 16, a5_1); VSTORE(dxh + (iy * 56 + x0 + 5) * 128 + (v0 + 2) * 16, a5_2); VSTORE(dxh + (iy * 56 + x0 + 5) * 128 + (v0 + 3) * 16, a5_3);
-                }
-                {
-                    const int x0 = 54;
-                    cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f);
-                    cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f), a1_3 = vsplat(0.0f);
-                    for (int co = 0; co < 256; co++) {
-                        const float *restrict dr = dyp + (iy * 58 + x0) * 256 + co;
-                        const float *restrict wr = wf + co * 1152 + v0 * 16;
-                        {
-                            const cg_v w0 = VLOAD(wr + 0), w1 = VLOAD(wr + 16), w2 = VLOAD(wr + 32), w3 = VLOAD(wr + 48);
-                            a0_0 += dr[30208] * w0; a0_1 += dr[30208] * w1; a0_2 += dr[30208] * w2; a0_3 += dr[30208] * w3;
-                            a1_0 += dr[30464] * w0; a1_1 += dr[30464] * w1; a1_2 += dr[30464] * w2; a1_3 += dr[30464] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 128), w1 = VLOAD(wr + 144), w2 = VLOAD(wr + 160), w3 = VLOAD(wr + 176);
-                            a0_0 += dr[29952] * w0; a0_1 += dr[29952] * w1; a0_2 += dr[29952] * w2; a0_3 += dr[29952] * w3;
-                            a1_0 += dr[30208] * w0; a1_1 += dr[30208] * w1; a1_2 += dr[30208] * w2; a1_3 += dr[30208] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 256), w1 = VLOAD(wr + 272), w2 = VLOAD(wr + 288), w3 = VLOAD(wr + 304);
-                            a0_0 += dr[29696] * w0; a0_1 += dr[29696] * w1; a0_2 += dr[29696] * w2; a0_3 += dr[29696] * w3;
-                            a1_0 += dr[29952] * w0; a1_1 += dr[29952] * w1; a1_2 += dr[29952] * w2; a1_3 += dr[29952] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 384), w1 = VLOAD(wr + 400), w2 = VLOAD(wr + 416), w3 = VLOAD(wr + 432);
-                            a0_0 += dr[15360] * w0; a0_1 += dr[15360] * w1; a0_2 += dr[15360] * w2; a0_3 += dr[15360] * w3;
-                            a1_0 += dr[15616] * w0; a1_1 += dr[15616] * w1; a1_2 += dr[15616] * w2; a1_3 += dr[15616] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 512), w1 = VLOAD(wr + 528), w2 = VLOAD(wr + 544), w3 = VLOAD(wr + 560);
-                            a0_0 += dr[15104] * w0; a0_1 += dr[15104] * w1; a0_2 += dr[15104] * w2; a0_3 += dr[15104] * w3;
-                            a1_0 += dr[15360] * w0; a1_1 += dr[15360] * w1; a1_2 += dr[15360] * w2; a1_3 += dr[15360] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 640), w1 = VLOAD(wr + 656), w2 = VLOAD(wr + 672), w3 = VLOAD(wr + 688);
-                            a0_0 += dr[14848] * w0; a0_1 += dr[14848] * w1; a0_2 += dr[14848] * w2; a0_3 += dr[14848] * w3;
-                            a1_0 += dr[15104] * w0; a1_1 += dr[15104] * w1; a1_2 += dr[15104] * w2; a1_3 += dr[15104] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 768), w1 = VLOAD(wr + 784), w2 = VLOAD(wr + 800), w3 = VLOAD(wr + 816);
-                            a0_0 += dr[512] * w0; a0_1 += dr[512] * w1; a0_2 += dr[512] * w2; a0_3 += dr[512] * w3;
-                            a1_0 += dr[768] * w0; a1_1 += dr[768] * w1; a1_2 += dr[768] * w2; a1_3 += dr[768] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 896), w1 = VLOAD(wr + 912), w2 = VLOAD(wr + 928), w3 = VLOAD(wr + 944);
-                            a0_0 += dr[256] * w0; a0_1 += dr[256] * w1; a0_2 += dr[256] * w2; a0_3 += dr[256] * w3;
-                            a1_0 += dr[512] * w0; a1_1 += dr[512] * w1; a1_2 += dr[512] * w2; a1_3 += dr[512] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 1024), w1 = VLOAD(wr + 1040), w2 = VLOAD(wr + 1056), w3 = VLOAD(wr + 1072);
-                            a0_0 += dr[0] * w0; a0_1 += dr[0] * w1; a0_2 += dr[0] * w2; a0_3 += dr[0] * w3;
-                            a1_0 += dr[256] * w0; a1_1 += dr[256] * w1; a1_2 += dr[256] * w2; a1_3 += dr[256] * w3;
-                        }
+                    {
+                        cg_v v0 = VLOAD(dr + 117), v1 = VLOAD(dr + 133), v2 = VLOAD(dr + 149), v3 = VLOAD(dr + 157); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        a0_0 += wr[1] * v0; a0_1 += wr[1] * v1; a0_2 += wr[1] * v2; a0_3 += wr[1] * v3;
+                        a1_0 += wr[10] * v0; a1_1 += wr[10] * v1; a1_2 += wr[10] * v2; a1_3 += wr[10] * v3;
+                        a2_0 += wr[19] * v0; a2_1 += wr[19] * v1; a2_2 += wr[19] * v2; a2_3 += wr[19] * v3;
+                        a3_0 += wr[28] * v0; a3_1 += wr[28] * v1; a3_2 += wr[28] * v2; a3_3 += wr[28] * v3;
+                        a4_0 += wr[37] * v0; a4_1 += wr[37] * v1; a4_2 += wr[37] * v2; a4_3 += wr[37] * v3;
+                        a5_0 += wr[46] * v0; a5_1 += wr[46] * v1; a5_2 += wr[46] * v2; a5_3 += wr[46] * v3;
                     }
-                    VSTORE(dxh + (iy * 56 + x0 + 0) * 128 + (v0 + 0) * 16, a0_0); VSTORE(dxh + (iy * 56 + x0 + 0) * 128 + (v0 + 1) * 16, a0_1); VSTORE(dxh + (iy * 56 + x0 + 0) * 128 + (v0 + 2) * 16, a0_2); VSTORE(dxh + (iy * 56 + x0 + 0) * 128 + (v0 + 3) * 16, a0_3);
-                    VSTORE(dxh + (iy * 56 + x0 + 1) * 128 + (v0 + 0) * 16, a1_0); VSTORE(dxh + (iy * 56 + x0 + 1) * 128 + (v0 + 1) * 16, a1_1); VSTORE(dxh + (iy * 56 + x0 + 1) * 128 + (v0 + 2) * 16, a1_2); VSTORE(dxh + (iy * 56 + x0 + 1) * 128 + (v0 + 3) * 16, a1_3);
+                    {
+                        cg_v v0 = VLOAD(dr + 116), v1 = VLOAD(dr + 132), v2 = VLOAD(dr + 148), v3 = VLOAD(dr + 156); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        a0_0 += wr[2] * v0; a0_1 += wr[2] * v1; a0_2 += wr[2] * v2; a0_3 += wr[2] * v3;
+                        a1_0 += wr[11] * v0; a1_1 += wr[11] * v1; a1_2 += wr[11] * v2; a1_3 += wr[11] * v3;
+                        a2_0 += wr[20] * v0; a2_1 += wr[20] * v1; a2_2 += wr[20] * v2; a2_3 += wr[20] * v3;
+                        a3_0 += wr[29] * v0; a3_1 += wr[29] * v1; a3_2 += wr[29] * v2; a3_3 += wr[29] * v3;
+                        a4_0 += wr[38] * v0; a4_1 += wr[38] * v1; a4_2 += wr[38] * v2; a4_3 += wr[38] * v3;
+                        a5_0 += wr[47] * v0; a5_1 += wr[47] * v1; a5_2 += wr[47] * v2; a5_3 += wr[47] * v3;
+                    }
+                    {
+                        cg_v v0 = VLOAD(dr + 60), v1 = VLOAD(dr + 76), v2 = VLOAD(dr + 92), v3 = VLOAD(dr + 100); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        a0_0 += wr[3] * v0; a0_1 += wr[3] * v1; a0_2 += wr[3] * v2; a0_3 += wr[3] * v3;
+                        a1_0 += wr[12] * v0; a1_1 += wr[12] * v1; a1_2 += wr[12] * v2; a1_3 += wr[12] * v3;
+                        a2_0 += wr[21] * v0; a2_1 += wr[21] * v1; a2_2 += wr[21] * v2; a2_3 += wr[21] * v3;
+                        a3_0 += wr[30] * v0; a3_1 += wr[30] * v1; a3_2 += wr[30] * v2; a3_3 += wr[30] * v3;
+                        a4_0 += wr[39] * v0; a4_1 += wr[39] * v1; a4_2 += wr[39] * v2; a4_3 += wr[39] * v3;
+                        a5_0 += wr[48] * v0; a5_1 += wr[48] * v1; a5_2 += wr[48] * v2; a5_3 += wr[48] * v3;
+                    }
+                    {
+                        cg_v v0 = VLOAD(dr + 59), v1 = VLOAD(dr + 75), v2 = VLOAD(dr + 91), v3 = VLOAD(dr + 99); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        a0_0 += wr[4] * v0; a0_1 += wr[4] * v1; a0_2 += wr[4] * v2; a0_3 += wr[4] * v3;
+                        a1_0 += wr[13] * v0; a1_1 += wr[13] * v1; a1_2 += wr[13] * v2; a1_3 += wr[13] * v3;
+                        a2_0 += wr[22] * v0; a2_1 += wr[22] * v1; a2_2 += wr[22] * v2; a2_3 += wr[22] * v3;
+                        a3_0 += wr[31] * v0; a3_1 += wr[31] * v1; a3_2 += wr[31] * v2; a3_3 += wr[31] * v3;
+                        a4_0 += wr[40] * v0; a4_1 += wr[40] * v1; a4_2 += wr[40] * v2; a4_3 += wr[40] * v3;
+                        a5_0 += wr[49] * v0; a5_1 += wr[49] * v1; a5_2 += wr[49] * v2; a5_3 += wr[49] * v3;
+                    }
+                    {
+                        cg_v v0 = VLOAD(dr + 58), v1 = VLOAD(dr + 74), v2 = VLOAD(dr + 90), v3 = VLOAD(dr + 98); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        a0_0 += wr[5] * v0; a0_1 += wr[5] * v1; a0_2 += wr[5] * v2; a0_3 += wr[5] * v3;
+                        a1_0 += wr[14] * v0; a1_1 += wr[14] * v1; a1_2 += wr[14] * v2; a1_3 += wr[14] * v3;
+                        a2_0 += wr[23] * v0; a2_1 += wr[23] * v1; a2_2 += wr[23] * v2; a2_3 += wr[23] * v3;
+                        a3_0 += wr[32] * v0; a3_1 += wr[32] * v1; a3_2 += wr[32] * v2; a3_3 += wr[32] * v3;
+                        a4_0 += wr[41] * v0; a4_1 += wr[41] * v1; a4_2 += wr[41] * v2; a4_3 += wr[41] * v3;
+                        a5_0 += wr[50] * v0; a5_1 += wr[50] * v1; a5_2 += wr[50] * v2; a5_3 += wr[50] * v3;
+                    }
+                    {
+                        cg_v v0 = VLOAD(dr + 2), v1 = VLOAD(dr + 18), v2 = VLOAD(dr + 34), v3 = VLOAD(dr + 42); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        a0_0 += wr[6] * v0; a0_1 += wr[6] * v1; a0_2 += wr[6] * v2; a0_3 += wr[6] * v3;
+                        a1_0 += wr[15] * v0; a1_1 += wr[15] * v1; a1_2 += wr[15] * v2; a1_3 += wr[15] * v3;
+                        a2_0 += wr[24] * v0; a2_1 += wr[24] * v1; a2_2 += wr[24] * v2; a2_3 += wr[24] * v3;
+                        a3_0 += wr[33] * v0; a3_1 += wr[33] * v1; a3_2 += wr[33] * v2; a3_3 += wr[33] * v3;
+                        a4_0 += wr[42] * v0; a4_1 += wr[42] * v1; a4_2 += wr[42] * v2; a4_3 += wr[42] * v3;
+                        a5_0 += wr[51] * v0; a5_1 += wr[51] * v1; a5_2 += wr[51] * v2; a5_3 += wr[51] * v3;
+                    }
+                    {
+                        cg_v v0 = VLOAD(dr + 1), v1 = VLOAD(dr + 17), v2 = VLOAD(dr + 33), v3 = VLOAD(dr + 41); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        a0_0 += wr[7] * v0; a0_1 += wr[7] * v1; a0_2 += wr[7] * v2; a0_3 += wr[7] * v3;
+                        a1_0 += wr[16] * v0; a1_1 += wr[16] * v1; a1_2 += wr[16] * v2; a1_3 += wr[16] * v3;
+                        a2_0 += wr[25] * v0; a2_1 += wr[25] * v1; a2_2 += wr[25] * v2; a2_3 += wr[25] * v3;
+                        a3_0 += wr[34] * v0; a3_1 += wr[34] * v1; a3_2 += wr[34] * v2; a3_3 += wr[34] * v3;
+                        a4_0 += wr[43] * v0; a4_1 += wr[43] * v1; a4_2 += wr[43] * v2; a4_3 += wr[43] * v3;
+                        a5_0 += wr[52] * v0; a5_1 += wr[52] * v1; a5_2 += wr[52] * v2; a5_3 += wr[52] * v3;
+                    }
+                    {
+                        cg_v v0 = VLOAD(dr + 0), v1 = VLOAD(dr + 16), v2 = VLOAD(dr + 32), v3 = VLOAD(dr + 40); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        a0_0 += wr[8] * v0; a0_1 += wr[8] * v1; a0_2 += wr[8] * v2; a0_3 += wr[8] * v3;
+                        a1_0 += wr[17] * v0; a1_1 += wr[17] * v1; a1_2 += wr[17] * v2; a1_3 += wr[17] * v3;
+                        a2_0 += wr[26] * v0; a2_1 += wr[26] * v1; a2_2 += wr[26] * v2; a2_3 += wr[26] * v3;
+                        a3_0 += wr[35] * v0; a3_1 += wr[35] * v1; a3_2 += wr[35] * v2; a3_3 += wr[35] * v3;
+                        a4_0 += wr[44] * v0; a4_1 += wr[44] * v1; a4_2 += wr[44] * v2; a4_3 += wr[44] * v3;
+                        a5_0 += wr[53] * v0; a5_1 += wr[53] * v1; a5_2 += wr[53] * v2; a5_3 += wr[53] * v3;
+                    }
                 }
+                VSTORE(xr + (size_t)(ci0 + 0) * 3136 + x0 + 0, a0_0); VSTORE(xr + (size_t)(ci0 + 0) * 3136 + x0 + 16, a0_1); VSTORE(xr + (size_t)(ci0 + 0) * 3136 + x0 + 32, a0_2); VSTORE(xr + (size_t)(ci0 + 0) * 3136 + x0 + 40, a0_3);
+                VSTORE(xr + (size_t)(ci0 + 1) * 3136 + x0 + 0, a1_0); VSTORE(xr + (size_t)(ci0 + 1) * 3136 + x0 + 16, a1_1); VSTORE(xr + (size_t)(ci0 + 1) * 3136 + x0 + 32, a1_2); VSTORE(xr + (size_t)(ci0 + 1) * 3136 + x0 + 40, a1_3);
+                VSTORE(xr + (size_t)(ci0 + 2) * 3136 + x0 + 0, a2_0); VSTORE(xr + (size_t)(ci0 + 2) * 3136 + x0 + 16, a2_1); VSTORE(xr + (size_t)(ci0 + 2) * 3136 + x0 + 32, a2_2); VSTORE(xr + (size_t)(ci0 + 2) * 3136 + x0 + 40, a2_3);
+                VSTORE(xr + (size_t)(ci0 + 3) * 3136 + x0 + 0, a3_0); VSTORE(xr + (size_t)(ci0 + 3) * 3136 + x0 + 16, a3_1); VSTORE(xr + (size_t)(ci0 + 3) * 3136 + x0 + 32, a3_2); VSTORE(xr + (size_t)(ci0 + 3) * 3136 + x0 + 40, a3_3);
+                VSTORE(xr + (size_t)(ci0 + 4) * 3136 + x0 + 0, a4_0); VSTORE(xr + (size_t)(ci0 + 4) * 3136 + x0 + 16, a4_1); VSTORE(xr + (size_t)(ci0 + 4) * 3136 + x0 + 32, a4_2); VSTORE(xr + (size_t)(ci0 + 4) * 3136 + x0 + 40, a4_3);
+                VSTORE(xr + (size_t)(ci0 + 5) * 3136 + x0 + 0, a5_0); VSTORE(xr + (size_t)(ci0 + 5) * 3136 + x0 + 16, a5_1); VSTORE(xr + (size_t)(ci0 + 5) * 3136 + x0 + 32, a5_2); VSTORE(xr + (size_t)(ci0 + 5) * 3136 + x0 + 40, a5_3);
             }
         }
-        for (int ci = 0; ci < 128; ci++)
-            for (int i = 0; i < 3136; i++) dxn[ci * 3136 + i] = dxh[i * 128 + ci];
+        {
+            const int ci0 = 126;
+            {
+                const int x0 = 0;
+                cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f);
+                cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f), a1_3 = vsplat(0.0f);
+                for (int co = 0; co < 256; co++) {
+                    const float *restrict dr = dr0 + (size_t)co * 3364 + x0;
+                    const float *restrict wr = w + (size_t)co * 1152 + ci0 * 9;
+                    {
+                        cg_v v0 = VLOAD(dr + 118), v1 = VLOAD(dr + 134), v2 = VLOAD(dr + 150), v3 = VLOAD(dr + 158); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        a0_0 += wr[0] * v0; a0_1 += wr[0] * v1; a0_2 += wr[0] * v2; a0_3 += wr[0] * v3;
+                        a1_0 += wr[9] * v0; a1_1 += wr[9] * v1; a1_2 += wr[9] * v2; a1_3 += wr[9] * v3;
+                    }
+                    {
+                        cg_v v0 = VLOAD(dr + 117), v1 = VLOAD(dr + 133), v2 = VLOAD(dr + 149), v3 = VLOAD(dr + 157); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        a0_0 += wr[1] * v0; a0_1 += wr[1] * v1; a0_2 += wr[1] * v2; a0_3 += wr[1] * v3;
+                        a1_0 += wr[10] * v0; a1_1 += wr[10] * v1; a1_2 += wr[10] * v2; a1_3 += wr[10] * v3;
+                    }
+                    {
+                        cg_v v0 = VLOAD(dr + 116), v1 = VLOAD(dr + 132), v2 = VLOAD(dr + 148), v3 = VLOAD(dr + 156); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        a0_0 += wr[2] * v0; a0_1 += wr[2] * v1; a0_2 += wr[2] * v2; a0_3 += wr[2] * v3;
+                        a1_0 += wr[11] * v0; a1_1 += wr[11] * v1; a1_2 += wr[11] * v2; a1_3 += wr[11] * v3;
+                    }
+                    {
+                        cg_v v0 = VLOAD(dr + 60), v1 = VLOAD(dr + 76), v2 = VLOAD(dr + 92), v3 = VLOAD(dr + 100); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        a0_0 += wr[3] * v0; a0_1 += wr[3] * v1; a0_2 += wr[3] * v2; a0_3 += wr[3] * v3;
+                        a1_0 += wr[12] * v0; a1_1 += wr[12] * v1; a1_2 += wr[12] * v2; a1_3 += wr[12] * v3;
+                    }
+                    {
+                        cg_v v0 = VLOAD(dr + 59), v1 = VLOAD(dr + 75), v2 = VLOAD(dr + 91), v3 = VLOAD(dr + 99); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        a0_0 += wr[4] * v0; a0_1 += wr[4] * v1; a0_2 += wr[4] * v2; a0_3 += wr[4] * v3;
+                        a1_0 += wr[13] * v0; a1_1 += wr[13] * v1; a1_2 += wr[13] * v2; a1_3 += wr[13] * v3;
+                    }
+                    {
+                        cg_v v0 = VLOAD(dr + 58), v1 = VLOAD(dr + 74), v2 = VLOAD(dr + 90), v3 = VLOAD(dr + 98); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        a0_0 += wr[5] * v0; a0_1 += wr[5] * v1; a0_2 += wr[5] * v2; a0_3 += wr[5] * v3;
+                        a1_0 += wr[14] * v0; a1_1 += wr[14] * v1; a1_2 += wr[14] * v2; a1_3 += wr[14] * v3;
+                    }
+                    {
+                        cg_v v0 = VLOAD(dr + 2), v1 = VLOAD(dr + 18), v2 = VLOAD(dr + 34), v3 = VLOAD(dr + 42); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        a0_0 += wr[6] * v0; a0_1 += wr[6] * v1; a0_2 += wr[6] * v2; a0_3 += wr[6] * v3;
+                        a1_0 += wr[15] * v0; a1_1 += wr[15] * v1; a1_2 += wr[15] * v2; a1_3 += wr[15] * v3;
+                    }
+                    {
+                        cg_v v0 = VLOAD(dr + 1), v1 = VLOAD(dr + 17), v2 = VLOAD(dr + 33), v3 = VLOAD(dr + 41); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        a0_0 += wr[7] * v0; a0_1 += wr[7] * v1; a0_2 += wr[7] * v2; a0_3 += wr[7] * v3;
+                        a1_0 += wr[16] * v0; a1_1 += wr[16] * v1; a1_2 += wr[16] * v2; a1_3 += wr[16] * v3;
+                    }
+                    {
+                        cg_v v0 = VLOAD(dr + 0), v1 = VLOAD(dr + 16), v2 = VLOAD(dr + 32), v3 = VLOAD(dr + 40); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        a0_0 += wr[8] * v0; a0_1 += wr[8] * v1; a0_2 += wr[8] * v2; a0_3 += wr[8] * v3;
+                        a1_0 += wr[17] * v0; a1_1 += wr[17] * v1; a1_2 += wr[17] * v2; a1_3 += wr[17] * v3;
+                    }
+                }
+                VSTORE(xr + (size_t)(ci0 + 0) * 3136 + x0 + 0, a0_0); VSTORE(xr + (size_t)(ci0 + 0) * 3136 + x0 + 16, a0_1); VSTORE(xr + (size_t)(ci0 + 0) * 3136 + x0 + 32, a0_2); VSTORE(xr + (size_t)(ci0 + 0) * 3136 + x0 + 40, a0_3);
+                VSTORE(xr + (size_t)(ci0 + 1) * 3136 + x0 + 0, a1_0); VSTORE(xr + (size_t)(ci0 + 1) * 3136 + x0 + 16, a1_1); VSTORE(xr + (size_t)(ci0 + 1) * 3136 + x0 + 32, a1_2); VSTORE(xr + (size_t)(ci0 + 1) * 3136 + x0 + 40, a1_3);
+            }
+        }
     }
 }
 
@@ -2811,439 +3974,590 @@ static void l11_relu_backward(const float *restrict y, const float *restrict dy,
 static void l12_conv2d_forward(const float *restrict P, float *restrict S, const float *restrict x, float *restrict y, int nb)
 {
     const float *restrict w = P + 555328;
-    float *restrict yh = S + 1722368, *restrict wt = S + 2525184, *restrict bp = S + 3115008;
-    /* weights [co][ci][k] -> [ci][k][co], channels padded to 256 */
-    for (int i = 0; i < 589824; i++) wt[i] = 0.0f;
-    for (int co = 0; co < 256; co++)
-        for (int j = 0; j < 2304; j++) wt[j * 256 + co] = w[co * 2304 + j];
-    for (int co = 0; co < 256; co++) bp[co] = co < 256 ? (P + 1145152)[co] : 0.0f;
-    for (int n = 0; n < nb; n++) {
-        const float *restrict xn = x + (size_t)n * 802816;
-        float *restrict xp = S + 0 + (size_t)n * 861184;
-        float *restrict yn = y + (size_t)n * 802816;
-        memset(xp, 0, sizeof(float) * 861184);
-        for (int ci = 0; ci < 256; ci++)
-            for (int iy = 0; iy < 56; iy++)
-                for (int ix = 0; ix < 56; ix++) xp[((iy + 1) * 58 + ix + 1) * 256 + ci] = xn[ci * 3136 + iy * 56 + ix];
-        CG_PARALLEL_FOR
-        for (int oy = 0; oy < 56; oy++) {
-            for (int v0 = 0; v0 < 16; v0 += 4) {
-                for (int x0 = 0; x0 < 54; x0 += 6) {
-                    cg_v a0_0 = VLOAD(bp + (v0 + 0) * 16), a0_1 = VLOAD(bp + (v0 + 1) * 16), a0_2 = VLOAD(bp + (v0 + 2) * 16), a0_3 = VLOAD(bp + (v0 + 3) * 16);
-                    cg_v a1_0 = VLOAD(bp + (v0 + 0) * 16), a1_1 = VLOAD(bp + (v0 + 1) * 16), a1_2 = VLOAD(bp + (v0 + 2) * 16), a1_3 = VLOAD(bp + (v0 + 3) * 16);
-                    cg_v a2_0 = VLOAD(bp + (v0 + 0) * 16), a2_1 = VLOAD(bp + (v0 + 1) * 16), a2_2 = VLOAD(bp + (v0 + 2) * 16), a2_3 = VLOAD(bp + (v0 + 3) * 16);
-                    cg_v a3_0 = VLOAD(bp + (v0 + 0) * 16), a3_1 = VLOAD(bp + (v0 + 1) * 16), a3_2 = VLOAD(bp + (v0 + 2) * 16), a3_3 = VLOAD(bp + (v0 + 3) * 16);
-                    cg_v a4_0 = VLOAD(bp + (v0 + 0) * 16), a4_1 = VLOAD(bp + (v0 + 1) * 16), a4_2 = VLOAD(bp + (v0 + 2) * 16), a4_3 = VLOAD(bp + (v0 + 3) * 16);
-                    cg_v a5_0 = VLOAD(bp + (v0 + 0) * 16), a5_1 = VLOAD(bp + (v0 + 1) * 16), a5_2 = VLOAD(bp + (v0 + 2) * 16), a5_3 = VLOAD(bp + (v0 + 3) * 16);
-                    for (int ci = 0; ci < 256; ci++) {
-                        const float *restrict xr = xp + (oy * 58 + x0) * 256 + ci;
-                        const float *restrict wr = wt + ci * 2304 + v0 * 16;
-                        {
-                            const cg_v w0 = VLOAD(wr + 0), w1 = VLOAD(wr + 16), w2 = VLOAD(wr + 32), w3 = VLOAD(wr + 48);
-                            a0_0 += xr[0] * w0; a0_1 += xr[0] * w1; a0_2 += xr[0] * w2; a0_3 += xr[0] * w3;
-                            a1_0 += xr[256] * w0; a1_1 += xr[256] * w1; a1_2 += xr[256] * w2; a1_3 += xr[256] * w3;
-                            a2_0 += xr[512] * w0; a2_1 += xr[512] * w1; a2_2 += xr[512] * w2; a2_3 += xr[512] * w3;
-                            a3_0 += xr[768] * w0; a3_1 += xr[768] * w1; a3_2 += xr[768] * w2; a3_3 += xr[768] * w3;
-                            a4_0 += xr[1024] * w0; a4_1 += xr[1024] * w1; a4_2 += xr[1024] * w2; a4_3 += xr[1024] * w3;
-                            a5_0 += xr[1280] * w0; a5_1 += xr[1280] * w1; a5_2 += xr[1280] * w2; a5_3 += xr[1280] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 256), w1 = VLOAD(wr + 272), w2 = VLOAD(wr + 288), w3 = VLOAD(wr + 304);
-                            a0_0 += xr[256] * w0; a0_1 += xr[256] * w1; a0_2 += xr[256] * w2; a0_3 += xr[256] * w3;
-                            a1_0 += xr[512] * w0; a1_1 += xr[512] * w1; a1_2 += xr[512] * w2; a1_3 += xr[512] * w3;
-                            a2_0 += xr[768] * w0; a2_1 += xr[768] * w1; a2_2 += xr[768] * w2; a2_3 += xr[768] * w3;
-                            a3_0 += xr[1024] * w0; a3_1 += xr[1024] * w1; a3_2 += xr[1024] * w2; a3_3 += xr[1024] * w3;
-                            a4_0 += xr[1280] * w0; a4_1 += xr[1280] * w1; a4_2 += xr[1280] * w2; a4_3 += xr[1280] * w3;
-                            a5_0 += xr[1536] * w0; a5_1 += xr[1536] * w1; a5_2 += xr[1536] * w2; a5_3 += xr[1536] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 512), w1 = VLOAD(wr + 528), w2 = VLOAD(wr + 544), w3 = VLOAD(wr + 560);
-                            a0_0 += xr[512] * w0; a0_1 += xr[512] * w1; a0_2 += xr[512] * w2; a0_3 += xr[512] * w3;
-                            a1_0 += xr[768] * w0; a1_1 += xr[768] * w1; a1_2 += xr[768] * w2; a1_3 += xr[768] * w3;
-                            a2_0 += xr[1024] * w0; a2_1 += xr[1024] * w1; a2_2 += xr[1024] * w2; a2_3 += xr[1024] * w3;
-                            a3_0 += xr[1280] * w0; a3_1 += xr[1280] * w1; a3_2 += xr[1280] * w2; a3_3 += xr[1280] * w3;
-                            a4_0 += xr[1536] * w0; a4_1 += xr[1536] * w1; a4_2 += xr[1536] * w2; a4_3 += xr[1536] * w3;
-                            a5_0 += xr[1792] * w0; a5_1 += xr[1792] * w1; a5_2 += xr[1792] * w2; a5_3 += xr[1792] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 768), w1 = VLOAD(wr + 784), w2 = VLOAD(wr + 800), w3 = VLOAD(wr + 816);
-                            a0_0 += xr[14848] * w0; a0_1 += xr[14848] * w1; a0_2 += xr[14848] * w2; a0_3 += xr[14848] * w3;
-                            a1_0 += xr[15104] * w0; a1_1 += xr[15104] * w1; a1_2 += xr[15104] * w2; a1_3 += xr[15104] * w3;
-                            a2_0 += xr[15360] * w0; a2_1 += xr[15360] * w1; a2_2 += xr[15360] * w2; a2_3 += xr[15360] * w3;
-                            a3_0 += xr[15616] * w0; a3_1 += xr[15616] * w1; a3_2 += xr[15616] * w2; a3_3 += xr[15616] * w3;
-                            a4_0 += xr[15872] * w0; a4_1 += xr[15872] * w1; a4_2 += xr[15872] * w2; a4_3 += xr[15872] * w3;
-                            a5_0 += xr[16128] * w0; a5_1 += xr[16128] * w1; a5_2 += xr[16128] * w2; a5_3 += xr[16128] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 1024), w1 = VLOAD(wr + 1040), w2 = VLOAD(wr + 1056), w3 = VLOAD(wr + 1072);
-                            a0_0 += xr[15104] * w0; a0_1 += xr[15104] * w1; a0_2 += xr[15104] * w2; a0_3 += xr[15104] * w3;
-                            a1_0 += xr[15360] * w0; a1_1 += xr[15360] * w1; a1_2 += xr[15360] * w2; a1_3 += xr[15360] * w3;
-                            a2_0 += xr[15616] * w0; a2_1 += xr[15616] * w1; a2_2 += xr[15616] * w2; a2_3 += xr[15616] * w3;
-                            a3_0 += xr[15872] * w0; a3_1 += xr[15872] * w1; a3_2 += xr[15872] * w2; a3_3 += xr[15872] * w3;
-                            a4_0 += xr[16128] * w0; a4_1 += xr[16128] * w1; a4_2 += xr[16128] * w2; a4_3 += xr[16128] * w3;
-                            a5_0 += xr[16384] * w0; a5_1 += xr[16384] * w1; a5_2 += xr[16384] * w2; a5_3 += xr[16384] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 1280), w1 = VLOAD(wr + 1296), w2 = VLOAD(wr + 1312), w3 = VLOAD(wr + 1328);
-                            a0_0 += xr[15360] * w0; a0_1 += xr[15360] * w1; a0_2 += xr[15360] * w2; a0_3 += xr[15360] * w3;
-                            a1_0 += xr[15616] * w0; a1_1 += xr[15616] * w1; a1_2 += xr[15616] * w2; a1_3 += xr[15616] * w3;
-                            a2_0 += xr[15872] * w0; a2_1 += xr[15872] * w1; a2_2 += xr[15872] * w2; a2_3 += xr[15872] * w3;
-                            a3_0 += xr[16128] * w0; a3_1 += xr[16128] * w1; a3_2 += xr[16128] * w2; a3_3 += xr[16128] * w3;
-                            a4_0 += xr[16384] * w0; a4_1 += xr[16384] * w1; a4_2 += xr[16384] * w2; a4_3 += xr[16384] * w3;
-                            a5_0 += xr[16640] * w0; a5_1 += xr[16640] * w1; a5_2 += xr[16640] * w2; a5_3 += xr[16640] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 1536), w1 = VLOAD(wr + 1552), w2 = VLOAD(wr + 1568), w3 = VLOAD(wr + 1584);
-                            a0_0 += xr[29696] * w0; a0_1 += xr[29696] * w1; a0_2 += xr[29696] * w2; a0_3 += xr[29696] * w3;
-                            a1_0 += xr[29952] * w0; a1_1 += xr[29952] * w1; a1_2 += xr[29952] * w2; a1_3 += xr[29952] * w3;
-                            a2_0 += xr[30208] * w0; a2_1 += xr[30208] * w1; a2_2 += xr[30208] * w2; a2_3 += xr[30208] * w3;
-                            a3_0 += xr[30464] * w0; a3_1 += xr[30464] * w1; a3_2 += xr[30464] * w2; a3_3 += xr[30464] * w3;
-                            a4_0 += xr[30720] * w0; a4_1 += xr[30720] * w1; a4_2 += xr[30720] * w2; a4_3 += xr[30720] * w3;
-                            a5_0 += xr[30976] * w0; a5_1 += xr[30976] * w1; a5_2 += xr[30976] * w2; a5_3 += xr[30976] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 1792), w1 = VLOAD(wr + 1808), w2 = VLOAD(wr + 1824), w3 = VLOAD(wr + 1840);
-                            a0_0 += xr[29952] * w0; a0_1 += xr[29952] * w1; a0_2 += xr[29952] * w2; a0_3 += xr[29952] * w3;
-                            a1_0 += xr[30208] * w0; a1_1 += xr[30208] * w1; a1_2 += xr[30208] * w2; a1_3 += xr[30208] * w3;
-                            a2_0 += xr[30464] * w0; a2_1 += xr[30464] * w1; a2_2 += xr[30464] * w2; a2_3 += xr[30464] * w3;
-                            a3_0 += xr[30720] * w0; a3_1 += xr[30720] * w1; a3_2 += xr[30720] * w2; a3_3 += xr[30720] * w3;
-                            a4_0 += xr[30976] * w0; a4_1 += xr[30976] * w1; a4_2 += xr[30976] * w2; a4_3 += xr[30976] * w3;
-                            a5_0 += xr[31232] * w0; a5_1 += xr[31232] * w1; a5_2 += xr[31232] * w2; a5_3 += xr[31232] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 2048), w1 = VLOAD(wr + 2064), w2 = VLOAD(wr + 2080), w3 = VLOAD(wr + 2096);
-                            a0_0 += xr[30208] * w0; a0_1 += xr[30208] * w1; a0_2 += xr[30208] * w2; a0_3 += xr[30208] * w3;
-                            a1_0 += xr[30464] * w0; a1_1 += xr[30464] * w1; a1_2 += xr[30464] * w2; a1_3 += xr[30464] * w3;
-                            a2_0 += xr[30720] * w0; a2_1 += xr[30720] * w1; a2_2 += xr[30720] * w2; a2_3 += xr[30720] * w3;
-                            a3_0 += xr[30976] * w0; a3_1 += xr[30976] * w1; a3_2 += xr[30976] * w2; a3_3 += xr[30976] * w3;
-                            a4_0 += xr[31232] * w0; a4_1 += xr[31232] * w1; a4_2 += xr[31232] * w2; a4_3 += xr[31232] * w3;
-                            a5_0 += xr[31488] * w0; a5_1 += xr[31488] * w1; a5_2 += xr[31488] * w2; a5_3 += xr[31488] * w3;
-                        }
+    const float *restrict b = P + 1145152;
+    float *restrict xp = S + 0;
+    /* inputs -> zero-padded planes 58x58 (kept for dW) */
+    CG_PARALLEL_FOR
+    for (int pl = 0; pl < nb * 256; pl++) {
+        const float *restrict s = x + (size_t)pl * 3136;
+        float *restrict d = xp + (size_t)pl * 3364;
+        memset(d, 0, sizeof(float) * 58);
+        for (int i = 0; i < 56; i++) {
+            float *restrict r = d + (i + 1) * 58;
+            memset(r, 0, sizeof(float) * 1);
+            memcpy(r + 1, s + i * 56, sizeof(float) * 56);
+            memset(r + 57, 0, sizeof(float) * 1);
+        }
+        memset(d + 3306, 0, sizeof(float) * 58);
+    }
+    /* tiles of 6 output channels x 4 vectors of an output row */
+    CG_PARALLEL_FOR
+    for (int r = 0; r < nb * 56; r++) {
+        const int n = r / 56, oy = r % 56;
+        const float *restrict xr0 = xp + ((size_t)n * 14848 + oy) * 58;
+        float *restrict yr = y + ((size_t)n * 14336 + oy) * 56;
+        for (int co0 = 0; co0 < 252; co0 += 6) {
+            {
+                const int x0 = 0;
+                cg_v a0_0 = vsplat(b[co0 + 0]), a0_1 = vsplat(b[co0 + 0]), a0_2 = vsplat(b[co0 + 0]), a0_3 = vsplat(b[co0 + 0]);
+                cg_v a1_0 = vsplat(b[co0 + 1]), a1_1 = vsplat(b[co0 + 1]), a1_2 = vsplat(b[co0 + 1]), a1_3 = vsplat(b[co0 + 1]);
+                cg_v a2_0 = vsplat(b[co0 + 2]), a2_1 = vsplat(b[co0 + 2]), a2_2 = vsplat(b[co0 + 2]), a2_3 = vsplat(b[co0 + 2]);
+                cg_v a3_0 = vsplat(b[co0 + 3]), a3_1 = vsplat(b[co0 + 3]), a3_2 = vsplat(b[co0 + 3]), a3_3 = vsplat(b[co0 + 3]);
+                cg_v a4_0 = vsplat(b[co0 + 4]), a4_1 = vsplat(b[co0 + 4]), a4_2 = vsplat(b[co0 + 4]), a4_3 = vsplat(b[co0 + 4]);
+                cg_v a5_0 = vsplat(b[co0 + 5]), a5_1 = vsplat(b[co0 + 5]), a5_2 = vsplat(b[co0 + 5]), a5_3 = vsplat(b[co0 + 5]);
+                for (int ci = 0; ci < 256; ci++) {
+                    const float *restrict xr = xr0 + (size_t)ci * 3364 + x0;
+                    const float *restrict wr = w + (size_t)co0 * 2304 + ci * 9;
+                    {
+                        cg_v v0 = VLOAD(xr + 0), v1 = VLOAD(xr + 16), v2 = VLOAD(xr + 32), v3 = VLOAD(xr + 40); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        a0_0 += wr[0] * v0; a0_1 += wr[0] * v1; a0_2 += wr[0] * v2; a0_3 += wr[0] * v3;
+                        a1_0 += wr[2304] * v0; a1_1 += wr[2304] * v1; a1_2 += wr[2304] * v2; a1_3 += wr[2304] * v3;
+                        a2_0 += wr[4608] * v0; a2_1 += wr[4608] * v1; a2_2 += wr[4608] * v2; a2_3 += wr[4608] * v3;
+                        a3_0 += wr[6912] * v0; a3_1 += wr[6912] * v1; a3_2 += wr[6912] * v2; a3_3 += wr[6912] * v3;
+                        a4_0 += wr[9216] * v0; a4_1 += wr[9216] * v1; a4_2 += wr[9216] * v2; a4_3 += wr[9216] * v3;
+                        a5_0 += wr[11520] * v0; a5_1 += wr[11520] * v1; a5_2 += wr[11520] * v2; a5_3 += wr[11520] * v3;
                     }
-                    VSTORE(yh + (oy * 56 + x0 + 0) * 256 + (v0 + 0) * 16, a0_0); VSTORE(yh + (oy * 56 + x0 + 0) * 256 + (v0 + 1) * 16, a0_1); VSTORE(yh + (oy * 56 + x0 + 0) * 256 + (v0 + 2) * 16, a0_2); VSTORE(yh + (oy * 56 + x0 + 0) * 256 + (v0 + 3) * 16, a0_3);
-                    VSTORE(yh + (oy * 56 + x0 + 1) * 256 + (v0 + 0) * 16, a1_0); VSTORE(yh + (oy * 56 + x0 + 1) * 256 + (v0 + 1) * 16, a1_1); VSTORE(yh + (oy * 56 + x0 + 1) * 256 + (v0 + 2) * 16, a1_2); VSTORE(yh + (oy * 56 + x0 + 1) * 256 + (v0 + 3) * 16, a1_3);
-                    VSTORE(yh + (oy * 56 + x0 + 2) * 256 + (v0 + 0) * 16, a2_0); VSTORE(yh + (oy * 56 + x0 + 2) * 256 + (v0 + 1) * 16, a2_1); VSTORE(yh + (oy * 56 + x0 + 2) * 256 + (v0 + 2) * 16, a2_2); VSTORE(yh + (oy * 56 + x0 + 2) * 256 + (v0 + 3) * 16, a2_3);
-                    VSTORE(yh + (oy * 56 + x0 + 3) * 256 + (v0 + 0) * 16, a3_0); VSTORE(yh + (oy * 56 + x0 + 3) * 256 + (v0 + 1) * 16, a3_1); VSTORE(yh + (oy * 56 + x0 + 3) * 256 + (v0 + 2) * 16, a3_2); VSTORE(yh + (oy * 56 + x0 + 3) * 256 + (v0 + 3) * 16, a3_3);
-                    VSTORE(yh + (oy * 56 + x0 + 4) * 256 + (v0 + 0) * 16, a4_0); VSTORE(yh + (oy * 56 + x0 + 4) * 256 + (v0 + 1) * 16, a4_1); VSTORE(yh + (oy * 56 + x0 + 4) * 256 + (v0 + 2) * 16, a4_2); VSTORE(yh + (oy * 56 + x0 + 4) * 256 + (v0 + 3) * 16, a4_3);
-                    VSTORE(yh + (oy * 56 + x0 + 5) * 256 + (v0 + 0) * 16, a5_0); VSTORE(yh + (oy * 56 + x0 + 5) * 256 + (v0 + 1) * 16, a5_1); VSTORE(yh + (oy * 56 + x0 + 5) * 256 + (v0 + 2) * 16, a5_2); VSTORE(yh + (oy * 56 + x0 + 5) * 256 + (v0 + 3) * 16, a5_3);
-                }
-                {
-                    const int x0 = 54;
-                    cg_v a0_0 = VLOAD(bp + (v0 + 0) * 16), a0_1 = VLOAD(bp + (v0 + 1) * 16), a0_2 = VLOAD(bp + (v0 + 2) * 16), a0_3 = VLOAD(bp + (v0 + 3) * 16);
-                    cg_v a1_0 = VLOAD(bp + (v0 + 0) * 16), a1_1 = VLOAD(bp + (v0 + 1) * 16), a1_2 = VLOAD(bp + (v0 + 2) * 16), a1_3 = VLOAD(bp + (v0 + 3) * 16);
-                    for (int ci = 0; ci < 256; ci++) {
-                        const float *restrict xr = xp + (oy * 58 + x0) * 256 + ci;
-                        const float *restrict wr = wt + ci * 2304 + v0 * 16;
-                        {
-                            const cg_v w0 = VLOAD(wr + 0), w1 = VLOAD(wr + 16), w2 = VLOAD(wr + 32), w3 = VLOAD(wr + 48);
-                            a0_0 += xr[0] * w0; a0_1 += xr[0] * w1; a0_2 += xr[0] * w2; a0_3 += xr[0] * w3;
-                            a1_0 += xr[256] * w0; a1_1 += xr[256] * w1; a1_2 += xr[256] * w2; a1_3 += xr[256] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 256), w1 = VLOAD(wr + 272), w2 = VLOAD(wr + 288), w3 = VLOAD(wr + 304);
-                            a0_0 += xr[256] * w0; a0_1 += xr[256] * w1; a0_2 += xr[256] * w2; a0_3 += xr[256] * w3;
-                            a1_0 += xr[512] * w0; a1_1 += xr[512] * w1; a1_2 += xr[512] * w2; a1_3 += xr[512] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 512), w1 = VLOAD(wr + 528), w2 = VLOAD(wr + 544), w3 = VLOAD(wr + 560);
-                            a0_0 += xr[512] * w0; a0_1 += xr[512] * w1; a0_2 += xr[512] * w2; a0_3 += xr[512] * w3;
-                            a1_0 += xr[768] * w0; a1_1 += xr[768] * w1; a1_2 += xr[768] * w2; a1_3 += xr[768] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 768), w1 = VLOAD(wr + 784), w2 = VLOAD(wr + 800), w3 = VLOAD(wr + 816);
-                            a0_0 += xr[14848] * w0; a0_1 += xr[14848] * w1; a0_2 += xr[14848] * w2; a0_3 += xr[14848] * w3;
-                            a1_0 += xr[15104] * w0; a1_1 += xr[15104] * w1; a1_2 += xr[15104] * w2; a1_3 += xr[15104] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 1024), w1 = VLOAD(wr + 1040), w2 = VLOAD(wr + 1056), w3 = VLOAD(wr + 1072);
-                            a0_0 += xr[15104] * w0; a0_1 += xr[15104] * w1; a0_2 += xr[15104] * w2; a0_3 += xr[15104] * w3;
-                            a1_0 += xr[15360] * w0; a1_1 += xr[15360] * w1; a1_2 += xr[15360] * w2; a1_3 += xr[15360] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 1280), w1 = VLOAD(wr + 1296), w2 = VLOAD(wr + 1312), w3 = VLOAD(wr + 1328);
-                            a0_0 += xr[15360] * w0; a0_1 += xr[15360] * w1; a0_2 += xr[15360] * w2; a0_3 += xr[15360] * w3;
-                            a1_0 += xr[15616] * w0; a1_1 += xr[15616] * w1; a1_2 += xr[15616] * w2; a1_3 += xr[15616] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 1536), w1 = VLOAD(wr + 1552), w2 = VLOAD(wr + 1568), w3 = VLOAD(wr + 1584);
-                            a0_0 += xr[29696] * w0; a0_1 += xr[29696] * w1; a0_2 += xr[29696] * w2; a0_3 += xr[29696] * w3;
-                            a1_0 += xr[29952] * w0; a1_1 += xr[29952] * w1; a1_2 += xr[29952] * w2; a1_3 += xr[29952] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 1792), w1 = VLOAD(wr + 1808), w2 = VLOAD(wr + 1824), w3 = VLOAD(wr + 1840);
-                            a0_0 += xr[29952] * w0; a0_1 += xr[29952] * w1; a0_2 += xr[29952] * w2; a0_3 += xr[29952] * w3;
-                            a1_0 += xr[30208] * w0; a1_1 += xr[30208] * w1; a1_2 += xr[30208] * w2; a1_3 += xr[30208] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 2048), w1 = VLOAD(wr + 2064), w2 = VLOAD(wr + 2080), w3 = VLOAD(wr + 2096);
-                            a0_0 += xr[30208] * w0; a0_1 += xr[30208] * w1; a0_2 += xr[30208] * w2; a0_3 += xr[30208] * w3;
-                            a1_0 += xr[30464] * w0; a1_1 += xr[30464] * w1; a1_2 += xr[30464] * w2; a1_3 += xr[30464] * w3;
-                        }
+                    {
+                        cg_v v0 = VLOAD(xr + 1), v1 = VLOAD(xr + 17), v2 = VLOAD(xr + 33), v3 = VLOAD(xr + 41); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        a0_0 += wr[1] * v0; a0_1 += wr[1] * v1; a0_2 += wr[1] * v2; a0_3 += wr[1] * v3;
+                        a1_0 += wr[2305] * v0; a1_1 += wr[2305] * v1; a1_2 += wr[2305] * v2; a1_3 += wr[2305] * v3;
+                        a2_0 += wr[4609] * v0; a2_1 += wr[4609] * v1; a2_2 += wr[4609] * v2; a2_3 += wr[4609] * v3;
+                        a3_0 += wr[6913] * v0; a3_1 += wr[6913] * v1; a3_2 += wr[6913] * v2; a3_3 += wr[6913] * v3;
+                        a4_0 += wr[9217] * v0; a4_1 += wr[9217] * v1; a4_2 += wr[9217] * v2; a4_3 += wr[9217] * v3;
+                        a5_0 += wr[11521] * v0; a5_1 += wr[11521] * v1; a5_2 += wr[11521] * v2; a5_3 += wr[11521] * v3;
                     }
-                    VSTORE(yh + (oy * 56 + x0 + 0) * 256 + (v0 + 0) * 16, a0_0); VSTORE(yh + (oy * 56 + x0 + 0) * 256 + (v0 + 1) * 16, a0_1); VSTORE(yh + (oy * 56 + x0 + 0) * 256 + (v0 + 2) * 16, a0_2); VSTORE(yh + (oy * 56 + x0 + 0) * 256 + (v0 + 3) * 16, a0_3);
-                    VSTORE(yh + (oy * 56 + x0 + 1) * 256 + (v0 + 0) * 16, a1_0); VSTORE(yh + (oy * 56 + x0 + 1) * 256 + (v0 + 1) * 16, a1_1); VSTORE(yh + (oy * 56 + x0 + 1) * 256 + (v0 + 2) * 16, a1_2); VSTORE(yh + (oy * 56 + x0 + 1) * 256 + (v0 + 3) * 16, a1_3);
+                    {
+                        cg_v v0 = VLOAD(xr + 2), v1 = VLOAD(xr + 18), v2 = VLOAD(xr + 34), v3 = VLOAD(xr + 42); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        a0_0 += wr[2] * v0; a0_1 += wr[2] * v1; a0_2 += wr[2] * v2; a0_3 += wr[2] * v3;
+                        a1_0 += wr[2306] * v0; a1_1 += wr[2306] * v1; a1_2 += wr[2306] * v2; a1_3 += wr[2306] * v3;
+                        a2_0 += wr[4610] * v0; a2_1 += wr[4610] * v1; a2_2 += wr[4610] * v2; a2_3 += wr[4610] * v3;
+                        a3_0 += wr[6914] * v0; a3_1 += wr[6914] * v1; a3_2 += wr[6914] * v2; a3_3 += wr[6914] * v3;
+                        a4_0 += wr[9218] * v0; a4_1 += wr[9218] * v1; a4_2 += wr[9218] * v2; a4_3 += wr[9218] * v3;
+                        a5_0 += wr[11522] * v0; a5_1 += wr[11522] * v1; a5_2 += wr[11522] * v2; a5_3 += wr[11522] * v3;
+                    }
+                    {
+                        cg_v v0 = VLOAD(xr + 58), v1 = VLOAD(xr + 74), v2 = VLOAD(xr + 90), v3 = VLOAD(xr + 98); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        a0_0 += wr[3] * v0; a0_1 += wr[3] * v1; a0_2 += wr[3] * v2; a0_3 += wr[3] * v3;
+                        a1_0 += wr[2307] * v0; a1_1 += wr[2307] * v1; a1_2 += wr[2307] * v2; a1_3 += wr[2307] * v3;
+                        a2_0 += wr[4611] * v0; a2_1 += wr[4611] * v1; a2_2 += wr[4611] * v2; a2_3 += wr[4611] * v3;
+                        a3_0 += wr[6915] * v0; a3_1 += wr[6915] * v1; a3_2 += wr[6915] * v2; a3_3 += wr[6915] * v3;
+                        a4_0 += wr[9219] * v0; a4_1 += wr[9219] * v1; a4_2 += wr[9219] * v2; a4_3 += wr[9219] * v3;
+                        a5_0 += wr[11523] * v0; a5_1 += wr[11523] * v1; a5_2 += wr[11523] * v2; a5_3 += wr[11523] * v3;
+                    }
+                    {
+                        cg_v v0 = VLOAD(xr + 59), v1 = VLOAD(xr + 75), v2 = VLOAD(xr + 91), v3 = VLOAD(xr + 99); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        a0_0 += wr[4] * v0; a0_1 += wr[4] * v1; a0_2 += wr[4] * v2; a0_3 += wr[4] * v3;
+                        a1_0 += wr[2308] * v0; a1_1 += wr[2308] * v1; a1_2 += wr[2308] * v2; a1_3 += wr[2308] * v3;
+                        a2_0 += wr[4612] * v0; a2_1 += wr[4612] * v1; a2_2 += wr[4612] * v2; a2_3 += wr[4612] * v3;
+                        a3_0 += wr[6916] * v0; a3_1 += wr[6916] * v1; a3_2 += wr[6916] * v2; a3_3 += wr[6916] * v3;
+                        a4_0 += wr[9220] * v0; a4_1 += wr[9220] * v1; a4_2 += wr[9220] * v2; a4_3 += wr[9220] * v3;
+                        a5_0 += wr[11524] * v0; a5_1 += wr[11524] * v1; a5_2 += wr[11524] * v2; a5_3 += wr[11524] * v3;
+                    }
+                    {
+                        cg_v v0 = VLOAD(xr + 60), v1 = VLOAD(xr + 76), v2 = VLOAD(xr + 92), v3 = VLOAD(xr + 100); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        a0_0 += wr[5] * v0; a0_1 += wr[5] * v1; a0_2 += wr[5] * v2; a0_3 += wr[5] * v3;
+                        a1_0 += wr[2309] * v0; a1_1 += wr[2309] * v1; a1_2 += wr[2309] * v2; a1_3 += wr[2309] * v3;
+                        a2_0 += wr[4613] * v0; a2_1 += wr[4613] * v1; a2_2 += wr[4613] * v2; a2_3 += wr[4613] * v3;
+                        a3_0 += wr[6917] * v0; a3_1 += wr[6917] * v1; a3_2 += wr[6917] * v2; a3_3 += wr[6917] * v3;
+                        a4_0 += wr[9221] * v0; a4_1 += wr[9221] * v1; a4_2 += wr[9221] * v2; a4_3 += wr[9221] * v3;
+                        a5_0 += wr[11525] * v0; a5_1 += wr[11525] * v1; a5_2 += wr[11525] * v2; a5_3 += wr[11525] * v3;
+                    }
+                    {
+                        cg_v v0 = VLOAD(xr + 116), v1 = VLOAD(xr + 132), v2 = VLOAD(xr + 148), v3 = VLOAD(xr + 156); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        a0_0 += wr[6] * v0; a0_1 += wr[6] * v1; a0_2 += wr[6] * v2; a0_3 += wr[6] * v3;
+                        a1_0 += wr[2310] * v0; a1_1 += wr[2310] * v1; a1_2 += wr[2310] * v2; a1_3 += wr[2310] * v3;
+                        a2_0 += wr[4614] * v0; a2_1 += wr[4614] * v1; a2_2 += wr[4614] * v2; a2_3 += wr[4614] * v3;
+                        a3_0 += wr[6918] * v0; a3_1 += wr[6918] * v1; a3_2 += wr[6918] * v2; a3_3 += wr[6918] * v3;
+                        a4_0 += wr[9222] * v0; a4_1 += wr[9222] * v1; a4_2 += wr[9222] * v2; a4_3 += wr[9222] * v3;
+                        a5_0 += wr[11526] * v0; a5_1 += wr[11526] * v1; a5_2 += wr[11526] * v2; a5_3 += wr[11526] * v3;
+                    }
+                    {
+                        cg_v v0 = VLOAD(xr + 117), v1 = VLOAD(xr + 133), v2 = VLOAD(xr + 149), v3 = VLOAD(xr + 157); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        a0_0 += wr[7] * v0; a0_1 += wr[7] * v1; a0_2 += wr[7] * v2; a0_3 += wr[7] * v3;
+                        a1_0 += wr[2311] * v0; a1_1 += wr[2311] * v1; a1_2 += wr[2311] * v2; a1_3 += wr[2311] * v3;
+                        a2_0 += wr[4615] * v0; a2_1 += wr[4615] * v1; a2_2 += wr[4615] * v2; a2_3 += wr[4615] * v3;
+                        a3_0 += wr[6919] * v0; a3_1 += wr[6919] * v1; a3_2 += wr[6919] * v2; a3_3 += wr[6919] * v3;
+                        a4_0 += wr[9223] * v0; a4_1 += wr[9223] * v1; a4_2 += wr[9223] * v2; a4_3 += wr[9223] * v3;
+                        a5_0 += wr[11527] * v0; a5_1 += wr[11527] * v1; a5_2 += wr[11527] * v2; a5_3 += wr[11527] * v3;
+                    }
+                    {
+                        cg_v v0 = VLOAD(xr + 118), v1 = VLOAD(xr + 134), v2 = VLOAD(xr + 150), v3 = VLOAD(xr + 158); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        a0_0 += wr[8] * v0; a0_1 += wr[8] * v1; a0_2 += wr[8] * v2; a0_3 += wr[8] * v3;
+                        a1_0 += wr[2312] * v0; a1_1 += wr[2312] * v1; a1_2 += wr[2312] * v2; a1_3 += wr[2312] * v3;
+                        a2_0 += wr[4616] * v0; a2_1 += wr[4616] * v1; a2_2 += wr[4616] * v2; a2_3 += wr[4616] * v3;
+                        a3_0 += wr[6920] * v0; a3_1 += wr[6920] * v1; a3_2 += wr[6920] * v2; a3_3 += wr[6920] * v3;
+                        a4_0 += wr[9224] * v0; a4_1 += wr[9224] * v1; a4_2 += wr[9224] * v2; a4_3 += wr[9224] * v3;
+                        a5_0 += wr[11528] * v0; a5_1 += wr[11528] * v1; a5_2 += wr[11528] * v2; a5_3 += wr[11528] * v3;
+                    }
                 }
+                VSTORE(yr + (size_t)(co0 + 0) * 3136 + x0 + 0, a0_0); VSTORE(yr + (size_t)(co0 + 0) * 3136 + x0 + 16, a0_1); VSTORE(yr + (size_t)(co0 + 0) * 3136 + x0 + 32, a0_2); VSTORE(yr + (size_t)(co0 + 0) * 3136 + x0 + 40, a0_3);
+                VSTORE(yr + (size_t)(co0 + 1) * 3136 + x0 + 0, a1_0); VSTORE(yr + (size_t)(co0 + 1) * 3136 + x0 + 16, a1_1); VSTORE(yr + (size_t)(co0 + 1) * 3136 + x0 + 32, a1_2); VSTORE(yr + (size_t)(co0 + 1) * 3136 + x0 + 40, a1_3);
+                VSTORE(yr + (size_t)(co0 + 2) * 3136 + x0 + 0, a2_0); VSTORE(yr + (size_t)(co0 + 2) * 3136 + x0 + 16, a2_1); VSTORE(yr + (size_t)(co0 + 2) * 3136 + x0 + 32, a2_2); VSTORE(yr + (size_t)(co0 + 2) * 3136 + x0 + 40, a2_3);
+                VSTORE(yr + (size_t)(co0 + 3) * 3136 + x0 + 0, a3_0); VSTORE(yr + (size_t)(co0 + 3) * 3136 + x0 + 16, a3_1); VSTORE(yr + (size_t)(co0 + 3) * 3136 + x0 + 32, a3_2); VSTORE(yr + (size_t)(co0 + 3) * 3136 + x0 + 40, a3_3);
+                VSTORE(yr + (size_t)(co0 + 4) * 3136 + x0 + 0, a4_0); VSTORE(yr + (size_t)(co0 + 4) * 3136 + x0 + 16, a4_1); VSTORE(yr + (size_t)(co0 + 4) * 3136 + x0 + 32, a4_2); VSTORE(yr + (size_t)(co0 + 4) * 3136 + x0 + 40, a4_3);
+                VSTORE(yr + (size_t)(co0 + 5) * 3136 + x0 + 0, a5_0); VSTORE(yr + (size_t)(co0 + 5) * 3136 + x0 + 16, a5_1); VSTORE(yr + (size_t)(co0 + 5) * 3136 + x0 + 32, a5_2); VSTORE(yr + (size_t)(co0 + 5) * 3136 + x0 + 40, a5_3);
             }
         }
-        for (int co = 0; co < 256; co++)
-            for (int i = 0; i < 3136; i++) yn[co * 3136 + i] = yh[i * 256 + co];
+        {
+            const int co0 = 252;
+            {
+                const int x0 = 0;
+                cg_v a0_0 = vsplat(b[co0 + 0]), a0_1 = vsplat(b[co0 + 0]), a0_2 = vsplat(b[co0 + 0]), a0_3 = vsplat(b[co0 + 0]);
+                cg_v a1_0 = vsplat(b[co0 + 1]), a1_1 = vsplat(b[co0 + 1]), a1_2 = vsplat(b[co0 + 1]), a1_3 = vsplat(b[co0 + 1]);
+                cg_v a2_0 = vsplat(b[co0 + 2]), a2_1 = vsplat(b[co0 + 2]), a2_2 = vsplat(b[co0 + 2]), a2_3 = vsplat(b[co0 + 2]);
+                cg_v a3_0 = vsplat(b[co0 + 3]), a3_1 = vsplat(b[co0 + 3]), a3_2 = vsplat(b[co0 + 3]), a3_3 = vsplat(b[co0 + 3]);
+                for (int ci = 0; ci < 256; ci++) {
+                    const float *restrict xr = xr0 + (size_t)ci * 3364 + x0;
+                    const float *restrict wr = w + (size_t)co0 * 2304 + ci * 9;
+                    {
+                        cg_v v0 = VLOAD(xr + 0), v1 = VLOAD(xr + 16), v2 = VLOAD(xr + 32), v3 = VLOAD(xr + 40); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        a0_0 += wr[0] * v0; a0_1 += wr[0] * v1; a0_2 += wr[0] * v2; a0_3 += wr[0] * v3;
+                        a1_0 += wr[2304] * v0; a1_1 += wr[2304] * v1; a1_2 += wr[2304] * v2; a1_3 += wr[2304] * v3;
+                        a2_0 += wr[4608] * v0; a2_1 += wr[4608] * v1; a2_2 += wr[4608] * v2; a2_3 += wr[4608] * v3;
+                        a3_0 += wr[6912] * v0; a3_1 += wr[6912] * v1; a3_2 += wr[6912] * v2; a3_3 += wr[6912] * v3;
+                    }
+                    {
+                        cg_v v0 = VLOAD(xr + 1), v1 = VLOAD(xr + 17), v2 = VLOAD(xr + 33), v3 = VLOAD(xr + 41); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        a0_0 += wr[1] * v0; a0_1 += wr[1] * v1; a0_2 += wr[1] * v2; a0_3 += wr[1] * v3;
+                        a1_0 += wr[2305] * v0; a1_1 += wr[2305] * v1; a1_2 += wr[2305] * v2; a1_3 += wr[2305] * v3;
+                        a2_0 += wr[4609] * v0; a2_1 += wr[4609] * v1; a2_2 += wr[4609] * v2; a2_3 += wr[4609] * v3;
+                        a3_0 += wr[6913] * v0; a3_1 += wr[6913] * v1; a3_2 += wr[6913] * v2; a3_3 += wr[6913] * v3;
+                    }
+                    {
+                        cg_v v0 = VLOAD(xr + 2), v1 = VLOAD(xr + 18), v2 = VLOAD(xr + 34), v3 = VLOAD(xr + 42); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        a0_0 += wr[2] * v0; a0_1 += wr[2] * v1; a0_2 += wr[2] * v2; a0_3 += wr[2] * v3;
+                        a1_0 += wr[2306] * v0; a1_1 += wr[2306] * v1; a1_2 += wr[2306] * v2; a1_3 += wr[2306] * v3;
+                        a2_0 += wr[4610] * v0; a2_1 += wr[4610] * v1; a2_2 += wr[4610] * v2; a2_3 += wr[4610] * v3;
+                        a3_0 += wr[6914] * v0; a3_1 += wr[6914] * v1; a3_2 += wr[6914] * v2; a3_3 += wr[6914] * v3;
+                    }
+                    {
+                        cg_v v0 = VLOAD(xr + 58), v1 = VLOAD(xr + 74), v2 = VLOAD(xr + 90), v3 = VLOAD(xr + 98); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        a0_0 += wr[3] * v0; a0_1 += wr[3] * v1; a0_2 += wr[3] * v2; a0_3 += wr[3] * v3;
+                        a1_0 += wr[2307] * v0; a1_1 += wr[2307] * v1; a1_2 += wr[2307] * v2; a1_3 += wr[2307] * v3;
+                        a2_0 += wr[4611] * v0; a2_1 += wr[4611] * v1; a2_2 += wr[4611] * v2; a2_3 += wr[4611] * v3;
+                        a3_0 += wr[6915] * v0; a3_1 += wr[6915] * v1; a3_2 += wr[6915] * v2; a3_3 += wr[6915] * v3;
+                    }
+                    {
+                        cg_v v0 = VLOAD(xr + 59), v1 = VLOAD(xr + 75), v2 = VLOAD(xr + 91), v3 = VLOAD(xr + 99); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        a0_0 += wr[4] * v0; a0_1 += wr[4] * v1; a0_2 += wr[4] * v2; a0_3 += wr[4] * v3;
+                        a1_0 += wr[2308] * v0; a1_1 += wr[2308] * v1; a1_2 += wr[2308] * v2; a1_3 += wr[2308] * v3;
+                        a2_0 += wr[4612] * v0; a2_1 += wr[4612] * v1; a2_2 += wr[4612] * v2; a2_3 += wr[4612] * v3;
+                        a3_0 += wr[6916] * v0; a3_1 += wr[6916] * v1; a3_2 += wr[6916] * v2; a3_3 += wr[6916] * v3;
+                    }
+                    {
+                        cg_v v0 = VLOAD(xr + 60), v1 = VLOAD(xr + 76), v2 = VLOAD(xr + 92), v3 = VLOAD(xr + 100); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        a0_0 += wr[5] * v0; a0_1 += wr[5] * v1; a0_2 += wr[5] * v2; a0_3 += wr[5] * v3;
+                        a1_0 += wr[2309] * v0; a1_1 += wr[2309] * v1; a1_2 += wr[2309] * v2; a1_3 += wr[2309] * v3;
+                        a2_0 += wr[4613] * v0; a2_1 += wr[4613] * v1; a2_2 += wr[4613] * v2; a2_3 += wr[4613] * v3;
+                        a3_0 += wr[6917] * v0; a3_1 += wr[6917] * v1; a3_2 += wr[6917] * v2; a3_3 += wr[6917] * v3;
+                    }
+                    {
+                        cg_v v0 = VLOAD(xr + 116), v1 = VLOAD(xr + 132), v2 = VLOAD(xr + 148), v3 = VLOAD(xr + 156); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        a0_0 += wr[6] * v0; a0_1 += wr[6] * v1; a0_2 += wr[6] * v2; a0_3 += wr[6] * v3;
+                        a1_0 += wr[2310] * v0; a1_1 += wr[2310] * v1; a1_2 += wr[2310] * v2; a1_3 += wr[2310] * v3;
+                        a2_0 += wr[4614] * v0; a2_1 += wr[4614] * v1; a2_2 += wr[4614] * v2; a2_3 += wr[4614] * v3;
+                        a3_0 += wr[6918] * v0; a3_1 += wr[6918] * v1; a3_2 += wr[6918] * v2; a3_3 += wr[6918] * v3;
+                    }
+                    {
+                        cg_v v0 = VLOAD(xr + 117), v1 = VLOAD(xr + 133), v2 = VLOAD(xr + 149), v3 = VLOAD(xr + 157); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        a0_0 += wr[7] * v0; a0_1 += wr[7] * v1; a0_2 += wr[7] * v2; a0_3 += wr[7] * v3;
+                        a1_0 += wr[2311] * v0; a1_1 += wr[2311] * v1; a1_2 += wr[2311] * v2; a1_3 += wr[2311] * v3;
+                        a2_0 += wr[4615] * v0; a2_1 += wr[4615] * v1; a2_2 += wr[4615] * v2; a2_3 += wr[4615] * v3;
+                        a3_0 += wr[6919] * v0; a3_1 += wr[6919] * v1; a3_2 += wr[6919] * v2; a3_3 += wr[6919] * v3;
+                    }
+                    {
+                        cg_v v0 = VLOAD(xr + 118), v1 = VLOAD(xr + 134), v2 = VLOAD(xr + 150), v3 = VLOAD(xr + 158); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        a0_0 += wr[8] * v0; a0_1 += wr[8] * v1; a0_2 += wr[8] * v2; a0_3 += wr[8] * v3;
+                        a1_0 += wr[2312] * v0; a1_1 += wr[2312] * v1; a1_2 += wr[2312] * v2; a1_3 += wr[2312] * v3;
+                        a2_0 += wr[4616] * v0; a2_1 += wr[4616] * v1; a2_2 += wr[4616] * v2; a2_3 += wr[4616] * v3;
+                        a3_0 += wr[6920] * v0; a3_1 += wr[6920] * v1; a3_2 += wr[6920] * v2; a3_3 += wr[6920] * v3;
+                    }
+                }
+                VSTORE(yr + (size_t)(co0 + 0) * 3136 + x0 + 0, a0_0); VSTORE(yr + (size_t)(co0 + 0) * 3136 + x0 + 16, a0_1); VSTORE(yr + (size_t)(co0 + 0) * 3136 + x0 + 32, a0_2); VSTORE(yr + (size_t)(co0 + 0) * 3136 + x0 + 40, a0_3);
+                VSTORE(yr + (size_t)(co0 + 1) * 3136 + x0 + 0, a1_0); VSTORE(yr + (size_t)(co0 + 1) * 3136 + x0 + 16, a1_1); VSTORE(yr + (size_t)(co0 + 1) * 3136 + x0 + 32, a1_2); VSTORE(yr + (size_t)(co0 + 1) * 3136 + x0 + 40, a1_3);
+                VSTORE(yr + (size_t)(co0 + 2) * 3136 + x0 + 0, a2_0); VSTORE(yr + (size_t)(co0 + 2) * 3136 + x0 + 16, a2_1); VSTORE(yr + (size_t)(co0 + 2) * 3136 + x0 + 32, a2_2); VSTORE(yr + (size_t)(co0 + 2) * 3136 + x0 + 40, a2_3);
+                VSTORE(yr + (size_t)(co0 + 3) * 3136 + x0 + 0, a3_0); VSTORE(yr + (size_t)(co0 + 3) * 3136 + x0 + 16, a3_1); VSTORE(yr + (size_t)(co0 + 3) * 3136 + x0 + 32, a3_2); VSTORE(yr + (size_t)(co0 + 3) * 3136 + x0 + 40, a3_3);
+            }
+        }
     }
 }
 
 static void l12_conv2d_backward(float *restrict G, float *restrict S, const float *restrict dy, int nb)
 {
     float *restrict gw = G + 555328;
+    const float *restrict xp = S + 0;
     float *restrict gb = G + 1145152;
-    float *restrict dyh = S + 3115264;
-    /* dy of every sample -> channels-last, padded channels zero */
     CG_PARALLEL_FOR
-    for (int n = 0; n < nb; n++) {
-        float *restrict dn = dyh + (size_t)n * 802816;
-        for (int i = 0; i < 3136; i++)
-            for (int co = 0; co < 256; co++) dn[i * 256 + co] = co < 256 ? dy[(size_t)n * 802816 + co * 3136 + i] : 0.0f;
-    }
     for (int co = 0; co < 256; co++) {
-        float s = 0.0f;
-        for (int n = 0; n < nb; n++)
-            for (int i = 0; i < 3136; i++) s += dy[(size_t)n * 802816 + co * 3136 + i];
-        gb[co] += s;
-    }
-    CG_PARALLEL_FOR
-    for (int p0 = 0; p0 < 2304; p0 += 6) {
-        int off[6], gidx[6];
-        for (int j = 0; j < 6; j++) {
-            const int q = p0 + j, ci = q / 9, k = q % 9, ky = k / 3, kx = k % 3;
-            off[j] = (ky * 1 * 58 + kx * 1) * 256 + ci;
-            gidx[j] = ci * 9 + k;
+        cg_v s = vsplat(0.0f);
+        for (int n = 0; n < nb; n++) {
+            const float *restrict d = dy + ((size_t)n * 256 + co) * 3136;
+            for (int i = 0; i < 3136; i += 16) s += VLOAD(d + i);
         }
-        for (int v0 = 0; v0 < 16; v0 += 4) {
-            cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f);
-            cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f), a1_3 = vsplat(0.0f);
-            cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f), a2_2 = vsplat(0.0f), a2_3 = vsplat(0.0f);
-            cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f), a3_2 = vsplat(0.0f), a3_3 = vsplat(0.0f);
-            cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f), a4_2 = vsplat(0.0f), a4_3 = vsplat(0.0f);
-            cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f), a5_2 = vsplat(0.0f), a5_3 = vsplat(0.0f);
-            for (int n = 0; n < nb; n++) {
-                const float *restrict xp = S + 0 + (size_t)n * 861184;
-                const float *restrict dn = dyh + (size_t)n * 802816 + v0 * 16;
-                for (int oy = 0; oy < 56; oy++) {
-                    for (int ox = 0; ox < 56; ox++) {
-                        const float *restrict xr = xp + (oy * 58 + ox) * 256;
-                        const cg_v d0 = VLOAD(dn + (oy * 56 + ox) * 256 + 0), d1 = VLOAD(dn + (oy * 56 + ox) * 256 + 16), d2 = VLOAD(dn + (oy * 56 + ox) * 256 + 32), d3 = VLOAD(dn + (oy * 56 + ox) * 256 + 48);
-                        a0_0 += xr[off[0]] * d0; a0_1 += xr[off[0]] * d1; a0_2 += xr[off[0]] * d2; a0_3 += xr[off[0]] * d3;
-                        a1_0 += xr[off[1]] * d0; a1_1 += xr[off[1]] * d1; a1_2 += xr[off[1]] * d2; a1_3 += xr[off[1]] * d3;
-                        a2_0 += xr[off[2]] * d0; a2_1 += xr[off[2]] * d1; a2_2 += xr[off[2]] * d2; a2_3 += xr[off[2]] * d3;
-                        a3_0 += xr[off[3]] * d0; a3_1 += xr[off[3]] * d1; a3_2 += xr[off[3]] * d2; a3_3 += xr[off[3]] * d3;
-                        a4_0 += xr[off[4]] * d0; a4_1 += xr[off[4]] * d1; a4_2 += xr[off[4]] * d2; a4_3 += xr[off[4]] * d3;
-                        a5_0 += xr[off[5]] * d0; a5_1 += xr[off[5]] * d1; a5_2 += xr[off[5]] * d2; a5_3 += xr[off[5]] * d3;
+        gb[co] += vsum(s);
+    }
+    /* tiles of 2 output channels x 9 taps (3 kernel rows) of one input channel */
+    /* lanes of the last, overlapping vector of a row already counted by the one before */
+    const cg_vi mk = {0, 0, 0, 0, 0, 0, 0, 0, -1, -1, -1, -1, -1, -1, -1, -1};
+    CG_PARALLEL_FOR
+    for (int t = 0; t < 32768; t++) {
+        const int co0 = t / 256 * 2, ci = t % 256;
+        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f), a0_4 = vsplat(0.0f), a0_5 = vsplat(0.0f), a0_6 = vsplat(0.0f), a0_7 = vsplat(0.0f), a0_8 = vsplat(0.0f);
+        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f), a1_3 = vsplat(0.0f), a1_4 = vsplat(0.0f), a1_5 = vsplat(0.0f), a1_6 = vsplat(0.0f), a1_7 = vsplat(0.0f), a1_8 = vsplat(0.0f);
+        for (int n = 0; n < nb; n++) {
+            for (int oy = 0; oy < 56; oy += 4) {
+                const float *restrict dr = dy + ((size_t)n * 256 + co0) * 3136 + oy * 56;
+                const float *restrict xr = xp + ((size_t)n * 256 + ci) * 3364 + (oy) * 58;
+                for (int x = 0; x < 48; x += 16) {
+                    const cg_v d0_0 = VLOAD(dr + 0 + x), d0_1 = VLOAD(dr + 3136 + x);
+                    const cg_v d1_0 = VLOAD(dr + 56 + x), d1_1 = VLOAD(dr + 3192 + x);
+                    const cg_v d2_0 = VLOAD(dr + 112 + x), d2_1 = VLOAD(dr + 3248 + x);
+                    const cg_v d3_0 = VLOAD(dr + 168 + x), d3_1 = VLOAD(dr + 3304 + x);
+                    {
+                        cg_v v = VLOAD(xr + 0 + x); VKEEP(v); a0_0 += d0_0 * v; a1_0 += d0_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 1 + x); VKEEP(v); a0_1 += d0_0 * v; a1_1 += d0_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 2 + x); VKEEP(v); a0_2 += d0_0 * v; a1_2 += d0_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 58 + x); VKEEP(v); a0_3 += d0_0 * v; a1_3 += d0_1 * v; a0_0 += d1_0 * v; a1_0 += d1_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 59 + x); VKEEP(v); a0_4 += d0_0 * v; a1_4 += d0_1 * v; a0_1 += d1_0 * v; a1_1 += d1_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 60 + x); VKEEP(v); a0_5 += d0_0 * v; a1_5 += d0_1 * v; a0_2 += d1_0 * v; a1_2 += d1_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 116 + x); VKEEP(v); a0_6 += d0_0 * v; a1_6 += d0_1 * v; a0_3 += d1_0 * v; a1_3 += d1_1 * v; a0_0 += d2_0 * v; a1_0 += d2_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 117 + x); VKEEP(v); a0_7 += d0_0 * v; a1_7 += d0_1 * v; a0_4 += d1_0 * v; a1_4 += d1_1 * v; a0_1 += d2_0 * v; a1_1 += d2_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 118 + x); VKEEP(v); a0_8 += d0_0 * v; a1_8 += d0_1 * v; a0_5 += d1_0 * v; a1_5 += d1_1 * v; a0_2 += d2_0 * v; a1_2 += d2_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 174 + x); VKEEP(v); a0_6 += d1_0 * v; a1_6 += d1_1 * v; a0_3 += d2_0 * v; a1_3 += d2_1 * v; a0_0 += d3_0 * v; a1_0 += d3_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 175 + x); VKEEP(v); a0_7 += d1_0 * v; a1_7 += d1_1 * v; a0_4 += d2_0 * v; a1_4 += d2_1 * v; a0_1 += d3_0 * v; a1_1 += d3_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 176 + x); VKEEP(v); a0_8 += d1_0 * v; a1_8 += d1_1 * v; a0_5 += d2_0 * v; a1_5 += d2_1 * v; a0_2 += d3_0 * v; a1_2 += d3_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 232 + x); VKEEP(v); a0_6 += d2_0 * v; a1_6 += d2_1 * v; a0_3 += d3_0 * v; a1_3 += d3_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 233 + x); VKEEP(v); a0_7 += d2_0 * v; a1_7 += d2_1 * v; a0_4 += d3_0 * v; a1_4 += d3_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 234 + x); VKEEP(v); a0_8 += d2_0 * v; a1_8 += d2_1 * v; a0_5 += d3_0 * v; a1_5 += d3_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 290 + x); VKEEP(v); a0_6 += d3_0 * v; a1_6 += d3_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 291 + x); VKEEP(v); a0_7 += d3_0 * v; a1_7 += d3_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 292 + x); VKEEP(v); a0_8 += d3_0 * v; a1_8 += d3_1 * v;
+                    }
+                }
+                {
+                    const cg_v d0_0 = VSEL(mk, VLOAD(dr + 0 + 40), vsplat(0.0f)), d0_1 = VSEL(mk, VLOAD(dr + 3136 + 40), vsplat(0.0f));
+                    const cg_v d1_0 = VSEL(mk, VLOAD(dr + 56 + 40), vsplat(0.0f)), d1_1 = VSEL(mk, VLOAD(dr + 3192 + 40), vsplat(0.0f));
+                    const cg_v d2_0 = VSEL(mk, VLOAD(dr + 112 + 40), vsplat(0.0f)), d2_1 = VSEL(mk, VLOAD(dr + 3248 + 40), vsplat(0.0f));
+                    const cg_v d3_0 = VSEL(mk, VLOAD(dr + 168 + 40), vsplat(0.0f)), d3_1 = VSEL(mk, VLOAD(dr + 3304 + 40), vsplat(0.0f));
+                    {
+                        cg_v v = VLOAD(xr + 0 + 40); VKEEP(v); a0_0 += d0_0 * v; a1_0 += d0_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 1 + 40); VKEEP(v); a0_1 += d0_0 * v; a1_1 += d0_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 2 + 40); VKEEP(v); a0_2 += d0_0 * v; a1_2 += d0_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 58 + 40); VKEEP(v); a0_3 += d0_0 * v; a1_3 += d0_1 * v; a0_0 += d1_0 * v; a1_0 += d1_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 59 + 40); VKEEP(v); a0_4 += d0_0 * v; a1_4 += d0_1 * v; a0_1 += d1_0 * v; a1_1 += d1_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 60 + 40); VKEEP(v); a0_5 += d0_0 * v; a1_5 += d0_1 * v; a0_2 += d1_0 * v; a1_2 += d1_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 116 + 40); VKEEP(v); a0_6 += d0_0 * v; a1_6 += d0_1 * v; a0_3 += d1_0 * v; a1_3 += d1_1 * v; a0_0 += d2_0 * v; a1_0 += d2_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 117 + 40); VKEEP(v); a0_7 += d0_0 * v; a1_7 += d0_1 * v; a0_4 += d1_0 * v; a1_4 += d1_1 * v; a0_1 += d2_0 * v; a1_1 += d2_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 118 + 40); VKEEP(v); a0_8 += d0_0 * v; a1_8 += d0_1 * v; a0_5 += d1_0 * v; a1_5 += d1_1 * v; a0_2 += d2_0 * v; a1_2 += d2_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 174 + 40); VKEEP(v); a0_6 += d1_0 * v; a1_6 += d1_1 * v; a0_3 += d2_0 * v; a1_3 += d2_1 * v; a0_0 += d3_0 * v; a1_0 += d3_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 175 + 40); VKEEP(v); a0_7 += d1_0 * v; a1_7 += d1_1 * v; a0_4 += d2_0 * v; a1_4 += d2_1 * v; a0_1 += d3_0 * v; a1_1 += d3_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 176 + 40); VKEEP(v); a0_8 += d1_0 * v; a1_8 += d1_1 * v; a0_5 += d2_0 * v; a1_5 += d2_1 * v; a0_2 += d3_0 * v; a1_2 += d3_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 232 + 40); VKEEP(v); a0_6 += d2_0 * v; a1_6 += d2_1 * v; a0_3 += d3_0 * v; a1_3 += d3_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 233 + 40); VKEEP(v); a0_7 += d2_0 * v; a1_7 += d2_1 * v; a0_4 += d3_0 * v; a1_4 += d3_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 234 + 40); VKEEP(v); a0_8 += d2_0 * v; a1_8 += d2_1 * v; a0_5 += d3_0 * v; a1_5 += d3_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 290 + 40); VKEEP(v); a0_6 += d3_0 * v; a1_6 += d3_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 291 + 40); VKEEP(v); a0_7 += d3_0 * v; a1_7 += d3_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 292 + 40); VKEEP(v); a0_8 += d3_0 * v; a1_8 += d3_1 * v;
                     }
                 }
             }
-            for (int l = 0; l < 16 && (v0 + 0) * 16 + l < 256; l++) gw[((v0 + 0) * 16 + l) * 2304 + gidx[0]] += a0_0[l];
-            for (int l = 0; l < 16 && (v0 + 1) * 16 + l < 256; l++) gw[((v0 + 1) * 16 + l) * 2304 + gidx[0]] += a0_1[l];
-            for (int l = 0; l < 16 && (v0 + 2) * 16 + l < 256; l++) gw[((v0 + 2) * 16 + l) * 2304 + gidx[0]] += a0_2[l];
-            for (int l = 0; l < 16 && (v0 + 3) * 16 + l < 256; l++) gw[((v0 + 3) * 16 + l) * 2304 + gidx[0]] += a0_3[l];
-            for (int l = 0; l < 16 && (v0 + 0) * 16 + l < 256; l++) gw[((v0 + 0) * 16 + l) * 2304 + gidx[1]] += a1_0[l];
-            for (int l = 0; l < 16 && (v0 + 1) * 16 + l < 256; l++) gw[((v0 + 1) * 16 + l) * 2304 + gidx[1]] += a1_1[l];
-            for (int l = 0; l < 16 && (v0 + 2) * 16 + l < 256; l++) gw[((v0 + 2) * 16 + l) * 2304 + gidx[1]] += a1_2[l];
-            for (int l = 0; l < 16 && (v0 + 3) * 16 + l < 256; l++) gw[((v0 + 3) * 16 + l) * 2304 + gidx[1]] += a1_3[l];
-            for (int l = 0; l < 16 && (v0 + 0) * 16 + l < 256; l++) gw[((v0 + 0) * 16 + l) * 2304 + gidx[2]] += a2_0[l];
-            for (int l = 0; l < 16 && (v0 + 1) * 16 + l < 256; l++) gw[((v0 + 1) * 16 + l) * 2304 + gidx[2]] += a2_1[l];
-            for (int l = 0; l < 16 && (v0 + 2) * 16 + l < 256; l++) gw[((v0 + 2) * 16 + l) * 2304 + gidx[2]] += a2_2[l];
-            for (int l = 0; l < 16 && (v0 + 3) * 16 + l < 256; l++) gw[((v0 + 3) * 16 + l) * 2304 + gidx[2]] += a2_3[l];
-            for (int l = 0; l < 16 && (v0 + 0) * 16 + l < 256; l++) gw[((v0 + 0) * 16 + l) * 2304 + gidx[3]] += a3_0[l];
-            for (int l = 0; l < 16 && (v0 + 1) * 16 + l < 256; l++) gw[((v0 + 1) * 16 + l) * 2304 + gidx[3]] += a3_1[l];
-            for (int l = 0; l < 16 && (v0 + 2) * 16 + l < 256; l++) gw[((v0 + 2) * 16 + l) * 2304 + gidx[3]] += a3_2[l];
-            for (int l = 0; l < 16 && (v0 + 3) * 16 + l < 256; l++) gw[((v0 + 3) * 16 + l) * 2304 + gidx[3]] += a3_3[l];
-            for (int l = 0; l < 16 && (v0 + 0) * 16 + l < 256; l++) gw[((v0 + 0) * 16 + l) * 2304 + gidx[4]] += a4_0[l];
-            for (int l = 0; l < 16 && (v0 + 1) * 16 + l < 256; l++) gw[((v0 + 1) * 16 + l) * 2304 + gidx[4]] += a4_1[l];
-            for (int l = 0; l < 16 && (v0 + 2) * 16 + l < 256; l++) gw[((v0 + 2) * 16 + l) * 2304 + gidx[4]] += a4_2[l];
-            for (int l = 0; l < 16 && (v0 + 3) * 16 + l < 256; l++) gw[((v0 + 3) * 16 + l) * 2304 + gidx[4]] += a4_3[l];
-            for (int l = 0; l < 16 && (v0 + 0) * 16 + l < 256; l++) gw[((v0 + 0) * 16 + l) * 2304 + gidx[5]] += a5_0[l];
-            for (int l = 0; l < 16 && (v0 + 1) * 16 + l < 256; l++) gw[((v0 + 1) * 16 + l) * 2304 + gidx[5]] += a5_1[l];
-            for (int l = 0; l < 16 && (v0 + 2) * 16 + l < 256; l++) gw[((v0 + 2) * 16 + l) * 2304 + gidx[5]] += a5_2[l];
-            for (int l = 0; l < 16 && (v0 + 3) * 16 + l < 256; l++) gw[((v0 + 3) * 16 + l) * 2304 + gidx[5]] += a5_3[l];
         }
+        gw[(size_t)(co0 + 0) * 2304 + ci * 9 + 0] += vsum(a0_0);
+        gw[(size_t)(co0 + 0) * 2304 + ci * 9 + 1] += vsum(a0_1);
+        gw[(size_t)(co0 + 0) * 2304 + ci * 9 + 2] += vsum(a0_2);
+        gw[(size_t)(co0 + 0) * 2304 + ci * 9 + 3] += vsum(a0_3);
+        gw[(size_t)(co0 + 0) * 2304 + ci * 9 + 4] += vsum(a0_4);
+        gw[(size_t)(co0 + 0) * 2304 + ci * 9 + 5] += vsum(a0_5);
+        gw[(size_t)(co0 + 0) * 2304 + ci * 9 + 6] += vsum(a0_6);
+        gw[(size_t)(co0 + 0) * 2304 + ci * 9 + 7] += vsum(a0_7);
+        gw[(size_t)(co0 + 0) * 2304 + ci * 9 + 8] += vsum(a0_8);
+        gw[(size_t)(co0 + 1) * 2304 + ci * 9 + 0] += vsum(a1_0);
+        gw[(size_t)(co0 + 1) * 2304 + ci * 9 + 1] += vsum(a1_1);
+        gw[(size_t)(co0 + 1) * 2304 + ci * 9 + 2] += vsum(a1_2);
+        gw[(size_t)(co0 + 1) * 2304 + ci * 9 + 3] += vsum(a1_3);
+        gw[(size_t)(co0 + 1) * 2304 + ci * 9 + 4] += vsum(a1_4);
+        gw[(size_t)(co0 + 1) * 2304 + ci * 9 + 5] += vsum(a1_5);
+        gw[(size_t)(co0 + 1) * 2304 + ci * 9 + 6] += vsum(a1_6);
+        gw[(size_t)(co0 + 1) * 2304 + ci * 9 + 7] += vsum(a1_7);
+        gw[(size_t)(co0 + 1) * 2304 + ci * 9 + 8] += vsum(a1_8);
     }
 }
 
 static void l12_conv2d_backward_dx(const float *restrict P, float *restrict S, const float *restrict dy, float *restrict dx, int nb)
 {
     const float *restrict w = P + 555328;
-    float *restrict wf = S + 4720896, *restrict dyp = S + 5310720, *restrict dxh = S + 6171904;
-    for (int i = 0; i < 589824; i++) wf[i] = 0.0f;
-    for (int co = 0; co < 256; co++)
-        for (int ci = 0; ci < 256; ci++)
-            for (int k = 0; k < 9; k++) wf[(co * 9 + k) * 256 + ci] = w[(co * 256 + ci) * 9 + k];
-    for (int n = 0; n < nb; n++) {
-        const float *restrict dn = dy + (size_t)n * 802816;
-        float *restrict dxn = dx + (size_t)n * 802816;
-        memset(dyp, 0, sizeof(float) * 861184);
-        for (int co = 0; co < 256; co++)
-            for (int oy = 0; oy < 56; oy++)
-                for (int ox = 0; ox < 56; ox++) dyp[((oy + 1) * 58 + ox + 1) * 256 + co] = dn[co * 3136 + oy * 56 + ox];
-        CG_PARALLEL_FOR
-        for (int iy = 0; iy < 56; iy++) {
-            for (int v0 = 0; v0 < 16; v0 += 4) {
-                for (int x0 = 0; x0 < 54; x0 += 6) {
-                    cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f);
-                    cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f), a1_3 = vsplat(0.0f);
-                    cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f), a2_2 = vsplat(0.0f), a2_3 = vsplat(0.0f);
-                    cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f), a3_2 = vsplat(0.0f), a3_3 = vsplat(0.0f);
-                    cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f), a4_2 = vsplat(0.0f), a4_3 = vsplat(0.0f);
-                    cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f), a5_2 = vsplat(0.0f), a5_3 = vsplat(0.0f);
-                    for (int co = 0; co < 256; co++) {
-                        const float *restrict dr = dyp + (iy * 58 + x0) * 256 + co;
-                        const float *restrict wr = wf + co * 2304 + v0 * 16;
-                        {
-                            const cg_v w0 = VLOAD(wr + 0), w1 = VLOAD(wr + 16), w2 = VLOAD(wr + 32), w3 = VLOAD(wr + 48);
-                            a0_0 += dr[30208] * w0; a0_1 += dr[30208] * w1; a0_2 += dr[30208] * w2; a0_3 += dr[30208] * w3;
-                            a1_0 += dr[30464] * w0; a1_1 += dr[30464] * w1; a1_2 += dr[30464] * w2; a1_3 += dr[30464] * w3;
-                            a2_0 += dr[30720] * w0; a2_1 += dr[30720] * w1; a2_2 += dr[30720] * w2; a2_3 += dr[30720] * w3;
-                            a3_0 += dr[30976] * w0; a3_1 += dr[30976] * w1; a3_2 += dr[30976] * w2; a3_3 += dr[30976] * w3;
-                            a4_0 += dr[31232] * w0; a4_1 += dr[31232] * w1; a4_2 += dr[31232] * w2; a4_3 += dr[31232] * w3;
-                            a5_0 += dr[31488] * w0; a5_1 += dr[31488] * w1; a5_2 += dr[31488] * w2; a5_3 += dr[31488] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 256), w1 = VLOAD(wr + 272), w2 = VLOAD(wr + 288), w3 = VLOAD(wr + 304);
-                            a0_0 += dr[29952] * w0; a0_1 += dr[29952] * w1; a0_2 += dr[29952] * w2; a0_3 += dr[29952] * w3;
-                            a1_0 += dr[30208] * w0; a1_1 += dr[30208] * w1; a1_2 += dr[30208] * w2; a1_3 += dr[30208] * w3;
-                            a2_0 += dr[30464] * w0; a2_1 += dr[30464] * w1; a2_2 += dr[30464] * w2; a2_3 += dr[30464] * w3;
-                            a3_0 += dr[30720] * w0; a3_1 += dr[30720] * w1; a3_2 += dr[30720] * w2; a3_3 += dr[30720] * w3;
-                            a4_0 += dr[30976] * w0; a4_1 += dr[30976] * w1; a4_2 += dr[30976] * w2; a4_3 += dr[30976] * w3;
-                            a5_0 += dr[31232] * w0; a5_1 += dr[31232] * w1; a5_2 += dr[31232] * w2; a5_3 += dr[31232] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 512), w1 = VLOAD(wr + 528), w2 = VLOAD(wr + 544), w3 = VLOAD(wr + 560);
-                            a0_0 += dr[29696] * w0; a0_1 += dr[29696] * w1; a0_2 += dr[29696] * w2; a0_3 += dr[29696] * w3;
-                            a1_0 += dr[29952] * w0; a1_1 += dr[29952] * w1; a1_2 += dr[29952] * w2; a1_3 += dr[29952] * w3;
-                            a2_0 += dr[30208] * w0; a2_1 += dr[30208] * w1; a2_2 += dr[30208] * w2; a2_3 += dr[30208] * w3;
-                            a3_0 += dr[30464] * w0; a3_1 += dr[30464] * w1; a3_2 += dr[30464] * w2; a3_3 += dr[30464] * w3;
-                            a4_0 += dr[30720] * w0; a4_1 += dr[30720] * w1; a4_2 += dr[30720] * w2; a4_3 += dr[30720] * w3;
-                            a5_0 += dr[30976] * w0; a5_1 += dr[30976] * w1; a5_2 += dr[30976] * w2; a5_3 += dr[30976] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 768), w1 = VLOAD(wr + 784), w2 = VLOAD(wr + 800), w3 = VLOAD(wr + 816);
-                            a0_0 += dr[15360] * w0; a0_1 += dr[15360] * w1; a0_2 += dr[15360] * w2; a0_3 += dr[15360] * w3;
-                            a1_0 += dr[15616] * w0; a1_1 += dr[15616] * w1; a1_2 += dr[15616] * w2; a1_3 += dr[15616] * w3;
-                            a2_0 += dr[15872] * w0; a2_1 += dr[15872] * w1; a2_2 += dr[15872] * w2; a2_3 += dr[15872] * w3;
-                            a3_0 += dr[16128] * w0; a3_1 += dr[16128] * w1; a3_2 += dr[16128] * w2; a3_3 += dr[16128] * w3;
-                            a4_0 += dr[16384] * w0; a4_1 += dr[16384] * w1; a4_2 += dr[16384] * w2; a4_3 += dr[16384] * w3;
-                            a5_0 += dr[16640] * w0; a5_1 += dr[16640] * w1; a5_2 += dr[16640] * w2; a5_3 += dr[16640] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 1024), w1 = VLOAD(wr + 1040), w2 = VLOAD(wr + 1056), w3 = VLOAD(wr + 1072);
-                            a0_0 += dr[15104] * w0; a0_1 += dr[15104] * w1; a0_2 += dr[15104] * w2; a0_3 += dr[15104] * w3;
-                            a1_0 += dr[15360] * w0; a1_1 += dr[15360] * w1; a1_2 += dr[15360] * w2; a1_3 += dr[15360] * w3;
-                            a2_0 += dr[15616] * w0; a2_1 += dr[15616] * w1; a2_2 += dr[15616] * w2; a2_3 += dr[15616] * w3;
-                            a3_0 += dr[15872] * w0; a3_1 += dr[15872] * w1; a3_2 += dr[15872] * w2; a3_3 += dr[15872] * w3;
-                            a4_0 += dr[16128] * w0; a4_1 += dr[16128] * w1; a4_2 += dr[16128] * w2; a4_3 += dr[16128] * w3;
-                            a5_0 += dr[16384] * w0; a5_1 += dr[16384] * w1; a5_2 += dr[16384] * w2; a5_3 += dr[16384] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 1280), w1 = VLOAD(wr + 1296), w2 = VLOAD(wr + 1312), w3 = VLOAD(wr + 1328);
-                            a0_0 += dr[14848] * w0; a0_1 += dr[14848] * w1; a0_2 += dr[14848] * w2; a0_3 += dr[14848] * w3;
-                            a1_0 += dr[15104] * w0; a1_1 += dr[15104] * w1; a1_2 += dr[15104] * w2; a1_3 += dr[15104] * w3;
-                            a2_0 += dr[15360] * w0; a2_1 += dr[15360] * w1; a2_2 += dr[15360] * w2; a2_3 += dr[15360] * w3;
-                            a3_0 += dr[15616] * w0; a3_1 += dr[15616] * w1; a3_2 += dr[15616] * w2; a3_3 += dr[15616] * w3;
-                            a4_0 += dr[15872] * w0; a4_1 += dr[15872] * w1; a4_2 += dr[15872] * w2; a4_3 += dr[15872] * w3;
-                            a5_0 += dr[16128] * w0; a5_1 += dr[16128] * w1; a5_2 += dr[16128] * w2; a5_3 += dr[16128] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 1536), w1 = VLOAD(wr + 1552), w2 = VLOAD(wr + 1568), w3 = VLOAD(wr + 1584);
-                            a0_0 += dr[512] * w0; a0_1 += dr[512] * w1; a0_2 += dr[512] * w2; a0_3 += dr[512] * w3;
-                            a1_0 += dr[768] * w0; a1_1 += dr[768] * w1; a1_2 += dr[768] * w2; a1_3 += dr[768] * w3;
-                            a2_0 += dr[1024] * w0; a2_1 += dr[1024] * w1; a2_2 += dr[1024] * w2; a2_3 += dr[1024] * w3;
-                            a3_0 += dr[1280] * w0; a3_1 += dr[1280] * w1; a3_2 += dr[1280] * w2; a3_3 += dr[1280] * w3;
-                            a4_0 += dr[1536] * w0; a4_1 += dr[1536] * w1; a4_2 += dr[1536] * w2; a4_3 += dr[1536] * w3;
-                            a5_0 += dr[1792] * w0; a5_1 += dr[1792] * w1; a5_2 += dr[1792] * w2; a5_3 += dr[1792] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 1792), w1 = VLOAD(wr + 1808), w2 = VLOAD(wr + 1824), w3 = VLOAD(wr + 1840);
-                            a0_0 += dr[256] * w0; a0_1 += dr[256] * w1; a0_2 += dr[256] * w2; a0_3 += dr[256] * w3;
-                            a1_0 += dr[512] * w0; a1_1 += dr[512] * w1; a1_2 += dr[512] * w2; a1_3 += dr[512] * w3;
-                            a2_0 += dr[768] * w0; a2_1 += dr[768] * w1; a2_2 += dr[768] * w2; a2_3 += dr[768] * w3;
-                            a3_0 += dr[1024] * w0; a3_1 += dr[1024] * w1; a3_2 += dr[1024] * w2; a3_3 += dr[1024] * w3;
-                            a4_0 += dr[1280] * w0; a4_1 += dr[1280] * w1; a4_2 += dr[1280] * w2; a4_3 += dr[1280] * w3;
-                            a5_0 += dr[1536] * w0; a5_1 += dr[1536] * w1; a5_2 += dr[1536] * w2; a5_3 += dr[1536] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 2048), w1 = VLOAD(wr + 2064), w2 = VLOAD(wr + 2080), w3 = VLOAD(wr + 2096);
-                            a0_0 += dr[0] * w0; a0_1 += dr[0] * w1; a0_2 += dr[0] * w2; a0_3 += dr[0] * w3;
-                            a1_0 += dr[256] * w0; a1_1 += dr[256] * w1; a1_2 += dr[256] * w2; a1_3 += dr[256] * w3;
-                            a2_0 += dr[512] * w0; a2_1 += dr[512] * w1; a2_2 += dr[512] * w2; a2_3 += dr[512] * w3;
-                            a3_0 += dr[768] * w0; a3_1 += dr[768] * w1; a3_2 += dr[768] * w2; a3_3 += dr[768] * w3;
-                            a4_0 += dr[1024] * w0; a4_1 += dr[1024] * w1; a4_2 += dr[1024] * w2; a4_3 += dr[1024] * w3;
-                            a5_0 += dr[1280] * w0; a5_1 += dr[1280] * w1; a5_2 += dr[1280] * w2; a5_3 += dr[1280] * w3;
-                        }
+    float *restrict dyp = S + 1722368;
+    /* dy -> zero-padded planes 58x58 */
+    CG_PARALLEL_FOR
+    for (int pl = 0; pl < nb * 256; pl++) {
+        const float *restrict s = dy + (size_t)pl * 3136;
+        float *restrict d = dyp + (size_t)pl * 3364;
+        memset(d, 0, sizeof(float) * 58);
+        for (int i = 0; i < 56; i++) {
+            float *restrict r = d + (i + 1) * 58;
+            memset(r, 0, sizeof(float) * 1);
+            memcpy(r + 1, s + i * 56, sizeof(float) * 56);
+            memset(r + 57, 0, sizeof(float) * 1);
+        }
+        memset(d + 3306, 0, sizeof(float) * 58);
+    }
+    /* tiles of 6 input channels x 4 vectors of an input row */
+    CG_PARALLEL_FOR
+    for (int r = 0; r < nb * 56; r++) {
+        const int n = r / 56, iy = r % 56;
+        const float *restrict dr0 = dyp + ((size_t)n * 14848 + iy) * 58;
+        float *restrict xr = dx + ((size_t)n * 14336 + iy) * 56;
+        for (int ci0 = 0; ci0 < 252; ci0 += 6) {
+            {
+                const int x0 = 0;
+                cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f);
+                cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f), a1_3 = vsplat(0.0f);
+                cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f), a2_2 = vsplat(0.0f), a2_3 = vsplat(0.0f);
+                cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f), a3_2 = vsplat(0.0f), a3_3 = vsplat(0.0f);
+                cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f), a4_2 = vsplat(0.0f), a4_3 = vsplat(0.0f);
+                cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f), a5_2 = vsplat(0.0f), a5_3 = vsplat(0.0f);
+                for (int co = 0; co < 256; co++) {
+                    const float *restrict dr = dr0 + (size_t)co * 3364 + x0;
+                    const float *restrict wr = w + (size_t)co * 2304 + ci0 * 9;
+                    {
+                        cg_v v0 = VLOAD(dr + 118), v1 = VLOAD(dr + 134), v2 = VLOAD(dr + 150), v3 = VLOAD(dr + 158); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        a0_0 += wr[0] * v0; a0_1 += wr[0] * v1; a0_2 += wr[0] * v2; a0_3 += wr[0] * v3;
+                        a1_0 += wr[9] * v0; a1_1 += wr[9] * v1; a1_2 += wr[9] * v2; a1_3 += wr[9] * v3;
+                        a2_0 += wr[18] * v0; a2_1 += wr[18] * v1; a2_2 += wr[18] * v2; a2_3 += wr[18] * v3;
+                        a3_0 += wr[27] * v0; a3_1 += wr[27] * v1; a3_2 += wr[27] * v2; a3_3 += wr[27] * v3;
+                        a4_0 += wr[36] * v0; a4_1 += wr[36] * v1; a4_2 += wr[36] * v2; a4_3 += wr[36] * v3;
+                        a5_0 += wr[45] * v0; a5_1 += wr[45] * v1; a5_2 += wr[45] * v2; a5_3 += wr[45] * v3;
                     }
-                    VSTORE(dxh + (iy * 56 + x0 + 0) * 256 + (v0 + 0) * 16, a0_0); VSTORE(dxh + (iy * 56 + x0 + 0) * 256 + (v0 + 1) * 16, a0_1); VSTORE(dxh + (iy * 56 + x0 + 0) * 256 + (v0 + 2) * 16, a0_2); VSTORE(dxh + (iy * 56 + x0 + 0) * 256 + (v0 + 3) * 16, a0_3);
-                    VSTORE(dxh + (iy * 56 + x0 + 1) * 256 + (v0 + 0) * 16, a1_0); VSTORE(dxh + (iy * 56 + x0 + 1) * 256 + (v0 + 1) * 16, a1_1); VSTORE(dxh + (iy * 56 + x0 + 1) * 256 + (v0 + 2) * 16, a1_2); VSTORE(dxh + (iy * 56 + x0 + 1) * 256 + (v0 + 3) * 16, a1_3);
-                    VSTORE(dxh + (iy * 56 + x0 + 2) * 256 + (v0 + 0) * 16, a2_0); VSTORE(dxh + (iy * 56 + x0 + 2) * 256 + (v0 + 1) * 16, a2_1); VSTORE(dxh + (iy * 56 + x0 + 2) * 256 + (v0 + 2) * 16, a2_2); VSTORE(dxh + (iy * 56 + x0 + 2) * 256 + (v0 + 3) * 16, a2_3);
-                    VSTORE(dxh + (iy * 56 + x0 + 3) * 256 + (v0 + 0) * 16, a3_0); VSTORE(dxh + (iy * 56 + x0 + 3) * 256 + (v0 + 1) * 16, a3_1); VSTORE(dxh + (iy * 56 + x0 + 3) * 256 + (v0 + 2) * 16, a3_2); VSTORE(dxh + (iy * 56 + x0 + 3) * 256 + (v0 + 3) * 16, a3_3);
-                    VSTORE(dxh + (iy * 56 + x0 + 4) * 256 + (v0 + 0) * 16, a4_0); VSTORE(dxh + (iy * 56 + x0 + 4) * 256 + (v0 + 1) * 16, a4_1); VSTORE(dxh + (iy * 56 + x0 + 4) * 256 + (v0 + 2) * 16, a4_2); VSTORE(dxh + (iy * 56 + x0 + 4) * 256 + (v0 + 3) * 16, a4_3);
-                    VSTORE(dxh + (iy * 56 + x0 + 5) * 256 + (v0 + 0) * 16, a5_0); VSTORE(dxh + (iy * 56 + x0 + 5) * 256 + (v0 + 1) * 16, a5_1); VSTORE(dxh + (iy * 56 + x0 + 5) * 256 + (v0 + 2) * 16, a5_2); VSTORE(dxh + (iy * 56 + x0 + 5) * 256 + (v0 + 3) * 16, a5_3);
-                }
-                {
-                    const int x0 = 54;
-                    cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f);
-                    cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f), a1_3 = vsplat(0.0f);
-                    for (int co = 0; co < 256; co++) {
-                        const float *restrict dr = dyp + (iy * 58 + x0) * 256 + co;
-                        const float *restrict wr = wf + co * 2304 + v0 * 16;
-                        {
-                            const cg_v w0 = VLOAD(wr + 0), w1 = VLOAD(wr + 16), w2 = VLOAD(wr + 32), w3 = VLOAD(wr + 48);
-                            a0_0 += dr[30208] * w0; a0_1 += dr[30208] * w1; a0_2 += dr[30208] * w2; a0_3 += dr[30208] * w3;
-                            a1_0 += dr[30464] * w0; a1_1 += dr[30464] * w1; a1_2 += dr[30464] * w2; a1_3 += dr[30464] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 256), w1 = VLOAD(wr + 272), w2 = VLOAD(wr + 288), w3 = VLOAD(wr + 304);
-                            a0_0 += dr[29952] * w0; a0_1 += dr[29952] * w1; a0_2 += dr[29952] * w2; a0_3 += dr[29952] * w3;
-                            a1_0 += dr[30208] * w0; a1_1 += dr[30208] * w1; a1_2 += dr[30208] * w2; a1_3 += dr[30208] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 512), w1 = VLOAD(wr + 528), w2 = VLOAD(wr + 544), w3 = VLOAD(wr + 560);
-                            a0_0 += dr[29696] * w0; a0_1 += dr[29696] * w1; a0_2 += dr[29696] * w2; a0_3 += dr[29696] * w3;
-                            a1_0 += dr[29952] * w0; a1_1 += dr[29952] * w1; a1_2 += dr[29952] * w2; a1_3 += dr[29952] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 768), w1 = VLOAD(wr + 784), w2 = VLOAD(wr + 800), w3 = VLOAD(wr + 816);
-                            a0_0 += dr[15360] * w0; a0_1 += dr[15360] * w1; a0_2 += dr[15360] * w2; a0_3 += dr[15360] * w3;
-                            a1_0 += dr[15616] * w0; a1_1 += dr[15616] * w1; a1_2 += dr[15616] * w2; a1_3 += dr[15616] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 1024), w1 = VLOAD(wr + 1040), w2 = VLOAD(wr + 1056), w3 = VLOAD(wr + 1072);
-                            a0_0 += dr[15104] * w0; a0_1 += dr[15104] * w1; a0_2 += dr[15104] * w2; a0_3 += dr[15104] * w3;
-                            a1_0 += dr[15360] * w0; a1_1 += dr[15360] * w1; a1_2 += dr[15360] * w2; a1_3 += dr[15360] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 1280), w1 = VLOAD(wr + 1296), w2 = VLOAD(wr + 1312), w3 = VLOAD(wr + 1328);
-                            a0_0 += dr[14848] * w0; a0_1 += dr[14848] * w1; a0_2 += dr[14848] * w2; a0_3 += dr[14848] * w3;
-                            a1_0 += dr[15104] * w0; a1_1 += dr[15104] * w1; a1_2 += dr[15104] * w2; a1_3 += dr[15104] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 1536), w1 = VLOAD(wr + 1552), w2 = VLOAD(wr + 1568), w3 = VLOAD(wr + 1584);
-                            a0_0 += dr[512] * w0; a0_1 += dr[512] * w1; a0_2 += dr[512] * w2; a0_3 += dr[512] * w3;
-                            a1_0 += dr[768] * w0; a1_1 += dr[768] * w1; a1_2 += dr[768] * w2; a1_3 += dr[768] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 1792), w1 = VLOAD(wr + 1808), w2 = VLOAD(wr + 1824), w3 = VLOAD(wr + 1840);
-                            a0_0 += dr[256] * w0; a0_1 += dr[256] * w1; a0_2 += dr[256] * w2; a0_3 += dr[256] * w3;
-                            a1_0 += dr[512] * w0; a1_1 += dr[512] * w1; a1_2 += dr[512] * w2; a1_3 += dr[512] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 2048), w1 = VLOAD(wr + 2064), w2 = VLOAD(wr + 2080), w3 = VLOAD(wr + 2096);
-                            a0_0 += dr[0] * w0; a0_1 += dr[0] * w1; a0_2 += dr[0] * w2; a0_3 += dr[0] * w3;
-                            a1_0 += dr[256] * w0; a1_1 += dr[256] * w1; a1_2 += dr[256] * w2; a1_3 += dr[256] * w3;
-                        }
+                    {
+                        cg_v v0 = VLOAD(dr + 117), v1 = VLOAD(dr + 133), v2 = VLOAD(dr + 149), v3 = VLOAD(dr + 157); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        a0_0 += wr[1] * v0; a0_1 += wr[1] * v1; a0_2 += wr[1] * v2; a0_3 += wr[1] * v3;
+                        a1_0 += wr[10] * v0; a1_1 += wr[10] * v1; a1_2 += wr[10] * v2; a1_3 += wr[10] * v3;
+                        a2_0 += wr[19] * v0; a2_1 += wr[19] * v1; a2_2 += wr[19] * v2; a2_3 += wr[19] * v3;
+                        a3_0 += wr[28] * v0; a3_1 += wr[28] * v1; a3_2 += wr[28] * v2; a3_3 += wr[28] * v3;
+                        a4_0 += wr[37] * v0; a4_1 += wr[37] * v1; a4_2 += wr[37] * v2; a4_3 += wr[37] * v3;
+                        a5_0 += wr[46] * v0; a5_1 += wr[46] * v1; a5_2 += wr[46] * v2; a5_3 += wr[46] * v3;
                     }
-                    VSTORE(dxh + (iy * 56 + x0 + 0) * 256 + (v0 + 0) * 16, a0_0); VSTORE(dxh + (iy * 56 + x0 + 0) * 256 + (v0 + 1) * 16, a0_1); VSTORE(dxh + (iy * 56 + x0 + 0) * 256 + (v0 + 2) * 16, a0_2); VSTORE(dxh + (iy * 56 + x0 + 0) * 256 + (v0 + 3) * 16, a0_3);
-                    VSTORE(dxh + (iy * 56 + x0 + 1) * 256 + (v0 + 0) * 16, a1_0); VSTORE(dxh + (iy * 56 + x0 + 1) * 256 + (v0 + 1) * 16, a1_1); VSTORE(dxh + (iy * 56 + x0 + 1) * 256 + (v0 + 2) * 16, a1_2); VSTORE(dxh + (iy * 56 + x0 + 1) * 256 + (v0 + 3) * 16, a1_3);
+                    {
+                        cg_v v0 = VLOAD(dr + 116), v1 = VLOAD(dr + 132), v2 = VLOAD(dr + 148), v3 = VLOAD(dr + 156); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        a0_0 += wr[2] * v0; a0_1 += wr[2] * v1; a0_2 += wr[2] * v2; a0_3 += wr[2] * v3;
+                        a1_0 += wr[11] * v0; a1_1 += wr[11] * v1; a1_2 += wr[11] * v2; a1_3 += wr[11] * v3;
+                        a2_0 += wr[20] * v0; a2_1 += wr[20] * v1; a2_2 += wr[20] * v2; a2_3 += wr[20] * v3;
+                        a3_0 += wr[29] * v0; a3_1 += wr[29] * v1; a3_2 += wr[29] * v2; a3_3 += wr[29] * v3;
+                        a4_0 += wr[38] * v0; a4_1 += wr[38] * v1; a4_2 += wr[38] * v2; a4_3 += wr[38] * v3;
+                        a5_0 += wr[47] * v0; a5_1 += wr[47] * v1; a5_2 += wr[47] * v2; a5_3 += wr[47] * v3;
+                    }
+                    {
+                        cg_v v0 = VLOAD(dr + 60), v1 = VLOAD(dr + 76), v2 = VLOAD(dr + 92), v3 = VLOAD(dr + 100); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        a0_0 += wr[3] * v0; a0_1 += wr[3] * v1; a0_2 += wr[3] * v2; a0_3 += wr[3] * v3;
+                        a1_0 += wr[12] * v0; a1_1 += wr[12] * v1; a1_2 += wr[12] * v2; a1_3 += wr[12] * v3;
+                        a2_0 += wr[21] * v0; a2_1 += wr[21] * v1; a2_2 += wr[21] * v2; a2_3 += wr[21] * v3;
+                        a3_0 += wr[30] * v0; a3_1 += wr[30] * v1; a3_2 += wr[30] * v2; a3_3 += wr[30] * v3;
+                        a4_0 += wr[39] * v0; a4_1 += wr[39] * v1; a4_2 += wr[39] * v2; a4_3 += wr[39] * v3;
+                        a5_0 += wr[48] * v0; a5_1 += wr[48] * v1; a5_2 += wr[48] * v2; a5_3 += wr[48] * v3;
+                    }
+                    {
+                        cg_v v0 = VLOAD(dr + 59), v1 = VLOAD(dr + 75), v2 = VLOAD(dr + 91), v3 = VLOAD(dr + 99); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        a0_0 += wr[4] * v0; a0_1 += wr[4] * v1; a0_2 += wr[4] * v2; a0_3 += wr[4] * v3;
+                        a1_0 += wr[13] * v0; a1_1 += wr[13] * v1; a1_2 += wr[13] * v2; a1_3 += wr[13] * v3;
+                        a2_0 += wr[22] * v0; a2_1 += wr[22] * v1; a2_2 += wr[22] * v2; a2_3 += wr[22] * v3;
+                        a3_0 += wr[31] * v0; a3_1 += wr[31] * v1; a3_2 += wr[31] * v2; a3_3 += wr[31] * v3;
+                        a4_0 += wr[40] * v0; a4_1 += wr[40] * v1; a4_2 += wr[40] * v2; a4_3 += wr[40] * v3;
+                        a5_0 += wr[49] * v0; a5_1 += wr[49] * v1; a5_2 += wr[49] * v2; a5_3 += wr[49] * v3;
+                    }
+                    {
+                        cg_v v0 = VLOAD(dr + 58), v1 = VLOAD(dr + 74), v2 = VLOAD(dr + 90), v3 = VLOAD(dr + 98); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        a0_0 += wr[5] * v0; a0_1 += wr[5] * v1; a0_2 += wr[5] * v2; a0_3 += wr[5] * v3;
+                        a1_0 += wr[14] * v0; a1_1 += wr[14] * v1; a1_2 += wr[14] * v2; a1_3 += wr[14] * v3;
+                        a2_0 += wr[23] * v0; a2_1 += wr[23] * v1; a2_2 += wr[23] * v2; a2_3 += wr[23] * v3;
+                        a3_0 += wr[32] * v0; a3_1 += wr[32] * v1; a3_2 += wr[32] * v2; a3_3 += wr[32] * v3;
+                        a4_0 += wr[41] * v0; a4_1 += wr[41] * v1; a4_2 += wr[41] * v2; a4_3 += wr[41] * v3;
+                        a5_0 += wr[50] * v0; a5_1 += wr[50] * v1; a5_2 += wr[50] * v2; a5_3 += wr[50] * v3;
+                    }
+                    {
+                        cg_v v0 = VLOAD(dr + 2), v1 = VLOAD(dr + 18), v2 = VLOAD(dr + 34), v3 = VLOAD(dr + 42); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        a0_0 += wr[6] * v0; a0_1 += wr[6] * v1; a0_2 += wr[6] * v2; a0_3 += wr[6] * v3;
+                        a1_0 += wr[15] * v0; a1_1 += wr[15] * v1; a1_2 += wr[15] * v2; a1_3 += wr[15] * v3;
+                        a2_0 += wr[24] * v0; a2_1 += wr[24] * v1; a2_2 += wr[24] * v2; a2_3 += wr[24] * v3;
+                        a3_0 += wr[33] * v0; a3_1 += wr[33] * v1; a3_2 += wr[33] * v2; a3_3 += wr[33] * v3;
+                        a4_0 += wr[42] * v0; a4_1 += wr[42] * v1; a4_2 += wr[42] * v2; a4_3 += wr[42] * v3;
+                        a5_0 += wr[51] * v0; a5_1 += wr[51] * v1; a5_2 += wr[51] * v2; a5_3 += wr[51] * v3;
+                    }
+                    {
+                        cg_v v0 = VLOAD(dr + 1), v1 = VLOAD(dr + 17), v2 = VLOAD(dr + 33), v3 = VLOAD(dr + 41); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        a0_0 += wr[7] * v0; a0_1 += wr[7] * v1; a0_2 += wr[7] * v2; a0_3 += wr[7] * v3;
+                        a1_0 += wr[16] * v0; a1_1 += wr[16] * v1; a1_2 += wr[16] * v2; a1_3 += wr[16] * v3;
+                        a2_0 += wr[25] * v0; a2_1 += wr[25] * v1; a2_2 += wr[25] * v2; a2_3 += wr[25] * v3;
+                        a3_0 += wr[34] * v0; a3_1 += wr[34] * v1; a3_2 += wr[34] * v2; a3_3 += wr[34] * v3;
+                        a4_0 += wr[43] * v0; a4_1 += wr[43] * v1; a4_2 += wr[43] * v2; a4_3 += wr[43] * v3;
+                        a5_0 += wr[52] * v0; a5_1 += wr[52] * v1; a5_2 += wr[52] * v2; a5_3 += wr[52] * v3;
+                    }
+                    {
+                        cg_v v0 = VLOAD(dr + 0), v1 = VLOAD(dr + 16), v2 = VLOAD(dr + 32), v3 = VLOAD(dr + 40); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        a0_0 += wr[8] * v0; a0_1 += wr[8] * v1; a0_2 += wr[8] * v2; a0_3 += wr[8] * v3;
+                        a1_0 += wr[17] * v0; a1_1 += wr[17] * v1; a1_2 += wr[17] * v2; a1_3 += wr[17] * v3;
+                        a2_0 += wr[26] * v0; a2_1 += wr[26] * v1; a2_2 += wr[26] * v2; a2_3 += wr[26] * v3;
+                        a3_0 += wr[35] * v0; a3_1 += wr[35] * v1; a3_2 += wr[35] * v2; a3_3 += wr[35] * v3;
+                        a4_0 += wr[44] * v0; a4_1 += wr[44] * v1; a4_2 += wr[44] * v2; a4_3 += wr[44] * v3;
+                        a5_0 += wr[53] * v0; a5_1 += wr[53] * v1; a5_2 += wr[53] * v2; a5_3 += wr[53] * v3;
+                    }
                 }
+                VSTORE(xr + (size_t)(ci0 + 0) * 3136 + x0 + 0, a0_0); VSTORE(xr + (size_t)(ci0 + 0) * 3136 + x0 + 16, a0_1); VSTORE(xr + (size_t)(ci0 + 0) * 3136 + x0 + 32, a0_2); VSTORE(xr + (size_t)(ci0 + 0) * 3136 + x0 + 40, a0_3);
+                VSTORE(xr + (size_t)(ci0 + 1) * 3136 + x0 + 0, a1_0); VSTORE(xr + (size_t)(ci0 + 1) * 3136 + x0 + 16, a1_1); VSTORE(xr + (size_t)(ci0 + 1) * 3136 + x0 + 32, a1_2); VSTORE(xr + (size_t)(ci0 + 1) * 3136 + x0 + 40, a1_3);
+                VSTORE(xr + (size_t)(ci0 + 2) * 3136 + x0 + 0, a2_0); VSTORE(xr + (size_t)(ci0 + 2) * 3136 + x0 + 16, a2_1); VSTORE(xr + (size_t)(ci0 + 2) * 3136 + x0 + 32, a2_2); VSTORE(xr + (size_t)(ci0 + 2) * 3136 + x0 + 40, a2_3);
+                VSTORE(xr + (size_t)(ci0 + 3) * 3136 + x0 + 0, a3_0); VSTORE(xr + (size_t)(ci0 + 3) * 3136 + x0 + 16, a3_1); VSTORE(xr + (size_t)(ci0 + 3) * 3136 + x0 + 32, a3_2); VSTORE(xr + (size_t)(ci0 + 3) * 3136 + x0 + 40, a3_3);
+                VSTORE(xr + (size_t)(ci0 + 4) * 3136 + x0 + 0, a4_0); VSTORE(xr + (size_t)(ci0 + 4) * 3136 + x0 + 16, a4_1); VSTORE(xr + (size_t)(ci0 + 4) * 3136 + x0 + 32, a4_2); VSTORE(xr + (size_t)(ci0 + 4) * 3136 + x0 + 40, a4_3);
+                VSTORE(xr + (size_t)(ci0 + 5) * 3136 + x0 + 0, a5_0); VSTORE(xr + (size_t)(ci0 + 5) * 3136 + x0 + 16, a5_1); VSTORE(xr + (size_t)(ci0 + 5) * 3136 + x0 + 32, a5_2); VSTORE(xr + (size_t)(ci0 + 5) * 3136 + x0 + 40, a5_3);
             }
         }
-        for (int ci = 0; ci < 256; ci++)
-            for (int i = 0; i < 3136; i++) dxn[ci * 3136 + i] = dxh[i * 256 + ci];
+        {
+            const int ci0 = 252;
+            {
+                const int x0 = 0;
+                cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f);
+                cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f), a1_3 = vsplat(0.0f);
+                cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f), a2_2 = vsplat(0.0f), a2_3 = vsplat(0.0f);
+                cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f), a3_2 = vsplat(0.0f), a3_3 = vsplat(0.0f);
+                for (int co = 0; co < 256; co++) {
+                    const float *restrict dr = dr0 + (size_t)co * 3364 + x0;
+                    const float *restrict wr = w + (size_t)co * 2304 + ci0 * 9;
+                    {
+                        cg_v v0 = VLOAD(dr + 118), v1 = VLOAD(dr + 134), v2 = VLOAD(dr + 150), v3 = VLOAD(dr + 158); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        a0_0 += wr[0] * v0; a0_1 += wr[0] * v1; a0_2 += wr[0] * v2; a0_3 += wr[0] * v3;
+                        a1_0 += wr[9] * v0; a1_1 += wr[9] * v1; a1_2 += wr[9] * v2; a1_3 += wr[9] * v3;
+                        a2_0 += wr[18] * v0; a2_1 += wr[18] * v1; a2_2 += wr[18] * v2; a2_3 += wr[18] * v3;
+                        a3_0 += wr[27] * v0; a3_1 += wr[27] * v1; a3_2 += wr[27] * v2; a3_3 += wr[27] * v3;
+                    }
+                    {
+                        cg_v v0 = VLOAD(dr + 117), v1 = VLOAD(dr + 133), v2 = VLOAD(dr + 149), v3 = VLOAD(dr + 157); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        a0_0 += wr[1] * v0; a0_1 += wr[1] * v1; a0_2 += wr[1] * v2; a0_3 += wr[1] * v3;
+                        a1_0 += wr[10] * v0; a1_1 += wr[10] * v1; a1_2 += wr[10] * v2; a1_3 += wr[10] * v3;
+                        a2_0 += wr[19] * v0; a2_1 += wr[19] * v1; a2_2 += wr[19] * v2; a2_3 += wr[19] * v3;
+                        a3_0 += wr[28] * v0; a3_1 += wr[28] * v1; a3_2 += wr[28] * v2; a3_3 += wr[28] * v3;
+                    }
+                    {
+                        cg_v v0 = VLOAD(dr + 116), v1 = VLOAD(dr + 132), v2 = VLOAD(dr + 148), v3 = VLOAD(dr + 156); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        a0_0 += wr[2] * v0; a0_1 += wr[2] * v1; a0_2 += wr[2] * v2; a0_3 += wr[2] * v3;
+                        a1_0 += wr[11] * v0; a1_1 += wr[11] * v1; a1_2 += wr[11] * v2; a1_3 += wr[11] * v3;
+                        a2_0 += wr[20] * v0; a2_1 += wr[20] * v1; a2_2 += wr[20] * v2; a2_3 += wr[20] * v3;
+                        a3_0 += wr[29] * v0; a3_1 += wr[29] * v1; a3_2 += wr[29] * v2; a3_3 += wr[29] * v3;
+                    }
+                    {
+                        cg_v v0 = VLOAD(dr + 60), v1 = VLOAD(dr + 76), v2 = VLOAD(dr + 92), v3 = VLOAD(dr + 100); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        a0_0 += wr[3] * v0; a0_1 += wr[3] * v1; a0_2 += wr[3] * v2; a0_3 += wr[3] * v3;
+                        a1_0 += wr[12] * v0; a1_1 += wr[12] * v1; a1_2 += wr[12] * v2; a1_3 += wr[12] * v3;
+                        a2_0 += wr[21] * v0; a2_1 += wr[21] * v1; a2_2 += wr[21] * v2; a2_3 += wr[21] * v3;
+                        a3_0 += wr[30] * v0; a3_1 += wr[30] * v1; a3_2 += wr[30] * v2; a3_3 += wr[30] * v3;
+                    }
+                    {
+                        cg_v v0 = VLOAD(dr + 59), v1 = VLOAD(dr + 75), v2 = VLOAD(dr + 91), v3 = VLOAD(dr + 99); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        a0_0 += wr[4] * v0; a0_1 += wr[4] * v1; a0_2 += wr[4] * v2; a0_3 += wr[4] * v3;
+                        a1_0 += wr[13] * v0; a1_1 += wr[13] * v1; a1_2 += wr[13] * v2; a1_3 += wr[13] * v3;
+                        a2_0 += wr[22] * v0; a2_1 += wr[22] * v1; a2_2 += wr[22] * v2; a2_3 += wr[22] * v3;
+                        a3_0 += wr[31] * v0; a3_1 += wr[31] * v1; a3_2 += wr[31] * v2; a3_3 += wr[31] * v3;
+                    }
+                    {
+                        cg_v v0 = VLOAD(dr + 58), v1 = VLOAD(dr + 74), v2 = VLOAD(dr + 90), v3 = VLOAD(dr + 98); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        a0_0 += wr[5] * v0; a0_1 += wr[5] * v1; a0_2 += wr[5] * v2; a0_3 += wr[5] * v3;
+                        a1_0 += wr[14] * v0; a1_1 += wr[14] * v1; a1_2 += wr[14] * v2; a1_3 += wr[14] * v3;
+                        a2_0 += wr[23] * v0; a2_1 += wr[23] * v1; a2_2 += wr[23] * v2; a2_3 += wr[23] * v3;
+                        a3_0 += wr[32] * v0; a3_1 += wr[32] * v1; a3_2 += wr[32] * v2; a3_3 += wr[32] * v3;
+                    }
+                    {
+                        cg_v v0 = VLOAD(dr + 2), v1 = VLOAD(dr + 18), v2 = VLOAD(dr + 34), v3 = VLOAD(dr + 42); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        a0_0 += wr[6] * v0; a0_1 += wr[6] * v1; a0_2 += wr[6] * v2; a0_3 += wr[6] * v3;
+                        a1_0 += wr[15] * v0; a1_1 += wr[15] * v1; a1_2 += wr[15] * v2; a1_3 += wr[15] * v3;
+                        a2_0 += wr[24] * v0; a2_1 += wr[24] * v1; a2_2 += wr[24] * v2; a2_3 += wr[24] * v3;
+                        a3_0 += wr[33] * v0; a3_1 += wr[33] * v1; a3_2 += wr[33] * v2; a3_3 += wr[33] * v3;
+                    }
+                    {
+                        cg_v v0 = VLOAD(dr + 1), v1 = VLOAD(dr + 17), v2 = VLOAD(dr + 33), v3 = VLOAD(dr + 41); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        a0_0 += wr[7] * v0; a0_1 += wr[7] * v1; a0_2 += wr[7] * v2; a0_3 += wr[7] * v3;
+                        a1_0 += wr[16] * v0; a1_1 += wr[16] * v1; a1_2 += wr[16] * v2; a1_3 += wr[16] * v3;
+                        a2_0 += wr[25] * v0; a2_1 += wr[25] * v1; a2_2 += wr[25] * v2; a2_3 += wr[25] * v3;
+                        a3_0 += wr[34] * v0; a3_1 += wr[34] * v1; a3_2 += wr[34] * v2; a3_3 += wr[34] * v3;
+                    }
+                    {
+                        cg_v v0 = VLOAD(dr + 0), v1 = VLOAD(dr + 16), v2 = VLOAD(dr + 32), v3 = VLOAD(dr + 40); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        a0_0 += wr[8] * v0; a0_1 += wr[8] * v1; a0_2 += wr[8] * v2; a0_3 += wr[8] * v3;
+                        a1_0 += wr[17] * v0; a1_1 += wr[17] * v1; a1_2 += wr[17] * v2; a1_3 += wr[17] * v3;
+                        a2_0 += wr[26] * v0; a2_1 += wr[26] * v1; a2_2 += wr[26] * v2; a2_3 += wr[26] * v3;
+                        a3_0 += wr[35] * v0; a3_1 += wr[35] * v1; a3_2 += wr[35] * v2; a3_3 += wr[35] * v3;
+                    }
+                }
+                VSTORE(xr + (size_t)(ci0 + 0) * 3136 + x0 + 0, a0_0); VSTORE(xr + (size_t)(ci0 + 0) * 3136 + x0 + 16, a0_1); VSTORE(xr + (size_t)(ci0 + 0) * 3136 + x0 + 32, a0_2); VSTORE(xr + (size_t)(ci0 + 0) * 3136 + x0 + 40, a0_3);
+                VSTORE(xr + (size_t)(ci0 + 1) * 3136 + x0 + 0, a1_0); VSTORE(xr + (size_t)(ci0 + 1) * 3136 + x0 + 16, a1_1); VSTORE(xr + (size_t)(ci0 + 1) * 3136 + x0 + 32, a1_2); VSTORE(xr + (size_t)(ci0 + 1) * 3136 + x0 + 40, a1_3);
+                VSTORE(xr + (size_t)(ci0 + 2) * 3136 + x0 + 0, a2_0); VSTORE(xr + (size_t)(ci0 + 2) * 3136 + x0 + 16, a2_1); VSTORE(xr + (size_t)(ci0 + 2) * 3136 + x0 + 32, a2_2); VSTORE(xr + (size_t)(ci0 + 2) * 3136 + x0 + 40, a2_3);
+                VSTORE(xr + (size_t)(ci0 + 3) * 3136 + x0 + 0, a3_0); VSTORE(xr + (size_t)(ci0 + 3) * 3136 + x0 + 16, a3_1); VSTORE(xr + (size_t)(ci0 + 3) * 3136 + x0 + 32, a3_2); VSTORE(xr + (size_t)(ci0 + 3) * 3136 + x0 + 40, a3_3);
+            }
+        }
     }
 }
 
@@ -3264,439 +4578,590 @@ static void l13_relu_backward(const float *restrict y, const float *restrict dy,
 static void l14_conv2d_forward(const float *restrict P, float *restrict S, const float *restrict x, float *restrict y, int nb)
 {
     const float *restrict w = P + 1145408;
-    float *restrict yh = S + 1722368, *restrict wt = S + 2525184, *restrict bp = S + 3115008;
-    /* weights [co][ci][k] -> [ci][k][co], channels padded to 256 */
-    for (int i = 0; i < 589824; i++) wt[i] = 0.0f;
-    for (int co = 0; co < 256; co++)
-        for (int j = 0; j < 2304; j++) wt[j * 256 + co] = w[co * 2304 + j];
-    for (int co = 0; co < 256; co++) bp[co] = co < 256 ? (P + 1735232)[co] : 0.0f;
-    for (int n = 0; n < nb; n++) {
-        const float *restrict xn = x + (size_t)n * 802816;
-        float *restrict xp = S + 0 + (size_t)n * 861184;
-        float *restrict yn = y + (size_t)n * 802816;
-        memset(xp, 0, sizeof(float) * 861184);
-        for (int ci = 0; ci < 256; ci++)
-            for (int iy = 0; iy < 56; iy++)
-                for (int ix = 0; ix < 56; ix++) xp[((iy + 1) * 58 + ix + 1) * 256 + ci] = xn[ci * 3136 + iy * 56 + ix];
-        CG_PARALLEL_FOR
-        for (int oy = 0; oy < 56; oy++) {
-            for (int v0 = 0; v0 < 16; v0 += 4) {
-                for (int x0 = 0; x0 < 54; x0 += 6) {
-                    cg_v a0_0 = VLOAD(bp + (v0 + 0) * 16), a0_1 = VLOAD(bp + (v0 + 1) * 16), a0_2 = VLOAD(bp + (v0 + 2) * 16), a0_3 = VLOAD(bp + (v0 + 3) * 16);
-                    cg_v a1_0 = VLOAD(bp + (v0 + 0) * 16), a1_1 = VLOAD(bp + (v0 + 1) * 16), a1_2 = VLOAD(bp + (v0 + 2) * 16), a1_3 = VLOAD(bp + (v0 + 3) * 16);
-                    cg_v a2_0 = VLOAD(bp + (v0 + 0) * 16), a2_1 = VLOAD(bp + (v0 + 1) * 16), a2_2 = VLOAD(bp + (v0 + 2) * 16), a2_3 = VLOAD(bp + (v0 + 3) * 16);
-                    cg_v a3_0 = VLOAD(bp + (v0 + 0) * 16), a3_1 = VLOAD(bp + (v0 + 1) * 16), a3_2 = VLOAD(bp + (v0 + 2) * 16), a3_3 = VLOAD(bp + (v0 + 3) * 16);
-                    cg_v a4_0 = VLOAD(bp + (v0 + 0) * 16), a4_1 = VLOAD(bp + (v0 + 1) * 16), a4_2 = VLOAD(bp + (v0 + 2) * 16), a4_3 = VLOAD(bp + (v0 + 3) * 16);
-                    cg_v a5_0 = VLOAD(bp + (v0 + 0) * 16), a5_1 = VLOAD(bp + (v0 + 1) * 16), a5_2 = VLOAD(bp + (v0 + 2) * 16), a5_3 = VLOAD(bp + (v0 + 3) * 16);
-                    for (int ci = 0; ci < 256; ci++) {
-                        const float *restrict xr = xp + (oy * 58 + x0) * 256 + ci;
-                        const float *restrict wr = wt + ci * 2304 + v0 * 16;
-                        {
-                            const cg_v w0 = VLOAD(wr + 0), w1 = VLOAD(wr + 16), w2 = VLOAD(wr + 32), w3 = VLOAD(wr + 48);
-                            a0_0 += xr[0] * w0; a0_1 += xr[0] * w1; a0_2 += xr[0] * w2; a0_3 += xr[0] * w3;
-                            a1_0 += xr[256] * w0; a1_1 += xr[256] * w1; a1_2 += xr[256] * w2; a1_3 += xr[256] * w3;
-                            a2_0 += xr[512] * w0; a2_1 += xr[512] * w1; a2_2 += xr[512] * w2; a2_3 += xr[512] * w3;
-                            a3_0 += xr[768] * w0; a3_1 += xr[768] * w1; a3_2 += xr[768] * w2; a3_3 += xr[768] * w3;
-                            a4_0 += xr[1024] * w0; a4_1 += xr[1024] * w1; a4_2 += xr[1024] * w2; a4_3 += xr[1024] * w3;
-                            a5_0 += xr[1280] * w0; a5_1 += xr[1280] * w1; a5_2 += xr[1280] * w2; a5_3 += xr[1280] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 256), w1 = VLOAD(wr + 272), w2 = VLOAD(wr + 288), w3 = VLOAD(wr + 304);
-                            a0_0 += xr[256] * w0; a0_1 += xr[256] * w1; a0_2 += xr[256] * w2; a0_3 += xr[256] * w3;
-                            a1_0 += xr[512] * w0; a1_1 += xr[512] * w1; a1_2 += xr[512] * w2; a1_3 += xr[512] * w3;
-                            a2_0 += xr[768] * w0; a2_1 += xr[768] * w1; a2_2 += xr[768] * w2; a2_3 += xr[768] * w3;
-                            a3_0 += xr[1024] * w0; a3_1 += xr[1024] * w1; a3_2 += xr[1024] * w2; a3_3 += xr[1024] * w3;
-                            a4_0 += xr[1280] * w0; a4_1 += xr[1280] * w1; a4_2 += xr[1280] * w2; a4_3 += xr[1280] * w3;
-                            a5_0 += xr[1536] * w0; a5_1 += xr[1536] * w1; a5_2 += xr[1536] * w2; a5_3 += xr[1536] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 512), w1 = VLOAD(wr + 528), w2 = VLOAD(wr + 544), w3 = VLOAD(wr + 560);
-                            a0_0 += xr[512] * w0; a0_1 += xr[512] * w1; a0_2 += xr[512] * w2; a0_3 += xr[512] * w3;
-                            a1_0 += xr[768] * w0; a1_1 += xr[768] * w1; a1_2 += xr[768] * w2; a1_3 += xr[768] * w3;
-                            a2_0 += xr[1024] * w0; a2_1 += xr[1024] * w1; a2_2 += xr[1024] * w2; a2_3 += xr[1024] * w3;
-                            a3_0 += xr[1280] * w0; a3_1 += xr[1280] * w1; a3_2 += xr[1280] * w2; a3_3 += xr[1280] * w3;
-                            a4_0 += xr[1536] * w0; a4_1 += xr[1536] * w1; a4_2 += xr[1536] * w2; a4_3 += xr[1536] * w3;
-                            a5_0 += xr[1792] * w0; a5_1 += xr[1792] * w1; a5_2 += xr[1792] * w2; a5_3 += xr[1792] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 768), w1 = VLOAD(wr + 784), w2 = VLOAD(wr + 800), w3 = VLOAD(wr + 816);
-                            a0_0 += xr[14848] * w0; a0_1 += xr[14848] * w1; a0_2 += xr[14848] * w2; a0_3 += xr[14848] * w3;
-                            a1_0 += xr[15104] * w0; a1_1 += xr[15104] * w1; a1_2 += xr[15104] * w2; a1_3 += xr[15104] * w3;
-                            a2_0 += xr[15360] * w0; a2_1 += xr[15360] * w1; a2_2 += xr[15360] * w2; a2_3 += xr[15360] * w3;
-                            a3_0 += xr[15616] * w0; a3_1 += xr[15616] * w1; a3_2 += xr[15616] * w2; a3_3 += xr[15616] * w3;
-                            a4_0 += xr[15872] * w0; a4_1 += xr[15872] * w1; a4_2 += xr[15872] * w2; a4_3 += xr[15872] * w3;
-                            a5_0 += xr[16128] * w0; a5_1 += xr[16128] * w1; a5_2 += xr[16128] * w2; a5_3 += xr[16128] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 1024), w1 = VLOAD(wr + 1040), w2 = VLOAD(wr + 1056), w3 = VLOAD(wr + 1072);
-                            a0_0 += xr[15104] * w0; a0_1 += xr[15104] * w1; a0_2 += xr[15104] * w2; a0_3 += xr[15104] * w3;
-                            a1_0 += xr[15360] * w0; a1_1 += xr[15360] * w1; a1_2 += xr[15360] * w2; a1_3 += xr[15360] * w3;
-                            a2_0 += xr[15616] * w0; a2_1 += xr[15616] * w1; a2_2 += xr[15616] * w2; a2_3 += xr[15616] * w3;
-                            a3_0 += xr[15872] * w0; a3_1 += xr[15872] * w1; a3_2 += xr[15872] * w2; a3_3 += xr[15872] * w3;
-                            a4_0 += xr[16128] * w0; a4_1 += xr[16128] * w1; a4_2 += xr[16128] * w2; a4_3 += xr[16128] * w3;
-                            a5_0 += xr[16384] * w0; a5_1 += xr[16384] * w1; a5_2 += xr[16384] * w2; a5_3 += xr[16384] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 1280), w1 = VLOAD(wr + 1296), w2 = VLOAD(wr + 1312), w3 = VLOAD(wr + 1328);
-                            a0_0 += xr[15360] * w0; a0_1 += xr[15360] * w1; a0_2 += xr[15360] * w2; a0_3 += xr[15360] * w3;
-                            a1_0 += xr[15616] * w0; a1_1 += xr[15616] * w1; a1_2 += xr[15616] * w2; a1_3 += xr[15616] * w3;
-                            a2_0 += xr[15872] * w0; a2_1 += xr[15872] * w1; a2_2 += xr[15872] * w2; a2_3 += xr[15872] * w3;
-                            a3_0 += xr[16128] * w0; a3_1 += xr[16128] * w1; a3_2 += xr[16128] * w2; a3_3 += xr[16128] * w3;
-                            a4_0 += xr[16384] * w0; a4_1 += xr[16384] * w1; a4_2 += xr[16384] * w2; a4_3 += xr[16384] * w3;
-                            a5_0 += xr[16640] * w0; a5_1 += xr[16640] * w1; a5_2 += xr[16640] * w2; a5_3 += xr[16640] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 1536), w1 = VLOAD(wr + 1552), w2 = VLOAD(wr + 1568), w3 = VLOAD(wr + 1584);
-                            a0_0 += xr[29696] * w0; a0_1 += xr[29696] * w1; a0_2 += xr[29696] * w2; a0_3 += xr[29696] * w3;
-                            a1_0 += xr[29952] * w0; a1_1 += xr[29952] * w1; a1_2 += xr[29952] * w2; a1_3 += xr[29952] * w3;
-                            a2_0 += xr[30208] * w0; a2_1 += xr[30208] * w1; a2_2 += xr[30208] * w2; a2_3 += xr[30208] * w3;
-                            a3_0 += xr[30464] * w0; a3_1 += xr[30464] * w1; a3_2 += xr[30464] * w2; a3_3 += xr[30464] * w3;
-                            a4_0 += xr[30720] * w0; a4_1 += xr[30720] * w1; a4_2 += xr[30720] * w2; a4_3 += xr[30720] * w3;
-                            a5_0 += xr[30976] * w0; a5_1 += xr[30976] * w1; a5_2 += xr[30976] * w2; a5_3 += xr[30976] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 1792), w1 = VLOAD(wr + 1808), w2 = VLOAD(wr + 1824), w3 = VLOAD(wr + 1840);
-                            a0_0 += xr[29952] * w0; a0_1 += xr[29952] * w1; a0_2 += xr[29952] * w2; a0_3 += xr[29952] * w3;
-                            a1_0 += xr[30208] * w0; a1_1 += xr[30208] * w1; a1_2 += xr[30208] * w2; a1_3 += xr[30208] * w3;
-                            a2_0 += xr[30464] * w0; a2_1 += xr[30464] * w1; a2_2 += xr[30464] * w2; a2_3 += xr[30464] * w3;
-                            a3_0 += xr[30720] * w0; a3_1 += xr[30720] * w1; a3_2 += xr[30720] * w2; a3_3 += xr[30720] * w3;
-                            a4_0 += xr[30976] * w0; a4_1 += xr[30976] * w1; a4_2 += xr[30976] * w2; a4_3 += xr[30976] * w3;
-                            a5_0 += xr[31232] * w0; a5_1 += xr[31232] * w1; a5_2 += xr[31232] * w2; a5_3 += xr[31232] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 2048), w1 = VLOAD(wr + 2064), w2 = VLOAD(wr + 2080), w3 = VLOAD(wr + 2096);
-                            a0_0 += xr[30208] * w0; a0_1 += xr[30208] * w1; a0_2 += xr[30208] * w2; a0_3 += xr[30208] * w3;
-                            a1_0 += xr[30464] * w0; a1_1 += xr[30464] * w1; a1_2 += xr[30464] * w2; a1_3 += xr[30464] * w3;
-                            a2_0 += xr[30720] * w0; a2_1 += xr[30720] * w1; a2_2 += xr[30720] * w2; a2_3 += xr[30720] * w3;
-                            a3_0 += xr[30976] * w0; a3_1 += xr[30976] * w1; a3_2 += xr[30976] * w2; a3_3 += xr[30976] * w3;
-                            a4_0 += xr[31232] * w0; a4_1 += xr[31232] * w1; a4_2 += xr[31232] * w2; a4_3 += xr[31232] * w3;
-                            a5_0 += xr[31488] * w0; a5_1 += xr[31488] * w1; a5_2 += xr[31488] * w2; a5_3 += xr[31488] * w3;
-                        }
+    const float *restrict b = P + 1735232;
+    float *restrict xp = S + 0;
+    /* inputs -> zero-padded planes 58x58 (kept for dW) */
+    CG_PARALLEL_FOR
+    for (int pl = 0; pl < nb * 256; pl++) {
+        const float *restrict s = x + (size_t)pl * 3136;
+        float *restrict d = xp + (size_t)pl * 3364;
+        memset(d, 0, sizeof(float) * 58);
+        for (int i = 0; i < 56; i++) {
+            float *restrict r = d + (i + 1) * 58;
+            memset(r, 0, sizeof(float) * 1);
+            memcpy(r + 1, s + i * 56, sizeof(float) * 56);
+            memset(r + 57, 0, sizeof(float) * 1);
+        }
+        memset(d + 3306, 0, sizeof(float) * 58);
+    }
+    /* tiles of 6 output channels x 4 vectors of an output row */
+    CG_PARALLEL_FOR
+    for (int r = 0; r < nb * 56; r++) {
+        const int n = r / 56, oy = r % 56;
+        const float *restrict xr0 = xp + ((size_t)n * 14848 + oy) * 58;
+        float *restrict yr = y + ((size_t)n * 14336 + oy) * 56;
+        for (int co0 = 0; co0 < 252; co0 += 6) {
+            {
+                const int x0 = 0;
+                cg_v a0_0 = vsplat(b[co0 + 0]), a0_1 = vsplat(b[co0 + 0]), a0_2 = vsplat(b[co0 + 0]), a0_3 = vsplat(b[co0 + 0]);
+                cg_v a1_0 = vsplat(b[co0 + 1]), a1_1 = vsplat(b[co0 + 1]), a1_2 = vsplat(b[co0 + 1]), a1_3 = vsplat(b[co0 + 1]);
+                cg_v a2_0 = vsplat(b[co0 + 2]), a2_1 = vsplat(b[co0 + 2]), a2_2 = vsplat(b[co0 + 2]), a2_3 = vsplat(b[co0 + 2]);
+                cg_v a3_0 = vsplat(b[co0 + 3]), a3_1 = vsplat(b[co0 + 3]), a3_2 = vsplat(b[co0 + 3]), a3_3 = vsplat(b[co0 + 3]);
+                cg_v a4_0 = vsplat(b[co0 + 4]), a4_1 = vsplat(b[co0 + 4]), a4_2 = vsplat(b[co0 + 4]), a4_3 = vsplat(b[co0 + 4]);
+                cg_v a5_0 = vsplat(b[co0 + 5]), a5_1 = vsplat(b[co0 + 5]), a5_2 = vsplat(b[co0 + 5]), a5_3 = vsplat(b[co0 + 5]);
+                for (int ci = 0; ci < 256; ci++) {
+                    const float *restrict xr = xr0 + (size_t)ci * 3364 + x0;
+                    const float *restrict wr = w + (size_t)co0 * 2304 + ci * 9;
+                    {
+                        cg_v v0 = VLOAD(xr + 0), v1 = VLOAD(xr + 16), v2 = VLOAD(xr + 32), v3 = VLOAD(xr + 40); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        a0_0 += wr[0] * v0; a0_1 += wr[0] * v1; a0_2 += wr[0] * v2; a0_3 += wr[0] * v3;
+                        a1_0 += wr[2304] * v0; a1_1 += wr[2304] * v1; a1_2 += wr[2304] * v2; a1_3 += wr[2304] * v3;
+                        a2_0 += wr[4608] * v0; a2_1 += wr[4608] * v1; a2_2 += wr[4608] * v2; a2_3 += wr[4608] * v3;
+                        a3_0 += wr[6912] * v0; a3_1 += wr[6912] * v1; a3_2 += wr[6912] * v2; a3_3 += wr[6912] * v3;
+                        a4_0 += wr[9216] * v0; a4_1 += wr[9216] * v1; a4_2 += wr[9216] * v2; a4_3 += wr[9216] * v3;
+                        a5_0 += wr[11520] * v0; a5_1 += wr[11520] * v1; a5_2 += wr[11520] * v2; a5_3 += wr[11520] * v3;
                     }
-                    VSTORE(yh + (oy * 56 + x0 + 0) * 256 + (v0 + 0) * 16, a0_0); VSTORE(yh + (oy * 56 + x0 + 0) * 256 + (v0 + 1) * 16, a0_1); VSTORE(yh + (oy * 56 + x0 + 0) * 256 + (v0 + 2) * 16, a0_2); VSTORE(yh + (oy * 56 + x0 + 0) * 256 + (v0 + 3) * 16, a0_3);
-                    VSTORE(yh + (oy * 56 + x0 + 1) * 256 + (v0 + 0) * 16, a1_0); VSTORE(yh + (oy * 56 + x0 + 1) * 256 + (v0 + 1) * 16, a1_1); VSTORE(yh + (oy * 56 + x0 + 1) * 256 + (v0 + 2) * 16, a1_2); VSTORE(yh + (oy * 56 + x0 + 1) * 256 + (v0 + 3) * 16, a1_3);
-                    VSTORE(yh + (oy * 56 + x0 + 2) * 256 + (v0 + 0) * 16, a2_0); VSTORE(yh + (oy * 56 + x0 + 2) * 256 + (v0 + 1) * 16, a2_1); VSTORE(yh + (oy * 56 + x0 + 2) * 256 + (v0 + 2) * 16, a2_2); VSTORE(yh + (oy * 56 + x0 + 2) * 256 + (v0 + 3) * 16, a2_3);
-                    VSTORE(yh + (oy * 56 + x0 + 3) * 256 + (v0 + 0) * 16, a3_0); VSTORE(yh + (oy * 56 + x0 + 3) * 256 + (v0 + 1) * 16, a3_1); VSTORE(yh + (oy * 56 + x0 + 3) * 256 + (v0 + 2) * 16, a3_2); VSTORE(yh + (oy * 56 + x0 + 3) * 256 + (v0 + 3) * 16, a3_3);
-                    VSTORE(yh + (oy * 56 + x0 + 4) * 256 + (v0 + 0) * 16, a4_0); VSTORE(yh + (oy * 56 + x0 + 4) * 256 + (v0 + 1) * 16, a4_1); VSTORE(yh + (oy * 56 + x0 + 4) * 256 + (v0 + 2) * 16, a4_2); VSTORE(yh + (oy * 56 + x0 + 4) * 256 + (v0 + 3) * 16, a4_3);
-                    VSTORE(yh + (oy * 56 + x0 + 5) * 256 + (v0 + 0) * 16, a5_0); VSTORE(yh + (oy * 56 + x0 + 5) * 256 + (v0 + 1) * 16, a5_1); VSTORE(yh + (oy * 56 + x0 + 5) * 256 + (v0 + 2) * 16, a5_2); VSTORE(yh + (oy * 56 + x0 + 5) * 256 + (v0 + 3) * 16, a5_3);
-                }
-                {
-                    const int x0 = 54;
-                    cg_v a0_0 = VLOAD(bp + (v0 + 0) * 16), a0_1 = VLOAD(bp + (v0 + 1) * 16), a0_2 = VLOAD(bp + (v0 + 2) * 16), a0_3 = VLOAD(bp + (v0 + 3) * 16);
-                    cg_v a1_0 = VLOAD(bp + (v0 + 0) * 16), a1_1 = VLOAD(bp + (v0 + 1) * 16), a1_2 = VLOAD(bp + (v0 + 2) * 16), a1_3 = VLOAD(bp + (v0 + 3) * 16);
-                    for (int ci = 0; ci < 256; ci++) {
-                        const float *restrict xr = xp + (oy * 58 + x0) * 256 + ci;
-                        const float *restrict wr = wt + ci * 2304 + v0 * 16;
-                        {
-                            const cg_v w0 = VLOAD(wr + 0), w1 = VLOAD(wr + 16), w2 = VLOAD(wr + 32), w3 = VLOAD(wr + 48);
-                            a0_0 += xr[0] * w0; a0_1 += xr[0] * w1; a0_2 += xr[0] * w2; a0_3 += xr[0] * w3;
-                            a1_0 += xr[256] * w0; a1_1 += xr[256] * w1; a1_2 += xr[256] * w2; a1_3 += xr[256] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 256), w1 = VLOAD(wr + 272), w2 = VLOAD(wr + 288), w3 = VLOAD(wr + 304);
-                            a0_0 += xr[256] * w0; a0_1 += xr[256] * w1; a0_2 += xr[256] * w2; a0_3 += xr[256] * w3;
-                            a1_0 += xr[512] * w0; a1_1 += xr[512] * w1; a1_2 += xr[512] * w2; a1_3 += xr[512] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 512), w1 = VLOAD(wr + 528), w2 = VLOAD(wr + 544), w3 = VLOAD(wr + 560);
-                            a0_0 += xr[512] * w0; a0_1 += xr[512] * w1; a0_2 += xr[512] * w2; a0_3 += xr[512] * w3;
-                            a1_0 += xr[768] * w0; a1_1 += xr[768] * w1; a1_2 += xr[768] * w2; a1_3 += xr[768] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 768), w1 = VLOAD(wr + 784), w2 = VLOAD(wr + 800), w3 = VLOAD(wr + 816);
-                            a0_0 += xr[14848] * w0; a0_1 += xr[14848] * w1; a0_2 += xr[14848] * w2; a0_3 += xr[14848] * w3;
-                            a1_0 += xr[15104] * w0; a1_1 += xr[15104] * w1; a1_2 += xr[15104] * w2; a1_3 += xr[15104] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 1024), w1 = VLOAD(wr + 1040), w2 = VLOAD(wr + 1056), w3 = VLOAD(wr + 1072);
-                            a0_0 += xr[15104] * w0; a0_1 += xr[15104] * w1; a0_2 += xr[15104] * w2; a0_3 += xr[15104] * w3;
-                            a1_0 += xr[15360] * w0; a1_1 += xr[15360] * w1; a1_2 += xr[15360] * w2; a1_3 += xr[15360] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 1280), w1 = VLOAD(wr + 1296), w2 = VLOAD(wr + 1312), w3 = VLOAD(wr + 1328);
-                            a0_0 += xr[15360] * w0; a0_1 += xr[15360] * w1; a0_2 += xr[15360] * w2; a0_3 += xr[15360] * w3;
-                            a1_0 += xr[15616] * w0; a1_1 += xr[15616] * w1; a1_2 += xr[15616] * w2; a1_3 += xr[15616] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 1536), w1 = VLOAD(wr + 1552), w2 = VLOAD(wr + 1568), w3 = VLOAD(wr + 1584);
-                            a0_0 += xr[29696] * w0; a0_1 += xr[29696] * w1; a0_2 += xr[29696] * w2; a0_3 += xr[29696] * w3;
-                            a1_0 += xr[29952] * w0; a1_1 += xr[29952] * w1; a1_2 += xr[29952] * w2; a1_3 += xr[29952] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 1792), w1 = VLOAD(wr + 1808), w2 = VLOAD(wr + 1824), w3 = VLOAD(wr + 1840);
-                            a0_0 += xr[29952] * w0; a0_1 += xr[29952] * w1; a0_2 += xr[29952] * w2; a0_3 += xr[29952] * w3;
-                            a1_0 += xr[30208] * w0; a1_1 += xr[30208] * w1; a1_2 += xr[30208] * w2; a1_3 += xr[30208] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 2048), w1 = VLOAD(wr + 2064), w2 = VLOAD(wr + 2080), w3 = VLOAD(wr + 2096);
-                            a0_0 += xr[30208] * w0; a0_1 += xr[30208] * w1; a0_2 += xr[30208] * w2; a0_3 += xr[30208] * w3;
-                            a1_0 += xr[30464] * w0; a1_1 += xr[30464] * w1; a1_2 += xr[30464] * w2; a1_3 += xr[30464] * w3;
-                        }
+                    {
+                        cg_v v0 = VLOAD(xr + 1), v1 = VLOAD(xr + 17), v2 = VLOAD(xr + 33), v3 = VLOAD(xr + 41); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        a0_0 += wr[1] * v0; a0_1 += wr[1] * v1; a0_2 += wr[1] * v2; a0_3 += wr[1] * v3;
+                        a1_0 += wr[2305] * v0; a1_1 += wr[2305] * v1; a1_2 += wr[2305] * v2; a1_3 += wr[2305] * v3;
+                        a2_0 += wr[4609] * v0; a2_1 += wr[4609] * v1; a2_2 += wr[4609] * v2; a2_3 += wr[4609] * v3;
+                        a3_0 += wr[6913] * v0; a3_1 += wr[6913] * v1; a3_2 += wr[6913] * v2; a3_3 += wr[6913] * v3;
+                        a4_0 += wr[9217] * v0; a4_1 += wr[9217] * v1; a4_2 += wr[9217] * v2; a4_3 += wr[9217] * v3;
+                        a5_0 += wr[11521] * v0; a5_1 += wr[11521] * v1; a5_2 += wr[11521] * v2; a5_3 += wr[11521] * v3;
                     }
-                    VSTORE(yh + (oy * 56 + x0 + 0) * 256 + (v0 + 0) * 16, a0_0); VSTORE(yh + (oy * 56 + x0 + 0) * 256 + (v0 + 1) * 16, a0_1); VSTORE(yh + (oy * 56 + x0 + 0) * 256 + (v0 + 2) * 16, a0_2); VSTORE(yh + (oy * 56 + x0 + 0) * 256 + (v0 + 3) * 16, a0_3);
-                    VSTORE(yh + (oy * 56 + x0 + 1) * 256 + (v0 + 0) * 16, a1_0); VSTORE(yh + (oy * 56 + x0 + 1) * 256 + (v0 + 1) * 16, a1_1); VSTORE(yh + (oy * 56 + x0 + 1) * 256 + (v0 + 2) * 16, a1_2); VSTORE(yh + (oy * 56 + x0 + 1) * 256 + (v0 + 3) * 16, a1_3);
+                    {
+                        cg_v v0 = VLOAD(xr + 2), v1 = VLOAD(xr + 18), v2 = VLOAD(xr + 34), v3 = VLOAD(xr + 42); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        a0_0 += wr[2] * v0; a0_1 += wr[2] * v1; a0_2 += wr[2] * v2; a0_3 += wr[2] * v3;
+                        a1_0 += wr[2306] * v0; a1_1 += wr[2306] * v1; a1_2 += wr[2306] * v2; a1_3 += wr[2306] * v3;
+                        a2_0 += wr[4610] * v0; a2_1 += wr[4610] * v1; a2_2 += wr[4610] * v2; a2_3 += wr[4610] * v3;
+                        a3_0 += wr[6914] * v0; a3_1 += wr[6914] * v1; a3_2 += wr[6914] * v2; a3_3 += wr[6914] * v3;
+                        a4_0 += wr[9218] * v0; a4_1 += wr[9218] * v1; a4_2 += wr[9218] * v2; a4_3 += wr[9218] * v3;
+                        a5_0 += wr[11522] * v0; a5_1 += wr[11522] * v1; a5_2 += wr[11522] * v2; a5_3 += wr[11522] * v3;
+                    }
+                    {
+                        cg_v v0 = VLOAD(xr + 58), v1 = VLOAD(xr + 74), v2 = VLOAD(xr + 90), v3 = VLOAD(xr + 98); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        a0_0 += wr[3] * v0; a0_1 += wr[3] * v1; a0_2 += wr[3] * v2; a0_3 += wr[3] * v3;
+                        a1_0 += wr[2307] * v0; a1_1 += wr[2307] * v1; a1_2 += wr[2307] * v2; a1_3 += wr[2307] * v3;
+                        a2_0 += wr[4611] * v0; a2_1 += wr[4611] * v1; a2_2 += wr[4611] * v2; a2_3 += wr[4611] * v3;
+                        a3_0 += wr[6915] * v0; a3_1 += wr[6915] * v1; a3_2 += wr[6915] * v2; a3_3 += wr[6915] * v3;
+                        a4_0 += wr[9219] * v0; a4_1 += wr[9219] * v1; a4_2 += wr[9219] * v2; a4_3 += wr[9219] * v3;
+                        a5_0 += wr[11523] * v0; a5_1 += wr[11523] * v1; a5_2 += wr[11523] * v2; a5_3 += wr[11523] * v3;
+                    }
+                    {
+                        cg_v v0 = VLOAD(xr + 59), v1 = VLOAD(xr + 75), v2 = VLOAD(xr + 91), v3 = VLOAD(xr + 99); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        a0_0 += wr[4] * v0; a0_1 += wr[4] * v1; a0_2 += wr[4] * v2; a0_3 += wr[4] * v3;
+                        a1_0 += wr[2308] * v0; a1_1 += wr[2308] * v1; a1_2 += wr[2308] * v2; a1_3 += wr[2308] * v3;
+                        a2_0 += wr[4612] * v0; a2_1 += wr[4612] * v1; a2_2 += wr[4612] * v2; a2_3 += wr[4612] * v3;
+                        a3_0 += wr[6916] * v0; a3_1 += wr[6916] * v1; a3_2 += wr[6916] * v2; a3_3 += wr[6916] * v3;
+                        a4_0 += wr[9220] * v0; a4_1 += wr[9220] * v1; a4_2 += wr[9220] * v2; a4_3 += wr[9220] * v3;
+                        a5_0 += wr[11524] * v0; a5_1 += wr[11524] * v1; a5_2 += wr[11524] * v2; a5_3 += wr[11524] * v3;
+                    }
+                    {
+                        cg_v v0 = VLOAD(xr + 60), v1 = VLOAD(xr + 76), v2 = VLOAD(xr + 92), v3 = VLOAD(xr + 100); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        a0_0 += wr[5] * v0; a0_1 += wr[5] * v1; a0_2 += wr[5] * v2; a0_3 += wr[5] * v3;
+                        a1_0 += wr[2309] * v0; a1_1 += wr[2309] * v1; a1_2 += wr[2309] * v2; a1_3 += wr[2309] * v3;
+                        a2_0 += wr[4613] * v0; a2_1 += wr[4613] * v1; a2_2 += wr[4613] * v2; a2_3 += wr[4613] * v3;
+                        a3_0 += wr[6917] * v0; a3_1 += wr[6917] * v1; a3_2 += wr[6917] * v2; a3_3 += wr[6917] * v3;
+                        a4_0 += wr[9221] * v0; a4_1 += wr[9221] * v1; a4_2 += wr[9221] * v2; a4_3 += wr[9221] * v3;
+                        a5_0 += wr[11525] * v0; a5_1 += wr[11525] * v1; a5_2 += wr[11525] * v2; a5_3 += wr[11525] * v3;
+                    }
+                    {
+                        cg_v v0 = VLOAD(xr + 116), v1 = VLOAD(xr + 132), v2 = VLOAD(xr + 148), v3 = VLOAD(xr + 156); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        a0_0 += wr[6] * v0; a0_1 += wr[6] * v1; a0_2 += wr[6] * v2; a0_3 += wr[6] * v3;
+                        a1_0 += wr[2310] * v0; a1_1 += wr[2310] * v1; a1_2 += wr[2310] * v2; a1_3 += wr[2310] * v3;
+                        a2_0 += wr[4614] * v0; a2_1 += wr[4614] * v1; a2_2 += wr[4614] * v2; a2_3 += wr[4614] * v3;
+                        a3_0 += wr[6918] * v0; a3_1 += wr[6918] * v1; a3_2 += wr[6918] * v2; a3_3 += wr[6918] * v3;
+                        a4_0 += wr[9222] * v0; a4_1 += wr[9222] * v1; a4_2 += wr[9222] * v2; a4_3 += wr[9222] * v3;
+                        a5_0 += wr[11526] * v0; a5_1 += wr[11526] * v1; a5_2 += wr[11526] * v2; a5_3 += wr[11526] * v3;
+                    }
+                    {
+                        cg_v v0 = VLOAD(xr + 117), v1 = VLOAD(xr + 133), v2 = VLOAD(xr + 149), v3 = VLOAD(xr + 157); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        a0_0 += wr[7] * v0; a0_1 += wr[7] * v1; a0_2 += wr[7] * v2; a0_3 += wr[7] * v3;
+                        a1_0 += wr[2311] * v0; a1_1 += wr[2311] * v1; a1_2 += wr[2311] * v2; a1_3 += wr[2311] * v3;
+                        a2_0 += wr[4615] * v0; a2_1 += wr[4615] * v1; a2_2 += wr[4615] * v2; a2_3 += wr[4615] * v3;
+                        a3_0 += wr[6919] * v0; a3_1 += wr[6919] * v1; a3_2 += wr[6919] * v2; a3_3 += wr[6919] * v3;
+                        a4_0 += wr[9223] * v0; a4_1 += wr[9223] * v1; a4_2 += wr[9223] * v2; a4_3 += wr[9223] * v3;
+                        a5_0 += wr[11527] * v0; a5_1 += wr[11527] * v1; a5_2 += wr[11527] * v2; a5_3 += wr[11527] * v3;
+                    }
+                    {
+                        cg_v v0 = VLOAD(xr + 118), v1 = VLOAD(xr + 134), v2 = VLOAD(xr + 150), v3 = VLOAD(xr + 158); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        a0_0 += wr[8] * v0; a0_1 += wr[8] * v1; a0_2 += wr[8] * v2; a0_3 += wr[8] * v3;
+                        a1_0 += wr[2312] * v0; a1_1 += wr[2312] * v1; a1_2 += wr[2312] * v2; a1_3 += wr[2312] * v3;
+                        a2_0 += wr[4616] * v0; a2_1 += wr[4616] * v1; a2_2 += wr[4616] * v2; a2_3 += wr[4616] * v3;
+                        a3_0 += wr[6920] * v0; a3_1 += wr[6920] * v1; a3_2 += wr[6920] * v2; a3_3 += wr[6920] * v3;
+                        a4_0 += wr[9224] * v0; a4_1 += wr[9224] * v1; a4_2 += wr[9224] * v2; a4_3 += wr[9224] * v3;
+                        a5_0 += wr[11528] * v0; a5_1 += wr[11528] * v1; a5_2 += wr[11528] * v2; a5_3 += wr[11528] * v3;
+                    }
                 }
+                VSTORE(yr + (size_t)(co0 + 0) * 3136 + x0 + 0, a0_0); VSTORE(yr + (size_t)(co0 + 0) * 3136 + x0 + 16, a0_1); VSTORE(yr + (size_t)(co0 + 0) * 3136 + x0 + 32, a0_2); VSTORE(yr + (size_t)(co0 + 0) * 3136 + x0 + 40, a0_3);
+                VSTORE(yr + (size_t)(co0 + 1) * 3136 + x0 + 0, a1_0); VSTORE(yr + (size_t)(co0 + 1) * 3136 + x0 + 16, a1_1); VSTORE(yr + (size_t)(co0 + 1) * 3136 + x0 + 32, a1_2); VSTORE(yr + (size_t)(co0 + 1) * 3136 + x0 + 40, a1_3);
+                VSTORE(yr + (size_t)(co0 + 2) * 3136 + x0 + 0, a2_0); VSTORE(yr + (size_t)(co0 + 2) * 3136 + x0 + 16, a2_1); VSTORE(yr + (size_t)(co0 + 2) * 3136 + x0 + 32, a2_2); VSTORE(yr + (size_t)(co0 + 2) * 3136 + x0 + 40, a2_3);
+                VSTORE(yr + (size_t)(co0 + 3) * 3136 + x0 + 0, a3_0); VSTORE(yr + (size_t)(co0 + 3) * 3136 + x0 + 16, a3_1); VSTORE(yr + (size_t)(co0 + 3) * 3136 + x0 + 32, a3_2); VSTORE(yr + (size_t)(co0 + 3) * 3136 + x0 + 40, a3_3);
+                VSTORE(yr + (size_t)(co0 + 4) * 3136 + x0 + 0, a4_0); VSTORE(yr + (size_t)(co0 + 4) * 3136 + x0 + 16, a4_1); VSTORE(yr + (size_t)(co0 + 4) * 3136 + x0 + 32, a4_2); VSTORE(yr + (size_t)(co0 + 4) * 3136 + x0 + 40, a4_3);
+                VSTORE(yr + (size_t)(co0 + 5) * 3136 + x0 + 0, a5_0); VSTORE(yr + (size_t)(co0 + 5) * 3136 + x0 + 16, a5_1); VSTORE(yr + (size_t)(co0 + 5) * 3136 + x0 + 32, a5_2); VSTORE(yr + (size_t)(co0 + 5) * 3136 + x0 + 40, a5_3);
             }
         }
-        for (int co = 0; co < 256; co++)
-            for (int i = 0; i < 3136; i++) yn[co * 3136 + i] = yh[i * 256 + co];
+        {
+            const int co0 = 252;
+            {
+                const int x0 = 0;
+                cg_v a0_0 = vsplat(b[co0 + 0]), a0_1 = vsplat(b[co0 + 0]), a0_2 = vsplat(b[co0 + 0]), a0_3 = vsplat(b[co0 + 0]);
+                cg_v a1_0 = vsplat(b[co0 + 1]), a1_1 = vsplat(b[co0 + 1]), a1_2 = vsplat(b[co0 + 1]), a1_3 = vsplat(b[co0 + 1]);
+                cg_v a2_0 = vsplat(b[co0 + 2]), a2_1 = vsplat(b[co0 + 2]), a2_2 = vsplat(b[co0 + 2]), a2_3 = vsplat(b[co0 + 2]);
+                cg_v a3_0 = vsplat(b[co0 + 3]), a3_1 = vsplat(b[co0 + 3]), a3_2 = vsplat(b[co0 + 3]), a3_3 = vsplat(b[co0 + 3]);
+                for (int ci = 0; ci < 256; ci++) {
+                    const float *restrict xr = xr0 + (size_t)ci * 3364 + x0;
+                    const float *restrict wr = w + (size_t)co0 * 2304 + ci * 9;
+                    {
+                        cg_v v0 = VLOAD(xr + 0), v1 = VLOAD(xr + 16), v2 = VLOAD(xr + 32), v3 = VLOAD(xr + 40); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        a0_0 += wr[0] * v0; a0_1 += wr[0] * v1; a0_2 += wr[0] * v2; a0_3 += wr[0] * v3;
+                        a1_0 += wr[2304] * v0; a1_1 += wr[2304] * v1; a1_2 += wr[2304] * v2; a1_3 += wr[2304] * v3;
+                        a2_0 += wr[4608] * v0; a2_1 += wr[4608] * v1; a2_2 += wr[4608] * v2; a2_3 += wr[4608] * v3;
+                        a3_0 += wr[6912] * v0; a3_1 += wr[6912] * v1; a3_2 += wr[6912] * v2; a3_3 += wr[6912] * v3;
+                    }
+                    {
+                        cg_v v0 = VLOAD(xr + 1), v1 = VLOAD(xr + 17), v2 = VLOAD(xr + 33), v3 = VLOAD(xr + 41); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        a0_0 += wr[1] * v0; a0_1 += wr[1] * v1; a0_2 += wr[1] * v2; a0_3 += wr[1] * v3;
+                        a1_0 += wr[2305] * v0; a1_1 += wr[2305] * v1; a1_2 += wr[2305] * v2; a1_3 += wr[2305] * v3;
+                        a2_0 += wr[4609] * v0; a2_1 += wr[4609] * v1; a2_2 += wr[4609] * v2; a2_3 += wr[4609] * v3;
+                        a3_0 += wr[6913] * v0; a3_1 += wr[6913] * v1; a3_2 += wr[6913] * v2; a3_3 += wr[6913] * v3;
+                    }
+                    {
+                        cg_v v0 = VLOAD(xr + 2), v1 = VLOAD(xr + 18), v2 = VLOAD(xr + 34), v3 = VLOAD(xr + 42); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        a0_0 += wr[2] * v0; a0_1 += wr[2] * v1; a0_2 += wr[2] * v2; a0_3 += wr[2] * v3;
+                        a1_0 += wr[2306] * v0; a1_1 += wr[2306] * v1; a1_2 += wr[2306] * v2; a1_3 += wr[2306] * v3;
+                        a2_0 += wr[4610] * v0; a2_1 += wr[4610] * v1; a2_2 += wr[4610] * v2; a2_3 += wr[4610] * v3;
+                        a3_0 += wr[6914] * v0; a3_1 += wr[6914] * v1; a3_2 += wr[6914] * v2; a3_3 += wr[6914] * v3;
+                    }
+                    {
+                        cg_v v0 = VLOAD(xr + 58), v1 = VLOAD(xr + 74), v2 = VLOAD(xr + 90), v3 = VLOAD(xr + 98); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        a0_0 += wr[3] * v0; a0_1 += wr[3] * v1; a0_2 += wr[3] * v2; a0_3 += wr[3] * v3;
+                        a1_0 += wr[2307] * v0; a1_1 += wr[2307] * v1; a1_2 += wr[2307] * v2; a1_3 += wr[2307] * v3;
+                        a2_0 += wr[4611] * v0; a2_1 += wr[4611] * v1; a2_2 += wr[4611] * v2; a2_3 += wr[4611] * v3;
+                        a3_0 += wr[6915] * v0; a3_1 += wr[6915] * v1; a3_2 += wr[6915] * v2; a3_3 += wr[6915] * v3;
+                    }
+                    {
+                        cg_v v0 = VLOAD(xr + 59), v1 = VLOAD(xr + 75), v2 = VLOAD(xr + 91), v3 = VLOAD(xr + 99); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        a0_0 += wr[4] * v0; a0_1 += wr[4] * v1; a0_2 += wr[4] * v2; a0_3 += wr[4] * v3;
+                        a1_0 += wr[2308] * v0; a1_1 += wr[2308] * v1; a1_2 += wr[2308] * v2; a1_3 += wr[2308] * v3;
+                        a2_0 += wr[4612] * v0; a2_1 += wr[4612] * v1; a2_2 += wr[4612] * v2; a2_3 += wr[4612] * v3;
+                        a3_0 += wr[6916] * v0; a3_1 += wr[6916] * v1; a3_2 += wr[6916] * v2; a3_3 += wr[6916] * v3;
+                    }
+                    {
+                        cg_v v0 = VLOAD(xr + 60), v1 = VLOAD(xr + 76), v2 = VLOAD(xr + 92), v3 = VLOAD(xr + 100); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        a0_0 += wr[5] * v0; a0_1 += wr[5] * v1; a0_2 += wr[5] * v2; a0_3 += wr[5] * v3;
+                        a1_0 += wr[2309] * v0; a1_1 += wr[2309] * v1; a1_2 += wr[2309] * v2; a1_3 += wr[2309] * v3;
+                        a2_0 += wr[4613] * v0; a2_1 += wr[4613] * v1; a2_2 += wr[4613] * v2; a2_3 += wr[4613] * v3;
+                        a3_0 += wr[6917] * v0; a3_1 += wr[6917] * v1; a3_2 += wr[6917] * v2; a3_3 += wr[6917] * v3;
+                    }
+                    {
+                        cg_v v0 = VLOAD(xr + 116), v1 = VLOAD(xr + 132), v2 = VLOAD(xr + 148), v3 = VLOAD(xr + 156); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        a0_0 += wr[6] * v0; a0_1 += wr[6] * v1; a0_2 += wr[6] * v2; a0_3 += wr[6] * v3;
+                        a1_0 += wr[2310] * v0; a1_1 += wr[2310] * v1; a1_2 += wr[2310] * v2; a1_3 += wr[2310] * v3;
+                        a2_0 += wr[4614] * v0; a2_1 += wr[4614] * v1; a2_2 += wr[4614] * v2; a2_3 += wr[4614] * v3;
+                        a3_0 += wr[6918] * v0; a3_1 += wr[6918] * v1; a3_2 += wr[6918] * v2; a3_3 += wr[6918] * v3;
+                    }
+                    {
+                        cg_v v0 = VLOAD(xr + 117), v1 = VLOAD(xr + 133), v2 = VLOAD(xr + 149), v3 = VLOAD(xr + 157); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        a0_0 += wr[7] * v0; a0_1 += wr[7] * v1; a0_2 += wr[7] * v2; a0_3 += wr[7] * v3;
+                        a1_0 += wr[2311] * v0; a1_1 += wr[2311] * v1; a1_2 += wr[2311] * v2; a1_3 += wr[2311] * v3;
+                        a2_0 += wr[4615] * v0; a2_1 += wr[4615] * v1; a2_2 += wr[4615] * v2; a2_3 += wr[4615] * v3;
+                        a3_0 += wr[6919] * v0; a3_1 += wr[6919] * v1; a3_2 += wr[6919] * v2; a3_3 += wr[6919] * v3;
+                    }
+                    {
+                        cg_v v0 = VLOAD(xr + 118), v1 = VLOAD(xr + 134), v2 = VLOAD(xr + 150), v3 = VLOAD(xr + 158); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        a0_0 += wr[8] * v0; a0_1 += wr[8] * v1; a0_2 += wr[8] * v2; a0_3 += wr[8] * v3;
+                        a1_0 += wr[2312] * v0; a1_1 += wr[2312] * v1; a1_2 += wr[2312] * v2; a1_3 += wr[2312] * v3;
+                        a2_0 += wr[4616] * v0; a2_1 += wr[4616] * v1; a2_2 += wr[4616] * v2; a2_3 += wr[4616] * v3;
+                        a3_0 += wr[6920] * v0; a3_1 += wr[6920] * v1; a3_2 += wr[6920] * v2; a3_3 += wr[6920] * v3;
+                    }
+                }
+                VSTORE(yr + (size_t)(co0 + 0) * 3136 + x0 + 0, a0_0); VSTORE(yr + (size_t)(co0 + 0) * 3136 + x0 + 16, a0_1); VSTORE(yr + (size_t)(co0 + 0) * 3136 + x0 + 32, a0_2); VSTORE(yr + (size_t)(co0 + 0) * 3136 + x0 + 40, a0_3);
+                VSTORE(yr + (size_t)(co0 + 1) * 3136 + x0 + 0, a1_0); VSTORE(yr + (size_t)(co0 + 1) * 3136 + x0 + 16, a1_1); VSTORE(yr + (size_t)(co0 + 1) * 3136 + x0 + 32, a1_2); VSTORE(yr + (size_t)(co0 + 1) * 3136 + x0 + 40, a1_3);
+                VSTORE(yr + (size_t)(co0 + 2) * 3136 + x0 + 0, a2_0); VSTORE(yr + (size_t)(co0 + 2) * 3136 + x0 + 16, a2_1); VSTORE(yr + (size_t)(co0 + 2) * 3136 + x0 + 32, a2_2); VSTORE(yr + (size_t)(co0 + 2) * 3136 + x0 + 40, a2_3);
+                VSTORE(yr + (size_t)(co0 + 3) * 3136 + x0 + 0, a3_0); VSTORE(yr + (size_t)(co0 + 3) * 3136 + x0 + 16, a3_1); VSTORE(yr + (size_t)(co0 + 3) * 3136 + x0 + 32, a3_2); VSTORE(yr + (size_t)(co0 + 3) * 3136 + x0 + 40, a3_3);
+            }
+        }
     }
 }
 
 static void l14_conv2d_backward(float *restrict G, float *restrict S, const float *restrict dy, int nb)
 {
     float *restrict gw = G + 1145408;
+    const float *restrict xp = S + 0;
     float *restrict gb = G + 1735232;
-    float *restrict dyh = S + 3115264;
-    /* dy of every sample -> channels-last, padded channels zero */
     CG_PARALLEL_FOR
-    for (int n = 0; n < nb; n++) {
-        float *restrict dn = dyh + (size_t)n * 802816;
-        for (int i = 0; i < 3136; i++)
-            for (int co = 0; co < 256; co++) dn[i * 256 + co] = co < 256 ? dy[(size_t)n * 802816 + co * 3136 + i] : 0.0f;
-    }
     for (int co = 0; co < 256; co++) {
-        float s = 0.0f;
-        for (int n = 0; n < nb; n++)
-            for (int i = 0; i < 3136; i++) s += dy[(size_t)n * 802816 + co * 3136 + i];
-        gb[co] += s;
-    }
-    CG_PARALLEL_FOR
-    for (int p0 = 0; p0 < 2304; p0 += 6) {
-        int off[6], gidx[6];
-        for (int j = 0; j < 6; j++) {
-            const int q = p0 + j, ci = q / 9, k = q % 9, ky = k / 3, kx = k % 3;
-            off[j] = (ky * 1 * 58 + kx * 1) * 256 + ci;
-            gidx[j] = ci * 9 + k;
+        cg_v s = vsplat(0.0f);
+        for (int n = 0; n < nb; n++) {
+            const float *restrict d = dy + ((size_t)n * 256 + co) * 3136;
+            for (int i = 0; i < 3136; i += 16) s += VLOAD(d + i);
         }
-        for (int v0 = 0; v0 < 16; v0 += 4) {
-            cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f);
-            cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f), a1_3 = vsplat(0.0f);
-            cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f), a2_2 = vsplat(0.0f), a2_3 = vsplat(0.0f);
-            cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f), a3_2 = vsplat(0.0f), a3_3 = vsplat(0.0f);
-            cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f), a4_2 = vsplat(0.0f), a4_3 = vsplat(0.0f);
-            cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f), a5_2 = vsplat(0.0f), a5_3 = vsplat(0.0f);
-            for (int n = 0; n < nb; n++) {
-                const float *restrict xp = S + 0 + (size_t)n * 861184;
-                const float *restrict dn = dyh + (size_t)n * 802816 + v0 * 16;
-                for (int oy = 0; oy < 56; oy++) {
-                    for (int ox = 0; ox < 56; ox++) {
-                        const float *restrict xr = xp + (oy * 58 + ox) * 256;
-                        const cg_v d0 = VLOAD(dn + (oy * 56 + ox) * 256 + 0), d1 = VLOAD(dn + (oy * 56 + ox) * 256 + 16), d2 = VLOAD(dn + (oy * 56 + ox) * 256 + 32), d3 = VLOAD(dn + (oy * 56 + ox) * 256 + 48);
-                        a0_0 += xr[off[0]] * d0; a0_1 += xr[off[0]] * d1; a0_2 += xr[off[0]] * d2; a0_3 += xr[off[0]] * d3;
-                        a1_0 += xr[off[1]] * d0; a1_1 += xr[off[1]] * d1; a1_2 += xr[off[1]] * d2; a1_3 += xr[off[1]] * d3;
-                        a2_0 += xr[off[2]] * d0; a2_1 += xr[off[2]] * d1; a2_2 += xr[off[2]] * d2; a2_3 += xr[off[2]] * d3;
-                        a3_0 += xr[off[3]] * d0; a3_1 += xr[off[3]] * d1; a3_2 += xr[off[3]] * d2; a3_3 += xr[off[3]] * d3;
-                        a4_0 += xr[off[4]] * d0; a4_1 += xr[off[4]] * d1; a4_2 += xr[off[4]] * d2; a4_3 += xr[off[4]] * d3;
-                        a5_0 += xr[off[5]] * d0; a5_1 += xr[off[5]] * d1; a5_2 += xr[off[5]] * d2; a5_3 += xr[off[5]] * d3;
+        gb[co] += vsum(s);
+    }
+    /* tiles of 2 output channels x 9 taps (3 kernel rows) of one input channel */
+    /* lanes of the last, overlapping vector of a row already counted by the one before */
+    const cg_vi mk = {0, 0, 0, 0, 0, 0, 0, 0, -1, -1, -1, -1, -1, -1, -1, -1};
+    CG_PARALLEL_FOR
+    for (int t = 0; t < 32768; t++) {
+        const int co0 = t / 256 * 2, ci = t % 256;
+        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f), a0_4 = vsplat(0.0f), a0_5 = vsplat(0.0f), a0_6 = vsplat(0.0f), a0_7 = vsplat(0.0f), a0_8 = vsplat(0.0f);
+        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f), a1_3 = vsplat(0.0f), a1_4 = vsplat(0.0f), a1_5 = vsplat(0.0f), a1_6 = vsplat(0.0f), a1_7 = vsplat(0.0f), a1_8 = vsplat(0.0f);
+        for (int n = 0; n < nb; n++) {
+            for (int oy = 0; oy < 56; oy += 4) {
+                const float *restrict dr = dy + ((size_t)n * 256 + co0) * 3136 + oy * 56;
+                const float *restrict xr = xp + ((size_t)n * 256 + ci) * 3364 + (oy) * 58;
+                for (int x = 0; x < 48; x += 16) {
+                    const cg_v d0_0 = VLOAD(dr + 0 + x), d0_1 = VLOAD(dr + 3136 + x);
+                    const cg_v d1_0 = VLOAD(dr + 56 + x), d1_1 = VLOAD(dr + 3192 + x);
+                    const cg_v d2_0 = VLOAD(dr + 112 + x), d2_1 = VLOAD(dr + 3248 + x);
+                    const cg_v d3_0 = VLOAD(dr + 168 + x), d3_1 = VLOAD(dr + 3304 + x);
+                    {
+                        cg_v v = VLOAD(xr + 0 + x); VKEEP(v); a0_0 += d0_0 * v; a1_0 += d0_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 1 + x); VKEEP(v); a0_1 += d0_0 * v; a1_1 += d0_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 2 + x); VKEEP(v); a0_2 += d0_0 * v; a1_2 += d0_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 58 + x); VKEEP(v); a0_3 += d0_0 * v; a1_3 += d0_1 * v; a0_0 += d1_0 * v; a1_0 += d1_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 59 + x); VKEEP(v); a0_4 += d0_0 * v; a1_4 += d0_1 * v; a0_1 += d1_0 * v; a1_1 += d1_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 60 + x); VKEEP(v); a0_5 += d0_0 * v; a1_5 += d0_1 * v; a0_2 += d1_0 * v; a1_2 += d1_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 116 + x); VKEEP(v); a0_6 += d0_0 * v; a1_6 += d0_1 * v; a0_3 += d1_0 * v; a1_3 += d1_1 * v; a0_0 += d2_0 * v; a1_0 += d2_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 117 + x); VKEEP(v); a0_7 += d0_0 * v; a1_7 += d0_1 * v; a0_4 += d1_0 * v; a1_4 += d1_1 * v; a0_1 += d2_0 * v; a1_1 += d2_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 118 + x); VKEEP(v); a0_8 += d0_0 * v; a1_8 += d0_1 * v; a0_5 += d1_0 * v; a1_5 += d1_1 * v; a0_2 += d2_0 * v; a1_2 += d2_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 174 + x); VKEEP(v); a0_6 += d1_0 * v; a1_6 += d1_1 * v; a0_3 += d2_0 * v; a1_3 += d2_1 * v; a0_0 += d3_0 * v; a1_0 += d3_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 175 + x); VKEEP(v); a0_7 += d1_0 * v; a1_7 += d1_1 * v; a0_4 += d2_0 * v; a1_4 += d2_1 * v; a0_1 += d3_0 * v; a1_1 += d3_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 176 + x); VKEEP(v); a0_8 += d1_0 * v; a1_8 += d1_1 * v; a0_5 += d2_0 * v; a1_5 += d2_1 * v; a0_2 += d3_0 * v; a1_2 += d3_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 232 + x); VKEEP(v); a0_6 += d2_0 * v; a1_6 += d2_1 * v; a0_3 += d3_0 * v; a1_3 += d3_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 233 + x); VKEEP(v); a0_7 += d2_0 * v; a1_7 += d2_1 * v; a0_4 += d3_0 * v; a1_4 += d3_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 234 + x); VKEEP(v); a0_8 += d2_0 * v; a1_8 += d2_1 * v; a0_5 += d3_0 * v; a1_5 += d3_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 290 + x); VKEEP(v); a0_6 += d3_0 * v; a1_6 += d3_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 291 + x); VKEEP(v); a0_7 += d3_0 * v; a1_7 += d3_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 292 + x); VKEEP(v); a0_8 += d3_0 * v; a1_8 += d3_1 * v;
+                    }
+                }
+                {
+                    const cg_v d0_0 = VSEL(mk, VLOAD(dr + 0 + 40), vsplat(0.0f)), d0_1 = VSEL(mk, VLOAD(dr + 3136 + 40), vsplat(0.0f));
+                    const cg_v d1_0 = VSEL(mk, VLOAD(dr + 56 + 40), vsplat(0.0f)), d1_1 = VSEL(mk, VLOAD(dr + 3192 + 40), vsplat(0.0f));
+                    const cg_v d2_0 = VSEL(mk, VLOAD(dr + 112 + 40), vsplat(0.0f)), d2_1 = VSEL(mk, VLOAD(dr + 3248 + 40), vsplat(0.0f));
+                    const cg_v d3_0 = VSEL(mk, VLOAD(dr + 168 + 40), vsplat(0.0f)), d3_1 = VSEL(mk, VLOAD(dr + 3304 + 40), vsplat(0.0f));
+                    {
+                        cg_v v = VLOAD(xr + 0 + 40); VKEEP(v); a0_0 += d0_0 * v; a1_0 += d0_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 1 + 40); VKEEP(v); a0_1 += d0_0 * v; a1_1 += d0_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 2 + 40); VKEEP(v); a0_2 += d0_0 * v; a1_2 += d0_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 58 + 40); VKEEP(v); a0_3 += d0_0 * v; a1_3 += d0_1 * v; a0_0 += d1_0 * v; a1_0 += d1_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 59 + 40); VKEEP(v); a0_4 += d0_0 * v; a1_4 += d0_1 * v; a0_1 += d1_0 * v; a1_1 += d1_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 60 + 40); VKEEP(v); a0_5 += d0_0 * v; a1_5 += d0_1 * v; a0_2 += d1_0 * v; a1_2 += d1_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 116 + 40); VKEEP(v); a0_6 += d0_0 * v; a1_6 += d0_1 * v; a0_3 += d1_0 * v; a1_3 += d1_1 * v; a0_0 += d2_0 * v; a1_0 += d2_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 117 + 40); VKEEP(v); a0_7 += d0_0 * v; a1_7 += d0_1 * v; a0_4 += d1_0 * v; a1_4 += d1_1 * v; a0_1 += d2_0 * v; a1_1 += d2_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 118 + 40); VKEEP(v); a0_8 += d0_0 * v; a1_8 += d0_1 * v; a0_5 += d1_0 * v; a1_5 += d1_1 * v; a0_2 += d2_0 * v; a1_2 += d2_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 174 + 40); VKEEP(v); a0_6 += d1_0 * v; a1_6 += d1_1 * v; a0_3 += d2_0 * v; a1_3 += d2_1 * v; a0_0 += d3_0 * v; a1_0 += d3_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 175 + 40); VKEEP(v); a0_7 += d1_0 * v; a1_7 += d1_1 * v; a0_4 += d2_0 * v; a1_4 += d2_1 * v; a0_1 += d3_0 * v; a1_1 += d3_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 176 + 40); VKEEP(v); a0_8 += d1_0 * v; a1_8 += d1_1 * v; a0_5 += d2_0 * v; a1_5 += d2_1 * v; a0_2 += d3_0 * v; a1_2 += d3_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 232 + 40); VKEEP(v); a0_6 += d2_0 * v; a1_6 += d2_1 * v; a0_3 += d3_0 * v; a1_3 += d3_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 233 + 40); VKEEP(v); a0_7 += d2_0 * v; a1_7 += d2_1 * v; a0_4 += d3_0 * v; a1_4 += d3_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 234 + 40); VKEEP(v); a0_8 += d2_0 * v; a1_8 += d2_1 * v; a0_5 += d3_0 * v; a1_5 += d3_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 290 + 40); VKEEP(v); a0_6 += d3_0 * v; a1_6 += d3_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 291 + 40); VKEEP(v); a0_7 += d3_0 * v; a1_7 += d3_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 292 + 40); VKEEP(v); a0_8 += d3_0 * v; a1_8 += d3_1 * v;
                     }
                 }
             }
-            for (int l = 0; l < 16 && (v0 + 0) * 16 + l < 256; l++) gw[((v0 + 0) * 16 + l) * 2304 + gidx[0]] += a0_0[l];
-            for (int l = 0; l < 16 && (v0 + 1) * 16 + l < 256; l++) gw[((v0 + 1) * 16 + l) * 2304 + gidx[0]] += a0_1[l];
-            for (int l = 0; l < 16 && (v0 + 2) * 16 + l < 256; l++) gw[((v0 + 2) * 16 + l) * 2304 + gidx[0]] += a0_2[l];
-            for (int l = 0; l < 16 && (v0 + 3) * 16 + l < 256; l++) gw[((v0 + 3) * 16 + l) * 2304 + gidx[0]] += a0_3[l];
-            for (int l = 0; l < 16 && (v0 + 0) * 16 + l < 256; l++) gw[((v0 + 0) * 16 + l) * 2304 + gidx[1]] += a1_0[l];
-            for (int l = 0; l < 16 && (v0 + 1) * 16 + l < 256; l++) gw[((v0 + 1) * 16 + l) * 2304 + gidx[1]] += a1_1[l];
-            for (int l = 0; l < 16 && (v0 + 2) * 16 + l < 256; l++) gw[((v0 + 2) * 16 + l) * 2304 + gidx[1]] += a1_2[l];
-            for (int l = 0; l < 16 && (v0 + 3) * 16 + l < 256; l++) gw[((v0 + 3) * 16 + l) * 2304 + gidx[1]] += a1_3[l];
-            for (int l = 0; l < 16 && (v0 + 0) * 16 + l < 256; l++) gw[((v0 + 0) * 16 + l) * 2304 + gidx[2]] += a2_0[l];
-            for (int l = 0; l < 16 && (v0 + 1) * 16 + l < 256; l++) gw[((v0 + 1) * 16 + l) * 2304 + gidx[2]] += a2_1[l];
-            for (int l = 0; l < 16 && (v0 + 2) * 16 + l < 256; l++) gw[((v0 + 2) * 16 + l) * 2304 + gidx[2]] += a2_2[l];
-            for (int l = 0; l < 16 && (v0 + 3) * 16 + l < 256; l++) gw[((v0 + 3) * 16 + l) * 2304 + gidx[2]] += a2_3[l];
-            for (int l = 0; l < 16 && (v0 + 0) * 16 + l < 256; l++) gw[((v0 + 0) * 16 + l) * 2304 + gidx[3]] += a3_0[l];
-            for (int l = 0; l < 16 && (v0 + 1) * 16 + l < 256; l++) gw[((v0 + 1) * 16 + l) * 2304 + gidx[3]] += a3_1[l];
-            for (int l = 0; l < 16 && (v0 + 2) * 16 + l < 256; l++) gw[((v0 + 2) * 16 + l) * 2304 + gidx[3]] += a3_2[l];
-            for (int l = 0; l < 16 && (v0 + 3) * 16 + l < 256; l++) gw[((v0 + 3) * 16 + l) * 2304 + gidx[3]] += a3_3[l];
-            for (int l = 0; l < 16 && (v0 + 0) * 16 + l < 256; l++) gw[((v0 + 0) * 16 + l) * 2304 + gidx[4]] += a4_0[l];
-            for (int l = 0; l < 16 && (v0 + 1) * 16 + l < 256; l++) gw[((v0 + 1) * 16 + l) * 2304 + gidx[4]] += a4_1[l];
-            for (int l = 0; l < 16 && (v0 + 2) * 16 + l < 256; l++) gw[((v0 + 2) * 16 + l) * 2304 + gidx[4]] += a4_2[l];
-            for (int l = 0; l < 16 && (v0 + 3) * 16 + l < 256; l++) gw[((v0 + 3) * 16 + l) * 2304 + gidx[4]] += a4_3[l];
-            for (int l = 0; l < 16 && (v0 + 0) * 16 + l < 256; l++) gw[((v0 + 0) * 16 + l) * 2304 + gidx[5]] += a5_0[l];
-            for (int l = 0; l < 16 && (v0 + 1) * 16 + l < 256; l++) gw[((v0 + 1) * 16 + l) * 2304 + gidx[5]] += a5_1[l];
-            for (int l = 0; l < 16 && (v0 + 2) * 16 + l < 256; l++) gw[((v0 + 2) * 16 + l) * 2304 + gidx[5]] += a5_2[l];
-            for (int l = 0; l < 16 && (v0 + 3) * 16 + l < 256; l++) gw[((v0 + 3) * 16 + l) * 2304 + gidx[5]] += a5_3[l];
         }
+        gw[(size_t)(co0 + 0) * 2304 + ci * 9 + 0] += vsum(a0_0);
+        gw[(size_t)(co0 + 0) * 2304 + ci * 9 + 1] += vsum(a0_1);
+        gw[(size_t)(co0 + 0) * 2304 + ci * 9 + 2] += vsum(a0_2);
+        gw[(size_t)(co0 + 0) * 2304 + ci * 9 + 3] += vsum(a0_3);
+        gw[(size_t)(co0 + 0) * 2304 + ci * 9 + 4] += vsum(a0_4);
+        gw[(size_t)(co0 + 0) * 2304 + ci * 9 + 5] += vsum(a0_5);
+        gw[(size_t)(co0 + 0) * 2304 + ci * 9 + 6] += vsum(a0_6);
+        gw[(size_t)(co0 + 0) * 2304 + ci * 9 + 7] += vsum(a0_7);
+        gw[(size_t)(co0 + 0) * 2304 + ci * 9 + 8] += vsum(a0_8);
+        gw[(size_t)(co0 + 1) * 2304 + ci * 9 + 0] += vsum(a1_0);
+        gw[(size_t)(co0 + 1) * 2304 + ci * 9 + 1] += vsum(a1_1);
+        gw[(size_t)(co0 + 1) * 2304 + ci * 9 + 2] += vsum(a1_2);
+        gw[(size_t)(co0 + 1) * 2304 + ci * 9 + 3] += vsum(a1_3);
+        gw[(size_t)(co0 + 1) * 2304 + ci * 9 + 4] += vsum(a1_4);
+        gw[(size_t)(co0 + 1) * 2304 + ci * 9 + 5] += vsum(a1_5);
+        gw[(size_t)(co0 + 1) * 2304 + ci * 9 + 6] += vsum(a1_6);
+        gw[(size_t)(co0 + 1) * 2304 + ci * 9 + 7] += vsum(a1_7);
+        gw[(size_t)(co0 + 1) * 2304 + ci * 9 + 8] += vsum(a1_8);
     }
 }
 
 static void l14_conv2d_backward_dx(const float *restrict P, float *restrict S, const float *restrict dy, float *restrict dx, int nb)
 {
     const float *restrict w = P + 1145408;
-    float *restrict wf = S + 4720896, *restrict dyp = S + 5310720, *restrict dxh = S + 6171904;
-    for (int i = 0; i < 589824; i++) wf[i] = 0.0f;
-    for (int co = 0; co < 256; co++)
-        for (int ci = 0; ci < 256; ci++)
-            for (int k = 0; k < 9; k++) wf[(co * 9 + k) * 256 + ci] = w[(co * 256 + ci) * 9 + k];
-    for (int n = 0; n < nb; n++) {
-        const float *restrict dn = dy + (size_t)n * 802816;
-        float *restrict dxn = dx + (size_t)n * 802816;
-        memset(dyp, 0, sizeof(float) * 861184);
-        for (int co = 0; co < 256; co++)
-            for (int oy = 0; oy < 56; oy++)
-                for (int ox = 0; ox < 56; ox++) dyp[((oy + 1) * 58 + ox + 1) * 256 + co] = dn[co * 3136 + oy * 56 + ox];
-        CG_PARALLEL_FOR
-        for (int iy = 0; iy < 56; iy++) {
-            for (int v0 = 0; v0 < 16; v0 += 4) {
-                for (int x0 = 0; x0 < 54; x0 += 6) {
-                    cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f);
-                    cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f), a1_3 = vsplat(0.0f);
-                    cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f), a2_2 = vsplat(0.0f), a2_3 = vsplat(0.0f);
-                    cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f), a3_2 = vsplat(0.0f), a3_3 = vsplat(0.0f);
-                    cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f), a4_2 = vsplat(0.0f), a4_3 = vsplat(0.0f);
-                    cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f), a5_2 = vsplat(0.0f), a5_3 = vsplat(0.0f);
-                    for (int co = 0; co < 256; co++) {
-                        const float *restrict dr = dyp + (iy * 58 + x0) * 256 + co;
-                        const float *restrict wr = wf + co * 2304 + v0 * 16;
-                        {
-                            const cg_v w0 = VLOAD(wr + 0), w1 = VLOAD(wr + 16), w2 = VLOAD(wr + 32), w3 = VLOAD(wr + 48);
-                            a0_0 += dr[30208] * w0; a0_1 += dr[30208] * w1; a0_2 += dr[30208] * w2; a0_3 += dr[30208] * w3;
-                            a1_0 += dr[30464] * w0; a1_1 += dr[30464] * w1; a1_2 += dr[30464] * w2; a1_3 += dr[30464] * w3;
-                            a2_0 += dr[30720] * w0; a2_1 += dr[30720] * w1; a2_2 += dr[30720] * w2; a2_3 += dr[30720] * w3;
-                            a3_0 += dr[30976] * w0; a3_1 += dr[30976] * w1; a3_2 += dr[30976] * w2; a3_3 += dr[30976] * w3;
-                            a4_0 += dr[31232] * w0; a4_1 += dr[31232] * w1; a4_2 += dr[31232] * w2; a4_3 += dr[31232] * w3;
-                            a5_0 += dr[31488] * w0; a5_1 += dr[31488] * w1; a5_2 += dr[31488] * w2; a5_3 += dr[31488] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 256), w1 = VLOAD(wr + 272), w2 = VLOAD(wr + 288), w3 = VLOAD(wr + 304);
-                            a0_0 += dr[29952] * w0; a0_1 += dr[29952] * w1; a0_2 += dr[29952] * w2; a0_3 += dr[29952] * w3;
-                            a1_0 += dr[30208] * w0; a1_1 += dr[30208] * w1; a1_2 += dr[30208] * w2; a1_3 += dr[30208] * w3;
-                            a2_0 += dr[30464] * w0; a2_1 += dr[30464] * w1; a2_2 += dr[30464] * w2; a2_3 += dr[30464] * w3;
-                            a3_0 += dr[30720] * w0; a3_1 += dr[30720] * w1; a3_2 += dr[30720] * w2; a3_3 += dr[30720] * w3;
-                            a4_0 += dr[30976] * w0; a4_1 += dr[30976] * w1; a4_2 += dr[30976] * w2; a4_3 += dr[30976] * w3;
-                            a5_0 += dr[31232] * w0; a5_1 += dr[31232] * w1; a5_2 += dr[31232] * w2; a5_3 += dr[31232] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 512), w1 = VLOAD(wr + 528), w2 = VLOAD(wr + 544), w3 = VLOAD(wr + 560);
-                            a0_0 += dr[29696] * w0; a0_1 += dr[29696] * w1; a0_2 += dr[29696] * w2; a0_3 += dr[29696] * w3;
-                            a1_0 += dr[29952] * w0; a1_1 += dr[29952] * w1; a1_2 += dr[29952] * w2; a1_3 += dr[29952] * w3;
-                            a2_0 += dr[30208] * w0; a2_1 += dr[30208] * w1; a2_2 += dr[30208] * w2; a2_3 += dr[30208] * w3;
-                            a3_0 += dr[30464] * w0; a3_1 += dr[30464] * w1; a3_2 += dr[30464] * w2; a3_3 += dr[30464] * w3;
-                            a4_0 += dr[30720] * w0; a4_1 += dr[30720] * w1; a4_2 += dr[30720] * w2; a4_3 += dr[30720] * w3;
-                            a5_0 += dr[30976] * w0; a5_1 += dr[30976] * w1; a5_2 += dr[30976] * w2; a5_3 += dr[30976] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 768), w1 = VLOAD(wr + 784), w2 = VLOAD(wr + 800), w3 = VLOAD(wr + 816);
-                            a0_0 += dr[15360] * w0; a0_1 += dr[15360] * w1; a0_2 += dr[15360] * w2; a0_3 += dr[15360] * w3;
-                            a1_0 += dr[15616] * w0; a1_1 += dr[15616] * w1; a1_2 += dr[15616] * w2; a1_3 += dr[15616] * w3;
-                            a2_0 += dr[15872] * w0; a2_1 += dr[15872] * w1; a2_2 += dr[15872] * w2; a2_3 += dr[15872] * w3;
-                            a3_0 += dr[16128] * w0; a3_1 += dr[16128] * w1; a3_2 += dr[16128] * w2; a3_3 += dr[16128] * w3;
-                            a4_0 += dr[16384] * w0; a4_1 += dr[16384] * w1; a4_2 += dr[16384] * w2; a4_3 += dr[16384] * w3;
-                            a5_0 += dr[16640] * w0; a5_1 += dr[16640] * w1; a5_2 += dr[16640] * w2; a5_3 += dr[16640] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 1024), w1 = VLOAD(wr + 1040), w2 = VLOAD(wr + 1056), w3 = VLOAD(wr + 1072);
-                            a0_0 += dr[15104] * w0; a0_1 += dr[15104] * w1; a0_2 += dr[15104] * w2; a0_3 += dr[15104] * w3;
-                            a1_0 += dr[15360] * w0; a1_1 += dr[15360] * w1; a1_2 += dr[15360] * w2; a1_3 += dr[15360] * w3;
-                            a2_0 += dr[15616] * w0; a2_1 += dr[15616] * w1; a2_2 += dr[15616] * w2; a2_3 += dr[15616] * w3;
-                            a3_0 += dr[15872] * w0; a3_1 += dr[15872] * w1; a3_2 += dr[15872] * w2; a3_3 += dr[15872] * w3;
-                            a4_0 += dr[16128] * w0; a4_1 += dr[16128] * w1; a4_2 += dr[16128] * w2; a4_3 += dr[16128] * w3;
-                            a5_0 += dr[16384] * w0; a5_1 += dr[16384] * w1; a5_2 += dr[16384] * w2; a5_3 += dr[16384] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 1280), w1 = VLOAD(wr + 1296), w2 = VLOAD(wr + 1312), w3 = VLOAD(wr + 1328);
-                            a0_0 += dr[14848] * w0; a0_1 += dr[14848] * w1; a0_2 += dr[14848] * w2; a0_3 += dr[14848] * w3;
-                            a1_0 += dr[15104] * w0; a1_1 += dr[15104] * w1; a1_2 += dr[15104] * w2; a1_3 += dr[15104] * w3;
-                            a2_0 += dr[15360] * w0; a2_1 += dr[15360] * w1; a2_2 += dr[15360] * w2; a2_3 += dr[15360] * w3;
-                            a3_0 += dr[15616] * w0; a3_1 += dr[15616] * w1; a3_2 += dr[15616] * w2; a3_3 += dr[15616] * w3;
-                            a4_0 += dr[15872] * w0; a4_1 += dr[15872] * w1; a4_2 += dr[15872] * w2; a4_3 += dr[15872] * w3;
-                            a5_0 += dr[16128] * w0; a5_1 += dr[16128] * w1; a5_2 += dr[16128] * w2; a5_3 += dr[16128] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 1536), w1 = VLOAD(wr + 1552), w2 = VLOAD(wr + 1568), w3 = VLOAD(wr + 1584);
-                            a0_0 += dr[512] * w0; a0_1 += dr[512] * w1; a0_2 += dr[512] * w2; a0_3 += dr[512] * w3;
-                            a1_0 += dr[768] * w0; a1_1 += dr[768] * w1; a1_2 += dr[768] * w2; a1_3 += dr[768] * w3;
-                            a2_0 += dr[1024] * w0; a2_1 += dr[1024] * w1; a2_2 += dr[1024] * w2; a2_3 += dr[1024] * w3;
-                            a3_0 += dr[1280] * w0; a3_1 += dr[1280] * w1; a3_2 += dr[1280] * w2; a3_3 += dr[1280] * w3;
-                            a4_0 += dr[1536] * w0; a4_1 += dr[1536] * w1; a4_2 += dr[1536] * w2; a4_3 += dr[1536] * w3;
-                            a5_0 += dr[1792] * w0; a5_1 += dr[1792] * w1; a5_2 += dr[1792] * w2; a5_3 += dr[1792] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 1792), w1 = VLOAD(wr + 1808), w2 = VLOAD(wr + 1824), w3 = VLOAD(wr + 1840);
-                            a0_0 += dr[256] * w0; a0_1 += dr[256] * w1; a0_2 += dr[256] * w2; a0_3 += dr[256] * w3;
-                            a1_0 += dr[512] * w0; a1_1 += dr[512] * w1; a1_2 += dr[512] * w2; a1_3 += dr[512] * w3;
-                            a2_0 += dr[768] * w0; a2_1 += dr[768] * w1; a2_2 += dr[768] * w2; a2_3 += dr[768] * w3;
-                            a3_0 += dr[1024] * w0; a3_1 += dr[1024] * w1; a3_2 += dr[1024] * w2; a3_3 += dr[1024] * w3;
-                            a4_0 += dr[1280] * w0; a4_1 += dr[1280] * w1; a4_2 += dr[1280] * w2; a4_3 += dr[1280] * w3;
-                            a5_0 += dr[1536] * w0; a5_1 += dr[1536] * w1; a5_2 += dr[1536] * w2; a5_3 += dr[1536] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 2048), w1 = VLOAD(wr + 2064), w2 = VLOAD(wr + 2080), w3 = VLOAD(wr + 2096);
-                            a0_0 += dr[0] * w0; a0_1 += dr[0] * w1; a0_2 += dr[0] * w2; a0_3 += dr[0] * w3;
-                            a1_0 += dr[256] * w0; a1_1 += dr[256] * w1; a1_2 += dr[256] * w2; a1_3 += dr[256] * w3;
-                            a2_0 += dr[512] * w0; a2_1 += dr[512] * w1; a2_2 += dr[512] * w2; a2_3 += dr[512] * w3;
-                            a3_0 += dr[768] * w0; a3_1 += dr[768] * w1; a3_2 += dr[768] * w2; a3_3 += dr[768] * w3;
-                            a4_0 += dr[1024] * w0; a4_1 += dr[1024] * w1; a4_2 += dr[1024] * w2; a4_3 += dr[1024] * w3;
-                            a5_0 += dr[1280] * w0; a5_1 += dr[1280] * w1; a5_2 += dr[1280] * w2; a5_3 += dr[1280] * w3;
-                        }
+    float *restrict dyp = S + 1722368;
+    /* dy -> zero-padded planes 58x58 */
+    CG_PARALLEL_FOR
+    for (int pl = 0; pl < nb * 256; pl++) {
+        const float *restrict s = dy + (size_t)pl * 3136;
+        float *restrict d = dyp + (size_t)pl * 3364;
+        memset(d, 0, sizeof(float) * 58);
+        for (int i = 0; i < 56; i++) {
+            float *restrict r = d + (i + 1) * 58;
+            memset(r, 0, sizeof(float) * 1);
+            memcpy(r + 1, s + i * 56, sizeof(float) * 56);
+            memset(r + 57, 0, sizeof(float) * 1);
+        }
+        memset(d + 3306, 0, sizeof(float) * 58);
+    }
+    /* tiles of 6 input channels x 4 vectors of an input row */
+    CG_PARALLEL_FOR
+    for (int r = 0; r < nb * 56; r++) {
+        const int n = r / 56, iy = r % 56;
+        const float *restrict dr0 = dyp + ((size_t)n * 14848 + iy) * 58;
+        float *restrict xr = dx + ((size_t)n * 14336 + iy) * 56;
+        for (int ci0 = 0; ci0 < 252; ci0 += 6) {
+            {
+                const int x0 = 0;
+                cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f);
+                cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f), a1_3 = vsplat(0.0f);
+                cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f), a2_2 = vsplat(0.0f), a2_3 = vsplat(0.0f);
+                cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f), a3_2 = vsplat(0.0f), a3_3 = vsplat(0.0f);
+                cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f), a4_2 = vsplat(0.0f), a4_3 = vsplat(0.0f);
+                cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f), a5_2 = vsplat(0.0f), a5_3 = vsplat(0.0f);
+                for (int co = 0; co < 256; co++) {
+                    const float *restrict dr = dr0 + (size_t)co * 3364 + x0;
+                    const float *restrict wr = w + (size_t)co * 2304 + ci0 * 9;
+                    {
+                        cg_v v0 = VLOAD(dr + 118), v1 = VLOAD(dr + 134), v2 = VLOAD(dr + 150), v3 = VLOAD(dr + 158); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        a0_0 += wr[0] * v0; a0_1 += wr[0] * v1; a0_2 += wr[0] * v2; a0_3 += wr[0] * v3;
+                        a1_0 += wr[9] * v0; a1_1 += wr[9] * v1; a1_2 += wr[9] * v2; a1_3 += wr[9] * v3;
+                        a2_0 += wr[18] * v0; a2_1 += wr[18] * v1; a2_2 += wr[18] * v2; a2_3 += wr[18] * v3;
+                        a3_0 += wr[27] * v0; a3_1 += wr[27] * v1; a3_2 += wr[27] * v2; a3_3 += wr[27] * v3;
+                        a4_0 += wr[36] * v0; a4_1 += wr[36] * v1; a4_2 += wr[36] * v2; a4_3 += wr[36] * v3;
+                        a5_0 += wr[45] * v0; a5_1 += wr[45] * v1; a5_2 += wr[45] * v2; a5_3 += wr[45] * v3;
                     }
-                    VSTORE(dxh + (iy * 56 + x0 + 0) * 256 + (v0 + 0) * 16, a0_0); VSTORE(dxh + (iy * 56 + x0 + 0) * 256 + (v0 + 1) * 16, a0_1); VSTORE(dxh + (iy * 56 + x0 + 0) * 256 + (v0 + 2) * 16, a0_2); VSTORE(dxh + (iy * 56 + x0 + 0) * 256 + (v0 + 3) * 16, a0_3);
-                    VSTORE(dxh + (iy * 56 + x0 + 1) * 256 + (v0 + 0) * 16, a1_0); VSTORE(dxh + (iy * 56 + x0 + 1) * 256 + (v0 + 1) * 16, a1_1); VSTORE(dxh + (iy * 56 + x0 + 1) * 256 + (v0 + 2) * 16, a1_2); VSTORE(dxh + (iy * 56 + x0 + 1) * 256 + (v0 + 3) * 16, a1_3);
-                    VSTORE(dxh + (iy * 56 + x0 + 2) * 256 + (v0 + 0) * 16, a2_0); VSTORE(dxh + (iy * 56 + x0 + 2) * 256 + (v0 + 1) * 16, a2_1); VSTORE(dxh + (iy * 56 + x0 + 2) * 256 + (v0 + 2) * 16, a2_2); VSTORE(dxh + (iy * 56 + x0 + 2) * 256 + (v0 + 3) * 16, a2_3);
-                    VSTORE(dxh + (iy * 56 + x0 + 3) * 256 + (v0 + 0) * 16, a3_0); VSTORE(dxh + (iy * 56 + x0 + 3) * 256 + (v0 + 1) * 16, a3_1); VSTORE(dxh + (iy * 56 + x0 + 3) * 256 + (v0 + 2) * 16, a3_2); VSTORE(dxh + (iy * 56 + x0 + 3) * 256 + (v0 + 3) * 16, a3_3);
-                    VSTORE(dxh + (iy * 56 + x0 + 4) * 256 + (v0 + 0) * 16, a4_0); VSTORE(dxh + (iy * 56 + x0 + 4) * 256 + (v0 + 1) * 16, a4_1); VSTORE(dxh + (iy * 56 + x0 + 4) * 256 + (v0 + 2) * 16, a4_2); VSTORE(dxh + (iy * 56 + x0 + 4) * 256 + (v0 + 3) * 16, a4_3);
-                    VSTORE(dxh + (iy * 56 + x0 + 5) * 256 + (v0 + 0) * 16, a5_0); VSTORE(dxh + (iy * 56 + x0 + 5) * 256 + (v0 + 1) * 16, a5_1); VSTORE(dxh + (iy * 56 + x0 + 5) * 256 + (v0 + 2) * 16, a5_2); VSTORE(dxh + (iy * 56 + x0 + 5) * 256 + (v0 + 3) * 16, a5_3);
-                }
-                {
-                    const int x0 = 54;
-                    cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f);
-                    cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f), a1_3 = vsplat(0.0f);
-                    for (int co = 0; co < 256; co++) {
-                        const float *restrict dr = dyp + (iy * 58 + x0) * 256 + co;
-                        const float *restrict wr = wf + co * 2304 + v0 * 16;
-                        {
-                            const cg_v w0 = VLOAD(wr + 0), w1 = VLOAD(wr + 16), w2 = VLOAD(wr + 32), w3 = VLOAD(wr + 48);
-                            a0_0 += dr[30208] * w0; a0_1 += dr[30208] * w1; a0_2 += dr[30208] * w2; a0_3 += dr[30208] * w3;
-                            a1_0 += dr[30464] * w0; a1_1 += dr[30464] * w1; a1_2 += dr[30464] * w2; a1_3 += dr[30464] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 256), w1 = VLOAD(wr + 272), w2 = VLOAD(wr + 288), w3 = VLOAD(wr + 304);
-                            a0_0 += dr[29952] * w0; a0_1 += dr[29952] * w1; a0_2 += dr[29952] * w2; a0_3 += dr[29952] * w3;
-                            a1_0 += dr[30208] * w0; a1_1 += dr[30208] * w1; a1_2 += dr[30208] * w2; a1_3 += dr[30208] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 512), w1 = VLOAD(wr + 528), w2 = VLOAD(wr + 544), w3 = VLOAD(wr + 560);
-                            a0_0 += dr[29696] * w0; a0_1 += dr[29696] * w1; a0_2 += dr[29696] * w2; a0_3 += dr[29696] * w3;
-                            a1_0 += dr[29952] * w0; a1_1 += dr[29952] * w1; a1_2 += dr[29952] * w2; a1_3 += dr[29952] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 768), w1 = VLOAD(wr + 784), w2 = VLOAD(wr + 800), w3 = VLOAD(wr + 816);
-                            a0_0 += dr[15360] * w0; a0_1 += dr[15360] * w1; a0_2 += dr[15360] * w2; a0_3 += dr[15360] * w3;
-                            a1_0 += dr[15616] * w0; a1_1 += dr[15616] * w1; a1_2 += dr[15616] * w2; a1_3 += dr[15616] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 1024), w1 = VLOAD(wr + 1040), w2 = VLOAD(wr + 1056), w3 = VLOAD(wr + 1072);
-                            a0_0 += dr[15104] * w0; a0_1 += dr[15104] * w1; a0_2 += dr[15104] * w2; a0_3 += dr[15104] * w3;
-                            a1_0 += dr[15360] * w0; a1_1 += dr[15360] * w1; a1_2 += dr[15360] * w2; a1_3 += dr[15360] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 1280), w1 = VLOAD(wr + 1296), w2 = VLOAD(wr + 1312), w3 = VLOAD(wr + 1328);
-                            a0_0 += dr[14848] * w0; a0_1 += dr[14848] * w1; a0_2 += dr[14848] * w2; a0_3 += dr[14848] * w3;
-                            a1_0 += dr[15104] * w0; a1_1 += dr[15104] * w1; a1_2 += dr[15104] * w2; a1_3 += dr[15104] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 1536), w1 = VLOAD(wr + 1552), w2 = VLOAD(wr + 1568), w3 = VLOAD(wr + 1584);
-                            a0_0 += dr[512] * w0; a0_1 += dr[512] * w1; a0_2 += dr[512] * w2; a0_3 += dr[512] * w3;
-                            a1_0 += dr[768] * w0; a1_1 += dr[768] * w1; a1_2 += dr[768] * w2; a1_3 += dr[768] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 1792), w1 = VLOAD(wr + 1808), w2 = VLOAD(wr + 1824), w3 = VLOAD(wr + 1840);
-                            a0_0 += dr[256] * w0; a0_1 += dr[256] * w1; a0_2 += dr[256] * w2; a0_3 += dr[256] * w3;
-                            a1_0 += dr[512] * w0; a1_1 += dr[512] * w1; a1_2 += dr[512] * w2; a1_3 += dr[512] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 2048), w1 = VLOAD(wr + 2064), w2 = VLOAD(wr + 2080), w3 = VLOAD(wr + 2096);
-                            a0_0 += dr[0] * w0; a0_1 += dr[0] * w1; a0_2 += dr[0] * w2; a0_3 += dr[0] * w3;
-                            a1_0 += dr[256] * w0; a1_1 += dr[256] * w1; a1_2 += dr[256] * w2; a1_3 += dr[256] * w3;
-                        }
+                    {
+                        cg_v v0 = VLOAD(dr + 117), v1 = VLOAD(dr + 133), v2 = VLOAD(dr + 149), v3 = VLOAD(dr + 157); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        a0_0 += wr[1] * v0; a0_1 += wr[1] * v1; a0_2 += wr[1] * v2; a0_3 += wr[1] * v3;
+                        a1_0 += wr[10] * v0; a1_1 += wr[10] * v1; a1_2 += wr[10] * v2; a1_3 += wr[10] * v3;
+                        a2_0 += wr[19] * v0; a2_1 += wr[19] * v1; a2_2 += wr[19] * v2; a2_3 += wr[19] * v3;
+                        a3_0 += wr[28] * v0; a3_1 += wr[28] * v1; a3_2 += wr[28] * v2; a3_3 += wr[28] * v3;
+                        a4_0 += wr[37] * v0; a4_1 += wr[37] * v1; a4_2 += wr[37] * v2; a4_3 += wr[37] * v3;
+                        a5_0 += wr[46] * v0; a5_1 += wr[46] * v1; a5_2 += wr[46] * v2; a5_3 += wr[46] * v3;
                     }
-                    VSTORE(dxh + (iy * 56 + x0 + 0) * 256 + (v0 + 0) * 16, a0_0); VSTORE(dxh + (iy * 56 + x0 + 0) * 256 + (v0 + 1) * 16, a0_1); VSTORE(dxh + (iy * 56 + x0 + 0) * 256 + (v0 + 2) * 16, a0_2); VSTORE(dxh + (iy * 56 + x0 + 0) * 256 + (v0 + 3) * 16, a0_3);
-                    VSTORE(dxh + (iy * 56 + x0 + 1) * 256 + (v0 + 0) * 16, a1_0); VSTORE(dxh + (iy * 56 + x0 + 1) * 256 + (v0 + 1) * 16, a1_1); VSTORE(dxh + (iy * 56 + x0 + 1) * 256 + (v0 + 2) * 16, a1_2); VSTORE(dxh + (iy * 56 + x0 + 1) * 256 + (v0 + 3) * 16, a1_3);
+                    {
+                        cg_v v0 = VLOAD(dr + 116), v1 = VLOAD(dr + 132), v2 = VLOAD(dr + 148), v3 = VLOAD(dr + 156); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        a0_0 += wr[2] * v0; a0_1 += wr[2] * v1; a0_2 += wr[2] * v2; a0_3 += wr[2] * v3;
+                        a1_0 += wr[11] * v0; a1_1 += wr[11] * v1; a1_2 += wr[11] * v2; a1_3 += wr[11] * v3;
+                        a2_0 += wr[20] * v0; a2_1 += wr[20] * v1; a2_2 += wr[20] * v2; a2_3 += wr[20] * v3;
+                        a3_0 += wr[29] * v0; a3_1 += wr[29] * v1; a3_2 += wr[29] * v2; a3_3 += wr[29] * v3;
+                        a4_0 += wr[38] * v0; a4_1 += wr[38] * v1; a4_2 += wr[38] * v2; a4_3 += wr[38] * v3;
+                        a5_0 += wr[47] * v0; a5_1 += wr[47] * v1; a5_2 += wr[47] * v2; a5_3 += wr[47] * v3;
+                    }
+                    {
+                        cg_v v0 = VLOAD(dr + 60), v1 = VLOAD(dr + 76), v2 = VLOAD(dr + 92), v3 = VLOAD(dr + 100); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        a0_0 += wr[3] * v0; a0_1 += wr[3] * v1; a0_2 += wr[3] * v2; a0_3 += wr[3] * v3;
+                        a1_0 += wr[12] * v0; a1_1 += wr[12] * v1; a1_2 += wr[12] * v2; a1_3 += wr[12] * v3;
+                        a2_0 += wr[21] * v0; a2_1 += wr[21] * v1; a2_2 += wr[21] * v2; a2_3 += wr[21] * v3;
+                        a3_0 += wr[30] * v0; a3_1 += wr[30] * v1; a3_2 += wr[30] * v2; a3_3 += wr[30] * v3;
+                        a4_0 += wr[39] * v0; a4_1 += wr[39] * v1; a4_2 += wr[39] * v2; a4_3 += wr[39] * v3;
+                        a5_0 += wr[48] * v0; a5_1 += wr[48] * v1; a5_2 += wr[48] * v2; a5_3 += wr[48] * v3;
+                    }
+                    {
+                        cg_v v0 = VLOAD(dr + 59), v1 = VLOAD(dr + 75), v2 = VLOAD(dr + 91), v3 = VLOAD(dr + 99); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        a0_0 += wr[4] * v0; a0_1 += wr[4] * v1; a0_2 += wr[4] * v2; a0_3 += wr[4] * v3;
+                        a1_0 += wr[13] * v0; a1_1 += wr[13] * v1; a1_2 += wr[13] * v2; a1_3 += wr[13] * v3;
+                        a2_0 += wr[22] * v0; a2_1 += wr[22] * v1; a2_2 += wr[22] * v2; a2_3 += wr[22] * v3;
+                        a3_0 += wr[31] * v0; a3_1 += wr[31] * v1; a3_2 += wr[31] * v2; a3_3 += wr[31] * v3;
+                        a4_0 += wr[40] * v0; a4_1 += wr[40] * v1; a4_2 += wr[40] * v2; a4_3 += wr[40] * v3;
+                        a5_0 += wr[49] * v0; a5_1 += wr[49] * v1; a5_2 += wr[49] * v2; a5_3 += wr[49] * v3;
+                    }
+                    {
+                        cg_v v0 = VLOAD(dr + 58), v1 = VLOAD(dr + 74), v2 = VLOAD(dr + 90), v3 = VLOAD(dr + 98); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        a0_0 += wr[5] * v0; a0_1 += wr[5] * v1; a0_2 += wr[5] * v2; a0_3 += wr[5] * v3;
+                        a1_0 += wr[14] * v0; a1_1 += wr[14] * v1; a1_2 += wr[14] * v2; a1_3 += wr[14] * v3;
+                        a2_0 += wr[23] * v0; a2_1 += wr[23] * v1; a2_2 += wr[23] * v2; a2_3 += wr[23] * v3;
+                        a3_0 += wr[32] * v0; a3_1 += wr[32] * v1; a3_2 += wr[32] * v2; a3_3 += wr[32] * v3;
+                        a4_0 += wr[41] * v0; a4_1 += wr[41] * v1; a4_2 += wr[41] * v2; a4_3 += wr[41] * v3;
+                        a5_0 += wr[50] * v0; a5_1 += wr[50] * v1; a5_2 += wr[50] * v2; a5_3 += wr[50] * v3;
+                    }
+                    {
+                        cg_v v0 = VLOAD(dr + 2), v1 = VLOAD(dr + 18), v2 = VLOAD(dr + 34), v3 = VLOAD(dr + 42); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        a0_0 += wr[6] * v0; a0_1 += wr[6] * v1; a0_2 += wr[6] * v2; a0_3 += wr[6] * v3;
+                        a1_0 += wr[15] * v0; a1_1 += wr[15] * v1; a1_2 += wr[15] * v2; a1_3 += wr[15] * v3;
+                        a2_0 += wr[24] * v0; a2_1 += wr[24] * v1; a2_2 += wr[24] * v2; a2_3 += wr[24] * v3;
+                        a3_0 += wr[33] * v0; a3_1 += wr[33] * v1; a3_2 += wr[33] * v2; a3_3 += wr[33] * v3;
+                        a4_0 += wr[42] * v0; a4_1 += wr[42] * v1; a4_2 += wr[42] * v2; a4_3 += wr[42] * v3;
+                        a5_0 += wr[51] * v0; a5_1 += wr[51] * v1; a5_2 += wr[51] * v2; a5_3 += wr[51] * v3;
+                    }
+                    {
+                        cg_v v0 = VLOAD(dr + 1), v1 = VLOAD(dr + 17), v2 = VLOAD(dr + 33), v3 = VLOAD(dr + 41); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        a0_0 += wr[7] * v0; a0_1 += wr[7] * v1; a0_2 += wr[7] * v2; a0_3 += wr[7] * v3;
+                        a1_0 += wr[16] * v0; a1_1 += wr[16] * v1; a1_2 += wr[16] * v2; a1_3 += wr[16] * v3;
+                        a2_0 += wr[25] * v0; a2_1 += wr[25] * v1; a2_2 += wr[25] * v2; a2_3 += wr[25] * v3;
+                        a3_0 += wr[34] * v0; a3_1 += wr[34] * v1; a3_2 += wr[34] * v2; a3_3 += wr[34] * v3;
+                        a4_0 += wr[43] * v0; a4_1 += wr[43] * v1; a4_2 += wr[43] * v2; a4_3 += wr[43] * v3;
+                        a5_0 += wr[52] * v0; a5_1 += wr[52] * v1; a5_2 += wr[52] * v2; a5_3 += wr[52] * v3;
+                    }
+                    {
+                        cg_v v0 = VLOAD(dr + 0), v1 = VLOAD(dr + 16), v2 = VLOAD(dr + 32), v3 = VLOAD(dr + 40); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        a0_0 += wr[8] * v0; a0_1 += wr[8] * v1; a0_2 += wr[8] * v2; a0_3 += wr[8] * v3;
+                        a1_0 += wr[17] * v0; a1_1 += wr[17] * v1; a1_2 += wr[17] * v2; a1_3 += wr[17] * v3;
+                        a2_0 += wr[26] * v0; a2_1 += wr[26] * v1; a2_2 += wr[26] * v2; a2_3 += wr[26] * v3;
+                        a3_0 += wr[35] * v0; a3_1 += wr[35] * v1; a3_2 += wr[35] * v2; a3_3 += wr[35] * v3;
+                        a4_0 += wr[44] * v0; a4_1 += wr[44] * v1; a4_2 += wr[44] * v2; a4_3 += wr[44] * v3;
+                        a5_0 += wr[53] * v0; a5_1 += wr[53] * v1; a5_2 += wr[53] * v2; a5_3 += wr[53] * v3;
+                    }
                 }
+                VSTORE(xr + (size_t)(ci0 + 0) * 3136 + x0 + 0, a0_0); VSTORE(xr + (size_t)(ci0 + 0) * 3136 + x0 + 16, a0_1); VSTORE(xr + (size_t)(ci0 + 0) * 3136 + x0 + 32, a0_2); VSTORE(xr + (size_t)(ci0 + 0) * 3136 + x0 + 40, a0_3);
+                VSTORE(xr + (size_t)(ci0 + 1) * 3136 + x0 + 0, a1_0); VSTORE(xr + (size_t)(ci0 + 1) * 3136 + x0 + 16, a1_1); VSTORE(xr + (size_t)(ci0 + 1) * 3136 + x0 + 32, a1_2); VSTORE(xr + (size_t)(ci0 + 1) * 3136 + x0 + 40, a1_3);
+                VSTORE(xr + (size_t)(ci0 + 2) * 3136 + x0 + 0, a2_0); VSTORE(xr + (size_t)(ci0 + 2) * 3136 + x0 + 16, a2_1); VSTORE(xr + (size_t)(ci0 + 2) * 3136 + x0 + 32, a2_2); VSTORE(xr + (size_t)(ci0 + 2) * 3136 + x0 + 40, a2_3);
+                VSTORE(xr + (size_t)(ci0 + 3) * 3136 + x0 + 0, a3_0); VSTORE(xr + (size_t)(ci0 + 3) * 3136 + x0 + 16, a3_1); VSTORE(xr + (size_t)(ci0 + 3) * 3136 + x0 + 32, a3_2); VSTORE(xr + (size_t)(ci0 + 3) * 3136 + x0 + 40, a3_3);
+                VSTORE(xr + (size_t)(ci0 + 4) * 3136 + x0 + 0, a4_0); VSTORE(xr + (size_t)(ci0 + 4) * 3136 + x0 + 16, a4_1); VSTORE(xr + (size_t)(ci0 + 4) * 3136 + x0 + 32, a4_2); VSTORE(xr + (size_t)(ci0 + 4) * 3136 + x0 + 40, a4_3);
+                VSTORE(xr + (size_t)(ci0 + 5) * 3136 + x0 + 0, a5_0); VSTORE(xr + (size_t)(ci0 + 5) * 3136 + x0 + 16, a5_1); VSTORE(xr + (size_t)(ci0 + 5) * 3136 + x0 + 32, a5_2); VSTORE(xr + (size_t)(ci0 + 5) * 3136 + x0 + 40, a5_3);
             }
         }
-        for (int ci = 0; ci < 256; ci++)
-            for (int i = 0; i < 3136; i++) dxn[ci * 3136 + i] = dxh[i * 256 + ci];
+        {
+            const int ci0 = 252;
+            {
+                const int x0 = 0;
+                cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f);
+                cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f), a1_3 = vsplat(0.0f);
+                cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f), a2_2 = vsplat(0.0f), a2_3 = vsplat(0.0f);
+                cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f), a3_2 = vsplat(0.0f), a3_3 = vsplat(0.0f);
+                for (int co = 0; co < 256; co++) {
+                    const float *restrict dr = dr0 + (size_t)co * 3364 + x0;
+                    const float *restrict wr = w + (size_t)co * 2304 + ci0 * 9;
+                    {
+                        cg_v v0 = VLOAD(dr + 118), v1 = VLOAD(dr + 134), v2 = VLOAD(dr + 150), v3 = VLOAD(dr + 158); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        a0_0 += wr[0] * v0; a0_1 += wr[0] * v1; a0_2 += wr[0] * v2; a0_3 += wr[0] * v3;
+                        a1_0 += wr[9] * v0; a1_1 += wr[9] * v1; a1_2 += wr[9] * v2; a1_3 += wr[9] * v3;
+                        a2_0 += wr[18] * v0; a2_1 += wr[18] * v1; a2_2 += wr[18] * v2; a2_3 += wr[18] * v3;
+                        a3_0 += wr[27] * v0; a3_1 += wr[27] * v1; a3_2 += wr[27] * v2; a3_3 += wr[27] * v3;
+                    }
+                    {
+                        cg_v v0 = VLOAD(dr + 117), v1 = VLOAD(dr + 133), v2 = VLOAD(dr + 149), v3 = VLOAD(dr + 157); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        a0_0 += wr[1] * v0; a0_1 += wr[1] * v1; a0_2 += wr[1] * v2; a0_3 += wr[1] * v3;
+                        a1_0 += wr[10] * v0; a1_1 += wr[10] * v1; a1_2 += wr[10] * v2; a1_3 += wr[10] * v3;
+                        a2_0 += wr[19] * v0; a2_1 += wr[19] * v1; a2_2 += wr[19] * v2; a2_3 += wr[19] * v3;
+                        a3_0 += wr[28] * v0; a3_1 += wr[28] * v1; a3_2 += wr[28] * v2; a3_3 += wr[28] * v3;
+                    }
+                    {
+                        cg_v v0 = VLOAD(dr + 116), v1 = VLOAD(dr + 132), v2 = VLOAD(dr + 148), v3 = VLOAD(dr + 156); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        a0_0 += wr[2] * v0; a0_1 += wr[2] * v1; a0_2 += wr[2] * v2; a0_3 += wr[2] * v3;
+                        a1_0 += wr[11] * v0; a1_1 += wr[11] * v1; a1_2 += wr[11] * v2; a1_3 += wr[11] * v3;
+                        a2_0 += wr[20] * v0; a2_1 += wr[20] * v1; a2_2 += wr[20] * v2; a2_3 += wr[20] * v3;
+                        a3_0 += wr[29] * v0; a3_1 += wr[29] * v1; a3_2 += wr[29] * v2; a3_3 += wr[29] * v3;
+                    }
+                    {
+                        cg_v v0 = VLOAD(dr + 60), v1 = VLOAD(dr + 76), v2 = VLOAD(dr + 92), v3 = VLOAD(dr + 100); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        a0_0 += wr[3] * v0; a0_1 += wr[3] * v1; a0_2 += wr[3] * v2; a0_3 += wr[3] * v3;
+                        a1_0 += wr[12] * v0; a1_1 += wr[12] * v1; a1_2 += wr[12] * v2; a1_3 += wr[12] * v3;
+                        a2_0 += wr[21] * v0; a2_1 += wr[21] * v1; a2_2 += wr[21] * v2; a2_3 += wr[21] * v3;
+                        a3_0 += wr[30] * v0; a3_1 += wr[30] * v1; a3_2 += wr[30] * v2; a3_3 += wr[30] * v3;
+                    }
+                    {
+                        cg_v v0 = VLOAD(dr + 59), v1 = VLOAD(dr + 75), v2 = VLOAD(dr + 91), v3 = VLOAD(dr + 99); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        a0_0 += wr[4] * v0; a0_1 += wr[4] * v1; a0_2 += wr[4] * v2; a0_3 += wr[4] * v3;
+                        a1_0 += wr[13] * v0; a1_1 += wr[13] * v1; a1_2 += wr[13] * v2; a1_3 += wr[13] * v3;
+                        a2_0 += wr[22] * v0; a2_1 += wr[22] * v1; a2_2 += wr[22] * v2; a2_3 += wr[22] * v3;
+                        a3_0 += wr[31] * v0; a3_1 += wr[31] * v1; a3_2 += wr[31] * v2; a3_3 += wr[31] * v3;
+                    }
+                    {
+                        cg_v v0 = VLOAD(dr + 58), v1 = VLOAD(dr + 74), v2 = VLOAD(dr + 90), v3 = VLOAD(dr + 98); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        a0_0 += wr[5] * v0; a0_1 += wr[5] * v1; a0_2 += wr[5] * v2; a0_3 += wr[5] * v3;
+                        a1_0 += wr[14] * v0; a1_1 += wr[14] * v1; a1_2 += wr[14] * v2; a1_3 += wr[14] * v3;
+                        a2_0 += wr[23] * v0; a2_1 += wr[23] * v1; a2_2 += wr[23] * v2; a2_3 += wr[23] * v3;
+                        a3_0 += wr[32] * v0; a3_1 += wr[32] * v1; a3_2 += wr[32] * v2; a3_3 += wr[32] * v3;
+                    }
+                    {
+                        cg_v v0 = VLOAD(dr + 2), v1 = VLOAD(dr + 18), v2 = VLOAD(dr + 34), v3 = VLOAD(dr + 42); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        a0_0 += wr[6] * v0; a0_1 += wr[6] * v1; a0_2 += wr[6] * v2; a0_3 += wr[6] * v3;
+                        a1_0 += wr[15] * v0; a1_1 += wr[15] * v1; a1_2 += wr[15] * v2; a1_3 += wr[15] * v3;
+                        a2_0 += wr[24] * v0; a2_1 += wr[24] * v1; a2_2 += wr[24] * v2; a2_3 += wr[24] * v3;
+                        a3_0 += wr[33] * v0; a3_1 += wr[33] * v1; a3_2 += wr[33] * v2; a3_3 += wr[33] * v3;
+                    }
+                    {
+                        cg_v v0 = VLOAD(dr + 1), v1 = VLOAD(dr + 17), v2 = VLOAD(dr + 33), v3 = VLOAD(dr + 41); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        a0_0 += wr[7] * v0; a0_1 += wr[7] * v1; a0_2 += wr[7] * v2; a0_3 += wr[7] * v3;
+                        a1_0 += wr[16] * v0; a1_1 += wr[16] * v1; a1_2 += wr[16] * v2; a1_3 += wr[16] * v3;
+                        a2_0 += wr[25] * v0; a2_1 += wr[25] * v1; a2_2 += wr[25] * v2; a2_3 += wr[25] * v3;
+                        a3_0 += wr[34] * v0; a3_1 += wr[34] * v1; a3_2 += wr[34] * v2; a3_3 += wr[34] * v3;
+                    }
+                    {
+                        cg_v v0 = VLOAD(dr + 0), v1 = VLOAD(dr + 16), v2 = VLOAD(dr + 32), v3 = VLOAD(dr + 40); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        a0_0 += wr[8] * v0; a0_1 += wr[8] * v1; a0_2 += wr[8] * v2; a0_3 += wr[8] * v3;
+                        a1_0 += wr[17] * v0; a1_1 += wr[17] * v1; a1_2 += wr[17] * v2; a1_3 += wr[17] * v3;
+                        a2_0 += wr[26] * v0; a2_1 += wr[26] * v1; a2_2 += wr[26] * v2; a2_3 += wr[26] * v3;
+                        a3_0 += wr[35] * v0; a3_1 += wr[35] * v1; a3_2 += wr[35] * v2; a3_3 += wr[35] * v3;
+                    }
+                }
+                VSTORE(xr + (size_t)(ci0 + 0) * 3136 + x0 + 0, a0_0); VSTORE(xr + (size_t)(ci0 + 0) * 3136 + x0 + 16, a0_1); VSTORE(xr + (size_t)(ci0 + 0) * 3136 + x0 + 32, a0_2); VSTORE(xr + (size_t)(ci0 + 0) * 3136 + x0 + 40, a0_3);
+                VSTORE(xr + (size_t)(ci0 + 1) * 3136 + x0 + 0, a1_0); VSTORE(xr + (size_t)(ci0 + 1) * 3136 + x0 + 16, a1_1); VSTORE(xr + (size_t)(ci0 + 1) * 3136 + x0 + 32, a1_2); VSTORE(xr + (size_t)(ci0 + 1) * 3136 + x0 + 40, a1_3);
+                VSTORE(xr + (size_t)(ci0 + 2) * 3136 + x0 + 0, a2_0); VSTORE(xr + (size_t)(ci0 + 2) * 3136 + x0 + 16, a2_1); VSTORE(xr + (size_t)(ci0 + 2) * 3136 + x0 + 32, a2_2); VSTORE(xr + (size_t)(ci0 + 2) * 3136 + x0 + 40, a2_3);
+                VSTORE(xr + (size_t)(ci0 + 3) * 3136 + x0 + 0, a3_0); VSTORE(xr + (size_t)(ci0 + 3) * 3136 + x0 + 16, a3_1); VSTORE(xr + (size_t)(ci0 + 3) * 3136 + x0 + 32, a3_2); VSTORE(xr + (size_t)(ci0 + 3) * 3136 + x0 + 40, a3_3);
+            }
+        }
     }
 }
 
@@ -3760,483 +5225,766 @@ static void l16_maxpool2d_backward(const float *restrict x, const float *restric
 static void l17_conv2d_forward(const float *restrict P, float *restrict S, const float *restrict x, float *restrict y, int nb)
 {
     const float *restrict w = P + 1735488;
-    float *restrict yh = S + 460800, *restrict wt = S + 862208, *restrict bp = S + 2041856;
-    /* weights [co][ci][k] -> [ci][k][co], channels padded to 512 */
-    for (int i = 0; i < 1179648; i++) wt[i] = 0.0f;
-    for (int co = 0; co < 512; co++)
-        for (int j = 0; j < 2304; j++) wt[j * 512 + co] = w[co * 2304 + j];
-    for (int co = 0; co < 512; co++) bp[co] = co < 512 ? (P + 2915136)[co] : 0.0f;
-    for (int n = 0; n < nb; n++) {
-        const float *restrict xn = x + (size_t)n * 200704;
-        float *restrict xp = S + 0 + (size_t)n * 230400;
-        float *restrict yn = y + (size_t)n * 401408;
-        memset(xp, 0, sizeof(float) * 230400);
-        for (int ci = 0; ci < 256; ci++)
-            for (int iy = 0; iy < 28; iy++)
-                for (int ix = 0; ix < 28; ix++) xp[((iy + 1) * 30 + ix + 1) * 256 + ci] = xn[ci * 784 + iy * 28 + ix];
-        CG_PARALLEL_FOR
-        for (int oy = 0; oy < 28; oy++) {
-            for (int v0 = 0; v0 < 32; v0 += 4) {
-                for (int x0 = 0; x0 < 24; x0 += 6) {
-                    cg_v a0_0 = VLOAD(bp + (v0 + 0) * 16), a0_1 = VLOAD(bp + (v0 + 1) * 16), a0_2 = VLOAD(bp + (v0 + 2) * 16), a0_3 = VLOAD(bp + (v0 + 3) * 16);
-                    cg_v a1_0 = VLOAD(bp + (v0 + 0) * 16), a1_1 = VLOAD(bp + (v0 + 1) * 16), a1_2 = VLOAD(bp + (v0 + 2) * 16), a1_3 = VLOAD(bp + (v0 + 3) * 16);
-                    cg_v a2_0 = VLOAD(bp + (v0 + 0) * 16), a2_1 = VLOAD(bp + (v0 + 1) * 16), a2_2 = VLOAD(bp + (v0 + 2) * 16), a2_3 = VLOAD(bp + (v0 + 3) * 16);
-                    cg_v a3_0 = VLOAD(bp + (v0 + 0) * 16), a3_1 = VLOAD(bp + (v0 + 1) * 16), a3_2 = VLOAD(bp + (v0 + 2) * 16), a3_3 = VLOAD(bp + (v0 + 3) * 16);
-                    cg_v a4_0 = VLOAD(bp + (v0 + 0) * 16), a4_1 = VLOAD(bp + (v0 + 1) * 16), a4_2 = VLOAD(bp + (v0 + 2) * 16), a4_3 = VLOAD(bp + (v0 + 3) * 16);
-                    cg_v a5_0 = VLOAD(bp + (v0 + 0) * 16), a5_1 = VLOAD(bp + (v0 + 1) * 16), a5_2 = VLOAD(bp + (v0 + 2) * 16), a5_3 = VLOAD(bp + (v0 + 3) * 16);
-                    for (int ci = 0; ci < 256; ci++) {
-                        const float *restrict xr = xp + (oy * 30 + x0) * 256 + ci;
-                        const float *restrict wr = wt + ci * 4608 + v0 * 16;
-                        {
-                            const cg_v w0 = VLOAD(wr + 0), w1 = VLOAD(wr + 16), w2 = VLOAD(wr + 32), w3 = VLOAD(wr + 48);
-                            a0_0 += xr[0] * w0; a0_1 += xr[0] * w1; a0_2 += xr[0] * w2; a0_3 += xr[0] * w3;
-                            a1_0 += xr[256] * w0; a1_1 += xr[256] * w1; a1_2 += xr[256] * w2; a1_3 += xr[256] * w3;
-                            a2_0 += xr[512] * w0; a2_1 += xr[512] * w1; a2_2 += xr[512] * w2; a2_3 += xr[512] * w3;
-                            a3_0 += xr[768] * w0; a3_1 += xr[768] * w1; a3_2 += xr[768] * w2; a3_3 += xr[768] * w3;
-                            a4_0 += xr[1024] * w0; a4_1 += xr[1024] * w1; a4_2 += xr[1024] * w2; a4_3 += xr[1024] * w3;
-                            a5_0 += xr[1280] * w0; a5_1 += xr[1280] * w1; a5_2 += xr[1280] * w2; a5_3 += xr[1280] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 512), w1 = VLOAD(wr + 528), w2 = VLOAD(wr + 544), w3 = VLOAD(wr + 560);
-                            a0_0 += xr[256] * w0; a0_1 += xr[256] * w1; a0_2 += xr[256] * w2; a0_3 += xr[256] * w3;
-                            a1_0 += xr[512] * w0; a1_1 += xr[512] * w1; a1_2 += xr[512] * w2; a1_3 += xr[512] * w3;
-                            a2_0 += xr[768] * w0; a2_1 += xr[768] * w1; a2_2 += xr[768] * w2; a2_3 += xr[768] * w3;
-                            a3_0 += xr[1024] * w0; a3_1 += xr[1024] * w1; a3_2 += xr[1024] * w2; a3_3 += xr[1024] * w3;
-                            a4_0 += xr[1280] * w0; a4_1 += xr[1280] * w1; a4_2 += xr[1280] * w2; a4_3 += xr[1280] * w3;
-                            a5_0 += xr[1536] * w0; a5_1 += xr[1536] * w1; a5_2 += xr[1536] * w2; a5_3 += xr[1536] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 1024), w1 = VLOAD(wr + 1040), w2 = VLOAD(wr + 1056), w3 = VLOAD(wr + 1072);
-                            a0_0 += xr[512] * w0; a0_1 += xr[512] * w1; a0_2 += xr[512] * w2; a0_3 += xr[512] * w3;
-                            a1_0 += xr[768] * w0; a1_1 += xr[768] * w1; a1_2 += xr[768] * w2; a1_3 += xr[768] * w3;
-                            a2_0 += xr[1024] * w0; a2_1 += xr[1024] * w1; a2_2 += xr[1024] * w2; a2_3 += xr[1024] * w3;
-                            a3_0 += xr[1280] * w0; a3_1 += xr[1280] * w1; a3_2 += xr[1280] * w2; a3_3 += xr[1280] * w3;
-                            a4_0 += xr[1536] * w0; a4_1 += xr[1536] * w1; a4_2 += xr[1536] * w2; a4_3 += xr[1536] * w3;
-                            a5_0 += xr[1792] * w0; a5_1 += xr[1792] * w1; a5_2 += xr[1792] * w2; a5_3 += xr[1792] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 1536), w1 = VLOAD(wr + 1552), w2 = VLOAD(wr + 1568), w3 = VLOAD(wr + 1584);
-                            a0_0 += xr[7680] * w0; a0_1 += xr[7680] * w1; a0_2 += xr[7680] * w2; a0_3 += xr[7680] * w3;
-                            a1_0 += xr[7936] * w0; a1_1 += xr[7936] * w1; a1_2 += xr[7936] * w2; a1_3 += xr[7936] * w3;
-                            a2_0 += xr[8192] * w0; a2_1 += xr[8192] * w1; a2_2 += xr[8192] * w2; a2_3 += xr[8192] * w3;
-                            a3_0 += xr[8448] * w0; a3_1 += xr[8448] * w1; a3_2 += xr[8448] * w2; a3_3 += xr[8448] * w3;
-                            a4_0 += xr[8704] * w0; a4_1 += xr[8704] * w1; a4_2 += xr[8704] * w2; a4_3 += xr[8704] * w3;
-                            a5_0 += xr[8960] * w0; a5_1 += xr[8960] * w1; a5_2 += xr[8960] * w2; a5_3 += xr[8960] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 2048), w1 = VLOAD(wr + 2064), w2 = VLOAD(wr + 2080), w3 = VLOAD(wr + 2096);
-                            a0_0 += xr[7936] * w0; a0_1 += xr[7936] * w1; a0_2 += xr[7936] * w2; a0_3 += xr[7936] * w3;
-                            a1_0 += xr[8192] * w0; a1_1 += xr[8192] * w1; a1_2 += xr[8192] * w2; a1_3 += xr[8192] * w3;
-                            a2_0 += xr[8448] * w0; a2_1 += xr[8448] * w1; a2_2 += xr[8448] * w2; a2_3 += xr[8448] * w3;
-                            a3_0 += xr[8704] * w0; a3_1 += xr[8704] * w1; a3_2 += xr[8704] * w2; a3_3 += xr[8704] * w3;
-                            a4_0 += xr[8960] * w0; a4_1 += xr[8960] * w1; a4_2 += xr[8960] * w2; a4_3 += xr[8960] * w3;
-                            a5_0 += xr[9216] * w0; a5_1 += xr[9216] * w1; a5_2 += xr[9216] * w2; a5_3 += xr[9216] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 2560), w1 = VLOAD(wr + 2576), w2 = VLOAD(wr + 2592), w3 = VLOAD(wr + 2608);
-                            a0_0 += xr[8192] * w0; a0_1 += xr[8192] * w1; a0_2 += xr[8192] * w2; a0_3 += xr[8192] * w3;
-                            a1_0 += xr[8448] * w0; a1_1 += xr[8448] * w1; a1_2 += xr[8448] * w2; a1_3 += xr[8448] * w3;
-                            a2_0 += xr[8704] * w0; a2_1 += xr[8704] * w1; a2_2 += xr[8704] * w2; a2_3 += xr[8704] * w3;
-                            a3_0 += xr[8960] * w0; a3_1 += xr[8960] * w1; a3_2 += xr[8960] * w2; a3_3 += xr[8960] * w3;
-                            a4_0 += xr[9216] * w0; a4_1 += xr[9216] * w1; a4_2 += xr[9216] * w2; a4_3 += xr[9216] * w3;
-                            a5_0 += xr[9472] * w0; a5_1 += xr[9472] * w1; a5_2 += xr[9472] * w2; a5_3 += xr[9472] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 3072), w1 = VLOAD(wr + 3088), w2 = VLOAD(wr + 3104), w3 = VLOAD(wr + 3120);
-                            a0_0 += xr[15360] * w0; a0_1 += xr[15360] * w1; a0_2 += xr[15360] * w2; a0_3 += xr[15360] * w3;
-                            a1_0 += xr[15616] * w0; a1_1 += xr[15616] * w1; a1_2 += xr[15616] * w2; a1_3 += xr[15616] * w3;
-                            a2_0 += xr[15872] * w0; a2_1 += xr[15872] * w1; a2_2 += xr[15872] * w2; a2_3 += xr[15872] * w3;
-                            a3_0 += xr[16128] * w0; a3_1 += xr[16128] * w1; a3_2 += xr[16128] * w2; a3_3 += xr[16128] * w3;
-                            a4_0 += xr[16384] * w0; a4_1 += xr[16384] * w1; a4_2 += xr[16384] * w2; a4_3 += xr[16384] * w3;
-                            a5_0 += xr[16640] * w0; a5_1 += xr[16640] * w1; a5_2 += xr[16640] * w2; a5_3 += xr[16640] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 3584), w1 = VLOAD(wr + 3600), w2 = VLOAD(wr + 3616), w3 = VLOAD(wr + 3632);
-                            a0_0 += xr[15616] * w0; a0_1 += xr[15616] * w1; a0_2 += xr[15616] * w2; a0_3 += xr[15616] * w3;
-                            a1_0 += xr[15872] * w0; a1_1 += xr[15872] * w1; a1_2 += xr[15872] * w2; a1_3 += xr[15872] * w3;
-                            a2_0 += xr[16128] * w0; a2_1 += xr[16128] * w1; a2_2 += xr[16128] * w2; a2_3 += xr[16128] * w3;
-                            a3_0 += xr[16384] * w0; a3_1 += xr[16384] * w1; a3_2 += xr[16384] * w2; a3_3 += xr[16384] * w3;
-                            a4_0 += xr[16640] * w0; a4_1 += xr[16640] * w1; a4_2 += xr[16640] * w2; a4_3 += xr[16640] * w3;
-                            a5_0 += xr[16896] * w0; a5_1 += xr[16896] * w1; a5_2 += xr[16896] * w2; a5_3 += xr[16896] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 4096), w1 = VLOAD(wr + 4112), w2 = VLOAD(wr + 4128), w3 = VLOAD(wr + 4144);
-                            a0_0 += xr[15872] * w0; a0_1 += xr[15872] * w1; a0_2 += xr[15872] * w2; a0_3 += xr[15872] * w3;
-                            a1_0 += xr[16128] * w0; a1_1 += xr[16128] * w1; a1_2 += xr[16128] * w2; a1_3 += xr[16128] * w3;
-                            a2_0 += xr[16384] * w0; a2_1 += xr[16384] * w1; a2_2 += xr[16384] * w2; a2_3 += xr[16384] * w3;
-                            a3_0 += xr[16640] * w0; a3_1 += xr[16640] * w1; a3_2 += xr[16640] * w2; a3_3 += xr[16640] * w3;
-                            a4_0 += xr[16896] * w0; a4_1 += xr[16896] * w1; a4_2 += xr[16896] * w2; a4_3 += xr[16896] * w3;
-                            a5_0 += xr[17152] * w0; a5_1 += xr[17152] * w1; a5_2 += xr[17152] * w2; a5_3 += xr[17152] * w3;
-                        }
+    const float *restrict b = P + 2915136;
+    float *restrict xp = S + 0;
+    /* inputs -> zero-padded planes 30x30 (kept for dW) */
+    CG_PARALLEL_FOR
+    for (int pl = 0; pl < nb * 256; pl++) {
+        const float *restrict s = x + (size_t)pl * 784;
+        float *restrict d = xp + (size_t)pl * 900;
+        memset(d, 0, sizeof(float) * 30);
+        for (int i = 0; i < 28; i++) {
+            float *restrict r = d + (i + 1) * 30;
+            memset(r, 0, sizeof(float) * 1);
+            memcpy(r + 1, s + i * 28, sizeof(float) * 28);
+            memset(r + 29, 0, sizeof(float) * 1);
+        }
+        memset(d + 870, 0, sizeof(float) * 30);
+    }
+    /* tiles of 12 output channels x 2 vectors of an output row */
+    CG_PARALLEL_FOR
+    for (int r = 0; r < nb * 28; r++) {
+        const int n = r / 28, oy = r % 28;
+        const float *restrict xr0 = xp + ((size_t)n * 7680 + oy) * 30;
+        float *restrict yr = y + ((size_t)n * 14336 + oy) * 28;
+        for (int co0 = 0; co0 < 504; co0 += 12) {
+            {
+                const int x0 = 0;
+                cg_v a0_0 = vsplat(b[co0 + 0]), a0_1 = vsplat(b[co0 + 0]);
+                cg_v a1_0 = vsplat(b[co0 + 1]), a1_1 = vsplat(b[co0 + 1]);
+                cg_v a2_0 = vsplat(b[co0 + 2]), a2_1 = vsplat(b[co0 + 2]);
+                cg_v a3_0 = vsplat(b[co0 + 3]), a3_1 = vsplat(b[co0 + 3]);
+                cg_v a4_0 = vsplat(b[co0 + 4]), a4_1 = vsplat(b[co0 + 4]);
+                cg_v a5_0 = vsplat(b[co0 + 5]), a5_1 = vsplat(b[co0 + 5]);
+                cg_v a6_0 = vsplat(b[co0 + 6]), a6_1 = vsplat(b[co0 + 6]);
+                cg_v a7_0 = vsplat(b[co0 + 7]), a7_1 = vsplat(b[co0 + 7]);
+                cg_v a8_0 = vsplat(b[co0 + 8]), a8_1 = vsplat(b[co0 + 8]);
+                cg_v a9_0 = vsplat(b[co0 + 9]), a9_1 = vsplat(b[co0 + 9]);
+                cg_v a10_0 = vsplat(b[co0 + 10]), a10_1 = vsplat(b[co0 + 10]);
+                cg_v a11_0 = vsplat(b[co0 + 11]), a11_1 = vsplat(b[co0 + 11]);
+                for (int ci = 0; ci < 256; ci++) {
+                    const float *restrict xr = xr0 + (size_t)ci * 900 + x0;
+                    const float *restrict wr = w + (size_t)co0 * 2304 + ci * 9;
+                    {
+                        cg_v v0 = VLOAD(xr + 0), v1 = VLOAD(xr + 12); VKEEP(v0); VKEEP(v1);
+                        a0_0 += wr[0] * v0; a0_1 += wr[0] * v1;
+                        a1_0 += wr[2304] * v0; a1_1 += wr[2304] * v1;
+                        a2_0 += wr[4608] * v0; a2_1 += wr[4608] * v1;
+                        a3_0 += wr[6912] * v0; a3_1 += wr[6912] * v1;
+                        a4_0 += wr[9216] * v0; a4_1 += wr[9216] * v1;
+                        a5_0 += wr[11520] * v0; a5_1 += wr[11520] * v1;
+                        a6_0 += wr[13824] * v0; a6_1 += wr[13824] * v1;
+                        a7_0 += wr[16128] * v0; a7_1 += wr[16128] * v1;
+                        a8_0 += wr[18432] * v0; a8_1 += wr[18432] * v1;
+                        a9_0 += wr[20736] * v0; a9_1 += wr[20736] * v1;
+                        a10_0 += wr[23040] * v0; a10_1 += wr[23040] * v1;
+                        a11_0 += wr[25344] * v0; a11_1 += wr[25344] * v1;
                     }
-                    VSTORE(yh + (oy * 28 + x0 + 0) * 512 + (v0 + 0) * 16, a0_0); VSTORE(yh + (oy * 28 + x0 + 0) * 512 + (v0 + 1) * 16, a0_1); VSTORE(yh + (oy * 28 + x0 + 0) * 512 + (v0 + 2) * 16, a0_2); VSTORE(yh + (oy * 28 + x0 + 0) * 512 + (v0 + 3) * 16, a0_3);
-                    VSTORE(yh + (oy * 28 + x0 + 1) * 512 + (v0 + 0) * 16, a1_0); VSTORE(yh + (oy * 28 + x0 + 1) * 512 + (v0 + 1) * 16, a1_1); VSTORE(yh + (oy * 28 + x0 + 1) * 512 + (v0 + 2) * 16, a1_2); VSTORE(yh + (oy * 28 + x0 + 1) * 512 + (v0 + 3) * 16, a1_3);
-                    VSTORE(yh + (oy * 28 + x0 + 2) * 512 + (v0 + 0) * 16, a2_0); VSTORE(yh + (oy * 28 + x0 + 2) * 512 + (v0 + 1) * 16, a2_1); VSTORE(yh + (oy * 28 + x0 + 2) * 512 + (v0 + 2) * 16, a2_2); VSTORE(yh + (oy * 28 + x0 + 2) * 512 + (v0 + 3) * 16, a2_3);
-                    VSTORE(yh + (oy * 28 + x0 + 3) * 512 + (v0 + 0) * 16, a3_0); VSTORE(yh + (oy * 28 + x0 + 3) * 512 + (v0 + 1) * 16, a3_1); VSTORE(yh + (oy * 28 + x0 + 3) * 512 + (v0 + 2) * 16, a3_2); VSTORE(yh + (oy * 28 + x0 + 3) * 512 + (v0 + 3) * 16, a3_3);
-                    VSTORE(yh + (oy * 28 + x0 + 4) * 512 + (v0 + 0) * 16, a4_0); VSTORE(yh + (oy * 28 + x0 + 4) * 512 + (v0 + 1) * 16, a4_1); VSTORE(yh + (oy * 28 + x0 + 4) * 512 + (v0 + 2) * 16, a4_2); VSTORE(yh + (oy * 28 + x0 + 4) * 512 + (v0 + 3) * 16, a4_3);
-                    VSTORE(yh + (oy * 28 + x0 + 5) * 512 + (v0 + 0) * 16, a5_0); VSTORE(yh + (oy * 28 + x0 + 5) * 512 + (v0 + 1) * 16, a5_1); VSTORE(yh + (oy * 28 + x0 + 5) * 512 + (v0 + 2) * 16, a5_2); VSTORE(yh + (oy * 28 + x0 + 5) * 512 + (v0 + 3) * 16, a5_3);
-                }
-                {
-                    const int x0 = 24;
-                    cg_v a0_0 = VLOAD(bp + (v0 + 0) * 16), a0_1 = VLOAD(bp + (v0 + 1) * 16), a0_2 = VLOAD(bp + (v0 + 2) * 16), a0_3 = VLOAD(bp + (v0 + 3) * 16);
-                    cg_v a1_0 = VLOAD(bp + (v0 + 0) * 16), a1_1 = VLOAD(bp + (v0 + 1) * 16), a1_2 = VLOAD(bp + (v0 + 2) * 16), a1_3 = VLOAD(bp + (v0 + 3) * 16);
-                    cg_v a2_0 = VLOAD(bp + (v0 + 0) * 16), a2_1 = VLOAD(bp + (v0 + 1) * 16), a2_2 = VLOAD(bp + (v0 + 2) * 16), a2_3 = VLOAD(bp + (v0 + 3) * 16);
-                    cg_v a3_0 = VLOAD(bp + (v0 + 0) * 16), a3_1 = VLOAD(bp + (v0 + 1) * 16), a3_2 = VLOAD(bp + (v0 + 2) * 16), a3_3 = VLOAD(bp + (v0 + 3) * 16);
-                    for (int ci = 0; ci < 256; ci++) {
-                        const float *restrict xr = xp + (oy * 30 + x0) * 256 + ci;
-                        const float *restrict wr = wt + ci * 4608 + v0 * 16;
-                        {
-                            const cg_v w0 = VLOAD(wr + 0), w1 = VLOAD(wr + 16), w2 = VLOAD(wr + 32), w3 = VLOAD(wr + 48);
-                            a0_0 += xr[0] * w0; a0_1 += xr[0] * w1; a0_2 += xr[0] * w2; a0_3 += xr[0] * w3;
-                            a1_0 += xr[256] * w0; a1_1 += xr[256] * w1; a1_2 += xr[256] * w2; a1_3 += xr[256] * w3;
-                            a2_0 += xr[512] * w0; a2_1 += xr[512] * w1; a2_2 += xr[512] * w2; a2_3 += xr[512] * w3;
-                            a3_0 += xr[768] * w0; a3_1 += xr[768] * w1; a3_2 += xr[768] * w2; a3_3 += xr[768] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 512), w1 = VLOAD(wr + 528), w2 = VLOAD(wr + 544), w3 = VLOAD(wr + 560);
-                            a0_0 += xr[256] * w0; a0_1 += xr[256] * w1; a0_2 += xr[256] * w2; a0_3 += xr[256] * w3;
-                            a1_0 += xr[512] * w0; a1_1 += xr[512] * w1; a1_2 += xr[512] * w2; a1_3 += xr[512] * w3;
-                            a2_0 += xr[768] * w0; a2_1 += xr[768] * w1; a2_2 += xr[768] * w2; a2_3 += xr[768] * w3;
-                            a3_0 += xr[1024] * w0; a3_1 += xr[1024] * w1; a3_2 += xr[1024] * w2; a3_3 += xr[1024] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 1024), w1 = VLOAD(wr + 1040), w2 = VLOAD(wr + 1056), w3 = VLOAD(wr + 1072);
-                            a0_0 += xr[512] * w0; a0_1 += xr[512] * w1; a0_2 += xr[512] * w2; a0_3 += xr[512] * w3;
-                            a1_0 += xr[768] * w0; a1_1 += xr[768] * w1; a1_2 += xr[768] * w2; a1_3 += xr[768] * w3;
-                            a2_0 += xr[1024] * w0; a2_1 += xr[1024] * w1; a2_2 += xr[1024] * w2; a2_3 += xr[1024] * w3;
-                            a3_0 += xr[1280] * w0; a3_1 += xr[1280] * w1; a3_2 += xr[1280] * w2; a3_3 += xr[1280] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 1536), w1 = VLOAD(wr + 1552), w2 = VLOAD(wr + 1568), w3 = VLOAD(wr + 1584);
-                            a0_0 += xr[7680] * w0; a0_1 += xr[7680] * w1; a0_2 += xr[7680] * w2; a0_3 += xr[7680] * w3;
-                            a1_0 += xr[7936] * w0; a1_1 += xr[7936] * w1; a1_2 += xr[7936] * w2; a1_3 += xr[7936] * w3;
-                            a2_0 += xr[8192] * w0; a2_1 += xr[8192] * w1; a2_2 += xr[8192] * w2; a2_3 += xr[8192] * w3;
-                            a3_0 += xr[8448] * w0; a3_1 += xr[8448] * w1; a3_2 += xr[8448] * w2; a3_3 += xr[8448] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 2048), w1 = VLOAD(wr + 2064), w2 = VLOAD(wr + 2080), w3 = VLOAD(wr + 2096);
-                            a0_0 += xr[7936] * w0; a0_1 += xr[7936] * w1; a0_2 += xr[7936] * w2; a0_3 += xr[7936] * w3;
-                            a1_0 += xr[8192] * w0; a1_1 += xr[8192] * w1; a1_2 += xr[8192] * w2; a1_3 += xr[8192] * w3;
-                            a2_0 += xr[8448] * w0; a2_1 += xr[8448] * w1; a2_2 += xr[8448] * w2; a2_3 += xr[8448] * w3;
-                            a3_0 += xr[8704] * w0; a3_1 += xr[8704] * w1; a3_2 += xr[8704] * w2; a3_3 += xr[8704] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 2560), w1 = VLOAD(wr + 2576), w2 = VLOAD(wr + 2592), w3 = VLOAD(wr + 2608);
-                            a0_0 += xr[8192] * w0; a0_1 += xr[8192] * w1; a0_2 += xr[8192] * w2; a0_3 += xr[8192] * w3;
-                            a1_0 += xr[8448] * w0; a1_1 += xr[8448] * w1; a1_2 += xr[8448] * w2; a1_3 += xr[8448] * w3;
-                            a2_0 += xr[8704] * w0; a2_1 += xr[8704] * w1; a2_2 += xr[8704] * w2; a2_3 += xr[8704] * w3;
-                            a3_0 += xr[8960] * w0; a3_1 += xr[8960] * w1; a3_2 += xr[8960] * w2; a3_3 += xr[8960] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 3072), w1 = VLOAD(wr + 3088), w2 = VLOAD(wr + 3104), w3 = VLOAD(wr + 3120);
-                            a0_0 += xr[15360] * w0; a0_1 += xr[15360] * w1; a0_2 += xr[15360] * w2; a0_3 += xr[15360] * w3;
-                            a1_0 += xr[15616] * w0; a1_1 += xr[15616] * w1; a1_2 += xr[15616] * w2; a1_3 += xr[15616] * w3;
-                            a2_0 += xr[15872] * w0; a2_1 += xr[15872] * w1; a2_2 += xr[15872] * w2; a2_3 += xr[15872] * w3;
-                            a3_0 += xr[16128] * w0; a3_1 += xr[16128] * w1; a3_2 += xr[16128] * w2; a3_3 += xr[16128] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 3584), w1 = VLOAD(wr + 3600), w2 = VLOAD(wr + 3616), w3 = VLOAD(wr + 3632);
-                            a0_0 += xr[15616] * w0; a0_1 += xr[15616] * w1; a0_2 += xr[15616] * w2; a0_3 += xr[15616] * w3;
-                            a1_0 += xr[15872] * w0; a1_1 += xr[15872] * w1; a1_2 += xr[15872] * w2; a1_3 += xr[15872] * w3;
-                            a2_0 += xr[16128] * w0; a2_1 += xr[16128] * w1; a2_2 += xr[16128] * w2; a2_3 += xr[16128] * w3;
-                            a3_0 += xr[16384] * w0; a3_1 += xr[16384] * w1; a3_2 += xr[16384] * w2; a3_3 += xr[16384] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 4096), w1 = VLOAD(wr + 4112), w2 = VLOAD(wr + 4128), w3 = VLOAD(wr + 4144);
-                            a0_0 += xr[15872] * w0; a0_1 += xr[15872] * w1; a0_2 += xr[15872] * w2; a0_3 += xr[15872] * w3;
-                            a1_0 += xr[16128] * w0; a1_1 += xr[16128] * w1; a1_2 += xr[16128] * w2; a1_3 += xr[16128] * w3;
-                            a2_0 += xr[16384] * w0; a2_1 += xr[16384] * w1; a2_2 += xr[16384] * w2; a2_3 += xr[16384] * w3;
-                            a3_0 += xr[16640] * w0; a3_1 += xr[16640] * w1; a3_2 += xr[16640] * w2; a3_3 += xr[16640] * w3;
-                        }
+                    {
+                        cg_v v0 = VLOAD(xr + 1), v1 = VLOAD(xr + 13); VKEEP(v0); VKEEP(v1);
+                        a0_0 += wr[1] * v0; a0_1 += wr[1] * v1;
+                        a1_0 += wr[2305] * v0; a1_1 += wr[2305] * v1;
+                        a2_0 += wr[4609] * v0; a2_1 += wr[4609] * v1;
+                        a3_0 += wr[6913] * v0; a3_1 += wr[6913] * v1;
+                        a4_0 += wr[9217] * v0; a4_1 += wr[9217] * v1;
+                        a5_0 += wr[11521] * v0; a5_1 += wr[11521] * v1;
+                        a6_0 += wr[13825] * v0; a6_1 += wr[13825] * v1;
+                        a7_0 += wr[16129] * v0; a7_1 += wr[16129] * v1;
+                        a8_0 += wr[18433] * v0; a8_1 += wr[18433] * v1;
+                        a9_0 += wr[20737] * v0; a9_1 += wr[20737] * v1;
+                        a10_0 += wr[23041] * v0; a10_1 += wr[23041] * v1;
+                        a11_0 += wr[25345] * v0; a11_1 += wr[25345] * v1;
                     }
-                    VSTORE(yh + (oy * 28 + x0 + 0) * 512 + (v0 + 0) * 16, a0_0); VSTORE(yh + (oy * 28 + x0 + 0) * 512 + (v0 + 1) * 16, a0_1); VSTORE(yh + (oy * 28 + x0 + 0) * 512 + (v0 + 2) * 16, a0_2); VSTORE(yh + (oy * 28 + x0 + 0) * 512 + (v0 + 3) * 16, a0_3);
-                    VSTORE(yh + (oy * 28 + x0 + 1) * 512 + (v0 + 0) * 16, a1_0); VSTORE(yh + (oy * 28 + x0 + 1) * 512 + (v0 + 1) * 16, a1_1); VSTORE(yh + (oy * 28 + x0 + 1) * 512 + (v0 + 2) * 16, a1_2); VSTORE(yh + (oy * 28 + x0 + 1) * 512 + (v0 + 3) * 16, a1_3);
-                    VSTORE(yh + (oy * 28 + x0 + 2) * 512 + (v0 + 0) * 16, a2_0); VSTORE(yh + (oy * 28 + x0 + 2) * 512 + (v0 + 1) * 16, a2_1); VSTORE(yh + (oy * 28 + x0 + 2) * 512 + (v0 + 2) * 16, a2_2); VSTORE(yh + (oy * 28 + x0 + 2) * 512 + (v0 + 3) * 16, a2_3);
-                    VSTORE(yh + (oy * 28 + x0 + 3) * 512 + (v0 + 0) * 16, a3_0); VSTORE(yh + (oy * 28 + x0 + 3) * 512 + (v0 + 1) * 16, a3_1); VSTORE(yh + (oy * 28 + x0 + 3) * 512 + (v0 + 2) * 16, a3_2); VSTORE(yh + (oy * 28 + x0 + 3) * 512 + (v0 + 3) * 16, a3_3);
+                    {
+                        cg_v v0 = VLOAD(xr + 2), v1 = VLOAD(xr + 14); VKEEP(v0); VKEEP(v1);
+                        a0_0 += wr[2] * v0; a0_1 += wr[2] * v1;
+                        a1_0 += wr[2306] * v0; a1_1 += wr[2306] * v1;
+                        a2_0 += wr[4610] * v0; a2_1 += wr[4610] * v1;
+                        a3_0 += wr[6914] * v0; a3_1 += wr[6914] * v1;
+                        a4_0 += wr[9218] * v0; a4_1 += wr[9218] * v1;
+                        a5_0 += wr[11522] * v0; a5_1 += wr[11522] * v1;
+                        a6_0 += wr[13826] * v0; a6_1 += wr[13826] * v1;
+                        a7_0 += wr[16130] * v0; a7_1 += wr[16130] * v1;
+                        a8_0 += wr[18434] * v0; a8_1 += wr[18434] * v1;
+                        a9_0 += wr[20738] * v0; a9_1 += wr[20738] * v1;
+                        a10_0 += wr[23042] * v0; a10_1 += wr[23042] * v1;
+                        a11_0 += wr[25346] * v0; a11_1 += wr[25346] * v1;
+                    }
+                    {
+                        cg_v v0 = VLOAD(xr + 30), v1 = VLOAD(xr + 42); VKEEP(v0); VKEEP(v1);
+                        a0_0 += wr[3] * v0; a0_1 += wr[3] * v1;
+                        a1_0 += wr[2307] * v0; a1_1 += wr[2307] * v1;
+                        a2_0 += wr[4611] * v0; a2_1 += wr[4611] * v1;
+                        a3_0 += wr[6915] * v0; a3_1 += wr[6915] * v1;
+                        a4_0 += wr[9219] * v0; a4_1 += wr[9219] * v1;
+                        a5_0 += wr[11523] * v0; a5_1 += wr[11523] * v1;
+                        a6_0 += wr[13827] * v0; a6_1 += wr[13827] * v1;
+                        a7_0 += wr[16131] * v0; a7_1 += wr[16131] * v1;
+                        a8_0 += wr[18435] * v0; a8_1 += wr[18435] * v1;
+                        a9_0 += wr[20739] * v0; a9_1 += wr[20739] * v1;
+                        a10_0 += wr[23043] * v0; a10_1 += wr[23043] * v1;
+                        a11_0 += wr[25347] * v0; a11_1 += wr[25347] * v1;
+                    }
+                    {
+                        cg_v v0 = VLOAD(xr + 31), v1 = VLOAD(xr + 43); VKEEP(v0); VKEEP(v1);
+                        a0_0 += wr[4] * v0; a0_1 += wr[4] * v1;
+                        a1_0 += wr[2308] * v0; a1_1 += wr[2308] * v1;
+                        a2_0 += wr[4612] * v0; a2_1 += wr[4612] * v1;
+                        a3_0 += wr[6916] * v0; a3_1 += wr[6916] * v1;
+                        a4_0 += wr[9220] * v0; a4_1 += wr[9220] * v1;
+                        a5_0 += wr[11524] * v0; a5_1 += wr[11524] * v1;
+                        a6_0 += wr[13828] * v0; a6_1 += wr[13828] * v1;
+                        a7_0 += wr[16132] * v0; a7_1 += wr[16132] * v1;
+                        a8_0 += wr[18436] * v0; a8_1 += wr[18436] * v1;
+                        a9_0 += wr[20740] * v0; a9_1 += wr[20740] * v1;
+                        a10_0 += wr[23044] * v0; a10_1 += wr[23044] * v1;
+                        a11_0 += wr[25348] * v0; a11_1 += wr[25348] * v1;
+                    }
+                    {
+                        cg_v v0 = VLOAD(xr + 32), v1 = VLOAD(xr + 44); VKEEP(v0); VKEEP(v1);
+                        a0_0 += wr[5] * v0; a0_1 += wr[5] * v1;
+                        a1_0 += wr[2309] * v0; a1_1 += wr[2309] * v1;
+                        a2_0 += wr[4613] * v0; a2_1 += wr[4613] * v1;
+                        a3_0 += wr[6917] * v0; a3_1 += wr[6917] * v1;
+                        a4_0 += wr[9221] * v0; a4_1 += wr[9221] * v1;
+                        a5_0 += wr[11525] * v0; a5_1 += wr[11525] * v1;
+                        a6_0 += wr[13829] * v0; a6_1 += wr[13829] * v1;
+                        a7_0 += wr[16133] * v0; a7_1 += wr[16133] * v1;
+                        a8_0 += wr[18437] * v0; a8_1 += wr[18437] * v1;
+                        a9_0 += wr[20741] * v0; a9_1 += wr[20741] * v1;
+                        a10_0 += wr[23045] * v0; a10_1 += wr[23045] * v1;
+                        a11_0 += wr[25349] * v0; a11_1 += wr[25349] * v1;
+                    }
+                    {
+                        cg_v v0 = VLOAD(xr + 60), v1 = VLOAD(xr + 72); VKEEP(v0); VKEEP(v1);
+                        a0_0 += wr[6] * v0; a0_1 += wr[6] * v1;
+                        a1_0 += wr[2310] * v0; a1_1 += wr[2310] * v1;
+                        a2_0 += wr[4614] * v0; a2_1 += wr[4614] * v1;
+                        a3_0 += wr[6918] * v0; a3_1 += wr[6918] * v1;
+                        a4_0 += wr[9222] * v0; a4_1 += wr[9222] * v1;
+                        a5_0 += wr[11526] * v0; a5_1 += wr[11526] * v1;
+                        a6_0 += wr[13830] * v0; a6_1 += wr[13830] * v1;
+                        a7_0 += wr[16134] * v0; a7_1 += wr[16134] * v1;
+                        a8_0 += wr[18438] * v0; a8_1 += wr[18438] * v1;
+                        a9_0 += wr[20742] * v0; a9_1 += wr[20742] * v1;
+                        a10_0 += wr[23046] * v0; a10_1 += wr[23046] * v1;
+                        a11_0 += wr[25350] * v0; a11_1 += wr[25350] * v1;
+                    }
+                    {
+                        cg_v v0 = VLOAD(xr + 61), v1 = VLOAD(xr + 73); VKEEP(v0); VKEEP(v1);
+                        a0_0 += wr[7] * v0; a0_1 += wr[7] * v1;
+                        a1_0 += wr[2311] * v0; a1_1 += wr[2311] * v1;
+                        a2_0 += wr[4615] * v0; a2_1 += wr[4615] * v1;
+                        a3_0 += wr[6919] * v0; a3_1 += wr[6919] * v1;
+                        a4_0 += wr[9223] * v0; a4_1 += wr[9223] * v1;
+                        a5_0 += wr[11527] * v0; a5_1 += wr[11527] * v1;
+                        a6_0 += wr[13831] * v0; a6_1 += wr[13831] * v1;
+                        a7_0 += wr[16135] * v0; a7_1 += wr[16135] * v1;
+                        a8_0 += wr[18439] * v0; a8_1 += wr[18439] * v1;
+                        a9_0 += wr[20743] * v0; a9_1 += wr[20743] * v1;
+                        a10_0 += wr[23047] * v0; a10_1 += wr[23047] * v1;
+                        a11_0 += wr[25351] * v0; a11_1 += wr[25351] * v1;
+                    }
+                    {
+                        cg_v v0 = VLOAD(xr + 62), v1 = VLOAD(xr + 74); VKEEP(v0); VKEEP(v1);
+                        a0_0 += wr[8] * v0; a0_1 += wr[8] * v1;
+                        a1_0 += wr[2312] * v0; a1_1 += wr[2312] * v1;
+                        a2_0 += wr[4616] * v0; a2_1 += wr[4616] * v1;
+                        a3_0 += wr[6920] * v0; a3_1 += wr[6920] * v1;
+                        a4_0 += wr[9224] * v0; a4_1 += wr[9224] * v1;
+                        a5_0 += wr[11528] * v0; a5_1 += wr[11528] * v1;
+                        a6_0 += wr[13832] * v0; a6_1 += wr[13832] * v1;
+                        a7_0 += wr[16136] * v0; a7_1 += wr[16136] * v1;
+                        a8_0 += wr[18440] * v0; a8_1 += wr[18440] * v1;
+                        a9_0 += wr[20744] * v0; a9_1 += wr[20744] * v1;
+                        a10_0 += wr[23048] * v0; a10_1 += wr[23048] * v1;
+                        a11_0 += wr[25352] * v0; a11_1 += wr[25352] * v1;
+                    }
                 }
+                VSTORE(yr + (size_t)(co0 + 0) * 784 + x0 + 0, a0_0); VSTORE(yr + (size_t)(co0 + 0) * 784 + x0 + 12, a0_1);
+                VSTORE(yr + (size_t)(co0 + 1) * 784 + x0 + 0, a1_0); VSTORE(yr + (size_t)(co0 + 1) * 784 + x0 + 12, a1_1);
+                VSTORE(yr + (size_t)(co0 + 2) * 784 + x0 + 0, a2_0); VSTORE(yr + (size_t)(co0 + 2) * 784 + x0 + 12, a2_1);
+                VSTORE(yr + (size_t)(co0 + 3) * 784 + x0 + 0, a3_0); VSTORE(yr + (size_t)(co0 + 3) * 784 + x0 + 12, a3_1);
+                VSTORE(yr + (size_t)(co0 + 4) * 784 + x0 + 0, a4_0); VSTORE(yr + (size_t)(co0 + 4) * 784 + x0 + 12, a4_1);
+                VSTORE(yr + (size_t)(co0 + 5) * 784 + x0 + 0, a5_0); VSTORE(yr + (size_t)(co0 + 5) * 784 + x0 + 12, a5_1);
+                VSTORE(yr + (size_t)(co0 + 6) * 784 + x0 + 0, a6_0); VSTORE(yr + (size_t)(co0 + 6) * 784 + x0 + 12, a6_1);
+                VSTORE(yr + (size_t)(co0 + 7) * 784 + x0 + 0, a7_0); VSTORE(yr + (size_t)(co0 + 7) * 784 + x0 + 12, a7_1);
+                VSTORE(yr + (size_t)(co0 + 8) * 784 + x0 + 0, a8_0); VSTORE(yr + (size_t)(co0 + 8) * 784 + x0 + 12, a8_1);
+                VSTORE(yr + (size_t)(co0 + 9) * 784 + x0 + 0, a9_0); VSTORE(yr + (size_t)(co0 + 9) * 784 + x0 + 12, a9_1);
+                VSTORE(yr + (size_t)(co0 + 10) * 784 + x0 + 0, a10_0); VSTORE(yr + (size_t)(co0 + 10) * 784 + x0 + 12, a10_1);
+                VSTORE(yr + (size_t)(co0 + 11) * 784 + x0 + 0, a11_0); VSTORE(yr + (size_t)(co0 + 11) * 784 + x0 + 12, a11_1);
             }
         }
-        for (int co = 0; co < 512; co++)
-            for (int i = 0; i < 784; i++) yn[co * 784 + i] = yh[i * 512 + co];
+        {
+            const int co0 = 504;
+            {
+                const int x0 = 0;
+                cg_v a0_0 = vsplat(b[co0 + 0]), a0_1 = vsplat(b[co0 + 0]);
+                cg_v a1_0 = vsplat(b[co0 + 1]), a1_1 = vsplat(b[co0 + 1]);
+                cg_v a2_0 = vsplat(b[co0 + 2]), a2_1 = vsplat(b[co0 + 2]);
+                cg_v a3_0 = vsplat(b[co0 + 3]), a3_1 = vsplat(b[co0 + 3]);
+                cg_v a4_0 = vsplat(b[co0 + 4]), a4_1 = vsplat(b[co0 + 4]);
+                cg_v a5_0 = vsplat(b[co0 + 5]), a5_1 = vsplat(b[co0 + 5]);
+                cg_v a6_0 = vsplat(b[co0 + 6]), a6_1 = vsplat(b[co0 + 6]);
+                cg_v a7_0 = vsplat(b[co0 + 7]), a7_1 = vsplat(b[co0 + 7]);
+                for (int ci = 0; ci < 256; ci++) {
+                    const float *restrict xr = xr0 + (size_t)ci * 900 + x0;
+                    const float *restrict wr = w + (size_t)co0 * 2304 + ci * 9;
+                    {
+                        cg_v v0 = VLOAD(xr + 0), v1 = VLOAD(xr + 12); VKEEP(v0); VKEEP(v1);
+                        a0_0 += wr[0] * v0; a0_1 += wr[0] * v1;
+                        a1_0 += wr[2304] * v0; a1_1 += wr[2304] * v1;
+                        a2_0 += wr[4608] * v0; a2_1 += wr[4608] * v1;
+                        a3_0 += wr[6912] * v0; a3_1 += wr[6912] * v1;
+                        a4_0 += wr[9216] * v0; a4_1 += wr[9216] * v1;
+                        a5_0 += wr[11520] * v0; a5_1 += wr[11520] * v1;
+                        a6_0 += wr[13824] * v0; a6_1 += wr[13824] * v1;
+                        a7_0 += wr[16128] * v0; a7_1 += wr[16128] * v1;
+                    }
+                    {
+                        cg_v v0 = VLOAD(xr + 1), v1 = VLOAD(xr + 13); VKEEP(v0); VKEEP(v1);
+                        a0_0 += wr[1] * v0; a0_1 += wr[1] * v1;
+                        a1_0 += wr[2305] * v0; a1_1 += wr[2305] * v1;
+                        a2_0 += wr[4609] * v0; a2_1 += wr[4609] * v1;
+                        a3_0 += wr[6913] * v0; a3_1 += wr[6913] * v1;
+                        a4_0 += wr[9217] * v0; a4_1 += wr[9217] * v1;
+                        a5_0 += wr[11521] * v0; a5_1 += wr[11521] * v1;
+                        a6_0 += wr[13825] * v0; a6_1 += wr[13825] * v1;
+                        a7_0 += wr[16129] * v0; a7_1 += wr[16129] * v1;
+                    }
+                    {
+                        cg_v v0 = VLOAD(xr + 2), v1 = VLOAD(xr + 14); VKEEP(v0); VKEEP(v1);
+                        a0_0 += wr[2] * v0; a0_1 += wr[2] * v1;
+                        a1_0 += wr[2306] * v0; a1_1 += wr[2306] * v1;
+                        a2_0 += wr[4610] * v0; a2_1 += wr[4610] * v1;
+                        a3_0 += wr[6914] * v0; a3_1 += wr[6914] * v1;
+                        a4_0 += wr[9218] * v0; a4_1 += wr[9218] * v1;
+                        a5_0 += wr[11522] * v0; a5_1 += wr[11522] * v1;
+                        a6_0 += wr[13826] * v0; a6_1 += wr[13826] * v1;
+                        a7_0 += wr[16130] * v0; a7_1 += wr[16130] * v1;
+                    }
+                    {
+                        cg_v v0 = VLOAD(xr + 30), v1 = VLOAD(xr + 42); VKEEP(v0); VKEEP(v1);
+                        a0_0 += wr[3] * v0; a0_1 += wr[3] * v1;
+                        a1_0 += wr[2307] * v0; a1_1 += wr[2307] * v1;
+                        a2_0 += wr[4611] * v0; a2_1 += wr[4611] * v1;
+                        a3_0 += wr[6915] * v0; a3_1 += wr[6915] * v1;
+                        a4_0 += wr[9219] * v0; a4_1 += wr[9219] * v1;
+                        a5_0 += wr[11523] * v0; a5_1 += wr[11523] * v1;
+                        a6_0 += wr[13827] * v0; a6_1 += wr[13827] * v1;
+                        a7_0 += wr[16131] * v0; a7_1 += wr[16131] * v1;
+                    }
+                    {
+                        cg_v v0 = VLOAD(xr + 31), v1 = VLOAD(xr + 43); VKEEP(v0); VKEEP(v1);
+                        a0_0 += wr[4] * v0; a0_1 += wr[4] * v1;
+                        a1_0 += wr[2308] * v0; a1_1 += wr[2308] * v1;
+                        a2_0 += wr[4612] * v0; a2_1 += wr[4612] * v1;
+                        a3_0 += wr[6916] * v0; a3_1 += wr[6916] * v1;
+                        a4_0 += wr[9220] * v0; a4_1 += wr[9220] * v1;
+                        a5_0 += wr[11524] * v0; a5_1 += wr[11524] * v1;
+                        a6_0 += wr[13828] * v0; a6_1 += wr[13828] * v1;
+                        a7_0 += wr[16132] * v0; a7_1 += wr[16132] * v1;
+                    }
+                    {
+                        cg_v v0 = VLOAD(xr + 32), v1 = VLOAD(xr + 44); VKEEP(v0); VKEEP(v1);
+                        a0_0 += wr[5] * v0; a0_1 += wr[5] * v1;
+                        a1_0 += wr[2309] * v0; a1_1 += wr[2309] * v1;
+                        a2_0 += wr[4613] * v0; a2_1 += wr[4613] * v1;
+                        a3_0 += wr[6917] * v0; a3_1 += wr[6917] * v1;
+                        a4_0 += wr[9221] * v0; a4_1 += wr[9221] * v1;
+                        a5_0 += wr[11525] * v0; a5_1 += wr[11525] * v1;
+                        a6_0 += wr[13829] * v0; a6_1 += wr[13829] * v1;
+                        a7_0 += wr[16133] * v0; a7_1 += wr[16133] * v1;
+                    }
+                    {
+                        cg_v v0 = VLOAD(xr + 60), v1 = VLOAD(xr + 72); VKEEP(v0); VKEEP(v1);
+                        a0_0 += wr[6] * v0; a0_1 += wr[6] * v1;
+                        a1_0 += wr[2310] * v0; a1_1 += wr[2310] * v1;
+                        a2_0 += wr[4614] * v0; a2_1 += wr[4614] * v1;
+                        a3_0 += wr[6918] * v0; a3_1 += wr[6918] * v1;
+                        a4_0 += wr[9222] * v0; a4_1 += wr[9222] * v1;
+                        a5_0 += wr[11526] * v0; a5_1 += wr[11526] * v1;
+                        a6_0 += wr[13830] * v0; a6_1 += wr[13830] * v1;
+                        a7_0 += wr[16134] * v0; a7_1 += wr[16134] * v1;
+                    }
+                    {
+                        cg_v v0 = VLOAD(xr + 61), v1 = VLOAD(xr + 73); VKEEP(v0); VKEEP(v1);
+                        a0_0 += wr[7] * v0; a0_1 += wr[7] * v1;
+                        a1_0 += wr[2311] * v0; a1_1 += wr[2311] * v1;
+                        a2_0 += wr[4615] * v0; a2_1 += wr[4615] * v1;
+                        a3_0 += wr[6919] * v0; a3_1 += wr[6919] * v1;
+                        a4_0 += wr[9223] * v0; a4_1 += wr[9223] * v1;
+                        a5_0 += wr[11527] * v0; a5_1 += wr[11527] * v1;
+                        a6_0 += wr[13831] * v0; a6_1 += wr[13831] * v1;
+                        a7_0 += wr[16135] * v0; a7_1 += wr[16135] * v1;
+                    }
+                    {
+                        cg_v v0 = VLOAD(xr + 62), v1 = VLOAD(xr + 74); VKEEP(v0); VKEEP(v1);
+                        a0_0 += wr[8] * v0; a0_1 += wr[8] * v1;
+                        a1_0 += wr[2312] * v0; a1_1 += wr[2312] * v1;
+                        a2_0 += wr[4616] * v0; a2_1 += wr[4616] * v1;
+                        a3_0 += wr[6920] * v0; a3_1 += wr[6920] * v1;
+                        a4_0 += wr[9224] * v0; a4_1 += wr[9224] * v1;
+                        a5_0 += wr[11528] * v0; a5_1 += wr[11528] * v1;
+                        a6_0 += wr[13832] * v0; a6_1 += wr[13832] * v1;
+                        a7_0 += wr[16136] * v0; a7_1 += wr[16136] * v1;
+                    }
+                }
+                VSTORE(yr + (size_t)(co0 + 0) * 784 + x0 + 0, a0_0); VSTORE(yr + (size_t)(co0 + 0) * 784 + x0 + 12, a0_1);
+                VSTORE(yr + (size_t)(co0 + 1) * 784 + x0 + 0, a1_0); VSTORE(yr + (size_t)(co0 + 1) * 784 + x0 + 12, a1_1);
+                VSTORE(yr + (size_t)(co0 + 2) * 784 + x0 + 0, a2_0); VSTORE(yr + (size_t)(co0 + 2) * 784 + x0 + 12, a2_1);
+                VSTORE(yr + (size_t)(co0 + 3) * 784 + x0 + 0, a3_0); VSTORE(yr + (size_t)(co0 + 3) * 784 + x0 + 12, a3_1);
+                VSTORE(yr + (size_t)(co0 + 4) * 784 + x0 + 0, a4_0); VSTORE(yr + (size_t)(co0 + 4) * 784 + x0 + 12, a4_1);
+                VSTORE(yr + (size_t)(co0 + 5) * 784 + x0 + 0, a5_0); VSTORE(yr + (size_t)(co0 + 5) * 784 + x0 + 12, a5_1);
+                VSTORE(yr + (size_t)(co0 + 6) * 784 + x0 + 0, a6_0); VSTORE(yr + (size_t)(co0 + 6) * 784 + x0 + 12, a6_1);
+                VSTORE(yr + (size_t)(co0 + 7) * 784 + x0 + 0, a7_0); VSTORE(yr + (size_t)(co0 + 7) * 784 + x0 + 12, a7_1);
+            }
+        }
     }
 }
 
 static void l17_conv2d_backward(float *restrict G, float *restrict S, const float *restrict dy, int nb)
 {
     float *restrict gw = G + 1735488;
+    const float *restrict xp = S + 0;
     float *restrict gb = G + 2915136;
-    float *restrict dyh = S + 2042368;
-    /* dy of every sample -> channels-last, padded channels zero */
     CG_PARALLEL_FOR
-    for (int n = 0; n < nb; n++) {
-        float *restrict dn = dyh + (size_t)n * 401408;
-        for (int i = 0; i < 784; i++)
-            for (int co = 0; co < 512; co++) dn[i * 512 + co] = co < 512 ? dy[(size_t)n * 401408 + co * 784 + i] : 0.0f;
-    }
     for (int co = 0; co < 512; co++) {
-        float s = 0.0f;
-        for (int n = 0; n < nb; n++)
-            for (int i = 0; i < 784; i++) s += dy[(size_t)n * 401408 + co * 784 + i];
-        gb[co] += s;
-    }
-    CG_PARALLEL_FOR
-    for (int p0 = 0; p0 < 2304; p0 += 6) {
-        int off[6], gidx[6];
-        for (int j = 0; j < 6; j++) {
-            const int q = p0 + j, ci = q / 9, k = q % 9, ky = k / 3, kx = k % 3;
-            off[j] = (ky * 1 * 30 + kx * 1) * 256 + ci;
-            gidx[j] = ci * 9 + k;
+        cg_v s = vsplat(0.0f);
+        for (int n = 0; n < nb; n++) {
+            const float *restrict d = dy + ((size_t)n * 512 + co) * 784;
+            for (int i = 0; i < 784; i += 16) s += VLOAD(d + i);
         }
-        for (int v0 = 0; v0 < 32; v0 += 4) {
-            cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f);
-            cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f), a1_3 = vsplat(0.0f);
-            cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f), a2_2 = vsplat(0.0f), a2_3 = vsplat(0.0f);
-            cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f), a3_2 = vsplat(0.0f), a3_3 = vsplat(0.0f);
-            cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f), a4_2 = vsplat(0.0f), a4_3 = vsplat(0.0f);
-            cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f), a5_2 = vsplat(0.0f), a5_3 = vsplat(0.0f);
-            for (int n = 0; n < nb; n++) {
-                const float *restrict xp = S + 0 + (size_t)n * 230400;
-                const float *restrict dn = dyh + (size_t)n * 401408 + v0 * 16;
-                for (int oy = 0; oy < 28; oy++) {
-                    for (int ox = 0; ox < 28; ox++) {
-                        const float *restrict xr = xp + (oy * 30 + ox) * 256;
-                        const cg_v d0 = VLOAD(dn + (oy * 28 + ox) * 512 + 0), d1 = VLOAD(dn + (oy * 28 + ox) * 512 + 16), d2 = VLOAD(dn + (oy * 28 + ox) * 512 + 32), d3 = VLOAD(dn + (oy * 28 + ox) * 512 + 48);
-                        a0_0 += xr[off[0]] * d0; a0_1 += xr[off[0]] * d1; a0_2 += xr[off[0]] * d2; a0_3 += xr[off[0]] * d3;
-                        a1_0 += xr[off[1]] * d0; a1_1 += xr[off[1]] * d1; a1_2 += xr[off[1]] * d2; a1_3 += xr[off[1]] * d3;
-                        a2_0 += xr[off[2]] * d0; a2_1 += xr[off[2]] * d1; a2_2 += xr[off[2]] * d2; a2_3 += xr[off[2]] * d3;
-                        a3_0 += xr[off[3]] * d0; a3_1 += xr[off[3]] * d1; a3_2 += xr[off[3]] * d2; a3_3 += xr[off[3]] * d3;
-                        a4_0 += xr[off[4]] * d0; a4_1 += xr[off[4]] * d1; a4_2 += xr[off[4]] * d2; a4_3 += xr[off[4]] * d3;
-                        a5_0 += xr[off[5]] * d0; a5_1 += xr[off[5]] * d1; a5_2 += xr[off[5]] * d2; a5_3 += xr[off[5]] * d3;
+        gb[co] += vsum(s);
+    }
+    /* tiles of 2 output channels x 9 taps (3 kernel rows) of one input channel */
+    /* lanes of the last, overlapping vector of a row already counted by the one before */
+    const cg_vi mk = {0, 0, 0, 0, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1};
+    CG_PARALLEL_FOR
+    for (int t = 0; t < 65536; t++) {
+        const int co0 = t / 256 * 2, ci = t % 256;
+        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f), a0_4 = vsplat(0.0f), a0_5 = vsplat(0.0f), a0_6 = vsplat(0.0f), a0_7 = vsplat(0.0f), a0_8 = vsplat(0.0f);
+        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f), a1_3 = vsplat(0.0f), a1_4 = vsplat(0.0f), a1_5 = vsplat(0.0f), a1_6 = vsplat(0.0f), a1_7 = vsplat(0.0f), a1_8 = vsplat(0.0f);
+        for (int n = 0; n < nb; n++) {
+            for (int oy = 0; oy < 28; oy += 4) {
+                const float *restrict dr = dy + ((size_t)n * 512 + co0) * 784 + oy * 28;
+                const float *restrict xr = xp + ((size_t)n * 256 + ci) * 900 + (oy) * 30;
+                for (int x = 0; x < 16; x += 16) {
+                    const cg_v d0_0 = VLOAD(dr + 0 + x), d0_1 = VLOAD(dr + 784 + x);
+                    const cg_v d1_0 = VLOAD(dr + 28 + x), d1_1 = VLOAD(dr + 812 + x);
+                    const cg_v d2_0 = VLOAD(dr + 56 + x), d2_1 = VLOAD(dr + 840 + x);
+                    const cg_v d3_0 = VLOAD(dr + 84 + x), d3_1 = VLOAD(dr + 868 + x);
+                    {
+                        cg_v v = VLOAD(xr + 0 + x); VKEEP(v); a0_0 += d0_0 * v; a1_0 += d0_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 1 + x); VKEEP(v); a0_1 += d0_0 * v; a1_1 += d0_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 2 + x); VKEEP(v); a0_2 += d0_0 * v; a1_2 += d0_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 30 + x); VKEEP(v); a0_3 += d0_0 * v; a1_3 += d0_1 * v; a0_0 += d1_0 * v; a1_0 += d1_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 31 + x); VKEEP(v); a0_4 += d0_0 * v; a1_4 += d0_1 * v; a0_1 += d1_0 * v; a1_1 += d1_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 32 + x); VKEEP(v); a0_5 += d0_0 * v; a1_5 += d0_1 * v; a0_2 += d1_0 * v; a1_2 += d1_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 60 + x); VKEEP(v); a0_6 += d0_0 * v; a1_6 += d0_1 * v; a0_3 += d1_0 * v; a1_3 += d1_1 * v; a0_0 += d2_0 * v; a1_0 += d2_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 61 + x); VKEEP(v); a0_7 += d0_0 * v; a1_7 += d0_1 * v; a0_4 += d1_0 * v; a1_4 += d1_1 * v; a0_1 += d2_0 * v; a1_1 += d2_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 62 + x); VKEEP(v); a0_8 += d0_0 * v; a1_8 += d0_1 * v; a0_5 += d1_0 * v; a1_5 += d1_1 * v; a0_2 += d2_0 * v; a1_2 += d2_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 90 + x); VKEEP(v); a0_6 += d1_0 * v; a1_6 += d1_1 * v; a0_3 += d2_0 * v; a1_3 += d2_1 * v; a0_0 += d3_0 * v; a1_0 += d3_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 91 + x); VKEEP(v); a0_7 += d1_0 * v; a1_7 += d1_1 * v; a0_4 += d2_0 * v; a1_4 += d2_1 * v; a0_1 += d3_0 * v; a1_1 += d3_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 92 + x); VKEEP(v); a0_8 += d1_0 * v; a1_8 += d1_1 * v; a0_5 += d2_0 * v; a1_5 += d2_1 * v; a0_2 += d3_0 * v; a1_2 += d3_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 120 + x); VKEEP(v); a0_6 += d2_0 * v; a1_6 += d2_1 * v; a0_3 += d3_0 * v; a1_3 += d3_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 121 + x); VKEEP(v); a0_7 += d2_0 * v; a1_7 += d2_1 * v; a0_4 += d3_0 * v; a1_4 += d3_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 122 + x); VKEEP(v); a0_8 += d2_0 * v; a1_8 += d2_1 * v; a0_5 += d3_0 * v; a1_5 += d3_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 150 + x); VKEEP(v); a0_6 += d3_0 * v; a1_6 += d3_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 151 + x); VKEEP(v); a0_7 += d3_0 * v; a1_7 += d3_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 152 + x); VKEEP(v); a0_8 += d3_0 * v; a1_8 += d3_1 * v;
+                    }
+                }
+                {
+                    const cg_v d0_0 = VSEL(mk, VLOAD(dr + 0 + 12), vsplat(0.0f)), d0_1 = VSEL(mk, VLOAD(dr + 784 + 12), vsplat(0.0f));
+                    const cg_v d1_0 = VSEL(mk, VLOAD(dr + 28 + 12), vsplat(0.0f)), d1_1 = VSEL(mk, VLOAD(dr + 812 + 12), vsplat(0.0f));
+                    const cg_v d2_0 = VSEL(mk, VLOAD(dr + 56 + 12), vsplat(0.0f)), d2_1 = VSEL(mk, VLOAD(dr + 840 + 12), vsplat(0.0f));
+                    const cg_v d3_0 = VSEL(mk, VLOAD(dr + 84 + 12), vsplat(0.0f)), d3_1 = VSEL(mk, VLOAD(dr + 868 + 12), vsplat(0.0f));
+                    {
+                        cg_v v = VLOAD(xr + 0 + 12); VKEEP(v); a0_0 += d0_0 * v; a1_0 += d0_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 1 + 12); VKEEP(v); a0_1 += d0_0 * v; a1_1 += d0_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 2 + 12); VKEEP(v); a0_2 += d0_0 * v; a1_2 += d0_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 30 + 12); VKEEP(v); a0_3 += d0_0 * v; a1_3 += d0_1 * v; a0_0 += d1_0 * v; a1_0 += d1_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 31 + 12); VKEEP(v); a0_4 += d0_0 * v; a1_4 += d0_1 * v; a0_1 += d1_0 * v; a1_1 += d1_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 32 + 12); VKEEP(v); a0_5 += d0_0 * v; a1_5 += d0_1 * v; a0_2 += d1_0 * v; a1_2 += d1_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 60 + 12); VKEEP(v); a0_6 += d0_0 * v; a1_6 += d0_1 * v; a0_3 += d1_0 * v; a1_3 += d1_1 * v; a0_0 += d2_0 * v; a1_0 += d2_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 61 + 12); VKEEP(v); a0_7 += d0_0 * v; a1_7 += d0_1 * v; a0_4 += d1_0 * v; a1_4 += d1_1 * v; a0_1 += d2_0 * v; a1_1 += d2_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 62 + 12); VKEEP(v); a0_8 += d0_0 * v; a1_8 += d0_1 * v; a0_5 += d1_0 * v; a1_5 += d1_1 * v; a0_2 += d2_0 * v; a1_2 += d2_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 90 + 12); VKEEP(v); a0_6 += d1_0 * v; a1_6 += d1_1 * v; a0_3 += d2_0 * v; a1_3 += d2_1 * v; a0_0 += d3_0 * v; a1_0 += d3_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 91 + 12); VKEEP(v); a0_7 += d1_0 * v; a1_7 += d1_1 * v; a0_4 += d2_0 * v; a1_4 += d2_1 * v; a0_1 += d3_0 * v; a1_1 += d3_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 92 + 12); VKEEP(v); a0_8 += d1_0 * v; a1_8 += d1_1 * v; a0_5 += d2_0 * v; a1_5 += d2_1 * v; a0_2 += d3_0 * v; a1_2 += d3_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 120 + 12); VKEEP(v); a0_6 += d2_0 * v; a1_6 += d2_1 * v; a0_3 += d3_0 * v; a1_3 += d3_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 121 + 12); VKEEP(v); a0_7 += d2_0 * v; a1_7 += d2_1 * v; a0_4 += d3_0 * v; a1_4 += d3_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 122 + 12); VKEEP(v); a0_8 += d2_0 * v; a1_8 += d2_1 * v; a0_5 += d3_0 * v; a1_5 += d3_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 150 + 12); VKEEP(v); a0_6 += d3_0 * v; a1_6 += d3_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 151 + 12); VKEEP(v); a0_7 += d3_0 * v; a1_7 += d3_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 152 + 12); VKEEP(v); a0_8 += d3_0 * v; a1_8 += d3_1 * v;
                     }
                 }
             }
-            for (int l = 0; l < 16 && (v0 + 0) * 16 + l < 512; l++) gw[((v0 + 0) * 16 + l) * 2304 + gidx[0]] += a0_0[l];
-            for (int l = 0; l < 16 && (v0 + 1) * 16 + l < 512; l++) gw[((v0 + 1) * 16 + l) * 2304 + gidx[0]] += a0_1[l];
-            for (int l = 0; l < 16 && (v0 + 2) * 16 + l < 512; l++) gw[((v0 + 2) * 16 + l) * 2304 + gidx[0]] += a0_2[l];
-            for (int l = 0; l < 16 && (v0 + 3) * 16 + l < 512; l++) gw[((v0 + 3) * 16 + l) * 2304 + gidx[0]] += a0_3[l];
-            for (int l = 0; l < 16 && (v0 + 0) * 16 + l < 512; l++) gw[((v0 + 0) * 16 + l) * 2304 + gidx[1]] += a1_0[l];
-            for (int l = 0; l < 16 && (v0 + 1) * 16 + l < 512; l++) gw[((v0 + 1) * 16 + l) * 2304 + gidx[1]] += a1_1[l];
-            for (int l = 0; l < 16 && (v0 + 2) * 16 + l < 512; l++) gw[((v0 + 2) * 16 + l) * 2304 + gidx[1]] += a1_2[l];
-            for (int l = 0; l < 16 && (v0 + 3) * 16 + l < 512; l++) gw[((v0 + 3) * 16 + l) * 2304 + gidx[1]] += a1_3[l];
-            for (int l = 0; l < 16 && (v0 + 0) * 16 + l < 512; l++) gw[((v0 + 0) * 16 + l) * 2304 + gidx[2]] += a2_0[l];
-            for (int l = 0; l < 16 && (v0 + 1) * 16 + l < 512; l++) gw[((v0 + 1) * 16 + l) * 2304 + gidx[2]] += a2_1[l];
-            for (int l = 0; l < 16 && (v0 + 2) * 16 + l < 512; l++) gw[((v0 + 2) * 16 + l) * 2304 + gidx[2]] += a2_2[l];
-            for (int l = 0; l < 16 && (v0 + 3) * 16 + l < 512; l++) gw[((v0 + 3) * 16 + l) * 2304 + gidx[2]] += a2_3[l];
-            for (int l = 0; l < 16 && (v0 + 0) * 16 + l < 512; l++) gw[((v0 + 0) * 16 + l) * 2304 + gidx[3]] += a3_0[l];
-            for (int l = 0; l < 16 && (v0 + 1) * 16 + l < 512; l++) gw[((v0 + 1) * 16 + l) * 2304 + gidx[3]] += a3_1[l];
-            for (int l = 0; l < 16 && (v0 + 2) * 16 + l < 512; l++) gw[((v0 + 2) * 16 + l) * 2304 + gidx[3]] += a3_2[l];
-            for (int l = 0; l < 16 && (v0 + 3) * 16 + l < 512; l++) gw[((v0 + 3) * 16 + l) * 2304 + gidx[3]] += a3_3[l];
-            for (int l = 0; l < 16 && (v0 + 0) * 16 + l < 512; l++) gw[((v0 + 0) * 16 + l) * 2304 + gidx[4]] += a4_0[l];
-            for (int l = 0; l < 16 && (v0 + 1) * 16 + l < 512; l++) gw[((v0 + 1) * 16 + l) * 2304 + gidx[4]] += a4_1[l];
-            for (int l = 0; l < 16 && (v0 + 2) * 16 + l < 512; l++) gw[((v0 + 2) * 16 + l) * 2304 + gidx[4]] += a4_2[l];
-            for (int l = 0; l < 16 && (v0 + 3) * 16 + l < 512; l++) gw[((v0 + 3) * 16 + l) * 2304 + gidx[4]] += a4_3[l];
-            for (int l = 0; l < 16 && (v0 + 0) * 16 + l < 512; l++) gw[((v0 + 0) * 16 + l) * 2304 + gidx[5]] += a5_0[l];
-            for (int l = 0; l < 16 && (v0 + 1) * 16 + l < 512; l++) gw[((v0 + 1) * 16 + l) * 2304 + gidx[5]] += a5_1[l];
-            for (int l = 0; l < 16 && (v0 + 2) * 16 + l < 512; l++) gw[((v0 + 2) * 16 + l) * 2304 + gidx[5]] += a5_2[l];
-            for (int l = 0; l < 16 && (v0 + 3) * 16 + l < 512; l++) gw[((v0 + 3) * 16 + l) * 2304 + gidx[5]] += a5_3[l];
         }
+        gw[(size_t)(co0 + 0) * 2304 + ci * 9 + 0] += vsum(a0_0);
+        gw[(size_t)(co0 + 0) * 2304 + ci * 9 + 1] += vsum(a0_1);
+        gw[(size_t)(co0 + 0) * 2304 + ci * 9 + 2] += vsum(a0_2);
+        gw[(size_t)(co0 + 0) * 2304 + ci * 9 + 3] += vsum(a0_3);
+        gw[(size_t)(co0 + 0) * 2304 + ci * 9 + 4] += vsum(a0_4);
+        gw[(size_t)(co0 + 0) * 2304 + ci * 9 + 5] += vsum(a0_5);
+        gw[(size_t)(co0 + 0) * 2304 + ci * 9 + 6] += vsum(a0_6);
+        gw[(size_t)(co0 + 0) * 2304 + ci * 9 + 7] += vsum(a0_7);
+        gw[(size_t)(co0 + 0) * 2304 + ci * 9 + 8] += vsum(a0_8);
+        gw[(size_t)(co0 + 1) * 2304 + ci * 9 + 0] += vsum(a1_0);
+        gw[(size_t)(co0 + 1) * 2304 + ci * 9 + 1] += vsum(a1_1);
+        gw[(size_t)(co0 + 1) * 2304 + ci * 9 + 2] += vsum(a1_2);
+        gw[(size_t)(co0 + 1) * 2304 + ci * 9 + 3] += vsum(a1_3);
+        gw[(size_t)(co0 + 1) * 2304 + ci * 9 + 4] += vsum(a1_4);
+        gw[(size_t)(co0 + 1) * 2304 + ci * 9 + 5] += vsum(a1_5);
+        gw[(size_t)(co0 + 1) * 2304 + ci * 9 + 6] += vsum(a1_6);
+        gw[(size_t)(co0 + 1) * 2304 + ci * 9 + 7] += vsum(a1_7);
+        gw[(size_t)(co0 + 1) * 2304 + ci * 9 + 8] += vsum(a1_8);
     }
 }
 
 static void l17_conv2d_backward_dx(const float *restrict P, float *restrict S, const float *restrict dy, float *restrict dx, int nb)
 {
     const float *restrict w = P + 1735488;
-    float *restrict wf = S + 2845184, *restrict dyp = S + 4024832, *restrict dxh = S + 4485632;
-    for (int i = 0; i < 1179648; i++) wf[i] = 0.0f;
-    for (int co = 0; co < 512; co++)
-        for (int ci = 0; ci < 256; ci++)
-            for (int k = 0; k < 9; k++) wf[(co * 9 + k) * 256 + ci] = w[(co * 256 + ci) * 9 + k];
-    for (int n = 0; n < nb; n++) {
-        const float *restrict dn = dy + (size_t)n * 401408;
-        float *restrict dxn = dx + (size_t)n * 200704;
-        memset(dyp, 0, sizeof(float) * 460800);
-        for (int co = 0; co < 512; co++)
-            for (int oy = 0; oy < 28; oy++)
-                for (int ox = 0; ox < 28; ox++) dyp[((oy + 1) * 30 + ox + 1) * 512 + co] = dn[co * 784 + oy * 28 + ox];
-        CG_PARALLEL_FOR
-        for (int iy = 0; iy < 28; iy++) {
-            for (int v0 = 0; v0 < 16; v0 += 4) {
-                for (int x0 = 0; x0 < 24; x0 += 6) {
-                    cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f);
-                    cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f), a1_3 = vsplat(0.0f);
-                    cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f), a2_2 = vsplat(0.0f), a2_3 = vsplat(0.0f);
-                    cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f), a3_2 = vsplat(0.0f), a3_3 = vsplat(0.0f);
-                    cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f), a4_2 = vsplat(0.0f), a4_3 = vsplat(0.0f);
-                    cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f), a5_2 = vsplat(0.0f), a5_3 = vsplat(0.0f);
-                    for (int co = 0; co < 512; co++) {
-                        const float *restrict dr = dyp + (iy * 30 + x0) * 512 + co;
-                        const float *restrict wr = wf + co * 2304 + v0 * 16;
-                        {
-                            const cg_v w0 = VLOAD(wr + 0), w1 = VLOAD(wr + 16), w2 = VLOAD(wr + 32), w3 = VLOAD(wr + 48);
-                            a0_0 += dr[31744] * w0; a0_1 += dr[31744] * w1; a0_2 += dr[31744] * w2; a0_3 += dr[31744] * w3;
-                            a1_0 += dr[32256] * w0; a1_1 += dr[32256] * w1; a1_2 += dr[32256] * w2; a1_3 += dr[32256] * w3;
-                            a2_0 += dr[32768] * w0; a2_1 += dr[32768] * w1; a2_2 += dr[32768] * w2; a2_3 += dr[32768] * w3;
-                            a3_0 += dr[33280] * w0; a3_1 += dr[33280] * w1; a3_2 += dr[33280] * w2; a3_3 += dr[33280] * w3;
-                            a4_0 += dr[33792] * w0; a4_1 += dr[33792] * w1; a4_2 += dr[33792] * w2; a4_3 += dr[33792] * w3;
-                            a5_0 += dr[34304] * w0; a5_1 += dr[34304] * w1; a5_2 += dr[34304] * w2; a5_3 += dr[34304] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 256), w1 = VLOAD(wr + 272), w2 = VLOAD(wr + 288), w3 = VLOAD(wr + 304);
-                            a0_0 += dr[31232] * w0; a0_1 += dr[31232] * w1; a0_2 += dr[31232] * w2; a0_3 += dr[31232] * w3;
-                            a1_0 += dr[31744] * w0; a1_1 += dr[31744] * w1; a1_2 += dr[31744] * w2; a1_3 += dr[31744] * w3;
-                            a2_0 += dr[32256] * w0; a2_1 += dr[32256] * w1; a2_2 += dr[32256] * w2; a2_3 += dr[32256] * w3;
-                            a3_0 += dr[32768] * w0; a3_1 += dr[32768] * w1; a3_2 += dr[32768] * w2; a3_3 += dr[32768] * w3;
-                            a4_0 += dr[33280] * w0; a4_1 += dr[33280] * w1; a4_2 += dr[33280] * w2; a4_3 += dr[33280] * w3;
-                            a5_0 += dr[33792] * w0; a5_1 += dr[33792] * w1; a5_2 += dr[33792] * w2; a5_3 += dr[33792] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 512), w1 = VLOAD(wr + 528), w2 = VLOAD(wr + 544), w3 = VLOAD(wr + 560);
-                            a0_0 += dr[30720] * w0; a0_1 += dr[30720] * w1; a0_2 += dr[30720] * w2; a0_3 += dr[30720] * w3;
-                            a1_0 += dr[31232] * w0; a1_1 += dr[31232] * w1; a1_2 += dr[31232] * w2; a1_3 += dr[31232] * w3;
-                            a2_0 += dr[31744] * w0; a2_1 += dr[31744] * w1; a2_2 += dr[31744] * w2; a2_3 += dr[31744] * w3;
-                            a3_0 += dr[32256] * w0; a3_1 += dr[32256] * w1; a3_2 += dr[32256] * w2; a3_3 += dr[32256] * w3;
-                            a4_0 += dr[32768] * w0; a4_1 += dr[32768] * w1; a4_2 += dr[32768] * w2; a4_3 += dr[32768] * w3;
-                            a5_0 += dr[33280] * w0; a5_1 += dr[33280] * w1; a5_2 += dr[33280] * w2; a5_3 += dr[33280] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 768), w1 = VLOAD(wr + 784), w2 = VLOAD(wr + 800), w3 = VLOAD(wr + 816);
-                            a0_0 += dr[16384] * w0; a0_1 += dr[16384] * w1; a0_2 += dr[16384] * w2; a0_3 += dr[16384] * w3;
-                            a1_0 += dr[16896] * w0; a1_1 += dr[16896] * w1; a1_2 += dr[16896] * w2; a1_3 += dr[16896] * w3;
-                            a2_0 += dr[17408] * w0; a2_1 += dr[17408] * w1; a2_2 += dr[17408] * w2; a2_3 += dr[17408] * w3;
-                            a3_0 += dr[17920] * w0; a3_1 += dr[17920] * w1; a3_2 += dr[17920] * w2; a3_3 += dr[17920] * w3;
-                            a4_0 += dr[18432] * w0; a4_1 += dr[18432] * w1; a4_2 += dr[18432] * w2; a4_3 += dr[18432] * w3;
-                            a5_0 += dr[18944] * w0; a5_1 += dr[18944] * w1; a5_2 += dr[18944] * w2; a5_3 += dr[18944] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 1024), w1 = VLOAD(wr + 1040), w2 = VLOAD(wr + 1056), w3 = VLOAD(wr + 1072);
-                            a0_0 += dr[15872] * w0; a0_1 += dr[15872] * w1; a0_2 += dr[15872] * w2; a0_3 += dr[15872] * w3;
-                            a1_0 += dr[16384] * w0; a1_1 += dr[16384] * w1; a1_2 += dr[16384] * w2; a1_3 += dr[16384] * w3;
-                            a2_0 += dr[16896] * w0; a2_1 += dr[16896] * w1; a2_2 += dr[16896] * w2; a2_3 += dr[16896] * w3;
-                            a3_0 += dr[17408] * w0; a3_1 += dr[17408] * w1; a3_2 += dr[17408] * w2; a3_3 += dr[17408] * w3;
-                            a4_0 += dr[17920] * w0; a4_1 += dr[17920] * w1; a4_2 += dr[17920] * w2; a4_3 += dr[17920] * w3;
-                            a5_0 += dr[18432] * w0; a5_1 += dr[18432] * w1; a5_2 += dr[18432] * w2; a5_3 += dr[18432] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 1280), w1 = VLOAD(wr + 1296), w2 = VLOAD(wr + 1312), w3 = VLOAD(wr + 1328);
-                            a0_0 += dr[15360] * w0; a0_1 += dr[15360] * w1; a0_2 += dr[15360] * w2; a0_3 += dr[15360] * w3;
-                            a1_0 += dr[15872] * w0; a1_1 += dr[15872] * w1; a1_2 += dr[15872] * w2; a1_3 += dr[15872] * w3;
-                            a2_0 += dr[16384] * w0; a2_1 += dr[16384] * w1; a2_2 += dr[16384] * w2; a2_3 += dr[16384] * w3;
-                            a3_0 += dr[16896] * w0; a3_1 += dr[16896] * w1; a3_2 += dr[16896] * w2; a3_3 += dr[16896] * w3;
-                            a4_0 += dr[17408] * w0; a4_1 += dr[17408] * w1; a4_2 += dr[17408] * w2; a4_3 += dr[17408] * w3;
-                            a5_0 += dr[17920] * w0; a5_1 += dr[17920] * w1; a5_2 += dr[17920] * w2; a5_3 += dr[17920] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 1536), w1 = VLOAD(wr + 1552), w2 = VLOAD(wr + 1568), w3 = VLOAD(wr + 1584);
-                            a0_0 += dr[1024] * w0; a0_1 += dr[1024] * w1; a0_2 += dr[1024] * w2; a0_3 += dr[1024] * w3;
-                            a1_0 += dr[1536] * w0; a1_1 += dr[1536] * w1; a1_2 += dr[1536] * w2; a1_3 += dr[1536] * w3;
-                            a2_0 += dr[2048] * w0; a2_1 += dr[2048] * w1; a2_2 += dr[2048] * w2; a2_3 += dr[2048] * w3;
-                            a3_0 += dr[2560] * w0; a3_1 += dr[2560] * w1; a3_2 += dr[2560] * w2; a3_3 += dr[2560] * w3;
-                            a4_0 += dr[3072] * w0; a4_1 += dr[3072] * w1; a4_2 += dr[3072] * w2; a4_3 += dr[3072] * w3;
-                            a5_0 += dr[3584] * w0; a5_1 += dr[3584] * w1; a5_2 += dr[3584] * w2; a5_3 += dr[3584] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 1792), w1 = VLOAD(wr + 1808), w2 = VLOAD(wr + 1824), w3 = VLOAD(wr + 1840);
-                            a0_0 += dr[512] * w0; a0_1 += dr[512] * w1; a0_2 += dr[512] * w2; a0_3 += dr[512] * w3;
-                            a1_0 += dr[1024] * w0; a1_1 += dr[1024] * w1; a1_2 += dr[1024] * w2; a1_3 += dr[1024] * w3;
-                            a2_0 += dr[1536] * w0; a2_1 += dr[1536] * w1; a2_2 += dr[1536] * w2; a2_3 += dr[1536] * w3;
-                            a3_0 += dr[2048] * w0; a3_1 += dr[2048] * w1; a3_2 += dr[2048] * w2; a3_3 += dr[2048] * w3;
-                            a4_0 += dr[2560] * w0; a4_1 += dr[2560] * w1; a4_2 += dr[2560] * w2; a4_3 += dr[2560] * w3;
-                            a5_0 += dr[3072] * w0; a5_1 += dr[3072] * w1; a5_2 += dr[3072] * w2; a5_3 += dr[3072] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 2048), w1 = VLOAD(wr + 2064), w2 = VLOAD(wr + 2080), w3 = VLOAD(wr + 2096);
-                            a0_0 += dr[0] * w0; a0_1 += dr[0] * w1; a0_2 += dr[0] * w2; a0_3 += dr[0] * w3;
-                            a1_0 += dr[512] * w0; a1_1 += dr[512] * w1; a1_2 += dr[512] * w2; a1_3 += dr[512] * w3;
-                            a2_0 += dr[1024] * w0; a2_1 += dr[1024] * w1; a2_2 += dr[1024] * w2; a2_3 += dr[1024] * w3;
-                            a3_0 += dr[1536] * w0; a3_1 += dr[1536] * w1; a3_2 += dr[1536] * w2; a3_3 += dr[1536] * w3;
-                            a4_0 += dr[2048] * w0; a4_1 += dr[2048] * w1; a4_2 += dr[2048] * w2; a4_3 += dr[2048] * w3;
-                            a5_0 += dr[2560] * w0; a5_1 += dr[2560] * w1; a5_2 += dr[2560] * w2; a5_3 += dr[2560] * w3;
-                        }
+    float *restrict dyp = S + 460800;
+    /* dy -> zero-padded planes 30x30 */
+    CG_PARALLEL_FOR
+    for (int pl = 0; pl < nb * 512; pl++) {
+        const float *restrict s = dy + (size_t)pl * 784;
+        float *restrict d = dyp + (size_t)pl * 900;
+        memset(d, 0, sizeof(float) * 30);
+        for (int i = 0; i < 28; i++) {
+            float *restrict r = d + (i + 1) * 30;
+            memset(r, 0, sizeof(float) * 1);
+            memcpy(r + 1, s + i * 28, sizeof(float) * 28);
+            memset(r + 29, 0, sizeof(float) * 1);
+        }
+        memset(d + 870, 0, sizeof(float) * 30);
+    }
+    /* tiles of 12 input channels x 2 vectors of an input row */
+    CG_PARALLEL_FOR
+    for (int r = 0; r < nb * 28; r++) {
+        const int n = r / 28, iy = r % 28;
+        const float *restrict dr0 = dyp + ((size_t)n * 15360 + iy) * 30;
+        float *restrict xr = dx + ((size_t)n * 7168 + iy) * 28;
+        for (int ci0 = 0; ci0 < 252; ci0 += 12) {
+            {
+                const int x0 = 0;
+                cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
+                cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
+                cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
+                cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
+                cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
+                cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
+                cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
+                cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                cg_v a8_0 = vsplat(0.0f), a8_1 = vsplat(0.0f);
+                cg_v a9_0 = vsplat(0.0f), a9_1 = vsplat(0.0f);
+                cg_v a10_0 = vsplat(0.0f), a10_1 = vsplat(0.0f);
+                cg_v a11_0 = vsplat(0.0f), a11_1 = vsplat(0.0f);
+                for (int co = 0; co < 512; co++) {
+                    const float *restrict dr = dr0 + (size_t)co * 900 + x0;
+                    const float *restrict wr = w + (size_t)co * 2304 + ci0 * 9;
+                    {
+                        cg_v v0 = VLOAD(dr + 62), v1 = VLOAD(dr + 74); VKEEP(v0); VKEEP(v1);
+                        a0_0 += wr[0] * v0; a0_1 += wr[0] * v1;
+                        a1_0 += wr[9] * v0; a1_1 += wr[9] * v1;
+                        a2_0 += wr[18] * v0; a2_1 += wr[18] * v1;
+                        a3_0 += wr[27] * v0; a3_1 += wr[27] * v1;
+                        a4_0 += wr[36] * v0; a4_1 += wr[36] * v1;
+                        a5_0 += wr[45] * v0; a5_1 += wr[45] * v1;
+                        a6_0 += wr[54] * v0; a6_1 += wr[54] * v1;
+                        a7_0 += wr[63] * v0; a7_1 += wr[63] * v1;
+                        a8_0 += wr[72] * v0; a8_1 += wr[72] * v1;
+                        a9_0 += wr[81] * v0; a9_1 += wr[81] * v1;
+                        a10_0 += wr[90] * v0; a10_1 += wr[90] * v1;
+                        a11_0 += wr[99] * v0; a11_1 += wr[99] * v1;
                     }
-                    VSTORE(dxh + (iy * 28 + x0 + 0) * 256 + (v0 + 0) * 16, a0_0); VSTORE(dxh + (iy * 28 + x0 + 0) * 256 + (v0 + 1) * 16, a0_1); VSTORE(dxh + (iy * 28 + x0 + 0) * 256 + (v0 + 2) * 16, a0_2); VSTORE(dxh + (iy * 28 + x0 + 0) * 256 + (v0 + 3) * 16, a0_3);
-                    VSTORE(dxh + (iy * 28 + x0 + 1) * 256 + (v0 + 0) * 16, a1_0); VSTORE(dxh + (iy * 28 + x0 + 1) * 256 + (v0 + 1) * 16, a1_1); VSTORE(dxh + (iy * 28 + x0 + 1) * 256 + (v0 + 2) * 16, a1_2); VSTORE(dxh + (iy * 28 + x0 + 1) * 256 + (v0 + 3) * 16, a1_3);
-                    VSTORE(dxh + (iy * 28 + x0 + 2) * 256 + (v0 + 0) * 16, a2_0); VSTORE(dxh + (iy * 28 + x0 + 2) * 256 + (v0 + 1) * 16, a2_1); VSTORE(dxh + (iy * 28 + x0 + 2) * 256 + (v0 + 2) * 16, a2_2); VSTORE(dxh + (iy * 28 + x0 + 2) * 256 + (v0 + 3) * 16, a2_3);
-                    VSTORE(dxh + (iy * 28 + x0 + 3) * 256 + (v0 + 0) * 16, a3_0); VSTORE(dxh + (iy * 28 + x0 + 3) * 256 + (v0 + 1) * 16, a3_1); VSTORE(dxh + (iy * 28 + x0 + 3) * 256 + (v0 + 2) * 16, a3_2); VSTORE(dxh + (iy * 28 + x0 + 3) * 256 + (v0 + 3) * 16, a3_3);
-                    VSTORE(dxh + (iy * 28 + x0 + 4) * 256 + (v0 + 0) * 16, a4_0); VSTORE(dxh + (iy * 28 + x0 + 4) * 256 + (v0 + 1) * 16, a4_1); VSTORE(dxh + (iy * 28 + x0 + 4) * 256 + (v0 + 2) * 16, a4_2); VSTORE(dxh + (iy * 28 + x0 + 4) * 256 + (v0 + 3) * 16, a4_3);
-                    VSTORE(dxh + (iy * 28 + x0 + 5) * 256 + (v0 + 0) * 16, a5_0); VSTORE(dxh + (iy * 28 + x0 + 5) * 256 + (v0 + 1) * 16, a5_1); VSTORE(dxh + (iy * 28 + x0 + 5) * 256 + (v0 + 2) * 16, a5_2); VSTORE(dxh + (iy * 28 + x0 + 5) * 256 + (v0 + 3) * 16, a5_3);
-                }
-                {
-                    const int x0 = 24;
-                    cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f);
-                    cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f), a1_3 = vsplat(0.0f);
-                    cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f), a2_2 = vsplat(0.0f), a2_3 = vsplat(0.0f);
-                    cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f), a3_2 = vsplat(0.0f), a3_3 = vsplat(0.0f);
-                    for (int co = 0; co < 512; co++) {
-                        const float *restrict dr = dyp + (iy * 30 + x0) * 512 + co;
-                        const float *restrict wr = wf + co * 2304 + v0 * 16;
-                        {
-                            const cg_v w0 = VLOAD(wr + 0), w1 = VLOAD(wr + 16), w2 = VLOAD(wr + 32), w3 = VLOAD(wr + 48);
-                            a0_0 += dr[31744] * w0; a0_1 += dr[31744] * w1; a0_2 += dr[31744] * w2; a0_3 += dr[31744] * w3;
-                            a1_0 += dr[32256] * w0; a1_1 += dr[32256] * w1; a1_2 += dr[32256] * w2; a1_3 += dr[32256] * w3;
-                            a2_0 += dr[32768] * w0; a2_1 += dr[32768] * w1; a2_2 += dr[32768] * w2; a2_3 += dr[32768] * w3;
-                            a3_0 += dr[33280] * w0; a3_1 += dr[33280] * w1; a3_2 += dr[33280] * w2; a3_3 += dr[33280] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 256), w1 = VLOAD(wr + 272), w2 = VLOAD(wr + 288), w3 = VLOAD(wr + 304);
-                            a0_0 += dr[31232] * w0; a0_1 += dr[31232] * w1; a0_2 += dr[31232] * w2; a0_3 += dr[31232] * w3;
-                            a1_0 += dr[31744] * w0; a1_1 += dr[31744] * w1; a1_2 += dr[31744] * w2; a1_3 += dr[31744] * w3;
-                            a2_0 += dr[32256] * w0; a2_1 += dr[32256] * w1; a2_2 += dr[32256] * w2; a2_3 += dr[32256] * w3;
-                            a3_0 += dr[32768] * w0; a3_1 += dr[32768] * w1; a3_2 += dr[32768] * w2; a3_3 += dr[32768] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 512), w1 = VLOAD(wr + 528), w2 = VLOAD(wr + 544), w3 = VLOAD(wr + 560);
-                            a0_0 += dr[30720] * w0; a0_1 += dr[30720] * w1; a0_2 += dr[30720] * w2; a0_3 += dr[30720] * w3;
-                            a1_0 += dr[31232] * w0; a1_1 += dr[31232] * w1; a1_2 += dr[31232] * w2; a1_3 += dr[31232] * w3;
-                            a2_0 += dr[31744] * w0; a2_1 += dr[31744] * w1; a2_2 += dr[31744] * w2; a2_3 += dr[31744] * w3;
-                            a3_0 += dr[32256] * w0; a3_1 += dr[32256] * w1; a3_2 += dr[32256] * w2; a3_3 += dr[32256] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 768), w1 = VLOAD(wr + 784), w2 = VLOAD(wr + 800), w3 = VLOAD(wr + 816);
-                            a0_0 += dr[16384] * w0; a0_1 += dr[16384] * w1; a0_2 += dr[16384] * w2; a0_3 += dr[16384] * w3;
-                            a1_0 += dr[16896] * w0; a1_1 += dr[16896] * w1; a1_2 += dr[16896] * w2; a1_3 += dr[16896] * w3;
-                            a2_0 += dr[17408] * w0; a2_1 += dr[17408] * w1; a2_2 += dr[17408] * w2; a2_3 += dr[17408] * w3;
-                            a3_0 += dr[17920] * w0; a3_1 += dr[17920] * w1; a3_2 += dr[17920] * w2; a3_3 += dr[17920] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 1024), w1 = VLOAD(wr + 1040), w2 = VLOAD(wr + 1056), w3 = VLOAD(wr + 1072);
-                            a0_0 += dr[15872] * w0; a0_1 += dr[15872] * w1; a0_2 += dr[15872] * w2; a0_3 += dr[15872] * w3;
-                            a1_0 += dr[16384] * w0; a1_1 += dr[16384] * w1; a1_2 += dr[16384] * w2; a1_3 += dr[16384] * w3;
-                            a2_0 += dr[16896] * w0; a2_1 += dr[16896] * w1; a2_2 += dr[16896] * w2; a2_3 += dr[16896] * w3;
-                            a3_0 += dr[17408] * w0; a3_1 += dr[17408] * w1; a3_2 += dr[17408] * w2; a3_3 += dr[17408] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 1280), w1 = VLOAD(wr + 1296), w2 = VLOAD(wr + 1312), w3 = VLOAD(wr + 1328);
-                            a0_0 += dr[15360] * w0; a0_1 += dr[15360] * w1; a0_2 += dr[15360] * w2; a0_3 += dr[15360] * w3;
-                            a1_0 += dr[15872] * w0; a1_1 += dr[15872] * w1; a1_2 += dr[15872] * w2; a1_3 += dr[15872] * w3;
-                            a2_0 += dr[16384] * w0; a2_1 += dr[16384] * w1; a2_2 += dr[16384] * w2; a2_3 += dr[16384] * w3;
-                            a3_0 += dr[16896] * w0; a3_1 += dr[16896] * w1; a3_2 += dr[16896] * w2; a3_3 += dr[16896] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 1536), w1 = VLOAD(wr + 1552), w2 = VLOAD(wr + 1568), w3 = VLOAD(wr + 1584);
-                            a0_0 += dr[1024] * w0; a0_1 += dr[1024] * w1; a0_2 += dr[1024] * w2; a0_3 += dr[1024] * w3;
-                            a1_0 += dr[1536] * w0; a1_1 += dr[1536] * w1; a1_2 += dr[1536] * w2; a1_3 += dr[1536] * w3;
-                            a2_0 += dr[2048] * w0; a2_1 += dr[2048] * w1; a2_2 += dr[2048] * w2; a2_3 += dr[2048] * w3;
-                            a3_0 += dr[2560] * w0; a3_1 += dr[2560] * w1; a3_2 += dr[2560] * w2; a3_3 += dr[2560] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 1792), w1 = VLOAD(wr + 1808), w2 = VLOAD(wr + 1824), w3 = VLOAD(wr + 1840);
-                            a0_0 += dr[512] * w0; a0_1 += dr[512] * w1; a0_2 += dr[512] * w2; a0_3 += dr[512] * w3;
-                            a1_0 += dr[1024] * w0; a1_1 += dr[1024] * w1; a1_2 += dr[1024] * w2; a1_3 += dr[1024] * w3;
-                            a2_0 += dr[1536] * w0; a2_1 += dr[1536] * w1; a2_2 += dr[1536] * w2; a2_3 += dr[1536] * w3;
-                            a3_0 += dr[2048] * w0; a3_1 += dr[2048] * w1; a3_2 += dr[2048] * w2; a3_3 += dr[2048] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 2048), w1 = VLOAD(wr + 2064), w2 = VLOAD(wr + 2080), w3 = VLOAD(wr + 2096);
-                            a0_0 += dr[0] * w0; a0_1 += dr[0] * w1; a0_2 += dr[0] * w2; a0_3 += dr[0] * w3;
-                            a1_0 += dr[512] * w0; a1_1 += dr[512] * w1; a1_2 += dr[512] * w2; a1_3 += dr[512] * w3;
-                            a2_0 += dr[1024] * w0; a2_1 += dr[1024] * w1; a2_2 += dr[1024] * w2; a2_3 += dr[1024] * w3;
-                            a3_0 += dr[1536] * w0; a3_1 += dr[1536] * w1; a3_2 += dr[1536] * w2; a3_3 += dr[1536] * w3;
-                        }
+                    {
+                        cg_v v0 = VLOAD(dr + 61), v1 = VLOAD(dr + 73); VKEEP(v0); VKEEP(v1);
+                        a0_0 += wr[1] * v0; a0_1 += wr[1] * v1;
+                        a1_0 += wr[10] * v0; a1_1 += wr[10] * v1;
+                        a2_0 += wr[19] * v0; a2_1 += wr[19] * v1;
+                        a3_0 += wr[28] * v0; a3_1 += wr[28] * v1;
+                        a4_0 += wr[37] * v0; a4_1 += wr[37] * v1;
+                        a5_0 += wr[46] * v0; a5_1 += wr[46] * v1;
+                        a6_0 += wr[55] * v0; a6_1 += wr[55] * v1;
+                        a7_0 += wr[64] * v0; a7_1 += wr[64] * v1;
+                        a8_0 += wr[73] * v0; a8_1 += wr[73] * v1;
+                        a9_0 += wr[82] * v0; a9_1 += wr[82] * v1;
+                        a10_0 += wr[91] * v0; a10_1 += wr[91] * v1;
+                        a11_0 += wr[100] * v0; a11_1 += wr[100] * v1;
                     }
-                    VSTORE(dxh + (iy * 28 + x0 + 0) * 256 + (v0 + 0) * 16, a0_0); VSTORE(dxh + (iy * 28 + x0 + 0) * 256 + (v0 + 1) * 16, a0_1); VSTORE(dxh + (iy * 28 + x0 + 0) * 256 + (v0 + 2) * 16, a0_2); VSTORE(dxh + (iy * 28 + x0 + 0) * 256 + (v0 + 3) * 16, a0_3);
-                    VSTORE(dxh + (iy * 28 + x0 + 1) * 256 + (v0 + 0) * 16, a1_0); VSTORE(dxh + (iy * 28 + x0 + 1) * 256 + (v0 + 1) * 16, a1_1); VSTORE(dxh + (iy * 28 + x0 + 1) * 256 + (v0 + 2) * 16, a1_2); VSTORE(dxh + (iy * 28 + x0 + 1) * 256 + (v0 + 3) * 16, a1_3);
-                    VSTORE(dxh + (iy * 28 + x0 + 2) * 256 + (v0 + 0) * 16, a2_0); VSTORE(dxh + (iy * 28 + x0 + 2) * 256 + (v0 + 1) * 16, a2_1); VSTORE(dxh + (iy * 28 + x0 + 2) * 256 + (v0 + 2) * 16, a2_2); VSTORE(dxh + (iy * 28 + x0 + 2) * 256 + (v0 + 3) * 16, a2_3);
-                    VSTORE(dxh + (iy * 28 + x0 + 3) * 256 + (v0 + 0) * 16, a3_0); VSTORE(dxh + (iy * 28 + x0 + 3) * 256 + (v0 + 1) * 16, a3_1); VSTORE(dxh + (iy * 28 + x0 + 3) * 256 + (v0 + 2) * 16, a3_2); VSTORE(dxh + (iy * 28 + x0 + 3) * 256 + (v0 + 3) * 16, a3_3);
+                    {
+                        cg_v v0 = VLOAD(dr + 60), v1 = VLOAD(dr + 72); VKEEP(v0); VKEEP(v1);
+                        a0_0 += wr[2] * v0; a0_1 += wr[2] * v1;
+                        a1_0 += wr[11] * v0; a1_1 += wr[11] * v1;
+                        a2_0 += wr[20] * v0; a2_1 += wr[20] * v1;
+                        a3_0 += wr[29] * v0; a3_1 += wr[29] * v1;
+                        a4_0 += wr[38] * v0; a4_1 += wr[38] * v1;
+                        a5_0 += wr[47] * v0; a5_1 += wr[47] * v1;
+                        a6_0 += wr[56] * v0; a6_1 += wr[56] * v1;
+                        a7_0 += wr[65] * v0; a7_1 += wr[65] * v1;
+                        a8_0 += wr[74] * v0; a8_1 += wr[74] * v1;
+                        a9_0 += wr[83] * v0; a9_1 += wr[83] * v1;
+                        a10_0 += wr[92] * v0; a10_1 += wr[92] * v1;
+                        a11_0 += wr[101] * v0; a11_1 += wr[101] * v1;
+                    }
+                    {
+                        cg_v v0 = VLOAD(dr + 32), v1 = VLOAD(dr + 44); VKEEP(v0); VKEEP(v1);
+                        a0_0 += wr[3] * v0; a0_1 += wr[3] * v1;
+                        a1_0 += wr[12] * v0; a1_1 += wr[12] * v1;
+                        a2_0 += wr[21] * v0; a2_1 += wr[21] * v1;
+                        a3_0 += wr[30] * v0; a3_1 += wr[30] * v1;
+                        a4_0 += wr[39] * v0; a4_1 += wr[39] * v1;
+                        a5_0 += wr[48] * v0; a5_1 += wr[48] * v1;
+                        a6_0 += wr[57] * v0; a6_1 += wr[57] * v1;
+                        a7_0 += wr[66] * v0; a7_1 += wr[66] * v1;
+                        a8_0 += wr[75] * v0; a8_1 += wr[75] * v1;
+                        a9_0 += wr[84] * v0; a9_1 += wr[84] * v1;
+                        a10_0 += wr[93] * v0; a10_1 += wr[93] * v1;
+                        a11_0 += wr[102] * v0; a11_1 += wr[102] * v1;
+                    }
+                    {
+                        cg_v v0 = VLOAD(dr + 31), v1 = VLOAD(dr + 43); VKEEP(v0); VKEEP(v1);
+                        a0_0 += wr[4] * v0; a0_1 += wr[4] * v1;
+                        a1_0 += wr[13] * v0; a1_1 += wr[13] * v1;
+                        a2_0 += wr[22] * v0; a2_1 += wr[22] * v1;
+                        a3_0 += wr[31] * v0; a3_1 += wr[31] * v1;
+                        a4_0 += wr[40] * v0; a4_1 += wr[40] * v1;
+                        a5_0 += wr[49] * v0; a5_1 += wr[49] * v1;
+                        a6_0 += wr[58] * v0; a6_1 += wr[58] * v1;
+                        a7_0 += wr[67] * v0; a7_1 += wr[67] * v1;
+                        a8_0 += wr[76] * v0; a8_1 += wr[76] * v1;
+                        a9_0 += wr[85] * v0; a9_1 += wr[85] * v1;
+                        a10_0 += wr[94] * v0; a10_1 += wr[94] * v1;
+                        a11_0 += wr[103] * v0; a11_1 += wr[103] * v1;
+                    }
+                    {
+                        cg_v v0 = VLOAD(dr + 30), v1 = VLOAD(dr + 42); VKEEP(v0); VKEEP(v1);
+                        a0_0 += wr[5] * v0; a0_1 += wr[5] * v1;
+                        a1_0 += wr[14] * v0; a1_1 += wr[14] * v1;
+                        a2_0 += wr[23] * v0; a2_1 += wr[23] * v1;
+                        a3_0 += wr[32] * v0; a3_1 += wr[32] * v1;
+                        a4_0 += wr[41] * v0; a4_1 += wr[41] * v1;
+                        a5_0 += wr[50] * v0; a5_1 += wr[50] * v1;
+                        a6_0 += wr[59] * v0; a6_1 += wr[59] * v1;
+                        a7_0 += wr[68] * v0; a7_1 += wr[68] * v1;
+                        a8_0 += wr[77] * v0; a8_1 += wr[77] * v1;
+                        a9_0 += wr[86] * v0; a9_1 += wr[86] * v1;
+                        a10_0 += wr[95] * v0; a10_1 += wr[95] * v1;
+                        a11_0 += wr[104] * v0; a11_1 += wr[104] * v1;
+                    }
+                    {
+                        cg_v v0 = VLOAD(dr + 2), v1 = VLOAD(dr + 14); VKEEP(v0); VKEEP(v1);
+                        a0_0 += wr[6] * v0; a0_1 += wr[6] * v1;
+                        a1_0 += wr[15] * v0; a1_1 += wr[15] * v1;
+                        a2_0 += wr[24] * v0; a2_1 += wr[24] * v1;
+                        a3_0 += wr[33] * v0; a3_1 += wr[33] * v1;
+                        a4_0 += wr[42] * v0; a4_1 += wr[42] * v1;
+                        a5_0 += wr[51] * v0; a5_1 += wr[51] * v1;
+                        a6_0 += wr[60] * v0; a6_1 += wr[60] * v1;
+                        a7_0 += wr[69] * v0; a7_1 += wr[69] * v1;
+                        a8_0 += wr[78] * v0; a8_1 += wr[78] * v1;
+                        a9_0 += wr[87] * v0; a9_1 += wr[87] * v1;
+                        a10_0 += wr[96] * v0; a10_1 += wr[96] * v1;
+                        a11_0 += wr[105] * v0; a11_1 += wr[105] * v1;
+                    }
+                    {
+                        cg_v v0 = VLOAD(dr + 1), v1 = VLOAD(dr + 13); VKEEP(v0); VKEEP(v1);
+                        a0_0 += wr[7] * v0; a0_1 += wr[7] * v1;
+                        a1_0 += wr[16] * v0; a1_1 += wr[16] * v1;
+                        a2_0 += wr[25] * v0; a2_1 += wr[25] * v1;
+                        a3_0 += wr[34] * v0; a3_1 += wr[34] * v1;
+                        a4_0 += wr[43] * v0; a4_1 += wr[43] * v1;
+                        a5_0 += wr[52] * v0; a5_1 += wr[52] * v1;
+                        a6_0 += wr[61] * v0; a6_1 += wr[61] * v1;
+                        a7_0 += wr[70] * v0; a7_1 += wr[70] * v1;
+                        a8_0 += wr[79] * v0; a8_1 += wr[79] * v1;
+                        a9_0 += wr[88] * v0; a9_1 += wr[88] * v1;
+                        a10_0 += wr[97] * v0; a10_1 += wr[97] * v1;
+                        a11_0 += wr[106] * v0; a11_1 += wr[106] * v1;
+                    }
+                    {
+                        cg_v v0 = VLOAD(dr + 0), v1 = VLOAD(dr + 12); VKEEP(v0); VKEEP(v1);
+                        a0_0 += wr[8] * v0; a0_1 += wr[8] * v1;
+                        a1_0 += wr[17] * v0; a1_1 += wr[17] * v1;
+                        a2_0 += wr[26] * v0; a2_1 += wr[26] * v1;
+                        a3_0 += wr[35] * v0; a3_1 += wr[35] * v1;
+                        a4_0 += wr[44] * v0; a4_1 += wr[44] * v1;
+                        a5_0 += wr[53] * v0; a5_1 += wr[53] * v1;
+                        a6_0 += wr[62] * v0; a6_1 += wr[62] * v1;
+                        a7_0 += wr[71] * v0; a7_1 += wr[71] * v1;
+                        a8_0 += wr[80] * v0; a8_1 += wr[80] * v1;
+                        a9_0 += wr[89] * v0; a9_1 += wr[89] * v1;
+                        a10_0 += wr[98] * v0; a10_1 += wr[98] * v1;
+                        a11_0 += wr[107] * v0; a11_1 += wr[107] * v1;
+                    }
                 }
+                VSTORE(xr + (size_t)(ci0 + 0) * 784 + x0 + 0, a0_0); VSTORE(xr + (size_t)(ci0 + 0) * 784 + x0 + 12, a0_1);
+                VSTORE(xr + (size_t)(ci0 + 1) * 784 + x0 + 0, a1_0); VSTORE(xr + (size_t)(ci0 + 1) * 784 + x0 + 12, a1_1);
+                VSTORE(xr + (size_t)(ci0 + 2) * 784 + x0 + 0, a2_0); VSTORE(xr + (size_t)(ci0 + 2) * 784 + x0 + 12, a2_1);
+                VSTORE(xr + (size_t)(ci0 + 3) * 784 + x0 + 0, a3_0); VSTORE(xr + (size_t)(ci0 + 3) * 784 + x0 + 12, a3_1);
+                VSTORE(xr + (size_t)(ci0 + 4) * 784 + x0 + 0, a4_0); VSTORE(xr + (size_t)(ci0 + 4) * 784 + x0 + 12, a4_1);
+                VSTORE(xr + (size_t)(ci0 + 5) * 784 + x0 + 0, a5_0); VSTORE(xr + (size_t)(ci0 + 5) * 784 + x0 + 12, a5_1);
+                VSTORE(xr + (size_t)(ci0 + 6) * 784 + x0 + 0, a6_0); VSTORE(xr + (size_t)(ci0 + 6) * 784 + x0 + 12, a6_1);
+                VSTORE(xr + (size_t)(ci0 + 7) * 784 + x0 + 0, a7_0); VSTORE(xr + (size_t)(ci0 + 7) * 784 + x0 + 12, a7_1);
+                VSTORE(xr + (size_t)(ci0 + 8) * 784 + x0 + 0, a8_0); VSTORE(xr + (size_t)(ci0 + 8) * 784 + x0 + 12, a8_1);
+                VSTORE(xr + (size_t)(ci0 + 9) * 784 + x0 + 0, a9_0); VSTORE(xr + (size_t)(ci0 + 9) * 784 + x0 + 12, a9_1);
+                VSTORE(xr + (size_t)(ci0 + 10) * 784 + x0 + 0, a10_0); VSTORE(xr + (size_t)(ci0 + 10) * 784 + x0 + 12, a10_1);
+                VSTORE(xr + (size_t)(ci0 + 11) * 784 + x0 + 0, a11_0); VSTORE(xr + (size_t)(ci0 + 11) * 784 + x0 + 12, a11_1);
             }
         }
-        for (int ci = 0; ci < 256; ci++)
-            for (int i = 0; i < 784; i++) dxn[ci * 784 + i] = dxh[i * 256 + ci];
+        {
+            const int ci0 = 252;
+            {
+                const int x0 = 0;
+                cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
+                cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
+                cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
+                cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
+                for (int co = 0; co < 512; co++) {
+                    const float *restrict dr = dr0 + (size_t)co * 900 + x0;
+                    const float *restrict wr = w + (size_t)co * 2304 + ci0 * 9;
+                    {
+                        cg_v v0 = VLOAD(dr + 62), v1 = VLOAD(dr + 74); VKEEP(v0); VKEEP(v1);
+                        a0_0 += wr[0] * v0; a0_1 += wr[0] * v1;
+                        a1_0 += wr[9] * v0; a1_1 += wr[9] * v1;
+                        a2_0 += wr[18] * v0; a2_1 += wr[18] * v1;
+                        a3_0 += wr[27] * v0; a3_1 += wr[27] * v1;
+                    }
+                    {
+                        cg_v v0 = VLOAD(dr + 61), v1 = VLOAD(dr + 73); VKEEP(v0); VKEEP(v1);
+                        a0_0 += wr[1] * v0; a0_1 += wr[1] * v1;
+                        a1_0 += wr[10] * v0; a1_1 += wr[10] * v1;
+                        a2_0 += wr[19] * v0; a2_1 += wr[19] * v1;
+                        a3_0 += wr[28] * v0; a3_1 += wr[28] * v1;
+                    }
+                    {
+                        cg_v v0 = VLOAD(dr + 60), v1 = VLOAD(dr + 72); VKEEP(v0); VKEEP(v1);
+                        a0_0 += wr[2] * v0; a0_1 += wr[2] * v1;
+                        a1_0 += wr[11] * v0; a1_1 += wr[11] * v1;
+                        a2_0 += wr[20] * v0; a2_1 += wr[20] * v1;
+                        a3_0 += wr[29] * v0; a3_1 += wr[29] * v1;
+                    }
+                    {
+                        cg_v v0 = VLOAD(dr + 32), v1 = VLOAD(dr + 44); VKEEP(v0); VKEEP(v1);
+                        a0_0 += wr[3] * v0; a0_1 += wr[3] * v1;
+                        a1_0 += wr[12] * v0; a1_1 += wr[12] * v1;
+                        a2_0 += wr[21] * v0; a2_1 += wr[21] * v1;
+                        a3_0 += wr[30] * v0; a3_1 += wr[30] * v1;
+                    }
+                    {
+                        cg_v v0 = VLOAD(dr + 31), v1 = VLOAD(dr + 43); VKEEP(v0); VKEEP(v1);
+                        a0_0 += wr[4] * v0; a0_1 += wr[4] * v1;
+                        a1_0 += wr[13] * v0; a1_1 += wr[13] * v1;
+                        a2_0 += wr[22] * v0; a2_1 += wr[22] * v1;
+                        a3_0 += wr[31] * v0; a3_1 += wr[31] * v1;
+                    }
+                    {
+                        cg_v v0 = VLOAD(dr + 30), v1 = VLOAD(dr + 42); VKEEP(v0); VKEEP(v1);
+                        a0_0 += wr[5] * v0; a0_1 += wr[5] * v1;
+                        a1_0 += wr[14] * v0; a1_1 += wr[14] * v1;
+                        a2_0 += wr[23] * v0; a2_1 += wr[23] * v1;
+                        a3_0 += wr[32] * v0; a3_1 += wr[32] * v1;
+                    }
+                    {
+                        cg_v v0 = VLOAD(dr + 2), v1 = VLOAD(dr + 14); VKEEP(v0); VKEEP(v1);
+                        a0_0 += wr[6] * v0; a0_1 += wr[6] * v1;
+                        a1_0 += wr[15] * v0; a1_1 += wr[15] * v1;
+                        a2_0 += wr[24] * v0; a2_1 += wr[24] * v1;
+                        a3_0 += wr[33] * v0; a3_1 += wr[33] * v1;
+                    }
+                    {
+                        cg_v v0 = VLOAD(dr + 1), v1 = VLOAD(dr + 13); VKEEP(v0); VKEEP(v1);
+                        a0_0 += wr[7] * v0; a0_1 += wr[7] * v1;
+                        a1_0 += wr[16] * v0; a1_1 += wr[16] * v1;
+                        a2_0 += wr[25] * v0; a2_1 += wr[25] * v1;
+                        a3_0 += wr[34] * v0; a3_1 += wr[34] * v1;
+                    }
+                    {
+                        cg_v v0 = VLOAD(dr + 0), v1 = VLOAD(dr + 12); VKEEP(v0); VKEEP(v1);
+                        a0_0 += wr[8] * v0; a0_1 += wr[8] * v1;
+                        a1_0 += wr[17] * v0; a1_1 += wr[17] * v1;
+                        a2_0 += wr[26] * v0; a2_1 += wr[26] * v1;
+                        a3_0 += wr[35] * v0; a3_1 += wr[35] * v1;
+                    }
+                }
+                VSTORE(xr + (size_t)(ci0 + 0) * 784 + x0 + 0, a0_0); VSTORE(xr + (size_t)(ci0 + 0) * 784 + x0 + 12, a0_1);
+                VSTORE(xr + (size_t)(ci0 + 1) * 784 + x0 + 0, a1_0); VSTORE(xr + (size_t)(ci0 + 1) * 784 + x0 + 12, a1_1);
+                VSTORE(xr + (size_t)(ci0 + 2) * 784 + x0 + 0, a2_0); VSTORE(xr + (size_t)(ci0 + 2) * 784 + x0 + 12, a2_1);
+                VSTORE(xr + (size_t)(ci0 + 3) * 784 + x0 + 0, a3_0); VSTORE(xr + (size_t)(ci0 + 3) * 784 + x0 + 12, a3_1);
+            }
+        }
     }
 }
 
@@ -4257,483 +6005,810 @@ static void l18_relu_backward(const float *restrict y, const float *restrict dy,
 static void l19_conv2d_forward(const float *restrict P, float *restrict S, const float *restrict x, float *restrict y, int nb)
 {
     const float *restrict w = P + 2915648;
-    float *restrict yh = S + 921600, *restrict wt = S + 1323008, *restrict bp = S + 3682304;
-    /* weights [co][ci][k] -> [ci][k][co], channels padded to 512 */
-    for (int i = 0; i < 2359296; i++) wt[i] = 0.0f;
-    for (int co = 0; co < 512; co++)
-        for (int j = 0; j < 4608; j++) wt[j * 512 + co] = w[co * 4608 + j];
-    for (int co = 0; co < 512; co++) bp[co] = co < 512 ? (P + 5274944)[co] : 0.0f;
-    for (int n = 0; n < nb; n++) {
-        const float *restrict xn = x + (size_t)n * 401408;
-        float *restrict xp = S + 0 + (size_t)n * 460800;
-        float *restrict yn = y + (size_t)n * 401408;
-        memset(xp, 0, sizeof(float) * 460800);
-        for (int ci = 0; ci < 512; ci++)
-            for (int iy = 0; iy < 28; iy++)
-                for (int ix = 0; ix < 28; ix++) xp[((iy + 1) * 30 + ix + 1) * 512 + ci] = xn[ci * 784 + iy * 28 + ix];
-        CG_PARALLEL_FOR
-        for (int oy = 0; oy < 28; oy++) {
-            for (int v0 = 0; v0 < 32; v0 += 4) {
-                for (int x0 = 0; x0 < 24; x0 += 6) {
-                    cg_v a0_0 = VLOAD(bp + (v0 + 0) * 16), a0_1 = VLOAD(bp + (v0 + 1) * 16), a0_2 = VLOAD(bp + (v0 + 2) * 16), a0_3 = VLOAD(bp + (v0 + 3) * 16);
-                    cg_v a1_0 = VLOAD(bp + (v0 + 0) * 16), a1_1 = VLOAD(bp + (v0 + 1) * 16), a1_2 = VLOAD(bp + (v0 + 2) * 16), a1_3 = VLOAD(bp + (v0 + 3) * 16);
-                    cg_v a2_0 = VLOAD(bp + (v0 + 0) * 16), a2_1 = VLOAD(bp + (v0 + 1) * 16), a2_2 = VLOAD(bp + (v0 + 2) * 16), a2_3 = VLOAD(bp + (v0 + 3) * 16);
-                    cg_v a3_0 = VLOAD(bp + (v0 + 0) * 16), a3_1 = VLOAD(bp + (v0 + 1) * 16), a3_2 = VLOAD(bp + (v0 + 2) * 16), a3_3 = VLOAD(bp + (v0 + 3) * 16);
-                    cg_v a4_0 = VLOAD(bp + (v0 + 0) * 16), a4_1 = VLOAD(bp + (v0 + 1) * 16), a4_2 = VLOAD(bp + (v0 + 2) * 16), a4_3 = VLOAD(bp + (v0 + 3) * 16);
-                    cg_v a5_0 = VLOAD(bp + (v0 + 0) * 16), a5_1 = VLOAD(bp + (v0 + 1) * 16), a5_2 = VLOAD(bp + (v0 + 2) * 16), a5_3 = VLOAD(bp + (v0 + 3) * 16);
-                    for (int ci = 0; ci < 512; ci++) {
-                        const float *restrict xr = xp + (oy * 30 + x0) * 512 + ci;
-                        const float *restrict wr = wt + ci * 4608 + v0 * 16;
-                        {
-                            const cg_v w0 = VLOAD(wr + 0), w1 = VLOAD(wr + 16), w2 = VLOAD(wr + 32), w3 = VLOAD(wr + 48);
-                            a0_0 += xr[0] * w0; a0_1 += xr[0] * w1; a0_2 += xr[0] * w2; a0_3 += xr[0] * w3;
-                            a1_0 += xr[512] * w0; a1_1 += xr[512] * w1; a1_2 += xr[512] * w2; a1_3 += xr[512] * w3;
-                            a2_0 += xr[1024] * w0; a2_1 += xr[1024] * w1; a2_2 += xr[1024] * w2; a2_3 += xr[1024] * w3;
-                            a3_0 += xr[1536] * w0; a3_1 += xr[1536] * w1; a3_2 += xr[1536] * w2; a3_3 += xr[1536] * w3;
-                            a4_0 += xr[2048] * w0; a4_1 += xr[2048] * w1; a4_2 += xr[2048] * w2; a4_3 += xr[2048] * w3;
-                            a5_0 += xr[2560] * w0; a5_1 += xr[2560] * w1; a5_2 += xr[2560] * w2; a5_3 += xr[2560] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 512), w1 = VLOAD(wr + 528), w2 = VLOAD(wr + 544), w3 = VLOAD(wr + 560);
-                            a0_0 += xr[512] * w0; a0_1 += xr[512] * w1; a0_2 += xr[512] * w2; a0_3 += xr[512] * w3;
-                            a1_0 += xr[1024] * w0; a1_1 += xr[1024] * w1; a1_2 += xr[1024] * w2; a1_3 += xr[1024] * w3;
-                            a2_0 += xr[1536] * w0; a2_1 += xr[1536] * w1; a2_2 += xr[1536] * w2; a2_3 += xr[1536] * w3;
-                            a3_0 += xr[2048] * w0; a3_1 += xr[2048] * w1; a3_2 += xr[2048] * w2; a3_3 += xr[2048] * w3;
-                            a4_0 += xr[2560] * w0; a4_1 += xr[2560] * w1; a4_2 += xr[2560] * w2; a4_3 += xr[2560] * w3;
-                            a5_0 += xr[3072] * w0; a5_1 += xr[3072] * w1; a5_2 += xr[3072] * w2; a5_3 += xr[3072] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 1024), w1 = VLOAD(wr + 1040), w2 = VLOAD(wr + 1056), w3 = VLOAD(wr + 1072);
-                            a0_0 += xr[1024] * w0; a0_1 += xr[1024] * w1; a0_2 += xr[1024] * w2; a0_3 += xr[1024] * w3;
-                            a1_0 += xr[1536] * w0; a1_1 += xr[1536] * w1; a1_2 += xr[1536] * w2; a1_3 += xr[1536] * w3;
-                            a2_0 += xr[2048] * w0; a2_1 += xr[2048] * w1; a2_2 += xr[2048] * w2; a2_3 += xr[2048] * w3;
-                            a3_0 += xr[2560] * w0; a3_1 += xr[2560] * w1; a3_2 += xr[2560] * w2; a3_3 += xr[2560] * w3;
-                            a4_0 += xr[3072] * w0; a4_1 += xr[3072] * w1; a4_2 += xr[3072] * w2; a4_3 += xr[3072] * w3;
-                            a5_0 += xr[3584] * w0; a5_1 += xr[3584] * w1; a5_2 += xr[3584] * w2; a5_3 += xr[3584] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 1536), w1 = VLOAD(wr + 1552), w2 = VLOAD(wr + 1568), w3 = VLOAD(wr + 1584);
-                            a0_0 += xr[15360] * w0; a0_1 += xr[15360] * w1; a0_2 += xr[15360] * w2; a0_3 += xr[15360] * w3;
-                            a1_0 += xr[15872] * w0; a1_1 += xr[15872] * w1; a1_2 += xr[15872] * w2; a1_3 += xr[15872] * w3;
-                            a2_0 += xr[16384] * w0; a2_1 += xr[16384] * w1; a2_2 += xr[16384] * w2; a2_3 += xr[16384] * w3;
-                            a3_0 += xr[16896] * w0; a3_1 += xr[16896] * w1; a3_2 += xr[16896] * w2; a3_3 += xr[16896] * w3;
-                            a4_0 += xr[17408] * w0; a4_1 += xr[17408] * w1; a4_2 += xr[17408] * w2; a4_3 += xr[17408] * w3;
-                            a5_0 += xr[17920] * w0; a5_1 += xr[17920] * w1; a5_2 += xr[17920] * w2; a5_3 += xr[17920] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 2048), w1 = VLOAD(wr + 2064), w2 = VLOAD(wr + 2080), w3 = VLOAD(wr + 2096);
-                            a0_0 += xr[15872] * w0; a0_1 += xr[15872] * w1; a0_2 += xr[15872] * w2; a0_3 += xr[15872] * w3;
-                            a1_0 += xr[16384] * w0; a1_1 += xr[16384] * w1; a1_2 += xr[16384] * w2; a1_3 += xr[16384] * w3;
-                            a2_0 += xr[16896] * w0; a2_1 += xr[16896] * w1; a2_2 += xr[16896] * w2; a2_3 += xr[16896] * w3;
-                            a3_0 += xr[17408] * w0; a3_1 += xr[17408] * w1; a3_2 += xr[17408] * w2; a3_3 += xr[17408] * w3;
-                            a4_0 += xr[17920] * w0; a4_1 += xr[17920] * w1; a4_2 += xr[17920] * w2; a4_3 += xr[17920] * w3;
-                            a5_0 += xr[18432] * w0; a5_1 += xr[18432] * w1; a5_2 += xr[18432] * w2; a5_3 += xr[18432] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 2560), w1 = VLOAD(wr + 2576), w2 = VLOAD(wr + 2592), w3 = VLOAD(wr + 2608);
-                            a0_0 += xr[16384] * w0; a0_1 += xr[16384] * w1; a0_2 += xr[16384] * w2; a0_3 += xr[16384] * w3;
-                            a1_0 += xr[16896] * w0; a1_1 += xr[16896] * w1; a1_2 += xr[16896] * w2; a1_3 += xr[16896] * w3;
-                            a2_0 += xr[17408] * w0; a2_1 += xr[17408] * w1; a2_2 += xr[17408] * w2; a2_3 += xr[17408] * w3;
-                            a3_0 += xr[17920] * w0; a3_1 += xr[17920] * w1; a3_2 += xr[17920] * w2; a3_3 += xr[17920] * w3;
-                            a4_0 += xr[18432] * w0; a4_1 += xr[18432] * w1; a4_2 += xr[18432] * w2; a4_3 += xr[18432] * w3;
-                            a5_0 += xr[18944] * w0; a5_1 += xr[18944] * w1; a5_2 += xr[18944] * w2; a5_3 += xr[18944] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 3072), w1 = VLOAD(wr + 3088), w2 = VLOAD(wr + 3104), w3 = VLOAD(wr + 3120);
-                            a0_0 += xr[30720] * w0; a0_1 += xr[30720] * w1; a0_2 += xr[30720] * w2; a0_3 += xr[30720] * w3;
-                            a1_0 += xr[31232] * w0; a1_1 += xr[31232] * w1; a1_2 += xr[31232] * w2; a1_3 += xr[31232] * w3;
-                            a2_0 += xr[31744] * w0; a2_1 += xr[31744] * w1; a2_2 += xr[31744] * w2; a2_3 += xr[31744] * w3;
-                            a3_0 += xr[32256] * w0; a3_1 += xr[32256] * w1; a3_2 += xr[32256] * w2; a3_3 += xr[32256] * w3;
-                            a4_0 += xr[32768] * w0; a4_1 += xr[32768] * w1; a4_2 += xr[32768] * w2; a4_3 += xr[32768] * w3;
-                            a5_0 += xr[33280] * w0; a5_1 += xr[33280] * w1; a5_2 += xr[33280] * w2; a5_3 += xr[33280] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 3584), w1 = VLOAD(wr + 3600), w2 = VLOAD(wr + 3616), w3 = VLOAD(wr + 3632);
-                            a0_0 += xr[31232] * w0; a0_1 += xr[31232] * w1; a0_2 += xr[31232] * w2; a0_3 += xr[31232] * w3;
-                            a1_0 += xr[31744] * w0; a1_1 += xr[31744] * w1; a1_2 += xr[31744] * w2; a1_3 += xr[31744] * w3;
-                            a2_0 += xr[32256] * w0; a2_1 += xr[32256] * w1; a2_2 += xr[32256] * w2; a2_3 += xr[32256] * w3;
-                            a3_0 += xr[32768] * w0; a3_1 += xr[32768] * w1; a3_2 += xr[32768] * w2; a3_3 += xr[32768] * w3;
-                            a4_0 += xr[33280] * w0; a4_1 += xr[33280] * w1; a4_2 += xr[33280] * w2; a4_3 += xr[33280] * w3;
-                            a5_0 += xr[33792] * w0; a5_1 += xr[33792] * w1; a5_2 += xr[33792] * w2; a5_3 += xr[33792] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 4096), w1 = VLOAD(wr + 4112), w2 = VLOAD(wr + 4128), w3 = VLOAD(wr + 4144);
-                            a0_0 += xr[31744] * w0; a0_1 += xr[31744] * w1; a0_2 += xr[31744] * w2; a0_3 += xr[31744] * w3;
-                            a1_0 += xr[32256] * w0; a1_1 += xr[32256] * w1; a1_2 += xr[32256] * w2; a1_3 += xr[32256] * w3;
-                            a2_0 += xr[32768] * w0; a2_1 += xr[32768] * w1; a2_2 += xr[32768] * w2; a2_3 += xr[32768] * w3;
-                            a3_0 += xr[33280] * w0; a3_1 += xr[33280] * w1; a3_2 += xr[33280] * w2; a3_3 += xr[33280] * w3;
-                            a4_0 += xr[33792] * w0; a4_1 += xr[33792] * w1; a4_2 += xr[33792] * w2; a4_3 += xr[33792] * w3;
-                            a5_0 += xr[34304] * w0; a5_1 += xr[34304] * w1; a5_2 += xr[34304] * w2; a5_3 += xr[34304] * w3;
-                        }
+    const float *restrict b = P + 5274944;
+    float *restrict xp = S + 0;
+    /* inputs -> zero-padded planes 30x30 (kept for dW) */
+    CG_PARALLEL_FOR
+    for (int pl = 0; pl < nb * 512; pl++) {
+        const float *restrict s = x + (size_t)pl * 784;
+        float *restrict d = xp + (size_t)pl * 900;
+        memset(d, 0, sizeof(float) * 30);
+        for (int i = 0; i < 28; i++) {
+            float *restrict r = d + (i + 1) * 30;
+            memset(r, 0, sizeof(float) * 1);
+            memcpy(r + 1, s + i * 28, sizeof(float) * 28);
+            memset(r + 29, 0, sizeof(float) * 1);
+        }
+        memset(d + 870, 0, sizeof(float) * 30);
+    }
+    /* tiles of 12 output channels x 2 vectors of an output row */
+    CG_PARALLEL_FOR
+    for (int r = 0; r < nb * 28; r++) {
+        const int n = r / 28, oy = r % 28;
+        const float *restrict xr0 = xp + ((size_t)n * 15360 + oy) * 30;
+        float *restrict yr = y + ((size_t)n * 14336 + oy) * 28;
+        for (int co0 = 0; co0 < 504; co0 += 12) {
+            {
+                const int x0 = 0;
+                cg_v a0_0 = vsplat(b[co0 + 0]), a0_1 = vsplat(b[co0 + 0]);
+                cg_v a1_0 = vsplat(b[co0 + 1]), a1_1 = vsplat(b[co0 + 1]);
+                cg_v a2_0 = vsplat(b[co0 + 2]), a2_1 = vsplat(b[co0 + 2]);
+                cg_v a3_0 = vsplat(b[co0 + 3]), a3_1 = vsplat(b[co0 + 3]);
+                cg_v a4_0 = vsplat(b[co0 + 4]), a4_1 = vsplat(b[co0 + 4]);
+                cg_v a5_0 = vsplat(b[co0 + 5]), a5_1 = vsplat(b[co0 + 5]);
+                cg_v a6_0 = vsplat(b[co0 + 6]), a6_1 = vsplat(b[co0 + 6]);
+                cg_v a7_0 = vsplat(b[co0 + 7]), a7_1 = vsplat(b[co0 + 7]);
+                cg_v a8_0 = vsplat(b[co0 + 8]), a8_1 = vsplat(b[co0 + 8]);
+                cg_v a9_0 = vsplat(b[co0 + 9]), a9_1 = vsplat(b[co0 + 9]);
+                cg_v a10_0 = vsplat(b[co0 + 10]), a10_1 = vsplat(b[co0 + 10]);
+                cg_v a11_0 = vsplat(b[co0 + 11]), a11_1 = vsplat(b[co0 + 11]);
+                for (int ci = 0; ci < 512; ci++) {
+                    const float *restrict xr = xr0 + (size_t)ci * 900 + x0;
+                    const float *restrict wr = w + (size_t)co0 * 4608 + ci * 9;
+                    {
+                        cg_v v0 = VLOAD(xr + 0), v1 = VLOAD(xr + 12); VKEEP(v0); VKEEP(v1);
+                        a0_0 += wr[0] * v0; a0_1 += wr[0] * v1;
+                        a1_0 += wr[4608] * v0; a1_1 += wr[4608] * v1;
+                        a2_0 += wr[9216] * v0; a2_1 += wr[9216] * v1;
+                        a3_0 += wr[13824] * v0; a3_1 += wr[13824] * v1;
+                        a4_0 += wr[18432] * v0; a4_1 += wr[18432] * v1;
+                        a5_0 += wr[23040] * v0; a5_1 += wr[23040] * v1;
+                        a6_0 += wr[27648] * v0; a6_1 += wr[27648] * v1;
+                        a7_0 += wr[32256] * v0; a7_1 += wr[32256] * v1;
+                        a8_0 += wr[36864] * v0; a8_1 += wr[36864] * v1;
+                        a9_0 += wr[41472] * v0; a9_1 += wr[41472] * v1;
+                        a10_0 += wr[46080] * v0; a10_1 += wr[46080] * v1;
+                        a11_0 += wr[50688] * v0; a11_1 += wr[50688] * v1;
                     }
-                    VSTORE(yh + (oy * 28 + x0 + 0) * 512 + (v0 + 0) * 16, a0_0); VSTORE(yh + (oy * 28 + x0 + 0) * 512 + (v0 + 1) * 16, a0_1); VSTORE(yh + (oy * 28 + x0 + 0) * 512 + (v0 + 2) * 16, a0_2); VSTORE(yh + (oy * 28 + x0 + 0) * 512 + (v0 + 3) * 16, a0_3);
-                    VSTORE(yh + (oy * 28 + x0 + 1) * 512 + (v0 + 0) * 16, a1_0); VSTORE(yh + (oy * 28 + x0 + 1) * 512 + (v0 + 1) * 16, a1_1); VSTORE(yh + (oy * 28 + x0 + 1) * 512 + (v0 + 2) * 16, a1_2); VSTORE(yh + (oy * 28 + x0 + 1) * 512 + (v0 + 3) * 16, a1_3);
-                    VSTORE(yh + (oy * 28 + x0 + 2) * 512 + (v0 + 0) * 16, a2_0); VSTORE(yh + (oy * 28 + x0 + 2) * 512 + (v0 + 1) * 16, a2_1); VSTORE(yh + (oy * 28 + x0 + 2) * 512 + (v0 + 2) * 16, a2_2); VSTORE(yh + (oy * 28 + x0 + 2) * 512 + (v0 + 3) * 16, a2_3);
-                    VSTORE(yh + (oy * 28 + x0 + 3) * 512 + (v0 + 0) * 16, a3_0); VSTORE(yh + (oy * 28 + x0 + 3) * 512 + (v0 + 1) * 16, a3_1); VSTORE(yh + (oy * 28 + x0 + 3) * 512 + (v0 + 2) * 16, a3_2); VSTORE(yh + (oy * 28 + x0 + 3) * 512 + (v0 + 3) * 16, a3_3);
-                    VSTORE(yh + (oy * 28 + x0 + 4) * 512 + (v0 + 0) * 16, a4_0); VSTORE(yh + (oy * 28 + x0 + 4) * 512 + (v0 + 1) * 16, a4_1); VSTORE(yh + (oy * 28 + x0 + 4) * 512 + (v0 + 2) * 16, a4_2); VSTORE(yh + (oy * 28 + x0 + 4) * 512 + (v0 + 3) * 16, a4_3);
-                    VSTORE(yh + (oy * 28 + x0 + 5) * 512 + (v0 + 0) * 16, a5_0); VSTORE(yh + (oy * 28 + x0 + 5) * 512 + (v0 + 1) * 16, a5_1); VSTORE(yh + (oy * 28 + x0 + 5) * 512 + (v0 + 2) * 16, a5_2); VSTORE(yh + (oy * 28 + x0 + 5) * 512 + (v0 + 3) * 16, a5_3);
-                }
-                {
-                    const int x0 = 24;
-                    cg_v a0_0 = VLOAD(bp + (v0 + 0) * 16), a0_1 = VLOAD(bp + (v0 + 1) * 16), a0_2 = VLOAD(bp + (v0 + 2) * 16), a0_3 = VLOAD(bp + (v0 + 3) * 16);
-                    cg_v a1_0 = VLOAD(bp + (v0 + 0) * 16), a1_1 = VLOAD(bp + (v0 + 1) * 16), a1_2 = VLOAD(bp + (v0 + 2) * 16), a1_3 = VLOAD(bp + (v0 + 3) * 16);
-                    cg_v a2_0 = VLOAD(bp + (v0 + 0) * 16), a2_1 = VLOAD(bp + (v0 + 1) * 16), a2_2 = VLOAD(bp + (v0 + 2) * 16), a2_3 = VLOAD(bp + (v0 + 3) * 16);
-                    cg_v a3_0 = VLOAD(bp + (v0 + 0) * 16), a3_1 = VLOAD(bp + (v0 + 1) * 16), a3_2 = VLOAD(bp + (v0 + 2) * 16), a3_3 = VLOAD(bp + (v0 + 3) * 16);
-                    for (int ci = 0; ci < 512; ci++) {
-                        const float *restrict xr = xp + (oy * 30 + x0) * 512 + ci;
-                        const float *restrict wr = wt + ci * 4608 + v0 * 16;
-                        {
-                            const cg_v w0 = VLOAD(wr + 0), w1 = VLOAD(wr + 16), w2 = VLOAD(wr + 32), w3 = VLOAD(wr + 48);
-                            a0_0 += xr[0] * w0; a0_1 += xr[0] * w1; a0_2 += xr[0] * w2; a0_3 += xr[0] * w3;
-                            a1_0 += xr[512] * w0; a1_1 += xr[512] * w1; a1_2 += xr[512] * w2; a1_3 += xr[512] * w3;
-                            a2_0 += xr[1024] * w0; a2_1 += xr[1024] * w1; a2_2 += xr[1024] * w2; a2_3 += xr[1024] * w3;
-                            a3_0 += xr[1536] * w0; a3_1 += xr[1536] * w1; a3_2 += xr[1536] * w2; a3_3 += xr[1536] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 512), w1 = VLOAD(wr + 528), w2 = VLOAD(wr + 544), w3 = VLOAD(wr + 560);
-                            a0_0 += xr[512] * w0; a0_1 += xr[512] * w1; a0_2 += xr[512] * w2; a0_3 += xr[512] * w3;
-                            a1_0 += xr[1024] * w0; a1_1 += xr[1024] * w1; a1_2 += xr[1024] * w2; a1_3 += xr[1024] * w3;
-                            a2_0 += xr[1536] * w0; a2_1 += xr[1536] * w1; a2_2 += xr[1536] * w2; a2_3 += xr[1536] * w3;
-                            a3_0 += xr[2048] * w0; a3_1 += xr[2048] * w1; a3_2 += xr[2048] * w2; a3_3 += xr[2048] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 1024), w1 = VLOAD(wr + 1040), w2 = VLOAD(wr + 1056), w3 = VLOAD(wr + 1072);
-                            a0_0 += xr[1024] * w0; a0_1 += xr[1024] * w1; a0_2 += xr[1024] * w2; a0_3 += xr[1024] * w3;
-                            a1_0 += xr[1536] * w0; a1_1 += xr[1536] * w1; a1_2 += xr[1536] * w2; a1_3 += xr[1536] * w3;
-                            a2_0 += xr[2048] * w0; a2_1 += xr[2048] * w1; a2_2 += xr[2048] * w2; a2_3 += xr[2048] * w3;
-                            a3_0 += xr[2560] * w0; a3_1 += xr[2560] * w1; a3_2 += xr[2560] * w2; a3_3 += xr[2560] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 1536), w1 = VLOAD(wr + 1552), w2 = VLOAD(wr + 1568), w3 = VLOAD(wr + 1584);
-                            a0_0 += xr[15360] * w0; a0_1 += xr[15360] * w1; a0_2 += xr[15360] * w2; a0_3 += xr[15360] * w3;
-                            a1_0 += xr[15872] * w0; a1_1 += xr[15872] * w1; a1_2 += xr[15872] * w2; a1_3 += xr[15872] * w3;
-                            a2_0 += xr[16384] * w0; a2_1 += xr[16384] * w1; a2_2 += xr[16384] * w2; a2_3 += xr[16384] * w3;
-                            a3_0 += xr[16896] * w0; a3_1 += xr[16896] * w1; a3_2 += xr[16896] * w2; a3_3 += xr[16896] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 2048), w1 = VLOAD(wr + 2064), w2 = VLOAD(wr + 2080), w3 = VLOAD(wr + 2096);
-                            a0_0 += xr[15872] * w0; a0_1 += xr[15872] * w1; a0_2 += xr[15872] * w2; a0_3 += xr[15872] * w3;
-                            a1_0 += xr[16384] * w0; a1_1 += xr[16384] * w1; a1_2 += xr[16384] * w2; a1_3 += xr[16384] * w3;
-                            a2_0 += xr[16896] * w0; a2_1 += xr[16896] * w1; a2_2 += xr[16896] * w2; a2_3 += xr[16896] * w3;
-                            a3_0 += xr[17408] * w0; a3_1 += xr[17408] * w1; a3_2 += xr[17408] * w2; a3_3 += xr[17408] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 2560), w1 = VLOAD(wr + 2576), w2 = VLOAD(wr + 2592), w3 = VLOAD(wr + 2608);
-                            a0_0 += xr[16384] * w0; a0_1 += xr[16384] * w1; a0_2 += xr[16384] * w2; a0_3 += xr[16384] * w3;
-                            a1_0 += xr[16896] * w0; a1_1 += xr[16896] * w1; a1_2 += xr[16896] * w2; a1_3 += xr[16896] * w3;
-                            a2_0 += xr[17408] * w0; a2_1 += xr[17408] * w1; a2_2 += xr[17408] * w2; a2_3 += xr[17408] * w3;
-                            a3_0 += xr[17920] * w0; a3_1 += xr[17920] * w1; a3_2 += xr[17920] * w2; a3_3 += xr[17920] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 3072), w1 = VLOAD(wr + 3088), w2 = VLOAD(wr + 3104), w3 = VLOAD(wr + 3120);
-                            a0_0 += xr[30720] * w0; a0_1 += xr[30720] * w1; a0_2 += xr[30720] * w2; a0_3 += xr[30720] * w3;
-                            a1_0 += xr[31232] * w0; a1_1 += xr[31232] * w1; a1_2 += xr[31232] * w2; a1_3 += xr[31232] * w3;
-                            a2_0 += xr[31744] * w0; a2_1 += xr[31744] * w1; a2_2 += xr[31744] * w2; a2_3 += xr[31744] * w3;
-                            a3_0 += xr[32256] * w0; a3_1 += xr[32256] * w1; a3_2 += xr[32256] * w2; a3_3 += xr[32256] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 3584), w1 = VLOAD(wr + 3600), w2 = VLOAD(wr + 3616), w3 = VLOAD(wr + 3632);
-                            a0_0 += xr[31232] * w0; a0_1 += xr[31232] * w1; a0_2 += xr[31232] * w2; a0_3 += xr[31232] * w3;
-                            a1_0 += xr[31744] * w0; a1_1 += xr[31744] * w1; a1_2 += xr[31744] * w2; a1_3 += xr[31744] * w3;
-                            a2_0 += xr[32256] * w0; a2_1 += xr[32256] * w1; a2_2 += xr[32256] * w2; a2_3 += xr[32256] * w3;
-                            a3_0 += xr[32768] * w0; a3_1 += xr[32768] * w1; a3_2 += xr[32768] * w2; a3_3 += xr[32768] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 4096), w1 = VLOAD(wr + 4112), w2 = VLOAD(wr + 4128), w3 = VLOAD(wr + 4144);
-                            a0_0 += xr[31744] * w0; a0_1 += xr[31744] * w1; a0_2 += xr[31744] * w2; a0_3 += xr[31744] * w3;
-                            a1_0 += xr[32256] * w0; a1_1 += xr[32256] * w1; a1_2 += xr[32256] * w2; a1_3 += xr[32256] * w3;
-                            a2_0 += xr[32768] * w0; a2_1 += xr[32768] * w1; a2_2 += xr[32768] * w2; a2_3 += xr[32768] * w3;
-                            a3_0 += xr[33280] * w0; a3_1 += xr[33280] * w1; a3_2 += xr[33280] * w2; a3_3 += xr[33280] * w3;
-                        }
+                    {
+                        cg_v v0 = VLOAD(xr + 1), v1 = VLOAD(xr + 13); VKEEP(v0); VKEEP(v1);
+                        a0_0 += wr[1] * v0; a0_1 += wr[1] * v1;
+                        a1_0 += wr[4609] * v0; a1_1 += wr[4609] * v1;
+                        a2_0 += wr[9217] * v0; a2_1 += wr[9217] * v1;
+                        a3_0 += wr[13825] * v0; a3_1 += wr[13825] * v1;
+                        a4_0 += wr[18433] * v0; a4_1 += wr[18433] * v1;
+                        a5_0 += wr[23041] * v0; a5_1 += wr[23041] * v1;
+                        a6_0 += wr[27649] * v0; a6_1 += wr[27649] * v1;
+                        a7_0 += wr[32257] * v0; a7_1 += wr[32257] * v1;
+                        a8_0 += wr[36865] * v0; a8_1 += wr[36865] * v1;
+                        a9_0 += wr[41473] * v0; a9_1 += wr[41473] * v1;
+                        a10_0 += wr[46081] * v0; a10_1 += wr[46081] * v1;
+                        a11_0 += wr[50689] * v0; a11_1 += wr[50689] * v1;
                     }
-                    VSTORE(yh + (oy * 28 + x0 + 0) * 512 + (v0 + 0) * 16, a0_0); VSTORE(yh + (oy * 28 + x0 + 0) * 512 + (v0 + 1) * 16, a0_1); VSTORE(yh + (oy * 28 + x0 + 0) * 512 + (v0 + 2) * 16, a0_2); VSTORE(yh + (oy * 28 + x0 + 0) * 512 + (v0 + 3) * 16, a0_3);
-                    VSTORE(yh + (oy * 28 + x0 + 1) * 512 + (v0 + 0) * 16, a1_0); VSTORE(yh + (oy * 28 + x0 + 1) * 512 + (v0 + 1) * 16, a1_1); VSTORE(yh + (oy * 28 + x0 + 1) * 512 + (v0 + 2) * 16, a1_2); VSTORE(yh + (oy * 28 + x0 + 1) * 512 + (v0 + 3) * 16, a1_3);
-                    VSTORE(yh + (oy * 28 + x0 + 2) * 512 + (v0 + 0) * 16, a2_0); VSTORE(yh + (oy * 28 + x0 + 2) * 512 + (v0 + 1) * 16, a2_1); VSTORE(yh + (oy * 28 + x0 + 2) * 512 + (v0 + 2) * 16, a2_2); VSTORE(yh + (oy * 28 + x0 + 2) * 512 + (v0 + 3) * 16, a2_3);
-                    VSTORE(yh + (oy * 28 + x0 + 3) * 512 + (v0 + 0) * 16, a3_0); VSTORE(yh + (oy * 28 + x0 + 3) * 512 + (v0 + 1) * 16, a3_1); VSTORE(yh + (oy * 28 + x0 + 3) * 512 + (v0 + 2) * 16, a3_2); VSTORE(yh + (oy * 28 + x0 + 3) * 512 + (v0 + 3) * 16, a3_3);
+                    {
+                        cg_v v0 = VLOAD(xr + 2), v1 = VLOAD(xr + 14); VKEEP(v0); VKEEP(v1);
+                        a0_0 += wr[2] * v0; a0_1 += wr[2] * v1;
+                        a1_0 += wr[4610] * v0; a1_1 += wr[4610] * v1;
+                        a2_0 += wr[9218] * v0; a2_1 += wr[9218] * v1;
+                        a3_0 += wr[13826] * v0; a3_1 += wr[13826] * v1;
+                        a4_0 += wr[18434] * v0; a4_1 += wr[18434] * v1;
+                        a5_0 += wr[23042] * v0; a5_1 += wr[23042] * v1;
+                        a6_0 += wr[27650] * v0; a6_1 += wr[27650] * v1;
+                        a7_0 += wr[32258] * v0; a7_1 += wr[32258] * v1;
+                        a8_0 += wr[36866] * v0; a8_1 += wr[36866] * v1;
+                        a9_0 += wr[41474] * v0; a9_1 += wr[41474] * v1;
+                        a10_0 += wr[46082] * v0; a10_1 += wr[46082] * v1;
+                        a11_0 += wr[50690] * v0; a11_1 += wr[50690] * v1;
+                    }
+                    {
+                        cg_v v0 = VLOAD(xr + 30), v1 = VLOAD(xr + 42); VKEEP(v0); VKEEP(v1);
+                        a0_0 += wr[3] * v0; a0_1 += wr[3] * v1;
+                        a1_0 += wr[4611] * v0; a1_1 += wr[4611] * v1;
+                        a2_0 += wr[9219] * v0; a2_1 += wr[9219] * v1;
+                        a3_0 += wr[13827] * v0; a3_1 += wr[13827] * v1;
+                        a4_0 += wr[18435] * v0; a4_1 += wr[18435] * v1;
+                        a5_0 += wr[23043] * v0; a5_1 += wr[23043] * v1;
+                        a6_0 += wr[27651] * v0; a6_1 += wr[27651] * v1;
+                        a7_0 += wr[32259] * v0; a7_1 += wr[32259] * v1;
+                        a8_0 += wr[36867] * v0; a8_1 += wr[36867] * v1;
+                        a9_0 += wr[41475] * v0; a9_1 += wr[41475] * v1;
+                        a10_0 += wr[46083] * v0; a10_1 += wr[46083] * v1;
+                        a11_0 += wr[50691] * v0; a11_1 += wr[50691] * v1;
+                    }
+                    {
+                        cg_v v0 = VLOAD(xr + 31), v1 = VLOAD(xr + 43); VKEEP(v0); VKEEP(v1);
+                        a0_0 += wr[4] * v0; a0_1 += wr[4] * v1;
+                        a1_0 += wr[4612] * v0; a1_1 += wr[4612] * v1;
+                        a2_0 += wr[9220] * v0; a2_1 += wr[9220] * v1;
+                        a3_0 += wr[13828] * v0; a3_1 += wr[13828] * v1;
+                        a4_0 += wr[18436] * v0; a4_1 += wr[18436] * v1;
+                        a5_0 += wr[23044] * v0; a5_1 += wr[23044] * v1;
+                        a6_0 += wr[27652] * v0; a6_1 += wr[27652] * v1;
+                        a7_0 += wr[32260] * v0; a7_1 += wr[32260] * v1;
+                        a8_0 += wr[36868] * v0; a8_1 += wr[36868] * v1;
+                        a9_0 += wr[41476] * v0; a9_1 += wr[41476] * v1;
+                        a10_0 += wr[46084] * v0; a10_1 += wr[46084] * v1;
+                        a11_0 += wr[50692] * v0; a11_1 += wr[50692] * v1;
+                    }
+                    {
+                        cg_v v0 = VLOAD(xr + 32), v1 = VLOAD(xr + 44); VKEEP(v0); VKEEP(v1);
+                        a0_0 += wr[5] * v0; a0_1 += wr[5] * v1;
+                        a1_0 += wr[4613] * v0; a1_1 += wr[4613] * v1;
+                        a2_0 += wr[9221] * v0; a2_1 += wr[9221] * v1;
+                        a3_0 += wr[13829] * v0; a3_1 += wr[13829] * v1;
+                        a4_0 += wr[18437] * v0; a4_1 += wr[18437] * v1;
+                        a5_0 += wr[23045] * v0; a5_1 += wr[23045] * v1;
+                        a6_0 += wr[27653] * v0; a6_1 += wr[27653] * v1;
+                        a7_0 += wr[32261] * v0; a7_1 += wr[32261] * v1;
+                        a8_0 += wr[36869] * v0; a8_1 += wr[36869] * v1;
+                        a9_0 += wr[41477] * v0; a9_1 += wr[41477] * v1;
+                        a10_0 += wr[46085] * v0; a10_1 += wr[46085] * v1;
+                        a11_0 += wr[50693] * v0; a11_1 += wr[50693] * v1;
+                    }
+                    {
+                        cg_v v0 = VLOAD(xr + 60), v1 = VLOAD(xr + 72); VKEEP(v0); VKEEP(v1);
+                        a0_0 += wr[6] * v0; a0_1 += wr[6] * v1;
+                        a1_0 += wr[4614] * v0; a1_1 += wr[4614] * v1;
+                        a2_0 += wr[9222] * v0; a2_1 += wr[9222] * v1;
+                        a3_0 += wr[13830] * v0; a3_1 += wr[13830] * v1;
+                        a4_0 += wr[18438] * v0; a4_1 += wr[18438] * v1;
+                        a5_0 += wr[23046] * v0; a5_1 += wr[23046] * v1;
+                        a6_0 += wr[27654] * v0; a6_1 += wr[27654] * v1;
+                        a7_0 += wr[32262] * v0; a7_1 += wr[32262] * v1;
+                        a8_0 += wr[36870] * v0; a8_1 += wr[36870] * v1;
+                        a9_0 += wr[41478] * v0; a9_1 += wr[41478] * v1;
+                        a10_0 += wr[46086] * v0; a10_1 += wr[46086] * v1;
+                        a11_0 += wr[50694] * v0; a11_1 += wr[50694] * v1;
+                    }
+                    {
+                        cg_v v0 = VLOAD(xr + 61), v1 = VLOAD(xr + 73); VKEEP(v0); VKEEP(v1);
+                        a0_0 += wr[7] * v0; a0_1 += wr[7] * v1;
+                        a1_0 += wr[4615] * v0; a1_1 += wr[4615] * v1;
+                        a2_0 += wr[9223] * v0; a2_1 += wr[9223] * v1;
+                        a3_0 += wr[13831] * v0; a3_1 += wr[13831] * v1;
+                        a4_0 += wr[18439] * v0; a4_1 += wr[18439] * v1;
+                        a5_0 += wr[23047] * v0; a5_1 += wr[23047] * v1;
+                        a6_0 += wr[27655] * v0; a6_1 += wr[27655] * v1;
+                        a7_0 += wr[32263] * v0; a7_1 += wr[32263] * v1;
+                        a8_0 += wr[36871] * v0; a8_1 += wr[36871] * v1;
+                        a9_0 += wr[41479] * v0; a9_1 += wr[41479] * v1;
+                        a10_0 += wr[46087] * v0; a10_1 += wr[46087] * v1;
+                        a11_0 += wr[50695] * v0; a11_1 += wr[50695] * v1;
+                    }
+                    {
+                        cg_v v0 = VLOAD(xr + 62), v1 = VLOAD(xr + 74); VKEEP(v0); VKEEP(v1);
+                        a0_0 += wr[8] * v0; a0_1 += wr[8] * v1;
+                        a1_0 += wr[4616] * v0; a1_1 += wr[4616] * v1;
+                        a2_0 += wr[9224] * v0; a2_1 += wr[9224] * v1;
+                        a3_0 += wr[13832] * v0; a3_1 += wr[13832] * v1;
+                        a4_0 += wr[18440] * v0; a4_1 += wr[18440] * v1;
+                        a5_0 += wr[23048] * v0; a5_1 += wr[23048] * v1;
+                        a6_0 += wr[27656] * v0; a6_1 += wr[27656] * v1;
+                        a7_0 += wr[32264] * v0; a7_1 += wr[32264] * v1;
+                        a8_0 += wr[36872] * v0; a8_1 += wr[36872] * v1;
+                        a9_0 += wr[41480] * v0; a9_1 += wr[41480] * v1;
+                        a10_0 += wr[46088] * v0; a10_1 += wr[46088] * v1;
+                        a11_0 += wr[50696] * v0; a11_1 += wr[50696] * v1;
+                    }
                 }
+                VSTORE(yr + (size_t)(co0 + 0) * 784 + x0 + 0, a0_0); VSTORE(yr + (size_t)(co0 + 0) * 784 + x0 + 12, a0_1);
+                VSTORE(yr + (size_t)(co0 + 1) * 784 + x0 + 0, a1_0); VSTORE(yr + (size_t)(co0 + 1) * 784 + x0 + 12, a1_1);
+                VSTORE(yr + (size_t)(co0 + 2) * 784 + x0 + 0, a2_0); VSTORE(yr + (size_t)(co0 + 2) * 784 + x0 + 12, a2_1);
+                VSTORE(yr + (size_t)(co0 + 3) * 784 + x0 + 0, a3_0); VSTORE(yr + (size_t)(co0 + 3) * 784 + x0 + 12, a3_1);
+                VSTORE(yr + (size_t)(co0 + 4) * 784 + x0 + 0, a4_0); VSTORE(yr + (size_t)(co0 + 4) * 784 + x0 + 12, a4_1);
+                VSTORE(yr + (size_t)(co0 + 5) * 784 + x0 + 0, a5_0); VSTORE(yr + (size_t)(co0 + 5) * 784 + x0 + 12, a5_1);
+                VSTORE(yr + (size_t)(co0 + 6) * 784 + x0 + 0, a6_0); VSTORE(yr + (size_t)(co0 + 6) * 784 + x0 + 12, a6_1);
+                VSTORE(yr + (size_t)(co0 + 7) * 784 + x0 + 0, a7_0); VSTORE(yr + (size_t)(co0 + 7) * 784 + x0 + 12, a7_1);
+                VSTORE(yr + (size_t)(co0 + 8) * 784 + x0 + 0, a8_0); VSTORE(yr + (size_t)(co0 + 8) * 784 + x0 + 12, a8_1);
+                VSTORE(yr + (size_t)(co0 + 9) * 784 + x0 + 0, a9_0); VSTORE(yr + (size_t)(co0 + 9) * 784 + x0 + 12, a9_1);
+                VSTORE(yr + (size_t)(co0 + 10) * 784 + x0 + 0, a10_0); VSTORE(yr + (size_t)(co0 + 10) * 784 + x0 + 12, a10_1);
+                VSTORE(yr + (size_t)(co0 + 11) * 784 + x0 + 0, a11_0); VSTORE(yr + (size_t)(co0 + 11) * 784 + x0 + 12, a11_1);
             }
         }
-        for (int co = 0; co < 512; co++)
-            for (int i = 0; i < 784; i++) yn[co * 784 + i] = yh[i * 512 + co];
+        {
+            const int co0 = 504;
+            {
+                const int x0 = 0;
+                cg_v a0_0 = vsplat(b[co0 + 0]), a0_1 = vsplat(b[co0 + 0]);
+                cg_v a1_0 = vsplat(b[co0 + 1]), a1_1 = vsplat(b[co0 + 1]);
+                cg_v a2_0 = vsplat(b[co0 + 2]), a2_1 = vsplat(b[co0 + 2]);
+                cg_v a3_0 = vsplat(b[co0 + 3]), a3_1 = vsplat(b[co0 + 3]);
+                cg_v a4_0 = vsplat(b[co0 + 4]), a4_1 = vsplat(b[co0 + 4]);
+                cg_v a5_0 = vsplat(b[co0 + 5]), a5_1 = vsplat(b[co0 + 5]);
+                cg_v a6_0 = vsplat(b[co0 + 6]), a6_1 = vsplat(b[co0 + 6]);
+                cg_v a7_0 = vsplat(b[co0 + 7]), a7_1 = vsplat(b[co0 + 7]);
+                for (int ci = 0; ci < 512; ci++) {
+                    const float *restrict xr = xr0 + (size_t)ci * 900 + x0;
+                    const float *restrict wr = w + (size_t)co0 * 4608 + ci * 9;
+                    {
+                        cg_v v0 = VLOAD(xr + 0), v1 = VLOAD(xr + 12); VKEEP(v0); VKEEP(v1);
+                        a0_0 += wr[0] * v0; a0_1 += wr[0] * v1;
+                        a1_0 += wr[4608] * v0; a1_1 += wr[4608] * v1;
+                        a2_0 += wr[9216] * v0; a2_1 += wr[9216] * v1;
+                        a3_0 += wr[13824] * v0; a3_1 += wr[13824] * v1;
+                        a4_0 += wr[18432] * v0; a4_1 += wr[18432] * v1;
+                        a5_0 += wr[23040] * v0; a5_1 += wr[23040] * v1;
+                        a6_0 += wr[27648] * v0; a6_1 += wr[27648] * v1;
+                        a7_0 += wr[32256] * v0; a7_1 += wr[32256] * v1;
+                    }
+                    {
+                        cg_v v0 = VLOAD(xr + 1), v1 = VLOAD(xr + 13); VKEEP(v0); VKEEP(v1);
+                        a0_0 += wr[1] * v0; a0_1 += wr[1] * v1;
+                        a1_0 += wr[4609] * v0; a1_1 += wr[4609] * v1;
+                        a2_0 += wr[9217] * v0; a2_1 += wr[9217] * v1;
+                        a3_0 += wr[13825] * v0; a3_1 += wr[13825] * v1;
+                        a4_0 += wr[18433] * v0; a4_1 += wr[18433] * v1;
+                        a5_0 += wr[23041] * v0; a5_1 += wr[23041] * v1;
+                        a6_0 += wr[27649] * v0; a6_1 += wr[27649] * v1;
+                        a7_0 += wr[32257] * v0; a7_1 += wr[32257] * v1;
+                    }
+                    {
+                        cg_v v0 = VLOAD(xr + 2), v1 = VLOAD(xr + 14); VKEEP(v0); VKEEP(v1);
+                        a0_0 += wr[2] * v0; a0_1 += wr[2] * v1;
+                        a1_0 += wr[4610] * v0; a1_1 += wr[4610] * v1;
+                        a2_0 += wr[9218] * v0; a2_1 += wr[9218] * v1;
+                        a3_0 += wr[13826] * v0; a3_1 += wr[13826] * v1;
+                        a4_0 += wr[18434] * v0; a4_1 += wr[18434] * v1;
+                        a5_0 += wr[23042] * v0; a5_1 += wr[23042] * v1;
+                        a6_0 += wr[27650] * v0; a6_1 += wr[27650] * v1;
+                        a7_0 += wr[32258] * v0; a7_1 += wr[32258] * v1;
+                    }
+                    {
+                        cg_v v0 = VLOAD(xr + 30), v1 = VLOAD(xr + 42); VKEEP(v0); VKEEP(v1);
+                        a0_0 += wr[3] * v0; a0_1 += wr[3] * v1;
+                        a1_0 += wr[4611] * v0; a1_1 += wr[4611] * v1;
+                        a2_0 += wr[9219] * v0; a2_1 += wr[9219] * v1;
+                        a3_0 += wr[13827] * v0; a3_1 += wr[13827] * v1;
+                        a4_0 += wr[18435] * v0; a4_1 += wr[18435] * v1;
+                        a5_0 += wr[23043] * v0; a5_1 += wr[23043] * v1;
+                        a6_0 += wr[27651] * v0; a6_1 += wr[27651] * v1;
+                        a7_0 += wr[32259] * v0; a7_1 += wr[32259] * v1;
+                    }
+                    {
+                        cg_v v0 = VLOAD(xr + 31), v1 = VLOAD(xr + 43); VKEEP(v0); VKEEP(v1);
+                        a0_0 += wr[4] * v0; a0_1 += wr[4] * v1;
+                        a1_0 += wr[4612] * v0; a1_1 += wr[4612] * v1;
+                        a2_0 += wr[9220] * v0; a2_1 += wr[9220] * v1;
+                        a3_0 += wr[13828] * v0; a3_1 += wr[13828] * v1;
+                        a4_0 += wr[18436] * v0; a4_1 += wr[18436] * v1;
+                        a5_0 += wr[23044] * v0; a5_1 += wr[23044] * v1;
+                        a6_0 += wr[27652] * v0; a6_1 += wr[27652] * v1;
+                        a7_0 += wr[32260] * v0; a7_1 += wr[32260] * v1;
+                    }
+                    {
+                        cg_v v0 = VLOAD(xr + 32), v1 = VLOAD(xr + 44); VKEEP(v0); VKEEP(v1);
+                        a0_0 += wr[5] * v0; a0_1 += wr[5] * v1;
+                        a1_0 += wr[4613] * v0; a1_1 += wr[4613] * v1;
+                        a2_0 += wr[9221] * v0; a2_1 += wr[9221] * v1;
+                        a3_0 += wr[13829] * v0; a3_1 += wr[13829] * v1;
+                        a4_0 += wr[18437] * v0; a4_1 += wr[18437] * v1;
+                        a5_0 += wr[23045] * v0; a5_1 += wr[23045] * v1;
+                        a6_0 += wr[27653] * v0; a6_1 += wr[27653] * v1;
+                        a7_0 += wr[32261] * v0; a7_1 += wr[32261] * v1;
+                    }
+                    {
+                        cg_v v0 = VLOAD(xr + 60), v1 = VLOAD(xr + 72); VKEEP(v0); VKEEP(v1);
+                        a0_0 += wr[6] * v0; a0_1 += wr[6] * v1;
+                        a1_0 += wr[4614] * v0; a1_1 += wr[4614] * v1;
+                        a2_0 += wr[9222] * v0; a2_1 += wr[9222] * v1;
+                        a3_0 += wr[13830] * v0; a3_1 += wr[13830] * v1;
+                        a4_0 += wr[18438] * v0; a4_1 += wr[18438] * v1;
+                        a5_0 += wr[23046] * v0; a5_1 += wr[23046] * v1;
+                        a6_0 += wr[27654] * v0; a6_1 += wr[27654] * v1;
+                        a7_0 += wr[32262] * v0; a7_1 += wr[32262] * v1;
+                    }
+                    {
+                        cg_v v0 = VLOAD(xr + 61), v1 = VLOAD(xr + 73); VKEEP(v0); VKEEP(v1);
+                        a0_0 += wr[7] * v0; a0_1 += wr[7] * v1;
+                        a1_0 += wr[4615] * v0; a1_1 += wr[4615] * v1;
+                        a2_0 += wr[9223] * v0; a2_1 += wr[9223] * v1;
+                        a3_0 += wr[13831] * v0; a3_1 += wr[13831] * v1;
+                        a4_0 += wr[18439] * v0; a4_1 += wr[18439] * v1;
+                        a5_0 += wr[23047] * v0; a5_1 += wr[23047] * v1;
+                        a6_0 += wr[27655] * v0; a6_1 += wr[27655] * v1;
+                        a7_0 += wr[32263] * v0; a7_1 += wr[32263] * v1;
+                    }
+                    {
+                        cg_v v0 = VLOAD(xr + 62), v1 = VLOAD(xr + 74); VKEEP(v0); VKEEP(v1);
+                        a0_0 += wr[8] * v0; a0_1 += wr[8] * v1;
+                        a1_0 += wr[4616] * v0; a1_1 += wr[4616] * v1;
+                        a2_0 += wr[9224] * v0; a2_1 += wr[9224] * v1;
+                        a3_0 += wr[13832] * v0; a3_1 += wr[13832] * v1;
+                        a4_0 += wr[18440] * v0; a4_1 += wr[18440] * v1;
+                        a5_0 += wr[23048] * v0; a5_1 += wr[23048] * v1;
+                        a6_0 += wr[27656] * v0; a6_1 += wr[27656] * v1;
+                        a7_0 += wr[32264] * v0; a7_1 += wr[32264] * v1;
+                    }
+                }
+                VSTORE(yr + (size_t)(co0 + 0) * 784 + x0 + 0, a0_0); VSTORE(yr + (size_t)(co0 + 0) * 784 + x0 + 12, a0_1);
+                VSTORE(yr + (size_t)(co0 + 1) * 784 + x0 + 0, a1_0); VSTORE(yr + (size_t)(co0 + 1) * 784 + x0 + 12, a1_1);
+                VSTORE(yr + (size_t)(co0 + 2) * 784 + x0 + 0, a2_0); VSTORE(yr + (size_t)(co0 + 2) * 784 + x0 + 12, a2_1);
+                VSTORE(yr + (size_t)(co0 + 3) * 784 + x0 + 0, a3_0); VSTORE(yr + (size_t)(co0 + 3) * 784 + x0 + 12, a3_1);
+                VSTORE(yr + (size_t)(co0 + 4) * 784 + x0 + 0, a4_0); VSTORE(yr + (size_t)(co0 + 4) * 784 + x0 + 12, a4_1);
+                VSTORE(yr + (size_t)(co0 + 5) * 784 + x0 + 0, a5_0); VSTORE(yr + (size_t)(co0 + 5) * 784 + x0 + 12, a5_1);
+                VSTORE(yr + (size_t)(co0 + 6) * 784 + x0 + 0, a6_0); VSTORE(yr + (size_t)(co0 + 6) * 784 + x0 + 12, a6_1);
+                VSTORE(yr + (size_t)(co0 + 7) * 784 + x0 + 0, a7_0); VSTORE(yr + (size_t)(co0 + 7) * 784 + x0 + 12, a7_1);
+            }
+        }
     }
 }
 
 static void l19_conv2d_backward(float *restrict G, float *restrict S, const float *restrict dy, int nb)
 {
     float *restrict gw = G + 2915648;
+    const float *restrict xp = S + 0;
     float *restrict gb = G + 5274944;
-    float *restrict dyh = S + 3682816;
-    /* dy of every sample -> channels-last, padded channels zero */
     CG_PARALLEL_FOR
-    for (int n = 0; n < nb; n++) {
-        float *restrict dn = dyh + (size_t)n * 401408;
-        for (int i = 0; i < 784; i++)
-            for (int co = 0; co < 512; co++) dn[i * 512 + co] = co < 512 ? dy[(size_t)n * 401408 + co * 784 + i] : 0.0f;
-    }
     for (int co = 0; co < 512; co++) {
-        float s = 0.0f;
-        for (int n = 0; n < nb; n++)
-            for (int i = 0; i < 784; i++) s += dy[(size_t)n * 401408 + co * 784 + i];
-        gb[co] += s;
-    }
-    CG_PARALLEL_FOR
-    for (int p0 = 0; p0 < 4608; p0 += 6) {
-        int off[6], gidx[6];
-        for (int j = 0; j < 6; j++) {
-            const int q = p0 + j, ci = q / 9, k = q % 9, ky = k / 3, kx = k % 3;
-            off[j] = (ky * 1 * 30 + kx * 1) * 512 + ci;
-            gidx[j] = ci * 9 + k;
+        cg_v s = vsplat(0.0f);
+        for (int n = 0; n < nb; n++) {
+            const float *restrict d = dy + ((size_t)n * 512 + co) * 784;
+            for (int i = 0; i < 784; i += 16) s += VLOAD(d + i);
         }
-        for (int v0 = 0; v0 < 32; v0 += 4) {
-            cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f);
-            cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f), a1_3 = vsplat(0.0f);
-            cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f), a2_2 = vsplat(0.0f), a2_3 = vsplat(0.0f);
-            cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f), a3_2 = vsplat(0.0f), a3_3 = vsplat(0.0f);
-            cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f), a4_2 = vsplat(0.0f), a4_3 = vsplat(0.0f);
-            cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f), a5_2 = vsplat(0.0f), a5_3 = vsplat(0.0f);
-            for (int n = 0; n < nb; n++) {
-                const float *restrict xp = S + 0 + (size_t)n * 460800;
-                const float *restrict dn = dyh + (size_t)n * 401408 + v0 * 16;
-                for (int oy = 0; oy < 28; oy++) {
-                    for (int ox = 0; ox < 28; ox++) {
-                        const float *restrict xr = xp + (oy * 30 + ox) * 512;
-                        const cg_v d0 = VLOAD(dn + (oy * 28 + ox) * 512 + 0), d1 = VLOAD(dn + (oy * 28 + ox) * 512 + 16), d2 = VLOAD(dn + (oy * 28 + ox) * 512 + 32), d3 = VLOAD(dn + (oy * 28 + ox) * 512 + 48);
-                        a0_0 += xr[off[0]] * d0; a0_1 += xr[off[0]] * d1; a0_2 += xr[off[0]] * d2; a0_3 += xr[off[0]] * d3;
-                        a1_0 += xr[off[1]] * d0; a1_1 += xr[off[1]] * d1; a1_2 += xr[off[1]] * d2; a1_3 += xr[off[1]] * d3;
-                        a2_0 += xr[off[2]] * d0; a2_1 += xr[off[2]] * d1; a2_2 += xr[off[2]] * d2; a2_3 += xr[off[2]] * d3;
-                        a3_0 += xr[off[3]] * d0; a3_1 += xr[off[3]] * d1; a3_2 += xr[off[3]] * d2; a3_3 += xr[off[3]] * d3;
-                        a4_0 += xr[off[4]] * d0; a4_1 += xr[off[4]] * d1; a4_2 += xr[off[4]] * d2; a4_3 += xr[off[4]] * d3;
-                        a5_0 += xr[off[5]] * d0; a5_1 += xr[off[5]] * d1; a5_2 += xr[off[5]] * d2; a5_3 += xr[off[5]] * d3;
+        gb[co] += vsum(s);
+    }
+    /* tiles of 2 output channels x 9 taps (3 kernel rows) of one input channel */
+    /* lanes of the last, overlapping vector of a row already counted by the one before */
+    const cg_vi mk = {0, 0, 0, 0, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1};
+    CG_PARALLEL_FOR
+    for (int t = 0; t < 131072; t++) {
+        const int co0 = t / 512 * 2, ci = t % 512;
+        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f), a0_4 = vsplat(0.0f), a0_5 = vsplat(0.0f), a0_6 = vsplat(0.0f), a0_7 = vsplat(0.0f), a0_8 = vsplat(0.0f);
+        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f), a1_3 = vsplat(0.0f), a1_4 = vsplat(0.0f), a1_5 = vsplat(0.0f), a1_6 = vsplat(0.0f), a1_7 = vsplat(0.0f), a1_8 = vsplat(0.0f);
+        for (int n = 0; n < nb; n++) {
+            for (int oy = 0; oy < 28; oy += 4) {
+                const float *restrict dr = dy + ((size_t)n * 512 + co0) * 784 + oy * 28;
+                const float *restrict xr = xp + ((size_t)n * 512 + ci) * 900 + (oy) * 30;
+                for (int x = 0; x < 16; x += 16) {
+                    const cg_v d0_0 = VLOAD(dr + 0 + x), d0_1 = VLOAD(dr + 784 + x);
+                    const cg_v d1_0 = VLOAD(dr + 28 + x), d1_1 = VLOAD(dr + 812 + x);
+                    const cg_v d2_0 = VLOAD(dr + 56 + x), d2_1 = VLOAD(dr + 840 + x);
+                    const cg_v d3_0 = VLOAD(dr + 84 + x), d3_1 = VLOAD(dr + 868 + x);
+                    {
+                        cg_v v = VLOAD(xr + 0 + x); VKEEP(v); a0_0 += d0_0 * v; a1_0 += d0_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 1 + x); VKEEP(v); a0_1 += d0_0 * v; a1_1 += d0_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 2 + x); VKEEP(v); a0_2 += d0_0 * v; a1_2 += d0_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 30 + x); VKEEP(v); a0_3 += d0_0 * v; a1_3 += d0_1 * v; a0_0 += d1_0 * v; a1_0 += d1_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 31 + x); VKEEP(v); a0_4 += d0_0 * v; a1_4 += d0_1 * v; a0_1 += d1_0 * v; a1_1 += d1_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 32 + x); VKEEP(v); a0_5 += d0_0 * v; a1_5 += d0_1 * v; a0_2 += d1_0 * v; a1_2 += d1_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 60 + x); VKEEP(v); a0_6 += d0_0 * v; a1_6 += d0_1 * v; a0_3 += d1_0 * v; a1_3 += d1_1 * v; a0_0 += d2_0 * v; a1_0 += d2_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 61 + x); VKEEP(v); a0_7 += d0_0 * v; a1_7 += d0_1 * v; a0_4 += d1_0 * v; a1_4 += d1_1 * v; a0_1 += d2_0 * v; a1_1 += d2_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 62 + x); VKEEP(v); a0_8 += d0_0 * v; a1_8 += d0_1 * v; a0_5 += d1_0 * v; a1_5 += d1_1 * v; a0_2 += d2_0 * v; a1_2 += d2_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 90 + x); VKEEP(v); a0_6 += d1_0 * v; a1_6 += d1_1 * v; a0_3 += d2_0 * v; a1_3 += d2_1 * v; a0_0 += d3_0 * v; a1_0 += d3_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 91 + x); VKEEP(v); a0_7 += d1_0 * v; a1_7 += d1_1 * v; a0_4 += d2_0 * v; a1_4 += d2_1 * v; a0_1 += d3_0 * v; a1_1 += d3_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 92 + x); VKEEP(v); a0_8 += d1_0 * v; a1_8 += d1_1 * v; a0_5 += d2_0 * v; a1_5 += d2_1 * v; a0_2 += d3_0 * v; a1_2 += d3_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 120 + x); VKEEP(v); a0_6 += d2_0 * v; a1_6 += d2_1 * v; a0_3 += d3_0 * v; a1_3 += d3_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 121 + x); VKEEP(v); a0_7 += d2_0 * v; a1_7 += d2_1 * v; a0_4 += d3_0 * v; a1_4 += d3_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 122 + x); VKEEP(v); a0_8 += d2_0 * v; a1_8 += d2_1 * v; a0_5 += d3_0 * v; a1_5 += d3_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 150 + x); VKEEP(v); a0_6 += d3_0 * v; a1_6 += d3_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 151 + x); VKEEP(v); a0_7 += d3_0 * v; a1_7 += d3_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 152 + x); VKEEP(v); a0_8 += d3_0 * v; a1_8 += d3_1 * v;
+                    }
+                }
+                {
+                    const cg_v d0_0 = VSEL(mk, VLOAD(dr + 0 + 12), vsplat(0.0f)), d0_1 = VSEL(mk, VLOAD(dr + 784 + 12), vsplat(0.0f));
+                    const cg_v d1_0 = VSEL(mk, VLOAD(dr + 28 + 12), vsplat(0.0f)), d1_1 = VSEL(mk, VLOAD(dr + 812 + 12), vsplat(0.0f));
+                    const cg_v d2_0 = VSEL(mk, VLOAD(dr + 56 + 12), vsplat(0.0f)), d2_1 = VSEL(mk, VLOAD(dr + 840 + 12), vsplat(0.0f));
+                    const cg_v d3_0 = VSEL(mk, VLOAD(dr + 84 + 12), vsplat(0.0f)), d3_1 = VSEL(mk, VLOAD(dr + 868 + 12), vsplat(0.0f));
+                    {
+                        cg_v v = VLOAD(xr + 0 + 12); VKEEP(v); a0_0 += d0_0 * v; a1_0 += d0_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 1 + 12); VKEEP(v); a0_1 += d0_0 * v; a1_1 += d0_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 2 + 12); VKEEP(v); a0_2 += d0_0 * v; a1_2 += d0_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 30 + 12); VKEEP(v); a0_3 += d0_0 * v; a1_3 += d0_1 * v; a0_0 += d1_0 * v; a1_0 += d1_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 31 + 12); VKEEP(v); a0_4 += d0_0 * v; a1_4 += d0_1 * v; a0_1 += d1_0 * v; a1_1 += d1_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 32 + 12); VKEEP(v); a0_5 += d0_0 * v; a1_5 += d0_1 * v; a0_2 += d1_0 * v; a1_2 += d1_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 60 + 12); VKEEP(v); a0_6 += d0_0 * v; a1_6 += d0_1 * v; a0_3 += d1_0 * v; a1_3 += d1_1 * v; a0_0 += d2_0 * v; a1_0 += d2_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 61 + 12); VKEEP(v); a0_7 += d0_0 * v; a1_7 += d0_1 * v; a0_4 += d1_0 * v; a1_4 += d1_1 * v; a0_1 += d2_0 * v; a1_1 += d2_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 62 + 12); VKEEP(v); a0_8 += d0_0 * v; a1_8 += d0_1 * v; a0_5 += d1_0 * v; a1_5 += d1_1 * v; a0_2 += d2_0 * v; a1_2 += d2_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 90 + 12); VKEEP(v); a0_6 += d1_0 * v; a1_6 += d1_1 * v; a0_3 += d2_0 * v; a1_3 += d2_1 * v; a0_0 += d3_0 * v; a1_0 += d3_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 91 + 12); VKEEP(v); a0_7 += d1_0 * v; a1_7 += d1_1 * v; a0_4 += d2_0 * v; a1_4 += d2_1 * v; a0_1 += d3_0 * v; a1_1 += d3_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 92 + 12); VKEEP(v); a0_8 += d1_0 * v; a1_8 += d1_1 * v; a0_5 += d2_0 * v; a1_5 += d2_1 * v; a0_2 += d3_0 * v; a1_2 += d3_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 120 + 12); VKEEP(v); a0_6 += d2_0 * v; a1_6 += d2_1 * v; a0_3 += d3_0 * v; a1_3 += d3_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 121 + 12); VKEEP(v); a0_7 += d2_0 * v; a1_7 += d2_1 * v; a0_4 += d3_0 * v; a1_4 += d3_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 122 + 12); VKEEP(v); a0_8 += d2_0 * v; a1_8 += d2_1 * v; a0_5 += d3_0 * v; a1_5 += d3_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 150 + 12); VKEEP(v); a0_6 += d3_0 * v; a1_6 += d3_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 151 + 12); VKEEP(v); a0_7 += d3_0 * v; a1_7 += d3_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 152 + 12); VKEEP(v); a0_8 += d3_0 * v; a1_8 += d3_1 * v;
                     }
                 }
             }
-            for (int l = 0; l < 16 && (v0 + 0) * 16 + l < 512; l++) gw[((v0 + 0) * 16 + l) * 4608 + gidx[0]] += a0_0[l];
-            for (int l = 0; l < 16 && (v0 + 1) * 16 + l < 512; l++) gw[((v0 + 1) * 16 + l) * 4608 + gidx[0]] += a0_1[l];
-            for (int l = 0; l < 16 && (v0 + 2) * 16 + l < 512; l++) gw[((v0 + 2) * 16 + l) * 4608 + gidx[0]] += a0_2[l];
-            for (int l = 0; l < 16 && (v0 + 3) * 16 + l < 512; l++) gw[((v0 + 3) * 16 + l) * 4608 + gidx[0]] += a0_3[l];
-            for (int l = 0; l < 16 && (v0 + 0) * 16 + l < 512; l++) gw[((v0 + 0) * 16 + l) * 4608 + gidx[1]] += a1_0[l];
-            for (int l = 0; l < 16 && (v0 + 1) * 16 + l < 512; l++) gw[((v0 + 1) * 16 + l) * 4608 + gidx[1]] += a1_1[l];
-            for (int l = 0; l < 16 && (v0 + 2) * 16 + l < 512; l++) gw[((v0 + 2) * 16 + l) * 4608 + gidx[1]] += a1_2[l];
-            for (int l = 0; l < 16 && (v0 + 3) * 16 + l < 512; l++) gw[((v0 + 3) * 16 + l) * 4608 + gidx[1]] += a1_3[l];
-            for (int l = 0; l < 16 && (v0 + 0) * 16 + l < 512; l++) gw[((v0 + 0) * 16 + l) * 4608 + gidx[2]] += a2_0[l];
-            for (int l = 0; l < 16 && (v0 + 1) * 16 + l < 512; l++) gw[((v0 + 1) * 16 + l) * 4608 + gidx[2]] += a2_1[l];
-            for (int l = 0; l < 16 && (v0 + 2) * 16 + l < 512; l++) gw[((v0 + 2) * 16 + l) * 4608 + gidx[2]] += a2_2[l];
-            for (int l = 0; l < 16 && (v0 + 3) * 16 + l < 512; l++) gw[((v0 + 3) * 16 + l) * 4608 + gidx[2]] += a2_3[l];
-            for (int l = 0; l < 16 && (v0 + 0) * 16 + l < 512; l++) gw[((v0 + 0) * 16 + l) * 4608 + gidx[3]] += a3_0[l];
-            for (int l = 0; l < 16 && (v0 + 1) * 16 + l < 512; l++) gw[((v0 + 1) * 16 + l) * 4608 + gidx[3]] += a3_1[l];
-            for (int l = 0; l < 16 && (v0 + 2) * 16 + l < 512; l++) gw[((v0 + 2) * 16 + l) * 4608 + gidx[3]] += a3_2[l];
-            for (int l = 0; l < 16 && (v0 + 3) * 16 + l < 512; l++) gw[((v0 + 3) * 16 + l) * 4608 + gidx[3]] += a3_3[l];
-            for (int l = 0; l < 16 && (v0 + 0) * 16 + l < 512; l++) gw[((v0 + 0) * 16 + l) * 4608 + gidx[4]] += a4_0[l];
-            for (int l = 0; l < 16 && (v0 + 1) * 16 + l < 512; l++) gw[((v0 + 1) * 16 + l) * 4608 + gidx[4]] += a4_1[l];
-            for (int l = 0; l < 16 && (v0 + 2) * 16 + l < 512; l++) gw[((v0 + 2) * 16 + l) * 4608 + gidx[4]] += a4_2[l];
-            for (int l = 0; l < 16 && (v0 + 3) * 16 + l < 512; l++) gw[((v0 + 3) * 16 + l) * 4608 + gidx[4]] += a4_3[l];
-            for (int l = 0; l < 16 && (v0 + 0) * 16 + l < 512; l++) gw[((v0 + 0) * 16 + l) * 4608 + gidx[5]] += a5_0[l];
-            for (int l = 0; l < 16 && (v0 + 1) * 16 + l < 512; l++) gw[((v0 + 1) * 16 + l) * 4608 + gidx[5]] += a5_1[l];
-            for (int l = 0; l < 16 && (v0 + 2) * 16 + l < 512; l++) gw[((v0 + 2) * 16 + l) * 4608 + gidx[5]] += a5_2[l];
-            for (int l = 0; l < 16 && (v0 + 3) * 16 + l < 512; l++) gw[((v0 + 3) * 16 + l) * 4608 + gidx[5]] += a5_3[l];
         }
+        gw[(size_t)(co0 + 0) * 4608 + ci * 9 + 0] += vsum(a0_0);
+        gw[(size_t)(co0 + 0) * 4608 + ci * 9 + 1] += vsum(a0_1);
+        gw[(size_t)(co0 + 0) * 4608 + ci * 9 + 2] += vsum(a0_2);
+        gw[(size_t)(co0 + 0) * 4608 + ci * 9 + 3] += vsum(a0_3);
+        gw[(size_t)(co0 + 0) * 4608 + ci * 9 + 4] += vsum(a0_4);
+        gw[(size_t)(co0 + 0) * 4608 + ci * 9 + 5] += vsum(a0_5);
+        gw[(size_t)(co0 + 0) * 4608 + ci * 9 + 6] += vsum(a0_6);
+        gw[(size_t)(co0 + 0) * 4608 + ci * 9 + 7] += vsum(a0_7);
+        gw[(size_t)(co0 + 0) * 4608 + ci * 9 + 8] += vsum(a0_8);
+        gw[(size_t)(co0 + 1) * 4608 + ci * 9 + 0] += vsum(a1_0);
+        gw[(size_t)(co0 + 1) * 4608 + ci * 9 + 1] += vsum(a1_1);
+        gw[(size_t)(co0 + 1) * 4608 + ci * 9 + 2] += vsum(a1_2);
+        gw[(size_t)(co0 + 1) * 4608 + ci * 9 + 3] += vsum(a1_3);
+        gw[(size_t)(co0 + 1) * 4608 + ci * 9 + 4] += vsum(a1_4);
+        gw[(size_t)(co0 + 1) * 4608 + ci * 9 + 5] += vsum(a1_5);
+        gw[(size_t)(co0 + 1) * 4608 + ci * 9 + 6] += vsum(a1_6);
+        gw[(size_t)(co0 + 1) * 4608 + ci * 9 + 7] += vsum(a1_7);
+        gw[(size_t)(co0 + 1) * 4608 + ci * 9 + 8] += vsum(a1_8);
     }
 }
 
 static void l19_conv2d_backward_dx(const float *restrict P, float *restrict S, const float *restrict dy, float *restrict dx, int nb)
 {
     const float *restrict w = P + 2915648;
-    float *restrict wf = S + 4485632, *restrict dyp = S + 6844928, *restrict dxh = S + 7305728;
-    for (int i = 0; i < 2359296; i++) wf[i] = 0.0f;
-    for (int co = 0; co < 512; co++)
-        for (int ci = 0; ci < 512; ci++)
-            for (int k = 0; k < 9; k++) wf[(co * 9 + k) * 512 + ci] = w[(co * 512 + ci) * 9 + k];
-    for (int n = 0; n < nb; n++) {
-        const float *restrict dn = dy + (size_t)n * 401408;
-        float *restrict dxn = dx + (size_t)n * 401408;
-        memset(dyp, 0, sizeof(float) * 460800);
-        for (int co = 0; co < 512; co++)
-            for (int oy = 0; oy < 28; oy++)
-                for (int ox = 0; ox < 28; ox++) dyp[((oy + 1) * 30 + ox + 1) * 512 + co] = dn[co * 784 + oy * 28 + ox];
-        CG_PARALLEL_FOR
-        for (int iy = 0; iy < 28; iy++) {
-            for (int v0 = 0; v0 < 32; v0 += 4) {
-                for (int x0 = 0; x0 < 24; x0 += 6) {
-                    cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f);
-                    cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f), a1_3 = vsplat(0.0f);
-                    cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f), a2_2 = vsplat(0.0f), a2_3 = vsplat(0.0f);
-                    cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f), a3_2 = vsplat(0.0f), a3_3 = vsplat(0.0f);
-                    cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f), a4_2 = vsplat(0.0f), a4_3 = vsplat(0.0f);
-                    cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f), a5_2 = vsplat(0.0f), a5_3 = vsplat(0.0f);
-                    for (int co = 0; co < 512; co++) {
-                        const float *restrict dr = dyp + (iy * 30 + x0) * 512 + co;
-                        const float *restrict wr = wf + co * 4608 + v0 * 16;
-                        {
-                            const cg_v w0 = VLOAD(wr + 0), w1 = VLOAD(wr + 16), w2 = VLOAD(wr + 32), w3 = VLOAD(wr + 48);
-                            a0_0 += dr[31744] * w0; a0_1 += dr[31744] * w1; a0_2 += dr[31744] * w2; a0_3 += dr[31744] * w3;
-                            a1_0 += dr[32256] * w0; a1_1 += dr[32256] * w1; a1_2 += dr[32256] * w2; a1_3 += dr[32256] * w3;
-                            a2_0 += dr[32768] * w0; a2_1 += dr[32768] * w1; a2_2 += dr[32768] * w2; a2_3 += dr[32768] * w3;
-                            a3_0 += dr[33280] * w0; a3_1 += dr[33280] * w1; a3_2 += dr[33280] * w2; a3_3 += dr[33280] * w3;
-                            a4_0 += dr[33792] * w0; a4_1 += dr[33792] * w1; a4_2 += dr[33792] * w2; a4_3 += dr[33792] * w3;
-                            a5_0 += dr[34304] * w0; a5_1 += dr[34304] * w1; a5_2 += dr[34304] * w2; a5_3 += dr[34304] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 512), w1 = VLOAD(wr + 528), w2 = VLOAD(wr + 544), w3 = VLOAD(wr + 560);
-                            a0_0 += dr[31232] * w0; a0_1 += dr[31232] * w1; a0_2 += dr[31232] * w2; a0_3 += dr[31232] * w3;
-                            a1_0 += dr[31744] * w0; a1_1 += dr[31744] * w1; a1_2 += dr[31744] * w2; a1_3 += dr[31744] * w3;
-                            a2_0 += dr[32256] * w0; a2_1 += dr[32256] * w1; a2_2 += dr[32256] * w2; a2_3 += dr[32256] * w3;
-                            a3_0 += dr[32768] * w0; a3_1 += dr[32768] * w1; a3_2 += dr[32768] * w2; a3_3 += dr[32768] * w3;
-                            a4_0 += dr[33280] * w0; a4_1 += dr[33280] * w1; a4_2 += dr[33280] * w2; a4_3 += dr[33280] * w3;
-                            a5_0 += dr[33792] * w0; a5_1 += dr[33792] * w1; a5_2 += dr[33792] * w2; a5_3 += dr[33792] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 1024), w1 = VLOAD(wr + 1040), w2 = VLOAD(wr + 1056), w3 = VLOAD(wr + 1072);
-                            a0_0 += dr[30720] * w0; a0_1 += dr[30720] * w1; a0_2 += dr[30720] * w2; a0_3 += dr[30720] * w3;
-                            a1_0 += dr[31232] * w0; a1_1 += dr[31232] * w1; a1_2 += dr[31232] * w2; a1_3 += dr[31232] * w3;
-                            a2_0 += dr[31744] * w0; a2_1 += dr[31744] * w1; a2_2 += dr[31744] * w2; a2_3 += dr[31744] * w3;
-                            a3_0 += dr[32256] * w0; a3_1 += dr[32256] * w1; a3_2 += dr[32256] * w2; a3_3 += dr[32256] * w3;
-                            a4_0 += dr[32768] * w0; a4_1 += dr[32768] * w1; a4_2 += dr[32768] * w2; a4_3 += dr[32768] * w3;
-                            a5_0 += dr[33280] * w0; a5_1 += dr[33280] * w1; a5_2 += dr[33280] * w2; a5_3 += dr[33280] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 1536), w1 = VLOAD(wr + 1552), w2 = VLOAD(wr + 1568), w3 = VLOAD(wr + 1584);
-                            a0_0 += dr[16384] * w0; a0_1 += dr[16384] * w1; a0_2 += dr[16384] * w2; a0_3 += dr[16384] * w3;
-                            a1_0 += dr[16896] * w0; a1_1 += dr[16896] * w1; a1_2 += dr[16896] * w2; a1_3 += dr[16896] * w3;
-                            a2_0 += dr[17408] * w0; a2_1 += dr[17408] * w1; a2_2 += dr[17408] * w2; a2_3 += dr[17408] * w3;
-                            a3_0 += dr[17920] * w0; a3_1 += dr[17920] * w1; a3_2 += dr[17920] * w2; a3_3 += dr[17920] * w3;
-                            a4_0 += dr[18432] * w0; a4_1 += dr[18432] * w1; a4_2 += dr[18432] * w2; a4_3 += dr[18432] * w3;
-                            a5_0 += dr[18944] * w0; a5_1 += dr[18944] * w1; a5_2 += dr[18944] * w2; a5_3 += dr[18944] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 2048), w1 = VLOAD(wr + 2064), w2 = VLOAD(wr + 2080), w3 = VLOAD(wr + 2096);
-                            a0_0 += dr[15872] * w0; a0_1 += dr[15872] * w1; a0_2 += dr[15872] * w2; a0_3 += dr[15872] * w3;
-                            a1_0 += dr[16384] * w0; a1_1 += dr[16384] * w1; a1_2 += dr[16384] * w2; a1_3 += dr[16384] * w3;
-                            a2_0 += dr[16896] * w0; a2_1 += dr[16896] * w1; a2_2 += dr[16896] * w2; a2_3 += dr[16896] * w3;
-                            a3_0 += dr[17408] * w0; a3_1 += dr[17408] * w1; a3_2 += dr[17408] * w2; a3_3 += dr[17408] * w3;
-                            a4_0 += dr[17920] * w0; a4_1 += dr[17920] * w1; a4_2 += dr[17920] * w2; a4_3 += dr[17920] * w3;
-                            a5_0 += dr[18432] * w0; a5_1 += dr[18432] * w1; a5_2 += dr[18432] * w2; a5_3 += dr[18432] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 2560), w1 = VLOAD(wr + 2576), w2 = VLOAD(wr + 2592), w3 = VLOAD(wr + 2608);
-                            a0_0 += dr[15360] * w0; a0_1 += dr[15360] * w1; a0_2 += dr[15360] * w2; a0_3 += dr[15360] * w3;
-                            a1_0 += dr[15872] * w0; a1_1 += dr[15872] * w1; a1_2 += dr[15872] * w2; a1_3 += dr[15872] * w3;
-                            a2_0 += dr[16384] * w0; a2_1 += dr[16384] * w1; a2_2 += dr[16384] * w2; a2_3 += dr[16384] * w3;
-                            a3_0 += dr[16896] * w0; a3_1 += dr[16896] * w1; a3_2 += dr[16896] * w2; a3_3 += dr[16896] * w3;
-                            a4_0 += dr[17408] * w0; a4_1 += dr[17408] * w1; a4_2 += dr[17408] * w2; a4_3 += dr[17408] * w3;
-                            a5_0 += dr[17920] * w0; a5_1 += dr[17920] * w1; a5_2 += dr[17920] * w2; a5_3 += dr[17920] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 3072), w1 = VLOAD(wr + 3088), w2 = VLOAD(wr + 3104), w3 = VLOAD(wr + 3120);
-                            a0_0 += dr[1024] * w0; a0_1 += dr[1024] * w1; a0_2 += dr[1024] * w2; a0_3 += dr[1024] * w3;
-                            a1_0 += dr[1536] * w0; a1_1 += dr[1536] * w1; a1_2 += dr[1536] * w2; a1_3 += dr[1536] * w3;
-                            a2_0 += dr[2048] * w0; a2_1 += dr[2048] * w1; a2_2 += dr[2048] * w2; a2_3 += dr[2048] * w3;
-                            a3_0 += dr[2560] * w0; a3_1 += dr[2560] * w1; a3_2 += dr[2560] * w2; a3_3 += dr[2560] * w3;
-                            a4_0 += dr[3072] * w0; a4_1 += dr[3072] * w1; a4_2 += dr[3072] * w2; a4_3 += dr[3072] * w3;
-                            a5_0 += dr[3584] * w0; a5_1 += dr[3584] * w1; a5_2 += dr[3584] * w2; a5_3 += dr[3584] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 3584), w1 = VLOAD(wr + 3600), w2 = VLOAD(wr + 3616), w3 = VLOAD(wr + 3632);
-                            a0_0 += dr[512] * w0; a0_1 += dr[512] * w1; a0_2 += dr[512] * w2; a0_3 += dr[512] * w3;
-                            a1_0 += dr[1024] * w0; a1_1 += dr[1024] * w1; a1_2 += dr[1024] * w2; a1_3 += dr[1024] * w3;
-                            a2_0 += dr[1536] * w0; a2_1 += dr[1536] * w1; a2_2 += dr[1536] * w2; a2_3 += dr[1536] * w3;
-                            a3_0 += dr[2048] * w0; a3_1 += dr[2048] * w1; a3_2 += dr[2048] * w2; a3_3 += dr[2048] * w3;
-                            a4_0 += dr[2560] * w0; a4_1 += dr[2560] * w1; a4_2 += dr[2560] * w2; a4_3 += dr[2560] * w3;
-                            a5_0 += dr[3072] * w0; a5_1 += dr[3072] * w1; a5_2 += dr[3072] * w2; a5_3 += dr[3072] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 4096), w1 = VLOAD(wr + 4112), w2 = VLOAD(wr + 4128), w3 = VLOAD(wr + 4144);
-                            a0_0 += dr[0] * w0; a0_1 += dr[0] * w1; a0_2 += dr[0] * w2; a0_3 += dr[0] * w3;
-                            a1_0 += dr[512] * w0; a1_1 += dr[512] * w1; a1_2 += dr[512] * w2; a1_3 += dr[512] * w3;
-                            a2_0 += dr[1024] * w0; a2_1 += dr[1024] * w1; a2_2 += dr[1024] * w2; a2_3 += dr[1024] * w3;
-                            a3_0 += dr[1536] * w0; a3_1 += dr[1536] * w1; a3_2 += dr[1536] * w2; a3_3 += dr[1536] * w3;
-                            a4_0 += dr[2048] * w0; a4_1 += dr[2048] * w1; a4_2 += dr[2048] * w2; a4_3 += dr[2048] * w3;
-                            a5_0 += dr[2560] * w0; a5_1 += dr[2560] * w1; a5_2 += dr[2560] * w2; a5_3 += dr[2560] * w3;
-                        }
+    float *restrict dyp = S + 921600;
+    /* dy -> zero-padded planes 30x30 */
+    CG_PARALLEL_FOR
+    for (int pl = 0; pl < nb * 512; pl++) {
+        const float *restrict s = dy + (size_t)pl * 784;
+        float *restrict d = dyp + (size_t)pl * 900;
+        memset(d, 0, sizeof(float) * 30);
+        for (int i = 0; i < 28; i++) {
+            float *restrict r = d + (i + 1) * 30;
+            memset(r, 0, sizeof(float) * 1);
+            memcpy(r + 1, s + i * 28, sizeof(float) * 28);
+            memset(r + 29, 0, sizeof(float) * 1);
+        }
+        memset(d + 870, 0, sizeof(float) * 30);
+    }
+    /* tiles of 12 input channels x 2 vectors of an input row */
+    CG_PARALLEL_FOR
+    for (int r = 0; r < nb * 28; r++) {
+        const int n = r / 28, iy = r % 28;
+        const float *restrict dr0 = dyp + ((size_t)n * 15360 + iy) * 30;
+        float *restrict xr = dx + ((size_t)n * 14336 + iy) * 28;
+        for (int ci0 = 0; ci0 < 504; ci0 += 12) {
+            {
+                const int x0 = 0;
+                cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
+                cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
+                cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
+                cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
+                cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
+                cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
+                cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
+                cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                cg_v a8_0 = vsplat(0.0f), a8_1 = vsplat(0.0f);
+                cg_v a9_0 = vsplat(0.0f), a9_1 = vsplat(0.0f);
+                cg_v a10_0 = vsplat(0.0f), a10_1 = vsplat(0.0f);
+                cg_v a11_0 = vsplat(0.0f), a11_1 = vsplat(0.0f);
+                for (int co = 0; co < 512; co++) {
+                    const float *restrict dr = dr0 + (size_t)co * 900 + x0;
+                    const float *restrict wr = w + (size_t)co * 4608 + ci0 * 9;
+                    {
+                        cg_v v0 = VLOAD(dr + 62), v1 = VLOAD(dr + 74); VKEEP(v0); VKEEP(v1);
+                        a0_0 += wr[0] * v0; a0_1 += wr[0] * v1;
+                        a1_0 += wr[9] * v0; a1_1 += wr[9] * v1;
+                        a2_0 += wr[18] * v0; a2_1 += wr[18] * v1;
+                        a3_0 += wr[27] * v0; a3_1 += wr[27] * v1;
+                        a4_0 += wr[36] * v0; a4_1 += wr[36] * v1;
+                        a5_0 += wr[45] * v0; a5_1 += wr[45] * v1;
+                        a6_0 += wr[54] * v0; a6_1 += wr[54] * v1;
+                        a7_0 += wr[63] * v0; a7_1 += wr[63] * v1;
+                        a8_0 += wr[72] * v0; a8_1 += wr[72] * v1;
+                        a9_0 += wr[81] * v0; a9_1 += wr[81] * v1;
+                        a10_0 += wr[90] * v0; a10_1 += wr[90] * v1;
+                        a11_0 += wr[99] * v0; a11_1 += wr[99] * v1;
                     }
-                    VSTORE(dxh + (iy * 28 + x0 + 0) * 512 + (v0 + 0) * 16, a0_0); VSTORE(dxh + (iy * 28 + x0 + 0) * 512 + (v0 + 1) * 16, a0_1); VSTORE(dxh + (iy * 28 + x0 + 0) * 512 + (v0 + 2) * 16, a0_2); VSTORE(dxh + (iy * 28 + x0 + 0) * 512 + (v0 + 3) * 16, a0_3);
-                    VSTORE(dxh + (iy * 28 + x0 + 1) * 512 + (v0 + 0) * 16, a1_0); VSTORE(dxh + (iy * 28 + x0 + 1) * 512 + (v0 + 1) * 16, a1_1); VSTORE(dxh + (iy * 28 + x0 + 1) * 512 + (v0 + 2) * 16, a1_2); VSTORE(dxh + (iy * 28 + x0 + 1) * 512 + (v0 + 3) * 16, a1_3);
-                    VSTORE(dxh + (iy * 28 + x0 + 2) * 512 + (v0 + 0) * 16, a2_0); VSTORE(dxh + (iy * 28 + x0 + 2) * 512 + (v0 + 1) * 16, a2_1); VSTORE(dxh + (iy * 28 + x0 + 2) * 512 + (v0 + 2) * 16, a2_2); VSTORE(dxh + (iy * 28 + x0 + 2) * 512 + (v0 + 3) * 16, a2_3);
-                    VSTORE(dxh + (iy * 28 + x0 + 3) * 512 + (v0 + 0) * 16, a3_0); VSTORE(dxh + (iy * 28 + x0 + 3) * 512 + (v0 + 1) * 16, a3_1); VSTORE(dxh + (iy * 28 + x0 + 3) * 512 + (v0 + 2) * 16, a3_2); VSTORE(dxh + (iy * 28 + x0 + 3) * 512 + (v0 + 3) * 16, a3_3);
-                    VSTORE(dxh + (iy * 28 + x0 + 4) * 512 + (v0 + 0) * 16, a4_0); VSTORE(dxh + (iy * 28 + x0 + 4) * 512 + (v0 + 1) * 16, a4_1); VSTORE(dxh + (iy * 28 + x0 + 4) * 512 + (v0 + 2) * 16, a4_2); VSTORE(dxh + (iy * 28 + x0 + 4) * 512 + (v0 + 3) * 16, a4_3);
-                    VSTORE(dxh + (iy * 28 + x0 + 5) * 512 + (v0 + 0) * 16, a5_0); VSTORE(dxh + (iy * 28 + x0 + 5) * 512 + (v0 + 1) * 16, a5_1); VSTORE(dxh + (iy * 28 + x0 + 5) * 512 + (v0 + 2) * 16, a5_2); VSTORE(dxh + (iy * 28 + x0 + 5) * 512 + (v0 + 3) * 16, a5_3);
-                }
-                {
-                    const int x0 = 24;
-                    cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f);
-                    cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f), a1_3 = vsplat(0.0f);
-                    cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f), a2_2 = vsplat(0.0f), a2_3 = vsplat(0.0f);
-                    cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f), a3_2 = vsplat(0.0f), a3_3 = vsplat(0.0f);
-                    for (int co = 0; co < 512; co++) {
-                        const float *restrict dr = dyp + (iy * 30 + x0) * 512 + co;
-                        const float *restrict wr = wf + co * 4608 + v0 * 16;
-                        {
-                            const cg_v w0 = VLOAD(wr + 0), w1 = VLOAD(wr + 16), w2 = VLOAD(wr + 32), w3 = VLOAD(wr + 48);
-                            a0_0 += dr[31744] * w0; a0_1 += dr[31744] * w1; a0_2 += dr[31744] * w2; a0_3 += dr[31744] * w3;
-                            a1_0 += dr[32256] * w0; a1_1 += dr[32256] * w1; a1_2 += dr[32256] * w2; a1_3 += dr[32256] * w3;
-                            a2_0 += dr[32768] * w0; a2_1 += dr[32768] * w1; a2_2 += dr[32768] * w2; a2_3 += dr[32768] * w3;
-                            a3_0 += dr[33280] * w0; a3_1 += dr[33280] * w1; a3_2 += dr[33280] * w2; a3_3 += dr[33280] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 512), w1 = VLOAD(wr + 528), w2 = VLOAD(wr + 544), w3 = VLOAD(wr + 560);
-                            a0_0 += dr[31232] * w0; a0_1 += dr[31232] * w1; a0_2 += dr[31232] * w2; a0_3 += dr[31232] * w3;
-                            a1_0 += dr[31744] * w0; a1_1 += dr[31744] * w1; a1_2 += dr[31744] * w2; a1_3 += dr[31744] * w3;
-                            a2_0 += dr[32256] * w0; a2_1 += dr[32256] * w1; a2_2 += dr[32256] * w2; a2_3 += dr[32256] * w3;
-                            a3_0 += dr[32768] * w0; a3_1 += dr[32768] * w1; a3_2 += dr[32768] * w2; a3_3 += dr[32768] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 1024), w1 = VLOAD(wr + 1040), w2 = VLOAD(wr + 1056), w3 = VLOAD(wr + 1072);
-                            a0_0 += dr[30720] * w0; a0_1 += dr[30720] * w1; a0_2 += dr[30720] * w2; a0_3 += dr[30720] * w3;
-                            a1_0 += dr[31232] * w0; a1_1 += dr[31232] * w1; a1_2 += dr[31232] * w2; a1_3 += dr[31232] * w3;
-                            a2_0 += dr[31744] * w0; a2_1 += dr[31744] * w1; a2_2 += dr[31744] * w2; a2_3 += dr[31744] * w3;
-                            a3_0 += dr[32256] * w0; a3_1 += dr[32256] * w1; a3_2 += dr[32256] * w2; a3_3 += dr[32256] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 1536), w1 = VLOAD(wr + 1552), w2 = VLOAD(wr + 1568), w3 = VLOAD(wr + 1584);
-                            a0_0 += dr[16384] * w0; a0_1 += dr[16384] * w1; a0_2 += dr[16384] * w2; a0_3 += dr[16384] * w3;
-                            a1_0 += dr[16896] * w0; a1_1 += dr[16896] * w1; a1_2 += dr[16896] * w2; a1_3 += dr[16896] * w3;
-                            a2_0 += dr[17408] * w0; a2_1 += dr[17408] * w1; a2_2 += dr[17408] * w2; a2_3 += dr[17408] * w3;
-                            a3_0 += dr[17920] * w0; a3_1 += dr[17920] * w1; a3_2 += dr[17920] * w2; a3_3 += dr[17920] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 2048), w1 = VLOAD(wr + 2064), w2 = VLOAD(wr + 2080), w3 = VLOAD(wr + 2096);
-                            a0_0 += dr[15872] * w0; a0_1 += dr[15872] * w1; a0_2 += dr[15872] * w2; a0_3 += dr[15872] * w3;
-                            a1_0 += dr[16384] * w0; a1_1 += dr[16384] * w1; a1_2 += dr[16384] * w2; a1_3 += dr[16384] * w3;
-                            a2_0 += dr[16896] * w0; a2_1 += dr[16896] * w1; a2_2 += dr[16896] * w2; a2_3 += dr[16896] * w3;
-                            a3_0 += dr[17408] * w0; a3_1 += dr[17408] * w1; a3_2 += dr[17408] * w2; a3_3 += dr[17408] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 2560), w1 = VLOAD(wr + 2576), w2 = VLOAD(wr + 2592), w3 = VLOAD(wr + 2608);
-                            a0_0 += dr[15360] * w0; a0_1 += dr[15360] * w1; a0_2 += dr[15360] * w2; a0_3 += dr[15360] * w3;
-                            a1_0 += dr[15872] * w0; a1_1 += dr[15872] * w1; a1_2 += dr[15872] * w2; a1_3 += dr[15872] * w3;
-                            a2_0 += dr[16384] * w0; a2_1 += dr[16384] * w1; a2_2 += dr[16384] * w2; a2_3 += dr[16384] * w3;
-                            a3_0 += dr[16896] * w0; a3_1 += dr[16896] * w1; a3_2 += dr[16896] * w2; a3_3 += dr[16896] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 3072), w1 = VLOAD(wr + 3088), w2 = VLOAD(wr + 3104), w3 = VLOAD(wr + 3120);
-                            a0_0 += dr[1024] * w0; a0_1 += dr[1024] * w1; a0_2 += dr[1024] * w2; a0_3 += dr[1024] * w3;
-                            a1_0 += dr[1536] * w0; a1_1 += dr[1536] * w1; a1_2 += dr[1536] * w2; a1_3 += dr[1536] * w3;
-                            a2_0 += dr[2048] * w0; a2_1 += dr[2048] * w1; a2_2 += dr[2048] * w2; a2_3 += dr[2048] * w3;
-                            a3_0 += dr[2560] * w0; a3_1 += dr[2560] * w1; a3_2 += dr[2560] * w2; a3_3 += dr[2560] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 3584), w1 = VLOAD(wr + 3600), w2 = VLOAD(wr + 3616), w3 = VLOAD(wr + 3632);
-                            a0_0 += dr[512] * w0; a0_1 += dr[512] * w1; a0_2 += dr[512] * w2; a0_3 += dr[512] * w3;
-                            a1_0 += dr[1024] * w0; a1_1 += dr[1024] * w1; a1_2 += dr[1024] * w2; a1_3 += dr[1024] * w3;
-                            a2_0 += dr[1536] * w0; a2_1 += dr[1536] * w1; a2_2 += dr[1536] * w2; a2_3 += dr[1536] * w3;
-                            a3_0 += dr[2048] * w0; a3_1 += dr[2048] * w1; a3_2 += dr[2048] * w2; a3_3 += dr[2048] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 4096), w1 = VLOAD(wr + 4112), w2 = VLOAD(wr + 4128), w3 = VLOAD(wr + 4144);
-                            a0_0 += dr[0] * w0; a0_1 += dr[0] * w1; a0_2 += dr[0] * w2; a0_3 += dr[0] * w3;
-                            a1_0 += dr[512] * w0; a1_1 += dr[512] * w1; a1_2 += dr[512] * w2; a1_3 += dr[512] * w3;
-                            a2_0 += dr[1024] * w0; a2_1 += dr[1024] * w1; a2_2 += dr[1024] * w2; a2_3 += dr[1024] * w3;
-                            a3_0 += dr[1536] * w0; a3_1 += dr[1536] * w1; a3_2 += dr[1536] * w2; a3_3 += dr[1536] * w3;
-                        }
+                    {
+                        cg_v v0 = VLOAD(dr + 61), v1 = VLOAD(dr + 73); VKEEP(v0); VKEEP(v1);
+                        a0_0 += wr[1] * v0; a0_1 += wr[1] * v1;
+                        a1_0 += wr[10] * v0; a1_1 += wr[10] * v1;
+                        a2_0 += wr[19] * v0; a2_1 += wr[19] * v1;
+                        a3_0 += wr[28] * v0; a3_1 += wr[28] * v1;
+                        a4_0 += wr[37] * v0; a4_1 += wr[37] * v1;
+                        a5_0 += wr[46] * v0; a5_1 += wr[46] * v1;
+                        a6_0 += wr[55] * v0; a6_1 += wr[55] * v1;
+                        a7_0 += wr[64] * v0; a7_1 += wr[64] * v1;
+                        a8_0 += wr[73] * v0; a8_1 += wr[73] * v1;
+                        a9_0 += wr[82] * v0; a9_1 += wr[82] * v1;
+                        a10_0 += wr[91] * v0; a10_1 += wr[91] * v1;
+                        a11_0 += wr[100] * v0; a11_1 += wr[100] * v1;
                     }
-                    VSTORE(dxh + (iy * 28 + x0 + 0) * 512 + (v0 + 0) * 16, a0_0); VSTORE(dxh + (iy * 28 + x0 + 0) * 512 + (v0 + 1) * 16, a0_1); VSTORE(dxh + (iy * 28 + x0 + 0) * 512 + (v0 + 2) * 16, a0_2); VSTORE(dxh + (iy * 28 + x0 + 0) * 512 + (v0 + 3) * 16, a0_3);
-                    VSTORE(dxh + (iy * 28 + x0 + 1) * 512 + (v0 + 0) * 16, a1_0); VSTORE(dxh + (iy * 28 + x0 + 1) * 512 + (v0 + 1) * 16, a1_1); VSTORE(dxh + (iy * 28 + x0 + 1) * 512 + (v0 + 2) * 16, a1_2); VSTORE(dxh + (iy * 28 + x0 + 1) * 512 + (v0 + 3) * 16, a1_3);
-                    VSTORE(dxh + (iy * 28 + x0 + 2) * 512 + (v0 + 0) * 16, a2_0); VSTORE(dxh + (iy * 28 + x0 + 2) * 512 + (v0 + 1) * 16, a2_1); VSTORE(dxh + (iy * 28 + x0 + 2) * 512 + (v0 + 2) * 16, a2_2); VSTORE(dxh + (iy * 28 + x0 + 2) * 512 + (v0 + 3) * 16, a2_3);
-                    VSTORE(dxh + (iy * 28 + x0 + 3) * 512 + (v0 + 0) * 16, a3_0); VSTORE(dxh + (iy * 28 + x0 + 3) * 512 + (v0 + 1) * 16, a3_1); VSTORE(dxh + (iy * 28 + x0 + 3) * 512 + (v0 + 2) * 16, a3_2); VSTORE(dxh + (iy * 28 + x0 + 3) * 512 + (v0 + 3) * 16, a3_3);
+                    {
+                        cg_v v0 = VLOAD(dr + 60), v1 = VLOAD(dr + 72); VKEEP(v0); VKEEP(v1);
+                        a0_0 += wr[2] * v0; a0_1 += wr[2] * v1;
+                        a1_0 += wr[11] * v0; a1_1 += wr[11] * v1;
+                        a2_0 += wr[20] * v0; a2_1 += wr[20] * v1;
+                        a3_0 += wr[29] * v0; a3_1 += wr[29] * v1;
+                        a4_0 += wr[38] * v0; a4_1 += wr[38] * v1;
+                        a5_0 += wr[47] * v0; a5_1 += wr[47] * v1;
+                        a6_0 += wr[56] * v0; a6_1 += wr[56] * v1;
+                        a7_0 += wr[65] * v0; a7_1 += wr[65] * v1;
+                        a8_0 += wr[74] * v0; a8_1 += wr[74] * v1;
+                        a9_0 += wr[83] * v0; a9_1 += wr[83] * v1;
+                        a10_0 += wr[92] * v0; a10_1 += wr[92] * v1;
+                        a11_0 += wr[101] * v0; a11_1 += wr[101] * v1;
+                    }
+                    {
+                        cg_v v0 = VLOAD(dr + 32), v1 = VLOAD(dr + 44); VKEEP(v0); VKEEP(v1);
+                        a0_0 += wr[3] * v0; a0_1 += wr[3] * v1;
+                        a1_0 += wr[12] * v0; a1_1 += wr[12] * v1;
+                        a2_0 += wr[21] * v0; a2_1 += wr[21] * v1;
+                        a3_0 += wr[30] * v0; a3_1 += wr[30] * v1;
+                        a4_0 += wr[39] * v0; a4_1 += wr[39] * v1;
+                        a5_0 += wr[48] * v0; a5_1 += wr[48] * v1;
+                        a6_0 += wr[57] * v0; a6_1 += wr[57] * v1;
+                        a7_0 += wr[66] * v0; a7_1 += wr[66] * v1;
+                        a8_0 += wr[75] * v0; a8_1 += wr[75] * v1;
+                        a9_0 += wr[84] * v0; a9_1 += wr[84] * v1;
+                        a10_0 += wr[93] * v0; a10_1 += wr[93] * v1;
+                        a11_0 += wr[102] * v0; a11_1 += wr[102] * v1;
+                    }
+                    {
+                        cg_v v0 = VLOAD(dr + 31), v1 = VLOAD(dr + 43); VKEEP(v0); VKEEP(v1);
+                        a0_0 += wr[4] * v0; a0_1 += wr[4] * v1;
+                        a1_0 += wr[13] * v0; a1_1 += wr[13] * v1;
+                        a2_0 += wr[22] * v0; a2_1 += wr[22] * v1;
+                        a3_0 += wr[31] * v0; a3_1 += wr[31] * v1;
+                        a4_0 += wr[40] * v0; a4_1 += wr[40] * v1;
+                        a5_0 += wr[49] * v0; a5_1 += wr[49] * v1;
+                        a6_0 += wr[58] * v0; a6_1 += wr[58] * v1;
+                        a7_0 += wr[67] * v0; a7_1 += wr[67] * v1;
+                        a8_0 += wr[76] * v0; a8_1 += wr[76] * v1;
+                        a9_0 += wr[85] * v0; a9_1 += wr[85] * v1;
+                        a10_0 += wr[94] * v0; a10_1 += wr[94] * v1;
+                        a11_0 += wr[103] * v0; a11_1 += wr[103] * v1;
+                    }
+                    {
+                        cg_v v0 = VLOAD(dr + 30), v1 = VLOAD(dr + 42); VKEEP(v0); VKEEP(v1);
+                        a0_0 += wr[5] * v0; a0_1 += wr[5] * v1;
+                        a1_0 += wr[14] * v0; a1_1 += wr[14] * v1;
+                        a2_0 += wr[23] * v0; a2_1 += wr[23] * v1;
+                        a3_0 += wr[32] * v0; a3_1 += wr[32] * v1;
+                        a4_0 += wr[41] * v0; a4_1 += wr[41] * v1;
+                        a5_0 += wr[50] * v0; a5_1 += wr[50] * v1;
+                        a6_0 += wr[59] * v0; a6_1 += wr[59] * v1;
+                        a7_0 += wr[68] * v0; a7_1 += wr[68] * v1;
+                        a8_0 += wr[77] * v0; a8_1 += wr[77] * v1;
+                        a9_0 += wr[86] * v0; a9_1 += wr[86] * v1;
+                        a10_0 += wr[95] * v0; a10_1 += wr[95] * v1;
+                        a11_0 += wr[104] * v0; a11_1 += wr[104] * v1;
+                    }
+                    {
+                        cg_v v0 = VLOAD(dr + 2), v1 = VLOAD(dr + 14); VKEEP(v0); VKEEP(v1);
+                        a0_0 += wr[6] * v0; a0_1 += wr[6] * v1;
+                        a1_0 += wr[15] * v0; a1_1 += wr[15] * v1;
+                        a2_0 += wr[24] * v0; a2_1 += wr[24] * v1;
+                        a3_0 += wr[33] * v0; a3_1 += wr[33] * v1;
+                        a4_0 += wr[42] * v0; a4_1 += wr[42] * v1;
+                        a5_0 += wr[51] * v0; a5_1 += wr[51] * v1;
+                        a6_0 += wr[60] * v0; a6_1 += wr[60] * v1;
+                        a7_0 += wr[69] * v0; a7_1 += wr[69] * v1;
+                        a8_0 += wr[78] * v0; a8_1 += wr[78] * v1;
+                        a9_0 += wr[87] * v0; a9_1 += wr[87] * v1;
+                        a10_0 += wr[96] * v0; a10_1 += wr[96] * v1;
+                        a11_0 += wr[105] * v0; a11_1 += wr[105] * v1;
+                    }
+                    {
+                        cg_v v0 = VLOAD(dr + 1), v1 = VLOAD(dr + 13); VKEEP(v0); VKEEP(v1);
+                        a0_0 += wr[7] * v0; a0_1 += wr[7] * v1;
+                        a1_0 += wr[16] * v0; a1_1 += wr[16] * v1;
+                        a2_0 += wr[25] * v0; a2_1 += wr[25] * v1;
+                        a3_0 += wr[34] * v0; a3_1 += wr[34] * v1;
+                        a4_0 += wr[43] * v0; a4_1 += wr[43] * v1;
+                        a5_0 += wr[52] * v0; a5_1 += wr[52] * v1;
+                        a6_0 += wr[61] * v0; a6_1 += wr[61] * v1;
+                        a7_0 += wr[70] * v0; a7_1 += wr[70] * v1;
+                        a8_0 += wr[79] * v0; a8_1 += wr[79] * v1;
+                        a9_0 += wr[88] * v0; a9_1 += wr[88] * v1;
+                        a10_0 += wr[97] * v0; a10_1 += wr[97] * v1;
+                        a11_0 += wr[106] * v0; a11_1 += wr[106] * v1;
+                    }
+                    {
+                        cg_v v0 = VLOAD(dr + 0), v1 = VLOAD(dr + 12); VKEEP(v0); VKEEP(v1);
+                        a0_0 += wr[8] * v0; a0_1 += wr[8] * v1;
+                        a1_0 += wr[17] * v0; a1_1 += wr[17] * v1;
+                        a2_0 += wr[26] * v0; a2_1 += wr[26] * v1;
+                        a3_0 += wr[35] * v0; a3_1 += wr[35] * v1;
+                        a4_0 += wr[44] * v0; a4_1 += wr[44] * v1;
+                        a5_0 += wr[53] * v0; a5_1 += wr[53] * v1;
+                        a6_0 += wr[62] * v0; a6_1 += wr[62] * v1;
+                        a7_0 += wr[71] * v0; a7_1 += wr[71] * v1;
+                        a8_0 += wr[80] * v0; a8_1 += wr[80] * v1;
+                        a9_0 += wr[89] * v0; a9_1 += wr[89] * v1;
+                        a10_0 += wr[98] * v0; a10_1 += wr[98] * v1;
+                        a11_0 += wr[107] * v0; a11_1 += wr[107] * v1;
+                    }
                 }
+                VSTORE(xr + (size_t)(ci0 + 0) * 784 + x0 + 0, a0_0); VSTORE(xr + (size_t)(ci0 + 0) * 784 + x0 + 12, a0_1);
+                VSTORE(xr + (size_t)(ci0 + 1) * 784 + x0 + 0, a1_0); VSTORE(xr + (size_t)(ci0 + 1) * 784 + x0 + 12, a1_1);
+                VSTORE(xr + (size_t)(ci0 + 2) * 784 + x0 + 0, a2_0); VSTORE(xr + (size_t)(ci0 + 2) * 784 + x0 + 12, a2_1);
+                VSTORE(xr + (size_t)(ci0 + 3) * 784 + x0 + 0, a3_0); VSTORE(xr + (size_t)(ci0 + 3) * 784 + x0 + 12, a3_1);
+                VSTORE(xr + (size_t)(ci0 + 4) * 784 + x0 + 0, a4_0); VSTORE(xr + (size_t)(ci0 + 4) * 784 + x0 + 12, a4_1);
+                VSTORE(xr + (size_t)(ci0 + 5) * 784 + x0 + 0, a5_0); VSTORE(xr + (size_t)(ci0 + 5) * 784 + x0 + 12, a5_1);
+                VSTORE(xr + (size_t)(ci0 + 6) * 784 + x0 + 0, a6_0); VSTORE(xr + (size_t)(ci0 + 6) * 784 + x0 + 12, a6_1);
+                VSTORE(xr + (size_t)(ci0 + 7) * 784 + x0 + 0, a7_0); VSTORE(xr + (size_t)(ci0 + 7) * 784 + x0 + 12, a7_1);
+                VSTORE(xr + (size_t)(ci0 + 8) * 784 + x0 + 0, a8_0); VSTORE(xr + (size_t)(ci0 + 8) * 784 + x0 + 12, a8_1);
+                VSTORE(xr + (size_t)(ci0 + 9) * 784 + x0 + 0, a9_0); VSTORE(xr + (size_t)(ci0 + 9) * 784 + x0 + 12, a9_1);
+                VSTORE(xr + (size_t)(ci0 + 10) * 784 + x0 + 0, a10_0); VSTORE(xr + (size_t)(ci0 + 10) * 784 + x0 + 12, a10_1);
+                VSTORE(xr + (size_t)(ci0 + 11) * 784 + x0 + 0, a11_0); VSTORE(xr + (size_t)(ci0 + 11) * 784 + x0 + 12, a11_1);
             }
         }
-        for (int ci = 0; ci < 512; ci++)
-            for (int i = 0; i < 784; i++) dxn[ci * 784 + i] = dxh[i * 512 + ci];
+        {
+            const int ci0 = 504;
+            {
+                const int x0 = 0;
+                cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
+                cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
+                cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
+                cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
+                cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
+                cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
+                cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
+                cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                for (int co = 0; co < 512; co++) {
+                    const float *restrict dr = dr0 + (size_t)co * 900 + x0;
+                    const float *restrict wr = w + (size_t)co * 4608 + ci0 * 9;
+                    {
+                        cg_v v0 = VLOAD(dr + 62), v1 = VLOAD(dr + 74); VKEEP(v0); VKEEP(v1);
+                        a0_0 += wr[0] * v0; a0_1 += wr[0] * v1;
+                        a1_0 += wr[9] * v0; a1_1 += wr[9] * v1;
+                        a2_0 += wr[18] * v0; a2_1 += wr[18] * v1;
+                        a3_0 += wr[27] * v0; a3_1 += wr[27] * v1;
+                        a4_0 += wr[36] * v0; a4_1 += wr[36] * v1;
+                        a5_0 += wr[45] * v0; a5_1 += wr[45] * v1;
+                        a6_0 += wr[54] * v0; a6_1 += wr[54] * v1;
+                        a7_0 += wr[63] * v0; a7_1 += wr[63] * v1;
+                    }
+                    {
+                        cg_v v0 = VLOAD(dr + 61), v1 = VLOAD(dr + 73); VKEEP(v0); VKEEP(v1);
+                        a0_0 += wr[1] * v0; a0_1 += wr[1] * v1;
+                        a1_0 += wr[10] * v0; a1_1 += wr[10] * v1;
+                        a2_0 += wr[19] * v0; a2_1 += wr[19] * v1;
+                        a3_0 += wr[28] * v0; a3_1 += wr[28] * v1;
+                        a4_0 += wr[37] * v0; a4_1 += wr[37] * v1;
+                        a5_0 += wr[46] * v0; a5_1 += wr[46] * v1;
+                        a6_0 += wr[55] * v0; a6_1 += wr[55] * v1;
+                        a7_0 += wr[64] * v0; a7_1 += wr[64] * v1;
+                    }
+                    {
+                        cg_v v0 = VLOAD(dr + 60), v1 = VLOAD(dr + 72); VKEEP(v0); VKEEP(v1);
+                        a0_0 += wr[2] * v0; a0_1 += wr[2] * v1;
+                        a1_0 += wr[11] * v0; a1_1 += wr[11] * v1;
+                        a2_0 += wr[20] * v0; a2_1 += wr[20] * v1;
+                        a3_0 += wr[29] * v0; a3_1 += wr[29] * v1;
+                        a4_0 += wr[38] * v0; a4_1 += wr[38] * v1;
+                        a5_0 += wr[47] * v0; a5_1 += wr[47] * v1;
+                        a6_0 += wr[56] * v0; a6_1 += wr[56] * v1;
+                        a7_0 += wr[65] * v0; a7_1 += wr[65] * v1;
+                    }
+                    {
+                        cg_v v0 = VLOAD(dr + 32), v1 = VLOAD(dr + 44); VKEEP(v0); VKEEP(v1);
+                        a0_0 += wr[3] * v0; a0_1 += wr[3] * v1;
+                        a1_0 += wr[12] * v0; a1_1 += wr[12] * v1;
+                        a2_0 += wr[21] * v0; a2_1 += wr[21] * v1;
+                        a3_0 += wr[30] * v0; a3_1 += wr[30] * v1;
+                        a4_0 += wr[39] * v0; a4_1 += wr[39] * v1;
+                        a5_0 += wr[48] * v0; a5_1 += wr[48] * v1;
+                        a6_0 += wr[57] * v0; a6_1 += wr[57] * v1;
+                        a7_0 += wr[66] * v0; a7_1 += wr[66] * v1;
+                    }
+                    {
+                        cg_v v0 = VLOAD(dr + 31), v1 = VLOAD(dr + 43); VKEEP(v0); VKEEP(v1);
+                        a0_0 += wr[4] * v0; a0_1 += wr[4] * v1;
+                        a1_0 += wr[13] * v0; a1_1 += wr[13] * v1;
+                        a2_0 += wr[22] * v0; a2_1 += wr[22] * v1;
+                        a3_0 += wr[31] * v0; a3_1 += wr[31] * v1;
+                        a4_0 += wr[40] * v0; a4_1 += wr[40] * v1;
+                        a5_0 += wr[49] * v0; a5_1 += wr[49] * v1;
+                        a6_0 += wr[58] * v0; a6_1 += wr[58] * v1;
+                        a7_0 += wr[67] * v0; a7_1 += wr[67] * v1;
+                    }
+                    {
+                        cg_v v0 = VLOAD(dr + 30), v1 = VLOAD(dr + 42); VKEEP(v0); VKEEP(v1);
+                        a0_0 += wr[5] * v0; a0_1 += wr[5] * v1;
+                        a1_0 += wr[14] * v0; a1_1 += wr[14] * v1;
+                        a2_0 += wr[23] * v0; a2_1 += wr[23] * v1;
+                        a3_0 += wr[32] * v0; a3_1 += wr[32] * v1;
+                        a4_0 += wr[41] * v0; a4_1 += wr[41] * v1;
+                        a5_0 += wr[50] * v0; a5_1 += wr[50] * v1;
+                        a6_0 += wr[59] * v0; a6_1 += wr[59] * v1;
+                        a7_0 += wr[68] * v0; a7_1 += wr[68] * v1;
+                    }
+                    {
+                        cg_v v0 = VLOAD(dr + 2), v1 = VLOAD(dr + 14); VKEEP(v0); VKEEP(v1);
+                        a0_0 += wr[6] * v0; a0_1 += wr[6] * v1;
+                        a1_0 += wr[15] * v0; a1_1 += wr[15] * v1;
+                        a2_0 += wr[24] * v0; a2_1 += wr[24] * v1;
+                        a3_0 += wr[33] * v0; a3_1 += wr[33] * v1;
+                        a4_0 += wr[42] * v0; a4_1 += wr[42] * v1;
+                        a5_0 += wr[51] * v0; a5_1 += wr[51] * v1;
+                        a6_0 += wr[60] * v0; a6_1 += wr[60] * v1;
+                        a7_0 += wr[69] * v0; a7_1 += wr[69] * v1;
+                    }
+                    {
+                        cg_v v0 = VLOAD(dr + 1), v1 = VLOAD(dr + 13); VKEEP(v0); VKEEP(v1);
+                        a0_0 += wr[7] * v0; a0_1 += wr[7] * v1;
+                        a1_0 += wr[16] * v0; a1_1 += wr[16] * v1;
+                        a2_0 += wr[25] * v0; a2_1 += wr[25] * v1;
+                        a3_0 += wr[34] * v0; a3_1 += wr[34] * v1;
+                        a4_0 += wr[43] * v0; a4_1 += wr[43] * v1;
+                        a5_0 += wr[52] * v0; a5_1 += wr[52] * v1;
+                        a6_0 += wr[61] * v0; a6_1 += wr[61] * v1;
+                        a7_0 += wr[70] * v0; a7_1 += wr[70] * v1;
+                    }
+                    {
+                        cg_v v0 = VLOAD(dr + 0), v1 = VLOAD(dr + 12); VKEEP(v0); VKEEP(v1);
+                        a0_0 += wr[8] * v0; a0_1 += wr[8] * v1;
+                        a1_0 += wr[17] * v0; a1_1 += wr[17] * v1;
+                        a2_0 += wr[26] * v0; a2_1 += wr[26] * v1;
+                        a3_0 += wr[35] * v0; a3_1 += wr[35] * v1;
+                        a4_0 += wr[44] * v0; a4_1 += wr[44] * v1;
+                        a5_0 += wr[53] * v0; a5_1 += wr[53] * v1;
+                        a6_0 += wr[62] * v0; a6_1 += wr[62] * v1;
+                        a7_0 += wr[71] * v0; a7_1 += wr[71] * v1;
+                    }
+                }
+                VSTORE(xr + (size_t)(ci0 + 0) * 784 + x0 + 0, a0_0); VSTORE(xr + (size_t)(ci0 + 0) * 784 + x0 + 12, a0_1);
+                VSTORE(xr + (size_t)(ci0 + 1) * 784 + x0 + 0, a1_0); VSTORE(xr + (size_t)(ci0 + 1) * 784 + x0 + 12, a1_1);
+                VSTORE(xr + (size_t)(ci0 + 2) * 784 + x0 + 0, a2_0); VSTORE(xr + (size_t)(ci0 + 2) * 784 + x0 + 12, a2_1);
+                VSTORE(xr + (size_t)(ci0 + 3) * 784 + x0 + 0, a3_0); VSTORE(xr + (size_t)(ci0 + 3) * 784 + x0 + 12, a3_1);
+                VSTORE(xr + (size_t)(ci0 + 4) * 784 + x0 + 0, a4_0); VSTORE(xr + (size_t)(ci0 + 4) * 784 + x0 + 12, a4_1);
+                VSTORE(xr + (size_t)(ci0 + 5) * 784 + x0 + 0, a5_0); VSTORE(xr + (size_t)(ci0 + 5) * 784 + x0 + 12, a5_1);
+                VSTORE(xr + (size_t)(ci0 + 6) * 784 + x0 + 0, a6_0); VSTORE(xr + (size_t)(ci0 + 6) * 784 + x0 + 12, a6_1);
+                VSTORE(xr + (size_t)(ci0 + 7) * 784 + x0 + 0, a7_0); VSTORE(xr + (size_t)(ci0 + 7) * 784 + x0 + 12, a7_1);
+            }
+        }
     }
 }
 
@@ -4754,483 +6829,810 @@ static void l20_relu_backward(const float *restrict y, const float *restrict dy,
 static void l21_conv2d_forward(const float *restrict P, float *restrict S, const float *restrict x, float *restrict y, int nb)
 {
     const float *restrict w = P + 5275456;
-    float *restrict yh = S + 921600, *restrict wt = S + 1323008, *restrict bp = S + 3682304;
-    /* weights [co][ci][k] -> [ci][k][co], channels padded to 512 */
-    for (int i = 0; i < 2359296; i++) wt[i] = 0.0f;
-    for (int co = 0; co < 512; co++)
-        for (int j = 0; j < 4608; j++) wt[j * 512 + co] = w[co * 4608 + j];
-    for (int co = 0; co < 512; co++) bp[co] = co < 512 ? (P + 7634752)[co] : 0.0f;
-    for (int n = 0; n < nb; n++) {
-        const float *restrict xn = x + (size_t)n * 401408;
-        float *restrict xp = S + 0 + (size_t)n * 460800;
-        float *restrict yn = y + (size_t)n * 401408;
-        memset(xp, 0, sizeof(float) * 460800);
-        for (int ci = 0; ci < 512; ci++)
-            for (int iy = 0; iy < 28; iy++)
-                for (int ix = 0; ix < 28; ix++) xp[((iy + 1) * 30 + ix + 1) * 512 + ci] = xn[ci * 784 + iy * 28 + ix];
-        CG_PARALLEL_FOR
-        for (int oy = 0; oy < 28; oy++) {
-            for (int v0 = 0; v0 < 32; v0 += 4) {
-                for (int x0 = 0; x0 < 24; x0 += 6) {
-                    cg_v a0_0 = VLOAD(bp + (v0 + 0) * 16), a0_1 = VLOAD(bp + (v0 + 1) * 16), a0_2 = VLOAD(bp + (v0 + 2) * 16), a0_3 = VLOAD(bp + (v0 + 3) * 16);
-                    cg_v a1_0 = VLOAD(bp + (v0 + 0) * 16), a1_1 = VLOAD(bp + (v0 + 1) * 16), a1_2 = VLOAD(bp + (v0 + 2) * 16), a1_3 = VLOAD(bp + (v0 + 3) * 16);
-                    cg_v a2_0 = VLOAD(bp + (v0 + 0) * 16), a2_1 = VLOAD(bp + (v0 + 1) * 16), a2_2 = VLOAD(bp + (v0 + 2) * 16), a2_3 = VLOAD(bp + (v0 + 3) * 16);
-                    cg_v a3_0 = VLOAD(bp + (v0 + 0) * 16), a3_1 = VLOAD(bp + (v0 + 1) * 16), a3_2 = VLOAD(bp + (v0 + 2) * 16), a3_3 = VLOAD(bp + (v0 + 3) * 16);
-                    cg_v a4_0 = VLOAD(bp + (v0 + 0) * 16), a4_1 = VLOAD(bp + (v0 + 1) * 16), a4_2 = VLOAD(bp + (v0 + 2) * 16), a4_3 = VLOAD(bp + (v0 + 3) * 16);
-                    cg_v a5_0 = VLOAD(bp + (v0 + 0) * 16), a5_1 = VLOAD(bp + (v0 + 1) * 16), a5_2 = VLOAD(bp + (v0 + 2) * 16), a5_3 = VLOAD(bp + (v0 + 3) * 16);
-                    for (int ci = 0; ci < 512; ci++) {
-                        const float *restrict xr = xp + (oy * 30 + x0) * 512 + ci;
-                        const float *restrict wr = wt + ci * 4608 + v0 * 16;
-                        {
-                            const cg_v w0 = VLOAD(wr + 0), w1 = VLOAD(wr + 16), w2 = VLOAD(wr + 32), w3 = VLOAD(wr + 48);
-                            a0_0 += xr[0] * w0; a0_1 += xr[0] * w1; a0_2 += xr[0] * w2; a0_3 += xr[0] * w3;
-                            a1_0 += xr[512] * w0; a1_1 += xr[512] * w1; a1_2 += xr[512] * w2; a1_3 += xr[512] * w3;
-                            a2_0 += xr[1024] * w0; a2_1 += xr[1024] * w1; a2_2 += xr[1024] * w2; a2_3 += xr[1024] * w3;
-                            a3_0 += xr[1536] * w0; a3_1 += xr[1536] * w1; a3_2 += xr[1536] * w2; a3_3 += xr[1536] * w3;
-                            a4_0 += xr[2048] * w0; a4_1 += xr[2048] * w1; a4_2 += xr[2048] * w2; a4_3 += xr[2048] * w3;
-                            a5_0 += xr[2560] * w0; a5_1 += xr[2560] * w1; a5_2 += xr[2560] * w2; a5_3 += xr[2560] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 512), w1 = VLOAD(wr + 528), w2 = VLOAD(wr + 544), w3 = VLOAD(wr + 560);
-                            a0_0 += xr[512] * w0; a0_1 += xr[512] * w1; a0_2 += xr[512] * w2; a0_3 += xr[512] * w3;
-                            a1_0 += xr[1024] * w0; a1_1 += xr[1024] * w1; a1_2 += xr[1024] * w2; a1_3 += xr[1024] * w3;
-                            a2_0 += xr[1536] * w0; a2_1 += xr[1536] * w1; a2_2 += xr[1536] * w2; a2_3 += xr[1536] * w3;
-                            a3_0 += xr[2048] * w0; a3_1 += xr[2048] * w1; a3_2 += xr[2048] * w2; a3_3 += xr[2048] * w3;
-                            a4_0 += xr[2560] * w0; a4_1 += xr[2560] * w1; a4_2 += xr[2560] * w2; a4_3 += xr[2560] * w3;
-                            a5_0 += xr[3072] * w0; a5_1 += xr[3072] * w1; a5_2 += xr[3072] * w2; a5_3 += xr[3072] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 1024), w1 = VLOAD(wr + 1040), w2 = VLOAD(wr + 1056), w3 = VLOAD(wr + 1072);
-                            a0_0 += xr[1024] * w0; a0_1 += xr[1024] * w1; a0_2 += xr[1024] * w2; a0_3 += xr[1024] * w3;
-                            a1_0 += xr[1536] * w0; a1_1 += xr[1536] * w1; a1_2 += xr[1536] * w2; a1_3 += xr[1536] * w3;
-                            a2_0 += xr[2048] * w0; a2_1 += xr[2048] * w1; a2_2 += xr[2048] * w2; a2_3 += xr[2048] * w3;
-                            a3_0 += xr[2560] * w0; a3_1 += xr[2560] * w1; a3_2 += xr[2560] * w2; a3_3 += xr[2560] * w3;
-                            a4_0 += xr[3072] * w0; a4_1 += xr[3072] * w1; a4_2 += xr[3072] * w2; a4_3 += xr[3072] * w3;
-                            a5_0 += xr[3584] * w0; a5_1 += xr[3584] * w1; a5_2 += xr[3584] * w2; a5_3 += xr[3584] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 1536), w1 = VLOAD(wr + 1552), w2 = VLOAD(wr + 1568), w3 = VLOAD(wr + 1584);
-                            a0_0 += xr[15360] * w0; a0_1 += xr[15360] * w1; a0_2 += xr[15360] * w2; a0_3 += xr[15360] * w3;
-                            a1_0 += xr[15872] * w0; a1_1 += xr[15872] * w1; a1_2 += xr[15872] * w2; a1_3 += xr[15872] * w3;
-                            a2_0 += xr[16384] * w0; a2_1 += xr[16384] * w1; a2_2 += xr[16384] * w2; a2_3 += xr[16384] * w3;
-                            a3_0 += xr[16896] * w0; a3_1 += xr[16896] * w1; a3_2 += xr[16896] * w2; a3_3 += xr[16896] * w3;
-                            a4_0 += xr[17408] * w0; a4_1 += xr[17408] * w1; a4_2 += xr[17408] * w2; a4_3 += xr[17408] * w3;
-                            a5_0 += xr[17920] * w0; a5_1 += xr[17920] * w1; a5_2 += xr[17920] * w2; a5_3 += xr[17920] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 2048), w1 = VLOAD(wr + 2064), w2 = VLOAD(wr + 2080), w3 = VLOAD(wr + 2096);
-                            a0_0 += xr[15872] * w0; a0_1 += xr[15872] * w1; a0_2 += xr[15872] * w2; a0_3 += xr[15872] * w3;
-                            a1_0 += xr[16384] * w0; a1_1 += xr[16384] * w1; a1_2 += xr[16384] * w2; a1_3 += xr[16384] * w3;
-                            a2_0 += xr[16896] * w0; a2_1 += xr[16896] * w1; a2_2 += xr[16896] * w2; a2_3 += xr[16896] * w3;
-                            a3_0 += xr[17408] * w0; a3_1 += xr[17408] * w1; a3_2 += xr[17408] * w2; a3_3 += xr[17408] * w3;
-                            a4_0 += xr[17920] * w0; a4_1 += xr[17920] * w1; a4_2 += xr[17920] * w2; a4_3 += xr[17920] * w3;
-                            a5_0 += xr[18432] * w0; a5_1 += xr[18432] * w1; a5_2 += xr[18432] * w2; a5_3 += xr[18432] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 2560), w1 = VLOAD(wr + 2576), w2 = VLOAD(wr + 2592), w3 = VLOAD(wr + 2608);
-                            a0_0 += xr[16384] * w0; a0_1 += xr[16384] * w1; a0_2 += xr[16384] * w2; a0_3 += xr[16384] * w3;
-                            a1_0 += xr[16896] * w0; a1_1 += xr[16896] * w1; a1_2 += xr[16896] * w2; a1_3 += xr[16896] * w3;
-                            a2_0 += xr[17408] * w0; a2_1 += xr[17408] * w1; a2_2 += xr[17408] * w2; a2_3 += xr[17408] * w3;
-                            a3_0 += xr[17920] * w0; a3_1 += xr[17920] * w1; a3_2 += xr[17920] * w2; a3_3 += xr[17920] * w3;
-                            a4_0 += xr[18432] * w0; a4_1 += xr[18432] * w1; a4_2 += xr[18432] * w2; a4_3 += xr[18432] * w3;
-                            a5_0 += xr[18944] * w0; a5_1 += xr[18944] * w1; a5_2 += xr[18944] * w2; a5_3 += xr[18944] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 3072), w1 = VLOAD(wr + 3088), w2 = VLOAD(wr + 3104), w3 = VLOAD(wr + 3120);
-                            a0_0 += xr[30720] * w0; a0_1 += xr[30720] * w1; a0_2 += xr[30720] * w2; a0_3 += xr[30720] * w3;
-                            a1_0 += xr[31232] * w0; a1_1 += xr[31232] * w1; a1_2 += xr[31232] * w2; a1_3 += xr[31232] * w3;
-                            a2_0 += xr[31744] * w0; a2_1 += xr[31744] * w1; a2_2 += xr[31744] * w2; a2_3 += xr[31744] * w3;
-                            a3_0 += xr[32256] * w0; a3_1 += xr[32256] * w1; a3_2 += xr[32256] * w2; a3_3 += xr[32256] * w3;
-                            a4_0 += xr[32768] * w0; a4_1 += xr[32768] * w1; a4_2 += xr[32768] * w2; a4_3 += xr[32768] * w3;
-                            a5_0 += xr[33280] * w0; a5_1 += xr[33280] * w1; a5_2 += xr[33280] * w2; a5_3 += xr[33280] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 3584), w1 = VLOAD(wr + 3600), w2 = VLOAD(wr + 3616), w3 = VLOAD(wr + 3632);
-                            a0_0 += xr[31232] * w0; a0_1 += xr[31232] * w1; a0_2 += xr[31232] * w2; a0_3 += xr[31232] * w3;
-                            a1_0 += xr[31744] * w0; a1_1 += xr[31744] * w1; a1_2 += xr[31744] * w2; a1_3 += xr[31744] * w3;
-                            a2_0 += xr[32256] * w0; a2_1 += xr[32256] * w1; a2_2 += xr[32256] * w2; a2_3 += xr[32256] * w3;
-                            a3_0 += xr[32768] * w0; a3_1 += xr[32768] * w1; a3_2 += xr[32768] * w2; a3_3 += xr[32768] * w3;
-                            a4_0 += xr[33280] * w0; a4_1 += xr[33280] * w1; a4_2 += xr[33280] * w2; a4_3 += xr[33280] * w3;
-                            a5_0 += xr[33792] * w0; a5_1 += xr[33792] * w1; a5_2 += xr[33792] * w2; a5_3 += xr[33792] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 4096), w1 = VLOAD(wr + 4112), w2 = VLOAD(wr + 4128), w3 = VLOAD(wr + 4144);
-                            a0_0 += xr[31744] * w0; a0_1 += xr[31744] * w1; a0_2 += xr[31744] * w2; a0_3 += xr[31744] * w3;
-                            a1_0 += xr[32256] * w0; a1_1 += xr[32256] * w1; a1_2 += xr[32256] * w2; a1_3 += xr[32256] * w3;
-                            a2_0 += xr[32768] * w0; a2_1 += xr[32768] * w1; a2_2 += xr[32768] * w2; a2_3 += xr[32768] * w3;
-                            a3_0 += xr[33280] * w0; a3_1 += xr[33280] * w1; a3_2 += xr[33280] * w2; a3_3 += xr[33280] * w3;
-                            a4_0 += xr[33792] * w0; a4_1 += xr[33792] * w1; a4_2 += xr[33792] * w2; a4_3 += xr[33792] * w3;
-                            a5_0 += xr[34304] * w0; a5_1 += xr[34304] * w1; a5_2 += xr[34304] * w2; a5_3 += xr[34304] * w3;
-                        }
+    const float *restrict b = P + 7634752;
+    float *restrict xp = S + 0;
+    /* inputs -> zero-padded planes 30x30 (kept for dW) */
+    CG_PARALLEL_FOR
+    for (int pl = 0; pl < nb * 512; pl++) {
+        const float *restrict s = x + (size_t)pl * 784;
+        float *restrict d = xp + (size_t)pl * 900;
+        memset(d, 0, sizeof(float) * 30);
+        for (int i = 0; i < 28; i++) {
+            float *restrict r = d + (i + 1) * 30;
+            memset(r, 0, sizeof(float) * 1);
+            memcpy(r + 1, s + i * 28, sizeof(float) * 28);
+            memset(r + 29, 0, sizeof(float) * 1);
+        }
+        memset(d + 870, 0, sizeof(float) * 30);
+    }
+    /* tiles of 12 output channels x 2 vectors of an output row */
+    CG_PARALLEL_FOR
+    for (int r = 0; r < nb * 28; r++) {
+        const int n = r / 28, oy = r % 28;
+        const float *restrict xr0 = xp + ((size_t)n * 15360 + oy) * 30;
+        float *restrict yr = y + ((size_t)n * 14336 + oy) * 28;
+        for (int co0 = 0; co0 < 504; co0 += 12) {
+            {
+                const int x0 = 0;
+                cg_v a0_0 = vsplat(b[co0 + 0]), a0_1 = vsplat(b[co0 + 0]);
+                cg_v a1_0 = vsplat(b[co0 + 1]), a1_1 = vsplat(b[co0 + 1]);
+                cg_v a2_0 = vsplat(b[co0 + 2]), a2_1 = vsplat(b[co0 + 2]);
+                cg_v a3_0 = vsplat(b[co0 + 3]), a3_1 = vsplat(b[co0 + 3]);
+                cg_v a4_0 = vsplat(b[co0 + 4]), a4_1 = vsplat(b[co0 + 4]);
+                cg_v a5_0 = vsplat(b[co0 + 5]), a5_1 = vsplat(b[co0 + 5]);
+                cg_v a6_0 = vsplat(b[co0 + 6]), a6_1 = vsplat(b[co0 + 6]);
+                cg_v a7_0 = vsplat(b[co0 + 7]), a7_1 = vsplat(b[co0 + 7]);
+                cg_v a8_0 = vsplat(b[co0 + 8]), a8_1 = vsplat(b[co0 + 8]);
+                cg_v a9_0 = vsplat(b[co0 + 9]), a9_1 = vsplat(b[co0 + 9]);
+                cg_v a10_0 = vsplat(b[co0 + 10]), a10_1 = vsplat(b[co0 + 10]);
+                cg_v a11_0 = vsplat(b[co0 + 11]), a11_1 = vsplat(b[co0 + 11]);
+                for (int ci = 0; ci < 512; ci++) {
+                    const float *restrict xr = xr0 + (size_t)ci * 900 + x0;
+                    const float *restrict wr = w + (size_t)co0 * 4608 + ci * 9;
+                    {
+                        cg_v v0 = VLOAD(xr + 0), v1 = VLOAD(xr + 12); VKEEP(v0); VKEEP(v1);
+                        a0_0 += wr[0] * v0; a0_1 += wr[0] * v1;
+                        a1_0 += wr[4608] * v0; a1_1 += wr[4608] * v1;
+                        a2_0 += wr[9216] * v0; a2_1 += wr[9216] * v1;
+                        a3_0 += wr[13824] * v0; a3_1 += wr[13824] * v1;
+                        a4_0 += wr[18432] * v0; a4_1 += wr[18432] * v1;
+                        a5_0 += wr[23040] * v0; a5_1 += wr[23040] * v1;
+                        a6_0 += wr[27648] * v0; a6_1 += wr[27648] * v1;
+                        a7_0 += wr[32256] * v0; a7_1 += wr[32256] * v1;
+                        a8_0 += wr[36864] * v0; a8_1 += wr[36864] * v1;
+                        a9_0 += wr[41472] * v0; a9_1 += wr[41472] * v1;
+                        a10_0 += wr[46080] * v0; a10_1 += wr[46080] * v1;
+                        a11_0 += wr[50688] * v0; a11_1 += wr[50688] * v1;
                     }
-                    VSTORE(yh + (oy * 28 + x0 + 0) * 512 + (v0 + 0) * 16, a0_0); VSTORE(yh + (oy * 28 + x0 + 0) * 512 + (v0 + 1) * 16, a0_1); VSTORE(yh + (oy * 28 + x0 + 0) * 512 + (v0 + 2) * 16, a0_2); VSTORE(yh + (oy * 28 + x0 + 0) * 512 + (v0 + 3) * 16, a0_3);
-                    VSTORE(yh + (oy * 28 + x0 + 1) * 512 + (v0 + 0) * 16, a1_0); VSTORE(yh + (oy * 28 + x0 + 1) * 512 + (v0 + 1) * 16, a1_1); VSTORE(yh + (oy * 28 + x0 + 1) * 512 + (v0 + 2) * 16, a1_2); VSTORE(yh + (oy * 28 + x0 + 1) * 512 + (v0 + 3) * 16, a1_3);
-                    VSTORE(yh + (oy * 28 + x0 + 2) * 512 + (v0 + 0) * 16, a2_0); VSTORE(yh + (oy * 28 + x0 + 2) * 512 + (v0 + 1) * 16, a2_1); VSTORE(yh + (oy * 28 + x0 + 2) * 512 + (v0 + 2) * 16, a2_2); VSTORE(yh + (oy * 28 + x0 + 2) * 512 + (v0 + 3) * 16, a2_3);
-                    VSTORE(yh + (oy * 28 + x0 + 3) * 512 + (v0 + 0) * 16, a3_0); VSTORE(yh + (oy * 28 + x0 + 3) * 512 + (v0 + 1) * 16, a3_1); VSTORE(yh + (oy * 28 + x0 + 3) * 512 + (v0 + 2) * 16, a3_2); VSTORE(yh + (oy * 28 + x0 + 3) * 512 + (v0 + 3) * 16, a3_3);
-                    VSTORE(yh + (oy * 28 + x0 + 4) * 512 + (v0 + 0) * 16, a4_0); VSTORE(yh + (oy * 28 + x0 + 4) * 512 + (v0 + 1) * 16, a4_1); VSTORE(yh + (oy * 28 + x0 + 4) * 512 + (v0 + 2) * 16, a4_2); VSTORE(yh + (oy * 28 + x0 + 4) * 512 + (v0 + 3) * 16, a4_3);
-                    VSTORE(yh + (oy * 28 + x0 + 5) * 512 + (v0 + 0) * 16, a5_0); VSTORE(yh + (oy * 28 + x0 + 5) * 512 + (v0 + 1) * 16, a5_1); VSTORE(yh + (oy * 28 + x0 + 5) * 512 + (v0 + 2) * 16, a5_2); VSTORE(yh + (oy * 28 + x0 + 5) * 512 + (v0 + 3) * 16, a5_3);
-                }
-                {
-                    const int x0 = 24;
-                    cg_v a0_0 = VLOAD(bp + (v0 + 0) * 16), a0_1 = VLOAD(bp + (v0 + 1) * 16), a0_2 = VLOAD(bp + (v0 + 2) * 16), a0_3 = VLOAD(bp + (v0 + 3) * 16);
-                    cg_v a1_0 = VLOAD(bp + (v0 + 0) * 16), a1_1 = VLOAD(bp + (v0 + 1) * 16), a1_2 = VLOAD(bp + (v0 + 2) * 16), a1_3 = VLOAD(bp + (v0 + 3) * 16);
-                    cg_v a2_0 = VLOAD(bp + (v0 + 0) * 16), a2_1 = VLOAD(bp + (v0 + 1) * 16), a2_2 = VLOAD(bp + (v0 + 2) * 16), a2_3 = VLOAD(bp + (v0 + 3) * 16);
-                    cg_v a3_0 = VLOAD(bp + (v0 + 0) * 16), a3_1 = VLOAD(bp + (v0 + 1) * 16), a3_2 = VLOAD(bp + (v0 + 2) * 16), a3_3 = VLOAD(bp + (v0 + 3) * 16);
-                    for (int ci = 0; ci < 512; ci++) {
-                        const float *restrict xr = xp + (oy * 30 + x0) * 512 + ci;
-                        const float *restrict wr = wt + ci * 4608 + v0 * 16;
-                        {
-                            const cg_v w0 = VLOAD(wr + 0), w1 = VLOAD(wr + 16), w2 = VLOAD(wr + 32), w3 = VLOAD(wr + 48);
-                            a0_0 += xr[0] * w0; a0_1 += xr[0] * w1; a0_2 += xr[0] * w2; a0_3 += xr[0] * w3;
-                            a1_0 += xr[512] * w0; a1_1 += xr[512] * w1; a1_2 += xr[512] * w2; a1_3 += xr[512] * w3;
-                            a2_0 += xr[1024] * w0; a2_1 += xr[1024] * w1; a2_2 += xr[1024] * w2; a2_3 += xr[1024] * w3;
-                            a3_0 += xr[1536] * w0; a3_1 += xr[1536] * w1; a3_2 += xr[1536] * w2; a3_3 += xr[1536] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 512), w1 = VLOAD(wr + 528), w2 = VLOAD(wr + 544), w3 = VLOAD(wr + 560);
-                            a0_0 += xr[512] * w0; a0_1 += xr[512] * w1; a0_2 += xr[512] * w2; a0_3 += xr[512] * w3;
-                            a1_0 += xr[1024] * w0; a1_1 += xr[1024] * w1; a1_2 += xr[1024] * w2; a1_3 += xr[1024] * w3;
-                            a2_0 += xr[1536] * w0; a2_1 += xr[1536] * w1; a2_2 += xr[1536] * w2; a2_3 += xr[1536] * w3;
-                            a3_0 += xr[2048] * w0; a3_1 += xr[2048] * w1; a3_2 += xr[2048] * w2; a3_3 += xr[2048] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 1024), w1 = VLOAD(wr + 1040), w2 = VLOAD(wr + 1056), w3 = VLOAD(wr + 1072);
-                            a0_0 += xr[1024] * w0; a0_1 += xr[1024] * w1; a0_2 += xr[1024] * w2; a0_3 += xr[1024] * w3;
-                            a1_0 += xr[1536] * w0; a1_1 += xr[1536] * w1; a1_2 += xr[1536] * w2; a1_3 += xr[1536] * w3;
-                            a2_0 += xr[2048] * w0; a2_1 += xr[2048] * w1; a2_2 += xr[2048] * w2; a2_3 += xr[2048] * w3;
-                            a3_0 += xr[2560] * w0; a3_1 += xr[2560] * w1; a3_2 += xr[2560] * w2; a3_3 += xr[2560] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 1536), w1 = VLOAD(wr + 1552), w2 = VLOAD(wr + 1568), w3 = VLOAD(wr + 1584);
-                            a0_0 += xr[15360] * w0; a0_1 += xr[15360] * w1; a0_2 += xr[15360] * w2; a0_3 += xr[15360] * w3;
-                            a1_0 += xr[15872] * w0; a1_1 += xr[15872] * w1; a1_2 += xr[15872] * w2; a1_3 += xr[15872] * w3;
-                            a2_0 += xr[16384] * w0; a2_1 += xr[16384] * w1; a2_2 += xr[16384] * w2; a2_3 += xr[16384] * w3;
-                            a3_0 += xr[16896] * w0; a3_1 += xr[16896] * w1; a3_2 += xr[16896] * w2; a3_3 += xr[16896] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 2048), w1 = VLOAD(wr + 2064), w2 = VLOAD(wr + 2080), w3 = VLOAD(wr + 2096);
-                            a0_0 += xr[15872] * w0; a0_1 += xr[15872] * w1; a0_2 += xr[15872] * w2; a0_3 += xr[15872] * w3;
-                            a1_0 += xr[16384] * w0; a1_1 += xr[16384] * w1; a1_2 += xr[16384] * w2; a1_3 += xr[16384] * w3;
-                            a2_0 += xr[16896] * w0; a2_1 += xr[16896] * w1; a2_2 += xr[16896] * w2; a2_3 += xr[16896] * w3;
-                            a3_0 += xr[17408] * w0; a3_1 += xr[17408] * w1; a3_2 += xr[17408] * w2; a3_3 += xr[17408] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 2560), w1 = VLOAD(wr + 2576), w2 = VLOAD(wr + 2592), w3 = VLOAD(wr + 2608);
-                            a0_0 += xr[16384] * w0; a0_1 += xr[16384] * w1; a0_2 += xr[16384] * w2; a0_3 += xr[16384] * w3;
-                            a1_0 += xr[16896] * w0; a1_1 += xr[16896] * w1; a1_2 += xr[16896] * w2; a1_3 += xr[16896] * w3;
-                            a2_0 += xr[17408] * w0; a2_1 += xr[17408] * w1; a2_2 += xr[17408] * w2; a2_3 += xr[17408] * w3;
-                            a3_0 += xr[17920] * w0; a3_1 += xr[17920] * w1; a3_2 += xr[17920] * w2; a3_3 += xr[17920] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 3072), w1 = VLOAD(wr + 3088), w2 = VLOAD(wr + 3104), w3 = VLOAD(wr + 3120);
-                            a0_0 += xr[30720] * w0; a0_1 += xr[30720] * w1; a0_2 += xr[30720] * w2; a0_3 += xr[30720] * w3;
-                            a1_0 += xr[31232] * w0; a1_1 += xr[31232] * w1; a1_2 += xr[31232] * w2; a1_3 += xr[31232] * w3;
-                            a2_0 += xr[31744] * w0; a2_1 += xr[31744] * w1; a2_2 += xr[31744] * w2; a2_3 += xr[31744] * w3;
-                            a3_0 += xr[32256] * w0; a3_1 += xr[32256] * w1; a3_2 += xr[32256] * w2; a3_3 += xr[32256] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 3584), w1 = VLOAD(wr + 3600), w2 = VLOAD(wr + 3616), w3 = VLOAD(wr + 3632);
-                            a0_0 += xr[31232] * w0; a0_1 += xr[31232] * w1; a0_2 += xr[31232] * w2; a0_3 += xr[31232] * w3;
-                            a1_0 += xr[31744] * w0; a1_1 += xr[31744] * w1; a1_2 += xr[31744] * w2; a1_3 += xr[31744] * w3;
-                            a2_0 += xr[32256] * w0; a2_1 += xr[32256] * w1; a2_2 += xr[32256] * w2; a2_3 += xr[32256] * w3;
-                            a3_0 += xr[32768] * w0; a3_1 += xr[32768] * w1; a3_2 += xr[32768] * w2; a3_3 += xr[32768] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 4096), w1 = VLOAD(wr + 4112), w2 = VLOAD(wr + 4128), w3 = VLOAD(wr + 4144);
-                            a0_0 += xr[31744] * w0; a0_1 += xr[31744] * w1; a0_2 += xr[31744] * w2; a0_3 += xr[31744] * w3;
-                            a1_0 += xr[32256] * w0; a1_1 += xr[32256] * w1; a1_2 += xr[32256] * w2; a1_3 += xr[32256] * w3;
-                            a2_0 += xr[32768] * w0; a2_1 += xr[32768] * w1; a2_2 += xr[32768] * w2; a2_3 += xr[32768] * w3;
-                            a3_0 += xr[33280] * w0; a3_1 += xr[33280] * w1; a3_2 += xr[33280] * w2; a3_3 += xr[33280] * w3;
-                        }
+                    {
+                        cg_v v0 = VLOAD(xr + 1), v1 = VLOAD(xr + 13); VKEEP(v0); VKEEP(v1);
+                        a0_0 += wr[1] * v0; a0_1 += wr[1] * v1;
+                        a1_0 += wr[4609] * v0; a1_1 += wr[4609] * v1;
+                        a2_0 += wr[9217] * v0; a2_1 += wr[9217] * v1;
+                        a3_0 += wr[13825] * v0; a3_1 += wr[13825] * v1;
+                        a4_0 += wr[18433] * v0; a4_1 += wr[18433] * v1;
+                        a5_0 += wr[23041] * v0; a5_1 += wr[23041] * v1;
+                        a6_0 += wr[27649] * v0; a6_1 += wr[27649] * v1;
+                        a7_0 += wr[32257] * v0; a7_1 += wr[32257] * v1;
+                        a8_0 += wr[36865] * v0; a8_1 += wr[36865] * v1;
+                        a9_0 += wr[41473] * v0; a9_1 += wr[41473] * v1;
+                        a10_0 += wr[46081] * v0; a10_1 += wr[46081] * v1;
+                        a11_0 += wr[50689] * v0; a11_1 += wr[50689] * v1;
                     }
-                    VSTORE(yh + (oy * 28 + x0 + 0) * 512 + (v0 + 0) * 16, a0_0); VSTORE(yh + (oy * 28 + x0 + 0) * 512 + (v0 + 1) * 16, a0_1); VSTORE(yh + (oy * 28 + x0 + 0) * 512 + (v0 + 2) * 16, a0_2); VSTORE(yh + (oy * 28 + x0 + 0) * 512 + (v0 + 3) * 16, a0_3);
-                    VSTORE(yh + (oy * 28 + x0 + 1) * 512 + (v0 + 0) * 16, a1_0); VSTORE(yh + (oy * 28 + x0 + 1) * 512 + (v0 + 1) * 16, a1_1); VSTORE(yh + (oy * 28 + x0 + 1) * 512 + (v0 + 2) * 16, a1_2); VSTORE(yh + (oy * 28 + x0 + 1) * 512 + (v0 + 3) * 16, a1_3);
-                    VSTORE(yh + (oy * 28 + x0 + 2) * 512 + (v0 + 0) * 16, a2_0); VSTORE(yh + (oy * 28 + x0 + 2) * 512 + (v0 + 1) * 16, a2_1); VSTORE(yh + (oy * 28 + x0 + 2) * 512 + (v0 + 2) * 16, a2_2); VSTORE(yh + (oy * 28 + x0 + 2) * 512 + (v0 + 3) * 16, a2_3);
-                    VSTORE(yh + (oy * 28 + x0 + 3) * 512 + (v0 + 0) * 16, a3_0); VSTORE(yh + (oy * 28 + x0 + 3) * 512 + (v0 + 1) * 16, a3_1); VSTORE(yh + (oy * 28 + x0 + 3) * 512 + (v0 + 2) * 16, a3_2); VSTORE(yh + (oy * 28 + x0 + 3) * 512 + (v0 + 3) * 16, a3_3);
+                    {
+                        cg_v v0 = VLOAD(xr + 2), v1 = VLOAD(xr + 14); VKEEP(v0); VKEEP(v1);
+                        a0_0 += wr[2] * v0; a0_1 += wr[2] * v1;
+                        a1_0 += wr[4610] * v0; a1_1 += wr[4610] * v1;
+                        a2_0 += wr[9218] * v0; a2_1 += wr[9218] * v1;
+                        a3_0 += wr[13826] * v0; a3_1 += wr[13826] * v1;
+                        a4_0 += wr[18434] * v0; a4_1 += wr[18434] * v1;
+                        a5_0 += wr[23042] * v0; a5_1 += wr[23042] * v1;
+                        a6_0 += wr[27650] * v0; a6_1 += wr[27650] * v1;
+                        a7_0 += wr[32258] * v0; a7_1 += wr[32258] * v1;
+                        a8_0 += wr[36866] * v0; a8_1 += wr[36866] * v1;
+                        a9_0 += wr[41474] * v0; a9_1 += wr[41474] * v1;
+                        a10_0 += wr[46082] * v0; a10_1 += wr[46082] * v1;
+                        a11_0 += wr[50690] * v0; a11_1 += wr[50690] * v1;
+                    }
+                    {
+                        cg_v v0 = VLOAD(xr + 30), v1 = VLOAD(xr + 42); VKEEP(v0); VKEEP(v1);
+                        a0_0 += wr[3] * v0; a0_1 += wr[3] * v1;
+                        a1_0 += wr[4611] * v0; a1_1 += wr[4611] * v1;
+                        a2_0 += wr[9219] * v0; a2_1 += wr[9219] * v1;
+                        a3_0 += wr[13827] * v0; a3_1 += wr[13827] * v1;
+                        a4_0 += wr[18435] * v0; a4_1 += wr[18435] * v1;
+                        a5_0 += wr[23043] * v0; a5_1 += wr[23043] * v1;
+                        a6_0 += wr[27651] * v0; a6_1 += wr[27651] * v1;
+                        a7_0 += wr[32259] * v0; a7_1 += wr[32259] * v1;
+                        a8_0 += wr[36867] * v0; a8_1 += wr[36867] * v1;
+                        a9_0 += wr[41475] * v0; a9_1 += wr[41475] * v1;
+                        a10_0 += wr[46083] * v0; a10_1 += wr[46083] * v1;
+                        a11_0 += wr[50691] * v0; a11_1 += wr[50691] * v1;
+                    }
+                    {
+                        cg_v v0 = VLOAD(xr + 31), v1 = VLOAD(xr + 43); VKEEP(v0); VKEEP(v1);
+                        a0_0 += wr[4] * v0; a0_1 += wr[4] * v1;
+                        a1_0 += wr[4612] * v0; a1_1 += wr[4612] * v1;
+                        a2_0 += wr[9220] * v0; a2_1 += wr[9220] * v1;
+                        a3_0 += wr[13828] * v0; a3_1 += wr[13828] * v1;
+                        a4_0 += wr[18436] * v0; a4_1 += wr[18436] * v1;
+                        a5_0 += wr[23044] * v0; a5_1 += wr[23044] * v1;
+                        a6_0 += wr[27652] * v0; a6_1 += wr[27652] * v1;
+                        a7_0 += wr[32260] * v0; a7_1 += wr[32260] * v1;
+                        a8_0 += wr[36868] * v0; a8_1 += wr[36868] * v1;
+                        a9_0 += wr[41476] * v0; a9_1 += wr[41476] * v1;
+                        a10_0 += wr[46084] * v0; a10_1 += wr[46084] * v1;
+                        a11_0 += wr[50692] * v0; a11_1 += wr[50692] * v1;
+                    }
+                    {
+                        cg_v v0 = VLOAD(xr + 32), v1 = VLOAD(xr + 44); VKEEP(v0); VKEEP(v1);
+                        a0_0 += wr[5] * v0; a0_1 += wr[5] * v1;
+                        a1_0 += wr[4613] * v0; a1_1 += wr[4613] * v1;
+                        a2_0 += wr[9221] * v0; a2_1 += wr[9221] * v1;
+                        a3_0 += wr[13829] * v0; a3_1 += wr[13829] * v1;
+                        a4_0 += wr[18437] * v0; a4_1 += wr[18437] * v1;
+                        a5_0 += wr[23045] * v0; a5_1 += wr[23045] * v1;
+                        a6_0 += wr[27653] * v0; a6_1 += wr[27653] * v1;
+                        a7_0 += wr[32261] * v0; a7_1 += wr[32261] * v1;
+                        a8_0 += wr[36869] * v0; a8_1 += wr[36869] * v1;
+                        a9_0 += wr[41477] * v0; a9_1 += wr[41477] * v1;
+                        a10_0 += wr[46085] * v0; a10_1 += wr[46085] * v1;
+                        a11_0 += wr[50693] * v0; a11_1 += wr[50693] * v1;
+                    }
+                    {
+                        cg_v v0 = VLOAD(xr + 60), v1 = VLOAD(xr + 72); VKEEP(v0); VKEEP(v1);
+                        a0_0 += wr[6] * v0; a0_1 += wr[6] * v1;
+                        a1_0 += wr[4614] * v0; a1_1 += wr[4614] * v1;
+                        a2_0 += wr[9222] * v0; a2_1 += wr[9222] * v1;
+                        a3_0 += wr[13830] * v0; a3_1 += wr[13830] * v1;
+                        a4_0 += wr[18438] * v0; a4_1 += wr[18438] * v1;
+                        a5_0 += wr[23046] * v0; a5_1 += wr[23046] * v1;
+                        a6_0 += wr[27654] * v0; a6_1 += wr[27654] * v1;
+                        a7_0 += wr[32262] * v0; a7_1 += wr[32262] * v1;
+                        a8_0 += wr[36870] * v0; a8_1 += wr[36870] * v1;
+                        a9_0 += wr[41478] * v0; a9_1 += wr[41478] * v1;
+                        a10_0 += wr[46086] * v0; a10_1 += wr[46086] * v1;
+                        a11_0 += wr[50694] * v0; a11_1 += wr[50694] * v1;
+                    }
+                    {
+                        cg_v v0 = VLOAD(xr + 61), v1 = VLOAD(xr + 73); VKEEP(v0); VKEEP(v1);
+                        a0_0 += wr[7] * v0; a0_1 += wr[7] * v1;
+                        a1_0 += wr[4615] * v0; a1_1 += wr[4615] * v1;
+                        a2_0 += wr[9223] * v0; a2_1 += wr[9223] * v1;
+                        a3_0 += wr[13831] * v0; a3_1 += wr[13831] * v1;
+                        a4_0 += wr[18439] * v0; a4_1 += wr[18439] * v1;
+                        a5_0 += wr[23047] * v0; a5_1 += wr[23047] * v1;
+                        a6_0 += wr[27655] * v0; a6_1 += wr[27655] * v1;
+                        a7_0 += wr[32263] * v0; a7_1 += wr[32263] * v1;
+                        a8_0 += wr[36871] * v0; a8_1 += wr[36871] * v1;
+                        a9_0 += wr[41479] * v0; a9_1 += wr[41479] * v1;
+                        a10_0 += wr[46087] * v0; a10_1 += wr[46087] * v1;
+                        a11_0 += wr[50695] * v0; a11_1 += wr[50695] * v1;
+                    }
+                    {
+                        cg_v v0 = VLOAD(xr + 62), v1 = VLOAD(xr + 74); VKEEP(v0); VKEEP(v1);
+                        a0_0 += wr[8] * v0; a0_1 += wr[8] * v1;
+                        a1_0 += wr[4616] * v0; a1_1 += wr[4616] * v1;
+                        a2_0 += wr[9224] * v0; a2_1 += wr[9224] * v1;
+                        a3_0 += wr[13832] * v0; a3_1 += wr[13832] * v1;
+                        a4_0 += wr[18440] * v0; a4_1 += wr[18440] * v1;
+                        a5_0 += wr[23048] * v0; a5_1 += wr[23048] * v1;
+                        a6_0 += wr[27656] * v0; a6_1 += wr[27656] * v1;
+                        a7_0 += wr[32264] * v0; a7_1 += wr[32264] * v1;
+                        a8_0 += wr[36872] * v0; a8_1 += wr[36872] * v1;
+                        a9_0 += wr[41480] * v0; a9_1 += wr[41480] * v1;
+                        a10_0 += wr[46088] * v0; a10_1 += wr[46088] * v1;
+                        a11_0 += wr[50696] * v0; a11_1 += wr[50696] * v1;
+                    }
                 }
+                VSTORE(yr + (size_t)(co0 + 0) * 784 + x0 + 0, a0_0); VSTORE(yr + (size_t)(co0 + 0) * 784 + x0 + 12, a0_1);
+                VSTORE(yr + (size_t)(co0 + 1) * 784 + x0 + 0, a1_0); VSTORE(yr + (size_t)(co0 + 1) * 784 + x0 + 12, a1_1);
+                VSTORE(yr + (size_t)(co0 + 2) * 784 + x0 + 0, a2_0); VSTORE(yr + (size_t)(co0 + 2) * 784 + x0 + 12, a2_1);
+                VSTORE(yr + (size_t)(co0 + 3) * 784 + x0 + 0, a3_0); VSTORE(yr + (size_t)(co0 + 3) * 784 + x0 + 12, a3_1);
+                VSTORE(yr + (size_t)(co0 + 4) * 784 + x0 + 0, a4_0); VSTORE(yr + (size_t)(co0 + 4) * 784 + x0 + 12, a4_1);
+                VSTORE(yr + (size_t)(co0 + 5) * 784 + x0 + 0, a5_0); VSTORE(yr + (size_t)(co0 + 5) * 784 + x0 + 12, a5_1);
+                VSTORE(yr + (size_t)(co0 + 6) * 784 + x0 + 0, a6_0); VSTORE(yr + (size_t)(co0 + 6) * 784 + x0 + 12, a6_1);
+                VSTORE(yr + (size_t)(co0 + 7) * 784 + x0 + 0, a7_0); VSTORE(yr + (size_t)(co0 + 7) * 784 + x0 + 12, a7_1);
+                VSTORE(yr + (size_t)(co0 + 8) * 784 + x0 + 0, a8_0); VSTORE(yr + (size_t)(co0 + 8) * 784 + x0 + 12, a8_1);
+                VSTORE(yr + (size_t)(co0 + 9) * 784 + x0 + 0, a9_0); VSTORE(yr + (size_t)(co0 + 9) * 784 + x0 + 12, a9_1);
+                VSTORE(yr + (size_t)(co0 + 10) * 784 + x0 + 0, a10_0); VSTORE(yr + (size_t)(co0 + 10) * 784 + x0 + 12, a10_1);
+                VSTORE(yr + (size_t)(co0 + 11) * 784 + x0 + 0, a11_0); VSTORE(yr + (size_t)(co0 + 11) * 784 + x0 + 12, a11_1);
             }
         }
-        for (int co = 0; co < 512; co++)
-            for (int i = 0; i < 784; i++) yn[co * 784 + i] = yh[i * 512 + co];
+        {
+            const int co0 = 504;
+            {
+                const int x0 = 0;
+                cg_v a0_0 = vsplat(b[co0 + 0]), a0_1 = vsplat(b[co0 + 0]);
+                cg_v a1_0 = vsplat(b[co0 + 1]), a1_1 = vsplat(b[co0 + 1]);
+                cg_v a2_0 = vsplat(b[co0 + 2]), a2_1 = vsplat(b[co0 + 2]);
+                cg_v a3_0 = vsplat(b[co0 + 3]), a3_1 = vsplat(b[co0 + 3]);
+                cg_v a4_0 = vsplat(b[co0 + 4]), a4_1 = vsplat(b[co0 + 4]);
+                cg_v a5_0 = vsplat(b[co0 + 5]), a5_1 = vsplat(b[co0 + 5]);
+                cg_v a6_0 = vsplat(b[co0 + 6]), a6_1 = vsplat(b[co0 + 6]);
+                cg_v a7_0 = vsplat(b[co0 + 7]), a7_1 = vsplat(b[co0 + 7]);
+                for (int ci = 0; ci < 512; ci++) {
+                    const float *restrict xr = xr0 + (size_t)ci * 900 + x0;
+                    const float *restrict wr = w + (size_t)co0 * 4608 + ci * 9;
+                    {
+                        cg_v v0 = VLOAD(xr + 0), v1 = VLOAD(xr + 12); VKEEP(v0); VKEEP(v1);
+                        a0_0 += wr[0] * v0; a0_1 += wr[0] * v1;
+                        a1_0 += wr[4608] * v0; a1_1 += wr[4608] * v1;
+                        a2_0 += wr[9216] * v0; a2_1 += wr[9216] * v1;
+                        a3_0 += wr[13824] * v0; a3_1 += wr[13824] * v1;
+                        a4_0 += wr[18432] * v0; a4_1 += wr[18432] * v1;
+                        a5_0 += wr[23040] * v0; a5_1 += wr[23040] * v1;
+                        a6_0 += wr[27648] * v0; a6_1 += wr[27648] * v1;
+                        a7_0 += wr[32256] * v0; a7_1 += wr[32256] * v1;
+                    }
+                    {
+                        cg_v v0 = VLOAD(xr + 1), v1 = VLOAD(xr + 13); VKEEP(v0); VKEEP(v1);
+                        a0_0 += wr[1] * v0; a0_1 += wr[1] * v1;
+                        a1_0 += wr[4609] * v0; a1_1 += wr[4609] * v1;
+                        a2_0 += wr[9217] * v0; a2_1 += wr[9217] * v1;
+                        a3_0 += wr[13825] * v0; a3_1 += wr[13825] * v1;
+                        a4_0 += wr[18433] * v0; a4_1 += wr[18433] * v1;
+                        a5_0 += wr[23041] * v0; a5_1 += wr[23041] * v1;
+                        a6_0 += wr[27649] * v0; a6_1 += wr[27649] * v1;
+                        a7_0 += wr[32257] * v0; a7_1 += wr[32257] * v1;
+                    }
+                    {
+                        cg_v v0 = VLOAD(xr + 2), v1 = VLOAD(xr + 14); VKEEP(v0); VKEEP(v1);
+                        a0_0 += wr[2] * v0; a0_1 += wr[2] * v1;
+                        a1_0 += wr[4610] * v0; a1_1 += wr[4610] * v1;
+                        a2_0 += wr[9218] * v0; a2_1 += wr[9218] * v1;
+                        a3_0 += wr[13826] * v0; a3_1 += wr[13826] * v1;
+                        a4_0 += wr[18434] * v0; a4_1 += wr[18434] * v1;
+                        a5_0 += wr[23042] * v0; a5_1 += wr[23042] * v1;
+                        a6_0 += wr[27650] * v0; a6_1 += wr[27650] * v1;
+                        a7_0 += wr[32258] * v0; a7_1 += wr[32258] * v1;
+                    }
+                    {
+                        cg_v v0 = VLOAD(xr + 30), v1 = VLOAD(xr + 42); VKEEP(v0); VKEEP(v1);
+                        a0_0 += wr[3] * v0; a0_1 += wr[3] * v1;
+                        a1_0 += wr[4611] * v0; a1_1 += wr[4611] * v1;
+                        a2_0 += wr[9219] * v0; a2_1 += wr[9219] * v1;
+                        a3_0 += wr[13827] * v0; a3_1 += wr[13827] * v1;
+                        a4_0 += wr[18435] * v0; a4_1 += wr[18435] * v1;
+                        a5_0 += wr[23043] * v0; a5_1 += wr[23043] * v1;
+                        a6_0 += wr[27651] * v0; a6_1 += wr[27651] * v1;
+                        a7_0 += wr[32259] * v0; a7_1 += wr[32259] * v1;
+                    }
+                    {
+                        cg_v v0 = VLOAD(xr + 31), v1 = VLOAD(xr + 43); VKEEP(v0); VKEEP(v1);
+                        a0_0 += wr[4] * v0; a0_1 += wr[4] * v1;
+                        a1_0 += wr[4612] * v0; a1_1 += wr[4612] * v1;
+                        a2_0 += wr[9220] * v0; a2_1 += wr[9220] * v1;
+                        a3_0 += wr[13828] * v0; a3_1 += wr[13828] * v1;
+                        a4_0 += wr[18436] * v0; a4_1 += wr[18436] * v1;
+                        a5_0 += wr[23044] * v0; a5_1 += wr[23044] * v1;
+                        a6_0 += wr[27652] * v0; a6_1 += wr[27652] * v1;
+                        a7_0 += wr[32260] * v0; a7_1 += wr[32260] * v1;
+                    }
+                    {
+                        cg_v v0 = VLOAD(xr + 32), v1 = VLOAD(xr + 44); VKEEP(v0); VKEEP(v1);
+                        a0_0 += wr[5] * v0; a0_1 += wr[5] * v1;
+                        a1_0 += wr[4613] * v0; a1_1 += wr[4613] * v1;
+                        a2_0 += wr[9221] * v0; a2_1 += wr[9221] * v1;
+                        a3_0 += wr[13829] * v0; a3_1 += wr[13829] * v1;
+                        a4_0 += wr[18437] * v0; a4_1 += wr[18437] * v1;
+                        a5_0 += wr[23045] * v0; a5_1 += wr[23045] * v1;
+                        a6_0 += wr[27653] * v0; a6_1 += wr[27653] * v1;
+                        a7_0 += wr[32261] * v0; a7_1 += wr[32261] * v1;
+                    }
+                    {
+                        cg_v v0 = VLOAD(xr + 60), v1 = VLOAD(xr + 72); VKEEP(v0); VKEEP(v1);
+                        a0_0 += wr[6] * v0; a0_1 += wr[6] * v1;
+                        a1_0 += wr[4614] * v0; a1_1 += wr[4614] * v1;
+                        a2_0 += wr[9222] * v0; a2_1 += wr[9222] * v1;
+                        a3_0 += wr[13830] * v0; a3_1 += wr[13830] * v1;
+                        a4_0 += wr[18438] * v0; a4_1 += wr[18438] * v1;
+                        a5_0 += wr[23046] * v0; a5_1 += wr[23046] * v1;
+                        a6_0 += wr[27654] * v0; a6_1 += wr[27654] * v1;
+                        a7_0 += wr[32262] * v0; a7_1 += wr[32262] * v1;
+                    }
+                    {
+                        cg_v v0 = VLOAD(xr + 61), v1 = VLOAD(xr + 73); VKEEP(v0); VKEEP(v1);
+                        a0_0 += wr[7] * v0; a0_1 += wr[7] * v1;
+                        a1_0 += wr[4615] * v0; a1_1 += wr[4615] * v1;
+                        a2_0 += wr[9223] * v0; a2_1 += wr[9223] * v1;
+                        a3_0 += wr[13831] * v0; a3_1 += wr[13831] * v1;
+                        a4_0 += wr[18439] * v0; a4_1 += wr[18439] * v1;
+                        a5_0 += wr[23047] * v0; a5_1 += wr[23047] * v1;
+                        a6_0 += wr[27655] * v0; a6_1 += wr[27655] * v1;
+                        a7_0 += wr[32263] * v0; a7_1 += wr[32263] * v1;
+                    }
+                    {
+                        cg_v v0 = VLOAD(xr + 62), v1 = VLOAD(xr + 74); VKEEP(v0); VKEEP(v1);
+                        a0_0 += wr[8] * v0; a0_1 += wr[8] * v1;
+                        a1_0 += wr[4616] * v0; a1_1 += wr[4616] * v1;
+                        a2_0 += wr[9224] * v0; a2_1 += wr[9224] * v1;
+                        a3_0 += wr[13832] * v0; a3_1 += wr[13832] * v1;
+                        a4_0 += wr[18440] * v0; a4_1 += wr[18440] * v1;
+                        a5_0 += wr[23048] * v0; a5_1 += wr[23048] * v1;
+                        a6_0 += wr[27656] * v0; a6_1 += wr[27656] * v1;
+                        a7_0 += wr[32264] * v0; a7_1 += wr[32264] * v1;
+                    }
+                }
+                VSTORE(yr + (size_t)(co0 + 0) * 784 + x0 + 0, a0_0); VSTORE(yr + (size_t)(co0 + 0) * 784 + x0 + 12, a0_1);
+                VSTORE(yr + (size_t)(co0 + 1) * 784 + x0 + 0, a1_0); VSTORE(yr + (size_t)(co0 + 1) * 784 + x0 + 12, a1_1);
+                VSTORE(yr + (size_t)(co0 + 2) * 784 + x0 + 0, a2_0); VSTORE(yr + (size_t)(co0 + 2) * 784 + x0 + 12, a2_1);
+                VSTORE(yr + (size_t)(co0 + 3) * 784 + x0 + 0, a3_0); VSTORE(yr + (size_t)(co0 + 3) * 784 + x0 + 12, a3_1);
+                VSTORE(yr + (size_t)(co0 + 4) * 784 + x0 + 0, a4_0); VSTORE(yr + (size_t)(co0 + 4) * 784 + x0 + 12, a4_1);
+                VSTORE(yr + (size_t)(co0 + 5) * 784 + x0 + 0, a5_0); VSTORE(yr + (size_t)(co0 + 5) * 784 + x0 + 12, a5_1);
+                VSTORE(yr + (size_t)(co0 + 6) * 784 + x0 + 0, a6_0); VSTORE(yr + (size_t)(co0 + 6) * 784 + x0 + 12, a6_1);
+                VSTORE(yr + (size_t)(co0 + 7) * 784 + x0 + 0, a7_0); VSTORE(yr + (size_t)(co0 + 7) * 784 + x0 + 12, a7_1);
+            }
+        }
     }
 }
 
 static void l21_conv2d_backward(float *restrict G, float *restrict S, const float *restrict dy, int nb)
 {
     float *restrict gw = G + 5275456;
+    const float *restrict xp = S + 0;
     float *restrict gb = G + 7634752;
-    float *restrict dyh = S + 3682816;
-    /* dy of every sample -> channels-last, padded channels zero */
     CG_PARALLEL_FOR
-    for (int n = 0; n < nb; n++) {
-        float *restrict dn = dyh + (size_t)n * 401408;
-        for (int i = 0; i < 784; i++)
-            for (int co = 0; co < 512; co++) dn[i * 512 + co] = co < 512 ? dy[(size_t)n * 401408 + co * 784 + i] : 0.0f;
-    }
     for (int co = 0; co < 512; co++) {
-        float s = 0.0f;
-        for (int n = 0; n < nb; n++)
-            for (int i = 0; i < 784; i++) s += dy[(size_t)n * 401408 + co * 784 + i];
-        gb[co] += s;
-    }
-    CG_PARALLEL_FOR
-    for (int p0 = 0; p0 < 4608; p0 += 6) {
-        int off[6], gidx[6];
-        for (int j = 0; j < 6; j++) {
-            const int q = p0 + j, ci = q / 9, k = q % 9, ky = k / 3, kx = k % 3;
-            off[j] = (ky * 1 * 30 + kx * 1) * 512 + ci;
-            gidx[j] = ci * 9 + k;
+        cg_v s = vsplat(0.0f);
+        for (int n = 0; n < nb; n++) {
+            const float *restrict d = dy + ((size_t)n * 512 + co) * 784;
+            for (int i = 0; i < 784; i += 16) s += VLOAD(d + i);
         }
-        for (int v0 = 0; v0 < 32; v0 += 4) {
-            cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f);
-            cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f), a1_3 = vsplat(0.0f);
-            cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f), a2_2 = vsplat(0.0f), a2_3 = vsplat(0.0f);
-            cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f), a3_2 = vsplat(0.0f), a3_3 = vsplat(0.0f);
-            cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f), a4_2 = vsplat(0.0f), a4_3 = vsplat(0.0f);
-            cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f), a5_2 = vsplat(0.0f), a5_3 = vsplat(0.0f);
-            for (int n = 0; n < nb; n++) {
-                const float *restrict xp = S + 0 + (size_t)n * 460800;
-                const float *restrict dn = dyh + (size_t)n * 401408 + v0 * 16;
-                for (int oy = 0; oy < 28; oy++) {
-                    for (int ox = 0; ox < 28; ox++) {
-                        const float *restrict xr = xp + (oy * 30 + ox) * 512;
-                        const cg_v d0 = VLOAD(dn + (oy * 28 + ox) * 512 + 0), d1 = VLOAD(dn + (oy * 28 + ox) * 512 + 16), d2 = VLOAD(dn + (oy * 28 + ox) * 512 + 32), d3 = VLOAD(dn + (oy * 28 + ox) * 512 + 48);
-                        a0_0 += xr[off[0]] * d0; a0_1 += xr[off[0]] * d1; a0_2 += xr[off[0]] * d2; a0_3 += xr[off[0]] * d3;
-                        a1_0 += xr[off[1]] * d0; a1_1 += xr[off[1]] * d1; a1_2 += xr[off[1]] * d2; a1_3 += xr[off[1]] * d3;
-                        a2_0 += xr[off[2]] * d0; a2_1 += xr[off[2]] * d1; a2_2 += xr[off[2]] * d2; a2_3 += xr[off[2]] * d3;
-                        a3_0 += xr[off[3]] * d0; a3_1 += xr[off[3]] * d1; a3_2 += xr[off[3]] * d2; a3_3 += xr[off[3]] * d3;
-                        a4_0 += xr[off[4]] * d0; a4_1 += xr[off[4]] * d1; a4_2 += xr[off[4]] * d2; a4_3 += xr[off[4]] * d3;
-                        a5_0 += xr[off[5]] * d0; a5_1 += xr[off[5]] * d1; a5_2 += xr[off[5]] * d2; a5_3 += xr[off[5]] * d3;
+        gb[co] += vsum(s);
+    }
+    /* tiles of 2 output channels x 9 taps (3 kernel rows) of one input channel */
+    /* lanes of the last, overlapping vector of a row already counted by the one before */
+    const cg_vi mk = {0, 0, 0, 0, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1};
+    CG_PARALLEL_FOR
+    for (int t = 0; t < 131072; t++) {
+        const int co0 = t / 512 * 2, ci = t % 512;
+        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f), a0_4 = vsplat(0.0f), a0_5 = vsplat(0.0f), a0_6 = vsplat(0.0f), a0_7 = vsplat(0.0f), a0_8 = vsplat(0.0f);
+        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f), a1_3 = vsplat(0.0f), a1_4 = vsplat(0.0f), a1_5 = vsplat(0.0f), a1_6 = vsplat(0.0f), a1_7 = vsplat(0.0f), a1_8 = vsplat(0.0f);
+        for (int n = 0; n < nb; n++) {
+            for (int oy = 0; oy < 28; oy += 4) {
+                const float *restrict dr = dy + ((size_t)n * 512 + co0) * 784 + oy * 28;
+                const float *restrict xr = xp + ((size_t)n * 512 + ci) * 900 + (oy) * 30;
+                for (int x = 0; x < 16; x += 16) {
+                    const cg_v d0_0 = VLOAD(dr + 0 + x), d0_1 = VLOAD(dr + 784 + x);
+                    const cg_v d1_0 = VLOAD(dr + 28 + x), d1_1 = VLOAD(dr + 812 + x);
+                    const cg_v d2_0 = VLOAD(dr + 56 + x), d2_1 = VLOAD(dr + 840 + x);
+                    const cg_v d3_0 = VLOAD(dr + 84 + x), d3_1 = VLOAD(dr + 868 + x);
+                    {
+                        cg_v v = VLOAD(xr + 0 + x); VKEEP(v); a0_0 += d0_0 * v; a1_0 += d0_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 1 + x); VKEEP(v); a0_1 += d0_0 * v; a1_1 += d0_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 2 + x); VKEEP(v); a0_2 += d0_0 * v; a1_2 += d0_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 30 + x); VKEEP(v); a0_3 += d0_0 * v; a1_3 += d0_1 * v; a0_0 += d1_0 * v; a1_0 += d1_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 31 + x); VKEEP(v); a0_4 += d0_0 * v; a1_4 += d0_1 * v; a0_1 += d1_0 * v; a1_1 += d1_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 32 + x); VKEEP(v); a0_5 += d0_0 * v; a1_5 += d0_1 * v; a0_2 += d1_0 * v; a1_2 += d1_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 60 + x); VKEEP(v); a0_6 += d0_0 * v; a1_6 += d0_1 * v; a0_3 += d1_0 * v; a1_3 += d1_1 * v; a0_0 += d2_0 * v; a1_0 += d2_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 61 + x); VKEEP(v); a0_7 += d0_0 * v; a1_7 += d0_1 * v; a0_4 += d1_0 * v; a1_4 += d1_1 * v; a0_1 += d2_0 * v; a1_1 += d2_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 62 + x); VKEEP(v); a0_8 += d0_0 * v; a1_8 += d0_1 * v; a0_5 += d1_0 * v; a1_5 += d1_1 * v; a0_2 += d2_0 * v; a1_2 += d2_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 90 + x); VKEEP(v); a0_6 += d1_0 * v; a1_6 += d1_1 * v; a0_3 += d2_0 * v; a1_3 += d2_1 * v; a0_0 += d3_0 * v; a1_0 += d3_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 91 + x); VKEEP(v); a0_7 += d1_0 * v; a1_7 += d1_1 * v; a0_4 += d2_0 * v; a1_4 += d2_1 * v; a0_1 += d3_0 * v; a1_1 += d3_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 92 + x); VKEEP(v); a0_8 += d1_0 * v; a1_8 += d1_1 * v; a0_5 += d2_0 * v; a1_5 += d2_1 * v; a0_2 += d3_0 * v; a1_2 += d3_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 120 + x); VKEEP(v); a0_6 += d2_0 * v; a1_6 += d2_1 * v; a0_3 += d3_0 * v; a1_3 += d3_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 121 + x); VKEEP(v); a0_7 += d2_0 * v; a1_7 += d2_1 * v; a0_4 += d3_0 * v; a1_4 += d3_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 122 + x); VKEEP(v); a0_8 += d2_0 * v; a1_8 += d2_1 * v; a0_5 += d3_0 * v; a1_5 += d3_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 150 + x); VKEEP(v); a0_6 += d3_0 * v; a1_6 += d3_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 151 + x); VKEEP(v); a0_7 += d3_0 * v; a1_7 += d3_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 152 + x); VKEEP(v); a0_8 += d3_0 * v; a1_8 += d3_1 * v;
+                    }
+                }
+                {
+                    const cg_v d0_0 = VSEL(mk, VLOAD(dr + 0 + 12), vsplat(0.0f)), d0_1 = VSEL(mk, VLOAD(dr + 784 + 12), vsplat(0.0f));
+                    const cg_v d1_0 = VSEL(mk, VLOAD(dr + 28 + 12), vsplat(0.0f)), d1_1 = VSEL(mk, VLOAD(dr + 812 + 12), vsplat(0.0f));
+                    const cg_v d2_0 = VSEL(mk, VLOAD(dr + 56 + 12), vsplat(0.0f)), d2_1 = VSEL(mk, VLOAD(dr + 840 + 12), vsplat(0.0f));
+                    const cg_v d3_0 = VSEL(mk, VLOAD(dr + 84 + 12), vsplat(0.0f)), d3_1 = VSEL(mk, VLOAD(dr + 868 + 12), vsplat(0.0f));
+                    {
+                        cg_v v = VLOAD(xr + 0 + 12); VKEEP(v); a0_0 += d0_0 * v; a1_0 += d0_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 1 + 12); VKEEP(v); a0_1 += d0_0 * v; a1_1 += d0_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 2 + 12); VKEEP(v); a0_2 += d0_0 * v; a1_2 += d0_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 30 + 12); VKEEP(v); a0_3 += d0_0 * v; a1_3 += d0_1 * v; a0_0 += d1_0 * v; a1_0 += d1_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 31 + 12); VKEEP(v); a0_4 += d0_0 * v; a1_4 += d0_1 * v; a0_1 += d1_0 * v; a1_1 += d1_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 32 + 12); VKEEP(v); a0_5 += d0_0 * v; a1_5 += d0_1 * v; a0_2 += d1_0 * v; a1_2 += d1_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 60 + 12); VKEEP(v); a0_6 += d0_0 * v; a1_6 += d0_1 * v; a0_3 += d1_0 * v; a1_3 += d1_1 * v; a0_0 += d2_0 * v; a1_0 += d2_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 61 + 12); VKEEP(v); a0_7 += d0_0 * v; a1_7 += d0_1 * v; a0_4 += d1_0 * v; a1_4 += d1_1 * v; a0_1 += d2_0 * v; a1_1 += d2_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 62 + 12); VKEEP(v); a0_8 += d0_0 * v; a1_8 += d0_1 * v; a0_5 += d1_0 * v; a1_5 += d1_1 * v; a0_2 += d2_0 * v; a1_2 += d2_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 90 + 12); VKEEP(v); a0_6 += d1_0 * v; a1_6 += d1_1 * v; a0_3 += d2_0 * v; a1_3 += d2_1 * v; a0_0 += d3_0 * v; a1_0 += d3_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 91 + 12); VKEEP(v); a0_7 += d1_0 * v; a1_7 += d1_1 * v; a0_4 += d2_0 * v; a1_4 += d2_1 * v; a0_1 += d3_0 * v; a1_1 += d3_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 92 + 12); VKEEP(v); a0_8 += d1_0 * v; a1_8 += d1_1 * v; a0_5 += d2_0 * v; a1_5 += d2_1 * v; a0_2 += d3_0 * v; a1_2 += d3_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 120 + 12); VKEEP(v); a0_6 += d2_0 * v; a1_6 += d2_1 * v; a0_3 += d3_0 * v; a1_3 += d3_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 121 + 12); VKEEP(v); a0_7 += d2_0 * v; a1_7 += d2_1 * v; a0_4 += d3_0 * v; a1_4 += d3_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 122 + 12); VKEEP(v); a0_8 += d2_0 * v; a1_8 += d2_1 * v; a0_5 += d3_0 * v; a1_5 += d3_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 150 + 12); VKEEP(v); a0_6 += d3_0 * v; a1_6 += d3_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 151 + 12); VKEEP(v); a0_7 += d3_0 * v; a1_7 += d3_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 152 + 12); VKEEP(v); a0_8 += d3_0 * v; a1_8 += d3_1 * v;
                     }
                 }
             }
-            for (int l = 0; l < 16 && (v0 + 0) * 16 + l < 512; l++) gw[((v0 + 0) * 16 + l) * 4608 + gidx[0]] += a0_0[l];
-            for (int l = 0; l < 16 && (v0 + 1) * 16 + l < 512; l++) gw[((v0 + 1) * 16 + l) * 4608 + gidx[0]] += a0_1[l];
-            for (int l = 0; l < 16 && (v0 + 2) * 16 + l < 512; l++) gw[((v0 + 2) * 16 + l) * 4608 + gidx[0]] += a0_2[l];
-            for (int l = 0; l < 16 && (v0 + 3) * 16 + l < 512; l++) gw[((v0 + 3) * 16 + l) * 4608 + gidx[0]] += a0_3[l];
-            for (int l = 0; l < 16 && (v0 + 0) * 16 + l < 512; l++) gw[((v0 + 0) * 16 + l) * 4608 + gidx[1]] += a1_0[l];
-            for (int l = 0; l < 16 && (v0 + 1) * 16 + l < 512; l++) gw[((v0 + 1) * 16 + l) * 4608 + gidx[1]] += a1_1[l];
-            for (int l = 0; l < 16 && (v0 + 2) * 16 + l < 512; l++) gw[((v0 + 2) * 16 + l) * 4608 + gidx[1]] += a1_2[l];
-            for (int l = 0; l < 16 && (v0 + 3) * 16 + l < 512; l++) gw[((v0 + 3) * 16 + l) * 4608 + gidx[1]] += a1_3[l];
-            for (int l = 0; l < 16 && (v0 + 0) * 16 + l < 512; l++) gw[((v0 + 0) * 16 + l) * 4608 + gidx[2]] += a2_0[l];
-            for (int l = 0; l < 16 && (v0 + 1) * 16 + l < 512; l++) gw[((v0 + 1) * 16 + l) * 4608 + gidx[2]] += a2_1[l];
-            for (int l = 0; l < 16 && (v0 + 2) * 16 + l < 512; l++) gw[((v0 + 2) * 16 + l) * 4608 + gidx[2]] += a2_2[l];
-            for (int l = 0; l < 16 && (v0 + 3) * 16 + l < 512; l++) gw[((v0 + 3) * 16 + l) * 4608 + gidx[2]] += a2_3[l];
-            for (int l = 0; l < 16 && (v0 + 0) * 16 + l < 512; l++) gw[((v0 + 0) * 16 + l) * 4608 + gidx[3]] += a3_0[l];
-            for (int l = 0; l < 16 && (v0 + 1) * 16 + l < 512; l++) gw[((v0 + 1) * 16 + l) * 4608 + gidx[3]] += a3_1[l];
-            for (int l = 0; l < 16 && (v0 + 2) * 16 + l < 512; l++) gw[((v0 + 2) * 16 + l) * 4608 + gidx[3]] += a3_2[l];
-            for (int l = 0; l < 16 && (v0 + 3) * 16 + l < 512; l++) gw[((v0 + 3) * 16 + l) * 4608 + gidx[3]] += a3_3[l];
-            for (int l = 0; l < 16 && (v0 + 0) * 16 + l < 512; l++) gw[((v0 + 0) * 16 + l) * 4608 + gidx[4]] += a4_0[l];
-            for (int l = 0; l < 16 && (v0 + 1) * 16 + l < 512; l++) gw[((v0 + 1) * 16 + l) * 4608 + gidx[4]] += a4_1[l];
-            for (int l = 0; l < 16 && (v0 + 2) * 16 + l < 512; l++) gw[((v0 + 2) * 16 + l) * 4608 + gidx[4]] += a4_2[l];
-            for (int l = 0; l < 16 && (v0 + 3) * 16 + l < 512; l++) gw[((v0 + 3) * 16 + l) * 4608 + gidx[4]] += a4_3[l];
-            for (int l = 0; l < 16 && (v0 + 0) * 16 + l < 512; l++) gw[((v0 + 0) * 16 + l) * 4608 + gidx[5]] += a5_0[l];
-            for (int l = 0; l < 16 && (v0 + 1) * 16 + l < 512; l++) gw[((v0 + 1) * 16 + l) * 4608 + gidx[5]] += a5_1[l];
-            for (int l = 0; l < 16 && (v0 + 2) * 16 + l < 512; l++) gw[((v0 + 2) * 16 + l) * 4608 + gidx[5]] += a5_2[l];
-            for (int l = 0; l < 16 && (v0 + 3) * 16 + l < 512; l++) gw[((v0 + 3) * 16 + l) * 4608 + gidx[5]] += a5_3[l];
         }
+        gw[(size_t)(co0 + 0) * 4608 + ci * 9 + 0] += vsum(a0_0);
+        gw[(size_t)(co0 + 0) * 4608 + ci * 9 + 1] += vsum(a0_1);
+        gw[(size_t)(co0 + 0) * 4608 + ci * 9 + 2] += vsum(a0_2);
+        gw[(size_t)(co0 + 0) * 4608 + ci * 9 + 3] += vsum(a0_3);
+        gw[(size_t)(co0 + 0) * 4608 + ci * 9 + 4] += vsum(a0_4);
+        gw[(size_t)(co0 + 0) * 4608 + ci * 9 + 5] += vsum(a0_5);
+        gw[(size_t)(co0 + 0) * 4608 + ci * 9 + 6] += vsum(a0_6);
+        gw[(size_t)(co0 + 0) * 4608 + ci * 9 + 7] += vsum(a0_7);
+        gw[(size_t)(co0 + 0) * 4608 + ci * 9 + 8] += vsum(a0_8);
+        gw[(size_t)(co0 + 1) * 4608 + ci * 9 + 0] += vsum(a1_0);
+        gw[(size_t)(co0 + 1) * 4608 + ci * 9 + 1] += vsum(a1_1);
+        gw[(size_t)(co0 + 1) * 4608 + ci * 9 + 2] += vsum(a1_2);
+        gw[(size_t)(co0 + 1) * 4608 + ci * 9 + 3] += vsum(a1_3);
+        gw[(size_t)(co0 + 1) * 4608 + ci * 9 + 4] += vsum(a1_4);
+        gw[(size_t)(co0 + 1) * 4608 + ci * 9 + 5] += vsum(a1_5);
+        gw[(size_t)(co0 + 1) * 4608 + ci * 9 + 6] += vsum(a1_6);
+        gw[(size_t)(co0 + 1) * 4608 + ci * 9 + 7] += vsum(a1_7);
+        gw[(size_t)(co0 + 1) * 4608 + ci * 9 + 8] += vsum(a1_8);
     }
 }
 
 static void l21_conv2d_backward_dx(const float *restrict P, float *restrict S, const float *restrict dy, float *restrict dx, int nb)
 {
     const float *restrict w = P + 5275456;
-    float *restrict wf = S + 4485632, *restrict dyp = S + 6844928, *restrict dxh = S + 7305728;
-    for (int i = 0; i < 2359296; i++) wf[i] = 0.0f;
-    for (int co = 0; co < 512; co++)
-        for (int ci = 0; ci < 512; ci++)
-            for (int k = 0; k < 9; k++) wf[(co * 9 + k) * 512 + ci] = w[(co * 512 + ci) * 9 + k];
-    for (int n = 0; n < nb; n++) {
-        const float *restrict dn = dy + (size_t)n * 401408;
-        float *restrict dxn = dx + (size_t)n * 401408;
-        memset(dyp, 0, sizeof(float) * 460800);
-        for (int co = 0; co < 512; co++)
-            for (int oy = 0; oy < 28; oy++)
-                for (int ox = 0; ox < 28; ox++) dyp[((oy + 1) * 30 + ox + 1) * 512 + co] = dn[co * 784 + oy * 28 + ox];
-        CG_PARALLEL_FOR
-        for (int iy = 0; iy < 28; iy++) {
-            for (int v0 = 0; v0 < 32; v0 += 4) {
-                for (int x0 = 0; x0 < 24; x0 += 6) {
-                    cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f);
-                    cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f), a1_3 = vsplat(0.0f);
-                    cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f), a2_2 = vsplat(0.0f), a2_3 = vsplat(0.0f);
-                    cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f), a3_2 = vsplat(0.0f), a3_3 = vsplat(0.0f);
-                    cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f), a4_2 = vsplat(0.0f), a4_3 = vsplat(0.0f);
-                    cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f), a5_2 = vsplat(0.0f), a5_3 = vsplat(0.0f);
-                    for (int co = 0; co < 512; co++) {
-                        const float *restrict dr = dyp + (iy * 30 + x0) * 512 + co;
-                        const float *restrict wr = wf + co * 4608 + v0 * 16;
-                        {
-                            const cg_v w0 = VLOAD(wr + 0), w1 = VLOAD(wr + 16), w2 = VLOAD(wr + 32), w3 = VLOAD(wr + 48);
-                            a0_0 += dr[31744] * w0; a0_1 += dr[31744] * w1; a0_2 += dr[31744] * w2; a0_3 += dr[31744] * w3;
-                            a1_0 += dr[32256] * w0; a1_1 += dr[32256] * w1; a1_2 += dr[32256] * w2; a1_3 += dr[32256] * w3;
-                            a2_0 += dr[32768] * w0; a2_1 += dr[32768] * w1; a2_2 += dr[32768] * w2; a2_3 += dr[32768] * w3;
-                            a3_0 += dr[33280] * w0; a3_1 += dr[33280] * w1; a3_2 += dr[33280] * w2; a3_3 += dr[33280] * w3;
-                            a4_0 += dr[33792] * w0; a4_1 += dr[33792] * w1; a4_2 += dr[33792] * w2; a4_3 += dr[33792] * w3;
-                            a5_0 += dr[34304] * w0; a5_1 += dr[34304] * w1; a5_2 += dr[34304] * w2; a5_3 += dr[34304] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 512), w1 = VLOAD(wr + 528), w2 = VLOAD(wr + 544), w3 = VLOAD(wr + 560);
-                            a0_0 += dr[31232] * w0; a0_1 += dr[31232] * w1; a0_2 += dr[31232] * w2; a0_3 += dr[31232] * w3;
-                            a1_0 += dr[31744] * w0; a1_1 += dr[31744] * w1; a1_2 += dr[31744] * w2; a1_3 += dr[31744] * w3;
-                            a2_0 += dr[32256] * w0; a2_1 += dr[32256] * w1; a2_2 += dr[32256] * w2; a2_3 += dr[32256] * w3;
-                            a3_0 += dr[32768] * w0; a3_1 += dr[32768] * w1; a3_2 += dr[32768] * w2; a3_3 += dr[32768] * w3;
-                            a4_0 += dr[33280] * w0; a4_1 += dr[33280] * w1; a4_2 += dr[33280] * w2; a4_3 += dr[33280] * w3;
-                            a5_0 += dr[33792] * w0; a5_1 += dr[33792] * w1; a5_2 += dr[33792] * w2; a5_3 += dr[33792] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 1024), w1 = VLOAD(wr + 1040), w2 = VLOAD(wr + 1056), w3 = VLOAD(wr + 1072);
-                            a0_0 += dr[30720] * w0; a0_1 += dr[30720] * w1; a0_2 += dr[30720] * w2; a0_3 += dr[30720] * w3;
-                            a1_0 += dr[31232] * w0; a1_1 += dr[31232] * w1; a1_2 += dr[31232] * w2; a1_3 += dr[31232] * w3;
-                            a2_0 += dr[31744] * w0; a2_1 += dr[31744] * w1; a2_2 += dr[31744] * w2; a2_3 += dr[31744] * w3;
-                            a3_0 += dr[32256] * w0; a3_1 += dr[32256] * w1; a3_2 += dr[32256] * w2; a3_3 += dr[32256] * w3;
-                            a4_0 += dr[32768] * w0; a4_1 += dr[32768] * w1; a4_2 += dr[32768] * w2; a4_3 += dr[32768] * w3;
-                            a5_0 += dr[33280] * w0; a5_1 += dr[33280] * w1; a5_2 += dr[33280] * w2; a5_3 += dr[33280] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 1536), w1 = VLOAD(wr + 1552), w2 = VLOAD(wr + 1568), w3 = VLOAD(wr + 1584);
-                            a0_0 += dr[16384] * w0; a0_1 += dr[16384] * w1; a0_2 += dr[16384] * w2; a0_3 += dr[16384] * w3;
-                            a1_0 += dr[16896] * w0; a1_1 += dr[16896] * w1; a1_2 += dr[16896] * w2; a1_3 += dr[16896] * w3;
-                            a2_0 += dr[17408] * w0; a2_1 += dr[17408] * w1; a2_2 += dr[17408] * w2; a2_3 += dr[17408] * w3;
-                            a3_0 += dr[17920] * w0; a3_1 += dr[17920] * w1; a3_2 += dr[17920] * w2; a3_3 += dr[17920] * w3;
-                            a4_0 += dr[18432] * w0; a4_1 += dr[18432] * w1; a4_2 += dr[18432] * w2; a4_3 += dr[18432] * w3;
-                            a5_0 += dr[18944] * w0; a5_1 += dr[18944] * w1; a5_2 += dr[18944] * w2; a5_3 += dr[18944] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 2048), w1 = VLOAD(wr + 2064), w2 = VLOAD(wr + 2080), w3 = VLOAD(wr + 2096);
-                            a0_0 += dr[15872] * w0; a0_1 += dr[15872] * w1; a0_2 += dr[15872] * w2; a0_3 += dr[15872] * w3;
-                            a1_0 += dr[16384] * w0; a1_1 += dr[16384] * w1; a1_2 += dr[16384] * w2; a1_3 += dr[16384] * w3;
-                            a2_0 += dr[16896] * w0; a2_1 += dr[16896] * w1; a2_2 += dr[16896] * w2; a2_3 += dr[16896] * w3;
-                            a3_0 += dr[17408] * w0; a3_1 += dr[17408] * w1; a3_2 += dr[17408] * w2; a3_3 += dr[17408] * w3;
-                            a4_0 += dr[17920] * w0; a4_1 += dr[17920] * w1; a4_2 += dr[17920] * w2; a4_3 += dr[17920] * w3;
-                            a5_0 += dr[18432] * w0; a5_1 += dr[18432] * w1; a5_2 += dr[18432] * w2; a5_3 += dr[18432] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 2560), w1 = VLOAD(wr + 2576), w2 = VLOAD(wr + 2592), w3 = VLOAD(wr + 2608);
-                            a0_0 += dr[15360] * w0; a0_1 += dr[15360] * w1; a0_2 += dr[15360] * w2; a0_3 += dr[15360] * w3;
-                            a1_0 += dr[15872] * w0; a1_1 += dr[15872] * w1; a1_2 += dr[15872] * w2; a1_3 += dr[15872] * w3;
-                            a2_0 += dr[16384] * w0; a2_1 += dr[16384] * w1; a2_2 += dr[16384] * w2; a2_3 += dr[16384] * w3;
-                            a3_0 += dr[16896] * w0; a3_1 += dr[16896] * w1; a3_2 += dr[16896] * w2; a3_3 += dr[16896] * w3;
-                            a4_0 += dr[17408] * w0; a4_1 += dr[17408] * w1; a4_2 += dr[17408] * w2; a4_3 += dr[17408] * w3;
-                            a5_0 += dr[17920] * w0; a5_1 += dr[17920] * w1; a5_2 += dr[17920] * w2; a5_3 += dr[17920] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 3072), w1 = VLOAD(wr + 3088), w2 = VLOAD(wr + 3104), w3 = VLOAD(wr + 3120);
-                            a0_0 += dr[1024] * w0; a0_1 += dr[1024] * w1; a0_2 += dr[1024] * w2; a0_3 += dr[1024] * w3;
-                            a1_0 += dr[1536] * w0; a1_1 += dr[1536] * w1; a1_2 += dr[1536] * w2; a1_3 += dr[1536] * w3;
-                            a2_0 += dr[2048] * w0; a2_1 += dr[2048] * w1; a2_2 += dr[2048] * w2; a2_3 += dr[2048] * w3;
-                            a3_0 += dr[2560] * w0; a3_1 += dr[2560] * w1; a3_2 += dr[2560] * w2; a3_3 += dr[2560] * w3;
-                            a4_0 += dr[3072] * w0; a4_1 += dr[3072] * w1; a4_2 += dr[3072] * w2; a4_3 += dr[3072] * w3;
-                            a5_0 += dr[3584] * w0; a5_1 += dr[3584] * w1; a5_2 += dr[3584] * w2; a5_3 += dr[3584] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 3584), w1 = VLOAD(wr + 3600), w2 = VLOAD(wr + 3616), w3 = VLOAD(wr + 3632);
-                            a0_0 += dr[512] * w0; a0_1 += dr[512] * w1; a0_2 += dr[512] * w2; a0_3 += dr[512] * w3;
-                            a1_0 += dr[1024] * w0; a1_1 += dr[1024] * w1; a1_2 += dr[1024] * w2; a1_3 += dr[1024] * w3;
-                            a2_0 += dr[1536] * w0; a2_1 += dr[1536] * w1; a2_2 += dr[1536] * w2; a2_3 += dr[1536] * w3;
-                            a3_0 += dr[2048] * w0; a3_1 += dr[2048] * w1; a3_2 += dr[2048] * w2; a3_3 += dr[2048] * w3;
-                            a4_0 += dr[2560] * w0; a4_1 += dr[2560] * w1; a4_2 += dr[2560] * w2; a4_3 += dr[2560] * w3;
-                            a5_0 += dr[3072] * w0; a5_1 += dr[3072] * w1; a5_2 += dr[3072] * w2; a5_3 += dr[3072] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 4096), w1 = VLOAD(wr + 4112), w2 = VLOAD(wr + 4128), w3 = VLOAD(wr + 4144);
-                            a0_0 += dr[0] * w0; a0_1 += dr[0] * w1; a0_2 += dr[0] * w2; a0_3 += dr[0] * w3;
-                            a1_0 += dr[512] * w0; a1_1 += dr[512] * w1; a1_2 += dr[512] * w2; a1_3 += dr[512] * w3;
-                            a2_0 += dr[1024] * w0; a2_1 += dr[1024] * w1; a2_2 += dr[1024] * w2; a2_3 += dr[1024] * w3;
-                            a3_0 += dr[1536] * w0; a3_1 += dr[1536] * w1; a3_2 += dr[1536] * w2; a3_3 += dr[1536] * w3;
-                            a4_0 += dr[2048] * w0; a4_1 += dr[2048] * w1; a4_2 += dr[2048] * w2; a4_3 += dr[2048] * w3;
-                            a5_0 += dr[2560] * w0; a5_1 += dr[2560] * w1; a5_2 += dr[2560] * w2; a5_3 += dr[2560] * w3;
-                        }
+    float *restrict dyp = S + 921600;
+    /* dy -> zero-padded planes 30x30 */
+    CG_PARALLEL_FOR
+    for (int pl = 0; pl < nb * 512; pl++) {
+        const float *restrict s = dy + (size_t)pl * 784;
+        float *restrict d = dyp + (size_t)pl * 900;
+        memset(d, 0, sizeof(float) * 30);
+        for (int i = 0; i < 28; i++) {
+            float *restrict r = d + (i + 1) * 30;
+            memset(r, 0, sizeof(float) * 1);
+            memcpy(r + 1, s + i * 28, sizeof(float) * 28);
+            memset(r + 29, 0, sizeof(float) * 1);
+        }
+        memset(d + 870, 0, sizeof(float) * 30);
+    }
+    /* tiles of 12 input channels x 2 vectors of an input row */
+    CG_PARALLEL_FOR
+    for (int r = 0; r < nb * 28; r++) {
+        const int n = r / 28, iy = r % 28;
+        const float *restrict dr0 = dyp + ((size_t)n * 15360 + iy) * 30;
+        float *restrict xr = dx + ((size_t)n * 14336 + iy) * 28;
+        for (int ci0 = 0; ci0 < 504; ci0 += 12) {
+            {
+                const int x0 = 0;
+                cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
+                cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
+                cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
+                cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
+                cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
+                cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
+                cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
+                cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                cg_v a8_0 = vsplat(0.0f), a8_1 = vsplat(0.0f);
+                cg_v a9_0 = vsplat(0.0f), a9_1 = vsplat(0.0f);
+                cg_v a10_0 = vsplat(0.0f), a10_1 = vsplat(0.0f);
+                cg_v a11_0 = vsplat(0.0f), a11_1 = vsplat(0.0f);
+                for (int co = 0; co < 512; co++) {
+                    const float *restrict dr = dr0 + (size_t)co * 900 + x0;
+                    const float *restrict wr = w + (size_t)co * 4608 + ci0 * 9;
+                    {
+                        cg_v v0 = VLOAD(dr + 62), v1 = VLOAD(dr + 74); VKEEP(v0); VKEEP(v1);
+                        a0_0 += wr[0] * v0; a0_1 += wr[0] * v1;
+                        a1_0 += wr[9] * v0; a1_1 += wr[9] * v1;
+                        a2_0 += wr[18] * v0; a2_1 += wr[18] * v1;
+                        a3_0 += wr[27] * v0; a3_1 += wr[27] * v1;
+                        a4_0 += wr[36] * v0; a4_1 += wr[36] * v1;
+                        a5_0 += wr[45] * v0; a5_1 += wr[45] * v1;
+                        a6_0 += wr[54] * v0; a6_1 += wr[54] * v1;
+                        a7_0 += wr[63] * v0; a7_1 += wr[63] * v1;
+                        a8_0 += wr[72] * v0; a8_1 += wr[72] * v1;
+                        a9_0 += wr[81] * v0; a9_1 += wr[81] * v1;
+                        a10_0 += wr[90] * v0; a10_1 += wr[90] * v1;
+                        a11_0 += wr[99] * v0; a11_1 += wr[99] * v1;
                     }
-                    VSTORE(dxh + (iy * 28 + x0 + 0) * 512 + (v0 + 0) * 16, a0_0); VSTORE(dxh + (iy * 28 + x0 + 0) * 512 + (v0 + 1) * 16, a0_1); VSTORE(dxh + (iy * 28 + x0 + 0) * 512 + (v0 + 2) * 16, a0_2); VSTORE(dxh + (iy * 28 + x0 + 0) * 512 + (v0 + 3) * 16, a0_3);
-                    VSTORE(dxh + (iy * 28 + x0 + 1) * 512 + (v0 + 0) * 16, a1_0); VSTORE(dxh + (iy * 28 + x0 + 1) * 512 + (v0 + 1) * 16, a1_1); VSTORE(dxh + (iy * 28 + x0 + 1) * 512 + (v0 + 2) * 16, a1_2); VSTORE(dxh + (iy * 28 + x0 + 1) * 512 + (v0 + 3) * 16, a1_3);
-                    VSTORE(dxh + (iy * 28 + x0 + 2) * 512 + (v0 + 0) * 16, a2_0); VSTORE(dxh + (iy * 28 + x0 + 2) * 512 + (v0 + 1) * 16, a2_1); VSTORE(dxh + (iy * 28 + x0 + 2) * 512 + (v0 + 2) * 16, a2_2); VSTORE(dxh + (iy * 28 + x0 + 2) * 512 + (v0 + 3) * 16, a2_3);
-                    VSTORE(dxh + (iy * 28 + x0 + 3) * 512 + (v0 + 0) * 16, a3_0); VSTORE(dxh + (iy * 28 + x0 + 3) * 512 + (v0 + 1) * 16, a3_1); VSTORE(dxh + (iy * 28 + x0 + 3) * 512 + (v0 + 2) * 16, a3_2); VSTORE(dxh + (iy * 28 + x0 + 3) * 512 + (v0 + 3) * 16, a3_3);
-                    VSTORE(dxh + (iy * 28 + x0 + 4) * 512 + (v0 + 0) * 16, a4_0); VSTORE(dxh + (iy * 28 + x0 + 4) * 512 + (v0 + 1) * 16, a4_1); VSTORE(dxh + (iy * 28 + x0 + 4) * 512 + (v0 + 2) * 16, a4_2); VSTORE(dxh + (iy * 28 + x0 + 4) * 512 + (v0 + 3) * 16, a4_3);
-                    VSTORE(dxh + (iy * 28 + x0 + 5) * 512 + (v0 + 0) * 16, a5_0); VSTORE(dxh + (iy * 28 + x0 + 5) * 512 + (v0 + 1) * 16, a5_1); VSTORE(dxh + (iy * 28 + x0 + 5) * 512 + (v0 + 2) * 16, a5_2); VSTORE(dxh + (iy * 28 + x0 + 5) * 512 + (v0 + 3) * 16, a5_3);
-                }
-                {
-                    const int x0 = 24;
-                    cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f);
-                    cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f), a1_3 = vsplat(0.0f);
-                    cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f), a2_2 = vsplat(0.0f), a2_3 = vsplat(0.0f);
-                    cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f), a3_2 = vsplat(0.0f), a3_3 = vsplat(0.0f);
-                    for (int co = 0; co < 512; co++) {
-                        const float *restrict dr = dyp + (iy * 30 + x0) * 512 + co;
-                        const float *restrict wr = wf + co * 4608 + v0 * 16;
-                        {
-                            const cg_v w0 = VLOAD(wr + 0), w1 = VLOAD(wr + 16), w2 = VLOAD(wr + 32), w3 = VLOAD(wr + 48);
-                            a0_0 += dr[31744] * w0; a0_1 += dr[31744] * w1; a0_2 += dr[31744] * w2; a0_3 += dr[31744] * w3;
-                            a1_0 += dr[32256] * w0; a1_1 += dr[32256] * w1; a1_2 += dr[32256] * w2; a1_3 += dr[32256] * w3;
-                            a2_0 += dr[32768] * w0; a2_1 += dr[32768] * w1; a2_2 += dr[32768] * w2; a2_3 += dr[32768] * w3;
-                            a3_0 += dr[33280] * w0; a3_1 += dr[33280] * w1; a3_2 += dr[33280] * w2; a3_3 += dr[33280] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 512), w1 = VLOAD(wr + 528), w2 = VLOAD(wr + 544), w3 = VLOAD(wr + 560);
-                            a0_0 += dr[31232] * w0; a0_1 += dr[31232] * w1; a0_2 += dr[31232] * w2; a0_3 += dr[31232] * w3;
-                            a1_0 += dr[31744] * w0; a1_1 += dr[31744] * w1; a1_2 += dr[31744] * w2; a1_3 += dr[31744] * w3;
-                            a2_0 += dr[32256] * w0; a2_1 += dr[32256] * w1; a2_2 += dr[32256] * w2; a2_3 += dr[32256] * w3;
-                            a3_0 += dr[32768] * w0; a3_1 += dr[32768] * w1; a3_2 += dr[32768] * w2; a3_3 += dr[32768] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 1024), w1 = VLOAD(wr + 1040), w2 = VLOAD(wr + 1056), w3 = VLOAD(wr + 1072);
-                            a0_0 += dr[30720] * w0; a0_1 += dr[30720] * w1; a0_2 += dr[30720] * w2; a0_3 += dr[30720] * w3;
-                            a1_0 += dr[31232] * w0; a1_1 += dr[31232] * w1; a1_2 += dr[31232] * w2; a1_3 += dr[31232] * w3;
-                            a2_0 += dr[31744] * w0; a2_1 += dr[31744] * w1; a2_2 += dr[31744] * w2; a2_3 += dr[31744] * w3;
-                            a3_0 += dr[32256] * w0; a3_1 += dr[32256] * w1; a3_2 += dr[32256] * w2; a3_3 += dr[32256] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 1536), w1 = VLOAD(wr + 1552), w2 = VLOAD(wr + 1568), w3 = VLOAD(wr + 1584);
-                            a0_0 += dr[16384] * w0; a0_1 += dr[16384] * w1; a0_2 += dr[16384] * w2; a0_3 += dr[16384] * w3;
-                            a1_0 += dr[16896] * w0; a1_1 += dr[16896] * w1; a1_2 += dr[16896] * w2; a1_3 += dr[16896] * w3;
-                            a2_0 += dr[17408] * w0; a2_1 += dr[17408] * w1; a2_2 += dr[17408] * w2; a2_3 += dr[17408] * w3;
-                            a3_0 += dr[17920] * w0; a3_1 += dr[17920] * w1; a3_2 += dr[17920] * w2; a3_3 += dr[17920] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 2048), w1 = VLOAD(wr + 2064), w2 = VLOAD(wr + 2080), w3 = VLOAD(wr + 2096);
-                            a0_0 += dr[15872] * w0; a0_1 += dr[15872] * w1; a0_2 += dr[15872] * w2; a0_3 += dr[15872] * w3;
-                            a1_0 += dr[16384] * w0; a1_1 += dr[16384] * w1; a1_2 += dr[16384] * w2; a1_3 += dr[16384] * w3;
-                            a2_0 += dr[16896] * w0; a2_1 += dr[16896] * w1; a2_2 += dr[16896] * w2; a2_3 += dr[16896] * w3;
-                            a3_0 += dr[17408] * w0; a3_1 += dr[17408] * w1; a3_2 += dr[17408] * w2; a3_3 += dr[17408] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 2560), w1 = VLOAD(wr + 2576), w2 = VLOAD(wr + 2592), w3 = VLOAD(wr + 2608);
-                            a0_0 += dr[15360] * w0; a0_1 += dr[15360] * w1; a0_2 += dr[15360] * w2; a0_3 += dr[15360] * w3;
-                            a1_0 += dr[15872] * w0; a1_1 += dr[15872] * w1; a1_2 += dr[15872] * w2; a1_3 += dr[15872] * w3;
-                            a2_0 += dr[16384] * w0; a2_1 += dr[16384] * w1; a2_2 += dr[16384] * w2; a2_3 += dr[16384] * w3;
-                            a3_0 += dr[16896] * w0; a3_1 += dr[16896] * w1; a3_2 += dr[16896] * w2; a3_3 += dr[16896] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 3072), w1 = VLOAD(wr + 3088), w2 = VLOAD(wr + 3104), w3 = VLOAD(wr + 3120);
-                            a0_0 += dr[1024] * w0; a0_1 += dr[1024] * w1; a0_2 += dr[1024] * w2; a0_3 += dr[1024] * w3;
-                            a1_0 += dr[1536] * w0; a1_1 += dr[1536] * w1; a1_2 += dr[1536] * w2; a1_3 += dr[1536] * w3;
-                            a2_0 += dr[2048] * w0; a2_1 += dr[2048] * w1; a2_2 += dr[2048] * w2; a2_3 += dr[2048] * w3;
-                            a3_0 += dr[2560] * w0; a3_1 += dr[2560] * w1; a3_2 += dr[2560] * w2; a3_3 += dr[2560] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 3584), w1 = VLOAD(wr + 3600), w2 = VLOAD(wr + 3616), w3 = VLOAD(wr + 3632);
-                            a0_0 += dr[512] * w0; a0_1 += dr[512] * w1; a0_2 += dr[512] * w2; a0_3 += dr[512] * w3;
-                            a1_0 += dr[1024] * w0; a1_1 += dr[1024] * w1; a1_2 += dr[1024] * w2; a1_3 += dr[1024] * w3;
-                            a2_0 += dr[1536] * w0; a2_1 += dr[1536] * w1; a2_2 += dr[1536] * w2; a2_3 += dr[1536] * w3;
-                            a3_0 += dr[2048] * w0; a3_1 += dr[2048] * w1; a3_2 += dr[2048] * w2; a3_3 += dr[2048] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 4096), w1 = VLOAD(wr + 4112), w2 = VLOAD(wr + 4128), w3 = VLOAD(wr + 4144);
-                            a0_0 += dr[0] * w0; a0_1 += dr[0] * w1; a0_2 += dr[0] * w2; a0_3 += dr[0] * w3;
-                            a1_0 += dr[512] * w0; a1_1 += dr[512] * w1; a1_2 += dr[512] * w2; a1_3 += dr[512] * w3;
-                            a2_0 += dr[1024] * w0; a2_1 += dr[1024] * w1; a2_2 += dr[1024] * w2; a2_3 += dr[1024] * w3;
-                            a3_0 += dr[1536] * w0; a3_1 += dr[1536] * w1; a3_2 += dr[1536] * w2; a3_3 += dr[1536] * w3;
-                        }
+                    {
+                        cg_v v0 = VLOAD(dr + 61), v1 = VLOAD(dr + 73); VKEEP(v0); VKEEP(v1);
+                        a0_0 += wr[1] * v0; a0_1 += wr[1] * v1;
+                        a1_0 += wr[10] * v0; a1_1 += wr[10] * v1;
+                        a2_0 += wr[19] * v0; a2_1 += wr[19] * v1;
+                        a3_0 += wr[28] * v0; a3_1 += wr[28] * v1;
+                        a4_0 += wr[37] * v0; a4_1 += wr[37] * v1;
+                        a5_0 += wr[46] * v0; a5_1 += wr[46] * v1;
+                        a6_0 += wr[55] * v0; a6_1 += wr[55] * v1;
+                        a7_0 += wr[64] * v0; a7_1 += wr[64] * v1;
+                        a8_0 += wr[73] * v0; a8_1 += wr[73] * v1;
+                        a9_0 += wr[82] * v0; a9_1 += wr[82] * v1;
+                        a10_0 += wr[91] * v0; a10_1 += wr[91] * v1;
+                        a11_0 += wr[100] * v0; a11_1 += wr[100] * v1;
                     }
-                    VSTORE(dxh + (iy * 28 + x0 + 0) * 512 + (v0 + 0) * 16, a0_0); VSTORE(dxh + (iy * 28 + x0 + 0) * 512 + (v0 + 1) * 16, a0_1); VSTORE(dxh + (iy * 28 + x0 + 0) * 512 + (v0 + 2) * 16, a0_2); VSTORE(dxh + (iy * 28 + x0 + 0) * 512 + (v0 + 3) * 16, a0_3);
-                    VSTORE(dxh + (iy * 28 + x0 + 1) * 512 + (v0 + 0) * 16, a1_0); VSTORE(dxh + (iy * 28 + x0 + 1) * 512 + (v0 + 1) * 16, a1_1); VSTORE(dxh + (iy * 28 + x0 + 1) * 512 + (v0 + 2) * 16, a1_2); VSTORE(dxh + (iy * 28 + x0 + 1) * 512 + (v0 + 3) * 16, a1_3);
-                    VSTORE(dxh + (iy * 28 + x0 + 2) * 512 + (v0 + 0) * 16, a2_0); VSTORE(dxh + (iy * 28 + x0 + 2) * 512 + (v0 + 1) * 16, a2_1); VSTORE(dxh + (iy * 28 + x0 + 2) * 512 + (v0 + 2) * 16, a2_2); VSTORE(dxh + (iy * 28 + x0 + 2) * 512 + (v0 + 3) * 16, a2_3);
-                    VSTORE(dxh + (iy * 28 + x0 + 3) * 512 + (v0 + 0) * 16, a3_0); VSTORE(dxh + (iy * 28 + x0 + 3) * 512 + (v0 + 1) * 16, a3_1); VSTORE(dxh + (iy * 28 + x0 + 3) * 512 + (v0 + 2) * 16, a3_2); VSTORE(dxh + (iy * 28 + x0 + 3) * 512 + (v0 + 3) * 16, a3_3);
+                    {
+                        cg_v v0 = VLOAD(dr + 60), v1 = VLOAD(dr + 72); VKEEP(v0); VKEEP(v1);
+                        a0_0 += wr[2] * v0; a0_1 += wr[2] * v1;
+                        a1_0 += wr[11] * v0; a1_1 += wr[11] * v1;
+                        a2_0 += wr[20] * v0; a2_1 += wr[20] * v1;
+                        a3_0 += wr[29] * v0; a3_1 += wr[29] * v1;
+                        a4_0 += wr[38] * v0; a4_1 += wr[38] * v1;
+                        a5_0 += wr[47] * v0; a5_1 += wr[47] * v1;
+                        a6_0 += wr[56] * v0; a6_1 += wr[56] * v1;
+                        a7_0 += wr[65] * v0; a7_1 += wr[65] * v1;
+                        a8_0 += wr[74] * v0; a8_1 += wr[74] * v1;
+                        a9_0 += wr[83] * v0; a9_1 += wr[83] * v1;
+                        a10_0 += wr[92] * v0; a10_1 += wr[92] * v1;
+                        a11_0 += wr[101] * v0; a11_1 += wr[101] * v1;
+                    }
+                    {
+                        cg_v v0 = VLOAD(dr + 32), v1 = VLOAD(dr + 44); VKEEP(v0); VKEEP(v1);
+                        a0_0 += wr[3] * v0; a0_1 += wr[3] * v1;
+                        a1_0 += wr[12] * v0; a1_1 += wr[12] * v1;
+                        a2_0 += wr[21] * v0; a2_1 += wr[21] * v1;
+                        a3_0 += wr[30] * v0; a3_1 += wr[30] * v1;
+                        a4_0 += wr[39] * v0; a4_1 += wr[39] * v1;
+                        a5_0 += wr[48] * v0; a5_1 += wr[48] * v1;
+                        a6_0 += wr[57] * v0; a6_1 += wr[57] * v1;
+                        a7_0 += wr[66] * v0; a7_1 += wr[66] * v1;
+                        a8_0 += wr[75] * v0; a8_1 += wr[75] * v1;
+                        a9_0 += wr[84] * v0; a9_1 += wr[84] * v1;
+                        a10_0 += wr[93] * v0; a10_1 += wr[93] * v1;
+                        a11_0 += wr[102] * v0; a11_1 += wr[102] * v1;
+                    }
+                    {
+                        cg_v v0 = VLOAD(dr + 31), v1 = VLOAD(dr + 43); VKEEP(v0); VKEEP(v1);
+                        a0_0 += wr[4] * v0; a0_1 += wr[4] * v1;
+                        a1_0 += wr[13] * v0; a1_1 += wr[13] * v1;
+                        a2_0 += wr[22] * v0; a2_1 += wr[22] * v1;
+                        a3_0 += wr[31] * v0; a3_1 += wr[31] * v1;
+                        a4_0 += wr[40] * v0; a4_1 += wr[40] * v1;
+                        a5_0 += wr[49] * v0; a5_1 += wr[49] * v1;
+                        a6_0 += wr[58] * v0; a6_1 += wr[58] * v1;
+                        a7_0 += wr[67] * v0; a7_1 += wr[67] * v1;
+                        a8_0 += wr[76] * v0; a8_1 += wr[76] * v1;
+                        a9_0 += wr[85] * v0; a9_1 += wr[85] * v1;
+                        a10_0 += wr[94] * v0; a10_1 += wr[94] * v1;
+                        a11_0 += wr[103] * v0; a11_1 += wr[103] * v1;
+                    }
+                    {
+                        cg_v v0 = VLOAD(dr + 30), v1 = VLOAD(dr + 42); VKEEP(v0); VKEEP(v1);
+                        a0_0 += wr[5] * v0; a0_1 += wr[5] * v1;
+                        a1_0 += wr[14] * v0; a1_1 += wr[14] * v1;
+                        a2_0 += wr[23] * v0; a2_1 += wr[23] * v1;
+                        a3_0 += wr[32] * v0; a3_1 += wr[32] * v1;
+                        a4_0 += wr[41] * v0; a4_1 += wr[41] * v1;
+                        a5_0 += wr[50] * v0; a5_1 += wr[50] * v1;
+                        a6_0 += wr[59] * v0; a6_1 += wr[59] * v1;
+                        a7_0 += wr[68] * v0; a7_1 += wr[68] * v1;
+                        a8_0 += wr[77] * v0; a8_1 += wr[77] * v1;
+                        a9_0 += wr[86] * v0; a9_1 += wr[86] * v1;
+                        a10_0 += wr[95] * v0; a10_1 += wr[95] * v1;
+                        a11_0 += wr[104] * v0; a11_1 += wr[104] * v1;
+                    }
+                    {
+                        cg_v v0 = VLOAD(dr + 2), v1 = VLOAD(dr + 14); VKEEP(v0); VKEEP(v1);
+                        a0_0 += wr[6] * v0; a0_1 += wr[6] * v1;
+                        a1_0 += wr[15] * v0; a1_1 += wr[15] * v1;
+                        a2_0 += wr[24] * v0; a2_1 += wr[24] * v1;
+                        a3_0 += wr[33] * v0; a3_1 += wr[33] * v1;
+                        a4_0 += wr[42] * v0; a4_1 += wr[42] * v1;
+                        a5_0 += wr[51] * v0; a5_1 += wr[51] * v1;
+                        a6_0 += wr[60] * v0; a6_1 += wr[60] * v1;
+                        a7_0 += wr[69] * v0; a7_1 += wr[69] * v1;
+                        a8_0 += wr[78] * v0; a8_1 += wr[78] * v1;
+                        a9_0 += wr[87] * v0; a9_1 += wr[87] * v1;
+                        a10_0 += wr[96] * v0; a10_1 += wr[96] * v1;
+                        a11_0 += wr[105] * v0; a11_1 += wr[105] * v1;
+                    }
+                    {
+                        cg_v v0 = VLOAD(dr + 1), v1 = VLOAD(dr + 13); VKEEP(v0); VKEEP(v1);
+                        a0_0 += wr[7] * v0; a0_1 += wr[7] * v1;
+                        a1_0 += wr[16] * v0; a1_1 += wr[16] * v1;
+                        a2_0 += wr[25] * v0; a2_1 += wr[25] * v1;
+                        a3_0 += wr[34] * v0; a3_1 += wr[34] * v1;
+                        a4_0 += wr[43] * v0; a4_1 += wr[43] * v1;
+                        a5_0 += wr[52] * v0; a5_1 += wr[52] * v1;
+                        a6_0 += wr[61] * v0; a6_1 += wr[61] * v1;
+                        a7_0 += wr[70] * v0; a7_1 += wr[70] * v1;
+                        a8_0 += wr[79] * v0; a8_1 += wr[79] * v1;
+                        a9_0 += wr[88] * v0; a9_1 += wr[88] * v1;
+                        a10_0 += wr[97] * v0; a10_1 += wr[97] * v1;
+                        a11_0 += wr[106] * v0; a11_1 += wr[106] * v1;
+                    }
+                    {
+                        cg_v v0 = VLOAD(dr + 0), v1 = VLOAD(dr + 12); VKEEP(v0); VKEEP(v1);
+                        a0_0 += wr[8] * v0; a0_1 += wr[8] * v1;
+                        a1_0 += wr[17] * v0; a1_1 += wr[17] * v1;
+                        a2_0 += wr[26] * v0; a2_1 += wr[26] * v1;
+                        a3_0 += wr[35] * v0; a3_1 += wr[35] * v1;
+                        a4_0 += wr[44] * v0; a4_1 += wr[44] * v1;
+                        a5_0 += wr[53] * v0; a5_1 += wr[53] * v1;
+                        a6_0 += wr[62] * v0; a6_1 += wr[62] * v1;
+                        a7_0 += wr[71] * v0; a7_1 += wr[71] * v1;
+                        a8_0 += wr[80] * v0; a8_1 += wr[80] * v1;
+                        a9_0 += wr[89] * v0; a9_1 += wr[89] * v1;
+                        a10_0 += wr[98] * v0; a10_1 += wr[98] * v1;
+                        a11_0 += wr[107] * v0; a11_1 += wr[107] * v1;
+                    }
                 }
+                VSTORE(xr + (size_t)(ci0 + 0) * 784 + x0 + 0, a0_0); VSTORE(xr + (size_t)(ci0 + 0) * 784 + x0 + 12, a0_1);
+                VSTORE(xr + (size_t)(ci0 + 1) * 784 + x0 + 0, a1_0); VSTORE(xr + (size_t)(ci0 + 1) * 784 + x0 + 12, a1_1);
+                VSTORE(xr + (size_t)(ci0 + 2) * 784 + x0 + 0, a2_0); VSTORE(xr + (size_t)(ci0 + 2) * 784 + x0 + 12, a2_1);
+                VSTORE(xr + (size_t)(ci0 + 3) * 784 + x0 + 0, a3_0); VSTORE(xr + (size_t)(ci0 + 3) * 784 + x0 + 12, a3_1);
+                VSTORE(xr + (size_t)(ci0 + 4) * 784 + x0 + 0, a4_0); VSTORE(xr + (size_t)(ci0 + 4) * 784 + x0 + 12, a4_1);
+                VSTORE(xr + (size_t)(ci0 + 5) * 784 + x0 + 0, a5_0); VSTORE(xr + (size_t)(ci0 + 5) * 784 + x0 + 12, a5_1);
+                VSTORE(xr + (size_t)(ci0 + 6) * 784 + x0 + 0, a6_0); VSTORE(xr + (size_t)(ci0 + 6) * 784 + x0 + 12, a6_1);
+                VSTORE(xr + (size_t)(ci0 + 7) * 784 + x0 + 0, a7_0); VSTORE(xr + (size_t)(ci0 + 7) * 784 + x0 + 12, a7_1);
+                VSTORE(xr + (size_t)(ci0 + 8) * 784 + x0 + 0, a8_0); VSTORE(xr + (size_t)(ci0 + 8) * 784 + x0 + 12, a8_1);
+                VSTORE(xr + (size_t)(ci0 + 9) * 784 + x0 + 0, a9_0); VSTORE(xr + (size_t)(ci0 + 9) * 784 + x0 + 12, a9_1);
+                VSTORE(xr + (size_t)(ci0 + 10) * 784 + x0 + 0, a10_0); VSTORE(xr + (size_t)(ci0 + 10) * 784 + x0 + 12, a10_1);
+                VSTORE(xr + (size_t)(ci0 + 11) * 784 + x0 + 0, a11_0); VSTORE(xr + (size_t)(ci0 + 11) * 784 + x0 + 12, a11_1);
             }
         }
-        for (int ci = 0; ci < 512; ci++)
-            for (int i = 0; i < 784; i++) dxn[ci * 784 + i] = dxh[i * 512 + ci];
+        {
+            const int ci0 = 504;
+            {
+                const int x0 = 0;
+                cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
+                cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
+                cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
+                cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
+                cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
+                cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
+                cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
+                cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                for (int co = 0; co < 512; co++) {
+                    const float *restrict dr = dr0 + (size_t)co * 900 + x0;
+                    const float *restrict wr = w + (size_t)co * 4608 + ci0 * 9;
+                    {
+                        cg_v v0 = VLOAD(dr + 62), v1 = VLOAD(dr + 74); VKEEP(v0); VKEEP(v1);
+                        a0_0 += wr[0] * v0; a0_1 += wr[0] * v1;
+                        a1_0 += wr[9] * v0; a1_1 += wr[9] * v1;
+                        a2_0 += wr[18] * v0; a2_1 += wr[18] * v1;
+                        a3_0 += wr[27] * v0; a3_1 += wr[27] * v1;
+                        a4_0 += wr[36] * v0; a4_1 += wr[36] * v1;
+                        a5_0 += wr[45] * v0; a5_1 += wr[45] * v1;
+                        a6_0 += wr[54] * v0; a6_1 += wr[54] * v1;
+                        a7_0 += wr[63] * v0; a7_1 += wr[63] * v1;
+                    }
+                    {
+                        cg_v v0 = VLOAD(dr + 61), v1 = VLOAD(dr + 73); VKEEP(v0); VKEEP(v1);
+                        a0_0 += wr[1] * v0; a0_1 += wr[1] * v1;
+                        a1_0 += wr[10] * v0; a1_1 += wr[10] * v1;
+                        a2_0 += wr[19] * v0; a2_1 += wr[19] * v1;
+                        a3_0 += wr[28] * v0; a3_1 += wr[28] * v1;
+                        a4_0 += wr[37] * v0; a4_1 += wr[37] * v1;
+                        a5_0 += wr[46] * v0; a5_1 += wr[46] * v1;
+                        a6_0 += wr[55] * v0; a6_1 += wr[55] * v1;
+                        a7_0 += wr[64] * v0; a7_1 += wr[64] * v1;
+                    }
+                    {
+                        cg_v v0 = VLOAD(dr + 60), v1 = VLOAD(dr + 72); VKEEP(v0); VKEEP(v1);
+                        a0_0 += wr[2] * v0; a0_1 += wr[2] * v1;
+                        a1_0 += wr[11] * v0; a1_1 += wr[11] * v1;
+                        a2_0 += wr[20] * v0; a2_1 += wr[20] * v1;
+                        a3_0 += wr[29] * v0; a3_1 += wr[29] * v1;
+                        a4_0 += wr[38] * v0; a4_1 += wr[38] * v1;
+                        a5_0 += wr[47] * v0; a5_1 += wr[47] * v1;
+                        a6_0 += wr[56] * v0; a6_1 += wr[56] * v1;
+                        a7_0 += wr[65] * v0; a7_1 += wr[65] * v1;
+                    }
+                    {
+                        cg_v v0 = VLOAD(dr + 32), v1 = VLOAD(dr + 44); VKEEP(v0); VKEEP(v1);
+                        a0_0 += wr[3] * v0; a0_1 += wr[3] * v1;
+                        a1_0 += wr[12] * v0; a1_1 += wr[12] * v1;
+                        a2_0 += wr[21] * v0; a2_1 += wr[21] * v1;
+                        a3_0 += wr[30] * v0; a3_1 += wr[30] * v1;
+                        a4_0 += wr[39] * v0; a4_1 += wr[39] * v1;
+                        a5_0 += wr[48] * v0; a5_1 += wr[48] * v1;
+                        a6_0 += wr[57] * v0; a6_1 += wr[57] * v1;
+                        a7_0 += wr[66] * v0; a7_1 += wr[66] * v1;
+                    }
+                    {
+                        cg_v v0 = VLOAD(dr + 31), v1 = VLOAD(dr + 43); VKEEP(v0); VKEEP(v1);
+                        a0_0 += wr[4] * v0; a0_1 += wr[4] * v1;
+                        a1_0 += wr[13] * v0; a1_1 += wr[13] * v1;
+                        a2_0 += wr[22] * v0; a2_1 += wr[22] * v1;
+                        a3_0 += wr[31] * v0; a3_1 += wr[31] * v1;
+                        a4_0 += wr[40] * v0; a4_1 += wr[40] * v1;
+                        a5_0 += wr[49] * v0; a5_1 += wr[49] * v1;
+                        a6_0 += wr[58] * v0; a6_1 += wr[58] * v1;
+                        a7_0 += wr[67] * v0; a7_1 += wr[67] * v1;
+                    }
+                    {
+                        cg_v v0 = VLOAD(dr + 30), v1 = VLOAD(dr + 42); VKEEP(v0); VKEEP(v1);
+                        a0_0 += wr[5] * v0; a0_1 += wr[5] * v1;
+                        a1_0 += wr[14] * v0; a1_1 += wr[14] * v1;
+                        a2_0 += wr[23] * v0; a2_1 += wr[23] * v1;
+                        a3_0 += wr[32] * v0; a3_1 += wr[32] * v1;
+                        a4_0 += wr[41] * v0; a4_1 += wr[41] * v1;
+                        a5_0 += wr[50] * v0; a5_1 += wr[50] * v1;
+                        a6_0 += wr[59] * v0; a6_1 += wr[59] * v1;
+                        a7_0 += wr[68] * v0; a7_1 += wr[68] * v1;
+                    }
+                    {
+                        cg_v v0 = VLOAD(dr + 2), v1 = VLOAD(dr + 14); VKEEP(v0); VKEEP(v1);
+                        a0_0 += wr[6] * v0; a0_1 += wr[6] * v1;
+                        a1_0 += wr[15] * v0; a1_1 += wr[15] * v1;
+                        a2_0 += wr[24] * v0; a2_1 += wr[24] * v1;
+                        a3_0 += wr[33] * v0; a3_1 += wr[33] * v1;
+                        a4_0 += wr[42] * v0; a4_1 += wr[42] * v1;
+                        a5_0 += wr[51] * v0; a5_1 += wr[51] * v1;
+                        a6_0 += wr[60] * v0; a6_1 += wr[60] * v1;
+                        a7_0 += wr[69] * v0; a7_1 += wr[69] * v1;
+                    }
+                    {
+                        cg_v v0 = VLOAD(dr + 1), v1 = VLOAD(dr + 13); VKEEP(v0); VKEEP(v1);
+                        a0_0 += wr[7] * v0; a0_1 += wr[7] * v1;
+                        a1_0 += wr[16] * v0; a1_1 += wr[16] * v1;
+                        a2_0 += wr[25] * v0; a2_1 += wr[25] * v1;
+                        a3_0 += wr[34] * v0; a3_1 += wr[34] * v1;
+                        a4_0 += wr[43] * v0; a4_1 += wr[43] * v1;
+                        a5_0 += wr[52] * v0; a5_1 += wr[52] * v1;
+                        a6_0 += wr[61] * v0; a6_1 += wr[61] * v1;
+                        a7_0 += wr[70] * v0; a7_1 += wr[70] * v1;
+                    }
+                    {
+                        cg_v v0 = VLOAD(dr + 0), v1 = VLOAD(dr + 12); VKEEP(v0); VKEEP(v1);
+                        a0_0 += wr[8] * v0; a0_1 += wr[8] * v1;
+                        a1_0 += wr[17] * v0; a1_1 += wr[17] * v1;
+                        a2_0 += wr[26] * v0; a2_1 += wr[26] * v1;
+                        a3_0 += wr[35] * v0; a3_1 += wr[35] * v1;
+                        a4_0 += wr[44] * v0; a4_1 += wr[44] * v1;
+                        a5_0 += wr[53] * v0; a5_1 += wr[53] * v1;
+                        a6_0 += wr[62] * v0; a6_1 += wr[62] * v1;
+                        a7_0 += wr[71] * v0; a7_1 += wr[71] * v1;
+                    }
+                }
+                VSTORE(xr + (size_t)(ci0 + 0) * 784 + x0 + 0, a0_0); VSTORE(xr + (size_t)(ci0 + 0) * 784 + x0 + 12, a0_1);
+                VSTORE(xr + (size_t)(ci0 + 1) * 784 + x0 + 0, a1_0); VSTORE(xr + (size_t)(ci0 + 1) * 784 + x0 + 12, a1_1);
+                VSTORE(xr + (size_t)(ci0 + 2) * 784 + x0 + 0, a2_0); VSTORE(xr + (size_t)(ci0 + 2) * 784 + x0 + 12, a2_1);
+                VSTORE(xr + (size_t)(ci0 + 3) * 784 + x0 + 0, a3_0); VSTORE(xr + (size_t)(ci0 + 3) * 784 + x0 + 12, a3_1);
+                VSTORE(xr + (size_t)(ci0 + 4) * 784 + x0 + 0, a4_0); VSTORE(xr + (size_t)(ci0 + 4) * 784 + x0 + 12, a4_1);
+                VSTORE(xr + (size_t)(ci0 + 5) * 784 + x0 + 0, a5_0); VSTORE(xr + (size_t)(ci0 + 5) * 784 + x0 + 12, a5_1);
+                VSTORE(xr + (size_t)(ci0 + 6) * 784 + x0 + 0, a6_0); VSTORE(xr + (size_t)(ci0 + 6) * 784 + x0 + 12, a6_1);
+                VSTORE(xr + (size_t)(ci0 + 7) * 784 + x0 + 0, a7_0); VSTORE(xr + (size_t)(ci0 + 7) * 784 + x0 + 12, a7_1);
+            }
+        }
     }
 }
 
@@ -6836,33 +9238,33 @@ void vgg16_forward(const float *params, float *buffers, const float *x, float *w
     (void)training;
     l00_conv2d_forward(params, ws + 57285584, x, ws + 0, nb);
     l01_relu_forward(ws + 0, ws + 6422528, nb);
-    l02_conv2d_forward(params, ws + 71308528, ws + 6422528, ws + 12845056, nb);
+    l02_conv2d_forward(params, ws + 64129776, ws + 6422528, ws + 12845056, nb);
     l03_relu_forward(ws + 12845056, ws + 19267584, nb);
     l04_maxpool2d_forward(ws + 19267584, ws + 25690112, nb);
-    l05_conv2d_forward(params, ws + 94033968, ws + 25690112, ws + 27295744, nb);
+    l05_conv2d_forward(params, ws + 77205232, ws + 25690112, ws + 27295744, nb);
     l06_relu_forward(ws + 27295744, ws + 30507008, nb);
-    l07_conv2d_forward(params, ws + 103128240, ws + 30507008, ws + 33718272, nb);
+    l07_conv2d_forward(params, ws + 82195696, ws + 30507008, ws + 33718272, nb);
     l08_relu_forward(ws + 33718272, ws + 36929536, nb);
     l09_maxpool2d_forward(ws + 36929536, ws + 40140800, nb);
-    l10_conv2d_forward(params, ws + 114836272, ws + 40140800, ws + 40943616, nb);
+    l10_conv2d_forward(params, ws + 88849648, ws + 40140800, ws + 40943616, nb);
     l11_relu_forward(ws + 40943616, ws + 42549248, nb);
-    l12_conv2d_forward(params, ws + 119958576, ws + 42549248, ws + 44154880, nb);
+    l12_conv2d_forward(params, ws + 91433200, ws + 42549248, ws + 44154880, nb);
     l13_relu_forward(ws + 44154880, ws + 45760512, nb);
-    l14_conv2d_forward(params, ws + 126933296, ws + 45760512, ws + 47366144, nb);
+    l14_conv2d_forward(params, ws + 94877936, ws + 45760512, ws + 47366144, nb);
     l15_relu_forward(ws + 47366144, ws + 48971776, nb);
     l16_maxpool2d_forward(ws + 48971776, ws + 50577408, nb);
-    l17_conv2d_forward(params, ws + 133908016, ws + 50577408, ws + 50978816, nb);
+    l17_conv2d_forward(params, ws + 98322672, ws + 50577408, ws + 50978816, nb);
     l18_relu_forward(ws + 50978816, ws + 51781632, nb);
-    l19_conv2d_forward(params, ws + 138594352, ws + 51781632, ws + 52584448, nb);
+    l19_conv2d_forward(params, ws + 99705072, ws + 51781632, ws + 52584448, nb);
     l20_relu_forward(ws + 52584448, ws + 53387264, nb);
-    l21_conv2d_forward(params, ws + 146301488, ws + 53387264, ws + 54190080, nb);
+    l21_conv2d_forward(params, ws + 101548272, ws + 53387264, ws + 54190080, nb);
     l22_relu_forward(ws + 54190080, ws + 54992896, nb);
     l23_maxpool2d_forward(ws + 54992896, ws + 55795712, nb);
-    l24_conv2d_forward(params, ws + 154008624, ws + 55795712, ws + 55996416, nb);
+    l24_conv2d_forward(params, ws + 103391472, ws + 55795712, ws + 55996416, nb);
     l25_relu_forward(ws + 55996416, ws + 56197120, nb);
-    l26_conv2d_forward(params, ws + 159522352, ws + 56197120, ws + 56397824, nb);
+    l26_conv2d_forward(params, ws + 108905200, ws + 56197120, ws + 56397824, nb);
     l27_relu_forward(ws + 56397824, ws + 56598528, nb);
-    l28_conv2d_forward(params, ws + 165036080, ws + 56598528, ws + 56799232, nb);
+    l28_conv2d_forward(params, ws + 114418928, ws + 56598528, ws + 56799232, nb);
     l29_relu_forward(ws + 56799232, ws + 56999936, nb);
     l30_maxpool2d_forward(ws + 56999936, ws + 57200640, nb);
     /* layer 31: flatten is a view of its input */
@@ -6873,60 +9275,60 @@ void vgg16_forward(const float *params, float *buffers, const float *x, float *w
     l36_dense_forward(params, ws + 57275392, ws + 57283584, nb);
 }
 
-/* Backward after a training forward: dLoss/dOutput at ws + 170549808; grads accumulate. */
+/* Backward after a training forward: dLoss/dOutput at ws + 119932656; grads accumulate. */
 void vgg16_backward(const float *params, float *grads, const float *x, float *dx, float *ws, int nb)
 {
     (void)x;
-    l36_dense_backward(params, grads, ws + 57275392, ws + 170549808, ws + 170551808, nb);
-    l35_relu_backward(ws + 57275392, ws + 170551808, ws + 176974336, nb);
-    l34_dense_backward(params, grads, ws + 57259008, ws + 176974336, ws + 170551808, nb);
-    l33_relu_backward(ws + 57259008, ws + 170551808, ws + 176974336, nb);
-    l32_dense_backward(params, grads, ws + 57200640, ws + 176974336, ws + 170551808, nb);
+    l36_dense_backward(params, grads, ws + 57275392, ws + 119932656, ws + 119934656, nb);
+    l35_relu_backward(ws + 57275392, ws + 119934656, ws + 126357184, nb);
+    l34_dense_backward(params, grads, ws + 57259008, ws + 126357184, ws + 119934656, nb);
+    l33_relu_backward(ws + 57259008, ws + 119934656, ws + 126357184, nb);
+    l32_dense_backward(params, grads, ws + 57200640, ws + 126357184, ws + 119934656, nb);
     /* layer 31: flatten passes the gradient through */
-    l30_maxpool2d_backward(ws + 56999936, ws + 170551808, ws + 176974336, nb);
-    l29_relu_backward(ws + 56999936, ws + 176974336, ws + 170551808, nb);
-    l28_conv2d_backward(grads, ws + 165036080, ws + 170551808, nb);
-    l28_conv2d_backward_dx(params, ws + 165036080, ws + 170551808, ws + 176974336, nb);
-    l27_relu_backward(ws + 56598528, ws + 176974336, ws + 170551808, nb);
-    l26_conv2d_backward(grads, ws + 159522352, ws + 170551808, nb);
-    l26_conv2d_backward_dx(params, ws + 159522352, ws + 170551808, ws + 176974336, nb);
-    l25_relu_backward(ws + 56197120, ws + 176974336, ws + 170551808, nb);
-    l24_conv2d_backward(grads, ws + 154008624, ws + 170551808, nb);
-    l24_conv2d_backward_dx(params, ws + 154008624, ws + 170551808, ws + 176974336, nb);
-    l23_maxpool2d_backward(ws + 54992896, ws + 176974336, ws + 170551808, nb);
-    l22_relu_backward(ws + 54992896, ws + 170551808, ws + 176974336, nb);
-    l21_conv2d_backward(grads, ws + 146301488, ws + 176974336, nb);
-    l21_conv2d_backward_dx(params, ws + 146301488, ws + 176974336, ws + 170551808, nb);
-    l20_relu_backward(ws + 53387264, ws + 170551808, ws + 176974336, nb);
-    l19_conv2d_backward(grads, ws + 138594352, ws + 176974336, nb);
-    l19_conv2d_backward_dx(params, ws + 138594352, ws + 176974336, ws + 170551808, nb);
-    l18_relu_backward(ws + 51781632, ws + 170551808, ws + 176974336, nb);
-    l17_conv2d_backward(grads, ws + 133908016, ws + 176974336, nb);
-    l17_conv2d_backward_dx(params, ws + 133908016, ws + 176974336, ws + 170551808, nb);
-    l16_maxpool2d_backward(ws + 48971776, ws + 170551808, ws + 176974336, nb);
-    l15_relu_backward(ws + 48971776, ws + 176974336, ws + 170551808, nb);
-    l14_conv2d_backward(grads, ws + 126933296, ws + 170551808, nb);
-    l14_conv2d_backward_dx(params, ws + 126933296, ws + 170551808, ws + 176974336, nb);
-    l13_relu_backward(ws + 45760512, ws + 176974336, ws + 170551808, nb);
-    l12_conv2d_backward(grads, ws + 119958576, ws + 170551808, nb);
-    l12_conv2d_backward_dx(params, ws + 119958576, ws + 170551808, ws + 176974336, nb);
-    l11_relu_backward(ws + 42549248, ws + 176974336, ws + 170551808, nb);
-    l10_conv2d_backward(grads, ws + 114836272, ws + 170551808, nb);
-    l10_conv2d_backward_dx(params, ws + 114836272, ws + 170551808, ws + 176974336, nb);
-    l09_maxpool2d_backward(ws + 36929536, ws + 176974336, ws + 170551808, nb);
-    l08_relu_backward(ws + 36929536, ws + 170551808, ws + 176974336, nb);
-    l07_conv2d_backward(grads, ws + 103128240, ws + 176974336, nb);
-    l07_conv2d_backward_dx(params, ws + 103128240, ws + 176974336, ws + 170551808, nb);
-    l06_relu_backward(ws + 30507008, ws + 170551808, ws + 176974336, nb);
-    l05_conv2d_backward(grads, ws + 94033968, ws + 176974336, nb);
-    l05_conv2d_backward_dx(params, ws + 94033968, ws + 176974336, ws + 170551808, nb);
-    l04_maxpool2d_backward(ws + 19267584, ws + 170551808, ws + 176974336, nb);
-    l03_relu_backward(ws + 19267584, ws + 176974336, ws + 170551808, nb);
-    l02_conv2d_backward(grads, ws + 71308528, ws + 170551808, nb);
-    l02_conv2d_backward_dx(params, ws + 71308528, ws + 170551808, ws + 176974336, nb);
-    l01_relu_backward(ws + 6422528, ws + 176974336, ws + 170551808, nb);
-    l00_conv2d_backward(grads, ws + 57285584, ws + 170551808, nb);
-    if (dx) l00_conv2d_backward_dx(params, ws + 57285584, ws + 170551808, dx ? dx : ws + 176974336, nb);
+    l30_maxpool2d_backward(ws + 56999936, ws + 119934656, ws + 126357184, nb);
+    l29_relu_backward(ws + 56999936, ws + 126357184, ws + 119934656, nb);
+    l28_conv2d_backward(grads, ws + 114418928, ws + 119934656, nb);
+    l28_conv2d_backward_dx(params, ws + 114418928, ws + 119934656, ws + 126357184, nb);
+    l27_relu_backward(ws + 56598528, ws + 126357184, ws + 119934656, nb);
+    l26_conv2d_backward(grads, ws + 108905200, ws + 119934656, nb);
+    l26_conv2d_backward_dx(params, ws + 108905200, ws + 119934656, ws + 126357184, nb);
+    l25_relu_backward(ws + 56197120, ws + 126357184, ws + 119934656, nb);
+    l24_conv2d_backward(grads, ws + 103391472, ws + 119934656, nb);
+    l24_conv2d_backward_dx(params, ws + 103391472, ws + 119934656, ws + 126357184, nb);
+    l23_maxpool2d_backward(ws + 54992896, ws + 126357184, ws + 119934656, nb);
+    l22_relu_backward(ws + 54992896, ws + 119934656, ws + 126357184, nb);
+    l21_conv2d_backward(grads, ws + 101548272, ws + 126357184, nb);
+    l21_conv2d_backward_dx(params, ws + 101548272, ws + 126357184, ws + 119934656, nb);
+    l20_relu_backward(ws + 53387264, ws + 119934656, ws + 126357184, nb);
+    l19_conv2d_backward(grads, ws + 99705072, ws + 126357184, nb);
+    l19_conv2d_backward_dx(params, ws + 99705072, ws + 126357184, ws + 119934656, nb);
+    l18_relu_backward(ws + 51781632, ws + 119934656, ws + 126357184, nb);
+    l17_conv2d_backward(grads, ws + 98322672, ws + 126357184, nb);
+    l17_conv2d_backward_dx(params, ws + 98322672, ws + 126357184, ws + 119934656, nb);
+    l16_maxpool2d_backward(ws + 48971776, ws + 119934656, ws + 126357184, nb);
+    l15_relu_backward(ws + 48971776, ws + 126357184, ws + 119934656, nb);
+    l14_conv2d_backward(grads, ws + 94877936, ws + 119934656, nb);
+    l14_conv2d_backward_dx(params, ws + 94877936, ws + 119934656, ws + 126357184, nb);
+    l13_relu_backward(ws + 45760512, ws + 126357184, ws + 119934656, nb);
+    l12_conv2d_backward(grads, ws + 91433200, ws + 119934656, nb);
+    l12_conv2d_backward_dx(params, ws + 91433200, ws + 119934656, ws + 126357184, nb);
+    l11_relu_backward(ws + 42549248, ws + 126357184, ws + 119934656, nb);
+    l10_conv2d_backward(grads, ws + 88849648, ws + 119934656, nb);
+    l10_conv2d_backward_dx(params, ws + 88849648, ws + 119934656, ws + 126357184, nb);
+    l09_maxpool2d_backward(ws + 36929536, ws + 126357184, ws + 119934656, nb);
+    l08_relu_backward(ws + 36929536, ws + 119934656, ws + 126357184, nb);
+    l07_conv2d_backward(grads, ws + 82195696, ws + 126357184, nb);
+    l07_conv2d_backward_dx(params, ws + 82195696, ws + 126357184, ws + 119934656, nb);
+    l06_relu_backward(ws + 30507008, ws + 119934656, ws + 126357184, nb);
+    l05_conv2d_backward(grads, ws + 77205232, ws + 126357184, nb);
+    l05_conv2d_backward_dx(params, ws + 77205232, ws + 126357184, ws + 119934656, nb);
+    l04_maxpool2d_backward(ws + 19267584, ws + 119934656, ws + 126357184, nb);
+    l03_relu_backward(ws + 19267584, ws + 126357184, ws + 119934656, nb);
+    l02_conv2d_backward(grads, ws + 64129776, ws + 119934656, nb);
+    l02_conv2d_backward_dx(params, ws + 64129776, ws + 119934656, ws + 126357184, nb);
+    l01_relu_backward(ws + 6422528, ws + 126357184, ws + 119934656, nb);
+    l00_conv2d_backward(grads, ws + 57285584, ws + 119934656, nb);
+    if (dx) l00_conv2d_backward_dx(params, ws + 57285584, ws + 119934656, dx ? dx : ws + 126357184, nb);
 }
 
 static const cg_tensor vgg16_tensors[] = {

@@ -63,6 +63,13 @@ typedef int cg_vi __attribute__((vector_size(64)));
 #define VLOAD(p) (*(const cg_v *)(p))
 #define VSTORE(p, v) (*(cg_v *)(p) = (v))
 #define vsplat(s) ((cg_v){0} + (s))
+/* VKEEP(v): v stays in a register; otherwise gcc folds the load into every FMA
+ * that uses v (one memory read per FMA instead of one per tile) */
+#if defined(__AVX512F__) && defined(__GNUC__)
+#define VKEEP(v) __asm__("" : "+v"(v))
+#else
+#define VKEEP(v) ((void)0)
+#endif
 static inline __attribute__((unused)) float vsum_(const cg_v *v) { float s = 0.0f; for (int i = 0; i < 16; i++) s += (*v)[i]; return s; }
 #define vsum(v) vsum_(&(v))
 

@@ -3,6 +3,7 @@
 -- PyTorch: nn.Conv1d / nn.Conv2d; weight [C_out, C_in/groups, (KH,) KW], bias [C_out].
 local util = require("util")
 local window = require("window")
+local wv = require("layers.conv_wv")
 local M = {kinds = {"conv1d", "conv2d"}}
 
 function M.schema(kind)
@@ -147,7 +148,11 @@ function M.unrolled(L, budget)
   return M.macs(L) <= budget
 end
 
+-- stride-1 layers with rows of 16 or more keep NCHW with vectors along the rows
+function M.wv_ok(L) return not M.unrolled(L, L.budget) and wv.ok(L) end
+
 function M.forward(L, C, ctx)
+  if M.wv_ok(L) then return wv.forward(L, C) end
   if M.cv_ok(L) then return M.forward_cv(L, C, ctx) end
   local d = dims(L)
   local unroll = M.unrolled(L, ctx.budget)
@@ -200,6 +205,7 @@ function M.forward(L, C, ctx)
 end
 
 function M.backward(L, C, ctx)
+  if M.wv_ok(L) then return wv.backward(L, C) end
   if M.cv_ok(L) then return M.backward_cv(L, C, ctx) end
   local d = dims(L)
   local unroll = M.unrolled(L, ctx.budget)
@@ -301,6 +307,7 @@ local largest_divisor = util.largest_divisor
 
 function M.scratch(L, lanes)
   if lanes then return 0 end
+  if M.wv_ok(L) then return wv.scratch(L).total end
   return M.cv_ok(L) and M.cv_scratch(L).total or 0
 end
 
@@ -504,7 +511,7 @@ local function ceil16(n) return (n + 15) // 16 * 16 end
 function M.cv_ok(L)
   local g = L.geom
   if L.batch_lanes or L.groups ~= 1 or L.cout < 6 then return false end
-  if M.unrolled(L, L.budget) then return false end
+  if M.unrolled(L, L.budget) or wv.ok(L) then return false end
   for _, a in ipairs({g.h, g.w}) do
     if a.S ~= 1 or a.lo > a.D * (a.K - 1) or a.hi > a.D * (a.K - 1) then return false end
   end
@@ -705,12 +712,13 @@ function M.backward_cv(L, C, ctx)
   return {"G", "S", "dy", "nb"}
 end
 
-function M.split_dx(L, ctx) return ctx.lanes ~= nil or M.cv_ok(L) end
+function M.split_dx(L, ctx) return ctx.lanes ~= nil or M.wv_ok(L) or M.cv_ok(L) end
 
 -- dx gathered with the same tiles: positions of an input row x vectors of 16 input
 -- channels; dy is zero-padded so every tap reads memory, and the weights are
 -- re-laid as [co][k][ci].
 function M.backward_dx(L, C, ctx)
+  if M.wv_ok(L) then return wv.backward_dx(L, C) end
   local g, d, sc = L.geom, dims(L), M.cv_scratch(L)
   local CIP, Cin, Cout, KK = sc.CIP, L.cin, L.cout, d.KHW
   local NV = CIP // 16
