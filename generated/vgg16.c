@@ -9099,13 +9099,18 @@ static void l32_dense_forward(const float *restrict P, const float *restrict x, 
 {
     const float *restrict w = P + 14714688;
     const float *restrict b = P + 117475136;
-    for (int o = 0; o < 4096; o++) {
-        const float *restrict wr = w + (size_t)o * 25088;
+    for (int o0 = 0; o0 < 4096; o0 += 4) {
+        const float *restrict wr = w + (size_t)o0 * 25088;
         for (int n = 0; n < nb; n++) {
             const float *restrict xn = x + (size_t)n * 25088;
-            float s = b[o];
-            for (int i = 0; i < 25088; i++) s += wr[i] * xn[i];
-            y[(size_t)n * 4096 + o] = s;
+            cg_v s0 = vsplat(0.0f), s1 = vsplat(0.0f), s2 = vsplat(0.0f), s3 = vsplat(0.0f);
+            for (int i = 0; i < 25088; i += 16) {
+                cg_v v = VLOAD(xn + i); VKEEP(v); s0 += VLOAD(wr + 0 + i) * v; s1 += VLOAD(wr + 25088 + i) * v; s2 += VLOAD(wr + 50176 + i) * v; s3 += VLOAD(wr + 75264 + i) * v;
+            }
+            y[(size_t)n * 4096 + o0 + 0] = b[o0 + 0] + vsum(s0);
+            y[(size_t)n * 4096 + o0 + 1] = b[o0 + 1] + vsum(s1);
+            y[(size_t)n * 4096 + o0 + 2] = b[o0 + 2] + vsum(s2);
+            y[(size_t)n * 4096 + o0 + 3] = b[o0 + 3] + vsum(s3);
         }
     }
 }
@@ -9149,13 +9154,18 @@ static void l34_dense_forward(const float *restrict P, const float *restrict x, 
 {
     const float *restrict w = P + 117479232;
     const float *restrict b = P + 134256448;
-    for (int o = 0; o < 4096; o++) {
-        const float *restrict wr = w + (size_t)o * 4096;
+    for (int o0 = 0; o0 < 4096; o0 += 4) {
+        const float *restrict wr = w + (size_t)o0 * 4096;
         for (int n = 0; n < nb; n++) {
             const float *restrict xn = x + (size_t)n * 4096;
-            float s = b[o];
-            for (int i = 0; i < 4096; i++) s += wr[i] * xn[i];
-            y[(size_t)n * 4096 + o] = s;
+            cg_v s0 = vsplat(0.0f), s1 = vsplat(0.0f), s2 = vsplat(0.0f), s3 = vsplat(0.0f);
+            for (int i = 0; i < 4096; i += 16) {
+                cg_v v = VLOAD(xn + i); VKEEP(v); s0 += VLOAD(wr + 0 + i) * v; s1 += VLOAD(wr + 4096 + i) * v; s2 += VLOAD(wr + 8192 + i) * v; s3 += VLOAD(wr + 12288 + i) * v;
+            }
+            y[(size_t)n * 4096 + o0 + 0] = b[o0 + 0] + vsum(s0);
+            y[(size_t)n * 4096 + o0 + 1] = b[o0 + 1] + vsum(s1);
+            y[(size_t)n * 4096 + o0 + 2] = b[o0 + 2] + vsum(s2);
+            y[(size_t)n * 4096 + o0 + 3] = b[o0 + 3] + vsum(s3);
         }
     }
 }
@@ -9199,13 +9209,18 @@ static void l36_dense_forward(const float *restrict P, const float *restrict x, 
 {
     const float *restrict w = P + 134260544;
     const float *restrict b = P + 138356544;
-    for (int o = 0; o < 1000; o++) {
-        const float *restrict wr = w + (size_t)o * 4096;
+    for (int o0 = 0; o0 < 1000; o0 += 4) {
+        const float *restrict wr = w + (size_t)o0 * 4096;
         for (int n = 0; n < nb; n++) {
             const float *restrict xn = x + (size_t)n * 4096;
-            float s = b[o];
-            for (int i = 0; i < 4096; i++) s += wr[i] * xn[i];
-            y[(size_t)n * 1000 + o] = s;
+            cg_v s0 = vsplat(0.0f), s1 = vsplat(0.0f), s2 = vsplat(0.0f), s3 = vsplat(0.0f);
+            for (int i = 0; i < 4096; i += 16) {
+                cg_v v = VLOAD(xn + i); VKEEP(v); s0 += VLOAD(wr + 0 + i) * v; s1 += VLOAD(wr + 4096 + i) * v; s2 += VLOAD(wr + 8192 + i) * v; s3 += VLOAD(wr + 12288 + i) * v;
+            }
+            y[(size_t)n * 1000 + o0 + 0] = b[o0 + 0] + vsum(s0);
+            y[(size_t)n * 1000 + o0 + 1] = b[o0 + 1] + vsum(s1);
+            y[(size_t)n * 1000 + o0 + 2] = b[o0 + 2] + vsum(s2);
+            y[(size_t)n * 1000 + o0 + 3] = b[o0 + 3] + vsum(s3);
         }
     }
 }

@@ -51,15 +51,41 @@ function M.forward(L, C, ctx)
     C:close()
     return {"P", "x", "y", "nb"}
   end
-  C:open("for (int o = 0; o < %d; o++) {", O)
-  C:line("const float *restrict wr = w + (size_t)o * %d;", I)
-  C:open("for (int n = 0; n < nb; n++) {")
-  C:line("const float *restrict xn = x + (size_t)n * %d;", I)
-  C:line("float s = %s;", L.opt.bias and "b[o]" or "0.0f")
-  C:line("for (int i = 0; i < %d; i++) s += wr[i] * xn[i];", I)
-  C:line("y[(size_t)n * %d + o] = s;", O)
+  -- dot products in vectors of 16 partial sums (an in-order float sum would be one
+  -- long chain of dependent adds), TO rows of W at a time
+  local TO, I16 = math.min(4, O), I - I % 16
+  local function rows(to)
+    C:line("const float *restrict wr = w + (size_t)o0 * %d;", I)
+    C:open("for (int n = 0; n < nb; n++) {")
+    C:line("const float *restrict xn = x + (size_t)n * %d;", I)
+    local acc = {}
+    for j = 0, to - 1 do acc[#acc + 1] = string.format("s%d = vsplat(0.0f)", j) end
+    C:line("cg_v %s;", table.concat(acc, ", "))
+    if I16 > 0 then
+      C:open("for (int i = 0; i < %d; i += 16) {", I16)
+      local f = {"cg_v v = VLOAD(xn + i); VKEEP(v);"}
+      for j = 0, to - 1 do f[#f + 1] = string.format("s%d += VLOAD(wr + %d + i) * v;", j, j * I) end
+      C:line(table.concat(f, " "))
+      C:close()
+    end
+    for j = 0, to - 1 do
+      local tail = {}
+      for i = I16, I - 1 do tail[#tail + 1] = string.format("wr[%d] * xn[%d]", j * I + i, i) end
+      C:line("y[(size_t)n * %d + o0 + %d] = %svsum(s%d)%s;", O, j, L.opt.bias and string.format("b[o0 + %d] + ", j) or "",
+        j, #tail > 0 and (" + " .. table.concat(tail, " + ")) or "")
+    end
+    C:close()
+  end
+  local full = O - O % TO
+  C:open("for (int o0 = 0; o0 < %d; o0 += %d) {", full, TO)
+  rows(TO)
   C:close()
-  C:close()
+  if O % TO > 0 then
+    C:open("{")
+    C:line("const int o0 = %d;", full)
+    rows(O % TO)
+    C:close()
+  end
   return {"P", "x", "y", "nb"}
 end
 
