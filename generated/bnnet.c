@@ -1348,220 +1348,108 @@ static void l00_conv2d_backward(float *restrict G, const float *restrict x, cons
 {
     float *restrict gw = G + 0;
     CG_PARALLEL_FOR
-    for (int cb = 0; cb < 4; cb++) {
-        const float *restrict dyb = dy + cb*401408;
+    for (int cb = 0; cb < 16; cb++) {
+        const float *restrict dyb = dy + cb*100352;
         const float *restrict xc = x + 0;
-        float *restrict gwc = gw + cb*72;
-        { /* kernel row 0 */
-            cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f);
-            cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f);
-            cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f), a2_2 = vsplat(0.0f);
-            cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f), a3_2 = vsplat(0.0f);
-            cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f), a4_2 = vsplat(0.0f);
-            cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f), a5_2 = vsplat(0.0f);
-            cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f), a6_2 = vsplat(0.0f);
-            cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f), a7_2 = vsplat(0.0f);
-            /* rows 1..26, cols 0..0: 2 of 9 taps */
-            for (int oy = 1; oy < 27; oy++) {
+        float *restrict gwc = gw + cb*18;
+        { /* every tap */
+            cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f), a0_4 = vsplat(0.0f), a0_5 = vsplat(0.0f), a0_6 = vsplat(0.0f), a0_7 = vsplat(0.0f), a0_8 = vsplat(0.0f);
+            cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f), a1_3 = vsplat(0.0f), a1_4 = vsplat(0.0f), a1_5 = vsplat(0.0f), a1_6 = vsplat(0.0f), a1_7 = vsplat(0.0f), a1_8 = vsplat(0.0f);
+            for (int v = 0; v < 4; v++) {
+                cg_v d0 = VLOAD(dyb + 0 + v * 16), d1 = VLOAD(dyb + 50176 + v * 16); VKEEP(d0); VKEEP(d1);
+                { cg_v xv = VLOAD(xc + 0 + v * 16); VKEEP(xv); a0_4 += d0 * xv; a1_4 += d1 * xv; }
+                { cg_v xv = VLOAD(xc + 64 + v * 16); VKEEP(xv); a0_5 += d0 * xv; a1_5 += d1 * xv; }
+                { cg_v xv = VLOAD(xc + 1792 + v * 16); VKEEP(xv); a0_7 += d0 * xv; a1_7 += d1 * xv; }
+                { cg_v xv = VLOAD(xc + 1856 + v * 16); VKEEP(xv); a0_8 += d0 * xv; a1_8 += d1 * xv; }
+            }
+            /* rows 0..0, cols 1..26: 6 of 9 taps */
+            for (int ox = 1; ox < 27; ox++) {
                 for (int v = 0; v < 4; v++) {
-                    const cg_v d0 = VLOAD(dyb + oy*1792 + v * 16), d1 = VLOAD(dyb + oy*1792 + 50176 + v * 16), d2 = VLOAD(dyb + oy*1792 + 100352 + v * 16), d3 = VLOAD(dyb + oy*1792 + 150528 + v * 16), d4 = VLOAD(dyb + oy*1792 + 200704 + v * 16), d5 = VLOAD(dyb + oy*1792 + 250880 + v * 16), d6 = VLOAD(dyb + oy*1792 + 301056 + v * 16), d7 = VLOAD(dyb + oy*1792 + 351232 + v * 16);
-                    { const cg_v xv = VLOAD(xc + oy*1792 - 1792 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; a3_1 += d3 * xv; a4_1 += d4 * xv; a5_1 += d5 * xv; a6_1 += d6 * xv; a7_1 += d7 * xv; }
-                    { const cg_v xv = VLOAD(xc + oy*1792 - 1728 + v * 16); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; a3_2 += d3 * xv; a4_2 += d4 * xv; a5_2 += d5 * xv; a6_2 += d6 * xv; a7_2 += d7 * xv; }
+                    cg_v d0 = VLOAD(dyb + ox*64 + v * 16), d1 = VLOAD(dyb + ox*64 + 50176 + v * 16); VKEEP(d0); VKEEP(d1);
+                    { cg_v xv = VLOAD(xc + ox*64 - 64 + v * 16); VKEEP(xv); a0_3 += d0 * xv; a1_3 += d1 * xv; }
+                    { cg_v xv = VLOAD(xc + ox*64 + v * 16); VKEEP(xv); a0_4 += d0 * xv; a1_4 += d1 * xv; }
+                    { cg_v xv = VLOAD(xc + ox*64 + 64 + v * 16); VKEEP(xv); a0_5 += d0 * xv; a1_5 += d1 * xv; }
+                    { cg_v xv = VLOAD(xc + ox*64 + 1728 + v * 16); VKEEP(xv); a0_6 += d0 * xv; a1_6 += d1 * xv; }
+                    { cg_v xv = VLOAD(xc + ox*64 + 1792 + v * 16); VKEEP(xv); a0_7 += d0 * xv; a1_7 += d1 * xv; }
+                    { cg_v xv = VLOAD(xc + ox*64 + 1856 + v * 16); VKEEP(xv); a0_8 += d0 * xv; a1_8 += d1 * xv; }
                 }
             }
-            /* rows 1..26, cols 1..26: 3 of 9 taps */
+            for (int v = 0; v < 4; v++) {
+                cg_v d0 = VLOAD(dyb + 1728 + v * 16), d1 = VLOAD(dyb + 51904 + v * 16); VKEEP(d0); VKEEP(d1);
+                { cg_v xv = VLOAD(xc + 1664 + v * 16); VKEEP(xv); a0_3 += d0 * xv; a1_3 += d1 * xv; }
+                { cg_v xv = VLOAD(xc + 1728 + v * 16); VKEEP(xv); a0_4 += d0 * xv; a1_4 += d1 * xv; }
+                { cg_v xv = VLOAD(xc + 3456 + v * 16); VKEEP(xv); a0_6 += d0 * xv; a1_6 += d1 * xv; }
+                { cg_v xv = VLOAD(xc + 3520 + v * 16); VKEEP(xv); a0_7 += d0 * xv; a1_7 += d1 * xv; }
+            }
+            /* rows 1..26, cols 0..0: 6 of 9 taps */
+            for (int oy = 1; oy < 27; oy++) {
+                for (int v = 0; v < 4; v++) {
+                    cg_v d0 = VLOAD(dyb + oy*1792 + v * 16), d1 = VLOAD(dyb + oy*1792 + 50176 + v * 16); VKEEP(d0); VKEEP(d1);
+                    { cg_v xv = VLOAD(xc + oy*1792 - 1792 + v * 16); VKEEP(xv); a0_1 += d0 * xv; a1_1 += d1 * xv; }
+                    { cg_v xv = VLOAD(xc + oy*1792 - 1728 + v * 16); VKEEP(xv); a0_2 += d0 * xv; a1_2 += d1 * xv; }
+                    { cg_v xv = VLOAD(xc + oy*1792 + v * 16); VKEEP(xv); a0_4 += d0 * xv; a1_4 += d1 * xv; }
+                    { cg_v xv = VLOAD(xc + oy*1792 + 64 + v * 16); VKEEP(xv); a0_5 += d0 * xv; a1_5 += d1 * xv; }
+                    { cg_v xv = VLOAD(xc + oy*1792 + 1792 + v * 16); VKEEP(xv); a0_7 += d0 * xv; a1_7 += d1 * xv; }
+                    { cg_v xv = VLOAD(xc + oy*1792 + 1856 + v * 16); VKEEP(xv); a0_8 += d0 * xv; a1_8 += d1 * xv; }
+                }
+            }
+            /* rows 1..26, cols 1..26: every tap */
             for (int oy = 1; oy < 27; oy++) {
                 for (int ox = 1; ox < 27; ox++) {
                     for (int v = 0; v < 4; v++) {
-                        const cg_v d0 = VLOAD(dyb + oy*1792 + ox*64 + v * 16), d1 = VLOAD(dyb + oy*1792 + ox*64 + 50176 + v * 16), d2 = VLOAD(dyb + oy*1792 + ox*64 + 100352 + v * 16), d3 = VLOAD(dyb + oy*1792 + ox*64 + 150528 + v * 16), d4 = VLOAD(dyb + oy*1792 + ox*64 + 200704 + v * 16), d5 = VLOAD(dyb + oy*1792 + ox*64 + 250880 + v * 16), d6 = VLOAD(dyb + oy*1792 + ox*64 + 301056 + v * 16), d7 = VLOAD(dyb + oy*1792 + ox*64 + 351232 + v * 16);
-                        { const cg_v xv = VLOAD(xc + oy*1792 + ox*64 - 1856 + v * 16); a0_0 += d0 * xv; a1_0 += d1 * xv; a2_0 += d2 * xv; a3_0 += d3 * xv; a4_0 += d4 * xv; a5_0 += d5 * xv; a6_0 += d6 * xv; a7_0 += d7 * xv; }
-                        { const cg_v xv = VLOAD(xc + oy*1792 + ox*64 - 1792 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; a3_1 += d3 * xv; a4_1 += d4 * xv; a5_1 += d5 * xv; a6_1 += d6 * xv; a7_1 += d7 * xv; }
-                        { const cg_v xv = VLOAD(xc + oy*1792 + ox*64 - 1728 + v * 16); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; a3_2 += d3 * xv; a4_2 += d4 * xv; a5_2 += d5 * xv; a6_2 += d6 * xv; a7_2 += d7 * xv; }
+                        cg_v d0 = VLOAD(dyb + oy*1792 + ox*64 + v * 16), d1 = VLOAD(dyb + oy*1792 + ox*64 + 50176 + v * 16); VKEEP(d0); VKEEP(d1);
+                        { cg_v xv = VLOAD(xc + oy*1792 + ox*64 - 1856 + v * 16); VKEEP(xv); a0_0 += d0 * xv; a1_0 += d1 * xv; }
+                        { cg_v xv = VLOAD(xc + oy*1792 + ox*64 - 1792 + v * 16); VKEEP(xv); a0_1 += d0 * xv; a1_1 += d1 * xv; }
+                        { cg_v xv = VLOAD(xc + oy*1792 + ox*64 - 1728 + v * 16); VKEEP(xv); a0_2 += d0 * xv; a1_2 += d1 * xv; }
+                        { cg_v xv = VLOAD(xc + oy*1792 + ox*64 - 64 + v * 16); VKEEP(xv); a0_3 += d0 * xv; a1_3 += d1 * xv; }
+                        { cg_v xv = VLOAD(xc + oy*1792 + ox*64 + v * 16); VKEEP(xv); a0_4 += d0 * xv; a1_4 += d1 * xv; }
+                        { cg_v xv = VLOAD(xc + oy*1792 + ox*64 + 64 + v * 16); VKEEP(xv); a0_5 += d0 * xv; a1_5 += d1 * xv; }
+                        { cg_v xv = VLOAD(xc + oy*1792 + ox*64 + 1728 + v * 16); VKEEP(xv); a0_6 += d0 * xv; a1_6 += d1 * xv; }
+                        { cg_v xv = VLOAD(xc + oy*1792 + ox*64 + 1792 + v * 16); VKEEP(xv); a0_7 += d0 * xv; a1_7 += d1 * xv; }
+                        { cg_v xv = VLOAD(xc + oy*1792 + ox*64 + 1856 + v * 16); VKEEP(xv); a0_8 += d0 * xv; a1_8 += d1 * xv; }
                     }
                 }
             }
-            /* rows 1..26, cols 27..27: 2 of 9 taps */
+            /* rows 1..26, cols 27..27: 6 of 9 taps */
             for (int oy = 1; oy < 27; oy++) {
                 for (int v = 0; v < 4; v++) {
-                    const cg_v d0 = VLOAD(dyb + oy*1792 + 1728 + v * 16), d1 = VLOAD(dyb + oy*1792 + 51904 + v * 16), d2 = VLOAD(dyb + oy*1792 + 102080 + v * 16), d3 = VLOAD(dyb + oy*1792 + 152256 + v * 16), d4 = VLOAD(dyb + oy*1792 + 202432 + v * 16), d5 = VLOAD(dyb + oy*1792 + 252608 + v * 16), d6 = VLOAD(dyb + oy*1792 + 302784 + v * 16), d7 = VLOAD(dyb + oy*1792 + 352960 + v * 16);
-                    { const cg_v xv = VLOAD(xc + oy*1792 - 128 + v * 16); a0_0 += d0 * xv; a1_0 += d1 * xv; a2_0 += d2 * xv; a3_0 += d3 * xv; a4_0 += d4 * xv; a5_0 += d5 * xv; a6_0 += d6 * xv; a7_0 += d7 * xv; }
-                    { const cg_v xv = VLOAD(xc + oy*1792 - 64 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; a3_1 += d3 * xv; a4_1 += d4 * xv; a5_1 += d5 * xv; a6_1 += d6 * xv; a7_1 += d7 * xv; }
+                    cg_v d0 = VLOAD(dyb + oy*1792 + 1728 + v * 16), d1 = VLOAD(dyb + oy*1792 + 51904 + v * 16); VKEEP(d0); VKEEP(d1);
+                    { cg_v xv = VLOAD(xc + oy*1792 - 128 + v * 16); VKEEP(xv); a0_0 += d0 * xv; a1_0 += d1 * xv; }
+                    { cg_v xv = VLOAD(xc + oy*1792 - 64 + v * 16); VKEEP(xv); a0_1 += d0 * xv; a1_1 += d1 * xv; }
+                    { cg_v xv = VLOAD(xc + oy*1792 + 1664 + v * 16); VKEEP(xv); a0_3 += d0 * xv; a1_3 += d1 * xv; }
+                    { cg_v xv = VLOAD(xc + oy*1792 + 1728 + v * 16); VKEEP(xv); a0_4 += d0 * xv; a1_4 += d1 * xv; }
+                    { cg_v xv = VLOAD(xc + oy*1792 + 3456 + v * 16); VKEEP(xv); a0_6 += d0 * xv; a1_6 += d1 * xv; }
+                    { cg_v xv = VLOAD(xc + oy*1792 + 3520 + v * 16); VKEEP(xv); a0_7 += d0 * xv; a1_7 += d1 * xv; }
                 }
             }
             for (int v = 0; v < 4; v++) {
-                const cg_v d0 = VLOAD(dyb + 48384 + v * 16), d1 = VLOAD(dyb + 98560 + v * 16), d2 = VLOAD(dyb + 148736 + v * 16), d3 = VLOAD(dyb + 198912 + v * 16), d4 = VLOAD(dyb + 249088 + v * 16), d5 = VLOAD(dyb + 299264 + v * 16), d6 = VLOAD(dyb + 349440 + v * 16), d7 = VLOAD(dyb + 399616 + v * 16);
-                { const cg_v xv = VLOAD(xc + 46592 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; a3_1 += d3 * xv; a4_1 += d4 * xv; a5_1 += d5 * xv; a6_1 += d6 * xv; a7_1 += d7 * xv; }
-                { const cg_v xv = VLOAD(xc + 46656 + v * 16); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; a3_2 += d3 * xv; a4_2 += d4 * xv; a5_2 += d5 * xv; a6_2 += d6 * xv; a7_2 += d7 * xv; }
+                cg_v d0 = VLOAD(dyb + 48384 + v * 16), d1 = VLOAD(dyb + 98560 + v * 16); VKEEP(d0); VKEEP(d1);
+                { cg_v xv = VLOAD(xc + 46592 + v * 16); VKEEP(xv); a0_1 += d0 * xv; a1_1 += d1 * xv; }
+                { cg_v xv = VLOAD(xc + 46656 + v * 16); VKEEP(xv); a0_2 += d0 * xv; a1_2 += d1 * xv; }
+                { cg_v xv = VLOAD(xc + 48384 + v * 16); VKEEP(xv); a0_4 += d0 * xv; a1_4 += d1 * xv; }
+                { cg_v xv = VLOAD(xc + 48448 + v * 16); VKEEP(xv); a0_5 += d0 * xv; a1_5 += d1 * xv; }
             }
-            /* rows 27..27, cols 1..26: 3 of 9 taps */
+            /* rows 27..27, cols 1..26: 6 of 9 taps */
             for (int ox = 1; ox < 27; ox++) {
                 for (int v = 0; v < 4; v++) {
-                    const cg_v d0 = VLOAD(dyb + ox*64 + 48384 + v * 16), d1 = VLOAD(dyb + ox*64 + 98560 + v * 16), d2 = VLOAD(dyb + ox*64 + 148736 + v * 16), d3 = VLOAD(dyb + ox*64 + 198912 + v * 16), d4 = VLOAD(dyb + ox*64 + 249088 + v * 16), d5 = VLOAD(dyb + ox*64 + 299264 + v * 16), d6 = VLOAD(dyb + ox*64 + 349440 + v * 16), d7 = VLOAD(dyb + ox*64 + 399616 + v * 16);
-                    { const cg_v xv = VLOAD(xc + ox*64 + 46528 + v * 16); a0_0 += d0 * xv; a1_0 += d1 * xv; a2_0 += d2 * xv; a3_0 += d3 * xv; a4_0 += d4 * xv; a5_0 += d5 * xv; a6_0 += d6 * xv; a7_0 += d7 * xv; }
-                    { const cg_v xv = VLOAD(xc + ox*64 + 46592 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; a3_1 += d3 * xv; a4_1 += d4 * xv; a5_1 += d5 * xv; a6_1 += d6 * xv; a7_1 += d7 * xv; }
-                    { const cg_v xv = VLOAD(xc + ox*64 + 46656 + v * 16); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; a3_2 += d3 * xv; a4_2 += d4 * xv; a5_2 += d5 * xv; a6_2 += d6 * xv; a7_2 += d7 * xv; }
+                    cg_v d0 = VLOAD(dyb + ox*64 + 48384 + v * 16), d1 = VLOAD(dyb + ox*64 + 98560 + v * 16); VKEEP(d0); VKEEP(d1);
+                    { cg_v xv = VLOAD(xc + ox*64 + 46528 + v * 16); VKEEP(xv); a0_0 += d0 * xv; a1_0 += d1 * xv; }
+                    { cg_v xv = VLOAD(xc + ox*64 + 46592 + v * 16); VKEEP(xv); a0_1 += d0 * xv; a1_1 += d1 * xv; }
+                    { cg_v xv = VLOAD(xc + ox*64 + 46656 + v * 16); VKEEP(xv); a0_2 += d0 * xv; a1_2 += d1 * xv; }
+                    { cg_v xv = VLOAD(xc + ox*64 + 48320 + v * 16); VKEEP(xv); a0_3 += d0 * xv; a1_3 += d1 * xv; }
+                    { cg_v xv = VLOAD(xc + ox*64 + 48384 + v * 16); VKEEP(xv); a0_4 += d0 * xv; a1_4 += d1 * xv; }
+                    { cg_v xv = VLOAD(xc + ox*64 + 48448 + v * 16); VKEEP(xv); a0_5 += d0 * xv; a1_5 += d1 * xv; }
                 }
             }
             for (int v = 0; v < 4; v++) {
-                const cg_v d0 = VLOAD(dyb + 50112 + v * 16), d1 = VLOAD(dyb + 100288 + v * 16), d2 = VLOAD(dyb + 150464 + v * 16), d3 = VLOAD(dyb + 200640 + v * 16), d4 = VLOAD(dyb + 250816 + v * 16), d5 = VLOAD(dyb + 300992 + v * 16), d6 = VLOAD(dyb + 351168 + v * 16), d7 = VLOAD(dyb + 401344 + v * 16);
-                { const cg_v xv = VLOAD(xc + 48256 + v * 16); a0_0 += d0 * xv; a1_0 += d1 * xv; a2_0 += d2 * xv; a3_0 += d3 * xv; a4_0 += d4 * xv; a5_0 += d5 * xv; a6_0 += d6 * xv; a7_0 += d7 * xv; }
-                { const cg_v xv = VLOAD(xc + 48320 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; a3_1 += d3 * xv; a4_1 += d4 * xv; a5_1 += d5 * xv; a6_1 += d6 * xv; a7_1 += d7 * xv; }
+                cg_v d0 = VLOAD(dyb + 50112 + v * 16), d1 = VLOAD(dyb + 100288 + v * 16); VKEEP(d0); VKEEP(d1);
+                { cg_v xv = VLOAD(xc + 48256 + v * 16); VKEEP(xv); a0_0 += d0 * xv; a1_0 += d1 * xv; }
+                { cg_v xv = VLOAD(xc + 48320 + v * 16); VKEEP(xv); a0_1 += d0 * xv; a1_1 += d1 * xv; }
+                { cg_v xv = VLOAD(xc + 50048 + v * 16); VKEEP(xv); a0_3 += d0 * xv; a1_3 += d1 * xv; }
+                { cg_v xv = VLOAD(xc + 50112 + v * 16); VKEEP(xv); a0_4 += d0 * xv; a1_4 += d1 * xv; }
             }
-            gwc[0] += vsum(a0_0); gwc[1] += vsum(a0_1); gwc[2] += vsum(a0_2);
-            gwc[9] += vsum(a1_0); gwc[10] += vsum(a1_1); gwc[11] += vsum(a1_2);
-            gwc[18] += vsum(a2_0); gwc[19] += vsum(a2_1); gwc[20] += vsum(a2_2);
-            gwc[27] += vsum(a3_0); gwc[28] += vsum(a3_1); gwc[29] += vsum(a3_2);
-            gwc[36] += vsum(a4_0); gwc[37] += vsum(a4_1); gwc[38] += vsum(a4_2);
-            gwc[45] += vsum(a5_0); gwc[46] += vsum(a5_1); gwc[47] += vsum(a5_2);
-            gwc[54] += vsum(a6_0); gwc[55] += vsum(a6_1); gwc[56] += vsum(a6_2);
-            gwc[63] += vsum(a7_0); gwc[64] += vsum(a7_1); gwc[65] += vsum(a7_2);
-        }
-        { /* kernel row 1 */
-            cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f);
-            cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f);
-            cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f), a2_2 = vsplat(0.0f);
-            cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f), a3_2 = vsplat(0.0f);
-            cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f), a4_2 = vsplat(0.0f);
-            cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f), a5_2 = vsplat(0.0f);
-            cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f), a6_2 = vsplat(0.0f);
-            cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f), a7_2 = vsplat(0.0f);
-            for (int v = 0; v < 4; v++) {
-                const cg_v d0 = VLOAD(dyb + 0 + v * 16), d1 = VLOAD(dyb + 50176 + v * 16), d2 = VLOAD(dyb + 100352 + v * 16), d3 = VLOAD(dyb + 150528 + v * 16), d4 = VLOAD(dyb + 200704 + v * 16), d5 = VLOAD(dyb + 250880 + v * 16), d6 = VLOAD(dyb + 301056 + v * 16), d7 = VLOAD(dyb + 351232 + v * 16);
-                { const cg_v xv = VLOAD(xc + 0 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; a3_1 += d3 * xv; a4_1 += d4 * xv; a5_1 += d5 * xv; a6_1 += d6 * xv; a7_1 += d7 * xv; }
-                { const cg_v xv = VLOAD(xc + 64 + v * 16); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; a3_2 += d3 * xv; a4_2 += d4 * xv; a5_2 += d5 * xv; a6_2 += d6 * xv; a7_2 += d7 * xv; }
-            }
-            /* rows 0..0, cols 1..26: 3 of 9 taps */
-            for (int ox = 1; ox < 27; ox++) {
-                for (int v = 0; v < 4; v++) {
-                    const cg_v d0 = VLOAD(dyb + ox*64 + v * 16), d1 = VLOAD(dyb + ox*64 + 50176 + v * 16), d2 = VLOAD(dyb + ox*64 + 100352 + v * 16), d3 = VLOAD(dyb + ox*64 + 150528 + v * 16), d4 = VLOAD(dyb + ox*64 + 200704 + v * 16), d5 = VLOAD(dyb + ox*64 + 250880 + v * 16), d6 = VLOAD(dyb + ox*64 + 301056 + v * 16), d7 = VLOAD(dyb + ox*64 + 351232 + v * 16);
-                    { const cg_v xv = VLOAD(xc + ox*64 - 64 + v * 16); a0_0 += d0 * xv; a1_0 += d1 * xv; a2_0 += d2 * xv; a3_0 += d3 * xv; a4_0 += d4 * xv; a5_0 += d5 * xv; a6_0 += d6 * xv; a7_0 += d7 * xv; }
-                    { const cg_v xv = VLOAD(xc + ox*64 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; a3_1 += d3 * xv; a4_1 += d4 * xv; a5_1 += d5 * xv; a6_1 += d6 * xv; a7_1 += d7 * xv; }
-                    { const cg_v xv = VLOAD(xc + ox*64 + 64 + v * 16); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; a3_2 += d3 * xv; a4_2 += d4 * xv; a5_2 += d5 * xv; a6_2 += d6 * xv; a7_2 += d7 * xv; }
-                }
-            }
-            for (int v = 0; v < 4; v++) {
-                const cg_v d0 = VLOAD(dyb + 1728 + v * 16), d1 = VLOAD(dyb + 51904 + v * 16), d2 = VLOAD(dyb + 102080 + v * 16), d3 = VLOAD(dyb + 152256 + v * 16), d4 = VLOAD(dyb + 202432 + v * 16), d5 = VLOAD(dyb + 252608 + v * 16), d6 = VLOAD(dyb + 302784 + v * 16), d7 = VLOAD(dyb + 352960 + v * 16);
-                { const cg_v xv = VLOAD(xc + 1664 + v * 16); a0_0 += d0 * xv; a1_0 += d1 * xv; a2_0 += d2 * xv; a3_0 += d3 * xv; a4_0 += d4 * xv; a5_0 += d5 * xv; a6_0 += d6 * xv; a7_0 += d7 * xv; }
-                { const cg_v xv = VLOAD(xc + 1728 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; a3_1 += d3 * xv; a4_1 += d4 * xv; a5_1 += d5 * xv; a6_1 += d6 * xv; a7_1 += d7 * xv; }
-            }
-            /* rows 1..26, cols 0..0: 2 of 9 taps */
-            for (int oy = 1; oy < 27; oy++) {
-                for (int v = 0; v < 4; v++) {
-                    const cg_v d0 = VLOAD(dyb + oy*1792 + v * 16), d1 = VLOAD(dyb + oy*1792 + 50176 + v * 16), d2 = VLOAD(dyb + oy*1792 + 100352 + v * 16), d3 = VLOAD(dyb + oy*1792 + 150528 + v * 16), d4 = VLOAD(dyb + oy*1792 + 200704 + v * 16), d5 = VLOAD(dyb + oy*1792 + 250880 + v * 16), d6 = VLOAD(dyb + oy*1792 + 301056 + v * 16), d7 = VLOAD(dyb + oy*1792 + 351232 + v * 16);
-                    { const cg_v xv = VLOAD(xc + oy*1792 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; a3_1 += d3 * xv; a4_1 += d4 * xv; a5_1 += d5 * xv; a6_1 += d6 * xv; a7_1 += d7 * xv; }
-                    { const cg_v xv = VLOAD(xc + oy*1792 + 64 + v * 16); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; a3_2 += d3 * xv; a4_2 += d4 * xv; a5_2 += d5 * xv; a6_2 += d6 * xv; a7_2 += d7 * xv; }
-                }
-            }
-            /* rows 1..26, cols 1..26: 3 of 9 taps */
-            for (int oy = 1; oy < 27; oy++) {
-                for (int ox = 1; ox < 27; ox++) {
-                    for (int v = 0; v < 4; v++) {
-                        const cg_v d0 = VLOAD(dyb + oy*1792 + ox*64 + v * 16), d1 = VLOAD(dyb + oy*1792 + ox*64 + 50176 + v * 16), d2 = VLOAD(dyb + oy*1792 + ox*64 + 100352 + v * 16), d3 = VLOAD(dyb + oy*1792 + ox*64 + 150528 + v * 16), d4 = VLOAD(dyb + oy*1792 + ox*64 + 200704 + v * 16), d5 = VLOAD(dyb + oy*1792 + ox*64 + 250880 + v * 16), d6 = VLOAD(dyb + oy*1792 + ox*64 + 301056 + v * 16), d7 = VLOAD(dyb + oy*1792 + ox*64 + 351232 + v * 16);
-                        { const cg_v xv = VLOAD(xc + oy*1792 + ox*64 - 64 + v * 16); a0_0 += d0 * xv; a1_0 += d1 * xv; a2_0 += d2 * xv; a3_0 += d3 * xv; a4_0 += d4 * xv; a5_0 += d5 * xv; a6_0 += d6 * xv; a7_0 += d7 * xv; }
-                        { const cg_v xv = VLOAD(xc + oy*1792 + ox*64 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; a3_1 += d3 * xv; a4_1 += d4 * xv; a5_1 += d5 * xv; a6_1 += d6 * xv; a7_1 += d7 * xv; }
-                        { const cg_v xv = VLOAD(xc + oy*1792 + ox*64 + 64 + v * 16); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; a3_2 += d3 * xv; a4_2 += d4 * xv; a5_2 += d5 * xv; a6_2 += d6 * xv; a7_2 += d7 * xv; }
-                    }
-                }
-            }
-            /* rows 1..26, cols 27..27: 2 of 9 taps */
-            for (int oy = 1; oy < 27; oy++) {
-                for (int v = 0; v < 4; v++) {
-                    const cg_v d0 = VLOAD(dyb + oy*1792 + 1728 + v * 16), d1 = VLOAD(dyb + oy*1792 + 51904 + v * 16), d2 = VLOAD(dyb + oy*1792 + 102080 + v * 16), d3 = VLOAD(dyb + oy*1792 + 152256 + v * 16), d4 = VLOAD(dyb + oy*1792 + 202432 + v * 16), d5 = VLOAD(dyb + oy*1792 + 252608 + v * 16), d6 = VLOAD(dyb + oy*1792 + 302784 + v * 16), d7 = VLOAD(dyb + oy*1792 + 352960 + v * 16);
-                    { const cg_v xv = VLOAD(xc + oy*1792 + 1664 + v * 16); a0_0 += d0 * xv; a1_0 += d1 * xv; a2_0 += d2 * xv; a3_0 += d3 * xv; a4_0 += d4 * xv; a5_0 += d5 * xv; a6_0 += d6 * xv; a7_0 += d7 * xv; }
-                    { const cg_v xv = VLOAD(xc + oy*1792 + 1728 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; a3_1 += d3 * xv; a4_1 += d4 * xv; a5_1 += d5 * xv; a6_1 += d6 * xv; a7_1 += d7 * xv; }
-                }
-            }
-            for (int v = 0; v < 4; v++) {
-                const cg_v d0 = VLOAD(dyb + 48384 + v * 16), d1 = VLOAD(dyb + 98560 + v * 16), d2 = VLOAD(dyb + 148736 + v * 16), d3 = VLOAD(dyb + 198912 + v * 16), d4 = VLOAD(dyb + 249088 + v * 16), d5 = VLOAD(dyb + 299264 + v * 16), d6 = VLOAD(dyb + 349440 + v * 16), d7 = VLOAD(dyb + 399616 + v * 16);
-                { const cg_v xv = VLOAD(xc + 48384 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; a3_1 += d3 * xv; a4_1 += d4 * xv; a5_1 += d5 * xv; a6_1 += d6 * xv; a7_1 += d7 * xv; }
-                { const cg_v xv = VLOAD(xc + 48448 + v * 16); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; a3_2 += d3 * xv; a4_2 += d4 * xv; a5_2 += d5 * xv; a6_2 += d6 * xv; a7_2 += d7 * xv; }
-            }
-            /* rows 27..27, cols 1..26: 3 of 9 taps */
-            for (int ox = 1; ox < 27; ox++) {
-                for (int v = 0; v < 4; v++) {
-                    const cg_v d0 = VLOAD(dyb + ox*64 + 48384 + v * 16), d1 = VLOAD(dyb + ox*64 + 98560 + v * 16), d2 = VLOAD(dyb + ox*64 + 148736 + v * 16), d3 = VLOAD(dyb + ox*64 + 198912 + v * 16), d4 = VLOAD(dyb + ox*64 + 249088 + v * 16), d5 = VLOAD(dyb + ox*64 + 299264 + v * 16), d6 = VLOAD(dyb + ox*64 + 349440 + v * 16), d7 = VLOAD(dyb + ox*64 + 399616 + v * 16);
-                    { const cg_v xv = VLOAD(xc + ox*64 + 48320 + v * 16); a0_0 += d0 * xv; a1_0 += d1 * xv; a2_0 += d2 * xv; a3_0 += d3 * xv; a4_0 += d4 * xv; a5_0 += d5 * xv; a6_0 += d6 * xv; a7_0 += d7 * xv; }
-                    { const cg_v xv = VLOAD(xc + ox*64 + 48384 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; a3_1 += d3 * xv; a4_1 += d4 * xv; a5_1 += d5 * xv; a6_1 += d6 * xv; a7_1 += d7 * xv; }
-                    { const cg_v xv = VLOAD(xc + ox*64 + 48448 + v * 16); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; a3_2 += d3 * xv; a4_2 += d4 * xv; a5_2 += d5 * xv; a6_2 += d6 * xv; a7_2 += d7 * xv; }
-                }
-            }
-            for (int v = 0; v < 4; v++) {
-                const cg_v d0 = VLOAD(dyb + 50112 + v * 16), d1 = VLOAD(dyb + 100288 + v * 16), d2 = VLOAD(dyb + 150464 + v * 16), d3 = VLOAD(dyb + 200640 + v * 16), d4 = VLOAD(dyb + 250816 + v * 16), d5 = VLOAD(dyb + 300992 + v * 16), d6 = VLOAD(dyb + 351168 + v * 16), d7 = VLOAD(dyb + 401344 + v * 16);
-                { const cg_v xv = VLOAD(xc + 50048 + v * 16); a0_0 += d0 * xv; a1_0 += d1 * xv; a2_0 += d2 * xv; a3_0 += d3 * xv; a4_0 += d4 * xv; a5_0 += d5 * xv; a6_0 += d6 * xv; a7_0 += d7 * xv; }
-                { const cg_v xv = VLOAD(xc + 50112 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; a3_1 += d3 * xv; a4_1 += d4 * xv; a5_1 += d5 * xv; a6_1 += d6 * xv; a7_1 += d7 * xv; }
-            }
-            gwc[3] += vsum(a0_0); gwc[4] += vsum(a0_1); gwc[5] += vsum(a0_2);
-            gwc[12] += vsum(a1_0); gwc[13] += vsum(a1_1); gwc[14] += vsum(a1_2);
-            gwc[21] += vsum(a2_0); gwc[22] += vsum(a2_1); gwc[23] += vsum(a2_2);
-            gwc[30] += vsum(a3_0); gwc[31] += vsum(a3_1); gwc[32] += vsum(a3_2);
-            gwc[39] += vsum(a4_0); gwc[40] += vsum(a4_1); gwc[41] += vsum(a4_2);
-            gwc[48] += vsum(a5_0); gwc[49] += vsum(a5_1); gwc[50] += vsum(a5_2);
-            gwc[57] += vsum(a6_0); gwc[58] += vsum(a6_1); gwc[59] += vsum(a6_2);
-            gwc[66] += vsum(a7_0); gwc[67] += vsum(a7_1); gwc[68] += vsum(a7_2);
-        }
-        { /* kernel row 2 */
-            cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f);
-            cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f);
-            cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f), a2_2 = vsplat(0.0f);
-            cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f), a3_2 = vsplat(0.0f);
-            cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f), a4_2 = vsplat(0.0f);
-            cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f), a5_2 = vsplat(0.0f);
-            cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f), a6_2 = vsplat(0.0f);
-            cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f), a7_2 = vsplat(0.0f);
-            for (int v = 0; v < 4; v++) {
-                const cg_v d0 = VLOAD(dyb + 0 + v * 16), d1 = VLOAD(dyb + 50176 + v * 16), d2 = VLOAD(dyb + 100352 + v * 16), d3 = VLOAD(dyb + 150528 + v * 16), d4 = VLOAD(dyb + 200704 + v * 16), d5 = VLOAD(dyb + 250880 + v * 16), d6 = VLOAD(dyb + 301056 + v * 16), d7 = VLOAD(dyb + 351232 + v * 16);
-                { const cg_v xv = VLOAD(xc + 1792 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; a3_1 += d3 * xv; a4_1 += d4 * xv; a5_1 += d5 * xv; a6_1 += d6 * xv; a7_1 += d7 * xv; }
-                { const cg_v xv = VLOAD(xc + 1856 + v * 16); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; a3_2 += d3 * xv; a4_2 += d4 * xv; a5_2 += d5 * xv; a6_2 += d6 * xv; a7_2 += d7 * xv; }
-            }
-            /* rows 0..0, cols 1..26: 3 of 9 taps */
-            for (int ox = 1; ox < 27; ox++) {
-                for (int v = 0; v < 4; v++) {
-                    const cg_v d0 = VLOAD(dyb + ox*64 + v * 16), d1 = VLOAD(dyb + ox*64 + 50176 + v * 16), d2 = VLOAD(dyb + ox*64 + 100352 + v * 16), d3 = VLOAD(dyb + ox*64 + 150528 + v * 16), d4 = VLOAD(dyb + ox*64 + 200704 + v * 16), d5 = VLOAD(dyb + ox*64 + 250880 + v * 16), d6 = VLOAD(dyb + ox*64 + 301056 + v * 16), d7 = VLOAD(dyb + ox*64 + 351232 + v * 16);
-                    { const cg_v xv = VLOAD(xc + ox*64 + 1728 + v * 16); a0_0 += d0 * xv; a1_0 += d1 * xv; a2_0 += d2 * xv; a3_0 += d3 * xv; a4_0 += d4 * xv; a5_0 += d5 * xv; a6_0 += d6 * xv; a7_0 += d7 * xv; }
-                    { const cg_v xv = VLOAD(xc + ox*64 + 1792 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; a3_1 += d3 * xv; a4_1 += d4 * xv; a5_1 += d5 * xv; a6_1 += d6 * xv; a7_1 += d7 * xv; }
-                    { const cg_v xv = VLOAD(xc + ox*64 + 1856 + v * 16); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; a3_2 += d3 * xv; a4_2 += d4 * xv; a5_2 += d5 * xv; a6_2 += d6 * xv; a7_2 += d7 * xv; }
-                }
-            }
-            for (int v = 0; v < 4; v++) {
-                const cg_v d0 = VLOAD(dyb + 1728 + v * 16), d1 = VLOAD(dyb + 51904 + v * 16), d2 = VLOAD(dyb + 102080 + v * 16), d3 = VLOAD(dyb + 152256 + v * 16), d4 = VLOAD(dyb + 202432 + v * 16), d5 = VLOAD(dyb + 252608 + v * 16), d6 = VLOAD(dyb + 302784 + v * 16), d7 = VLOAD(dyb + 352960 + v * 16);
-                { const cg_v xv = VLOAD(xc + 3456 + v * 16); a0_0 += d0 * xv; a1_0 += d1 * xv; a2_0 += d2 * xv; a3_0 += d3 * xv; a4_0 += d4 * xv; a5_0 += d5 * xv; a6_0 += d6 * xv; a7_0 += d7 * xv; }
-                { const cg_v xv = VLOAD(xc + 3520 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; a3_1 += d3 * xv; a4_1 += d4 * xv; a5_1 += d5 * xv; a6_1 += d6 * xv; a7_1 += d7 * xv; }
-            }
-            /* rows 1..26, cols 0..0: 2 of 9 taps */
-            for (int oy = 1; oy < 27; oy++) {
-                for (int v = 0; v < 4; v++) {
-                    const cg_v d0 = VLOAD(dyb + oy*1792 + v * 16), d1 = VLOAD(dyb + oy*1792 + 50176 + v * 16), d2 = VLOAD(dyb + oy*1792 + 100352 + v * 16), d3 = VLOAD(dyb + oy*1792 + 150528 + v * 16), d4 = VLOAD(dyb + oy*1792 + 200704 + v * 16), d5 = VLOAD(dyb + oy*1792 + 250880 + v * 16), d6 = VLOAD(dyb + oy*1792 + 301056 + v * 16), d7 = VLOAD(dyb + oy*1792 + 351232 + v * 16);
-                    { const cg_v xv = VLOAD(xc + oy*1792 + 1792 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; a3_1 += d3 * xv; a4_1 += d4 * xv; a5_1 += d5 * xv; a6_1 += d6 * xv; a7_1 += d7 * xv; }
-                    { const cg_v xv = VLOAD(xc + oy*1792 + 1856 + v * 16); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; a3_2 += d3 * xv; a4_2 += d4 * xv; a5_2 += d5 * xv; a6_2 += d6 * xv; a7_2 += d7 * xv; }
-                }
-            }
-            /* rows 1..26, cols 1..26: 3 of 9 taps */
-            for (int oy = 1; oy < 27; oy++) {
-                for (int ox = 1; ox < 27; ox++) {
-                    for (int v = 0; v < 4; v++) {
-                        const cg_v d0 = VLOAD(dyb + oy*1792 + ox*64 + v * 16), d1 = VLOAD(dyb + oy*1792 + ox*64 + 50176 + v * 16), d2 = VLOAD(dyb + oy*1792 + ox*64 + 100352 + v * 16), d3 = VLOAD(dyb + oy*1792 + ox*64 + 150528 + v * 16), d4 = VLOAD(dyb + oy*1792 + ox*64 + 200704 + v * 16), d5 = VLOAD(dyb + oy*1792 + ox*64 + 250880 + v * 16), d6 = VLOAD(dyb + oy*1792 + ox*64 + 301056 + v * 16), d7 = VLOAD(dyb + oy*1792 + ox*64 + 351232 + v * 16);
-                        { const cg_v xv = VLOAD(xc + oy*1792 + ox*64 + 1728 + v * 16); a0_0 += d0 * xv; a1_0 += d1 * xv; a2_0 += d2 * xv; a3_0 += d3 * xv; a4_0 += d4 * xv; a5_0 += d5 * xv; a6_0 += d6 * xv; a7_0 += d7 * xv; }
-                        { const cg_v xv = VLOAD(xc + oy*1792 + ox*64 + 1792 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; a3_1 += d3 * xv; a4_1 += d4 * xv; a5_1 += d5 * xv; a6_1 += d6 * xv; a7_1 += d7 * xv; }
-                        { const cg_v xv = VLOAD(xc + oy*1792 + ox*64 + 1856 + v * 16); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; a3_2 += d3 * xv; a4_2 += d4 * xv; a5_2 += d5 * xv; a6_2 += d6 * xv; a7_2 += d7 * xv; }
-                    }
-                }
-            }
-            /* rows 1..26, cols 27..27: 2 of 9 taps */
-            for (int oy = 1; oy < 27; oy++) {
-                for (int v = 0; v < 4; v++) {
-                    const cg_v d0 = VLOAD(dyb + oy*1792 + 1728 + v * 16), d1 = VLOAD(dyb + oy*1792 + 51904 + v * 16), d2 = VLOAD(dyb + oy*1792 + 102080 + v * 16), d3 = VLOAD(dyb + oy*1792 + 152256 + v * 16), d4 = VLOAD(dyb + oy*1792 + 202432 + v * 16), d5 = VLOAD(dyb + oy*1792 + 252608 + v * 16), d6 = VLOAD(dyb + oy*1792 + 302784 + v * 16), d7 = VLOAD(dyb + oy*1792 + 352960 + v * 16);
-                    { const cg_v xv = VLOAD(xc + oy*1792 + 3456 + v * 16); a0_0 += d0 * xv; a1_0 += d1 * xv; a2_0 += d2 * xv; a3_0 += d3 * xv; a4_0 += d4 * xv; a5_0 += d5 * xv; a6_0 += d6 * xv; a7_0 += d7 * xv; }
-                    { const cg_v xv = VLOAD(xc + oy*1792 + 3520 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; a3_1 += d3 * xv; a4_1 += d4 * xv; a5_1 += d5 * xv; a6_1 += d6 * xv; a7_1 += d7 * xv; }
-                }
-            }
-            gwc[6] += vsum(a0_0); gwc[7] += vsum(a0_1); gwc[8] += vsum(a0_2);
-            gwc[15] += vsum(a1_0); gwc[16] += vsum(a1_1); gwc[17] += vsum(a1_2);
-            gwc[24] += vsum(a2_0); gwc[25] += vsum(a2_1); gwc[26] += vsum(a2_2);
-            gwc[33] += vsum(a3_0); gwc[34] += vsum(a3_1); gwc[35] += vsum(a3_2);
-            gwc[42] += vsum(a4_0); gwc[43] += vsum(a4_1); gwc[44] += vsum(a4_2);
-            gwc[51] += vsum(a5_0); gwc[52] += vsum(a5_1); gwc[53] += vsum(a5_2);
-            gwc[60] += vsum(a6_0); gwc[61] += vsum(a6_1); gwc[62] += vsum(a6_2);
-            gwc[69] += vsum(a7_0); gwc[70] += vsum(a7_1); gwc[71] += vsum(a7_2);
+            gwc[0] += vsum(a0_0); gwc[1] += vsum(a0_1); gwc[2] += vsum(a0_2); gwc[3] += vsum(a0_3); gwc[4] += vsum(a0_4); gwc[5] += vsum(a0_5); gwc[6] += vsum(a0_6); gwc[7] += vsum(a0_7); gwc[8] += vsum(a0_8);
+            gwc[9] += vsum(a1_0); gwc[10] += vsum(a1_1); gwc[11] += vsum(a1_2); gwc[12] += vsum(a1_3); gwc[13] += vsum(a1_4); gwc[14] += vsum(a1_5); gwc[15] += vsum(a1_6); gwc[16] += vsum(a1_7); gwc[17] += vsum(a1_8);
         }
     }
 }
@@ -3314,221 +3202,109 @@ static void l04_conv2d_backward(float *restrict G, const float *restrict x, cons
 {
     float *restrict gw = G + 352;
     CG_PARALLEL_FOR
-    for (int cb = 0; cb < 8; cb++) {
-        const float *restrict dyb = dy + cb*100352;
+    for (int cb = 0; cb < 32; cb++) {
+        const float *restrict dyb = dy + cb*25088;
         for (int ci = 0; ci < 32; ci++) {
             const float *restrict xc = x + ci*12544;
-            float *restrict gwc = gw + cb*2304 + ci*9;
-            { /* kernel row 0 */
-                cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f);
-                cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f);
-                cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f), a2_2 = vsplat(0.0f);
-                cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f), a3_2 = vsplat(0.0f);
-                cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f), a4_2 = vsplat(0.0f);
-                cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f), a5_2 = vsplat(0.0f);
-                cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f), a6_2 = vsplat(0.0f);
-                cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f), a7_2 = vsplat(0.0f);
-                /* rows 1..12, cols 0..0: 2 of 9 taps */
-                for (int oy = 1; oy < 13; oy++) {
+            float *restrict gwc = gw + cb*576 + ci*9;
+            { /* every tap */
+                cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f), a0_4 = vsplat(0.0f), a0_5 = vsplat(0.0f), a0_6 = vsplat(0.0f), a0_7 = vsplat(0.0f), a0_8 = vsplat(0.0f);
+                cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f), a1_3 = vsplat(0.0f), a1_4 = vsplat(0.0f), a1_5 = vsplat(0.0f), a1_6 = vsplat(0.0f), a1_7 = vsplat(0.0f), a1_8 = vsplat(0.0f);
+                for (int v = 0; v < 4; v++) {
+                    cg_v d0 = VLOAD(dyb + 0 + v * 16), d1 = VLOAD(dyb + 12544 + v * 16); VKEEP(d0); VKEEP(d1);
+                    { cg_v xv = VLOAD(xc + 0 + v * 16); VKEEP(xv); a0_4 += d0 * xv; a1_4 += d1 * xv; }
+                    { cg_v xv = VLOAD(xc + 64 + v * 16); VKEEP(xv); a0_5 += d0 * xv; a1_5 += d1 * xv; }
+                    { cg_v xv = VLOAD(xc + 896 + v * 16); VKEEP(xv); a0_7 += d0 * xv; a1_7 += d1 * xv; }
+                    { cg_v xv = VLOAD(xc + 960 + v * 16); VKEEP(xv); a0_8 += d0 * xv; a1_8 += d1 * xv; }
+                }
+                /* rows 0..0, cols 1..12: 6 of 9 taps */
+                for (int ox = 1; ox < 13; ox++) {
                     for (int v = 0; v < 4; v++) {
-                        const cg_v d0 = VLOAD(dyb + oy*896 + v * 16), d1 = VLOAD(dyb + oy*896 + 12544 + v * 16), d2 = VLOAD(dyb + oy*896 + 25088 + v * 16), d3 = VLOAD(dyb + oy*896 + 37632 + v * 16), d4 = VLOAD(dyb + oy*896 + 50176 + v * 16), d5 = VLOAD(dyb + oy*896 + 62720 + v * 16), d6 = VLOAD(dyb + oy*896 + 75264 + v * 16), d7 = VLOAD(dyb + oy*896 + 87808 + v * 16);
-                        { const cg_v xv = VLOAD(xc + oy*896 - 896 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; a3_1 += d3 * xv; a4_1 += d4 * xv; a5_1 += d5 * xv; a6_1 += d6 * xv; a7_1 += d7 * xv; }
-                        { const cg_v xv = VLOAD(xc + oy*896 - 832 + v * 16); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; a3_2 += d3 * xv; a4_2 += d4 * xv; a5_2 += d5 * xv; a6_2 += d6 * xv; a7_2 += d7 * xv; }
+                        cg_v d0 = VLOAD(dyb + ox*64 + v * 16), d1 = VLOAD(dyb + ox*64 + 12544 + v * 16); VKEEP(d0); VKEEP(d1);
+                        { cg_v xv = VLOAD(xc + ox*64 - 64 + v * 16); VKEEP(xv); a0_3 += d0 * xv; a1_3 += d1 * xv; }
+                        { cg_v xv = VLOAD(xc + ox*64 + v * 16); VKEEP(xv); a0_4 += d0 * xv; a1_4 += d1 * xv; }
+                        { cg_v xv = VLOAD(xc + ox*64 + 64 + v * 16); VKEEP(xv); a0_5 += d0 * xv; a1_5 += d1 * xv; }
+                        { cg_v xv = VLOAD(xc + ox*64 + 832 + v * 16); VKEEP(xv); a0_6 += d0 * xv; a1_6 += d1 * xv; }
+                        { cg_v xv = VLOAD(xc + ox*64 + 896 + v * 16); VKEEP(xv); a0_7 += d0 * xv; a1_7 += d1 * xv; }
+                        { cg_v xv = VLOAD(xc + ox*64 + 960 + v * 16); VKEEP(xv); a0_8 += d0 * xv; a1_8 += d1 * xv; }
                     }
                 }
-                /* rows 1..12, cols 1..12: 3 of 9 taps */
+                for (int v = 0; v < 4; v++) {
+                    cg_v d0 = VLOAD(dyb + 832 + v * 16), d1 = VLOAD(dyb + 13376 + v * 16); VKEEP(d0); VKEEP(d1);
+                    { cg_v xv = VLOAD(xc + 768 + v * 16); VKEEP(xv); a0_3 += d0 * xv; a1_3 += d1 * xv; }
+                    { cg_v xv = VLOAD(xc + 832 + v * 16); VKEEP(xv); a0_4 += d0 * xv; a1_4 += d1 * xv; }
+                    { cg_v xv = VLOAD(xc + 1664 + v * 16); VKEEP(xv); a0_6 += d0 * xv; a1_6 += d1 * xv; }
+                    { cg_v xv = VLOAD(xc + 1728 + v * 16); VKEEP(xv); a0_7 += d0 * xv; a1_7 += d1 * xv; }
+                }
+                /* rows 1..12, cols 0..0: 6 of 9 taps */
+                for (int oy = 1; oy < 13; oy++) {
+                    for (int v = 0; v < 4; v++) {
+                        cg_v d0 = VLOAD(dyb + oy*896 + v * 16), d1 = VLOAD(dyb + oy*896 + 12544 + v * 16); VKEEP(d0); VKEEP(d1);
+                        { cg_v xv = VLOAD(xc + oy*896 - 896 + v * 16); VKEEP(xv); a0_1 += d0 * xv; a1_1 += d1 * xv; }
+                        { cg_v xv = VLOAD(xc + oy*896 - 832 + v * 16); VKEEP(xv); a0_2 += d0 * xv; a1_2 += d1 * xv; }
+                        { cg_v xv = VLOAD(xc + oy*896 + v * 16); VKEEP(xv); a0_4 += d0 * xv; a1_4 += d1 * xv; }
+                        { cg_v xv = VLOAD(xc + oy*896 + 64 + v * 16); VKEEP(xv); a0_5 += d0 * xv; a1_5 += d1 * xv; }
+                        { cg_v xv = VLOAD(xc + oy*896 + 896 + v * 16); VKEEP(xv); a0_7 += d0 * xv; a1_7 += d1 * xv; }
+                        { cg_v xv = VLOAD(xc + oy*896 + 960 + v * 16); VKEEP(xv); a0_8 += d0 * xv; a1_8 += d1 * xv; }
+                    }
+                }
+                /* rows 1..12, cols 1..12: every tap */
                 for (int oy = 1; oy < 13; oy++) {
                     for (int ox = 1; ox < 13; ox++) {
                         for (int v = 0; v < 4; v++) {
-                            const cg_v d0 = VLOAD(dyb + oy*896 + ox*64 + v * 16), d1 = VLOAD(dyb + oy*896 + ox*64 + 12544 + v * 16), d2 = VLOAD(dyb + oy*896 + ox*64 + 25088 + v * 16), d3 = VLOAD(dyb + oy*896 + ox*64 + 37632 + v * 16), d4 = VLOAD(dyb + oy*896 + ox*64 + 50176 + v * 16), d5 = VLOAD(dyb + oy*896 + ox*64 + 62720 + v * 16), d6 = VLOAD(dyb + oy*896 + ox*64 + 75264 + v * 16), d7 = VLOAD(dyb + oy*896 + ox*64 + 87808 + v * 16);
-                            { const cg_v xv = VLOAD(xc + oy*896 + ox*64 - 960 + v * 16); a0_0 += d0 * xv; a1_0 += d1 * xv; a2_0 += d2 * xv; a3_0 += d3 * xv; a4_0 += d4 * xv; a5_0 += d5 * xv; a6_0 += d6 * xv; a7_0 += d7 * xv; }
-                            { const cg_v xv = VLOAD(xc + oy*896 + ox*64 - 896 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; a3_1 += d3 * xv; a4_1 += d4 * xv; a5_1 += d5 * xv; a6_1 += d6 * xv; a7_1 += d7 * xv; }
-                            { const cg_v xv = VLOAD(xc + oy*896 + ox*64 - 832 + v * 16); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; a3_2 += d3 * xv; a4_2 += d4 * xv; a5_2 += d5 * xv; a6_2 += d6 * xv; a7_2 += d7 * xv; }
+                            cg_v d0 = VLOAD(dyb + oy*896 + ox*64 + v * 16), d1 = VLOAD(dyb + oy*896 + ox*64 + 12544 + v * 16); VKEEP(d0); VKEEP(d1);
+                            { cg_v xv = VLOAD(xc + oy*896 + ox*64 - 960 + v * 16); VKEEP(xv); a0_0 += d0 * xv; a1_0 += d1 * xv; }
+                            { cg_v xv = VLOAD(xc + oy*896 + ox*64 - 896 + v * 16); VKEEP(xv); a0_1 += d0 * xv; a1_1 += d1 * xv; }
+                            { cg_v xv = VLOAD(xc + oy*896 + ox*64 - 832 + v * 16); VKEEP(xv); a0_2 += d0 * xv; a1_2 += d1 * xv; }
+                            { cg_v xv = VLOAD(xc + oy*896 + ox*64 - 64 + v * 16); VKEEP(xv); a0_3 += d0 * xv; a1_3 += d1 * xv; }
+                            { cg_v xv = VLOAD(xc + oy*896 + ox*64 + v * 16); VKEEP(xv); a0_4 += d0 * xv; a1_4 += d1 * xv; }
+                            { cg_v xv = VLOAD(xc + oy*896 + ox*64 + 64 + v * 16); VKEEP(xv); a0_5 += d0 * xv; a1_5 += d1 * xv; }
+                            { cg_v xv = VLOAD(xc + oy*896 + ox*64 + 832 + v * 16); VKEEP(xv); a0_6 += d0 * xv; a1_6 += d1 * xv; }
+                            { cg_v xv = VLOAD(xc + oy*896 + ox*64 + 896 + v * 16); VKEEP(xv); a0_7 += d0 * xv; a1_7 += d1 * xv; }
+                            { cg_v xv = VLOAD(xc + oy*896 + ox*64 + 960 + v * 16); VKEEP(xv); a0_8 += d0 * xv; a1_8 += d1 * xv; }
                         }
                     }
                 }
-                /* rows 1..12, cols 13..13: 2 of 9 taps */
+                /* rows 1..12, cols 13..13: 6 of 9 taps */
                 for (int oy = 1; oy < 13; oy++) {
                     for (int v = 0; v < 4; v++) {
-                        const cg_v d0 = VLOAD(dyb + oy*896 + 832 + v * 16), d1 = VLOAD(dyb + oy*896 + 13376 + v * 16), d2 = VLOAD(dyb + oy*896 + 25920 + v * 16), d3 = VLOAD(dyb + oy*896 + 38464 + v * 16), d4 = VLOAD(dyb + oy*896 + 51008 + v * 16), d5 = VLOAD(dyb + oy*896 + 63552 + v * 16), d6 = VLOAD(dyb + oy*896 + 76096 + v * 16), d7 = VLOAD(dyb + oy*896 + 88640 + v * 16);
-                        { const cg_v xv = VLOAD(xc + oy*896 - 128 + v * 16); a0_0 += d0 * xv; a1_0 += d1 * xv; a2_0 += d2 * xv; a3_0 += d3 * xv; a4_0 += d4 * xv; a5_0 += d5 * xv; a6_0 += d6 * xv; a7_0 += d7 * xv; }
-                        { const cg_v xv = VLOAD(xc + oy*896 - 64 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; a3_1 += d3 * xv; a4_1 += d4 * xv; a5_1 += d5 * xv; a6_1 += d6 * xv; a7_1 += d7 * xv; }
+                        cg_v d0 = VLOAD(dyb + oy*896 + 832 + v * 16), d1 = VLOAD(dyb + oy*896 + 13376 + v * 16); VKEEP(d0); VKEEP(d1);
+                        { cg_v xv = VLOAD(xc + oy*896 - 128 + v * 16); VKEEP(xv); a0_0 += d0 * xv; a1_0 += d1 * xv; }
+                        { cg_v xv = VLOAD(xc + oy*896 - 64 + v * 16); VKEEP(xv); a0_1 += d0 * xv; a1_1 += d1 * xv; }
+                        { cg_v xv = VLOAD(xc + oy*896 + 768 + v * 16); VKEEP(xv); a0_3 += d0 * xv; a1_3 += d1 * xv; }
+                        { cg_v xv = VLOAD(xc + oy*896 + 832 + v * 16); VKEEP(xv); a0_4 += d0 * xv; a1_4 += d1 * xv; }
+                        { cg_v xv = VLOAD(xc + oy*896 + 1664 + v * 16); VKEEP(xv); a0_6 += d0 * xv; a1_6 += d1 * xv; }
+                        { cg_v xv = VLOAD(xc + oy*896 + 1728 + v * 16); VKEEP(xv); a0_7 += d0 * xv; a1_7 += d1 * xv; }
                     }
                 }
                 for (int v = 0; v < 4; v++) {
-                    const cg_v d0 = VLOAD(dyb + 11648 + v * 16), d1 = VLOAD(dyb + 24192 + v * 16), d2 = VLOAD(dyb + 36736 + v * 16), d3 = VLOAD(dyb + 49280 + v * 16), d4 = VLOAD(dyb + 61824 + v * 16), d5 = VLOAD(dyb + 74368 + v * 16), d6 = VLOAD(dyb + 86912 + v * 16), d7 = VLOAD(dyb + 99456 + v * 16);
-                    { const cg_v xv = VLOAD(xc + 10752 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; a3_1 += d3 * xv; a4_1 += d4 * xv; a5_1 += d5 * xv; a6_1 += d6 * xv; a7_1 += d7 * xv; }
-                    { const cg_v xv = VLOAD(xc + 10816 + v * 16); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; a3_2 += d3 * xv; a4_2 += d4 * xv; a5_2 += d5 * xv; a6_2 += d6 * xv; a7_2 += d7 * xv; }
+                    cg_v d0 = VLOAD(dyb + 11648 + v * 16), d1 = VLOAD(dyb + 24192 + v * 16); VKEEP(d0); VKEEP(d1);
+                    { cg_v xv = VLOAD(xc + 10752 + v * 16); VKEEP(xv); a0_1 += d0 * xv; a1_1 += d1 * xv; }
+                    { cg_v xv = VLOAD(xc + 10816 + v * 16); VKEEP(xv); a0_2 += d0 * xv; a1_2 += d1 * xv; }
+                    { cg_v xv = VLOAD(xc + 11648 + v * 16); VKEEP(xv); a0_4 += d0 * xv; a1_4 += d1 * xv; }
+                    { cg_v xv = VLOAD(xc + 11712 + v * 16); VKEEP(xv); a0_5 += d0 * xv; a1_5 += d1 * xv; }
                 }
-                /* rows 13..13, cols 1..12: 3 of 9 taps */
+                /* rows 13..13, cols 1..12: 6 of 9 taps */
                 for (int ox = 1; ox < 13; ox++) {
                     for (int v = 0; v < 4; v++) {
-                        const cg_v d0 = VLOAD(dyb + ox*64 + 11648 + v * 16), d1 = VLOAD(dyb + ox*64 + 24192 + v * 16), d2 = VLOAD(dyb + ox*64 + 36736 + v * 16), d3 = VLOAD(dyb + ox*64 + 49280 + v * 16), d4 = VLOAD(dyb + ox*64 + 61824 + v * 16), d5 = VLOAD(dyb + ox*64 + 74368 + v * 16), d6 = VLOAD(dyb + ox*64 + 86912 + v * 16), d7 = VLOAD(dyb + ox*64 + 99456 + v * 16);
-                        { const cg_v xv = VLOAD(xc + ox*64 + 10688 + v * 16); a0_0 += d0 * xv; a1_0 += d1 * xv; a2_0 += d2 * xv; a3_0 += d3 * xv; a4_0 += d4 * xv; a5_0 += d5 * xv; a6_0 += d6 * xv; a7_0 += d7 * xv; }
-                        { const cg_v xv = VLOAD(xc + ox*64 + 10752 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; a3_1 += d3 * xv; a4_1 += d4 * xv; a5_1 += d5 * xv; a6_1 += d6 * xv; a7_1 += d7 * xv; }
-                        { const cg_v xv = VLOAD(xc + ox*64 + 10816 + v * 16); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; a3_2 += d3 * xv; a4_2 += d4 * xv; a5_2 += d5 * xv; a6_2 += d6 * xv; a7_2 += d7 * xv; }
+                        cg_v d0 = VLOAD(dyb + ox*64 + 11648 + v * 16), d1 = VLOAD(dyb + ox*64 + 24192 + v * 16); VKEEP(d0); VKEEP(d1);
+                        { cg_v xv = VLOAD(xc + ox*64 + 10688 + v * 16); VKEEP(xv); a0_0 += d0 * xv; a1_0 += d1 * xv; }
+                        { cg_v xv = VLOAD(xc + ox*64 + 10752 + v * 16); VKEEP(xv); a0_1 += d0 * xv; a1_1 += d1 * xv; }
+                        { cg_v xv = VLOAD(xc + ox*64 + 10816 + v * 16); VKEEP(xv); a0_2 += d0 * xv; a1_2 += d1 * xv; }
+                        { cg_v xv = VLOAD(xc + ox*64 + 11584 + v * 16); VKEEP(xv); a0_3 += d0 * xv; a1_3 += d1 * xv; }
+                        { cg_v xv = VLOAD(xc + ox*64 + 11648 + v * 16); VKEEP(xv); a0_4 += d0 * xv; a1_4 += d1 * xv; }
+                        { cg_v xv = VLOAD(xc + ox*64 + 11712 + v * 16); VKEEP(xv); a0_5 += d0 * xv; a1_5 += d1 * xv; }
                     }
                 }
                 for (int v = 0; v < 4; v++) {
-                    const cg_v d0 = VLOAD(dyb + 12480 + v * 16), d1 = VLOAD(dyb + 25024 + v * 16), d2 = VLOAD(dyb + 37568 + v * 16), d3 = VLOAD(dyb + 50112 + v * 16), d4 = VLOAD(dyb + 62656 + v * 16), d5 = VLOAD(dyb + 75200 + v * 16), d6 = VLOAD(dyb + 87744 + v * 16), d7 = VLOAD(dyb + 100288 + v * 16);
-                    { const cg_v xv = VLOAD(xc + 11520 + v * 16); a0_0 += d0 * xv; a1_0 += d1 * xv; a2_0 += d2 * xv; a3_0 += d3 * xv; a4_0 += d4 * xv; a5_0 += d5 * xv; a6_0 += d6 * xv; a7_0 += d7 * xv; }
-                    { const cg_v xv = VLOAD(xc + 11584 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; a3_1 += d3 * xv; a4_1 += d4 * xv; a5_1 += d5 * xv; a6_1 += d6 * xv; a7_1 += d7 * xv; }
+                    cg_v d0 = VLOAD(dyb + 12480 + v * 16), d1 = VLOAD(dyb + 25024 + v * 16); VKEEP(d0); VKEEP(d1);
+                    { cg_v xv = VLOAD(xc + 11520 + v * 16); VKEEP(xv); a0_0 += d0 * xv; a1_0 += d1 * xv; }
+                    { cg_v xv = VLOAD(xc + 11584 + v * 16); VKEEP(xv); a0_1 += d0 * xv; a1_1 += d1 * xv; }
+                    { cg_v xv = VLOAD(xc + 12416 + v * 16); VKEEP(xv); a0_3 += d0 * xv; a1_3 += d1 * xv; }
+                    { cg_v xv = VLOAD(xc + 12480 + v * 16); VKEEP(xv); a0_4 += d0 * xv; a1_4 += d1 * xv; }
                 }
-                gwc[0] += vsum(a0_0); gwc[1] += vsum(a0_1); gwc[2] += vsum(a0_2);
-                gwc[288] += vsum(a1_0); gwc[289] += vsum(a1_1); gwc[290] += vsum(a1_2);
-                gwc[576] += vsum(a2_0); gwc[577] += vsum(a2_1); gwc[578] += vsum(a2_2);
-                gwc[864] += vsum(a3_0); gwc[865] += vsum(a3_1); gwc[866] += vsum(a3_2);
-                gwc[1152] += vsum(a4_0); gwc[1153] += vsum(a4_1); gwc[1154] += vsum(a4_2);
-                gwc[1440] += vsum(a5_0); gwc[1441] += vsum(a5_1); gwc[1442] += vsum(a5_2);
-                gwc[1728] += vsum(a6_0); gwc[1729] += vsum(a6_1); gwc[1730] += vsum(a6_2);
-                gwc[2016] += vsum(a7_0); gwc[2017] += vsum(a7_1); gwc[2018] += vsum(a7_2);
-            }
-            { /* kernel row 1 */
-                cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f);
-                cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f);
-                cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f), a2_2 = vsplat(0.0f);
-                cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f), a3_2 = vsplat(0.0f);
-                cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f), a4_2 = vsplat(0.0f);
-                cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f), a5_2 = vsplat(0.0f);
-                cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f), a6_2 = vsplat(0.0f);
-                cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f), a7_2 = vsplat(0.0f);
-                for (int v = 0; v < 4; v++) {
-                    const cg_v d0 = VLOAD(dyb + 0 + v * 16), d1 = VLOAD(dyb + 12544 + v * 16), d2 = VLOAD(dyb + 25088 + v * 16), d3 = VLOAD(dyb + 37632 + v * 16), d4 = VLOAD(dyb + 50176 + v * 16), d5 = VLOAD(dyb + 62720 + v * 16), d6 = VLOAD(dyb + 75264 + v * 16), d7 = VLOAD(dyb + 87808 + v * 16);
-                    { const cg_v xv = VLOAD(xc + 0 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; a3_1 += d3 * xv; a4_1 += d4 * xv; a5_1 += d5 * xv; a6_1 += d6 * xv; a7_1 += d7 * xv; }
-                    { const cg_v xv = VLOAD(xc + 64 + v * 16); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; a3_2 += d3 * xv; a4_2 += d4 * xv; a5_2 += d5 * xv; a6_2 += d6 * xv; a7_2 += d7 * xv; }
-                }
-                /* rows 0..0, cols 1..12: 3 of 9 taps */
-                for (int ox = 1; ox < 13; ox++) {
-                    for (int v = 0; v < 4; v++) {
-                        const cg_v d0 = VLOAD(dyb + ox*64 + v * 16), d1 = VLOAD(dyb + ox*64 + 12544 + v * 16), d2 = VLOAD(dyb + ox*64 + 25088 + v * 16), d3 = VLOAD(dyb + ox*64 + 37632 + v * 16), d4 = VLOAD(dyb + ox*64 + 50176 + v * 16), d5 = VLOAD(dyb + ox*64 + 62720 + v * 16), d6 = VLOAD(dyb + ox*64 + 75264 + v * 16), d7 = VLOAD(dyb + ox*64 + 87808 + v * 16);
-                        { const cg_v xv = VLOAD(xc + ox*64 - 64 + v * 16); a0_0 += d0 * xv; a1_0 += d1 * xv; a2_0 += d2 * xv; a3_0 += d3 * xv; a4_0 += d4 * xv; a5_0 += d5 * xv; a6_0 += d6 * xv; a7_0 += d7 * xv; }
-                        { const cg_v xv = VLOAD(xc + ox*64 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; a3_1 += d3 * xv; a4_1 += d4 * xv; a5_1 += d5 * xv; a6_1 += d6 * xv; a7_1 += d7 * xv; }
-                        { const cg_v xv = VLOAD(xc + ox*64 + 64 + v * 16); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; a3_2 += d3 * xv; a4_2 += d4 * xv; a5_2 += d5 * xv; a6_2 += d6 * xv; a7_2 += d7 * xv; }
-                    }
-                }
-                for (int v = 0; v < 4; v++) {
-                    const cg_v d0 = VLOAD(dyb + 832 + v * 16), d1 = VLOAD(dyb + 13376 + v * 16), d2 = VLOAD(dyb + 25920 + v * 16), d3 = VLOAD(dyb + 38464 + v * 16), d4 = VLOAD(dyb + 51008 + v * 16), d5 = VLOAD(dyb + 63552 + v * 16), d6 = VLOAD(dyb + 76096 + v * 16), d7 = VLOAD(dyb + 88640 + v * 16);
-                    { const cg_v xv = VLOAD(xc + 768 + v * 16); a0_0 += d0 * xv; a1_0 += d1 * xv; a2_0 += d2 * xv; a3_0 += d3 * xv; a4_0 += d4 * xv; a5_0 += d5 * xv; a6_0 += d6 * xv; a7_0 += d7 * xv; }
-                    { const cg_v xv = VLOAD(xc + 832 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; a3_1 += d3 * xv; a4_1 += d4 * xv; a5_1 += d5 * xv; a6_1 += d6 * xv; a7_1 += d7 * xv; }
-                }
-                /* rows 1..12, cols 0..0: 2 of 9 taps */
-                for (int oy = 1; oy < 13; oy++) {
-                    for (int v = 0; v < 4; v++) {
-                        const cg_v d0 = VLOAD(dyb + oy*896 + v * 16), d1 = VLOAD(dyb + oy*896 + 12544 + v * 16), d2 = VLOAD(dyb + oy*896 + 25088 + v * 16), d3 = VLOAD(dyb + oy*896 + 37632 + v * 16), d4 = VLOAD(dyb + oy*896 + 50176 + v * 16), d5 = VLOAD(dyb + oy*896 + 62720 + v * 16), d6 = VLOAD(dyb + oy*896 + 75264 + v * 16), d7 = VLOAD(dyb + oy*896 + 87808 + v * 16);
-                        { const cg_v xv = VLOAD(xc + oy*896 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; a3_1 += d3 * xv; a4_1 += d4 * xv; a5_1 += d5 * xv; a6_1 += d6 * xv; a7_1 += d7 * xv; }
-                        { const cg_v xv = VLOAD(xc + oy*896 + 64 + v * 16); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; a3_2 += d3 * xv; a4_2 += d4 * xv; a5_2 += d5 * xv; a6_2 += d6 * xv; a7_2 += d7 * xv; }
-                    }
-                }
-                /* rows 1..12, cols 1..12: 3 of 9 taps */
-                for (int oy = 1; oy < 13; oy++) {
-                    for (int ox = 1; ox < 13; ox++) {
-                        for (int v = 0; v < 4; v++) {
-                            const cg_v d0 = VLOAD(dyb + oy*896 + ox*64 + v * 16), d1 = VLOAD(dyb + oy*896 + ox*64 + 12544 + v * 16), d2 = VLOAD(dyb + oy*896 + ox*64 + 25088 + v * 16), d3 = VLOAD(dyb + oy*896 + ox*64 + 37632 + v * 16), d4 = VLOAD(dyb + oy*896 + ox*64 + 50176 + v * 16), d5 = VLOAD(dyb + oy*896 + ox*64 + 62720 + v * 16), d6 = VLOAD(dyb + oy*896 + ox*64 + 75264 + v * 16), d7 = VLOAD(dyb + oy*896 + ox*64 + 87808 + v * 16);
-                            { const cg_v xv = VLOAD(xc + oy*896 + ox*64 - 64 + v * 16); a0_0 += d0 * xv; a1_0 += d1 * xv; a2_0 += d2 * xv; a3_0 += d3 * xv; a4_0 += d4 * xv; a5_0 += d5 * xv; a6_0 += d6 * xv; a7_0 += d7 * xv; }
-                            { const cg_v xv = VLOAD(xc + oy*896 + ox*64 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; a3_1 += d3 * xv; a4_1 += d4 * xv; a5_1 += d5 * xv; a6_1 += d6 * xv; a7_1 += d7 * xv; }
-                            { const cg_v xv = VLOAD(xc + oy*896 + ox*64 + 64 + v * 16); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; a3_2 += d3 * xv; a4_2 += d4 * xv; a5_2 += d5 * xv; a6_2 += d6 * xv; a7_2 += d7 * xv; }
-                        }
-                    }
-                }
-                /* rows 1..12, cols 13..13: 2 of 9 taps */
-                for (int oy = 1; oy < 13; oy++) {
-                    for (int v = 0; v < 4; v++) {
-                        const cg_v d0 = VLOAD(dyb + oy*896 + 832 + v * 16), d1 = VLOAD(dyb + oy*896 + 13376 + v * 16), d2 = VLOAD(dyb + oy*896 + 25920 + v * 16), d3 = VLOAD(dyb + oy*896 + 38464 + v * 16), d4 = VLOAD(dyb + oy*896 + 51008 + v * 16), d5 = VLOAD(dyb + oy*896 + 63552 + v * 16), d6 = VLOAD(dyb + oy*896 + 76096 + v * 16), d7 = VLOAD(dyb + oy*896 + 88640 + v * 16);
-                        { const cg_v xv = VLOAD(xc + oy*896 + 768 + v * 16); a0_0 += d0 * xv; a1_0 += d1 * xv; a2_0 += d2 * xv; a3_0 += d3 * xv; a4_0 += d4 * xv; a5_0 += d5 * xv; a6_0 += d6 * xv; a7_0 += d7 * xv; }
-                        { const cg_v xv = VLOAD(xc + oy*896 + 832 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; a3_1 += d3 * xv; a4_1 += d4 * xv; a5_1 += d5 * xv; a6_1 += d6 * xv; a7_1 += d7 * xv; }
-                    }
-                }
-                for (int v = 0; v < 4; v++) {
-                    const cg_v d0 = VLOAD(dyb + 11648 + v * 16), d1 = VLOAD(dyb + 24192 + v * 16), d2 = VLOAD(dyb + 36736 + v * 16), d3 = VLOAD(dyb + 49280 + v * 16), d4 = VLOAD(dyb + 61824 + v * 16), d5 = VLOAD(dyb + 74368 + v * 16), d6 = VLOAD(dyb + 86912 + v * 16), d7 = VLOAD(dyb + 99456 + v * 16);
-                    { const cg_v xv = VLOAD(xc + 11648 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; a3_1 += d3 * xv; a4_1 += d4 * xv; a5_1 += d5 * xv; a6_1 += d6 * xv; a7_1 += d7 * xv; }
-                    { const cg_v xv = VLOAD(xc + 11712 + v * 16); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; a3_2 += d3 * xv; a4_2 += d4 * xv; a5_2 += d5 * xv; a6_2 += d6 * xv; a7_2 += d7 * xv; }
-                }
-                /* rows 13..13, cols 1..12: 3 of 9 taps */
-                for (int ox = 1; ox < 13; ox++) {
-                    for (int v = 0; v < 4; v++) {
-                        const cg_v d0 = VLOAD(dyb + ox*64 + 11648 + v * 16), d1 = VLOAD(dyb + ox*64 + 24192 + v * 16), d2 = VLOAD(dyb + ox*64 + 36736 + v * 16), d3 = VLOAD(dyb + ox*64 + 49280 + v * 16), d4 = VLOAD(dyb + ox*64 + 61824 + v * 16), d5 = VLOAD(dyb + ox*64 + 74368 + v * 16), d6 = VLOAD(dyb + ox*64 + 86912 + v * 16), d7 = VLOAD(dyb + ox*64 + 99456 + v * 16);
-                        { const cg_v xv = VLOAD(xc + ox*64 + 11584 + v * 16); a0_0 += d0 * xv; a1_0 += d1 * xv; a2_0 += d2 * xv; a3_0 += d3 * xv; a4_0 += d4 * xv; a5_0 += d5 * xv; a6_0 += d6 * xv; a7_0 += d7 * xv; }
-                        { const cg_v xv = VLOAD(xc + ox*64 + 11648 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; a3_1 += d3 * xv; a4_1 += d4 * xv; a5_1 += d5 * xv; a6_1 += d6 * xv; a7_1 += d7 * xv; }
-                        { const cg_v xv = VLOAD(xc + ox*64 + 11712 + v * 16); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; a3_2 += d3 * xv; a4_2 += d4 * xv; a5_2 += d5 * xv; a6_2 += d6 * xv; a7_2 += d7 * xv; }
-                    }
-                }
-                for (int v = 0; v < 4; v++) {
-                    const cg_v d0 = VLOAD(dyb + 12480 + v * 16), d1 = VLOAD(dyb + 25024 + v * 16), d2 = VLOAD(dyb + 37568 + v * 16), d3 = VLOAD(dyb + 50112 + v * 16), d4 = VLOAD(dyb + 62656 + v * 16), d5 = VLOAD(dyb + 75200 + v * 16), d6 = VLOAD(dyb + 87744 + v * 16), d7 = VLOAD(dyb + 100288 + v * 16);
-                    { const cg_v xv = VLOAD(xc + 12416 + v * 16); a0_0 += d0 * xv; a1_0 += d1 * xv; a2_0 += d2 * xv; a3_0 += d3 * xv; a4_0 += d4 * xv; a5_0 += d5 * xv; a6_0 += d6 * xv; a7_0 += d7 * xv; }
-                    { const cg_v xv = VLOAD(xc + 12480 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; a3_1 += d3 * xv; a4_1 += d4 * xv; a5_1 += d5 * xv; a6_1 += d6 * xv; a7_1 += d7 * xv; }
-                }
-                gwc[3] += vsum(a0_0); gwc[4] += vsum(a0_1); gwc[5] += vsum(a0_2);
-                gwc[291] += vsum(a1_0); gwc[292] += vsum(a1_1); gwc[293] += vsum(a1_2);
-                gwc[579] += vsum(a2_0); gwc[580] += vsum(a2_1); gwc[581] += vsum(a2_2);
-                gwc[867] += vsum(a3_0); gwc[868] += vsum(a3_1); gwc[869] += vsum(a3_2);
-                gwc[1155] += vsum(a4_0); gwc[1156] += vsum(a4_1); gwc[1157] += vsum(a4_2);
-                gwc[1443] += vsum(a5_0); gwc[1444] += vsum(a5_1); gwc[1445] += vsum(a5_2);
-                gwc[1731] += vsum(a6_0); gwc[1732] += vsum(a6_1); gwc[1733] += vsum(a6_2);
-                gwc[2019] += vsum(a7_0); gwc[2020] += vsum(a7_1); gwc[2021] += vsum(a7_2);
-            }
-            { /* kernel row 2 */
-                cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f);
-                cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f);
-                cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f), a2_2 = vsplat(0.0f);
-                cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f), a3_2 = vsplat(0.0f);
-                cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f), a4_2 = vsplat(0.0f);
-                cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f), a5_2 = vsplat(0.0f);
-                cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f), a6_2 = vsplat(0.0f);
-                cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f), a7_2 = vsplat(0.0f);
-                for (int v = 0; v < 4; v++) {
-                    const cg_v d0 = VLOAD(dyb + 0 + v * 16), d1 = VLOAD(dyb + 12544 + v * 16), d2 = VLOAD(dyb + 25088 + v * 16), d3 = VLOAD(dyb + 37632 + v * 16), d4 = VLOAD(dyb + 50176 + v * 16), d5 = VLOAD(dyb + 62720 + v * 16), d6 = VLOAD(dyb + 75264 + v * 16), d7 = VLOAD(dyb + 87808 + v * 16);
-                    { const cg_v xv = VLOAD(xc + 896 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; a3_1 += d3 * xv; a4_1 += d4 * xv; a5_1 += d5 * xv; a6_1 += d6 * xv; a7_1 += d7 * xv; }
-                    { const cg_v xv = VLOAD(xc + 960 + v * 16); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; a3_2 += d3 * xv; a4_2 += d4 * xv; a5_2 += d5 * xv; a6_2 += d6 * xv; a7_2 += d7 * xv; }
-                }
-                /* rows 0..0, cols 1..12: 3 of 9 taps */
-                for (int ox = 1; ox < 13; ox++) {
-                    for (int v = 0; v < 4; v++) {
-                        const cg_v d0 = VLOAD(dyb + ox*64 + v * 16), d1 = VLOAD(dyb + ox*64 + 12544 + v * 16), d2 = VLOAD(dyb + ox*64 + 25088 + v * 16), d3 = VLOAD(dyb + ox*64 + 37632 + v * 16), d4 = VLOAD(dyb + ox*64 + 50176 + v * 16), d5 = VLOAD(dyb + ox*64 + 62720 + v * 16), d6 = VLOAD(dyb + ox*64 + 75264 + v * 16), d7 = VLOAD(dyb + ox*64 + 87808 + v * 16);
-                        { const cg_v xv = VLOAD(xc + ox*64 + 832 + v * 16); a0_0 += d0 * xv; a1_0 += d1 * xv; a2_0 += d2 * xv; a3_0 += d3 * xv; a4_0 += d4 * xv; a5_0 += d5 * xv; a6_0 += d6 * xv; a7_0 += d7 * xv; }
-                        { const cg_v xv = VLOAD(xc + ox*64 + 896 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; a3_1 += d3 * xv; a4_1 += d4 * xv; a5_1 += d5 * xv; a6_1 += d6 * xv; a7_1 += d7 * xv; }
-                        { const cg_v xv = VLOAD(xc + ox*64 + 960 + v * 16); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; a3_2 += d3 * xv; a4_2 += d4 * xv; a5_2 += d5 * xv; a6_2 += d6 * xv; a7_2 += d7 * xv; }
-                    }
-                }
-                for (int v = 0; v < 4; v++) {
-                    const cg_v d0 = VLOAD(dyb + 832 + v * 16), d1 = VLOAD(dyb + 13376 + v * 16), d2 = VLOAD(dyb + 25920 + v * 16), d3 = VLOAD(dyb + 38464 + v * 16), d4 = VLOAD(dyb + 51008 + v * 16), d5 = VLOAD(dyb + 63552 + v * 16), d6 = VLOAD(dyb + 76096 + v * 16), d7 = VLOAD(dyb + 88640 + v * 16);
-                    { const cg_v xv = VLOAD(xc + 1664 + v * 16); a0_0 += d0 * xv; a1_0 += d1 * xv; a2_0 += d2 * xv; a3_0 += d3 * xv; a4_0 += d4 * xv; a5_0 += d5 * xv; a6_0 += d6 * xv; a7_0 += d7 * xv; }
-                    { const cg_v xv = VLOAD(xc + 1728 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; a3_1 += d3 * xv; a4_1 += d4 * xv; a5_1 += d5 * xv; a6_1 += d6 * xv; a7_1 += d7 * xv; }
-                }
-                /* rows 1..12, cols 0..0: 2 of 9 taps */
-                for (int oy = 1; oy < 13; oy++) {
-                    for (int v = 0; v < 4; v++) {
-                        const cg_v d0 = VLOAD(dyb + oy*896 + v * 16), d1 = VLOAD(dyb + oy*896 + 12544 + v * 16), d2 = VLOAD(dyb + oy*896 + 25088 + v * 16), d3 = VLOAD(dyb + oy*896 + 37632 + v * 16), d4 = VLOAD(dyb + oy*896 + 50176 + v * 16), d5 = VLOAD(dyb + oy*896 + 62720 + v * 16), d6 = VLOAD(dyb + oy*896 + 75264 + v * 16), d7 = VLOAD(dyb + oy*896 + 87808 + v * 16);
-                        { const cg_v xv = VLOAD(xc + oy*896 + 896 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; a3_1 += d3 * xv; a4_1 += d4 * xv; a5_1 += d5 * xv; a6_1 += d6 * xv; a7_1 += d7 * xv; }
-                        { const cg_v xv = VLOAD(xc + oy*896 + 960 + v * 16); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; a3_2 += d3 * xv; a4_2 += d4 * xv; a5_2 += d5 * xv; a6_2 += d6 * xv; a7_2 += d7 * xv; }
-                    }
-                }
-                /* rows 1..12, cols 1..12: 3 of 9 taps */
-                for (int oy = 1; oy < 13; oy++) {
-                    for (int ox = 1; ox < 13; ox++) {
-                        for (int v = 0; v < 4; v++) {
-                            const cg_v d0 = VLOAD(dyb + oy*896 + ox*64 + v * 16), d1 = VLOAD(dyb + oy*896 + ox*64 + 12544 + v * 16), d2 = VLOAD(dyb + oy*896 + ox*64 + 25088 + v * 16), d3 = VLOAD(dyb + oy*896 + ox*64 + 37632 + v * 16), d4 = VLOAD(dyb + oy*896 + ox*64 + 50176 + v * 16), d5 = VLOAD(dyb + oy*896 + ox*64 + 62720 + v * 16), d6 = VLOAD(dyb + oy*896 + ox*64 + 75264 + v * 16), d7 = VLOAD(dyb + oy*896 + ox*64 + 87808 + v * 16);
-                            { const cg_v xv = VLOAD(xc + oy*896 + ox*64 + 832 + v * 16); a0_0 += d0 * xv; a1_0 += d1 * xv; a2_0 += d2 * xv; a3_0 += d3 * xv; a4_0 += d4 * xv; a5_0 += d5 * xv; a6_0 += d6 * xv; a7_0 += d7 * xv; }
-                            { const cg_v xv = VLOAD(xc + oy*896 + ox*64 + 896 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; a3_1 += d3 * xv; a4_1 += d4 * xv; a5_1 += d5 * xv; a6_1 += d6 * xv; a7_1 += d7 * xv; }
-                            { const cg_v xv = VLOAD(xc + oy*896 + ox*64 + 960 + v * 16); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; a3_2 += d3 * xv; a4_2 += d4 * xv; a5_2 += d5 * xv; a6_2 += d6 * xv; a7_2 += d7 * xv; }
-                        }
-                    }
-                }
-                /* rows 1..12, cols 13..13: 2 of 9 taps */
-                for (int oy = 1; oy < 13; oy++) {
-                    for (int v = 0; v < 4; v++) {
-                        const cg_v d0 = VLOAD(dyb + oy*896 + 832 + v * 16), d1 = VLOAD(dyb + oy*896 + 13376 + v * 16), d2 = VLOAD(dyb + oy*896 + 25920 + v * 16), d3 = VLOAD(dyb + oy*896 + 38464 + v * 16), d4 = VLOAD(dyb + oy*896 + 51008 + v * 16), d5 = VLOAD(dyb + oy*896 + 63552 + v * 16), d6 = VLOAD(dyb + oy*896 + 76096 + v * 16), d7 = VLOAD(dyb + oy*896 + 88640 + v * 16);
-                        { const cg_v xv = VLOAD(xc + oy*896 + 1664 + v * 16); a0_0 += d0 * xv; a1_0 += d1 * xv; a2_0 += d2 * xv; a3_0 += d3 * xv; a4_0 += d4 * xv; a5_0 += d5 * xv; a6_0 += d6 * xv; a7_0 += d7 * xv; }
-                        { const cg_v xv = VLOAD(xc + oy*896 + 1728 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; a3_1 += d3 * xv; a4_1 += d4 * xv; a5_1 += d5 * xv; a6_1 += d6 * xv; a7_1 += d7 * xv; }
-                    }
-                }
-                gwc[6] += vsum(a0_0); gwc[7] += vsum(a0_1); gwc[8] += vsum(a0_2);
-                gwc[294] += vsum(a1_0); gwc[295] += vsum(a1_1); gwc[296] += vsum(a1_2);
-                gwc[582] += vsum(a2_0); gwc[583] += vsum(a2_1); gwc[584] += vsum(a2_2);
-                gwc[870] += vsum(a3_0); gwc[871] += vsum(a3_1); gwc[872] += vsum(a3_2);
-                gwc[1158] += vsum(a4_0); gwc[1159] += vsum(a4_1); gwc[1160] += vsum(a4_2);
-                gwc[1446] += vsum(a5_0); gwc[1447] += vsum(a5_1); gwc[1448] += vsum(a5_2);
-                gwc[1734] += vsum(a6_0); gwc[1735] += vsum(a6_1); gwc[1736] += vsum(a6_2);
-                gwc[2022] += vsum(a7_0); gwc[2023] += vsum(a7_1); gwc[2024] += vsum(a7_2);
+                gwc[0] += vsum(a0_0); gwc[1] += vsum(a0_1); gwc[2] += vsum(a0_2); gwc[3] += vsum(a0_3); gwc[4] += vsum(a0_4); gwc[5] += vsum(a0_5); gwc[6] += vsum(a0_6); gwc[7] += vsum(a0_7); gwc[8] += vsum(a0_8);
+                gwc[288] += vsum(a1_0); gwc[289] += vsum(a1_1); gwc[290] += vsum(a1_2); gwc[291] += vsum(a1_3); gwc[292] += vsum(a1_4); gwc[293] += vsum(a1_5); gwc[294] += vsum(a1_6); gwc[295] += vsum(a1_7); gwc[296] += vsum(a1_8);
             }
         }
     }

@@ -3766,127 +3766,127 @@ static void l00_conv2d_backward(float *restrict G, const float *restrict x, cons
             /* rows 2..25, cols 0..0: 3 of 25 taps */
             for (int oy = 2; oy < 26; oy++) {
                 for (int v = 0; v < 4; v++) {
-                    const cg_v d0 = VLOAD(dyb + oy*1792 + v * 16), d1 = VLOAD(dyb + oy*1792 + 50176 + v * 16), d2 = VLOAD(dyb + oy*1792 + 100352 + v * 16);
-                    { const cg_v xv = VLOAD(xc + oy*1792 - 3584 + v * 16); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; }
-                    { const cg_v xv = VLOAD(xc + oy*1792 - 3520 + v * 16); a0_3 += d0 * xv; a1_3 += d1 * xv; a2_3 += d2 * xv; }
-                    { const cg_v xv = VLOAD(xc + oy*1792 - 3456 + v * 16); a0_4 += d0 * xv; a1_4 += d1 * xv; a2_4 += d2 * xv; }
+                    cg_v d0 = VLOAD(dyb + oy*1792 + v * 16), d1 = VLOAD(dyb + oy*1792 + 50176 + v * 16), d2 = VLOAD(dyb + oy*1792 + 100352 + v * 16); VKEEP(d0); VKEEP(d1); VKEEP(d2);
+                    { cg_v xv = VLOAD(xc + oy*1792 - 3584 + v * 16); VKEEP(xv); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; }
+                    { cg_v xv = VLOAD(xc + oy*1792 - 3520 + v * 16); VKEEP(xv); a0_3 += d0 * xv; a1_3 += d1 * xv; a2_3 += d2 * xv; }
+                    { cg_v xv = VLOAD(xc + oy*1792 - 3456 + v * 16); VKEEP(xv); a0_4 += d0 * xv; a1_4 += d1 * xv; a2_4 += d2 * xv; }
                 }
             }
             /* rows 2..25, cols 1..1: 4 of 25 taps */
             for (int oy = 2; oy < 26; oy++) {
                 for (int v = 0; v < 4; v++) {
-                    const cg_v d0 = VLOAD(dyb + oy*1792 + 64 + v * 16), d1 = VLOAD(dyb + oy*1792 + 50240 + v * 16), d2 = VLOAD(dyb + oy*1792 + 100416 + v * 16);
-                    { const cg_v xv = VLOAD(xc + oy*1792 - 3584 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; }
-                    { const cg_v xv = VLOAD(xc + oy*1792 - 3520 + v * 16); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; }
-                    { const cg_v xv = VLOAD(xc + oy*1792 - 3456 + v * 16); a0_3 += d0 * xv; a1_3 += d1 * xv; a2_3 += d2 * xv; }
-                    { const cg_v xv = VLOAD(xc + oy*1792 - 3392 + v * 16); a0_4 += d0 * xv; a1_4 += d1 * xv; a2_4 += d2 * xv; }
+                    cg_v d0 = VLOAD(dyb + oy*1792 + 64 + v * 16), d1 = VLOAD(dyb + oy*1792 + 50240 + v * 16), d2 = VLOAD(dyb + oy*1792 + 100416 + v * 16); VKEEP(d0); VKEEP(d1); VKEEP(d2);
+                    { cg_v xv = VLOAD(xc + oy*1792 - 3584 + v * 16); VKEEP(xv); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; }
+                    { cg_v xv = VLOAD(xc + oy*1792 - 3520 + v * 16); VKEEP(xv); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; }
+                    { cg_v xv = VLOAD(xc + oy*1792 - 3456 + v * 16); VKEEP(xv); a0_3 += d0 * xv; a1_3 += d1 * xv; a2_3 += d2 * xv; }
+                    { cg_v xv = VLOAD(xc + oy*1792 - 3392 + v * 16); VKEEP(xv); a0_4 += d0 * xv; a1_4 += d1 * xv; a2_4 += d2 * xv; }
                 }
             }
             /* rows 2..25, cols 2..25: 5 of 25 taps */
             for (int oy = 2; oy < 26; oy++) {
                 for (int ox = 2; ox < 26; ox++) {
                     for (int v = 0; v < 4; v++) {
-                        const cg_v d0 = VLOAD(dyb + oy*1792 + ox*64 + v * 16), d1 = VLOAD(dyb + oy*1792 + ox*64 + 50176 + v * 16), d2 = VLOAD(dyb + oy*1792 + ox*64 + 100352 + v * 16);
-                        { const cg_v xv = VLOAD(xc + oy*1792 + ox*64 - 3712 + v * 16); a0_0 += d0 * xv; a1_0 += d1 * xv; a2_0 += d2 * xv; }
-                        { const cg_v xv = VLOAD(xc + oy*1792 + ox*64 - 3648 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; }
-                        { const cg_v xv = VLOAD(xc + oy*1792 + ox*64 - 3584 + v * 16); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; }
-                        { const cg_v xv = VLOAD(xc + oy*1792 + ox*64 - 3520 + v * 16); a0_3 += d0 * xv; a1_3 += d1 * xv; a2_3 += d2 * xv; }
-                        { const cg_v xv = VLOAD(xc + oy*1792 + ox*64 - 3456 + v * 16); a0_4 += d0 * xv; a1_4 += d1 * xv; a2_4 += d2 * xv; }
+                        cg_v d0 = VLOAD(dyb + oy*1792 + ox*64 + v * 16), d1 = VLOAD(dyb + oy*1792 + ox*64 + 50176 + v * 16), d2 = VLOAD(dyb + oy*1792 + ox*64 + 100352 + v * 16); VKEEP(d0); VKEEP(d1); VKEEP(d2);
+                        { cg_v xv = VLOAD(xc + oy*1792 + ox*64 - 3712 + v * 16); VKEEP(xv); a0_0 += d0 * xv; a1_0 += d1 * xv; a2_0 += d2 * xv; }
+                        { cg_v xv = VLOAD(xc + oy*1792 + ox*64 - 3648 + v * 16); VKEEP(xv); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; }
+                        { cg_v xv = VLOAD(xc + oy*1792 + ox*64 - 3584 + v * 16); VKEEP(xv); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; }
+                        { cg_v xv = VLOAD(xc + oy*1792 + ox*64 - 3520 + v * 16); VKEEP(xv); a0_3 += d0 * xv; a1_3 += d1 * xv; a2_3 += d2 * xv; }
+                        { cg_v xv = VLOAD(xc + oy*1792 + ox*64 - 3456 + v * 16); VKEEP(xv); a0_4 += d0 * xv; a1_4 += d1 * xv; a2_4 += d2 * xv; }
                     }
                 }
             }
             /* rows 2..25, cols 26..26: 4 of 25 taps */
             for (int oy = 2; oy < 26; oy++) {
                 for (int v = 0; v < 4; v++) {
-                    const cg_v d0 = VLOAD(dyb + oy*1792 + 1664 + v * 16), d1 = VLOAD(dyb + oy*1792 + 51840 + v * 16), d2 = VLOAD(dyb + oy*1792 + 102016 + v * 16);
-                    { const cg_v xv = VLOAD(xc + oy*1792 - 2048 + v * 16); a0_0 += d0 * xv; a1_0 += d1 * xv; a2_0 += d2 * xv; }
-                    { const cg_v xv = VLOAD(xc + oy*1792 - 1984 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; }
-                    { const cg_v xv = VLOAD(xc + oy*1792 - 1920 + v * 16); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; }
-                    { const cg_v xv = VLOAD(xc + oy*1792 - 1856 + v * 16); a0_3 += d0 * xv; a1_3 += d1 * xv; a2_3 += d2 * xv; }
+                    cg_v d0 = VLOAD(dyb + oy*1792 + 1664 + v * 16), d1 = VLOAD(dyb + oy*1792 + 51840 + v * 16), d2 = VLOAD(dyb + oy*1792 + 102016 + v * 16); VKEEP(d0); VKEEP(d1); VKEEP(d2);
+                    { cg_v xv = VLOAD(xc + oy*1792 - 2048 + v * 16); VKEEP(xv); a0_0 += d0 * xv; a1_0 += d1 * xv; a2_0 += d2 * xv; }
+                    { cg_v xv = VLOAD(xc + oy*1792 - 1984 + v * 16); VKEEP(xv); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; }
+                    { cg_v xv = VLOAD(xc + oy*1792 - 1920 + v * 16); VKEEP(xv); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; }
+                    { cg_v xv = VLOAD(xc + oy*1792 - 1856 + v * 16); VKEEP(xv); a0_3 += d0 * xv; a1_3 += d1 * xv; a2_3 += d2 * xv; }
                 }
             }
             /* rows 2..25, cols 27..27: 3 of 25 taps */
             for (int oy = 2; oy < 26; oy++) {
                 for (int v = 0; v < 4; v++) {
-                    const cg_v d0 = VLOAD(dyb + oy*1792 + 1728 + v * 16), d1 = VLOAD(dyb + oy*1792 + 51904 + v * 16), d2 = VLOAD(dyb + oy*1792 + 102080 + v * 16);
-                    { const cg_v xv = VLOAD(xc + oy*1792 - 1984 + v * 16); a0_0 += d0 * xv; a1_0 += d1 * xv; a2_0 += d2 * xv; }
-                    { const cg_v xv = VLOAD(xc + oy*1792 - 1920 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; }
-                    { const cg_v xv = VLOAD(xc + oy*1792 - 1856 + v * 16); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; }
+                    cg_v d0 = VLOAD(dyb + oy*1792 + 1728 + v * 16), d1 = VLOAD(dyb + oy*1792 + 51904 + v * 16), d2 = VLOAD(dyb + oy*1792 + 102080 + v * 16); VKEEP(d0); VKEEP(d1); VKEEP(d2);
+                    { cg_v xv = VLOAD(xc + oy*1792 - 1984 + v * 16); VKEEP(xv); a0_0 += d0 * xv; a1_0 += d1 * xv; a2_0 += d2 * xv; }
+                    { cg_v xv = VLOAD(xc + oy*1792 - 1920 + v * 16); VKEEP(xv); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; }
+                    { cg_v xv = VLOAD(xc + oy*1792 - 1856 + v * 16); VKEEP(xv); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; }
                 }
             }
             for (int v = 0; v < 4; v++) {
-                const cg_v d0 = VLOAD(dyb + 46592 + v * 16), d1 = VLOAD(dyb + 96768 + v * 16), d2 = VLOAD(dyb + 146944 + v * 16);
-                { const cg_v xv = VLOAD(xc + 43008 + v * 16); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; }
-                { const cg_v xv = VLOAD(xc + 43072 + v * 16); a0_3 += d0 * xv; a1_3 += d1 * xv; a2_3 += d2 * xv; }
-                { const cg_v xv = VLOAD(xc + 43136 + v * 16); a0_4 += d0 * xv; a1_4 += d1 * xv; a2_4 += d2 * xv; }
+                cg_v d0 = VLOAD(dyb + 46592 + v * 16), d1 = VLOAD(dyb + 96768 + v * 16), d2 = VLOAD(dyb + 146944 + v * 16); VKEEP(d0); VKEEP(d1); VKEEP(d2);
+                { cg_v xv = VLOAD(xc + 43008 + v * 16); VKEEP(xv); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; }
+                { cg_v xv = VLOAD(xc + 43072 + v * 16); VKEEP(xv); a0_3 += d0 * xv; a1_3 += d1 * xv; a2_3 += d2 * xv; }
+                { cg_v xv = VLOAD(xc + 43136 + v * 16); VKEEP(xv); a0_4 += d0 * xv; a1_4 += d1 * xv; a2_4 += d2 * xv; }
             }
             for (int v = 0; v < 4; v++) {
-                const cg_v d0 = VLOAD(dyb + 46656 + v * 16), d1 = VLOAD(dyb + 96832 + v * 16), d2 = VLOAD(dyb + 147008 + v * 16);
-                { const cg_v xv = VLOAD(xc + 43008 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; }
-                { const cg_v xv = VLOAD(xc + 43072 + v * 16); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; }
-                { const cg_v xv = VLOAD(xc + 43136 + v * 16); a0_3 += d0 * xv; a1_3 += d1 * xv; a2_3 += d2 * xv; }
-                { const cg_v xv = VLOAD(xc + 43200 + v * 16); a0_4 += d0 * xv; a1_4 += d1 * xv; a2_4 += d2 * xv; }
+                cg_v d0 = VLOAD(dyb + 46656 + v * 16), d1 = VLOAD(dyb + 96832 + v * 16), d2 = VLOAD(dyb + 147008 + v * 16); VKEEP(d0); VKEEP(d1); VKEEP(d2);
+                { cg_v xv = VLOAD(xc + 43008 + v * 16); VKEEP(xv); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; }
+                { cg_v xv = VLOAD(xc + 43072 + v * 16); VKEEP(xv); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; }
+                { cg_v xv = VLOAD(xc + 43136 + v * 16); VKEEP(xv); a0_3 += d0 * xv; a1_3 += d1 * xv; a2_3 += d2 * xv; }
+                { cg_v xv = VLOAD(xc + 43200 + v * 16); VKEEP(xv); a0_4 += d0 * xv; a1_4 += d1 * xv; a2_4 += d2 * xv; }
             }
             /* rows 26..26, cols 2..25: 5 of 25 taps */
             for (int ox = 2; ox < 26; ox++) {
                 for (int v = 0; v < 4; v++) {
-                    const cg_v d0 = VLOAD(dyb + ox*64 + 46592 + v * 16), d1 = VLOAD(dyb + ox*64 + 96768 + v * 16), d2 = VLOAD(dyb + ox*64 + 146944 + v * 16);
-                    { const cg_v xv = VLOAD(xc + ox*64 + 42880 + v * 16); a0_0 += d0 * xv; a1_0 += d1 * xv; a2_0 += d2 * xv; }
-                    { const cg_v xv = VLOAD(xc + ox*64 + 42944 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; }
-                    { const cg_v xv = VLOAD(xc + ox*64 + 43008 + v * 16); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; }
-                    { const cg_v xv = VLOAD(xc + ox*64 + 43072 + v * 16); a0_3 += d0 * xv; a1_3 += d1 * xv; a2_3 += d2 * xv; }
-                    { const cg_v xv = VLOAD(xc + ox*64 + 43136 + v * 16); a0_4 += d0 * xv; a1_4 += d1 * xv; a2_4 += d2 * xv; }
+                    cg_v d0 = VLOAD(dyb + ox*64 + 46592 + v * 16), d1 = VLOAD(dyb + ox*64 + 96768 + v * 16), d2 = VLOAD(dyb + ox*64 + 146944 + v * 16); VKEEP(d0); VKEEP(d1); VKEEP(d2);
+                    { cg_v xv = VLOAD(xc + ox*64 + 42880 + v * 16); VKEEP(xv); a0_0 += d0 * xv; a1_0 += d1 * xv; a2_0 += d2 * xv; }
+                    { cg_v xv = VLOAD(xc + ox*64 + 42944 + v * 16); VKEEP(xv); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; }
+                    { cg_v xv = VLOAD(xc + ox*64 + 43008 + v * 16); VKEEP(xv); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; }
+                    { cg_v xv = VLOAD(xc + ox*64 + 43072 + v * 16); VKEEP(xv); a0_3 += d0 * xv; a1_3 += d1 * xv; a2_3 += d2 * xv; }
+                    { cg_v xv = VLOAD(xc + ox*64 + 43136 + v * 16); VKEEP(xv); a0_4 += d0 * xv; a1_4 += d1 * xv; a2_4 += d2 * xv; }
                 }
             }
             for (int v = 0; v < 4; v++) {
-                const cg_v d0 = VLOAD(dyb + 48256 + v * 16), d1 = VLOAD(dyb + 98432 + v * 16), d2 = VLOAD(dyb + 148608 + v * 16);
-                { const cg_v xv = VLOAD(xc + 44544 + v * 16); a0_0 += d0 * xv; a1_0 += d1 * xv; a2_0 += d2 * xv; }
-                { const cg_v xv = VLOAD(xc + 44608 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; }
-                { const cg_v xv = VLOAD(xc + 44672 + v * 16); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; }
-                { const cg_v xv = VLOAD(xc + 44736 + v * 16); a0_3 += d0 * xv; a1_3 += d1 * xv; a2_3 += d2 * xv; }
+                cg_v d0 = VLOAD(dyb + 48256 + v * 16), d1 = VLOAD(dyb + 98432 + v * 16), d2 = VLOAD(dyb + 148608 + v * 16); VKEEP(d0); VKEEP(d1); VKEEP(d2);
+                { cg_v xv = VLOAD(xc + 44544 + v * 16); VKEEP(xv); a0_0 += d0 * xv; a1_0 += d1 * xv; a2_0 += d2 * xv; }
+                { cg_v xv = VLOAD(xc + 44608 + v * 16); VKEEP(xv); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; }
+                { cg_v xv = VLOAD(xc + 44672 + v * 16); VKEEP(xv); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; }
+                { cg_v xv = VLOAD(xc + 44736 + v * 16); VKEEP(xv); a0_3 += d0 * xv; a1_3 += d1 * xv; a2_3 += d2 * xv; }
             }
             for (int v = 0; v < 4; v++) {
-                const cg_v d0 = VLOAD(dyb + 48320 + v * 16), d1 = VLOAD(dyb + 98496 + v * 16), d2 = VLOAD(dyb + 148672 + v * 16);
-                { const cg_v xv = VLOAD(xc + 44608 + v * 16); a0_0 += d0 * xv; a1_0 += d1 * xv; a2_0 += d2 * xv; }
-                { const cg_v xv = VLOAD(xc + 44672 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; }
-                { const cg_v xv = VLOAD(xc + 44736 + v * 16); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; }
+                cg_v d0 = VLOAD(dyb + 48320 + v * 16), d1 = VLOAD(dyb + 98496 + v * 16), d2 = VLOAD(dyb + 148672 + v * 16); VKEEP(d0); VKEEP(d1); VKEEP(d2);
+                { cg_v xv = VLOAD(xc + 44608 + v * 16); VKEEP(xv); a0_0 += d0 * xv; a1_0 += d1 * xv; a2_0 += d2 * xv; }
+                { cg_v xv = VLOAD(xc + 44672 + v * 16); VKEEP(xv); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; }
+                { cg_v xv = VLOAD(xc + 44736 + v * 16); VKEEP(xv); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; }
             }
             for (int v = 0; v < 4; v++) {
-                const cg_v d0 = VLOAD(dyb + 48384 + v * 16), d1 = VLOAD(dyb + 98560 + v * 16), d2 = VLOAD(dyb + 148736 + v * 16);
-                { const cg_v xv = VLOAD(xc + 44800 + v * 16); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; }
-                { const cg_v xv = VLOAD(xc + 44864 + v * 16); a0_3 += d0 * xv; a1_3 += d1 * xv; a2_3 += d2 * xv; }
-                { const cg_v xv = VLOAD(xc + 44928 + v * 16); a0_4 += d0 * xv; a1_4 += d1 * xv; a2_4 += d2 * xv; }
+                cg_v d0 = VLOAD(dyb + 48384 + v * 16), d1 = VLOAD(dyb + 98560 + v * 16), d2 = VLOAD(dyb + 148736 + v * 16); VKEEP(d0); VKEEP(d1); VKEEP(d2);
+                { cg_v xv = VLOAD(xc + 44800 + v * 16); VKEEP(xv); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; }
+                { cg_v xv = VLOAD(xc + 44864 + v * 16); VKEEP(xv); a0_3 += d0 * xv; a1_3 += d1 * xv; a2_3 += d2 * xv; }
+                { cg_v xv = VLOAD(xc + 44928 + v * 16); VKEEP(xv); a0_4 += d0 * xv; a1_4 += d1 * xv; a2_4 += d2 * xv; }
             }
             for (int v = 0; v < 4; v++) {
-                const cg_v d0 = VLOAD(dyb + 48448 + v * 16), d1 = VLOAD(dyb + 98624 + v * 16), d2 = VLOAD(dyb + 148800 + v * 16);
-                { const cg_v xv = VLOAD(xc + 44800 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; }
-                { const cg_v xv = VLOAD(xc + 44864 + v * 16); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; }
-                { const cg_v xv = VLOAD(xc + 44928 + v * 16); a0_3 += d0 * xv; a1_3 += d1 * xv; a2_3 += d2 * xv; }
-                { const cg_v xv = VLOAD(xc + 44992 + v * 16); a0_4 += d0 * xv; a1_4 += d1 * xv; a2_4 += d2 * xv; }
+                cg_v d0 = VLOAD(dyb + 48448 + v * 16), d1 = VLOAD(dyb + 98624 + v * 16), d2 = VLOAD(dyb + 148800 + v * 16); VKEEP(d0); VKEEP(d1); VKEEP(d2);
+                { cg_v xv = VLOAD(xc + 44800 + v * 16); VKEEP(xv); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; }
+                { cg_v xv = VLOAD(xc + 44864 + v * 16); VKEEP(xv); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; }
+                { cg_v xv = VLOAD(xc + 44928 + v * 16); VKEEP(xv); a0_3 += d0 * xv; a1_3 += d1 * xv; a2_3 += d2 * xv; }
+                { cg_v xv = VLOAD(xc + 44992 + v * 16); VKEEP(xv); a0_4 += d0 * xv; a1_4 += d1 * xv; a2_4 += d2 * xv; }
             }
             /* rows 27..27, cols 2..25: 5 of 25 taps */
             for (int ox = 2; ox < 26; ox++) {
                 for (int v = 0; v < 4; v++) {
-                    const cg_v d0 = VLOAD(dyb + ox*64 + 48384 + v * 16), d1 = VLOAD(dyb + ox*64 + 98560 + v * 16), d2 = VLOAD(dyb + ox*64 + 148736 + v * 16);
-                    { const cg_v xv = VLOAD(xc + ox*64 + 44672 + v * 16); a0_0 += d0 * xv; a1_0 += d1 * xv; a2_0 += d2 * xv; }
-                    { const cg_v xv = VLOAD(xc + ox*64 + 44736 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; }
-                    { const cg_v xv = VLOAD(xc + ox*64 + 44800 + v * 16); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; }
-                    { const cg_v xv = VLOAD(xc + ox*64 + 44864 + v * 16); a0_3 += d0 * xv; a1_3 += d1 * xv; a2_3 += d2 * xv; }
-                    { const cg_v xv = VLOAD(xc + ox*64 + 44928 + v * 16); a0_4 += d0 * xv; a1_4 += d1 * xv; a2_4 += d2 * xv; }
+                    cg_v d0 = VLOAD(dyb + ox*64 + 48384 + v * 16), d1 = VLOAD(dyb + ox*64 + 98560 + v * 16), d2 = VLOAD(dyb + ox*64 + 148736 + v * 16); VKEEP(d0); VKEEP(d1); VKEEP(d2);
+                    { cg_v xv = VLOAD(xc + ox*64 + 44672 + v * 16); VKEEP(xv); a0_0 += d0 * xv; a1_0 += d1 * xv; a2_0 += d2 * xv; }
+                    { cg_v xv = VLOAD(xc + ox*64 + 44736 + v * 16); VKEEP(xv); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; }
+                    { cg_v xv = VLOAD(xc + ox*64 + 44800 + v * 16); VKEEP(xv); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; }
+                    { cg_v xv = VLOAD(xc + ox*64 + 44864 + v * 16); VKEEP(xv); a0_3 += d0 * xv; a1_3 += d1 * xv; a2_3 += d2 * xv; }
+                    { cg_v xv = VLOAD(xc + ox*64 + 44928 + v * 16); VKEEP(xv); a0_4 += d0 * xv; a1_4 += d1 * xv; a2_4 += d2 * xv; }
                 }
             }
             for (int v = 0; v < 4; v++) {
-                const cg_v d0 = VLOAD(dyb + 50048 + v * 16), d1 = VLOAD(dyb + 100224 + v * 16), d2 = VLOAD(dyb + 150400 + v * 16);
-                { const cg_v xv = VLOAD(xc + 46336 + v * 16); a0_0 += d0 * xv; a1_0 += d1 * xv; a2_0 += d2 * xv; }
-                { const cg_v xv = VLOAD(xc + 46400 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; }
-                { const cg_v xv = VLOAD(xc + 46464 + v * 16); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; }
-                { const cg_v xv = VLOAD(xc + 46528 + v * 16); a0_3 += d0 * xv; a1_3 += d1 * xv; a2_3 += d2 * xv; }
+                cg_v d0 = VLOAD(dyb + 50048 + v * 16), d1 = VLOAD(dyb + 100224 + v * 16), d2 = VLOAD(dyb + 150400 + v * 16); VKEEP(d0); VKEEP(d1); VKEEP(d2);
+                { cg_v xv = VLOAD(xc + 46336 + v * 16); VKEEP(xv); a0_0 += d0 * xv; a1_0 += d1 * xv; a2_0 += d2 * xv; }
+                { cg_v xv = VLOAD(xc + 46400 + v * 16); VKEEP(xv); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; }
+                { cg_v xv = VLOAD(xc + 46464 + v * 16); VKEEP(xv); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; }
+                { cg_v xv = VLOAD(xc + 46528 + v * 16); VKEEP(xv); a0_3 += d0 * xv; a1_3 += d1 * xv; a2_3 += d2 * xv; }
             }
             for (int v = 0; v < 4; v++) {
-                const cg_v d0 = VLOAD(dyb + 50112 + v * 16), d1 = VLOAD(dyb + 100288 + v * 16), d2 = VLOAD(dyb + 150464 + v * 16);
-                { const cg_v xv = VLOAD(xc + 46400 + v * 16); a0_0 += d0 * xv; a1_0 += d1 * xv; a2_0 += d2 * xv; }
-                { const cg_v xv = VLOAD(xc + 46464 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; }
-                { const cg_v xv = VLOAD(xc + 46528 + v * 16); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; }
+                cg_v d0 = VLOAD(dyb + 50112 + v * 16), d1 = VLOAD(dyb + 100288 + v * 16), d2 = VLOAD(dyb + 150464 + v * 16); VKEEP(d0); VKEEP(d1); VKEEP(d2);
+                { cg_v xv = VLOAD(xc + 46400 + v * 16); VKEEP(xv); a0_0 += d0 * xv; a1_0 += d1 * xv; a2_0 += d2 * xv; }
+                { cg_v xv = VLOAD(xc + 46464 + v * 16); VKEEP(xv); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; }
+                { cg_v xv = VLOAD(xc + 46528 + v * 16); VKEEP(xv); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; }
             }
             gwc[0] += vsum(a0_0); gwc[1] += vsum(a0_1); gwc[2] += vsum(a0_2); gwc[3] += vsum(a0_3); gwc[4] += vsum(a0_4);
             gwc[25] += vsum(a1_0); gwc[26] += vsum(a1_1); gwc[27] += vsum(a1_2); gwc[28] += vsum(a1_3); gwc[29] += vsum(a1_4);
@@ -3897,166 +3897,166 @@ static void l00_conv2d_backward(float *restrict G, const float *restrict x, cons
             cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f), a1_3 = vsplat(0.0f), a1_4 = vsplat(0.0f);
             cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f), a2_2 = vsplat(0.0f), a2_3 = vsplat(0.0f), a2_4 = vsplat(0.0f);
             for (int v = 0; v < 4; v++) {
-                const cg_v d0 = VLOAD(dyb + 1792 + v * 16), d1 = VLOAD(dyb + 51968 + v * 16), d2 = VLOAD(dyb + 102144 + v * 16);
-                { const cg_v xv = VLOAD(xc + 0 + v * 16); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; }
-                { const cg_v xv = VLOAD(xc + 64 + v * 16); a0_3 += d0 * xv; a1_3 += d1 * xv; a2_3 += d2 * xv; }
-                { const cg_v xv = VLOAD(xc + 128 + v * 16); a0_4 += d0 * xv; a1_4 += d1 * xv; a2_4 += d2 * xv; }
+                cg_v d0 = VLOAD(dyb + 1792 + v * 16), d1 = VLOAD(dyb + 51968 + v * 16), d2 = VLOAD(dyb + 102144 + v * 16); VKEEP(d0); VKEEP(d1); VKEEP(d2);
+                { cg_v xv = VLOAD(xc + 0 + v * 16); VKEEP(xv); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; }
+                { cg_v xv = VLOAD(xc + 64 + v * 16); VKEEP(xv); a0_3 += d0 * xv; a1_3 += d1 * xv; a2_3 += d2 * xv; }
+                { cg_v xv = VLOAD(xc + 128 + v * 16); VKEEP(xv); a0_4 += d0 * xv; a1_4 += d1 * xv; a2_4 += d2 * xv; }
             }
             for (int v = 0; v < 4; v++) {
-                const cg_v d0 = VLOAD(dyb + 1856 + v * 16), d1 = VLOAD(dyb + 52032 + v * 16), d2 = VLOAD(dyb + 102208 + v * 16);
-                { const cg_v xv = VLOAD(xc + 0 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; }
-                { const cg_v xv = VLOAD(xc + 64 + v * 16); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; }
-                { const cg_v xv = VLOAD(xc + 128 + v * 16); a0_3 += d0 * xv; a1_3 += d1 * xv; a2_3 += d2 * xv; }
-                { const cg_v xv = VLOAD(xc + 192 + v * 16); a0_4 += d0 * xv; a1_4 += d1 * xv; a2_4 += d2 * xv; }
+                cg_v d0 = VLOAD(dyb + 1856 + v * 16), d1 = VLOAD(dyb + 52032 + v * 16), d2 = VLOAD(dyb + 102208 + v * 16); VKEEP(d0); VKEEP(d1); VKEEP(d2);
+                { cg_v xv = VLOAD(xc + 0 + v * 16); VKEEP(xv); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; }
+                { cg_v xv = VLOAD(xc + 64 + v * 16); VKEEP(xv); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; }
+                { cg_v xv = VLOAD(xc + 128 + v * 16); VKEEP(xv); a0_3 += d0 * xv; a1_3 += d1 * xv; a2_3 += d2 * xv; }
+                { cg_v xv = VLOAD(xc + 192 + v * 16); VKEEP(xv); a0_4 += d0 * xv; a1_4 += d1 * xv; a2_4 += d2 * xv; }
             }
             /* rows 1..1, cols 2..25: 5 of 25 taps */
             for (int ox = 2; ox < 26; ox++) {
                 for (int v = 0; v < 4; v++) {
-                    const cg_v d0 = VLOAD(dyb + ox*64 + 1792 + v * 16), d1 = VLOAD(dyb + ox*64 + 51968 + v * 16), d2 = VLOAD(dyb + ox*64 + 102144 + v * 16);
-                    { const cg_v xv = VLOAD(xc + ox*64 - 128 + v * 16); a0_0 += d0 * xv; a1_0 += d1 * xv; a2_0 += d2 * xv; }
-                    { const cg_v xv = VLOAD(xc + ox*64 - 64 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; }
-                    { const cg_v xv = VLOAD(xc + ox*64 + v * 16); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; }
-                    { const cg_v xv = VLOAD(xc + ox*64 + 64 + v * 16); a0_3 += d0 * xv; a1_3 += d1 * xv; a2_3 += d2 * xv; }
-                    { const cg_v xv = VLOAD(xc + ox*64 + 128 + v * 16); a0_4 += d0 * xv; a1_4 += d1 * xv; a2_4 += d2 * xv; }
+                    cg_v d0 = VLOAD(dyb + ox*64 + 1792 + v * 16), d1 = VLOAD(dyb + ox*64 + 51968 + v * 16), d2 = VLOAD(dyb + ox*64 + 102144 + v * 16); VKEEP(d0); VKEEP(d1); VKEEP(d2);
+                    { cg_v xv = VLOAD(xc + ox*64 - 128 + v * 16); VKEEP(xv); a0_0 += d0 * xv; a1_0 += d1 * xv; a2_0 += d2 * xv; }
+                    { cg_v xv = VLOAD(xc + ox*64 - 64 + v * 16); VKEEP(xv); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; }
+                    { cg_v xv = VLOAD(xc + ox*64 + v * 16); VKEEP(xv); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; }
+                    { cg_v xv = VLOAD(xc + ox*64 + 64 + v * 16); VKEEP(xv); a0_3 += d0 * xv; a1_3 += d1 * xv; a2_3 += d2 * xv; }
+                    { cg_v xv = VLOAD(xc + ox*64 + 128 + v * 16); VKEEP(xv); a0_4 += d0 * xv; a1_4 += d1 * xv; a2_4 += d2 * xv; }
                 }
             }
             for (int v = 0; v < 4; v++) {
-                const cg_v d0 = VLOAD(dyb + 3456 + v * 16), d1 = VLOAD(dyb + 53632 + v * 16), d2 = VLOAD(dyb + 103808 + v * 16);
-                { const cg_v xv = VLOAD(xc + 1536 + v * 16); a0_0 += d0 * xv; a1_0 += d1 * xv; a2_0 += d2 * xv; }
-                { const cg_v xv = VLOAD(xc + 1600 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; }
-                { const cg_v xv = VLOAD(xc + 1664 + v * 16); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; }
-                { const cg_v xv = VLOAD(xc + 1728 + v * 16); a0_3 += d0 * xv; a1_3 += d1 * xv; a2_3 += d2 * xv; }
+                cg_v d0 = VLOAD(dyb + 3456 + v * 16), d1 = VLOAD(dyb + 53632 + v * 16), d2 = VLOAD(dyb + 103808 + v * 16); VKEEP(d0); VKEEP(d1); VKEEP(d2);
+                { cg_v xv = VLOAD(xc + 1536 + v * 16); VKEEP(xv); a0_0 += d0 * xv; a1_0 += d1 * xv; a2_0 += d2 * xv; }
+                { cg_v xv = VLOAD(xc + 1600 + v * 16); VKEEP(xv); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; }
+                { cg_v xv = VLOAD(xc + 1664 + v * 16); VKEEP(xv); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; }
+                { cg_v xv = VLOAD(xc + 1728 + v * 16); VKEEP(xv); a0_3 += d0 * xv; a1_3 += d1 * xv; a2_3 += d2 * xv; }
             }
             for (int v = 0; v < 4; v++) {
-                const cg_v d0 = VLOAD(dyb + 3520 + v * 16), d1 = VLOAD(dyb + 53696 + v * 16), d2 = VLOAD(dyb + 103872 + v * 16);
-                { const cg_v xv = VLOAD(xc + 1600 + v * 16); a0_0 += d0 * xv; a1_0 += d1 * xv; a2_0 += d2 * xv; }
-                { const cg_v xv = VLOAD(xc + 1664 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; }
-                { const cg_v xv = VLOAD(xc + 1728 + v * 16); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; }
+                cg_v d0 = VLOAD(dyb + 3520 + v * 16), d1 = VLOAD(dyb + 53696 + v * 16), d2 = VLOAD(dyb + 103872 + v * 16); VKEEP(d0); VKEEP(d1); VKEEP(d2);
+                { cg_v xv = VLOAD(xc + 1600 + v * 16); VKEEP(xv); a0_0 += d0 * xv; a1_0 += d1 * xv; a2_0 += d2 * xv; }
+                { cg_v xv = VLOAD(xc + 1664 + v * 16); VKEEP(xv); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; }
+                { cg_v xv = VLOAD(xc + 1728 + v * 16); VKEEP(xv); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; }
             }
             /* rows 2..25, cols 0..0: 3 of 25 taps */
             for (int oy = 2; oy < 26; oy++) {
                 for (int v = 0; v < 4; v++) {
-                    const cg_v d0 = VLOAD(dyb + oy*1792 + v * 16), d1 = VLOAD(dyb + oy*1792 + 50176 + v * 16), d2 = VLOAD(dyb + oy*1792 + 100352 + v * 16);
-                    { const cg_v xv = VLOAD(xc + oy*1792 - 1792 + v * 16); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; }
-                    { const cg_v xv = VLOAD(xc + oy*1792 - 1728 + v * 16); a0_3 += d0 * xv; a1_3 += d1 * xv; a2_3 += d2 * xv; }
-                    { const cg_v xv = VLOAD(xc + oy*1792 - 1664 + v * 16); a0_4 += d0 * xv; a1_4 += d1 * xv; a2_4 += d2 * xv; }
+                    cg_v d0 = VLOAD(dyb + oy*1792 + v * 16), d1 = VLOAD(dyb + oy*1792 + 50176 + v * 16), d2 = VLOAD(dyb + oy*1792 + 100352 + v * 16); VKEEP(d0); VKEEP(d1); VKEEP(d2);
+                    { cg_v xv = VLOAD(xc + oy*1792 - 1792 + v * 16); VKEEP(xv); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; }
+                    { cg_v xv = VLOAD(xc + oy*1792 - 1728 + v * 16); VKEEP(xv); a0_3 += d0 * xv; a1_3 += d1 * xv; a2_3 += d2 * xv; }
+                    { cg_v xv = VLOAD(xc + oy*1792 - 1664 + v * 16); VKEEP(xv); a0_4 += d0 * xv; a1_4 += d1 * xv; a2_4 += d2 * xv; }
                 }
             }
             /* rows 2..25, cols 1..1: 4 of 25 taps */
             for (int oy = 2; oy < 26; oy++) {
                 for (int v = 0; v < 4; v++) {
-                    const cg_v d0 = VLOAD(dyb + oy*1792 + 64 + v * 16), d1 = VLOAD(dyb + oy*1792 + 50240 + v * 16), d2 = VLOAD(dyb + oy*1792 + 100416 + v * 16);
-                    { const cg_v xv = VLOAD(xc + oy*1792 - 1792 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; }
-                    { const cg_v xv = VLOAD(xc + oy*1792 - 1728 + v * 16); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; }
-                    { const cg_v xv = VLOAD(xc + oy*1792 - 1664 + v * 16); a0_3 += d0 * xv; a1_3 += d1 * xv; a2_3 += d2 * xv; }
-                    { const cg_v xv = VLOAD(xc + oy*1792 - 1600 + v * 16); a0_4 += d0 * xv; a1_4 += d1 * xv; a2_4 += d2 * xv; }
+                    cg_v d0 = VLOAD(dyb + oy*1792 + 64 + v * 16), d1 = VLOAD(dyb + oy*1792 + 50240 + v * 16), d2 = VLOAD(dyb + oy*1792 + 100416 + v * 16); VKEEP(d0); VKEEP(d1); VKEEP(d2);
+                    { cg_v xv = VLOAD(xc + oy*1792 - 1792 + v * 16); VKEEP(xv); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; }
+                    { cg_v xv = VLOAD(xc + oy*1792 - 1728 + v * 16); VKEEP(xv); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; }
+                    { cg_v xv = VLOAD(xc + oy*1792 - 1664 + v * 16); VKEEP(xv); a0_3 += d0 * xv; a1_3 += d1 * xv; a2_3 += d2 * xv; }
+                    { cg_v xv = VLOAD(xc + oy*1792 - 1600 + v * 16); VKEEP(xv); a0_4 += d0 * xv; a1_4 += d1 * xv; a2_4 += d2 * xv; }
                 }
             }
             /* rows 2..25, cols 2..25: 5 of 25 taps */
             for (int oy = 2; oy < 26; oy++) {
                 for (int ox = 2; ox < 26; ox++) {
                     for (int v = 0; v < 4; v++) {
-                        const cg_v d0 = VLOAD(dyb + oy*1792 + ox*64 + v * 16), d1 = VLOAD(dyb + oy*1792 + ox*64 + 50176 + v * 16), d2 = VLOAD(dyb + oy*1792 + ox*64 + 100352 + v * 16);
-                        { const cg_v xv = VLOAD(xc + oy*1792 + ox*64 - 1920 + v * 16); a0_0 += d0 * xv; a1_0 += d1 * xv; a2_0 += d2 * xv; }
-                        { const cg_v xv = VLOAD(xc + oy*1792 + ox*64 - 1856 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; }
-                        { const cg_v xv = VLOAD(xc + oy*1792 + ox*64 - 1792 + v * 16); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; }
-                        { const cg_v xv = VLOAD(xc + oy*1792 + ox*64 - 1728 + v * 16); a0_3 += d0 * xv; a1_3 += d1 * xv; a2_3 += d2 * xv; }
-                        { const cg_v xv = VLOAD(xc + oy*1792 + ox*64 - 1664 + v * 16); a0_4 += d0 * xv; a1_4 += d1 * xv; a2_4 += d2 * xv; }
+                        cg_v d0 = VLOAD(dyb + oy*1792 + ox*64 + v * 16), d1 = VLOAD(dyb + oy*1792 + ox*64 + 50176 + v * 16), d2 = VLOAD(dyb + oy*1792 + ox*64 + 100352 + v * 16); VKEEP(d0); VKEEP(d1); VKEEP(d2);
+                        { cg_v xv = VLOAD(xc + oy*1792 + ox*64 - 1920 + v * 16); VKEEP(xv); a0_0 += d0 * xv; a1_0 += d1 * xv; a2_0 += d2 * xv; }
+                        { cg_v xv = VLOAD(xc + oy*1792 + ox*64 - 1856 + v * 16); VKEEP(xv); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; }
+                        { cg_v xv = VLOAD(xc + oy*1792 + ox*64 - 1792 + v * 16); VKEEP(xv); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; }
+                        { cg_v xv = VLOAD(xc + oy*1792 + ox*64 - 1728 + v * 16); VKEEP(xv); a0_3 += d0 * xv; a1_3 += d1 * xv; a2_3 += d2 * xv; }
+                        { cg_v xv = VLOAD(xc + oy*1792 + ox*64 - 1664 + v * 16); VKEEP(xv); a0_4 += d0 * xv; a1_4 += d1 * xv; a2_4 += d2 * xv; }
                     }
                 }
             }
             /* rows 2..25, cols 26..26: 4 of 25 taps */
             for (int oy = 2; oy < 26; oy++) {
                 for (int v = 0; v < 4; v++) {
-                    const cg_v d0 = VLOAD(dyb + oy*1792 + 1664 + v * 16), d1 = VLOAD(dyb + oy*1792 + 51840 + v * 16), d2 = VLOAD(dyb + oy*1792 + 102016 + v * 16);
-                    { const cg_v xv = VLOAD(xc + oy*1792 - 256 + v * 16); a0_0 += d0 * xv; a1_0 += d1 * xv; a2_0 += d2 * xv; }
-                    { const cg_v xv = VLOAD(xc + oy*1792 - 192 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; }
-                    { const cg_v xv = VLOAD(xc + oy*1792 - 128 + v * 16); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; }
-                    { const cg_v xv = VLOAD(xc + oy*1792 - 64 + v * 16); a0_3 += d0 * xv; a1_3 += d1 * xv; a2_3 += d2 * xv; }
+                    cg_v d0 = VLOAD(dyb + oy*1792 + 1664 + v * 16), d1 = VLOAD(dyb + oy*1792 + 51840 + v * 16), d2 = VLOAD(dyb + oy*1792 + 102016 + v * 16); VKEEP(d0); VKEEP(d1); VKEEP(d2);
+                    { cg_v xv = VLOAD(xc + oy*1792 - 256 + v * 16); VKEEP(xv); a0_0 += d0 * xv; a1_0 += d1 * xv; a2_0 += d2 * xv; }
+                    { cg_v xv = VLOAD(xc + oy*1792 - 192 + v * 16); VKEEP(xv); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; }
+                    { cg_v xv = VLOAD(xc + oy*1792 - 128 + v * 16); VKEEP(xv); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; }
+                    { cg_v xv = VLOAD(xc + oy*1792 - 64 + v * 16); VKEEP(xv); a0_3 += d0 * xv; a1_3 += d1 * xv; a2_3 += d2 * xv; }
                 }
             }
             /* rows 2..25, cols 27..27: 3 of 25 taps */
             for (int oy = 2; oy < 26; oy++) {
                 for (int v = 0; v < 4; v++) {
-                    const cg_v d0 = VLOAD(dyb + oy*1792 + 1728 + v * 16), d1 = VLOAD(dyb + oy*1792 + 51904 + v * 16), d2 = VLOAD(dyb + oy*1792 + 102080 + v * 16);
-                    { const cg_v xv = VLOAD(xc + oy*1792 - 192 + v * 16); a0_0 += d0 * xv; a1_0 += d1 * xv; a2_0 += d2 * xv; }
-                    { const cg_v xv = VLOAD(xc + oy*1792 - 128 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; }
-                    { const cg_v xv = VLOAD(xc + oy*1792 - 64 + v * 16); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; }
+                    cg_v d0 = VLOAD(dyb + oy*1792 + 1728 + v * 16), d1 = VLOAD(dyb + oy*1792 + 51904 + v * 16), d2 = VLOAD(dyb + oy*1792 + 102080 + v * 16); VKEEP(d0); VKEEP(d1); VKEEP(d2);
+                    { cg_v xv = VLOAD(xc + oy*1792 - 192 + v * 16); VKEEP(xv); a0_0 += d0 * xv; a1_0 += d1 * xv; a2_0 += d2 * xv; }
+                    { cg_v xv = VLOAD(xc + oy*1792 - 128 + v * 16); VKEEP(xv); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; }
+                    { cg_v xv = VLOAD(xc + oy*1792 - 64 + v * 16); VKEEP(xv); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; }
                 }
             }
             for (int v = 0; v < 4; v++) {
-                const cg_v d0 = VLOAD(dyb + 46592 + v * 16), d1 = VLOAD(dyb + 96768 + v * 16), d2 = VLOAD(dyb + 146944 + v * 16);
-                { const cg_v xv = VLOAD(xc + 44800 + v * 16); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; }
-                { const cg_v xv = VLOAD(xc + 44864 + v * 16); a0_3 += d0 * xv; a1_3 += d1 * xv; a2_3 += d2 * xv; }
-                { const cg_v xv = VLOAD(xc + 44928 + v * 16); a0_4 += d0 * xv; a1_4 += d1 * xv; a2_4 += d2 * xv; }
+                cg_v d0 = VLOAD(dyb + 46592 + v * 16), d1 = VLOAD(dyb + 96768 + v * 16), d2 = VLOAD(dyb + 146944 + v * 16); VKEEP(d0); VKEEP(d1); VKEEP(d2);
+                { cg_v xv = VLOAD(xc + 44800 + v * 16); VKEEP(xv); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; }
+                { cg_v xv = VLOAD(xc + 44864 + v * 16); VKEEP(xv); a0_3 += d0 * xv; a1_3 += d1 * xv; a2_3 += d2 * xv; }
+                { cg_v xv = VLOAD(xc + 44928 + v * 16); VKEEP(xv); a0_4 += d0 * xv; a1_4 += d1 * xv; a2_4 += d2 * xv; }
             }
             for (int v = 0; v < 4; v++) {
-                const cg_v d0 = VLOAD(dyb + 46656 + v * 16), d1 = VLOAD(dyb + 96832 + v * 16), d2 = VLOAD(dyb + 147008 + v * 16);
-                { const cg_v xv = VLOAD(xc + 44800 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; }
-                { const cg_v xv = VLOAD(xc + 44864 + v * 16); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; }
-                { const cg_v xv = VLOAD(xc + 44928 + v * 16); a0_3 += d0 * xv; a1_3 += d1 * xv; a2_3 += d2 * xv; }
-                { const cg_v xv = VLOAD(xc + 44992 + v * 16); a0_4 += d0 * xv; a1_4 += d1 * xv; a2_4 += d2 * xv; }
+                cg_v d0 = VLOAD(dyb + 46656 + v * 16), d1 = VLOAD(dyb + 96832 + v * 16), d2 = VLOAD(dyb + 147008 + v * 16); VKEEP(d0); VKEEP(d1); VKEEP(d2);
+                { cg_v xv = VLOAD(xc + 44800 + v * 16); VKEEP(xv); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; }
+                { cg_v xv = VLOAD(xc + 44864 + v * 16); VKEEP(xv); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; }
+                { cg_v xv = VLOAD(xc + 44928 + v * 16); VKEEP(xv); a0_3 += d0 * xv; a1_3 += d1 * xv; a2_3 += d2 * xv; }
+                { cg_v xv = VLOAD(xc + 44992 + v * 16); VKEEP(xv); a0_4 += d0 * xv; a1_4 += d1 * xv; a2_4 += d2 * xv; }
             }
             /* rows 26..26, cols 2..25: 5 of 25 taps */
             for (int ox = 2; ox < 26; ox++) {
                 for (int v = 0; v < 4; v++) {
-                    const cg_v d0 = VLOAD(dyb + ox*64 + 46592 + v * 16), d1 = VLOAD(dyb + ox*64 + 96768 + v * 16), d2 = VLOAD(dyb + ox*64 + 146944 + v * 16);
-                    { const cg_v xv = VLOAD(xc + ox*64 + 44672 + v * 16); a0_0 += d0 * xv; a1_0 += d1 * xv; a2_0 += d2 * xv; }
-                    { const cg_v xv = VLOAD(xc + ox*64 + 44736 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; }
-                    { const cg_v xv = VLOAD(xc + ox*64 + 44800 + v * 16); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; }
-                    { const cg_v xv = VLOAD(xc + ox*64 + 44864 + v * 16); a0_3 += d0 * xv; a1_3 += d1 * xv; a2_3 += d2 * xv; }
-                    { const cg_v xv = VLOAD(xc + ox*64 + 44928 + v * 16); a0_4 += d0 * xv; a1_4 += d1 * xv; a2_4 += d2 * xv; }
+                    cg_v d0 = VLOAD(dyb + ox*64 + 46592 + v * 16), d1 = VLOAD(dyb + ox*64 + 96768 + v * 16), d2 = VLOAD(dyb + ox*64 + 146944 + v * 16); VKEEP(d0); VKEEP(d1); VKEEP(d2);
+                    { cg_v xv = VLOAD(xc + ox*64 + 44672 + v * 16); VKEEP(xv); a0_0 += d0 * xv; a1_0 += d1 * xv; a2_0 += d2 * xv; }
+                    { cg_v xv = VLOAD(xc + ox*64 + 44736 + v * 16); VKEEP(xv); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; }
+                    { cg_v xv = VLOAD(xc + ox*64 + 44800 + v * 16); VKEEP(xv); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; }
+                    { cg_v xv = VLOAD(xc + ox*64 + 44864 + v * 16); VKEEP(xv); a0_3 += d0 * xv; a1_3 += d1 * xv; a2_3 += d2 * xv; }
+                    { cg_v xv = VLOAD(xc + ox*64 + 44928 + v * 16); VKEEP(xv); a0_4 += d0 * xv; a1_4 += d1 * xv; a2_4 += d2 * xv; }
                 }
             }
             for (int v = 0; v < 4; v++) {
-                const cg_v d0 = VLOAD(dyb + 48256 + v * 16), d1 = VLOAD(dyb + 98432 + v * 16), d2 = VLOAD(dyb + 148608 + v * 16);
-                { const cg_v xv = VLOAD(xc + 46336 + v * 16); a0_0 += d0 * xv; a1_0 += d1 * xv; a2_0 += d2 * xv; }
-                { const cg_v xv = VLOAD(xc + 46400 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; }
-                { const cg_v xv = VLOAD(xc + 46464 + v * 16); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; }
-                { const cg_v xv = VLOAD(xc + 46528 + v * 16); a0_3 += d0 * xv; a1_3 += d1 * xv; a2_3 += d2 * xv; }
+                cg_v d0 = VLOAD(dyb + 48256 + v * 16), d1 = VLOAD(dyb + 98432 + v * 16), d2 = VLOAD(dyb + 148608 + v * 16); VKEEP(d0); VKEEP(d1); VKEEP(d2);
+                { cg_v xv = VLOAD(xc + 46336 + v * 16); VKEEP(xv); a0_0 += d0 * xv; a1_0 += d1 * xv; a2_0 += d2 * xv; }
+                { cg_v xv = VLOAD(xc + 46400 + v * 16); VKEEP(xv); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; }
+                { cg_v xv = VLOAD(xc + 46464 + v * 16); VKEEP(xv); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; }
+                { cg_v xv = VLOAD(xc + 46528 + v * 16); VKEEP(xv); a0_3 += d0 * xv; a1_3 += d1 * xv; a2_3 += d2 * xv; }
             }
             for (int v = 0; v < 4; v++) {
-                const cg_v d0 = VLOAD(dyb + 48320 + v * 16), d1 = VLOAD(dyb + 98496 + v * 16), d2 = VLOAD(dyb + 148672 + v * 16);
-                { const cg_v xv = VLOAD(xc + 46400 + v * 16); a0_0 += d0 * xv; a1_0 += d1 * xv; a2_0 += d2 * xv; }
-                { const cg_v xv = VLOAD(xc + 46464 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; }
-                { const cg_v xv = VLOAD(xc + 46528 + v * 16); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; }
+                cg_v d0 = VLOAD(dyb + 48320 + v * 16), d1 = VLOAD(dyb + 98496 + v * 16), d2 = VLOAD(dyb + 148672 + v * 16); VKEEP(d0); VKEEP(d1); VKEEP(d2);
+                { cg_v xv = VLOAD(xc + 46400 + v * 16); VKEEP(xv); a0_0 += d0 * xv; a1_0 += d1 * xv; a2_0 += d2 * xv; }
+                { cg_v xv = VLOAD(xc + 46464 + v * 16); VKEEP(xv); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; }
+                { cg_v xv = VLOAD(xc + 46528 + v * 16); VKEEP(xv); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; }
             }
             for (int v = 0; v < 4; v++) {
-                const cg_v d0 = VLOAD(dyb + 48384 + v * 16), d1 = VLOAD(dyb + 98560 + v * 16), d2 = VLOAD(dyb + 148736 + v * 16);
-                { const cg_v xv = VLOAD(xc + 46592 + v * 16); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; }
-                { const cg_v xv = VLOAD(xc + 46656 + v * 16); a0_3 += d0 * xv; a1_3 += d1 * xv; a2_3 += d2 * xv; }
-                { const cg_v xv = VLOAD(xc + 46720 + v * 16); a0_4 += d0 * xv; a1_4 += d1 * xv; a2_4 += d2 * xv; }
+                cg_v d0 = VLOAD(dyb + 48384 + v * 16), d1 = VLOAD(dyb + 98560 + v * 16), d2 = VLOAD(dyb + 148736 + v * 16); VKEEP(d0); VKEEP(d1); VKEEP(d2);
+                { cg_v xv = VLOAD(xc + 46592 + v * 16); VKEEP(xv); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; }
+                { cg_v xv = VLOAD(xc + 46656 + v * 16); VKEEP(xv); a0_3 += d0 * xv; a1_3 += d1 * xv; a2_3 += d2 * xv; }
+                { cg_v xv = VLOAD(xc + 46720 + v * 16); VKEEP(xv); a0_4 += d0 * xv; a1_4 += d1 * xv; a2_4 += d2 * xv; }
             }
             for (int v = 0; v < 4; v++) {
-                const cg_v d0 = VLOAD(dyb + 48448 + v * 16), d1 = VLOAD(dyb + 98624 + v * 16), d2 = VLOAD(dyb + 148800 + v * 16);
-                { const cg_v xv = VLOAD(xc + 46592 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; }
-                { const cg_v xv = VLOAD(xc + 46656 + v * 16); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; }
-                { const cg_v xv = VLOAD(xc + 46720 + v * 16); a0_3 += d0 * xv; a1_3 += d1 * xv; a2_3 += d2 * xv; }
-                { const cg_v xv = VLOAD(xc + 46784 + v * 16); a0_4 += d0 * xv; a1_4 += d1 * xv; a2_4 += d2 * xv; }
+                cg_v d0 = VLOAD(dyb + 48448 + v * 16), d1 = VLOAD(dyb + 98624 + v * 16), d2 = VLOAD(dyb + 148800 + v * 16); VKEEP(d0); VKEEP(d1); VKEEP(d2);
+                { cg_v xv = VLOAD(xc + 46592 + v * 16); VKEEP(xv); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; }
+                { cg_v xv = VLOAD(xc + 46656 + v * 16); VKEEP(xv); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; }
+                { cg_v xv = VLOAD(xc + 46720 + v * 16); VKEEP(xv); a0_3 += d0 * xv; a1_3 += d1 * xv; a2_3 += d2 * xv; }
+                { cg_v xv = VLOAD(xc + 46784 + v * 16); VKEEP(xv); a0_4 += d0 * xv; a1_4 += d1 * xv; a2_4 += d2 * xv; }
             }
             /* rows 27..27, cols 2..25: 5 of 25 taps */
             for (int ox = 2; ox < 26; ox++) {
                 for (int v = 0; v < 4; v++) {
-                    const cg_v d0 = VLOAD(dyb + ox*64 + 48384 + v * 16), d1 = VLOAD(dyb + ox*64 + 98560 + v * 16), d2 = VLOAD(dyb + ox*64 + 148736 + v * 16);
-                    { const cg_v xv = VLOAD(xc + ox*64 + 46464 + v * 16); a0_0 += d0 * xv; a1_0 += d1 * xv; a2_0 += d2 * xv; }
-                    { const cg_v xv = VLOAD(xc + ox*64 + 46528 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; }
-                    { const cg_v xv = VLOAD(xc + ox*64 + 46592 + v * 16); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; }
-                    { const cg_v xv = VLOAD(xc + ox*64 + 46656 + v * 16); a0_3 += d0 * xv; a1_3 += d1 * xv; a2_3 += d2 * xv; }
-                    { const cg_v xv = VLOAD(xc + ox*64 + 46720 + v * 16); a0_4 += d0 * xv; a1_4 += d1 * xv; a2_4 += d2 * xv; }
+                    cg_v d0 = VLOAD(dyb + ox*64 + 48384 + v * 16), d1 = VLOAD(dyb + ox*64 + 98560 + v * 16), d2 = VLOAD(dyb + ox*64 + 148736 + v * 16); VKEEP(d0); VKEEP(d1); VKEEP(d2);
+                    { cg_v xv = VLOAD(xc + ox*64 + 46464 + v * 16); VKEEP(xv); a0_0 += d0 * xv; a1_0 += d1 * xv; a2_0 += d2 * xv; }
+                    { cg_v xv = VLOAD(xc + ox*64 + 46528 + v * 16); VKEEP(xv); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; }
+                    { cg_v xv = VLOAD(xc + ox*64 + 46592 + v * 16); VKEEP(xv); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; }
+                    { cg_v xv = VLOAD(xc + ox*64 + 46656 + v * 16); VKEEP(xv); a0_3 += d0 * xv; a1_3 += d1 * xv; a2_3 += d2 * xv; }
+                    { cg_v xv = VLOAD(xc + ox*64 + 46720 + v * 16); VKEEP(xv); a0_4 += d0 * xv; a1_4 += d1 * xv; a2_4 += d2 * xv; }
                 }
             }
             for (int v = 0; v < 4; v++) {
-                const cg_v d0 = VLOAD(dyb + 50048 + v * 16), d1 = VLOAD(dyb + 100224 + v * 16), d2 = VLOAD(dyb + 150400 + v * 16);
-                { const cg_v xv = VLOAD(xc + 48128 + v * 16); a0_0 += d0 * xv; a1_0 += d1 * xv; a2_0 += d2 * xv; }
-                { const cg_v xv = VLOAD(xc + 48192 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; }
-                { const cg_v xv = VLOAD(xc + 48256 + v * 16); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; }
-                { const cg_v xv = VLOAD(xc + 48320 + v * 16); a0_3 += d0 * xv; a1_3 += d1 * xv; a2_3 += d2 * xv; }
+                cg_v d0 = VLOAD(dyb + 50048 + v * 16), d1 = VLOAD(dyb + 100224 + v * 16), d2 = VLOAD(dyb + 150400 + v * 16); VKEEP(d0); VKEEP(d1); VKEEP(d2);
+                { cg_v xv = VLOAD(xc + 48128 + v * 16); VKEEP(xv); a0_0 += d0 * xv; a1_0 += d1 * xv; a2_0 += d2 * xv; }
+                { cg_v xv = VLOAD(xc + 48192 + v * 16); VKEEP(xv); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; }
+                { cg_v xv = VLOAD(xc + 48256 + v * 16); VKEEP(xv); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; }
+                { cg_v xv = VLOAD(xc + 48320 + v * 16); VKEEP(xv); a0_3 += d0 * xv; a1_3 += d1 * xv; a2_3 += d2 * xv; }
             }
             for (int v = 0; v < 4; v++) {
-                const cg_v d0 = VLOAD(dyb + 50112 + v * 16), d1 = VLOAD(dyb + 100288 + v * 16), d2 = VLOAD(dyb + 150464 + v * 16);
-                { const cg_v xv = VLOAD(xc + 48192 + v * 16); a0_0 += d0 * xv; a1_0 += d1 * xv; a2_0 += d2 * xv; }
-                { const cg_v xv = VLOAD(xc + 48256 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; }
-                { const cg_v xv = VLOAD(xc + 48320 + v * 16); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; }
+                cg_v d0 = VLOAD(dyb + 50112 + v * 16), d1 = VLOAD(dyb + 100288 + v * 16), d2 = VLOAD(dyb + 150464 + v * 16); VKEEP(d0); VKEEP(d1); VKEEP(d2);
+                { cg_v xv = VLOAD(xc + 48192 + v * 16); VKEEP(xv); a0_0 += d0 * xv; a1_0 += d1 * xv; a2_0 += d2 * xv; }
+                { cg_v xv = VLOAD(xc + 48256 + v * 16); VKEEP(xv); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; }
+                { cg_v xv = VLOAD(xc + 48320 + v * 16); VKEEP(xv); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; }
             }
             gwc[5] += vsum(a0_0); gwc[6] += vsum(a0_1); gwc[7] += vsum(a0_2); gwc[8] += vsum(a0_3); gwc[9] += vsum(a0_4);
             gwc[30] += vsum(a1_0); gwc[31] += vsum(a1_1); gwc[32] += vsum(a1_2); gwc[33] += vsum(a1_3); gwc[34] += vsum(a1_4);
@@ -4067,203 +4067,203 @@ static void l00_conv2d_backward(float *restrict G, const float *restrict x, cons
             cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f), a1_3 = vsplat(0.0f), a1_4 = vsplat(0.0f);
             cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f), a2_2 = vsplat(0.0f), a2_3 = vsplat(0.0f), a2_4 = vsplat(0.0f);
             for (int v = 0; v < 4; v++) {
-                const cg_v d0 = VLOAD(dyb + 0 + v * 16), d1 = VLOAD(dyb + 50176 + v * 16), d2 = VLOAD(dyb + 100352 + v * 16);
-                { const cg_v xv = VLOAD(xc + 0 + v * 16); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; }
-                { const cg_v xv = VLOAD(xc + 64 + v * 16); a0_3 += d0 * xv; a1_3 += d1 * xv; a2_3 += d2 * xv; }
-                { const cg_v xv = VLOAD(xc + 128 + v * 16); a0_4 += d0 * xv; a1_4 += d1 * xv; a2_4 += d2 * xv; }
+                cg_v d0 = VLOAD(dyb + 0 + v * 16), d1 = VLOAD(dyb + 50176 + v * 16), d2 = VLOAD(dyb + 100352 + v * 16); VKEEP(d0); VKEEP(d1); VKEEP(d2);
+                { cg_v xv = VLOAD(xc + 0 + v * 16); VKEEP(xv); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; }
+                { cg_v xv = VLOAD(xc + 64 + v * 16); VKEEP(xv); a0_3 += d0 * xv; a1_3 += d1 * xv; a2_3 += d2 * xv; }
+                { cg_v xv = VLOAD(xc + 128 + v * 16); VKEEP(xv); a0_4 += d0 * xv; a1_4 += d1 * xv; a2_4 += d2 * xv; }
             }
             for (int v = 0; v < 4; v++) {
-                const cg_v d0 = VLOAD(dyb + 64 + v * 16), d1 = VLOAD(dyb + 50240 + v * 16), d2 = VLOAD(dyb + 100416 + v * 16);
-                { const cg_v xv = VLOAD(xc + 0 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; }
-                { const cg_v xv = VLOAD(xc + 64 + v * 16); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; }
-                { const cg_v xv = VLOAD(xc + 128 + v * 16); a0_3 += d0 * xv; a1_3 += d1 * xv; a2_3 += d2 * xv; }
-                { const cg_v xv = VLOAD(xc + 192 + v * 16); a0_4 += d0 * xv; a1_4 += d1 * xv; a2_4 += d2 * xv; }
+                cg_v d0 = VLOAD(dyb + 64 + v * 16), d1 = VLOAD(dyb + 50240 + v * 16), d2 = VLOAD(dyb + 100416 + v * 16); VKEEP(d0); VKEEP(d1); VKEEP(d2);
+                { cg_v xv = VLOAD(xc + 0 + v * 16); VKEEP(xv); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; }
+                { cg_v xv = VLOAD(xc + 64 + v * 16); VKEEP(xv); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; }
+                { cg_v xv = VLOAD(xc + 128 + v * 16); VKEEP(xv); a0_3 += d0 * xv; a1_3 += d1 * xv; a2_3 += d2 * xv; }
+                { cg_v xv = VLOAD(xc + 192 + v * 16); VKEEP(xv); a0_4 += d0 * xv; a1_4 += d1 * xv; a2_4 += d2 * xv; }
             }
             /* rows 0..0, cols 2..25: 5 of 25 taps */
             for (int ox = 2; ox < 26; ox++) {
                 for (int v = 0; v < 4; v++) {
-                    const cg_v d0 = VLOAD(dyb + ox*64 + v * 16), d1 = VLOAD(dyb + ox*64 + 50176 + v * 16), d2 = VLOAD(dyb + ox*64 + 100352 + v * 16);
-                    { const cg_v xv = VLOAD(xc + ox*64 - 128 + v * 16); a0_0 += d0 * xv; a1_0 += d1 * xv; a2_0 += d2 * xv; }
-                    { const cg_v xv = VLOAD(xc + ox*64 - 64 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; }
-                    { const cg_v xv = VLOAD(xc + ox*64 + v * 16); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; }
-                    { const cg_v xv = VLOAD(xc + ox*64 + 64 + v * 16); a0_3 += d0 * xv; a1_3 += d1 * xv; a2_3 += d2 * xv; }
-                    { const cg_v xv = VLOAD(xc + ox*64 + 128 + v * 16); a0_4 += d0 * xv; a1_4 += d1 * xv; a2_4 += d2 * xv; }
+                    cg_v d0 = VLOAD(dyb + ox*64 + v * 16), d1 = VLOAD(dyb + ox*64 + 50176 + v * 16), d2 = VLOAD(dyb + ox*64 + 100352 + v * 16); VKEEP(d0); VKEEP(d1); VKEEP(d2);
+                    { cg_v xv = VLOAD(xc + ox*64 - 128 + v * 16); VKEEP(xv); a0_0 += d0 * xv; a1_0 += d1 * xv; a2_0 += d2 * xv; }
+                    { cg_v xv = VLOAD(xc + ox*64 - 64 + v * 16); VKEEP(xv); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; }
+                    { cg_v xv = VLOAD(xc + ox*64 + v * 16); VKEEP(xv); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; }
+                    { cg_v xv = VLOAD(xc + ox*64 + 64 + v * 16); VKEEP(xv); a0_3 += d0 * xv; a1_3 += d1 * xv; a2_3 += d2 * xv; }
+                    { cg_v xv = VLOAD(xc + ox*64 + 128 + v * 16); VKEEP(xv); a0_4 += d0 * xv; a1_4 += d1 * xv; a2_4 += d2 * xv; }
                 }
             }
             for (int v = 0; v < 4; v++) {
-                const cg_v d0 = VLOAD(dyb + 1664 + v * 16), d1 = VLOAD(dyb + 51840 + v * 16), d2 = VLOAD(dyb + 102016 + v * 16);
-                { const cg_v xv = VLOAD(xc + 1536 + v * 16); a0_0 += d0 * xv; a1_0 += d1 * xv; a2_0 += d2 * xv; }
-                { const cg_v xv = VLOAD(xc + 1600 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; }
-                { const cg_v xv = VLOAD(xc + 1664 + v * 16); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; }
-                { const cg_v xv = VLOAD(xc + 1728 + v * 16); a0_3 += d0 * xv; a1_3 += d1 * xv; a2_3 += d2 * xv; }
+                cg_v d0 = VLOAD(dyb + 1664 + v * 16), d1 = VLOAD(dyb + 51840 + v * 16), d2 = VLOAD(dyb + 102016 + v * 16); VKEEP(d0); VKEEP(d1); VKEEP(d2);
+                { cg_v xv = VLOAD(xc + 1536 + v * 16); VKEEP(xv); a0_0 += d0 * xv; a1_0 += d1 * xv; a2_0 += d2 * xv; }
+                { cg_v xv = VLOAD(xc + 1600 + v * 16); VKEEP(xv); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; }
+                { cg_v xv = VLOAD(xc + 1664 + v * 16); VKEEP(xv); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; }
+                { cg_v xv = VLOAD(xc + 1728 + v * 16); VKEEP(xv); a0_3 += d0 * xv; a1_3 += d1 * xv; a2_3 += d2 * xv; }
             }
             for (int v = 0; v < 4; v++) {
-                const cg_v d0 = VLOAD(dyb + 1728 + v * 16), d1 = VLOAD(dyb + 51904 + v * 16), d2 = VLOAD(dyb + 102080 + v * 16);
-                { const cg_v xv = VLOAD(xc + 1600 + v * 16); a0_0 += d0 * xv; a1_0 += d1 * xv; a2_0 += d2 * xv; }
-                { const cg_v xv = VLOAD(xc + 1664 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; }
-                { const cg_v xv = VLOAD(xc + 1728 + v * 16); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; }
+                cg_v d0 = VLOAD(dyb + 1728 + v * 16), d1 = VLOAD(dyb + 51904 + v * 16), d2 = VLOAD(dyb + 102080 + v * 16); VKEEP(d0); VKEEP(d1); VKEEP(d2);
+                { cg_v xv = VLOAD(xc + 1600 + v * 16); VKEEP(xv); a0_0 += d0 * xv; a1_0 += d1 * xv; a2_0 += d2 * xv; }
+                { cg_v xv = VLOAD(xc + 1664 + v * 16); VKEEP(xv); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; }
+                { cg_v xv = VLOAD(xc + 1728 + v * 16); VKEEP(xv); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; }
             }
             for (int v = 0; v < 4; v++) {
-                const cg_v d0 = VLOAD(dyb + 1792 + v * 16), d1 = VLOAD(dyb + 51968 + v * 16), d2 = VLOAD(dyb + 102144 + v * 16);
-                { const cg_v xv = VLOAD(xc + 1792 + v * 16); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; }
-                { const cg_v xv = VLOAD(xc + 1856 + v * 16); a0_3 += d0 * xv; a1_3 += d1 * xv; a2_3 += d2 * xv; }
-                { const cg_v xv = VLOAD(xc + 1920 + v * 16); a0_4 += d0 * xv; a1_4 += d1 * xv; a2_4 += d2 * xv; }
+                cg_v d0 = VLOAD(dyb + 1792 + v * 16), d1 = VLOAD(dyb + 51968 + v * 16), d2 = VLOAD(dyb + 102144 + v * 16); VKEEP(d0); VKEEP(d1); VKEEP(d2);
+                { cg_v xv = VLOAD(xc + 1792 + v * 16); VKEEP(xv); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; }
+                { cg_v xv = VLOAD(xc + 1856 + v * 16); VKEEP(xv); a0_3 += d0 * xv; a1_3 += d1 * xv; a2_3 += d2 * xv; }
+                { cg_v xv = VLOAD(xc + 1920 + v * 16); VKEEP(xv); a0_4 += d0 * xv; a1_4 += d1 * xv; a2_4 += d2 * xv; }
             }
             for (int v = 0; v < 4; v++) {
-                const cg_v d0 = VLOAD(dyb + 1856 + v * 16), d1 = VLOAD(dyb + 52032 + v * 16), d2 = VLOAD(dyb + 102208 + v * 16);
-                { const cg_v xv = VLOAD(xc + 1792 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; }
-                { const cg_v xv = VLOAD(xc + 1856 + v * 16); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; }
-                { const cg_v xv = VLOAD(xc + 1920 + v * 16); a0_3 += d0 * xv; a1_3 += d1 * xv; a2_3 += d2 * xv; }
-                { const cg_v xv = VLOAD(xc + 1984 + v * 16); a0_4 += d0 * xv; a1_4 += d1 * xv; a2_4 += d2 * xv; }
+                cg_v d0 = VLOAD(dyb + 1856 + v * 16), d1 = VLOAD(dyb + 52032 + v * 16), d2 = VLOAD(dyb + 102208 + v * 16); VKEEP(d0); VKEEP(d1); VKEEP(d2);
+                { cg_v xv = VLOAD(xc + 1792 + v * 16); VKEEP(xv); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; }
+                { cg_v xv = VLOAD(xc + 1856 + v * 16); VKEEP(xv); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; }
+                { cg_v xv = VLOAD(xc + 1920 + v * 16); VKEEP(xv); a0_3 += d0 * xv; a1_3 += d1 * xv; a2_3 += d2 * xv; }
+                { cg_v xv = VLOAD(xc + 1984 + v * 16); VKEEP(xv); a0_4 += d0 * xv; a1_4 += d1 * xv; a2_4 += d2 * xv; }
             }
             /* rows 1..1, cols 2..25: 5 of 25 taps */
             for (int ox = 2; ox < 26; ox++) {
                 for (int v = 0; v < 4; v++) {
-                    const cg_v d0 = VLOAD(dyb + ox*64 + 1792 + v * 16), d1 = VLOAD(dyb + ox*64 + 51968 + v * 16), d2 = VLOAD(dyb + ox*64 + 102144 + v * 16);
-                    { const cg_v xv = VLOAD(xc + ox*64 + 1664 + v * 16); a0_0 += d0 * xv; a1_0 += d1 * xv; a2_0 += d2 * xv; }
-                    { const cg_v xv = VLOAD(xc + ox*64 + 1728 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; }
-                    { const cg_v xv = VLOAD(xc + ox*64 + 1792 + v * 16); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; }
-                    { const cg_v xv = VLOAD(xc + ox*64 + 1856 + v * 16); a0_3 += d0 * xv; a1_3 += d1 * xv; a2_3 += d2 * xv; }
-                    { const cg_v xv = VLOAD(xc + ox*64 + 1920 + v * 16); a0_4 += d0 * xv; a1_4 += d1 * xv; a2_4 += d2 * xv; }
+                    cg_v d0 = VLOAD(dyb + ox*64 + 1792 + v * 16), d1 = VLOAD(dyb + ox*64 + 51968 + v * 16), d2 = VLOAD(dyb + ox*64 + 102144 + v * 16); VKEEP(d0); VKEEP(d1); VKEEP(d2);
+                    { cg_v xv = VLOAD(xc + ox*64 + 1664 + v * 16); VKEEP(xv); a0_0 += d0 * xv; a1_0 += d1 * xv; a2_0 += d2 * xv; }
+                    { cg_v xv = VLOAD(xc + ox*64 + 1728 + v * 16); VKEEP(xv); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; }
+                    { cg_v xv = VLOAD(xc + ox*64 + 1792 + v * 16); VKEEP(xv); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; }
+                    { cg_v xv = VLOAD(xc + ox*64 + 1856 + v * 16); VKEEP(xv); a0_3 += d0 * xv; a1_3 += d1 * xv; a2_3 += d2 * xv; }
+                    { cg_v xv = VLOAD(xc + ox*64 + 1920 + v * 16); VKEEP(xv); a0_4 += d0 * xv; a1_4 += d1 * xv; a2_4 += d2 * xv; }
                 }
             }
             for (int v = 0; v < 4; v++) {
-                const cg_v d0 = VLOAD(dyb + 3456 + v * 16), d1 = VLOAD(dyb + 53632 + v * 16), d2 = VLOAD(dyb + 103808 + v * 16);
-                { const cg_v xv = VLOAD(xc + 3328 + v * 16); a0_0 += d0 * xv; a1_0 += d1 * xv; a2_0 += d2 * xv; }
-                { const cg_v xv = VLOAD(xc + 3392 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; }
-                { const cg_v xv = VLOAD(xc + 3456 + v * 16); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; }
-                { const cg_v xv = VLOAD(xc + 3520 + v * 16); a0_3 += d0 * xv; a1_3 += d1 * xv; a2_3 += d2 * xv; }
+                cg_v d0 = VLOAD(dyb + 3456 + v * 16), d1 = VLOAD(dyb + 53632 + v * 16), d2 = VLOAD(dyb + 103808 + v * 16); VKEEP(d0); VKEEP(d1); VKEEP(d2);
+                { cg_v xv = VLOAD(xc + 3328 + v * 16); VKEEP(xv); a0_0 += d0 * xv; a1_0 += d1 * xv; a2_0 += d2 * xv; }
+                { cg_v xv = VLOAD(xc + 3392 + v * 16); VKEEP(xv); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; }
+                { cg_v xv = VLOAD(xc + 3456 + v * 16); VKEEP(xv); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; }
+                { cg_v xv = VLOAD(xc + 3520 + v * 16); VKEEP(xv); a0_3 += d0 * xv; a1_3 += d1 * xv; a2_3 += d2 * xv; }
             }
             for (int v = 0; v < 4; v++) {
-                const cg_v d0 = VLOAD(dyb + 3520 + v * 16), d1 = VLOAD(dyb + 53696 + v * 16), d2 = VLOAD(dyb + 103872 + v * 16);
-                { const cg_v xv = VLOAD(xc + 3392 + v * 16); a0_0 += d0 * xv; a1_0 += d1 * xv; a2_0 += d2 * xv; }
-                { const cg_v xv = VLOAD(xc + 3456 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; }
-                { const cg_v xv = VLOAD(xc + 3520 + v * 16); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; }
+                cg_v d0 = VLOAD(dyb + 3520 + v * 16), d1 = VLOAD(dyb + 53696 + v * 16), d2 = VLOAD(dyb + 103872 + v * 16); VKEEP(d0); VKEEP(d1); VKEEP(d2);
+                { cg_v xv = VLOAD(xc + 3392 + v * 16); VKEEP(xv); a0_0 += d0 * xv; a1_0 += d1 * xv; a2_0 += d2 * xv; }
+                { cg_v xv = VLOAD(xc + 3456 + v * 16); VKEEP(xv); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; }
+                { cg_v xv = VLOAD(xc + 3520 + v * 16); VKEEP(xv); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; }
             }
             /* rows 2..25, cols 0..0: 3 of 25 taps */
             for (int oy = 2; oy < 26; oy++) {
                 for (int v = 0; v < 4; v++) {
-                    const cg_v d0 = VLOAD(dyb + oy*1792 + v * 16), d1 = VLOAD(dyb + oy*1792 + 50176 + v * 16), d2 = VLOAD(dyb + oy*1792 + 100352 + v * 16);
-                    { const cg_v xv = VLOAD(xc + oy*1792 + v * 16); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; }
-                    { const cg_v xv = VLOAD(xc + oy*1792 + 64 + v * 16); a0_3 += d0 * xv; a1_3 += d1 * xv; a2_3 += d2 * xv; }
-                    { const cg_v xv = VLOAD(xc + oy*1792 + 128 + v * 16); a0_4 += d0 * xv; a1_4 += d1 * xv; a2_4 += d2 * xv; }
+                    cg_v d0 = VLOAD(dyb + oy*1792 + v * 16), d1 = VLOAD(dyb + oy*1792 + 50176 + v * 16), d2 = VLOAD(dyb + oy*1792 + 100352 + v * 16); VKEEP(d0); VKEEP(d1); VKEEP(d2);
+                    { cg_v xv = VLOAD(xc + oy*1792 + v * 16); VKEEP(xv); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; }
+                    { cg_v xv = VLOAD(xc + oy*1792 + 64 + v * 16); VKEEP(xv); a0_3 += d0 * xv; a1_3 += d1 * xv; a2_3 += d2 * xv; }
+                    { cg_v xv = VLOAD(xc + oy*1792 + 128 + v * 16); VKEEP(xv); a0_4 += d0 * xv; a1_4 += d1 * xv; a2_4 += d2 * xv; }
                 }
             }
             /* rows 2..25, cols 1..1: 4 of 25 taps */
             for (int oy = 2; oy < 26; oy++) {
                 for (int v = 0; v < 4; v++) {
-                    const cg_v d0 = VLOAD(dyb + oy*1792 + 64 + v * 16), d1 = VLOAD(dyb + oy*1792 + 50240 + v * 16), d2 = VLOAD(dyb + oy*1792 + 100416 + v * 16);
-                    { const cg_v xv = VLOAD(xc + oy*1792 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; }
-                    { const cg_v xv = VLOAD(xc + oy*1792 + 64 + v * 16); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; }
-                    { const cg_v xv = VLOAD(xc + oy*1792 + 128 + v * 16); a0_3 += d0 * xv; a1_3 += d1 * xv; a2_3 += d2 * xv; }
-                    { const cg_v xv = VLOAD(xc + oy*1792 + 192 + v * 16); a0_4 += d0 * xv; a1_4 += d1 * xv; a2_4 += d2 * xv; }
+                    cg_v d0 = VLOAD(dyb + oy*1792 + 64 + v * 16), d1 = VLOAD(dyb + oy*1792 + 50240 + v * 16), d2 = VLOAD(dyb + oy*1792 + 100416 + v * 16); VKEEP(d0); VKEEP(d1); VKEEP(d2);
+                    { cg_v xv = VLOAD(xc + oy*1792 + v * 16); VKEEP(xv); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; }
+                    { cg_v xv = VLOAD(xc + oy*1792 + 64 + v * 16); VKEEP(xv); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; }
+                    { cg_v xv = VLOAD(xc + oy*1792 + 128 + v * 16); VKEEP(xv); a0_3 += d0 * xv; a1_3 += d1 * xv; a2_3 += d2 * xv; }
+                    { cg_v xv = VLOAD(xc + oy*1792 + 192 + v * 16); VKEEP(xv); a0_4 += d0 * xv; a1_4 += d1 * xv; a2_4 += d2 * xv; }
                 }
             }
             /* rows 2..25, cols 2..25: 5 of 25 taps */
             for (int oy = 2; oy < 26; oy++) {
                 for (int ox = 2; ox < 26; ox++) {
                     for (int v = 0; v < 4; v++) {
-                        const cg_v d0 = VLOAD(dyb + oy*1792 + ox*64 + v * 16), d1 = VLOAD(dyb + oy*1792 + ox*64 + 50176 + v * 16), d2 = VLOAD(dyb + oy*1792 + ox*64 + 100352 + v * 16);
-                        { const cg_v xv = VLOAD(xc + oy*1792 + ox*64 - 128 + v * 16); a0_0 += d0 * xv; a1_0 += d1 * xv; a2_0 += d2 * xv; }
-                        { const cg_v xv = VLOAD(xc + oy*1792 + ox*64 - 64 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; }
-                        { const cg_v xv = VLOAD(xc + oy*1792 + ox*64 + v * 16); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; }
-                        { const cg_v xv = VLOAD(xc + oy*1792 + ox*64 + 64 + v * 16); a0_3 += d0 * xv; a1_3 += d1 * xv; a2_3 += d2 * xv; }
-                        { const cg_v xv = VLOAD(xc + oy*1792 + ox*64 + 128 + v * 16); a0_4 += d0 * xv; a1_4 += d1 * xv; a2_4 += d2 * xv; }
+                        cg_v d0 = VLOAD(dyb + oy*1792 + ox*64 + v * 16), d1 = VLOAD(dyb + oy*1792 + ox*64 + 50176 + v * 16), d2 = VLOAD(dyb + oy*1792 + ox*64 + 100352 + v * 16); VKEEP(d0); VKEEP(d1); VKEEP(d2);
+                        { cg_v xv = VLOAD(xc + oy*1792 + ox*64 - 128 + v * 16); VKEEP(xv); a0_0 += d0 * xv; a1_0 += d1 * xv; a2_0 += d2 * xv; }
+                        { cg_v xv = VLOAD(xc + oy*1792 + ox*64 - 64 + v * 16); VKEEP(xv); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; }
+                        { cg_v xv = VLOAD(xc + oy*1792 + ox*64 + v * 16); VKEEP(xv); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; }
+                        { cg_v xv = VLOAD(xc + oy*1792 + ox*64 + 64 + v * 16); VKEEP(xv); a0_3 += d0 * xv; a1_3 += d1 * xv; a2_3 += d2 * xv; }
+                        { cg_v xv = VLOAD(xc + oy*1792 + ox*64 + 128 + v * 16); VKEEP(xv); a0_4 += d0 * xv; a1_4 += d1 * xv; a2_4 += d2 * xv; }
                     }
                 }
             }
             /* rows 2..25, cols 26..26: 4 of 25 taps */
             for (int oy = 2; oy < 26; oy++) {
                 for (int v = 0; v < 4; v++) {
-                    const cg_v d0 = VLOAD(dyb + oy*1792 + 1664 + v * 16), d1 = VLOAD(dyb + oy*1792 + 51840 + v * 16), d2 = VLOAD(dyb + oy*1792 + 102016 + v * 16);
-                    { const cg_v xv = VLOAD(xc + oy*1792 + 1536 + v * 16); a0_0 += d0 * xv; a1_0 += d1 * xv; a2_0 += d2 * xv; }
-                    { const cg_v xv = VLOAD(xc + oy*1792 + 1600 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; }
-                    { const cg_v xv = VLOAD(xc + oy*1792 + 1664 + v * 16); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; }
-                    { const cg_v xv = VLOAD(xc + oy*1792 + 1728 + v * 16); a0_3 += d0 * xv; a1_3 += d1 * xv; a2_3 += d2 * xv; }
+                    cg_v d0 = VLOAD(dyb + oy*1792 + 1664 + v * 16), d1 = VLOAD(dyb + oy*1792 + 51840 + v * 16), d2 = VLOAD(dyb + oy*1792 + 102016 + v * 16); VKEEP(d0); VKEEP(d1); VKEEP(d2);
+                    { cg_v xv = VLOAD(xc + oy*1792 + 1536 + v * 16); VKEEP(xv); a0_0 += d0 * xv; a1_0 += d1 * xv; a2_0 += d2 * xv; }
+                    { cg_v xv = VLOAD(xc + oy*1792 + 1600 + v * 16); VKEEP(xv); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; }
+                    { cg_v xv = VLOAD(xc + oy*1792 + 1664 + v * 16); VKEEP(xv); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; }
+                    { cg_v xv = VLOAD(xc + oy*1792 + 1728 + v * 16); VKEEP(xv); a0_3 += d0 * xv; a1_3 += d1 * xv; a2_3 += d2 * xv; }
                 }
             }
             /* rows 2..25, cols 27..27: 3 of 25 taps */
             for (int oy = 2; oy < 26; oy++) {
                 for (int v = 0; v < 4; v++) {
-                    const cg_v d0 = VLOAD(dyb + oy*1792 + 1728 + v * 16), d1 = VLOAD(dyb + oy*1792 + 51904 + v * 16), d2 = VLOAD(dyb + oy*1792 + 102080 + v * 16);
-                    { const cg_v xv = VLOAD(xc + oy*1792 + 1600 + v * 16); a0_0 += d0 * xv; a1_0 += d1 * xv; a2_0 += d2 * xv; }
-                    { const cg_v xv = VLOAD(xc + oy*1792 + 1664 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; }
-                    { const cg_v xv = VLOAD(xc + oy*1792 + 1728 + v * 16); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; }
+                    cg_v d0 = VLOAD(dyb + oy*1792 + 1728 + v * 16), d1 = VLOAD(dyb + oy*1792 + 51904 + v * 16), d2 = VLOAD(dyb + oy*1792 + 102080 + v * 16); VKEEP(d0); VKEEP(d1); VKEEP(d2);
+                    { cg_v xv = VLOAD(xc + oy*1792 + 1600 + v * 16); VKEEP(xv); a0_0 += d0 * xv; a1_0 += d1 * xv; a2_0 += d2 * xv; }
+                    { cg_v xv = VLOAD(xc + oy*1792 + 1664 + v * 16); VKEEP(xv); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; }
+                    { cg_v xv = VLOAD(xc + oy*1792 + 1728 + v * 16); VKEEP(xv); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; }
                 }
             }
             for (int v = 0; v < 4; v++) {
-                const cg_v d0 = VLOAD(dyb + 46592 + v * 16), d1 = VLOAD(dyb + 96768 + v * 16), d2 = VLOAD(dyb + 146944 + v * 16);
-                { const cg_v xv = VLOAD(xc + 46592 + v * 16); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; }
-                { const cg_v xv = VLOAD(xc + 46656 + v * 16); a0_3 += d0 * xv; a1_3 += d1 * xv; a2_3 += d2 * xv; }
-                { const cg_v xv = VLOAD(xc + 46720 + v * 16); a0_4 += d0 * xv; a1_4 += d1 * xv; a2_4 += d2 * xv; }
+                cg_v d0 = VLOAD(dyb + 46592 + v * 16), d1 = VLOAD(dyb + 96768 + v * 16), d2 = VLOAD(dyb + 146944 + v * 16); VKEEP(d0); VKEEP(d1); VKEEP(d2);
+                { cg_v xv = VLOAD(xc + 46592 + v * 16); VKEEP(xv); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; }
+                { cg_v xv = VLOAD(xc + 46656 + v * 16); VKEEP(xv); a0_3 += d0 * xv; a1_3 += d1 * xv; a2_3 += d2 * xv; }
+                { cg_v xv = VLOAD(xc + 46720 + v * 16); VKEEP(xv); a0_4 += d0 * xv; a1_4 += d1 * xv; a2_4 += d2 * xv; }
             }
             for (int v = 0; v < 4; v++) {
-                const cg_v d0 = VLOAD(dyb + 46656 + v * 16), d1 = VLOAD(dyb + 96832 + v * 16), d2 = VLOAD(dyb + 147008 + v * 16);
-                { const cg_v xv = VLOAD(xc + 46592 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; }
-                { const cg_v xv = VLOAD(xc + 46656 + v * 16); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; }
-                { const cg_v xv = VLOAD(xc + 46720 + v * 16); a0_3 += d0 * xv; a1_3 += d1 * xv; a2_3 += d2 * xv; }
-                { const cg_v xv = VLOAD(xc + 46784 + v * 16); a0_4 += d0 * xv; a1_4 += d1 * xv; a2_4 += d2 * xv; }
+                cg_v d0 = VLOAD(dyb + 46656 + v * 16), d1 = VLOAD(dyb + 96832 + v * 16), d2 = VLOAD(dyb + 147008 + v * 16); VKEEP(d0); VKEEP(d1); VKEEP(d2);
+                { cg_v xv = VLOAD(xc + 46592 + v * 16); VKEEP(xv); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; }
+                { cg_v xv = VLOAD(xc + 46656 + v * 16); VKEEP(xv); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; }
+                { cg_v xv = VLOAD(xc + 46720 + v * 16); VKEEP(xv); a0_3 += d0 * xv; a1_3 += d1 * xv; a2_3 += d2 * xv; }
+                { cg_v xv = VLOAD(xc + 46784 + v * 16); VKEEP(xv); a0_4 += d0 * xv; a1_4 += d1 * xv; a2_4 += d2 * xv; }
             }
             /* rows 26..26, cols 2..25: 5 of 25 taps */
             for (int ox = 2; ox < 26; ox++) {
                 for (int v = 0; v < 4; v++) {
-                    const cg_v d0 = VLOAD(dyb + ox*64 + 46592 + v * 16), d1 = VLOAD(dyb + ox*64 + 96768 + v * 16), d2 = VLOAD(dyb + ox*64 + 146944 + v * 16);
-                    { const cg_v xv = VLOAD(xc + ox*64 + 46464 + v * 16); a0_0 += d0 * xv; a1_0 += d1 * xv; a2_0 += d2 * xv; }
-                    { const cg_v xv = VLOAD(xc + ox*64 + 46528 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; }
-                    { const cg_v xv = VLOAD(xc + ox*64 + 46592 + v * 16); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; }
-                    { const cg_v xv = VLOAD(xc + ox*64 + 46656 + v * 16); a0_3 += d0 * xv; a1_3 += d1 * xv; a2_3 += d2 * xv; }
-                    { const cg_v xv = VLOAD(xc + ox*64 + 46720 + v * 16); a0_4 += d0 * xv; a1_4 += d1 * xv; a2_4 += d2 * xv; }
+                    cg_v d0 = VLOAD(dyb + ox*64 + 46592 + v * 16), d1 = VLOAD(dyb + ox*64 + 96768 + v * 16), d2 = VLOAD(dyb + ox*64 + 146944 + v * 16); VKEEP(d0); VKEEP(d1); VKEEP(d2);
+                    { cg_v xv = VLOAD(xc + ox*64 + 46464 + v * 16); VKEEP(xv); a0_0 += d0 * xv; a1_0 += d1 * xv; a2_0 += d2 * xv; }
+                    { cg_v xv = VLOAD(xc + ox*64 + 46528 + v * 16); VKEEP(xv); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; }
+                    { cg_v xv = VLOAD(xc + ox*64 + 46592 + v * 16); VKEEP(xv); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; }
+                    { cg_v xv = VLOAD(xc + ox*64 + 46656 + v * 16); VKEEP(xv); a0_3 += d0 * xv; a1_3 += d1 * xv; a2_3 += d2 * xv; }
+                    { cg_v xv = VLOAD(xc + ox*64 + 46720 + v * 16); VKEEP(xv); a0_4 += d0 * xv; a1_4 += d1 * xv; a2_4 += d2 * xv; }
                 }
             }
             for (int v = 0; v < 4; v++) {
-                const cg_v d0 = VLOAD(dyb + 48256 + v * 16), d1 = VLOAD(dyb + 98432 + v * 16), d2 = VLOAD(dyb + 148608 + v * 16);
-                { const cg_v xv = VLOAD(xc + 48128 + v * 16); a0_0 += d0 * xv; a1_0 += d1 * xv; a2_0 += d2 * xv; }
-                { const cg_v xv = VLOAD(xc + 48192 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; }
-                { const cg_v xv = VLOAD(xc + 48256 + v * 16); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; }
-                { const cg_v xv = VLOAD(xc + 48320 + v * 16); a0_3 += d0 * xv; a1_3 += d1 * xv; a2_3 += d2 * xv; }
+                cg_v d0 = VLOAD(dyb + 48256 + v * 16), d1 = VLOAD(dyb + 98432 + v * 16), d2 = VLOAD(dyb + 148608 + v * 16); VKEEP(d0); VKEEP(d1); VKEEP(d2);
+                { cg_v xv = VLOAD(xc + 48128 + v * 16); VKEEP(xv); a0_0 += d0 * xv; a1_0 += d1 * xv; a2_0 += d2 * xv; }
+                { cg_v xv = VLOAD(xc + 48192 + v * 16); VKEEP(xv); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; }
+                { cg_v xv = VLOAD(xc + 48256 + v * 16); VKEEP(xv); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; }
+                { cg_v xv = VLOAD(xc + 48320 + v * 16); VKEEP(xv); a0_3 += d0 * xv; a1_3 += d1 * xv; a2_3 += d2 * xv; }
             }
             for (int v = 0; v < 4; v++) {
-                const cg_v d0 = VLOAD(dyb + 48320 + v * 16), d1 = VLOAD(dyb + 98496 + v * 16), d2 = VLOAD(dyb + 148672 + v * 16);
-                { const cg_v xv = VLOAD(xc + 48192 + v * 16); a0_0 += d0 * xv; a1_0 += d1 * xv; a2_0 += d2 * xv; }
-                { const cg_v xv = VLOAD(xc + 48256 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; }
-                { const cg_v xv = VLOAD(xc + 48320 + v * 16); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; }
+                cg_v d0 = VLOAD(dyb + 48320 + v * 16), d1 = VLOAD(dyb + 98496 + v * 16), d2 = VLOAD(dyb + 148672 + v * 16); VKEEP(d0); VKEEP(d1); VKEEP(d2);
+                { cg_v xv = VLOAD(xc + 48192 + v * 16); VKEEP(xv); a0_0 += d0 * xv; a1_0 += d1 * xv; a2_0 += d2 * xv; }
+                { cg_v xv = VLOAD(xc + 48256 + v * 16); VKEEP(xv); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; }
+                { cg_v xv = VLOAD(xc + 48320 + v * 16); VKEEP(xv); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; }
             }
             for (int v = 0; v < 4; v++) {
-                const cg_v d0 = VLOAD(dyb + 48384 + v * 16), d1 = VLOAD(dyb + 98560 + v * 16), d2 = VLOAD(dyb + 148736 + v * 16);
-                { const cg_v xv = VLOAD(xc + 48384 + v * 16); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; }
-                { const cg_v xv = VLOAD(xc + 48448 + v * 16); a0_3 += d0 * xv; a1_3 += d1 * xv; a2_3 += d2 * xv; }
-                { const cg_v xv = VLOAD(xc + 48512 + v * 16); a0_4 += d0 * xv; a1_4 += d1 * xv; a2_4 += d2 * xv; }
+                cg_v d0 = VLOAD(dyb + 48384 + v * 16), d1 = VLOAD(dyb + 98560 + v * 16), d2 = VLOAD(dyb + 148736 + v * 16); VKEEP(d0); VKEEP(d1); VKEEP(d2);
+                { cg_v xv = VLOAD(xc + 48384 + v * 16); VKEEP(xv); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; }
+                { cg_v xv = VLOAD(xc + 48448 + v * 16); VKEEP(xv); a0_3 += d0 * xv; a1_3 += d1 * xv; a2_3 += d2 * xv; }
+                { cg_v xv = VLOAD(xc + 48512 + v * 16); VKEEP(xv); a0_4 += d0 * xv; a1_4 += d1 * xv; a2_4 += d2 * xv; }
             }
             for (int v = 0; v < 4; v++) {
-                const cg_v d0 = VLOAD(dyb + 48448 + v * 16), d1 = VLOAD(dyb + 98624 + v * 16), d2 = VLOAD(dyb + 148800 + v * 16);
-                { const cg_v xv = VLOAD(xc + 48384 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; }
-                { const cg_v xv = VLOAD(xc + 48448 + v * 16); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; }
-                { const cg_v xv = VLOAD(xc + 48512 + v * 16); a0_3 += d0 * xv; a1_3 += d1 * xv; a2_3 += d2 * xv; }
-                { const cg_v xv = VLOAD(xc + 48576 + v * 16); a0_4 += d0 * xv; a1_4 += d1 * xv; a2_4 += d2 * xv; }
+                cg_v d0 = VLOAD(dyb + 48448 + v * 16), d1 = VLOAD(dyb + 98624 + v * 16), d2 = VLOAD(dyb + 148800 + v * 16); VKEEP(d0); VKEEP(d1); VKEEP(d2);
+                { cg_v xv = VLOAD(xc + 48384 + v * 16); VKEEP(xv); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; }
+                { cg_v xv = VLOAD(xc + 48448 + v * 16); VKEEP(xv); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; }
+                { cg_v xv = VLOAD(xc + 48512 + v * 16); VKEEP(xv); a0_3 += d0 * xv; a1_3 += d1 * xv; a2_3 += d2 * xv; }
+                { cg_v xv = VLOAD(xc + 48576 + v * 16); VKEEP(xv); a0_4 += d0 * xv; a1_4 += d1 * xv; a2_4 += d2 * xv; }
             }
             /* rows 27..27, cols 2..25: 5 of 25 taps */
             for (int ox = 2; ox < 26; ox++) {
                 for (int v = 0; v < 4; v++) {
-                    const cg_v d0 = VLOAD(dyb + ox*64 + 48384 + v * 16), d1 = VLOAD(dyb + ox*64 + 98560 + v * 16), d2 = VLOAD(dyb + ox*64 + 148736 + v * 16);
-                    { const cg_v xv = VLOAD(xc + ox*64 + 48256 + v * 16); a0_0 += d0 * xv; a1_0 += d1 * xv; a2_0 += d2 * xv; }
-                    { const cg_v xv = VLOAD(xc + ox*64 + 48320 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; }
-                    { const cg_v xv = VLOAD(xc + ox*64 + 48384 + v * 16); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; }
-                    { const cg_v xv = VLOAD(xc + ox*64 + 48448 + v * 16); a0_3 += d0 * xv; a1_3 += d1 * xv; a2_3 += d2 * xv; }
-                    { const cg_v xv = VLOAD(xc + ox*64 + 48512 + v * 16); a0_4 += d0 * xv; a1_4 += d1 * xv; a2_4 += d2 * xv; }
+                    cg_v d0 = VLOAD(dyb + ox*64 + 48384 + v * 16), d1 = VLOAD(dyb + ox*64 + 98560 + v * 16), d2 = VLOAD(dyb + ox*64 + 148736 + v * 16); VKEEP(d0); VKEEP(d1); VKEEP(d2);
+                    { cg_v xv = VLOAD(xc + ox*64 + 48256 + v * 16); VKEEP(xv); a0_0 += d0 * xv; a1_0 += d1 * xv; a2_0 += d2 * xv; }
+                    { cg_v xv = VLOAD(xc + ox*64 + 48320 + v * 16); VKEEP(xv); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; }
+                    { cg_v xv = VLOAD(xc + ox*64 + 48384 + v * 16); VKEEP(xv); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; }
+                    { cg_v xv = VLOAD(xc + ox*64 + 48448 + v * 16); VKEEP(xv); a0_3 += d0 * xv; a1_3 += d1 * xv; a2_3 += d2 * xv; }
+                    { cg_v xv = VLOAD(xc + ox*64 + 48512 + v * 16); VKEEP(xv); a0_4 += d0 * xv; a1_4 += d1 * xv; a2_4 += d2 * xv; }
                 }
             }
             for (int v = 0; v < 4; v++) {
-                const cg_v d0 = VLOAD(dyb + 50048 + v * 16), d1 = VLOAD(dyb + 100224 + v * 16), d2 = VLOAD(dyb + 150400 + v * 16);
-                { const cg_v xv = VLOAD(xc + 49920 + v * 16); a0_0 += d0 * xv; a1_0 += d1 * xv; a2_0 += d2 * xv; }
-                { const cg_v xv = VLOAD(xc + 49984 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; }
-                { const cg_v xv = VLOAD(xc + 50048 + v * 16); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; }
-                { const cg_v xv = VLOAD(xc + 50112 + v * 16); a0_3 += d0 * xv; a1_3 += d1 * xv; a2_3 += d2 * xv; }
+                cg_v d0 = VLOAD(dyb + 50048 + v * 16), d1 = VLOAD(dyb + 100224 + v * 16), d2 = VLOAD(dyb + 150400 + v * 16); VKEEP(d0); VKEEP(d1); VKEEP(d2);
+                { cg_v xv = VLOAD(xc + 49920 + v * 16); VKEEP(xv); a0_0 += d0 * xv; a1_0 += d1 * xv; a2_0 += d2 * xv; }
+                { cg_v xv = VLOAD(xc + 49984 + v * 16); VKEEP(xv); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; }
+                { cg_v xv = VLOAD(xc + 50048 + v * 16); VKEEP(xv); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; }
+                { cg_v xv = VLOAD(xc + 50112 + v * 16); VKEEP(xv); a0_3 += d0 * xv; a1_3 += d1 * xv; a2_3 += d2 * xv; }
             }
             for (int v = 0; v < 4; v++) {
-                const cg_v d0 = VLOAD(dyb + 50112 + v * 16), d1 = VLOAD(dyb + 100288 + v * 16), d2 = VLOAD(dyb + 150464 + v * 16);
-                { const cg_v xv = VLOAD(xc + 49984 + v * 16); a0_0 += d0 * xv; a1_0 += d1 * xv; a2_0 += d2 * xv; }
-                { const cg_v xv = VLOAD(xc + 50048 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; }
-                { const cg_v xv = VLOAD(xc + 50112 + v * 16); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; }
+                cg_v d0 = VLOAD(dyb + 50112 + v * 16), d1 = VLOAD(dyb + 100288 + v * 16), d2 = VLOAD(dyb + 150464 + v * 16); VKEEP(d0); VKEEP(d1); VKEEP(d2);
+                { cg_v xv = VLOAD(xc + 49984 + v * 16); VKEEP(xv); a0_0 += d0 * xv; a1_0 += d1 * xv; a2_0 += d2 * xv; }
+                { cg_v xv = VLOAD(xc + 50048 + v * 16); VKEEP(xv); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; }
+                { cg_v xv = VLOAD(xc + 50112 + v * 16); VKEEP(xv); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; }
             }
             gwc[10] += vsum(a0_0); gwc[11] += vsum(a0_1); gwc[12] += vsum(a0_2); gwc[13] += vsum(a0_3); gwc[14] += vsum(a0_4);
             gwc[35] += vsum(a1_0); gwc[36] += vsum(a1_1); gwc[37] += vsum(a1_2); gwc[38] += vsum(a1_3); gwc[39] += vsum(a1_4);
@@ -4274,166 +4274,166 @@ static void l00_conv2d_backward(float *restrict G, const float *restrict x, cons
             cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f), a1_3 = vsplat(0.0f), a1_4 = vsplat(0.0f);
             cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f), a2_2 = vsplat(0.0f), a2_3 = vsplat(0.0f), a2_4 = vsplat(0.0f);
             for (int v = 0; v < 4; v++) {
-                const cg_v d0 = VLOAD(dyb + 0 + v * 16), d1 = VLOAD(dyb + 50176 + v * 16), d2 = VLOAD(dyb + 100352 + v * 16);
-                { const cg_v xv = VLOAD(xc + 1792 + v * 16); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; }
-                { const cg_v xv = VLOAD(xc + 1856 + v * 16); a0_3 += d0 * xv; a1_3 += d1 * xv; a2_3 += d2 * xv; }
-                { const cg_v xv = VLOAD(xc + 1920 + v * 16); a0_4 += d0 * xv; a1_4 += d1 * xv; a2_4 += d2 * xv; }
+                cg_v d0 = VLOAD(dyb + 0 + v * 16), d1 = VLOAD(dyb + 50176 + v * 16), d2 = VLOAD(dyb + 100352 + v * 16); VKEEP(d0); VKEEP(d1); VKEEP(d2);
+                { cg_v xv = VLOAD(xc + 1792 + v * 16); VKEEP(xv); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; }
+                { cg_v xv = VLOAD(xc + 1856 + v * 16); VKEEP(xv); a0_3 += d0 * xv; a1_3 += d1 * xv; a2_3 += d2 * xv; }
+                { cg_v xv = VLOAD(xc + 1920 + v * 16); VKEEP(xv); a0_4 += d0 * xv; a1_4 += d1 * xv; a2_4 += d2 * xv; }
             }
             for (int v = 0; v < 4; v++) {
-                const cg_v d0 = VLOAD(dyb + 64 + v * 16), d1 = VLOAD(dyb + 50240 + v * 16), d2 = VLOAD(dyb + 100416 + v * 16);
-                { const cg_v xv = VLOAD(xc + 1792 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; }
-                { const cg_v xv = VLOAD(xc + 1856 + v * 16); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; }
-                { const cg_v xv = VLOAD(xc + 1920 + v * 16); a0_3 += d0 * xv; a1_3 += d1 * xv; a2_3 += d2 * xv; }
-                { const cg_v xv = VLOAD(xc + 1984 + v * 16); a0_4 += d0 * xv; a1_4 += d1 * xv; a2_4 += d2 * xv; }
+                cg_v d0 = VLOAD(dyb + 64 + v * 16), d1 = VLOAD(dyb + 50240 + v * 16), d2 = VLOAD(dyb + 100416 + v * 16); VKEEP(d0); VKEEP(d1); VKEEP(d2);
+                { cg_v xv = VLOAD(xc + 1792 + v * 16); VKEEP(xv); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; }
+                { cg_v xv = VLOAD(xc + 1856 + v * 16); VKEEP(xv); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; }
+                { cg_v xv = VLOAD(xc + 1920 + v * 16); VKEEP(xv); a0_3 += d0 * xv; a1_3 += d1 * xv; a2_3 += d2 * xv; }
+                { cg_v xv = VLOAD(xc + 1984 + v * 16); VKEEP(xv); a0_4 += d0 * xv; a1_4 += d1 * xv; a2_4 += d2 * xv; }
             }
             /* rows 0..0, cols 2..25: 5 of 25 taps */
             for (int ox = 2; ox < 26; ox++) {
                 for (int v = 0; v < 4; v++) {
-                    const cg_v d0 = VLOAD(dyb + ox*64 + v * 16), d1 = VLOAD(dyb + ox*64 + 50176 + v * 16), d2 = VLOAD(dyb + ox*64 + 100352 + v * 16);
-                    { const cg_v xv = VLOAD(xc + ox*64 + 1664 + v * 16); a0_0 += d0 * xv; a1_0 += d1 * xv; a2_0 += d2 * xv; }
-                    { const cg_v xv = VLOAD(xc + ox*64 + 1728 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; }
-                    { const cg_v xv = VLOAD(xc + ox*64 + 1792 + v * 16); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; }
-                    { const cg_v xv = VLOAD(xc + ox*64 + 1856 + v * 16); a0_3 += d0 * xv; a1_3 += d1 * xv; a2_3 += d2 * xv; }
-                    { const cg_v xv = VLOAD(xc + ox*64 + 1920 + v * 16); a0_4 += d0 * xv; a1_4 += d1 * xv; a2_4 += d2 * xv; }
+                    cg_v d0 = VLOAD(dyb + ox*64 + v * 16), d1 = VLOAD(dyb + ox*64 + 50176 + v * 16), d2 = VLOAD(dyb + ox*64 + 100352 + v * 16); VKEEP(d0); VKEEP(d1); VKEEP(d2);
+                    { cg_v xv = VLOAD(xc + ox*64 + 1664 + v * 16); VKEEP(xv); a0_0 += d0 * xv; a1_0 += d1 * xv; a2_0 += d2 * xv; }
+                    { cg_v xv = VLOAD(xc + ox*64 + 1728 + v * 16); VKEEP(xv); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; }
+                    { cg_v xv = VLOAD(xc + ox*64 + 1792 + v * 16); VKEEP(xv); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; }
+                    { cg_v xv = VLOAD(xc + ox*64 + 1856 + v * 16); VKEEP(xv); a0_3 += d0 * xv; a1_3 += d1 * xv; a2_3 += d2 * xv; }
+                    { cg_v xv = VLOAD(xc + ox*64 + 1920 + v * 16); VKEEP(xv); a0_4 += d0 * xv; a1_4 += d1 * xv; a2_4 += d2 * xv; }
                 }
             }
             for (int v = 0; v < 4; v++) {
-                const cg_v d0 = VLOAD(dyb + 1664 + v * 16), d1 = VLOAD(dyb + 51840 + v * 16), d2 = VLOAD(dyb + 102016 + v * 16);
-                { const cg_v xv = VLOAD(xc + 3328 + v * 16); a0_0 += d0 * xv; a1_0 += d1 * xv; a2_0 += d2 * xv; }
-                { const cg_v xv = VLOAD(xc + 3392 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; }
-                { const cg_v xv = VLOAD(xc + 3456 + v * 16); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; }
-                { const cg_v xv = VLOAD(xc + 3520 + v * 16); a0_3 += d0 * xv; a1_3 += d1 * xv; a2_3 += d2 * xv; }
+                cg_v d0 = VLOAD(dyb + 1664 + v * 16), d1 = VLOAD(dyb + 51840 + v * 16), d2 = VLOAD(dyb + 102016 + v * 16); VKEEP(d0); VKEEP(d1); VKEEP(d2);
+                { cg_v xv = VLOAD(xc + 3328 + v * 16); VKEEP(xv); a0_0 += d0 * xv; a1_0 += d1 * xv; a2_0 += d2 * xv; }
+                { cg_v xv = VLOAD(xc + 3392 + v * 16); VKEEP(xv); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; }
+                { cg_v xv = VLOAD(xc + 3456 + v * 16); VKEEP(xv); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; }
+                { cg_v xv = VLOAD(xc + 3520 + v * 16); VKEEP(xv); a0_3 += d0 * xv; a1_3 += d1 * xv; a2_3 += d2 * xv; }
             }
             for (int v = 0; v < 4; v++) {
-                const cg_v d0 = VLOAD(dyb + 1728 + v * 16), d1 = VLOAD(dyb + 51904 + v * 16), d2 = VLOAD(dyb + 102080 + v * 16);
-                { const cg_v xv = VLOAD(xc + 3392 + v * 16); a0_0 += d0 * xv; a1_0 += d1 * xv; a2_0 += d2 * xv; }
-                { const cg_v xv = VLOAD(xc + 3456 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; }
-                { const cg_v xv = VLOAD(xc + 3520 + v * 16); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; }
+                cg_v d0 = VLOAD(dyb + 1728 + v * 16), d1 = VLOAD(dyb + 51904 + v * 16), d2 = VLOAD(dyb + 102080 + v * 16); VKEEP(d0); VKEEP(d1); VKEEP(d2);
+                { cg_v xv = VLOAD(xc + 3392 + v * 16); VKEEP(xv); a0_0 += d0 * xv; a1_0 += d1 * xv; a2_0 += d2 * xv; }
+                { cg_v xv = VLOAD(xc + 3456 + v * 16); VKEEP(xv); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; }
+                { cg_v xv = VLOAD(xc + 3520 + v * 16); VKEEP(xv); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; }
             }
             for (int v = 0; v < 4; v++) {
-                const cg_v d0 = VLOAD(dyb + 1792 + v * 16), d1 = VLOAD(dyb + 51968 + v * 16), d2 = VLOAD(dyb + 102144 + v * 16);
-                { const cg_v xv = VLOAD(xc + 3584 + v * 16); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; }
-                { const cg_v xv = VLOAD(xc + 3648 + v * 16); a0_3 += d0 * xv; a1_3 += d1 * xv; a2_3 += d2 * xv; }
-                { const cg_v xv = VLOAD(xc + 3712 + v * 16); a0_4 += d0 * xv; a1_4 += d1 * xv; a2_4 += d2 * xv; }
+                cg_v d0 = VLOAD(dyb + 1792 + v * 16), d1 = VLOAD(dyb + 51968 + v * 16), d2 = VLOAD(dyb + 102144 + v * 16); VKEEP(d0); VKEEP(d1); VKEEP(d2);
+                { cg_v xv = VLOAD(xc + 3584 + v * 16); VKEEP(xv); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; }
+                { cg_v xv = VLOAD(xc + 3648 + v * 16); VKEEP(xv); a0_3 += d0 * xv; a1_3 += d1 * xv; a2_3 += d2 * xv; }
+                { cg_v xv = VLOAD(xc + 3712 + v * 16); VKEEP(xv); a0_4 += d0 * xv; a1_4 += d1 * xv; a2_4 += d2 * xv; }
             }
             for (int v = 0; v < 4; v++) {
-                const cg_v d0 = VLOAD(dyb + 1856 + v * 16), d1 = VLOAD(dyb + 52032 + v * 16), d2 = VLOAD(dyb + 102208 + v * 16);
-                { const cg_v xv = VLOAD(xc + 3584 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; }
-                { const cg_v xv = VLOAD(xc + 3648 + v * 16); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; }
-                { const cg_v xv = VLOAD(xc + 3712 + v * 16); a0_3 += d0 * xv; a1_3 += d1 * xv; a2_3 += d2 * xv; }
-                { const cg_v xv = VLOAD(xc + 3776 + v * 16); a0_4 += d0 * xv; a1_4 += d1 * xv; a2_4 += d2 * xv; }
+                cg_v d0 = VLOAD(dyb + 1856 + v * 16), d1 = VLOAD(dyb + 52032 + v * 16), d2 = VLOAD(dyb + 102208 + v * 16); VKEEP(d0); VKEEP(d1); VKEEP(d2);
+                { cg_v xv = VLOAD(xc + 3584 + v * 16); VKEEP(xv); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; }
+                { cg_v xv = VLOAD(xc + 3648 + v * 16); VKEEP(xv); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; }
+                { cg_v xv = VLOAD(xc + 3712 + v * 16); VKEEP(xv); a0_3 += d0 * xv; a1_3 += d1 * xv; a2_3 += d2 * xv; }
+                { cg_v xv = VLOAD(xc + 3776 + v * 16); VKEEP(xv); a0_4 += d0 * xv; a1_4 += d1 * xv; a2_4 += d2 * xv; }
             }
             /* rows 1..1, cols 2..25: 5 of 25 taps */
             for (int ox = 2; ox < 26; ox++) {
                 for (int v = 0; v < 4; v++) {
-                    const cg_v d0 = VLOAD(dyb + ox*64 + 1792 + v * 16), d1 = VLOAD(dyb + ox*64 + 51968 + v * 16), d2 = VLOAD(dyb + ox*64 + 102144 + v * 16);
-                    { const cg_v xv = VLOAD(xc + ox*64 + 3456 + v * 16); a0_0 += d0 * xv; a1_0 += d1 * xv; a2_0 += d2 * xv; }
-                    { const cg_v xv = VLOAD(xc + ox*64 + 3520 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; }
-                    { const cg_v xv = VLOAD(xc + ox*64 + 3584 + v * 16); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; }
-                    { const cg_v xv = VLOAD(xc + ox*64 + 3648 + v * 16); a0_3 += d0 * xv; a1_3 += d1 * xv; a2_3 += d2 * xv; }
-                    { const cg_v xv = VLOAD(xc + ox*64 + 3712 + v * 16); a0_4 += d0 * xv; a1_4 += d1 * xv; a2_4 += d2 * xv; }
+                    cg_v d0 = VLOAD(dyb + ox*64 + 1792 + v * 16), d1 = VLOAD(dyb + ox*64 + 51968 + v * 16), d2 = VLOAD(dyb + ox*64 + 102144 + v * 16); VKEEP(d0); VKEEP(d1); VKEEP(d2);
+                    { cg_v xv = VLOAD(xc + ox*64 + 3456 + v * 16); VKEEP(xv); a0_0 += d0 * xv; a1_0 += d1 * xv; a2_0 += d2 * xv; }
+                    { cg_v xv = VLOAD(xc + ox*64 + 3520 + v * 16); VKEEP(xv); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; }
+                    { cg_v xv = VLOAD(xc + ox*64 + 3584 + v * 16); VKEEP(xv); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; }
+                    { cg_v xv = VLOAD(xc + ox*64 + 3648 + v * 16); VKEEP(xv); a0_3 += d0 * xv; a1_3 += d1 * xv; a2_3 += d2 * xv; }
+                    { cg_v xv = VLOAD(xc + ox*64 + 3712 + v * 16); VKEEP(xv); a0_4 += d0 * xv; a1_4 += d1 * xv; a2_4 += d2 * xv; }
                 }
             }
             for (int v = 0; v < 4; v++) {
-                const cg_v d0 = VLOAD(dyb + 3456 + v * 16), d1 = VLOAD(dyb + 53632 + v * 16), d2 = VLOAD(dyb + 103808 + v * 16);
-                { const cg_v xv = VLOAD(xc + 5120 + v * 16); a0_0 += d0 * xv; a1_0 += d1 * xv; a2_0 += d2 * xv; }
-                { const cg_v xv = VLOAD(xc + 5184 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; }
-                { const cg_v xv = VLOAD(xc + 5248 + v * 16); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; }
-                { const cg_v xv = VLOAD(xc + 5312 + v * 16); a0_3 += d0 * xv; a1_3 += d1 * xv; a2_3 += d2 * xv; }
+                cg_v d0 = VLOAD(dyb + 3456 + v * 16), d1 = VLOAD(dyb + 53632 + v * 16), d2 = VLOAD(dyb + 103808 + v * 16); VKEEP(d0); VKEEP(d1); VKEEP(d2);
+                { cg_v xv = VLOAD(xc + 5120 + v * 16); VKEEP(xv); a0_0 += d0 * xv; a1_0 += d1 * xv; a2_0 += d2 * xv; }
+                { cg_v xv = VLOAD(xc + 5184 + v * 16); VKEEP(xv); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; }
+                { cg_v xv = VLOAD(xc + 5248 + v * 16); VKEEP(xv); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; }
+                { cg_v xv = VLOAD(xc + 5312 + v * 16); VKEEP(xv); a0_3 += d0 * xv; a1_3 += d1 * xv; a2_3 += d2 * xv; }
             }
             for (int v = 0; v < 4; v++) {
-                const cg_v d0 = VLOAD(dyb + 3520 + v * 16), d1 = VLOAD(dyb + 53696 + v * 16), d2 = VLOAD(dyb + 103872 + v * 16);
-                { const cg_v xv = VLOAD(xc + 5184 + v * 16); a0_0 += d0 * xv; a1_0 += d1 * xv; a2_0 += d2 * xv; }
-                { const cg_v xv = VLOAD(xc + 5248 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; }
-                { const cg_v xv = VLOAD(xc + 5312 + v * 16); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; }
+                cg_v d0 = VLOAD(dyb + 3520 + v * 16), d1 = VLOAD(dyb + 53696 + v * 16), d2 = VLOAD(dyb + 103872 + v * 16); VKEEP(d0); VKEEP(d1); VKEEP(d2);
+                { cg_v xv = VLOAD(xc + 5184 + v * 16); VKEEP(xv); a0_0 += d0 * xv; a1_0 += d1 * xv; a2_0 += d2 * xv; }
+                { cg_v xv = VLOAD(xc + 5248 + v * 16); VKEEP(xv); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; }
+                { cg_v xv = VLOAD(xc + 5312 + v * 16); VKEEP(xv); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; }
             }
             /* rows 2..25, cols 0..0: 3 of 25 taps */
             for (int oy = 2; oy < 26; oy++) {
                 for (int v = 0; v < 4; v++) {
-                    const cg_v d0 = VLOAD(dyb + oy*1792 + v * 16), d1 = VLOAD(dyb + oy*1792 + 50176 + v * 16), d2 = VLOAD(dyb + oy*1792 + 100352 + v * 16);
-                    { const cg_v xv = VLOAD(xc + oy*1792 + 1792 + v * 16); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; }
-                    { const cg_v xv = VLOAD(xc + oy*1792 + 1856 + v * 16); a0_3 += d0 * xv; a1_3 += d1 * xv; a2_3 += d2 * xv; }
-                    { const cg_v xv = VLOAD(xc + oy*1792 + 1920 + v * 16); a0_4 += d0 * xv; a1_4 += d1 * xv; a2_4 += d2 * xv; }
+                    cg_v d0 = VLOAD(dyb + oy*1792 + v * 16), d1 = VLOAD(dyb + oy*1792 + 50176 + v * 16), d2 = VLOAD(dyb + oy*1792 + 100352 + v * 16); VKEEP(d0); VKEEP(d1); VKEEP(d2);
+                    { cg_v xv = VLOAD(xc + oy*1792 + 1792 + v * 16); VKEEP(xv); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; }
+                    { cg_v xv = VLOAD(xc + oy*1792 + 1856 + v * 16); VKEEP(xv); a0_3 += d0 * xv; a1_3 += d1 * xv; a2_3 += d2 * xv; }
+                    { cg_v xv = VLOAD(xc + oy*1792 + 1920 + v * 16); VKEEP(xv); a0_4 += d0 * xv; a1_4 += d1 * xv; a2_4 += d2 * xv; }
                 }
             }
             /* rows 2..25, cols 1..1: 4 of 25 taps */
             for (int oy = 2; oy < 26; oy++) {
                 for (int v = 0; v < 4; v++) {
-                    const cg_v d0 = VLOAD(dyb + oy*1792 + 64 + v * 16), d1 = VLOAD(dyb + oy*1792 + 50240 + v * 16), d2 = VLOAD(dyb + oy*1792 + 100416 + v * 16);
-                    { const cg_v xv = VLOAD(xc + oy*1792 + 1792 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; }
-                    { const cg_v xv = VLOAD(xc + oy*1792 + 1856 + v * 16); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; }
-                    { const cg_v xv = VLOAD(xc + oy*1792 + 1920 + v * 16); a0_3 += d0 * xv; a1_3 += d1 * xv; a2_3 += d2 * xv; }
-                    { const cg_v xv = VLOAD(xc + oy*1792 + 1984 + v * 16); a0_4 += d0 * xv; a1_4 += d1 * xv; a2_4 += d2 * xv; }
+                    cg_v d0 = VLOAD(dyb + oy*1792 + 64 + v * 16), d1 = VLOAD(dyb + oy*1792 + 50240 + v * 16), d2 = VLOAD(dyb + oy*1792 + 100416 + v * 16); VKEEP(d0); VKEEP(d1); VKEEP(d2);
+                    { cg_v xv = VLOAD(xc + oy*1792 + 1792 + v * 16); VKEEP(xv); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; }
+                    { cg_v xv = VLOAD(xc + oy*1792 + 1856 + v * 16); VKEEP(xv); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; }
+                    { cg_v xv = VLOAD(xc + oy*1792 + 1920 + v * 16); VKEEP(xv); a0_3 += d0 * xv; a1_3 += d1 * xv; a2_3 += d2 * xv; }
+                    { cg_v xv = VLOAD(xc + oy*1792 + 1984 + v * 16); VKEEP(xv); a0_4 += d0 * xv; a1_4 += d1 * xv; a2_4 += d2 * xv; }
                 }
             }
             /* rows 2..25, cols 2..25: 5 of 25 taps */
             for (int oy = 2; oy < 26; oy++) {
                 for (int ox = 2; ox < 26; ox++) {
                     for (int v = 0; v < 4; v++) {
-                        const cg_v d0 = VLOAD(dyb + oy*1792 + ox*64 + v * 16), d1 = VLOAD(dyb + oy*1792 + ox*64 + 50176 + v * 16), d2 = VLOAD(dyb + oy*1792 + ox*64 + 100352 + v * 16);
-                        { const cg_v xv = VLOAD(xc + oy*1792 + ox*64 + 1664 + v * 16); a0_0 += d0 * xv; a1_0 += d1 * xv; a2_0 += d2 * xv; }
-                        { const cg_v xv = VLOAD(xc + oy*1792 + ox*64 + 1728 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; }
-                        { const cg_v xv = VLOAD(xc + oy*1792 + ox*64 + 1792 + v * 16); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; }
-                        { const cg_v xv = VLOAD(xc + oy*1792 + ox*64 + 1856 + v * 16); a0_3 += d0 * xv; a1_3 += d1 * xv; a2_3 += d2 * xv; }
-                        { const cg_v xv = VLOAD(xc + oy*1792 + ox*64 + 1920 + v * 16); a0_4 += d0 * xv; a1_4 += d1 * xv; a2_4 += d2 * xv; }
+                        cg_v d0 = VLOAD(dyb + oy*1792 + ox*64 + v * 16), d1 = VLOAD(dyb + oy*1792 + ox*64 + 50176 + v * 16), d2 = VLOAD(dyb + oy*1792 + ox*64 + 100352 + v * 16); VKEEP(d0); VKEEP(d1); VKEEP(d2);
+                        { cg_v xv = VLOAD(xc + oy*1792 + ox*64 + 1664 + v * 16); VKEEP(xv); a0_0 += d0 * xv; a1_0 += d1 * xv; a2_0 += d2 * xv; }
+                        { cg_v xv = VLOAD(xc + oy*1792 + ox*64 + 1728 + v * 16); VKEEP(xv); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; }
+                        { cg_v xv = VLOAD(xc + oy*1792 + ox*64 + 1792 + v * 16); VKEEP(xv); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; }
+                        { cg_v xv = VLOAD(xc + oy*1792 + ox*64 + 1856 + v * 16); VKEEP(xv); a0_3 += d0 * xv; a1_3 += d1 * xv; a2_3 += d2 * xv; }
+                        { cg_v xv = VLOAD(xc + oy*1792 + ox*64 + 1920 + v * 16); VKEEP(xv); a0_4 += d0 * xv; a1_4 += d1 * xv; a2_4 += d2 * xv; }
                     }
                 }
             }
             /* rows 2..25, cols 26..26: 4 of 25 taps */
             for (int oy = 2; oy < 26; oy++) {
                 for (int v = 0; v < 4; v++) {
-                    const cg_v d0 = VLOAD(dyb + oy*1792 + 1664 + v * 16), d1 = VLOAD(dyb + oy*1792 + 51840 + v * 16), d2 = VLOAD(dyb + oy*1792 + 102016 + v * 16);
-                    { const cg_v xv = VLOAD(xc + oy*1792 + 3328 + v * 16); a0_0 += d0 * xv; a1_0 += d1 * xv; a2_0 += d2 * xv; }
-                    { const cg_v xv = VLOAD(xc + oy*1792 + 3392 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; }
-                    { const cg_v xv = VLOAD(xc + oy*1792 + 3456 + v * 16); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; }
-                    { const cg_v xv = VLOAD(xc + oy*1792 + 3520 + v * 16); a0_3 += d0 * xv; a1_3 += d1 * xv; a2_3 += d2 * xv; }
+                    cg_v d0 = VLOAD(dyb + oy*1792 + 1664 + v * 16), d1 = VLOAD(dyb + oy*1792 + 51840 + v * 16), d2 = VLOAD(dyb + oy*1792 + 102016 + v * 16); VKEEP(d0); VKEEP(d1); VKEEP(d2);
+                    { cg_v xv = VLOAD(xc + oy*1792 + 3328 + v * 16); VKEEP(xv); a0_0 += d0 * xv; a1_0 += d1 * xv; a2_0 += d2 * xv; }
+                    { cg_v xv = VLOAD(xc + oy*1792 + 3392 + v * 16); VKEEP(xv); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; }
+                    { cg_v xv = VLOAD(xc + oy*1792 + 3456 + v * 16); VKEEP(xv); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; }
+                    { cg_v xv = VLOAD(xc + oy*1792 + 3520 + v * 16); VKEEP(xv); a0_3 += d0 * xv; a1_3 += d1 * xv; a2_3 += d2 * xv; }
                 }
             }
             /* rows 2..25, cols 27..27: 3 of 25 taps */
             for (int oy = 2; oy < 26; oy++) {
                 for (int v = 0; v < 4; v++) {
-                    const cg_v d0 = VLOAD(dyb + oy*1792 + 1728 + v * 16), d1 = VLOAD(dyb + oy*1792 + 51904 + v * 16), d2 = VLOAD(dyb + oy*1792 + 102080 + v * 16);
-                    { const cg_v xv = VLOAD(xc + oy*1792 + 3392 + v * 16); a0_0 += d0 * xv; a1_0 += d1 * xv; a2_0 += d2 * xv; }
-                    { const cg_v xv = VLOAD(xc + oy*1792 + 3456 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; }
-                    { const cg_v xv = VLOAD(xc + oy*1792 + 3520 + v * 16); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; }
+                    cg_v d0 = VLOAD(dyb + oy*1792 + 1728 + v * 16), d1 = VLOAD(dyb + oy*1792 + 51904 + v * 16), d2 = VLOAD(dyb + oy*1792 + 102080 + v * 16); VKEEP(d0); VKEEP(d1); VKEEP(d2);
+                    { cg_v xv = VLOAD(xc + oy*1792 + 3392 + v * 16); VKEEP(xv); a0_0 += d0 * xv; a1_0 += d1 * xv; a2_0 += d2 * xv; }
+                    { cg_v xv = VLOAD(xc + oy*1792 + 3456 + v * 16); VKEEP(xv); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; }
+                    { cg_v xv = VLOAD(xc + oy*1792 + 3520 + v * 16); VKEEP(xv); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; }
                 }
             }
             for (int v = 0; v < 4; v++) {
-                const cg_v d0 = VLOAD(dyb + 46592 + v * 16), d1 = VLOAD(dyb + 96768 + v * 16), d2 = VLOAD(dyb + 146944 + v * 16);
-                { const cg_v xv = VLOAD(xc + 48384 + v * 16); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; }
-                { const cg_v xv = VLOAD(xc + 48448 + v * 16); a0_3 += d0 * xv; a1_3 += d1 * xv; a2_3 += d2 * xv; }
-                { const cg_v xv = VLOAD(xc + 48512 + v * 16); a0_4 += d0 * xv; a1_4 += d1 * xv; a2_4 += d2 * xv; }
+                cg_v d0 = VLOAD(dyb + 46592 + v * 16), d1 = VLOAD(dyb + 96768 + v * 16), d2 = VLOAD(dyb + 146944 + v * 16); VKEEP(d0); VKEEP(d1); VKEEP(d2);
+                { cg_v xv = VLOAD(xc + 48384 + v * 16); VKEEP(xv); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; }
+                { cg_v xv = VLOAD(xc + 48448 + v * 16); VKEEP(xv); a0_3 += d0 * xv; a1_3 += d1 * xv; a2_3 += d2 * xv; }
+                { cg_v xv = VLOAD(xc + 48512 + v * 16); VKEEP(xv); a0_4 += d0 * xv; a1_4 += d1 * xv; a2_4 += d2 * xv; }
             }
             for (int v = 0; v < 4; v++) {
-                const cg_v d0 = VLOAD(dyb + 46656 + v * 16), d1 = VLOAD(dyb + 96832 + v * 16), d2 = VLOAD(dyb + 147008 + v * 16);
-                { const cg_v xv = VLOAD(xc + 48384 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; }
-                { const cg_v xv = VLOAD(xc + 48448 + v * 16); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; }
-                { const cg_v xv = VLOAD(xc + 48512 + v * 16); a0_3 += d0 * xv; a1_3 += d1 * xv; a2_3 += d2 * xv; }
-                { const cg_v xv = VLOAD(xc + 48576 + v * 16); a0_4 += d0 * xv; a1_4 += d1 * xv; a2_4 += d2 * xv; }
+                cg_v d0 = VLOAD(dyb + 46656 + v * 16), d1 = VLOAD(dyb + 96832 + v * 16), d2 = VLOAD(dyb + 147008 + v * 16); VKEEP(d0); VKEEP(d1); VKEEP(d2);
+                { cg_v xv = VLOAD(xc + 48384 + v * 16); VKEEP(xv); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; }
+                { cg_v xv = VLOAD(xc + 48448 + v * 16); VKEEP(xv); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; }
+                { cg_v xv = VLOAD(xc + 48512 + v * 16); VKEEP(xv); a0_3 += d0 * xv; a1_3 += d1 * xv; a2_3 += d2 * xv; }
+                { cg_v xv = VLOAD(xc + 48576 + v * 16); VKEEP(xv); a0_4 += d0 * xv; a1_4 += d1 * xv; a2_4 += d2 * xv; }
             }
             /* rows 26..26, cols 2..25: 5 of 25 taps */
             for (int ox = 2; ox < 26; ox++) {
                 for (int v = 0; v < 4; v++) {
-                    const cg_v d0 = VLOAD(dyb + ox*64 + 46592 + v * 16), d1 = VLOAD(dyb + ox*64 + 96768 + v * 16), d2 = VLOAD(dyb + ox*64 + 146944 + v * 16);
-                    { const cg_v xv = VLOAD(xc + ox*64 + 48256 + v * 16); a0_0 += d0 * xv; a1_0 += d1 * xv; a2_0 += d2 * xv; }
-                    { const cg_v xv = VLOAD(xc + ox*64 + 48320 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; }
-                    { const cg_v xv = VLOAD(xc + ox*64 + 48384 + v * 16); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; }
-                    { const cg_v xv = VLOAD(xc + ox*64 + 48448 + v * 16); a0_3 += d0 * xv; a1_3 += d1 * xv; a2_3 += d2 * xv; }
-                    { const cg_v xv = VLOAD(xc + ox*64 + 48512 + v * 16); a0_4 += d0 * xv; a1_4 += d1 * xv; a2_4 += d2 * xv; }
+                    cg_v d0 = VLOAD(dyb + ox*64 + 46592 + v * 16), d1 = VLOAD(dyb + ox*64 + 96768 + v * 16), d2 = VLOAD(dyb + ox*64 + 146944 + v * 16); VKEEP(d0); VKEEP(d1); VKEEP(d2);
+                    { cg_v xv = VLOAD(xc + ox*64 + 48256 + v * 16); VKEEP(xv); a0_0 += d0 * xv; a1_0 += d1 * xv; a2_0 += d2 * xv; }
+                    { cg_v xv = VLOAD(xc + ox*64 + 48320 + v * 16); VKEEP(xv); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; }
+                    { cg_v xv = VLOAD(xc + ox*64 + 48384 + v * 16); VKEEP(xv); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; }
+                    { cg_v xv = VLOAD(xc + ox*64 + 48448 + v * 16); VKEEP(xv); a0_3 += d0 * xv; a1_3 += d1 * xv; a2_3 += d2 * xv; }
+                    { cg_v xv = VLOAD(xc + ox*64 + 48512 + v * 16); VKEEP(xv); a0_4 += d0 * xv; a1_4 += d1 * xv; a2_4 += d2 * xv; }
                 }
             }
             for (int v = 0; v < 4; v++) {
-                const cg_v d0 = VLOAD(dyb + 48256 + v * 16), d1 = VLOAD(dyb + 98432 + v * 16), d2 = VLOAD(dyb + 148608 + v * 16);
-                { const cg_v xv = VLOAD(xc + 49920 + v * 16); a0_0 += d0 * xv; a1_0 += d1 * xv; a2_0 += d2 * xv; }
-                { const cg_v xv = VLOAD(xc + 49984 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; }
-                { const cg_v xv = VLOAD(xc + 50048 + v * 16); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; }
-                { const cg_v xv = VLOAD(xc + 50112 + v * 16); a0_3 += d0 * xv; a1_3 += d1 * xv; a2_3 += d2 * xv; }
+                cg_v d0 = VLOAD(dyb + 48256 + v * 16), d1 = VLOAD(dyb + 98432 + v * 16), d2 = VLOAD(dyb + 148608 + v * 16); VKEEP(d0); VKEEP(d1); VKEEP(d2);
+                { cg_v xv = VLOAD(xc + 49920 + v * 16); VKEEP(xv); a0_0 += d0 * xv; a1_0 += d1 * xv; a2_0 += d2 * xv; }
+                { cg_v xv = VLOAD(xc + 49984 + v * 16); VKEEP(xv); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; }
+                { cg_v xv = VLOAD(xc + 50048 + v * 16); VKEEP(xv); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; }
+                { cg_v xv = VLOAD(xc + 50112 + v * 16); VKEEP(xv); a0_3 += d0 * xv; a1_3 += d1 * xv; a2_3 += d2 * xv; }
             }
             for (int v = 0; v < 4; v++) {
-                const cg_v d0 = VLOAD(dyb + 48320 + v * 16), d1 = VLOAD(dyb + 98496 + v * 16), d2 = VLOAD(dyb + 148672 + v * 16);
-                { const cg_v xv = VLOAD(xc + 49984 + v * 16); a0_0 += d0 * xv; a1_0 += d1 * xv; a2_0 += d2 * xv; }
-                { const cg_v xv = VLOAD(xc + 50048 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; }
-                { const cg_v xv = VLOAD(xc + 50112 + v * 16); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; }
+                cg_v d0 = VLOAD(dyb + 48320 + v * 16), d1 = VLOAD(dyb + 98496 + v * 16), d2 = VLOAD(dyb + 148672 + v * 16); VKEEP(d0); VKEEP(d1); VKEEP(d2);
+                { cg_v xv = VLOAD(xc + 49984 + v * 16); VKEEP(xv); a0_0 += d0 * xv; a1_0 += d1 * xv; a2_0 += d2 * xv; }
+                { cg_v xv = VLOAD(xc + 50048 + v * 16); VKEEP(xv); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; }
+                { cg_v xv = VLOAD(xc + 50112 + v * 16); VKEEP(xv); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; }
             }
             gwc[15] += vsum(a0_0); gwc[16] += vsum(a0_1); gwc[17] += vsum(a0_2); gwc[18] += vsum(a0_3); gwc[19] += vsum(a0_4);
             gwc[40] += vsum(a1_0); gwc[41] += vsum(a1_1); gwc[42] += vsum(a1_2); gwc[43] += vsum(a1_3); gwc[44] += vsum(a1_4);
@@ -4444,128 +4444,128 @@ static void l00_conv2d_backward(float *restrict G, const float *restrict x, cons
             cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f), a1_3 = vsplat(0.0f), a1_4 = vsplat(0.0f);
             cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f), a2_2 = vsplat(0.0f), a2_3 = vsplat(0.0f), a2_4 = vsplat(0.0f);
             for (int v = 0; v < 4; v++) {
-                const cg_v d0 = VLOAD(dyb + 0 + v * 16), d1 = VLOAD(dyb + 50176 + v * 16), d2 = VLOAD(dyb + 100352 + v * 16);
-                { const cg_v xv = VLOAD(xc + 3584 + v * 16); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; }
-                { const cg_v xv = VLOAD(xc + 3648 + v * 16); a0_3 += d0 * xv; a1_3 += d1 * xv; a2_3 += d2 * xv; }
-                { const cg_v xv = VLOAD(xc + 3712 + v * 16); a0_4 += d0 * xv; a1_4 += d1 * xv; a2_4 += d2 * xv; }
+                cg_v d0 = VLOAD(dyb + 0 + v * 16), d1 = VLOAD(dyb + 50176 + v * 16), d2 = VLOAD(dyb + 100352 + v * 16); VKEEP(d0); VKEEP(d1); VKEEP(d2);
+                { cg_v xv = VLOAD(xc + 3584 + v * 16); VKEEP(xv); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; }
+                { cg_v xv = VLOAD(xc + 3648 + v * 16); VKEEP(xv); a0_3 += d0 * xv; a1_3 += d1 * xv; a2_3 += d2 * xv; }
+                { cg_v xv = VLOAD(xc + 3712 + v * 16); VKEEP(xv); a0_4 += d0 * xv; a1_4 += d1 * xv; a2_4 += d2 * xv; }
             }
             for (int v = 0; v < 4; v++) {
-                const cg_v d0 = VLOAD(dyb + 64 + v * 16), d1 = VLOAD(dyb + 50240 + v * 16), d2 = VLOAD(dyb + 100416 + v * 16);
-                { const cg_v xv = VLOAD(xc + 3584 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; }
-                { const cg_v xv = VLOAD(xc + 3648 + v * 16); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; }
-                { const cg_v xv = VLOAD(xc + 3712 + v * 16); a0_3 += d0 * xv; a1_3 += d1 * xv; a2_3 += d2 * xv; }
-                { const cg_v xv = VLOAD(xc + 3776 + v * 16); a0_4 += d0 * xv; a1_4 += d1 * xv; a2_4 += d2 * xv; }
+                cg_v d0 = VLOAD(dyb + 64 + v * 16), d1 = VLOAD(dyb + 50240 + v * 16), d2 = VLOAD(dyb + 100416 + v * 16); VKEEP(d0); VKEEP(d1); VKEEP(d2);
+                { cg_v xv = VLOAD(xc + 3584 + v * 16); VKEEP(xv); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; }
+                { cg_v xv = VLOAD(xc + 3648 + v * 16); VKEEP(xv); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; }
+                { cg_v xv = VLOAD(xc + 3712 + v * 16); VKEEP(xv); a0_3 += d0 * xv; a1_3 += d1 * xv; a2_3 += d2 * xv; }
+                { cg_v xv = VLOAD(xc + 3776 + v * 16); VKEEP(xv); a0_4 += d0 * xv; a1_4 += d1 * xv; a2_4 += d2 * xv; }
             }
             /* rows 0..0, cols 2..25: 5 of 25 taps */
             for (int ox = 2; ox < 26; ox++) {
                 for (int v = 0; v < 4; v++) {
-                    const cg_v d0 = VLOAD(dyb + ox*64 + v * 16), d1 = VLOAD(dyb + ox*64 + 50176 + v * 16), d2 = VLOAD(dyb + ox*64 + 100352 + v * 16);
-                    { const cg_v xv = VLOAD(xc + ox*64 + 3456 + v * 16); a0_0 += d0 * xv; a1_0 += d1 * xv; a2_0 += d2 * xv; }
-                    { const cg_v xv = VLOAD(xc + ox*64 + 3520 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; }
-                    { const cg_v xv = VLOAD(xc + ox*64 + 3584 + v * 16); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; }
-                    { const cg_v xv = VLOAD(xc + ox*64 + 3648 + v * 16); a0_3 += d0 * xv; a1_3 += d1 * xv; a2_3 += d2 * xv; }
-                    { const cg_v xv = VLOAD(xc + ox*64 + 3712 + v * 16); a0_4 += d0 * xv; a1_4 += d1 * xv; a2_4 += d2 * xv; }
+                    cg_v d0 = VLOAD(dyb + ox*64 + v * 16), d1 = VLOAD(dyb + ox*64 + 50176 + v * 16), d2 = VLOAD(dyb + ox*64 + 100352 + v * 16); VKEEP(d0); VKEEP(d1); VKEEP(d2);
+                    { cg_v xv = VLOAD(xc + ox*64 + 3456 + v * 16); VKEEP(xv); a0_0 += d0 * xv; a1_0 += d1 * xv; a2_0 += d2 * xv; }
+                    { cg_v xv = VLOAD(xc + ox*64 + 3520 + v * 16); VKEEP(xv); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; }
+                    { cg_v xv = VLOAD(xc + ox*64 + 3584 + v * 16); VKEEP(xv); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; }
+                    { cg_v xv = VLOAD(xc + ox*64 + 3648 + v * 16); VKEEP(xv); a0_3 += d0 * xv; a1_3 += d1 * xv; a2_3 += d2 * xv; }
+                    { cg_v xv = VLOAD(xc + ox*64 + 3712 + v * 16); VKEEP(xv); a0_4 += d0 * xv; a1_4 += d1 * xv; a2_4 += d2 * xv; }
                 }
             }
             for (int v = 0; v < 4; v++) {
-                const cg_v d0 = VLOAD(dyb + 1664 + v * 16), d1 = VLOAD(dyb + 51840 + v * 16), d2 = VLOAD(dyb + 102016 + v * 16);
-                { const cg_v xv = VLOAD(xc + 5120 + v * 16); a0_0 += d0 * xv; a1_0 += d1 * xv; a2_0 += d2 * xv; }
-                { const cg_v xv = VLOAD(xc + 5184 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; }
-                { const cg_v xv = VLOAD(xc + 5248 + v * 16); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; }
-                { const cg_v xv = VLOAD(xc + 5312 + v * 16); a0_3 += d0 * xv; a1_3 += d1 * xv; a2_3 += d2 * xv; }
+                cg_v d0 = VLOAD(dyb + 1664 + v * 16), d1 = VLOAD(dyb + 51840 + v * 16), d2 = VLOAD(dyb + 102016 + v * 16); VKEEP(d0); VKEEP(d1); VKEEP(d2);
+                { cg_v xv = VLOAD(xc + 5120 + v * 16); VKEEP(xv); a0_0 += d0 * xv; a1_0 += d1 * xv; a2_0 += d2 * xv; }
+                { cg_v xv = VLOAD(xc + 5184 + v * 16); VKEEP(xv); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; }
+                { cg_v xv = VLOAD(xc + 5248 + v * 16); VKEEP(xv); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; }
+                { cg_v xv = VLOAD(xc + 5312 + v * 16); VKEEP(xv); a0_3 += d0 * xv; a1_3 += d1 * xv; a2_3 += d2 * xv; }
             }
             for (int v = 0; v < 4; v++) {
-                const cg_v d0 = VLOAD(dyb + 1728 + v * 16), d1 = VLOAD(dyb + 51904 + v * 16), d2 = VLOAD(dyb + 102080 + v * 16);
-                { const cg_v xv = VLOAD(xc + 5184 + v * 16); a0_0 += d0 * xv; a1_0 += d1 * xv; a2_0 += d2 * xv; }
-                { const cg_v xv = VLOAD(xc + 5248 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; }
-                { const cg_v xv = VLOAD(xc + 5312 + v * 16); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; }
+                cg_v d0 = VLOAD(dyb + 1728 + v * 16), d1 = VLOAD(dyb + 51904 + v * 16), d2 = VLOAD(dyb + 102080 + v * 16); VKEEP(d0); VKEEP(d1); VKEEP(d2);
+                { cg_v xv = VLOAD(xc + 5184 + v * 16); VKEEP(xv); a0_0 += d0 * xv; a1_0 += d1 * xv; a2_0 += d2 * xv; }
+                { cg_v xv = VLOAD(xc + 5248 + v * 16); VKEEP(xv); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; }
+                { cg_v xv = VLOAD(xc + 5312 + v * 16); VKEEP(xv); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; }
             }
             for (int v = 0; v < 4; v++) {
-                const cg_v d0 = VLOAD(dyb + 1792 + v * 16), d1 = VLOAD(dyb + 51968 + v * 16), d2 = VLOAD(dyb + 102144 + v * 16);
-                { const cg_v xv = VLOAD(xc + 5376 + v * 16); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; }
-                { const cg_v xv = VLOAD(xc + 5440 + v * 16); a0_3 += d0 * xv; a1_3 += d1 * xv; a2_3 += d2 * xv; }
-                { const cg_v xv = VLOAD(xc + 5504 + v * 16); a0_4 += d0 * xv; a1_4 += d1 * xv; a2_4 += d2 * xv; }
+                cg_v d0 = VLOAD(dyb + 1792 + v * 16), d1 = VLOAD(dyb + 51968 + v * 16), d2 = VLOAD(dyb + 102144 + v * 16); VKEEP(d0); VKEEP(d1); VKEEP(d2);
+                { cg_v xv = VLOAD(xc + 5376 + v * 16); VKEEP(xv); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; }
+                { cg_v xv = VLOAD(xc + 5440 + v * 16); VKEEP(xv); a0_3 += d0 * xv; a1_3 += d1 * xv; a2_3 += d2 * xv; }
+                { cg_v xv = VLOAD(xc + 5504 + v * 16); VKEEP(xv); a0_4 += d0 * xv; a1_4 += d1 * xv; a2_4 += d2 * xv; }
             }
             for (int v = 0; v < 4; v++) {
-                const cg_v d0 = VLOAD(dyb + 1856 + v * 16), d1 = VLOAD(dyb + 52032 + v * 16), d2 = VLOAD(dyb + 102208 + v * 16);
-                { const cg_v xv = VLOAD(xc + 5376 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; }
-                { const cg_v xv = VLOAD(xc + 5440 + v * 16); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; }
-                { const cg_v xv = VLOAD(xc + 5504 + v * 16); a0_3 += d0 * xv; a1_3 += d1 * xv; a2_3 += d2 * xv; }
-                { const cg_v xv = VLOAD(xc + 5568 + v * 16); a0_4 += d0 * xv; a1_4 += d1 * xv; a2_4 += d2 * xv; }
+                cg_v d0 = VLOAD(dyb + 1856 + v * 16), d1 = VLOAD(dyb + 52032 + v * 16), d2 = VLOAD(dyb + 102208 + v * 16); VKEEP(d0); VKEEP(d1); VKEEP(d2);
+                { cg_v xv = VLOAD(xc + 5376 + v * 16); VKEEP(xv); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; }
+                { cg_v xv = VLOAD(xc + 5440 + v * 16); VKEEP(xv); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; }
+                { cg_v xv = VLOAD(xc + 5504 + v * 16); VKEEP(xv); a0_3 += d0 * xv; a1_3 += d1 * xv; a2_3 += d2 * xv; }
+                { cg_v xv = VLOAD(xc + 5568 + v * 16); VKEEP(xv); a0_4 += d0 * xv; a1_4 += d1 * xv; a2_4 += d2 * xv; }
             }
             /* rows 1..1, cols 2..25: 5 of 25 taps */
             for (int ox = 2; ox < 26; ox++) {
                 for (int v = 0; v < 4; v++) {
-                    const cg_v d0 = VLOAD(dyb + ox*64 + 1792 + v * 16), d1 = VLOAD(dyb + ox*64 + 51968 + v * 16), d2 = VLOAD(dyb + ox*64 + 102144 + v * 16);
-                    { const cg_v xv = VLOAD(xc + ox*64 + 5248 + v * 16); a0_0 += d0 * xv; a1_0 += d1 * xv; a2_0 += d2 * xv; }
-                    { const cg_v xv = VLOAD(xc + ox*64 + 5312 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; }
-                    { const cg_v xv = VLOAD(xc + ox*64 + 5376 + v * 16); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; }
-                    { const cg_v xv = VLOAD(xc + ox*64 + 5440 + v * 16); a0_3 += d0 * xv; a1_3 += d1 * xv; a2_3 += d2 * xv; }
-                    { const cg_v xv = VLOAD(xc + ox*64 + 5504 + v * 16); a0_4 += d0 * xv; a1_4 += d1 * xv; a2_4 += d2 * xv; }
+                    cg_v d0 = VLOAD(dyb + ox*64 + 1792 + v * 16), d1 = VLOAD(dyb + ox*64 + 51968 + v * 16), d2 = VLOAD(dyb + ox*64 + 102144 + v * 16); VKEEP(d0); VKEEP(d1); VKEEP(d2);
+                    { cg_v xv = VLOAD(xc + ox*64 + 5248 + v * 16); VKEEP(xv); a0_0 += d0 * xv; a1_0 += d1 * xv; a2_0 += d2 * xv; }
+                    { cg_v xv = VLOAD(xc + ox*64 + 5312 + v * 16); VKEEP(xv); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; }
+                    { cg_v xv = VLOAD(xc + ox*64 + 5376 + v * 16); VKEEP(xv); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; }
+                    { cg_v xv = VLOAD(xc + ox*64 + 5440 + v * 16); VKEEP(xv); a0_3 += d0 * xv; a1_3 += d1 * xv; a2_3 += d2 * xv; }
+                    { cg_v xv = VLOAD(xc + ox*64 + 5504 + v * 16); VKEEP(xv); a0_4 += d0 * xv; a1_4 += d1 * xv; a2_4 += d2 * xv; }
                 }
             }
             for (int v = 0; v < 4; v++) {
-                const cg_v d0 = VLOAD(dyb + 3456 + v * 16), d1 = VLOAD(dyb + 53632 + v * 16), d2 = VLOAD(dyb + 103808 + v * 16);
-                { const cg_v xv = VLOAD(xc + 6912 + v * 16); a0_0 += d0 * xv; a1_0 += d1 * xv; a2_0 += d2 * xv; }
-                { const cg_v xv = VLOAD(xc + 6976 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; }
-                { const cg_v xv = VLOAD(xc + 7040 + v * 16); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; }
-                { const cg_v xv = VLOAD(xc + 7104 + v * 16); a0_3 += d0 * xv; a1_3 += d1 * xv; a2_3 += d2 * xv; }
+                cg_v d0 = VLOAD(dyb + 3456 + v * 16), d1 = VLOAD(dyb + 53632 + v * 16), d2 = VLOAD(dyb + 103808 + v * 16); VKEEP(d0); VKEEP(d1); VKEEP(d2);
+                { cg_v xv = VLOAD(xc + 6912 + v * 16); VKEEP(xv); a0_0 += d0 * xv; a1_0 += d1 * xv; a2_0 += d2 * xv; }
+                { cg_v xv = VLOAD(xc + 6976 + v * 16); VKEEP(xv); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; }
+                { cg_v xv = VLOAD(xc + 7040 + v * 16); VKEEP(xv); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; }
+                { cg_v xv = VLOAD(xc + 7104 + v * 16); VKEEP(xv); a0_3 += d0 * xv; a1_3 += d1 * xv; a2_3 += d2 * xv; }
             }
             for (int v = 0; v < 4; v++) {
-                const cg_v d0 = VLOAD(dyb + 3520 + v * 16), d1 = VLOAD(dyb + 53696 + v * 16), d2 = VLOAD(dyb + 103872 + v * 16);
-                { const cg_v xv = VLOAD(xc + 6976 + v * 16); a0_0 += d0 * xv; a1_0 += d1 * xv; a2_0 += d2 * xv; }
-                { const cg_v xv = VLOAD(xc + 7040 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; }
-                { const cg_v xv = VLOAD(xc + 7104 + v * 16); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; }
+                cg_v d0 = VLOAD(dyb + 3520 + v * 16), d1 = VLOAD(dyb + 53696 + v * 16), d2 = VLOAD(dyb + 103872 + v * 16); VKEEP(d0); VKEEP(d1); VKEEP(d2);
+                { cg_v xv = VLOAD(xc + 6976 + v * 16); VKEEP(xv); a0_0 += d0 * xv; a1_0 += d1 * xv; a2_0 += d2 * xv; }
+                { cg_v xv = VLOAD(xc + 7040 + v * 16); VKEEP(xv); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; }
+                { cg_v xv = VLOAD(xc + 7104 + v * 16); VKEEP(xv); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; }
             }
             /* rows 2..25, cols 0..0: 3 of 25 taps */
             for (int oy = 2; oy < 26; oy++) {
                 for (int v = 0; v < 4; v++) {
-                    const cg_v d0 = VLOAD(dyb + oy*1792 + v * 16), d1 = VLOAD(dyb + oy*1792 + 50176 + v * 16), d2 = VLOAD(dyb + oy*1792 + 100352 + v * 16);
-                    { const cg_v xv = VLOAD(xc + oy*1792 + 3584 + v * 16); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; }
-                    { const cg_v xv = VLOAD(xc + oy*1792 + 3648 + v * 16); a0_3 += d0 * xv; a1_3 += d1 * xv; a2_3 += d2 * xv; }
-                    { const cg_v xv = VLOAD(xc + oy*1792 + 3712 + v * 16); a0_4 += d0 * xv; a1_4 += d1 * xv; a2_4 += d2 * xv; }
+                    cg_v d0 = VLOAD(dyb + oy*1792 + v * 16), d1 = VLOAD(dyb + oy*1792 + 50176 + v * 16), d2 = VLOAD(dyb + oy*1792 + 100352 + v * 16); VKEEP(d0); VKEEP(d1); VKEEP(d2);
+                    { cg_v xv = VLOAD(xc + oy*1792 + 3584 + v * 16); VKEEP(xv); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; }
+                    { cg_v xv = VLOAD(xc + oy*1792 + 3648 + v * 16); VKEEP(xv); a0_3 += d0 * xv; a1_3 += d1 * xv; a2_3 += d2 * xv; }
+                    { cg_v xv = VLOAD(xc + oy*1792 + 3712 + v * 16); VKEEP(xv); a0_4 += d0 * xv; a1_4 += d1 * xv; a2_4 += d2 * xv; }
                 }
             }
             /* rows 2..25, cols 1..1: 4 of 25 taps */
             for (int oy = 2; oy < 26; oy++) {
                 for (int v = 0; v < 4; v++) {
-                    const cg_v d0 = VLOAD(dyb + oy*1792 + 64 + v * 16), d1 = VLOAD(dyb + oy*1792 + 50240 + v * 16), d2 = VLOAD(dyb + oy*1792 + 100416 + v * 16);
-                    { const cg_v xv = VLOAD(xc + oy*1792 + 3584 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; }
-                    { const cg_v xv = VLOAD(xc + oy*1792 + 3648 + v * 16); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; }
-                    { const cg_v xv = VLOAD(xc + oy*1792 + 3712 + v * 16); a0_3 += d0 * xv; a1_3 += d1 * xv; a2_3 += d2 * xv; }
-                    { const cg_v xv = VLOAD(xc + oy*1792 + 3776 + v * 16); a0_4 += d0 * xv; a1_4 += d1 * xv; a2_4 += d2 * xv; }
+                    cg_v d0 = VLOAD(dyb + oy*1792 + 64 + v * 16), d1 = VLOAD(dyb + oy*1792 + 50240 + v * 16), d2 = VLOAD(dyb + oy*1792 + 100416 + v * 16); VKEEP(d0); VKEEP(d1); VKEEP(d2);
+                    { cg_v xv = VLOAD(xc + oy*1792 + 3584 + v * 16); VKEEP(xv); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; }
+                    { cg_v xv = VLOAD(xc + oy*1792 + 3648 + v * 16); VKEEP(xv); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; }
+                    { cg_v xv = VLOAD(xc + oy*1792 + 3712 + v * 16); VKEEP(xv); a0_3 += d0 * xv; a1_3 += d1 * xv; a2_3 += d2 * xv; }
+                    { cg_v xv = VLOAD(xc + oy*1792 + 3776 + v * 16); VKEEP(xv); a0_4 += d0 * xv; a1_4 += d1 * xv; a2_4 += d2 * xv; }
                 }
             }
             /* rows 2..25, cols 2..25: 5 of 25 taps */
             for (int oy = 2; oy < 26; oy++) {
                 for (int ox = 2; ox < 26; ox++) {
                     for (int v = 0; v < 4; v++) {
-                        const cg_v d0 = VLOAD(dyb + oy*1792 + ox*64 + v * 16), d1 = VLOAD(dyb + oy*1792 + ox*64 + 50176 + v * 16), d2 = VLOAD(dyb + oy*1792 + ox*64 + 100352 + v * 16);
-                        { const cg_v xv = VLOAD(xc + oy*1792 + ox*64 + 3456 + v * 16); a0_0 += d0 * xv; a1_0 += d1 * xv; a2_0 += d2 * xv; }
-                        { const cg_v xv = VLOAD(xc + oy*1792 + ox*64 + 3520 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; }
-                        { const cg_v xv = VLOAD(xc + oy*1792 + ox*64 + 3584 + v * 16); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; }
-                        { const cg_v xv = VLOAD(xc + oy*1792 + ox*64 + 3648 + v * 16); a0_3 += d0 * xv; a1_3 += d1 * xv; a2_3 += d2 * xv; }
-                        { const cg_v xv = VLOAD(xc + oy*1792 + ox*64 + 3712 + v * 16); a0_4 += d0 * xv; a1_4 += d1 * xv; a2_4 += d2 * xv; }
+                        cg_v d0 = VLOAD(dyb + oy*1792 + ox*64 + v * 16), d1 = VLOAD(dyb + oy*1792 + ox*64 + 50176 + v * 16), d2 = VLOAD(dyb + oy*1792 + ox*64 + 100352 + v * 16); VKEEP(d0); VKEEP(d1); VKEEP(d2);
+                        { cg_v xv = VLOAD(xc + oy*1792 + ox*64 + 3456 + v * 16); VKEEP(xv); a0_0 += d0 * xv; a1_0 += d1 * xv; a2_0 += d2 * xv; }
+                        { cg_v xv = VLOAD(xc + oy*1792 + ox*64 + 3520 + v * 16); VKEEP(xv); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; }
+                        { cg_v xv = VLOAD(xc + oy*1792 + ox*64 + 3584 + v * 16); VKEEP(xv); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; }
+                        { cg_v xv = VLOAD(xc + oy*1792 + ox*64 + 3648 + v * 16); VKEEP(xv); a0_3 += d0 * xv; a1_3 += d1 * xv; a2_3 += d2 * xv; }
+                        { cg_v xv = VLOAD(xc + oy*1792 + ox*64 + 3712 + v * 16); VKEEP(xv); a0_4 += d0 * xv; a1_4 += d1 * xv; a2_4 += d2 * xv; }
                     }
                 }
             }
             /* rows 2..25, cols 26..26: 4 of 25 taps */
             for (int oy = 2; oy < 26; oy++) {
                 for (int v = 0; v < 4; v++) {
-                    const cg_v d0 = VLOAD(dyb + oy*1792 + 1664 + v * 16), d1 = VLOAD(dyb + oy*1792 + 51840 + v * 16), d2 = VLOAD(dyb + oy*1792 + 102016 + v * 16);
-                    { const cg_v xv = VLOAD(xc + oy*1792 + 5120 + v * 16); a0_0 += d0 * xv; a1_0 += d1 * xv; a2_0 += d2 * xv; }
-                    { const cg_v xv = VLOAD(xc + oy*1792 + 5184 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; }
-                    { const cg_v xv = VLOAD(xc + oy*1792 + 5248 + v * 16); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; }
-                    { const cg_v xv = VLOAD(xc + oy*1792 + 5312 + v * 16); a0_3 += d0 * xv; a1_3 += d1 * xv; a2_3 += d2 * xv; }
+                    cg_v d0 = VLOAD(dyb + oy*1792 + 1664 + v * 16), d1 = VLOAD(dyb + oy*1792 + 51840 + v * 16), d2 = VLOAD(dyb + oy*1792 + 102016 + v * 16); VKEEP(d0); VKEEP(d1); VKEEP(d2);
+                    { cg_v xv = VLOAD(xc + oy*1792 + 5120 + v * 16); VKEEP(xv); a0_0 += d0 * xv; a1_0 += d1 * xv; a2_0 += d2 * xv; }
+                    { cg_v xv = VLOAD(xc + oy*1792 + 5184 + v * 16); VKEEP(xv); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; }
+                    { cg_v xv = VLOAD(xc + oy*1792 + 5248 + v * 16); VKEEP(xv); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; }
+                    { cg_v xv = VLOAD(xc + oy*1792 + 5312 + v * 16); VKEEP(xv); a0_3 += d0 * xv; a1_3 += d1 * xv; a2_3 += d2 * xv; }
                 }
             }
             /* rows 2..25, cols 27..27: 3 of 25 taps */
             for (int oy = 2; oy < 26; oy++) {
                 for (int v = 0; v < 4; v++) {
-                    const cg_v d0 = VLOAD(dyb + oy*1792 + 1728 + v * 16), d1 = VLOAD(dyb + oy*1792 + 51904 + v * 16), d2 = VLOAD(dyb + oy*1792 + 102080 + v * 16);
-                    { const cg_v xv = VLOAD(xc + oy*1792 + 5184 + v * 16); a0_0 += d0 * xv; a1_0 += d1 * xv; a2_0 += d2 * xv; }
-                    { const cg_v xv = VLOAD(xc + oy*1792 + 5248 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; }
-                    { const cg_v xv = VLOAD(xc + oy*1792 + 5312 + v * 16); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; }
+                    cg_v d0 = VLOAD(dyb + oy*1792 + 1728 + v * 16), d1 = VLOAD(dyb + oy*1792 + 51904 + v * 16), d2 = VLOAD(dyb + oy*1792 + 102080 + v * 16); VKEEP(d0); VKEEP(d1); VKEEP(d2);
+                    { cg_v xv = VLOAD(xc + oy*1792 + 5184 + v * 16); VKEEP(xv); a0_0 += d0 * xv; a1_0 += d1 * xv; a2_0 += d2 * xv; }
+                    { cg_v xv = VLOAD(xc + oy*1792 + 5248 + v * 16); VKEEP(xv); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; }
+                    { cg_v xv = VLOAD(xc + oy*1792 + 5312 + v * 16); VKEEP(xv); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; }
                 }
             }
             gwc[20] += vsum(a0_0); gwc[21] += vsum(a0_1); gwc[22] += vsum(a0_2); gwc[23] += vsum(a0_3); gwc[24] += vsum(a0_4);
@@ -6863,12 +6863,12 @@ static void l03_conv2d_backward(float *restrict G, const float *restrict x, cons
                 for (int oy = 0; oy < 10; oy++) {
                     for (int ox = 0; ox < 10; ox++) {
                         for (int v = 0; v < 4; v++) {
-                            const cg_v d0 = VLOAD(dyb + oy*640 + ox*64 + v * 16), d1 = VLOAD(dyb + oy*640 + ox*64 + 6400 + v * 16), d2 = VLOAD(dyb + oy*640 + ox*64 + 12800 + v * 16), d3 = VLOAD(dyb + oy*640 + ox*64 + 19200 + v * 16);
-                            { const cg_v xv = VLOAD(xc + oy*896 + ox*64 + v * 16); a0_0 += d0 * xv; a1_0 += d1 * xv; a2_0 += d2 * xv; a3_0 += d3 * xv; }
-                            { const cg_v xv = VLOAD(xc + oy*896 + ox*64 + 64 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; a3_1 += d3 * xv; }
-                            { const cg_v xv = VLOAD(xc + oy*896 + ox*64 + 128 + v * 16); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; a3_2 += d3 * xv; }
-                            { const cg_v xv = VLOAD(xc + oy*896 + ox*64 + 192 + v * 16); a0_3 += d0 * xv; a1_3 += d1 * xv; a2_3 += d2 * xv; a3_3 += d3 * xv; }
-                            { const cg_v xv = VLOAD(xc + oy*896 + ox*64 + 256 + v * 16); a0_4 += d0 * xv; a1_4 += d1 * xv; a2_4 += d2 * xv; a3_4 += d3 * xv; }
+                            cg_v d0 = VLOAD(dyb + oy*640 + ox*64 + v * 16), d1 = VLOAD(dyb + oy*640 + ox*64 + 6400 + v * 16), d2 = VLOAD(dyb + oy*640 + ox*64 + 12800 + v * 16), d3 = VLOAD(dyb + oy*640 + ox*64 + 19200 + v * 16); VKEEP(d0); VKEEP(d1); VKEEP(d2); VKEEP(d3);
+                            { cg_v xv = VLOAD(xc + oy*896 + ox*64 + v * 16); VKEEP(xv); a0_0 += d0 * xv; a1_0 += d1 * xv; a2_0 += d2 * xv; a3_0 += d3 * xv; }
+                            { cg_v xv = VLOAD(xc + oy*896 + ox*64 + 64 + v * 16); VKEEP(xv); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; a3_1 += d3 * xv; }
+                            { cg_v xv = VLOAD(xc + oy*896 + ox*64 + 128 + v * 16); VKEEP(xv); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; a3_2 += d3 * xv; }
+                            { cg_v xv = VLOAD(xc + oy*896 + ox*64 + 192 + v * 16); VKEEP(xv); a0_3 += d0 * xv; a1_3 += d1 * xv; a2_3 += d2 * xv; a3_3 += d3 * xv; }
+                            { cg_v xv = VLOAD(xc + oy*896 + ox*64 + 256 + v * 16); VKEEP(xv); a0_4 += d0 * xv; a1_4 += d1 * xv; a2_4 += d2 * xv; a3_4 += d3 * xv; }
                         }
                     }
                 }
@@ -6886,12 +6886,12 @@ static void l03_conv2d_backward(float *restrict G, const float *restrict x, cons
                 for (int oy = 0; oy < 10; oy++) {
                     for (int ox = 0; ox < 10; ox++) {
                         for (int v = 0; v < 4; v++) {
-                            const cg_v d0 = VLOAD(dyb + oy*640 + ox*64 + v * 16), d1 = VLOAD(dyb + oy*640 + ox*64 + 6400 + v * 16), d2 = VLOAD(dyb + oy*640 + ox*64 + 12800 + v * 16), d3 = VLOAD(dyb + oy*640 + ox*64 + 19200 + v * 16);
-                            { const cg_v xv = VLOAD(xc + oy*896 + ox*64 + 896 + v * 16); a0_0 += d0 * xv; a1_0 += d1 * xv; a2_0 += d2 * xv; a3_0 += d3 * xv; }
-                            { const cg_v xv = VLOAD(xc + oy*896 + ox*64 + 960 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; a3_1 += d3 * xv; }
-                            { const cg_v xv = VLOAD(xc + oy*896 + ox*64 + 1024 + v * 16); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; a3_2 += d3 * xv; }
-                            { const cg_v xv = VLOAD(xc + oy*896 + ox*64 + 1088 + v * 16); a0_3 += d0 * xv; a1_3 += d1 * xv; a2_3 += d2 * xv; a3_3 += d3 * xv; }
-                            { const cg_v xv = VLOAD(xc + oy*896 + ox*64 + 1152 + v * 16); a0_4 += d0 * xv; a1_4 += d1 * xv; a2_4 += d2 * xv; a3_4 += d3 * xv; }
+                            cg_v d0 = VLOAD(dyb + oy*640 + ox*64 + v * 16), d1 = VLOAD(dyb + oy*640 + ox*64 + 6400 + v * 16), d2 = VLOAD(dyb + oy*640 + ox*64 + 12800 + v * 16), d3 = VLOAD(dyb + oy*640 + ox*64 + 19200 + v * 16); VKEEP(d0); VKEEP(d1); VKEEP(d2); VKEEP(d3);
+                            { cg_v xv = VLOAD(xc + oy*896 + ox*64 + 896 + v * 16); VKEEP(xv); a0_0 += d0 * xv; a1_0 += d1 * xv; a2_0 += d2 * xv; a3_0 += d3 * xv; }
+                            { cg_v xv = VLOAD(xc + oy*896 + ox*64 + 960 + v * 16); VKEEP(xv); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; a3_1 += d3 * xv; }
+                            { cg_v xv = VLOAD(xc + oy*896 + ox*64 + 1024 + v * 16); VKEEP(xv); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; a3_2 += d3 * xv; }
+                            { cg_v xv = VLOAD(xc + oy*896 + ox*64 + 1088 + v * 16); VKEEP(xv); a0_3 += d0 * xv; a1_3 += d1 * xv; a2_3 += d2 * xv; a3_3 += d3 * xv; }
+                            { cg_v xv = VLOAD(xc + oy*896 + ox*64 + 1152 + v * 16); VKEEP(xv); a0_4 += d0 * xv; a1_4 += d1 * xv; a2_4 += d2 * xv; a3_4 += d3 * xv; }
                         }
                     }
                 }
@@ -6909,12 +6909,12 @@ static void l03_conv2d_backward(float *restrict G, const float *restrict x, cons
                 for (int oy = 0; oy < 10; oy++) {
                     for (int ox = 0; ox < 10; ox++) {
                         for (int v = 0; v < 4; v++) {
-                            const cg_v d0 = VLOAD(dyb + oy*640 + ox*64 + v * 16), d1 = VLOAD(dyb + oy*640 + ox*64 + 6400 + v * 16), d2 = VLOAD(dyb + oy*640 + ox*64 + 12800 + v * 16), d3 = VLOAD(dyb + oy*640 + ox*64 + 19200 + v * 16);
-                            { const cg_v xv = VLOAD(xc + oy*896 + ox*64 + 1792 + v * 16); a0_0 += d0 * xv; a1_0 += d1 * xv; a2_0 += d2 * xv; a3_0 += d3 * xv; }
-                            { const cg_v xv = VLOAD(xc + oy*896 + ox*64 + 1856 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; a3_1 += d3 * xv; }
-                            { const cg_v xv = VLOAD(xc + oy*896 + ox*64 + 1920 + v * 16); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; a3_2 += d3 * xv; }
-                            { const cg_v xv = VLOAD(xc + oy*896 + ox*64 + 1984 + v * 16); a0_3 += d0 * xv; a1_3 += d1 * xv; a2_3 += d2 * xv; a3_3 += d3 * xv; }
-                            { const cg_v xv = VLOAD(xc + oy*896 + ox*64 + 2048 + v * 16); a0_4 += d0 * xv; a1_4 += d1 * xv; a2_4 += d2 * xv; a3_4 += d3 * xv; }
+                            cg_v d0 = VLOAD(dyb + oy*640 + ox*64 + v * 16), d1 = VLOAD(dyb + oy*640 + ox*64 + 6400 + v * 16), d2 = VLOAD(dyb + oy*640 + ox*64 + 12800 + v * 16), d3 = VLOAD(dyb + oy*640 + ox*64 + 19200 + v * 16); VKEEP(d0); VKEEP(d1); VKEEP(d2); VKEEP(d3);
+                            { cg_v xv = VLOAD(xc + oy*896 + ox*64 + 1792 + v * 16); VKEEP(xv); a0_0 += d0 * xv; a1_0 += d1 * xv; a2_0 += d2 * xv; a3_0 += d3 * xv; }
+                            { cg_v xv = VLOAD(xc + oy*896 + ox*64 + 1856 + v * 16); VKEEP(xv); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; a3_1 += d3 * xv; }
+                            { cg_v xv = VLOAD(xc + oy*896 + ox*64 + 1920 + v * 16); VKEEP(xv); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; a3_2 += d3 * xv; }
+                            { cg_v xv = VLOAD(xc + oy*896 + ox*64 + 1984 + v * 16); VKEEP(xv); a0_3 += d0 * xv; a1_3 += d1 * xv; a2_3 += d2 * xv; a3_3 += d3 * xv; }
+                            { cg_v xv = VLOAD(xc + oy*896 + ox*64 + 2048 + v * 16); VKEEP(xv); a0_4 += d0 * xv; a1_4 += d1 * xv; a2_4 += d2 * xv; a3_4 += d3 * xv; }
                         }
                     }
                 }
@@ -6932,12 +6932,12 @@ static void l03_conv2d_backward(float *restrict G, const float *restrict x, cons
                 for (int oy = 0; oy < 10; oy++) {
                     for (int ox = 0; ox < 10; ox++) {
                         for (int v = 0; v < 4; v++) {
-                            const cg_v d0 = VLOAD(dyb + oy*640 + ox*64 + v * 16), d1 = VLOAD(dyb + oy*640 + ox*64 + 6400 + v * 16), d2 = VLOAD(dyb + oy*640 + ox*64 + 12800 + v * 16), d3 = VLOAD(dyb + oy*640 + ox*64 + 19200 + v * 16);
-                            { const cg_v xv = VLOAD(xc + oy*896 + ox*64 + 2688 + v * 16); a0_0 += d0 * xv; a1_0 += d1 * xv; a2_0 += d2 * xv; a3_0 += d3 * xv; }
-                            { const cg_v xv = VLOAD(xc + oy*896 + ox*64 + 2752 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; a3_1 += d3 * xv; }
-                            { const cg_v xv = VLOAD(xc + oy*896 + ox*64 + 2816 + v * 16); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; a3_2 += d3 * xv; }
-                            { const cg_v xv = VLOAD(xc + oy*896 + ox*64 + 2880 + v * 16); a0_3 += d0 * xv; a1_3 += d1 * xv; a2_3 += d2 * xv; a3_3 += d3 * xv; }
-                            { const cg_v xv = VLOAD(xc + oy*896 + ox*64 + 2944 + v * 16); a0_4 += d0 * xv; a1_4 += d1 * xv; a2_4 += d2 * xv; a3_4 += d3 * xv; }
+                            cg_v d0 = VLOAD(dyb + oy*640 + ox*64 + v * 16), d1 = VLOAD(dyb + oy*640 + ox*64 + 6400 + v * 16), d2 = VLOAD(dyb + oy*640 + ox*64 + 12800 + v * 16), d3 = VLOAD(dyb + oy*640 + ox*64 + 19200 + v * 16); VKEEP(d0); VKEEP(d1); VKEEP(d2); VKEEP(d3);
+                            { cg_v xv = VLOAD(xc + oy*896 + ox*64 + 2688 + v * 16); VKEEP(xv); a0_0 += d0 * xv; a1_0 += d1 * xv; a2_0 += d2 * xv; a3_0 += d3 * xv; }
+                            { cg_v xv = VLOAD(xc + oy*896 + ox*64 + 2752 + v * 16); VKEEP(xv); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; a3_1 += d3 * xv; }
+                            { cg_v xv = VLOAD(xc + oy*896 + ox*64 + 2816 + v * 16); VKEEP(xv); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; a3_2 += d3 * xv; }
+                            { cg_v xv = VLOAD(xc + oy*896 + ox*64 + 2880 + v * 16); VKEEP(xv); a0_3 += d0 * xv; a1_3 += d1 * xv; a2_3 += d2 * xv; a3_3 += d3 * xv; }
+                            { cg_v xv = VLOAD(xc + oy*896 + ox*64 + 2944 + v * 16); VKEEP(xv); a0_4 += d0 * xv; a1_4 += d1 * xv; a2_4 += d2 * xv; a3_4 += d3 * xv; }
                         }
                     }
                 }
@@ -6955,12 +6955,12 @@ static void l03_conv2d_backward(float *restrict G, const float *restrict x, cons
                 for (int oy = 0; oy < 10; oy++) {
                     for (int ox = 0; ox < 10; ox++) {
                         for (int v = 0; v < 4; v++) {
-                            const cg_v d0 = VLOAD(dyb + oy*640 + ox*64 + v * 16), d1 = VLOAD(dyb + oy*640 + ox*64 + 6400 + v * 16), d2 = VLOAD(dyb + oy*640 + ox*64 + 12800 + v * 16), d3 = VLOAD(dyb + oy*640 + ox*64 + 19200 + v * 16);
-                            { const cg_v xv = VLOAD(xc + oy*896 + ox*64 + 3584 + v * 16); a0_0 += d0 * xv; a1_0 += d1 * xv; a2_0 += d2 * xv; a3_0 += d3 * xv; }
-                            { const cg_v xv = VLOAD(xc + oy*896 + ox*64 + 3648 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; a3_1 += d3 * xv; }
-                            { const cg_v xv = VLOAD(xc + oy*896 + ox*64 + 3712 + v * 16); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; a3_2 += d3 * xv; }
-                            { const cg_v xv = VLOAD(xc + oy*896 + ox*64 + 3776 + v * 16); a0_3 += d0 * xv; a1_3 += d1 * xv; a2_3 += d2 * xv; a3_3 += d3 * xv; }
-                            { const cg_v xv = VLOAD(xc + oy*896 + ox*64 + 3840 + v * 16); a0_4 += d0 * xv; a1_4 += d1 * xv; a2_4 += d2 * xv; a3_4 += d3 * xv; }
+                            cg_v d0 = VLOAD(dyb + oy*640 + ox*64 + v * 16), d1 = VLOAD(dyb + oy*640 + ox*64 + 6400 + v * 16), d2 = VLOAD(dyb + oy*640 + ox*64 + 12800 + v * 16), d3 = VLOAD(dyb + oy*640 + ox*64 + 19200 + v * 16); VKEEP(d0); VKEEP(d1); VKEEP(d2); VKEEP(d3);
+                            { cg_v xv = VLOAD(xc + oy*896 + ox*64 + 3584 + v * 16); VKEEP(xv); a0_0 += d0 * xv; a1_0 += d1 * xv; a2_0 += d2 * xv; a3_0 += d3 * xv; }
+                            { cg_v xv = VLOAD(xc + oy*896 + ox*64 + 3648 + v * 16); VKEEP(xv); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; a3_1 += d3 * xv; }
+                            { cg_v xv = VLOAD(xc + oy*896 + ox*64 + 3712 + v * 16); VKEEP(xv); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; a3_2 += d3 * xv; }
+                            { cg_v xv = VLOAD(xc + oy*896 + ox*64 + 3776 + v * 16); VKEEP(xv); a0_3 += d0 * xv; a1_3 += d1 * xv; a2_3 += d2 * xv; a3_3 += d3 * xv; }
+                            { cg_v xv = VLOAD(xc + oy*896 + ox*64 + 3840 + v * 16); VKEEP(xv); a0_4 += d0 * xv; a1_4 += d1 * xv; a2_4 += d2 * xv; a3_4 += d3 * xv; }
                         }
                     }
                 }

@@ -291,34 +291,34 @@ static void l00_conv1d_backward(float *restrict G, const float *restrict x, cons
         for (int ci = 0; ci < 4; ci++) {
             const float *restrict xc = x + ci*1024;
             float *restrict gwc = gw + cb*80 + ci*5;
-            { /* kernel row 0 */
+            { /* every tap */
                 cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f), a0_4 = vsplat(0.0f);
                 cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f), a1_3 = vsplat(0.0f), a1_4 = vsplat(0.0f);
                 cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f), a2_2 = vsplat(0.0f), a2_3 = vsplat(0.0f), a2_4 = vsplat(0.0f);
                 cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f), a3_2 = vsplat(0.0f), a3_3 = vsplat(0.0f), a3_4 = vsplat(0.0f);
                 for (int v = 0; v < 1; v++) {
-                    const cg_v d0 = VLOAD(dyb + 0 + v * 16), d1 = VLOAD(dyb + 512 + v * 16), d2 = VLOAD(dyb + 1024 + v * 16), d3 = VLOAD(dyb + 1536 + v * 16);
-                    { const cg_v xv = VLOAD(xc + 0 + v * 16); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; a3_2 += d3 * xv; }
-                    { const cg_v xv = VLOAD(xc + 16 + v * 16); a0_3 += d0 * xv; a1_3 += d1 * xv; a2_3 += d2 * xv; a3_3 += d3 * xv; }
-                    { const cg_v xv = VLOAD(xc + 32 + v * 16); a0_4 += d0 * xv; a1_4 += d1 * xv; a2_4 += d2 * xv; a3_4 += d3 * xv; }
+                    cg_v d0 = VLOAD(dyb + 0 + v * 16), d1 = VLOAD(dyb + 512 + v * 16), d2 = VLOAD(dyb + 1024 + v * 16), d3 = VLOAD(dyb + 1536 + v * 16); VKEEP(d0); VKEEP(d1); VKEEP(d2); VKEEP(d3);
+                    { cg_v xv = VLOAD(xc + 0 + v * 16); VKEEP(xv); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; a3_2 += d3 * xv; }
+                    { cg_v xv = VLOAD(xc + 16 + v * 16); VKEEP(xv); a0_3 += d0 * xv; a1_3 += d1 * xv; a2_3 += d2 * xv; a3_3 += d3 * xv; }
+                    { cg_v xv = VLOAD(xc + 32 + v * 16); VKEEP(xv); a0_4 += d0 * xv; a1_4 += d1 * xv; a2_4 += d2 * xv; a3_4 += d3 * xv; }
                 }
                 /* outputs 1..30: every tap */
                 for (int ox = 1; ox < 31; ox++) {
                     for (int v = 0; v < 1; v++) {
-                        const cg_v d0 = VLOAD(dyb + ox*16 + v * 16), d1 = VLOAD(dyb + ox*16 + 512 + v * 16), d2 = VLOAD(dyb + ox*16 + 1024 + v * 16), d3 = VLOAD(dyb + ox*16 + 1536 + v * 16);
-                        { const cg_v xv = VLOAD(xc + ox*32 - 32 + v * 16); a0_0 += d0 * xv; a1_0 += d1 * xv; a2_0 += d2 * xv; a3_0 += d3 * xv; }
-                        { const cg_v xv = VLOAD(xc + ox*32 - 16 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; a3_1 += d3 * xv; }
-                        { const cg_v xv = VLOAD(xc + ox*32 + v * 16); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; a3_2 += d3 * xv; }
-                        { const cg_v xv = VLOAD(xc + ox*32 + 16 + v * 16); a0_3 += d0 * xv; a1_3 += d1 * xv; a2_3 += d2 * xv; a3_3 += d3 * xv; }
-                        { const cg_v xv = VLOAD(xc + ox*32 + 32 + v * 16); a0_4 += d0 * xv; a1_4 += d1 * xv; a2_4 += d2 * xv; a3_4 += d3 * xv; }
+                        cg_v d0 = VLOAD(dyb + ox*16 + v * 16), d1 = VLOAD(dyb + ox*16 + 512 + v * 16), d2 = VLOAD(dyb + ox*16 + 1024 + v * 16), d3 = VLOAD(dyb + ox*16 + 1536 + v * 16); VKEEP(d0); VKEEP(d1); VKEEP(d2); VKEEP(d3);
+                        { cg_v xv = VLOAD(xc + ox*32 - 32 + v * 16); VKEEP(xv); a0_0 += d0 * xv; a1_0 += d1 * xv; a2_0 += d2 * xv; a3_0 += d3 * xv; }
+                        { cg_v xv = VLOAD(xc + ox*32 - 16 + v * 16); VKEEP(xv); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; a3_1 += d3 * xv; }
+                        { cg_v xv = VLOAD(xc + ox*32 + v * 16); VKEEP(xv); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; a3_2 += d3 * xv; }
+                        { cg_v xv = VLOAD(xc + ox*32 + 16 + v * 16); VKEEP(xv); a0_3 += d0 * xv; a1_3 += d1 * xv; a2_3 += d2 * xv; a3_3 += d3 * xv; }
+                        { cg_v xv = VLOAD(xc + ox*32 + 32 + v * 16); VKEEP(xv); a0_4 += d0 * xv; a1_4 += d1 * xv; a2_4 += d2 * xv; a3_4 += d3 * xv; }
                     }
                 }
                 for (int v = 0; v < 1; v++) {
-                    const cg_v d0 = VLOAD(dyb + 496 + v * 16), d1 = VLOAD(dyb + 1008 + v * 16), d2 = VLOAD(dyb + 1520 + v * 16), d3 = VLOAD(dyb + 2032 + v * 16);
-                    { const cg_v xv = VLOAD(xc + 960 + v * 16); a0_0 += d0 * xv; a1_0 += d1 * xv; a2_0 += d2 * xv; a3_0 += d3 * xv; }
-                    { const cg_v xv = VLOAD(xc + 976 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; a3_1 += d3 * xv; }
-                    { const cg_v xv = VLOAD(xc + 992 + v * 16); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; a3_2 += d3 * xv; }
-                    { const cg_v xv = VLOAD(xc + 1008 + v * 16); a0_3 += d0 * xv; a1_3 += d1 * xv; a2_3 += d2 * xv; a3_3 += d3 * xv; }
+                    cg_v d0 = VLOAD(dyb + 496 + v * 16), d1 = VLOAD(dyb + 1008 + v * 16), d2 = VLOAD(dyb + 1520 + v * 16), d3 = VLOAD(dyb + 2032 + v * 16); VKEEP(d0); VKEEP(d1); VKEEP(d2); VKEEP(d3);
+                    { cg_v xv = VLOAD(xc + 960 + v * 16); VKEEP(xv); a0_0 += d0 * xv; a1_0 += d1 * xv; a2_0 += d2 * xv; a3_0 += d3 * xv; }
+                    { cg_v xv = VLOAD(xc + 976 + v * 16); VKEEP(xv); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; a3_1 += d3 * xv; }
+                    { cg_v xv = VLOAD(xc + 992 + v * 16); VKEEP(xv); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; a3_2 += d3 * xv; }
+                    { cg_v xv = VLOAD(xc + 1008 + v * 16); VKEEP(xv); a0_3 += d0 * xv; a1_3 += d1 * xv; a2_3 += d2 * xv; a3_3 += d3 * xv; }
                 }
                 gwc[0] += vsum(a0_0); gwc[1] += vsum(a0_1); gwc[2] += vsum(a0_2); gwc[3] += vsum(a0_3); gwc[4] += vsum(a0_4);
                 gwc[20] += vsum(a1_0); gwc[21] += vsum(a1_1); gwc[22] += vsum(a1_2); gwc[23] += vsum(a1_3); gwc[24] += vsum(a1_4);
@@ -653,31 +653,31 @@ static void l03_conv1d_backward(float *restrict G, const float *restrict x, cons
         const float *restrict dyb = dy + g*512;
         const float *restrict xc = x + g*512;
         float *restrict gwc = gw + g*3;
-        { /* kernel row 0 */
+        { /* every tap */
             cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f);
             /* outputs 0..1: 2 of 3 taps */
             for (int ox = 0; ox < 2; ox++) {
                 for (int v = 0; v < 1; v++) {
-                    const cg_v d0 = VLOAD(dyb + ox*16 + v * 16);
-                    { const cg_v xv = VLOAD(xc + ox*16 + v * 16); a0_1 += d0 * xv; }
-                    { const cg_v xv = VLOAD(xc + ox*16 + 32 + v * 16); a0_2 += d0 * xv; }
+                    cg_v d0 = VLOAD(dyb + ox*16 + v * 16); VKEEP(d0);
+                    { cg_v xv = VLOAD(xc + ox*16 + v * 16); VKEEP(xv); a0_1 += d0 * xv; }
+                    { cg_v xv = VLOAD(xc + ox*16 + 32 + v * 16); VKEEP(xv); a0_2 += d0 * xv; }
                 }
             }
             /* outputs 2..29: every tap */
             for (int ox = 2; ox < 30; ox++) {
                 for (int v = 0; v < 1; v++) {
-                    const cg_v d0 = VLOAD(dyb + ox*16 + v * 16);
-                    { const cg_v xv = VLOAD(xc + ox*16 - 32 + v * 16); a0_0 += d0 * xv; }
-                    { const cg_v xv = VLOAD(xc + ox*16 + v * 16); a0_1 += d0 * xv; }
-                    { const cg_v xv = VLOAD(xc + ox*16 + 32 + v * 16); a0_2 += d0 * xv; }
+                    cg_v d0 = VLOAD(dyb + ox*16 + v * 16); VKEEP(d0);
+                    { cg_v xv = VLOAD(xc + ox*16 - 32 + v * 16); VKEEP(xv); a0_0 += d0 * xv; }
+                    { cg_v xv = VLOAD(xc + ox*16 + v * 16); VKEEP(xv); a0_1 += d0 * xv; }
+                    { cg_v xv = VLOAD(xc + ox*16 + 32 + v * 16); VKEEP(xv); a0_2 += d0 * xv; }
                 }
             }
             /* outputs 30..31: 2 of 3 taps */
             for (int ox = 30; ox < 32; ox++) {
                 for (int v = 0; v < 1; v++) {
-                    const cg_v d0 = VLOAD(dyb + ox*16 + v * 16);
-                    { const cg_v xv = VLOAD(xc + ox*16 - 32 + v * 16); a0_0 += d0 * xv; }
-                    { const cg_v xv = VLOAD(xc + ox*16 + v * 16); a0_1 += d0 * xv; }
+                    cg_v d0 = VLOAD(dyb + ox*16 + v * 16); VKEEP(d0);
+                    { cg_v xv = VLOAD(xc + ox*16 - 32 + v * 16); VKEEP(xv); a0_0 += d0 * xv; }
+                    { cg_v xv = VLOAD(xc + ox*16 + v * 16); VKEEP(xv); a0_1 += d0 * xv; }
                 }
             }
             gwc[0] += vsum(a0_0); gwc[1] += vsum(a0_1); gwc[2] += vsum(a0_2);
@@ -1138,7 +1138,7 @@ static void l06_conv1d_backward(float *restrict G, const float *restrict x, cons
         for (int ci = 0; ci < 8; ci++) {
             const float *restrict xc = x + ci*256;
             float *restrict gwc = gw + cb*192 + ci*4;
-            { /* kernel row 0 */
+            { /* every tap */
                 cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f);
                 cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f), a1_3 = vsplat(0.0f);
                 cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f), a2_2 = vsplat(0.0f), a2_3 = vsplat(0.0f);
@@ -1146,31 +1146,31 @@ static void l06_conv1d_backward(float *restrict G, const float *restrict x, cons
                 cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f), a4_2 = vsplat(0.0f), a4_3 = vsplat(0.0f);
                 cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f), a5_2 = vsplat(0.0f), a5_3 = vsplat(0.0f);
                 for (int v = 0; v < 1; v++) {
-                    const cg_v d0 = VLOAD(dyb + 0 + v * 16), d1 = VLOAD(dyb + 256 + v * 16), d2 = VLOAD(dyb + 512 + v * 16), d3 = VLOAD(dyb + 768 + v * 16), d4 = VLOAD(dyb + 1024 + v * 16), d5 = VLOAD(dyb + 1280 + v * 16);
-                    { const cg_v xv = VLOAD(xc + 0 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; a3_1 += d3 * xv; a4_1 += d4 * xv; a5_1 += d5 * xv; }
-                    { const cg_v xv = VLOAD(xc + 16 + v * 16); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; a3_2 += d3 * xv; a4_2 += d4 * xv; a5_2 += d5 * xv; }
-                    { const cg_v xv = VLOAD(xc + 32 + v * 16); a0_3 += d0 * xv; a1_3 += d1 * xv; a2_3 += d2 * xv; a3_3 += d3 * xv; a4_3 += d4 * xv; a5_3 += d5 * xv; }
+                    cg_v d0 = VLOAD(dyb + 0 + v * 16), d1 = VLOAD(dyb + 256 + v * 16), d2 = VLOAD(dyb + 512 + v * 16), d3 = VLOAD(dyb + 768 + v * 16), d4 = VLOAD(dyb + 1024 + v * 16), d5 = VLOAD(dyb + 1280 + v * 16); VKEEP(d0); VKEEP(d1); VKEEP(d2); VKEEP(d3); VKEEP(d4); VKEEP(d5);
+                    { cg_v xv = VLOAD(xc + 0 + v * 16); VKEEP(xv); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; a3_1 += d3 * xv; a4_1 += d4 * xv; a5_1 += d5 * xv; }
+                    { cg_v xv = VLOAD(xc + 16 + v * 16); VKEEP(xv); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; a3_2 += d3 * xv; a4_2 += d4 * xv; a5_2 += d5 * xv; }
+                    { cg_v xv = VLOAD(xc + 32 + v * 16); VKEEP(xv); a0_3 += d0 * xv; a1_3 += d1 * xv; a2_3 += d2 * xv; a3_3 += d3 * xv; a4_3 += d4 * xv; a5_3 += d5 * xv; }
                 }
                 /* outputs 1..13: every tap */
                 for (int ox = 1; ox < 14; ox++) {
                     for (int v = 0; v < 1; v++) {
-                        const cg_v d0 = VLOAD(dyb + ox*16 + v * 16), d1 = VLOAD(dyb + ox*16 + 256 + v * 16), d2 = VLOAD(dyb + ox*16 + 512 + v * 16), d3 = VLOAD(dyb + ox*16 + 768 + v * 16), d4 = VLOAD(dyb + ox*16 + 1024 + v * 16), d5 = VLOAD(dyb + ox*16 + 1280 + v * 16);
-                        { const cg_v xv = VLOAD(xc + ox*16 - 16 + v * 16); a0_0 += d0 * xv; a1_0 += d1 * xv; a2_0 += d2 * xv; a3_0 += d3 * xv; a4_0 += d4 * xv; a5_0 += d5 * xv; }
-                        { const cg_v xv = VLOAD(xc + ox*16 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; a3_1 += d3 * xv; a4_1 += d4 * xv; a5_1 += d5 * xv; }
-                        { const cg_v xv = VLOAD(xc + ox*16 + 16 + v * 16); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; a3_2 += d3 * xv; a4_2 += d4 * xv; a5_2 += d5 * xv; }
-                        { const cg_v xv = VLOAD(xc + ox*16 + 32 + v * 16); a0_3 += d0 * xv; a1_3 += d1 * xv; a2_3 += d2 * xv; a3_3 += d3 * xv; a4_3 += d4 * xv; a5_3 += d5 * xv; }
+                        cg_v d0 = VLOAD(dyb + ox*16 + v * 16), d1 = VLOAD(dyb + ox*16 + 256 + v * 16), d2 = VLOAD(dyb + ox*16 + 512 + v * 16), d3 = VLOAD(dyb + ox*16 + 768 + v * 16), d4 = VLOAD(dyb + ox*16 + 1024 + v * 16), d5 = VLOAD(dyb + ox*16 + 1280 + v * 16); VKEEP(d0); VKEEP(d1); VKEEP(d2); VKEEP(d3); VKEEP(d4); VKEEP(d5);
+                        { cg_v xv = VLOAD(xc + ox*16 - 16 + v * 16); VKEEP(xv); a0_0 += d0 * xv; a1_0 += d1 * xv; a2_0 += d2 * xv; a3_0 += d3 * xv; a4_0 += d4 * xv; a5_0 += d5 * xv; }
+                        { cg_v xv = VLOAD(xc + ox*16 + v * 16); VKEEP(xv); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; a3_1 += d3 * xv; a4_1 += d4 * xv; a5_1 += d5 * xv; }
+                        { cg_v xv = VLOAD(xc + ox*16 + 16 + v * 16); VKEEP(xv); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; a3_2 += d3 * xv; a4_2 += d4 * xv; a5_2 += d5 * xv; }
+                        { cg_v xv = VLOAD(xc + ox*16 + 32 + v * 16); VKEEP(xv); a0_3 += d0 * xv; a1_3 += d1 * xv; a2_3 += d2 * xv; a3_3 += d3 * xv; a4_3 += d4 * xv; a5_3 += d5 * xv; }
                     }
                 }
                 for (int v = 0; v < 1; v++) {
-                    const cg_v d0 = VLOAD(dyb + 224 + v * 16), d1 = VLOAD(dyb + 480 + v * 16), d2 = VLOAD(dyb + 736 + v * 16), d3 = VLOAD(dyb + 992 + v * 16), d4 = VLOAD(dyb + 1248 + v * 16), d5 = VLOAD(dyb + 1504 + v * 16);
-                    { const cg_v xv = VLOAD(xc + 208 + v * 16); a0_0 += d0 * xv; a1_0 += d1 * xv; a2_0 += d2 * xv; a3_0 += d3 * xv; a4_0 += d4 * xv; a5_0 += d5 * xv; }
-                    { const cg_v xv = VLOAD(xc + 224 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; a3_1 += d3 * xv; a4_1 += d4 * xv; a5_1 += d5 * xv; }
-                    { const cg_v xv = VLOAD(xc + 240 + v * 16); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; a3_2 += d3 * xv; a4_2 += d4 * xv; a5_2 += d5 * xv; }
+                    cg_v d0 = VLOAD(dyb + 224 + v * 16), d1 = VLOAD(dyb + 480 + v * 16), d2 = VLOAD(dyb + 736 + v * 16), d3 = VLOAD(dyb + 992 + v * 16), d4 = VLOAD(dyb + 1248 + v * 16), d5 = VLOAD(dyb + 1504 + v * 16); VKEEP(d0); VKEEP(d1); VKEEP(d2); VKEEP(d3); VKEEP(d4); VKEEP(d5);
+                    { cg_v xv = VLOAD(xc + 208 + v * 16); VKEEP(xv); a0_0 += d0 * xv; a1_0 += d1 * xv; a2_0 += d2 * xv; a3_0 += d3 * xv; a4_0 += d4 * xv; a5_0 += d5 * xv; }
+                    { cg_v xv = VLOAD(xc + 224 + v * 16); VKEEP(xv); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; a3_1 += d3 * xv; a4_1 += d4 * xv; a5_1 += d5 * xv; }
+                    { cg_v xv = VLOAD(xc + 240 + v * 16); VKEEP(xv); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; a3_2 += d3 * xv; a4_2 += d4 * xv; a5_2 += d5 * xv; }
                 }
                 for (int v = 0; v < 1; v++) {
-                    const cg_v d0 = VLOAD(dyb + 240 + v * 16), d1 = VLOAD(dyb + 496 + v * 16), d2 = VLOAD(dyb + 752 + v * 16), d3 = VLOAD(dyb + 1008 + v * 16), d4 = VLOAD(dyb + 1264 + v * 16), d5 = VLOAD(dyb + 1520 + v * 16);
-                    { const cg_v xv = VLOAD(xc + 224 + v * 16); a0_0 += d0 * xv; a1_0 += d1 * xv; a2_0 += d2 * xv; a3_0 += d3 * xv; a4_0 += d4 * xv; a5_0 += d5 * xv; }
-                    { const cg_v xv = VLOAD(xc + 240 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; a3_1 += d3 * xv; a4_1 += d4 * xv; a5_1 += d5 * xv; }
+                    cg_v d0 = VLOAD(dyb + 240 + v * 16), d1 = VLOAD(dyb + 496 + v * 16), d2 = VLOAD(dyb + 752 + v * 16), d3 = VLOAD(dyb + 1008 + v * 16), d4 = VLOAD(dyb + 1264 + v * 16), d5 = VLOAD(dyb + 1520 + v * 16); VKEEP(d0); VKEEP(d1); VKEEP(d2); VKEEP(d3); VKEEP(d4); VKEEP(d5);
+                    { cg_v xv = VLOAD(xc + 224 + v * 16); VKEEP(xv); a0_0 += d0 * xv; a1_0 += d1 * xv; a2_0 += d2 * xv; a3_0 += d3 * xv; a4_0 += d4 * xv; a5_0 += d5 * xv; }
+                    { cg_v xv = VLOAD(xc + 240 + v * 16); VKEEP(xv); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; a3_1 += d3 * xv; a4_1 += d4 * xv; a5_1 += d5 * xv; }
                 }
                 gwc[0] += vsum(a0_0); gwc[1] += vsum(a0_1); gwc[2] += vsum(a0_2); gwc[3] += vsum(a0_3);
                 gwc[32] += vsum(a1_0); gwc[33] += vsum(a1_1); gwc[34] += vsum(a1_2); gwc[35] += vsum(a1_3);
@@ -1479,17 +1479,17 @@ static void l08_conv1d_backward(float *restrict G, const float *restrict x, cons
         for (int ci = 0; ci < 6; ci++) {
             const float *restrict xc = x + g*1536 + ci*256;
             float *restrict gwc = gw + g*54 + ci*3;
-            { /* kernel row 0 */
+            { /* every tap */
                 cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f);
                 cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f);
                 cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f), a2_2 = vsplat(0.0f);
                 /* outputs 0..11: every tap */
                 for (int ox = 0; ox < 12; ox++) {
                     for (int v = 0; v < 1; v++) {
-                        const cg_v d0 = VLOAD(dyb + ox*16 + v * 16), d1 = VLOAD(dyb + ox*16 + 192 + v * 16), d2 = VLOAD(dyb + ox*16 + 384 + v * 16);
-                        { const cg_v xv = VLOAD(xc + ox*16 + v * 16); a0_0 += d0 * xv; a1_0 += d1 * xv; a2_0 += d2 * xv; }
-                        { const cg_v xv = VLOAD(xc + ox*16 + 32 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; }
-                        { const cg_v xv = VLOAD(xc + ox*16 + 64 + v * 16); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; }
+                        cg_v d0 = VLOAD(dyb + ox*16 + v * 16), d1 = VLOAD(dyb + ox*16 + 192 + v * 16), d2 = VLOAD(dyb + ox*16 + 384 + v * 16); VKEEP(d0); VKEEP(d1); VKEEP(d2);
+                        { cg_v xv = VLOAD(xc + ox*16 + v * 16); VKEEP(xv); a0_0 += d0 * xv; a1_0 += d1 * xv; a2_0 += d2 * xv; }
+                        { cg_v xv = VLOAD(xc + ox*16 + 32 + v * 16); VKEEP(xv); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; }
+                        { cg_v xv = VLOAD(xc + ox*16 + 64 + v * 16); VKEEP(xv); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; }
                     }
                 }
                 gwc[0] += vsum(a0_0); gwc[1] += vsum(a0_1); gwc[2] += vsum(a0_2);

@@ -1398,221 +1398,109 @@ static void l00_conv2d_backward(float *restrict G, const float *restrict x, cons
         gb[co] += vsum(s);
     }
     CG_PARALLEL_FOR
-    for (int cb = 0; cb < 8; cb++) {
-        const float *restrict dyb = dy + cb*262144;
+    for (int cb = 0; cb < 32; cb++) {
+        const float *restrict dyb = dy + cb*65536;
         for (int ci = 0; ci < 3; ci++) {
             const float *restrict xc = x + ci*32768;
-            float *restrict gwc = gw + cb*216 + ci*9;
-            { /* kernel row 0 */
-                cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f);
-                cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f);
-                cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f), a2_2 = vsplat(0.0f);
-                cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f), a3_2 = vsplat(0.0f);
-                cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f), a4_2 = vsplat(0.0f);
-                cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f), a5_2 = vsplat(0.0f);
-                cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f), a6_2 = vsplat(0.0f);
-                cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f), a7_2 = vsplat(0.0f);
-                /* rows 1..30, cols 0..0: 2 of 9 taps */
-                for (int oy = 1; oy < 31; oy++) {
+            float *restrict gwc = gw + cb*54 + ci*9;
+            { /* every tap */
+                cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f), a0_4 = vsplat(0.0f), a0_5 = vsplat(0.0f), a0_6 = vsplat(0.0f), a0_7 = vsplat(0.0f), a0_8 = vsplat(0.0f);
+                cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f), a1_3 = vsplat(0.0f), a1_4 = vsplat(0.0f), a1_5 = vsplat(0.0f), a1_6 = vsplat(0.0f), a1_7 = vsplat(0.0f), a1_8 = vsplat(0.0f);
+                for (int v = 0; v < 2; v++) {
+                    cg_v d0 = VLOAD(dyb + 0 + v * 16), d1 = VLOAD(dyb + 32768 + v * 16); VKEEP(d0); VKEEP(d1);
+                    { cg_v xv = VLOAD(xc + 0 + v * 16); VKEEP(xv); a0_4 += d0 * xv; a1_4 += d1 * xv; }
+                    { cg_v xv = VLOAD(xc + 32 + v * 16); VKEEP(xv); a0_5 += d0 * xv; a1_5 += d1 * xv; }
+                    { cg_v xv = VLOAD(xc + 1024 + v * 16); VKEEP(xv); a0_7 += d0 * xv; a1_7 += d1 * xv; }
+                    { cg_v xv = VLOAD(xc + 1056 + v * 16); VKEEP(xv); a0_8 += d0 * xv; a1_8 += d1 * xv; }
+                }
+                /* rows 0..0, cols 1..30: 6 of 9 taps */
+                for (int ox = 1; ox < 31; ox++) {
                     for (int v = 0; v < 2; v++) {
-                        const cg_v d0 = VLOAD(dyb + oy*1024 + v * 16), d1 = VLOAD(dyb + oy*1024 + 32768 + v * 16), d2 = VLOAD(dyb + oy*1024 + 65536 + v * 16), d3 = VLOAD(dyb + oy*1024 + 98304 + v * 16), d4 = VLOAD(dyb + oy*1024 + 131072 + v * 16), d5 = VLOAD(dyb + oy*1024 + 163840 + v * 16), d6 = VLOAD(dyb + oy*1024 + 196608 + v * 16), d7 = VLOAD(dyb + oy*1024 + 229376 + v * 16);
-                        { const cg_v xv = VLOAD(xc + oy*1024 - 1024 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; a3_1 += d3 * xv; a4_1 += d4 * xv; a5_1 += d5 * xv; a6_1 += d6 * xv; a7_1 += d7 * xv; }
-                        { const cg_v xv = VLOAD(xc + oy*1024 - 992 + v * 16); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; a3_2 += d3 * xv; a4_2 += d4 * xv; a5_2 += d5 * xv; a6_2 += d6 * xv; a7_2 += d7 * xv; }
+                        cg_v d0 = VLOAD(dyb + ox*32 + v * 16), d1 = VLOAD(dyb + ox*32 + 32768 + v * 16); VKEEP(d0); VKEEP(d1);
+                        { cg_v xv = VLOAD(xc + ox*32 - 32 + v * 16); VKEEP(xv); a0_3 += d0 * xv; a1_3 += d1 * xv; }
+                        { cg_v xv = VLOAD(xc + ox*32 + v * 16); VKEEP(xv); a0_4 += d0 * xv; a1_4 += d1 * xv; }
+                        { cg_v xv = VLOAD(xc + ox*32 + 32 + v * 16); VKEEP(xv); a0_5 += d0 * xv; a1_5 += d1 * xv; }
+                        { cg_v xv = VLOAD(xc + ox*32 + 992 + v * 16); VKEEP(xv); a0_6 += d0 * xv; a1_6 += d1 * xv; }
+                        { cg_v xv = VLOAD(xc + ox*32 + 1024 + v * 16); VKEEP(xv); a0_7 += d0 * xv; a1_7 += d1 * xv; }
+                        { cg_v xv = VLOAD(xc + ox*32 + 1056 + v * 16); VKEEP(xv); a0_8 += d0 * xv; a1_8 += d1 * xv; }
                     }
                 }
-                /* rows 1..30, cols 1..30: 3 of 9 taps */
+                for (int v = 0; v < 2; v++) {
+                    cg_v d0 = VLOAD(dyb + 992 + v * 16), d1 = VLOAD(dyb + 33760 + v * 16); VKEEP(d0); VKEEP(d1);
+                    { cg_v xv = VLOAD(xc + 960 + v * 16); VKEEP(xv); a0_3 += d0 * xv; a1_3 += d1 * xv; }
+                    { cg_v xv = VLOAD(xc + 992 + v * 16); VKEEP(xv); a0_4 += d0 * xv; a1_4 += d1 * xv; }
+                    { cg_v xv = VLOAD(xc + 1984 + v * 16); VKEEP(xv); a0_6 += d0 * xv; a1_6 += d1 * xv; }
+                    { cg_v xv = VLOAD(xc + 2016 + v * 16); VKEEP(xv); a0_7 += d0 * xv; a1_7 += d1 * xv; }
+                }
+                /* rows 1..30, cols 0..0: 6 of 9 taps */
+                for (int oy = 1; oy < 31; oy++) {
+                    for (int v = 0; v < 2; v++) {
+                        cg_v d0 = VLOAD(dyb + oy*1024 + v * 16), d1 = VLOAD(dyb + oy*1024 + 32768 + v * 16); VKEEP(d0); VKEEP(d1);
+                        { cg_v xv = VLOAD(xc + oy*1024 - 1024 + v * 16); VKEEP(xv); a0_1 += d0 * xv; a1_1 += d1 * xv; }
+                        { cg_v xv = VLOAD(xc + oy*1024 - 992 + v * 16); VKEEP(xv); a0_2 += d0 * xv; a1_2 += d1 * xv; }
+                        { cg_v xv = VLOAD(xc + oy*1024 + v * 16); VKEEP(xv); a0_4 += d0 * xv; a1_4 += d1 * xv; }
+                        { cg_v xv = VLOAD(xc + oy*1024 + 32 + v * 16); VKEEP(xv); a0_5 += d0 * xv; a1_5 += d1 * xv; }
+                        { cg_v xv = VLOAD(xc + oy*1024 + 1024 + v * 16); VKEEP(xv); a0_7 += d0 * xv; a1_7 += d1 * xv; }
+                        { cg_v xv = VLOAD(xc + oy*1024 + 1056 + v * 16); VKEEP(xv); a0_8 += d0 * xv; a1_8 += d1 * xv; }
+                    }
+                }
+                /* rows 1..30, cols 1..30: every tap */
                 for (int oy = 1; oy < 31; oy++) {
                     for (int ox = 1; ox < 31; ox++) {
                         for (int v = 0; v < 2; v++) {
-                            const cg_v d0 = VLOAD(dyb + oy*1024 + ox*32 + v * 16), d1 = VLOAD(dyb + oy*1024 + ox*32 + 32768 + v * 16), d2 = VLOAD(dyb + oy*1024 + ox*32 + 65536 + v * 16), d3 = VLOAD(dyb + oy*1024 + ox*32 + 98304 + v * 16), d4 = VLOAD(dyb + oy*1024 + ox*32 + 131072 + v * 16), d5 = VLOAD(dyb + oy*1024 + ox*32 + 163840 + v * 16), d6 = VLOAD(dyb + oy*1024 + ox*32 + 196608 + v * 16), d7 = VLOAD(dyb + oy*1024 + ox*32 + 229376 + v * 16);
-                            { const cg_v xv = VLOAD(xc + oy*1024 + ox*32 - 1056 + v * 16); a0_0 += d0 * xv; a1_0 += d1 * xv; a2_0 += d2 * xv; a3_0 += d3 * xv; a4_0 += d4 * xv; a5_0 += d5 * xv; a6_0 += d6 * xv; a7_0 += d7 * xv; }
-                            { const cg_v xv = VLOAD(xc + oy*1024 + ox*32 - 1024 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; a3_1 += d3 * xv; a4_1 += d4 * xv; a5_1 += d5 * xv; a6_1 += d6 * xv; a7_1 += d7 * xv; }
-                            { const cg_v xv = VLOAD(xc + oy*1024 + ox*32 - 992 + v * 16); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; a3_2 += d3 * xv; a4_2 += d4 * xv; a5_2 += d5 * xv; a6_2 += d6 * xv; a7_2 += d7 * xv; }
+                            cg_v d0 = VLOAD(dyb + oy*1024 + ox*32 + v * 16), d1 = VLOAD(dyb + oy*1024 + ox*32 + 32768 + v * 16); VKEEP(d0); VKEEP(d1);
+                            { cg_v xv = VLOAD(xc + oy*1024 + ox*32 - 1056 + v * 16); VKEEP(xv); a0_0 += d0 * xv; a1_0 += d1 * xv; }
+                            { cg_v xv = VLOAD(xc + oy*1024 + ox*32 - 1024 + v * 16); VKEEP(xv); a0_1 += d0 * xv; a1_1 += d1 * xv; }
+                            { cg_v xv = VLOAD(xc + oy*1024 + ox*32 - 992 + v * 16); VKEEP(xv); a0_2 += d0 * xv; a1_2 += d1 * xv; }
+                            { cg_v xv = VLOAD(xc + oy*1024 + ox*32 - 32 + v * 16); VKEEP(xv); a0_3 += d0 * xv; a1_3 += d1 * xv; }
+                            { cg_v xv = VLOAD(xc + oy*1024 + ox*32 + v * 16); VKEEP(xv); a0_4 += d0 * xv; a1_4 += d1 * xv; }
+                            { cg_v xv = VLOAD(xc + oy*1024 + ox*32 + 32 + v * 16); VKEEP(xv); a0_5 += d0 * xv; a1_5 += d1 * xv; }
+                            { cg_v xv = VLOAD(xc + oy*1024 + ox*32 + 992 + v * 16); VKEEP(xv); a0_6 += d0 * xv; a1_6 += d1 * xv; }
+                            { cg_v xv = VLOAD(xc + oy*1024 + ox*32 + 1024 + v * 16); VKEEP(xv); a0_7 += d0 * xv; a1_7 += d1 * xv; }
+                            { cg_v xv = VLOAD(xc + oy*1024 + ox*32 + 1056 + v * 16); VKEEP(xv); a0_8 += d0 * xv; a1_8 += d1 * xv; }
                         }
                     }
                 }
-                /* rows 1..30, cols 31..31: 2 of 9 taps */
+                /* rows 1..30, cols 31..31: 6 of 9 taps */
                 for (int oy = 1; oy < 31; oy++) {
                     for (int v = 0; v < 2; v++) {
-                        const cg_v d0 = VLOAD(dyb + oy*1024 + 992 + v * 16), d1 = VLOAD(dyb + oy*1024 + 33760 + v * 16), d2 = VLOAD(dyb + oy*1024 + 66528 + v * 16), d3 = VLOAD(dyb + oy*1024 + 99296 + v * 16), d4 = VLOAD(dyb + oy*1024 + 132064 + v * 16), d5 = VLOAD(dyb + oy*1024 + 164832 + v * 16), d6 = VLOAD(dyb + oy*1024 + 197600 + v * 16), d7 = VLOAD(dyb + oy*1024 + 230368 + v * 16);
-                        { const cg_v xv = VLOAD(xc + oy*1024 - 64 + v * 16); a0_0 += d0 * xv; a1_0 += d1 * xv; a2_0 += d2 * xv; a3_0 += d3 * xv; a4_0 += d4 * xv; a5_0 += d5 * xv; a6_0 += d6 * xv; a7_0 += d7 * xv; }
-                        { const cg_v xv = VLOAD(xc + oy*1024 - 32 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; a3_1 += d3 * xv; a4_1 += d4 * xv; a5_1 += d5 * xv; a6_1 += d6 * xv; a7_1 += d7 * xv; }
+                        cg_v d0 = VLOAD(dyb + oy*1024 + 992 + v * 16), d1 = VLOAD(dyb + oy*1024 + 33760 + v * 16); VKEEP(d0); VKEEP(d1);
+                        { cg_v xv = VLOAD(xc + oy*1024 - 64 + v * 16); VKEEP(xv); a0_0 += d0 * xv; a1_0 += d1 * xv; }
+                        { cg_v xv = VLOAD(xc + oy*1024 - 32 + v * 16); VKEEP(xv); a0_1 += d0 * xv; a1_1 += d1 * xv; }
+                        { cg_v xv = VLOAD(xc + oy*1024 + 960 + v * 16); VKEEP(xv); a0_3 += d0 * xv; a1_3 += d1 * xv; }
+                        { cg_v xv = VLOAD(xc + oy*1024 + 992 + v * 16); VKEEP(xv); a0_4 += d0 * xv; a1_4 += d1 * xv; }
+                        { cg_v xv = VLOAD(xc + oy*1024 + 1984 + v * 16); VKEEP(xv); a0_6 += d0 * xv; a1_6 += d1 * xv; }
+                        { cg_v xv = VLOAD(xc + oy*1024 + 2016 + v * 16); VKEEP(xv); a0_7 += d0 * xv; a1_7 += d1 * xv; }
                     }
                 }
                 for (int v = 0; v < 2; v++) {
-                    const cg_v d0 = VLOAD(dyb + 31744 + v * 16), d1 = VLOAD(dyb + 64512 + v * 16), d2 = VLOAD(dyb + 97280 + v * 16), d3 = VLOAD(dyb + 130048 + v * 16), d4 = VLOAD(dyb + 162816 + v * 16), d5 = VLOAD(dyb + 195584 + v * 16), d6 = VLOAD(dyb + 228352 + v * 16), d7 = VLOAD(dyb + 261120 + v * 16);
-                    { const cg_v xv = VLOAD(xc + 30720 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; a3_1 += d3 * xv; a4_1 += d4 * xv; a5_1 += d5 * xv; a6_1 += d6 * xv; a7_1 += d7 * xv; }
-                    { const cg_v xv = VLOAD(xc + 30752 + v * 16); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; a3_2 += d3 * xv; a4_2 += d4 * xv; a5_2 += d5 * xv; a6_2 += d6 * xv; a7_2 += d7 * xv; }
+                    cg_v d0 = VLOAD(dyb + 31744 + v * 16), d1 = VLOAD(dyb + 64512 + v * 16); VKEEP(d0); VKEEP(d1);
+                    { cg_v xv = VLOAD(xc + 30720 + v * 16); VKEEP(xv); a0_1 += d0 * xv; a1_1 += d1 * xv; }
+                    { cg_v xv = VLOAD(xc + 30752 + v * 16); VKEEP(xv); a0_2 += d0 * xv; a1_2 += d1 * xv; }
+                    { cg_v xv = VLOAD(xc + 31744 + v * 16); VKEEP(xv); a0_4 += d0 * xv; a1_4 += d1 * xv; }
+                    { cg_v xv = VLOAD(xc + 31776 + v * 16); VKEEP(xv); a0_5 += d0 * xv; a1_5 += d1 * xv; }
                 }
-                /* rows 31..31, cols 1..30: 3 of 9 taps */
+                /* rows 31..31, cols 1..30: 6 of 9 taps */
                 for (int ox = 1; ox < 31; ox++) {
                     for (int v = 0; v < 2; v++) {
-                        const cg_v d0 = VLOAD(dyb + ox*32 + 31744 + v * 16), d1 = VLOAD(dyb + ox*32 + 64512 + v * 16), d2 = VLOAD(dyb + ox*32 + 97280 + v * 16), d3 = VLOAD(dyb + ox*32 + 130048 + v * 16), d4 = VLOAD(dyb + ox*32 + 162816 + v * 16), d5 = VLOAD(dyb + ox*32 + 195584 + v * 16), d6 = VLOAD(dyb + ox*32 + 228352 + v * 16), d7 = VLOAD(dyb + ox*32 + 261120 + v * 16);
-                        { const cg_v xv = VLOAD(xc + ox*32 + 30688 + v * 16); a0_0 += d0 * xv; a1_0 += d1 * xv; a2_0 += d2 * xv; a3_0 += d3 * xv; a4_0 += d4 * xv; a5_0 += d5 * xv; a6_0 += d6 * xv; a7_0 += d7 * xv; }
-                        { const cg_v xv = VLOAD(xc + ox*32 + 30720 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; a3_1 += d3 * xv; a4_1 += d4 * xv; a5_1 += d5 * xv; a6_1 += d6 * xv; a7_1 += d7 * xv; }
-                        { const cg_v xv = VLOAD(xc + ox*32 + 30752 + v * 16); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; a3_2 += d3 * xv; a4_2 += d4 * xv; a5_2 += d5 * xv; a6_2 += d6 * xv; a7_2 += d7 * xv; }
+                        cg_v d0 = VLOAD(dyb + ox*32 + 31744 + v * 16), d1 = VLOAD(dyb + ox*32 + 64512 + v * 16); VKEEP(d0); VKEEP(d1);
+                        { cg_v xv = VLOAD(xc + ox*32 + 30688 + v * 16); VKEEP(xv); a0_0 += d0 * xv; a1_0 += d1 * xv; }
+                        { cg_v xv = VLOAD(xc + ox*32 + 30720 + v * 16); VKEEP(xv); a0_1 += d0 * xv; a1_1 += d1 * xv; }
+                        { cg_v xv = VLOAD(xc + ox*32 + 30752 + v * 16); VKEEP(xv); a0_2 += d0 * xv; a1_2 += d1 * xv; }
+                        { cg_v xv = VLOAD(xc + ox*32 + 31712 + v * 16); VKEEP(xv); a0_3 += d0 * xv; a1_3 += d1 * xv; }
+                        { cg_v xv = VLOAD(xc + ox*32 + 31744 + v * 16); VKEEP(xv); a0_4 += d0 * xv; a1_4 += d1 * xv; }
+                        { cg_v xv = VLOAD(xc + ox*32 + 31776 + v * 16); VKEEP(xv); a0_5 += d0 * xv; a1_5 += d1 * xv; }
                     }
                 }
                 for (int v = 0; v < 2; v++) {
-                    const cg_v d0 = VLOAD(dyb + 32736 + v * 16), d1 = VLOAD(dyb + 65504 + v * 16), d2 = VLOAD(dyb + 98272 + v * 16), d3 = VLOAD(dyb + 131040 + v * 16), d4 = VLOAD(dyb + 163808 + v * 16), d5 = VLOAD(dyb + 196576 + v * 16), d6 = VLOAD(dyb + 229344 + v * 16), d7 = VLOAD(dyb + 262112 + v * 16);
-                    { const cg_v xv = VLOAD(xc + 31680 + v * 16); a0_0 += d0 * xv; a1_0 += d1 * xv; a2_0 += d2 * xv; a3_0 += d3 * xv; a4_0 += d4 * xv; a5_0 += d5 * xv; a6_0 += d6 * xv; a7_0 += d7 * xv; }
-                    { const cg_v xv = VLOAD(xc + 31712 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; a3_1 += d3 * xv; a4_1 += d4 * xv; a5_1 += d5 * xv; a6_1 += d6 * xv; a7_1 += d7 * xv; }
+                    cg_v d0 = VLOAD(dyb + 32736 + v * 16), d1 = VLOAD(dyb + 65504 + v * 16); VKEEP(d0); VKEEP(d1);
+                    { cg_v xv = VLOAD(xc + 31680 + v * 16); VKEEP(xv); a0_0 += d0 * xv; a1_0 += d1 * xv; }
+                    { cg_v xv = VLOAD(xc + 31712 + v * 16); VKEEP(xv); a0_1 += d0 * xv; a1_1 += d1 * xv; }
+                    { cg_v xv = VLOAD(xc + 32704 + v * 16); VKEEP(xv); a0_3 += d0 * xv; a1_3 += d1 * xv; }
+                    { cg_v xv = VLOAD(xc + 32736 + v * 16); VKEEP(xv); a0_4 += d0 * xv; a1_4 += d1 * xv; }
                 }
-                gwc[0] += vsum(a0_0); gwc[1] += vsum(a0_1); gwc[2] += vsum(a0_2);
-                gwc[27] += vsum(a1_0); gwc[28] += vsum(a1_1); gwc[29] += vsum(a1_2);
-                gwc[54] += vsum(a2_0); gwc[55] += vsum(a2_1); gwc[56] += vsum(a2_2);
-                gwc[81] += vsum(a3_0); gwc[82] += vsum(a3_1); gwc[83] += vsum(a3_2);
-                gwc[108] += vsum(a4_0); gwc[109] += vsum(a4_1); gwc[110] += vsum(a4_2);
-                gwc[135] += vsum(a5_0); gwc[136] += vsum(a5_1); gwc[137] += vsum(a5_2);
-                gwc[162] += vsum(a6_0); gwc[163] += vsum(a6_1); gwc[164] += vsum(a6_2);
-                gwc[189] += vsum(a7_0); gwc[190] += vsum(a7_1); gwc[191] += vsum(a7_2);
-            }
-            { /* kernel row 1 */
-                cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f);
-                cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f);
-                cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f), a2_2 = vsplat(0.0f);
-                cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f), a3_2 = vsplat(0.0f);
-                cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f), a4_2 = vsplat(0.0f);
-                cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f), a5_2 = vsplat(0.0f);
-                cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f), a6_2 = vsplat(0.0f);
-                cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f), a7_2 = vsplat(0.0f);
-                for (int v = 0; v < 2; v++) {
-                    const cg_v d0 = VLOAD(dyb + 0 + v * 16), d1 = VLOAD(dyb + 32768 + v * 16), d2 = VLOAD(dyb + 65536 + v * 16), d3 = VLOAD(dyb + 98304 + v * 16), d4 = VLOAD(dyb + 131072 + v * 16), d5 = VLOAD(dyb + 163840 + v * 16), d6 = VLOAD(dyb + 196608 + v * 16), d7 = VLOAD(dyb + 229376 + v * 16);
-                    { const cg_v xv = VLOAD(xc + 0 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; a3_1 += d3 * xv; a4_1 += d4 * xv; a5_1 += d5 * xv; a6_1 += d6 * xv; a7_1 += d7 * xv; }
-                    { const cg_v xv = VLOAD(xc + 32 + v * 16); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; a3_2 += d3 * xv; a4_2 += d4 * xv; a5_2 += d5 * xv; a6_2 += d6 * xv; a7_2 += d7 * xv; }
-                }
-                /* rows 0..0, cols 1..30: 3 of 9 taps */
-                for (int ox = 1; ox < 31; ox++) {
-                    for (int v = 0; v < 2; v++) {
-                        const cg_v d0 = VLOAD(dyb + ox*32 + v * 16), d1 = VLOAD(dyb + ox*32 + 32768 + v * 16), d2 = VLOAD(dyb + ox*32 + 65536 + v * 16), d3 = VLOAD(dyb + ox*32 + 98304 + v * 16), d4 = VLOAD(dyb + ox*32 + 131072 + v * 16), d5 = VLOAD(dyb + ox*32 + 163840 + v * 16), d6 = VLOAD(dyb + ox*32 + 196608 + v * 16), d7 = VLOAD(dyb + ox*32 + 229376 + v * 16);
-                        { const cg_v xv = VLOAD(xc + ox*32 - 32 + v * 16); a0_0 += d0 * xv; a1_0 += d1 * xv; a2_0 += d2 * xv; a3_0 += d3 * xv; a4_0 += d4 * xv; a5_0 += d5 * xv; a6_0 += d6 * xv; a7_0 += d7 * xv; }
-                        { const cg_v xv = VLOAD(xc + ox*32 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; a3_1 += d3 * xv; a4_1 += d4 * xv; a5_1 += d5 * xv; a6_1 += d6 * xv; a7_1 += d7 * xv; }
-                        { const cg_v xv = VLOAD(xc + ox*32 + 32 + v * 16); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; a3_2 += d3 * xv; a4_2 += d4 * xv; a5_2 += d5 * xv; a6_2 += d6 * xv; a7_2 += d7 * xv; }
-                    }
-                }
-                for (int v = 0; v < 2; v++) {
-                    const cg_v d0 = VLOAD(dyb + 992 + v * 16), d1 = VLOAD(dyb + 33760 + v * 16), d2 = VLOAD(dyb + 66528 + v * 16), d3 = VLOAD(dyb + 99296 + v * 16), d4 = VLOAD(dyb + 132064 + v * 16), d5 = VLOAD(dyb + 164832 + v * 16), d6 = VLOAD(dyb + 197600 + v * 16), d7 = VLOAD(dyb + 230368 + v * 16);
-                    { const cg_v xv = VLOAD(xc + 960 + v * 16); a0_0 += d0 * xv; a1_0 += d1 * xv; a2_0 += d2 * xv; a3_0 += d3 * xv; a4_0 += d4 * xv; a5_0 += d5 * xv; a6_0 += d6 * xv; a7_0 += d7 * xv; }
-                    { const cg_v xv = VLOAD(xc + 992 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; a3_1 += d3 * xv; a4_1 += d4 * xv; a5_1 += d5 * xv; a6_1 += d6 * xv; a7_1 += d7 * xv; }
-                }
-                /* rows 1..30, cols 0..0: 2 of 9 taps */
-                for (int oy = 1; oy < 31; oy++) {
-                    for (int v = 0; v < 2; v++) {
-                        const cg_v d0 = VLOAD(dyb + oy*1024 + v * 16), d1 = VLOAD(dyb + oy*1024 + 32768 + v * 16), d2 = VLOAD(dyb + oy*1024 + 65536 + v * 16), d3 = VLOAD(dyb + oy*1024 + 98304 + v * 16), d4 = VLOAD(dyb + oy*1024 + 131072 + v * 16), d5 = VLOAD(dyb + oy*1024 + 163840 + v * 16), d6 = VLOAD(dyb + oy*1024 + 196608 + v * 16), d7 = VLOAD(dyb + oy*1024 + 229376 + v * 16);
-                        { const cg_v xv = VLOAD(xc + oy*1024 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; a3_1 += d3 * xv; a4_1 += d4 * xv; a5_1 += d5 * xv; a6_1 += d6 * xv; a7_1 += d7 * xv; }
-                        { const cg_v xv = VLOAD(xc + oy*1024 + 32 + v * 16); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; a3_2 += d3 * xv; a4_2 += d4 * xv; a5_2 += d5 * xv; a6_2 += d6 * xv; a7_2 += d7 * xv; }
-                    }
-                }
-                /* rows 1..30, cols 1..30: 3 of 9 taps */
-                for (int oy = 1; oy < 31; oy++) {
-                    for (int ox = 1; ox < 31; ox++) {
-                        for (int v = 0; v < 2; v++) {
-                            const cg_v d0 = VLOAD(dyb + oy*1024 + ox*32 + v * 16), d1 = VLOAD(dyb + oy*1024 + ox*32 + 32768 + v * 16), d2 = VLOAD(dyb + oy*1024 + ox*32 + 65536 + v * 16), d3 = VLOAD(dyb + oy*1024 + ox*32 + 98304 + v * 16), d4 = VLOAD(dyb + oy*1024 + ox*32 + 131072 + v * 16), d5 = VLOAD(dyb + oy*1024 + ox*32 + 163840 + v * 16), d6 = VLOAD(dyb + oy*1024 + ox*32 + 196608 + v * 16), d7 = VLOAD(dyb + oy*1024 + ox*32 + 229376 + v * 16);
-                            { const cg_v xv = VLOAD(xc + oy*1024 + ox*32 - 32 + v * 16); a0_0 += d0 * xv; a1_0 += d1 * xv; a2_0 += d2 * xv; a3_0 += d3 * xv; a4_0 += d4 * xv; a5_0 += d5 * xv; a6_0 += d6 * xv; a7_0 += d7 * xv; }
-                            { const cg_v xv = VLOAD(xc + oy*1024 + ox*32 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; a3_1 += d3 * xv; a4_1 += d4 * xv; a5_1 += d5 * xv; a6_1 += d6 * xv; a7_1 += d7 * xv; }
-                            { const cg_v xv = VLOAD(xc + oy*1024 + ox*32 + 32 + v * 16); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; a3_2 += d3 * xv; a4_2 += d4 * xv; a5_2 += d5 * xv; a6_2 += d6 * xv; a7_2 += d7 * xv; }
-                        }
-                    }
-                }
-                /* rows 1..30, cols 31..31: 2 of 9 taps */
-                for (int oy = 1; oy < 31; oy++) {
-                    for (int v = 0; v < 2; v++) {
-                        const cg_v d0 = VLOAD(dyb + oy*1024 + 992 + v * 16), d1 = VLOAD(dyb + oy*1024 + 33760 + v * 16), d2 = VLOAD(dyb + oy*1024 + 66528 + v * 16), d3 = VLOAD(dyb + oy*1024 + 99296 + v * 16), d4 = VLOAD(dyb + oy*1024 + 132064 + v * 16), d5 = VLOAD(dyb + oy*1024 + 164832 + v * 16), d6 = VLOAD(dyb + oy*1024 + 197600 + v * 16), d7 = VLOAD(dyb + oy*1024 + 230368 + v * 16);
-                        { const cg_v xv = VLOAD(xc + oy*1024 + 960 + v * 16); a0_0 += d0 * xv; a1_0 += d1 * xv; a2_0 += d2 * xv; a3_0 += d3 * xv; a4_0 += d4 * xv; a5_0 += d5 * xv; a6_0 += d6 * xv; a7_0 += d7 * xv; }
-                        { const cg_v xv = VLOAD(xc + oy*1024 + 992 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; a3_1 += d3 * xv; a4_1 += d4 * xv; a5_1 += d5 * xv; a6_1 += d6 * xv; a7_1 += d7 * xv; }
-                    }
-                }
-                for (int v = 0; v < 2; v++) {
-                    const cg_v d0 = VLOAD(dyb + 31744 + v * 16), d1 = VLOAD(dyb + 64512 + v * 16), d2 = VLOAD(dyb + 97280 + v * 16), d3 = VLOAD(dyb + 130048 + v * 16), d4 = VLOAD(dyb + 162816 + v * 16), d5 = VLOAD(dyb + 195584 + v * 16), d6 = VLOAD(dyb + 228352 + v * 16), d7 = VLOAD(dyb + 261120 + v * 16);
-                    { const cg_v xv = VLOAD(xc + 31744 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; a3_1 += d3 * xv; a4_1 += d4 * xv; a5_1 += d5 * xv; a6_1 += d6 * xv; a7_1 += d7 * xv; }
-                    { const cg_v xv = VLOAD(xc + 31776 + v * 16); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; a3_2 += d3 * xv; a4_2 += d4 * xv; a5_2 += d5 * xv; a6_2 += d6 * xv; a7_2 += d7 * xv; }
-                }
-                /* rows 31..31, cols 1..30: 3 of 9 taps */
-                for (int ox = 1; ox < 31; ox++) {
-                    for (int v = 0; v < 2; v++) {
-                        const cg_v d0 = VLOAD(dyb + ox*32 + 31744 + v * 16), d1 = VLOAD(dyb + ox*32 + 64512 + v * 16), d2 = VLOAD(dyb + ox*32 + 97280 + v * 16), d3 = VLOAD(dyb + ox*32 + 130048 + v * 16), d4 = VLOAD(dyb + ox*32 + 162816 + v * 16), d5 = VLOAD(dyb + ox*32 + 195584 + v * 16), d6 = VLOAD(dyb + ox*32 + 228352 + v * 16), d7 = VLOAD(dyb + ox*32 + 261120 + v * 16);
-                        { const cg_v xv = VLOAD(xc + ox*32 + 31712 + v * 16); a0_0 += d0 * xv; a1_0 += d1 * xv; a2_0 += d2 * xv; a3_0 += d3 * xv; a4_0 += d4 * xv; a5_0 += d5 * xv; a6_0 += d6 * xv; a7_0 += d7 * xv; }
-                        { const cg_v xv = VLOAD(xc + ox*32 + 31744 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; a3_1 += d3 * xv; a4_1 += d4 * xv; a5_1 += d5 * xv; a6_1 += d6 * xv; a7_1 += d7 * xv; }
-                        { const cg_v xv = VLOAD(xc + ox*32 + 31776 + v * 16); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; a3_2 += d3 * xv; a4_2 += d4 * xv; a5_2 += d5 * xv; a6_2 += d6 * xv; a7_2 += d7 * xv; }
-                    }
-                }
-                for (int v = 0; v < 2; v++) {
-                    const cg_v d0 = VLOAD(dyb + 32736 + v * 16), d1 = VLOAD(dyb + 65504 + v * 16), d2 = VLOAD(dyb + 98272 + v * 16), d3 = VLOAD(dyb + 131040 + v * 16), d4 = VLOAD(dyb + 163808 + v * 16), d5 = VLOAD(dyb + 196576 + v * 16), d6 = VLOAD(dyb + 229344 + v * 16), d7 = VLOAD(dyb + 262112 + v * 16);
-                    { const cg_v xv = VLOAD(xc + 32704 + v * 16); a0_0 += d0 * xv; a1_0 += d1 * xv; a2_0 += d2 * xv; a3_0 += d3 * xv; a4_0 += d4 * xv; a5_0 += d5 * xv; a6_0 += d6 * xv; a7_0 += d7 * xv; }
-                    { const cg_v xv = VLOAD(xc + 32736 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; a3_1 += d3 * xv; a4_1 += d4 * xv; a5_1 += d5 * xv; a6_1 += d6 * xv; a7_1 += d7 * xv; }
-                }
-                gwc[3] += vsum(a0_0); gwc[4] += vsum(a0_1); gwc[5] += vsum(a0_2);
-                gwc[30] += vsum(a1_0); gwc[31] += vsum(a1_1); gwc[32] += vsum(a1_2);
-                gwc[57] += vsum(a2_0); gwc[58] += vsum(a2_1); gwc[59] += vsum(a2_2);
-                gwc[84] += vsum(a3_0); gwc[85] += vsum(a3_1); gwc[86] += vsum(a3_2);
-                gwc[111] += vsum(a4_0); gwc[112] += vsum(a4_1); gwc[113] += vsum(a4_2);
-                gwc[138] += vsum(a5_0); gwc[139] += vsum(a5_1); gwc[140] += vsum(a5_2);
-                gwc[165] += vsum(a6_0); gwc[166] += vsum(a6_1); gwc[167] += vsum(a6_2);
-                gwc[192] += vsum(a7_0); gwc[193] += vsum(a7_1); gwc[194] += vsum(a7_2);
-            }
-            { /* kernel row 2 */
-                cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f);
-                cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f);
-                cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f), a2_2 = vsplat(0.0f);
-                cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f), a3_2 = vsplat(0.0f);
-                cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f), a4_2 = vsplat(0.0f);
-                cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f), a5_2 = vsplat(0.0f);
-                cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f), a6_2 = vsplat(0.0f);
-                cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f), a7_2 = vsplat(0.0f);
-                for (int v = 0; v < 2; v++) {
-                    const cg_v d0 = VLOAD(dyb + 0 + v * 16), d1 = VLOAD(dyb + 32768 + v * 16), d2 = VLOAD(dyb + 65536 + v * 16), d3 = VLOAD(dyb + 98304 + v * 16), d4 = VLOAD(dyb + 131072 + v * 16), d5 = VLOAD(dyb + 163840 + v * 16), d6 = VLOAD(dyb + 196608 + v * 16), d7 = VLOAD(dyb + 229376 + v * 16);
-                    { const cg_v xv = VLOAD(xc + 1024 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; a3_1 += d3 * xv; a4_1 += d4 * xv; a5_1 += d5 * xv; a6_1 += d6 * xv; a7_1 += d7 * xv; }
-                    { const cg_v xv = VLOAD(xc + 1056 + v * 16); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; a3_2 += d3 * xv; a4_2 += d4 * xv; a5_2 += d5 * xv; a6_2 += d6 * xv; a7_2 += d7 * xv; }
-                }
-                /* rows 0..0, cols 1..30: 3 of 9 taps */
-                for (int ox = 1; ox < 31; ox++) {
-                    for (int v = 0; v < 2; v++) {
-                        const cg_v d0 = VLOAD(dyb + ox*32 + v * 16), d1 = VLOAD(dyb + ox*32 + 32768 + v * 16), d2 = VLOAD(dyb + ox*32 + 65536 + v * 16), d3 = VLOAD(dyb + ox*32 + 98304 + v * 16), d4 = VLOAD(dyb + ox*32 + 131072 + v * 16), d5 = VLOAD(dyb + ox*32 + 163840 + v * 16), d6 = VLOAD(dyb + ox*32 + 196608 + v * 16), d7 = VLOAD(dyb + ox*32 + 229376 + v * 16);
-                        { const cg_v xv = VLOAD(xc + ox*32 + 992 + v * 16); a0_0 += d0 * xv; a1_0 += d1 * xv; a2_0 += d2 * xv; a3_0 += d3 * xv; a4_0 += d4 * xv; a5_0 += d5 * xv; a6_0 += d6 * xv; a7_0 += d7 * xv; }
-                        { const cg_v xv = VLOAD(xc + ox*32 + 1024 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; a3_1 += d3 * xv; a4_1 += d4 * xv; a5_1 += d5 * xv; a6_1 += d6 * xv; a7_1 += d7 * xv; }
-                        { const cg_v xv = VLOAD(xc + ox*32 + 1056 + v * 16); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; a3_2 += d3 * xv; a4_2 += d4 * xv; a5_2 += d5 * xv; a6_2 += d6 * xv; a7_2 += d7 * xv; }
-                    }
-                }
-                for (int v = 0; v < 2; v++) {
-                    const cg_v d0 = VLOAD(dyb + 992 + v * 16), d1 = VLOAD(dyb + 33760 + v * 16), d2 = VLOAD(dyb + 66528 + v * 16), d3 = VLOAD(dyb + 99296 + v * 16), d4 = VLOAD(dyb + 132064 + v * 16), d5 = VLOAD(dyb + 164832 + v * 16), d6 = VLOAD(dyb + 197600 + v * 16), d7 = VLOAD(dyb + 230368 + v * 16);
-                    { const cg_v xv = VLOAD(xc + 1984 + v * 16); a0_0 += d0 * xv; a1_0 += d1 * xv; a2_0 += d2 * xv; a3_0 += d3 * xv; a4_0 += d4 * xv; a5_0 += d5 * xv; a6_0 += d6 * xv; a7_0 += d7 * xv; }
-                    { const cg_v xv = VLOAD(xc + 2016 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; a3_1 += d3 * xv; a4_1 += d4 * xv; a5_1 += d5 * xv; a6_1 += d6 * xv; a7_1 += d7 * xv; }
-                }
-                /* rows 1..30, cols 0..0: 2 of 9 taps */
-                for (int oy = 1; oy < 31; oy++) {
-                    for (int v = 0; v < 2; v++) {
-                        const cg_v d0 = VLOAD(dyb + oy*1024 + v * 16), d1 = VLOAD(dyb + oy*1024 + 32768 + v * 16), d2 = VLOAD(dyb + oy*1024 + 65536 + v * 16), d3 = VLOAD(dyb + oy*1024 + 98304 + v * 16), d4 = VLOAD(dyb + oy*1024 + 131072 + v * 16), d5 = VLOAD(dyb + oy*1024 + 163840 + v * 16), d6 = VLOAD(dyb + oy*1024 + 196608 + v * 16), d7 = VLOAD(dyb + oy*1024 + 229376 + v * 16);
-                        { const cg_v xv = VLOAD(xc + oy*1024 + 1024 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; a3_1 += d3 * xv; a4_1 += d4 * xv; a5_1 += d5 * xv; a6_1 += d6 * xv; a7_1 += d7 * xv; }
-                        { const cg_v xv = VLOAD(xc + oy*1024 + 1056 + v * 16); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; a3_2 += d3 * xv; a4_2 += d4 * xv; a5_2 += d5 * xv; a6_2 += d6 * xv; a7_2 += d7 * xv; }
-                    }
-                }
-                /* rows 1..30, cols 1..30: 3 of 9 taps */
-                for (int oy = 1; oy < 31; oy++) {
-                    for (int ox = 1; ox < 31; ox++) {
-                        for (int v = 0; v < 2; v++) {
-                            const cg_v d0 = VLOAD(dyb + oy*1024 + ox*32 + v * 16), d1 = VLOAD(dyb + oy*1024 + ox*32 + 32768 + v * 16), d2 = VLOAD(dyb + oy*1024 + ox*32 + 65536 + v * 16), d3 = VLOAD(dyb + oy*1024 + ox*32 + 98304 + v * 16), d4 = VLOAD(dyb + oy*1024 + ox*32 + 131072 + v * 16), d5 = VLOAD(dyb + oy*1024 + ox*32 + 163840 + v * 16), d6 = VLOAD(dyb + oy*1024 + ox*32 + 196608 + v * 16), d7 = VLOAD(dyb + oy*1024 + ox*32 + 229376 + v * 16);
-                            { const cg_v xv = VLOAD(xc + oy*1024 + ox*32 + 992 + v * 16); a0_0 += d0 * xv; a1_0 += d1 * xv; a2_0 += d2 * xv; a3_0 += d3 * xv; a4_0 += d4 * xv; a5_0 += d5 * xv; a6_0 += d6 * xv; a7_0 += d7 * xv; }
-                            { const cg_v xv = VLOAD(xc + oy*1024 + ox*32 + 1024 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; a3_1 += d3 * xv; a4_1 += d4 * xv; a5_1 += d5 * xv; a6_1 += d6 * xv; a7_1 += d7 * xv; }
-                            { const cg_v xv = VLOAD(xc + oy*1024 + ox*32 + 1056 + v * 16); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; a3_2 += d3 * xv; a4_2 += d4 * xv; a5_2 += d5 * xv; a6_2 += d6 * xv; a7_2 += d7 * xv; }
-                        }
-                    }
-                }
-                /* rows 1..30, cols 31..31: 2 of 9 taps */
-                for (int oy = 1; oy < 31; oy++) {
-                    for (int v = 0; v < 2; v++) {
-                        const cg_v d0 = VLOAD(dyb + oy*1024 + 992 + v * 16), d1 = VLOAD(dyb + oy*1024 + 33760 + v * 16), d2 = VLOAD(dyb + oy*1024 + 66528 + v * 16), d3 = VLOAD(dyb + oy*1024 + 99296 + v * 16), d4 = VLOAD(dyb + oy*1024 + 132064 + v * 16), d5 = VLOAD(dyb + oy*1024 + 164832 + v * 16), d6 = VLOAD(dyb + oy*1024 + 197600 + v * 16), d7 = VLOAD(dyb + oy*1024 + 230368 + v * 16);
-                        { const cg_v xv = VLOAD(xc + oy*1024 + 1984 + v * 16); a0_0 += d0 * xv; a1_0 += d1 * xv; a2_0 += d2 * xv; a3_0 += d3 * xv; a4_0 += d4 * xv; a5_0 += d5 * xv; a6_0 += d6 * xv; a7_0 += d7 * xv; }
-                        { const cg_v xv = VLOAD(xc + oy*1024 + 2016 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; a3_1 += d3 * xv; a4_1 += d4 * xv; a5_1 += d5 * xv; a6_1 += d6 * xv; a7_1 += d7 * xv; }
-                    }
-                }
-                gwc[6] += vsum(a0_0); gwc[7] += vsum(a0_1); gwc[8] += vsum(a0_2);
-                gwc[33] += vsum(a1_0); gwc[34] += vsum(a1_1); gwc[35] += vsum(a1_2);
-                gwc[60] += vsum(a2_0); gwc[61] += vsum(a2_1); gwc[62] += vsum(a2_2);
-                gwc[87] += vsum(a3_0); gwc[88] += vsum(a3_1); gwc[89] += vsum(a3_2);
-                gwc[114] += vsum(a4_0); gwc[115] += vsum(a4_1); gwc[116] += vsum(a4_2);
-                gwc[141] += vsum(a5_0); gwc[142] += vsum(a5_1); gwc[143] += vsum(a5_2);
-                gwc[168] += vsum(a6_0); gwc[169] += vsum(a6_1); gwc[170] += vsum(a6_2);
-                gwc[195] += vsum(a7_0); gwc[196] += vsum(a7_1); gwc[197] += vsum(a7_2);
+                gwc[0] += vsum(a0_0); gwc[1] += vsum(a0_1); gwc[2] += vsum(a0_2); gwc[3] += vsum(a0_3); gwc[4] += vsum(a0_4); gwc[5] += vsum(a0_5); gwc[6] += vsum(a0_6); gwc[7] += vsum(a0_7); gwc[8] += vsum(a0_8);
+                gwc[27] += vsum(a1_0); gwc[28] += vsum(a1_1); gwc[29] += vsum(a1_2); gwc[30] += vsum(a1_3); gwc[31] += vsum(a1_4); gwc[32] += vsum(a1_5); gwc[33] += vsum(a1_6); gwc[34] += vsum(a1_7); gwc[35] += vsum(a1_8);
             }
         }
     }
@@ -3367,221 +3255,109 @@ static void l02_conv2d_backward(float *restrict G, const float *restrict x, cons
         gb[co] += vsum(s);
     }
     CG_PARALLEL_FOR
-    for (int cb = 0; cb < 8; cb++) {
-        const float *restrict dyb = dy + cb*262144;
+    for (int cb = 0; cb < 32; cb++) {
+        const float *restrict dyb = dy + cb*65536;
         for (int ci = 0; ci < 64; ci++) {
             const float *restrict xc = x + ci*32768;
-            float *restrict gwc = gw + cb*4608 + ci*9;
-            { /* kernel row 0 */
-                cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f);
-                cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f);
-                cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f), a2_2 = vsplat(0.0f);
-                cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f), a3_2 = vsplat(0.0f);
-                cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f), a4_2 = vsplat(0.0f);
-                cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f), a5_2 = vsplat(0.0f);
-                cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f), a6_2 = vsplat(0.0f);
-                cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f), a7_2 = vsplat(0.0f);
-                /* rows 1..30, cols 0..0: 2 of 9 taps */
-                for (int oy = 1; oy < 31; oy++) {
+            float *restrict gwc = gw + cb*1152 + ci*9;
+            { /* every tap */
+                cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f), a0_4 = vsplat(0.0f), a0_5 = vsplat(0.0f), a0_6 = vsplat(0.0f), a0_7 = vsplat(0.0f), a0_8 = vsplat(0.0f);
+                cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f), a1_3 = vsplat(0.0f), a1_4 = vsplat(0.0f), a1_5 = vsplat(0.0f), a1_6 = vsplat(0.0f), a1_7 = vsplat(0.0f), a1_8 = vsplat(0.0f);
+                for (int v = 0; v < 2; v++) {
+                    cg_v d0 = VLOAD(dyb + 0 + v * 16), d1 = VLOAD(dyb + 32768 + v * 16); VKEEP(d0); VKEEP(d1);
+                    { cg_v xv = VLOAD(xc + 0 + v * 16); VKEEP(xv); a0_4 += d0 * xv; a1_4 += d1 * xv; }
+                    { cg_v xv = VLOAD(xc + 32 + v * 16); VKEEP(xv); a0_5 += d0 * xv; a1_5 += d1 * xv; }
+                    { cg_v xv = VLOAD(xc + 1024 + v * 16); VKEEP(xv); a0_7 += d0 * xv; a1_7 += d1 * xv; }
+                    { cg_v xv = VLOAD(xc + 1056 + v * 16); VKEEP(xv); a0_8 += d0 * xv; a1_8 += d1 * xv; }
+                }
+                /* rows 0..0, cols 1..30: 6 of 9 taps */
+                for (int ox = 1; ox < 31; ox++) {
                     for (int v = 0; v < 2; v++) {
-                        const cg_v d0 = VLOAD(dyb + oy*1024 + v * 16), d1 = VLOAD(dyb + oy*1024 + 32768 + v * 16), d2 = VLOAD(dyb + oy*1024 + 65536 + v * 16), d3 = VLOAD(dyb + oy*1024 + 98304 + v * 16), d4 = VLOAD(dyb + oy*1024 + 131072 + v * 16), d5 = VLOAD(dyb + oy*1024 + 163840 + v * 16), d6 = VLOAD(dyb + oy*1024 + 196608 + v * 16), d7 = VLOAD(dyb + oy*1024 + 229376 + v * 16);
-                        { const cg_v xv = VLOAD(xc + oy*1024 - 1024 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; a3_1 += d3 * xv; a4_1 += d4 * xv; a5_1 += d5 * xv; a6_1 += d6 * xv; a7_1 += d7 * xv; }
-                        { const cg_v xv = VLOAD(xc + oy*1024 - 992 + v * 16); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; a3_2 += d3 * xv; a4_2 += d4 * xv; a5_2 += d5 * xv; a6_2 += d6 * xv; a7_2 += d7 * xv; }
+                        cg_v d0 = VLOAD(dyb + ox*32 + v * 16), d1 = VLOAD(dyb + ox*32 + 32768 + v * 16); VKEEP(d0); VKEEP(d1);
+                        { cg_v xv = VLOAD(xc + ox*32 - 32 + v * 16); VKEEP(xv); a0_3 += d0 * xv; a1_3 += d1 * xv; }
+                        { cg_v xv = VLOAD(xc + ox*32 + v * 16); VKEEP(xv); a0_4 += d0 * xv; a1_4 += d1 * xv; }
+                        { cg_v xv = VLOAD(xc + ox*32 + 32 + v * 16); VKEEP(xv); a0_5 += d0 * xv; a1_5 += d1 * xv; }
+                        { cg_v xv = VLOAD(xc + ox*32 + 992 + v * 16); VKEEP(xv); a0_6 += d0 * xv; a1_6 += d1 * xv; }
+                        { cg_v xv = VLOAD(xc + ox*32 + 1024 + v * 16); VKEEP(xv); a0_7 += d0 * xv; a1_7 += d1 * xv; }
+                        { cg_v xv = VLOAD(xc + ox*32 + 1056 + v * 16); VKEEP(xv); a0_8 += d0 * xv; a1_8 += d1 * xv; }
                     }
                 }
-                /* rows 1..30, cols 1..30: 3 of 9 taps */
+                for (int v = 0; v < 2; v++) {
+                    cg_v d0 = VLOAD(dyb + 992 + v * 16), d1 = VLOAD(dyb + 33760 + v * 16); VKEEP(d0); VKEEP(d1);
+                    { cg_v xv = VLOAD(xc + 960 + v * 16); VKEEP(xv); a0_3 += d0 * xv; a1_3 += d1 * xv; }
+                    { cg_v xv = VLOAD(xc + 992 + v * 16); VKEEP(xv); a0_4 += d0 * xv; a1_4 += d1 * xv; }
+                    { cg_v xv = VLOAD(xc + 1984 + v * 16); VKEEP(xv); a0_6 += d0 * xv; a1_6 += d1 * xv; }
+                    { cg_v xv = VLOAD(xc + 2016 + v * 16); VKEEP(xv); a0_7 += d0 * xv; a1_7 += d1 * xv; }
+                }
+                /* rows 1..30, cols 0..0: 6 of 9 taps */
+                for (int oy = 1; oy < 31; oy++) {
+                    for (int v = 0; v < 2; v++) {
+                        cg_v d0 = VLOAD(dyb + oy*1024 + v * 16), d1 = VLOAD(dyb + oy*1024 + 32768 + v * 16); VKEEP(d0); VKEEP(d1);
+                        { cg_v xv = VLOAD(xc + oy*1024 - 1024 + v * 16); VKEEP(xv); a0_1 += d0 * xv; a1_1 += d1 * xv; }
+                        { cg_v xv = VLOAD(xc + oy*1024 - 992 + v * 16); VKEEP(xv); a0_2 += d0 * xv; a1_2 += d1 * xv; }
+                        { cg_v xv = VLOAD(xc + oy*1024 + v * 16); VKEEP(xv); a0_4 += d0 * xv; a1_4 += d1 * xv; }
+                        { cg_v xv = VLOAD(xc + oy*1024 + 32 + v * 16); VKEEP(xv); a0_5 += d0 * xv; a1_5 += d1 * xv; }
+                        { cg_v xv = VLOAD(xc + oy*1024 + 1024 + v * 16); VKEEP(xv); a0_7 += d0 * xv; a1_7 += d1 * xv; }
+                        { cg_v xv = VLOAD(xc + oy*1024 + 1056 + v * 16); VKEEP(xv); a0_8 += d0 * xv; a1_8 += d1 * xv; }
+                    }
+                }
+                /* rows 1..30, cols 1..30: every tap */
                 for (int oy = 1; oy < 31; oy++) {
                     for (int ox = 1; ox < 31; ox++) {
                         for (int v = 0; v < 2; v++) {
-                            const cg_v d0 = VLOAD(dyb + oy*1024 + ox*32 + v * 16), d1 = VLOAD(dyb + oy*1024 + ox*32 + 32768 + v * 16), d2 = VLOAD(dyb + oy*1024 + ox*32 + 65536 + v * 16), d3 = VLOAD(dyb + oy*1024 + ox*32 + 98304 + v * 16), d4 = VLOAD(dyb + oy*1024 + ox*32 + 131072 + v * 16), d5 = VLOAD(dyb + oy*1024 + ox*32 + 163840 + v * 16), d6 = VLOAD(dyb + oy*1024 + ox*32 + 196608 + v * 16), d7 = VLOAD(dyb + oy*1024 + ox*32 + 229376 + v * 16);
-                            { const cg_v xv = VLOAD(xc + oy*1024 + ox*32 - 1056 + v * 16); a0_0 += d0 * xv; a1_0 += d1 * xv; a2_0 += d2 * xv; a3_0 += d3 * xv; a4_0 += d4 * xv; a5_0 += d5 * xv; a6_0 += d6 * xv; a7_0 += d7 * xv; }
-                            { const cg_v xv = VLOAD(xc + oy*1024 + ox*32 - 1024 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; a3_1 += d3 * xv; a4_1 += d4 * xv; a5_1 += d5 * xv; a6_1 += d6 * xv; a7_1 += d7 * xv; }
-                            { const cg_v xv = VLOAD(xc + oy*1024 + ox*32 - 992 + v * 16); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; a3_2 += d3 * xv; a4_2 += d4 * xv; a5_2 += d5 * xv; a6_2 += d6 * xv; a7_2 += d7 * xv; }
+                            cg_v d0 = VLOAD(dyb + oy*1024 + ox*32 + v * 16), d1 = VLOAD(dyb + oy*1024 + ox*32 + 32768 + v * 16); VKEEP(d0); VKEEP(d1);
+                            { cg_v xv = VLOAD(xc + oy*1024 + ox*32 - 1056 + v * 16); VKEEP(xv); a0_0 += d0 * xv; a1_0 += d1 * xv; }
+                            { cg_v xv = VLOAD(xc + oy*1024 + ox*32 - 1024 + v * 16); VKEEP(xv); a0_1 += d0 * xv; a1_1 += d1 * xv; }
+                            { cg_v xv = VLOAD(xc + oy*1024 + ox*32 - 992 + v * 16); VKEEP(xv); a0_2 += d0 * xv; a1_2 += d1 * xv; }
+                            { cg_v xv = VLOAD(xc + oy*1024 + ox*32 - 32 + v * 16); VKEEP(xv); a0_3 += d0 * xv; a1_3 += d1 * xv; }
+                            { cg_v xv = VLOAD(xc + oy*1024 + ox*32 + v * 16); VKEEP(xv); a0_4 += d0 * xv; a1_4 += d1 * xv; }
+                            { cg_v xv = VLOAD(xc + oy*1024 + ox*32 + 32 + v * 16); VKEEP(xv); a0_5 += d0 * xv; a1_5 += d1 * xv; }
+                            { cg_v xv = VLOAD(xc + oy*1024 + ox*32 + 992 + v * 16); VKEEP(xv); a0_6 += d0 * xv; a1_6 += d1 * xv; }
+                            { cg_v xv = VLOAD(xc + oy*1024 + ox*32 + 1024 + v * 16); VKEEP(xv); a0_7 += d0 * xv; a1_7 += d1 * xv; }
+                            { cg_v xv = VLOAD(xc + oy*1024 + ox*32 + 1056 + v * 16); VKEEP(xv); a0_8 += d0 * xv; a1_8 += d1 * xv; }
                         }
                     }
                 }
-                /* rows 1..30, cols 31..31: 2 of 9 taps */
+                /* rows 1..30, cols 31..31: 6 of 9 taps */
                 for (int oy = 1; oy < 31; oy++) {
                     for (int v = 0; v < 2; v++) {
-                        const cg_v d0 = VLOAD(dyb + oy*1024 + 992 + v * 16), d1 = VLOAD(dyb + oy*1024 + 33760 + v * 16), d2 = VLOAD(dyb + oy*1024 + 66528 + v * 16), d3 = VLOAD(dyb + oy*1024 + 99296 + v * 16), d4 = VLOAD(dyb + oy*1024 + 132064 + v * 16), d5 = VLOAD(dyb + oy*1024 + 164832 + v * 16), d6 = VLOAD(dyb + oy*1024 + 197600 + v * 16), d7 = VLOAD(dyb + oy*1024 + 230368 + v * 16);
-                        { const cg_v xv = VLOAD(xc + oy*1024 - 64 + v * 16); a0_0 += d0 * xv; a1_0 += d1 * xv; a2_0 += d2 * xv; a3_0 += d3 * xv; a4_0 += d4 * xv; a5_0 += d5 * xv; a6_0 += d6 * xv; a7_0 += d7 * xv; }
-                        { const cg_v xv = VLOAD(xc + oy*1024 - 32 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; a3_1 += d3 * xv; a4_1 += d4 * xv; a5_1 += d5 * xv; a6_1 += d6 * xv; a7_1 += d7 * xv; }
+                        cg_v d0 = VLOAD(dyb + oy*1024 + 992 + v * 16), d1 = VLOAD(dyb + oy*1024 + 33760 + v * 16); VKEEP(d0); VKEEP(d1);
+                        { cg_v xv = VLOAD(xc + oy*1024 - 64 + v * 16); VKEEP(xv); a0_0 += d0 * xv; a1_0 += d1 * xv; }
+                        { cg_v xv = VLOAD(xc + oy*1024 - 32 + v * 16); VKEEP(xv); a0_1 += d0 * xv; a1_1 += d1 * xv; }
+                        { cg_v xv = VLOAD(xc + oy*1024 + 960 + v * 16); VKEEP(xv); a0_3 += d0 * xv; a1_3 += d1 * xv; }
+                        { cg_v xv = VLOAD(xc + oy*1024 + 992 + v * 16); VKEEP(xv); a0_4 += d0 * xv; a1_4 += d1 * xv; }
+                        { cg_v xv = VLOAD(xc + oy*1024 + 1984 + v * 16); VKEEP(xv); a0_6 += d0 * xv; a1_6 += d1 * xv; }
+                        { cg_v xv = VLOAD(xc + oy*1024 + 2016 + v * 16); VKEEP(xv); a0_7 += d0 * xv; a1_7 += d1 * xv; }
                     }
                 }
                 for (int v = 0; v < 2; v++) {
-                    const cg_v d0 = VLOAD(dyb + 31744 + v * 16), d1 = VLOAD(dyb + 64512 + v * 16), d2 = VLOAD(dyb + 97280 + v * 16), d3 = VLOAD(dyb + 130048 + v * 16), d4 = VLOAD(dyb + 162816 + v * 16), d5 = VLOAD(dyb + 195584 + v * 16), d6 = VLOAD(dyb + 228352 + v * 16), d7 = VLOAD(dyb + 261120 + v * 16);
-                    { const cg_v xv = VLOAD(xc + 30720 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; a3_1 += d3 * xv; a4_1 += d4 * xv; a5_1 += d5 * xv; a6_1 += d6 * xv; a7_1 += d7 * xv; }
-                    { const cg_v xv = VLOAD(xc + 30752 + v * 16); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; a3_2 += d3 * xv; a4_2 += d4 * xv; a5_2 += d5 * xv; a6_2 += d6 * xv; a7_2 += d7 * xv; }
+                    cg_v d0 = VLOAD(dyb + 31744 + v * 16), d1 = VLOAD(dyb + 64512 + v * 16); VKEEP(d0); VKEEP(d1);
+                    { cg_v xv = VLOAD(xc + 30720 + v * 16); VKEEP(xv); a0_1 += d0 * xv; a1_1 += d1 * xv; }
+                    { cg_v xv = VLOAD(xc + 30752 + v * 16); VKEEP(xv); a0_2 += d0 * xv; a1_2 += d1 * xv; }
+                    { cg_v xv = VLOAD(xc + 31744 + v * 16); VKEEP(xv); a0_4 += d0 * xv; a1_4 += d1 * xv; }
+                    { cg_v xv = VLOAD(xc + 31776 + v * 16); VKEEP(xv); a0_5 += d0 * xv; a1_5 += d1 * xv; }
                 }
-                /* rows 31..31, cols 1..30: 3 of 9 taps */
+                /* rows 31..31, cols 1..30: 6 of 9 taps */
                 for (int ox = 1; ox < 31; ox++) {
                     for (int v = 0; v < 2; v++) {
-                        const cg_v d0 = VLOAD(dyb + ox*32 + 31744 + v * 16), d1 = VLOAD(dyb + ox*32 + 64512 + v * 16), d2 = VLOAD(dyb + ox*32 + 97280 + v * 16), d3 = VLOAD(dyb + ox*32 + 130048 + v * 16), d4 = VLOAD(dyb + ox*32 + 162816 + v * 16), d5 = VLOAD(dyb + ox*32 + 195584 + v * 16), d6 = VLOAD(dyb + ox*32 + 228352 + v * 16), d7 = VLOAD(dyb + ox*32 + 261120 + v * 16);
-                        { const cg_v xv = VLOAD(xc + ox*32 + 30688 + v * 16); a0_0 += d0 * xv; a1_0 += d1 * xv; a2_0 += d2 * xv; a3_0 += d3 * xv; a4_0 += d4 * xv; a5_0 += d5 * xv; a6_0 += d6 * xv; a7_0 += d7 * xv; }
-                        { const cg_v xv = VLOAD(xc + ox*32 + 30720 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; a3_1 += d3 * xv; a4_1 += d4 * xv; a5_1 += d5 * xv; a6_1 += d6 * xv; a7_1 += d7 * xv; }
-                        { const cg_v xv = VLOAD(xc + ox*32 + 30752 + v * 16); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; a3_2 += d3 * xv; a4_2 += d4 * xv; a5_2 += d5 * xv; a6_2 += d6 * xv; a7_2 += d7 * xv; }
+                        cg_v d0 = VLOAD(dyb + ox*32 + 31744 + v * 16), d1 = VLOAD(dyb + ox*32 + 64512 + v * 16); VKEEP(d0); VKEEP(d1);
+                        { cg_v xv = VLOAD(xc + ox*32 + 30688 + v * 16); VKEEP(xv); a0_0 += d0 * xv; a1_0 += d1 * xv; }
+                        { cg_v xv = VLOAD(xc + ox*32 + 30720 + v * 16); VKEEP(xv); a0_1 += d0 * xv; a1_1 += d1 * xv; }
+                        { cg_v xv = VLOAD(xc + ox*32 + 30752 + v * 16); VKEEP(xv); a0_2 += d0 * xv; a1_2 += d1 * xv; }
+                        { cg_v xv = VLOAD(xc + ox*32 + 31712 + v * 16); VKEEP(xv); a0_3 += d0 * xv; a1_3 += d1 * xv; }
+                        { cg_v xv = VLOAD(xc + ox*32 + 31744 + v * 16); VKEEP(xv); a0_4 += d0 * xv; a1_4 += d1 * xv; }
+                        { cg_v xv = VLOAD(xc + ox*32 + 31776 + v * 16); VKEEP(xv); a0_5 += d0 * xv; a1_5 += d1 * xv; }
                     }
                 }
                 for (int v = 0; v < 2; v++) {
-                    const cg_v d0 = VLOAD(dyb + 32736 + v * 16), d1 = VLOAD(dyb + 65504 + v * 16), d2 = VLOAD(dyb + 98272 + v * 16), d3 = VLOAD(dyb + 131040 + v * 16), d4 = VLOAD(dyb + 163808 + v * 16), d5 = VLOAD(dyb + 196576 + v * 16), d6 = VLOAD(dyb + 229344 + v * 16), d7 = VLOAD(dyb + 262112 + v * 16);
-                    { const cg_v xv = VLOAD(xc + 31680 + v * 16); a0_0 += d0 * xv; a1_0 += d1 * xv; a2_0 += d2 * xv; a3_0 += d3 * xv; a4_0 += d4 * xv; a5_0 += d5 * xv; a6_0 += d6 * xv; a7_0 += d7 * xv; }
-                    { const cg_v xv = VLOAD(xc + 31712 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; a3_1 += d3 * xv; a4_1 += d4 * xv; a5_1 += d5 * xv; a6_1 += d6 * xv; a7_1 += d7 * xv; }
+                    cg_v d0 = VLOAD(dyb + 32736 + v * 16), d1 = VLOAD(dyb + 65504 + v * 16); VKEEP(d0); VKEEP(d1);
+                    { cg_v xv = VLOAD(xc + 31680 + v * 16); VKEEP(xv); a0_0 += d0 * xv; a1_0 += d1 * xv; }
+                    { cg_v xv = VLOAD(xc + 31712 + v * 16); VKEEP(xv); a0_1 += d0 * xv; a1_1 += d1 * xv; }
+                    { cg_v xv = VLOAD(xc + 32704 + v * 16); VKEEP(xv); a0_3 += d0 * xv; a1_3 += d1 * xv; }
+                    { cg_v xv = VLOAD(xc + 32736 + v * 16); VKEEP(xv); a0_4 += d0 * xv; a1_4 += d1 * xv; }
                 }
-                gwc[0] += vsum(a0_0); gwc[1] += vsum(a0_1); gwc[2] += vsum(a0_2);
-                gwc[576] += vsum(a1_0); gwc[577] += vsum(a1_1); gwc[578] += vsum(a1_2);
-                gwc[1152] += vsum(a2_0); gwc[1153] += vsum(a2_1); gwc[1154] += vsum(a2_2);
-                gwc[1728] += vsum(a3_0); gwc[1729] += vsum(a3_1); gwc[1730] += vsum(a3_2);
-                gwc[2304] += vsum(a4_0); gwc[2305] += vsum(a4_1); gwc[2306] += vsum(a4_2);
-                gwc[2880] += vsum(a5_0); gwc[2881] += vsum(a5_1); gwc[2882] += vsum(a5_2);
-                gwc[3456] += vsum(a6_0); gwc[3457] += vsum(a6_1); gwc[3458] += vsum(a6_2);
-                gwc[4032] += vsum(a7_0); gwc[4033] += vsum(a7_1); gwc[4034] += vsum(a7_2);
-            }
-            { /* kernel row 1 */
-                cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f);
-                cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f);
-                cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f), a2_2 = vsplat(0.0f);
-                cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f), a3_2 = vsplat(0.0f);
-                cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f), a4_2 = vsplat(0.0f);
-                cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f), a5_2 = vsplat(0.0f);
-                cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f), a6_2 = vsplat(0.0f);
-                cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f), a7_2 = vsplat(0.0f);
-                for (int v = 0; v < 2; v++) {
-                    const cg_v d0 = VLOAD(dyb + 0 + v * 16), d1 = VLOAD(dyb + 32768 + v * 16), d2 = VLOAD(dyb + 65536 + v * 16), d3 = VLOAD(dyb + 98304 + v * 16), d4 = VLOAD(dyb + 131072 + v * 16), d5 = VLOAD(dyb + 163840 + v * 16), d6 = VLOAD(dyb + 196608 + v * 16), d7 = VLOAD(dyb + 229376 + v * 16);
-                    { const cg_v xv = VLOAD(xc + 0 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; a3_1 += d3 * xv; a4_1 += d4 * xv; a5_1 += d5 * xv; a6_1 += d6 * xv; a7_1 += d7 * xv; }
-                    { const cg_v xv = VLOAD(xc + 32 + v * 16); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; a3_2 += d3 * xv; a4_2 += d4 * xv; a5_2 += d5 * xv; a6_2 += d6 * xv; a7_2 += d7 * xv; }
-                }
-                /* rows 0..0, cols 1..30: 3 of 9 taps */
-                for (int ox = 1; ox < 31; ox++) {
-                    for (int v = 0; v < 2; v++) {
-                        const cg_v d0 = VLOAD(dyb + ox*32 + v * 16), d1 = VLOAD(dyb + ox*32 + 32768 + v * 16), d2 = VLOAD(dyb + ox*32 + 65536 + v * 16), d3 = VLOAD(dyb + ox*32 + 98304 + v * 16), d4 = VLOAD(dyb + ox*32 + 131072 + v * 16), d5 = VLOAD(dyb + ox*32 + 163840 + v * 16), d6 = VLOAD(dyb + ox*32 + 196608 + v * 16), d7 = VLOAD(dyb + ox*32 + 229376 + v * 16);
-                        { const cg_v xv = VLOAD(xc + ox*32 - 32 + v * 16); a0_0 += d0 * xv; a1_0 += d1 * xv; a2_0 += d2 * xv; a3_0 += d3 * xv; a4_0 += d4 * xv; a5_0 += d5 * xv; a6_0 += d6 * xv; a7_0 += d7 * xv; }
-                        { const cg_v xv = VLOAD(xc + ox*32 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; a3_1 += d3 * xv; a4_1 += d4 * xv; a5_1 += d5 * xv; a6_1 += d6 * xv; a7_1 += d7 * xv; }
-                        { const cg_v xv = VLOAD(xc + ox*32 + 32 + v * 16); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; a3_2 += d3 * xv; a4_2 += d4 * xv; a5_2 += d5 * xv; a6_2 += d6 * xv; a7_2 += d7 * xv; }
-                    }
-                }
-                for (int v = 0; v < 2; v++) {
-                    const cg_v d0 = VLOAD(dyb + 992 + v * 16), d1 = VLOAD(dyb + 33760 + v * 16), d2 = VLOAD(dyb + 66528 + v * 16), d3 = VLOAD(dyb + 99296 + v * 16), d4 = VLOAD(dyb + 132064 + v * 16), d5 = VLOAD(dyb + 164832 + v * 16), d6 = VLOAD(dyb + 197600 + v * 16), d7 = VLOAD(dyb + 230368 + v * 16);
-                    { const cg_v xv = VLOAD(xc + 960 + v * 16); a0_0 += d0 * xv; a1_0 += d1 * xv; a2_0 += d2 * xv; a3_0 += d3 * xv; a4_0 += d4 * xv; a5_0 += d5 * xv; a6_0 += d6 * xv; a7_0 += d7 * xv; }
-                    { const cg_v xv = VLOAD(xc + 992 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; a3_1 += d3 * xv; a4_1 += d4 * xv; a5_1 += d5 * xv; a6_1 += d6 * xv; a7_1 += d7 * xv; }
-                }
-                /* rows 1..30, cols 0..0: 2 of 9 taps */
-                for (int oy = 1; oy < 31; oy++) {
-                    for (int v = 0; v < 2; v++) {
-                        const cg_v d0 = VLOAD(dyb + oy*1024 + v * 16), d1 = VLOAD(dyb + oy*1024 + 32768 + v * 16), d2 = VLOAD(dyb + oy*1024 + 65536 + v * 16), d3 = VLOAD(dyb + oy*1024 + 98304 + v * 16), d4 = VLOAD(dyb + oy*1024 + 131072 + v * 16), d5 = VLOAD(dyb + oy*1024 + 163840 + v * 16), d6 = VLOAD(dyb + oy*1024 + 196608 + v * 16), d7 = VLOAD(dyb + oy*1024 + 229376 + v * 16);
-                        { const cg_v xv = VLOAD(xc + oy*1024 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; a3_1 += d3 * xv; a4_1 += d4 * xv; a5_1 += d5 * xv; a6_1 += d6 * xv; a7_1 += d7 * xv; }
-                        { const cg_v xv = VLOAD(xc + oy*1024 + 32 + v * 16); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; a3_2 += d3 * xv; a4_2 += d4 * xv; a5_2 += d5 * xv; a6_2 += d6 * xv; a7_2 += d7 * xv; }
-                    }
-                }
-                /* rows 1..30, cols 1..30: 3 of 9 taps */
-                for (int oy = 1; oy < 31; oy++) {
-                    for (int ox = 1; ox < 31; ox++) {
-                        for (int v = 0; v < 2; v++) {
-                            const cg_v d0 = VLOAD(dyb + oy*1024 + ox*32 + v * 16), d1 = VLOAD(dyb + oy*1024 + ox*32 + 32768 + v * 16), d2 = VLOAD(dyb + oy*1024 + ox*32 + 65536 + v * 16), d3 = VLOAD(dyb + oy*1024 + ox*32 + 98304 + v * 16), d4 = VLOAD(dyb + oy*1024 + ox*32 + 131072 + v * 16), d5 = VLOAD(dyb + oy*1024 + ox*32 + 163840 + v * 16), d6 = VLOAD(dyb + oy*1024 + ox*32 + 196608 + v * 16), d7 = VLOAD(dyb + oy*1024 + ox*32 + 229376 + v * 16);
-                            { const cg_v xv = VLOAD(xc + oy*1024 + ox*32 - 32 + v * 16); a0_0 += d0 * xv; a1_0 += d1 * xv; a2_0 += d2 * xv; a3_0 += d3 * xv; a4_0 += d4 * xv; a5_0 += d5 * xv; a6_0 += d6 * xv; a7_0 += d7 * xv; }
-                            { const cg_v xv = VLOAD(xc + oy*1024 + ox*32 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; a3_1 += d3 * xv; a4_1 += d4 * xv; a5_1 += d5 * xv; a6_1 += d6 * xv; a7_1 += d7 * xv; }
-                            { const cg_v xv = VLOAD(xc + oy*1024 + ox*32 + 32 + v * 16); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; a3_2 += d3 * xv; a4_2 += d4 * xv; a5_2 += d5 * xv; a6_2 += d6 * xv; a7_2 += d7 * xv; }
-                        }
-                    }
-                }
-                /* rows 1..30, cols 31..31: 2 of 9 taps */
-                for (int oy = 1; oy < 31; oy++) {
-                    for (int v = 0; v < 2; v++) {
-                        const cg_v d0 = VLOAD(dyb + oy*1024 + 992 + v * 16), d1 = VLOAD(dyb + oy*1024 + 33760 + v * 16), d2 = VLOAD(dyb + oy*1024 + 66528 + v * 16), d3 = VLOAD(dyb + oy*1024 + 99296 + v * 16), d4 = VLOAD(dyb + oy*1024 + 132064 + v * 16), d5 = VLOAD(dyb + oy*1024 + 164832 + v * 16), d6 = VLOAD(dyb + oy*1024 + 197600 + v * 16), d7 = VLOAD(dyb + oy*1024 + 230368 + v * 16);
-                        { const cg_v xv = VLOAD(xc + oy*1024 + 960 + v * 16); a0_0 += d0 * xv; a1_0 += d1 * xv; a2_0 += d2 * xv; a3_0 += d3 * xv; a4_0 += d4 * xv; a5_0 += d5 * xv; a6_0 += d6 * xv; a7_0 += d7 * xv; }
-                        { const cg_v xv = VLOAD(xc + oy*1024 + 992 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; a3_1 += d3 * xv; a4_1 += d4 * xv; a5_1 += d5 * xv; a6_1 += d6 * xv; a7_1 += d7 * xv; }
-                    }
-                }
-                for (int v = 0; v < 2; v++) {
-                    const cg_v d0 = VLOAD(dyb + 31744 + v * 16), d1 = VLOAD(dyb + 64512 + v * 16), d2 = VLOAD(dyb + 97280 + v * 16), d3 = VLOAD(dyb + 130048 + v * 16), d4 = VLOAD(dyb + 162816 + v * 16), d5 = VLOAD(dyb + 195584 + v * 16), d6 = VLOAD(dyb + 228352 + v * 16), d7 = VLOAD(dyb + 261120 + v * 16);
-                    { const cg_v xv = VLOAD(xc + 31744 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; a3_1 += d3 * xv; a4_1 += d4 * xv; a5_1 += d5 * xv; a6_1 += d6 * xv; a7_1 += d7 * xv; }
-                    { const cg_v xv = VLOAD(xc + 31776 + v * 16); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; a3_2 += d3 * xv; a4_2 += d4 * xv; a5_2 += d5 * xv; a6_2 += d6 * xv; a7_2 += d7 * xv; }
-                }
-                /* rows 31..31, cols 1..30: 3 of 9 taps */
-                for (int ox = 1; ox < 31; ox++) {
-                    for (int v = 0; v < 2; v++) {
-                        const cg_v d0 = VLOAD(dyb + ox*32 + 31744 + v * 16), d1 = VLOAD(dyb + ox*32 + 64512 + v * 16), d2 = VLOAD(dyb + ox*32 + 97280 + v * 16), d3 = VLOAD(dyb + ox*32 + 130048 + v * 16), d4 = VLOAD(dyb + ox*32 + 162816 + v * 16), d5 = VLOAD(dyb + ox*32 + 195584 + v * 16), d6 = VLOAD(dyb + ox*32 + 228352 + v * 16), d7 = VLOAD(dyb + ox*32 + 261120 + v * 16);
-                        { const cg_v xv = VLOAD(xc + ox*32 + 31712 + v * 16); a0_0 += d0 * xv; a1_0 += d1 * xv; a2_0 += d2 * xv; a3_0 += d3 * xv; a4_0 += d4 * xv; a5_0 += d5 * xv; a6_0 += d6 * xv; a7_0 += d7 * xv; }
-                        { const cg_v xv = VLOAD(xc + ox*32 + 31744 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; a3_1 += d3 * xv; a4_1 += d4 * xv; a5_1 += d5 * xv; a6_1 += d6 * xv; a7_1 += d7 * xv; }
-                        { const cg_v xv = VLOAD(xc + ox*32 + 31776 + v * 16); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; a3_2 += d3 * xv; a4_2 += d4 * xv; a5_2 += d5 * xv; a6_2 += d6 * xv; a7_2 += d7 * xv; }
-                    }
-                }
-                for (int v = 0; v < 2; v++) {
-                    const cg_v d0 = VLOAD(dyb + 32736 + v * 16), d1 = VLOAD(dyb + 65504 + v * 16), d2 = VLOAD(dyb + 98272 + v * 16), d3 = VLOAD(dyb + 131040 + v * 16), d4 = VLOAD(dyb + 163808 + v * 16), d5 = VLOAD(dyb + 196576 + v * 16), d6 = VLOAD(dyb + 229344 + v * 16), d7 = VLOAD(dyb + 262112 + v * 16);
-                    { const cg_v xv = VLOAD(xc + 32704 + v * 16); a0_0 += d0 * xv; a1_0 += d1 * xv; a2_0 += d2 * xv; a3_0 += d3 * xv; a4_0 += d4 * xv; a5_0 += d5 * xv; a6_0 += d6 * xv; a7_0 += d7 * xv; }
-                    { const cg_v xv = VLOAD(xc + 32736 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; a3_1 += d3 * xv; a4_1 += d4 * xv; a5_1 += d5 * xv; a6_1 += d6 * xv; a7_1 += d7 * xv; }
-                }
-                gwc[3] += vsum(a0_0); gwc[4] += vsum(a0_1); gwc[5] += vsum(a0_2);
-                gwc[579] += vsum(a1_0); gwc[580] += vsum(a1_1); gwc[581] += vsum(a1_2);
-                gwc[1155] += vsum(a2_0); gwc[1156] += vsum(a2_1); gwc[1157] += vsum(a2_2);
-                gwc[1731] += vsum(a3_0); gwc[1732] += vsum(a3_1); gwc[1733] += vsum(a3_2);
-                gwc[2307] += vsum(a4_0); gwc[2308] += vsum(a4_1); gwc[2309] += vsum(a4_2);
-                gwc[2883] += vsum(a5_0); gwc[2884] += vsum(a5_1); gwc[2885] += vsum(a5_2);
-                gwc[3459] += vsum(a6_0); gwc[3460] += vsum(a6_1); gwc[3461] += vsum(a6_2);
-                gwc[4035] += vsum(a7_0); gwc[4036] += vsum(a7_1); gwc[4037] += vsum(a7_2);
-            }
-            { /* kernel row 2 */
-                cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f);
-                cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f);
-                cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f), a2_2 = vsplat(0.0f);
-                cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f), a3_2 = vsplat(0.0f);
-                cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f), a4_2 = vsplat(0.0f);
-                cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f), a5_2 = vsplat(0.0f);
-                cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f), a6_2 = vsplat(0.0f);
-                cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f), a7_2 = vsplat(0.0f);
-                for (int v = 0; v < 2; v++) {
-                    const cg_v d0 = VLOAD(dyb + 0 + v * 16), d1 = VLOAD(dyb + 32768 + v * 16), d2 = VLOAD(dyb + 65536 + v * 16), d3 = VLOAD(dyb + 98304 + v * 16), d4 = VLOAD(dyb + 131072 + v * 16), d5 = VLOAD(dyb + 163840 + v * 16), d6 = VLOAD(dyb + 196608 + v * 16), d7 = VLOAD(dyb + 229376 + v * 16);
-                    { const cg_v xv = VLOAD(xc + 1024 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; a3_1 += d3 * xv; a4_1 += d4 * xv; a5_1 += d5 * xv; a6_1 += d6 * xv; a7_1 += d7 * xv; }
-                    { const cg_v xv = VLOAD(xc + 1056 + v * 16); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; a3_2 += d3 * xv; a4_2 += d4 * xv; a5_2 += d5 * xv; a6_2 += d6 * xv; a7_2 += d7 * xv; }
-                }
-                /* rows 0..0, cols 1..30: 3 of 9 taps */
-                for (int ox = 1; ox < 31; ox++) {
-                    for (int v = 0; v < 2; v++) {
-                        const cg_v d0 = VLOAD(dyb + ox*32 + v * 16), d1 = VLOAD(dyb + ox*32 + 32768 + v * 16), d2 = VLOAD(dyb + ox*32 + 65536 + v * 16), d3 = VLOAD(dyb + ox*32 + 98304 + v * 16), d4 = VLOAD(dyb + ox*32 + 131072 + v * 16), d5 = VLOAD(dyb + ox*32 + 163840 + v * 16), d6 = VLOAD(dyb + ox*32 + 196608 + v * 16), d7 = VLOAD(dyb + ox*32 + 229376 + v * 16);
-                        { const cg_v xv = VLOAD(xc + ox*32 + 992 + v * 16); a0_0 += d0 * xv; a1_0 += d1 * xv; a2_0 += d2 * xv; a3_0 += d3 * xv; a4_0 += d4 * xv; a5_0 += d5 * xv; a6_0 += d6 * xv; a7_0 += d7 * xv; }
-                        { const cg_v xv = VLOAD(xc + ox*32 + 1024 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; a3_1 += d3 * xv; a4_1 += d4 * xv; a5_1 += d5 * xv; a6_1 += d6 * xv; a7_1 += d7 * xv; }
-                        { const cg_v xv = VLOAD(xc + ox*32 + 1056 + v * 16); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; a3_2 += d3 * xv; a4_2 += d4 * xv; a5_2 += d5 * xv; a6_2 += d6 * xv; a7_2 += d7 * xv; }
-                    }
-                }
-                for (int v = 0; v < 2; v++) {
-                    const cg_v d0 = VLOAD(dyb + 992 + v * 16), d1 = VLOAD(dyb + 33760 + v * 16), d2 = VLOAD(dyb + 66528 + v * 16), d3 = VLOAD(dyb + 99296 + v * 16), d4 = VLOAD(dyb + 132064 + v * 16), d5 = VLOAD(dyb + 164832 + v * 16), d6 = VLOAD(dyb + 197600 + v * 16), d7 = VLOAD(dyb + 230368 + v * 16);
-                    { const cg_v xv = VLOAD(xc + 1984 + v * 16); a0_0 += d0 * xv; a1_0 += d1 * xv; a2_0 += d2 * xv; a3_0 += d3 * xv; a4_0 += d4 * xv; a5_0 += d5 * xv; a6_0 += d6 * xv; a7_0 += d7 * xv; }
-                    { const cg_v xv = VLOAD(xc + 2016 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; a3_1 += d3 * xv; a4_1 += d4 * xv; a5_1 += d5 * xv; a6_1 += d6 * xv; a7_1 += d7 * xv; }
-                }
-                /* rows 1..30, cols 0..0: 2 of 9 taps */
-                for (int oy = 1; oy < 31; oy++) {
-                    for (int v = 0; v < 2; v++) {
-                        const cg_v d0 = VLOAD(dyb + oy*1024 + v * 16), d1 = VLOAD(dyb + oy*1024 + 32768 + v * 16), d2 = VLOAD(dyb + oy*1024 + 65536 + v * 16), d3 = VLOAD(dyb + oy*1024 + 98304 + v * 16), d4 = VLOAD(dyb + oy*1024 + 131072 + v * 16), d5 = VLOAD(dyb + oy*1024 + 163840 + v * 16), d6 = VLOAD(dyb + oy*1024 + 196608 + v * 16), d7 = VLOAD(dyb + oy*1024 + 229376 + v * 16);
-                        { const cg_v xv = VLOAD(xc + oy*1024 + 1024 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; a3_1 += d3 * xv; a4_1 += d4 * xv; a5_1 += d5 * xv; a6_1 += d6 * xv; a7_1 += d7 * xv; }
-                        { const cg_v xv = VLOAD(xc + oy*1024 + 1056 + v * 16); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; a3_2 += d3 * xv; a4_2 += d4 * xv; a5_2 += d5 * xv; a6_2 += d6 * xv; a7_2 += d7 * xv; }
-                    }
-                }
-                /* rows 1..30, cols 1..30: 3 of 9 taps */
-                for (int oy = 1; oy < 31; oy++) {
-                    for (int ox = 1; ox < 31; ox++) {
-                        for (int v = 0; v < 2; v++) {
-                            const cg_v d0 = VLOAD(dyb + oy*1024 + ox*32 + v * 16), d1 = VLOAD(dyb + oy*1024 + ox*32 + 32768 + v * 16), d2 = VLOAD(dyb + oy*1024 + ox*32 + 65536 + v * 16), d3 = VLOAD(dyb + oy*1024 + ox*32 + 98304 + v * 16), d4 = VLOAD(dyb + oy*1024 + ox*32 + 131072 + v * 16), d5 = VLOAD(dyb + oy*1024 + ox*32 + 163840 + v * 16), d6 = VLOAD(dyb + oy*1024 + ox*32 + 196608 + v * 16), d7 = VLOAD(dyb + oy*1024 + ox*32 + 229376 + v * 16);
-                            { const cg_v xv = VLOAD(xc + oy*1024 + ox*32 + 992 + v * 16); a0_0 += d0 * xv; a1_0 += d1 * xv; a2_0 += d2 * xv; a3_0 += d3 * xv; a4_0 += d4 * xv; a5_0 += d5 * xv; a6_0 += d6 * xv; a7_0 += d7 * xv; }
-                            { const cg_v xv = VLOAD(xc + oy*1024 + ox*32 + 1024 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; a3_1 += d3 * xv; a4_1 += d4 * xv; a5_1 += d5 * xv; a6_1 += d6 * xv; a7_1 += d7 * xv; }
-                            { const cg_v xv = VLOAD(xc + oy*1024 + ox*32 + 1056 + v * 16); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; a3_2 += d3 * xv; a4_2 += d4 * xv; a5_2 += d5 * xv; a6_2 += d6 * xv; a7_2 += d7 * xv; }
-                        }
-                    }
-                }
-                /* rows 1..30, cols 31..31: 2 of 9 taps */
-                for (int oy = 1; oy < 31; oy++) {
-                    for (int v = 0; v < 2; v++) {
-                        const cg_v d0 = VLOAD(dyb + oy*1024 + 992 + v * 16), d1 = VLOAD(dyb + oy*1024 + 33760 + v * 16), d2 = VLOAD(dyb + oy*1024 + 66528 + v * 16), d3 = VLOAD(dyb + oy*1024 + 99296 + v * 16), d4 = VLOAD(dyb + oy*1024 + 132064 + v * 16), d5 = VLOAD(dyb + oy*1024 + 164832 + v * 16), d6 = VLOAD(dyb + oy*1024 + 197600 + v * 16), d7 = VLOAD(dyb + oy*1024 + 230368 + v * 16);
-                        { const cg_v xv = VLOAD(xc + oy*1024 + 1984 + v * 16); a0_0 += d0 * xv; a1_0 += d1 * xv; a2_0 += d2 * xv; a3_0 += d3 * xv; a4_0 += d4 * xv; a5_0 += d5 * xv; a6_0 += d6 * xv; a7_0 += d7 * xv; }
-                        { const cg_v xv = VLOAD(xc + oy*1024 + 2016 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; a3_1 += d3 * xv; a4_1 += d4 * xv; a5_1 += d5 * xv; a6_1 += d6 * xv; a7_1 += d7 * xv; }
-                    }
-                }
-                gwc[6] += vsum(a0_0); gwc[7] += vsum(a0_1); gwc[8] += vsum(a0_2);
-                gwc[582] += vsum(a1_0); gwc[583] += vsum(a1_1); gwc[584] += vsum(a1_2);
-                gwc[1158] += vsum(a2_0); gwc[1159] += vsum(a2_1); gwc[1160] += vsum(a2_2);
-                gwc[1734] += vsum(a3_0); gwc[1735] += vsum(a3_1); gwc[1736] += vsum(a3_2);
-                gwc[2310] += vsum(a4_0); gwc[2311] += vsum(a4_1); gwc[2312] += vsum(a4_2);
-                gwc[2886] += vsum(a5_0); gwc[2887] += vsum(a5_1); gwc[2888] += vsum(a5_2);
-                gwc[3462] += vsum(a6_0); gwc[3463] += vsum(a6_1); gwc[3464] += vsum(a6_2);
-                gwc[4038] += vsum(a7_0); gwc[4039] += vsum(a7_1); gwc[4040] += vsum(a7_2);
+                gwc[0] += vsum(a0_0); gwc[1] += vsum(a0_1); gwc[2] += vsum(a0_2); gwc[3] += vsum(a0_3); gwc[4] += vsum(a0_4); gwc[5] += vsum(a0_5); gwc[6] += vsum(a0_6); gwc[7] += vsum(a0_7); gwc[8] += vsum(a0_8);
+                gwc[576] += vsum(a1_0); gwc[577] += vsum(a1_1); gwc[578] += vsum(a1_2); gwc[579] += vsum(a1_3); gwc[580] += vsum(a1_4); gwc[581] += vsum(a1_5); gwc[582] += vsum(a1_6); gwc[583] += vsum(a1_7); gwc[584] += vsum(a1_8);
             }
         }
     }
@@ -6256,221 +6032,109 @@ static void l05_conv2d_backward(float *restrict G, const float *restrict x, cons
         gb[co] += vsum(s);
     }
     CG_PARALLEL_FOR
-    for (int cb = 0; cb < 16; cb++) {
-        const float *restrict dyb = dy + cb*65536;
+    for (int cb = 0; cb < 64; cb++) {
+        const float *restrict dyb = dy + cb*16384;
         for (int ci = 0; ci < 64; ci++) {
             const float *restrict xc = x + ci*8192;
-            float *restrict gwc = gw + cb*4608 + ci*9;
-            { /* kernel row 0 */
-                cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f);
-                cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f);
-                cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f), a2_2 = vsplat(0.0f);
-                cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f), a3_2 = vsplat(0.0f);
-                cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f), a4_2 = vsplat(0.0f);
-                cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f), a5_2 = vsplat(0.0f);
-                cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f), a6_2 = vsplat(0.0f);
-                cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f), a7_2 = vsplat(0.0f);
-                /* rows 1..14, cols 0..0: 2 of 9 taps */
-                for (int oy = 1; oy < 15; oy++) {
+            float *restrict gwc = gw + cb*1152 + ci*9;
+            { /* every tap */
+                cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f), a0_4 = vsplat(0.0f), a0_5 = vsplat(0.0f), a0_6 = vsplat(0.0f), a0_7 = vsplat(0.0f), a0_8 = vsplat(0.0f);
+                cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f), a1_3 = vsplat(0.0f), a1_4 = vsplat(0.0f), a1_5 = vsplat(0.0f), a1_6 = vsplat(0.0f), a1_7 = vsplat(0.0f), a1_8 = vsplat(0.0f);
+                for (int v = 0; v < 2; v++) {
+                    cg_v d0 = VLOAD(dyb + 0 + v * 16), d1 = VLOAD(dyb + 8192 + v * 16); VKEEP(d0); VKEEP(d1);
+                    { cg_v xv = VLOAD(xc + 0 + v * 16); VKEEP(xv); a0_4 += d0 * xv; a1_4 += d1 * xv; }
+                    { cg_v xv = VLOAD(xc + 32 + v * 16); VKEEP(xv); a0_5 += d0 * xv; a1_5 += d1 * xv; }
+                    { cg_v xv = VLOAD(xc + 512 + v * 16); VKEEP(xv); a0_7 += d0 * xv; a1_7 += d1 * xv; }
+                    { cg_v xv = VLOAD(xc + 544 + v * 16); VKEEP(xv); a0_8 += d0 * xv; a1_8 += d1 * xv; }
+                }
+                /* rows 0..0, cols 1..14: 6 of 9 taps */
+                for (int ox = 1; ox < 15; ox++) {
                     for (int v = 0; v < 2; v++) {
-                        const cg_v d0 = VLOAD(dyb + oy*512 + v * 16), d1 = VLOAD(dyb + oy*512 + 8192 + v * 16), d2 = VLOAD(dyb + oy*512 + 16384 + v * 16), d3 = VLOAD(dyb + oy*512 + 24576 + v * 16), d4 = VLOAD(dyb + oy*512 + 32768 + v * 16), d5 = VLOAD(dyb + oy*512 + 40960 + v * 16), d6 = VLOAD(dyb + oy*512 + 49152 + v * 16), d7 = VLOAD(dyb + oy*512 + 57344 + v * 16);
-                        { const cg_v xv = VLOAD(xc + oy*512 - 512 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; a3_1 += d3 * xv; a4_1 += d4 * xv; a5_1 += d5 * xv; a6_1 += d6 * xv; a7_1 += d7 * xv; }
-                        { const cg_v xv = VLOAD(xc + oy*512 - 480 + v * 16); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; a3_2 += d3 * xv; a4_2 += d4 * xv; a5_2 += d5 * xv; a6_2 += d6 * xv; a7_2 += d7 * xv; }
+                        cg_v d0 = VLOAD(dyb + ox*32 + v * 16), d1 = VLOAD(dyb + ox*32 + 8192 + v * 16); VKEEP(d0); VKEEP(d1);
+                        { cg_v xv = VLOAD(xc + ox*32 - 32 + v * 16); VKEEP(xv); a0_3 += d0 * xv; a1_3 += d1 * xv; }
+                        { cg_v xv = VLOAD(xc + ox*32 + v * 16); VKEEP(xv); a0_4 += d0 * xv; a1_4 += d1 * xv; }
+                        { cg_v xv = VLOAD(xc + ox*32 + 32 + v * 16); VKEEP(xv); a0_5 += d0 * xv; a1_5 += d1 * xv; }
+                        { cg_v xv = VLOAD(xc + ox*32 + 480 + v * 16); VKEEP(xv); a0_6 += d0 * xv; a1_6 += d1 * xv; }
+                        { cg_v xv = VLOAD(xc + ox*32 + 512 + v * 16); VKEEP(xv); a0_7 += d0 * xv; a1_7 += d1 * xv; }
+                        { cg_v xv = VLOAD(xc + ox*32 + 544 + v * 16); VKEEP(xv); a0_8 += d0 * xv; a1_8 += d1 * xv; }
                     }
                 }
-                /* rows 1..14, cols 1..14: 3 of 9 taps */
+                for (int v = 0; v < 2; v++) {
+                    cg_v d0 = VLOAD(dyb + 480 + v * 16), d1 = VLOAD(dyb + 8672 + v * 16); VKEEP(d0); VKEEP(d1);
+                    { cg_v xv = VLOAD(xc + 448 + v * 16); VKEEP(xv); a0_3 += d0 * xv; a1_3 += d1 * xv; }
+                    { cg_v xv = VLOAD(xc + 480 + v * 16); VKEEP(xv); a0_4 += d0 * xv; a1_4 += d1 * xv; }
+                    { cg_v xv = VLOAD(xc + 960 + v * 16); VKEEP(xv); a0_6 += d0 * xv; a1_6 += d1 * xv; }
+                    { cg_v xv = VLOAD(xc + 992 + v * 16); VKEEP(xv); a0_7 += d0 * xv; a1_7 += d1 * xv; }
+                }
+                /* rows 1..14, cols 0..0: 6 of 9 taps */
+                for (int oy = 1; oy < 15; oy++) {
+                    for (int v = 0; v < 2; v++) {
+                        cg_v d0 = VLOAD(dyb + oy*512 + v * 16), d1 = VLOAD(dyb + oy*512 + 8192 + v * 16); VKEEP(d0); VKEEP(d1);
+                        { cg_v xv = VLOAD(xc + oy*512 - 512 + v * 16); VKEEP(xv); a0_1 += d0 * xv; a1_1 += d1 * xv; }
+                        { cg_v xv = VLOAD(xc + oy*512 - 480 + v * 16); VKEEP(xv); a0_2 += d0 * xv; a1_2 += d1 * xv; }
+                        { cg_v xv = VLOAD(xc + oy*512 + v * 16); VKEEP(xv); a0_4 += d0 * xv; a1_4 += d1 * xv; }
+                        { cg_v xv = VLOAD(xc + oy*512 + 32 + v * 16); VKEEP(xv); a0_5 += d0 * xv; a1_5 += d1 * xv; }
+                        { cg_v xv = VLOAD(xc + oy*512 + 512 + v * 16); VKEEP(xv); a0_7 += d0 * xv; a1_7 += d1 * xv; }
+                        { cg_v xv = VLOAD(xc + oy*512 + 544 + v * 16); VKEEP(xv); a0_8 += d0 * xv; a1_8 += d1 * xv; }
+                    }
+                }
+                /* rows 1..14, cols 1..14: every tap */
                 for (int oy = 1; oy < 15; oy++) {
                     for (int ox = 1; ox < 15; ox++) {
                         for (int v = 0; v < 2; v++) {
-                            const cg_v d0 = VLOAD(dyb + oy*512 + ox*32 + v * 16), d1 = VLOAD(dyb + oy*512 + ox*32 + 8192 + v * 16), d2 = VLOAD(dyb + oy*512 + ox*32 + 16384 + v * 16), d3 = VLOAD(dyb + oy*512 + ox*32 + 24576 + v * 16), d4 = VLOAD(dyb + oy*512 + ox*32 + 32768 + v * 16), d5 = VLOAD(dyb + oy*512 + ox*32 + 40960 + v * 16), d6 = VLOAD(dyb + oy*512 + ox*32 + 49152 + v * 16), d7 = VLOAD(dyb + oy*512 + ox*32 + 57344 + v * 16);
-                            { const cg_v xv = VLOAD(xc + oy*512 + ox*32 - 544 + v * 16); a0_0 += d0 * xv; a1_0 += d1 * xv; a2_0 += d2 * xv; a3_0 += d3 * xv; a4_0 += d4 * xv; a5_0 += d5 * xv; a6_0 += d6 * xv; a7_0 += d7 * xv; }
-                            { const cg_v xv = VLOAD(xc + oy*512 + ox*32 - 512 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; a3_1 += d3 * xv; a4_1 += d4 * xv; a5_1 += d5 * xv; a6_1 += d6 * xv; a7_1 += d7 * xv; }
-                            { const cg_v xv = VLOAD(xc + oy*512 + ox*32 - 480 + v * 16); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; a3_2 += d3 * xv; a4_2 += d4 * xv; a5_2 += d5 * xv; a6_2 += d6 * xv; a7_2 += d7 * xv; }
+                            cg_v d0 = VLOAD(dyb + oy*512 + ox*32 + v * 16), d1 = VLOAD(dyb + oy*512 + ox*32 + 8192 + v * 16); VKEEP(d0); VKEEP(d1);
+                            { cg_v xv = VLOAD(xc + oy*512 + ox*32 - 544 + v * 16); VKEEP(xv); a0_0 += d0 * xv; a1_0 += d1 * xv; }
+                            { cg_v xv = VLOAD(xc + oy*512 + ox*32 - 512 + v * 16); VKEEP(xv); a0_1 += d0 * xv; a1_1 += d1 * xv; }
+                            { cg_v xv = VLOAD(xc + oy*512 + ox*32 - 480 + v * 16); VKEEP(xv); a0_2 += d0 * xv; a1_2 += d1 * xv; }
+                            { cg_v xv = VLOAD(xc + oy*512 + ox*32 - 32 + v * 16); VKEEP(xv); a0_3 += d0 * xv; a1_3 += d1 * xv; }
+                            { cg_v xv = VLOAD(xc + oy*512 + ox*32 + v * 16); VKEEP(xv); a0_4 += d0 * xv; a1_4 += d1 * xv; }
+                            { cg_v xv = VLOAD(xc + oy*512 + ox*32 + 32 + v * 16); VKEEP(xv); a0_5 += d0 * xv; a1_5 += d1 * xv; }
+                            { cg_v xv = VLOAD(xc + oy*512 + ox*32 + 480 + v * 16); VKEEP(xv); a0_6 += d0 * xv; a1_6 += d1 * xv; }
+                            { cg_v xv = VLOAD(xc + oy*512 + ox*32 + 512 + v * 16); VKEEP(xv); a0_7 += d0 * xv; a1_7 += d1 * xv; }
+                            { cg_v xv = VLOAD(xc + oy*512 + ox*32 + 544 + v * 16); VKEEP(xv); a0_8 += d0 * xv; a1_8 += d1 * xv; }
                         }
                     }
                 }
-                /* rows 1..14, cols 15..15: 2 of 9 taps */
+                /* rows 1..14, cols 15..15: 6 of 9 taps */
                 for (int oy = 1; oy < 15; oy++) {
                     for (int v = 0; v < 2; v++) {
-                        const cg_v d0 = VLOAD(dyb + oy*512 + 480 + v * 16), d1 = VLOAD(dyb + oy*512 + 8672 + v * 16), d2 = VLOAD(dyb + oy*512 + 16864 + v * 16), d3 = VLOAD(dyb + oy*512 + 25056 + v * 16), d4 = VLOAD(dyb + oy*512 + 33248 + v * 16), d5 = VLOAD(dyb + oy*512 + 41440 + v * 16), d6 = VLOAD(dyb + oy*512 + 49632 + v * 16), d7 = VLOAD(dyb + oy*512 + 57824 + v * 16);
-                        { const cg_v xv = VLOAD(xc + oy*512 - 64 + v * 16); a0_0 += d0 * xv; a1_0 += d1 * xv; a2_0 += d2 * xv; a3_0 += d3 * xv; a4_0 += d4 * xv; a5_0 += d5 * xv; a6_0 += d6 * xv; a7_0 += d7 * xv; }
-                        { const cg_v xv = VLOAD(xc + oy*512 - 32 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; a3_1 += d3 * xv; a4_1 += d4 * xv; a5_1 += d5 * xv; a6_1 += d6 * xv; a7_1 += d7 * xv; }
+                        cg_v d0 = VLOAD(dyb + oy*512 + 480 + v * 16), d1 = VLOAD(dyb + oy*512 + 8672 + v * 16); VKEEP(d0); VKEEP(d1);
+                        { cg_v xv = VLOAD(xc + oy*512 - 64 + v * 16); VKEEP(xv); a0_0 += d0 * xv; a1_0 += d1 * xv; }
+                        { cg_v xv = VLOAD(xc + oy*512 - 32 + v * 16); VKEEP(xv); a0_1 += d0 * xv; a1_1 += d1 * xv; }
+                        { cg_v xv = VLOAD(xc + oy*512 + 448 + v * 16); VKEEP(xv); a0_3 += d0 * xv; a1_3 += d1 * xv; }
+                        { cg_v xv = VLOAD(xc + oy*512 + 480 + v * 16); VKEEP(xv); a0_4 += d0 * xv; a1_4 += d1 * xv; }
+                        { cg_v xv = VLOAD(xc + oy*512 + 960 + v * 16); VKEEP(xv); a0_6 += d0 * xv; a1_6 += d1 * xv; }
+                        { cg_v xv = VLOAD(xc + oy*512 + 992 + v * 16); VKEEP(xv); a0_7 += d0 * xv; a1_7 += d1 * xv; }
                     }
                 }
                 for (int v = 0; v < 2; v++) {
-                    const cg_v d0 = VLOAD(dyb + 7680 + v * 16), d1 = VLOAD(dyb + 15872 + v * 16), d2 = VLOAD(dyb + 24064 + v * 16), d3 = VLOAD(dyb + 32256 + v * 16), d4 = VLOAD(dyb + 40448 + v * 16), d5 = VLOAD(dyb + 48640 + v * 16), d6 = VLOAD(dyb + 56832 + v * 16), d7 = VLOAD(dyb + 65024 + v * 16);
-                    { const cg_v xv = VLOAD(xc + 7168 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; a3_1 += d3 * xv; a4_1 += d4 * xv; a5_1 += d5 * xv; a6_1 += d6 * xv; a7_1 += d7 * xv; }
-                    { const cg_v xv = VLOAD(xc + 7200 + v * 16); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; a3_2 += d3 * xv; a4_2 += d4 * xv; a5_2 += d5 * xv; a6_2 += d6 * xv; a7_2 += d7 * xv; }
+                    cg_v d0 = VLOAD(dyb + 7680 + v * 16), d1 = VLOAD(dyb + 15872 + v * 16); VKEEP(d0); VKEEP(d1);
+                    { cg_v xv = VLOAD(xc + 7168 + v * 16); VKEEP(xv); a0_1 += d0 * xv; a1_1 += d1 * xv; }
+                    { cg_v xv = VLOAD(xc + 7200 + v * 16); VKEEP(xv); a0_2 += d0 * xv; a1_2 += d1 * xv; }
+                    { cg_v xv = VLOAD(xc + 7680 + v * 16); VKEEP(xv); a0_4 += d0 * xv; a1_4 += d1 * xv; }
+                    { cg_v xv = VLOAD(xc + 7712 + v * 16); VKEEP(xv); a0_5 += d0 * xv; a1_5 += d1 * xv; }
                 }
-                /* rows 15..15, cols 1..14: 3 of 9 taps */
+                /* rows 15..15, cols 1..14: 6 of 9 taps */
                 for (int ox = 1; ox < 15; ox++) {
                     for (int v = 0; v < 2; v++) {
-                        const cg_v d0 = VLOAD(dyb + ox*32 + 7680 + v * 16), d1 = VLOAD(dyb + ox*32 + 15872 + v * 16), d2 = VLOAD(dyb + ox*32 + 24064 + v * 16), d3 = VLOAD(dyb + ox*32 + 32256 + v * 16), d4 = VLOAD(dyb + ox*32 + 40448 + v * 16), d5 = VLOAD(dyb + ox*32 + 48640 + v * 16), d6 = VLOAD(dyb + ox*32 + 56832 + v * 16), d7 = VLOAD(dyb + ox*32 + 65024 + v * 16);
-                        { const cg_v xv = VLOAD(xc + ox*32 + 7136 + v * 16); a0_0 += d0 * xv; a1_0 += d1 * xv; a2_0 += d2 * xv; a3_0 += d3 * xv; a4_0 += d4 * xv; a5_0 += d5 * xv; a6_0 += d6 * xv; a7_0 += d7 * xv; }
-                        { const cg_v xv = VLOAD(xc + ox*32 + 7168 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; a3_1 += d3 * xv; a4_1 += d4 * xv; a5_1 += d5 * xv; a6_1 += d6 * xv; a7_1 += d7 * xv; }
-                        { const cg_v xv = VLOAD(xc + ox*32 + 7200 + v * 16); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; a3_2 += d3 * xv; a4_2 += d4 * xv; a5_2 += d5 * xv; a6_2 += d6 * xv; a7_2 += d7 * xv; }
+                        cg_v d0 = VLOAD(dyb + ox*32 + 7680 + v * 16), d1 = VLOAD(dyb + ox*32 + 15872 + v * 16); VKEEP(d0); VKEEP(d1);
+                        { cg_v xv = VLOAD(xc + ox*32 + 7136 + v * 16); VKEEP(xv); a0_0 += d0 * xv; a1_0 += d1 * xv; }
+                        { cg_v xv = VLOAD(xc + ox*32 + 7168 + v * 16); VKEEP(xv); a0_1 += d0 * xv; a1_1 += d1 * xv; }
+                        { cg_v xv = VLOAD(xc + ox*32 + 7200 + v * 16); VKEEP(xv); a0_2 += d0 * xv; a1_2 += d1 * xv; }
+                        { cg_v xv = VLOAD(xc + ox*32 + 7648 + v * 16); VKEEP(xv); a0_3 += d0 * xv; a1_3 += d1 * xv; }
+                        { cg_v xv = VLOAD(xc + ox*32 + 7680 + v * 16); VKEEP(xv); a0_4 += d0 * xv; a1_4 += d1 * xv; }
+                        { cg_v xv = VLOAD(xc + ox*32 + 7712 + v * 16); VKEEP(xv); a0_5 += d0 * xv; a1_5 += d1 * xv; }
                     }
                 }
                 for (int v = 0; v < 2; v++) {
-                    const cg_v d0 = VLOAD(dyb + 8160 + v * 16), d1 = VLOAD(dyb + 16352 + v * 16), d2 = VLOAD(dyb + 24544 + v * 16), d3 = VLOAD(dyb + 32736 + v * 16), d4 = VLOAD(dyb + 40928 + v * 16), d5 = VLOAD(dyb + 49120 + v * 16), d6 = VLOAD(dyb + 57312 + v * 16), d7 = VLOAD(dyb + 65504 + v * 16);
-                    { const cg_v xv = VLOAD(xc + 7616 + v * 16); a0_0 += d0 * xv; a1_0 += d1 * xv; a2_0 += d2 * xv; a3_0 += d3 * xv; a4_0 += d4 * xv; a5_0 += d5 * xv; a6_0 += d6 * xv; a7_0 += d7 * xv; }
-                    { const cg_v xv = VLOAD(xc + 7648 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; a3_1 += d3 * xv; a4_1 += d4 * xv; a5_1 += d5 * xv; a6_1 += d6 * xv; a7_1 += d7 * xv; }
+                    cg_v d0 = VLOAD(dyb + 8160 + v * 16), d1 = VLOAD(dyb + 16352 + v * 16); VKEEP(d0); VKEEP(d1);
+                    { cg_v xv = VLOAD(xc + 7616 + v * 16); VKEEP(xv); a0_0 += d0 * xv; a1_0 += d1 * xv; }
+                    { cg_v xv = VLOAD(xc + 7648 + v * 16); VKEEP(xv); a0_1 += d0 * xv; a1_1 += d1 * xv; }
+                    { cg_v xv = VLOAD(xc + 8128 + v * 16); VKEEP(xv); a0_3 += d0 * xv; a1_3 += d1 * xv; }
+                    { cg_v xv = VLOAD(xc + 8160 + v * 16); VKEEP(xv); a0_4 += d0 * xv; a1_4 += d1 * xv; }
                 }
-                gwc[0] += vsum(a0_0); gwc[1] += vsum(a0_1); gwc[2] += vsum(a0_2);
-                gwc[576] += vsum(a1_0); gwc[577] += vsum(a1_1); gwc[578] += vsum(a1_2);
-                gwc[1152] += vsum(a2_0); gwc[1153] += vsum(a2_1); gwc[1154] += vsum(a2_2);
-                gwc[1728] += vsum(a3_0); gwc[1729] += vsum(a3_1); gwc[1730] += vsum(a3_2);
-                gwc[2304] += vsum(a4_0); gwc[2305] += vsum(a4_1); gwc[2306] += vsum(a4_2);
-                gwc[2880] += vsum(a5_0); gwc[2881] += vsum(a5_1); gwc[2882] += vsum(a5_2);
-                gwc[3456] += vsum(a6_0); gwc[3457] += vsum(a6_1); gwc[3458] += vsum(a6_2);
-                gwc[4032] += vsum(a7_0); gwc[4033] += vsum(a7_1); gwc[4034] += vsum(a7_2);
-            }
-            { /* kernel row 1 */
-                cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f);
-                cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f);
-                cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f), a2_2 = vsplat(0.0f);
-                cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f), a3_2 = vsplat(0.0f);
-                cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f), a4_2 = vsplat(0.0f);
-                cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f), a5_2 = vsplat(0.0f);
-                cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f), a6_2 = vsplat(0.0f);
-                cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f), a7_2 = vsplat(0.0f);
-                for (int v = 0; v < 2; v++) {
-                    const cg_v d0 = VLOAD(dyb + 0 + v * 16), d1 = VLOAD(dyb + 8192 + v * 16), d2 = VLOAD(dyb + 16384 + v * 16), d3 = VLOAD(dyb + 24576 + v * 16), d4 = VLOAD(dyb + 32768 + v * 16), d5 = VLOAD(dyb + 40960 + v * 16), d6 = VLOAD(dyb + 49152 + v * 16), d7 = VLOAD(dyb + 57344 + v * 16);
-                    { const cg_v xv = VLOAD(xc + 0 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; a3_1 += d3 * xv; a4_1 += d4 * xv; a5_1 += d5 * xv; a6_1 += d6 * xv; a7_1 += d7 * xv; }
-                    { const cg_v xv = VLOAD(xc + 32 + v * 16); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; a3_2 += d3 * xv; a4_2 += d4 * xv; a5_2 += d5 * xv; a6_2 += d6 * xv; a7_2 += d7 * xv; }
-                }
-                /* rows 0..0, cols 1..14: 3 of 9 taps */
-                for (int ox = 1; ox < 15; ox++) {
-                    for (int v = 0; v < 2; v++) {
-                        const cg_v d0 = VLOAD(dyb + ox*32 + v * 16), d1 = VLOAD(dyb + ox*32 + 8192 + v * 16), d2 = VLOAD(dyb + ox*32 + 16384 + v * 16), d3 = VLOAD(dyb + ox*32 + 24576 + v * 16), d4 = VLOAD(dyb + ox*32 + 32768 + v * 16), d5 = VLOAD(dyb + ox*32 + 40960 + v * 16), d6 = VLOAD(dyb + ox*32 + 49152 + v * 16), d7 = VLOAD(dyb + ox*32 + 57344 + v * 16);
-                        { const cg_v xv = VLOAD(xc + ox*32 - 32 + v * 16); a0_0 += d0 * xv; a1_0 += d1 * xv; a2_0 += d2 * xv; a3_0 += d3 * xv; a4_0 += d4 * xv; a5_0 += d5 * xv; a6_0 += d6 * xv; a7_0 += d7 * xv; }
-                        { const cg_v xv = VLOAD(xc + ox*32 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; a3_1 += d3 * xv; a4_1 += d4 * xv; a5_1 += d5 * xv; a6_1 += d6 * xv; a7_1 += d7 * xv; }
-                        { const cg_v xv = VLOAD(xc + ox*32 + 32 + v * 16); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; a3_2 += d3 * xv; a4_2 += d4 * xv; a5_2 += d5 * xv; a6_2 += d6 * xv; a7_2 += d7 * xv; }
-                    }
-                }
-                for (int v = 0; v < 2; v++) {
-                    const cg_v d0 = VLOAD(dyb + 480 + v * 16), d1 = VLOAD(dyb + 8672 + v * 16), d2 = VLOAD(dyb + 16864 + v * 16), d3 = VLOAD(dyb + 25056 + v * 16), d4 = VLOAD(dyb + 33248 + v * 16), d5 = VLOAD(dyb + 41440 + v * 16), d6 = VLOAD(dyb + 49632 + v * 16), d7 = VLOAD(dyb + 57824 + v * 16);
-                    { const cg_v xv = VLOAD(xc + 448 + v * 16); a0_0 += d0 * xv; a1_0 += d1 * xv; a2_0 += d2 * xv; a3_0 += d3 * xv; a4_0 += d4 * xv; a5_0 += d5 * xv; a6_0 += d6 * xv; a7_0 += d7 * xv; }
-                    { const cg_v xv = VLOAD(xc + 480 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; a3_1 += d3 * xv; a4_1 += d4 * xv; a5_1 += d5 * xv; a6_1 += d6 * xv; a7_1 += d7 * xv; }
-                }
-                /* rows 1..14, cols 0..0: 2 of 9 taps */
-                for (int oy = 1; oy < 15; oy++) {
-                    for (int v = 0; v < 2; v++) {
-                        const cg_v d0 = VLOAD(dyb + oy*512 + v * 16), d1 = VLOAD(dyb + oy*512 + 8192 + v * 16), d2 = VLOAD(dyb + oy*512 + 16384 + v * 16), d3 = VLOAD(dyb + oy*512 + 24576 + v * 16), d4 = VLOAD(dyb + oy*512 + 32768 + v * 16), d5 = VLOAD(dyb + oy*512 + 40960 + v * 16), d6 = VLOAD(dyb + oy*512 + 49152 + v * 16), d7 = VLOAD(dyb + oy*512 + 57344 + v * 16);
-                        { const cg_v xv = VLOAD(xc + oy*512 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; a3_1 += d3 * xv; a4_1 += d4 * xv; a5_1 += d5 * xv; a6_1 += d6 * xv; a7_1 += d7 * xv; }
-                        { const cg_v xv = VLOAD(xc + oy*512 + 32 + v * 16); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; a3_2 += d3 * xv; a4_2 += d4 * xv; a5_2 += d5 * xv; a6_2 += d6 * xv; a7_2 += d7 * xv; }
-                    }
-                }
-                /* rows 1..14, cols 1..14: 3 of 9 taps */
-                for (int oy = 1; oy < 15; oy++) {
-                    for (int ox = 1; ox < 15; ox++) {
-                        for (int v = 0; v < 2; v++) {
-                            const cg_v d0 = VLOAD(dyb + oy*512 + ox*32 + v * 16), d1 = VLOAD(dyb + oy*512 + ox*32 + 8192 + v * 16), d2 = VLOAD(dyb + oy*512 + ox*32 + 16384 + v * 16), d3 = VLOAD(dyb + oy*512 + ox*32 + 24576 + v * 16), d4 = VLOAD(dyb + oy*512 + ox*32 + 32768 + v * 16), d5 = VLOAD(dyb + oy*512 + ox*32 + 40960 + v * 16), d6 = VLOAD(dyb + oy*512 + ox*32 + 49152 + v * 16), d7 = VLOAD(dyb + oy*512 + ox*32 + 57344 + v * 16);
-                            { const cg_v xv = VLOAD(xc + oy*512 + ox*32 - 32 + v * 16); a0_0 += d0 * xv; a1_0 += d1 * xv; a2_0 += d2 * xv; a3_0 += d3 * xv; a4_0 += d4 * xv; a5_0 += d5 * xv; a6_0 += d6 * xv; a7_0 += d7 * xv; }
-                            { const cg_v xv = VLOAD(xc + oy*512 + ox*32 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; a3_1 += d3 * xv; a4_1 += d4 * xv; a5_1 += d5 * xv; a6_1 += d6 * xv; a7_1 += d7 * xv; }
-                            { const cg_v xv = VLOAD(xc + oy*512 + ox*32 + 32 + v * 16); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; a3_2 += d3 * xv; a4_2 += d4 * xv; a5_2 += d5 * xv; a6_2 += d6 * xv; a7_2 += d7 * xv; }
-                        }
-                    }
-                }
-                /* rows 1..14, cols 15..15: 2 of 9 taps */
-                for (int oy = 1; oy < 15; oy++) {
-                    for (int v = 0; v < 2; v++) {
-                        const cg_v d0 = VLOAD(dyb + oy*512 + 480 + v * 16), d1 = VLOAD(dyb + oy*512 + 8672 + v * 16), d2 = VLOAD(dyb + oy*512 + 16864 + v * 16), d3 = VLOAD(dyb + oy*512 + 25056 + v * 16), d4 = VLOAD(dyb + oy*512 + 33248 + v * 16), d5 = VLOAD(dyb + oy*512 + 41440 + v * 16), d6 = VLOAD(dyb + oy*512 + 49632 + v * 16), d7 = VLOAD(dyb + oy*512 + 57824 + v * 16);
-                        { const cg_v xv = VLOAD(xc + oy*512 + 448 + v * 16); a0_0 += d0 * xv; a1_0 += d1 * xv; a2_0 += d2 * xv; a3_0 += d3 * xv; a4_0 += d4 * xv; a5_0 += d5 * xv; a6_0 += d6 * xv; a7_0 += d7 * xv; }
-                        { const cg_v xv = VLOAD(xc + oy*512 + 480 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; a3_1 += d3 * xv; a4_1 += d4 * xv; a5_1 += d5 * xv; a6_1 += d6 * xv; a7_1 += d7 * xv; }
-                    }
-                }
-                for (int v = 0; v < 2; v++) {
-                    const cg_v d0 = VLOAD(dyb + 7680 + v * 16), d1 = VLOAD(dyb + 15872 + v * 16), d2 = VLOAD(dyb + 24064 + v * 16), d3 = VLOAD(dyb + 32256 + v * 16), d4 = VLOAD(dyb + 40448 + v * 16), d5 = VLOAD(dyb + 48640 + v * 16), d6 = VLOAD(dyb + 56832 + v * 16), d7 = VLOAD(dyb + 65024 + v * 16);
-                    { const cg_v xv = VLOAD(xc + 7680 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; a3_1 += d3 * xv; a4_1 += d4 * xv; a5_1 += d5 * xv; a6_1 += d6 * xv; a7_1 += d7 * xv; }
-                    { const cg_v xv = VLOAD(xc + 7712 + v * 16); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; a3_2 += d3 * xv; a4_2 += d4 * xv; a5_2 += d5 * xv; a6_2 += d6 * xv; a7_2 += d7 * xv; }
-                }
-                /* rows 15..15, cols 1..14: 3 of 9 taps */
-                for (int ox = 1; ox < 15; ox++) {
-                    for (int v = 0; v < 2; v++) {
-                        const cg_v d0 = VLOAD(dyb + ox*32 + 7680 + v * 16), d1 = VLOAD(dyb + ox*32 + 15872 + v * 16), d2 = VLOAD(dyb + ox*32 + 24064 + v * 16), d3 = VLOAD(dyb + ox*32 + 32256 + v * 16), d4 = VLOAD(dyb + ox*32 + 40448 + v * 16), d5 = VLOAD(dyb + ox*32 + 48640 + v * 16), d6 = VLOAD(dyb + ox*32 + 56832 + v * 16), d7 = VLOAD(dyb + ox*32 + 65024 + v * 16);
-                        { const cg_v xv = VLOAD(xc + ox*32 + 7648 + v * 16); a0_0 += d0 * xv; a1_0 += d1 * xv; a2_0 += d2 * xv; a3_0 += d3 * xv; a4_0 += d4 * xv; a5_0 += d5 * xv; a6_0 += d6 * xv; a7_0 += d7 * xv; }
-                        { const cg_v xv = VLOAD(xc + ox*32 + 7680 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; a3_1 += d3 * xv; a4_1 += d4 * xv; a5_1 += d5 * xv; a6_1 += d6 * xv; a7_1 += d7 * xv; }
-                        { const cg_v xv = VLOAD(xc + ox*32 + 7712 + v * 16); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; a3_2 += d3 * xv; a4_2 += d4 * xv; a5_2 += d5 * xv; a6_2 += d6 * xv; a7_2 += d7 * xv; }
-                    }
-                }
-                for (int v = 0; v < 2; v++) {
-                    const cg_v d0 = VLOAD(dyb + 8160 + v * 16), d1 = VLOAD(dyb + 16352 + v * 16), d2 = VLOAD(dyb + 24544 + v * 16), d3 = VLOAD(dyb + 32736 + v * 16), d4 = VLOAD(dyb + 40928 + v * 16), d5 = VLOAD(dyb + 49120 + v * 16), d6 = VLOAD(dyb + 57312 + v * 16), d7 = VLOAD(dyb + 65504 + v * 16);
-                    { const cg_v xv = VLOAD(xc + 8128 + v * 16); a0_0 += d0 * xv; a1_0 += d1 * xv; a2_0 += d2 * xv; a3_0 += d3 * xv; a4_0 += d4 * xv; a5_0 += d5 * xv; a6_0 += d6 * xv; a7_0 += d7 * xv; }
-                    { const cg_v xv = VLOAD(xc + 8160 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; a3_1 += d3 * xv; a4_1 += d4 * xv; a5_1 += d5 * xv; a6_1 += d6 * xv; a7_1 += d7 * xv; }
-                }
-                gwc[3] += vsum(a0_0); gwc[4] += vsum(a0_1); gwc[5] += vsum(a0_2);
-                gwc[579] += vsum(a1_0); gwc[580] += vsum(a1_1); gwc[581] += vsum(a1_2);
-                gwc[1155] += vsum(a2_0); gwc[1156] += vsum(a2_1); gwc[1157] += vsum(a2_2);
-                gwc[1731] += vsum(a3_0); gwc[1732] += vsum(a3_1); gwc[1733] += vsum(a3_2);
-                gwc[2307] += vsum(a4_0); gwc[2308] += vsum(a4_1); gwc[2309] += vsum(a4_2);
-                gwc[2883] += vsum(a5_0); gwc[2884] += vsum(a5_1); gwc[2885] += vsum(a5_2);
-                gwc[3459] += vsum(a6_0); gwc[3460] += vsum(a6_1); gwc[3461] += vsum(a6_2);
-                gwc[4035] += vsum(a7_0); gwc[4036] += vsum(a7_1); gwc[4037] += vsum(a7_2);
-            }
-            { /* kernel row 2 */
-                cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f);
-                cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f);
-                cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f), a2_2 = vsplat(0.0f);
-                cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f), a3_2 = vsplat(0.0f);
-                cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f), a4_2 = vsplat(0.0f);
-                cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f), a5_2 = vsplat(0.0f);
-                cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f), a6_2 = vsplat(0.0f);
-                cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f), a7_2 = vsplat(0.0f);
-                for (int v = 0; v < 2; v++) {
-                    const cg_v d0 = VLOAD(dyb + 0 + v * 16), d1 = VLOAD(dyb + 8192 + v * 16), d2 = VLOAD(dyb + 16384 + v * 16), d3 = VLOAD(dyb + 24576 + v * 16), d4 = VLOAD(dyb + 32768 + v * 16), d5 = VLOAD(dyb + 40960 + v * 16), d6 = VLOAD(dyb + 49152 + v * 16), d7 = VLOAD(dyb + 57344 + v * 16);
-                    { const cg_v xv = VLOAD(xc + 512 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; a3_1 += d3 * xv; a4_1 += d4 * xv; a5_1 += d5 * xv; a6_1 += d6 * xv; a7_1 += d7 * xv; }
-                    { const cg_v xv = VLOAD(xc + 544 + v * 16); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; a3_2 += d3 * xv; a4_2 += d4 * xv; a5_2 += d5 * xv; a6_2 += d6 * xv; a7_2 += d7 * xv; }
-                }
-                /* rows 0..0, cols 1..14: 3 of 9 taps */
-                for (int ox = 1; ox < 15; ox++) {
-                    for (int v = 0; v < 2; v++) {
-                        const cg_v d0 = VLOAD(dyb + ox*32 + v * 16), d1 = VLOAD(dyb + ox*32 + 8192 + v * 16), d2 = VLOAD(dyb + ox*32 + 16384 + v * 16), d3 = VLOAD(dyb + ox*32 + 24576 + v * 16), d4 = VLOAD(dyb + ox*32 + 32768 + v * 16), d5 = VLOAD(dyb + ox*32 + 40960 + v * 16), d6 = VLOAD(dyb + ox*32 + 49152 + v * 16), d7 = VLOAD(dyb + ox*32 + 57344 + v * 16);
-                        { const cg_v xv = VLOAD(xc + ox*32 + 480 + v * 16); a0_0 += d0 * xv; a1_0 += d1 * xv; a2_0 += d2 * xv; a3_0 += d3 * xv; a4_0 += d4 * xv; a5_0 += d5 * xv; a6_0 += d6 * xv; a7_0 += d7 * xv; }
-                        { const cg_v xv = VLOAD(xc + ox*32 + 512 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; a3_1 += d3 * xv; a4_1 += d4 * xv; a5_1 += d5 * xv; a6_1 += d6 * xv; a7_1 += d7 * xv; }
-                        { const cg_v xv = VLOAD(xc + ox*32 + 544 + v * 16); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; a3_2 += d3 * xv; a4_2 += d4 * xv; a5_2 += d5 * xv; a6_2 += d6 * xv; a7_2 += d7 * xv; }
-                    }
-                }
-                for (int v = 0; v < 2; v++) {
-                    const cg_v d0 = VLOAD(dyb + 480 + v * 16), d1 = VLOAD(dyb + 8672 + v * 16), d2 = VLOAD(dyb + 16864 + v * 16), d3 = VLOAD(dyb + 25056 + v * 16), d4 = VLOAD(dyb + 33248 + v * 16), d5 = VLOAD(dyb + 41440 + v * 16), d6 = VLOAD(dyb + 49632 + v * 16), d7 = VLOAD(dyb + 57824 + v * 16);
-                    { const cg_v xv = VLOAD(xc + 960 + v * 16); a0_0 += d0 * xv; a1_0 += d1 * xv; a2_0 += d2 * xv; a3_0 += d3 * xv; a4_0 += d4 * xv; a5_0 += d5 * xv; a6_0 += d6 * xv; a7_0 += d7 * xv; }
-                    { const cg_v xv = VLOAD(xc + 992 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; a3_1 += d3 * xv; a4_1 += d4 * xv; a5_1 += d5 * xv; a6_1 += d6 * xv; a7_1 += d7 * xv; }
-                }
-                /* rows 1..14, cols 0..0: 2 of 9 taps */
-                for (int oy = 1; oy < 15; oy++) {
-                    for (int v = 0; v < 2; v++) {
-                        const cg_v d0 = VLOAD(dyb + oy*512 + v * 16), d1 = VLOAD(dyb + oy*512 + 8192 + v * 16), d2 = VLOAD(dyb + oy*512 + 16384 + v * 16), d3 = VLOAD(dyb + oy*512 + 24576 + v * 16), d4 = VLOAD(dyb + oy*512 + 32768 + v * 16), d5 = VLOAD(dyb + oy*512 + 40960 + v * 16), d6 = VLOAD(dyb + oy*512 + 49152 + v * 16), d7 = VLOAD(dyb + oy*512 + 57344 + v * 16);
-                        { const cg_v xv = VLOAD(xc + oy*512 + 512 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; a3_1 += d3 * xv; a4_1 += d4 * xv; a5_1 += d5 * xv; a6_1 += d6 * xv; a7_1 += d7 * xv; }
-                        { const cg_v xv = VLOAD(xc + oy*512 + 544 + v * 16); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; a3_2 += d3 * xv; a4_2 += d4 * xv; a5_2 += d5 * xv; a6_2 += d6 * xv; a7_2 += d7 * xv; }
-                    }
-                }
-                /* rows 1..14, cols 1..14: 3 of 9 taps */
-                for (int oy = 1; oy < 15; oy++) {
-                    for (int ox = 1; ox < 15; ox++) {
-                        for (int v = 0; v < 2; v++) {
-                            const cg_v d0 = VLOAD(dyb + oy*512 + ox*32 + v * 16), d1 = VLOAD(dyb + oy*512 + ox*32 + 8192 + v * 16), d2 = VLOAD(dyb + oy*512 + ox*32 + 16384 + v * 16), d3 = VLOAD(dyb + oy*512 + ox*32 + 24576 + v * 16), d4 = VLOAD(dyb + oy*512 + ox*32 + 32768 + v * 16), d5 = VLOAD(dyb + oy*512 + ox*32 + 40960 + v * 16), d6 = VLOAD(dyb + oy*512 + ox*32 + 49152 + v * 16), d7 = VLOAD(dyb + oy*512 + ox*32 + 57344 + v * 16);
-                            { const cg_v xv = VLOAD(xc + oy*512 + ox*32 + 480 + v * 16); a0_0 += d0 * xv; a1_0 += d1 * xv; a2_0 += d2 * xv; a3_0 += d3 * xv; a4_0 += d4 * xv; a5_0 += d5 * xv; a6_0 += d6 * xv; a7_0 += d7 * xv; }
-                            { const cg_v xv = VLOAD(xc + oy*512 + ox*32 + 512 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; a3_1 += d3 * xv; a4_1 += d4 * xv; a5_1 += d5 * xv; a6_1 += d6 * xv; a7_1 += d7 * xv; }
-                            { const cg_v xv = VLOAD(xc + oy*512 + ox*32 + 544 + v * 16); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; a3_2 += d3 * xv; a4_2 += d4 * xv; a5_2 += d5 * xv; a6_2 += d6 * xv; a7_2 += d7 * xv; }
-                        }
-                    }
-                }
-                /* rows 1..14, cols 15..15: 2 of 9 taps */
-                for (int oy = 1; oy < 15; oy++) {
-                    for (int v = 0; v < 2; v++) {
-                        const cg_v d0 = VLOAD(dyb + oy*512 + 480 + v * 16), d1 = VLOAD(dyb + oy*512 + 8672 + v * 16), d2 = VLOAD(dyb + oy*512 + 16864 + v * 16), d3 = VLOAD(dyb + oy*512 + 25056 + v * 16), d4 = VLOAD(dyb + oy*512 + 33248 + v * 16), d5 = VLOAD(dyb + oy*512 + 41440 + v * 16), d6 = VLOAD(dyb + oy*512 + 49632 + v * 16), d7 = VLOAD(dyb + oy*512 + 57824 + v * 16);
-                        { const cg_v xv = VLOAD(xc + oy*512 + 960 + v * 16); a0_0 += d0 * xv; a1_0 += d1 * xv; a2_0 += d2 * xv; a3_0 += d3 * xv; a4_0 += d4 * xv; a5_0 += d5 * xv; a6_0 += d6 * xv; a7_0 += d7 * xv; }
-                        { const cg_v xv = VLOAD(xc + oy*512 + 992 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; a3_1 += d3 * xv; a4_1 += d4 * xv; a5_1 += d5 * xv; a6_1 += d6 * xv; a7_1 += d7 * xv; }
-                    }
-                }
-                gwc[6] += vsum(a0_0); gwc[7] += vsum(a0_1); gwc[8] += vsum(a0_2);
-                gwc[582] += vsum(a1_0); gwc[583] += vsum(a1_1); gwc[584] += vsum(a1_2);
-                gwc[1158] += vsum(a2_0); gwc[1159] += vsum(a2_1); gwc[1160] += vsum(a2_2);
-                gwc[1734] += vsum(a3_0); gwc[1735] += vsum(a3_1); gwc[1736] += vsum(a3_2);
-                gwc[2310] += vsum(a4_0); gwc[2311] += vsum(a4_1); gwc[2312] += vsum(a4_2);
-                gwc[2886] += vsum(a5_0); gwc[2887] += vsum(a5_1); gwc[2888] += vsum(a5_2);
-                gwc[3462] += vsum(a6_0); gwc[3463] += vsum(a6_1); gwc[3464] += vsum(a6_2);
-                gwc[4038] += vsum(a7_0); gwc[4039] += vsum(a7_1); gwc[4040] += vsum(a7_2);
+                gwc[0] += vsum(a0_0); gwc[1] += vsum(a0_1); gwc[2] += vsum(a0_2); gwc[3] += vsum(a0_3); gwc[4] += vsum(a0_4); gwc[5] += vsum(a0_5); gwc[6] += vsum(a0_6); gwc[7] += vsum(a0_7); gwc[8] += vsum(a0_8);
+                gwc[576] += vsum(a1_0); gwc[577] += vsum(a1_1); gwc[578] += vsum(a1_2); gwc[579] += vsum(a1_3); gwc[580] += vsum(a1_4); gwc[581] += vsum(a1_5); gwc[582] += vsum(a1_6); gwc[583] += vsum(a1_7); gwc[584] += vsum(a1_8);
             }
         }
     }
@@ -9098,221 +8762,109 @@ static void l07_conv2d_backward(float *restrict G, const float *restrict x, cons
         gb[co] += vsum(s);
     }
     CG_PARALLEL_FOR
-    for (int cb = 0; cb < 16; cb++) {
-        const float *restrict dyb = dy + cb*65536;
+    for (int cb = 0; cb < 64; cb++) {
+        const float *restrict dyb = dy + cb*16384;
         for (int ci = 0; ci < 128; ci++) {
             const float *restrict xc = x + ci*8192;
-            float *restrict gwc = gw + cb*9216 + ci*9;
-            { /* kernel row 0 */
-                cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f);
-                cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f);
-                cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f), a2_2 = vsplat(0.0f);
-                cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f), a3_2 = vsplat(0.0f);
-                cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f), a4_2 = vsplat(0.0f);
-                cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f), a5_2 = vsplat(0.0f);
-                cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f), a6_2 = vsplat(0.0f);
-                cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f), a7_2 = vsplat(0.0f);
-                /* rows 1..14, cols 0..0: 2 of 9 taps */
-                for (int oy = 1; oy < 15; oy++) {
+            float *restrict gwc = gw + cb*2304 + ci*9;
+            { /* every tap */
+                cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f), a0_4 = vsplat(0.0f), a0_5 = vsplat(0.0f), a0_6 = vsplat(0.0f), a0_7 = vsplat(0.0f), a0_8 = vsplat(0.0f);
+                cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f), a1_3 = vsplat(0.0f), a1_4 = vsplat(0.0f), a1_5 = vsplat(0.0f), a1_6 = vsplat(0.0f), a1_7 = vsplat(0.0f), a1_8 = vsplat(0.0f);
+                for (int v = 0; v < 2; v++) {
+                    cg_v d0 = VLOAD(dyb + 0 + v * 16), d1 = VLOAD(dyb + 8192 + v * 16); VKEEP(d0); VKEEP(d1);
+                    { cg_v xv = VLOAD(xc + 0 + v * 16); VKEEP(xv); a0_4 += d0 * xv; a1_4 += d1 * xv; }
+                    { cg_v xv = VLOAD(xc + 32 + v * 16); VKEEP(xv); a0_5 += d0 * xv; a1_5 += d1 * xv; }
+                    { cg_v xv = VLOAD(xc + 512 + v * 16); VKEEP(xv); a0_7 += d0 * xv; a1_7 += d1 * xv; }
+                    { cg_v xv = VLOAD(xc + 544 + v * 16); VKEEP(xv); a0_8 += d0 * xv; a1_8 += d1 * xv; }
+                }
+                /* rows 0..0, cols 1..14: 6 of 9 taps */
+                for (int ox = 1; ox < 15; ox++) {
                     for (int v = 0; v < 2; v++) {
-                        const cg_v d0 = VLOAD(dyb + oy*512 + v * 16), d1 = VLOAD(dyb + oy*512 + 8192 + v * 16), d2 = VLOAD(dyb + oy*512 + 16384 + v * 16), d3 = VLOAD(dyb + oy*512 + 24576 + v * 16), d4 = VLOAD(dyb + oy*512 + 32768 + v * 16), d5 = VLOAD(dyb + oy*512 + 40960 + v * 16), d6 = VLOAD(dyb + oy*512 + 49152 + v * 16), d7 = VLOAD(dyb + oy*512 + 57344 + v * 16);
-                        { const cg_v xv = VLOAD(xc + oy*512 - 512 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; a3_1 += d3 * xv; a4_1 += d4 * xv; a5_1 += d5 * xv; a6_1 += d6 * xv; a7_1 += d7 * xv; }
-                        { const cg_v xv = VLOAD(xc + oy*512 - 480 + v * 16); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; a3_2 += d3 * xv; a4_2 += d4 * xv; a5_2 += d5 * xv; a6_2 += d6 * xv; a7_2 += d7 * xv; }
+                        cg_v d0 = VLOAD(dyb + ox*32 + v * 16), d1 = VLOAD(dyb + ox*32 + 8192 + v * 16); VKEEP(d0); VKEEP(d1);
+                        { cg_v xv = VLOAD(xc + ox*32 - 32 + v * 16); VKEEP(xv); a0_3 += d0 * xv; a1_3 += d1 * xv; }
+                        { cg_v xv = VLOAD(xc + ox*32 + v * 16); VKEEP(xv); a0_4 += d0 * xv; a1_4 += d1 * xv; }
+                        { cg_v xv = VLOAD(xc + ox*32 + 32 + v * 16); VKEEP(xv); a0_5 += d0 * xv; a1_5 += d1 * xv; }
+                        { cg_v xv = VLOAD(xc + ox*32 + 480 + v * 16); VKEEP(xv); a0_6 += d0 * xv; a1_6 += d1 * xv; }
+                        { cg_v xv = VLOAD(xc + ox*32 + 512 + v * 16); VKEEP(xv); a0_7 += d0 * xv; a1_7 += d1 * xv; }
+                        { cg_v xv = VLOAD(xc + ox*32 + 544 + v * 16); VKEEP(xv); a0_8 += d0 * xv; a1_8 += d1 * xv; }
                     }
                 }
-                /* rows 1..14, cols 1..14: 3 of 9 taps */
+                for (int v = 0; v < 2; v++) {
+                    cg_v d0 = VLOAD(dyb + 480 + v * 16), d1 = VLOAD(dyb + 8672 + v * 16); VKEEP(d0); VKEEP(d1);
+                    { cg_v xv = VLOAD(xc + 448 + v * 16); VKEEP(xv); a0_3 += d0 * xv; a1_3 += d1 * xv; }
+                    { cg_v xv = VLOAD(xc + 480 + v * 16); VKEEP(xv); a0_4 += d0 * xv; a1_4 += d1 * xv; }
+                    { cg_v xv = VLOAD(xc + 960 + v * 16); VKEEP(xv); a0_6 += d0 * xv; a1_6 += d1 * xv; }
+                    { cg_v xv = VLOAD(xc + 992 + v * 16); VKEEP(xv); a0_7 += d0 * xv; a1_7 += d1 * xv; }
+                }
+                /* rows 1..14, cols 0..0: 6 of 9 taps */
+                for (int oy = 1; oy < 15; oy++) {
+                    for (int v = 0; v < 2; v++) {
+                        cg_v d0 = VLOAD(dyb + oy*512 + v * 16), d1 = VLOAD(dyb + oy*512 + 8192 + v * 16); VKEEP(d0); VKEEP(d1);
+                        { cg_v xv = VLOAD(xc + oy*512 - 512 + v * 16); VKEEP(xv); a0_1 += d0 * xv; a1_1 += d1 * xv; }
+                        { cg_v xv = VLOAD(xc + oy*512 - 480 + v * 16); VKEEP(xv); a0_2 += d0 * xv; a1_2 += d1 * xv; }
+                        { cg_v xv = VLOAD(xc + oy*512 + v * 16); VKEEP(xv); a0_4 += d0 * xv; a1_4 += d1 * xv; }
+                        { cg_v xv = VLOAD(xc + oy*512 + 32 + v * 16); VKEEP(xv); a0_5 += d0 * xv; a1_5 += d1 * xv; }
+                        { cg_v xv = VLOAD(xc + oy*512 + 512 + v * 16); VKEEP(xv); a0_7 += d0 * xv; a1_7 += d1 * xv; }
+                        { cg_v xv = VLOAD(xc + oy*512 + 544 + v * 16); VKEEP(xv); a0_8 += d0 * xv; a1_8 += d1 * xv; }
+                    }
+                }
+                /* rows 1..14, cols 1..14: every tap */
                 for (int oy = 1; oy < 15; oy++) {
                     for (int ox = 1; ox < 15; ox++) {
                         for (int v = 0; v < 2; v++) {
-                            const cg_v d0 = VLOAD(dyb + oy*512 + ox*32 + v * 16), d1 = VLOAD(dyb + oy*512 + ox*32 + 8192 + v * 16), d2 = VLOAD(dyb + oy*512 + ox*32 + 16384 + v * 16), d3 = VLOAD(dyb + oy*512 + ox*32 + 24576 + v * 16), d4 = VLOAD(dyb + oy*512 + ox*32 + 32768 + v * 16), d5 = VLOAD(dyb + oy*512 + ox*32 + 40960 + v * 16), d6 = VLOAD(dyb + oy*512 + ox*32 + 49152 + v * 16), d7 = VLOAD(dyb + oy*512 + ox*32 + 57344 + v * 16);
-                            { const cg_v xv = VLOAD(xc + oy*512 + ox*32 - 544 + v * 16); a0_0 += d0 * xv; a1_0 += d1 * xv; a2_0 += d2 * xv; a3_0 += d3 * xv; a4_0 += d4 * xv; a5_0 += d5 * xv; a6_0 += d6 * xv; a7_0 += d7 * xv; }
-                            { const cg_v xv = VLOAD(xc + oy*512 + ox*32 - 512 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; a3_1 += d3 * xv; a4_1 += d4 * xv; a5_1 += d5 * xv; a6_1 += d6 * xv; a7_1 += d7 * xv; }
-                            { const cg_v xv = VLOAD(xc + oy*512 + ox*32 - 480 + v * 16); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; a3_2 += d3 * xv; a4_2 += d4 * xv; a5_2 += d5 * xv; a6_2 += d6 * xv; a7_2 += d7 * xv; }
+                            cg_v d0 = VLOAD(dyb + oy*512 + ox*32 + v * 16), d1 = VLOAD(dyb + oy*512 + ox*32 + 8192 + v * 16); VKEEP(d0); VKEEP(d1);
+                            { cg_v xv = VLOAD(xc + oy*512 + ox*32 - 544 + v * 16); VKEEP(xv); a0_0 += d0 * xv; a1_0 += d1 * xv; }
+                            { cg_v xv = VLOAD(xc + oy*512 + ox*32 - 512 + v * 16); VKEEP(xv); a0_1 += d0 * xv; a1_1 += d1 * xv; }
+                            { cg_v xv = VLOAD(xc + oy*512 + ox*32 - 480 + v * 16); VKEEP(xv); a0_2 += d0 * xv; a1_2 += d1 * xv; }
+                            { cg_v xv = VLOAD(xc + oy*512 + ox*32 - 32 + v * 16); VKEEP(xv); a0_3 += d0 * xv; a1_3 += d1 * xv; }
+                            { cg_v xv = VLOAD(xc + oy*512 + ox*32 + v * 16); VKEEP(xv); a0_4 += d0 * xv; a1_4 += d1 * xv; }
+                            { cg_v xv = VLOAD(xc + oy*512 + ox*32 + 32 + v * 16); VKEEP(xv); a0_5 += d0 * xv; a1_5 += d1 * xv; }
+                            { cg_v xv = VLOAD(xc + oy*512 + ox*32 + 480 + v * 16); VKEEP(xv); a0_6 += d0 * xv; a1_6 += d1 * xv; }
+                            { cg_v xv = VLOAD(xc + oy*512 + ox*32 + 512 + v * 16); VKEEP(xv); a0_7 += d0 * xv; a1_7 += d1 * xv; }
+                            { cg_v xv = VLOAD(xc + oy*512 + ox*32 + 544 + v * 16); VKEEP(xv); a0_8 += d0 * xv; a1_8 += d1 * xv; }
                         }
                     }
                 }
-                /* rows 1..14, cols 15..15: 2 of 9 taps */
+                /* rows 1..14, cols 15..15: 6 of 9 taps */
                 for (int oy = 1; oy < 15; oy++) {
                     for (int v = 0; v < 2; v++) {
-                        const cg_v d0 = VLOAD(dyb + oy*512 + 480 + v * 16), d1 = VLOAD(dyb + oy*512 + 8672 + v * 16), d2 = VLOAD(dyb + oy*512 + 16864 + v * 16), d3 = VLOAD(dyb + oy*512 + 25056 + v * 16), d4 = VLOAD(dyb + oy*512 + 33248 + v * 16), d5 = VLOAD(dyb + oy*512 + 41440 + v * 16), d6 = VLOAD(dyb + oy*512 + 49632 + v * 16), d7 = VLOAD(dyb + oy*512 + 57824 + v * 16);
-                        { const cg_v xv = VLOAD(xc + oy*512 - 64 + v * 16); a0_0 += d0 * xv; a1_0 += d1 * xv; a2_0 += d2 * xv; a3_0 += d3 * xv; a4_0 += d4 * xv; a5_0 += d5 * xv; a6_0 += d6 * xv; a7_0 += d7 * xv; }
-                        { const cg_v xv = VLOAD(xc + oy*512 - 32 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; a3_1 += d3 * xv; a4_1 += d4 * xv; a5_1 += d5 * xv; a6_1 += d6 * xv; a7_1 += d7 * xv; }
+                        cg_v d0 = VLOAD(dyb + oy*512 + 480 + v * 16), d1 = VLOAD(dyb + oy*512 + 8672 + v * 16); VKEEP(d0); VKEEP(d1);
+                        { cg_v xv = VLOAD(xc + oy*512 - 64 + v * 16); VKEEP(xv); a0_0 += d0 * xv; a1_0 += d1 * xv; }
+                        { cg_v xv = VLOAD(xc + oy*512 - 32 + v * 16); VKEEP(xv); a0_1 += d0 * xv; a1_1 += d1 * xv; }
+                        { cg_v xv = VLOAD(xc + oy*512 + 448 + v * 16); VKEEP(xv); a0_3 += d0 * xv; a1_3 += d1 * xv; }
+                        { cg_v xv = VLOAD(xc + oy*512 + 480 + v * 16); VKEEP(xv); a0_4 += d0 * xv; a1_4 += d1 * xv; }
+                        { cg_v xv = VLOAD(xc + oy*512 + 960 + v * 16); VKEEP(xv); a0_6 += d0 * xv; a1_6 += d1 * xv; }
+                        { cg_v xv = VLOAD(xc + oy*512 + 992 + v * 16); VKEEP(xv); a0_7 += d0 * xv; a1_7 += d1 * xv; }
                     }
                 }
                 for (int v = 0; v < 2; v++) {
-                    const cg_v d0 = VLOAD(dyb + 7680 + v * 16), d1 = VLOAD(dyb + 15872 + v * 16), d2 = VLOAD(dyb + 24064 + v * 16), d3 = VLOAD(dyb + 32256 + v * 16), d4 = VLOAD(dyb + 40448 + v * 16), d5 = VLOAD(dyb + 48640 + v * 16), d6 = VLOAD(dyb + 56832 + v * 16), d7 = VLOAD(dyb + 65024 + v * 16);
-                    { const cg_v xv = VLOAD(xc + 7168 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; a3_1 += d3 * xv; a4_1 += d4 * xv; a5_1 += d5 * xv; a6_1 += d6 * xv; a7_1 += d7 * xv; }
-                    { const cg_v xv = VLOAD(xc + 7200 + v * 16); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; a3_2 += d3 * xv; a4_2 += d4 * xv; a5_2 += d5 * xv; a6_2 += d6 * xv; a7_2 += d7 * xv; }
+                    cg_v d0 = VLOAD(dyb + 7680 + v * 16), d1 = VLOAD(dyb + 15872 + v * 16); VKEEP(d0); VKEEP(d1);
+                    { cg_v xv = VLOAD(xc + 7168 + v * 16); VKEEP(xv); a0_1 += d0 * xv; a1_1 += d1 * xv; }
+                    { cg_v xv = VLOAD(xc + 7200 + v * 16); VKEEP(xv); a0_2 += d0 * xv; a1_2 += d1 * xv; }
+                    { cg_v xv = VLOAD(xc + 7680 + v * 16); VKEEP(xv); a0_4 += d0 * xv; a1_4 += d1 * xv; }
+                    { cg_v xv = VLOAD(xc + 7712 + v * 16); VKEEP(xv); a0_5 += d0 * xv; a1_5 += d1 * xv; }
                 }
-                /* rows 15..15, cols 1..14: 3 of 9 taps */
+                /* rows 15..15, cols 1..14: 6 of 9 taps */
                 for (int ox = 1; ox < 15; ox++) {
                     for (int v = 0; v < 2; v++) {
-                        const cg_v d0 = VLOAD(dyb + ox*32 + 7680 + v * 16), d1 = VLOAD(dyb + ox*32 + 15872 + v * 16), d2 = VLOAD(dyb + ox*32 + 24064 + v * 16), d3 = VLOAD(dyb + ox*32 + 32256 + v * 16), d4 = VLOAD(dyb + ox*32 + 40448 + v * 16), d5 = VLOAD(dyb + ox*32 + 48640 + v * 16), d6 = VLOAD(dyb + ox*32 + 56832 + v * 16), d7 = VLOAD(dyb + ox*32 + 65024 + v * 16);
-                        { const cg_v xv = VLOAD(xc + ox*32 + 7136 + v * 16); a0_0 += d0 * xv; a1_0 += d1 * xv; a2_0 += d2 * xv; a3_0 += d3 * xv; a4_0 += d4 * xv; a5_0 += d5 * xv; a6_0 += d6 * xv; a7_0 += d7 * xv; }
-                        { const cg_v xv = VLOAD(xc + ox*32 + 7168 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; a3_1 += d3 * xv; a4_1 += d4 * xv; a5_1 += d5 * xv; a6_1 += d6 * xv; a7_1 += d7 * xv; }
-                        { const cg_v xv = VLOAD(xc + ox*32 + 7200 + v * 16); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; a3_2 += d3 * xv; a4_2 += d4 * xv; a5_2 += d5 * xv; a6_2 += d6 * xv; a7_2 += d7 * xv; }
+                        cg_v d0 = VLOAD(dyb + ox*32 + 7680 + v * 16), d1 = VLOAD(dyb + ox*32 + 15872 + v * 16); VKEEP(d0); VKEEP(d1);
+                        { cg_v xv = VLOAD(xc + ox*32 + 7136 + v * 16); VKEEP(xv); a0_0 += d0 * xv; a1_0 += d1 * xv; }
+                        { cg_v xv = VLOAD(xc + ox*32 + 7168 + v * 16); VKEEP(xv); a0_1 += d0 * xv; a1_1 += d1 * xv; }
+                        { cg_v xv = VLOAD(xc + ox*32 + 7200 + v * 16); VKEEP(xv); a0_2 += d0 * xv; a1_2 += d1 * xv; }
+                        { cg_v xv = VLOAD(xc + ox*32 + 7648 + v * 16); VKEEP(xv); a0_3 += d0 * xv; a1_3 += d1 * xv; }
+                        { cg_v xv = VLOAD(xc + ox*32 + 7680 + v * 16); VKEEP(xv); a0_4 += d0 * xv; a1_4 += d1 * xv; }
+                        { cg_v xv = VLOAD(xc + ox*32 + 7712 + v * 16); VKEEP(xv); a0_5 += d0 * xv; a1_5 += d1 * xv; }
                     }
                 }
                 for (int v = 0; v < 2; v++) {
-                    const cg_v d0 = VLOAD(dyb + 8160 + v * 16), d1 = VLOAD(dyb + 16352 + v * 16), d2 = VLOAD(dyb + 24544 + v * 16), d3 = VLOAD(dyb + 32736 + v * 16), d4 = VLOAD(dyb + 40928 + v * 16), d5 = VLOAD(dyb + 49120 + v * 16), d6 = VLOAD(dyb + 57312 + v * 16), d7 = VLOAD(dyb + 65504 + v * 16);
-                    { const cg_v xv = VLOAD(xc + 7616 + v * 16); a0_0 += d0 * xv; a1_0 += d1 * xv; a2_0 += d2 * xv; a3_0 += d3 * xv; a4_0 += d4 * xv; a5_0 += d5 * xv; a6_0 += d6 * xv; a7_0 += d7 * xv; }
-                    { const cg_v xv = VLOAD(xc + 7648 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; a3_1 += d3 * xv; a4_1 += d4 * xv; a5_1 += d5 * xv; a6_1 += d6 * xv; a7_1 += d7 * xv; }
+                    cg_v d0 = VLOAD(dyb + 8160 + v * 16), d1 = VLOAD(dyb + 16352 + v * 16); VKEEP(d0); VKEEP(d1);
+                    { cg_v xv = VLOAD(xc + 7616 + v * 16); VKEEP(xv); a0_0 += d0 * xv; a1_0 += d1 * xv; }
+                    { cg_v xv = VLOAD(xc + 7648 + v * 16); VKEEP(xv); a0_1 += d0 * xv; a1_1 += d1 * xv; }
+                    { cg_v xv = VLOAD(xc + 8128 + v * 16); VKEEP(xv); a0_3 += d0 * xv; a1_3 += d1 * xv; }
+                    { cg_v xv = VLOAD(xc + 8160 + v * 16); VKEEP(xv); a0_4 += d0 * xv; a1_4 += d1 * xv; }
                 }
-                gwc[0] += vsum(a0_0); gwc[1] += vsum(a0_1); gwc[2] += vsum(a0_2);
-                gwc[1152] += vsum(a1_0); gwc[1153] += vsum(a1_1); gwc[1154] += vsum(a1_2);
-                gwc[2304] += vsum(a2_0); gwc[2305] += vsum(a2_1); gwc[2306] += vsum(a2_2);
-                gwc[3456] += vsum(a3_0); gwc[3457] += vsum(a3_1); gwc[3458] += vsum(a3_2);
-                gwc[4608] += vsum(a4_0); gwc[4609] += vsum(a4_1); gwc[4610] += vsum(a4_2);
-                gwc[5760] += vsum(a5_0); gwc[5761] += vsum(a5_1); gwc[5762] += vsum(a5_2);
-                gwc[6912] += vsum(a6_0); gwc[6913] += vsum(a6_1); gwc[6914] += vsum(a6_2);
-                gwc[8064] += vsum(a7_0); gwc[8065] += vsum(a7_1); gwc[8066] += vsum(a7_2);
-            }
-            { /* kernel row 1 */
-                cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f);
-                cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f);
-                cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f), a2_2 = vsplat(0.0f);
-                cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f), a3_2 = vsplat(0.0f);
-                cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f), a4_2 = vsplat(0.0f);
-                cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f), a5_2 = vsplat(0.0f);
-                cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f), a6_2 = vsplat(0.0f);
-                cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f), a7_2 = vsplat(0.0f);
-                for (int v = 0; v < 2; v++) {
-                    const cg_v d0 = VLOAD(dyb + 0 + v * 16), d1 = VLOAD(dyb + 8192 + v * 16), d2 = VLOAD(dyb + 16384 + v * 16), d3 = VLOAD(dyb + 24576 + v * 16), d4 = VLOAD(dyb + 32768 + v * 16), d5 = VLOAD(dyb + 40960 + v * 16), d6 = VLOAD(dyb + 49152 + v * 16), d7 = VLOAD(dyb + 57344 + v * 16);
-                    { const cg_v xv = VLOAD(xc + 0 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; a3_1 += d3 * xv; a4_1 += d4 * xv; a5_1 += d5 * xv; a6_1 += d6 * xv; a7_1 += d7 * xv; }
-                    { const cg_v xv = VLOAD(xc + 32 + v * 16); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; a3_2 += d3 * xv; a4_2 += d4 * xv; a5_2 += d5 * xv; a6_2 += d6 * xv; a7_2 += d7 * xv; }
-                }
-                /* rows 0..0, cols 1..14: 3 of 9 taps */
-                for (int ox = 1; ox < 15; ox++) {
-                    for (int v = 0; v < 2; v++) {
-                        const cg_v d0 = VLOAD(dyb + ox*32 + v * 16), d1 = VLOAD(dyb + ox*32 + 8192 + v * 16), d2 = VLOAD(dyb + ox*32 + 16384 + v * 16), d3 = VLOAD(dyb + ox*32 + 24576 + v * 16), d4 = VLOAD(dyb + ox*32 + 32768 + v * 16), d5 = VLOAD(dyb + ox*32 + 40960 + v * 16), d6 = VLOAD(dyb + ox*32 + 49152 + v * 16), d7 = VLOAD(dyb + ox*32 + 57344 + v * 16);
-                        { const cg_v xv = VLOAD(xc + ox*32 - 32 + v * 16); a0_0 += d0 * xv; a1_0 += d1 * xv; a2_0 += d2 * xv; a3_0 += d3 * xv; a4_0 += d4 * xv; a5_0 += d5 * xv; a6_0 += d6 * xv; a7_0 += d7 * xv; }
-                        { const cg_v xv = VLOAD(xc + ox*32 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; a3_1 += d3 * xv; a4_1 += d4 * xv; a5_1 += d5 * xv; a6_1 += d6 * xv; a7_1 += d7 * xv; }
-                        { const cg_v xv = VLOAD(xc + ox*32 + 32 + v * 16); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; a3_2 += d3 * xv; a4_2 += d4 * xv; a5_2 += d5 * xv; a6_2 += d6 * xv; a7_2 += d7 * xv; }
-                    }
-                }
-                for (int v = 0; v < 2; v++) {
-                    const cg_v d0 = VLOAD(dyb + 480 + v * 16), d1 = VLOAD(dyb + 8672 + v * 16), d2 = VLOAD(dyb + 16864 + v * 16), d3 = VLOAD(dyb + 25056 + v * 16), d4 = VLOAD(dyb + 33248 + v * 16), d5 = VLOAD(dyb + 41440 + v * 16), d6 = VLOAD(dyb + 49632 + v * 16), d7 = VLOAD(dyb + 57824 + v * 16);
-                    { const cg_v xv = VLOAD(xc + 448 + v * 16); a0_0 += d0 * xv; a1_0 += d1 * xv; a2_0 += d2 * xv; a3_0 += d3 * xv; a4_0 += d4 * xv; a5_0 += d5 * xv; a6_0 += d6 * xv; a7_0 += d7 * xv; }
-                    { const cg_v xv = VLOAD(xc + 480 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; a3_1 += d3 * xv; a4_1 += d4 * xv; a5_1 += d5 * xv; a6_1 += d6 * xv; a7_1 += d7 * xv; }
-                }
-                /* rows 1..14, cols 0..0: 2 of 9 taps */
-                for (int oy = 1; oy < 15; oy++) {
-                    for (int v = 0; v < 2; v++) {
-                        const cg_v d0 = VLOAD(dyb + oy*512 + v * 16), d1 = VLOAD(dyb + oy*512 + 8192 + v * 16), d2 = VLOAD(dyb + oy*512 + 16384 + v * 16), d3 = VLOAD(dyb + oy*512 + 24576 + v * 16), d4 = VLOAD(dyb + oy*512 + 32768 + v * 16), d5 = VLOAD(dyb + oy*512 + 40960 + v * 16), d6 = VLOAD(dyb + oy*512 + 49152 + v * 16), d7 = VLOAD(dyb + oy*512 + 57344 + v * 16);
-                        { const cg_v xv = VLOAD(xc + oy*512 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; a3_1 += d3 * xv; a4_1 += d4 * xv; a5_1 += d5 * xv; a6_1 += d6 * xv; a7_1 += d7 * xv; }
-                        { const cg_v xv = VLOAD(xc + oy*512 + 32 + v * 16); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; a3_2 += d3 * xv; a4_2 += d4 * xv; a5_2 += d5 * xv; a6_2 += d6 * xv; a7_2 += d7 * xv; }
-                    }
-                }
-                /* rows 1..14, cols 1..14: 3 of 9 taps */
-                for (int oy = 1; oy < 15; oy++) {
-                    for (int ox = 1; ox < 15; ox++) {
-                        for (int v = 0; v < 2; v++) {
-                            const cg_v d0 = VLOAD(dyb + oy*512 + ox*32 + v * 16), d1 = VLOAD(dyb + oy*512 + ox*32 + 8192 + v * 16), d2 = VLOAD(dyb + oy*512 + ox*32 + 16384 + v * 16), d3 = VLOAD(dyb + oy*512 + ox*32 + 24576 + v * 16), d4 = VLOAD(dyb + oy*512 + ox*32 + 32768 + v * 16), d5 = VLOAD(dyb + oy*512 + ox*32 + 40960 + v * 16), d6 = VLOAD(dyb + oy*512 + ox*32 + 49152 + v * 16), d7 = VLOAD(dyb + oy*512 + ox*32 + 57344 + v * 16);
-                            { const cg_v xv = VLOAD(xc + oy*512 + ox*32 - 32 + v * 16); a0_0 += d0 * xv; a1_0 += d1 * xv; a2_0 += d2 * xv; a3_0 += d3 * xv; a4_0 += d4 * xv; a5_0 += d5 * xv; a6_0 += d6 * xv; a7_0 += d7 * xv; }
-                            { const cg_v xv = VLOAD(xc + oy*512 + ox*32 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; a3_1 += d3 * xv; a4_1 += d4 * xv; a5_1 += d5 * xv; a6_1 += d6 * xv; a7_1 += d7 * xv; }
-                            { const cg_v xv = VLOAD(xc + oy*512 + ox*32 + 32 + v * 16); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; a3_2 += d3 * xv; a4_2 += d4 * xv; a5_2 += d5 * xv; a6_2 += d6 * xv; a7_2 += d7 * xv; }
-                        }
-                    }
-                }
-                /* rows 1..14, cols 15..15: 2 of 9 taps */
-                for (int oy = 1; oy < 15; oy++) {
-                    for (int v = 0; v < 2; v++) {
-                        const cg_v d0 = VLOAD(dyb + oy*512 + 480 + v * 16), d1 = VLOAD(dyb + oy*512 + 8672 + v * 16), d2 = VLOAD(dyb + oy*512 + 16864 + v * 16), d3 = VLOAD(dyb + oy*512 + 25056 + v * 16), d4 = VLOAD(dyb + oy*512 + 33248 + v * 16), d5 = VLOAD(dyb + oy*512 + 41440 + v * 16), d6 = VLOAD(dyb + oy*512 + 49632 + v * 16), d7 = VLOAD(dyb + oy*512 + 57824 + v * 16);
-                        { const cg_v xv = VLOAD(xc + oy*512 + 448 + v * 16); a0_0 += d0 * xv; a1_0 += d1 * xv; a2_0 += d2 * xv; a3_0 += d3 * xv; a4_0 += d4 * xv; a5_0 += d5 * xv; a6_0 += d6 * xv; a7_0 += d7 * xv; }
-                        { const cg_v xv = VLOAD(xc + oy*512 + 480 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; a3_1 += d3 * xv; a4_1 += d4 * xv; a5_1 += d5 * xv; a6_1 += d6 * xv; a7_1 += d7 * xv; }
-                    }
-                }
-                for (int v = 0; v < 2; v++) {
-                    const cg_v d0 = VLOAD(dyb + 7680 + v * 16), d1 = VLOAD(dyb + 15872 + v * 16), d2 = VLOAD(dyb + 24064 + v * 16), d3 = VLOAD(dyb + 32256 + v * 16), d4 = VLOAD(dyb + 40448 + v * 16), d5 = VLOAD(dyb + 48640 + v * 16), d6 = VLOAD(dyb + 56832 + v * 16), d7 = VLOAD(dyb + 65024 + v * 16);
-                    { const cg_v xv = VLOAD(xc + 7680 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; a3_1 += d3 * xv; a4_1 += d4 * xv; a5_1 += d5 * xv; a6_1 += d6 * xv; a7_1 += d7 * xv; }
-                    { const cg_v xv = VLOAD(xc + 7712 + v * 16); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; a3_2 += d3 * xv; a4_2 += d4 * xv; a5_2 += d5 * xv; a6_2 += d6 * xv; a7_2 += d7 * xv; }
-                }
-                /* rows 15..15, cols 1..14: 3 of 9 taps */
-                for (int ox = 1; ox < 15; ox++) {
-                    for (int v = 0; v < 2; v++) {
-                        const cg_v d0 = VLOAD(dyb + ox*32 + 7680 + v * 16), d1 = VLOAD(dyb + ox*32 + 15872 + v * 16), d2 = VLOAD(dyb + ox*32 + 24064 + v * 16), d3 = VLOAD(dyb + ox*32 + 32256 + v * 16), d4 = VLOAD(dyb + ox*32 + 40448 + v * 16), d5 = VLOAD(dyb + ox*32 + 48640 + v * 16), d6 = VLOAD(dyb + ox*32 + 56832 + v * 16), d7 = VLOAD(dyb + ox*32 + 65024 + v * 16);
-                        { const cg_v xv = VLOAD(xc + ox*32 + 7648 + v * 16); a0_0 += d0 * xv; a1_0 += d1 * xv; a2_0 += d2 * xv; a3_0 += d3 * xv; a4_0 += d4 * xv; a5_0 += d5 * xv; a6_0 += d6 * xv; a7_0 += d7 * xv; }
-                        { const cg_v xv = VLOAD(xc + ox*32 + 7680 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; a3_1 += d3 * xv; a4_1 += d4 * xv; a5_1 += d5 * xv; a6_1 += d6 * xv; a7_1 += d7 * xv; }
-                        { const cg_v xv = VLOAD(xc + ox*32 + 7712 + v * 16); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; a3_2 += d3 * xv; a4_2 += d4 * xv; a5_2 += d5 * xv; a6_2 += d6 * xv; a7_2 += d7 * xv; }
-                    }
-                }
-                for (int v = 0; v < 2; v++) {
-                    const cg_v d0 = VLOAD(dyb + 8160 + v * 16), d1 = VLOAD(dyb + 16352 + v * 16), d2 = VLOAD(dyb + 24544 + v * 16), d3 = VLOAD(dyb + 32736 + v * 16), d4 = VLOAD(dyb + 40928 + v * 16), d5 = VLOAD(dyb + 49120 + v * 16), d6 = VLOAD(dyb + 57312 + v * 16), d7 = VLOAD(dyb + 65504 + v * 16);
-                    { const cg_v xv = VLOAD(xc + 8128 + v * 16); a0_0 += d0 * xv; a1_0 += d1 * xv; a2_0 += d2 * xv; a3_0 += d3 * xv; a4_0 += d4 * xv; a5_0 += d5 * xv; a6_0 += d6 * xv; a7_0 += d7 * xv; }
-                    { const cg_v xv = VLOAD(xc + 8160 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; a3_1 += d3 * xv; a4_1 += d4 * xv; a5_1 += d5 * xv; a6_1 += d6 * xv; a7_1 += d7 * xv; }
-                }
-                gwc[3] += vsum(a0_0); gwc[4] += vsum(a0_1); gwc[5] += vsum(a0_2);
-                gwc[1155] += vsum(a1_0); gwc[1156] += vsum(a1_1); gwc[1157] += vsum(a1_2);
-                gwc[2307] += vsum(a2_0); gwc[2308] += vsum(a2_1); gwc[2309] += vsum(a2_2);
-                gwc[3459] += vsum(a3_0); gwc[3460] += vsum(a3_1); gwc[3461] += vsum(a3_2);
-                gwc[4611] += vsum(a4_0); gwc[4612] += vsum(a4_1); gwc[4613] += vsum(a4_2);
-                gwc[5763] += vsum(a5_0); gwc[5764] += vsum(a5_1); gwc[5765] += vsum(a5_2);
-                gwc[6915] += vsum(a6_0); gwc[6916] += vsum(a6_1); gwc[6917] += vsum(a6_2);
-                gwc[8067] += vsum(a7_0); gwc[8068] += vsum(a7_1); gwc[8069] += vsum(a7_2);
-            }
-            { /* kernel row 2 */
-                cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f);
-                cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f);
-                cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f), a2_2 = vsplat(0.0f);
-                cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f), a3_2 = vsplat(0.0f);
-                cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f), a4_2 = vsplat(0.0f);
-                cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f), a5_2 = vsplat(0.0f);
-                cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f), a6_2 = vsplat(0.0f);
-                cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f), a7_2 = vsplat(0.0f);
-                for (int v = 0; v < 2; v++) {
-                    const cg_v d0 = VLOAD(dyb + 0 + v * 16), d1 = VLOAD(dyb + 8192 + v * 16), d2 = VLOAD(dyb + 16384 + v * 16), d3 = VLOAD(dyb + 24576 + v * 16), d4 = VLOAD(dyb + 32768 + v * 16), d5 = VLOAD(dyb + 40960 + v * 16), d6 = VLOAD(dyb + 49152 + v * 16), d7 = VLOAD(dyb + 57344 + v * 16);
-                    { const cg_v xv = VLOAD(xc + 512 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; a3_1 += d3 * xv; a4_1 += d4 * xv; a5_1 += d5 * xv; a6_1 += d6 * xv; a7_1 += d7 * xv; }
-                    { const cg_v xv = VLOAD(xc + 544 + v * 16); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; a3_2 += d3 * xv; a4_2 += d4 * xv; a5_2 += d5 * xv; a6_2 += d6 * xv; a7_2 += d7 * xv; }
-                }
-                /* rows 0..0, cols 1..14: 3 of 9 taps */
-                for (int ox = 1; ox < 15; ox++) {
-                    for (int v = 0; v < 2; v++) {
-                        const cg_v d0 = VLOAD(dyb + ox*32 + v * 16), d1 = VLOAD(dyb + ox*32 + 8192 + v * 16), d2 = VLOAD(dyb + ox*32 + 16384 + v * 16), d3 = VLOAD(dyb + ox*32 + 24576 + v * 16), d4 = VLOAD(dyb + ox*32 + 32768 + v * 16), d5 = VLOAD(dyb + ox*32 + 40960 + v * 16), d6 = VLOAD(dyb + ox*32 + 49152 + v * 16), d7 = VLOAD(dyb + ox*32 + 57344 + v * 16);
-                        { const cg_v xv = VLOAD(xc + ox*32 + 480 + v * 16); a0_0 += d0 * xv; a1_0 += d1 * xv; a2_0 += d2 * xv; a3_0 += d3 * xv; a4_0 += d4 * xv; a5_0 += d5 * xv; a6_0 += d6 * xv; a7_0 += d7 * xv; }
-                        { const cg_v xv = VLOAD(xc + ox*32 + 512 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; a3_1 += d3 * xv; a4_1 += d4 * xv; a5_1 += d5 * xv; a6_1 += d6 * xv; a7_1 += d7 * xv; }
-                        { const cg_v xv = VLOAD(xc + ox*32 + 544 + v * 16); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; a3_2 += d3 * xv; a4_2 += d4 * xv; a5_2 += d5 * xv; a6_2 += d6 * xv; a7_2 += d7 * xv; }
-                    }
-                }
-                for (int v = 0; v < 2; v++) {
-                    const cg_v d0 = VLOAD(dyb + 480 + v * 16), d1 = VLOAD(dyb + 8672 + v * 16), d2 = VLOAD(dyb + 16864 + v * 16), d3 = VLOAD(dyb + 25056 + v * 16), d4 = VLOAD(dyb + 33248 + v * 16), d5 = VLOAD(dyb + 41440 + v * 16), d6 = VLOAD(dyb + 49632 + v * 16), d7 = VLOAD(dyb + 57824 + v * 16);
-                    { const cg_v xv = VLOAD(xc + 960 + v * 16); a0_0 += d0 * xv; a1_0 += d1 * xv; a2_0 += d2 * xv; a3_0 += d3 * xv; a4_0 += d4 * xv; a5_0 += d5 * xv; a6_0 += d6 * xv; a7_0 += d7 * xv; }
-                    { const cg_v xv = VLOAD(xc + 992 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; a3_1 += d3 * xv; a4_1 += d4 * xv; a5_1 += d5 * xv; a6_1 += d6 * xv; a7_1 += d7 * xv; }
-                }
-                /* rows 1..14, cols 0..0: 2 of 9 taps */
-                for (int oy = 1; oy < 15; oy++) {
-                    for (int v = 0; v < 2; v++) {
-                        const cg_v d0 = VLOAD(dyb + oy*512 + v * 16), d1 = VLOAD(dyb + oy*512 + 8192 + v * 16), d2 = VLOAD(dyb + oy*512 + 16384 + v * 16), d3 = VLOAD(dyb + oy*512 + 24576 + v * 16), d4 = VLOAD(dyb + oy*512 + 32768 + v * 16), d5 = VLOAD(dyb + oy*512 + 40960 + v * 16), d6 = VLOAD(dyb + oy*512 + 49152 + v * 16), d7 = VLOAD(dyb + oy*512 + 57344 + v * 16);
-                        { const cg_v xv = VLOAD(xc + oy*512 + 512 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; a3_1 += d3 * xv; a4_1 += d4 * xv; a5_1 += d5 * xv; a6_1 += d6 * xv; a7_1 += d7 * xv; }
-                        { const cg_v xv = VLOAD(xc + oy*512 + 544 + v * 16); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; a3_2 += d3 * xv; a4_2 += d4 * xv; a5_2 += d5 * xv; a6_2 += d6 * xv; a7_2 += d7 * xv; }
-                    }
-                }
-                /* rows 1..14, cols 1..14: 3 of 9 taps */
-                for (int oy = 1; oy < 15; oy++) {
-                    for (int ox = 1; ox < 15; ox++) {
-                        for (int v = 0; v < 2; v++) {
-                            const cg_v d0 = VLOAD(dyb + oy*512 + ox*32 + v * 16), d1 = VLOAD(dyb + oy*512 + ox*32 + 8192 + v * 16), d2 = VLOAD(dyb + oy*512 + ox*32 + 16384 + v * 16), d3 = VLOAD(dyb + oy*512 + ox*32 + 24576 + v * 16), d4 = VLOAD(dyb + oy*512 + ox*32 + 32768 + v * 16), d5 = VLOAD(dyb + oy*512 + ox*32 + 40960 + v * 16), d6 = VLOAD(dyb + oy*512 + ox*32 + 49152 + v * 16), d7 = VLOAD(dyb + oy*512 + ox*32 + 57344 + v * 16);
-                            { const cg_v xv = VLOAD(xc + oy*512 + ox*32 + 480 + v * 16); a0_0 += d0 * xv; a1_0 += d1 * xv; a2_0 += d2 * xv; a3_0 += d3 * xv; a4_0 += d4 * xv; a5_0 += d5 * xv; a6_0 += d6 * xv; a7_0 += d7 * xv; }
-                            { const cg_v xv = VLOAD(xc + oy*512 + ox*32 + 512 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; a3_1 += d3 * xv; a4_1 += d4 * xv; a5_1 += d5 * xv; a6_1 += d6 * xv; a7_1 += d7 * xv; }
-                            { const cg_v xv = VLOAD(xc + oy*512 + ox*32 + 544 + v * 16); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; a3_2 += d3 * xv; a4_2 += d4 * xv; a5_2 += d5 * xv; a6_2 += d6 * xv; a7_2 += d7 * xv; }
-                        }
-                    }
-                }
-                /* rows 1..14, cols 15..15: 2 of 9 taps */
-                for (int oy = 1; oy < 15; oy++) {
-                    for (int v = 0; v < 2; v++) {
-                        const cg_v d0 = VLOAD(dyb + oy*512 + 480 + v * 16), d1 = VLOAD(dyb + oy*512 + 8672 + v * 16), d2 = VLOAD(dyb + oy*512 + 16864 + v * 16), d3 = VLOAD(dyb + oy*512 + 25056 + v * 16), d4 = VLOAD(dyb + oy*512 + 33248 + v * 16), d5 = VLOAD(dyb + oy*512 + 41440 + v * 16), d6 = VLOAD(dyb + oy*512 + 49632 + v * 16), d7 = VLOAD(dyb + oy*512 + 57824 + v * 16);
-                        { const cg_v xv = VLOAD(xc + oy*512 + 960 + v * 16); a0_0 += d0 * xv; a1_0 += d1 * xv; a2_0 += d2 * xv; a3_0 += d3 * xv; a4_0 += d4 * xv; a5_0 += d5 * xv; a6_0 += d6 * xv; a7_0 += d7 * xv; }
-                        { const cg_v xv = VLOAD(xc + oy*512 + 992 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; a3_1 += d3 * xv; a4_1 += d4 * xv; a5_1 += d5 * xv; a6_1 += d6 * xv; a7_1 += d7 * xv; }
-                    }
-                }
-                gwc[6] += vsum(a0_0); gwc[7] += vsum(a0_1); gwc[8] += vsum(a0_2);
-                gwc[1158] += vsum(a1_0); gwc[1159] += vsum(a1_1); gwc[1160] += vsum(a1_2);
-                gwc[2310] += vsum(a2_0); gwc[2311] += vsum(a2_1); gwc[2312] += vsum(a2_2);
-                gwc[3462] += vsum(a3_0); gwc[3463] += vsum(a3_1); gwc[3464] += vsum(a3_2);
-                gwc[4614] += vsum(a4_0); gwc[4615] += vsum(a4_1); gwc[4616] += vsum(a4_2);
-                gwc[5766] += vsum(a5_0); gwc[5767] += vsum(a5_1); gwc[5768] += vsum(a5_2);
-                gwc[6918] += vsum(a6_0); gwc[6919] += vsum(a6_1); gwc[6920] += vsum(a6_2);
-                gwc[8070] += vsum(a7_0); gwc[8071] += vsum(a7_1); gwc[8072] += vsum(a7_2);
+                gwc[0] += vsum(a0_0); gwc[1] += vsum(a0_1); gwc[2] += vsum(a0_2); gwc[3] += vsum(a0_3); gwc[4] += vsum(a0_4); gwc[5] += vsum(a0_5); gwc[6] += vsum(a0_6); gwc[7] += vsum(a0_7); gwc[8] += vsum(a0_8);
+                gwc[1152] += vsum(a1_0); gwc[1153] += vsum(a1_1); gwc[1154] += vsum(a1_2); gwc[1155] += vsum(a1_3); gwc[1156] += vsum(a1_4); gwc[1157] += vsum(a1_5); gwc[1158] += vsum(a1_6); gwc[1159] += vsum(a1_7); gwc[1160] += vsum(a1_8);
             }
         }
     }
@@ -11987,221 +11539,109 @@ static void l10_conv2d_backward(float *restrict G, const float *restrict x, cons
         gb[co] += vsum(s);
     }
     CG_PARALLEL_FOR
-    for (int cb = 0; cb < 32; cb++) {
-        const float *restrict dyb = dy + cb*16384;
+    for (int cb = 0; cb < 128; cb++) {
+        const float *restrict dyb = dy + cb*4096;
         for (int ci = 0; ci < 128; ci++) {
             const float *restrict xc = x + ci*2048;
-            float *restrict gwc = gw + cb*9216 + ci*9;
-            { /* kernel row 0 */
-                cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f);
-                cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f);
-                cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f), a2_2 = vsplat(0.0f);
-                cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f), a3_2 = vsplat(0.0f);
-                cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f), a4_2 = vsplat(0.0f);
-                cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f), a5_2 = vsplat(0.0f);
-                cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f), a6_2 = vsplat(0.0f);
-                cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f), a7_2 = vsplat(0.0f);
-                /* rows 1..6, cols 0..0: 2 of 9 taps */
-                for (int oy = 1; oy < 7; oy++) {
+            float *restrict gwc = gw + cb*2304 + ci*9;
+            { /* every tap */
+                cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f), a0_4 = vsplat(0.0f), a0_5 = vsplat(0.0f), a0_6 = vsplat(0.0f), a0_7 = vsplat(0.0f), a0_8 = vsplat(0.0f);
+                cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f), a1_3 = vsplat(0.0f), a1_4 = vsplat(0.0f), a1_5 = vsplat(0.0f), a1_6 = vsplat(0.0f), a1_7 = vsplat(0.0f), a1_8 = vsplat(0.0f);
+                for (int v = 0; v < 2; v++) {
+                    cg_v d0 = VLOAD(dyb + 0 + v * 16), d1 = VLOAD(dyb + 2048 + v * 16); VKEEP(d0); VKEEP(d1);
+                    { cg_v xv = VLOAD(xc + 0 + v * 16); VKEEP(xv); a0_4 += d0 * xv; a1_4 += d1 * xv; }
+                    { cg_v xv = VLOAD(xc + 32 + v * 16); VKEEP(xv); a0_5 += d0 * xv; a1_5 += d1 * xv; }
+                    { cg_v xv = VLOAD(xc + 256 + v * 16); VKEEP(xv); a0_7 += d0 * xv; a1_7 += d1 * xv; }
+                    { cg_v xv = VLOAD(xc + 288 + v * 16); VKEEP(xv); a0_8 += d0 * xv; a1_8 += d1 * xv; }
+                }
+                /* rows 0..0, cols 1..6: 6 of 9 taps */
+                for (int ox = 1; ox < 7; ox++) {
                     for (int v = 0; v < 2; v++) {
-                        const cg_v d0 = VLOAD(dyb + oy*256 + v * 16), d1 = VLOAD(dyb + oy*256 + 2048 + v * 16), d2 = VLOAD(dyb + oy*256 + 4096 + v * 16), d3 = VLOAD(dyb + oy*256 + 6144 + v * 16), d4 = VLOAD(dyb + oy*256 + 8192 + v * 16), d5 = VLOAD(dyb + oy*256 + 10240 + v * 16), d6 = VLOAD(dyb + oy*256 + 12288 + v * 16), d7 = VLOAD(dyb + oy*256 + 14336 + v * 16);
-                        { const cg_v xv = VLOAD(xc + oy*256 - 256 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; a3_1 += d3 * xv; a4_1 += d4 * xv; a5_1 += d5 * xv; a6_1 += d6 * xv; a7_1 += d7 * xv; }
-                        { const cg_v xv = VLOAD(xc + oy*256 - 224 + v * 16); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; a3_2 += d3 * xv; a4_2 += d4 * xv; a5_2 += d5 * xv; a6_2 += d6 * xv; a7_2 += d7 * xv; }
+                        cg_v d0 = VLOAD(dyb + ox*32 + v * 16), d1 = VLOAD(dyb + ox*32 + 2048 + v * 16); VKEEP(d0); VKEEP(d1);
+                        { cg_v xv = VLOAD(xc + ox*32 - 32 + v * 16); VKEEP(xv); a0_3 += d0 * xv; a1_3 += d1 * xv; }
+                        { cg_v xv = VLOAD(xc + ox*32 + v * 16); VKEEP(xv); a0_4 += d0 * xv; a1_4 += d1 * xv; }
+                        { cg_v xv = VLOAD(xc + ox*32 + 32 + v * 16); VKEEP(xv); a0_5 += d0 * xv; a1_5 += d1 * xv; }
+                        { cg_v xv = VLOAD(xc + ox*32 + 224 + v * 16); VKEEP(xv); a0_6 += d0 * xv; a1_6 += d1 * xv; }
+                        { cg_v xv = VLOAD(xc + ox*32 + 256 + v * 16); VKEEP(xv); a0_7 += d0 * xv; a1_7 += d1 * xv; }
+                        { cg_v xv = VLOAD(xc + ox*32 + 288 + v * 16); VKEEP(xv); a0_8 += d0 * xv; a1_8 += d1 * xv; }
                     }
                 }
-                /* rows 1..6, cols 1..6: 3 of 9 taps */
+                for (int v = 0; v < 2; v++) {
+                    cg_v d0 = VLOAD(dyb + 224 + v * 16), d1 = VLOAD(dyb + 2272 + v * 16); VKEEP(d0); VKEEP(d1);
+                    { cg_v xv = VLOAD(xc + 192 + v * 16); VKEEP(xv); a0_3 += d0 * xv; a1_3 += d1 * xv; }
+                    { cg_v xv = VLOAD(xc + 224 + v * 16); VKEEP(xv); a0_4 += d0 * xv; a1_4 += d1 * xv; }
+                    { cg_v xv = VLOAD(xc + 448 + v * 16); VKEEP(xv); a0_6 += d0 * xv; a1_6 += d1 * xv; }
+                    { cg_v xv = VLOAD(xc + 480 + v * 16); VKEEP(xv); a0_7 += d0 * xv; a1_7 += d1 * xv; }
+                }
+                /* rows 1..6, cols 0..0: 6 of 9 taps */
+                for (int oy = 1; oy < 7; oy++) {
+                    for (int v = 0; v < 2; v++) {
+                        cg_v d0 = VLOAD(dyb + oy*256 + v * 16), d1 = VLOAD(dyb + oy*256 + 2048 + v * 16); VKEEP(d0); VKEEP(d1);
+                        { cg_v xv = VLOAD(xc + oy*256 - 256 + v * 16); VKEEP(xv); a0_1 += d0 * xv; a1_1 += d1 * xv; }
+                        { cg_v xv = VLOAD(xc + oy*256 - 224 + v * 16); VKEEP(xv); a0_2 += d0 * xv; a1_2 += d1 * xv; }
+                        { cg_v xv = VLOAD(xc + oy*256 + v * 16); VKEEP(xv); a0_4 += d0 * xv; a1_4 += d1 * xv; }
+                        { cg_v xv = VLOAD(xc + oy*256 + 32 + v * 16); VKEEP(xv); a0_5 += d0 * xv; a1_5 += d1 * xv; }
+                        { cg_v xv = VLOAD(xc + oy*256 + 256 + v * 16); VKEEP(xv); a0_7 += d0 * xv; a1_7 += d1 * xv; }
+                        { cg_v xv = VLOAD(xc + oy*256 + 288 + v * 16); VKEEP(xv); a0_8 += d0 * xv; a1_8 += d1 * xv; }
+                    }
+                }
+                /* rows 1..6, cols 1..6: every tap */
                 for (int oy = 1; oy < 7; oy++) {
                     for (int ox = 1; ox < 7; ox++) {
                         for (int v = 0; v < 2; v++) {
-                            const cg_v d0 = VLOAD(dyb + oy*256 + ox*32 + v * 16), d1 = VLOAD(dyb + oy*256 + ox*32 + 2048 + v * 16), d2 = VLOAD(dyb + oy*256 + ox*32 + 4096 + v * 16), d3 = VLOAD(dyb + oy*256 + ox*32 + 6144 + v * 16), d4 = VLOAD(dyb + oy*256 + ox*32 + 8192 + v * 16), d5 = VLOAD(dyb + oy*256 + ox*32 + 10240 + v * 16), d6 = VLOAD(dyb + oy*256 + ox*32 + 12288 + v * 16), d7 = VLOAD(dyb + oy*256 + ox*32 + 14336 + v * 16);
-                            { const cg_v xv = VLOAD(xc + oy*256 + ox*32 - 288 + v * 16); a0_0 += d0 * xv; a1_0 += d1 * xv; a2_0 += d2 * xv; a3_0 += d3 * xv; a4_0 += d4 * xv; a5_0 += d5 * xv; a6_0 += d6 * xv; a7_0 += d7 * xv; }
-                            { const cg_v xv = VLOAD(xc + oy*256 + ox*32 - 256 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; a3_1 += d3 * xv; a4_1 += d4 * xv; a5_1 += d5 * xv; a6_1 += d6 * xv; a7_1 += d7 * xv; }
-                            { const cg_v xv = VLOAD(xc + oy*256 + ox*32 - 224 + v * 16); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; a3_2 += d3 * xv; a4_2 += d4 * xv; a5_2 += d5 * xv; a6_2 += d6 * xv; a7_2 += d7 * xv; }
+                            cg_v d0 = VLOAD(dyb + oy*256 + ox*32 + v * 16), d1 = VLOAD(dyb + oy*256 + ox*32 + 2048 + v * 16); VKEEP(d0); VKEEP(d1);
+                            { cg_v xv = VLOAD(xc + oy*256 + ox*32 - 288 + v * 16); VKEEP(xv); a0_0 += d0 * xv; a1_0 += d1 * xv; }
+                            { cg_v xv = VLOAD(xc + oy*256 + ox*32 - 256 + v * 16); VKEEP(xv); a0_1 += d0 * xv; a1_1 += d1 * xv; }
+                            { cg_v xv = VLOAD(xc + oy*256 + ox*32 - 224 + v * 16); VKEEP(xv); a0_2 += d0 * xv; a1_2 += d1 * xv; }
+                            { cg_v xv = VLOAD(xc + oy*256 + ox*32 - 32 + v * 16); VKEEP(xv); a0_3 += d0 * xv; a1_3 += d1 * xv; }
+                            { cg_v xv = VLOAD(xc + oy*256 + ox*32 + v * 16); VKEEP(xv); a0_4 += d0 * xv; a1_4 += d1 * xv; }
+                            { cg_v xv = VLOAD(xc + oy*256 + ox*32 + 32 + v * 16); VKEEP(xv); a0_5 += d0 * xv; a1_5 += d1 * xv; }
+                            { cg_v xv = VLOAD(xc + oy*256 + ox*32 + 224 + v * 16); VKEEP(xv); a0_6 += d0 * xv; a1_6 += d1 * xv; }
+                            { cg_v xv = VLOAD(xc + oy*256 + ox*32 + 256 + v * 16); VKEEP(xv); a0_7 += d0 * xv; a1_7 += d1 * xv; }
+                            { cg_v xv = VLOAD(xc + oy*256 + ox*32 + 288 + v * 16); VKEEP(xv); a0_8 += d0 * xv; a1_8 += d1 * xv; }
                         }
                     }
                 }
-                /* rows 1..6, cols 7..7: 2 of 9 taps */
+                /* rows 1..6, cols 7..7: 6 of 9 taps */
                 for (int oy = 1; oy < 7; oy++) {
                     for (int v = 0; v < 2; v++) {
-                        const cg_v d0 = VLOAD(dyb + oy*256 + 224 + v * 16), d1 = VLOAD(dyb + oy*256 + 2272 + v * 16), d2 = VLOAD(dyb + oy*256 + 4320 + v * 16), d3 = VLOAD(dyb + oy*256 + 6368 + v * 16), d4 = VLOAD(dyb + oy*256 + 8416 + v * 16), d5 = VLOAD(dyb + oy*256 + 10464 + v * 16), d6 = VLOAD(dyb + oy*256 + 12512 + v * 16), d7 = VLOAD(dyb + oy*256 + 14560 + v * 16);
-                        { const cg_v xv = VLOAD(xc + oy*256 - 64 + v * 16); a0_0 += d0 * xv; a1_0 += d1 * xv; a2_0 += d2 * xv; a3_0 += d3 * xv; a4_0 += d4 * xv; a5_0 += d5 * xv; a6_0 += d6 * xv; a7_0 += d7 * xv; }
-                        { const cg_v xv = VLOAD(xc + oy*256 - 32 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; a3_1 += d3 * xv; a4_1 += d4 * xv; a5_1 += d5 * xv; a6_1 += d6 * xv; a7_1 += d7 * xv; }
+                        cg_v d0 = VLOAD(dyb + oy*256 + 224 + v * 16), d1 = VLOAD(dyb + oy*256 + 2272 + v * 16); VKEEP(d0); VKEEP(d1);
+                        { cg_v xv = VLOAD(xc + oy*256 - 64 + v * 16); VKEEP(xv); a0_0 += d0 * xv; a1_0 += d1 * xv; }
+                        { cg_v xv = VLOAD(xc + oy*256 - 32 + v * 16); VKEEP(xv); a0_1 += d0 * xv; a1_1 += d1 * xv; }
+                        { cg_v xv = VLOAD(xc + oy*256 + 192 + v * 16); VKEEP(xv); a0_3 += d0 * xv; a1_3 += d1 * xv; }
+                        { cg_v xv = VLOAD(xc + oy*256 + 224 + v * 16); VKEEP(xv); a0_4 += d0 * xv; a1_4 += d1 * xv; }
+                        { cg_v xv = VLOAD(xc + oy*256 + 448 + v * 16); VKEEP(xv); a0_6 += d0 * xv; a1_6 += d1 * xv; }
+                        { cg_v xv = VLOAD(xc + oy*256 + 480 + v * 16); VKEEP(xv); a0_7 += d0 * xv; a1_7 += d1 * xv; }
                     }
                 }
                 for (int v = 0; v < 2; v++) {
-                    const cg_v d0 = VLOAD(dyb + 1792 + v * 16), d1 = VLOAD(dyb + 3840 + v * 16), d2 = VLOAD(dyb + 5888 + v * 16), d3 = VLOAD(dyb + 7936 + v * 16), d4 = VLOAD(dyb + 9984 + v * 16), d5 = VLOAD(dyb + 12032 + v * 16), d6 = VLOAD(dyb + 14080 + v * 16), d7 = VLOAD(dyb + 16128 + v * 16);
-                    { const cg_v xv = VLOAD(xc + 1536 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; a3_1 += d3 * xv; a4_1 += d4 * xv; a5_1 += d5 * xv; a6_1 += d6 * xv; a7_1 += d7 * xv; }
-                    { const cg_v xv = VLOAD(xc + 1568 + v * 16); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; a3_2 += d3 * xv; a4_2 += d4 * xv; a5_2 += d5 * xv; a6_2 += d6 * xv; a7_2 += d7 * xv; }
+                    cg_v d0 = VLOAD(dyb + 1792 + v * 16), d1 = VLOAD(dyb + 3840 + v * 16); VKEEP(d0); VKEEP(d1);
+                    { cg_v xv = VLOAD(xc + 1536 + v * 16); VKEEP(xv); a0_1 += d0 * xv; a1_1 += d1 * xv; }
+                    { cg_v xv = VLOAD(xc + 1568 + v * 16); VKEEP(xv); a0_2 += d0 * xv; a1_2 += d1 * xv; }
+                    { cg_v xv = VLOAD(xc + 1792 + v * 16); VKEEP(xv); a0_4 += d0 * xv; a1_4 += d1 * xv; }
+                    { cg_v xv = VLOAD(xc + 1824 + v * 16); VKEEP(xv); a0_5 += d0 * xv; a1_5 += d1 * xv; }
                 }
-                /* rows 7..7, cols 1..6: 3 of 9 taps */
+                /* rows 7..7, cols 1..6: 6 of 9 taps */
                 for (int ox = 1; ox < 7; ox++) {
                     for (int v = 0; v < 2; v++) {
-                        const cg_v d0 = VLOAD(dyb + ox*32 + 1792 + v * 16), d1 = VLOAD(dyb + ox*32 + 3840 + v * 16), d2 = VLOAD(dyb + ox*32 + 5888 + v * 16), d3 = VLOAD(dyb + ox*32 + 7936 + v * 16), d4 = VLOAD(dyb + ox*32 + 9984 + v * 16), d5 = VLOAD(dyb + ox*32 + 12032 + v * 16), d6 = VLOAD(dyb + ox*32 + 14080 + v * 16), d7 = VLOAD(dyb + ox*32 + 16128 + v * 16);
-                        { const cg_v xv = VLOAD(xc + ox*32 + 1504 + v * 16); a0_0 += d0 * xv; a1_0 += d1 * xv; a2_0 += d2 * xv; a3_0 += d3 * xv; a4_0 += d4 * xv; a5_0 += d5 * xv; a6_0 += d6 * xv; a7_0 += d7 * xv; }
-                        { const cg_v xv = VLOAD(xc + ox*32 + 1536 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; a3_1 += d3 * xv; a4_1 += d4 * xv; a5_1 += d5 * xv; a6_1 += d6 * xv; a7_1 += d7 * xv; }
-                        { const cg_v xv = VLOAD(xc + ox*32 + 1568 + v * 16); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; a3_2 += d3 * xv; a4_2 += d4 * xv; a5_2 += d5 * xv; a6_2 += d6 * xv; a7_2 += d7 * xv; }
+                        cg_v d0 = VLOAD(dyb + ox*32 + 1792 + v * 16), d1 = VLOAD(dyb + ox*32 + 3840 + v * 16); VKEEP(d0); VKEEP(d1);
+                        { cg_v xv = VLOAD(xc + ox*32 + 1504 + v * 16); VKEEP(xv); a0_0 += d0 * xv; a1_0 += d1 * xv; }
+                        { cg_v xv = VLOAD(xc + ox*32 + 1536 + v * 16); VKEEP(xv); a0_1 += d0 * xv; a1_1 += d1 * xv; }
+                        { cg_v xv = VLOAD(xc + ox*32 + 1568 + v * 16); VKEEP(xv); a0_2 += d0 * xv; a1_2 += d1 * xv; }
+                        { cg_v xv = VLOAD(xc + ox*32 + 1760 + v * 16); VKEEP(xv); a0_3 += d0 * xv; a1_3 += d1 * xv; }
+                        { cg_v xv = VLOAD(xc + ox*32 + 1792 + v * 16); VKEEP(xv); a0_4 += d0 * xv; a1_4 += d1 * xv; }
+                        { cg_v xv = VLOAD(xc + ox*32 + 1824 + v * 16); VKEEP(xv); a0_5 += d0 * xv; a1_5 += d1 * xv; }
                     }
                 }
                 for (int v = 0; v < 2; v++) {
-                    const cg_v d0 = VLOAD(dyb + 2016 + v * 16), d1 = VLOAD(dyb + 4064 + v * 16), d2 = VLOAD(dyb + 6112 + v * 16), d3 = VLOAD(dyb + 8160 + v * 16), d4 = VLOAD(dyb + 10208 + v * 16), d5 = VLOAD(dyb + 12256 + v * 16), d6 = VLOAD(dyb + 14304 + v * 16), d7 = VLOAD(dyb + 16352 + v * 16);
-                    { const cg_v xv = VLOAD(xc + 1728 + v * 16); a0_0 += d0 * xv; a1_0 += d1 * xv; a2_0 += d2 * xv; a3_0 += d3 * xv; a4_0 += d4 * xv; a5_0 += d5 * xv; a6_0 += d6 * xv; a7_0 += d7 * xv; }
-                    { const cg_v xv = VLOAD(xc + 1760 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; a3_1 += d3 * xv; a4_1 += d4 * xv; a5_1 += d5 * xv; a6_1 += d6 * xv; a7_1 += d7 * xv; }
+                    cg_v d0 = VLOAD(dyb + 2016 + v * 16), d1 = VLOAD(dyb + 4064 + v * 16); VKEEP(d0); VKEEP(d1);
+                    { cg_v xv = VLOAD(xc + 1728 + v * 16); VKEEP(xv); a0_0 += d0 * xv; a1_0 += d1 * xv; }
+                    { cg_v xv = VLOAD(xc + 1760 + v * 16); VKEEP(xv); a0_1 += d0 * xv; a1_1 += d1 * xv; }
+                    { cg_v xv = VLOAD(xc + 1984 + v * 16); VKEEP(xv); a0_3 += d0 * xv; a1_3 += d1 * xv; }
+                    { cg_v xv = VLOAD(xc + 2016 + v * 16); VKEEP(xv); a0_4 += d0 * xv; a1_4 += d1 * xv; }
                 }
-                gwc[0] += vsum(a0_0); gwc[1] += vsum(a0_1); gwc[2] += vsum(a0_2);
-                gwc[1152] += vsum(a1_0); gwc[1153] += vsum(a1_1); gwc[1154] += vsum(a1_2);
-                gwc[2304] += vsum(a2_0); gwc[2305] += vsum(a2_1); gwc[2306] += vsum(a2_2);
-                gwc[3456] += vsum(a3_0); gwc[3457] += vsum(a3_1); gwc[3458] += vsum(a3_2);
-                gwc[4608] += vsum(a4_0); gwc[4609] += vsum(a4_1); gwc[4610] += vsum(a4_2);
-                gwc[5760] += vsum(a5_0); gwc[5761] += vsum(a5_1); gwc[5762] += vsum(a5_2);
-                gwc[6912] += vsum(a6_0); gwc[6913] += vsum(a6_1); gwc[6914] += vsum(a6_2);
-                gwc[8064] += vsum(a7_0); gwc[8065] += vsum(a7_1); gwc[8066] += vsum(a7_2);
-            }
-            { /* kernel row 1 */
-                cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f);
-                cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f);
-                cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f), a2_2 = vsplat(0.0f);
-                cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f), a3_2 = vsplat(0.0f);
-                cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f), a4_2 = vsplat(0.0f);
-                cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f), a5_2 = vsplat(0.0f);
-                cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f), a6_2 = vsplat(0.0f);
-                cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f), a7_2 = vsplat(0.0f);
-                for (int v = 0; v < 2; v++) {
-                    const cg_v d0 = VLOAD(dyb + 0 + v * 16), d1 = VLOAD(dyb + 2048 + v * 16), d2 = VLOAD(dyb + 4096 + v * 16), d3 = VLOAD(dyb + 6144 + v * 16), d4 = VLOAD(dyb + 8192 + v * 16), d5 = VLOAD(dyb + 10240 + v * 16), d6 = VLOAD(dyb + 12288 + v * 16), d7 = VLOAD(dyb + 14336 + v * 16);
-                    { const cg_v xv = VLOAD(xc + 0 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; a3_1 += d3 * xv; a4_1 += d4 * xv; a5_1 += d5 * xv; a6_1 += d6 * xv; a7_1 += d7 * xv; }
-                    { const cg_v xv = VLOAD(xc + 32 + v * 16); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; a3_2 += d3 * xv; a4_2 += d4 * xv; a5_2 += d5 * xv; a6_2 += d6 * xv; a7_2 += d7 * xv; }
-                }
-                /* rows 0..0, cols 1..6: 3 of 9 taps */
-                for (int ox = 1; ox < 7; ox++) {
-                    for (int v = 0; v < 2; v++) {
-                        const cg_v d0 = VLOAD(dyb + ox*32 + v * 16), d1 = VLOAD(dyb + ox*32 + 2048 + v * 16), d2 = VLOAD(dyb + ox*32 + 4096 + v * 16), d3 = VLOAD(dyb + ox*32 + 6144 + v * 16), d4 = VLOAD(dyb + ox*32 + 8192 + v * 16), d5 = VLOAD(dyb + ox*32 + 10240 + v * 16), d6 = VLOAD(dyb + ox*32 + 12288 + v * 16), d7 = VLOAD(dyb + ox*32 + 14336 + v * 16);
-                        { const cg_v xv = VLOAD(xc + ox*32 - 32 + v * 16); a0_0 += d0 * xv; a1_0 += d1 * xv; a2_0 += d2 * xv; a3_0 += d3 * xv; a4_0 += d4 * xv; a5_0 += d5 * xv; a6_0 += d6 * xv; a7_0 += d7 * xv; }
-                        { const cg_v xv = VLOAD(xc + ox*32 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; a3_1 += d3 * xv; a4_1 += d4 * xv; a5_1 += d5 * xv; a6_1 += d6 * xv; a7_1 += d7 * xv; }
-                        { const cg_v xv = VLOAD(xc + ox*32 + 32 + v * 16); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; a3_2 += d3 * xv; a4_2 += d4 * xv; a5_2 += d5 * xv; a6_2 += d6 * xv; a7_2 += d7 * xv; }
-                    }
-                }
-                for (int v = 0; v < 2; v++) {
-                    const cg_v d0 = VLOAD(dyb + 224 + v * 16), d1 = VLOAD(dyb + 2272 + v * 16), d2 = VLOAD(dyb + 4320 + v * 16), d3 = VLOAD(dyb + 6368 + v * 16), d4 = VLOAD(dyb + 8416 + v * 16), d5 = VLOAD(dyb + 10464 + v * 16), d6 = VLOAD(dyb + 12512 + v * 16), d7 = VLOAD(dyb + 14560 + v * 16);
-                    { const cg_v xv = VLOAD(xc + 192 + v * 16); a0_0 += d0 * xv; a1_0 += d1 * xv; a2_0 += d2 * xv; a3_0 += d3 * xv; a4_0 += d4 * xv; a5_0 += d5 * xv; a6_0 += d6 * xv; a7_0 += d7 * xv; }
-                    { const cg_v xv = VLOAD(xc + 224 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; a3_1 += d3 * xv; a4_1 += d4 * xv; a5_1 += d5 * xv; a6_1 += d6 * xv; a7_1 += d7 * xv; }
-                }
-                /* rows 1..6, cols 0..0: 2 of 9 taps */
-                for (int oy = 1; oy < 7; oy++) {
-                    for (int v = 0; v < 2; v++) {
-                        const cg_v d0 = VLOAD(dyb + oy*256 + v * 16), d1 = VLOAD(dyb + oy*256 + 2048 + v * 16), d2 = VLOAD(dyb + oy*256 + 4096 + v * 16), d3 = VLOAD(dyb + oy*256 + 6144 + v * 16), d4 = VLOAD(dyb + oy*256 + 8192 + v * 16), d5 = VLOAD(dyb + oy*256 + 10240 + v * 16), d6 = VLOAD(dyb + oy*256 + 12288 + v * 16), d7 = VLOAD(dyb + oy*256 + 14336 + v * 16);
-                        { const cg_v xv = VLOAD(xc + oy*256 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; a3_1 += d3 * xv; a4_1 += d4 * xv; a5_1 += d5 * xv; a6_1 += d6 * xv; a7_1 += d7 * xv; }
-                        { const cg_v xv = VLOAD(xc + oy*256 + 32 + v * 16); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; a3_2 += d3 * xv; a4_2 += d4 * xv; a5_2 += d5 * xv; a6_2 += d6 * xv; a7_2 += d7 * xv; }
-                    }
-                }
-                /* rows 1..6, cols 1..6: 3 of 9 taps */
-                for (int oy = 1; oy < 7; oy++) {
-                    for (int ox = 1; ox < 7; ox++) {
-                        for (int v = 0; v < 2; v++) {
-                            const cg_v d0 = VLOAD(dyb + oy*256 + ox*32 + v * 16), d1 = VLOAD(dyb + oy*256 + ox*32 + 2048 + v * 16), d2 = VLOAD(dyb + oy*256 + ox*32 + 4096 + v * 16), d3 = VLOAD(dyb + oy*256 + ox*32 + 6144 + v * 16), d4 = VLOAD(dyb + oy*256 + ox*32 + 8192 + v * 16), d5 = VLOAD(dyb + oy*256 + ox*32 + 10240 + v * 16), d6 = VLOAD(dyb + oy*256 + ox*32 + 12288 + v * 16), d7 = VLOAD(dyb + oy*256 + ox*32 + 14336 + v * 16);
-                            { const cg_v xv = VLOAD(xc + oy*256 + ox*32 - 32 + v * 16); a0_0 += d0 * xv; a1_0 += d1 * xv; a2_0 += d2 * xv; a3_0 += d3 * xv; a4_0 += d4 * xv; a5_0 += d5 * xv; a6_0 += d6 * xv; a7_0 += d7 * xv; }
-                            { const cg_v xv = VLOAD(xc + oy*256 + ox*32 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; a3_1 += d3 * xv; a4_1 += d4 * xv; a5_1 += d5 * xv; a6_1 += d6 * xv; a7_1 += d7 * xv; }
-                            { const cg_v xv = VLOAD(xc + oy*256 + ox*32 + 32 + v * 16); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; a3_2 += d3 * xv; a4_2 += d4 * xv; a5_2 += d5 * xv; a6_2 += d6 * xv; a7_2 += d7 * xv; }
-                        }
-                    }
-                }
-                /* rows 1..6, cols 7..7: 2 of 9 taps */
-                for (int oy = 1; oy < 7; oy++) {
-                    for (int v = 0; v < 2; v++) {
-                        const cg_v d0 = VLOAD(dyb + oy*256 + 224 + v * 16), d1 = VLOAD(dyb + oy*256 + 2272 + v * 16), d2 = VLOAD(dyb + oy*256 + 4320 + v * 16), d3 = VLOAD(dyb + oy*256 + 6368 + v * 16), d4 = VLOAD(dyb + oy*256 + 8416 + v * 16), d5 = VLOAD(dyb + oy*256 + 10464 + v * 16), d6 = VLOAD(dyb + oy*256 + 12512 + v * 16), d7 = VLOAD(dyb + oy*256 + 14560 + v * 16);
-                        { const cg_v xv = VLOAD(xc + oy*256 + 192 + v * 16); a0_0 += d0 * xv; a1_0 += d1 * xv; a2_0 += d2 * xv; a3_0 += d3 * xv; a4_0 += d4 * xv; a5_0 += d5 * xv; a6_0 += d6 * xv; a7_0 += d7 * xv; }
-                        { const cg_v xv = VLOAD(xc + oy*256 + 224 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; a3_1 += d3 * xv; a4_1 += d4 * xv; a5_1 += d5 * xv; a6_1 += d6 * xv; a7_1 += d7 * xv; }
-                    }
-                }
-                for (int v = 0; v < 2; v++) {
-                    const cg_v d0 = VLOAD(dyb + 1792 + v * 16), d1 = VLOAD(dyb + 3840 + v * 16), d2 = VLOAD(dyb + 5888 + v * 16), d3 = VLOAD(dyb + 7936 + v * 16), d4 = VLOAD(dyb + 9984 + v * 16), d5 = VLOAD(dyb + 12032 + v * 16), d6 = VLOAD(dyb + 14080 + v * 16), d7 = VLOAD(dyb + 16128 + v * 16);
-                    { const cg_v xv = VLOAD(xc + 1792 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; a3_1 += d3 * xv; a4_1 += d4 * xv; a5_1 += d5 * xv; a6_1 += d6 * xv; a7_1 += d7 * xv; }
-                    { const cg_v xv = VLOAD(xc + 1824 + v * 16); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; a3_2 += d3 * xv; a4_2 += d4 * xv; a5_2 += d5 * xv; a6_2 += d6 * xv; a7_2 += d7 * xv; }
-                }
-                /* rows 7..7, cols 1..6: 3 of 9 taps */
-                for (int ox = 1; ox < 7; ox++) {
-                    for (int v = 0; v < 2; v++) {
-                        const cg_v d0 = VLOAD(dyb + ox*32 + 1792 + v * 16), d1 = VLOAD(dyb + ox*32 + 3840 + v * 16), d2 = VLOAD(dyb + ox*32 + 5888 + v * 16), d3 = VLOAD(dyb + ox*32 + 7936 + v * 16), d4 = VLOAD(dyb + ox*32 + 9984 + v * 16), d5 = VLOAD(dyb + ox*32 + 12032 + v * 16), d6 = VLOAD(dyb + ox*32 + 14080 + v * 16), d7 = VLOAD(dyb + ox*32 + 16128 + v * 16);
-                        { const cg_v xv = VLOAD(xc + ox*32 + 1760 + v * 16); a0_0 += d0 * xv; a1_0 += d1 * xv; a2_0 += d2 * xv; a3_0 += d3 * xv; a4_0 += d4 * xv; a5_0 += d5 * xv; a6_0 += d6 * xv; a7_0 += d7 * xv; }
-                        { const cg_v xv = VLOAD(xc + ox*32 + 1792 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; a3_1 += d3 * xv; a4_1 += d4 * xv; a5_1 += d5 * xv; a6_1 += d6 * xv; a7_1 += d7 * xv; }
-                        { const cg_v xv = VLOAD(xc + ox*32 + 1824 + v * 16); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; a3_2 += d3 * xv; a4_2 += d4 * xv; a5_2 += d5 * xv; a6_2 += d6 * xv; a7_2 += d7 * xv; }
-                    }
-                }
-                for (int v = 0; v < 2; v++) {
-                    const cg_v d0 = VLOAD(dyb + 2016 + v * 16), d1 = VLOAD(dyb + 4064 + v * 16), d2 = VLOAD(dyb + 6112 + v * 16), d3 = VLOAD(dyb + 8160 + v * 16), d4 = VLOAD(dyb + 10208 + v * 16), d5 = VLOAD(dyb + 12256 + v * 16), d6 = VLOAD(dyb + 14304 + v * 16), d7 = VLOAD(dyb + 16352 + v * 16);
-                    { const cg_v xv = VLOAD(xc + 1984 + v * 16); a0_0 += d0 * xv; a1_0 += d1 * xv; a2_0 += d2 * xv; a3_0 += d3 * xv; a4_0 += d4 * xv; a5_0 += d5 * xv; a6_0 += d6 * xv; a7_0 += d7 * xv; }
-                    { const cg_v xv = VLOAD(xc + 2016 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; a3_1 += d3 * xv; a4_1 += d4 * xv; a5_1 += d5 * xv; a6_1 += d6 * xv; a7_1 += d7 * xv; }
-                }
-                gwc[3] += vsum(a0_0); gwc[4] += vsum(a0_1); gwc[5] += vsum(a0_2);
-                gwc[1155] += vsum(a1_0); gwc[1156] += vsum(a1_1); gwc[1157] += vsum(a1_2);
-                gwc[2307] += vsum(a2_0); gwc[2308] += vsum(a2_1); gwc[2309] += vsum(a2_2);
-                gwc[3459] += vsum(a3_0); gwc[3460] += vsum(a3_1); gwc[3461] += vsum(a3_2);
-                gwc[4611] += vsum(a4_0); gwc[4612] += vsum(a4_1); gwc[4613] += vsum(a4_2);
-                gwc[5763] += vsum(a5_0); gwc[5764] += vsum(a5_1); gwc[5765] += vsum(a5_2);
-                gwc[6915] += vsum(a6_0); gwc[6916] += vsum(a6_1); gwc[6917] += vsum(a6_2);
-                gwc[8067] += vsum(a7_0); gwc[8068] += vsum(a7_1); gwc[8069] += vsum(a7_2);
-            }
-            { /* kernel row 2 */
-                cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f);
-                cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f);
-                cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f), a2_2 = vsplat(0.0f);
-                cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f), a3_2 = vsplat(0.0f);
-                cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f), a4_2 = vsplat(0.0f);
-                cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f), a5_2 = vsplat(0.0f);
-                cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f), a6_2 = vsplat(0.0f);
-                cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f), a7_2 = vsplat(0.0f);
-                for (int v = 0; v < 2; v++) {
-                    const cg_v d0 = VLOAD(dyb + 0 + v * 16), d1 = VLOAD(dyb + 2048 + v * 16), d2 = VLOAD(dyb + 4096 + v * 16), d3 = VLOAD(dyb + 6144 + v * 16), d4 = VLOAD(dyb + 8192 + v * 16), d5 = VLOAD(dyb + 10240 + v * 16), d6 = VLOAD(dyb + 12288 + v * 16), d7 = VLOAD(dyb + 14336 + v * 16);
-                    { const cg_v xv = VLOAD(xc + 256 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; a3_1 += d3 * xv; a4_1 += d4 * xv; a5_1 += d5 * xv; a6_1 += d6 * xv; a7_1 += d7 * xv; }
-                    { const cg_v xv = VLOAD(xc + 288 + v * 16); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; a3_2 += d3 * xv; a4_2 += d4 * xv; a5_2 += d5 * xv; a6_2 += d6 * xv; a7_2 += d7 * xv; }
-                }
-                /* rows 0..0, cols 1..6: 3 of 9 taps */
-                for (int ox = 1; ox < 7; ox++) {
-                    for (int v = 0; v < 2; v++) {
-                        const cg_v d0 = VLOAD(dyb + ox*32 + v * 16), d1 = VLOAD(dyb + ox*32 + 2048 + v * 16), d2 = VLOAD(dyb + ox*32 + 4096 + v * 16), d3 = VLOAD(dyb + ox*32 + 6144 + v * 16), d4 = VLOAD(dyb + ox*32 + 8192 + v * 16), d5 = VLOAD(dyb + ox*32 + 10240 + v * 16), d6 = VLOAD(dyb + ox*32 + 12288 + v * 16), d7 = VLOAD(dyb + ox*32 + 14336 + v * 16);
-                        { const cg_v xv = VLOAD(xc + ox*32 + 224 + v * 16); a0_0 += d0 * xv; a1_0 += d1 * xv; a2_0 += d2 * xv; a3_0 += d3 * xv; a4_0 += d4 * xv; a5_0 += d5 * xv; a6_0 += d6 * xv; a7_0 += d7 * xv; }
-                        { const cg_v xv = VLOAD(xc + ox*32 + 256 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; a3_1 += d3 * xv; a4_1 += d4 * xv; a5_1 += d5 * xv; a6_1 += d6 * xv; a7_1 += d7 * xv; }
-                        { const cg_v xv = VLOAD(xc + ox*32 + 288 + v * 16); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; a3_2 += d3 * xv; a4_2 += d4 * xv; a5_2 += d5 * xv; a6_2 += d6 * xv; a7_2 += d7 * xv; }
-                    }
-                }
-                for (int v = 0; v < 2; v++) {
-                    const cg_v d0 = VLOAD(dyb + 224 + v * 16), d1 = VLOAD(dyb + 2272 + v * 16), d2 = VLOAD(dyb + 4320 + v * 16), d3 = VLOAD(dyb + 6368 + v * 16), d4 = VLOAD(dyb + 8416 + v * 16), d5 = VLOAD(dyb + 10464 + v * 16), d6 = VLOAD(dyb + 12512 + v * 16), d7 = VLOAD(dyb + 14560 + v * 16);
-                    { const cg_v xv = VLOAD(xc + 448 + v * 16); a0_0 += d0 * xv; a1_0 += d1 * xv; a2_0 += d2 * xv; a3_0 += d3 * xv; a4_0 += d4 * xv; a5_0 += d5 * xv; a6_0 += d6 * xv; a7_0 += d7 * xv; }
-                    { const cg_v xv = VLOAD(xc + 480 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; a3_1 += d3 * xv; a4_1 += d4 * xv; a5_1 += d5 * xv; a6_1 += d6 * xv; a7_1 += d7 * xv; }
-                }
-                /* rows 1..6, cols 0..0: 2 of 9 taps */
-                for (int oy = 1; oy < 7; oy++) {
-                    for (int v = 0; v < 2; v++) {
-                        const cg_v d0 = VLOAD(dyb + oy*256 + v * 16), d1 = VLOAD(dyb + oy*256 + 2048 + v * 16), d2 = VLOAD(dyb + oy*256 + 4096 + v * 16), d3 = VLOAD(dyb + oy*256 + 6144 + v * 16), d4 = VLOAD(dyb + oy*256 + 8192 + v * 16), d5 = VLOAD(dyb + oy*256 + 10240 + v * 16), d6 = VLOAD(dyb + oy*256 + 12288 + v * 16), d7 = VLOAD(dyb + oy*256 + 14336 + v * 16);
-                        { const cg_v xv = VLOAD(xc + oy*256 + 256 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; a3_1 += d3 * xv; a4_1 += d4 * xv; a5_1 += d5 * xv; a6_1 += d6 * xv; a7_1 += d7 * xv; }
-                        { const cg_v xv = VLOAD(xc + oy*256 + 288 + v * 16); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; a3_2 += d3 * xv; a4_2 += d4 * xv; a5_2 += d5 * xv; a6_2 += d6 * xv; a7_2 += d7 * xv; }
-                    }
-                }
-                /* rows 1..6, cols 1..6: 3 of 9 taps */
-                for (int oy = 1; oy < 7; oy++) {
-                    for (int ox = 1; ox < 7; ox++) {
-                        for (int v = 0; v < 2; v++) {
-                            const cg_v d0 = VLOAD(dyb + oy*256 + ox*32 + v * 16), d1 = VLOAD(dyb + oy*256 + ox*32 + 2048 + v * 16), d2 = VLOAD(dyb + oy*256 + ox*32 + 4096 + v * 16), d3 = VLOAD(dyb + oy*256 + ox*32 + 6144 + v * 16), d4 = VLOAD(dyb + oy*256 + ox*32 + 8192 + v * 16), d5 = VLOAD(dyb + oy*256 + ox*32 + 10240 + v * 16), d6 = VLOAD(dyb + oy*256 + ox*32 + 12288 + v * 16), d7 = VLOAD(dyb + oy*256 + ox*32 + 14336 + v * 16);
-                            { const cg_v xv = VLOAD(xc + oy*256 + ox*32 + 224 + v * 16); a0_0 += d0 * xv; a1_0 += d1 * xv; a2_0 += d2 * xv; a3_0 += d3 * xv; a4_0 += d4 * xv; a5_0 += d5 * xv; a6_0 += d6 * xv; a7_0 += d7 * xv; }
-                            { const cg_v xv = VLOAD(xc + oy*256 + ox*32 + 256 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; a3_1 += d3 * xv; a4_1 += d4 * xv; a5_1 += d5 * xv; a6_1 += d6 * xv; a7_1 += d7 * xv; }
-                            { const cg_v xv = VLOAD(xc + oy*256 + ox*32 + 288 + v * 16); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; a3_2 += d3 * xv; a4_2 += d4 * xv; a5_2 += d5 * xv; a6_2 += d6 * xv; a7_2 += d7 * xv; }
-                        }
-                    }
-                }
-                /* rows 1..6, cols 7..7: 2 of 9 taps */
-                for (int oy = 1; oy < 7; oy++) {
-                    for (int v = 0; v < 2; v++) {
-                        const cg_v d0 = VLOAD(dyb + oy*256 + 224 + v * 16), d1 = VLOAD(dyb + oy*256 + 2272 + v * 16), d2 = VLOAD(dyb + oy*256 + 4320 + v * 16), d3 = VLOAD(dyb + oy*256 + 6368 + v * 16), d4 = VLOAD(dyb + oy*256 + 8416 + v * 16), d5 = VLOAD(dyb + oy*256 + 10464 + v * 16), d6 = VLOAD(dyb + oy*256 + 12512 + v * 16), d7 = VLOAD(dyb + oy*256 + 14560 + v * 16);
-                        { const cg_v xv = VLOAD(xc + oy*256 + 448 + v * 16); a0_0 += d0 * xv; a1_0 += d1 * xv; a2_0 += d2 * xv; a3_0 += d3 * xv; a4_0 += d4 * xv; a5_0 += d5 * xv; a6_0 += d6 * xv; a7_0 += d7 * xv; }
-                        { const cg_v xv = VLOAD(xc + oy*256 + 480 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; a3_1 += d3 * xv; a4_1 += d4 * xv; a5_1 += d5 * xv; a6_1 += d6 * xv; a7_1 += d7 * xv; }
-                    }
-                }
-                gwc[6] += vsum(a0_0); gwc[7] += vsum(a0_1); gwc[8] += vsum(a0_2);
-                gwc[1158] += vsum(a1_0); gwc[1159] += vsum(a1_1); gwc[1160] += vsum(a1_2);
-                gwc[2310] += vsum(a2_0); gwc[2311] += vsum(a2_1); gwc[2312] += vsum(a2_2);
-                gwc[3462] += vsum(a3_0); gwc[3463] += vsum(a3_1); gwc[3464] += vsum(a3_2);
-                gwc[4614] += vsum(a4_0); gwc[4615] += vsum(a4_1); gwc[4616] += vsum(a4_2);
-                gwc[5766] += vsum(a5_0); gwc[5767] += vsum(a5_1); gwc[5768] += vsum(a5_2);
-                gwc[6918] += vsum(a6_0); gwc[6919] += vsum(a6_1); gwc[6920] += vsum(a6_2);
-                gwc[8070] += vsum(a7_0); gwc[8071] += vsum(a7_1); gwc[8072] += vsum(a7_2);
+                gwc[0] += vsum(a0_0); gwc[1] += vsum(a0_1); gwc[2] += vsum(a0_2); gwc[3] += vsum(a0_3); gwc[4] += vsum(a0_4); gwc[5] += vsum(a0_5); gwc[6] += vsum(a0_6); gwc[7] += vsum(a0_7); gwc[8] += vsum(a0_8);
+                gwc[1152] += vsum(a1_0); gwc[1153] += vsum(a1_1); gwc[1154] += vsum(a1_2); gwc[1155] += vsum(a1_3); gwc[1156] += vsum(a1_4); gwc[1157] += vsum(a1_5); gwc[1158] += vsum(a1_6); gwc[1159] += vsum(a1_7); gwc[1160] += vsum(a1_8);
             }
         }
     }
@@ -14827,221 +14267,109 @@ static void l12_conv2d_backward(float *restrict G, const float *restrict x, cons
         gb[co] += vsum(s);
     }
     CG_PARALLEL_FOR
-    for (int cb = 0; cb < 32; cb++) {
-        const float *restrict dyb = dy + cb*16384;
+    for (int cb = 0; cb < 128; cb++) {
+        const float *restrict dyb = dy + cb*4096;
         for (int ci = 0; ci < 256; ci++) {
             const float *restrict xc = x + ci*2048;
-            float *restrict gwc = gw + cb*18432 + ci*9;
-            { /* kernel row 0 */
-                cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f);
-                cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f);
-                cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f), a2_2 = vsplat(0.0f);
-                cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f), a3_2 = vsplat(0.0f);
-                cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f), a4_2 = vsplat(0.0f);
-                cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f), a5_2 = vsplat(0.0f);
-                cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f), a6_2 = vsplat(0.0f);
-                cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f), a7_2 = vsplat(0.0f);
-                /* rows 1..6, cols 0..0: 2 of 9 taps */
-                for (int oy = 1; oy < 7; oy++) {
+            float *restrict gwc = gw + cb*4608 + ci*9;
+            { /* every tap */
+                cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f), a0_4 = vsplat(0.0f), a0_5 = vsplat(0.0f), a0_6 = vsplat(0.0f), a0_7 = vsplat(0.0f), a0_8 = vsplat(0.0f);
+                cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f), a1_3 = vsplat(0.0f), a1_4 = vsplat(0.0f), a1_5 = vsplat(0.0f), a1_6 = vsplat(0.0f), a1_7 = vsplat(0.0f), a1_8 = vsplat(0.0f);
+                for (int v = 0; v < 2; v++) {
+                    cg_v d0 = VLOAD(dyb + 0 + v * 16), d1 = VLOAD(dyb + 2048 + v * 16); VKEEP(d0); VKEEP(d1);
+                    { cg_v xv = VLOAD(xc + 0 + v * 16); VKEEP(xv); a0_4 += d0 * xv; a1_4 += d1 * xv; }
+                    { cg_v xv = VLOAD(xc + 32 + v * 16); VKEEP(xv); a0_5 += d0 * xv; a1_5 += d1 * xv; }
+                    { cg_v xv = VLOAD(xc + 256 + v * 16); VKEEP(xv); a0_7 += d0 * xv; a1_7 += d1 * xv; }
+                    { cg_v xv = VLOAD(xc + 288 + v * 16); VKEEP(xv); a0_8 += d0 * xv; a1_8 += d1 * xv; }
+                }
+                /* rows 0..0, cols 1..6: 6 of 9 taps */
+                for (int ox = 1; ox < 7; ox++) {
                     for (int v = 0; v < 2; v++) {
-                        const cg_v d0 = VLOAD(dyb + oy*256 + v * 16), d1 = VLOAD(dyb + oy*256 + 2048 + v * 16), d2 = VLOAD(dyb + oy*256 + 4096 + v * 16), d3 = VLOAD(dyb + oy*256 + 6144 + v * 16), d4 = VLOAD(dyb + oy*256 + 8192 + v * 16), d5 = VLOAD(dyb + oy*256 + 10240 + v * 16), d6 = VLOAD(dyb + oy*256 + 12288 + v * 16), d7 = VLOAD(dyb + oy*256 + 14336 + v * 16);
-                        { const cg_v xv = VLOAD(xc + oy*256 - 256 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; a3_1 += d3 * xv; a4_1 += d4 * xv; a5_1 += d5 * xv; a6_1 += d6 * xv; a7_1 += d7 * xv; }
-                        { const cg_v xv = VLOAD(xc + oy*256 - 224 + v * 16); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; a3_2 += d3 * xv; a4_2 += d4 * xv; a5_2 += d5 * xv; a6_2 += d6 * xv; a7_2 += d7 * xv; }
+                        cg_v d0 = VLOAD(dyb + ox*32 + v * 16), d1 = VLOAD(dyb + ox*32 + 2048 + v * 16); VKEEP(d0); VKEEP(d1);
+                        { cg_v xv = VLOAD(xc + ox*32 - 32 + v * 16); VKEEP(xv); a0_3 += d0 * xv; a1_3 += d1 * xv; }
+                        { cg_v xv = VLOAD(xc + ox*32 + v * 16); VKEEP(xv); a0_4 += d0 * xv; a1_4 += d1 * xv; }
+                        { cg_v xv = VLOAD(xc + ox*32 + 32 + v * 16); VKEEP(xv); a0_5 += d0 * xv; a1_5 += d1 * xv; }
+                        { cg_v xv = VLOAD(xc + ox*32 + 224 + v * 16); VKEEP(xv); a0_6 += d0 * xv; a1_6 += d1 * xv; }
+                        { cg_v xv = VLOAD(xc + ox*32 + 256 + v * 16); VKEEP(xv); a0_7 += d0 * xv; a1_7 += d1 * xv; }
+                        { cg_v xv = VLOAD(xc + ox*32 + 288 + v * 16); VKEEP(xv); a0_8 += d0 * xv; a1_8 += d1 * xv; }
                     }
                 }
-                /* rows 1..6, cols 1..6: 3 of 9 taps */
+                for (int v = 0; v < 2; v++) {
+                    cg_v d0 = VLOAD(dyb + 224 + v * 16), d1 = VLOAD(dyb + 2272 + v * 16); VKEEP(d0); VKEEP(d1);
+                    { cg_v xv = VLOAD(xc + 192 + v * 16); VKEEP(xv); a0_3 += d0 * xv; a1_3 += d1 * xv; }
+                    { cg_v xv = VLOAD(xc + 224 + v * 16); VKEEP(xv); a0_4 += d0 * xv; a1_4 += d1 * xv; }
+                    { cg_v xv = VLOAD(xc + 448 + v * 16); VKEEP(xv); a0_6 += d0 * xv; a1_6 += d1 * xv; }
+                    { cg_v xv = VLOAD(xc + 480 + v * 16); VKEEP(xv); a0_7 += d0 * xv; a1_7 += d1 * xv; }
+                }
+                /* rows 1..6, cols 0..0: 6 of 9 taps */
+                for (int oy = 1; oy < 7; oy++) {
+                    for (int v = 0; v < 2; v++) {
+                        cg_v d0 = VLOAD(dyb + oy*256 + v * 16), d1 = VLOAD(dyb + oy*256 + 2048 + v * 16); VKEEP(d0); VKEEP(d1);
+                        { cg_v xv = VLOAD(xc + oy*256 - 256 + v * 16); VKEEP(xv); a0_1 += d0 * xv; a1_1 += d1 * xv; }
+                        { cg_v xv = VLOAD(xc + oy*256 - 224 + v * 16); VKEEP(xv); a0_2 += d0 * xv; a1_2 += d1 * xv; }
+                        { cg_v xv = VLOAD(xc + oy*256 + v * 16); VKEEP(xv); a0_4 += d0 * xv; a1_4 += d1 * xv; }
+                        { cg_v xv = VLOAD(xc + oy*256 + 32 + v * 16); VKEEP(xv); a0_5 += d0 * xv; a1_5 += d1 * xv; }
+                        { cg_v xv = VLOAD(xc + oy*256 + 256 + v * 16); VKEEP(xv); a0_7 += d0 * xv; a1_7 += d1 * xv; }
+                        { cg_v xv = VLOAD(xc + oy*256 + 288 + v * 16); VKEEP(xv); a0_8 += d0 * xv; a1_8 += d1 * xv; }
+                    }
+                }
+                /* rows 1..6, cols 1..6: every tap */
                 for (int oy = 1; oy < 7; oy++) {
                     for (int ox = 1; ox < 7; ox++) {
                         for (int v = 0; v < 2; v++) {
-                            const cg_v d0 = VLOAD(dyb + oy*256 + ox*32 + v * 16), d1 = VLOAD(dyb + oy*256 + ox*32 + 2048 + v * 16), d2 = VLOAD(dyb + oy*256 + ox*32 + 4096 + v * 16), d3 = VLOAD(dyb + oy*256 + ox*32 + 6144 + v * 16), d4 = VLOAD(dyb + oy*256 + ox*32 + 8192 + v * 16), d5 = VLOAD(dyb + oy*256 + ox*32 + 10240 + v * 16), d6 = VLOAD(dyb + oy*256 + ox*32 + 12288 + v * 16), d7 = VLOAD(dyb + oy*256 + ox*32 + 14336 + v * 16);
-                            { const cg_v xv = VLOAD(xc + oy*256 + ox*32 - 288 + v * 16); a0_0 += d0 * xv; a1_0 += d1 * xv; a2_0 += d2 * xv; a3_0 += d3 * xv; a4_0 += d4 * xv; a5_0 += d5 * xv; a6_0 += d6 * xv; a7_0 += d7 * xv; }
-                            { const cg_v xv = VLOAD(xc + oy*256 + ox*32 - 256 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; a3_1 += d3 * xv; a4_1 += d4 * xv; a5_1 += d5 * xv; a6_1 += d6 * xv; a7_1 += d7 * xv; }
-                            { const cg_v xv = VLOAD(xc + oy*256 + ox*32 - 224 + v * 16); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; a3_2 += d3 * xv; a4_2 += d4 * xv; a5_2 += d5 * xv; a6_2 += d6 * xv; a7_2 += d7 * xv; }
+                            cg_v d0 = VLOAD(dyb + oy*256 + ox*32 + v * 16), d1 = VLOAD(dyb + oy*256 + ox*32 + 2048 + v * 16); VKEEP(d0); VKEEP(d1);
+                            { cg_v xv = VLOAD(xc + oy*256 + ox*32 - 288 + v * 16); VKEEP(xv); a0_0 += d0 * xv; a1_0 += d1 * xv; }
+                            { cg_v xv = VLOAD(xc + oy*256 + ox*32 - 256 + v * 16); VKEEP(xv); a0_1 += d0 * xv; a1_1 += d1 * xv; }
+                            { cg_v xv = VLOAD(xc + oy*256 + ox*32 - 224 + v * 16); VKEEP(xv); a0_2 += d0 * xv; a1_2 += d1 * xv; }
+                            { cg_v xv = VLOAD(xc + oy*256 + ox*32 - 32 + v * 16); VKEEP(xv); a0_3 += d0 * xv; a1_3 += d1 * xv; }
+                            { cg_v xv = VLOAD(xc + oy*256 + ox*32 + v * 16); VKEEP(xv); a0_4 += d0 * xv; a1_4 += d1 * xv; }
+                            { cg_v xv = VLOAD(xc + oy*256 + ox*32 + 32 + v * 16); VKEEP(xv); a0_5 += d0 * xv; a1_5 += d1 * xv; }
+                            { cg_v xv = VLOAD(xc + oy*256 + ox*32 + 224 + v * 16); VKEEP(xv); a0_6 += d0 * xv; a1_6 += d1 * xv; }
+                            { cg_v xv = VLOAD(xc + oy*256 + ox*32 + 256 + v * 16); VKEEP(xv); a0_7 += d0 * xv; a1_7 += d1 * xv; }
+                            { cg_v xv = VLOAD(xc + oy*256 + ox*32 + 288 + v * 16); VKEEP(xv); a0_8 += d0 * xv; a1_8 += d1 * xv; }
                         }
                     }
                 }
-                /* rows 1..6, cols 7..7: 2 of 9 taps */
+                /* rows 1..6, cols 7..7: 6 of 9 taps */
                 for (int oy = 1; oy < 7; oy++) {
                     for (int v = 0; v < 2; v++) {
-                        const cg_v d0 = VLOAD(dyb + oy*256 + 224 + v * 16), d1 = VLOAD(dyb + oy*256 + 2272 + v * 16), d2 = VLOAD(dyb + oy*256 + 4320 + v * 16), d3 = VLOAD(dyb + oy*256 + 6368 + v * 16), d4 = VLOAD(dyb + oy*256 + 8416 + v * 16), d5 = VLOAD(dyb + oy*256 + 10464 + v * 16), d6 = VLOAD(dyb + oy*256 + 12512 + v * 16), d7 = VLOAD(dyb + oy*256 + 14560 + v * 16);
-                        { const cg_v xv = VLOAD(xc + oy*256 - 64 + v * 16); a0_0 += d0 * xv; a1_0 += d1 * xv; a2_0 += d2 * xv; a3_0 += d3 * xv; a4_0 += d4 * xv; a5_0 += d5 * xv; a6_0 += d6 * xv; a7_0 += d7 * xv; }
-                        { const cg_v xv = VLOAD(xc + oy*256 - 32 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; a3_1 += d3 * xv; a4_1 += d4 * xv; a5_1 += d5 * xv; a6_1 += d6 * xv; a7_1 += d7 * xv; }
+                        cg_v d0 = VLOAD(dyb + oy*256 + 224 + v * 16), d1 = VLOAD(dyb + oy*256 + 2272 + v * 16); VKEEP(d0); VKEEP(d1);
+                        { cg_v xv = VLOAD(xc + oy*256 - 64 + v * 16); VKEEP(xv); a0_0 += d0 * xv; a1_0 += d1 * xv; }
+                        { cg_v xv = VLOAD(xc + oy*256 - 32 + v * 16); VKEEP(xv); a0_1 += d0 * xv; a1_1 += d1 * xv; }
+                        { cg_v xv = VLOAD(xc + oy*256 + 192 + v * 16); VKEEP(xv); a0_3 += d0 * xv; a1_3 += d1 * xv; }
+                        { cg_v xv = VLOAD(xc + oy*256 + 224 + v * 16); VKEEP(xv); a0_4 += d0 * xv; a1_4 += d1 * xv; }
+                        { cg_v xv = VLOAD(xc + oy*256 + 448 + v * 16); VKEEP(xv); a0_6 += d0 * xv; a1_6 += d1 * xv; }
+                        { cg_v xv = VLOAD(xc + oy*256 + 480 + v * 16); VKEEP(xv); a0_7 += d0 * xv; a1_7 += d1 * xv; }
                     }
                 }
                 for (int v = 0; v < 2; v++) {
-                    const cg_v d0 = VLOAD(dyb + 1792 + v * 16), d1 = VLOAD(dyb + 3840 + v * 16), d2 = VLOAD(dyb + 5888 + v * 16), d3 = VLOAD(dyb + 7936 + v * 16), d4 = VLOAD(dyb + 9984 + v * 16), d5 = VLOAD(dyb + 12032 + v * 16), d6 = VLOAD(dyb + 14080 + v * 16), d7 = VLOAD(dyb + 16128 + v * 16);
-                    { const cg_v xv = VLOAD(xc + 1536 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; a3_1 += d3 * xv; a4_1 += d4 * xv; a5_1 += d5 * xv; a6_1 += d6 * xv; a7_1 += d7 * xv; }
-                    { const cg_v xv = VLOAD(xc + 1568 + v * 16); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; a3_2 += d3 * xv; a4_2 += d4 * xv; a5_2 += d5 * xv; a6_2 += d6 * xv; a7_2 += d7 * xv; }
+                    cg_v d0 = VLOAD(dyb + 1792 + v * 16), d1 = VLOAD(dyb + 3840 + v * 16); VKEEP(d0); VKEEP(d1);
+                    { cg_v xv = VLOAD(xc + 1536 + v * 16); VKEEP(xv); a0_1 += d0 * xv; a1_1 += d1 * xv; }
+                    { cg_v xv = VLOAD(xc + 1568 + v * 16); VKEEP(xv); a0_2 += d0 * xv; a1_2 += d1 * xv; }
+                    { cg_v xv = VLOAD(xc + 1792 + v * 16); VKEEP(xv); a0_4 += d0 * xv; a1_4 += d1 * xv; }
+                    { cg_v xv = VLOAD(xc + 1824 + v * 16); VKEEP(xv); a0_5 += d0 * xv; a1_5 += d1 * xv; }
                 }
-                /* rows 7..7, cols 1..6: 3 of 9 taps */
+                /* rows 7..7, cols 1..6: 6 of 9 taps */
                 for (int ox = 1; ox < 7; ox++) {
                     for (int v = 0; v < 2; v++) {
-                        const cg_v d0 = VLOAD(dyb + ox*32 + 1792 + v * 16), d1 = VLOAD(dyb + ox*32 + 3840 + v * 16), d2 = VLOAD(dyb + ox*32 + 5888 + v * 16), d3 = VLOAD(dyb + ox*32 + 7936 + v * 16), d4 = VLOAD(dyb + ox*32 + 9984 + v * 16), d5 = VLOAD(dyb + ox*32 + 12032 + v * 16), d6 = VLOAD(dyb + ox*32 + 14080 + v * 16), d7 = VLOAD(dyb + ox*32 + 16128 + v * 16);
-                        { const cg_v xv = VLOAD(xc + ox*32 + 1504 + v * 16); a0_0 += d0 * xv; a1_0 += d1 * xv; a2_0 += d2 * xv; a3_0 += d3 * xv; a4_0 += d4 * xv; a5_0 += d5 * xv; a6_0 += d6 * xv; a7_0 += d7 * xv; }
-                        { const cg_v xv = VLOAD(xc + ox*32 + 1536 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; a3_1 += d3 * xv; a4_1 += d4 * xv; a5_1 += d5 * xv; a6_1 += d6 * xv; a7_1 += d7 * xv; }
-                        { const cg_v xv = VLOAD(xc + ox*32 + 1568 + v * 16); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; a3_2 += d3 * xv; a4_2 += d4 * xv; a5_2 += d5 * xv; a6_2 += d6 * xv; a7_2 += d7 * xv; }
+                        cg_v d0 = VLOAD(dyb + ox*32 + 1792 + v * 16), d1 = VLOAD(dyb + ox*32 + 3840 + v * 16); VKEEP(d0); VKEEP(d1);
+                        { cg_v xv = VLOAD(xc + ox*32 + 1504 + v * 16); VKEEP(xv); a0_0 += d0 * xv; a1_0 += d1 * xv; }
+                        { cg_v xv = VLOAD(xc + ox*32 + 1536 + v * 16); VKEEP(xv); a0_1 += d0 * xv; a1_1 += d1 * xv; }
+                        { cg_v xv = VLOAD(xc + ox*32 + 1568 + v * 16); VKEEP(xv); a0_2 += d0 * xv; a1_2 += d1 * xv; }
+                        { cg_v xv = VLOAD(xc + ox*32 + 1760 + v * 16); VKEEP(xv); a0_3 += d0 * xv; a1_3 += d1 * xv; }
+                        { cg_v xv = VLOAD(xc + ox*32 + 1792 + v * 16); VKEEP(xv); a0_4 += d0 * xv; a1_4 += d1 * xv; }
+                        { cg_v xv = VLOAD(xc + ox*32 + 1824 + v * 16); VKEEP(xv); a0_5 += d0 * xv; a1_5 += d1 * xv; }
                     }
                 }
                 for (int v = 0; v < 2; v++) {
-                    const cg_v d0 = VLOAD(dyb + 2016 + v * 16), d1 = VLOAD(dyb + 4064 + v * 16), d2 = VLOAD(dyb + 6112 + v * 16), d3 = VLOAD(dyb + 8160 + v * 16), d4 = VLOAD(dyb + 10208 + v * 16), d5 = VLOAD(dyb + 12256 + v * 16), d6 = VLOAD(dyb + 14304 + v * 16), d7 = VLOAD(dyb + 16352 + v * 16);
-                    { const cg_v xv = VLOAD(xc + 1728 + v * 16); a0_0 += d0 * xv; a1_0 += d1 * xv; a2_0 += d2 * xv; a3_0 += d3 * xv; a4_0 += d4 * xv; a5_0 += d5 * xv; a6_0 += d6 * xv; a7_0 += d7 * xv; }
-                    { const cg_v xv = VLOAD(xc + 1760 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; a3_1 += d3 * xv; a4_1 += d4 * xv; a5_1 += d5 * xv; a6_1 += d6 * xv; a7_1 += d7 * xv; }
+                    cg_v d0 = VLOAD(dyb + 2016 + v * 16), d1 = VLOAD(dyb + 4064 + v * 16); VKEEP(d0); VKEEP(d1);
+                    { cg_v xv = VLOAD(xc + 1728 + v * 16); VKEEP(xv); a0_0 += d0 * xv; a1_0 += d1 * xv; }
+                    { cg_v xv = VLOAD(xc + 1760 + v * 16); VKEEP(xv); a0_1 += d0 * xv; a1_1 += d1 * xv; }
+                    { cg_v xv = VLOAD(xc + 1984 + v * 16); VKEEP(xv); a0_3 += d0 * xv; a1_3 += d1 * xv; }
+                    { cg_v xv = VLOAD(xc + 2016 + v * 16); VKEEP(xv); a0_4 += d0 * xv; a1_4 += d1 * xv; }
                 }
-                gwc[0] += vsum(a0_0); gwc[1] += vsum(a0_1); gwc[2] += vsum(a0_2);
-                gwc[2304] += vsum(a1_0); gwc[2305] += vsum(a1_1); gwc[2306] += vsum(a1_2);
-                gwc[4608] += vsum(a2_0); gwc[4609] += vsum(a2_1); gwc[4610] += vsum(a2_2);
-                gwc[6912] += vsum(a3_0); gwc[6913] += vsum(a3_1); gwc[6914] += vsum(a3_2);
-                gwc[9216] += vsum(a4_0); gwc[9217] += vsum(a4_1); gwc[9218] += vsum(a4_2);
-                gwc[11520] += vsum(a5_0); gwc[11521] += vsum(a5_1); gwc[11522] += vsum(a5_2);
-                gwc[13824] += vsum(a6_0); gwc[13825] += vsum(a6_1); gwc[13826] += vsum(a6_2);
-                gwc[16128] += vsum(a7_0); gwc[16129] += vsum(a7_1); gwc[16130] += vsum(a7_2);
-            }
-            { /* kernel row 1 */
-                cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f);
-                cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f);
-                cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f), a2_2 = vsplat(0.0f);
-                cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f), a3_2 = vsplat(0.0f);
-                cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f), a4_2 = vsplat(0.0f);
-                cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f), a5_2 = vsplat(0.0f);
-                cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f), a6_2 = vsplat(0.0f);
-                cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f), a7_2 = vsplat(0.0f);
-                for (int v = 0; v < 2; v++) {
-                    const cg_v d0 = VLOAD(dyb + 0 + v * 16), d1 = VLOAD(dyb + 2048 + v * 16), d2 = VLOAD(dyb + 4096 + v * 16), d3 = VLOAD(dyb + 6144 + v * 16), d4 = VLOAD(dyb + 8192 + v * 16), d5 = VLOAD(dyb + 10240 + v * 16), d6 = VLOAD(dyb + 12288 + v * 16), d7 = VLOAD(dyb + 14336 + v * 16);
-                    { const cg_v xv = VLOAD(xc + 0 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; a3_1 += d3 * xv; a4_1 += d4 * xv; a5_1 += d5 * xv; a6_1 += d6 * xv; a7_1 += d7 * xv; }
-                    { const cg_v xv = VLOAD(xc + 32 + v * 16); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; a3_2 += d3 * xv; a4_2 += d4 * xv; a5_2 += d5 * xv; a6_2 += d6 * xv; a7_2 += d7 * xv; }
-                }
-                /* rows 0..0, cols 1..6: 3 of 9 taps */
-                for (int ox = 1; ox < 7; ox++) {
-                    for (int v = 0; v < 2; v++) {
-                        const cg_v d0 = VLOAD(dyb + ox*32 + v * 16), d1 = VLOAD(dyb + ox*32 + 2048 + v * 16), d2 = VLOAD(dyb + ox*32 + 4096 + v * 16), d3 = VLOAD(dyb + ox*32 + 6144 + v * 16), d4 = VLOAD(dyb + ox*32 + 8192 + v * 16), d5 = VLOAD(dyb + ox*32 + 10240 + v * 16), d6 = VLOAD(dyb + ox*32 + 12288 + v * 16), d7 = VLOAD(dyb + ox*32 + 14336 + v * 16);
-                        { const cg_v xv = VLOAD(xc + ox*32 - 32 + v * 16); a0_0 += d0 * xv; a1_0 += d1 * xv; a2_0 += d2 * xv; a3_0 += d3 * xv; a4_0 += d4 * xv; a5_0 += d5 * xv; a6_0 += d6 * xv; a7_0 += d7 * xv; }
-                        { const cg_v xv = VLOAD(xc + ox*32 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; a3_1 += d3 * xv; a4_1 += d4 * xv; a5_1 += d5 * xv; a6_1 += d6 * xv; a7_1 += d7 * xv; }
-                        { const cg_v xv = VLOAD(xc + ox*32 + 32 + v * 16); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; a3_2 += d3 * xv; a4_2 += d4 * xv; a5_2 += d5 * xv; a6_2 += d6 * xv; a7_2 += d7 * xv; }
-                    }
-                }
-                for (int v = 0; v < 2; v++) {
-                    const cg_v d0 = VLOAD(dyb + 224 + v * 16), d1 = VLOAD(dyb + 2272 + v * 16), d2 = VLOAD(dyb + 4320 + v * 16), d3 = VLOAD(dyb + 6368 + v * 16), d4 = VLOAD(dyb + 8416 + v * 16), d5 = VLOAD(dyb + 10464 + v * 16), d6 = VLOAD(dyb + 12512 + v * 16), d7 = VLOAD(dyb + 14560 + v * 16);
-                    { const cg_v xv = VLOAD(xc + 192 + v * 16); a0_0 += d0 * xv; a1_0 += d1 * xv; a2_0 += d2 * xv; a3_0 += d3 * xv; a4_0 += d4 * xv; a5_0 += d5 * xv; a6_0 += d6 * xv; a7_0 += d7 * xv; }
-                    { const cg_v xv = VLOAD(xc + 224 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; a3_1 += d3 * xv; a4_1 += d4 * xv; a5_1 += d5 * xv; a6_1 += d6 * xv; a7_1 += d7 * xv; }
-                }
-                /* rows 1..6, cols 0..0: 2 of 9 taps */
-                for (int oy = 1; oy < 7; oy++) {
-                    for (int v = 0; v < 2; v++) {
-                        const cg_v d0 = VLOAD(dyb + oy*256 + v * 16), d1 = VLOAD(dyb + oy*256 + 2048 + v * 16), d2 = VLOAD(dyb + oy*256 + 4096 + v * 16), d3 = VLOAD(dyb + oy*256 + 6144 + v * 16), d4 = VLOAD(dyb + oy*256 + 8192 + v * 16), d5 = VLOAD(dyb + oy*256 + 10240 + v * 16), d6 = VLOAD(dyb + oy*256 + 12288 + v * 16), d7 = VLOAD(dyb + oy*256 + 14336 + v * 16);
-                        { const cg_v xv = VLOAD(xc + oy*256 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; a3_1 += d3 * xv; a4_1 += d4 * xv; a5_1 += d5 * xv; a6_1 += d6 * xv; a7_1 += d7 * xv; }
-                        { const cg_v xv = VLOAD(xc + oy*256 + 32 + v * 16); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; a3_2 += d3 * xv; a4_2 += d4 * xv; a5_2 += d5 * xv; a6_2 += d6 * xv; a7_2 += d7 * xv; }
-                    }
-                }
-                /* rows 1..6, cols 1..6: 3 of 9 taps */
-                for (int oy = 1; oy < 7; oy++) {
-                    for (int ox = 1; ox < 7; ox++) {
-                        for (int v = 0; v < 2; v++) {
-                            const cg_v d0 = VLOAD(dyb + oy*256 + ox*32 + v * 16), d1 = VLOAD(dyb + oy*256 + ox*32 + 2048 + v * 16), d2 = VLOAD(dyb + oy*256 + ox*32 + 4096 + v * 16), d3 = VLOAD(dyb + oy*256 + ox*32 + 6144 + v * 16), d4 = VLOAD(dyb + oy*256 + ox*32 + 8192 + v * 16), d5 = VLOAD(dyb + oy*256 + ox*32 + 10240 + v * 16), d6 = VLOAD(dyb + oy*256 + ox*32 + 12288 + v * 16), d7 = VLOAD(dyb + oy*256 + ox*32 + 14336 + v * 16);
-                            { const cg_v xv = VLOAD(xc + oy*256 + ox*32 - 32 + v * 16); a0_0 += d0 * xv; a1_0 += d1 * xv; a2_0 += d2 * xv; a3_0 += d3 * xv; a4_0 += d4 * xv; a5_0 += d5 * xv; a6_0 += d6 * xv; a7_0 += d7 * xv; }
-                            { const cg_v xv = VLOAD(xc + oy*256 + ox*32 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; a3_1 += d3 * xv; a4_1 += d4 * xv; a5_1 += d5 * xv; a6_1 += d6 * xv; a7_1 += d7 * xv; }
-                            { const cg_v xv = VLOAD(xc + oy*256 + ox*32 + 32 + v * 16); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; a3_2 += d3 * xv; a4_2 += d4 * xv; a5_2 += d5 * xv; a6_2 += d6 * xv; a7_2 += d7 * xv; }
-                        }
-                    }
-                }
-                /* rows 1..6, cols 7..7: 2 of 9 taps */
-                for (int oy = 1; oy < 7; oy++) {
-                    for (int v = 0; v < 2; v++) {
-                        const cg_v d0 = VLOAD(dyb + oy*256 + 224 + v * 16), d1 = VLOAD(dyb + oy*256 + 2272 + v * 16), d2 = VLOAD(dyb + oy*256 + 4320 + v * 16), d3 = VLOAD(dyb + oy*256 + 6368 + v * 16), d4 = VLOAD(dyb + oy*256 + 8416 + v * 16), d5 = VLOAD(dyb + oy*256 + 10464 + v * 16), d6 = VLOAD(dyb + oy*256 + 12512 + v * 16), d7 = VLOAD(dyb + oy*256 + 14560 + v * 16);
-                        { const cg_v xv = VLOAD(xc + oy*256 + 192 + v * 16); a0_0 += d0 * xv; a1_0 += d1 * xv; a2_0 += d2 * xv; a3_0 += d3 * xv; a4_0 += d4 * xv; a5_0 += d5 * xv; a6_0 += d6 * xv; a7_0 += d7 * xv; }
-                        { const cg_v xv = VLOAD(xc + oy*256 + 224 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; a3_1 += d3 * xv; a4_1 += d4 * xv; a5_1 += d5 * xv; a6_1 += d6 * xv; a7_1 += d7 * xv; }
-                    }
-                }
-                for (int v = 0; v < 2; v++) {
-                    const cg_v d0 = VLOAD(dyb + 1792 + v * 16), d1 = VLOAD(dyb + 3840 + v * 16), d2 = VLOAD(dyb + 5888 + v * 16), d3 = VLOAD(dyb + 7936 + v * 16), d4 = VLOAD(dyb + 9984 + v * 16), d5 = VLOAD(dyb + 12032 + v * 16), d6 = VLOAD(dyb + 14080 + v * 16), d7 = VLOAD(dyb + 16128 + v * 16);
-                    { const cg_v xv = VLOAD(xc + 1792 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; a3_1 += d3 * xv; a4_1 += d4 * xv; a5_1 += d5 * xv; a6_1 += d6 * xv; a7_1 += d7 * xv; }
-                    { const cg_v xv = VLOAD(xc + 1824 + v * 16); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; a3_2 += d3 * xv; a4_2 += d4 * xv; a5_2 += d5 * xv; a6_2 += d6 * xv; a7_2 += d7 * xv; }
-                }
-                /* rows 7..7, cols 1..6: 3 of 9 taps */
-                for (int ox = 1; ox < 7; ox++) {
-                    for (int v = 0; v < 2; v++) {
-                        const cg_v d0 = VLOAD(dyb + ox*32 + 1792 + v * 16), d1 = VLOAD(dyb + ox*32 + 3840 + v * 16), d2 = VLOAD(dyb + ox*32 + 5888 + v * 16), d3 = VLOAD(dyb + ox*32 + 7936 + v * 16), d4 = VLOAD(dyb + ox*32 + 9984 + v * 16), d5 = VLOAD(dyb + ox*32 + 12032 + v * 16), d6 = VLOAD(dyb + ox*32 + 14080 + v * 16), d7 = VLOAD(dyb + ox*32 + 16128 + v * 16);
-                        { const cg_v xv = VLOAD(xc + ox*32 + 1760 + v * 16); a0_0 += d0 * xv; a1_0 += d1 * xv; a2_0 += d2 * xv; a3_0 += d3 * xv; a4_0 += d4 * xv; a5_0 += d5 * xv; a6_0 += d6 * xv; a7_0 += d7 * xv; }
-                        { const cg_v xv = VLOAD(xc + ox*32 + 1792 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; a3_1 += d3 * xv; a4_1 += d4 * xv; a5_1 += d5 * xv; a6_1 += d6 * xv; a7_1 += d7 * xv; }
-                        { const cg_v xv = VLOAD(xc + ox*32 + 1824 + v * 16); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; a3_2 += d3 * xv; a4_2 += d4 * xv; a5_2 += d5 * xv; a6_2 += d6 * xv; a7_2 += d7 * xv; }
-                    }
-                }
-                for (int v = 0; v < 2; v++) {
-                    const cg_v d0 = VLOAD(dyb + 2016 + v * 16), d1 = VLOAD(dyb + 4064 + v * 16), d2 = VLOAD(dyb + 6112 + v * 16), d3 = VLOAD(dyb + 8160 + v * 16), d4 = VLOAD(dyb + 10208 + v * 16), d5 = VLOAD(dyb + 12256 + v * 16), d6 = VLOAD(dyb + 14304 + v * 16), d7 = VLOAD(dyb + 16352 + v * 16);
-                    { const cg_v xv = VLOAD(xc + 1984 + v * 16); a0_0 += d0 * xv; a1_0 += d1 * xv; a2_0 += d2 * xv; a3_0 += d3 * xv; a4_0 += d4 * xv; a5_0 += d5 * xv; a6_0 += d6 * xv; a7_0 += d7 * xv; }
-                    { const cg_v xv = VLOAD(xc + 2016 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; a3_1 += d3 * xv; a4_1 += d4 * xv; a5_1 += d5 * xv; a6_1 += d6 * xv; a7_1 += d7 * xv; }
-                }
-                gwc[3] += vsum(a0_0); gwc[4] += vsum(a0_1); gwc[5] += vsum(a0_2);
-                gwc[2307] += vsum(a1_0); gwc[2308] += vsum(a1_1); gwc[2309] += vsum(a1_2);
-                gwc[4611] += vsum(a2_0); gwc[4612] += vsum(a2_1); gwc[4613] += vsum(a2_2);
-                gwc[6915] += vsum(a3_0); gwc[6916] += vsum(a3_1); gwc[6917] += vsum(a3_2);
-                gwc[9219] += vsum(a4_0); gwc[9220] += vsum(a4_1); gwc[9221] += vsum(a4_2);
-                gwc[11523] += vsum(a5_0); gwc[11524] += vsum(a5_1); gwc[11525] += vsum(a5_2);
-                gwc[13827] += vsum(a6_0); gwc[13828] += vsum(a6_1); gwc[13829] += vsum(a6_2);
-                gwc[16131] += vsum(a7_0); gwc[16132] += vsum(a7_1); gwc[16133] += vsum(a7_2);
-            }
-            { /* kernel row 2 */
-                cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f);
-                cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f);
-                cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f), a2_2 = vsplat(0.0f);
-                cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f), a3_2 = vsplat(0.0f);
-                cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f), a4_2 = vsplat(0.0f);
-                cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f), a5_2 = vsplat(0.0f);
-                cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f), a6_2 = vsplat(0.0f);
-                cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f), a7_2 = vsplat(0.0f);
-                for (int v = 0; v < 2; v++) {
-                    const cg_v d0 = VLOAD(dyb + 0 + v * 16), d1 = VLOAD(dyb + 2048 + v * 16), d2 = VLOAD(dyb + 4096 + v * 16), d3 = VLOAD(dyb + 6144 + v * 16), d4 = VLOAD(dyb + 8192 + v * 16), d5 = VLOAD(dyb + 10240 + v * 16), d6 = VLOAD(dyb + 12288 + v * 16), d7 = VLOAD(dyb + 14336 + v * 16);
-                    { const cg_v xv = VLOAD(xc + 256 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; a3_1 += d3 * xv; a4_1 += d4 * xv; a5_1 += d5 * xv; a6_1 += d6 * xv; a7_1 += d7 * xv; }
-                    { const cg_v xv = VLOAD(xc + 288 + v * 16); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; a3_2 += d3 * xv; a4_2 += d4 * xv; a5_2 += d5 * xv; a6_2 += d6 * xv; a7_2 += d7 * xv; }
-                }
-                /* rows 0..0, cols 1..6: 3 of 9 taps */
-                for (int ox = 1; ox < 7; ox++) {
-                    for (int v = 0; v < 2; v++) {
-                        const cg_v d0 = VLOAD(dyb + ox*32 + v * 16), d1 = VLOAD(dyb + ox*32 + 2048 + v * 16), d2 = VLOAD(dyb + ox*32 + 4096 + v * 16), d3 = VLOAD(dyb + ox*32 + 6144 + v * 16), d4 = VLOAD(dyb + ox*32 + 8192 + v * 16), d5 = VLOAD(dyb + ox*32 + 10240 + v * 16), d6 = VLOAD(dyb + ox*32 + 12288 + v * 16), d7 = VLOAD(dyb + ox*32 + 14336 + v * 16);
-                        { const cg_v xv = VLOAD(xc + ox*32 + 224 + v * 16); a0_0 += d0 * xv; a1_0 += d1 * xv; a2_0 += d2 * xv; a3_0 += d3 * xv; a4_0 += d4 * xv; a5_0 += d5 * xv; a6_0 += d6 * xv; a7_0 += d7 * xv; }
-                        { const cg_v xv = VLOAD(xc + ox*32 + 256 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; a3_1 += d3 * xv; a4_1 += d4 * xv; a5_1 += d5 * xv; a6_1 += d6 * xv; a7_1 += d7 * xv; }
-                        { const cg_v xv = VLOAD(xc + ox*32 + 288 + v * 16); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; a3_2 += d3 * xv; a4_2 += d4 * xv; a5_2 += d5 * xv; a6_2 += d6 * xv; a7_2 += d7 * xv; }
-                    }
-                }
-                for (int v = 0; v < 2; v++) {
-                    const cg_v d0 = VLOAD(dyb + 224 + v * 16), d1 = VLOAD(dyb + 2272 + v * 16), d2 = VLOAD(dyb + 4320 + v * 16), d3 = VLOAD(dyb + 6368 + v * 16), d4 = VLOAD(dyb + 8416 + v * 16), d5 = VLOAD(dyb + 10464 + v * 16), d6 = VLOAD(dyb + 12512 + v * 16), d7 = VLOAD(dyb + 14560 + v * 16);
-                    { const cg_v xv = VLOAD(xc + 448 + v * 16); a0_0 += d0 * xv; a1_0 += d1 * xv; a2_0 += d2 * xv; a3_0 += d3 * xv; a4_0 += d4 * xv; a5_0 += d5 * xv; a6_0 += d6 * xv; a7_0 += d7 * xv; }
-                    { const cg_v xv = VLOAD(xc + 480 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; a3_1 += d3 * xv; a4_1 += d4 * xv; a5_1 += d5 * xv; a6_1 += d6 * xv; a7_1 += d7 * xv; }
-                }
-                /* rows 1..6, cols 0..0: 2 of 9 taps */
-                for (int oy = 1; oy < 7; oy++) {
-                    for (int v = 0; v < 2; v++) {
-                        const cg_v d0 = VLOAD(dyb + oy*256 + v * 16), d1 = VLOAD(dyb + oy*256 + 2048 + v * 16), d2 = VLOAD(dyb + oy*256 + 4096 + v * 16), d3 = VLOAD(dyb + oy*256 + 6144 + v * 16), d4 = VLOAD(dyb + oy*256 + 8192 + v * 16), d5 = VLOAD(dyb + oy*256 + 10240 + v * 16), d6 = VLOAD(dyb + oy*256 + 12288 + v * 16), d7 = VLOAD(dyb + oy*256 + 14336 + v * 16);
-                        { const cg_v xv = VLOAD(xc + oy*256 + 256 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; a3_1 += d3 * xv; a4_1 += d4 * xv; a5_1 += d5 * xv; a6_1 += d6 * xv; a7_1 += d7 * xv; }
-                        { const cg_v xv = VLOAD(xc + oy*256 + 288 + v * 16); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; a3_2 += d3 * xv; a4_2 += d4 * xv; a5_2 += d5 * xv; a6_2 += d6 * xv; a7_2 += d7 * xv; }
-                    }
-                }
-                /* rows 1..6, cols 1..6: 3 of 9 taps */
-                for (int oy = 1; oy < 7; oy++) {
-                    for (int ox = 1; ox < 7; ox++) {
-                        for (int v = 0; v < 2; v++) {
-                            const cg_v d0 = VLOAD(dyb + oy*256 + ox*32 + v * 16), d1 = VLOAD(dyb + oy*256 + ox*32 + 2048 + v * 16), d2 = VLOAD(dyb + oy*256 + ox*32 + 4096 + v * 16), d3 = VLOAD(dyb + oy*256 + ox*32 + 6144 + v * 16), d4 = VLOAD(dyb + oy*256 + ox*32 + 8192 + v * 16), d5 = VLOAD(dyb + oy*256 + ox*32 + 10240 + v * 16), d6 = VLOAD(dyb + oy*256 + ox*32 + 12288 + v * 16), d7 = VLOAD(dyb + oy*256 + ox*32 + 14336 + v * 16);
-                            { const cg_v xv = VLOAD(xc + oy*256 + ox*32 + 224 + v * 16); a0_0 += d0 * xv; a1_0 += d1 * xv; a2_0 += d2 * xv; a3_0 += d3 * xv; a4_0 += d4 * xv; a5_0 += d5 * xv; a6_0 += d6 * xv; a7_0 += d7 * xv; }
-                            { const cg_v xv = VLOAD(xc + oy*256 + ox*32 + 256 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; a3_1 += d3 * xv; a4_1 += d4 * xv; a5_1 += d5 * xv; a6_1 += d6 * xv; a7_1 += d7 * xv; }
-                            { const cg_v xv = VLOAD(xc + oy*256 + ox*32 + 288 + v * 16); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; a3_2 += d3 * xv; a4_2 += d4 * xv; a5_2 += d5 * xv; a6_2 += d6 * xv; a7_2 += d7 * xv; }
-                        }
-                    }
-                }
-                /* rows 1..6, cols 7..7: 2 of 9 taps */
-                for (int oy = 1; oy < 7; oy++) {
-                    for (int v = 0; v < 2; v++) {
-                        const cg_v d0 = VLOAD(dyb + oy*256 + 224 + v * 16), d1 = VLOAD(dyb + oy*256 + 2272 + v * 16), d2 = VLOAD(dyb + oy*256 + 4320 + v * 16), d3 = VLOAD(dyb + oy*256 + 6368 + v * 16), d4 = VLOAD(dyb + oy*256 + 8416 + v * 16), d5 = VLOAD(dyb + oy*256 + 10464 + v * 16), d6 = VLOAD(dyb + oy*256 + 12512 + v * 16), d7 = VLOAD(dyb + oy*256 + 14560 + v * 16);
-                        { const cg_v xv = VLOAD(xc + oy*256 + 448 + v * 16); a0_0 += d0 * xv; a1_0 += d1 * xv; a2_0 += d2 * xv; a3_0 += d3 * xv; a4_0 += d4 * xv; a5_0 += d5 * xv; a6_0 += d6 * xv; a7_0 += d7 * xv; }
-                        { const cg_v xv = VLOAD(xc + oy*256 + 480 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; a3_1 += d3 * xv; a4_1 += d4 * xv; a5_1 += d5 * xv; a6_1 += d6 * xv; a7_1 += d7 * xv; }
-                    }
-                }
-                gwc[6] += vsum(a0_0); gwc[7] += vsum(a0_1); gwc[8] += vsum(a0_2);
-                gwc[2310] += vsum(a1_0); gwc[2311] += vsum(a1_1); gwc[2312] += vsum(a1_2);
-                gwc[4614] += vsum(a2_0); gwc[4615] += vsum(a2_1); gwc[4616] += vsum(a2_2);
-                gwc[6918] += vsum(a3_0); gwc[6919] += vsum(a3_1); gwc[6920] += vsum(a3_2);
-                gwc[9222] += vsum(a4_0); gwc[9223] += vsum(a4_1); gwc[9224] += vsum(a4_2);
-                gwc[11526] += vsum(a5_0); gwc[11527] += vsum(a5_1); gwc[11528] += vsum(a5_2);
-                gwc[13830] += vsum(a6_0); gwc[13831] += vsum(a6_1); gwc[13832] += vsum(a6_2);
-                gwc[16134] += vsum(a7_0); gwc[16135] += vsum(a7_1); gwc[16136] += vsum(a7_2);
+                gwc[0] += vsum(a0_0); gwc[1] += vsum(a0_1); gwc[2] += vsum(a0_2); gwc[3] += vsum(a0_3); gwc[4] += vsum(a0_4); gwc[5] += vsum(a0_5); gwc[6] += vsum(a0_6); gwc[7] += vsum(a0_7); gwc[8] += vsum(a0_8);
+                gwc[2304] += vsum(a1_0); gwc[2305] += vsum(a1_1); gwc[2306] += vsum(a1_2); gwc[2307] += vsum(a1_3); gwc[2308] += vsum(a1_4); gwc[2309] += vsum(a1_5); gwc[2310] += vsum(a1_6); gwc[2311] += vsum(a1_7); gwc[2312] += vsum(a1_8);
             }
         }
     }
@@ -17667,221 +16995,109 @@ static void l14_conv2d_backward(float *restrict G, const float *restrict x, cons
         gb[co] += vsum(s);
     }
     CG_PARALLEL_FOR
-    for (int cb = 0; cb < 32; cb++) {
-        const float *restrict dyb = dy + cb*16384;
+    for (int cb = 0; cb < 128; cb++) {
+        const float *restrict dyb = dy + cb*4096;
         for (int ci = 0; ci < 256; ci++) {
             const float *restrict xc = x + ci*2048;
-            float *restrict gwc = gw + cb*18432 + ci*9;
-            { /* kernel row 0 */
-                cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f);
-                cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f);
-                cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f), a2_2 = vsplat(0.0f);
-                cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f), a3_2 = vsplat(0.0f);
-                cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f), a4_2 = vsplat(0.0f);
-                cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f), a5_2 = vsplat(0.0f);
-                cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f), a6_2 = vsplat(0.0f);
-                cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f), a7_2 = vsplat(0.0f);
-                /* rows 1..6, cols 0..0: 2 of 9 taps */
-                for (int oy = 1; oy < 7; oy++) {
+            float *restrict gwc = gw + cb*4608 + ci*9;
+            { /* every tap */
+                cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f), a0_4 = vsplat(0.0f), a0_5 = vsplat(0.0f), a0_6 = vsplat(0.0f), a0_7 = vsplat(0.0f), a0_8 = vsplat(0.0f);
+                cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f), a1_3 = vsplat(0.0f), a1_4 = vsplat(0.0f), a1_5 = vsplat(0.0f), a1_6 = vsplat(0.0f), a1_7 = vsplat(0.0f), a1_8 = vsplat(0.0f);
+                for (int v = 0; v < 2; v++) {
+                    cg_v d0 = VLOAD(dyb + 0 + v * 16), d1 = VLOAD(dyb + 2048 + v * 16); VKEEP(d0); VKEEP(d1);
+                    { cg_v xv = VLOAD(xc + 0 + v * 16); VKEEP(xv); a0_4 += d0 * xv; a1_4 += d1 * xv; }
+                    { cg_v xv = VLOAD(xc + 32 + v * 16); VKEEP(xv); a0_5 += d0 * xv; a1_5 += d1 * xv; }
+                    { cg_v xv = VLOAD(xc + 256 + v * 16); VKEEP(xv); a0_7 += d0 * xv; a1_7 += d1 * xv; }
+                    { cg_v xv = VLOAD(xc + 288 + v * 16); VKEEP(xv); a0_8 += d0 * xv; a1_8 += d1 * xv; }
+                }
+                /* rows 0..0, cols 1..6: 6 of 9 taps */
+                for (int ox = 1; ox < 7; ox++) {
                     for (int v = 0; v < 2; v++) {
-                        const cg_v d0 = VLOAD(dyb + oy*256 + v * 16), d1 = VLOAD(dyb + oy*256 + 2048 + v * 16), d2 = VLOAD(dyb + oy*256 + 4096 + v * 16), d3 = VLOAD(dyb + oy*256 + 6144 + v * 16), d4 = VLOAD(dyb + oy*256 + 8192 + v * 16), d5 = VLOAD(dyb + oy*256 + 10240 + v * 16), d6 = VLOAD(dyb + oy*256 + 12288 + v * 16), d7 = VLOAD(dyb + oy*256 + 14336 + v * 16);
-                        { const cg_v xv = VLOAD(xc + oy*256 - 256 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; a3_1 += d3 * xv; a4_1 += d4 * xv; a5_1 += d5 * xv; a6_1 += d6 * xv; a7_1 += d7 * xv; }
-                        { const cg_v xv = VLOAD(xc + oy*256 - 224 + v * 16); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; a3_2 += d3 * xv; a4_2 += d4 * xv; a5_2 += d5 * xv; a6_2 += d6 * xv; a7_2 += d7 * xv; }
+                        cg_v d0 = VLOAD(dyb + ox*32 + v * 16), d1 = VLOAD(dyb + ox*32 + 2048 + v * 16); VKEEP(d0); VKEEP(d1);
+                        { cg_v xv = VLOAD(xc + ox*32 - 32 + v * 16); VKEEP(xv); a0_3 += d0 * xv; a1_3 += d1 * xv; }
+                        { cg_v xv = VLOAD(xc + ox*32 + v * 16); VKEEP(xv); a0_4 += d0 * xv; a1_4 += d1 * xv; }
+                        { cg_v xv = VLOAD(xc + ox*32 + 32 + v * 16); VKEEP(xv); a0_5 += d0 * xv; a1_5 += d1 * xv; }
+                        { cg_v xv = VLOAD(xc + ox*32 + 224 + v * 16); VKEEP(xv); a0_6 += d0 * xv; a1_6 += d1 * xv; }
+                        { cg_v xv = VLOAD(xc + ox*32 + 256 + v * 16); VKEEP(xv); a0_7 += d0 * xv; a1_7 += d1 * xv; }
+                        { cg_v xv = VLOAD(xc + ox*32 + 288 + v * 16); VKEEP(xv); a0_8 += d0 * xv; a1_8 += d1 * xv; }
                     }
                 }
-                /* rows 1..6, cols 1..6: 3 of 9 taps */
+                for (int v = 0; v < 2; v++) {
+                    cg_v d0 = VLOAD(dyb + 224 + v * 16), d1 = VLOAD(dyb + 2272 + v * 16); VKEEP(d0); VKEEP(d1);
+                    { cg_v xv = VLOAD(xc + 192 + v * 16); VKEEP(xv); a0_3 += d0 * xv; a1_3 += d1 * xv; }
+                    { cg_v xv = VLOAD(xc + 224 + v * 16); VKEEP(xv); a0_4 += d0 * xv; a1_4 += d1 * xv; }
+                    { cg_v xv = VLOAD(xc + 448 + v * 16); VKEEP(xv); a0_6 += d0 * xv; a1_6 += d1 * xv; }
+                    { cg_v xv = VLOAD(xc + 480 + v * 16); VKEEP(xv); a0_7 += d0 * xv; a1_7 += d1 * xv; }
+                }
+                /* rows 1..6, cols 0..0: 6 of 9 taps */
+                for (int oy = 1; oy < 7; oy++) {
+                    for (int v = 0; v < 2; v++) {
+                        cg_v d0 = VLOAD(dyb + oy*256 + v * 16), d1 = VLOAD(dyb + oy*256 + 2048 + v * 16); VKEEP(d0); VKEEP(d1);
+                        { cg_v xv = VLOAD(xc + oy*256 - 256 + v * 16); VKEEP(xv); a0_1 += d0 * xv; a1_1 += d1 * xv; }
+                        { cg_v xv = VLOAD(xc + oy*256 - 224 + v * 16); VKEEP(xv); a0_2 += d0 * xv; a1_2 += d1 * xv; }
+                        { cg_v xv = VLOAD(xc + oy*256 + v * 16); VKEEP(xv); a0_4 += d0 * xv; a1_4 += d1 * xv; }
+                        { cg_v xv = VLOAD(xc + oy*256 + 32 + v * 16); VKEEP(xv); a0_5 += d0 * xv; a1_5 += d1 * xv; }
+                        { cg_v xv = VLOAD(xc + oy*256 + 256 + v * 16); VKEEP(xv); a0_7 += d0 * xv; a1_7 += d1 * xv; }
+                        { cg_v xv = VLOAD(xc + oy*256 + 288 + v * 16); VKEEP(xv); a0_8 += d0 * xv; a1_8 += d1 * xv; }
+                    }
+                }
+                /* rows 1..6, cols 1..6: every tap */
                 for (int oy = 1; oy < 7; oy++) {
                     for (int ox = 1; ox < 7; ox++) {
                         for (int v = 0; v < 2; v++) {
-                            const cg_v d0 = VLOAD(dyb + oy*256 + ox*32 + v * 16), d1 = VLOAD(dyb + oy*256 + ox*32 + 2048 + v * 16), d2 = VLOAD(dyb + oy*256 + ox*32 + 4096 + v * 16), d3 = VLOAD(dyb + oy*256 + ox*32 + 6144 + v * 16), d4 = VLOAD(dyb + oy*256 + ox*32 + 8192 + v * 16), d5 = VLOAD(dyb + oy*256 + ox*32 + 10240 + v * 16), d6 = VLOAD(dyb + oy*256 + ox*32 + 12288 + v * 16), d7 = VLOAD(dyb + oy*256 + ox*32 + 14336 + v * 16);
-                            { const cg_v xv = VLOAD(xc + oy*256 + ox*32 - 288 + v * 16); a0_0 += d0 * xv; a1_0 += d1 * xv; a2_0 += d2 * xv; a3_0 += d3 * xv; a4_0 += d4 * xv; a5_0 += d5 * xv; a6_0 += d6 * xv; a7_0 += d7 * xv; }
-                            { const cg_v xv = VLOAD(xc + oy*256 + ox*32 - 256 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; a3_1 += d3 * xv; a4_1 += d4 * xv; a5_1 += d5 * xv; a6_1 += d6 * xv; a7_1 += d7 * xv; }
-                            { const cg_v xv = VLOAD(xc + oy*256 + ox*32 - 224 + v * 16); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; a3_2 += d3 * xv; a4_2 += d4 * xv; a5_2 += d5 * xv; a6_2 += d6 * xv; a7_2 += d7 * xv; }
+                            cg_v d0 = VLOAD(dyb + oy*256 + ox*32 + v * 16), d1 = VLOAD(dyb + oy*256 + ox*32 + 2048 + v * 16); VKEEP(d0); VKEEP(d1);
+                            { cg_v xv = VLOAD(xc + oy*256 + ox*32 - 288 + v * 16); VKEEP(xv); a0_0 += d0 * xv; a1_0 += d1 * xv; }
+                            { cg_v xv = VLOAD(xc + oy*256 + ox*32 - 256 + v * 16); VKEEP(xv); a0_1 += d0 * xv; a1_1 += d1 * xv; }
+                            { cg_v xv = VLOAD(xc + oy*256 + ox*32 - 224 + v * 16); VKEEP(xv); a0_2 += d0 * xv; a1_2 += d1 * xv; }
+                            { cg_v xv = VLOAD(xc + oy*256 + ox*32 - 32 + v * 16); VKEEP(xv); a0_3 += d0 * xv; a1_3 += d1 * xv; }
+                            { cg_v xv = VLOAD(xc + oy*256 + ox*32 + v * 16); VKEEP(xv); a0_4 += d0 * xv; a1_4 += d1 * xv; }
+                            { cg_v xv = VLOAD(xc + oy*256 + ox*32 + 32 + v * 16); VKEEP(xv); a0_5 += d0 * xv; a1_5 += d1 * xv; }
+                            { cg_v xv = VLOAD(xc + oy*256 + ox*32 + 224 + v * 16); VKEEP(xv); a0_6 += d0 * xv; a1_6 += d1 * xv; }
+                            { cg_v xv = VLOAD(xc + oy*256 + ox*32 + 256 + v * 16); VKEEP(xv); a0_7 += d0 * xv; a1_7 += d1 * xv; }
+                            { cg_v xv = VLOAD(xc + oy*256 + ox*32 + 288 + v * 16); VKEEP(xv); a0_8 += d0 * xv; a1_8 += d1 * xv; }
                         }
                     }
                 }
-                /* rows 1..6, cols 7..7: 2 of 9 taps */
+                /* rows 1..6, cols 7..7: 6 of 9 taps */
                 for (int oy = 1; oy < 7; oy++) {
                     for (int v = 0; v < 2; v++) {
-                        const cg_v d0 = VLOAD(dyb + oy*256 + 224 + v * 16), d1 = VLOAD(dyb + oy*256 + 2272 + v * 16), d2 = VLOAD(dyb + oy*256 + 4320 + v * 16), d3 = VLOAD(dyb + oy*256 + 6368 + v * 16), d4 = VLOAD(dyb + oy*256 + 8416 + v * 16), d5 = VLOAD(dyb + oy*256 + 10464 + v * 16), d6 = VLOAD(dyb + oy*256 + 12512 + v * 16), d7 = VLOAD(dyb + oy*256 + 14560 + v * 16);
-                        { const cg_v xv = VLOAD(xc + oy*256 - 64 + v * 16); a0_0 += d0 * xv; a1_0 += d1 * xv; a2_0 += d2 * xv; a3_0 += d3 * xv; a4_0 += d4 * xv; a5_0 += d5 * xv; a6_0 += d6 * xv; a7_0 += d7 * xv; }
-                        { const cg_v xv = VLOAD(xc + oy*256 - 32 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; a3_1 += d3 * xv; a4_1 += d4 * xv; a5_1 += d5 * xv; a6_1 += d6 * xv; a7_1 += d7 * xv; }
+                        cg_v d0 = VLOAD(dyb + oy*256 + 224 + v * 16), d1 = VLOAD(dyb + oy*256 + 2272 + v * 16); VKEEP(d0); VKEEP(d1);
+                        { cg_v xv = VLOAD(xc + oy*256 - 64 + v * 16); VKEEP(xv); a0_0 += d0 * xv; a1_0 += d1 * xv; }
+                        { cg_v xv = VLOAD(xc + oy*256 - 32 + v * 16); VKEEP(xv); a0_1 += d0 * xv; a1_1 += d1 * xv; }
+                        { cg_v xv = VLOAD(xc + oy*256 + 192 + v * 16); VKEEP(xv); a0_3 += d0 * xv; a1_3 += d1 * xv; }
+                        { cg_v xv = VLOAD(xc + oy*256 + 224 + v * 16); VKEEP(xv); a0_4 += d0 * xv; a1_4 += d1 * xv; }
+                        { cg_v xv = VLOAD(xc + oy*256 + 448 + v * 16); VKEEP(xv); a0_6 += d0 * xv; a1_6 += d1 * xv; }
+                        { cg_v xv = VLOAD(xc + oy*256 + 480 + v * 16); VKEEP(xv); a0_7 += d0 * xv; a1_7 += d1 * xv; }
                     }
                 }
                 for (int v = 0; v < 2; v++) {
-                    const cg_v d0 = VLOAD(dyb + 1792 + v * 16), d1 = VLOAD(dyb + 3840 + v * 16), d2 = VLOAD(dyb + 5888 + v * 16), d3 = VLOAD(dyb + 7936 + v * 16), d4 = VLOAD(dyb + 9984 + v * 16), d5 = VLOAD(dyb + 12032 + v * 16), d6 = VLOAD(dyb + 14080 + v * 16), d7 = VLOAD(dyb + 16128 + v * 16);
-                    { const cg_v xv = VLOAD(xc + 1536 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; a3_1 += d3 * xv; a4_1 += d4 * xv; a5_1 += d5 * xv; a6_1 += d6 * xv; a7_1 += d7 * xv; }
-                    { const cg_v xv = VLOAD(xc + 1568 + v * 16); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; a3_2 += d3 * xv; a4_2 += d4 * xv; a5_2 += d5 * xv; a6_2 += d6 * xv; a7_2 += d7 * xv; }
+                    cg_v d0 = VLOAD(dyb + 1792 + v * 16), d1 = VLOAD(dyb + 3840 + v * 16); VKEEP(d0); VKEEP(d1);
+                    { cg_v xv = VLOAD(xc + 1536 + v * 16); VKEEP(xv); a0_1 += d0 * xv; a1_1 += d1 * xv; }
+                    { cg_v xv = VLOAD(xc + 1568 + v * 16); VKEEP(xv); a0_2 += d0 * xv; a1_2 += d1 * xv; }
+                    { cg_v xv = VLOAD(xc + 1792 + v * 16); VKEEP(xv); a0_4 += d0 * xv; a1_4 += d1 * xv; }
+                    { cg_v xv = VLOAD(xc + 1824 + v * 16); VKEEP(xv); a0_5 += d0 * xv; a1_5 += d1 * xv; }
                 }
-                /* rows 7..7, cols 1..6: 3 of 9 taps */
+                /* rows 7..7, cols 1..6: 6 of 9 taps */
                 for (int ox = 1; ox < 7; ox++) {
                     for (int v = 0; v < 2; v++) {
-                        const cg_v d0 = VLOAD(dyb + ox*32 + 1792 + v * 16), d1 = VLOAD(dyb + ox*32 + 3840 + v * 16), d2 = VLOAD(dyb + ox*32 + 5888 + v * 16), d3 = VLOAD(dyb + ox*32 + 7936 + v * 16), d4 = VLOAD(dyb + ox*32 + 9984 + v * 16), d5 = VLOAD(dyb + ox*32 + 12032 + v * 16), d6 = VLOAD(dyb + ox*32 + 14080 + v * 16), d7 = VLOAD(dyb + ox*32 + 16128 + v * 16);
-                        { const cg_v xv = VLOAD(xc + ox*32 + 1504 + v * 16); a0_0 += d0 * xv; a1_0 += d1 * xv; a2_0 += d2 * xv; a3_0 += d3 * xv; a4_0 += d4 * xv; a5_0 += d5 * xv; a6_0 += d6 * xv; a7_0 += d7 * xv; }
-                        { const cg_v xv = VLOAD(xc + ox*32 + 1536 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; a3_1 += d3 * xv; a4_1 += d4 * xv; a5_1 += d5 * xv; a6_1 += d6 * xv; a7_1 += d7 * xv; }
-                        { const cg_v xv = VLOAD(xc + ox*32 + 1568 + v * 16); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; a3_2 += d3 * xv; a4_2 += d4 * xv; a5_2 += d5 * xv; a6_2 += d6 * xv; a7_2 += d7 * xv; }
+                        cg_v d0 = VLOAD(dyb + ox*32 + 1792 + v * 16), d1 = VLOAD(dyb + ox*32 + 3840 + v * 16); VKEEP(d0); VKEEP(d1);
+                        { cg_v xv = VLOAD(xc + ox*32 + 1504 + v * 16); VKEEP(xv); a0_0 += d0 * xv; a1_0 += d1 * xv; }
+                        { cg_v xv = VLOAD(xc + ox*32 + 1536 + v * 16); VKEEP(xv); a0_1 += d0 * xv; a1_1 += d1 * xv; }
+                        { cg_v xv = VLOAD(xc + ox*32 + 1568 + v * 16); VKEEP(xv); a0_2 += d0 * xv; a1_2 += d1 * xv; }
+                        { cg_v xv = VLOAD(xc + ox*32 + 1760 + v * 16); VKEEP(xv); a0_3 += d0 * xv; a1_3 += d1 * xv; }
+                        { cg_v xv = VLOAD(xc + ox*32 + 1792 + v * 16); VKEEP(xv); a0_4 += d0 * xv; a1_4 += d1 * xv; }
+                        { cg_v xv = VLOAD(xc + ox*32 + 1824 + v * 16); VKEEP(xv); a0_5 += d0 * xv; a1_5 += d1 * xv; }
                     }
                 }
                 for (int v = 0; v < 2; v++) {
-                    const cg_v d0 = VLOAD(dyb + 2016 + v * 16), d1 = VLOAD(dyb + 4064 + v * 16), d2 = VLOAD(dyb + 6112 + v * 16), d3 = VLOAD(dyb + 8160 + v * 16), d4 = VLOAD(dyb + 10208 + v * 16), d5 = VLOAD(dyb + 12256 + v * 16), d6 = VLOAD(dyb + 14304 + v * 16), d7 = VLOAD(dyb + 16352 + v * 16);
-                    { const cg_v xv = VLOAD(xc + 1728 + v * 16); a0_0 += d0 * xv; a1_0 += d1 * xv; a2_0 += d2 * xv; a3_0 += d3 * xv; a4_0 += d4 * xv; a5_0 += d5 * xv; a6_0 += d6 * xv; a7_0 += d7 * xv; }
-                    { const cg_v xv = VLOAD(xc + 1760 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; a3_1 += d3 * xv; a4_1 += d4 * xv; a5_1 += d5 * xv; a6_1 += d6 * xv; a7_1 += d7 * xv; }
+                    cg_v d0 = VLOAD(dyb + 2016 + v * 16), d1 = VLOAD(dyb + 4064 + v * 16); VKEEP(d0); VKEEP(d1);
+                    { cg_v xv = VLOAD(xc + 1728 + v * 16); VKEEP(xv); a0_0 += d0 * xv; a1_0 += d1 * xv; }
+                    { cg_v xv = VLOAD(xc + 1760 + v * 16); VKEEP(xv); a0_1 += d0 * xv; a1_1 += d1 * xv; }
+                    { cg_v xv = VLOAD(xc + 1984 + v * 16); VKEEP(xv); a0_3 += d0 * xv; a1_3 += d1 * xv; }
+                    { cg_v xv = VLOAD(xc + 2016 + v * 16); VKEEP(xv); a0_4 += d0 * xv; a1_4 += d1 * xv; }
                 }
-                gwc[0] += vsum(a0_0); gwc[1] += vsum(a0_1); gwc[2] += vsum(a0_2);
-                gwc[2304] += vsum(a1_0); gwc[2305] += vsum(a1_1); gwc[2306] += vsum(a1_2);
-                gwc[4608] += vsum(a2_0); gwc[4609] += vsum(a2_1); gwc[4610] += vsum(a2_2);
-                gwc[6912] += vsum(a3_0); gwc[6913] += vsum(a3_1); gwc[6914] += vsum(a3_2);
-                gwc[9216] += vsum(a4_0); gwc[9217] += vsum(a4_1); gwc[9218] += vsum(a4_2);
-                gwc[11520] += vsum(a5_0); gwc[11521] += vsum(a5_1); gwc[11522] += vsum(a5_2);
-                gwc[13824] += vsum(a6_0); gwc[13825] += vsum(a6_1); gwc[13826] += vsum(a6_2);
-                gwc[16128] += vsum(a7_0); gwc[16129] += vsum(a7_1); gwc[16130] += vsum(a7_2);
-            }
-            { /* kernel row 1 */
-                cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f);
-                cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f);
-                cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f), a2_2 = vsplat(0.0f);
-                cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f), a3_2 = vsplat(0.0f);
-                cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f), a4_2 = vsplat(0.0f);
-                cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f), a5_2 = vsplat(0.0f);
-                cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f), a6_2 = vsplat(0.0f);
-                cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f), a7_2 = vsplat(0.0f);
-                for (int v = 0; v < 2; v++) {
-                    const cg_v d0 = VLOAD(dyb + 0 + v * 16), d1 = VLOAD(dyb + 2048 + v * 16), d2 = VLOAD(dyb + 4096 + v * 16), d3 = VLOAD(dyb + 6144 + v * 16), d4 = VLOAD(dyb + 8192 + v * 16), d5 = VLOAD(dyb + 10240 + v * 16), d6 = VLOAD(dyb + 12288 + v * 16), d7 = VLOAD(dyb + 14336 + v * 16);
-                    { const cg_v xv = VLOAD(xc + 0 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; a3_1 += d3 * xv; a4_1 += d4 * xv; a5_1 += d5 * xv; a6_1 += d6 * xv; a7_1 += d7 * xv; }
-                    { const cg_v xv = VLOAD(xc + 32 + v * 16); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; a3_2 += d3 * xv; a4_2 += d4 * xv; a5_2 += d5 * xv; a6_2 += d6 * xv; a7_2 += d7 * xv; }
-                }
-                /* rows 0..0, cols 1..6: 3 of 9 taps */
-                for (int ox = 1; ox < 7; ox++) {
-                    for (int v = 0; v < 2; v++) {
-                        const cg_v d0 = VLOAD(dyb + ox*32 + v * 16), d1 = VLOAD(dyb + ox*32 + 2048 + v * 16), d2 = VLOAD(dyb + ox*32 + 4096 + v * 16), d3 = VLOAD(dyb + ox*32 + 6144 + v * 16), d4 = VLOAD(dyb + ox*32 + 8192 + v * 16), d5 = VLOAD(dyb + ox*32 + 10240 + v * 16), d6 = VLOAD(dyb + ox*32 + 12288 + v * 16), d7 = VLOAD(dyb + ox*32 + 14336 + v * 16);
-                        { const cg_v xv = VLOAD(xc + ox*32 - 32 + v * 16); a0_0 += d0 * xv; a1_0 += d1 * xv; a2_0 += d2 * xv; a3_0 += d3 * xv; a4_0 += d4 * xv; a5_0 += d5 * xv; a6_0 += d6 * xv; a7_0 += d7 * xv; }
-                        { const cg_v xv = VLOAD(xc + ox*32 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; a3_1 += d3 * xv; a4_1 += d4 * xv; a5_1 += d5 * xv; a6_1 += d6 * xv; a7_1 += d7 * xv; }
-                        { const cg_v xv = VLOAD(xc + ox*32 + 32 + v * 16); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; a3_2 += d3 * xv; a4_2 += d4 * xv; a5_2 += d5 * xv; a6_2 += d6 * xv; a7_2 += d7 * xv; }
-                    }
-                }
-                for (int v = 0; v < 2; v++) {
-                    const cg_v d0 = VLOAD(dyb + 224 + v * 16), d1 = VLOAD(dyb + 2272 + v * 16), d2 = VLOAD(dyb + 4320 + v * 16), d3 = VLOAD(dyb + 6368 + v * 16), d4 = VLOAD(dyb + 8416 + v * 16), d5 = VLOAD(dyb + 10464 + v * 16), d6 = VLOAD(dyb + 12512 + v * 16), d7 = VLOAD(dyb + 14560 + v * 16);
-                    { const cg_v xv = VLOAD(xc + 192 + v * 16); a0_0 += d0 * xv; a1_0 += d1 * xv; a2_0 += d2 * xv; a3_0 += d3 * xv; a4_0 += d4 * xv; a5_0 += d5 * xv; a6_0 += d6 * xv; a7_0 += d7 * xv; }
-                    { const cg_v xv = VLOAD(xc + 224 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; a3_1 += d3 * xv; a4_1 += d4 * xv; a5_1 += d5 * xv; a6_1 += d6 * xv; a7_1 += d7 * xv; }
-                }
-                /* rows 1..6, cols 0..0: 2 of 9 taps */
-                for (int oy = 1; oy < 7; oy++) {
-                    for (int v = 0; v < 2; v++) {
-                        const cg_v d0 = VLOAD(dyb + oy*256 + v * 16), d1 = VLOAD(dyb + oy*256 + 2048 + v * 16), d2 = VLOAD(dyb + oy*256 + 4096 + v * 16), d3 = VLOAD(dyb + oy*256 + 6144 + v * 16), d4 = VLOAD(dyb + oy*256 + 8192 + v * 16), d5 = VLOAD(dyb + oy*256 + 10240 + v * 16), d6 = VLOAD(dyb + oy*256 + 12288 + v * 16), d7 = VLOAD(dyb + oy*256 + 14336 + v * 16);
-                        { const cg_v xv = VLOAD(xc + oy*256 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; a3_1 += d3 * xv; a4_1 += d4 * xv; a5_1 += d5 * xv; a6_1 += d6 * xv; a7_1 += d7 * xv; }
-                        { const cg_v xv = VLOAD(xc + oy*256 + 32 + v * 16); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; a3_2 += d3 * xv; a4_2 += d4 * xv; a5_2 += d5 * xv; a6_2 += d6 * xv; a7_2 += d7 * xv; }
-                    }
-                }
-                /* rows 1..6, cols 1..6: 3 of 9 taps */
-                for (int oy = 1; oy < 7; oy++) {
-                    for (int ox = 1; ox < 7; ox++) {
-                        for (int v = 0; v < 2; v++) {
-                            const cg_v d0 = VLOAD(dyb + oy*256 + ox*32 + v * 16), d1 = VLOAD(dyb + oy*256 + ox*32 + 2048 + v * 16), d2 = VLOAD(dyb + oy*256 + ox*32 + 4096 + v * 16), d3 = VLOAD(dyb + oy*256 + ox*32 + 6144 + v * 16), d4 = VLOAD(dyb + oy*256 + ox*32 + 8192 + v * 16), d5 = VLOAD(dyb + oy*256 + ox*32 + 10240 + v * 16), d6 = VLOAD(dyb + oy*256 + ox*32 + 12288 + v * 16), d7 = VLOAD(dyb + oy*256 + ox*32 + 14336 + v * 16);
-                            { const cg_v xv = VLOAD(xc + oy*256 + ox*32 - 32 + v * 16); a0_0 += d0 * xv; a1_0 += d1 * xv; a2_0 += d2 * xv; a3_0 += d3 * xv; a4_0 += d4 * xv; a5_0 += d5 * xv; a6_0 += d6 * xv; a7_0 += d7 * xv; }
-                            { const cg_v xv = VLOAD(xc + oy*256 + ox*32 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; a3_1 += d3 * xv; a4_1 += d4 * xv; a5_1 += d5 * xv; a6_1 += d6 * xv; a7_1 += d7 * xv; }
-                            { const cg_v xv = VLOAD(xc + oy*256 + ox*32 + 32 + v * 16); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; a3_2 += d3 * xv; a4_2 += d4 * xv; a5_2 += d5 * xv; a6_2 += d6 * xv; a7_2 += d7 * xv; }
-                        }
-                    }
-                }
-                /* rows 1..6, cols 7..7: 2 of 9 taps */
-                for (int oy = 1; oy < 7; oy++) {
-                    for (int v = 0; v < 2; v++) {
-                        const cg_v d0 = VLOAD(dyb + oy*256 + 224 + v * 16), d1 = VLOAD(dyb + oy*256 + 2272 + v * 16), d2 = VLOAD(dyb + oy*256 + 4320 + v * 16), d3 = VLOAD(dyb + oy*256 + 6368 + v * 16), d4 = VLOAD(dyb + oy*256 + 8416 + v * 16), d5 = VLOAD(dyb + oy*256 + 10464 + v * 16), d6 = VLOAD(dyb + oy*256 + 12512 + v * 16), d7 = VLOAD(dyb + oy*256 + 14560 + v * 16);
-                        { const cg_v xv = VLOAD(xc + oy*256 + 192 + v * 16); a0_0 += d0 * xv; a1_0 += d1 * xv; a2_0 += d2 * xv; a3_0 += d3 * xv; a4_0 += d4 * xv; a5_0 += d5 * xv; a6_0 += d6 * xv; a7_0 += d7 * xv; }
-                        { const cg_v xv = VLOAD(xc + oy*256 + 224 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; a3_1 += d3 * xv; a4_1 += d4 * xv; a5_1 += d5 * xv; a6_1 += d6 * xv; a7_1 += d7 * xv; }
-                    }
-                }
-                for (int v = 0; v < 2; v++) {
-                    const cg_v d0 = VLOAD(dyb + 1792 + v * 16), d1 = VLOAD(dyb + 3840 + v * 16), d2 = VLOAD(dyb + 5888 + v * 16), d3 = VLOAD(dyb + 7936 + v * 16), d4 = VLOAD(dyb + 9984 + v * 16), d5 = VLOAD(dyb + 12032 + v * 16), d6 = VLOAD(dyb + 14080 + v * 16), d7 = VLOAD(dyb + 16128 + v * 16);
-                    { const cg_v xv = VLOAD(xc + 1792 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; a3_1 += d3 * xv; a4_1 += d4 * xv; a5_1 += d5 * xv; a6_1 += d6 * xv; a7_1 += d7 * xv; }
-                    { const cg_v xv = VLOAD(xc + 1824 + v * 16); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; a3_2 += d3 * xv; a4_2 += d4 * xv; a5_2 += d5 * xv; a6_2 += d6 * xv; a7_2 += d7 * xv; }
-                }
-                /* rows 7..7, cols 1..6: 3 of 9 taps */
-                for (int ox = 1; ox < 7; ox++) {
-                    for (int v = 0; v < 2; v++) {
-                        const cg_v d0 = VLOAD(dyb + ox*32 + 1792 + v * 16), d1 = VLOAD(dyb + ox*32 + 3840 + v * 16), d2 = VLOAD(dyb + ox*32 + 5888 + v * 16), d3 = VLOAD(dyb + ox*32 + 7936 + v * 16), d4 = VLOAD(dyb + ox*32 + 9984 + v * 16), d5 = VLOAD(dyb + ox*32 + 12032 + v * 16), d6 = VLOAD(dyb + ox*32 + 14080 + v * 16), d7 = VLOAD(dyb + ox*32 + 16128 + v * 16);
-                        { const cg_v xv = VLOAD(xc + ox*32 + 1760 + v * 16); a0_0 += d0 * xv; a1_0 += d1 * xv; a2_0 += d2 * xv; a3_0 += d3 * xv; a4_0 += d4 * xv; a5_0 += d5 * xv; a6_0 += d6 * xv; a7_0 += d7 * xv; }
-                        { const cg_v xv = VLOAD(xc + ox*32 + 1792 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; a3_1 += d3 * xv; a4_1 += d4 * xv; a5_1 += d5 * xv; a6_1 += d6 * xv; a7_1 += d7 * xv; }
-                        { const cg_v xv = VLOAD(xc + ox*32 + 1824 + v * 16); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; a3_2 += d3 * xv; a4_2 += d4 * xv; a5_2 += d5 * xv; a6_2 += d6 * xv; a7_2 += d7 * xv; }
-                    }
-                }
-                for (int v = 0; v < 2; v++) {
-                    const cg_v d0 = VLOAD(dyb + 2016 + v * 16), d1 = VLOAD(dyb + 4064 + v * 16), d2 = VLOAD(dyb + 6112 + v * 16), d3 = VLOAD(dyb + 8160 + v * 16), d4 = VLOAD(dyb + 10208 + v * 16), d5 = VLOAD(dyb + 12256 + v * 16), d6 = VLOAD(dyb + 14304 + v * 16), d7 = VLOAD(dyb + 16352 + v * 16);
-                    { const cg_v xv = VLOAD(xc + 1984 + v * 16); a0_0 += d0 * xv; a1_0 += d1 * xv; a2_0 += d2 * xv; a3_0 += d3 * xv; a4_0 += d4 * xv; a5_0 += d5 * xv; a6_0 += d6 * xv; a7_0 += d7 * xv; }
-                    { const cg_v xv = VLOAD(xc + 2016 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; a3_1 += d3 * xv; a4_1 += d4 * xv; a5_1 += d5 * xv; a6_1 += d6 * xv; a7_1 += d7 * xv; }
-                }
-                gwc[3] += vsum(a0_0); gwc[4] += vsum(a0_1); gwc[5] += vsum(a0_2);
-                gwc[2307] += vsum(a1_0); gwc[2308] += vsum(a1_1); gwc[2309] += vsum(a1_2);
-                gwc[4611] += vsum(a2_0); gwc[4612] += vsum(a2_1); gwc[4613] += vsum(a2_2);
-                gwc[6915] += vsum(a3_0); gwc[6916] += vsum(a3_1); gwc[6917] += vsum(a3_2);
-                gwc[9219] += vsum(a4_0); gwc[9220] += vsum(a4_1); gwc[9221] += vsum(a4_2);
-                gwc[11523] += vsum(a5_0); gwc[11524] += vsum(a5_1); gwc[11525] += vsum(a5_2);
-                gwc[13827] += vsum(a6_0); gwc[13828] += vsum(a6_1); gwc[13829] += vsum(a6_2);
-                gwc[16131] += vsum(a7_0); gwc[16132] += vsum(a7_1); gwc[16133] += vsum(a7_2);
-            }
-            { /* kernel row 2 */
-                cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f);
-                cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f);
-                cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f), a2_2 = vsplat(0.0f);
-                cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f), a3_2 = vsplat(0.0f);
-                cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f), a4_2 = vsplat(0.0f);
-                cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f), a5_2 = vsplat(0.0f);
-                cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f), a6_2 = vsplat(0.0f);
-                cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f), a7_2 = vsplat(0.0f);
-                for (int v = 0; v < 2; v++) {
-                    const cg_v d0 = VLOAD(dyb + 0 + v * 16), d1 = VLOAD(dyb + 2048 + v * 16), d2 = VLOAD(dyb + 4096 + v * 16), d3 = VLOAD(dyb + 6144 + v * 16), d4 = VLOAD(dyb + 8192 + v * 16), d5 = VLOAD(dyb + 10240 + v * 16), d6 = VLOAD(dyb + 12288 + v * 16), d7 = VLOAD(dyb + 14336 + v * 16);
-                    { const cg_v xv = VLOAD(xc + 256 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; a3_1 += d3 * xv; a4_1 += d4 * xv; a5_1 += d5 * xv; a6_1 += d6 * xv; a7_1 += d7 * xv; }
-                    { const cg_v xv = VLOAD(xc + 288 + v * 16); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; a3_2 += d3 * xv; a4_2 += d4 * xv; a5_2 += d5 * xv; a6_2 += d6 * xv; a7_2 += d7 * xv; }
-                }
-                /* rows 0..0, cols 1..6: 3 of 9 taps */
-                for (int ox = 1; ox < 7; ox++) {
-                    for (int v = 0; v < 2; v++) {
-                        const cg_v d0 = VLOAD(dyb + ox*32 + v * 16), d1 = VLOAD(dyb + ox*32 + 2048 + v * 16), d2 = VLOAD(dyb + ox*32 + 4096 + v * 16), d3 = VLOAD(dyb + ox*32 + 6144 + v * 16), d4 = VLOAD(dyb + ox*32 + 8192 + v * 16), d5 = VLOAD(dyb + ox*32 + 10240 + v * 16), d6 = VLOAD(dyb + ox*32 + 12288 + v * 16), d7 = VLOAD(dyb + ox*32 + 14336 + v * 16);
-                        { const cg_v xv = VLOAD(xc + ox*32 + 224 + v * 16); a0_0 += d0 * xv; a1_0 += d1 * xv; a2_0 += d2 * xv; a3_0 += d3 * xv; a4_0 += d4 * xv; a5_0 += d5 * xv; a6_0 += d6 * xv; a7_0 += d7 * xv; }
-                        { const cg_v xv = VLOAD(xc + ox*32 + 256 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; a3_1 += d3 * xv; a4_1 += d4 * xv; a5_1 += d5 * xv; a6_1 += d6 * xv; a7_1 += d7 * xv; }
-                        { const cg_v xv = VLOAD(xc + ox*32 + 288 + v * 16); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; a3_2 += d3 * xv; a4_2 += d4 * xv; a5_2 += d5 * xv; a6_2 += d6 * xv; a7_2 += d7 * xv; }
-                    }
-                }
-                for (int v = 0; v < 2; v++) {
-                    const cg_v d0 = VLOAD(dyb + 224 + v * 16), d1 = VLOAD(dyb + 2272 + v * 16), d2 = VLOAD(dyb + 4320 + v * 16), d3 = VLOAD(dyb + 6368 + v * 16), d4 = VLOAD(dyb + 8416 + v * 16), d5 = VLOAD(dyb + 10464 + v * 16), d6 = VLOAD(dyb + 12512 + v * 16), d7 = VLOAD(dyb + 14560 + v * 16);
-                    { const cg_v xv = VLOAD(xc + 448 + v * 16); a0_0 += d0 * xv; a1_0 += d1 * xv; a2_0 += d2 * xv; a3_0 += d3 * xv; a4_0 += d4 * xv; a5_0 += d5 * xv; a6_0 += d6 * xv; a7_0 += d7 * xv; }
-                    { const cg_v xv = VLOAD(xc + 480 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; a3_1 += d3 * xv; a4_1 += d4 * xv; a5_1 += d5 * xv; a6_1 += d6 * xv; a7_1 += d7 * xv; }
-                }
-                /* rows 1..6, cols 0..0: 2 of 9 taps */
-                for (int oy = 1; oy < 7; oy++) {
-                    for (int v = 0; v < 2; v++) {
-                        const cg_v d0 = VLOAD(dyb + oy*256 + v * 16), d1 = VLOAD(dyb + oy*256 + 2048 + v * 16), d2 = VLOAD(dyb + oy*256 + 4096 + v * 16), d3 = VLOAD(dyb + oy*256 + 6144 + v * 16), d4 = VLOAD(dyb + oy*256 + 8192 + v * 16), d5 = VLOAD(dyb + oy*256 + 10240 + v * 16), d6 = VLOAD(dyb + oy*256 + 12288 + v * 16), d7 = VLOAD(dyb + oy*256 + 14336 + v * 16);
-                        { const cg_v xv = VLOAD(xc + oy*256 + 256 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; a3_1 += d3 * xv; a4_1 += d4 * xv; a5_1 += d5 * xv; a6_1 += d6 * xv; a7_1 += d7 * xv; }
-                        { const cg_v xv = VLOAD(xc + oy*256 + 288 + v * 16); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; a3_2 += d3 * xv; a4_2 += d4 * xv; a5_2 += d5 * xv; a6_2 += d6 * xv; a7_2 += d7 * xv; }
-                    }
-                }
-                /* rows 1..6, cols 1..6: 3 of 9 taps */
-                for (int oy = 1; oy < 7; oy++) {
-                    for (int ox = 1; ox < 7; ox++) {
-                        for (int v = 0; v < 2; v++) {
-                            const cg_v d0 = VLOAD(dyb + oy*256 + ox*32 + v * 16), d1 = VLOAD(dyb + oy*256 + ox*32 + 2048 + v * 16), d2 = VLOAD(dyb + oy*256 + ox*32 + 4096 + v * 16), d3 = VLOAD(dyb + oy*256 + ox*32 + 6144 + v * 16), d4 = VLOAD(dyb + oy*256 + ox*32 + 8192 + v * 16), d5 = VLOAD(dyb + oy*256 + ox*32 + 10240 + v * 16), d6 = VLOAD(dyb + oy*256 + ox*32 + 12288 + v * 16), d7 = VLOAD(dyb + oy*256 + ox*32 + 14336 + v * 16);
-                            { const cg_v xv = VLOAD(xc + oy*256 + ox*32 + 224 + v * 16); a0_0 += d0 * xv; a1_0 += d1 * xv; a2_0 += d2 * xv; a3_0 += d3 * xv; a4_0 += d4 * xv; a5_0 += d5 * xv; a6_0 += d6 * xv; a7_0 += d7 * xv; }
-                            { const cg_v xv = VLOAD(xc + oy*256 + ox*32 + 256 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; a3_1 += d3 * xv; a4_1 += d4 * xv; a5_1 += d5 * xv; a6_1 += d6 * xv; a7_1 += d7 * xv; }
-                            { const cg_v xv = VLOAD(xc + oy*256 + ox*32 + 288 + v * 16); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; a3_2 += d3 * xv; a4_2 += d4 * xv; a5_2 += d5 * xv; a6_2 += d6 * xv; a7_2 += d7 * xv; }
-                        }
-                    }
-                }
-                /* rows 1..6, cols 7..7: 2 of 9 taps */
-                for (int oy = 1; oy < 7; oy++) {
-                    for (int v = 0; v < 2; v++) {
-                        const cg_v d0 = VLOAD(dyb + oy*256 + 224 + v * 16), d1 = VLOAD(dyb + oy*256 + 2272 + v * 16), d2 = VLOAD(dyb + oy*256 + 4320 + v * 16), d3 = VLOAD(dyb + oy*256 + 6368 + v * 16), d4 = VLOAD(dyb + oy*256 + 8416 + v * 16), d5 = VLOAD(dyb + oy*256 + 10464 + v * 16), d6 = VLOAD(dyb + oy*256 + 12512 + v * 16), d7 = VLOAD(dyb + oy*256 + 14560 + v * 16);
-                        { const cg_v xv = VLOAD(xc + oy*256 + 448 + v * 16); a0_0 += d0 * xv; a1_0 += d1 * xv; a2_0 += d2 * xv; a3_0 += d3 * xv; a4_0 += d4 * xv; a5_0 += d5 * xv; a6_0 += d6 * xv; a7_0 += d7 * xv; }
-                        { const cg_v xv = VLOAD(xc + oy*256 + 480 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; a3_1 += d3 * xv; a4_1 += d4 * xv; a5_1 += d5 * xv; a6_1 += d6 * xv; a7_1 += d7 * xv; }
-                    }
-                }
-                gwc[6] += vsum(a0_0); gwc[7] += vsum(a0_1); gwc[8] += vsum(a0_2);
-                gwc[2310] += vsum(a1_0); gwc[2311] += vsum(a1_1); gwc[2312] += vsum(a1_2);
-                gwc[4614] += vsum(a2_0); gwc[4615] += vsum(a2_1); gwc[4616] += vsum(a2_2);
-                gwc[6918] += vsum(a3_0); gwc[6919] += vsum(a3_1); gwc[6920] += vsum(a3_2);
-                gwc[9222] += vsum(a4_0); gwc[9223] += vsum(a4_1); gwc[9224] += vsum(a4_2);
-                gwc[11526] += vsum(a5_0); gwc[11527] += vsum(a5_1); gwc[11528] += vsum(a5_2);
-                gwc[13830] += vsum(a6_0); gwc[13831] += vsum(a6_1); gwc[13832] += vsum(a6_2);
-                gwc[16134] += vsum(a7_0); gwc[16135] += vsum(a7_1); gwc[16136] += vsum(a7_2);
+                gwc[0] += vsum(a0_0); gwc[1] += vsum(a0_1); gwc[2] += vsum(a0_2); gwc[3] += vsum(a0_3); gwc[4] += vsum(a0_4); gwc[5] += vsum(a0_5); gwc[6] += vsum(a0_6); gwc[7] += vsum(a0_7); gwc[8] += vsum(a0_8);
+                gwc[2304] += vsum(a1_0); gwc[2305] += vsum(a1_1); gwc[2306] += vsum(a1_2); gwc[2307] += vsum(a1_3); gwc[2308] += vsum(a1_4); gwc[2309] += vsum(a1_5); gwc[2310] += vsum(a1_6); gwc[2311] += vsum(a1_7); gwc[2312] += vsum(a1_8);
             }
         }
     }
@@ -20554,221 +19770,109 @@ static void l17_conv2d_backward(float *restrict G, const float *restrict x, cons
         gb[co] += vsum(s);
     }
     CG_PARALLEL_FOR
-    for (int cb = 0; cb < 64; cb++) {
-        const float *restrict dyb = dy + cb*4096;
+    for (int cb = 0; cb < 256; cb++) {
+        const float *restrict dyb = dy + cb*1024;
         for (int ci = 0; ci < 256; ci++) {
             const float *restrict xc = x + ci*512;
-            float *restrict gwc = gw + cb*18432 + ci*9;
-            { /* kernel row 0 */
-                cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f);
-                cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f);
-                cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f), a2_2 = vsplat(0.0f);
-                cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f), a3_2 = vsplat(0.0f);
-                cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f), a4_2 = vsplat(0.0f);
-                cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f), a5_2 = vsplat(0.0f);
-                cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f), a6_2 = vsplat(0.0f);
-                cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f), a7_2 = vsplat(0.0f);
-                /* rows 1..2, cols 0..0: 2 of 9 taps */
-                for (int oy = 1; oy < 3; oy++) {
+            float *restrict gwc = gw + cb*4608 + ci*9;
+            { /* every tap */
+                cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f), a0_4 = vsplat(0.0f), a0_5 = vsplat(0.0f), a0_6 = vsplat(0.0f), a0_7 = vsplat(0.0f), a0_8 = vsplat(0.0f);
+                cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f), a1_3 = vsplat(0.0f), a1_4 = vsplat(0.0f), a1_5 = vsplat(0.0f), a1_6 = vsplat(0.0f), a1_7 = vsplat(0.0f), a1_8 = vsplat(0.0f);
+                for (int v = 0; v < 2; v++) {
+                    cg_v d0 = VLOAD(dyb + 0 + v * 16), d1 = VLOAD(dyb + 512 + v * 16); VKEEP(d0); VKEEP(d1);
+                    { cg_v xv = VLOAD(xc + 0 + v * 16); VKEEP(xv); a0_4 += d0 * xv; a1_4 += d1 * xv; }
+                    { cg_v xv = VLOAD(xc + 32 + v * 16); VKEEP(xv); a0_5 += d0 * xv; a1_5 += d1 * xv; }
+                    { cg_v xv = VLOAD(xc + 128 + v * 16); VKEEP(xv); a0_7 += d0 * xv; a1_7 += d1 * xv; }
+                    { cg_v xv = VLOAD(xc + 160 + v * 16); VKEEP(xv); a0_8 += d0 * xv; a1_8 += d1 * xv; }
+                }
+                /* rows 0..0, cols 1..2: 6 of 9 taps */
+                for (int ox = 1; ox < 3; ox++) {
                     for (int v = 0; v < 2; v++) {
-                        const cg_v d0 = VLOAD(dyb + oy*128 + v * 16), d1 = VLOAD(dyb + oy*128 + 512 + v * 16), d2 = VLOAD(dyb + oy*128 + 1024 + v * 16), d3 = VLOAD(dyb + oy*128 + 1536 + v * 16), d4 = VLOAD(dyb + oy*128 + 2048 + v * 16), d5 = VLOAD(dyb + oy*128 + 2560 + v * 16), d6 = VLOAD(dyb + oy*128 + 3072 + v * 16), d7 = VLOAD(dyb + oy*128 + 3584 + v * 16);
-                        { const cg_v xv = VLOAD(xc + oy*128 - 128 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; a3_1 += d3 * xv; a4_1 += d4 * xv; a5_1 += d5 * xv; a6_1 += d6 * xv; a7_1 += d7 * xv; }
-                        { const cg_v xv = VLOAD(xc + oy*128 - 96 + v * 16); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; a3_2 += d3 * xv; a4_2 += d4 * xv; a5_2 += d5 * xv; a6_2 += d6 * xv; a7_2 += d7 * xv; }
+                        cg_v d0 = VLOAD(dyb + ox*32 + v * 16), d1 = VLOAD(dyb + ox*32 + 512 + v * 16); VKEEP(d0); VKEEP(d1);
+                        { cg_v xv = VLOAD(xc + ox*32 - 32 + v * 16); VKEEP(xv); a0_3 += d0 * xv; a1_3 += d1 * xv; }
+                        { cg_v xv = VLOAD(xc + ox*32 + v * 16); VKEEP(xv); a0_4 += d0 * xv; a1_4 += d1 * xv; }
+                        { cg_v xv = VLOAD(xc + ox*32 + 32 + v * 16); VKEEP(xv); a0_5 += d0 * xv; a1_5 += d1 * xv; }
+                        { cg_v xv = VLOAD(xc + ox*32 + 96 + v * 16); VKEEP(xv); a0_6 += d0 * xv; a1_6 += d1 * xv; }
+                        { cg_v xv = VLOAD(xc + ox*32 + 128 + v * 16); VKEEP(xv); a0_7 += d0 * xv; a1_7 += d1 * xv; }
+                        { cg_v xv = VLOAD(xc + ox*32 + 160 + v * 16); VKEEP(xv); a0_8 += d0 * xv; a1_8 += d1 * xv; }
                     }
                 }
-                /* rows 1..2, cols 1..2: 3 of 9 taps */
+                for (int v = 0; v < 2; v++) {
+                    cg_v d0 = VLOAD(dyb + 96 + v * 16), d1 = VLOAD(dyb + 608 + v * 16); VKEEP(d0); VKEEP(d1);
+                    { cg_v xv = VLOAD(xc + 64 + v * 16); VKEEP(xv); a0_3 += d0 * xv; a1_3 += d1 * xv; }
+                    { cg_v xv = VLOAD(xc + 96 + v * 16); VKEEP(xv); a0_4 += d0 * xv; a1_4 += d1 * xv; }
+                    { cg_v xv = VLOAD(xc + 192 + v * 16); VKEEP(xv); a0_6 += d0 * xv; a1_6 += d1 * xv; }
+                    { cg_v xv = VLOAD(xc + 224 + v * 16); VKEEP(xv); a0_7 += d0 * xv; a1_7 += d1 * xv; }
+                }
+                /* rows 1..2, cols 0..0: 6 of 9 taps */
+                for (int oy = 1; oy < 3; oy++) {
+                    for (int v = 0; v < 2; v++) {
+                        cg_v d0 = VLOAD(dyb + oy*128 + v * 16), d1 = VLOAD(dyb + oy*128 + 512 + v * 16); VKEEP(d0); VKEEP(d1);
+                        { cg_v xv = VLOAD(xc + oy*128 - 128 + v * 16); VKEEP(xv); a0_1 += d0 * xv; a1_1 += d1 * xv; }
+                        { cg_v xv = VLOAD(xc + oy*128 - 96 + v * 16); VKEEP(xv); a0_2 += d0 * xv; a1_2 += d1 * xv; }
+                        { cg_v xv = VLOAD(xc + oy*128 + v * 16); VKEEP(xv); a0_4 += d0 * xv; a1_4 += d1 * xv; }
+                        { cg_v xv = VLOAD(xc + oy*128 + 32 + v * 16); VKEEP(xv); a0_5 += d0 * xv; a1_5 += d1 * xv; }
+                        { cg_v xv = VLOAD(xc + oy*128 + 128 + v * 16); VKEEP(xv); a0_7 += d0 * xv; a1_7 += d1 * xv; }
+                        { cg_v xv = VLOAD(xc + oy*128 + 160 + v * 16); VKEEP(xv); a0_8 += d0 * xv; a1_8 += d1 * xv; }
+                    }
+                }
+                /* rows 1..2, cols 1..2: every tap */
                 for (int oy = 1; oy < 3; oy++) {
                     for (int ox = 1; ox < 3; ox++) {
                         for (int v = 0; v < 2; v++) {
-                            const cg_v d0 = VLOAD(dyb + oy*128 + ox*32 + v * 16), d1 = VLOAD(dyb + oy*128 + ox*32 + 512 + v * 16), d2 = VLOAD(dyb + oy*128 + ox*32 + 1024 + v * 16), d3 = VLOAD(dyb + oy*128 + ox*32 + 1536 + v * 16), d4 = VLOAD(dyb + oy*128 + ox*32 + 2048 + v * 16), d5 = VLOAD(dyb + oy*128 + ox*32 + 2560 + v * 16), d6 = VLOAD(dyb + oy*128 + ox*32 + 3072 + v * 16), d7 = VLOAD(dyb + oy*128 + ox*32 + 3584 + v * 16);
-                            { const cg_v xv = VLOAD(xc + oy*128 + ox*32 - 160 + v * 16); a0_0 += d0 * xv; a1_0 += d1 * xv; a2_0 += d2 * xv; a3_0 += d3 * xv; a4_0 += d4 * xv; a5_0 += d5 * xv; a6_0 += d6 * xv; a7_0 += d7 * xv; }
-                            { const cg_v xv = VLOAD(xc + oy*128 + ox*32 - 128 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; a3_1 += d3 * xv; a4_1 += d4 * xv; a5_1 += d5 * xv; a6_1 += d6 * xv; a7_1 += d7 * xv; }
-                            { const cg_v xv = VLOAD(xc + oy*128 + ox*32 - 96 + v * 16); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; a3_2 += d3 * xv; a4_2 += d4 * xv; a5_2 += d5 * xv; a6_2 += d6 * xv; a7_2 += d7 * xv; }
+                            cg_v d0 = VLOAD(dyb + oy*128 + ox*32 + v * 16), d1 = VLOAD(dyb + oy*128 + ox*32 + 512 + v * 16); VKEEP(d0); VKEEP(d1);
+                            { cg_v xv = VLOAD(xc + oy*128 + ox*32 - 160 + v * 16); VKEEP(xv); a0_0 += d0 * xv; a1_0 += d1 * xv; }
+                            { cg_v xv = VLOAD(xc + oy*128 + ox*32 - 128 + v * 16); VKEEP(xv); a0_1 += d0 * xv; a1_1 += d1 * xv; }
+                            { cg_v xv = VLOAD(xc + oy*128 + ox*32 - 96 + v * 16); VKEEP(xv); a0_2 += d0 * xv; a1_2 += d1 * xv; }
+                            { cg_v xv = VLOAD(xc + oy*128 + ox*32 - 32 + v * 16); VKEEP(xv); a0_3 += d0 * xv; a1_3 += d1 * xv; }
+                            { cg_v xv = VLOAD(xc + oy*128 + ox*32 + v * 16); VKEEP(xv); a0_4 += d0 * xv; a1_4 += d1 * xv; }
+                            { cg_v xv = VLOAD(xc + oy*128 + ox*32 + 32 + v * 16); VKEEP(xv); a0_5 += d0 * xv; a1_5 += d1 * xv; }
+                            { cg_v xv = VLOAD(xc + oy*128 + ox*32 + 96 + v * 16); VKEEP(xv); a0_6 += d0 * xv; a1_6 += d1 * xv; }
+                            { cg_v xv = VLOAD(xc + oy*128 + ox*32 + 128 + v * 16); VKEEP(xv); a0_7 += d0 * xv; a1_7 += d1 * xv; }
+                            { cg_v xv = VLOAD(xc + oy*128 + ox*32 + 160 + v * 16); VKEEP(xv); a0_8 += d0 * xv; a1_8 += d1 * xv; }
                         }
                     }
                 }
-                /* rows 1..2, cols 3..3: 2 of 9 taps */
+                /* rows 1..2, cols 3..3: 6 of 9 taps */
                 for (int oy = 1; oy < 3; oy++) {
                     for (int v = 0; v < 2; v++) {
-                        const cg_v d0 = VLOAD(dyb + oy*128 + 96 + v * 16), d1 = VLOAD(dyb + oy*128 + 608 + v * 16), d2 = VLOAD(dyb + oy*128 + 1120 + v * 16), d3 = VLOAD(dyb + oy*128 + 1632 + v * 16), d4 = VLOAD(dyb + oy*128 + 2144 + v * 16), d5 = VLOAD(dyb + oy*128 + 2656 + v * 16), d6 = VLOAD(dyb + oy*128 + 3168 + v * 16), d7 = VLOAD(dyb + oy*128 + 3680 + v * 16);
-                        { const cg_v xv = VLOAD(xc + oy*128 - 64 + v * 16); a0_0 += d0 * xv; a1_0 += d1 * xv; a2_0 += d2 * xv; a3_0 += d3 * xv; a4_0 += d4 * xv; a5_0 += d5 * xv; a6_0 += d6 * xv; a7_0 += d7 * xv; }
-                        { const cg_v xv = VLOAD(xc + oy*128 - 32 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; a3_1 += d3 * xv; a4_1 += d4 * xv; a5_1 += d5 * xv; a6_1 += d6 * xv; a7_1 += d7 * xv; }
+                        cg_v d0 = VLOAD(dyb + oy*128 + 96 + v * 16), d1 = VLOAD(dyb + oy*128 + 608 + v * 16); VKEEP(d0); VKEEP(d1);
+                        { cg_v xv = VLOAD(xc + oy*128 - 64 + v * 16); VKEEP(xv); a0_0 += d0 * xv; a1_0 += d1 * xv; }
+                        { cg_v xv = VLOAD(xc + oy*128 - 32 + v * 16); VKEEP(xv); a0_1 += d0 * xv; a1_1 += d1 * xv; }
+                        { cg_v xv = VLOAD(xc + oy*128 + 64 + v * 16); VKEEP(xv); a0_3 += d0 * xv; a1_3 += d1 * xv; }
+                        { cg_v xv = VLOAD(xc + oy*128 + 96 + v * 16); VKEEP(xv); a0_4 += d0 * xv; a1_4 += d1 * xv; }
+                        { cg_v xv = VLOAD(xc + oy*128 + 192 + v * 16); VKEEP(xv); a0_6 += d0 * xv; a1_6 += d1 * xv; }
+                        { cg_v xv = VLOAD(xc + oy*128 + 224 + v * 16); VKEEP(xv); a0_7 += d0 * xv; a1_7 += d1 * xv; }
                     }
                 }
                 for (int v = 0; v < 2; v++) {
-                    const cg_v d0 = VLOAD(dyb + 384 + v * 16), d1 = VLOAD(dyb + 896 + v * 16), d2 = VLOAD(dyb + 1408 + v * 16), d3 = VLOAD(dyb + 1920 + v * 16), d4 = VLOAD(dyb + 2432 + v * 16), d5 = VLOAD(dyb + 2944 + v * 16), d6 = VLOAD(dyb + 3456 + v * 16), d7 = VLOAD(dyb + 3968 + v * 16);
-                    { const cg_v xv = VLOAD(xc + 256 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; a3_1 += d3 * xv; a4_1 += d4 * xv; a5_1 += d5 * xv; a6_1 += d6 * xv; a7_1 += d7 * xv; }
-                    { const cg_v xv = VLOAD(xc + 288 + v * 16); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; a3_2 += d3 * xv; a4_2 += d4 * xv; a5_2 += d5 * xv; a6_2 += d6 * xv; a7_2 += d7 * xv; }
+                    cg_v d0 = VLOAD(dyb + 384 + v * 16), d1 = VLOAD(dyb + 896 + v * 16); VKEEP(d0); VKEEP(d1);
+                    { cg_v xv = VLOAD(xc + 256 + v * 16); VKEEP(xv); a0_1 += d0 * xv; a1_1 += d1 * xv; }
+                    { cg_v xv = VLOAD(xc + 288 + v * 16); VKEEP(xv); a0_2 += d0 * xv; a1_2 += d1 * xv; }
+                    { cg_v xv = VLOAD(xc + 384 + v * 16); VKEEP(xv); a0_4 += d0 * xv; a1_4 += d1 * xv; }
+                    { cg_v xv = VLOAD(xc + 416 + v * 16); VKEEP(xv); a0_5 += d0 * xv; a1_5 += d1 * xv; }
                 }
-                /* rows 3..3, cols 1..2: 3 of 9 taps */
+                /* rows 3..3, cols 1..2: 6 of 9 taps */
                 for (int ox = 1; ox < 3; ox++) {
                     for (int v = 0; v < 2; v++) {
-                        const cg_v d0 = VLOAD(dyb + ox*32 + 384 + v * 16), d1 = VLOAD(dyb + ox*32 + 896 + v * 16), d2 = VLOAD(dyb + ox*32 + 1408 + v * 16), d3 = VLOAD(dyb + ox*32 + 1920 + v * 16), d4 = VLOAD(dyb + ox*32 + 2432 + v * 16), d5 = VLOAD(dyb + ox*32 + 2944 + v * 16), d6 = VLOAD(dyb + ox*32 + 3456 + v * 16), d7 = VLOAD(dyb + ox*32 + 3968 + v * 16);
-                        { const cg_v xv = VLOAD(xc + ox*32 + 224 + v * 16); a0_0 += d0 * xv; a1_0 += d1 * xv; a2_0 += d2 * xv; a3_0 += d3 * xv; a4_0 += d4 * xv; a5_0 += d5 * xv; a6_0 += d6 * xv; a7_0 += d7 * xv; }
-                        { const cg_v xv = VLOAD(xc + ox*32 + 256 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; a3_1 += d3 * xv; a4_1 += d4 * xv; a5_1 += d5 * xv; a6_1 += d6 * xv; a7_1 += d7 * xv; }
-                        { const cg_v xv = VLOAD(xc + ox*32 + 288 + v * 16); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; a3_2 += d3 * xv; a4_2 += d4 * xv; a5_2 += d5 * xv; a6_2 += d6 * xv; a7_2 += d7 * xv; }
+                        cg_v d0 = VLOAD(dyb + ox*32 + 384 + v * 16), d1 = VLOAD(dyb + ox*32 + 896 + v * 16); VKEEP(d0); VKEEP(d1);
+                        { cg_v xv = VLOAD(xc + ox*32 + 224 + v * 16); VKEEP(xv); a0_0 += d0 * xv; a1_0 += d1 * xv; }
+                        { cg_v xv = VLOAD(xc + ox*32 + 256 + v * 16); VKEEP(xv); a0_1 += d0 * xv; a1_1 += d1 * xv; }
+                        { cg_v xv = VLOAD(xc + ox*32 + 288 + v * 16); VKEEP(xv); a0_2 += d0 * xv; a1_2 += d1 * xv; }
+                        { cg_v xv = VLOAD(xc + ox*32 + 352 + v * 16); VKEEP(xv); a0_3 += d0 * xv; a1_3 += d1 * xv; }
+                        { cg_v xv = VLOAD(xc + ox*32 + 384 + v * 16); VKEEP(xv); a0_4 += d0 * xv; a1_4 += d1 * xv; }
+                        { cg_v xv = VLOAD(xc + ox*32 + 416 + v * 16); VKEEP(xv); a0_5 += d0 * xv; a1_5 += d1 * xv; }
                     }
                 }
                 for (int v = 0; v < 2; v++) {
-                    const cg_v d0 = VLOAD(dyb + 480 + v * 16), d1 = VLOAD(dyb + 992 + v * 16), d2 = VLOAD(dyb + 1504 + v * 16), d3 = VLOAD(dyb + 2016 + v * 16), d4 = VLOAD(dyb + 2528 + v * 16), d5 = VLOAD(dyb + 3040 + v * 16), d6 = VLOAD(dyb + 3552 + v * 16), d7 = VLOAD(dyb + 4064 + v * 16);
-                    { const cg_v xv = VLOAD(xc + 320 + v * 16); a0_0 += d0 * xv; a1_0 += d1 * xv; a2_0 += d2 * xv; a3_0 += d3 * xv; a4_0 += d4 * xv; a5_0 += d5 * xv; a6_0 += d6 * xv; a7_0 += d7 * xv; }
-                    { const cg_v xv = VLOAD(xc + 352 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; a3_1 += d3 * xv; a4_1 += d4 * xv; a5_1 += d5 * xv; a6_1 += d6 * xv; a7_1 += d7 * xv; }
+                    cg_v d0 = VLOAD(dyb + 480 + v * 16), d1 = VLOAD(dyb + 992 + v * 16); VKEEP(d0); VKEEP(d1);
+                    { cg_v xv = VLOAD(xc + 320 + v * 16); VKEEP(xv); a0_0 += d0 * xv; a1_0 += d1 * xv; }
+                    { cg_v xv = VLOAD(xc + 352 + v * 16); VKEEP(xv); a0_1 += d0 * xv; a1_1 += d1 * xv; }
+                    { cg_v xv = VLOAD(xc + 448 + v * 16); VKEEP(xv); a0_3 += d0 * xv; a1_3 += d1 * xv; }
+                    { cg_v xv = VLOAD(xc + 480 + v * 16); VKEEP(xv); a0_4 += d0 * xv; a1_4 += d1 * xv; }
                 }
-                gwc[0] += vsum(a0_0); gwc[1] += vsum(a0_1); gwc[2] += vsum(a0_2);
-                gwc[2304] += vsum(a1_0); gwc[2305] += vsum(a1_1); gwc[2306] += vsum(a1_2);
-                gwc[4608] += vsum(a2_0); gwc[4609] += vsum(a2_1); gwc[4610] += vsum(a2_2);
-                gwc[6912] += vsum(a3_0); gwc[6913] += vsum(a3_1); gwc[6914] += vsum(a3_2);
-                gwc[9216] += vsum(a4_0); gwc[9217] += vsum(a4_1); gwc[9218] += vsum(a4_2);
-                gwc[11520] += vsum(a5_0); gwc[11521] += vsum(a5_1); gwc[11522] += vsum(a5_2);
-                gwc[13824] += vsum(a6_0); gwc[13825] += vsum(a6_1); gwc[13826] += vsum(a6_2);
-                gwc[16128] += vsum(a7_0); gwc[16129] += vsum(a7_1); gwc[16130] += vsum(a7_2);
-            }
-            { /* kernel row 1 */
-                cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f);
-                cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f);
-                cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f), a2_2 = vsplat(0.0f);
-                cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f), a3_2 = vsplat(0.0f);
-                cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f), a4_2 = vsplat(0.0f);
-                cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f), a5_2 = vsplat(0.0f);
-                cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f), a6_2 = vsplat(0.0f);
-                cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f), a7_2 = vsplat(0.0f);
-                for (int v = 0; v < 2; v++) {
-                    const cg_v d0 = VLOAD(dyb + 0 + v * 16), d1 = VLOAD(dyb + 512 + v * 16), d2 = VLOAD(dyb + 1024 + v * 16), d3 = VLOAD(dyb + 1536 + v * 16), d4 = VLOAD(dyb + 2048 + v * 16), d5 = VLOAD(dyb + 2560 + v * 16), d6 = VLOAD(dyb + 3072 + v * 16), d7 = VLOAD(dyb + 3584 + v * 16);
-                    { const cg_v xv = VLOAD(xc + 0 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; a3_1 += d3 * xv; a4_1 += d4 * xv; a5_1 += d5 * xv; a6_1 += d6 * xv; a7_1 += d7 * xv; }
-                    { const cg_v xv = VLOAD(xc + 32 + v * 16); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; a3_2 += d3 * xv; a4_2 += d4 * xv; a5_2 += d5 * xv; a6_2 += d6 * xv; a7_2 += d7 * xv; }
-                }
-                /* rows 0..0, cols 1..2: 3 of 9 taps */
-                for (int ox = 1; ox < 3; ox++) {
-                    for (int v = 0; v < 2; v++) {
-                        const cg_v d0 = VLOAD(dyb + ox*32 + v * 16), d1 = VLOAD(dyb + ox*32 + 512 + v * 16), d2 = VLOAD(dyb + ox*32 + 1024 + v * 16), d3 = VLOAD(dyb + ox*32 + 1536 + v * 16), d4 = VLOAD(dyb + ox*32 + 2048 + v * 16), d5 = VLOAD(dyb + ox*32 + 2560 + v * 16), d6 = VLOAD(dyb + ox*32 + 3072 + v * 16), d7 = VLOAD(dyb + ox*32 + 3584 + v * 16);
-                        { const cg_v xv = VLOAD(xc + ox*32 - 32 + v * 16); a0_0 += d0 * xv; a1_0 += d1 * xv; a2_0 += d2 * xv; a3_0 += d3 * xv; a4_0 += d4 * xv; a5_0 += d5 * xv; a6_0 += d6 * xv; a7_0 += d7 * xv; }
-                        { const cg_v xv = VLOAD(xc + ox*32 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; a3_1 += d3 * xv; a4_1 += d4 * xv; a5_1 += d5 * xv; a6_1 += d6 * xv; a7_1 += d7 * xv; }
-                        { const cg_v xv = VLOAD(xc + ox*32 + 32 + v * 16); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; a3_2 += d3 * xv; a4_2 += d4 * xv; a5_2 += d5 * xv; a6_2 += d6 * xv; a7_2 += d7 * xv; }
-                    }
-                }
-                for (int v = 0; v < 2; v++) {
-                    const cg_v d0 = VLOAD(dyb + 96 + v * 16), d1 = VLOAD(dyb + 608 + v * 16), d2 = VLOAD(dyb + 1120 + v * 16), d3 = VLOAD(dyb + 1632 + v * 16), d4 = VLOAD(dyb + 2144 + v * 16), d5 = VLOAD(dyb + 2656 + v * 16), d6 = VLOAD(dyb + 3168 + v * 16), d7 = VLOAD(dyb + 3680 + v * 16);
-                    { const cg_v xv = VLOAD(xc + 64 + v * 16); a0_0 += d0 * xv; a1_0 += d1 * xv; a2_0 += d2 * xv; a3_0 += d3 * xv; a4_0 += d4 * xv; a5_0 += d5 * xv; a6_0 += d6 * xv; a7_0 += d7 * xv; }
-                    { const cg_v xv = VLOAD(xc + 96 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; a3_1 += d3 * xv; a4_1 += d4 * xv; a5_1 += d5 * xv; a6_1 += d6 * xv; a7_1 += d7 * xv; }
-                }
-                /* rows 1..2, cols 0..0: 2 of 9 taps */
-                for (int oy = 1; oy < 3; oy++) {
-                    for (int v = 0; v < 2; v++) {
-                        const cg_v d0 = VLOAD(dyb + oy*128 + v * 16), d1 = VLOAD(dyb + oy*128 + 512 + v * 16), d2 = VLOAD(dyb + oy*128 + 1024 + v * 16), d3 = VLOAD(dyb + oy*128 + 1536 + v * 16), d4 = VLOAD(dyb + oy*128 + 2048 + v * 16), d5 = VLOAD(dyb + oy*128 + 2560 + v * 16), d6 = VLOAD(dyb + oy*128 + 3072 + v * 16), d7 = VLOAD(dyb + oy*128 + 3584 + v * 16);
-                        { const cg_v xv = VLOAD(xc + oy*128 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; a3_1 += d3 * xv; a4_1 += d4 * xv; a5_1 += d5 * xv; a6_1 += d6 * xv; a7_1 += d7 * xv; }
-                        { const cg_v xv = VLOAD(xc + oy*128 + 32 + v * 16); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; a3_2 += d3 * xv; a4_2 += d4 * xv; a5_2 += d5 * xv; a6_2 += d6 * xv; a7_2 += d7 * xv; }
-                    }
-                }
-                /* rows 1..2, cols 1..2: 3 of 9 taps */
-                for (int oy = 1; oy < 3; oy++) {
-                    for (int ox = 1; ox < 3; ox++) {
-                        for (int v = 0; v < 2; v++) {
-                            const cg_v d0 = VLOAD(dyb + oy*128 + ox*32 + v * 16), d1 = VLOAD(dyb + oy*128 + ox*32 + 512 + v * 16), d2 = VLOAD(dyb + oy*128 + ox*32 + 1024 + v * 16), d3 = VLOAD(dyb + oy*128 + ox*32 + 1536 + v * 16), d4 = VLOAD(dyb + oy*128 + ox*32 + 2048 + v * 16), d5 = VLOAD(dyb + oy*128 + ox*32 + 2560 + v * 16), d6 = VLOAD(dyb + oy*128 + ox*32 + 3072 + v * 16), d7 = VLOAD(dyb + oy*128 + ox*32 + 3584 + v * 16);
-                            { const cg_v xv = VLOAD(xc + oy*128 + ox*32 - 32 + v * 16); a0_0 += d0 * xv; a1_0 += d1 * xv; a2_0 += d2 * xv; a3_0 += d3 * xv; a4_0 += d4 * xv; a5_0 += d5 * xv; a6_0 += d6 * xv; a7_0 += d7 * xv; }
-                            { const cg_v xv = VLOAD(xc + oy*128 + ox*32 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; a3_1 += d3 * xv; a4_1 += d4 * xv; a5_1 += d5 * xv; a6_1 += d6 * xv; a7_1 += d7 * xv; }
-                            { const cg_v xv = VLOAD(xc + oy*128 + ox*32 + 32 + v * 16); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; a3_2 += d3 * xv; a4_2 += d4 * xv; a5_2 += d5 * xv; a6_2 += d6 * xv; a7_2 += d7 * xv; }
-                        }
-                    }
-                }
-                /* rows 1..2, cols 3..3: 2 of 9 taps */
-                for (int oy = 1; oy < 3; oy++) {
-                    for (int v = 0; v < 2; v++) {
-                        const cg_v d0 = VLOAD(dyb + oy*128 + 96 + v * 16), d1 = VLOAD(dyb + oy*128 + 608 + v * 16), d2 = VLOAD(dyb + oy*128 + 1120 + v * 16), d3 = VLOAD(dyb + oy*128 + 1632 + v * 16), d4 = VLOAD(dyb + oy*128 + 2144 + v * 16), d5 = VLOAD(dyb + oy*128 + 2656 + v * 16), d6 = VLOAD(dyb + oy*128 + 3168 + v * 16), d7 = VLOAD(dyb + oy*128 + 3680 + v * 16);
-                        { const cg_v xv = VLOAD(xc + oy*128 + 64 + v * 16); a0_0 += d0 * xv; a1_0 += d1 * xv; a2_0 += d2 * xv; a3_0 += d3 * xv; a4_0 += d4 * xv; a5_0 += d5 * xv; a6_0 += d6 * xv; a7_0 += d7 * xv; }
-                        { const cg_v xv = VLOAD(xc + oy*128 + 96 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; a3_1 += d3 * xv; a4_1 += d4 * xv; a5_1 += d5 * xv; a6_1 += d6 * xv; a7_1 += d7 * xv; }
-                    }
-                }
-                for (int v = 0; v < 2; v++) {
-                    const cg_v d0 = VLOAD(dyb + 384 + v * 16), d1 = VLOAD(dyb + 896 + v * 16), d2 = VLOAD(dyb + 1408 + v * 16), d3 = VLOAD(dyb + 1920 + v * 16), d4 = VLOAD(dyb + 2432 + v * 16), d5 = VLOAD(dyb + 2944 + v * 16), d6 = VLOAD(dyb + 3456 + v * 16), d7 = VLOAD(dyb + 3968 + v * 16);
-                    { const cg_v xv = VLOAD(xc + 384 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; a3_1 += d3 * xv; a4_1 += d4 * xv; a5_1 += d5 * xv; a6_1 += d6 * xv; a7_1 += d7 * xv; }
-                    { const cg_v xv = VLOAD(xc + 416 + v * 16); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; a3_2 += d3 * xv; a4_2 += d4 * xv; a5_2 += d5 * xv; a6_2 += d6 * xv; a7_2 += d7 * xv; }
-                }
-                /* rows 3..3, cols 1..2: 3 of 9 taps */
-                for (int ox = 1; ox < 3; ox++) {
-                    for (int v = 0; v < 2; v++) {
-                        const cg_v d0 = VLOAD(dyb + ox*32 + 384 + v * 16), d1 = VLOAD(dyb + ox*32 + 896 + v * 16), d2 = VLOAD(dyb + ox*32 + 1408 + v * 16), d3 = VLOAD(dyb + ox*32 + 1920 + v * 16), d4 = VLOAD(dyb + ox*32 + 2432 + v * 16), d5 = VLOAD(dyb + ox*32 + 2944 + v * 16), d6 = VLOAD(dyb + ox*32 + 3456 + v * 16), d7 = VLOAD(dyb + ox*32 + 3968 + v * 16);
-                        { const cg_v xv = VLOAD(xc + ox*32 + 352 + v * 16); a0_0 += d0 * xv; a1_0 += d1 * xv; a2_0 += d2 * xv; a3_0 += d3 * xv; a4_0 += d4 * xv; a5_0 += d5 * xv; a6_0 += d6 * xv; a7_0 += d7 * xv; }
-                        { const cg_v xv = VLOAD(xc + ox*32 + 384 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; a3_1 += d3 * xv; a4_1 += d4 * xv; a5_1 += d5 * xv; a6_1 += d6 * xv; a7_1 += d7 * xv; }
-                        { const cg_v xv = VLOAD(xc + ox*32 + 416 + v * 16); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; a3_2 += d3 * xv; a4_2 += d4 * xv; a5_2 += d5 * xv; a6_2 += d6 * xv; a7_2 += d7 * xv; }
-                    }
-                }
-                for (int v = 0; v < 2; v++) {
-                    const cg_v d0 = VLOAD(dyb + 480 + v * 16), d1 = VLOAD(dyb + 992 + v * 16), d2 = VLOAD(dyb + 1504 + v * 16), d3 = VLOAD(dyb + 2016 + v * 16), d4 = VLOAD(dyb + 2528 + v * 16), d5 = VLOAD(dyb + 3040 + v * 16), d6 = VLOAD(dyb + 3552 + v * 16), d7 = VLOAD(dyb + 4064 + v * 16);
-                    { const cg_v xv = VLOAD(xc + 448 + v * 16); a0_0 += d0 * xv; a1_0 += d1 * xv; a2_0 += d2 * xv; a3_0 += d3 * xv; a4_0 += d4 * xv; a5_0 += d5 * xv; a6_0 += d6 * xv; a7_0 += d7 * xv; }
-                    { const cg_v xv = VLOAD(xc + 480 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; a3_1 += d3 * xv; a4_1 += d4 * xv; a5_1 += d5 * xv; a6_1 += d6 * xv; a7_1 += d7 * xv; }
-                }
-                gwc[3] += vsum(a0_0); gwc[4] += vsum(a0_1); gwc[5] += vsum(a0_2);
-                gwc[2307] += vsum(a1_0); gwc[2308] += vsum(a1_1); gwc[2309] += vsum(a1_2);
-                gwc[4611] += vsum(a2_0); gwc[4612] += vsum(a2_1); gwc[4613] += vsum(a2_2);
-                gwc[6915] += vsum(a3_0); gwc[6916] += vsum(a3_1); gwc[6917] += vsum(a3_2);
-                gwc[9219] += vsum(a4_0); gwc[9220] += vsum(a4_1); gwc[9221] += vsum(a4_2);
-                gwc[11523] += vsum(a5_0); gwc[11524] += vsum(a5_1); gwc[11525] += vsum(a5_2);
-                gwc[13827] += vsum(a6_0); gwc[13828] += vsum(a6_1); gwc[13829] += vsum(a6_2);
-                gwc[16131] += vsum(a7_0); gwc[16132] += vsum(a7_1); gwc[16133] += vsum(a7_2);
-            }
-            { /* kernel row 2 */
-                cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f);
-                cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f);
-                cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f), a2_2 = vsplat(0.0f);
-                cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f), a3_2 = vsplat(0.0f);
-                cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f), a4_2 = vsplat(0.0f);
-                cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f), a5_2 = vsplat(0.0f);
-                cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f), a6_2 = vsplat(0.0f);
-                cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f), a7_2 = vsplat(0.0f);
-                for (int v = 0; v < 2; v++) {
-                    const cg_v d0 = VLOAD(dyb + 0 + v * 16), d1 = VLOAD(dyb + 512 + v * 16), d2 = VLOAD(dyb + 1024 + v * 16), d3 = VLOAD(dyb + 1536 + v * 16), d4 = VLOAD(dyb + 2048 + v * 16), d5 = VLOAD(dyb + 2560 + v * 16), d6 = VLOAD(dyb + 3072 + v * 16), d7 = VLOAD(dyb + 3584 + v * 16);
-                    { const cg_v xv = VLOAD(xc + 128 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; a3_1 += d3 * xv; a4_1 += d4 * xv; a5_1 += d5 * xv; a6_1 += d6 * xv; a7_1 += d7 * xv; }
-                    { const cg_v xv = VLOAD(xc + 160 + v * 16); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; a3_2 += d3 * xv; a4_2 += d4 * xv; a5_2 += d5 * xv; a6_2 += d6 * xv; a7_2 += d7 * xv; }
-                }
-                /* rows 0..0, cols 1..2: 3 of 9 taps */
-                for (int ox = 1; ox < 3; ox++) {
-                    for (int v = 0; v < 2; v++) {
-                        const cg_v d0 = VLOAD(dyb + ox*32 + v * 16), d1 = VLOAD(dyb + ox*32 + 512 + v * 16), d2 = VLOAD(dyb + ox*32 + 1024 + v * 16), d3 = VLOAD(dyb + ox*32 + 1536 + v * 16), d4 = VLOAD(dyb + ox*32 + 2048 + v * 16), d5 = VLOAD(dyb + ox*32 + 2560 + v * 16), d6 = VLOAD(dyb + ox*32 + 3072 + v * 16), d7 = VLOAD(dyb + ox*32 + 3584 + v * 16);
-                        { const cg_v xv = VLOAD(xc + ox*32 + 96 + v * 16); a0_0 += d0 * xv; a1_0 += d1 * xv; a2_0 += d2 * xv; a3_0 += d3 * xv; a4_0 += d4 * xv; a5_0 += d5 * xv; a6_0 += d6 * xv; a7_0 += d7 * xv; }
-                        { const cg_v xv = VLOAD(xc + ox*32 + 128 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; a3_1 += d3 * xv; a4_1 += d4 * xv; a5_1 += d5 * xv; a6_1 += d6 * xv; a7_1 += d7 * xv; }
-                        { const cg_v xv = VLOAD(xc + ox*32 + 160 + v * 16); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; a3_2 += d3 * xv; a4_2 += d4 * xv; a5_2 += d5 * xv; a6_2 += d6 * xv; a7_2 += d7 * xv; }
-                    }
-                }
-                for (int v = 0; v < 2; v++) {
-                    const cg_v d0 = VLOAD(dyb + 96 + v * 16), d1 = VLOAD(dyb + 608 + v * 16), d2 = VLOAD(dyb + 1120 + v * 16), d3 = VLOAD(dyb + 1632 + v * 16), d4 = VLOAD(dyb + 2144 + v * 16), d5 = VLOAD(dyb + 2656 + v * 16), d6 = VLOAD(dyb + 3168 + v * 16), d7 = VLOAD(dyb + 3680 + v * 16);
-                    { const cg_v xv = VLOAD(xc + 192 + v * 16); a0_0 += d0 * xv; a1_0 += d1 * xv; a2_0 += d2 * xv; a3_0 += d3 * xv; a4_0 += d4 * xv; a5_0 += d5 * xv; a6_0 += d6 * xv; a7_0 += d7 * xv; }
-                    { const cg_v xv = VLOAD(xc + 224 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; a3_1 += d3 * xv; a4_1 += d4 * xv; a5_1 += d5 * xv; a6_1 += d6 * xv; a7_1 += d7 * xv; }
-                }
-                /* rows 1..2, cols 0..0: 2 of 9 taps */
-                for (int oy = 1; oy < 3; oy++) {
-                    for (int v = 0; v < 2; v++) {
-                        const cg_v d0 = VLOAD(dyb + oy*128 + v * 16), d1 = VLOAD(dyb + oy*128 + 512 + v * 16), d2 = VLOAD(dyb + oy*128 + 1024 + v * 16), d3 = VLOAD(dyb + oy*128 + 1536 + v * 16), d4 = VLOAD(dyb + oy*128 + 2048 + v * 16), d5 = VLOAD(dyb + oy*128 + 2560 + v * 16), d6 = VLOAD(dyb + oy*128 + 3072 + v * 16), d7 = VLOAD(dyb + oy*128 + 3584 + v * 16);
-                        { const cg_v xv = VLOAD(xc + oy*128 + 128 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; a3_1 += d3 * xv; a4_1 += d4 * xv; a5_1 += d5 * xv; a6_1 += d6 * xv; a7_1 += d7 * xv; }
-                        { const cg_v xv = VLOAD(xc + oy*128 + 160 + v * 16); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; a3_2 += d3 * xv; a4_2 += d4 * xv; a5_2 += d5 * xv; a6_2 += d6 * xv; a7_2 += d7 * xv; }
-                    }
-                }
-                /* rows 1..2, cols 1..2: 3 of 9 taps */
-                for (int oy = 1; oy < 3; oy++) {
-                    for (int ox = 1; ox < 3; ox++) {
-                        for (int v = 0; v < 2; v++) {
-                            const cg_v d0 = VLOAD(dyb + oy*128 + ox*32 + v * 16), d1 = VLOAD(dyb + oy*128 + ox*32 + 512 + v * 16), d2 = VLOAD(dyb + oy*128 + ox*32 + 1024 + v * 16), d3 = VLOAD(dyb + oy*128 + ox*32 + 1536 + v * 16), d4 = VLOAD(dyb + oy*128 + ox*32 + 2048 + v * 16), d5 = VLOAD(dyb + oy*128 + ox*32 + 2560 + v * 16), d6 = VLOAD(dyb + oy*128 + ox*32 + 3072 + v * 16), d7 = VLOAD(dyb + oy*128 + ox*32 + 3584 + v * 16);
-                            { const cg_v xv = VLOAD(xc + oy*128 + ox*32 + 96 + v * 16); a0_0 += d0 * xv; a1_0 += d1 * xv; a2_0 += d2 * xv; a3_0 += d3 * xv; a4_0 += d4 * xv; a5_0 += d5 * xv; a6_0 += d6 * xv; a7_0 += d7 * xv; }
-                            { const cg_v xv = VLOAD(xc + oy*128 + ox*32 + 128 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; a3_1 += d3 * xv; a4_1 += d4 * xv; a5_1 += d5 * xv; a6_1 += d6 * xv; a7_1 += d7 * xv; }
-                            { const cg_v xv = VLOAD(xc + oy*128 + ox*32 + 160 + v * 16); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; a3_2 += d3 * xv; a4_2 += d4 * xv; a5_2 += d5 * xv; a6_2 += d6 * xv; a7_2 += d7 * xv; }
-                        }
-                    }
-                }
-                /* rows 1..2, cols 3..3: 2 of 9 taps */
-                for (int oy = 1; oy < 3; oy++) {
-                    for (int v = 0; v < 2; v++) {
-                        const cg_v d0 = VLOAD(dyb + oy*128 + 96 + v * 16), d1 = VLOAD(dyb + oy*128 + 608 + v * 16), d2 = VLOAD(dyb + oy*128 + 1120 + v * 16), d3 = VLOAD(dyb + oy*128 + 1632 + v * 16), d4 = VLOAD(dyb + oy*128 + 2144 + v * 16), d5 = VLOAD(dyb + oy*128 + 2656 + v * 16), d6 = VLOAD(dyb + oy*128 + 3168 + v * 16), d7 = VLOAD(dyb + oy*128 + 3680 + v * 16);
-                        { const cg_v xv = VLOAD(xc + oy*128 + 192 + v * 16); a0_0 += d0 * xv; a1_0 += d1 * xv; a2_0 += d2 * xv; a3_0 += d3 * xv; a4_0 += d4 * xv; a5_0 += d5 * xv; a6_0 += d6 * xv; a7_0 += d7 * xv; }
-                        { const cg_v xv = VLOAD(xc + oy*128 + 224 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; a3_1 += d3 * xv; a4_1 += d4 * xv; a5_1 += d5 * xv; a6_1 += d6 * xv; a7_1 += d7 * xv; }
-                    }
-                }
-                gwc[6] += vsum(a0_0); gwc[7] += vsum(a0_1); gwc[8] += vsum(a0_2);
-                gwc[2310] += vsum(a1_0); gwc[2311] += vsum(a1_1); gwc[2312] += vsum(a1_2);
-                gwc[4614] += vsum(a2_0); gwc[4615] += vsum(a2_1); gwc[4616] += vsum(a2_2);
-                gwc[6918] += vsum(a3_0); gwc[6919] += vsum(a3_1); gwc[6920] += vsum(a3_2);
-                gwc[9222] += vsum(a4_0); gwc[9223] += vsum(a4_1); gwc[9224] += vsum(a4_2);
-                gwc[11526] += vsum(a5_0); gwc[11527] += vsum(a5_1); gwc[11528] += vsum(a5_2);
-                gwc[13830] += vsum(a6_0); gwc[13831] += vsum(a6_1); gwc[13832] += vsum(a6_2);
-                gwc[16134] += vsum(a7_0); gwc[16135] += vsum(a7_1); gwc[16136] += vsum(a7_2);
+                gwc[0] += vsum(a0_0); gwc[1] += vsum(a0_1); gwc[2] += vsum(a0_2); gwc[3] += vsum(a0_3); gwc[4] += vsum(a0_4); gwc[5] += vsum(a0_5); gwc[6] += vsum(a0_6); gwc[7] += vsum(a0_7); gwc[8] += vsum(a0_8);
+                gwc[2304] += vsum(a1_0); gwc[2305] += vsum(a1_1); gwc[2306] += vsum(a1_2); gwc[2307] += vsum(a1_3); gwc[2308] += vsum(a1_4); gwc[2309] += vsum(a1_5); gwc[2310] += vsum(a1_6); gwc[2311] += vsum(a1_7); gwc[2312] += vsum(a1_8);
             }
         }
     }
@@ -23394,221 +22498,109 @@ static void l19_conv2d_backward(float *restrict G, const float *restrict x, cons
         gb[co] += vsum(s);
     }
     CG_PARALLEL_FOR
-    for (int cb = 0; cb < 64; cb++) {
-        const float *restrict dyb = dy + cb*4096;
+    for (int cb = 0; cb < 256; cb++) {
+        const float *restrict dyb = dy + cb*1024;
         for (int ci = 0; ci < 512; ci++) {
             const float *restrict xc = x + ci*512;
-            float *restrict gwc = gw + cb*36864 + ci*9;
-            { /* kernel row 0 */
-                cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f);
-                cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f);
-                cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f), a2_2 = vsplat(0.0f);
-                cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f), a3_2 = vsplat(0.0f);
-                cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f), a4_2 = vsplat(0.0f);
-                cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f), a5_2 = vsplat(0.0f);
-                cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f), a6_2 = vsplat(0.0f);
-                cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f), a7_2 = vsplat(0.0f);
-                /* rows 1..2, cols 0..0: 2 of 9 taps */
-                for (int oy = 1; oy < 3; oy++) {
+            float *restrict gwc = gw + cb*9216 + ci*9;
+            { /* every tap */
+                cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f), a0_4 = vsplat(0.0f), a0_5 = vsplat(0.0f), a0_6 = vsplat(0.0f), a0_7 = vsplat(0.0f), a0_8 = vsplat(0.0f);
+                cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f), a1_3 = vsplat(0.0f), a1_4 = vsplat(0.0f), a1_5 = vsplat(0.0f), a1_6 = vsplat(0.0f), a1_7 = vsplat(0.0f), a1_8 = vsplat(0.0f);
+                for (int v = 0; v < 2; v++) {
+                    cg_v d0 = VLOAD(dyb + 0 + v * 16), d1 = VLOAD(dyb + 512 + v * 16); VKEEP(d0); VKEEP(d1);
+                    { cg_v xv = VLOAD(xc + 0 + v * 16); VKEEP(xv); a0_4 += d0 * xv; a1_4 += d1 * xv; }
+                    { cg_v xv = VLOAD(xc + 32 + v * 16); VKEEP(xv); a0_5 += d0 * xv; a1_5 += d1 * xv; }
+                    { cg_v xv = VLOAD(xc + 128 + v * 16); VKEEP(xv); a0_7 += d0 * xv; a1_7 += d1 * xv; }
+                    { cg_v xv = VLOAD(xc + 160 + v * 16); VKEEP(xv); a0_8 += d0 * xv; a1_8 += d1 * xv; }
+                }
+                /* rows 0..0, cols 1..2: 6 of 9 taps */
+                for (int ox = 1; ox < 3; ox++) {
                     for (int v = 0; v < 2; v++) {
-                        const cg_v d0 = VLOAD(dyb + oy*128 + v * 16), d1 = VLOAD(dyb + oy*128 + 512 + v * 16), d2 = VLOAD(dyb + oy*128 + 1024 + v * 16), d3 = VLOAD(dyb + oy*128 + 1536 + v * 16), d4 = VLOAD(dyb + oy*128 + 2048 + v * 16), d5 = VLOAD(dyb + oy*128 + 2560 + v * 16), d6 = VLOAD(dyb + oy*128 + 3072 + v * 16), d7 = VLOAD(dyb + oy*128 + 3584 + v * 16);
-                        { const cg_v xv = VLOAD(xc + oy*128 - 128 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; a3_1 += d3 * xv; a4_1 += d4 * xv; a5_1 += d5 * xv; a6_1 += d6 * xv; a7_1 += d7 * xv; }
-                        { const cg_v xv = VLOAD(xc + oy*128 - 96 + v * 16); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; a3_2 += d3 * xv; a4_2 += d4 * xv; a5_2 += d5 * xv; a6_2 += d6 * xv; a7_2 += d7 * xv; }
+                        cg_v d0 = VLOAD(dyb + ox*32 + v * 16), d1 = VLOAD(dyb + ox*32 + 512 + v * 16); VKEEP(d0); VKEEP(d1);
+                        { cg_v xv = VLOAD(xc + ox*32 - 32 + v * 16); VKEEP(xv); a0_3 += d0 * xv; a1_3 += d1 * xv; }
+                        { cg_v xv = VLOAD(xc + ox*32 + v * 16); VKEEP(xv); a0_4 += d0 * xv; a1_4 += d1 * xv; }
+                        { cg_v xv = VLOAD(xc + ox*32 + 32 + v * 16); VKEEP(xv); a0_5 += d0 * xv; a1_5 += d1 * xv; }
+                        { cg_v xv = VLOAD(xc + ox*32 + 96 + v * 16); VKEEP(xv); a0_6 += d0 * xv; a1_6 += d1 * xv; }
+                        { cg_v xv = VLOAD(xc + ox*32 + 128 + v * 16); VKEEP(xv); a0_7 += d0 * xv; a1_7 += d1 * xv; }
+                        { cg_v xv = VLOAD(xc + ox*32 + 160 + v * 16); VKEEP(xv); a0_8 += d0 * xv; a1_8 += d1 * xv; }
                     }
                 }
-                /* rows 1..2, cols 1..2: 3 of 9 taps */
+                for (int v = 0; v < 2; v++) {
+                    cg_v d0 = VLOAD(dyb + 96 + v * 16), d1 = VLOAD(dyb + 608 + v * 16); VKEEP(d0); VKEEP(d1);
+                    { cg_v xv = VLOAD(xc + 64 + v * 16); VKEEP(xv); a0_3 += d0 * xv; a1_3 += d1 * xv; }
+                    { cg_v xv = VLOAD(xc + 96 + v * 16); VKEEP(xv); a0_4 += d0 * xv; a1_4 += d1 * xv; }
+                    { cg_v xv = VLOAD(xc + 192 + v * 16); VKEEP(xv); a0_6 += d0 * xv; a1_6 += d1 * xv; }
+                    { cg_v xv = VLOAD(xc + 224 + v * 16); VKEEP(xv); a0_7 += d0 * xv; a1_7 += d1 * xv; }
+                }
+                /* rows 1..2, cols 0..0: 6 of 9 taps */
+                for (int oy = 1; oy < 3; oy++) {
+                    for (int v = 0; v < 2; v++) {
+                        cg_v d0 = VLOAD(dyb + oy*128 + v * 16), d1 = VLOAD(dyb + oy*128 + 512 + v * 16); VKEEP(d0); VKEEP(d1);
+                        { cg_v xv = VLOAD(xc + oy*128 - 128 + v * 16); VKEEP(xv); a0_1 += d0 * xv; a1_1 += d1 * xv; }
+                        { cg_v xv = VLOAD(xc + oy*128 - 96 + v * 16); VKEEP(xv); a0_2 += d0 * xv; a1_2 += d1 * xv; }
+                        { cg_v xv = VLOAD(xc + oy*128 + v * 16); VKEEP(xv); a0_4 += d0 * xv; a1_4 += d1 * xv; }
+                        { cg_v xv = VLOAD(xc + oy*128 + 32 + v * 16); VKEEP(xv); a0_5 += d0 * xv; a1_5 += d1 * xv; }
+                        { cg_v xv = VLOAD(xc + oy*128 + 128 + v * 16); VKEEP(xv); a0_7 += d0 * xv; a1_7 += d1 * xv; }
+                        { cg_v xv = VLOAD(xc + oy*128 + 160 + v * 16); VKEEP(xv); a0_8 += d0 * xv; a1_8 += d1 * xv; }
+                    }
+                }
+                /* rows 1..2, cols 1..2: every tap */
                 for (int oy = 1; oy < 3; oy++) {
                     for (int ox = 1; ox < 3; ox++) {
                         for (int v = 0; v < 2; v++) {
-                            const cg_v d0 = VLOAD(dyb + oy*128 + ox*32 + v * 16), d1 = VLOAD(dyb + oy*128 + ox*32 + 512 + v * 16), d2 = VLOAD(dyb + oy*128 + ox*32 + 1024 + v * 16), d3 = VLOAD(dyb + oy*128 + ox*32 + 1536 + v * 16), d4 = VLOAD(dyb + oy*128 + ox*32 + 2048 + v * 16), d5 = VLOAD(dyb + oy*128 + ox*32 + 2560 + v * 16), d6 = VLOAD(dyb + oy*128 + ox*32 + 3072 + v * 16), d7 = VLOAD(dyb + oy*128 + ox*32 + 3584 + v * 16);
-                            { const cg_v xv = VLOAD(xc + oy*128 + ox*32 - 160 + v * 16); a0_0 += d0 * xv; a1_0 += d1 * xv; a2_0 += d2 * xv; a3_0 += d3 * xv; a4_0 += d4 * xv; a5_0 += d5 * xv; a6_0 += d6 * xv; a7_0 += d7 * xv; }
-                            { const cg_v xv = VLOAD(xc + oy*128 + ox*32 - 128 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; a3_1 += d3 * xv; a4_1 += d4 * xv; a5_1 += d5 * xv; a6_1 += d6 * xv; a7_1 += d7 * xv; }
-                            { const cg_v xv = VLOAD(xc + oy*128 + ox*32 - 96 + v * 16); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; a3_2 += d3 * xv; a4_2 += d4 * xv; a5_2 += d5 * xv; a6_2 += d6 * xv; a7_2 += d7 * xv; }
+                            cg_v d0 = VLOAD(dyb + oy*128 + ox*32 + v * 16), d1 = VLOAD(dyb + oy*128 + ox*32 + 512 + v * 16); VKEEP(d0); VKEEP(d1);
+                            { cg_v xv = VLOAD(xc + oy*128 + ox*32 - 160 + v * 16); VKEEP(xv); a0_0 += d0 * xv; a1_0 += d1 * xv; }
+                            { cg_v xv = VLOAD(xc + oy*128 + ox*32 - 128 + v * 16); VKEEP(xv); a0_1 += d0 * xv; a1_1 += d1 * xv; }
+                            { cg_v xv = VLOAD(xc + oy*128 + ox*32 - 96 + v * 16); VKEEP(xv); a0_2 += d0 * xv; a1_2 += d1 * xv; }
+                            { cg_v xv = VLOAD(xc + oy*128 + ox*32 - 32 + v * 16); VKEEP(xv); a0_3 += d0 * xv; a1_3 += d1 * xv; }
+                            { cg_v xv = VLOAD(xc + oy*128 + ox*32 + v * 16); VKEEP(xv); a0_4 += d0 * xv; a1_4 += d1 * xv; }
+                            { cg_v xv = VLOAD(xc + oy*128 + ox*32 + 32 + v * 16); VKEEP(xv); a0_5 += d0 * xv; a1_5 += d1 * xv; }
+                            { cg_v xv = VLOAD(xc + oy*128 + ox*32 + 96 + v * 16); VKEEP(xv); a0_6 += d0 * xv; a1_6 += d1 * xv; }
+                            { cg_v xv = VLOAD(xc + oy*128 + ox*32 + 128 + v * 16); VKEEP(xv); a0_7 += d0 * xv; a1_7 += d1 * xv; }
+                            { cg_v xv = VLOAD(xc + oy*128 + ox*32 + 160 + v * 16); VKEEP(xv); a0_8 += d0 * xv; a1_8 += d1 * xv; }
                         }
                     }
                 }
-                /* rows 1..2, cols 3..3: 2 of 9 taps */
+                /* rows 1..2, cols 3..3: 6 of 9 taps */
                 for (int oy = 1; oy < 3; oy++) {
                     for (int v = 0; v < 2; v++) {
-                        const cg_v d0 = VLOAD(dyb + oy*128 + 96 + v * 16), d1 = VLOAD(dyb + oy*128 + 608 + v * 16), d2 = VLOAD(dyb + oy*128 + 1120 + v * 16), d3 = VLOAD(dyb + oy*128 + 1632 + v * 16), d4 = VLOAD(dyb + oy*128 + 2144 + v * 16), d5 = VLOAD(dyb + oy*128 + 2656 + v * 16), d6 = VLOAD(dyb + oy*128 + 3168 + v * 16), d7 = VLOAD(dyb + oy*128 + 3680 + v * 16);
-                        { const cg_v xv = VLOAD(xc + oy*128 - 64 + v * 16); a0_0 += d0 * xv; a1_0 += d1 * xv; a2_0 += d2 * xv; a3_0 += d3 * xv; a4_0 += d4 * xv; a5_0 += d5 * xv; a6_0 += d6 * xv; a7_0 += d7 * xv; }
-                        { const cg_v xv = VLOAD(xc + oy*128 - 32 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; a3_1 += d3 * xv; a4_1 += d4 * xv; a5_1 += d5 * xv; a6_1 += d6 * xv; a7_1 += d7 * xv; }
+                        cg_v d0 = VLOAD(dyb + oy*128 + 96 + v * 16), d1 = VLOAD(dyb + oy*128 + 608 + v * 16); VKEEP(d0); VKEEP(d1);
+                        { cg_v xv = VLOAD(xc + oy*128 - 64 + v * 16); VKEEP(xv); a0_0 += d0 * xv; a1_0 += d1 * xv; }
+                        { cg_v xv = VLOAD(xc + oy*128 - 32 + v * 16); VKEEP(xv); a0_1 += d0 * xv; a1_1 += d1 * xv; }
+                        { cg_v xv = VLOAD(xc + oy*128 + 64 + v * 16); VKEEP(xv); a0_3 += d0 * xv; a1_3 += d1 * xv; }
+                        { cg_v xv = VLOAD(xc + oy*128 + 96 + v * 16); VKEEP(xv); a0_4 += d0 * xv; a1_4 += d1 * xv; }
+                        { cg_v xv = VLOAD(xc + oy*128 + 192 + v * 16); VKEEP(xv); a0_6 += d0 * xv; a1_6 += d1 * xv; }
+                        { cg_v xv = VLOAD(xc + oy*128 + 224 + v * 16); VKEEP(xv); a0_7 += d0 * xv; a1_7 += d1 * xv; }
                     }
                 }
                 for (int v = 0; v < 2; v++) {
-                    const cg_v d0 = VLOAD(dyb + 384 + v * 16), d1 = VLOAD(dyb + 896 + v * 16), d2 = VLOAD(dyb + 1408 + v * 16), d3 = VLOAD(dyb + 1920 + v * 16), d4 = VLOAD(dyb + 2432 + v * 16), d5 = VLOAD(dyb + 2944 + v * 16), d6 = VLOAD(dyb + 3456 + v * 16), d7 = VLOAD(dyb + 3968 + v * 16);
-                    { const cg_v xv = VLOAD(xc + 256 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; a3_1 += d3 * xv; a4_1 += d4 * xv; a5_1 += d5 * xv; a6_1 += d6 * xv; a7_1 += d7 * xv; }
-                    { const cg_v xv = VLOAD(xc + 288 + v * 16); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; a3_2 += d3 * xv; a4_2 += d4 * xv; a5_2 += d5 * xv; a6_2 += d6 * xv; a7_2 += d7 * xv; }
+                    cg_v d0 = VLOAD(dyb + 384 + v * 16), d1 = VLOAD(dyb + 896 + v * 16); VKEEP(d0); VKEEP(d1);
+                    { cg_v xv = VLOAD(xc + 256 + v * 16); VKEEP(xv); a0_1 += d0 * xv; a1_1 += d1 * xv; }
+                    { cg_v xv = VLOAD(xc + 288 + v * 16); VKEEP(xv); a0_2 += d0 * xv; a1_2 += d1 * xv; }
+                    { cg_v xv = VLOAD(xc + 384 + v * 16); VKEEP(xv); a0_4 += d0 * xv; a1_4 += d1 * xv; }
+                    { cg_v xv = VLOAD(xc + 416 + v * 16); VKEEP(xv); a0_5 += d0 * xv; a1_5 += d1 * xv; }
                 }
-                /* rows 3..3, cols 1..2: 3 of 9 taps */
+                /* rows 3..3, cols 1..2: 6 of 9 taps */
                 for (int ox = 1; ox < 3; ox++) {
                     for (int v = 0; v < 2; v++) {
-                        const cg_v d0 = VLOAD(dyb + ox*32 + 384 + v * 16), d1 = VLOAD(dyb + ox*32 + 896 + v * 16), d2 = VLOAD(dyb + ox*32 + 1408 + v * 16), d3 = VLOAD(dyb + ox*32 + 1920 + v * 16), d4 = VLOAD(dyb + ox*32 + 2432 + v * 16), d5 = VLOAD(dyb + ox*32 + 2944 + v * 16), d6 = VLOAD(dyb + ox*32 + 3456 + v * 16), d7 = VLOAD(dyb + ox*32 + 3968 + v * 16);
-                        { const cg_v xv = VLOAD(xc + ox*32 + 224 + v * 16); a0_0 += d0 * xv; a1_0 += d1 * xv; a2_0 += d2 * xv; a3_0 += d3 * xv; a4_0 += d4 * xv; a5_0 += d5 * xv; a6_0 += d6 * xv; a7_0 += d7 * xv; }
-                        { const cg_v xv = VLOAD(xc + ox*32 + 256 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; a3_1 += d3 * xv; a4_1 += d4 * xv; a5_1 += d5 * xv; a6_1 += d6 * xv; a7_1 += d7 * xv; }
-                        { const cg_v xv = VLOAD(xc + ox*32 + 288 + v * 16); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; a3_2 += d3 * xv; a4_2 += d4 * xv; a5_2 += d5 * xv; a6_2 += d6 * xv; a7_2 += d7 * xv; }
+                        cg_v d0 = VLOAD(dyb + ox*32 + 384 + v * 16), d1 = VLOAD(dyb + ox*32 + 896 + v * 16); VKEEP(d0); VKEEP(d1);
+                        { cg_v xv = VLOAD(xc + ox*32 + 224 + v * 16); VKEEP(xv); a0_0 += d0 * xv; a1_0 += d1 * xv; }
+                        { cg_v xv = VLOAD(xc + ox*32 + 256 + v * 16); VKEEP(xv); a0_1 += d0 * xv; a1_1 += d1 * xv; }
+                        { cg_v xv = VLOAD(xc + ox*32 + 288 + v * 16); VKEEP(xv); a0_2 += d0 * xv; a1_2 += d1 * xv; }
+                        { cg_v xv = VLOAD(xc + ox*32 + 352 + v * 16); VKEEP(xv); a0_3 += d0 * xv; a1_3 += d1 * xv; }
+                        { cg_v xv = VLOAD(xc + ox*32 + 384 + v * 16); VKEEP(xv); a0_4 += d0 * xv; a1_4 += d1 * xv; }
+                        { cg_v xv = VLOAD(xc + ox*32 + 416 + v * 16); VKEEP(xv); a0_5 += d0 * xv; a1_5 += d1 * xv; }
                     }
                 }
                 for (int v = 0; v < 2; v++) {
-                    const cg_v d0 = VLOAD(dyb + 480 + v * 16), d1 = VLOAD(dyb + 992 + v * 16), d2 = VLOAD(dyb + 1504 + v * 16), d3 = VLOAD(dyb + 2016 + v * 16), d4 = VLOAD(dyb + 2528 + v * 16), d5 = VLOAD(dyb + 3040 + v * 16), d6 = VLOAD(dyb + 3552 + v * 16), d7 = VLOAD(dyb + 4064 + v * 16);
-                    { const cg_v xv = VLOAD(xc + 320 + v * 16); a0_0 += d0 * xv; a1_0 += d1 * xv; a2_0 += d2 * xv; a3_0 += d3 * xv; a4_0 += d4 * xv; a5_0 += d5 * xv; a6_0 += d6 * xv; a7_0 += d7 * xv; }
-                    { const cg_v xv = VLOAD(xc + 352 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; a3_1 += d3 * xv; a4_1 += d4 * xv; a5_1 += d5 * xv; a6_1 += d6 * xv; a7_1 += d7 * xv; }
+                    cg_v d0 = VLOAD(dyb + 480 + v * 16), d1 = VLOAD(dyb + 992 + v * 16); VKEEP(d0); VKEEP(d1);
+                    { cg_v xv = VLOAD(xc + 320 + v * 16); VKEEP(xv); a0_0 += d0 * xv; a1_0 += d1 * xv; }
+                    { cg_v xv = VLOAD(xc + 352 + v * 16); VKEEP(xv); a0_1 += d0 * xv; a1_1 += d1 * xv; }
+                    { cg_v xv = VLOAD(xc + 448 + v * 16); VKEEP(xv); a0_3 += d0 * xv; a1_3 += d1 * xv; }
+                    { cg_v xv = VLOAD(xc + 480 + v * 16); VKEEP(xv); a0_4 += d0 * xv; a1_4 += d1 * xv; }
                 }
-                gwc[0] += vsum(a0_0); gwc[1] += vsum(a0_1); gwc[2] += vsum(a0_2);
-                gwc[4608] += vsum(a1_0); gwc[4609] += vsum(a1_1); gwc[4610] += vsum(a1_2);
-                gwc[9216] += vsum(a2_0); gwc[9217] += vsum(a2_1); gwc[9218] += vsum(a2_2);
-                gwc[13824] += vsum(a3_0); gwc[13825] += vsum(a3_1); gwc[13826] += vsum(a3_2);
-                gwc[18432] += vsum(a4_0); gwc[18433] += vsum(a4_1); gwc[18434] += vsum(a4_2);
-                gwc[23040] += vsum(a5_0); gwc[23041] += vsum(a5_1); gwc[23042] += vsum(a5_2);
-                gwc[27648] += vsum(a6_0); gwc[27649] += vsum(a6_1); gwc[27650] += vsum(a6_2);
-                gwc[32256] += vsum(a7_0); gwc[32257] += vsum(a7_1); gwc[32258] += vsum(a7_2);
-            }
-            { /* kernel row 1 */
-                cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f);
-                cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f);
-                cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f), a2_2 = vsplat(0.0f);
-                cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f), a3_2 = vsplat(0.0f);
-                cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f), a4_2 = vsplat(0.0f);
-                cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f), a5_2 = vsplat(0.0f);
-                cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f), a6_2 = vsplat(0.0f);
-                cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f), a7_2 = vsplat(0.0f);
-                for (int v = 0; v < 2; v++) {
-                    const cg_v d0 = VLOAD(dyb + 0 + v * 16), d1 = VLOAD(dyb + 512 + v * 16), d2 = VLOAD(dyb + 1024 + v * 16), d3 = VLOAD(dyb + 1536 + v * 16), d4 = VLOAD(dyb + 2048 + v * 16), d5 = VLOAD(dyb + 2560 + v * 16), d6 = VLOAD(dyb + 3072 + v * 16), d7 = VLOAD(dyb + 3584 + v * 16);
-                    { const cg_v xv = VLOAD(xc + 0 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; a3_1 += d3 * xv; a4_1 += d4 * xv; a5_1 += d5 * xv; a6_1 += d6 * xv; a7_1 += d7 * xv; }
-                    { const cg_v xv = VLOAD(xc + 32 + v * 16); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; a3_2 += d3 * xv; a4_2 += d4 * xv; a5_2 += d5 * xv; a6_2 += d6 * xv; a7_2 += d7 * xv; }
-                }
-                /* rows 0..0, cols 1..2: 3 of 9 taps */
-                for (int ox = 1; ox < 3; ox++) {
-                    for (int v = 0; v < 2; v++) {
-                        const cg_v d0 = VLOAD(dyb + ox*32 + v * 16), d1 = VLOAD(dyb + ox*32 + 512 + v * 16), d2 = VLOAD(dyb + ox*32 + 1024 + v * 16), d3 = VLOAD(dyb + ox*32 + 1536 + v * 16), d4 = VLOAD(dyb + ox*32 + 2048 + v * 16), d5 = VLOAD(dyb + ox*32 + 2560 + v * 16), d6 = VLOAD(dyb + ox*32 + 3072 + v * 16), d7 = VLOAD(dyb + ox*32 + 3584 + v * 16);
-                        { const cg_v xv = VLOAD(xc + ox*32 - 32 + v * 16); a0_0 += d0 * xv; a1_0 += d1 * xv; a2_0 += d2 * xv; a3_0 += d3 * xv; a4_0 += d4 * xv; a5_0 += d5 * xv; a6_0 += d6 * xv; a7_0 += d7 * xv; }
-                        { const cg_v xv = VLOAD(xc + ox*32 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; a3_1 += d3 * xv; a4_1 += d4 * xv; a5_1 += d5 * xv; a6_1 += d6 * xv; a7_1 += d7 * xv; }
-                        { const cg_v xv = VLOAD(xc + ox*32 + 32 + v * 16); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; a3_2 += d3 * xv; a4_2 += d4 * xv; a5_2 += d5 * xv; a6_2 += d6 * xv; a7_2 += d7 * xv; }
-                    }
-                }
-                for (int v = 0; v < 2; v++) {
-                    const cg_v d0 = VLOAD(dyb + 96 + v * 16), d1 = VLOAD(dyb + 608 + v * 16), d2 = VLOAD(dyb + 1120 + v * 16), d3 = VLOAD(dyb + 1632 + v * 16), d4 = VLOAD(dyb + 2144 + v * 16), d5 = VLOAD(dyb + 2656 + v * 16), d6 = VLOAD(dyb + 3168 + v * 16), d7 = VLOAD(dyb + 3680 + v * 16);
-                    { const cg_v xv = VLOAD(xc + 64 + v * 16); a0_0 += d0 * xv; a1_0 += d1 * xv; a2_0 += d2 * xv; a3_0 += d3 * xv; a4_0 += d4 * xv; a5_0 += d5 * xv; a6_0 += d6 * xv; a7_0 += d7 * xv; }
-                    { const cg_v xv = VLOAD(xc + 96 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; a3_1 += d3 * xv; a4_1 += d4 * xv; a5_1 += d5 * xv; a6_1 += d6 * xv; a7_1 += d7 * xv; }
-                }
-                /* rows 1..2, cols 0..0: 2 of 9 taps */
-                for (int oy = 1; oy < 3; oy++) {
-                    for (int v = 0; v < 2; v++) {
-                        const cg_v d0 = VLOAD(dyb + oy*128 + v * 16), d1 = VLOAD(dyb + oy*128 + 512 + v * 16), d2 = VLOAD(dyb + oy*128 + 1024 + v * 16), d3 = VLOAD(dyb + oy*128 + 1536 + v * 16), d4 = VLOAD(dyb + oy*128 + 2048 + v * 16), d5 = VLOAD(dyb + oy*128 + 2560 + v * 16), d6 = VLOAD(dyb + oy*128 + 3072 + v * 16), d7 = VLOAD(dyb + oy*128 + 3584 + v * 16);
-                        { const cg_v xv = VLOAD(xc + oy*128 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; a3_1 += d3 * xv; a4_1 += d4 * xv; a5_1 += d5 * xv; a6_1 += d6 * xv; a7_1 += d7 * xv; }
-                        { const cg_v xv = VLOAD(xc + oy*128 + 32 + v * 16); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; a3_2 += d3 * xv; a4_2 += d4 * xv; a5_2 += d5 * xv; a6_2 += d6 * xv; a7_2 += d7 * xv; }
-                    }
-                }
-                /* rows 1..2, cols 1..2: 3 of 9 taps */
-                for (int oy = 1; oy < 3; oy++) {
-                    for (int ox = 1; ox < 3; ox++) {
-                        for (int v = 0; v < 2; v++) {
-                            const cg_v d0 = VLOAD(dyb + oy*128 + ox*32 + v * 16), d1 = VLOAD(dyb + oy*128 + ox*32 + 512 + v * 16), d2 = VLOAD(dyb + oy*128 + ox*32 + 1024 + v * 16), d3 = VLOAD(dyb + oy*128 + ox*32 + 1536 + v * 16), d4 = VLOAD(dyb + oy*128 + ox*32 + 2048 + v * 16), d5 = VLOAD(dyb + oy*128 + ox*32 + 2560 + v * 16), d6 = VLOAD(dyb + oy*128 + ox*32 + 3072 + v * 16), d7 = VLOAD(dyb + oy*128 + ox*32 + 3584 + v * 16);
-                            { const cg_v xv = VLOAD(xc + oy*128 + ox*32 - 32 + v * 16); a0_0 += d0 * xv; a1_0 += d1 * xv; a2_0 += d2 * xv; a3_0 += d3 * xv; a4_0 += d4 * xv; a5_0 += d5 * xv; a6_0 += d6 * xv; a7_0 += d7 * xv; }
-                            { const cg_v xv = VLOAD(xc + oy*128 + ox*32 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; a3_1 += d3 * xv; a4_1 += d4 * xv; a5_1 += d5 * xv; a6_1 += d6 * xv; a7_1 += d7 * xv; }
-                            { const cg_v xv = VLOAD(xc + oy*128 + ox*32 + 32 + v * 16); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; a3_2 += d3 * xv; a4_2 += d4 * xv; a5_2 += d5 * xv; a6_2 += d6 * xv; a7_2 += d7 * xv; }
-                        }
-                    }
-                }
-                /* rows 1..2, cols 3..3: 2 of 9 taps */
-                for (int oy = 1; oy < 3; oy++) {
-                    for (int v = 0; v < 2; v++) {
-                        const cg_v d0 = VLOAD(dyb + oy*128 + 96 + v * 16), d1 = VLOAD(dyb + oy*128 + 608 + v * 16), d2 = VLOAD(dyb + oy*128 + 1120 + v * 16), d3 = VLOAD(dyb + oy*128 + 1632 + v * 16), d4 = VLOAD(dyb + oy*128 + 2144 + v * 16), d5 = VLOAD(dyb + oy*128 + 2656 + v * 16), d6 = VLOAD(dyb + oy*128 + 3168 + v * 16), d7 = VLOAD(dyb + oy*128 + 3680 + v * 16);
-                        { const cg_v xv = VLOAD(xc + oy*128 + 64 + v * 16); a0_0 += d0 * xv; a1_0 += d1 * xv; a2_0 += d2 * xv; a3_0 += d3 * xv; a4_0 += d4 * xv; a5_0 += d5 * xv; a6_0 += d6 * xv; a7_0 += d7 * xv; }
-                        { const cg_v xv = VLOAD(xc + oy*128 + 96 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; a3_1 += d3 * xv; a4_1 += d4 * xv; a5_1 += d5 * xv; a6_1 += d6 * xv; a7_1 += d7 * xv; }
-                    }
-                }
-                for (int v = 0; v < 2; v++) {
-                    const cg_v d0 = VLOAD(dyb + 384 + v * 16), d1 = VLOAD(dyb + 896 + v * 16), d2 = VLOAD(dyb + 1408 + v * 16), d3 = VLOAD(dyb + 1920 + v * 16), d4 = VLOAD(dyb + 2432 + v * 16), d5 = VLOAD(dyb + 2944 + v * 16), d6 = VLOAD(dyb + 3456 + v * 16), d7 = VLOAD(dyb + 3968 + v * 16);
-                    { const cg_v xv = VLOAD(xc + 384 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; a3_1 += d3 * xv; a4_1 += d4 * xv; a5_1 += d5 * xv; a6_1 += d6 * xv; a7_1 += d7 * xv; }
-                    { const cg_v xv = VLOAD(xc + 416 + v * 16); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; a3_2 += d3 * xv; a4_2 += d4 * xv; a5_2 += d5 * xv; a6_2 += d6 * xv; a7_2 += d7 * xv; }
-                }
-                /* rows 3..3, cols 1..2: 3 of 9 taps */
-                for (int ox = 1; ox < 3; ox++) {
-                    for (int v = 0; v < 2; v++) {
-                        const cg_v d0 = VLOAD(dyb + ox*32 + 384 + v * 16), d1 = VLOAD(dyb + ox*32 + 896 + v * 16), d2 = VLOAD(dyb + ox*32 + 1408 + v * 16), d3 = VLOAD(dyb + ox*32 + 1920 + v * 16), d4 = VLOAD(dyb + ox*32 + 2432 + v * 16), d5 = VLOAD(dyb + ox*32 + 2944 + v * 16), d6 = VLOAD(dyb + ox*32 + 3456 + v * 16), d7 = VLOAD(dyb + ox*32 + 3968 + v * 16);
-                        { const cg_v xv = VLOAD(xc + ox*32 + 352 + v * 16); a0_0 += d0 * xv; a1_0 += d1 * xv; a2_0 += d2 * xv; a3_0 += d3 * xv; a4_0 += d4 * xv; a5_0 += d5 * xv; a6_0 += d6 * xv; a7_0 += d7 * xv; }
-                        { const cg_v xv = VLOAD(xc + ox*32 + 384 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; a3_1 += d3 * xv; a4_1 += d4 * xv; a5_1 += d5 * xv; a6_1 += d6 * xv; a7_1 += d7 * xv; }
-                        { const cg_v xv = VLOAD(xc + ox*32 + 416 + v * 16); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; a3_2 += d3 * xv; a4_2 += d4 * xv; a5_2 += d5 * xv; a6_2 += d6 * xv; a7_2 += d7 * xv; }
-                    }
-                }
-                for (int v = 0; v < 2; v++) {
-                    const cg_v d0 = VLOAD(dyb + 480 + v * 16), d1 = VLOAD(dyb + 992 + v * 16), d2 = VLOAD(dyb + 1504 + v * 16), d3 = VLOAD(dyb + 2016 + v * 16), d4 = VLOAD(dyb + 2528 + v * 16), d5 = VLOAD(dyb + 3040 + v * 16), d6 = VLOAD(dyb + 3552 + v * 16), d7 = VLOAD(dyb + 4064 + v * 16);
-                    { const cg_v xv = VLOAD(xc + 448 + v * 16); a0_0 += d0 * xv; a1_0 += d1 * xv; a2_0 += d2 * xv; a3_0 += d3 * xv; a4_0 += d4 * xv; a5_0 += d5 * xv; a6_0 += d6 * xv; a7_0 += d7 * xv; }
-                    { const cg_v xv = VLOAD(xc + 480 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; a3_1 += d3 * xv; a4_1 += d4 * xv; a5_1 += d5 * xv; a6_1 += d6 * xv; a7_1 += d7 * xv; }
-                }
-                gwc[3] += vsum(a0_0); gwc[4] += vsum(a0_1); gwc[5] += vsum(a0_2);
-                gwc[4611] += vsum(a1_0); gwc[4612] += vsum(a1_1); gwc[4613] += vsum(a1_2);
-                gwc[9219] += vsum(a2_0); gwc[9220] += vsum(a2_1); gwc[9221] += vsum(a2_2);
-                gwc[13827] += vsum(a3_0); gwc[13828] += vsum(a3_1); gwc[13829] += vsum(a3_2);
-                gwc[18435] += vsum(a4_0); gwc[18436] += vsum(a4_1); gwc[18437] += vsum(a4_2);
-                gwc[23043] += vsum(a5_0); gwc[23044] += vsum(a5_1); gwc[23045] += vsum(a5_2);
-                gwc[27651] += vsum(a6_0); gwc[27652] += vsum(a6_1); gwc[27653] += vsum(a6_2);
-                gwc[32259] += vsum(a7_0); gwc[32260] += vsum(a7_1); gwc[32261] += vsum(a7_2);
-            }
-            { /* kernel row 2 */
-                cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f);
-                cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f);
-                cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f), a2_2 = vsplat(0.0f);
-                cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f), a3_2 = vsplat(0.0f);
-                cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f), a4_2 = vsplat(0.0f);
-                cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f), a5_2 = vsplat(0.0f);
-                cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f), a6_2 = vsplat(0.0f);
-                cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f), a7_2 = vsplat(0.0f);
-                for (int v = 0; v < 2; v++) {
-                    const cg_v d0 = VLOAD(dyb + 0 + v * 16), d1 = VLOAD(dyb + 512 + v * 16), d2 = VLOAD(dyb + 1024 + v * 16), d3 = VLOAD(dyb + 1536 + v * 16), d4 = VLOAD(dyb + 2048 + v * 16), d5 = VLOAD(dyb + 2560 + v * 16), d6 = VLOAD(dyb + 3072 + v * 16), d7 = VLOAD(dyb + 3584 + v * 16);
-                    { const cg_v xv = VLOAD(xc + 128 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; a3_1 += d3 * xv; a4_1 += d4 * xv; a5_1 += d5 * xv; a6_1 += d6 * xv; a7_1 += d7 * xv; }
-                    { const cg_v xv = VLOAD(xc + 160 + v * 16); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; a3_2 += d3 * xv; a4_2 += d4 * xv; a5_2 += d5 * xv; a6_2 += d6 * xv; a7_2 += d7 * xv; }
-                }
-                /* rows 0..0, cols 1..2: 3 of 9 taps */
-                for (int ox = 1; ox < 3; ox++) {
-                    for (int v = 0; v < 2; v++) {
-                        const cg_v d0 = VLOAD(dyb + ox*32 + v * 16), d1 = VLOAD(dyb + ox*32 + 512 + v * 16), d2 = VLOAD(dyb + ox*32 + 1024 + v * 16), d3 = VLOAD(dyb + ox*32 + 1536 + v * 16), d4 = VLOAD(dyb + ox*32 + 2048 + v * 16), d5 = VLOAD(dyb + ox*32 + 2560 + v * 16), d6 = VLOAD(dyb + ox*32 + 3072 + v * 16), d7 = VLOAD(dyb + ox*32 + 3584 + v * 16);
-                        { const cg_v xv = VLOAD(xc + ox*32 + 96 + v * 16); a0_0 += d0 * xv; a1_0 += d1 * xv; a2_0 += d2 * xv; a3_0 += d3 * xv; a4_0 += d4 * xv; a5_0 += d5 * xv; a6_0 += d6 * xv; a7_0 += d7 * xv; }
-                        { const cg_v xv = VLOAD(xc + ox*32 + 128 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; a3_1 += d3 * xv; a4_1 += d4 * xv; a5_1 += d5 * xv; a6_1 += d6 * xv; a7_1 += d7 * xv; }
-                        { const cg_v xv = VLOAD(xc + ox*32 + 160 + v * 16); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; a3_2 += d3 * xv; a4_2 += d4 * xv; a5_2 += d5 * xv; a6_2 += d6 * xv; a7_2 += d7 * xv; }
-                    }
-                }
-                for (int v = 0; v < 2; v++) {
-                    const cg_v d0 = VLOAD(dyb + 96 + v * 16), d1 = VLOAD(dyb + 608 + v * 16), d2 = VLOAD(dyb + 1120 + v * 16), d3 = VLOAD(dyb + 1632 + v * 16), d4 = VLOAD(dyb + 2144 + v * 16), d5 = VLOAD(dyb + 2656 + v * 16), d6 = VLOAD(dyb + 3168 + v * 16), d7 = VLOAD(dyb + 3680 + v * 16);
-                    { const cg_v xv = VLOAD(xc + 192 + v * 16); a0_0 += d0 * xv; a1_0 += d1 * xv; a2_0 += d2 * xv; a3_0 += d3 * xv; a4_0 += d4 * xv; a5_0 += d5 * xv; a6_0 += d6 * xv; a7_0 += d7 * xv; }
-                    { const cg_v xv = VLOAD(xc + 224 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; a3_1 += d3 * xv; a4_1 += d4 * xv; a5_1 += d5 * xv; a6_1 += d6 * xv; a7_1 += d7 * xv; }
-                }
-                /* rows 1..2, cols 0..0: 2 of 9 taps */
-                for (int oy = 1; oy < 3; oy++) {
-                    for (int v = 0; v < 2; v++) {
-                        const cg_v d0 = VLOAD(dyb + oy*128 + v * 16), d1 = VLOAD(dyb + oy*128 + 512 + v * 16), d2 = VLOAD(dyb + oy*128 + 1024 + v * 16), d3 = VLOAD(dyb + oy*128 + 1536 + v * 16), d4 = VLOAD(dyb + oy*128 + 2048 + v * 16), d5 = VLOAD(dyb + oy*128 + 2560 + v * 16), d6 = VLOAD(dyb + oy*128 + 3072 + v * 16), d7 = VLOAD(dyb + oy*128 + 3584 + v * 16);
-                        { const cg_v xv = VLOAD(xc + oy*128 + 128 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; a3_1 += d3 * xv; a4_1 += d4 * xv; a5_1 += d5 * xv; a6_1 += d6 * xv; a7_1 += d7 * xv; }
-                        { const cg_v xv = VLOAD(xc + oy*128 + 160 + v * 16); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; a3_2 += d3 * xv; a4_2 += d4 * xv; a5_2 += d5 * xv; a6_2 += d6 * xv; a7_2 += d7 * xv; }
-                    }
-                }
-                /* rows 1..2, cols 1..2: 3 of 9 taps */
-                for (int oy = 1; oy < 3; oy++) {
-                    for (int ox = 1; ox < 3; ox++) {
-                        for (int v = 0; v < 2; v++) {
-                            const cg_v d0 = VLOAD(dyb + oy*128 + ox*32 + v * 16), d1 = VLOAD(dyb + oy*128 + ox*32 + 512 + v * 16), d2 = VLOAD(dyb + oy*128 + ox*32 + 1024 + v * 16), d3 = VLOAD(dyb + oy*128 + ox*32 + 1536 + v * 16), d4 = VLOAD(dyb + oy*128 + ox*32 + 2048 + v * 16), d5 = VLOAD(dyb + oy*128 + ox*32 + 2560 + v * 16), d6 = VLOAD(dyb + oy*128 + ox*32 + 3072 + v * 16), d7 = VLOAD(dyb + oy*128 + ox*32 + 3584 + v * 16);
-                            { const cg_v xv = VLOAD(xc + oy*128 + ox*32 + 96 + v * 16); a0_0 += d0 * xv; a1_0 += d1 * xv; a2_0 += d2 * xv; a3_0 += d3 * xv; a4_0 += d4 * xv; a5_0 += d5 * xv; a6_0 += d6 * xv; a7_0 += d7 * xv; }
-                            { const cg_v xv = VLOAD(xc + oy*128 + ox*32 + 128 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; a3_1 += d3 * xv; a4_1 += d4 * xv; a5_1 += d5 * xv; a6_1 += d6 * xv; a7_1 += d7 * xv; }
-                            { const cg_v xv = VLOAD(xc + oy*128 + ox*32 + 160 + v * 16); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; a3_2 += d3 * xv; a4_2 += d4 * xv; a5_2 += d5 * xv; a6_2 += d6 * xv; a7_2 += d7 * xv; }
-                        }
-                    }
-                }
-                /* rows 1..2, cols 3..3: 2 of 9 taps */
-                for (int oy = 1; oy < 3; oy++) {
-                    for (int v = 0; v < 2; v++) {
-                        const cg_v d0 = VLOAD(dyb + oy*128 + 96 + v * 16), d1 = VLOAD(dyb + oy*128 + 608 + v * 16), d2 = VLOAD(dyb + oy*128 + 1120 + v * 16), d3 = VLOAD(dyb + oy*128 + 1632 + v * 16), d4 = VLOAD(dyb + oy*128 + 2144 + v * 16), d5 = VLOAD(dyb + oy*128 + 2656 + v * 16), d6 = VLOAD(dyb + oy*128 + 3168 + v * 16), d7 = VLOAD(dyb + oy*128 + 3680 + v * 16);
-                        { const cg_v xv = VLOAD(xc + oy*128 + 192 + v * 16); a0_0 += d0 * xv; a1_0 += d1 * xv; a2_0 += d2 * xv; a3_0 += d3 * xv; a4_0 += d4 * xv; a5_0 += d5 * xv; a6_0 += d6 * xv; a7_0 += d7 * xv; }
-                        { const cg_v xv = VLOAD(xc + oy*128 + 224 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; a3_1 += d3 * xv; a4_1 += d4 * xv; a5_1 += d5 * xv; a6_1 += d6 * xv; a7_1 += d7 * xv; }
-                    }
-                }
-                gwc[6] += vsum(a0_0); gwc[7] += vsum(a0_1); gwc[8] += vsum(a0_2);
-                gwc[4614] += vsum(a1_0); gwc[4615] += vsum(a1_1); gwc[4616] += vsum(a1_2);
-                gwc[9222] += vsum(a2_0); gwc[9223] += vsum(a2_1); gwc[9224] += vsum(a2_2);
-                gwc[13830] += vsum(a3_0); gwc[13831] += vsum(a3_1); gwc[13832] += vsum(a3_2);
-                gwc[18438] += vsum(a4_0); gwc[18439] += vsum(a4_1); gwc[18440] += vsum(a4_2);
-                gwc[23046] += vsum(a5_0); gwc[23047] += vsum(a5_1); gwc[23048] += vsum(a5_2);
-                gwc[27654] += vsum(a6_0); gwc[27655] += vsum(a6_1); gwc[27656] += vsum(a6_2);
-                gwc[32262] += vsum(a7_0); gwc[32263] += vsum(a7_1); gwc[32264] += vsum(a7_2);
+                gwc[0] += vsum(a0_0); gwc[1] += vsum(a0_1); gwc[2] += vsum(a0_2); gwc[3] += vsum(a0_3); gwc[4] += vsum(a0_4); gwc[5] += vsum(a0_5); gwc[6] += vsum(a0_6); gwc[7] += vsum(a0_7); gwc[8] += vsum(a0_8);
+                gwc[4608] += vsum(a1_0); gwc[4609] += vsum(a1_1); gwc[4610] += vsum(a1_2); gwc[4611] += vsum(a1_3); gwc[4612] += vsum(a1_4); gwc[4613] += vsum(a1_5); gwc[4614] += vsum(a1_6); gwc[4615] += vsum(a1_7); gwc[4616] += vsum(a1_8);
             }
         }
     }
@@ -26234,221 +25226,109 @@ static void l21_conv2d_backward(float *restrict G, const float *restrict x, cons
         gb[co] += vsum(s);
     }
     CG_PARALLEL_FOR
-    for (int cb = 0; cb < 64; cb++) {
-        const float *restrict dyb = dy + cb*4096;
+    for (int cb = 0; cb < 256; cb++) {
+        const float *restrict dyb = dy + cb*1024;
         for (int ci = 0; ci < 512; ci++) {
             const float *restrict xc = x + ci*512;
-            float *restrict gwc = gw + cb*36864 + ci*9;
-            { /* kernel row 0 */
-                cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f);
-                cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f);
-                cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f), a2_2 = vsplat(0.0f);
-                cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f), a3_2 = vsplat(0.0f);
-                cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f), a4_2 = vsplat(0.0f);
-                cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f), a5_2 = vsplat(0.0f);
-                cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f), a6_2 = vsplat(0.0f);
-                cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f), a7_2 = vsplat(0.0f);
-                /* rows 1..2, cols 0..0: 2 of 9 taps */
-                for (int oy = 1; oy < 3; oy++) {
+            float *restrict gwc = gw + cb*9216 + ci*9;
+            { /* every tap */
+                cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f), a0_4 = vsplat(0.0f), a0_5 = vsplat(0.0f), a0_6 = vsplat(0.0f), a0_7 = vsplat(0.0f), a0_8 = vsplat(0.0f);
+                cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f), a1_3 = vsplat(0.0f), a1_4 = vsplat(0.0f), a1_5 = vsplat(0.0f), a1_6 = vsplat(0.0f), a1_7 = vsplat(0.0f), a1_8 = vsplat(0.0f);
+                for (int v = 0; v < 2; v++) {
+                    cg_v d0 = VLOAD(dyb + 0 + v * 16), d1 = VLOAD(dyb + 512 + v * 16); VKEEP(d0); VKEEP(d1);
+                    { cg_v xv = VLOAD(xc + 0 + v * 16); VKEEP(xv); a0_4 += d0 * xv; a1_4 += d1 * xv; }
+                    { cg_v xv = VLOAD(xc + 32 + v * 16); VKEEP(xv); a0_5 += d0 * xv; a1_5 += d1 * xv; }
+                    { cg_v xv = VLOAD(xc + 128 + v * 16); VKEEP(xv); a0_7 += d0 * xv; a1_7 += d1 * xv; }
+                    { cg_v xv = VLOAD(xc + 160 + v * 16); VKEEP(xv); a0_8 += d0 * xv; a1_8 += d1 * xv; }
+                }
+                /* rows 0..0, cols 1..2: 6 of 9 taps */
+                for (int ox = 1; ox < 3; ox++) {
                     for (int v = 0; v < 2; v++) {
-                        const cg_v d0 = VLOAD(dyb + oy*128 + v * 16), d1 = VLOAD(dyb + oy*128 + 512 + v * 16), d2 = VLOAD(dyb + oy*128 + 1024 + v * 16), d3 = VLOAD(dyb + oy*128 + 1536 + v * 16), d4 = VLOAD(dyb + oy*128 + 2048 + v * 16), d5 = VLOAD(dyb + oy*128 + 2560 + v * 16), d6 = VLOAD(dyb + oy*128 + 3072 + v * 16), d7 = VLOAD(dyb + oy*128 + 3584 + v * 16);
-                        { const cg_v xv = VLOAD(xc + oy*128 - 128 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; a3_1 += d3 * xv; a4_1 += d4 * xv; a5_1 += d5 * xv; a6_1 += d6 * xv; a7_1 += d7 * xv; }
-                        { const cg_v xv = VLOAD(xc + oy*128 - 96 + v * 16); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; a3_2 += d3 * xv; a4_2 += d4 * xv; a5_2 += d5 * xv; a6_2 += d6 * xv; a7_2 += d7 * xv; }
+                        cg_v d0 = VLOAD(dyb + ox*32 + v * 16), d1 = VLOAD(dyb + ox*32 + 512 + v * 16); VKEEP(d0); VKEEP(d1);
+                        { cg_v xv = VLOAD(xc + ox*32 - 32 + v * 16); VKEEP(xv); a0_3 += d0 * xv; a1_3 += d1 * xv; }
+                        { cg_v xv = VLOAD(xc + ox*32 + v * 16); VKEEP(xv); a0_4 += d0 * xv; a1_4 += d1 * xv; }
+                        { cg_v xv = VLOAD(xc + ox*32 + 32 + v * 16); VKEEP(xv); a0_5 += d0 * xv; a1_5 += d1 * xv; }
+                        { cg_v xv = VLOAD(xc + ox*32 + 96 + v * 16); VKEEP(xv); a0_6 += d0 * xv; a1_6 += d1 * xv; }
+                        { cg_v xv = VLOAD(xc + ox*32 + 128 + v * 16); VKEEP(xv); a0_7 += d0 * xv; a1_7 += d1 * xv; }
+                        { cg_v xv = VLOAD(xc + ox*32 + 160 + v * 16); VKEEP(xv); a0_8 += d0 * xv; a1_8 += d1 * xv; }
                     }
                 }
-                /* rows 1..2, cols 1..2: 3 of 9 taps */
+                for (int v = 0; v < 2; v++) {
+                    cg_v d0 = VLOAD(dyb + 96 + v * 16), d1 = VLOAD(dyb + 608 + v * 16); VKEEP(d0); VKEEP(d1);
+                    { cg_v xv = VLOAD(xc + 64 + v * 16); VKEEP(xv); a0_3 += d0 * xv; a1_3 += d1 * xv; }
+                    { cg_v xv = VLOAD(xc + 96 + v * 16); VKEEP(xv); a0_4 += d0 * xv; a1_4 += d1 * xv; }
+                    { cg_v xv = VLOAD(xc + 192 + v * 16); VKEEP(xv); a0_6 += d0 * xv; a1_6 += d1 * xv; }
+                    { cg_v xv = VLOAD(xc + 224 + v * 16); VKEEP(xv); a0_7 += d0 * xv; a1_7 += d1 * xv; }
+                }
+                /* rows 1..2, cols 0..0: 6 of 9 taps */
+                for (int oy = 1; oy < 3; oy++) {
+                    for (int v = 0; v < 2; v++) {
+                        cg_v d0 = VLOAD(dyb + oy*128 + v * 16), d1 = VLOAD(dyb + oy*128 + 512 + v * 16); VKEEP(d0); VKEEP(d1);
+                        { cg_v xv = VLOAD(xc + oy*128 - 128 + v * 16); VKEEP(xv); a0_1 += d0 * xv; a1_1 += d1 * xv; }
+                        { cg_v xv = VLOAD(xc + oy*128 - 96 + v * 16); VKEEP(xv); a0_2 += d0 * xv; a1_2 += d1 * xv; }
+                        { cg_v xv = VLOAD(xc + oy*128 + v * 16); VKEEP(xv); a0_4 += d0 * xv; a1_4 += d1 * xv; }
+                        { cg_v xv = VLOAD(xc + oy*128 + 32 + v * 16); VKEEP(xv); a0_5 += d0 * xv; a1_5 += d1 * xv; }
+                        { cg_v xv = VLOAD(xc + oy*128 + 128 + v * 16); VKEEP(xv); a0_7 += d0 * xv; a1_7 += d1 * xv; }
+                        { cg_v xv = VLOAD(xc + oy*128 + 160 + v * 16); VKEEP(xv); a0_8 += d0 * xv; a1_8 += d1 * xv; }
+                    }
+                }
+                /* rows 1..2, cols 1..2: every tap */
                 for (int oy = 1; oy < 3; oy++) {
                     for (int ox = 1; ox < 3; ox++) {
                         for (int v = 0; v < 2; v++) {
-                            const cg_v d0 = VLOAD(dyb + oy*128 + ox*32 + v * 16), d1 = VLOAD(dyb + oy*128 + ox*32 + 512 + v * 16), d2 = VLOAD(dyb + oy*128 + ox*32 + 1024 + v * 16), d3 = VLOAD(dyb + oy*128 + ox*32 + 1536 + v * 16), d4 = VLOAD(dyb + oy*128 + ox*32 + 2048 + v * 16), d5 = VLOAD(dyb + oy*128 + ox*32 + 2560 + v * 16), d6 = VLOAD(dyb + oy*128 + ox*32 + 3072 + v * 16), d7 = VLOAD(dyb + oy*128 + ox*32 + 3584 + v * 16);
-                            { const cg_v xv = VLOAD(xc + oy*128 + ox*32 - 160 + v * 16); a0_0 += d0 * xv; a1_0 += d1 * xv; a2_0 += d2 * xv; a3_0 += d3 * xv; a4_0 += d4 * xv; a5_0 += d5 * xv; a6_0 += d6 * xv; a7_0 += d7 * xv; }
-                            { const cg_v xv = VLOAD(xc + oy*128 + ox*32 - 128 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; a3_1 += d3 * xv; a4_1 += d4 * xv; a5_1 += d5 * xv; a6_1 += d6 * xv; a7_1 += d7 * xv; }
-                            { const cg_v xv = VLOAD(xc + oy*128 + ox*32 - 96 + v * 16); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; a3_2 += d3 * xv; a4_2 += d4 * xv; a5_2 += d5 * xv; a6_2 += d6 * xv; a7_2 += d7 * xv; }
+                            cg_v d0 = VLOAD(dyb + oy*128 + ox*32 + v * 16), d1 = VLOAD(dyb + oy*128 + ox*32 + 512 + v * 16); VKEEP(d0); VKEEP(d1);
+                            { cg_v xv = VLOAD(xc + oy*128 + ox*32 - 160 + v * 16); VKEEP(xv); a0_0 += d0 * xv; a1_0 += d1 * xv; }
+                            { cg_v xv = VLOAD(xc + oy*128 + ox*32 - 128 + v * 16); VKEEP(xv); a0_1 += d0 * xv; a1_1 += d1 * xv; }
+                            { cg_v xv = VLOAD(xc + oy*128 + ox*32 - 96 + v * 16); VKEEP(xv); a0_2 += d0 * xv; a1_2 += d1 * xv; }
+                            { cg_v xv = VLOAD(xc + oy*128 + ox*32 - 32 + v * 16); VKEEP(xv); a0_3 += d0 * xv; a1_3 += d1 * xv; }
+                            { cg_v xv = VLOAD(xc + oy*128 + ox*32 + v * 16); VKEEP(xv); a0_4 += d0 * xv; a1_4 += d1 * xv; }
+                            { cg_v xv = VLOAD(xc + oy*128 + ox*32 + 32 + v * 16); VKEEP(xv); a0_5 += d0 * xv; a1_5 += d1 * xv; }
+                            { cg_v xv = VLOAD(xc + oy*128 + ox*32 + 96 + v * 16); VKEEP(xv); a0_6 += d0 * xv; a1_6 += d1 * xv; }
+                            { cg_v xv = VLOAD(xc + oy*128 + ox*32 + 128 + v * 16); VKEEP(xv); a0_7 += d0 * xv; a1_7 += d1 * xv; }
+                            { cg_v xv = VLOAD(xc + oy*128 + ox*32 + 160 + v * 16); VKEEP(xv); a0_8 += d0 * xv; a1_8 += d1 * xv; }
                         }
                     }
                 }
-                /* rows 1..2, cols 3..3: 2 of 9 taps */
+                /* rows 1..2, cols 3..3: 6 of 9 taps */
                 for (int oy = 1; oy < 3; oy++) {
                     for (int v = 0; v < 2; v++) {
-                        const cg_v d0 = VLOAD(dyb + oy*128 + 96 + v * 16), d1 = VLOAD(dyb + oy*128 + 608 + v * 16), d2 = VLOAD(dyb + oy*128 + 1120 + v * 16), d3 = VLOAD(dyb + oy*128 + 1632 + v * 16), d4 = VLOAD(dyb + oy*128 + 2144 + v * 16), d5 = VLOAD(dyb + oy*128 + 2656 + v * 16), d6 = VLOAD(dyb + oy*128 + 3168 + v * 16), d7 = VLOAD(dyb + oy*128 + 3680 + v * 16);
-                        { const cg_v xv = VLOAD(xc + oy*128 - 64 + v * 16); a0_0 += d0 * xv; a1_0 += d1 * xv; a2_0 += d2 * xv; a3_0 += d3 * xv; a4_0 += d4 * xv; a5_0 += d5 * xv; a6_0 += d6 * xv; a7_0 += d7 * xv; }
-                        { const cg_v xv = VLOAD(xc + oy*128 - 32 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; a3_1 += d3 * xv; a4_1 += d4 * xv; a5_1 += d5 * xv; a6_1 += d6 * xv; a7_1 += d7 * xv; }
+                        cg_v d0 = VLOAD(dyb + oy*128 + 96 + v * 16), d1 = VLOAD(dyb + oy*128 + 608 + v * 16); VKEEP(d0); VKEEP(d1);
+                        { cg_v xv = VLOAD(xc + oy*128 - 64 + v * 16); VKEEP(xv); a0_0 += d0 * xv; a1_0 += d1 * xv; }
+                        { cg_v xv = VLOAD(xc + oy*128 - 32 + v * 16); VKEEP(xv); a0_1 += d0 * xv; a1_1 += d1 * xv; }
+                        { cg_v xv = VLOAD(xc + oy*128 + 64 + v * 16); VKEEP(xv); a0_3 += d0 * xv; a1_3 += d1 * xv; }
+                        { cg_v xv = VLOAD(xc + oy*128 + 96 + v * 16); VKEEP(xv); a0_4 += d0 * xv; a1_4 += d1 * xv; }
+                        { cg_v xv = VLOAD(xc + oy*128 + 192 + v * 16); VKEEP(xv); a0_6 += d0 * xv; a1_6 += d1 * xv; }
+                        { cg_v xv = VLOAD(xc + oy*128 + 224 + v * 16); VKEEP(xv); a0_7 += d0 * xv; a1_7 += d1 * xv; }
                     }
                 }
                 for (int v = 0; v < 2; v++) {
-                    const cg_v d0 = VLOAD(dyb + 384 + v * 16), d1 = VLOAD(dyb + 896 + v * 16), d2 = VLOAD(dyb + 1408 + v * 16), d3 = VLOAD(dyb + 1920 + v * 16), d4 = VLOAD(dyb + 2432 + v * 16), d5 = VLOAD(dyb + 2944 + v * 16), d6 = VLOAD(dyb + 3456 + v * 16), d7 = VLOAD(dyb + 3968 + v * 16);
-                    { const cg_v xv = VLOAD(xc + 256 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; a3_1 += d3 * xv; a4_1 += d4 * xv; a5_1 += d5 * xv; a6_1 += d6 * xv; a7_1 += d7 * xv; }
-                    { const cg_v xv = VLOAD(xc + 288 + v * 16); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; a3_2 += d3 * xv; a4_2 += d4 * xv; a5_2 += d5 * xv; a6_2 += d6 * xv; a7_2 += d7 * xv; }
+                    cg_v d0 = VLOAD(dyb + 384 + v * 16), d1 = VLOAD(dyb + 896 + v * 16); VKEEP(d0); VKEEP(d1);
+                    { cg_v xv = VLOAD(xc + 256 + v * 16); VKEEP(xv); a0_1 += d0 * xv; a1_1 += d1 * xv; }
+                    { cg_v xv = VLOAD(xc + 288 + v * 16); VKEEP(xv); a0_2 += d0 * xv; a1_2 += d1 * xv; }
+                    { cg_v xv = VLOAD(xc + 384 + v * 16); VKEEP(xv); a0_4 += d0 * xv; a1_4 += d1 * xv; }
+                    { cg_v xv = VLOAD(xc + 416 + v * 16); VKEEP(xv); a0_5 += d0 * xv; a1_5 += d1 * xv; }
                 }
-                /* rows 3..3, cols 1..2: 3 of 9 taps */
+                /* rows 3..3, cols 1..2: 6 of 9 taps */
                 for (int ox = 1; ox < 3; ox++) {
                     for (int v = 0; v < 2; v++) {
-                        const cg_v d0 = VLOAD(dyb + ox*32 + 384 + v * 16), d1 = VLOAD(dyb + ox*32 + 896 + v * 16), d2 = VLOAD(dyb + ox*32 + 1408 + v * 16), d3 = VLOAD(dyb + ox*32 + 1920 + v * 16), d4 = VLOAD(dyb + ox*32 + 2432 + v * 16), d5 = VLOAD(dyb + ox*32 + 2944 + v * 16), d6 = VLOAD(dyb + ox*32 + 3456 + v * 16), d7 = VLOAD(dyb + ox*32 + 3968 + v * 16);
-                        { const cg_v xv = VLOAD(xc + ox*32 + 224 + v * 16); a0_0 += d0 * xv; a1_0 += d1 * xv; a2_0 += d2 * xv; a3_0 += d3 * xv; a4_0 += d4 * xv; a5_0 += d5 * xv; a6_0 += d6 * xv; a7_0 += d7 * xv; }
-                        { const cg_v xv = VLOAD(xc + ox*32 + 256 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; a3_1 += d3 * xv; a4_1 += d4 * xv; a5_1 += d5 * xv; a6_1 += d6 * xv; a7_1 += d7 * xv; }
-                        { const cg_v xv = VLOAD(xc + ox*32 + 288 + v * 16); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; a3_2 += d3 * xv; a4_2 += d4 * xv; a5_2 += d5 * xv; a6_2 += d6 * xv; a7_2 += d7 * xv; }
+                        cg_v d0 = VLOAD(dyb + ox*32 + 384 + v * 16), d1 = VLOAD(dyb + ox*32 + 896 + v * 16); VKEEP(d0); VKEEP(d1);
+                        { cg_v xv = VLOAD(xc + ox*32 + 224 + v * 16); VKEEP(xv); a0_0 += d0 * xv; a1_0 += d1 * xv; }
+                        { cg_v xv = VLOAD(xc + ox*32 + 256 + v * 16); VKEEP(xv); a0_1 += d0 * xv; a1_1 += d1 * xv; }
+                        { cg_v xv = VLOAD(xc + ox*32 + 288 + v * 16); VKEEP(xv); a0_2 += d0 * xv; a1_2 += d1 * xv; }
+                        { cg_v xv = VLOAD(xc + ox*32 + 352 + v * 16); VKEEP(xv); a0_3 += d0 * xv; a1_3 += d1 * xv; }
+                        { cg_v xv = VLOAD(xc + ox*32 + 384 + v * 16); VKEEP(xv); a0_4 += d0 * xv; a1_4 += d1 * xv; }
+                        { cg_v xv = VLOAD(xc + ox*32 + 416 + v * 16); VKEEP(xv); a0_5 += d0 * xv; a1_5 += d1 * xv; }
                     }
                 }
                 for (int v = 0; v < 2; v++) {
-                    const cg_v d0 = VLOAD(dyb + 480 + v * 16), d1 = VLOAD(dyb + 992 + v * 16), d2 = VLOAD(dyb + 1504 + v * 16), d3 = VLOAD(dyb + 2016 + v * 16), d4 = VLOAD(dyb + 2528 + v * 16), d5 = VLOAD(dyb + 3040 + v * 16), d6 = VLOAD(dyb + 3552 + v * 16), d7 = VLOAD(dyb + 4064 + v * 16);
-                    { const cg_v xv = VLOAD(xc + 320 + v * 16); a0_0 += d0 * xv; a1_0 += d1 * xv; a2_0 += d2 * xv; a3_0 += d3 * xv; a4_0 += d4 * xv; a5_0 += d5 * xv; a6_0 += d6 * xv; a7_0 += d7 * xv; }
-                    { const cg_v xv = VLOAD(xc + 352 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; a3_1 += d3 * xv; a4_1 += d4 * xv; a5_1 += d5 * xv; a6_1 += d6 * xv; a7_1 += d7 * xv; }
+                    cg_v d0 = VLOAD(dyb + 480 + v * 16), d1 = VLOAD(dyb + 992 + v * 16); VKEEP(d0); VKEEP(d1);
+                    { cg_v xv = VLOAD(xc + 320 + v * 16); VKEEP(xv); a0_0 += d0 * xv; a1_0 += d1 * xv; }
+                    { cg_v xv = VLOAD(xc + 352 + v * 16); VKEEP(xv); a0_1 += d0 * xv; a1_1 += d1 * xv; }
+                    { cg_v xv = VLOAD(xc + 448 + v * 16); VKEEP(xv); a0_3 += d0 * xv; a1_3 += d1 * xv; }
+                    { cg_v xv = VLOAD(xc + 480 + v * 16); VKEEP(xv); a0_4 += d0 * xv; a1_4 += d1 * xv; }
                 }
-                gwc[0] += vsum(a0_0); gwc[1] += vsum(a0_1); gwc[2] += vsum(a0_2);
-                gwc[4608] += vsum(a1_0); gwc[4609] += vsum(a1_1); gwc[4610] += vsum(a1_2);
-                gwc[9216] += vsum(a2_0); gwc[9217] += vsum(a2_1); gwc[9218] += vsum(a2_2);
-                gwc[13824] += vsum(a3_0); gwc[13825] += vsum(a3_1); gwc[13826] += vsum(a3_2);
-                gwc[18432] += vsum(a4_0); gwc[18433] += vsum(a4_1); gwc[18434] += vsum(a4_2);
-                gwc[23040] += vsum(a5_0); gwc[23041] += vsum(a5_1); gwc[23042] += vsum(a5_2);
-                gwc[27648] += vsum(a6_0); gwc[27649] += vsum(a6_1); gwc[27650] += vsum(a6_2);
-                gwc[32256] += vsum(a7_0); gwc[32257] += vsum(a7_1); gwc[32258] += vsum(a7_2);
-            }
-            { /* kernel row 1 */
-                cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f);
-                cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f);
-                cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f), a2_2 = vsplat(0.0f);
-                cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f), a3_2 = vsplat(0.0f);
-                cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f), a4_2 = vsplat(0.0f);
-                cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f), a5_2 = vsplat(0.0f);
-                cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f), a6_2 = vsplat(0.0f);
-                cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f), a7_2 = vsplat(0.0f);
-                for (int v = 0; v < 2; v++) {
-                    const cg_v d0 = VLOAD(dyb + 0 + v * 16), d1 = VLOAD(dyb + 512 + v * 16), d2 = VLOAD(dyb + 1024 + v * 16), d3 = VLOAD(dyb + 1536 + v * 16), d4 = VLOAD(dyb + 2048 + v * 16), d5 = VLOAD(dyb + 2560 + v * 16), d6 = VLOAD(dyb + 3072 + v * 16), d7 = VLOAD(dyb + 3584 + v * 16);
-                    { const cg_v xv = VLOAD(xc + 0 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; a3_1 += d3 * xv; a4_1 += d4 * xv; a5_1 += d5 * xv; a6_1 += d6 * xv; a7_1 += d7 * xv; }
-                    { const cg_v xv = VLOAD(xc + 32 + v * 16); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; a3_2 += d3 * xv; a4_2 += d4 * xv; a5_2 += d5 * xv; a6_2 += d6 * xv; a7_2 += d7 * xv; }
-                }
-                /* rows 0..0, cols 1..2: 3 of 9 taps */
-                for (int ox = 1; ox < 3; ox++) {
-                    for (int v = 0; v < 2; v++) {
-                        const cg_v d0 = VLOAD(dyb + ox*32 + v * 16), d1 = VLOAD(dyb + ox*32 + 512 + v * 16), d2 = VLOAD(dyb + ox*32 + 1024 + v * 16), d3 = VLOAD(dyb + ox*32 + 1536 + v * 16), d4 = VLOAD(dyb + ox*32 + 2048 + v * 16), d5 = VLOAD(dyb + ox*32 + 2560 + v * 16), d6 = VLOAD(dyb + ox*32 + 3072 + v * 16), d7 = VLOAD(dyb + ox*32 + 3584 + v * 16);
-                        { const cg_v xv = VLOAD(xc + ox*32 - 32 + v * 16); a0_0 += d0 * xv; a1_0 += d1 * xv; a2_0 += d2 * xv; a3_0 += d3 * xv; a4_0 += d4 * xv; a5_0 += d5 * xv; a6_0 += d6 * xv; a7_0 += d7 * xv; }
-                        { const cg_v xv = VLOAD(xc + ox*32 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; a3_1 += d3 * xv; a4_1 += d4 * xv; a5_1 += d5 * xv; a6_1 += d6 * xv; a7_1 += d7 * xv; }
-                        { const cg_v xv = VLOAD(xc + ox*32 + 32 + v * 16); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; a3_2 += d3 * xv; a4_2 += d4 * xv; a5_2 += d5 * xv; a6_2 += d6 * xv; a7_2 += d7 * xv; }
-                    }
-                }
-                for (int v = 0; v < 2; v++) {
-                    const cg_v d0 = VLOAD(dyb + 96 + v * 16), d1 = VLOAD(dyb + 608 + v * 16), d2 = VLOAD(dyb + 1120 + v * 16), d3 = VLOAD(dyb + 1632 + v * 16), d4 = VLOAD(dyb + 2144 + v * 16), d5 = VLOAD(dyb + 2656 + v * 16), d6 = VLOAD(dyb + 3168 + v * 16), d7 = VLOAD(dyb + 3680 + v * 16);
-                    { const cg_v xv = VLOAD(xc + 64 + v * 16); a0_0 += d0 * xv; a1_0 += d1 * xv; a2_0 += d2 * xv; a3_0 += d3 * xv; a4_0 += d4 * xv; a5_0 += d5 * xv; a6_0 += d6 * xv; a7_0 += d7 * xv; }
-                    { const cg_v xv = VLOAD(xc + 96 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; a3_1 += d3 * xv; a4_1 += d4 * xv; a5_1 += d5 * xv; a6_1 += d6 * xv; a7_1 += d7 * xv; }
-                }
-                /* rows 1..2, cols 0..0: 2 of 9 taps */
-                for (int oy = 1; oy < 3; oy++) {
-                    for (int v = 0; v < 2; v++) {
-                        const cg_v d0 = VLOAD(dyb + oy*128 + v * 16), d1 = VLOAD(dyb + oy*128 + 512 + v * 16), d2 = VLOAD(dyb + oy*128 + 1024 + v * 16), d3 = VLOAD(dyb + oy*128 + 1536 + v * 16), d4 = VLOAD(dyb + oy*128 + 2048 + v * 16), d5 = VLOAD(dyb + oy*128 + 2560 + v * 16), d6 = VLOAD(dyb + oy*128 + 3072 + v * 16), d7 = VLOAD(dyb + oy*128 + 3584 + v * 16);
-                        { const cg_v xv = VLOAD(xc + oy*128 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; a3_1 += d3 * xv; a4_1 += d4 * xv; a5_1 += d5 * xv; a6_1 += d6 * xv; a7_1 += d7 * xv; }
-                        { const cg_v xv = VLOAD(xc + oy*128 + 32 + v * 16); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; a3_2 += d3 * xv; a4_2 += d4 * xv; a5_2 += d5 * xv; a6_2 += d6 * xv; a7_2 += d7 * xv; }
-                    }
-                }
-                /* rows 1..2, cols 1..2: 3 of 9 taps */
-                for (int oy = 1; oy < 3; oy++) {
-                    for (int ox = 1; ox < 3; ox++) {
-                        for (int v = 0; v < 2; v++) {
-                            const cg_v d0 = VLOAD(dyb + oy*128 + ox*32 + v * 16), d1 = VLOAD(dyb + oy*128 + ox*32 + 512 + v * 16), d2 = VLOAD(dyb + oy*128 + ox*32 + 1024 + v * 16), d3 = VLOAD(dyb + oy*128 + ox*32 + 1536 + v * 16), d4 = VLOAD(dyb + oy*128 + ox*32 + 2048 + v * 16), d5 = VLOAD(dyb + oy*128 + ox*32 + 2560 + v * 16), d6 = VLOAD(dyb + oy*128 + ox*32 + 3072 + v * 16), d7 = VLOAD(dyb + oy*128 + ox*32 + 3584 + v * 16);
-                            { const cg_v xv = VLOAD(xc + oy*128 + ox*32 - 32 + v * 16); a0_0 += d0 * xv; a1_0 += d1 * xv; a2_0 += d2 * xv; a3_0 += d3 * xv; a4_0 += d4 * xv; a5_0 += d5 * xv; a6_0 += d6 * xv; a7_0 += d7 * xv; }
-                            { const cg_v xv = VLOAD(xc + oy*128 + ox*32 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; a3_1 += d3 * xv; a4_1 += d4 * xv; a5_1 += d5 * xv; a6_1 += d6 * xv; a7_1 += d7 * xv; }
-                            { const cg_v xv = VLOAD(xc + oy*128 + ox*32 + 32 + v * 16); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; a3_2 += d3 * xv; a4_2 += d4 * xv; a5_2 += d5 * xv; a6_2 += d6 * xv; a7_2 += d7 * xv; }
-                        }
-                    }
-                }
-                /* rows 1..2, cols 3..3: 2 of 9 taps */
-                for (int oy = 1; oy < 3; oy++) {
-                    for (int v = 0; v < 2; v++) {
-                        const cg_v d0 = VLOAD(dyb + oy*128 + 96 + v * 16), d1 = VLOAD(dyb + oy*128 + 608 + v * 16), d2 = VLOAD(dyb + oy*128 + 1120 + v * 16), d3 = VLOAD(dyb + oy*128 + 1632 + v * 16), d4 = VLOAD(dyb + oy*128 + 2144 + v * 16), d5 = VLOAD(dyb + oy*128 + 2656 + v * 16), d6 = VLOAD(dyb + oy*128 + 3168 + v * 16), d7 = VLOAD(dyb + oy*128 + 3680 + v * 16);
-                        { const cg_v xv = VLOAD(xc + oy*128 + 64 + v * 16); a0_0 += d0 * xv; a1_0 += d1 * xv; a2_0 += d2 * xv; a3_0 += d3 * xv; a4_0 += d4 * xv; a5_0 += d5 * xv; a6_0 += d6 * xv; a7_0 += d7 * xv; }
-                        { const cg_v xv = VLOAD(xc + oy*128 + 96 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; a3_1 += d3 * xv; a4_1 += d4 * xv; a5_1 += d5 * xv; a6_1 += d6 * xv; a7_1 += d7 * xv; }
-                    }
-                }
-                for (int v = 0; v < 2; v++) {
-                    const cg_v d0 = VLOAD(dyb + 384 + v * 16), d1 = VLOAD(dyb + 896 + v * 16), d2 = VLOAD(dyb + 1408 + v * 16), d3 = VLOAD(dyb + 1920 + v * 16), d4 = VLOAD(dyb + 2432 + v * 16), d5 = VLOAD(dyb + 2944 + v * 16), d6 = VLOAD(dyb + 3456 + v * 16), d7 = VLOAD(dyb + 3968 + v * 16);
-                    { const cg_v xv = VLOAD(xc + 384 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; a3_1 += d3 * xv; a4_1 += d4 * xv; a5_1 += d5 * xv; a6_1 += d6 * xv; a7_1 += d7 * xv; }
-                    { const cg_v xv = VLOAD(xc + 416 + v * 16); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; a3_2 += d3 * xv; a4_2 += d4 * xv; a5_2 += d5 * xv; a6_2 += d6 * xv; a7_2 += d7 * xv; }
-                }
-                /* rows 3..3, cols 1..2: 3 of 9 taps */
-                for (int ox = 1; ox < 3; ox++) {
-                    for (int v = 0; v < 2; v++) {
-                        const cg_v d0 = VLOAD(dyb + ox*32 + 384 + v * 16), d1 = VLOAD(dyb + ox*32 + 896 + v * 16), d2 = VLOAD(dyb + ox*32 + 1408 + v * 16), d3 = VLOAD(dyb + ox*32 + 1920 + v * 16), d4 = VLOAD(dyb + ox*32 + 2432 + v * 16), d5 = VLOAD(dyb + ox*32 + 2944 + v * 16), d6 = VLOAD(dyb + ox*32 + 3456 + v * 16), d7 = VLOAD(dyb + ox*32 + 3968 + v * 16);
-                        { const cg_v xv = VLOAD(xc + ox*32 + 352 + v * 16); a0_0 += d0 * xv; a1_0 += d1 * xv; a2_0 += d2 * xv; a3_0 += d3 * xv; a4_0 += d4 * xv; a5_0 += d5 * xv; a6_0 += d6 * xv; a7_0 += d7 * xv; }
-                        { const cg_v xv = VLOAD(xc + ox*32 + 384 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; a3_1 += d3 * xv; a4_1 += d4 * xv; a5_1 += d5 * xv; a6_1 += d6 * xv; a7_1 += d7 * xv; }
-                        { const cg_v xv = VLOAD(xc + ox*32 + 416 + v * 16); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; a3_2 += d3 * xv; a4_2 += d4 * xv; a5_2 += d5 * xv; a6_2 += d6 * xv; a7_2 += d7 * xv; }
-                    }
-                }
-                for (int v = 0; v < 2; v++) {
-                    const cg_v d0 = VLOAD(dyb + 480 + v * 16), d1 = VLOAD(dyb + 992 + v * 16), d2 = VLOAD(dyb + 1504 + v * 16), d3 = VLOAD(dyb + 2016 + v * 16), d4 = VLOAD(dyb + 2528 + v * 16), d5 = VLOAD(dyb + 3040 + v * 16), d6 = VLOAD(dyb + 3552 + v * 16), d7 = VLOAD(dyb + 4064 + v * 16);
-                    { const cg_v xv = VLOAD(xc + 448 + v * 16); a0_0 += d0 * xv; a1_0 += d1 * xv; a2_0 += d2 * xv; a3_0 += d3 * xv; a4_0 += d4 * xv; a5_0 += d5 * xv; a6_0 += d6 * xv; a7_0 += d7 * xv; }
-                    { const cg_v xv = VLOAD(xc + 480 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; a3_1 += d3 * xv; a4_1 += d4 * xv; a5_1 += d5 * xv; a6_1 += d6 * xv; a7_1 += d7 * xv; }
-                }
-                gwc[3] += vsum(a0_0); gwc[4] += vsum(a0_1); gwc[5] += vsum(a0_2);
-                gwc[4611] += vsum(a1_0); gwc[4612] += vsum(a1_1); gwc[4613] += vsum(a1_2);
-                gwc[9219] += vsum(a2_0); gwc[9220] += vsum(a2_1); gwc[9221] += vsum(a2_2);
-                gwc[13827] += vsum(a3_0); gwc[13828] += vsum(a3_1); gwc[13829] += vsum(a3_2);
-                gwc[18435] += vsum(a4_0); gwc[18436] += vsum(a4_1); gwc[18437] += vsum(a4_2);
-                gwc[23043] += vsum(a5_0); gwc[23044] += vsum(a5_1); gwc[23045] += vsum(a5_2);
-                gwc[27651] += vsum(a6_0); gwc[27652] += vsum(a6_1); gwc[27653] += vsum(a6_2);
-                gwc[32259] += vsum(a7_0); gwc[32260] += vsum(a7_1); gwc[32261] += vsum(a7_2);
-            }
-            { /* kernel row 2 */
-                cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f);
-                cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f);
-                cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f), a2_2 = vsplat(0.0f);
-                cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f), a3_2 = vsplat(0.0f);
-                cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f), a4_2 = vsplat(0.0f);
-                cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f), a5_2 = vsplat(0.0f);
-                cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f), a6_2 = vsplat(0.0f);
-                cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f), a7_2 = vsplat(0.0f);
-                for (int v = 0; v < 2; v++) {
-                    const cg_v d0 = VLOAD(dyb + 0 + v * 16), d1 = VLOAD(dyb + 512 + v * 16), d2 = VLOAD(dyb + 1024 + v * 16), d3 = VLOAD(dyb + 1536 + v * 16), d4 = VLOAD(dyb + 2048 + v * 16), d5 = VLOAD(dyb + 2560 + v * 16), d6 = VLOAD(dyb + 3072 + v * 16), d7 = VLOAD(dyb + 3584 + v * 16);
-                    { const cg_v xv = VLOAD(xc + 128 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; a3_1 += d3 * xv; a4_1 += d4 * xv; a5_1 += d5 * xv; a6_1 += d6 * xv; a7_1 += d7 * xv; }
-                    { const cg_v xv = VLOAD(xc + 160 + v * 16); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; a3_2 += d3 * xv; a4_2 += d4 * xv; a5_2 += d5 * xv; a6_2 += d6 * xv; a7_2 += d7 * xv; }
-                }
-                /* rows 0..0, cols 1..2: 3 of 9 taps */
-                for (int ox = 1; ox < 3; ox++) {
-                    for (int v = 0; v < 2; v++) {
-                        const cg_v d0 = VLOAD(dyb + ox*32 + v * 16), d1 = VLOAD(dyb + ox*32 + 512 + v * 16), d2 = VLOAD(dyb + ox*32 + 1024 + v * 16), d3 = VLOAD(dyb + ox*32 + 1536 + v * 16), d4 = VLOAD(dyb + ox*32 + 2048 + v * 16), d5 = VLOAD(dyb + ox*32 + 2560 + v * 16), d6 = VLOAD(dyb + ox*32 + 3072 + v * 16), d7 = VLOAD(dyb + ox*32 + 3584 + v * 16);
-                        { const cg_v xv = VLOAD(xc + ox*32 + 96 + v * 16); a0_0 += d0 * xv; a1_0 += d1 * xv; a2_0 += d2 * xv; a3_0 += d3 * xv; a4_0 += d4 * xv; a5_0 += d5 * xv; a6_0 += d6 * xv; a7_0 += d7 * xv; }
-                        { const cg_v xv = VLOAD(xc + ox*32 + 128 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; a3_1 += d3 * xv; a4_1 += d4 * xv; a5_1 += d5 * xv; a6_1 += d6 * xv; a7_1 += d7 * xv; }
-                        { const cg_v xv = VLOAD(xc + ox*32 + 160 + v * 16); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; a3_2 += d3 * xv; a4_2 += d4 * xv; a5_2 += d5 * xv; a6_2 += d6 * xv; a7_2 += d7 * xv; }
-                    }
-                }
-                for (int v = 0; v < 2; v++) {
-                    const cg_v d0 = VLOAD(dyb + 96 + v * 16), d1 = VLOAD(dyb + 608 + v * 16), d2 = VLOAD(dyb + 1120 + v * 16), d3 = VLOAD(dyb + 1632 + v * 16), d4 = VLOAD(dyb + 2144 + v * 16), d5 = VLOAD(dyb + 2656 + v * 16), d6 = VLOAD(dyb + 3168 + v * 16), d7 = VLOAD(dyb + 3680 + v * 16);
-                    { const cg_v xv = VLOAD(xc + 192 + v * 16); a0_0 += d0 * xv; a1_0 += d1 * xv; a2_0 += d2 * xv; a3_0 += d3 * xv; a4_0 += d4 * xv; a5_0 += d5 * xv; a6_0 += d6 * xv; a7_0 += d7 * xv; }
-                    { const cg_v xv = VLOAD(xc + 224 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; a3_1 += d3 * xv; a4_1 += d4 * xv; a5_1 += d5 * xv; a6_1 += d6 * xv; a7_1 += d7 * xv; }
-                }
-                /* rows 1..2, cols 0..0: 2 of 9 taps */
-                for (int oy = 1; oy < 3; oy++) {
-                    for (int v = 0; v < 2; v++) {
-                        const cg_v d0 = VLOAD(dyb + oy*128 + v * 16), d1 = VLOAD(dyb + oy*128 + 512 + v * 16), d2 = VLOAD(dyb + oy*128 + 1024 + v * 16), d3 = VLOAD(dyb + oy*128 + 1536 + v * 16), d4 = VLOAD(dyb + oy*128 + 2048 + v * 16), d5 = VLOAD(dyb + oy*128 + 2560 + v * 16), d6 = VLOAD(dyb + oy*128 + 3072 + v * 16), d7 = VLOAD(dyb + oy*128 + 3584 + v * 16);
-                        { const cg_v xv = VLOAD(xc + oy*128 + 128 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; a3_1 += d3 * xv; a4_1 += d4 * xv; a5_1 += d5 * xv; a6_1 += d6 * xv; a7_1 += d7 * xv; }
-                        { const cg_v xv = VLOAD(xc + oy*128 + 160 + v * 16); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; a3_2 += d3 * xv; a4_2 += d4 * xv; a5_2 += d5 * xv; a6_2 += d6 * xv; a7_2 += d7 * xv; }
-                    }
-                }
-                /* rows 1..2, cols 1..2: 3 of 9 taps */
-                for (int oy = 1; oy < 3; oy++) {
-                    for (int ox = 1; ox < 3; ox++) {
-                        for (int v = 0; v < 2; v++) {
-                            const cg_v d0 = VLOAD(dyb + oy*128 + ox*32 + v * 16), d1 = VLOAD(dyb + oy*128 + ox*32 + 512 + v * 16), d2 = VLOAD(dyb + oy*128 + ox*32 + 1024 + v * 16), d3 = VLOAD(dyb + oy*128 + ox*32 + 1536 + v * 16), d4 = VLOAD(dyb + oy*128 + ox*32 + 2048 + v * 16), d5 = VLOAD(dyb + oy*128 + ox*32 + 2560 + v * 16), d6 = VLOAD(dyb + oy*128 + ox*32 + 3072 + v * 16), d7 = VLOAD(dyb + oy*128 + ox*32 + 3584 + v * 16);
-                            { const cg_v xv = VLOAD(xc + oy*128 + ox*32 + 96 + v * 16); a0_0 += d0 * xv; a1_0 += d1 * xv; a2_0 += d2 * xv; a3_0 += d3 * xv; a4_0 += d4 * xv; a5_0 += d5 * xv; a6_0 += d6 * xv; a7_0 += d7 * xv; }
-                            { const cg_v xv = VLOAD(xc + oy*128 + ox*32 + 128 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; a3_1 += d3 * xv; a4_1 += d4 * xv; a5_1 += d5 * xv; a6_1 += d6 * xv; a7_1 += d7 * xv; }
-                            { const cg_v xv = VLOAD(xc + oy*128 + ox*32 + 160 + v * 16); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; a3_2 += d3 * xv; a4_2 += d4 * xv; a5_2 += d5 * xv; a6_2 += d6 * xv; a7_2 += d7 * xv; }
-                        }
-                    }
-                }
-                /* rows 1..2, cols 3..3: 2 of 9 taps */
-                for (int oy = 1; oy < 3; oy++) {
-                    for (int v = 0; v < 2; v++) {
-                        const cg_v d0 = VLOAD(dyb + oy*128 + 96 + v * 16), d1 = VLOAD(dyb + oy*128 + 608 + v * 16), d2 = VLOAD(dyb + oy*128 + 1120 + v * 16), d3 = VLOAD(dyb + oy*128 + 1632 + v * 16), d4 = VLOAD(dyb + oy*128 + 2144 + v * 16), d5 = VLOAD(dyb + oy*128 + 2656 + v * 16), d6 = VLOAD(dyb + oy*128 + 3168 + v * 16), d7 = VLOAD(dyb + oy*128 + 3680 + v * 16);
-                        { const cg_v xv = VLOAD(xc + oy*128 + 192 + v * 16); a0_0 += d0 * xv; a1_0 += d1 * xv; a2_0 += d2 * xv; a3_0 += d3 * xv; a4_0 += d4 * xv; a5_0 += d5 * xv; a6_0 += d6 * xv; a7_0 += d7 * xv; }
-                        { const cg_v xv = VLOAD(xc + oy*128 + 224 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; a3_1 += d3 * xv; a4_1 += d4 * xv; a5_1 += d5 * xv; a6_1 += d6 * xv; a7_1 += d7 * xv; }
-                    }
-                }
-                gwc[6] += vsum(a0_0); gwc[7] += vsum(a0_1); gwc[8] += vsum(a0_2);
-                gwc[4614] += vsum(a1_0); gwc[4615] += vsum(a1_1); gwc[4616] += vsum(a1_2);
-                gwc[9222] += vsum(a2_0); gwc[9223] += vsum(a2_1); gwc[9224] += vsum(a2_2);
-                gwc[13830] += vsum(a3_0); gwc[13831] += vsum(a3_1); gwc[13832] += vsum(a3_2);
-                gwc[18438] += vsum(a4_0); gwc[18439] += vsum(a4_1); gwc[18440] += vsum(a4_2);
-                gwc[23046] += vsum(a5_0); gwc[23047] += vsum(a5_1); gwc[23048] += vsum(a5_2);
-                gwc[27654] += vsum(a6_0); gwc[27655] += vsum(a6_1); gwc[27656] += vsum(a6_2);
-                gwc[32262] += vsum(a7_0); gwc[32263] += vsum(a7_1); gwc[32264] += vsum(a7_2);
+                gwc[0] += vsum(a0_0); gwc[1] += vsum(a0_1); gwc[2] += vsum(a0_2); gwc[3] += vsum(a0_3); gwc[4] += vsum(a0_4); gwc[5] += vsum(a0_5); gwc[6] += vsum(a0_6); gwc[7] += vsum(a0_7); gwc[8] += vsum(a0_8);
+                gwc[4608] += vsum(a1_0); gwc[4609] += vsum(a1_1); gwc[4610] += vsum(a1_2); gwc[4611] += vsum(a1_3); gwc[4612] += vsum(a1_4); gwc[4613] += vsum(a1_5); gwc[4614] += vsum(a1_6); gwc[4615] += vsum(a1_7); gwc[4616] += vsum(a1_8);
             }
         }
     }
@@ -28293,104 +27173,44 @@ static void l24_conv2d_backward(float *restrict G, const float *restrict x, cons
         gb[co] += vsum(s);
     }
     CG_PARALLEL_FOR
-    for (int cb = 0; cb < 64; cb++) {
-        const float *restrict dyb = dy + cb*1024;
+    for (int cb = 0; cb < 256; cb++) {
+        const float *restrict dyb = dy + cb*256;
         for (int ci = 0; ci < 512; ci++) {
             const float *restrict xc = x + ci*128;
-            float *restrict gwc = gw + cb*36864 + ci*9;
-            { /* kernel row 0 */
-                cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f);
-                cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f);
-                cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f), a2_2 = vsplat(0.0f);
-                cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f), a3_2 = vsplat(0.0f);
-                cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f), a4_2 = vsplat(0.0f);
-                cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f), a5_2 = vsplat(0.0f);
-                cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f), a6_2 = vsplat(0.0f);
-                cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f), a7_2 = vsplat(0.0f);
+            float *restrict gwc = gw + cb*9216 + ci*9;
+            { /* every tap */
+                cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f), a0_4 = vsplat(0.0f), a0_5 = vsplat(0.0f), a0_6 = vsplat(0.0f), a0_7 = vsplat(0.0f), a0_8 = vsplat(0.0f);
+                cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f), a1_3 = vsplat(0.0f), a1_4 = vsplat(0.0f), a1_5 = vsplat(0.0f), a1_6 = vsplat(0.0f), a1_7 = vsplat(0.0f), a1_8 = vsplat(0.0f);
                 for (int v = 0; v < 2; v++) {
-                    const cg_v d0 = VLOAD(dyb + 64 + v * 16), d1 = VLOAD(dyb + 192 + v * 16), d2 = VLOAD(dyb + 320 + v * 16), d3 = VLOAD(dyb + 448 + v * 16), d4 = VLOAD(dyb + 576 + v * 16), d5 = VLOAD(dyb + 704 + v * 16), d6 = VLOAD(dyb + 832 + v * 16), d7 = VLOAD(dyb + 960 + v * 16);
-                    { const cg_v xv = VLOAD(xc + 0 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; a3_1 += d3 * xv; a4_1 += d4 * xv; a5_1 += d5 * xv; a6_1 += d6 * xv; a7_1 += d7 * xv; }
-                    { const cg_v xv = VLOAD(xc + 32 + v * 16); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; a3_2 += d3 * xv; a4_2 += d4 * xv; a5_2 += d5 * xv; a6_2 += d6 * xv; a7_2 += d7 * xv; }
+                    cg_v d0 = VLOAD(dyb + 0 + v * 16), d1 = VLOAD(dyb + 128 + v * 16); VKEEP(d0); VKEEP(d1);
+                    { cg_v xv = VLOAD(xc + 0 + v * 16); VKEEP(xv); a0_4 += d0 * xv; a1_4 += d1 * xv; }
+                    { cg_v xv = VLOAD(xc + 32 + v * 16); VKEEP(xv); a0_5 += d0 * xv; a1_5 += d1 * xv; }
+                    { cg_v xv = VLOAD(xc + 64 + v * 16); VKEEP(xv); a0_7 += d0 * xv; a1_7 += d1 * xv; }
+                    { cg_v xv = VLOAD(xc + 96 + v * 16); VKEEP(xv); a0_8 += d0 * xv; a1_8 += d1 * xv; }
                 }
                 for (int v = 0; v < 2; v++) {
-                    const cg_v d0 = VLOAD(dyb + 96 + v * 16), d1 = VLOAD(dyb + 224 + v * 16), d2 = VLOAD(dyb + 352 + v * 16), d3 = VLOAD(dyb + 480 + v * 16), d4 = VLOAD(dyb + 608 + v * 16), d5 = VLOAD(dyb + 736 + v * 16), d6 = VLOAD(dyb + 864 + v * 16), d7 = VLOAD(dyb + 992 + v * 16);
-                    { const cg_v xv = VLOAD(xc + 0 + v * 16); a0_0 += d0 * xv; a1_0 += d1 * xv; a2_0 += d2 * xv; a3_0 += d3 * xv; a4_0 += d4 * xv; a5_0 += d5 * xv; a6_0 += d6 * xv; a7_0 += d7 * xv; }
-                    { const cg_v xv = VLOAD(xc + 32 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; a3_1 += d3 * xv; a4_1 += d4 * xv; a5_1 += d5 * xv; a6_1 += d6 * xv; a7_1 += d7 * xv; }
-                }
-                gwc[0] += vsum(a0_0); gwc[1] += vsum(a0_1); gwc[2] += vsum(a0_2);
-                gwc[4608] += vsum(a1_0); gwc[4609] += vsum(a1_1); gwc[4610] += vsum(a1_2);
-                gwc[9216] += vsum(a2_0); gwc[9217] += vsum(a2_1); gwc[9218] += vsum(a2_2);
-                gwc[13824] += vsum(a3_0); gwc[13825] += vsum(a3_1); gwc[13826] += vsum(a3_2);
-                gwc[18432] += vsum(a4_0); gwc[18433] += vsum(a4_1); gwc[18434] += vsum(a4_2);
-                gwc[23040] += vsum(a5_0); gwc[23041] += vsum(a5_1); gwc[23042] += vsum(a5_2);
-                gwc[27648] += vsum(a6_0); gwc[27649] += vsum(a6_1); gwc[27650] += vsum(a6_2);
-                gwc[32256] += vsum(a7_0); gwc[32257] += vsum(a7_1); gwc[32258] += vsum(a7_2);
-            }
-            { /* kernel row 1 */
-                cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f);
-                cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f);
-                cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f), a2_2 = vsplat(0.0f);
-                cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f), a3_2 = vsplat(0.0f);
-                cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f), a4_2 = vsplat(0.0f);
-                cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f), a5_2 = vsplat(0.0f);
-                cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f), a6_2 = vsplat(0.0f);
-                cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f), a7_2 = vsplat(0.0f);
-                for (int v = 0; v < 2; v++) {
-                    const cg_v d0 = VLOAD(dyb + 0 + v * 16), d1 = VLOAD(dyb + 128 + v * 16), d2 = VLOAD(dyb + 256 + v * 16), d3 = VLOAD(dyb + 384 + v * 16), d4 = VLOAD(dyb + 512 + v * 16), d5 = VLOAD(dyb + 640 + v * 16), d6 = VLOAD(dyb + 768 + v * 16), d7 = VLOAD(dyb + 896 + v * 16);
-                    { const cg_v xv = VLOAD(xc + 0 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; a3_1 += d3 * xv; a4_1 += d4 * xv; a5_1 += d5 * xv; a6_1 += d6 * xv; a7_1 += d7 * xv; }
-                    { const cg_v xv = VLOAD(xc + 32 + v * 16); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; a3_2 += d3 * xv; a4_2 += d4 * xv; a5_2 += d5 * xv; a6_2 += d6 * xv; a7_2 += d7 * xv; }
+                    cg_v d0 = VLOAD(dyb + 32 + v * 16), d1 = VLOAD(dyb + 160 + v * 16); VKEEP(d0); VKEEP(d1);
+                    { cg_v xv = VLOAD(xc + 0 + v * 16); VKEEP(xv); a0_3 += d0 * xv; a1_3 += d1 * xv; }
+                    { cg_v xv = VLOAD(xc + 32 + v * 16); VKEEP(xv); a0_4 += d0 * xv; a1_4 += d1 * xv; }
+                    { cg_v xv = VLOAD(xc + 64 + v * 16); VKEEP(xv); a0_6 += d0 * xv; a1_6 += d1 * xv; }
+                    { cg_v xv = VLOAD(xc + 96 + v * 16); VKEEP(xv); a0_7 += d0 * xv; a1_7 += d1 * xv; }
                 }
                 for (int v = 0; v < 2; v++) {
-                    const cg_v d0 = VLOAD(dyb + 32 + v * 16), d1 = VLOAD(dyb + 160 + v * 16), d2 = VLOAD(dyb + 288 + v * 16), d3 = VLOAD(dyb + 416 + v * 16), d4 = VLOAD(dyb + 544 + v * 16), d5 = VLOAD(dyb + 672 + v * 16), d6 = VLOAD(dyb + 800 + v * 16), d7 = VLOAD(dyb + 928 + v * 16);
-                    { const cg_v xv = VLOAD(xc + 0 + v * 16); a0_0 += d0 * xv; a1_0 += d1 * xv; a2_0 += d2 * xv; a3_0 += d3 * xv; a4_0 += d4 * xv; a5_0 += d5 * xv; a6_0 += d6 * xv; a7_0 += d7 * xv; }
-                    { const cg_v xv = VLOAD(xc + 32 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; a3_1 += d3 * xv; a4_1 += d4 * xv; a5_1 += d5 * xv; a6_1 += d6 * xv; a7_1 += d7 * xv; }
+                    cg_v d0 = VLOAD(dyb + 64 + v * 16), d1 = VLOAD(dyb + 192 + v * 16); VKEEP(d0); VKEEP(d1);
+                    { cg_v xv = VLOAD(xc + 0 + v * 16); VKEEP(xv); a0_1 += d0 * xv; a1_1 += d1 * xv; }
+                    { cg_v xv = VLOAD(xc + 32 + v * 16); VKEEP(xv); a0_2 += d0 * xv; a1_2 += d1 * xv; }
+                    { cg_v xv = VLOAD(xc + 64 + v * 16); VKEEP(xv); a0_4 += d0 * xv; a1_4 += d1 * xv; }
+                    { cg_v xv = VLOAD(xc + 96 + v * 16); VKEEP(xv); a0_5 += d0 * xv; a1_5 += d1 * xv; }
                 }
                 for (int v = 0; v < 2; v++) {
-                    const cg_v d0 = VLOAD(dyb + 64 + v * 16), d1 = VLOAD(dyb + 192 + v * 16), d2 = VLOAD(dyb + 320 + v * 16), d3 = VLOAD(dyb + 448 + v * 16), d4 = VLOAD(dyb + 576 + v * 16), d5 = VLOAD(dyb + 704 + v * 16), d6 = VLOAD(dyb + 832 + v * 16), d7 = VLOAD(dyb + 960 + v * 16);
-                    { const cg_v xv = VLOAD(xc + 64 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; a3_1 += d3 * xv; a4_1 += d4 * xv; a5_1 += d5 * xv; a6_1 += d6 * xv; a7_1 += d7 * xv; }
-                    { const cg_v xv = VLOAD(xc + 96 + v * 16); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; a3_2 += d3 * xv; a4_2 += d4 * xv; a5_2 += d5 * xv; a6_2 += d6 * xv; a7_2 += d7 * xv; }
+                    cg_v d0 = VLOAD(dyb + 96 + v * 16), d1 = VLOAD(dyb + 224 + v * 16); VKEEP(d0); VKEEP(d1);
+                    { cg_v xv = VLOAD(xc + 0 + v * 16); VKEEP(xv); a0_0 += d0 * xv; a1_0 += d1 * xv; }
+                    { cg_v xv = VLOAD(xc + 32 + v * 16); VKEEP(xv); a0_1 += d0 * xv; a1_1 += d1 * xv; }
+                    { cg_v xv = VLOAD(xc + 64 + v * 16); VKEEP(xv); a0_3 += d0 * xv; a1_3 += d1 * xv; }
+                    { cg_v xv = VLOAD(xc + 96 + v * 16); VKEEP(xv); a0_4 += d0 * xv; a1_4 += d1 * xv; }
                 }
-                for (int v = 0; v < 2; v++) {
-                    const cg_v d0 = VLOAD(dyb + 96 + v * 16), d1 = VLOAD(dyb + 224 + v * 16), d2 = VLOAD(dyb + 352 + v * 16), d3 = VLOAD(dyb + 480 + v * 16), d4 = VLOAD(dyb + 608 + v * 16), d5 = VLOAD(dyb + 736 + v * 16), d6 = VLOAD(dyb + 864 + v * 16), d7 = VLOAD(dyb + 992 + v * 16);
-                    { const cg_v xv = VLOAD(xc + 64 + v * 16); a0_0 += d0 * xv; a1_0 += d1 * xv; a2_0 += d2 * xv; a3_0 += d3 * xv; a4_0 += d4 * xv; a5_0 += d5 * xv; a6_0 += d6 * xv; a7_0 += d7 * xv; }
-                    { const cg_v xv = VLOAD(xc + 96 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; a3_1 += d3 * xv; a4_1 += d4 * xv; a5_1 += d5 * xv; a6_1 += d6 * xv; a7_1 += d7 * xv; }
-                }
-                gwc[3] += vsum(a0_0); gwc[4] += vsum(a0_1); gwc[5] += vsum(a0_2);
-                gwc[4611] += vsum(a1_0); gwc[4612] += vsum(a1_1); gwc[4613] += vsum(a1_2);
-                gwc[9219] += vsum(a2_0); gwc[9220] += vsum(a2_1); gwc[9221] += vsum(a2_2);
-                gwc[13827] += vsum(a3_0); gwc[13828] += vsum(a3_1); gwc[13829] += vsum(a3_2);
-                gwc[18435] += vsum(a4_0); gwc[18436] += vsum(a4_1); gwc[18437] += vsum(a4_2);
-                gwc[23043] += vsum(a5_0); gwc[23044] += vsum(a5_1); gwc[23045] += vsum(a5_2);
-                gwc[27651] += vsum(a6_0); gwc[27652] += vsum(a6_1); gwc[27653] += vsum(a6_2);
-                gwc[32259] += vsum(a7_0); gwc[32260] += vsum(a7_1); gwc[32261] += vsum(a7_2);
-            }
-            { /* kernel row 2 */
-                cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f);
-                cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f);
-                cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f), a2_2 = vsplat(0.0f);
-                cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f), a3_2 = vsplat(0.0f);
-                cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f), a4_2 = vsplat(0.0f);
-                cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f), a5_2 = vsplat(0.0f);
-                cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f), a6_2 = vsplat(0.0f);
-                cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f), a7_2 = vsplat(0.0f);
-                for (int v = 0; v < 2; v++) {
-                    const cg_v d0 = VLOAD(dyb + 0 + v * 16), d1 = VLOAD(dyb + 128 + v * 16), d2 = VLOAD(dyb + 256 + v * 16), d3 = VLOAD(dyb + 384 + v * 16), d4 = VLOAD(dyb + 512 + v * 16), d5 = VLOAD(dyb + 640 + v * 16), d6 = VLOAD(dyb + 768 + v * 16), d7 = VLOAD(dyb + 896 + v * 16);
-                    { const cg_v xv = VLOAD(xc + 64 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; a3_1 += d3 * xv; a4_1 += d4 * xv; a5_1 += d5 * xv; a6_1 += d6 * xv; a7_1 += d7 * xv; }
-                    { const cg_v xv = VLOAD(xc + 96 + v * 16); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; a3_2 += d3 * xv; a4_2 += d4 * xv; a5_2 += d5 * xv; a6_2 += d6 * xv; a7_2 += d7 * xv; }
-                }
-                for (int v = 0; v < 2; v++) {
-                    const cg_v d0 = VLOAD(dyb + 32 + v * 16), d1 = VLOAD(dyb + 160 + v * 16), d2 = VLOAD(dyb + 288 + v * 16), d3 = VLOAD(dyb + 416 + v * 16), d4 = VLOAD(dyb + 544 + v * 16), d5 = VLOAD(dyb + 672 + v * 16), d6 = VLOAD(dyb + 800 + v * 16), d7 = VLOAD(dyb + 928 + v * 16);
-                    { const cg_v xv = VLOAD(xc + 64 + v * 16); a0_0 += d0 * xv; a1_0 += d1 * xv; a2_0 += d2 * xv; a3_0 += d3 * xv; a4_0 += d4 * xv; a5_0 += d5 * xv; a6_0 += d6 * xv; a7_0 += d7 * xv; }
-                    { const cg_v xv = VLOAD(xc + 96 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; a3_1 += d3 * xv; a4_1 += d4 * xv; a5_1 += d5 * xv; a6_1 += d6 * xv; a7_1 += d7 * xv; }
-                }
-                gwc[6] += vsum(a0_0); gwc[7] += vsum(a0_1); gwc[8] += vsum(a0_2);
-                gwc[4614] += vsum(a1_0); gwc[4615] += vsum(a1_1); gwc[4616] += vsum(a1_2);
-                gwc[9222] += vsum(a2_0); gwc[9223] += vsum(a2_1); gwc[9224] += vsum(a2_2);
-                gwc[13830] += vsum(a3_0); gwc[13831] += vsum(a3_1); gwc[13832] += vsum(a3_2);
-                gwc[18438] += vsum(a4_0); gwc[18439] += vsum(a4_1); gwc[18440] += vsum(a4_2);
-                gwc[23046] += vsum(a5_0); gwc[23047] += vsum(a5_1); gwc[23048] += vsum(a5_2);
-                gwc[27654] += vsum(a6_0); gwc[27655] += vsum(a6_1); gwc[27656] += vsum(a6_2);
-                gwc[32262] += vsum(a7_0); gwc[32263] += vsum(a7_1); gwc[32264] += vsum(a7_2);
+                gwc[0] += vsum(a0_0); gwc[1] += vsum(a0_1); gwc[2] += vsum(a0_2); gwc[3] += vsum(a0_3); gwc[4] += vsum(a0_4); gwc[5] += vsum(a0_5); gwc[6] += vsum(a0_6); gwc[7] += vsum(a0_7); gwc[8] += vsum(a0_8);
+                gwc[4608] += vsum(a1_0); gwc[4609] += vsum(a1_1); gwc[4610] += vsum(a1_2); gwc[4611] += vsum(a1_3); gwc[4612] += vsum(a1_4); gwc[4613] += vsum(a1_5); gwc[4614] += vsum(a1_6); gwc[4615] += vsum(a1_7); gwc[4616] += vsum(a1_8);
             }
         }
     }
@@ -29360,104 +28180,44 @@ static void l26_conv2d_backward(float *restrict G, const float *restrict x, cons
         gb[co] += vsum(s);
     }
     CG_PARALLEL_FOR
-    for (int cb = 0; cb < 64; cb++) {
-        const float *restrict dyb = dy + cb*1024;
+    for (int cb = 0; cb < 256; cb++) {
+        const float *restrict dyb = dy + cb*256;
         for (int ci = 0; ci < 512; ci++) {
             const float *restrict xc = x + ci*128;
-            float *restrict gwc = gw + cb*36864 + ci*9;
-            { /* kernel row 0 */
-                cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f);
-                cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f);
-                cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f), a2_2 = vsplat(0.0f);
-                cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f), a3_2 = vsplat(0.0f);
-                cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f), a4_2 = vsplat(0.0f);
-                cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f), a5_2 = vsplat(0.0f);
-                cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f), a6_2 = vsplat(0.0f);
-                cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f), a7_2 = vsplat(0.0f);
+            float *restrict gwc = gw + cb*9216 + ci*9;
+            { /* every tap */
+                cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f), a0_4 = vsplat(0.0f), a0_5 = vsplat(0.0f), a0_6 = vsplat(0.0f), a0_7 = vsplat(0.0f), a0_8 = vsplat(0.0f);
+                cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f), a1_3 = vsplat(0.0f), a1_4 = vsplat(0.0f), a1_5 = vsplat(0.0f), a1_6 = vsplat(0.0f), a1_7 = vsplat(0.0f), a1_8 = vsplat(0.0f);
                 for (int v = 0; v < 2; v++) {
-                    const cg_v d0 = VLOAD(dyb + 64 + v * 16), d1 = VLOAD(dyb + 192 + v * 16), d2 = VLOAD(dyb + 320 + v * 16), d3 = VLOAD(dyb + 448 + v * 16), d4 = VLOAD(dyb + 576 + v * 16), d5 = VLOAD(dyb + 704 + v * 16), d6 = VLOAD(dyb + 832 + v * 16), d7 = VLOAD(dyb + 960 + v * 16);
-                    { const cg_v xv = VLOAD(xc + 0 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; a3_1 += d3 * xv; a4_1 += d4 * xv; a5_1 += d5 * xv; a6_1 += d6 * xv; a7_1 += d7 * xv; }
-                    { const cg_v xv = VLOAD(xc + 32 + v * 16); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; a3_2 += d3 * xv; a4_2 += d4 * xv; a5_2 += d5 * xv; a6_2 += d6 * xv; a7_2 += d7 * xv; }
+                    cg_v d0 = VLOAD(dyb + 0 + v * 16), d1 = VLOAD(dyb + 128 + v * 16); VKEEP(d0); VKEEP(d1);
+                    { cg_v xv = VLOAD(xc + 0 + v * 16); VKEEP(xv); a0_4 += d0 * xv; a1_4 += d1 * xv; }
+                    { cg_v xv = VLOAD(xc + 32 + v * 16); VKEEP(xv); a0_5 += d0 * xv; a1_5 += d1 * xv; }
+                    { cg_v xv = VLOAD(xc + 64 + v * 16); VKEEP(xv); a0_7 += d0 * xv; a1_7 += d1 * xv; }
+                    { cg_v xv = VLOAD(xc + 96 + v * 16); VKEEP(xv); a0_8 += d0 * xv; a1_8 += d1 * xv; }
                 }
                 for (int v = 0; v < 2; v++) {
-                    const cg_v d0 = VLOAD(dyb + 96 + v * 16), d1 = VLOAD(dyb + 224 + v * 16), d2 = VLOAD(dyb + 352 + v * 16), d3 = VLOAD(dyb + 480 + v * 16), d4 = VLOAD(dyb + 608 + v * 16), d5 = VLOAD(dyb + 736 + v * 16), d6 = VLOAD(dyb + 864 + v * 16), d7 = VLOAD(dyb + 992 + v * 16);
-                    { const cg_v xv = VLOAD(xc + 0 + v * 16); a0_0 += d0 * xv; a1_0 += d1 * xv; a2_0 += d2 * xv; a3_0 += d3 * xv; a4_0 += d4 * xv; a5_0 += d5 * xv; a6_0 += d6 * xv; a7_0 += d7 * xv; }
-                    { const cg_v xv = VLOAD(xc + 32 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; a3_1 += d3 * xv; a4_1 += d4 * xv; a5_1 += d5 * xv; a6_1 += d6 * xv; a7_1 += d7 * xv; }
-                }
-                gwc[0] += vsum(a0_0); gwc[1] += vsum(a0_1); gwc[2] += vsum(a0_2);
-                gwc[4608] += vsum(a1_0); gwc[4609] += vsum(a1_1); gwc[4610] += vsum(a1_2);
-                gwc[9216] += vsum(a2_0); gwc[9217] += vsum(a2_1); gwc[9218] += vsum(a2_2);
-                gwc[13824] += vsum(a3_0); gwc[13825] += vsum(a3_1); gwc[13826] += vsum(a3_2);
-                gwc[18432] += vsum(a4_0); gwc[18433] += vsum(a4_1); gwc[18434] += vsum(a4_2);
-                gwc[23040] += vsum(a5_0); gwc[23041] += vsum(a5_1); gwc[23042] += vsum(a5_2);
-                gwc[27648] += vsum(a6_0); gwc[27649] += vsum(a6_1); gwc[27650] += vsum(a6_2);
-                gwc[32256] += vsum(a7_0); gwc[32257] += vsum(a7_1); gwc[32258] += vsum(a7_2);
-            }
-            { /* kernel row 1 */
-                cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f);
-                cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f);
-                cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f), a2_2 = vsplat(0.0f);
-                cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f), a3_2 = vsplat(0.0f);
-                cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f), a4_2 = vsplat(0.0f);
-                cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f), a5_2 = vsplat(0.0f);
-                cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f), a6_2 = vsplat(0.0f);
-                cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f), a7_2 = vsplat(0.0f);
-                for (int v = 0; v < 2; v++) {
-                    const cg_v d0 = VLOAD(dyb + 0 + v * 16), d1 = VLOAD(dyb + 128 + v * 16), d2 = VLOAD(dyb + 256 + v * 16), d3 = VLOAD(dyb + 384 + v * 16), d4 = VLOAD(dyb + 512 + v * 16), d5 = VLOAD(dyb + 640 + v * 16), d6 = VLOAD(dyb + 768 + v * 16), d7 = VLOAD(dyb + 896 + v * 16);
-                    { const cg_v xv = VLOAD(xc + 0 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; a3_1 += d3 * xv; a4_1 += d4 * xv; a5_1 += d5 * xv; a6_1 += d6 * xv; a7_1 += d7 * xv; }
-                    { const cg_v xv = VLOAD(xc + 32 + v * 16); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; a3_2 += d3 * xv; a4_2 += d4 * xv; a5_2 += d5 * xv; a6_2 += d6 * xv; a7_2 += d7 * xv; }
+                    cg_v d0 = VLOAD(dyb + 32 + v * 16), d1 = VLOAD(dyb + 160 + v * 16); VKEEP(d0); VKEEP(d1);
+                    { cg_v xv = VLOAD(xc + 0 + v * 16); VKEEP(xv); a0_3 += d0 * xv; a1_3 += d1 * xv; }
+                    { cg_v xv = VLOAD(xc + 32 + v * 16); VKEEP(xv); a0_4 += d0 * xv; a1_4 += d1 * xv; }
+                    { cg_v xv = VLOAD(xc + 64 + v * 16); VKEEP(xv); a0_6 += d0 * xv; a1_6 += d1 * xv; }
+                    { cg_v xv = VLOAD(xc + 96 + v * 16); VKEEP(xv); a0_7 += d0 * xv; a1_7 += d1 * xv; }
                 }
                 for (int v = 0; v < 2; v++) {
-                    const cg_v d0 = VLOAD(dyb + 32 + v * 16), d1 = VLOAD(dyb + 160 + v * 16), d2 = VLOAD(dyb + 288 + v * 16), d3 = VLOAD(dyb + 416 + v * 16), d4 = VLOAD(dyb + 544 + v * 16), d5 = VLOAD(dyb + 672 + v * 16), d6 = VLOAD(dyb + 800 + v * 16), d7 = VLOAD(dyb + 928 + v * 16);
-                    { const cg_v xv = VLOAD(xc + 0 + v * 16); a0_0 += d0 * xv; a1_0 += d1 * xv; a2_0 += d2 * xv; a3_0 += d3 * xv; a4_0 += d4 * xv; a5_0 += d5 * xv; a6_0 += d6 * xv; a7_0 += d7 * xv; }
-                    { const cg_v xv = VLOAD(xc + 32 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; a3_1 += d3 * xv; a4_1 += d4 * xv; a5_1 += d5 * xv; a6_1 += d6 * xv; a7_1 += d7 * xv; }
+                    cg_v d0 = VLOAD(dyb + 64 + v * 16), d1 = VLOAD(dyb + 192 + v * 16); VKEEP(d0); VKEEP(d1);
+                    { cg_v xv = VLOAD(xc + 0 + v * 16); VKEEP(xv); a0_1 += d0 * xv; a1_1 += d1 * xv; }
+                    { cg_v xv = VLOAD(xc + 32 + v * 16); VKEEP(xv); a0_2 += d0 * xv; a1_2 += d1 * xv; }
+                    { cg_v xv = VLOAD(xc + 64 + v * 16); VKEEP(xv); a0_4 += d0 * xv; a1_4 += d1 * xv; }
+                    { cg_v xv = VLOAD(xc + 96 + v * 16); VKEEP(xv); a0_5 += d0 * xv; a1_5 += d1 * xv; }
                 }
                 for (int v = 0; v < 2; v++) {
-                    const cg_v d0 = VLOAD(dyb + 64 + v * 16), d1 = VLOAD(dyb + 192 + v * 16), d2 = VLOAD(dyb + 320 + v * 16), d3 = VLOAD(dyb + 448 + v * 16), d4 = VLOAD(dyb + 576 + v * 16), d5 = VLOAD(dyb + 704 + v * 16), d6 = VLOAD(dyb + 832 + v * 16), d7 = VLOAD(dyb + 960 + v * 16);
-                    { const cg_v xv = VLOAD(xc + 64 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; a3_1 += d3 * xv; a4_1 += d4 * xv; a5_1 += d5 * xv; a6_1 += d6 * xv; a7_1 += d7 * xv; }
-                    { const cg_v xv = VLOAD(xc + 96 + v * 16); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; a3_2 += d3 * xv; a4_2 += d4 * xv; a5_2 += d5 * xv; a6_2 += d6 * xv; a7_2 += d7 * xv; }
+                    cg_v d0 = VLOAD(dyb + 96 + v * 16), d1 = VLOAD(dyb + 224 + v * 16); VKEEP(d0); VKEEP(d1);
+                    { cg_v xv = VLOAD(xc + 0 + v * 16); VKEEP(xv); a0_0 += d0 * xv; a1_0 += d1 * xv; }
+                    { cg_v xv = VLOAD(xc + 32 + v * 16); VKEEP(xv); a0_1 += d0 * xv; a1_1 += d1 * xv; }
+                    { cg_v xv = VLOAD(xc + 64 + v * 16); VKEEP(xv); a0_3 += d0 * xv; a1_3 += d1 * xv; }
+                    { cg_v xv = VLOAD(xc + 96 + v * 16); VKEEP(xv); a0_4 += d0 * xv; a1_4 += d1 * xv; }
                 }
-                for (int v = 0; v < 2; v++) {
-                    const cg_v d0 = VLOAD(dyb + 96 + v * 16), d1 = VLOAD(dyb + 224 + v * 16), d2 = VLOAD(dyb + 352 + v * 16), d3 = VLOAD(dyb + 480 + v * 16), d4 = VLOAD(dyb + 608 + v * 16), d5 = VLOAD(dyb + 736 + v * 16), d6 = VLOAD(dyb + 864 + v * 16), d7 = VLOAD(dyb + 992 + v * 16);
-                    { const cg_v xv = VLOAD(xc + 64 + v * 16); a0_0 += d0 * xv; a1_0 += d1 * xv; a2_0 += d2 * xv; a3_0 += d3 * xv; a4_0 += d4 * xv; a5_0 += d5 * xv; a6_0 += d6 * xv; a7_0 += d7 * xv; }
-                    { const cg_v xv = VLOAD(xc + 96 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; a3_1 += d3 * xv; a4_1 += d4 * xv; a5_1 += d5 * xv; a6_1 += d6 * xv; a7_1 += d7 * xv; }
-                }
-                gwc[3] += vsum(a0_0); gwc[4] += vsum(a0_1); gwc[5] += vsum(a0_2);
-                gwc[4611] += vsum(a1_0); gwc[4612] += vsum(a1_1); gwc[4613] += vsum(a1_2);
-                gwc[9219] += vsum(a2_0); gwc[9220] += vsum(a2_1); gwc[9221] += vsum(a2_2);
-                gwc[13827] += vsum(a3_0); gwc[13828] += vsum(a3_1); gwc[13829] += vsum(a3_2);
-                gwc[18435] += vsum(a4_0); gwc[18436] += vsum(a4_1); gwc[18437] += vsum(a4_2);
-                gwc[23043] += vsum(a5_0); gwc[23044] += vsum(a5_1); gwc[23045] += vsum(a5_2);
-                gwc[27651] += vsum(a6_0); gwc[27652] += vsum(a6_1); gwc[27653] += vsum(a6_2);
-                gwc[32259] += vsum(a7_0); gwc[32260] += vsum(a7_1); gwc[32261] += vsum(a7_2);
-            }
-            { /* kernel row 2 */
-                cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f);
-                cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f);
-                cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f), a2_2 = vsplat(0.0f);
-                cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f), a3_2 = vsplat(0.0f);
-                cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f), a4_2 = vsplat(0.0f);
-                cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f), a5_2 = vsplat(0.0f);
-                cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f), a6_2 = vsplat(0.0f);
-                cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f), a7_2 = vsplat(0.0f);
-                for (int v = 0; v < 2; v++) {
-                    const cg_v d0 = VLOAD(dyb + 0 + v * 16), d1 = VLOAD(dyb + 128 + v * 16), d2 = VLOAD(dyb + 256 + v * 16), d3 = VLOAD(dyb + 384 + v * 16), d4 = VLOAD(dyb + 512 + v * 16), d5 = VLOAD(dyb + 640 + v * 16), d6 = VLOAD(dyb + 768 + v * 16), d7 = VLOAD(dyb + 896 + v * 16);
-                    { const cg_v xv = VLOAD(xc + 64 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; a3_1 += d3 * xv; a4_1 += d4 * xv; a5_1 += d5 * xv; a6_1 += d6 * xv; a7_1 += d7 * xv; }
-                    { const cg_v xv = VLOAD(xc + 96 + v * 16); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; a3_2 += d3 * xv; a4_2 += d4 * xv; a5_2 += d5 * xv; a6_2 += d6 * xv; a7_2 += d7 * xv; }
-                }
-                for (int v = 0; v < 2; v++) {
-                    const cg_v d0 = VLOAD(dyb + 32 + v * 16), d1 = VLOAD(dyb + 160 + v * 16), d2 = VLOAD(dyb + 288 + v * 16), d3 = VLOAD(dyb + 416 + v * 16), d4 = VLOAD(dyb + 544 + v * 16), d5 = VLOAD(dyb + 672 + v * 16), d6 = VLOAD(dyb + 800 + v * 16), d7 = VLOAD(dyb + 928 + v * 16);
-                    { const cg_v xv = VLOAD(xc + 64 + v * 16); a0_0 += d0 * xv; a1_0 += d1 * xv; a2_0 += d2 * xv; a3_0 += d3 * xv; a4_0 += d4 * xv; a5_0 += d5 * xv; a6_0 += d6 * xv; a7_0 += d7 * xv; }
-                    { const cg_v xv = VLOAD(xc + 96 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; a3_1 += d3 * xv; a4_1 += d4 * xv; a5_1 += d5 * xv; a6_1 += d6 * xv; a7_1 += d7 * xv; }
-                }
-                gwc[6] += vsum(a0_0); gwc[7] += vsum(a0_1); gwc[8] += vsum(a0_2);
-                gwc[4614] += vsum(a1_0); gwc[4615] += vsum(a1_1); gwc[4616] += vsum(a1_2);
-                gwc[9222] += vsum(a2_0); gwc[9223] += vsum(a2_1); gwc[9224] += vsum(a2_2);
-                gwc[13830] += vsum(a3_0); gwc[13831] += vsum(a3_1); gwc[13832] += vsum(a3_2);
-                gwc[18438] += vsum(a4_0); gwc[18439] += vsum(a4_1); gwc[18440] += vsum(a4_2);
-                gwc[23046] += vsum(a5_0); gwc[23047] += vsum(a5_1); gwc[23048] += vsum(a5_2);
-                gwc[27654] += vsum(a6_0); gwc[27655] += vsum(a6_1); gwc[27656] += vsum(a6_2);
-                gwc[32262] += vsum(a7_0); gwc[32263] += vsum(a7_1); gwc[32264] += vsum(a7_2);
+                gwc[0] += vsum(a0_0); gwc[1] += vsum(a0_1); gwc[2] += vsum(a0_2); gwc[3] += vsum(a0_3); gwc[4] += vsum(a0_4); gwc[5] += vsum(a0_5); gwc[6] += vsum(a0_6); gwc[7] += vsum(a0_7); gwc[8] += vsum(a0_8);
+                gwc[4608] += vsum(a1_0); gwc[4609] += vsum(a1_1); gwc[4610] += vsum(a1_2); gwc[4611] += vsum(a1_3); gwc[4612] += vsum(a1_4); gwc[4613] += vsum(a1_5); gwc[4614] += vsum(a1_6); gwc[4615] += vsum(a1_7); gwc[4616] += vsum(a1_8);
             }
         }
     }
@@ -30427,104 +29187,44 @@ static void l28_conv2d_backward(float *restrict G, const float *restrict x, cons
         gb[co] += vsum(s);
     }
     CG_PARALLEL_FOR
-    for (int cb = 0; cb < 64; cb++) {
-        const float *restrict dyb = dy + cb*1024;
+    for (int cb = 0; cb < 256; cb++) {
+        const float *restrict dyb = dy + cb*256;
         for (int ci = 0; ci < 512; ci++) {
             const float *restrict xc = x + ci*128;
-            float *restrict gwc = gw + cb*36864 + ci*9;
-            { /* kernel row 0 */
-                cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f);
-                cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f);
-                cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f), a2_2 = vsplat(0.0f);
-                cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f), a3_2 = vsplat(0.0f);
-                cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f), a4_2 = vsplat(0.0f);
-                cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f), a5_2 = vsplat(0.0f);
-                cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f), a6_2 = vsplat(0.0f);
-                cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f), a7_2 = vsplat(0.0f);
+            float *restrict gwc = gw + cb*9216 + ci*9;
+            { /* every tap */
+                cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f), a0_4 = vsplat(0.0f), a0_5 = vsplat(0.0f), a0_6 = vsplat(0.0f), a0_7 = vsplat(0.0f), a0_8 = vsplat(0.0f);
+                cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f), a1_3 = vsplat(0.0f), a1_4 = vsplat(0.0f), a1_5 = vsplat(0.0f), a1_6 = vsplat(0.0f), a1_7 = vsplat(0.0f), a1_8 = vsplat(0.0f);
                 for (int v = 0; v < 2; v++) {
-                    const cg_v d0 = VLOAD(dyb + 64 + v * 16), d1 = VLOAD(dyb + 192 + v * 16), d2 = VLOAD(dyb + 320 + v * 16), d3 = VLOAD(dyb + 448 + v * 16), d4 = VLOAD(dyb + 576 + v * 16), d5 = VLOAD(dyb + 704 + v * 16), d6 = VLOAD(dyb + 832 + v * 16), d7 = VLOAD(dyb + 960 + v * 16);
-                    { const cg_v xv = VLOAD(xc + 0 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; a3_1 += d3 * xv; a4_1 += d4 * xv; a5_1 += d5 * xv; a6_1 += d6 * xv; a7_1 += d7 * xv; }
-                    { const cg_v xv = VLOAD(xc + 32 + v * 16); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; a3_2 += d3 * xv; a4_2 += d4 * xv; a5_2 += d5 * xv; a6_2 += d6 * xv; a7_2 += d7 * xv; }
+                    cg_v d0 = VLOAD(dyb + 0 + v * 16), d1 = VLOAD(dyb + 128 + v * 16); VKEEP(d0); VKEEP(d1);
+                    { cg_v xv = VLOAD(xc + 0 + v * 16); VKEEP(xv); a0_4 += d0 * xv; a1_4 += d1 * xv; }
+                    { cg_v xv = VLOAD(xc + 32 + v * 16); VKEEP(xv); a0_5 += d0 * xv; a1_5 += d1 * xv; }
+                    { cg_v xv = VLOAD(xc + 64 + v * 16); VKEEP(xv); a0_7 += d0 * xv; a1_7 += d1 * xv; }
+                    { cg_v xv = VLOAD(xc + 96 + v * 16); VKEEP(xv); a0_8 += d0 * xv; a1_8 += d1 * xv; }
                 }
                 for (int v = 0; v < 2; v++) {
-                    const cg_v d0 = VLOAD(dyb + 96 + v * 16), d1 = VLOAD(dyb + 224 + v * 16), d2 = VLOAD(dyb + 352 + v * 16), d3 = VLOAD(dyb + 480 + v * 16), d4 = VLOAD(dyb + 608 + v * 16), d5 = VLOAD(dyb + 736 + v * 16), d6 = VLOAD(dyb + 864 + v * 16), d7 = VLOAD(dyb + 992 + v * 16);
-                    { const cg_v xv = VLOAD(xc + 0 + v * 16); a0_0 += d0 * xv; a1_0 += d1 * xv; a2_0 += d2 * xv; a3_0 += d3 * xv; a4_0 += d4 * xv; a5_0 += d5 * xv; a6_0 += d6 * xv; a7_0 += d7 * xv; }
-                    { const cg_v xv = VLOAD(xc + 32 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; a3_1 += d3 * xv; a4_1 += d4 * xv; a5_1 += d5 * xv; a6_1 += d6 * xv; a7_1 += d7 * xv; }
-                }
-                gwc[0] += vsum(a0_0); gwc[1] += vsum(a0_1); gwc[2] += vsum(a0_2);
-                gwc[4608] += vsum(a1_0); gwc[4609] += vsum(a1_1); gwc[4610] += vsum(a1_2);
-                gwc[9216] += vsum(a2_0); gwc[9217] += vsum(a2_1); gwc[9218] += vsum(a2_2);
-                gwc[13824] += vsum(a3_0); gwc[13825] += vsum(a3_1); gwc[13826] += vsum(a3_2);
-                gwc[18432] += vsum(a4_0); gwc[18433] += vsum(a4_1); gwc[18434] += vsum(a4_2);
-                gwc[23040] += vsum(a5_0); gwc[23041] += vsum(a5_1); gwc[23042] += vsum(a5_2);
-                gwc[27648] += vsum(a6_0); gwc[27649] += vsum(a6_1); gwc[27650] += vsum(a6_2);
-                gwc[32256] += vsum(a7_0); gwc[32257] += vsum(a7_1); gwc[32258] += vsum(a7_2);
-            }
-            { /* kernel row 1 */
-                cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f);
-                cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f);
-                cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f), a2_2 = vsplat(0.0f);
-                cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f), a3_2 = vsplat(0.0f);
-                cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f), a4_2 = vsplat(0.0f);
-                cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f), a5_2 = vsplat(0.0f);
-                cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f), a6_2 = vsplat(0.0f);
-                cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f), a7_2 = vsplat(0.0f);
-                for (int v = 0; v < 2; v++) {
-                    const cg_v d0 = VLOAD(dyb + 0 + v * 16), d1 = VLOAD(dyb + 128 + v * 16), d2 = VLOAD(dyb + 256 + v * 16), d3 = VLOAD(dyb + 384 + v * 16), d4 = VLOAD(dyb + 512 + v * 16), d5 = VLOAD(dyb + 640 + v * 16), d6 = VLOAD(dyb + 768 + v * 16), d7 = VLOAD(dyb + 896 + v * 16);
-                    { const cg_v xv = VLOAD(xc + 0 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; a3_1 += d3 * xv; a4_1 += d4 * xv; a5_1 += d5 * xv; a6_1 += d6 * xv; a7_1 += d7 * xv; }
-                    { const cg_v xv = VLOAD(xc + 32 + v * 16); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; a3_2 += d3 * xv; a4_2 += d4 * xv; a5_2 += d5 * xv; a6_2 += d6 * xv; a7_2 += d7 * xv; }
+                    cg_v d0 = VLOAD(dyb + 32 + v * 16), d1 = VLOAD(dyb + 160 + v * 16); VKEEP(d0); VKEEP(d1);
+                    { cg_v xv = VLOAD(xc + 0 + v * 16); VKEEP(xv); a0_3 += d0 * xv; a1_3 += d1 * xv; }
+                    { cg_v xv = VLOAD(xc + 32 + v * 16); VKEEP(xv); a0_4 += d0 * xv; a1_4 += d1 * xv; }
+                    { cg_v xv = VLOAD(xc + 64 + v * 16); VKEEP(xv); a0_6 += d0 * xv; a1_6 += d1 * xv; }
+                    { cg_v xv = VLOAD(xc + 96 + v * 16); VKEEP(xv); a0_7 += d0 * xv; a1_7 += d1 * xv; }
                 }
                 for (int v = 0; v < 2; v++) {
-                    const cg_v d0 = VLOAD(dyb + 32 + v * 16), d1 = VLOAD(dyb + 160 + v * 16), d2 = VLOAD(dyb + 288 + v * 16), d3 = VLOAD(dyb + 416 + v * 16), d4 = VLOAD(dyb + 544 + v * 16), d5 = VLOAD(dyb + 672 + v * 16), d6 = VLOAD(dyb + 800 + v * 16), d7 = VLOAD(dyb + 928 + v * 16);
-                    { const cg_v xv = VLOAD(xc + 0 + v * 16); a0_0 += d0 * xv; a1_0 += d1 * xv; a2_0 += d2 * xv; a3_0 += d3 * xv; a4_0 += d4 * xv; a5_0 += d5 * xv; a6_0 += d6 * xv; a7_0 += d7 * xv; }
-                    { const cg_v xv = VLOAD(xc + 32 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; a3_1 += d3 * xv; a4_1 += d4 * xv; a5_1 += d5 * xv; a6_1 += d6 * xv; a7_1 += d7 * xv; }
+                    cg_v d0 = VLOAD(dyb + 64 + v * 16), d1 = VLOAD(dyb + 192 + v * 16); VKEEP(d0); VKEEP(d1);
+                    { cg_v xv = VLOAD(xc + 0 + v * 16); VKEEP(xv); a0_1 += d0 * xv; a1_1 += d1 * xv; }
+                    { cg_v xv = VLOAD(xc + 32 + v * 16); VKEEP(xv); a0_2 += d0 * xv; a1_2 += d1 * xv; }
+                    { cg_v xv = VLOAD(xc + 64 + v * 16); VKEEP(xv); a0_4 += d0 * xv; a1_4 += d1 * xv; }
+                    { cg_v xv = VLOAD(xc + 96 + v * 16); VKEEP(xv); a0_5 += d0 * xv; a1_5 += d1 * xv; }
                 }
                 for (int v = 0; v < 2; v++) {
-                    const cg_v d0 = VLOAD(dyb + 64 + v * 16), d1 = VLOAD(dyb + 192 + v * 16), d2 = VLOAD(dyb + 320 + v * 16), d3 = VLOAD(dyb + 448 + v * 16), d4 = VLOAD(dyb + 576 + v * 16), d5 = VLOAD(dyb + 704 + v * 16), d6 = VLOAD(dyb + 832 + v * 16), d7 = VLOAD(dyb + 960 + v * 16);
-                    { const cg_v xv = VLOAD(xc + 64 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; a3_1 += d3 * xv; a4_1 += d4 * xv; a5_1 += d5 * xv; a6_1 += d6 * xv; a7_1 += d7 * xv; }
-                    { const cg_v xv = VLOAD(xc + 96 + v * 16); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; a3_2 += d3 * xv; a4_2 += d4 * xv; a5_2 += d5 * xv; a6_2 += d6 * xv; a7_2 += d7 * xv; }
+                    cg_v d0 = VLOAD(dyb + 96 + v * 16), d1 = VLOAD(dyb + 224 + v * 16); VKEEP(d0); VKEEP(d1);
+                    { cg_v xv = VLOAD(xc + 0 + v * 16); VKEEP(xv); a0_0 += d0 * xv; a1_0 += d1 * xv; }
+                    { cg_v xv = VLOAD(xc + 32 + v * 16); VKEEP(xv); a0_1 += d0 * xv; a1_1 += d1 * xv; }
+                    { cg_v xv = VLOAD(xc + 64 + v * 16); VKEEP(xv); a0_3 += d0 * xv; a1_3 += d1 * xv; }
+                    { cg_v xv = VLOAD(xc + 96 + v * 16); VKEEP(xv); a0_4 += d0 * xv; a1_4 += d1 * xv; }
                 }
-                for (int v = 0; v < 2; v++) {
-                    const cg_v d0 = VLOAD(dyb + 96 + v * 16), d1 = VLOAD(dyb + 224 + v * 16), d2 = VLOAD(dyb + 352 + v * 16), d3 = VLOAD(dyb + 480 + v * 16), d4 = VLOAD(dyb + 608 + v * 16), d5 = VLOAD(dyb + 736 + v * 16), d6 = VLOAD(dyb + 864 + v * 16), d7 = VLOAD(dyb + 992 + v * 16);
-                    { const cg_v xv = VLOAD(xc + 64 + v * 16); a0_0 += d0 * xv; a1_0 += d1 * xv; a2_0 += d2 * xv; a3_0 += d3 * xv; a4_0 += d4 * xv; a5_0 += d5 * xv; a6_0 += d6 * xv; a7_0 += d7 * xv; }
-                    { const cg_v xv = VLOAD(xc + 96 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; a3_1 += d3 * xv; a4_1 += d4 * xv; a5_1 += d5 * xv; a6_1 += d6 * xv; a7_1 += d7 * xv; }
-                }
-                gwc[3] += vsum(a0_0); gwc[4] += vsum(a0_1); gwc[5] += vsum(a0_2);
-                gwc[4611] += vsum(a1_0); gwc[4612] += vsum(a1_1); gwc[4613] += vsum(a1_2);
-                gwc[9219] += vsum(a2_0); gwc[9220] += vsum(a2_1); gwc[9221] += vsum(a2_2);
-                gwc[13827] += vsum(a3_0); gwc[13828] += vsum(a3_1); gwc[13829] += vsum(a3_2);
-                gwc[18435] += vsum(a4_0); gwc[18436] += vsum(a4_1); gwc[18437] += vsum(a4_2);
-                gwc[23043] += vsum(a5_0); gwc[23044] += vsum(a5_1); gwc[23045] += vsum(a5_2);
-                gwc[27651] += vsum(a6_0); gwc[27652] += vsum(a6_1); gwc[27653] += vsum(a6_2);
-                gwc[32259] += vsum(a7_0); gwc[32260] += vsum(a7_1); gwc[32261] += vsum(a7_2);
-            }
-            { /* kernel row 2 */
-                cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f);
-                cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f);
-                cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f), a2_2 = vsplat(0.0f);
-                cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f), a3_2 = vsplat(0.0f);
-                cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f), a4_2 = vsplat(0.0f);
-                cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f), a5_2 = vsplat(0.0f);
-                cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f), a6_2 = vsplat(0.0f);
-                cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f), a7_2 = vsplat(0.0f);
-                for (int v = 0; v < 2; v++) {
-                    const cg_v d0 = VLOAD(dyb + 0 + v * 16), d1 = VLOAD(dyb + 128 + v * 16), d2 = VLOAD(dyb + 256 + v * 16), d3 = VLOAD(dyb + 384 + v * 16), d4 = VLOAD(dyb + 512 + v * 16), d5 = VLOAD(dyb + 640 + v * 16), d6 = VLOAD(dyb + 768 + v * 16), d7 = VLOAD(dyb + 896 + v * 16);
-                    { const cg_v xv = VLOAD(xc + 64 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; a3_1 += d3 * xv; a4_1 += d4 * xv; a5_1 += d5 * xv; a6_1 += d6 * xv; a7_1 += d7 * xv; }
-                    { const cg_v xv = VLOAD(xc + 96 + v * 16); a0_2 += d0 * xv; a1_2 += d1 * xv; a2_2 += d2 * xv; a3_2 += d3 * xv; a4_2 += d4 * xv; a5_2 += d5 * xv; a6_2 += d6 * xv; a7_2 += d7 * xv; }
-                }
-                for (int v = 0; v < 2; v++) {
-                    const cg_v d0 = VLOAD(dyb + 32 + v * 16), d1 = VLOAD(dyb + 160 + v * 16), d2 = VLOAD(dyb + 288 + v * 16), d3 = VLOAD(dyb + 416 + v * 16), d4 = VLOAD(dyb + 544 + v * 16), d5 = VLOAD(dyb + 672 + v * 16), d6 = VLOAD(dyb + 800 + v * 16), d7 = VLOAD(dyb + 928 + v * 16);
-                    { const cg_v xv = VLOAD(xc + 64 + v * 16); a0_0 += d0 * xv; a1_0 += d1 * xv; a2_0 += d2 * xv; a3_0 += d3 * xv; a4_0 += d4 * xv; a5_0 += d5 * xv; a6_0 += d6 * xv; a7_0 += d7 * xv; }
-                    { const cg_v xv = VLOAD(xc + 96 + v * 16); a0_1 += d0 * xv; a1_1 += d1 * xv; a2_1 += d2 * xv; a3_1 += d3 * xv; a4_1 += d4 * xv; a5_1 += d5 * xv; a6_1 += d6 * xv; a7_1 += d7 * xv; }
-                }
-                gwc[6] += vsum(a0_0); gwc[7] += vsum(a0_1); gwc[8] += vsum(a0_2);
-                gwc[4614] += vsum(a1_0); gwc[4615] += vsum(a1_1); gwc[4616] += vsum(a1_2);
-                gwc[9222] += vsum(a2_0); gwc[9223] += vsum(a2_1); gwc[9224] += vsum(a2_2);
-                gwc[13830] += vsum(a3_0); gwc[13831] += vsum(a3_1); gwc[13832] += vsum(a3_2);
-                gwc[18438] += vsum(a4_0); gwc[18439] += vsum(a4_1); gwc[18440] += vsum(a4_2);
-                gwc[23046] += vsum(a5_0); gwc[23047] += vsum(a5_1); gwc[23048] += vsum(a5_2);
-                gwc[27654] += vsum(a6_0); gwc[27655] += vsum(a6_1); gwc[27656] += vsum(a6_2);
-                gwc[32262] += vsum(a7_0); gwc[32263] += vsum(a7_1); gwc[32264] += vsum(a7_2);
+                gwc[0] += vsum(a0_0); gwc[1] += vsum(a0_1); gwc[2] += vsum(a0_2); gwc[3] += vsum(a0_3); gwc[4] += vsum(a0_4); gwc[5] += vsum(a0_5); gwc[6] += vsum(a0_6); gwc[7] += vsum(a0_7); gwc[8] += vsum(a0_8);
+                gwc[4608] += vsum(a1_0); gwc[4609] += vsum(a1_1); gwc[4610] += vsum(a1_2); gwc[4611] += vsum(a1_3); gwc[4612] += vsum(a1_4); gwc[4613] += vsum(a1_5); gwc[4614] += vsum(a1_6); gwc[4615] += vsum(a1_7); gwc[4616] += vsum(a1_8);
             }
         }
     }

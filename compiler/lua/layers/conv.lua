@@ -458,6 +458,12 @@ function M.backward_lanes(L, C, ctx)
     C:line("gb[co] += vsum(s);")
     C:close()
   end
+  -- every tap of the kernel at once when it fits (TCW output channels x KH*KW taps):
+  -- one pass over dy per input channel, the input plane (L1-sized) read by every tap;
+  -- else one pass per kernel row (TCW x KW)
+  local KK = g.h.K * KW
+  local rows_at_once = KK <= MAX_ACC
+  if rows_at_once then TCW = largest_divisor(L.cout_g, math.max(1, MAX_ACC // KK)) end
   local nblocks = L.cout_g // TCW
   util.ploop(C, "g", 0, L.groups - 1, L.groups > 1 and L.parallel, function(gg)
   util.ploop(C, "cb", 0, nblocks - 1, L.groups == 1 and L.parallel, function(cb)
@@ -466,31 +472,40 @@ function M.backward_lanes(L, C, ctx)
     util.loop(C, "ci", 0, L.cin_g - 1, false, function(ci)
       C:line("const float *restrict xc = x + %s;", tostring(util.aff(0):term(gg, L.cin_g * d.IHW * R):term(ci, d.IHW * R)))
       C:line("float *restrict gwc = gw + %s;", tostring(co0:scale(WK):term(ci, d.KHW)))
-      for ky = 0, g.h.K - 1 do
-        C:open("{ /* kernel row %d */", ky)
-        for t = 0, TCW - 1 do C:line("cg_v %s;", vec_list("a" .. t .. "_%d = vsplat(0.0f)", KW)) end
+      local pass = function(label, ntaps, slot, keep, k_of)
+        C:open("{ /* %s */", label)
+        for t = 0, TCW - 1 do C:line("cg_v %s;", vec_list("a" .. t .. "_%d = vsplat(0.0f)", ntaps)) end
         window.windows(C, L.geom, false, function(out, taps, info)
           C:open("for (int v = 0; v < %d; v++) {", NV)
-          local loads = {}
+          local loads, keepd = {}, {}
           for t = 0, TCW - 1 do
             loads[#loads + 1] = string.format("d%d = VLOAD(dyb + %s + v * %d)", t, tostring(out:scale(R):add(t * d.OHW * R)), V)
+            keepd[#keepd + 1] = string.format("VKEEP(d%d);", t)
           end
-          C:line("const cg_v %s;", table.concat(loads, ", "))
+          C:line("cg_v %s; %s", table.concat(loads, ", "), table.concat(keepd, " "))
           for _, tp in ipairs(taps) do
             local fmas = {}
-            for t = 0, TCW - 1 do fmas[#fmas + 1] = string.format("a%d_%d += d%d * xv;", t, tp.kx, t) end
-            C:line("{ const cg_v xv = VLOAD(xc + %s + v * %d); %s }", tostring(tp.at:scale(R)), V, table.concat(fmas, " "))
+            for t = 0, TCW - 1 do fmas[#fmas + 1] = string.format("a%d_%d += d%d * xv;", t, slot(tp), t) end
+            C:line("{ cg_v xv = VLOAD(xc + %s + v * %d); VKEEP(xv); %s }", tostring(tp.at:scale(R)), V, table.concat(fmas, " "))
           end
           C:close()
-        end, function(ky2) return ky2 == ky end)
+        end, keep)
         for t = 0, TCW - 1 do
           local parts = {}
-          for kx = 0, KW - 1 do
-            parts[#parts + 1] = string.format("gwc[%d] += vsum(a%d_%d);", t * WK + ky * KW + kx, t, kx)
+          for j = 0, ntaps - 1 do
+            parts[#parts + 1] = string.format("gwc[%d] += vsum(a%d_%d);", t * WK + k_of(j), t, j)
           end
           C:line(table.concat(parts, " "))
         end
         C:close()
+      end
+      if rows_at_once then
+        pass("every tap", KK, function(tp) return tp.k end, function() return true end, function(j) return j end)
+      else
+        for ky = 0, g.h.K - 1 do
+          pass("kernel row " .. ky, KW, function(tp) return tp.kx end, function(ky2) return ky2 == ky end,
+            function(j) return ky * KW + j end)
+        end
       end
     end)
   end)
