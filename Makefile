@@ -102,8 +102,9 @@ include tests/tests.mk
 # every committed generated file compiles cleanly with both compilers
 warn-check: $(B)/cnngen
 	@for f in generated/*.c; do \
-	  for cc in gcc clang; do $$cc -std=c11 -Wall -Wextra -Werror -Iruntime -Igenerated -DCNNGEN_NO_MAIN -fsyntax-only $$f || exit 1; done; \
-	done; echo "warn-check: generated/*.c compile with gcc and clang at -Wall -Wextra -Werror"
+	  for cc in gcc clang; do for m in "" -march=native; do \
+	    $$cc -std=c11 $$m -Wall -Wextra -Werror -Iruntime -Igenerated -DCNNGEN_NO_MAIN -fsyntax-only $$f || exit 1; done; done; \
+	done; echo "warn-check: generated/*.c compile with gcc and clang at -Wall -Wextra -Werror (generic and -march=native)"
 
 install: all
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/lib/pkgconfig $(DESTDIR)$(PREFIX)/include/cnngen
