@@ -98,6 +98,7 @@ trainer: $(B)/cnngen $(B)/libcnngen.a
 	 $(CC) $(OPT) $(WARN) -std=c11 -Iruntime $$c $(B)/libcnngen.a $(RT_LIBS) $(LDFLAGS) -o $${c%.c}
 
 include tests/tests.mk
+include tests/kernels/kernels.mk
 
 # every committed generated file compiles cleanly with both compilers
 warn-check: $(B)/cnngen

@@ -50,19 +50,7 @@ static inline __attribute__((unused)) float vsum_(const cg_v *v) { float s = 0.0
 #define vsum(v) vsum_(&(v))
 
 /* Activations are batch-innermost: [size][64]. */
-/* [nb][size] -> [size][64], lanes >= nb zeroed */
-static void to_lanes(const float *restrict x, float *restrict xl, int nb, int size)
-{
-    for (int i = 0; i < size; i++)
-        for (int b = 0; b < 64; b++) xl[(size_t)i * 64 + b] = b < nb ? x[(size_t)b * size + i] : 0.0f;
-}
-
-/* [size][64] -> [nb][size] */
-static void from_lanes(const float *restrict xl, float *restrict x, int nb, int size)
-{
-    for (int b = 0; b < nb; b++)
-        for (int i = 0; i < size; i++) x[(size_t)b * size + i] = xl[(size_t)i * 64 + b];
-}
+/* cg_to_lanes / cg_from_lanes (runtime): [nb][size] <-> [size][64], lanes >= nb zero */
 
 /* layer 0: conv2d 1x28x28 -> 32x28x28 (specs/bnnet.yaml:11:5) */
 static void l00_conv2d_forward(const float *restrict P, const float *restrict x, float *restrict y)
@@ -5030,7 +5018,7 @@ static void l12_dense_backward_dx(const float *restrict P, const float *restrict
 /* Forward over nb <= 64 samples; activations stay in ws for backward. */
 void bnnet_forward(const float *params, float *buffers, const float *x, float *ws, int nb, int training)
 {
-    to_lanes(x, ws + 0, nb, 784);
+    cg_to_lanes(x, ws + 0, nb, 784, 64);
     l00_conv2d_forward(params, ws + 0, ws + 50176);
     l01_batchnorm_forward(params, buffers, ws + 7902848, ws + 50176, ws + 1655808, nb, training);
     l02_relu_forward(ws + 1655808, ws + 3261440);
@@ -5044,14 +5032,14 @@ void bnnet_forward(const float *params, float *buffers, const float *x, float *w
     l10_batchnorm_forward(params, buffers, ws + 8103744, ws + 7877632, ws + 7885824, nb, training);
     l11_relu_forward(ws + 7885824, ws + 7894016);
     l12_dense_forward(params, ws + 7894016, ws + 7902208);
-    from_lanes(ws + 7902208, ws + 8112192, nb, 10);
+    cg_from_lanes(ws + 7902208, ws + 8112192, nb, 10, 64);
 }
 
 /* Backward after a training forward: dLoss/dOutput at ws + 8112832; grads accumulate. */
 void bnnet_backward(const float *params, float *grads, const float *x, float *dx, float *ws, int nb)
 {
     (void)x;
-    to_lanes(ws + 8112832, ws + 8113472, nb, 10);
+    cg_to_lanes(ws + 8112832, ws + 8113472, nb, 10, 64);
     l12_dense_backward(grads, ws + 8104000, ws + 7894016, ws + 8113472, nb);
     l12_dense_backward_dx(params, ws + 8113472, ws + 8114112);
     l11_relu_backward(ws + 7894016, ws + 8114112, ws + 9719744);
@@ -5069,7 +5057,7 @@ void bnnet_backward(const float *params, float *grads, const float *x, float *dx
     l01_batchnorm_backward(params, grads, ws + 7902848, ws + 50176, ws + 9719744, ws + 8114112, nb);
     l00_conv2d_backward(grads, ws + 0, ws + 8114112);
     if (dx) l00_conv2d_backward_dx(params, ws + 8114112, ws + 9719744);
-    if (dx) from_lanes(ws + 9719744, dx, nb, 784);
+    if (dx) cg_from_lanes(ws + 9719744, dx, nb, 784, 64);
 }
 
 static const cg_tensor bnnet_tensors[] = {

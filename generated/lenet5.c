@@ -49,19 +49,7 @@ static inline __attribute__((unused)) float vsum_(const cg_v *v) { float s = 0.0
 #define vsum(v) vsum_(&(v))
 
 /* Activations are batch-innermost: [size][64]. */
-/* [nb][size] -> [size][64], lanes >= nb zeroed */
-static void to_lanes(const float *restrict x, float *restrict xl, int nb, int size)
-{
-    for (int i = 0; i < size; i++)
-        for (int b = 0; b < 64; b++) xl[(size_t)i * 64 + b] = b < nb ? x[(size_t)b * size + i] : 0.0f;
-}
-
-/* [size][64] -> [nb][size] */
-static void from_lanes(const float *restrict xl, float *restrict x, int nb, int size)
-{
-    for (int b = 0; b < nb; b++)
-        for (int i = 0; i < size; i++) x[(size_t)b * size + i] = xl[(size_t)i * 64 + b];
-}
+/* cg_to_lanes / cg_from_lanes (runtime): [nb][size] <-> [size][64], lanes >= nb zero */
 
 /* layer 0: conv2d 1x28x28 -> 6x28x28 (specs/lenet5.yaml:10:5) */
 static void l00_conv2d_forward(const float *restrict P, const float *restrict x, float *restrict y)
@@ -14435,7 +14423,7 @@ void lenet5_forward(const float *params, float *buffers, const float *x, float *
 {
     (void)buffers;
     (void)training;
-    to_lanes(x, ws + 0, nb, 784);
+    cg_to_lanes(x, ws + 0, nb, 784, 64);
     l00_conv2d_forward(params, ws + 0, ws + 50176);
     l01_relu_forward(ws + 50176, ws + 351232);
     l02_maxpool2d_forward(ws + 351232, ws + 652288);
@@ -14448,14 +14436,14 @@ void lenet5_forward(const float *params, float *buffers, const float *x, float *
     l09_dense_forward(params, ws + 965632, ws + 973312);
     l10_relu_forward(ws + 973312, ws + 978688);
     l11_dense_forward(params, ws + 978688, ws + 984064);
-    from_lanes(ws + 984064, ws + 1023360, nb, 10);
+    cg_from_lanes(ws + 984064, ws + 1023360, nb, 10, 64);
 }
 
 /* Backward after a training forward: dLoss/dOutput at ws + 1024000; grads accumulate. */
 void lenet5_backward(const float *params, float *grads, const float *x, float *dx, float *ws, int nb)
 {
     (void)x;
-    to_lanes(ws + 1024000, ws + 1024640, nb, 10);
+    cg_to_lanes(ws + 1024000, ws + 1024640, nb, 10, 64);
     l11_dense_backward(grads, ws + 1017984, ws + 978688, ws + 1024640, nb);
     l11_dense_backward_dx(params, ws + 1024640, ws + 1025280);
     l10_relu_backward(ws + 978688, ws + 1025280, ws + 1326336);
@@ -14473,7 +14461,7 @@ void lenet5_backward(const float *params, float *grads, const float *x, float *d
     l01_relu_backward(ws + 351232, ws + 1025280, ws + 1326336);
     l00_conv2d_backward(grads, ws + 0, ws + 1326336);
     if (dx) l00_conv2d_backward_dx(params, ws + 1326336, ws + 1025280);
-    if (dx) from_lanes(ws + 1025280, dx, nb, 784);
+    if (dx) cg_from_lanes(ws + 1025280, dx, nb, 784, 64);
 }
 
 static const cg_tensor lenet5_tensors[] = {

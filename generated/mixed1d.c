@@ -52,19 +52,7 @@ static inline __attribute__((unused)) float vsum_(const cg_v *v) { float s = 0.0
 #define vsum(v) vsum_(&(v))
 
 /* Activations are batch-innermost: [size][16]. */
-/* [nb][size] -> [size][16], lanes >= nb zeroed */
-static void to_lanes(const float *restrict x, float *restrict xl, int nb, int size)
-{
-    for (int i = 0; i < size; i++)
-        for (int b = 0; b < 16; b++) xl[(size_t)i * 16 + b] = b < nb ? x[(size_t)b * size + i] : 0.0f;
-}
-
-/* [size][16] -> [nb][size] */
-static void from_lanes(const float *restrict xl, float *restrict x, int nb, int size)
-{
-    for (int b = 0; b < nb; b++)
-        for (int i = 0; i < size; i++) x[(size_t)b * size + i] = xl[(size_t)i * 16 + b];
-}
+/* cg_to_lanes / cg_from_lanes (runtime): [nb][size] <-> [size][16], lanes >= nb zero */
 
 /* layer 0: conv1d 4x64 -> 8x32 (specs/mixed1d.yaml:13:5) */
 static void l00_conv1d_forward(const float *restrict P, const float *restrict x, float *restrict y)
@@ -2114,7 +2102,7 @@ static void l14_dense_backward_dx(const float *restrict P, const float *restrict
 /* Forward over nb <= 16 samples; activations stay in ws for backward. */
 void mixed1d_forward(const float *params, float *buffers, const float *x, float *ws, int nb, int training)
 {
-    to_lanes(x, ws + 0, nb, 256);
+    cg_to_lanes(x, ws + 0, nb, 256, 16);
     l00_conv1d_forward(params, ws + 0, ws + 4096);
     l01_batchnorm_forward(params, buffers, ws + 36240, ws + 4096, ws + 8192, nb, training);
     l02_leaky_relu_forward(ws + 8192, ws + 12288);
@@ -2130,14 +2118,14 @@ void mixed1d_forward(const float *params, float *buffers, const float *x, float 
     l12_dense_forward(params, ws + 35072, ws + 35648);
     l13_relu_forward(ws + 35648, ws + 35904);
     l14_dense_forward(params, ws + 35904, ws + 36160);
-    from_lanes(ws + 36160, ws + 37104, nb, 5);
+    cg_from_lanes(ws + 36160, ws + 37104, nb, 5, 16);
 }
 
 /* Backward after a training forward: dLoss/dOutput at ws + 37184; grads accumulate. */
 void mixed1d_backward(const float *params, float *grads, const float *x, float *dx, float *ws, int nb)
 {
     (void)x;
-    to_lanes(ws + 37184, ws + 37264, nb, 5);
+    cg_to_lanes(ws + 37184, ws + 37264, nb, 5, 16);
     l14_dense_backward(grads, ws + 36848, ws + 35904, ws + 37264, nb);
     l14_dense_backward_dx(params, ws + 37264, ws + 37344);
     l13_relu_backward(ws + 35904, ws + 37344, ws + 41440);
@@ -2159,7 +2147,7 @@ void mixed1d_backward(const float *params, float *grads, const float *x, float *
     l01_batchnorm_backward(params, grads, ws + 36240, ws + 4096, ws + 41440, ws + 37344, nb);
     l00_conv1d_backward(grads, ws + 0, ws + 37344);
     if (dx) l00_conv1d_backward_dx(params, ws + 37344, ws + 41440);
-    if (dx) from_lanes(ws + 41440, dx, nb, 256);
+    if (dx) cg_from_lanes(ws + 41440, dx, nb, 256, 16);
 }
 
 static const cg_tensor mixed1d_tensors[] = {

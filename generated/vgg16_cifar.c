@@ -74,19 +74,7 @@ static inline __attribute__((unused)) float vsum_(const cg_v *v) { float s = 0.0
 #define vsum(v) vsum_(&(v))
 
 /* Activations are batch-innermost: [size][32]. */
-/* [nb][size] -> [size][32], lanes >= nb zeroed */
-static void to_lanes(const float *restrict x, float *restrict xl, int nb, int size)
-{
-    for (int i = 0; i < size; i++)
-        for (int b = 0; b < 32; b++) xl[(size_t)i * 32 + b] = b < nb ? x[(size_t)b * size + i] : 0.0f;
-}
-
-/* [size][32] -> [nb][size] */
-static void from_lanes(const float *restrict xl, float *restrict x, int nb, int size)
-{
-    for (int b = 0; b < nb; b++)
-        for (int i = 0; i < size; i++) x[(size_t)b * size + i] = xl[(size_t)i * 32 + b];
-}
+/* cg_to_lanes / cg_from_lanes (runtime): [nb][size] <-> [size][32], lanes >= nb zero */
 
 /* layer 0: conv2d 3x32x32 -> 64x32x32 (specs/vgg16_cifar.yaml:10:5) */
 static void l00_conv2d_forward(const float *restrict P, const float *restrict x, float *restrict y)
@@ -30097,7 +30085,7 @@ void vgg16_cifar_forward(const float *params, float *buffers, const float *x, fl
 {
     (void)buffers;
     (void)training;
-    to_lanes(x, ws + 0, nb, 3072);
+    cg_to_lanes(x, ws + 0, nb, 3072, 32);
     l00_conv2d_forward(params, ws + 0, ws + 98304);
     l01_relu_forward(ws + 98304, ws + 2195456);
     l02_conv2d_forward(params, ws + 2195456, ws + 4292608);
@@ -30135,14 +30123,14 @@ void vgg16_cifar_forward(const float *params, float *buffers, const float *x, fl
     l34_dense_forward(params, ws + 18808832, ws + 18825216);
     l35_relu_forward(ws + 18825216, ws + 18841600);
     l36_dense_forward(params, ws + 18841600, ws + 18857984);
-    from_lanes(ws + 18857984, ws + 18907456, nb, 10);
+    cg_from_lanes(ws + 18857984, ws + 18907456, nb, 10, 32);
 }
 
 /* Backward after a training forward: dLoss/dOutput at ws + 18907776; grads accumulate. */
 void vgg16_cifar_backward(const float *params, float *grads, const float *x, float *dx, float *ws, int nb)
 {
     (void)x;
-    to_lanes(ws + 18907776, ws + 18908096, nb, 10);
+    cg_to_lanes(ws + 18907776, ws + 18908096, nb, 10, 32);
     l36_dense_backward(grads, ws + 18891072, ws + 18841600, ws + 18908096, nb);
     l36_dense_backward_dx(params, ws + 18908096, ws + 18908416);
     l35_relu_backward(ws + 18841600, ws + 18908416, ws + 21005568);
@@ -30196,7 +30184,7 @@ void vgg16_cifar_backward(const float *params, float *grads, const float *x, flo
     l01_relu_backward(ws + 2195456, ws + 21005568, ws + 18908416);
     l00_conv2d_backward(grads, ws + 0, ws + 18908416);
     if (dx) l00_conv2d_backward_dx(params, ws + 18908416, ws + 21005568);
-    if (dx) from_lanes(ws + 21005568, dx, nb, 3072);
+    if (dx) cg_from_lanes(ws + 21005568, dx, nb, 3072, 32);
 }
 
 static const cg_tensor vgg16_cifar_tensors[] = {

@@ -130,6 +130,14 @@ int cg_main(const cg_net *net, int argc, char **argv);
 float cg_loss(int kind, const float *out, const void *target, float *dout, int n,
               size_t out_size);
 
+/* Batch-innermost layout at a network's edges (runtime/lanes.c): x [nb][size] <->
+ * xl [size][R] with R a multiple of 16, lanes nb..R-1 of xl zero. The _ref versions are
+ * the scalar definitions the fast ones are tested against. */
+void cg_to_lanes(const float *x, float *xl, int nb, size_t size, int R);
+void cg_from_lanes(const float *xl, float *x, int nb, size_t size, int R);
+void cg_to_lanes_ref(const float *x, float *xl, int nb, size_t size, int R);
+void cg_from_lanes_ref(const float *xl, float *x, int nb, size_t size, int R);
+
 /* Fill params/buffers with the net's default initialisation, seeded. */
 void cg_init_params(const cg_net *net, float *params, float *buffers, uint64_t seed);
 

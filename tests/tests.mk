@@ -11,7 +11,7 @@ CHECK_SRC := $(wildcard tests/check_*.c)
 TRAINERS  := $(patsubst specs/%.yaml,$(B)/trainers/%,$(filter-out specs/vgg16.yaml,$(SPECS)))
 
 .PHONY: test check-unit check-torch
-TEST_PARTS := check-unit regen-check warn-check sanitize-check fuzz-smoke golden-check check-torch
+TEST_PARTS := check-unit check-kernels regen-check warn-check sanitize-check fuzz-smoke golden-check check-torch
 test: deps all $(TEST_PARTS)
 	@echo "make test: every part passed ($(TEST_PARTS))"
 	@echo "test: $(words $(TEST_PARTS)) passed, 0 failed"

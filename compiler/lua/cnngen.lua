@@ -505,20 +505,7 @@ local function emit(spec, spec_path, spec_text)
   end
   if ctx.lanes then
     O:line("/* Activations are batch-innermost: [size][%d]. */", spec.lanes)
-    O:line("/* [nb][size] -> [size][%d], lanes >= nb zeroed */", spec.lanes)
-    O:line("static void to_lanes(const float *restrict x, float *restrict xl, int nb, int size)")
-    O:open("{")
-    O:line("for (int i = 0; i < size; i++)")
-    O:line("    for (int b = 0; b < %d; b++) xl[(size_t)i * %d + b] = b < nb ? x[(size_t)b * size + i] : 0.0f;",
-      spec.lanes, spec.lanes)
-    O:close()
-    O:line("")
-    O:line("/* [size][%d] -> [nb][size] */", spec.lanes)
-    O:line("static void from_lanes(const float *restrict xl, float *restrict x, int nb, int size)")
-    O:open("{")
-    O:line("for (int b = 0; b < nb; b++)")
-    O:line("    for (int i = 0; i < size; i++) x[(size_t)b * size + i] = xl[(size_t)i * %d + b];", spec.lanes)
-    O:close()
+    O:line("/* cg_to_lanes / cg_from_lanes (runtime): [nb][size] <-> [size][%d], lanes >= nb zero */", spec.lanes)
     O:line("")
   end
   for _, L in ipairs(spec.layers) do
@@ -555,7 +542,7 @@ local function emit(spec, spec_path, spec_text)
   if not uses.B then O:line("(void)buffers;") end
   if not uses.training then O:line("(void)training;") end
   if ctx.lanes then
-    O:line("to_lanes(x, ws + %d, nb, %d);", spec.xin, prod(spec.input))
+    O:line("cg_to_lanes(x, ws + %d, nb, %d, %d);", spec.xin, prod(spec.input), spec.lanes)
   end
   for i, L in ipairs(spec.layers) do
     if L.is_alias then
@@ -566,7 +553,7 @@ local function emit(spec, spec_path, spec_text)
     end
   end
   if ctx.lanes then
-    O:line("from_lanes(ws + %d, ws + %d, nb, %d);", spec.layers[n].act, spec.out_offset, spec.out_size)
+    O:line("cg_from_lanes(ws + %d, ws + %d, nb, %d, %d);", spec.layers[n].act, spec.out_offset, spec.out_size, spec.lanes)
   end
   O:close()
   O:line("")
@@ -578,7 +565,7 @@ local function emit(spec, spec_path, spec_text)
   local dy = spec.dout
   if ctx.lanes then
     O:line("(void)x;")
-    O:line("to_lanes(ws + %d, ws + %d, nb, %d);", spec.dout, spec.dout_lanes, spec.out_size)
+    O:line("cg_to_lanes(ws + %d, ws + %d, nb, %d, %d);", spec.dout, spec.dout_lanes, spec.out_size, spec.lanes)
     dy = spec.dout_lanes
   end
   local bufs = {spec.grad_a, spec.grad_b}
@@ -610,7 +597,7 @@ local function emit(spec, spec_path, spec_text)
     end
   end
   if ctx.lanes then
-    O:line("if (dx) from_lanes(ws + %d, dx, nb, %d);", dy, prod(spec.input))
+    O:line("if (dx) cg_from_lanes(ws + %d, dx, nb, %d, %d);", dy, prod(spec.input), spec.lanes)
     uses_dx = true
   end
   if not uses_dx then O:line("(void)dx;") end

@@ -1,0 +1,123 @@
+/* Batch-innermost ("lanes") layout conversions used by generated networks at their
+ * edges: x [nb][size] <-> xl [size][R], R a multiple of 16 >= nb, lanes b >= nb zero.
+ *
+ * cg_to_lanes / cg_from_lanes transpose 16 x 16 tiles in AVX-512 registers when built
+ * for AVX-512 (else scalar 16 x 16 tiles), with the tiles shared among threads under
+ * OpenMP for large tensors; the _ref versions are the definitions, kept for tests. */
+#include "cnngen.h"
+
+#include <string.h>
+
+#if defined(__AVX512F__)
+#include <immintrin.h>
+#endif
+
+void cg_to_lanes_ref(const float *x, float *xl, int nb, size_t size, int R)
+{
+    for (size_t i = 0; i < size; i++)
+        for (int b = 0; b < R; b++)
+            xl[i * (size_t)R + (size_t)b] = b < nb ? x[(size_t)b * size + i] : 0.0f;
+}
+
+void cg_from_lanes_ref(const float *xl, float *x, int nb, size_t size, int R)
+{
+    for (int b = 0; b < nb; b++)
+        for (size_t i = 0; i < size; i++)
+            x[(size_t)b * size + i] = xl[i * (size_t)R + (size_t)b];
+}
+
+#define PAR_MIN ((size_t)1 << 15) /* floats from which the tiles are shared among threads */
+
+#if defined(__AVX512F__)
+/* r[a][c] -> r[c][a] for a 16 x 16 tile held in 16 registers: pairs of rows interleaved
+ * (ps, then pd), then 128-bit lanes exchanged twice. */
+static inline void tr16(__m512 r[16])
+{
+    __m512 t[16];
+    for (int i = 0; i < 16; i += 2) {
+        t[i] = _mm512_unpacklo_ps(r[i], r[i + 1]);
+        t[i + 1] = _mm512_unpackhi_ps(r[i], r[i + 1]);
+    }
+    for (int i = 0; i < 16; i += 4) {
+        __m512d a = _mm512_castps_pd(t[i]), b = _mm512_castps_pd(t[i + 1]);
+        __m512d c = _mm512_castps_pd(t[i + 2]), d = _mm512_castps_pd(t[i + 3]);
+        r[i] = _mm512_castpd_ps(_mm512_unpacklo_pd(a, c));
+        r[i + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(a, c));
+        r[i + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(b, d));
+        r[i + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(b, d));
+    }
+    for (int q = 0; q < 4; q++) {
+        t[q] = _mm512_shuffle_f32x4(r[q], r[q + 4], 0x88);
+        t[q + 4] = _mm512_shuffle_f32x4(r[q], r[q + 4], 0xdd);
+        t[q + 8] = _mm512_shuffle_f32x4(r[q + 8], r[q + 12], 0x88);
+        t[q + 12] = _mm512_shuffle_f32x4(r[q + 8], r[q + 12], 0xdd);
+    }
+    for (int q = 0; q < 4; q++) {
+        r[q] = _mm512_shuffle_f32x4(t[q], t[q + 8], 0x88);
+        r[q + 8] = _mm512_shuffle_f32x4(t[q], t[q + 8], 0xdd);
+        r[q + 4] = _mm512_shuffle_f32x4(t[q + 4], t[q + 12], 0x88);
+        r[q + 12] = _mm512_shuffle_f32x4(t[q + 4], t[q + 12], 0xdd);
+    }
+}
+#endif
+
+/* one tile: columns i0..i0+15 of samples b0..b0+15 */
+static inline void to_tile(const float *x, float *xl, int nb, size_t size, int R, size_t i0, int b0)
+{
+#if defined(__AVX512F__)
+    __m512 r[16];
+    for (int bb = 0; bb < 16; bb++)
+        r[bb] = b0 + bb < nb ? _mm512_loadu_ps(x + (size_t)(b0 + bb) * size + i0) : _mm512_setzero_ps();
+    tr16(r);
+    for (int ii = 0; ii < 16; ii++)
+        _mm512_storeu_ps(xl + (i0 + (size_t)ii) * (size_t)R + (size_t)b0, r[ii]);
+#else
+    for (size_t ii = 0; ii < 16; ii++)
+        for (int bb = 0; bb < 16; bb++)
+            xl[(i0 + ii) * (size_t)R + (size_t)(b0 + bb)] = b0 + bb < nb ? x[(size_t)(b0 + bb) * size + i0 + ii] : 0.0f;
+#endif
+}
+
+static inline void from_tile(const float *xl, float *x, int nb, size_t size, int R, size_t i0, int b0)
+{
+#if defined(__AVX512F__)
+    __m512 r[16];
+    for (int ii = 0; ii < 16; ii++)
+        r[ii] = _mm512_loadu_ps(xl + (i0 + (size_t)ii) * (size_t)R + (size_t)b0);
+    tr16(r);
+    for (int bb = 0; bb < 16 && b0 + bb < nb; bb++)
+        _mm512_storeu_ps(x + (size_t)(b0 + bb) * size + i0, r[bb]);
+#else
+    for (int bb = 0; bb < 16 && b0 + bb < nb; bb++)
+        for (size_t ii = 0; ii < 16; ii++)
+            x[(size_t)(b0 + bb) * size + i0 + ii] = xl[(i0 + ii) * (size_t)R + (size_t)(b0 + bb)];
+#endif
+}
+
+void cg_to_lanes(const float *x, float *xl, int nb, size_t size, int R)
+{
+    size_t nt = size / 16, full = nt * 16;
+#ifdef _OPENMP
+#pragma omp parallel for schedule(static) if (size * (size_t)R >= PAR_MIN)
+#endif
+    for (size_t t = 0; t < nt; t++)
+        for (int b0 = 0; b0 < R; b0 += 16)
+            to_tile(x, xl, nb, size, R, t * 16, b0);
+    for (size_t i = full; i < size; i++)
+        for (int b = 0; b < R; b++)
+            xl[i * (size_t)R + (size_t)b] = b < nb ? x[(size_t)b * size + i] : 0.0f;
+}
+
+void cg_from_lanes(const float *xl, float *x, int nb, size_t size, int R)
+{
+    size_t nt = size / 16, full = nt * 16;
+#ifdef _OPENMP
+#pragma omp parallel for schedule(static) if (size * (size_t)R >= PAR_MIN)
+#endif
+    for (size_t t = 0; t < nt; t++)
+        for (int b0 = 0; b0 < nb; b0 += 16)
+            from_tile(xl, x, nb, size, R, t * 16, b0);
+    for (int b = 0; b < nb; b++)
+        for (size_t i = full; i < size; i++)
+            x[(size_t)b * size + i] = xl[i * (size_t)R + (size_t)b];
+}
