@@ -270,8 +270,15 @@ START_TEST(test_kill9_random_repeated)
     cg_err e;
     opts(&o, net, "a");
     o.h.epochs = 30;
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
     ck_assert_msg(cg_train(net, &o, &ra, &e) == 0, "%s", e.msg);
+    clock_gettime(CLOCK_MONOTONIC, &t1);
     const long long total = ra.steps;
+    /* random kills up to 1/12 of an uninterrupted run apart, so that a run interrupted
+     * 8 times or more can't finish first however fast or loaded the machine is */
+    long run_us = (long)((t1.tv_sec - t0.tv_sec) * 1000000L + (t1.tv_nsec - t0.tv_nsec) / 1000);
+    long max_sleep_us = run_us / 12 > 1000 ? run_us / 12 : 1000;
     unsigned seed = (unsigned)time(NULL) ^ (unsigned)getpid();
     if (getenv("CG_FAULT_SEED"))
         seed = (unsigned)atoi(getenv("CG_FAULT_SEED"));
@@ -291,14 +298,14 @@ START_TEST(test_kill9_random_repeated)
         if (pid == 0)
             _exit(cg_train(net, &o, &rb, &e) == 0 ? 0 : 3);
         /* odd rounds: kill while a checkpoint is being written (its .tmp exists);
-         * even rounds: after a random 0-40 ms */
+         * even rounds: after a random time up to max_sleep_us */
         int aimed = round & 1;
         if (aimed) {
             for (int i = 0; i < 200000 && !exists(cktmp); i++)
                 if (waitpid(pid, NULL, WNOHANG) == pid)
                     break;
         } else {
-            sleep_us(rand() % 40000);
+            sleep_us(rand() % max_sleep_us);
         }
         int was_writing = exists(cktmp);
         int st;
