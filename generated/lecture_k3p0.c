@@ -28,6 +28,13 @@ typedef int cg_vi __attribute__((vector_size(64)));
 #define VSEL(u, a, b) ((cg_v)(((cg_vi)(a) & (u)) | ((cg_vi)(b) & ~(u))))
 #define VLOAD(p) (*(const cg_v *)(p))
 #define VSTORE(p, v) (*(cg_v *)(p) = (v))
+/* the first n lanes of v */
+#if defined(__AVX512F__)
+#include <immintrin.h>
+#define VSTORE_N(p, v, n) _mm512_mask_storeu_ps((p), (__mmask16)((1u << (n)) - 1u), (__m512)(v))
+#else
+#define VSTORE_N(p, v, n) do { for (int l_ = 0; l_ < (n); l_++) (p)[l_] = (v)[l_]; } while (0)
+#endif
 #define vsplat(s) ((cg_v){0} + (s))
 /* VKEEP(v): v stays in a register; otherwise gcc folds the load into every FMA
  * that uses v (one memory read per FMA instead of one per tile) */

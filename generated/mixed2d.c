@@ -38,6 +38,13 @@ typedef int cg_vi __attribute__((vector_size(64)));
 #define VSEL(u, a, b) ((cg_v)(((cg_vi)(a) & (u)) | ((cg_vi)(b) & ~(u))))
 #define VLOAD(p) (*(const cg_v *)(p))
 #define VSTORE(p, v) (*(cg_v *)(p) = (v))
+/* the first n lanes of v */
+#if defined(__AVX512F__)
+#include <immintrin.h>
+#define VSTORE_N(p, v, n) _mm512_mask_storeu_ps((p), (__mmask16)((1u << (n)) - 1u), (__m512)(v))
+#else
+#define VSTORE_N(p, v, n) do { for (int l_ = 0; l_ < (n); l_++) (p)[l_] = (v)[l_]; } while (0)
+#endif
 #define vsplat(s) ((cg_v){0} + (s))
 /* VKEEP(v): v stays in a register; otherwise gcc folds the load into every FMA
  * that uses v (one memory read per FMA instead of one per tile) */
@@ -611,6 +618,7 @@ static void l06_conv2d_forward(const float *restrict P, float *restrict S, const
         }
         memset(d + 240, 0, sizeof(float) * 40);
     }
+    memset(xp + (size_t)nb * 1680, 0, sizeof(float) * 16); /* slack read by partial vectors */
     /* tiles of 4 output channels x 2 vectors of an output row */
     for (int r = 0; r < nb * 12; r++) {
         const int n = r / 12, oy = r % 12;
@@ -628,73 +636,73 @@ static void l06_conv2d_forward(const float *restrict P, float *restrict S, const
                     const float *restrict xr = xr0 + (size_t)ci * 280 + x0;
                     const float *restrict wr = w + (size_t)co0 * 54 + ci * 9;
                     {
-                        cg_v v0 = VLOAD(xr + 0), v1 = VLOAD(xr + 2); VKEEP(v0); VKEEP(v1);
+                        cg_v v0 = VLOAD(xr + 0), v1 = VLOAD(xr + 16); VKEEP(v0); VKEEP(v1);
                         a0_0 += wr[0] * v0; a0_1 += wr[0] * v1;
                         a1_0 += wr[54] * v0; a1_1 += wr[54] * v1;
                         a2_0 += wr[108] * v0; a2_1 += wr[108] * v1;
                         a3_0 += wr[162] * v0; a3_1 += wr[162] * v1;
                     }
                     {
-                        cg_v v0 = VLOAD(xr + 1), v1 = VLOAD(xr + 3); VKEEP(v0); VKEEP(v1);
+                        cg_v v0 = VLOAD(xr + 1), v1 = VLOAD(xr + 17); VKEEP(v0); VKEEP(v1);
                         a0_0 += wr[1] * v0; a0_1 += wr[1] * v1;
                         a1_0 += wr[55] * v0; a1_1 += wr[55] * v1;
                         a2_0 += wr[109] * v0; a2_1 += wr[109] * v1;
                         a3_0 += wr[163] * v0; a3_1 += wr[163] * v1;
                     }
                     {
-                        cg_v v0 = VLOAD(xr + 2), v1 = VLOAD(xr + 4); VKEEP(v0); VKEEP(v1);
+                        cg_v v0 = VLOAD(xr + 2), v1 = VLOAD(xr + 18); VKEEP(v0); VKEEP(v1);
                         a0_0 += wr[2] * v0; a0_1 += wr[2] * v1;
                         a1_0 += wr[56] * v0; a1_1 += wr[56] * v1;
                         a2_0 += wr[110] * v0; a2_1 += wr[110] * v1;
                         a3_0 += wr[164] * v0; a3_1 += wr[164] * v1;
                     }
                     {
-                        cg_v v0 = VLOAD(xr + 20), v1 = VLOAD(xr + 22); VKEEP(v0); VKEEP(v1);
+                        cg_v v0 = VLOAD(xr + 20), v1 = VLOAD(xr + 36); VKEEP(v0); VKEEP(v1);
                         a0_0 += wr[3] * v0; a0_1 += wr[3] * v1;
                         a1_0 += wr[57] * v0; a1_1 += wr[57] * v1;
                         a2_0 += wr[111] * v0; a2_1 += wr[111] * v1;
                         a3_0 += wr[165] * v0; a3_1 += wr[165] * v1;
                     }
                     {
-                        cg_v v0 = VLOAD(xr + 21), v1 = VLOAD(xr + 23); VKEEP(v0); VKEEP(v1);
+                        cg_v v0 = VLOAD(xr + 21), v1 = VLOAD(xr + 37); VKEEP(v0); VKEEP(v1);
                         a0_0 += wr[4] * v0; a0_1 += wr[4] * v1;
                         a1_0 += wr[58] * v0; a1_1 += wr[58] * v1;
                         a2_0 += wr[112] * v0; a2_1 += wr[112] * v1;
                         a3_0 += wr[166] * v0; a3_1 += wr[166] * v1;
                     }
                     {
-                        cg_v v0 = VLOAD(xr + 22), v1 = VLOAD(xr + 24); VKEEP(v0); VKEEP(v1);
+                        cg_v v0 = VLOAD(xr + 22), v1 = VLOAD(xr + 38); VKEEP(v0); VKEEP(v1);
                         a0_0 += wr[5] * v0; a0_1 += wr[5] * v1;
                         a1_0 += wr[59] * v0; a1_1 += wr[59] * v1;
                         a2_0 += wr[113] * v0; a2_1 += wr[113] * v1;
                         a3_0 += wr[167] * v0; a3_1 += wr[167] * v1;
                     }
                     {
-                        cg_v v0 = VLOAD(xr + 40), v1 = VLOAD(xr + 42); VKEEP(v0); VKEEP(v1);
+                        cg_v v0 = VLOAD(xr + 40), v1 = VLOAD(xr + 56); VKEEP(v0); VKEEP(v1);
                         a0_0 += wr[6] * v0; a0_1 += wr[6] * v1;
                         a1_0 += wr[60] * v0; a1_1 += wr[60] * v1;
                         a2_0 += wr[114] * v0; a2_1 += wr[114] * v1;
                         a3_0 += wr[168] * v0; a3_1 += wr[168] * v1;
                     }
                     {
-                        cg_v v0 = VLOAD(xr + 41), v1 = VLOAD(xr + 43); VKEEP(v0); VKEEP(v1);
+                        cg_v v0 = VLOAD(xr + 41), v1 = VLOAD(xr + 57); VKEEP(v0); VKEEP(v1);
                         a0_0 += wr[7] * v0; a0_1 += wr[7] * v1;
                         a1_0 += wr[61] * v0; a1_1 += wr[61] * v1;
                         a2_0 += wr[115] * v0; a2_1 += wr[115] * v1;
                         a3_0 += wr[169] * v0; a3_1 += wr[169] * v1;
                     }
                     {
-                        cg_v v0 = VLOAD(xr + 42), v1 = VLOAD(xr + 44); VKEEP(v0); VKEEP(v1);
+                        cg_v v0 = VLOAD(xr + 42), v1 = VLOAD(xr + 58); VKEEP(v0); VKEEP(v1);
                         a0_0 += wr[8] * v0; a0_1 += wr[8] * v1;
                         a1_0 += wr[62] * v0; a1_1 += wr[62] * v1;
                         a2_0 += wr[116] * v0; a2_1 += wr[116] * v1;
                         a3_0 += wr[170] * v0; a3_1 += wr[170] * v1;
                     }
                 }
-                VSTORE(yr + (size_t)(co0 + 0) * 216 + x0 + 0, a0_0); VSTORE(yr + (size_t)(co0 + 0) * 216 + x0 + 2, a0_1);
-                VSTORE(yr + (size_t)(co0 + 1) * 216 + x0 + 0, a1_0); VSTORE(yr + (size_t)(co0 + 1) * 216 + x0 + 2, a1_1);
-                VSTORE(yr + (size_t)(co0 + 2) * 216 + x0 + 0, a2_0); VSTORE(yr + (size_t)(co0 + 2) * 216 + x0 + 2, a2_1);
-                VSTORE(yr + (size_t)(co0 + 3) * 216 + x0 + 0, a3_0); VSTORE(yr + (size_t)(co0 + 3) * 216 + x0 + 2, a3_1);
+                VSTORE(yr + (size_t)(co0 + 0) * 216 + x0 + 0, a0_0); VSTORE_N(yr + (size_t)(co0 + 0) * 216 + x0 + 16, a0_1, 2);
+                VSTORE(yr + (size_t)(co0 + 1) * 216 + x0 + 0, a1_0); VSTORE_N(yr + (size_t)(co0 + 1) * 216 + x0 + 16, a1_1, 2);
+                VSTORE(yr + (size_t)(co0 + 2) * 216 + x0 + 0, a2_0); VSTORE_N(yr + (size_t)(co0 + 2) * 216 + x0 + 16, a2_1, 2);
+                VSTORE(yr + (size_t)(co0 + 3) * 216 + x0 + 0, a3_0); VSTORE_N(yr + (size_t)(co0 + 3) * 216 + x0 + 16, a3_1, 2);
             }
         }
     }
@@ -861,7 +869,7 @@ static void l06_conv2d_backward(float *restrict G, float *restrict S, const floa
 static void l06_conv2d_backward_dx(const float *restrict P, float *restrict S, const float *restrict dy, float *restrict dx, int nb)
 {
     const float *restrict w = P + 276;
-    float *restrict dyp = S + 13440;
+    float *restrict dyp = S + 13456;
     /* dy -> zero-padded planes 12x18 */
     for (int pl = 0; pl < nb * 4; pl++) {
         const float *restrict s = dy + (size_t)pl * 216;
@@ -871,6 +879,7 @@ static void l06_conv2d_backward_dx(const float *restrict P, float *restrict S, c
             memcpy(r + 0, s + i * 18, sizeof(float) * 18);
         }
     }
+    memset(dyp + (size_t)nb * 864, 0, sizeof(float) * 16); /* slack read by partial vectors */
     /* tiles of 6 input channels x 1 vectors of an input row */
     for (int r = 0; r < nb * 10; r++) {
         const int n = r / 10, iy = r % 10;
@@ -2389,23 +2398,23 @@ void mixed2d_forward(const float *params, float *buffers, const float *x, float 
     l12_dense_forward(params, ws + 63360, ws + 63648, nb);
 }
 
-/* Backward after a training forward: dLoss/dOutput at ws + 84092; grads accumulate. */
+/* Backward after a training forward: dLoss/dOutput at ws + 84124; grads accumulate. */
 void mixed2d_backward(const float *params, float *grads, const float *x, float *dx, float *ws, int nb)
 {
-    l12_dense_backward(params, grads, ws + 63360, ws + 84092, ws + 84172, nb);
+    l12_dense_backward(params, grads, ws + 63360, ws + 84124, ws + 84204, nb);
     /* layer 11: flatten passes the gradient through */
-    l10_maxpool2d_backward(ws + 61632, ws + 84172, ws + 92812, nb);
-    l09_leaky_relu_backward(ws + 59904, ws + 92812, ws + 84172, nb);
-    l08_avgpool2d_backward(ws + 84172, ws + 92812, nb);
-    l07_relu_backward(ws + 52992, ws + 92812, ws + 84172, nb);
-    l06_conv2d_backward(grads, ws + 63740, ws + 84172, nb);
-    l06_conv2d_backward_dx(params, ws + 63740, ws + 84172, ws + 92812, nb);
-    l05_maxpool2d_backward(ws + 30720, ws + 92812, ws + 84172, nb);
-    l04_sigmoid_backward(ws + 30720, ws + 84172, ws + 92812, nb);
-    l03_conv2d_backward(params, grads, ws + 15360, ws + 92812, ws + 84172, nb);
-    l02_tanh_backward(ws + 15360, ws + 84172, ws + 92812, nb);
-    l01_batchnorm_backward(params, grads, ws + 63728, ws + 0, ws + 92812, ws + 84172, nb);
-    l00_conv2d_backward(params, grads, x, ws + 84172, dx ? dx : ws + 92812, nb);
+    l10_maxpool2d_backward(ws + 61632, ws + 84204, ws + 92844, nb);
+    l09_leaky_relu_backward(ws + 59904, ws + 92844, ws + 84204, nb);
+    l08_avgpool2d_backward(ws + 84204, ws + 92844, nb);
+    l07_relu_backward(ws + 52992, ws + 92844, ws + 84204, nb);
+    l06_conv2d_backward(grads, ws + 63740, ws + 84204, nb);
+    l06_conv2d_backward_dx(params, ws + 63740, ws + 84204, ws + 92844, nb);
+    l05_maxpool2d_backward(ws + 30720, ws + 92844, ws + 84204, nb);
+    l04_sigmoid_backward(ws + 30720, ws + 84204, ws + 92844, nb);
+    l03_conv2d_backward(params, grads, ws + 15360, ws + 92844, ws + 84204, nb);
+    l02_tanh_backward(ws + 15360, ws + 84204, ws + 92844, nb);
+    l01_batchnorm_backward(params, grads, ws + 63728, ws + 0, ws + 92844, ws + 84204, nb);
+    l00_conv2d_backward(params, grads, x, ws + 84204, dx ? dx : ws + 92844, nb);
 }
 
 static const cg_tensor mixed2d_tensors[] = {

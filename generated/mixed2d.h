@@ -10,9 +10,9 @@
 #define MIXED2D_OUT_SIZE 10 /* floats per output sample, 10 */
 #define MIXED2D_N_PARAMS ((size_t)862) /* learned floats: weights, biases, gamma, beta */
 #define MIXED2D_N_BUFFERS ((size_t)13) /* batch-norm running statistics and counters */
-#define MIXED2D_WORKSPACE ((size_t)101452) /* floats: activations, gradients, scratch */
+#define MIXED2D_WORKSPACE ((size_t)101484) /* floats: activations, gradients, scratch */
 #define MIXED2D_OUT_OFFSET ((size_t)63648) /* network output in the workspace */
-#define MIXED2D_DOUT_OFFSET ((size_t)84092) /* dLoss/dOutput goes here before backward */
+#define MIXED2D_DOUT_OFFSET ((size_t)84124) /* dLoss/dOutput goes here before backward */
 
 void mixed2d_forward(const float *params, float *buffers, const float *x, float *ws, int nb, int training);
 void mixed2d_backward(const float *params, float *grads, const float *x, float *dx, float *ws, int nb);

@@ -62,6 +62,13 @@ typedef int cg_vi __attribute__((vector_size(64)));
 #define VSEL(u, a, b) ((cg_v)(((cg_vi)(a) & (u)) | ((cg_vi)(b) & ~(u))))
 #define VLOAD(p) (*(const cg_v *)(p))
 #define VSTORE(p, v) (*(cg_v *)(p) = (v))
+/* the first n lanes of v */
+#if defined(__AVX512F__)
+#include <immintrin.h>
+#define VSTORE_N(p, v, n) _mm512_mask_storeu_ps((p), (__mmask16)((1u << (n)) - 1u), (__m512)(v))
+#else
+#define VSTORE_N(p, v, n) do { for (int l_ = 0; l_ < (n); l_++) (p)[l_] = (v)[l_]; } while (0)
+#endif
 #define vsplat(s) ((cg_v){0} + (s))
 /* VKEEP(v): v stays in a register; otherwise gcc folds the load into every FMA
  * that uses v (one memory read per FMA instead of one per tile) */
@@ -93,6 +100,7 @@ static void l00_conv2d_forward(const float *restrict P, float *restrict S, const
         }
         memset(d + 50850, 0, sizeof(float) * 226);
     }
+    memset(xp + (size_t)nb * 153228, 0, sizeof(float) * 16); /* slack read by partial vectors */
     /* tiles of 6 output channels x 4 vectors of an output row */
     CG_PARALLEL_FOR
     for (int r = 0; r < nb * 224; r++) {
@@ -571,7 +579,7 @@ static void l00_conv2d_backward(float *restrict G, float *restrict S, const floa
 static void l00_conv2d_backward_dx(const float *restrict P, float *restrict S, const float *restrict dy, float *restrict dx, int nb)
 {
     const float *restrict w = P + 0;
-    float *restrict dyp = S + 306464;
+    float *restrict dyp = S + 306480;
     /* dy -> zero-padded planes 226x226 */
     CG_PARALLEL_FOR
     for (int pl = 0; pl < nb * 64; pl++) {
@@ -586,6 +594,7 @@ static void l00_conv2d_backward_dx(const float *restrict P, float *restrict S, c
         }
         memset(d + 50850, 0, sizeof(float) * 226);
     }
+    memset(dyp + (size_t)nb * 3268864, 0, sizeof(float) * 16); /* slack read by partial vectors */
     /* tiles of 3 input channels x 4 vectors of an input row */
     CG_PARALLEL_FOR
     for (int r = 0; r < nb * 224; r++) {
@@ -764,6 +773,7 @@ static void l02_conv2d_forward(const float *restrict P, float *restrict S, const
         }
         memset(d + 50850, 0, sizeof(float) * 226);
     }
+    memset(xp + (size_t)nb * 3268864, 0, sizeof(float) * 16); /* slack read by partial vectors */
     /* tiles of 6 output channels x 4 vectors of an output row */
     CG_PARALLEL_FOR
     for (int r = 0; r < nb * 224; r++) {
@@ -1242,7 +1252,7 @@ static void l02_conv2d_backward(float *restrict G, float *restrict S, const floa
 static void l02_conv2d_backward_dx(const float *restrict P, float *restrict S, const float *restrict dy, float *restrict dx, int nb)
 {
     const float *restrict w = P + 1792;
-    float *restrict dyp = S + 6537728;
+    float *restrict dyp = S + 6537744;
     /* dy -> zero-padded planes 226x226 */
     CG_PARALLEL_FOR
     for (int pl = 0; pl < nb * 64; pl++) {
@@ -1257,6 +1267,7 @@ static void l02_conv2d_backward_dx(const float *restrict P, float *restrict S, c
         }
         memset(d + 50850, 0, sizeof(float) * 226);
     }
+    memset(dyp + (size_t)nb * 3268864, 0, sizeof(float) * 16); /* slack read by partial vectors */
     /* tiles of 6 input channels x 4 vectors of an input row */
     CG_PARALLEL_FOR
     for (int r = 0; r < nb * 224; r++) {
@@ -1701,6 +1712,7 @@ static void l05_conv2d_forward(const float *restrict P, float *restrict S, const
         }
         memset(d + 12882, 0, sizeof(float) * 114);
     }
+    memset(xp + (size_t)nb * 831744, 0, sizeof(float) * 16); /* slack read by partial vectors */
     /* tiles of 6 output channels x 4 vectors of an output row */
     CG_PARALLEL_FOR
     for (int r = 0; r < nb * 112; r++) {
@@ -2137,7 +2149,7 @@ static void l05_conv2d_backward(float *restrict G, float *restrict S, const floa
 static void l05_conv2d_backward_dx(const float *restrict P, float *restrict S, const float *restrict dy, float *restrict dx, int nb)
 {
     const float *restrict w = P + 38720;
-    float *restrict dyp = S + 1663488;
+    float *restrict dyp = S + 1663504;
     /* dy -> zero-padded planes 114x114 */
     CG_PARALLEL_FOR
     for (int pl = 0; pl < nb * 128; pl++) {
@@ -2152,6 +2164,7 @@ static void l05_conv2d_backward_dx(const float *restrict P, float *restrict S, c
         }
         memset(d + 12882, 0, sizeof(float) * 114);
     }
+    memset(dyp + (size_t)nb * 1663488, 0, sizeof(float) * 16); /* slack read by partial vectors */
     /* tiles of 6 input channels x 4 vectors of an input row */
     CG_PARALLEL_FOR
     for (int r = 0; r < nb * 112; r++) {
@@ -2555,6 +2568,7 @@ static void l07_conv2d_forward(const float *restrict P, float *restrict S, const
         }
         memset(d + 12882, 0, sizeof(float) * 114);
     }
+    memset(xp + (size_t)nb * 1663488, 0, sizeof(float) * 16); /* slack read by partial vectors */
     /* tiles of 6 output channels x 4 vectors of an output row */
     CG_PARALLEL_FOR
     for (int r = 0; r < nb * 112; r++) {
@@ -2991,7 +3005,7 @@ static void l07_conv2d_backward(float *restrict G, float *restrict S, const floa
 static void l07_conv2d_backward_dx(const float *restrict P, float *restrict S, const float *restrict dy, float *restrict dx, int nb)
 {
     const float *restrict w = P + 112576;
-    float *restrict dyp = S + 3326976;
+    float *restrict dyp = S + 3326992;
     /* dy -> zero-padded planes 114x114 */
     CG_PARALLEL_FOR
     for (int pl = 0; pl < nb * 128; pl++) {
@@ -3006,6 +3020,7 @@ static void l07_conv2d_backward_dx(const float *restrict P, float *restrict S, c
         }
         memset(d + 12882, 0, sizeof(float) * 114);
     }
+    memset(dyp + (size_t)nb * 1663488, 0, sizeof(float) * 16); /* slack read by partial vectors */
     /* tiles of 6 input channels x 4 vectors of an input row */
     CG_PARALLEL_FOR
     for (int r = 0; r < nb * 112; r++) {
@@ -3408,6 +3423,7 @@ static void l10_conv2d_forward(const float *restrict P, float *restrict S, const
         }
         memset(d + 3306, 0, sizeof(float) * 58);
     }
+    memset(xp + (size_t)nb * 430592, 0, sizeof(float) * 16); /* slack read by partial vectors */
     /* tiles of 6 output channels x 4 vectors of an output row */
     CG_PARALLEL_FOR
     for (int r = 0; r < nb * 56; r++) {
@@ -3427,7 +3443,7 @@ static void l10_conv2d_forward(const float *restrict P, float *restrict S, const
                     const float *restrict xr = xr0 + (size_t)ci * 3364 + x0;
                     const float *restrict wr = w + (size_t)co0 * 1152 + ci * 9;
                     {
-                        cg_v v0 = VLOAD(xr + 0), v1 = VLOAD(xr + 16), v2 = VLOAD(xr + 32), v3 = VLOAD(xr + 40); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        cg_v v0 = VLOAD(xr + 0), v1 = VLOAD(xr + 16), v2 = VLOAD(xr + 32), v3 = VLOAD(xr + 48); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
                         a0_0 += wr[0] * v0; a0_1 += wr[0] * v1; a0_2 += wr[0] * v2; a0_3 += wr[0] * v3;
                         a1_0 += wr[1152] * v0; a1_1 += wr[1152] * v1; a1_2 += wr[1152] * v2; a1_3 += wr[1152] * v3;
                         a2_0 += wr[2304] * v0; a2_1 += wr[2304] * v1; a2_2 += wr[2304] * v2; a2_3 += wr[2304] * v3;
@@ -3436,7 +3452,7 @@ static void l10_conv2d_forward(const float *restrict P, float *restrict S, const
                         a5_0 += wr[5760] * v0; a5_1 += wr[5760] * v1; a5_2 += wr[5760] * v2; a5_3 += wr[5760] * v3;
                     }
                     {
-                        cg_v v0 = VLOAD(xr + 1), v1 = VLOAD(xr + 17), v2 = VLOAD(xr + 33), v3 = VLOAD(xr + 41); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        cg_v v0 = VLOAD(xr + 1), v1 = VLOAD(xr + 17), v2 = VLOAD(xr + 33), v3 = VLOAD(xr + 49); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
                         a0_0 += wr[1] * v0; a0_1 += wr[1] * v1; a0_2 += wr[1] * v2; a0_3 += wr[1] * v3;
                         a1_0 += wr[1153] * v0; a1_1 += wr[1153] * v1; a1_2 += wr[1153] * v2; a1_3 += wr[1153] * v3;
                         a2_0 += wr[2305] * v0; a2_1 += wr[2305] * v1; a2_2 += wr[2305] * v2; a2_3 += wr[2305] * v3;
@@ -3445,7 +3461,7 @@ static void l10_conv2d_forward(const float *restrict P, float *restrict S, const
                         a5_0 += wr[5761] * v0; a5_1 += wr[5761] * v1; a5_2 += wr[5761] * v2; a5_3 += wr[5761] * v3;
                     }
                     {
-                        cg_v v0 = VLOAD(xr + 2), v1 = VLOAD(xr + 18), v2 = VLOAD(xr + 34), v3 = VLOAD(xr + 42); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        cg_v v0 = VLOAD(xr + 2), v1 = VLOAD(xr + 18), v2 = VLOAD(xr + 34), v3 = VLOAD(xr + 50); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
                         a0_0 += wr[2] * v0; a0_1 += wr[2] * v1; a0_2 += wr[2] * v2; a0_3 += wr[2] * v3;
                         a1_0 += wr[1154] * v0; a1_1 += wr[1154] * v1; a1_2 += wr[1154] * v2; a1_3 += wr[1154] * v3;
                         a2_0 += wr[2306] * v0; a2_1 += wr[2306] * v1; a2_2 += wr[2306] * v2; a2_3 += wr[2306] * v3;
@@ -3454,7 +3470,7 @@ static void l10_conv2d_forward(const float *restrict P, float *restrict S, const
                         a5_0 += wr[5762] * v0; a5_1 += wr[5762] * v1; a5_2 += wr[5762] * v2; a5_3 += wr[5762] * v3;
                     }
                     {
-                        cg_v v0 = VLOAD(xr + 58), v1 = VLOAD(xr + 74), v2 = VLOAD(xr + 90), v3 = VLOAD(xr + 98); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        cg_v v0 = VLOAD(xr + 58), v1 = VLOAD(xr + 74), v2 = VLOAD(xr + 90), v3 = VLOAD(xr + 106); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
                         a0_0 += wr[3] * v0; a0_1 += wr[3] * v1; a0_2 += wr[3] * v2; a0_3 += wr[3] * v3;
                         a1_0 += wr[1155] * v0; a1_1 += wr[1155] * v1; a1_2 += wr[1155] * v2; a1_3 += wr[1155] * v3;
                         a2_0 += wr[2307] * v0; a2_1 += wr[2307] * v1; a2_2 += wr[2307] * v2; a2_3 += wr[2307] * v3;
@@ -3463,7 +3479,7 @@ static void l10_conv2d_forward(const float *restrict P, float *restrict S, const
                         a5_0 += wr[5763] * v0; a5_1 += wr[5763] * v1; a5_2 += wr[5763] * v2; a5_3 += wr[5763] * v3;
                     }
                     {
-                        cg_v v0 = VLOAD(xr + 59), v1 = VLOAD(xr + 75), v2 = VLOAD(xr + 91), v3 = VLOAD(xr + 99); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        cg_v v0 = VLOAD(xr + 59), v1 = VLOAD(xr + 75), v2 = VLOAD(xr + 91), v3 = VLOAD(xr + 107); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
                         a0_0 += wr[4] * v0; a0_1 += wr[4] * v1; a0_2 += wr[4] * v2; a0_3 += wr[4] * v3;
                         a1_0 += wr[1156] * v0; a1_1 += wr[1156] * v1; a1_2 += wr[1156] * v2; a1_3 += wr[1156] * v3;
                         a2_0 += wr[2308] * v0; a2_1 += wr[2308] * v1; a2_2 += wr[2308] * v2; a2_3 += wr[2308] * v3;
@@ -3472,7 +3488,7 @@ static void l10_conv2d_forward(const float *restrict P, float *restrict S, const
                         a5_0 += wr[5764] * v0; a5_1 += wr[5764] * v1; a5_2 += wr[5764] * v2; a5_3 += wr[5764] * v3;
                     }
                     {
-                        cg_v v0 = VLOAD(xr + 60), v1 = VLOAD(xr + 76), v2 = VLOAD(xr + 92), v3 = VLOAD(xr + 100); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        cg_v v0 = VLOAD(xr + 60), v1 = VLOAD(xr + 76), v2 = VLOAD(xr + 92), v3 = VLOAD(xr + 108); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
                         a0_0 += wr[5] * v0; a0_1 += wr[5] * v1; a0_2 += wr[5] * v2; a0_3 += wr[5] * v3;
                         a1_0 += wr[1157] * v0; a1_1 += wr[1157] * v1; a1_2 += wr[1157] * v2; a1_3 += wr[1157] * v3;
                         a2_0 += wr[2309] * v0; a2_1 += wr[2309] * v1; a2_2 += wr[2309] * v2; a2_3 += wr[2309] * v3;
@@ -3481,7 +3497,7 @@ static void l10_conv2d_forward(const float *restrict P, float *restrict S, const
                         a5_0 += wr[5765] * v0; a5_1 += wr[5765] * v1; a5_2 += wr[5765] * v2; a5_3 += wr[5765] * v3;
                     }
                     {
-                        cg_v v0 = VLOAD(xr + 116), v1 = VLOAD(xr + 132), v2 = VLOAD(xr + 148), v3 = VLOAD(xr + 156); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        cg_v v0 = VLOAD(xr + 116), v1 = VLOAD(xr + 132), v2 = VLOAD(xr + 148), v3 = VLOAD(xr + 164); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
                         a0_0 += wr[6] * v0; a0_1 += wr[6] * v1; a0_2 += wr[6] * v2; a0_3 += wr[6] * v3;
                         a1_0 += wr[1158] * v0; a1_1 += wr[1158] * v1; a1_2 += wr[1158] * v2; a1_3 += wr[1158] * v3;
                         a2_0 += wr[2310] * v0; a2_1 += wr[2310] * v1; a2_2 += wr[2310] * v2; a2_3 += wr[2310] * v3;
@@ -3490,7 +3506,7 @@ static void l10_conv2d_forward(const float *restrict P, float *restrict S, const
                         a5_0 += wr[5766] * v0; a5_1 += wr[5766] * v1; a5_2 += wr[5766] * v2; a5_3 += wr[5766] * v3;
                     }
                     {
-                        cg_v v0 = VLOAD(xr + 117), v1 = VLOAD(xr + 133), v2 = VLOAD(xr + 149), v3 = VLOAD(xr + 157); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        cg_v v0 = VLOAD(xr + 117), v1 = VLOAD(xr + 133), v2 = VLOAD(xr + 149), v3 = VLOAD(xr + 165); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
                         a0_0 += wr[7] * v0; a0_1 += wr[7] * v1; a0_2 += wr[7] * v2; a0_3 += wr[7] * v3;
                         a1_0 += wr[1159] * v0; a1_1 += wr[1159] * v1; a1_2 += wr[1159] * v2; a1_3 += wr[1159] * v3;
                         a2_0 += wr[2311] * v0; a2_1 += wr[2311] * v1; a2_2 += wr[2311] * v2; a2_3 += wr[2311] * v3;
@@ -3499,7 +3515,7 @@ static void l10_conv2d_forward(const float *restrict P, float *restrict S, const
                         a5_0 += wr[5767] * v0; a5_1 += wr[5767] * v1; a5_2 += wr[5767] * v2; a5_3 += wr[5767] * v3;
                     }
                     {
-                        cg_v v0 = VLOAD(xr + 118), v1 = VLOAD(xr + 134), v2 = VLOAD(xr + 150), v3 = VLOAD(xr + 158); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        cg_v v0 = VLOAD(xr + 118), v1 = VLOAD(xr + 134), v2 = VLOAD(xr + 150), v3 = VLOAD(xr + 166); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
                         a0_0 += wr[8] * v0; a0_1 += wr[8] * v1; a0_2 += wr[8] * v2; a0_3 += wr[8] * v3;
                         a1_0 += wr[1160] * v0; a1_1 += wr[1160] * v1; a1_2 += wr[1160] * v2; a1_3 += wr[1160] * v3;
                         a2_0 += wr[2312] * v0; a2_1 += wr[2312] * v1; a2_2 += wr[2312] * v2; a2_3 += wr[2312] * v3;
@@ -3508,12 +3524,12 @@ static void l10_conv2d_forward(const float *restrict P, float *restrict S, const
                         a5_0 += wr[5768] * v0; a5_1 += wr[5768] * v1; a5_2 += wr[5768] * v2; a5_3 += wr[5768] * v3;
                     }
                 }
-                VSTORE(yr + (size_t)(co0 + 0) * 3136 + x0 + 0, a0_0); VSTORE(yr + (size_t)(co0 + 0) * 3136 + x0 + 16, a0_1); VSTORE(yr + (size_t)(co0 + 0) * 3136 + x0 + 32, a0_2); VSTORE(yr + (size_t)(co0 + 0) * 3136 + x0 + 40, a0_3);
-                VSTORE(yr + (size_t)(co0 + 1) * 3136 + x0 + 0, a1_0); VSTORE(yr + (size_t)(co0 + 1) * 3136 + x0 + 16, a1_1); VSTORE(yr + (size_t)(co0 + 1) * 3136 + x0 + 32, a1_2); VSTORE(yr + (size_t)(co0 + 1) * 3136 + x0 + 40, a1_3);
-                VSTORE(yr + (size_t)(co0 + 2) * 3136 + x0 + 0, a2_0); VSTORE(yr + (size_t)(co0 + 2) * 3136 + x0 + 16, a2_1); VSTORE(yr + (size_t)(co0 + 2) * 3136 + x0 + 32, a2_2); VSTORE(yr + (size_t)(co0 + 2) * 3136 + x0 + 40, a2_3);
-                VSTORE(yr + (size_t)(co0 + 3) * 3136 + x0 + 0, a3_0); VSTORE(yr + (size_t)(co0 + 3) * 3136 + x0 + 16, a3_1); VSTORE(yr + (size_t)(co0 + 3) * 3136 + x0 + 32, a3_2); VSTORE(yr + (size_t)(co0 + 3) * 3136 + x0 + 40, a3_3);
-                VSTORE(yr + (size_t)(co0 + 4) * 3136 + x0 + 0, a4_0); VSTORE(yr + (size_t)(co0 + 4) * 3136 + x0 + 16, a4_1); VSTORE(yr + (size_t)(co0 + 4) * 3136 + x0 + 32, a4_2); VSTORE(yr + (size_t)(co0 + 4) * 3136 + x0 + 40, a4_3);
-                VSTORE(yr + (size_t)(co0 + 5) * 3136 + x0 + 0, a5_0); VSTORE(yr + (size_t)(co0 + 5) * 3136 + x0 + 16, a5_1); VSTORE(yr + (size_t)(co0 + 5) * 3136 + x0 + 32, a5_2); VSTORE(yr + (size_t)(co0 + 5) * 3136 + x0 + 40, a5_3);
+                VSTORE(yr + (size_t)(co0 + 0) * 3136 + x0 + 0, a0_0); VSTORE(yr + (size_t)(co0 + 0) * 3136 + x0 + 16, a0_1); VSTORE(yr + (size_t)(co0 + 0) * 3136 + x0 + 32, a0_2); VSTORE_N(yr + (size_t)(co0 + 0) * 3136 + x0 + 48, a0_3, 8);
+                VSTORE(yr + (size_t)(co0 + 1) * 3136 + x0 + 0, a1_0); VSTORE(yr + (size_t)(co0 + 1) * 3136 + x0 + 16, a1_1); VSTORE(yr + (size_t)(co0 + 1) * 3136 + x0 + 32, a1_2); VSTORE_N(yr + (size_t)(co0 + 1) * 3136 + x0 + 48, a1_3, 8);
+                VSTORE(yr + (size_t)(co0 + 2) * 3136 + x0 + 0, a2_0); VSTORE(yr + (size_t)(co0 + 2) * 3136 + x0 + 16, a2_1); VSTORE(yr + (size_t)(co0 + 2) * 3136 + x0 + 32, a2_2); VSTORE_N(yr + (size_t)(co0 + 2) * 3136 + x0 + 48, a2_3, 8);
+                VSTORE(yr + (size_t)(co0 + 3) * 3136 + x0 + 0, a3_0); VSTORE(yr + (size_t)(co0 + 3) * 3136 + x0 + 16, a3_1); VSTORE(yr + (size_t)(co0 + 3) * 3136 + x0 + 32, a3_2); VSTORE_N(yr + (size_t)(co0 + 3) * 3136 + x0 + 48, a3_3, 8);
+                VSTORE(yr + (size_t)(co0 + 4) * 3136 + x0 + 0, a4_0); VSTORE(yr + (size_t)(co0 + 4) * 3136 + x0 + 16, a4_1); VSTORE(yr + (size_t)(co0 + 4) * 3136 + x0 + 32, a4_2); VSTORE_N(yr + (size_t)(co0 + 4) * 3136 + x0 + 48, a4_3, 8);
+                VSTORE(yr + (size_t)(co0 + 5) * 3136 + x0 + 0, a5_0); VSTORE(yr + (size_t)(co0 + 5) * 3136 + x0 + 16, a5_1); VSTORE(yr + (size_t)(co0 + 5) * 3136 + x0 + 32, a5_2); VSTORE_N(yr + (size_t)(co0 + 5) * 3136 + x0 + 48, a5_3, 8);
             }
         }
         {
@@ -3528,73 +3544,73 @@ static void l10_conv2d_forward(const float *restrict P, float *restrict S, const
                     const float *restrict xr = xr0 + (size_t)ci * 3364 + x0;
                     const float *restrict wr = w + (size_t)co0 * 1152 + ci * 9;
                     {
-                        cg_v v0 = VLOAD(xr + 0), v1 = VLOAD(xr + 16), v2 = VLOAD(xr + 32), v3 = VLOAD(xr + 40); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        cg_v v0 = VLOAD(xr + 0), v1 = VLOAD(xr + 16), v2 = VLOAD(xr + 32), v3 = VLOAD(xr + 48); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
                         a0_0 += wr[0] * v0; a0_1 += wr[0] * v1; a0_2 += wr[0] * v2; a0_3 += wr[0] * v3;
                         a1_0 += wr[1152] * v0; a1_1 += wr[1152] * v1; a1_2 += wr[1152] * v2; a1_3 += wr[1152] * v3;
                         a2_0 += wr[2304] * v0; a2_1 += wr[2304] * v1; a2_2 += wr[2304] * v2; a2_3 += wr[2304] * v3;
                         a3_0 += wr[3456] * v0; a3_1 += wr[3456] * v1; a3_2 += wr[3456] * v2; a3_3 += wr[3456] * v3;
                     }
                     {
-                        cg_v v0 = VLOAD(xr + 1), v1 = VLOAD(xr + 17), v2 = VLOAD(xr + 33), v3 = VLOAD(xr + 41); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        cg_v v0 = VLOAD(xr + 1), v1 = VLOAD(xr + 17), v2 = VLOAD(xr + 33), v3 = VLOAD(xr + 49); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
                         a0_0 += wr[1] * v0; a0_1 += wr[1] * v1; a0_2 += wr[1] * v2; a0_3 += wr[1] * v3;
                         a1_0 += wr[1153] * v0; a1_1 += wr[1153] * v1; a1_2 += wr[1153] * v2; a1_3 += wr[1153] * v3;
                         a2_0 += wr[2305] * v0; a2_1 += wr[2305] * v1; a2_2 += wr[2305] * v2; a2_3 += wr[2305] * v3;
                         a3_0 += wr[3457] * v0; a3_1 += wr[3457] * v1; a3_2 += wr[3457] * v2; a3_3 += wr[3457] * v3;
                     }
                     {
-                        cg_v v0 = VLOAD(xr + 2), v1 = VLOAD(xr + 18), v2 = VLOAD(xr + 34), v3 = VLOAD(xr + 42); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        cg_v v0 = VLOAD(xr + 2), v1 = VLOAD(xr + 18), v2 = VLOAD(xr + 34), v3 = VLOAD(xr + 50); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
                         a0_0 += wr[2] * v0; a0_1 += wr[2] * v1; a0_2 += wr[2] * v2; a0_3 += wr[2] * v3;
                         a1_0 += wr[1154] * v0; a1_1 += wr[1154] * v1; a1_2 += wr[1154] * v2; a1_3 += wr[1154] * v3;
                         a2_0 += wr[2306] * v0; a2_1 += wr[2306] * v1; a2_2 += wr[2306] * v2; a2_3 += wr[2306] * v3;
                         a3_0 += wr[3458] * v0; a3_1 += wr[3458] * v1; a3_2 += wr[3458] * v2; a3_3 += wr[3458] * v3;
                     }
                     {
-                        cg_v v0 = VLOAD(xr + 58), v1 = VLOAD(xr + 74), v2 = VLOAD(xr + 90), v3 = VLOAD(xr + 98); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        cg_v v0 = VLOAD(xr + 58), v1 = VLOAD(xr + 74), v2 = VLOAD(xr + 90), v3 = VLOAD(xr + 106); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
                         a0_0 += wr[3] * v0; a0_1 += wr[3] * v1; a0_2 += wr[3] * v2; a0_3 += wr[3] * v3;
                         a1_0 += wr[1155] * v0; a1_1 += wr[1155] * v1; a1_2 += wr[1155] * v2; a1_3 += wr[1155] * v3;
                         a2_0 += wr[2307] * v0; a2_1 += wr[2307] * v1; a2_2 += wr[2307] * v2; a2_3 += wr[2307] * v3;
                         a3_0 += wr[3459] * v0; a3_1 += wr[3459] * v1; a3_2 += wr[3459] * v2; a3_3 += wr[3459] * v3;
                     }
                     {
-                        cg_v v0 = VLOAD(xr + 59), v1 = VLOAD(xr + 75), v2 = VLOAD(xr + 91), v3 = VLOAD(xr + 99); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        cg_v v0 = VLOAD(xr + 59), v1 = VLOAD(xr + 75), v2 = VLOAD(xr + 91), v3 = VLOAD(xr + 107); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
                         a0_0 += wr[4] * v0; a0_1 += wr[4] * v1; a0_2 += wr[4] * v2; a0_3 += wr[4] * v3;
                         a1_0 += wr[1156] * v0; a1_1 += wr[1156] * v1; a1_2 += wr[1156] * v2; a1_3 += wr[1156] * v3;
                         a2_0 += wr[2308] * v0; a2_1 += wr[2308] * v1; a2_2 += wr[2308] * v2; a2_3 += wr[2308] * v3;
                         a3_0 += wr[3460] * v0; a3_1 += wr[3460] * v1; a3_2 += wr[3460] * v2; a3_3 += wr[3460] * v3;
                     }
                     {
-                        cg_v v0 = VLOAD(xr + 60), v1 = VLOAD(xr + 76), v2 = VLOAD(xr + 92), v3 = VLOAD(xr + 100); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        cg_v v0 = VLOAD(xr + 60), v1 = VLOAD(xr + 76), v2 = VLOAD(xr + 92), v3 = VLOAD(xr + 108); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
                         a0_0 += wr[5] * v0; a0_1 += wr[5] * v1; a0_2 += wr[5] * v2; a0_3 += wr[5] * v3;
                         a1_0 += wr[1157] * v0; a1_1 += wr[1157] * v1; a1_2 += wr[1157] * v2; a1_3 += wr[1157] * v3;
                         a2_0 += wr[2309] * v0; a2_1 += wr[2309] * v1; a2_2 += wr[2309] * v2; a2_3 += wr[2309] * v3;
                         a3_0 += wr[3461] * v0; a3_1 += wr[3461] * v1; a3_2 += wr[3461] * v2; a3_3 += wr[3461] * v3;
                     }
                     {
-                        cg_v v0 = VLOAD(xr + 116), v1 = VLOAD(xr + 132), v2 = VLOAD(xr + 148), v3 = VLOAD(xr + 156); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        cg_v v0 = VLOAD(xr + 116), v1 = VLOAD(xr + 132), v2 = VLOAD(xr + 148), v3 = VLOAD(xr + 164); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
                         a0_0 += wr[6] * v0; a0_1 += wr[6] * v1; a0_2 += wr[6] * v2; a0_3 += wr[6] * v3;
                         a1_0 += wr[1158] * v0; a1_1 += wr[1158] * v1; a1_2 += wr[1158] * v2; a1_3 += wr[1158] * v3;
                         a2_0 += wr[2310] * v0; a2_1 += wr[2310] * v1; a2_2 += wr[2310] * v2; a2_3 += wr[2310] * v3;
                         a3_0 += wr[3462] * v0; a3_1 += wr[3462] * v1; a3_2 += wr[3462] * v2; a3_3 += wr[3462] * v3;
                     }
                     {
-                        cg_v v0 = VLOAD(xr + 117), v1 = VLOAD(xr + 133), v2 = VLOAD(xr + 149), v3 = VLOAD(xr + 157); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        cg_v v0 = VLOAD(xr + 117), v1 = VLOAD(xr + 133), v2 = VLOAD(xr + 149), v3 = VLOAD(xr + 165); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
                         a0_0 += wr[7] * v0; a0_1 += wr[7] * v1; a0_2 += wr[7] * v2; a0_3 += wr[7] * v3;
                         a1_0 += wr[1159] * v0; a1_1 += wr[1159] * v1; a1_2 += wr[1159] * v2; a1_3 += wr[1159] * v3;
                         a2_0 += wr[2311] * v0; a2_1 += wr[2311] * v1; a2_2 += wr[2311] * v2; a2_3 += wr[2311] * v3;
                         a3_0 += wr[3463] * v0; a3_1 += wr[3463] * v1; a3_2 += wr[3463] * v2; a3_3 += wr[3463] * v3;
                     }
                     {
-                        cg_v v0 = VLOAD(xr + 118), v1 = VLOAD(xr + 134), v2 = VLOAD(xr + 150), v3 = VLOAD(xr + 158); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        cg_v v0 = VLOAD(xr + 118), v1 = VLOAD(xr + 134), v2 = VLOAD(xr + 150), v3 = VLOAD(xr + 166); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
                         a0_0 += wr[8] * v0; a0_1 += wr[8] * v1; a0_2 += wr[8] * v2; a0_3 += wr[8] * v3;
                         a1_0 += wr[1160] * v0; a1_1 += wr[1160] * v1; a1_2 += wr[1160] * v2; a1_3 += wr[1160] * v3;
                         a2_0 += wr[2312] * v0; a2_1 += wr[2312] * v1; a2_2 += wr[2312] * v2; a2_3 += wr[2312] * v3;
                         a3_0 += wr[3464] * v0; a3_1 += wr[3464] * v1; a3_2 += wr[3464] * v2; a3_3 += wr[3464] * v3;
                     }
                 }
-                VSTORE(yr + (size_t)(co0 + 0) * 3136 + x0 + 0, a0_0); VSTORE(yr + (size_t)(co0 + 0) * 3136 + x0 + 16, a0_1); VSTORE(yr + (size_t)(co0 + 0) * 3136 + x0 + 32, a0_2); VSTORE(yr + (size_t)(co0 + 0) * 3136 + x0 + 40, a0_3);
-                VSTORE(yr + (size_t)(co0 + 1) * 3136 + x0 + 0, a1_0); VSTORE(yr + (size_t)(co0 + 1) * 3136 + x0 + 16, a1_1); VSTORE(yr + (size_t)(co0 + 1) * 3136 + x0 + 32, a1_2); VSTORE(yr + (size_t)(co0 + 1) * 3136 + x0 + 40, a1_3);
-                VSTORE(yr + (size_t)(co0 + 2) * 3136 + x0 + 0, a2_0); VSTORE(yr + (size_t)(co0 + 2) * 3136 + x0 + 16, a2_1); VSTORE(yr + (size_t)(co0 + 2) * 3136 + x0 + 32, a2_2); VSTORE(yr + (size_t)(co0 + 2) * 3136 + x0 + 40, a2_3);
-                VSTORE(yr + (size_t)(co0 + 3) * 3136 + x0 + 0, a3_0); VSTORE(yr + (size_t)(co0 + 3) * 3136 + x0 + 16, a3_1); VSTORE(yr + (size_t)(co0 + 3) * 3136 + x0 + 32, a3_2); VSTORE(yr + (size_t)(co0 + 3) * 3136 + x0 + 40, a3_3);
+                VSTORE(yr + (size_t)(co0 + 0) * 3136 + x0 + 0, a0_0); VSTORE(yr + (size_t)(co0 + 0) * 3136 + x0 + 16, a0_1); VSTORE(yr + (size_t)(co0 + 0) * 3136 + x0 + 32, a0_2); VSTORE_N(yr + (size_t)(co0 + 0) * 3136 + x0 + 48, a0_3, 8);
+                VSTORE(yr + (size_t)(co0 + 1) * 3136 + x0 + 0, a1_0); VSTORE(yr + (size_t)(co0 + 1) * 3136 + x0 + 16, a1_1); VSTORE(yr + (size_t)(co0 + 1) * 3136 + x0 + 32, a1_2); VSTORE_N(yr + (size_t)(co0 + 1) * 3136 + x0 + 48, a1_3, 8);
+                VSTORE(yr + (size_t)(co0 + 2) * 3136 + x0 + 0, a2_0); VSTORE(yr + (size_t)(co0 + 2) * 3136 + x0 + 16, a2_1); VSTORE(yr + (size_t)(co0 + 2) * 3136 + x0 + 32, a2_2); VSTORE_N(yr + (size_t)(co0 + 2) * 3136 + x0 + 48, a2_3, 8);
+                VSTORE(yr + (size_t)(co0 + 3) * 3136 + x0 + 0, a3_0); VSTORE(yr + (size_t)(co0 + 3) * 3136 + x0 + 16, a3_1); VSTORE(yr + (size_t)(co0 + 3) * 3136 + x0 + 32, a3_2); VSTORE_N(yr + (size_t)(co0 + 3) * 3136 + x0 + 48, a3_3, 8);
             }
         }
     }
@@ -3772,7 +3788,7 @@ static void l10_conv2d_backward(float *restrict G, float *restrict S, const floa
 static void l10_conv2d_backward_dx(const float *restrict P, float *restrict S, const float *restrict dy, float *restrict dx, int nb)
 {
     const float *restrict w = P + 260160;
-    float *restrict dyp = S + 861184;
+    float *restrict dyp = S + 861200;
     /* dy -> zero-padded planes 58x58 */
     CG_PARALLEL_FOR
     for (int pl = 0; pl < nb * 256; pl++) {
@@ -3787,6 +3803,7 @@ static void l10_conv2d_backward_dx(const float *restrict P, float *restrict S, c
         }
         memset(d + 3306, 0, sizeof(float) * 58);
     }
+    memset(dyp + (size_t)nb * 861184, 0, sizeof(float) * 16); /* slack read by partial vectors */
     /* tiles of 6 input channels x 4 vectors of an input row */
     CG_PARALLEL_FOR
     for (int r = 0; r < nb * 56; r++) {
@@ -3806,7 +3823,7 @@ static void l10_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                     const float *restrict dr = dr0 + (size_t)co * 3364 + x0;
                     const float *restrict wr = w + (size_t)co * 1152 + ci0 * 9;
                     {
-                        cg_v v0 = VLOAD(dr + 118), v1 = VLOAD(dr + 134), v2 = VLOAD(dr + 150), v3 = VLOAD(dr + 158); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        cg_v v0 = VLOAD(dr + 118), v1 = VLOAD(dr + 134), v2 = VLOAD(dr + 150), v3 = VLOAD(dr + 166); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
                         a0_0 += wr[0] * v0; a0_1 += wr[0] * v1; a0_2 += wr[0] * v2; a0_3 += wr[0] * v3;
                         a1_0 += wr[9] * v0; a1_1 += wr[9] * v1; a1_2 += wr[9] * v2; a1_3 += wr[9] * v3;
                         a2_0 += wr[18] * v0; a2_1 += wr[18] * v1; a2_2 += wr[18] * v2; a2_3 += wr[18] * v3;
@@ -3815,7 +3832,7 @@ static void l10_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         a5_0 += wr[45] * v0; a5_1 += wr[45] * v1; a5_2 += wr[45] * v2; a5_3 += wr[45] * v3;
                     }
                     {
-                        cg_v v0 = VLOAD(dr + 117), v1 = VLOAD(dr + 133), v2 = VLOAD(dr + 149), v3 = VLOAD(dr + 157); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        cg_v v0 = VLOAD(dr + 117), v1 = VLOAD(dr + 133), v2 = VLOAD(dr + 149), v3 = VLOAD(dr + 165); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
                         a0_0 += wr[1] * v0; a0_1 += wr[1] * v1; a0_2 += wr[1] * v2; a0_3 += wr[1] * v3;
                         a1_0 += wr[10] * v0; a1_1 += wr[10] * v1; a1_2 += wr[10] * v2; a1_3 += wr[10] * v3;
                         a2_0 += wr[19] * v0; a2_1 += wr[19] * v1; a2_2 += wr[19] * v2; a2_3 += wr[19] * v3;
@@ -3824,7 +3841,7 @@ static void l10_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         a5_0 += wr[46] * v0; a5_1 += wr[46] * v1; a5_2 += wr[46] * v2; a5_3 += wr[46] * v3;
                     }
                     {
-                        cg_v v0 = VLOAD(dr + 116), v1 = VLOAD(dr + 132), v2 = VLOAD(dr + 148), v3 = VLOAD(dr + 156); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        cg_v v0 = VLOAD(dr + 116), v1 = VLOAD(dr + 132), v2 = VLOAD(dr + 148), v3 = VLOAD(dr + 164); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
                         a0_0 += wr[2] * v0; a0_1 += wr[2] * v1; a0_2 += wr[2] * v2; a0_3 += wr[2] * v3;
                         a1_0 += wr[11] * v0; a1_1 += wr[11] * v1; a1_2 += wr[11] * v2; a1_3 += wr[11] * v3;
                         a2_0 += wr[20] * v0; a2_1 += wr[20] * v1; a2_2 += wr[20] * v2; a2_3 += wr[20] * v3;
@@ -3833,7 +3850,7 @@ static void l10_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         a5_0 += wr[47] * v0; a5_1 += wr[47] * v1; a5_2 += wr[47] * v2; a5_3 += wr[47] * v3;
                     }
                     {
-                        cg_v v0 = VLOAD(dr + 60), v1 = VLOAD(dr + 76), v2 = VLOAD(dr + 92), v3 = VLOAD(dr + 100); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        cg_v v0 = VLOAD(dr + 60), v1 = VLOAD(dr + 76), v2 = VLOAD(dr + 92), v3 = VLOAD(dr + 108); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
                         a0_0 += wr[3] * v0; a0_1 += wr[3] * v1; a0_2 += wr[3] * v2; a0_3 += wr[3] * v3;
                         a1_0 += wr[12] * v0; a1_1 += wr[12] * v1; a1_2 += wr[12] * v2; a1_3 += wr[12] * v3;
                         a2_0 += wr[21] * v0; a2_1 += wr[21] * v1; a2_2 += wr[21] * v2; a2_3 += wr[21] * v3;
@@ -3842,7 +3859,7 @@ static void l10_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         a5_0 += wr[48] * v0; a5_1 += wr[48] * v1; a5_2 += wr[48] * v2; a5_3 += wr[48] * v3;
                     }
                     {
-                        cg_v v0 = VLOAD(dr + 59), v1 = VLOAD(dr + 75), v2 = VLOAD(dr + 91), v3 = VLOAD(dr + 99); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        cg_v v0 = VLOAD(dr + 59), v1 = VLOAD(dr + 75), v2 = VLOAD(dr + 91), v3 = VLOAD(dr + 107); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
                         a0_0 += wr[4] * v0; a0_1 += wr[4] * v1; a0_2 += wr[4] * v2; a0_3 += wr[4] * v3;
                         a1_0 += wr[13] * v0; a1_1 += wr[13] * v1; a1_2 += wr[13] * v2; a1_3 += wr[13] * v3;
                         a2_0 += wr[22] * v0; a2_1 += wr[22] * v1; a2_2 += wr[22] * v2; a2_3 += wr[22] * v3;
@@ -3851,7 +3868,7 @@ static void l10_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         a5_0 += wr[49] * v0; a5_1 += wr[49] * v1; a5_2 += wr[49] * v2; a5_3 += wr[49] * v3;
                     }
                     {
-                        cg_v v0 = VLOAD(dr + 58), v1 = VLOAD(dr + 74), v2 = VLOAD(dr + 90), v3 = VLOAD(dr + 98); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        cg_v v0 = VLOAD(dr + 58), v1 = VLOAD(dr + 74), v2 = VLOAD(dr + 90), v3 = VLOAD(dr + 106); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
                         a0_0 += wr[5] * v0; a0_1 += wr[5] * v1; a0_2 += wr[5] * v2; a0_3 += wr[5] * v3;
                         a1_0 += wr[14] * v0; a1_1 += wr[14] * v1; a1_2 += wr[14] * v2; a1_3 += wr[14] * v3;
                         a2_0 += wr[23] * v0; a2_1 += wr[23] * v1; a2_2 += wr[23] * v2; a2_3 += wr[23] * v3;
@@ -3860,7 +3877,7 @@ static void l10_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         a5_0 += wr[50] * v0; a5_1 += wr[50] * v1; a5_2 += wr[50] * v2; a5_3 += wr[50] * v3;
                     }
                     {
-                        cg_v v0 = VLOAD(dr + 2), v1 = VLOAD(dr + 18), v2 = VLOAD(dr + 34), v3 = VLOAD(dr + 42); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        cg_v v0 = VLOAD(dr + 2), v1 = VLOAD(dr + 18), v2 = VLOAD(dr + 34), v3 = VLOAD(dr + 50); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
                         a0_0 += wr[6] * v0; a0_1 += wr[6] * v1; a0_2 += wr[6] * v2; a0_3 += wr[6] * v3;
                         a1_0 += wr[15] * v0; a1_1 += wr[15] * v1; a1_2 += wr[15] * v2; a1_3 += wr[15] * v3;
                         a2_0 += wr[24] * v0; a2_1 += wr[24] * v1; a2_2 += wr[24] * v2; a2_3 += wr[24] * v3;
@@ -3869,7 +3886,7 @@ static void l10_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         a5_0 += wr[51] * v0; a5_1 += wr[51] * v1; a5_2 += wr[51] * v2; a5_3 += wr[51] * v3;
                     }
                     {
-                        cg_v v0 = VLOAD(dr + 1), v1 = VLOAD(dr + 17), v2 = VLOAD(dr + 33), v3 = VLOAD(dr + 41); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        cg_v v0 = VLOAD(dr + 1), v1 = VLOAD(dr + 17), v2 = VLOAD(dr + 33), v3 = VLOAD(dr + 49); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
                         a0_0 += wr[7] * v0; a0_1 += wr[7] * v1; a0_2 += wr[7] * v2; a0_3 += wr[7] * v3;
                         a1_0 += wr[16] * v0; a1_1 += wr[16] * v1; a1_2 += wr[16] * v2; a1_3 += wr[16] * v3;
                         a2_0 += wr[25] * v0; a2_1 += wr[25] * v1; a2_2 += wr[25] * v2; a2_3 += wr[25] * v3;
@@ -3878,7 +3895,7 @@ static void l10_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         a5_0 += wr[52] * v0; a5_1 += wr[52] * v1; a5_2 += wr[52] * v2; a5_3 += wr[52] * v3;
                     }
                     {
-                        cg_v v0 = VLOAD(dr + 0), v1 = VLOAD(dr + 16), v2 = VLOAD(dr + 32), v3 = VLOAD(dr + 40); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        cg_v v0 = VLOAD(dr + 0), v1 = VLOAD(dr + 16), v2 = VLOAD(dr + 32), v3 = VLOAD(dr + 48); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
                         a0_0 += wr[8] * v0; a0_1 += wr[8] * v1; a0_2 += wr[8] * v2; a0_3 += wr[8] * v3;
                         a1_0 += wr[17] * v0; a1_1 += wr[17] * v1; a1_2 += wr[17] * v2; a1_3 += wr[17] * v3;
                         a2_0 += wr[26] * v0; a2_1 += wr[26] * v1; a2_2 += wr[26] * v2; a2_3 += wr[26] * v3;
@@ -3887,12 +3904,12 @@ static void l10_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         a5_0 += wr[53] * v0; a5_1 += wr[53] * v1; a5_2 += wr[53] * v2; a5_3 += wr[53] * v3;
                     }
                 }
-                VSTORE(xr + (size_t)(ci0 + 0) * 3136 + x0 + 0, a0_0); VSTORE(xr + (size_t)(ci0 + 0) * 3136 + x0 + 16, a0_1); VSTORE(xr + (size_t)(ci0 + 0) * 3136 + x0 + 32, a0_2); VSTORE(xr + (size_t)(ci0 + 0) * 3136 + x0 + 40, a0_3);
-                VSTORE(xr + (size_t)(ci0 + 1) * 3136 + x0 + 0, a1_0); VSTORE(xr + (size_t)(ci0 + 1) * 3136 + x0 + 16, a1_1); VSTORE(xr + (size_t)(ci0 + 1) * 3136 + x0 + 32, a1_2); VSTORE(xr + (size_t)(ci0 + 1) * 3136 + x0 + 40, a1_3);
-                VSTORE(xr + (size_t)(ci0 + 2) * 3136 + x0 + 0, a2_0); VSTORE(xr + (size_t)(ci0 + 2) * 3136 + x0 + 16, a2_1); VSTORE(xr + (size_t)(ci0 + 2) * 3136 + x0 + 32, a2_2); VSTORE(xr + (size_t)(ci0 + 2) * 3136 + x0 + 40, a2_3);
-                VSTORE(xr + (size_t)(ci0 + 3) * 3136 + x0 + 0, a3_0); VSTORE(xr + (size_t)(ci0 + 3) * 3136 + x0 + 16, a3_1); VSTORE(xr + (size_t)(ci0 + 3) * 3136 + x0 + 32, a3_2); VSTORE(xr + (size_t)(ci0 + 3) * 3136 + x0 + 40, a3_3);
-                VSTORE(xr + (size_t)(ci0 + 4) * 3136 + x0 + 0, a4_0); VSTORE(xr + (size_t)(ci0 + 4) * 3136 + x0 + 16, a4_1); VSTORE(xr + (size_t)(ci0 + 4) * 3136 + x0 + 32, a4_2); VSTORE(xr + (size_t)(ci0 + 4) * 3136 + x0 + 40, a4_3);
-                VSTORE(xr + (size_t)(ci0 + 5) * 3136 + x0 + 0, a5_0); VSTORE(xr + (size_t)(ci0 + 5) * 3136 + x0 + 16, a5_1); VSTORE(xr + (size_t)(ci0 + 5) * 3136 + x0 + 32, a5_2); VSTORE(xr + (size_t)(ci0 + 5) * 3136 + x0 + 40, a5_3);
+                VSTORE(xr + (size_t)(ci0 + 0) * 3136 + x0 + 0, a0_0); VSTORE(xr + (size_t)(ci0 + 0) * 3136 + x0 + 16, a0_1); VSTORE(xr + (size_t)(ci0 + 0) * 3136 + x0 + 32, a0_2); VSTORE_N(xr + (size_t)(ci0 + 0) * 3136 + x0 + 48, a0_3, 8);
+                VSTORE(xr + (size_t)(ci0 + 1) * 3136 + x0 + 0, a1_0); VSTORE(xr + (size_t)(ci0 + 1) * 3136 + x0 + 16, a1_1); VSTORE(xr + (size_t)(ci0 + 1) * 3136 + x0 + 32, a1_2); VSTORE_N(xr + (size_t)(ci0 + 1) * 3136 + x0 + 48, a1_3, 8);
+                VSTORE(xr + (size_t)(ci0 + 2) * 3136 + x0 + 0, a2_0); VSTORE(xr + (size_t)(ci0 + 2) * 3136 + x0 + 16, a2_1); VSTORE(xr + (size_t)(ci0 + 2) * 3136 + x0 + 32, a2_2); VSTORE_N(xr + (size_t)(ci0 + 2) * 3136 + x0 + 48, a2_3, 8);
+                VSTORE(xr + (size_t)(ci0 + 3) * 3136 + x0 + 0, a3_0); VSTORE(xr + (size_t)(ci0 + 3) * 3136 + x0 + 16, a3_1); VSTORE(xr + (size_t)(ci0 + 3) * 3136 + x0 + 32, a3_2); VSTORE_N(xr + (size_t)(ci0 + 3) * 3136 + x0 + 48, a3_3, 8);
+                VSTORE(xr + (size_t)(ci0 + 4) * 3136 + x0 + 0, a4_0); VSTORE(xr + (size_t)(ci0 + 4) * 3136 + x0 + 16, a4_1); VSTORE(xr + (size_t)(ci0 + 4) * 3136 + x0 + 32, a4_2); VSTORE_N(xr + (size_t)(ci0 + 4) * 3136 + x0 + 48, a4_3, 8);
+                VSTORE(xr + (size_t)(ci0 + 5) * 3136 + x0 + 0, a5_0); VSTORE(xr + (size_t)(ci0 + 5) * 3136 + x0 + 16, a5_1); VSTORE(xr + (size_t)(ci0 + 5) * 3136 + x0 + 32, a5_2); VSTORE_N(xr + (size_t)(ci0 + 5) * 3136 + x0 + 48, a5_3, 8);
             }
         }
         {
@@ -3905,53 +3922,53 @@ static void l10_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                     const float *restrict dr = dr0 + (size_t)co * 3364 + x0;
                     const float *restrict wr = w + (size_t)co * 1152 + ci0 * 9;
                     {
-                        cg_v v0 = VLOAD(dr + 118), v1 = VLOAD(dr + 134), v2 = VLOAD(dr + 150), v3 = VLOAD(dr + 158); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        cg_v v0 = VLOAD(dr + 118), v1 = VLOAD(dr + 134), v2 = VLOAD(dr + 150), v3 = VLOAD(dr + 166); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
                         a0_0 += wr[0] * v0; a0_1 += wr[0] * v1; a0_2 += wr[0] * v2; a0_3 += wr[0] * v3;
                         a1_0 += wr[9] * v0; a1_1 += wr[9] * v1; a1_2 += wr[9] * v2; a1_3 += wr[9] * v3;
                     }
                     {
-                        cg_v v0 = VLOAD(dr + 117), v1 = VLOAD(dr + 133), v2 = VLOAD(dr + 149), v3 = VLOAD(dr + 157); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        cg_v v0 = VLOAD(dr + 117), v1 = VLOAD(dr + 133), v2 = VLOAD(dr + 149), v3 = VLOAD(dr + 165); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
                         a0_0 += wr[1] * v0; a0_1 += wr[1] * v1; a0_2 += wr[1] * v2; a0_3 += wr[1] * v3;
                         a1_0 += wr[10] * v0; a1_1 += wr[10] * v1; a1_2 += wr[10] * v2; a1_3 += wr[10] * v3;
                     }
                     {
-                        cg_v v0 = VLOAD(dr + 116), v1 = VLOAD(dr + 132), v2 = VLOAD(dr + 148), v3 = VLOAD(dr + 156); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        cg_v v0 = VLOAD(dr + 116), v1 = VLOAD(dr + 132), v2 = VLOAD(dr + 148), v3 = VLOAD(dr + 164); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
                         a0_0 += wr[2] * v0; a0_1 += wr[2] * v1; a0_2 += wr[2] * v2; a0_3 += wr[2] * v3;
                         a1_0 += wr[11] * v0; a1_1 += wr[11] * v1; a1_2 += wr[11] * v2; a1_3 += wr[11] * v3;
                     }
                     {
-                        cg_v v0 = VLOAD(dr + 60), v1 = VLOAD(dr + 76), v2 = VLOAD(dr + 92), v3 = VLOAD(dr + 100); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        cg_v v0 = VLOAD(dr + 60), v1 = VLOAD(dr + 76), v2 = VLOAD(dr + 92), v3 = VLOAD(dr + 108); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
                         a0_0 += wr[3] * v0; a0_1 += wr[3] * v1; a0_2 += wr[3] * v2; a0_3 += wr[3] * v3;
                         a1_0 += wr[12] * v0; a1_1 += wr[12] * v1; a1_2 += wr[12] * v2; a1_3 += wr[12] * v3;
                     }
                     {
-                        cg_v v0 = VLOAD(dr + 59), v1 = VLOAD(dr + 75), v2 = VLOAD(dr + 91), v3 = VLOAD(dr + 99); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        cg_v v0 = VLOAD(dr + 59), v1 = VLOAD(dr + 75), v2 = VLOAD(dr + 91), v3 = VLOAD(dr + 107); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
                         a0_0 += wr[4] * v0; a0_1 += wr[4] * v1; a0_2 += wr[4] * v2; a0_3 += wr[4] * v3;
                         a1_0 += wr[13] * v0; a1_1 += wr[13] * v1; a1_2 += wr[13] * v2; a1_3 += wr[13] * v3;
                     }
                     {
-                        cg_v v0 = VLOAD(dr + 58), v1 = VLOAD(dr + 74), v2 = VLOAD(dr + 90), v3 = VLOAD(dr + 98); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        cg_v v0 = VLOAD(dr + 58), v1 = VLOAD(dr + 74), v2 = VLOAD(dr + 90), v3 = VLOAD(dr + 106); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
                         a0_0 += wr[5] * v0; a0_1 += wr[5] * v1; a0_2 += wr[5] * v2; a0_3 += wr[5] * v3;
                         a1_0 += wr[14] * v0; a1_1 += wr[14] * v1; a1_2 += wr[14] * v2; a1_3 += wr[14] * v3;
                     }
                     {
-                        cg_v v0 = VLOAD(dr + 2), v1 = VLOAD(dr + 18), v2 = VLOAD(dr + 34), v3 = VLOAD(dr + 42); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        cg_v v0 = VLOAD(dr + 2), v1 = VLOAD(dr + 18), v2 = VLOAD(dr + 34), v3 = VLOAD(dr + 50); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
                         a0_0 += wr[6] * v0; a0_1 += wr[6] * v1; a0_2 += wr[6] * v2; a0_3 += wr[6] * v3;
                         a1_0 += wr[15] * v0; a1_1 += wr[15] * v1; a1_2 += wr[15] * v2; a1_3 += wr[15] * v3;
                     }
                     {
-                        cg_v v0 = VLOAD(dr + 1), v1 = VLOAD(dr + 17), v2 = VLOAD(dr + 33), v3 = VLOAD(dr + 41); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        cg_v v0 = VLOAD(dr + 1), v1 = VLOAD(dr + 17), v2 = VLOAD(dr + 33), v3 = VLOAD(dr + 49); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
                         a0_0 += wr[7] * v0; a0_1 += wr[7] * v1; a0_2 += wr[7] * v2; a0_3 += wr[7] * v3;
                         a1_0 += wr[16] * v0; a1_1 += wr[16] * v1; a1_2 += wr[16] * v2; a1_3 += wr[16] * v3;
                     }
                     {
-                        cg_v v0 = VLOAD(dr + 0), v1 = VLOAD(dr + 16), v2 = VLOAD(dr + 32), v3 = VLOAD(dr + 40); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        cg_v v0 = VLOAD(dr + 0), v1 = VLOAD(dr + 16), v2 = VLOAD(dr + 32), v3 = VLOAD(dr + 48); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
                         a0_0 += wr[8] * v0; a0_1 += wr[8] * v1; a0_2 += wr[8] * v2; a0_3 += wr[8] * v3;
                         a1_0 += wr[17] * v0; a1_1 += wr[17] * v1; a1_2 += wr[17] * v2; a1_3 += wr[17] * v3;
                     }
                 }
-                VSTORE(xr + (size_t)(ci0 + 0) * 3136 + x0 + 0, a0_0); VSTORE(xr + (size_t)(ci0 + 0) * 3136 + x0 + 16, a0_1); VSTORE(xr + (size_t)(ci0 + 0) * 3136 + x0 + 32, a0_2); VSTORE(xr + (size_t)(ci0 + 0) * 3136 + x0 + 40, a0_3);
-                VSTORE(xr + (size_t)(ci0 + 1) * 3136 + x0 + 0, a1_0); VSTORE(xr + (size_t)(ci0 + 1) * 3136 + x0 + 16, a1_1); VSTORE(xr + (size_t)(ci0 + 1) * 3136 + x0 + 32, a1_2); VSTORE(xr + (size_t)(ci0 + 1) * 3136 + x0 + 40, a1_3);
+                VSTORE(xr + (size_t)(ci0 + 0) * 3136 + x0 + 0, a0_0); VSTORE(xr + (size_t)(ci0 + 0) * 3136 + x0 + 16, a0_1); VSTORE(xr + (size_t)(ci0 + 0) * 3136 + x0 + 32, a0_2); VSTORE_N(xr + (size_t)(ci0 + 0) * 3136 + x0 + 48, a0_3, 8);
+                VSTORE(xr + (size_t)(ci0 + 1) * 3136 + x0 + 0, a1_0); VSTORE(xr + (size_t)(ci0 + 1) * 3136 + x0 + 16, a1_1); VSTORE(xr + (size_t)(ci0 + 1) * 3136 + x0 + 32, a1_2); VSTORE_N(xr + (size_t)(ci0 + 1) * 3136 + x0 + 48, a1_3, 8);
             }
         }
     }
@@ -3990,6 +4007,7 @@ static void l12_conv2d_forward(const float *restrict P, float *restrict S, const
         }
         memset(d + 3306, 0, sizeof(float) * 58);
     }
+    memset(xp + (size_t)nb * 861184, 0, sizeof(float) * 16); /* slack read by partial vectors */
     /* tiles of 6 output channels x 4 vectors of an output row */
     CG_PARALLEL_FOR
     for (int r = 0; r < nb * 56; r++) {
@@ -4009,7 +4027,7 @@ static void l12_conv2d_forward(const float *restrict P, float *restrict S, const
                     const float *restrict xr = xr0 + (size_t)ci * 3364 + x0;
                     const float *restrict wr = w + (size_t)co0 * 2304 + ci * 9;
                     {
-                        cg_v v0 = VLOAD(xr + 0), v1 = VLOAD(xr + 16), v2 = VLOAD(xr + 32), v3 = VLOAD(xr + 40); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        cg_v v0 = VLOAD(xr + 0), v1 = VLOAD(xr + 16), v2 = VLOAD(xr + 32), v3 = VLOAD(xr + 48); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
                         a0_0 += wr[0] * v0; a0_1 += wr[0] * v1; a0_2 += wr[0] * v2; a0_3 += wr[0] * v3;
                         a1_0 += wr[2304] * v0; a1_1 += wr[2304] * v1; a1_2 += wr[2304] * v2; a1_3 += wr[2304] * v3;
                         a2_0 += wr[4608] * v0; a2_1 += wr[4608] * v1; a2_2 += wr[4608] * v2; a2_3 += wr[4608] * v3;
@@ -4018,7 +4036,7 @@ static void l12_conv2d_forward(const float *restrict P, float *restrict S, const
                         a5_0 += wr[11520] * v0; a5_1 += wr[11520] * v1; a5_2 += wr[11520] * v2; a5_3 += wr[11520] * v3;
                     }
                     {
-                        cg_v v0 = VLOAD(xr + 1), v1 = VLOAD(xr + 17), v2 = VLOAD(xr + 33), v3 = VLOAD(xr + 41); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        cg_v v0 = VLOAD(xr + 1), v1 = VLOAD(xr + 17), v2 = VLOAD(xr + 33), v3 = VLOAD(xr + 49); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
                         a0_0 += wr[1] * v0; a0_1 += wr[1] * v1; a0_2 += wr[1] * v2; a0_3 += wr[1] * v3;
                         a1_0 += wr[2305] * v0; a1_1 += wr[2305] * v1; a1_2 += wr[2305] * v2; a1_3 += wr[2305] * v3;
                         a2_0 += wr[4609] * v0; a2_1 += wr[4609] * v1; a2_2 += wr[4609] * v2; a2_3 += wr[4609] * v3;
@@ -4027,7 +4045,7 @@ static void l12_conv2d_forward(const float *restrict P, float *restrict S, const
                         a5_0 += wr[11521] * v0; a5_1 += wr[11521] * v1; a5_2 += wr[11521] * v2; a5_3 += wr[11521] * v3;
                     }
                     {
-                        cg_v v0 = VLOAD(xr + 2), v1 = VLOAD(xr + 18), v2 = VLOAD(xr + 34), v3 = VLOAD(xr + 42); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        cg_v v0 = VLOAD(xr + 2), v1 = VLOAD(xr + 18), v2 = VLOAD(xr + 34), v3 = VLOAD(xr + 50); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
                         a0_0 += wr[2] * v0; a0_1 += wr[2] * v1; a0_2 += wr[2] * v2; a0_3 += wr[2] * v3;
                         a1_0 += wr[2306] * v0; a1_1 += wr[2306] * v1; a1_2 += wr[2306] * v2; a1_3 += wr[2306] * v3;
                         a2_0 += wr[4610] * v0; a2_1 += wr[4610] * v1; a2_2 += wr[4610] * v2; a2_3 += wr[4610] * v3;
@@ -4036,7 +4054,7 @@ static void l12_conv2d_forward(const float *restrict P, float *restrict S, const
                         a5_0 += wr[11522] * v0; a5_1 += wr[11522] * v1; a5_2 += wr[11522] * v2; a5_3 += wr[11522] * v3;
                     }
                     {
-                        cg_v v0 = VLOAD(xr + 58), v1 = VLOAD(xr + 74), v2 = VLOAD(xr + 90), v3 = VLOAD(xr + 98); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        cg_v v0 = VLOAD(xr + 58), v1 = VLOAD(xr + 74), v2 = VLOAD(xr + 90), v3 = VLOAD(xr + 106); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
                         a0_0 += wr[3] * v0; a0_1 += wr[3] * v1; a0_2 += wr[3] * v2; a0_3 += wr[3] * v3;
                         a1_0 += wr[2307] * v0; a1_1 += wr[2307] * v1; a1_2 += wr[2307] * v2; a1_3 += wr[2307] * v3;
                         a2_0 += wr[4611] * v0; a2_1 += wr[4611] * v1; a2_2 += wr[4611] * v2; a2_3 += wr[4611] * v3;
@@ -4045,7 +4063,7 @@ static void l12_conv2d_forward(const float *restrict P, float *restrict S, const
                         a5_0 += wr[11523] * v0; a5_1 += wr[11523] * v1; a5_2 += wr[11523] * v2; a5_3 += wr[11523] * v3;
                     }
                     {
-                        cg_v v0 = VLOAD(xr + 59), v1 = VLOAD(xr + 75), v2 = VLOAD(xr + 91), v3 = VLOAD(xr + 99); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        cg_v v0 = VLOAD(xr + 59), v1 = VLOAD(xr + 75), v2 = VLOAD(xr + 91), v3 = VLOAD(xr + 107); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
                         a0_0 += wr[4] * v0; a0_1 += wr[4] * v1; a0_2 += wr[4] * v2; a0_3 += wr[4] * v3;
                         a1_0 += wr[2308] * v0; a1_1 += wr[2308] * v1; a1_2 += wr[2308] * v2; a1_3 += wr[2308] * v3;
                         a2_0 += wr[4612] * v0; a2_1 += wr[4612] * v1; a2_2 += wr[4612] * v2; a2_3 += wr[4612] * v3;
@@ -4054,7 +4072,7 @@ static void l12_conv2d_forward(const float *restrict P, float *restrict S, const
                         a5_0 += wr[11524] * v0; a5_1 += wr[11524] * v1; a5_2 += wr[11524] * v2; a5_3 += wr[11524] * v3;
                     }
                     {
-                        cg_v v0 = VLOAD(xr + 60), v1 = VLOAD(xr + 76), v2 = VLOAD(xr + 92), v3 = VLOAD(xr + 100); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        cg_v v0 = VLOAD(xr + 60), v1 = VLOAD(xr + 76), v2 = VLOAD(xr + 92), v3 = VLOAD(xr + 108); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
                         a0_0 += wr[5] * v0; a0_1 += wr[5] * v1; a0_2 += wr[5] * v2; a0_3 += wr[5] * v3;
                         a1_0 += wr[2309] * v0; a1_1 += wr[2309] * v1; a1_2 += wr[2309] * v2; a1_3 += wr[2309] * v3;
                         a2_0 += wr[4613] * v0; a2_1 += wr[4613] * v1; a2_2 += wr[4613] * v2; a2_3 += wr[4613] * v3;
@@ -4063,7 +4081,7 @@ static void l12_conv2d_forward(const float *restrict P, float *restrict S, const
                         a5_0 += wr[11525] * v0; a5_1 += wr[11525] * v1; a5_2 += wr[11525] * v2; a5_3 += wr[11525] * v3;
                     }
                     {
-                        cg_v v0 = VLOAD(xr + 116), v1 = VLOAD(xr + 132), v2 = VLOAD(xr + 148), v3 = VLOAD(xr + 156); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        cg_v v0 = VLOAD(xr + 116), v1 = VLOAD(xr + 132), v2 = VLOAD(xr + 148), v3 = VLOAD(xr + 164); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
                         a0_0 += wr[6] * v0; a0_1 += wr[6] * v1; a0_2 += wr[6] * v2; a0_3 += wr[6] * v3;
                         a1_0 += wr[2310] * v0; a1_1 += wr[2310] * v1; a1_2 += wr[2310] * v2; a1_3 += wr[2310] * v3;
                         a2_0 += wr[4614] * v0; a2_1 += wr[4614] * v1; a2_2 += wr[4614] * v2; a2_3 += wr[4614] * v3;
@@ -4072,7 +4090,7 @@ static void l12_conv2d_forward(const float *restrict P, float *restrict S, const
                         a5_0 += wr[11526] * v0; a5_1 += wr[11526] * v1; a5_2 += wr[11526] * v2; a5_3 += wr[11526] * v3;
                     }
                     {
-                        cg_v v0 = VLOAD(xr + 117), v1 = VLOAD(xr + 133), v2 = VLOAD(xr + 149), v3 = VLOAD(xr + 157); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        cg_v v0 = VLOAD(xr + 117), v1 = VLOAD(xr + 133), v2 = VLOAD(xr + 149), v3 = VLOAD(xr + 165); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
                         a0_0 += wr[7] * v0; a0_1 += wr[7] * v1; a0_2 += wr[7] * v2; a0_3 += wr[7] * v3;
                         a1_0 += wr[2311] * v0; a1_1 += wr[2311] * v1; a1_2 += wr[2311] * v2; a1_3 += wr[2311] * v3;
                         a2_0 += wr[4615] * v0; a2_1 += wr[4615] * v1; a2_2 += wr[4615] * v2; a2_3 += wr[4615] * v3;
@@ -4081,7 +4099,7 @@ static void l12_conv2d_forward(const float *restrict P, float *restrict S, const
                         a5_0 += wr[11527] * v0; a5_1 += wr[11527] * v1; a5_2 += wr[11527] * v2; a5_3 += wr[11527] * v3;
                     }
                     {
-                        cg_v v0 = VLOAD(xr + 118), v1 = VLOAD(xr + 134), v2 = VLOAD(xr + 150), v3 = VLOAD(xr + 158); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        cg_v v0 = VLOAD(xr + 118), v1 = VLOAD(xr + 134), v2 = VLOAD(xr + 150), v3 = VLOAD(xr + 166); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
                         a0_0 += wr[8] * v0; a0_1 += wr[8] * v1; a0_2 += wr[8] * v2; a0_3 += wr[8] * v3;
                         a1_0 += wr[2312] * v0; a1_1 += wr[2312] * v1; a1_2 += wr[2312] * v2; a1_3 += wr[2312] * v3;
                         a2_0 += wr[4616] * v0; a2_1 += wr[4616] * v1; a2_2 += wr[4616] * v2; a2_3 += wr[4616] * v3;
@@ -4090,12 +4108,12 @@ static void l12_conv2d_forward(const float *restrict P, float *restrict S, const
                         a5_0 += wr[11528] * v0; a5_1 += wr[11528] * v1; a5_2 += wr[11528] * v2; a5_3 += wr[11528] * v3;
                     }
                 }
-                VSTORE(yr + (size_t)(co0 + 0) * 3136 + x0 + 0, a0_0); VSTORE(yr + (size_t)(co0 + 0) * 3136 + x0 + 16, a0_1); VSTORE(yr + (size_t)(co0 + 0) * 3136 + x0 + 32, a0_2); VSTORE(yr + (size_t)(co0 + 0) * 3136 + x0 + 40, a0_3);
-                VSTORE(yr + (size_t)(co0 + 1) * 3136 + x0 + 0, a1_0); VSTORE(yr + (size_t)(co0 + 1) * 3136 + x0 + 16, a1_1); VSTORE(yr + (size_t)(co0 + 1) * 3136 + x0 + 32, a1_2); VSTORE(yr + (size_t)(co0 + 1) * 3136 + x0 + 40, a1_3);
-                VSTORE(yr + (size_t)(co0 + 2) * 3136 + x0 + 0, a2_0); VSTORE(yr + (size_t)(co0 + 2) * 3136 + x0 + 16, a2_1); VSTORE(yr + (size_t)(co0 + 2) * 3136 + x0 + 32, a2_2); VSTORE(yr + (size_t)(co0 + 2) * 3136 + x0 + 40, a2_3);
-                VSTORE(yr + (size_t)(co0 + 3) * 3136 + x0 + 0, a3_0); VSTORE(yr + (size_t)(co0 + 3) * 3136 + x0 + 16, a3_1); VSTORE(yr + (size_t)(co0 + 3) * 3136 + x0 + 32, a3_2); VSTORE(yr + (size_t)(co0 + 3) * 3136 + x0 + 40, a3_3);
-                VSTORE(yr + (size_t)(co0 + 4) * 3136 + x0 + 0, a4_0); VSTORE(yr + (size_t)(co0 + 4) * 3136 + x0 + 16, a4_1); VSTORE(yr + (size_t)(co0 + 4) * 3136 + x0 + 32, a4_2); VSTORE(yr + (size_t)(co0 + 4) * 3136 + x0 + 40, a4_3);
-                VSTORE(yr + (size_t)(co0 + 5) * 3136 + x0 + 0, a5_0); VSTORE(yr + (size_t)(co0 + 5) * 3136 + x0 + 16, a5_1); VSTORE(yr + (size_t)(co0 + 5) * 3136 + x0 + 32, a5_2); VSTORE(yr + (size_t)(co0 + 5) * 3136 + x0 + 40, a5_3);
+                VSTORE(yr + (size_t)(co0 + 0) * 3136 + x0 + 0, a0_0); VSTORE(yr + (size_t)(co0 + 0) * 3136 + x0 + 16, a0_1); VSTORE(yr + (size_t)(co0 + 0) * 3136 + x0 + 32, a0_2); VSTORE_N(yr + (size_t)(co0 + 0) * 3136 + x0 + 48, a0_3, 8);
+                VSTORE(yr + (size_t)(co0 + 1) * 3136 + x0 + 0, a1_0); VSTORE(yr + (size_t)(co0 + 1) * 3136 + x0 + 16, a1_1); VSTORE(yr + (size_t)(co0 + 1) * 3136 + x0 + 32, a1_2); VSTORE_N(yr + (size_t)(co0 + 1) * 3136 + x0 + 48, a1_3, 8);
+                VSTORE(yr + (size_t)(co0 + 2) * 3136 + x0 + 0, a2_0); VSTORE(yr + (size_t)(co0 + 2) * 3136 + x0 + 16, a2_1); VSTORE(yr + (size_t)(co0 + 2) * 3136 + x0 + 32, a2_2); VSTORE_N(yr + (size_t)(co0 + 2) * 3136 + x0 + 48, a2_3, 8);
+                VSTORE(yr + (size_t)(co0 + 3) * 3136 + x0 + 0, a3_0); VSTORE(yr + (size_t)(co0 + 3) * 3136 + x0 + 16, a3_1); VSTORE(yr + (size_t)(co0 + 3) * 3136 + x0 + 32, a3_2); VSTORE_N(yr + (size_t)(co0 + 3) * 3136 + x0 + 48, a3_3, 8);
+                VSTORE(yr + (size_t)(co0 + 4) * 3136 + x0 + 0, a4_0); VSTORE(yr + (size_t)(co0 + 4) * 3136 + x0 + 16, a4_1); VSTORE(yr + (size_t)(co0 + 4) * 3136 + x0 + 32, a4_2); VSTORE_N(yr + (size_t)(co0 + 4) * 3136 + x0 + 48, a4_3, 8);
+                VSTORE(yr + (size_t)(co0 + 5) * 3136 + x0 + 0, a5_0); VSTORE(yr + (size_t)(co0 + 5) * 3136 + x0 + 16, a5_1); VSTORE(yr + (size_t)(co0 + 5) * 3136 + x0 + 32, a5_2); VSTORE_N(yr + (size_t)(co0 + 5) * 3136 + x0 + 48, a5_3, 8);
             }
         }
         {
@@ -4110,73 +4128,73 @@ static void l12_conv2d_forward(const float *restrict P, float *restrict S, const
                     const float *restrict xr = xr0 + (size_t)ci * 3364 + x0;
                     const float *restrict wr = w + (size_t)co0 * 2304 + ci * 9;
                     {
-                        cg_v v0 = VLOAD(xr + 0), v1 = VLOAD(xr + 16), v2 = VLOAD(xr + 32), v3 = VLOAD(xr + 40); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        cg_v v0 = VLOAD(xr + 0), v1 = VLOAD(xr + 16), v2 = VLOAD(xr + 32), v3 = VLOAD(xr + 48); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
                         a0_0 += wr[0] * v0; a0_1 += wr[0] * v1; a0_2 += wr[0] * v2; a0_3 += wr[0] * v3;
                         a1_0 += wr[2304] * v0; a1_1 += wr[2304] * v1; a1_2 += wr[2304] * v2; a1_3 += wr[2304] * v3;
                         a2_0 += wr[4608] * v0; a2_1 += wr[4608] * v1; a2_2 += wr[4608] * v2; a2_3 += wr[4608] * v3;
                         a3_0 += wr[6912] * v0; a3_1 += wr[6912] * v1; a3_2 += wr[6912] * v2; a3_3 += wr[6912] * v3;
                     }
                     {
-                        cg_v v0 = VLOAD(xr + 1), v1 = VLOAD(xr + 17), v2 = VLOAD(xr + 33), v3 = VLOAD(xr + 41); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        cg_v v0 = VLOAD(xr + 1), v1 = VLOAD(xr + 17), v2 = VLOAD(xr + 33), v3 = VLOAD(xr + 49); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
                         a0_0 += wr[1] * v0; a0_1 += wr[1] * v1; a0_2 += wr[1] * v2; a0_3 += wr[1] * v3;
                         a1_0 += wr[2305] * v0; a1_1 += wr[2305] * v1; a1_2 += wr[2305] * v2; a1_3 += wr[2305] * v3;
                         a2_0 += wr[4609] * v0; a2_1 += wr[4609] * v1; a2_2 += wr[4609] * v2; a2_3 += wr[4609] * v3;
                         a3_0 += wr[6913] * v0; a3_1 += wr[6913] * v1; a3_2 += wr[6913] * v2; a3_3 += wr[6913] * v3;
                     }
                     {
-                        cg_v v0 = VLOAD(xr + 2), v1 = VLOAD(xr + 18), v2 = VLOAD(xr + 34), v3 = VLOAD(xr + 42); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        cg_v v0 = VLOAD(xr + 2), v1 = VLOAD(xr + 18), v2 = VLOAD(xr + 34), v3 = VLOAD(xr + 50); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
                         a0_0 += wr[2] * v0; a0_1 += wr[2] * v1; a0_2 += wr[2] * v2; a0_3 += wr[2] * v3;
                         a1_0 += wr[2306] * v0; a1_1 += wr[2306] * v1; a1_2 += wr[2306] * v2; a1_3 += wr[2306] * v3;
                         a2_0 += wr[4610] * v0; a2_1 += wr[4610] * v1; a2_2 += wr[4610] * v2; a2_3 += wr[4610] * v3;
                         a3_0 += wr[6914] * v0; a3_1 += wr[6914] * v1; a3_2 += wr[6914] * v2; a3_3 += wr[6914] * v3;
                     }
                     {
-                        cg_v v0 = VLOAD(xr + 58), v1 = VLOAD(xr + 74), v2 = VLOAD(xr + 90), v3 = VLOAD(xr + 98); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        cg_v v0 = VLOAD(xr + 58), v1 = VLOAD(xr + 74), v2 = VLOAD(xr + 90), v3 = VLOAD(xr + 106); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
                         a0_0 += wr[3] * v0; a0_1 += wr[3] * v1; a0_2 += wr[3] * v2; a0_3 += wr[3] * v3;
                         a1_0 += wr[2307] * v0; a1_1 += wr[2307] * v1; a1_2 += wr[2307] * v2; a1_3 += wr[2307] * v3;
                         a2_0 += wr[4611] * v0; a2_1 += wr[4611] * v1; a2_2 += wr[4611] * v2; a2_3 += wr[4611] * v3;
                         a3_0 += wr[6915] * v0; a3_1 += wr[6915] * v1; a3_2 += wr[6915] * v2; a3_3 += wr[6915] * v3;
                     }
                     {
-                        cg_v v0 = VLOAD(xr + 59), v1 = VLOAD(xr + 75), v2 = VLOAD(xr + 91), v3 = VLOAD(xr + 99); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        cg_v v0 = VLOAD(xr + 59), v1 = VLOAD(xr + 75), v2 = VLOAD(xr + 91), v3 = VLOAD(xr + 107); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
                         a0_0 += wr[4] * v0; a0_1 += wr[4] * v1; a0_2 += wr[4] * v2; a0_3 += wr[4] * v3;
                         a1_0 += wr[2308] * v0; a1_1 += wr[2308] * v1; a1_2 += wr[2308] * v2; a1_3 += wr[2308] * v3;
                         a2_0 += wr[4612] * v0; a2_1 += wr[4612] * v1; a2_2 += wr[4612] * v2; a2_3 += wr[4612] * v3;
                         a3_0 += wr[6916] * v0; a3_1 += wr[6916] * v1; a3_2 += wr[6916] * v2; a3_3 += wr[6916] * v3;
                     }
                     {
-                        cg_v v0 = VLOAD(xr + 60), v1 = VLOAD(xr + 76), v2 = VLOAD(xr + 92), v3 = VLOAD(xr + 100); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        cg_v v0 = VLOAD(xr + 60), v1 = VLOAD(xr + 76), v2 = VLOAD(xr + 92), v3 = VLOAD(xr + 108); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
                         a0_0 += wr[5] * v0; a0_1 += wr[5] * v1; a0_2 += wr[5] * v2; a0_3 += wr[5] * v3;
                         a1_0 += wr[2309] * v0; a1_1 += wr[2309] * v1; a1_2 += wr[2309] * v2; a1_3 += wr[2309] * v3;
                         a2_0 += wr[4613] * v0; a2_1 += wr[4613] * v1; a2_2 += wr[4613] * v2; a2_3 += wr[4613] * v3;
                         a3_0 += wr[6917] * v0; a3_1 += wr[6917] * v1; a3_2 += wr[6917] * v2; a3_3 += wr[6917] * v3;
                     }
                     {
-                        cg_v v0 = VLOAD(xr + 116), v1 = VLOAD(xr + 132), v2 = VLOAD(xr + 148), v3 = VLOAD(xr + 156); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        cg_v v0 = VLOAD(xr + 116), v1 = VLOAD(xr + 132), v2 = VLOAD(xr + 148), v3 = VLOAD(xr + 164); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
                         a0_0 += wr[6] * v0; a0_1 += wr[6] * v1; a0_2 += wr[6] * v2; a0_3 += wr[6] * v3;
                         a1_0 += wr[2310] * v0; a1_1 += wr[2310] * v1; a1_2 += wr[2310] * v2; a1_3 += wr[2310] * v3;
                         a2_0 += wr[4614] * v0; a2_1 += wr[4614] * v1; a2_2 += wr[4614] * v2; a2_3 += wr[4614] * v3;
                         a3_0 += wr[6918] * v0; a3_1 += wr[6918] * v1; a3_2 += wr[6918] * v2; a3_3 += wr[6918] * v3;
                     }
                     {
-                        cg_v v0 = VLOAD(xr + 117), v1 = VLOAD(xr + 133), v2 = VLOAD(xr + 149), v3 = VLOAD(xr + 157); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        cg_v v0 = VLOAD(xr + 117), v1 = VLOAD(xr + 133), v2 = VLOAD(xr + 149), v3 = VLOAD(xr + 165); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
                         a0_0 += wr[7] * v0; a0_1 += wr[7] * v1; a0_2 += wr[7] * v2; a0_3 += wr[7] * v3;
                         a1_0 += wr[2311] * v0; a1_1 += wr[2311] * v1; a1_2 += wr[2311] * v2; a1_3 += wr[2311] * v3;
                         a2_0 += wr[4615] * v0; a2_1 += wr[4615] * v1; a2_2 += wr[4615] * v2; a2_3 += wr[4615] * v3;
                         a3_0 += wr[6919] * v0; a3_1 += wr[6919] * v1; a3_2 += wr[6919] * v2; a3_3 += wr[6919] * v3;
                     }
                     {
-                        cg_v v0 = VLOAD(xr + 118), v1 = VLOAD(xr + 134), v2 = VLOAD(xr + 150), v3 = VLOAD(xr + 158); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        cg_v v0 = VLOAD(xr + 118), v1 = VLOAD(xr + 134), v2 = VLOAD(xr + 150), v3 = VLOAD(xr + 166); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
                         a0_0 += wr[8] * v0; a0_1 += wr[8] * v1; a0_2 += wr[8] * v2; a0_3 += wr[8] * v3;
                         a1_0 += wr[2312] * v0; a1_1 += wr[2312] * v1; a1_2 += wr[2312] * v2; a1_3 += wr[2312] * v3;
                         a2_0 += wr[4616] * v0; a2_1 += wr[4616] * v1; a2_2 += wr[4616] * v2; a2_3 += wr[4616] * v3;
                         a3_0 += wr[6920] * v0; a3_1 += wr[6920] * v1; a3_2 += wr[6920] * v2; a3_3 += wr[6920] * v3;
                     }
                 }
-                VSTORE(yr + (size_t)(co0 + 0) * 3136 + x0 + 0, a0_0); VSTORE(yr + (size_t)(co0 + 0) * 3136 + x0 + 16, a0_1); VSTORE(yr + (size_t)(co0 + 0) * 3136 + x0 + 32, a0_2); VSTORE(yr + (size_t)(co0 + 0) * 3136 + x0 + 40, a0_3);
-                VSTORE(yr + (size_t)(co0 + 1) * 3136 + x0 + 0, a1_0); VSTORE(yr + (size_t)(co0 + 1) * 3136 + x0 + 16, a1_1); VSTORE(yr + (size_t)(co0 + 1) * 3136 + x0 + 32, a1_2); VSTORE(yr + (size_t)(co0 + 1) * 3136 + x0 + 40, a1_3);
-                VSTORE(yr + (size_t)(co0 + 2) * 3136 + x0 + 0, a2_0); VSTORE(yr + (size_t)(co0 + 2) * 3136 + x0 + 16, a2_1); VSTORE(yr + (size_t)(co0 + 2) * 3136 + x0 + 32, a2_2); VSTORE(yr + (size_t)(co0 + 2) * 3136 + x0 + 40, a2_3);
-                VSTORE(yr + (size_t)(co0 + 3) * 3136 + x0 + 0, a3_0); VSTORE(yr + (size_t)(co0 + 3) * 3136 + x0 + 16, a3_1); VSTORE(yr + (size_t)(co0 + 3) * 3136 + x0 + 32, a3_2); VSTORE(yr + (size_t)(co0 + 3) * 3136 + x0 + 40, a3_3);
+                VSTORE(yr + (size_t)(co0 + 0) * 3136 + x0 + 0, a0_0); VSTORE(yr + (size_t)(co0 + 0) * 3136 + x0 + 16, a0_1); VSTORE(yr + (size_t)(co0 + 0) * 3136 + x0 + 32, a0_2); VSTORE_N(yr + (size_t)(co0 + 0) * 3136 + x0 + 48, a0_3, 8);
+                VSTORE(yr + (size_t)(co0 + 1) * 3136 + x0 + 0, a1_0); VSTORE(yr + (size_t)(co0 + 1) * 3136 + x0 + 16, a1_1); VSTORE(yr + (size_t)(co0 + 1) * 3136 + x0 + 32, a1_2); VSTORE_N(yr + (size_t)(co0 + 1) * 3136 + x0 + 48, a1_3, 8);
+                VSTORE(yr + (size_t)(co0 + 2) * 3136 + x0 + 0, a2_0); VSTORE(yr + (size_t)(co0 + 2) * 3136 + x0 + 16, a2_1); VSTORE(yr + (size_t)(co0 + 2) * 3136 + x0 + 32, a2_2); VSTORE_N(yr + (size_t)(co0 + 2) * 3136 + x0 + 48, a2_3, 8);
+                VSTORE(yr + (size_t)(co0 + 3) * 3136 + x0 + 0, a3_0); VSTORE(yr + (size_t)(co0 + 3) * 3136 + x0 + 16, a3_1); VSTORE(yr + (size_t)(co0 + 3) * 3136 + x0 + 32, a3_2); VSTORE_N(yr + (size_t)(co0 + 3) * 3136 + x0 + 48, a3_3, 8);
             }
         }
     }
@@ -4354,7 +4372,7 @@ static void l12_conv2d_backward(float *restrict G, float *restrict S, const floa
 static void l12_conv2d_backward_dx(const float *restrict P, float *restrict S, const float *restrict dy, float *restrict dx, int nb)
 {
     const float *restrict w = P + 555328;
-    float *restrict dyp = S + 1722368;
+    float *restrict dyp = S + 1722384;
     /* dy -> zero-padded planes 58x58 */
     CG_PARALLEL_FOR
     for (int pl = 0; pl < nb * 256; pl++) {
@@ -4369,6 +4387,7 @@ static void l12_conv2d_backward_dx(const float *restrict P, float *restrict S, c
         }
         memset(d + 3306, 0, sizeof(float) * 58);
     }
+    memset(dyp + (size_t)nb * 861184, 0, sizeof(float) * 16); /* slack read by partial vectors */
     /* tiles of 6 input channels x 4 vectors of an input row */
     CG_PARALLEL_FOR
     for (int r = 0; r < nb * 56; r++) {
@@ -4388,7 +4407,7 @@ static void l12_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                     const float *restrict dr = dr0 + (size_t)co * 3364 + x0;
                     const float *restrict wr = w + (size_t)co * 2304 + ci0 * 9;
                     {
-                        cg_v v0 = VLOAD(dr + 118), v1 = VLOAD(dr + 134), v2 = VLOAD(dr + 150), v3 = VLOAD(dr + 158); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        cg_v v0 = VLOAD(dr + 118), v1 = VLOAD(dr + 134), v2 = VLOAD(dr + 150), v3 = VLOAD(dr + 166); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
                         a0_0 += wr[0] * v0; a0_1 += wr[0] * v1; a0_2 += wr[0] * v2; a0_3 += wr[0] * v3;
                         a1_0 += wr[9] * v0; a1_1 += wr[9] * v1; a1_2 += wr[9] * v2; a1_3 += wr[9] * v3;
                         a2_0 += wr[18] * v0; a2_1 += wr[18] * v1; a2_2 += wr[18] * v2; a2_3 += wr[18] * v3;
@@ -4397,7 +4416,7 @@ static void l12_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         a5_0 += wr[45] * v0; a5_1 += wr[45] * v1; a5_2 += wr[45] * v2; a5_3 += wr[45] * v3;
                     }
                     {
-                        cg_v v0 = VLOAD(dr + 117), v1 = VLOAD(dr + 133), v2 = VLOAD(dr + 149), v3 = VLOAD(dr + 157); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        cg_v v0 = VLOAD(dr + 117), v1 = VLOAD(dr + 133), v2 = VLOAD(dr + 149), v3 = VLOAD(dr + 165); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
                         a0_0 += wr[1] * v0; a0_1 += wr[1] * v1; a0_2 += wr[1] * v2; a0_3 += wr[1] * v3;
                         a1_0 += wr[10] * v0; a1_1 += wr[10] * v1; a1_2 += wr[10] * v2; a1_3 += wr[10] * v3;
                         a2_0 += wr[19] * v0; a2_1 += wr[19] * v1; a2_2 += wr[19] * v2; a2_3 += wr[19] * v3;
@@ -4406,7 +4425,7 @@ static void l12_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         a5_0 += wr[46] * v0; a5_1 += wr[46] * v1; a5_2 += wr[46] * v2; a5_3 += wr[46] * v3;
                     }
                     {
-                        cg_v v0 = VLOAD(dr + 116), v1 = VLOAD(dr + 132), v2 = VLOAD(dr + 148), v3 = VLOAD(dr + 156); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        cg_v v0 = VLOAD(dr + 116), v1 = VLOAD(dr + 132), v2 = VLOAD(dr + 148), v3 = VLOAD(dr + 164); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
                         a0_0 += wr[2] * v0; a0_1 += wr[2] * v1; a0_2 += wr[2] * v2; a0_3 += wr[2] * v3;
                         a1_0 += wr[11] * v0; a1_1 += wr[11] * v1; a1_2 += wr[11] * v2; a1_3 += wr[11] * v3;
                         a2_0 += wr[20] * v0; a2_1 += wr[20] * v1; a2_2 += wr[20] * v2; a2_3 += wr[20] * v3;
@@ -4415,7 +4434,7 @@ static void l12_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         a5_0 += wr[47] * v0; a5_1 += wr[47] * v1; a5_2 += wr[47] * v2; a5_3 += wr[47] * v3;
                     }
                     {
-                        cg_v v0 = VLOAD(dr + 60), v1 = VLOAD(dr + 76), v2 = VLOAD(dr + 92), v3 = VLOAD(dr + 100); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        cg_v v0 = VLOAD(dr + 60), v1 = VLOAD(dr + 76), v2 = VLOAD(dr + 92), v3 = VLOAD(dr + 108); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
                         a0_0 += wr[3] * v0; a0_1 += wr[3] * v1; a0_2 += wr[3] * v2; a0_3 += wr[3] * v3;
                         a1_0 += wr[12] * v0; a1_1 += wr[12] * v1; a1_2 += wr[12] * v2; a1_3 += wr[12] * v3;
                         a2_0 += wr[21] * v0; a2_1 += wr[21] * v1; a2_2 += wr[21] * v2; a2_3 += wr[21] * v3;
@@ -4424,7 +4443,7 @@ static void l12_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         a5_0 += wr[48] * v0; a5_1 += wr[48] * v1; a5_2 += wr[48] * v2; a5_3 += wr[48] * v3;
                     }
                     {
-                        cg_v v0 = VLOAD(dr + 59), v1 = VLOAD(dr + 75), v2 = VLOAD(dr + 91), v3 = VLOAD(dr + 99); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        cg_v v0 = VLOAD(dr + 59), v1 = VLOAD(dr + 75), v2 = VLOAD(dr + 91), v3 = VLOAD(dr + 107); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
                         a0_0 += wr[4] * v0; a0_1 += wr[4] * v1; a0_2 += wr[4] * v2; a0_3 += wr[4] * v3;
                         a1_0 += wr[13] * v0; a1_1 += wr[13] * v1; a1_2 += wr[13] * v2; a1_3 += wr[13] * v3;
                         a2_0 += wr[22] * v0; a2_1 += wr[22] * v1; a2_2 += wr[22] * v2; a2_3 += wr[22] * v3;
@@ -4433,7 +4452,7 @@ static void l12_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         a5_0 += wr[49] * v0; a5_1 += wr[49] * v1; a5_2 += wr[49] * v2; a5_3 += wr[49] * v3;
                     }
                     {
-                        cg_v v0 = VLOAD(dr + 58), v1 = VLOAD(dr + 74), v2 = VLOAD(dr + 90), v3 = VLOAD(dr + 98); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        cg_v v0 = VLOAD(dr + 58), v1 = VLOAD(dr + 74), v2 = VLOAD(dr + 90), v3 = VLOAD(dr + 106); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
                         a0_0 += wr[5] * v0; a0_1 += wr[5] * v1; a0_2 += wr[5] * v2; a0_3 += wr[5] * v3;
                         a1_0 += wr[14] * v0; a1_1 += wr[14] * v1; a1_2 += wr[14] * v2; a1_3 += wr[14] * v3;
                         a2_0 += wr[23] * v0; a2_1 += wr[23] * v1; a2_2 += wr[23] * v2; a2_3 += wr[23] * v3;
@@ -4442,7 +4461,7 @@ static void l12_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         a5_0 += wr[50] * v0; a5_1 += wr[50] * v1; a5_2 += wr[50] * v2; a5_3 += wr[50] * v3;
                     }
                     {
-                        cg_v v0 = VLOAD(dr + 2), v1 = VLOAD(dr + 18), v2 = VLOAD(dr + 34), v3 = VLOAD(dr + 42); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        cg_v v0 = VLOAD(dr + 2), v1 = VLOAD(dr + 18), v2 = VLOAD(dr + 34), v3 = VLOAD(dr + 50); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
                         a0_0 += wr[6] * v0; a0_1 += wr[6] * v1; a0_2 += wr[6] * v2; a0_3 += wr[6] * v3;
                         a1_0 += wr[15] * v0; a1_1 += wr[15] * v1; a1_2 += wr[15] * v2; a1_3 += wr[15] * v3;
                         a2_0 += wr[24] * v0; a2_1 += wr[24] * v1; a2_2 += wr[24] * v2; a2_3 += wr[24] * v3;
@@ -4451,7 +4470,7 @@ static void l12_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         a5_0 += wr[51] * v0; a5_1 += wr[51] * v1; a5_2 += wr[51] * v2; a5_3 += wr[51] * v3;
                     }
                     {
-                        cg_v v0 = VLOAD(dr + 1), v1 = VLOAD(dr + 17), v2 = VLOAD(dr + 33), v3 = VLOAD(dr + 41); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        cg_v v0 = VLOAD(dr + 1), v1 = VLOAD(dr + 17), v2 = VLOAD(dr + 33), v3 = VLOAD(dr + 49); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
                         a0_0 += wr[7] * v0; a0_1 += wr[7] * v1; a0_2 += wr[7] * v2; a0_3 += wr[7] * v3;
                         a1_0 += wr[16] * v0; a1_1 += wr[16] * v1; a1_2 += wr[16] * v2; a1_3 += wr[16] * v3;
                         a2_0 += wr[25] * v0; a2_1 += wr[25] * v1; a2_2 += wr[25] * v2; a2_3 += wr[25] * v3;
@@ -4460,7 +4479,7 @@ static void l12_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         a5_0 += wr[52] * v0; a5_1 += wr[52] * v1; a5_2 += wr[52] * v2; a5_3 += wr[52] * v3;
                     }
                     {
-                        cg_v v0 = VLOAD(dr + 0), v1 = VLOAD(dr + 16), v2 = VLOAD(dr + 32), v3 = VLOAD(dr + 40); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        cg_v v0 = VLOAD(dr + 0), v1 = VLOAD(dr + 16), v2 = VLOAD(dr + 32), v3 = VLOAD(dr + 48); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
                         a0_0 += wr[8] * v0; a0_1 += wr[8] * v1; a0_2 += wr[8] * v2; a0_3 += wr[8] * v3;
                         a1_0 += wr[17] * v0; a1_1 += wr[17] * v1; a1_2 += wr[17] * v2; a1_3 += wr[17] * v3;
                         a2_0 += wr[26] * v0; a2_1 += wr[26] * v1; a2_2 += wr[26] * v2; a2_3 += wr[26] * v3;
@@ -4469,12 +4488,12 @@ static void l12_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         a5_0 += wr[53] * v0; a5_1 += wr[53] * v1; a5_2 += wr[53] * v2; a5_3 += wr[53] * v3;
                     }
                 }
-                VSTORE(xr + (size_t)(ci0 + 0) * 3136 + x0 + 0, a0_0); VSTORE(xr + (size_t)(ci0 + 0) * 3136 + x0 + 16, a0_1); VSTORE(xr + (size_t)(ci0 + 0) * 3136 + x0 + 32, a0_2); VSTORE(xr + (size_t)(ci0 + 0) * 3136 + x0 + 40, a0_3);
-                VSTORE(xr + (size_t)(ci0 + 1) * 3136 + x0 + 0, a1_0); VSTORE(xr + (size_t)(ci0 + 1) * 3136 + x0 + 16, a1_1); VSTORE(xr + (size_t)(ci0 + 1) * 3136 + x0 + 32, a1_2); VSTORE(xr + (size_t)(ci0 + 1) * 3136 + x0 + 40, a1_3);
-                VSTORE(xr + (size_t)(ci0 + 2) * 3136 + x0 + 0, a2_0); VSTORE(xr + (size_t)(ci0 + 2) * 3136 + x0 + 16, a2_1); VSTORE(xr + (size_t)(ci0 + 2) * 3136 + x0 + 32, a2_2); VSTORE(xr + (size_t)(ci0 + 2) * 3136 + x0 + 40, a2_3);
-                VSTORE(xr + (size_t)(ci0 + 3) * 3136 + x0 + 0, a3_0); VSTORE(xr + (size_t)(ci0 + 3) * 3136 + x0 + 16, a3_1); VSTORE(xr + (size_t)(ci0 + 3) * 3136 + x0 + 32, a3_2); VSTORE(xr + (size_t)(ci0 + 3) * 3136 + x0 + 40, a3_3);
-                VSTORE(xr + (size_t)(ci0 + 4) * 3136 + x0 + 0, a4_0); VSTORE(xr + (size_t)(ci0 + 4) * 3136 + x0 + 16, a4_1); VSTORE(xr + (size_t)(ci0 + 4) * 3136 + x0 + 32, a4_2); VSTORE(xr + (size_t)(ci0 + 4) * 3136 + x0 + 40, a4_3);
-                VSTORE(xr + (size_t)(ci0 + 5) * 3136 + x0 + 0, a5_0); VSTORE(xr + (size_t)(ci0 + 5) * 3136 + x0 + 16, a5_1); VSTORE(xr + (size_t)(ci0 + 5) * 3136 + x0 + 32, a5_2); VSTORE(xr + (size_t)(ci0 + 5) * 3136 + x0 + 40, a5_3);
+                VSTORE(xr + (size_t)(ci0 + 0) * 3136 + x0 + 0, a0_0); VSTORE(xr + (size_t)(ci0 + 0) * 3136 + x0 + 16, a0_1); VSTORE(xr + (size_t)(ci0 + 0) * 3136 + x0 + 32, a0_2); VSTORE_N(xr + (size_t)(ci0 + 0) * 3136 + x0 + 48, a0_3, 8);
+                VSTORE(xr + (size_t)(ci0 + 1) * 3136 + x0 + 0, a1_0); VSTORE(xr + (size_t)(ci0 + 1) * 3136 + x0 + 16, a1_1); VSTORE(xr + (size_t)(ci0 + 1) * 3136 + x0 + 32, a1_2); VSTORE_N(xr + (size_t)(ci0 + 1) * 3136 + x0 + 48, a1_3, 8);
+                VSTORE(xr + (size_t)(ci0 + 2) * 3136 + x0 + 0, a2_0); VSTORE(xr + (size_t)(ci0 + 2) * 3136 + x0 + 16, a2_1); VSTORE(xr + (size_t)(ci0 + 2) * 3136 + x0 + 32, a2_2); VSTORE_N(xr + (size_t)(ci0 + 2) * 3136 + x0 + 48, a2_3, 8);
+                VSTORE(xr + (size_t)(ci0 + 3) * 3136 + x0 + 0, a3_0); VSTORE(xr + (size_t)(ci0 + 3) * 3136 + x0 + 16, a3_1); VSTORE(xr + (size_t)(ci0 + 3) * 3136 + x0 + 32, a3_2); VSTORE_N(xr + (size_t)(ci0 + 3) * 3136 + x0 + 48, a3_3, 8);
+                VSTORE(xr + (size_t)(ci0 + 4) * 3136 + x0 + 0, a4_0); VSTORE(xr + (size_t)(ci0 + 4) * 3136 + x0 + 16, a4_1); VSTORE(xr + (size_t)(ci0 + 4) * 3136 + x0 + 32, a4_2); VSTORE_N(xr + (size_t)(ci0 + 4) * 3136 + x0 + 48, a4_3, 8);
+                VSTORE(xr + (size_t)(ci0 + 5) * 3136 + x0 + 0, a5_0); VSTORE(xr + (size_t)(ci0 + 5) * 3136 + x0 + 16, a5_1); VSTORE(xr + (size_t)(ci0 + 5) * 3136 + x0 + 32, a5_2); VSTORE_N(xr + (size_t)(ci0 + 5) * 3136 + x0 + 48, a5_3, 8);
             }
         }
         {
@@ -4489,73 +4508,73 @@ static void l12_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                     const float *restrict dr = dr0 + (size_t)co * 3364 + x0;
                     const float *restrict wr = w + (size_t)co * 2304 + ci0 * 9;
                     {
-                        cg_v v0 = VLOAD(dr + 118), v1 = VLOAD(dr + 134), v2 = VLOAD(dr + 150), v3 = VLOAD(dr + 158); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        cg_v v0 = VLOAD(dr + 118), v1 = VLOAD(dr + 134), v2 = VLOAD(dr + 150), v3 = VLOAD(dr + 166); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
                         a0_0 += wr[0] * v0; a0_1 += wr[0] * v1; a0_2 += wr[0] * v2; a0_3 += wr[0] * v3;
                         a1_0 += wr[9] * v0; a1_1 += wr[9] * v1; a1_2 += wr[9] * v2; a1_3 += wr[9] * v3;
                         a2_0 += wr[18] * v0; a2_1 += wr[18] * v1; a2_2 += wr[18] * v2; a2_3 += wr[18] * v3;
                         a3_0 += wr[27] * v0; a3_1 += wr[27] * v1; a3_2 += wr[27] * v2; a3_3 += wr[27] * v3;
                     }
                     {
-                        cg_v v0 = VLOAD(dr + 117), v1 = VLOAD(dr + 133), v2 = VLOAD(dr + 149), v3 = VLOAD(dr + 157); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        cg_v v0 = VLOAD(dr + 117), v1 = VLOAD(dr + 133), v2 = VLOAD(dr + 149), v3 = VLOAD(dr + 165); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
                         a0_0 += wr[1] * v0; a0_1 += wr[1] * v1; a0_2 += wr[1] * v2; a0_3 += wr[1] * v3;
                         a1_0 += wr[10] * v0; a1_1 += wr[10] * v1; a1_2 += wr[10] * v2; a1_3 += wr[10] * v3;
                         a2_0 += wr[19] * v0; a2_1 += wr[19] * v1; a2_2 += wr[19] * v2; a2_3 += wr[19] * v3;
                         a3_0 += wr[28] * v0; a3_1 += wr[28] * v1; a3_2 += wr[28] * v2; a3_3 += wr[28] * v3;
                     }
                     {
-                        cg_v v0 = VLOAD(dr + 116), v1 = VLOAD(dr + 132), v2 = VLOAD(dr + 148), v3 = VLOAD(dr + 156); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        cg_v v0 = VLOAD(dr + 116), v1 = VLOAD(dr + 132), v2 = VLOAD(dr + 148), v3 = VLOAD(dr + 164); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
                         a0_0 += wr[2] * v0; a0_1 += wr[2] * v1; a0_2 += wr[2] * v2; a0_3 += wr[2] * v3;
                         a1_0 += wr[11] * v0; a1_1 += wr[11] * v1; a1_2 += wr[11] * v2; a1_3 += wr[11] * v3;
                         a2_0 += wr[20] * v0; a2_1 += wr[20] * v1; a2_2 += wr[20] * v2; a2_3 += wr[20] * v3;
                         a3_0 += wr[29] * v0; a3_1 += wr[29] * v1; a3_2 += wr[29] * v2; a3_3 += wr[29] * v3;
                     }
                     {
-                        cg_v v0 = VLOAD(dr + 60), v1 = VLOAD(dr + 76), v2 = VLOAD(dr + 92), v3 = VLOAD(dr + 100); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        cg_v v0 = VLOAD(dr + 60), v1 = VLOAD(dr + 76), v2 = VLOAD(dr + 92), v3 = VLOAD(dr + 108); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
                         a0_0 += wr[3] * v0; a0_1 += wr[3] * v1; a0_2 += wr[3] * v2; a0_3 += wr[3] * v3;
                         a1_0 += wr[12] * v0; a1_1 += wr[12] * v1; a1_2 += wr[12] * v2; a1_3 += wr[12] * v3;
                         a2_0 += wr[21] * v0; a2_1 += wr[21] * v1; a2_2 += wr[21] * v2; a2_3 += wr[21] * v3;
                         a3_0 += wr[30] * v0; a3_1 += wr[30] * v1; a3_2 += wr[30] * v2; a3_3 += wr[30] * v3;
                     }
                     {
-                        cg_v v0 = VLOAD(dr + 59), v1 = VLOAD(dr + 75), v2 = VLOAD(dr + 91), v3 = VLOAD(dr + 99); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        cg_v v0 = VLOAD(dr + 59), v1 = VLOAD(dr + 75), v2 = VLOAD(dr + 91), v3 = VLOAD(dr + 107); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
                         a0_0 += wr[4] * v0; a0_1 += wr[4] * v1; a0_2 += wr[4] * v2; a0_3 += wr[4] * v3;
                         a1_0 += wr[13] * v0; a1_1 += wr[13] * v1; a1_2 += wr[13] * v2; a1_3 += wr[13] * v3;
                         a2_0 += wr[22] * v0; a2_1 += wr[22] * v1; a2_2 += wr[22] * v2; a2_3 += wr[22] * v3;
                         a3_0 += wr[31] * v0; a3_1 += wr[31] * v1; a3_2 += wr[31] * v2; a3_3 += wr[31] * v3;
                     }
                     {
-                        cg_v v0 = VLOAD(dr + 58), v1 = VLOAD(dr + 74), v2 = VLOAD(dr + 90), v3 = VLOAD(dr + 98); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        cg_v v0 = VLOAD(dr + 58), v1 = VLOAD(dr + 74), v2 = VLOAD(dr + 90), v3 = VLOAD(dr + 106); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
                         a0_0 += wr[5] * v0; a0_1 += wr[5] * v1; a0_2 += wr[5] * v2; a0_3 += wr[5] * v3;
                         a1_0 += wr[14] * v0; a1_1 += wr[14] * v1; a1_2 += wr[14] * v2; a1_3 += wr[14] * v3;
                         a2_0 += wr[23] * v0; a2_1 += wr[23] * v1; a2_2 += wr[23] * v2; a2_3 += wr[23] * v3;
                         a3_0 += wr[32] * v0; a3_1 += wr[32] * v1; a3_2 += wr[32] * v2; a3_3 += wr[32] * v3;
                     }
                     {
-                        cg_v v0 = VLOAD(dr + 2), v1 = VLOAD(dr + 18), v2 = VLOAD(dr + 34), v3 = VLOAD(dr + 42); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        cg_v v0 = VLOAD(dr + 2), v1 = VLOAD(dr + 18), v2 = VLOAD(dr + 34), v3 = VLOAD(dr + 50); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
                         a0_0 += wr[6] * v0; a0_1 += wr[6] * v1; a0_2 += wr[6] * v2; a0_3 += wr[6] * v3;
                         a1_0 += wr[15] * v0; a1_1 += wr[15] * v1; a1_2 += wr[15] * v2; a1_3 += wr[15] * v3;
                         a2_0 += wr[24] * v0; a2_1 += wr[24] * v1; a2_2 += wr[24] * v2; a2_3 += wr[24] * v3;
                         a3_0 += wr[33] * v0; a3_1 += wr[33] * v1; a3_2 += wr[33] * v2; a3_3 += wr[33] * v3;
                     }
                     {
-                        cg_v v0 = VLOAD(dr + 1), v1 = VLOAD(dr + 17), v2 = VLOAD(dr + 33), v3 = VLOAD(dr + 41); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        cg_v v0 = VLOAD(dr + 1), v1 = VLOAD(dr + 17), v2 = VLOAD(dr + 33), v3 = VLOAD(dr + 49); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
                         a0_0 += wr[7] * v0; a0_1 += wr[7] * v1; a0_2 += wr[7] * v2; a0_3 += wr[7] * v3;
                         a1_0 += wr[16] * v0; a1_1 += wr[16] * v1; a1_2 += wr[16] * v2; a1_3 += wr[16] * v3;
                         a2_0 += wr[25] * v0; a2_1 += wr[25] * v1; a2_2 += wr[25] * v2; a2_3 += wr[25] * v3;
                         a3_0 += wr[34] * v0; a3_1 += wr[34] * v1; a3_2 += wr[34] * v2; a3_3 += wr[34] * v3;
                     }
                     {
-                        cg_v v0 = VLOAD(dr + 0), v1 = VLOAD(dr + 16), v2 = VLOAD(dr + 32), v3 = VLOAD(dr + 40); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        cg_v v0 = VLOAD(dr + 0), v1 = VLOAD(dr + 16), v2 = VLOAD(dr + 32), v3 = VLOAD(dr + 48); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
                         a0_0 += wr[8] * v0; a0_1 += wr[8] * v1; a0_2 += wr[8] * v2; a0_3 += wr[8] * v3;
                         a1_0 += wr[17] * v0; a1_1 += wr[17] * v1; a1_2 += wr[17] * v2; a1_3 += wr[17] * v3;
                         a2_0 += wr[26] * v0; a2_1 += wr[26] * v1; a2_2 += wr[26] * v2; a2_3 += wr[26] * v3;
                         a3_0 += wr[35] * v0; a3_1 += wr[35] * v1; a3_2 += wr[35] * v2; a3_3 += wr[35] * v3;
                     }
                 }
-                VSTORE(xr + (size_t)(ci0 + 0) * 3136 + x0 + 0, a0_0); VSTORE(xr + (size_t)(ci0 + 0) * 3136 + x0 + 16, a0_1); VSTORE(xr + (size_t)(ci0 + 0) * 3136 + x0 + 32, a0_2); VSTORE(xr + (size_t)(ci0 + 0) * 3136 + x0 + 40, a0_3);
-                VSTORE(xr + (size_t)(ci0 + 1) * 3136 + x0 + 0, a1_0); VSTORE(xr + (size_t)(ci0 + 1) * 3136 + x0 + 16, a1_1); VSTORE(xr + (size_t)(ci0 + 1) * 3136 + x0 + 32, a1_2); VSTORE(xr + (size_t)(ci0 + 1) * 3136 + x0 + 40, a1_3);
-                VSTORE(xr + (size_t)(ci0 + 2) * 3136 + x0 + 0, a2_0); VSTORE(xr + (size_t)(ci0 + 2) * 3136 + x0 + 16, a2_1); VSTORE(xr + (size_t)(ci0 + 2) * 3136 + x0 + 32, a2_2); VSTORE(xr + (size_t)(ci0 + 2) * 3136 + x0 + 40, a2_3);
-                VSTORE(xr + (size_t)(ci0 + 3) * 3136 + x0 + 0, a3_0); VSTORE(xr + (size_t)(ci0 + 3) * 3136 + x0 + 16, a3_1); VSTORE(xr + (size_t)(ci0 + 3) * 3136 + x0 + 32, a3_2); VSTORE(xr + (size_t)(ci0 + 3) * 3136 + x0 + 40, a3_3);
+                VSTORE(xr + (size_t)(ci0 + 0) * 3136 + x0 + 0, a0_0); VSTORE(xr + (size_t)(ci0 + 0) * 3136 + x0 + 16, a0_1); VSTORE(xr + (size_t)(ci0 + 0) * 3136 + x0 + 32, a0_2); VSTORE_N(xr + (size_t)(ci0 + 0) * 3136 + x0 + 48, a0_3, 8);
+                VSTORE(xr + (size_t)(ci0 + 1) * 3136 + x0 + 0, a1_0); VSTORE(xr + (size_t)(ci0 + 1) * 3136 + x0 + 16, a1_1); VSTORE(xr + (size_t)(ci0 + 1) * 3136 + x0 + 32, a1_2); VSTORE_N(xr + (size_t)(ci0 + 1) * 3136 + x0 + 48, a1_3, 8);
+                VSTORE(xr + (size_t)(ci0 + 2) * 3136 + x0 + 0, a2_0); VSTORE(xr + (size_t)(ci0 + 2) * 3136 + x0 + 16, a2_1); VSTORE(xr + (size_t)(ci0 + 2) * 3136 + x0 + 32, a2_2); VSTORE_N(xr + (size_t)(ci0 + 2) * 3136 + x0 + 48, a2_3, 8);
+                VSTORE(xr + (size_t)(ci0 + 3) * 3136 + x0 + 0, a3_0); VSTORE(xr + (size_t)(ci0 + 3) * 3136 + x0 + 16, a3_1); VSTORE(xr + (size_t)(ci0 + 3) * 3136 + x0 + 32, a3_2); VSTORE_N(xr + (size_t)(ci0 + 3) * 3136 + x0 + 48, a3_3, 8);
             }
         }
     }
@@ -4594,6 +4613,7 @@ static void l14_conv2d_forward(const float *restrict P, float *restrict S, const
         }
         memset(d + 3306, 0, sizeof(float) * 58);
     }
+    memset(xp + (size_t)nb * 861184, 0, sizeof(float) * 16); /* slack read by partial vectors */
     /* tiles of 6 output channels x 4 vectors of an output row */
     CG_PARALLEL_FOR
     for (int r = 0; r < nb * 56; r++) {
@@ -4613,7 +4633,7 @@ static void l14_conv2d_forward(const float *restrict P, float *restrict S, const
                     const float *restrict xr = xr0 + (size_t)ci * 3364 + x0;
                     const float *restrict wr = w + (size_t)co0 * 2304 + ci * 9;
                     {
-                        cg_v v0 = VLOAD(xr + 0), v1 = VLOAD(xr + 16), v2 = VLOAD(xr + 32), v3 = VLOAD(xr + 40); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        cg_v v0 = VLOAD(xr + 0), v1 = VLOAD(xr + 16), v2 = VLOAD(xr + 32), v3 = VLOAD(xr + 48); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
                         a0_0 += wr[0] * v0; a0_1 += wr[0] * v1; a0_2 += wr[0] * v2; a0_3 += wr[0] * v3;
                         a1_0 += wr[2304] * v0; a1_1 += wr[2304] * v1; a1_2 += wr[2304] * v2; a1_3 += wr[2304] * v3;
                         a2_0 += wr[4608] * v0; a2_1 += wr[4608] * v1; a2_2 += wr[4608] * v2; a2_3 += wr[4608] * v3;
@@ -4622,7 +4642,7 @@ static void l14_conv2d_forward(const float *restrict P, float *restrict S, const
                         a5_0 += wr[11520] * v0; a5_1 += wr[11520] * v1; a5_2 += wr[11520] * v2; a5_3 += wr[11520] * v3;
                     }
                     {
-                        cg_v v0 = VLOAD(xr + 1), v1 = VLOAD(xr + 17), v2 = VLOAD(xr + 33), v3 = VLOAD(xr + 41); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        cg_v v0 = VLOAD(xr + 1), v1 = VLOAD(xr + 17), v2 = VLOAD(xr + 33), v3 = VLOAD(xr + 49); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
                         a0_0 += wr[1] * v0; a0_1 += wr[1] * v1; a0_2 += wr[1] * v2; a0_3 += wr[1] * v3;
                         a1_0 += wr[2305] * v0; a1_1 += wr[2305] * v1; a1_2 += wr[2305] * v2; a1_3 += wr[2305] * v3;
                         a2_0 += wr[4609] * v0; a2_1 += wr[4609] * v1; a2_2 += wr[4609] * v2; a2_3 += wr[4609] * v3;
@@ -4631,7 +4651,7 @@ static void l14_conv2d_forward(const float *restrict P, float *restrict S, const
                         a5_0 += wr[11521] * v0; a5_1 += wr[11521] * v1; a5_2 += wr[11521] * v2; a5_3 += wr[11521] * v3;
                     }
                     {
-                        cg_v v0 = VLOAD(xr + 2), v1 = VLOAD(xr + 18), v2 = VLOAD(xr + 34), v3 = VLOAD(xr + 42); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        cg_v v0 = VLOAD(xr + 2), v1 = VLOAD(xr + 18), v2 = VLOAD(xr + 34), v3 = VLOAD(xr + 50); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
                         a0_0 += wr[2] * v0; a0_1 += wr[2] * v1; a0_2 += wr[2] * v2; a0_3 += wr[2] * v3;
                         a1_0 += wr[2306] * v0; a1_1 += wr[2306] * v1; a1_2 += wr[2306] * v2; a1_3 += wr[2306] * v3;
                         a2_0 += wr[4610] * v0; a2_1 += wr[4610] * v1; a2_2 += wr[4610] * v2; a2_3 += wr[4610] * v3;
@@ -4640,7 +4660,7 @@ static void l14_conv2d_forward(const float *restrict P, float *restrict S, const
                         a5_0 += wr[11522] * v0; a5_1 += wr[11522] * v1; a5_2 += wr[11522] * v2; a5_3 += wr[11522] * v3;
                     }
                     {
-                        cg_v v0 = VLOAD(xr + 58), v1 = VLOAD(xr + 74), v2 = VLOAD(xr + 90), v3 = VLOAD(xr + 98); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        cg_v v0 = VLOAD(xr + 58), v1 = VLOAD(xr + 74), v2 = VLOAD(xr + 90), v3 = VLOAD(xr + 106); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
                         a0_0 += wr[3] * v0; a0_1 += wr[3] * v1; a0_2 += wr[3] * v2; a0_3 += wr[3] * v3;
                         a1_0 += wr[2307] * v0; a1_1 += wr[2307] * v1; a1_2 += wr[2307] * v2; a1_3 += wr[2307] * v3;
                         a2_0 += wr[4611] * v0; a2_1 += wr[4611] * v1; a2_2 += wr[4611] * v2; a2_3 += wr[4611] * v3;
@@ -4649,7 +4669,7 @@ static void l14_conv2d_forward(const float *restrict P, float *restrict S, const
                         a5_0 += wr[11523] * v0; a5_1 += wr[11523] * v1; a5_2 += wr[11523] * v2; a5_3 += wr[11523] * v3;
                     }
                     {
-                        cg_v v0 = VLOAD(xr + 59), v1 = VLOAD(xr + 75), v2 = VLOAD(xr + 91), v3 = VLOAD(xr + 99); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        cg_v v0 = VLOAD(xr + 59), v1 = VLOAD(xr + 75), v2 = VLOAD(xr + 91), v3 = VLOAD(xr + 107); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
                         a0_0 += wr[4] * v0; a0_1 += wr[4] * v1; a0_2 += wr[4] * v2; a0_3 += wr[4] * v3;
                         a1_0 += wr[2308] * v0; a1_1 += wr[2308] * v1; a1_2 += wr[2308] * v2; a1_3 += wr[2308] * v3;
                         a2_0 += wr[4612] * v0; a2_1 += wr[4612] * v1; a2_2 += wr[4612] * v2; a2_3 += wr[4612] * v3;
@@ -4658,7 +4678,7 @@ static void l14_conv2d_forward(const float *restrict P, float *restrict S, const
                         a5_0 += wr[11524] * v0; a5_1 += wr[11524] * v1; a5_2 += wr[11524] * v2; a5_3 += wr[11524] * v3;
                     }
                     {
-                        cg_v v0 = VLOAD(xr + 60), v1 = VLOAD(xr + 76), v2 = VLOAD(xr + 92), v3 = VLOAD(xr + 100); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        cg_v v0 = VLOAD(xr + 60), v1 = VLOAD(xr + 76), v2 = VLOAD(xr + 92), v3 = VLOAD(xr + 108); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
                         a0_0 += wr[5] * v0; a0_1 += wr[5] * v1; a0_2 += wr[5] * v2; a0_3 += wr[5] * v3;
                         a1_0 += wr[2309] * v0; a1_1 += wr[2309] * v1; a1_2 += wr[2309] * v2; a1_3 += wr[2309] * v3;
                         a2_0 += wr[4613] * v0; a2_1 += wr[4613] * v1; a2_2 += wr[4613] * v2; a2_3 += wr[4613] * v3;
@@ -4667,7 +4687,7 @@ static void l14_conv2d_forward(const float *restrict P, float *restrict S, const
                         a5_0 += wr[11525] * v0; a5_1 += wr[11525] * v1; a5_2 += wr[11525] * v2; a5_3 += wr[11525] * v3;
                     }
                     {
-                        cg_v v0 = VLOAD(xr + 116), v1 = VLOAD(xr + 132), v2 = VLOAD(xr + 148), v3 = VLOAD(xr + 156); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        cg_v v0 = VLOAD(xr + 116), v1 = VLOAD(xr + 132), v2 = VLOAD(xr + 148), v3 = VLOAD(xr + 164); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
                         a0_0 += wr[6] * v0; a0_1 += wr[6] * v1; a0_2 += wr[6] * v2; a0_3 += wr[6] * v3;
                         a1_0 += wr[2310] * v0; a1_1 += wr[2310] * v1; a1_2 += wr[2310] * v2; a1_3 += wr[2310] * v3;
                         a2_0 += wr[4614] * v0; a2_1 += wr[4614] * v1; a2_2 += wr[4614] * v2; a2_3 += wr[4614] * v3;
@@ -4676,7 +4696,7 @@ static void l14_conv2d_forward(const float *restrict P, float *restrict S, const
                         a5_0 += wr[11526] * v0; a5_1 += wr[11526] * v1; a5_2 += wr[11526] * v2; a5_3 += wr[11526] * v3;
                     }
                     {
-                        cg_v v0 = VLOAD(xr + 117), v1 = VLOAD(xr + 133), v2 = VLOAD(xr + 149), v3 = VLOAD(xr + 157); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        cg_v v0 = VLOAD(xr + 117), v1 = VLOAD(xr + 133), v2 = VLOAD(xr + 149), v3 = VLOAD(xr + 165); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
                         a0_0 += wr[7] * v0; a0_1 += wr[7] * v1; a0_2 += wr[7] * v2; a0_3 += wr[7] * v3;
                         a1_0 += wr[2311] * v0; a1_1 += wr[2311] * v1; a1_2 += wr[2311] * v2; a1_3 += wr[2311] * v3;
                         a2_0 += wr[4615] * v0; a2_1 += wr[4615] * v1; a2_2 += wr[4615] * v2; a2_3 += wr[4615] * v3;
@@ -4685,7 +4705,7 @@ static void l14_conv2d_forward(const float *restrict P, float *restrict S, const
                         a5_0 += wr[11527] * v0; a5_1 += wr[11527] * v1; a5_2 += wr[11527] * v2; a5_3 += wr[11527] * v3;
                     }
                     {
-                        cg_v v0 = VLOAD(xr + 118), v1 = VLOAD(xr + 134), v2 = VLOAD(xr + 150), v3 = VLOAD(xr + 158); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        cg_v v0 = VLOAD(xr + 118), v1 = VLOAD(xr + 134), v2 = VLOAD(xr + 150), v3 = VLOAD(xr + 166); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
                         a0_0 += wr[8] * v0; a0_1 += wr[8] * v1; a0_2 += wr[8] * v2; a0_3 += wr[8] * v3;
                         a1_0 += wr[2312] * v0; a1_1 += wr[2312] * v1; a1_2 += wr[2312] * v2; a1_3 += wr[2312] * v3;
                         a2_0 += wr[4616] * v0; a2_1 += wr[4616] * v1; a2_2 += wr[4616] * v2; a2_3 += wr[4616] * v3;
@@ -4694,12 +4714,12 @@ static void l14_conv2d_forward(const float *restrict P, float *restrict S, const
                         a5_0 += wr[11528] * v0; a5_1 += wr[11528] * v1; a5_2 += wr[11528] * v2; a5_3 += wr[11528] * v3;
                     }
                 }
-                VSTORE(yr + (size_t)(co0 + 0) * 3136 + x0 + 0, a0_0); VSTORE(yr + (size_t)(co0 + 0) * 3136 + x0 + 16, a0_1); VSTORE(yr + (size_t)(co0 + 0) * 3136 + x0 + 32, a0_2); VSTORE(yr + (size_t)(co0 + 0) * 3136 + x0 + 40, a0_3);
-                VSTORE(yr + (size_t)(co0 + 1) * 3136 + x0 + 0, a1_0); VSTORE(yr + (size_t)(co0 + 1) * 3136 + x0 + 16, a1_1); VSTORE(yr + (size_t)(co0 + 1) * 3136 + x0 + 32, a1_2); VSTORE(yr + (size_t)(co0 + 1) * 3136 + x0 + 40, a1_3);
-                VSTORE(yr + (size_t)(co0 + 2) * 3136 + x0 + 0, a2_0); VSTORE(yr + (size_t)(co0 + 2) * 3136 + x0 + 16, a2_1); VSTORE(yr + (size_t)(co0 + 2) * 3136 + x0 + 32, a2_2); VSTORE(yr + (size_t)(co0 + 2) * 3136 + x0 + 40, a2_3);
-                VSTORE(yr + (size_t)(co0 + 3) * 3136 + x0 + 0, a3_0); VSTORE(yr + (size_t)(co0 + 3) * 3136 + x0 + 16, a3_1); VSTORE(yr + (size_t)(co0 + 3) * 3136 + x0 + 32, a3_2); VSTORE(yr + (size_t)(co0 + 3) * 3136 + x0 + 40, a3_3);
-                VSTORE(yr + (size_t)(co0 + 4) * 3136 + x0 + 0, a4_0); VSTORE(yr + (size_t)(co0 + 4) * 3136 + x0 + 16, a4_1); VSTORE(yr + (size_t)(co0 + 4) * 3136 + x0 + 32, a4_2); VSTORE(yr + (size_t)(co0 + 4) * 3136 + x0 + 40, a4_3);
-                VSTORE(yr + (size_t)(co0 + 5) * 3136 + x0 + 0, a5_0); VSTORE(yr + (size_t)(co0 + 5) * 3136 + x0 + 16, a5_1); VSTORE(yr + (size_t)(co0 + 5) * 3136 + x0 + 32, a5_2); VSTORE(yr + (size_t)(co0 + 5) * 3136 + x0 + 40, a5_3);
+                VSTORE(yr + (size_t)(co0 + 0) * 3136 + x0 + 0, a0_0); VSTORE(yr + (size_t)(co0 + 0) * 3136 + x0 + 16, a0_1); VSTORE(yr + (size_t)(co0 + 0) * 3136 + x0 + 32, a0_2); VSTORE_N(yr + (size_t)(co0 + 0) * 3136 + x0 + 48, a0_3, 8);
+                VSTORE(yr + (size_t)(co0 + 1) * 3136 + x0 + 0, a1_0); VSTORE(yr + (size_t)(co0 + 1) * 3136 + x0 + 16, a1_1); VSTORE(yr + (size_t)(co0 + 1) * 3136 + x0 + 32, a1_2); VSTORE_N(yr + (size_t)(co0 + 1) * 3136 + x0 + 48, a1_3, 8);
+                VSTORE(yr + (size_t)(co0 + 2) * 3136 + x0 + 0, a2_0); VSTORE(yr + (size_t)(co0 + 2) * 3136 + x0 + 16, a2_1); VSTORE(yr + (size_t)(co0 + 2) * 3136 + x0 + 32, a2_2); VSTORE_N(yr + (size_t)(co0 + 2) * 3136 + x0 + 48, a2_3, 8);
+                VSTORE(yr + (size_t)(co0 + 3) * 3136 + x0 + 0, a3_0); VSTORE(yr + (size_t)(co0 + 3) * 3136 + x0 + 16, a3_1); VSTORE(yr + (size_t)(co0 + 3) * 3136 + x0 + 32, a3_2); VSTORE_N(yr + (size_t)(co0 + 3) * 3136 + x0 + 48, a3_3, 8);
+                VSTORE(yr + (size_t)(co0 + 4) * 3136 + x0 + 0, a4_0); VSTORE(yr + (size_t)(co0 + 4) * 3136 + x0 + 16, a4_1); VSTORE(yr + (size_t)(co0 + 4) * 3136 + x0 + 32, a4_2); VSTORE_N(yr + (size_t)(co0 + 4) * 3136 + x0 + 48, a4_3, 8);
+                VSTORE(yr + (size_t)(co0 + 5) * 3136 + x0 + 0, a5_0); VSTORE(yr + (size_t)(co0 + 5) * 3136 + x0 + 16, a5_1); VSTORE(yr + (size_t)(co0 + 5) * 3136 + x0 + 32, a5_2); VSTORE_N(yr + (size_t)(co0 + 5) * 3136 + x0 + 48, a5_3, 8);
             }
         }
         {
@@ -4714,73 +4734,73 @@ static void l14_conv2d_forward(const float *restrict P, float *restrict S, const
                     const float *restrict xr = xr0 + (size_t)ci * 3364 + x0;
                     const float *restrict wr = w + (size_t)co0 * 2304 + ci * 9;
                     {
-                        cg_v v0 = VLOAD(xr + 0), v1 = VLOAD(xr + 16), v2 = VLOAD(xr + 32), v3 = VLOAD(xr + 40); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        cg_v v0 = VLOAD(xr + 0), v1 = VLOAD(xr + 16), v2 = VLOAD(xr + 32), v3 = VLOAD(xr + 48); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
                         a0_0 += wr[0] * v0; a0_1 += wr[0] * v1; a0_2 += wr[0] * v2; a0_3 += wr[0] * v3;
                         a1_0 += wr[2304] * v0; a1_1 += wr[2304] * v1; a1_2 += wr[2304] * v2; a1_3 += wr[2304] * v3;
                         a2_0 += wr[4608] * v0; a2_1 += wr[4608] * v1; a2_2 += wr[4608] * v2; a2_3 += wr[4608] * v3;
                         a3_0 += wr[6912] * v0; a3_1 += wr[6912] * v1; a3_2 += wr[6912] * v2; a3_3 += wr[6912] * v3;
                     }
                     {
-                        cg_v v0 = VLOAD(xr + 1), v1 = VLOAD(xr + 17), v2 = VLOAD(xr + 33), v3 = VLOAD(xr + 41); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        cg_v v0 = VLOAD(xr + 1), v1 = VLOAD(xr + 17), v2 = VLOAD(xr + 33), v3 = VLOAD(xr + 49); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
                         a0_0 += wr[1] * v0; a0_1 += wr[1] * v1; a0_2 += wr[1] * v2; a0_3 += wr[1] * v3;
                         a1_0 += wr[2305] * v0; a1_1 += wr[2305] * v1; a1_2 += wr[2305] * v2; a1_3 += wr[2305] * v3;
                         a2_0 += wr[4609] * v0; a2_1 += wr[4609] * v1; a2_2 += wr[4609] * v2; a2_3 += wr[4609] * v3;
                         a3_0 += wr[6913] * v0; a3_1 += wr[6913] * v1; a3_2 += wr[6913] * v2; a3_3 += wr[6913] * v3;
                     }
                     {
-                        cg_v v0 = VLOAD(xr + 2), v1 = VLOAD(xr + 18), v2 = VLOAD(xr + 34), v3 = VLOAD(xr + 42); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        cg_v v0 = VLOAD(xr + 2), v1 = VLOAD(xr + 18), v2 = VLOAD(xr + 34), v3 = VLOAD(xr + 50); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
                         a0_0 += wr[2] * v0; a0_1 += wr[2] * v1; a0_2 += wr[2] * v2; a0_3 += wr[2] * v3;
                         a1_0 += wr[2306] * v0; a1_1 += wr[2306] * v1; a1_2 += wr[2306] * v2; a1_3 += wr[2306] * v3;
                         a2_0 += wr[4610] * v0; a2_1 += wr[4610] * v1; a2_2 += wr[4610] * v2; a2_3 += wr[4610] * v3;
                         a3_0 += wr[6914] * v0; a3_1 += wr[6914] * v1; a3_2 += wr[6914] * v2; a3_3 += wr[6914] * v3;
                     }
                     {
-                        cg_v v0 = VLOAD(xr + 58), v1 = VLOAD(xr + 74), v2 = VLOAD(xr + 90), v3 = VLOAD(xr + 98); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        cg_v v0 = VLOAD(xr + 58), v1 = VLOAD(xr + 74), v2 = VLOAD(xr + 90), v3 = VLOAD(xr + 106); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
                         a0_0 += wr[3] * v0; a0_1 += wr[3] * v1; a0_2 += wr[3] * v2; a0_3 += wr[3] * v3;
                         a1_0 += wr[2307] * v0; a1_1 += wr[2307] * v1; a1_2 += wr[2307] * v2; a1_3 += wr[2307] * v3;
                         a2_0 += wr[4611] * v0; a2_1 += wr[4611] * v1; a2_2 += wr[4611] * v2; a2_3 += wr[4611] * v3;
                         a3_0 += wr[6915] * v0; a3_1 += wr[6915] * v1; a3_2 += wr[6915] * v2; a3_3 += wr[6915] * v3;
                     }
                     {
-                        cg_v v0 = VLOAD(xr + 59), v1 = VLOAD(xr + 75), v2 = VLOAD(xr + 91), v3 = VLOAD(xr + 99); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        cg_v v0 = VLOAD(xr + 59), v1 = VLOAD(xr + 75), v2 = VLOAD(xr + 91), v3 = VLOAD(xr + 107); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
                         a0_0 += wr[4] * v0; a0_1 += wr[4] * v1; a0_2 += wr[4] * v2; a0_3 += wr[4] * v3;
                         a1_0 += wr[2308] * v0; a1_1 += wr[2308] * v1; a1_2 += wr[2308] * v2; a1_3 += wr[2308] * v3;
                         a2_0 += wr[4612] * v0; a2_1 += wr[4612] * v1; a2_2 += wr[4612] * v2; a2_3 += wr[4612] * v3;
                         a3_0 += wr[6916] * v0; a3_1 += wr[6916] * v1; a3_2 += wr[6916] * v2; a3_3 += wr[6916] * v3;
                     }
                     {
-                        cg_v v0 = VLOAD(xr + 60), v1 = VLOAD(xr + 76), v2 = VLOAD(xr + 92), v3 = VLOAD(xr + 100); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        cg_v v0 = VLOAD(xr + 60), v1 = VLOAD(xr + 76), v2 = VLOAD(xr + 92), v3 = VLOAD(xr + 108); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
                         a0_0 += wr[5] * v0; a0_1 += wr[5] * v1; a0_2 += wr[5] * v2; a0_3 += wr[5] * v3;
                         a1_0 += wr[2309] * v0; a1_1 += wr[2309] * v1; a1_2 += wr[2309] * v2; a1_3 += wr[2309] * v3;
                         a2_0 += wr[4613] * v0; a2_1 += wr[4613] * v1; a2_2 += wr[4613] * v2; a2_3 += wr[4613] * v3;
                         a3_0 += wr[6917] * v0; a3_1 += wr[6917] * v1; a3_2 += wr[6917] * v2; a3_3 += wr[6917] * v3;
                     }
                     {
-                        cg_v v0 = VLOAD(xr + 116), v1 = VLOAD(xr + 132), v2 = VLOAD(xr + 148), v3 = VLOAD(xr + 156); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        cg_v v0 = VLOAD(xr + 116), v1 = VLOAD(xr + 132), v2 = VLOAD(xr + 148), v3 = VLOAD(xr + 164); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
                         a0_0 += wr[6] * v0; a0_1 += wr[6] * v1; a0_2 += wr[6] * v2; a0_3 += wr[6] * v3;
                         a1_0 += wr[2310] * v0; a1_1 += wr[2310] * v1; a1_2 += wr[2310] * v2; a1_3 += wr[2310] * v3;
                         a2_0 += wr[4614] * v0; a2_1 += wr[4614] * v1; a2_2 += wr[4614] * v2; a2_3 += wr[4614] * v3;
                         a3_0 += wr[6918] * v0; a3_1 += wr[6918] * v1; a3_2 += wr[6918] * v2; a3_3 += wr[6918] * v3;
                     }
                     {
-                        cg_v v0 = VLOAD(xr + 117), v1 = VLOAD(xr + 133), v2 = VLOAD(xr + 149), v3 = VLOAD(xr + 157); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        cg_v v0 = VLOAD(xr + 117), v1 = VLOAD(xr + 133), v2 = VLOAD(xr + 149), v3 = VLOAD(xr + 165); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
                         a0_0 += wr[7] * v0; a0_1 += wr[7] * v1; a0_2 += wr[7] * v2; a0_3 += wr[7] * v3;
                         a1_0 += wr[2311] * v0; a1_1 += wr[2311] * v1; a1_2 += wr[2311] * v2; a1_3 += wr[2311] * v3;
                         a2_0 += wr[4615] * v0; a2_1 += wr[4615] * v1; a2_2 += wr[4615] * v2; a2_3 += wr[4615] * v3;
                         a3_0 += wr[6919] * v0; a3_1 += wr[6919] * v1; a3_2 += wr[6919] * v2; a3_3 += wr[6919] * v3;
                     }
                     {
-                        cg_v v0 = VLOAD(xr + 118), v1 = VLOAD(xr + 134), v2 = VLOAD(xr + 150), v3 = VLOAD(xr + 158); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        cg_v v0 = VLOAD(xr + 118), v1 = VLOAD(xr + 134), v2 = VLOAD(xr + 150), v3 = VLOAD(xr + 166); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
                         a0_0 += wr[8] * v0; a0_1 += wr[8] * v1; a0_2 += wr[8] * v2; a0_3 += wr[8] * v3;
                         a1_0 += wr[2312] * v0; a1_1 += wr[2312] * v1; a1_2 += wr[2312] * v2; a1_3 += wr[2312] * v3;
                         a2_0 += wr[4616] * v0; a2_1 += wr[4616] * v1; a2_2 += wr[4616] * v2; a2_3 += wr[4616] * v3;
                         a3_0 += wr[6920] * v0; a3_1 += wr[6920] * v1; a3_2 += wr[6920] * v2; a3_3 += wr[6920] * v3;
                     }
                 }
-                VSTORE(yr + (size_t)(co0 + 0) * 3136 + x0 + 0, a0_0); VSTORE(yr + (size_t)(co0 + 0) * 3136 + x0 + 16, a0_1); VSTORE(yr + (size_t)(co0 + 0) * 3136 + x0 + 32, a0_2); VSTORE(yr + (size_t)(co0 + 0) * 3136 + x0 + 40, a0_3);
-                VSTORE(yr + (size_t)(co0 + 1) * 3136 + x0 + 0, a1_0); VSTORE(yr + (size_t)(co0 + 1) * 3136 + x0 + 16, a1_1); VSTORE(yr + (size_t)(co0 + 1) * 3136 + x0 + 32, a1_2); VSTORE(yr + (size_t)(co0 + 1) * 3136 + x0 + 40, a1_3);
-                VSTORE(yr + (size_t)(co0 + 2) * 3136 + x0 + 0, a2_0); VSTORE(yr + (size_t)(co0 + 2) * 3136 + x0 + 16, a2_1); VSTORE(yr + (size_t)(co0 + 2) * 3136 + x0 + 32, a2_2); VSTORE(yr + (size_t)(co0 + 2) * 3136 + x0 + 40, a2_3);
-                VSTORE(yr + (size_t)(co0 + 3) * 3136 + x0 + 0, a3_0); VSTORE(yr + (size_t)(co0 + 3) * 3136 + x0 + 16, a3_1); VSTORE(yr + (size_t)(co0 + 3) * 3136 + x0 + 32, a3_2); VSTORE(yr + (size_t)(co0 + 3) * 3136 + x0 + 40, a3_3);
+                VSTORE(yr + (size_t)(co0 + 0) * 3136 + x0 + 0, a0_0); VSTORE(yr + (size_t)(co0 + 0) * 3136 + x0 + 16, a0_1); VSTORE(yr + (size_t)(co0 + 0) * 3136 + x0 + 32, a0_2); VSTORE_N(yr + (size_t)(co0 + 0) * 3136 + x0 + 48, a0_3, 8);
+                VSTORE(yr + (size_t)(co0 + 1) * 3136 + x0 + 0, a1_0); VSTORE(yr + (size_t)(co0 + 1) * 3136 + x0 + 16, a1_1); VSTORE(yr + (size_t)(co0 + 1) * 3136 + x0 + 32, a1_2); VSTORE_N(yr + (size_t)(co0 + 1) * 3136 + x0 + 48, a1_3, 8);
+                VSTORE(yr + (size_t)(co0 + 2) * 3136 + x0 + 0, a2_0); VSTORE(yr + (size_t)(co0 + 2) * 3136 + x0 + 16, a2_1); VSTORE(yr + (size_t)(co0 + 2) * 3136 + x0 + 32, a2_2); VSTORE_N(yr + (size_t)(co0 + 2) * 3136 + x0 + 48, a2_3, 8);
+                VSTORE(yr + (size_t)(co0 + 3) * 3136 + x0 + 0, a3_0); VSTORE(yr + (size_t)(co0 + 3) * 3136 + x0 + 16, a3_1); VSTORE(yr + (size_t)(co0 + 3) * 3136 + x0 + 32, a3_2); VSTORE_N(yr + (size_t)(co0 + 3) * 3136 + x0 + 48, a3_3, 8);
             }
         }
     }
@@ -4958,7 +4978,7 @@ static void l14_conv2d_backward(float *restrict G, float *restrict S, const floa
 static void l14_conv2d_backward_dx(const float *restrict P, float *restrict S, const float *restrict dy, float *restrict dx, int nb)
 {
     const float *restrict w = P + 1145408;
-    float *restrict dyp = S + 1722368;
+    float *restrict dyp = S + 1722384;
     /* dy -> zero-padded planes 58x58 */
     CG_PARALLEL_FOR
     for (int pl = 0; pl < nb * 256; pl++) {
@@ -4973,6 +4993,7 @@ static void l14_conv2d_backward_dx(const float *restrict P, float *restrict S, c
         }
         memset(d + 3306, 0, sizeof(float) * 58);
     }
+    memset(dyp + (size_t)nb * 861184, 0, sizeof(float) * 16); /* slack read by partial vectors */
     /* tiles of 6 input channels x 4 vectors of an input row */
     CG_PARALLEL_FOR
     for (int r = 0; r < nb * 56; r++) {
@@ -4992,7 +5013,7 @@ static void l14_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                     const float *restrict dr = dr0 + (size_t)co * 3364 + x0;
                     const float *restrict wr = w + (size_t)co * 2304 + ci0 * 9;
                     {
-                        cg_v v0 = VLOAD(dr + 118), v1 = VLOAD(dr + 134), v2 = VLOAD(dr + 150), v3 = VLOAD(dr + 158); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        cg_v v0 = VLOAD(dr + 118), v1 = VLOAD(dr + 134), v2 = VLOAD(dr + 150), v3 = VLOAD(dr + 166); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
                         a0_0 += wr[0] * v0; a0_1 += wr[0] * v1; a0_2 += wr[0] * v2; a0_3 += wr[0] * v3;
                         a1_0 += wr[9] * v0; a1_1 += wr[9] * v1; a1_2 += wr[9] * v2; a1_3 += wr[9] * v3;
                         a2_0 += wr[18] * v0; a2_1 += wr[18] * v1; a2_2 += wr[18] * v2; a2_3 += wr[18] * v3;
@@ -5001,7 +5022,7 @@ static void l14_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         a5_0 += wr[45] * v0; a5_1 += wr[45] * v1; a5_2 += wr[45] * v2; a5_3 += wr[45] * v3;
                     }
                     {
-                        cg_v v0 = VLOAD(dr + 117), v1 = VLOAD(dr + 133), v2 = VLOAD(dr + 149), v3 = VLOAD(dr + 157); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        cg_v v0 = VLOAD(dr + 117), v1 = VLOAD(dr + 133), v2 = VLOAD(dr + 149), v3 = VLOAD(dr + 165); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
                         a0_0 += wr[1] * v0; a0_1 += wr[1] * v1; a0_2 += wr[1] * v2; a0_3 += wr[1] * v3;
                         a1_0 += wr[10] * v0; a1_1 += wr[10] * v1; a1_2 += wr[10] * v2; a1_3 += wr[10] * v3;
                         a2_0 += wr[19] * v0; a2_1 += wr[19] * v1; a2_2 += wr[19] * v2; a2_3 += wr[19] * v3;
@@ -5010,7 +5031,7 @@ static void l14_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         a5_0 += wr[46] * v0; a5_1 += wr[46] * v1; a5_2 += wr[46] * v2; a5_3 += wr[46] * v3;
                     }
                     {
-                        cg_v v0 = VLOAD(dr + 116), v1 = VLOAD(dr + 132), v2 = VLOAD(dr + 148), v3 = VLOAD(dr + 156); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        cg_v v0 = VLOAD(dr + 116), v1 = VLOAD(dr + 132), v2 = VLOAD(dr + 148), v3 = VLOAD(dr + 164); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
                         a0_0 += wr[2] * v0; a0_1 += wr[2] * v1; a0_2 += wr[2] * v2; a0_3 += wr[2] * v3;
                         a1_0 += wr[11] * v0; a1_1 += wr[11] * v1; a1_2 += wr[11] * v2; a1_3 += wr[11] * v3;
                         a2_0 += wr[20] * v0; a2_1 += wr[20] * v1; a2_2 += wr[20] * v2; a2_3 += wr[20] * v3;
@@ -5019,7 +5040,7 @@ static void l14_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         a5_0 += wr[47] * v0; a5_1 += wr[47] * v1; a5_2 += wr[47] * v2; a5_3 += wr[47] * v3;
                     }
                     {
-                        cg_v v0 = VLOAD(dr + 60), v1 = VLOAD(dr + 76), v2 = VLOAD(dr + 92), v3 = VLOAD(dr + 100); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        cg_v v0 = VLOAD(dr + 60), v1 = VLOAD(dr + 76), v2 = VLOAD(dr + 92), v3 = VLOAD(dr + 108); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
                         a0_0 += wr[3] * v0; a0_1 += wr[3] * v1; a0_2 += wr[3] * v2; a0_3 += wr[3] * v3;
                         a1_0 += wr[12] * v0; a1_1 += wr[12] * v1; a1_2 += wr[12] * v2; a1_3 += wr[12] * v3;
                         a2_0 += wr[21] * v0; a2_1 += wr[21] * v1; a2_2 += wr[21] * v2; a2_3 += wr[21] * v3;
@@ -5028,7 +5049,7 @@ static void l14_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         a5_0 += wr[48] * v0; a5_1 += wr[48] * v1; a5_2 += wr[48] * v2; a5_3 += wr[48] * v3;
                     }
                     {
-                        cg_v v0 = VLOAD(dr + 59), v1 = VLOAD(dr + 75), v2 = VLOAD(dr + 91), v3 = VLOAD(dr + 99); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        cg_v v0 = VLOAD(dr + 59), v1 = VLOAD(dr + 75), v2 = VLOAD(dr + 91), v3 = VLOAD(dr + 107); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
                         a0_0 += wr[4] * v0; a0_1 += wr[4] * v1; a0_2 += wr[4] * v2; a0_3 += wr[4] * v3;
                         a1_0 += wr[13] * v0; a1_1 += wr[13] * v1; a1_2 += wr[13] * v2; a1_3 += wr[13] * v3;
                         a2_0 += wr[22] * v0; a2_1 += wr[22] * v1; a2_2 += wr[22] * v2; a2_3 += wr[22] * v3;
@@ -5037,7 +5058,7 @@ static void l14_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         a5_0 += wr[49] * v0; a5_1 += wr[49] * v1; a5_2 += wr[49] * v2; a5_3 += wr[49] * v3;
                     }
                     {
-                        cg_v v0 = VLOAD(dr + 58), v1 = VLOAD(dr + 74), v2 = VLOAD(dr + 90), v3 = VLOAD(dr + 98); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        cg_v v0 = VLOAD(dr + 58), v1 = VLOAD(dr + 74), v2 = VLOAD(dr + 90), v3 = VLOAD(dr + 106); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
                         a0_0 += wr[5] * v0; a0_1 += wr[5] * v1; a0_2 += wr[5] * v2; a0_3 += wr[5] * v3;
                         a1_0 += wr[14] * v0; a1_1 += wr[14] * v1; a1_2 += wr[14] * v2; a1_3 += wr[14] * v3;
                         a2_0 += wr[23] * v0; a2_1 += wr[23] * v1; a2_2 += wr[23] * v2; a2_3 += wr[23] * v3;
@@ -5046,7 +5067,7 @@ static void l14_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         a5_0 += wr[50] * v0; a5_1 += wr[50] * v1; a5_2 += wr[50] * v2; a5_3 += wr[50] * v3;
                     }
                     {
-                        cg_v v0 = VLOAD(dr + 2), v1 = VLOAD(dr + 18), v2 = VLOAD(dr + 34), v3 = VLOAD(dr + 42); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        cg_v v0 = VLOAD(dr + 2), v1 = VLOAD(dr + 18), v2 = VLOAD(dr + 34), v3 = VLOAD(dr + 50); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
                         a0_0 += wr[6] * v0; a0_1 += wr[6] * v1; a0_2 += wr[6] * v2; a0_3 += wr[6] * v3;
                         a1_0 += wr[15] * v0; a1_1 += wr[15] * v1; a1_2 += wr[15] * v2; a1_3 += wr[15] * v3;
                         a2_0 += wr[24] * v0; a2_1 += wr[24] * v1; a2_2 += wr[24] * v2; a2_3 += wr[24] * v3;
@@ -5055,7 +5076,7 @@ static void l14_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         a5_0 += wr[51] * v0; a5_1 += wr[51] * v1; a5_2 += wr[51] * v2; a5_3 += wr[51] * v3;
                     }
                     {
-                        cg_v v0 = VLOAD(dr + 1), v1 = VLOAD(dr + 17), v2 = VLOAD(dr + 33), v3 = VLOAD(dr + 41); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        cg_v v0 = VLOAD(dr + 1), v1 = VLOAD(dr + 17), v2 = VLOAD(dr + 33), v3 = VLOAD(dr + 49); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
                         a0_0 += wr[7] * v0; a0_1 += wr[7] * v1; a0_2 += wr[7] * v2; a0_3 += wr[7] * v3;
                         a1_0 += wr[16] * v0; a1_1 += wr[16] * v1; a1_2 += wr[16] * v2; a1_3 += wr[16] * v3;
                         a2_0 += wr[25] * v0; a2_1 += wr[25] * v1; a2_2 += wr[25] * v2; a2_3 += wr[25] * v3;
@@ -5064,7 +5085,7 @@ static void l14_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         a5_0 += wr[52] * v0; a5_1 += wr[52] * v1; a5_2 += wr[52] * v2; a5_3 += wr[52] * v3;
                     }
                     {
-                        cg_v v0 = VLOAD(dr + 0), v1 = VLOAD(dr + 16), v2 = VLOAD(dr + 32), v3 = VLOAD(dr + 40); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        cg_v v0 = VLOAD(dr + 0), v1 = VLOAD(dr + 16), v2 = VLOAD(dr + 32), v3 = VLOAD(dr + 48); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
                         a0_0 += wr[8] * v0; a0_1 += wr[8] * v1; a0_2 += wr[8] * v2; a0_3 += wr[8] * v3;
                         a1_0 += wr[17] * v0; a1_1 += wr[17] * v1; a1_2 += wr[17] * v2; a1_3 += wr[17] * v3;
                         a2_0 += wr[26] * v0; a2_1 += wr[26] * v1; a2_2 += wr[26] * v2; a2_3 += wr[26] * v3;
@@ -5073,12 +5094,12 @@ static void l14_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         a5_0 += wr[53] * v0; a5_1 += wr[53] * v1; a5_2 += wr[53] * v2; a5_3 += wr[53] * v3;
                     }
                 }
-                VSTORE(xr + (size_t)(ci0 + 0) * 3136 + x0 + 0, a0_0); VSTORE(xr + (size_t)(ci0 + 0) * 3136 + x0 + 16, a0_1); VSTORE(xr + (size_t)(ci0 + 0) * 3136 + x0 + 32, a0_2); VSTORE(xr + (size_t)(ci0 + 0) * 3136 + x0 + 40, a0_3);
-                VSTORE(xr + (size_t)(ci0 + 1) * 3136 + x0 + 0, a1_0); VSTORE(xr + (size_t)(ci0 + 1) * 3136 + x0 + 16, a1_1); VSTORE(xr + (size_t)(ci0 + 1) * 3136 + x0 + 32, a1_2); VSTORE(xr + (size_t)(ci0 + 1) * 3136 + x0 + 40, a1_3);
-                VSTORE(xr + (size_t)(ci0 + 2) * 3136 + x0 + 0, a2_0); VSTORE(xr + (size_t)(ci0 + 2) * 3136 + x0 + 16, a2_1); VSTORE(xr + (size_t)(ci0 + 2) * 3136 + x0 + 32, a2_2); VSTORE(xr + (size_t)(ci0 + 2) * 3136 + x0 + 40, a2_3);
-                VSTORE(xr + (size_t)(ci0 + 3) * 3136 + x0 + 0, a3_0); VSTORE(xr + (size_t)(ci0 + 3) * 3136 + x0 + 16, a3_1); VSTORE(xr + (size_t)(ci0 + 3) * 3136 + x0 + 32, a3_2); VSTORE(xr + (size_t)(ci0 + 3) * 3136 + x0 + 40, a3_3);
-                VSTORE(xr + (size_t)(ci0 + 4) * 3136 + x0 + 0, a4_0); VSTORE(xr + (size_t)(ci0 + 4) * 3136 + x0 + 16, a4_1); VSTORE(xr + (size_t)(ci0 + 4) * 3136 + x0 + 32, a4_2); VSTORE(xr + (size_t)(ci0 + 4) * 3136 + x0 + 40, a4_3);
-                VSTORE(xr + (size_t)(ci0 + 5) * 3136 + x0 + 0, a5_0); VSTORE(xr + (size_t)(ci0 + 5) * 3136 + x0 + 16, a5_1); VSTORE(xr + (size_t)(ci0 + 5) * 3136 + x0 + 32, a5_2); VSTORE(xr + (size_t)(ci0 + 5) * 3136 + x0 + 40, a5_3);
+                VSTORE(xr + (size_t)(ci0 + 0) * 3136 + x0 + 0, a0_0); VSTORE(xr + (size_t)(ci0 + 0) * 3136 + x0 + 16, a0_1); VSTORE(xr + (size_t)(ci0 + 0) * 3136 + x0 + 32, a0_2); VSTORE_N(xr + (size_t)(ci0 + 0) * 3136 + x0 + 48, a0_3, 8);
+                VSTORE(xr + (size_t)(ci0 + 1) * 3136 + x0 + 0, a1_0); VSTORE(xr + (size_t)(ci0 + 1) * 3136 + x0 + 16, a1_1); VSTORE(xr + (size_t)(ci0 + 1) * 3136 + x0 + 32, a1_2); VSTORE_N(xr + (size_t)(ci0 + 1) * 3136 + x0 + 48, a1_3, 8);
+                VSTORE(xr + (size_t)(ci0 + 2) * 3136 + x0 + 0, a2_0); VSTORE(xr + (size_t)(ci0 + 2) * 3136 + x0 + 16, a2_1); VSTORE(xr + (size_t)(ci0 + 2) * 3136 + x0 + 32, a2_2); VSTORE_N(xr + (size_t)(ci0 + 2) * 3136 + x0 + 48, a2_3, 8);
+                VSTORE(xr + (size_t)(ci0 + 3) * 3136 + x0 + 0, a3_0); VSTORE(xr + (size_t)(ci0 + 3) * 3136 + x0 + 16, a3_1); VSTORE(xr + (size_t)(ci0 + 3) * 3136 + x0 + 32, a3_2); VSTORE_N(xr + (size_t)(ci0 + 3) * 3136 + x0 + 48, a3_3, 8);
+                VSTORE(xr + (size_t)(ci0 + 4) * 3136 + x0 + 0, a4_0); VSTORE(xr + (size_t)(ci0 + 4) * 3136 + x0 + 16, a4_1); VSTORE(xr + (size_t)(ci0 + 4) * 3136 + x0 + 32, a4_2); VSTORE_N(xr + (size_t)(ci0 + 4) * 3136 + x0 + 48, a4_3, 8);
+                VSTORE(xr + (size_t)(ci0 + 5) * 3136 + x0 + 0, a5_0); VSTORE(xr + (size_t)(ci0 + 5) * 3136 + x0 + 16, a5_1); VSTORE(xr + (size_t)(ci0 + 5) * 3136 + x0 + 32, a5_2); VSTORE_N(xr + (size_t)(ci0 + 5) * 3136 + x0 + 48, a5_3, 8);
             }
         }
         {
@@ -5093,73 +5114,73 @@ static void l14_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                     const float *restrict dr = dr0 + (size_t)co * 3364 + x0;
                     const float *restrict wr = w + (size_t)co * 2304 + ci0 * 9;
                     {
-                        cg_v v0 = VLOAD(dr + 118), v1 = VLOAD(dr + 134), v2 = VLOAD(dr + 150), v3 = VLOAD(dr + 158); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        cg_v v0 = VLOAD(dr + 118), v1 = VLOAD(dr + 134), v2 = VLOAD(dr + 150), v3 = VLOAD(dr + 166); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
                         a0_0 += wr[0] * v0; a0_1 += wr[0] * v1; a0_2 += wr[0] * v2; a0_3 += wr[0] * v3;
                         a1_0 += wr[9] * v0; a1_1 += wr[9] * v1; a1_2 += wr[9] * v2; a1_3 += wr[9] * v3;
                         a2_0 += wr[18] * v0; a2_1 += wr[18] * v1; a2_2 += wr[18] * v2; a2_3 += wr[18] * v3;
                         a3_0 += wr[27] * v0; a3_1 += wr[27] * v1; a3_2 += wr[27] * v2; a3_3 += wr[27] * v3;
                     }
                     {
-                        cg_v v0 = VLOAD(dr + 117), v1 = VLOAD(dr + 133), v2 = VLOAD(dr + 149), v3 = VLOAD(dr + 157); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        cg_v v0 = VLOAD(dr + 117), v1 = VLOAD(dr + 133), v2 = VLOAD(dr + 149), v3 = VLOAD(dr + 165); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
                         a0_0 += wr[1] * v0; a0_1 += wr[1] * v1; a0_2 += wr[1] * v2; a0_3 += wr[1] * v3;
                         a1_0 += wr[10] * v0; a1_1 += wr[10] * v1; a1_2 += wr[10] * v2; a1_3 += wr[10] * v3;
                         a2_0 += wr[19] * v0; a2_1 += wr[19] * v1; a2_2 += wr[19] * v2; a2_3 += wr[19] * v3;
                         a3_0 += wr[28] * v0; a3_1 += wr[28] * v1; a3_2 += wr[28] * v2; a3_3 += wr[28] * v3;
                     }
                     {
-                        cg_v v0 = VLOAD(dr + 116), v1 = VLOAD(dr + 132), v2 = VLOAD(dr + 148), v3 = VLOAD(dr + 156); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        cg_v v0 = VLOAD(dr + 116), v1 = VLOAD(dr + 132), v2 = VLOAD(dr + 148), v3 = VLOAD(dr + 164); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
                         a0_0 += wr[2] * v0; a0_1 += wr[2] * v1; a0_2 += wr[2] * v2; a0_3 += wr[2] * v3;
                         a1_0 += wr[11] * v0; a1_1 += wr[11] * v1; a1_2 += wr[11] * v2; a1_3 += wr[11] * v3;
                         a2_0 += wr[20] * v0; a2_1 += wr[20] * v1; a2_2 += wr[20] * v2; a2_3 += wr[20] * v3;
                         a3_0 += wr[29] * v0; a3_1 += wr[29] * v1; a3_2 += wr[29] * v2; a3_3 += wr[29] * v3;
                     }
                     {
-                        cg_v v0 = VLOAD(dr + 60), v1 = VLOAD(dr + 76), v2 = VLOAD(dr + 92), v3 = VLOAD(dr + 100); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        cg_v v0 = VLOAD(dr + 60), v1 = VLOAD(dr + 76), v2 = VLOAD(dr + 92), v3 = VLOAD(dr + 108); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
                         a0_0 += wr[3] * v0; a0_1 += wr[3] * v1; a0_2 += wr[3] * v2; a0_3 += wr[3] * v3;
                         a1_0 += wr[12] * v0; a1_1 += wr[12] * v1; a1_2 += wr[12] * v2; a1_3 += wr[12] * v3;
                         a2_0 += wr[21] * v0; a2_1 += wr[21] * v1; a2_2 += wr[21] * v2; a2_3 += wr[21] * v3;
                         a3_0 += wr[30] * v0; a3_1 += wr[30] * v1; a3_2 += wr[30] * v2; a3_3 += wr[30] * v3;
                     }
                     {
-                        cg_v v0 = VLOAD(dr + 59), v1 = VLOAD(dr + 75), v2 = VLOAD(dr + 91), v3 = VLOAD(dr + 99); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        cg_v v0 = VLOAD(dr + 59), v1 = VLOAD(dr + 75), v2 = VLOAD(dr + 91), v3 = VLOAD(dr + 107); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
                         a0_0 += wr[4] * v0; a0_1 += wr[4] * v1; a0_2 += wr[4] * v2; a0_3 += wr[4] * v3;
                         a1_0 += wr[13] * v0; a1_1 += wr[13] * v1; a1_2 += wr[13] * v2; a1_3 += wr[13] * v3;
                         a2_0 += wr[22] * v0; a2_1 += wr[22] * v1; a2_2 += wr[22] * v2; a2_3 += wr[22] * v3;
                         a3_0 += wr[31] * v0; a3_1 += wr[31] * v1; a3_2 += wr[31] * v2; a3_3 += wr[31] * v3;
                     }
                     {
-                        cg_v v0 = VLOAD(dr + 58), v1 = VLOAD(dr + 74), v2 = VLOAD(dr + 90), v3 = VLOAD(dr + 98); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        cg_v v0 = VLOAD(dr + 58), v1 = VLOAD(dr + 74), v2 = VLOAD(dr + 90), v3 = VLOAD(dr + 106); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
                         a0_0 += wr[5] * v0; a0_1 += wr[5] * v1; a0_2 += wr[5] * v2; a0_3 += wr[5] * v3;
                         a1_0 += wr[14] * v0; a1_1 += wr[14] * v1; a1_2 += wr[14] * v2; a1_3 += wr[14] * v3;
                         a2_0 += wr[23] * v0; a2_1 += wr[23] * v1; a2_2 += wr[23] * v2; a2_3 += wr[23] * v3;
                         a3_0 += wr[32] * v0; a3_1 += wr[32] * v1; a3_2 += wr[32] * v2; a3_3 += wr[32] * v3;
                     }
                     {
-                        cg_v v0 = VLOAD(dr + 2), v1 = VLOAD(dr + 18), v2 = VLOAD(dr + 34), v3 = VLOAD(dr + 42); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        cg_v v0 = VLOAD(dr + 2), v1 = VLOAD(dr + 18), v2 = VLOAD(dr + 34), v3 = VLOAD(dr + 50); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
                         a0_0 += wr[6] * v0; a0_1 += wr[6] * v1; a0_2 += wr[6] * v2; a0_3 += wr[6] * v3;
                         a1_0 += wr[15] * v0; a1_1 += wr[15] * v1; a1_2 += wr[15] * v2; a1_3 += wr[15] * v3;
                         a2_0 += wr[24] * v0; a2_1 += wr[24] * v1; a2_2 += wr[24] * v2; a2_3 += wr[24] * v3;
                         a3_0 += wr[33] * v0; a3_1 += wr[33] * v1; a3_2 += wr[33] * v2; a3_3 += wr[33] * v3;
                     }
                     {
-                        cg_v v0 = VLOAD(dr + 1), v1 = VLOAD(dr + 17), v2 = VLOAD(dr + 33), v3 = VLOAD(dr + 41); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        cg_v v0 = VLOAD(dr + 1), v1 = VLOAD(dr + 17), v2 = VLOAD(dr + 33), v3 = VLOAD(dr + 49); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
                         a0_0 += wr[7] * v0; a0_1 += wr[7] * v1; a0_2 += wr[7] * v2; a0_3 += wr[7] * v3;
                         a1_0 += wr[16] * v0; a1_1 += wr[16] * v1; a1_2 += wr[16] * v2; a1_3 += wr[16] * v3;
                         a2_0 += wr[25] * v0; a2_1 += wr[25] * v1; a2_2 += wr[25] * v2; a2_3 += wr[25] * v3;
                         a3_0 += wr[34] * v0; a3_1 += wr[34] * v1; a3_2 += wr[34] * v2; a3_3 += wr[34] * v3;
                     }
                     {
-                        cg_v v0 = VLOAD(dr + 0), v1 = VLOAD(dr + 16), v2 = VLOAD(dr + 32), v3 = VLOAD(dr + 40); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        cg_v v0 = VLOAD(dr + 0), v1 = VLOAD(dr + 16), v2 = VLOAD(dr + 32), v3 = VLOAD(dr + 48); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
                         a0_0 += wr[8] * v0; a0_1 += wr[8] * v1; a0_2 += wr[8] * v2; a0_3 += wr[8] * v3;
                         a1_0 += wr[17] * v0; a1_1 += wr[17] * v1; a1_2 += wr[17] * v2; a1_3 += wr[17] * v3;
                         a2_0 += wr[26] * v0; a2_1 += wr[26] * v1; a2_2 += wr[26] * v2; a2_3 += wr[26] * v3;
                         a3_0 += wr[35] * v0; a3_1 += wr[35] * v1; a3_2 += wr[35] * v2; a3_3 += wr[35] * v3;
                     }
                 }
-                VSTORE(xr + (size_t)(ci0 + 0) * 3136 + x0 + 0, a0_0); VSTORE(xr + (size_t)(ci0 + 0) * 3136 + x0 + 16, a0_1); VSTORE(xr + (size_t)(ci0 + 0) * 3136 + x0 + 32, a0_2); VSTORE(xr + (size_t)(ci0 + 0) * 3136 + x0 + 40, a0_3);
-                VSTORE(xr + (size_t)(ci0 + 1) * 3136 + x0 + 0, a1_0); VSTORE(xr + (size_t)(ci0 + 1) * 3136 + x0 + 16, a1_1); VSTORE(xr + (size_t)(ci0 + 1) * 3136 + x0 + 32, a1_2); VSTORE(xr + (size_t)(ci0 + 1) * 3136 + x0 + 40, a1_3);
-                VSTORE(xr + (size_t)(ci0 + 2) * 3136 + x0 + 0, a2_0); VSTORE(xr + (size_t)(ci0 + 2) * 3136 + x0 + 16, a2_1); VSTORE(xr + (size_t)(ci0 + 2) * 3136 + x0 + 32, a2_2); VSTORE(xr + (size_t)(ci0 + 2) * 3136 + x0 + 40, a2_3);
-                VSTORE(xr + (size_t)(ci0 + 3) * 3136 + x0 + 0, a3_0); VSTORE(xr + (size_t)(ci0 + 3) * 3136 + x0 + 16, a3_1); VSTORE(xr + (size_t)(ci0 + 3) * 3136 + x0 + 32, a3_2); VSTORE(xr + (size_t)(ci0 + 3) * 3136 + x0 + 40, a3_3);
+                VSTORE(xr + (size_t)(ci0 + 0) * 3136 + x0 + 0, a0_0); VSTORE(xr + (size_t)(ci0 + 0) * 3136 + x0 + 16, a0_1); VSTORE(xr + (size_t)(ci0 + 0) * 3136 + x0 + 32, a0_2); VSTORE_N(xr + (size_t)(ci0 + 0) * 3136 + x0 + 48, a0_3, 8);
+                VSTORE(xr + (size_t)(ci0 + 1) * 3136 + x0 + 0, a1_0); VSTORE(xr + (size_t)(ci0 + 1) * 3136 + x0 + 16, a1_1); VSTORE(xr + (size_t)(ci0 + 1) * 3136 + x0 + 32, a1_2); VSTORE_N(xr + (size_t)(ci0 + 1) * 3136 + x0 + 48, a1_3, 8);
+                VSTORE(xr + (size_t)(ci0 + 2) * 3136 + x0 + 0, a2_0); VSTORE(xr + (size_t)(ci0 + 2) * 3136 + x0 + 16, a2_1); VSTORE(xr + (size_t)(ci0 + 2) * 3136 + x0 + 32, a2_2); VSTORE_N(xr + (size_t)(ci0 + 2) * 3136 + x0 + 48, a2_3, 8);
+                VSTORE(xr + (size_t)(ci0 + 3) * 3136 + x0 + 0, a3_0); VSTORE(xr + (size_t)(ci0 + 3) * 3136 + x0 + 16, a3_1); VSTORE(xr + (size_t)(ci0 + 3) * 3136 + x0 + 32, a3_2); VSTORE_N(xr + (size_t)(ci0 + 3) * 3136 + x0 + 48, a3_3, 8);
             }
         }
     }
@@ -5241,6 +5262,7 @@ static void l17_conv2d_forward(const float *restrict P, float *restrict S, const
         }
         memset(d + 870, 0, sizeof(float) * 30);
     }
+    memset(xp + (size_t)nb * 230400, 0, sizeof(float) * 16); /* slack read by partial vectors */
     /* tiles of 12 output channels x 2 vectors of an output row */
     CG_PARALLEL_FOR
     for (int r = 0; r < nb * 28; r++) {
@@ -5266,7 +5288,7 @@ static void l17_conv2d_forward(const float *restrict P, float *restrict S, const
                     const float *restrict xr = xr0 + (size_t)ci * 900 + x0;
                     const float *restrict wr = w + (size_t)co0 * 2304 + ci * 9;
                     {
-                        cg_v v0 = VLOAD(xr + 0), v1 = VLOAD(xr + 12); VKEEP(v0); VKEEP(v1);
+                        cg_v v0 = VLOAD(xr + 0), v1 = VLOAD(xr + 16); VKEEP(v0); VKEEP(v1);
                         a0_0 += wr[0] * v0; a0_1 += wr[0] * v1;
                         a1_0 += wr[2304] * v0; a1_1 += wr[2304] * v1;
                         a2_0 += wr[4608] * v0; a2_1 += wr[4608] * v1;
@@ -5281,7 +5303,7 @@ static void l17_conv2d_forward(const float *restrict P, float *restrict S, const
                         a11_0 += wr[25344] * v0; a11_1 += wr[25344] * v1;
                     }
                     {
-                        cg_v v0 = VLOAD(xr + 1), v1 = VLOAD(xr + 13); VKEEP(v0); VKEEP(v1);
+                        cg_v v0 = VLOAD(xr + 1), v1 = VLOAD(xr + 17); VKEEP(v0); VKEEP(v1);
                         a0_0 += wr[1] * v0; a0_1 += wr[1] * v1;
                         a1_0 += wr[2305] * v0; a1_1 += wr[2305] * v1;
                         a2_0 += wr[4609] * v0; a2_1 += wr[4609] * v1;
@@ -5296,7 +5318,7 @@ static void l17_conv2d_forward(const float *restrict P, float *restrict S, const
                         a11_0 += wr[25345] * v0; a11_1 += wr[25345] * v1;
                     }
                     {
-                        cg_v v0 = VLOAD(xr + 2), v1 = VLOAD(xr + 14); VKEEP(v0); VKEEP(v1);
+                        cg_v v0 = VLOAD(xr + 2), v1 = VLOAD(xr + 18); VKEEP(v0); VKEEP(v1);
                         a0_0 += wr[2] * v0; a0_1 += wr[2] * v1;
                         a1_0 += wr[2306] * v0; a1_1 += wr[2306] * v1;
                         a2_0 += wr[4610] * v0; a2_1 += wr[4610] * v1;
@@ -5311,7 +5333,7 @@ static void l17_conv2d_forward(const float *restrict P, float *restrict S, const
                         a11_0 += wr[25346] * v0; a11_1 += wr[25346] * v1;
                     }
                     {
-                        cg_v v0 = VLOAD(xr + 30), v1 = VLOAD(xr + 42); VKEEP(v0); VKEEP(v1);
+                        cg_v v0 = VLOAD(xr + 30), v1 = VLOAD(xr + 46); VKEEP(v0); VKEEP(v1);
                         a0_0 += wr[3] * v0; a0_1 += wr[3] * v1;
                         a1_0 += wr[2307] * v0; a1_1 += wr[2307] * v1;
                         a2_0 += wr[4611] * v0; a2_1 += wr[4611] * v1;
@@ -5326,7 +5348,7 @@ static void l17_conv2d_forward(const float *restrict P, float *restrict S, const
                         a11_0 += wr[25347] * v0; a11_1 += wr[25347] * v1;
                     }
                     {
-                        cg_v v0 = VLOAD(xr + 31), v1 = VLOAD(xr + 43); VKEEP(v0); VKEEP(v1);
+                        cg_v v0 = VLOAD(xr + 31), v1 = VLOAD(xr + 47); VKEEP(v0); VKEEP(v1);
                         a0_0 += wr[4] * v0; a0_1 += wr[4] * v1;
                         a1_0 += wr[2308] * v0; a1_1 += wr[2308] * v1;
                         a2_0 += wr[4612] * v0; a2_1 += wr[4612] * v1;
@@ -5341,7 +5363,7 @@ static void l17_conv2d_forward(const float *restrict P, float *restrict S, const
                         a11_0 += wr[25348] * v0; a11_1 += wr[25348] * v1;
                     }
                     {
-                        cg_v v0 = VLOAD(xr + 32), v1 = VLOAD(xr + 44); VKEEP(v0); VKEEP(v1);
+                        cg_v v0 = VLOAD(xr + 32), v1 = VLOAD(xr + 48); VKEEP(v0); VKEEP(v1);
                         a0_0 += wr[5] * v0; a0_1 += wr[5] * v1;
                         a1_0 += wr[2309] * v0; a1_1 += wr[2309] * v1;
                         a2_0 += wr[4613] * v0; a2_1 += wr[4613] * v1;
@@ -5356,7 +5378,7 @@ static void l17_conv2d_forward(const float *restrict P, float *restrict S, const
                         a11_0 += wr[25349] * v0; a11_1 += wr[25349] * v1;
                     }
                     {
-                        cg_v v0 = VLOAD(xr + 60), v1 = VLOAD(xr + 72); VKEEP(v0); VKEEP(v1);
+                        cg_v v0 = VLOAD(xr + 60), v1 = VLOAD(xr + 76); VKEEP(v0); VKEEP(v1);
                         a0_0 += wr[6] * v0; a0_1 += wr[6] * v1;
                         a1_0 += wr[2310] * v0; a1_1 += wr[2310] * v1;
                         a2_0 += wr[4614] * v0; a2_1 += wr[4614] * v1;
@@ -5371,7 +5393,7 @@ static void l17_conv2d_forward(const float *restrict P, float *restrict S, const
                         a11_0 += wr[25350] * v0; a11_1 += wr[25350] * v1;
                     }
                     {
-                        cg_v v0 = VLOAD(xr + 61), v1 = VLOAD(xr + 73); VKEEP(v0); VKEEP(v1);
+                        cg_v v0 = VLOAD(xr + 61), v1 = VLOAD(xr + 77); VKEEP(v0); VKEEP(v1);
                         a0_0 += wr[7] * v0; a0_1 += wr[7] * v1;
                         a1_0 += wr[2311] * v0; a1_1 += wr[2311] * v1;
                         a2_0 += wr[4615] * v0; a2_1 += wr[4615] * v1;
@@ -5386,7 +5408,7 @@ static void l17_conv2d_forward(const float *restrict P, float *restrict S, const
                         a11_0 += wr[25351] * v0; a11_1 += wr[25351] * v1;
                     }
                     {
-                        cg_v v0 = VLOAD(xr + 62), v1 = VLOAD(xr + 74); VKEEP(v0); VKEEP(v1);
+                        cg_v v0 = VLOAD(xr + 62), v1 = VLOAD(xr + 78); VKEEP(v0); VKEEP(v1);
                         a0_0 += wr[8] * v0; a0_1 += wr[8] * v1;
                         a1_0 += wr[2312] * v0; a1_1 += wr[2312] * v1;
                         a2_0 += wr[4616] * v0; a2_1 += wr[4616] * v1;
@@ -5401,18 +5423,18 @@ static void l17_conv2d_forward(const float *restrict P, float *restrict S, const
                         a11_0 += wr[25352] * v0; a11_1 += wr[25352] * v1;
                     }
                 }
-                VSTORE(yr + (size_t)(co0 + 0) * 784 + x0 + 0, a0_0); VSTORE(yr + (size_t)(co0 + 0) * 784 + x0 + 12, a0_1);
-                VSTORE(yr + (size_t)(co0 + 1) * 784 + x0 + 0, a1_0); VSTORE(yr + (size_t)(co0 + 1) * 784 + x0 + 12, a1_1);
-                VSTORE(yr + (size_t)(co0 + 2) * 784 + x0 + 0, a2_0); VSTORE(yr + (size_t)(co0 + 2) * 784 + x0 + 12, a2_1);
-                VSTORE(yr + (size_t)(co0 + 3) * 784 + x0 + 0, a3_0); VSTORE(yr + (size_t)(co0 + 3) * 784 + x0 + 12, a3_1);
-                VSTORE(yr + (size_t)(co0 + 4) * 784 + x0 + 0, a4_0); VSTORE(yr + (size_t)(co0 + 4) * 784 + x0 + 12, a4_1);
-                VSTORE(yr + (size_t)(co0 + 5) * 784 + x0 + 0, a5_0); VSTORE(yr + (size_t)(co0 + 5) * 784 + x0 + 12, a5_1);
-                VSTORE(yr + (size_t)(co0 + 6) * 784 + x0 + 0, a6_0); VSTORE(yr + (size_t)(co0 + 6) * 784 + x0 + 12, a6_1);
-                VSTORE(yr + (size_t)(co0 + 7) * 784 + x0 + 0, a7_0); VSTORE(yr + (size_t)(co0 + 7) * 784 + x0 + 12, a7_1);
-                VSTORE(yr + (size_t)(co0 + 8) * 784 + x0 + 0, a8_0); VSTORE(yr + (size_t)(co0 + 8) * 784 + x0 + 12, a8_1);
-                VSTORE(yr + (size_t)(co0 + 9) * 784 + x0 + 0, a9_0); VSTORE(yr + (size_t)(co0 + 9) * 784 + x0 + 12, a9_1);
-                VSTORE(yr + (size_t)(co0 + 10) * 784 + x0 + 0, a10_0); VSTORE(yr + (size_t)(co0 + 10) * 784 + x0 + 12, a10_1);
-                VSTORE(yr + (size_t)(co0 + 11) * 784 + x0 + 0, a11_0); VSTORE(yr + (size_t)(co0 + 11) * 784 + x0 + 12, a11_1);
+                VSTORE(yr + (size_t)(co0 + 0) * 784 + x0 + 0, a0_0); VSTORE_N(yr + (size_t)(co0 + 0) * 784 + x0 + 16, a0_1, 12);
+                VSTORE(yr + (size_t)(co0 + 1) * 784 + x0 + 0, a1_0); VSTORE_N(yr + (size_t)(co0 + 1) * 784 + x0 + 16, a1_1, 12);
+                VSTORE(yr + (size_t)(co0 + 2) * 784 + x0 + 0, a2_0); VSTORE_N(yr + (size_t)(co0 + 2) * 784 + x0 + 16, a2_1, 12);
+                VSTORE(yr + (size_t)(co0 + 3) * 784 + x0 + 0, a3_0); VSTORE_N(yr + (size_t)(co0 + 3) * 784 + x0 + 16, a3_1, 12);
+                VSTORE(yr + (size_t)(co0 + 4) * 784 + x0 + 0, a4_0); VSTORE_N(yr + (size_t)(co0 + 4) * 784 + x0 + 16, a4_1, 12);
+                VSTORE(yr + (size_t)(co0 + 5) * 784 + x0 + 0, a5_0); VSTORE_N(yr + (size_t)(co0 + 5) * 784 + x0 + 16, a5_1, 12);
+                VSTORE(yr + (size_t)(co0 + 6) * 784 + x0 + 0, a6_0); VSTORE_N(yr + (size_t)(co0 + 6) * 784 + x0 + 16, a6_1, 12);
+                VSTORE(yr + (size_t)(co0 + 7) * 784 + x0 + 0, a7_0); VSTORE_N(yr + (size_t)(co0 + 7) * 784 + x0 + 16, a7_1, 12);
+                VSTORE(yr + (size_t)(co0 + 8) * 784 + x0 + 0, a8_0); VSTORE_N(yr + (size_t)(co0 + 8) * 784 + x0 + 16, a8_1, 12);
+                VSTORE(yr + (size_t)(co0 + 9) * 784 + x0 + 0, a9_0); VSTORE_N(yr + (size_t)(co0 + 9) * 784 + x0 + 16, a9_1, 12);
+                VSTORE(yr + (size_t)(co0 + 10) * 784 + x0 + 0, a10_0); VSTORE_N(yr + (size_t)(co0 + 10) * 784 + x0 + 16, a10_1, 12);
+                VSTORE(yr + (size_t)(co0 + 11) * 784 + x0 + 0, a11_0); VSTORE_N(yr + (size_t)(co0 + 11) * 784 + x0 + 16, a11_1, 12);
             }
         }
         {
@@ -5431,7 +5453,7 @@ static void l17_conv2d_forward(const float *restrict P, float *restrict S, const
                     const float *restrict xr = xr0 + (size_t)ci * 900 + x0;
                     const float *restrict wr = w + (size_t)co0 * 2304 + ci * 9;
                     {
-                        cg_v v0 = VLOAD(xr + 0), v1 = VLOAD(xr + 12); VKEEP(v0); VKEEP(v1);
+                        cg_v v0 = VLOAD(xr + 0), v1 = VLOAD(xr + 16); VKEEP(v0); VKEEP(v1);
                         a0_0 += wr[0] * v0; a0_1 += wr[0] * v1;
                         a1_0 += wr[2304] * v0; a1_1 += wr[2304] * v1;
                         a2_0 += wr[4608] * v0; a2_1 += wr[4608] * v1;
@@ -5442,7 +5464,7 @@ static void l17_conv2d_forward(const float *restrict P, float *restrict S, const
                         a7_0 += wr[16128] * v0; a7_1 += wr[16128] * v1;
                     }
                     {
-                        cg_v v0 = VLOAD(xr + 1), v1 = VLOAD(xr + 13); VKEEP(v0); VKEEP(v1);
+                        cg_v v0 = VLOAD(xr + 1), v1 = VLOAD(xr + 17); VKEEP(v0); VKEEP(v1);
                         a0_0 += wr[1] * v0; a0_1 += wr[1] * v1;
                         a1_0 += wr[2305] * v0; a1_1 += wr[2305] * v1;
                         a2_0 += wr[4609] * v0; a2_1 += wr[4609] * v1;
@@ -5453,7 +5475,7 @@ static void l17_conv2d_forward(const float *restrict P, float *restrict S, const
                         a7_0 += wr[16129] * v0; a7_1 += wr[16129] * v1;
                     }
                     {
-                        cg_v v0 = VLOAD(xr + 2), v1 = VLOAD(xr + 14); VKEEP(v0); VKEEP(v1);
+                        cg_v v0 = VLOAD(xr + 2), v1 = VLOAD(xr + 18); VKEEP(v0); VKEEP(v1);
                         a0_0 += wr[2] * v0; a0_1 += wr[2] * v1;
                         a1_0 += wr[2306] * v0; a1_1 += wr[2306] * v1;
                         a2_0 += wr[4610] * v0; a2_1 += wr[4610] * v1;
@@ -5464,7 +5486,7 @@ static void l17_conv2d_forward(const float *restrict P, float *restrict S, const
                         a7_0 += wr[16130] * v0; a7_1 += wr[16130] * v1;
                     }
                     {
-                        cg_v v0 = VLOAD(xr + 30), v1 = VLOAD(xr + 42); VKEEP(v0); VKEEP(v1);
+                        cg_v v0 = VLOAD(xr + 30), v1 = VLOAD(xr + 46); VKEEP(v0); VKEEP(v1);
                         a0_0 += wr[3] * v0; a0_1 += wr[3] * v1;
                         a1_0 += wr[2307] * v0; a1_1 += wr[2307] * v1;
                         a2_0 += wr[4611] * v0; a2_1 += wr[4611] * v1;
@@ -5475,7 +5497,7 @@ static void l17_conv2d_forward(const float *restrict P, float *restrict S, const
                         a7_0 += wr[16131] * v0; a7_1 += wr[16131] * v1;
                     }
                     {
-                        cg_v v0 = VLOAD(xr + 31), v1 = VLOAD(xr + 43); VKEEP(v0); VKEEP(v1);
+                        cg_v v0 = VLOAD(xr + 31), v1 = VLOAD(xr + 47); VKEEP(v0); VKEEP(v1);
                         a0_0 += wr[4] * v0; a0_1 += wr[4] * v1;
                         a1_0 += wr[2308] * v0; a1_1 += wr[2308] * v1;
                         a2_0 += wr[4612] * v0; a2_1 += wr[4612] * v1;
@@ -5486,7 +5508,7 @@ static void l17_conv2d_forward(const float *restrict P, float *restrict S, const
                         a7_0 += wr[16132] * v0; a7_1 += wr[16132] * v1;
                     }
                     {
-                        cg_v v0 = VLOAD(xr + 32), v1 = VLOAD(xr + 44); VKEEP(v0); VKEEP(v1);
+                        cg_v v0 = VLOAD(xr + 32), v1 = VLOAD(xr + 48); VKEEP(v0); VKEEP(v1);
                         a0_0 += wr[5] * v0; a0_1 += wr[5] * v1;
                         a1_0 += wr[2309] * v0; a1_1 += wr[2309] * v1;
                         a2_0 += wr[4613] * v0; a2_1 += wr[4613] * v1;
@@ -5497,7 +5519,7 @@ static void l17_conv2d_forward(const float *restrict P, float *restrict S, const
                         a7_0 += wr[16133] * v0; a7_1 += wr[16133] * v1;
                     }
                     {
-                        cg_v v0 = VLOAD(xr + 60), v1 = VLOAD(xr + 72); VKEEP(v0); VKEEP(v1);
+                        cg_v v0 = VLOAD(xr + 60), v1 = VLOAD(xr + 76); VKEEP(v0); VKEEP(v1);
                         a0_0 += wr[6] * v0; a0_1 += wr[6] * v1;
                         a1_0 += wr[2310] * v0; a1_1 += wr[2310] * v1;
                         a2_0 += wr[4614] * v0; a2_1 += wr[4614] * v1;
@@ -5508,7 +5530,7 @@ static void l17_conv2d_forward(const float *restrict P, float *restrict S, const
                         a7_0 += wr[16134] * v0; a7_1 += wr[16134] * v1;
                     }
                     {
-                        cg_v v0 = VLOAD(xr + 61), v1 = VLOAD(xr + 73); VKEEP(v0); VKEEP(v1);
+                        cg_v v0 = VLOAD(xr + 61), v1 = VLOAD(xr + 77); VKEEP(v0); VKEEP(v1);
                         a0_0 += wr[7] * v0; a0_1 += wr[7] * v1;
                         a1_0 += wr[2311] * v0; a1_1 += wr[2311] * v1;
                         a2_0 += wr[4615] * v0; a2_1 += wr[4615] * v1;
@@ -5519,7 +5541,7 @@ static void l17_conv2d_forward(const float *restrict P, float *restrict S, const
                         a7_0 += wr[16135] * v0; a7_1 += wr[16135] * v1;
                     }
                     {
-                        cg_v v0 = VLOAD(xr + 62), v1 = VLOAD(xr + 74); VKEEP(v0); VKEEP(v1);
+                        cg_v v0 = VLOAD(xr + 62), v1 = VLOAD(xr + 78); VKEEP(v0); VKEEP(v1);
                         a0_0 += wr[8] * v0; a0_1 += wr[8] * v1;
                         a1_0 += wr[2312] * v0; a1_1 += wr[2312] * v1;
                         a2_0 += wr[4616] * v0; a2_1 += wr[4616] * v1;
@@ -5530,14 +5552,14 @@ static void l17_conv2d_forward(const float *restrict P, float *restrict S, const
                         a7_0 += wr[16136] * v0; a7_1 += wr[16136] * v1;
                     }
                 }
-                VSTORE(yr + (size_t)(co0 + 0) * 784 + x0 + 0, a0_0); VSTORE(yr + (size_t)(co0 + 0) * 784 + x0 + 12, a0_1);
-                VSTORE(yr + (size_t)(co0 + 1) * 784 + x0 + 0, a1_0); VSTORE(yr + (size_t)(co0 + 1) * 784 + x0 + 12, a1_1);
-                VSTORE(yr + (size_t)(co0 + 2) * 784 + x0 + 0, a2_0); VSTORE(yr + (size_t)(co0 + 2) * 784 + x0 + 12, a2_1);
-                VSTORE(yr + (size_t)(co0 + 3) * 784 + x0 + 0, a3_0); VSTORE(yr + (size_t)(co0 + 3) * 784 + x0 + 12, a3_1);
-                VSTORE(yr + (size_t)(co0 + 4) * 784 + x0 + 0, a4_0); VSTORE(yr + (size_t)(co0 + 4) * 784 + x0 + 12, a4_1);
-                VSTORE(yr + (size_t)(co0 + 5) * 784 + x0 + 0, a5_0); VSTORE(yr + (size_t)(co0 + 5) * 784 + x0 + 12, a5_1);
-                VSTORE(yr + (size_t)(co0 + 6) * 784 + x0 + 0, a6_0); VSTORE(yr + (size_t)(co0 + 6) * 784 + x0 + 12, a6_1);
-                VSTORE(yr + (size_t)(co0 + 7) * 784 + x0 + 0, a7_0); VSTORE(yr + (size_t)(co0 + 7) * 784 + x0 + 12, a7_1);
+                VSTORE(yr + (size_t)(co0 + 0) * 784 + x0 + 0, a0_0); VSTORE_N(yr + (size_t)(co0 + 0) * 784 + x0 + 16, a0_1, 12);
+                VSTORE(yr + (size_t)(co0 + 1) * 784 + x0 + 0, a1_0); VSTORE_N(yr + (size_t)(co0 + 1) * 784 + x0 + 16, a1_1, 12);
+                VSTORE(yr + (size_t)(co0 + 2) * 784 + x0 + 0, a2_0); VSTORE_N(yr + (size_t)(co0 + 2) * 784 + x0 + 16, a2_1, 12);
+                VSTORE(yr + (size_t)(co0 + 3) * 784 + x0 + 0, a3_0); VSTORE_N(yr + (size_t)(co0 + 3) * 784 + x0 + 16, a3_1, 12);
+                VSTORE(yr + (size_t)(co0 + 4) * 784 + x0 + 0, a4_0); VSTORE_N(yr + (size_t)(co0 + 4) * 784 + x0 + 16, a4_1, 12);
+                VSTORE(yr + (size_t)(co0 + 5) * 784 + x0 + 0, a5_0); VSTORE_N(yr + (size_t)(co0 + 5) * 784 + x0 + 16, a5_1, 12);
+                VSTORE(yr + (size_t)(co0 + 6) * 784 + x0 + 0, a6_0); VSTORE_N(yr + (size_t)(co0 + 6) * 784 + x0 + 16, a6_1, 12);
+                VSTORE(yr + (size_t)(co0 + 7) * 784 + x0 + 0, a7_0); VSTORE_N(yr + (size_t)(co0 + 7) * 784 + x0 + 16, a7_1, 12);
             }
         }
     }
@@ -5715,7 +5737,7 @@ static void l17_conv2d_backward(float *restrict G, float *restrict S, const floa
 static void l17_conv2d_backward_dx(const float *restrict P, float *restrict S, const float *restrict dy, float *restrict dx, int nb)
 {
     const float *restrict w = P + 1735488;
-    float *restrict dyp = S + 460800;
+    float *restrict dyp = S + 460816;
     /* dy -> zero-padded planes 30x30 */
     CG_PARALLEL_FOR
     for (int pl = 0; pl < nb * 512; pl++) {
@@ -5730,6 +5752,7 @@ static void l17_conv2d_backward_dx(const float *restrict P, float *restrict S, c
         }
         memset(d + 870, 0, sizeof(float) * 30);
     }
+    memset(dyp + (size_t)nb * 460800, 0, sizeof(float) * 16); /* slack read by partial vectors */
     /* tiles of 12 input channels x 2 vectors of an input row */
     CG_PARALLEL_FOR
     for (int r = 0; r < nb * 28; r++) {
@@ -5755,7 +5778,7 @@ static void l17_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                     const float *restrict dr = dr0 + (size_t)co * 900 + x0;
                     const float *restrict wr = w + (size_t)co * 2304 + ci0 * 9;
                     {
-                        cg_v v0 = VLOAD(dr + 62), v1 = VLOAD(dr + 74); VKEEP(v0); VKEEP(v1);
+                        cg_v v0 = VLOAD(dr + 62), v1 = VLOAD(dr + 78); VKEEP(v0); VKEEP(v1);
                         a0_0 += wr[0] * v0; a0_1 += wr[0] * v1;
                         a1_0 += wr[9] * v0; a1_1 += wr[9] * v1;
                         a2_0 += wr[18] * v0; a2_1 += wr[18] * v1;
@@ -5770,7 +5793,7 @@ static void l17_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         a11_0 += wr[99] * v0; a11_1 += wr[99] * v1;
                     }
                     {
-                        cg_v v0 = VLOAD(dr + 61), v1 = VLOAD(dr + 73); VKEEP(v0); VKEEP(v1);
+                        cg_v v0 = VLOAD(dr + 61), v1 = VLOAD(dr + 77); VKEEP(v0); VKEEP(v1);
                         a0_0 += wr[1] * v0; a0_1 += wr[1] * v1;
                         a1_0 += wr[10] * v0; a1_1 += wr[10] * v1;
                         a2_0 += wr[19] * v0; a2_1 += wr[19] * v1;
@@ -5785,7 +5808,7 @@ static void l17_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         a11_0 += wr[100] * v0; a11_1 += wr[100] * v1;
                     }
                     {
-                        cg_v v0 = VLOAD(dr + 60), v1 = VLOAD(dr + 72); VKEEP(v0); VKEEP(v1);
+                        cg_v v0 = VLOAD(dr + 60), v1 = VLOAD(dr + 76); VKEEP(v0); VKEEP(v1);
                         a0_0 += wr[2] * v0; a0_1 += wr[2] * v1;
                         a1_0 += wr[11] * v0; a1_1 += wr[11] * v1;
                         a2_0 += wr[20] * v0; a2_1 += wr[20] * v1;
@@ -5800,7 +5823,7 @@ static void l17_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         a11_0 += wr[101] * v0; a11_1 += wr[101] * v1;
                     }
                     {
-                        cg_v v0 = VLOAD(dr + 32), v1 = VLOAD(dr + 44); VKEEP(v0); VKEEP(v1);
+                        cg_v v0 = VLOAD(dr + 32), v1 = VLOAD(dr + 48); VKEEP(v0); VKEEP(v1);
                         a0_0 += wr[3] * v0; a0_1 += wr[3] * v1;
                         a1_0 += wr[12] * v0; a1_1 += wr[12] * v1;
                         a2_0 += wr[21] * v0; a2_1 += wr[21] * v1;
@@ -5815,7 +5838,7 @@ static void l17_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         a11_0 += wr[102] * v0; a11_1 += wr[102] * v1;
                     }
                     {
-                        cg_v v0 = VLOAD(dr + 31), v1 = VLOAD(dr + 43); VKEEP(v0); VKEEP(v1);
+                        cg_v v0 = VLOAD(dr + 31), v1 = VLOAD(dr + 47); VKEEP(v0); VKEEP(v1);
                         a0_0 += wr[4] * v0; a0_1 += wr[4] * v1;
                         a1_0 += wr[13] * v0; a1_1 += wr[13] * v1;
                         a2_0 += wr[22] * v0; a2_1 += wr[22] * v1;
@@ -5830,7 +5853,7 @@ static void l17_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         a11_0 += wr[103] * v0; a11_1 += wr[103] * v1;
                     }
                     {
-                        cg_v v0 = VLOAD(dr + 30), v1 = VLOAD(dr + 42); VKEEP(v0); VKEEP(v1);
+                        cg_v v0 = VLOAD(dr + 30), v1 = VLOAD(dr + 46); VKEEP(v0); VKEEP(v1);
                         a0_0 += wr[5] * v0; a0_1 += wr[5] * v1;
                         a1_0 += wr[14] * v0; a1_1 += wr[14] * v1;
                         a2_0 += wr[23] * v0; a2_1 += wr[23] * v1;
@@ -5845,7 +5868,7 @@ static void l17_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         a11_0 += wr[104] * v0; a11_1 += wr[104] * v1;
                     }
                     {
-                        cg_v v0 = VLOAD(dr + 2), v1 = VLOAD(dr + 14); VKEEP(v0); VKEEP(v1);
+                        cg_v v0 = VLOAD(dr + 2), v1 = VLOAD(dr + 18); VKEEP(v0); VKEEP(v1);
                         a0_0 += wr[6] * v0; a0_1 += wr[6] * v1;
                         a1_0 += wr[15] * v0; a1_1 += wr[15] * v1;
                         a2_0 += wr[24] * v0; a2_1 += wr[24] * v1;
@@ -5860,7 +5883,7 @@ static void l17_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         a11_0 += wr[105] * v0; a11_1 += wr[105] * v1;
                     }
                     {
-                        cg_v v0 = VLOAD(dr + 1), v1 = VLOAD(dr + 13); VKEEP(v0); VKEEP(v1);
+                        cg_v v0 = VLOAD(dr + 1), v1 = VLOAD(dr + 17); VKEEP(v0); VKEEP(v1);
                         a0_0 += wr[7] * v0; a0_1 += wr[7] * v1;
                         a1_0 += wr[16] * v0; a1_1 += wr[16] * v1;
                         a2_0 += wr[25] * v0; a2_1 += wr[25] * v1;
@@ -5875,7 +5898,7 @@ static void l17_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         a11_0 += wr[106] * v0; a11_1 += wr[106] * v1;
                     }
                     {
-                        cg_v v0 = VLOAD(dr + 0), v1 = VLOAD(dr + 12); VKEEP(v0); VKEEP(v1);
+                        cg_v v0 = VLOAD(dr + 0), v1 = VLOAD(dr + 16); VKEEP(v0); VKEEP(v1);
                         a0_0 += wr[8] * v0; a0_1 += wr[8] * v1;
                         a1_0 += wr[17] * v0; a1_1 += wr[17] * v1;
                         a2_0 += wr[26] * v0; a2_1 += wr[26] * v1;
@@ -5890,18 +5913,18 @@ static void l17_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         a11_0 += wr[107] * v0; a11_1 += wr[107] * v1;
                     }
                 }
-                VSTORE(xr + (size_t)(ci0 + 0) * 784 + x0 + 0, a0_0); VSTORE(xr + (size_t)(ci0 + 0) * 784 + x0 + 12, a0_1);
-                VSTORE(xr + (size_t)(ci0 + 1) * 784 + x0 + 0, a1_0); VSTORE(xr + (size_t)(ci0 + 1) * 784 + x0 + 12, a1_1);
-                VSTORE(xr + (size_t)(ci0 + 2) * 784 + x0 + 0, a2_0); VSTORE(xr + (size_t)(ci0 + 2) * 784 + x0 + 12, a2_1);
-                VSTORE(xr + (size_t)(ci0 + 3) * 784 + x0 + 0, a3_0); VSTORE(xr + (size_t)(ci0 + 3) * 784 + x0 + 12, a3_1);
-                VSTORE(xr + (size_t)(ci0 + 4) * 784 + x0 + 0, a4_0); VSTORE(xr + (size_t)(ci0 + 4) * 784 + x0 + 12, a4_1);
-                VSTORE(xr + (size_t)(ci0 + 5) * 784 + x0 + 0, a5_0); VSTORE(xr + (size_t)(ci0 + 5) * 784 + x0 + 12, a5_1);
-                VSTORE(xr + (size_t)(ci0 + 6) * 784 + x0 + 0, a6_0); VSTORE(xr + (size_t)(ci0 + 6) * 784 + x0 + 12, a6_1);
-                VSTORE(xr + (size_t)(ci0 + 7) * 784 + x0 + 0, a7_0); VSTORE(xr + (size_t)(ci0 + 7) * 784 + x0 + 12, a7_1);
-                VSTORE(xr + (size_t)(ci0 + 8) * 784 + x0 + 0, a8_0); VSTORE(xr + (size_t)(ci0 + 8) * 784 + x0 + 12, a8_1);
-                VSTORE(xr + (size_t)(ci0 + 9) * 784 + x0 + 0, a9_0); VSTORE(xr + (size_t)(ci0 + 9) * 784 + x0 + 12, a9_1);
-                VSTORE(xr + (size_t)(ci0 + 10) * 784 + x0 + 0, a10_0); VSTORE(xr + (size_t)(ci0 + 10) * 784 + x0 + 12, a10_1);
-                VSTORE(xr + (size_t)(ci0 + 11) * 784 + x0 + 0, a11_0); VSTORE(xr + (size_t)(ci0 + 11) * 784 + x0 + 12, a11_1);
+                VSTORE(xr + (size_t)(ci0 + 0) * 784 + x0 + 0, a0_0); VSTORE_N(xr + (size_t)(ci0 + 0) * 784 + x0 + 16, a0_1, 12);
+                VSTORE(xr + (size_t)(ci0 + 1) * 784 + x0 + 0, a1_0); VSTORE_N(xr + (size_t)(ci0 + 1) * 784 + x0 + 16, a1_1, 12);
+                VSTORE(xr + (size_t)(ci0 + 2) * 784 + x0 + 0, a2_0); VSTORE_N(xr + (size_t)(ci0 + 2) * 784 + x0 + 16, a2_1, 12);
+                VSTORE(xr + (size_t)(ci0 + 3) * 784 + x0 + 0, a3_0); VSTORE_N(xr + (size_t)(ci0 + 3) * 784 + x0 + 16, a3_1, 12);
+                VSTORE(xr + (size_t)(ci0 + 4) * 784 + x0 + 0, a4_0); VSTORE_N(xr + (size_t)(ci0 + 4) * 784 + x0 + 16, a4_1, 12);
+                VSTORE(xr + (size_t)(ci0 + 5) * 784 + x0 + 0, a5_0); VSTORE_N(xr + (size_t)(ci0 + 5) * 784 + x0 + 16, a5_1, 12);
+                VSTORE(xr + (size_t)(ci0 + 6) * 784 + x0 + 0, a6_0); VSTORE_N(xr + (size_t)(ci0 + 6) * 784 + x0 + 16, a6_1, 12);
+                VSTORE(xr + (size_t)(ci0 + 7) * 784 + x0 + 0, a7_0); VSTORE_N(xr + (size_t)(ci0 + 7) * 784 + x0 + 16, a7_1, 12);
+                VSTORE(xr + (size_t)(ci0 + 8) * 784 + x0 + 0, a8_0); VSTORE_N(xr + (size_t)(ci0 + 8) * 784 + x0 + 16, a8_1, 12);
+                VSTORE(xr + (size_t)(ci0 + 9) * 784 + x0 + 0, a9_0); VSTORE_N(xr + (size_t)(ci0 + 9) * 784 + x0 + 16, a9_1, 12);
+                VSTORE(xr + (size_t)(ci0 + 10) * 784 + x0 + 0, a10_0); VSTORE_N(xr + (size_t)(ci0 + 10) * 784 + x0 + 16, a10_1, 12);
+                VSTORE(xr + (size_t)(ci0 + 11) * 784 + x0 + 0, a11_0); VSTORE_N(xr + (size_t)(ci0 + 11) * 784 + x0 + 16, a11_1, 12);
             }
         }
         {
@@ -5916,73 +5939,73 @@ static void l17_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                     const float *restrict dr = dr0 + (size_t)co * 900 + x0;
                     const float *restrict wr = w + (size_t)co * 2304 + ci0 * 9;
                     {
-                        cg_v v0 = VLOAD(dr + 62), v1 = VLOAD(dr + 74); VKEEP(v0); VKEEP(v1);
+                        cg_v v0 = VLOAD(dr + 62), v1 = VLOAD(dr + 78); VKEEP(v0); VKEEP(v1);
                         a0_0 += wr[0] * v0; a0_1 += wr[0] * v1;
                         a1_0 += wr[9] * v0; a1_1 += wr[9] * v1;
                         a2_0 += wr[18] * v0; a2_1 += wr[18] * v1;
                         a3_0 += wr[27] * v0; a3_1 += wr[27] * v1;
                     }
                     {
-                        cg_v v0 = VLOAD(dr + 61), v1 = VLOAD(dr + 73); VKEEP(v0); VKEEP(v1);
+                        cg_v v0 = VLOAD(dr + 61), v1 = VLOAD(dr + 77); VKEEP(v0); VKEEP(v1);
                         a0_0 += wr[1] * v0; a0_1 += wr[1] * v1;
                         a1_0 += wr[10] * v0; a1_1 += wr[10] * v1;
                         a2_0 += wr[19] * v0; a2_1 += wr[19] * v1;
                         a3_0 += wr[28] * v0; a3_1 += wr[28] * v1;
                     }
                     {
-                        cg_v v0 = VLOAD(dr + 60), v1 = VLOAD(dr + 72); VKEEP(v0); VKEEP(v1);
+                        cg_v v0 = VLOAD(dr + 60), v1 = VLOAD(dr + 76); VKEEP(v0); VKEEP(v1);
                         a0_0 += wr[2] * v0; a0_1 += wr[2] * v1;
                         a1_0 += wr[11] * v0; a1_1 += wr[11] * v1;
                         a2_0 += wr[20] * v0; a2_1 += wr[20] * v1;
                         a3_0 += wr[29] * v0; a3_1 += wr[29] * v1;
                     }
                     {
-                        cg_v v0 = VLOAD(dr + 32), v1 = VLOAD(dr + 44); VKEEP(v0); VKEEP(v1);
+                        cg_v v0 = VLOAD(dr + 32), v1 = VLOAD(dr + 48); VKEEP(v0); VKEEP(v1);
                         a0_0 += wr[3] * v0; a0_1 += wr[3] * v1;
                         a1_0 += wr[12] * v0; a1_1 += wr[12] * v1;
                         a2_0 += wr[21] * v0; a2_1 += wr[21] * v1;
                         a3_0 += wr[30] * v0; a3_1 += wr[30] * v1;
                     }
                     {
-                        cg_v v0 = VLOAD(dr + 31), v1 = VLOAD(dr + 43); VKEEP(v0); VKEEP(v1);
+                        cg_v v0 = VLOAD(dr + 31), v1 = VLOAD(dr + 47); VKEEP(v0); VKEEP(v1);
                         a0_0 += wr[4] * v0; a0_1 += wr[4] * v1;
                         a1_0 += wr[13] * v0; a1_1 += wr[13] * v1;
                         a2_0 += wr[22] * v0; a2_1 += wr[22] * v1;
                         a3_0 += wr[31] * v0; a3_1 += wr[31] * v1;
                     }
                     {
-                        cg_v v0 = VLOAD(dr + 30), v1 = VLOAD(dr + 42); VKEEP(v0); VKEEP(v1);
+                        cg_v v0 = VLOAD(dr + 30), v1 = VLOAD(dr + 46); VKEEP(v0); VKEEP(v1);
                         a0_0 += wr[5] * v0; a0_1 += wr[5] * v1;
                         a1_0 += wr[14] * v0; a1_1 += wr[14] * v1;
                         a2_0 += wr[23] * v0; a2_1 += wr[23] * v1;
                         a3_0 += wr[32] * v0; a3_1 += wr[32] * v1;
                     }
                     {
-                        cg_v v0 = VLOAD(dr + 2), v1 = VLOAD(dr + 14); VKEEP(v0); VKEEP(v1);
+                        cg_v v0 = VLOAD(dr + 2), v1 = VLOAD(dr + 18); VKEEP(v0); VKEEP(v1);
                         a0_0 += wr[6] * v0; a0_1 += wr[6] * v1;
                         a1_0 += wr[15] * v0; a1_1 += wr[15] * v1;
                         a2_0 += wr[24] * v0; a2_1 += wr[24] * v1;
                         a3_0 += wr[33] * v0; a3_1 += wr[33] * v1;
                     }
                     {
-                        cg_v v0 = VLOAD(dr + 1), v1 = VLOAD(dr + 13); VKEEP(v0); VKEEP(v1);
+                        cg_v v0 = VLOAD(dr + 1), v1 = VLOAD(dr + 17); VKEEP(v0); VKEEP(v1);
                         a0_0 += wr[7] * v0; a0_1 += wr[7] * v1;
                         a1_0 += wr[16] * v0; a1_1 += wr[16] * v1;
                         a2_0 += wr[25] * v0; a2_1 += wr[25] * v1;
                         a3_0 += wr[34] * v0; a3_1 += wr[34] * v1;
                     }
                     {
-                        cg_v v0 = VLOAD(dr + 0), v1 = VLOAD(dr + 12); VKEEP(v0); VKEEP(v1);
+                        cg_v v0 = VLOAD(dr + 0), v1 = VLOAD(dr + 16); VKEEP(v0); VKEEP(v1);
                         a0_0 += wr[8] * v0; a0_1 += wr[8] * v1;
                         a1_0 += wr[17] * v0; a1_1 += wr[17] * v1;
                         a2_0 += wr[26] * v0; a2_1 += wr[26] * v1;
                         a3_0 += wr[35] * v0; a3_1 += wr[35] * v1;
                     }
                 }
-                VSTORE(xr + (size_t)(ci0 + 0) * 784 + x0 + 0, a0_0); VSTORE(xr + (size_t)(ci0 + 0) * 784 + x0 + 12, a0_1);
-                VSTORE(xr + (size_t)(ci0 + 1) * 784 + x0 + 0, a1_0); VSTORE(xr + (size_t)(ci0 + 1) * 784 + x0 + 12, a1_1);
-                VSTORE(xr + (size_t)(ci0 + 2) * 784 + x0 + 0, a2_0); VSTORE(xr + (size_t)(ci0 + 2) * 784 + x0 + 12, a2_1);
-                VSTORE(xr + (size_t)(ci0 + 3) * 784 + x0 + 0, a3_0); VSTORE(xr + (size_t)(ci0 + 3) * 784 + x0 + 12, a3_1);
+                VSTORE(xr + (size_t)(ci0 + 0) * 784 + x0 + 0, a0_0); VSTORE_N(xr + (size_t)(ci0 + 0) * 784 + x0 + 16, a0_1, 12);
+                VSTORE(xr + (size_t)(ci0 + 1) * 784 + x0 + 0, a1_0); VSTORE_N(xr + (size_t)(ci0 + 1) * 784 + x0 + 16, a1_1, 12);
+                VSTORE(xr + (size_t)(ci0 + 2) * 784 + x0 + 0, a2_0); VSTORE_N(xr + (size_t)(ci0 + 2) * 784 + x0 + 16, a2_1, 12);
+                VSTORE(xr + (size_t)(ci0 + 3) * 784 + x0 + 0, a3_0); VSTORE_N(xr + (size_t)(ci0 + 3) * 784 + x0 + 16, a3_1, 12);
             }
         }
     }
@@ -6021,6 +6044,7 @@ static void l19_conv2d_forward(const float *restrict P, float *restrict S, const
         }
         memset(d + 870, 0, sizeof(float) * 30);
     }
+    memset(xp + (size_t)nb * 460800, 0, sizeof(float) * 16); /* slack read by partial vectors */
     /* tiles of 12 output channels x 2 vectors of an output row */
     CG_PARALLEL_FOR
     for (int r = 0; r < nb * 28; r++) {
@@ -6046,7 +6070,7 @@ static void l19_conv2d_forward(const float *restrict P, float *restrict S, const
                     const float *restrict xr = xr0 + (size_t)ci * 900 + x0;
                     const float *restrict wr = w + (size_t)co0 * 4608 + ci * 9;
                     {
-                        cg_v v0 = VLOAD(xr + 0), v1 = VLOAD(xr + 12); VKEEP(v0); VKEEP(v1);
+                        cg_v v0 = VLOAD(xr + 0), v1 = VLOAD(xr + 16); VKEEP(v0); VKEEP(v1);
                         a0_0 += wr[0] * v0; a0_1 += wr[0] * v1;
                         a1_0 += wr[4608] * v0; a1_1 += wr[4608] * v1;
                         a2_0 += wr[9216] * v0; a2_1 += wr[9216] * v1;
@@ -6061,7 +6085,7 @@ static void l19_conv2d_forward(const float *restrict P, float *restrict S, const
                         a11_0 += wr[50688] * v0; a11_1 += wr[50688] * v1;
                     }
                     {
-                        cg_v v0 = VLOAD(xr + 1), v1 = VLOAD(xr + 13); VKEEP(v0); VKEEP(v1);
+                        cg_v v0 = VLOAD(xr + 1), v1 = VLOAD(xr + 17); VKEEP(v0); VKEEP(v1);
                         a0_0 += wr[1] * v0; a0_1 += wr[1] * v1;
                         a1_0 += wr[4609] * v0; a1_1 += wr[4609] * v1;
                         a2_0 += wr[9217] * v0; a2_1 += wr[9217] * v1;
@@ -6076,7 +6100,7 @@ static void l19_conv2d_forward(const float *restrict P, float *restrict S, const
                         a11_0 += wr[50689] * v0; a11_1 += wr[50689] * v1;
                     }
                     {
-                        cg_v v0 = VLOAD(xr + 2), v1 = VLOAD(xr + 14); VKEEP(v0); VKEEP(v1);
+                        cg_v v0 = VLOAD(xr + 2), v1 = VLOAD(xr + 18); VKEEP(v0); VKEEP(v1);
                         a0_0 += wr[2] * v0; a0_1 += wr[2] * v1;
                         a1_0 += wr[4610] * v0; a1_1 += wr[4610] * v1;
                         a2_0 += wr[9218] * v0; a2_1 += wr[9218] * v1;
@@ -6091,7 +6115,7 @@ static void l19_conv2d_forward(const float *restrict P, float *restrict S, const
                         a11_0 += wr[50690] * v0; a11_1 += wr[50690] * v1;
                     }
                     {
-                        cg_v v0 = VLOAD(xr + 30), v1 = VLOAD(xr + 42); VKEEP(v0); VKEEP(v1);
+                        cg_v v0 = VLOAD(xr + 30), v1 = VLOAD(xr + 46); VKEEP(v0); VKEEP(v1);
                         a0_0 += wr[3] * v0; a0_1 += wr[3] * v1;
                         a1_0 += wr[4611] * v0; a1_1 += wr[4611] * v1;
                         a2_0 += wr[9219] * v0; a2_1 += wr[9219] * v1;
@@ -6106,7 +6130,7 @@ static void l19_conv2d_forward(const float *restrict P, float *restrict S, const
                         a11_0 += wr[50691] * v0; a11_1 += wr[50691] * v1;
                     }
                     {
-                        cg_v v0 = VLOAD(xr + 31), v1 = VLOAD(xr + 43); VKEEP(v0); VKEEP(v1);
+                        cg_v v0 = VLOAD(xr + 31), v1 = VLOAD(xr + 47); VKEEP(v0); VKEEP(v1);
                         a0_0 += wr[4] * v0; a0_1 += wr[4] * v1;
                         a1_0 += wr[4612] * v0; a1_1 += wr[4612] * v1;
                         a2_0 += wr[9220] * v0; a2_1 += wr[9220] * v1;
@@ -6121,7 +6145,7 @@ static void l19_conv2d_forward(const float *restrict P, float *restrict S, const
                         a11_0 += wr[50692] * v0; a11_1 += wr[50692] * v1;
                     }
                     {
-                        cg_v v0 = VLOAD(xr + 32), v1 = VLOAD(xr + 44); VKEEP(v0); VKEEP(v1);
+                        cg_v v0 = VLOAD(xr + 32), v1 = VLOAD(xr + 48); VKEEP(v0); VKEEP(v1);
                         a0_0 += wr[5] * v0; a0_1 += wr[5] * v1;
                         a1_0 += wr[4613] * v0; a1_1 += wr[4613] * v1;
                         a2_0 += wr[9221] * v0; a2_1 += wr[9221] * v1;
@@ -6136,7 +6160,7 @@ static void l19_conv2d_forward(const float *restrict P, float *restrict S, const
                         a11_0 += wr[50693] * v0; a11_1 += wr[50693] * v1;
                     }
                     {
-                        cg_v v0 = VLOAD(xr + 60), v1 = VLOAD(xr + 72); VKEEP(v0); VKEEP(v1);
+                        cg_v v0 = VLOAD(xr + 60), v1 = VLOAD(xr + 76); VKEEP(v0); VKEEP(v1);
                         a0_0 += wr[6] * v0; a0_1 += wr[6] * v1;
                         a1_0 += wr[4614] * v0; a1_1 += wr[4614] * v1;
                         a2_0 += wr[9222] * v0; a2_1 += wr[9222] * v1;
@@ -6151,7 +6175,7 @@ static void l19_conv2d_forward(const float *restrict P, float *restrict S, const
                         a11_0 += wr[50694] * v0; a11_1 += wr[50694] * v1;
                     }
                     {
-                        cg_v v0 = VLOAD(xr + 61), v1 = VLOAD(xr + 73); VKEEP(v0); VKEEP(v1);
+                        cg_v v0 = VLOAD(xr + 61), v1 = VLOAD(xr + 77); VKEEP(v0); VKEEP(v1);
                         a0_0 += wr[7] * v0; a0_1 += wr[7] * v1;
                         a1_0 += wr[4615] * v0; a1_1 += wr[4615] * v1;
                         a2_0 += wr[9223] * v0; a2_1 += wr[9223] * v1;
@@ -6166,7 +6190,7 @@ static void l19_conv2d_forward(const float *restrict P, float *restrict S, const
                         a11_0 += wr[50695] * v0; a11_1 += wr[50695] * v1;
                     }
                     {
-                        cg_v v0 = VLOAD(xr + 62), v1 = VLOAD(xr + 74); VKEEP(v0); VKEEP(v1);
+                        cg_v v0 = VLOAD(xr + 62), v1 = VLOAD(xr + 78); VKEEP(v0); VKEEP(v1);
                         a0_0 += wr[8] * v0; a0_1 += wr[8] * v1;
                         a1_0 += wr[4616] * v0; a1_1 += wr[4616] * v1;
                         a2_0 += wr[9224] * v0; a2_1 += wr[9224] * v1;
@@ -6181,18 +6205,18 @@ static void l19_conv2d_forward(const float *restrict P, float *restrict S, const
                         a11_0 += wr[50696] * v0; a11_1 += wr[50696] * v1;
                     }
                 }
-                VSTORE(yr + (size_t)(co0 + 0) * 784 + x0 + 0, a0_0); VSTORE(yr + (size_t)(co0 + 0) * 784 + x0 + 12, a0_1);
-                VSTORE(yr + (size_t)(co0 + 1) * 784 + x0 + 0, a1_0); VSTORE(yr + (size_t)(co0 + 1) * 784 + x0 + 12, a1_1);
-                VSTORE(yr + (size_t)(co0 + 2) * 784 + x0 + 0, a2_0); VSTORE(yr + (size_t)(co0 + 2) * 784 + x0 + 12, a2_1);
-                VSTORE(yr + (size_t)(co0 + 3) * 784 + x0 + 0, a3_0); VSTORE(yr + (size_t)(co0 + 3) * 784 + x0 + 12, a3_1);
-                VSTORE(yr + (size_t)(co0 + 4) * 784 + x0 + 0, a4_0); VSTORE(yr + (size_t)(co0 + 4) * 784 + x0 + 12, a4_1);
-                VSTORE(yr + (size_t)(co0 + 5) * 784 + x0 + 0, a5_0); VSTORE(yr + (size_t)(co0 + 5) * 784 + x0 + 12, a5_1);
-                VSTORE(yr + (size_t)(co0 + 6) * 784 + x0 + 0, a6_0); VSTORE(yr + (size_t)(co0 + 6) * 784 + x0 + 12, a6_1);
-                VSTORE(yr + (size_t)(co0 + 7) * 784 + x0 + 0, a7_0); VSTORE(yr + (size_t)(co0 + 7) * 784 + x0 + 12, a7_1);
-                VSTORE(yr + (size_t)(co0 + 8) * 784 + x0 + 0, a8_0); VSTORE(yr + (size_t)(co0 + 8) * 784 + x0 + 12, a8_1);
-                VSTORE(yr + (size_t)(co0 + 9) * 784 + x0 + 0, a9_0); VSTORE(yr + (size_t)(co0 + 9) * 784 + x0 + 12, a9_1);
-                VSTORE(yr + (size_t)(co0 + 10) * 784 + x0 + 0, a10_0); VSTORE(yr + (size_t)(co0 + 10) * 784 + x0 + 12, a10_1);
-                VSTORE(yr + (size_t)(co0 + 11) * 784 + x0 + 0, a11_0); VSTORE(yr + (size_t)(co0 + 11) * 784 + x0 + 12, a11_1);
+                VSTORE(yr + (size_t)(co0 + 0) * 784 + x0 + 0, a0_0); VSTORE_N(yr + (size_t)(co0 + 0) * 784 + x0 + 16, a0_1, 12);
+                VSTORE(yr + (size_t)(co0 + 1) * 784 + x0 + 0, a1_0); VSTORE_N(yr + (size_t)(co0 + 1) * 784 + x0 + 16, a1_1, 12);
+                VSTORE(yr + (size_t)(co0 + 2) * 784 + x0 + 0, a2_0); VSTORE_N(yr + (size_t)(co0 + 2) * 784 + x0 + 16, a2_1, 12);
+                VSTORE(yr + (size_t)(co0 + 3) * 784 + x0 + 0, a3_0); VSTORE_N(yr + (size_t)(co0 + 3) * 784 + x0 + 16, a3_1, 12);
+                VSTORE(yr + (size_t)(co0 + 4) * 784 + x0 + 0, a4_0); VSTORE_N(yr + (size_t)(co0 + 4) * 784 + x0 + 16, a4_1, 12);
+                VSTORE(yr + (size_t)(co0 + 5) * 784 + x0 + 0, a5_0); VSTORE_N(yr + (size_t)(co0 + 5) * 784 + x0 + 16, a5_1, 12);
+                VSTORE(yr + (size_t)(co0 + 6) * 784 + x0 + 0, a6_0); VSTORE_N(yr + (size_t)(co0 + 6) * 784 + x0 + 16, a6_1, 12);
+                VSTORE(yr + (size_t)(co0 + 7) * 784 + x0 + 0, a7_0); VSTORE_N(yr + (size_t)(co0 + 7) * 784 + x0 + 16, a7_1, 12);
+                VSTORE(yr + (size_t)(co0 + 8) * 784 + x0 + 0, a8_0); VSTORE_N(yr + (size_t)(co0 + 8) * 784 + x0 + 16, a8_1, 12);
+                VSTORE(yr + (size_t)(co0 + 9) * 784 + x0 + 0, a9_0); VSTORE_N(yr + (size_t)(co0 + 9) * 784 + x0 + 16, a9_1, 12);
+                VSTORE(yr + (size_t)(co0 + 10) * 784 + x0 + 0, a10_0); VSTORE_N(yr + (size_t)(co0 + 10) * 784 + x0 + 16, a10_1, 12);
+                VSTORE(yr + (size_t)(co0 + 11) * 784 + x0 + 0, a11_0); VSTORE_N(yr + (size_t)(co0 + 11) * 784 + x0 + 16, a11_1, 12);
             }
         }
         {
@@ -6211,7 +6235,7 @@ static void l19_conv2d_forward(const float *restrict P, float *restrict S, const
                     const float *restrict xr = xr0 + (size_t)ci * 900 + x0;
                     const float *restrict wr = w + (size_t)co0 * 4608 + ci * 9;
                     {
-                        cg_v v0 = VLOAD(xr + 0), v1 = VLOAD(xr + 12); VKEEP(v0); VKEEP(v1);
+                        cg_v v0 = VLOAD(xr + 0), v1 = VLOAD(xr + 16); VKEEP(v0); VKEEP(v1);
                         a0_0 += wr[0] * v0; a0_1 += wr[0] * v1;
                         a1_0 += wr[4608] * v0; a1_1 += wr[4608] * v1;
                         a2_0 += wr[9216] * v0; a2_1 += wr[9216] * v1;
@@ -6222,7 +6246,7 @@ static void l19_conv2d_forward(const float *restrict P, float *restrict S, const
                         a7_0 += wr[32256] * v0; a7_1 += wr[32256] * v1;
                     }
                     {
-                        cg_v v0 = VLOAD(xr + 1), v1 = VLOAD(xr + 13); VKEEP(v0); VKEEP(v1);
+                        cg_v v0 = VLOAD(xr + 1), v1 = VLOAD(xr + 17); VKEEP(v0); VKEEP(v1);
                         a0_0 += wr[1] * v0; a0_1 += wr[1] * v1;
                         a1_0 += wr[4609] * v0; a1_1 += wr[4609] * v1;
                         a2_0 += wr[9217] * v0; a2_1 += wr[9217] * v1;
@@ -6233,7 +6257,7 @@ static void l19_conv2d_forward(const float *restrict P, float *restrict S, const
                         a7_0 += wr[32257] * v0; a7_1 += wr[32257] * v1;
                     }
                     {
-                        cg_v v0 = VLOAD(xr + 2), v1 = VLOAD(xr + 14); VKEEP(v0); VKEEP(v1);
+                        cg_v v0 = VLOAD(xr + 2), v1 = VLOAD(xr + 18); VKEEP(v0); VKEEP(v1);
                         a0_0 += wr[2] * v0; a0_1 += wr[2] * v1;
                         a1_0 += wr[4610] * v0; a1_1 += wr[4610] * v1;
                         a2_0 += wr[9218] * v0; a2_1 += wr[9218] * v1;
@@ -6244,7 +6268,7 @@ static void l19_conv2d_forward(const float *restrict P, float *restrict S, const
                         a7_0 += wr[32258] * v0; a7_1 += wr[32258] * v1;
                     }
                     {
-                        cg_v v0 = VLOAD(xr + 30), v1 = VLOAD(xr + 42); VKEEP(v0); VKEEP(v1);
+                        cg_v v0 = VLOAD(xr + 30), v1 = VLOAD(xr + 46); VKEEP(v0); VKEEP(v1);
                         a0_0 += wr[3] * v0; a0_1 += wr[3] * v1;
                         a1_0 += wr[4611] * v0; a1_1 += wr[4611] * v1;
                         a2_0 += wr[9219] * v0; a2_1 += wr[9219] * v1;
@@ -6255,7 +6279,7 @@ static void l19_conv2d_forward(const float *restrict P, float *restrict S, const
                         a7_0 += wr[32259] * v0; a7_1 += wr[32259] * v1;
                     }
                     {
-                        cg_v v0 = VLOAD(xr + 31), v1 = VLOAD(xr + 43); VKEEP(v0); VKEEP(v1);
+                        cg_v v0 = VLOAD(xr + 31), v1 = VLOAD(xr + 47); VKEEP(v0); VKEEP(v1);
                         a0_0 += wr[4] * v0; a0_1 += wr[4] * v1;
                         a1_0 += wr[4612] * v0; a1_1 += wr[4612] * v1;
                         a2_0 += wr[9220] * v0; a2_1 += wr[9220] * v1;
@@ -6266,7 +6290,7 @@ static void l19_conv2d_forward(const float *restrict P, float *restrict S, const
                         a7_0 += wr[32260] * v0; a7_1 += wr[32260] * v1;
                     }
                     {
-                        cg_v v0 = VLOAD(xr + 32), v1 = VLOAD(xr + 44); VKEEP(v0); VKEEP(v1);
+                        cg_v v0 = VLOAD(xr + 32), v1 = VLOAD(xr + 48); VKEEP(v0); VKEEP(v1);
                         a0_0 += wr[5] * v0; a0_1 += wr[5] * v1;
                         a1_0 += wr[4613] * v0; a1_1 += wr[4613] * v1;
                         a2_0 += wr[9221] * v0; a2_1 += wr[9221] * v1;
@@ -6277,7 +6301,7 @@ static void l19_conv2d_forward(const float *restrict P, float *restrict S, const
                         a7_0 += wr[32261] * v0; a7_1 += wr[32261] * v1;
                     }
                     {
-                        cg_v v0 = VLOAD(xr + 60), v1 = VLOAD(xr + 72); VKEEP(v0); VKEEP(v1);
+                        cg_v v0 = VLOAD(xr + 60), v1 = VLOAD(xr + 76); VKEEP(v0); VKEEP(v1);
                         a0_0 += wr[6] * v0; a0_1 += wr[6] * v1;
                         a1_0 += wr[4614] * v0; a1_1 += wr[4614] * v1;
                         a2_0 += wr[9222] * v0; a2_1 += wr[9222] * v1;
@@ -6288,7 +6312,7 @@ static void l19_conv2d_forward(const float *restrict P, float *restrict S, const
                         a7_0 += wr[32262] * v0; a7_1 += wr[32262] * v1;
                     }
                     {
-                        cg_v v0 = VLOAD(xr + 61), v1 = VLOAD(xr + 73); VKEEP(v0); VKEEP(v1);
+                        cg_v v0 = VLOAD(xr + 61), v1 = VLOAD(xr + 77); VKEEP(v0); VKEEP(v1);
                         a0_0 += wr[7] * v0; a0_1 += wr[7] * v1;
                         a1_0 += wr[4615] * v0; a1_1 += wr[4615] * v1;
                         a2_0 += wr[9223] * v0; a2_1 += wr[9223] * v1;
@@ -6299,7 +6323,7 @@ static void l19_conv2d_forward(const float *restrict P, float *restrict S, const
                         a7_0 += wr[32263] * v0; a7_1 += wr[32263] * v1;
                     }
                     {
-                        cg_v v0 = VLOAD(xr + 62), v1 = VLOAD(xr + 74); VKEEP(v0); VKEEP(v1);
+                        cg_v v0 = VLOAD(xr + 62), v1 = VLOAD(xr + 78); VKEEP(v0); VKEEP(v1);
                         a0_0 += wr[8] * v0; a0_1 += wr[8] * v1;
                         a1_0 += wr[4616] * v0; a1_1 += wr[4616] * v1;
                         a2_0 += wr[9224] * v0; a2_1 += wr[9224] * v1;
@@ -6310,14 +6334,14 @@ static void l19_conv2d_forward(const float *restrict P, float *restrict S, const
                         a7_0 += wr[32264] * v0; a7_1 += wr[32264] * v1;
                     }
                 }
-                VSTORE(yr + (size_t)(co0 + 0) * 784 + x0 + 0, a0_0); VSTORE(yr + (size_t)(co0 + 0) * 784 + x0 + 12, a0_1);
-                VSTORE(yr + (size_t)(co0 + 1) * 784 + x0 + 0, a1_0); VSTORE(yr + (size_t)(co0 + 1) * 784 + x0 + 12, a1_1);
-                VSTORE(yr + (size_t)(co0 + 2) * 784 + x0 + 0, a2_0); VSTORE(yr + (size_t)(co0 + 2) * 784 + x0 + 12, a2_1);
-                VSTORE(yr + (size_t)(co0 + 3) * 784 + x0 + 0, a3_0); VSTORE(yr + (size_t)(co0 + 3) * 784 + x0 + 12, a3_1);
-                VSTORE(yr + (size_t)(co0 + 4) * 784 + x0 + 0, a4_0); VSTORE(yr + (size_t)(co0 + 4) * 784 + x0 + 12, a4_1);
-                VSTORE(yr + (size_t)(co0 + 5) * 784 + x0 + 0, a5_0); VSTORE(yr + (size_t)(co0 + 5) * 784 + x0 + 12, a5_1);
-                VSTORE(yr + (size_t)(co0 + 6) * 784 + x0 + 0, a6_0); VSTORE(yr + (size_t)(co0 + 6) * 784 + x0 + 12, a6_1);
-                VSTORE(yr + (size_t)(co0 + 7) * 784 + x0 + 0, a7_0); VSTORE(yr + (size_t)(co0 + 7) * 784 + x0 + 12, a7_1);
+                VSTORE(yr + (size_t)(co0 + 0) * 784 + x0 + 0, a0_0); VSTORE_N(yr + (size_t)(co0 + 0) * 784 + x0 + 16, a0_1, 12);
+                VSTORE(yr + (size_t)(co0 + 1) * 784 + x0 + 0, a1_0); VSTORE_N(yr + (size_t)(co0 + 1) * 784 + x0 + 16, a1_1, 12);
+                VSTORE(yr + (size_t)(co0 + 2) * 784 + x0 + 0, a2_0); VSTORE_N(yr + (size_t)(co0 + 2) * 784 + x0 + 16, a2_1, 12);
+                VSTORE(yr + (size_t)(co0 + 3) * 784 + x0 + 0, a3_0); VSTORE_N(yr + (size_t)(co0 + 3) * 784 + x0 + 16, a3_1, 12);
+                VSTORE(yr + (size_t)(co0 + 4) * 784 + x0 + 0, a4_0); VSTORE_N(yr + (size_t)(co0 + 4) * 784 + x0 + 16, a4_1, 12);
+                VSTORE(yr + (size_t)(co0 + 5) * 784 + x0 + 0, a5_0); VSTORE_N(yr + (size_t)(co0 + 5) * 784 + x0 + 16, a5_1, 12);
+                VSTORE(yr + (size_t)(co0 + 6) * 784 + x0 + 0, a6_0); VSTORE_N(yr + (size_t)(co0 + 6) * 784 + x0 + 16, a6_1, 12);
+                VSTORE(yr + (size_t)(co0 + 7) * 784 + x0 + 0, a7_0); VSTORE_N(yr + (size_t)(co0 + 7) * 784 + x0 + 16, a7_1, 12);
             }
         }
     }
@@ -6495,7 +6519,7 @@ static void l19_conv2d_backward(float *restrict G, float *restrict S, const floa
 static void l19_conv2d_backward_dx(const float *restrict P, float *restrict S, const float *restrict dy, float *restrict dx, int nb)
 {
     const float *restrict w = P + 2915648;
-    float *restrict dyp = S + 921600;
+    float *restrict dyp = S + 921616;
     /* dy -> zero-padded planes 30x30 */
     CG_PARALLEL_FOR
     for (int pl = 0; pl < nb * 512; pl++) {
@@ -6510,6 +6534,7 @@ static void l19_conv2d_backward_dx(const float *restrict P, float *restrict S, c
         }
         memset(d + 870, 0, sizeof(float) * 30);
     }
+    memset(dyp + (size_t)nb * 460800, 0, sizeof(float) * 16); /* slack read by partial vectors */
     /* tiles of 12 input channels x 2 vectors of an input row */
     CG_PARALLEL_FOR
     for (int r = 0; r < nb * 28; r++) {
@@ -6535,7 +6560,7 @@ static void l19_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                     const float *restrict dr = dr0 + (size_t)co * 900 + x0;
                     const float *restrict wr = w + (size_t)co * 4608 + ci0 * 9;
                     {
-                        cg_v v0 = VLOAD(dr + 62), v1 = VLOAD(dr + 74); VKEEP(v0); VKEEP(v1);
+                        cg_v v0 = VLOAD(dr + 62), v1 = VLOAD(dr + 78); VKEEP(v0); VKEEP(v1);
                         a0_0 += wr[0] * v0; a0_1 += wr[0] * v1;
                         a1_0 += wr[9] * v0; a1_1 += wr[9] * v1;
                         a2_0 += wr[18] * v0; a2_1 += wr[18] * v1;
@@ -6550,7 +6575,7 @@ static void l19_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         a11_0 += wr[99] * v0; a11_1 += wr[99] * v1;
                     }
                     {
-                        cg_v v0 = VLOAD(dr + 61), v1 = VLOAD(dr + 73); VKEEP(v0); VKEEP(v1);
+                        cg_v v0 = VLOAD(dr + 61), v1 = VLOAD(dr + 77); VKEEP(v0); VKEEP(v1);
                         a0_0 += wr[1] * v0; a0_1 += wr[1] * v1;
                         a1_0 += wr[10] * v0; a1_1 += wr[10] * v1;
                         a2_0 += wr[19] * v0; a2_1 += wr[19] * v1;
@@ -6565,7 +6590,7 @@ static void l19_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         a11_0 += wr[100] * v0; a11_1 += wr[100] * v1;
                     }
                     {
-                        cg_v v0 = VLOAD(dr + 60), v1 = VLOAD(dr + 72); VKEEP(v0); VKEEP(v1);
+                        cg_v v0 = VLOAD(dr + 60), v1 = VLOAD(dr + 76); VKEEP(v0); VKEEP(v1);
                         a0_0 += wr[2] * v0; a0_1 += wr[2] * v1;
                         a1_0 += wr[11] * v0; a1_1 += wr[11] * v1;
                         a2_0 += wr[20] * v0; a2_1 += wr[20] * v1;
@@ -6580,7 +6605,7 @@ static void l19_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         a11_0 += wr[101] * v0; a11_1 += wr[101] * v1;
                     }
                     {
-                        cg_v v0 = VLOAD(dr + 32), v1 = VLOAD(dr + 44); VKEEP(v0); VKEEP(v1);
+                        cg_v v0 = VLOAD(dr + 32), v1 = VLOAD(dr + 48); VKEEP(v0); VKEEP(v1);
                         a0_0 += wr[3] * v0; a0_1 += wr[3] * v1;
                         a1_0 += wr[12] * v0; a1_1 += wr[12] * v1;
                         a2_0 += wr[21] * v0; a2_1 += wr[21] * v1;
@@ -6595,7 +6620,7 @@ static void l19_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         a11_0 += wr[102] * v0; a11_1 += wr[102] * v1;
                     }
                     {
-                        cg_v v0 = VLOAD(dr + 31), v1 = VLOAD(dr + 43); VKEEP(v0); VKEEP(v1);
+                        cg_v v0 = VLOAD(dr + 31), v1 = VLOAD(dr + 47); VKEEP(v0); VKEEP(v1);
                         a0_0 += wr[4] * v0; a0_1 += wr[4] * v1;
                         a1_0 += wr[13] * v0; a1_1 += wr[13] * v1;
                         a2_0 += wr[22] * v0; a2_1 += wr[22] * v1;
@@ -6610,7 +6635,7 @@ static void l19_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         a11_0 += wr[103] * v0; a11_1 += wr[103] * v1;
                     }
                     {
-                        cg_v v0 = VLOAD(dr + 30), v1 = VLOAD(dr + 42); VKEEP(v0); VKEEP(v1);
+                        cg_v v0 = VLOAD(dr + 30), v1 = VLOAD(dr + 46); VKEEP(v0); VKEEP(v1);
                         a0_0 += wr[5] * v0; a0_1 += wr[5] * v1;
                         a1_0 += wr[14] * v0; a1_1 += wr[14] * v1;
                         a2_0 += wr[23] * v0; a2_1 += wr[23] * v1;
@@ -6625,7 +6650,7 @@ static void l19_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         a11_0 += wr[104] * v0; a11_1 += wr[104] * v1;
                     }
                     {
-                        cg_v v0 = VLOAD(dr + 2), v1 = VLOAD(dr + 14); VKEEP(v0); VKEEP(v1);
+                        cg_v v0 = VLOAD(dr + 2), v1 = VLOAD(dr + 18); VKEEP(v0); VKEEP(v1);
                         a0_0 += wr[6] * v0; a0_1 += wr[6] * v1;
                         a1_0 += wr[15] * v0; a1_1 += wr[15] * v1;
                         a2_0 += wr[24] * v0; a2_1 += wr[24] * v1;
@@ -6640,7 +6665,7 @@ static void l19_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         a11_0 += wr[105] * v0; a11_1 += wr[105] * v1;
                     }
                     {
-                        cg_v v0 = VLOAD(dr + 1), v1 = VLOAD(dr + 13); VKEEP(v0); VKEEP(v1);
+                        cg_v v0 = VLOAD(dr + 1), v1 = VLOAD(dr + 17); VKEEP(v0); VKEEP(v1);
                         a0_0 += wr[7] * v0; a0_1 += wr[7] * v1;
                         a1_0 += wr[16] * v0; a1_1 += wr[16] * v1;
                         a2_0 += wr[25] * v0; a2_1 += wr[25] * v1;
@@ -6655,7 +6680,7 @@ static void l19_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         a11_0 += wr[106] * v0; a11_1 += wr[106] * v1;
                     }
                     {
-                        cg_v v0 = VLOAD(dr + 0), v1 = VLOAD(dr + 12); VKEEP(v0); VKEEP(v1);
+                        cg_v v0 = VLOAD(dr + 0), v1 = VLOAD(dr + 16); VKEEP(v0); VKEEP(v1);
                         a0_0 += wr[8] * v0; a0_1 += wr[8] * v1;
                         a1_0 += wr[17] * v0; a1_1 += wr[17] * v1;
                         a2_0 += wr[26] * v0; a2_1 += wr[26] * v1;
@@ -6670,18 +6695,18 @@ static void l19_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         a11_0 += wr[107] * v0; a11_1 += wr[107] * v1;
                     }
                 }
-                VSTORE(xr + (size_t)(ci0 + 0) * 784 + x0 + 0, a0_0); VSTORE(xr + (size_t)(ci0 + 0) * 784 + x0 + 12, a0_1);
-                VSTORE(xr + (size_t)(ci0 + 1) * 784 + x0 + 0, a1_0); VSTORE(xr + (size_t)(ci0 + 1) * 784 + x0 + 12, a1_1);
-                VSTORE(xr + (size_t)(ci0 + 2) * 784 + x0 + 0, a2_0); VSTORE(xr + (size_t)(ci0 + 2) * 784 + x0 + 12, a2_1);
-                VSTORE(xr + (size_t)(ci0 + 3) * 784 + x0 + 0, a3_0); VSTORE(xr + (size_t)(ci0 + 3) * 784 + x0 + 12, a3_1);
-                VSTORE(xr + (size_t)(ci0 + 4) * 784 + x0 + 0, a4_0); VSTORE(xr + (size_t)(ci0 + 4) * 784 + x0 + 12, a4_1);
-                VSTORE(xr + (size_t)(ci0 + 5) * 784 + x0 + 0, a5_0); VSTORE(xr + (size_t)(ci0 + 5) * 784 + x0 + 12, a5_1);
-                VSTORE(xr + (size_t)(ci0 + 6) * 784 + x0 + 0, a6_0); VSTORE(xr + (size_t)(ci0 + 6) * 784 + x0 + 12, a6_1);
-                VSTORE(xr + (size_t)(ci0 + 7) * 784 + x0 + 0, a7_0); VSTORE(xr + (size_t)(ci0 + 7) * 784 + x0 + 12, a7_1);
-                VSTORE(xr + (size_t)(ci0 + 8) * 784 + x0 + 0, a8_0); VSTORE(xr + (size_t)(ci0 + 8) * 784 + x0 + 12, a8_1);
-                VSTORE(xr + (size_t)(ci0 + 9) * 784 + x0 + 0, a9_0); VSTORE(xr + (size_t)(ci0 + 9) * 784 + x0 + 12, a9_1);
-                VSTORE(xr + (size_t)(ci0 + 10) * 784 + x0 + 0, a10_0); VSTORE(xr + (size_t)(ci0 + 10) * 784 + x0 + 12, a10_1);
-                VSTORE(xr + (size_t)(ci0 + 11) * 784 + x0 + 0, a11_0); VSTORE(xr + (size_t)(ci0 + 11) * 784 + x0 + 12, a11_1);
+                VSTORE(xr + (size_t)(ci0 + 0) * 784 + x0 + 0, a0_0); VSTORE_N(xr + (size_t)(ci0 + 0) * 784 + x0 + 16, a0_1, 12);
+                VSTORE(xr + (size_t)(ci0 + 1) * 784 + x0 + 0, a1_0); VSTORE_N(xr + (size_t)(ci0 + 1) * 784 + x0 + 16, a1_1, 12);
+                VSTORE(xr + (size_t)(ci0 + 2) * 784 + x0 + 0, a2_0); VSTORE_N(xr + (size_t)(ci0 + 2) * 784 + x0 + 16, a2_1, 12);
+                VSTORE(xr + (size_t)(ci0 + 3) * 784 + x0 + 0, a3_0); VSTORE_N(xr + (size_t)(ci0 + 3) * 784 + x0 + 16, a3_1, 12);
+                VSTORE(xr + (size_t)(ci0 + 4) * 784 + x0 + 0, a4_0); VSTORE_N(xr + (size_t)(ci0 + 4) * 784 + x0 + 16, a4_1, 12);
+                VSTORE(xr + (size_t)(ci0 + 5) * 784 + x0 + 0, a5_0); VSTORE_N(xr + (size_t)(ci0 + 5) * 784 + x0 + 16, a5_1, 12);
+                VSTORE(xr + (size_t)(ci0 + 6) * 784 + x0 + 0, a6_0); VSTORE_N(xr + (size_t)(ci0 + 6) * 784 + x0 + 16, a6_1, 12);
+                VSTORE(xr + (size_t)(ci0 + 7) * 784 + x0 + 0, a7_0); VSTORE_N(xr + (size_t)(ci0 + 7) * 784 + x0 + 16, a7_1, 12);
+                VSTORE(xr + (size_t)(ci0 + 8) * 784 + x0 + 0, a8_0); VSTORE_N(xr + (size_t)(ci0 + 8) * 784 + x0 + 16, a8_1, 12);
+                VSTORE(xr + (size_t)(ci0 + 9) * 784 + x0 + 0, a9_0); VSTORE_N(xr + (size_t)(ci0 + 9) * 784 + x0 + 16, a9_1, 12);
+                VSTORE(xr + (size_t)(ci0 + 10) * 784 + x0 + 0, a10_0); VSTORE_N(xr + (size_t)(ci0 + 10) * 784 + x0 + 16, a10_1, 12);
+                VSTORE(xr + (size_t)(ci0 + 11) * 784 + x0 + 0, a11_0); VSTORE_N(xr + (size_t)(ci0 + 11) * 784 + x0 + 16, a11_1, 12);
             }
         }
         {
@@ -6700,7 +6725,7 @@ static void l19_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                     const float *restrict dr = dr0 + (size_t)co * 900 + x0;
                     const float *restrict wr = w + (size_t)co * 4608 + ci0 * 9;
                     {
-                        cg_v v0 = VLOAD(dr + 62), v1 = VLOAD(dr + 74); VKEEP(v0); VKEEP(v1);
+                        cg_v v0 = VLOAD(dr + 62), v1 = VLOAD(dr + 78); VKEEP(v0); VKEEP(v1);
                         a0_0 += wr[0] * v0; a0_1 += wr[0] * v1;
                         a1_0 += wr[9] * v0; a1_1 += wr[9] * v1;
                         a2_0 += wr[18] * v0; a2_1 += wr[18] * v1;
@@ -6711,7 +6736,7 @@ static void l19_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         a7_0 += wr[63] * v0; a7_1 += wr[63] * v1;
                     }
                     {
-                        cg_v v0 = VLOAD(dr + 61), v1 = VLOAD(dr + 73); VKEEP(v0); VKEEP(v1);
+                        cg_v v0 = VLOAD(dr + 61), v1 = VLOAD(dr + 77); VKEEP(v0); VKEEP(v1);
                         a0_0 += wr[1] * v0; a0_1 += wr[1] * v1;
                         a1_0 += wr[10] * v0; a1_1 += wr[10] * v1;
                         a2_0 += wr[19] * v0; a2_1 += wr[19] * v1;
@@ -6722,7 +6747,7 @@ static void l19_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         a7_0 += wr[64] * v0; a7_1 += wr[64] * v1;
                     }
                     {
-                        cg_v v0 = VLOAD(dr + 60), v1 = VLOAD(dr + 72); VKEEP(v0); VKEEP(v1);
+                        cg_v v0 = VLOAD(dr + 60), v1 = VLOAD(dr + 76); VKEEP(v0); VKEEP(v1);
                         a0_0 += wr[2] * v0; a0_1 += wr[2] * v1;
                         a1_0 += wr[11] * v0; a1_1 += wr[11] * v1;
                         a2_0 += wr[20] * v0; a2_1 += wr[20] * v1;
@@ -6733,7 +6758,7 @@ static void l19_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         a7_0 += wr[65] * v0; a7_1 += wr[65] * v1;
                     }
                     {
-                        cg_v v0 = VLOAD(dr + 32), v1 = VLOAD(dr + 44); VKEEP(v0); VKEEP(v1);
+                        cg_v v0 = VLOAD(dr + 32), v1 = VLOAD(dr + 48); VKEEP(v0); VKEEP(v1);
                         a0_0 += wr[3] * v0; a0_1 += wr[3] * v1;
                         a1_0 += wr[12] * v0; a1_1 += wr[12] * v1;
                         a2_0 += wr[21] * v0; a2_1 += wr[21] * v1;
@@ -6744,7 +6769,7 @@ static void l19_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         a7_0 += wr[66] * v0; a7_1 += wr[66] * v1;
                     }
                     {
-                        cg_v v0 = VLOAD(dr + 31), v1 = VLOAD(dr + 43); VKEEP(v0); VKEEP(v1);
+                        cg_v v0 = VLOAD(dr + 31), v1 = VLOAD(dr + 47); VKEEP(v0); VKEEP(v1);
                         a0_0 += wr[4] * v0; a0_1 += wr[4] * v1;
                         a1_0 += wr[13] * v0; a1_1 += wr[13] * v1;
                         a2_0 += wr[22] * v0; a2_1 += wr[22] * v1;
@@ -6755,7 +6780,7 @@ static void l19_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         a7_0 += wr[67] * v0; a7_1 += wr[67] * v1;
                     }
                     {
-                        cg_v v0 = VLOAD(dr + 30), v1 = VLOAD(dr + 42); VKEEP(v0); VKEEP(v1);
+                        cg_v v0 = VLOAD(dr + 30), v1 = VLOAD(dr + 46); VKEEP(v0); VKEEP(v1);
                         a0_0 += wr[5] * v0; a0_1 += wr[5] * v1;
                         a1_0 += wr[14] * v0; a1_1 += wr[14] * v1;
                         a2_0 += wr[23] * v0; a2_1 += wr[23] * v1;
@@ -6766,7 +6791,7 @@ static void l19_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         a7_0 += wr[68] * v0; a7_1 += wr[68] * v1;
                     }
                     {
-                        cg_v v0 = VLOAD(dr + 2), v1 = VLOAD(dr + 14); VKEEP(v0); VKEEP(v1);
+                        cg_v v0 = VLOAD(dr + 2), v1 = VLOAD(dr + 18); VKEEP(v0); VKEEP(v1);
                         a0_0 += wr[6] * v0; a0_1 += wr[6] * v1;
                         a1_0 += wr[15] * v0; a1_1 += wr[15] * v1;
                         a2_0 += wr[24] * v0; a2_1 += wr[24] * v1;
@@ -6777,7 +6802,7 @@ static void l19_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         a7_0 += wr[69] * v0; a7_1 += wr[69] * v1;
                     }
                     {
-                        cg_v v0 = VLOAD(dr + 1), v1 = VLOAD(dr + 13); VKEEP(v0); VKEEP(v1);
+                        cg_v v0 = VLOAD(dr + 1), v1 = VLOAD(dr + 17); VKEEP(v0); VKEEP(v1);
                         a0_0 += wr[7] * v0; a0_1 += wr[7] * v1;
                         a1_0 += wr[16] * v0; a1_1 += wr[16] * v1;
                         a2_0 += wr[25] * v0; a2_1 += wr[25] * v1;
@@ -6788,7 +6813,7 @@ static void l19_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         a7_0 += wr[70] * v0; a7_1 += wr[70] * v1;
                     }
                     {
-                        cg_v v0 = VLOAD(dr + 0), v1 = VLOAD(dr + 12); VKEEP(v0); VKEEP(v1);
+                        cg_v v0 = VLOAD(dr + 0), v1 = VLOAD(dr + 16); VKEEP(v0); VKEEP(v1);
                         a0_0 += wr[8] * v0; a0_1 += wr[8] * v1;
                         a1_0 += wr[17] * v0; a1_1 += wr[17] * v1;
                         a2_0 += wr[26] * v0; a2_1 += wr[26] * v1;
@@ -6799,14 +6824,14 @@ static void l19_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         a7_0 += wr[71] * v0; a7_1 += wr[71] * v1;
                     }
                 }
-                VSTORE(xr + (size_t)(ci0 + 0) * 784 + x0 + 0, a0_0); VSTORE(xr + (size_t)(ci0 + 0) * 784 + x0 + 12, a0_1);
-                VSTORE(xr + (size_t)(ci0 + 1) * 784 + x0 + 0, a1_0); VSTORE(xr + (size_t)(ci0 + 1) * 784 + x0 + 12, a1_1);
-                VSTORE(xr + (size_t)(ci0 + 2) * 784 + x0 + 0, a2_0); VSTORE(xr + (size_t)(ci0 + 2) * 784 + x0 + 12, a2_1);
-                VSTORE(xr + (size_t)(ci0 + 3) * 784 + x0 + 0, a3_0); VSTORE(xr + (size_t)(ci0 + 3) * 784 + x0 + 12, a3_1);
-                VSTORE(xr + (size_t)(ci0 + 4) * 784 + x0 + 0, a4_0); VSTORE(xr + (size_t)(ci0 + 4) * 784 + x0 + 12, a4_1);
-                VSTORE(xr + (size_t)(ci0 + 5) * 784 + x0 + 0, a5_0); VSTORE(xr + (size_t)(ci0 + 5) * 784 + x0 + 12, a5_1);
-                VSTORE(xr + (size_t)(ci0 + 6) * 784 + x0 + 0, a6_0); VSTORE(xr + (size_t)(ci0 + 6) * 784 + x0 + 12, a6_1);
-                VSTORE(xr + (size_t)(ci0 + 7) * 784 + x0 + 0, a7_0); VSTORE(xr + (size_t)(ci0 + 7) * 784 + x0 + 12, a7_1);
+                VSTORE(xr + (size_t)(ci0 + 0) * 784 + x0 + 0, a0_0); VSTORE_N(xr + (size_t)(ci0 + 0) * 784 + x0 + 16, a0_1, 12);
+                VSTORE(xr + (size_t)(ci0 + 1) * 784 + x0 + 0, a1_0); VSTORE_N(xr + (size_t)(ci0 + 1) * 784 + x0 + 16, a1_1, 12);
+                VSTORE(xr + (size_t)(ci0 + 2) * 784 + x0 + 0, a2_0); VSTORE_N(xr + (size_t)(ci0 + 2) * 784 + x0 + 16, a2_1, 12);
+                VSTORE(xr + (size_t)(ci0 + 3) * 784 + x0 + 0, a3_0); VSTORE_N(xr + (size_t)(ci0 + 3) * 784 + x0 + 16, a3_1, 12);
+                VSTORE(xr + (size_t)(ci0 + 4) * 784 + x0 + 0, a4_0); VSTORE_N(xr + (size_t)(ci0 + 4) * 784 + x0 + 16, a4_1, 12);
+                VSTORE(xr + (size_t)(ci0 + 5) * 784 + x0 + 0, a5_0); VSTORE_N(xr + (size_t)(ci0 + 5) * 784 + x0 + 16, a5_1, 12);
+                VSTORE(xr + (size_t)(ci0 + 6) * 784 + x0 + 0, a6_0); VSTORE_N(xr + (size_t)(ci0 + 6) * 784 + x0 + 16, a6_1, 12);
+                VSTORE(xr + (size_t)(ci0 + 7) * 784 + x0 + 0, a7_0); VSTORE_N(xr + (size_t)(ci0 + 7) * 784 + x0 + 16, a7_1, 12);
             }
         }
     }
@@ -6845,6 +6870,7 @@ static void l21_conv2d_forward(const float *restrict P, float *restrict S, const
         }
         memset(d + 870, 0, sizeof(float) * 30);
     }
+    memset(xp + (size_t)nb * 460800, 0, sizeof(float) * 16); /* slack read by partial vectors */
     /* tiles of 12 output channels x 2 vectors of an output row */
     CG_PARALLEL_FOR
     for (int r = 0; r < nb * 28; r++) {
@@ -6870,7 +6896,7 @@ static void l21_conv2d_forward(const float *restrict P, float *restrict S, const
                     const float *restrict xr = xr0 + (size_t)ci * 900 + x0;
                     const float *restrict wr = w + (size_t)co0 * 4608 + ci * 9;
                     {
-                        cg_v v0 = VLOAD(xr + 0), v1 = VLOAD(xr + 12); VKEEP(v0); VKEEP(v1);
+                        cg_v v0 = VLOAD(xr + 0), v1 = VLOAD(xr + 16); VKEEP(v0); VKEEP(v1);
                         a0_0 += wr[0] * v0; a0_1 += wr[0] * v1;
                         a1_0 += wr[4608] * v0; a1_1 += wr[4608] * v1;
                         a2_0 += wr[9216] * v0; a2_1 += wr[9216] * v1;
@@ -6885,7 +6911,7 @@ static void l21_conv2d_forward(const float *restrict P, float *restrict S, const
                         a11_0 += wr[50688] * v0; a11_1 += wr[50688] * v1;
                     }
                     {
-                        cg_v v0 = VLOAD(xr + 1), v1 = VLOAD(xr + 13); VKEEP(v0); VKEEP(v1);
+                        cg_v v0 = VLOAD(xr + 1), v1 = VLOAD(xr + 17); VKEEP(v0); VKEEP(v1);
                         a0_0 += wr[1] * v0; a0_1 += wr[1] * v1;
                         a1_0 += wr[4609] * v0; a1_1 += wr[4609] * v1;
                         a2_0 += wr[9217] * v0; a2_1 += wr[9217] * v1;
@@ -6900,7 +6926,7 @@ static void l21_conv2d_forward(const float *restrict P, float *restrict S, const
                         a11_0 += wr[50689] * v0; a11_1 += wr[50689] * v1;
                     }
                     {
-                        cg_v v0 = VLOAD(xr + 2), v1 = VLOAD(xr + 14); VKEEP(v0); VKEEP(v1);
+                        cg_v v0 = VLOAD(xr + 2), v1 = VLOAD(xr + 18); VKEEP(v0); VKEEP(v1);
                         a0_0 += wr[2] * v0; a0_1 += wr[2] * v1;
                         a1_0 += wr[4610] * v0; a1_1 += wr[4610] * v1;
                         a2_0 += wr[9218] * v0; a2_1 += wr[9218] * v1;
@@ -6915,7 +6941,7 @@ static void l21_conv2d_forward(const float *restrict P, float *restrict S, const
                         a11_0 += wr[50690] * v0; a11_1 += wr[50690] * v1;
                     }
                     {
-                        cg_v v0 = VLOAD(xr + 30), v1 = VLOAD(xr + 42); VKEEP(v0); VKEEP(v1);
+                        cg_v v0 = VLOAD(xr + 30), v1 = VLOAD(xr + 46); VKEEP(v0); VKEEP(v1);
                         a0_0 += wr[3] * v0; a0_1 += wr[3] * v1;
                         a1_0 += wr[4611] * v0; a1_1 += wr[4611] * v1;
                         a2_0 += wr[9219] * v0; a2_1 += wr[9219] * v1;
@@ -6930,7 +6956,7 @@ static void l21_conv2d_forward(const float *restrict P, float *restrict S, const
                         a11_0 += wr[50691] * v0; a11_1 += wr[50691] * v1;
                     }
                     {
-                        cg_v v0 = VLOAD(xr + 31), v1 = VLOAD(xr + 43); VKEEP(v0); VKEEP(v1);
+                        cg_v v0 = VLOAD(xr + 31), v1 = VLOAD(xr + 47); VKEEP(v0); VKEEP(v1);
                         a0_0 += wr[4] * v0; a0_1 += wr[4] * v1;
                         a1_0 += wr[4612] * v0; a1_1 += wr[4612] * v1;
                         a2_0 += wr[9220] * v0; a2_1 += wr[9220] * v1;
@@ -6945,7 +6971,7 @@ static void l21_conv2d_forward(const float *restrict P, float *restrict S, const
                         a11_0 += wr[50692] * v0; a11_1 += wr[50692] * v1;
                     }
                     {
-                        cg_v v0 = VLOAD(xr + 32), v1 = VLOAD(xr + 44); VKEEP(v0); VKEEP(v1);
+                        cg_v v0 = VLOAD(xr + 32), v1 = VLOAD(xr + 48); VKEEP(v0); VKEEP(v1);
                         a0_0 += wr[5] * v0; a0_1 += wr[5] * v1;
                         a1_0 += wr[4613] * v0; a1_1 += wr[4613] * v1;
                         a2_0 += wr[9221] * v0; a2_1 += wr[9221] * v1;
@@ -6960,7 +6986,7 @@ static void l21_conv2d_forward(const float *restrict P, float *restrict S, const
                         a11_0 += wr[50693] * v0; a11_1 += wr[50693] * v1;
                     }
                     {
-                        cg_v v0 = VLOAD(xr + 60), v1 = VLOAD(xr + 72); VKEEP(v0); VKEEP(v1);
+                        cg_v v0 = VLOAD(xr + 60), v1 = VLOAD(xr + 76); VKEEP(v0); VKEEP(v1);
                         a0_0 += wr[6] * v0; a0_1 += wr[6] * v1;
                         a1_0 += wr[4614] * v0; a1_1 += wr[4614] * v1;
                         a2_0 += wr[9222] * v0; a2_1 += wr[9222] * v1;
@@ -6975,7 +7001,7 @@ static void l21_conv2d_forward(const float *restrict P, float *restrict S, const
                         a11_0 += wr[50694] * v0; a11_1 += wr[50694] * v1;
                     }
                     {
-                        cg_v v0 = VLOAD(xr + 61), v1 = VLOAD(xr + 73); VKEEP(v0); VKEEP(v1);
+                        cg_v v0 = VLOAD(xr + 61), v1 = VLOAD(xr + 77); VKEEP(v0); VKEEP(v1);
                         a0_0 += wr[7] * v0; a0_1 += wr[7] * v1;
                         a1_0 += wr[4615] * v0; a1_1 += wr[4615] * v1;
                         a2_0 += wr[9223] * v0; a2_1 += wr[9223] * v1;
@@ -6990,7 +7016,7 @@ static void l21_conv2d_forward(const float *restrict P, float *restrict S, const
                         a11_0 += wr[50695] * v0; a11_1 += wr[50695] * v1;
                     }
                     {
-                        cg_v v0 = VLOAD(xr + 62), v1 = VLOAD(xr + 74); VKEEP(v0); VKEEP(v1);
+                        cg_v v0 = VLOAD(xr + 62), v1 = VLOAD(xr + 78); VKEEP(v0); VKEEP(v1);
                         a0_0 += wr[8] * v0; a0_1 += wr[8] * v1;
                         a1_0 += wr[4616] * v0; a1_1 += wr[4616] * v1;
                         a2_0 += wr[9224] * v0; a2_1 += wr[9224] * v1;
@@ -7005,18 +7031,18 @@ static void l21_conv2d_forward(const float *restrict P, float *restrict S, const
                         a11_0 += wr[50696] * v0; a11_1 += wr[50696] * v1;
                     }
                 }
-                VSTORE(yr + (size_t)(co0 + 0) * 784 + x0 + 0, a0_0); VSTORE(yr + (size_t)(co0 + 0) * 784 + x0 + 12, a0_1);
-                VSTORE(yr + (size_t)(co0 + 1) * 784 + x0 + 0, a1_0); VSTORE(yr + (size_t)(co0 + 1) * 784 + x0 + 12, a1_1);
-                VSTORE(yr + (size_t)(co0 + 2) * 784 + x0 + 0, a2_0); VSTORE(yr + (size_t)(co0 + 2) * 784 + x0 + 12, a2_1);
-                VSTORE(yr + (size_t)(co0 + 3) * 784 + x0 + 0, a3_0); VSTORE(yr + (size_t)(co0 + 3) * 784 + x0 + 12, a3_1);
-                VSTORE(yr + (size_t)(co0 + 4) * 784 + x0 + 0, a4_0); VSTORE(yr + (size_t)(co0 + 4) * 784 + x0 + 12, a4_1);
-                VSTORE(yr + (size_t)(co0 + 5) * 784 + x0 + 0, a5_0); VSTORE(yr + (size_t)(co0 + 5) * 784 + x0 + 12, a5_1);
-                VSTORE(yr + (size_t)(co0 + 6) * 784 + x0 + 0, a6_0); VSTORE(yr + (size_t)(co0 + 6) * 784 + x0 + 12, a6_1);
-                VSTORE(yr + (size_t)(co0 + 7) * 784 + x0 + 0, a7_0); VSTORE(yr + (size_t)(co0 + 7) * 784 + x0 + 12, a7_1);
-                VSTORE(yr + (size_t)(co0 + 8) * 784 + x0 + 0, a8_0); VSTORE(yr + (size_t)(co0 + 8) * 784 + x0 + 12, a8_1);
-                VSTORE(yr + (size_t)(co0 + 9) * 784 + x0 + 0, a9_0); VSTORE(yr + (size_t)(co0 + 9) * 784 + x0 + 12, a9_1);
-                VSTORE(yr + (size_t)(co0 + 10) * 784 + x0 + 0, a10_0); VSTORE(yr + (size_t)(co0 + 10) * 784 + x0 + 12, a10_1);
-                VSTORE(yr + (size_t)(co0 + 11) * 784 + x0 + 0, a11_0); VSTORE(yr + (size_t)(co0 + 11) * 784 + x0 + 12, a11_1);
+                VSTORE(yr + (size_t)(co0 + 0) * 784 + x0 + 0, a0_0); VSTORE_N(yr + (size_t)(co0 + 0) * 784 + x0 + 16, a0_1, 12);
+                VSTORE(yr + (size_t)(co0 + 1) * 784 + x0 + 0, a1_0); VSTORE_N(yr + (size_t)(co0 + 1) * 784 + x0 + 16, a1_1, 12);
+                VSTORE(yr + (size_t)(co0 + 2) * 784 + x0 + 0, a2_0); VSTORE_N(yr + (size_t)(co0 + 2) * 784 + x0 + 16, a2_1, 12);
+                VSTORE(yr + (size_t)(co0 + 3) * 784 + x0 + 0, a3_0); VSTORE_N(yr + (size_t)(co0 + 3) * 784 + x0 + 16, a3_1, 12);
+                VSTORE(yr + (size_t)(co0 + 4) * 784 + x0 + 0, a4_0); VSTORE_N(yr + (size_t)(co0 + 4) * 784 + x0 + 16, a4_1, 12);
+                VSTORE(yr + (size_t)(co0 + 5) * 784 + x0 + 0, a5_0); VSTORE_N(yr + (size_t)(co0 + 5) * 784 + x0 + 16, a5_1, 12);
+                VSTORE(yr + (size_t)(co0 + 6) * 784 + x0 + 0, a6_0); VSTORE_N(yr + (size_t)(co0 + 6) * 784 + x0 + 16, a6_1, 12);
+                VSTORE(yr + (size_t)(co0 + 7) * 784 + x0 + 0, a7_0); VSTORE_N(yr + (size_t)(co0 + 7) * 784 + x0 + 16, a7_1, 12);
+                VSTORE(yr + (size_t)(co0 + 8) * 784 + x0 + 0, a8_0); VSTORE_N(yr + (size_t)(co0 + 8) * 784 + x0 + 16, a8_1, 12);
+                VSTORE(yr + (size_t)(co0 + 9) * 784 + x0 + 0, a9_0); VSTORE_N(yr + (size_t)(co0 + 9) * 784 + x0 + 16, a9_1, 12);
+                VSTORE(yr + (size_t)(co0 + 10) * 784 + x0 + 0, a10_0); VSTORE_N(yr + (size_t)(co0 + 10) * 784 + x0 + 16, a10_1, 12);
+                VSTORE(yr + (size_t)(co0 + 11) * 784 + x0 + 0, a11_0); VSTORE_N(yr + (size_t)(co0 + 11) * 784 + x0 + 16, a11_1, 12);
             }
         }
         {
@@ -7035,7 +7061,7 @@ static void l21_conv2d_forward(const float *restrict P, float *restrict S, const
                     const float *restrict xr = xr0 + (size_t)ci * 900 + x0;
                     const float *restrict wr = w + (size_t)co0 * 4608 + ci * 9;
                     {
-                        cg_v v0 = VLOAD(xr + 0), v1 = VLOAD(xr + 12); VKEEP(v0); VKEEP(v1);
+                        cg_v v0 = VLOAD(xr + 0), v1 = VLOAD(xr + 16); VKEEP(v0); VKEEP(v1);
                         a0_0 += wr[0] * v0; a0_1 += wr[0] * v1;
                         a1_0 += wr[4608] * v0; a1_1 += wr[4608] * v1;
                         a2_0 += wr[9216] * v0; a2_1 += wr[9216] * v1;
@@ -7046,7 +7072,7 @@ static void l21_conv2d_forward(const float *restrict P, float *restrict S, const
                         a7_0 += wr[32256] * v0; a7_1 += wr[32256] * v1;
                     }
                     {
-                        cg_v v0 = VLOAD(xr + 1), v1 = VLOAD(xr + 13); VKEEP(v0); VKEEP(v1);
+                        cg_v v0 = VLOAD(xr + 1), v1 = VLOAD(xr + 17); VKEEP(v0); VKEEP(v1);
                         a0_0 += wr[1] * v0; a0_1 += wr[1] * v1;
                         a1_0 += wr[4609] * v0; a1_1 += wr[4609] * v1;
                         a2_0 += wr[9217] * v0; a2_1 += wr[9217] * v1;
@@ -7057,7 +7083,7 @@ static void l21_conv2d_forward(const float *restrict P, float *restrict S, const
                         a7_0 += wr[32257] * v0; a7_1 += wr[32257] * v1;
                     }
                     {
-                        cg_v v0 = VLOAD(xr + 2), v1 = VLOAD(xr + 14); VKEEP(v0); VKEEP(v1);
+                        cg_v v0 = VLOAD(xr + 2), v1 = VLOAD(xr + 18); VKEEP(v0); VKEEP(v1);
                         a0_0 += wr[2] * v0; a0_1 += wr[2] * v1;
                         a1_0 += wr[4610] * v0; a1_1 += wr[4610] * v1;
                         a2_0 += wr[9218] * v0; a2_1 += wr[9218] * v1;
@@ -7068,7 +7094,7 @@ static void l21_conv2d_forward(const float *restrict P, float *restrict S, const
                         a7_0 += wr[32258] * v0; a7_1 += wr[32258] * v1;
                     }
                     {
-                        cg_v v0 = VLOAD(xr + 30), v1 = VLOAD(xr + 42); VKEEP(v0); VKEEP(v1);
+                        cg_v v0 = VLOAD(xr + 30), v1 = VLOAD(xr + 46); VKEEP(v0); VKEEP(v1);
                         a0_0 += wr[3] * v0; a0_1 += wr[3] * v1;
                         a1_0 += wr[4611] * v0; a1_1 += wr[4611] * v1;
                         a2_0 += wr[9219] * v0; a2_1 += wr[9219] * v1;
@@ -7079,7 +7105,7 @@ static void l21_conv2d_forward(const float *restrict P, float *restrict S, const
                         a7_0 += wr[32259] * v0; a7_1 += wr[32259] * v1;
                     }
                     {
-                        cg_v v0 = VLOAD(xr + 31), v1 = VLOAD(xr + 43); VKEEP(v0); VKEEP(v1);
+                        cg_v v0 = VLOAD(xr + 31), v1 = VLOAD(xr + 47); VKEEP(v0); VKEEP(v1);
                         a0_0 += wr[4] * v0; a0_1 += wr[4] * v1;
                         a1_0 += wr[4612] * v0; a1_1 += wr[4612] * v1;
                         a2_0 += wr[9220] * v0; a2_1 += wr[9220] * v1;
@@ -7090,7 +7116,7 @@ static void l21_conv2d_forward(const float *restrict P, float *restrict S, const
                         a7_0 += wr[32260] * v0; a7_1 += wr[32260] * v1;
                     }
                     {
-                        cg_v v0 = VLOAD(xr + 32), v1 = VLOAD(xr + 44); VKEEP(v0); VKEEP(v1);
+                        cg_v v0 = VLOAD(xr + 32), v1 = VLOAD(xr + 48); VKEEP(v0); VKEEP(v1);
                         a0_0 += wr[5] * v0; a0_1 += wr[5] * v1;
                         a1_0 += wr[4613] * v0; a1_1 += wr[4613] * v1;
                         a2_0 += wr[9221] * v0; a2_1 += wr[9221] * v1;
@@ -7101,7 +7127,7 @@ static void l21_conv2d_forward(const float *restrict P, float *restrict S, const
                         a7_0 += wr[32261] * v0; a7_1 += wr[32261] * v1;
                     }
                     {
-                        cg_v v0 = VLOAD(xr + 60), v1 = VLOAD(xr + 72); VKEEP(v0); VKEEP(v1);
+                        cg_v v0 = VLOAD(xr + 60), v1 = VLOAD(xr + 76); VKEEP(v0); VKEEP(v1);
                         a0_0 += wr[6] * v0; a0_1 += wr[6] * v1;
                         a1_0 += wr[4614] * v0; a1_1 += wr[4614] * v1;
                         a2_0 += wr[9222] * v0; a2_1 += wr[9222] * v1;
@@ -7112,7 +7138,7 @@ static void l21_conv2d_forward(const float *restrict P, float *restrict S, const
                         a7_0 += wr[32262] * v0; a7_1 += wr[32262] * v1;
                     }
                     {
-                        cg_v v0 = VLOAD(xr + 61), v1 = VLOAD(xr + 73); VKEEP(v0); VKEEP(v1);
+                        cg_v v0 = VLOAD(xr + 61), v1 = VLOAD(xr + 77); VKEEP(v0); VKEEP(v1);
                         a0_0 += wr[7] * v0; a0_1 += wr[7] * v1;
                         a1_0 += wr[4615] * v0; a1_1 += wr[4615] * v1;
                         a2_0 += wr[9223] * v0; a2_1 += wr[9223] * v1;
@@ -7123,7 +7149,7 @@ static void l21_conv2d_forward(const float *restrict P, float *restrict S, const
                         a7_0 += wr[32263] * v0; a7_1 += wr[32263] * v1;
                     }
                     {
-                        cg_v v0 = VLOAD(xr + 62), v1 = VLOAD(xr + 74); VKEEP(v0); VKEEP(v1);
+                        cg_v v0 = VLOAD(xr + 62), v1 = VLOAD(xr + 78); VKEEP(v0); VKEEP(v1);
                         a0_0 += wr[8] * v0; a0_1 += wr[8] * v1;
                         a1_0 += wr[4616] * v0; a1_1 += wr[4616] * v1;
                         a2_0 += wr[9224] * v0; a2_1 += wr[9224] * v1;
@@ -7134,14 +7160,14 @@ static void l21_conv2d_forward(const float *restrict P, float *restrict S, const
                         a7_0 += wr[32264] * v0; a7_1 += wr[32264] * v1;
                     }
                 }
-                VSTORE(yr + (size_t)(co0 + 0) * 784 + x0 + 0, a0_0); VSTORE(yr + (size_t)(co0 + 0) * 784 + x0 + 12, a0_1);
-                VSTORE(yr + (size_t)(co0 + 1) * 784 + x0 + 0, a1_0); VSTORE(yr + (size_t)(co0 + 1) * 784 + x0 + 12, a1_1);
-                VSTORE(yr + (size_t)(co0 + 2) * 784 + x0 + 0, a2_0); VSTORE(yr + (size_t)(co0 + 2) * 784 + x0 + 12, a2_1);
-                VSTORE(yr + (size_t)(co0 + 3) * 784 + x0 + 0, a3_0); VSTORE(yr + (size_t)(co0 + 3) * 784 + x0 + 12, a3_1);
-                VSTORE(yr + (size_t)(co0 + 4) * 784 + x0 + 0, a4_0); VSTORE(yr + (size_t)(co0 + 4) * 784 + x0 + 12, a4_1);
-                VSTORE(yr + (size_t)(co0 + 5) * 784 + x0 + 0, a5_0); VSTORE(yr + (size_t)(co0 + 5) * 784 + x0 + 12, a5_1);
-                VSTORE(yr + (size_t)(co0 + 6) * 784 + x0 + 0, a6_0); VSTORE(yr + (size_t)(co0 + 6) * 784 + x0 + 12, a6_1);
-                VSTORE(yr + (size_t)(co0 + 7) * 784 + x0 + 0, a7_0); VSTORE(yr + (size_t)(co0 + 7) * 784 + x0 + 12, a7_1);
+                VSTORE(yr + (size_t)(co0 + 0) * 784 + x0 + 0, a0_0); VSTORE_N(yr + (size_t)(co0 + 0) * 784 + x0 + 16, a0_1, 12);
+                VSTORE(yr + (size_t)(co0 + 1) * 784 + x0 + 0, a1_0); VSTORE_N(yr + (size_t)(co0 + 1) * 784 + x0 + 16, a1_1, 12);
+                VSTORE(yr + (size_t)(co0 + 2) * 784 + x0 + 0, a2_0); VSTORE_N(yr + (size_t)(co0 + 2) * 784 + x0 + 16, a2_1, 12);
+                VSTORE(yr + (size_t)(co0 + 3) * 784 + x0 + 0, a3_0); VSTORE_N(yr + (size_t)(co0 + 3) * 784 + x0 + 16, a3_1, 12);
+                VSTORE(yr + (size_t)(co0 + 4) * 784 + x0 + 0, a4_0); VSTORE_N(yr + (size_t)(co0 + 4) * 784 + x0 + 16, a4_1, 12);
+                VSTORE(yr + (size_t)(co0 + 5) * 784 + x0 + 0, a5_0); VSTORE_N(yr + (size_t)(co0 + 5) * 784 + x0 + 16, a5_1, 12);
+                VSTORE(yr + (size_t)(co0 + 6) * 784 + x0 + 0, a6_0); VSTORE_N(yr + (size_t)(co0 + 6) * 784 + x0 + 16, a6_1, 12);
+                VSTORE(yr + (size_t)(co0 + 7) * 784 + x0 + 0, a7_0); VSTORE_N(yr + (size_t)(co0 + 7) * 784 + x0 + 16, a7_1, 12);
             }
         }
     }
@@ -7319,7 +7345,7 @@ static void l21_conv2d_backward(float *restrict G, float *restrict S, const floa
 static void l21_conv2d_backward_dx(const float *restrict P, float *restrict S, const float *restrict dy, float *restrict dx, int nb)
 {
     const float *restrict w = P + 5275456;
-    float *restrict dyp = S + 921600;
+    float *restrict dyp = S + 921616;
     /* dy -> zero-padded planes 30x30 */
     CG_PARALLEL_FOR
     for (int pl = 0; pl < nb * 512; pl++) {
@@ -7334,6 +7360,7 @@ static void l21_conv2d_backward_dx(const float *restrict P, float *restrict S, c
         }
         memset(d + 870, 0, sizeof(float) * 30);
     }
+    memset(dyp + (size_t)nb * 460800, 0, sizeof(float) * 16); /* slack read by partial vectors */
     /* tiles of 12 input channels x 2 vectors of an input row */
     CG_PARALLEL_FOR
     for (int r = 0; r < nb * 28; r++) {
@@ -7359,7 +7386,7 @@ static void l21_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                     const float *restrict dr = dr0 + (size_t)co * 900 + x0;
                     const float *restrict wr = w + (size_t)co * 4608 + ci0 * 9;
                     {
-                        cg_v v0 = VLOAD(dr + 62), v1 = VLOAD(dr + 74); VKEEP(v0); VKEEP(v1);
+                        cg_v v0 = VLOAD(dr + 62), v1 = VLOAD(dr + 78); VKEEP(v0); VKEEP(v1);
                         a0_0 += wr[0] * v0; a0_1 += wr[0] * v1;
                         a1_0 += wr[9] * v0; a1_1 += wr[9] * v1;
                         a2_0 += wr[18] * v0; a2_1 += wr[18] * v1;
@@ -7374,7 +7401,7 @@ static void l21_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         a11_0 += wr[99] * v0; a11_1 += wr[99] * v1;
                     }
                     {
-                        cg_v v0 = VLOAD(dr + 61), v1 = VLOAD(dr + 73); VKEEP(v0); VKEEP(v1);
+                        cg_v v0 = VLOAD(dr + 61), v1 = VLOAD(dr + 77); VKEEP(v0); VKEEP(v1);
                         a0_0 += wr[1] * v0; a0_1 += wr[1] * v1;
                         a1_0 += wr[10] * v0; a1_1 += wr[10] * v1;
                         a2_0 += wr[19] * v0; a2_1 += wr[19] * v1;
@@ -7389,7 +7416,7 @@ static void l21_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         a11_0 += wr[100] * v0; a11_1 += wr[100] * v1;
                     }
                     {
-                        cg_v v0 = VLOAD(dr + 60), v1 = VLOAD(dr + 72); VKEEP(v0); VKEEP(v1);
+                        cg_v v0 = VLOAD(dr + 60), v1 = VLOAD(dr + 76); VKEEP(v0); VKEEP(v1);
                         a0_0 += wr[2] * v0; a0_1 += wr[2] * v1;
                         a1_0 += wr[11] * v0; a1_1 += wr[11] * v1;
                         a2_0 += wr[20] * v0; a2_1 += wr[20] * v1;
@@ -7404,7 +7431,7 @@ static void l21_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         a11_0 += wr[101] * v0; a11_1 += wr[101] * v1;
                     }
                     {
-                        cg_v v0 = VLOAD(dr + 32), v1 = VLOAD(dr + 44); VKEEP(v0); VKEEP(v1);
+                        cg_v v0 = VLOAD(dr + 32), v1 = VLOAD(dr + 48); VKEEP(v0); VKEEP(v1);
                         a0_0 += wr[3] * v0; a0_1 += wr[3] * v1;
                         a1_0 += wr[12] * v0; a1_1 += wr[12] * v1;
                         a2_0 += wr[21] * v0; a2_1 += wr[21] * v1;
@@ -7419,7 +7446,7 @@ static void l21_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         a11_0 += wr[102] * v0; a11_1 += wr[102] * v1;
                     }
                     {
-                        cg_v v0 = VLOAD(dr + 31), v1 = VLOAD(dr + 43); VKEEP(v0); VKEEP(v1);
+                        cg_v v0 = VLOAD(dr + 31), v1 = VLOAD(dr + 47); VKEEP(v0); VKEEP(v1);
                         a0_0 += wr[4] * v0; a0_1 += wr[4] * v1;
                         a1_0 += wr[13] * v0; a1_1 += wr[13] * v1;
                         a2_0 += wr[22] * v0; a2_1 += wr[22] * v1;
@@ -7434,7 +7461,7 @@ static void l21_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         a11_0 += wr[103] * v0; a11_1 += wr[103] * v1;
                     }
                     {
-                        cg_v v0 = VLOAD(dr + 30), v1 = VLOAD(dr + 42); VKEEP(v0); VKEEP(v1);
+                        cg_v v0 = VLOAD(dr + 30), v1 = VLOAD(dr + 46); VKEEP(v0); VKEEP(v1);
                         a0_0 += wr[5] * v0; a0_1 += wr[5] * v1;
                         a1_0 += wr[14] * v0; a1_1 += wr[14] * v1;
                         a2_0 += wr[23] * v0; a2_1 += wr[23] * v1;
@@ -7449,7 +7476,7 @@ static void l21_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         a11_0 += wr[104] * v0; a11_1 += wr[104] * v1;
                     }
                     {
-                        cg_v v0 = VLOAD(dr + 2), v1 = VLOAD(dr + 14); VKEEP(v0); VKEEP(v1);
+                        cg_v v0 = VLOAD(dr + 2), v1 = VLOAD(dr + 18); VKEEP(v0); VKEEP(v1);
                         a0_0 += wr[6] * v0; a0_1 += wr[6] * v1;
                         a1_0 += wr[15] * v0; a1_1 += wr[15] * v1;
                         a2_0 += wr[24] * v0; a2_1 += wr[24] * v1;
@@ -7464,7 +7491,7 @@ static void l21_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         a11_0 += wr[105] * v0; a11_1 += wr[105] * v1;
                     }
                     {
-                        cg_v v0 = VLOAD(dr + 1), v1 = VLOAD(dr + 13); VKEEP(v0); VKEEP(v1);
+                        cg_v v0 = VLOAD(dr + 1), v1 = VLOAD(dr + 17); VKEEP(v0); VKEEP(v1);
                         a0_0 += wr[7] * v0; a0_1 += wr[7] * v1;
                         a1_0 += wr[16] * v0; a1_1 += wr[16] * v1;
                         a2_0 += wr[25] * v0; a2_1 += wr[25] * v1;
@@ -7479,7 +7506,7 @@ static void l21_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         a11_0 += wr[106] * v0; a11_1 += wr[106] * v1;
                     }
                     {
-                        cg_v v0 = VLOAD(dr + 0), v1 = VLOAD(dr + 12); VKEEP(v0); VKEEP(v1);
+                        cg_v v0 = VLOAD(dr + 0), v1 = VLOAD(dr + 16); VKEEP(v0); VKEEP(v1);
                         a0_0 += wr[8] * v0; a0_1 += wr[8] * v1;
                         a1_0 += wr[17] * v0; a1_1 += wr[17] * v1;
                         a2_0 += wr[26] * v0; a2_1 += wr[26] * v1;
@@ -7494,18 +7521,18 @@ static void l21_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         a11_0 += wr[107] * v0; a11_1 += wr[107] * v1;
                     }
                 }
-                VSTORE(xr + (size_t)(ci0 + 0) * 784 + x0 + 0, a0_0); VSTORE(xr + (size_t)(ci0 + 0) * 784 + x0 + 12, a0_1);
-                VSTORE(xr + (size_t)(ci0 + 1) * 784 + x0 + 0, a1_0); VSTORE(xr + (size_t)(ci0 + 1) * 784 + x0 + 12, a1_1);
-                VSTORE(xr + (size_t)(ci0 + 2) * 784 + x0 + 0, a2_0); VSTORE(xr + (size_t)(ci0 + 2) * 784 + x0 + 12, a2_1);
-                VSTORE(xr + (size_t)(ci0 + 3) * 784 + x0 + 0, a3_0); VSTORE(xr + (size_t)(ci0 + 3) * 784 + x0 + 12, a3_1);
-                VSTORE(xr + (size_t)(ci0 + 4) * 784 + x0 + 0, a4_0); VSTORE(xr + (size_t)(ci0 + 4) * 784 + x0 + 12, a4_1);
-                VSTORE(xr + (size_t)(ci0 + 5) * 784 + x0 + 0, a5_0); VSTORE(xr + (size_t)(ci0 + 5) * 784 + x0 + 12, a5_1);
-                VSTORE(xr + (size_t)(ci0 + 6) * 784 + x0 + 0, a6_0); VSTORE(xr + (size_t)(ci0 + 6) * 784 + x0 + 12, a6_1);
-                VSTORE(xr + (size_t)(ci0 + 7) * 784 + x0 + 0, a7_0); VSTORE(xr + (size_t)(ci0 + 7) * 784 + x0 + 12, a7_1);
-                VSTORE(xr + (size_t)(ci0 + 8) * 784 + x0 + 0, a8_0); VSTORE(xr + (size_t)(ci0 + 8) * 784 + x0 + 12, a8_1);
-                VSTORE(xr + (size_t)(ci0 + 9) * 784 + x0 + 0, a9_0); VSTORE(xr + (size_t)(ci0 + 9) * 784 + x0 + 12, a9_1);
-                VSTORE(xr + (size_t)(ci0 + 10) * 784 + x0 + 0, a10_0); VSTORE(xr + (size_t)(ci0 + 10) * 784 + x0 + 12, a10_1);
-                VSTORE(xr + (size_t)(ci0 + 11) * 784 + x0 + 0, a11_0); VSTORE(xr + (size_t)(ci0 + 11) * 784 + x0 + 12, a11_1);
+                VSTORE(xr + (size_t)(ci0 + 0) * 784 + x0 + 0, a0_0); VSTORE_N(xr + (size_t)(ci0 + 0) * 784 + x0 + 16, a0_1, 12);
+                VSTORE(xr + (size_t)(ci0 + 1) * 784 + x0 + 0, a1_0); VSTORE_N(xr + (size_t)(ci0 + 1) * 784 + x0 + 16, a1_1, 12);
+                VSTORE(xr + (size_t)(ci0 + 2) * 784 + x0 + 0, a2_0); VSTORE_N(xr + (size_t)(ci0 + 2) * 784 + x0 + 16, a2_1, 12);
+                VSTORE(xr + (size_t)(ci0 + 3) * 784 + x0 + 0, a3_0); VSTORE_N(xr + (size_t)(ci0 + 3) * 784 + x0 + 16, a3_1, 12);
+                VSTORE(xr + (size_t)(ci0 + 4) * 784 + x0 + 0, a4_0); VSTORE_N(xr + (size_t)(ci0 + 4) * 784 + x0 + 16, a4_1, 12);
+                VSTORE(xr + (size_t)(ci0 + 5) * 784 + x0 + 0, a5_0); VSTORE_N(xr + (size_t)(ci0 + 5) * 784 + x0 + 16, a5_1, 12);
+                VSTORE(xr + (size_t)(ci0 + 6) * 784 + x0 + 0, a6_0); VSTORE_N(xr + (size_t)(ci0 + 6) * 784 + x0 + 16, a6_1, 12);
+                VSTORE(xr + (size_t)(ci0 + 7) * 784 + x0 + 0, a7_0); VSTORE_N(xr + (size_t)(ci0 + 7) * 784 + x0 + 16, a7_1, 12);
+                VSTORE(xr + (size_t)(ci0 + 8) * 784 + x0 + 0, a8_0); VSTORE_N(xr + (size_t)(ci0 + 8) * 784 + x0 + 16, a8_1, 12);
+                VSTORE(xr + (size_t)(ci0 + 9) * 784 + x0 + 0, a9_0); VSTORE_N(xr + (size_t)(ci0 + 9) * 784 + x0 + 16, a9_1, 12);
+                VSTORE(xr + (size_t)(ci0 + 10) * 784 + x0 + 0, a10_0); VSTORE_N(xr + (size_t)(ci0 + 10) * 784 + x0 + 16, a10_1, 12);
+                VSTORE(xr + (size_t)(ci0 + 11) * 784 + x0 + 0, a11_0); VSTORE_N(xr + (size_t)(ci0 + 11) * 784 + x0 + 16, a11_1, 12);
             }
         }
         {
@@ -7524,7 +7551,7 @@ static void l21_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                     const float *restrict dr = dr0 + (size_t)co * 900 + x0;
                     const float *restrict wr = w + (size_t)co * 4608 + ci0 * 9;
                     {
-                        cg_v v0 = VLOAD(dr + 62), v1 = VLOAD(dr + 74); VKEEP(v0); VKEEP(v1);
+                        cg_v v0 = VLOAD(dr + 62), v1 = VLOAD(dr + 78); VKEEP(v0); VKEEP(v1);
                         a0_0 += wr[0] * v0; a0_1 += wr[0] * v1;
                         a1_0 += wr[9] * v0; a1_1 += wr[9] * v1;
                         a2_0 += wr[18] * v0; a2_1 += wr[18] * v1;
@@ -7535,7 +7562,7 @@ static void l21_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         a7_0 += wr[63] * v0; a7_1 += wr[63] * v1;
                     }
                     {
-                        cg_v v0 = VLOAD(dr + 61), v1 = VLOAD(dr + 73); VKEEP(v0); VKEEP(v1);
+                        cg_v v0 = VLOAD(dr + 61), v1 = VLOAD(dr + 77); VKEEP(v0); VKEEP(v1);
                         a0_0 += wr[1] * v0; a0_1 += wr[1] * v1;
                         a1_0 += wr[10] * v0; a1_1 += wr[10] * v1;
                         a2_0 += wr[19] * v0; a2_1 += wr[19] * v1;
@@ -7546,7 +7573,7 @@ static void l21_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         a7_0 += wr[64] * v0; a7_1 += wr[64] * v1;
                     }
                     {
-                        cg_v v0 = VLOAD(dr + 60), v1 = VLOAD(dr + 72); VKEEP(v0); VKEEP(v1);
+                        cg_v v0 = VLOAD(dr + 60), v1 = VLOAD(dr + 76); VKEEP(v0); VKEEP(v1);
                         a0_0 += wr[2] * v0; a0_1 += wr[2] * v1;
                         a1_0 += wr[11] * v0; a1_1 += wr[11] * v1;
                         a2_0 += wr[20] * v0; a2_1 += wr[20] * v1;
@@ -7557,7 +7584,7 @@ static void l21_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         a7_0 += wr[65] * v0; a7_1 += wr[65] * v1;
                     }
                     {
-                        cg_v v0 = VLOAD(dr + 32), v1 = VLOAD(dr + 44); VKEEP(v0); VKEEP(v1);
+                        cg_v v0 = VLOAD(dr + 32), v1 = VLOAD(dr + 48); VKEEP(v0); VKEEP(v1);
                         a0_0 += wr[3] * v0; a0_1 += wr[3] * v1;
                         a1_0 += wr[12] * v0; a1_1 += wr[12] * v1;
                         a2_0 += wr[21] * v0; a2_1 += wr[21] * v1;
@@ -7568,7 +7595,7 @@ static void l21_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         a7_0 += wr[66] * v0; a7_1 += wr[66] * v1;
                     }
                     {
-                        cg_v v0 = VLOAD(dr + 31), v1 = VLOAD(dr + 43); VKEEP(v0); VKEEP(v1);
+                        cg_v v0 = VLOAD(dr + 31), v1 = VLOAD(dr + 47); VKEEP(v0); VKEEP(v1);
                         a0_0 += wr[4] * v0; a0_1 += wr[4] * v1;
                         a1_0 += wr[13] * v0; a1_1 += wr[13] * v1;
                         a2_0 += wr[22] * v0; a2_1 += wr[22] * v1;
@@ -7579,7 +7606,7 @@ static void l21_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         a7_0 += wr[67] * v0; a7_1 += wr[67] * v1;
                     }
                     {
-                        cg_v v0 = VLOAD(dr + 30), v1 = VLOAD(dr + 42); VKEEP(v0); VKEEP(v1);
+                        cg_v v0 = VLOAD(dr + 30), v1 = VLOAD(dr + 46); VKEEP(v0); VKEEP(v1);
                         a0_0 += wr[5] * v0; a0_1 += wr[5] * v1;
                         a1_0 += wr[14] * v0; a1_1 += wr[14] * v1;
                         a2_0 += wr[23] * v0; a2_1 += wr[23] * v1;
@@ -7590,7 +7617,7 @@ static void l21_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         a7_0 += wr[68] * v0; a7_1 += wr[68] * v1;
                     }
                     {
-                        cg_v v0 = VLOAD(dr + 2), v1 = VLOAD(dr + 14); VKEEP(v0); VKEEP(v1);
+                        cg_v v0 = VLOAD(dr + 2), v1 = VLOAD(dr + 18); VKEEP(v0); VKEEP(v1);
                         a0_0 += wr[6] * v0; a0_1 += wr[6] * v1;
                         a1_0 += wr[15] * v0; a1_1 += wr[15] * v1;
                         a2_0 += wr[24] * v0; a2_1 += wr[24] * v1;
@@ -7601,7 +7628,7 @@ static void l21_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         a7_0 += wr[69] * v0; a7_1 += wr[69] * v1;
                     }
                     {
-                        cg_v v0 = VLOAD(dr + 1), v1 = VLOAD(dr + 13); VKEEP(v0); VKEEP(v1);
+                        cg_v v0 = VLOAD(dr + 1), v1 = VLOAD(dr + 17); VKEEP(v0); VKEEP(v1);
                         a0_0 += wr[7] * v0; a0_1 += wr[7] * v1;
                         a1_0 += wr[16] * v0; a1_1 += wr[16] * v1;
                         a2_0 += wr[25] * v0; a2_1 += wr[25] * v1;
@@ -7612,7 +7639,7 @@ static void l21_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         a7_0 += wr[70] * v0; a7_1 += wr[70] * v1;
                     }
                     {
-                        cg_v v0 = VLOAD(dr + 0), v1 = VLOAD(dr + 12); VKEEP(v0); VKEEP(v1);
+                        cg_v v0 = VLOAD(dr + 0), v1 = VLOAD(dr + 16); VKEEP(v0); VKEEP(v1);
                         a0_0 += wr[8] * v0; a0_1 += wr[8] * v1;
                         a1_0 += wr[17] * v0; a1_1 += wr[17] * v1;
                         a2_0 += wr[26] * v0; a2_1 += wr[26] * v1;
@@ -7623,14 +7650,14 @@ static void l21_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         a7_0 += wr[71] * v0; a7_1 += wr[71] * v1;
                     }
                 }
-                VSTORE(xr + (size_t)(ci0 + 0) * 784 + x0 + 0, a0_0); VSTORE(xr + (size_t)(ci0 + 0) * 784 + x0 + 12, a0_1);
-                VSTORE(xr + (size_t)(ci0 + 1) * 784 + x0 + 0, a1_0); VSTORE(xr + (size_t)(ci0 + 1) * 784 + x0 + 12, a1_1);
-                VSTORE(xr + (size_t)(ci0 + 2) * 784 + x0 + 0, a2_0); VSTORE(xr + (size_t)(ci0 + 2) * 784 + x0 + 12, a2_1);
-                VSTORE(xr + (size_t)(ci0 + 3) * 784 + x0 + 0, a3_0); VSTORE(xr + (size_t)(ci0 + 3) * 784 + x0 + 12, a3_1);
-                VSTORE(xr + (size_t)(ci0 + 4) * 784 + x0 + 0, a4_0); VSTORE(xr + (size_t)(ci0 + 4) * 784 + x0 + 12, a4_1);
-                VSTORE(xr + (size_t)(ci0 + 5) * 784 + x0 + 0, a5_0); VSTORE(xr + (size_t)(ci0 + 5) * 784 + x0 + 12, a5_1);
-                VSTORE(xr + (size_t)(ci0 + 6) * 784 + x0 + 0, a6_0); VSTORE(xr + (size_t)(ci0 + 6) * 784 + x0 + 12, a6_1);
-                VSTORE(xr + (size_t)(ci0 + 7) * 784 + x0 + 0, a7_0); VSTORE(xr + (size_t)(ci0 + 7) * 784 + x0 + 12, a7_1);
+                VSTORE(xr + (size_t)(ci0 + 0) * 784 + x0 + 0, a0_0); VSTORE_N(xr + (size_t)(ci0 + 0) * 784 + x0 + 16, a0_1, 12);
+                VSTORE(xr + (size_t)(ci0 + 1) * 784 + x0 + 0, a1_0); VSTORE_N(xr + (size_t)(ci0 + 1) * 784 + x0 + 16, a1_1, 12);
+                VSTORE(xr + (size_t)(ci0 + 2) * 784 + x0 + 0, a2_0); VSTORE_N(xr + (size_t)(ci0 + 2) * 784 + x0 + 16, a2_1, 12);
+                VSTORE(xr + (size_t)(ci0 + 3) * 784 + x0 + 0, a3_0); VSTORE_N(xr + (size_t)(ci0 + 3) * 784 + x0 + 16, a3_1, 12);
+                VSTORE(xr + (size_t)(ci0 + 4) * 784 + x0 + 0, a4_0); VSTORE_N(xr + (size_t)(ci0 + 4) * 784 + x0 + 16, a4_1, 12);
+                VSTORE(xr + (size_t)(ci0 + 5) * 784 + x0 + 0, a5_0); VSTORE_N(xr + (size_t)(ci0 + 5) * 784 + x0 + 16, a5_1, 12);
+                VSTORE(xr + (size_t)(ci0 + 6) * 784 + x0 + 0, a6_0); VSTORE_N(xr + (size_t)(ci0 + 6) * 784 + x0 + 16, a6_1, 12);
+                VSTORE(xr + (size_t)(ci0 + 7) * 784 + x0 + 0, a7_0); VSTORE_N(xr + (size_t)(ci0 + 7) * 784 + x0 + 16, a7_1, 12);
             }
         }
     }
@@ -9253,33 +9280,33 @@ void vgg16_forward(const float *params, float *buffers, const float *x, float *w
     (void)training;
     l00_conv2d_forward(params, ws + 57285584, x, ws + 0, nb);
     l01_relu_forward(ws + 0, ws + 6422528, nb);
-    l02_conv2d_forward(params, ws + 64129776, ws + 6422528, ws + 12845056, nb);
+    l02_conv2d_forward(params, ws + 64129808, ws + 6422528, ws + 12845056, nb);
     l03_relu_forward(ws + 12845056, ws + 19267584, nb);
     l04_maxpool2d_forward(ws + 19267584, ws + 25690112, nb);
-    l05_conv2d_forward(params, ws + 77205232, ws + 25690112, ws + 27295744, nb);
+    l05_conv2d_forward(params, ws + 77205296, ws + 25690112, ws + 27295744, nb);
     l06_relu_forward(ws + 27295744, ws + 30507008, nb);
-    l07_conv2d_forward(params, ws + 82195696, ws + 30507008, ws + 33718272, nb);
+    l07_conv2d_forward(params, ws + 82195792, ws + 30507008, ws + 33718272, nb);
     l08_relu_forward(ws + 33718272, ws + 36929536, nb);
     l09_maxpool2d_forward(ws + 36929536, ws + 40140800, nb);
-    l10_conv2d_forward(params, ws + 88849648, ws + 40140800, ws + 40943616, nb);
+    l10_conv2d_forward(params, ws + 88849776, ws + 40140800, ws + 40943616, nb);
     l11_relu_forward(ws + 40943616, ws + 42549248, nb);
-    l12_conv2d_forward(params, ws + 91433200, ws + 42549248, ws + 44154880, nb);
+    l12_conv2d_forward(params, ws + 91433360, ws + 42549248, ws + 44154880, nb);
     l13_relu_forward(ws + 44154880, ws + 45760512, nb);
-    l14_conv2d_forward(params, ws + 94877936, ws + 45760512, ws + 47366144, nb);
+    l14_conv2d_forward(params, ws + 94878128, ws + 45760512, ws + 47366144, nb);
     l15_relu_forward(ws + 47366144, ws + 48971776, nb);
     l16_maxpool2d_forward(ws + 48971776, ws + 50577408, nb);
-    l17_conv2d_forward(params, ws + 98322672, ws + 50577408, ws + 50978816, nb);
+    l17_conv2d_forward(params, ws + 98322896, ws + 50577408, ws + 50978816, nb);
     l18_relu_forward(ws + 50978816, ws + 51781632, nb);
-    l19_conv2d_forward(params, ws + 99705072, ws + 51781632, ws + 52584448, nb);
+    l19_conv2d_forward(params, ws + 99705328, ws + 51781632, ws + 52584448, nb);
     l20_relu_forward(ws + 52584448, ws + 53387264, nb);
-    l21_conv2d_forward(params, ws + 101548272, ws + 53387264, ws + 54190080, nb);
+    l21_conv2d_forward(params, ws + 101548560, ws + 53387264, ws + 54190080, nb);
     l22_relu_forward(ws + 54190080, ws + 54992896, nb);
     l23_maxpool2d_forward(ws + 54992896, ws + 55795712, nb);
-    l24_conv2d_forward(params, ws + 103391472, ws + 55795712, ws + 55996416, nb);
+    l24_conv2d_forward(params, ws + 103391792, ws + 55795712, ws + 55996416, nb);
     l25_relu_forward(ws + 55996416, ws + 56197120, nb);
-    l26_conv2d_forward(params, ws + 108905200, ws + 56197120, ws + 56397824, nb);
+    l26_conv2d_forward(params, ws + 108905520, ws + 56197120, ws + 56397824, nb);
     l27_relu_forward(ws + 56397824, ws + 56598528, nb);
-    l28_conv2d_forward(params, ws + 114418928, ws + 56598528, ws + 56799232, nb);
+    l28_conv2d_forward(params, ws + 114419248, ws + 56598528, ws + 56799232, nb);
     l29_relu_forward(ws + 56799232, ws + 56999936, nb);
     l30_maxpool2d_forward(ws + 56999936, ws + 57200640, nb);
     /* layer 31: flatten is a view of its input */
@@ -9290,60 +9317,60 @@ void vgg16_forward(const float *params, float *buffers, const float *x, float *w
     l36_dense_forward(params, ws + 57275392, ws + 57283584, nb);
 }
 
-/* Backward after a training forward: dLoss/dOutput at ws + 119932656; grads accumulate. */
+/* Backward after a training forward: dLoss/dOutput at ws + 119932976; grads accumulate. */
 void vgg16_backward(const float *params, float *grads, const float *x, float *dx, float *ws, int nb)
 {
     (void)x;
-    l36_dense_backward(params, grads, ws + 57275392, ws + 119932656, ws + 119934656, nb);
-    l35_relu_backward(ws + 57275392, ws + 119934656, ws + 126357184, nb);
-    l34_dense_backward(params, grads, ws + 57259008, ws + 126357184, ws + 119934656, nb);
-    l33_relu_backward(ws + 57259008, ws + 119934656, ws + 126357184, nb);
-    l32_dense_backward(params, grads, ws + 57200640, ws + 126357184, ws + 119934656, nb);
+    l36_dense_backward(params, grads, ws + 57275392, ws + 119932976, ws + 119934976, nb);
+    l35_relu_backward(ws + 57275392, ws + 119934976, ws + 126357504, nb);
+    l34_dense_backward(params, grads, ws + 57259008, ws + 126357504, ws + 119934976, nb);
+    l33_relu_backward(ws + 57259008, ws + 119934976, ws + 126357504, nb);
+    l32_dense_backward(params, grads, ws + 57200640, ws + 126357504, ws + 119934976, nb);
     /* layer 31: flatten passes the gradient through */
-    l30_maxpool2d_backward(ws + 56999936, ws + 119934656, ws + 126357184, nb);
-    l29_relu_backward(ws + 56999936, ws + 126357184, ws + 119934656, nb);
-    l28_conv2d_backward(grads, ws + 114418928, ws + 119934656, nb);
-    l28_conv2d_backward_dx(params, ws + 114418928, ws + 119934656, ws + 126357184, nb);
-    l27_relu_backward(ws + 56598528, ws + 126357184, ws + 119934656, nb);
-    l26_conv2d_backward(grads, ws + 108905200, ws + 119934656, nb);
-    l26_conv2d_backward_dx(params, ws + 108905200, ws + 119934656, ws + 126357184, nb);
-    l25_relu_backward(ws + 56197120, ws + 126357184, ws + 119934656, nb);
-    l24_conv2d_backward(grads, ws + 103391472, ws + 119934656, nb);
-    l24_conv2d_backward_dx(params, ws + 103391472, ws + 119934656, ws + 126357184, nb);
-    l23_maxpool2d_backward(ws + 54992896, ws + 126357184, ws + 119934656, nb);
-    l22_relu_backward(ws + 54992896, ws + 119934656, ws + 126357184, nb);
-    l21_conv2d_backward(grads, ws + 101548272, ws + 126357184, nb);
-    l21_conv2d_backward_dx(params, ws + 101548272, ws + 126357184, ws + 119934656, nb);
-    l20_relu_backward(ws + 53387264, ws + 119934656, ws + 126357184, nb);
-    l19_conv2d_backward(grads, ws + 99705072, ws + 126357184, nb);
-    l19_conv2d_backward_dx(params, ws + 99705072, ws + 126357184, ws + 119934656, nb);
-    l18_relu_backward(ws + 51781632, ws + 119934656, ws + 126357184, nb);
-    l17_conv2d_backward(grads, ws + 98322672, ws + 126357184, nb);
-    l17_conv2d_backward_dx(params, ws + 98322672, ws + 126357184, ws + 119934656, nb);
-    l16_maxpool2d_backward(ws + 48971776, ws + 119934656, ws + 126357184, nb);
-    l15_relu_backward(ws + 48971776, ws + 126357184, ws + 119934656, nb);
-    l14_conv2d_backward(grads, ws + 94877936, ws + 119934656, nb);
-    l14_conv2d_backward_dx(params, ws + 94877936, ws + 119934656, ws + 126357184, nb);
-    l13_relu_backward(ws + 45760512, ws + 126357184, ws + 119934656, nb);
-    l12_conv2d_backward(grads, ws + 91433200, ws + 119934656, nb);
-    l12_conv2d_backward_dx(params, ws + 91433200, ws + 119934656, ws + 126357184, nb);
-    l11_relu_backward(ws + 42549248, ws + 126357184, ws + 119934656, nb);
-    l10_conv2d_backward(grads, ws + 88849648, ws + 119934656, nb);
-    l10_conv2d_backward_dx(params, ws + 88849648, ws + 119934656, ws + 126357184, nb);
-    l09_maxpool2d_backward(ws + 36929536, ws + 126357184, ws + 119934656, nb);
-    l08_relu_backward(ws + 36929536, ws + 119934656, ws + 126357184, nb);
-    l07_conv2d_backward(grads, ws + 82195696, ws + 126357184, nb);
-    l07_conv2d_backward_dx(params, ws + 82195696, ws + 126357184, ws + 119934656, nb);
-    l06_relu_backward(ws + 30507008, ws + 119934656, ws + 126357184, nb);
-    l05_conv2d_backward(grads, ws + 77205232, ws + 126357184, nb);
-    l05_conv2d_backward_dx(params, ws + 77205232, ws + 126357184, ws + 119934656, nb);
-    l04_maxpool2d_backward(ws + 19267584, ws + 119934656, ws + 126357184, nb);
-    l03_relu_backward(ws + 19267584, ws + 126357184, ws + 119934656, nb);
-    l02_conv2d_backward(grads, ws + 64129776, ws + 119934656, nb);
-    l02_conv2d_backward_dx(params, ws + 64129776, ws + 119934656, ws + 126357184, nb);
-    l01_relu_backward(ws + 6422528, ws + 126357184, ws + 119934656, nb);
-    l00_conv2d_backward(grads, ws + 57285584, ws + 119934656, nb);
-    if (dx) l00_conv2d_backward_dx(params, ws + 57285584, ws + 119934656, dx ? dx : ws + 126357184, nb);
+    l30_maxpool2d_backward(ws + 56999936, ws + 119934976, ws + 126357504, nb);
+    l29_relu_backward(ws + 56999936, ws + 126357504, ws + 119934976, nb);
+    l28_conv2d_backward(grads, ws + 114419248, ws + 119934976, nb);
+    l28_conv2d_backward_dx(params, ws + 114419248, ws + 119934976, ws + 126357504, nb);
+    l27_relu_backward(ws + 56598528, ws + 126357504, ws + 119934976, nb);
+    l26_conv2d_backward(grads, ws + 108905520, ws + 119934976, nb);
+    l26_conv2d_backward_dx(params, ws + 108905520, ws + 119934976, ws + 126357504, nb);
+    l25_relu_backward(ws + 56197120, ws + 126357504, ws + 119934976, nb);
+    l24_conv2d_backward(grads, ws + 103391792, ws + 119934976, nb);
+    l24_conv2d_backward_dx(params, ws + 103391792, ws + 119934976, ws + 126357504, nb);
+    l23_maxpool2d_backward(ws + 54992896, ws + 126357504, ws + 119934976, nb);
+    l22_relu_backward(ws + 54992896, ws + 119934976, ws + 126357504, nb);
+    l21_conv2d_backward(grads, ws + 101548560, ws + 126357504, nb);
+    l21_conv2d_backward_dx(params, ws + 101548560, ws + 126357504, ws + 119934976, nb);
+    l20_relu_backward(ws + 53387264, ws + 119934976, ws + 126357504, nb);
+    l19_conv2d_backward(grads, ws + 99705328, ws + 126357504, nb);
+    l19_conv2d_backward_dx(params, ws + 99705328, ws + 126357504, ws + 119934976, nb);
+    l18_relu_backward(ws + 51781632, ws + 119934976, ws + 126357504, nb);
+    l17_conv2d_backward(grads, ws + 98322896, ws + 126357504, nb);
+    l17_conv2d_backward_dx(params, ws + 98322896, ws + 126357504, ws + 119934976, nb);
+    l16_maxpool2d_backward(ws + 48971776, ws + 119934976, ws + 126357504, nb);
+    l15_relu_backward(ws + 48971776, ws + 126357504, ws + 119934976, nb);
+    l14_conv2d_backward(grads, ws + 94878128, ws + 119934976, nb);
+    l14_conv2d_backward_dx(params, ws + 94878128, ws + 119934976, ws + 126357504, nb);
+    l13_relu_backward(ws + 45760512, ws + 126357504, ws + 119934976, nb);
+    l12_conv2d_backward(grads, ws + 91433360, ws + 119934976, nb);
+    l12_conv2d_backward_dx(params, ws + 91433360, ws + 119934976, ws + 126357504, nb);
+    l11_relu_backward(ws + 42549248, ws + 126357504, ws + 119934976, nb);
+    l10_conv2d_backward(grads, ws + 88849776, ws + 119934976, nb);
+    l10_conv2d_backward_dx(params, ws + 88849776, ws + 119934976, ws + 126357504, nb);
+    l09_maxpool2d_backward(ws + 36929536, ws + 126357504, ws + 119934976, nb);
+    l08_relu_backward(ws + 36929536, ws + 119934976, ws + 126357504, nb);
+    l07_conv2d_backward(grads, ws + 82195792, ws + 126357504, nb);
+    l07_conv2d_backward_dx(params, ws + 82195792, ws + 126357504, ws + 119934976, nb);
+    l06_relu_backward(ws + 30507008, ws + 119934976, ws + 126357504, nb);
+    l05_conv2d_backward(grads, ws + 77205296, ws + 126357504, nb);
+    l05_conv2d_backward_dx(params, ws + 77205296, ws + 126357504, ws + 119934976, nb);
+    l04_maxpool2d_backward(ws + 19267584, ws + 119934976, ws + 126357504, nb);
+    l03_relu_backward(ws + 19267584, ws + 126357504, ws + 119934976, nb);
+    l02_conv2d_backward(grads, ws + 64129808, ws + 119934976, nb);
+    l02_conv2d_backward_dx(params, ws + 64129808, ws + 119934976, ws + 126357504, nb);
+    l01_relu_backward(ws + 6422528, ws + 126357504, ws + 119934976, nb);
+    l00_conv2d_backward(grads, ws + 57285584, ws + 119934976, nb);
+    if (dx) l00_conv2d_backward_dx(params, ws + 57285584, ws + 119934976, dx ? dx : ws + 126357504, nb);
 }
 
 static const cg_tensor vgg16_tensors[] = {

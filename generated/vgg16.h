@@ -10,9 +10,9 @@
 #define VGG16_OUT_SIZE 1000 /* floats per output sample, 1000 */
 #define VGG16_N_PARAMS ((size_t)138357544) /* learned floats: weights, biases, gamma, beta */
 #define VGG16_N_BUFFERS ((size_t)0) /* batch-norm running statistics and counters */
-#define VGG16_WORKSPACE ((size_t)132779712) /* floats: activations, gradients, scratch */
+#define VGG16_WORKSPACE ((size_t)132780032) /* floats: activations, gradients, scratch */
 #define VGG16_OUT_OFFSET ((size_t)57283584) /* network output in the workspace */
-#define VGG16_DOUT_OFFSET ((size_t)119932656) /* dLoss/dOutput goes here before backward */
+#define VGG16_DOUT_OFFSET ((size_t)119932976) /* dLoss/dOutput goes here before backward */
 
 void vgg16_forward(const float *params, float *buffers, const float *x, float *ws, int nb, int training);
 void vgg16_backward(const float *params, float *grads, const float *x, float *dx, float *ws, int nb);

@@ -3,8 +3,9 @@
 -- sizes VGG and the single-layer benchmarks use, at batches too small for the
 -- batch-innermost form). Nothing is transposed: inputs (forward, dW) and dy (dx) are
 -- copied once into zero-padded planes so every tap of every vector reads memory, and a
--- row that is not a multiple of 16 ends with a vector that overlaps the one before it
--- (it recomputes a few outputs, identical bits; dW masks the overlapped lanes).
+-- row that is not a multiple of 16 ends with a partial vector: forward and dx store
+-- only its lanes inside the row (VSTORE_N); dW instead overlaps it with the vector
+-- before and masks the lanes counted twice.
 --
 --   forward  tile = TC output channels x TX vectors of one output row; per input
 --            channel and tap: TX vector loads and TC weight broadcasts feed TC*TX FMAs
@@ -39,16 +40,19 @@ function M.scratch(L)
     Qh = g.h.D * (g.h.K - 1) - g.h.lo, Qw = g.w.D * (g.w.K - 1) - g.w.lo,   -- dy's offset in its pad
     Hq = g.h.I + g.h.D * (g.h.K - 1), Wq = g.w.I + g.w.D * (g.w.K - 1),     -- padded dy
   }
+  -- each region ends with a vector of slack: a row's partial last vector may read
+  -- 15 floats past the last padded plane
   r.XP = 0                                                    -- every sample's padded input (kept for dW)
-  r.DYP = ceil16(L.batch * L.cin * r.Hp * r.Wp)               -- every sample's padded dy
-  r.total = r.DYP + ceil16(L.batch * L.cout * r.Hq * r.Wq)
+  r.DYP = ceil16(L.batch * L.cin * r.Hp * r.Wp + V)           -- every sample's padded dy
+  r.total = r.DYP + ceil16(L.batch * L.cout * r.Hq * r.Wq + V)
   return r
 end
 
--- start of each vector along a row of W >= 16 floats; the last one may overlap
+-- start of each vector along a row of W floats; the last one may be partial: its
+-- lanes past the row read the padding (or the next row) and are not stored
 local function xpos(W)
   local t = {}
-  for j = 0, (W + V - 1) // V - 1 do t[#t + 1] = math.min(j * V, W - V) end
+  for j = 0, (W + V - 1) // V - 1 do t[#t + 1] = j * V end
   return t
 end
 
@@ -73,6 +77,7 @@ local function row_groups(C, W, TX, body)
     local base = p[nreg * TX + 1]
     local pos = {}
     for j = nreg * TX + 1, #p do pos[#pos + 1] = p[j] - base end
+    pos.last = W - p[#p] -- lanes of the last vector inside the row
     C:open("{")
     C:line("const int x0 = %d;", base)
     body("x0", pos)
@@ -117,6 +122,7 @@ local function pad_planes(C, L, dst, src, nplanes, H, W, Hp, Wp, top, left)
   C:close()
   if bottom > 0 then C:line("memset(d + %d, 0, sizeof(float) * %d);", (top + H) * Wp, bottom * Wp) end
   C:close()
+  C:line("memset(%s + (size_t)nb * %d, 0, sizeof(float) * %d); /* slack read by partial vectors */", dst, nplanes * Hp * Wp, V)
 end
 
 -- The register tile shared by forward and dx: tc channels x #pos vectors, a runtime
@@ -153,7 +159,13 @@ local function row_tile(C, L, tc, pos, init, red, nred, prolog, src, wgt, store)
   C:close()
   for c = 0, tc - 1 do
     local s = {}
-    for t = 1, #pos do s[#s + 1] = string.format("VSTORE(%s, a%d_%d);", store(c, pos[t]), c, t - 1) end
+    for t = 1, #pos do
+      if t == #pos and pos.last and pos.last < V then
+        s[#s + 1] = string.format("VSTORE_N(%s, a%d_%d, %d);", store(c, pos[t]), c, t - 1, pos.last)
+      else
+        s[#s + 1] = string.format("VSTORE(%s, a%d_%d);", store(c, pos[t]), c, t - 1)
+      end
+    end
     C:line(table.concat(s, " "))
   end
 end
