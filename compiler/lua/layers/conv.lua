@@ -305,10 +305,20 @@ local MAX_ACC = 24 -- accumulators per tile (of 32 vector registers)
 
 local largest_divisor = util.largest_divisor
 
+-- Next to the channel-vector form, dx takes the row-vector form when rows fill more
+-- of a vector than input channels do (LeNet's 6 channels of 14-wide rows: 14/16 of
+-- the lanes busy instead of 6/16); its padded dy goes after the cv scratch.
+function M.dx_wv(L)
+  if not M.cv_ok(L) or not wv.dx_ok(L) then return false end
+  local function fill(n) return n / ((n + 15) // 16 * 16) end
+  return fill(L.geom.w.I) > fill(L.cin)
+end
+
 function M.scratch(L, lanes)
   if lanes then return 0 end
   if M.wv_ok(L) then return wv.scratch(L).total end
-  return M.cv_ok(L) and M.cv_scratch(L).total or 0
+  if not M.cv_ok(L) then return 0 end
+  return M.cv_scratch(L).total + (M.dx_wv(L) and wv.dyp_size(L) or 0)
 end
 
 -- Loops over groups, channel blocks and lane blocks (outermost first), the first one
@@ -734,6 +744,7 @@ function M.split_dx(L, ctx) return ctx.lanes ~= nil or M.wv_ok(L) or M.cv_ok(L) 
 -- re-laid as [co][k][ci].
 function M.backward_dx(L, C, ctx)
   if M.wv_ok(L) then return wv.backward_dx(L, C) end
+  if M.dx_wv(L) then return wv.backward_dx(L, C, M.cv_scratch(L).total) end
   local g, d, sc = L.geom, dims(L), M.cv_scratch(L)
   local CIP, Cin, Cout, KK = sc.CIP, L.cin, L.cout, d.KHW
   local NV = CIP // 16

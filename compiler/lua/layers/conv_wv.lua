@@ -21,6 +21,25 @@ local V = 16       -- floats per vector
 local MAX_ACC = 24 -- accumulators per tile (of 32 vector registers)
 local MAX_TX = 4   -- vectors per row tile
 
+local function ceil16(n) return (n + V - 1) // V * V end
+
+-- dx alone in the wv form (any row width: a row narrower than 16 is one partial
+-- vector); the geometry the padded dy needs
+function M.dx_ok(L)
+  local g = L.geom
+  if L.batch_lanes or L.groups ~= 1 or g.w.K > MAX_ACC then return false end
+  for _, a in ipairs({g.h, g.w}) do
+    if a.S ~= 1 or a.lo > a.D * (a.K - 1) or a.hi > a.D * (a.K - 1) then return false end
+  end
+  return true
+end
+
+-- floats of the padded dy (with its slack)
+function M.dyp_size(L)
+  local g = L.geom
+  return ceil16(L.batch * L.cout * (g.h.I + g.h.D * (g.h.K - 1)) * (g.w.I + g.w.D * (g.w.K - 1)) + V)
+end
+
 function M.ok(L)
   local g = L.geom
   if L.batch_lanes or L.groups ~= 1 then return false end
@@ -30,8 +49,6 @@ function M.ok(L)
   end
   return true
 end
-
-local function ceil16(n) return (n + V - 1) // V * V end
 
 function M.scratch(L)
   local g = L.geom
@@ -324,13 +341,15 @@ end
 
 -- dx: every sample's dy copied into zero-padded planes, then the forward's tile with
 -- the kernel flipped and the channels' roles swapped.
-function M.backward_dx(L, C)
+-- dyp: offset of the padded dy in the layer's scratch (default: after the saved inputs)
+function M.backward_dx(L, C, dyp)
   local g, sc = L.geom, M.scratch(L)
+  dyp = dyp or sc.DYP
   local Cin, Cout, IH, IW, KK = L.cin, L.cout, g.h.I, g.w.I, g.h.K * g.w.K
   local TX = math.min(#xpos(IW), MAX_TX)
   local TC = math.min(Cin, MAX_ACC // TX)
   C:line("const float *restrict w = %s;", L.t.weight)
-  C:line("float *restrict dyp = S + %d;", sc.DYP)
+  C:line("float *restrict dyp = S + %d;", dyp)
   C:line("/* dy -> zero-padded planes %dx%d */", sc.Hq, sc.Wq)
   pad_planes(C, L, "dyp", "dy", Cout, g.h.O, g.w.O, sc.Hq, sc.Wq, sc.Qh, sc.Qw)
   C:line("/* tiles of %d input channels x %d vectors of an input row */", TC, TX)
