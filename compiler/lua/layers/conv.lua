@@ -534,13 +534,7 @@ end
 local function ceil16(n) return (n + 15) // 16 * 16 end
 
 function M.cv_ok(L)
-  local g = L.geom
-  if L.batch_lanes or L.groups ~= 1 or L.cout < 6 then return false end
-  if M.unrolled(L, L.budget) or wv.ok(L) then return false end
-  for _, a in ipairs({g.h, g.w}) do
-    if a.S ~= 1 or a.lo > a.D * (a.K - 1) or a.hi > a.D * (a.K - 1) then return false end
-  end
-  return true
+  return wv.tileable(L) and L.cout >= 6 and not M.unrolled(L, L.budget) and not wv.ok(L)
 end
 
 -- scratch layout (floats, each region a multiple of 16)

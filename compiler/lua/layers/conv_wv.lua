@@ -23,31 +23,27 @@ local MAX_TX = 4   -- vectors per row tile
 
 local function ceil16(n) return (n + V - 1) // V * V end
 
--- dx alone in the wv form (any row width: a row narrower than 16 is one partial
--- vector); the geometry the padded dy needs
-function M.dx_ok(L)
+-- stride 1, no groups, pads within the kernel's reach: what the padded-copy forms
+-- (this one and conv.lua's channel vectors) need
+function M.tileable(L)
   local g = L.geom
-  if L.batch_lanes or L.groups ~= 1 or g.w.K > MAX_ACC then return false end
+  if L.batch_lanes or L.groups ~= 1 then return false end
   for _, a in ipairs({g.h, g.w}) do
     if a.S ~= 1 or a.lo > a.D * (a.K - 1) or a.hi > a.D * (a.K - 1) then return false end
   end
   return true
 end
+
+-- dx alone in this form: any row width (a row narrower than 16 is one partial vector)
+function M.dx_ok(L) return M.tileable(L) and L.geom.w.K <= MAX_ACC end
+
+-- all three passes: rows of 16 or more in and out (dW overlaps a row's last vector)
+function M.ok(L) return M.dx_ok(L) and L.geom.w.O >= V and L.geom.w.I >= V end
 
 -- floats of the padded dy (with its slack)
 function M.dyp_size(L)
   local g = L.geom
   return ceil16(L.batch * L.cout * (g.h.I + g.h.D * (g.h.K - 1)) * (g.w.I + g.w.D * (g.w.K - 1)) + V)
-end
-
-function M.ok(L)
-  local g = L.geom
-  if L.batch_lanes or L.groups ~= 1 then return false end
-  if g.w.O < V or g.w.I < V or g.w.K > MAX_ACC then return false end
-  for _, a in ipairs({g.h, g.w}) do
-    if a.S ~= 1 or a.lo > a.D * (a.K - 1) or a.hi > a.D * (a.K - 1) then return false end
-  end
-  return true
 end
 
 function M.scratch(L)
@@ -61,7 +57,7 @@ function M.scratch(L)
   -- 15 floats past the last padded plane
   r.XP = 0                                                    -- every sample's padded input (kept for dW)
   r.DYP = ceil16(L.batch * L.cin * r.Hp * r.Wp + V)           -- every sample's padded dy
-  r.total = r.DYP + ceil16(L.batch * L.cout * r.Hq * r.Wq + V)
+  r.total = r.DYP + M.dyp_size(L)
   return r
 end
 
