@@ -11,7 +11,7 @@ CHECK_SRC := $(wildcard tests/check_*.c)
 TRAINERS  := $(patsubst specs/%.yaml,$(B)/trainers/%,$(filter-out specs/vgg16.yaml,$(SPECS)))
 
 .PHONY: test check-unit check-torch
-TEST_PARTS := check-unit check-kernels regen-check warn-check sanitize-check fuzz-smoke golden-check check-torch
+TEST_PARTS := check-unit check-kernels regen-check warn-check sanitize-check fuzz-smoke golden-check check-torch check-threads
 test: deps all $(TEST_PARTS)
 	@echo "make test: every part passed ($(TEST_PARTS))"
 	@echo "test: $(words $(TEST_PARTS)) passed, 0 failed"
@@ -71,3 +71,21 @@ sanitize-check: $(SAN_SPECS:%=$(B)/san/%)
 
 include tests/fuzz/fuzz.mk
 include tests/golden/golden.mk
+
+# 1 and 2 threads give the same bits: parallel loops split disjoint outputs and every
+# reduction (dW tiles, batch-norm statistics, the loss) runs in a fixed order whatever
+# the thread count. One training-mode forward/backward at the full batch, per spec.
+THREAD_SPECS := specs/lenet5.yaml specs/bnnet.yaml specs/vgg16_cifar.yaml bench/specs/conv64.yaml bench/specs/conv3_224.yaml
+.PHONY: check-threads
+check-threads: $(B)/cnngen $(B)/libcnngen.a
+	@for s in $(THREAD_SPECS); do n=$$(basename $$s .yaml); d=$(B)/threads/$$n; mkdir -p $$d; \
+	  $(B)/cnngen $$s -o $$d >/dev/null || exit 1; \
+	  if [ ! -x $$d/$$n ] || [ $$d/$$n.c -nt $$d/$$n ] || [ $(B)/libcnngen.a -nt $$d/$$n ]; then \
+	    $(CC) $(OPT) -std=c11 -Iruntime $$d/$$n.c $(B)/libcnngen.a $(RT_LIBS) $(LDFLAGS) -o $$d/$$n || exit 1; fi; \
+	  b=$$(sed -n 's/^#define [A-Z0-9_]*_BATCH \([0-9]*\).*/\1/p' $$d/$$n.h); \
+	  $(PYTHON) tests/torch_ref.py gen $$s $$d --batch $$b >/dev/null || exit 1; w=$$d/$$n-b$$b; \
+	  for t in 1 2; do OMP_NUM_THREADS=$$t $$d/$$n check --weights $$w/W.npz --input $$w/X.npy \
+	    --target $$w/T.npy --out $$w/R$$t.npz >/dev/null || exit 1; done; \
+	  $(PYTHON) tests/torch_ref.py compare $$w/R1.npz $$w/R2.npz --tol 0 >/dev/null \
+	    || { echo "check-threads: $$n batch $$b: 1 and 2 threads differ"; exit 1; }; \
+	  echo "check-threads: $$n batch $$b: 1 and 2 threads bitwise equal"; done
