@@ -38,8 +38,11 @@ $(B)/lua_sources.c: $(B)/embed $(LUA_SRC)
 $(B)/cnngen: compiler/main.c compiler/version.h $(B)/lua_sources.c | $(B)
 	$(CC) $(ALL_CFLAGS) $(LUA_CFLAGS) -I$(B) -Icompiler compiler/main.c $(B)/lua_sources.c $(LDFLAGS) $(LUA_LIBS) -lm -o $@
 
+# the runtime library is built without OpenMP, so that a generated trainer links with
+# or without -fopenmp (the threads live in the generated code's CG_PARALLEL_FOR loops)
+RT_OPT := $(filter-out -fopenmp,$(OPT))
 $(B)/rt/%.o: runtime/%.c runtime/*.h | $(B)/rt
-	$(CC) $(ALL_CFLAGS) $(OPT) -Iruntime -c $< -o $@
+	$(CC) $(ALL_CFLAGS) $(RT_OPT) -Iruntime -c $< -o $@
 $(B)/libcnngen.a: $(RT_OBJ)
 	rm -f $@ && ar rcs $@ $^
 

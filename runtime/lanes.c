@@ -2,8 +2,8 @@
  * edges: x [nb][size] <-> xl [size][R], R a multiple of 16 >= nb, lanes b >= nb zero.
  *
  * cg_to_lanes / cg_from_lanes transpose 16 x 16 tiles in AVX-512 registers when built
- * for AVX-512 (else scalar 16 x 16 tiles), with the tiles shared among threads under
- * OpenMP for large tensors; the _ref versions are the definitions, kept for tests. */
+ * for AVX-512 (else scalar 16 x 16 tiles); the _ref versions are the definitions, kept
+ * for tests. Single-threaded: libcnngen is built without OpenMP (see the Makefile). */
 #include "cnngen.h"
 
 #include <string.h>
@@ -25,8 +25,6 @@ void cg_from_lanes_ref(const float *xl, float *x, int nb, size_t size, int R)
         for (size_t i = 0; i < size; i++)
             x[(size_t)b * size + i] = xl[i * (size_t)R + (size_t)b];
 }
-
-#define PAR_MIN ((size_t)1 << 15) /* floats from which the tiles are shared among threads */
 
 #if defined(__AVX512F__)
 /* r[a][c] -> r[c][a] for a 16 x 16 tile held in 16 registers: pairs of rows interleaved
@@ -97,9 +95,6 @@ static inline void from_tile(const float *xl, float *x, int nb, size_t size, int
 void cg_to_lanes(const float *x, float *xl, int nb, size_t size, int R)
 {
     size_t nt = size / 16, full = nt * 16;
-#ifdef _OPENMP
-#pragma omp parallel for schedule(static) if (size * (size_t)R >= PAR_MIN)
-#endif
     for (size_t t = 0; t < nt; t++)
         for (int b0 = 0; b0 < R; b0 += 16)
             to_tile(x, xl, nb, size, R, t * 16, b0);
@@ -111,9 +106,6 @@ void cg_to_lanes(const float *x, float *xl, int nb, size_t size, int R)
 void cg_from_lanes(const float *xl, float *x, int nb, size_t size, int R)
 {
     size_t nt = size / 16, full = nt * 16;
-#ifdef _OPENMP
-#pragma omp parallel for schedule(static) if (size * (size_t)R >= PAR_MIN)
-#endif
     for (size_t t = 0; t < nt; t++)
         for (int b0 = 0; b0 < nb; b0 += 16)
             from_tile(xl, x, nb, size, R, t * 16, b0);

@@ -3,7 +3,7 @@
 #include "cnngen.h"
 
 #define MSE_BLOCK 1024    /* elements summed in float before a double add */
-#define MSE_MAX_BLOCKS 64 /* parts of a large output, summed in order */
+#define MSE_MAX_BLOCKS 64 /* parts of a large output, each a double sum, added in order */
 
 /* Softmax cross-entropy: mean_n(logsumexp(z) - z[t]); dout = (softmax - onehot) / n.
  * MSE: mean over n*out_size of (z - t)^2; dout = 2 (z - t) / (n * out_size).
@@ -42,8 +42,7 @@ float cg_loss(int kind, const float *out, const void *target, float *dout, int n
     }
     if (kind == CG_LOSS_MSE) {
         /* blocks of MSE_BLOCK elements: float differences and 16 float partial sums per
-         * block (vectorized), blocks summed in double in a fixed order, so the result
-         * does not depend on the thread count. Large outputs use every thread. */
+         * block (vectorized), blocks summed in double in a fixed order */
         const float *t = target;
         size_t total_n = (size_t)n * out_size;
         size_t nblk = (total_n + MSE_BLOCK - 1) / MSE_BLOCK;
@@ -51,9 +50,6 @@ float cg_loss(int kind, const float *out, const void *target, float *dout, int n
         double part[MSE_MAX_BLOCKS];
         size_t per = (nblk + MSE_MAX_BLOCKS - 1) / MSE_MAX_BLOCKS; /* blocks per part */
         size_t nparts = (nblk + per - 1) / per;
-#ifdef _OPENMP
-#pragma omp parallel for schedule(static) if (total_n >= (1u << 18))
-#endif
         for (size_t p = 0; p < nparts; p++) {
             double acc = 0.0;
             size_t b1 = (p + 1) * per < nblk ? (p + 1) * per : nblk;

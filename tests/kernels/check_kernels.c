@@ -1,5 +1,5 @@
 /* The runtime's SIMD kernels against their scalar references, built once per variant
- * (tests/kernels/kernels.mk: AVX-512, AVX2 and scalar, each run on 1 and 2 threads):
+ * (tests/kernels/kernels.mk: AVX-512, AVX2 and scalar):
  *   sgd     cg_sgd_update == cg_sgd_update_ref bit for bit (no contraction in either)
  *   lanes   cg_to_lanes / cg_from_lanes == their _ref versions bit for bit
  *   mse     cg_loss(MSE) within float rounding of a double sum, dout exact
