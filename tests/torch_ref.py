@@ -70,8 +70,14 @@ reference, max over all tensors of max|a-b| / max(1, max|ref|), default batches:
 A batchnorm that normalizes single values per sample (BatchNorm1d over features)
 computes its statistics from only N numbers; with small N some feature's batch sigma
 is tiny and float32 rounding of its input is amplified by |z|/sigma. So:
-  * default batch sizes: (1, 3) without batchnorm, (2, 3) with batchnorm, and (2, 3, 7)
-    when a rank-1 batchnorm is present (all clipped to train.batch);
+  * default batch sizes: (1, 3) without batchnorm, (2, 3) with batchnorm, and (3, 7)
+    when a rank-1 batchnorm is present (all clipped to train.batch). Not 2 there: with
+    two values x1, x2 per feature, x_hat = +-d/sqrt(d^2 + eps) (d = (x1 - x2)/2) and
+    the gradient through the batchnorm is (gamma/sigma) (dy1 - dy2)/2 (1 - x_hat^2), a
+    difference of nearly equal numbers of size eps/sigma^2: every gradient below it is
+    float32 rounding noise, in PyTorch as in the trainer (the 64/128-channel bnnet
+    showed 5x PyTorch-float32's noise there; at batch 3 it is within the plain 1e-4
+    limit for seeds 0-4, worst 0.55 of it);
   * float64 reference by default: comparing two independent float32 computations
     doubles the noise; float64 leaves the trainer the whole margin;
   * a tensor over the 1e-4 limit is judged again against PyTorch's own float32 error:
@@ -593,10 +599,10 @@ F32_FACTOR = 2.0
 
 
 def default_batches(spec, tr):
-    """(1, 3) without batchnorm; (2, 3) with batchnorm; (2, 3, 7) with a rank-1 batchnorm
+    """(1, 3) without batchnorm; (2, 3) with batchnorm; (3, 7) with a rank-1 batchnorm
     (float32 conditioning, see the module docstring); clipped to train.batch."""
     if has_rank1_batchnorm(spec):
-        cand = (2, 3, WELL_CONDITIONED_BATCH)
+        cand = (3, WELL_CONDITIONED_BATCH)
     elif has_batchnorm(spec):
         cand = (2, 3)
     else:
