@@ -10,8 +10,9 @@
 --   forward  tile = TC output channels x TX vectors of one output row; per input
 --            channel and tap: TX vector loads and TC weight broadcasts feed TC*TX FMAs
 --   dW       tile = TCW output channels x the taps of RY kernel rows of one input
---            channel; per vector of positions: TCW + taps loads feed TCW*taps FMAs,
---            summed over the batch, reduced across lanes once at the end
+--            channel, over U output rows at a time (an input row that serves several
+--            (output row, kernel row) pairs is loaded once); summed over the batch,
+--            reduced across lanes once at the end
 --   dx       the forward's tile on the padded dy with the kernel flipped: TCI input
 --            channels x TX vectors of one input row
 local util = require("util")
