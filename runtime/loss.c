@@ -3,7 +3,6 @@
 #include "cnngen.h"
 
 #define MSE_BLOCK 1024    /* elements summed in float before a double add */
-#define MSE_MAX_BLOCKS 64 /* parts of a large output, each a double sum, added in order */
 
 /* Softmax cross-entropy: mean_n(logsumexp(z) - z[t]); dout = (softmax - onehot) / n.
  * MSE: mean over n*out_size of (z - t)^2; dout = 2 (z - t) / (n * out_size).
@@ -42,41 +41,31 @@ float cg_loss(int kind, const float *out, const void *target, float *dout, int n
     }
     if (kind == CG_LOSS_MSE) {
         /* blocks of MSE_BLOCK elements: float differences and 16 float partial sums per
-         * block (vectorized), blocks summed in double in a fixed order */
+         * block (vectorized), added to a double total */
         const float *t = target;
         size_t total_n = (size_t)n * out_size;
         size_t nblk = (total_n + MSE_BLOCK - 1) / MSE_BLOCK;
         float scale = (float)(2.0 / (double)total_n);
-        double part[MSE_MAX_BLOCKS];
-        size_t per = (nblk + MSE_MAX_BLOCKS - 1) / MSE_MAX_BLOCKS; /* blocks per part */
-        size_t nparts = (nblk + per - 1) / per;
-        for (size_t p = 0; p < nparts; p++) {
-            double acc = 0.0;
-            size_t b1 = (p + 1) * per < nblk ? (p + 1) * per : nblk;
-            for (size_t b = p * per; b < b1; b++) {
-                size_t k0 = b * MSE_BLOCK, k1 = k0 + MSE_BLOCK < total_n ? k0 + MSE_BLOCK : total_n;
-                float s[16] = {0};
-                size_t k = k0;
-                for (; k + 16 <= k1; k += 16)
-                    for (int l = 0; l < 16; l++) {
-                        float d = out[k + l] - t[k + l];
-                        s[l] += d * d;
-                        if (dout)
-                            dout[k + l] = d * scale;
-                    }
-                for (; k < k1; k++) {
-                    float d = out[k] - t[k];
-                    s[0] += d * d;
+        for (size_t b = 0; b < nblk; b++) {
+            size_t k0 = b * MSE_BLOCK, k1 = k0 + MSE_BLOCK < total_n ? k0 + MSE_BLOCK : total_n;
+            float s[16] = {0};
+            size_t k = k0;
+            for (; k + 16 <= k1; k += 16)
+                for (int l = 0; l < 16; l++) {
+                    float d = out[k + l] - t[k + l];
+                    s[l] += d * d;
                     if (dout)
-                        dout[k] = d * scale;
+                        dout[k + l] = d * scale;
                 }
-                for (int l = 0; l < 16; l++)
-                    acc += s[l];
+            for (; k < k1; k++) {
+                float d = out[k] - t[k];
+                s[0] += d * d;
+                if (dout)
+                    dout[k] = d * scale;
             }
-            part[p] = acc;
+            for (int l = 0; l < 16; l++)
+                total += s[l];
         }
-        for (size_t p = 0; p < nparts; p++)
-            total += part[p];
         return (float)(total / (double)total_n);
     }
     return NAN;

@@ -382,35 +382,6 @@ START_TEST(test_loss_mse_values)
 }
 END_TEST
 
-/* MSE over a large output takes the blocked, threaded path: the mean within float
- * rounding of a double sum, dout = 2 (z - t) / N to the last bit of a float product,
- * and the same loss however many times it is computed. */
-START_TEST(test_loss_mse_large)
-{
-    const int n = 37;
-    const size_t m = 9001, N = (size_t)n * m;
-    float *z = malloc(sizeof(float) * N), *t = malloc(sizeof(float) * N), *d = malloc(sizeof(float) * N);
-    ck_assert(z && t && d);
-    double ref = 0.0;
-    for (size_t i = 0; i < N; i++) {
-        z[i] = (float)((i * 7919) % 1000) / 250.0f - 2.0f;
-        t[i] = (float)((i * 104729) % 777) / 300.0f;
-        double e = (double)(z[i] - t[i]);
-        ref += e * e;
-    }
-    ref /= (double)N;
-    float l = cg_loss(CG_LOSS_MSE, z, t, d, n, m);
-    ck_assert_msg(fabs(l - ref) <= 1e-6 * ref, "MSE %.9g, double reference %.9g", l, ref);
-    float scale = (float)(2.0 / (double)N);
-    for (size_t i = 0; i < N; i += 97)
-        ck_assert_float_eq(d[i], (z[i] - t[i]) * scale);
-    ck_assert_float_eq(cg_loss(CG_LOSS_MSE, z, t, NULL, n, m), l);
-    free(z);
-    free(t);
-    free(d);
-}
-END_TEST
-
 START_TEST(test_loss_finite_differences)
 {
     cg_rng r;
@@ -442,48 +413,6 @@ START_TEST(test_loss_finite_differences)
 END_TEST
 
 /* ---- init / weights ---- */
-/* The tiled (AVX-512 when built for it, threaded when large) layout conversions equal
- * their scalar definitions bit for bit: every batch 1..R, sizes with and without a
- * partial last tile, lanes >= nb zero, and from_lanes inverting to_lanes. */
-START_TEST(test_lanes_transposes)
-{
-    static const size_t sizes[] = {1, 15, 16, 17, 100, 784, 4704};
-    static const int Rs[] = {16, 32, 64};
-    for (size_t si = 0; si < sizeof sizes / sizeof *sizes; si++)
-        for (size_t ri = 0; ri < sizeof Rs / sizeof *Rs; ri++) {
-            size_t size = sizes[si];
-            int R = Rs[ri];
-            float *x = malloc(sizeof(float) * size * (size_t)R), *y = malloc(sizeof(float) * size * (size_t)R);
-            float *l1 = malloc(sizeof(float) * size * (size_t)R), *l2 = malloc(sizeof(float) * size * (size_t)R);
-            ck_assert(x && y && l1 && l2);
-            for (size_t i = 0; i < size * (size_t)R; i++)
-                x[i] = (float)(i % 1009) - 500.5f;
-            for (int nb = 1; nb <= R; nb += (nb < 17 ? 1 : 7)) {
-                for (size_t i = 0; i < size * (size_t)R; i++)
-                    l1[i] = l2[i] = 12345.0f; /* garbage the conversions must overwrite */
-                cg_to_lanes(x, l1, nb, size, R);
-                cg_to_lanes_ref(x, l2, nb, size, R);
-                ck_assert_msg(memcmp(l1, l2, sizeof(float) * size * (size_t)R) == 0,
-                              "to_lanes differs from its reference: size %zu, R %d, nb %d", size, R, nb);
-                for (size_t i = 0; i < size * (size_t)R; i++)
-                    y[i] = -1.0f;
-                cg_from_lanes(l1, y, nb, size, R);
-                ck_assert_msg(memcmp(y, x, sizeof(float) * size * (size_t)nb) == 0,
-                              "from_lanes(to_lanes(x)) != x: size %zu, R %d, nb %d", size, R, nb);
-                ck_assert_msg(y[size * (size_t)nb - 1] == x[size * (size_t)nb - 1] &&
-                              (nb == R || y[size * (size_t)nb] == -1.0f),
-                              "from_lanes wrote past sample nb-1: size %zu, R %d, nb %d", size, R, nb);
-                cg_from_lanes_ref(l1, l2, nb, size, R);
-                ck_assert(memcmp(l2, x, sizeof(float) * size * (size_t)nb) == 0);
-            }
-            free(x);
-            free(y);
-            free(l1);
-            free(l2);
-        }
-}
-END_TEST
-
 START_TEST(test_init_params)
 {
     cg_net net = bn_net();
@@ -940,11 +869,9 @@ Suite *make_runtime_suite(void)
     tc = tcase_create("math");
     tcase_add_test(tc, test_loss_ce_values);
     tcase_add_test(tc, test_loss_mse_values);
-    tcase_add_test(tc, test_loss_mse_large);
     tcase_add_test(tc, test_loss_finite_differences);
     tcase_add_test(tc, test_init_params);
     tcase_add_test(tc, test_sgd_momentum);
-    tcase_add_test(tc, test_lanes_transposes);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("main");

@@ -1,7 +1,8 @@
 /* The runtime's SIMD kernels against their scalar references, built once per variant
  * (tests/kernels/kernels.mk: AVX-512, AVX2 and scalar):
  *   sgd     cg_sgd_update == cg_sgd_update_ref bit for bit (no contraction in either)
- *   lanes   cg_to_lanes / cg_from_lanes == their _ref versions bit for bit
+ *   lanes   cg_to_lanes / cg_from_lanes == their _ref versions bit for bit, from_lanes
+ *           inverts to_lanes and writes no sample past nb-1
  *   mse     cg_loss(MSE) within float rounding of a double sum, dout exact
  * VARIANT names the build in the messages. */
 #include <check.h>
@@ -74,10 +75,16 @@ START_TEST(test_lanes_match_reference)
                 cg_to_lanes_ref(x, b, nb, size, R);
                 ck_assert_msg(memcmp(a, b, all * sizeof(float)) == 0, "%s: to_lanes, size %zu R %d nb %d",
                               VARIANT, size, R, nb);
-                memset(b, 0xff, all * sizeof(float));
+                for (size_t i = 0; i < all; i++)
+                    b[i] = -1.0f;
                 cg_from_lanes(a, b, nb, size, R);
                 ck_assert_msg(memcmp(b, x, size * (size_t)nb * sizeof(float)) == 0,
-                              "%s: from_lanes, size %zu R %d nb %d", VARIANT, size, R, nb);
+                              "%s: from_lanes(to_lanes(x)) != x, size %zu R %d nb %d", VARIANT, size, R, nb);
+                ck_assert_msg(nb == R || b[size * (size_t)nb] == -1.0f,
+                              "%s: from_lanes wrote past sample nb-1, size %zu R %d nb %d", VARIANT, size, R, nb);
+                cg_from_lanes_ref(a, b, nb, size, R);
+                ck_assert_msg(memcmp(b, x, size * (size_t)nb * sizeof(float)) == 0,
+                              "%s: from_lanes_ref(to_lanes(x)) != x, size %zu R %d nb %d", VARIANT, size, R, nb);
             }
             free(x);
             free(a);
@@ -103,6 +110,7 @@ START_TEST(test_mse_matches_double)
     ref /= (double)N;
     float l = cg_loss(CG_LOSS_MSE, z, t, d, n, m);
     ck_assert_msg(fabs(l - ref) <= 1e-6 * ref, "%s: MSE %.9g vs %.9g", VARIANT, l, ref);
+    ck_assert_msg(cg_loss(CG_LOSS_MSE, z, t, NULL, n, m) == l, "%s: MSE without dout differs", VARIANT);
     float scale = (float)(2.0 / (double)N);
     for (size_t i = 0; i < N; i++)
         if (d[i] != (z[i] - t[i]) * scale)
