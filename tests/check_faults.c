@@ -400,17 +400,27 @@ START_TEST(test_disk_full_rlimit)
 }
 END_TEST
 
+/* A tmpfs of the given size at fp("mnt"), or NULL (and a line saying the test named
+ * `what` is skipped) where mounting is not allowed. */
+static const char *mount_tmpfs(const char *size, const char *what)
+{
+    const char *mnt = fp("mnt");
+    ck_assert_int_eq(mkdir(mnt, 0777), 0);
+    if (mount("cg_fault", mnt, "tmpfs", 0, size) != 0) {
+        printf("faults: %s test skipped (mount: %s)\n", what, strerror(errno));
+        return NULL;
+    }
+    return mnt;
+}
+
 /* ---- disk full for real: a 64 KiB tmpfs (skipped where mounting is not allowed) ---- */
 START_TEST(test_disk_full_tmpfs)
 {
     const cg_net *net = net_named("t_train_bn");
     make_data();
-    const char *mnt = fp("mnt");
-    ck_assert_int_eq(mkdir(mnt, 0777), 0);
-    if (mount("cg_fault", mnt, "tmpfs", 0, "size=64k") != 0) {
-        printf("faults: tmpfs test skipped (mount: %s)\n", strerror(errno));
+    const char *mnt = mount_tmpfs("size=64k", "tmpfs");
+    if (!mnt)
         return;
-    }
     cg_train_opts o;
     cg_train_result res;
     cg_err e;
@@ -442,12 +452,9 @@ START_TEST(test_unwritable_readonly_mount)
 {
     const cg_net *net = net_named("t_train_bn");
     make_data();
-    const char *mnt = fp("mnt");
-    ck_assert_int_eq(mkdir(mnt, 0777), 0);
-    if (mount("cg_fault", mnt, "tmpfs", 0, "size=1m") != 0) {
-        printf("faults: read-only test skipped (mount: %s)\n", strerror(errno));
+    const char *mnt = mount_tmpfs("size=1m", "read-only");
+    if (!mnt)
         return;
-    }
     cg_train_opts o;
     cg_train_result res;
     cg_err e;
