@@ -404,7 +404,8 @@ END_TEST
  * `what` is skipped) where mounting is not allowed. */
 static const char *mount_tmpfs(const char *size, const char *what)
 {
-    const char *mnt = fp("mnt");
+    static char mnt[600]; /* fp()'s buffers rotate; the mount point outlives 8 calls */
+    snprintf(mnt, sizeof mnt, "%s", fp("mnt"));
     ck_assert_int_eq(mkdir(mnt, 0777), 0);
     if (mount("cg_fault", mnt, "tmpfs", 0, size) != 0) {
         printf("faults: %s test skipped (mount: %s)\n", what, strerror(errno));
