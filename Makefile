@@ -15,21 +15,32 @@ ifeq ($(SANITIZE),1)
   LDFLAGS += -fsanitize=address,undefined
 endif
 ALL_CFLAGS = -std=c11 -D_POSIX_C_SOURCE=200809L $(WARN) $(CFLAGS)
-LUA_CFLAGS  := $(shell pkg-config --cflags lua5.4 yaml-0.1 2>/dev/null)
-LUA_LIBS    := $(shell pkg-config --libs lua5.4 yaml-0.1 2>/dev/null || echo -llua5.4 -lyaml)
-RT_LIBS     := $(shell pkg-config --libs libzip zlib 2>/dev/null || echo -lzip -lz) -lm
-CHECK_LIBS  := $(shell pkg-config --libs check 2>/dev/null || echo -lcheck -lsubunit -lrt -lpthread) -lm
+# Library flags come from pkg-config when it answers, else from Debian's fixed paths.
+# They are read when the Makefile is parsed, so every target that first installs the
+# packages (demo, test, accuracy) runs ./deps.sh and then a fresh make
+# (the *-run targets): a first `make demo` on a bare machine parses after the install.
+PKG_CONFIG  ?= pkg-config
+pc = $(shell $(PKG_CONFIG) $(1) 2>/dev/null || echo $(2))
+LUA_CFLAGS  := $(call pc,--cflags lua5.4 yaml-0.1,-I/usr/include/lua5.4)
+LUA_LIBS    := $(call pc,--libs lua5.4 yaml-0.1,-llua5.4 -lyaml)
+RT_LIBS     := $(call pc,--libs libzip zlib,-lzip -lz) -lm
+CHECK_LIBS  := $(call pc,--libs check,-lcheck_pic -pthread -lrt -lsubunit) -lm
 
 LUA_SRC := $(wildcard compiler/lua/*.lua) $(wildcard compiler/lua/layers/*.lua)
 RT_SRC  := $(wildcard runtime/*.c)
 RT_OBJ  := $(RT_SRC:runtime/%.c=$(B)/rt/%.o)
 SPECS   := $(wildcard specs/*.yaml)
 
-.PHONY: warn-check all test check-torch regen regen-check demo trainer install clean deps bench
+.PHONY: warn-check all test check-torch regen regen-check demo trainer install clean deps bench demo-run test-run
 all: $(B)/cnngen $(B)/libcnngen.a
 
 deps:
 	./deps.sh
+# `make X` for a target that needs the Debian packages: install them, then re-read the
+# Makefile (so the pkg-config answers above are those of the installed packages)
+demo test accuracy:
+	./deps.sh
+	@$(MAKE) --no-print-directory $@-run
 
 $(B)/embed: compiler/embed.c | $(B)
 	$(CC) $(ALL_CFLAGS) $< -o $@
@@ -53,7 +64,7 @@ $(B) $(B)/rt:
 # with early stopping; prints the test accuracy and where curve.png / best.npz are.
 DEMO_OUT  ?= $(B)/demo
 DEMO_ARGS ?=
-demo: deps all
+demo-run: all
 	$(MAKE) --no-print-directory trainer SPEC=specs/lenet5.yaml OUT=$(DEMO_OUT)
 	@rm -f $(DEMO_OUT)/checkpoint.npz
 	$(DEMO_OUT)/lenet5 train --out $(DEMO_OUT) $(DEMO_ARGS) | tee $(DEMO_OUT)/train.txt
@@ -67,8 +78,8 @@ demo: deps all
 # (bench/torch_train.py) with the spec's hyperparameters; long (bnnet: tens of minutes)
 ACC_OUT   ?= $(B)/accuracy
 ACC_SPECS ?= lenet5 bnnet
-.PHONY: accuracy
-accuracy: deps all
+.PHONY: accuracy accuracy-run
+accuracy-run: all
 	@mkdir -p $(ACC_OUT)
 	@for n in $(ACC_SPECS); do \
 	  $(MAKE) --no-print-directory trainer SPEC=specs/$$n.yaml OUT=$(ACC_OUT)/$$n >/dev/null || exit 1; \
