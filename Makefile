@@ -94,22 +94,35 @@ accuracy-run: all
 	done
 
 # ---- generated code -------------------------------------------------------
+# generated/ is written for one fixed target (AVX-512 register tiles), so that it does
+# not depend on the machine that regenerates it
+REGEN_TARGET := --target avx512
 regen: $(B)/cnngen
-	@for s in $(SPECS); do $(B)/cnngen $$s -o generated >/dev/null || exit 1; done
+	@for s in $(SPECS); do $(B)/cnngen $(REGEN_TARGET) $$s -o generated >/dev/null || exit 1; done
 regen-check: $(B)/cnngen
 	@rm -rf $(B)/regen && mkdir -p $(B)/regen
-	@for s in $(SPECS); do $(B)/cnngen $$s -o $(B)/regen >/dev/null || exit 1; done
+	@for s in $(SPECS); do $(B)/cnngen $(REGEN_TARGET) $$s -o $(B)/regen >/dev/null || exit 1; done
 	@if diff -ru generated $(B)/regen; then echo "regen-check: generated/ is up to date"; \
 	 else echo "regen-check: FAILED: generated/ differs from the generator's output (run 'make regen' and commit)"; exit 1; fi
 
 SPEC ?=
 OUT  ?= .
+# schedules timed on this machine (make tune); used by make trainer when present
+WISDOM ?= $(B)/wisdom.tsv
+WISDOM_OPT = $(if $(wildcard $(WISDOM)),--wisdom $(WISDOM))
 trainer: $(B)/cnngen $(B)/libcnngen.a
 	@test -n "$(SPEC)" || { echo "usage: make trainer SPEC=path/to/spec.yaml OUT=dir"; exit 2; }
 	@mkdir -p $(OUT)
-	@c=$$($(B)/cnngen $(SPEC) -o $(OUT)) && \
+	@c=$$($(B)/cnngen $(WISDOM_OPT) $(SPEC) -o $(OUT)) && \
 	 echo "$(CC) $(OPT) -std=c11 -Iruntime $$c $(B)/libcnngen.a -o $${c%.c}" && \
 	 $(CC) $(OPT) $(WARN) -std=c11 -Iruntime $$c $(B)/libcnngen.a $(RT_LIBS) $(LDFLAGS) -o $${c%.c}
+
+# ---- time every legal schedule of SPEC's layers on this machine, keep the fastest
+# in $(WISDOM) (bench/tune.py); make trainer then uses them
+.PHONY: tune
+tune: all
+	@test -n "$(SPEC)" || { echo "usage: make tune SPEC=path/to/spec.yaml [WISDOM=file]"; exit 2; }
+	$(PYTHON) bench/tune.py $(SPEC) --wisdom $(WISDOM) --cc "$(CC)" --opt "$(OPT)" --libs "$(RT_LIBS)"
 
 include tests/tests.mk
 include tests/kernels/kernels.mk

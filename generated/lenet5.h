@@ -10,9 +10,9 @@
 #define LENET5_OUT_SIZE 10 /* floats per output sample, 10 */
 #define LENET5_N_PARAMS ((size_t)61706) /* learned floats: weights, biases, gamma, beta */
 #define LENET5_N_BUFFERS ((size_t)0) /* batch-norm running statistics and counters */
-#define LENET5_WORKSPACE ((size_t)1627392) /* floats: activations, gradients, scratch */
-#define LENET5_OUT_OFFSET ((size_t)1023360) /* network output in the workspace */
-#define LENET5_DOUT_OFFSET ((size_t)1024000) /* dLoss/dOutput goes here before backward */
+#define LENET5_WORKSPACE ((size_t)2417920) /* floats: activations, gradients, scratch */
+#define LENET5_OUT_OFFSET ((size_t)1813888) /* network output in the workspace */
+#define LENET5_DOUT_OFFSET ((size_t)1814528) /* dLoss/dOutput goes here before backward */
 
 void lenet5_forward(const float *params, float *buffers, const float *x, float *ws, int nb, int training);
 void lenet5_backward(const float *params, float *grads, const float *x, float *dx, float *ws, int nb);

@@ -19,7 +19,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define CG_ABI_VERSION 1
+#define CG_ABI_VERSION 2
 
 enum cg_loss_kind { CG_LOSS_SOFTMAX_CE = 0, CG_LOSS_MSE = 1 };
 enum cg_tensor_kind { CG_PARAM = 0, CG_BUFFER = 1, CG_COUNTER = 2 };
@@ -62,6 +62,8 @@ typedef struct cg_layer {
     size_t line, col;      /* position of the layer in the spec */
     int lanes;             /* 0: activations are [N][size]; else batch-innermost [size][lanes]
                               (lanes = batch rounded up to whole SIMD vectors) */
+    const char *schedule;  /* how the generator computes it: "name: fwd FORM[tile] dw ... dx ..."
+                              (compiler/lua/schedule.lua) */
 } cg_layer;
 
 enum cg_mode { CG_MODE_MINIBATCH = 0, CG_MODE_SGD = 1, CG_MODE_FULL = 2 };

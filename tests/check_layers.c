@@ -27,8 +27,6 @@
 
 extern const cg_net *const cg_test_nets[];
 
-#define UNROLL_BUDGET 1024 /* the generator's straight-line budget (compiler/lua/cnngen.lua) */
-#define ACT_UNROLL 64      /* activations are straight-line up to this many values */
 #define FWD_TOL 1e-5       /* forward: |got - ref| <= FWD_TOL * max|ref| (per layer) */
 #define FD_EPS 1e-3
 #define FD_RTOL 1e-2
@@ -113,16 +111,13 @@ static dims dims_of(int ndim, const int *s)
 }
 
 /* Would the generator write this layer out as straight-line code? (mirrors the emitters) */
+/* Straight-line or not, as the generator's schedule for the layer says (the descriptor
+ * carries it; no copy of the generator's thresholds here). Kinds with one form count as
+ * straight-line. */
 static int unrolled(const cg_layer *L)
 {
-    if (is_conv(L)) {
-        dims o = dims_of(L->ndim_out, L->out_shape), in = dims_of(L->ndim_in, L->in_shape);
-        long macs = (long)o.C * o.H * o.W * (in.C / L->groups) * L->kernel[0] * L->kernel[1];
-        return macs <= UNROLL_BUDGET;
-    }
-    if (is_pool(L)) return (long)L->out_size * L->kernel[0] * L->kernel[1] <= UNROLL_BUDGET;
-    if (is_kind(L, "dense")) return (long)L->in_size * L->out_size <= UNROLL_BUDGET;
-    if (is_act(L)) return L->in_size <= ACT_UNROLL;
+    ck_assert_msg(L->schedule != NULL && L->schedule[0], "layer %s has no schedule", L->kind);
+    if (is_conv(L) || is_pool(L) || is_kind(L, "dense") || is_act(L)) return strncmp(L->schedule, "straight:", 9) == 0;
     return 1;
 }
 
@@ -660,6 +655,18 @@ START_TEST(test_coverage)
     int seen_lanes[NK] = {0};
     int dense_bias[2] = {0}, conv_bias[2] = {0}, avg_cip[2][2] = {{0}}, bn_dim[4] = {0}, bn_null[4] = {0};
     int conv_groups = 0, conv_dw = 0, conv_dil = 0, conv_stride = 0, conv_asym = 0, conv1d_geom = 0;
+    /* every conv form the schedules offer (compiler/lua/layers/conv.lua) */
+    static const char *const forms[] = {"straight:", "loop:", "wv:", "cv:", "cv+dx:wv:", "lanes:"};
+    enum { NF = sizeof forms / sizeof forms[0] };
+    int seen_form[NF] = {0};
+    for (int i = 0; cg_test_nets[i]; i++)
+        for (int li = 0; li < cg_test_nets[i]->n_layers; li++) {
+            const cg_layer *L = &cg_test_nets[i]->layers[li];
+            ck_assert_msg(L->schedule && L->schedule[0], "%s layer %d: no schedule", cg_test_nets[i]->name, li);
+            for (int f = 0; f < NF; f++)
+                if (is_conv(L) && strncmp(L->schedule, forms[f], strlen(forms[f])) == 0) seen_form[f] = 1;
+        }
+    for (int f = 0; f < NF; f++) ck_assert_msg(seen_form[f], "no test net has a conv layer of schedule %s", forms[f]);
     for (int i = 0; cg_test_nets[i]; i++) {
         const cg_net *net = cg_test_nets[i];
         ck_assert_msg(strncmp(net->name, "t_", 2) == 0, "test net %s: name must start with t_", net->name);

@@ -11,7 +11,7 @@ CHECK_SRC := $(wildcard tests/check_*.c)
 TRAINERS  := $(patsubst specs/%.yaml,$(B)/trainers/%,$(filter-out specs/vgg16.yaml,$(SPECS)))
 
 .PHONY: test check-unit check-torch
-TEST_PARTS := build-nopkgconfig check-unit check-kernels regen-check warn-check sanitize-check fuzz-smoke golden-check check-torch check-threads
+TEST_PARTS := build-nopkgconfig check-unit check-kernels regen-check warn-check sanitize-check fuzz-smoke golden-check check-torch schedules-check check-threads
 test-run: all $(TEST_PARTS)
 	@echo "make test: every part passed ($(TEST_PARTS))"
 	@echo "test: $(words $(TEST_PARTS)) passed, 0 failed"
@@ -79,6 +79,15 @@ sanitize-check: $(SAN_SPECS:%=$(B)/san/%)
 	@for n in $(SAN_SPECS); do \
 	  ASAN_OPTIONS=detect_leaks=1 $(PYTHON) tests/torch_ref.py check specs/$$n.yaml $(B)/san/$$n $(B)/sanwork || exit 1; \
 	done; echo "sanitize-check: $(words $(SAN_SPECS)) trainers clean under ASan+UBSan and equal to PyTorch"
+
+# every legal schedule (form and register tile) of every layer of these specs, forced
+# one at a time through a wisdom file, against PyTorch (tests/schedules_check.py)
+SCHED_SPECS := specs/lecture_conv1d.yaml specs/lecture_full.yaml specs/lecture_k3d2.yaml specs/lecture_k3s2p1_odd.yaml \
+  specs/mixed2d.yaml specs/mixed1d.yaml bench/specs/lenet5_b1.yaml tests/nets/t_c2_groups_ln.yaml \
+  tests/nets/t_c2_axes_ln.yaml tests/nets/t_c2_bigpad_loop_ln.yaml tests/nets/t_c2_full_dil_ln.yaml tests/nets/t_c2_dw_loop_ln.yaml
+.PHONY: schedules-check
+schedules-check: $(B)/cnngen $(B)/libcnngen.a
+	$(PYTHON) tests/schedules_check.py $(B) $(CC) $(SCHED_SPECS)
 
 include tests/fuzz/fuzz.mk
 include tests/golden/golden.mk

@@ -1,6 +1,7 @@
 -- cnngen driver: command line, spec validation, shape pass, memory plan, emission.
 -- The C host gives us cnngen_c.parse_yaml(text) and cnngen_c.version.
 local util = require("util")
+local schedule = require("schedule")
 local M = {}
 
 local VERSION = cnngen_c and cnngen_c.version or "dev"
@@ -11,6 +12,10 @@ local MAX_BATCH = 65536
 local VEC = 16                  -- floats in one SIMD vector of the generated code (AVX-512)
 local LANES_MIN_BATCH = 16      -- from this batch on, activations are batch-innermost
 local PARALLEL_MIN_WORK = 1 << 20
+-- lines of C one layer's passes may take: past it, the next candidate schedule (the
+-- padded forms' code grows with the kernel, the border regions' with its square)
+local CODE_BUDGET = 4000
+local code_lines -- (L, S, ctx): lines the passes of L take under schedule S
 
 -- Layer kinds, registered by name from one module per kind family.
 local MODULES = {"layers.conv", "layers.pool", "layers.dense", "layers.flatten", "layers.act", "layers.batchnorm"}
@@ -279,7 +284,7 @@ local function plan_lanes(spec)
     if L.in_size > maxin then maxin = L.in_size end
   end
   for _, L in ipairs(spec.layers) do
-    local sz = L.mod.scratch and L.mod.scratch(L, R) or 0
+    local sz = L.mod.scratch and L.mod.scratch(L) or 0
     if sz > 0 then L.scratch = take(sz) end
   end
   spec.out_offset = take(B * spec.out_size)
@@ -291,7 +296,7 @@ local function plan_lanes(spec)
   return true
 end
 
-local function plan(spec)
+local function plan(spec, opts)
   local P, Bf = 0, 0
   for _, L in ipairs(spec.layers) do
     L.t, L.t_grad = {}, {}
@@ -314,12 +319,19 @@ local function plan(spec)
   if P > MAX_PARAMS then return nil, string.format("the network has %s parameters, more than the limit %s", util.commas(P), util.commas(MAX_PARAMS)) end
   spec.n_params, spec.n_buffers = P, Bf
   local B = spec.train.batch
+  -- the network's layout: batch-innermost from a batch of LANES_MIN_BATCH
+  local lanes = B >= LANES_MIN_BATCH
+  local T = opts.target
+  spec.target = T
   for _, L in ipairs(spec.layers) do
-    -- facts the emitters' choices depend on
-    L.batch, L.budget, L.batch_lanes = B, UNROLL_BUDGET, B >= LANES_MIN_BATCH
+    -- facts the schedules depend on
+    L.batch, L.budget, L.batch_lanes = B, UNROLL_BUDGET, lanes
+    L.lanes_layout, L.lanes_R = lanes, lanes and (B + VEC - 1) // VEC * VEC or nil
     -- threads pay off from about a million multiply-adds (or values moved) a pass;
     -- below that, waking the other core costs more than it saves
     L.parallel = math.max(L.mod.macs(L), L.out_size) * B >= PARALLEL_MIN_WORK
+    local ctx = {budget = UNROLL_BUDGET, lanes = L.lanes_R, vec = VEC}
+    L.sched, L.candidates = schedule.choose(L, T, opts.wisdom, CODE_BUDGET, function(S) return code_lines(L, S, ctx) end)
   end
   if B >= LANES_MIN_BATCH then return plan_lanes(spec) end
   local ws = 0
@@ -370,19 +382,37 @@ local function layer_fn(L, pass)
   return string.format("l%02d_%s_%s", L.index, L.kind, PASS_SUFFIX[pass])
 end
 
--- The module function for a pass: forward/backward, or in batch-innermost mode
--- forward_lanes/backward_lanes (and backward_dx_lanes when a kind computes dx apart).
+-- The module function for a pass: forward/backward, or in the batch-innermost layout
+-- forward_lanes/backward_lanes; backward_dx(_lanes) when the schedule computes dx apart.
 local function pass_fn(L, pass, ctx)
   local m = L.mod
-  local f
-  if ctx.lanes then
-    f = ({fwd = m.forward_lanes, bwd = m.backward_lanes, bwdx = m.backward_dx_lanes})[pass]
-  else
-    f = ({fwd = m.forward, bwd = m.backward, bwdx = m.backward_dx})[pass]
+  if pass == "bwdx" and not L.sched.dx.apart then return nil end
+  if L.sched.layout == "lanes" then
+    return ({fwd = m.forward_lanes, bwd = m.backward_lanes, bwdx = m.backward_dx_lanes})[pass]
   end
-  -- kinds that may compute dx apart say per layer whether they do
-  if pass == "bwdx" and f and m.split_dx and not m.split_dx(L, ctx) then return nil end
-  return f
+  return ({fwd = m.forward, bwd = m.backward, bwdx = m.backward_dx})[pass]
+end
+
+-- counted by emitting, up to 25 budgets (past that the count is only "too many")
+code_lines = function(L, S, ctx)
+  local keep = L.sched
+  L.sched = S
+  local n, cap = 0, 25 * CODE_BUDGET
+  for _, pass in ipairs({"fwd", "bwd", "bwdx"}) do
+    local f = pass_fn(L, pass, ctx)
+    if f then
+      local C = util.code(cap - n)
+      local ok, err = pcall(f, L, C, ctx)
+      if not ok then
+        if err ~= util.TOO_LONG then error(err, 0) end
+        n = cap
+        break
+      end
+      n = n + #C.lines
+    end
+  end
+  L.sched = keep
+  return n
 end
 
 -- Emit one layer's function for a pass; returns its used args in canonical order.
@@ -458,7 +488,8 @@ local function emit(spec, spec_path, spec_text)
   H:line("#endif")
 
   local O = util.code()
-  O.lines[1] = banner .. " *\n * layer  kind            input -> output          params"
+  O.lines[1] = banner .. string.format(" * Register tiles for %s (%d accumulators of %d floats).\n", spec.target.isa, spec.target.acc, VEC)
+    .. " *\n * layer  kind            input -> output          params"
   for _, L in ipairs(spec.layers) do
     local np = 0
     for _, t in ipairs(L.tensors) do if t.kind == "param" then np = np + t.size end end
@@ -517,8 +548,9 @@ local function emit(spec, spec_path, spec_text)
   end
   for _, L in ipairs(spec.layers) do
     if not L.is_alias then
-      O:line("/* layer %d: %s %s -> %s (%s:%d:%d) */", L.index, L.kind, shape_str(L.in_shape),
+      O:line("/* layer %d: %s %s -> %s (%s:%d:%d)", L.index, L.kind, shape_str(L.in_shape),
         shape_str(L.out_shape), c_comment(spec_path), L.node.line, L.node.col)
+      O:line(" * schedule %s%s */", schedule.describe(L.sched), L.sched.from_wisdom and " (from wisdom)" or "")
       fargs[L] = emit_layer_fn(O, L, "fwd", ctx, spec)
       bargs[L] = emit_layer_fn(O, L, "bwd", ctx, spec)
       if pass_fn(L, "bwdx", ctx) then dxargs[L] = emit_layer_fn(O, L, "bwdx", ctx, spec) end
@@ -633,6 +665,7 @@ local function emit(spec, spec_path, spec_text)
       c_string(L.kind), #L.in_shape, int_list(L.in_shape, 3), #L.out_shape, int_list(L.out_shape, 3))
     O:line("     .in_size = %d, .out_size = %d, .act_offset = %d, .lanes = %d, .line = %d, .col = %d,",
       L.in_size, L.out_size, L.act, spec.lanes or 0, L.node.line, L.node.col)
+    O:line("     .schedule = %s,", c_string(schedule.describe(L.sched)))
     if g then
       O:line("     .kernel = {%d, %d}, .stride = {%d, %d}, .pad_lo = {%d, %d}, .pad_hi = {%d, %d}, .dilation = {%d, %d},",
         g.h.K, g.w.K, g.h.S, g.w.S, g.h.lo, g.w.lo, g.h.hi, g.w.hi, g.h.D, g.w.D)
@@ -675,21 +708,21 @@ end
 -- Summary table
 ---------------------------------------------------------------------------
 local function summary(spec, path)
-  local rows = {{"#", "layer", "output", "params", "MACs", "receptive field", "jump"}}
+  local rows = {{"#", "layer", "output", "params", "MACs", "receptive field", "jump", "schedule"}}
   local total_p, total_m = 0, 0
   local function axes(v)
     if v == nil then return "-" end
     if #spec.input == 2 then return tostring(v[2]) end
     return v[1] .. "x" .. v[2]
   end
-  rows[2] = {"", "input", shape_str(spec.input), "", "", "", ""}
+  rows[2] = {"", "input", shape_str(spec.input), "", "", "", "", ""}
   for _, L in ipairs(spec.layers) do
     local np = 0
     for _, t in ipairs(L.tensors) do if t.kind == "param" then np = np + t.size end end
     local macs = L.mod.macs(L)
     total_p, total_m = total_p + np, total_m + macs
     rows[#rows + 1] = {tostring(L.index), L.kind, shape_str(L.out_shape), util.commas(np), util.commas(macs),
-      axes(L.rf), axes(L.jump)}
+      axes(L.rf), axes(L.jump), L.sched.name .. (L.sched.from_wisdom and " (wisdom)" or "")}
   end
   local w = {}
   for _, r in ipairs(rows) do
@@ -709,7 +742,27 @@ local function summary(spec, path)
   out[#out + 1] = string.format("Total multiply-adds per sample (forward): %s", util.commas(total_m))
   out[#out + 1] = string.format("Workspace at batch %d: %s floats; buffers: %s floats",
     spec.train.batch, util.commas(spec.workspace), util.commas(spec.n_buffers))
+  out[#out + 1] = string.format("Schedules for target %s (%d accumulators a register tile):", spec.target.isa, spec.target.acc)
+  for _, L in ipairs(spec.layers) do
+    out[#out + 1] = string.format("  %d %s", L.index, schedule.describe(L.sched))
+  end
   return table.concat(out, "\n") .. "\n"
+end
+
+-- For the tuner (bench/tune.py): per layer with more than one legal schedule, one
+-- line "index<TAB>signature<TAB>candidate,candidate,..." (the chosen one first).
+local function schedules_list(spec)
+  local out = {}
+  for _, L in ipairs(spec.layers) do
+    if #L.candidates > 1 then
+      local names = {L.sched.name}
+      for _, c in ipairs(L.candidates) do
+        if c.name ~= L.sched.name then names[#names + 1] = c.name end
+      end
+      out[#out + 1] = string.format("%d\t%s\t%s\n", L.index, schedule.signature(L), table.concat(names, ","))
+    end
+  end
+  return table.concat(out)
 end
 
 ---------------------------------------------------------------------------
@@ -719,6 +772,12 @@ local USAGE = [[
 usage: cnngen SPEC.yaml [-o DIR]     write DIR/<name>.c and DIR/<name>.h (DIR: .)
        cnngen --summary SPEC.yaml    print shapes, parameters, multiply-adds, receptive fields
        cnngen --check SPEC.yaml      validate only
+       cnngen --schedules SPEC.yaml  per layer: signature and legal schedules (for make tune)
+options: --target avx512|avx2|generic|native   register tiles for this ISA (default: native,
+                                 from /proc/cpuinfo)
+         --wisdom FILE           schedules timed on this machine by `make tune` (default:
+                                 $CNNGEN_WISDOM when set)
+         --layer N               emit layer N alone (its input, MSE loss): for timing it
        cnngen --help | --version
 Exit status: 0 success, 1 error in the spec (or unreadable/unwritable file), 2 misuse.
 ]]
@@ -749,7 +808,9 @@ local function report(path, text, errs)
 end
 
 -- Parse and check a spec text; returns spec or nil (errors in errs).
-function M.load(text, errs)
+function M.load(text, errs, opts)
+  opts = opts or {}
+  opts.target = opts.target or schedule.target("avx512")
   local root, msg, line, col = cnngen_c.parse_yaml(text)
   if not root then
     errs:add({line = line, col = col}, msg)
@@ -758,7 +819,18 @@ function M.load(text, errs)
   local spec = validate(root, errs)
   if not spec or errs:count() > 0 then return nil end
   if not infer_shapes(spec, errs) or errs:count() > 0 then return nil end
-  local ok, perr = plan(spec)
+  if opts.layer then
+    -- one layer alone (its input shape, MSE loss, the spec's batch): what `make tune` times
+    local L
+    for _, l in ipairs(spec.layers) do if l.index == opts.layer then L = l end end
+    if not L then
+      errs:add(root, string.format("--layer %d: the spec has layers 0 to %d", opts.layer, #spec.layers - 1))
+      return nil
+    end
+    spec.name, spec.input, spec.layers, spec.loss = spec.name .. "_l" .. L.index, L.in_shape, {L}, "mse"
+    if not infer_shapes(spec, errs) or errs:count() > 0 then return nil end
+  end
+  local ok, perr = plan(spec, opts)
   if not ok then
     errs:add(root, perr)
     return nil
@@ -793,6 +865,7 @@ end
 
 function M.main(args)
   local mode, outdir, path = "gen", ".", nil
+  local target, wisdom_path, layer = "native", os.getenv("CNNGEN_WISDOM"), nil
   local i = 1
   while i <= #args do
     local a = args[i]
@@ -800,6 +873,16 @@ function M.main(args)
     elseif a == "--version" then io.stdout:write("cnngen " .. VERSION .. "\n"); return 0
     elseif a == "--summary" then mode = "summary"
     elseif a == "--check" then mode = "check"
+    elseif a == "--schedules" then mode = "schedules"
+    elseif a == "--target" or a == "--wisdom" or a == "--layer" then
+      i = i + 1
+      if not args[i] then io.stderr:write("cnngen: " .. a .. " needs a value\n" .. USAGE); return 2 end
+      if a == "--target" then target = args[i]
+      elseif a == "--wisdom" then wisdom_path = args[i]
+      else
+        layer = tonumber(args[i]:match("^%d+$") or "")
+        if not layer or layer > 100000 then io.stderr:write("cnngen: --layer: expected a layer index, got " .. args[i] .. "\n"); return 2 end
+      end
     elseif a == "-o" then
       i = i + 1
       if not args[i] then io.stderr:write("cnngen: -o needs a directory\n" .. USAGE); return 2 end
@@ -817,14 +900,23 @@ function M.main(args)
   local text, rerr = h:read("a")
   h:close()
   if not text then io.stderr:write("cnngen: cannot read " .. path .. ": " .. tostring(rerr) .. "\n"); return 1 end
+  local T = schedule.target(target)
+  if not T then io.stderr:write("cnngen: --target: expected avx512, avx2, generic or native, got " .. target .. "\n"); return 2 end
+  local wisdom
+  if wisdom_path and wisdom_path ~= "" then
+    local werr
+    wisdom, werr = schedule.read_wisdom(wisdom_path)
+    if not wisdom then io.stderr:write("cnngen: wisdom: " .. tostring(werr) .. "\n"); return 1 end
+  end
   local errs = util.errors(20)
-  local spec = M.load(text, errs)
+  local spec = M.load(text, errs, {target = T, wisdom = wisdom, layer = layer})
   if not spec then
     report(path, text, errs)
     return 1
   end
   if mode == "summary" then io.stdout:write(summary(spec, path)); return 0 end
   if mode == "check" then return 0 end
+  if mode == "schedules" then io.stdout:write(schedules_list(spec)); return 0 end
   local c, hdr = emit(spec, path, text)
   local base = outdir .. "/" .. spec.name
   local ok, werr = write_atomic({{path = base .. ".h", text = hdr}, {path = base .. ".c", text = c}})

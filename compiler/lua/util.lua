@@ -308,8 +308,11 @@ end
 ---------------------------------------------------------------------------
 local Code = {}
 Code.__index = Code
-function M.code() return setmetatable({lines = {}, ind = 0}, Code) end
+-- max: stop with error(M.TOO_LONG) past that many lines (for measuring candidates)
+M.TOO_LONG = {}
+function M.code(max) return setmetatable({lines = {}, ind = 0, max = max}, Code) end
 function Code:line(fmt, ...)
+  if self.max and #self.lines >= self.max then error(M.TOO_LONG, 0) end
   local s = select("#", ...) > 0 and string.format(fmt, ...) or fmt
   local pad = string.rep("    ", self.ind)
   self.lines[#self.lines + 1] = (s == "" and "" or pad .. s:gsub("\n", "\n" .. pad))

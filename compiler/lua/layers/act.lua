@@ -2,6 +2,7 @@
 -- nn.LeakyReLU(slope), nn.Sigmoid, nn.Tanh). Backward uses the saved output
 -- (relu, sigmoid, tanh) or input (leaky_relu), as PyTorch does.
 local util = require("util")
+local sched = require("schedule")
 local M = {kinds = {"relu", "leaky_relu", "sigmoid", "tanh"}}
 
 function M.schema(kind)
@@ -31,9 +32,17 @@ local function bwd_expr(L, i)
   return string.format("dy[%s] * (1.0f - y[%s] * y[%s])", i, i, i)
 end
 
--- Small tensors are written out element by element (straight-line code).
+-- Schedules: batch-innermost, or straight-line (small tensors, element by element),
+-- or one flat loop.
+function M.candidates(L, T)
+  if L.lanes_layout then return {sched.simple(L, "lanes")} end
+  local loop = sched.simple(L, "loop")
+  if L.in_size <= 64 and L.in_size <= L.budget then return {sched.simple(L, "straight"), loop} end
+  return {loop}
+end
+
 local function each(L, C, ctx, emit)
-  if L.in_size <= 64 and L.in_size <= ctx.budget then
+  if L.sched.fwd.form == "straight" then
     C:open("for (int n = 0; n < nb; n++) {")
     for j = 0, L.in_size - 1 do
       emit(string.format("(size_t)n * %d + %d", L.in_size, j))

@@ -4,6 +4,7 @@
 -- when momentum is null); num_batches_tracked counts steps. Inference: running stats.
 -- Saved for backward (scratch S): mean[C], rstd[C].
 local util = require("util")
+local sched = require("schedule")
 local M = {kinds = {"batchnorm"}}
 
 function M.schema(kind)
@@ -35,7 +36,9 @@ function M.tensors(L)
 end
 
 function M.macs(L) return 0 end
-function M.scratch(L, lanes) return 2 * L.channels end
+function M.scratch(L) return 2 * L.channels end
+
+function M.candidates(L, T) return {sched.simple(L, L.lanes_layout and "lanes" or "loop")} end
 
 -- loop over the batch and the spatial positions of channel c, element xc[i]
 local function over_channel(C, L, body)

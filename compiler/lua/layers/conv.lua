@@ -96,6 +96,104 @@ end
 
 function M.window(L) return L.geom end
 
+---------------------------------------------------------------------------
+-- Schedules (see schedule.lua). The forms:
+--   straight  one expression per output (tiny layers); dx computed with dW
+--   loop      NCHW loops over channels, the kernel window unrolled; dx with dW
+--   wv        row vectors: NCHW kept, vectors of 16 along output rows, zero-padded
+--             planes (conv_wv.lua); stride 1, groups 1, rows of 16 or more
+--   cv        channel vectors: each sample moved to a padded channels-last copy,
+--             vectors of 16 output channels; stride 1, groups 1; dx in the cv form
+--             or the wv form (rows fill more of a vector than the input channels)
+--   lanes     batch-innermost [C][H][W][R] activations (the network's layout from
+--             batch 16): register tiles of channels x lane vectors
+-- Tiles are counted in accumulators of 16 floats; T.acc is the target's budget.
+---------------------------------------------------------------------------
+local function fill(n) return n / ((n + 15) // 16 * 16) end
+
+local function lanes_tiles(L, T)
+  local ld, NV = util.largest_divisor, L.lanes_R // 16
+  -- lane vectors per tile: at most cap, and at most half the lanes when the channel
+  -- blocks alone give no parallel work
+  local function lane_tile(cap, nblocks)
+    local TB = ld(NV, cap)
+    if L.groups == 1 and nblocks == 1 and NV >= 2 then TB = ld(NV, math.min(cap, NV // 2)) end
+    return TB
+  end
+  local TC = ld(L.cout_g, math.min(16, T.acc))
+  local TCI = ld(L.cin_g, math.min(16, T.acc))
+  local KW, KK = L.geom.w.K, L.geom.h.K * L.geom.w.K
+  -- dW: every tap of the kernel at once when it fits, else one kernel row a pass
+  local rows = KK <= T.acc and L.geom.h.K or 1
+  return {
+    fwd = {TC = TC, TB = lane_tile(math.max(1, T.acc // TC), L.cout_g // TC)},
+    dx = {TCI = TCI, TB = lane_tile(math.max(1, T.acc // TCI), L.cin_g // TCI)},
+    dw = {TCW = ld(L.cout_g, math.max(1, T.acc // (rows * KW))), rows = rows},
+  }
+end
+
+local function cv_tiles(L, T, nch, width)
+  local TV = util.largest_divisor((nch + 15) // 16, 4)
+  return {TV = TV, TP = math.max(1, math.min(width, T.acc // TV))}
+end
+
+function M.candidates(L, T)
+  if L.lanes_layout then
+    local t = lanes_tiles(L, T)
+    local c = {{name = "lanes", layout = "lanes", fwd = {form = "lanes", tile = t.fwd},
+      dw = {form = "lanes", tile = t.dw}, dx = {form = "lanes", tile = t.dx, apart = true}}}
+    local g = L.geom
+    local padded = g.h.lo + g.h.hi + g.w.lo + g.w.hi > 0
+    if padded or g.h.K * g.w.K > 1 then
+      c[2] = {name = "lanes+pad", layout = "lanes", fwd = {form = "lanes", tile = t.fwd, pad = padded},
+        dw = {form = "lanes", tile = t.dw, pad = padded}, dx = {form = "lanes", tile = t.dx, apart = true, pad = true}}
+    end
+    return c
+  end
+  local straight = {name = "straight", layout = "nchw", fwd = {form = "straight"}, dw = {form = "straight"},
+    dx = {form = "straight", apart = false}}
+  local loop = {name = "loop", layout = "nchw", fwd = {form = "loop"}, dw = {form = "loop"},
+    dx = {form = "loop", apart = false}}
+  local c = {}
+  if wv.ok(L) then
+    c[#c + 1] = {name = "wv", layout = "nchw", fwd = {form = "wv", tile = wv.fwd_tile(L, T)},
+      dw = {form = "wv", tile = wv.dw_tile(L, T)}, dx = {form = "wv", tile = wv.dx_tile(L, T), apart = true}}
+  end
+  if wv.tileable(L) then
+    local dw = {TV = util.largest_divisor((L.cout + 15) // 16, 4)}
+    dw.TPR = math.max(1, T.acc // dw.TV)
+    local cv = {name = "cv", layout = "nchw", fwd = {form = "cv", tile = cv_tiles(L, T, L.cout, L.geom.w.O)},
+      dw = {form = "cv", tile = dw}, dx = {form = "cv", tile = cv_tiles(L, T, L.cin, L.geom.w.I), apart = true}}
+    local cvw
+    if wv.dx_ok(L) then
+      cvw = {name = "cv+dx:wv", layout = "nchw", fwd = cv.fwd, dw = cv.dw,
+        dx = {form = "wv", tile = wv.dx_tile(L, T), apart = true}}
+    end
+    -- dx in the row-vector form when rows fill more of a vector than the channels
+    if cvw and fill(L.geom.w.I) > fill(L.cin) then cv, cvw = cvw, cv end
+    c[#c + 1] = cv
+    c[#c + 1] = cvw
+  end
+  -- the heuristic's order: straight-line for tiny layers, then row vectors, channel
+  -- vectors from 6 output channels, then loops
+  local tiny = M.macs(L) <= L.budget
+  local first
+  if tiny then first = {straight}
+  elseif c[1] and (c[1].fwd.form == "wv" or L.cout >= 6) then first = {}
+  else first = {loop} end
+  local out = {}
+  for _, s in ipairs(first) do out[#out + 1] = s end
+  for _, s in ipairs(c) do out[#out + 1] = s end
+  if not tiny then
+    if first[1] ~= loop then out[#out + 1] = loop end
+    -- straight-line code grows with the multiply-adds: offered up to 4x the budget
+    if M.macs(L) <= 4 * L.budget then out[#out + 1] = straight end
+  else
+    out[#out + 1] = loop
+  end
+  return out
+end
+
 -- sizes used by both passes
 local function dims(L)
   local g = L.geom
@@ -144,18 +242,12 @@ local function join_terms(terms, empty)
   return table.concat(lines, "\n        + ")
 end
 
-function M.unrolled(L, budget)
-  return M.macs(L) <= budget
-end
-
--- stride-1 layers with rows of 16 or more keep NCHW with vectors along the rows
-function M.wv_ok(L) return not M.unrolled(L, L.budget) and wv.ok(L) end
-
 function M.forward(L, C, ctx)
-  if M.wv_ok(L) then return wv.forward(L, C) end
-  if M.cv_ok(L) then return M.forward_cv(L, C, ctx) end
+  local form = L.sched.fwd.form
+  if form == "wv" then return wv.forward(L, C) end
+  if form == "cv" then return M.forward_cv(L, C, ctx) end
   local d = dims(L)
-  local unroll = M.unrolled(L, ctx.budget)
+  local unroll = form == "straight"
   C:line("const float *restrict w = %s;", L.t.weight)
   if L.opt.bias then C:line("const float *restrict b = %s;", L.t.bias) end
   C:open("for (int n = 0; n < nb; n++) {")
@@ -205,10 +297,11 @@ function M.forward(L, C, ctx)
 end
 
 function M.backward(L, C, ctx)
-  if M.wv_ok(L) then return wv.backward(L, C) end
-  if M.cv_ok(L) then return M.backward_cv(L, C, ctx) end
+  local form = L.sched.dw.form
+  if form == "wv" then return wv.backward(L, C) end
+  if form == "cv" then return M.backward_cv(L, C, ctx) end
   local d = dims(L)
-  local unroll = M.unrolled(L, ctx.budget)
+  local unroll = form == "straight"
   C:line("const float *restrict w = %s;", L.t.weight)
   C:line("float *restrict gw = %s;", L.t_grad.weight)
   if L.opt.bias then C:line("float *restrict gb = %s;", L.t_grad.bias) end
@@ -301,24 +394,14 @@ end
 -- TC output channels x TB vectors of 16 samples in registers across the input
 -- channels and the unrolled kernel window; every input vector loaded feeds TC FMAs.
 ---------------------------------------------------------------------------
-local MAX_ACC = 24 -- accumulators per tile (of 32 vector registers)
-
 local largest_divisor = util.largest_divisor
 
--- Next to the channel-vector form, dx takes the row-vector form when rows fill more
--- of a vector than input channels do (LeNet's 6 channels of 14-wide rows: 14/16 of
--- the lanes busy instead of 6/16); its padded dy goes after the cv scratch.
-function M.dx_wv(L)
-  if not M.cv_ok(L) or not wv.dx_ok(L) then return false end
-  local function fill(n) return n / ((n + 15) // 16 * 16) end
-  return fill(L.geom.w.I) > fill(L.cin)
-end
-
-function M.scratch(L, lanes)
-  if lanes then return 0 end
-  if M.wv_ok(L) then return wv.scratch(L).total end
-  if not M.cv_ok(L) then return 0 end
-  return M.cv_scratch(L).total + (M.dx_wv(L) and wv.dyp_size(L) or 0)
+function M.scratch(L)
+  local S = L.sched
+  if S.layout == "lanes" then return (S.fwd.pad or S.dx.pad) and M.lanes_pad(L, L.lanes_R).total or 0 end
+  if S.fwd.form == "wv" then return wv.scratch(L).total end
+  if S.fwd.form ~= "cv" then return 0 end
+  return M.cv_scratch(L).total + (S.dx.form == "wv" and wv.dyp_size(L) or 0)
 end
 
 -- Loops over groups, channel blocks and lane blocks (outermost first), the first one
@@ -337,12 +420,56 @@ local function block_loops(C, L, nblocks, name, NV, TB, body)
   end)
 end
 
--- lane vectors per tile: at most cap, and at most half the lanes when the channel
--- blocks alone give no parallel work
-local function lane_tile(L, NV, cap, nblocks)
-  local TB = largest_divisor(NV, cap)
-  if L.groups == 1 and nblocks == 1 and NV >= 2 then TB = largest_divisor(NV, math.min(cap, NV // 2)) end
-  return TB
+-- The padded lanes variant ("lanes+pad"): the input copied once into zero-padded
+-- planes [C][Hp][Wp][R] (forward; kept for dW) and dy into planes wide enough that
+-- every input position of dx receives every tap of its phase, so each pass is one
+-- region of unrolled taps instead of one per border pattern (code size O(K^2), not
+-- O(K^4)), at the price of the copies and the multiply-adds on the zeros.
+--   gx:  the forward's geometry on the padded input (padding 0)
+--   gdy: the transposed geometry on the padded dy (pdy = dy's offset per axis)
+function M.lanes_pad(L, R)
+  local function in_ax(a) return {I = a.I + a.lo + a.hi, O = a.O, K = a.K, S = a.S, D = a.D, lo = 0, hi = 0} end
+  local function dy_ax(a)
+    local P = math.max(0, -((a.lo - (a.K - 1) * a.D) // a.S)) -- ceil(((K-1)D - lo) / S)
+    local O2 = math.max(P + a.O, (a.I - 1 + a.lo) // a.S + P + 1)
+    return {I = a.I, O = O2, K = a.K, S = a.S, D = a.D, lo = a.lo + P * a.S, hi = 0}, P
+  end
+  local g = L.geom
+  local r = {gx = {h = in_ax(g.h), w = in_ax(g.w)}}
+  local dh, ph = dy_ax(g.h)
+  local dw, pw = dy_ax(g.w)
+  r.gdy, r.pdy = {h = dh, w = dw}, {ph, pw}
+  local at = 0
+  if L.sched.fwd.pad then r.xp = at; at = at + L.cin * r.gx.h.I * r.gx.w.I * R end
+  if L.sched.dx.pad then r.dyp = at; at = at + L.cout * dh.O * dw.O * R end
+  r.total = at
+  return r
+end
+
+-- Copy nplanes planes of H x W x R lanes from src into zero-padded planes of gp's
+-- input extents (or output extents when off = {top, left} is given: the dy copy).
+local function lanes_pad_copy(C, L, dst, src, nplanes, H, W, gp, R, off)
+  local Hp, Wp, top, left
+  if off then
+    Hp, Wp, top, left = gp.h.O, gp.w.O, off[1], off[2]
+  else
+    Hp, Wp, top, left = gp.h.I, gp.w.I, L.geom.h.lo, L.geom.w.lo
+  end
+  local right, bottom = Wp - left - W, Hp - top - H
+  C:line("/* %s -> zero-padded planes %dx%d (lanes) */", src, Hp, Wp)
+  util.par(C, L)
+  C:open("for (int pl = 0; pl < %d; pl++) {", nplanes)
+  C:line("const float *restrict s = %s + (size_t)pl * %d;", src, H * W * R)
+  C:line("float *restrict d = %s + (size_t)pl * %d;", dst, Hp * Wp * R)
+  if top > 0 then C:line("memset(d, 0, sizeof(float) * %d);", top * Wp * R) end
+  C:open("for (int r = 0; r < %d; r++) {", H)
+  C:line("float *restrict dr = d + (size_t)(r + %d) * %d;", top, Wp * R)
+  if left > 0 then C:line("memset(dr, 0, sizeof(float) * %d);", left * R) end
+  C:line("memcpy(dr + %d, s + (size_t)r * %d, sizeof(float) * %d);", left * R, W * R, W * R)
+  if right > 0 then C:line("memset(dr + %d, 0, sizeof(float) * %d);", (left + W) * R, right * R) end
+  C:close()
+  if bottom > 0 then C:line("memset(d + %d, 0, sizeof(float) * %d);", (top + H) * Wp * R, bottom * Wp * R) end
+  C:close()
 end
 
 local function vec_list(fmt, n, ...)
@@ -354,24 +481,30 @@ end
 function M.forward_lanes(L, C, ctx)
   local d, R, V = dims(L), ctx.lanes, ctx.vec
   local NV = R // V
-  local TC = largest_divisor(L.cout_g, 16)
-  local TB = lane_tile(L, NV, math.max(1, MAX_ACC // TC), L.cout_g // TC)
+  local TC, TB = L.sched.fwd.tile.TC, L.sched.fwd.tile.TB
   local WK = L.cin_g * d.KHW -- weights per output channel
+  local geo, src, IHW, used = L.geom, "x", d.IHW, {"P", "x", "y"}
+  if L.sched.fwd.pad then
+    local pl = M.lanes_pad(L, R)
+    C:line("float *restrict xp = S + %d;", pl.xp)
+    lanes_pad_copy(C, L, "xp", "x", L.cin, L.geom.h.I, L.geom.w.I, pl.gx, R)
+    geo, src, IHW, used = pl.gx, "xp", pl.gx.h.I * pl.gx.w.I, {"P", "S", "x", "y"}
+  end
   C:line("const float *restrict w = %s;", L.t.weight)
   if L.opt.bias then C:line("const float *restrict bias = %s;", L.t.bias) end
   block_loops(C, L, L.cout_g // TC, "cb", NV, TB, function(g, cb)
     local co0 = util.aff(0):term(g, L.cout_g):term(cb, TC)
     C:line("const float *restrict wb = w + %s;", tostring(co0:scale(WK)))
-    C:line("const float *restrict xg = x + %s + v0 * %d;", tostring(util.aff(0):term(g, L.cin_g * d.IHW * R)), V)
+    C:line("const float *restrict xg = %s + %s + v0 * %d;", src, tostring(util.aff(0):term(g, L.cin_g * IHW * R)), V)
     C:line("float *restrict yb = y + %s + v0 * %d;", tostring(co0:scale(d.OHW * R)), V)
-    window.windows(C, L.geom, false, function(out, taps, info)
+    window.windows(C, geo, false, function(out, taps, info)
       if not info.scoped then C:open("{") end
       for t = 0, TC - 1 do
         local init = L.opt.bias and string.format("vsplat(bias[%s])", tostring(co0:add(t))) or "vsplat(0.0f)"
         C:line("cg_v %s;", vec_list("a%d_" .. t .. " = " .. init, TB))
       end
       if #taps > 0 then util.loop(C, "ci", 0, L.cin_g - 1, false, function(ci)
-        C:line("const float *restrict xc = xg + %s;", tostring(util.aff(0):term(ci, d.IHW * R)))
+        C:line("const float *restrict xc = xg + %s;", tostring(util.aff(0):term(ci, IHW * R)))
         C:line("const float *restrict wc = wb + %s;", tostring(util.aff(0):term(ci, d.KHW)))
         for _, tp in ipairs(taps) do
           local at = tostring(tp.at:scale(R))
@@ -397,7 +530,7 @@ function M.forward_lanes(L, C, ctx)
       if not info.scoped then C:close() end
     end)
   end)
-  return {"P", "x", "y"}
+  return used
 end
 
 -- dx gathered: every input position sums w * dy over the output windows that read it
@@ -405,21 +538,27 @@ end
 function M.backward_dx_lanes(L, C, ctx)
   local d, R, V = dims(L), ctx.lanes, ctx.vec
   local NV = R // V
-  local TCI = largest_divisor(L.cin_g, 16)
-  local TB = lane_tile(L, NV, math.max(1, MAX_ACC // TCI), L.cin_g // TCI)
+  local TCI, TB = L.sched.dx.tile.TCI, L.sched.dx.tile.TB
   local WK = L.cin_g * d.KHW
+  local geo, src, OHW, used = L.geom, "dy", d.OHW, {"P", "dy", "dx"}
+  if L.sched.dx.pad then
+    local pl = M.lanes_pad(L, R)
+    C:line("float *restrict dyp = S + %d;", pl.dyp)
+    lanes_pad_copy(C, L, "dyp", "dy", L.cout, L.geom.h.O, L.geom.w.O, pl.gdy, R, pl.pdy)
+    geo, src, OHW, used = pl.gdy, "dyp", pl.gdy.h.O * pl.gdy.w.O, {"P", "S", "dy", "dx"}
+  end
   C:line("const float *restrict w = %s;", L.t.weight)
   block_loops(C, L, L.cin_g // TCI, "cib", NV, TB, function(g, cib)
     local ci0 = util.aff(0):term(g, L.cin_g):term(cib, TCI)
     C:line("float *restrict dxb = dx + %s + v0 * %d;", tostring(ci0:scale(d.IHW * R)), V)
-    C:line("const float *restrict dyg = dy + %s + v0 * %d;", tostring(util.aff(0):term(g, L.cout_g * d.OHW * R)), V)
+    C:line("const float *restrict dyg = %s + %s + v0 * %d;", src, tostring(util.aff(0):term(g, L.cout_g * OHW * R)), V)
     C:line("const float *restrict wg = w + %s;", tostring(util.aff(0):term(g, L.cout_g * WK):term(cib, TCI * d.KHW)))
-    window.twindows(C, L.geom, function(inp, taps, info)
+    window.twindows(C, geo, function(inp, taps, info)
       if not info.scoped then C:open("{") end
       for t = 0, TCI - 1 do C:line("cg_v %s;", vec_list("a%d_" .. t .. " = vsplat(0.0f)", TB)) end
       if #taps > 0 then
         util.loop(C, "co", 0, L.cout_g - 1, false, function(co)
-          C:line("const float *restrict dyc = dyg + %s;", tostring(util.aff(0):term(co, d.OHW * R)))
+          C:line("const float *restrict dyc = dyg + %s;", tostring(util.aff(0):term(co, OHW * R)))
           C:line("const float *restrict wc = wg + %s;", tostring(util.aff(0):term(co, WK)))
           for _, tp in ipairs(taps) do
             local at = tostring(tp.at:scale(R))
@@ -446,7 +585,7 @@ function M.backward_dx_lanes(L, C, ctx)
       if not info.scoped then C:close() end
     end)
   end)
-  return {"P", "dy", "dx"}
+  return used
 end
 
 -- dW: for each input channel and kernel row, TCW output channels x KW taps of lane
@@ -456,8 +595,14 @@ function M.backward_lanes(L, C, ctx)
   local NV = R // V
   local g = L.geom
   local KW = g.w.K
-  local TCW = largest_divisor(L.cout_g, math.max(1, MAX_ACC // KW))
+  local TCW, rows_at_once = L.sched.dw.tile.TCW, L.sched.dw.tile.rows == g.h.K
   local WK = L.cin_g * d.KHW
+  -- with a padded forward, the zero-padded input it kept (so no tap needs a region)
+  local geo, xsrc, IHW = L.geom, "x", d.IHW
+  if L.sched.dw.pad then
+    local pl = M.lanes_pad(L, R)
+    geo, xsrc, IHW = pl.gx, string.format("(S + %d)", pl.xp), pl.gx.h.I * pl.gx.w.I
+  end
   C:line("float *restrict gw = %s;", L.t_grad.weight)
   if L.opt.bias then
     C:line("float *restrict gb = %s;", L.t_grad.bias)
@@ -472,20 +617,18 @@ function M.backward_lanes(L, C, ctx)
   -- one pass over dy per input channel, the input plane (L1-sized) read by every tap;
   -- else one pass per kernel row (TCW x KW)
   local KK = g.h.K * KW
-  local rows_at_once = KK <= MAX_ACC
-  if rows_at_once then TCW = largest_divisor(L.cout_g, math.max(1, MAX_ACC // KK)) end
   local nblocks = L.cout_g // TCW
   util.ploop(C, "g", 0, L.groups - 1, L.groups > 1 and L.parallel, function(gg)
   util.ploop(C, "cb", 0, nblocks - 1, L.groups == 1 and L.parallel, function(cb)
     local co0 = util.aff(0):term(gg, L.cout_g):term(cb, TCW)
     C:line("const float *restrict dyb = dy + %s;", tostring(co0:scale(d.OHW * R)))
     util.loop(C, "ci", 0, L.cin_g - 1, false, function(ci)
-      C:line("const float *restrict xc = x + %s;", tostring(util.aff(0):term(gg, L.cin_g * d.IHW * R):term(ci, d.IHW * R)))
+      C:line("const float *restrict xc = %s + %s;", xsrc, tostring(util.aff(0):term(gg, L.cin_g * IHW * R):term(ci, IHW * R)))
       C:line("float *restrict gwc = gw + %s;", tostring(co0:scale(WK):term(ci, d.KHW)))
       local pass = function(label, ntaps, slot, keep, k_of)
         C:open("{ /* %s */", label)
         for t = 0, TCW - 1 do C:line("cg_v %s;", vec_list("a" .. t .. "_%d = vsplat(0.0f)", ntaps)) end
-        window.windows(C, L.geom, false, function(out, taps, info)
+        window.windows(C, geo, false, function(out, taps, info)
           C:open("for (int v = 0; v < %d; v++) {", NV)
           local loads, keepd = {}, {}
           for t = 0, TCW - 1 do
@@ -520,7 +663,7 @@ function M.backward_lanes(L, C, ctx)
     end)
   end)
   end)
-  return {"G", "x", "dy"}
+  return L.sched.dw.pad and {"G", "S", "dy"} or {"G", "x", "dy"}
 end
 
 
@@ -532,10 +675,6 @@ end
 -- broadcast feeds TV FMAs, every weight vector TP FMAs. Stride 1, groups 1.
 ---------------------------------------------------------------------------
 local function ceil16(n) return (n + 15) // 16 * 16 end
-
-function M.cv_ok(L)
-  return wv.tileable(L) and L.cout >= 6 and not M.unrolled(L, L.budget) and not wv.ok(L)
-end
 
 -- scratch layout (floats, each region a multiple of 16)
 function M.cv_scratch(L)
@@ -560,12 +699,6 @@ function M.cv_scratch(L)
   return r
 end
 
-local function cv_tiles(nvec, width)
-  local TV = largest_divisor(nvec, 4)
-  local TP = math.max(1, math.min(width, MAX_ACC // TV))
-  return TV, TP
-end
-
 -- row of output tiles: emits loops over x0 (full tiles) and a tail tile
 local function cv_row_tiles(C, width, TP, tile)
   local full = width - width % TP
@@ -586,7 +719,7 @@ function M.forward_cv(L, C, ctx)
   local g, d, sc = L.geom, dims(L), M.cv_scratch(L)
   local CP, Cin, Cout, KK = sc.CP, L.cin, L.cout, d.KHW
   local NV = CP // 16
-  local TV, TP = cv_tiles(NV, g.w.O)
+  local TV, TP = L.sched.fwd.tile.TV, L.sched.fwd.tile.TP
   C:line("const float *restrict w = %s;", L.t.weight)
   C:line("float *restrict yh = S + %d, *restrict wt = S + %d, *restrict bp = S + %d;", sc.YH, sc.WT, sc.BP)
   C:line("/* weights [co][ci][k] -> [ci][k][co], channels padded to %d */", CP)
@@ -655,8 +788,7 @@ function M.backward_cv(L, C, ctx)
   local g, d, sc = L.geom, dims(L), M.cv_scratch(L)
   local CP, Cin, Cout, KK = sc.CP, L.cin, L.cout, d.KHW
   local NV = CP // 16
-  local TV = largest_divisor(NV, 4)
-  local TPR = math.max(1, MAX_ACC // TV) -- (ci, tap) pairs per tile
+  local TV, TPR = L.sched.dw.tile.TV, L.sched.dw.tile.TPR -- TPR: (ci, tap) pairs per tile
   local npairs = Cin * KK
   C:line("float *restrict gw = %s;", L.t_grad.weight)
   if L.opt.bias then C:line("float *restrict gb = %s;", L.t_grad.bias) end
@@ -731,18 +863,19 @@ function M.backward_cv(L, C, ctx)
   return {"G", "S", "dy", "nb"}
 end
 
-function M.split_dx(L, ctx) return ctx.lanes ~= nil or M.wv_ok(L) or M.cv_ok(L) end
 
 -- dx gathered with the same tiles: positions of an input row x vectors of 16 input
 -- channels; dy is zero-padded so every tap reads memory, and the weights are
 -- re-laid as [co][k][ci].
 function M.backward_dx(L, C, ctx)
-  if M.wv_ok(L) then return wv.backward_dx(L, C) end
-  if M.dx_wv(L) then return wv.backward_dx(L, C, M.cv_scratch(L).total) end
+  if L.sched.dx.form == "wv" then
+    -- after the cv form's scratch when the forward is channel-vector
+    return wv.backward_dx(L, C, L.sched.fwd.form == "cv" and M.cv_scratch(L).total or nil)
+  end
   local g, d, sc = L.geom, dims(L), M.cv_scratch(L)
   local CIP, Cin, Cout, KK = sc.CIP, L.cin, L.cout, d.KHW
   local NV = CIP // 16
-  local TV, TP = cv_tiles(NV, g.w.I)
+  local TV, TP = L.sched.dx.tile.TV, L.sched.dx.tile.TP
   C:line("const float *restrict w = %s;", L.t.weight)
   C:line("float *restrict wf = S + %d, *restrict dyp = S + %d, *restrict dxh = S + %d;", sc.WF, sc.DYP, sc.DXH)
   C:line("for (int i = 0; i < %d; i++) wf[i] = 0.0f;", Cout * KK * CIP)

@@ -19,8 +19,8 @@ local util = require("util")
 local M = {}
 
 local V = 16       -- floats per vector
-local MAX_ACC = 24 -- accumulators per tile (of 32 vector registers)
 local MAX_TX = 4   -- vectors per row tile
+local MAX_KW = 24  -- widest kernel row the dx tile unrolls
 
 local function ceil16(n) return (n + V - 1) // V * V end
 
@@ -36,10 +36,33 @@ function M.tileable(L)
 end
 
 -- dx alone in this form: any row width (a row narrower than 16 is one partial vector)
-function M.dx_ok(L) return M.tileable(L) and L.geom.w.K <= MAX_ACC end
+function M.dx_ok(L) return M.tileable(L) and L.geom.w.K <= MAX_KW end
 
 -- all three passes: rows of 16 or more in and out (dW overlaps a row's last vector)
 function M.ok(L) return M.dx_ok(L) and L.geom.w.O >= V and L.geom.w.I >= V end
+
+-- Tiles (schedule.lua): counted in accumulators of 16 floats, at most T.acc.
+function M.fwd_tile(L, T)
+  local TX = math.min((L.geom.w.O + V - 1) // V, MAX_TX)
+  return {TX = TX, TC = math.max(1, math.min(L.cout, T.acc // TX))}
+end
+
+function M.dx_tile(L, T)
+  local TX = math.min((L.geom.w.I + V - 1) // V, MAX_TX)
+  return {TX = TX, TC = math.max(1, math.min(L.cin, T.acc // TX))}
+end
+
+function M.dw_tile(L, T)
+  local g = L.geom
+  local KH, KW = g.h.K, g.w.K
+  local RY = util.largest_divisor(KH, math.max(1, T.acc // KW))
+  local NT = RY * KW
+  local TCW = util.largest_divisor(L.cout, math.max(1, T.acc // NT))
+  -- output rows at a time: an input row serving several (output row, kernel row) pairs
+  -- is loaded once; bounded by the registers the accumulators leave
+  local U = math.max(1, math.min(4, g.h.O, (T.acc + 4 - TCW * NT - 1) // TCW))
+  return {RY = RY, TCW = TCW, U = U}
+end
 
 -- floats of the padded dy (with its slack)
 function M.dyp_size(L)
@@ -187,8 +210,7 @@ end
 function M.forward(L, C)
   local g, sc = L.geom, M.scratch(L)
   local Cin, Cout, OH, OW, KK = L.cin, L.cout, g.h.O, g.w.O, g.h.K * g.w.K
-  local TX = math.min(#xpos(OW), MAX_TX)
-  local TC = math.min(Cout, MAX_ACC // TX)
+  local TX, TC = L.sched.fwd.tile.TX, L.sched.fwd.tile.TC
   C:line("const float *restrict w = %s;", L.t.weight)
   if L.opt.bias then C:line("const float *restrict b = %s;", L.t.bias) end
   C:line("float *restrict xp = S + %d;", sc.XP)
@@ -223,9 +245,8 @@ function M.backward(L, C)
   local g, sc = L.geom, M.scratch(L)
   local Cin, Cout, OH, OW = L.cin, L.cout, g.h.O, g.w.O
   local KH, KW, KK, OHW = g.h.K, g.w.K, g.h.K * g.w.K, g.h.O * g.w.O
-  local RY = util.largest_divisor(KH, math.max(1, MAX_ACC // KW))
+  local RY, TCW, U = L.sched.dw.tile.RY, L.sched.dw.tile.TCW, L.sched.dw.tile.U
   local NT = RY * KW
-  local TCW = util.largest_divisor(Cout, math.max(1, MAX_ACC // NT))
   local NKC = KH // RY
   local ntiles = (Cout // TCW) * Cin * NKC
   C:line("float *restrict gw = %s;", L.t_grad.weight)
@@ -313,7 +334,6 @@ function M.backward(L, C)
       C:close()
     end
   end
-  local U = math.max(1, math.min(4, OH, (MAX_ACC + 4 - TCW * NT - 1) // TCW))
   if OH >= U then
     C:open("for (int oy = 0; oy < %d; oy += %d) {", OH - OH % U, U)
     rows(U, "oy")
@@ -343,8 +363,7 @@ function M.backward_dx(L, C, dyp)
   local g, sc = L.geom, M.scratch(L)
   dyp = dyp or sc.DYP
   local Cin, Cout, IH, IW, KK = L.cin, L.cout, g.h.I, g.w.I, g.h.K * g.w.K
-  local TX = math.min(#xpos(IW), MAX_TX)
-  local TC = math.min(Cin, MAX_ACC // TX)
+  local TX, TC = L.sched.dx.tile.TX, L.sched.dx.tile.TC
   C:line("const float *restrict w = %s;", L.t.weight)
   C:line("float *restrict dyp = S + %d;", dyp)
   C:line("/* dy -> zero-padded planes %dx%d */", sc.Hq, sc.Wq)

@@ -1,6 +1,7 @@
 -- dense: fully connected layer y = W x + b on a flat input.
 -- PyTorch: nn.Linear(in, out); weight [out, in], bias [out].
 local util = require("util")
+local sched = require("schedule")
 local M = {kinds = {"dense"}}
 
 function M.schema(kind)
@@ -34,11 +35,29 @@ local function terms_str(terms, empty)
   return table.concat(lines, "\n        + ")
 end
 
+-- Schedules:
+--   straight  every output one expression (I x O within the budget)
+--   loop      dot products in vectors of 16 partial sums, TO rows of W at a time
+--   lanes     batch-innermost GEMM tiles: TR rows x TB lane vectors (forward, dx);
+--             dW from x transposed once to [nb][I]
+function M.candidates(L, T)
+  if L.lanes_layout then
+    local TB = util.largest_divisor(L.lanes_R // 16, 4)
+    local t = {TB = TB, TR = math.max(1, math.min(16, T.acc) // TB)}
+    return {{name = "lanes", layout = "lanes", fwd = {form = "lanes", tile = t}, dw = {form = "lanes"},
+      dx = {form = "lanes", tile = t, apart = true}}}
+  end
+  local straight = sched.simple(L, "straight")
+  local loop = sched.simple(L, "loop", {TO = math.min(4, L.nout)})
+  if L.nin * L.nout <= L.budget then return {straight, loop} end
+  return {loop}
+end
+
 function M.forward(L, C, ctx)
   local I, O = L.nin, L.nout
   C:line("const float *restrict w = %s;", L.t.weight)
   if L.opt.bias then C:line("const float *restrict b = %s;", L.t.bias) end
-  if I * O <= ctx.budget then
+  if L.sched.fwd.form == "straight" then
     C:open("for (int n = 0; n < nb; n++) {")
     C:line("const float *restrict xn = x + (size_t)n * %d;", I)
     C:line("float *restrict yn = y + (size_t)n * %d;", O)
@@ -53,7 +72,7 @@ function M.forward(L, C, ctx)
   end
   -- dot products in vectors of 16 partial sums (an in-order float sum would be one
   -- long chain of dependent adds), TO rows of W at a time
-  local TO, I16 = math.min(4, O), I - I % 16
+  local TO, I16 = L.sched.fwd.tile.TO, I - I % 16
   local function rows(to)
     C:line("const float *restrict wr = w + (size_t)o0 * %d;", I)
     C:open("for (int n = 0; n < nb; n++) {")
@@ -94,7 +113,7 @@ function M.backward(L, C, ctx)
   C:line("const float *restrict w = %s;", L.t.weight)
   C:line("float *restrict gw = %s;", L.t_grad.weight)
   if L.opt.bias then C:line("float *restrict gb = %s;", L.t_grad.bias) end
-  if I * O <= ctx.budget then
+  if L.sched.dw.form == "straight" then
     C:open("for (int n = 0; n < nb; n++) {")
     C:line("const float *restrict xn = x + (size_t)n * %d;", I)
     C:line("const float *restrict dyn = dy + (size_t)n * %d;", O)
@@ -132,16 +151,15 @@ end
 ---------------------------------------------------------------------------
 -- Batch-innermost ([features][R]): register tiles of TO rows x TB vectors of lanes.
 ---------------------------------------------------------------------------
-function M.scratch(L, lanes) return lanes and lanes * L.nin or 0 end
+function M.scratch(L) return L.lanes_layout and L.lanes_R * L.nin or 0 end
 
-local largest_divisor = util.largest_divisor
 
 -- Emit a GEMM tile: for rows r = r0 .. r0+nr-1 and lane vectors v0 .. v0+TB-1,
 -- acc[r][v] = init(r) + sum over k < K of coef(r, k) * src[k][lanes]; then store.
-local function gemm_tiles(C, ctx, L, nrows, K, TB, src, dst, init, coef, rowname)
+local function gemm_tiles(C, ctx, L, nrows, K, tl, src, dst, init, coef, rowname)
   local R, V = ctx.lanes, ctx.vec
   local NV = R // V
-  local TR = math.max(1, 16 // TB)
+  local TB, TR = tl.TB, tl.TR
   local function tile(r0, nr)
     C:open("{")
     for t = 0, nr - 1 do
@@ -187,10 +205,9 @@ end
 
 function M.forward_lanes(L, C, ctx)
   local I, O = L.nin, L.nout
-  local TB = largest_divisor(ctx.lanes // ctx.vec, 4)
   C:line("const float *restrict w = %s;", L.t.weight)
   if L.opt.bias then C:line("const float *restrict b = %s;", L.t.bias) end
-  gemm_tiles(C, ctx, L, O, I, TB, "x", "y",
+  gemm_tiles(C, ctx, L, O, I, L.sched.fwd.tile, "x", "y",
     function(r0, t) return L.opt.bias and string.format("vsplat(b[%s + %d])", r0, t) or "vsplat(0.0f)" end,
     function(r0, t) return string.format("w[(size_t)(%s + %d) * %d + k]", r0, t, I) end, "o0")
   return {"P", "x", "y"}
@@ -198,9 +215,8 @@ end
 
 function M.backward_dx_lanes(L, C, ctx)
   local I, O = L.nin, L.nout
-  local TB = largest_divisor(ctx.lanes // ctx.vec, 4)
   C:line("const float *restrict w = %s;", L.t.weight)
-  gemm_tiles(C, ctx, L, I, O, TB, "dy", "dx",
+  gemm_tiles(C, ctx, L, I, O, L.sched.dx.tile, "dy", "dx",
     function() return "vsplat(0.0f)" end,
     function(r0, t) return string.format("w[(size_t)k * %d + %s + %d]", I, r0, t) end, "i0")
   return {"P", "dy", "dx"}

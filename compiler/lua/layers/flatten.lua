@@ -1,6 +1,7 @@
 -- flatten: [C, H, W] or [C, L] -> [C*H*W]; PyTorch nn.Flatten(). No data moves:
 -- the planner aliases its output to its input (a copy only at the network's edges).
 local util = require("util")
+local sched = require("schedule")
 local M = {kinds = {"flatten"}}
 
 function M.schema(kind) return {} end
@@ -14,6 +15,7 @@ end
 
 function M.tensors(L) return {} end
 function M.macs(L) return 0 end
+function M.candidates(L, T) return {sched.simple(L, L.lanes_layout and "lanes" or "alias")} end
 
 function M.forward(L, C, ctx)
   C:line("memcpy(y, x, sizeof(float) * (size_t)nb * %d);", L.in_size)

@@ -4,6 +4,7 @@
 -- Max backward recomputes the argmax (first maximum wins, NaN propagates, as PyTorch).
 local util = require("util")
 local window = require("window")
+local sched = require("schedule")
 local M = {kinds = {"maxpool1d", "maxpool2d", "avgpool1d", "avgpool2d"}}
 
 local function is2d(L) return L.kind:sub(-2) == "2d" end
@@ -67,9 +68,18 @@ local function plane_loops(C, L, unroll, body)
   C:close()
 end
 
+-- Schedules: batch-innermost, straight-line (every window written out) when small,
+-- else loops over planes with the window unrolled.
+function M.candidates(L, T)
+  if L.lanes_layout then return {sched.simple(L, "lanes")} end
+  local loop = sched.simple(L, "loop")
+  if L.out_size * L.geom.h.K * L.geom.w.K <= L.budget then return {sched.simple(L, "straight"), loop} end
+  return {loop}
+end
+
 function M.forward(L, C, ctx)
   local g = L.geom
-  local unroll = L.out_size * g.h.K * g.w.K <= ctx.budget
+  local unroll = L.sched.fwd.form == "straight"
   local ktot = g.h.K * g.w.K
   plane_loops(C, L, unroll, function(bin, bout)
     C:line("const float *restrict xc = x + %s;", bin)
@@ -98,7 +108,7 @@ end
 
 function M.backward(L, C, ctx)
   local g = L.geom
-  local unroll = L.out_size * g.h.K * g.w.K <= ctx.budget
+  local unroll = L.sched.dw.form == "straight"
   local ktot = g.h.K * g.w.K
   C:line("memset(dx, 0, sizeof(float) * (size_t)nb * %d);", L.in_size)
   plane_loops(C, L, unroll, function(bin, bout)

@@ -1,0 +1,148 @@
+#!/usr/bin/env python3
+"""bench/tune.py: time the legal schedules of every layer of a spec on this machine and
+record the fastest in a wisdom file (FFTW's wisdom, ATLAS's install-time search).
+
+usage: tune.py SPEC [--wisdom FILE] [--cc CC] [--opt FLAGS] [--libs LIBS] [--reps N]
+               [--rep-s S] [--threads T]
+
+For each layer that has more than one legal schedule (`cnngen --schedules SPEC`), and
+once per distinct layer signature, every candidate is generated as that layer alone
+(`cnngen --layer N`, its input shape, MSE loss, the spec's batch) with a one-line
+wisdom forcing it, compiled against bench/step.c and timed for whole training steps
+(forward, dW and dx unless it is the first layer). The fastest candidate's line
+replaces any line for the same ISA and signature in the wisdom file; other lines are
+kept. `cnngen --wisdom FILE` (or `make trainer`, which passes build/wisdom.tsv when it
+exists) then emits those schedules; without a line for a layer, the built-in heuristic
+decides. Every schedule computes the same function (tests: make schedules-check), so a
+wisdom file changes speed, never results beyond float rounding.
+"""
+import argparse
+import json
+import os
+import shlex
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CNNGEN = os.path.join(ROOT, "build", "cnngen")
+
+
+def sh(cmd, **kw):
+    r = subprocess.run(cmd, capture_output=True, text=True, **kw)
+    if r.returncode != 0:
+        sys.exit(f"tune: {' '.join(cmd)} failed:\n{r.stderr}{r.stdout}")
+    return r.stdout
+
+
+def native_isa():
+    flags = ""  # as cnngen's --target native reads them
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    flags = line.split()
+                    break
+    except OSError:
+        pass
+    if "avx512f" in flags:
+        return "avx512"
+    if "avx2" in flags:
+        return "avx2"
+    return "generic"
+
+
+def cpu_model():
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return "unknown"
+
+
+def read_wisdom(path):
+    lines = []
+    if os.path.exists(path):
+        with open(path) as f:
+            lines = [l.rstrip("\n") for l in f if not l.startswith("#") and l.strip()]
+    return lines
+
+
+def time_candidate(spec, index, sig, cand, isa, a, work):
+    wis = os.path.join(work, "w.tsv")
+    with open(wis, "w") as f:
+        f.write(f"{isa}\t{sig}\t{cand}\n")
+    d = os.path.join(work, f"l{index}_{cand.replace('@', '_').replace(':', '_').replace('+', '_')}")
+    os.makedirs(d, exist_ok=True)
+    c = sh([CNNGEN, "--wisdom", wis, "--layer", str(index), spec, "-o", d]).strip().splitlines()[-1]
+    with open(c) as f:
+        if f"schedule {cand}:" not in f.read():
+            sys.exit(f"tune: {c} does not use schedule {cand} (wisdom not applied)")
+    name = os.path.splitext(os.path.basename(c))[0]
+    exe = os.path.join(d, "step")
+    t0 = time.time()
+    sh([a.cc] + shlex.split(a.opt) + ["-std=c11", "-D_POSIX_C_SOURCE=200809L", "-I" + os.path.join(ROOT, "runtime"),
+        "-DCNNGEN_NO_MAIN", f"-DCG_NET={name}_net", c, os.path.join(ROOT, "bench", "step.c"),
+        os.path.join(ROOT, "build", "libcnngen.a")] + shlex.split(a.libs) + ["-o", exe])
+    tc = time.time() - t0
+    env = dict(os.environ, OMP_NUM_THREADS=str(a.threads))
+    flags = [] if index == 0 else ["--dx"]
+    out = sh([exe, "0", str(a.reps), "--rep-s", str(a.rep_s), "--warmup-s", str(a.rep_s)] + flags, env=env)
+    r = json.loads(out.strip().splitlines()[-1])
+    # images per second of CPU time: the median over repetitions, robust to another
+    # process taking the cores for a while
+    per_cpu = [v / max(c, 1e-3) * a.threads for v, c in zip(r["runs"], r["cpu_per_wall"])]
+    return r["img_per_s"], statistics.median(per_cpu), tc
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("spec")
+    ap.add_argument("--wisdom", default=os.path.join(ROOT, "build", "wisdom.tsv"))
+    ap.add_argument("--cc", default="cc")
+    ap.add_argument("--opt", default="-O3 -march=native -fopenmp")
+    ap.add_argument("--libs", default="-lzip -lz -lm")
+    ap.add_argument("--reps", type=int, default=5)
+    ap.add_argument("--rep-s", type=float, default=0.3)
+    ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    a = ap.parse_args()
+    isa = native_isa()
+    listing = sh([CNNGEN, "--schedules", a.spec])
+    lines = read_wisdom(a.wisdom)
+    done = set()
+    chosen = {}
+    with tempfile.TemporaryDirectory(prefix="cnngen-tune-") as work:
+        for row in listing.splitlines():
+            index, sig, cands = row.split("\t")
+            if sig in done:
+                continue
+            done.add(sig)
+            cands = cands.split(",")
+            res = []
+            for cand in cands:
+                ips, ipc, tc = time_candidate(a.spec, int(index), sig, cand, isa, a, work)
+                res.append((ipc, ips, cand))
+                print(f"tune: layer {index} {cand:<18} {ips:10.1f} img/s  {ipc:10.1f} img/cpu-s  (compiled in {tc:.1f} s)",
+                      flush=True)
+            best = max(res)
+            heur = res[0]
+            print(f"tune: layer {index} {sig}: {best[2]} ({best[0] / heur[0]:.2f}x the heuristic's {heur[2]})", flush=True)
+            chosen[sig] = best[2]
+    keep = [l for l in lines if not any(l.startswith(f"{isa}\t{sig}\t") for sig in chosen)]
+    keep += [f"{isa}\t{sig}\t{cand}" for sig, cand in chosen.items()]
+    os.makedirs(os.path.dirname(os.path.abspath(a.wisdom)), exist_ok=True)
+    tmp = a.wisdom + ".tmp"
+    with open(tmp, "w") as f:
+        f.write(f"# cnngen wisdom: isa<TAB>layer signature<TAB>schedule; timed on {cpu_model()}\n")
+        f.write("\n".join(sorted(keep)) + "\n")
+    os.replace(tmp, a.wisdom)
+    print(f"tune: {len(chosen)} signature(s) written to {a.wisdom}")
+
+
+if __name__ == "__main__":
+    main()

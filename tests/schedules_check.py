@@ -1,0 +1,109 @@
+#!/usr/bin/python3
+"""tests/schedules_check.py -- every legal schedule of every layer gives PyTorch's numbers.
+
+usage: schedules_check.py BUILD_DIR CC SPEC [SPEC ...]
+
+For each spec, `cnngen --schedules` lists the layers with more than one legal schedule
+(forms and register tiles, compiler/lua/schedule.lua). For each such layer and each of
+its candidates, a one-line wisdom file forces that candidate (the other layers keep the
+heuristic's choice); the trainer is generated with it, the generated C is checked to
+name the candidate in the layer's comment (so the wisdom really took effect), it is
+compiled, and its `check` (output, loss, grad.input, every parameter gradient) is
+compared with the float64 PyTorch reference of tests/torch_ref.py at batch 1 (2 with
+batch norm) and the spec's batch. Exit 1 on any failure. The references are computed
+once per spec and batch.
+"""
+import os
+import subprocess
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import numpy as np  # noqa: E402
+import torch_ref  # noqa: E402
+
+TOL = 1e-4
+
+
+def run(cmd, **kw):
+    return subprocess.run(cmd, capture_output=True, text=True, **kw)
+
+
+def main():
+    build, cc, specs = sys.argv[1], sys.argv[2], sys.argv[3:]
+    cnngen = os.path.join(build, "cnngen")
+    lib = os.path.join(build, "libcnngen.a")
+    work = os.path.join(build, "schedules")
+    os.makedirs(work, exist_ok=True)
+    isa = None
+    npass = nfail = 0
+    for spec_path in specs:
+        spec = torch_ref.load_spec(spec_path)
+        _, tr = torch_ref.parse_layers(spec)
+        batches = torch_ref.default_batches(spec, tr)
+        cases = {}
+        for n in batches:
+            model, w, x, t = torch_ref.make_case(spec, n, 7 + n)
+            d = os.path.abspath(os.path.join(work, f"{spec['name']}-b{n}"))
+            torch_ref._write_case(d, w, x, t)
+            cases[n] = (d, torch_ref.reference(spec, model, x, t, "float64"))
+        listing = run([cnngen, "--schedules", spec_path])
+        if listing.returncode != 0:
+            print(f"schedules-check: {spec_path}: cnngen --schedules failed:\n{listing.stderr}")
+            return 1
+        if isa is None:
+            s = run([cnngen, "--summary", spec_path]).stdout
+            isa = s.split("Schedules for target ", 1)[1].split(" ", 1)[0]
+        for row in listing.stdout.splitlines():
+            index, sig, cands = row.split("\t")
+            for cand in cands.split(","):
+                tag = f"{spec['name']} layer {index} {cand}"
+                d = os.path.join(work, f"{spec['name']}_l{index}_{cand.replace('@', '_').replace(':', '_').replace('+', '_')}")
+                os.makedirs(d, exist_ok=True)
+                wis = os.path.join(d, "wisdom.tsv")
+                with open(wis, "w") as f:
+                    f.write(f"{isa}\t{sig}\t{cand}\n")
+                g = run([cnngen, "--wisdom", wis, spec_path, "-o", d])
+                if g.returncode != 0:
+                    print(f"schedules-check: {tag}: FAILED: cnngen: {g.stderr}")
+                    nfail += 1
+                    continue
+                c = g.stdout.strip().splitlines()[-1]
+                with open(c) as f:
+                    text = f.read()
+                if f"/* layer {index}: " not in text or f" * schedule {cand}: " not in text.split(f"/* layer {index}: ", 1)[1].split("\n", 2)[1]:
+                    print(f"schedules-check: {tag}: FAILED: {c} does not name schedule {cand} for layer {index}")
+                    nfail += 1
+                    continue
+                exe = c[:-2]
+                b = run([cc, "-O1", "-march=native", "-std=c11", "-Wall", "-Wextra", "-Werror", "-Iruntime", c, lib,
+                         "-lzip", "-lz", "-lm", "-o", exe])
+                if b.returncode != 0:
+                    print(f"schedules-check: {tag}: FAILED: does not compile:\n{b.stderr[-2000:]}")
+                    nfail += 1
+                    continue
+                ok = True
+                for n, (cd, ref) in cases.items():
+                    r = os.path.join(d, f"R{n}.npz")
+                    p = run([exe, "check", "--weights", os.path.join(cd, "W.npz"), "--input", os.path.join(cd, "X.npy"),
+                             "--target", os.path.join(cd, "T.npy"), "--out", r], timeout=300)
+                    if p.returncode != 0:
+                        print(f"schedules-check: {tag} batch {n}: FAILED: check exited {p.returncode}: {p.stdout}{p.stderr}")
+                        ok = False
+                        continue
+                    with np.load(r) as z:
+                        got = {k: z[k] for k in z.files}
+                    good, lines, _ = torch_ref.compare(ref, got, TOL)
+                    if not good:
+                        print("\n".join(lines))
+                        print(f"schedules-check: {tag} batch {n}: FAILED against PyTorch")
+                        ok = False
+                if ok:
+                    npass += 1
+                else:
+                    nfail += 1
+    print(f"schedules-check: {npass} passed, {nfail} failed (every legal schedule of every layer, target {isa})")
+    return 1 if nfail else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
