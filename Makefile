@@ -114,12 +114,16 @@ trainer: $(B)/cnngen $(B)/libcnngen.a
 include tests/tests.mk
 include tests/kernels/kernels.mk
 
-# every committed generated file compiles cleanly with both compilers
+# every committed generated file compiles cleanly with both compilers; every generated
+# header and runtime header compiles as C++ too (extern "C", no zero-size arrays)
 warn-check: $(B)/cnngen
 	@for f in generated/*.c; do \
 	  for cc in gcc clang; do for m in "" -march=native; do \
 	    $$cc -std=c11 $$m -Wall -Wextra -Werror -Iruntime -Igenerated -DCNNGEN_NO_MAIN -fsyntax-only $$f || exit 1; done; done; \
 	done; echo "warn-check: generated/*.c compile with gcc and clang at -Wall -Wextra -Werror (generic and -march=native)"
+	@for h in generated/*.h runtime/*.h; do for cxx in g++ clang++; do \
+	  echo "#include \"$$(basename $$h)\"" | $$cxx -x c++ -std=c++11 -Wall -Wextra -pedantic -Werror -Iruntime -Igenerated -fsyntax-only - || exit 1; \
+	done; done; echo "warn-check: generated/*.h and runtime/*.h compile as C++11 with g++ and clang++ at -Wall -Wextra -pedantic -Werror"
 
 install: all
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/lib/pkgconfig $(DESTDIR)$(PREFIX)/include/cnngen

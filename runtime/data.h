@@ -9,6 +9,10 @@
 #include "npy.h"
 #include "util.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 #define CG_DEFAULT_DATA_DIR "/usr/share/datasets/fashion-mnist"
 
 typedef struct cg_dataset {
@@ -87,5 +91,9 @@ void cg_dataset_free(cg_dataset *ds);
  * tb [n, out_size] (if tb != NULL: ds->targets, or one-hot of the labels). */
 void cg_dataset_gather(const cg_dataset *ds, const size_t *idx, size_t start, int n, float *xb,
                        int64_t *yb, float *tb, size_t out_size);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

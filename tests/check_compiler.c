@@ -837,6 +837,38 @@ START_TEST(test_gen_vgg16_fast_and_small)
 }
 END_TEST
 
+/* The header of a net with no parameter and no buffer: C linkage for C++, the counts 0
+ * and the _ALLOC sizes 1; no zero-size array anywhere in the generated C. */
+START_TEST(test_gen_header_embedding)
+{
+    char *dir = make_tmpdir();
+    char spec[512];
+    snprintf(spec, sizeof spec, "%s/bare.yaml", dir);
+    write_file(spec, "name: bare\ninput: [4]\nloss: mse\nlayers: [relu]\n");
+    run_result r;
+    RUN(r, spec, "-o", dir);
+    expect_status("cnngen bare.yaml", &r, 0);
+    char *h = read_generated(dir, "bare.h", NULL), *c = read_generated(dir, "bare.c", NULL);
+    rm_tree(dir);
+    static const char *const want[] = {
+        "#define BARE_N_PARAMS ((size_t)0)", "#define BARE_N_PARAMS_ALLOC ((size_t)1)",
+        "#define BARE_N_BUFFERS ((size_t)0)", "#define BARE_N_BUFFERS_ALLOC ((size_t)1)",
+        "#ifdef __cplusplus\nextern \"C\" {\n#endif", "#ifdef __cplusplus\n}\n#endif",
+        "-DCNNGEN_NO_MAIN", NULL};
+    for (int i = 0; want[i]; i++)
+        ck_assert_msg(strstr(h, want[i]) != NULL, "bare.h lacks \"%s\":\n%s", want[i], h);
+    const char *open = strstr(h, "extern \"C\" {"), *decl = strstr(h, "extern const cg_net bare_net;");
+    ck_assert_msg(open && decl && open < decl && strstr(decl, "\n}\n"),
+                  "bare.h: the declarations are not inside extern \"C\":\n%s", h);
+    ck_assert_msg(strstr(c, "[0]") == NULL && strstr(h, "[0]") == NULL, "a zero-size array in bare.c/.h");
+    ck_assert_msg(strstr(c, "#ifndef CNNGEN_NO_MAIN") != NULL, "bare.c: main() not behind CNNGEN_NO_MAIN");
+    free(h);
+    free(c);
+    free(dir);
+    free_result(&r);
+}
+END_TEST
+
 Suite *make_compiler_suite(void)
 {
     Suite *s = suite_create("compiler");
@@ -875,6 +907,7 @@ Suite *make_compiler_suite(void)
     tcase_add_test(gen, test_gen_conv1d_straight_line);
     tcase_add_test(gen, test_gen_padded_conv_no_branches);
     tcase_add_test(gen, test_gen_vgg16_fast_and_small);
+    tcase_add_test(gen, test_gen_header_embedding);
     suite_add_tcase(s, gen);
     return s;
 }
