@@ -3,8 +3,9 @@
 # make test       every test (Check suites, bad specs, regen-check, check-torch)
 # make demo       train LeNet-5 on Fashion-MNIST
 # make trainer SPEC=path.yaml OUT=dir   generate + compile dir/<name>
-# make install PREFIX=/usr/local
+# make install PREFIX=/usr/local   cnngen, libcnngen.a, include/cnngen/*.h, cnngen.pc
 CC      ?= cc
+CXX     ?= c++
 PREFIX  ?= /usr/local
 B       := build
 WARN    := -Wall -Wextra -Wshadow -Wno-unused-parameter
@@ -129,7 +130,7 @@ install: all
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/lib/pkgconfig $(DESTDIR)$(PREFIX)/include/cnngen
 	install -m 755 $(B)/cnngen $(DESTDIR)$(PREFIX)/bin/cnngen
 	install -m 644 $(B)/libcnngen.a $(DESTDIR)$(PREFIX)/lib/libcnngen.a
-	install -m 644 runtime/cnngen.h $(DESTDIR)$(PREFIX)/include/cnngen/cnngen.h
+	install -m 644 runtime/*.h $(DESTDIR)$(PREFIX)/include/cnngen/
 	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@VERSION@|'"$$(sed -n 's/.*"\(.*\)".*/\1/p' compiler/version.h)"'|' \
 	  runtime/cnngen.pc.in > $(DESTDIR)$(PREFIX)/lib/pkgconfig/cnngen.pc
 	@echo "installed; build a trainer with: cc -O3 -march=native net.c \$$(pkg-config --cflags --libs cnngen) -o net"
