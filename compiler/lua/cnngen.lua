@@ -731,7 +731,7 @@ end
 -- Command line
 ---------------------------------------------------------------------------
 local USAGE = [[
-usage: cnngen SPEC.yaml [-o DIR]     write DIR/<name>.c and DIR/<name>.h (DIR: .)
+usage: cnngen SPEC.yaml [-o DIR]     write DIR/<name>.c and DIR/<name>.h (DIR: ., created if missing)
        cnngen --summary SPEC.yaml    print shapes, parameters, multiply-adds, receptive fields
        cnngen --check SPEC.yaml      validate only
        cnngen --help | --version
@@ -827,6 +827,7 @@ function M.main(args)
     i = i + 1
   end
   if not path then io.stderr:write("cnngen: no spec given\n" .. USAGE); return 2 end
+  if outdir == "" then io.stderr:write("cnngen: -o '': the output directory is an empty path\n"); return 1 end
   local h, err = io.open(path, "rb")
   if not h then io.stderr:write("cnngen: cannot read " .. tostring(err) .. "\n"); return 1 end
   local text, rerr = h:read("a")
@@ -841,9 +842,15 @@ function M.main(args)
   if mode == "summary" then io.stdout:write(summary(spec, path)); return 0 end
   if mode == "check" then return 0 end
   local c, hdr = emit(spec, path, text)
-  local base = outdir .. "/" .. spec.name
+  local made, merr = cnngen_c.mkdir_p(outdir) -- mkdir -p; the new directories go again on error
+  if not made then io.stderr:write("cnngen: " .. merr .. "\n"); return 1 end
+  local base = (outdir:sub(-1) == "/" and outdir or outdir .. "/") .. spec.name
   local ok, werr = write_atomic({{path = base .. ".h", text = hdr}, {path = base .. ".c", text = c}})
-  if not ok then io.stderr:write("cnngen: " .. tostring(werr) .. "\n"); return 1 end
+  if not ok then
+    for k = #made, 1, -1 do os.remove(made[k]) end
+    io.stderr:write("cnngen: " .. tostring(werr) .. "\n")
+    return 1
+  end
   io.stdout:write(base .. ".c\n")
   return 0
 end
