@@ -66,6 +66,13 @@ void cg_evaluate(const cg_net *net, const float *params, float *buffers, float *
                  const cg_dataset *ds, float *xb, int64_t *yb, float *tb, double *loss,
                  double *acc)
 {
+    cg_evaluate_confusion(net, params, buffers, ws, ds, xb, yb, tb, loss, acc, NULL);
+}
+
+void cg_evaluate_confusion(const cg_net *net, const float *params, float *buffers, float *ws,
+                           const cg_dataset *ds, float *xb, int64_t *yb, float *tb,
+                           double *loss, double *acc, size_t *confusion)
+{
     double total = 0.0;
     size_t correct = 0;
     for (size_t start = 0; start < ds->n; start += (size_t)net->batch) {
@@ -83,6 +90,8 @@ void cg_evaluate(const cg_net *net, const float *params, float *buffers, float *
                     if (z[j] > z[best])
                         best = j;
                 correct += (int64_t)best == yb[i];
+                if (confusion)
+                    confusion[(size_t)yb[i] * net->out_size + best]++;
             }
     }
     *loss = ds->n ? total / (double)ds->n : NAN;

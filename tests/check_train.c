@@ -915,6 +915,214 @@ START_TEST(test_cli_train_eval_predict)
 }
 END_TEST
 
+/* ---- predict: --softmax, CSV and IDX in, CSV out; eval --confusion ---- */
+/* cg_main with args (NULL-terminated, after the program name), stdout into file */
+static int run_main_captured(const char *file, const cg_net *net, const char *const *args)
+{
+    char *argv[32];
+    int argc = 0;
+    argv[argc++] = "t";
+    for (; *args; args++)
+        argv[argc++] = (char *)*args;
+    argv[argc] = NULL;
+    fflush(stdout);
+    int saved = dup(1);
+    FILE *f = fopen(file, "w");
+    ck_assert_ptr_nonnull(f);
+    dup2(fileno(f), 1);
+    int rc = cg_main(net, argc, argv);
+    fflush(stdout);
+    dup2(saved, 1);
+    close(saved);
+    fclose(f);
+    return rc;
+}
+#define RUN_CAPTURED(file, net, ...) run_main_captured(file, net, (const char *const[]){__VA_ARGS__, NULL})
+
+/* a CSV of n rows of k numbers (no header) */
+static float *read_csv_floats(const char *path, size_t n, size_t k)
+{
+    unsigned char *buf;
+    size_t len;
+    cg_err e;
+    ck_assert_msg(cg_read_file(path, &buf, &len, &e) == 0, "%s", e.msg);
+    ck_assert_msg(len < 6 || memcmp(buf, "\x93NUMPY", 6) != 0, "%s is a .npy file", path);
+    char *t = realloc(buf, len + 1);
+    ck_assert_ptr_nonnull(t);
+    t[len] = 0;
+    float *v = calloc(n * k, sizeof(float));
+    char *p = t;
+    for (size_t i = 0; i < n; i++)
+        for (size_t j = 0; j < k; j++) {
+            char *end;
+            v[i * k + j] = strtof(p, &end);
+            ck_assert_msg(end != p && *end == (j + 1 < k ? ',' : '\n'),
+                          "%s: row %zu field %zu: bad separator in '%.20s'", path, i, j, p);
+            p = end + 1;
+        }
+    ck_assert_msg(*p == 0, "%s: more than %zu rows", path, n);
+    free(t);
+    return v;
+}
+
+START_TEST(test_cli_predict_formats)
+{
+    const cg_net *net = test_net("t_train_bn"); /* 1x6x6 -> 4 classes, batch 8 */
+    enum { N = 13, K = 4 };
+    static float x[N * 36], pb[256], bb[256];
+    int64_t y[N];
+    cg_rng r;
+    cg_rng_seed(&r, 3);
+    for (int i = 0; i < N * 36; i++)
+        x[i] = 2 * cg_rng_uniform(&r) - 0.5f;
+    for (int i = 0; i < N; i++)
+        y[i] = i % K;
+    cg_err e;
+    ck_assert_uint_le(net->n_params, 256);
+    ck_assert_uint_le(net->n_buffers, 256);
+    cg_init_params(net, pb, bb, 5);
+    for (size_t i = 0; i < net->n_buffers; i++) /* running statistics that are not 0 / 1 */
+        bb[i] += 0.25f;
+    ck_assert_msg(cg_weights_save(net, tpath("w.npz"), pb, bb, &e) == 0, "%s", e.msg);
+    write_arr(tpath("x.npy"), CG_F4, 4, (int64_t[]){N, 1, 6, 6}, x);
+    write_arr(tpath("xflat.npy"), CG_F4, 2, (int64_t[]){N, 36}, x);
+    static unsigned char buf[64 + N * 36 * 4];
+    write_bytes(tpath("x.idx"), buf, idx_image(buf, 0x0D, 3, (uint32_t[]){N, 6, 6}, x, 4));
+    FILE *fl = fopen(tpath("lab.csv"), "w"), *ff = fopen(tpath("feat.csv"), "w"),
+         *fb = fopen(tpath("bad.csv"), "w");
+    fputs("label", fl);
+    for (int k = 0; k < 36; k++)
+        fprintf(fl, ",p%d", k);
+    fputs("\n", fl);
+    for (int i = 0; i < N; i++) {
+        fprintf(fl, "%d", (int)y[i]);
+        for (int k = 0; k < 36; k++) {
+            fprintf(fl, ",%.9g", (double)x[i * 36 + k]);
+            fprintf(ff, "%s%.9g", k ? "," : "", (double)x[i * 36 + k]);
+            if (k < 35)
+                fprintf(fb, "%s%.9g", k ? "," : "", (double)x[i * 36 + k]);
+        }
+        fputs("\n", fl), fputs("\n", ff), fputs("\n", fb);
+    }
+    fclose(fl), fclose(ff), fclose(fb);
+    char W[600]; /* tpath's buffers rotate */
+    snprintf(W, sizeof W, "%s", tpath("w.npz"));
+
+    /* logits, the reference */
+    ck_assert_int_eq(run_main(net, "predict", "--weights", W, "--input", tpath("x.npy"), "--out",
+                              tpath("p.npy"), NULL), 0);
+    cg_array p;
+    ck_assert_int_eq(cg_npy_read(tpath("p.npy"), &p, &e), 0);
+    ck_assert_int_eq(p.shape[0], N);
+    ck_assert_int_eq(p.shape[1], K);
+    const float *z = p.data;
+    /* --softmax: each row exp(z) / sum exp(z) */
+    ck_assert_int_eq(run_main(net, "predict", "--weights", W, "--input", tpath("x.npy"), "--out",
+                              tpath("ps.npy"), "--softmax", NULL), 0);
+    cg_array ps;
+    ck_assert_int_eq(cg_npy_read(tpath("ps.npy"), &ps, &e), 0);
+    for (int i = 0; i < N; i++) {
+        double sum = 0, ref = 0;
+        for (int j = 0; j < K; j++)
+            ref += exp((double)z[i * K + j]);
+        for (int j = 0; j < K; j++) {
+            float q = ((float *)ps.data)[i * K + j];
+            ck_assert_double_eq_tol(q, exp((double)z[i * K + j]) / ref, 1e-6);
+            ck_assert(q > 0 && q < 1);
+            sum += q;
+        }
+        ck_assert_double_eq_tol(sum, 1.0, 1e-6);
+    }
+    /* the same inputs from the training CSV (header, label first), a features-only CSV, a
+     * flat .npy and a float32 IDX [N, 6, 6]: the same logits; .csv out is one row a sample */
+    const char *inputs[] = {"lab.csv", "feat.csv", "xflat.npy", "x.idx"};
+    for (int c = 0; c < 4; c++) {
+        char in[600];
+        snprintf(in, sizeof in, "%s", tpath(inputs[c]));
+        ck_assert_int_eq(run_main(net, "predict", "--weights", W, "--input", in, "--out",
+                                  tpath("q.csv"), NULL), 0);
+        float *q = read_csv_floats(tpath("q.csv"), N, K);
+        ck_assert_msg(memcmp(q, z, sizeof(float) * N * K) == 0, "%s: other outputs", inputs[c]);
+        free(q);
+    }
+    ck_assert_int_eq(run_main(net, "predict", "--weights", W, "--input", tpath("feat.csv"),
+                              "--out", tpath("qs.csv"), "--softmax", NULL), 0);
+    float *q = read_csv_floats(tpath("qs.csv"), N, K);
+    ck_assert_msg(memcmp(q, ps.data, sizeof(float) * N * K) == 0, "--softmax to .csv differs");
+    free(q);
+    /* errors: an output type that is neither .npy nor .csv, softmax of an mse net, a CSV
+     * with a field too few; nothing written */
+    ck_assert_int_eq(run_main(net, "predict", "--weights", W, "--input", tpath("x.npy"), "--out",
+                              tpath("p.txt"), NULL), 2);
+    ck_assert_int_eq(access(tpath("p.txt"), F_OK), -1);
+    cg_net lin = lin_net();
+    ck_assert_int_eq(run_main(&lin, "predict", "--weights", W, "--input", tpath("x.npy"), "--out",
+                              tpath("l.npy"), "--softmax", NULL), 2);
+    ck_assert_int_eq(run_main(net, "predict", "--weights", W, "--input", tpath("bad.csv"), "--out",
+                              tpath("b.csv"), NULL), 1);
+    ck_assert_int_eq(access(tpath("b.csv"), F_OK), -1);
+    cg_dataset ds;
+    ck_assert_int_eq(cg_csv_load_inputs(tpath("bad.csv"), 36, &ds, &e), -1);
+    ck_assert_msg(strstr(e.msg, "bad.csv") && strstr(e.msg, "35 fields") &&
+                      strstr(e.msg, "36 features"), "%s", e.msg);
+
+    /* eval --confusion: the matrix of (label, argmax of the logits) */
+    write_arr(tpath("y.npy"), CG_I8, 1, (int64_t[]){N}, y);
+    size_t want[K][K] = {{0}};
+    for (int i = 0; i < N; i++) {
+        int best = 0;
+        for (int j = 1; j < K; j++)
+            if (z[i * K + j] > z[i * K + best])
+                best = j;
+        want[y[i]][best]++;
+    }
+    ck_assert_int_eq(RUN_CAPTURED(tpath("eval.txt"), net, "eval", "--weights", W, "--data-x",
+                                  tpath("x.npy"), "--data-y", tpath("y.npy"), "--confusion-csv",
+                                  tpath("c.csv")), 0);
+    unsigned char *txt;
+    size_t len;
+    ck_assert_int_eq(cg_read_file(tpath("c.csv"), &txt, &len, &e), 0);
+    char *line = strtok((char *)txt, "\n");
+    ck_assert_str_eq(line, "class,pred_0,pred_1,pred_2,pred_3,samples,accuracy");
+    for (int c = 0; c < K; c++) {
+        line = strtok(NULL, "\n");
+        ck_assert_ptr_nonnull(line);
+        char row[256];
+        size_t n = want[c][0] + want[c][1] + want[c][2] + want[c][3];
+        snprintf(row, sizeof row, "%d,%zu,%zu,%zu,%zu,%zu,%.6f", c, want[c][0], want[c][1],
+                 want[c][2], want[c][3], n, (double)want[c][c] / (double)n);
+        ck_assert_str_eq(line, row);
+    }
+    ck_assert_ptr_null(strtok(NULL, "\n"));
+    free(txt);
+    ck_assert_int_eq(cg_read_file(tpath("eval.txt"), &txt, &len, &e), 0);
+    txt[len - 1] = 0;
+    char row[128];
+    snprintf(row, sizeof row, "  class 1: %.4f (%zu / %zu)\n", (double)want[1][1] / 3.0,
+             want[1][1], (size_t)3);
+    ck_assert_msg(strstr((char *)txt, "per-class accuracy") && strstr((char *)txt, row) &&
+                      strstr((char *)txt, "confusion matrix (rows: true class"),
+                  "eval --confusion printed:\n%s", txt);
+    free(txt);
+    /* --confusion alone prints the same, writes no file; float targets have no classes */
+    ck_assert_int_eq(RUN_CAPTURED(tpath("eval2.txt"), net, "eval", "--weights", W, "--data-x",
+                                  tpath("x.npy"), "--data-y", tpath("y.npy"), "--confusion"), 0);
+    ck_assert_int_eq(cg_read_file(tpath("eval2.txt"), &txt, &len, &e), 0);
+    ck_assert(strstr((char *)txt, "confusion matrix") != NULL);
+    free(txt);
+    float t[N];
+    for (int i = 0; i < N; i++)
+        t[i] = (float)i;
+    write_arr(tpath("x2.npy"), CG_F4, 2, (int64_t[]){N, 2}, x);
+    write_arr(tpath("t.npy"), CG_F4, 2, (int64_t[]){N, 1}, t);
+    ck_assert_msg(cg_weights_save(&lin, tpath("lw.npz"), pb, NULL, &e) == 0, "%s", e.msg);
+    ck_assert_int_eq(run_main(&lin, "eval", "--weights", tpath("lw.npz"), "--data-x",
+                              tpath("x2.npy"), "--data-y", tpath("t.npy"), "--confusion", NULL), 2);
+    cg_array_free(&p);
+    cg_array_free(&ps);
+}
+END_TEST
+
 Suite *make_train_suite(void)
 {
     Suite *s = suite_create("train");
@@ -934,6 +1142,7 @@ Suite *make_train_suite(void)
     tcase_add_test(tc, test_kill_and_resume_sigkill);
     tcase_add_test(tc, test_data_formats);
     tcase_add_test(tc, test_cli_train_eval_predict);
+    tcase_add_test(tc, test_cli_predict_formats);
     suite_add_tcase(s, tc);
     return s;
 }
