@@ -568,12 +568,137 @@ START_TEST(test_kill_and_resume_in_process)
         same_weights(net, tpath("a/final.npz"), tpath("b/final.npz"));
         same_weights(net, tpath("a/best.npz"), tpath("b/best.npz"));
         same_logs(tpath("a/log.csv"), tpath("b/log.csv"));
-        /* a changed setting is refused */
-        o.h.lr = 0.5f;
+        /* a setting that decides the samples of a step is refused */
+        o.h.seed = 78;
         ck_assert_int_eq(cg_train(net, &o, &rb, &e), -1);
-        ck_assert_msg(strstr(e.msg, "checkpoint.npz") && strstr(e.msg, "lr"), "%s", e.msg);
+        ck_assert_msg(strstr(e.msg, "checkpoint.npz") && strstr(e.msg, "--seed 77"), "%s", e.msg);
         rm_tree(tpath("a"), 1);
         rm_tree(tpath("b"), 1);
+    }
+}
+END_TEST
+
+/* --resume with changed settings: --epochs, --lr, --momentum, --schedule, --patience ...
+ * apply from the checkpoint on; batch, mode, order, seed, data, normalization and the
+ * monitored objective are refused with the option named */
+START_TEST(test_resume_changed_settings)
+{
+    const cg_net *net = test_net("t_train_bn");
+    static bn_data d;
+    make_bn_data(&d, 120);
+    cg_train_opts o;
+    cg_train_result ra, rb;
+    cg_err e;
+    /* A: 5 epochs uninterrupted; B: 3 epochs (ends with a checkpoint although 39 steps is no
+     * multiple of 4), then --resume --epochs 5: the same run, bit for bit */
+    resume_opts(&o, net, &d.ds, CG_MODE_MINIBATCH, CG_ORDER_SHUFFLE, "a");
+    o.h.schedule = CG_SCHED_CONSTANT;
+    o.h.eval_every = 0;
+    o.h.epochs = 5;
+    ck_assert_msg(cg_train(net, &o, &ra, &e) == 0, "%s", e.msg);
+    resume_opts(&o, net, &d.ds, CG_MODE_MINIBATCH, CG_ORDER_SHUFFLE, "b");
+    o.h.schedule = CG_SCHED_CONSTANT;
+    o.h.eval_every = 0;
+    ck_assert_msg(cg_train(net, &o, &rb, &e) == 0, "%s", e.msg);
+    ck_assert_int_eq(rb.steps, 39);
+    cg_npz z;
+    ck_assert_msg(cg_npz_read(tpath("b/checkpoint.npz"), &z, &e) == 0, "%s", e.msg);
+    const cg_array *pos = cg_npz_get(&z, "pos");
+    ck_assert(pos && pos->count > 2);
+    ck_assert_int_eq(((int64_t *)pos->data)[2], 39); /* the global step: the run's end */
+    cg_npz_free(&z);
+    o.resume = 1;
+    o.h.epochs = 5;
+    ck_assert_msg(cg_train(net, &o, &rb, &e) == 0, "%s", e.msg);
+    ck_assert_int_eq(rb.steps, ra.steps);
+    same_weights(net, tpath("a/last.npz"), tpath("b/last.npz"));
+    same_weights(net, tpath("a/final.npz"), tpath("b/final.npz"));
+    same_weights(net, tpath("a/best.npz"), tpath("b/best.npz"));
+    same_logs(tpath("a/log.csv"), tpath("b/log.csv"));
+    /* fewer epochs than the checkpoint has begun: refused, naming --epochs */
+    o.h.epochs = 4;
+    ck_assert_int_eq(cg_train(net, &o, &rb, &e), -1);
+    ck_assert_msg(strstr(e.msg, "--epochs 5 or more"), "%s", e.msg);
+
+    /* C: killed at step 20 (checkpoint at 20), resumed with another lr, momentum, schedule,
+     * patience: accepted; the log's rows before step 20 are A's, the later ones carry the
+     * new lr */
+    resume_opts(&o, net, &d.ds, CG_MODE_MINIBATCH, CG_ORDER_SHUFFLE, "c");
+    o.h.schedule = CG_SCHED_CONSTANT;
+    o.h.eval_every = 0;
+    o.h.epochs = 5;
+    o.max_steps = 20;
+    ck_assert_msg(cg_train(net, &o, &rb, &e) == 0, "%s", e.msg);
+    ck_assert(rb.killed);
+    cg_train_opts c = o;
+    c.resume = 1;
+    c.max_steps = 0;
+    c.h.lr = 0.01f;
+    c.h.momentum = 0.5f;
+    c.h.weight_decay = 0;
+    c.h.schedule = CG_SCHED_STEP;
+    c.h.step_size = 2;
+    c.h.gamma = 0.5f;
+    c.h.patience = 3;
+    c.h.eval_every = 7;
+    ck_assert_msg(cg_train(net, &c, &rb, &e) == 0, "%s", e.msg);
+    FILE *fa = fopen(tpath("a/log.csv"), "r"), *fc = fopen(tpath("c/log.csv"), "r");
+    ck_assert(fa && fc);
+    char la[256], lc[256];
+    int rows = 0, after = 0;
+    while (fgets(lc, sizeof lc, fc)) {
+        long long step = -1;
+        double lr = 0;
+        if (sscanf(lc, "%lld,%*[^,],%*[^,],%*[^,],%*[^,],%lf", &step, &lr) != 2)
+            continue; /* the header */
+        if (step <= 20) {
+            ck_assert_ptr_nonnull(fgets(la, sizeof la, fa));
+            if (rows == 0) /* A's header */
+                ck_assert_ptr_nonnull(fgets(la, sizeof la, fa));
+            *strrchr(la, ',') = 0;
+            *strrchr(lc, ',') = 0;
+            ck_assert_msg(!strcmp(la, lc), "row of step %lld: '%s' vs '%s'", step, la, lc);
+            rows++;
+        } else {
+            double want = 0.01 * pow(0.5, (double)((step - 1) / 13 / 2)); /* the epoch of the step */
+            ck_assert_msg(fabs(lr - want) < 1e-7, "step %lld: lr %g, expected %g", step, lr, want);
+            after++;
+        }
+    }
+    ck_assert_int_eq(rows, 1); /* the end of epoch 1 */
+    ck_assert_int_ge(after, 3);
+    fclose(fa);
+    fclose(fc);
+
+    /* refused: each names its option and keeps the checkpoint */
+    struct { int field; const char *want; } bad[] = {
+        {0, "--batch 8"}, {1, "--mode minibatch"}, {2, "--order shuffle"}, {3, "--seed 77"},
+        {4, "--normalize off"}, {5, "--monitor loss"}, {6, "the samples differ"},
+        {7, "training samples"}};
+    static bn_data d2;
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        cg_train_opts r = o;
+        r.resume = 1;
+        r.max_steps = 1;
+        switch (bad[i].field) {
+        case 0: r.h.batch = 4; break;
+        case 1: r.h.mode = CG_MODE_FULL; break;
+        case 2: r.h.order = CG_ORDER_RANDOM; break;
+        case 3: r.h.seed = 78; break;
+        case 4: r.h.normalize = 1; break;
+        case 5: r.h.monitor = CG_MONITOR_ERROR; break;
+        case 6: /* the same size, one value changed */
+            d2 = d;
+            d2.ds.x = d2.x;
+            d2.ds.labels = d2.y;
+            d2.x[500] += 0.5f;
+            r.train_ds = &d2.ds;
+            break;
+        case 7: r.h.val = 21; break;
+        }
+        ck_assert_int_eq(cg_train(net, &r, &rb, &e), -1);
+        ck_assert_msg(strstr(e.msg, "c/checkpoint.npz") && strstr(e.msg, bad[i].want),
+                      "case %zu: expected '%s' in: %s", i, bad[i].want, e.msg);
     }
 }
 END_TEST
@@ -1140,6 +1265,7 @@ Suite *make_train_suite(void)
     tcase_add_test(tc, test_early_stopping_restores_best);
     tcase_add_test(tc, test_kill_and_resume_in_process);
     tcase_add_test(tc, test_kill_and_resume_sigkill);
+    tcase_add_test(tc, test_resume_changed_settings);
     tcase_add_test(tc, test_data_formats);
     tcase_add_test(tc, test_cli_train_eval_predict);
     tcase_add_test(tc, test_cli_predict_formats);
