@@ -1064,17 +1064,24 @@ static int run_main_captured(const char *file, const cg_net *net, const char *co
 }
 #define RUN_CAPTURED(file, net, ...) run_main_captured(file, net, (const char *const[]){__VA_ARGS__, NULL})
 
-/* a CSV of n rows of k numbers (no header) */
-static float *read_csv_floats(const char *path, size_t n, size_t k)
+/* a whole text file, NUL-terminated */
+static char *read_text(const char *path)
 {
     unsigned char *buf;
     size_t len;
     cg_err e;
     ck_assert_msg(cg_read_file(path, &buf, &len, &e) == 0, "%s", e.msg);
-    ck_assert_msg(len < 6 || memcmp(buf, "\x93NUMPY", 6) != 0, "%s is a .npy file", path);
     char *t = realloc(buf, len + 1);
     ck_assert_ptr_nonnull(t);
     t[len] = 0;
+    return t;
+}
+
+/* a CSV of n rows of k numbers (no header) */
+static float *read_csv_floats(const char *path, size_t n, size_t k)
+{
+    char *t = read_text(path);
+    ck_assert_msg(strncmp(t, "\x93NUMPY", 6) != 0, "%s is a .npy file", path);
     float *v = calloc(n * k, sizeof(float));
     char *p = t;
     for (size_t i = 0; i < n; i++)
@@ -1204,10 +1211,8 @@ START_TEST(test_cli_predict_formats)
     ck_assert_int_eq(RUN_CAPTURED(tpath("eval.txt"), net, "eval", "--weights", W, "--data-x",
                                   tpath("x.npy"), "--data-y", tpath("y.npy"), "--confusion-csv",
                                   tpath("c.csv")), 0);
-    unsigned char *txt;
-    size_t len;
-    ck_assert_int_eq(cg_read_file(tpath("c.csv"), &txt, &len, &e), 0);
-    char *line = strtok((char *)txt, "\n");
+    char *txt = read_text(tpath("c.csv"));
+    char *line = strtok(txt, "\n");
     ck_assert_str_eq(line, "class,pred_0,pred_1,pred_2,pred_3,samples,accuracy");
     for (int c = 0; c < K; c++) {
         line = strtok(NULL, "\n");
@@ -1220,20 +1225,19 @@ START_TEST(test_cli_predict_formats)
     }
     ck_assert_ptr_null(strtok(NULL, "\n"));
     free(txt);
-    ck_assert_int_eq(cg_read_file(tpath("eval.txt"), &txt, &len, &e), 0);
-    txt[len - 1] = 0;
+    txt = read_text(tpath("eval.txt"));
     char row[128];
     snprintf(row, sizeof row, "  class 1: %.4f (%zu / %zu)\n", (double)want[1][1] / 3.0,
              want[1][1], (size_t)3);
-    ck_assert_msg(strstr((char *)txt, "per-class accuracy") && strstr((char *)txt, row) &&
-                      strstr((char *)txt, "confusion matrix (rows: true class"),
+    ck_assert_msg(strstr(txt, "per-class accuracy") && strstr(txt, row) &&
+                      strstr(txt, "confusion matrix (rows: true class"),
                   "eval --confusion printed:\n%s", txt);
     free(txt);
     /* --confusion alone prints the same, writes no file; float targets have no classes */
     ck_assert_int_eq(RUN_CAPTURED(tpath("eval2.txt"), net, "eval", "--weights", W, "--data-x",
                                   tpath("x.npy"), "--data-y", tpath("y.npy"), "--confusion"), 0);
-    ck_assert_int_eq(cg_read_file(tpath("eval2.txt"), &txt, &len, &e), 0);
-    ck_assert(strstr((char *)txt, "confusion matrix") != NULL);
+    txt = read_text(tpath("eval2.txt"));
+    ck_assert(strstr(txt, "confusion matrix") != NULL);
     free(txt);
     float t[N];
     for (int i = 0; i < N; i++)
