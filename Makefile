@@ -3,8 +3,9 @@
 # make test       every test (Check suites, bad specs, regen-check, check-torch)
 # make demo       train LeNet-5 on Fashion-MNIST
 # make trainer SPEC=path.yaml OUT=dir   generate + compile dir/<name>
-# make install PREFIX=/usr/local
+# make install PREFIX=/usr/local   cnngen, libcnngen.a, include/cnngen/*.h, cnngen.pc
 CC      ?= cc
+CXX     ?= c++
 PREFIX  ?= /usr/local
 B       := build
 WARN    := -Wall -Wextra -Wshadow -Wno-unused-parameter
@@ -127,18 +128,22 @@ tune: all
 include tests/tests.mk
 include tests/kernels/kernels.mk
 
-# every committed generated file compiles cleanly with both compilers
+# every committed generated file compiles cleanly with both compilers; every generated
+# header and runtime header compiles as C++ too (extern "C", no zero-size arrays)
 warn-check: $(B)/cnngen
 	@for f in generated/*.c; do \
 	  for cc in gcc clang; do for m in "" -march=native; do \
 	    $$cc -std=c11 $$m -Wall -Wextra -Werror -Iruntime -Igenerated -DCNNGEN_NO_MAIN -fsyntax-only $$f || exit 1; done; done; \
 	done; echo "warn-check: generated/*.c compile with gcc and clang at -Wall -Wextra -Werror (generic and -march=native)"
+	@for h in generated/*.h runtime/*.h; do for cxx in g++ clang++; do \
+	  echo "#include \"$$(basename $$h)\"" | $$cxx -x c++ -std=c++11 -Wall -Wextra -pedantic -Werror -Iruntime -Igenerated -fsyntax-only - || exit 1; \
+	done; done; echo "warn-check: generated/*.h and runtime/*.h compile as C++11 with g++ and clang++ at -Wall -Wextra -pedantic -Werror"
 
 install: all
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/lib/pkgconfig $(DESTDIR)$(PREFIX)/include/cnngen
 	install -m 755 $(B)/cnngen $(DESTDIR)$(PREFIX)/bin/cnngen
 	install -m 644 $(B)/libcnngen.a $(DESTDIR)$(PREFIX)/lib/libcnngen.a
-	install -m 644 runtime/cnngen.h $(DESTDIR)$(PREFIX)/include/cnngen/cnngen.h
+	install -m 644 runtime/*.h $(DESTDIR)$(PREFIX)/include/cnngen/
 	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@VERSION@|'"$$(sed -n 's/.*"\(.*\)".*/\1/p' compiler/version.h)"'|' \
 	  runtime/cnngen.pc.in > $(DESTDIR)$(PREFIX)/lib/pkgconfig/cnngen.pc
 	@echo "installed; build a trainer with: cc -O3 -march=native net.c \$$(pkg-config --cflags --libs cnngen) -o net"

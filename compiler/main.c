@@ -5,6 +5,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <lauxlib.h>
 #include <lua.h>
@@ -192,6 +194,51 @@ static int l_parse_yaml(lua_State *L)
     return nret;
 }
 
+/* cnngen_c.mkdir_p(path) -> the directories it created, outermost first (to remove them
+ * again if writing fails) | nil, message naming the path. Like mkdir -p: existing
+ * directories are fine; on failure the ones created here are removed again. */
+static int l_mkdir_p(lua_State *L)
+{
+    size_t len;
+    const char *path = luaL_checklstring(L, 1, &len);
+    char *p = lua_newuserdatauv(L, len + 1, 0);
+    memcpy(p, path, len + 1);
+    lua_newtable(L);
+    lua_Integer made = 0;
+    int err = 0;
+    for (size_t i = 1; i <= len && !err; i++) {
+        if (i < len && p[i] != '/')
+            continue;
+        if (i < len && p[i - 1] == '/')
+            continue; /* "a//b" */
+        char c = p[i];
+        p[i] = 0;
+        struct stat st;
+        if (mkdir(p, 0777) == 0) {
+            lua_pushstring(L, p);
+            lua_rawseti(L, -2, ++made);
+        } else if (errno != EEXIST) {
+            err = errno;
+        } else if (stat(p, &st) != 0) {
+            err = errno;
+        } else if (!S_ISDIR(st.st_mode)) {
+            err = ENOTDIR;
+        }
+        p[i] = c;
+    }
+    if (err) {
+        for (lua_Integer k = made; k >= 1; k--) {
+            lua_rawgeti(L, -1, k);
+            rmdir(lua_tostring(L, -1));
+            lua_pop(L, 1);
+        }
+        lua_pushnil(L);
+        lua_pushfstring(L, "%s: cannot create the output directory: %s", path, strerror(err));
+        return 2;
+    }
+    return 1;
+}
+
 static int l_searcher(lua_State *L)
 {
     const char *name = luaL_checkstring(L, 1);
@@ -229,6 +276,8 @@ static void setup(lua_State *L)
     lua_newtable(L);
     lua_pushcfunction(L, l_parse_yaml);
     lua_setfield(L, -2, "parse_yaml");
+    lua_pushcfunction(L, l_mkdir_p);
+    lua_setfield(L, -2, "mkdir_p");
     lua_pushstring(L, CNNGEN_VERSION);
     lua_setfield(L, -2, "version");
     lua_setglobal(L, "cnngen_c");

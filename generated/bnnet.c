@@ -5184,6 +5184,7 @@ const cg_net bnnet_net = {
     .forward = bnnet_forward, .backward = bnnet_backward,
 };
 
+/* the trainer; -DCNNGEN_NO_MAIN leaves it out (docs/embedding.md) */
 #ifndef CNNGEN_NO_MAIN
 int main(int argc, char **argv) { return cg_main(&bnnet_net, argc, argv); }
 #endif

@@ -5,17 +5,31 @@
 
 #include "cnngen.h"
 
+/* Sizes in floats. N_PARAMS or N_BUFFERS may be 0 (no learned layer, no batch norm):
+ * declare and allocate with the _ALLOC sizes, which are at least 1. */
 #define BNNET_BATCH 64 /* largest batch forward/backward accept */
 #define BNNET_IN_SIZE 784 /* floats per input sample, 1x28x28 */
 #define BNNET_OUT_SIZE 10 /* floats per output sample, 10 */
 #define BNNET_N_PARAMS ((size_t)879178) /* learned floats: weights, biases, gamma, beta */
+#define BNNET_N_PARAMS_ALLOC ((size_t)879178) /* N_PARAMS, at least 1 */
 #define BNNET_N_BUFFERS ((size_t)643) /* batch-norm running statistics and counters */
+#define BNNET_N_BUFFERS_ALLOC ((size_t)643) /* N_BUFFERS, at least 1 */
 #define BNNET_WORKSPACE ((size_t)22564992) /* floats: activations, gradients, scratch */
 #define BNNET_OUT_OFFSET ((size_t)16140544) /* network output in the workspace */
 #define BNNET_DOUT_OFFSET ((size_t)16141184) /* dLoss/dOutput goes here before backward */
 
+/* bnnet.c also defines main() (the trainer, cg_main) unless compiled with -DCNNGEN_NO_MAIN,
+ * which links it into another program: docs/embedding.md. */
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 void bnnet_forward(const float *params, float *buffers, const float *x, float *ws, int nb, int training);
 void bnnet_backward(const float *params, float *grads, const float *x, float *dx, float *ws, int nb);
 extern const cg_net bnnet_net;
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

@@ -137,6 +137,7 @@ const cg_net lecture_conv1d_net = {
     .forward = lecture_conv1d_forward, .backward = lecture_conv1d_backward,
 };
 
+/* the trainer; -DCNNGEN_NO_MAIN leaves it out (docs/embedding.md) */
 #ifndef CNNGEN_NO_MAIN
 int main(int argc, char **argv) { return cg_main(&lecture_conv1d_net, argc, argv); }
 #endif

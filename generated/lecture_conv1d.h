@@ -5,17 +5,31 @@
 
 #include "cnngen.h"
 
+/* Sizes in floats. N_PARAMS or N_BUFFERS may be 0 (no learned layer, no batch norm):
+ * declare and allocate with the _ALLOC sizes, which are at least 1. */
 #define LECTURE_CONV1D_BATCH 4 /* largest batch forward/backward accept */
 #define LECTURE_CONV1D_IN_SIZE 10 /* floats per input sample, 1x10 */
 #define LECTURE_CONV1D_OUT_SIZE 8 /* floats per output sample, 1x8 */
 #define LECTURE_CONV1D_N_PARAMS ((size_t)4) /* learned floats: weights, biases, gamma, beta */
+#define LECTURE_CONV1D_N_PARAMS_ALLOC ((size_t)4) /* N_PARAMS, at least 1 */
 #define LECTURE_CONV1D_N_BUFFERS ((size_t)0) /* batch-norm running statistics and counters */
+#define LECTURE_CONV1D_N_BUFFERS_ALLOC ((size_t)1) /* N_BUFFERS, at least 1 */
 #define LECTURE_CONV1D_WORKSPACE ((size_t)144) /* floats: activations, gradients, scratch */
 #define LECTURE_CONV1D_OUT_OFFSET ((size_t)0) /* network output in the workspace */
 #define LECTURE_CONV1D_DOUT_OFFSET ((size_t)32) /* dLoss/dOutput goes here before backward */
 
+/* lecture_conv1d.c also defines main() (the trainer, cg_main) unless compiled with -DCNNGEN_NO_MAIN,
+ * which links it into another program: docs/embedding.md. */
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 void lecture_conv1d_forward(const float *params, float *buffers, const float *x, float *ws, int nb, int training);
 void lecture_conv1d_backward(const float *params, float *grads, const float *x, float *dx, float *ws, int nb);
 extern const cg_net lecture_conv1d_net;
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

@@ -1312,6 +1312,7 @@ const cg_net lecture_full_net = {
     .forward = lecture_full_forward, .backward = lecture_full_backward,
 };
 
+/* the trainer; -DCNNGEN_NO_MAIN leaves it out (docs/embedding.md) */
 #ifndef CNNGEN_NO_MAIN
 int main(int argc, char **argv) { return cg_main(&lecture_full_net, argc, argv); }
 #endif

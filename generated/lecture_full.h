@@ -5,17 +5,31 @@
 
 #include "cnngen.h"
 
+/* Sizes in floats. N_PARAMS or N_BUFFERS may be 0 (no learned layer, no batch norm):
+ * declare and allocate with the _ALLOC sizes, which are at least 1. */
 #define LECTURE_FULL_BATCH 8 /* largest batch forward/backward accept */
 #define LECTURE_FULL_IN_SIZE 50 /* floats per input sample, 2x5x5 */
 #define LECTURE_FULL_OUT_SIZE 4 /* floats per output sample, 4 */
 #define LECTURE_FULL_N_PARAMS ((size_t)649) /* learned floats: weights, biases, gamma, beta */
+#define LECTURE_FULL_N_PARAMS_ALLOC ((size_t)649) /* N_PARAMS, at least 1 */
 #define LECTURE_FULL_N_BUFFERS ((size_t)0) /* batch-norm running statistics and counters */
+#define LECTURE_FULL_N_BUFFERS_ALLOC ((size_t)1) /* N_BUFFERS, at least 1 */
 #define LECTURE_FULL_WORKSPACE ((size_t)3592) /* floats: activations, gradients, scratch */
 #define LECTURE_FULL_OUT_OFFSET ((size_t)1176) /* network output in the workspace */
 #define LECTURE_FULL_DOUT_OFFSET ((size_t)1208) /* dLoss/dOutput goes here before backward */
 
+/* lecture_full.c also defines main() (the trainer, cg_main) unless compiled with -DCNNGEN_NO_MAIN,
+ * which links it into another program: docs/embedding.md. */
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 void lecture_full_forward(const float *params, float *buffers, const float *x, float *ws, int nb, int training);
 void lecture_full_backward(const float *params, float *grads, const float *x, float *dx, float *ws, int nb);
 extern const cg_net lecture_full_net;
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

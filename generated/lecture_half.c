@@ -764,6 +764,7 @@ const cg_net lecture_half_net = {
     .forward = lecture_half_forward, .backward = lecture_half_backward,
 };
 
+/* the trainer; -DCNNGEN_NO_MAIN leaves it out (docs/embedding.md) */
 #ifndef CNNGEN_NO_MAIN
 int main(int argc, char **argv) { return cg_main(&lecture_half_net, argc, argv); }
 #endif

@@ -778,6 +778,7 @@ const cg_net lecture_k3d2_net = {
     .forward = lecture_k3d2_forward, .backward = lecture_k3d2_backward,
 };
 
+/* the trainer; -DCNNGEN_NO_MAIN leaves it out (docs/embedding.md) */
 #ifndef CNNGEN_NO_MAIN
 int main(int argc, char **argv) { return cg_main(&lecture_k3d2_net, argc, argv); }
 #endif

@@ -690,6 +690,7 @@ const cg_net lecture_k3s2p1_even_net = {
     .forward = lecture_k3s2p1_even_forward, .backward = lecture_k3s2p1_even_backward,
 };
 
+/* the trainer; -DCNNGEN_NO_MAIN leaves it out (docs/embedding.md) */
 #ifndef CNNGEN_NO_MAIN
 int main(int argc, char **argv) { return cg_main(&lecture_k3s2p1_even_net, argc, argv); }
 #endif

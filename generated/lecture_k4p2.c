@@ -1231,6 +1231,7 @@ const cg_net lecture_k4p2_net = {
     .forward = lecture_k4p2_forward, .backward = lecture_k4p2_backward,
 };
 
+/* the trainer; -DCNNGEN_NO_MAIN leaves it out (docs/embedding.md) */
 #ifndef CNNGEN_NO_MAIN
 int main(int argc, char **argv) { return cg_main(&lecture_k4p2_net, argc, argv); }
 #endif

@@ -2055,6 +2055,7 @@ const cg_net lenet5_net = {
     .forward = lenet5_forward, .backward = lenet5_backward,
 };
 
+/* the trainer; -DCNNGEN_NO_MAIN leaves it out (docs/embedding.md) */
 #ifndef CNNGEN_NO_MAIN
 int main(int argc, char **argv) { return cg_main(&lenet5_net, argc, argv); }
 #endif

@@ -5,17 +5,31 @@
 
 #include "cnngen.h"
 
+/* Sizes in floats. N_PARAMS or N_BUFFERS may be 0 (no learned layer, no batch norm):
+ * declare and allocate with the _ALLOC sizes, which are at least 1. */
 #define LENET5_BATCH 64 /* largest batch forward/backward accept */
 #define LENET5_IN_SIZE 784 /* floats per input sample, 1x28x28 */
 #define LENET5_OUT_SIZE 10 /* floats per output sample, 10 */
 #define LENET5_N_PARAMS ((size_t)61706) /* learned floats: weights, biases, gamma, beta */
+#define LENET5_N_PARAMS_ALLOC ((size_t)61706) /* N_PARAMS, at least 1 */
 #define LENET5_N_BUFFERS ((size_t)0) /* batch-norm running statistics and counters */
+#define LENET5_N_BUFFERS_ALLOC ((size_t)1) /* N_BUFFERS, at least 1 */
 #define LENET5_WORKSPACE ((size_t)2417920) /* floats: activations, gradients, scratch */
 #define LENET5_OUT_OFFSET ((size_t)1813888) /* network output in the workspace */
 #define LENET5_DOUT_OFFSET ((size_t)1814528) /* dLoss/dOutput goes here before backward */
 
+/* lenet5.c also defines main() (the trainer, cg_main) unless compiled with -DCNNGEN_NO_MAIN,
+ * which links it into another program: docs/embedding.md. */
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 void lenet5_forward(const float *params, float *buffers, const float *x, float *ws, int nb, int training);
 void lenet5_backward(const float *params, float *grads, const float *x, float *dx, float *ws, int nb);
 extern const cg_net lenet5_net;
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

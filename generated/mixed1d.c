@@ -2279,6 +2279,7 @@ const cg_net mixed1d_net = {
     .forward = mixed1d_forward, .backward = mixed1d_backward,
 };
 
+/* the trainer; -DCNNGEN_NO_MAIN leaves it out (docs/embedding.md) */
 #ifndef CNNGEN_NO_MAIN
 int main(int argc, char **argv) { return cg_main(&mixed1d_net, argc, argv); }
 #endif

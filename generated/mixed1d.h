@@ -5,17 +5,31 @@
 
 #include "cnngen.h"
 
+/* Sizes in floats. N_PARAMS or N_BUFFERS may be 0 (no learned layer, no batch norm):
+ * declare and allocate with the _ALLOC sizes, which are at least 1. */
 #define MIXED1D_BATCH 16 /* largest batch forward/backward accept */
 #define MIXED1D_IN_SIZE 256 /* floats per input sample, 4x64 */
 #define MIXED1D_OUT_SIZE 5 /* floats per output sample, 5 */
 #define MIXED1D_N_PARAMS ((size_t)1401) /* learned floats: weights, biases, gamma, beta */
+#define MIXED1D_N_PARAMS_ALLOC ((size_t)1401) /* N_PARAMS, at least 1 */
 #define MIXED1D_N_BUFFERS ((size_t)30) /* batch-norm running statistics and counters */
+#define MIXED1D_N_BUFFERS_ALLOC ((size_t)30) /* N_BUFFERS, at least 1 */
 #define MIXED1D_WORKSPACE ((size_t)45536) /* floats: activations, gradients, scratch */
 #define MIXED1D_OUT_OFFSET ((size_t)37104) /* network output in the workspace */
 #define MIXED1D_DOUT_OFFSET ((size_t)37184) /* dLoss/dOutput goes here before backward */
 
+/* mixed1d.c also defines main() (the trainer, cg_main) unless compiled with -DCNNGEN_NO_MAIN,
+ * which links it into another program: docs/embedding.md. */
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 void mixed1d_forward(const float *params, float *buffers, const float *x, float *ws, int nb, int training);
 void mixed1d_backward(const float *params, float *grads, const float *x, float *dx, float *ws, int nb);
 extern const cg_net mixed1d_net;
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

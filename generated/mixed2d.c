@@ -2521,6 +2521,7 @@ const cg_net mixed2d_net = {
     .forward = mixed2d_forward, .backward = mixed2d_backward,
 };
 
+/* the trainer; -DCNNGEN_NO_MAIN leaves it out (docs/embedding.md) */
 #ifndef CNNGEN_NO_MAIN
 int main(int argc, char **argv) { return cg_main(&mixed2d_net, argc, argv); }
 #endif

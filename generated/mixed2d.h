@@ -5,17 +5,31 @@
 
 #include "cnngen.h"
 
+/* Sizes in floats. N_PARAMS or N_BUFFERS may be 0 (no learned layer, no batch norm):
+ * declare and allocate with the _ALLOC sizes, which are at least 1. */
 #define MIXED2D_BATCH 8 /* largest batch forward/backward accept */
 #define MIXED2D_IN_SIZE 1080 /* floats per input sample, 3x20x18 */
 #define MIXED2D_OUT_SIZE 10 /* floats per output sample, 10 */
 #define MIXED2D_N_PARAMS ((size_t)862) /* learned floats: weights, biases, gamma, beta */
+#define MIXED2D_N_PARAMS_ALLOC ((size_t)862) /* N_PARAMS, at least 1 */
 #define MIXED2D_N_BUFFERS ((size_t)13) /* batch-norm running statistics and counters */
+#define MIXED2D_N_BUFFERS_ALLOC ((size_t)13) /* N_BUFFERS, at least 1 */
 #define MIXED2D_WORKSPACE ((size_t)101484) /* floats: activations, gradients, scratch */
 #define MIXED2D_OUT_OFFSET ((size_t)63648) /* network output in the workspace */
 #define MIXED2D_DOUT_OFFSET ((size_t)84124) /* dLoss/dOutput goes here before backward */
 
+/* mixed2d.c also defines main() (the trainer, cg_main) unless compiled with -DCNNGEN_NO_MAIN,
+ * which links it into another program: docs/embedding.md. */
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 void mixed2d_forward(const float *params, float *buffers, const float *x, float *ws, int nb, int training);
 void mixed2d_backward(const float *params, float *grads, const float *x, float *dx, float *ws, int nb);
 extern const cg_net mixed2d_net;
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

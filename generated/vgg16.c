@@ -9629,6 +9629,7 @@ const cg_net vgg16_net = {
     .forward = vgg16_forward, .backward = vgg16_backward,
 };
 
+/* the trainer; -DCNNGEN_NO_MAIN leaves it out (docs/embedding.md) */
 #ifndef CNNGEN_NO_MAIN
 int main(int argc, char **argv) { return cg_main(&vgg16_net, argc, argv); }
 #endif

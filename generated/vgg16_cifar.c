@@ -30450,6 +30450,7 @@ const cg_net vgg16_cifar_net = {
     .forward = vgg16_cifar_forward, .backward = vgg16_cifar_backward,
 };
 
+/* the trainer; -DCNNGEN_NO_MAIN leaves it out (docs/embedding.md) */
 #ifndef CNNGEN_NO_MAIN
 int main(int argc, char **argv) { return cg_main(&vgg16_cifar_net, argc, argv); }
 #endif

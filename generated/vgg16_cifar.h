@@ -5,17 +5,31 @@
 
 #include "cnngen.h"
 
+/* Sizes in floats. N_PARAMS or N_BUFFERS may be 0 (no learned layer, no batch norm):
+ * declare and allocate with the _ALLOC sizes, which are at least 1. */
 #define VGG16_CIFAR_BATCH 32 /* largest batch forward/backward accept */
 #define VGG16_CIFAR_IN_SIZE 3072 /* floats per input sample, 3x32x32 */
 #define VGG16_CIFAR_OUT_SIZE 10 /* floats per output sample, 10 */
 #define VGG16_CIFAR_N_PARAMS ((size_t)15245130) /* learned floats: weights, biases, gamma, beta */
+#define VGG16_CIFAR_N_PARAMS_ALLOC ((size_t)15245130) /* N_PARAMS, at least 1 */
 #define VGG16_CIFAR_N_BUFFERS ((size_t)0) /* batch-norm running statistics and counters */
+#define VGG16_CIFAR_N_BUFFERS_ALLOC ((size_t)1) /* N_BUFFERS, at least 1 */
 #define VGG16_CIFAR_WORKSPACE ((size_t)23102720) /* floats: activations, gradients, scratch */
 #define VGG16_CIFAR_OUT_OFFSET ((size_t)18907456) /* network output in the workspace */
 #define VGG16_CIFAR_DOUT_OFFSET ((size_t)18907776) /* dLoss/dOutput goes here before backward */
 
+/* vgg16_cifar.c also defines main() (the trainer, cg_main) unless compiled with -DCNNGEN_NO_MAIN,
+ * which links it into another program: docs/embedding.md. */
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 void vgg16_cifar_forward(const float *params, float *buffers, const float *x, float *ws, int nb, int training);
 void vgg16_cifar_backward(const float *params, float *grads, const float *x, float *dx, float *ws, int nb);
 extern const cg_net vgg16_cifar_net;
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

@@ -19,6 +19,10 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 #define CG_ABI_VERSION 2
 
 enum cg_loss_kind { CG_LOSS_SOFTMAX_CE = 0, CG_LOSS_MSE = 1 };
@@ -142,5 +146,9 @@ void cg_from_lanes_ref(const float *xl, float *x, int nb, size_t size, int R);
 
 /* Fill params/buffers with the net's default initialisation, seeded. */
 void cg_init_params(const cg_net *net, float *params, float *buffers, uint64_t seed);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

@@ -607,7 +607,9 @@ int cg_xy_load(const char *xpath, const char *ypath, cg_dataset *out, cg_err *er
 }
 
 /* ---- CSV: one sample a line, label first, then the features; optional header line ---- */
-int cg_csv_load(const char *path, cg_dataset *out, cg_err *err)
+/* want == 0: a label, then the features (the training CSV); want > 0: rows of want features,
+ * optionally after a label column (told apart by the field count) */
+static int csv_read(const char *path, size_t want, cg_dataset *out, cg_err *err)
 {
     memset(out, 0, sizeof *out);
     unsigned char *buf;
@@ -634,7 +636,7 @@ int cg_csv_load(const char *path, cg_dataset *out, cg_err *err)
     float *x = NULL;
     int64_t *lab = NULL;
     double maxv = 0;
-    int all_int = 1, rc = -1;
+    int all_int = 1, rc = -1, has_label = 1;
     for (int pass = 0; pass < 2; pass++) {
         char *p = s;
         line = 0;
@@ -688,7 +690,7 @@ int cg_csv_load(const char *path, cg_dataset *out, cg_err *err)
                     goto out;
                 }
                 if (pass == 1) {
-                    if (k == 0) {
+                    if (k == 0 && has_label) {
                         if (v < 0 || v != floor(v) || v > 1e9) {
                             cg_fail(err, "%s:%zu: label %g is not a non-negative integer class "
                                          "index", path, line, v);
@@ -696,7 +698,7 @@ int cg_csv_load(const char *path, cg_dataset *out, cg_err *err)
                         }
                         lab[r] = (int64_t)v;
                     } else if (k < fields) {
-                        x[r * (fields - 1) + (k - 1)] = (float)v;
+                        x[r * (fields - has_label) + (k - has_label)] = (float)v;
                         if (v != floor(v) || v < 0 || v > 255)
                             all_int = 0;
                         if (v > maxv)
@@ -715,7 +717,7 @@ int cg_csv_load(const char *path, cg_dataset *out, cg_err *err)
                         fields);
                 goto out;
             }
-            if (fields < 2) {
+            if (want == 0 && fields < 2) {
                 cg_fail(err, "%s:%zu: need a label and at least one feature", path, line);
                 goto out;
             }
@@ -730,33 +732,41 @@ int cg_csv_load(const char *path, cg_dataset *out, cg_err *err)
                 cg_fail(err, "%s: no data lines", path);
                 goto out;
             }
+            if (want > 0 && fields != want && fields != want + 1) {
+                cg_fail(err, "%s: %zu fields a line; expected %zu features, or a label and %zu "
+                             "features", path, fields, want, want);
+                goto out;
+            }
+            has_label = want == 0 || fields == want + 1;
             cap_rows = rows;
-            x = cg_try_alloc(rows * (fields - 1), sizeof(float), path, err);
+            x = cg_try_alloc(rows * (fields - (size_t)has_label), sizeof(float), path, err);
             lab = cg_try_alloc(rows, sizeof(int64_t), path, err);
             if (!x || !lab)
                 goto out;
         }
     }
     (void)cap_rows;
+    const size_t nf = fields - (size_t)has_label;
     if (all_int && maxv > 1) { /* 0..255 integers: uint8 data, scaled as such */
-        for (size_t i = 0; i < rows * (fields - 1); i++)
+        for (size_t i = 0; i < rows * nf; i++)
             x[i] /= 255.0f;
         out->scaled_u8 = 1;
     }
     int64_t maxl = 0;
-    for (size_t i = 0; i < rows; i++)
+    for (size_t i = 0; has_label && i < rows; i++)
         if (lab[i] > maxl)
             maxl = lab[i];
     out->n = rows;
     out->s_ndim = 1;
-    out->s_shape[0] = (int64_t)(fields - 1);
-    out->x_size = fields - 1;
+    out->s_shape[0] = (int64_t)nf;
+    out->x_size = nf;
     out->x = x;
-    out->labels = lab;
-    out->n_classes = (int)maxl + 1;
+    out->labels = has_label ? lab : NULL;
+    out->n_classes = has_label ? (int)maxl + 1 : 0;
     out->owns = 1;
     x = NULL;
-    lab = NULL;
+    if (has_label)
+        lab = NULL;
     rc = 0;
 out:
     free(x);
@@ -766,6 +776,16 @@ out:
 binary:
     free(s);
     return cg_fail(err, "%s: not a CSV text file (contains NUL bytes)", path);
+}
+
+int cg_csv_load(const char *path, cg_dataset *out, cg_err *err)
+{
+    return csv_read(path, 0, out, err);
+}
+
+int cg_csv_load_inputs(const char *path, size_t n_features, cg_dataset *out, cg_err *err)
+{
+    return csv_read(path, n_features ? n_features : 1, out, err);
 }
 
 static int ends_with(const char *s, const char *suf)

@@ -9,6 +9,10 @@
 #include "npy.h"
 #include "util.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 #define CG_DEFAULT_DATA_DIR "/usr/share/datasets/fashion-mnist"
 
 typedef struct cg_dataset {
@@ -62,6 +66,10 @@ int cg_xy_load(const char *xpath, const char *ypath, cg_dataset *out, cg_err *er
  * field not a number) is skipped; all-integer features in 0..255 are taken as uint8 and
  * scaled to [0, 1]. Samples are flat [F]. */
 int cg_csv_load(const char *path, cg_dataset *out, cg_err *err);
+/* CSV inputs to predict: rows of n_features values, or the training layout (a label, then
+ * n_features values; the labels are kept), told apart by the field count; the same header
+ * and uint8 rules. */
+int cg_csv_load_inputs(const char *path, size_t n_features, cg_dataset *out, cg_err *err);
 /* PATH is a directory (cg_dataset_load), a .npz (x, y) or a .csv; checked against net.
  * NULL: the default dataset. */
 int cg_data_path_load(const cg_net *net, const char *path, int split, cg_dataset *out,
@@ -87,5 +95,9 @@ void cg_dataset_free(cg_dataset *ds);
  * tb [n, out_size] (if tb != NULL: ds->targets, or one-hot of the labels). */
 void cg_dataset_gather(const cg_dataset *ds, const size_t *idx, size_t start, int n, float *xb,
                        int64_t *yb, float *tb, size_t out_size);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

@@ -6,6 +6,10 @@
 
 #include "cnngen.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 /* 1 if every one of the n floats is finite. */
 int cg_all_finite(const float *v, size_t n);
 
@@ -16,5 +20,9 @@ int cg_all_finite(const float *v, size_t n);
  * Returns 1 when the input batch itself holds a NaN or Inf (bad data, not a bad step). */
 int cg_diverge_where(const cg_net *net, const float *params, float *buffers, const float *grads,
                       const float *x, float *ws, int n, char *buf, size_t cap);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

@@ -23,6 +23,9 @@ typedef struct opts {
     const char *weights, *input, *target, *out, *norm;
     cg_train_opts t; /* train's settings, starting from the spec's train: section */
     int has_batch;
+    int softmax;               /* predict: probabilities instead of the raw outputs */
+    int confusion;             /* eval: per-class accuracy and the confusion matrix */
+    const char *confusion_csv; /* eval: the matrix as CSV (implies confusion) */
 } opts;
 
 typedef struct command {
@@ -33,7 +36,8 @@ typedef struct command {
 } command;
 
 /* options that take no value */
-static const char *const flag_options = "normalize no-normalize resume plain quiet no-plot";
+static const char *const flag_options =
+    "normalize no-normalize resume plain quiet no-plot softmax confusion";
 
 static void shape_text(const cg_net *net, char *buf, size_t cap)
 {
@@ -59,10 +63,15 @@ static void usage(const cg_net *net, FILE *f)
             "usage:\n"
             "  %s train [options]     train; writes OUT/{final,best,last}.npz, log.csv, curve.png\n"
             "  %s eval --weights W.npz [--data PATH | --data-x X --data-y Y] [--norm F|none]\n"
+            "          [--confusion] [--confusion-csv FILE.csv]\n"
             "      inference-mode loss and accuracy on the test set of PATH (default dataset\n"
-            "      when omitted), or on the file / pair given\n"
-            "  %s predict --weights W.npz --input X.npy --out Y.npy [--norm F|none]\n"
-            "      inference-mode outputs [N, %zu] for X [N, %s] (float32, or uint8 scaled)\n"
+            "      when omitted), or on the file / pair given; --confusion adds the per-class\n"
+            "      accuracy and the confusion matrix, --confusion-csv also writes it as CSV\n"
+            "  %s predict --weights W.npz --input X --out Y [--softmax] [--norm F|none]\n"
+            "      inference-mode outputs [N, %zu] for X [N, %s]; X is .npy or IDX (float32,\n"
+            "      or uint8 scaled) or .csv (features, or the training layout: label first);\n"
+            "      Y is .npy or .csv (one row a sample), by extension; --softmax: class\n"
+            "      probabilities instead of the raw outputs (logits)\n"
             "  %s check --weights W.npz --input X.npy --target T.npy --out R.npz\n"
             "      one training-mode forward/backward; R.npz holds output, loss, grad.input and\n"
             "      grad.<param> for every parameter\n"
@@ -70,7 +79,8 @@ static void usage(const cg_net *net, FILE *f)
             "train options (defaults from the spec's train: section in brackets):\n"
             "  data:  --data PATH        directory ({train,t10k}-{images-idx3,labels-idx1}-ubyte[.gz]\n"
             "                            or train.npz/test.npz with x, y), a .npz (x, y) or a .csv\n"
-            "                            (label first, then the features) [" CG_DEFAULT_DATA_DIR
+            "                            (label first, then the features; the formats: docs/data.md)\n"
+            "                            [" CG_DEFAULT_DATA_DIR
             " for 1x28x28]\n"
             "         --data-x X --data-y Y    inputs and labels/targets, each .npy or IDX (gz or plain)\n"
             "         --test PATH | --test-x X --test-y Y    test set (default: the directory's)\n"
@@ -84,7 +94,9 @@ static void usage(const cg_net *net, FILE *f)
             "                  --monitor loss|error (validation loss or 0-1 error to minimize)\n"
             "         --eval-every K (steps, 0 once an epoch) [%d]\n"
             "  run:   --out DIR [.]  --seed S [%d]  --weights INIT.npz\n"
-            "         --checkpoint-every N (steps, 0 off) [%d]  --resume (from OUT/checkpoint.npz)\n"
+            "         --checkpoint-every N (steps, 0 off) [%d]  --resume (from OUT/checkpoint.npz;\n"
+            "         --epochs, --lr, --momentum, --weight-decay, --schedule, --step-size, --gamma,\n"
+            "         --patience and --eval-every may change, the other settings and the data not)\n"
             "         --plain (no \\r progress line)  --quiet  --no-plot  --max-steps N (stop as if\n"
             "         killed after N steps, to test --resume)\n"
             "eval/predict use OUT/normalize.npz next to the weights when it exists (--norm none: off).\n"
@@ -180,6 +192,10 @@ static int parse_opts(const cg_net *net, const command *cmd, int argc, char **ar
                 o->t.quiet = 1;
             else if (!strcmp(nm, "no-plot"))
                 o->t.plot = 0;
+            else if (!strcmp(nm, "softmax"))
+                o->softmax = 1;
+            else if (!strcmp(nm, "confusion"))
+                o->confusion = 1;
             continue;
         }
         const char *val = eq ? eq + 1 : NULL;
@@ -203,6 +219,7 @@ static int parse_opts(const cg_net *net, const command *cmd, int argc, char **ar
                           : !strcmp(nm, "test")   ? &o->t.test
                           : !strcmp(nm, "test-x") ? &o->t.test_x
                           : !strcmp(nm, "test-y") ? &o->t.test_y
+                          : !strcmp(nm, "confusion-csv") ? &o->confusion_csv
                                                   : NULL;
         if (sp) {
             *sp = val;
@@ -323,18 +340,65 @@ static void state_free(state *s)
     free(s->ws);
 }
 
-/* X [N, *in_shape], float32 (float64 converted); N >= min_n, N <= max_n (0: unlimited). */
+static int ends_with(const char *s, const char *suf)
+{
+    size_t n = strlen(s), m = strlen(suf);
+    return n >= m && strcmp(s + n - m, suf) == 0;
+}
+
+/* the extensions cg_data_path_load reads as CSV */
+static int is_csv(const char *path)
+{
+    return ends_with(path, ".csv") || ends_with(path, ".CSV") || ends_with(path, ".txt");
+}
+
+/* A sample shape the net takes: its input shape, with leading 1s dropped or added
+ * ([28, 28] for 1x28x28), or flat [in_size] (C-order, as CSV rows are). */
+static int input_shape_ok(const cg_net *net, const cg_array *x)
+{
+    size_t count = 1;
+    for (int d = 1; d < x->ndim; d++)
+        count *= (size_t)x->shape[d];
+    if (x->ndim < 2 || count != net->in_size)
+        return 0;
+    if (x->ndim == 2)
+        return 1;
+    int a = 1, b = 0;
+    while (a < x->ndim - 1 && x->shape[a] == 1)
+        a++;
+    while (b < net->in_ndim - 1 && net->in_shape[b] == 1)
+        b++;
+    if (x->ndim - a != net->in_ndim - b)
+        return 0;
+    for (; a < x->ndim; a++, b++)
+        if (x->shape[a] != net->in_shape[b])
+            return 0;
+    return 1;
+}
+
+/* X [N, *in_shape] from .npy or IDX (by content) or CSV (by extension, the training
+ * layout or features only); float32 (float64 converted, uint8 scaled to [0, 1]);
+ * N >= min_n, N <= max_n (0: unlimited). */
 static int load_input(const cg_net *net, const char *path, int min_n, int max_n, cg_array *x,
                       cg_err *err)
 {
-    if (cg_npy_read(path, x, err) != 0)
+    if (is_csv(path)) {
+        cg_dataset ds;
+        if (cg_csv_load_inputs(path, net->in_size, &ds, err) != 0)
+            return -1;
+        if (ds.scaled_u8)
+            fprintf(stderr, "%s: note: %s: integer features in 0..255 taken as uint8 and scaled "
+                            "to [0, 1]\n", net->name, path);
+        *x = (cg_array){.dtype = CG_F4, .ndim = 2, .shape = {(int64_t)ds.n, (int64_t)ds.x_size},
+                        .count = ds.n * ds.x_size, .data = ds.x};
+        ds.x = NULL;
+        cg_dataset_free(&ds);
+    } else if (cg_array_file_read(path, x, err) != 0) {
         return -1;
+    }
     char got[128];
     cg_shape_str(x, got, sizeof got);
-    int ok = x->ndim == 1 + net->in_ndim;
-    for (int d = 0; ok && d < net->in_ndim; d++)
-        ok = x->shape[1 + d] == net->in_shape[d];
-    if (!ok) {
+    if (!input_shape_ok(net, x)) {
         char want[64];
         shape_text(net, want, sizeof want);
         cg_array_free(x);
@@ -558,6 +622,80 @@ static int cmd_train(const cg_net *net, const opts *o)
 }
 
 /* ---- eval ---- */
+/* text into path, atomically; the text comes from a memstream (NULL: out of memory) */
+static int write_text(const char *path, char *text, size_t len, cg_err *err)
+{
+    if (!text)
+        return cg_fail(err, "%s: out of memory", path);
+    int rc = cg_write_file_atomic(path, text, len, err);
+    free(text);
+    return rc;
+}
+
+/* conf [K][K]: rows the true class, columns the predicted one */
+static void print_confusion(const size_t *conf, size_t K)
+{
+    size_t w = 5;
+    for (size_t i = 0; i < K * K; i++) {
+        char b[32];
+        size_t l = (size_t)snprintf(b, sizeof b, "%zu", conf[i]);
+        if (l + 1 > w)
+            w = l + 1;
+    }
+    printf("per-class accuracy (true class: correct / samples):\n");
+    for (size_t c = 0; c < K; c++) {
+        size_t n = 0;
+        for (size_t j = 0; j < K; j++)
+            n += conf[c * K + j];
+        if (n)
+            printf("  class %zu: %.4f (%zu / %zu)\n", c, (double)conf[c * K + c] / (double)n,
+                   conf[c * K + c], n);
+        else
+            printf("  class %zu: - (0 samples)\n", c);
+    }
+    printf("confusion matrix (rows: true class, columns: predicted class):\n%*s", 10, "true\\pred");
+    for (size_t j = 0; j < K; j++)
+        printf("%*zu", (int)w, j);
+    printf("\n");
+    for (size_t c = 0; c < K; c++) {
+        printf("%10zu", c);
+        for (size_t j = 0; j < K; j++)
+            printf("%*zu", (int)w, conf[c * K + j]);
+        printf("\n");
+    }
+}
+
+/* class,pred_0..pred_{K-1},samples,accuracy: one row per true class */
+static int write_confusion_csv(const char *path, const size_t *conf, size_t K, cg_err *err)
+{
+    char *text = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&text, &len);
+    if (!f)
+        return cg_fail(err, "%s: out of memory", path);
+    fprintf(f, "class");
+    for (size_t j = 0; j < K; j++)
+        fprintf(f, ",pred_%zu", j);
+    fprintf(f, ",samples,accuracy\n");
+    for (size_t c = 0; c < K; c++) {
+        size_t n = 0;
+        fprintf(f, "%zu", c);
+        for (size_t j = 0; j < K; j++) {
+            fprintf(f, ",%zu", conf[c * K + j]);
+            n += conf[c * K + j];
+        }
+        if (n)
+            fprintf(f, ",%zu,%.6f\n", n, (double)conf[c * K + c] / (double)n);
+        else
+            fprintf(f, ",0,\n");
+    }
+    if (fclose(f) != 0) {
+        free(text);
+        return cg_fail(err, "%s: out of memory", path);
+    }
+    return write_text(path, text, len, err);
+}
+
 static int cmd_eval(const cg_net *net, const opts *o)
 {
     cg_err err;
@@ -574,6 +712,14 @@ static int cmd_eval(const cg_net *net, const opts *o)
     }
     if (rc != 0)
         return fail(net, &err);
+    const int confusion = o->confusion || o->confusion_csv;
+    if (confusion && !test.labels) {
+        cg_dataset_free(&test);
+        return usage_error(net, "eval: --confusion needs class labels; the %s has float targets%s",
+                           o->t.data_y ? "--data-y file" : "data", "");
+    }
+    const size_t K = net->out_size;
+    size_t *conf = confusion ? cg_xcalloc(K * K, sizeof(size_t), "confusion matrix") : NULL;
     float *params = cg_xcalloc(net->n_params, sizeof(float), "parameters");
     float *buffers = cg_xcalloc(net->n_buffers, sizeof(float), "buffers");
     float *ws = cg_xcalloc(net->workspace, sizeof(float), "workspace");
@@ -589,13 +735,19 @@ static int cmd_eval(const cg_net *net, const opts *o)
         if (mean)
             cg_norm_apply(net, test.x, test.n, mean, std);
         double tl, ta;
-        cg_evaluate(net, params, buffers, ws, &test, xb, yb, tb, &tl, &ta);
+        cg_evaluate_confusion(net, params, buffers, ws, &test, xb, yb, tb, &tl, &ta, conf);
         printf("%s: %zu test samples", net->name, test.n);
         print_metric("test_loss", tl);
         print_metric("test_acc", ta);
         printf("\n");
         rc = 0;
+        if (conf) {
+            print_confusion(conf, K);
+            if (o->confusion_csv && write_confusion_csv(o->confusion_csv, conf, K, &err) != 0)
+                rc = fail(net, &err);
+        }
     }
+    free(conf);
     free(mean);
     free(std);
     free(params);
@@ -609,8 +761,48 @@ static int cmd_eval(const cg_net *net, const opts *o)
 }
 
 /* ---- predict ---- */
+/* y [n][k] as CSV, one row per sample, values that read back as the same float32 */
+static int write_csv_rows(const char *path, const float *y, size_t n, size_t k, cg_err *err)
+{
+    char *text = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&text, &len);
+    if (!f)
+        return cg_fail(err, "%s: out of memory", path);
+    for (size_t i = 0; i < n; i++)
+        for (size_t j = 0; j < k; j++)
+            fprintf(f, "%.9g%c", (double)y[i * k + j], j + 1 < k ? ',' : '\n');
+    if (fclose(f) != 0) {
+        free(text);
+        return cg_fail(err, "%s: out of memory", path);
+    }
+    return write_text(path, text, len, err);
+}
+
+/* each row of y [n][k] becomes softmax(row), as torch.softmax(dim=1) */
+static void softmax_rows(float *y, size_t n, size_t k)
+{
+    for (size_t i = 0; i < n; i++) {
+        float *z = y + i * k, m = z[0];
+        for (size_t j = 1; j < k; j++)
+            m = z[j] > m ? z[j] : m;
+        double sum = 0;
+        for (size_t j = 0; j < k; j++)
+            sum += (double)(z[j] = expf(z[j] - m));
+        for (size_t j = 0; j < k; j++)
+            z[j] = (float)((double)z[j] / sum);
+    }
+}
+
 static int cmd_predict(const cg_net *net, const opts *o)
 {
+    const int csv_out = ends_with(o->out, ".csv") || ends_with(o->out, ".CSV");
+    if (!csv_out && !ends_with(o->out, ".npy"))
+        return usage_error(net, "predict: --out %s: the file type comes from the extension, "
+                                ".npy or .csv%s", o->out, "");
+    if (o->softmax && net->loss != CG_LOSS_SOFTMAX_CE)
+        return usage_error(net, "predict: --softmax: network '%s' has an mse loss, its outputs "
+                                "are not class scores%s", net->name, "");
     cg_err err;
     cg_array x;
     if (load_input(net, o->input, 0, 0, &x, &err) != 0)
@@ -638,7 +830,10 @@ static int cmd_predict(const cg_net *net, const opts *o)
         memcpy((float *)y.data + start * net->out_size, s.ws + net->out_offset,
                (size_t)m * net->out_size * sizeof(float));
     }
-    if (cg_npy_write(o->out, &y, &err) != 0)
+    if (o->softmax)
+        softmax_rows(y.data, n, net->out_size);
+    if ((csv_out ? write_csv_rows(o->out, y.data, n, net->out_size, &err)
+                 : cg_npy_write(o->out, &y, &err)) != 0)
         fail(net, &err);
     else
         rc = 0;
@@ -658,8 +853,8 @@ static const command commands[] = {
      "schedule step-size gamma patience monitor eval-every val val-frac seed normalize no-normalize "
      "checkpoint-every resume out weights max-steps plain quiet no-plot",
      "", cmd_train},
-    {"eval", "weights data data-x data-y norm", "weights", cmd_eval},
-    {"predict", "weights input out norm", "weights input out", cmd_predict},
+    {"eval", "weights data data-x data-y norm confusion confusion-csv", "weights", cmd_eval},
+    {"predict", "weights input out norm softmax", "weights input out", cmd_predict},
     {"check", "weights input target out", "weights input target out", cmd_check},
 };
 

@@ -7,6 +7,10 @@
 
 #include "util.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 #define CG_NPY_MAXDIM 8
 
 enum cg_dtype { CG_F4 = 0, CG_F8, CG_I8, CG_I4, CG_U1, CG_I1 };
@@ -56,5 +60,9 @@ void cg_npz_free(cg_npz *z);
 /* Write n arrays as members "<key>.npy" (stored), atomically. */
 int cg_npz_write(const char *path, int n, const char *const *keys, const cg_array *arrays,
                  cg_err *err);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

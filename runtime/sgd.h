@@ -7,6 +7,10 @@
 
 #include "util.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 typedef struct cg_sgd {
     float lr, momentum, weight_decay;
     size_t n;        /* number of parameters */
@@ -37,5 +41,9 @@ void cg_scale(float *y, size_t n, float a);
  * constant: lr; step (StepLR): lr * gamma^floor(e / step_size);
  * cosine (CosineAnnealingLR, eta_min 0, T_max = epochs): lr * (1 + cos(pi e / T_max)) / 2. */
 float cg_lr_at(int schedule, float lr, int epoch, int epochs, int step_size, float gamma);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

@@ -66,6 +66,13 @@ void cg_evaluate(const cg_net *net, const float *params, float *buffers, float *
                  const cg_dataset *ds, float *xb, int64_t *yb, float *tb, double *loss,
                  double *acc)
 {
+    cg_evaluate_confusion(net, params, buffers, ws, ds, xb, yb, tb, loss, acc, NULL);
+}
+
+void cg_evaluate_confusion(const cg_net *net, const float *params, float *buffers, float *ws,
+                           const cg_dataset *ds, float *xb, int64_t *yb, float *tb,
+                           double *loss, double *acc, size_t *confusion)
+{
     double total = 0.0;
     size_t correct = 0;
     for (size_t start = 0; start < ds->n; start += (size_t)net->batch) {
@@ -83,6 +90,8 @@ void cg_evaluate(const cg_net *net, const float *params, float *buffers, float *
                     if (z[j] > z[best])
                         best = j;
                 correct += (int64_t)best == yb[i];
+                if (confusion)
+                    confusion[(size_t)yb[i] * net->out_size + best]++;
             }
     }
     *loss = ds->n ? total / (double)ds->n : NAN;
@@ -98,7 +107,7 @@ enum { ACC_EP_SUM, ACC_WIN_SUM, ACC_BEST_LOSS, ACC_ELAPSED, ACC_BEST_EPOCH, ACC_
        ACC_BEST_VLOSS, ACC_COUNT };
 enum { CFG_NPARAMS, CFG_NBUF, CFG_NTRAIN, CFG_NVAL, CFG_BATCH, CFG_MODE, CFG_ORDER, CFG_EPOCHS,
        CFG_LR, CFG_MOM, CFG_WD, CFG_SCHED, CFG_STEPSIZE, CFG_GAMMA, CFG_PATIENCE, CFG_EVALEVERY,
-       CFG_SEED, CFG_NORM, CFG_HASH, CFG_COUNT };
+       CFG_SEED, CFG_NORM, CFG_HASH, CFG_MONITOR, CFG_DATA, CFG_COUNT };
 
 typedef struct run {
     const cg_net *net;
@@ -113,6 +122,7 @@ typedef struct run {
     double cfg[CFG_COUNT];
     cg_dataset tr, val, test;
     long long spe; /* steps an epoch */
+    char resumed_changes[512]; /* the settings --resume changed, for the log line */
     int min_batch;
     int last_n, diverged; /* samples of the last forward; a non-finite loss or gradient */
     char outdir[4096], p_log[4352], p_best[4352], p_ckpt[4352], p_final[4352], p_last[4352],
@@ -127,7 +137,40 @@ static uint64_t fnv1a(const char *s)
     return h;
 }
 
-static void make_config(run *r)
+/* FNV-1a over 32-bit words (a trailing partial word byte by byte) */
+static uint64_t fnv1a_words(uint64_t h, const void *p, size_t bytes)
+{
+    const unsigned char *b = p;
+    size_t i = 0;
+    for (; i + 4 <= bytes; i += 4) {
+        uint32_t w;
+        memcpy(&w, b + i, 4);
+        h = (h ^ w) * 1099511628211ull;
+    }
+    for (; i < bytes; i++)
+        h = (h ^ b[i]) * 1099511628211ull;
+    return h;
+}
+
+/* the training and validation samples as the run sees them (after --normalize) */
+static double data_hash(const run *r)
+{
+    uint64_t h = 1469598103934665603ull;
+    const cg_dataset *parts[2] = {&r->tr, &r->val};
+    for (int k = 0; k < 2; k++) {
+        const cg_dataset *d = parts[k];
+        if (d->x)
+            h = fnv1a_words(h, d->x, d->n * d->x_size * sizeof(float));
+        if (d->labels)
+            h = fnv1a_words(h, d->labels, d->n * sizeof(int64_t));
+        if (d->targets)
+            h = fnv1a_words(h, d->targets, d->n * d->t_size * sizeof(float));
+    }
+    return (double)(h >> 12);
+}
+
+/* with_data: also the data's hash (a pass over the data: only when checkpoints matter) */
+static void make_config(run *r, int with_data)
 {
     const cg_train_defaults *h = &r->h;
     double *c = r->cfg;
@@ -145,17 +188,110 @@ static void make_config(run *r)
     c[CFG_SCHED] = h->schedule;
     c[CFG_STEPSIZE] = h->step_size;
     c[CFG_GAMMA] = h->gamma;
-    c[CFG_PATIENCE] = h->patience + 1e6 * h->monitor; /* both decide when to stop */
+    c[CFG_PATIENCE] = h->patience;
     c[CFG_EVALEVERY] = h->eval_every;
     c[CFG_SEED] = (double)(uint32_t)h->seed;
     c[CFG_NORM] = h->normalize;
     c[CFG_HASH] = (double)(fnv1a(r->net->spec_hash) >> 12);
+    c[CFG_MONITOR] = h->monitor;
+    c[CFG_DATA] = with_data ? data_hash(r) : 0;
 }
 
-static const char *const cfg_names[CFG_COUNT] = {
-    "parameter count", "buffer count", "training samples", "validation samples", "batch",
-    "mode", "order", "epochs", "lr", "momentum", "weight decay", "schedule", "step size",
-    "gamma", "patience", "eval every", "seed", "normalize", "spec hash"};
+/* What --resume may change. A resumable setting applies from the checkpoint's step on (the
+ * steps before it stay the checkpoint's, bit for bit); the others would continue the run
+ * as another one (other samples in each step, another network or data), so resume
+ * refuses them, naming the setting and why. */
+enum { CFG_RESUMABLE, CFG_OPTION, CFG_NETWORK, CFG_DATASET };
+static const struct cfg_item {
+    const char *name; /* the command-line option, or what the value is */
+    int kind;
+    const char *why;  /* CFG_OPTION: why it cannot change */
+} cfg_items[CFG_COUNT] = {
+    [CFG_NPARAMS] = {"parameter count", CFG_NETWORK, NULL},
+    [CFG_NBUF] = {"buffer count", CFG_NETWORK, NULL},
+    [CFG_HASH] = {"spec hash", CFG_NETWORK, NULL},
+    [CFG_NTRAIN] = {"training samples", CFG_DATASET, NULL},
+    [CFG_NVAL] = {"validation samples", CFG_DATASET, NULL},
+    [CFG_DATA] = {"samples", CFG_DATASET, NULL},
+    [CFG_BATCH] = {"--batch", CFG_OPTION, "it decides which samples every step takes"},
+    [CFG_MODE] = {"--mode", CFG_OPTION, "it decides which samples every step takes"},
+    [CFG_ORDER] = {"--order", CFG_OPTION, "it decides the order of the samples"},
+    [CFG_SEED] = {"--seed", CFG_OPTION, "the initial weights and the sample order come from it"},
+    [CFG_NORM] = {"--normalize", CFG_OPTION, "the inputs were standardized with it"},
+    [CFG_MONITOR] = {"--monitor", CFG_OPTION, "the best point so far was chosen by it"},
+    [CFG_EPOCHS] = {"--epochs", CFG_RESUMABLE, NULL},
+    [CFG_LR] = {"--lr", CFG_RESUMABLE, NULL},
+    [CFG_MOM] = {"--momentum", CFG_RESUMABLE, NULL},
+    [CFG_WD] = {"--weight-decay", CFG_RESUMABLE, NULL},
+    [CFG_SCHED] = {"--schedule", CFG_RESUMABLE, NULL},
+    [CFG_STEPSIZE] = {"--step-size", CFG_RESUMABLE, NULL},
+    [CFG_GAMMA] = {"--gamma", CFG_RESUMABLE, NULL},
+    [CFG_PATIENCE] = {"--patience", CFG_RESUMABLE, NULL},
+    [CFG_EVALEVERY] = {"--eval-every", CFG_RESUMABLE, NULL},
+};
+
+static const char *const mode_names[] = {"minibatch", "sgd", "full"};
+static const char *const order_names[] = {"shuffle", "random"};
+static const char *const sched_names[] = {"constant", "step", "cosine"};
+static const char *const monitor_names[] = {"loss", "error"};
+
+static const char *cfg_value(int i, double v, char *buf, size_t cap)
+{
+    const int k = v >= 0 && v < 4 && v == floor(v) ? (int)v : -1; /* a name's index, or -1 */
+    if (i == CFG_MODE && k >= 0 && k < 3)
+        return mode_names[k];
+    if (i == CFG_ORDER && k >= 0 && k < 2)
+        return order_names[k];
+    if (i == CFG_SCHED && k >= 0 && k < 3)
+        return sched_names[k];
+    if (i == CFG_MONITOR && k >= 0 && k < 2)
+        return monitor_names[k];
+    if (i == CFG_NORM && (k == 0 || k == 1))
+        return k ? "on" : "off";
+    snprintf(buf, cap, "%g", v);
+    return buf;
+}
+
+/* cfg: the checkpoint's settings. 0 when this run may continue it (the changes listed in
+ * r->resumed_changes), else -1 and why. */
+static int config_compare(run *r, const double *cfg, cg_err *err)
+{
+    size_t used = 0;
+    r->resumed_changes[0] = 0;
+    for (int i = 0; i < CFG_COUNT; i++) {
+        if (cfg[i] == r->cfg[i])
+            continue;
+        const struct cfg_item *c = &cfg_items[i];
+        char was[64], now[64];
+        const char *a = cfg_value(i, cfg[i], was, sizeof was);
+        const char *b = cfg_value(i, r->cfg[i], now, sizeof now);
+        switch (c->kind) {
+        case CFG_RESUMABLE:
+            if (used < sizeof r->resumed_changes)
+                used += (size_t)snprintf(r->resumed_changes + used, sizeof r->resumed_changes - used,
+                                         "%s%s %s -> %s", used ? ", " : "", c->name, a, b);
+            continue;
+        case CFG_NETWORK:
+            return cg_fail(err, "%s: written by another network (its %s differs from '%s'); "
+                                "resume with the trainer that wrote it", r->p_ckpt, c->name,
+                           r->net->name);
+        case CFG_DATASET:
+            if (i == CFG_DATA)
+                return cg_fail(err, "%s: written with other training data (the samples "
+                                    "differ); resume with the same --data or --data-x/--data-y "
+                                    "and --val/--val-frac", r->p_ckpt);
+            return cg_fail(err, "%s: written with other training data (%s %s, this run has %s); "
+                                "resume with the same --data or --data-x/--data-y and "
+                                "--val/--val-frac", r->p_ckpt, a, c->name, b);
+        default:
+            return cg_fail(err, "%s: written with %s %s, this run has %s %s; %s cannot change "
+                                "on --resume (%s): resume with %s %s, or train afresh in "
+                                "another --out", r->p_ckpt, c->name, a, c->name, b, c->name,
+                           c->why, c->name, a);
+        }
+    }
+    return 0;
+}
 
 /* ---- checkpoint ---- */
 static cg_array arr_f4(float *p, size_t n)
@@ -215,14 +351,8 @@ static int checkpoint_read(run *r, cg_err *err)
     int rc = -1;
     if (ck_get(&z, r->p_ckpt, "config", CG_F8, CFG_COUNT, &a[9], err) != 0)
         goto out;
-    const double *cfg = a[9]->data;
-    for (int i = 0; i < CFG_COUNT; i++)
-        if (cfg[i] != r->cfg[i]) {
-            cg_fail(err, "%s: the checkpoint was written with %s %.9g, this run has %.9g; resume "
-                         "with the same settings and data", r->p_ckpt, cfg_names[i], cfg[i],
-                    r->cfg[i]);
-            goto out;
-        }
+    if (config_compare(r, a[9]->data, err) != 0)
+        goto out;
     if (ck_get(&z, r->p_ckpt, "params", CG_F4, np, &a[0], err) ||
         ck_get(&z, r->p_ckpt, "buffers", CG_F4, nb, &a[1], err) ||
         ck_get(&z, r->p_ckpt, "velocity", CG_F4, np, &a[2], err) ||
@@ -234,7 +364,14 @@ static int checkpoint_read(run *r, cg_err *err)
         ck_get(&z, r->p_ckpt, "acc", CG_F8, ACC_COUNT, &a[8], err))
         goto out;
     const int64_t *perm = a[6]->data, *pos = a[7]->data;
-    if (pos[POS_EPOCH] < 0 || pos[POS_EPOCH] > r->h.epochs || pos[POS_K] < 0 ||
+    const long long need = (long long)pos[POS_EPOCH] + (pos[POS_K] > 0); /* epochs begun */
+    if (need > r->h.epochs && pos[POS_EPOCH] >= 0 && pos[POS_K] >= 0) {
+        cg_fail(err, "%s: the checkpoint is at step %lld, in epoch %lld; --epochs %d ends before "
+                     "it: resume with --epochs %lld or more", r->p_ckpt,
+                (long long)pos[POS_GSTEP], need, r->h.epochs, need);
+        goto out;
+    }
+    if (pos[POS_EPOCH] < 0 || pos[POS_K] < 0 ||
         pos[POS_K] >= r->spe || pos[POS_GSTEP] < 0 || pos[POS_LOG_BYTES] < 0 ||
         pos[POS_EP_N] < 0 || pos[POS_WIN_N] < 0 || pos[POS_BAD] < 0 || pos[POS_EVALS] < 0) {
         cg_fail(err, "%s: corrupt position counters", r->p_ckpt);
@@ -626,7 +763,7 @@ int cg_train(const cg_net *net, const cg_train_opts *o, cg_train_result *res, cg
     r->spe = h->mode == CG_MODE_FULL ? 1
              : h->mode == CG_MODE_SGD ? (long long)N
                                       : (long long)((N + (size_t)h->batch - 1) / (size_t)h->batch);
-    make_config(r);
+    make_config(r, o->resume || h->checkpoint_every > 0);
 
     /* ---- allocate everything ---- */
     const size_t np = net->n_params, nb = net->n_buffers, B = (size_t)net->batch;
@@ -668,6 +805,9 @@ int cg_train(const cg_net *net, const cg_train_opts *o, cg_train_result *res, cg
         say(o, "%s: resuming %s at step %lld (epoch %lld, step %lld of %lld)\n", net->name,
             r->p_ckpt, (long long)r->pos[POS_GSTEP], (long long)r->pos[POS_EPOCH] + 1,
             (long long)r->pos[POS_K], r->spe);
+        if (r->resumed_changes[0])
+            say(o, "%s: changed from step %lld on: %s\n", net->name,
+                (long long)r->pos[POS_GSTEP], r->resumed_changes);
     } else {
         if (o->init_weights) {
             if (cg_weights_load(net, o->init_weights, r->params, r->buffers, err) != 0)
@@ -682,9 +822,6 @@ int cg_train(const cg_net *net, const cg_train_opts *o, cg_train_result *res, cg
             goto out;
     }
 
-    static const char *const mode_names[] = {"minibatch", "sgd", "full"};
-    static const char *const order_names[] = {"shuffle", "random"};
-    static const char *const sched_names[] = {"constant", "step", "cosine"};
     say(o, "%s: %zu training samples, %zu validation, %zu test; mode %s (batch %d), order %s, "
            "%d epochs of %lld steps; lr %g (%s), momentum %g, weight decay %g; patience %d, "
            "seed %d%s; sgd kernel %s\n",
@@ -832,6 +969,14 @@ int cg_train(const cg_net *net, const cg_train_opts *o, cg_train_result *res, cg
     }
     if (tty && r->pos[POS_LAST_EVAL] != r->pos[POS_GSTEP])
         printf("\n");
+    /* a run that went through its epochs ends with a checkpoint, so that --resume with more
+     * --epochs continues it */
+    if (!stop && steps_here > 0 && h->checkpoint_every > 0 &&
+        r->pos[POS_GSTEP] % h->checkpoint_every != 0) {
+        r->acc[ACC_ELAPSED] = elapsed0 + (now() - t_start);
+        if (checkpoint_write(r, err) != 0)
+            goto out_log;
+    }
     res->steps = r->pos[POS_GSTEP];
     res->epochs_done = (int)r->pos[POS_EPOCH];
     res->stopped_early = stop;

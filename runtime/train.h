@@ -8,6 +8,10 @@
 #include "data.h"
 #include "util.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 typedef struct cg_train_opts {
     cg_train_defaults h;             /* hyperparameters; cg_train_opts_init copies net->train */
     const char *data;                /* directory, .npz or .csv; NULL: the default dataset */
@@ -56,8 +60,18 @@ void cg_evaluate(const cg_net *net, const float *params, float *buffers, float *
                  const cg_dataset *ds, float *xb, int64_t *yb, float *tb, double *loss,
                  double *acc);
 
+/* cg_evaluate, and with labels the counts confusion[true class * out_size + predicted class]
+ * (argmax of the output) added into confusion [out_size * out_size] unless it is NULL. */
+void cg_evaluate_confusion(const cg_net *net, const float *params, float *buffers, float *ws,
+                           const cg_dataset *ds, float *xb, int64_t *yb, float *tb,
+                           double *loss, double *acc, size_t *confusion);
+
 /* Smallest batch a training-mode forward accepts: 2 if a batch norm normalizes a single
  * value per channel and sample (rank-1 input or a 1x1 map), else 1. */
 int cg_min_train_batch(const cg_net *net);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

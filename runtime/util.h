@@ -6,6 +6,10 @@
 #include <stdint.h>
 #include <stdio.h>
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 /* Error sink passed explicitly to every fallible runtime function. Functions return 0 on
  * success and -1 on failure with a message (naming the file and the problem) in msg. */
 typedef struct cg_err {
@@ -56,5 +60,9 @@ void cg_rng_seed(cg_rng *r, uint64_t seed);
 uint64_t cg_rng_next(cg_rng *r);
 float cg_rng_uniform(cg_rng *r);              /* [0, 1) with 24 random bits */
 uint64_t cg_rng_below(cg_rng *r, uint64_t n); /* uniform in [0, n), n > 0, unbiased */
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

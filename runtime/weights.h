@@ -5,6 +5,10 @@
 #include "cnngen.h"
 #include "util.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 /* Strict load (like load_state_dict(strict=True)): every tensor of net->tensors must be
  * present with exactly its shape (float32 or float64; counters: an integer or float scalar
  * of shape ()), and no other keys may appear. params/buffers are only written on success. */
@@ -16,5 +20,9 @@ int cg_weights_save(const cg_net *net, const char *path, const float *params,
                     const float *buffers, cg_err *err);
 /* Total floats of learned parameters (sum of CG_PARAM tensor sizes). */
 size_t cg_param_count(const cg_net *net);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

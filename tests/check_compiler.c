@@ -453,16 +453,63 @@ START_TEST(test_cli_missing_file)
 }
 END_TEST
 
+/* -o beneath a regular file cannot be created (even by root): error naming it, nothing left */
 START_TEST(test_cli_bad_outdir)
 {
+    char *dir = make_tmpdir();
+    char f[512], d[600];
+    snprintf(f, sizeof f, "%s/plainfile", dir);
+    write_file(f, "x\n");
+    snprintf(d, sizeof d, "%s/new/sub", f);
     run_result r;
-    const char *d = "/nonexistent/cnngen_check_dir";
     RUN(r, "specs/lecture_conv1d.yaml", "-o", d);
-    expect_status("cnngen -o /nonexistent/...", &r, 1);
+    char *left = dir_listing(dir);
+    rm_tree(dir);
+    expect_status("cnngen -o FILE/new/sub", &r, 1);
     ck_assert_msg(strstr(r.err, d) != NULL, "cnngen -o %s: message does not name the directory:\n%s", d, r.err);
     ck_assert_msg(r.out_len == 0, "cnngen -o %s: printed a path although nothing was written: %s", d, r.out);
-    struct stat st;
-    ck_assert_msg(stat(d, &st) != 0, "cnngen -o %s: the directory now exists", d);
+    ck_assert_msg(strcmp(left, "plainfile") == 0, "cnngen -o FILE/new/sub: left behind: %s", left);
+    free(left);
+    free(dir);
+    free_result(&r);
+}
+END_TEST
+
+/* -o "" is an error (it used to write into /), exit 1, nothing written */
+START_TEST(test_cli_empty_outdir)
+{
+    int before = access("/lecture_conv1d.c", F_OK) == 0 || access("/lecture_conv1d.h", F_OK) == 0;
+    run_result r;
+    RUN(r, "specs/lecture_conv1d.yaml", "-o", "");
+    expect_status("cnngen -o ''", &r, 1);
+    ck_assert_msg(strstr(r.err, "-o ''") && strstr(r.err, "empty"), "cnngen -o '': unclear message:\n%s", r.err);
+    ck_assert_msg(r.out_len == 0, "cnngen -o '': printed %s", r.out);
+    ck_assert_msg(before || (access("/lecture_conv1d.c", F_OK) != 0 && access("/lecture_conv1d.h", F_OK) != 0),
+                  "cnngen -o '' wrote into /");
+    free_result(&r);
+}
+END_TEST
+
+/* -o DIR creates DIR and its missing parents (mkdir -p); a trailing slash is fine */
+START_TEST(test_cli_outdir_created)
+{
+    char *dir = make_tmpdir();
+    char d[600], sub[600];
+    snprintf(d, sizeof d, "%s/a/b/", dir);
+    run_result r;
+    RUN(r, "specs/lecture_conv1d.yaml", "-o", d);
+    expect_status("cnngen -o DIR/a/b/", &r, 0);
+    char want[700];
+    snprintf(want, sizeof want, "%slecture_conv1d.c\n", d);
+    ck_assert_msg(strcmp(r.out, want) == 0, "cnngen -o DIR/a/b/: printed \"%s\", expected \"%s\"", r.out, want);
+    char *left = dir_listing(d);
+    ck_assert_msg(strcmp(left, "lecture_conv1d.c lecture_conv1d.h") == 0, "DIR/a/b holds: %s", left);
+    free(left);
+    rm_tree(d);
+    snprintf(sub, sizeof sub, "%s/a", dir);
+    rmdir(sub);
+    rmdir(dir);
+    free(dir);
     free_result(&r);
 }
 END_TEST
@@ -838,6 +885,38 @@ START_TEST(test_gen_vgg16_fast_and_small)
 }
 END_TEST
 
+/* The header of a net with no parameter and no buffer: C linkage for C++, the counts 0
+ * and the _ALLOC sizes 1; no zero-size array anywhere in the generated C. */
+START_TEST(test_gen_header_embedding)
+{
+    char *dir = make_tmpdir();
+    char spec[512];
+    snprintf(spec, sizeof spec, "%s/bare.yaml", dir);
+    write_file(spec, "name: bare\ninput: [4]\nloss: mse\nlayers: [relu]\n");
+    run_result r;
+    RUN(r, spec, "-o", dir);
+    expect_status("cnngen bare.yaml", &r, 0);
+    char *h = read_generated(dir, "bare.h", NULL), *c = read_generated(dir, "bare.c", NULL);
+    rm_tree(dir);
+    static const char *const want[] = {
+        "#define BARE_N_PARAMS ((size_t)0)", "#define BARE_N_PARAMS_ALLOC ((size_t)1)",
+        "#define BARE_N_BUFFERS ((size_t)0)", "#define BARE_N_BUFFERS_ALLOC ((size_t)1)",
+        "#ifdef __cplusplus\nextern \"C\" {\n#endif", "#ifdef __cplusplus\n}\n#endif",
+        "-DCNNGEN_NO_MAIN", NULL};
+    for (int i = 0; want[i]; i++)
+        ck_assert_msg(strstr(h, want[i]) != NULL, "bare.h lacks \"%s\":\n%s", want[i], h);
+    const char *open = strstr(h, "extern \"C\" {"), *decl = strstr(h, "extern const cg_net bare_net;");
+    ck_assert_msg(open && decl && open < decl && strstr(decl, "\n}\n"),
+                  "bare.h: the declarations are not inside extern \"C\":\n%s", h);
+    ck_assert_msg(strstr(c, "[0]") == NULL && strstr(h, "[0]") == NULL, "a zero-size array in bare.c/.h");
+    ck_assert_msg(strstr(c, "#ifndef CNNGEN_NO_MAIN") != NULL, "bare.c: main() not behind CNNGEN_NO_MAIN");
+    free(h);
+    free(c);
+    free(dir);
+    free_result(&r);
+}
+END_TEST
+
 Suite *make_compiler_suite(void)
 {
     Suite *s = suite_create("compiler");
@@ -859,6 +938,8 @@ Suite *make_compiler_suite(void)
     tcase_add_test(cli, test_cli_o_without_dir);
     tcase_add_test(cli, test_cli_missing_file);
     tcase_add_test(cli, test_cli_bad_outdir);
+    tcase_add_test(cli, test_cli_empty_outdir);
+    tcase_add_test(cli, test_cli_outdir_created);
     tcase_add_test(cli, test_cli_outdir_is_file);
     tcase_add_test(cli, test_cli_empty_file);
     tcase_add_test(cli, test_cli_path_comment_injection);
@@ -876,6 +957,7 @@ Suite *make_compiler_suite(void)
     tcase_add_test(gen, test_gen_conv1d_straight_line);
     tcase_add_test(gen, test_gen_padded_conv_no_branches);
     tcase_add_test(gen, test_gen_vgg16_fast_and_small);
+    tcase_add_test(gen, test_gen_header_embedding);
     suite_add_tcase(s, gen);
     return s;
 }

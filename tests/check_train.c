@@ -568,12 +568,137 @@ START_TEST(test_kill_and_resume_in_process)
         same_weights(net, tpath("a/final.npz"), tpath("b/final.npz"));
         same_weights(net, tpath("a/best.npz"), tpath("b/best.npz"));
         same_logs(tpath("a/log.csv"), tpath("b/log.csv"));
-        /* a changed setting is refused */
-        o.h.lr = 0.5f;
+        /* a setting that decides the samples of a step is refused */
+        o.h.seed = 78;
         ck_assert_int_eq(cg_train(net, &o, &rb, &e), -1);
-        ck_assert_msg(strstr(e.msg, "checkpoint.npz") && strstr(e.msg, "lr"), "%s", e.msg);
+        ck_assert_msg(strstr(e.msg, "checkpoint.npz") && strstr(e.msg, "--seed 77"), "%s", e.msg);
         rm_tree(tpath("a"), 1);
         rm_tree(tpath("b"), 1);
+    }
+}
+END_TEST
+
+/* --resume with changed settings: --epochs, --lr, --momentum, --schedule, --patience ...
+ * apply from the checkpoint on; batch, mode, order, seed, data, normalization and the
+ * monitored objective are refused with the option named */
+START_TEST(test_resume_changed_settings)
+{
+    const cg_net *net = test_net("t_train_bn");
+    static bn_data d;
+    make_bn_data(&d, 120);
+    cg_train_opts o;
+    cg_train_result ra, rb;
+    cg_err e;
+    /* A: 5 epochs uninterrupted; B: 3 epochs (ends with a checkpoint although 39 steps is no
+     * multiple of 4), then --resume --epochs 5: the same run, bit for bit */
+    resume_opts(&o, net, &d.ds, CG_MODE_MINIBATCH, CG_ORDER_SHUFFLE, "a");
+    o.h.schedule = CG_SCHED_CONSTANT;
+    o.h.eval_every = 0;
+    o.h.epochs = 5;
+    ck_assert_msg(cg_train(net, &o, &ra, &e) == 0, "%s", e.msg);
+    resume_opts(&o, net, &d.ds, CG_MODE_MINIBATCH, CG_ORDER_SHUFFLE, "b");
+    o.h.schedule = CG_SCHED_CONSTANT;
+    o.h.eval_every = 0;
+    ck_assert_msg(cg_train(net, &o, &rb, &e) == 0, "%s", e.msg);
+    ck_assert_int_eq(rb.steps, 39);
+    cg_npz z;
+    ck_assert_msg(cg_npz_read(tpath("b/checkpoint.npz"), &z, &e) == 0, "%s", e.msg);
+    const cg_array *pos = cg_npz_get(&z, "pos");
+    ck_assert(pos && pos->count > 2);
+    ck_assert_int_eq(((int64_t *)pos->data)[2], 39); /* the global step: the run's end */
+    cg_npz_free(&z);
+    o.resume = 1;
+    o.h.epochs = 5;
+    ck_assert_msg(cg_train(net, &o, &rb, &e) == 0, "%s", e.msg);
+    ck_assert_int_eq(rb.steps, ra.steps);
+    same_weights(net, tpath("a/last.npz"), tpath("b/last.npz"));
+    same_weights(net, tpath("a/final.npz"), tpath("b/final.npz"));
+    same_weights(net, tpath("a/best.npz"), tpath("b/best.npz"));
+    same_logs(tpath("a/log.csv"), tpath("b/log.csv"));
+    /* fewer epochs than the checkpoint has begun: refused, naming --epochs */
+    o.h.epochs = 4;
+    ck_assert_int_eq(cg_train(net, &o, &rb, &e), -1);
+    ck_assert_msg(strstr(e.msg, "--epochs 5 or more"), "%s", e.msg);
+
+    /* C: killed at step 20 (checkpoint at 20), resumed with another lr, momentum, schedule,
+     * patience: accepted; the log's rows before step 20 are A's, the later ones carry the
+     * new lr */
+    resume_opts(&o, net, &d.ds, CG_MODE_MINIBATCH, CG_ORDER_SHUFFLE, "c");
+    o.h.schedule = CG_SCHED_CONSTANT;
+    o.h.eval_every = 0;
+    o.h.epochs = 5;
+    o.max_steps = 20;
+    ck_assert_msg(cg_train(net, &o, &rb, &e) == 0, "%s", e.msg);
+    ck_assert(rb.killed);
+    cg_train_opts c = o;
+    c.resume = 1;
+    c.max_steps = 0;
+    c.h.lr = 0.01f;
+    c.h.momentum = 0.5f;
+    c.h.weight_decay = 0;
+    c.h.schedule = CG_SCHED_STEP;
+    c.h.step_size = 2;
+    c.h.gamma = 0.5f;
+    c.h.patience = 3;
+    c.h.eval_every = 7;
+    ck_assert_msg(cg_train(net, &c, &rb, &e) == 0, "%s", e.msg);
+    FILE *fa = fopen(tpath("a/log.csv"), "r"), *fc = fopen(tpath("c/log.csv"), "r");
+    ck_assert(fa && fc);
+    char la[256], lc[256];
+    int rows = 0, after = 0;
+    while (fgets(lc, sizeof lc, fc)) {
+        long long step = -1;
+        double lr = 0;
+        if (sscanf(lc, "%lld,%*[^,],%*[^,],%*[^,],%*[^,],%lf", &step, &lr) != 2)
+            continue; /* the header */
+        if (step <= 20) {
+            ck_assert_ptr_nonnull(fgets(la, sizeof la, fa));
+            if (rows == 0) /* A's header */
+                ck_assert_ptr_nonnull(fgets(la, sizeof la, fa));
+            *strrchr(la, ',') = 0;
+            *strrchr(lc, ',') = 0;
+            ck_assert_msg(!strcmp(la, lc), "row of step %lld: '%s' vs '%s'", step, la, lc);
+            rows++;
+        } else {
+            double want = 0.01 * pow(0.5, (double)((step - 1) / 13 / 2)); /* the epoch of the step */
+            ck_assert_msg(fabs(lr - want) < 1e-7, "step %lld: lr %g, expected %g", step, lr, want);
+            after++;
+        }
+    }
+    ck_assert_int_eq(rows, 1); /* the end of epoch 1 */
+    ck_assert_int_ge(after, 3);
+    fclose(fa);
+    fclose(fc);
+
+    /* refused: each names its option and keeps the checkpoint */
+    struct { int field; const char *want; } bad[] = {
+        {0, "--batch 8"}, {1, "--mode minibatch"}, {2, "--order shuffle"}, {3, "--seed 77"},
+        {4, "--normalize off"}, {5, "--monitor loss"}, {6, "the samples differ"},
+        {7, "training samples"}};
+    static bn_data d2;
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        cg_train_opts r = o;
+        r.resume = 1;
+        r.max_steps = 1;
+        switch (bad[i].field) {
+        case 0: r.h.batch = 4; break;
+        case 1: r.h.mode = CG_MODE_FULL; break;
+        case 2: r.h.order = CG_ORDER_RANDOM; break;
+        case 3: r.h.seed = 78; break;
+        case 4: r.h.normalize = 1; break;
+        case 5: r.h.monitor = CG_MONITOR_ERROR; break;
+        case 6: /* the same size, one value changed */
+            d2 = d;
+            d2.ds.x = d2.x;
+            d2.ds.labels = d2.y;
+            d2.x[500] += 0.5f;
+            r.train_ds = &d2.ds;
+            break;
+        case 7: r.h.val = 21; break;
+        }
+        ck_assert_int_eq(cg_train(net, &r, &rb, &e), -1);
+        ck_assert_msg(strstr(e.msg, "c/checkpoint.npz") && strstr(e.msg, bad[i].want),
+                      "case %zu: expected '%s' in: %s", i, bad[i].want, e.msg);
     }
 }
 END_TEST
@@ -915,6 +1040,218 @@ START_TEST(test_cli_train_eval_predict)
 }
 END_TEST
 
+/* ---- predict: --softmax, CSV and IDX in, CSV out; eval --confusion ---- */
+/* cg_main with args (NULL-terminated, after the program name), stdout into file */
+static int run_main_captured(const char *file, const cg_net *net, const char *const *args)
+{
+    char *argv[32];
+    int argc = 0;
+    argv[argc++] = "t";
+    for (; *args; args++)
+        argv[argc++] = (char *)*args;
+    argv[argc] = NULL;
+    fflush(stdout);
+    int saved = dup(1);
+    FILE *f = fopen(file, "w");
+    ck_assert_ptr_nonnull(f);
+    dup2(fileno(f), 1);
+    int rc = cg_main(net, argc, argv);
+    fflush(stdout);
+    dup2(saved, 1);
+    close(saved);
+    fclose(f);
+    return rc;
+}
+#define RUN_CAPTURED(file, net, ...) run_main_captured(file, net, (const char *const[]){__VA_ARGS__, NULL})
+
+/* a whole text file, NUL-terminated */
+static char *read_text(const char *path)
+{
+    unsigned char *buf;
+    size_t len;
+    cg_err e;
+    ck_assert_msg(cg_read_file(path, &buf, &len, &e) == 0, "%s", e.msg);
+    char *t = realloc(buf, len + 1);
+    ck_assert_ptr_nonnull(t);
+    t[len] = 0;
+    return t;
+}
+
+/* a CSV of n rows of k numbers (no header) */
+static float *read_csv_floats(const char *path, size_t n, size_t k)
+{
+    char *t = read_text(path);
+    ck_assert_msg(strncmp(t, "\x93NUMPY", 6) != 0, "%s is a .npy file", path);
+    float *v = calloc(n * k, sizeof(float));
+    char *p = t;
+    for (size_t i = 0; i < n; i++)
+        for (size_t j = 0; j < k; j++) {
+            char *end;
+            v[i * k + j] = strtof(p, &end);
+            ck_assert_msg(end != p && *end == (j + 1 < k ? ',' : '\n'),
+                          "%s: row %zu field %zu: bad separator in '%.20s'", path, i, j, p);
+            p = end + 1;
+        }
+    ck_assert_msg(*p == 0, "%s: more than %zu rows", path, n);
+    free(t);
+    return v;
+}
+
+START_TEST(test_cli_predict_formats)
+{
+    const cg_net *net = test_net("t_train_bn"); /* 1x6x6 -> 4 classes, batch 8 */
+    enum { N = 13, K = 4 };
+    static float x[N * 36], pb[256], bb[256];
+    int64_t y[N];
+    cg_rng r;
+    cg_rng_seed(&r, 3);
+    for (int i = 0; i < N * 36; i++)
+        x[i] = 2 * cg_rng_uniform(&r) - 0.5f;
+    for (int i = 0; i < N; i++)
+        y[i] = i % K;
+    cg_err e;
+    ck_assert_uint_le(net->n_params, 256);
+    ck_assert_uint_le(net->n_buffers, 256);
+    cg_init_params(net, pb, bb, 5);
+    for (size_t i = 0; i < net->n_buffers; i++) /* running statistics that are not 0 / 1 */
+        bb[i] += 0.25f;
+    ck_assert_msg(cg_weights_save(net, tpath("w.npz"), pb, bb, &e) == 0, "%s", e.msg);
+    write_arr(tpath("x.npy"), CG_F4, 4, (int64_t[]){N, 1, 6, 6}, x);
+    write_arr(tpath("xflat.npy"), CG_F4, 2, (int64_t[]){N, 36}, x);
+    static unsigned char buf[64 + N * 36 * 4];
+    write_bytes(tpath("x.idx"), buf, idx_image(buf, 0x0D, 3, (uint32_t[]){N, 6, 6}, x, 4));
+    FILE *fl = fopen(tpath("lab.csv"), "w"), *ff = fopen(tpath("feat.csv"), "w"),
+         *fb = fopen(tpath("bad.csv"), "w");
+    fputs("label", fl);
+    for (int k = 0; k < 36; k++)
+        fprintf(fl, ",p%d", k);
+    fputs("\n", fl);
+    for (int i = 0; i < N; i++) {
+        fprintf(fl, "%d", (int)y[i]);
+        for (int k = 0; k < 36; k++) {
+            fprintf(fl, ",%.9g", (double)x[i * 36 + k]);
+            fprintf(ff, "%s%.9g", k ? "," : "", (double)x[i * 36 + k]);
+            if (k < 35)
+                fprintf(fb, "%s%.9g", k ? "," : "", (double)x[i * 36 + k]);
+        }
+        fputs("\n", fl), fputs("\n", ff), fputs("\n", fb);
+    }
+    fclose(fl), fclose(ff), fclose(fb);
+    char W[600]; /* tpath's buffers rotate */
+    snprintf(W, sizeof W, "%s", tpath("w.npz"));
+
+    /* logits, the reference */
+    ck_assert_int_eq(run_main(net, "predict", "--weights", W, "--input", tpath("x.npy"), "--out",
+                              tpath("p.npy"), NULL), 0);
+    cg_array p;
+    ck_assert_int_eq(cg_npy_read(tpath("p.npy"), &p, &e), 0);
+    ck_assert_int_eq(p.shape[0], N);
+    ck_assert_int_eq(p.shape[1], K);
+    const float *z = p.data;
+    /* --softmax: each row exp(z) / sum exp(z) */
+    ck_assert_int_eq(run_main(net, "predict", "--weights", W, "--input", tpath("x.npy"), "--out",
+                              tpath("ps.npy"), "--softmax", NULL), 0);
+    cg_array ps;
+    ck_assert_int_eq(cg_npy_read(tpath("ps.npy"), &ps, &e), 0);
+    for (int i = 0; i < N; i++) {
+        double sum = 0, ref = 0;
+        for (int j = 0; j < K; j++)
+            ref += exp((double)z[i * K + j]);
+        for (int j = 0; j < K; j++) {
+            float q = ((float *)ps.data)[i * K + j];
+            ck_assert_double_eq_tol(q, exp((double)z[i * K + j]) / ref, 1e-6);
+            ck_assert(q > 0 && q < 1);
+            sum += q;
+        }
+        ck_assert_double_eq_tol(sum, 1.0, 1e-6);
+    }
+    /* the same inputs from the training CSV (header, label first), a features-only CSV, a
+     * flat .npy and a float32 IDX [N, 6, 6]: the same logits; .csv out is one row a sample */
+    const char *inputs[] = {"lab.csv", "feat.csv", "xflat.npy", "x.idx"};
+    for (int c = 0; c < 4; c++) {
+        char in[600];
+        snprintf(in, sizeof in, "%s", tpath(inputs[c]));
+        ck_assert_int_eq(run_main(net, "predict", "--weights", W, "--input", in, "--out",
+                                  tpath("q.csv"), NULL), 0);
+        float *q = read_csv_floats(tpath("q.csv"), N, K);
+        ck_assert_msg(memcmp(q, z, sizeof(float) * N * K) == 0, "%s: other outputs", inputs[c]);
+        free(q);
+    }
+    ck_assert_int_eq(run_main(net, "predict", "--weights", W, "--input", tpath("feat.csv"),
+                              "--out", tpath("qs.csv"), "--softmax", NULL), 0);
+    float *q = read_csv_floats(tpath("qs.csv"), N, K);
+    ck_assert_msg(memcmp(q, ps.data, sizeof(float) * N * K) == 0, "--softmax to .csv differs");
+    free(q);
+    /* errors: an output type that is neither .npy nor .csv, softmax of an mse net, a CSV
+     * with a field too few; nothing written */
+    ck_assert_int_eq(run_main(net, "predict", "--weights", W, "--input", tpath("x.npy"), "--out",
+                              tpath("p.txt"), NULL), 2);
+    ck_assert_int_eq(access(tpath("p.txt"), F_OK), -1);
+    cg_net lin = lin_net();
+    ck_assert_int_eq(run_main(&lin, "predict", "--weights", W, "--input", tpath("x.npy"), "--out",
+                              tpath("l.npy"), "--softmax", NULL), 2);
+    ck_assert_int_eq(run_main(net, "predict", "--weights", W, "--input", tpath("bad.csv"), "--out",
+                              tpath("b.csv"), NULL), 1);
+    ck_assert_int_eq(access(tpath("b.csv"), F_OK), -1);
+    cg_dataset ds;
+    ck_assert_int_eq(cg_csv_load_inputs(tpath("bad.csv"), 36, &ds, &e), -1);
+    ck_assert_msg(strstr(e.msg, "bad.csv") && strstr(e.msg, "35 fields") &&
+                      strstr(e.msg, "36 features"), "%s", e.msg);
+
+    /* eval --confusion: the matrix of (label, argmax of the logits) */
+    write_arr(tpath("y.npy"), CG_I8, 1, (int64_t[]){N}, y);
+    size_t want[K][K] = {{0}};
+    for (int i = 0; i < N; i++) {
+        int best = 0;
+        for (int j = 1; j < K; j++)
+            if (z[i * K + j] > z[i * K + best])
+                best = j;
+        want[y[i]][best]++;
+    }
+    ck_assert_int_eq(RUN_CAPTURED(tpath("eval.txt"), net, "eval", "--weights", W, "--data-x",
+                                  tpath("x.npy"), "--data-y", tpath("y.npy"), "--confusion-csv",
+                                  tpath("c.csv")), 0);
+    char *txt = read_text(tpath("c.csv"));
+    char *line = strtok(txt, "\n");
+    ck_assert_str_eq(line, "class,pred_0,pred_1,pred_2,pred_3,samples,accuracy");
+    for (int c = 0; c < K; c++) {
+        line = strtok(NULL, "\n");
+        ck_assert_ptr_nonnull(line);
+        char row[256];
+        size_t n = want[c][0] + want[c][1] + want[c][2] + want[c][3];
+        snprintf(row, sizeof row, "%d,%zu,%zu,%zu,%zu,%zu,%.6f", c, want[c][0], want[c][1],
+                 want[c][2], want[c][3], n, (double)want[c][c] / (double)n);
+        ck_assert_str_eq(line, row);
+    }
+    ck_assert_ptr_null(strtok(NULL, "\n"));
+    free(txt);
+    txt = read_text(tpath("eval.txt"));
+    char row[128];
+    snprintf(row, sizeof row, "  class 1: %.4f (%zu / %zu)\n", (double)want[1][1] / 3.0,
+             want[1][1], (size_t)3);
+    ck_assert_msg(strstr(txt, "per-class accuracy") && strstr(txt, row) &&
+                      strstr(txt, "confusion matrix (rows: true class"),
+                  "eval --confusion printed:\n%s", txt);
+    free(txt);
+    /* --confusion alone prints the same, writes no file; float targets have no classes */
+    ck_assert_int_eq(RUN_CAPTURED(tpath("eval2.txt"), net, "eval", "--weights", W, "--data-x",
+                                  tpath("x.npy"), "--data-y", tpath("y.npy"), "--confusion"), 0);
+    txt = read_text(tpath("eval2.txt"));
+    ck_assert(strstr(txt, "confusion matrix") != NULL);
+    free(txt);
+    float t[N];
+    for (int i = 0; i < N; i++)
+        t[i] = (float)i;
+    write_arr(tpath("x2.npy"), CG_F4, 2, (int64_t[]){N, 2}, x);
+    write_arr(tpath("t.npy"), CG_F4, 2, (int64_t[]){N, 1}, t);
+    ck_assert_msg(cg_weights_save(&lin, tpath("lw.npz"), pb, NULL, &e) == 0, "%s", e.msg);
+    ck_assert_int_eq(run_main(&lin, "eval", "--weights", tpath("lw.npz"), "--data-x",
+                              tpath("x2.npy"), "--data-y", tpath("t.npy"), "--confusion", NULL), 2);
+    cg_array_free(&p);
+    cg_array_free(&ps);
+}
+END_TEST
+
 Suite *make_train_suite(void)
 {
     Suite *s = suite_create("train");
@@ -932,8 +1269,10 @@ Suite *make_train_suite(void)
     tcase_add_test(tc, test_early_stopping_restores_best);
     tcase_add_test(tc, test_kill_and_resume_in_process);
     tcase_add_test(tc, test_kill_and_resume_sigkill);
+    tcase_add_test(tc, test_resume_changed_settings);
     tcase_add_test(tc, test_data_formats);
     tcase_add_test(tc, test_cli_train_eval_predict);
+    tcase_add_test(tc, test_cli_predict_formats);
     suite_add_tcase(s, tc);
     return s;
 }

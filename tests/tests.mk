@@ -11,7 +11,7 @@ CHECK_SRC := $(wildcard tests/check_*.c)
 TRAINERS  := $(patsubst specs/%.yaml,$(B)/trainers/%,$(filter-out specs/vgg16.yaml,$(SPECS)))
 
 .PHONY: test check-unit check-torch
-TEST_PARTS := build-nopkgconfig check-unit check-kernels regen-check warn-check sanitize-check fuzz-smoke golden-check check-torch schedules-check check-threads
+TEST_PARTS := build-nopkgconfig embed-check check-unit check-kernels regen-check warn-check sanitize-check fuzz-smoke golden-check check-torch schedules-check check-threads
 test-run: all $(TEST_PARTS)
 	@echo "make test: every part passed ($(TEST_PARTS))"
 	@echo "test: $(words $(TEST_PARTS)) passed, 0 failed"
@@ -26,6 +26,24 @@ build-nopkgconfig:
 	@$(MAKE) --no-print-directory -s B=$(B)/nopc PKG_CONFIG=false trainer SPEC=specs/lecture_conv1d.yaml OUT=$(B)/nopc/t >/dev/null
 	@$(B)/nopc/t/lecture_conv1d --help >/dev/null
 	@echo "build-nopkgconfig: compiler, runtime and a trainer built and run with PKG_CONFIG=false"
+
+# the embedding API as a user gets it: `make install` into a scratch prefix, then the C
+# and the C++ program of examples/train_embed/ built with that prefix's pkg-config flags
+# only (no -Iruntime), linked with a trainer compiled -DCNNGEN_NO_MAIN, and run
+EMBED_PREFIX := $(abspath $(B)/embedding/prefix)
+.PHONY: embed-check
+embed-check: all
+	@rm -rf $(B)/embedding && mkdir -p $(B)/embedding/run
+	@$(MAKE) --no-print-directory -s install PREFIX=$(EMBED_PREFIX) >/dev/null
+	@set -e; export PKG_CONFIG_PATH=$(EMBED_PREFIX)/lib/pkgconfig; \
+	 cf="$$($(PKG_CONFIG) --cflags cnngen)"; lf="$$($(PKG_CONFIG) --libs cnngen)"; e=examples/train_embed; \
+	 $(EMBED_PREFIX)/bin/cnngen $$e/tiny.yaml -o $(B)/embedding/gen >/dev/null; \
+	 $(CC) -std=c11 -pedantic $(WARN) -Werror -O2 $$cf -DCNNGEN_NO_MAIN -c $(B)/embedding/gen/tiny.c -o $(B)/embedding/tiny.o; \
+	 $(CC) -std=c11 -pedantic $(WARN) -Werror -O2 $$cf -I$(B)/embedding/gen $$e/train_embed.c $(B)/embedding/tiny.o $$lf -o $(B)/embedding/train_embed; \
+	 $(CXX) -std=c++11 -pedantic -Wall -Wextra -Werror -O2 $$cf -I$(B)/embedding/gen $$e/train_embed.cpp $(B)/embedding/tiny.o $$lf -o $(B)/embedding/train_embed_cpp; \
+	 OMP_NUM_THREADS=1 $(B)/embedding/train_embed $(B)/embedding/run; OMP_NUM_THREADS=1 $(B)/embedding/train_embed_cpp $(B)/embedding/run; \
+	 test -f $(B)/embedding/run/final.npz
+	@echo "embed-check: installed headers and cnngen.pc build the C and C++ examples of examples/train_embed; both train"
 
 # test nets: generated, compiled without main, registered in one table
 $(B)/tnets/%.c: tests/nets/%.yaml $(B)/cnngen | $(B)/tnets

@@ -472,18 +472,32 @@ local function emit(spec, spec_path, spec_text)
   H:line("")
   H:line("#include \"cnngen.h\"")
   H:line("")
+  H:line("/* Sizes in floats. N_PARAMS or N_BUFFERS may be 0 (no learned layer, no batch norm):")
+  H:line(" * declare and allocate with the _ALLOC sizes, which are at least 1. */")
   H:line("#define %s_BATCH %d /* largest batch forward/backward accept */", UP, B)
   H:line("#define %s_IN_SIZE %d /* floats per input sample, %s */", UP, prod(spec.input), shape_str(spec.input))
   H:line("#define %s_OUT_SIZE %d /* floats per output sample, %s */", UP, spec.out_size, shape_str(spec.out_shape))
   H:line("#define %s_N_PARAMS ((size_t)%d) /* learned floats: weights, biases, gamma, beta */", UP, spec.n_params)
+  H:line("#define %s_N_PARAMS_ALLOC ((size_t)%d) /* N_PARAMS, at least 1 */", UP, math.max(spec.n_params, 1))
   H:line("#define %s_N_BUFFERS ((size_t)%d) /* batch-norm running statistics and counters */", UP, spec.n_buffers)
+  H:line("#define %s_N_BUFFERS_ALLOC ((size_t)%d) /* N_BUFFERS, at least 1 */", UP, math.max(spec.n_buffers, 1))
   H:line("#define %s_WORKSPACE ((size_t)%d) /* floats: activations, gradients, scratch */", UP, spec.workspace)
   H:line("#define %s_OUT_OFFSET ((size_t)%d) /* network output in the workspace */", UP, spec.out_offset)
   H:line("#define %s_DOUT_OFFSET ((size_t)%d) /* dLoss/dOutput goes here before backward */", UP, spec.dout)
   H:line("")
+  H:line("/* %s.c also defines main() (the trainer, cg_main) unless compiled with -DCNNGEN_NO_MAIN,", name)
+  H:line(" * which links it into another program: docs/embedding.md. */")
+  H:line("#ifdef __cplusplus")
+  H:line("extern \"C\" {")
+  H:line("#endif")
+  H:line("")
   H:line("void %s_forward(const float *params, float *buffers, const float *x, float *ws, int nb, int training);", name)
   H:line("void %s_backward(const float *params, float *grads, const float *x, float *dx, float *ws, int nb);", name)
   H:line("extern const cg_net %s_net;", name)
+  H:line("")
+  H:line("#ifdef __cplusplus")
+  H:line("}")
+  H:line("#endif")
   H:line("")
   H:line("#endif")
 
@@ -698,6 +712,7 @@ local function emit(spec, spec_path, spec_text)
   O:line("    .forward = %s_forward, .backward = %s_backward,", name, name)
   O:line("};")
   O:line("")
+  O:line("/* the trainer; -DCNNGEN_NO_MAIN leaves it out (docs/embedding.md) */")
   O:line("#ifndef CNNGEN_NO_MAIN")
   O:line("int main(int argc, char **argv) { return cg_main(&%s_net, argc, argv); }", name)
   O:line("#endif")
@@ -769,7 +784,7 @@ end
 -- Command line
 ---------------------------------------------------------------------------
 local USAGE = [[
-usage: cnngen SPEC.yaml [-o DIR]     write DIR/<name>.c and DIR/<name>.h (DIR: .)
+usage: cnngen SPEC.yaml [-o DIR]     write DIR/<name>.c and DIR/<name>.h (DIR: ., created if missing)
        cnngen --summary SPEC.yaml    print shapes, parameters, multiply-adds, receptive fields
        cnngen --check SPEC.yaml      validate only
        cnngen --schedules SPEC.yaml  per layer: signature and legal schedules (for make tune)
@@ -895,6 +910,7 @@ function M.main(args)
     i = i + 1
   end
   if not path then io.stderr:write("cnngen: no spec given\n" .. USAGE); return 2 end
+  if outdir == "" then io.stderr:write("cnngen: -o '': the output directory is an empty path\n"); return 1 end
   local h, err = io.open(path, "rb")
   if not h then io.stderr:write("cnngen: cannot read " .. tostring(err) .. "\n"); return 1 end
   local text, rerr = h:read("a")
@@ -918,9 +934,15 @@ function M.main(args)
   if mode == "check" then return 0 end
   if mode == "schedules" then io.stdout:write(schedules_list(spec)); return 0 end
   local c, hdr = emit(spec, path, text)
-  local base = outdir .. "/" .. spec.name
+  local made, merr = cnngen_c.mkdir_p(outdir) -- mkdir -p; the new directories go again on error
+  if not made then io.stderr:write("cnngen: " .. merr .. "\n"); return 1 end
+  local base = (outdir:sub(-1) == "/" and outdir or outdir .. "/") .. spec.name
   local ok, werr = write_atomic({{path = base .. ".h", text = hdr}, {path = base .. ".c", text = c}})
-  if not ok then io.stderr:write("cnngen: " .. tostring(werr) .. "\n"); return 1 end
+  if not ok then
+    for k = #made, 1, -1 do os.remove(made[k]) end
+    io.stderr:write("cnngen: " .. tostring(werr) .. "\n")
+    return 1
+  end
   io.stdout:write(base .. ".c\n")
   return 0
 end
