@@ -109,10 +109,10 @@ function M.window(L) return L.geom end
 --             batch 16): register tiles of channels x lane vectors
 -- Tiles are counted in accumulators of 16 floats; T.acc is the target's budget.
 ---------------------------------------------------------------------------
-local function fill(n) return n / ((n + 15) // 16 * 16) end
+local function fill(n, V) return n / ((n + V - 1) // V * V) end
 
 local function lanes_tiles(L, T)
-  local ld, NV = util.largest_divisor, L.lanes_R // 16
+  local ld, NV = util.largest_divisor, L.lanes_R // L.vec
   -- lane vectors per tile: at most cap, and at most half the lanes when the channel
   -- blocks alone give no parallel work
   local function lane_tile(cap, nblocks)
@@ -133,7 +133,7 @@ local function lanes_tiles(L, T)
 end
 
 local function cv_tiles(L, T, nch, width)
-  local TV = util.largest_divisor((nch + 15) // 16, 4)
+  local TV = util.largest_divisor((nch + L.vec - 1) // L.vec, 4)
   return {TV = TV, TP = math.max(1, math.min(width, T.acc // TV))}
 end
 
@@ -160,7 +160,7 @@ function M.candidates(L, T)
       dw = {form = "wv", tile = wv.dw_tile(L, T)}, dx = {form = "wv", tile = wv.dx_tile(L, T), apart = true}}
   end
   if wv.tileable(L) then
-    local dw = {TV = util.largest_divisor((L.cout + 15) // 16, 4)}
+    local dw = {TV = util.largest_divisor((L.cout + L.vec - 1) // L.vec, 4)}
     dw.TPR = math.max(1, T.acc // dw.TV)
     local cv = {name = "cv", layout = "nchw", fwd = {form = "cv", tile = cv_tiles(L, T, L.cout, L.geom.w.O)},
       dw = {form = "cv", tile = dw}, dx = {form = "cv", tile = cv_tiles(L, T, L.cin, L.geom.w.I), apart = true}}
@@ -170,7 +170,7 @@ function M.candidates(L, T)
         dx = {form = "wv", tile = wv.dx_tile(L, T), apart = true}}
     end
     -- dx in the row-vector form when rows fill more of a vector than the channels
-    if cvw and fill(L.geom.w.I) > fill(L.cin) then cv, cvw = cvw, cv end
+    if cvw and fill(L.geom.w.I, L.vec) > fill(L.cin, L.vec) then cv, cvw = cvw, cv end
     c[#c + 1] = cv
     c[#c + 1] = cvw
   end
@@ -674,19 +674,19 @@ end
 -- a row x TV vectors of 16 output channels in registers, every input value
 -- broadcast feeds TV FMAs, every weight vector TP FMAs. Stride 1, groups 1.
 ---------------------------------------------------------------------------
-local function ceil16(n) return (n + 15) // 16 * 16 end
+local function ceilv(L, n) return (n + L.vec - 1) // L.vec * L.vec end
 
 -- scratch layout (floats, each region a multiple of 16)
 function M.cv_scratch(L)
   local g = L.geom
-  local CP, CIP = ceil16(L.cout), ceil16(L.cin)
+  local CP, CIP = ceilv(L, L.cout), ceilv(L, L.cin)
   local Hp, Wp = g.h.I + g.h.lo + g.h.hi, g.w.I + g.w.lo + g.w.hi
   local Qh, Qw = g.h.D * (g.h.K - 1) - g.h.lo, g.w.D * (g.w.K - 1) - g.w.lo
   local Hq, Wq = g.h.I + g.h.D * (g.h.K - 1), g.w.I + g.w.D * (g.w.K - 1)
   local KK, OHW, IHW = g.h.K * g.w.K, g.h.O * g.w.O, g.h.I * g.w.I
   local r = {CP = CP, CIP = CIP, Hp = Hp, Wp = Wp, Qh = Qh, Qw = Qw, Hq = Hq, Wq = Wq}
   local at = 0
-  local function take(name, n) r[name] = at; at = at + ceil16(n) end
+  local function take(name, n) r[name] = at; at = at + ceilv(L, n) end
   take("XP", L.batch * Hp * Wp * L.cin)   -- padded channels-last input of every sample (kept for dW)
   take("YH", OHW * CP)                    -- one sample's output, channels-last
   take("WT", L.cin * KK * CP)             -- weights as [ci][k][co]
@@ -718,7 +718,8 @@ end
 function M.forward_cv(L, C, ctx)
   local g, d, sc = L.geom, dims(L), M.cv_scratch(L)
   local CP, Cin, Cout, KK = sc.CP, L.cin, L.cout, d.KHW
-  local NV = CP // 16
+  local V = L.vec
+  local NV = CP // V
   local TV, TP = L.sched.fwd.tile.TV, L.sched.fwd.tile.TP
   C:line("const float *restrict w = %s;", L.t.weight)
   C:line("float *restrict yh = S + %d, *restrict wt = S + %d, *restrict bp = S + %d;", sc.YH, sc.WT, sc.BP)
@@ -743,17 +744,17 @@ function M.forward_cv(L, C, ctx)
   cv_row_tiles(C, g.w.O, TP, function(x0, tp)
     for p = 0, tp - 1 do
       local init = {}
-      for v = 0, TV - 1 do init[#init + 1] = string.format("a%d_%d = VLOAD(bp + (v0 + %d) * 16)", p, v, v) end
+      for v = 0, TV - 1 do init[#init + 1] = string.format("a%d_%d = VLOAD(bp + (v0 + %d) * %d)", p, v, v, V) end
       C:line("cg_v %s;", table.concat(init, ", "))
     end
     C:open("for (int ci = 0; ci < %d; ci++) {", Cin)
     C:line("const float *restrict xr = xp + (oy * %d + %s) * %d + ci;", sc.Wp, x0, Cin)
-    C:line("const float *restrict wr = wt + ci * %d + v0 * 16;", KK * CP)
+    C:line("const float *restrict wr = wt + ci * %d + v0 * %d;", KK * CP, V)
     for ky = 0, g.h.K - 1 do
       for kx = 0, g.w.K - 1 do
         local k = ky * g.w.K + kx
         local loads = {}
-        for v = 0, TV - 1 do loads[#loads + 1] = string.format("w%d = VLOAD(wr + %d)", v, k * CP + v * 16) end
+        for v = 0, TV - 1 do loads[#loads + 1] = string.format("w%d = VLOAD(wr + %d)", v, k * CP + v * V) end
         C:open("{")
         C:line("const cg_v %s;", table.concat(loads, ", "))
         for p = 0, tp - 1 do
@@ -769,7 +770,7 @@ function M.forward_cv(L, C, ctx)
     for p = 0, tp - 1 do
       local st = {}
       for v = 0, TV - 1 do
-        st[#st + 1] = string.format("VSTORE(yh + (oy * %d + %s + %d) * %d + (v0 + %d) * 16, a%d_%d);", g.w.O, x0, p, CP, v, p, v)
+        st[#st + 1] = string.format("VSTORE(yh + (oy * %d + %s + %d) * %d + (v0 + %d) * %d, a%d_%d);", g.w.O, x0, p, CP, v, V, p, v)
       end
       C:line(table.concat(st, " "))
     end
@@ -787,7 +788,8 @@ end
 function M.backward_cv(L, C, ctx)
   local g, d, sc = L.geom, dims(L), M.cv_scratch(L)
   local CP, Cin, Cout, KK = sc.CP, L.cin, L.cout, d.KHW
-  local NV = CP // 16
+  local V = L.vec
+  local NV = CP // V
   local TV, TPR = L.sched.dw.tile.TV, L.sched.dw.tile.TPR -- TPR: (ci, tap) pairs per tile
   local npairs = Cin * KK
   C:line("float *restrict gw = %s;", L.t_grad.weight)
@@ -824,12 +826,12 @@ function M.backward_cv(L, C, ctx)
       for j = 0, np - 1 do C:line("cg_v %s;", vec_list("a" .. j .. "_%d = vsplat(0.0f)", tv)) end
       C:open("for (int n = 0; n < nb; n++) {")
       C:line("const float *restrict xp = S + %d + (size_t)n * %d;", sc.XP, sc.Hp * sc.Wp * Cin)
-      C:line("const float *restrict dn = dyh + (size_t)n * %d + v0 * 16;", d.OHW * CP)
+      C:line("const float *restrict dn = dyh + (size_t)n * %d + v0 * %d;", d.OHW * CP, V)
       C:open("for (int oy = 0; oy < %d; oy++) {", g.h.O)
       C:open("for (int ox = 0; ox < %d; ox++) {", g.w.O)
       C:line("const float *restrict xr = xp + (oy * %d + ox) * %d;", sc.Wp, Cin)
       local dl = {}
-      for v = 0, tv - 1 do dl[#dl + 1] = string.format("d%d = VLOAD(dn + (oy * %d + ox) * %d + %d)", v, g.w.O, CP, v * 16) end
+      for v = 0, tv - 1 do dl[#dl + 1] = string.format("d%d = VLOAD(dn + (oy * %d + ox) * %d + %d)", v, g.w.O, CP, v * V) end
       C:line("const cg_v %s;", table.concat(dl, ", "))
       for j = 0, np - 1 do
         local f = {}
@@ -841,8 +843,8 @@ function M.backward_cv(L, C, ctx)
       C:close()
       for j = 0, np - 1 do
         for v = 0, tv - 1 do
-          C:line("for (int l = 0; l < 16 && (v0 + %d) * 16 + l < %d; l++) gw[((v0 + %d) * 16 + l) * %d + gidx[%d]] += a%d_%d[l];",
-            v, Cout, v, npairs, j, j, v)
+          C:line("for (int l = 0; l < %d && (v0 + %d) * %d + l < %d; l++) gw[((v0 + %d) * %d + l) * %d + gidx[%d]] += a%d_%d[l];",
+            V, v, V, Cout, v, V, npairs, j, j, v)
         end
       end
     end
@@ -874,7 +876,8 @@ function M.backward_dx(L, C, ctx)
   end
   local g, d, sc = L.geom, dims(L), M.cv_scratch(L)
   local CIP, Cin, Cout, KK = sc.CIP, L.cin, L.cout, d.KHW
-  local NV = CIP // 16
+  local V = L.vec
+  local NV = CIP // V
   local TV, TP = L.sched.dx.tile.TV, L.sched.dx.tile.TP
   C:line("const float *restrict w = %s;", L.t.weight)
   C:line("float *restrict wf = S + %d, *restrict dyp = S + %d, *restrict dxh = S + %d;", sc.WF, sc.DYP, sc.DXH)
@@ -897,12 +900,12 @@ function M.backward_dx(L, C, ctx)
     for p = 0, tp - 1 do C:line("cg_v %s;", vec_list("a" .. p .. "_%d = vsplat(0.0f)", TV)) end
     C:open("for (int co = 0; co < %d; co++) {", Cout)
     C:line("const float *restrict dr = dyp + (iy * %d + %s) * %d + co;", sc.Wq, x0, Cout)
-    C:line("const float *restrict wr = wf + co * %d + v0 * 16;", KK * CIP)
+    C:line("const float *restrict wr = wf + co * %d + v0 * %d;", KK * CIP, V)
     for ky = 0, g.h.K - 1 do
       for kx = 0, g.w.K - 1 do
         local k = ky * g.w.K + kx
         local loads = {}
-        for v = 0, TV - 1 do loads[#loads + 1] = string.format("w%d = VLOAD(wr + %d)", v, k * CIP + v * 16) end
+        for v = 0, TV - 1 do loads[#loads + 1] = string.format("w%d = VLOAD(wr + %d)", v, k * CIP + v * V) end
         C:open("{")
         C:line("const cg_v %s;", table.concat(loads, ", "))
         for p = 0, tp - 1 do
@@ -919,7 +922,7 @@ function M.backward_dx(L, C, ctx)
     for p = 0, tp - 1 do
       local st = {}
       for v = 0, TV - 1 do
-        st[#st + 1] = string.format("VSTORE(dxh + (iy * %d + %s + %d) * %d + (v0 + %d) * 16, a%d_%d);", g.w.I, x0, p, CIP, v, p, v)
+        st[#st + 1] = string.format("VSTORE(dxh + (iy * %d + %s + %d) * %d + (v0 + %d) * %d, a%d_%d);", g.w.I, x0, p, CIP, v, V, p, v)
       end
       C:line(table.concat(st, " "))
     end

@@ -42,7 +42,7 @@ end
 --             dW from x transposed once to [nb][I]
 function M.candidates(L, T)
   if L.lanes_layout then
-    local TB = util.largest_divisor(L.lanes_R // 16, 4)
+    local TB = util.largest_divisor(L.lanes_R // L.vec, 4)
     local t = {TB = TB, TR = math.max(1, math.min(16, T.acc) // TB)}
     return {{name = "lanes", layout = "lanes", fwd = {form = "lanes", tile = t}, dw = {form = "lanes"},
       dx = {form = "lanes", tile = t, apart = true}}}
@@ -72,7 +72,8 @@ function M.forward(L, C, ctx)
   end
   -- dot products in vectors of 16 partial sums (an in-order float sum would be one
   -- long chain of dependent adds), TO rows of W at a time
-  local TO, I16 = L.sched.fwd.tile.TO, I - I % 16
+  local V = L.vec
+  local TO, I16 = L.sched.fwd.tile.TO, I - I % V
   local function rows(to)
     C:line("const float *restrict wr = w + (size_t)o0 * %d;", I)
     C:open("for (int n = 0; n < nb; n++) {")
@@ -81,7 +82,7 @@ function M.forward(L, C, ctx)
     for j = 0, to - 1 do acc[#acc + 1] = string.format("s%d = vsplat(0.0f)", j) end
     C:line("cg_v %s;", table.concat(acc, ", "))
     if I16 > 0 then
-      C:open("for (int i = 0; i < %d; i += 16) {", I16)
+      C:open("for (int i = 0; i < %d; i += %d) {", I16, V)
       local f = {"cg_v v = VLOAD(xn + i); VKEEP(v);"}
       for j = 0, to - 1 do f[#f + 1] = string.format("s%d += VLOAD(wr + %d + i) * v;", j, j * I) end
       C:line(table.concat(f, " "))
