@@ -783,13 +783,19 @@ end
 
 -- For the tuner (bench/tune.py): per layer with more than one legal schedule, one
 -- line "index<TAB>signature<TAB>candidate,candidate,..." (the chosen one first).
+-- A candidate whose code is over the budget is marked with a trailing "!": legal (a
+-- wisdom file may name it; make schedules-check tests it), but not worth its compile
+-- time, so the tuner skips it.
 local function schedules_list(spec)
   local out = {}
   for _, L in ipairs(spec.layers) do
     if #L.candidates > 1 then
       local names = {L.sched.name}
+      local ctx = {budget = UNROLL_BUDGET, lanes = L.lanes_R, vec = L.vec}
       for _, c in ipairs(L.candidates) do
-        if c.name ~= L.sched.name then names[#names + 1] = c.name end
+        if c.name ~= L.sched.name then
+          names[#names + 1] = c.name .. (code_lines(L, c, ctx) > CODE_BUDGET and "!" or "")
+        end
       end
       out[#out + 1] = string.format("%d\t%s\t%s\n", L.index, schedule.signature(L), table.concat(names, ","))
     end
