@@ -584,61 +584,43 @@ static void l02_leaky_relu_backward(const float *restrict x, const float *restri
 }
 
 /* layer 3: conv1d 8x32 -> 8x32 (specs/mixed1d.yaml:16:5)
- * schedule lanes: fwd lanes[TB=1,TC=1] dw lanes[TCW=1,rows=1] dx lanes[TB=1,TCI=1] */
-static void l03_conv1d_forward(const float *restrict P, const float *restrict x, float *restrict y)
+ * schedule lanes+pad: fwd lanes+pad[TB=1,TC=1] dw lanes+pad[TCW=1,rows=1] dx lanes+pad[TB=1,TCI=1] */
+static void l03_conv1d_forward(const float *restrict P, float *restrict S, const float *restrict x, float *restrict y)
 {
+    float *restrict xp = S + 0;
+    /* x -> zero-padded planes 1x36 (lanes) */
+    for (int pl = 0; pl < 8; pl++) {
+        const float *restrict s = x + (size_t)pl * 512;
+        float *restrict d = xp + (size_t)pl * 576;
+        for (int r = 0; r < 1; r++) {
+            float *restrict dr = d + (size_t)(r + 0) * 576;
+            memset(dr, 0, sizeof(float) * 32);
+            memcpy(dr + 32, s + (size_t)r * 512, sizeof(float) * 512);
+            memset(dr + 544, 0, sizeof(float) * 32);
+        }
+    }
     const float *restrict w = P + 184;
     for (int g = 0; g < 8; g++) {
         for (int v0 = 0; v0 < 1; v0 += 1) {
             const float *restrict wb = w + g*3;
-            const float *restrict xg = x + g*512 + v0 * 16;
+            const float *restrict xg = xp + g*576 + v0 * 16;
             float *restrict yb = y + g*512 + v0 * 16;
-            /* outputs 0..1: 2 of 3 taps */
-            for (int ox = 0; ox < 2; ox++) {
+            /* outputs 0..31: every tap */
+            for (int ox = 0; ox < 32; ox++) {
                 cg_v a0_0 = vsplat(0.0f);
                 const float *restrict xc = xg + 0;
                 const float *restrict wc = wb + 0;
                 {
                     const cg_v x0 = VLOAD(xc + ox*16 + 0);
-                    a0_0 += wc[1] * x0;
-                }
-                {
-                    const cg_v x0 = VLOAD(xc + ox*16 + 32 + 0);
-                    a0_0 += wc[2] * x0;
-                }
-                VSTORE(yb + ox*16, a0_0);
-            }
-            /* outputs 2..29: every tap */
-            for (int ox = 2; ox < 30; ox++) {
-                cg_v a0_0 = vsplat(0.0f);
-                const float *restrict xc = xg + 0;
-                const float *restrict wc = wb + 0;
-                {
-                    const cg_v x0 = VLOAD(xc + ox*16 - 32 + 0);
                     a0_0 += wc[0] * x0;
                 }
                 {
-                    const cg_v x0 = VLOAD(xc + ox*16 + 0);
-                    a0_0 += wc[1] * x0;
-                }
-                {
                     const cg_v x0 = VLOAD(xc + ox*16 + 32 + 0);
-                    a0_0 += wc[2] * x0;
-                }
-                VSTORE(yb + ox*16, a0_0);
-            }
-            /* outputs 30..31: 2 of 3 taps */
-            for (int ox = 30; ox < 32; ox++) {
-                cg_v a0_0 = vsplat(0.0f);
-                const float *restrict xc = xg + 0;
-                const float *restrict wc = wb + 0;
-                {
-                    const cg_v x0 = VLOAD(xc + ox*16 - 32 + 0);
-                    a0_0 += wc[0] * x0;
-                }
-                {
-                    const cg_v x0 = VLOAD(xc + ox*16 + 0);
                     a0_0 += wc[1] * x0;
+                }
+                {
+                    const cg_v x0 = VLOAD(xc + ox*16 + 64 + 0);
+                    a0_0 += wc[2] * x0;
                 }
                 VSTORE(yb + ox*16, a0_0);
             }
@@ -646,38 +628,22 @@ static void l03_conv1d_forward(const float *restrict P, const float *restrict x,
     }
 }
 
-static void l03_conv1d_backward(float *restrict G, const float *restrict x, const float *restrict dy)
+static void l03_conv1d_backward(float *restrict G, float *restrict S, const float *restrict dy)
 {
     float *restrict gw = G + 184;
     for (int g = 0; g < 8; g++) {
         const float *restrict dyb = dy + g*512;
-        const float *restrict xc = x + g*512;
+        const float *restrict xc = (S + 0) + g*576;
         float *restrict gwc = gw + g*3;
         { /* every tap */
             cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f);
-            /* outputs 0..1: 2 of 3 taps */
-            for (int ox = 0; ox < 2; ox++) {
+            /* outputs 0..31: every tap */
+            for (int ox = 0; ox < 32; ox++) {
                 for (int v = 0; v < 1; v++) {
                     cg_v d0 = VLOAD(dyb + ox*16 + v * 16); VKEEP(d0);
-                    { cg_v xv = VLOAD(xc + ox*16 + v * 16); VKEEP(xv); a0_1 += d0 * xv; }
-                    { cg_v xv = VLOAD(xc + ox*16 + 32 + v * 16); VKEEP(xv); a0_2 += d0 * xv; }
-                }
-            }
-            /* outputs 2..29: every tap */
-            for (int ox = 2; ox < 30; ox++) {
-                for (int v = 0; v < 1; v++) {
-                    cg_v d0 = VLOAD(dyb + ox*16 + v * 16); VKEEP(d0);
-                    { cg_v xv = VLOAD(xc + ox*16 - 32 + v * 16); VKEEP(xv); a0_0 += d0 * xv; }
-                    { cg_v xv = VLOAD(xc + ox*16 + v * 16); VKEEP(xv); a0_1 += d0 * xv; }
-                    { cg_v xv = VLOAD(xc + ox*16 + 32 + v * 16); VKEEP(xv); a0_2 += d0 * xv; }
-                }
-            }
-            /* outputs 30..31: 2 of 3 taps */
-            for (int ox = 30; ox < 32; ox++) {
-                for (int v = 0; v < 1; v++) {
-                    cg_v d0 = VLOAD(dyb + ox*16 + v * 16); VKEEP(d0);
-                    { cg_v xv = VLOAD(xc + ox*16 - 32 + v * 16); VKEEP(xv); a0_0 += d0 * xv; }
-                    { cg_v xv = VLOAD(xc + ox*16 + v * 16); VKEEP(xv); a0_1 += d0 * xv; }
+                    { cg_v xv = VLOAD(xc + ox*16 + v * 16); VKEEP(xv); a0_0 += d0 * xv; }
+                    { cg_v xv = VLOAD(xc + ox*16 + 32 + v * 16); VKEEP(xv); a0_1 += d0 * xv; }
+                    { cg_v xv = VLOAD(xc + ox*16 + 64 + v * 16); VKEEP(xv); a0_2 += d0 * xv; }
                 }
             }
             gwc[0] += vsum(a0_0); gwc[1] += vsum(a0_1); gwc[2] += vsum(a0_2);
@@ -685,59 +651,41 @@ static void l03_conv1d_backward(float *restrict G, const float *restrict x, cons
     }
 }
 
-static void l03_conv1d_backward_dx(const float *restrict P, const float *restrict dy, float *restrict dx)
+static void l03_conv1d_backward_dx(const float *restrict P, float *restrict S, const float *restrict dy, float *restrict dx)
 {
+    float *restrict dyp = S + 4608;
+    /* dy -> zero-padded planes 1x36 (lanes) */
+    for (int pl = 0; pl < 8; pl++) {
+        const float *restrict s = dy + (size_t)pl * 512;
+        float *restrict d = dyp + (size_t)pl * 576;
+        for (int r = 0; r < 1; r++) {
+            float *restrict dr = d + (size_t)(r + 0) * 576;
+            memset(dr, 0, sizeof(float) * 32);
+            memcpy(dr + 32, s + (size_t)r * 512, sizeof(float) * 512);
+            memset(dr + 544, 0, sizeof(float) * 32);
+        }
+    }
     const float *restrict w = P + 184;
     for (int g = 0; g < 8; g++) {
         for (int v0 = 0; v0 < 1; v0 += 1) {
             float *restrict dxb = dx + g*512 + v0 * 16;
-            const float *restrict dyg = dy + g*512 + v0 * 16;
+            const float *restrict dyg = dyp + g*576 + v0 * 16;
             const float *restrict wg = w + g*3;
-            /* inputs 0+1*t, t=0..1: 2 taps */
-            for (int tx = 0; tx < 2; tx++) {
+            /* inputs 0+1*t, t=0..31: 3 taps */
+            for (int tx = 0; tx < 32; tx++) {
                 cg_v a0_0 = vsplat(0.0f);
                 const float *restrict dyc = dyg + 0;
                 const float *restrict wc = wg + 0;
                 {
-                    const cg_v d0 = VLOAD(dyc + tx*16 + 32 + 0);
+                    const cg_v d0 = VLOAD(dyc + tx*16 + 64 + 0);
                     a0_0 += wc[0] * d0;
                 }
                 {
-                    const cg_v d0 = VLOAD(dyc + tx*16 + 0);
-                    a0_0 += wc[1] * d0;
-                }
-                VSTORE(dxb + tx*16, a0_0);
-            }
-            /* inputs 0+1*t, t=2..29: 3 taps */
-            for (int tx = 2; tx < 30; tx++) {
-                cg_v a0_0 = vsplat(0.0f);
-                const float *restrict dyc = dyg + 0;
-                const float *restrict wc = wg + 0;
-                {
                     const cg_v d0 = VLOAD(dyc + tx*16 + 32 + 0);
-                    a0_0 += wc[0] * d0;
-                }
-                {
-                    const cg_v d0 = VLOAD(dyc + tx*16 + 0);
                     a0_0 += wc[1] * d0;
                 }
                 {
-                    const cg_v d0 = VLOAD(dyc + tx*16 - 32 + 0);
-                    a0_0 += wc[2] * d0;
-                }
-                VSTORE(dxb + tx*16, a0_0);
-            }
-            /* inputs 0+1*t, t=30..31: 2 taps */
-            for (int tx = 30; tx < 32; tx++) {
-                cg_v a0_0 = vsplat(0.0f);
-                const float *restrict dyc = dyg + 0;
-                const float *restrict wc = wg + 0;
-                {
                     const cg_v d0 = VLOAD(dyc + tx*16 + 0);
-                    a0_0 += wc[1] * d0;
-                }
-                {
-                    const cg_v d0 = VLOAD(dyc + tx*16 - 32 + 0);
                     a0_0 += wc[2] * d0;
                 }
                 VSTORE(dxb + tx*16, a0_0);
@@ -2141,48 +2089,48 @@ void mixed1d_forward(const float *params, float *buffers, const float *x, float 
     l00_conv1d_forward(params, ws + 0, ws + 4096);
     l01_batchnorm_forward(params, buffers, ws + 36240, ws + 4096, ws + 8192, nb, training);
     l02_leaky_relu_forward(ws + 8192, ws + 12288);
-    l03_conv1d_forward(params, ws + 12288, ws + 16384);
+    l03_conv1d_forward(params, ws + 36256, ws + 12288, ws + 16384);
     l04_tanh_forward(ws + 16384, ws + 20480);
     l05_maxpool1d_forward(ws + 20480, ws + 24576);
     l06_conv1d_forward(params, ws + 24576, ws + 26624);
     l07_sigmoid_forward(ws + 26624, ws + 29696);
     l08_conv1d_forward(params, ws + 29696, ws + 32768);
-    l09_batchnorm_forward(params, buffers, ws + 36256, ws + 32768, ws + 33920, nb, training);
+    l09_batchnorm_forward(params, buffers, ws + 45472, ws + 32768, ws + 33920, nb, training);
     l10_avgpool1d_forward(ws + 33920, ws + 35072);
     /* layer 11: flatten is a view of its input */
     l12_dense_forward(params, ws + 35072, ws + 35648);
     l13_relu_forward(ws + 35648, ws + 35904);
     l14_dense_forward(params, ws + 35904, ws + 36160);
-    cg_from_lanes(ws + 36160, ws + 36272, nb, 5, 16);
+    cg_from_lanes(ws + 36160, ws + 45488, nb, 5, 16);
 }
 
-/* Backward after a training forward: dLoss/dOutput at ws + 36352; grads accumulate. */
+/* Backward after a training forward: dLoss/dOutput at ws + 45568; grads accumulate. */
 void mixed1d_backward(const float *params, float *grads, const float *x, float *dx, float *ws, int nb)
 {
     (void)x;
-    cg_to_lanes(ws + 36352, ws + 36432, nb, 5, 16);
-    l14_dense_backward(grads, ws + 35904, ws + 36432);
-    l14_dense_backward_dx(params, ws + 36432, ws + 36512);
-    l13_relu_backward(ws + 35904, ws + 36512, ws + 40608);
-    l12_dense_backward(grads, ws + 35072, ws + 40608);
-    l12_dense_backward_dx(params, ws + 40608, ws + 36512);
+    cg_to_lanes(ws + 45568, ws + 45648, nb, 5, 16);
+    l14_dense_backward(grads, ws + 35904, ws + 45648);
+    l14_dense_backward_dx(params, ws + 45648, ws + 45728);
+    l13_relu_backward(ws + 35904, ws + 45728, ws + 49824);
+    l12_dense_backward(grads, ws + 35072, ws + 49824);
+    l12_dense_backward_dx(params, ws + 49824, ws + 45728);
     /* layer 11: flatten passes the gradient through */
-    l10_avgpool1d_backward(ws + 36512, ws + 40608);
-    l09_batchnorm_backward(params, grads, ws + 36256, ws + 32768, ws + 40608, ws + 36512, nb);
-    l08_conv1d_backward(grads, ws + 29696, ws + 36512);
-    l08_conv1d_backward_dx(params, ws + 36512, ws + 40608);
-    l07_sigmoid_backward(ws + 29696, ws + 40608, ws + 36512);
-    l06_conv1d_backward(grads, ws + 24576, ws + 36512);
-    l06_conv1d_backward_dx(params, ws + 36512, ws + 40608);
-    l05_maxpool1d_backward(ws + 20480, ws + 40608, ws + 36512);
-    l04_tanh_backward(ws + 20480, ws + 36512, ws + 40608);
-    l03_conv1d_backward(grads, ws + 12288, ws + 40608);
-    l03_conv1d_backward_dx(params, ws + 40608, ws + 36512);
-    l02_leaky_relu_backward(ws + 8192, ws + 36512, ws + 40608);
-    l01_batchnorm_backward(params, grads, ws + 36240, ws + 4096, ws + 40608, ws + 36512, nb);
-    l00_conv1d_backward(grads, ws + 0, ws + 36512);
-    if (dx) l00_conv1d_backward_dx(params, ws + 36512, ws + 40608);
-    if (dx) cg_from_lanes(ws + 40608, dx, nb, 256, 16);
+    l10_avgpool1d_backward(ws + 45728, ws + 49824);
+    l09_batchnorm_backward(params, grads, ws + 45472, ws + 32768, ws + 49824, ws + 45728, nb);
+    l08_conv1d_backward(grads, ws + 29696, ws + 45728);
+    l08_conv1d_backward_dx(params, ws + 45728, ws + 49824);
+    l07_sigmoid_backward(ws + 29696, ws + 49824, ws + 45728);
+    l06_conv1d_backward(grads, ws + 24576, ws + 45728);
+    l06_conv1d_backward_dx(params, ws + 45728, ws + 49824);
+    l05_maxpool1d_backward(ws + 20480, ws + 49824, ws + 45728);
+    l04_tanh_backward(ws + 20480, ws + 45728, ws + 49824);
+    l03_conv1d_backward(grads, ws + 36256, ws + 49824);
+    l03_conv1d_backward_dx(params, ws + 36256, ws + 49824, ws + 45728);
+    l02_leaky_relu_backward(ws + 8192, ws + 45728, ws + 49824);
+    l01_batchnorm_backward(params, grads, ws + 36240, ws + 4096, ws + 49824, ws + 45728, nb);
+    l00_conv1d_backward(grads, ws + 0, ws + 45728);
+    if (dx) l00_conv1d_backward_dx(params, ws + 45728, ws + 49824);
+    if (dx) cg_from_lanes(ws + 49824, dx, nb, 256, 16);
 }
 
 static const cg_tensor mixed1d_tensors[] = {
@@ -2224,7 +2172,7 @@ static const cg_layer mixed1d_layers[] = {
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.1f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv1d", .ndim_in = 2, .in_shape = {8, 32, 0}, .ndim_out = 2, .out_shape = {8, 32, 0},
      .in_size = 256, .out_size = 256, .act_offset = 16384, .lanes = 16, .line = 16, .col = 5,
-     .schedule = "lanes: fwd lanes[TB=1,TC=1] dw lanes[TCW=1,rows=1] dx lanes[TB=1,TCI=1]",
+     .schedule = "lanes+pad: fwd lanes+pad[TB=1,TC=1] dw lanes+pad[TCW=1,rows=1] dx lanes+pad[TB=1,TCI=1]",
      .kernel = {1, 3}, .stride = {1, 1}, .pad_lo = {0, 2}, .pad_hi = {0, 2}, .dilation = {1, 2},
      .groups = 8, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "tanh", .ndim_in = 2, .in_shape = {8, 32, 0}, .ndim_out = 2, .out_shape = {8, 32, 0},

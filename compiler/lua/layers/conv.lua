@@ -142,6 +142,11 @@ function M.candidates(L, T)
     local t = lanes_tiles(L, T)
     local c = {{name = "lanes", layout = "lanes", fwd = {form = "lanes", tile = t.fwd},
       dw = {form = "lanes", tile = t.dw}, dx = {form = "lanes", tile = t.dx, apart = true}}}
+    -- tiny layers: every loop but the lane vectors' written out
+    if M.macs(L) <= L.budget then
+      table.insert(c, 1, {name = "lanes+straight", layout = "lanes", fwd = {form = "lanes", tile = t.fwd, unroll = true},
+        dw = {form = "lanes", tile = t.dw, unroll = true}, dx = {form = "lanes", tile = t.dx, apart = true, unroll = true}})
+    end
     local g = L.geom
     local padded = g.h.lo + g.h.hi + g.w.lo + g.w.hi > 0
     if padded or g.h.K * g.w.K > 1 then
@@ -407,11 +412,33 @@ end
 -- Loops over groups, channel blocks and lane blocks (outermost first), the first one
 -- with work to share marked parallel: every iteration writes its own outputs.
 -- body(g, cb) runs inside the lane-block loop over v0.
-local function block_loops(C, L, nblocks, name, NV, TB, body)
+-- an unrolled loop's body in braces of its own (its declarations repeat)
+local function braced(C, unroll, f)
+  return function(v)
+    if unroll then C:open("{") end
+    f(v)
+    if unroll then C:close() end
+  end
+end
+
+-- unroll (the straight-line schedule): every loop written out, v0 a constant per block
+local function block_loops(C, L, nblocks, name, NV, TB, body, unroll)
   local par_g = L.groups > 1
   local par_c = not par_g and nblocks > 1
-  util.ploop(C, "g", 0, L.groups - 1, par_g and L.parallel, function(g)
-    util.ploop(C, name, 0, nblocks - 1, par_c and L.parallel, function(cb)
+  local function loop(var, hi, par, f)
+    if unroll then util.loop(C, var, 0, hi, true, f) else util.ploop(C, var, 0, hi, par, f) end
+  end
+  loop("g", L.groups - 1, par_g and L.parallel, function(g)
+    loop(name, nblocks - 1, par_c and L.parallel, function(cb)
+      if unroll then
+        for v0 = 0, NV - 1, TB do
+          C:open("{")
+          C:line("const int v0 = %d;", v0)
+          body(g, cb)
+          C:close()
+        end
+        return
+      end
       if not par_g and not par_c and NV // TB > 1 then util.par(C, L) end
       C:open("for (int v0 = 0; v0 < %d; v0 += %d) {", NV, TB)
       body(g, cb)
@@ -482,6 +509,7 @@ function M.forward_lanes(L, C, ctx)
   local d, R, V = dims(L), ctx.lanes, ctx.vec
   local NV = R // V
   local TC, TB = L.sched.fwd.tile.TC, L.sched.fwd.tile.TB
+  local unroll = L.sched.fwd.unroll
   local WK = L.cin_g * d.KHW -- weights per output channel
   local geo, src, IHW, used = L.geom, "x", d.IHW, {"P", "x", "y"}
   if L.sched.fwd.pad then
@@ -497,13 +525,13 @@ function M.forward_lanes(L, C, ctx)
     C:line("const float *restrict wb = w + %s;", tostring(co0:scale(WK)))
     C:line("const float *restrict xg = %s + %s + v0 * %d;", src, tostring(util.aff(0):term(g, L.cin_g * IHW * R)), V)
     C:line("float *restrict yb = y + %s + v0 * %d;", tostring(co0:scale(d.OHW * R)), V)
-    window.windows(C, geo, false, function(out, taps, info)
+    window.windows(C, geo, unroll, function(out, taps, info)
       if not info.scoped then C:open("{") end
       for t = 0, TC - 1 do
         local init = L.opt.bias and string.format("vsplat(bias[%s])", tostring(co0:add(t))) or "vsplat(0.0f)"
         C:line("cg_v %s;", vec_list("a%d_" .. t .. " = " .. init, TB))
       end
-      if #taps > 0 then util.loop(C, "ci", 0, L.cin_g - 1, false, function(ci)
+      if #taps > 0 then util.loop(C, "ci", 0, L.cin_g - 1, unroll, braced(C, unroll, function(ci)
         C:line("const float *restrict xc = xg + %s;", tostring(util.aff(0):term(ci, IHW * R)))
         C:line("const float *restrict wc = wb + %s;", tostring(util.aff(0):term(ci, d.KHW)))
         for _, tp in ipairs(taps) do
@@ -519,7 +547,7 @@ function M.forward_lanes(L, C, ctx)
           end
           C:close()
         end
-      end) end
+      end)) end
       for t = 0, TC - 1 do
         local st = {}
         for v = 0, TB - 1 do
@@ -529,7 +557,7 @@ function M.forward_lanes(L, C, ctx)
       end
       if not info.scoped then C:close() end
     end)
-  end)
+  end, unroll)
   return used
 end
 
@@ -539,6 +567,7 @@ function M.backward_dx_lanes(L, C, ctx)
   local d, R, V = dims(L), ctx.lanes, ctx.vec
   local NV = R // V
   local TCI, TB = L.sched.dx.tile.TCI, L.sched.dx.tile.TB
+  local unroll = L.sched.dx.unroll
   local WK = L.cin_g * d.KHW
   local geo, src, OHW, used = L.geom, "dy", d.OHW, {"P", "dy", "dx"}
   if L.sched.dx.pad then
@@ -557,7 +586,7 @@ function M.backward_dx_lanes(L, C, ctx)
       if not info.scoped then C:open("{") end
       for t = 0, TCI - 1 do C:line("cg_v %s;", vec_list("a%d_" .. t .. " = vsplat(0.0f)", TB)) end
       if #taps > 0 then
-        util.loop(C, "co", 0, L.cout_g - 1, false, function(co)
+        util.loop(C, "co", 0, L.cout_g - 1, unroll, braced(C, unroll, function(co)
           C:line("const float *restrict dyc = dyg + %s;", tostring(util.aff(0):term(co, OHW * R)))
           C:line("const float *restrict wc = wg + %s;", tostring(util.aff(0):term(co, WK)))
           for _, tp in ipairs(taps) do
@@ -573,7 +602,7 @@ function M.backward_dx_lanes(L, C, ctx)
             end
             C:close()
           end
-        end)
+        end))
       end
       for t = 0, TCI - 1 do
         local st = {}
@@ -583,8 +612,8 @@ function M.backward_dx_lanes(L, C, ctx)
         C:line(table.concat(st, " "))
       end
       if not info.scoped then C:close() end
-    end)
-  end)
+    end, unroll)
+  end, unroll)
   return used
 end
 
@@ -618,17 +647,21 @@ function M.backward_lanes(L, C, ctx)
   -- else one pass per kernel row (TCW x KW)
   local KK = g.h.K * KW
   local nblocks = L.cout_g // TCW
-  util.ploop(C, "g", 0, L.groups - 1, L.groups > 1 and L.parallel, function(gg)
-  util.ploop(C, "cb", 0, nblocks - 1, L.groups == 1 and L.parallel, function(cb)
+  local unroll = L.sched.dw.unroll
+  local function ploop(var, hi, par, f)
+    if unroll then util.loop(C, var, 0, hi, true, braced(C, true, f)) else util.ploop(C, var, 0, hi, par, f) end
+  end
+  ploop("g", L.groups - 1, L.groups > 1 and L.parallel, function(gg)
+  ploop("cb", nblocks - 1, L.groups == 1 and L.parallel, function(cb)
     local co0 = util.aff(0):term(gg, L.cout_g):term(cb, TCW)
     C:line("const float *restrict dyb = dy + %s;", tostring(co0:scale(d.OHW * R)))
-    util.loop(C, "ci", 0, L.cin_g - 1, false, function(ci)
+    util.loop(C, "ci", 0, L.cin_g - 1, unroll, braced(C, unroll, function(ci)
       C:line("const float *restrict xc = %s + %s;", xsrc, tostring(util.aff(0):term(gg, L.cin_g * IHW * R):term(ci, IHW * R)))
       C:line("float *restrict gwc = gw + %s;", tostring(co0:scale(WK):term(ci, d.KHW)))
       local pass = function(label, ntaps, slot, keep, k_of)
         C:open("{ /* %s */", label)
         for t = 0, TCW - 1 do C:line("cg_v %s;", vec_list("a" .. t .. "_%d = vsplat(0.0f)", ntaps)) end
-        window.windows(C, geo, false, function(out, taps, info)
+        window.windows(C, geo, unroll, function(out, taps, info)
           C:open("for (int v = 0; v < %d; v++) {", NV)
           local loads, keepd = {}, {}
           for t = 0, TCW - 1 do
@@ -660,7 +693,7 @@ function M.backward_lanes(L, C, ctx)
             function(j) return ky * KW + j end)
         end
       end
-    end)
+    end))
   end)
   end)
   return L.sched.dw.pad and {"G", "S", "dy"} or {"G", "x", "dy"}
