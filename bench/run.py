@@ -22,7 +22,8 @@ do; PyTorch: torch.set_flush_denormal(True)); --ieee-subnormals keeps IEEE on bo
 
 AVX2 rows (unless --no-avx2): every row with a target again with the trainer and the
 runtime built with -march=haswell, against PyTorch's best configuration limited to AVX2
-(ONEDNN_MAX_CPU_ISA=AVX2, ATEN_CPU_CAPABILITY=avx2); target: 0.8 x the native row's ratio.
+(ONEDNN_MAX_CPU_ISA=AVX2, ATEN_CPU_CAPABILITY=avx2, MKL_ENABLE_INSTRUCTIONS=AVX2, inductor
+cpp.simdlen 8); target: 0.8 x the native row's ratio.
 On a machine without AVX-512 both builds are nearly the same code.
 
 Effective GFLOP/s = img/s x 2 x forward multiply-adds per image (`cnngen --summary`)
@@ -496,7 +497,8 @@ def main():
         md += ["Each PyTorch build at its best (threads, OpenBLAS threads, malloc tunables):", "", btab, ""]
     if atab:
         md += [f"AVX2 build: the trainer and runtime with -march={AVX2_MARCH}, against PyTorch's best "
-               "configuration above limited to AVX2 (ONEDNN_MAX_CPU_ISA=AVX2, ATEN_CPU_CAPABILITY=avx2):",
+               "configuration above limited to AVX2 (ONEDNN_MAX_CPU_ISA=AVX2, ATEN_CPU_CAPABILITY=avx2, "
+               "MKL_ENABLE_INSTRUCTIONS=AVX2, inductor cpp.simdlen 8):",
                "", atab, ""]
     if rl:
         md += ["Peak resident memory (VmHWM of the step process, the larger of its 1- and 2-thread runs):", ""] + rl + [""]

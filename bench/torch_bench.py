@@ -35,7 +35,8 @@ without it glibc hands PyTorch's large tensors back to the kernel every step and
 page-faulted in again. --openblas 1,2 multiplies the configurations by
 OPENBLAS_NUM_THREADS (OpenBLAS's own pthreads, separate from torch's OpenMP threads: Debian's
 build calls the system BLAS, libblas.so.3); --isa avx2 limits oneDNN and ATen's kernels to
-AVX2 (ONEDNN_MAX_CPU_ISA=AVX2, ATEN_CPU_CAPABILITY=avx2). Every configuration names its
+AVX2 (ONEDNN_MAX_CPU_ISA=AVX2, ATEN_CPU_CAPABILITY=avx2), MKL's too
+(MKL_ENABLE_INSTRUCTIONS=AVX2) and inductor's to 256-bit vectors (cpp.simdlen 8). Every configuration names its
 build (Debian or PyPI), torch version, execution mode, BLAS and threads. Prints one JSON
 object: every configuration and the best.
 """
@@ -50,7 +51,7 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 TUNABLES = "glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=17179869184"
-ISA_ENV = {"avx2": {"ONEDNN_MAX_CPU_ISA": "AVX2", "ATEN_CPU_CAPABILITY": "avx2"}}
+ISA_ENV = {"avx2": {"ONEDNN_MAX_CPU_ISA": "AVX2", "ATEN_CPU_CAPABILITY": "avx2", "MKL_ENABLE_INSTRUCTIONS": "AVX2"}}
 
 
 def blas_name(torch):
@@ -107,6 +108,8 @@ def measure(torch, torch_ref, spec, threads, a):
         import torch._inductor.config
         torch._dynamo.reset()
         torch._inductor.config.cpp.threads = threads
+        if a.isa == "avx2":  # inductor's own kernels: 8-float (256-bit) vectors
+            torch._inductor.config.cpp.simdlen = 8
         model = torch.compile(model, backend="inductor")
     x = torch.rand(batch, *spec["input"])
     if a.mode == "train_dx":
@@ -215,7 +218,7 @@ def main():
     for tun in {"both": (False, True), "off": (False,), "on": (True,)}[a.tunables]:
         for ob in blas_threads:
             env = dict(os.environ)
-            for k in ("GLIBC_TUNABLES", "OPENBLAS_NUM_THREADS", "ONEDNN_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY"):
+            for k in ("GLIBC_TUNABLES", "OPENBLAS_NUM_THREADS", *ISA_ENV["avx2"]):
                 env.pop(k, None)
             if tun:
                 env["GLIBC_TUNABLES"] = TUNABLES
