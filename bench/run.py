@@ -469,8 +469,15 @@ def main():
                              lambda: run_torch_isa(spec, mode, a, builds, row["torch"], "avx2"), peak2)
             r2["native_ratio"] = row["ratio"]
             avx2_rows.append(r2)
+        report(a, info, peak, builds, pypi_note, rows, avx2_rows, rss, time.time() - t_start, False)
 
-    elapsed = time.time() - t_start
+    report(a, info, peak, builds, pypi_note, rows, avx2_rows, rss, time.time() - t_start, True)
+
+
+def report(a, info, peak, builds, pypi_note, rows, avx2_rows, rss, elapsed, done):
+    """Write bench/results/<date>-<host>.json and latest.md (after every row, so that an
+    interrupted run leaves what it measured) and, when done, print the tables."""
+    peak1, peak2 = peak["best"]["1"], peak["best"]["2"]
     tab = table(rows, peak2)
     btab = builds_table(rows) if not a.no_torch else ""
     atab = avx2_table(avx2_rows) if avx2_rows else ""
@@ -491,7 +498,8 @@ def main():
             f"(Debian's also x OPENBLAS_NUM_THREADS 1/2) x glibc malloc tunables off/on "
             f"(fwd rows: eager builds only); {sub}. "
             f"GFLOP/s = img/s x 2 x forward MACs x 3 (training step) or x 1 (fwd). "
-            f"`make bench` took {elapsed / 60:.1f} min.")
+            + (f"`make bench` took {elapsed / 60:.1f} min." if done else
+               f"**Partial: {len(rows)} of the rows so far, after {elapsed / 60:.1f} min (the run was still going).**"))
     md = ["# `make bench` — latest results", "", head, "", tab, ""]
     if btab:
         md += ["Each PyTorch build at its best (threads, OpenBLAS threads, malloc tunables):", "", btab, ""]
@@ -508,7 +516,7 @@ def main():
         md += ["NOISY: other processes used > 0.1 core while these rows were measured: "
                + "; ".join(noisy) + ".", ""]
     info["quiet_wait_s"] = round(QUIET["waited"], 1)
-    result = {"machine": info, "fma_peak": peak, "args": vars(a), "elapsed_s": round(elapsed, 1),
+    result = {"machine": info, "fma_peak": peak, "args": vars(a), "elapsed_s": round(elapsed, 1), "complete": done,
               "pypi_note": pypi_note, "rows": rows, "avx2_rows": avx2_rows, "rss": rss}
     os.makedirs(a.out, exist_ok=True)
     fn = os.path.join(a.out, f"{datetime.date.today().isoformat()}-{info['host']}.json")
@@ -517,9 +525,12 @@ def main():
         f.write("\n")
     with open(os.path.join(a.out, "latest.md"), "w") as f:
         f.write("\n".join(md))
+    if not done:
+        return
     print()
     print("\n".join(md[2:]))
     print(f"bench: wrote {os.path.relpath(fn, ROOT)} and {os.path.relpath(os.path.join(a.out, 'latest.md'), ROOT)}")
+
 
 
 if __name__ == "__main__":
