@@ -188,9 +188,10 @@ def torch_builds(a):
     vpy = os.path.join(a.venv, "bin", "python")
     status = a.venv + ".status"
     if os.path.exists(status) or not os.path.exists(vpy):
-        why = open(status).read().strip() if os.path.exists(status) else f"{vpy} does not exist"
+        why = " ".join(open(status).read().split()) if os.path.exists(status) else f"{vpy} does not exist"
         return builds, f"PyPI's torch could not be used ({why}); Debian's python3-torch only."
-    return builds + [("PyPI eager", vpy, []), ("PyPI compile", vpy, ["--compile"])], ""
+    note = " ".join(open(a.venv + ".note").read().split()) if os.path.exists(a.venv + ".note") else ""
+    return builds + [("PyPI eager", vpy, []), ("PyPI compile", vpy, ["--compile"])], note
 
 
 def run_torch(spec, mode, a, python, extra):
