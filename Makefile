@@ -46,8 +46,10 @@ $(B)/embed: compiler/embed.c | $(B)
 	$(CC) $(ALL_CFLAGS) $< -o $@
 $(B)/lua_sources.c: $(B)/embed $(LUA_SRC)
 	$(B)/embed compiler/lua $(LUA_SRC) > $@.tmp && mv $@.tmp $@
-$(B)/cnngen: compiler/main.c compiler/version.h $(B)/lua_sources.c | $(B)
-	$(CC) $(ALL_CFLAGS) $(LUA_CFLAGS) -I$(B) -Icompiler compiler/main.c $(B)/lua_sources.c $(LDFLAGS) $(LUA_LIBS) -lm -o $@
+# runtime/npy.c (npz through libzip) reads --weights / --norm for `cnngen --inference`
+CNNGEN_RT := runtime/npy.c runtime/util.c
+$(B)/cnngen: compiler/main.c compiler/version.h $(B)/lua_sources.c $(CNNGEN_RT) runtime/npy.h runtime/util.h | $(B)
+	$(CC) $(ALL_CFLAGS) $(LUA_CFLAGS) -I$(B) -Icompiler -Iruntime compiler/main.c $(CNNGEN_RT) $(B)/lua_sources.c $(LDFLAGS) $(LUA_LIBS) $(RT_LIBS) -o $@
 
 # the runtime library is built without OpenMP, so that a generated trainer links with
 # or without -fopenmp (the threads live in the generated code's CG_PARALLEL_FOR loops)
