@@ -719,6 +719,8 @@ local USAGE = [[
 usage: cnngen SPEC.yaml [-o DIR]     write DIR/<name>.c and DIR/<name>.h (DIR: .)
        cnngen --summary SPEC.yaml    print shapes, parameters, multiply-adds, receptive fields
        cnngen --check SPEC.yaml      validate only
+       cnngen SPEC.yaml --inference [--weights W.npz] [--norm N.npz] [--batch B] [-o DIR]
+                                     write DIR/<name>_infer.c and .h (docs/inference.md)
        cnngen --help | --version
 Exit status: 0 success, 1 error in the spec (or unreadable/unwritable file), 2 misuse.
 ]]
@@ -792,6 +794,9 @@ local function write_atomic(files)
 end
 
 function M.main(args)
+  for _, a in ipairs(args) do
+    if a == "--inference" then return require("infer").main(M, args) end
+  end
   local mode, outdir, path = "gen", ".", nil
   local i = 1
   while i <= #args do
@@ -832,5 +837,12 @@ function M.main(args)
   io.stdout:write(base .. ".c\n")
   return 0
 end
+
+-- for compiler/lua/infer.lua (the --inference export), which reuses the forward emitters
+M.internal = {
+  VEC = VEC, UNROLL_BUDGET = UNROLL_BUDGET, plan = plan, pass_fn = pass_fn, layer_fn = layer_fn,
+  emit_layer_fn = emit_layer_fn, report = report, write_atomic = write_atomic,
+  shape_str = shape_str, prod = prod, c_comment = c_comment, c_string = c_string,
+}
 
 return M
