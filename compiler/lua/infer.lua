@@ -418,7 +418,21 @@ local function emit(core, spec, path, text, z, norm)
   O:line("#include \"%s_infer.h\"", name)
   O:line("")
   local pname = name .. "_w_"
-  if z then
+  if spec.n_params == 0 then
+    O:line("/* no parameters */")
+    if not z then
+      O:line("static int %s_ready_;", name)
+      O:line("")
+      O:line("int %s_init(const float *params, const float *buffers)", name)
+      O:open("{")
+      O:line("(void)params;")
+      O:line("(void)buffers;")
+      O:line("%s_ready_ = 1;", name)
+      O:line("return 0;")
+      O:close()
+    end
+    O:line("")
+  elseif z then
     local vals = {}
     for _, L in ipairs(spec.layers) do
       for _, r in ipairs(L.recipe) do
