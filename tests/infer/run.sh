@@ -9,7 +9,9 @@
 #      linked with nothing but -lm; also driven from C++ (g++) through the header
 #   b: no weights (NAME_init with the trainer's flat arrays), --batch 16 (batch-innermost
 #      forms): clang -std=c99 -march=native -Wall -Wextra -Werror
-#   both also compile with the other compiler and -march (-fsyntax-only)
+#   s: NAME_init at --batch 3 (chunks of 3, 3 and 1), ASan + UBSan: the arena planned
+#      for the forward alone holds everything the layers touch
+#   a and b also compile with the other compiler and -march (-fsyntax-only)
 #   the outputs of a, b, the C++ driver and the trainer's predict must equal PyTorch's
 #   eval forward within 1e-4 * max(1, max|ref|); a and the C++ driver bit for bit.
 # SPEC:norm also folds a random per-channel input normalization (--norm).
@@ -31,11 +33,12 @@ for arg in "$@"; do
   n=$(basename "$spec" .yaml)
   up=$(echo "$n" | tr a-z A-Z)
   d=$W/$n
-  rm -rf "$d" && mkdir -p "$d/a" "$d/b"
+  rm -rf "$d" && mkdir -p "$d/a" "$d/b" "$d/s"
   "$PY" tests/torch_ref.py infer-gen "$spec" "$d" --n $N ${norm:+--norm} >/dev/null || fail "$n: infer-gen"
   nflag=; [ -n "$norm" ] && nflag="--norm $d/normalize.npz"
   $CNNGEN "$spec" --inference --weights "$d/W.npz" $nflag -o "$d/a" >/dev/null || fail "$n: cnngen --inference --weights"
   $CNNGEN "$spec" --inference --batch 16 $nflag -o "$d/b" >/dev/null || fail "$n: cnngen --inference --batch 16"
+  $CNNGEN "$spec" --inference --batch 3 $nflag -o "$d/s" >/dev/null || fail "$n: cnngen --inference --batch 3"
   def="-DNET=$n -DNETUP=$up -DINFER_H=\"${n}_infer.h\""
   gcc -std=c99 -O2 $WARN -c "$d/a/${n}_infer.c" -o "$d/a.o" || fail "$n: gcc (weights baked in)"
   gcc -std=c99 -O2 $WARN -I"$d/a" $def "$HERE/driver.c" "$d/a.o" -lm -o "$d/ya" || fail "$n: gcc driver"
@@ -44,6 +47,9 @@ for arg in "$@"; do
     || fail "$n: clang (NAME_init)"
   clang -std=c99 $WARN -fsyntax-only "$d/a/${n}_infer.c" || fail "$n: clang (weights baked in)"
   gcc -std=c99 -march=native $WARN -fsyntax-only "$d/b/${n}_infer.c" || fail "$n: gcc -march=native (NAME_init)"
+  gcc -std=c99 -O1 -g -fsanitize=address,undefined -fno-sanitize-recover=all $WARN -I"$d/s" $def -DWITH_INIT \
+    "$HERE/driver.c" "$d/s/${n}_infer.c" -lm -o "$d/ys" || fail "$n: gcc ASan+UBSan"
+  "$d/ys" "$d" "$d/Ys.bin" $N || fail "$n: ASan+UBSan"
   "$d/ya" "$d" "$d/Ya.bin" $N || fail "$n: a"
   "$d/yb" "$d" "$d/Yb.bin" $N || fail "$n: b"
   "$d/yc" "$d" "$d/Yc.bin" $N || fail "$n: C++ driver"
@@ -55,7 +61,7 @@ for arg in "$@"; do
     t=$d/$n
   fi
   "$t" predict --weights "$d/W.npz" --input "$d/X.npy" --out "$d/Yt.npy" >/dev/null 2>&1 || fail "$n: trainer predict"
-  "$PY" tests/torch_ref.py infer-compare "$d" "$d/Ya.bin" "$d/Yb.bin" "$d/Yc.bin" "$d/Yt.npy" > "$d/compare.txt" \
+  "$PY" tests/torch_ref.py infer-compare "$d" "$d/Ya.bin" "$d/Yb.bin" "$d/Yc.bin" "$d/Ys.bin" "$d/Yt.npy" > "$d/compare.txt" \
     || { cat "$d/compare.txt"; fail "$n: outputs differ from PyTorch's eval forward"; }
   echo "infer-check: $n${norm:+ (normalized)}: $(grep -c ok "$d/compare.txt") outputs equal PyTorch eval (worst $(sed -n 's/.*max|d|=\([^ ]*\).*/\1/p' "$d/compare.txt" | sort -g | tail -1))"
   count=$((count + 1))
