@@ -393,10 +393,10 @@ local function emit(core, spec, path, text, z, norm, F, args)
     util.commas(4 * spec.arena))
   H:line("#define %s_INFER_N_WEIGHTS ((size_t)%d) /* floats of folded parameters */", UP, spec.n_params)
   if not z then
-    H:line("#define %s_INFER_N_PARAMS ((size_t)%d) /* NAME_init's params: the trainer's %s_N_PARAMS */", UP,
-      spec.orig_n_params, UP)
-    H:line("#define %s_INFER_N_BUFFERS ((size_t)%d) /* NAME_init's buffers: the trainer's %s_N_BUFFERS */", UP,
-      spec.orig_n_buffers, UP)
+    H:line("#define %s_INFER_N_PARAMS ((size_t)%d) /* %s_init's params: the trainer's %s_N_PARAMS */", UP,
+      spec.orig_n_params, name, UP)
+    H:line("#define %s_INFER_N_BUFFERS ((size_t)%d) /* %s_init's buffers: the trainer's %s_N_BUFFERS */", UP,
+      spec.orig_n_buffers, name, UP)
   end
   H:line("")
   H:line("#ifdef __cplusplus")
@@ -604,7 +604,8 @@ function M.main(core, args)
       elseif a == "--weights" then wpath = val()
       elseif a == "--norm" then npath = val()
       elseif a == "--batch" then
-        batch = math.tointeger(tonumber(val()))
+        local v = tonumber(val())
+        batch = v and math.tointeger(v)
         if not batch or batch < 1 or batch > 65536 then error({usage = "--batch needs an integer in 1..65536"}, 0) end
       elseif a:sub(1, 1) == "-" then error({usage = "unknown option " .. a}, 0)
       elseif path then error({usage = "one spec at a time (got " .. path .. " and " .. a .. ")"}, 0)
