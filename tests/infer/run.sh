@@ -66,13 +66,21 @@ for arg in "$@"; do
   echo "infer-check: $n${norm:+ (normalized)}: $(grep -c ok "$d/compare.txt") outputs equal PyTorch eval (worst $(sed -n 's/.*max|d|=\([^ ]*\).*/\1/p' "$d/compare.txt" | sort -g | tail -1))"
   count=$((count + 1))
 done
-# wrong weights are an error with a message, and nothing is written
+# wrong weights or normalization, a missing file: an error with a message, nothing written
 d=$W/errors
 rm -rf "$d" && mkdir -p "$d"
-"$PY" tests/torch_ref.py infer-gen tests/nets/t_c2_dw.yaml "$d/w" --n 1 >/dev/null || fail "infer-gen t_c2_dw"
+"$PY" tests/torch_ref.py infer-gen tests/nets/t_c2_dw.yaml "$d/w" --n 1 --norm >/dev/null || fail "infer-gen t_c2_dw"
 if $CNNGEN tests/nets/t_c2_k3p0.yaml --inference --weights "$d/w/W.npz" -o "$d" 2>"$d/err.txt"; then
   fail "t_c2_dw's weights accepted for t_c2_k3p0"
 fi
 grep -q "tensor '0.weight' has shape (3, 1, 3, 3), expected" "$d/err.txt" || fail "wrong message for wrong weights: $(cat "$d/err.txt")"
+expect_error() { # message, then the arguments
+  msg=$1; shift
+  if $CNNGEN "$@" -o "$d" 2>"$d/err.txt"; then fail "accepted: cnngen $*"; fi
+  grep -q "$msg" "$d/err.txt" || fail "cnngen $*: expected '$msg', got: $(cat "$d/err.txt")"
+}
+expect_error "nonexistent.npz: cannot open" tests/nets/t_c2_dw.yaml --inference --weights "$d/nonexistent.npz"
+expect_error "normalization has 3 channels, network 't_c2_k3p0' has 2" tests/nets/t_c2_k3p0.yaml --inference \
+  --norm "$d/w/normalize.npz"
 [ -z "$(ls "$d" | grep -v 'err.txt\|^w$')" ] || fail "files written on error"
 echo "infer-check: $count specs: exported forwards equal PyTorch's model.eval() and the trainer's predict"
