@@ -201,8 +201,8 @@ local function load_norm(path, spec)
 end
 
 ---------------------------------------------------------------------------
--- Static arena: the input in lanes / normalized (xin), two ping-pong activation
--- buffers, one scratch region shared by the layers (forward only: one at a time).
+-- Static arena: two ping-pong activation buffers (the input, in lanes or normalized,
+-- in the second), one scratch region shared by the layers (forward only: one at a time).
 ---------------------------------------------------------------------------
 -- Floats of scratch a layer's forward uses. The conv forms keep what their forward
 -- writes (the padded input and, channel-vector form, its output tile, transposed
@@ -222,8 +222,9 @@ local function arena(spec, V, R, norm, args)
     ws = ws + (n + V - 1) // V * V
     return at
   end
-  if spec.lanes or norm then spec.xin = take(R * spec.in_size) end
   local maxact, maxs = 1, 0
+  -- the input in lanes or normalized goes to the second buffer: the first layer writes the first
+  if spec.lanes or norm then maxact = spec.in_size end
   for _, L in ipairs(spec.layers) do
     if not L.alias then
       maxact = math.max(maxact, L.out_size)
@@ -233,6 +234,7 @@ local function arena(spec, V, R, norm, args)
     end
   end
   spec.buf = {take(R * maxact), take(R * maxact)}
+  if spec.lanes or norm then spec.xin = spec.buf[2] end
   spec.scratch = maxs > 0 and take(maxs) or nil
   spec.arena = math.max(ws, V)
 end
