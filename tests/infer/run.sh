@@ -9,7 +9,8 @@
 #      linked with nothing but -lm; also driven from C++ (g++) through the header
 #   b: no weights (NAME_init with the trainer's flat arrays), --batch 16 (batch-innermost
 #      forms): clang -std=c99 -march=native -Wall -Wextra -Werror
-#   s: NAME_init at --batch 3 (chunks of 3, 3 and 1), ASan + UBSan: the arena planned
+#   s: NAME_init at --batch 3 (six chunks of 3, then 1), ASan + UBSan at -O0 (at -O1 gcc took
+#      47 s on LeNet-5, 78 s on bnnet, clang longer): the arena planned
 #      for the forward alone holds everything the layers touch
 #   a and b also compile with the other compiler and -march (-fsyntax-only)
 #   the outputs of a, b, the C++ driver and the trainer's predict must equal PyTorch's
@@ -47,7 +48,7 @@ for arg in "$@"; do
     || fail "$n: clang (NAME_init)"
   clang -std=c99 $WARN -fsyntax-only "$d/a/${n}_infer.c" || fail "$n: clang (weights baked in)"
   gcc -std=c99 -march=native $WARN -fsyntax-only "$d/b/${n}_infer.c" || fail "$n: gcc -march=native (NAME_init)"
-  gcc -std=c99 -O1 -g -fsanitize=address,undefined -fno-sanitize-recover=all $WARN -I"$d/s" $def -DWITH_INIT \
+  gcc -std=c99 -O0 -g -fsanitize=address,undefined -fno-sanitize-recover=all $WARN -I"$d/s" $def -DWITH_INIT \
     "$HERE/driver.c" "$d/s/${n}_infer.c" -lm -o "$d/ys" || fail "$n: gcc ASan+UBSan"
   "$d/ys" "$d" "$d/Ys.bin" $N || fail "$n: ASan+UBSan"
   "$d/ya" "$d" "$d/Ya.bin" $N || fail "$n: a"
