@@ -47,8 +47,10 @@ $(B)/embed: compiler/embed.c | $(B)
 	$(CC) $(ALL_CFLAGS) $< -o $@
 $(B)/lua_sources.c: $(B)/embed $(LUA_SRC)
 	$(B)/embed compiler/lua $(LUA_SRC) > $@.tmp && mv $@.tmp $@
-$(B)/cnngen: compiler/main.c compiler/version.h $(B)/lua_sources.c | $(B)
-	$(CC) $(ALL_CFLAGS) $(LUA_CFLAGS) -I$(B) -Icompiler compiler/main.c $(B)/lua_sources.c $(LDFLAGS) $(LUA_LIBS) -lm -o $@
+# runtime/npy.c (npz through libzip) reads --weights / --norm for `cnngen --inference`
+CNNGEN_RT := runtime/npy.c runtime/util.c
+$(B)/cnngen: compiler/main.c compiler/version.h $(B)/lua_sources.c $(CNNGEN_RT) runtime/npy.h runtime/util.h | $(B)
+	$(CC) $(ALL_CFLAGS) $(LUA_CFLAGS) -I$(B) -Icompiler -Iruntime compiler/main.c $(CNNGEN_RT) $(B)/lua_sources.c $(LDFLAGS) $(LUA_LIBS) $(RT_LIBS) -o $@
 
 # the runtime library is built without OpenMP, so that a generated trainer links with
 # or without -fopenmp (the threads live in the generated code's CG_PARALLEL_FOR loops)
@@ -74,6 +76,21 @@ demo-run: all
 	 echo "demo: best weights (loads into torch.nn.Sequential): $(DEMO_OUT)/best.npz"; \
 	 if [ -f $(DEMO_OUT)/curve.png ]; then echo "demo: training/validation curve: $(DEMO_OUT)/curve.png"; \
 	 else echo "demo: no curve.png (gnuplot missing); the curve's data: $(DEMO_OUT)/log.csv"; fi
+	@echo "demo: export for inference (self-contained C): $(B)/cnngen specs/lenet5.yaml --inference --weights $(DEMO_OUT)/best.npz -o DIR"
+	@echo "demo: make embed builds examples/embed/classify with it and classifies a test image"
+
+# ---- examples/embed: the demo's best.npz exported with --inference, one test image classified
+EMBED_OUT ?= $(B)/embed-example
+FMNIST    ?= /usr/share/datasets/fashion-mnist
+.PHONY: embed
+embed: $(B)/cnngen
+	@test -f $(DEMO_OUT)/best.npz || { echo "embed: no $(DEMO_OUT)/best.npz: run make demo first"; exit 1; }
+	@mkdir -p $(EMBED_OUT)
+	$(B)/cnngen specs/lenet5.yaml --inference --weights $(DEMO_OUT)/best.npz \
+	  $$([ -f $(DEMO_OUT)/normalize.npz ] && echo --norm $(DEMO_OUT)/normalize.npz) -o $(EMBED_OUT)
+	$(CC) -std=c99 -O2 -march=native -Wall -Wextra -I$(EMBED_OUT) examples/embed/classify.c $(EMBED_OUT)/lenet5_infer.c -lm -o $(EMBED_OUT)/classify
+	zcat $(FMNIST)/t10k-images-idx3-ubyte.gz | tail -c +17 | head -c 784 > $(EMBED_OUT)/test0.u8
+	$(EMBED_OUT)/classify $(EMBED_OUT)/test0.u8
 
 # ---- accuracy bars: LeNet-5 and bnnet trained by the generated trainers and by PyTorch
 # (bench/torch_train.py) with the spec's hyperparameters; long (bnnet: tens of minutes)

@@ -14,6 +14,9 @@
 #include <yaml.h>
 
 #include "version.h"
+#ifndef CNNGEN_FUZZ
+#include "npy.h" /* runtime/npy.c, linked in for --inference --weights / --norm */
+#endif
 
 extern const struct { const char *name, *path, *src; size_t len; } cnngen_lua_sources[];
 
@@ -238,6 +241,46 @@ static int l_mkdir_p(lua_State *L)
     }
     return 1;
 }
+#ifndef CNNGEN_FUZZ
+/* cnngen_c.read_npz(path) -> {[key] = {dtype = "<f4", shape = {...}, data = {...}}} | nil, message.
+ * Values are read as the trainer reads them: each rounded to float32 (counters exactly). */
+static int l_read_npz(lua_State *L)
+{
+    const char *path = luaL_checkstring(L, 1);
+    cg_npz z;
+    cg_err err;
+    if (cg_npz_read(path, &z, &err) != 0) {
+        lua_pushnil(L);
+        lua_pushstring(L, err.msg);
+        return 2;
+    }
+    lua_createtable(L, 0, z.n);
+    for (int k = 0; k < z.n; k++) {
+        const cg_array *a = &z.arrays[k];
+        lua_createtable(L, 0, 3);
+        lua_pushstring(L, cg_dtype_descr(a->dtype));
+        lua_setfield(L, -2, "dtype");
+        lua_createtable(L, a->ndim, 0);
+        for (int d = 0; d < a->ndim; d++) {
+            lua_pushinteger(L, (lua_Integer)a->shape[d]);
+            lua_rawseti(L, -2, d + 1);
+        }
+        lua_setfield(L, -2, "shape");
+        luaL_checkstack(L, 4, "npz");
+        lua_createtable(L, (int)(a->count < 1u << 30 ? a->count : 0), 0);
+        int is_int = cg_dtype_is_int(a->dtype);
+        for (size_t i = 0; i < a->count; i++) {
+            double v = cg_array_get(a, i);
+            lua_pushnumber(L, is_int ? v : (double)(float)v);
+            lua_rawseti(L, -2, (lua_Integer)i + 1);
+        }
+        lua_setfield(L, -2, "data");
+        lua_setfield(L, -2, z.keys[k]);
+    }
+    cg_npz_free(&z);
+    return 1;
+}
+#endif
 
 static int l_searcher(lua_State *L)
 {
@@ -278,6 +321,10 @@ static void setup(lua_State *L)
     lua_setfield(L, -2, "parse_yaml");
     lua_pushcfunction(L, l_mkdir_p);
     lua_setfield(L, -2, "mkdir_p");
+#ifndef CNNGEN_FUZZ
+    lua_pushcfunction(L, l_read_npz);
+    lua_setfield(L, -2, "read_npz");
+#endif
     lua_pushstring(L, CNNGEN_VERSION);
     lua_setfield(L, -2, "version");
     lua_setglobal(L, "cnngen_c");

@@ -11,7 +11,7 @@ CHECK_SRC := $(wildcard tests/check_*.c)
 TRAINERS  := $(patsubst specs/%.yaml,$(B)/trainers/%,$(filter-out specs/vgg16.yaml,$(SPECS)))
 
 .PHONY: test check-unit check-torch
-TEST_PARTS := build-nopkgconfig embed-check check-unit check-kernels regen-check warn-check sanitize-check fuzz-smoke golden-check check-torch schedules-check check-threads
+TEST_PARTS := build-nopkgconfig embed-check check-unit check-kernels regen-check warn-check sanitize-check fuzz-smoke golden-check check-torch schedules-check check-threads infer-check
 test-run: all $(TEST_PARTS)
 	@echo "make test: every part passed ($(TEST_PARTS))"
 	@echo "test: $(words $(TEST_PARTS)) passed, 0 failed"
@@ -127,3 +127,15 @@ check-threads: $(B)/cnngen $(B)/libcnngen.a
 	  $(PYTHON) tests/torch_ref.py compare $$w/R1.npz $$w/R2.npz --tol 0 >/dev/null \
 	    || { echo "check-threads: $$n batch $$b: 1 and 2 threads differ"; exit 1; }; \
 	  echo "check-threads: $$n batch $$b: 1 and 2 threads bitwise equal"; done
+
+# cnngen --inference: every layer kind, batch norm folded and not, baked-in weights and
+# NAME_init, batch 1 and batch-innermost, gcc/clang/C++, against PyTorch's model.eval()
+# and the trainer's predict (tests/infer/run.sh)
+INFER_SPECS := specs/lenet5.yaml:norm specs/bnnet.yaml specs/mixed1d.yaml:norm specs/mixed2d.yaml \
+  tests/infer/bn_any.yaml:norm tests/nets/t_bn_f.yaml:norm tests/nets/t_bn_cl.yaml tests/nets/t_bn_chw.yaml \
+  tests/nets/t_c2_dw.yaml tests/nets/t_c1_groups_loop.yaml tests/nets/t_c2_wv_loop.yaml \
+  tests/nets/t_flatten_last.yaml tests/nets/t_act_smooth_ln.yaml tests/nets/t_mp2_k3s2p1.yaml \
+  tests/nets/t_ap2_k3s2p1.yaml
+.PHONY: infer-check
+infer-check: $(B)/cnngen $(B)/libcnngen.a $(B)/trainers/lenet5 $(B)/trainers/bnnet $(B)/trainers/mixed1d $(B)/trainers/mixed2d
+	@tests/infer/run.sh $(B) $(PYTHON) $(INFER_SPECS)

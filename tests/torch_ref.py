@@ -45,6 +45,19 @@ Subcommands
       A float32 PyTorch stand-in for a generated trainer's `check` (loads W.npz with
       load_state_dict(strict=True)); for testing this harness without the C side.
 
+  infer-gen SPEC.yaml DIR [--n N] [--seed S] [--norm]
+      For `cnngen --inference` (tests/infer/run.sh): a model as in `check` (PyTorch init,
+      batchnorm weights and running statistics randomized) and X ~ N(0, 1) [N, *input]
+      (N = 5 by default). Writes DIR/W.npz, X.npy, X.bin (raw float32), P.bin and B.bin
+      (every parameter / buffer in the trainer's flat layout, raw float32, counters as
+      floats: what NAME_init takes) and REF.npy: the model.eval() forward in float64,
+      [N, out_flat] as float32. With --norm also DIR/normalize.npz (random per-channel
+      'mean' and 'std', as the trainer writes it) and REF applies it to X first.
+
+  infer-compare DIR OUT... [--tol T]
+      Compare each OUT (.npy, or raw float32 .bin) with DIR/REF.npy by the `check` rule
+      max|got - ref| <= tol * max(1, max|ref|). Exit 1 on a mismatch.
+
   selftest [SPECDIR] [--full]
       Builds every spec in SPECDIR (default: specs/ next to tests/), checks that
       names are unique and equal the file stem, that the shape planner agrees with
@@ -753,6 +766,71 @@ def cmd_check(a):
     return 0 if all_ok else 1
 
 
+def flat_layout(model):
+    """(params, buffers) as the trainer's flat arrays: state_dict order, learnable tensors
+    into params, running statistics and counters (as floats) into buffers."""
+    names = {k for k, _ in model.named_parameters()}
+    ps, bs = [], []
+    for k, v in model.state_dict().items():
+        a = v.detach().cpu().numpy().astype(np.float32).ravel()
+        (ps if k in names else bs).append(a)
+    cat = lambda xs: np.concatenate(xs) if xs else np.zeros(0, np.float32)
+    return cat(ps), cat(bs)
+
+
+def cmd_infer_gen(a):
+    spec = load_spec(a.spec)
+    recs, _ = parse_layers(spec)
+    model, w, x, _ = make_case(spec, a.n, a.seed)
+    os.makedirs(a.dir, exist_ok=True)
+    np.savez(os.path.join(a.dir, "W.npz"), **w)
+    np.save(os.path.join(a.dir, "X.npy"), x)
+    x.astype(np.float32).tofile(os.path.join(a.dir, "X.bin"))
+    p, b = flat_layout(model)
+    p.tofile(os.path.join(a.dir, "P.bin"))
+    b.tofile(os.path.join(a.dir, "B.bin"))
+    xin = torch.from_numpy(x).double()
+    npath = os.path.join(a.dir, "normalize.npz")
+    if a.norm:
+        c = spec["input"][0]  # channels, or features of a rank-1 input
+        gen = torch.Generator().manual_seed(a.seed + 77)
+        mean = (torch.randn(c, generator=gen) * 0.5).numpy().astype(np.float32)
+        std = (torch.rand(c, generator=gen) * 1.5 + 0.5).numpy().astype(np.float32)
+        np.savez(npath, mean=mean, std=std)
+        shape = (1, c) + (1,) * (len(spec["input"]) - 1)
+        m64 = torch.from_numpy(mean).double().reshape(shape)
+        inv = torch.from_numpy((np.float32(1) / std).astype(np.float32)).double().reshape(shape)
+        xin = (xin - m64) * inv
+    elif os.path.exists(npath):
+        os.remove(npath)  # a stale one would make the trainer's predict normalize
+    import copy
+    m = copy.deepcopy(model).double()
+    m.eval()
+    with torch.no_grad():
+        ref = m(xin).flatten(1).numpy().astype(np.float32)
+    np.save(os.path.join(a.dir, "REF.npy"), ref)
+    print(f"wrote {a.dir}/{{W.npz,X.npy,X.bin,P.bin,B.bin,REF.npy}}{' and normalize.npz' if a.norm else ''}")
+    return 0
+
+
+def cmd_infer_compare(a):
+    ref = np.load(os.path.join(a.dir, "REF.npy"))
+    ok = True
+    for f in a.out:
+        got = np.load(f) if f.endswith(".npy") else np.fromfile(f, dtype=np.float32)
+        if got.size != ref.size:
+            print(f"infer-compare {f}: FAIL {got.size} values, expected {ref.size} {list(ref.shape)}")
+            ok = False
+            continue
+        got = got.reshape(ref.shape).astype(np.float64)
+        limit = a.tol * max(1.0, float(np.max(np.abs(ref))))
+        err = float(np.max(np.abs(got - ref))) if np.all(np.isfinite(got)) else math.inf
+        good = err <= limit
+        ok &= good
+        print(f"infer-compare {f}: {'ok  ' if good else 'FAIL'} max|d|={err:.3e} limit={limit:.3e}")
+    return 0 if ok else 1
+
+
 def cmd_compare(a):
     with np.load(a.ref) as z:
         ref = {k: z[k] for k in z.files}
@@ -917,6 +995,18 @@ def main(argv=None):
     p.add_argument("--corrupt")
     p.add_argument("--drop")
     p.set_defaults(fn=cmd_emulate)
+    p = sub.add_parser("infer-gen", help="weights, inputs and model.eval() outputs for cnngen --inference")
+    p.add_argument("spec")
+    p.add_argument("dir")
+    p.add_argument("--n", type=int, default=5)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--norm", action="store_true")
+    p.set_defaults(fn=cmd_infer_gen)
+    p = sub.add_parser("infer-compare", help="compare inference outputs with REF.npy")
+    p.add_argument("dir")
+    p.add_argument("out", nargs="+")
+    p.add_argument("--tol", type=float, default=DEFAULT_TOL)
+    p.set_defaults(fn=cmd_infer_compare)
     p = sub.add_parser("selftest", help="parameter counts, shapes, lecture facts")
     p.add_argument("specdir", nargs="?")
     p.add_argument("--full", action="store_true", help="also run vgg16 forward/backward")

@@ -456,6 +456,64 @@ local function int_list(t, n)
   return "{" .. table.concat(r, ", ") .. "}"
 end
 
+-- The SIMD vocabulary of the emitters for vectors of V floats; openmp: loops marked
+-- CG_PARALLEL_FOR run on all threads with -fopenmp (the inference export has none).
+local function simd_prelude(O, V, openmp)
+  O:line("/* a += b * c compiles to one FMA (gcc turns contraction off under -std=c11) */")
+  O:line("#if defined(__GNUC__) && !defined(__clang__)")
+  O:line("#pragma GCC optimize(\"fp-contract=fast\")")
+  O:line("#endif")
+  if V == 16 then
+    O:line("/* SIMD vectors of %d floats (one AVX-512 register; gcc and clang split them", V)
+    O:line(" * on narrower targets). */")
+  else
+    O:line("/* SIMD vectors of %d floats (one AVX2 register; the --target of the generator). */", V)
+  end
+  O:line("typedef float cg_v __attribute__((vector_size(%d), aligned(4), may_alias));", V * 4)
+  if openmp then
+    O:line("/* loops whose iterations write disjoint outputs run on all threads with -fopenmp */")
+    O:line("#ifdef _OPENMP")
+    O:line("#define CG_PARALLEL_FOR _Pragma(\"omp parallel for schedule(static)\")")
+    O:line("#else")
+    O:line("#define CG_PARALLEL_FOR")
+    O:line("#endif")
+  else
+    O:line("#define CG_PARALLEL_FOR")
+  end
+  O:line("typedef int cg_vi __attribute__((vector_size(%d)));", V * 4)
+  O:line("#define VSEL(u, a, b) ((cg_v)(((cg_vi)(a) & (u)) | ((cg_vi)(b) & ~(u))))")
+  O:line("#define VLOAD(p) (*(const cg_v *)(p))")
+  O:line("#define VSTORE(p, v) (*(cg_v *)(p) = (v))")
+  O:line("/* the first n lanes of v */")
+  if V == 16 then
+    O:line("#if defined(__AVX512F__)")
+    O:line("#include <immintrin.h>")
+    O:line("#define VSTORE_N(p, v, n) _mm512_mask_storeu_ps((p), (__mmask16)((1u << (n)) - 1u), (__m512)(v))")
+  else
+    O:line("#if defined(__AVX2__)")
+    O:line("#include <immintrin.h>")
+    O:line("#define VSTORE_N(p, v, n) _mm256_maskstore_ps((p), _mm256_cmpgt_epi32(_mm256_set1_epi32(n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7)), (__m256)(v))")
+  end
+  O:line("#else")
+  O:line("#define VSTORE_N(p, v, n) do { for (int l_ = 0; l_ < (n); l_++) (p)[l_] = (v)[l_]; } while (0)")
+  O:line("#endif")
+  O:line("#define vsplat(s) ((cg_v){0} + (s))")
+  O:line("/* VKEEP(v): v stays in a register; otherwise gcc folds the load into every FMA")
+  O:line(" * that uses v (one memory read per FMA instead of one per tile) */")
+  if V == 16 then
+    O:line("#if defined(__AVX512F__) && defined(__GNUC__)")
+    O:line("#define VKEEP(v) __asm__(\"\" : \"+v\"(v))")
+  else
+    O:line("#if defined(__AVX2__) && defined(__GNUC__)")
+    O:line("#define VKEEP(v) __asm__(\"\" : \"+x\"(v))")
+  end
+  O:line("#else")
+  O:line("#define VKEEP(v) ((void)0)")
+  O:line("#endif")
+  O:line("static inline __attribute__((unused)) float vsum_(const cg_v *v) { float s = 0.0f; for (int i = 0; i < %d; i++) s += (*v)[i]; return s; }", V)
+  O:line("#define vsum(v) vsum_(&(v))")
+end
+
 local function emit(spec, spec_path, spec_text)
   local name, UP = spec.name, spec.name:upper()
   local hash = util.fnv1a(spec_text)
@@ -521,55 +579,7 @@ local function emit(spec, spec_path, spec_text)
   O:line("")
   local fargs, bargs, dxargs = {}, {}, {}
   do
-    O:line("/* a += b * c compiles to one FMA (gcc turns contraction off under -std=c11) */")
-    O:line("#if defined(__GNUC__) && !defined(__clang__)")
-    O:line("#pragma GCC optimize(\"fp-contract=fast\")")
-    O:line("#endif")
-    if V == 16 then
-      O:line("/* SIMD vectors of %d floats (one AVX-512 register; gcc and clang split them", V)
-      O:line(" * on narrower targets). */")
-    else
-      O:line("/* SIMD vectors of %d floats (one AVX2 register; the --target of the generator). */", V)
-    end
-    O:line("typedef float cg_v __attribute__((vector_size(%d), aligned(4), may_alias));", V * 4)
-    O:line("/* loops whose iterations write disjoint outputs run on all threads with -fopenmp */")
-    O:line("#ifdef _OPENMP")
-    O:line("#define CG_PARALLEL_FOR _Pragma(\"omp parallel for schedule(static)\")")
-    O:line("#else")
-    O:line("#define CG_PARALLEL_FOR")
-    O:line("#endif")
-    O:line("typedef int cg_vi __attribute__((vector_size(%d)));", V * 4)
-    O:line("#define VSEL(u, a, b) ((cg_v)(((cg_vi)(a) & (u)) | ((cg_vi)(b) & ~(u))))")
-    O:line("#define VLOAD(p) (*(const cg_v *)(p))")
-    O:line("#define VSTORE(p, v) (*(cg_v *)(p) = (v))")
-    O:line("/* the first n lanes of v */")
-    if V == 16 then
-      O:line("#if defined(__AVX512F__)")
-      O:line("#include <immintrin.h>")
-      O:line("#define VSTORE_N(p, v, n) _mm512_mask_storeu_ps((p), (__mmask16)((1u << (n)) - 1u), (__m512)(v))")
-    else
-      O:line("#if defined(__AVX2__)")
-      O:line("#include <immintrin.h>")
-      O:line("#define VSTORE_N(p, v, n) _mm256_maskstore_ps((p), _mm256_cmpgt_epi32(_mm256_set1_epi32(n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7)), (__m256)(v))")
-    end
-    O:line("#else")
-    O:line("#define VSTORE_N(p, v, n) do { for (int l_ = 0; l_ < (n); l_++) (p)[l_] = (v)[l_]; } while (0)")
-    O:line("#endif")
-    O:line("#define vsplat(s) ((cg_v){0} + (s))")
-    O:line("/* VKEEP(v): v stays in a register; otherwise gcc folds the load into every FMA")
-    O:line(" * that uses v (one memory read per FMA instead of one per tile) */")
-    if V == 16 then
-      O:line("#if defined(__AVX512F__) && defined(__GNUC__)")
-      O:line("#define VKEEP(v) __asm__(\"\" : \"+v\"(v))")
-    else
-      O:line("#if defined(__AVX2__) && defined(__GNUC__)")
-      O:line("#define VKEEP(v) __asm__(\"\" : \"+x\"(v))")
-    end
-    O:line("#else")
-    O:line("#define VKEEP(v) ((void)0)")
-    O:line("#endif")
-    O:line("static inline __attribute__((unused)) float vsum_(const cg_v *v) { float s = 0.0f; for (int i = 0; i < %d; i++) s += (*v)[i]; return s; }", V)
-    O:line("#define vsum(v) vsum_(&(v))")
+    simd_prelude(O, V, true)
     O:line("")
   end
   if ctx.lanes then
@@ -810,13 +820,15 @@ local USAGE = [[
 usage: cnngen SPEC.yaml [-o DIR]     write DIR/<name>.c and DIR/<name>.h (DIR: ., created if missing)
        cnngen --summary SPEC.yaml    print shapes, parameters, multiply-adds, receptive fields
        cnngen --check SPEC.yaml      validate only
+       cnngen SPEC.yaml --inference [--weights W.npz] [--norm N.npz] [--batch B] [-o DIR]
+                                     write DIR/<name>_infer.c and .h (docs/inference.md)
        cnngen --schedules SPEC.yaml  per layer: signature and legal schedules (for make tune)
+       cnngen --help | --version
 options: --target avx512|avx2|generic|native   register tiles for this ISA (default: native,
                                  from /proc/cpuinfo)
          --wisdom FILE           schedules timed on this machine by `make tune` (default:
                                  $CNNGEN_WISDOM when set)
          --layer N               emit layer N alone (its input, MSE loss): for timing it
-       cnngen --help | --version
 Exit status: 0 success, 1 error in the spec (or unreadable/unwritable file), 2 misuse.
 ]]
 
@@ -902,6 +914,9 @@ local function write_atomic(files)
 end
 
 function M.main(args)
+  for _, a in ipairs(args) do
+    if a == "--inference" then return require("infer").main(M, args) end
+  end
   local mode, outdir, path = "gen", ".", nil
   local target, wisdom_path, layer = "native", os.getenv("CNNGEN_WISDOM"), nil
   local i = 1
@@ -969,5 +984,12 @@ function M.main(args)
   io.stdout:write(base .. ".c\n")
   return 0
 end
+
+-- for compiler/lua/infer.lua (the --inference export), which reuses the forward emitters
+M.internal = {
+  VEC = VEC, UNROLL_BUDGET = UNROLL_BUDGET, simd_prelude = simd_prelude, schedule = schedule, plan = plan, pass_fn = pass_fn, layer_fn = layer_fn,
+  emit_layer_fn = emit_layer_fn, report = report, write_atomic = write_atomic,
+  shape_str = shape_str, prod = prod, c_comment = c_comment, c_string = c_string,
+}
 
 return M
