@@ -1031,6 +1031,16 @@ START_TEST(test_cli_train_eval_predict)
     ck_assert_int_eq(run_main(&net, "train", "--momentum", "1", NULL), 2);
     ck_assert_int_eq(run_main(&net, "train", "--resume=1", NULL), 2);
     ck_assert_int_eq(run_main(&net, "train", "--patience", "-1", NULL), 2);
+    /* the option table's ranges: --lr finite and > 0, --gamma in (0, 1] (as in a spec) */
+    ck_assert_int_eq(run_main(&net, "train", "--lr", "0", NULL), 2);
+    ck_assert_int_eq(run_main(&net, "train", "--lr", "inf", NULL), 2);
+    ck_assert_int_eq(run_main(&net, "train", "--lr=nan", NULL), 2);
+    ck_assert_int_eq(run_main(&net, "train", "--gamma", "0", NULL), 2);
+    ck_assert_int_eq(run_main(&net, "train", "--gamma", "1.5", NULL), 2);
+    ck_assert_int_eq(run_main(&net, "train", "--weight-decay", "-1e-4", NULL), 2);
+    ck_assert_int_eq(run_main(&net, "train", "--max-steps", "0", NULL), 2);
+    ck_assert_int_eq(run_main(&net, "train", "--monitor", "accuracy", NULL), 2);
+    ck_assert_int_eq(run_main(&net, "predict", "--weights", "w.npz", "--input", "x.npy", NULL), 2);
     ck_assert_int_eq(run_main(&net, "eval", "--weights", "w.npz", "--resume", NULL), 2);
     ck_assert_int_eq(run_main(&net, "train", "--data-x", tpath("x.npy"), "--data-y", tpath("y.npy"),
                               "--resume", "--quiet", "--out", tpath("fresh"), NULL),
