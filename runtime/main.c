@@ -36,8 +36,8 @@ enum { C_TRAIN = 1, C_EVAL = 2, C_PREDICT = 4, C_CHECK = 8, C_ALL = 15 };
 typedef struct command {
     const char *name;
     unsigned bit;
-    const char *synopsis; /* after "NAME cmd" in --help; the required options come from the table */
-    const char *summary;  /* what it does, for --help */
+    int all_options;     /* --help: 1 lists its options after the name, 0 says [options] */
+    const char *summary; /* what it does, for --help */
     int (*run)(const cg_net *net, const opts *o);
 } command;
 
@@ -47,23 +47,22 @@ static int cmd_predict(const cg_net *net, const opts *o);
 static int cmd_check(const cg_net *net, const opts *o);
 
 static const command commands[] = {
-    {"train", C_TRAIN, "[options]",
+    {"train", C_TRAIN, 0,
      "train; writes OUT/{final,best,last}.npz, log.csv, curve.png", cmd_train},
-    {"eval", C_EVAL, "--weights W.npz [--data PATH | --data-x X --data-y Y] [--norm F|none]\n"
-                     "          [--confusion] [--confusion-csv FILE.csv]",
+    {"eval", C_EVAL, 1,
      "inference-mode loss and accuracy on the test set of PATH (default dataset\n"
      "      when omitted), or on the file / pair given; --confusion adds the per-class\n"
      "      accuracy and the confusion matrix, --confusion-csv also writes it as CSV",
      cmd_eval},
-    {"predict", C_PREDICT, "--weights W.npz --input X --out Y [--softmax] [--norm F|none]",
+    {"predict", C_PREDICT, 1,
      "inference-mode outputs [N, out] for X [N, input]; X is .npy or IDX (float32,\n"
      "      or uint8 scaled) or .csv (features, or the training layout: label first);\n"
-     "      Y is .npy or .csv (one row a sample), by extension; --softmax: class\n"
+     "      OUT is .npy or .csv (one row a sample), by extension; --softmax: class\n"
      "      probabilities instead of the raw outputs (logits)",
      cmd_predict},
-    {"check", C_CHECK, "--weights W.npz --input X.npy --target T.npy --out R.npz",
-     "one training-mode forward/backward; R.npz holds output, loss, grad.input and\n"
-     "      grad.<param> for every parameter",
+    {"check", C_CHECK, 1,
+     "one training-mode forward/backward; OUT (.npz) holds output, loss, grad.input\n"
+     "      and grad.<param> for every parameter",
      cmd_check},
 };
 enum { N_COMMANDS = sizeof commands / sizeof commands[0] };
@@ -166,12 +165,8 @@ static const option options[] = {
     {OPT("eval-every", C_TRAIN, 0, OPT_INT, t.h.eval_every, "K",
      "steps between evaluations (0: once an epoch)"), INT(0, BIG), .show_default = 1},
     /* run */
-    {OPT("out", C_TRAIN | C_PREDICT | C_CHECK, C_PREDICT | C_CHECK, OPT_PATH, out, "DIR|FILE",
-     "train: output directory [.]; predict: Y.npy or Y.csv;\ncheck: R.npz")},
     {OPT("seed", C_TRAIN, 0, OPT_INT, t.h.seed, "S", "initial weights and sample order"),
      INT(0, 2147483647LL), .show_default = 1},
-    {OPT("weights", C_ALL, C_EVAL | C_PREDICT | C_CHECK, OPT_PATH, weights, "W.npz",
-     "the weights; train: start from them instead of the\nseeded initialization")},
     {OPT("checkpoint-every", C_TRAIN, 0, OPT_INT, t.h.checkpoint_every, "N",
      "steps between checkpoints, OUT/checkpoint.npz (0: off)"), INT(0, BIG), .show_default = 1},
     {OPT("resume", C_TRAIN, 0, OPT_FLAG, t.resume, NULL,
@@ -183,9 +178,13 @@ static const option options[] = {
     {OPT("plain", C_TRAIN, 0, OPT_FLAG, t.progress, NULL, "no \\r progress line"), .set = 0},
     {OPT("quiet", C_TRAIN, 0, OPT_FLAG, t.quiet, NULL, "print nothing but errors"), .set = 1},
     {OPT("no-plot", C_TRAIN, 0, OPT_FLAG, t.plot, NULL, "no curve.png"), .set = 0},
-    /* eval, predict, check */
+    /* the files of eval, predict and check (weights and out also train's) */
+    {OPT("weights", C_ALL, C_EVAL | C_PREDICT | C_CHECK, OPT_PATH, weights, "W.npz",
+     "the weights; train: start from them instead of the\nseeded initialization")},
     {OPT("input", C_PREDICT | C_CHECK, C_PREDICT | C_CHECK, OPT_PATH, input, "X", "inputs")},
     {OPT("target", C_CHECK, C_CHECK, OPT_PATH, target, "T.npy", "labels or targets")},
+    {OPT("out", C_TRAIN | C_PREDICT | C_CHECK, C_PREDICT | C_CHECK, OPT_PATH, out, "OUT",
+     "train: output directory [.]; predict: Y.npy or Y.csv;\ncheck: R.npz")},
     {OPT("norm", C_EVAL | C_PREDICT, 0, OPT_PATH, norm, "F|none",
      "normalization file (default: normalize.npz next to the\nweights, if any; none: off)")},
     {OPT("softmax", C_PREDICT, 0, OPT_FLAG, softmax, NULL,
@@ -310,6 +309,32 @@ static void print_wrapped(FILE *f, const char *text, int col)
     }
 }
 
+/* "  NAME cmd --required X [--optional Y] ...", wrapped, then what it does */
+static void print_synopsis(FILE *f, const cg_net *net, const command *cmd)
+{
+    int col = fprintf(f, "  %s %s", net->name, cmd->name);
+    if (!cmd->all_options)
+        col += fprintf(f, " [options]");
+    for (int pass = 0; pass < 2 && cmd->all_options; pass++) /* the required ones first */
+        for (int i = 0; i < N_OPTIONS; i++) {
+            const option *op = &options[i];
+            int req = (op->required & cmd->bit) != 0;
+            if (!(op->cmds & cmd->bit) || req != !pass)
+                continue;
+            char arg[96], item[160];
+            if (op->kind == OPT_ENUM)
+                enum_text(op->names, arg, sizeof arg, "|");
+            else
+                snprintf(arg, sizeof arg, "%s", op->arg ? op->arg : "");
+            int n = snprintf(item, sizeof item, "%s--%s%s%s%s", req ? "" : "[", op->name,
+                             arg[0] ? " " : "", arg, req ? "" : "]");
+            if (col + 1 + n > 90)
+                col = fprintf(f, "\n         ") - 1;
+            col += fprintf(f, " %s", item);
+        }
+    fprintf(f, "\n      %s\n", cmd->summary);
+}
+
 static void usage(const cg_net *net, FILE *f)
 {
     char shape[64] = "";
@@ -322,10 +347,8 @@ static void usage(const cg_net *net, FILE *f)
             "max batch %d)\nusage:\n",
             net->name, shape, net->out_size, cg_param_count(net),
             net->loss == CG_LOSS_SOFTMAX_CE ? "softmax cross-entropy" : "mse", net->batch);
-    for (int c = 0; c < N_COMMANDS; c++) {
-        const command *cmd = &commands[c];
-        fprintf(f, "  %s %s %s\n      %s\n", net->name, cmd->name, cmd->synopsis, cmd->summary);
-    }
+    for (int c = 0; c < N_COMMANDS; c++)
+        print_synopsis(f, net, &commands[c]);
     fprintf(f, "  %s --help\n", net->name);
     fprintf(f, "options (the commands taking each; defaults from the spec's train: section in "
                "brackets):\n");
