@@ -1,11 +1,25 @@
-# ---- `make bench` (issue 4): generated trainers vs PyTorch on this machine; not part of
-# `make test`. bench/run.py builds each trainer with $(OPT), runs bench/step.c and
-# bench/torch_bench.py, prints the table and writes bench/results/<date>-<host>.json and
-# bench/results/latest.md. Extra arguments: make bench BENCH_ARGS="--only lenet5 --reps 7"
+# ---- `make bench` (issues 4, 10): generated trainers vs PyTorch on this machine; not part
+# of `make test`, which depends on nothing below. bench/run.py builds each trainer with
+# $(OPT) (and, for the AVX2 rows, -march=haswell), runs bench/step.c and bench/torch_bench.py,
+# prints the table and writes bench/results/<date>-<host>.json and bench/results/latest.md.
+# PyTorch: Debian's python3-torch on OpenBLAS (libopenblas0-pthread, installed here when
+# missing) and PyPI's current torch (eager and torch.compile) in $(BENCH_VENV).
+# Extra arguments: make bench BENCH_ARGS="--only lenet5 --reps 7"
 BENCH_ARGS ?=
+BENCH_VENV ?= $(B)/bench-venv
+.PHONY: bench-deps
 $(B)/bench:
 	mkdir -p $@
 $(B)/bench/fma_peak: bench/fma_peak.c | $(B)/bench
 	$(CC) $(OPT) -std=c11 $< -o $@
-bench: all $(B)/bench/fma_peak
-	$(PYTHON) bench/run.py --cc "$(CC)" --opt "$(OPT)" --libs "$(RT_LIBS)" --fma-peak $(B)/bench/fma_peak $(BENCH_ARGS)
+bench-deps:
+	@dpkg-query -W -f='$${Status}' libopenblas0-pthread 2>/dev/null | grep -q 'install ok installed' || \
+	 { echo "bench: installing libopenblas0-pthread (the system BLAS Debian's python3-torch calls)"; \
+	   SUDO=""; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
+	   DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends \
+	     -o DPkg::Lock::Timeout=600 libopenblas0-pthread || \
+	   echo "bench: could not install libopenblas0-pthread; Debian's torch keeps the BLAS it has"; }
+	@bench/pypi_torch.sh $(BENCH_VENV) $(PYTHON)
+bench: all $(B)/bench/fma_peak bench-deps
+	$(PYTHON) bench/run.py --cc "$(CC)" --opt "$(OPT)" --libs "$(RT_LIBS)" --fma-peak $(B)/bench/fma_peak \
+	  --venv $(BENCH_VENV) $(BENCH_ARGS)

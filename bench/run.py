@@ -1,11 +1,30 @@
 #!/usr/bin/python3
 """run.py -- `make bench`: cnngen's generated trainers against PyTorch on this machine.
 
-For every workload (issue 4's list): generate the C with build/cnngen, compile it with
-bench/step.c and build/libcnngen.a with the release flags (OPT, default -O3 -march=native
--fopenmp), time it with OMP_NUM_THREADS=1 and 2 (the faster counts), then time the same
-network in PyTorch (bench/torch_bench.py: 1 and 2 threads, with and without the glibc
-malloc tunables, the fastest counts). Medians of --reps (>= 5) repetitions each.
+For every workload (issue 4's list and issue 10's MLP): generate the C with build/cnngen,
+compile it with bench/step.c and build/libcnngen.a with the release flags (OPT, default
+-O3 -march=native -fopenmp), time it with OMP_NUM_THREADS=1 and 2 (the faster counts), then
+time the same network in PyTorch (bench/torch_bench.py). Medians of --reps (>= 5)
+repetitions each.
+
+PyTorch at its best is the anchor: the fastest of every build and configuration measured,
+  - Debian's python3-torch (eager), calling the system BLAS (OpenBLAS, libopenblas0-pthread,
+    which `make bench` installs), x OPENBLAS_NUM_THREADS 1/2,
+  - PyPI's current torch (`make bench` keeps it in build/bench-venv, bench/pypi_torch.sh),
+    eager and torch.compile (inductor),
+each x torch.set_num_threads 1/2 x glibc malloc tunables off/on (the forward-only rows,
+which have no target, without torch.compile). Every row names the
+build, version, execution mode, BLAS and threads of its PyTorch. When PyPI cannot be
+reached the bench says so and measures Debian's build alone.
+
+Subnormals: both sides flush them to zero (step.c: cg_flush_subnormals, as the trainers
+do; PyTorch: torch.set_flush_denormal(True)); --ieee-subnormals keeps IEEE on both.
+
+AVX2 rows (unless --no-avx2): every row with a target again with the trainer and the
+runtime built with -march=haswell, against PyTorch's best configuration limited to AVX2
+(ONEDNN_MAX_CPU_ISA=AVX2, ATEN_CPU_CAPABILITY=avx2, MKL_ENABLE_INSTRUCTIONS=AVX2, inductor
+cpp.simdlen 8); target: 0.8 x the native row's ratio.
+On a machine without AVX-512 both builds are nearly the same code.
 
 Effective GFLOP/s = img/s x 2 x forward multiply-adds per image (`cnngen --summary`)
 x 3 for a training step (forward + input gradient + weight gradient) or x 1 for a forward
@@ -43,14 +62,15 @@ import time
 ROOT = os.path.abspath(os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 PY = "/usr/bin/python3"
 
-# name, spec, mode, issue's PyTorch best (value, unit), target ratio (None: no target)
+# name, spec, mode, issue 4's PyTorch best (value, unit), target ratio (None: no target)
 WORKLOADS = [
     ("LeNet-5, batch 1 (single-sample SGD)", "bench/specs/lenet5_b1.yaml", "train", (1740, "img/s"), 10.0),
     ("LeNet-5, batch 64", "specs/lenet5.yaml", "train", (12250, "img/s"), 5.0),
     ("batch-norm net, batch 64", "specs/bnnet.yaml", "train", (1990, "img/s"), 3.0),
-    ("VGG-16 on 3x32x32, batch 32", "specs/vgg16_cifar.yaml", "train", (131, "img/s"), 1.0),
+    ("VGG-16 on 3x32x32, batch 32", "specs/vgg16_cifar.yaml", "train", (131, "img/s"), 1.2),
+    ("MLP 256->512->512->16, batch 128", "bench/specs/mlp.yaml", "train", None, 1.5),
     ("3x3 conv 64->64 on 56x56, batch 8, fwd", "bench/specs/conv64.yaml", "fwd", None, None),
-    ("3x3 conv 64->64 on 56x56, batch 8, fwd+bwd", "bench/specs/conv64.yaml", "train_dx", (346, "GFLOP/s"), 0.9),
+    ("3x3 conv 64->64 on 56x56, batch 8, fwd+bwd", "bench/specs/conv64.yaml", "train_dx", (346, "GFLOP/s"), 1.0),
     ("3x3 conv 3->64 on 224x224, batch 4, fwd", "bench/specs/conv3_224.yaml", "fwd", None, None),
     ("3x3 conv 3->64 on 224x224, batch 4, fwd+bwd", "bench/specs/conv3_224.yaml", "train_dx", (79, "GFLOP/s"), 1.5),
     ("5x5 conv 1->6 pad 2 on 28x28, batch 64, fwd", "bench/specs/conv5.yaml", "fwd", None, None),
@@ -58,6 +78,8 @@ WORKLOADS = [
 ]
 RSS_NETS = ("lenet5", "vgg16_cifar")
 STEP_FLAGS = {"train": [], "train_dx": ["--dx"], "fwd": ["--fwd"]}
+AVX2_MARCH = "haswell"
+AVX2_TARGET = 0.8  # x the native row's ratio
 
 
 def log(*a):
@@ -128,14 +150,22 @@ def macs(spec):
     return int(m.group(1).replace(",", ""))
 
 
-def build_step(spec, a):
+def build_step(spec, a, march=None):
+    """The step binary: release flags, or with march (the AVX2 rows) -march=MARCH for the
+    trainer and the runtime alike (runtime/*.c compiled in, not the native libcnngen.a)."""
     name = os.path.splitext(os.path.basename(spec))[0]
     d = os.path.join(a.build, name)
     os.makedirs(d, exist_ok=True)
     c = sh(["build/cnngen", spec, "-o", d]).strip().splitlines()[-1]
-    exe = os.path.join(d, "step_" + name)
-    cmd = ([a.cc] + shlex.split(a.opt) + ["-std=c11", "-D_POSIX_C_SOURCE=200809L", "-Iruntime",
-           "-DCNNGEN_NO_MAIN", f"-DCG_NET={name}_net", c, "bench/step.c", "build/libcnngen.a"]
+    opt = shlex.split(a.opt)
+    rt = ["build/libcnngen.a"]
+    if march:
+        opt = [f for f in opt if not f.startswith("-march=")] + [f"-march={march}"]
+        rt = sorted(os.path.join("runtime", f) for f in os.listdir(os.path.join(ROOT, "runtime"))
+                    if f.endswith(".c"))
+    exe = os.path.join(d, "step_" + name + (f"_{march}" if march else ""))
+    cmd = ([a.cc] + opt + ["-std=c11", "-D_POSIX_C_SOURCE=200809L", "-Iruntime",
+           "-DCNNGEN_NO_MAIN", f"-DCG_NET={name}_net", c, "bench/step.c"] + rt
            + shlex.split(a.libs) + ["-o", exe])
     sh(cmd)
     return name, exe
@@ -145,19 +175,72 @@ def run_cnngen(exe, mode, threads, a):
     env = dict(os.environ, OMP_NUM_THREADS=str(threads))
     wait_quiet(a.quiet_wait)
     out, foreign = measured([exe, "0", str(a.reps), "--rep-s", str(a.rep_s), "--warmup-s", str(a.warmup_s)]
-                            + STEP_FLAGS[mode], env)
+                            + STEP_FLAGS[mode] + ["--ieee-subnormals"] * a.ieee_subnormals, env)
     r = json.loads(out.strip().splitlines()[-1])
     r["foreign_cores"] = round(foreign, 3)
     return r
 
 
-def run_torch(spec, mode, a):
+def torch_builds(a):
+    """The PyTorch builds to measure: [(label, interpreter, torch_bench.py arguments)], and a
+    note when PyPI's is missing."""
+    builds = [("Debian eager", PY, ["--openblas", "1,2"])]
+    vpy = os.path.join(a.venv, "bin", "python")
+    status = a.venv + ".status"
+    if os.path.exists(status) or not os.path.exists(vpy):
+        why = " ".join(open(status).read().split()) if os.path.exists(status) else f"{vpy} does not exist"
+        return builds, f"PyPI's torch could not be used ({why}); Debian's python3-torch only."
+    note = " ".join(open(a.venv + ".note").read().split()) if os.path.exists(a.venv + ".note") else ""
+    return builds + [("PyPI eager", vpy, []), ("PyPI compile", vpy, ["--compile"])], note
+
+
+def run_torch(spec, mode, a, python, extra):
+    """bench/torch_bench.py under one interpreter: its configurations and best."""
     wait_quiet(a.quiet_wait)
-    out, foreign = measured([PY, "bench/torch_bench.py", spec, "--mode", mode, "--reps", str(a.reps),
-                             "--rep-s", str(a.rep_s), "--warmup-s", str(a.torch_warmup_s)])
+    out, foreign = measured([python, "bench/torch_bench.py", spec, "--mode", mode, "--reps", str(a.reps),
+                             "--rep-s", str(a.rep_s), "--warmup-s", str(a.torch_warmup_s)]
+                            + ["--ieee-subnormals"] * a.ieee_subnormals + extra)
     r = json.loads(out.strip().splitlines()[-1])
-    r["foreign_cores"] = round(foreign, 3)
+    for c in r["configs"]:
+        c["foreign_cores"] = round(foreign, 3)
     return r
+
+
+def run_torch_all(spec, mode, a, builds):
+    """Every build's configurations; the anchor is the fastest of all of them."""
+    configs = []
+    for label, python, extra in builds:
+        configs += run_torch(spec, mode, a, python, extra)["configs"]
+    best = max(configs, key=lambda c: c["img_per_s"])
+    return {"configs": configs, "best": {k: best[k] for k in CONFIG_KEYS},
+            "foreign_cores": max(c["foreign_cores"] for c in configs)}
+
+
+def run_torch_isa(spec, mode, a, builds, best, isa):
+    """PyTorch's best configuration again with its kernels limited to isa."""
+    python = {"Debian": PY}.get(best["build"]) or os.path.join(a.venv, "bin", "python")
+    extra = ["--threads", str(best["threads"]), "--tunables", "on" if best["tunables"] else "off", "--isa", isa]
+    extra += ["--openblas", str(best["openblas_threads"])] if best["openblas_threads"] else []
+    extra += ["--compile"] if best["exec"] == "compile" else []
+    r = run_torch(spec, mode, a, python, extra)
+    r["foreign_cores"] = r["configs"][0]["foreign_cores"]
+    r["best"] = {k: r["configs"][0][k] for k in CONFIG_KEYS}
+    return r
+
+
+CONFIG_KEYS = ("img_per_s", "threads", "tunables", "openblas_threads", "build", "exec", "blas", "isa",
+               "torch", "flush_denormal")
+
+
+def torch_config_text(t):
+    """e.g. 'PyPI 2.5.1 compile, MKL, 2 thr, tunables on' """
+    s = f"{t['build']} {t['torch']} {t['exec']}, {t['blas']}, {t['threads']} thr"
+    if t.get("openblas_threads"):
+        s += f" (OpenBLAS {t['openblas_threads']})"
+    s += f", tunables {'on' if t['tunables'] else 'off'}"
+    if t.get("isa", "native") != "native":
+        s += f", {t['isa'].upper()} only"
+    return s
 
 
 def fma_peak(a):
@@ -180,10 +263,9 @@ def machine_info(a):
         dirty = bool(sh(["git", "status", "--porcelain", "--untracked-files=no"]).strip())
     except Exception:
         commit, dirty = "?", False
-    torch_v = sh([PY, "-c", "import torch; print(torch.__version__)"]).strip()
     return {"host": socket.gethostname(), "cpu": model, "cpus": os.cpu_count(),
             "avx512f": " avx512f" in flags, "kernel": platform.release(),
-            "cc": sh([a.cc, "--version"]).splitlines()[0], "opt": a.opt, "torch": torch_v,
+            "cc": sh([a.cc, "--version"]).splitlines()[0], "opt": a.opt,
             "commit": commit + ("-dirty" if dirty else ""),
             "date": datetime.datetime.now().isoformat(timespec="seconds")}
 
@@ -194,26 +276,62 @@ def fmt_int(v):
     return f"{v:,.0f}" if v >= 100 else f"{v:,.1f}"
 
 
+def result_text(r):
+    res = ("PASS" if r["ratio"] >= r["target"] else "MISS") if r["target"] and r["ratio"] == r["ratio"] else ""
+    return (res + " NOISY").strip() if r["noisy"] else res
+
+
 def table(rows, peak2):
-    head = ["workload", "cnngen img/s (thr)", "PyTorch best img/s (thr, tunables)", "ratio",
-            "cnngen GFLOP/s", "% of 2-thr peak", "PyTorch GFLOP/s", "issue's PyTorch img/s", "target", "result"]
+    head = ["workload", "cnngen img/s (thr)", "PyTorch best img/s", "PyTorch's best configuration", "ratio",
+            "target", "result", "cnngen GFLOP/s", "% of 2-thr peak", "PyTorch GFLOP/s"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         c, t = r["cnngen"], r["torch"]
-        tgt = f"≥ {r['target']:g}×" if r["target"] else "—"
-        res = ("PASS" if r["ratio"] >= r["target"] else "MISS") if r["target"] else ""
-        if r["noisy"]:
-            res = (res + " NOISY").strip()
         lines.append("| " + " | ".join([
             r["workload"],
             f"{fmt_int(c['img_per_s'])} ({c['threads']})",
-            f"{fmt_int(t['img_per_s'])} ({t['threads']}, {'on' if t['tunables'] else 'off'})",
-            f"{r['ratio']:.2f}×",
+            fmt_int(t["img_per_s"]), torch_config_text(t) if t["threads"] else "—",
+            f"{r['ratio']:.2f}×", f"≥ {r['target']:g}×" if r["target"] else "—", result_text(r),
             f"{r['cnngen_gflops']:.1f}",
             f"{100 * r['cnngen_gflops'] / peak2:.0f}%",
-            f"{r['torch_gflops']:.1f}",
-            fmt_int(r["issue_torch_img_per_s"]) if r["issue_torch_img_per_s"] else "—",
-            tgt, res]) + " |")
+            f"{r['torch_gflops']:.1f}"]) + " |")
+    return "\n".join(lines)
+
+
+def avx2_table(rows):
+    head = ["workload", f"cnngen -march={AVX2_MARCH} img/s (thr)", "PyTorch AVX2 img/s", "its configuration",
+            "ratio", "native ratio", "target", "result"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        c, t = r["cnngen"], r["torch"]
+        lines.append("| " + " | ".join([
+            r["workload"], f"{fmt_int(c['img_per_s'])} ({c['threads']})", fmt_int(t["img_per_s"]),
+            torch_config_text(t), f"{r['ratio']:.2f}×", f"{r['native_ratio']:.2f}×",
+            f"≥ {r['target']:.2f}× ({AVX2_TARGET:g} × native)", result_text(r)]) + " |")
+    return "\n".join(lines)
+
+
+def builds_table(rows):
+    """Each PyTorch build's best per workload: which PyTorch is fastest where."""
+    labels = []
+    for r in rows:
+        for k in r["torch_runs"]:
+            lab = f"{k['build']} {k['torch']} {k['exec']} ({k['blas']})"
+            if lab not in labels:
+                labels.append(lab)
+    lines = ["| workload | " + " | ".join(labels) + " |", "|" + "---|" * (len(labels) + 1)]
+    for r in rows:
+        cells = []
+        for lab in labels:
+            ks = [k for k in r["torch_runs"] if f"{k['build']} {k['torch']} {k['exec']} ({k['blas']})" == lab]
+            if not ks:
+                cells.append("—")
+                continue
+            b = max(ks, key=lambda k: k["img_per_s"])
+            ob = f", OpenBLAS {b['openblas_threads']}" if b["openblas_threads"] else ""
+            cells.append(f"{fmt_int(b['img_per_s'])} ({b['threads']} thr{ob}, tunables "
+                         f"{'on' if b['tunables'] else 'off'})")
+        lines.append("| " + r["workload"] + " | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -229,6 +347,51 @@ def rss_lines(rss):
     return out
 
 
+def measure_row(workload, spec, mode, exe, m, target, a, torch_of, peak2):
+    """cnngen on 1 and 2 threads against torch_of() (a run_torch_all-like result)."""
+    cg = {t: run_cnngen(exe, mode, t, a) for t in (1, 2)}
+    best_t = max(cg, key=lambda t: cg[t]["img_per_s"])
+    c = cg[best_t]
+    log(f"  cnngen  {cg[1]['img_per_s']:>10,.1f} img/s (1 thr)  {cg[2]['img_per_s']:>10,.1f} (2 thr)")
+    if a.no_torch:
+        t = {"best": {"img_per_s": float("nan"), "threads": 0, "tunables": False}, "configs": []}
+    else:
+        t = torch_of()
+        for k in t["configs"]:
+            log(f"  pytorch {k['img_per_s']:>10,.1f} img/s ({torch_config_text(k)})")
+    tb = t["best"]
+    flops = 2.0 * m * (1 if mode == "fwd" else 3)
+    foreign = max([cg[1]["foreign_cores"], cg[2]["foreign_cores"], t.get("foreign_cores", 0)])
+    # CPU the counted runs actually got: process CPU time / wall / threads (1.0 = every
+    # thread ran the whole time; spinning OpenMP barriers keep it near 1.0 when idle)
+    cpu_share = statistics.median(c["cpu_per_wall"]) / best_t
+    tbest = [k for k in t["configs"] if k["img_per_s"] == tb["img_per_s"]]
+    torch_share = (statistics.median(tbest[0]["cpu_per_wall"]) / tbest[0]["threads"]) if tbest else 1.0
+    row = {
+        "workload": workload, "spec": spec, "mode": mode, "batch": c["batch"],
+        "macs_per_image": m, "flops_per_image": flops,
+        "cnngen": {"img_per_s": c["img_per_s"], "threads": best_t,
+                   "flush_subnormals": c.get("flush_subnormals")},
+        "torch": tb,
+        "ratio": c["img_per_s"] / tb["img_per_s"] if tb["img_per_s"] else float("nan"),
+        "cnngen_gflops": c["img_per_s"] * flops * 1e-9,
+        "torch_gflops": tb["img_per_s"] * flops * 1e-9,
+        "fraction_of_peak_2t": c["img_per_s"] * flops * 1e-9 / peak2,
+        "target": target,
+        "max_foreign_cores": foreign, "cnngen_cpu_share": round(cpu_share, 3),
+        "torch_cpu_share": round(torch_share, 3),
+        # a 1-thread run must own its core; 2-thread runs may legitimately sleep in
+        # serial parts, so for them only the foreign load counts
+        "noisy": foreign > 0.1 or (best_t == 1 and cpu_share < 0.9)
+        or (bool(tbest) and tbest[0]["threads"] == 1 and torch_share < 0.9),
+        "cnngen_runs": cg, "torch_runs": t["configs"],
+    }
+    log(f"  ratio {row['ratio']:.2f}x" + (f" (target {target:.2f}x)" if target else "")
+        + f", cnngen {row['cnngen_gflops']:.1f} GFLOP/s ({100 * row['fraction_of_peak_2t']:.0f}% of peak)"
+        + ("  NOISY" if row["noisy"] else ""))
+    return row
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--cc", default=os.environ.get("CC", "cc"))
@@ -236,16 +399,23 @@ def main():
     p.add_argument("--libs", default="-lzip -lz -lm")
     p.add_argument("--build", default=os.path.join(ROOT, "build", "bench"))
     p.add_argument("--fma-peak", default=os.path.join(ROOT, "build", "bench", "fma_peak"))
+    p.add_argument("--venv", default=os.path.join(ROOT, "build", "bench-venv"),
+                   help="virtual environment with PyPI's torch (bench/pypi_torch.sh)")
     p.add_argument("--reps", type=int, default=5)
     p.add_argument("--rep-s", type=float, default=0.5, help="seconds per timed repetition")
     p.add_argument("--warmup-s", type=float, default=1.0, help="cnngen warm-up seconds")
-    p.add_argument("--torch-warmup-s", type=float, default=1.5, help="PyTorch warm-up seconds")
+    p.add_argument("--torch-warmup-s", type=float, default=1.5,
+                   help="PyTorch warm-up seconds (after its first step, which compiles under torch.compile)")
     p.add_argument("--quiet-wait", type=float, default=30,
                    help="max seconds to wait for an idle machine before each measurement")
     p.add_argument("--quiet-budget", type=float, default=240,
                    help="max seconds of such waiting over the whole run")
     p.add_argument("--only", default="", help="comma-separated spec names (e.g. lenet5,conv64)")
     p.add_argument("--no-torch", action="store_true")
+    p.add_argument("--no-compile", action="store_true", help="leave torch.compile out (PyPI eager only)")
+    p.add_argument("--no-avx2", action="store_true", help="no -march=haswell rows")
+    p.add_argument("--ieee-subnormals", action="store_true",
+                   help="keep IEEE subnormals on both sides (default: flushed to zero on both)")
     p.add_argument("--out", default=os.path.join(ROOT, "bench", "results"))
     a = p.parse_args()
     if a.reps < 5:
@@ -255,8 +425,13 @@ def main():
     t_start = time.time()
 
     info = machine_info(a)
-    log(f"bench: {info['cpu']}, {info['cpus']} CPUs, {info['cc']}, {info['opt']}, torch {info['torch']}, "
-        f"commit {info['commit']}")
+    builds, pypi_note = torch_builds(a)
+    if a.no_compile:
+        builds = [b for b in builds if "--compile" not in b[2]]
+    if pypi_note:
+        log("bench: " + pypi_note)
+    log(f"bench: {info['cpu']}, {info['cpus']} CPUs, {info['cc']}, {info['opt']}, PyTorch builds: "
+        + ", ".join(b[0] for b in builds) + f", commit {info['commit']}")
     wait_quiet(a.quiet_wait)
     peak = fma_peak(a)
     # the peak is an upper bound that load can only lower: take the best repetition
@@ -265,7 +440,7 @@ def main():
     log(f"bench: FMA peak ({peak['isa']}) {peak1:.0f} GFLOP/s on 1 thread, {peak2:.0f} on 2")
 
     only = set(filter(None, a.only.split(",")))
-    rows, rss, built = [], {}, {}
+    rows, avx2_rows, rss, built = [], [], {}, {}
     for workload, spec, mode, ref, target in WORKLOADS:
         stem = os.path.splitext(os.path.basename(spec))[0]
         if only and stem not in only:
@@ -274,80 +449,76 @@ def main():
             built[spec] = build_step(spec, a) + (macs(spec),)
         name, exe, m = built[spec]
         log(f"bench: {workload}")
-        cg = {t: run_cnngen(exe, mode, t, a) for t in (1, 2)}
-        best_t = max(cg, key=lambda t: cg[t]["img_per_s"])
-        c = cg[best_t]
-        log(f"  cnngen  {cg[1]['img_per_s']:>10,.1f} img/s (1 thr)  {cg[2]['img_per_s']:>10,.1f} (2 thr)")
-        if a.no_torch:
-            t = {"best": {"img_per_s": float("nan"), "threads": 0, "tunables": False}, "configs": []}
-        else:
-            t = run_torch(spec, mode, a)
-            for k in t["configs"]:
-                log(f"  pytorch {k['img_per_s']:>10,.1f} img/s ({k['threads']} thr, tunables "
-                    f"{'on' if k['tunables'] else 'off'})")
-        tb = t["best"]
-        flops = 2.0 * m * (1 if mode == "fwd" else 3)
-        ref_img = None
+        # the forward-only rows have no target: PyTorch eager only there (saves compile time)
+        row_builds = builds if target else [b for b in builds if "--compile" not in b[2]]
+        row = measure_row(workload, spec, mode, exe, m, target, a,
+                          lambda: run_torch_all(spec, mode, a, row_builds), peak2)
         if ref:
-            ref_img = ref[0] if ref[1] == "img/s" else ref[0] * 1e9 / flops
-        foreign = max([cg[1]["foreign_cores"], cg[2]["foreign_cores"], t.get("foreign_cores", 0)])
-        # CPU the counted runs actually got: process CPU time / wall / threads (1.0 = every
-        # thread ran the whole time; spinning OpenMP barriers keep it near 1.0 when idle)
-        cpu_share = statistics.median(c["cpu_per_wall"]) / best_t
-        tbest = [k for k in t["configs"] if k["img_per_s"] == tb["img_per_s"]]
-        torch_share = (statistics.median(tbest[0]["cpu_per_wall"]) / tbest[0]["threads"]) if tbest else 1.0
-        row = {
-            "workload": workload, "spec": spec, "net": name, "mode": mode, "batch": c["batch"],
-            "macs_per_image": m, "flops_per_image": flops,
-            "cnngen": {"img_per_s": c["img_per_s"], "threads": best_t},
-            "torch": tb,
-            "ratio": c["img_per_s"] / tb["img_per_s"] if tb["img_per_s"] else float("nan"),
-            "cnngen_gflops": c["img_per_s"] * flops * 1e-9,
-            "torch_gflops": tb["img_per_s"] * flops * 1e-9,
-            "fraction_of_peak_2t": c["img_per_s"] * flops * 1e-9 / peak2,
-            "target": target, "issue_torch_img_per_s": ref_img,
-            "max_foreign_cores": foreign, "cnngen_cpu_share": round(cpu_share, 3),
-            "torch_cpu_share": round(torch_share, 3),
-            # a 1-thread run must own its core; 2-thread runs may legitimately sleep in
-            # serial parts, so for them only the foreign load counts
-            "noisy": foreign > 0.1 or (best_t == 1 and cpu_share < 0.9)
-            or (bool(tbest) and tbest[0]["threads"] == 1 and torch_share < 0.9),
-            "cnngen_runs": cg, "torch_runs": t["configs"],
-        }
+            row["issue_torch_img_per_s"] = ref[0] if ref[1] == "img/s" else ref[0] * 1e9 / row["flops_per_image"]
         rows.append(row)
-        log(f"  ratio {row['ratio']:.2f}x, cnngen {row['cnngen_gflops']:.1f} GFLOP/s "
-            f"({100 * row['fraction_of_peak_2t']:.0f}% of peak)" + ("  NOISY" if row["noisy"] else ""))
+        c, cg = row["cnngen"], row["cnngen_runs"]
         if name in RSS_NETS and mode == "train":
-            v = dict((k, c[k]) for k in ("maxrss_kb", "rss_start_kb", "planned_bytes"))
+            v = dict((k, cg[c["threads"]][k]) for k in ("maxrss_kb", "rss_start_kb", "planned_bytes"))
             v["maxrss_kb"] = max(cg[1]["maxrss_kb"], cg[2]["maxrss_kb"])
             v["ratio"] = v["maxrss_kb"] * 1024 / v["planned_bytes"]
-            v["torch_maxrss_kb"] = max((k["maxrss_kb"] for k in t["configs"]), default=0)
+            v["torch_maxrss_kb"] = max((k["maxrss_kb"] for k in row["torch_runs"]), default=0)
             rss[name] = v
+        if target and not a.no_avx2 and not a.no_torch:
+            log(f"bench: {workload}, -march={AVX2_MARCH} against PyTorch limited to AVX2")
+            _, exe2 = build_step(spec, a, march=AVX2_MARCH)
+            r2 = measure_row(workload, spec, mode, exe2, m, AVX2_TARGET * row["ratio"], a,
+                             lambda: run_torch_isa(spec, mode, a, builds, row["torch"], "avx2"), peak2)
+            r2["native_ratio"] = row["ratio"]
+            avx2_rows.append(r2)
+        report(a, info, peak, builds, pypi_note, rows, avx2_rows, rss, time.time() - t_start, False)
 
-    elapsed = time.time() - t_start
+    report(a, info, peak, builds, pypi_note, rows, avx2_rows, rss, time.time() - t_start, True)
+
+
+def report(a, info, peak, builds, pypi_note, rows, avx2_rows, rss, elapsed, done):
+    """Write bench/results/<date>-<host>.json and latest.md (after every row, so that an
+    interrupted run leaves what it measured) and, when done, print the tables."""
+    peak1, peak2 = peak["best"]["1"], peak["best"]["2"]
     tab = table(rows, peak2)
+    btab = builds_table(rows) if not a.no_torch else ""
+    atab = avx2_table(avx2_rows) if avx2_rows else ""
     rl = rss_lines(rss)
-    noisy = [r["workload"] for r in rows if r["noisy"]]
-    head = (f"Machine: {info['cpu']} ({info['cpus']} CPUs, host `{info['host']}`, Linux {info['kernel']}); "
-            f"{info['cc']} `{info['opt']}`; PyTorch {info['torch']} (Debian); cnngen commit {info['commit']}; "
+    noisy = [r["workload"] for r in rows if r["noisy"]] + [r["workload"] + " (AVX2)" for r in avx2_rows if r["noisy"]]
+    versions = sorted({f"{k['build']} {k['torch']}" for r in rows for k in r["torch_runs"]})
+    sub = ("IEEE subnormals kept on both sides (--ieee-subnormals)" if a.ieee_subnormals else
+           "subnormals flushed to zero on both sides (cnngen FTZ|DAZ, torch.set_flush_denormal(True))")
+    head = (f"Machine: {info['cpu']} ({info['cpus']} CPUs, {'with' if info['avx512f'] else 'without'} AVX-512, "
+            f"host `{info['host']}`, Linux {info['kernel']}); "
+            f"{info['cc']} `{info['opt']}`; PyTorch {', '.join(versions) or '—'}; cnngen commit {info['commit']}; "
             f"{info['date']}.\n"
+            + (pypi_note + "\n" if pypi_note else "") +
             f"FMA peak ({peak['isa']}, bench/fma_peak.c, best of 5): {peak1:.0f} GFLOP/s on 1 thread, "
             f"{peak2:.0f} GFLOP/s on 2.\n"
             f"Medians of {a.reps} repetitions of ~{a.rep_s:g} s after warm-up; cnngen best of "
-            f"OMP_NUM_THREADS=1/2; PyTorch best of set_num_threads 1/2 x glibc malloc tunables off/on. "
+            f"OMP_NUM_THREADS=1/2; PyTorch best of {', '.join(b[0] for b in builds)} x set_num_threads 1/2 "
+            f"(Debian's also x OPENBLAS_NUM_THREADS 1/2) x glibc malloc tunables off/on "
+            f"(fwd rows: eager builds only); {sub}. "
             f"GFLOP/s = img/s x 2 x forward MACs x 3 (training step) or x 1 (fwd). "
-            f"`make bench` took {elapsed / 60:.1f} min.")
+            + (f"`make bench` took {elapsed / 60:.1f} min." if done else
+               f"**Partial: {len(rows)} of the rows so far, after {elapsed / 60:.1f} min (the run was still going).**"))
     md = ["# `make bench` — latest results", "", head, "", tab, ""]
+    if btab:
+        md += ["Each PyTorch build at its best (threads, OpenBLAS threads, malloc tunables):", "", btab, ""]
+    if atab:
+        md += [f"AVX2 build: the trainer and runtime with -march={AVX2_MARCH}, against PyTorch's best "
+               "configuration above limited to AVX2 (ONEDNN_MAX_CPU_ISA=AVX2, ATEN_CPU_CAPABILITY=avx2, "
+               "MKL_ENABLE_INSTRUCTIONS=AVX2, inductor cpp.simdlen 8):",
+               "", atab, ""]
     if rl:
         md += ["Peak resident memory (VmHWM of the step process, the larger of its 1- and 2-thread runs):", ""] + rl + [""]
     if noisy:
-        md[2:2] = [f"**Warning: {len(noisy)} of {len(rows)} rows are NOISY: other processes used CPU "
-                   "while they were measured; their numbers are not the machine's.**", ""]
+        md[2:2] = [f"**Warning: {len(noisy)} of {len(rows) + len(avx2_rows)} rows are NOISY: other processes "
+                   "used CPU while they were measured; their numbers are not the machine's.**", ""]
         md += ["NOISY: other processes used > 0.1 core while these rows were measured: "
                + "; ".join(noisy) + ".", ""]
     info["quiet_wait_s"] = round(QUIET["waited"], 1)
-    result = {"machine": info, "fma_peak": peak, "args": vars(a), "elapsed_s": round(elapsed, 1),
-              "rows": rows, "rss": rss}
+    result = {"machine": info, "fma_peak": peak, "args": vars(a), "elapsed_s": round(elapsed, 1), "complete": done,
+              "pypi_note": pypi_note, "rows": rows, "avx2_rows": avx2_rows, "rss": rss}
     os.makedirs(a.out, exist_ok=True)
     fn = os.path.join(a.out, f"{datetime.date.today().isoformat()}-{info['host']}.json")
     with open(fn, "w") as f:
@@ -355,16 +526,12 @@ def main():
         f.write("\n")
     with open(os.path.join(a.out, "latest.md"), "w") as f:
         f.write("\n".join(md))
+    if not done:
+        return
     print()
-    print(head)
-    print()
-    print(tab)
-    print()
-    for line in rl:
-        print(line)
-    if noisy:
-        print("\nNOISY rows (foreign load during measurement): " + "; ".join(noisy))
-    print(f"\nbench: wrote {os.path.relpath(fn, ROOT)} and {os.path.relpath(os.path.join(a.out, 'latest.md'), ROOT)}")
+    print("\n".join(md[2:]))
+    print(f"bench: wrote {os.path.relpath(fn, ROOT)} and {os.path.relpath(os.path.join(a.out, 'latest.md'), ROOT)}")
+
 
 
 if __name__ == "__main__":

@@ -2,7 +2,7 @@
  * Built by `make bench` (bench/run.py) with -DCG_NET=<name>_net; prints one JSON line:
  * {"net": ..., "batch": B, "img_per_s": median, "runs": [...], ...}.
  *
- * usage: step [steps] [reps] [batch] [--fwd] [--dx] [--warmup-s S] [--rep-s S]
+ * usage: step [steps] [reps] [batch] [--fwd] [--dx] [--warmup-s S] [--rep-s S] [--ieee-subnormals]
  *   steps       training steps per timed repetition; 0 = calibrate from the warm-up so
  *               that one repetition lasts about --rep-s seconds (default 0.4)
  *   reps        timed repetitions (default 5, at most 64); the median is reported
@@ -12,6 +12,8 @@
  *               default: dx = NULL, as a trainer does for its first layer
  *   --warmup-s  warm-up: at least this many seconds (default 0.5) and at least `steps`
  *               steps before timing
+ *   --ieee-subnormals  keep IEEE subnormal floats; default: flush-to-zero and
+ *               denormals-are-zero (cg_flush_subnormals), as the trainer's commands do
  *
  * A step = zero grads, forward (training), loss, backward, SGD momentum update
  * (cg_sgd_update, the runtime's update kernel; lr 0.001, momentum 0.9, weight decay from
@@ -111,13 +113,15 @@ int main(int argc, char **argv)
 {
     net = &CG_NET;
     long rss0 = maxrss_kb();
-    int pos[3] = {0, 5, net->batch}, npos = 0, want_dx = 0;
+    int pos[3] = {0, 5, net->batch}, npos = 0, want_dx = 0, ieee = 0;
     double warmup_s = 0.5, rep_s = 0.4;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--fwd"))
             fwd_only = 1;
         else if (!strcmp(argv[i], "--dx"))
             want_dx = 1;
+        else if (!strcmp(argv[i], "--ieee-subnormals"))
+            ieee = 1;
         else if (!strcmp(argv[i], "--warmup-s") && i + 1 < argc)
             warmup_s = atof(argv[++i]);
         else if (!strcmp(argv[i], "--rep-s") && i + 1 < argc)
@@ -130,12 +134,16 @@ int main(int argc, char **argv)
     int steps = pos[0], reps = pos[1];
     n = pos[2];
     if (npos > 3 || steps < 0 || reps < 1 || n < 1 || n > net->batch || rep_s <= 0) {
-        fprintf(stderr, "usage: %s [steps|0=auto] [reps] [batch<=%d] [--fwd] [--dx] [--warmup-s S] [--rep-s S]\n",
+        fprintf(stderr,
+                "usage: %s [steps|0=auto] [reps] [batch<=%d] [--fwd] [--dx] [--warmup-s S] [--rep-s S] "
+                "[--ieee-subnormals]\n",
                 argv[0], net->batch);
         return 2;
     }
     if (reps > 64)
         reps = 64;
+    /* before the first OpenMP region, so that the worker threads inherit it */
+    int flushed = ieee ? 0 : cg_flush_subnormals(1);
     wd = net->train.weight_decay;
     params = calloc(net->n_params, sizeof(float));
     grads = calloc(net->n_params, sizeof(float));
@@ -209,8 +217,9 @@ int main(int argc, char **argv)
     memcpy(sorted, runs, sizeof(double) * (size_t)reps);
     qsort(sorted, (size_t)reps, sizeof(double), cmp_double);
     printf("{\"net\": \"%s\", \"mode\": \"%s\", \"batch\": %d, \"threads\": %d, \"steps\": %d, \"img_per_s\": %.1f, "
-           "\"runs\": [",
-           net->name, fwd_only ? "fwd" : want_dx ? "train_dx" : "train", n, threads, steps, sorted[reps / 2]);
+           "\"flush_subnormals\": %s, \"runs\": [",
+           net->name, fwd_only ? "fwd" : want_dx ? "train_dx" : "train", n, threads, steps, sorted[reps / 2],
+           flushed ? "true" : "false");
     for (int r = 0; r < reps; r++)
         printf("%s%.1f", r ? ", " : "", runs[r]);
     printf("], \"cpu_per_wall\": [");

@@ -2,8 +2,12 @@
 """torch_bench.py -- PyTorch side of `make bench`: the same network, batch and step as
 bench/step.c, timed the same way.
 
-usage: /usr/bin/python3 bench/torch_bench.py SPEC.yaml [--mode train|train_dx|fwd]
+usage: PYTHON bench/torch_bench.py SPEC.yaml [--mode train|train_dx|fwd]
            [--threads 1,2] [--reps 5] [--rep-s 0.4] [--warmup-s 1.0] [--tunables both|off|on]
+           [--openblas 1,2] [--compile] [--isa avx2] [--ieee-subnormals]
+
+PYTHON is the interpreter whose torch is measured: Debian's /usr/bin/python3
+(python3-torch) or the PyPI virtual environment's (build/bench-venv/bin/python).
 
 Network: tests/torch_ref.py's build_model (layer i of the spec = module i of the
 Sequential), PyTorch's default init, float32, model.train().
@@ -17,13 +21,24 @@ Modes:
             -- = step.c --dx (the single-layer "fwd+bwd" rows)
   fwd       forward only, model.train(), under torch.no_grad() (PyTorch at its best:
             no autograd graph is recorded) -- = step.c --fwd
-Timing: warm-up of at least --warmup-s seconds (and 3 steps), steps per repetition
+Execution: eager, or with --compile the model under torch.compile (inductor backend: C++/
+OpenMP kernels built with g++; the optimizer step stays eager, as `model =
+torch.compile(model)` users have it). Compilation happens in the warm-up (first_step_s).
+Subnormals: torch.set_flush_denormal(True) right after import (before any thread is
+started), as the cnngen side sets FTZ|DAZ; --ieee-subnormals keeps IEEE on both sides.
+Timing: warm-up of the first step plus at least --warmup-s seconds (and 3 steps), steps per repetition
 calibrated to about --rep-s seconds, --reps repetitions, median img/s.
-Configurations: torch.set_num_threads(t) for each t in --threads, each in a fresh process
-(as installed) and again with GLIBC_TUNABLES=glibc.malloc.mmap_max=0:
+Configurations: torch.set_num_threads(t) for each t in --threads (in one process, 1 then 2),
+in a fresh process (as installed) and again with GLIBC_TUNABLES=glibc.malloc.mmap_max=0:
 glibc.malloc.trim_threshold=17179869184 (glibc reads it at startup, hence the subprocess):
 without it glibc hands PyTorch's large tensors back to the kernel every step and they are
-page-faulted in again. Prints one JSON object: every configuration and the best.
+page-faulted in again. --openblas 1,2 multiplies the configurations by
+OPENBLAS_NUM_THREADS (OpenBLAS's own pthreads, separate from torch's OpenMP threads: Debian's
+build calls the system BLAS, libblas.so.3); --isa avx2 limits oneDNN and ATen's kernels to
+AVX2 (ONEDNN_MAX_CPU_ISA=AVX2, ATEN_CPU_CAPABILITY=avx2), MKL's too
+(MKL_ENABLE_INSTRUCTIONS=AVX2) and inductor's to 256-bit vectors (cpp.simdlen 8). Every configuration names its
+build (Debian or PyPI), torch version, execution mode, BLAS and threads. Prints one JSON
+object: every configuration and the best.
 """
 import argparse
 import json
@@ -36,15 +51,50 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 TUNABLES = "glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=17179869184"
+ISA_ENV = {"avx2": {"ONEDNN_MAX_CPU_ISA": "AVX2", "ATEN_CPU_CAPABILITY": "avx2", "MKL_ENABLE_INSTRUCTIONS": "AVX2"}}
+
+
+def blas_name(torch):
+    """The BLAS torch's matrix products run on: its own (MKL in PyPI's wheels) or, when it
+    was built against the generic libblas.so.3 (Debian), the library that name resolves to."""
+    info = torch.__config__.show()
+    if "BLAS_INFO=mkl" in info:
+        return "MKL"
+    if "BLAS_INFO=generic" not in info:
+        return "?"
+    path = ""
+    with open("/proc/self/maps") as f:
+        for line in f:
+            if "libblas.so" in line or "libopenblas" in line:
+                path = os.path.realpath(line.split()[-1])
+                break
+    if "openblas" in path:
+        return "OpenBLAS " + os.path.basename(os.path.dirname(path)).replace("openblas-", "")
+    return "reference BLAS" if path else "?"
 
 
 def run_child(a):
+    """One process (one import, one set of environment variables): every thread count of
+    --threads in turn, each with a fresh model (and compilation); one JSON line each."""
     import torch
+    flushed = False if a.ieee_subnormals else torch.set_flush_denormal(True)
     sys.path.insert(0, os.path.join(HERE, "..", "tests"))
     import torch_ref
 
-    torch.set_num_threads(a.threads)
     spec = torch_ref.load_spec(a.spec)
+    for threads in (int(s) for s in a.threads.split(",")):
+        r = measure(torch, torch_ref, spec, threads, a)
+        r.update({"threads": threads, "tunables": bool(os.environ.get("GLIBC_TUNABLES")),
+                  "openblas_threads": int(os.environ.get("OPENBLAS_NUM_THREADS", "0")),
+                  "build": "Debian" if torch.__file__.startswith("/usr/lib/") else "PyPI",
+                  "exec": "compile" if a.compile else "eager", "blas": blas_name(torch),
+                  "isa": a.isa or "native", "flush_denormal": flushed, "torch": torch.__version__,
+                  "maxrss_kb": vmhwm_kb()})
+        print(json.dumps(r), flush=True)
+
+
+def measure(torch, torch_ref, spec, threads, a):
+    torch.set_num_threads(threads)
     recs, _ = torch_ref.parse_layers(spec)
     train = dict(torch_ref.TRAIN_DEFAULTS, **(spec.get("train") or {}))
     batch = a.batch or int(train["batch"])
@@ -52,6 +102,15 @@ def run_child(a):
     model = torch_ref.build_model(spec).float().train()
     opt = torch.optim.SGD(model.parameters(), lr=0.001, momentum=0.9,
                           weight_decay=float(train["weight_decay"]))
+    if a.compile:
+        # the generated C++ kernels name their OpenMP thread count: make it this run's
+        import torch._dynamo
+        import torch._inductor.config
+        torch._dynamo.reset()
+        torch._inductor.config.cpp.threads = threads
+        if a.isa == "avx2":  # inductor's own kernels: 8-float (256-bit) vectors
+            torch._inductor.config.cpp.simdlen = 8
+        model = torch.compile(model, backend="inductor")
     x = torch.rand(batch, *spec["input"])
     if a.mode == "train_dx":
         x.requires_grad_(True)
@@ -83,7 +142,8 @@ def run_child(a):
     t0 = time.perf_counter()
     t_first = None
     warm = 0
-    while warm < 3 or time.perf_counter() - t0 < a.warmup_s:
+    # warm-up: the first step (torch.compile compiles there), then --warmup-s more
+    while warm < 3 or time.perf_counter() - t0 - t_first < a.warmup_s:
         t = time.perf_counter()
         step()
         if t_first is None:
@@ -108,15 +168,12 @@ def run_child(a):
         runs.append(steps * batch / dt)
         util.append((r1.ru_utime + r1.ru_stime - r0.ru_utime - r0.ru_stime) / dt)
         faults.append(r1.ru_minflt - r0.ru_minflt)
-    print(json.dumps({
-        "threads": a.threads, "tunables": bool(os.environ.get("GLIBC_TUNABLES")),
-        "torch": torch.__version__, "mode": a.mode, "batch": batch, "steps": steps,
-        "img_per_s": round(statistics.median(runs), 1),
-        "runs": [round(r, 1) for r in runs], "cpu_per_wall": [round(u, 3) for u in util],
-        "minflt": faults,
-        "warmup": {"steps": warm, "s": round(t_warm, 4), "first_step_s": round(t_first, 6),
-                   "minflt": ru1.ru_minflt - ru0.ru_minflt},
-        "maxrss_kb": vmhwm_kb()}))
+    return {"mode": a.mode, "batch": batch, "steps": steps,
+            "img_per_s": round(statistics.median(runs), 1),
+            "runs": [round(r, 1) for r in runs], "cpu_per_wall": [round(u, 3) for u in util],
+            "minflt": faults,
+            "warmup": {"steps": warm, "s": round(t_warm, 4), "first_step_s": round(t_first, 6),
+                       "minflt": ru1.ru_minflt - ru0.ru_minflt}}
 
 
 def vmhwm_kb():
@@ -126,6 +183,15 @@ def vmhwm_kb():
             if line.startswith("VmHWM:"):
                 return int(line.split()[1])
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+
+CONFIG_KEYS = ("img_per_s", "threads", "tunables", "openblas_threads", "build", "exec", "blas", "isa",
+               "torch", "flush_denormal")
+
+
+def config_of(c):
+    """The fields that name a configuration (and its speed)."""
+    return {k: c[k] for k in CONFIG_KEYS}
 
 
 def main():
@@ -138,30 +204,38 @@ def main():
     p.add_argument("--rep-s", type=float, default=0.4)
     p.add_argument("--warmup-s", type=float, default=1.0)
     p.add_argument("--tunables", choices=("both", "off", "on"), default="both")
+    p.add_argument("--openblas", default="", help="OPENBLAS_NUM_THREADS values, e.g. 1,2 (default: unset)")
+    p.add_argument("--compile", action="store_true", help="torch.compile the model (inductor)")
+    p.add_argument("--isa", choices=sorted(ISA_ENV), default="", help="limit oneDNN and ATen to this ISA")
+    p.add_argument("--ieee-subnormals", action="store_true", help="no torch.set_flush_denormal(True)")
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     a = p.parse_args()
     if a.child:
-        a.threads = int(a.threads)
         run_child(a)
         return
     configs = []
+    blas_threads = [int(s) for s in a.openblas.split(",") if s] or [0]
     for tun in {"both": (False, True), "off": (False,), "on": (True,)}[a.tunables]:
-        for t in (int(s) for s in a.threads.split(",")):
+        for ob in blas_threads:
             env = dict(os.environ)
-            env.pop("GLIBC_TUNABLES", None)
+            for k in ("GLIBC_TUNABLES", "OPENBLAS_NUM_THREADS", *ISA_ENV["avx2"]):
+                env.pop(k, None)
             if tun:
                 env["GLIBC_TUNABLES"] = TUNABLES
-            # the thread count is torch.set_num_threads'; keep OpenMP from spinning up more
-            env["OMP_NUM_THREADS"] = str(t)
+            if ob:
+                env["OPENBLAS_NUM_THREADS"] = str(ob)
+            env.update(ISA_ENV.get(a.isa, {}))
+            # the thread count is torch.set_num_threads'; keep OpenMP from starting more
+            env["OMP_NUM_THREADS"] = str(max(int(s) for s in a.threads.split(",")))
             cmd = [sys.executable, os.path.abspath(__file__), a.spec, "--child", "--mode", a.mode,
-                   "--threads", str(t), "--batch", str(a.batch), "--reps", str(a.reps),
+                   "--threads", a.threads, "--batch", str(a.batch), "--reps", str(a.reps),
                    "--rep-s", str(a.rep_s), "--warmup-s", str(a.warmup_s)]
+            cmd += ["--compile"] * a.compile + ["--ieee-subnormals"] * a.ieee_subnormals
+            cmd += ["--isa", a.isa] if a.isa else []
             r = subprocess.run(cmd, env=env, stdout=subprocess.PIPE, text=True, check=True)
-            configs.append(json.loads(r.stdout.strip().splitlines()[-1]))
+            configs += [json.loads(line) for line in r.stdout.splitlines() if line.startswith("{")]
     best = max(configs, key=lambda c: c["img_per_s"])
-    print(json.dumps({"spec": a.spec, "mode": a.mode, "configs": configs,
-                      "best": {"img_per_s": best["img_per_s"], "threads": best["threads"],
-                               "tunables": best["tunables"]}}))
+    print(json.dumps({"spec": a.spec, "mode": a.mode, "configs": configs, "best": config_of(best)}))
 
 
 if __name__ == "__main__":

@@ -86,9 +86,12 @@ def time_candidate(spec, index, sig, cand, isa, a, work):
     name = os.path.splitext(os.path.basename(c))[0]
     exe = os.path.join(d, "step")
     t0 = time.time()
-    sh([a.cc] + shlex.split(a.opt) + ["-std=c11", "-D_POSIX_C_SOURCE=200809L", "-I" + os.path.join(ROOT, "runtime"),
-        "-DCNNGEN_NO_MAIN", f"-DCG_NET={name}_net", c, os.path.join(ROOT, "bench", "step.c"),
-        os.path.join(ROOT, "build", "libcnngen.a")] + shlex.split(a.libs) + ["-o", exe])
+    try:
+        sh([a.cc] + shlex.split(a.opt) + ["-std=c11", "-D_POSIX_C_SOURCE=200809L", "-I" + os.path.join(ROOT, "runtime"),
+            "-DCNNGEN_NO_MAIN", f"-DCG_NET={name}_net", c, os.path.join(ROOT, "bench", "step.c"),
+            os.path.join(ROOT, "build", "libcnngen.a")] + shlex.split(a.libs) + ["-o", exe], timeout=a.compile_timeout)
+    except subprocess.TimeoutExpired:
+        return None
     tc = time.time() - t0
     env = dict(os.environ, OMP_NUM_THREADS=str(a.threads))
     flags = [] if index == 0 else ["--dx"]
@@ -110,6 +113,8 @@ def main():
     ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--rep-s", type=float, default=0.3)
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    ap.add_argument("--compile-timeout", type=float, default=120,
+                    help="seconds; a candidate that takes longer to compile is not timed")
     a = ap.parse_args()
     isa = native_isa()
     listing = sh([CNNGEN, "--schedules", a.spec])
@@ -122,13 +127,24 @@ def main():
             if sig in done:
                 continue
             done.add(sig)
-            cands = cands.split(",")
+            skipped = [c.rstrip("!") for c in cands.split(",") if c.endswith("!")]
+            cands = [c for c in cands.split(",") if not c.endswith("!")]
+            if skipped:
+                print(f"tune: layer {index}: not timed (code over the budget): {', '.join(skipped)}", flush=True)
+            if len(cands) < 2:
+                continue
             res = []
             for cand in cands:
-                ips, ipc, tc = time_candidate(a.spec, int(index), sig, cand, isa, a, work)
+                r = time_candidate(a.spec, int(index), sig, cand, isa, a, work)
+                if r is None:
+                    print(f"tune: layer {index} {cand:<18} not timed: compiling took over {a.compile_timeout:g} s", flush=True)
+                    continue
+                ips, ipc, tc = r
                 res.append((ipc, ips, cand))
                 print(f"tune: layer {index} {cand:<18} {ips:10.1f} img/s  {ipc:10.1f} img/cpu-s  (compiled in {tc:.1f} s)",
                       flush=True)
+            if not res:
+                continue
             best = max(res)
             heur = res[0]
             print(f"tune: layer {index} {sig}: {best[2]} ({best[0] / heur[0]:.2f}x the heuristic's {heur[2]})", flush=True)

@@ -4768,7 +4768,7 @@ static void l07_maxpool2d_backward(const float *restrict x, const float *restric
 }
 
 /* layer 9: dense 6272 -> 128 (specs/bnnet.yaml:22:5)
- * schedule lanes: fwd lanes[TB=4,TR=4] dw lanes dx lanes[TB=4,TR=4] threaded */
+ * schedule lanes: fwd lanes[TB=4,TR=4] dw gemm[TI=4,TO=4] dx lanes[TB=4,TR=4] threaded */
 static void l09_dense_forward(const float *restrict P, const float *restrict x, float *restrict y)
 {
     const float *restrict w = P + 74688;
@@ -4798,23 +4798,35 @@ static void l09_dense_forward(const float *restrict P, const float *restrict x, 
     }
 }
 
-static void l09_dense_backward(float *restrict G, float *restrict S, const float *restrict x, const float *restrict dy, int nb)
+static void l09_dense_backward(float *restrict G, const float *restrict x, const float *restrict dy)
 {
     float *restrict gw = G + 74688;
     float *restrict gb = G + 877504;
-    for (int b = 0; b < nb; b++)
-        for (int i = 0; i < 6272; i++) S[(size_t)b * 6272 + i] = x[(size_t)i * 64 + b];
     CG_PARALLEL_FOR
     for (int o = 0; o < 128; o++) {
-        float *restrict gwo = gw + (size_t)o * 6272;
-        float sb = 0.0f;
-        for (int b = 0; b < nb; b++) {
-            const float d = dy[(size_t)o * 64 + b];
-            sb += d;
-            const float *restrict xb = S + (size_t)b * 6272;
-            for (int i = 0; i < 6272; i++) gwo[i] += d * xb[i];
+        cg_v s = vsplat(0.0f);
+        for (int v = 0; v < 4; v++) s += VLOAD(dy + (size_t)o * 64 + v * 16);
+        gb[o] += vsum(s);
+    }
+    /* tiles of 4 rows x 4 columns of dW */
+    CG_PARALLEL_FOR
+    for (int t = 0; t < 50176; t++) {
+        const int o0 = t / 1568 * 4, i0 = t % 1568 * 4;
+        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f);
+        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f), a1_3 = vsplat(0.0f);
+        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f), a2_2 = vsplat(0.0f), a2_3 = vsplat(0.0f);
+        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f), a3_2 = vsplat(0.0f), a3_3 = vsplat(0.0f);
+        for (int v = 0; v < 4; v++) {
+            const cg_v d0 = VLOAD(dy + (size_t)(o0 + 0) * 64 + v * 16), d1 = VLOAD(dy + (size_t)(o0 + 1) * 64 + v * 16), d2 = VLOAD(dy + (size_t)(o0 + 2) * 64 + v * 16), d3 = VLOAD(dy + (size_t)(o0 + 3) * 64 + v * 16), x0 = VLOAD(x + (size_t)(i0 + 0) * 64 + v * 16), x1 = VLOAD(x + (size_t)(i0 + 1) * 64 + v * 16), x2 = VLOAD(x + (size_t)(i0 + 2) * 64 + v * 16), x3 = VLOAD(x + (size_t)(i0 + 3) * 64 + v * 16);
+            a0_0 += d0 * x0; a0_1 += d0 * x1; a0_2 += d0 * x2; a0_3 += d0 * x3;
+            a1_0 += d1 * x0; a1_1 += d1 * x1; a1_2 += d1 * x2; a1_3 += d1 * x3;
+            a2_0 += d2 * x0; a2_1 += d2 * x1; a2_2 += d2 * x2; a2_3 += d2 * x3;
+            a3_0 += d3 * x0; a3_1 += d3 * x1; a3_2 += d3 * x2; a3_3 += d3 * x3;
         }
-        gb[o] += sb;
+        gw[(size_t)(o0 + 0) * 6272 + i0 + 0] += vsum(a0_0); gw[(size_t)(o0 + 0) * 6272 + i0 + 1] += vsum(a0_1); gw[(size_t)(o0 + 0) * 6272 + i0 + 2] += vsum(a0_2); gw[(size_t)(o0 + 0) * 6272 + i0 + 3] += vsum(a0_3);
+        gw[(size_t)(o0 + 1) * 6272 + i0 + 0] += vsum(a1_0); gw[(size_t)(o0 + 1) * 6272 + i0 + 1] += vsum(a1_1); gw[(size_t)(o0 + 1) * 6272 + i0 + 2] += vsum(a1_2); gw[(size_t)(o0 + 1) * 6272 + i0 + 3] += vsum(a1_3);
+        gw[(size_t)(o0 + 2) * 6272 + i0 + 0] += vsum(a2_0); gw[(size_t)(o0 + 2) * 6272 + i0 + 1] += vsum(a2_1); gw[(size_t)(o0 + 2) * 6272 + i0 + 2] += vsum(a2_2); gw[(size_t)(o0 + 2) * 6272 + i0 + 3] += vsum(a2_3);
+        gw[(size_t)(o0 + 3) * 6272 + i0 + 0] += vsum(a3_0); gw[(size_t)(o0 + 3) * 6272 + i0 + 1] += vsum(a3_1); gw[(size_t)(o0 + 3) * 6272 + i0 + 2] += vsum(a3_2); gw[(size_t)(o0 + 3) * 6272 + i0 + 3] += vsum(a3_3);
     }
 }
 
@@ -4952,7 +4964,7 @@ static void l11_relu_backward(const float *restrict y, const float *restrict dy,
 }
 
 /* layer 12: dense 128 -> 10 (specs/bnnet.yaml:25:5)
- * schedule lanes: fwd lanes[TB=4,TR=4] dw lanes dx lanes[TB=4,TR=4] */
+ * schedule lanes: fwd lanes[TB=4,TR=4] dw gemm[TI=8,TO=2] dx lanes[TB=4,TR=4] */
 static void l12_dense_forward(const float *restrict P, const float *restrict x, float *restrict y)
 {
     const float *restrict w = P + 877888;
@@ -4995,22 +5007,27 @@ static void l12_dense_forward(const float *restrict P, const float *restrict x, 
     }
 }
 
-static void l12_dense_backward(float *restrict G, float *restrict S, const float *restrict x, const float *restrict dy, int nb)
+static void l12_dense_backward(float *restrict G, const float *restrict x, const float *restrict dy)
 {
     float *restrict gw = G + 877888;
     float *restrict gb = G + 879168;
-    for (int b = 0; b < nb; b++)
-        for (int i = 0; i < 128; i++) S[(size_t)b * 128 + i] = x[(size_t)i * 64 + b];
     for (int o = 0; o < 10; o++) {
-        float *restrict gwo = gw + (size_t)o * 128;
-        float sb = 0.0f;
-        for (int b = 0; b < nb; b++) {
-            const float d = dy[(size_t)o * 64 + b];
-            sb += d;
-            const float *restrict xb = S + (size_t)b * 128;
-            for (int i = 0; i < 128; i++) gwo[i] += d * xb[i];
+        cg_v s = vsplat(0.0f);
+        for (int v = 0; v < 4; v++) s += VLOAD(dy + (size_t)o * 64 + v * 16);
+        gb[o] += vsum(s);
+    }
+    /* tiles of 2 rows x 8 columns of dW */
+    for (int t = 0; t < 80; t++) {
+        const int o0 = t / 16 * 2, i0 = t % 16 * 8;
+        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f), a0_4 = vsplat(0.0f), a0_5 = vsplat(0.0f), a0_6 = vsplat(0.0f), a0_7 = vsplat(0.0f);
+        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f), a1_3 = vsplat(0.0f), a1_4 = vsplat(0.0f), a1_5 = vsplat(0.0f), a1_6 = vsplat(0.0f), a1_7 = vsplat(0.0f);
+        for (int v = 0; v < 4; v++) {
+            const cg_v d0 = VLOAD(dy + (size_t)(o0 + 0) * 64 + v * 16), d1 = VLOAD(dy + (size_t)(o0 + 1) * 64 + v * 16), x0 = VLOAD(x + (size_t)(i0 + 0) * 64 + v * 16), x1 = VLOAD(x + (size_t)(i0 + 1) * 64 + v * 16), x2 = VLOAD(x + (size_t)(i0 + 2) * 64 + v * 16), x3 = VLOAD(x + (size_t)(i0 + 3) * 64 + v * 16), x4 = VLOAD(x + (size_t)(i0 + 4) * 64 + v * 16), x5 = VLOAD(x + (size_t)(i0 + 5) * 64 + v * 16), x6 = VLOAD(x + (size_t)(i0 + 6) * 64 + v * 16), x7 = VLOAD(x + (size_t)(i0 + 7) * 64 + v * 16);
+            a0_0 += d0 * x0; a0_1 += d0 * x1; a0_2 += d0 * x2; a0_3 += d0 * x3; a0_4 += d0 * x4; a0_5 += d0 * x5; a0_6 += d0 * x6; a0_7 += d0 * x7;
+            a1_0 += d1 * x0; a1_1 += d1 * x1; a1_2 += d1 * x2; a1_3 += d1 * x3; a1_4 += d1 * x4; a1_5 += d1 * x5; a1_6 += d1 * x6; a1_7 += d1 * x7;
         }
-        gb[o] += sb;
+        gw[(size_t)(o0 + 0) * 128 + i0 + 0] += vsum(a0_0); gw[(size_t)(o0 + 0) * 128 + i0 + 1] += vsum(a0_1); gw[(size_t)(o0 + 0) * 128 + i0 + 2] += vsum(a0_2); gw[(size_t)(o0 + 0) * 128 + i0 + 3] += vsum(a0_3); gw[(size_t)(o0 + 0) * 128 + i0 + 4] += vsum(a0_4); gw[(size_t)(o0 + 0) * 128 + i0 + 5] += vsum(a0_5); gw[(size_t)(o0 + 0) * 128 + i0 + 6] += vsum(a0_6); gw[(size_t)(o0 + 0) * 128 + i0 + 7] += vsum(a0_7);
+        gw[(size_t)(o0 + 1) * 128 + i0 + 0] += vsum(a1_0); gw[(size_t)(o0 + 1) * 128 + i0 + 1] += vsum(a1_1); gw[(size_t)(o0 + 1) * 128 + i0 + 2] += vsum(a1_2); gw[(size_t)(o0 + 1) * 128 + i0 + 3] += vsum(a1_3); gw[(size_t)(o0 + 1) * 128 + i0 + 4] += vsum(a1_4); gw[(size_t)(o0 + 1) * 128 + i0 + 5] += vsum(a1_5); gw[(size_t)(o0 + 1) * 128 + i0 + 6] += vsum(a1_6); gw[(size_t)(o0 + 1) * 128 + i0 + 7] += vsum(a1_7);
     }
 }
 
@@ -5055,35 +5072,35 @@ void bnnet_forward(const float *params, float *buffers, const float *x, float *w
     l07_maxpool2d_forward(ws + 13698048, ws + 15303680);
     /* layer 8: flatten is a view of its input */
     l09_dense_forward(params, ws + 15303680, ws + 15705088);
-    l10_batchnorm_forward(params, buffers, ws + 16132096, ws + 15705088, ws + 15713280, nb, training);
+    l10_batchnorm_forward(params, buffers, ws + 15730688, ws + 15705088, ws + 15713280, nb, training);
     l11_relu_forward(ws + 15713280, ws + 15721472);
     l12_dense_forward(params, ws + 15721472, ws + 15729664);
-    cg_from_lanes(ws + 15729664, ws + 16140544, nb, 10, 64);
+    cg_from_lanes(ws + 15729664, ws + 15730944, nb, 10, 64);
 }
 
-/* Backward after a training forward: dLoss/dOutput at ws + 16141184; grads accumulate. */
+/* Backward after a training forward: dLoss/dOutput at ws + 15731584; grads accumulate. */
 void bnnet_backward(const float *params, float *grads, const float *x, float *dx, float *ws, int nb)
 {
     (void)x;
-    cg_to_lanes(ws + 16141184, ws + 16141824, nb, 10, 64);
-    l12_dense_backward(grads, ws + 16132352, ws + 15721472, ws + 16141824, nb);
-    l12_dense_backward_dx(params, ws + 16141824, ws + 16142464);
-    l11_relu_backward(ws + 15721472, ws + 16142464, ws + 19353728);
-    l10_batchnorm_backward(params, grads, ws + 16132096, ws + 15705088, ws + 19353728, ws + 16142464, nb);
-    l09_dense_backward(grads, ws + 15730688, ws + 15303680, ws + 16142464, nb);
-    l09_dense_backward_dx(params, ws + 16142464, ws + 19353728);
+    cg_to_lanes(ws + 15731584, ws + 15732224, nb, 10, 64);
+    l12_dense_backward(grads, ws + 15721472, ws + 15732224);
+    l12_dense_backward_dx(params, ws + 15732224, ws + 15732864);
+    l11_relu_backward(ws + 15721472, ws + 15732864, ws + 18944128);
+    l10_batchnorm_backward(params, grads, ws + 15730688, ws + 15705088, ws + 18944128, ws + 15732864, nb);
+    l09_dense_backward(grads, ws + 15303680, ws + 15732864);
+    l09_dense_backward_dx(params, ws + 15732864, ws + 18944128);
     /* layer 8: flatten passes the gradient through */
-    l07_maxpool2d_backward(ws + 13698048, ws + 19353728, ws + 16142464);
-    l06_relu_backward(ws + 13698048, ws + 16142464, ws + 19353728);
-    l05_batchnorm_backward(params, grads, ws + 15730432, ws + 10486784, ws + 19353728, ws + 16142464, nb);
-    l04_conv2d_backward(grads, ws + 9683968, ws + 16142464);
-    l04_conv2d_backward_dx(params, ws + 16142464, ws + 19353728);
-    l03_maxpool2d_backward(ws + 6472704, ws + 19353728, ws + 16142464);
-    l02_relu_backward(ws + 6472704, ws + 16142464, ws + 19353728);
-    l01_batchnorm_backward(params, grads, ws + 15730304, ws + 50176, ws + 19353728, ws + 16142464, nb);
-    l00_conv2d_backward(grads, ws + 0, ws + 16142464);
-    if (dx) l00_conv2d_backward_dx(params, ws + 16142464, ws + 19353728);
-    if (dx) cg_from_lanes(ws + 19353728, dx, nb, 784, 64);
+    l07_maxpool2d_backward(ws + 13698048, ws + 18944128, ws + 15732864);
+    l06_relu_backward(ws + 13698048, ws + 15732864, ws + 18944128);
+    l05_batchnorm_backward(params, grads, ws + 15730432, ws + 10486784, ws + 18944128, ws + 15732864, nb);
+    l04_conv2d_backward(grads, ws + 9683968, ws + 15732864);
+    l04_conv2d_backward_dx(params, ws + 15732864, ws + 18944128);
+    l03_maxpool2d_backward(ws + 6472704, ws + 18944128, ws + 15732864);
+    l02_relu_backward(ws + 6472704, ws + 15732864, ws + 18944128);
+    l01_batchnorm_backward(params, grads, ws + 15730304, ws + 50176, ws + 18944128, ws + 15732864, nb);
+    l00_conv2d_backward(grads, ws + 0, ws + 15732864);
+    if (dx) l00_conv2d_backward_dx(params, ws + 15732864, ws + 18944128);
+    if (dx) cg_from_lanes(ws + 18944128, dx, nb, 784, 64);
 }
 
 static const cg_tensor bnnet_tensors[] = {
@@ -5153,7 +5170,7 @@ static const cg_layer bnnet_layers[] = {
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "dense", .ndim_in = 1, .in_shape = {6272, 0, 0}, .ndim_out = 1, .out_shape = {128, 0, 0},
      .in_size = 6272, .out_size = 128, .act_offset = 15705088, .lanes = 64, .line = 22, .col = 5,
-     .schedule = "lanes: fwd lanes[TB=4,TR=4] dw lanes dx lanes[TB=4,TR=4] threaded",
+     .schedule = "lanes: fwd lanes[TB=4,TR=4] dw gemm[TI=4,TO=4] dx lanes[TB=4,TR=4] threaded",
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "batchnorm", .ndim_in = 1, .in_shape = {128, 0, 0}, .ndim_out = 1, .out_shape = {128, 0, 0},
      .in_size = 128, .out_size = 128, .act_offset = 15713280, .lanes = 64, .line = 23, .col = 5,
@@ -5165,7 +5182,7 @@ static const cg_layer bnnet_layers[] = {
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "dense", .ndim_in = 1, .in_shape = {128, 0, 0}, .ndim_out = 1, .out_shape = {10, 0, 0},
      .in_size = 128, .out_size = 10, .act_offset = 15729664, .lanes = 64, .line = 25, .col = 5,
-     .schedule = "lanes: fwd lanes[TB=4,TR=4] dw lanes dx lanes[TB=4,TR=4]",
+     .schedule = "lanes: fwd lanes[TB=4,TR=4] dw gemm[TI=8,TO=2] dx lanes[TB=4,TR=4]",
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
 };
 

@@ -1654,7 +1654,7 @@ static void l05_maxpool2d_backward(const float *restrict x, const float *restric
 }
 
 /* layer 7: dense 400 -> 120 (specs/lenet5.yaml:17:5)
- * schedule lanes: fwd lanes[TB=4,TR=4] dw lanes dx lanes[TB=4,TR=4] threaded */
+ * schedule lanes: fwd lanes[TB=4,TR=4] dw gemm[TI=5,TO=4] dx lanes[TB=4,TR=4] threaded */
 static void l07_dense_forward(const float *restrict P, const float *restrict x, float *restrict y)
 {
     const float *restrict w = P + 2572;
@@ -1684,23 +1684,35 @@ static void l07_dense_forward(const float *restrict P, const float *restrict x, 
     }
 }
 
-static void l07_dense_backward(float *restrict G, float *restrict S, const float *restrict x, const float *restrict dy, int nb)
+static void l07_dense_backward(float *restrict G, const float *restrict x, const float *restrict dy)
 {
     float *restrict gw = G + 2572;
     float *restrict gb = G + 50572;
-    for (int b = 0; b < nb; b++)
-        for (int i = 0; i < 400; i++) S[(size_t)b * 400 + i] = x[(size_t)i * 64 + b];
     CG_PARALLEL_FOR
     for (int o = 0; o < 120; o++) {
-        float *restrict gwo = gw + (size_t)o * 400;
-        float sb = 0.0f;
-        for (int b = 0; b < nb; b++) {
-            const float d = dy[(size_t)o * 64 + b];
-            sb += d;
-            const float *restrict xb = S + (size_t)b * 400;
-            for (int i = 0; i < 400; i++) gwo[i] += d * xb[i];
+        cg_v s = vsplat(0.0f);
+        for (int v = 0; v < 4; v++) s += VLOAD(dy + (size_t)o * 64 + v * 16);
+        gb[o] += vsum(s);
+    }
+    /* tiles of 4 rows x 5 columns of dW */
+    CG_PARALLEL_FOR
+    for (int t = 0; t < 2400; t++) {
+        const int o0 = t / 80 * 4, i0 = t % 80 * 5;
+        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f), a0_4 = vsplat(0.0f);
+        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f), a1_3 = vsplat(0.0f), a1_4 = vsplat(0.0f);
+        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f), a2_2 = vsplat(0.0f), a2_3 = vsplat(0.0f), a2_4 = vsplat(0.0f);
+        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f), a3_2 = vsplat(0.0f), a3_3 = vsplat(0.0f), a3_4 = vsplat(0.0f);
+        for (int v = 0; v < 4; v++) {
+            const cg_v d0 = VLOAD(dy + (size_t)(o0 + 0) * 64 + v * 16), d1 = VLOAD(dy + (size_t)(o0 + 1) * 64 + v * 16), d2 = VLOAD(dy + (size_t)(o0 + 2) * 64 + v * 16), d3 = VLOAD(dy + (size_t)(o0 + 3) * 64 + v * 16), x0 = VLOAD(x + (size_t)(i0 + 0) * 64 + v * 16), x1 = VLOAD(x + (size_t)(i0 + 1) * 64 + v * 16), x2 = VLOAD(x + (size_t)(i0 + 2) * 64 + v * 16), x3 = VLOAD(x + (size_t)(i0 + 3) * 64 + v * 16), x4 = VLOAD(x + (size_t)(i0 + 4) * 64 + v * 16);
+            a0_0 += d0 * x0; a0_1 += d0 * x1; a0_2 += d0 * x2; a0_3 += d0 * x3; a0_4 += d0 * x4;
+            a1_0 += d1 * x0; a1_1 += d1 * x1; a1_2 += d1 * x2; a1_3 += d1 * x3; a1_4 += d1 * x4;
+            a2_0 += d2 * x0; a2_1 += d2 * x1; a2_2 += d2 * x2; a2_3 += d2 * x3; a2_4 += d2 * x4;
+            a3_0 += d3 * x0; a3_1 += d3 * x1; a3_2 += d3 * x2; a3_3 += d3 * x3; a3_4 += d3 * x4;
         }
-        gb[o] += sb;
+        gw[(size_t)(o0 + 0) * 400 + i0 + 0] += vsum(a0_0); gw[(size_t)(o0 + 0) * 400 + i0 + 1] += vsum(a0_1); gw[(size_t)(o0 + 0) * 400 + i0 + 2] += vsum(a0_2); gw[(size_t)(o0 + 0) * 400 + i0 + 3] += vsum(a0_3); gw[(size_t)(o0 + 0) * 400 + i0 + 4] += vsum(a0_4);
+        gw[(size_t)(o0 + 1) * 400 + i0 + 0] += vsum(a1_0); gw[(size_t)(o0 + 1) * 400 + i0 + 1] += vsum(a1_1); gw[(size_t)(o0 + 1) * 400 + i0 + 2] += vsum(a1_2); gw[(size_t)(o0 + 1) * 400 + i0 + 3] += vsum(a1_3); gw[(size_t)(o0 + 1) * 400 + i0 + 4] += vsum(a1_4);
+        gw[(size_t)(o0 + 2) * 400 + i0 + 0] += vsum(a2_0); gw[(size_t)(o0 + 2) * 400 + i0 + 1] += vsum(a2_1); gw[(size_t)(o0 + 2) * 400 + i0 + 2] += vsum(a2_2); gw[(size_t)(o0 + 2) * 400 + i0 + 3] += vsum(a2_3); gw[(size_t)(o0 + 2) * 400 + i0 + 4] += vsum(a2_4);
+        gw[(size_t)(o0 + 3) * 400 + i0 + 0] += vsum(a3_0); gw[(size_t)(o0 + 3) * 400 + i0 + 1] += vsum(a3_1); gw[(size_t)(o0 + 3) * 400 + i0 + 2] += vsum(a3_2); gw[(size_t)(o0 + 3) * 400 + i0 + 3] += vsum(a3_3); gw[(size_t)(o0 + 3) * 400 + i0 + 4] += vsum(a3_4);
     }
 }
 
@@ -1747,7 +1759,7 @@ static void l08_relu_backward(const float *restrict y, const float *restrict dy,
 }
 
 /* layer 9: dense 120 -> 84 (specs/lenet5.yaml:19:5)
- * schedule lanes: fwd lanes[TB=4,TR=4] dw lanes dx lanes[TB=4,TR=4] */
+ * schedule lanes: fwd lanes[TB=4,TR=4] dw gemm[TI=6,TO=4] dx lanes[TB=4,TR=4] */
 static void l09_dense_forward(const float *restrict P, const float *restrict x, float *restrict y)
 {
     const float *restrict w = P + 50692;
@@ -1776,22 +1788,33 @@ static void l09_dense_forward(const float *restrict P, const float *restrict x, 
     }
 }
 
-static void l09_dense_backward(float *restrict G, float *restrict S, const float *restrict x, const float *restrict dy, int nb)
+static void l09_dense_backward(float *restrict G, const float *restrict x, const float *restrict dy)
 {
     float *restrict gw = G + 50692;
     float *restrict gb = G + 60772;
-    for (int b = 0; b < nb; b++)
-        for (int i = 0; i < 120; i++) S[(size_t)b * 120 + i] = x[(size_t)i * 64 + b];
     for (int o = 0; o < 84; o++) {
-        float *restrict gwo = gw + (size_t)o * 120;
-        float sb = 0.0f;
-        for (int b = 0; b < nb; b++) {
-            const float d = dy[(size_t)o * 64 + b];
-            sb += d;
-            const float *restrict xb = S + (size_t)b * 120;
-            for (int i = 0; i < 120; i++) gwo[i] += d * xb[i];
+        cg_v s = vsplat(0.0f);
+        for (int v = 0; v < 4; v++) s += VLOAD(dy + (size_t)o * 64 + v * 16);
+        gb[o] += vsum(s);
+    }
+    /* tiles of 4 rows x 6 columns of dW */
+    for (int t = 0; t < 420; t++) {
+        const int o0 = t / 20 * 4, i0 = t % 20 * 6;
+        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f), a0_4 = vsplat(0.0f), a0_5 = vsplat(0.0f);
+        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f), a1_3 = vsplat(0.0f), a1_4 = vsplat(0.0f), a1_5 = vsplat(0.0f);
+        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f), a2_2 = vsplat(0.0f), a2_3 = vsplat(0.0f), a2_4 = vsplat(0.0f), a2_5 = vsplat(0.0f);
+        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f), a3_2 = vsplat(0.0f), a3_3 = vsplat(0.0f), a3_4 = vsplat(0.0f), a3_5 = vsplat(0.0f);
+        for (int v = 0; v < 4; v++) {
+            const cg_v d0 = VLOAD(dy + (size_t)(o0 + 0) * 64 + v * 16), d1 = VLOAD(dy + (size_t)(o0 + 1) * 64 + v * 16), d2 = VLOAD(dy + (size_t)(o0 + 2) * 64 + v * 16), d3 = VLOAD(dy + (size_t)(o0 + 3) * 64 + v * 16), x0 = VLOAD(x + (size_t)(i0 + 0) * 64 + v * 16), x1 = VLOAD(x + (size_t)(i0 + 1) * 64 + v * 16), x2 = VLOAD(x + (size_t)(i0 + 2) * 64 + v * 16), x3 = VLOAD(x + (size_t)(i0 + 3) * 64 + v * 16), x4 = VLOAD(x + (size_t)(i0 + 4) * 64 + v * 16), x5 = VLOAD(x + (size_t)(i0 + 5) * 64 + v * 16);
+            a0_0 += d0 * x0; a0_1 += d0 * x1; a0_2 += d0 * x2; a0_3 += d0 * x3; a0_4 += d0 * x4; a0_5 += d0 * x5;
+            a1_0 += d1 * x0; a1_1 += d1 * x1; a1_2 += d1 * x2; a1_3 += d1 * x3; a1_4 += d1 * x4; a1_5 += d1 * x5;
+            a2_0 += d2 * x0; a2_1 += d2 * x1; a2_2 += d2 * x2; a2_3 += d2 * x3; a2_4 += d2 * x4; a2_5 += d2 * x5;
+            a3_0 += d3 * x0; a3_1 += d3 * x1; a3_2 += d3 * x2; a3_3 += d3 * x3; a3_4 += d3 * x4; a3_5 += d3 * x5;
         }
-        gb[o] += sb;
+        gw[(size_t)(o0 + 0) * 120 + i0 + 0] += vsum(a0_0); gw[(size_t)(o0 + 0) * 120 + i0 + 1] += vsum(a0_1); gw[(size_t)(o0 + 0) * 120 + i0 + 2] += vsum(a0_2); gw[(size_t)(o0 + 0) * 120 + i0 + 3] += vsum(a0_3); gw[(size_t)(o0 + 0) * 120 + i0 + 4] += vsum(a0_4); gw[(size_t)(o0 + 0) * 120 + i0 + 5] += vsum(a0_5);
+        gw[(size_t)(o0 + 1) * 120 + i0 + 0] += vsum(a1_0); gw[(size_t)(o0 + 1) * 120 + i0 + 1] += vsum(a1_1); gw[(size_t)(o0 + 1) * 120 + i0 + 2] += vsum(a1_2); gw[(size_t)(o0 + 1) * 120 + i0 + 3] += vsum(a1_3); gw[(size_t)(o0 + 1) * 120 + i0 + 4] += vsum(a1_4); gw[(size_t)(o0 + 1) * 120 + i0 + 5] += vsum(a1_5);
+        gw[(size_t)(o0 + 2) * 120 + i0 + 0] += vsum(a2_0); gw[(size_t)(o0 + 2) * 120 + i0 + 1] += vsum(a2_1); gw[(size_t)(o0 + 2) * 120 + i0 + 2] += vsum(a2_2); gw[(size_t)(o0 + 2) * 120 + i0 + 3] += vsum(a2_3); gw[(size_t)(o0 + 2) * 120 + i0 + 4] += vsum(a2_4); gw[(size_t)(o0 + 2) * 120 + i0 + 5] += vsum(a2_5);
+        gw[(size_t)(o0 + 3) * 120 + i0 + 0] += vsum(a3_0); gw[(size_t)(o0 + 3) * 120 + i0 + 1] += vsum(a3_1); gw[(size_t)(o0 + 3) * 120 + i0 + 2] += vsum(a3_2); gw[(size_t)(o0 + 3) * 120 + i0 + 3] += vsum(a3_3); gw[(size_t)(o0 + 3) * 120 + i0 + 4] += vsum(a3_4); gw[(size_t)(o0 + 3) * 120 + i0 + 5] += vsum(a3_5);
     }
 }
 
@@ -1837,7 +1860,7 @@ static void l10_relu_backward(const float *restrict y, const float *restrict dy,
 }
 
 /* layer 11: dense 84 -> 10 (specs/lenet5.yaml:21:5)
- * schedule lanes: fwd lanes[TB=4,TR=4] dw lanes dx lanes[TB=4,TR=4] */
+ * schedule lanes: fwd lanes[TB=4,TR=4] dw gemm[TI=12,TO=2] dx lanes[TB=4,TR=4] */
 static void l11_dense_forward(const float *restrict P, const float *restrict x, float *restrict y)
 {
     const float *restrict w = P + 60856;
@@ -1880,22 +1903,27 @@ static void l11_dense_forward(const float *restrict P, const float *restrict x, 
     }
 }
 
-static void l11_dense_backward(float *restrict G, float *restrict S, const float *restrict x, const float *restrict dy, int nb)
+static void l11_dense_backward(float *restrict G, const float *restrict x, const float *restrict dy)
 {
     float *restrict gw = G + 60856;
     float *restrict gb = G + 61696;
-    for (int b = 0; b < nb; b++)
-        for (int i = 0; i < 84; i++) S[(size_t)b * 84 + i] = x[(size_t)i * 64 + b];
     for (int o = 0; o < 10; o++) {
-        float *restrict gwo = gw + (size_t)o * 84;
-        float sb = 0.0f;
-        for (int b = 0; b < nb; b++) {
-            const float d = dy[(size_t)o * 64 + b];
-            sb += d;
-            const float *restrict xb = S + (size_t)b * 84;
-            for (int i = 0; i < 84; i++) gwo[i] += d * xb[i];
+        cg_v s = vsplat(0.0f);
+        for (int v = 0; v < 4; v++) s += VLOAD(dy + (size_t)o * 64 + v * 16);
+        gb[o] += vsum(s);
+    }
+    /* tiles of 2 rows x 12 columns of dW */
+    for (int t = 0; t < 35; t++) {
+        const int o0 = t / 7 * 2, i0 = t % 7 * 12;
+        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f), a0_4 = vsplat(0.0f), a0_5 = vsplat(0.0f), a0_6 = vsplat(0.0f), a0_7 = vsplat(0.0f), a0_8 = vsplat(0.0f), a0_9 = vsplat(0.0f), a0_10 = vsplat(0.0f), a0_11 = vsplat(0.0f);
+        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f), a1_3 = vsplat(0.0f), a1_4 = vsplat(0.0f), a1_5 = vsplat(0.0f), a1_6 = vsplat(0.0f), a1_7 = vsplat(0.0f), a1_8 = vsplat(0.0f), a1_9 = vsplat(0.0f), a1_10 = vsplat(0.0f), a1_11 = vsplat(0.0f);
+        for (int v = 0; v < 4; v++) {
+            const cg_v d0 = VLOAD(dy + (size_t)(o0 + 0) * 64 + v * 16), d1 = VLOAD(dy + (size_t)(o0 + 1) * 64 + v * 16), x0 = VLOAD(x + (size_t)(i0 + 0) * 64 + v * 16), x1 = VLOAD(x + (size_t)(i0 + 1) * 64 + v * 16), x2 = VLOAD(x + (size_t)(i0 + 2) * 64 + v * 16), x3 = VLOAD(x + (size_t)(i0 + 3) * 64 + v * 16), x4 = VLOAD(x + (size_t)(i0 + 4) * 64 + v * 16), x5 = VLOAD(x + (size_t)(i0 + 5) * 64 + v * 16), x6 = VLOAD(x + (size_t)(i0 + 6) * 64 + v * 16), x7 = VLOAD(x + (size_t)(i0 + 7) * 64 + v * 16), x8 = VLOAD(x + (size_t)(i0 + 8) * 64 + v * 16), x9 = VLOAD(x + (size_t)(i0 + 9) * 64 + v * 16), x10 = VLOAD(x + (size_t)(i0 + 10) * 64 + v * 16), x11 = VLOAD(x + (size_t)(i0 + 11) * 64 + v * 16);
+            a0_0 += d0 * x0; a0_1 += d0 * x1; a0_2 += d0 * x2; a0_3 += d0 * x3; a0_4 += d0 * x4; a0_5 += d0 * x5; a0_6 += d0 * x6; a0_7 += d0 * x7; a0_8 += d0 * x8; a0_9 += d0 * x9; a0_10 += d0 * x10; a0_11 += d0 * x11;
+            a1_0 += d1 * x0; a1_1 += d1 * x1; a1_2 += d1 * x2; a1_3 += d1 * x3; a1_4 += d1 * x4; a1_5 += d1 * x5; a1_6 += d1 * x6; a1_7 += d1 * x7; a1_8 += d1 * x8; a1_9 += d1 * x9; a1_10 += d1 * x10; a1_11 += d1 * x11;
         }
-        gb[o] += sb;
+        gw[(size_t)(o0 + 0) * 84 + i0 + 0] += vsum(a0_0); gw[(size_t)(o0 + 0) * 84 + i0 + 1] += vsum(a0_1); gw[(size_t)(o0 + 0) * 84 + i0 + 2] += vsum(a0_2); gw[(size_t)(o0 + 0) * 84 + i0 + 3] += vsum(a0_3); gw[(size_t)(o0 + 0) * 84 + i0 + 4] += vsum(a0_4); gw[(size_t)(o0 + 0) * 84 + i0 + 5] += vsum(a0_5); gw[(size_t)(o0 + 0) * 84 + i0 + 6] += vsum(a0_6); gw[(size_t)(o0 + 0) * 84 + i0 + 7] += vsum(a0_7); gw[(size_t)(o0 + 0) * 84 + i0 + 8] += vsum(a0_8); gw[(size_t)(o0 + 0) * 84 + i0 + 9] += vsum(a0_9); gw[(size_t)(o0 + 0) * 84 + i0 + 10] += vsum(a0_10); gw[(size_t)(o0 + 0) * 84 + i0 + 11] += vsum(a0_11);
+        gw[(size_t)(o0 + 1) * 84 + i0 + 0] += vsum(a1_0); gw[(size_t)(o0 + 1) * 84 + i0 + 1] += vsum(a1_1); gw[(size_t)(o0 + 1) * 84 + i0 + 2] += vsum(a1_2); gw[(size_t)(o0 + 1) * 84 + i0 + 3] += vsum(a1_3); gw[(size_t)(o0 + 1) * 84 + i0 + 4] += vsum(a1_4); gw[(size_t)(o0 + 1) * 84 + i0 + 5] += vsum(a1_5); gw[(size_t)(o0 + 1) * 84 + i0 + 6] += vsum(a1_6); gw[(size_t)(o0 + 1) * 84 + i0 + 7] += vsum(a1_7); gw[(size_t)(o0 + 1) * 84 + i0 + 8] += vsum(a1_8); gw[(size_t)(o0 + 1) * 84 + i0 + 9] += vsum(a1_9); gw[(size_t)(o0 + 1) * 84 + i0 + 10] += vsum(a1_10); gw[(size_t)(o0 + 1) * 84 + i0 + 11] += vsum(a1_11);
     }
 }
 
@@ -1944,32 +1972,32 @@ void lenet5_forward(const float *params, float *buffers, const float *x, float *
     l09_dense_forward(params, ws + 965632, ws + 973312);
     l10_relu_forward(ws + 973312, ws + 978688);
     l11_dense_forward(params, ws + 978688, ws + 984064);
-    cg_from_lanes(ws + 984064, ws + 1813888, nb, 10, 64);
+    cg_from_lanes(ws + 984064, ws + 1775232, nb, 10, 64);
 }
 
-/* Backward after a training forward: dLoss/dOutput at ws + 1814528; grads accumulate. */
+/* Backward after a training forward: dLoss/dOutput at ws + 1775872; grads accumulate. */
 void lenet5_backward(const float *params, float *grads, const float *x, float *dx, float *ws, int nb)
 {
     (void)x;
-    cg_to_lanes(ws + 1814528, ws + 1815168, nb, 10, 64);
-    l11_dense_backward(grads, ws + 1808512, ws + 978688, ws + 1815168, nb);
-    l11_dense_backward_dx(params, ws + 1815168, ws + 1815808);
-    l10_relu_backward(ws + 978688, ws + 1815808, ws + 2116864);
-    l09_dense_backward(grads, ws + 1800832, ws + 965632, ws + 2116864, nb);
-    l09_dense_backward_dx(params, ws + 2116864, ws + 1815808);
-    l08_relu_backward(ws + 965632, ws + 1815808, ws + 2116864);
-    l07_dense_backward(grads, ws + 1775232, ws + 932352, ws + 2116864, nb);
-    l07_dense_backward_dx(params, ws + 2116864, ws + 1815808);
+    cg_to_lanes(ws + 1775872, ws + 1776512, nb, 10, 64);
+    l11_dense_backward(grads, ws + 978688, ws + 1776512);
+    l11_dense_backward_dx(params, ws + 1776512, ws + 1777152);
+    l10_relu_backward(ws + 978688, ws + 1777152, ws + 2078208);
+    l09_dense_backward(grads, ws + 965632, ws + 2078208);
+    l09_dense_backward_dx(params, ws + 2078208, ws + 1777152);
+    l08_relu_backward(ws + 965632, ws + 1777152, ws + 2078208);
+    l07_dense_backward(grads, ws + 932352, ws + 2078208);
+    l07_dense_backward_dx(params, ws + 2078208, ws + 1777152);
     /* layer 6: flatten passes the gradient through */
-    l05_maxpool2d_backward(ws + 829952, ws + 1815808, ws + 2116864);
-    l04_relu_backward(ws + 829952, ws + 2116864, ws + 1815808);
-    l03_conv2d_backward(grads, ws + 652288, ws + 1815808);
-    l03_conv2d_backward_dx(params, ws + 1443456, ws + 1815808, ws + 2116864);
-    l02_maxpool2d_backward(ws + 351232, ws + 2116864, ws + 1815808);
-    l01_relu_backward(ws + 351232, ws + 1815808, ws + 2116864);
-    l00_conv2d_backward(grads, ws + 984704, ws + 2116864);
-    if (dx) l00_conv2d_backward_dx(params, ws + 984704, ws + 2116864, ws + 1815808);
-    if (dx) cg_from_lanes(ws + 1815808, dx, nb, 784, 64);
+    l05_maxpool2d_backward(ws + 829952, ws + 1777152, ws + 2078208);
+    l04_relu_backward(ws + 829952, ws + 2078208, ws + 1777152);
+    l03_conv2d_backward(grads, ws + 652288, ws + 1777152);
+    l03_conv2d_backward_dx(params, ws + 1443456, ws + 1777152, ws + 2078208);
+    l02_maxpool2d_backward(ws + 351232, ws + 2078208, ws + 1777152);
+    l01_relu_backward(ws + 351232, ws + 1777152, ws + 2078208);
+    l00_conv2d_backward(grads, ws + 984704, ws + 2078208);
+    if (dx) l00_conv2d_backward_dx(params, ws + 984704, ws + 2078208, ws + 1777152);
+    if (dx) cg_from_lanes(ws + 1777152, dx, nb, 784, 64);
 }
 
 static const cg_tensor lenet5_tensors[] = {
@@ -2020,7 +2048,7 @@ static const cg_layer lenet5_layers[] = {
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "dense", .ndim_in = 1, .in_shape = {400, 0, 0}, .ndim_out = 1, .out_shape = {120, 0, 0},
      .in_size = 400, .out_size = 120, .act_offset = 957952, .lanes = 64, .line = 17, .col = 5,
-     .schedule = "lanes: fwd lanes[TB=4,TR=4] dw lanes dx lanes[TB=4,TR=4] threaded",
+     .schedule = "lanes: fwd lanes[TB=4,TR=4] dw gemm[TI=5,TO=4] dx lanes[TB=4,TR=4] threaded",
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "relu", .ndim_in = 1, .in_shape = {120, 0, 0}, .ndim_out = 1, .out_shape = {120, 0, 0},
      .in_size = 120, .out_size = 120, .act_offset = 965632, .lanes = 64, .line = 18, .col = 5,
@@ -2028,7 +2056,7 @@ static const cg_layer lenet5_layers[] = {
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "dense", .ndim_in = 1, .in_shape = {120, 0, 0}, .ndim_out = 1, .out_shape = {84, 0, 0},
      .in_size = 120, .out_size = 84, .act_offset = 973312, .lanes = 64, .line = 19, .col = 5,
-     .schedule = "lanes: fwd lanes[TB=4,TR=4] dw lanes dx lanes[TB=4,TR=4]",
+     .schedule = "lanes: fwd lanes[TB=4,TR=4] dw gemm[TI=6,TO=4] dx lanes[TB=4,TR=4]",
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "relu", .ndim_in = 1, .in_shape = {84, 0, 0}, .ndim_out = 1, .out_shape = {84, 0, 0},
      .in_size = 84, .out_size = 84, .act_offset = 978688, .lanes = 64, .line = 20, .col = 5,
@@ -2036,7 +2064,7 @@ static const cg_layer lenet5_layers[] = {
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "dense", .ndim_in = 1, .in_shape = {84, 0, 0}, .ndim_out = 1, .out_shape = {10, 0, 0},
      .in_size = 84, .out_size = 10, .act_offset = 984064, .lanes = 64, .line = 21, .col = 5,
-     .schedule = "lanes: fwd lanes[TB=4,TR=4] dw lanes dx lanes[TB=4,TR=4]",
+     .schedule = "lanes: fwd lanes[TB=4,TR=4] dw gemm[TI=12,TO=2] dx lanes[TB=4,TR=4]",
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
 };
 

@@ -584,61 +584,43 @@ static void l02_leaky_relu_backward(const float *restrict x, const float *restri
 }
 
 /* layer 3: conv1d 8x32 -> 8x32 (specs/mixed1d.yaml:16:5)
- * schedule lanes: fwd lanes[TB=1,TC=1] dw lanes[TCW=1,rows=1] dx lanes[TB=1,TCI=1] */
-static void l03_conv1d_forward(const float *restrict P, const float *restrict x, float *restrict y)
+ * schedule lanes+pad: fwd lanes+pad[TB=1,TC=1] dw lanes+pad[TCW=1,rows=1] dx lanes+pad[TB=1,TCI=1] */
+static void l03_conv1d_forward(const float *restrict P, float *restrict S, const float *restrict x, float *restrict y)
 {
+    float *restrict xp = S + 0;
+    /* x -> zero-padded planes 1x36 (lanes) */
+    for (int pl = 0; pl < 8; pl++) {
+        const float *restrict s = x + (size_t)pl * 512;
+        float *restrict d = xp + (size_t)pl * 576;
+        for (int r = 0; r < 1; r++) {
+            float *restrict dr = d + (size_t)(r + 0) * 576;
+            memset(dr, 0, sizeof(float) * 32);
+            memcpy(dr + 32, s + (size_t)r * 512, sizeof(float) * 512);
+            memset(dr + 544, 0, sizeof(float) * 32);
+        }
+    }
     const float *restrict w = P + 184;
     for (int g = 0; g < 8; g++) {
         for (int v0 = 0; v0 < 1; v0 += 1) {
             const float *restrict wb = w + g*3;
-            const float *restrict xg = x + g*512 + v0 * 16;
+            const float *restrict xg = xp + g*576 + v0 * 16;
             float *restrict yb = y + g*512 + v0 * 16;
-            /* outputs 0..1: 2 of 3 taps */
-            for (int ox = 0; ox < 2; ox++) {
+            /* outputs 0..31: every tap */
+            for (int ox = 0; ox < 32; ox++) {
                 cg_v a0_0 = vsplat(0.0f);
                 const float *restrict xc = xg + 0;
                 const float *restrict wc = wb + 0;
                 {
                     const cg_v x0 = VLOAD(xc + ox*16 + 0);
-                    a0_0 += wc[1] * x0;
-                }
-                {
-                    const cg_v x0 = VLOAD(xc + ox*16 + 32 + 0);
-                    a0_0 += wc[2] * x0;
-                }
-                VSTORE(yb + ox*16, a0_0);
-            }
-            /* outputs 2..29: every tap */
-            for (int ox = 2; ox < 30; ox++) {
-                cg_v a0_0 = vsplat(0.0f);
-                const float *restrict xc = xg + 0;
-                const float *restrict wc = wb + 0;
-                {
-                    const cg_v x0 = VLOAD(xc + ox*16 - 32 + 0);
                     a0_0 += wc[0] * x0;
                 }
                 {
-                    const cg_v x0 = VLOAD(xc + ox*16 + 0);
-                    a0_0 += wc[1] * x0;
-                }
-                {
                     const cg_v x0 = VLOAD(xc + ox*16 + 32 + 0);
-                    a0_0 += wc[2] * x0;
-                }
-                VSTORE(yb + ox*16, a0_0);
-            }
-            /* outputs 30..31: 2 of 3 taps */
-            for (int ox = 30; ox < 32; ox++) {
-                cg_v a0_0 = vsplat(0.0f);
-                const float *restrict xc = xg + 0;
-                const float *restrict wc = wb + 0;
-                {
-                    const cg_v x0 = VLOAD(xc + ox*16 - 32 + 0);
-                    a0_0 += wc[0] * x0;
-                }
-                {
-                    const cg_v x0 = VLOAD(xc + ox*16 + 0);
                     a0_0 += wc[1] * x0;
+                }
+                {
+                    const cg_v x0 = VLOAD(xc + ox*16 + 64 + 0);
+                    a0_0 += wc[2] * x0;
                 }
                 VSTORE(yb + ox*16, a0_0);
             }
@@ -646,38 +628,22 @@ static void l03_conv1d_forward(const float *restrict P, const float *restrict x,
     }
 }
 
-static void l03_conv1d_backward(float *restrict G, const float *restrict x, const float *restrict dy)
+static void l03_conv1d_backward(float *restrict G, float *restrict S, const float *restrict dy)
 {
     float *restrict gw = G + 184;
     for (int g = 0; g < 8; g++) {
         const float *restrict dyb = dy + g*512;
-        const float *restrict xc = x + g*512;
+        const float *restrict xc = (S + 0) + g*576;
         float *restrict gwc = gw + g*3;
         { /* every tap */
             cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f);
-            /* outputs 0..1: 2 of 3 taps */
-            for (int ox = 0; ox < 2; ox++) {
+            /* outputs 0..31: every tap */
+            for (int ox = 0; ox < 32; ox++) {
                 for (int v = 0; v < 1; v++) {
                     cg_v d0 = VLOAD(dyb + ox*16 + v * 16); VKEEP(d0);
-                    { cg_v xv = VLOAD(xc + ox*16 + v * 16); VKEEP(xv); a0_1 += d0 * xv; }
-                    { cg_v xv = VLOAD(xc + ox*16 + 32 + v * 16); VKEEP(xv); a0_2 += d0 * xv; }
-                }
-            }
-            /* outputs 2..29: every tap */
-            for (int ox = 2; ox < 30; ox++) {
-                for (int v = 0; v < 1; v++) {
-                    cg_v d0 = VLOAD(dyb + ox*16 + v * 16); VKEEP(d0);
-                    { cg_v xv = VLOAD(xc + ox*16 - 32 + v * 16); VKEEP(xv); a0_0 += d0 * xv; }
-                    { cg_v xv = VLOAD(xc + ox*16 + v * 16); VKEEP(xv); a0_1 += d0 * xv; }
-                    { cg_v xv = VLOAD(xc + ox*16 + 32 + v * 16); VKEEP(xv); a0_2 += d0 * xv; }
-                }
-            }
-            /* outputs 30..31: 2 of 3 taps */
-            for (int ox = 30; ox < 32; ox++) {
-                for (int v = 0; v < 1; v++) {
-                    cg_v d0 = VLOAD(dyb + ox*16 + v * 16); VKEEP(d0);
-                    { cg_v xv = VLOAD(xc + ox*16 - 32 + v * 16); VKEEP(xv); a0_0 += d0 * xv; }
-                    { cg_v xv = VLOAD(xc + ox*16 + v * 16); VKEEP(xv); a0_1 += d0 * xv; }
+                    { cg_v xv = VLOAD(xc + ox*16 + v * 16); VKEEP(xv); a0_0 += d0 * xv; }
+                    { cg_v xv = VLOAD(xc + ox*16 + 32 + v * 16); VKEEP(xv); a0_1 += d0 * xv; }
+                    { cg_v xv = VLOAD(xc + ox*16 + 64 + v * 16); VKEEP(xv); a0_2 += d0 * xv; }
                 }
             }
             gwc[0] += vsum(a0_0); gwc[1] += vsum(a0_1); gwc[2] += vsum(a0_2);
@@ -685,59 +651,41 @@ static void l03_conv1d_backward(float *restrict G, const float *restrict x, cons
     }
 }
 
-static void l03_conv1d_backward_dx(const float *restrict P, const float *restrict dy, float *restrict dx)
+static void l03_conv1d_backward_dx(const float *restrict P, float *restrict S, const float *restrict dy, float *restrict dx)
 {
+    float *restrict dyp = S + 4608;
+    /* dy -> zero-padded planes 1x36 (lanes) */
+    for (int pl = 0; pl < 8; pl++) {
+        const float *restrict s = dy + (size_t)pl * 512;
+        float *restrict d = dyp + (size_t)pl * 576;
+        for (int r = 0; r < 1; r++) {
+            float *restrict dr = d + (size_t)(r + 0) * 576;
+            memset(dr, 0, sizeof(float) * 32);
+            memcpy(dr + 32, s + (size_t)r * 512, sizeof(float) * 512);
+            memset(dr + 544, 0, sizeof(float) * 32);
+        }
+    }
     const float *restrict w = P + 184;
     for (int g = 0; g < 8; g++) {
         for (int v0 = 0; v0 < 1; v0 += 1) {
             float *restrict dxb = dx + g*512 + v0 * 16;
-            const float *restrict dyg = dy + g*512 + v0 * 16;
+            const float *restrict dyg = dyp + g*576 + v0 * 16;
             const float *restrict wg = w + g*3;
-            /* inputs 0+1*t, t=0..1: 2 taps */
-            for (int tx = 0; tx < 2; tx++) {
+            /* inputs 0+1*t, t=0..31: 3 taps */
+            for (int tx = 0; tx < 32; tx++) {
                 cg_v a0_0 = vsplat(0.0f);
                 const float *restrict dyc = dyg + 0;
                 const float *restrict wc = wg + 0;
                 {
-                    const cg_v d0 = VLOAD(dyc + tx*16 + 32 + 0);
+                    const cg_v d0 = VLOAD(dyc + tx*16 + 64 + 0);
                     a0_0 += wc[0] * d0;
                 }
                 {
-                    const cg_v d0 = VLOAD(dyc + tx*16 + 0);
-                    a0_0 += wc[1] * d0;
-                }
-                VSTORE(dxb + tx*16, a0_0);
-            }
-            /* inputs 0+1*t, t=2..29: 3 taps */
-            for (int tx = 2; tx < 30; tx++) {
-                cg_v a0_0 = vsplat(0.0f);
-                const float *restrict dyc = dyg + 0;
-                const float *restrict wc = wg + 0;
-                {
                     const cg_v d0 = VLOAD(dyc + tx*16 + 32 + 0);
-                    a0_0 += wc[0] * d0;
-                }
-                {
-                    const cg_v d0 = VLOAD(dyc + tx*16 + 0);
                     a0_0 += wc[1] * d0;
                 }
                 {
-                    const cg_v d0 = VLOAD(dyc + tx*16 - 32 + 0);
-                    a0_0 += wc[2] * d0;
-                }
-                VSTORE(dxb + tx*16, a0_0);
-            }
-            /* inputs 0+1*t, t=30..31: 2 taps */
-            for (int tx = 30; tx < 32; tx++) {
-                cg_v a0_0 = vsplat(0.0f);
-                const float *restrict dyc = dyg + 0;
-                const float *restrict wc = wg + 0;
-                {
                     const cg_v d0 = VLOAD(dyc + tx*16 + 0);
-                    a0_0 += wc[1] * d0;
-                }
-                {
-                    const cg_v d0 = VLOAD(dyc + tx*16 - 32 + 0);
                     a0_0 += wc[2] * d0;
                 }
                 VSTORE(dxb + tx*16, a0_0);
@@ -1827,7 +1775,7 @@ static void l10_avgpool1d_backward(const float *restrict dy, float *restrict dx)
 }
 
 /* layer 12: dense 36 -> 16 (specs/mixed1d.yaml:25:5)
- * schedule lanes: fwd lanes[TB=1,TR=16] dw lanes dx lanes[TB=1,TR=16] */
+ * schedule lanes: fwd lanes[TB=1,TR=16] dw gemm[TI=6,TO=4] dx lanes[TB=1,TR=16] */
 static void l12_dense_forward(const float *restrict P, const float *restrict x, float *restrict y)
 {
     const float *restrict w = P + 724;
@@ -1892,22 +1840,33 @@ static void l12_dense_forward(const float *restrict P, const float *restrict x, 
     }
 }
 
-static void l12_dense_backward(float *restrict G, float *restrict S, const float *restrict x, const float *restrict dy, int nb)
+static void l12_dense_backward(float *restrict G, const float *restrict x, const float *restrict dy)
 {
     float *restrict gw = G + 724;
     float *restrict gb = G + 1300;
-    for (int b = 0; b < nb; b++)
-        for (int i = 0; i < 36; i++) S[(size_t)b * 36 + i] = x[(size_t)i * 16 + b];
     for (int o = 0; o < 16; o++) {
-        float *restrict gwo = gw + (size_t)o * 36;
-        float sb = 0.0f;
-        for (int b = 0; b < nb; b++) {
-            const float d = dy[(size_t)o * 16 + b];
-            sb += d;
-            const float *restrict xb = S + (size_t)b * 36;
-            for (int i = 0; i < 36; i++) gwo[i] += d * xb[i];
+        cg_v s = vsplat(0.0f);
+        for (int v = 0; v < 1; v++) s += VLOAD(dy + (size_t)o * 16 + v * 16);
+        gb[o] += vsum(s);
+    }
+    /* tiles of 4 rows x 6 columns of dW */
+    for (int t = 0; t < 24; t++) {
+        const int o0 = t / 6 * 4, i0 = t % 6 * 6;
+        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f), a0_4 = vsplat(0.0f), a0_5 = vsplat(0.0f);
+        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f), a1_3 = vsplat(0.0f), a1_4 = vsplat(0.0f), a1_5 = vsplat(0.0f);
+        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f), a2_2 = vsplat(0.0f), a2_3 = vsplat(0.0f), a2_4 = vsplat(0.0f), a2_5 = vsplat(0.0f);
+        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f), a3_2 = vsplat(0.0f), a3_3 = vsplat(0.0f), a3_4 = vsplat(0.0f), a3_5 = vsplat(0.0f);
+        for (int v = 0; v < 1; v++) {
+            const cg_v d0 = VLOAD(dy + (size_t)(o0 + 0) * 16 + v * 16), d1 = VLOAD(dy + (size_t)(o0 + 1) * 16 + v * 16), d2 = VLOAD(dy + (size_t)(o0 + 2) * 16 + v * 16), d3 = VLOAD(dy + (size_t)(o0 + 3) * 16 + v * 16), x0 = VLOAD(x + (size_t)(i0 + 0) * 16 + v * 16), x1 = VLOAD(x + (size_t)(i0 + 1) * 16 + v * 16), x2 = VLOAD(x + (size_t)(i0 + 2) * 16 + v * 16), x3 = VLOAD(x + (size_t)(i0 + 3) * 16 + v * 16), x4 = VLOAD(x + (size_t)(i0 + 4) * 16 + v * 16), x5 = VLOAD(x + (size_t)(i0 + 5) * 16 + v * 16);
+            a0_0 += d0 * x0; a0_1 += d0 * x1; a0_2 += d0 * x2; a0_3 += d0 * x3; a0_4 += d0 * x4; a0_5 += d0 * x5;
+            a1_0 += d1 * x0; a1_1 += d1 * x1; a1_2 += d1 * x2; a1_3 += d1 * x3; a1_4 += d1 * x4; a1_5 += d1 * x5;
+            a2_0 += d2 * x0; a2_1 += d2 * x1; a2_2 += d2 * x2; a2_3 += d2 * x3; a2_4 += d2 * x4; a2_5 += d2 * x5;
+            a3_0 += d3 * x0; a3_1 += d3 * x1; a3_2 += d3 * x2; a3_3 += d3 * x3; a3_4 += d3 * x4; a3_5 += d3 * x5;
         }
-        gb[o] += sb;
+        gw[(size_t)(o0 + 0) * 36 + i0 + 0] += vsum(a0_0); gw[(size_t)(o0 + 0) * 36 + i0 + 1] += vsum(a0_1); gw[(size_t)(o0 + 0) * 36 + i0 + 2] += vsum(a0_2); gw[(size_t)(o0 + 0) * 36 + i0 + 3] += vsum(a0_3); gw[(size_t)(o0 + 0) * 36 + i0 + 4] += vsum(a0_4); gw[(size_t)(o0 + 0) * 36 + i0 + 5] += vsum(a0_5);
+        gw[(size_t)(o0 + 1) * 36 + i0 + 0] += vsum(a1_0); gw[(size_t)(o0 + 1) * 36 + i0 + 1] += vsum(a1_1); gw[(size_t)(o0 + 1) * 36 + i0 + 2] += vsum(a1_2); gw[(size_t)(o0 + 1) * 36 + i0 + 3] += vsum(a1_3); gw[(size_t)(o0 + 1) * 36 + i0 + 4] += vsum(a1_4); gw[(size_t)(o0 + 1) * 36 + i0 + 5] += vsum(a1_5);
+        gw[(size_t)(o0 + 2) * 36 + i0 + 0] += vsum(a2_0); gw[(size_t)(o0 + 2) * 36 + i0 + 1] += vsum(a2_1); gw[(size_t)(o0 + 2) * 36 + i0 + 2] += vsum(a2_2); gw[(size_t)(o0 + 2) * 36 + i0 + 3] += vsum(a2_3); gw[(size_t)(o0 + 2) * 36 + i0 + 4] += vsum(a2_4); gw[(size_t)(o0 + 2) * 36 + i0 + 5] += vsum(a2_5);
+        gw[(size_t)(o0 + 3) * 36 + i0 + 0] += vsum(a3_0); gw[(size_t)(o0 + 3) * 36 + i0 + 1] += vsum(a3_1); gw[(size_t)(o0 + 3) * 36 + i0 + 2] += vsum(a3_2); gw[(size_t)(o0 + 3) * 36 + i0 + 3] += vsum(a3_3); gw[(size_t)(o0 + 3) * 36 + i0 + 4] += vsum(a3_4); gw[(size_t)(o0 + 3) * 36 + i0 + 5] += vsum(a3_5);
     }
 }
 
@@ -2009,7 +1968,7 @@ static void l13_relu_backward(const float *restrict y, const float *restrict dy,
 }
 
 /* layer 14: dense 16 -> 5 (specs/mixed1d.yaml:27:5)
- * schedule lanes: fwd lanes[TB=1,TR=16] dw lanes dx lanes[TB=1,TR=16] */
+ * schedule lanes: fwd lanes[TB=1,TR=16] dw gemm[TI=16,TO=1] dx lanes[TB=1,TR=16] */
 static void l14_dense_forward(const float *restrict P, const float *restrict x, float *restrict y)
 {
     const float *restrict w = P + 1316;
@@ -2039,22 +1998,24 @@ static void l14_dense_forward(const float *restrict P, const float *restrict x, 
     }
 }
 
-static void l14_dense_backward(float *restrict G, float *restrict S, const float *restrict x, const float *restrict dy, int nb)
+static void l14_dense_backward(float *restrict G, const float *restrict x, const float *restrict dy)
 {
     float *restrict gw = G + 1316;
     float *restrict gb = G + 1396;
-    for (int b = 0; b < nb; b++)
-        for (int i = 0; i < 16; i++) S[(size_t)b * 16 + i] = x[(size_t)i * 16 + b];
     for (int o = 0; o < 5; o++) {
-        float *restrict gwo = gw + (size_t)o * 16;
-        float sb = 0.0f;
-        for (int b = 0; b < nb; b++) {
-            const float d = dy[(size_t)o * 16 + b];
-            sb += d;
-            const float *restrict xb = S + (size_t)b * 16;
-            for (int i = 0; i < 16; i++) gwo[i] += d * xb[i];
+        cg_v s = vsplat(0.0f);
+        for (int v = 0; v < 1; v++) s += VLOAD(dy + (size_t)o * 16 + v * 16);
+        gb[o] += vsum(s);
+    }
+    /* tiles of 1 rows x 16 columns of dW */
+    for (int t = 0; t < 5; t++) {
+        const int o0 = t / 1 * 1, i0 = t % 1 * 16;
+        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f), a0_4 = vsplat(0.0f), a0_5 = vsplat(0.0f), a0_6 = vsplat(0.0f), a0_7 = vsplat(0.0f), a0_8 = vsplat(0.0f), a0_9 = vsplat(0.0f), a0_10 = vsplat(0.0f), a0_11 = vsplat(0.0f), a0_12 = vsplat(0.0f), a0_13 = vsplat(0.0f), a0_14 = vsplat(0.0f), a0_15 = vsplat(0.0f);
+        for (int v = 0; v < 1; v++) {
+            const cg_v d0 = VLOAD(dy + (size_t)(o0 + 0) * 16 + v * 16), x0 = VLOAD(x + (size_t)(i0 + 0) * 16 + v * 16), x1 = VLOAD(x + (size_t)(i0 + 1) * 16 + v * 16), x2 = VLOAD(x + (size_t)(i0 + 2) * 16 + v * 16), x3 = VLOAD(x + (size_t)(i0 + 3) * 16 + v * 16), x4 = VLOAD(x + (size_t)(i0 + 4) * 16 + v * 16), x5 = VLOAD(x + (size_t)(i0 + 5) * 16 + v * 16), x6 = VLOAD(x + (size_t)(i0 + 6) * 16 + v * 16), x7 = VLOAD(x + (size_t)(i0 + 7) * 16 + v * 16), x8 = VLOAD(x + (size_t)(i0 + 8) * 16 + v * 16), x9 = VLOAD(x + (size_t)(i0 + 9) * 16 + v * 16), x10 = VLOAD(x + (size_t)(i0 + 10) * 16 + v * 16), x11 = VLOAD(x + (size_t)(i0 + 11) * 16 + v * 16), x12 = VLOAD(x + (size_t)(i0 + 12) * 16 + v * 16), x13 = VLOAD(x + (size_t)(i0 + 13) * 16 + v * 16), x14 = VLOAD(x + (size_t)(i0 + 14) * 16 + v * 16), x15 = VLOAD(x + (size_t)(i0 + 15) * 16 + v * 16);
+            a0_0 += d0 * x0; a0_1 += d0 * x1; a0_2 += d0 * x2; a0_3 += d0 * x3; a0_4 += d0 * x4; a0_5 += d0 * x5; a0_6 += d0 * x6; a0_7 += d0 * x7; a0_8 += d0 * x8; a0_9 += d0 * x9; a0_10 += d0 * x10; a0_11 += d0 * x11; a0_12 += d0 * x12; a0_13 += d0 * x13; a0_14 += d0 * x14; a0_15 += d0 * x15;
         }
-        gb[o] += sb;
+        gw[(size_t)(o0 + 0) * 16 + i0 + 0] += vsum(a0_0); gw[(size_t)(o0 + 0) * 16 + i0 + 1] += vsum(a0_1); gw[(size_t)(o0 + 0) * 16 + i0 + 2] += vsum(a0_2); gw[(size_t)(o0 + 0) * 16 + i0 + 3] += vsum(a0_3); gw[(size_t)(o0 + 0) * 16 + i0 + 4] += vsum(a0_4); gw[(size_t)(o0 + 0) * 16 + i0 + 5] += vsum(a0_5); gw[(size_t)(o0 + 0) * 16 + i0 + 6] += vsum(a0_6); gw[(size_t)(o0 + 0) * 16 + i0 + 7] += vsum(a0_7); gw[(size_t)(o0 + 0) * 16 + i0 + 8] += vsum(a0_8); gw[(size_t)(o0 + 0) * 16 + i0 + 9] += vsum(a0_9); gw[(size_t)(o0 + 0) * 16 + i0 + 10] += vsum(a0_10); gw[(size_t)(o0 + 0) * 16 + i0 + 11] += vsum(a0_11); gw[(size_t)(o0 + 0) * 16 + i0 + 12] += vsum(a0_12); gw[(size_t)(o0 + 0) * 16 + i0 + 13] += vsum(a0_13); gw[(size_t)(o0 + 0) * 16 + i0 + 14] += vsum(a0_14); gw[(size_t)(o0 + 0) * 16 + i0 + 15] += vsum(a0_15);
     }
 }
 
@@ -2128,48 +2089,48 @@ void mixed1d_forward(const float *params, float *buffers, const float *x, float 
     l00_conv1d_forward(params, ws + 0, ws + 4096);
     l01_batchnorm_forward(params, buffers, ws + 36240, ws + 4096, ws + 8192, nb, training);
     l02_leaky_relu_forward(ws + 8192, ws + 12288);
-    l03_conv1d_forward(params, ws + 12288, ws + 16384);
+    l03_conv1d_forward(params, ws + 36256, ws + 12288, ws + 16384);
     l04_tanh_forward(ws + 16384, ws + 20480);
     l05_maxpool1d_forward(ws + 20480, ws + 24576);
     l06_conv1d_forward(params, ws + 24576, ws + 26624);
     l07_sigmoid_forward(ws + 26624, ws + 29696);
     l08_conv1d_forward(params, ws + 29696, ws + 32768);
-    l09_batchnorm_forward(params, buffers, ws + 36256, ws + 32768, ws + 33920, nb, training);
+    l09_batchnorm_forward(params, buffers, ws + 45472, ws + 32768, ws + 33920, nb, training);
     l10_avgpool1d_forward(ws + 33920, ws + 35072);
     /* layer 11: flatten is a view of its input */
     l12_dense_forward(params, ws + 35072, ws + 35648);
     l13_relu_forward(ws + 35648, ws + 35904);
     l14_dense_forward(params, ws + 35904, ws + 36160);
-    cg_from_lanes(ws + 36160, ws + 37104, nb, 5, 16);
+    cg_from_lanes(ws + 36160, ws + 45488, nb, 5, 16);
 }
 
-/* Backward after a training forward: dLoss/dOutput at ws + 37184; grads accumulate. */
+/* Backward after a training forward: dLoss/dOutput at ws + 45568; grads accumulate. */
 void mixed1d_backward(const float *params, float *grads, const float *x, float *dx, float *ws, int nb)
 {
     (void)x;
-    cg_to_lanes(ws + 37184, ws + 37264, nb, 5, 16);
-    l14_dense_backward(grads, ws + 36848, ws + 35904, ws + 37264, nb);
-    l14_dense_backward_dx(params, ws + 37264, ws + 37344);
-    l13_relu_backward(ws + 35904, ws + 37344, ws + 41440);
-    l12_dense_backward(grads, ws + 36272, ws + 35072, ws + 41440, nb);
-    l12_dense_backward_dx(params, ws + 41440, ws + 37344);
+    cg_to_lanes(ws + 45568, ws + 45648, nb, 5, 16);
+    l14_dense_backward(grads, ws + 35904, ws + 45648);
+    l14_dense_backward_dx(params, ws + 45648, ws + 45728);
+    l13_relu_backward(ws + 35904, ws + 45728, ws + 49824);
+    l12_dense_backward(grads, ws + 35072, ws + 49824);
+    l12_dense_backward_dx(params, ws + 49824, ws + 45728);
     /* layer 11: flatten passes the gradient through */
-    l10_avgpool1d_backward(ws + 37344, ws + 41440);
-    l09_batchnorm_backward(params, grads, ws + 36256, ws + 32768, ws + 41440, ws + 37344, nb);
-    l08_conv1d_backward(grads, ws + 29696, ws + 37344);
-    l08_conv1d_backward_dx(params, ws + 37344, ws + 41440);
-    l07_sigmoid_backward(ws + 29696, ws + 41440, ws + 37344);
-    l06_conv1d_backward(grads, ws + 24576, ws + 37344);
-    l06_conv1d_backward_dx(params, ws + 37344, ws + 41440);
-    l05_maxpool1d_backward(ws + 20480, ws + 41440, ws + 37344);
-    l04_tanh_backward(ws + 20480, ws + 37344, ws + 41440);
-    l03_conv1d_backward(grads, ws + 12288, ws + 41440);
-    l03_conv1d_backward_dx(params, ws + 41440, ws + 37344);
-    l02_leaky_relu_backward(ws + 8192, ws + 37344, ws + 41440);
-    l01_batchnorm_backward(params, grads, ws + 36240, ws + 4096, ws + 41440, ws + 37344, nb);
-    l00_conv1d_backward(grads, ws + 0, ws + 37344);
-    if (dx) l00_conv1d_backward_dx(params, ws + 37344, ws + 41440);
-    if (dx) cg_from_lanes(ws + 41440, dx, nb, 256, 16);
+    l10_avgpool1d_backward(ws + 45728, ws + 49824);
+    l09_batchnorm_backward(params, grads, ws + 45472, ws + 32768, ws + 49824, ws + 45728, nb);
+    l08_conv1d_backward(grads, ws + 29696, ws + 45728);
+    l08_conv1d_backward_dx(params, ws + 45728, ws + 49824);
+    l07_sigmoid_backward(ws + 29696, ws + 49824, ws + 45728);
+    l06_conv1d_backward(grads, ws + 24576, ws + 45728);
+    l06_conv1d_backward_dx(params, ws + 45728, ws + 49824);
+    l05_maxpool1d_backward(ws + 20480, ws + 49824, ws + 45728);
+    l04_tanh_backward(ws + 20480, ws + 45728, ws + 49824);
+    l03_conv1d_backward(grads, ws + 36256, ws + 49824);
+    l03_conv1d_backward_dx(params, ws + 36256, ws + 49824, ws + 45728);
+    l02_leaky_relu_backward(ws + 8192, ws + 45728, ws + 49824);
+    l01_batchnorm_backward(params, grads, ws + 36240, ws + 4096, ws + 49824, ws + 45728, nb);
+    l00_conv1d_backward(grads, ws + 0, ws + 45728);
+    if (dx) l00_conv1d_backward_dx(params, ws + 45728, ws + 49824);
+    if (dx) cg_from_lanes(ws + 49824, dx, nb, 256, 16);
 }
 
 static const cg_tensor mixed1d_tensors[] = {
@@ -2211,7 +2172,7 @@ static const cg_layer mixed1d_layers[] = {
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.1f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv1d", .ndim_in = 2, .in_shape = {8, 32, 0}, .ndim_out = 2, .out_shape = {8, 32, 0},
      .in_size = 256, .out_size = 256, .act_offset = 16384, .lanes = 16, .line = 16, .col = 5,
-     .schedule = "lanes: fwd lanes[TB=1,TC=1] dw lanes[TCW=1,rows=1] dx lanes[TB=1,TCI=1]",
+     .schedule = "lanes+pad: fwd lanes+pad[TB=1,TC=1] dw lanes+pad[TCW=1,rows=1] dx lanes+pad[TB=1,TCI=1]",
      .kernel = {1, 3}, .stride = {1, 1}, .pad_lo = {0, 2}, .pad_hi = {0, 2}, .dilation = {1, 2},
      .groups = 8, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "tanh", .ndim_in = 2, .in_shape = {8, 32, 0}, .ndim_out = 2, .out_shape = {8, 32, 0},
@@ -2252,7 +2213,7 @@ static const cg_layer mixed1d_layers[] = {
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "dense", .ndim_in = 1, .in_shape = {36, 0, 0}, .ndim_out = 1, .out_shape = {16, 0, 0},
      .in_size = 36, .out_size = 16, .act_offset = 35648, .lanes = 16, .line = 25, .col = 5,
-     .schedule = "lanes: fwd lanes[TB=1,TR=16] dw lanes dx lanes[TB=1,TR=16]",
+     .schedule = "lanes: fwd lanes[TB=1,TR=16] dw gemm[TI=6,TO=4] dx lanes[TB=1,TR=16]",
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "relu", .ndim_in = 1, .in_shape = {16, 0, 0}, .ndim_out = 1, .out_shape = {16, 0, 0},
      .in_size = 16, .out_size = 16, .act_offset = 35904, .lanes = 16, .line = 26, .col = 5,
@@ -2260,7 +2221,7 @@ static const cg_layer mixed1d_layers[] = {
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "dense", .ndim_in = 1, .in_shape = {16, 0, 0}, .ndim_out = 1, .out_shape = {5, 0, 0},
      .in_size = 16, .out_size = 5, .act_offset = 36160, .lanes = 16, .line = 27, .col = 5,
-     .schedule = "lanes: fwd lanes[TB=1,TR=16] dw lanes dx lanes[TB=1,TR=16]",
+     .schedule = "lanes: fwd lanes[TB=1,TR=16] dw gemm[TI=16,TO=1] dx lanes[TB=1,TR=16]",
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
 };
 

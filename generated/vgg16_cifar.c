@@ -29777,7 +29777,7 @@ static void l30_maxpool2d_backward(const float *restrict x, const float *restric
 }
 
 /* layer 32: dense 512 -> 512 (specs/vgg16_cifar.yaml:47:5)
- * schedule lanes: fwd lanes[TB=2,TR=8] dw lanes dx lanes[TB=2,TR=8] threaded */
+ * schedule lanes: fwd lanes[TB=2,TR=8] dw gemm[TI=4,TO=4] dx lanes[TB=2,TR=8] threaded */
 static void l32_dense_forward(const float *restrict P, const float *restrict x, float *restrict y)
 {
     const float *restrict w = P + 14714688;
@@ -29819,23 +29819,35 @@ static void l32_dense_forward(const float *restrict P, const float *restrict x, 
     }
 }
 
-static void l32_dense_backward(float *restrict G, float *restrict S, const float *restrict x, const float *restrict dy, int nb)
+static void l32_dense_backward(float *restrict G, const float *restrict x, const float *restrict dy)
 {
     float *restrict gw = G + 14714688;
     float *restrict gb = G + 14976832;
-    for (int b = 0; b < nb; b++)
-        for (int i = 0; i < 512; i++) S[(size_t)b * 512 + i] = x[(size_t)i * 32 + b];
     CG_PARALLEL_FOR
     for (int o = 0; o < 512; o++) {
-        float *restrict gwo = gw + (size_t)o * 512;
-        float sb = 0.0f;
-        for (int b = 0; b < nb; b++) {
-            const float d = dy[(size_t)o * 32 + b];
-            sb += d;
-            const float *restrict xb = S + (size_t)b * 512;
-            for (int i = 0; i < 512; i++) gwo[i] += d * xb[i];
+        cg_v s = vsplat(0.0f);
+        for (int v = 0; v < 2; v++) s += VLOAD(dy + (size_t)o * 32 + v * 16);
+        gb[o] += vsum(s);
+    }
+    /* tiles of 4 rows x 4 columns of dW */
+    CG_PARALLEL_FOR
+    for (int t = 0; t < 16384; t++) {
+        const int o0 = t / 128 * 4, i0 = t % 128 * 4;
+        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f);
+        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f), a1_3 = vsplat(0.0f);
+        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f), a2_2 = vsplat(0.0f), a2_3 = vsplat(0.0f);
+        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f), a3_2 = vsplat(0.0f), a3_3 = vsplat(0.0f);
+        for (int v = 0; v < 2; v++) {
+            const cg_v d0 = VLOAD(dy + (size_t)(o0 + 0) * 32 + v * 16), d1 = VLOAD(dy + (size_t)(o0 + 1) * 32 + v * 16), d2 = VLOAD(dy + (size_t)(o0 + 2) * 32 + v * 16), d3 = VLOAD(dy + (size_t)(o0 + 3) * 32 + v * 16), x0 = VLOAD(x + (size_t)(i0 + 0) * 32 + v * 16), x1 = VLOAD(x + (size_t)(i0 + 1) * 32 + v * 16), x2 = VLOAD(x + (size_t)(i0 + 2) * 32 + v * 16), x3 = VLOAD(x + (size_t)(i0 + 3) * 32 + v * 16);
+            a0_0 += d0 * x0; a0_1 += d0 * x1; a0_2 += d0 * x2; a0_3 += d0 * x3;
+            a1_0 += d1 * x0; a1_1 += d1 * x1; a1_2 += d1 * x2; a1_3 += d1 * x3;
+            a2_0 += d2 * x0; a2_1 += d2 * x1; a2_2 += d2 * x2; a2_3 += d2 * x3;
+            a3_0 += d3 * x0; a3_1 += d3 * x1; a3_2 += d3 * x2; a3_3 += d3 * x3;
         }
-        gb[o] += sb;
+        gw[(size_t)(o0 + 0) * 512 + i0 + 0] += vsum(a0_0); gw[(size_t)(o0 + 0) * 512 + i0 + 1] += vsum(a0_1); gw[(size_t)(o0 + 0) * 512 + i0 + 2] += vsum(a0_2); gw[(size_t)(o0 + 0) * 512 + i0 + 3] += vsum(a0_3);
+        gw[(size_t)(o0 + 1) * 512 + i0 + 0] += vsum(a1_0); gw[(size_t)(o0 + 1) * 512 + i0 + 1] += vsum(a1_1); gw[(size_t)(o0 + 1) * 512 + i0 + 2] += vsum(a1_2); gw[(size_t)(o0 + 1) * 512 + i0 + 3] += vsum(a1_3);
+        gw[(size_t)(o0 + 2) * 512 + i0 + 0] += vsum(a2_0); gw[(size_t)(o0 + 2) * 512 + i0 + 1] += vsum(a2_1); gw[(size_t)(o0 + 2) * 512 + i0 + 2] += vsum(a2_2); gw[(size_t)(o0 + 2) * 512 + i0 + 3] += vsum(a2_3);
+        gw[(size_t)(o0 + 3) * 512 + i0 + 0] += vsum(a3_0); gw[(size_t)(o0 + 3) * 512 + i0 + 1] += vsum(a3_1); gw[(size_t)(o0 + 3) * 512 + i0 + 2] += vsum(a3_2); gw[(size_t)(o0 + 3) * 512 + i0 + 3] += vsum(a3_3);
     }
 }
 
@@ -29894,7 +29906,7 @@ static void l33_relu_backward(const float *restrict y, const float *restrict dy,
 }
 
 /* layer 34: dense 512 -> 512 (specs/vgg16_cifar.yaml:49:5)
- * schedule lanes: fwd lanes[TB=2,TR=8] dw lanes dx lanes[TB=2,TR=8] threaded */
+ * schedule lanes: fwd lanes[TB=2,TR=8] dw gemm[TI=4,TO=4] dx lanes[TB=2,TR=8] threaded */
 static void l34_dense_forward(const float *restrict P, const float *restrict x, float *restrict y)
 {
     const float *restrict w = P + 14977344;
@@ -29936,23 +29948,35 @@ static void l34_dense_forward(const float *restrict P, const float *restrict x, 
     }
 }
 
-static void l34_dense_backward(float *restrict G, float *restrict S, const float *restrict x, const float *restrict dy, int nb)
+static void l34_dense_backward(float *restrict G, const float *restrict x, const float *restrict dy)
 {
     float *restrict gw = G + 14977344;
     float *restrict gb = G + 15239488;
-    for (int b = 0; b < nb; b++)
-        for (int i = 0; i < 512; i++) S[(size_t)b * 512 + i] = x[(size_t)i * 32 + b];
     CG_PARALLEL_FOR
     for (int o = 0; o < 512; o++) {
-        float *restrict gwo = gw + (size_t)o * 512;
-        float sb = 0.0f;
-        for (int b = 0; b < nb; b++) {
-            const float d = dy[(size_t)o * 32 + b];
-            sb += d;
-            const float *restrict xb = S + (size_t)b * 512;
-            for (int i = 0; i < 512; i++) gwo[i] += d * xb[i];
+        cg_v s = vsplat(0.0f);
+        for (int v = 0; v < 2; v++) s += VLOAD(dy + (size_t)o * 32 + v * 16);
+        gb[o] += vsum(s);
+    }
+    /* tiles of 4 rows x 4 columns of dW */
+    CG_PARALLEL_FOR
+    for (int t = 0; t < 16384; t++) {
+        const int o0 = t / 128 * 4, i0 = t % 128 * 4;
+        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f);
+        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f), a1_3 = vsplat(0.0f);
+        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f), a2_2 = vsplat(0.0f), a2_3 = vsplat(0.0f);
+        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f), a3_2 = vsplat(0.0f), a3_3 = vsplat(0.0f);
+        for (int v = 0; v < 2; v++) {
+            const cg_v d0 = VLOAD(dy + (size_t)(o0 + 0) * 32 + v * 16), d1 = VLOAD(dy + (size_t)(o0 + 1) * 32 + v * 16), d2 = VLOAD(dy + (size_t)(o0 + 2) * 32 + v * 16), d3 = VLOAD(dy + (size_t)(o0 + 3) * 32 + v * 16), x0 = VLOAD(x + (size_t)(i0 + 0) * 32 + v * 16), x1 = VLOAD(x + (size_t)(i0 + 1) * 32 + v * 16), x2 = VLOAD(x + (size_t)(i0 + 2) * 32 + v * 16), x3 = VLOAD(x + (size_t)(i0 + 3) * 32 + v * 16);
+            a0_0 += d0 * x0; a0_1 += d0 * x1; a0_2 += d0 * x2; a0_3 += d0 * x3;
+            a1_0 += d1 * x0; a1_1 += d1 * x1; a1_2 += d1 * x2; a1_3 += d1 * x3;
+            a2_0 += d2 * x0; a2_1 += d2 * x1; a2_2 += d2 * x2; a2_3 += d2 * x3;
+            a3_0 += d3 * x0; a3_1 += d3 * x1; a3_2 += d3 * x2; a3_3 += d3 * x3;
         }
-        gb[o] += sb;
+        gw[(size_t)(o0 + 0) * 512 + i0 + 0] += vsum(a0_0); gw[(size_t)(o0 + 0) * 512 + i0 + 1] += vsum(a0_1); gw[(size_t)(o0 + 0) * 512 + i0 + 2] += vsum(a0_2); gw[(size_t)(o0 + 0) * 512 + i0 + 3] += vsum(a0_3);
+        gw[(size_t)(o0 + 1) * 512 + i0 + 0] += vsum(a1_0); gw[(size_t)(o0 + 1) * 512 + i0 + 1] += vsum(a1_1); gw[(size_t)(o0 + 1) * 512 + i0 + 2] += vsum(a1_2); gw[(size_t)(o0 + 1) * 512 + i0 + 3] += vsum(a1_3);
+        gw[(size_t)(o0 + 2) * 512 + i0 + 0] += vsum(a2_0); gw[(size_t)(o0 + 2) * 512 + i0 + 1] += vsum(a2_1); gw[(size_t)(o0 + 2) * 512 + i0 + 2] += vsum(a2_2); gw[(size_t)(o0 + 2) * 512 + i0 + 3] += vsum(a2_3);
+        gw[(size_t)(o0 + 3) * 512 + i0 + 0] += vsum(a3_0); gw[(size_t)(o0 + 3) * 512 + i0 + 1] += vsum(a3_1); gw[(size_t)(o0 + 3) * 512 + i0 + 2] += vsum(a3_2); gw[(size_t)(o0 + 3) * 512 + i0 + 3] += vsum(a3_3);
     }
 }
 
@@ -30011,7 +30035,7 @@ static void l35_relu_backward(const float *restrict y, const float *restrict dy,
 }
 
 /* layer 36: dense 512 -> 10 (specs/vgg16_cifar.yaml:51:5)
- * schedule lanes: fwd lanes[TB=2,TR=8] dw lanes dx lanes[TB=2,TR=8] */
+ * schedule lanes: fwd lanes[TB=2,TR=8] dw gemm[TI=8,TO=2] dx lanes[TB=2,TR=8] */
 static void l36_dense_forward(const float *restrict P, const float *restrict x, float *restrict y)
 {
     const float *restrict w = P + 15240000;
@@ -30066,22 +30090,27 @@ static void l36_dense_forward(const float *restrict P, const float *restrict x, 
     }
 }
 
-static void l36_dense_backward(float *restrict G, float *restrict S, const float *restrict x, const float *restrict dy, int nb)
+static void l36_dense_backward(float *restrict G, const float *restrict x, const float *restrict dy)
 {
     float *restrict gw = G + 15240000;
     float *restrict gb = G + 15245120;
-    for (int b = 0; b < nb; b++)
-        for (int i = 0; i < 512; i++) S[(size_t)b * 512 + i] = x[(size_t)i * 32 + b];
     for (int o = 0; o < 10; o++) {
-        float *restrict gwo = gw + (size_t)o * 512;
-        float sb = 0.0f;
-        for (int b = 0; b < nb; b++) {
-            const float d = dy[(size_t)o * 32 + b];
-            sb += d;
-            const float *restrict xb = S + (size_t)b * 512;
-            for (int i = 0; i < 512; i++) gwo[i] += d * xb[i];
+        cg_v s = vsplat(0.0f);
+        for (int v = 0; v < 2; v++) s += VLOAD(dy + (size_t)o * 32 + v * 16);
+        gb[o] += vsum(s);
+    }
+    /* tiles of 2 rows x 8 columns of dW */
+    for (int t = 0; t < 320; t++) {
+        const int o0 = t / 64 * 2, i0 = t % 64 * 8;
+        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f), a0_4 = vsplat(0.0f), a0_5 = vsplat(0.0f), a0_6 = vsplat(0.0f), a0_7 = vsplat(0.0f);
+        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f), a1_3 = vsplat(0.0f), a1_4 = vsplat(0.0f), a1_5 = vsplat(0.0f), a1_6 = vsplat(0.0f), a1_7 = vsplat(0.0f);
+        for (int v = 0; v < 2; v++) {
+            const cg_v d0 = VLOAD(dy + (size_t)(o0 + 0) * 32 + v * 16), d1 = VLOAD(dy + (size_t)(o0 + 1) * 32 + v * 16), x0 = VLOAD(x + (size_t)(i0 + 0) * 32 + v * 16), x1 = VLOAD(x + (size_t)(i0 + 1) * 32 + v * 16), x2 = VLOAD(x + (size_t)(i0 + 2) * 32 + v * 16), x3 = VLOAD(x + (size_t)(i0 + 3) * 32 + v * 16), x4 = VLOAD(x + (size_t)(i0 + 4) * 32 + v * 16), x5 = VLOAD(x + (size_t)(i0 + 5) * 32 + v * 16), x6 = VLOAD(x + (size_t)(i0 + 6) * 32 + v * 16), x7 = VLOAD(x + (size_t)(i0 + 7) * 32 + v * 16);
+            a0_0 += d0 * x0; a0_1 += d0 * x1; a0_2 += d0 * x2; a0_3 += d0 * x3; a0_4 += d0 * x4; a0_5 += d0 * x5; a0_6 += d0 * x6; a0_7 += d0 * x7;
+            a1_0 += d1 * x0; a1_1 += d1 * x1; a1_2 += d1 * x2; a1_3 += d1 * x3; a1_4 += d1 * x4; a1_5 += d1 * x5; a1_6 += d1 * x6; a1_7 += d1 * x7;
         }
-        gb[o] += sb;
+        gw[(size_t)(o0 + 0) * 512 + i0 + 0] += vsum(a0_0); gw[(size_t)(o0 + 0) * 512 + i0 + 1] += vsum(a0_1); gw[(size_t)(o0 + 0) * 512 + i0 + 2] += vsum(a0_2); gw[(size_t)(o0 + 0) * 512 + i0 + 3] += vsum(a0_3); gw[(size_t)(o0 + 0) * 512 + i0 + 4] += vsum(a0_4); gw[(size_t)(o0 + 0) * 512 + i0 + 5] += vsum(a0_5); gw[(size_t)(o0 + 0) * 512 + i0 + 6] += vsum(a0_6); gw[(size_t)(o0 + 0) * 512 + i0 + 7] += vsum(a0_7);
+        gw[(size_t)(o0 + 1) * 512 + i0 + 0] += vsum(a1_0); gw[(size_t)(o0 + 1) * 512 + i0 + 1] += vsum(a1_1); gw[(size_t)(o0 + 1) * 512 + i0 + 2] += vsum(a1_2); gw[(size_t)(o0 + 1) * 512 + i0 + 3] += vsum(a1_3); gw[(size_t)(o0 + 1) * 512 + i0 + 4] += vsum(a1_4); gw[(size_t)(o0 + 1) * 512 + i0 + 5] += vsum(a1_5); gw[(size_t)(o0 + 1) * 512 + i0 + 6] += vsum(a1_6); gw[(size_t)(o0 + 1) * 512 + i0 + 7] += vsum(a1_7);
     }
 }
 
@@ -30167,68 +30196,68 @@ void vgg16_cifar_forward(const float *params, float *buffers, const float *x, fl
     l34_dense_forward(params, ws + 18808832, ws + 18825216);
     l35_relu_forward(ws + 18825216, ws + 18841600);
     l36_dense_forward(params, ws + 18841600, ws + 18857984);
-    cg_from_lanes(ws + 18857984, ws + 18907456, nb, 10, 32);
+    cg_from_lanes(ws + 18857984, ws + 18858304, nb, 10, 32);
 }
 
-/* Backward after a training forward: dLoss/dOutput at ws + 18907776; grads accumulate. */
+/* Backward after a training forward: dLoss/dOutput at ws + 18858624; grads accumulate. */
 void vgg16_cifar_backward(const float *params, float *grads, const float *x, float *dx, float *ws, int nb)
 {
     (void)x;
-    cg_to_lanes(ws + 18907776, ws + 18908096, nb, 10, 32);
-    l36_dense_backward(grads, ws + 18891072, ws + 18841600, ws + 18908096, nb);
-    l36_dense_backward_dx(params, ws + 18908096, ws + 18908416);
-    l35_relu_backward(ws + 18841600, ws + 18908416, ws + 21005568);
-    l34_dense_backward(grads, ws + 18874688, ws + 18808832, ws + 21005568, nb);
-    l34_dense_backward_dx(params, ws + 21005568, ws + 18908416);
-    l33_relu_backward(ws + 18808832, ws + 18908416, ws + 21005568);
-    l32_dense_backward(grads, ws + 18858304, ws + 18776064, ws + 21005568, nb);
-    l32_dense_backward_dx(params, ws + 21005568, ws + 18908416);
+    cg_to_lanes(ws + 18858624, ws + 18858944, nb, 10, 32);
+    l36_dense_backward(grads, ws + 18841600, ws + 18858944);
+    l36_dense_backward_dx(params, ws + 18858944, ws + 18859264);
+    l35_relu_backward(ws + 18841600, ws + 18859264, ws + 20956416);
+    l34_dense_backward(grads, ws + 18808832, ws + 20956416);
+    l34_dense_backward_dx(params, ws + 20956416, ws + 18859264);
+    l33_relu_backward(ws + 18808832, ws + 18859264, ws + 20956416);
+    l32_dense_backward(grads, ws + 18776064, ws + 20956416);
+    l32_dense_backward_dx(params, ws + 20956416, ws + 18859264);
     /* layer 31: flatten passes the gradient through */
-    l30_maxpool2d_backward(ws + 18710528, ws + 18908416, ws + 21005568);
-    l29_relu_backward(ws + 18710528, ws + 21005568, ws + 18908416);
-    l28_conv2d_backward(grads, ws + 18579456, ws + 18908416);
-    l28_conv2d_backward_dx(params, ws + 18908416, ws + 21005568);
-    l27_relu_backward(ws + 18579456, ws + 21005568, ws + 18908416);
-    l26_conv2d_backward(grads, ws + 18448384, ws + 18908416);
-    l26_conv2d_backward_dx(params, ws + 18908416, ws + 21005568);
-    l25_relu_backward(ws + 18448384, ws + 21005568, ws + 18908416);
-    l24_conv2d_backward(grads, ws + 18317312, ws + 18908416);
-    l24_conv2d_backward_dx(params, ws + 18908416, ws + 21005568);
-    l23_maxpool2d_backward(ws + 18055168, ws + 21005568, ws + 18908416);
-    l22_relu_backward(ws + 18055168, ws + 18908416, ws + 21005568);
-    l21_conv2d_backward(grads, ws + 17530880, ws + 21005568);
-    l21_conv2d_backward_dx(params, ws + 21005568, ws + 18908416);
-    l20_relu_backward(ws + 17530880, ws + 18908416, ws + 21005568);
-    l19_conv2d_backward(grads, ws + 17006592, ws + 21005568);
-    l19_conv2d_backward_dx(params, ws + 21005568, ws + 18908416);
-    l18_relu_backward(ws + 17006592, ws + 18908416, ws + 21005568);
-    l17_conv2d_backward(grads, ws + 16613376, ws + 21005568);
-    l17_conv2d_backward_dx(params, ws + 21005568, ws + 18908416);
-    l16_maxpool2d_backward(ws + 16089088, ws + 18908416, ws + 21005568);
-    l15_relu_backward(ws + 16089088, ws + 21005568, ws + 18908416);
-    l14_conv2d_backward(grads, ws + 15040512, ws + 18908416);
-    l14_conv2d_backward_dx(params, ws + 18908416, ws + 21005568);
-    l13_relu_backward(ws + 15040512, ws + 21005568, ws + 18908416);
-    l12_conv2d_backward(grads, ws + 13991936, ws + 18908416);
-    l12_conv2d_backward_dx(params, ws + 18908416, ws + 21005568);
-    l11_relu_backward(ws + 13991936, ws + 21005568, ws + 18908416);
-    l10_conv2d_backward(grads, ws + 13205504, ws + 18908416);
-    l10_conv2d_backward_dx(params, ws + 18908416, ws + 21005568);
-    l09_maxpool2d_backward(ws + 12156928, ws + 21005568, ws + 18908416);
-    l08_relu_backward(ws + 12156928, ws + 18908416, ws + 21005568);
-    l07_conv2d_backward(grads, ws + 10059776, ws + 21005568);
-    l07_conv2d_backward_dx(params, ws + 21005568, ws + 18908416);
-    l06_relu_backward(ws + 10059776, ws + 18908416, ws + 21005568);
-    l05_conv2d_backward(grads, ws + 8486912, ws + 21005568);
-    l05_conv2d_backward_dx(params, ws + 21005568, ws + 18908416);
-    l04_maxpool2d_backward(ws + 6389760, ws + 18908416, ws + 21005568);
-    l03_relu_backward(ws + 6389760, ws + 21005568, ws + 18908416);
-    l02_conv2d_backward(grads, ws + 2195456, ws + 18908416);
-    l02_conv2d_backward_dx(params, ws + 18908416, ws + 21005568);
-    l01_relu_backward(ws + 2195456, ws + 21005568, ws + 18908416);
-    l00_conv2d_backward(grads, ws + 0, ws + 18908416);
-    if (dx) l00_conv2d_backward_dx(params, ws + 18908416, ws + 21005568);
-    if (dx) cg_from_lanes(ws + 21005568, dx, nb, 3072, 32);
+    l30_maxpool2d_backward(ws + 18710528, ws + 18859264, ws + 20956416);
+    l29_relu_backward(ws + 18710528, ws + 20956416, ws + 18859264);
+    l28_conv2d_backward(grads, ws + 18579456, ws + 18859264);
+    l28_conv2d_backward_dx(params, ws + 18859264, ws + 20956416);
+    l27_relu_backward(ws + 18579456, ws + 20956416, ws + 18859264);
+    l26_conv2d_backward(grads, ws + 18448384, ws + 18859264);
+    l26_conv2d_backward_dx(params, ws + 18859264, ws + 20956416);
+    l25_relu_backward(ws + 18448384, ws + 20956416, ws + 18859264);
+    l24_conv2d_backward(grads, ws + 18317312, ws + 18859264);
+    l24_conv2d_backward_dx(params, ws + 18859264, ws + 20956416);
+    l23_maxpool2d_backward(ws + 18055168, ws + 20956416, ws + 18859264);
+    l22_relu_backward(ws + 18055168, ws + 18859264, ws + 20956416);
+    l21_conv2d_backward(grads, ws + 17530880, ws + 20956416);
+    l21_conv2d_backward_dx(params, ws + 20956416, ws + 18859264);
+    l20_relu_backward(ws + 17530880, ws + 18859264, ws + 20956416);
+    l19_conv2d_backward(grads, ws + 17006592, ws + 20956416);
+    l19_conv2d_backward_dx(params, ws + 20956416, ws + 18859264);
+    l18_relu_backward(ws + 17006592, ws + 18859264, ws + 20956416);
+    l17_conv2d_backward(grads, ws + 16613376, ws + 20956416);
+    l17_conv2d_backward_dx(params, ws + 20956416, ws + 18859264);
+    l16_maxpool2d_backward(ws + 16089088, ws + 18859264, ws + 20956416);
+    l15_relu_backward(ws + 16089088, ws + 20956416, ws + 18859264);
+    l14_conv2d_backward(grads, ws + 15040512, ws + 18859264);
+    l14_conv2d_backward_dx(params, ws + 18859264, ws + 20956416);
+    l13_relu_backward(ws + 15040512, ws + 20956416, ws + 18859264);
+    l12_conv2d_backward(grads, ws + 13991936, ws + 18859264);
+    l12_conv2d_backward_dx(params, ws + 18859264, ws + 20956416);
+    l11_relu_backward(ws + 13991936, ws + 20956416, ws + 18859264);
+    l10_conv2d_backward(grads, ws + 13205504, ws + 18859264);
+    l10_conv2d_backward_dx(params, ws + 18859264, ws + 20956416);
+    l09_maxpool2d_backward(ws + 12156928, ws + 20956416, ws + 18859264);
+    l08_relu_backward(ws + 12156928, ws + 18859264, ws + 20956416);
+    l07_conv2d_backward(grads, ws + 10059776, ws + 20956416);
+    l07_conv2d_backward_dx(params, ws + 20956416, ws + 18859264);
+    l06_relu_backward(ws + 10059776, ws + 18859264, ws + 20956416);
+    l05_conv2d_backward(grads, ws + 8486912, ws + 20956416);
+    l05_conv2d_backward_dx(params, ws + 20956416, ws + 18859264);
+    l04_maxpool2d_backward(ws + 6389760, ws + 18859264, ws + 20956416);
+    l03_relu_backward(ws + 6389760, ws + 20956416, ws + 18859264);
+    l02_conv2d_backward(grads, ws + 2195456, ws + 18859264);
+    l02_conv2d_backward_dx(params, ws + 18859264, ws + 20956416);
+    l01_relu_backward(ws + 2195456, ws + 20956416, ws + 18859264);
+    l00_conv2d_backward(grads, ws + 0, ws + 18859264);
+    if (dx) l00_conv2d_backward_dx(params, ws + 18859264, ws + 20956416);
+    if (dx) cg_from_lanes(ws + 20956416, dx, nb, 3072, 32);
 }
 
 static const cg_tensor vgg16_cifar_tensors[] = {
@@ -30415,7 +30444,7 @@ static const cg_layer vgg16_cifar_layers[] = {
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "dense", .ndim_in = 1, .in_shape = {512, 0, 0}, .ndim_out = 1, .out_shape = {512, 0, 0},
      .in_size = 512, .out_size = 512, .act_offset = 18792448, .lanes = 32, .line = 47, .col = 5,
-     .schedule = "lanes: fwd lanes[TB=2,TR=8] dw lanes dx lanes[TB=2,TR=8] threaded",
+     .schedule = "lanes: fwd lanes[TB=2,TR=8] dw gemm[TI=4,TO=4] dx lanes[TB=2,TR=8] threaded",
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "relu", .ndim_in = 1, .in_shape = {512, 0, 0}, .ndim_out = 1, .out_shape = {512, 0, 0},
      .in_size = 512, .out_size = 512, .act_offset = 18808832, .lanes = 32, .line = 48, .col = 5,
@@ -30423,7 +30452,7 @@ static const cg_layer vgg16_cifar_layers[] = {
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "dense", .ndim_in = 1, .in_shape = {512, 0, 0}, .ndim_out = 1, .out_shape = {512, 0, 0},
      .in_size = 512, .out_size = 512, .act_offset = 18825216, .lanes = 32, .line = 49, .col = 5,
-     .schedule = "lanes: fwd lanes[TB=2,TR=8] dw lanes dx lanes[TB=2,TR=8] threaded",
+     .schedule = "lanes: fwd lanes[TB=2,TR=8] dw gemm[TI=4,TO=4] dx lanes[TB=2,TR=8] threaded",
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "relu", .ndim_in = 1, .in_shape = {512, 0, 0}, .ndim_out = 1, .out_shape = {512, 0, 0},
      .in_size = 512, .out_size = 512, .act_offset = 18841600, .lanes = 32, .line = 50, .col = 5,
@@ -30431,7 +30460,7 @@ static const cg_layer vgg16_cifar_layers[] = {
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "dense", .ndim_in = 1, .in_shape = {512, 0, 0}, .ndim_out = 1, .out_shape = {10, 0, 0},
      .in_size = 512, .out_size = 10, .act_offset = 18857984, .lanes = 32, .line = 51, .col = 5,
-     .schedule = "lanes: fwd lanes[TB=2,TR=8] dw lanes dx lanes[TB=2,TR=8]",
+     .schedule = "lanes: fwd lanes[TB=2,TR=8] dw gemm[TI=8,TO=2] dx lanes[TB=2,TR=8]",
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
 };
 

@@ -129,6 +129,12 @@ typedef struct cg_net {
 /* The trainer's command line: train / eval / predict / check / --help. */
 int cg_main(const cg_net *net, int argc, char **argv);
 
+/* Flush-to-zero and denormals-are-zero on x86 (MXCSR FTZ|DAZ) for the calling thread and
+ * the threads it creates afterwards: flush=1 sets both (subnormal results and operands
+ * become 0; the trainer's default, see runtime/fpenv.c), flush=0 clears both (IEEE
+ * subnormals). Returns 1 where the mode exists (x86 with SSE), 0 where this is a no-op. */
+int cg_flush_subnormals(int flush);
+
 /* Loss over n samples of net output `out` [n, out_size]. target: int64 class indices for
  * CG_LOSS_SOFTMAX_CE (as const int64_t*), float [n, out_size] for CG_LOSS_MSE.
  * Returns the mean loss (PyTorch's reduction='mean'); writes dLoss/dout into dout

@@ -519,6 +519,69 @@ START_TEST(test_sgd_momentum)
 }
 END_TEST
 
+/* ---- floating-point environment: flush-to-zero / denormals-are-zero ---- */
+#if defined(__x86_64__) || (defined(__i386__) && defined(__SSE2__))
+#define HAVE_FTZ 1 /* cg_flush_subnormals must work here */
+#else
+#define HAVE_FTZ 0
+#endif
+/* volatile: the products are computed at run time, under the thread's MXCSR */
+static volatile float tiny = 1e-20f; /* tiny * tiny = 1e-40, a subnormal result (FTZ) */
+static volatile float sub = 1e-40f;  /* a subnormal operand (DAZ) */
+
+static float tiny_product(void)
+{
+    return tiny * tiny;
+}
+
+static float sub_double(void)
+{
+    return sub * 2.0f;
+}
+
+/* cg_sgd_update's momentum decay v = 0.5 v from 1e-38 (the smallest normal is 1.18e-38):
+ * the number of the n = 37 lanes (vector body and scalar tail) left nonzero */
+static int sgd_subnormal_lanes(void)
+{
+    enum { n = 37 };
+    float p[n], g[n], v[n];
+    for (int i = 0; i < n; i++)
+        p[i] = 1, g[i] = 0, v[i] = 1e-38f;
+    cg_sgd_update(p, g, v, n, 0.0f, 0.5f, 0.0f);
+    int nonzero = 0;
+    for (int i = 0; i < n; i++)
+        nonzero += v[i] != 0;
+    return nonzero;
+}
+
+START_TEST(test_flush_subnormals)
+{
+    ck_assert_int_eq(cg_flush_subnormals(1), HAVE_FTZ);
+#ifdef _OPENMP
+    /* threads started after the call inherit the mode: the trainer's OpenMP workers */
+    int kept = 0, threads = 0;
+#pragma omp parallel num_threads(2) reduction(+ : kept, threads)
+    {
+        kept += tiny_product() != 0.0f;
+        threads += 1;
+    }
+    ck_assert_int_eq(threads, 2);
+    if (HAVE_FTZ)
+        ck_assert_msg(kept == 0, "%d of 2 OpenMP threads kept a subnormal result", kept);
+#endif
+    if (HAVE_FTZ) {
+        ck_assert_float_eq(tiny_product(), 0.0f);
+        ck_assert_float_eq(sub_double(), 0.0f);
+        ck_assert_int_eq(sgd_subnormal_lanes(), 0);
+    }
+    /* IEEE kept: subnormal results and operands are exact */
+    ck_assert_int_eq(cg_flush_subnormals(0), HAVE_FTZ);
+    ck_assert_float_ne(tiny_product(), 0.0f);
+    ck_assert_float_ne(sub_double(), 0.0f);
+    ck_assert_int_eq(sgd_subnormal_lanes(), 37);
+}
+END_TEST
+
 /* ---- IDX ---- */
 static void write_gz(const char *path, const void *b, size_t n)
 {
@@ -750,6 +813,29 @@ START_TEST(test_main_check_mse_and_predict)
 }
 END_TEST
 
+/* every command sets FTZ|DAZ unless --ieee-subnormals (the mode stays after cg_main) */
+START_TEST(test_main_subnormals_option)
+{
+    cg_net net = dense_net(CG_LOSS_MSE);
+    cg_err e;
+    ck_assert_int_eq(cg_weights_save(&net, tpath("w.npz"), W, NULL, &e), 0);
+    float x[3] = {1, 2, 3};
+    int64_t xs[2] = {1, 3};
+    write_f32(tpath("x.npy"), 2, xs, x);
+    cg_flush_subnormals(0);
+    ck_assert_int_eq(run_main(&net, "predict", "--weights", tpath("w.npz"), "--input", tpath("x.npy"),
+                              "--out", tpath("y.npy"), NULL),
+                     0);
+    if (HAVE_FTZ)
+        ck_assert_float_eq(tiny_product(), 0.0f);
+    ck_assert_int_eq(run_main(&net, "predict", "--weights", tpath("w.npz"), "--input", tpath("x.npy"),
+                              "--out", tpath("y.npy"), "--ieee-subnormals", NULL),
+                     0);
+    ck_assert_float_ne(tiny_product(), 0.0f);
+    ck_assert_int_eq(run_main(&net, "eval", "--weights", tpath("w.npz"), "--ieee-subnormals=1", NULL), 2);
+}
+END_TEST
+
 START_TEST(test_main_errors)
 {
     cg_net net = dense_net(CG_LOSS_SOFTMAX_CE);
@@ -872,6 +958,7 @@ Suite *make_runtime_suite(void)
     tcase_add_test(tc, test_loss_finite_differences);
     tcase_add_test(tc, test_init_params);
     tcase_add_test(tc, test_sgd_momentum);
+    tcase_add_test(tc, test_flush_subnormals);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("main");
@@ -880,6 +967,7 @@ Suite *make_runtime_suite(void)
     tcase_add_test(tc, test_main_check_ce);
     tcase_add_test(tc, test_main_check_mse_and_predict);
     tcase_add_test(tc, test_main_errors);
+    tcase_add_test(tc, test_main_subnormals_option);
     tcase_add_test(tc, test_main_train_eval);
     suite_add_tcase(s, tc);
     return s;

@@ -1283,20 +1283,21 @@ static int run_main_stderr(const char *file, const cg_net *net, const char *cmd,
 START_TEST(test_cli_option_table)
 {
     cg_net net = lin_net();
-    /* the commands' option lists before the table (runtime/main.c word lists) */
+    /* the commands' option lists before the table (runtime/main.c word lists; ieee-subnormals
+     * in common_options) */
     static const char *const cmd_opts[][2] = {
         {"train", "data data-x data-y test test-x test-y epochs batch lr momentum weight-decay "
                   "mode order schedule step-size gamma patience monitor eval-every val val-frac "
                   "seed normalize no-normalize checkpoint-every resume out weights max-steps plain "
-                  "quiet no-plot"},
-        {"eval", "weights data data-x data-y norm confusion confusion-csv"},
-        {"predict", "weights input out norm softmax"},
-        {"check", "weights input target out"},
+                  "quiet no-plot ieee-subnormals"},
+        {"eval", "weights data data-x data-y norm confusion confusion-csv ieee-subnormals"},
+        {"predict", "weights input out norm softmax ieee-subnormals"},
+        {"check", "weights input target out ieee-subnormals"},
     };
     static const char *const all = "data data-x data-y test test-x test-y epochs batch lr "
         "momentum weight-decay mode order schedule step-size gamma patience monitor eval-every "
         "val val-frac seed normalize no-normalize checkpoint-every resume out weights max-steps "
-        "plain quiet no-plot input target norm softmax confusion confusion-csv";
+        "plain quiet no-plot input target norm softmax confusion confusion-csv ieee-subnormals";
     ck_assert_int_eq(RUN_CAPTURED(tpath("help.txt"), &net, "--help"), 0);
     char *help = read_text(tpath("help.txt"));
     char word[64], opt[128];

@@ -56,6 +56,7 @@ def main():
         for row in listing.stdout.splitlines():
             index, sig, cands = row.split("\t")
             for cand in cands.split(","):
+                cand = cand.rstrip("!")  # over the code budget: legal all the same
                 tag = f"{spec['name']} layer {index} {cand}"
                 d = os.path.join(work, f"{spec['name']}_l{index}_{cand.replace('@', '_').replace(':', '_').replace('+', '_')}")
                 os.makedirs(d, exist_ok=True)

@@ -16,15 +16,14 @@
 -- descriptor and `--summary` all read the record it returns, and nothing re-derives it.
 local M = {}
 
--- What the generated code runs on: floats per vector of the generated code (always
--- 16: one AVX-512 register, two AVX2 ones) and the accumulators a register tile may
--- hold. AVX-512 has 32 vector registers (24 accumulators leave room for the loaded
--- vectors and broadcasts); AVX2 has 16 of half the width, so a 16-float accumulator
--- takes two and 6 of them leave 4 registers for operands.
+-- What the generated code runs on: floats per vector of the generated code (one
+-- register: 16 for AVX-512, 8 for AVX2) and the accumulators a register tile may
+-- hold: AVX-512 has 32 vector registers (24 accumulators leave room for the loaded
+-- vectors and broadcasts), AVX2 16 (12 accumulators).
 M.TARGETS = {
   avx512 = {isa = "avx512", vec = 16, acc = 24},
-  avx2 = {isa = "avx2", vec = 16, acc = 6},
-  generic = {isa = "generic", vec = 16, acc = 6},
+  avx2 = {isa = "avx2", vec = 8, acc = 12},
+  generic = {isa = "generic", vec = 8, acc = 6},
 }
 
 -- the target of this machine, from the CPU flags the kernel reports

@@ -119,17 +119,17 @@ end
 -- Emit every input position of a 2-D geometry with the output windows that read it:
 -- body(in, taps, info) with in = affine offset of the input in its plane and
 -- taps = {{ky, kx, k, at = affine offset of the output in its plane}}.
-function M.twindows(C, g, body)
+function M.twindows(C, g, body, unroll)
   local h, w = g.h, g.w
   for _, ry in ipairs(M.tregions(h)) do
     for _, rx in ipairs(M.tregions(w)) do
-      if ry.t1 > ry.t0 or rx.t1 > rx.t0 then
+      if not unroll and (ry.t1 > ry.t0 or rx.t1 > rx.t0) then
         C:line("/* inputs %s: %d taps */", h.I == 1 and string.format("%d+%d*t, t=%d..%d", rx.r, w.S, rx.t0, rx.t1)
           or string.format("rows %d+%d*t (t=%d..%d), cols %d+%d*t (t=%d..%d)", ry.r, h.S, ry.t0, ry.t1, rx.r, w.S, rx.t0, rx.t1),
           #ry.taps * #rx.taps)
       end
-      util.loop(C, "ty", ry.t0, ry.t1, false, function(ty)
-        util.loop(C, "tx", rx.t0, rx.t1, false, function(tx)
+      util.loop(C, "ty", ry.t0, ry.t1, unroll, function(ty)
+        util.loop(C, "tx", rx.t0, rx.t1, unroll, function(tx)
           local inp = util.aff(ry.r * w.I + rx.r):term(ty, h.S * w.I):term(tx, w.S)
           local taps = {}
           for _, a in ipairs(ry.taps) do
@@ -138,7 +138,7 @@ function M.twindows(C, g, body)
               taps[#taps + 1] = {ky = a.k, kx = b.k, k = a.k * w.K + b.k, at = at}
             end
           end
-          body(inp, taps, {scoped = rx.t1 > rx.t0})
+          body(inp, taps, {scoped = not unroll and rx.t1 > rx.t0})
         end)
       end)
     end

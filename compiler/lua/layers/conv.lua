@@ -109,10 +109,10 @@ function M.window(L) return L.geom end
 --             batch 16): register tiles of channels x lane vectors
 -- Tiles are counted in accumulators of 16 floats; T.acc is the target's budget.
 ---------------------------------------------------------------------------
-local function fill(n) return n / ((n + 15) // 16 * 16) end
+local function fill(n, V) return n / ((n + V - 1) // V * V) end
 
 local function lanes_tiles(L, T)
-  local ld, NV = util.largest_divisor, L.lanes_R // 16
+  local ld, NV = util.largest_divisor, L.lanes_R // L.vec
   -- lane vectors per tile: at most cap, and at most half the lanes when the channel
   -- blocks alone give no parallel work
   local function lane_tile(cap, nblocks)
@@ -133,7 +133,7 @@ local function lanes_tiles(L, T)
 end
 
 local function cv_tiles(L, T, nch, width)
-  local TV = util.largest_divisor((nch + 15) // 16, 4)
+  local TV = util.largest_divisor((nch + L.vec - 1) // L.vec, 4)
   return {TV = TV, TP = math.max(1, math.min(width, T.acc // TV))}
 end
 
@@ -142,6 +142,11 @@ function M.candidates(L, T)
     local t = lanes_tiles(L, T)
     local c = {{name = "lanes", layout = "lanes", fwd = {form = "lanes", tile = t.fwd},
       dw = {form = "lanes", tile = t.dw}, dx = {form = "lanes", tile = t.dx, apart = true}}}
+    -- tiny layers: every loop but the lane vectors' written out
+    if M.macs(L) <= L.budget then
+      table.insert(c, 1, {name = "lanes+straight", layout = "lanes", fwd = {form = "lanes", tile = t.fwd, unroll = true},
+        dw = {form = "lanes", tile = t.dw, unroll = true}, dx = {form = "lanes", tile = t.dx, apart = true, unroll = true}})
+    end
     local g = L.geom
     local padded = g.h.lo + g.h.hi + g.w.lo + g.w.hi > 0
     if padded or g.h.K * g.w.K > 1 then
@@ -160,7 +165,7 @@ function M.candidates(L, T)
       dw = {form = "wv", tile = wv.dw_tile(L, T)}, dx = {form = "wv", tile = wv.dx_tile(L, T), apart = true}}
   end
   if wv.tileable(L) then
-    local dw = {TV = util.largest_divisor((L.cout + 15) // 16, 4)}
+    local dw = {TV = util.largest_divisor((L.cout + L.vec - 1) // L.vec, 4)}
     dw.TPR = math.max(1, T.acc // dw.TV)
     local cv = {name = "cv", layout = "nchw", fwd = {form = "cv", tile = cv_tiles(L, T, L.cout, L.geom.w.O)},
       dw = {form = "cv", tile = dw}, dx = {form = "cv", tile = cv_tiles(L, T, L.cin, L.geom.w.I), apart = true}}
@@ -170,7 +175,7 @@ function M.candidates(L, T)
         dx = {form = "wv", tile = wv.dx_tile(L, T), apart = true}}
     end
     -- dx in the row-vector form when rows fill more of a vector than the channels
-    if cvw and fill(L.geom.w.I) > fill(L.cin) then cv, cvw = cvw, cv end
+    if cvw and fill(L.geom.w.I, L.vec) > fill(L.cin, L.vec) then cv, cvw = cvw, cv end
     c[#c + 1] = cv
     c[#c + 1] = cvw
   end
@@ -407,11 +412,33 @@ end
 -- Loops over groups, channel blocks and lane blocks (outermost first), the first one
 -- with work to share marked parallel: every iteration writes its own outputs.
 -- body(g, cb) runs inside the lane-block loop over v0.
-local function block_loops(C, L, nblocks, name, NV, TB, body)
+-- an unrolled loop's body in braces of its own (its declarations repeat)
+local function braced(C, unroll, f)
+  return function(v)
+    if unroll then C:open("{") end
+    f(v)
+    if unroll then C:close() end
+  end
+end
+
+-- unroll (the straight-line schedule): every loop written out, v0 a constant per block
+local function block_loops(C, L, nblocks, name, NV, TB, body, unroll)
   local par_g = L.groups > 1
   local par_c = not par_g and nblocks > 1
-  util.ploop(C, "g", 0, L.groups - 1, par_g and L.parallel, function(g)
-    util.ploop(C, name, 0, nblocks - 1, par_c and L.parallel, function(cb)
+  local function loop(var, hi, par, f)
+    if unroll then util.loop(C, var, 0, hi, true, f) else util.ploop(C, var, 0, hi, par, f) end
+  end
+  loop("g", L.groups - 1, par_g and L.parallel, function(g)
+    loop(name, nblocks - 1, par_c and L.parallel, function(cb)
+      if unroll then
+        for v0 = 0, NV - 1, TB do
+          C:open("{")
+          C:line("const int v0 = %d;", v0)
+          body(g, cb)
+          C:close()
+        end
+        return
+      end
       if not par_g and not par_c and NV // TB > 1 then util.par(C, L) end
       C:open("for (int v0 = 0; v0 < %d; v0 += %d) {", NV, TB)
       body(g, cb)
@@ -482,6 +509,7 @@ function M.forward_lanes(L, C, ctx)
   local d, R, V = dims(L), ctx.lanes, ctx.vec
   local NV = R // V
   local TC, TB = L.sched.fwd.tile.TC, L.sched.fwd.tile.TB
+  local unroll = L.sched.fwd.unroll
   local WK = L.cin_g * d.KHW -- weights per output channel
   local geo, src, IHW, used = L.geom, "x", d.IHW, {"P", "x", "y"}
   if L.sched.fwd.pad then
@@ -497,13 +525,13 @@ function M.forward_lanes(L, C, ctx)
     C:line("const float *restrict wb = w + %s;", tostring(co0:scale(WK)))
     C:line("const float *restrict xg = %s + %s + v0 * %d;", src, tostring(util.aff(0):term(g, L.cin_g * IHW * R)), V)
     C:line("float *restrict yb = y + %s + v0 * %d;", tostring(co0:scale(d.OHW * R)), V)
-    window.windows(C, geo, false, function(out, taps, info)
+    window.windows(C, geo, unroll, function(out, taps, info)
       if not info.scoped then C:open("{") end
       for t = 0, TC - 1 do
         local init = L.opt.bias and string.format("vsplat(bias[%s])", tostring(co0:add(t))) or "vsplat(0.0f)"
         C:line("cg_v %s;", vec_list("a%d_" .. t .. " = " .. init, TB))
       end
-      if #taps > 0 then util.loop(C, "ci", 0, L.cin_g - 1, false, function(ci)
+      if #taps > 0 then util.loop(C, "ci", 0, L.cin_g - 1, unroll, braced(C, unroll, function(ci)
         C:line("const float *restrict xc = xg + %s;", tostring(util.aff(0):term(ci, IHW * R)))
         C:line("const float *restrict wc = wb + %s;", tostring(util.aff(0):term(ci, d.KHW)))
         for _, tp in ipairs(taps) do
@@ -519,7 +547,7 @@ function M.forward_lanes(L, C, ctx)
           end
           C:close()
         end
-      end) end
+      end)) end
       for t = 0, TC - 1 do
         local st = {}
         for v = 0, TB - 1 do
@@ -529,7 +557,7 @@ function M.forward_lanes(L, C, ctx)
       end
       if not info.scoped then C:close() end
     end)
-  end)
+  end, unroll)
   return used
 end
 
@@ -539,6 +567,7 @@ function M.backward_dx_lanes(L, C, ctx)
   local d, R, V = dims(L), ctx.lanes, ctx.vec
   local NV = R // V
   local TCI, TB = L.sched.dx.tile.TCI, L.sched.dx.tile.TB
+  local unroll = L.sched.dx.unroll
   local WK = L.cin_g * d.KHW
   local geo, src, OHW, used = L.geom, "dy", d.OHW, {"P", "dy", "dx"}
   if L.sched.dx.pad then
@@ -557,7 +586,7 @@ function M.backward_dx_lanes(L, C, ctx)
       if not info.scoped then C:open("{") end
       for t = 0, TCI - 1 do C:line("cg_v %s;", vec_list("a%d_" .. t .. " = vsplat(0.0f)", TB)) end
       if #taps > 0 then
-        util.loop(C, "co", 0, L.cout_g - 1, false, function(co)
+        util.loop(C, "co", 0, L.cout_g - 1, unroll, braced(C, unroll, function(co)
           C:line("const float *restrict dyc = dyg + %s;", tostring(util.aff(0):term(co, OHW * R)))
           C:line("const float *restrict wc = wg + %s;", tostring(util.aff(0):term(co, WK)))
           for _, tp in ipairs(taps) do
@@ -573,7 +602,7 @@ function M.backward_dx_lanes(L, C, ctx)
             end
             C:close()
           end
-        end)
+        end))
       end
       for t = 0, TCI - 1 do
         local st = {}
@@ -583,8 +612,8 @@ function M.backward_dx_lanes(L, C, ctx)
         C:line(table.concat(st, " "))
       end
       if not info.scoped then C:close() end
-    end)
-  end)
+    end, unroll)
+  end, unroll)
   return used
 end
 
@@ -618,17 +647,21 @@ function M.backward_lanes(L, C, ctx)
   -- else one pass per kernel row (TCW x KW)
   local KK = g.h.K * KW
   local nblocks = L.cout_g // TCW
-  util.ploop(C, "g", 0, L.groups - 1, L.groups > 1 and L.parallel, function(gg)
-  util.ploop(C, "cb", 0, nblocks - 1, L.groups == 1 and L.parallel, function(cb)
+  local unroll = L.sched.dw.unroll
+  local function ploop(var, hi, par, f)
+    if unroll then util.loop(C, var, 0, hi, true, braced(C, true, f)) else util.ploop(C, var, 0, hi, par, f) end
+  end
+  ploop("g", L.groups - 1, L.groups > 1 and L.parallel, function(gg)
+  ploop("cb", nblocks - 1, L.groups == 1 and L.parallel, function(cb)
     local co0 = util.aff(0):term(gg, L.cout_g):term(cb, TCW)
     C:line("const float *restrict dyb = dy + %s;", tostring(co0:scale(d.OHW * R)))
-    util.loop(C, "ci", 0, L.cin_g - 1, false, function(ci)
+    util.loop(C, "ci", 0, L.cin_g - 1, unroll, braced(C, unroll, function(ci)
       C:line("const float *restrict xc = %s + %s;", xsrc, tostring(util.aff(0):term(gg, L.cin_g * IHW * R):term(ci, IHW * R)))
       C:line("float *restrict gwc = gw + %s;", tostring(co0:scale(WK):term(ci, d.KHW)))
       local pass = function(label, ntaps, slot, keep, k_of)
         C:open("{ /* %s */", label)
         for t = 0, TCW - 1 do C:line("cg_v %s;", vec_list("a" .. t .. "_%d = vsplat(0.0f)", ntaps)) end
-        window.windows(C, geo, false, function(out, taps, info)
+        window.windows(C, geo, unroll, function(out, taps, info)
           C:open("for (int v = 0; v < %d; v++) {", NV)
           local loads, keepd = {}, {}
           for t = 0, TCW - 1 do
@@ -660,7 +693,7 @@ function M.backward_lanes(L, C, ctx)
             function(j) return ky * KW + j end)
         end
       end
-    end)
+    end))
   end)
   end)
   return L.sched.dw.pad and {"G", "S", "dy"} or {"G", "x", "dy"}
@@ -674,19 +707,19 @@ end
 -- a row x TV vectors of 16 output channels in registers, every input value
 -- broadcast feeds TV FMAs, every weight vector TP FMAs. Stride 1, groups 1.
 ---------------------------------------------------------------------------
-local function ceil16(n) return (n + 15) // 16 * 16 end
+local function ceilv(L, n) return (n + L.vec - 1) // L.vec * L.vec end
 
 -- scratch layout (floats, each region a multiple of 16)
 function M.cv_scratch(L)
   local g = L.geom
-  local CP, CIP = ceil16(L.cout), ceil16(L.cin)
+  local CP, CIP = ceilv(L, L.cout), ceilv(L, L.cin)
   local Hp, Wp = g.h.I + g.h.lo + g.h.hi, g.w.I + g.w.lo + g.w.hi
   local Qh, Qw = g.h.D * (g.h.K - 1) - g.h.lo, g.w.D * (g.w.K - 1) - g.w.lo
   local Hq, Wq = g.h.I + g.h.D * (g.h.K - 1), g.w.I + g.w.D * (g.w.K - 1)
   local KK, OHW, IHW = g.h.K * g.w.K, g.h.O * g.w.O, g.h.I * g.w.I
   local r = {CP = CP, CIP = CIP, Hp = Hp, Wp = Wp, Qh = Qh, Qw = Qw, Hq = Hq, Wq = Wq}
   local at = 0
-  local function take(name, n) r[name] = at; at = at + ceil16(n) end
+  local function take(name, n) r[name] = at; at = at + ceilv(L, n) end
   take("XP", L.batch * Hp * Wp * L.cin)   -- padded channels-last input of every sample (kept for dW)
   take("YH", OHW * CP)                    -- one sample's output, channels-last
   take("WT", L.cin * KK * CP)             -- weights as [ci][k][co]
@@ -718,7 +751,8 @@ end
 function M.forward_cv(L, C, ctx)
   local g, d, sc = L.geom, dims(L), M.cv_scratch(L)
   local CP, Cin, Cout, KK = sc.CP, L.cin, L.cout, d.KHW
-  local NV = CP // 16
+  local V = L.vec
+  local NV = CP // V
   local TV, TP = L.sched.fwd.tile.TV, L.sched.fwd.tile.TP
   C:line("const float *restrict w = %s;", L.t.weight)
   C:line("float *restrict yh = S + %d, *restrict wt = S + %d, *restrict bp = S + %d;", sc.YH, sc.WT, sc.BP)
@@ -743,17 +777,17 @@ function M.forward_cv(L, C, ctx)
   cv_row_tiles(C, g.w.O, TP, function(x0, tp)
     for p = 0, tp - 1 do
       local init = {}
-      for v = 0, TV - 1 do init[#init + 1] = string.format("a%d_%d = VLOAD(bp + (v0 + %d) * 16)", p, v, v) end
+      for v = 0, TV - 1 do init[#init + 1] = string.format("a%d_%d = VLOAD(bp + (v0 + %d) * %d)", p, v, v, V) end
       C:line("cg_v %s;", table.concat(init, ", "))
     end
     C:open("for (int ci = 0; ci < %d; ci++) {", Cin)
     C:line("const float *restrict xr = xp + (oy * %d + %s) * %d + ci;", sc.Wp, x0, Cin)
-    C:line("const float *restrict wr = wt + ci * %d + v0 * 16;", KK * CP)
+    C:line("const float *restrict wr = wt + ci * %d + v0 * %d;", KK * CP, V)
     for ky = 0, g.h.K - 1 do
       for kx = 0, g.w.K - 1 do
         local k = ky * g.w.K + kx
         local loads = {}
-        for v = 0, TV - 1 do loads[#loads + 1] = string.format("w%d = VLOAD(wr + %d)", v, k * CP + v * 16) end
+        for v = 0, TV - 1 do loads[#loads + 1] = string.format("w%d = VLOAD(wr + %d)", v, k * CP + v * V) end
         C:open("{")
         C:line("const cg_v %s;", table.concat(loads, ", "))
         for p = 0, tp - 1 do
@@ -769,7 +803,7 @@ function M.forward_cv(L, C, ctx)
     for p = 0, tp - 1 do
       local st = {}
       for v = 0, TV - 1 do
-        st[#st + 1] = string.format("VSTORE(yh + (oy * %d + %s + %d) * %d + (v0 + %d) * 16, a%d_%d);", g.w.O, x0, p, CP, v, p, v)
+        st[#st + 1] = string.format("VSTORE(yh + (oy * %d + %s + %d) * %d + (v0 + %d) * %d, a%d_%d);", g.w.O, x0, p, CP, v, V, p, v)
       end
       C:line(table.concat(st, " "))
     end
@@ -787,7 +821,8 @@ end
 function M.backward_cv(L, C, ctx)
   local g, d, sc = L.geom, dims(L), M.cv_scratch(L)
   local CP, Cin, Cout, KK = sc.CP, L.cin, L.cout, d.KHW
-  local NV = CP // 16
+  local V = L.vec
+  local NV = CP // V
   local TV, TPR = L.sched.dw.tile.TV, L.sched.dw.tile.TPR -- TPR: (ci, tap) pairs per tile
   local npairs = Cin * KK
   C:line("float *restrict gw = %s;", L.t_grad.weight)
@@ -824,12 +859,12 @@ function M.backward_cv(L, C, ctx)
       for j = 0, np - 1 do C:line("cg_v %s;", vec_list("a" .. j .. "_%d = vsplat(0.0f)", tv)) end
       C:open("for (int n = 0; n < nb; n++) {")
       C:line("const float *restrict xp = S + %d + (size_t)n * %d;", sc.XP, sc.Hp * sc.Wp * Cin)
-      C:line("const float *restrict dn = dyh + (size_t)n * %d + v0 * 16;", d.OHW * CP)
+      C:line("const float *restrict dn = dyh + (size_t)n * %d + v0 * %d;", d.OHW * CP, V)
       C:open("for (int oy = 0; oy < %d; oy++) {", g.h.O)
       C:open("for (int ox = 0; ox < %d; ox++) {", g.w.O)
       C:line("const float *restrict xr = xp + (oy * %d + ox) * %d;", sc.Wp, Cin)
       local dl = {}
-      for v = 0, tv - 1 do dl[#dl + 1] = string.format("d%d = VLOAD(dn + (oy * %d + ox) * %d + %d)", v, g.w.O, CP, v * 16) end
+      for v = 0, tv - 1 do dl[#dl + 1] = string.format("d%d = VLOAD(dn + (oy * %d + ox) * %d + %d)", v, g.w.O, CP, v * V) end
       C:line("const cg_v %s;", table.concat(dl, ", "))
       for j = 0, np - 1 do
         local f = {}
@@ -841,8 +876,8 @@ function M.backward_cv(L, C, ctx)
       C:close()
       for j = 0, np - 1 do
         for v = 0, tv - 1 do
-          C:line("for (int l = 0; l < 16 && (v0 + %d) * 16 + l < %d; l++) gw[((v0 + %d) * 16 + l) * %d + gidx[%d]] += a%d_%d[l];",
-            v, Cout, v, npairs, j, j, v)
+          C:line("for (int l = 0; l < %d && (v0 + %d) * %d + l < %d; l++) gw[((v0 + %d) * %d + l) * %d + gidx[%d]] += a%d_%d[l];",
+            V, v, V, Cout, v, V, npairs, j, j, v)
         end
       end
     end
@@ -874,7 +909,8 @@ function M.backward_dx(L, C, ctx)
   end
   local g, d, sc = L.geom, dims(L), M.cv_scratch(L)
   local CIP, Cin, Cout, KK = sc.CIP, L.cin, L.cout, d.KHW
-  local NV = CIP // 16
+  local V = L.vec
+  local NV = CIP // V
   local TV, TP = L.sched.dx.tile.TV, L.sched.dx.tile.TP
   C:line("const float *restrict w = %s;", L.t.weight)
   C:line("float *restrict wf = S + %d, *restrict dyp = S + %d, *restrict dxh = S + %d;", sc.WF, sc.DYP, sc.DXH)
@@ -897,12 +933,12 @@ function M.backward_dx(L, C, ctx)
     for p = 0, tp - 1 do C:line("cg_v %s;", vec_list("a" .. p .. "_%d = vsplat(0.0f)", TV)) end
     C:open("for (int co = 0; co < %d; co++) {", Cout)
     C:line("const float *restrict dr = dyp + (iy * %d + %s) * %d + co;", sc.Wq, x0, Cout)
-    C:line("const float *restrict wr = wf + co * %d + v0 * 16;", KK * CIP)
+    C:line("const float *restrict wr = wf + co * %d + v0 * %d;", KK * CIP, V)
     for ky = 0, g.h.K - 1 do
       for kx = 0, g.w.K - 1 do
         local k = ky * g.w.K + kx
         local loads = {}
-        for v = 0, TV - 1 do loads[#loads + 1] = string.format("w%d = VLOAD(wr + %d)", v, k * CIP + v * 16) end
+        for v = 0, TV - 1 do loads[#loads + 1] = string.format("w%d = VLOAD(wr + %d)", v, k * CIP + v * V) end
         C:open("{")
         C:line("const cg_v %s;", table.concat(loads, ", "))
         for p = 0, tp - 1 do
@@ -919,7 +955,7 @@ function M.backward_dx(L, C, ctx)
     for p = 0, tp - 1 do
       local st = {}
       for v = 0, TV - 1 do
-        st[#st + 1] = string.format("VSTORE(dxh + (iy * %d + %s + %d) * %d + (v0 + %d) * 16, a%d_%d);", g.w.I, x0, p, CIP, v, p, v)
+        st[#st + 1] = string.format("VSTORE(dxh + (iy * %d + %s + %d) * %d + (v0 + %d) * %d, a%d_%d);", g.w.I, x0, p, CIP, v, V, p, v)
       end
       C:line(table.concat(st, " "))
     end

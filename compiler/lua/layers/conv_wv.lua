@@ -18,7 +18,7 @@
 local util = require("util")
 local M = {}
 
-local V = 16       -- floats per vector
+local V = 16       -- floats per vector: each entry point sets it from the layer (L.vec)
 local MAX_TX = 4   -- vectors per row tile
 local MAX_KW = 24  -- widest kernel row the dx tile unrolls
 
@@ -39,15 +39,20 @@ end
 function M.dx_ok(L) return M.tileable(L) and L.geom.w.K <= MAX_KW end
 
 -- all three passes: rows of 16 or more in and out (dW overlaps a row's last vector)
-function M.ok(L) return M.dx_ok(L) and L.geom.w.O >= V and L.geom.w.I >= V end
+function M.ok(L)
+  V = L.vec
+  return M.dx_ok(L) and L.geom.w.O >= V and L.geom.w.I >= V
+end
 
 -- Tiles (schedule.lua): counted in accumulators of 16 floats, at most T.acc.
 function M.fwd_tile(L, T)
+  V = L.vec
   local TX = math.min((L.geom.w.O + V - 1) // V, MAX_TX)
   return {TX = TX, TC = math.max(1, math.min(L.cout, T.acc // TX))}
 end
 
 function M.dx_tile(L, T)
+  V = L.vec
   local TX = math.min((L.geom.w.I + V - 1) // V, MAX_TX)
   return {TX = TX, TC = math.max(1, math.min(L.cin, T.acc // TX))}
 end
@@ -66,11 +71,13 @@ end
 
 -- floats of the padded dy (with its slack)
 function M.dyp_size(L)
+  V = L.vec
   local g = L.geom
   return ceil16(L.batch * L.cout * (g.h.I + g.h.D * (g.h.K - 1)) * (g.w.I + g.w.D * (g.w.K - 1)) + V)
 end
 
 function M.scratch(L)
+  V = L.vec
   local g = L.geom
   local r = {
     Hp = g.h.I + g.h.lo + g.h.hi, Wp = g.w.I + g.w.lo + g.w.hi,             -- padded input
@@ -208,6 +215,7 @@ local function row_tile(C, L, tc, pos, init, red, nred, prolog, src, wgt, store)
 end
 
 function M.forward(L, C)
+  V = L.vec
   local g, sc = L.geom, M.scratch(L)
   local Cin, Cout, OH, OW, KK = L.cin, L.cout, g.h.O, g.w.O, g.h.K * g.w.K
   local TX, TC = L.sched.fwd.tile.TX, L.sched.fwd.tile.TC
@@ -242,6 +250,7 @@ end
 
 -- dW (and the bias) from the padded inputs saved by the forward.
 function M.backward(L, C)
+  V = L.vec
   local g, sc = L.geom, M.scratch(L)
   local Cin, Cout, OH, OW = L.cin, L.cout, g.h.O, g.w.O
   local KH, KW, KK, OHW = g.h.K, g.w.K, g.h.K * g.w.K, g.h.O * g.w.O
@@ -259,7 +268,7 @@ function M.backward(L, C)
     if OHW % V > 0 then C:line("float t = 0.0f;") end
     C:open("for (int n = 0; n < nb; n++) {")
     C:line("const float *restrict d = dy + ((size_t)n * %d + co) * %d;", Cout, OHW)
-    C:line("for (int i = 0; i < %d; i += 16) s += VLOAD(d + i);", OHW - OHW % V)
+    C:line("for (int i = 0; i < %d; i += %d) s += VLOAD(d + i);", OHW - OHW % V, V)
     if OHW % V > 0 then C:line("for (int i = %d; i < %d; i++) t += d[i];", OHW - OHW % V, OHW) end
     C:close()
     C:line("gb[co] += vsum(s)%s;", OHW % V > 0 and " + t" or "")
@@ -324,7 +333,7 @@ function M.backward(L, C)
       end
     end
     if OW >= V then
-      C:open("for (int x = 0; x < %d; x += 16) {", OW - rem)
+      C:open("for (int x = 0; x < %d; x += %d) {", OW - rem, V)
       body("x", false)
       C:close()
     end
@@ -360,6 +369,7 @@ end
 -- the kernel flipped and the channels' roles swapped.
 -- dyp: offset of the padded dy in the layer's scratch (default: after the saved inputs)
 function M.backward_dx(L, C, dyp)
+  V = L.vec
   local g, sc = L.geom, M.scratch(L)
   dyp = dyp or sc.DYP
   local Cin, Cout, IH, IW, KK = L.cin, L.cout, g.h.I, g.w.I, g.h.K * g.w.K

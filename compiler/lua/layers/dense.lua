@@ -42,9 +42,15 @@ end
 --             dW from x transposed once to [nb][I]
 function M.candidates(L, T)
   if L.lanes_layout then
-    local TB = util.largest_divisor(L.lanes_R // 16, 4)
+    local TB = util.largest_divisor(L.lanes_R // L.vec, 4)
     local t = {TB = TB, TR = math.max(1, math.min(16, T.acc) // TB)}
-    return {{name = "lanes", layout = "lanes", fwd = {form = "lanes", tile = t}, dw = {form = "lanes"},
+    -- dW as a register-tiled GEMM over the lanes (TO x TI accumulators), or as
+    -- outer products on x transposed to [nb][I]
+    local TO = util.largest_divisor(L.nout, 4)
+    local gemm = {TO = TO, TI = util.largest_divisor(L.nin, math.max(1, T.acc // TO))}
+    return {{name = "lanes", layout = "lanes", fwd = {form = "lanes", tile = t}, dw = {form = "gemm", tile = gemm},
+      dx = {form = "lanes", tile = t, apart = true}},
+      {name = "lanes+outer", layout = "lanes", fwd = {form = "lanes", tile = t}, dw = {form = "outer"},
       dx = {form = "lanes", tile = t, apart = true}}}
   end
   local straight = sched.simple(L, "straight")
@@ -72,7 +78,8 @@ function M.forward(L, C, ctx)
   end
   -- dot products in vectors of 16 partial sums (an in-order float sum would be one
   -- long chain of dependent adds), TO rows of W at a time
-  local TO, I16 = L.sched.fwd.tile.TO, I - I % 16
+  local V = L.vec
+  local TO, I16 = L.sched.fwd.tile.TO, I - I % V
   local function rows(to)
     C:line("const float *restrict wr = w + (size_t)o0 * %d;", I)
     C:open("for (int n = 0; n < nb; n++) {")
@@ -81,7 +88,7 @@ function M.forward(L, C, ctx)
     for j = 0, to - 1 do acc[#acc + 1] = string.format("s%d = vsplat(0.0f)", j) end
     C:line("cg_v %s;", table.concat(acc, ", "))
     if I16 > 0 then
-      C:open("for (int i = 0; i < %d; i += 16) {", I16)
+      C:open("for (int i = 0; i < %d; i += %d) {", I16, V)
       local f = {"cg_v v = VLOAD(xn + i); VKEEP(v);"}
       for j = 0, to - 1 do f[#f + 1] = string.format("s%d += VLOAD(wr + %d + i) * v;", j, j * I) end
       C:line(table.concat(f, " "))
@@ -151,7 +158,7 @@ end
 ---------------------------------------------------------------------------
 -- Batch-innermost ([features][R]): register tiles of TO rows x TB vectors of lanes.
 ---------------------------------------------------------------------------
-function M.scratch(L) return L.lanes_layout and L.lanes_R * L.nin or 0 end
+function M.scratch(L) return L.sched.dw.form == "outer" and L.lanes_R * L.nin or 0 end
 
 
 -- Emit a GEMM tile: for rows r = r0 .. r0+nr-1 and lane vectors v0 .. v0+TB-1,
@@ -222,10 +229,52 @@ function M.backward_dx_lanes(L, C, ctx)
   return {"P", "dy", "dx"}
 end
 
--- dW[o][i] += sum over the nb real lanes of dy[o][b] x[i][b]: x is transposed once into
--- S as [nb][I], so the inner loop runs along i with unit stride.
+-- dW[o][i] += sum over the lanes of dy[o][b] x[i][b] (lanes >= nb hold zeros in dy).
+-- gemm: TO x TI accumulators of lane vectors, reduced across lanes once at the end.
+-- outer: x transposed once into S as [nb][I], outer products along i.
 function M.backward_lanes(L, C, ctx)
   local I, O, R = L.nin, L.nout, ctx.lanes
+  if L.sched.dw.form == "gemm" then
+    local V = ctx.vec
+    local NV, TO, TI = R // V, L.sched.dw.tile.TO, L.sched.dw.tile.TI
+    C:line("float *restrict gw = %s;", L.t_grad.weight)
+    if L.opt.bias then
+      C:line("float *restrict gb = %s;", L.t_grad.bias)
+      util.par(C, L)
+      C:open("for (int o = 0; o < %d; o++) {", O)
+      C:line("cg_v s = vsplat(0.0f);")
+      C:line("for (int v = 0; v < %d; v++) s += VLOAD(dy + (size_t)o * %d + v * %d);", NV, R, V)
+      C:line("gb[o] += vsum(s);")
+      C:close()
+    end
+    C:line("/* tiles of %d rows x %d columns of dW */", TO, TI)
+    util.par(C, L)
+    C:open("for (int t = 0; t < %d; t++) {", (O // TO) * (I // TI))
+    C:line("const int o0 = t / %d * %d, i0 = t %% %d * %d;", I // TI, TO, I // TI, TI)
+    for a = 0, TO - 1 do
+      local acc = {}
+      for b = 0, TI - 1 do acc[#acc + 1] = string.format("a%d_%d = vsplat(0.0f)", a, b) end
+      C:line("cg_v %s;", table.concat(acc, ", "))
+    end
+    C:open("for (int v = 0; v < %d; v++) {", NV)
+    local ld = {}
+    for a = 0, TO - 1 do ld[#ld + 1] = string.format("d%d = VLOAD(dy + (size_t)(o0 + %d) * %d + v * %d)", a, a, R, V) end
+    for b = 0, TI - 1 do ld[#ld + 1] = string.format("x%d = VLOAD(x + (size_t)(i0 + %d) * %d + v * %d)", b, b, R, V) end
+    C:line("const cg_v %s;", table.concat(ld, ", "))
+    for a = 0, TO - 1 do
+      local f = {}
+      for b = 0, TI - 1 do f[#f + 1] = string.format("a%d_%d += d%d * x%d;", a, b, a, b) end
+      C:line(table.concat(f, " "))
+    end
+    C:close()
+    for a = 0, TO - 1 do
+      local st = {}
+      for b = 0, TI - 1 do st[#st + 1] = string.format("gw[(size_t)(o0 + %d) * %d + i0 + %d] += vsum(a%d_%d);", a, I, b, a, b) end
+      C:line(table.concat(st, " "))
+    end
+    C:close()
+    return {"G", "x", "dy"}
+  end
   C:line("float *restrict gw = %s;", L.t_grad.weight)
   if L.opt.bias then C:line("float *restrict gb = %s;", L.t_grad.bias) end
   C:line("for (int b = 0; b < nb; b++)")
