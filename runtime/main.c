@@ -315,6 +315,15 @@ static void print_wrapped(FILE *f, const char *text, int col)
     }
 }
 
+/* the value's placeholder: "PATH", "loss|error", "" for a flag */
+static void arg_text(const option *op, char *buf, size_t cap)
+{
+    if (op->kind == OPT_ENUM)
+        enum_text(op->names, buf, cap, "|");
+    else
+        snprintf(buf, cap, "%s", op->arg ? op->arg : "");
+}
+
 /* "  NAME cmd --required X [--optional Y] ...", wrapped, then what it does */
 static void print_synopsis(FILE *f, const cg_net *net, const command *cmd)
 {
@@ -328,10 +337,7 @@ static void print_synopsis(FILE *f, const cg_net *net, const command *cmd)
             if (!(op->cmds & cmd->bit) || req != !pass)
                 continue;
             char arg[96], item[160];
-            if (op->kind == OPT_ENUM)
-                enum_text(op->names, arg, sizeof arg, "|");
-            else
-                snprintf(arg, sizeof arg, "%s", op->arg ? op->arg : "");
+            arg_text(op, arg, sizeof arg);
             int n = snprintf(item, sizeof item, "%s--%s%s%s%s", req ? "" : "[", op->name,
                              arg[0] ? " " : "", arg, req ? "" : "]");
             if (col + 1 + n > 90)
@@ -362,10 +368,7 @@ static void usage(const cg_net *net, FILE *f)
     for (int i = 0; i < N_OPTIONS; i++) {
         const option *op = &options[i];
         char arg[96], val[64], range[96], cmds[64];
-        if (op->kind == OPT_ENUM)
-            enum_text(op->names, arg, sizeof arg, "|");
-        else
-            snprintf(arg, sizeof arg, "%s", op->arg ? op->arg : "");
+        arg_text(op, arg, sizeof arg);
         char head[160];
         int hl = snprintf(head, sizeof head, "  --%s%s%s", op->name, arg[0] ? " " : "", arg);
         fprintf(f, "%s", head);
