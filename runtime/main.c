@@ -1,6 +1,8 @@
 /* cnngen runtime: the trainer's command line (check / train / eval / predict / --help). */
 #include <errno.h>
 #include <math.h>
+#include <stdarg.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -29,18 +31,189 @@ typedef struct opts {
     int ieee_subnormals;       /* keep IEEE subnormals instead of FTZ|DAZ (cg_flush_subnormals) */
 } opts;
 
+/* the commands, as bits of an option's `cmds` */
+enum { C_TRAIN = 1, C_EVAL = 2, C_PREDICT = 4, C_CHECK = 8, C_ALL = 15 };
+
 typedef struct command {
     const char *name;
-    const char *options; /* space-separated, e.g. "weights input out" */
-    const char *required;
+    unsigned bit;
+    int all_options;     /* --help: 1 lists its options after the name, 0 says [options] */
+    const char *summary; /* what it does, for --help */
     int (*run)(const cg_net *net, const opts *o);
 } command;
 
-/* options that take no value */
-static const char *const flag_options =
-    "normalize no-normalize resume plain quiet no-plot softmax confusion ieee-subnormals";
-/* options every command takes */
-static const char *const common_options = "ieee-subnormals";
+static int cmd_train(const cg_net *net, const opts *o);
+static int cmd_eval(const cg_net *net, const opts *o);
+static int cmd_predict(const cg_net *net, const opts *o);
+static int cmd_check(const cg_net *net, const opts *o);
+
+static const command commands[] = {
+    {"train", C_TRAIN, 0,
+     "train; writes OUT/{final,best,last}.npz, log.csv, curve.png", cmd_train},
+    {"eval", C_EVAL, 1,
+     "inference-mode loss and accuracy on the test set of PATH (default dataset\n"
+     "      when omitted), or on the file / pair given; --confusion adds the per-class\n"
+     "      accuracy and the confusion matrix, --confusion-csv also writes it as CSV",
+     cmd_eval},
+    {"predict", C_PREDICT, 1,
+     "inference-mode outputs [N, out] for X [N, input]; X is .npy or IDX (float32,\n"
+     "      or uint8 scaled) or .csv (features, or the training layout: label first);\n"
+     "      OUT is .npy or .csv (one row a sample), by extension; --softmax: class\n"
+     "      probabilities instead of the raw outputs (logits)",
+     cmd_predict},
+    {"check", C_CHECK, 1,
+     "one training-mode forward/backward; OUT (.npz) holds output, loss, grad.input\n"
+     "      and grad.<param> for every parameter",
+     cmd_check},
+};
+enum { N_COMMANDS = sizeof commands / sizeof commands[0] };
+
+/* What an option's value is. FLAG takes no value and stores `set` into an int; INT, LONG
+ * (long long) and FLOAT are range-checked numbers; ENUM stores the index of one of `names`
+ * into an int; PATH stores the argument itself (a const char *). */
+enum opt_kind { OPT_FLAG, OPT_INT, OPT_LONG, OPT_FLOAT, OPT_ENUM, OPT_PATH };
+
+static const char *const mode_names[] = {"minibatch", "sgd", "full", NULL};
+static const char *const order_names[] = {"shuffle", "random", NULL};
+static const char *const sched_names[] = {"constant", "step", "cosine", NULL};
+static const char *const monitor_names[] = {"loss", "error", NULL};
+
+typedef struct option {
+    const char *name;      /* without the leading "--" */
+    unsigned cmds;         /* commands accepting it (C_* bits) */
+    unsigned required;     /* commands requiring it */
+    enum opt_kind kind;
+    size_t field;          /* offsetof(opts, ...) of what it sets */
+    const char *arg;       /* the value's placeholder in --help */
+    const char *help;
+    long long lo, hi;      /* INT, LONG: the accepted range, both ends included */
+    double flo, fhi;       /* FLOAT: finite, and lo < v or lo <= v (lo_open), same for hi */
+    unsigned char lo_open, hi_open;
+    const char *const *names; /* ENUM: NULL-terminated */
+    int set;               /* FLAG: the value stored */
+    int show_default;      /* --help shows the value the field starts with (the spec's) */
+    void (*then)(opts *o); /* after the option was stored */
+} option;
+
+static void saw_batch(opts *o) { o->has_batch = 1; }
+static void saw_val(opts *o) { o->t.h.val_frac = 0; } /* --val overrides --val-frac before it */
+
+#define OPT(name_, cmds_, required_, kind_, field_, arg_, help_) \
+    .name = (name_), .cmds = (cmds_), .required = (required_), .kind = (kind_), \
+    .field = offsetof(opts, field_), .arg = (arg_), .help = (help_)
+#define INT(lo_, hi_) .lo = (lo_), .hi = (hi_)
+#define FLOAT(lo_, lo_open_, hi_, hi_open_) \
+    .flo = (lo_), .lo_open = (lo_open_), .fhi = (hi_), .hi_open = (hi_open_)
+#define OPEN 1
+#define CLOSED 0
+enum { BIG = 1 << 30 };
+
+/* Every option of every command, in --help's order; parse_opts and usage both walk it.
+ * A new option is one row here (and its field in opts): say which commands take it, its
+ * kind and range, and where it goes. */
+static const option options[] = {
+    /* data */
+    {OPT("data", C_TRAIN | C_EVAL, 0, OPT_PATH, t.data, "PATH",
+     "directory ({train,t10k}-{images-idx3,labels-idx1}-ubyte[.gz]\n"
+     "or train.npz/test.npz with x, y), a .npz (x, y) or a .csv (label\n"
+     "first, then the features; the formats: docs/data.md)\n"
+     "[" CG_DEFAULT_DATA_DIR " for 1x28x28]")},
+    {OPT("data-x", C_TRAIN | C_EVAL, 0, OPT_PATH, t.data_x, "X",
+     "inputs instead of --data, .npy or IDX (gz or plain)")},
+    {OPT("data-y", C_TRAIN | C_EVAL, 0, OPT_PATH, t.data_y, "Y", "labels or targets for --data-x")},
+    {OPT("test", C_TRAIN, 0, OPT_PATH, t.test, "PATH", "test set (default: the --data directory's)")},
+    {OPT("test-x", C_TRAIN, 0, OPT_PATH, t.test_x, "X", "test inputs (with --test-y)")},
+    {OPT("test-y", C_TRAIN, 0, OPT_PATH, t.test_y, "Y", "test labels or targets")},
+    {OPT("val", C_TRAIN, 0, OPT_INT, t.h.val, "N",
+     "samples held out from the end of the training data for\n"
+     "validation (default: 5000 if >= 10000 samples, else 10%)"), INT(0, BIG), .show_default = 1,
+     .then = saw_val},
+    {OPT("val-frac", C_TRAIN, 0, OPT_FLOAT, t.h.val_frac, "F",
+     "the fraction held out instead"), FLOAT(0, OPEN, 1, OPEN), .show_default = 1},
+    {OPT("normalize", C_TRAIN, 0, OPT_FLAG, t.h.normalize, NULL,
+     "per-channel standardization with training statistics,\nsaved as OUT/normalize.npz"),
+     .set = 1, .show_default = 1},
+    {OPT("no-normalize", C_TRAIN, 0, OPT_FLAG, t.h.normalize, NULL, "raw inputs"), .set = 0,
+     .show_default = 1},
+    /* optimizer */
+    {OPT("mode", C_TRAIN, 0, OPT_ENUM, t.h.mode, NULL,
+     "a batch a step, one sample a step, or the whole training set\na step (accumulated over chunks of the compiled batch)"), .names = mode_names,
+     .show_default = 1},
+    {OPT("batch", C_TRAIN, 0, OPT_INT, t.h.batch, "B", "samples a step (at most the compiled batch)"),
+     INT(1, BIG), .show_default = 1, .then = saw_batch},
+    {OPT("order", C_TRAIN, 0, OPT_ENUM, t.h.order, NULL,
+     "a permutation an epoch, or independent draws"), .names = order_names, .show_default = 1},
+    {OPT("epochs", C_TRAIN, 0, OPT_INT, t.h.epochs, "E", "passes over the training data"),
+     INT(0, 1000000), .show_default = 1},
+    {OPT("lr", C_TRAIN, 0, OPT_FLOAT, t.h.lr, "LR", "learning rate"), FLOAT(0, OPEN, INFINITY, OPEN),
+     .show_default = 1},
+    {OPT("momentum", C_TRAIN, 0, OPT_FLOAT, t.h.momentum, "M", "SGD momentum"),
+     FLOAT(0, CLOSED, 1, OPEN), .show_default = 1},
+    {OPT("weight-decay", C_TRAIN, 0, OPT_FLOAT, t.h.weight_decay, "WD", "L2 penalty"),
+     FLOAT(0, CLOSED, INFINITY, OPEN), .show_default = 1},
+    {OPT("schedule", C_TRAIN, 0, OPT_ENUM, t.h.schedule, NULL, "how the learning rate changes over the epochs"),
+     .names = sched_names, .show_default = 1},
+    {OPT("step-size", C_TRAIN, 0, OPT_INT, t.h.step_size, "S", "epochs between lr *= gamma (step)"),
+     INT(1, 1000000), .show_default = 1},
+    {OPT("gamma", C_TRAIN, 0, OPT_FLOAT, t.h.gamma, "G", "lr factor of the step schedule"),
+     FLOAT(0, OPEN, 1, CLOSED), .show_default = 1},
+    /* early stopping */
+    {OPT("patience", C_TRAIN, 0, OPT_INT, t.h.patience, "P",
+     "evaluations without improvement before stopping (0: never)"), INT(0, BIG),
+     .show_default = 1},
+    {OPT("monitor", C_TRAIN, 0, OPT_ENUM, t.h.monitor, NULL,
+     "validation loss or 0-1 error to minimize"), .names = monitor_names, .show_default = 1},
+    {OPT("eval-every", C_TRAIN, 0, OPT_INT, t.h.eval_every, "K",
+     "steps between evaluations (0: once an epoch)"), INT(0, BIG), .show_default = 1},
+    /* run */
+    {OPT("seed", C_TRAIN, 0, OPT_INT, t.h.seed, "S", "initial weights and sample order"),
+     INT(0, 2147483647LL), .show_default = 1},
+    {OPT("checkpoint-every", C_TRAIN, 0, OPT_INT, t.h.checkpoint_every, "N",
+     "steps between checkpoints, OUT/checkpoint.npz (0: off)"), INT(0, BIG), .show_default = 1},
+    {OPT("resume", C_TRAIN, 0, OPT_FLAG, t.resume, NULL,
+     "continue from OUT/checkpoint.npz; --epochs, --lr, --momentum,\n"
+     "--weight-decay, --schedule, --step-size, --gamma, --patience and\n"
+     "--eval-every may change, the other settings and the data not"), .set = 1},
+    {OPT("max-steps", C_TRAIN, 0, OPT_LONG, t.max_steps, "N",
+     "stop as if killed after N steps (to test --resume)"), INT(1, 2147483647LL)},
+    {OPT("plain", C_TRAIN, 0, OPT_FLAG, t.progress, NULL, "no \\r progress line"), .set = 0},
+    {OPT("quiet", C_TRAIN, 0, OPT_FLAG, t.quiet, NULL, "print nothing but errors"), .set = 1},
+    {OPT("no-plot", C_TRAIN, 0, OPT_FLAG, t.plot, NULL, "no curve.png"), .set = 0},
+    /* the files of eval, predict and check (weights and out also train's) */
+    {OPT("weights", C_ALL, C_EVAL | C_PREDICT | C_CHECK, OPT_PATH, weights, "W.npz",
+     "the weights; train: start from them instead of the\nseeded initialization")},
+    {OPT("input", C_PREDICT | C_CHECK, C_PREDICT | C_CHECK, OPT_PATH, input, "X", "inputs")},
+    {OPT("target", C_CHECK, C_CHECK, OPT_PATH, target, "T.npy", "labels or targets")},
+    {OPT("out", C_TRAIN | C_PREDICT | C_CHECK, C_PREDICT | C_CHECK, OPT_PATH, out, "OUT",
+     "train: output directory [.]; predict: Y.npy or Y.csv;\ncheck: R.npz")},
+    {OPT("norm", C_EVAL | C_PREDICT, 0, OPT_PATH, norm, "F|none",
+     "normalization file (default: normalize.npz next to the\nweights, if any; none: off)")},
+    {OPT("softmax", C_PREDICT, 0, OPT_FLAG, softmax, NULL,
+     "class probabilities instead of the raw outputs"), .set = 1},
+    {OPT("confusion", C_EVAL, 0, OPT_FLAG, confusion, NULL,
+     "per-class accuracy and the confusion matrix"), .set = 1},
+    {OPT("confusion-csv", C_EVAL, 0, OPT_PATH, confusion_csv, "FILE.csv",
+     "the confusion matrix as CSV (implies --confusion)")},
+    /* switches of the whole process (floating-point environment, threads, ...): a FLAG or
+     * ENUM row accepted by C_ALL, its field in opts, applied in cg_main */
+    {OPT("ieee-subnormals", C_ALL, 0, OPT_FLAG, ieee_subnormals, NULL,
+     "keep IEEE subnormal floats (below 1.2e-38); by default they\n"
+     "are flushed to zero (x86 MXCSR FTZ|DAZ), which makes no\n"
+     "difference to the results beyond that range and avoids the\n"
+     "CPU's slow path"), .set = 1},
+};
+enum { N_OPTIONS = sizeof options / sizeof options[0] };
+#undef OPT
+#undef INT
+#undef FLOAT
+#undef OPEN
+#undef CLOSED
+
+static void *field_of(opts *o, const option *op) { return (char *)o + op->field; }
+static const void *cfield_of(const opts *o, const option *op)
+{
+    return (const char *)o + op->field;
+}
 
 static void shape_text(const cg_net *net, char *buf, size_t cap)
 {
@@ -49,130 +222,267 @@ static void shape_text(const cg_net *net, char *buf, size_t cap)
         n += (size_t)snprintf(buf + n, cap - n, "%s%d", d ? "x" : "", net->in_shape[d]);
 }
 
-static const char *const mode_names[] = {"minibatch", "sgd", "full"};
-static const char *const order_names[] = {"shuffle", "random"};
-static const char *const sched_names[] = {"constant", "step", "cosine"};
+/* "a|b|c" */
+static void enum_text(const char *const *names, char *buf, size_t cap, const char *sep)
+{
+    size_t n = 0;
+    buf[0] = 0;
+    for (int i = 0; names[i] && n < cap; i++)
+        n += (size_t)snprintf(buf + n, cap - n, "%s%s", i ? sep : "", names[i]);
+}
+
+/* what a value must be, for error messages and --help: "an integer in [0, 100]",
+ * "a number in [0, 1)", "a number > 0", "loss or error" */
+static void range_text(const option *op, char *buf, size_t cap)
+{
+    switch (op->kind) {
+    case OPT_INT:
+    case OPT_LONG:
+        snprintf(buf, cap, "an integer in [%lld, %lld]", op->lo, op->hi);
+        break;
+    case OPT_FLOAT:
+        if (isinf(op->fhi))
+            snprintf(buf, cap, "a finite number %s %g", op->lo_open ? ">" : ">=", op->flo);
+        else
+            snprintf(buf, cap, "a number in %c%g, %g%c", op->lo_open ? '(' : '[', op->flo,
+                     op->fhi, op->hi_open ? ')' : ']');
+        break;
+    case OPT_ENUM: {
+        size_t n = 0;
+        for (int i = 0; op->names[i] && n < cap; i++)
+            n += (size_t)snprintf(buf + n, cap - n, "%s%s", !i ? "" : op->names[i + 1] ? ", " : " or ",
+                                  op->names[i]);
+        break;
+    }
+    default:
+        snprintf(buf, cap, "a value");
+    }
+}
+
+/* the field's value as --help shows it; "" when it is outside the option's range (an
+ * automatic default such as --val's -1) */
+static void value_text(const option *op, const opts *o, char *buf, size_t cap)
+{
+    const void *p = cfield_of(o, op);
+    buf[0] = 0;
+    switch (op->kind) {
+    case OPT_FLAG:
+        if (*(const int *)p == op->set)
+            snprintf(buf, cap, "default");
+        break;
+    case OPT_INT: {
+        int v = *(const int *)p;
+        if (v >= op->lo && v <= op->hi)
+            snprintf(buf, cap, "%d", v);
+        break;
+    }
+    case OPT_LONG: {
+        long long v = *(const long long *)p;
+        if (v >= op->lo && v <= op->hi)
+            snprintf(buf, cap, "%lld", v);
+        break;
+    }
+    case OPT_FLOAT: {
+        float v = *(const float *)p;
+        if ((op->lo_open ? v > op->flo : v >= op->flo) && (op->hi_open ? v < op->fhi : v <= op->fhi))
+            snprintf(buf, cap, "%g", (double)v);
+        break;
+    }
+    case OPT_ENUM: {
+        int v = *(const int *)p, k = 0;
+        while (op->names[k])
+            k++;
+        if (v >= 0 && v < k)
+            snprintf(buf, cap, "%s", op->names[v]);
+        break;
+    }
+    case OPT_PATH:
+        break;
+    }
+}
+
+/* help text continued on further lines, indented to column `col` */
+static void print_wrapped(FILE *f, const char *text, int col)
+{
+    for (const char *p = text; *p;) {
+        size_t n = strcspn(p, "\n");
+        fprintf(f, "%.*s", (int)n, p);
+        p += n;
+        if (*p == '\n') {
+            p++;
+            fprintf(f, "\n%*s", col, "");
+        }
+    }
+}
+
+/* the value's placeholder: "PATH", "loss|error", "" for a flag */
+static void arg_text(const option *op, char *buf, size_t cap)
+{
+    if (op->kind == OPT_ENUM)
+        enum_text(op->names, buf, cap, "|");
+    else
+        snprintf(buf, cap, "%s", op->arg ? op->arg : "");
+}
+
+/* "  NAME cmd --required X [--optional Y] ...", wrapped, then what it does */
+static void print_synopsis(FILE *f, const cg_net *net, const command *cmd)
+{
+    int col = fprintf(f, "  %s %s", net->name, cmd->name);
+    if (!cmd->all_options)
+        col += fprintf(f, " [options]");
+    for (int pass = 0; pass < 2 && cmd->all_options; pass++) /* the required ones first */
+        for (int i = 0; i < N_OPTIONS; i++) {
+            const option *op = &options[i];
+            int req = (op->required & cmd->bit) != 0;
+            if (!(op->cmds & cmd->bit) || req != !pass)
+                continue;
+            char arg[96], item[160];
+            arg_text(op, arg, sizeof arg);
+            int n = snprintf(item, sizeof item, "%s--%s%s%s%s", req ? "" : "[", op->name,
+                             arg[0] ? " " : "", arg, req ? "" : "]");
+            if (col + 1 + n > 90)
+                col = fprintf(f, "\n         ") - 1;
+            col += fprintf(f, " %s", item);
+        }
+    fprintf(f, "\n      %s\n", cmd->summary);
+}
 
 static void usage(const cg_net *net, FILE *f)
 {
     char shape[64] = "";
     shape_text(net, shape, sizeof shape);
-    cg_train_opts d;
-    cg_train_opts_init(&d, net);
-    const cg_train_defaults *h = &d.h;
+    opts d; /* the defaults, as parse_opts starts */
+    memset(&d, 0, sizeof d);
+    cg_train_opts_init(&d.t, net);
     fprintf(f,
             "%s: cnngen-generated trainer (input %s, output %zu, %zu parameters, %s loss, "
-            "max batch %d)\n"
-            "usage:\n"
-            "  %s train [options]     train; writes OUT/{final,best,last}.npz, log.csv, curve.png\n"
-            "  %s eval --weights W.npz [--data PATH | --data-x X --data-y Y] [--norm F|none]\n"
-            "          [--confusion] [--confusion-csv FILE.csv]\n"
-            "      inference-mode loss and accuracy on the test set of PATH (default dataset\n"
-            "      when omitted), or on the file / pair given; --confusion adds the per-class\n"
-            "      accuracy and the confusion matrix, --confusion-csv also writes it as CSV\n"
-            "  %s predict --weights W.npz --input X --out Y [--softmax] [--norm F|none]\n"
-            "      inference-mode outputs [N, %zu] for X [N, %s]; X is .npy or IDX (float32,\n"
-            "      or uint8 scaled) or .csv (features, or the training layout: label first);\n"
-            "      Y is .npy or .csv (one row a sample), by extension; --softmax: class\n"
-            "      probabilities instead of the raw outputs (logits)\n"
-            "  %s check --weights W.npz --input X.npy --target T.npy --out R.npz\n"
-            "      one training-mode forward/backward; R.npz holds output, loss, grad.input and\n"
-            "      grad.<param> for every parameter\n"
-            "  %s --help\n"
-            "train options (defaults from the spec's train: section in brackets):\n"
-            "  data:  --data PATH        directory ({train,t10k}-{images-idx3,labels-idx1}-ubyte[.gz]\n"
-            "                            or train.npz/test.npz with x, y), a .npz (x, y) or a .csv\n"
-            "                            (label first, then the features; the formats: docs/data.md)\n"
-            "                            [" CG_DEFAULT_DATA_DIR
-            " for 1x28x28]\n"
-            "         --data-x X --data-y Y    inputs and labels/targets, each .npy or IDX (gz or plain)\n"
-            "         --test PATH | --test-x X --test-y Y    test set (default: the directory's)\n"
-            "         --val N | --val-frac F   held out from the end of the training data [%s]\n"
-            "         --normalize | --no-normalize   per-channel standardization with training\n"
-            "                            statistics, saved as OUT/normalize.npz [%s]\n"
-            "  optimizer: --mode sgd|minibatch|full [%s]  --batch B [%d]  --order shuffle|random [%s]\n"
-            "         --epochs E [%d]  --lr LR [%g]  --momentum M [%g]  --weight-decay WD [%g]\n"
-            "         --schedule constant|step|cosine [%s]  --step-size S [%d]  --gamma G [%g]\n"
-            "  early stopping: --patience P (evaluations, 0 never) [%d]\n"
-            "                  --monitor loss|error (validation loss or 0-1 error to minimize)\n"
-            "         --eval-every K (steps, 0 once an epoch) [%d]\n"
-            "  run:   --out DIR [.]  --seed S [%d]  --weights INIT.npz\n"
-            "         --checkpoint-every N (steps, 0 off) [%d]  --resume (from OUT/checkpoint.npz;\n"
-            "         --epochs, --lr, --momentum, --weight-decay, --schedule, --step-size, --gamma,\n"
-            "         --patience and --eval-every may change, the other settings and the data not)\n"
-            "         --plain (no \\r progress line)  --quiet  --no-plot  --max-steps N (stop as if\n"
-            "         killed after N steps, to test --resume)\n"
-            "eval/predict use OUT/normalize.npz next to the weights when it exists (--norm none: off).\n"
-            "every command: --ieee-subnormals  keep IEEE subnormal floats (below 1.2e-38); by default\n"
-            "         they are flushed to zero (x86 MXCSR FTZ|DAZ), which makes no difference to the\n"
-            "         results beyond that range and avoids the CPU's slow path for them\n"
-            "Options also accept --name=value. Exit status: 0 ok, 1 error, 2 usage.\n",
+            "max batch %d)\nusage:\n",
             net->name, shape, net->out_size, cg_param_count(net),
-            net->loss == CG_LOSS_SOFTMAX_CE ? "softmax cross-entropy" : "mse", net->batch,
-            net->name, net->name, net->name, net->out_size, shape, net->name, net->name,
-            h->val_frac > 0 ? "fraction" : h->val >= 0 ? "given" : "5000 if >= 10000 samples, else 10%",
-            h->normalize ? "on" : "off", mode_names[h->mode], h->batch, order_names[h->order],
-            h->epochs, h->lr, h->momentum, h->weight_decay, sched_names[h->schedule],
-            h->step_size, h->gamma, h->patience, h->eval_every, h->seed, h->checkpoint_every);
+            net->loss == CG_LOSS_SOFTMAX_CE ? "softmax cross-entropy" : "mse", net->batch);
+    for (int c = 0; c < N_COMMANDS; c++)
+        print_synopsis(f, net, &commands[c]);
+    fprintf(f, "  %s --help\n", net->name);
+    fprintf(f, "options (the commands taking each; defaults from the spec's train: section in "
+               "brackets):\n");
+    enum { COL = 28 };
+    for (int i = 0; i < N_OPTIONS; i++) {
+        const option *op = &options[i];
+        char arg[96], val[64], range[96], cmds[64];
+        arg_text(op, arg, sizeof arg);
+        char head[160];
+        int hl = snprintf(head, sizeof head, "  --%s%s%s", op->name, arg[0] ? " " : "", arg);
+        fprintf(f, "%s", head);
+        if (hl >= COL - 1)
+            fprintf(f, "\n%*s", COL, "");
+        else
+            fprintf(f, "%*s", COL - hl, "");
+        print_wrapped(f, op->help, COL);
+        if (op->kind == OPT_FLOAT) {
+            range_text(op, range, sizeof range);
+            fprintf(f, ", %s", range);
+        }
+        if (op->show_default) {
+            value_text(op, &d, val, sizeof val);
+            if (val[0])
+                fprintf(f, " [%s]", val);
+        }
+        if (op->cmds == C_ALL) {
+            fprintf(f, " (every command)");
+        } else if (op->cmds != C_TRAIN) {
+            size_t n = 0;
+            cmds[0] = 0;
+            for (int c = 0; c < N_COMMANDS; c++)
+                if (op->cmds & commands[c].bit)
+                    n += (size_t)snprintf(cmds + n, sizeof cmds - n, "%s%s", n ? ", " : "",
+                                          commands[c].name);
+            fprintf(f, " (%s)", cmds);
+        }
+        fprintf(f, "\n");
+    }
+    fprintf(f, "Options without a command list are train's. eval/predict use OUT/normalize.npz "
+               "next to the\nweights when it exists (--norm none: off). Options also accept "
+               "--name=value.\nExit status: 0 ok, 1 error, 2 usage.\n");
 }
 
-static int usage_error(const cg_net *net, const char *fmt, const char *a, const char *b)
+static int usage_error(const cg_net *net, const char *fmt, ...) CG_PRINTF(2, 3);
+static int usage_error(const cg_net *net, const char *fmt, ...)
 {
+    va_list ap;
     fprintf(stderr, "%s: ", net->name);
-    fprintf(stderr, fmt, a, b);
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
     fprintf(stderr, "\n(run '%s --help' for usage)\n", net->name);
     return EXIT_USAGE;
 }
 
-static int word_in(const char *list, const char *w, size_t wl)
+static const option *find_option(const char *name, size_t len)
 {
-    const char *p = list;
-    while (*p) {
-        size_t n = strcspn(p, " ");
-        if (n == wl && strncmp(p, w, n) == 0)
-            return 1;
-        p += n;
-        while (*p == ' ')
-            p++;
+    for (int i = 0; i < N_OPTIONS; i++)
+        if (strlen(options[i].name) == len && strncmp(options[i].name, name, len) == 0)
+            return &options[i];
+    return NULL;
+}
+
+/* Stores val (the text after the option) into o as op says; 0, or EXIT_USAGE after the
+ * message */
+static int set_option(const cg_net *net, const option *op, const char *val, opts *o)
+{
+    void *p = field_of(o, op);
+    char *end;
+    char range[128];
+    errno = 0;
+    switch (op->kind) {
+    case OPT_FLAG:
+        *(int *)p = op->set;
+        break;
+    case OPT_PATH:
+        *(const char **)p = val;
+        break;
+    case OPT_INT:
+    case OPT_LONG: {
+        long long v = strtoll(val, &end, 10);
+        if (errno || end == val || *end || v < op->lo || v > op->hi) {
+            range_text(op, range, sizeof range);
+            return usage_error(net, "--%s: '%s' is not %s", op->name, val, range);
+        }
+        if (op->kind == OPT_INT)
+            *(int *)p = (int)v;
+        else
+            *(long long *)p = v;
+        break;
     }
+    case OPT_FLOAT: {
+        double v = strtod(val, &end);
+        if (errno || end == val || *end || !isfinite(v) || (op->lo_open ? v <= op->flo : v < op->flo) ||
+            (op->hi_open ? v >= op->fhi : v > op->fhi)) {
+            range_text(op, range, sizeof range);
+            return usage_error(net, "--%s: '%s' is not %s", op->name, val, range);
+        }
+        *(float *)p = (float)v;
+        break;
+    }
+    case OPT_ENUM: {
+        int k = 0;
+        while (op->names[k] && strcmp(op->names[k], val) != 0)
+            k++;
+        if (!op->names[k]) {
+            range_text(op, range, sizeof range);
+            return usage_error(net, "--%s: unknown value '%s' (%s)", op->name, val, range);
+        }
+        *(int *)p = k;
+        break;
+    }
+    }
+    if (op->then)
+        op->then(o);
     return 0;
-}
-
-static int parse_long(const char *s, long lo, long hi, long *out)
-{
-    char *end;
-    errno = 0;
-    long v = strtol(s, &end, 10);
-    if (errno || end == s || *end || v < lo || v > hi)
-        return 0;
-    *out = v;
-    return 1;
-}
-
-static int parse_float(const char *s, float *out)
-{
-    char *end;
-    errno = 0;
-    double v = strtod(s, &end);
-    if (errno || end == s || *end || !isfinite(v))
-        return 0;
-    *out = (float)v;
-    return 1;
-}
-
-static int parse_enum(const char *v, const char *const *names, int n)
-{
-    for (int i = 0; i < n; i++)
-        if (!strcmp(v, names[i]))
-            return i;
-    return -1;
 }
 
 static int parse_opts(const cg_net *net, const command *cmd, int argc, char **argv, opts *o)
 {
     memset(o, 0, sizeof *o);
     cg_train_opts_init(&o->t, net);
-    cg_train_defaults *h = &o->t.h;
     for (int i = 2; i < argc; i++) {
         const char *a = argv[i];
         if (strncmp(a, "--", 2) != 0)
@@ -181,142 +491,26 @@ static int parse_opts(const cg_net *net, const command *cmd, int argc, char **ar
         size_t nl = eq ? (size_t)(eq - name) : strlen(name);
         char nm[64];
         snprintf(nm, sizeof nm, "%.*s", (int)(nl < 60 ? nl : 60), name);
-        if (!word_in(cmd->options, name, nl) && !word_in(common_options, name, nl))
+        const option *op = find_option(name, nl);
+        if (!op || !(op->cmds & cmd->bit))
             return usage_error(net, "%s: unknown option '--%s'", cmd->name, nm);
-        if (word_in(flag_options, name, nl)) {
+        const char *val = eq ? eq + 1 : NULL;
+        if (op->kind == OPT_FLAG) {
             if (eq)
                 return usage_error(net, "%s: option '--%s' takes no value", cmd->name, nm);
-            if (!strcmp(nm, "normalize"))
-                h->normalize = 1;
-            else if (!strcmp(nm, "no-normalize"))
-                h->normalize = 0;
-            else if (!strcmp(nm, "resume"))
-                o->t.resume = 1;
-            else if (!strcmp(nm, "plain"))
-                o->t.progress = 0;
-            else if (!strcmp(nm, "quiet"))
-                o->t.quiet = 1;
-            else if (!strcmp(nm, "no-plot"))
-                o->t.plot = 0;
-            else if (!strcmp(nm, "softmax"))
-                o->softmax = 1;
-            else if (!strcmp(nm, "confusion"))
-                o->confusion = 1;
-            else if (!strcmp(nm, "ieee-subnormals"))
-                o->ieee_subnormals = 1;
-            continue;
-        }
-        const char *val = eq ? eq + 1 : NULL;
-        if (!val) {
+        } else if (!val) {
             if (i + 1 >= argc)
                 return usage_error(net, "%s: option '--%s' needs a value", cmd->name, nm);
             val = argv[++i];
         }
-        long lv;
-        float fv;
-        int ev;
-        /* strings */
-        const char **sp = !strcmp(nm, "weights") ? &o->weights
-                          : !strcmp(nm, "input")  ? &o->input
-                          : !strcmp(nm, "target") ? &o->target
-                          : !strcmp(nm, "out")    ? &o->out
-                          : !strcmp(nm, "norm")   ? &o->norm
-                          : !strcmp(nm, "data")   ? &o->t.data
-                          : !strcmp(nm, "data-x") ? &o->t.data_x
-                          : !strcmp(nm, "data-y") ? &o->t.data_y
-                          : !strcmp(nm, "test")   ? &o->t.test
-                          : !strcmp(nm, "test-x") ? &o->t.test_x
-                          : !strcmp(nm, "test-y") ? &o->t.test_y
-                          : !strcmp(nm, "confusion-csv") ? &o->confusion_csv
-                                                  : NULL;
-        if (sp) {
-            *sp = val;
-            continue;
-        }
-        /* enums */
-        if (!strcmp(nm, "monitor")) {
-            static const char *const monitor_names[] = {"loss", "error"};
-            ev = parse_enum(val, monitor_names, 2);
-            if (ev < 0)
-                return usage_error(net, "--%s: unknown value '%s' (loss or error)", nm, val);
-            h->monitor = ev;
-            continue;
-        }
-        if (!strcmp(nm, "mode") || !strcmp(nm, "order") || !strcmp(nm, "schedule")) {
-            int is_mode = nm[0] == 'm', is_order = nm[0] == 'o';
-            const char *const *names = is_mode ? mode_names : is_order ? order_names : sched_names;
-            ev = parse_enum(val, names, is_order ? 2 : 3);
-            if (ev < 0)
-                return usage_error(net, "--%s: unknown value '%s'", nm, val);
-            *(is_mode ? &h->mode : is_order ? &h->order : &h->schedule) = ev;
-            continue;
-        }
-        /* integers */
-        struct { const char *n; int *dst; long lo, hi; } ints[] = {
-            {"epochs", &h->epochs, 0, 1000000},     {"batch", &h->batch, 1, 1 << 30},
-            {"step-size", &h->step_size, 1, 1000000}, {"patience", &h->patience, 0, 1 << 30},
-            {"eval-every", &h->eval_every, 0, 1 << 30}, {"val", &h->val, 0, 1 << 30},
-            {"seed", &h->seed, 0, 2147483647L},     {"checkpoint-every", &h->checkpoint_every, 0, 1 << 30},
-        };
-        int done = 0;
-        for (size_t k = 0; k < sizeof ints / sizeof ints[0] && !done; k++)
-            if (!strcmp(nm, ints[k].n)) {
-                if (!parse_long(val, ints[k].lo, ints[k].hi, &lv)) {
-                    char range[64];
-                    snprintf(range, sizeof range, "an integer in [%ld, %ld]", ints[k].lo, ints[k].hi);
-                    fprintf(stderr, "%s: --%s: '%s' is not %s\n(run '%s --help' for usage)\n",
-                            net->name, nm, val, range, net->name);
-                    return EXIT_USAGE;
-                }
-                *ints[k].dst = (int)lv;
-                if (!strcmp(nm, "batch"))
-                    o->has_batch = 1;
-                if (!strcmp(nm, "val"))
-                    h->val_frac = 0;
-                done = 1;
-            }
-        if (done)
-            continue;
-        if (!strcmp(nm, "max-steps")) {
-            if (!parse_long(val, 1, 2147483647L, &lv))
-                return usage_error(net, "--max-steps: '%s' is not a positive integer%s", val, "");
-            o->t.max_steps = lv;
-            continue;
-        }
-        /* non-negative numbers */
-        if (!parse_float(val, &fv) || fv < 0)
-            return usage_error(net, "--%s: '%s' is not a non-negative number", nm, val);
-        if (!strcmp(nm, "lr"))
-            h->lr = fv;
-        else if (!strcmp(nm, "momentum")) {
-            if (fv >= 1)
-                return usage_error(net, "--momentum: '%s' must be in [0, 1)%s", val, "");
-            h->momentum = fv;
-        } else if (!strcmp(nm, "weight-decay"))
-            h->weight_decay = fv;
-        else if (!strcmp(nm, "gamma"))
-            h->gamma = fv;
-        else if (!strcmp(nm, "val-frac")) {
-            if (fv <= 0 || fv >= 1)
-                return usage_error(net, "--val-frac: '%s' must be in (0, 1)%s", val, "");
-            h->val_frac = fv;
-        }
+        int rc = set_option(net, op, val, o);
+        if (rc != 0)
+            return rc;
     }
-    const char *p = cmd->required;
-    while (*p) {
-        size_t n = strcspn(p, " ");
-        char nm[64];
-        snprintf(nm, sizeof nm, "%.*s", (int)n, p);
-        const char *v = !strcmp(nm, "weights") ? o->weights
-                        : !strcmp(nm, "input") ? o->input
-                        : !strcmp(nm, "target") ? o->target
-                        : !strcmp(nm, "out")    ? o->out
-                                                : "";
-        if (!v)
-            return usage_error(net, "%s: missing required option '--%s'", cmd->name, nm);
-        p += n;
-        while (*p == ' ')
-            p++;
+    for (int i = 0; i < N_OPTIONS; i++) {
+        const option *op = &options[i];
+        if ((op->required & cmd->bit) && !*(const char *const *)cfield_of(o, op))
+            return usage_error(net, "%s: missing required option '--%s'", cmd->name, op->name);
     }
     return 0;
 }
@@ -855,17 +1049,6 @@ out_noy:
     return rc;
 }
 
-static const command commands[] = {
-    {"train",
-     "data data-x data-y test test-x test-y epochs batch lr momentum weight-decay mode order "
-     "schedule step-size gamma patience monitor eval-every val val-frac seed normalize no-normalize "
-     "checkpoint-every resume out weights max-steps plain quiet no-plot",
-     "", cmd_train},
-    {"eval", "weights data data-x data-y norm confusion confusion-csv", "weights", cmd_eval},
-    {"predict", "weights input out norm softmax", "weights input out", cmd_predict},
-    {"check", "weights input target out", "weights input target out", cmd_check},
-};
-
 int cg_main(const cg_net *net, int argc, char **argv)
 {
     if (net->abi != CG_ABI_VERSION) {
@@ -887,7 +1070,7 @@ int cg_main(const cg_net *net, int argc, char **argv)
             usage(net, stdout);
             return 0;
         }
-    for (size_t c = 0; c < sizeof commands / sizeof commands[0]; c++) {
+    for (int c = 0; c < N_COMMANDS; c++) {
         if (strcmp(sub, commands[c].name) != 0)
             continue;
         opts o;

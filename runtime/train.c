@@ -111,7 +111,10 @@ enum { CFG_NPARAMS, CFG_NBUF, CFG_NTRAIN, CFG_NVAL, CFG_BATCH, CFG_MODE, CFG_ORD
 
 typedef struct run {
     const cg_net *net;
+    const cg_train_opts *o;
+    cg_train_result *res;
     cg_train_defaults h;
+    /* the state a step reads and writes; checkpointed (with pos, acc and cfg) */
     float *params, *grads, *buffers, *ws, *vel, *best_p, *best_b;
     float *xb, *tb;
     int64_t *yb;
@@ -120,11 +123,19 @@ typedef struct run {
     int64_t pos[POS_COUNT];
     double acc[ACC_COUNT];
     double cfg[CFG_COUNT];
+    /* the data: tr and val are views into all, test a view of test_all */
     cg_dataset tr, val, test;
+    cg_dataset all, test_all;                     /* as loaded (freed at the end) */
+    float *nmean, *nstd, *xcopy_all, *xcopy_test; /* --normalize: statistics, private copies */
     long long spe; /* steps an epoch */
     char resumed_changes[512]; /* the settings --resume changed, for the log line */
     int min_batch;
     int last_n, diverged; /* samples of the last forward; a non-finite loss or gradient */
+    /* this process's part of the run (not checkpointed): log file, progress, timing */
+    FILE *logf;
+    int tty, stop, have_val;
+    long long total_steps, steps_here, samples_here;
+    double t_start, elapsed0, t_prog;
     char outdir[4096], p_log[4352], p_best[4352], p_ckpt[4352], p_final[4352], p_last[4352],
         p_norm[4352], p_png[4352];
 } run;
@@ -580,6 +591,9 @@ static int own_copy(cg_dataset *ds, float **copied, cg_err *err)
 /* ---- the loop ---- */
 static void run_free(run *r)
 {
+    if (r->logf)
+        fclose(r->logf);
+    r->logf = NULL;
     free(r->params);
     free(r->grads);
     free(r->buffers);
@@ -592,6 +606,12 @@ static void run_free(run *r)
     free(r->yb);
     free(r->perm);
     free(r->draw);
+    free(r->nmean);
+    free(r->nstd);
+    free(r->xcopy_all);
+    free(r->xcopy_test);
+    cg_dataset_free(&r->all);
+    cg_dataset_free(&r->test_all);
 }
 
 /* One optimizer step over samples idx[0..n) of the training set (n <= net->batch); returns
@@ -666,24 +686,15 @@ static void say(const cg_train_opts *o, const char *fmt, ...)
     fflush(stdout);
 }
 
-int cg_train(const cg_net *net, const cg_train_opts *o, cg_train_result *res, cg_err *err)
-{
-    cg_train_result dummy;
-    if (!res)
-        res = &dummy;
-    memset(res, 0, sizeof *res);
-    res->best_val_loss = res->best_val_acc = res->best_epoch = NAN;
-    res->test_loss = res->test_acc = NAN;
-    run R, *r = &R;
-    memset(r, 0, sizeof *r);
-    int rc = -1;
-    float *nmean = NULL, *nstd = NULL, *xcopy_all = NULL, *xcopy_test = NULL;
-    FILE *logf = NULL;
-    r->net = net;
-    r->h = o->h;
-    cg_train_defaults *h = &r->h;
+/* ---- setup: settings, output paths, data, state ---- */
 
-    /* ---- validate the settings ---- */
+/* Checks the settings and creates the output directory; fills r->h, r->min_batch and the
+ * output paths. */
+static int setup_settings(run *r, cg_err *err)
+{
+    const cg_net *net = r->net;
+    const cg_train_opts *o = r->o;
+    cg_train_defaults *h = &r->h;
     if (h->mode < 0 || h->mode > 2 || h->order < 0 || h->order > 1 || h->schedule < 0 ||
         h->schedule > 2)
         return cg_fail(err, "invalid mode/order/schedule");
@@ -716,56 +727,76 @@ int cg_train(const cg_net *net, const cg_train_opts *o, cg_train_result *res, cg
         cg_path_join(r->p_norm, sizeof r->p_norm, outdir, "normalize.npz", err) ||
         cg_path_join(r->p_png, sizeof r->p_png, outdir, "curve.png", err))
         return -1;
+    return 0;
+}
 
-    /* ---- data ---- */
-    cg_dataset all, test;
-    if (load_data(net, o, &all, &test, err) != 0)
+/* Loads the data, holds out the validation split, normalizes (--normalize); fills r->tr,
+ * r->val, r->test, r->spe and the run's configuration (for checkpoints). */
+static int setup_data(run *r, cg_err *err)
+{
+    const cg_net *net = r->net;
+    const cg_train_opts *o = r->o;
+    const cg_train_defaults *h = &r->h;
+    if (load_data(net, o, &r->all, &r->test_all, err) != 0) {
+        /* load_data freed what it loaded */
+        memset(&r->all, 0, sizeof r->all);
+        memset(&r->test_all, 0, sizeof r->test_all);
         return -1;
-    if (all.scaled_u8)
+    }
+    cg_dataset *all = &r->all, *test = &r->test_all;
+    if (all->scaled_u8)
         say(o, "note: %s: integer features in 0..255 taken as uint8 and scaled to [0, 1]\n",
             o->data ? o->data : "data");
     size_t n_val;
     if (h->val_frac > 0)
-        n_val = (size_t)llround((double)h->val_frac * (double)all.n);
+        n_val = (size_t)llround((double)h->val_frac * (double)all->n);
     else if (h->val >= 0)
         n_val = (size_t)h->val;
     else
-        n_val = all.n >= 10000 ? 5000 : all.n / 10;
-    if (n_val >= all.n) {
-        cg_fail(err, "validation split of %zu leaves no training samples (of %zu)", n_val, all.n);
-        goto fail_norm;
-    }
+        n_val = all->n >= 10000 ? 5000 : all->n / 10;
+    if (n_val >= all->n)
+        return cg_fail(err, "validation split of %zu leaves no training samples (of %zu)", n_val,
+                       all->n);
     if (h->normalize) {
-        if (own_copy(&all, &xcopy_all, err) || own_copy(&test, &xcopy_test, err))
-            goto fail_norm;
+        if (own_copy(all, &r->xcopy_all, err) || own_copy(test, &r->xcopy_test, err))
+            return -1;
         size_t C = cg_norm_channels(net);
-        nmean = cg_try_alloc(C, sizeof(float), "normalization", err);
-        nstd = cg_try_alloc(C, sizeof(float), "normalization", err);
-        if (!nmean || !nstd)
-            goto fail_norm;
+        r->nmean = cg_try_alloc(C, sizeof(float), "normalization", err);
+        r->nstd = cg_try_alloc(C, sizeof(float), "normalization", err);
+        if (!r->nmean || !r->nstd)
+            return -1;
         cg_dataset head, tail;
-        cg_dataset_split(&all, n_val, &head, &tail);
-        cg_norm_compute(net, &head, nmean, nstd);
-        cg_norm_apply(net, all.x, all.n, nmean, nstd);
-        if (test.n)
-            cg_norm_apply(net, test.x, test.n, nmean, nstd);
-        if (cg_norm_save(net, r->p_norm, nmean, nstd, err) != 0)
-            goto fail_norm;
+        cg_dataset_split(all, n_val, &head, &tail);
+        cg_norm_compute(net, &head, r->nmean, r->nstd);
+        cg_norm_apply(net, all->x, all->n, r->nmean, r->nstd);
+        if (test->n)
+            cg_norm_apply(net, test->x, test->n, r->nmean, r->nstd);
+        if (cg_norm_save(net, r->p_norm, r->nmean, r->nstd, err) != 0)
+            return -1;
     } else {
         remove(r->p_norm); /* a stale one would make eval/predict normalize */
     }
-    cg_dataset_split(&all, n_val, &r->tr, &r->val);
-    r->test = test;
+    cg_dataset_split(all, n_val, &r->tr, &r->val);
+    r->test = *test;
     r->test.owns = 0;
     const size_t N = r->tr.n;
-    res->n_train = N, res->n_val = r->val.n, res->n_test = test.n;
+    r->res->n_train = N, r->res->n_val = r->val.n, r->res->n_test = test->n;
 
     r->spe = h->mode == CG_MODE_FULL ? 1
              : h->mode == CG_MODE_SGD ? (long long)N
                                       : (long long)((N + (size_t)h->batch - 1) / (size_t)h->batch);
     make_config(r, o->resume || h->checkpoint_every > 0);
+    return 0;
+}
 
-    /* ---- allocate everything ---- */
+/* Allocates everything a step uses, then starts from the checkpoint (--resume), the given
+ * weights or the seeded initialization; opens log.csv and prints the run's settings. */
+static int setup_state(run *r, cg_err *err)
+{
+    const cg_net *net = r->net;
+    const cg_train_opts *o = r->o;
+    const cg_train_defaults *h = &r->h;
+    const size_t N = r->tr.n;
     const size_t np = net->n_params, nb = net->n_buffers, B = (size_t)net->batch;
     r->params = cg_try_alloc(np, sizeof(float), "parameters", err);
     r->grads = cg_try_alloc(np, sizeof(float), "gradients", err);
@@ -781,7 +812,7 @@ int cg_train(const cg_net *net, const cg_train_opts *o, cg_train_result *res, cg
     r->draw = cg_try_alloc(B, sizeof(size_t), "draws", err);
     if (!r->params || !r->grads || !r->vel || !r->best_p || !r->buffers || !r->best_b || !r->ws ||
         !r->xb || !r->yb || !r->tb || !r->perm || !r->draw)
-        goto out;
+        return -1;
     memset(r->vel, 0, np * sizeof(float));
     memset(r->ws, 0, net->workspace * sizeof(float));
     memset(r->yb, 0, B * sizeof(int64_t));
@@ -796,12 +827,12 @@ int cg_train(const cg_net *net, const cg_train_opts *o, cg_train_result *res, cg
 
     if (o->resume) {
         if (checkpoint_read(r, err) != 0)
-            goto out;
-        if (log_open(r, 1, &logf, err) != 0)
-            goto out;
+            return -1;
+        if (log_open(r, 1, &r->logf, err) != 0)
+            return -1;
         if (r->pos[POS_HAS_BEST] &&
             cg_weights_save(net, r->p_best, r->best_p, r->best_b, err) != 0)
-            goto out;
+            return -1;
         say(o, "%s: resuming %s at step %lld (epoch %lld, step %lld of %lld)\n", net->name,
             r->p_ckpt, (long long)r->pos[POS_GSTEP], (long long)r->pos[POS_EPOCH] + 1,
             (long long)r->pos[POS_K], r->spe);
@@ -811,183 +842,230 @@ int cg_train(const cg_net *net, const cg_train_opts *o, cg_train_result *res, cg
     } else {
         if (o->init_weights) {
             if (cg_weights_load(net, o->init_weights, r->params, r->buffers, err) != 0)
-                goto out;
+                return -1;
         } else {
             cg_init_params(net, r->params, r->buffers, (uint64_t)(uint32_t)h->seed);
         }
         memcpy(r->best_p, r->params, np * sizeof(float));
         memcpy(r->best_b, r->buffers, nb * sizeof(float));
         remove(r->p_best);
-        if (log_open(r, 0, &logf, err) != 0)
-            goto out;
+        if (log_open(r, 0, &r->logf, err) != 0)
+            return -1;
     }
 
     say(o, "%s: %zu training samples, %zu validation, %zu test; mode %s (batch %d), order %s, "
            "%d epochs of %lld steps; lr %g (%s), momentum %g, weight decay %g; patience %d, "
            "seed %d%s; sgd kernel %s\n",
-        net->name, N, r->val.n, test.n, mode_names[h->mode],
+        net->name, N, r->val.n, r->test.n, mode_names[h->mode],
         h->mode == CG_MODE_FULL ? net->batch : h->batch, order_names[h->order], h->epochs,
         r->spe, h->lr, sched_names[h->schedule], h->momentum, h->weight_decay, h->patience,
         h->seed, h->normalize ? ", normalized inputs" : "", cg_sgd_kernel_name());
 
-    int tty = o->progress > 0 || (o->progress < 0 && isatty(fileno(stdout)));
+    r->tty = o->progress > 0 || (o->progress < 0 && isatty(fileno(stdout)));
     if (o->quiet)
-        tty = 0;
-    const long long total_steps = (long long)h->epochs * r->spe;
-    const double t_start = now(), elapsed0 = r->acc[ACC_ELAPSED];
-    double t_prog = 0.0;
-    long long steps_here = 0, samples_here = 0;
-    int stop = 0;
-    const int have_val = r->val.n > 0;
+        r->tty = 0;
+    r->total_steps = (long long)h->epochs * r->spe;
+    r->t_start = now();
+    r->elapsed0 = r->acc[ACC_ELAPSED];
+    r->have_val = r->val.n > 0;
+    return 0;
+}
 
-    while (r->pos[POS_EPOCH] < h->epochs && !stop) {
-        const int ep = (int)r->pos[POS_EPOCH];
-        const float lr = cg_lr_at(h->schedule, h->lr, ep, h->epochs, h->step_size, h->gamma);
-        if (r->pos[POS_K] == 0 && h->order == CG_ORDER_SHUFFLE && h->mode != CG_MODE_FULL) {
-            for (size_t i = N; i > 1; i--) { /* Fisher-Yates */
-                size_t j = (size_t)cg_rng_below(&r->rng, i);
-                size_t t = r->perm[i - 1];
-                r->perm[i - 1] = r->perm[j];
-                r->perm[j] = t;
-            }
-        }
-        double lsum = 0.0;
-        size_t used = train_step(r, lr, &lsum);
-        if (used && r->diverged) {
-            char where[600];
-            int bad_data = cg_diverge_where(net, r->params, r->buffers, r->grads, r->xb, r->ws,
-                                            r->last_n, where, sizeof where);
-            cg_fail(err, "training diverged at step %lld (epoch %d, step %lld of %lld; loss %g): "
-                         "%s. Stopped before this step's update%s; %s",
-                    (long long)r->pos[POS_GSTEP] + 1, ep + 1, (long long)r->pos[POS_K] + 1, r->spe,
-                    lsum / (double)used, where,
-                    h->checkpoint_every > 0 ? ", the last checkpoint is kept" : "",
-                    bad_data ? "check the training data" : "try a smaller --lr");
-            goto out_log;
-        }
-        r->acc[ACC_EP_SUM] += lsum;
-        r->acc[ACC_WIN_SUM] += lsum;
-        r->pos[POS_EP_N] += (int64_t)used;
-        r->pos[POS_WIN_N] += (int64_t)used;
-        r->pos[POS_GSTEP]++;
-        r->pos[POS_K]++;
-        steps_here++;
-        samples_here += (long long)used;
-        int epoch_end = r->pos[POS_K] >= r->spe;
-        if (epoch_end) {
-            res->last_train_loss = r->pos[POS_EP_N] ? r->acc[ACC_EP_SUM] / (double)r->pos[POS_EP_N]
-                                                    : NAN;
-            r->pos[POS_EPOCH]++;
-            r->pos[POS_K] = 0;
-            r->acc[ACC_EP_SUM] = 0;
-            r->pos[POS_EP_N] = 0;
-        }
-        const long long g = r->pos[POS_GSTEP];
-        int last = r->pos[POS_EPOCH] >= h->epochs;
-        int do_eval = (h->eval_every > 0 ? g % h->eval_every == 0 : epoch_end) ||
-                      (last && r->pos[POS_LAST_EVAL] != g);
-        double t = now();
-        if (do_eval) {
-            double vl = NAN, va = NAN;
-            if (have_val)
-                cg_evaluate(net, r->params, r->buffers, r->ws, &r->val, r->xb, r->yb, r->tb,
-                            &vl, &va);
-            double tl = r->pos[POS_WIN_N] ? r->acc[ACC_WIN_SUM] / (double)r->pos[POS_WIN_N] : NAN;
-            double epoch_f = (double)g / (double)r->spe;
-            double wall = elapsed0 + (t - t_start);
-            r->pos[POS_LAST_EVAL] = g;
-            r->pos[POS_EVALS]++;
-            r->acc[ACC_WIN_SUM] = 0;
-            r->pos[POS_WIN_N] = 0;
-            fprintf(logf, "%lld,%.6f,%.9g,%.9g,%.9g,%.9g,%.3f\n", g, epoch_f, tl, vl, va,
-                    (double)lr, wall);
-            if (fflush(logf) != 0) {
-                cg_fail(err, "%s: write failed: %s", r->p_log, strerror(errno));
-                goto out_log;
-            }
-            r->pos[POS_LOG_BYTES] = ftell(logf);
-            const char *mark = "";
-            /* the monitored objective: validation loss, or validation 0-1 error */
-            const double crit = h->monitor == CG_MONITOR_ERROR ? 1.0 - va : vl;
-            if (have_val && crit < r->acc[ACC_BEST_LOSS]) {
-                r->acc[ACC_BEST_LOSS] = crit;
-                r->acc[ACC_BEST_VLOSS] = vl;
-                r->acc[ACC_BEST_EPOCH] = epoch_f;
-                r->acc[ACC_BEST_ACC] = va;
-                r->pos[POS_BEST_STEP] = g;
-                r->pos[POS_BAD] = 0;
-                r->pos[POS_HAS_BEST] = 1;
-                memcpy(r->best_p, r->params, np * sizeof(float));
-                memcpy(r->best_b, r->buffers, nb * sizeof(float));
-                if (cg_weights_save(net, r->p_best, r->best_p, r->best_b, err) != 0)
-                    goto out_log;
-                mark = "  *best";
-            } else if (have_val) {
-                r->pos[POS_BAD]++;
-                if (h->patience > 0 && r->pos[POS_BAD] >= h->patience)
-                    stop = 1;
-            }
-            if (!o->quiet) {
-                char eta[32];
-                fmt_dur((double)(total_steps - g) * (t - t_start) / (double)steps_here, eta,
-                        sizeof eta);
-                printf("%sepoch %7.2f/%d  step %lld  train_loss %.4f", tty ? "\r\033[K" : "",
-                       epoch_f, h->epochs, g, tl);
-                if (have_val)
-                    printf("  val_loss %.4f  val_acc %.4f", vl, va);
-                printf("  lr %.4g  %.0f img/s  %.1fs%s%s\n", (double)lr,
-                       (double)samples_here / (t - t_start), wall, mark,
-                       stop ? "  (patience exhausted: stopping)" : "");
-                fflush(stdout);
-            }
-            t_prog = t;
-        } else if (tty && t - t_prog > 0.25) {
-            char eta[32];
-            fmt_dur((double)(total_steps - g) * (t - t_start) / (double)steps_here, eta,
-                    sizeof eta);
-            printf("\r\033[Kepoch %d/%d  step %lld/%lld  loss %.4f  %.0f img/s  ETA %s",
-                   ep + 1, h->epochs, (long long)r->pos[POS_K], r->spe,
-                   r->pos[POS_WIN_N] ? r->acc[ACC_WIN_SUM] / (double)r->pos[POS_WIN_N] : 0.0,
-                   (double)samples_here / (t - t_start), eta);
-            fflush(stdout);
-            t_prog = t;
-        }
-        if (!stop && h->checkpoint_every > 0 && g % h->checkpoint_every == 0) {
-            r->acc[ACC_ELAPSED] = elapsed0 + (now() - t_start);
-            if (checkpoint_write(r, err) != 0)
-                goto out_log;
-        }
-        if (o->max_steps > 0 && steps_here >= o->max_steps && !stop &&
-            r->pos[POS_EPOCH] < h->epochs) {
-            res->killed = 1;
-            res->steps = g;
-            rc = 0;
-            if (tty)
-                printf("\n");
-            goto out_log;
+/* ---- logging: log.csv rows and the terminal ---- */
+
+/* One row of log.csv at global step g, flushed; its length is checkpointed so that a
+ * resumed run cuts the log back to it. */
+static int log_row(run *r, long long g, double epoch_f, double tl, double vl, double va, float lr,
+                   double wall, cg_err *err)
+{
+    fprintf(r->logf, "%lld,%.6f,%.9g,%.9g,%.9g,%.9g,%.3f\n", g, epoch_f, tl, vl, va, (double)lr,
+            wall);
+    if (fflush(r->logf) != 0)
+        return cg_fail(err, "%s: write failed: %s", r->p_log, strerror(errno));
+    r->pos[POS_LOG_BYTES] = ftell(r->logf);
+    return 0;
+}
+
+/* the line printed at each evaluation */
+static void print_eval_line(const run *r, long long g, double epoch_f, double tl, double vl,
+                            double va, float lr, double wall, double t, const char *mark)
+{
+    printf("%sepoch %7.2f/%d  step %lld  train_loss %.4f", r->tty ? "\r\033[K" : "", epoch_f,
+           r->h.epochs, g, tl);
+    if (r->have_val)
+        printf("  val_loss %.4f  val_acc %.4f", vl, va);
+    printf("  lr %.4g  %.0f img/s  %.1fs%s%s\n", (double)lr,
+           (double)r->samples_here / (t - r->t_start), wall, mark,
+           r->stop ? "  (patience exhausted: stopping)" : "");
+    fflush(stdout);
+}
+
+/* the \r-updated progress line between evaluations (terminal only) */
+static void print_progress(run *r, int ep, double t)
+{
+    char eta[32];
+    fmt_dur((double)(r->total_steps - r->pos[POS_GSTEP]) * (t - r->t_start) /
+                (double)r->steps_here,
+            eta, sizeof eta);
+    printf("\r\033[Kepoch %d/%d  step %lld/%lld  loss %.4f  %.0f img/s  ETA %s", ep + 1,
+           r->h.epochs, (long long)r->pos[POS_K], r->spe,
+           r->pos[POS_WIN_N] ? r->acc[ACC_WIN_SUM] / (double)r->pos[POS_WIN_N] : 0.0,
+           (double)r->samples_here / (t - r->t_start), eta);
+    fflush(stdout);
+    r->t_prog = t;
+}
+
+/* ---- evaluation: validation, log row, best-so-far, early stopping ---- */
+static int evaluate(run *r, float lr, double t, cg_err *err)
+{
+    const cg_net *net = r->net;
+    const cg_train_defaults *h = &r->h;
+    const long long g = r->pos[POS_GSTEP];
+    double vl = NAN, va = NAN;
+    if (r->have_val)
+        cg_evaluate(net, r->params, r->buffers, r->ws, &r->val, r->xb, r->yb, r->tb, &vl, &va);
+    double tl = r->pos[POS_WIN_N] ? r->acc[ACC_WIN_SUM] / (double)r->pos[POS_WIN_N] : NAN;
+    double epoch_f = (double)g / (double)r->spe;
+    double wall = r->elapsed0 + (t - r->t_start);
+    r->pos[POS_LAST_EVAL] = g;
+    r->pos[POS_EVALS]++;
+    r->acc[ACC_WIN_SUM] = 0;
+    r->pos[POS_WIN_N] = 0;
+    if (log_row(r, g, epoch_f, tl, vl, va, lr, wall, err) != 0)
+        return -1;
+    const char *mark = "";
+    /* the monitored objective: validation loss, or validation 0-1 error */
+    const double crit = h->monitor == CG_MONITOR_ERROR ? 1.0 - va : vl;
+    if (r->have_val && crit < r->acc[ACC_BEST_LOSS]) {
+        r->acc[ACC_BEST_LOSS] = crit;
+        r->acc[ACC_BEST_VLOSS] = vl;
+        r->acc[ACC_BEST_EPOCH] = epoch_f;
+        r->acc[ACC_BEST_ACC] = va;
+        r->pos[POS_BEST_STEP] = g;
+        r->pos[POS_BAD] = 0;
+        r->pos[POS_HAS_BEST] = 1;
+        memcpy(r->best_p, r->params, net->n_params * sizeof(float));
+        memcpy(r->best_b, r->buffers, net->n_buffers * sizeof(float));
+        if (cg_weights_save(net, r->p_best, r->best_p, r->best_b, err) != 0)
+            return -1;
+        mark = "  *best";
+    } else if (r->have_val) {
+        r->pos[POS_BAD]++;
+        if (h->patience > 0 && r->pos[POS_BAD] >= h->patience)
+            r->stop = 1;
+    }
+    if (!r->o->quiet)
+        print_eval_line(r, g, epoch_f, tl, vl, va, lr, wall, t, mark);
+    r->t_prog = t;
+    return 0;
+}
+
+/* ---- checkpoint: the whole state, between steps ---- */
+static int checkpoint(run *r, cg_err *err)
+{
+    r->acc[ACC_ELAPSED] = r->elapsed0 + (now() - r->t_start);
+    return checkpoint_write(r, err);
+}
+
+/* ---- one step of the loop ---- */
+enum { STEP_ON = 0, STEP_KILLED = 1 }; /* or -1: an error (err set) */
+
+/* The next step: the epoch's permutation when it begins, the update, the counters, then
+ * what is due between steps (evaluation, progress line, checkpoint, --max-steps). */
+static int step(run *r, cg_err *err)
+{
+    const cg_net *net = r->net;
+    const cg_train_defaults *h = &r->h;
+    const size_t N = r->tr.n;
+    const int ep = (int)r->pos[POS_EPOCH];
+    const float lr = cg_lr_at(h->schedule, h->lr, ep, h->epochs, h->step_size, h->gamma);
+    if (r->pos[POS_K] == 0 && h->order == CG_ORDER_SHUFFLE && h->mode != CG_MODE_FULL) {
+        for (size_t i = N; i > 1; i--) { /* Fisher-Yates */
+            size_t j = (size_t)cg_rng_below(&r->rng, i);
+            size_t t = r->perm[i - 1];
+            r->perm[i - 1] = r->perm[j];
+            r->perm[j] = t;
         }
     }
-    if (tty && r->pos[POS_LAST_EVAL] != r->pos[POS_GSTEP])
+    double lsum = 0.0;
+    size_t used = train_step(r, lr, &lsum);
+    if (used && r->diverged) {
+        char where[600];
+        int bad_data = cg_diverge_where(net, r->params, r->buffers, r->grads, r->xb, r->ws,
+                                        r->last_n, where, sizeof where);
+        return cg_fail(err, "training diverged at step %lld (epoch %d, step %lld of %lld; loss "
+                            "%g): %s. Stopped before this step's update%s; %s",
+                       (long long)r->pos[POS_GSTEP] + 1, ep + 1, (long long)r->pos[POS_K] + 1,
+                       r->spe, lsum / (double)used, where,
+                       h->checkpoint_every > 0 ? ", the last checkpoint is kept" : "",
+                       bad_data ? "check the training data" : "try a smaller --lr");
+    }
+    r->acc[ACC_EP_SUM] += lsum;
+    r->acc[ACC_WIN_SUM] += lsum;
+    r->pos[POS_EP_N] += (int64_t)used;
+    r->pos[POS_WIN_N] += (int64_t)used;
+    r->pos[POS_GSTEP]++;
+    r->pos[POS_K]++;
+    r->steps_here++;
+    r->samples_here += (long long)used;
+    int epoch_end = r->pos[POS_K] >= r->spe;
+    if (epoch_end) {
+        r->res->last_train_loss = r->pos[POS_EP_N] ? r->acc[ACC_EP_SUM] / (double)r->pos[POS_EP_N]
+                                                   : NAN;
+        r->pos[POS_EPOCH]++;
+        r->pos[POS_K] = 0;
+        r->acc[ACC_EP_SUM] = 0;
+        r->pos[POS_EP_N] = 0;
+    }
+    const long long g = r->pos[POS_GSTEP];
+    int last = r->pos[POS_EPOCH] >= h->epochs;
+    int do_eval = (h->eval_every > 0 ? g % h->eval_every == 0 : epoch_end) ||
+                  (last && r->pos[POS_LAST_EVAL] != g);
+    double t = now();
+    if (do_eval) {
+        if (evaluate(r, lr, t, err) != 0)
+            return -1;
+    } else if (r->tty && t - r->t_prog > 0.25) {
+        print_progress(r, ep, t);
+    }
+    if (!r->stop && h->checkpoint_every > 0 && g % h->checkpoint_every == 0 &&
+        checkpoint(r, err) != 0)
+        return -1;
+    if (r->o->max_steps > 0 && r->steps_here >= r->o->max_steps && !r->stop &&
+        r->pos[POS_EPOCH] < h->epochs) {
+        r->res->killed = 1;
+        r->res->steps = g;
+        if (r->tty)
+            printf("\n");
+        return STEP_KILLED;
+    }
+    return STEP_ON;
+}
+
+/* ---- the end: a last checkpoint, last.npz, the best restored, final.npz, test, curve ---- */
+static int finish(run *r, cg_err *err)
+{
+    const cg_net *net = r->net;
+    const cg_train_opts *o = r->o;
+    const cg_train_defaults *h = &r->h;
+    cg_train_result *res = r->res;
+    if (r->tty && r->pos[POS_LAST_EVAL] != r->pos[POS_GSTEP])
         printf("\n");
     /* a run that went through its epochs ends with a checkpoint, so that --resume with more
      * --epochs continues it */
-    if (!stop && steps_here > 0 && h->checkpoint_every > 0 &&
-        r->pos[POS_GSTEP] % h->checkpoint_every != 0) {
-        r->acc[ACC_ELAPSED] = elapsed0 + (now() - t_start);
-        if (checkpoint_write(r, err) != 0)
-            goto out_log;
-    }
+    if (!r->stop && r->steps_here > 0 && h->checkpoint_every > 0 &&
+        r->pos[POS_GSTEP] % h->checkpoint_every != 0 && checkpoint(r, err) != 0)
+        return -1;
     res->steps = r->pos[POS_GSTEP];
     res->epochs_done = (int)r->pos[POS_EPOCH];
-    res->stopped_early = stop;
+    res->stopped_early = r->stop;
     res->evals = (int)r->pos[POS_EVALS];
 
-    /* ---- the end: last.npz, restore the best, final.npz, test, curve ---- */
     if (cg_weights_save(net, r->p_last, r->params, r->buffers, err) != 0)
-        goto out_log;
+        return -1;
     if (r->pos[POS_HAS_BEST]) {
-        memcpy(r->params, r->best_p, np * sizeof(float));
-        memcpy(r->buffers, r->best_b, nb * sizeof(float));
+        memcpy(r->params, r->best_p, net->n_params * sizeof(float));
+        memcpy(r->buffers, r->best_b, net->n_buffers * sizeof(float));
         res->best_val_loss = r->acc[ACC_BEST_LOSS];
         res->best_val_acc = r->acc[ACC_BEST_ACC];
         res->best_epoch = r->acc[ACC_BEST_EPOCH];
@@ -997,17 +1075,17 @@ int cg_train(const cg_net *net, const cg_train_opts *o, cg_train_result *res, cg
             r->acc[ACC_BEST_VLOSS], res->best_val_acc, h->monitor == CG_MONITOR_ERROR ? "error" : "loss");
     }
     if (cg_weights_save(net, r->p_final, r->params, r->buffers, err) != 0)
-        goto out_log;
-    if (test.n) {
+        return -1;
+    if (r->test.n) {
         cg_evaluate(net, r->params, r->buffers, r->ws, &r->test, r->xb, r->yb, r->tb,
                     &res->test_loss, &res->test_acc);
-        say(o, "test: %zu samples  test_loss %.4f", test.n, res->test_loss);
+        say(o, "test: %zu samples  test_loss %.4f", r->test.n, res->test_loss);
         if (!isnan(res->test_acc))
             say(o, "  test_acc %.4f", res->test_acc);
         say(o, "\n");
     }
-    fclose(logf);
-    logf = NULL;
+    fclose(r->logf);
+    r->logf = NULL;
     if (o->plot) {
         char title[256];
         snprintf(title, sizeof title, "%s: training and validation objective", net->name);
@@ -1021,18 +1099,36 @@ int cg_train(const cg_net *net, const cg_train_opts *o, cg_train_result *res, cg
     }
     say(o, "saved %s%s%s\n", r->p_final, r->pos[POS_HAS_BEST] ? ", best " : "",
         r->pos[POS_HAS_BEST] ? r->p_best : "");
-    rc = 0;
-out_log:
-    if (logf)
-        fclose(logf);
-out:
+    return 0;
+}
+
+/* The training run: setup_settings, setup_data, setup_state, then step() until the epochs
+ * are done, patience runs out or --max-steps kills it, then finish(). */
+int cg_train(const cg_net *net, const cg_train_opts *o, cg_train_result *res, cg_err *err)
+{
+    cg_train_result dummy;
+    if (!res)
+        res = &dummy;
+    memset(res, 0, sizeof *res);
+    res->best_val_loss = res->best_val_acc = res->best_epoch = NAN;
+    res->test_loss = res->test_acc = NAN;
+    run *r = calloc(1, sizeof *r);
+    if (!r)
+        return cg_fail(err, "out of memory (training state)");
+    r->net = net;
+    r->o = o;
+    r->res = res;
+    r->h = o->h;
+    int rc = setup_settings(r, err);
+    if (rc == 0)
+        rc = setup_data(r, err);
+    if (rc == 0)
+        rc = setup_state(r, err);
+    while (rc == STEP_ON && r->pos[POS_EPOCH] < r->h.epochs && !r->stop)
+        rc = step(r, err);
+    if (rc == STEP_ON)
+        rc = finish(r, err);
     run_free(r);
-fail_norm:
-    free(nmean);
-    free(nstd);
-    free(xcopy_all);
-    free(xcopy_test);
-    cg_dataset_free(&all);
-    cg_dataset_free(&test);
-    return rc;
+    free(r);
+    return rc == STEP_KILLED ? 0 : rc;
 }

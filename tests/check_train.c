@@ -1031,6 +1031,16 @@ START_TEST(test_cli_train_eval_predict)
     ck_assert_int_eq(run_main(&net, "train", "--momentum", "1", NULL), 2);
     ck_assert_int_eq(run_main(&net, "train", "--resume=1", NULL), 2);
     ck_assert_int_eq(run_main(&net, "train", "--patience", "-1", NULL), 2);
+    /* the option table's ranges: --lr finite and > 0, --gamma in (0, 1] (as in a spec) */
+    ck_assert_int_eq(run_main(&net, "train", "--lr", "0", NULL), 2);
+    ck_assert_int_eq(run_main(&net, "train", "--lr", "inf", NULL), 2);
+    ck_assert_int_eq(run_main(&net, "train", "--lr=nan", NULL), 2);
+    ck_assert_int_eq(run_main(&net, "train", "--gamma", "0", NULL), 2);
+    ck_assert_int_eq(run_main(&net, "train", "--gamma", "1.5", NULL), 2);
+    ck_assert_int_eq(run_main(&net, "train", "--weight-decay", "-1e-4", NULL), 2);
+    ck_assert_int_eq(run_main(&net, "train", "--max-steps", "0", NULL), 2);
+    ck_assert_int_eq(run_main(&net, "train", "--monitor", "accuracy", NULL), 2);
+    ck_assert_int_eq(run_main(&net, "predict", "--weights", "w.npz", "--input", "x.npy", NULL), 2);
     ck_assert_int_eq(run_main(&net, "eval", "--weights", "w.npz", "--resume", NULL), 2);
     ck_assert_int_eq(run_main(&net, "train", "--data-x", tpath("x.npy"), "--data-y", tpath("y.npy"),
                               "--resume", "--quiet", "--out", tpath("fresh"), NULL),
@@ -1252,6 +1262,70 @@ START_TEST(test_cli_predict_formats)
 }
 END_TEST
 
+/* cg_main(net, cmd, opt) with stderr into file */
+static int run_main_stderr(const char *file, const cg_net *net, const char *cmd, const char *opt)
+{
+    char *argv[] = {"t", (char *)cmd, (char *)opt, NULL};
+    fflush(stderr);
+    int saved = dup(2);
+    FILE *f = fopen(file, "w");
+    ck_assert_ptr_nonnull(f);
+    dup2(fileno(f), 2);
+    int rc = cg_main(net, 3, argv);
+    fflush(stderr);
+    dup2(saved, 2);
+    close(saved);
+    fclose(f);
+    return rc;
+}
+
+/* ---- the option table: every option keeps its name and its commands, and --help lists it ---- */
+START_TEST(test_cli_option_table)
+{
+    cg_net net = lin_net();
+    /* the commands' option lists before the table (runtime/main.c word lists; ieee-subnormals
+     * in common_options) */
+    static const char *const cmd_opts[][2] = {
+        {"train", "data data-x data-y test test-x test-y epochs batch lr momentum weight-decay "
+                  "mode order schedule step-size gamma patience monitor eval-every val val-frac "
+                  "seed normalize no-normalize checkpoint-every resume out weights max-steps plain "
+                  "quiet no-plot ieee-subnormals"},
+        {"eval", "weights data data-x data-y norm confusion confusion-csv ieee-subnormals"},
+        {"predict", "weights input out norm softmax ieee-subnormals"},
+        {"check", "weights input target out ieee-subnormals"},
+    };
+    static const char *const all = "data data-x data-y test test-x test-y epochs batch lr "
+        "momentum weight-decay mode order schedule step-size gamma patience monitor eval-every "
+        "val val-frac seed normalize no-normalize checkpoint-every resume out weights max-steps "
+        "plain quiet no-plot input target norm softmax confusion confusion-csv ieee-subnormals";
+    ck_assert_int_eq(RUN_CAPTURED(tpath("help.txt"), &net, "--help"), 0);
+    char *help = read_text(tpath("help.txt"));
+    char word[64], opt[128];
+    for (const char *p = all; *p;) {
+        size_t n = strcspn(p, " ");
+        snprintf(word, sizeof word, "%.*s", (int)n, p);
+        p += n + (p[n] == ' ');
+        snprintf(opt, sizeof opt, "\n  --%s ", word); /* a row of its own */
+        ck_assert_msg(strstr(help, opt) != NULL, "--help does not list --%s", word);
+        for (size_t c = 0; c < sizeof cmd_opts / sizeof cmd_opts[0]; c++) {
+            char padded[400];
+            snprintf(padded, sizeof padded, " %s ", cmd_opts[c][1]);
+            snprintf(opt, sizeof opt, " %s ", word);
+            if (strstr(padded, opt))
+                continue;
+            /* not accepted by this command: a usage error naming it, before any file is read */
+            snprintf(opt, sizeof opt, "--%s", word);
+            ck_assert_int_eq(run_main_stderr(tpath("err.txt"), &net, cmd_opts[c][0], opt), 2);
+            char *msg = read_text(tpath("err.txt"));
+            snprintf(opt, sizeof opt, "unknown option '--%s'", word);
+            ck_assert_msg(strstr(msg, opt) != NULL, "%s accepts --%s: %s", cmd_opts[c][0], word, msg);
+            free(msg);
+        }
+    }
+    free(help);
+}
+END_TEST
+
 Suite *make_train_suite(void)
 {
     Suite *s = suite_create("train");
@@ -1273,6 +1347,7 @@ Suite *make_train_suite(void)
     tcase_add_test(tc, test_data_formats);
     tcase_add_test(tc, test_cli_train_eval_predict);
     tcase_add_test(tc, test_cli_predict_formats);
+    tcase_add_test(tc, test_cli_option_table);
     suite_add_tcase(s, tc);
     return s;
 }
