@@ -97,9 +97,10 @@ def time_candidate(spec, index, sig, cand, isa, a, work):
     flags = [] if index == 0 else ["--dx"]
     out = sh([exe, "0", str(a.reps), "--rep-s", str(a.rep_s), "--warmup-s", str(a.rep_s)] + flags, env=env)
     r = json.loads(out.strip().splitlines()[-1])
-    # images per second of CPU time: the median over repetitions, robust to another
-    # process taking the cores for a while
-    per_cpu = [v / max(c, 1e-3) * a.threads for v, c in zip(r["runs"], r["cpu_per_wall"])]
+    # ranked by the median wall-clock rate (what a training run sees: a candidate that
+    # keeps one core busy must not beat one that keeps two busy); images per CPU-second
+    # are printed too: far below the wall rate x threads means the machine was not idle
+    per_cpu = [v / max(c, 1e-3) for v, c in zip(r["runs"], r["cpu_per_wall"])]
     return r["img_per_s"], statistics.median(per_cpu), tc
 
 
@@ -140,7 +141,7 @@ def main():
                     print(f"tune: layer {index} {cand:<18} not timed: compiling took over {a.compile_timeout:g} s", flush=True)
                     continue
                 ips, ipc, tc = r
-                res.append((ipc, ips, cand))
+                res.append((ips, ipc, cand))
                 print(f"tune: layer {index} {cand:<18} {ips:10.1f} img/s  {ipc:10.1f} img/cpu-s  (compiled in {tc:.1f} s)",
                       flush=True)
             if not res:
