@@ -37,21 +37,10 @@ def sh(cmd, **kw):
     return r.stdout
 
 
-def native_isa():
-    flags = ""  # as cnngen's --target native reads them
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("flags"):
-                    flags = line.split()
-                    break
-    except OSError:
-        pass
-    if "avx512f" in flags:
-        return "avx512"
-    if "avx2" in flags:
-        return "avx2"
-    return "generic"
+def native_isa(spec):
+    # the generator's own choice of target (--target native), as it prints it
+    out = sh([CNNGEN, "--summary", spec])
+    return out.split("Schedules for target ", 1)[1].split(" ", 1)[0]
 
 
 def cpu_model():
@@ -117,7 +106,7 @@ def main():
     ap.add_argument("--compile-timeout", type=float, default=120,
                     help="seconds; a candidate that takes longer to compile is not timed")
     a = ap.parse_args()
-    isa = native_isa()
+    isa = native_isa(a.spec)
     listing = sh([CNNGEN, "--schedules", a.spec])
     lines = read_wisdom(a.wisdom)
     done = set()
