@@ -5081,18 +5081,18 @@ void bnnet_forward(const float *params, float *buffers, const float *x, float *w
 /* Backward after a training forward: dLoss/dOutput at ws + 15731584; grads accumulate. */
 void bnnet_backward(const float *params, float *grads, const float *x, float *dx, float *ws, int nb)
 {
-    (void)x;
     cg_to_lanes(ws + 15731584, ws + 15732224, nb, 10, 64);
+    (void)x;
     l12_dense_backward(grads, ws + 15721472, ws + 15732224);
     l12_dense_backward_dx(params, ws + 15732224, ws + 15732864);
-    l11_relu_backward(ws + 15721472, ws + 15732864, ws + 18944128);
-    l10_batchnorm_backward(params, grads, ws + 15730688, ws + 15705088, ws + 18944128, ws + 15732864, nb);
+    l11_relu_backward(ws + 15721472, ws + 15732864, ws + 15741056);
+    l10_batchnorm_backward(params, grads, ws + 15730688, ws + 15705088, ws + 15741056, ws + 15732864, nb);
     l09_dense_backward(grads, ws + 15303680, ws + 15732864);
-    l09_dense_backward_dx(params, ws + 15732864, ws + 18944128);
+    l09_dense_backward_dx(params, ws + 15732864, ws + 17338496);
     /* layer 8: flatten passes the gradient through */
-    l07_maxpool2d_backward(ws + 13698048, ws + 18944128, ws + 15732864);
-    l06_relu_backward(ws + 13698048, ws + 15732864, ws + 18944128);
-    l05_batchnorm_backward(params, grads, ws + 15730432, ws + 10486784, ws + 18944128, ws + 15732864, nb);
+    l07_maxpool2d_backward(ws + 13698048, ws + 17338496, ws + 15732864);
+    l06_relu_backward(ws + 13698048, ws + 15732864, ws + 17338496);
+    l05_batchnorm_backward(params, grads, ws + 15730432, ws + 10486784, ws + 17338496, ws + 15732864, nb);
     l04_conv2d_backward(grads, ws + 9683968, ws + 15732864);
     l04_conv2d_backward_dx(params, ws + 15732864, ws + 18944128);
     l03_maxpool2d_backward(ws + 6472704, ws + 18944128, ws + 15732864);
@@ -5127,62 +5127,79 @@ static const cg_tensor bnnet_tensors[] = {
     {"12.bias", CG_PARAM, 12, 1, {10, 0, 0, 0}, 879168, 10, CG_INIT_BIAS_UNIFORM, 128},
 };
 
+/* what each layer reads: earlier layers' outputs by index, -1 the network's input */
+static const int bnnet_inputs[] = {
+    -1, /* layer 0 */
+    0, /* layer 1 */
+    1, /* layer 2 */
+    2, /* layer 3 */
+    3, /* layer 4 */
+    4, /* layer 5 */
+    5, /* layer 6 */
+    6, /* layer 7 */
+    7, /* layer 8 */
+    8, /* layer 9 */
+    9, /* layer 10 */
+    10, /* layer 11 */
+    11, /* layer 12 */
+};
+
 static const cg_layer bnnet_layers[] = {
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {1, 28, 28}, .ndim_out = 3, .out_shape = {64, 28, 28},
      .in_size = 784, .out_size = 50176, .act_offset = 50176, .lanes = 64, .line = 13, .col = 5,
-     .schedule = "lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=2,TCI=1] threaded",
+     .schedule = "lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=2,TCI=1] threaded", .n_inputs = 1, .inputs = bnnet_inputs + 0, .name = NULL,
      .kernel = {3, 3}, .stride = {1, 1}, .pad_lo = {1, 1}, .pad_hi = {1, 1}, .dilation = {1, 1},
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "batchnorm", .ndim_in = 3, .in_shape = {64, 28, 28}, .ndim_out = 3, .out_shape = {64, 28, 28},
      .in_size = 50176, .out_size = 50176, .act_offset = 3261440, .lanes = 64, .line = 14, .col = 5,
-     .schedule = "lanes: fwd lanes dw lanes dx with dw threaded",
-     .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 1e-05f, .momentum = 0.1f},
+     .schedule = "lanes: fwd lanes dw lanes dx with dw threaded", .n_inputs = 1, .inputs = bnnet_inputs + 1, .name = NULL,
+     .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 1e-05f, .momentum = 0.1f},
     {.kind = "relu", .ndim_in = 3, .in_shape = {64, 28, 28}, .ndim_out = 3, .out_shape = {64, 28, 28},
      .in_size = 50176, .out_size = 50176, .act_offset = 6472704, .lanes = 64, .line = 15, .col = 5,
-     .schedule = "lanes: fwd lanes dw lanes dx with dw threaded",
+     .schedule = "lanes: fwd lanes dw lanes dx with dw threaded", .n_inputs = 1, .inputs = bnnet_inputs + 2, .name = NULL,
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "maxpool2d", .ndim_in = 3, .in_shape = {64, 28, 28}, .ndim_out = 3, .out_shape = {64, 14, 14},
      .in_size = 50176, .out_size = 12544, .act_offset = 9683968, .lanes = 64, .line = 16, .col = 5,
-     .schedule = "lanes: fwd lanes dw lanes dx with dw",
+     .schedule = "lanes: fwd lanes dw lanes dx with dw", .n_inputs = 1, .inputs = bnnet_inputs + 3, .name = NULL,
      .kernel = {2, 2}, .stride = {2, 2}, .pad_lo = {0, 0}, .pad_hi = {0, 0}, .dilation = {1, 1},
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {64, 14, 14}, .ndim_out = 3, .out_shape = {128, 14, 14},
      .in_size = 12544, .out_size = 25088, .act_offset = 10486784, .lanes = 64, .line = 17, .col = 5,
-     .schedule = "lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16] threaded",
+     .schedule = "lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16] threaded", .n_inputs = 1, .inputs = bnnet_inputs + 4, .name = NULL,
      .kernel = {3, 3}, .stride = {1, 1}, .pad_lo = {1, 1}, .pad_hi = {1, 1}, .dilation = {1, 1},
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "batchnorm", .ndim_in = 3, .in_shape = {128, 14, 14}, .ndim_out = 3, .out_shape = {128, 14, 14},
      .in_size = 25088, .out_size = 25088, .act_offset = 12092416, .lanes = 64, .line = 18, .col = 5,
-     .schedule = "lanes: fwd lanes dw lanes dx with dw threaded",
-     .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 1e-05f, .momentum = 0.1f},
+     .schedule = "lanes: fwd lanes dw lanes dx with dw threaded", .n_inputs = 1, .inputs = bnnet_inputs + 5, .name = NULL,
+     .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 1e-05f, .momentum = 0.1f},
     {.kind = "relu", .ndim_in = 3, .in_shape = {128, 14, 14}, .ndim_out = 3, .out_shape = {128, 14, 14},
      .in_size = 25088, .out_size = 25088, .act_offset = 13698048, .lanes = 64, .line = 19, .col = 5,
-     .schedule = "lanes: fwd lanes dw lanes dx with dw threaded",
+     .schedule = "lanes: fwd lanes dw lanes dx with dw threaded", .n_inputs = 1, .inputs = bnnet_inputs + 6, .name = NULL,
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "maxpool2d", .ndim_in = 3, .in_shape = {128, 14, 14}, .ndim_out = 3, .out_shape = {128, 7, 7},
      .in_size = 25088, .out_size = 6272, .act_offset = 15303680, .lanes = 64, .line = 20, .col = 5,
-     .schedule = "lanes: fwd lanes dw lanes dx with dw",
+     .schedule = "lanes: fwd lanes dw lanes dx with dw", .n_inputs = 1, .inputs = bnnet_inputs + 7, .name = NULL,
      .kernel = {2, 2}, .stride = {2, 2}, .pad_lo = {0, 0}, .pad_hi = {0, 0}, .dilation = {1, 1},
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "flatten", .ndim_in = 3, .in_shape = {128, 7, 7}, .ndim_out = 1, .out_shape = {6272, 0, 0},
      .in_size = 6272, .out_size = 6272, .act_offset = 15303680, .lanes = 64, .line = 21, .col = 5,
-     .schedule = "lanes: fwd lanes dw lanes dx with dw",
+     .schedule = "lanes: fwd lanes dw lanes dx with dw", .n_inputs = 1, .inputs = bnnet_inputs + 8, .name = NULL,
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "dense", .ndim_in = 1, .in_shape = {6272, 0, 0}, .ndim_out = 1, .out_shape = {128, 0, 0},
      .in_size = 6272, .out_size = 128, .act_offset = 15705088, .lanes = 64, .line = 22, .col = 5,
-     .schedule = "lanes: fwd lanes[TB=4,TR=4] dw gemm[TI=4,TO=4] dx lanes[TB=4,TR=4] threaded",
+     .schedule = "lanes: fwd lanes[TB=4,TR=4] dw gemm[TI=4,TO=4] dx lanes[TB=4,TR=4] threaded", .n_inputs = 1, .inputs = bnnet_inputs + 9, .name = NULL,
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "batchnorm", .ndim_in = 1, .in_shape = {128, 0, 0}, .ndim_out = 1, .out_shape = {128, 0, 0},
      .in_size = 128, .out_size = 128, .act_offset = 15713280, .lanes = 64, .line = 23, .col = 5,
-     .schedule = "lanes: fwd lanes dw lanes dx with dw",
-     .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 1e-05f, .momentum = 0.1f},
+     .schedule = "lanes: fwd lanes dw lanes dx with dw", .n_inputs = 1, .inputs = bnnet_inputs + 10, .name = NULL,
+     .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 1e-05f, .momentum = 0.1f},
     {.kind = "relu", .ndim_in = 1, .in_shape = {128, 0, 0}, .ndim_out = 1, .out_shape = {128, 0, 0},
      .in_size = 128, .out_size = 128, .act_offset = 15721472, .lanes = 64, .line = 24, .col = 5,
-     .schedule = "lanes: fwd lanes dw lanes dx with dw",
+     .schedule = "lanes: fwd lanes dw lanes dx with dw", .n_inputs = 1, .inputs = bnnet_inputs + 11, .name = NULL,
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "dense", .ndim_in = 1, .in_shape = {128, 0, 0}, .ndim_out = 1, .out_shape = {10, 0, 0},
      .in_size = 128, .out_size = 10, .act_offset = 15729664, .lanes = 64, .line = 25, .col = 5,
-     .schedule = "lanes: fwd lanes[TB=4,TR=4] dw gemm[TI=8,TO=2] dx lanes[TB=4,TR=4]",
+     .schedule = "lanes: fwd lanes[TB=4,TR=4] dw gemm[TI=8,TO=2] dx lanes[TB=4,TR=4]", .n_inputs = 1, .inputs = bnnet_inputs + 12, .name = NULL,
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
 };
 

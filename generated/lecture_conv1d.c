@@ -114,10 +114,15 @@ static const cg_tensor lecture_conv1d_tensors[] = {
     {"0.bias", CG_PARAM, 0, 1, {1, 0, 0, 0}, 3, 1, CG_INIT_BIAS_UNIFORM, 3},
 };
 
+/* what each layer reads: earlier layers' outputs by index, -1 the network's input */
+static const int lecture_conv1d_inputs[] = {
+    -1, /* layer 0 */
+};
+
 static const cg_layer lecture_conv1d_layers[] = {
     {.kind = "conv1d", .ndim_in = 2, .in_shape = {1, 10, 0}, .ndim_out = 2, .out_shape = {1, 8, 0},
      .in_size = 10, .out_size = 8, .act_offset = 0, .lanes = 0, .line = 12, .col = 5,
-     .schedule = "straight: fwd straight dw straight dx with dw",
+     .schedule = "straight: fwd straight dw straight dx with dw", .n_inputs = 1, .inputs = lecture_conv1d_inputs + 0, .name = NULL,
      .kernel = {1, 3}, .stride = {1, 1}, .pad_lo = {0, 0}, .pad_hi = {0, 0}, .dilation = {1, 1},
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
 };

@@ -1263,15 +1263,15 @@ void lecture_full_forward(const float *params, float *buffers, const float *x, f
     (void)training;
     l00_conv2d_forward(params, x, ws + 0, nb);
     /* layer 1: flatten is a view of its input */
-    l02_dense_forward(params, ws + 0, ws + 1176, nb);
+    l02_dense_forward(params, ws + 0, ws + 1184, nb);
 }
 
-/* Backward after a training forward: dLoss/dOutput at ws + 1208; grads accumulate. */
+/* Backward after a training forward: dLoss/dOutput at ws + 1216; grads accumulate. */
 void lecture_full_backward(const float *params, float *grads, const float *x, float *dx, float *ws, int nb)
 {
-    l02_dense_backward(params, grads, ws + 0, ws + 1208, ws + 1240, nb);
+    l02_dense_backward(params, grads, ws + 0, ws + 1216, ws + 1248, nb);
     /* layer 1: flatten passes the gradient through */
-    l00_conv2d_backward(params, grads, x, ws + 1240, dx ? dx : ws + 2416, nb);
+    l00_conv2d_backward(params, grads, x, ws + 1248, dx ? dx : ws + 2432, nb);
 }
 
 static const cg_tensor lecture_full_tensors[] = {
@@ -1281,19 +1281,26 @@ static const cg_tensor lecture_full_tensors[] = {
     {"2.bias", CG_PARAM, 2, 1, {4, 0, 0, 0}, 645, 4, CG_INIT_BIAS_UNIFORM, 147},
 };
 
+/* what each layer reads: earlier layers' outputs by index, -1 the network's input */
+static const int lecture_full_inputs[] = {
+    -1, /* layer 0 */
+    0, /* layer 1 */
+    1, /* layer 2 */
+};
+
 static const cg_layer lecture_full_layers[] = {
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {2, 5, 5}, .ndim_out = 3, .out_shape = {3, 7, 7},
      .in_size = 50, .out_size = 147, .act_offset = 0, .lanes = 0, .line = 12, .col = 5,
-     .schedule = "loop: fwd loop dw loop dx with dw",
+     .schedule = "loop: fwd loop dw loop dx with dw", .n_inputs = 1, .inputs = lecture_full_inputs + 0, .name = NULL,
      .kernel = {3, 3}, .stride = {1, 1}, .pad_lo = {2, 2}, .pad_hi = {2, 2}, .dilation = {1, 1},
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "flatten", .ndim_in = 3, .in_shape = {3, 7, 7}, .ndim_out = 1, .out_shape = {147, 0, 0},
      .in_size = 147, .out_size = 147, .act_offset = 0, .lanes = 0, .line = 13, .col = 5,
-     .schedule = "alias: fwd alias dw alias dx with dw",
+     .schedule = "alias: fwd alias dw alias dx with dw", .n_inputs = 1, .inputs = lecture_full_inputs + 1, .name = NULL,
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "dense", .ndim_in = 1, .in_shape = {147, 0, 0}, .ndim_out = 1, .out_shape = {4, 0, 0},
-     .in_size = 147, .out_size = 4, .act_offset = 1176, .lanes = 0, .line = 14, .col = 5,
-     .schedule = "straight: fwd straight dw straight dx with dw",
+     .in_size = 147, .out_size = 4, .act_offset = 1184, .lanes = 0, .line = 14, .col = 5,
+     .schedule = "straight: fwd straight dw straight dx with dw", .n_inputs = 1, .inputs = lecture_full_inputs + 2, .name = NULL,
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
 };
 

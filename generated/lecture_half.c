@@ -715,15 +715,15 @@ void lecture_half_forward(const float *params, float *buffers, const float *x, f
     (void)training;
     l00_conv2d_forward(params, x, ws + 0, nb);
     /* layer 1: flatten is a view of its input */
-    l02_dense_forward(params, ws + 0, ws + 600, nb);
+    l02_dense_forward(params, ws + 0, ws + 608, nb);
 }
 
-/* Backward after a training forward: dLoss/dOutput at ws + 632; grads accumulate. */
+/* Backward after a training forward: dLoss/dOutput at ws + 640; grads accumulate. */
 void lecture_half_backward(const float *params, float *grads, const float *x, float *dx, float *ws, int nb)
 {
-    l02_dense_backward(params, grads, ws + 0, ws + 632, ws + 664, nb);
+    l02_dense_backward(params, grads, ws + 0, ws + 640, ws + 672, nb);
     /* layer 1: flatten passes the gradient through */
-    l00_conv2d_backward(params, grads, x, ws + 664, dx ? dx : ws + 1264, nb);
+    l00_conv2d_backward(params, grads, x, ws + 672, dx ? dx : ws + 1280, nb);
 }
 
 static const cg_tensor lecture_half_tensors[] = {
@@ -733,19 +733,26 @@ static const cg_tensor lecture_half_tensors[] = {
     {"2.bias", CG_PARAM, 2, 1, {4, 0, 0, 0}, 357, 4, CG_INIT_BIAS_UNIFORM, 75},
 };
 
+/* what each layer reads: earlier layers' outputs by index, -1 the network's input */
+static const int lecture_half_inputs[] = {
+    -1, /* layer 0 */
+    0, /* layer 1 */
+    1, /* layer 2 */
+};
+
 static const cg_layer lecture_half_layers[] = {
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {2, 5, 5}, .ndim_out = 3, .out_shape = {3, 5, 5},
      .in_size = 50, .out_size = 75, .act_offset = 0, .lanes = 0, .line = 12, .col = 5,
-     .schedule = "loop: fwd loop dw loop dx with dw",
+     .schedule = "loop: fwd loop dw loop dx with dw", .n_inputs = 1, .inputs = lecture_half_inputs + 0, .name = NULL,
      .kernel = {3, 3}, .stride = {1, 1}, .pad_lo = {1, 1}, .pad_hi = {1, 1}, .dilation = {1, 1},
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "flatten", .ndim_in = 3, .in_shape = {3, 5, 5}, .ndim_out = 1, .out_shape = {75, 0, 0},
      .in_size = 75, .out_size = 75, .act_offset = 0, .lanes = 0, .line = 13, .col = 5,
-     .schedule = "alias: fwd alias dw alias dx with dw",
+     .schedule = "alias: fwd alias dw alias dx with dw", .n_inputs = 1, .inputs = lecture_half_inputs + 1, .name = NULL,
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "dense", .ndim_in = 1, .in_shape = {75, 0, 0}, .ndim_out = 1, .out_shape = {4, 0, 0},
-     .in_size = 75, .out_size = 4, .act_offset = 600, .lanes = 0, .line = 14, .col = 5,
-     .schedule = "straight: fwd straight dw straight dx with dw",
+     .in_size = 75, .out_size = 4, .act_offset = 608, .lanes = 0, .line = 14, .col = 5,
+     .schedule = "straight: fwd straight dw straight dx with dw", .n_inputs = 1, .inputs = lecture_half_inputs + 2, .name = NULL,
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
 };
 

@@ -369,9 +369,9 @@ void lecture_k3p0_forward(const float *params, float *buffers, const float *x, f
 /* Backward after a training forward: dLoss/dOutput at ws + 128; grads accumulate. */
 void lecture_k3p0_backward(const float *params, float *grads, const float *x, float *dx, float *ws, int nb)
 {
-    l02_dense_backward(params, grads, ws + 0, ws + 128, ws + 160, nb);
+    l02_dense_backward(params, grads, ws + 0, ws + 128, ws + 416, nb);
     /* layer 1: flatten passes the gradient through */
-    l00_conv2d_backward(params, grads, x, ws + 160, dx ? dx : ws + 416, nb);
+    l00_conv2d_backward(params, grads, x, ws + 416, dx ? dx : ws + 160, nb);
 }
 
 static const cg_tensor lecture_k3p0_tensors[] = {
@@ -381,19 +381,26 @@ static const cg_tensor lecture_k3p0_tensors[] = {
     {"2.bias", CG_PARAM, 2, 1, {4, 0, 0, 0}, 105, 4, CG_INIT_BIAS_UNIFORM, 12},
 };
 
+/* what each layer reads: earlier layers' outputs by index, -1 the network's input */
+static const int lecture_k3p0_inputs[] = {
+    -1, /* layer 0 */
+    0, /* layer 1 */
+    1, /* layer 2 */
+};
+
 static const cg_layer lecture_k3p0_layers[] = {
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {2, 4, 4}, .ndim_out = 3, .out_shape = {3, 2, 2},
      .in_size = 32, .out_size = 12, .act_offset = 0, .lanes = 0, .line = 11, .col = 5,
-     .schedule = "straight: fwd straight dw straight dx with dw",
+     .schedule = "straight: fwd straight dw straight dx with dw", .n_inputs = 1, .inputs = lecture_k3p0_inputs + 0, .name = NULL,
      .kernel = {3, 3}, .stride = {1, 1}, .pad_lo = {0, 0}, .pad_hi = {0, 0}, .dilation = {1, 1},
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "flatten", .ndim_in = 3, .in_shape = {3, 2, 2}, .ndim_out = 1, .out_shape = {12, 0, 0},
      .in_size = 12, .out_size = 12, .act_offset = 0, .lanes = 0, .line = 12, .col = 5,
-     .schedule = "alias: fwd alias dw alias dx with dw",
+     .schedule = "alias: fwd alias dw alias dx with dw", .n_inputs = 1, .inputs = lecture_k3p0_inputs + 1, .name = NULL,
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "dense", .ndim_in = 1, .in_shape = {12, 0, 0}, .ndim_out = 1, .out_shape = {4, 0, 0},
      .in_size = 12, .out_size = 4, .act_offset = 96, .lanes = 0, .line = 13, .col = 5,
-     .schedule = "straight: fwd straight dw straight dx with dw",
+     .schedule = "straight: fwd straight dw straight dx with dw", .n_inputs = 1, .inputs = lecture_k3p0_inputs + 2, .name = NULL,
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
 };
 

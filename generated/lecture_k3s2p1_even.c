@@ -641,15 +641,15 @@ void lecture_k3s2p1_even_forward(const float *params, float *buffers, const floa
     (void)training;
     l00_conv2d_forward(params, x, ws + 0, nb);
     /* layer 1: flatten is a view of its input */
-    l02_dense_forward(params, ws + 0, ws + 216, nb);
+    l02_dense_forward(params, ws + 0, ws + 224, nb);
 }
 
-/* Backward after a training forward: dLoss/dOutput at ws + 248; grads accumulate. */
+/* Backward after a training forward: dLoss/dOutput at ws + 256; grads accumulate. */
 void lecture_k3s2p1_even_backward(const float *params, float *grads, const float *x, float *dx, float *ws, int nb)
 {
-    l02_dense_backward(params, grads, ws + 0, ws + 248, ws + 280, nb);
+    l02_dense_backward(params, grads, ws + 0, ws + 256, ws + 864, nb);
     /* layer 1: flatten passes the gradient through */
-    l00_conv2d_backward(params, grads, x, ws + 280, dx ? dx : ws + 856, nb);
+    l00_conv2d_backward(params, grads, x, ws + 864, dx ? dx : ws + 288, nb);
 }
 
 static const cg_tensor lecture_k3s2p1_even_tensors[] = {
@@ -659,19 +659,26 @@ static const cg_tensor lecture_k3s2p1_even_tensors[] = {
     {"2.bias", CG_PARAM, 2, 1, {4, 0, 0, 0}, 165, 4, CG_INIT_BIAS_UNIFORM, 27},
 };
 
+/* what each layer reads: earlier layers' outputs by index, -1 the network's input */
+static const int lecture_k3s2p1_even_inputs[] = {
+    -1, /* layer 0 */
+    0, /* layer 1 */
+    1, /* layer 2 */
+};
+
 static const cg_layer lecture_k3s2p1_even_layers[] = {
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {2, 6, 6}, .ndim_out = 3, .out_shape = {3, 3, 3},
      .in_size = 72, .out_size = 27, .act_offset = 0, .lanes = 0, .line = 13, .col = 5,
-     .schedule = "straight: fwd straight dw straight dx with dw",
+     .schedule = "straight: fwd straight dw straight dx with dw", .n_inputs = 1, .inputs = lecture_k3s2p1_even_inputs + 0, .name = NULL,
      .kernel = {3, 3}, .stride = {2, 2}, .pad_lo = {1, 1}, .pad_hi = {1, 1}, .dilation = {1, 1},
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "flatten", .ndim_in = 3, .in_shape = {3, 3, 3}, .ndim_out = 1, .out_shape = {27, 0, 0},
      .in_size = 27, .out_size = 27, .act_offset = 0, .lanes = 0, .line = 14, .col = 5,
-     .schedule = "alias: fwd alias dw alias dx with dw",
+     .schedule = "alias: fwd alias dw alias dx with dw", .n_inputs = 1, .inputs = lecture_k3s2p1_even_inputs + 1, .name = NULL,
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "dense", .ndim_in = 1, .in_shape = {27, 0, 0}, .ndim_out = 1, .out_shape = {4, 0, 0},
-     .in_size = 27, .out_size = 4, .act_offset = 216, .lanes = 0, .line = 15, .col = 5,
-     .schedule = "straight: fwd straight dw straight dx with dw",
+     .in_size = 27, .out_size = 4, .act_offset = 224, .lanes = 0, .line = 15, .col = 5,
+     .schedule = "straight: fwd straight dw straight dx with dw", .n_inputs = 1, .inputs = lecture_k3s2p1_even_inputs + 2, .name = NULL,
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
 };
 

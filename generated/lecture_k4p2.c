@@ -1200,19 +1200,26 @@ static const cg_tensor lecture_k4p2_tensors[] = {
     {"2.bias", CG_PARAM, 2, 1, {4, 0, 0, 0}, 531, 4, CG_INIT_BIAS_UNIFORM, 108},
 };
 
+/* what each layer reads: earlier layers' outputs by index, -1 the network's input */
+static const int lecture_k4p2_inputs[] = {
+    -1, /* layer 0 */
+    0, /* layer 1 */
+    1, /* layer 2 */
+};
+
 static const cg_layer lecture_k4p2_layers[] = {
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {2, 5, 5}, .ndim_out = 3, .out_shape = {3, 6, 6},
      .in_size = 50, .out_size = 108, .act_offset = 0, .lanes = 0, .line = 11, .col = 5,
-     .schedule = "loop: fwd loop dw loop dx with dw",
+     .schedule = "loop: fwd loop dw loop dx with dw", .n_inputs = 1, .inputs = lecture_k4p2_inputs + 0, .name = NULL,
      .kernel = {4, 4}, .stride = {1, 1}, .pad_lo = {2, 2}, .pad_hi = {2, 2}, .dilation = {1, 1},
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "flatten", .ndim_in = 3, .in_shape = {3, 6, 6}, .ndim_out = 1, .out_shape = {108, 0, 0},
      .in_size = 108, .out_size = 108, .act_offset = 0, .lanes = 0, .line = 12, .col = 5,
-     .schedule = "alias: fwd alias dw alias dx with dw",
+     .schedule = "alias: fwd alias dw alias dx with dw", .n_inputs = 1, .inputs = lecture_k4p2_inputs + 1, .name = NULL,
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "dense", .ndim_in = 1, .in_shape = {108, 0, 0}, .ndim_out = 1, .out_shape = {4, 0, 0},
      .in_size = 108, .out_size = 4, .act_offset = 864, .lanes = 0, .line = 13, .col = 5,
-     .schedule = "straight: fwd straight dw straight dx with dw",
+     .schedule = "straight: fwd straight dw straight dx with dw", .n_inputs = 1, .inputs = lecture_k4p2_inputs + 2, .name = NULL,
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
 };
 

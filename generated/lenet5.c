@@ -1978,21 +1978,21 @@ void lenet5_forward(const float *params, float *buffers, const float *x, float *
 /* Backward after a training forward: dLoss/dOutput at ws + 1775872; grads accumulate. */
 void lenet5_backward(const float *params, float *grads, const float *x, float *dx, float *ws, int nb)
 {
-    (void)x;
     cg_to_lanes(ws + 1775872, ws + 1776512, nb, 10, 64);
+    (void)x;
     l11_dense_backward(grads, ws + 978688, ws + 1776512);
     l11_dense_backward_dx(params, ws + 1776512, ws + 1777152);
-    l10_relu_backward(ws + 978688, ws + 1777152, ws + 2078208);
-    l09_dense_backward(grads, ws + 965632, ws + 2078208);
-    l09_dense_backward_dx(params, ws + 2078208, ws + 1777152);
-    l08_relu_backward(ws + 965632, ws + 1777152, ws + 2078208);
-    l07_dense_backward(grads, ws + 932352, ws + 2078208);
-    l07_dense_backward_dx(params, ws + 2078208, ws + 1777152);
+    l10_relu_backward(ws + 978688, ws + 1777152, ws + 1784832);
+    l09_dense_backward(grads, ws + 965632, ws + 1784832);
+    l09_dense_backward_dx(params, ws + 1784832, ws + 1777152);
+    l08_relu_backward(ws + 965632, ws + 1777152, ws + 1784832);
+    l07_dense_backward(grads, ws + 932352, ws + 1784832);
+    l07_dense_backward_dx(params, ws + 1784832, ws + 1879552);
     /* layer 6: flatten passes the gradient through */
-    l05_maxpool2d_backward(ws + 829952, ws + 1777152, ws + 2078208);
-    l04_relu_backward(ws + 829952, ws + 2078208, ws + 1777152);
-    l03_conv2d_backward(grads, ws + 652288, ws + 1777152);
-    l03_conv2d_backward_dx(params, ws + 1443456, ws + 1777152, ws + 2078208);
+    l05_maxpool2d_backward(ws + 829952, ws + 1879552, ws + 1777152);
+    l04_relu_backward(ws + 829952, ws + 1777152, ws + 1879552);
+    l03_conv2d_backward(grads, ws + 652288, ws + 1879552);
+    l03_conv2d_backward_dx(params, ws + 1443456, ws + 1879552, ws + 2078208);
     l02_maxpool2d_backward(ws + 351232, ws + 2078208, ws + 1777152);
     l01_relu_backward(ws + 351232, ws + 1777152, ws + 2078208);
     l00_conv2d_backward(grads, ws + 984704, ws + 2078208);
@@ -2013,58 +2013,74 @@ static const cg_tensor lenet5_tensors[] = {
     {"11.bias", CG_PARAM, 11, 1, {10, 0, 0, 0}, 61696, 10, CG_INIT_BIAS_UNIFORM, 84},
 };
 
+/* what each layer reads: earlier layers' outputs by index, -1 the network's input */
+static const int lenet5_inputs[] = {
+    -1, /* layer 0 */
+    0, /* layer 1 */
+    1, /* layer 2 */
+    2, /* layer 3 */
+    3, /* layer 4 */
+    4, /* layer 5 */
+    5, /* layer 6 */
+    6, /* layer 7 */
+    7, /* layer 8 */
+    8, /* layer 9 */
+    9, /* layer 10 */
+    10, /* layer 11 */
+};
+
 static const cg_layer lenet5_layers[] = {
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {1, 28, 28}, .ndim_out = 3, .out_shape = {6, 28, 28},
      .in_size = 784, .out_size = 4704, .act_offset = 50176, .lanes = 64, .line = 10, .col = 5,
-     .schedule = "lanes+pad: fwd lanes+pad[TB=2,TC=6] dw lanes+pad[TCW=3,rows=1] dx lanes+pad[TB=2,TCI=1] threaded",
+     .schedule = "lanes+pad: fwd lanes+pad[TB=2,TC=6] dw lanes+pad[TCW=3,rows=1] dx lanes+pad[TB=2,TCI=1] threaded", .n_inputs = 1, .inputs = lenet5_inputs + 0, .name = NULL,
      .kernel = {5, 5}, .stride = {1, 1}, .pad_lo = {2, 2}, .pad_hi = {2, 2}, .dilation = {1, 1},
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "relu", .ndim_in = 3, .in_shape = {6, 28, 28}, .ndim_out = 3, .out_shape = {6, 28, 28},
      .in_size = 4704, .out_size = 4704, .act_offset = 351232, .lanes = 64, .line = 11, .col = 5,
-     .schedule = "lanes: fwd lanes dw lanes dx with dw",
+     .schedule = "lanes: fwd lanes dw lanes dx with dw", .n_inputs = 1, .inputs = lenet5_inputs + 1, .name = NULL,
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "maxpool2d", .ndim_in = 3, .in_shape = {6, 28, 28}, .ndim_out = 3, .out_shape = {6, 14, 14},
      .in_size = 4704, .out_size = 1176, .act_offset = 652288, .lanes = 64, .line = 12, .col = 5,
-     .schedule = "lanes: fwd lanes dw lanes dx with dw",
+     .schedule = "lanes: fwd lanes dw lanes dx with dw", .n_inputs = 1, .inputs = lenet5_inputs + 2, .name = NULL,
      .kernel = {2, 2}, .stride = {2, 2}, .pad_lo = {0, 0}, .pad_hi = {0, 0}, .dilation = {1, 1},
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {6, 14, 14}, .ndim_out = 3, .out_shape = {16, 10, 10},
      .in_size = 1176, .out_size = 1600, .act_offset = 727552, .lanes = 64, .line = 13, .col = 5,
-     .schedule = "lanes+pad: fwd lanes[TB=1,TC=16] dw lanes[TCW=4,rows=1] dx lanes+pad[TB=2,TCI=6] threaded",
+     .schedule = "lanes+pad: fwd lanes[TB=1,TC=16] dw lanes[TCW=4,rows=1] dx lanes+pad[TB=2,TCI=6] threaded", .n_inputs = 1, .inputs = lenet5_inputs + 3, .name = NULL,
      .kernel = {5, 5}, .stride = {1, 1}, .pad_lo = {0, 0}, .pad_hi = {0, 0}, .dilation = {1, 1},
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "relu", .ndim_in = 3, .in_shape = {16, 10, 10}, .ndim_out = 3, .out_shape = {16, 10, 10},
      .in_size = 1600, .out_size = 1600, .act_offset = 829952, .lanes = 64, .line = 14, .col = 5,
-     .schedule = "lanes: fwd lanes dw lanes dx with dw",
+     .schedule = "lanes: fwd lanes dw lanes dx with dw", .n_inputs = 1, .inputs = lenet5_inputs + 4, .name = NULL,
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "maxpool2d", .ndim_in = 3, .in_shape = {16, 10, 10}, .ndim_out = 3, .out_shape = {16, 5, 5},
      .in_size = 1600, .out_size = 400, .act_offset = 932352, .lanes = 64, .line = 15, .col = 5,
-     .schedule = "lanes: fwd lanes dw lanes dx with dw",
+     .schedule = "lanes: fwd lanes dw lanes dx with dw", .n_inputs = 1, .inputs = lenet5_inputs + 5, .name = NULL,
      .kernel = {2, 2}, .stride = {2, 2}, .pad_lo = {0, 0}, .pad_hi = {0, 0}, .dilation = {1, 1},
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "flatten", .ndim_in = 3, .in_shape = {16, 5, 5}, .ndim_out = 1, .out_shape = {400, 0, 0},
      .in_size = 400, .out_size = 400, .act_offset = 932352, .lanes = 64, .line = 16, .col = 5,
-     .schedule = "lanes: fwd lanes dw lanes dx with dw",
+     .schedule = "lanes: fwd lanes dw lanes dx with dw", .n_inputs = 1, .inputs = lenet5_inputs + 6, .name = NULL,
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "dense", .ndim_in = 1, .in_shape = {400, 0, 0}, .ndim_out = 1, .out_shape = {120, 0, 0},
      .in_size = 400, .out_size = 120, .act_offset = 957952, .lanes = 64, .line = 17, .col = 5,
-     .schedule = "lanes: fwd lanes[TB=4,TR=4] dw gemm[TI=5,TO=4] dx lanes[TB=4,TR=4] threaded",
+     .schedule = "lanes: fwd lanes[TB=4,TR=4] dw gemm[TI=5,TO=4] dx lanes[TB=4,TR=4] threaded", .n_inputs = 1, .inputs = lenet5_inputs + 7, .name = NULL,
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "relu", .ndim_in = 1, .in_shape = {120, 0, 0}, .ndim_out = 1, .out_shape = {120, 0, 0},
      .in_size = 120, .out_size = 120, .act_offset = 965632, .lanes = 64, .line = 18, .col = 5,
-     .schedule = "lanes: fwd lanes dw lanes dx with dw",
+     .schedule = "lanes: fwd lanes dw lanes dx with dw", .n_inputs = 1, .inputs = lenet5_inputs + 8, .name = NULL,
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "dense", .ndim_in = 1, .in_shape = {120, 0, 0}, .ndim_out = 1, .out_shape = {84, 0, 0},
      .in_size = 120, .out_size = 84, .act_offset = 973312, .lanes = 64, .line = 19, .col = 5,
-     .schedule = "lanes: fwd lanes[TB=4,TR=4] dw gemm[TI=6,TO=4] dx lanes[TB=4,TR=4]",
+     .schedule = "lanes: fwd lanes[TB=4,TR=4] dw gemm[TI=6,TO=4] dx lanes[TB=4,TR=4]", .n_inputs = 1, .inputs = lenet5_inputs + 9, .name = NULL,
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "relu", .ndim_in = 1, .in_shape = {84, 0, 0}, .ndim_out = 1, .out_shape = {84, 0, 0},
      .in_size = 84, .out_size = 84, .act_offset = 978688, .lanes = 64, .line = 20, .col = 5,
-     .schedule = "lanes: fwd lanes dw lanes dx with dw",
+     .schedule = "lanes: fwd lanes dw lanes dx with dw", .n_inputs = 1, .inputs = lenet5_inputs + 10, .name = NULL,
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "dense", .ndim_in = 1, .in_shape = {84, 0, 0}, .ndim_out = 1, .out_shape = {10, 0, 0},
      .in_size = 84, .out_size = 10, .act_offset = 984064, .lanes = 64, .line = 21, .col = 5,
-     .schedule = "lanes: fwd lanes[TB=4,TR=4] dw gemm[TI=12,TO=2] dx lanes[TB=4,TR=4]",
+     .schedule = "lanes: fwd lanes[TB=4,TR=4] dw gemm[TI=12,TO=2] dx lanes[TB=4,TR=4]", .n_inputs = 1, .inputs = lenet5_inputs + 11, .name = NULL,
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
 };
 

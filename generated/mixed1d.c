@@ -2107,22 +2107,22 @@ void mixed1d_forward(const float *params, float *buffers, const float *x, float 
 /* Backward after a training forward: dLoss/dOutput at ws + 45568; grads accumulate. */
 void mixed1d_backward(const float *params, float *grads, const float *x, float *dx, float *ws, int nb)
 {
-    (void)x;
     cg_to_lanes(ws + 45568, ws + 45648, nb, 5, 16);
+    (void)x;
     l14_dense_backward(grads, ws + 35904, ws + 45648);
     l14_dense_backward_dx(params, ws + 45648, ws + 45728);
-    l13_relu_backward(ws + 35904, ws + 45728, ws + 49824);
-    l12_dense_backward(grads, ws + 35072, ws + 49824);
-    l12_dense_backward_dx(params, ws + 49824, ws + 45728);
+    l13_relu_backward(ws + 35904, ws + 45728, ws + 45984);
+    l12_dense_backward(grads, ws + 35072, ws + 45984);
+    l12_dense_backward_dx(params, ws + 45984, ws + 46880);
     /* layer 11: flatten passes the gradient through */
-    l10_avgpool1d_backward(ws + 45728, ws + 49824);
-    l09_batchnorm_backward(params, grads, ws + 45472, ws + 32768, ws + 49824, ws + 45728, nb);
-    l08_conv1d_backward(grads, ws + 29696, ws + 45728);
-    l08_conv1d_backward_dx(params, ws + 45728, ws + 49824);
-    l07_sigmoid_backward(ws + 29696, ws + 49824, ws + 45728);
-    l06_conv1d_backward(grads, ws + 24576, ws + 45728);
-    l06_conv1d_backward_dx(params, ws + 45728, ws + 49824);
-    l05_maxpool1d_backward(ws + 20480, ws + 49824, ws + 45728);
+    l10_avgpool1d_backward(ws + 46880, ws + 45728);
+    l09_batchnorm_backward(params, grads, ws + 45472, ws + 32768, ws + 45728, ws + 48800, nb);
+    l08_conv1d_backward(grads, ws + 29696, ws + 48800);
+    l08_conv1d_backward_dx(params, ws + 48800, ws + 45728);
+    l07_sigmoid_backward(ws + 29696, ws + 45728, ws + 48800);
+    l06_conv1d_backward(grads, ws + 24576, ws + 48800);
+    l06_conv1d_backward_dx(params, ws + 48800, ws + 51872);
+    l05_maxpool1d_backward(ws + 20480, ws + 51872, ws + 45728);
     l04_tanh_backward(ws + 20480, ws + 45728, ws + 49824);
     l03_conv1d_backward(grads, ws + 36256, ws + 49824);
     l03_conv1d_backward_dx(params, ws + 36256, ws + 49824, ws + 45728);
@@ -2156,72 +2156,91 @@ static const cg_tensor mixed1d_tensors[] = {
     {"14.bias", CG_PARAM, 14, 1, {5, 0, 0, 0}, 1396, 5, CG_INIT_BIAS_UNIFORM, 16},
 };
 
+/* what each layer reads: earlier layers' outputs by index, -1 the network's input */
+static const int mixed1d_inputs[] = {
+    -1, /* layer 0 */
+    0, /* layer 1 */
+    1, /* layer 2 */
+    2, /* layer 3 */
+    3, /* layer 4 */
+    4, /* layer 5 */
+    5, /* layer 6 */
+    6, /* layer 7 */
+    7, /* layer 8 */
+    8, /* layer 9 */
+    9, /* layer 10 */
+    10, /* layer 11 */
+    11, /* layer 12 */
+    12, /* layer 13 */
+    13, /* layer 14 */
+};
+
 static const cg_layer mixed1d_layers[] = {
     {.kind = "conv1d", .ndim_in = 2, .in_shape = {4, 64, 0}, .ndim_out = 2, .out_shape = {8, 32, 0},
      .in_size = 256, .out_size = 256, .act_offset = 4096, .lanes = 16, .line = 13, .col = 5,
-     .schedule = "lanes: fwd lanes[TB=1,TC=8] dw lanes[TCW=4,rows=1] dx lanes[TB=1,TCI=4]",
+     .schedule = "lanes: fwd lanes[TB=1,TC=8] dw lanes[TCW=4,rows=1] dx lanes[TB=1,TCI=4]", .n_inputs = 1, .inputs = mixed1d_inputs + 0, .name = NULL,
      .kernel = {1, 5}, .stride = {1, 2}, .pad_lo = {0, 2}, .pad_hi = {0, 2}, .dilation = {1, 1},
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "batchnorm", .ndim_in = 2, .in_shape = {8, 32, 0}, .ndim_out = 2, .out_shape = {8, 32, 0},
      .in_size = 256, .out_size = 256, .act_offset = 8192, .lanes = 16, .line = 14, .col = 5,
-     .schedule = "lanes: fwd lanes dw lanes dx with dw",
-     .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.001f, .momentum = -1.0f},
+     .schedule = "lanes: fwd lanes dw lanes dx with dw", .n_inputs = 1, .inputs = mixed1d_inputs + 1, .name = NULL,
+     .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 0.001f, .momentum = -1.0f},
     {.kind = "leaky_relu", .ndim_in = 2, .in_shape = {8, 32, 0}, .ndim_out = 2, .out_shape = {8, 32, 0},
      .in_size = 256, .out_size = 256, .act_offset = 12288, .lanes = 16, .line = 15, .col = 5,
-     .schedule = "lanes: fwd lanes dw lanes dx with dw",
+     .schedule = "lanes: fwd lanes dw lanes dx with dw", .n_inputs = 1, .inputs = mixed1d_inputs + 2, .name = NULL,
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.1f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv1d", .ndim_in = 2, .in_shape = {8, 32, 0}, .ndim_out = 2, .out_shape = {8, 32, 0},
      .in_size = 256, .out_size = 256, .act_offset = 16384, .lanes = 16, .line = 16, .col = 5,
-     .schedule = "lanes+pad: fwd lanes+pad[TB=1,TC=1] dw lanes+pad[TCW=1,rows=1] dx lanes+pad[TB=1,TCI=1]",
+     .schedule = "lanes+pad: fwd lanes+pad[TB=1,TC=1] dw lanes+pad[TCW=1,rows=1] dx lanes+pad[TB=1,TCI=1]", .n_inputs = 1, .inputs = mixed1d_inputs + 3, .name = NULL,
      .kernel = {1, 3}, .stride = {1, 1}, .pad_lo = {0, 2}, .pad_hi = {0, 2}, .dilation = {1, 2},
      .groups = 8, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "tanh", .ndim_in = 2, .in_shape = {8, 32, 0}, .ndim_out = 2, .out_shape = {8, 32, 0},
      .in_size = 256, .out_size = 256, .act_offset = 20480, .lanes = 16, .line = 17, .col = 5,
-     .schedule = "lanes: fwd lanes dw lanes dx with dw",
+     .schedule = "lanes: fwd lanes dw lanes dx with dw", .n_inputs = 1, .inputs = mixed1d_inputs + 4, .name = NULL,
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "maxpool1d", .ndim_in = 2, .in_shape = {8, 32, 0}, .ndim_out = 2, .out_shape = {8, 16, 0},
      .in_size = 256, .out_size = 128, .act_offset = 24576, .lanes = 16, .line = 18, .col = 5,
-     .schedule = "lanes: fwd lanes dw lanes dx with dw",
+     .schedule = "lanes: fwd lanes dw lanes dx with dw", .n_inputs = 1, .inputs = mixed1d_inputs + 5, .name = NULL,
      .kernel = {1, 3}, .stride = {1, 2}, .pad_lo = {0, 1}, .pad_hi = {0, 1}, .dilation = {1, 1},
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv1d", .ndim_in = 2, .in_shape = {8, 16, 0}, .ndim_out = 2, .out_shape = {12, 16, 0},
      .in_size = 128, .out_size = 192, .act_offset = 26624, .lanes = 16, .line = 19, .col = 5,
-     .schedule = "lanes: fwd lanes[TB=1,TC=12] dw lanes[TCW=6,rows=1] dx lanes[TB=1,TCI=8]",
+     .schedule = "lanes: fwd lanes[TB=1,TC=12] dw lanes[TCW=6,rows=1] dx lanes[TB=1,TCI=8]", .n_inputs = 1, .inputs = mixed1d_inputs + 6, .name = NULL,
      .kernel = {1, 4}, .stride = {1, 1}, .pad_lo = {0, 1}, .pad_hi = {0, 2}, .dilation = {1, 1},
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "sigmoid", .ndim_in = 2, .in_shape = {12, 16, 0}, .ndim_out = 2, .out_shape = {12, 16, 0},
      .in_size = 192, .out_size = 192, .act_offset = 29696, .lanes = 16, .line = 20, .col = 5,
-     .schedule = "lanes: fwd lanes dw lanes dx with dw",
+     .schedule = "lanes: fwd lanes dw lanes dx with dw", .n_inputs = 1, .inputs = mixed1d_inputs + 7, .name = NULL,
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv1d", .ndim_in = 2, .in_shape = {12, 16, 0}, .ndim_out = 2, .out_shape = {6, 12, 0},
      .in_size = 192, .out_size = 72, .act_offset = 32768, .lanes = 16, .line = 21, .col = 5,
-     .schedule = "lanes: fwd lanes[TB=1,TC=3] dw lanes[TCW=3,rows=1] dx lanes[TB=1,TCI=6]",
+     .schedule = "lanes: fwd lanes[TB=1,TC=3] dw lanes[TCW=3,rows=1] dx lanes[TB=1,TCI=6]", .n_inputs = 1, .inputs = mixed1d_inputs + 8, .name = NULL,
      .kernel = {1, 3}, .stride = {1, 1}, .pad_lo = {0, 0}, .pad_hi = {0, 0}, .dilation = {1, 2},
      .groups = 2, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "batchnorm", .ndim_in = 2, .in_shape = {6, 12, 0}, .ndim_out = 2, .out_shape = {6, 12, 0},
      .in_size = 72, .out_size = 72, .act_offset = 33920, .lanes = 16, .line = 22, .col = 5,
-     .schedule = "lanes: fwd lanes dw lanes dx with dw",
-     .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 1e-05f, .momentum = 0.2f},
+     .schedule = "lanes: fwd lanes dw lanes dx with dw", .n_inputs = 1, .inputs = mixed1d_inputs + 9, .name = NULL,
+     .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 1e-05f, .momentum = 0.2f},
     {.kind = "avgpool1d", .ndim_in = 2, .in_shape = {6, 12, 0}, .ndim_out = 2, .out_shape = {6, 6, 0},
      .in_size = 72, .out_size = 36, .act_offset = 35072, .lanes = 16, .line = 23, .col = 5,
-     .schedule = "lanes: fwd lanes dw lanes dx with dw",
+     .schedule = "lanes: fwd lanes dw lanes dx with dw", .n_inputs = 1, .inputs = mixed1d_inputs + 10, .name = NULL,
      .kernel = {1, 3}, .stride = {1, 2}, .pad_lo = {0, 1}, .pad_hi = {0, 1}, .dilation = {1, 1},
      .groups = 1, .has_bias = 0, .count_include_pad = 1, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "flatten", .ndim_in = 2, .in_shape = {6, 6, 0}, .ndim_out = 1, .out_shape = {36, 0, 0},
      .in_size = 36, .out_size = 36, .act_offset = 35072, .lanes = 16, .line = 24, .col = 5,
-     .schedule = "lanes: fwd lanes dw lanes dx with dw",
+     .schedule = "lanes: fwd lanes dw lanes dx with dw", .n_inputs = 1, .inputs = mixed1d_inputs + 11, .name = NULL,
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "dense", .ndim_in = 1, .in_shape = {36, 0, 0}, .ndim_out = 1, .out_shape = {16, 0, 0},
      .in_size = 36, .out_size = 16, .act_offset = 35648, .lanes = 16, .line = 25, .col = 5,
-     .schedule = "lanes: fwd lanes[TB=1,TR=16] dw gemm[TI=6,TO=4] dx lanes[TB=1,TR=16]",
+     .schedule = "lanes: fwd lanes[TB=1,TR=16] dw gemm[TI=6,TO=4] dx lanes[TB=1,TR=16]", .n_inputs = 1, .inputs = mixed1d_inputs + 12, .name = NULL,
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "relu", .ndim_in = 1, .in_shape = {16, 0, 0}, .ndim_out = 1, .out_shape = {16, 0, 0},
      .in_size = 16, .out_size = 16, .act_offset = 35904, .lanes = 16, .line = 26, .col = 5,
-     .schedule = "lanes: fwd lanes dw lanes dx with dw",
+     .schedule = "lanes: fwd lanes dw lanes dx with dw", .n_inputs = 1, .inputs = mixed1d_inputs + 13, .name = NULL,
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "dense", .ndim_in = 1, .in_shape = {16, 0, 0}, .ndim_out = 1, .out_shape = {5, 0, 0},
      .in_size = 16, .out_size = 5, .act_offset = 36160, .lanes = 16, .line = 27, .col = 5,
-     .schedule = "lanes: fwd lanes[TB=1,TR=16] dw gemm[TI=16,TO=1] dx lanes[TB=1,TR=16]",
+     .schedule = "lanes: fwd lanes[TB=1,TR=16] dw gemm[TI=16,TO=1] dx lanes[TB=1,TR=16]", .n_inputs = 1, .inputs = mixed1d_inputs + 14, .name = NULL,
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
 };
 

@@ -2402,7 +2402,7 @@ void mixed2d_forward(const float *params, float *buffers, const float *x, float 
     l03_conv2d_forward(params, ws + 15360, ws + 23040, nb);
     l04_sigmoid_forward(ws + 23040, ws + 30720, nb);
     l05_maxpool2d_forward(ws + 30720, ws + 38400, nb);
-    l06_conv2d_forward(params, ws + 63740, ws + 38400, ws + 46080, nb);
+    l06_conv2d_forward(params, ws + 63744, ws + 38400, ws + 46080, nb);
     l07_relu_forward(ws + 46080, ws + 52992, nb);
     l08_avgpool2d_forward(ws + 52992, ws + 59904, nb);
     l09_leaky_relu_forward(ws + 59904, ws + 61632, nb);
@@ -2411,23 +2411,23 @@ void mixed2d_forward(const float *params, float *buffers, const float *x, float 
     l12_dense_forward(params, ws + 63360, ws + 63648, nb);
 }
 
-/* Backward after a training forward: dLoss/dOutput at ws + 84124; grads accumulate. */
+/* Backward after a training forward: dLoss/dOutput at ws + 84128; grads accumulate. */
 void mixed2d_backward(const float *params, float *grads, const float *x, float *dx, float *ws, int nb)
 {
-    l12_dense_backward(params, grads, ws + 63360, ws + 84124, ws + 84204, nb);
+    l12_dense_backward(params, grads, ws + 63360, ws + 84128, ws + 85936, nb);
     /* layer 11: flatten passes the gradient through */
-    l10_maxpool2d_backward(ws + 61632, ws + 84204, ws + 92844, nb);
-    l09_leaky_relu_backward(ws + 59904, ws + 92844, ws + 84204, nb);
-    l08_avgpool2d_backward(ws + 84204, ws + 92844, nb);
-    l07_relu_backward(ws + 52992, ws + 92844, ws + 84204, nb);
-    l06_conv2d_backward(grads, ws + 63740, ws + 84204, nb);
-    l06_conv2d_backward_dx(params, ws + 63740, ws + 84204, ws + 92844, nb);
-    l05_maxpool2d_backward(ws + 30720, ws + 92844, ws + 84204, nb);
-    l04_sigmoid_backward(ws + 30720, ws + 84204, ws + 92844, nb);
-    l03_conv2d_backward(params, grads, ws + 15360, ws + 92844, ws + 84204, nb);
-    l02_tanh_backward(ws + 15360, ws + 84204, ws + 92844, nb);
-    l01_batchnorm_backward(params, grads, ws + 63728, ws + 0, ws + 92844, ws + 84204, nb);
-    l00_conv2d_backward(params, grads, x, ws + 84204, dx ? dx : ws + 92844, nb);
+    l10_maxpool2d_backward(ws + 61632, ws + 85936, ws + 84208, nb);
+    l09_leaky_relu_backward(ws + 59904, ws + 84208, ws + 91120, nb);
+    l08_avgpool2d_backward(ws + 91120, ws + 84208, nb);
+    l07_relu_backward(ws + 52992, ws + 84208, ws + 91888, nb);
+    l06_conv2d_backward(grads, ws + 63744, ws + 91888, nb);
+    l06_conv2d_backward_dx(params, ws + 63744, ws + 91888, ws + 84208, nb);
+    l05_maxpool2d_backward(ws + 30720, ws + 84208, ws + 91888, nb);
+    l04_sigmoid_backward(ws + 30720, ws + 91888, ws + 84208, nb);
+    l03_conv2d_backward(params, grads, ws + 15360, ws + 84208, ws + 91888, nb);
+    l02_tanh_backward(ws + 15360, ws + 91888, ws + 84208, nb);
+    l01_batchnorm_backward(params, grads, ws + 63728, ws + 0, ws + 84208, ws + 92848, nb);
+    l00_conv2d_backward(params, grads, x, ws + 92848, dx ? dx : ws + 84208, nb);
 }
 
 static const cg_tensor mixed2d_tensors[] = {
@@ -2445,64 +2445,81 @@ static const cg_tensor mixed2d_tensors[] = {
     {"12.bias", CG_PARAM, 12, 1, {10, 0, 0, 0}, 852, 10, CG_INIT_BIAS_UNIFORM, 36},
 };
 
+/* what each layer reads: earlier layers' outputs by index, -1 the network's input */
+static const int mixed2d_inputs[] = {
+    -1, /* layer 0 */
+    0, /* layer 1 */
+    1, /* layer 2 */
+    2, /* layer 3 */
+    3, /* layer 4 */
+    4, /* layer 5 */
+    5, /* layer 6 */
+    6, /* layer 7 */
+    7, /* layer 8 */
+    8, /* layer 9 */
+    9, /* layer 10 */
+    10, /* layer 11 */
+    11, /* layer 12 */
+};
+
 static const cg_layer mixed2d_layers[] = {
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {3, 20, 18}, .ndim_out = 3, .out_shape = {6, 10, 16},
      .in_size = 1080, .out_size = 960, .act_offset = 0, .lanes = 0, .line = 10, .col = 5,
-     .schedule = "loop: fwd loop dw loop dx with dw",
+     .schedule = "loop: fwd loop dw loop dx with dw", .n_inputs = 1, .inputs = mixed2d_inputs + 0, .name = NULL,
      .kernel = {3, 2}, .stride = {2, 1}, .pad_lo = {1, 0}, .pad_hi = {1, 0}, .dilation = {1, 2},
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "batchnorm", .ndim_in = 3, .in_shape = {6, 10, 16}, .ndim_out = 3, .out_shape = {6, 10, 16},
      .in_size = 960, .out_size = 960, .act_offset = 7680, .lanes = 0, .line = 11, .col = 5,
-     .schedule = "loop: fwd loop dw loop dx with dw",
-     .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 1e-05f, .momentum = 0.1f},
+     .schedule = "loop: fwd loop dw loop dx with dw", .n_inputs = 1, .inputs = mixed2d_inputs + 1, .name = NULL,
+     .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 1e-05f, .momentum = 0.1f},
     {.kind = "tanh", .ndim_in = 3, .in_shape = {6, 10, 16}, .ndim_out = 3, .out_shape = {6, 10, 16},
      .in_size = 960, .out_size = 960, .act_offset = 15360, .lanes = 0, .line = 12, .col = 5,
-     .schedule = "loop: fwd loop dw loop dx with dw",
+     .schedule = "loop: fwd loop dw loop dx with dw", .n_inputs = 1, .inputs = mixed2d_inputs + 2, .name = NULL,
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {6, 10, 16}, .ndim_out = 3, .out_shape = {6, 10, 16},
      .in_size = 960, .out_size = 960, .act_offset = 23040, .lanes = 0, .line = 13, .col = 5,
-     .schedule = "loop: fwd loop dw loop dx with dw",
+     .schedule = "loop: fwd loop dw loop dx with dw", .n_inputs = 1, .inputs = mixed2d_inputs + 3, .name = NULL,
      .kernel = {2, 4}, .stride = {1, 1}, .pad_lo = {0, 1}, .pad_hi = {1, 2}, .dilation = {1, 1},
      .groups = 2, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "sigmoid", .ndim_in = 3, .in_shape = {6, 10, 16}, .ndim_out = 3, .out_shape = {6, 10, 16},
      .in_size = 960, .out_size = 960, .act_offset = 30720, .lanes = 0, .line = 14, .col = 5,
-     .schedule = "loop: fwd loop dw loop dx with dw",
+     .schedule = "loop: fwd loop dw loop dx with dw", .n_inputs = 1, .inputs = mixed2d_inputs + 4, .name = NULL,
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "maxpool2d", .ndim_in = 3, .in_shape = {6, 10, 16}, .ndim_out = 3, .out_shape = {6, 10, 16},
      .in_size = 960, .out_size = 960, .act_offset = 38400, .lanes = 0, .line = 15, .col = 5,
-     .schedule = "loop: fwd loop dw loop dx with dw",
+     .schedule = "loop: fwd loop dw loop dx with dw", .n_inputs = 1, .inputs = mixed2d_inputs + 5, .name = NULL,
      .kernel = {3, 3}, .stride = {1, 1}, .pad_lo = {1, 1}, .pad_hi = {1, 1}, .dilation = {1, 1},
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {6, 10, 16}, .ndim_out = 3, .out_shape = {4, 12, 18},
      .in_size = 960, .out_size = 864, .act_offset = 46080, .lanes = 0, .line = 16, .col = 5,
-     .schedule = "wv: fwd wv[TC=4,TX=2] dw wv[RY=3,TCW=2,U=4] dx wv[TC=6,TX=1]",
+     .schedule = "wv: fwd wv[TC=4,TX=2] dw wv[RY=3,TCW=2,U=4] dx wv[TC=6,TX=1]", .n_inputs = 1, .inputs = mixed2d_inputs + 6, .name = NULL,
      .kernel = {3, 3}, .stride = {1, 1}, .pad_lo = {2, 2}, .pad_hi = {2, 2}, .dilation = {1, 1},
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "relu", .ndim_in = 3, .in_shape = {4, 12, 18}, .ndim_out = 3, .out_shape = {4, 12, 18},
      .in_size = 864, .out_size = 864, .act_offset = 52992, .lanes = 0, .line = 17, .col = 5,
-     .schedule = "loop: fwd loop dw loop dx with dw",
+     .schedule = "loop: fwd loop dw loop dx with dw", .n_inputs = 1, .inputs = mixed2d_inputs + 7, .name = NULL,
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "avgpool2d", .ndim_in = 3, .in_shape = {4, 12, 18}, .ndim_out = 3, .out_shape = {4, 6, 9},
      .in_size = 864, .out_size = 216, .act_offset = 59904, .lanes = 0, .line = 18, .col = 5,
-     .schedule = "loop: fwd loop dw loop dx with dw",
+     .schedule = "loop: fwd loop dw loop dx with dw", .n_inputs = 1, .inputs = mixed2d_inputs + 8, .name = NULL,
      .kernel = {3, 3}, .stride = {2, 2}, .pad_lo = {1, 1}, .pad_hi = {1, 1}, .dilation = {1, 1},
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "leaky_relu", .ndim_in = 3, .in_shape = {4, 6, 9}, .ndim_out = 3, .out_shape = {4, 6, 9},
      .in_size = 216, .out_size = 216, .act_offset = 61632, .lanes = 0, .line = 19, .col = 5,
-     .schedule = "loop: fwd loop dw loop dx with dw",
+     .schedule = "loop: fwd loop dw loop dx with dw", .n_inputs = 1, .inputs = mixed2d_inputs + 9, .name = NULL,
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.01f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "maxpool2d", .ndim_in = 3, .in_shape = {4, 6, 9}, .ndim_out = 3, .out_shape = {4, 3, 3},
      .in_size = 216, .out_size = 36, .act_offset = 63360, .lanes = 0, .line = 20, .col = 5,
-     .schedule = "straight: fwd straight dw straight dx with dw",
+     .schedule = "straight: fwd straight dw straight dx with dw", .n_inputs = 1, .inputs = mixed2d_inputs + 10, .name = NULL,
      .kernel = {2, 3}, .stride = {2, 3}, .pad_lo = {0, 0}, .pad_hi = {0, 0}, .dilation = {1, 1},
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "flatten", .ndim_in = 3, .in_shape = {4, 3, 3}, .ndim_out = 1, .out_shape = {36, 0, 0},
      .in_size = 36, .out_size = 36, .act_offset = 63360, .lanes = 0, .line = 21, .col = 5,
-     .schedule = "alias: fwd alias dw alias dx with dw",
+     .schedule = "alias: fwd alias dw alias dx with dw", .n_inputs = 1, .inputs = mixed2d_inputs + 11, .name = NULL,
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "dense", .ndim_in = 1, .in_shape = {36, 0, 0}, .ndim_out = 1, .out_shape = {10, 0, 0},
      .in_size = 36, .out_size = 10, .act_offset = 63648, .lanes = 0, .line = 22, .col = 5,
-     .schedule = "straight: fwd straight dw straight dx with dw",
+     .schedule = "straight: fwd straight dw straight dx with dw", .n_inputs = 1, .inputs = mixed2d_inputs + 12, .name = NULL,
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
 };
 

@@ -9359,55 +9359,55 @@ void vgg16_backward(const float *params, float *grads, const float *x, float *dx
 {
     (void)x;
     l36_dense_backward(params, grads, ws + 57275392, ws + 119932976, ws + 119934976, nb);
-    l35_relu_backward(ws + 57275392, ws + 119934976, ws + 126357504, nb);
-    l34_dense_backward(params, grads, ws + 57259008, ws + 126357504, ws + 119934976, nb);
-    l33_relu_backward(ws + 57259008, ws + 119934976, ws + 126357504, nb);
-    l32_dense_backward(params, grads, ws + 57200640, ws + 126357504, ws + 119934976, nb);
+    l35_relu_backward(ws + 57275392, ws + 119934976, ws + 119943168, nb);
+    l34_dense_backward(params, grads, ws + 57259008, ws + 119943168, ws + 119934976, nb);
+    l33_relu_backward(ws + 57259008, ws + 119934976, ws + 119943168, nb);
+    l32_dense_backward(params, grads, ws + 57200640, ws + 119943168, ws + 120135680, nb);
     /* layer 31: flatten passes the gradient through */
-    l30_maxpool2d_backward(ws + 56999936, ws + 119934976, ws + 126357504, nb);
-    l29_relu_backward(ws + 56999936, ws + 126357504, ws + 119934976, nb);
-    l28_conv2d_backward(grads, ws + 114419248, ws + 119934976, nb);
-    l28_conv2d_backward_dx(params, ws + 114419248, ws + 119934976, ws + 126357504, nb);
-    l27_relu_backward(ws + 56598528, ws + 126357504, ws + 119934976, nb);
-    l26_conv2d_backward(grads, ws + 108905520, ws + 119934976, nb);
-    l26_conv2d_backward_dx(params, ws + 108905520, ws + 119934976, ws + 126357504, nb);
-    l25_relu_backward(ws + 56197120, ws + 126357504, ws + 119934976, nb);
-    l24_conv2d_backward(grads, ws + 103391792, ws + 119934976, nb);
-    l24_conv2d_backward_dx(params, ws + 103391792, ws + 119934976, ws + 126357504, nb);
-    l23_maxpool2d_backward(ws + 54992896, ws + 126357504, ws + 119934976, nb);
-    l22_relu_backward(ws + 54992896, ws + 119934976, ws + 126357504, nb);
-    l21_conv2d_backward(grads, ws + 101548560, ws + 126357504, nb);
-    l21_conv2d_backward_dx(params, ws + 101548560, ws + 126357504, ws + 119934976, nb);
-    l20_relu_backward(ws + 53387264, ws + 119934976, ws + 126357504, nb);
-    l19_conv2d_backward(grads, ws + 99705328, ws + 126357504, nb);
-    l19_conv2d_backward_dx(params, ws + 99705328, ws + 126357504, ws + 119934976, nb);
-    l18_relu_backward(ws + 51781632, ws + 119934976, ws + 126357504, nb);
-    l17_conv2d_backward(grads, ws + 98322896, ws + 126357504, nb);
-    l17_conv2d_backward_dx(params, ws + 98322896, ws + 126357504, ws + 119934976, nb);
-    l16_maxpool2d_backward(ws + 48971776, ws + 119934976, ws + 126357504, nb);
-    l15_relu_backward(ws + 48971776, ws + 126357504, ws + 119934976, nb);
-    l14_conv2d_backward(grads, ws + 94878128, ws + 119934976, nb);
-    l14_conv2d_backward_dx(params, ws + 94878128, ws + 119934976, ws + 126357504, nb);
-    l13_relu_backward(ws + 45760512, ws + 126357504, ws + 119934976, nb);
-    l12_conv2d_backward(grads, ws + 91433360, ws + 119934976, nb);
-    l12_conv2d_backward_dx(params, ws + 91433360, ws + 119934976, ws + 126357504, nb);
-    l11_relu_backward(ws + 42549248, ws + 126357504, ws + 119934976, nb);
-    l10_conv2d_backward(grads, ws + 88849776, ws + 119934976, nb);
-    l10_conv2d_backward_dx(params, ws + 88849776, ws + 119934976, ws + 126357504, nb);
-    l09_maxpool2d_backward(ws + 36929536, ws + 126357504, ws + 119934976, nb);
-    l08_relu_backward(ws + 36929536, ws + 119934976, ws + 126357504, nb);
-    l07_conv2d_backward(grads, ws + 82195792, ws + 126357504, nb);
-    l07_conv2d_backward_dx(params, ws + 82195792, ws + 126357504, ws + 119934976, nb);
-    l06_relu_backward(ws + 30507008, ws + 119934976, ws + 126357504, nb);
-    l05_conv2d_backward(grads, ws + 77205296, ws + 126357504, nb);
-    l05_conv2d_backward_dx(params, ws + 77205296, ws + 126357504, ws + 119934976, nb);
-    l04_maxpool2d_backward(ws + 19267584, ws + 119934976, ws + 126357504, nb);
-    l03_relu_backward(ws + 19267584, ws + 126357504, ws + 119934976, nb);
-    l02_conv2d_backward(grads, ws + 64129808, ws + 119934976, nb);
-    l02_conv2d_backward_dx(params, ws + 64129808, ws + 119934976, ws + 126357504, nb);
-    l01_relu_backward(ws + 6422528, ws + 126357504, ws + 119934976, nb);
-    l00_conv2d_backward(grads, ws + 57285584, ws + 119934976, nb);
-    if (dx) l00_conv2d_backward_dx(params, ws + 57285584, ws + 119934976, dx ? dx : ws + 126357504, nb);
+    l30_maxpool2d_backward(ws + 56999936, ws + 120135680, ws + 119934976, nb);
+    l29_relu_backward(ws + 56999936, ws + 119934976, ws + 120135680, nb);
+    l28_conv2d_backward(grads, ws + 114419248, ws + 120135680, nb);
+    l28_conv2d_backward_dx(params, ws + 114419248, ws + 120135680, ws + 119934976, nb);
+    l27_relu_backward(ws + 56598528, ws + 119934976, ws + 120135680, nb);
+    l26_conv2d_backward(grads, ws + 108905520, ws + 120135680, nb);
+    l26_conv2d_backward_dx(params, ws + 108905520, ws + 120135680, ws + 119934976, nb);
+    l25_relu_backward(ws + 56197120, ws + 119934976, ws + 120135680, nb);
+    l24_conv2d_backward(grads, ws + 103391792, ws + 120135680, nb);
+    l24_conv2d_backward_dx(params, ws + 103391792, ws + 120135680, ws + 120737792, nb);
+    l23_maxpool2d_backward(ws + 54992896, ws + 120737792, ws + 119934976, nb);
+    l22_relu_backward(ws + 54992896, ws + 119934976, ws + 120737792, nb);
+    l21_conv2d_backward(grads, ws + 101548560, ws + 120737792, nb);
+    l21_conv2d_backward_dx(params, ws + 101548560, ws + 120737792, ws + 119934976, nb);
+    l20_relu_backward(ws + 53387264, ws + 119934976, ws + 120737792, nb);
+    l19_conv2d_backward(grads, ws + 99705328, ws + 120737792, nb);
+    l19_conv2d_backward_dx(params, ws + 99705328, ws + 120737792, ws + 119934976, nb);
+    l18_relu_backward(ws + 51781632, ws + 119934976, ws + 120737792, nb);
+    l17_conv2d_backward(grads, ws + 98322896, ws + 120737792, nb);
+    l17_conv2d_backward_dx(params, ws + 98322896, ws + 120737792, ws + 121540608, nb);
+    l16_maxpool2d_backward(ws + 48971776, ws + 121540608, ws + 119934976, nb);
+    l15_relu_backward(ws + 48971776, ws + 119934976, ws + 121540608, nb);
+    l14_conv2d_backward(grads, ws + 94878128, ws + 121540608, nb);
+    l14_conv2d_backward_dx(params, ws + 94878128, ws + 121540608, ws + 119934976, nb);
+    l13_relu_backward(ws + 45760512, ws + 119934976, ws + 121540608, nb);
+    l12_conv2d_backward(grads, ws + 91433360, ws + 121540608, nb);
+    l12_conv2d_backward_dx(params, ws + 91433360, ws + 121540608, ws + 119934976, nb);
+    l11_relu_backward(ws + 42549248, ws + 119934976, ws + 121540608, nb);
+    l10_conv2d_backward(grads, ws + 88849776, ws + 121540608, nb);
+    l10_conv2d_backward_dx(params, ws + 88849776, ws + 121540608, ws + 123146240, nb);
+    l09_maxpool2d_backward(ws + 36929536, ws + 123146240, ws + 119934976, nb);
+    l08_relu_backward(ws + 36929536, ws + 119934976, ws + 123146240, nb);
+    l07_conv2d_backward(grads, ws + 82195792, ws + 123146240, nb);
+    l07_conv2d_backward_dx(params, ws + 82195792, ws + 123146240, ws + 119934976, nb);
+    l06_relu_backward(ws + 30507008, ws + 119934976, ws + 123146240, nb);
+    l05_conv2d_backward(grads, ws + 77205296, ws + 123146240, nb);
+    l05_conv2d_backward_dx(params, ws + 77205296, ws + 123146240, ws + 126357504, nb);
+    l04_maxpool2d_backward(ws + 19267584, ws + 126357504, ws + 119934976, nb);
+    l03_relu_backward(ws + 19267584, ws + 119934976, ws + 126357504, nb);
+    l02_conv2d_backward(grads, ws + 64129808, ws + 126357504, nb);
+    l02_conv2d_backward_dx(params, ws + 64129808, ws + 126357504, ws + 119934976, nb);
+    l01_relu_backward(ws + 6422528, ws + 119934976, ws + 126357504, nb);
+    l00_conv2d_backward(grads, ws + 57285584, ws + 126357504, nb);
+    if (dx) l00_conv2d_backward_dx(params, ws + 57285584, ws + 126357504, dx ? dx : ws + 119934976, nb);
 }
 
 static const cg_tensor vgg16_tensors[] = {
@@ -9445,172 +9445,213 @@ static const cg_tensor vgg16_tensors[] = {
     {"36.bias", CG_PARAM, 36, 1, {1000, 0, 0, 0}, 138356544, 1000, CG_INIT_BIAS_UNIFORM, 4096},
 };
 
+/* what each layer reads: earlier layers' outputs by index, -1 the network's input */
+static const int vgg16_inputs[] = {
+    -1, /* layer 0 */
+    0, /* layer 1 */
+    1, /* layer 2 */
+    2, /* layer 3 */
+    3, /* layer 4 */
+    4, /* layer 5 */
+    5, /* layer 6 */
+    6, /* layer 7 */
+    7, /* layer 8 */
+    8, /* layer 9 */
+    9, /* layer 10 */
+    10, /* layer 11 */
+    11, /* layer 12 */
+    12, /* layer 13 */
+    13, /* layer 14 */
+    14, /* layer 15 */
+    15, /* layer 16 */
+    16, /* layer 17 */
+    17, /* layer 18 */
+    18, /* layer 19 */
+    19, /* layer 20 */
+    20, /* layer 21 */
+    21, /* layer 22 */
+    22, /* layer 23 */
+    23, /* layer 24 */
+    24, /* layer 25 */
+    25, /* layer 26 */
+    26, /* layer 27 */
+    27, /* layer 28 */
+    28, /* layer 29 */
+    29, /* layer 30 */
+    30, /* layer 31 */
+    31, /* layer 32 */
+    32, /* layer 33 */
+    33, /* layer 34 */
+    34, /* layer 35 */
+    35, /* layer 36 */
+};
+
 static const cg_layer vgg16_layers[] = {
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {3, 224, 224}, .ndim_out = 3, .out_shape = {64, 224, 224},
      .in_size = 150528, .out_size = 3211264, .act_offset = 0, .lanes = 0, .line = 15, .col = 5,
-     .schedule = "wv: fwd wv[TC=6,TX=4] dw wv[RY=3,TCW=2,U=4] dx wv[TC=3,TX=4] threaded",
+     .schedule = "wv: fwd wv[TC=6,TX=4] dw wv[RY=3,TCW=2,U=4] dx wv[TC=3,TX=4] threaded", .n_inputs = 1, .inputs = vgg16_inputs + 0, .name = NULL,
      .kernel = {3, 3}, .stride = {1, 1}, .pad_lo = {1, 1}, .pad_hi = {1, 1}, .dilation = {1, 1},
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "relu", .ndim_in = 3, .in_shape = {64, 224, 224}, .ndim_out = 3, .out_shape = {64, 224, 224},
      .in_size = 3211264, .out_size = 3211264, .act_offset = 6422528, .lanes = 0, .line = 16, .col = 5,
-     .schedule = "loop: fwd loop dw loop dx with dw threaded",
+     .schedule = "loop: fwd loop dw loop dx with dw threaded", .n_inputs = 1, .inputs = vgg16_inputs + 1, .name = NULL,
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {64, 224, 224}, .ndim_out = 3, .out_shape = {64, 224, 224},
      .in_size = 3211264, .out_size = 3211264, .act_offset = 12845056, .lanes = 0, .line = 17, .col = 5,
-     .schedule = "wv: fwd wv[TC=6,TX=4] dw wv[RY=3,TCW=2,U=4] dx wv[TC=6,TX=4] threaded",
+     .schedule = "wv: fwd wv[TC=6,TX=4] dw wv[RY=3,TCW=2,U=4] dx wv[TC=6,TX=4] threaded", .n_inputs = 1, .inputs = vgg16_inputs + 2, .name = NULL,
      .kernel = {3, 3}, .stride = {1, 1}, .pad_lo = {1, 1}, .pad_hi = {1, 1}, .dilation = {1, 1},
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "relu", .ndim_in = 3, .in_shape = {64, 224, 224}, .ndim_out = 3, .out_shape = {64, 224, 224},
      .in_size = 3211264, .out_size = 3211264, .act_offset = 19267584, .lanes = 0, .line = 18, .col = 5,
-     .schedule = "loop: fwd loop dw loop dx with dw threaded",
+     .schedule = "loop: fwd loop dw loop dx with dw threaded", .n_inputs = 1, .inputs = vgg16_inputs + 3, .name = NULL,
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "maxpool2d", .ndim_in = 3, .in_shape = {64, 224, 224}, .ndim_out = 3, .out_shape = {64, 112, 112},
      .in_size = 3211264, .out_size = 802816, .act_offset = 25690112, .lanes = 0, .line = 19, .col = 5,
-     .schedule = "loop: fwd loop dw loop dx with dw threaded",
+     .schedule = "loop: fwd loop dw loop dx with dw threaded", .n_inputs = 1, .inputs = vgg16_inputs + 4, .name = NULL,
      .kernel = {2, 2}, .stride = {2, 2}, .pad_lo = {0, 0}, .pad_hi = {0, 0}, .dilation = {1, 1},
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {64, 112, 112}, .ndim_out = 3, .out_shape = {128, 112, 112},
      .in_size = 802816, .out_size = 1605632, .act_offset = 27295744, .lanes = 0, .line = 21, .col = 5,
-     .schedule = "wv: fwd wv[TC=6,TX=4] dw wv[RY=3,TCW=2,U=4] dx wv[TC=6,TX=4] threaded",
+     .schedule = "wv: fwd wv[TC=6,TX=4] dw wv[RY=3,TCW=2,U=4] dx wv[TC=6,TX=4] threaded", .n_inputs = 1, .inputs = vgg16_inputs + 5, .name = NULL,
      .kernel = {3, 3}, .stride = {1, 1}, .pad_lo = {1, 1}, .pad_hi = {1, 1}, .dilation = {1, 1},
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "relu", .ndim_in = 3, .in_shape = {128, 112, 112}, .ndim_out = 3, .out_shape = {128, 112, 112},
      .in_size = 1605632, .out_size = 1605632, .act_offset = 30507008, .lanes = 0, .line = 22, .col = 5,
-     .schedule = "loop: fwd loop dw loop dx with dw threaded",
+     .schedule = "loop: fwd loop dw loop dx with dw threaded", .n_inputs = 1, .inputs = vgg16_inputs + 6, .name = NULL,
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {128, 112, 112}, .ndim_out = 3, .out_shape = {128, 112, 112},
      .in_size = 1605632, .out_size = 1605632, .act_offset = 33718272, .lanes = 0, .line = 23, .col = 5,
-     .schedule = "wv: fwd wv[TC=6,TX=4] dw wv[RY=3,TCW=2,U=4] dx wv[TC=6,TX=4] threaded",
+     .schedule = "wv: fwd wv[TC=6,TX=4] dw wv[RY=3,TCW=2,U=4] dx wv[TC=6,TX=4] threaded", .n_inputs = 1, .inputs = vgg16_inputs + 7, .name = NULL,
      .kernel = {3, 3}, .stride = {1, 1}, .pad_lo = {1, 1}, .pad_hi = {1, 1}, .dilation = {1, 1},
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "relu", .ndim_in = 3, .in_shape = {128, 112, 112}, .ndim_out = 3, .out_shape = {128, 112, 112},
      .in_size = 1605632, .out_size = 1605632, .act_offset = 36929536, .lanes = 0, .line = 24, .col = 5,
-     .schedule = "loop: fwd loop dw loop dx with dw threaded",
+     .schedule = "loop: fwd loop dw loop dx with dw threaded", .n_inputs = 1, .inputs = vgg16_inputs + 8, .name = NULL,
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "maxpool2d", .ndim_in = 3, .in_shape = {128, 112, 112}, .ndim_out = 3, .out_shape = {128, 56, 56},
      .in_size = 1605632, .out_size = 401408, .act_offset = 40140800, .lanes = 0, .line = 25, .col = 5,
-     .schedule = "loop: fwd loop dw loop dx with dw",
+     .schedule = "loop: fwd loop dw loop dx with dw", .n_inputs = 1, .inputs = vgg16_inputs + 9, .name = NULL,
      .kernel = {2, 2}, .stride = {2, 2}, .pad_lo = {0, 0}, .pad_hi = {0, 0}, .dilation = {1, 1},
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {128, 56, 56}, .ndim_out = 3, .out_shape = {256, 56, 56},
      .in_size = 401408, .out_size = 802816, .act_offset = 40943616, .lanes = 0, .line = 27, .col = 5,
-     .schedule = "wv: fwd wv[TC=6,TX=4] dw wv[RY=3,TCW=2,U=4] dx wv[TC=6,TX=4] threaded",
+     .schedule = "wv: fwd wv[TC=6,TX=4] dw wv[RY=3,TCW=2,U=4] dx wv[TC=6,TX=4] threaded", .n_inputs = 1, .inputs = vgg16_inputs + 10, .name = NULL,
      .kernel = {3, 3}, .stride = {1, 1}, .pad_lo = {1, 1}, .pad_hi = {1, 1}, .dilation = {1, 1},
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "relu", .ndim_in = 3, .in_shape = {256, 56, 56}, .ndim_out = 3, .out_shape = {256, 56, 56},
      .in_size = 802816, .out_size = 802816, .act_offset = 42549248, .lanes = 0, .line = 28, .col = 5,
-     .schedule = "loop: fwd loop dw loop dx with dw threaded",
+     .schedule = "loop: fwd loop dw loop dx with dw threaded", .n_inputs = 1, .inputs = vgg16_inputs + 11, .name = NULL,
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {256, 56, 56}, .ndim_out = 3, .out_shape = {256, 56, 56},
      .in_size = 802816, .out_size = 802816, .act_offset = 44154880, .lanes = 0, .line = 29, .col = 5,
-     .schedule = "wv: fwd wv[TC=6,TX=4] dw wv[RY=3,TCW=2,U=4] dx wv[TC=6,TX=4] threaded",
+     .schedule = "wv: fwd wv[TC=6,TX=4] dw wv[RY=3,TCW=2,U=4] dx wv[TC=6,TX=4] threaded", .n_inputs = 1, .inputs = vgg16_inputs + 12, .name = NULL,
      .kernel = {3, 3}, .stride = {1, 1}, .pad_lo = {1, 1}, .pad_hi = {1, 1}, .dilation = {1, 1},
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "relu", .ndim_in = 3, .in_shape = {256, 56, 56}, .ndim_out = 3, .out_shape = {256, 56, 56},
      .in_size = 802816, .out_size = 802816, .act_offset = 45760512, .lanes = 0, .line = 30, .col = 5,
-     .schedule = "loop: fwd loop dw loop dx with dw threaded",
+     .schedule = "loop: fwd loop dw loop dx with dw threaded", .n_inputs = 1, .inputs = vgg16_inputs + 13, .name = NULL,
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {256, 56, 56}, .ndim_out = 3, .out_shape = {256, 56, 56},
      .in_size = 802816, .out_size = 802816, .act_offset = 47366144, .lanes = 0, .line = 31, .col = 5,
-     .schedule = "wv: fwd wv[TC=6,TX=4] dw wv[RY=3,TCW=2,U=4] dx wv[TC=6,TX=4] threaded",
+     .schedule = "wv: fwd wv[TC=6,TX=4] dw wv[RY=3,TCW=2,U=4] dx wv[TC=6,TX=4] threaded", .n_inputs = 1, .inputs = vgg16_inputs + 14, .name = NULL,
      .kernel = {3, 3}, .stride = {1, 1}, .pad_lo = {1, 1}, .pad_hi = {1, 1}, .dilation = {1, 1},
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "relu", .ndim_in = 3, .in_shape = {256, 56, 56}, .ndim_out = 3, .out_shape = {256, 56, 56},
      .in_size = 802816, .out_size = 802816, .act_offset = 48971776, .lanes = 0, .line = 32, .col = 5,
-     .schedule = "loop: fwd loop dw loop dx with dw threaded",
+     .schedule = "loop: fwd loop dw loop dx with dw threaded", .n_inputs = 1, .inputs = vgg16_inputs + 15, .name = NULL,
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "maxpool2d", .ndim_in = 3, .in_shape = {256, 56, 56}, .ndim_out = 3, .out_shape = {256, 28, 28},
      .in_size = 802816, .out_size = 200704, .act_offset = 50577408, .lanes = 0, .line = 33, .col = 5,
-     .schedule = "loop: fwd loop dw loop dx with dw",
+     .schedule = "loop: fwd loop dw loop dx with dw", .n_inputs = 1, .inputs = vgg16_inputs + 16, .name = NULL,
      .kernel = {2, 2}, .stride = {2, 2}, .pad_lo = {0, 0}, .pad_hi = {0, 0}, .dilation = {1, 1},
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {256, 28, 28}, .ndim_out = 3, .out_shape = {512, 28, 28},
      .in_size = 200704, .out_size = 401408, .act_offset = 50978816, .lanes = 0, .line = 35, .col = 5,
-     .schedule = "wv: fwd wv[TC=12,TX=2] dw wv[RY=3,TCW=2,U=4] dx wv[TC=12,TX=2] threaded",
+     .schedule = "wv: fwd wv[TC=12,TX=2] dw wv[RY=3,TCW=2,U=4] dx wv[TC=12,TX=2] threaded", .n_inputs = 1, .inputs = vgg16_inputs + 17, .name = NULL,
      .kernel = {3, 3}, .stride = {1, 1}, .pad_lo = {1, 1}, .pad_hi = {1, 1}, .dilation = {1, 1},
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "relu", .ndim_in = 3, .in_shape = {512, 28, 28}, .ndim_out = 3, .out_shape = {512, 28, 28},
      .in_size = 401408, .out_size = 401408, .act_offset = 51781632, .lanes = 0, .line = 36, .col = 5,
-     .schedule = "loop: fwd loop dw loop dx with dw",
+     .schedule = "loop: fwd loop dw loop dx with dw", .n_inputs = 1, .inputs = vgg16_inputs + 18, .name = NULL,
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {512, 28, 28}, .ndim_out = 3, .out_shape = {512, 28, 28},
      .in_size = 401408, .out_size = 401408, .act_offset = 52584448, .lanes = 0, .line = 37, .col = 5,
-     .schedule = "wv: fwd wv[TC=12,TX=2] dw wv[RY=3,TCW=2,U=4] dx wv[TC=12,TX=2] threaded",
+     .schedule = "wv: fwd wv[TC=12,TX=2] dw wv[RY=3,TCW=2,U=4] dx wv[TC=12,TX=2] threaded", .n_inputs = 1, .inputs = vgg16_inputs + 19, .name = NULL,
      .kernel = {3, 3}, .stride = {1, 1}, .pad_lo = {1, 1}, .pad_hi = {1, 1}, .dilation = {1, 1},
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "relu", .ndim_in = 3, .in_shape = {512, 28, 28}, .ndim_out = 3, .out_shape = {512, 28, 28},
      .in_size = 401408, .out_size = 401408, .act_offset = 53387264, .lanes = 0, .line = 38, .col = 5,
-     .schedule = "loop: fwd loop dw loop dx with dw",
+     .schedule = "loop: fwd loop dw loop dx with dw", .n_inputs = 1, .inputs = vgg16_inputs + 20, .name = NULL,
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {512, 28, 28}, .ndim_out = 3, .out_shape = {512, 28, 28},
      .in_size = 401408, .out_size = 401408, .act_offset = 54190080, .lanes = 0, .line = 39, .col = 5,
-     .schedule = "wv: fwd wv[TC=12,TX=2] dw wv[RY=3,TCW=2,U=4] dx wv[TC=12,TX=2] threaded",
+     .schedule = "wv: fwd wv[TC=12,TX=2] dw wv[RY=3,TCW=2,U=4] dx wv[TC=12,TX=2] threaded", .n_inputs = 1, .inputs = vgg16_inputs + 21, .name = NULL,
      .kernel = {3, 3}, .stride = {1, 1}, .pad_lo = {1, 1}, .pad_hi = {1, 1}, .dilation = {1, 1},
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "relu", .ndim_in = 3, .in_shape = {512, 28, 28}, .ndim_out = 3, .out_shape = {512, 28, 28},
      .in_size = 401408, .out_size = 401408, .act_offset = 54992896, .lanes = 0, .line = 40, .col = 5,
-     .schedule = "loop: fwd loop dw loop dx with dw",
+     .schedule = "loop: fwd loop dw loop dx with dw", .n_inputs = 1, .inputs = vgg16_inputs + 22, .name = NULL,
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "maxpool2d", .ndim_in = 3, .in_shape = {512, 28, 28}, .ndim_out = 3, .out_shape = {512, 14, 14},
      .in_size = 401408, .out_size = 100352, .act_offset = 55795712, .lanes = 0, .line = 41, .col = 5,
-     .schedule = "loop: fwd loop dw loop dx with dw",
+     .schedule = "loop: fwd loop dw loop dx with dw", .n_inputs = 1, .inputs = vgg16_inputs + 23, .name = NULL,
      .kernel = {2, 2}, .stride = {2, 2}, .pad_lo = {0, 0}, .pad_hi = {0, 0}, .dilation = {1, 1},
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {512, 14, 14}, .ndim_out = 3, .out_shape = {512, 14, 14},
      .in_size = 100352, .out_size = 100352, .act_offset = 55996416, .lanes = 0, .line = 43, .col = 5,
-     .schedule = "cv: fwd cv[TP=6,TV=4] dw cv[TPR=6,TV=4] dx cv[TP=6,TV=4] threaded",
+     .schedule = "cv: fwd cv[TP=6,TV=4] dw cv[TPR=6,TV=4] dx cv[TP=6,TV=4] threaded", .n_inputs = 1, .inputs = vgg16_inputs + 24, .name = NULL,
      .kernel = {3, 3}, .stride = {1, 1}, .pad_lo = {1, 1}, .pad_hi = {1, 1}, .dilation = {1, 1},
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "relu", .ndim_in = 3, .in_shape = {512, 14, 14}, .ndim_out = 3, .out_shape = {512, 14, 14},
      .in_size = 100352, .out_size = 100352, .act_offset = 56197120, .lanes = 0, .line = 44, .col = 5,
-     .schedule = "loop: fwd loop dw loop dx with dw",
+     .schedule = "loop: fwd loop dw loop dx with dw", .n_inputs = 1, .inputs = vgg16_inputs + 25, .name = NULL,
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {512, 14, 14}, .ndim_out = 3, .out_shape = {512, 14, 14},
      .in_size = 100352, .out_size = 100352, .act_offset = 56397824, .lanes = 0, .line = 45, .col = 5,
-     .schedule = "cv: fwd cv[TP=6,TV=4] dw cv[TPR=6,TV=4] dx cv[TP=6,TV=4] threaded",
+     .schedule = "cv: fwd cv[TP=6,TV=4] dw cv[TPR=6,TV=4] dx cv[TP=6,TV=4] threaded", .n_inputs = 1, .inputs = vgg16_inputs + 26, .name = NULL,
      .kernel = {3, 3}, .stride = {1, 1}, .pad_lo = {1, 1}, .pad_hi = {1, 1}, .dilation = {1, 1},
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "relu", .ndim_in = 3, .in_shape = {512, 14, 14}, .ndim_out = 3, .out_shape = {512, 14, 14},
      .in_size = 100352, .out_size = 100352, .act_offset = 56598528, .lanes = 0, .line = 46, .col = 5,
-     .schedule = "loop: fwd loop dw loop dx with dw",
+     .schedule = "loop: fwd loop dw loop dx with dw", .n_inputs = 1, .inputs = vgg16_inputs + 27, .name = NULL,
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {512, 14, 14}, .ndim_out = 3, .out_shape = {512, 14, 14},
      .in_size = 100352, .out_size = 100352, .act_offset = 56799232, .lanes = 0, .line = 47, .col = 5,
-     .schedule = "cv: fwd cv[TP=6,TV=4] dw cv[TPR=6,TV=4] dx cv[TP=6,TV=4] threaded",
+     .schedule = "cv: fwd cv[TP=6,TV=4] dw cv[TPR=6,TV=4] dx cv[TP=6,TV=4] threaded", .n_inputs = 1, .inputs = vgg16_inputs + 28, .name = NULL,
      .kernel = {3, 3}, .stride = {1, 1}, .pad_lo = {1, 1}, .pad_hi = {1, 1}, .dilation = {1, 1},
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "relu", .ndim_in = 3, .in_shape = {512, 14, 14}, .ndim_out = 3, .out_shape = {512, 14, 14},
      .in_size = 100352, .out_size = 100352, .act_offset = 56999936, .lanes = 0, .line = 48, .col = 5,
-     .schedule = "loop: fwd loop dw loop dx with dw",
+     .schedule = "loop: fwd loop dw loop dx with dw", .n_inputs = 1, .inputs = vgg16_inputs + 29, .name = NULL,
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "maxpool2d", .ndim_in = 3, .in_shape = {512, 14, 14}, .ndim_out = 3, .out_shape = {512, 7, 7},
      .in_size = 100352, .out_size = 25088, .act_offset = 57200640, .lanes = 0, .line = 49, .col = 5,
-     .schedule = "loop: fwd loop dw loop dx with dw",
+     .schedule = "loop: fwd loop dw loop dx with dw", .n_inputs = 1, .inputs = vgg16_inputs + 30, .name = NULL,
      .kernel = {2, 2}, .stride = {2, 2}, .pad_lo = {0, 0}, .pad_hi = {0, 0}, .dilation = {1, 1},
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "flatten", .ndim_in = 3, .in_shape = {512, 7, 7}, .ndim_out = 1, .out_shape = {25088, 0, 0},
      .in_size = 25088, .out_size = 25088, .act_offset = 57200640, .lanes = 0, .line = 51, .col = 5,
-     .schedule = "alias: fwd alias dw alias dx with dw",
+     .schedule = "alias: fwd alias dw alias dx with dw", .n_inputs = 1, .inputs = vgg16_inputs + 31, .name = NULL,
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "dense", .ndim_in = 1, .in_shape = {25088, 0, 0}, .ndim_out = 1, .out_shape = {4096, 0, 0},
      .in_size = 25088, .out_size = 4096, .act_offset = 57250816, .lanes = 0, .line = 52, .col = 5,
-     .schedule = "loop: fwd loop[TO=4] dw loop[TO=4] dx with dw threaded",
+     .schedule = "loop: fwd loop[TO=4] dw loop[TO=4] dx with dw threaded", .n_inputs = 1, .inputs = vgg16_inputs + 32, .name = NULL,
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "relu", .ndim_in = 1, .in_shape = {4096, 0, 0}, .ndim_out = 1, .out_shape = {4096, 0, 0},
      .in_size = 4096, .out_size = 4096, .act_offset = 57259008, .lanes = 0, .line = 53, .col = 5,
-     .schedule = "loop: fwd loop dw loop dx with dw",
+     .schedule = "loop: fwd loop dw loop dx with dw", .n_inputs = 1, .inputs = vgg16_inputs + 33, .name = NULL,
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "dense", .ndim_in = 1, .in_shape = {4096, 0, 0}, .ndim_out = 1, .out_shape = {4096, 0, 0},
      .in_size = 4096, .out_size = 4096, .act_offset = 57267200, .lanes = 0, .line = 54, .col = 5,
-     .schedule = "loop: fwd loop[TO=4] dw loop[TO=4] dx with dw threaded",
+     .schedule = "loop: fwd loop[TO=4] dw loop[TO=4] dx with dw threaded", .n_inputs = 1, .inputs = vgg16_inputs + 34, .name = NULL,
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "relu", .ndim_in = 1, .in_shape = {4096, 0, 0}, .ndim_out = 1, .out_shape = {4096, 0, 0},
      .in_size = 4096, .out_size = 4096, .act_offset = 57275392, .lanes = 0, .line = 55, .col = 5,
-     .schedule = "loop: fwd loop dw loop dx with dw",
+     .schedule = "loop: fwd loop dw loop dx with dw", .n_inputs = 1, .inputs = vgg16_inputs + 35, .name = NULL,
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "dense", .ndim_in = 1, .in_shape = {4096, 0, 0}, .ndim_out = 1, .out_shape = {1000, 0, 0},
      .in_size = 4096, .out_size = 1000, .act_offset = 57283584, .lanes = 0, .line = 56, .col = 5,
-     .schedule = "loop: fwd loop[TO=4] dw loop[TO=4] dx with dw threaded",
+     .schedule = "loop: fwd loop[TO=4] dw loop[TO=4] dx with dw threaded", .n_inputs = 1, .inputs = vgg16_inputs + 36, .name = NULL,
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
 };
 

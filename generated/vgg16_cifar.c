@@ -30202,62 +30202,62 @@ void vgg16_cifar_forward(const float *params, float *buffers, const float *x, fl
 /* Backward after a training forward: dLoss/dOutput at ws + 18858624; grads accumulate. */
 void vgg16_cifar_backward(const float *params, float *grads, const float *x, float *dx, float *ws, int nb)
 {
-    (void)x;
     cg_to_lanes(ws + 18858624, ws + 18858944, nb, 10, 32);
+    (void)x;
     l36_dense_backward(grads, ws + 18841600, ws + 18858944);
     l36_dense_backward_dx(params, ws + 18858944, ws + 18859264);
-    l35_relu_backward(ws + 18841600, ws + 18859264, ws + 20956416);
-    l34_dense_backward(grads, ws + 18808832, ws + 20956416);
-    l34_dense_backward_dx(params, ws + 20956416, ws + 18859264);
-    l33_relu_backward(ws + 18808832, ws + 18859264, ws + 20956416);
-    l32_dense_backward(grads, ws + 18776064, ws + 20956416);
-    l32_dense_backward_dx(params, ws + 20956416, ws + 18859264);
+    l35_relu_backward(ws + 18841600, ws + 18859264, ws + 18875648);
+    l34_dense_backward(grads, ws + 18808832, ws + 18875648);
+    l34_dense_backward_dx(params, ws + 18875648, ws + 18859264);
+    l33_relu_backward(ws + 18808832, ws + 18859264, ws + 18875648);
+    l32_dense_backward(grads, ws + 18776064, ws + 18875648);
+    l32_dense_backward_dx(params, ws + 18875648, ws + 18924800);
     /* layer 31: flatten passes the gradient through */
-    l30_maxpool2d_backward(ws + 18710528, ws + 18859264, ws + 20956416);
-    l29_relu_backward(ws + 18710528, ws + 20956416, ws + 18859264);
-    l28_conv2d_backward(grads, ws + 18579456, ws + 18859264);
-    l28_conv2d_backward_dx(params, ws + 18859264, ws + 20956416);
-    l27_relu_backward(ws + 18579456, ws + 20956416, ws + 18859264);
-    l26_conv2d_backward(grads, ws + 18448384, ws + 18859264);
-    l26_conv2d_backward_dx(params, ws + 18859264, ws + 20956416);
-    l25_relu_backward(ws + 18448384, ws + 20956416, ws + 18859264);
-    l24_conv2d_backward(grads, ws + 18317312, ws + 18859264);
-    l24_conv2d_backward_dx(params, ws + 18859264, ws + 20956416);
-    l23_maxpool2d_backward(ws + 18055168, ws + 20956416, ws + 18859264);
-    l22_relu_backward(ws + 18055168, ws + 18859264, ws + 20956416);
-    l21_conv2d_backward(grads, ws + 17530880, ws + 20956416);
-    l21_conv2d_backward_dx(params, ws + 20956416, ws + 18859264);
-    l20_relu_backward(ws + 17530880, ws + 18859264, ws + 20956416);
-    l19_conv2d_backward(grads, ws + 17006592, ws + 20956416);
-    l19_conv2d_backward_dx(params, ws + 20956416, ws + 18859264);
-    l18_relu_backward(ws + 17006592, ws + 18859264, ws + 20956416);
-    l17_conv2d_backward(grads, ws + 16613376, ws + 20956416);
-    l17_conv2d_backward_dx(params, ws + 20956416, ws + 18859264);
-    l16_maxpool2d_backward(ws + 16089088, ws + 18859264, ws + 20956416);
-    l15_relu_backward(ws + 16089088, ws + 20956416, ws + 18859264);
-    l14_conv2d_backward(grads, ws + 15040512, ws + 18859264);
-    l14_conv2d_backward_dx(params, ws + 18859264, ws + 20956416);
-    l13_relu_backward(ws + 15040512, ws + 20956416, ws + 18859264);
-    l12_conv2d_backward(grads, ws + 13991936, ws + 18859264);
-    l12_conv2d_backward_dx(params, ws + 18859264, ws + 20956416);
-    l11_relu_backward(ws + 13991936, ws + 20956416, ws + 18859264);
-    l10_conv2d_backward(grads, ws + 13205504, ws + 18859264);
-    l10_conv2d_backward_dx(params, ws + 18859264, ws + 20956416);
-    l09_maxpool2d_backward(ws + 12156928, ws + 20956416, ws + 18859264);
-    l08_relu_backward(ws + 12156928, ws + 18859264, ws + 20956416);
-    l07_conv2d_backward(grads, ws + 10059776, ws + 20956416);
-    l07_conv2d_backward_dx(params, ws + 20956416, ws + 18859264);
-    l06_relu_backward(ws + 10059776, ws + 18859264, ws + 20956416);
-    l05_conv2d_backward(grads, ws + 8486912, ws + 20956416);
-    l05_conv2d_backward_dx(params, ws + 20956416, ws + 18859264);
-    l04_maxpool2d_backward(ws + 6389760, ws + 18859264, ws + 20956416);
-    l03_relu_backward(ws + 6389760, ws + 20956416, ws + 18859264);
-    l02_conv2d_backward(grads, ws + 2195456, ws + 18859264);
-    l02_conv2d_backward_dx(params, ws + 18859264, ws + 20956416);
-    l01_relu_backward(ws + 2195456, ws + 20956416, ws + 18859264);
-    l00_conv2d_backward(grads, ws + 0, ws + 18859264);
-    if (dx) l00_conv2d_backward_dx(params, ws + 18859264, ws + 20956416);
-    if (dx) cg_from_lanes(ws + 20956416, dx, nb, 3072, 32);
+    l30_maxpool2d_backward(ws + 18710528, ws + 18924800, ws + 18859264);
+    l29_relu_backward(ws + 18710528, ws + 18859264, ws + 18924800);
+    l28_conv2d_backward(grads, ws + 18579456, ws + 18924800);
+    l28_conv2d_backward_dx(params, ws + 18924800, ws + 18859264);
+    l27_relu_backward(ws + 18579456, ws + 18859264, ws + 18924800);
+    l26_conv2d_backward(grads, ws + 18448384, ws + 18924800);
+    l26_conv2d_backward_dx(params, ws + 18924800, ws + 18859264);
+    l25_relu_backward(ws + 18448384, ws + 18859264, ws + 18924800);
+    l24_conv2d_backward(grads, ws + 18317312, ws + 18924800);
+    l24_conv2d_backward_dx(params, ws + 18924800, ws + 19121408);
+    l23_maxpool2d_backward(ws + 18055168, ws + 19121408, ws + 18859264);
+    l22_relu_backward(ws + 18055168, ws + 18859264, ws + 19121408);
+    l21_conv2d_backward(grads, ws + 17530880, ws + 19121408);
+    l21_conv2d_backward_dx(params, ws + 19121408, ws + 18859264);
+    l20_relu_backward(ws + 17530880, ws + 18859264, ws + 19121408);
+    l19_conv2d_backward(grads, ws + 17006592, ws + 19121408);
+    l19_conv2d_backward_dx(params, ws + 19121408, ws + 18859264);
+    l18_relu_backward(ws + 17006592, ws + 18859264, ws + 19121408);
+    l17_conv2d_backward(grads, ws + 16613376, ws + 19121408);
+    l17_conv2d_backward_dx(params, ws + 19121408, ws + 19383552);
+    l16_maxpool2d_backward(ws + 16089088, ws + 19383552, ws + 18859264);
+    l15_relu_backward(ws + 16089088, ws + 18859264, ws + 19383552);
+    l14_conv2d_backward(grads, ws + 15040512, ws + 19383552);
+    l14_conv2d_backward_dx(params, ws + 19383552, ws + 18859264);
+    l13_relu_backward(ws + 15040512, ws + 18859264, ws + 19383552);
+    l12_conv2d_backward(grads, ws + 13991936, ws + 19383552);
+    l12_conv2d_backward_dx(params, ws + 19383552, ws + 18859264);
+    l11_relu_backward(ws + 13991936, ws + 18859264, ws + 19383552);
+    l10_conv2d_backward(grads, ws + 13205504, ws + 19383552);
+    l10_conv2d_backward_dx(params, ws + 19383552, ws + 19907840);
+    l09_maxpool2d_backward(ws + 12156928, ws + 19907840, ws + 18859264);
+    l08_relu_backward(ws + 12156928, ws + 18859264, ws + 19907840);
+    l07_conv2d_backward(grads, ws + 10059776, ws + 19907840);
+    l07_conv2d_backward_dx(params, ws + 19907840, ws + 18859264);
+    l06_relu_backward(ws + 10059776, ws + 18859264, ws + 19907840);
+    l05_conv2d_backward(grads, ws + 8486912, ws + 19907840);
+    l05_conv2d_backward_dx(params, ws + 19907840, ws + 20956416);
+    l04_maxpool2d_backward(ws + 6389760, ws + 20956416, ws + 18859264);
+    l03_relu_backward(ws + 6389760, ws + 18859264, ws + 20956416);
+    l02_conv2d_backward(grads, ws + 2195456, ws + 20956416);
+    l02_conv2d_backward_dx(params, ws + 20956416, ws + 18859264);
+    l01_relu_backward(ws + 2195456, ws + 18859264, ws + 20956416);
+    l00_conv2d_backward(grads, ws + 0, ws + 20956416);
+    if (dx) l00_conv2d_backward_dx(params, ws + 20956416, ws + 18859264);
+    if (dx) cg_from_lanes(ws + 18859264, dx, nb, 3072, 32);
 }
 
 static const cg_tensor vgg16_cifar_tensors[] = {
@@ -30295,172 +30295,213 @@ static const cg_tensor vgg16_cifar_tensors[] = {
     {"36.bias", CG_PARAM, 36, 1, {10, 0, 0, 0}, 15245120, 10, CG_INIT_BIAS_UNIFORM, 512},
 };
 
+/* what each layer reads: earlier layers' outputs by index, -1 the network's input */
+static const int vgg16_cifar_inputs[] = {
+    -1, /* layer 0 */
+    0, /* layer 1 */
+    1, /* layer 2 */
+    2, /* layer 3 */
+    3, /* layer 4 */
+    4, /* layer 5 */
+    5, /* layer 6 */
+    6, /* layer 7 */
+    7, /* layer 8 */
+    8, /* layer 9 */
+    9, /* layer 10 */
+    10, /* layer 11 */
+    11, /* layer 12 */
+    12, /* layer 13 */
+    13, /* layer 14 */
+    14, /* layer 15 */
+    15, /* layer 16 */
+    16, /* layer 17 */
+    17, /* layer 18 */
+    18, /* layer 19 */
+    19, /* layer 20 */
+    20, /* layer 21 */
+    21, /* layer 22 */
+    22, /* layer 23 */
+    23, /* layer 24 */
+    24, /* layer 25 */
+    25, /* layer 26 */
+    26, /* layer 27 */
+    27, /* layer 28 */
+    28, /* layer 29 */
+    29, /* layer 30 */
+    30, /* layer 31 */
+    31, /* layer 32 */
+    32, /* layer 33 */
+    33, /* layer 34 */
+    34, /* layer 35 */
+    35, /* layer 36 */
+};
+
 static const cg_layer vgg16_cifar_layers[] = {
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {3, 32, 32}, .ndim_out = 3, .out_shape = {64, 32, 32},
      .in_size = 3072, .out_size = 65536, .act_offset = 98304, .lanes = 32, .line = 10, .col = 5,
-     .schedule = "lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=3] threaded",
+     .schedule = "lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=3] threaded", .n_inputs = 1, .inputs = vgg16_cifar_inputs + 0, .name = NULL,
      .kernel = {3, 3}, .stride = {1, 1}, .pad_lo = {1, 1}, .pad_hi = {1, 1}, .dilation = {1, 1},
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "relu", .ndim_in = 3, .in_shape = {64, 32, 32}, .ndim_out = 3, .out_shape = {64, 32, 32},
      .in_size = 65536, .out_size = 65536, .act_offset = 2195456, .lanes = 32, .line = 11, .col = 5,
-     .schedule = "lanes: fwd lanes dw lanes dx with dw threaded",
+     .schedule = "lanes: fwd lanes dw lanes dx with dw threaded", .n_inputs = 1, .inputs = vgg16_cifar_inputs + 1, .name = NULL,
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {64, 32, 32}, .ndim_out = 3, .out_shape = {64, 32, 32},
      .in_size = 65536, .out_size = 65536, .act_offset = 4292608, .lanes = 32, .line = 12, .col = 5,
-     .schedule = "lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16] threaded",
+     .schedule = "lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16] threaded", .n_inputs = 1, .inputs = vgg16_cifar_inputs + 2, .name = NULL,
      .kernel = {3, 3}, .stride = {1, 1}, .pad_lo = {1, 1}, .pad_hi = {1, 1}, .dilation = {1, 1},
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "relu", .ndim_in = 3, .in_shape = {64, 32, 32}, .ndim_out = 3, .out_shape = {64, 32, 32},
      .in_size = 65536, .out_size = 65536, .act_offset = 6389760, .lanes = 32, .line = 13, .col = 5,
-     .schedule = "lanes: fwd lanes dw lanes dx with dw threaded",
+     .schedule = "lanes: fwd lanes dw lanes dx with dw threaded", .n_inputs = 1, .inputs = vgg16_cifar_inputs + 3, .name = NULL,
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "maxpool2d", .ndim_in = 3, .in_shape = {64, 32, 32}, .ndim_out = 3, .out_shape = {64, 16, 16},
      .in_size = 65536, .out_size = 16384, .act_offset = 8486912, .lanes = 32, .line = 14, .col = 5,
-     .schedule = "lanes: fwd lanes dw lanes dx with dw",
+     .schedule = "lanes: fwd lanes dw lanes dx with dw", .n_inputs = 1, .inputs = vgg16_cifar_inputs + 4, .name = NULL,
      .kernel = {2, 2}, .stride = {2, 2}, .pad_lo = {0, 0}, .pad_hi = {0, 0}, .dilation = {1, 1},
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {64, 16, 16}, .ndim_out = 3, .out_shape = {128, 16, 16},
      .in_size = 16384, .out_size = 32768, .act_offset = 9011200, .lanes = 32, .line = 16, .col = 5,
-     .schedule = "lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16] threaded",
+     .schedule = "lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16] threaded", .n_inputs = 1, .inputs = vgg16_cifar_inputs + 5, .name = NULL,
      .kernel = {3, 3}, .stride = {1, 1}, .pad_lo = {1, 1}, .pad_hi = {1, 1}, .dilation = {1, 1},
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "relu", .ndim_in = 3, .in_shape = {128, 16, 16}, .ndim_out = 3, .out_shape = {128, 16, 16},
      .in_size = 32768, .out_size = 32768, .act_offset = 10059776, .lanes = 32, .line = 17, .col = 5,
-     .schedule = "lanes: fwd lanes dw lanes dx with dw threaded",
+     .schedule = "lanes: fwd lanes dw lanes dx with dw threaded", .n_inputs = 1, .inputs = vgg16_cifar_inputs + 6, .name = NULL,
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {128, 16, 16}, .ndim_out = 3, .out_shape = {128, 16, 16},
      .in_size = 32768, .out_size = 32768, .act_offset = 11108352, .lanes = 32, .line = 18, .col = 5,
-     .schedule = "lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16] threaded",
+     .schedule = "lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16] threaded", .n_inputs = 1, .inputs = vgg16_cifar_inputs + 7, .name = NULL,
      .kernel = {3, 3}, .stride = {1, 1}, .pad_lo = {1, 1}, .pad_hi = {1, 1}, .dilation = {1, 1},
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "relu", .ndim_in = 3, .in_shape = {128, 16, 16}, .ndim_out = 3, .out_shape = {128, 16, 16},
      .in_size = 32768, .out_size = 32768, .act_offset = 12156928, .lanes = 32, .line = 19, .col = 5,
-     .schedule = "lanes: fwd lanes dw lanes dx with dw threaded",
+     .schedule = "lanes: fwd lanes dw lanes dx with dw threaded", .n_inputs = 1, .inputs = vgg16_cifar_inputs + 8, .name = NULL,
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "maxpool2d", .ndim_in = 3, .in_shape = {128, 16, 16}, .ndim_out = 3, .out_shape = {128, 8, 8},
      .in_size = 32768, .out_size = 8192, .act_offset = 13205504, .lanes = 32, .line = 20, .col = 5,
-     .schedule = "lanes: fwd lanes dw lanes dx with dw",
+     .schedule = "lanes: fwd lanes dw lanes dx with dw", .n_inputs = 1, .inputs = vgg16_cifar_inputs + 9, .name = NULL,
      .kernel = {2, 2}, .stride = {2, 2}, .pad_lo = {0, 0}, .pad_hi = {0, 0}, .dilation = {1, 1},
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {128, 8, 8}, .ndim_out = 3, .out_shape = {256, 8, 8},
      .in_size = 8192, .out_size = 16384, .act_offset = 13467648, .lanes = 32, .line = 22, .col = 5,
-     .schedule = "lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16] threaded",
+     .schedule = "lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16] threaded", .n_inputs = 1, .inputs = vgg16_cifar_inputs + 10, .name = NULL,
      .kernel = {3, 3}, .stride = {1, 1}, .pad_lo = {1, 1}, .pad_hi = {1, 1}, .dilation = {1, 1},
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "relu", .ndim_in = 3, .in_shape = {256, 8, 8}, .ndim_out = 3, .out_shape = {256, 8, 8},
      .in_size = 16384, .out_size = 16384, .act_offset = 13991936, .lanes = 32, .line = 23, .col = 5,
-     .schedule = "lanes: fwd lanes dw lanes dx with dw",
+     .schedule = "lanes: fwd lanes dw lanes dx with dw", .n_inputs = 1, .inputs = vgg16_cifar_inputs + 11, .name = NULL,
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {256, 8, 8}, .ndim_out = 3, .out_shape = {256, 8, 8},
      .in_size = 16384, .out_size = 16384, .act_offset = 14516224, .lanes = 32, .line = 24, .col = 5,
-     .schedule = "lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16] threaded",
+     .schedule = "lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16] threaded", .n_inputs = 1, .inputs = vgg16_cifar_inputs + 12, .name = NULL,
      .kernel = {3, 3}, .stride = {1, 1}, .pad_lo = {1, 1}, .pad_hi = {1, 1}, .dilation = {1, 1},
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "relu", .ndim_in = 3, .in_shape = {256, 8, 8}, .ndim_out = 3, .out_shape = {256, 8, 8},
      .in_size = 16384, .out_size = 16384, .act_offset = 15040512, .lanes = 32, .line = 25, .col = 5,
-     .schedule = "lanes: fwd lanes dw lanes dx with dw",
+     .schedule = "lanes: fwd lanes dw lanes dx with dw", .n_inputs = 1, .inputs = vgg16_cifar_inputs + 13, .name = NULL,
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {256, 8, 8}, .ndim_out = 3, .out_shape = {256, 8, 8},
      .in_size = 16384, .out_size = 16384, .act_offset = 15564800, .lanes = 32, .line = 26, .col = 5,
-     .schedule = "lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16] threaded",
+     .schedule = "lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16] threaded", .n_inputs = 1, .inputs = vgg16_cifar_inputs + 14, .name = NULL,
      .kernel = {3, 3}, .stride = {1, 1}, .pad_lo = {1, 1}, .pad_hi = {1, 1}, .dilation = {1, 1},
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "relu", .ndim_in = 3, .in_shape = {256, 8, 8}, .ndim_out = 3, .out_shape = {256, 8, 8},
      .in_size = 16384, .out_size = 16384, .act_offset = 16089088, .lanes = 32, .line = 27, .col = 5,
-     .schedule = "lanes: fwd lanes dw lanes dx with dw",
+     .schedule = "lanes: fwd lanes dw lanes dx with dw", .n_inputs = 1, .inputs = vgg16_cifar_inputs + 15, .name = NULL,
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "maxpool2d", .ndim_in = 3, .in_shape = {256, 8, 8}, .ndim_out = 3, .out_shape = {256, 4, 4},
      .in_size = 16384, .out_size = 4096, .act_offset = 16613376, .lanes = 32, .line = 28, .col = 5,
-     .schedule = "lanes: fwd lanes dw lanes dx with dw",
+     .schedule = "lanes: fwd lanes dw lanes dx with dw", .n_inputs = 1, .inputs = vgg16_cifar_inputs + 16, .name = NULL,
      .kernel = {2, 2}, .stride = {2, 2}, .pad_lo = {0, 0}, .pad_hi = {0, 0}, .dilation = {1, 1},
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {256, 4, 4}, .ndim_out = 3, .out_shape = {512, 4, 4},
      .in_size = 4096, .out_size = 8192, .act_offset = 16744448, .lanes = 32, .line = 30, .col = 5,
-     .schedule = "lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16] threaded",
+     .schedule = "lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16] threaded", .n_inputs = 1, .inputs = vgg16_cifar_inputs + 17, .name = NULL,
      .kernel = {3, 3}, .stride = {1, 1}, .pad_lo = {1, 1}, .pad_hi = {1, 1}, .dilation = {1, 1},
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "relu", .ndim_in = 3, .in_shape = {512, 4, 4}, .ndim_out = 3, .out_shape = {512, 4, 4},
      .in_size = 8192, .out_size = 8192, .act_offset = 17006592, .lanes = 32, .line = 31, .col = 5,
-     .schedule = "lanes: fwd lanes dw lanes dx with dw",
+     .schedule = "lanes: fwd lanes dw lanes dx with dw", .n_inputs = 1, .inputs = vgg16_cifar_inputs + 18, .name = NULL,
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {512, 4, 4}, .ndim_out = 3, .out_shape = {512, 4, 4},
      .in_size = 8192, .out_size = 8192, .act_offset = 17268736, .lanes = 32, .line = 32, .col = 5,
-     .schedule = "lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16] threaded",
+     .schedule = "lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16] threaded", .n_inputs = 1, .inputs = vgg16_cifar_inputs + 19, .name = NULL,
      .kernel = {3, 3}, .stride = {1, 1}, .pad_lo = {1, 1}, .pad_hi = {1, 1}, .dilation = {1, 1},
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "relu", .ndim_in = 3, .in_shape = {512, 4, 4}, .ndim_out = 3, .out_shape = {512, 4, 4},
      .in_size = 8192, .out_size = 8192, .act_offset = 17530880, .lanes = 32, .line = 33, .col = 5,
-     .schedule = "lanes: fwd lanes dw lanes dx with dw",
+     .schedule = "lanes: fwd lanes dw lanes dx with dw", .n_inputs = 1, .inputs = vgg16_cifar_inputs + 20, .name = NULL,
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {512, 4, 4}, .ndim_out = 3, .out_shape = {512, 4, 4},
      .in_size = 8192, .out_size = 8192, .act_offset = 17793024, .lanes = 32, .line = 34, .col = 5,
-     .schedule = "lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16] threaded",
+     .schedule = "lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16] threaded", .n_inputs = 1, .inputs = vgg16_cifar_inputs + 21, .name = NULL,
      .kernel = {3, 3}, .stride = {1, 1}, .pad_lo = {1, 1}, .pad_hi = {1, 1}, .dilation = {1, 1},
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "relu", .ndim_in = 3, .in_shape = {512, 4, 4}, .ndim_out = 3, .out_shape = {512, 4, 4},
      .in_size = 8192, .out_size = 8192, .act_offset = 18055168, .lanes = 32, .line = 35, .col = 5,
-     .schedule = "lanes: fwd lanes dw lanes dx with dw",
+     .schedule = "lanes: fwd lanes dw lanes dx with dw", .n_inputs = 1, .inputs = vgg16_cifar_inputs + 22, .name = NULL,
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "maxpool2d", .ndim_in = 3, .in_shape = {512, 4, 4}, .ndim_out = 3, .out_shape = {512, 2, 2},
      .in_size = 8192, .out_size = 2048, .act_offset = 18317312, .lanes = 32, .line = 36, .col = 5,
-     .schedule = "lanes: fwd lanes dw lanes dx with dw",
+     .schedule = "lanes: fwd lanes dw lanes dx with dw", .n_inputs = 1, .inputs = vgg16_cifar_inputs + 23, .name = NULL,
      .kernel = {2, 2}, .stride = {2, 2}, .pad_lo = {0, 0}, .pad_hi = {0, 0}, .dilation = {1, 1},
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {512, 2, 2}, .ndim_out = 3, .out_shape = {512, 2, 2},
      .in_size = 2048, .out_size = 2048, .act_offset = 18382848, .lanes = 32, .line = 38, .col = 5,
-     .schedule = "lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16] threaded",
+     .schedule = "lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16] threaded", .n_inputs = 1, .inputs = vgg16_cifar_inputs + 24, .name = NULL,
      .kernel = {3, 3}, .stride = {1, 1}, .pad_lo = {1, 1}, .pad_hi = {1, 1}, .dilation = {1, 1},
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "relu", .ndim_in = 3, .in_shape = {512, 2, 2}, .ndim_out = 3, .out_shape = {512, 2, 2},
      .in_size = 2048, .out_size = 2048, .act_offset = 18448384, .lanes = 32, .line = 39, .col = 5,
-     .schedule = "lanes: fwd lanes dw lanes dx with dw",
+     .schedule = "lanes: fwd lanes dw lanes dx with dw", .n_inputs = 1, .inputs = vgg16_cifar_inputs + 25, .name = NULL,
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {512, 2, 2}, .ndim_out = 3, .out_shape = {512, 2, 2},
      .in_size = 2048, .out_size = 2048, .act_offset = 18513920, .lanes = 32, .line = 40, .col = 5,
-     .schedule = "lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16] threaded",
+     .schedule = "lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16] threaded", .n_inputs = 1, .inputs = vgg16_cifar_inputs + 26, .name = NULL,
      .kernel = {3, 3}, .stride = {1, 1}, .pad_lo = {1, 1}, .pad_hi = {1, 1}, .dilation = {1, 1},
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "relu", .ndim_in = 3, .in_shape = {512, 2, 2}, .ndim_out = 3, .out_shape = {512, 2, 2},
      .in_size = 2048, .out_size = 2048, .act_offset = 18579456, .lanes = 32, .line = 41, .col = 5,
-     .schedule = "lanes: fwd lanes dw lanes dx with dw",
+     .schedule = "lanes: fwd lanes dw lanes dx with dw", .n_inputs = 1, .inputs = vgg16_cifar_inputs + 27, .name = NULL,
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {512, 2, 2}, .ndim_out = 3, .out_shape = {512, 2, 2},
      .in_size = 2048, .out_size = 2048, .act_offset = 18644992, .lanes = 32, .line = 42, .col = 5,
-     .schedule = "lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16] threaded",
+     .schedule = "lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16] threaded", .n_inputs = 1, .inputs = vgg16_cifar_inputs + 28, .name = NULL,
      .kernel = {3, 3}, .stride = {1, 1}, .pad_lo = {1, 1}, .pad_hi = {1, 1}, .dilation = {1, 1},
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "relu", .ndim_in = 3, .in_shape = {512, 2, 2}, .ndim_out = 3, .out_shape = {512, 2, 2},
      .in_size = 2048, .out_size = 2048, .act_offset = 18710528, .lanes = 32, .line = 43, .col = 5,
-     .schedule = "lanes: fwd lanes dw lanes dx with dw",
+     .schedule = "lanes: fwd lanes dw lanes dx with dw", .n_inputs = 1, .inputs = vgg16_cifar_inputs + 29, .name = NULL,
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "maxpool2d", .ndim_in = 3, .in_shape = {512, 2, 2}, .ndim_out = 3, .out_shape = {512, 1, 1},
      .in_size = 2048, .out_size = 512, .act_offset = 18776064, .lanes = 32, .line = 44, .col = 5,
-     .schedule = "lanes: fwd lanes dw lanes dx with dw",
+     .schedule = "lanes: fwd lanes dw lanes dx with dw", .n_inputs = 1, .inputs = vgg16_cifar_inputs + 30, .name = NULL,
      .kernel = {2, 2}, .stride = {2, 2}, .pad_lo = {0, 0}, .pad_hi = {0, 0}, .dilation = {1, 1},
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "flatten", .ndim_in = 3, .in_shape = {512, 1, 1}, .ndim_out = 1, .out_shape = {512, 0, 0},
      .in_size = 512, .out_size = 512, .act_offset = 18776064, .lanes = 32, .line = 46, .col = 5,
-     .schedule = "lanes: fwd lanes dw lanes dx with dw",
+     .schedule = "lanes: fwd lanes dw lanes dx with dw", .n_inputs = 1, .inputs = vgg16_cifar_inputs + 31, .name = NULL,
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "dense", .ndim_in = 1, .in_shape = {512, 0, 0}, .ndim_out = 1, .out_shape = {512, 0, 0},
      .in_size = 512, .out_size = 512, .act_offset = 18792448, .lanes = 32, .line = 47, .col = 5,
-     .schedule = "lanes: fwd lanes[TB=2,TR=8] dw gemm[TI=4,TO=4] dx lanes[TB=2,TR=8] threaded",
+     .schedule = "lanes: fwd lanes[TB=2,TR=8] dw gemm[TI=4,TO=4] dx lanes[TB=2,TR=8] threaded", .n_inputs = 1, .inputs = vgg16_cifar_inputs + 32, .name = NULL,
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "relu", .ndim_in = 1, .in_shape = {512, 0, 0}, .ndim_out = 1, .out_shape = {512, 0, 0},
      .in_size = 512, .out_size = 512, .act_offset = 18808832, .lanes = 32, .line = 48, .col = 5,
-     .schedule = "lanes: fwd lanes dw lanes dx with dw",
+     .schedule = "lanes: fwd lanes dw lanes dx with dw", .n_inputs = 1, .inputs = vgg16_cifar_inputs + 33, .name = NULL,
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "dense", .ndim_in = 1, .in_shape = {512, 0, 0}, .ndim_out = 1, .out_shape = {512, 0, 0},
      .in_size = 512, .out_size = 512, .act_offset = 18825216, .lanes = 32, .line = 49, .col = 5,
-     .schedule = "lanes: fwd lanes[TB=2,TR=8] dw gemm[TI=4,TO=4] dx lanes[TB=2,TR=8] threaded",
+     .schedule = "lanes: fwd lanes[TB=2,TR=8] dw gemm[TI=4,TO=4] dx lanes[TB=2,TR=8] threaded", .n_inputs = 1, .inputs = vgg16_cifar_inputs + 34, .name = NULL,
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "relu", .ndim_in = 1, .in_shape = {512, 0, 0}, .ndim_out = 1, .out_shape = {512, 0, 0},
      .in_size = 512, .out_size = 512, .act_offset = 18841600, .lanes = 32, .line = 50, .col = 5,
-     .schedule = "lanes: fwd lanes dw lanes dx with dw",
+     .schedule = "lanes: fwd lanes dw lanes dx with dw", .n_inputs = 1, .inputs = vgg16_cifar_inputs + 35, .name = NULL,
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "dense", .ndim_in = 1, .in_shape = {512, 0, 0}, .ndim_out = 1, .out_shape = {10, 0, 0},
      .in_size = 512, .out_size = 10, .act_offset = 18857984, .lanes = 32, .line = 51, .col = 5,
-     .schedule = "lanes: fwd lanes[TB=2,TR=8] dw gemm[TI=8,TO=2] dx lanes[TB=2,TR=8]",
+     .schedule = "lanes: fwd lanes[TB=2,TR=8] dw gemm[TI=8,TO=2] dx lanes[TB=2,TR=8]", .n_inputs = 1, .inputs = vgg16_cifar_inputs + 36, .name = NULL,
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
 };
 

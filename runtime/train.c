@@ -614,13 +614,29 @@ static void run_free(run *r)
     cg_dataset_free(&r->test_all);
 }
 
+/* The `training` argument of a training forward: nonzero, a hash of the seed, the step
+ * and the chunk of the step, so that dropout draws new masks every step and the same
+ * ones after --resume (splitmix64's finalizer). */
+static int step_seed(const run *r, size_t start)
+{
+    uint64_t z = ((uint64_t)(uint32_t)r->h.seed << 32) ^ (uint64_t)r->pos[POS_GSTEP] * 0x9E3779B97F4A7C15ull ^
+                 (uint64_t)start * 0xD1B54A32D192ED03ull;
+    z ^= z >> 30;
+    z *= 0xBF58476D1CE4E5B9ull;
+    z ^= z >> 27;
+    z *= 0x94D049BB133111EBull;
+    z ^= z >> 31;
+    int s = (int)(z & 0x7fffffff);
+    return s ? s : 1;
+}
+
 /* One optimizer step over samples idx[0..n) of the training set (n <= net->batch); returns
  * the mean loss. */
 static double forward_backward(run *r, const size_t *idx, size_t start, int n, float dscale)
 {
     const cg_net *net = r->net;
     cg_dataset_gather(&r->tr, idx, start, n, r->xb, r->yb, r->tb, net->out_size);
-    net->forward(r->params, r->buffers, r->xb, r->ws, n, 1);
+    net->forward(r->params, r->buffers, r->xb, r->ws, n, step_seed(r, start));
     r->last_n = n;
     const void *target = net->loss == CG_LOSS_SOFTMAX_CE ? (const void *)r->yb : r->tb;
     float l = cg_loss(net->loss, r->ws + net->out_offset, target, r->ws + net->dout_offset, n,

@@ -19,14 +19,73 @@ local CODE_BUDGET = 4000
 local code_lines -- (L, S, ctx): lines the passes of L take under schedule S
 
 -- Layer kinds, registered by name from one module per kind family.
-local MODULES = {"layers.conv", "layers.pool", "layers.dense", "layers.flatten", "layers.act", "layers.batchnorm"}
+-- A module holds everything kind-specific: its schema, shape rule, tensors, schedules
+-- and emitters; the driver knows none of it. Its interface is checked here, when it
+-- is registered, so a module missing a function fails at startup, not on some spec.
+local MODULES = {"layers.conv", "layers.pool", "layers.dense", "layers.flatten", "layers.act", "layers.batchnorm",
+  "layers.graph"}
+local MODULE_API = {"schema", "shape", "tensors", "macs", "candidates", "forward", "backward"}
+local MODULE_API_LANES = {"forward_lanes", "backward_lanes"}
 local KINDS, KIND_NAMES = {}, {}
 for _, modname in ipairs(MODULES) do
   local mod = require(modname)
+  assert(type(mod.kinds) == "table" and #mod.kinds > 0, modname .. ": no kinds")
+  for _, f in ipairs(MODULE_API) do
+    assert(type(mod[f]) == "function", string.format("%s: missing function %s", modname, f))
+  end
+  for _, f in ipairs(MODULE_API_LANES) do
+    assert(mod[f] == nil or type(mod[f]) == "function", string.format("%s: %s is not a function", modname, f))
+  end
   for _, k in ipairs(mod.kinds) do
+    assert(not KINDS[k], string.format("%s: kind %s registered twice", modname, k))
     KINDS[k] = mod
     KIND_NAMES[#KIND_NAMES + 1] = k
   end
+end
+
+-- options every layer takes besides its kind's own: `name` (its state-dict prefix and
+-- a handle for `from`) and `from` (the earlier output(s) it reads)
+local REF_EXPECT = "a layer name, a layer index or input"
+util.types.layer_name = {expect = "a name of lowercase letters, digits and _ ([a-z_][a-z0-9_]*)", conv = function(n)
+  local v, why = util.types.name.conv(n)
+  if v == "input" then return nil, "is reserved (from: input reads the network's input)" end
+  return v, why
+end}
+local function ref_conv(n)
+  if n.t ~= "str" then return nil end
+  if n.plain and n.v:match("^%d+$") then
+    local v = tonumber(n.v)
+    if v > 1e9 then return nil end
+    return {index = math.tointeger(v), node = n}
+  end
+  if n.v == "input" then return {input = true, node = n} end
+  if n.v:match("^[a-z_][a-z0-9_]*$") then return {name = n.v, node = n} end
+  return nil
+end
+util.types.ref = {expect = REF_EXPECT, conv = function(n)
+  local r = ref_conv(n)
+  return r and {r} or nil
+end}
+util.types.refs = {expect = "a list of two or more of: " .. REF_EXPECT, conv = function(n)
+  if n.t ~= "seq" or #n.v < 2 then return nil end
+  local out = {}
+  for i, item in ipairs(n.v) do
+    local r = ref_conv(item)
+    if not r then return nil, string.format("has %s at position %d (expected %s)", util.describe(item), i, REF_EXPECT) end
+    out[i] = r
+  end
+  return out
+end}
+local function layer_schema(mod, kind)
+  local s = {}
+  for _, f in ipairs(mod.schema(kind)) do s[#s + 1] = f end
+  s[#s + 1] = {key = "name", type = "layer_name"}
+  if mod.multi_input and mod.multi_input[kind] then
+    s[#s + 1] = {key = "from", type = "refs", required = true}
+  else
+    s[#s + 1] = {key = "from", type = "ref"}
+  end
+  return s
 end
 
 local C_KEYWORDS = {}
@@ -135,7 +194,13 @@ local function check_layers(node, errs)
           i - 1, kind, table.concat(KIND_NAMES, ", ")))
         ok = false
       else
-        local opt = util.check_schema(optnode, mod.schema(kind), kind, errs)
+        local multi = mod.multi_input and mod.multi_input[kind]
+        local opt
+        if multi and (optnode == nil or util.is_null(optnode)) then
+          errs:add(kindnode, string.format("layers[%d]: %s needs from: [a, b, ...] (two or more earlier outputs)", i - 1, kind))
+        else
+          opt = util.check_schema(optnode, layer_schema(mod, kind), kind, errs)
+        end
         if opt then
           layers[#layers + 1] = {index = i - 1, kind = kind, mod = mod, opt = opt, node = kindnode,
                                  shape_str = shape_str}
@@ -195,14 +260,112 @@ local function validate(root, errs)
 end
 
 ---------------------------------------------------------------------------
+-- Graph pass: which earlier outputs each layer reads. A layer reads the previous
+-- layer's output unless `from:` names an earlier layer (by name or index) or the
+-- input. L.inputs[j] is a producer position: 0 the network input, p > 0 the output of
+-- spec.layers[p]. Every output but the last must be read (no dead code); the output
+-- of the network is the last layer's.
+---------------------------------------------------------------------------
+local function resolve_graph(spec, errs)
+  local layers, ok = spec.layers, true
+  local by_name = {}
+  for p, L in ipairs(layers) do
+    L.pos = p
+    L.name = L.opt.name
+    if L.name then
+      if by_name[L.name] then
+        errs:add(L.opt["@name"], string.format("layer %d (%s): name '%s' is already layer %d's (line %d)",
+          L.index, L.kind, L.name, by_name[L.name].index, by_name[L.name].opt["@name"].line))
+        ok = false
+      else
+        by_name[L.name] = L
+      end
+    end
+  end
+  spec.graph = false
+  for p, L in ipairs(layers) do
+    L.inputs, L.input_names = {}, {}
+    local refs = L.opt.from
+    L.from_node = L.opt["@from"]
+    if refs then spec.graph = true end
+    refs = refs or {{index = L.index - 1, implicit = true}}
+    for j, r in ipairs(refs) do
+      local q, label
+      if r.input or r.index == -1 then
+        q, label = 0, "input"
+      elseif r.index then
+        if r.index >= L.index then
+          errs:add(r.node, string.format("layer %d (%s): from: %d is %s; a layer reads only earlier outputs (no cycles)",
+            L.index, L.kind, r.index, r.index == L.index and "the layer itself" or "a later layer"))
+          ok = false
+        else
+          q = r.index + 1
+          label = layers[q].name and string.format("%s (layer %d)", layers[q].name, r.index) or ("layer " .. r.index)
+          if r.implicit then label = "its input" end
+        end
+      else
+        local P = by_name[r.name]
+        if not P then
+          local names = {}
+          for _, l in ipairs(layers) do if l.name then names[#names + 1] = l.name end end
+          errs:add(r.node, string.format("layer %d (%s): from: no layer is named '%s' (named layers: %s)",
+            L.index, L.kind, r.name, #names > 0 and table.concat(names, ", ") or "none; give one `name:`"))
+          ok = false
+        elseif P.pos >= p then
+          errs:add(r.node, string.format("layer %d (%s): from: '%s' is %s; a layer reads only earlier outputs (no cycles)",
+            L.index, L.kind, r.name, P.pos == p and "the layer itself" or ("layer " .. P.index .. ", a later one")))
+          ok = false
+        else
+          q, label = P.pos, string.format("%s (layer %d)", r.name, P.index)
+        end
+      end
+      if q then
+        L.inputs[j], L.input_names[j] = q, label
+      end
+    end
+  end
+  if not ok then return false end
+  local readers = {}
+  for _, L in ipairs(layers) do
+    for _, q in ipairs(L.inputs) do readers[q] = (readers[q] or 0) + 1 end
+  end
+  for p, L in ipairs(layers) do
+    L.readers = readers[p] or 0
+    if p < #layers and L.readers == 0 then
+      errs:add(L.node, string.format("layer %d (%s%s): its output is never read (dead code): the network's output is "
+        .. "the last layer's, so read it with from: or remove the layer", L.index, L.kind,
+        L.name and (" '" .. L.name .. "'") or ""))
+      ok = false
+    end
+  end
+  spec.input_readers = readers[0] or 0
+  return ok
+end
+
+---------------------------------------------------------------------------
 -- Shape pass: every layer's output shape, tensors, receptive field.
 ---------------------------------------------------------------------------
 local function infer_shapes(spec, errs)
   local shape = spec.input
-  local rf, jump = {1, 1}, {1, 1}
-  local flat = #shape == 1
+  -- per producer position: shape, receptive field and jump (nil once flat)
+  local shapes = {[0] = spec.input}
+  local rfs = {[0] = #spec.input > 1 and {rf = {1, 1}, jump = {1, 1}} or nil}
   local batch = spec.train.batch
-  for _, L in ipairs(spec.layers) do
+  for p, L in ipairs(spec.layers) do
+    L.in_shapes = {}
+    local rfin
+    for j, q in ipairs(L.inputs) do
+      L.in_shapes[j] = shapes[q]
+      local r = rfs[q]
+      if j == 1 then rfin = r and {rf = {r.rf[1], r.rf[2]}, jump = {r.jump[1], r.jump[2]}}
+      elseif rfin and r then
+        for a = 1, 2 do
+          rfin.rf[a] = math.max(rfin.rf[a], r.rf[a])
+          rfin.jump[a] = math.max(rfin.jump[a], r.jump[a])
+        end
+      else rfin = nil end
+    end
+    shape = L.in_shapes[1]
     L.in_shape = shape
     L.in_size = prod(shape)
     local ok, err = pcall(L.mod.shape, L)
@@ -227,20 +390,23 @@ local function infer_shapes(spec, errs)
         return false
       end
     end
-    -- receptive field and jump (product of strides) per spatial axis
+    -- receptive field and jump (product of strides) per spatial axis, until the
+    -- output is flat; over several inputs, the largest
     local g = L.mod.window and L.mod.window(L)
-    if L.kind == "flatten" or L.kind == "dense" then flat = true end
-    if g and not flat then
+    if #L.out_shape == 1 then rfin = nil end
+    if g and rfin then
       local keff, s = require("window").rf(g)
       for a = 1, 2 do
-        rf[a] = rf[a] + (keff[a] - 1) * jump[a]
-        jump[a] = jump[a] * s[a]
+        rfin.rf[a] = rfin.rf[a] + (keff[a] - 1) * rfin.jump[a]
+        rfin.jump[a] = rfin.jump[a] * s[a]
       end
     end
-    L.rf = (not flat) and {rf[1], rf[2]} or nil
-    L.jump = (not flat) and {jump[1], jump[2]} or nil
+    rfs[p] = rfin
+    L.rf = rfin and {rfin.rf[1], rfin.rf[2]} or nil
+    L.jump = rfin and {rfin.jump[1], rfin.jump[2]} or nil
     L.rank1 = #spec.input == 2
     shape = L.out_shape
+    shapes[p] = shape
   end
   spec.out_shape = shape
   spec.out_size = prod(shape)
@@ -260,40 +426,164 @@ end
 ---------------------------------------------------------------------------
 -- Memory plan (all offsets in floats).
 ---------------------------------------------------------------------------
--- Batch-innermost plan: every activation is [size][R] with R = the batch rounded up
--- to whole vectors, so the lanes of one vector are 16 samples and every layer's inner
--- loops are full-width whatever its spatial size. Input and output are converted at
--- the network's edges (the runtime sees [N][size] as always); lanes >= n hold zeros
--- in the gradients, so padded lanes never reach a parameter gradient.
-local function plan_lanes(spec)
+-- The workspace, in floats. Activations: every layer's output is kept for backward
+-- ([N][size], or batch-innermost [size][R] with R = the batch rounded up to whole
+-- vectors: the lanes of one vector are 16 samples; input and output are converted at
+-- the network's edges, and lanes >= n hold zeros in the gradients, so padded lanes
+-- never reach a parameter gradient). A flatten is a view of its input.
+-- Gradients live in an arena planned by liveness: the gradient of a tensor is born at
+-- the backward of its last reader and dies after the backward of its producer, so the
+-- arena holds the peak of the live gradients, not their sum. A tensor read by several
+-- layers gets its gradient summed in backward order (a fixed order, the same bits on
+-- every run): the first reader writes it, each next one writes a temporary that is
+-- added in.
+-- Offline placement of buffers with known lifetimes (TFLite's greedy-by-size): the
+-- largest first, each at the lowest offset free of every placed buffer whose lifetime
+-- overlaps its own. Returns the arena's size.
+local function place(bufs)
+  local order = {}
+  for i, b in ipairs(bufs) do order[i] = b end
+  table.sort(order, function(x, y)
+    if x.size ~= y.size then return x.size > y.size end
+    return x.id < y.id
+  end)
+  local placed, top = {}, 0
+  for _, b in ipairs(order) do
+    local busy = {}
+    for _, o in ipairs(placed) do
+      if o.t0 <= b.t1 and b.t0 <= o.t1 then busy[#busy + 1] = o end
+    end
+    table.sort(busy, function(x, y) return x.off < y.off end)
+    local at = 0
+    for _, o in ipairs(busy) do
+      if at + b.size <= o.off then break end
+      at = math.max(at, o.off + o.size)
+    end
+    b.off = at
+    placed[#placed + 1] = b
+    top = math.max(top, at + b.size)
+  end
+  return top
+end
+
+local function plan_memory(spec)
   local B = spec.train.batch
-  local R = (B + VEC - 1) // VEC * VEC
-  spec.lanes = R
+  local R = spec.lanes -- nil: [N][size]
+  local rows = R or B
+  local layers, n = spec.layers, #spec.layers
   local ws = 0
   local function take(nfloats)
     local at = ws
     ws = ws + (nfloats + VEC - 1) // VEC * VEC -- keep every region vector-aligned
     return at
   end
-  spec.xin = take(R * prod(spec.input))
-  local maxin = 0
-  local prev = spec.xin
-  for _, L in ipairs(spec.layers) do
-    L.is_alias = L.alias
-    if L.is_alias then L.act = prev else L.act = take(R * L.out_size) end
-    prev = L.act
-    if L.in_size > maxin then maxin = L.in_size end
+  local size = {[0] = prod(spec.input)}
+  local act = {}
+  if R then
+    spec.xin = take(R * size[0])
+    act[0] = spec.xin
   end
-  for _, L in ipairs(spec.layers) do
+  for p, L in ipairs(layers) do
+    size[p] = L.out_size
+    local q = L.inputs[1]
+    -- a view of its input when that input is in the workspace (not the caller's x)
+    -- and, in the [N][size] layout, it is not the network's output
+    L.is_alias = L.alias and act[q] ~= nil and (R ~= nil or p < n)
+    if L.is_alias then L.act = act[q] else L.act = take(rows * L.out_size) end
+    act[p] = L.act
+  end
+  for _, L in ipairs(layers) do
     local sz = L.mod.scratch and L.mod.scratch(L) or 0
     if sz > 0 then L.scratch = take(sz) end
   end
-  spec.out_offset = take(B * spec.out_size)
-  spec.dout = take(B * spec.out_size)
-  spec.dout_lanes = take(R * spec.out_size)
-  spec.grad_a = take(R * maxin)
-  spec.grad_b = take(R * maxin)
-  spec.workspace = ws
+  if R then
+    spec.out_offset = take(B * spec.out_size)
+    spec.dout = take(B * spec.out_size)
+    spec.dout_lanes = take(R * spec.out_size)
+  else
+    spec.out_offset = layers[n].act
+    spec.dout = take(B * spec.out_size)
+  end
+  spec.act_of = act
+
+  -- backward, simulated: what each layer's backward writes where. Buffers get their
+  -- lifetimes here (allocations of a step at time 2s, releases at 2s + 1) and their
+  -- offsets afterwards (place).
+  local base = ws
+  local bufs, now = {}, 0
+  local function newbuf(q)
+    local b = {id = #bufs + 1, size = (rows * size[q] + VEC - 1) // VEC * VEC, t0 = now, t1 = math.huge}
+    bufs[#bufs + 1] = b
+    return b
+  end
+  local function release(b) if type(b) == "table" then b.t1 = now + 1 end end
+  local grad = {[n] = R and spec.dout_lanes or spec.dout} -- a number: a fixed region
+  local edges_left = {}
+  for _, L in ipairs(layers) do
+    for _, q in ipairs(L.inputs) do edges_left[q] = (edges_left[q] or 0) + 1 end
+  end
+  local written = {}
+  -- the caller's dx receives the input gradient directly when one layer reads the input
+  -- ([N][size] layout); otherwise the input's gradient is summed in the arena
+  local direct_dx = (R == nil) and spec.input_readers == 1
+  for p = n, 1, -1 do
+    now = 2 * (n - p)
+    local L = layers[p]
+    local step = {dy = grad[p], dx = {}, acc = {}}
+    L.bstep = step
+    if L.is_alias then
+      local q = L.inputs[1]
+      edges_left[q] = edges_left[q] - 1
+      if not written[q] and edges_left[q] == 0 and type(grad[p]) == "table" then
+        grad[q] = grad[p] -- the view's gradient is its input's: nothing moves
+        step.pass = true
+      elseif not written[q] then
+        grad[q] = newbuf(q)
+        step.copy = {to = grad[q], from = grad[p], n = size[q]}
+      else
+        step.acc[#step.acc + 1] = {to = grad[q], from = grad[p], n = size[q]}
+      end
+      written[q] = true
+      if not step.pass then release(grad[p]) end
+    else
+      for j, q in ipairs(L.inputs) do
+        edges_left[q] = edges_left[q] - 1
+        if q == 0 and direct_dx then
+          local t = newbuf(0)
+          release(t)
+          step.dx[j] = {direct = true, tmp = t}
+        elseif not written[q] then
+          grad[q] = newbuf(q)
+          written[q] = true
+          step.dx[j] = {off = grad[q]}
+        else
+          local t = newbuf(q)
+          release(t)
+          step.dx[j] = {off = t}
+          step.acc[#step.acc + 1] = {to = grad[q], from = t, n = size[q]}
+        end
+      end
+      release(grad[p])
+    end
+  end
+  local top = place(bufs)
+  local function at(b) return type(b) == "table" and base + b.off or b end
+  for _, L in ipairs(layers) do
+    local st = L.bstep
+    st.dy = at(st.dy)
+    for _, d in pairs(st.dx) do
+      if d.off then d.off = at(d.off) end
+      if d.tmp then d.tmp = at(d.tmp) end
+    end
+    if st.copy then st.copy.to, st.copy.from = at(st.copy.to), at(st.copy.from) end
+    for _, a in ipairs(st.acc) do a.to, a.from = at(a.to), at(a.from) end
+  end
+  for q, g in pairs(grad) do grad[q] = at(g) end
+  spec.grad_input = grad[0]
+  spec.direct_dx = direct_dx
+  spec.grad_arena = top
+  spec.act_floats = base
+  spec.workspace = base + top
   return true
 end
 
@@ -303,7 +593,8 @@ local function plan(spec, opts)
     L.t, L.t_grad = {}, {}
     for _, t in ipairs(L.tensors) do
       t.kind = t.kind or "param"
-      t.name = string.format("%d.%s", L.index, t.suffix)
+      -- the state-dict key: NAME.suffix for a named layer, index.suffix otherwise
+      t.name = string.format("%s.%s", L.name or tostring(L.index), t.suffix)
       t.size = prod(t.shape)
       if t.kind == "param" then
         t.offset = P
@@ -334,36 +625,8 @@ local function plan(spec, opts)
     local ctx = {budget = UNROLL_BUDGET, lanes = L.lanes_R, vec = T.vec}
     L.sched, L.candidates = schedule.choose(L, T, opts.wisdom, CODE_BUDGET, function(S) return code_lines(L, S, ctx) end)
   end
-  if B >= LANES_MIN_BATCH then return plan_lanes(spec) end
-  local ws = 0
-  local n = #spec.layers
-  local maxin = 0
-  for i, L in ipairs(spec.layers) do
-    L.is_alias = L.alias and i > 1 and i < n
-    if L.is_alias then
-      L.act = spec.layers[i - 1].act
-    else
-      L.act = ws
-      ws = ws + B * L.out_size
-    end
-    if L.in_size > maxin then maxin = L.in_size end
-  end
-  for _, L in ipairs(spec.layers) do
-    local s = L.mod.scratch and L.mod.scratch(L) or 0
-    if s > 0 then
-      L.scratch = ws
-      ws = ws + s
-    end
-  end
-  spec.dout = ws
-  ws = ws + B * spec.out_size
-  spec.grad_a = ws
-  ws = ws + B * maxin
-  spec.grad_b = ws
-  ws = ws + B * maxin
-  spec.workspace = ws
-  spec.out_offset = spec.layers[n].act
-  return true
+  spec.lanes = lanes and (B + VEC - 1) // VEC * VEC or nil
+  return plan_memory(spec)
 end
 
 ---------------------------------------------------------------------------
@@ -423,12 +686,25 @@ local function emit_layer_fn(out, L, pass, ctx, spec)
   local used = pass_fn(L, pass, ctx)(L, body, ctx)
   local set = {}
   for _, a in ipairs(used) do set[a] = true end
-  local args = {}
+  -- x1..xk, dx1..dxk: the inputs of a layer that reads several tensors
+  local order = {}
   for _, a in ipairs(ARG_ORDER) do
+    order[#order + 1] = a
+    if a == "x" or a == "dx" then
+      for j = 1, #L.inputs do order[#order + 1] = a .. j end
+    end
+  end
+  local args = {}
+  for _, a in ipairs(order) do
     if set[a] then args[#args + 1] = a end
   end
   local decl = {}
-  for i, a in ipairs(args) do decl[i] = ARG_DECL[pass == "fwd" and "fwd" or "bwd"][a] end
+  for i, a in ipairs(args) do
+    local d = ARG_DECL[pass == "fwd" and "fwd" or "bwd"][a]
+    if not d and a:match("^x%d+$") then d = "const float *restrict " .. a end
+    if not d and a:match("^dx%d+$") then d = "float *restrict " .. a end
+    decl[i] = d
+  end
   out:line("static void %s(%s)", layer_fn(L, pass), table.concat(decl, ", "))
   out:line("{")
   out.lines[#out.lines + 1] = body:text():sub(1, -2)
@@ -599,15 +875,17 @@ local function emit(spec, spec_path, spec_text)
   end
 
   local n = #spec.layers
-  local function inptr(i)
-    if i == 1 then return ctx.lanes and ("ws + " .. spec.xin) or "x" end
-    return string.format("ws + %d", spec.layers[i - 1].act)
+  local R = ctx.lanes
+  local function inptr(q)
+    if q == 0 then return R and ("ws + " .. spec.xin) or "x" end
+    return string.format("ws + %d", spec.layers[q].act)
   end
   local function call(L, pass, argl, map)
     local a = {}
     for _, arg in ipairs(argl) do a[#a + 1] = map[arg] end
     return string.format("%s(%s);", layer_fn(L, pass), table.concat(a, ", "))
   end
+  local function count(sz) return R and tostring(R * sz) or string.format("(size_t)nb * %d", sz) end
 
   -- network forward
   O:line("/* Forward over nb <= %d samples; activations stay in ws for backward. */", B)
@@ -621,19 +899,21 @@ local function emit(spec, spec_path, spec_text)
   end
   if not uses.B then O:line("(void)buffers;") end
   if not uses.training then O:line("(void)training;") end
-  if ctx.lanes then
-    O:line("cg_to_lanes(x, ws + %d, nb, %d, %d);", spec.xin, prod(spec.input), spec.lanes)
+  if R then
+    O:line("cg_to_lanes(x, ws + %d, nb, %d, %d);", spec.xin, prod(spec.input), R)
   end
-  for i, L in ipairs(spec.layers) do
+  for _, L in ipairs(spec.layers) do
     if L.is_alias then
       O:line("/* layer %d: %s is a view of its input */", L.index, L.kind)
     else
-      O:line(call(L, "fwd", fargs[L], {P = "params", B = "buffers", S = "ws + " .. tostring(L.scratch),
-        x = inptr(i), y = "ws + " .. L.act, nb = "nb", training = "training"}))
+      local map = {P = "params", B = "buffers", S = "ws + " .. tostring(L.scratch), x = inptr(L.inputs[1]),
+        y = "ws + " .. L.act, nb = "nb", training = "training"}
+      for j, q in ipairs(L.inputs) do map["x" .. j] = inptr(q) end
+      O:line(call(L, "fwd", fargs[L], map))
     end
   end
-  if ctx.lanes then
-    O:line("cg_from_lanes(ws + %d, ws + %d, nb, %d, %d);", spec.layers[n].act, spec.out_offset, spec.out_size, spec.lanes)
+  if R then
+    O:line("cg_from_lanes(ws + %d, ws + %d, nb, %d, %d);", spec.layers[n].act, spec.out_offset, spec.out_size, R)
   end
   O:close()
   O:line("")
@@ -642,42 +922,61 @@ local function emit(spec, spec_path, spec_text)
   O:line("/* Backward after a training forward: dLoss/dOutput at ws + %d; grads accumulate. */", spec.dout)
   O:line("void %s_backward(const float *params, float *grads, const float *x, float *dx, float *ws, int nb)", name)
   O:open("{")
-  local dy = spec.dout
-  if ctx.lanes then
-    O:line("(void)x;")
-    O:line("cg_to_lanes(ws + %d, ws + %d, nb, %d, %d);", spec.dout, spec.dout_lanes, spec.out_size, spec.lanes)
-    dy = spec.dout_lanes
+  if R then
+    O:line("cg_to_lanes(ws + %d, ws + %d, nb, %d, %d);", spec.dout, spec.dout_lanes, spec.out_size, R)
   end
-  local bufs = {spec.grad_a, spec.grad_b}
   local uses_dx, uses_x = false, false
-  for i, L in ipairs(spec.layers) do
+  for _, L in ipairs(spec.layers) do
     for _, argl in ipairs({bargs[L] or {}, dxargs[L] or {}}) do
-      for _, a in ipairs(argl) do if a == "x" and i == 1 then uses_x = true end end
+      for _, a in ipairs(argl) do
+        if a == "x" and L.inputs[1] == 0 and not R then uses_x = true end
+        local j = a:match("^x(%d+)$")
+        if j and L.inputs[tonumber(j)] == 0 and not R then uses_x = true end
+      end
     end
   end
-  if not uses_x and not ctx.lanes then O:line("(void)x;") end
+  if not uses_x then O:line("(void)x;") end
+  -- the input's only reader computes its dx apart: skipped when the caller wants no dx
+  local only_input_reader = spec.input_readers == 1 and #spec.layers[1].inputs == 1
   for i = n, 1, -1 do
     local L = spec.layers[i]
-    if L.is_alias then
+    local st = L.bstep
+    if st.pass then
       O:line("/* layer %d: %s passes the gradient through */", L.index, L.kind)
+    elseif st.copy then
+      O:line("/* layer %d: %s: its input's gradient is its own */", L.index, L.kind)
+      O:line("memcpy(ws + %d, ws + %d, sizeof(float) * %s);", st.copy.to, st.copy.from, count(st.copy.n))
     else
-      local other = (dy == bufs[1]) and bufs[2] or bufs[1]
-      local dxexpr = "ws + " .. other
-      if i == 1 and not ctx.lanes then
-        dxexpr = "dx ? dx : ws + " .. other
-        uses_dx = true
+      local map = {P = "params", G = "grads", S = "ws + " .. tostring(L.scratch), x = inptr(L.inputs[1]),
+        y = "ws + " .. L.act, dy = "ws + " .. st.dy, nb = "nb"}
+      for j, q in ipairs(L.inputs) do
+        local d = st.dx[j]
+        local e
+        if d.direct then
+          e = "dx ? dx : ws + " .. d.tmp
+          uses_dx = true
+        else
+          e = "ws + " .. d.off
+        end
+        map["x" .. j], map["dx" .. j] = inptr(q), e
+        if j == 1 then map.dx = e end
       end
-      local map = {P = "params", G = "grads", S = "ws + " .. tostring(L.scratch), x = inptr(i),
-        y = "ws + " .. L.act, dy = "ws + " .. dy, dx = dxexpr, nb = "nb"}
       O:line(call(L, "bwd", bargs[L], map))
       if dxargs[L] then
-        O:line((i == 1 and "if (dx) " or "") .. call(L, "bwdx", dxargs[L], map))
+        local gate = (L.inputs[1] == 0 and only_input_reader) and "if (dx) " or ""
+        O:line(gate .. call(L, "bwdx", dxargs[L], map))
       end
-      dy = other
+    end
+    for _, a in ipairs(st.acc) do
+      O:line("for (size_t i = 0; i < %s; i++) ws[%d + i] += ws[%d + i]; /* a tensor read again: gradients add */",
+        count(a.n), a.to, a.from)
     end
   end
-  if ctx.lanes then
-    O:line("if (dx) cg_from_lanes(ws + %d, dx, nb, %d, %d);", dy, prod(spec.input), spec.lanes)
+  if R then
+    O:line("if (dx) cg_from_lanes(ws + %d, dx, nb, %d, %d);", spec.grad_input, prod(spec.input), R)
+    uses_dx = true
+  elseif not spec.direct_dx then
+    O:line("if (dx) memcpy(dx, ws + %d, sizeof(float) * (size_t)nb * %d);", spec.grad_input, prod(spec.input))
     uses_dx = true
   end
   if not uses_dx then O:line("(void)dx;") end
@@ -697,8 +996,22 @@ local function emit(spec, spec_path, spec_text)
   if ntens == 0 then O:line("    {\"\", 0, 0, 0, {0, 0, 0, 0}, 0, 0, 0, 0},") end
   O:line("};")
   O:line("")
+  O:line("/* what each layer reads: earlier layers' outputs by index, -1 the network's input */")
+  O:line("static const int %s_inputs[] = {", name)
+  local in_at, nin = {}, 0
+  for _, L in ipairs(spec.layers) do
+    local r = {}
+    for j, q in ipairs(L.inputs) do r[j] = tostring(q - 1) end
+    in_at[L] = nin
+    nin = nin + #r
+    O:line("    %s, /* layer %d */", table.concat(r, ", "), L.index)
+  end
+  O:line("};")
+  O:line("")
   O:line("static const cg_layer %s_layers[] = {", name)
   for _, L in ipairs(spec.layers) do
+    local has_bias = 0
+    for _, t in ipairs(L.tensors) do if t.kind == "param" and t.suffix == "bias" then has_bias = 1 end end
     local g = L.geom
     local o = L.opt
     local mom = o.momentum
@@ -706,15 +1019,16 @@ local function emit(spec, spec_path, spec_text)
       c_string(L.kind), #L.in_shape, int_list(L.in_shape, 3), #L.out_shape, int_list(L.out_shape, 3))
     O:line("     .in_size = %d, .out_size = %d, .act_offset = %d, .lanes = %d, .line = %d, .col = %d,",
       L.in_size, L.out_size, L.act, spec.lanes or 0, L.node.line, L.node.col)
-    O:line("     .schedule = %s,", c_string(schedule.describe(L.sched)))
+    O:line("     .schedule = %s, .n_inputs = %d, .inputs = %s_inputs + %d, .name = %s,", c_string(schedule.describe(L.sched)),
+      #L.inputs, name, in_at[L], L.name and c_string(L.name) or "NULL")
     if g then
       O:line("     .kernel = {%d, %d}, .stride = {%d, %d}, .pad_lo = {%d, %d}, .pad_hi = {%d, %d}, .dilation = {%d, %d},",
         g.h.K, g.w.K, g.h.S, g.w.S, g.h.lo, g.w.lo, g.h.hi, g.w.hi, g.h.D, g.w.D)
     end
-    O:line("     .groups = %d, .has_bias = %d, .count_include_pad = %d, .slope = %s, .eps = %s, .momentum = %s},",
-      L.groups or 1, (o.bias == false or not (L.kind:match("^conv") or L.kind == "dense")) and 0 or 1,
+    O:line("     .groups = %d, .has_bias = %d, .count_include_pad = %d, .slope = %s, .eps = %s, .momentum = %s%s},",
+      L.groups or 1, has_bias,
       o.count_include_pad and 1 or 0, util.flt(o.slope or 0), util.flt(o.eps or 0),
-      mom == "null" and "-1.0f" or util.flt(mom or 0))
+      mom == "null" and "-1.0f" or util.flt(mom or 0), o.p and (", .p = " .. util.flt(o.p)) or "")
   end
   O:line("};")
   O:line("")
@@ -868,6 +1182,7 @@ function M.load(text, errs, opts)
   end
   local spec = validate(root, errs)
   if not spec or errs:count() > 0 then return nil end
+  if not resolve_graph(spec, errs) or errs:count() > 0 then return nil end
   if not infer_shapes(spec, errs) or errs:count() > 0 then return nil end
   if opts.layer then
     -- one layer alone (its input shape, MSE loss, the spec's batch): what `make tune` times
@@ -877,7 +1192,13 @@ function M.load(text, errs, opts)
       errs:add(root, string.format("--layer %d: the spec has layers 0 to %d", opts.layer, #spec.layers - 1))
       return nil
     end
+    if #L.inputs > 1 then
+      errs:add(root, string.format("--layer %d: %s reads %d tensors; only a layer with one input is emitted alone",
+        opts.layer, L.kind, #L.inputs))
+      return nil
+    end
     spec.name, spec.input, spec.layers, spec.loss = spec.name .. "_l" .. L.index, L.in_shape, {L}, "mse"
+    L.inputs, L.pos, L.readers, spec.input_readers = {0}, 1, 0, 1
     if not infer_shapes(spec, errs) or errs:count() > 0 then return nil end
   end
   local ok, perr = plan(spec, opts)
