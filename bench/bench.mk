@@ -23,3 +23,11 @@ bench-deps:
 bench: all $(B)/bench/fma_peak bench-deps
 	$(PYTHON) bench/run.py --cc "$(CC)" --opt "$(OPT)" --libs "$(RT_LIBS)" --fma-peak $(B)/bench/fma_peak \
 	  --venv $(BENCH_VENV) $(BENCH_ARGS)
+
+# ---- specs/resnet18.yaml against torchvision's ResNet-18 (torchvision from PyPI in the
+# bench's virtual environment): its state dict converted to npz, the eval forwards compared
+.PHONY: resnet18-check
+resnet18-check: $(B)/trainers/resnet18 bench-deps
+	@$(BENCH_VENV)/bin/python -c 'import torchvision' 2>/dev/null || \
+	 $(BENCH_VENV)/bin/python -m pip install -q --disable-pip-version-check torchvision pillow
+	$(BENCH_VENV)/bin/python bench/resnet18_torchvision.py $(B)/trainers/resnet18 $(B)/resnet18tv

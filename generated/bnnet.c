@@ -64,7 +64,7 @@ static inline __attribute__((unused)) float vsum_(const cg_v *v) { float s = 0.0
  * schedule lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=2,TCI=1] threaded */
 static void l00_conv2d_forward(const float *restrict P, const float *restrict x, float *restrict y)
 {
-    const float *restrict w = P + 0;
+    const float *restrict w = P;
     CG_PARALLEL_FOR
     for (int cb = 0; cb < 4; cb++) {
         for (int v0 = 0; v0 < 4; v0 += 1) {
@@ -1343,7 +1343,7 @@ static void l00_conv2d_forward(const float *restrict P, const float *restrict x,
 
 static void l00_conv2d_backward(float *restrict G, const float *restrict x, const float *restrict dy)
 {
-    float *restrict gw = G + 0;
+    float *restrict gw = G;
     CG_PARALLEL_FOR
     for (int cb = 0; cb < 32; cb++) {
         const float *restrict dyb = dy + cb*100352;
@@ -1453,7 +1453,7 @@ static void l00_conv2d_backward(float *restrict G, const float *restrict x, cons
 
 static void l00_conv2d_backward_dx(const float *restrict P, const float *restrict dy, float *restrict dx)
 {
-    const float *restrict w = P + 0;
+    const float *restrict w = P;
     CG_PARALLEL_FOR
     for (int v0 = 0; v0 < 4; v0 += 2) {
         float *restrict dxb = dx + 0 + v0 * 16;
@@ -1745,8 +1745,8 @@ static void l00_conv2d_backward_dx(const float *restrict P, const float *restric
  * schedule lanes: fwd lanes dw lanes dx with dw threaded */
 static void l01_batchnorm_forward(const float *restrict P, float *restrict B, float *restrict S, const float *restrict x, float *restrict y, int nb, int training)
 {
-    const float *restrict gamma = P + 576, *restrict beta = P + 640;
-    float *restrict rmean = B + 0, *restrict rvar = B + 64, *restrict nbt = B + 128;
+    const float *restrict gamma = P, *restrict beta = P + 64;
+    float *restrict rmean = B, *restrict rvar = B + 64, *restrict nbt = B + 128;
     const int m = nb * 784; /* values per channel */
     if (training) {
         cg_v mask[4];
@@ -1802,8 +1802,8 @@ static void l01_batchnorm_forward(const float *restrict P, float *restrict B, fl
 
 static void l01_batchnorm_backward(const float *restrict P, float *restrict G, float *restrict S, const float *restrict x, const float *restrict dy, float *restrict dx, int nb)
 {
-    const float *restrict gamma = P + 576;
-    float *restrict ggamma = G + 576, *restrict gbeta = G + 640;
+    const float *restrict gamma = P;
+    float *restrict ggamma = G, *restrict gbeta = G + 64;
     const int m = nb * 784;
     cg_v mask[4];
     for (int v = 0; v < 4; v++)
@@ -1904,7 +1904,7 @@ static void l03_maxpool2d_backward(const float *restrict x, const float *restric
  * schedule lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16] threaded */
 static void l04_conv2d_forward(const float *restrict P, const float *restrict x, float *restrict y)
 {
-    const float *restrict w = P + 704;
+    const float *restrict w = P;
     CG_PARALLEL_FOR
     for (int cb = 0; cb < 8; cb++) {
         for (int v0 = 0; v0 < 4; v0 += 1) {
@@ -3201,7 +3201,7 @@ static void l04_conv2d_forward(const float *restrict P, const float *restrict x,
 
 static void l04_conv2d_backward(float *restrict G, const float *restrict x, const float *restrict dy)
 {
-    float *restrict gw = G + 704;
+    float *restrict gw = G;
     CG_PARALLEL_FOR
     for (int cb = 0; cb < 64; cb++) {
         const float *restrict dyb = dy + cb*25088;
@@ -3313,7 +3313,7 @@ static void l04_conv2d_backward(float *restrict G, const float *restrict x, cons
 
 static void l04_conv2d_backward_dx(const float *restrict P, const float *restrict dy, float *restrict dx)
 {
-    const float *restrict w = P + 704;
+    const float *restrict w = P;
     CG_PARALLEL_FOR
     for (int cib = 0; cib < 4; cib++) {
         for (int v0 = 0; v0 < 4; v0 += 1) {
@@ -4612,8 +4612,8 @@ static void l04_conv2d_backward_dx(const float *restrict P, const float *restric
  * schedule lanes: fwd lanes dw lanes dx with dw threaded */
 static void l05_batchnorm_forward(const float *restrict P, float *restrict B, float *restrict S, const float *restrict x, float *restrict y, int nb, int training)
 {
-    const float *restrict gamma = P + 74432, *restrict beta = P + 74560;
-    float *restrict rmean = B + 129, *restrict rvar = B + 257, *restrict nbt = B + 385;
+    const float *restrict gamma = P, *restrict beta = P + 128;
+    float *restrict rmean = B, *restrict rvar = B + 128, *restrict nbt = B + 256;
     const int m = nb * 196; /* values per channel */
     if (training) {
         cg_v mask[4];
@@ -4669,8 +4669,8 @@ static void l05_batchnorm_forward(const float *restrict P, float *restrict B, fl
 
 static void l05_batchnorm_backward(const float *restrict P, float *restrict G, float *restrict S, const float *restrict x, const float *restrict dy, float *restrict dx, int nb)
 {
-    const float *restrict gamma = P + 74432;
-    float *restrict ggamma = G + 74432, *restrict gbeta = G + 74560;
+    const float *restrict gamma = P;
+    float *restrict ggamma = G, *restrict gbeta = G + 128;
     const int m = nb * 196;
     cg_v mask[4];
     for (int v = 0; v < 4; v++)
@@ -4771,8 +4771,8 @@ static void l07_maxpool2d_backward(const float *restrict x, const float *restric
  * schedule lanes: fwd lanes[TB=4,TR=4] dw gemm[TI=4,TO=4] dx lanes[TB=4,TR=4] threaded */
 static void l09_dense_forward(const float *restrict P, const float *restrict x, float *restrict y)
 {
-    const float *restrict w = P + 74688;
-    const float *restrict b = P + 877504;
+    const float *restrict w = P;
+    const float *restrict b = P + 802816;
     CG_PARALLEL_FOR
     for (int o0 = 0; o0 < 128; o0 += 4) {
         for (int v0 = 0; v0 < 4; v0 += 4) {
@@ -4800,8 +4800,8 @@ static void l09_dense_forward(const float *restrict P, const float *restrict x, 
 
 static void l09_dense_backward(float *restrict G, const float *restrict x, const float *restrict dy)
 {
-    float *restrict gw = G + 74688;
-    float *restrict gb = G + 877504;
+    float *restrict gw = G;
+    float *restrict gb = G + 802816;
     CG_PARALLEL_FOR
     for (int o = 0; o < 128; o++) {
         cg_v s = vsplat(0.0f);
@@ -4832,7 +4832,7 @@ static void l09_dense_backward(float *restrict G, const float *restrict x, const
 
 static void l09_dense_backward_dx(const float *restrict P, const float *restrict dy, float *restrict dx)
 {
-    const float *restrict w = P + 74688;
+    const float *restrict w = P;
     CG_PARALLEL_FOR
     for (int i0 = 0; i0 < 6272; i0 += 4) {
         for (int v0 = 0; v0 < 4; v0 += 4) {
@@ -4862,8 +4862,8 @@ static void l09_dense_backward_dx(const float *restrict P, const float *restrict
  * schedule lanes: fwd lanes dw lanes dx with dw */
 static void l10_batchnorm_forward(const float *restrict P, float *restrict B, float *restrict S, const float *restrict x, float *restrict y, int nb, int training)
 {
-    const float *restrict gamma = P + 877632, *restrict beta = P + 877760;
-    float *restrict rmean = B + 386, *restrict rvar = B + 514, *restrict nbt = B + 642;
+    const float *restrict gamma = P, *restrict beta = P + 128;
+    float *restrict rmean = B, *restrict rvar = B + 128, *restrict nbt = B + 256;
     const int m = nb * 1; /* values per channel */
     if (training) {
         cg_v mask[4];
@@ -4916,8 +4916,8 @@ static void l10_batchnorm_forward(const float *restrict P, float *restrict B, fl
 
 static void l10_batchnorm_backward(const float *restrict P, float *restrict G, float *restrict S, const float *restrict x, const float *restrict dy, float *restrict dx, int nb)
 {
-    const float *restrict gamma = P + 877632;
-    float *restrict ggamma = G + 877632, *restrict gbeta = G + 877760;
+    const float *restrict gamma = P;
+    float *restrict ggamma = G, *restrict gbeta = G + 128;
     const int m = nb * 1;
     cg_v mask[4];
     for (int v = 0; v < 4; v++)
@@ -4967,8 +4967,8 @@ static void l11_relu_backward(const float *restrict y, const float *restrict dy,
  * schedule lanes: fwd lanes[TB=4,TR=4] dw gemm[TI=8,TO=2] dx lanes[TB=4,TR=4] */
 static void l12_dense_forward(const float *restrict P, const float *restrict x, float *restrict y)
 {
-    const float *restrict w = P + 877888;
-    const float *restrict b = P + 879168;
+    const float *restrict w = P;
+    const float *restrict b = P + 1280;
     for (int o0 = 0; o0 < 8; o0 += 4) {
         for (int v0 = 0; v0 < 4; v0 += 4) {
             {
@@ -5009,8 +5009,8 @@ static void l12_dense_forward(const float *restrict P, const float *restrict x, 
 
 static void l12_dense_backward(float *restrict G, const float *restrict x, const float *restrict dy)
 {
-    float *restrict gw = G + 877888;
-    float *restrict gb = G + 879168;
+    float *restrict gw = G;
+    float *restrict gb = G + 1280;
     for (int o = 0; o < 10; o++) {
         cg_v s = vsplat(0.0f);
         for (int v = 0; v < 4; v++) s += VLOAD(dy + (size_t)o * 64 + v * 16);
@@ -5033,7 +5033,7 @@ static void l12_dense_backward(float *restrict G, const float *restrict x, const
 
 static void l12_dense_backward_dx(const float *restrict P, const float *restrict dy, float *restrict dx)
 {
-    const float *restrict w = P + 877888;
+    const float *restrict w = P;
     for (int i0 = 0; i0 < 128; i0 += 4) {
         for (int v0 = 0; v0 < 4; v0 += 4) {
             {
@@ -5063,18 +5063,18 @@ void bnnet_forward(const float *params, float *buffers, const float *x, float *w
 {
     cg_to_lanes(x, ws + 0, nb, 784, 64);
     l00_conv2d_forward(params, ws + 0, ws + 50176);
-    l01_batchnorm_forward(params, buffers, ws + 15730304, ws + 50176, ws + 3261440, nb, training);
+    l01_batchnorm_forward(params + 576, buffers, ws + 15730304, ws + 50176, ws + 3261440, nb, training);
     l02_relu_forward(ws + 3261440, ws + 6472704);
     l03_maxpool2d_forward(ws + 6472704, ws + 9683968);
-    l04_conv2d_forward(params, ws + 9683968, ws + 10486784);
-    l05_batchnorm_forward(params, buffers, ws + 15730432, ws + 10486784, ws + 12092416, nb, training);
+    l04_conv2d_forward(params + 704, ws + 9683968, ws + 10486784);
+    l05_batchnorm_forward(params + 74432, buffers + 129, ws + 15730432, ws + 10486784, ws + 12092416, nb, training);
     l06_relu_forward(ws + 12092416, ws + 13698048);
     l07_maxpool2d_forward(ws + 13698048, ws + 15303680);
     /* layer 8: flatten is a view of its input */
-    l09_dense_forward(params, ws + 15303680, ws + 15705088);
-    l10_batchnorm_forward(params, buffers, ws + 15730688, ws + 15705088, ws + 15713280, nb, training);
+    l09_dense_forward(params + 74688, ws + 15303680, ws + 15705088);
+    l10_batchnorm_forward(params + 877632, buffers + 386, ws + 15730688, ws + 15705088, ws + 15713280, nb, training);
     l11_relu_forward(ws + 15713280, ws + 15721472);
-    l12_dense_forward(params, ws + 15721472, ws + 15729664);
+    l12_dense_forward(params + 877888, ws + 15721472, ws + 15729664);
     cg_from_lanes(ws + 15729664, ws + 15730944, nb, 10, 64);
 }
 
@@ -5083,21 +5083,21 @@ void bnnet_backward(const float *params, float *grads, const float *x, float *dx
 {
     cg_to_lanes(ws + 15731584, ws + 15732224, nb, 10, 64);
     (void)x;
-    l12_dense_backward(grads, ws + 15721472, ws + 15732224);
-    l12_dense_backward_dx(params, ws + 15732224, ws + 15732864);
+    l12_dense_backward(grads + 877888, ws + 15721472, ws + 15732224);
+    l12_dense_backward_dx(params + 877888, ws + 15732224, ws + 15732864);
     l11_relu_backward(ws + 15721472, ws + 15732864, ws + 15741056);
-    l10_batchnorm_backward(params, grads, ws + 15730688, ws + 15705088, ws + 15741056, ws + 15732864, nb);
-    l09_dense_backward(grads, ws + 15303680, ws + 15732864);
-    l09_dense_backward_dx(params, ws + 15732864, ws + 17338496);
+    l10_batchnorm_backward(params + 877632, grads + 877632, ws + 15730688, ws + 15705088, ws + 15741056, ws + 15732864, nb);
+    l09_dense_backward(grads + 74688, ws + 15303680, ws + 15732864);
+    l09_dense_backward_dx(params + 74688, ws + 15732864, ws + 17338496);
     /* layer 8: flatten passes the gradient through */
     l07_maxpool2d_backward(ws + 13698048, ws + 17338496, ws + 15732864);
     l06_relu_backward(ws + 13698048, ws + 15732864, ws + 17338496);
-    l05_batchnorm_backward(params, grads, ws + 15730432, ws + 10486784, ws + 17338496, ws + 15732864, nb);
-    l04_conv2d_backward(grads, ws + 9683968, ws + 15732864);
-    l04_conv2d_backward_dx(params, ws + 15732864, ws + 18944128);
+    l05_batchnorm_backward(params + 74432, grads + 74432, ws + 15730432, ws + 10486784, ws + 17338496, ws + 15732864, nb);
+    l04_conv2d_backward(grads + 704, ws + 9683968, ws + 15732864);
+    l04_conv2d_backward_dx(params + 704, ws + 15732864, ws + 18944128);
     l03_maxpool2d_backward(ws + 6472704, ws + 18944128, ws + 15732864);
     l02_relu_backward(ws + 6472704, ws + 15732864, ws + 18944128);
-    l01_batchnorm_backward(params, grads, ws + 15730304, ws + 50176, ws + 18944128, ws + 15732864, nb);
+    l01_batchnorm_backward(params + 576, grads + 576, ws + 15730304, ws + 50176, ws + 18944128, ws + 15732864, nb);
     l00_conv2d_backward(grads, ws + 0, ws + 15732864);
     if (dx) l00_conv2d_backward_dx(params, ws + 15732864, ws + 18944128);
     if (dx) cg_from_lanes(ws + 18944128, dx, nb, 784, 64);
@@ -5129,19 +5129,19 @@ static const cg_tensor bnnet_tensors[] = {
 
 /* what each layer reads: earlier layers' outputs by index, -1 the network's input */
 static const int bnnet_inputs[] = {
-    -1, /* layer 0 */
-    0, /* layer 1 */
-    1, /* layer 2 */
-    2, /* layer 3 */
-    3, /* layer 4 */
-    4, /* layer 5 */
-    5, /* layer 6 */
-    6, /* layer 7 */
-    7, /* layer 8 */
-    8, /* layer 9 */
-    9, /* layer 10 */
-    10, /* layer 11 */
-    11, /* layer 12 */
+    -1, /* 0: conv2d */
+    0, /* 1: batchnorm */
+    1, /* 2: relu */
+    2, /* 3: maxpool2d */
+    3, /* 4: conv2d */
+    4, /* 5: batchnorm */
+    5, /* 6: relu */
+    6, /* 7: maxpool2d */
+    7, /* 8: flatten */
+    8, /* 9: dense */
+    9, /* 10: batchnorm */
+    10, /* 11: relu */
+    11, /* 12: dense */
 };
 
 static const cg_layer bnnet_layers[] = {

@@ -49,7 +49,7 @@ static inline __attribute__((unused)) float vsum_(const cg_v *v) { float s = 0.0
  * schedule straight: fwd straight dw straight dx with dw */
 static void l00_conv1d_forward(const float *restrict P, const float *restrict x, float *restrict y, int nb)
 {
-    const float *restrict w = P + 0;
+    const float *restrict w = P;
     const float *restrict b = P + 3;
     for (int n = 0; n < nb; n++) {
         const float *restrict xn = x + (size_t)n * 10;
@@ -67,8 +67,8 @@ static void l00_conv1d_forward(const float *restrict P, const float *restrict x,
 
 static void l00_conv1d_backward(const float *restrict P, float *restrict G, const float *restrict x, const float *restrict dy, float *restrict dx, int nb)
 {
-    const float *restrict w = P + 0;
-    float *restrict gw = G + 0;
+    const float *restrict w = P;
+    float *restrict gw = G;
     float *restrict gb = G + 3;
     for (int n = 0; n < nb; n++) {
         const float *restrict xn = x + (size_t)n * 10;
@@ -116,7 +116,7 @@ static const cg_tensor lecture_conv1d_tensors[] = {
 
 /* what each layer reads: earlier layers' outputs by index, -1 the network's input */
 static const int lecture_conv1d_inputs[] = {
-    -1, /* layer 0 */
+    -1, /* 0: conv1d */
 };
 
 static const cg_layer lecture_conv1d_layers[] = {

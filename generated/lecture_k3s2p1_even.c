@@ -51,7 +51,7 @@ static inline __attribute__((unused)) float vsum_(const cg_v *v) { float s = 0.0
  * schedule straight: fwd straight dw straight dx with dw */
 static void l00_conv2d_forward(const float *restrict P, const float *restrict x, float *restrict y, int nb)
 {
-    const float *restrict w = P + 0;
+    const float *restrict w = P;
     const float *restrict b = P + 54;
     for (int n = 0; n < nb; n++) {
         const float *restrict xn = x + (size_t)n * 72;
@@ -178,8 +178,8 @@ static void l00_conv2d_forward(const float *restrict P, const float *restrict x,
 
 static void l00_conv2d_backward(const float *restrict P, float *restrict G, const float *restrict x, const float *restrict dy, float *restrict dx, int nb)
 {
-    const float *restrict w = P + 0;
-    float *restrict gw = G + 0;
+    const float *restrict w = P;
+    float *restrict gw = G;
     float *restrict gb = G + 54;
     for (int n = 0; n < nb; n++) {
         const float *restrict xn = x + (size_t)n * 72;
@@ -447,8 +447,8 @@ static void l00_conv2d_backward(const float *restrict P, float *restrict G, cons
  * schedule straight: fwd straight dw straight dx with dw */
 static void l02_dense_forward(const float *restrict P, const float *restrict x, float *restrict y, int nb)
 {
-    const float *restrict w = P + 57;
-    const float *restrict b = P + 165;
+    const float *restrict w = P;
+    const float *restrict b = P + 108;
     for (int n = 0; n < nb; n++) {
         const float *restrict xn = x + (size_t)n * 27;
         float *restrict yn = y + (size_t)n * 4;
@@ -485,9 +485,9 @@ static void l02_dense_forward(const float *restrict P, const float *restrict x, 
 
 static void l02_dense_backward(const float *restrict P, float *restrict G, const float *restrict x, const float *restrict dy, float *restrict dx, int nb)
 {
-    const float *restrict w = P + 57;
-    float *restrict gw = G + 57;
-    float *restrict gb = G + 165;
+    const float *restrict w = P;
+    float *restrict gw = G;
+    float *restrict gb = G + 108;
     for (int n = 0; n < nb; n++) {
         const float *restrict xn = x + (size_t)n * 27;
         const float *restrict dyn = dy + (size_t)n * 4;
@@ -641,13 +641,13 @@ void lecture_k3s2p1_even_forward(const float *params, float *buffers, const floa
     (void)training;
     l00_conv2d_forward(params, x, ws + 0, nb);
     /* layer 1: flatten is a view of its input */
-    l02_dense_forward(params, ws + 0, ws + 224, nb);
+    l02_dense_forward(params + 57, ws + 0, ws + 224, nb);
 }
 
 /* Backward after a training forward: dLoss/dOutput at ws + 256; grads accumulate. */
 void lecture_k3s2p1_even_backward(const float *params, float *grads, const float *x, float *dx, float *ws, int nb)
 {
-    l02_dense_backward(params, grads, ws + 0, ws + 256, ws + 864, nb);
+    l02_dense_backward(params + 57, grads + 57, ws + 0, ws + 256, ws + 864, nb);
     /* layer 1: flatten passes the gradient through */
     l00_conv2d_backward(params, grads, x, ws + 864, dx ? dx : ws + 288, nb);
 }
@@ -661,9 +661,9 @@ static const cg_tensor lecture_k3s2p1_even_tensors[] = {
 
 /* what each layer reads: earlier layers' outputs by index, -1 the network's input */
 static const int lecture_k3s2p1_even_inputs[] = {
-    -1, /* layer 0 */
-    0, /* layer 1 */
-    1, /* layer 2 */
+    -1, /* 0: conv2d */
+    0, /* 1: flatten */
+    1, /* 2: dense */
 };
 
 static const cg_layer lecture_k3s2p1_even_layers[] = {

@@ -78,7 +78,7 @@ static void l00_conv2d_forward(const float *restrict P, float *restrict S, const
         }
         memset(d + 61440, 0, sizeof(float) * 4096);
     }
-    const float *restrict w = P + 0;
+    const float *restrict w = P;
     const float *restrict bias = P + 150;
     CG_PARALLEL_FOR
     for (int v0 = 0; v0 < 4; v0 += 2) {
@@ -334,7 +334,7 @@ static void l00_conv2d_forward(const float *restrict P, float *restrict S, const
 
 static void l00_conv2d_backward(float *restrict G, float *restrict S, const float *restrict dy)
 {
-    float *restrict gw = G + 0;
+    float *restrict gw = G;
     float *restrict gb = G + 150;
     CG_PARALLEL_FOR
     for (int co = 0; co < 6; co++) {
@@ -472,7 +472,7 @@ static void l00_conv2d_backward_dx(const float *restrict P, float *restrict S, c
         }
         memset(d + 61440, 0, sizeof(float) * 4096);
     }
-    const float *restrict w = P + 0;
+    const float *restrict w = P;
     CG_PARALLEL_FOR
     for (int v0 = 0; v0 < 4; v0 += 2) {
         float *restrict dxb = dx + 0 + v0 * 16;
@@ -658,8 +658,8 @@ static void l02_maxpool2d_backward(const float *restrict x, const float *restric
  * schedule lanes+pad: fwd lanes[TB=1,TC=16] dw lanes[TCW=4,rows=1] dx lanes+pad[TB=2,TCI=6] threaded */
 static void l03_conv2d_forward(const float *restrict P, const float *restrict x, float *restrict y)
 {
-    const float *restrict w = P + 156;
-    const float *restrict bias = P + 2556;
+    const float *restrict w = P;
+    const float *restrict bias = P + 2400;
     CG_PARALLEL_FOR
     for (int v0 = 0; v0 < 4; v0 += 1) {
         const float *restrict wb = w + 0;
@@ -1186,8 +1186,8 @@ static void l03_conv2d_forward(const float *restrict P, const float *restrict x,
 
 static void l03_conv2d_backward(float *restrict G, const float *restrict x, const float *restrict dy)
 {
-    float *restrict gw = G + 156;
-    float *restrict gb = G + 2556;
+    float *restrict gw = G;
+    float *restrict gb = G + 2400;
     CG_PARALLEL_FOR
     for (int co = 0; co < 16; co++) {
         cg_v s = vsplat(0.0f);
@@ -1336,7 +1336,7 @@ static void l03_conv2d_backward_dx(const float *restrict P, float *restrict S, c
         }
         memset(d + 16128, 0, sizeof(float) * 4608);
     }
-    const float *restrict w = P + 156;
+    const float *restrict w = P;
     CG_PARALLEL_FOR
     for (int v0 = 0; v0 < 4; v0 += 2) {
         float *restrict dxb = dx + 0 + v0 * 16;
@@ -1657,8 +1657,8 @@ static void l05_maxpool2d_backward(const float *restrict x, const float *restric
  * schedule lanes: fwd lanes[TB=4,TR=4] dw gemm[TI=5,TO=4] dx lanes[TB=4,TR=4] threaded */
 static void l07_dense_forward(const float *restrict P, const float *restrict x, float *restrict y)
 {
-    const float *restrict w = P + 2572;
-    const float *restrict b = P + 50572;
+    const float *restrict w = P;
+    const float *restrict b = P + 48000;
     CG_PARALLEL_FOR
     for (int o0 = 0; o0 < 120; o0 += 4) {
         for (int v0 = 0; v0 < 4; v0 += 4) {
@@ -1686,8 +1686,8 @@ static void l07_dense_forward(const float *restrict P, const float *restrict x, 
 
 static void l07_dense_backward(float *restrict G, const float *restrict x, const float *restrict dy)
 {
-    float *restrict gw = G + 2572;
-    float *restrict gb = G + 50572;
+    float *restrict gw = G;
+    float *restrict gb = G + 48000;
     CG_PARALLEL_FOR
     for (int o = 0; o < 120; o++) {
         cg_v s = vsplat(0.0f);
@@ -1718,7 +1718,7 @@ static void l07_dense_backward(float *restrict G, const float *restrict x, const
 
 static void l07_dense_backward_dx(const float *restrict P, const float *restrict dy, float *restrict dx)
 {
-    const float *restrict w = P + 2572;
+    const float *restrict w = P;
     CG_PARALLEL_FOR
     for (int i0 = 0; i0 < 400; i0 += 4) {
         for (int v0 = 0; v0 < 4; v0 += 4) {
@@ -1762,8 +1762,8 @@ static void l08_relu_backward(const float *restrict y, const float *restrict dy,
  * schedule lanes: fwd lanes[TB=4,TR=4] dw gemm[TI=6,TO=4] dx lanes[TB=4,TR=4] */
 static void l09_dense_forward(const float *restrict P, const float *restrict x, float *restrict y)
 {
-    const float *restrict w = P + 50692;
-    const float *restrict b = P + 60772;
+    const float *restrict w = P;
+    const float *restrict b = P + 10080;
     for (int o0 = 0; o0 < 84; o0 += 4) {
         for (int v0 = 0; v0 < 4; v0 += 4) {
             {
@@ -1790,8 +1790,8 @@ static void l09_dense_forward(const float *restrict P, const float *restrict x, 
 
 static void l09_dense_backward(float *restrict G, const float *restrict x, const float *restrict dy)
 {
-    float *restrict gw = G + 50692;
-    float *restrict gb = G + 60772;
+    float *restrict gw = G;
+    float *restrict gb = G + 10080;
     for (int o = 0; o < 84; o++) {
         cg_v s = vsplat(0.0f);
         for (int v = 0; v < 4; v++) s += VLOAD(dy + (size_t)o * 64 + v * 16);
@@ -1820,7 +1820,7 @@ static void l09_dense_backward(float *restrict G, const float *restrict x, const
 
 static void l09_dense_backward_dx(const float *restrict P, const float *restrict dy, float *restrict dx)
 {
-    const float *restrict w = P + 50692;
+    const float *restrict w = P;
     for (int i0 = 0; i0 < 120; i0 += 4) {
         for (int v0 = 0; v0 < 4; v0 += 4) {
             {
@@ -1863,8 +1863,8 @@ static void l10_relu_backward(const float *restrict y, const float *restrict dy,
  * schedule lanes: fwd lanes[TB=4,TR=4] dw gemm[TI=12,TO=2] dx lanes[TB=4,TR=4] */
 static void l11_dense_forward(const float *restrict P, const float *restrict x, float *restrict y)
 {
-    const float *restrict w = P + 60856;
-    const float *restrict b = P + 61696;
+    const float *restrict w = P;
+    const float *restrict b = P + 840;
     for (int o0 = 0; o0 < 8; o0 += 4) {
         for (int v0 = 0; v0 < 4; v0 += 4) {
             {
@@ -1905,8 +1905,8 @@ static void l11_dense_forward(const float *restrict P, const float *restrict x, 
 
 static void l11_dense_backward(float *restrict G, const float *restrict x, const float *restrict dy)
 {
-    float *restrict gw = G + 60856;
-    float *restrict gb = G + 61696;
+    float *restrict gw = G;
+    float *restrict gb = G + 840;
     for (int o = 0; o < 10; o++) {
         cg_v s = vsplat(0.0f);
         for (int v = 0; v < 4; v++) s += VLOAD(dy + (size_t)o * 64 + v * 16);
@@ -1929,7 +1929,7 @@ static void l11_dense_backward(float *restrict G, const float *restrict x, const
 
 static void l11_dense_backward_dx(const float *restrict P, const float *restrict dy, float *restrict dx)
 {
-    const float *restrict w = P + 60856;
+    const float *restrict w = P;
     for (int i0 = 0; i0 < 84; i0 += 4) {
         for (int v0 = 0; v0 < 4; v0 += 4) {
             {
@@ -1963,15 +1963,15 @@ void lenet5_forward(const float *params, float *buffers, const float *x, float *
     l00_conv2d_forward(params, ws + 984704, ws + 0, ws + 50176);
     l01_relu_forward(ws + 50176, ws + 351232);
     l02_maxpool2d_forward(ws + 351232, ws + 652288);
-    l03_conv2d_forward(params, ws + 652288, ws + 727552);
+    l03_conv2d_forward(params + 156, ws + 652288, ws + 727552);
     l04_relu_forward(ws + 727552, ws + 829952);
     l05_maxpool2d_forward(ws + 829952, ws + 932352);
     /* layer 6: flatten is a view of its input */
-    l07_dense_forward(params, ws + 932352, ws + 957952);
+    l07_dense_forward(params + 2572, ws + 932352, ws + 957952);
     l08_relu_forward(ws + 957952, ws + 965632);
-    l09_dense_forward(params, ws + 965632, ws + 973312);
+    l09_dense_forward(params + 50692, ws + 965632, ws + 973312);
     l10_relu_forward(ws + 973312, ws + 978688);
-    l11_dense_forward(params, ws + 978688, ws + 984064);
+    l11_dense_forward(params + 60856, ws + 978688, ws + 984064);
     cg_from_lanes(ws + 984064, ws + 1775232, nb, 10, 64);
 }
 
@@ -1980,19 +1980,19 @@ void lenet5_backward(const float *params, float *grads, const float *x, float *d
 {
     cg_to_lanes(ws + 1775872, ws + 1776512, nb, 10, 64);
     (void)x;
-    l11_dense_backward(grads, ws + 978688, ws + 1776512);
-    l11_dense_backward_dx(params, ws + 1776512, ws + 1777152);
+    l11_dense_backward(grads + 60856, ws + 978688, ws + 1776512);
+    l11_dense_backward_dx(params + 60856, ws + 1776512, ws + 1777152);
     l10_relu_backward(ws + 978688, ws + 1777152, ws + 1784832);
-    l09_dense_backward(grads, ws + 965632, ws + 1784832);
-    l09_dense_backward_dx(params, ws + 1784832, ws + 1777152);
+    l09_dense_backward(grads + 50692, ws + 965632, ws + 1784832);
+    l09_dense_backward_dx(params + 50692, ws + 1784832, ws + 1777152);
     l08_relu_backward(ws + 965632, ws + 1777152, ws + 1784832);
-    l07_dense_backward(grads, ws + 932352, ws + 1784832);
-    l07_dense_backward_dx(params, ws + 1784832, ws + 1879552);
+    l07_dense_backward(grads + 2572, ws + 932352, ws + 1784832);
+    l07_dense_backward_dx(params + 2572, ws + 1784832, ws + 1879552);
     /* layer 6: flatten passes the gradient through */
     l05_maxpool2d_backward(ws + 829952, ws + 1879552, ws + 1777152);
     l04_relu_backward(ws + 829952, ws + 1777152, ws + 1879552);
-    l03_conv2d_backward(grads, ws + 652288, ws + 1879552);
-    l03_conv2d_backward_dx(params, ws + 1443456, ws + 1879552, ws + 2078208);
+    l03_conv2d_backward(grads + 156, ws + 652288, ws + 1879552);
+    l03_conv2d_backward_dx(params + 156, ws + 1443456, ws + 1879552, ws + 2078208);
     l02_maxpool2d_backward(ws + 351232, ws + 2078208, ws + 1777152);
     l01_relu_backward(ws + 351232, ws + 1777152, ws + 2078208);
     l00_conv2d_backward(grads, ws + 984704, ws + 2078208);
@@ -2015,18 +2015,18 @@ static const cg_tensor lenet5_tensors[] = {
 
 /* what each layer reads: earlier layers' outputs by index, -1 the network's input */
 static const int lenet5_inputs[] = {
-    -1, /* layer 0 */
-    0, /* layer 1 */
-    1, /* layer 2 */
-    2, /* layer 3 */
-    3, /* layer 4 */
-    4, /* layer 5 */
-    5, /* layer 6 */
-    6, /* layer 7 */
-    7, /* layer 8 */
-    8, /* layer 9 */
-    9, /* layer 10 */
-    10, /* layer 11 */
+    -1, /* 0: conv2d */
+    0, /* 1: relu */
+    1, /* 2: maxpool2d */
+    2, /* 3: conv2d */
+    3, /* 4: relu */
+    4, /* 5: maxpool2d */
+    5, /* 6: flatten */
+    6, /* 7: dense */
+    7, /* 8: relu */
+    8, /* 9: dense */
+    9, /* 10: relu */
+    10, /* 11: dense */
 };
 
 static const cg_layer lenet5_layers[] = {

@@ -66,7 +66,7 @@ static inline __attribute__((unused)) float vsum_(const cg_v *v) { float s = 0.0
  * schedule lanes: fwd lanes[TB=1,TC=8] dw lanes[TCW=4,rows=1] dx lanes[TB=1,TCI=4] */
 static void l00_conv1d_forward(const float *restrict P, const float *restrict x, float *restrict y)
 {
-    const float *restrict w = P + 0;
+    const float *restrict w = P;
     const float *restrict bias = P + 160;
     for (int v0 = 0; v0 < 1; v0 += 1) {
         const float *restrict wb = w + 0;
@@ -276,7 +276,7 @@ static void l00_conv1d_forward(const float *restrict P, const float *restrict x,
 
 static void l00_conv1d_backward(float *restrict G, const float *restrict x, const float *restrict dy)
 {
-    float *restrict gw = G + 0;
+    float *restrict gw = G;
     float *restrict gb = G + 160;
     for (int co = 0; co < 8; co++) {
         cg_v s = vsplat(0.0f);
@@ -328,7 +328,7 @@ static void l00_conv1d_backward(float *restrict G, const float *restrict x, cons
 
 static void l00_conv1d_backward_dx(const float *restrict P, const float *restrict dy, float *restrict dx)
 {
-    const float *restrict w = P + 0;
+    const float *restrict w = P;
     for (int v0 = 0; v0 < 1; v0 += 1) {
         float *restrict dxb = dx + 0 + v0 * 16;
         const float *restrict dyg = dy + 0 + v0 * 16;
@@ -482,8 +482,8 @@ static void l00_conv1d_backward_dx(const float *restrict P, const float *restric
  * schedule lanes: fwd lanes dw lanes dx with dw */
 static void l01_batchnorm_forward(const float *restrict P, float *restrict B, float *restrict S, const float *restrict x, float *restrict y, int nb, int training)
 {
-    const float *restrict gamma = P + 168, *restrict beta = P + 176;
-    float *restrict rmean = B + 0, *restrict rvar = B + 8, *restrict nbt = B + 16;
+    const float *restrict gamma = P, *restrict beta = P + 8;
+    float *restrict rmean = B, *restrict rvar = B + 8, *restrict nbt = B + 16;
     const int m = nb * 32; /* values per channel */
     if (training) {
         cg_v mask[1];
@@ -536,8 +536,8 @@ static void l01_batchnorm_forward(const float *restrict P, float *restrict B, fl
 
 static void l01_batchnorm_backward(const float *restrict P, float *restrict G, float *restrict S, const float *restrict x, const float *restrict dy, float *restrict dx, int nb)
 {
-    const float *restrict gamma = P + 168;
-    float *restrict ggamma = G + 168, *restrict gbeta = G + 176;
+    const float *restrict gamma = P;
+    float *restrict ggamma = G, *restrict gbeta = G + 8;
     const int m = nb * 32;
     cg_v mask[1];
     for (int v = 0; v < 1; v++)
@@ -599,7 +599,7 @@ static void l03_conv1d_forward(const float *restrict P, float *restrict S, const
             memset(dr + 544, 0, sizeof(float) * 32);
         }
     }
-    const float *restrict w = P + 184;
+    const float *restrict w = P;
     for (int g = 0; g < 8; g++) {
         for (int v0 = 0; v0 < 1; v0 += 1) {
             const float *restrict wb = w + g*3;
@@ -630,7 +630,7 @@ static void l03_conv1d_forward(const float *restrict P, float *restrict S, const
 
 static void l03_conv1d_backward(float *restrict G, float *restrict S, const float *restrict dy)
 {
-    float *restrict gw = G + 184;
+    float *restrict gw = G;
     for (int g = 0; g < 8; g++) {
         const float *restrict dyb = dy + g*512;
         const float *restrict xc = (S + 0) + g*576;
@@ -665,7 +665,7 @@ static void l03_conv1d_backward_dx(const float *restrict P, float *restrict S, c
             memset(dr + 544, 0, sizeof(float) * 32);
         }
     }
-    const float *restrict w = P + 184;
+    const float *restrict w = P;
     for (int g = 0; g < 8; g++) {
         for (int v0 = 0; v0 < 1; v0 += 1) {
             float *restrict dxb = dx + g*512 + v0 * 16;
@@ -765,8 +765,8 @@ static void l05_maxpool1d_backward(const float *restrict x, const float *restric
  * schedule lanes: fwd lanes[TB=1,TC=12] dw lanes[TCW=6,rows=1] dx lanes[TB=1,TCI=8] */
 static void l06_conv1d_forward(const float *restrict P, const float *restrict x, float *restrict y)
 {
-    const float *restrict w = P + 208;
-    const float *restrict bias = P + 592;
+    const float *restrict w = P;
+    const float *restrict bias = P + 384;
     for (int v0 = 0; v0 < 1; v0 += 1) {
         const float *restrict wb = w + 0;
         const float *restrict xg = x + 0 + v0 * 16;
@@ -1077,8 +1077,8 @@ static void l06_conv1d_forward(const float *restrict P, const float *restrict x,
 
 static void l06_conv1d_backward(float *restrict G, const float *restrict x, const float *restrict dy)
 {
-    float *restrict gw = G + 208;
-    float *restrict gb = G + 592;
+    float *restrict gw = G;
+    float *restrict gb = G + 384;
     for (int co = 0; co < 12; co++) {
         cg_v s = vsplat(0.0f);
         for (int i = 0; i < 16; i++) s += VLOAD(dy + (size_t)co * 256 + i * 16);
@@ -1136,7 +1136,7 @@ static void l06_conv1d_backward(float *restrict G, const float *restrict x, cons
 
 static void l06_conv1d_backward_dx(const float *restrict P, const float *restrict dy, float *restrict dx)
 {
-    const float *restrict w = P + 208;
+    const float *restrict w = P;
     for (int v0 = 0; v0 < 1; v0 += 1) {
         float *restrict dxb = dx + 0 + v0 * 16;
         const float *restrict dyg = dy + 0 + v0 * 16;
@@ -1383,7 +1383,7 @@ static void l07_sigmoid_backward(const float *restrict y, const float *restrict 
  * schedule lanes: fwd lanes[TB=1,TC=3] dw lanes[TCW=3,rows=1] dx lanes[TB=1,TCI=6] */
 static void l08_conv1d_forward(const float *restrict P, const float *restrict x, float *restrict y)
 {
-    const float *restrict w = P + 604;
+    const float *restrict w = P;
     for (int g = 0; g < 2; g++) {
         for (int v0 = 0; v0 < 1; v0 += 1) {
             const float *restrict wb = w + g*54;
@@ -1426,7 +1426,7 @@ static void l08_conv1d_forward(const float *restrict P, const float *restrict x,
 
 static void l08_conv1d_backward(float *restrict G, const float *restrict x, const float *restrict dy)
 {
-    float *restrict gw = G + 604;
+    float *restrict gw = G;
     for (int g = 0; g < 2; g++) {
         const float *restrict dyb = dy + g*576;
         for (int ci = 0; ci < 6; ci++) {
@@ -1455,7 +1455,7 @@ static void l08_conv1d_backward(float *restrict G, const float *restrict x, cons
 
 static void l08_conv1d_backward_dx(const float *restrict P, const float *restrict dy, float *restrict dx)
 {
-    const float *restrict w = P + 604;
+    const float *restrict w = P;
     for (int g = 0; g < 2; g++) {
         for (int v0 = 0; v0 < 1; v0 += 1) {
             float *restrict dxb = dx + g*1536 + v0 * 16;
@@ -1645,8 +1645,8 @@ static void l08_conv1d_backward_dx(const float *restrict P, const float *restric
  * schedule lanes: fwd lanes dw lanes dx with dw */
 static void l09_batchnorm_forward(const float *restrict P, float *restrict B, float *restrict S, const float *restrict x, float *restrict y, int nb, int training)
 {
-    const float *restrict gamma = P + 712, *restrict beta = P + 718;
-    float *restrict rmean = B + 17, *restrict rvar = B + 23, *restrict nbt = B + 29;
+    const float *restrict gamma = P, *restrict beta = P + 6;
+    float *restrict rmean = B, *restrict rvar = B + 6, *restrict nbt = B + 12;
     const int m = nb * 12; /* values per channel */
     if (training) {
         cg_v mask[1];
@@ -1699,8 +1699,8 @@ static void l09_batchnorm_forward(const float *restrict P, float *restrict B, fl
 
 static void l09_batchnorm_backward(const float *restrict P, float *restrict G, float *restrict S, const float *restrict x, const float *restrict dy, float *restrict dx, int nb)
 {
-    const float *restrict gamma = P + 712;
-    float *restrict ggamma = G + 712, *restrict gbeta = G + 718;
+    const float *restrict gamma = P;
+    float *restrict ggamma = G, *restrict gbeta = G + 6;
     const int m = nb * 12;
     cg_v mask[1];
     for (int v = 0; v < 1; v++)
@@ -1778,8 +1778,8 @@ static void l10_avgpool1d_backward(const float *restrict dy, float *restrict dx)
  * schedule lanes: fwd lanes[TB=1,TR=16] dw gemm[TI=6,TO=4] dx lanes[TB=1,TR=16] */
 static void l12_dense_forward(const float *restrict P, const float *restrict x, float *restrict y)
 {
-    const float *restrict w = P + 724;
-    const float *restrict b = P + 1300;
+    const float *restrict w = P;
+    const float *restrict b = P + 576;
     for (int o0 = 0; o0 < 16; o0 += 16) {
         for (int v0 = 0; v0 < 1; v0 += 1) {
             {
@@ -1842,8 +1842,8 @@ static void l12_dense_forward(const float *restrict P, const float *restrict x, 
 
 static void l12_dense_backward(float *restrict G, const float *restrict x, const float *restrict dy)
 {
-    float *restrict gw = G + 724;
-    float *restrict gb = G + 1300;
+    float *restrict gw = G;
+    float *restrict gb = G + 576;
     for (int o = 0; o < 16; o++) {
         cg_v s = vsplat(0.0f);
         for (int v = 0; v < 1; v++) s += VLOAD(dy + (size_t)o * 16 + v * 16);
@@ -1872,7 +1872,7 @@ static void l12_dense_backward(float *restrict G, const float *restrict x, const
 
 static void l12_dense_backward_dx(const float *restrict P, const float *restrict dy, float *restrict dx)
 {
-    const float *restrict w = P + 724;
+    const float *restrict w = P;
     for (int i0 = 0; i0 < 32; i0 += 16) {
         for (int v0 = 0; v0 < 1; v0 += 1) {
             {
@@ -1971,8 +1971,8 @@ static void l13_relu_backward(const float *restrict y, const float *restrict dy,
  * schedule lanes: fwd lanes[TB=1,TR=16] dw gemm[TI=16,TO=1] dx lanes[TB=1,TR=16] */
 static void l14_dense_forward(const float *restrict P, const float *restrict x, float *restrict y)
 {
-    const float *restrict w = P + 1316;
-    const float *restrict b = P + 1396;
+    const float *restrict w = P;
+    const float *restrict b = P + 80;
     for (int v0 = 0; v0 < 1; v0 += 1) {
         {
             cg_v a0_0 = vsplat(b[0 + 0]);
@@ -2000,8 +2000,8 @@ static void l14_dense_forward(const float *restrict P, const float *restrict x, 
 
 static void l14_dense_backward(float *restrict G, const float *restrict x, const float *restrict dy)
 {
-    float *restrict gw = G + 1316;
-    float *restrict gb = G + 1396;
+    float *restrict gw = G;
+    float *restrict gb = G + 80;
     for (int o = 0; o < 5; o++) {
         cg_v s = vsplat(0.0f);
         for (int v = 0; v < 1; v++) s += VLOAD(dy + (size_t)o * 16 + v * 16);
@@ -2021,7 +2021,7 @@ static void l14_dense_backward(float *restrict G, const float *restrict x, const
 
 static void l14_dense_backward_dx(const float *restrict P, const float *restrict dy, float *restrict dx)
 {
-    const float *restrict w = P + 1316;
+    const float *restrict w = P;
     for (int i0 = 0; i0 < 16; i0 += 16) {
         for (int v0 = 0; v0 < 1; v0 += 1) {
             {
@@ -2087,20 +2087,20 @@ void mixed1d_forward(const float *params, float *buffers, const float *x, float 
 {
     cg_to_lanes(x, ws + 0, nb, 256, 16);
     l00_conv1d_forward(params, ws + 0, ws + 4096);
-    l01_batchnorm_forward(params, buffers, ws + 36240, ws + 4096, ws + 8192, nb, training);
+    l01_batchnorm_forward(params + 168, buffers, ws + 36240, ws + 4096, ws + 8192, nb, training);
     l02_leaky_relu_forward(ws + 8192, ws + 12288);
-    l03_conv1d_forward(params, ws + 36256, ws + 12288, ws + 16384);
+    l03_conv1d_forward(params + 184, ws + 36256, ws + 12288, ws + 16384);
     l04_tanh_forward(ws + 16384, ws + 20480);
     l05_maxpool1d_forward(ws + 20480, ws + 24576);
-    l06_conv1d_forward(params, ws + 24576, ws + 26624);
+    l06_conv1d_forward(params + 208, ws + 24576, ws + 26624);
     l07_sigmoid_forward(ws + 26624, ws + 29696);
-    l08_conv1d_forward(params, ws + 29696, ws + 32768);
-    l09_batchnorm_forward(params, buffers, ws + 45472, ws + 32768, ws + 33920, nb, training);
+    l08_conv1d_forward(params + 604, ws + 29696, ws + 32768);
+    l09_batchnorm_forward(params + 712, buffers + 17, ws + 45472, ws + 32768, ws + 33920, nb, training);
     l10_avgpool1d_forward(ws + 33920, ws + 35072);
     /* layer 11: flatten is a view of its input */
-    l12_dense_forward(params, ws + 35072, ws + 35648);
+    l12_dense_forward(params + 724, ws + 35072, ws + 35648);
     l13_relu_forward(ws + 35648, ws + 35904);
-    l14_dense_forward(params, ws + 35904, ws + 36160);
+    l14_dense_forward(params + 1316, ws + 35904, ws + 36160);
     cg_from_lanes(ws + 36160, ws + 45488, nb, 5, 16);
 }
 
@@ -2109,25 +2109,25 @@ void mixed1d_backward(const float *params, float *grads, const float *x, float *
 {
     cg_to_lanes(ws + 45568, ws + 45648, nb, 5, 16);
     (void)x;
-    l14_dense_backward(grads, ws + 35904, ws + 45648);
-    l14_dense_backward_dx(params, ws + 45648, ws + 45728);
+    l14_dense_backward(grads + 1316, ws + 35904, ws + 45648);
+    l14_dense_backward_dx(params + 1316, ws + 45648, ws + 45728);
     l13_relu_backward(ws + 35904, ws + 45728, ws + 45984);
-    l12_dense_backward(grads, ws + 35072, ws + 45984);
-    l12_dense_backward_dx(params, ws + 45984, ws + 46880);
+    l12_dense_backward(grads + 724, ws + 35072, ws + 45984);
+    l12_dense_backward_dx(params + 724, ws + 45984, ws + 46880);
     /* layer 11: flatten passes the gradient through */
     l10_avgpool1d_backward(ws + 46880, ws + 45728);
-    l09_batchnorm_backward(params, grads, ws + 45472, ws + 32768, ws + 45728, ws + 48800, nb);
-    l08_conv1d_backward(grads, ws + 29696, ws + 48800);
-    l08_conv1d_backward_dx(params, ws + 48800, ws + 45728);
+    l09_batchnorm_backward(params + 712, grads + 712, ws + 45472, ws + 32768, ws + 45728, ws + 48800, nb);
+    l08_conv1d_backward(grads + 604, ws + 29696, ws + 48800);
+    l08_conv1d_backward_dx(params + 604, ws + 48800, ws + 45728);
     l07_sigmoid_backward(ws + 29696, ws + 45728, ws + 48800);
-    l06_conv1d_backward(grads, ws + 24576, ws + 48800);
-    l06_conv1d_backward_dx(params, ws + 48800, ws + 51872);
+    l06_conv1d_backward(grads + 208, ws + 24576, ws + 48800);
+    l06_conv1d_backward_dx(params + 208, ws + 48800, ws + 51872);
     l05_maxpool1d_backward(ws + 20480, ws + 51872, ws + 45728);
     l04_tanh_backward(ws + 20480, ws + 45728, ws + 49824);
-    l03_conv1d_backward(grads, ws + 36256, ws + 49824);
-    l03_conv1d_backward_dx(params, ws + 36256, ws + 49824, ws + 45728);
+    l03_conv1d_backward(grads + 184, ws + 36256, ws + 49824);
+    l03_conv1d_backward_dx(params + 184, ws + 36256, ws + 49824, ws + 45728);
     l02_leaky_relu_backward(ws + 8192, ws + 45728, ws + 49824);
-    l01_batchnorm_backward(params, grads, ws + 36240, ws + 4096, ws + 49824, ws + 45728, nb);
+    l01_batchnorm_backward(params + 168, grads + 168, ws + 36240, ws + 4096, ws + 49824, ws + 45728, nb);
     l00_conv1d_backward(grads, ws + 0, ws + 45728);
     if (dx) l00_conv1d_backward_dx(params, ws + 45728, ws + 49824);
     if (dx) cg_from_lanes(ws + 49824, dx, nb, 256, 16);
@@ -2158,21 +2158,21 @@ static const cg_tensor mixed1d_tensors[] = {
 
 /* what each layer reads: earlier layers' outputs by index, -1 the network's input */
 static const int mixed1d_inputs[] = {
-    -1, /* layer 0 */
-    0, /* layer 1 */
-    1, /* layer 2 */
-    2, /* layer 3 */
-    3, /* layer 4 */
-    4, /* layer 5 */
-    5, /* layer 6 */
-    6, /* layer 7 */
-    7, /* layer 8 */
-    8, /* layer 9 */
-    9, /* layer 10 */
-    10, /* layer 11 */
-    11, /* layer 12 */
-    12, /* layer 13 */
-    13, /* layer 14 */
+    -1, /* 0: conv1d */
+    0, /* 1: batchnorm */
+    1, /* 2: leaky_relu */
+    2, /* 3: conv1d */
+    3, /* 4: tanh */
+    4, /* 5: maxpool1d */
+    5, /* 6: conv1d */
+    6, /* 7: sigmoid */
+    7, /* 8: conv1d */
+    8, /* 9: batchnorm */
+    9, /* 10: avgpool1d */
+    10, /* 11: flatten */
+    11, /* 12: dense */
+    12, /* 13: relu */
+    13, /* 14: dense */
 };
 
 static const cg_layer mixed1d_layers[] = {

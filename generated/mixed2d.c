@@ -61,7 +61,7 @@ static inline __attribute__((unused)) float vsum_(const cg_v *v) { float s = 0.0
  * schedule loop: fwd loop dw loop dx with dw */
 static void l00_conv2d_forward(const float *restrict P, const float *restrict x, float *restrict y, int nb)
 {
-    const float *restrict w = P + 0;
+    const float *restrict w = P;
     const float *restrict b = P + 108;
     for (int n = 0; n < nb; n++) {
         const float *restrict xn = x + (size_t)n * 1080;
@@ -93,8 +93,8 @@ static void l00_conv2d_forward(const float *restrict P, const float *restrict x,
 
 static void l00_conv2d_backward(const float *restrict P, float *restrict G, const float *restrict x, const float *restrict dy, float *restrict dx, int nb)
 {
-    const float *restrict w = P + 0;
-    float *restrict gw = G + 0;
+    const float *restrict w = P;
+    float *restrict gw = G;
     float *restrict gb = G + 108;
     memset(dx, 0, sizeof(float) * (size_t)nb * 1080);
     for (int col = 0; col < 6; col++) {
@@ -152,8 +152,8 @@ static void l00_conv2d_backward(const float *restrict P, float *restrict G, cons
  * schedule loop: fwd loop dw loop dx with dw */
 static void l01_batchnorm_forward(const float *restrict P, float *restrict B, float *restrict S, const float *restrict x, float *restrict y, int nb, int training)
 {
-    const float *restrict gamma = P + 114, *restrict beta = P + 120;
-    float *restrict rmean = B + 0, *restrict rvar = B + 6, *restrict nbt = B + 12;
+    const float *restrict gamma = P, *restrict beta = P + 6;
+    float *restrict rmean = B, *restrict rvar = B + 6, *restrict nbt = B + 12;
     const int m = nb * 160; /* values per channel */
     if (training) {
         nbt[0] += 1.0f;
@@ -194,8 +194,8 @@ static void l01_batchnorm_forward(const float *restrict P, float *restrict B, fl
 
 static void l01_batchnorm_backward(const float *restrict P, float *restrict G, float *restrict S, const float *restrict x, const float *restrict dy, float *restrict dx, int nb)
 {
-    const float *restrict gamma = P + 114;
-    float *restrict ggamma = G + 114, *restrict gbeta = G + 120;
+    const float *restrict gamma = P;
+    float *restrict ggamma = G, *restrict gbeta = G + 6;
     const int m = nb * 160;
     for (int c = 0; c < 6; c++) {
         const float mean = S[c], rstd = S[6 + c];
@@ -235,8 +235,8 @@ static void l02_tanh_backward(const float *restrict y, const float *restrict dy,
  * schedule loop: fwd loop dw loop dx with dw */
 static void l03_conv2d_forward(const float *restrict P, const float *restrict x, float *restrict y, int nb)
 {
-    const float *restrict w = P + 126;
-    const float *restrict b = P + 270;
+    const float *restrict w = P;
+    const float *restrict b = P + 144;
     for (int n = 0; n < nb; n++) {
         const float *restrict xn = x + (size_t)n * 960;
         float *restrict yn = y + (size_t)n * 960;
@@ -285,9 +285,9 @@ static void l03_conv2d_forward(const float *restrict P, const float *restrict x,
 
 static void l03_conv2d_backward(const float *restrict P, float *restrict G, const float *restrict x, const float *restrict dy, float *restrict dx, int nb)
 {
-    const float *restrict w = P + 126;
-    float *restrict gw = G + 126;
-    float *restrict gb = G + 270;
+    const float *restrict w = P;
+    float *restrict gw = G;
+    float *restrict gb = G + 144;
     memset(dx, 0, sizeof(float) * (size_t)nb * 960);
     for (int g = 0; g < 2; g++) {
         for (int col = 0; col < 3; col++) {
@@ -611,7 +611,7 @@ static void l05_maxpool2d_backward(const float *restrict x, const float *restric
  * schedule wv: fwd wv[TC=4,TX=2] dw wv[RY=3,TCW=2,U=4] dx wv[TC=6,TX=1] */
 static void l06_conv2d_forward(const float *restrict P, float *restrict S, const float *restrict x, float *restrict y, int nb)
 {
-    const float *restrict w = P + 276;
+    const float *restrict w = P;
     float *restrict xp = S + 0;
     /* inputs -> zero-padded planes 14x20 (kept for dW) */
     for (int pl = 0; pl < nb * 6; pl++) {
@@ -718,7 +718,7 @@ static void l06_conv2d_forward(const float *restrict P, float *restrict S, const
 
 static void l06_conv2d_backward(float *restrict G, float *restrict S, const float *restrict dy, int nb)
 {
-    float *restrict gw = G + 276;
+    float *restrict gw = G;
     const float *restrict xp = S + 0;
     /* tiles of 2 output channels x 9 taps (3 kernel rows) of one input channel */
     /* lanes of the last, overlapping vector of a row already counted by the one before */
@@ -876,7 +876,7 @@ static void l06_conv2d_backward(float *restrict G, float *restrict S, const floa
 
 static void l06_conv2d_backward_dx(const float *restrict P, float *restrict S, const float *restrict dy, float *restrict dx, int nb)
 {
-    const float *restrict w = P + 276;
+    const float *restrict w = P;
     float *restrict dyp = S + 13456;
     /* dy -> zero-padded planes 12x18 */
     for (int pl = 0; pl < nb * 4; pl++) {
@@ -1795,8 +1795,8 @@ static void l10_maxpool2d_backward(const float *restrict x, const float *restric
  * schedule straight: fwd straight dw straight dx with dw */
 static void l12_dense_forward(const float *restrict P, const float *restrict x, float *restrict y, int nb)
 {
-    const float *restrict w = P + 492;
-    const float *restrict b = P + 852;
+    const float *restrict w = P;
+    const float *restrict b = P + 360;
     for (int n = 0; n < nb; n++) {
         const float *restrict xn = x + (size_t)n * 36;
         float *restrict yn = y + (size_t)n * 10;
@@ -1905,9 +1905,9 @@ static void l12_dense_forward(const float *restrict P, const float *restrict x, 
 
 static void l12_dense_backward(const float *restrict P, float *restrict G, const float *restrict x, const float *restrict dy, float *restrict dx, int nb)
 {
-    const float *restrict w = P + 492;
-    float *restrict gw = G + 492;
-    float *restrict gb = G + 852;
+    const float *restrict w = P;
+    float *restrict gw = G;
+    float *restrict gb = G + 360;
     for (int n = 0; n < nb; n++) {
         const float *restrict xn = x + (size_t)n * 36;
         const float *restrict dyn = dy + (size_t)n * 10;
@@ -2397,36 +2397,36 @@ static void l12_dense_backward(const float *restrict P, float *restrict G, const
 void mixed2d_forward(const float *params, float *buffers, const float *x, float *ws, int nb, int training)
 {
     l00_conv2d_forward(params, x, ws + 0, nb);
-    l01_batchnorm_forward(params, buffers, ws + 63728, ws + 0, ws + 7680, nb, training);
+    l01_batchnorm_forward(params + 114, buffers, ws + 63728, ws + 0, ws + 7680, nb, training);
     l02_tanh_forward(ws + 7680, ws + 15360, nb);
-    l03_conv2d_forward(params, ws + 15360, ws + 23040, nb);
+    l03_conv2d_forward(params + 126, ws + 15360, ws + 23040, nb);
     l04_sigmoid_forward(ws + 23040, ws + 30720, nb);
     l05_maxpool2d_forward(ws + 30720, ws + 38400, nb);
-    l06_conv2d_forward(params, ws + 63744, ws + 38400, ws + 46080, nb);
+    l06_conv2d_forward(params + 276, ws + 63744, ws + 38400, ws + 46080, nb);
     l07_relu_forward(ws + 46080, ws + 52992, nb);
     l08_avgpool2d_forward(ws + 52992, ws + 59904, nb);
     l09_leaky_relu_forward(ws + 59904, ws + 61632, nb);
     l10_maxpool2d_forward(ws + 61632, ws + 63360, nb);
     /* layer 11: flatten is a view of its input */
-    l12_dense_forward(params, ws + 63360, ws + 63648, nb);
+    l12_dense_forward(params + 492, ws + 63360, ws + 63648, nb);
 }
 
 /* Backward after a training forward: dLoss/dOutput at ws + 84128; grads accumulate. */
 void mixed2d_backward(const float *params, float *grads, const float *x, float *dx, float *ws, int nb)
 {
-    l12_dense_backward(params, grads, ws + 63360, ws + 84128, ws + 85936, nb);
+    l12_dense_backward(params + 492, grads + 492, ws + 63360, ws + 84128, ws + 85936, nb);
     /* layer 11: flatten passes the gradient through */
     l10_maxpool2d_backward(ws + 61632, ws + 85936, ws + 84208, nb);
     l09_leaky_relu_backward(ws + 59904, ws + 84208, ws + 91120, nb);
     l08_avgpool2d_backward(ws + 91120, ws + 84208, nb);
     l07_relu_backward(ws + 52992, ws + 84208, ws + 91888, nb);
-    l06_conv2d_backward(grads, ws + 63744, ws + 91888, nb);
-    l06_conv2d_backward_dx(params, ws + 63744, ws + 91888, ws + 84208, nb);
+    l06_conv2d_backward(grads + 276, ws + 63744, ws + 91888, nb);
+    l06_conv2d_backward_dx(params + 276, ws + 63744, ws + 91888, ws + 84208, nb);
     l05_maxpool2d_backward(ws + 30720, ws + 84208, ws + 91888, nb);
     l04_sigmoid_backward(ws + 30720, ws + 91888, ws + 84208, nb);
-    l03_conv2d_backward(params, grads, ws + 15360, ws + 84208, ws + 91888, nb);
+    l03_conv2d_backward(params + 126, grads + 126, ws + 15360, ws + 84208, ws + 91888, nb);
     l02_tanh_backward(ws + 15360, ws + 91888, ws + 84208, nb);
-    l01_batchnorm_backward(params, grads, ws + 63728, ws + 0, ws + 84208, ws + 92848, nb);
+    l01_batchnorm_backward(params + 114, grads + 114, ws + 63728, ws + 0, ws + 84208, ws + 92848, nb);
     l00_conv2d_backward(params, grads, x, ws + 92848, dx ? dx : ws + 84208, nb);
 }
 
@@ -2447,19 +2447,19 @@ static const cg_tensor mixed2d_tensors[] = {
 
 /* what each layer reads: earlier layers' outputs by index, -1 the network's input */
 static const int mixed2d_inputs[] = {
-    -1, /* layer 0 */
-    0, /* layer 1 */
-    1, /* layer 2 */
-    2, /* layer 3 */
-    3, /* layer 4 */
-    4, /* layer 5 */
-    5, /* layer 6 */
-    6, /* layer 7 */
-    7, /* layer 8 */
-    8, /* layer 9 */
-    9, /* layer 10 */
-    10, /* layer 11 */
-    11, /* layer 12 */
+    -1, /* 0: conv2d */
+    0, /* 1: batchnorm */
+    1, /* 2: tanh */
+    2, /* 3: conv2d */
+    3, /* 4: sigmoid */
+    4, /* 5: maxpool2d */
+    5, /* 6: conv2d */
+    6, /* 7: relu */
+    7, /* 8: avgpool2d */
+    8, /* 9: leaky_relu */
+    9, /* 10: maxpool2d */
+    10, /* 11: flatten */
+    11, /* 12: dense */
 };
 
 static const cg_layer mixed2d_layers[] = {

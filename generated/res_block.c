@@ -64,7 +64,7 @@ static inline __attribute__((unused)) float vsum_(const cg_v *v) { float s = 0.0
  * schedule cv+dx:wv: fwd cv[TP=12,TV=1] dw cv[TPR=24,TV=1] dx wv[TC=3,TX=1] */
 static void l00_conv2d_forward(const float *restrict P, float *restrict S, const float *restrict x, float *restrict y, int nb)
 {
-    const float *restrict w = P + 0;
+    const float *restrict w = P;
     float *restrict yh = S + 4704, *restrict wt = S + 7008, *restrict bp = S + 7440;
     /* weights [co][ci][k] -> [ci][k][co], channels padded to 16 */
     for (int i = 0; i < 432; i++) wt[i] = 0.0f;
@@ -255,7 +255,7 @@ static void l00_conv2d_forward(const float *restrict P, float *restrict S, const
 
 static void l00_conv2d_backward(float *restrict G, float *restrict S, const float *restrict dy, int nb)
 {
-    float *restrict gw = G + 0;
+    float *restrict gw = G;
     float *restrict dyh = S + 7456;
     /* dy of every sample -> channels-last, padded channels zero */
     for (int n = 0; n < nb; n++) {
@@ -388,7 +388,7 @@ static void l00_conv2d_backward(float *restrict G, float *restrict S, const floa
 
 static void l00_conv2d_backward_dx(const float *restrict P, float *restrict S, const float *restrict dy, float *restrict dx, int nb)
 {
-    const float *restrict w = P + 0;
+    const float *restrict w = P;
     float *restrict dyp = S + 30912;
     /* dy -> zero-padded planes 14x14 */
     for (int pl = 0; pl < nb * 8; pl++) {
@@ -486,8 +486,8 @@ static void l00_conv2d_backward_dx(const float *restrict P, float *restrict S, c
  * schedule loop: fwd loop dw loop dx with dw */
 static void l01_batchnorm_forward(const float *restrict P, float *restrict B, float *restrict S, const float *restrict x, float *restrict y, int nb, int training)
 {
-    const float *restrict gamma = P + 216, *restrict beta = P + 224;
-    float *restrict rmean = B + 0, *restrict rvar = B + 8, *restrict nbt = B + 16;
+    const float *restrict gamma = P, *restrict beta = P + 8;
+    float *restrict rmean = B, *restrict rvar = B + 8, *restrict nbt = B + 16;
     const int m = nb * 144; /* values per channel */
     if (training) {
         nbt[0] += 1.0f;
@@ -528,8 +528,8 @@ static void l01_batchnorm_forward(const float *restrict P, float *restrict B, fl
 
 static void l01_batchnorm_backward(const float *restrict P, float *restrict G, float *restrict S, const float *restrict x, const float *restrict dy, float *restrict dx, int nb)
 {
-    const float *restrict gamma = P + 216;
-    float *restrict ggamma = G + 216, *restrict gbeta = G + 224;
+    const float *restrict gamma = P;
+    float *restrict ggamma = G, *restrict gbeta = G + 8;
     const int m = nb * 144;
     for (int c = 0; c < 8; c++) {
         const float mean = S[c], rstd = S[8 + c];
@@ -569,7 +569,7 @@ static void l02_relu_backward(const float *restrict y, const float *restrict dy,
  * schedule cv+dx:wv: fwd cv[TP=12,TV=1] dw cv[TPR=24,TV=1] dx wv[TC=8,TX=1] */
 static void l03_conv2d_forward(const float *restrict P, float *restrict S, const float *restrict x, float *restrict y, int nb)
 {
-    const float *restrict w = P + 232;
+    const float *restrict w = P;
     float *restrict yh = S + 12544, *restrict wt = S + 14848, *restrict bp = S + 16000;
     /* weights [co][ci][k] -> [ci][k][co], channels padded to 16 */
     for (int i = 0; i < 1152; i++) wt[i] = 0.0f;
@@ -760,7 +760,7 @@ static void l03_conv2d_forward(const float *restrict P, float *restrict S, const
 
 static void l03_conv2d_backward(float *restrict G, float *restrict S, const float *restrict dy, int nb)
 {
-    float *restrict gw = G + 232;
+    float *restrict gw = G;
     float *restrict dyh = S + 16016;
     /* dy of every sample -> channels-last, padded channels zero */
     for (int n = 0; n < nb; n++) {
@@ -864,7 +864,7 @@ static void l03_conv2d_backward(float *restrict G, float *restrict S, const floa
 
 static void l03_conv2d_backward_dx(const float *restrict P, float *restrict S, const float *restrict dy, float *restrict dx, int nb)
 {
-    const float *restrict w = P + 232;
+    const float *restrict w = P;
     float *restrict dyp = S + 39472;
     /* dy -> zero-padded planes 14x14 */
     for (int pl = 0; pl < nb * 8; pl++) {
@@ -1015,603 +1015,29 @@ static void l03_conv2d_backward_dx(const float *restrict P, float *restrict S, c
 
 /* layer 4: batchnorm 8x12x12 -> 8x12x12 (specs/res_block.yaml:10:5)
  * schedule loop: fwd loop dw loop dx with dw */
-static void l04_batchnorm_forward(const float *restrict P, float *restrict B, float *restrict S, const float *restrict x, float *restrict y, int nb, int training)
-{
-    const float *restrict gamma = P + 808, *restrict beta = P + 816;
-    float *restrict rmean = B + 17, *restrict rvar = B + 25, *restrict nbt = B + 33;
-    const int m = nb * 144; /* values per channel */
-    if (training) {
-        nbt[0] += 1.0f;
-        const float f = 0.1f;
-        for (int c = 0; c < 8; c++) {
-            double s = 0.0, v = 0.0;
-            for (int n = 0; n < nb; n++) {
-                const float *restrict xc = x + (size_t)n * 1152 + c * 144;
-                for (int i = 0; i < 144; i++) s += xc[i];
-            }
-            const double mean = s / m;
-            for (int n = 0; n < nb; n++) {
-                const float *restrict xc = x + (size_t)n * 1152 + c * 144;
-                for (int i = 0; i < 144; i++) { const double d = xc[i] - mean; v += d * d; }
-            }
-            const double var = v / m;
-            S[c] = (float)mean;
-            S[8 + c] = (float)(1.0 / sqrt(var + 1.0000000000000001e-05));
-            rmean[c] = (1.0f - f) * rmean[c] + f * (float)mean;
-            rvar[c] = (1.0f - f) * rvar[c] + f * (float)(m > 1 ? var * m / (m - 1) : var);
-        }
-    }
-    else {
-        for (int c = 0; c < 8; c++) {
-            S[c] = rmean[c];
-            S[8 + c] = 1.0f / sqrtf(rvar[c] + 1e-05f);
-        }
-    }
-    for (int c = 0; c < 8; c++) {
-        const float mean = S[c], a = S[8 + c] * gamma[c], b = beta[c];
-        for (int n = 0; n < nb; n++) {
-            const float *restrict xc = x + (size_t)n * 1152 + c * 144;
-            float *restrict yc = y + (size_t)n * 1152 + c * 144;
-            for (int i = 0; i < 144; i++) yc[i] = (xc[i] - mean) * a + b;
-        }
-    }
-}
+/* l04_batchnorm_forward: the code of l01_batchnorm_forward */
 
-static void l04_batchnorm_backward(const float *restrict P, float *restrict G, float *restrict S, const float *restrict x, const float *restrict dy, float *restrict dx, int nb)
-{
-    const float *restrict gamma = P + 808;
-    float *restrict ggamma = G + 808, *restrict gbeta = G + 816;
-    const int m = nb * 144;
-    for (int c = 0; c < 8; c++) {
-        const float mean = S[c], rstd = S[8 + c];
-        double sdy = 0.0, sdyx = 0.0;
-        for (int n = 0; n < nb; n++) {
-            const float *restrict xc = x + (size_t)n * 1152 + c * 144;
-            const float *restrict dyc = dy + (size_t)n * 1152 + c * 144;
-            for (int i = 0; i < 144; i++) { sdy += dyc[i]; sdyx += dyc[i] * ((xc[i] - mean) * rstd); }
-        }
-        ggamma[c] += (float)sdyx;
-        gbeta[c] += (float)sdy;
-        const double k = (double)gamma[c] * rstd / m;
-        for (int n = 0; n < nb; n++) {
-            const float *restrict xc = x + (size_t)n * 1152 + c * 144;
-            const float *restrict dyc = dy + (size_t)n * 1152 + c * 144;
-            float *restrict dxc = dx + (size_t)n * 1152 + c * 144;
-            for (int i = 0; i < 144; i++) dxc[i] = (float)(k * ((double)m * dyc[i] - sdy - ((double)xc[i] - mean) * rstd * sdyx));
-        }
-    }
-}
+/* l04_batchnorm_backward: the code of l01_batchnorm_backward */
 
 /* layer 5: relu 8x12x12 -> 8x12x12 (specs/res_block.yaml:11:5)
  * schedule loop: fwd loop dw loop dx with dw */
-static void l05_relu_forward(const float *restrict x, float *restrict y, int nb)
-{
-    for (size_t i = 0; i < (size_t)nb * 1152; i++)
-        y[i] = x[i] > 0.0f ? x[i] : 0.0f;
-}
+/* l05_relu_forward: the code of l02_relu_forward */
 
-static void l05_relu_backward(const float *restrict y, const float *restrict dy, float *restrict dx, int nb)
-{
-    for (size_t i = 0; i < (size_t)nb * 1152; i++)
-        dx[i] = y[i] > 0.0f ? dy[i] : 0.0f;
-}
+/* l05_relu_backward: the code of l02_relu_backward */
 
 /* layer 6: conv2d 8x12x12 -> 8x12x12 (specs/res_block.yaml:12:5)
  * schedule cv+dx:wv: fwd cv[TP=12,TV=1] dw cv[TPR=24,TV=1] dx wv[TC=8,TX=1] */
-static void l06_conv2d_forward(const float *restrict P, float *restrict S, const float *restrict x, float *restrict y, int nb)
-{
-    const float *restrict w = P + 824;
-    float *restrict yh = S + 12544, *restrict wt = S + 14848, *restrict bp = S + 16000;
-    /* weights [co][ci][k] -> [ci][k][co], channels padded to 16 */
-    for (int i = 0; i < 1152; i++) wt[i] = 0.0f;
-    for (int co = 0; co < 8; co++)
-        for (int j = 0; j < 72; j++) wt[j * 16 + co] = w[co * 72 + j];
-    for (int co = 0; co < 16; co++) bp[co] = 0.0f;
-    for (int n = 0; n < nb; n++) {
-        const float *restrict xn = x + (size_t)n * 1152;
-        float *restrict xp = S + 0 + (size_t)n * 1568;
-        float *restrict yn = y + (size_t)n * 1152;
-        memset(xp, 0, sizeof(float) * 1568);
-        for (int ci = 0; ci < 8; ci++)
-            for (int iy = 0; iy < 12; iy++)
-                for (int ix = 0; ix < 12; ix++) xp[((iy + 1) * 14 + ix + 1) * 8 + ci] = xn[ci * 144 + iy * 12 + ix];
-        for (int oy = 0; oy < 12; oy++) {
-            for (int v0 = 0; v0 < 1; v0 += 1) {
-                for (int x0 = 0; x0 < 12; x0 += 12) {
-                    cg_v a0_0 = VLOAD(bp + (v0 + 0) * 16);
-                    cg_v a1_0 = VLOAD(bp + (v0 + 0) * 16);
-                    cg_v a2_0 = VLOAD(bp + (v0 + 0) * 16);
-                    cg_v a3_0 = VLOAD(bp + (v0 + 0) * 16);
-                    cg_v a4_0 = VLOAD(bp + (v0 + 0) * 16);
-                    cg_v a5_0 = VLOAD(bp + (v0 + 0) * 16);
-                    cg_v a6_0 = VLOAD(bp + (v0 + 0) * 16);
-                    cg_v a7_0 = VLOAD(bp + (v0 + 0) * 16);
-                    cg_v a8_0 = VLOAD(bp + (v0 + 0) * 16);
-                    cg_v a9_0 = VLOAD(bp + (v0 + 0) * 16);
-                    cg_v a10_0 = VLOAD(bp + (v0 + 0) * 16);
-                    cg_v a11_0 = VLOAD(bp + (v0 + 0) * 16);
-                    for (int ci = 0; ci < 8; ci++) {
-                        const float *restrict xr = xp + (oy * 14 + x0) * 8 + ci;
-                        const float *restrict wr = wt + ci * 144 + v0 * 16;
-                        {
-                            const cg_v w0 = VLOAD(wr + 0);
-                            a0_0 += xr[0] * w0;
-                            a1_0 += xr[8] * w0;
-                            a2_0 += xr[16] * w0;
-                            a3_0 += xr[24] * w0;
-                            a4_0 += xr[32] * w0;
-                            a5_0 += xr[40] * w0;
-                            a6_0 += xr[48] * w0;
-                            a7_0 += xr[56] * w0;
-                            a8_0 += xr[64] * w0;
-                            a9_0 += xr[72] * w0;
-                            a10_0 += xr[80] * w0;
-                            a11_0 += xr[88] * w0;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 16);
-                            a0_0 += xr[8] * w0;
-                            a1_0 += xr[16] * w0;
-                            a2_0 += xr[24] * w0;
-                            a3_0 += xr[32] * w0;
-                            a4_0 += xr[40] * w0;
-                            a5_0 += xr[48] * w0;
-                            a6_0 += xr[56] * w0;
-                            a7_0 += xr[64] * w0;
-                            a8_0 += xr[72] * w0;
-                            a9_0 += xr[80] * w0;
-                            a10_0 += xr[88] * w0;
-                            a11_0 += xr[96] * w0;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 32);
-                            a0_0 += xr[16] * w0;
-                            a1_0 += xr[24] * w0;
-                            a2_0 += xr[32] * w0;
-                            a3_0 += xr[40] * w0;
-                            a4_0 += xr[48] * w0;
-                            a5_0 += xr[56] * w0;
-                            a6_0 += xr[64] * w0;
-                            a7_0 += xr[72] * w0;
-                            a8_0 += xr[80] * w0;
-                            a9_0 += xr[88] * w0;
-                            a10_0 += xr[96] * w0;
-                            a11_0 += xr[104] * w0;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 48);
-                            a0_0 += xr[112] * w0;
-                            a1_0 += xr[120] * w0;
-                            a2_0 += xr[128] * w0;
-                            a3_0 += xr[136] * w0;
-                            a4_0 += xr[144] * w0;
-                            a5_0 += xr[152] * w0;
-                            a6_0 += xr[160] * w0;
-                            a7_0 += xr[168] * w0;
-                            a8_0 += xr[176] * w0;
-                            a9_0 += xr[184] * w0;
-                            a10_0 += xr[192] * w0;
-                            a11_0 += xr[200] * w0;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 64);
-                            a0_0 += xr[120] * w0;
-                            a1_0 += xr[128] * w0;
-                            a2_0 += xr[136] * w0;
-                            a3_0 += xr[144] * w0;
-                            a4_0 += xr[152] * w0;
-                            a5_0 += xr[160] * w0;
-                            a6_0 += xr[168] * w0;
-                            a7_0 += xr[176] * w0;
-                            a8_0 += xr[184] * w0;
-                            a9_0 += xr[192] * w0;
-                            a10_0 += xr[200] * w0;
-                            a11_0 += xr[208] * w0;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 80);
-                            a0_0 += xr[128] * w0;
-                            a1_0 += xr[136] * w0;
-                            a2_0 += xr[144] * w0;
-                            a3_0 += xr[152] * w0;
-                            a4_0 += xr[160] * w0;
-                            a5_0 += xr[168] * w0;
-                            a6_0 += xr[176] * w0;
-                            a7_0 += xr[184] * w0;
-                            a8_0 += xr[192] * w0;
-                            a9_0 += xr[200] * w0;
-                            a10_0 += xr[208] * w0;
-                            a11_0 += xr[216] * w0;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 96);
-                            a0_0 += xr[224] * w0;
-                            a1_0 += xr[232] * w0;
-                            a2_0 += xr[240] * w0;
-                            a3_0 += xr[248] * w0;
-                            a4_0 += xr[256] * w0;
-                            a5_0 += xr[264] * w0;
-                            a6_0 += xr[272] * w0;
-                            a7_0 += xr[280] * w0;
-                            a8_0 += xr[288] * w0;
-                            a9_0 += xr[296] * w0;
-                            a10_0 += xr[304] * w0;
-                            a11_0 += xr[312] * w0;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 112);
-                            a0_0 += xr[232] * w0;
-                            a1_0 += xr[240] * w0;
-                            a2_0 += xr[248] * w0;
-                            a3_0 += xr[256] * w0;
-                            a4_0 += xr[264] * w0;
-                            a5_0 += xr[272] * w0;
-                            a6_0 += xr[280] * w0;
-                            a7_0 += xr[288] * w0;
-                            a8_0 += xr[296] * w0;
-                            a9_0 += xr[304] * w0;
-                            a10_0 += xr[312] * w0;
-                            a11_0 += xr[320] * w0;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 128);
-                            a0_0 += xr[240] * w0;
-                            a1_0 += xr[248] * w0;
-                            a2_0 += xr[256] * w0;
-                            a3_0 += xr[264] * w0;
-                            a4_0 += xr[272] * w0;
-                            a5_0 += xr[280] * w0;
-                            a6_0 += xr[288] * w0;
-                            a7_0 += xr[296] * w0;
-                            a8_0 += xr[304] * w0;
-                            a9_0 += xr[312] * w0;
-                            a10_0 += xr[320] * w0;
-                            a11_0 += xr[328] * w0;
-                        }
-                    }
-                    VSTORE(yh + (oy * 12 + x0 + 0) * 16 + (v0 + 0) * 16, a0_0);
-                    VSTORE(yh + (oy * 12 + x0 + 1) * 16 + (v0 + 0) * 16, a1_0);
-                    VSTORE(yh + (oy * 12 + x0 + 2) * 16 + (v0 + 0) * 16, a2_0);
-                    VSTORE(yh + (oy * 12 + x0 + 3) * 16 + (v0 + 0) * 16, a3_0);
-                    VSTORE(yh + (oy * 12 + x0 + 4) * 16 + (v0 + 0) * 16, a4_0);
-                    VSTORE(yh + (oy * 12 + x0 + 5) * 16 + (v0 + 0) * 16, a5_0);
-                    VSTORE(yh + (oy * 12 + x0 + 6) * 16 + (v0 + 0) * 16, a6_0);
-                    VSTORE(yh + (oy * 12 + x0 + 7) * 16 + (v0 + 0) * 16, a7_0);
-                    VSTORE(yh + (oy * 12 + x0 + 8) * 16 + (v0 + 0) * 16, a8_0);
-                    VSTORE(yh + (oy * 12 + x0 + 9) * 16 + (v0 + 0) * 16, a9_0);
-                    VSTORE(yh + (oy * 12 + x0 + 10) * 16 + (v0 + 0) * 16, a10_0);
-                    VSTORE(yh + (oy * 12 + x0 + 11) * 16 + (v0 + 0) * 16, a11_0);
-                }
-            }
-        }
-        for (int co = 0; co < 8; co++)
-            for (int i = 0; i < 144; i++) yn[co * 144 + i] = yh[i * 16 + co];
-    }
-}
+/* l06_conv2d_forward: the code of l03_conv2d_forward */
 
-static void l06_conv2d_backward(float *restrict G, float *restrict S, const float *restrict dy, int nb)
-{
-    float *restrict gw = G + 824;
-    float *restrict dyh = S + 16016;
-    /* dy of every sample -> channels-last, padded channels zero */
-    for (int n = 0; n < nb; n++) {
-        float *restrict dn = dyh + (size_t)n * 2304;
-        for (int i = 0; i < 144; i++)
-            for (int co = 0; co < 16; co++) dn[i * 16 + co] = co < 8 ? dy[(size_t)n * 1152 + co * 144 + i] : 0.0f;
-    }
-    for (int p0 = 0; p0 < 72; p0 += 24) {
-        int off[24], gidx[24];
-        for (int j = 0; j < 24; j++) {
-            const int q = p0 + j, ci = q / 9, k = q % 9, ky = k / 3, kx = k % 3;
-            off[j] = (ky * 1 * 14 + kx * 1) * 8 + ci;
-            gidx[j] = ci * 9 + k;
-        }
-        for (int v0 = 0; v0 < 1; v0 += 1) {
-            cg_v a0_0 = vsplat(0.0f);
-            cg_v a1_0 = vsplat(0.0f);
-            cg_v a2_0 = vsplat(0.0f);
-            cg_v a3_0 = vsplat(0.0f);
-            cg_v a4_0 = vsplat(0.0f);
-            cg_v a5_0 = vsplat(0.0f);
-            cg_v a6_0 = vsplat(0.0f);
-            cg_v a7_0 = vsplat(0.0f);
-            cg_v a8_0 = vsplat(0.0f);
-            cg_v a9_0 = vsplat(0.0f);
-            cg_v a10_0 = vsplat(0.0f);
-            cg_v a11_0 = vsplat(0.0f);
-            cg_v a12_0 = vsplat(0.0f);
-            cg_v a13_0 = vsplat(0.0f);
-            cg_v a14_0 = vsplat(0.0f);
-            cg_v a15_0 = vsplat(0.0f);
-            cg_v a16_0 = vsplat(0.0f);
-            cg_v a17_0 = vsplat(0.0f);
-            cg_v a18_0 = vsplat(0.0f);
-            cg_v a19_0 = vsplat(0.0f);
-            cg_v a20_0 = vsplat(0.0f);
-            cg_v a21_0 = vsplat(0.0f);
-            cg_v a22_0 = vsplat(0.0f);
-            cg_v a23_0 = vsplat(0.0f);
-            for (int n = 0; n < nb; n++) {
-                const float *restrict xp = S + 0 + (size_t)n * 1568;
-                const float *restrict dn = dyh + (size_t)n * 2304 + v0 * 16;
-                for (int oy = 0; oy < 12; oy++) {
-                    for (int ox = 0; ox < 12; ox++) {
-                        const float *restrict xr = xp + (oy * 14 + ox) * 8;
-                        const cg_v d0 = VLOAD(dn + (oy * 12 + ox) * 16 + 0);
-                        a0_0 += xr[off[0]] * d0;
-                        a1_0 += xr[off[1]] * d0;
-                        a2_0 += xr[off[2]] * d0;
-                        a3_0 += xr[off[3]] * d0;
-                        a4_0 += xr[off[4]] * d0;
-                        a5_0 += xr[off[5]] * d0;
-                        a6_0 += xr[off[6]] * d0;
-                        a7_0 += xr[off[7]] * d0;
-                        a8_0 += xr[off[8]] * d0;
-                        a9_0 += xr[off[9]] * d0;
-                        a10_0 += xr[off[10]] * d0;
-                        a11_0 += xr[off[11]] * d0;
-                        a12_0 += xr[off[12]] * d0;
-                        a13_0 += xr[off[13]] * d0;
-                        a14_0 += xr[off[14]] * d0;
-                        a15_0 += xr[off[15]] * d0;
-                        a16_0 += xr[off[16]] * d0;
-                        a17_0 += xr[off[17]] * d0;
-                        a18_0 += xr[off[18]] * d0;
-                        a19_0 += xr[off[19]] * d0;
-                        a20_0 += xr[off[20]] * d0;
-                        a21_0 += xr[off[21]] * d0;
-                        a22_0 += xr[off[22]] * d0;
-                        a23_0 += xr[off[23]] * d0;
-                    }
-                }
-            }
-            for (int l = 0; l < 16 && (v0 + 0) * 16 + l < 8; l++) gw[((v0 + 0) * 16 + l) * 72 + gidx[0]] += a0_0[l];
-            for (int l = 0; l < 16 && (v0 + 0) * 16 + l < 8; l++) gw[((v0 + 0) * 16 + l) * 72 + gidx[1]] += a1_0[l];
-            for (int l = 0; l < 16 && (v0 + 0) * 16 + l < 8; l++) gw[((v0 + 0) * 16 + l) * 72 + gidx[2]] += a2_0[l];
-            for (int l = 0; l < 16 && (v0 + 0) * 16 + l < 8; l++) gw[((v0 + 0) * 16 + l) * 72 + gidx[3]] += a3_0[l];
-            for (int l = 0; l < 16 && (v0 + 0) * 16 + l < 8; l++) gw[((v0 + 0) * 16 + l) * 72 + gidx[4]] += a4_0[l];
-            for (int l = 0; l < 16 && (v0 + 0) * 16 + l < 8; l++) gw[((v0 + 0) * 16 + l) * 72 + gidx[5]] += a5_0[l];
-            for (int l = 0; l < 16 && (v0 + 0) * 16 + l < 8; l++) gw[((v0 + 0) * 16 + l) * 72 + gidx[6]] += a6_0[l];
-            for (int l = 0; l < 16 && (v0 + 0) * 16 + l < 8; l++) gw[((v0 + 0) * 16 + l) * 72 + gidx[7]] += a7_0[l];
-            for (int l = 0; l < 16 && (v0 + 0) * 16 + l < 8; l++) gw[((v0 + 0) * 16 + l) * 72 + gidx[8]] += a8_0[l];
-            for (int l = 0; l < 16 && (v0 + 0) * 16 + l < 8; l++) gw[((v0 + 0) * 16 + l) * 72 + gidx[9]] += a9_0[l];
-            for (int l = 0; l < 16 && (v0 + 0) * 16 + l < 8; l++) gw[((v0 + 0) * 16 + l) * 72 + gidx[10]] += a10_0[l];
-            for (int l = 0; l < 16 && (v0 + 0) * 16 + l < 8; l++) gw[((v0 + 0) * 16 + l) * 72 + gidx[11]] += a11_0[l];
-            for (int l = 0; l < 16 && (v0 + 0) * 16 + l < 8; l++) gw[((v0 + 0) * 16 + l) * 72 + gidx[12]] += a12_0[l];
-            for (int l = 0; l < 16 && (v0 + 0) * 16 + l < 8; l++) gw[((v0 + 0) * 16 + l) * 72 + gidx[13]] += a13_0[l];
-            for (int l = 0; l < 16 && (v0 + 0) * 16 + l < 8; l++) gw[((v0 + 0) * 16 + l) * 72 + gidx[14]] += a14_0[l];
-            for (int l = 0; l < 16 && (v0 + 0) * 16 + l < 8; l++) gw[((v0 + 0) * 16 + l) * 72 + gidx[15]] += a15_0[l];
-            for (int l = 0; l < 16 && (v0 + 0) * 16 + l < 8; l++) gw[((v0 + 0) * 16 + l) * 72 + gidx[16]] += a16_0[l];
-            for (int l = 0; l < 16 && (v0 + 0) * 16 + l < 8; l++) gw[((v0 + 0) * 16 + l) * 72 + gidx[17]] += a17_0[l];
-            for (int l = 0; l < 16 && (v0 + 0) * 16 + l < 8; l++) gw[((v0 + 0) * 16 + l) * 72 + gidx[18]] += a18_0[l];
-            for (int l = 0; l < 16 && (v0 + 0) * 16 + l < 8; l++) gw[((v0 + 0) * 16 + l) * 72 + gidx[19]] += a19_0[l];
-            for (int l = 0; l < 16 && (v0 + 0) * 16 + l < 8; l++) gw[((v0 + 0) * 16 + l) * 72 + gidx[20]] += a20_0[l];
-            for (int l = 0; l < 16 && (v0 + 0) * 16 + l < 8; l++) gw[((v0 + 0) * 16 + l) * 72 + gidx[21]] += a21_0[l];
-            for (int l = 0; l < 16 && (v0 + 0) * 16 + l < 8; l++) gw[((v0 + 0) * 16 + l) * 72 + gidx[22]] += a22_0[l];
-            for (int l = 0; l < 16 && (v0 + 0) * 16 + l < 8; l++) gw[((v0 + 0) * 16 + l) * 72 + gidx[23]] += a23_0[l];
-        }
-    }
-}
+/* l06_conv2d_backward: the code of l03_conv2d_backward */
 
-static void l06_conv2d_backward_dx(const float *restrict P, float *restrict S, const float *restrict dy, float *restrict dx, int nb)
-{
-    const float *restrict w = P + 824;
-    float *restrict dyp = S + 39472;
-    /* dy -> zero-padded planes 14x14 */
-    for (int pl = 0; pl < nb * 8; pl++) {
-        const float *restrict s = dy + (size_t)pl * 144;
-        float *restrict d = dyp + (size_t)pl * 196;
-        memset(d, 0, sizeof(float) * 14);
-        for (int i = 0; i < 12; i++) {
-            float *restrict r = d + (i + 1) * 14;
-            memset(r, 0, sizeof(float) * 1);
-            memcpy(r + 1, s + i * 12, sizeof(float) * 12);
-            memset(r + 13, 0, sizeof(float) * 1);
-        }
-        memset(d + 182, 0, sizeof(float) * 14);
-    }
-    memset(dyp + (size_t)nb * 1568, 0, sizeof(float) * 16); /* slack read by partial vectors */
-    /* tiles of 8 input channels x 1 vectors of an input row */
-    for (int r = 0; r < nb * 12; r++) {
-        const int n = r / 12, iy = r % 12;
-        const float *restrict dr0 = dyp + ((size_t)n * 112 + iy) * 14;
-        float *restrict xr = dx + ((size_t)n * 96 + iy) * 12;
-        {
-            const int ci0 = 0;
-            {
-                const int x0 = 0;
-                cg_v a0_0 = vsplat(0.0f);
-                cg_v a1_0 = vsplat(0.0f);
-                cg_v a2_0 = vsplat(0.0f);
-                cg_v a3_0 = vsplat(0.0f);
-                cg_v a4_0 = vsplat(0.0f);
-                cg_v a5_0 = vsplat(0.0f);
-                cg_v a6_0 = vsplat(0.0f);
-                cg_v a7_0 = vsplat(0.0f);
-                for (int co = 0; co < 8; co++) {
-                    const float *restrict dr = dr0 + (size_t)co * 196 + x0;
-                    const float *restrict wr = w + (size_t)co * 72 + ci0 * 9;
-                    {
-                        cg_v v0 = VLOAD(dr + 30); VKEEP(v0);
-                        a0_0 += wr[0] * v0;
-                        a1_0 += wr[9] * v0;
-                        a2_0 += wr[18] * v0;
-                        a3_0 += wr[27] * v0;
-                        a4_0 += wr[36] * v0;
-                        a5_0 += wr[45] * v0;
-                        a6_0 += wr[54] * v0;
-                        a7_0 += wr[63] * v0;
-                    }
-                    {
-                        cg_v v0 = VLOAD(dr + 29); VKEEP(v0);
-                        a0_0 += wr[1] * v0;
-                        a1_0 += wr[10] * v0;
-                        a2_0 += wr[19] * v0;
-                        a3_0 += wr[28] * v0;
-                        a4_0 += wr[37] * v0;
-                        a5_0 += wr[46] * v0;
-                        a6_0 += wr[55] * v0;
-                        a7_0 += wr[64] * v0;
-                    }
-                    {
-                        cg_v v0 = VLOAD(dr + 28); VKEEP(v0);
-                        a0_0 += wr[2] * v0;
-                        a1_0 += wr[11] * v0;
-                        a2_0 += wr[20] * v0;
-                        a3_0 += wr[29] * v0;
-                        a4_0 += wr[38] * v0;
-                        a5_0 += wr[47] * v0;
-                        a6_0 += wr[56] * v0;
-                        a7_0 += wr[65] * v0;
-                    }
-                    {
-                        cg_v v0 = VLOAD(dr + 16); VKEEP(v0);
-                        a0_0 += wr[3] * v0;
-                        a1_0 += wr[12] * v0;
-                        a2_0 += wr[21] * v0;
-                        a3_0 += wr[30] * v0;
-                        a4_0 += wr[39] * v0;
-                        a5_0 += wr[48] * v0;
-                        a6_0 += wr[57] * v0;
-                        a7_0 += wr[66] * v0;
-                    }
-                    {
-                        cg_v v0 = VLOAD(dr + 15); VKEEP(v0);
-                        a0_0 += wr[4] * v0;
-                        a1_0 += wr[13] * v0;
-                        a2_0 += wr[22] * v0;
-                        a3_0 += wr[31] * v0;
-                        a4_0 += wr[40] * v0;
-                        a5_0 += wr[49] * v0;
-                        a6_0 += wr[58] * v0;
-                        a7_0 += wr[67] * v0;
-                    }
-                    {
-                        cg_v v0 = VLOAD(dr + 14); VKEEP(v0);
-                        a0_0 += wr[5] * v0;
-                        a1_0 += wr[14] * v0;
-                        a2_0 += wr[23] * v0;
-                        a3_0 += wr[32] * v0;
-                        a4_0 += wr[41] * v0;
-                        a5_0 += wr[50] * v0;
-                        a6_0 += wr[59] * v0;
-                        a7_0 += wr[68] * v0;
-                    }
-                    {
-                        cg_v v0 = VLOAD(dr + 2); VKEEP(v0);
-                        a0_0 += wr[6] * v0;
-                        a1_0 += wr[15] * v0;
-                        a2_0 += wr[24] * v0;
-                        a3_0 += wr[33] * v0;
-                        a4_0 += wr[42] * v0;
-                        a5_0 += wr[51] * v0;
-                        a6_0 += wr[60] * v0;
-                        a7_0 += wr[69] * v0;
-                    }
-                    {
-                        cg_v v0 = VLOAD(dr + 1); VKEEP(v0);
-                        a0_0 += wr[7] * v0;
-                        a1_0 += wr[16] * v0;
-                        a2_0 += wr[25] * v0;
-                        a3_0 += wr[34] * v0;
-                        a4_0 += wr[43] * v0;
-                        a5_0 += wr[52] * v0;
-                        a6_0 += wr[61] * v0;
-                        a7_0 += wr[70] * v0;
-                    }
-                    {
-                        cg_v v0 = VLOAD(dr + 0); VKEEP(v0);
-                        a0_0 += wr[8] * v0;
-                        a1_0 += wr[17] * v0;
-                        a2_0 += wr[26] * v0;
-                        a3_0 += wr[35] * v0;
-                        a4_0 += wr[44] * v0;
-                        a5_0 += wr[53] * v0;
-                        a6_0 += wr[62] * v0;
-                        a7_0 += wr[71] * v0;
-                    }
-                }
-                VSTORE_N(xr + (size_t)(ci0 + 0) * 144 + x0 + 0, a0_0, 12);
-                VSTORE_N(xr + (size_t)(ci0 + 1) * 144 + x0 + 0, a1_0, 12);
-                VSTORE_N(xr + (size_t)(ci0 + 2) * 144 + x0 + 0, a2_0, 12);
-                VSTORE_N(xr + (size_t)(ci0 + 3) * 144 + x0 + 0, a3_0, 12);
-                VSTORE_N(xr + (size_t)(ci0 + 4) * 144 + x0 + 0, a4_0, 12);
-                VSTORE_N(xr + (size_t)(ci0 + 5) * 144 + x0 + 0, a5_0, 12);
-                VSTORE_N(xr + (size_t)(ci0 + 6) * 144 + x0 + 0, a6_0, 12);
-                VSTORE_N(xr + (size_t)(ci0 + 7) * 144 + x0 + 0, a7_0, 12);
-            }
-        }
-    }
-}
+/* l06_conv2d_backward_dx: the code of l03_conv2d_backward_dx */
 
 /* layer 7: batchnorm 8x12x12 -> 8x12x12 (specs/res_block.yaml:13:5)
  * schedule loop: fwd loop dw loop dx with dw */
-static void l07_batchnorm_forward(const float *restrict P, float *restrict B, float *restrict S, const float *restrict x, float *restrict y, int nb, int training)
-{
-    const float *restrict gamma = P + 1400, *restrict beta = P + 1408;
-    float *restrict rmean = B + 34, *restrict rvar = B + 42, *restrict nbt = B + 50;
-    const int m = nb * 144; /* values per channel */
-    if (training) {
-        nbt[0] += 1.0f;
-        const float f = 0.1f;
-        for (int c = 0; c < 8; c++) {
-            double s = 0.0, v = 0.0;
-            for (int n = 0; n < nb; n++) {
-                const float *restrict xc = x + (size_t)n * 1152 + c * 144;
-                for (int i = 0; i < 144; i++) s += xc[i];
-            }
-            const double mean = s / m;
-            for (int n = 0; n < nb; n++) {
-                const float *restrict xc = x + (size_t)n * 1152 + c * 144;
-                for (int i = 0; i < 144; i++) { const double d = xc[i] - mean; v += d * d; }
-            }
-            const double var = v / m;
-            S[c] = (float)mean;
-            S[8 + c] = (float)(1.0 / sqrt(var + 1.0000000000000001e-05));
-            rmean[c] = (1.0f - f) * rmean[c] + f * (float)mean;
-            rvar[c] = (1.0f - f) * rvar[c] + f * (float)(m > 1 ? var * m / (m - 1) : var);
-        }
-    }
-    else {
-        for (int c = 0; c < 8; c++) {
-            S[c] = rmean[c];
-            S[8 + c] = 1.0f / sqrtf(rvar[c] + 1e-05f);
-        }
-    }
-    for (int c = 0; c < 8; c++) {
-        const float mean = S[c], a = S[8 + c] * gamma[c], b = beta[c];
-        for (int n = 0; n < nb; n++) {
-            const float *restrict xc = x + (size_t)n * 1152 + c * 144;
-            float *restrict yc = y + (size_t)n * 1152 + c * 144;
-            for (int i = 0; i < 144; i++) yc[i] = (xc[i] - mean) * a + b;
-        }
-    }
-}
+/* l07_batchnorm_forward: the code of l01_batchnorm_forward */
 
-static void l07_batchnorm_backward(const float *restrict P, float *restrict G, float *restrict S, const float *restrict x, const float *restrict dy, float *restrict dx, int nb)
-{
-    const float *restrict gamma = P + 1400;
-    float *restrict ggamma = G + 1400, *restrict gbeta = G + 1408;
-    const int m = nb * 144;
-    for (int c = 0; c < 8; c++) {
-        const float mean = S[c], rstd = S[8 + c];
-        double sdy = 0.0, sdyx = 0.0;
-        for (int n = 0; n < nb; n++) {
-            const float *restrict xc = x + (size_t)n * 1152 + c * 144;
-            const float *restrict dyc = dy + (size_t)n * 1152 + c * 144;
-            for (int i = 0; i < 144; i++) { sdy += dyc[i]; sdyx += dyc[i] * ((xc[i] - mean) * rstd); }
-        }
-        ggamma[c] += (float)sdyx;
-        gbeta[c] += (float)sdy;
-        const double k = (double)gamma[c] * rstd / m;
-        for (int n = 0; n < nb; n++) {
-            const float *restrict xc = x + (size_t)n * 1152 + c * 144;
-            const float *restrict dyc = dy + (size_t)n * 1152 + c * 144;
-            float *restrict dxc = dx + (size_t)n * 1152 + c * 144;
-            for (int i = 0; i < 144; i++) dxc[i] = (float)(k * ((double)m * dyc[i] - sdy - ((double)xc[i] - mean) * rstd * sdyx));
-        }
-    }
-}
+/* l07_batchnorm_backward: the code of l01_batchnorm_backward */
 
 /* layer 8: add 8x12x12 -> 8x12x12 (specs/res_block.yaml:14:5)
  * schedule loop: fwd loop dw loop dx with dw */
@@ -1629,24 +1055,16 @@ static void l08_add_backward(const float *restrict dy, float *restrict dx1, floa
 
 /* layer 9: relu 8x12x12 -> 8x12x12 (specs/res_block.yaml:15:5)
  * schedule loop: fwd loop dw loop dx with dw */
-static void l09_relu_forward(const float *restrict x, float *restrict y, int nb)
-{
-    for (size_t i = 0; i < (size_t)nb * 1152; i++)
-        y[i] = x[i] > 0.0f ? x[i] : 0.0f;
-}
+/* l09_relu_forward: the code of l02_relu_forward */
 
-static void l09_relu_backward(const float *restrict y, const float *restrict dy, float *restrict dx, int nb)
-{
-    for (size_t i = 0; i < (size_t)nb * 1152; i++)
-        dx[i] = y[i] > 0.0f ? dy[i] : 0.0f;
-}
+/* l09_relu_backward: the code of l02_relu_backward */
 
 /* layer 10: conv2d 8x12x12 -> 4x12x12 (specs/res_block.yaml:16:5)
  * schedule loop: fwd loop dw loop dx with dw */
 static void l10_conv2d_forward(const float *restrict P, const float *restrict x, float *restrict y, int nb)
 {
-    const float *restrict w = P + 1416;
-    const float *restrict b = P + 1448;
+    const float *restrict w = P;
+    const float *restrict b = P + 32;
     for (int n = 0; n < nb; n++) {
         const float *restrict xn = x + (size_t)n * 1152;
         float *restrict yn = y + (size_t)n * 576;
@@ -1670,9 +1088,9 @@ static void l10_conv2d_forward(const float *restrict P, const float *restrict x,
 
 static void l10_conv2d_backward(const float *restrict P, float *restrict G, const float *restrict x, const float *restrict dy, float *restrict dx, int nb)
 {
-    const float *restrict w = P + 1416;
-    float *restrict gw = G + 1416;
-    float *restrict gb = G + 1448;
+    const float *restrict w = P;
+    float *restrict gw = G;
+    float *restrict gb = G + 32;
     memset(dx, 0, sizeof(float) * (size_t)nb * 1152);
     for (int col = 0; col < 4; col++) {
         for (int ci = 0; ci < 8; ci++) {
@@ -1772,8 +1190,8 @@ static void l14_dropout_backward(float *restrict S, const float *restrict dy, fl
  * schedule straight: fwd straight dw straight dx with dw */
 static void l15_dense_forward(const float *restrict P, const float *restrict x, float *restrict y, int nb)
 {
-    const float *restrict w = P + 1452;
-    const float *restrict b = P + 1572;
+    const float *restrict w = P;
+    const float *restrict b = P + 120;
     for (int n = 0; n < nb; n++) {
         const float *restrict xn = x + (size_t)n * 12;
         float *restrict yn = y + (size_t)n * 10;
@@ -1822,9 +1240,9 @@ static void l15_dense_forward(const float *restrict P, const float *restrict x, 
 
 static void l15_dense_backward(const float *restrict P, float *restrict G, const float *restrict x, const float *restrict dy, float *restrict dx, int nb)
 {
-    const float *restrict w = P + 1452;
-    float *restrict gw = G + 1452;
-    float *restrict gb = G + 1572;
+    const float *restrict w = P;
+    float *restrict gw = G;
+    float *restrict gb = G + 120;
     for (int n = 0; n < nb; n++) {
         const float *restrict xn = x + (size_t)n * 12;
         const float *restrict dyn = dy + (size_t)n * 10;
@@ -2002,46 +1420,46 @@ static void l15_dense_backward(const float *restrict P, float *restrict G, const
 void res_block_forward(const float *params, float *buffers, const float *x, float *ws, int nb, int training)
 {
     l00_conv2d_forward(params, ws + 110864, x, ws + 0, nb);
-    l01_batchnorm_forward(params, buffers, ws + 154336, ws + 0, ws + 9216, nb, training);
+    l01_batchnorm_forward(params + 216, buffers, ws + 154336, ws + 0, ws + 9216, nb, training);
     l02_relu_forward(ws + 9216, ws + 18432, nb);
-    l03_conv2d_forward(params, ws + 154352, ws + 18432, ws + 27648, nb);
-    l04_batchnorm_forward(params, buffers, ws + 206384, ws + 27648, ws + 36864, nb, training);
-    l05_relu_forward(ws + 36864, ws + 46080, nb);
-    l06_conv2d_forward(params, ws + 206400, ws + 46080, ws + 55296, nb);
-    l07_batchnorm_forward(params, buffers, ws + 258432, ws + 55296, ws + 64512, nb, training);
+    l03_conv2d_forward(params + 232, ws + 154352, ws + 18432, ws + 27648, nb);
+    l01_batchnorm_forward(params + 808, buffers + 17, ws + 206384, ws + 27648, ws + 36864, nb, training);
+    l02_relu_forward(ws + 36864, ws + 46080, nb);
+    l03_conv2d_forward(params + 824, ws + 206400, ws + 46080, ws + 55296, nb);
+    l01_batchnorm_forward(params + 1400, buffers + 34, ws + 258432, ws + 55296, ws + 64512, nb, training);
     l08_add_forward(ws + 18432, ws + 64512, ws + 73728, nb);
-    l09_relu_forward(ws + 73728, ws + 82944, nb);
-    l10_conv2d_forward(params, ws + 18432, ws + 92160, nb);
+    l02_relu_forward(ws + 73728, ws + 82944, nb);
+    l10_conv2d_forward(params + 1416, ws + 18432, ws + 92160, nb);
     l11_concat_forward(ws + 92160, ws + 82944, ws + 96768, nb);
     l12_global_avgpool_forward(ws + 96768, ws + 110592, nb);
     /* layer 13: flatten is a view of its input */
     l14_dropout_forward(ws + 258448, ws + 110592, ws + 110688, nb, training);
-    l15_dense_forward(params, ws + 110688, ws + 110784, nb);
+    l15_dense_forward(params + 1452, ws + 110688, ws + 110784, nb);
 }
 
 /* Backward after a training forward: dLoss/dOutput at ws + 258544; grads accumulate. */
 void res_block_backward(const float *params, float *grads, const float *x, float *dx, float *ws, int nb)
 {
     (void)x;
-    l15_dense_backward(params, grads, ws + 110688, ws + 258544, ws + 258624, nb);
+    l15_dense_backward(params + 1452, grads + 1452, ws + 110688, ws + 258544, ws + 258624, nb);
     l14_dropout_backward(ws + 258448, ws + 258624, ws + 272448, nb);
     /* layer 13: flatten passes the gradient through */
     l12_global_avgpool_backward(ws + 272448, ws + 258624, nb);
     l11_concat_backward(ws + 258624, ws + 281664, ws + 272448, nb);
-    l10_conv2d_backward(params, grads, ws + 18432, ws + 281664, ws + 258624, nb);
-    l09_relu_backward(ws + 82944, ws + 272448, ws + 281664, nb);
+    l10_conv2d_backward(params + 1416, grads + 1416, ws + 18432, ws + 281664, ws + 258624, nb);
+    l02_relu_backward(ws + 82944, ws + 272448, ws + 281664, nb);
     l08_add_backward(ws + 281664, ws + 267840, ws + 290880, nb);
     for (size_t i = 0; i < (size_t)nb * 1152; i++) ws[258624 + i] += ws[267840 + i]; /* a tensor read again: gradients add */
-    l07_batchnorm_backward(params, grads, ws + 258432, ws + 55296, ws + 290880, ws + 267840, nb);
-    l06_conv2d_backward(grads, ws + 206400, ws + 267840, nb);
-    l06_conv2d_backward_dx(params, ws + 206400, ws + 267840, ws + 277056, nb);
-    l05_relu_backward(ws + 46080, ws + 277056, ws + 267840, nb);
-    l04_batchnorm_backward(params, grads, ws + 206384, ws + 27648, ws + 267840, ws + 277056, nb);
-    l03_conv2d_backward(grads, ws + 154352, ws + 277056, nb);
-    l03_conv2d_backward_dx(params, ws + 154352, ws + 277056, ws + 267840, nb);
+    l01_batchnorm_backward(params + 1400, grads + 1400, ws + 258432, ws + 55296, ws + 290880, ws + 267840, nb);
+    l03_conv2d_backward(grads + 824, ws + 206400, ws + 267840, nb);
+    l03_conv2d_backward_dx(params + 824, ws + 206400, ws + 267840, ws + 277056, nb);
+    l02_relu_backward(ws + 46080, ws + 277056, ws + 267840, nb);
+    l01_batchnorm_backward(params + 808, grads + 808, ws + 206384, ws + 27648, ws + 267840, ws + 277056, nb);
+    l03_conv2d_backward(grads + 232, ws + 154352, ws + 277056, nb);
+    l03_conv2d_backward_dx(params + 232, ws + 154352, ws + 277056, ws + 267840, nb);
     for (size_t i = 0; i < (size_t)nb * 1152; i++) ws[258624 + i] += ws[267840 + i]; /* a tensor read again: gradients add */
     l02_relu_backward(ws + 18432, ws + 258624, ws + 267840, nb);
-    l01_batchnorm_backward(params, grads, ws + 154336, ws + 0, ws + 267840, ws + 258624, nb);
+    l01_batchnorm_backward(params + 216, grads + 216, ws + 154336, ws + 0, ws + 267840, ws + 258624, nb);
     l00_conv2d_backward(grads, ws + 110864, ws + 258624, nb);
     if (dx) l00_conv2d_backward_dx(params, ws + 110864, ws + 258624, dx ? dx : ws + 267840, nb);
 }
@@ -2073,22 +1491,22 @@ static const cg_tensor res_block_tensors[] = {
 
 /* what each layer reads: earlier layers' outputs by index, -1 the network's input */
 static const int res_block_inputs[] = {
-    -1, /* layer 0 */
-    0, /* layer 1 */
-    1, /* layer 2 */
-    2, /* layer 3 */
-    3, /* layer 4 */
-    4, /* layer 5 */
-    5, /* layer 6 */
-    6, /* layer 7 */
-    2, 7, /* layer 8 */
-    8, /* layer 9 */
-    2, /* layer 10 */
-    10, 9, /* layer 11 */
-    11, /* layer 12 */
-    12, /* layer 13 */
-    13, /* layer 14 */
-    14, /* layer 15 */
+    -1, /* 0: conv2d */
+    0, /* 1: batchnorm */
+    1, /* 2: relu */
+    2, /* 3: conv2d */
+    3, /* 4: batchnorm */
+    4, /* 5: relu */
+    5, /* 6: conv2d */
+    6, /* 7: batchnorm */
+    2, 7, /* 8: add */
+    8, /* 9: relu */
+    2, /* 10: conv2d */
+    10, 9, /* 11: concat */
+    11, /* 12: global_avgpool */
+    12, /* 13: flatten */
+    13, /* 14: dropout */
+    14, /* 15: dense */
 };
 
 static const cg_layer res_block_layers[] = {

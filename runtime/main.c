@@ -26,6 +26,7 @@ typedef struct opts {
     cg_train_opts t; /* train's settings, starting from the spec's train: section */
     int has_batch;
     int softmax;               /* predict: probabilities instead of the raw outputs */
+    int eval_mode;             /* check: an inference-mode forward (output and loss only) */
     int confusion;             /* eval: per-class accuracy and the confusion matrix */
     const char *confusion_csv; /* eval: the matrix as CSV (implies confusion) */
     int ieee_subnormals;       /* keep IEEE subnormals instead of FTZ|DAZ (cg_flush_subnormals) */
@@ -63,7 +64,8 @@ static const command commands[] = {
      cmd_predict},
     {"check", C_CHECK, 1,
      "one training-mode forward/backward; OUT (.npz) holds output, loss, grad.input\n"
-     "      and grad.<param> for every parameter",
+     "      and grad.<param> for every parameter (dropout's mask from seed 1);\n"
+     "      --eval: one inference-mode forward, output and loss",
      cmd_check},
 };
 enum { N_COMMANDS = sizeof commands / sizeof commands[0] };
@@ -188,6 +190,8 @@ static const option options[] = {
      "train: output directory [.]; predict: Y.npy or Y.csv;\ncheck: R.npz")},
     {OPT("norm", C_EVAL | C_PREDICT, 0, OPT_PATH, norm, "F|none",
      "normalization file (default: normalize.npz next to the\nweights, if any; none: off)")},
+    {OPT("eval", C_CHECK, 0, OPT_FLAG, eval_mode, NULL,
+     "inference mode: batch norm's running statistics, no\ndropout; OUT holds output and loss only"), .set = 1},
     {OPT("softmax", C_PREDICT, 0, OPT_FLAG, softmax, NULL,
      "class probabilities instead of the raw outputs"), .set = 1},
     {OPT("confusion", C_EVAL, 0, OPT_FLAG, confusion, NULL,
@@ -707,15 +711,16 @@ static int cmd_check(const cg_net *net, const opts *o)
         fail(net, &err);
         goto out;
     }
-    net->forward(s.params, s.buffers, x.data, s.ws, n, 1);
+    net->forward(s.params, s.buffers, x.data, s.ws, n, o->eval_mode ? 0 : 1);
     float loss = cg_loss(net->loss, s.ws + net->out_offset, t.data, s.ws + net->dout_offset, n,
                          net->out_size);
-    net->backward(s.params, s.grads, x.data, dx, s.ws, n);
+    if (!o->eval_mode)
+        net->backward(s.params, s.grads, x.data, dx, s.ws, n);
 
     int np = 0;
     for (int i = 0; i < net->n_tensors; i++)
         np += net->tensors[i].kind == CG_PARAM;
-    int m = 3 + np;
+    int m = o->eval_mode ? 2 : 3 + np;
     const char **keys = cg_xcalloc((size_t)m, sizeof *keys, "keys");
     char **names = cg_xcalloc((size_t)m, sizeof *names, "keys");
     cg_array *arr = cg_xcalloc((size_t)m, sizeof *arr, "arrays");
@@ -724,12 +729,14 @@ static int cmd_check(const cg_net *net, const opts *o)
                         .count = (size_t)n * net->out_size, .data = s.ws + net->out_offset};
     keys[1] = "loss";
     arr[1] = (cg_array){.dtype = CG_F4, .ndim = 0, .count = 1, .data = &loss};
-    keys[2] = "grad.input";
-    arr[2] = x;
-    arr[2].dtype = CG_F4;
-    arr[2].data = dx;
+    if (!o->eval_mode) {
+        keys[2] = "grad.input";
+        arr[2] = x;
+        arr[2].dtype = CG_F4;
+        arr[2].data = dx;
+    }
     int k = 3;
-    for (int i = 0; i < net->n_tensors; i++) {
+    for (int i = 0; i < net->n_tensors && !o->eval_mode; i++) {
         const cg_tensor *tt = &net->tensors[i];
         if (tt->kind != CG_PARAM)
             continue;

@@ -87,7 +87,10 @@ static const cg_tensor *find_tensor(const cg_net *net, int layer, const char *su
 
 static int is_kind(const cg_layer *L, const char *k) { return strcmp(L->kind, k) == 0; }
 static int is_conv(const cg_layer *L) { return is_kind(L, "conv1d") || is_kind(L, "conv2d"); }
-static int is_pool(const cg_layer *L) { return strstr(L->kind, "pool") != NULL; }
+static int is_pool(const cg_layer *L)
+{
+    return strstr(L->kind, "pool") != NULL && !is_kind(L, "global_avgpool");
+}
 static int is_act(const cg_layer *L)
 {
     return is_kind(L, "relu") || is_kind(L, "leaky_relu") || is_kind(L, "sigmoid") || is_kind(L, "tanh");
@@ -381,8 +384,7 @@ static void reference(const state *st, int li, const float *bufs, const float *c
         /* sample s of the output: the inputs' sample s one after another */
         size_t off = 0;
         for (int k = 0; k < L->n_inputs; k++) {
-            size_t sz = net->layers[L->inputs[k]].out_size;
-            if (L->inputs[k] < 0) sz = net->in_size;
+            size_t sz = L->inputs[k] < 0 ? net->in_size : net->layers[L->inputs[k]].out_size;
             for (int s = 0; s < st->n; s++)
                 for (size_t j = 0; j < sz; j++) st->yref[(size_t)s * L->out_size + off + j] = xins[k][(size_t)s * sz + j];
             off += sz;

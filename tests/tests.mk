@@ -8,7 +8,10 @@ TEST_NETS := $(wildcard tests/nets/*.yaml)
 TNET_C    := $(TEST_NETS:tests/nets/%.yaml=$(B)/tnets/%.c)
 TNET_O    := $(TNET_C:.c=.o)
 CHECK_SRC := $(wildcard tests/check_*.c)
-TRAINERS  := $(patsubst specs/%.yaml,$(B)/trainers/%,$(filter-out specs/vgg16.yaml,$(SPECS)))
+BIG_SPECS := specs/vgg16.yaml specs/resnet18.yaml
+TRAINERS  := $(patsubst specs/%.yaml,$(B)/trainers/%,$(filter-out $(BIG_SPECS),$(SPECS)))
+# graph test nets checked against PyTorch in training and inference mode besides specs/
+GRAPH_NETS := $(wildcard tests/nets/t_g_*.yaml)
 
 .PHONY: test check-unit check-torch
 TEST_PARTS := build-nopkgconfig embed-check check-unit check-kernels regen-check warn-check sanitize-check fuzz-smoke golden-check check-torch schedules-check check-threads infer-check
@@ -66,21 +69,29 @@ $(B)/check_all: $(CHECK_SRC) $(TNET_O) $(B)/tnets/registry.c $(B)/libcnngen.a $(
 check-unit: $(B)/check_all
 	$(B)/check_all
 
-# every shipped spec (VGG-16 at 224x224 too: compiled at -O1 to keep CI short)
+# every shipped spec (VGG-16 and ResNet-18 at 224x224 too: compiled at -O1 to keep CI short)
 $(B)/trainers/%: specs/%.yaml $(B)/cnngen $(B)/libcnngen.a
 	@mkdir -p $(B)/trainers
 	$(B)/cnngen $< -o $(B)/trainers >/dev/null
 	$(CC) $(OPT) $(WARN) -Werror -std=c11 -Iruntime $@.c $(B)/libcnngen.a $(RT_LIBS) $(LDFLAGS) -o $@
-$(B)/trainers/vgg16: specs/vgg16.yaml $(B)/cnngen $(B)/libcnngen.a
+$(BIG_SPECS:specs/%.yaml=$(B)/trainers/%): $(B)/trainers/%: specs/%.yaml $(B)/cnngen $(B)/libcnngen.a
 	@mkdir -p $(B)/trainers
 	$(B)/cnngen $< -o $(B)/trainers >/dev/null
 	$(CC) -O1 -march=native $(WARN) -Werror -std=c11 -Iruntime $@.c $(B)/libcnngen.a $(RT_LIBS) $(LDFLAGS) -o $@
+$(B)/gtrainers/%: tests/nets/%.yaml $(B)/cnngen $(B)/libcnngen.a
+	@mkdir -p $(B)/gtrainers
+	$(B)/cnngen $< -o $(B)/gtrainers >/dev/null
+	$(CC) $(OPT) $(WARN) -Werror -std=c11 -Iruntime $@.c $(B)/libcnngen.a $(RT_LIBS) $(LDFLAGS) -o $@
 
-check-torch: $(TRAINERS) $(B)/trainers/vgg16
-	@pass=0; fail=0; for s in $(SPECS); do n=$$(basename $$s .yaml); \
-	  if $(PYTHON) tests/torch_ref.py check $$s $(B)/trainers/$$n $(B)/torchwork; then pass=$$((pass+1)); \
-	  else fail=$$((fail+1)); echo "check-torch: FAILED $$s"; fi; done; \
-	  echo "check-torch: $$pass passed, $$fail failed"; test $$fail = 0
+# every spec in training mode (forward, loss, every gradient) and inference mode
+# (model.eval(): running statistics, no dropout; output and loss); the graph test nets too
+check-torch: $(TRAINERS) $(BIG_SPECS:specs/%.yaml=$(B)/trainers/%) $(GRAPH_NETS:tests/nets/%.yaml=$(B)/gtrainers/%)
+	@pass=0; fail=0; for s in $(SPECS) $(GRAPH_NETS); do n=$$(basename $$s .yaml); \
+	  t=$(B)/trainers/$$n; [ -x $$t ] || t=$(B)/gtrainers/$$n; \
+	  for mode in "" --eval; do \
+	  if $(PYTHON) tests/torch_ref.py check $$s $$t $(B)/torchwork $$mode; then pass=$$((pass+1)); \
+	  else fail=$$((fail+1)); echo "check-torch: FAILED $$s $$mode"; fi; done; done; \
+	  echo "check-torch: $$pass passed, $$fail failed (training and --eval mode)"; test $$fail = 0
 
 # generated code + runtime under AddressSanitizer and UndefinedBehaviorSanitizer,
 # checked against PyTorch on specs that cover every layer kind
@@ -132,6 +143,7 @@ check-threads: $(B)/cnngen $(B)/libcnngen.a
 # NAME_init, batch 1 and batch-innermost, gcc/clang/C++, against PyTorch's model.eval()
 # and the trainer's predict (tests/infer/run.sh)
 INFER_SPECS := specs/lenet5.yaml:norm specs/bnnet.yaml specs/mixed1d.yaml:norm specs/mixed2d.yaml \
+  specs/res_block.yaml:norm tests/nets/t_g_res_loop.yaml tests/nets/t_g_res_ln.yaml tests/nets/t_g_cat1d.yaml:norm \
   tests/infer/bn_any.yaml:norm tests/nets/t_bn_f.yaml:norm tests/nets/t_bn_cl.yaml tests/nets/t_bn_chw.yaml \
   tests/nets/t_c2_dw.yaml tests/nets/t_c1_groups_loop.yaml tests/nets/t_c2_wv_loop.yaml \
   tests/nets/t_flatten_last.yaml tests/nets/t_act_smooth_ln.yaml tests/nets/t_mp2_k3s2p1.yaml \

@@ -673,12 +673,22 @@ def make_case(spec, n, seed):
     return model, state_dict_numpy(model), x.numpy(), t.numpy()
 
 
-def reference(spec, model, x, t, dtype="float64"):
+def reference(spec, model, x, t, dtype="float64", eval_mode=False):
     """Training-mode forward + backward. Returns dict of float32 numpy arrays with the
-    keys R.npz must hold, plus state.<key> for buffers after the forward."""
+    keys R.npz must hold, plus state.<key> for buffers after the forward.
+    eval_mode: model.eval() forward only; output and loss."""
     tdt = torch.float64 if dtype == "float64" else torch.float32
     import copy
     m = copy.deepcopy(model).to(tdt)
+    if eval_mode:
+        m.eval()
+        with torch.no_grad():
+            out = m(torch.from_numpy(np.array(x)).to(tdt)).flatten(1)
+            if spec["loss"] == "softmax_cross_entropy":
+                loss = nn.CrossEntropyLoss()(out, torch.from_numpy(np.array(t)))
+            else:
+                loss = nn.MSELoss()(out, torch.from_numpy(np.array(t)).to(tdt))
+        return {"output": out.numpy().astype(np.float32), "loss": loss.numpy().astype(np.float32)}
     m.train()
     xt = torch.from_numpy(np.array(x)).to(tdt).requires_grad_(True)
     out = m(xt).flatten(1)
@@ -870,10 +880,10 @@ def cmd_check(a):
         rpath = os.path.join(d, "R.npz")
         if os.path.exists(rpath):
             os.remove(rpath)
-        ref = reference(spec, model, x, t, a.dtype)
+        ref = reference(spec, model, x, t, a.dtype, eval_mode=getattr(a, "eval", False))
         cmd = [trainer, "check", "--weights", os.path.join(d, "W.npz"),
                "--input", os.path.join(d, "X.npy"), "--target", os.path.join(d, "T.npy"),
-               "--out", rpath]
+               "--out", rpath] + (["--eval"] if getattr(a, "eval", False) else [])
         try:
             p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                timeout=a.timeout)
@@ -1128,6 +1138,8 @@ def main(argv=None):
     p.add_argument("--tol", type=float, default=DEFAULT_TOL)
     p.add_argument("--timeout", type=float, default=3600)
     p.add_argument("-v", "--verbose", action="store_true")
+    p.add_argument("--eval", action="store_true",
+                   help="inference mode (model.eval(), the trainer's check --eval): output and loss")
     p.set_defaults(fn=cmd_check)
     p = sub.add_parser("gen", help="write W.npz X.npy T.npy REF.npz without a trainer")
     p.add_argument("spec")

@@ -589,8 +589,13 @@ end
 
 local function plan(spec, opts)
   local P, Bf = 0, 0
+  -- A layer's functions see P, G and B at its own first tensor (the call adds the
+  -- layer's base), so layers of the same shape and schedule have the same code and
+  -- share one function (emit).
+  local function rel(base, off) return off == base and "" or (" + " .. (off - base)) end
   for _, L in ipairs(spec.layers) do
     L.t, L.t_grad = {}, {}
+    L.pbase, L.bbase = P, Bf
     for _, t in ipairs(L.tensors) do
       t.kind = t.kind or "param"
       -- the state-dict key: NAME.suffix for a named layer, index.suffix otherwise
@@ -599,12 +604,12 @@ local function plan(spec, opts)
       if t.kind == "param" then
         t.offset = P
         P = P + t.size
-        L.t[t.suffix] = "P + " .. t.offset
-        L.t_grad[t.suffix] = "G + " .. t.offset
+        L.t[t.suffix] = "P" .. rel(L.pbase, t.offset)
+        L.t_grad[t.suffix] = "G" .. rel(L.pbase, t.offset)
       else
         t.offset = Bf
         Bf = Bf + t.size
-        L.t[t.suffix] = "B + " .. t.offset
+        L.t[t.suffix] = "B" .. rel(L.bbase, t.offset)
       end
     end
   end
@@ -680,7 +685,9 @@ code_lines = function(L, S, ctx)
 end
 
 -- Emit one layer's function for a pass; returns its used args in canonical order.
-local function emit_layer_fn(out, L, pass, ctx, spec)
+-- A function whose text equals an earlier one's is not emitted again: L.fn[pass]
+-- names the earlier one (ResNet-20's 18 3x3 convolutions have 5 distinct shapes).
+local function emit_layer_fn(out, L, pass, ctx, spec, seen)
   local body = util.code()
   body.ind = 1
   local used = pass_fn(L, pass, ctx)(L, body, ctx)
@@ -705,9 +712,21 @@ local function emit_layer_fn(out, L, pass, ctx, spec)
     if not d and a:match("^dx%d+$") then d = "float *restrict " .. a end
     decl[i] = d
   end
-  out:line("static void %s(%s)", layer_fn(L, pass), table.concat(decl, ", "))
+  local sig = table.concat(decl, ", ")
+  local text = body:text():sub(1, -2)
+  local key = sig .. "\n" .. text
+  L.fn = L.fn or {}
+  if seen and seen[key] then
+    L.fn[pass] = seen[key]
+    out:line("/* %s: the code of %s */", layer_fn(L, pass), seen[key])
+    out:line("")
+    return args
+  end
+  L.fn[pass] = layer_fn(L, pass)
+  if seen then seen[key] = L.fn[pass] end
+  out:line("static void %s(%s)", layer_fn(L, pass), sig)
   out:line("{")
-  out.lines[#out.lines + 1] = body:text():sub(1, -2)
+  out.lines[#out.lines + 1] = text
   out:line("}")
   out:line("")
   return args
@@ -853,7 +872,7 @@ local function emit(spec, spec_path, spec_text)
   O:line("")
   O:line("#include \"%s.h\"", name)
   O:line("")
-  local fargs, bargs, dxargs = {}, {}, {}
+  local fargs, bargs, dxargs, seen = {}, {}, {}, {}
   do
     simd_prelude(O, V, true)
     O:line("")
@@ -868,9 +887,9 @@ local function emit(spec, spec_path, spec_text)
       O:line("/* layer %d: %s %s -> %s (%s:%d:%d)", L.index, L.kind, shape_str(L.in_shape),
         shape_str(L.out_shape), c_comment(spec_path), L.node.line, L.node.col)
       O:line(" * schedule %s%s */", schedule.describe(L.sched), L.sched.from_wisdom and " (from wisdom)" or "")
-      fargs[L] = emit_layer_fn(O, L, "fwd", ctx, spec)
-      bargs[L] = emit_layer_fn(O, L, "bwd", ctx, spec)
-      if pass_fn(L, "bwdx", ctx) then dxargs[L] = emit_layer_fn(O, L, "bwdx", ctx, spec) end
+      fargs[L] = emit_layer_fn(O, L, "fwd", ctx, spec, seen)
+      bargs[L] = emit_layer_fn(O, L, "bwd", ctx, spec, seen)
+      if pass_fn(L, "bwdx", ctx) then dxargs[L] = emit_layer_fn(O, L, "bwdx", ctx, spec, seen) end
     end
   end
 
@@ -883,8 +902,9 @@ local function emit(spec, spec_path, spec_text)
   local function call(L, pass, argl, map)
     local a = {}
     for _, arg in ipairs(argl) do a[#a + 1] = map[arg] end
-    return string.format("%s(%s);", layer_fn(L, pass), table.concat(a, ", "))
+    return string.format("%s(%s);", L.fn[pass], table.concat(a, ", "))
   end
+  local function base(off) return off == 0 and "" or (" + " .. off) end
   local function count(sz) return R and tostring(R * sz) or string.format("(size_t)nb * %d", sz) end
 
   -- network forward
@@ -906,7 +926,8 @@ local function emit(spec, spec_path, spec_text)
     if L.is_alias then
       O:line("/* layer %d: %s is a view of its input */", L.index, L.kind)
     else
-      local map = {P = "params", B = "buffers", S = "ws + " .. tostring(L.scratch), x = inptr(L.inputs[1]),
+      local map = {P = "params" .. base(L.pbase), B = "buffers" .. base(L.bbase), S = "ws + " .. tostring(L.scratch),
+        x = inptr(L.inputs[1]),
         y = "ws + " .. L.act, nb = "nb", training = "training"}
       for j, q in ipairs(L.inputs) do map["x" .. j] = inptr(q) end
       O:line(call(L, "fwd", fargs[L], map))
@@ -947,7 +968,8 @@ local function emit(spec, spec_path, spec_text)
       O:line("/* layer %d: %s: its input's gradient is its own */", L.index, L.kind)
       O:line("memcpy(ws + %d, ws + %d, sizeof(float) * %s);", st.copy.to, st.copy.from, count(st.copy.n))
     else
-      local map = {P = "params", G = "grads", S = "ws + " .. tostring(L.scratch), x = inptr(L.inputs[1]),
+      local map = {P = "params" .. base(L.pbase), G = "grads" .. base(L.pbase), S = "ws + " .. tostring(L.scratch),
+        x = inptr(L.inputs[1]),
         y = "ws + " .. L.act, dy = "ws + " .. st.dy, nb = "nb"}
       for j, q in ipairs(L.inputs) do
         local d = st.dx[j]
@@ -1004,7 +1026,7 @@ local function emit(spec, spec_path, spec_text)
     for j, q in ipairs(L.inputs) do r[j] = tostring(q - 1) end
     in_at[L] = nin
     nin = nin + #r
-    O:line("    %s, /* layer %d */", table.concat(r, ", "), L.index)
+    O:line("    %s, /* %d: %s */", table.concat(r, ", "), L.index, L.kind)
   end
   O:line("};")
   O:line("")
@@ -1308,7 +1330,7 @@ end
 
 -- for compiler/lua/infer.lua (the --inference export), which reuses the forward emitters
 M.internal = {
-  VEC = VEC, UNROLL_BUDGET = UNROLL_BUDGET, simd_prelude = simd_prelude, schedule = schedule, plan = plan, pass_fn = pass_fn, layer_fn = layer_fn,
+  VEC = VEC, UNROLL_BUDGET = UNROLL_BUDGET, simd_prelude = simd_prelude, place = place, schedule = schedule, plan = plan, pass_fn = pass_fn, layer_fn = layer_fn,
   emit_layer_fn = emit_layer_fn, report = report, write_atomic = write_atomic,
   shape_str = shape_str, prod = prod, c_comment = c_comment, c_string = c_string,
 }

@@ -119,10 +119,16 @@ local function hash_fn(C)
   C:line("#define CG_MIX32(h) ((h) ^= (h) >> 16, (h) *= 0x7feb352du, (h) ^= (h) >> 15, (h) *= 0x846ca68bu, (h) ^= (h) >> 16)")
 end
 
+-- in the batch-innermost layout every loop covers all lanes: nb is not an argument
+local function no_nb(used)
+  local out = {}
+  for _, a in ipairs(used) do if a ~= "nb" then out[#out + 1] = a end end
+  return out
+end
 function M.forward(L, C, ctx) return M.forward_any(L, C, ctx) end
-function M.forward_lanes(L, C, ctx) return M.forward_any(L, C, ctx) end
+function M.forward_lanes(L, C, ctx) return no_nb(M.forward_any(L, C, ctx)) end
 function M.backward(L, C, ctx) return M.backward_any(L, C, ctx) end
-function M.backward_lanes(L, C, ctx) return M.backward_any(L, C, ctx) end
+function M.backward_lanes(L, C, ctx) return no_nb(M.backward_any(L, C, ctx)) end
 
 function M.forward_any(L, C, ctx)
   local k, lanes = L.kind, ctx.lanes
