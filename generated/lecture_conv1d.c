@@ -49,6 +49,7 @@ static inline __attribute__((unused)) float vsum_(const cg_v *v) { float s = 0.0
  * schedule straight: fwd straight dw straight dx with dw */
 static void l00_conv1d_forward(const float *restrict P, const float *restrict x, float *restrict y, int nb)
 {
+    /* x [N][1x10], y [N][1x8] */
     const float *restrict w = P;
     const float *restrict b = P + 3;
     for (int n = 0; n < nb; n++) {
@@ -67,6 +68,7 @@ static void l00_conv1d_forward(const float *restrict P, const float *restrict x,
 
 static void l00_conv1d_backward(const float *restrict P, float *restrict G, const float *restrict x, const float *restrict dy, float *restrict dx, int nb)
 {
+    /* x [N][1x10], y [N][1x8] */
     const float *restrict w = P;
     float *restrict gw = G;
     float *restrict gb = G + 3;
@@ -95,18 +97,23 @@ static void l00_conv1d_backward(const float *restrict P, float *restrict G, cons
     }
 }
 
+/* Workspace regions, in floats (NAME.h gives the total). */
+#define A00     0 /* layer 0 (conv1d) output, [N][1x8] */
+#define DOUT    32 /* dLoss/dOutput, [N][8] */
+#define DIN     64 /* gradient arena: dLoss/dInput */
+
 /* Forward over nb <= 4 samples; activations stay in ws for backward. */
 void lecture_conv1d_forward(const float *params, float *buffers, const float *x, float *ws, int nb, int training)
 {
     (void)buffers;
     (void)training;
-    l00_conv1d_forward(params, x, ws + 0, nb);
+    l00_conv1d_forward(params, x, ws + A00, nb);
 }
 
-/* Backward after a training forward: dLoss/dOutput at ws + 32; grads accumulate. */
+/* Backward after a training forward: dLoss/dOutput at ws + DOUT (32); grads accumulate. */
 void lecture_conv1d_backward(const float *params, float *grads, const float *x, float *dx, float *ws, int nb)
 {
-    l00_conv1d_backward(params, grads, x, ws + 32, dx ? dx : ws + 64, nb);
+    l00_conv1d_backward(params, grads, x, ws + DOUT, dx ? dx : ws + DIN, nb);
 }
 
 static const cg_tensor lecture_conv1d_tensors[] = {

@@ -51,6 +51,7 @@ static inline __attribute__((unused)) float vsum_(const cg_v *v) { float s = 0.0
  * schedule straight: fwd straight dw straight dx with dw */
 static void l00_conv2d_forward(const float *restrict P, const float *restrict x, float *restrict y, int nb)
 {
+    /* x [N][2x4x4], y [N][3x2x2] */
     const float *restrict w = P;
     const float *restrict b = P + 54;
     for (int n = 0; n < nb; n++) {
@@ -121,6 +122,7 @@ static void l00_conv2d_forward(const float *restrict P, const float *restrict x,
 
 static void l00_conv2d_backward(const float *restrict P, float *restrict G, const float *restrict x, const float *restrict dy, float *restrict dx, int nb)
 {
+    /* x [N][2x4x4], y [N][3x2x2] */
     const float *restrict w = P;
     float *restrict gw = G;
     float *restrict gb = G + 54;
@@ -256,6 +258,7 @@ static void l00_conv2d_backward(const float *restrict P, float *restrict G, cons
  * schedule straight: fwd straight dw straight dx with dw */
 static void l02_dense_forward(const float *restrict P, const float *restrict x, float *restrict y, int nb)
 {
+    /* x [N][12], y [N][4] */
     const float *restrict w = P;
     const float *restrict b = P + 48;
     for (int n = 0; n < nb; n++) {
@@ -282,6 +285,7 @@ static void l02_dense_forward(const float *restrict P, const float *restrict x, 
 
 static void l02_dense_backward(const float *restrict P, float *restrict G, const float *restrict x, const float *restrict dy, float *restrict dx, int nb)
 {
+    /* x [N][12], y [N][4] */
     const float *restrict w = P;
     float *restrict gw = G;
     float *restrict gb = G + 48;
@@ -356,22 +360,29 @@ static void l02_dense_backward(const float *restrict P, float *restrict G, const
     }
 }
 
+/* Workspace regions, in floats (NAME.h gives the total). */
+#define A00     0 /* layer 0 (conv2d) output, [N][3x2x2] */
+#define A02     96 /* layer 2 (dense) output, [N][4] */
+#define DOUT    128 /* dLoss/dOutput, [N][4] */
+#define D01     416 /* gradient arena: dLoss/d(layer 1 output) */
+#define DIN     160 /* gradient arena: dLoss/dInput */
+
 /* Forward over nb <= 8 samples; activations stay in ws for backward. */
 void lecture_k3p0_forward(const float *params, float *buffers, const float *x, float *ws, int nb, int training)
 {
     (void)buffers;
     (void)training;
-    l00_conv2d_forward(params, x, ws + 0, nb);
+    l00_conv2d_forward(params, x, ws + A00, nb);
     /* layer 1: flatten is a view of its input */
-    l02_dense_forward(params + 57, ws + 0, ws + 96, nb);
+    l02_dense_forward(params + 57, ws + A00, ws + A02, nb);
 }
 
-/* Backward after a training forward: dLoss/dOutput at ws + 128; grads accumulate. */
+/* Backward after a training forward: dLoss/dOutput at ws + DOUT (128); grads accumulate. */
 void lecture_k3p0_backward(const float *params, float *grads, const float *x, float *dx, float *ws, int nb)
 {
-    l02_dense_backward(params + 57, grads + 57, ws + 0, ws + 128, ws + 416, nb);
+    l02_dense_backward(params + 57, grads + 57, ws + A00, ws + DOUT, ws + D01, nb);
     /* layer 1: flatten passes the gradient through */
-    l00_conv2d_backward(params, grads, x, ws + 416, dx ? dx : ws + 160, nb);
+    l00_conv2d_backward(params, grads, x, ws + D01, dx ? dx : ws + DIN, nb);
 }
 
 static const cg_tensor lecture_k3p0_tensors[] = {

@@ -66,6 +66,7 @@ static inline __attribute__((unused)) float vsum_(const cg_v *v) { float s = 0.0
  * schedule lanes: fwd lanes[TB=1,TC=8] dw lanes[TCW=4,rows=1] dx lanes[TB=1,TCI=4] */
 static void l00_conv1d_forward(const float *restrict P, const float *restrict x, float *restrict y)
 {
+    /* x [4x64][lanes], y [8x32][lanes] */
     const float *restrict w = P;
     const float *restrict bias = P + 160;
     for (int v0 = 0; v0 < 1; v0 += 1) {
@@ -276,6 +277,7 @@ static void l00_conv1d_forward(const float *restrict P, const float *restrict x,
 
 static void l00_conv1d_backward(float *restrict G, const float *restrict x, const float *restrict dy)
 {
+    /* x [4x64][lanes], y [8x32][lanes] */
     float *restrict gw = G;
     float *restrict gb = G + 160;
     for (int co = 0; co < 8; co++) {
@@ -328,6 +330,7 @@ static void l00_conv1d_backward(float *restrict G, const float *restrict x, cons
 
 static void l00_conv1d_backward_dx(const float *restrict P, const float *restrict dy, float *restrict dx)
 {
+    /* x [4x64][lanes], y [8x32][lanes] */
     const float *restrict w = P;
     for (int v0 = 0; v0 < 1; v0 += 1) {
         float *restrict dxb = dx + 0 + v0 * 16;
@@ -482,6 +485,7 @@ static void l00_conv1d_backward_dx(const float *restrict P, const float *restric
  * schedule lanes: fwd lanes dw lanes dx with dw */
 static void l01_batchnorm_forward(const float *restrict P, float *restrict B, float *restrict S, const float *restrict x, float *restrict y, int nb, int training)
 {
+    /* x [8x32][lanes], y [8x32][lanes] */
     const float *restrict gamma = P, *restrict beta = P + 8;
     float *restrict rmean = B, *restrict rvar = B + 8, *restrict nbt = B + 16;
     const int m = nb * 32; /* values per channel */
@@ -536,6 +540,7 @@ static void l01_batchnorm_forward(const float *restrict P, float *restrict B, fl
 
 static void l01_batchnorm_backward(const float *restrict P, float *restrict G, float *restrict S, const float *restrict x, const float *restrict dy, float *restrict dx, int nb)
 {
+    /* x [8x32][lanes], y [8x32][lanes] */
     const float *restrict gamma = P;
     float *restrict ggamma = G, *restrict gbeta = G + 8;
     const int m = nb * 32;
@@ -573,12 +578,14 @@ static void l01_batchnorm_backward(const float *restrict P, float *restrict G, f
  * schedule lanes: fwd lanes dw lanes dx with dw */
 static void l02_leaky_relu_forward(const float *restrict x, float *restrict y)
 {
+    /* x [8x32][lanes], y [8x32][lanes] */
     for (int i = 0; i < 4096; i++)
         y[i] = x[i] > 0.0f ? x[i] : x[i] * 0.1f;
 }
 
 static void l02_leaky_relu_backward(const float *restrict x, const float *restrict dy, float *restrict dx)
 {
+    /* x [8x32][lanes], y [8x32][lanes] */
     for (int i = 0; i < 4096; i++)
         dx[i] = x[i] > 0.0f ? dy[i] : dy[i] * 0.1f;
 }
@@ -587,6 +594,7 @@ static void l02_leaky_relu_backward(const float *restrict x, const float *restri
  * schedule lanes+pad: fwd lanes+pad[TB=1,TC=1] dw lanes+pad[TCW=1,rows=1] dx lanes+pad[TB=1,TCI=1] */
 static void l03_conv1d_forward(const float *restrict P, float *restrict S, const float *restrict x, float *restrict y)
 {
+    /* x [8x32][lanes], y [8x32][lanes] */
     float *restrict xp = S + 0;
     /* x -> zero-padded planes 1x36 (lanes) */
     for (int pl = 0; pl < 8; pl++) {
@@ -630,6 +638,7 @@ static void l03_conv1d_forward(const float *restrict P, float *restrict S, const
 
 static void l03_conv1d_backward(float *restrict G, float *restrict S, const float *restrict dy)
 {
+    /* x [8x32][lanes], y [8x32][lanes] */
     float *restrict gw = G;
     for (int g = 0; g < 8; g++) {
         const float *restrict dyb = dy + g*512;
@@ -653,6 +662,7 @@ static void l03_conv1d_backward(float *restrict G, float *restrict S, const floa
 
 static void l03_conv1d_backward_dx(const float *restrict P, float *restrict S, const float *restrict dy, float *restrict dx)
 {
+    /* x [8x32][lanes], y [8x32][lanes] */
     float *restrict dyp = S + 4608;
     /* dy -> zero-padded planes 1x36 (lanes) */
     for (int pl = 0; pl < 8; pl++) {
@@ -698,12 +708,14 @@ static void l03_conv1d_backward_dx(const float *restrict P, float *restrict S, c
  * schedule lanes: fwd lanes dw lanes dx with dw */
 static void l04_tanh_forward(const float *restrict x, float *restrict y)
 {
+    /* x [8x32][lanes], y [8x32][lanes] */
     for (int i = 0; i < 4096; i++)
         y[i] = tanhf(x[i]);
 }
 
 static void l04_tanh_backward(const float *restrict y, const float *restrict dy, float *restrict dx)
 {
+    /* x [8x32][lanes], y [8x32][lanes] */
     for (int i = 0; i < 4096; i++)
         dx[i] = dy[i] * (1.0f - y[i] * y[i]);
 }
@@ -712,6 +724,7 @@ static void l04_tanh_backward(const float *restrict y, const float *restrict dy,
  * schedule lanes: fwd lanes dw lanes dx with dw */
 static void l05_maxpool1d_forward(const float *restrict x, float *restrict y)
 {
+    /* x [8x32][lanes], y [8x16][lanes] */
     for (int c = 0; c < 8; c++) {
         const float *restrict xc = x + c * 512;
         float *restrict yc = y + c * 256;
@@ -734,6 +747,7 @@ static void l05_maxpool1d_forward(const float *restrict x, float *restrict y)
 
 static void l05_maxpool1d_backward(const float *restrict x, const float *restrict dy, float *restrict dx)
 {
+    /* x [8x32][lanes], y [8x16][lanes] */
     memset(dx, 0, sizeof(float) * 4096);
     for (int c = 0; c < 8; c++) {
         const float *restrict xc = x + c * 512;
@@ -765,6 +779,7 @@ static void l05_maxpool1d_backward(const float *restrict x, const float *restric
  * schedule lanes: fwd lanes[TB=1,TC=12] dw lanes[TCW=6,rows=1] dx lanes[TB=1,TCI=8] */
 static void l06_conv1d_forward(const float *restrict P, const float *restrict x, float *restrict y)
 {
+    /* x [8x16][lanes], y [12x16][lanes] */
     const float *restrict w = P;
     const float *restrict bias = P + 384;
     for (int v0 = 0; v0 < 1; v0 += 1) {
@@ -1077,6 +1092,7 @@ static void l06_conv1d_forward(const float *restrict P, const float *restrict x,
 
 static void l06_conv1d_backward(float *restrict G, const float *restrict x, const float *restrict dy)
 {
+    /* x [8x16][lanes], y [12x16][lanes] */
     float *restrict gw = G;
     float *restrict gb = G + 384;
     for (int co = 0; co < 12; co++) {
@@ -1136,6 +1152,7 @@ static void l06_conv1d_backward(float *restrict G, const float *restrict x, cons
 
 static void l06_conv1d_backward_dx(const float *restrict P, const float *restrict dy, float *restrict dx)
 {
+    /* x [8x16][lanes], y [12x16][lanes] */
     const float *restrict w = P;
     for (int v0 = 0; v0 < 1; v0 += 1) {
         float *restrict dxb = dx + 0 + v0 * 16;
@@ -1369,12 +1386,14 @@ static void l06_conv1d_backward_dx(const float *restrict P, const float *restric
  * schedule lanes: fwd lanes dw lanes dx with dw */
 static void l07_sigmoid_forward(const float *restrict x, float *restrict y)
 {
+    /* x [12x16][lanes], y [12x16][lanes] */
     for (int i = 0; i < 3072; i++)
         y[i] = 1.0f / (1.0f + expf(-x[i]));
 }
 
 static void l07_sigmoid_backward(const float *restrict y, const float *restrict dy, float *restrict dx)
 {
+    /* x [12x16][lanes], y [12x16][lanes] */
     for (int i = 0; i < 3072; i++)
         dx[i] = dy[i] * y[i] * (1.0f - y[i]);
 }
@@ -1383,6 +1402,7 @@ static void l07_sigmoid_backward(const float *restrict y, const float *restrict 
  * schedule lanes: fwd lanes[TB=1,TC=3] dw lanes[TCW=3,rows=1] dx lanes[TB=1,TCI=6] */
 static void l08_conv1d_forward(const float *restrict P, const float *restrict x, float *restrict y)
 {
+    /* x [12x16][lanes], y [6x12][lanes] */
     const float *restrict w = P;
     for (int g = 0; g < 2; g++) {
         for (int v0 = 0; v0 < 1; v0 += 1) {
@@ -1426,6 +1446,7 @@ static void l08_conv1d_forward(const float *restrict P, const float *restrict x,
 
 static void l08_conv1d_backward(float *restrict G, const float *restrict x, const float *restrict dy)
 {
+    /* x [12x16][lanes], y [6x12][lanes] */
     float *restrict gw = G;
     for (int g = 0; g < 2; g++) {
         const float *restrict dyb = dy + g*576;
@@ -1455,6 +1476,7 @@ static void l08_conv1d_backward(float *restrict G, const float *restrict x, cons
 
 static void l08_conv1d_backward_dx(const float *restrict P, const float *restrict dy, float *restrict dx)
 {
+    /* x [12x16][lanes], y [6x12][lanes] */
     const float *restrict w = P;
     for (int g = 0; g < 2; g++) {
         for (int v0 = 0; v0 < 1; v0 += 1) {
@@ -1645,6 +1667,7 @@ static void l08_conv1d_backward_dx(const float *restrict P, const float *restric
  * schedule lanes: fwd lanes dw lanes dx with dw */
 static void l09_batchnorm_forward(const float *restrict P, float *restrict B, float *restrict S, const float *restrict x, float *restrict y, int nb, int training)
 {
+    /* x [6x12][lanes], y [6x12][lanes] */
     const float *restrict gamma = P, *restrict beta = P + 6;
     float *restrict rmean = B, *restrict rvar = B + 6, *restrict nbt = B + 12;
     const int m = nb * 12; /* values per channel */
@@ -1699,6 +1722,7 @@ static void l09_batchnorm_forward(const float *restrict P, float *restrict B, fl
 
 static void l09_batchnorm_backward(const float *restrict P, float *restrict G, float *restrict S, const float *restrict x, const float *restrict dy, float *restrict dx, int nb)
 {
+    /* x [6x12][lanes], y [6x12][lanes] */
     const float *restrict gamma = P;
     float *restrict ggamma = G, *restrict gbeta = G + 6;
     const int m = nb * 12;
@@ -1736,6 +1760,7 @@ static void l09_batchnorm_backward(const float *restrict P, float *restrict G, f
  * schedule lanes: fwd lanes dw lanes dx with dw */
 static void l10_avgpool1d_forward(const float *restrict x, float *restrict y)
 {
+    /* x [6x12][lanes], y [6x6][lanes] */
     for (int c = 0; c < 6; c++) {
         const float *restrict xc = x + c * 192;
         float *restrict yc = y + c * 96;
@@ -1753,6 +1778,7 @@ static void l10_avgpool1d_forward(const float *restrict x, float *restrict y)
 
 static void l10_avgpool1d_backward(const float *restrict dy, float *restrict dx)
 {
+    /* x [6x12][lanes], y [6x6][lanes] */
     memset(dx, 0, sizeof(float) * 1152);
     for (int c = 0; c < 6; c++) {
         float *restrict dxc = dx + c * 192;
@@ -1778,6 +1804,7 @@ static void l10_avgpool1d_backward(const float *restrict dy, float *restrict dx)
  * schedule lanes: fwd lanes[TB=1,TR=16] dw gemm[TI=6,TO=4] dx lanes[TB=1,TR=16] */
 static void l12_dense_forward(const float *restrict P, const float *restrict x, float *restrict y)
 {
+    /* x [36][lanes], y [16][lanes] */
     const float *restrict w = P;
     const float *restrict b = P + 576;
     for (int o0 = 0; o0 < 16; o0 += 16) {
@@ -1842,6 +1869,7 @@ static void l12_dense_forward(const float *restrict P, const float *restrict x, 
 
 static void l12_dense_backward(float *restrict G, const float *restrict x, const float *restrict dy)
 {
+    /* x [36][lanes], y [16][lanes] */
     float *restrict gw = G;
     float *restrict gb = G + 576;
     for (int o = 0; o < 16; o++) {
@@ -1872,6 +1900,7 @@ static void l12_dense_backward(float *restrict G, const float *restrict x, const
 
 static void l12_dense_backward_dx(const float *restrict P, const float *restrict dy, float *restrict dx)
 {
+    /* x [36][lanes], y [16][lanes] */
     const float *restrict w = P;
     for (int i0 = 0; i0 < 32; i0 += 16) {
         for (int v0 = 0; v0 < 1; v0 += 1) {
@@ -1957,12 +1986,14 @@ static void l12_dense_backward_dx(const float *restrict P, const float *restrict
  * schedule lanes: fwd lanes dw lanes dx with dw */
 static void l13_relu_forward(const float *restrict x, float *restrict y)
 {
+    /* x [16][lanes], y [16][lanes] */
     for (int i = 0; i < 256; i++)
         y[i] = x[i] > 0.0f ? x[i] : 0.0f;
 }
 
 static void l13_relu_backward(const float *restrict y, const float *restrict dy, float *restrict dx)
 {
+    /* x [16][lanes], y [16][lanes] */
     for (int i = 0; i < 256; i++)
         dx[i] = y[i] > 0.0f ? dy[i] : 0.0f;
 }
@@ -1971,6 +2002,7 @@ static void l13_relu_backward(const float *restrict y, const float *restrict dy,
  * schedule lanes: fwd lanes[TB=1,TR=16] dw gemm[TI=16,TO=1] dx lanes[TB=1,TR=16] */
 static void l14_dense_forward(const float *restrict P, const float *restrict x, float *restrict y)
 {
+    /* x [16][lanes], y [5][lanes] */
     const float *restrict w = P;
     const float *restrict b = P + 80;
     for (int v0 = 0; v0 < 1; v0 += 1) {
@@ -2000,6 +2032,7 @@ static void l14_dense_forward(const float *restrict P, const float *restrict x, 
 
 static void l14_dense_backward(float *restrict G, const float *restrict x, const float *restrict dy)
 {
+    /* x [16][lanes], y [5][lanes] */
     float *restrict gw = G;
     float *restrict gb = G + 80;
     for (int o = 0; o < 5; o++) {
@@ -2021,6 +2054,7 @@ static void l14_dense_backward(float *restrict G, const float *restrict x, const
 
 static void l14_dense_backward_dx(const float *restrict P, const float *restrict dy, float *restrict dx)
 {
+    /* x [16][lanes], y [5][lanes] */
     const float *restrict w = P;
     for (int i0 = 0; i0 < 16; i0 += 16) {
         for (int v0 = 0; v0 < 1; v0 += 1) {
@@ -2082,55 +2116,92 @@ static void l14_dense_backward_dx(const float *restrict P, const float *restrict
     }
 }
 
+/* Workspace regions, in floats (NAME.h gives the total). */
+#define XIN     0 /* the input, [4x64][lanes] */
+#define A00     4096 /* layer 0 (conv1d) output, [8x32][lanes] */
+#define A01     8192 /* layer 1 (batchnorm) output, [8x32][lanes] */
+#define S01     36240 /* layer 1 (batchnorm) scratch */
+#define A02     12288 /* layer 2 (leaky_relu) output, [8x32][lanes] */
+#define A03     16384 /* layer 3 (conv1d) output, [8x32][lanes] */
+#define S03     36256 /* layer 3 (conv1d) scratch */
+#define A04     20480 /* layer 4 (tanh) output, [8x32][lanes] */
+#define A05     24576 /* layer 5 (maxpool1d) output, [8x16][lanes] */
+#define A06     26624 /* layer 6 (conv1d) output, [12x16][lanes] */
+#define A07     29696 /* layer 7 (sigmoid) output, [12x16][lanes] */
+#define A08     32768 /* layer 8 (conv1d) output, [6x12][lanes] */
+#define A09     33920 /* layer 9 (batchnorm) output, [6x12][lanes] */
+#define S09     45472 /* layer 9 (batchnorm) scratch */
+#define A10     35072 /* layer 10 (avgpool1d) output, [6x6][lanes] */
+#define A12     35648 /* layer 12 (dense) output, [16][lanes] */
+#define A13     35904 /* layer 13 (relu) output, [16][lanes] */
+#define A14     36160 /* layer 14 (dense) output, [5][lanes] */
+#define OUT     45488 /* the output, [N][5] */
+#define DOUT    45568 /* dLoss/dOutput, [N][5] */
+#define DOUT_L  45648 /* dLoss/dOutput, [5][lanes] */
+#define D13     45728 /* gradient arena: dLoss/d(layer 13 output) */
+#define D12     45984 /* gradient arena: dLoss/d(layer 12 output) */
+#define D11     46880 /* gradient arena: dLoss/d(layer 11 output) */
+#define D09     45728 /* gradient arena: dLoss/d(layer 9 output) */
+#define D08     48800 /* gradient arena: dLoss/d(layer 8 output) */
+#define D07     45728 /* gradient arena: dLoss/d(layer 7 output) */
+#define D06     48800 /* gradient arena: dLoss/d(layer 6 output) */
+#define D05     51872 /* gradient arena: dLoss/d(layer 5 output) */
+#define D04     45728 /* gradient arena: dLoss/d(layer 4 output) */
+#define D03     49824 /* gradient arena: dLoss/d(layer 3 output) */
+#define D02     45728 /* gradient arena: dLoss/d(layer 2 output) */
+#define D01     49824 /* gradient arena: dLoss/d(layer 1 output) */
+#define D00     45728 /* gradient arena: dLoss/d(layer 0 output) */
+#define DIN     49824 /* gradient arena: dLoss/dInput */
+
 /* Forward over nb <= 16 samples; activations stay in ws for backward. */
 void mixed1d_forward(const float *params, float *buffers, const float *x, float *ws, int nb, int training)
 {
-    cg_to_lanes(x, ws + 0, nb, 256, 16);
-    l00_conv1d_forward(params, ws + 0, ws + 4096);
-    l01_batchnorm_forward(params + 168, buffers, ws + 36240, ws + 4096, ws + 8192, nb, training);
-    l02_leaky_relu_forward(ws + 8192, ws + 12288);
-    l03_conv1d_forward(params + 184, ws + 36256, ws + 12288, ws + 16384);
-    l04_tanh_forward(ws + 16384, ws + 20480);
-    l05_maxpool1d_forward(ws + 20480, ws + 24576);
-    l06_conv1d_forward(params + 208, ws + 24576, ws + 26624);
-    l07_sigmoid_forward(ws + 26624, ws + 29696);
-    l08_conv1d_forward(params + 604, ws + 29696, ws + 32768);
-    l09_batchnorm_forward(params + 712, buffers + 17, ws + 45472, ws + 32768, ws + 33920, nb, training);
-    l10_avgpool1d_forward(ws + 33920, ws + 35072);
+    cg_to_lanes(x, ws + XIN, nb, 256, 16);
+    l00_conv1d_forward(params, ws + XIN, ws + A00);
+    l01_batchnorm_forward(params + 168, buffers, ws + S01, ws + A00, ws + A01, nb, training);
+    l02_leaky_relu_forward(ws + A01, ws + A02);
+    l03_conv1d_forward(params + 184, ws + S03, ws + A02, ws + A03);
+    l04_tanh_forward(ws + A03, ws + A04);
+    l05_maxpool1d_forward(ws + A04, ws + A05);
+    l06_conv1d_forward(params + 208, ws + A05, ws + A06);
+    l07_sigmoid_forward(ws + A06, ws + A07);
+    l08_conv1d_forward(params + 604, ws + A07, ws + A08);
+    l09_batchnorm_forward(params + 712, buffers + 17, ws + S09, ws + A08, ws + A09, nb, training);
+    l10_avgpool1d_forward(ws + A09, ws + A10);
     /* layer 11: flatten is a view of its input */
-    l12_dense_forward(params + 724, ws + 35072, ws + 35648);
-    l13_relu_forward(ws + 35648, ws + 35904);
-    l14_dense_forward(params + 1316, ws + 35904, ws + 36160);
-    cg_from_lanes(ws + 36160, ws + 45488, nb, 5, 16);
+    l12_dense_forward(params + 724, ws + A10, ws + A12);
+    l13_relu_forward(ws + A12, ws + A13);
+    l14_dense_forward(params + 1316, ws + A13, ws + A14);
+    cg_from_lanes(ws + A14, ws + OUT, nb, 5, 16);
 }
 
-/* Backward after a training forward: dLoss/dOutput at ws + 45568; grads accumulate. */
+/* Backward after a training forward: dLoss/dOutput at ws + DOUT (45568); grads accumulate. */
 void mixed1d_backward(const float *params, float *grads, const float *x, float *dx, float *ws, int nb)
 {
-    cg_to_lanes(ws + 45568, ws + 45648, nb, 5, 16);
+    cg_to_lanes(ws + DOUT, ws + DOUT_L, nb, 5, 16);
     (void)x;
-    l14_dense_backward(grads + 1316, ws + 35904, ws + 45648);
-    l14_dense_backward_dx(params + 1316, ws + 45648, ws + 45728);
-    l13_relu_backward(ws + 35904, ws + 45728, ws + 45984);
-    l12_dense_backward(grads + 724, ws + 35072, ws + 45984);
-    l12_dense_backward_dx(params + 724, ws + 45984, ws + 46880);
+    l14_dense_backward(grads + 1316, ws + A13, ws + DOUT_L);
+    l14_dense_backward_dx(params + 1316, ws + DOUT_L, ws + D13);
+    l13_relu_backward(ws + A13, ws + D13, ws + D12);
+    l12_dense_backward(grads + 724, ws + A10, ws + D12);
+    l12_dense_backward_dx(params + 724, ws + D12, ws + D11);
     /* layer 11: flatten passes the gradient through */
-    l10_avgpool1d_backward(ws + 46880, ws + 45728);
-    l09_batchnorm_backward(params + 712, grads + 712, ws + 45472, ws + 32768, ws + 45728, ws + 48800, nb);
-    l08_conv1d_backward(grads + 604, ws + 29696, ws + 48800);
-    l08_conv1d_backward_dx(params + 604, ws + 48800, ws + 45728);
-    l07_sigmoid_backward(ws + 29696, ws + 45728, ws + 48800);
-    l06_conv1d_backward(grads + 208, ws + 24576, ws + 48800);
-    l06_conv1d_backward_dx(params + 208, ws + 48800, ws + 51872);
-    l05_maxpool1d_backward(ws + 20480, ws + 51872, ws + 45728);
-    l04_tanh_backward(ws + 20480, ws + 45728, ws + 49824);
-    l03_conv1d_backward(grads + 184, ws + 36256, ws + 49824);
-    l03_conv1d_backward_dx(params + 184, ws + 36256, ws + 49824, ws + 45728);
-    l02_leaky_relu_backward(ws + 8192, ws + 45728, ws + 49824);
-    l01_batchnorm_backward(params + 168, grads + 168, ws + 36240, ws + 4096, ws + 49824, ws + 45728, nb);
-    l00_conv1d_backward(grads, ws + 0, ws + 45728);
-    if (dx) l00_conv1d_backward_dx(params, ws + 45728, ws + 49824);
-    if (dx) cg_from_lanes(ws + 49824, dx, nb, 256, 16);
+    l10_avgpool1d_backward(ws + D11, ws + D09);
+    l09_batchnorm_backward(params + 712, grads + 712, ws + S09, ws + A08, ws + D09, ws + D08, nb);
+    l08_conv1d_backward(grads + 604, ws + A07, ws + D08);
+    l08_conv1d_backward_dx(params + 604, ws + D08, ws + D07);
+    l07_sigmoid_backward(ws + A07, ws + D07, ws + D06);
+    l06_conv1d_backward(grads + 208, ws + A05, ws + D06);
+    l06_conv1d_backward_dx(params + 208, ws + D06, ws + D05);
+    l05_maxpool1d_backward(ws + A04, ws + D05, ws + D04);
+    l04_tanh_backward(ws + A04, ws + D04, ws + D03);
+    l03_conv1d_backward(grads + 184, ws + S03, ws + D03);
+    l03_conv1d_backward_dx(params + 184, ws + S03, ws + D03, ws + D02);
+    l02_leaky_relu_backward(ws + A01, ws + D02, ws + D01);
+    l01_batchnorm_backward(params + 168, grads + 168, ws + S01, ws + A00, ws + D01, ws + D00, nb);
+    l00_conv1d_backward(grads, ws + XIN, ws + D00);
+    if (dx) l00_conv1d_backward_dx(params, ws + D00, ws + DIN);
+    if (dx) cg_from_lanes(ws + DIN, dx, nb, 256, 16);
 }
 
 static const cg_tensor mixed1d_tensors[] = {

@@ -61,6 +61,7 @@ static inline __attribute__((unused)) float vsum_(const cg_v *v) { float s = 0.0
  * schedule loop: fwd loop dw loop dx with dw */
 static void l00_conv2d_forward(const float *restrict P, const float *restrict x, float *restrict y, int nb)
 {
+    /* x [N][3x20x18], y [N][6x10x16] */
     const float *restrict w = P;
     const float *restrict b = P + 108;
     for (int n = 0; n < nb; n++) {
@@ -93,6 +94,7 @@ static void l00_conv2d_forward(const float *restrict P, const float *restrict x,
 
 static void l00_conv2d_backward(const float *restrict P, float *restrict G, const float *restrict x, const float *restrict dy, float *restrict dx, int nb)
 {
+    /* x [N][3x20x18], y [N][6x10x16] */
     const float *restrict w = P;
     float *restrict gw = G;
     float *restrict gb = G + 108;
@@ -152,6 +154,7 @@ static void l00_conv2d_backward(const float *restrict P, float *restrict G, cons
  * schedule loop: fwd loop dw loop dx with dw */
 static void l01_batchnorm_forward(const float *restrict P, float *restrict B, float *restrict S, const float *restrict x, float *restrict y, int nb, int training)
 {
+    /* x [N][6x10x16], y [N][6x10x16] */
     const float *restrict gamma = P, *restrict beta = P + 6;
     float *restrict rmean = B, *restrict rvar = B + 6, *restrict nbt = B + 12;
     const int m = nb * 160; /* values per channel */
@@ -194,6 +197,7 @@ static void l01_batchnorm_forward(const float *restrict P, float *restrict B, fl
 
 static void l01_batchnorm_backward(const float *restrict P, float *restrict G, float *restrict S, const float *restrict x, const float *restrict dy, float *restrict dx, int nb)
 {
+    /* x [N][6x10x16], y [N][6x10x16] */
     const float *restrict gamma = P;
     float *restrict ggamma = G, *restrict gbeta = G + 6;
     const int m = nb * 160;
@@ -221,12 +225,14 @@ static void l01_batchnorm_backward(const float *restrict P, float *restrict G, f
  * schedule loop: fwd loop dw loop dx with dw */
 static void l02_tanh_forward(const float *restrict x, float *restrict y, int nb)
 {
+    /* x [N][6x10x16], y [N][6x10x16] */
     for (size_t i = 0; i < (size_t)nb * 960; i++)
         y[i] = tanhf(x[i]);
 }
 
 static void l02_tanh_backward(const float *restrict y, const float *restrict dy, float *restrict dx, int nb)
 {
+    /* x [N][6x10x16], y [N][6x10x16] */
     for (size_t i = 0; i < (size_t)nb * 960; i++)
         dx[i] = dy[i] * (1.0f - y[i] * y[i]);
 }
@@ -235,6 +241,7 @@ static void l02_tanh_backward(const float *restrict y, const float *restrict dy,
  * schedule loop: fwd loop dw loop dx with dw */
 static void l03_conv2d_forward(const float *restrict P, const float *restrict x, float *restrict y, int nb)
 {
+    /* x [N][6x10x16], y [N][6x10x16] */
     const float *restrict w = P;
     const float *restrict b = P + 144;
     for (int n = 0; n < nb; n++) {
@@ -285,6 +292,7 @@ static void l03_conv2d_forward(const float *restrict P, const float *restrict x,
 
 static void l03_conv2d_backward(const float *restrict P, float *restrict G, const float *restrict x, const float *restrict dy, float *restrict dx, int nb)
 {
+    /* x [N][6x10x16], y [N][6x10x16] */
     const float *restrict w = P;
     float *restrict gw = G;
     float *restrict gb = G + 144;
@@ -399,12 +407,14 @@ static void l03_conv2d_backward(const float *restrict P, float *restrict G, cons
  * schedule loop: fwd loop dw loop dx with dw */
 static void l04_sigmoid_forward(const float *restrict x, float *restrict y, int nb)
 {
+    /* x [N][6x10x16], y [N][6x10x16] */
     for (size_t i = 0; i < (size_t)nb * 960; i++)
         y[i] = 1.0f / (1.0f + expf(-x[i]));
 }
 
 static void l04_sigmoid_backward(const float *restrict y, const float *restrict dy, float *restrict dx, int nb)
 {
+    /* x [N][6x10x16], y [N][6x10x16] */
     for (size_t i = 0; i < (size_t)nb * 960; i++)
         dx[i] = dy[i] * y[i] * (1.0f - y[i]);
 }
@@ -413,6 +423,7 @@ static void l04_sigmoid_backward(const float *restrict y, const float *restrict 
  * schedule loop: fwd loop dw loop dx with dw */
 static void l05_maxpool2d_forward(const float *restrict x, float *restrict y, int nb)
 {
+    /* x [N][6x10x16], y [N][6x10x16] */
     for (int n = 0; n < nb; n++) {
         for (int c = 0; c < 6; c++) {
             const float *restrict xc = x + n*960 + c*160;
@@ -510,6 +521,7 @@ static void l05_maxpool2d_forward(const float *restrict x, float *restrict y, in
 
 static void l05_maxpool2d_backward(const float *restrict x, const float *restrict dy, float *restrict dx, int nb)
 {
+    /* x [N][6x10x16], y [N][6x10x16] */
     memset(dx, 0, sizeof(float) * (size_t)nb * 960);
     for (int n = 0; n < nb; n++) {
         for (int c = 0; c < 6; c++) {
@@ -611,6 +623,7 @@ static void l05_maxpool2d_backward(const float *restrict x, const float *restric
  * schedule wv: fwd wv[TC=4,TX=2] dw wv[RY=3,TCW=2,U=4] dx wv[TC=6,TX=1] */
 static void l06_conv2d_forward(const float *restrict P, float *restrict S, const float *restrict x, float *restrict y, int nb)
 {
+    /* x [N][6x10x16], y [N][4x12x18] */
     const float *restrict w = P;
     float *restrict xp = S + 0;
     /* inputs -> zero-padded planes 14x20 (kept for dW) */
@@ -718,6 +731,7 @@ static void l06_conv2d_forward(const float *restrict P, float *restrict S, const
 
 static void l06_conv2d_backward(float *restrict G, float *restrict S, const float *restrict dy, int nb)
 {
+    /* x [N][6x10x16], y [N][4x12x18] */
     float *restrict gw = G;
     const float *restrict xp = S + 0;
     /* tiles of 2 output channels x 9 taps (3 kernel rows) of one input channel */
@@ -876,6 +890,7 @@ static void l06_conv2d_backward(float *restrict G, float *restrict S, const floa
 
 static void l06_conv2d_backward_dx(const float *restrict P, float *restrict S, const float *restrict dy, float *restrict dx, int nb)
 {
+    /* x [N][6x10x16], y [N][4x12x18] */
     const float *restrict w = P;
     float *restrict dyp = S + 13456;
     /* dy -> zero-padded planes 12x18 */
@@ -1003,12 +1018,14 @@ static void l06_conv2d_backward_dx(const float *restrict P, float *restrict S, c
  * schedule loop: fwd loop dw loop dx with dw */
 static void l07_relu_forward(const float *restrict x, float *restrict y, int nb)
 {
+    /* x [N][4x12x18], y [N][4x12x18] */
     for (size_t i = 0; i < (size_t)nb * 864; i++)
         y[i] = x[i] > 0.0f ? x[i] : 0.0f;
 }
 
 static void l07_relu_backward(const float *restrict y, const float *restrict dy, float *restrict dx, int nb)
 {
+    /* x [N][4x12x18], y [N][4x12x18] */
     for (size_t i = 0; i < (size_t)nb * 864; i++)
         dx[i] = y[i] > 0.0f ? dy[i] : 0.0f;
 }
@@ -1017,6 +1034,7 @@ static void l07_relu_backward(const float *restrict y, const float *restrict dy,
  * schedule loop: fwd loop dw loop dx with dw */
 static void l08_avgpool2d_forward(const float *restrict x, float *restrict y, int nb)
 {
+    /* x [N][4x12x18], y [N][4x6x9] */
     for (int n = 0; n < nb; n++) {
         for (int c = 0; c < 4; c++) {
             const float *restrict xc = x + n*864 + c*216;
@@ -1042,6 +1060,7 @@ static void l08_avgpool2d_forward(const float *restrict x, float *restrict y, in
 
 static void l08_avgpool2d_backward(const float *restrict dy, float *restrict dx, int nb)
 {
+    /* x [N][4x12x18], y [N][4x6x9] */
     memset(dx, 0, sizeof(float) * (size_t)nb * 864);
     for (int n = 0; n < nb; n++) {
         for (int c = 0; c < 4; c++) {
@@ -1082,12 +1101,14 @@ static void l08_avgpool2d_backward(const float *restrict dy, float *restrict dx,
  * schedule loop: fwd loop dw loop dx with dw */
 static void l09_leaky_relu_forward(const float *restrict x, float *restrict y, int nb)
 {
+    /* x [N][4x6x9], y [N][4x6x9] */
     for (size_t i = 0; i < (size_t)nb * 216; i++)
         y[i] = x[i] > 0.0f ? x[i] : x[i] * 0.01f;
 }
 
 static void l09_leaky_relu_backward(const float *restrict x, const float *restrict dy, float *restrict dx, int nb)
 {
+    /* x [N][4x6x9], y [N][4x6x9] */
     for (size_t i = 0; i < (size_t)nb * 216; i++)
         dx[i] = x[i] > 0.0f ? dy[i] : dy[i] * 0.01f;
 }
@@ -1096,6 +1117,7 @@ static void l09_leaky_relu_backward(const float *restrict x, const float *restri
  * schedule straight: fwd straight dw straight dx with dw */
 static void l10_maxpool2d_forward(const float *restrict x, float *restrict y, int nb)
 {
+    /* x [N][4x6x9], y [N][4x3x3] */
     for (int n = 0; n < nb; n++) {
         {
             const float *restrict xc = x + n*216;
@@ -1442,6 +1464,7 @@ static void l10_maxpool2d_forward(const float *restrict x, float *restrict y, in
 
 static void l10_maxpool2d_backward(const float *restrict x, const float *restrict dy, float *restrict dx, int nb)
 {
+    /* x [N][4x6x9], y [N][4x3x3] */
     memset(dx, 0, sizeof(float) * (size_t)nb * 216);
     for (int n = 0; n < nb; n++) {
         {
@@ -1795,6 +1818,7 @@ static void l10_maxpool2d_backward(const float *restrict x, const float *restric
  * schedule straight: fwd straight dw straight dx with dw */
 static void l12_dense_forward(const float *restrict P, const float *restrict x, float *restrict y, int nb)
 {
+    /* x [N][36], y [N][10] */
     const float *restrict w = P;
     const float *restrict b = P + 360;
     for (int n = 0; n < nb; n++) {
@@ -1905,6 +1929,7 @@ static void l12_dense_forward(const float *restrict P, const float *restrict x, 
 
 static void l12_dense_backward(const float *restrict P, float *restrict G, const float *restrict x, const float *restrict dy, float *restrict dx, int nb)
 {
+    /* x [N][36], y [N][10] */
     const float *restrict w = P;
     float *restrict gw = G;
     float *restrict gb = G + 360;
@@ -2393,41 +2418,70 @@ static void l12_dense_backward(const float *restrict P, float *restrict G, const
     }
 }
 
+/* Workspace regions, in floats (NAME.h gives the total). */
+#define A00     0 /* layer 0 (conv2d) output, [N][6x10x16] */
+#define A01     7680 /* layer 1 (batchnorm) output, [N][6x10x16] */
+#define S01     63728 /* layer 1 (batchnorm) scratch */
+#define A02     15360 /* layer 2 (tanh) output, [N][6x10x16] */
+#define A03     23040 /* layer 3 (conv2d) output, [N][6x10x16] */
+#define A04     30720 /* layer 4 (sigmoid) output, [N][6x10x16] */
+#define A05     38400 /* layer 5 (maxpool2d) output, [N][6x10x16] */
+#define A06     46080 /* layer 6 (conv2d) output, [N][4x12x18] */
+#define S06     63744 /* layer 6 (conv2d) scratch */
+#define A07     52992 /* layer 7 (relu) output, [N][4x12x18] */
+#define A08     59904 /* layer 8 (avgpool2d) output, [N][4x6x9] */
+#define A09     61632 /* layer 9 (leaky_relu) output, [N][4x6x9] */
+#define A10     63360 /* layer 10 (maxpool2d) output, [N][4x3x3] */
+#define A12     63648 /* layer 12 (dense) output, [N][10] */
+#define DOUT    84128 /* dLoss/dOutput, [N][10] */
+#define D11     85936 /* gradient arena: dLoss/d(layer 11 output) */
+#define D09     84208 /* gradient arena: dLoss/d(layer 9 output) */
+#define D08     91120 /* gradient arena: dLoss/d(layer 8 output) */
+#define D07     84208 /* gradient arena: dLoss/d(layer 7 output) */
+#define D06     91888 /* gradient arena: dLoss/d(layer 6 output) */
+#define D05     84208 /* gradient arena: dLoss/d(layer 5 output) */
+#define D04     91888 /* gradient arena: dLoss/d(layer 4 output) */
+#define D03     84208 /* gradient arena: dLoss/d(layer 3 output) */
+#define D02     91888 /* gradient arena: dLoss/d(layer 2 output) */
+#define D01     84208 /* gradient arena: dLoss/d(layer 1 output) */
+#define D00     92848 /* gradient arena: dLoss/d(layer 0 output) */
+#define DIN     84208 /* gradient arena: dLoss/dInput */
+
 /* Forward over nb <= 8 samples; activations stay in ws for backward. */
 void mixed2d_forward(const float *params, float *buffers, const float *x, float *ws, int nb, int training)
 {
-    l00_conv2d_forward(params, x, ws + 0, nb);
-    l01_batchnorm_forward(params + 114, buffers, ws + 63728, ws + 0, ws + 7680, nb, training);
-    l02_tanh_forward(ws + 7680, ws + 15360, nb);
-    l03_conv2d_forward(params + 126, ws + 15360, ws + 23040, nb);
-    l04_sigmoid_forward(ws + 23040, ws + 30720, nb);
-    l05_maxpool2d_forward(ws + 30720, ws + 38400, nb);
-    l06_conv2d_forward(params + 276, ws + 63744, ws + 38400, ws + 46080, nb);
-    l07_relu_forward(ws + 46080, ws + 52992, nb);
-    l08_avgpool2d_forward(ws + 52992, ws + 59904, nb);
-    l09_leaky_relu_forward(ws + 59904, ws + 61632, nb);
-    l10_maxpool2d_forward(ws + 61632, ws + 63360, nb);
+    l00_conv2d_forward(params, x, ws + A00, nb);
+    l01_batchnorm_forward(params + 114, buffers, ws + S01, ws + A00, ws + A01, nb, training);
+    l02_tanh_forward(ws + A01, ws + A02, nb);
+    l03_conv2d_forward(params + 126, ws + A02, ws + A03, nb);
+    l04_sigmoid_forward(ws + A03, ws + A04, nb);
+    l05_maxpool2d_forward(ws + A04, ws + A05, nb);
+    l06_conv2d_forward(params + 276, ws + S06, ws + A05, ws + A06, nb);
+    l07_relu_forward(ws + A06, ws + A07, nb);
+    l08_avgpool2d_forward(ws + A07, ws + A08, nb);
+    l09_leaky_relu_forward(ws + A08, ws + A09, nb);
+    l10_maxpool2d_forward(ws + A09, ws + A10, nb);
     /* layer 11: flatten is a view of its input */
-    l12_dense_forward(params + 492, ws + 63360, ws + 63648, nb);
+    l12_dense_forward(params + 492, ws + A10, ws + A12, nb);
 }
 
-/* Backward after a training forward: dLoss/dOutput at ws + 84128; grads accumulate. */
+/* Backward after a training forward: dLoss/dOutput at ws + DOUT (84128); grads accumulate. */
 void mixed2d_backward(const float *params, float *grads, const float *x, float *dx, float *ws, int nb)
 {
-    l12_dense_backward(params + 492, grads + 492, ws + 63360, ws + 84128, ws + 85936, nb);
+    l12_dense_backward(params + 492, grads + 492, ws + A10, ws + DOUT, ws + D11, nb);
     /* layer 11: flatten passes the gradient through */
-    l10_maxpool2d_backward(ws + 61632, ws + 85936, ws + 84208, nb);
-    l09_leaky_relu_backward(ws + 59904, ws + 84208, ws + 91120, nb);
-    l08_avgpool2d_backward(ws + 91120, ws + 84208, nb);
-    l07_relu_backward(ws + 52992, ws + 84208, ws + 91888, nb);
-    l06_conv2d_backward(grads + 276, ws + 63744, ws + 91888, nb);
-    l06_conv2d_backward_dx(params + 276, ws + 63744, ws + 91888, ws + 84208, nb);
-    l05_maxpool2d_backward(ws + 30720, ws + 84208, ws + 91888, nb);
-    l04_sigmoid_backward(ws + 30720, ws + 91888, ws + 84208, nb);
-    l03_conv2d_backward(params + 126, grads + 126, ws + 15360, ws + 84208, ws + 91888, nb);
-    l02_tanh_backward(ws + 15360, ws + 91888, ws + 84208, nb);
-    l01_batchnorm_backward(params + 114, grads + 114, ws + 63728, ws + 0, ws + 84208, ws + 92848, nb);
-    l00_conv2d_backward(params, grads, x, ws + 92848, dx ? dx : ws + 84208, nb);
+    l10_maxpool2d_backward(ws + A09, ws + D11, ws + D09, nb);
+    l09_leaky_relu_backward(ws + A08, ws + D09, ws + D08, nb);
+    l08_avgpool2d_backward(ws + D08, ws + D07, nb);
+    l07_relu_backward(ws + A07, ws + D07, ws + D06, nb);
+    l06_conv2d_backward(grads + 276, ws + S06, ws + D06, nb);
+    l06_conv2d_backward_dx(params + 276, ws + S06, ws + D06, ws + D05, nb);
+    l05_maxpool2d_backward(ws + A04, ws + D05, ws + D04, nb);
+    l04_sigmoid_backward(ws + A04, ws + D04, ws + D03, nb);
+    l03_conv2d_backward(params + 126, grads + 126, ws + A02, ws + D03, ws + D02, nb);
+    l02_tanh_backward(ws + A02, ws + D02, ws + D01, nb);
+    l01_batchnorm_backward(params + 114, grads + 114, ws + S01, ws + A00, ws + D01, ws + D00, nb);
+    l00_conv2d_backward(params, grads, x, ws + D00, dx ? dx : ws + DIN, nb);
 }
 
 static const cg_tensor mixed2d_tensors[] = {

@@ -64,6 +64,7 @@ static inline __attribute__((unused)) float vsum_(const cg_v *v) { float s = 0.0
  * schedule cv+dx:wv: fwd cv[TP=12,TV=1] dw cv[TPR=24,TV=1] dx wv[TC=3,TX=1] */
 static void l00_conv2d_forward(const float *restrict P, float *restrict S, const float *restrict x, float *restrict y, int nb)
 {
+    /* x [N][3x12x12], y [N][8x12x12] */
     const float *restrict w = P;
     float *restrict yh = S + 4704, *restrict wt = S + 7008, *restrict bp = S + 7440;
     /* weights [co][ci][k] -> [ci][k][co], channels padded to 16 */
@@ -255,6 +256,7 @@ static void l00_conv2d_forward(const float *restrict P, float *restrict S, const
 
 static void l00_conv2d_backward(float *restrict G, float *restrict S, const float *restrict dy, int nb)
 {
+    /* x [N][3x12x12], y [N][8x12x12] */
     float *restrict gw = G;
     float *restrict dyh = S + 7456;
     /* dy of every sample -> channels-last, padded channels zero */
@@ -388,6 +390,7 @@ static void l00_conv2d_backward(float *restrict G, float *restrict S, const floa
 
 static void l00_conv2d_backward_dx(const float *restrict P, float *restrict S, const float *restrict dy, float *restrict dx, int nb)
 {
+    /* x [N][3x12x12], y [N][8x12x12] */
     const float *restrict w = P;
     float *restrict dyp = S + 30912;
     /* dy -> zero-padded planes 14x14 */
@@ -486,6 +489,7 @@ static void l00_conv2d_backward_dx(const float *restrict P, float *restrict S, c
  * schedule loop: fwd loop dw loop dx with dw */
 static void l01_batchnorm_forward(const float *restrict P, float *restrict B, float *restrict S, const float *restrict x, float *restrict y, int nb, int training)
 {
+    /* x [N][8x12x12], y [N][8x12x12] */
     const float *restrict gamma = P, *restrict beta = P + 8;
     float *restrict rmean = B, *restrict rvar = B + 8, *restrict nbt = B + 16;
     const int m = nb * 144; /* values per channel */
@@ -528,6 +532,7 @@ static void l01_batchnorm_forward(const float *restrict P, float *restrict B, fl
 
 static void l01_batchnorm_backward(const float *restrict P, float *restrict G, float *restrict S, const float *restrict x, const float *restrict dy, float *restrict dx, int nb)
 {
+    /* x [N][8x12x12], y [N][8x12x12] */
     const float *restrict gamma = P;
     float *restrict ggamma = G, *restrict gbeta = G + 8;
     const int m = nb * 144;
@@ -555,12 +560,14 @@ static void l01_batchnorm_backward(const float *restrict P, float *restrict G, f
  * schedule loop: fwd loop dw loop dx with dw */
 static void l02_relu_forward(const float *restrict x, float *restrict y, int nb)
 {
+    /* x [N][8x12x12], y [N][8x12x12] */
     for (size_t i = 0; i < (size_t)nb * 1152; i++)
         y[i] = x[i] > 0.0f ? x[i] : 0.0f;
 }
 
 static void l02_relu_backward(const float *restrict y, const float *restrict dy, float *restrict dx, int nb)
 {
+    /* x [N][8x12x12], y [N][8x12x12] */
     for (size_t i = 0; i < (size_t)nb * 1152; i++)
         dx[i] = y[i] > 0.0f ? dy[i] : 0.0f;
 }
@@ -569,6 +576,7 @@ static void l02_relu_backward(const float *restrict y, const float *restrict dy,
  * schedule cv+dx:wv: fwd cv[TP=12,TV=1] dw cv[TPR=24,TV=1] dx wv[TC=8,TX=1] */
 static void l03_conv2d_forward(const float *restrict P, float *restrict S, const float *restrict x, float *restrict y, int nb)
 {
+    /* x [N][8x12x12], y [N][8x12x12] */
     const float *restrict w = P;
     float *restrict yh = S + 12544, *restrict wt = S + 14848, *restrict bp = S + 16000;
     /* weights [co][ci][k] -> [ci][k][co], channels padded to 16 */
@@ -760,6 +768,7 @@ static void l03_conv2d_forward(const float *restrict P, float *restrict S, const
 
 static void l03_conv2d_backward(float *restrict G, float *restrict S, const float *restrict dy, int nb)
 {
+    /* x [N][8x12x12], y [N][8x12x12] */
     float *restrict gw = G;
     float *restrict dyh = S + 16016;
     /* dy of every sample -> channels-last, padded channels zero */
@@ -864,6 +873,7 @@ static void l03_conv2d_backward(float *restrict G, float *restrict S, const floa
 
 static void l03_conv2d_backward_dx(const float *restrict P, float *restrict S, const float *restrict dy, float *restrict dx, int nb)
 {
+    /* x [N][8x12x12], y [N][8x12x12] */
     const float *restrict w = P;
     float *restrict dyp = S + 39472;
     /* dy -> zero-padded planes 14x14 */
@@ -1043,12 +1053,14 @@ static void l03_conv2d_backward_dx(const float *restrict P, float *restrict S, c
  * schedule loop: fwd loop dw loop dx with dw */
 static void l08_add_forward(const float *restrict x1, const float *restrict x2, float *restrict y, int nb)
 {
+    /* x1 [N][8x12x12], x2 [N][8x12x12], y [N][8x12x12] */
     for (size_t i = 0; i < (size_t)nb * 1152; i++)
         y[i] = x1[i] + x2[i];
 }
 
 static void l08_add_backward(const float *restrict dy, float *restrict dx1, float *restrict dx2, int nb)
 {
+    /* x1 [N][8x12x12], x2 [N][8x12x12], y [N][8x12x12] */
     memcpy(dx1, dy, sizeof(float) * (size_t)nb * 1152);
     memcpy(dx2, dy, sizeof(float) * (size_t)nb * 1152);
 }
@@ -1063,6 +1075,7 @@ static void l08_add_backward(const float *restrict dy, float *restrict dx1, floa
  * schedule loop: fwd loop dw loop dx with dw */
 static void l10_conv2d_forward(const float *restrict P, const float *restrict x, float *restrict y, int nb)
 {
+    /* x [N][8x12x12], y [N][4x12x12] */
     const float *restrict w = P;
     const float *restrict b = P + 32;
     for (int n = 0; n < nb; n++) {
@@ -1088,6 +1101,7 @@ static void l10_conv2d_forward(const float *restrict P, const float *restrict x,
 
 static void l10_conv2d_backward(const float *restrict P, float *restrict G, const float *restrict x, const float *restrict dy, float *restrict dx, int nb)
 {
+    /* x [N][8x12x12], y [N][4x12x12] */
     const float *restrict w = P;
     float *restrict gw = G;
     float *restrict gb = G + 32;
@@ -1125,6 +1139,7 @@ static void l10_conv2d_backward(const float *restrict P, float *restrict G, cons
  * schedule loop: fwd loop dw loop dx with dw */
 static void l11_concat_forward(const float *restrict x1, const float *restrict x2, float *restrict y, int nb)
 {
+    /* x1 [N][4x12x12], x2 [N][8x12x12], y [N][12x12x12] */
     for (int n = 0; n < nb; n++) {
         memcpy(y + (size_t)n * 1728 + 0, x1 + (size_t)n * 576, sizeof(float) * 576);
         memcpy(y + (size_t)n * 1728 + 576, x2 + (size_t)n * 1152, sizeof(float) * 1152);
@@ -1133,6 +1148,7 @@ static void l11_concat_forward(const float *restrict x1, const float *restrict x
 
 static void l11_concat_backward(const float *restrict dy, float *restrict dx1, float *restrict dx2, int nb)
 {
+    /* x1 [N][4x12x12], x2 [N][8x12x12], y [N][12x12x12] */
     for (int n = 0; n < nb; n++) {
         memcpy(dx1 + (size_t)n * 576, dy + (size_t)n * 1728 + 0, sizeof(float) * 576);
         memcpy(dx2 + (size_t)n * 1152, dy + (size_t)n * 1728 + 576, sizeof(float) * 1152);
@@ -1143,6 +1159,7 @@ static void l11_concat_backward(const float *restrict dy, float *restrict dx1, f
  * schedule loop: fwd loop dw loop dx with dw */
 static void l12_global_avgpool_forward(const float *restrict x, float *restrict y, int nb)
 {
+    /* x [N][12x12x12], y [N][12x1x1] */
     for (size_t r = 0; r < (size_t)nb * 12; r++) {
         float s = 0.0f;
         for (int j = 0; j < 144; j++) s += x[r * 144 + j];
@@ -1152,6 +1169,7 @@ static void l12_global_avgpool_forward(const float *restrict x, float *restrict 
 
 static void l12_global_avgpool_backward(const float *restrict dy, float *restrict dx, int nb)
 {
+    /* x [N][12x12x12], y [N][12x1x1] */
     for (size_t r = 0; r < (size_t)nb * 12; r++) {
         float g = dy[r] * 0.0069444444f;
         for (int j = 0; j < 144; j++) dx[r * 144 + j] = g;
@@ -1162,6 +1180,7 @@ static void l12_global_avgpool_backward(const float *restrict dy, float *restric
  * schedule loop: fwd loop dw loop dx with dw */
 static void l14_dropout_forward(float *restrict S, const float *restrict x, float *restrict y, int nb, int training)
 {
+    /* x [N][12], y [N][12] */
     if (!training) {
         memcpy(y, x, sizeof(float) * (size_t)nb * 12);
         return;
@@ -1182,6 +1201,7 @@ static void l14_dropout_forward(float *restrict S, const float *restrict x, floa
 
 static void l14_dropout_backward(float *restrict S, const float *restrict dy, float *restrict dx, int nb)
 {
+    /* x [N][12], y [N][12] */
     for (size_t i = 0; i < (size_t)nb * 12; i++)
         dx[i] = dy[i] * S[i];
 }
@@ -1190,6 +1210,7 @@ static void l14_dropout_backward(float *restrict S, const float *restrict dy, fl
  * schedule straight: fwd straight dw straight dx with dw */
 static void l15_dense_forward(const float *restrict P, const float *restrict x, float *restrict y, int nb)
 {
+    /* x [N][12], y [N][10] */
     const float *restrict w = P;
     const float *restrict b = P + 120;
     for (int n = 0; n < nb; n++) {
@@ -1240,6 +1261,7 @@ static void l15_dense_forward(const float *restrict P, const float *restrict x, 
 
 static void l15_dense_backward(const float *restrict P, float *restrict G, const float *restrict x, const float *restrict dy, float *restrict dx, int nb)
 {
+    /* x [N][12], y [N][10] */
     const float *restrict w = P;
     float *restrict gw = G;
     float *restrict gb = G + 120;
@@ -1416,52 +1438,94 @@ static void l15_dense_backward(const float *restrict P, float *restrict G, const
     }
 }
 
+/* Workspace regions, in floats (NAME.h gives the total). */
+#define A00     0 /* layer 0 (conv2d) output, [N][8x12x12] */
+#define S00     110864 /* layer 0 (conv2d) scratch */
+#define A01     9216 /* layer 1 (batchnorm) output, [N][8x12x12] */
+#define S01     154336 /* layer 1 (batchnorm) scratch */
+#define A02     18432 /* layer 2 (relu) output, [N][8x12x12] */
+#define A03     27648 /* layer 3 (conv2d) output, [N][8x12x12] */
+#define S03     154352 /* layer 3 (conv2d) scratch */
+#define A04     36864 /* layer 4 (batchnorm) output, [N][8x12x12] */
+#define S04     206384 /* layer 4 (batchnorm) scratch */
+#define A05     46080 /* layer 5 (relu) output, [N][8x12x12] */
+#define A06     55296 /* layer 6 (conv2d) output, [N][8x12x12] */
+#define S06     206400 /* layer 6 (conv2d) scratch */
+#define A07     64512 /* layer 7 (batchnorm) output, [N][8x12x12] */
+#define S07     258432 /* layer 7 (batchnorm) scratch */
+#define A08     73728 /* layer 8 (add) output, [N][8x12x12] */
+#define A09     82944 /* layer 9 (relu) output, [N][8x12x12] */
+#define A10     92160 /* layer 10 (conv2d) output, [N][4x12x12] */
+#define A11     96768 /* layer 11 (concat) output, [N][12x12x12] */
+#define A12     110592 /* layer 12 (global_avgpool) output, [N][12x1x1] */
+#define A14     110688 /* layer 14 (dropout) output, [N][12] */
+#define S14     258448 /* layer 14 (dropout) scratch */
+#define A15     110784 /* layer 15 (dense) output, [N][10] */
+#define DOUT    258544 /* dLoss/dOutput, [N][10] */
+#define D14     258624 /* gradient arena: dLoss/d(layer 14 output) */
+#define D13     272448 /* gradient arena: dLoss/d(layer 13 output) */
+#define D11     258624 /* gradient arena: dLoss/d(layer 11 output) */
+#define D10     281664 /* gradient arena: dLoss/d(layer 10 output) */
+#define D09     272448 /* gradient arena: dLoss/d(layer 9 output) */
+#define D02     258624 /* gradient arena: dLoss/d(layer 2 output) */
+#define D08     281664 /* gradient arena: dLoss/d(layer 8 output) */
+#define T08_1   267840 /* gradient arena: a gradient summed into its tensor's */
+#define D07     290880 /* gradient arena: dLoss/d(layer 7 output) */
+#define D06     267840 /* gradient arena: dLoss/d(layer 6 output) */
+#define D05     277056 /* gradient arena: dLoss/d(layer 5 output) */
+#define D04     267840 /* gradient arena: dLoss/d(layer 4 output) */
+#define D03     277056 /* gradient arena: dLoss/d(layer 3 output) */
+#define T03_1   267840 /* gradient arena: a gradient summed into its tensor's */
+#define D01     267840 /* gradient arena: dLoss/d(layer 1 output) */
+#define D00     258624 /* gradient arena: dLoss/d(layer 0 output) */
+#define DIN     267840 /* gradient arena: dLoss/dInput */
+
 /* Forward over nb <= 8 samples; activations stay in ws for backward. */
 void res_block_forward(const float *params, float *buffers, const float *x, float *ws, int nb, int training)
 {
-    l00_conv2d_forward(params, ws + 110864, x, ws + 0, nb);
-    l01_batchnorm_forward(params + 216, buffers, ws + 154336, ws + 0, ws + 9216, nb, training);
-    l02_relu_forward(ws + 9216, ws + 18432, nb);
-    l03_conv2d_forward(params + 232, ws + 154352, ws + 18432, ws + 27648, nb);
-    l01_batchnorm_forward(params + 808, buffers + 17, ws + 206384, ws + 27648, ws + 36864, nb, training);
-    l02_relu_forward(ws + 36864, ws + 46080, nb);
-    l03_conv2d_forward(params + 824, ws + 206400, ws + 46080, ws + 55296, nb);
-    l01_batchnorm_forward(params + 1400, buffers + 34, ws + 258432, ws + 55296, ws + 64512, nb, training);
-    l08_add_forward(ws + 18432, ws + 64512, ws + 73728, nb);
-    l02_relu_forward(ws + 73728, ws + 82944, nb);
-    l10_conv2d_forward(params + 1416, ws + 18432, ws + 92160, nb);
-    l11_concat_forward(ws + 92160, ws + 82944, ws + 96768, nb);
-    l12_global_avgpool_forward(ws + 96768, ws + 110592, nb);
+    l00_conv2d_forward(params, ws + S00, x, ws + A00, nb);
+    l01_batchnorm_forward(params + 216, buffers, ws + S01, ws + A00, ws + A01, nb, training);
+    l02_relu_forward(ws + A01, ws + A02, nb);
+    l03_conv2d_forward(params + 232, ws + S03, ws + A02, ws + A03, nb);
+    l01_batchnorm_forward(params + 808, buffers + 17, ws + S04, ws + A03, ws + A04, nb, training);
+    l02_relu_forward(ws + A04, ws + A05, nb);
+    l03_conv2d_forward(params + 824, ws + S06, ws + A05, ws + A06, nb);
+    l01_batchnorm_forward(params + 1400, buffers + 34, ws + S07, ws + A06, ws + A07, nb, training);
+    l08_add_forward(ws + A02, ws + A07, ws + A08, nb);
+    l02_relu_forward(ws + A08, ws + A09, nb);
+    l10_conv2d_forward(params + 1416, ws + A02, ws + A10, nb);
+    l11_concat_forward(ws + A10, ws + A09, ws + A11, nb);
+    l12_global_avgpool_forward(ws + A11, ws + A12, nb);
     /* layer 13: flatten is a view of its input */
-    l14_dropout_forward(ws + 258448, ws + 110592, ws + 110688, nb, training);
-    l15_dense_forward(params + 1452, ws + 110688, ws + 110784, nb);
+    l14_dropout_forward(ws + S14, ws + A12, ws + A14, nb, training);
+    l15_dense_forward(params + 1452, ws + A14, ws + A15, nb);
 }
 
-/* Backward after a training forward: dLoss/dOutput at ws + 258544; grads accumulate. */
+/* Backward after a training forward: dLoss/dOutput at ws + DOUT (258544); grads accumulate. */
 void res_block_backward(const float *params, float *grads, const float *x, float *dx, float *ws, int nb)
 {
     (void)x;
-    l15_dense_backward(params + 1452, grads + 1452, ws + 110688, ws + 258544, ws + 258624, nb);
-    l14_dropout_backward(ws + 258448, ws + 258624, ws + 272448, nb);
+    l15_dense_backward(params + 1452, grads + 1452, ws + A14, ws + DOUT, ws + D14, nb);
+    l14_dropout_backward(ws + S14, ws + D14, ws + D13, nb);
     /* layer 13: flatten passes the gradient through */
-    l12_global_avgpool_backward(ws + 272448, ws + 258624, nb);
-    l11_concat_backward(ws + 258624, ws + 281664, ws + 272448, nb);
-    l10_conv2d_backward(params + 1416, grads + 1416, ws + 18432, ws + 281664, ws + 258624, nb);
-    l02_relu_backward(ws + 82944, ws + 272448, ws + 281664, nb);
-    l08_add_backward(ws + 281664, ws + 267840, ws + 290880, nb);
-    for (size_t i = 0; i < (size_t)nb * 1152; i++) ws[258624 + i] += ws[267840 + i]; /* a tensor read again: gradients add */
-    l01_batchnorm_backward(params + 1400, grads + 1400, ws + 258432, ws + 55296, ws + 290880, ws + 267840, nb);
-    l03_conv2d_backward(grads + 824, ws + 206400, ws + 267840, nb);
-    l03_conv2d_backward_dx(params + 824, ws + 206400, ws + 267840, ws + 277056, nb);
-    l02_relu_backward(ws + 46080, ws + 277056, ws + 267840, nb);
-    l01_batchnorm_backward(params + 808, grads + 808, ws + 206384, ws + 27648, ws + 267840, ws + 277056, nb);
-    l03_conv2d_backward(grads + 232, ws + 154352, ws + 277056, nb);
-    l03_conv2d_backward_dx(params + 232, ws + 154352, ws + 277056, ws + 267840, nb);
-    for (size_t i = 0; i < (size_t)nb * 1152; i++) ws[258624 + i] += ws[267840 + i]; /* a tensor read again: gradients add */
-    l02_relu_backward(ws + 18432, ws + 258624, ws + 267840, nb);
-    l01_batchnorm_backward(params + 216, grads + 216, ws + 154336, ws + 0, ws + 267840, ws + 258624, nb);
-    l00_conv2d_backward(grads, ws + 110864, ws + 258624, nb);
-    if (dx) l00_conv2d_backward_dx(params, ws + 110864, ws + 258624, dx ? dx : ws + 267840, nb);
+    l12_global_avgpool_backward(ws + D13, ws + D11, nb);
+    l11_concat_backward(ws + D11, ws + D10, ws + D09, nb);
+    l10_conv2d_backward(params + 1416, grads + 1416, ws + A02, ws + D10, ws + D02, nb);
+    l02_relu_backward(ws + A09, ws + D09, ws + D08, nb);
+    l08_add_backward(ws + D08, ws + T08_1, ws + D07, nb);
+    for (size_t i = 0; i < (size_t)nb * 1152; i++) (ws + D02)[i] += (ws + T08_1)[i]; /* a tensor read again: gradients add */
+    l01_batchnorm_backward(params + 1400, grads + 1400, ws + S07, ws + A06, ws + D07, ws + D06, nb);
+    l03_conv2d_backward(grads + 824, ws + S06, ws + D06, nb);
+    l03_conv2d_backward_dx(params + 824, ws + S06, ws + D06, ws + D05, nb);
+    l02_relu_backward(ws + A05, ws + D05, ws + D04, nb);
+    l01_batchnorm_backward(params + 808, grads + 808, ws + S04, ws + A03, ws + D04, ws + D03, nb);
+    l03_conv2d_backward(grads + 232, ws + S03, ws + D03, nb);
+    l03_conv2d_backward_dx(params + 232, ws + S03, ws + D03, ws + T03_1, nb);
+    for (size_t i = 0; i < (size_t)nb * 1152; i++) (ws + D02)[i] += (ws + T03_1)[i]; /* a tensor read again: gradients add */
+    l02_relu_backward(ws + A02, ws + D02, ws + D01, nb);
+    l01_batchnorm_backward(params + 216, grads + 216, ws + S01, ws + A00, ws + D01, ws + D00, nb);
+    l00_conv2d_backward(grads, ws + S00, ws + D00, nb);
+    if (dx) l00_conv2d_backward_dx(params, ws + S00, ws + D00, dx ? dx : ws + DIN, nb);
 }
 
 static const cg_tensor res_block_tensors[] = {

@@ -120,6 +120,7 @@ static inline __attribute__((unused)) float vsum_(const cg_v *v) { float s = 0.0
  * schedule lanes+pad: fwd lanes+pad[TB=1,TC=16] dw lanes+pad[TCW=2,rows=1] dx lanes+pad[TB=1,TCI=3] threaded */
 static void l00_conv2d_forward(const float *restrict P, float *restrict S, const float *restrict x, float *restrict y)
 {
+    /* x [3x224x224][lanes], y [64x112x112][lanes] */
     float *restrict xp = S + 0;
     /* x -> zero-padded planes 230x230 (lanes) */
     CG_PARALLEL_FOR
@@ -1120,6 +1121,7 @@ static void l00_conv2d_forward(const float *restrict P, float *restrict S, const
 
 static void l00_conv2d_backward(float *restrict G, float *restrict S, const float *restrict dy)
 {
+    /* x [3x224x224][lanes], y [64x112x112][lanes] */
     float *restrict gw = G;
     CG_PARALLEL_FOR
     for (int cb = 0; cb < 32; cb++) {
@@ -1280,6 +1282,7 @@ static void l00_conv2d_backward(float *restrict G, float *restrict S, const floa
 
 static void l00_conv2d_backward_dx(const float *restrict P, float *restrict S, const float *restrict dy, float *restrict dx)
 {
+    /* x [3x224x224][lanes], y [64x112x112][lanes] */
     float *restrict dyp = S + 5078400;
     /* dy -> zero-padded planes 116x116 (lanes) */
     CG_PARALLEL_FOR
@@ -1662,6 +1665,7 @@ static void l00_conv2d_backward_dx(const float *restrict P, float *restrict S, c
  * schedule lanes: fwd lanes dw lanes dx with dw threaded */
 static void l01_batchnorm_forward(const float *restrict P, float *restrict B, float *restrict S, const float *restrict x, float *restrict y, int nb, int training)
 {
+    /* x [64x112x112][lanes], y [64x112x112][lanes] */
     const float *restrict gamma = P, *restrict beta = P + 64;
     float *restrict rmean = B, *restrict rvar = B + 64, *restrict nbt = B + 128;
     const int m = nb * 12544; /* values per channel */
@@ -1719,6 +1723,7 @@ static void l01_batchnorm_forward(const float *restrict P, float *restrict B, fl
 
 static void l01_batchnorm_backward(const float *restrict P, float *restrict G, float *restrict S, const float *restrict x, const float *restrict dy, float *restrict dx, int nb)
 {
+    /* x [64x112x112][lanes], y [64x112x112][lanes] */
     const float *restrict gamma = P;
     float *restrict ggamma = G, *restrict gbeta = G + 64;
     const int m = nb * 12544;
@@ -1757,6 +1762,7 @@ static void l01_batchnorm_backward(const float *restrict P, float *restrict G, f
  * schedule lanes: fwd lanes dw lanes dx with dw threaded */
 static void l02_relu_forward(const float *restrict x, float *restrict y)
 {
+    /* x [64x112x112][lanes], y [64x112x112][lanes] */
     CG_PARALLEL_FOR
     for (int i = 0; i < 25690112; i++)
         y[i] = x[i] > 0.0f ? x[i] : 0.0f;
@@ -1764,6 +1770,7 @@ static void l02_relu_forward(const float *restrict x, float *restrict y)
 
 static void l02_relu_backward(const float *restrict y, const float *restrict dy, float *restrict dx)
 {
+    /* x [64x112x112][lanes], y [64x112x112][lanes] */
     CG_PARALLEL_FOR
     for (int i = 0; i < 25690112; i++)
         dx[i] = y[i] > 0.0f ? dy[i] : 0.0f;
@@ -1773,6 +1780,7 @@ static void l02_relu_backward(const float *restrict y, const float *restrict dy,
  * schedule lanes: fwd lanes dw lanes dx with dw threaded */
 static void l03_maxpool2d_forward(const float *restrict x, float *restrict y)
 {
+    /* x [64x112x112][lanes], y [64x56x56][lanes] */
     CG_PARALLEL_FOR
     for (int c = 0; c < 64; c++) {
         const float *restrict xc = x + c * 401408;
@@ -1830,6 +1838,7 @@ static void l03_maxpool2d_forward(const float *restrict x, float *restrict y)
 
 static void l03_maxpool2d_backward(const float *restrict x, const float *restrict dy, float *restrict dx)
 {
+    /* x [64x112x112][lanes], y [64x56x56][lanes] */
     memset(dx, 0, sizeof(float) * 25690112);
     CG_PARALLEL_FOR
     for (int c = 0; c < 64; c++) {
@@ -1916,6 +1925,7 @@ static void l03_maxpool2d_backward(const float *restrict x, const float *restric
  * schedule lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16] threaded */
 static void l04_conv2d_forward(const float *restrict P, const float *restrict x, float *restrict y)
 {
+    /* x [64x56x56][lanes], y [64x56x56][lanes] */
     const float *restrict w = P;
     CG_PARALLEL_FOR
     for (int cb = 0; cb < 4; cb++) {
@@ -3213,6 +3223,7 @@ static void l04_conv2d_forward(const float *restrict P, const float *restrict x,
 
 static void l04_conv2d_backward(float *restrict G, const float *restrict x, const float *restrict dy)
 {
+    /* x [64x56x56][lanes], y [64x56x56][lanes] */
     float *restrict gw = G;
     CG_PARALLEL_FOR
     for (int cb = 0; cb < 32; cb++) {
@@ -3325,6 +3336,7 @@ static void l04_conv2d_backward(float *restrict G, const float *restrict x, cons
 
 static void l04_conv2d_backward_dx(const float *restrict P, const float *restrict dy, float *restrict dx)
 {
+    /* x [64x56x56][lanes], y [64x56x56][lanes] */
     const float *restrict w = P;
     CG_PARALLEL_FOR
     for (int cib = 0; cib < 4; cib++) {
@@ -4624,6 +4636,7 @@ static void l04_conv2d_backward_dx(const float *restrict P, const float *restric
  * schedule lanes: fwd lanes dw lanes dx with dw threaded */
 static void l05_batchnorm_forward(const float *restrict P, float *restrict B, float *restrict S, const float *restrict x, float *restrict y, int nb, int training)
 {
+    /* x [64x56x56][lanes], y [64x56x56][lanes] */
     const float *restrict gamma = P, *restrict beta = P + 64;
     float *restrict rmean = B, *restrict rvar = B + 64, *restrict nbt = B + 128;
     const int m = nb * 3136; /* values per channel */
@@ -4681,6 +4694,7 @@ static void l05_batchnorm_forward(const float *restrict P, float *restrict B, fl
 
 static void l05_batchnorm_backward(const float *restrict P, float *restrict G, float *restrict S, const float *restrict x, const float *restrict dy, float *restrict dx, int nb)
 {
+    /* x [64x56x56][lanes], y [64x56x56][lanes] */
     const float *restrict gamma = P;
     float *restrict ggamma = G, *restrict gbeta = G + 64;
     const int m = nb * 3136;
@@ -4719,6 +4733,7 @@ static void l05_batchnorm_backward(const float *restrict P, float *restrict G, f
  * schedule lanes: fwd lanes dw lanes dx with dw threaded */
 static void l06_relu_forward(const float *restrict x, float *restrict y)
 {
+    /* x [64x56x56][lanes], y [64x56x56][lanes] */
     CG_PARALLEL_FOR
     for (int i = 0; i < 6422528; i++)
         y[i] = x[i] > 0.0f ? x[i] : 0.0f;
@@ -4726,6 +4741,7 @@ static void l06_relu_forward(const float *restrict x, float *restrict y)
 
 static void l06_relu_backward(const float *restrict y, const float *restrict dy, float *restrict dx)
 {
+    /* x [64x56x56][lanes], y [64x56x56][lanes] */
     CG_PARALLEL_FOR
     for (int i = 0; i < 6422528; i++)
         dx[i] = y[i] > 0.0f ? dy[i] : 0.0f;
@@ -4749,6 +4765,7 @@ static void l06_relu_backward(const float *restrict y, const float *restrict dy,
  * schedule lanes: fwd lanes dw lanes dx with dw threaded */
 static void l09_add_forward(const float *restrict x1, const float *restrict x2, float *restrict y)
 {
+    /* x1 [64x56x56][lanes], x2 [64x56x56][lanes], y [64x56x56][lanes] */
     CG_PARALLEL_FOR
     for (size_t i = 0; i < 6422528; i++)
         y[i] = x1[i] + x2[i];
@@ -4756,6 +4773,7 @@ static void l09_add_forward(const float *restrict x1, const float *restrict x2, 
 
 static void l09_add_backward(const float *restrict dy, float *restrict dx1, float *restrict dx2)
 {
+    /* x1 [64x56x56][lanes], x2 [64x56x56][lanes], y [64x56x56][lanes] */
     memcpy(dx1, dy, sizeof(float) * 32 * 200704);
     memcpy(dx2, dy, sizeof(float) * 32 * 200704);
 }
@@ -4816,6 +4834,7 @@ static void l09_add_backward(const float *restrict dy, float *restrict dx1, floa
  * schedule lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16] threaded */
 static void l18_conv2d_forward(const float *restrict P, const float *restrict x, float *restrict y)
 {
+    /* x [64x56x56][lanes], y [128x28x28][lanes] */
     const float *restrict w = P;
     CG_PARALLEL_FOR
     for (int cb = 0; cb < 8; cb++) {
@@ -5463,6 +5482,7 @@ static void l18_conv2d_forward(const float *restrict P, const float *restrict x,
 
 static void l18_conv2d_backward(float *restrict G, const float *restrict x, const float *restrict dy)
 {
+    /* x [64x56x56][lanes], y [128x28x28][lanes] */
     float *restrict gw = G;
     CG_PARALLEL_FOR
     for (int cb = 0; cb < 64; cb++) {
@@ -5530,6 +5550,7 @@ static void l18_conv2d_backward(float *restrict G, const float *restrict x, cons
 
 static void l18_conv2d_backward_dx(const float *restrict P, const float *restrict dy, float *restrict dx)
 {
+    /* x [64x56x56][lanes], y [128x28x28][lanes] */
     const float *restrict w = P;
     CG_PARALLEL_FOR
     for (int cib = 0; cib < 4; cib++) {
@@ -6211,6 +6232,7 @@ static void l18_conv2d_backward_dx(const float *restrict P, const float *restric
  * schedule lanes: fwd lanes dw lanes dx with dw threaded */
 static void l19_batchnorm_forward(const float *restrict P, float *restrict B, float *restrict S, const float *restrict x, float *restrict y, int nb, int training)
 {
+    /* x [128x28x28][lanes], y [128x28x28][lanes] */
     const float *restrict gamma = P, *restrict beta = P + 128;
     float *restrict rmean = B, *restrict rvar = B + 128, *restrict nbt = B + 256;
     const int m = nb * 784; /* values per channel */
@@ -6268,6 +6290,7 @@ static void l19_batchnorm_forward(const float *restrict P, float *restrict B, fl
 
 static void l19_batchnorm_backward(const float *restrict P, float *restrict G, float *restrict S, const float *restrict x, const float *restrict dy, float *restrict dx, int nb)
 {
+    /* x [128x28x28][lanes], y [128x28x28][lanes] */
     const float *restrict gamma = P;
     float *restrict ggamma = G, *restrict gbeta = G + 128;
     const int m = nb * 784;
@@ -6306,6 +6329,7 @@ static void l19_batchnorm_backward(const float *restrict P, float *restrict G, f
  * schedule lanes: fwd lanes dw lanes dx with dw threaded */
 static void l20_relu_forward(const float *restrict x, float *restrict y)
 {
+    /* x [128x28x28][lanes], y [128x28x28][lanes] */
     CG_PARALLEL_FOR
     for (int i = 0; i < 3211264; i++)
         y[i] = x[i] > 0.0f ? x[i] : 0.0f;
@@ -6313,6 +6337,7 @@ static void l20_relu_forward(const float *restrict x, float *restrict y)
 
 static void l20_relu_backward(const float *restrict y, const float *restrict dy, float *restrict dx)
 {
+    /* x [128x28x28][lanes], y [128x28x28][lanes] */
     CG_PARALLEL_FOR
     for (int i = 0; i < 3211264; i++)
         dx[i] = y[i] > 0.0f ? dy[i] : 0.0f;
@@ -6322,6 +6347,7 @@ static void l20_relu_backward(const float *restrict y, const float *restrict dy,
  * schedule lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16] threaded */
 static void l21_conv2d_forward(const float *restrict P, const float *restrict x, float *restrict y)
 {
+    /* x [128x28x28][lanes], y [128x28x28][lanes] */
     const float *restrict w = P;
     CG_PARALLEL_FOR
     for (int cb = 0; cb < 8; cb++) {
@@ -7619,6 +7645,7 @@ static void l21_conv2d_forward(const float *restrict P, const float *restrict x,
 
 static void l21_conv2d_backward(float *restrict G, const float *restrict x, const float *restrict dy)
 {
+    /* x [128x28x28][lanes], y [128x28x28][lanes] */
     float *restrict gw = G;
     CG_PARALLEL_FOR
     for (int cb = 0; cb < 64; cb++) {
@@ -7731,6 +7758,7 @@ static void l21_conv2d_backward(float *restrict G, const float *restrict x, cons
 
 static void l21_conv2d_backward_dx(const float *restrict P, const float *restrict dy, float *restrict dx)
 {
+    /* x [128x28x28][lanes], y [128x28x28][lanes] */
     const float *restrict w = P;
     CG_PARALLEL_FOR
     for (int cib = 0; cib < 8; cib++) {
@@ -9036,6 +9064,7 @@ static void l21_conv2d_backward_dx(const float *restrict P, const float *restric
  * schedule lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=16,rows=1] dx lanes[TB=1,TCI=16] threaded */
 static void l23_conv2d_forward(const float *restrict P, const float *restrict x, float *restrict y)
 {
+    /* x [64x56x56][lanes], y [128x28x28][lanes] */
     const float *restrict w = P;
     CG_PARALLEL_FOR
     for (int cb = 0; cb < 8; cb++) {
@@ -9109,6 +9138,7 @@ static void l23_conv2d_forward(const float *restrict P, const float *restrict x,
 
 static void l23_conv2d_backward(float *restrict G, const float *restrict x, const float *restrict dy)
 {
+    /* x [64x56x56][lanes], y [128x28x28][lanes] */
     float *restrict gw = G;
     CG_PARALLEL_FOR
     for (int cb = 0; cb < 8; cb++) {
@@ -9165,6 +9195,7 @@ static void l23_conv2d_backward(float *restrict G, const float *restrict x, cons
 
 static void l23_conv2d_backward_dx(const float *restrict P, const float *restrict dy, float *restrict dx)
 {
+    /* x [64x56x56][lanes], y [128x28x28][lanes] */
     const float *restrict w = P;
     CG_PARALLEL_FOR
     for (int cib = 0; cib < 4; cib++) {
@@ -9357,6 +9388,7 @@ static void l23_conv2d_backward_dx(const float *restrict P, const float *restric
  * schedule lanes: fwd lanes dw lanes dx with dw threaded */
 static void l25_add_forward(const float *restrict x1, const float *restrict x2, float *restrict y)
 {
+    /* x1 [128x28x28][lanes], x2 [128x28x28][lanes], y [128x28x28][lanes] */
     CG_PARALLEL_FOR
     for (size_t i = 0; i < 3211264; i++)
         y[i] = x1[i] + x2[i];
@@ -9364,6 +9396,7 @@ static void l25_add_forward(const float *restrict x1, const float *restrict x2, 
 
 static void l25_add_backward(const float *restrict dy, float *restrict dx1, float *restrict dx2)
 {
+    /* x1 [128x28x28][lanes], x2 [128x28x28][lanes], y [128x28x28][lanes] */
     memcpy(dx1, dy, sizeof(float) * 32 * 100352);
     memcpy(dx2, dy, sizeof(float) * 32 * 100352);
 }
@@ -9424,6 +9457,7 @@ static void l25_add_backward(const float *restrict dy, float *restrict dx1, floa
  * schedule lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16] threaded */
 static void l34_conv2d_forward(const float *restrict P, const float *restrict x, float *restrict y)
 {
+    /* x [128x28x28][lanes], y [256x14x14][lanes] */
     const float *restrict w = P;
     CG_PARALLEL_FOR
     for (int cb = 0; cb < 16; cb++) {
@@ -10071,6 +10105,7 @@ static void l34_conv2d_forward(const float *restrict P, const float *restrict x,
 
 static void l34_conv2d_backward(float *restrict G, const float *restrict x, const float *restrict dy)
 {
+    /* x [128x28x28][lanes], y [256x14x14][lanes] */
     float *restrict gw = G;
     CG_PARALLEL_FOR
     for (int cb = 0; cb < 128; cb++) {
@@ -10138,6 +10173,7 @@ static void l34_conv2d_backward(float *restrict G, const float *restrict x, cons
 
 static void l34_conv2d_backward_dx(const float *restrict P, const float *restrict dy, float *restrict dx)
 {
+    /* x [128x28x28][lanes], y [256x14x14][lanes] */
     const float *restrict w = P;
     CG_PARALLEL_FOR
     for (int cib = 0; cib < 8; cib++) {
@@ -10819,6 +10855,7 @@ static void l34_conv2d_backward_dx(const float *restrict P, const float *restric
  * schedule lanes: fwd lanes dw lanes dx with dw threaded */
 static void l35_batchnorm_forward(const float *restrict P, float *restrict B, float *restrict S, const float *restrict x, float *restrict y, int nb, int training)
 {
+    /* x [256x14x14][lanes], y [256x14x14][lanes] */
     const float *restrict gamma = P, *restrict beta = P + 256;
     float *restrict rmean = B, *restrict rvar = B + 256, *restrict nbt = B + 512;
     const int m = nb * 196; /* values per channel */
@@ -10876,6 +10913,7 @@ static void l35_batchnorm_forward(const float *restrict P, float *restrict B, fl
 
 static void l35_batchnorm_backward(const float *restrict P, float *restrict G, float *restrict S, const float *restrict x, const float *restrict dy, float *restrict dx, int nb)
 {
+    /* x [256x14x14][lanes], y [256x14x14][lanes] */
     const float *restrict gamma = P;
     float *restrict ggamma = G, *restrict gbeta = G + 256;
     const int m = nb * 196;
@@ -10914,6 +10952,7 @@ static void l35_batchnorm_backward(const float *restrict P, float *restrict G, f
  * schedule lanes: fwd lanes dw lanes dx with dw threaded */
 static void l36_relu_forward(const float *restrict x, float *restrict y)
 {
+    /* x [256x14x14][lanes], y [256x14x14][lanes] */
     CG_PARALLEL_FOR
     for (int i = 0; i < 1605632; i++)
         y[i] = x[i] > 0.0f ? x[i] : 0.0f;
@@ -10921,6 +10960,7 @@ static void l36_relu_forward(const float *restrict x, float *restrict y)
 
 static void l36_relu_backward(const float *restrict y, const float *restrict dy, float *restrict dx)
 {
+    /* x [256x14x14][lanes], y [256x14x14][lanes] */
     CG_PARALLEL_FOR
     for (int i = 0; i < 1605632; i++)
         dx[i] = y[i] > 0.0f ? dy[i] : 0.0f;
@@ -10930,6 +10970,7 @@ static void l36_relu_backward(const float *restrict y, const float *restrict dy,
  * schedule lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16] threaded */
 static void l37_conv2d_forward(const float *restrict P, const float *restrict x, float *restrict y)
 {
+    /* x [256x14x14][lanes], y [256x14x14][lanes] */
     const float *restrict w = P;
     CG_PARALLEL_FOR
     for (int cb = 0; cb < 16; cb++) {
@@ -12227,6 +12268,7 @@ static void l37_conv2d_forward(const float *restrict P, const float *restrict x,
 
 static void l37_conv2d_backward(float *restrict G, const float *restrict x, const float *restrict dy)
 {
+    /* x [256x14x14][lanes], y [256x14x14][lanes] */
     float *restrict gw = G;
     CG_PARALLEL_FOR
     for (int cb = 0; cb < 128; cb++) {
@@ -12339,6 +12381,7 @@ static void l37_conv2d_backward(float *restrict G, const float *restrict x, cons
 
 static void l37_conv2d_backward_dx(const float *restrict P, const float *restrict dy, float *restrict dx)
 {
+    /* x [256x14x14][lanes], y [256x14x14][lanes] */
     const float *restrict w = P;
     CG_PARALLEL_FOR
     for (int cib = 0; cib < 16; cib++) {
@@ -13644,6 +13687,7 @@ static void l37_conv2d_backward_dx(const float *restrict P, const float *restric
  * schedule lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=16,rows=1] dx lanes[TB=1,TCI=16] threaded */
 static void l39_conv2d_forward(const float *restrict P, const float *restrict x, float *restrict y)
 {
+    /* x [128x28x28][lanes], y [256x14x14][lanes] */
     const float *restrict w = P;
     CG_PARALLEL_FOR
     for (int cb = 0; cb < 16; cb++) {
@@ -13717,6 +13761,7 @@ static void l39_conv2d_forward(const float *restrict P, const float *restrict x,
 
 static void l39_conv2d_backward(float *restrict G, const float *restrict x, const float *restrict dy)
 {
+    /* x [128x28x28][lanes], y [256x14x14][lanes] */
     float *restrict gw = G;
     CG_PARALLEL_FOR
     for (int cb = 0; cb < 16; cb++) {
@@ -13773,6 +13818,7 @@ static void l39_conv2d_backward(float *restrict G, const float *restrict x, cons
 
 static void l39_conv2d_backward_dx(const float *restrict P, const float *restrict dy, float *restrict dx)
 {
+    /* x [128x28x28][lanes], y [256x14x14][lanes] */
     const float *restrict w = P;
     CG_PARALLEL_FOR
     for (int cib = 0; cib < 8; cib++) {
@@ -13965,6 +14011,7 @@ static void l39_conv2d_backward_dx(const float *restrict P, const float *restric
  * schedule lanes: fwd lanes dw lanes dx with dw threaded */
 static void l41_add_forward(const float *restrict x1, const float *restrict x2, float *restrict y)
 {
+    /* x1 [256x14x14][lanes], x2 [256x14x14][lanes], y [256x14x14][lanes] */
     CG_PARALLEL_FOR
     for (size_t i = 0; i < 1605632; i++)
         y[i] = x1[i] + x2[i];
@@ -13972,6 +14019,7 @@ static void l41_add_forward(const float *restrict x1, const float *restrict x2, 
 
 static void l41_add_backward(const float *restrict dy, float *restrict dx1, float *restrict dx2)
 {
+    /* x1 [256x14x14][lanes], x2 [256x14x14][lanes], y [256x14x14][lanes] */
     memcpy(dx1, dy, sizeof(float) * 32 * 50176);
     memcpy(dx2, dy, sizeof(float) * 32 * 50176);
 }
@@ -14032,6 +14080,7 @@ static void l41_add_backward(const float *restrict dy, float *restrict dx1, floa
  * schedule lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16] threaded */
 static void l50_conv2d_forward(const float *restrict P, const float *restrict x, float *restrict y)
 {
+    /* x [256x14x14][lanes], y [512x7x7][lanes] */
     const float *restrict w = P;
     CG_PARALLEL_FOR
     for (int cb = 0; cb < 32; cb++) {
@@ -14679,6 +14728,7 @@ static void l50_conv2d_forward(const float *restrict P, const float *restrict x,
 
 static void l50_conv2d_backward(float *restrict G, const float *restrict x, const float *restrict dy)
 {
+    /* x [256x14x14][lanes], y [512x7x7][lanes] */
     float *restrict gw = G;
     CG_PARALLEL_FOR
     for (int cb = 0; cb < 256; cb++) {
@@ -14746,6 +14796,7 @@ static void l50_conv2d_backward(float *restrict G, const float *restrict x, cons
 
 static void l50_conv2d_backward_dx(const float *restrict P, const float *restrict dy, float *restrict dx)
 {
+    /* x [256x14x14][lanes], y [512x7x7][lanes] */
     const float *restrict w = P;
     CG_PARALLEL_FOR
     for (int cib = 0; cib < 16; cib++) {
@@ -15427,6 +15478,7 @@ static void l50_conv2d_backward_dx(const float *restrict P, const float *restric
  * schedule lanes: fwd lanes dw lanes dx with dw */
 static void l51_batchnorm_forward(const float *restrict P, float *restrict B, float *restrict S, const float *restrict x, float *restrict y, int nb, int training)
 {
+    /* x [512x7x7][lanes], y [512x7x7][lanes] */
     const float *restrict gamma = P, *restrict beta = P + 512;
     float *restrict rmean = B, *restrict rvar = B + 512, *restrict nbt = B + 1024;
     const int m = nb * 49; /* values per channel */
@@ -15481,6 +15533,7 @@ static void l51_batchnorm_forward(const float *restrict P, float *restrict B, fl
 
 static void l51_batchnorm_backward(const float *restrict P, float *restrict G, float *restrict S, const float *restrict x, const float *restrict dy, float *restrict dx, int nb)
 {
+    /* x [512x7x7][lanes], y [512x7x7][lanes] */
     const float *restrict gamma = P;
     float *restrict ggamma = G, *restrict gbeta = G + 512;
     const int m = nb * 49;
@@ -15518,12 +15571,14 @@ static void l51_batchnorm_backward(const float *restrict P, float *restrict G, f
  * schedule lanes: fwd lanes dw lanes dx with dw */
 static void l52_relu_forward(const float *restrict x, float *restrict y)
 {
+    /* x [512x7x7][lanes], y [512x7x7][lanes] */
     for (int i = 0; i < 802816; i++)
         y[i] = x[i] > 0.0f ? x[i] : 0.0f;
 }
 
 static void l52_relu_backward(const float *restrict y, const float *restrict dy, float *restrict dx)
 {
+    /* x [512x7x7][lanes], y [512x7x7][lanes] */
     for (int i = 0; i < 802816; i++)
         dx[i] = y[i] > 0.0f ? dy[i] : 0.0f;
 }
@@ -15532,6 +15587,7 @@ static void l52_relu_backward(const float *restrict y, const float *restrict dy,
  * schedule lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16] threaded */
 static void l53_conv2d_forward(const float *restrict P, const float *restrict x, float *restrict y)
 {
+    /* x [512x7x7][lanes], y [512x7x7][lanes] */
     const float *restrict w = P;
     CG_PARALLEL_FOR
     for (int cb = 0; cb < 32; cb++) {
@@ -16829,6 +16885,7 @@ static void l53_conv2d_forward(const float *restrict P, const float *restrict x,
 
 static void l53_conv2d_backward(float *restrict G, const float *restrict x, const float *restrict dy)
 {
+    /* x [512x7x7][lanes], y [512x7x7][lanes] */
     float *restrict gw = G;
     CG_PARALLEL_FOR
     for (int cb = 0; cb < 256; cb++) {
@@ -16941,6 +16998,7 @@ static void l53_conv2d_backward(float *restrict G, const float *restrict x, cons
 
 static void l53_conv2d_backward_dx(const float *restrict P, const float *restrict dy, float *restrict dx)
 {
+    /* x [512x7x7][lanes], y [512x7x7][lanes] */
     const float *restrict w = P;
     CG_PARALLEL_FOR
     for (int cib = 0; cib < 32; cib++) {
@@ -18246,6 +18304,7 @@ static void l53_conv2d_backward_dx(const float *restrict P, const float *restric
  * schedule lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=16,rows=1] dx lanes[TB=1,TCI=16] threaded */
 static void l55_conv2d_forward(const float *restrict P, const float *restrict x, float *restrict y)
 {
+    /* x [256x14x14][lanes], y [512x7x7][lanes] */
     const float *restrict w = P;
     CG_PARALLEL_FOR
     for (int cb = 0; cb < 32; cb++) {
@@ -18319,6 +18378,7 @@ static void l55_conv2d_forward(const float *restrict P, const float *restrict x,
 
 static void l55_conv2d_backward(float *restrict G, const float *restrict x, const float *restrict dy)
 {
+    /* x [256x14x14][lanes], y [512x7x7][lanes] */
     float *restrict gw = G;
     CG_PARALLEL_FOR
     for (int cb = 0; cb < 32; cb++) {
@@ -18375,6 +18435,7 @@ static void l55_conv2d_backward(float *restrict G, const float *restrict x, cons
 
 static void l55_conv2d_backward_dx(const float *restrict P, const float *restrict dy, float *restrict dx)
 {
+    /* x [256x14x14][lanes], y [512x7x7][lanes] */
     const float *restrict w = P;
     CG_PARALLEL_FOR
     for (int cib = 0; cib < 16; cib++) {
@@ -18567,12 +18628,14 @@ static void l55_conv2d_backward_dx(const float *restrict P, const float *restric
  * schedule lanes: fwd lanes dw lanes dx with dw */
 static void l57_add_forward(const float *restrict x1, const float *restrict x2, float *restrict y)
 {
+    /* x1 [512x7x7][lanes], x2 [512x7x7][lanes], y [512x7x7][lanes] */
     for (size_t i = 0; i < 802816; i++)
         y[i] = x1[i] + x2[i];
 }
 
 static void l57_add_backward(const float *restrict dy, float *restrict dx1, float *restrict dx2)
 {
+    /* x1 [512x7x7][lanes], x2 [512x7x7][lanes], y [512x7x7][lanes] */
     memcpy(dx1, dy, sizeof(float) * 32 * 25088);
     memcpy(dx2, dy, sizeof(float) * 32 * 25088);
 }
@@ -18633,6 +18696,7 @@ static void l57_add_backward(const float *restrict dy, float *restrict dx1, floa
  * schedule lanes: fwd lanes dw lanes dx with dw */
 static void l66_global_avgpool_forward(const float *restrict x, float *restrict y)
 {
+    /* x [512x7x7][lanes], y [512x1x1][lanes] */
     for (int c = 0; c < 512; c++) {
         float *yc = y + (size_t)c * 32;
         const float *xc = x + (size_t)c * 1568;
@@ -18645,6 +18709,7 @@ static void l66_global_avgpool_forward(const float *restrict x, float *restrict 
 
 static void l66_global_avgpool_backward(const float *restrict dy, float *restrict dx)
 {
+    /* x [512x7x7][lanes], y [512x1x1][lanes] */
     for (int c = 0; c < 512; c++) {
         const float *dyc = dy + (size_t)c * 32;
         float *dxc = dx + (size_t)c * 1568;
@@ -18657,6 +18722,7 @@ static void l66_global_avgpool_backward(const float *restrict dy, float *restric
  * schedule lanes: fwd lanes[TB=2,TR=8] dw gemm[TI=4,TO=4] dx lanes[TB=2,TR=8] threaded */
 static void l68_dense_forward(const float *restrict P, const float *restrict x, float *restrict y)
 {
+    /* x [512][lanes], y [1000][lanes] */
     const float *restrict w = P;
     const float *restrict b = P + 512000;
     CG_PARALLEL_FOR
@@ -18698,6 +18764,7 @@ static void l68_dense_forward(const float *restrict P, const float *restrict x, 
 
 static void l68_dense_backward(float *restrict G, const float *restrict x, const float *restrict dy)
 {
+    /* x [512][lanes], y [1000][lanes] */
     float *restrict gw = G;
     float *restrict gb = G + 512000;
     CG_PARALLEL_FOR
@@ -18730,6 +18797,7 @@ static void l68_dense_backward(float *restrict G, const float *restrict x, const
 
 static void l68_dense_backward_dx(const float *restrict P, const float *restrict dy, float *restrict dx)
 {
+    /* x [512][lanes], y [1000][lanes] */
     const float *restrict w = P;
     CG_PARALLEL_FOR
     for (int i0 = 0; i0 < 512; i0 += 8) {
@@ -18768,186 +18836,357 @@ static void l68_dense_backward_dx(const float *restrict P, const float *restrict
     }
 }
 
+/* Workspace regions, in floats (NAME.h gives the total). */
+#define XIN     0 /* the input, [3x224x224][lanes] */
+#define A00     4816896 /* layer 0 (conv2d) output, [64x112x112][lanes] */
+#define S00     268188928 /* layer 0 (conv2d) scratch */
+#define A01     30507008 /* layer 1 (batchnorm) output, [64x112x112][lanes] */
+#define S01     300825216 /* layer 1 (batchnorm) scratch */
+#define A02     56197120 /* layer 2 (relu) output, [64x112x112][lanes] */
+#define A03     81887232 /* layer 3 (maxpool2d) output, [64x56x56][lanes] */
+#define A04     88309760 /* layer 4 (conv2d) output, [64x56x56][lanes] */
+#define A05     94732288 /* layer 5 (batchnorm) output, [64x56x56][lanes] */
+#define S05     300825344 /* layer 5 (batchnorm) scratch */
+#define A06     101154816 /* layer 6 (relu) output, [64x56x56][lanes] */
+#define A07     107577344 /* layer 7 (conv2d) output, [64x56x56][lanes] */
+#define A08     113999872 /* layer 8 (batchnorm) output, [64x56x56][lanes] */
+#define S08     300825472 /* layer 8 (batchnorm) scratch */
+#define A09     120422400 /* layer 9 (add) output, [64x56x56][lanes] */
+#define A10     126844928 /* layer 10 (relu) output, [64x56x56][lanes] */
+#define A11     133267456 /* layer 11 (conv2d) output, [64x56x56][lanes] */
+#define A12     139689984 /* layer 12 (batchnorm) output, [64x56x56][lanes] */
+#define S12     300825600 /* layer 12 (batchnorm) scratch */
+#define A13     146112512 /* layer 13 (relu) output, [64x56x56][lanes] */
+#define A14     152535040 /* layer 14 (conv2d) output, [64x56x56][lanes] */
+#define A15     158957568 /* layer 15 (batchnorm) output, [64x56x56][lanes] */
+#define S15     300825728 /* layer 15 (batchnorm) scratch */
+#define A16     165380096 /* layer 16 (add) output, [64x56x56][lanes] */
+#define A17     171802624 /* layer 17 (relu) output, [64x56x56][lanes] */
+#define A18     178225152 /* layer 18 (conv2d) output, [128x28x28][lanes] */
+#define A19     181436416 /* layer 19 (batchnorm) output, [128x28x28][lanes] */
+#define S19     300825856 /* layer 19 (batchnorm) scratch */
+#define A20     184647680 /* layer 20 (relu) output, [128x28x28][lanes] */
+#define A21     187858944 /* layer 21 (conv2d) output, [128x28x28][lanes] */
+#define A22     191070208 /* layer 22 (batchnorm) output, [128x28x28][lanes] */
+#define S22     300826112 /* layer 22 (batchnorm) scratch */
+#define A23     194281472 /* layer 23 (conv2d) output, [128x28x28][lanes] */
+#define A24     197492736 /* layer 24 (batchnorm) output, [128x28x28][lanes] */
+#define S24     300826368 /* layer 24 (batchnorm) scratch */
+#define A25     200704000 /* layer 25 (add) output, [128x28x28][lanes] */
+#define A26     203915264 /* layer 26 (relu) output, [128x28x28][lanes] */
+#define A27     207126528 /* layer 27 (conv2d) output, [128x28x28][lanes] */
+#define A28     210337792 /* layer 28 (batchnorm) output, [128x28x28][lanes] */
+#define S28     300826624 /* layer 28 (batchnorm) scratch */
+#define A29     213549056 /* layer 29 (relu) output, [128x28x28][lanes] */
+#define A30     216760320 /* layer 30 (conv2d) output, [128x28x28][lanes] */
+#define A31     219971584 /* layer 31 (batchnorm) output, [128x28x28][lanes] */
+#define S31     300826880 /* layer 31 (batchnorm) scratch */
+#define A32     223182848 /* layer 32 (add) output, [128x28x28][lanes] */
+#define A33     226394112 /* layer 33 (relu) output, [128x28x28][lanes] */
+#define A34     229605376 /* layer 34 (conv2d) output, [256x14x14][lanes] */
+#define A35     231211008 /* layer 35 (batchnorm) output, [256x14x14][lanes] */
+#define S35     300827136 /* layer 35 (batchnorm) scratch */
+#define A36     232816640 /* layer 36 (relu) output, [256x14x14][lanes] */
+#define A37     234422272 /* layer 37 (conv2d) output, [256x14x14][lanes] */
+#define A38     236027904 /* layer 38 (batchnorm) output, [256x14x14][lanes] */
+#define S38     300827648 /* layer 38 (batchnorm) scratch */
+#define A39     237633536 /* layer 39 (conv2d) output, [256x14x14][lanes] */
+#define A40     239239168 /* layer 40 (batchnorm) output, [256x14x14][lanes] */
+#define S40     300828160 /* layer 40 (batchnorm) scratch */
+#define A41     240844800 /* layer 41 (add) output, [256x14x14][lanes] */
+#define A42     242450432 /* layer 42 (relu) output, [256x14x14][lanes] */
+#define A43     244056064 /* layer 43 (conv2d) output, [256x14x14][lanes] */
+#define A44     245661696 /* layer 44 (batchnorm) output, [256x14x14][lanes] */
+#define S44     300828672 /* layer 44 (batchnorm) scratch */
+#define A45     247267328 /* layer 45 (relu) output, [256x14x14][lanes] */
+#define A46     248872960 /* layer 46 (conv2d) output, [256x14x14][lanes] */
+#define A47     250478592 /* layer 47 (batchnorm) output, [256x14x14][lanes] */
+#define S47     300829184 /* layer 47 (batchnorm) scratch */
+#define A48     252084224 /* layer 48 (add) output, [256x14x14][lanes] */
+#define A49     253689856 /* layer 49 (relu) output, [256x14x14][lanes] */
+#define A50     255295488 /* layer 50 (conv2d) output, [512x7x7][lanes] */
+#define A51     256098304 /* layer 51 (batchnorm) output, [512x7x7][lanes] */
+#define S51     300829696 /* layer 51 (batchnorm) scratch */
+#define A52     256901120 /* layer 52 (relu) output, [512x7x7][lanes] */
+#define A53     257703936 /* layer 53 (conv2d) output, [512x7x7][lanes] */
+#define A54     258506752 /* layer 54 (batchnorm) output, [512x7x7][lanes] */
+#define S54     300830720 /* layer 54 (batchnorm) scratch */
+#define A55     259309568 /* layer 55 (conv2d) output, [512x7x7][lanes] */
+#define A56     260112384 /* layer 56 (batchnorm) output, [512x7x7][lanes] */
+#define S56     300831744 /* layer 56 (batchnorm) scratch */
+#define A57     260915200 /* layer 57 (add) output, [512x7x7][lanes] */
+#define A58     261718016 /* layer 58 (relu) output, [512x7x7][lanes] */
+#define A59     262520832 /* layer 59 (conv2d) output, [512x7x7][lanes] */
+#define A60     263323648 /* layer 60 (batchnorm) output, [512x7x7][lanes] */
+#define S60     300832768 /* layer 60 (batchnorm) scratch */
+#define A61     264126464 /* layer 61 (relu) output, [512x7x7][lanes] */
+#define A62     264929280 /* layer 62 (conv2d) output, [512x7x7][lanes] */
+#define A63     265732096 /* layer 63 (batchnorm) output, [512x7x7][lanes] */
+#define S63     300833792 /* layer 63 (batchnorm) scratch */
+#define A64     266534912 /* layer 64 (add) output, [512x7x7][lanes] */
+#define A65     267337728 /* layer 65 (relu) output, [512x7x7][lanes] */
+#define A66     268140544 /* layer 66 (global_avgpool) output, [512x1x1][lanes] */
+#define A68     268156928 /* layer 68 (dense) output, [1000][lanes] */
+#define OUT     300834816 /* the output, [N][1000] */
+#define DOUT    300866816 /* dLoss/dOutput, [N][1000] */
+#define DOUT_L  300898816 /* dLoss/dOutput, [1000][lanes] */
+#define D67     301733632 /* gradient arena: dLoss/d(layer 67 output) */
+#define D65     300930816 /* gradient arena: dLoss/d(layer 65 output) */
+#define D64     301733632 /* gradient arena: dLoss/d(layer 64 output) */
+#define D63     300930816 /* gradient arena: dLoss/d(layer 63 output) */
+#define D58     302536448 /* gradient arena: dLoss/d(layer 58 output) */
+#define D62     301733632 /* gradient arena: dLoss/d(layer 62 output) */
+#define D61     300930816 /* gradient arena: dLoss/d(layer 61 output) */
+#define D60     301733632 /* gradient arena: dLoss/d(layer 60 output) */
+#define D59     300930816 /* gradient arena: dLoss/d(layer 59 output) */
+#define T59_1   301733632 /* gradient arena: a gradient summed into its tensor's */
+#define D57     300930816 /* gradient arena: dLoss/d(layer 57 output) */
+#define D54     302536448 /* gradient arena: dLoss/d(layer 54 output) */
+#define D56     301733632 /* gradient arena: dLoss/d(layer 56 output) */
+#define D55     303339264 /* gradient arena: dLoss/d(layer 55 output) */
+#define D49     300930816 /* gradient arena: dLoss/d(layer 49 output) */
+#define D53     303339264 /* gradient arena: dLoss/d(layer 53 output) */
+#define D52     302536448 /* gradient arena: dLoss/d(layer 52 output) */
+#define D51     303339264 /* gradient arena: dLoss/d(layer 51 output) */
+#define D50     304142080 /* gradient arena: dLoss/d(layer 50 output) */
+#define T50_1   302536448 /* gradient arena: a gradient summed into its tensor's */
+#define D48     302536448 /* gradient arena: dLoss/d(layer 48 output) */
+#define D47     300930816 /* gradient arena: dLoss/d(layer 47 output) */
+#define D42     304142080 /* gradient arena: dLoss/d(layer 42 output) */
+#define D46     302536448 /* gradient arena: dLoss/d(layer 46 output) */
+#define D45     300930816 /* gradient arena: dLoss/d(layer 45 output) */
+#define D44     302536448 /* gradient arena: dLoss/d(layer 44 output) */
+#define D43     300930816 /* gradient arena: dLoss/d(layer 43 output) */
+#define T43_1   302536448 /* gradient arena: a gradient summed into its tensor's */
+#define D41     300930816 /* gradient arena: dLoss/d(layer 41 output) */
+#define D38     304142080 /* gradient arena: dLoss/d(layer 38 output) */
+#define D40     302536448 /* gradient arena: dLoss/d(layer 40 output) */
+#define D39     305747712 /* gradient arena: dLoss/d(layer 39 output) */
+#define D33     300930816 /* gradient arena: dLoss/d(layer 33 output) */
+#define D37     305747712 /* gradient arena: dLoss/d(layer 37 output) */
+#define D36     304142080 /* gradient arena: dLoss/d(layer 36 output) */
+#define D35     305747712 /* gradient arena: dLoss/d(layer 35 output) */
+#define D34     307353344 /* gradient arena: dLoss/d(layer 34 output) */
+#define T34_1   304142080 /* gradient arena: a gradient summed into its tensor's */
+#define D32     304142080 /* gradient arena: dLoss/d(layer 32 output) */
+#define D31     300930816 /* gradient arena: dLoss/d(layer 31 output) */
+#define D26     307353344 /* gradient arena: dLoss/d(layer 26 output) */
+#define D30     304142080 /* gradient arena: dLoss/d(layer 30 output) */
+#define D29     300930816 /* gradient arena: dLoss/d(layer 29 output) */
+#define D28     304142080 /* gradient arena: dLoss/d(layer 28 output) */
+#define D27     300930816 /* gradient arena: dLoss/d(layer 27 output) */
+#define T27_1   304142080 /* gradient arena: a gradient summed into its tensor's */
+#define D25     300930816 /* gradient arena: dLoss/d(layer 25 output) */
+#define D22     307353344 /* gradient arena: dLoss/d(layer 22 output) */
+#define D24     304142080 /* gradient arena: dLoss/d(layer 24 output) */
+#define D23     310564608 /* gradient arena: dLoss/d(layer 23 output) */
+#define D17     300930816 /* gradient arena: dLoss/d(layer 17 output) */
+#define D21     310564608 /* gradient arena: dLoss/d(layer 21 output) */
+#define D20     307353344 /* gradient arena: dLoss/d(layer 20 output) */
+#define D19     310564608 /* gradient arena: dLoss/d(layer 19 output) */
+#define D18     313775872 /* gradient arena: dLoss/d(layer 18 output) */
+#define T18_1   307353344 /* gradient arena: a gradient summed into its tensor's */
+#define D16     307353344 /* gradient arena: dLoss/d(layer 16 output) */
+#define D15     300930816 /* gradient arena: dLoss/d(layer 15 output) */
+#define D10     313775872 /* gradient arena: dLoss/d(layer 10 output) */
+#define D14     307353344 /* gradient arena: dLoss/d(layer 14 output) */
+#define D13     300930816 /* gradient arena: dLoss/d(layer 13 output) */
+#define D12     307353344 /* gradient arena: dLoss/d(layer 12 output) */
+#define D11     300930816 /* gradient arena: dLoss/d(layer 11 output) */
+#define T11_1   307353344 /* gradient arena: a gradient summed into its tensor's */
+#define D09     300930816 /* gradient arena: dLoss/d(layer 9 output) */
+#define D08     307353344 /* gradient arena: dLoss/d(layer 8 output) */
+#define D03     326620928 /* gradient arena: dLoss/d(layer 3 output) */
+#define D07     300930816 /* gradient arena: dLoss/d(layer 7 output) */
+#define D06     307353344 /* gradient arena: dLoss/d(layer 6 output) */
+#define D05     300930816 /* gradient arena: dLoss/d(layer 5 output) */
+#define D04     307353344 /* gradient arena: dLoss/d(layer 4 output) */
+#define T04_1   300930816 /* gradient arena: a gradient summed into its tensor's */
+#define D02     300930816 /* gradient arena: dLoss/d(layer 2 output) */
+#define D01     326620928 /* gradient arena: dLoss/d(layer 1 output) */
+#define D00     300930816 /* gradient arena: dLoss/d(layer 0 output) */
+#define DIN     326620928 /* gradient arena: dLoss/dInput */
+
 /* Forward over nb <= 32 samples; activations stay in ws for backward. */
 void resnet18_forward(const float *params, float *buffers, const float *x, float *ws, int nb, int training)
 {
-    cg_to_lanes(x, ws + 0, nb, 150528, 32);
-    l00_conv2d_forward(params, ws + 268188928, ws + 0, ws + 4816896);
-    l01_batchnorm_forward(params + 9408, buffers, ws + 300825216, ws + 4816896, ws + 30507008, nb, training);
-    l02_relu_forward(ws + 30507008, ws + 56197120);
-    l03_maxpool2d_forward(ws + 56197120, ws + 81887232);
-    l04_conv2d_forward(params + 9536, ws + 81887232, ws + 88309760);
-    l05_batchnorm_forward(params + 46400, buffers + 129, ws + 300825344, ws + 88309760, ws + 94732288, nb, training);
-    l06_relu_forward(ws + 94732288, ws + 101154816);
-    l04_conv2d_forward(params + 46528, ws + 101154816, ws + 107577344);
-    l05_batchnorm_forward(params + 83392, buffers + 258, ws + 300825472, ws + 107577344, ws + 113999872, nb, training);
-    l09_add_forward(ws + 113999872, ws + 81887232, ws + 120422400);
-    l06_relu_forward(ws + 120422400, ws + 126844928);
-    l04_conv2d_forward(params + 83520, ws + 126844928, ws + 133267456);
-    l05_batchnorm_forward(params + 120384, buffers + 387, ws + 300825600, ws + 133267456, ws + 139689984, nb, training);
-    l06_relu_forward(ws + 139689984, ws + 146112512);
-    l04_conv2d_forward(params + 120512, ws + 146112512, ws + 152535040);
-    l05_batchnorm_forward(params + 157376, buffers + 516, ws + 300825728, ws + 152535040, ws + 158957568, nb, training);
-    l09_add_forward(ws + 158957568, ws + 126844928, ws + 165380096);
-    l06_relu_forward(ws + 165380096, ws + 171802624);
-    l18_conv2d_forward(params + 157504, ws + 171802624, ws + 178225152);
-    l19_batchnorm_forward(params + 231232, buffers + 645, ws + 300825856, ws + 178225152, ws + 181436416, nb, training);
-    l20_relu_forward(ws + 181436416, ws + 184647680);
-    l21_conv2d_forward(params + 231488, ws + 184647680, ws + 187858944);
-    l19_batchnorm_forward(params + 378944, buffers + 902, ws + 300826112, ws + 187858944, ws + 191070208, nb, training);
-    l23_conv2d_forward(params + 379200, ws + 171802624, ws + 194281472);
-    l19_batchnorm_forward(params + 387392, buffers + 1159, ws + 300826368, ws + 194281472, ws + 197492736, nb, training);
-    l25_add_forward(ws + 191070208, ws + 197492736, ws + 200704000);
-    l20_relu_forward(ws + 200704000, ws + 203915264);
-    l21_conv2d_forward(params + 387648, ws + 203915264, ws + 207126528);
-    l19_batchnorm_forward(params + 535104, buffers + 1416, ws + 300826624, ws + 207126528, ws + 210337792, nb, training);
-    l20_relu_forward(ws + 210337792, ws + 213549056);
-    l21_conv2d_forward(params + 535360, ws + 213549056, ws + 216760320);
-    l19_batchnorm_forward(params + 682816, buffers + 1673, ws + 300826880, ws + 216760320, ws + 219971584, nb, training);
-    l25_add_forward(ws + 219971584, ws + 203915264, ws + 223182848);
-    l20_relu_forward(ws + 223182848, ws + 226394112);
-    l34_conv2d_forward(params + 683072, ws + 226394112, ws + 229605376);
-    l35_batchnorm_forward(params + 977984, buffers + 1930, ws + 300827136, ws + 229605376, ws + 231211008, nb, training);
-    l36_relu_forward(ws + 231211008, ws + 232816640);
-    l37_conv2d_forward(params + 978496, ws + 232816640, ws + 234422272);
-    l35_batchnorm_forward(params + 1568320, buffers + 2443, ws + 300827648, ws + 234422272, ws + 236027904, nb, training);
-    l39_conv2d_forward(params + 1568832, ws + 226394112, ws + 237633536);
-    l35_batchnorm_forward(params + 1601600, buffers + 2956, ws + 300828160, ws + 237633536, ws + 239239168, nb, training);
-    l41_add_forward(ws + 236027904, ws + 239239168, ws + 240844800);
-    l36_relu_forward(ws + 240844800, ws + 242450432);
-    l37_conv2d_forward(params + 1602112, ws + 242450432, ws + 244056064);
-    l35_batchnorm_forward(params + 2191936, buffers + 3469, ws + 300828672, ws + 244056064, ws + 245661696, nb, training);
-    l36_relu_forward(ws + 245661696, ws + 247267328);
-    l37_conv2d_forward(params + 2192448, ws + 247267328, ws + 248872960);
-    l35_batchnorm_forward(params + 2782272, buffers + 3982, ws + 300829184, ws + 248872960, ws + 250478592, nb, training);
-    l41_add_forward(ws + 250478592, ws + 242450432, ws + 252084224);
-    l36_relu_forward(ws + 252084224, ws + 253689856);
-    l50_conv2d_forward(params + 2782784, ws + 253689856, ws + 255295488);
-    l51_batchnorm_forward(params + 3962432, buffers + 4495, ws + 300829696, ws + 255295488, ws + 256098304, nb, training);
-    l52_relu_forward(ws + 256098304, ws + 256901120);
-    l53_conv2d_forward(params + 3963456, ws + 256901120, ws + 257703936);
-    l51_batchnorm_forward(params + 6322752, buffers + 5520, ws + 300830720, ws + 257703936, ws + 258506752, nb, training);
-    l55_conv2d_forward(params + 6323776, ws + 253689856, ws + 259309568);
-    l51_batchnorm_forward(params + 6454848, buffers + 6545, ws + 300831744, ws + 259309568, ws + 260112384, nb, training);
-    l57_add_forward(ws + 258506752, ws + 260112384, ws + 260915200);
-    l52_relu_forward(ws + 260915200, ws + 261718016);
-    l53_conv2d_forward(params + 6455872, ws + 261718016, ws + 262520832);
-    l51_batchnorm_forward(params + 8815168, buffers + 7570, ws + 300832768, ws + 262520832, ws + 263323648, nb, training);
-    l52_relu_forward(ws + 263323648, ws + 264126464);
-    l53_conv2d_forward(params + 8816192, ws + 264126464, ws + 264929280);
-    l51_batchnorm_forward(params + 11175488, buffers + 8595, ws + 300833792, ws + 264929280, ws + 265732096, nb, training);
-    l57_add_forward(ws + 265732096, ws + 261718016, ws + 266534912);
-    l52_relu_forward(ws + 266534912, ws + 267337728);
-    l66_global_avgpool_forward(ws + 267337728, ws + 268140544);
+    cg_to_lanes(x, ws + XIN, nb, 150528, 32);
+    l00_conv2d_forward(params, ws + S00, ws + XIN, ws + A00);
+    l01_batchnorm_forward(params + 9408, buffers, ws + S01, ws + A00, ws + A01, nb, training);
+    l02_relu_forward(ws + A01, ws + A02);
+    l03_maxpool2d_forward(ws + A02, ws + A03);
+    l04_conv2d_forward(params + 9536, ws + A03, ws + A04);
+    l05_batchnorm_forward(params + 46400, buffers + 129, ws + S05, ws + A04, ws + A05, nb, training);
+    l06_relu_forward(ws + A05, ws + A06);
+    l04_conv2d_forward(params + 46528, ws + A06, ws + A07);
+    l05_batchnorm_forward(params + 83392, buffers + 258, ws + S08, ws + A07, ws + A08, nb, training);
+    l09_add_forward(ws + A08, ws + A03, ws + A09);
+    l06_relu_forward(ws + A09, ws + A10);
+    l04_conv2d_forward(params + 83520, ws + A10, ws + A11);
+    l05_batchnorm_forward(params + 120384, buffers + 387, ws + S12, ws + A11, ws + A12, nb, training);
+    l06_relu_forward(ws + A12, ws + A13);
+    l04_conv2d_forward(params + 120512, ws + A13, ws + A14);
+    l05_batchnorm_forward(params + 157376, buffers + 516, ws + S15, ws + A14, ws + A15, nb, training);
+    l09_add_forward(ws + A15, ws + A10, ws + A16);
+    l06_relu_forward(ws + A16, ws + A17);
+    l18_conv2d_forward(params + 157504, ws + A17, ws + A18);
+    l19_batchnorm_forward(params + 231232, buffers + 645, ws + S19, ws + A18, ws + A19, nb, training);
+    l20_relu_forward(ws + A19, ws + A20);
+    l21_conv2d_forward(params + 231488, ws + A20, ws + A21);
+    l19_batchnorm_forward(params + 378944, buffers + 902, ws + S22, ws + A21, ws + A22, nb, training);
+    l23_conv2d_forward(params + 379200, ws + A17, ws + A23);
+    l19_batchnorm_forward(params + 387392, buffers + 1159, ws + S24, ws + A23, ws + A24, nb, training);
+    l25_add_forward(ws + A22, ws + A24, ws + A25);
+    l20_relu_forward(ws + A25, ws + A26);
+    l21_conv2d_forward(params + 387648, ws + A26, ws + A27);
+    l19_batchnorm_forward(params + 535104, buffers + 1416, ws + S28, ws + A27, ws + A28, nb, training);
+    l20_relu_forward(ws + A28, ws + A29);
+    l21_conv2d_forward(params + 535360, ws + A29, ws + A30);
+    l19_batchnorm_forward(params + 682816, buffers + 1673, ws + S31, ws + A30, ws + A31, nb, training);
+    l25_add_forward(ws + A31, ws + A26, ws + A32);
+    l20_relu_forward(ws + A32, ws + A33);
+    l34_conv2d_forward(params + 683072, ws + A33, ws + A34);
+    l35_batchnorm_forward(params + 977984, buffers + 1930, ws + S35, ws + A34, ws + A35, nb, training);
+    l36_relu_forward(ws + A35, ws + A36);
+    l37_conv2d_forward(params + 978496, ws + A36, ws + A37);
+    l35_batchnorm_forward(params + 1568320, buffers + 2443, ws + S38, ws + A37, ws + A38, nb, training);
+    l39_conv2d_forward(params + 1568832, ws + A33, ws + A39);
+    l35_batchnorm_forward(params + 1601600, buffers + 2956, ws + S40, ws + A39, ws + A40, nb, training);
+    l41_add_forward(ws + A38, ws + A40, ws + A41);
+    l36_relu_forward(ws + A41, ws + A42);
+    l37_conv2d_forward(params + 1602112, ws + A42, ws + A43);
+    l35_batchnorm_forward(params + 2191936, buffers + 3469, ws + S44, ws + A43, ws + A44, nb, training);
+    l36_relu_forward(ws + A44, ws + A45);
+    l37_conv2d_forward(params + 2192448, ws + A45, ws + A46);
+    l35_batchnorm_forward(params + 2782272, buffers + 3982, ws + S47, ws + A46, ws + A47, nb, training);
+    l41_add_forward(ws + A47, ws + A42, ws + A48);
+    l36_relu_forward(ws + A48, ws + A49);
+    l50_conv2d_forward(params + 2782784, ws + A49, ws + A50);
+    l51_batchnorm_forward(params + 3962432, buffers + 4495, ws + S51, ws + A50, ws + A51, nb, training);
+    l52_relu_forward(ws + A51, ws + A52);
+    l53_conv2d_forward(params + 3963456, ws + A52, ws + A53);
+    l51_batchnorm_forward(params + 6322752, buffers + 5520, ws + S54, ws + A53, ws + A54, nb, training);
+    l55_conv2d_forward(params + 6323776, ws + A49, ws + A55);
+    l51_batchnorm_forward(params + 6454848, buffers + 6545, ws + S56, ws + A55, ws + A56, nb, training);
+    l57_add_forward(ws + A54, ws + A56, ws + A57);
+    l52_relu_forward(ws + A57, ws + A58);
+    l53_conv2d_forward(params + 6455872, ws + A58, ws + A59);
+    l51_batchnorm_forward(params + 8815168, buffers + 7570, ws + S60, ws + A59, ws + A60, nb, training);
+    l52_relu_forward(ws + A60, ws + A61);
+    l53_conv2d_forward(params + 8816192, ws + A61, ws + A62);
+    l51_batchnorm_forward(params + 11175488, buffers + 8595, ws + S63, ws + A62, ws + A63, nb, training);
+    l57_add_forward(ws + A63, ws + A58, ws + A64);
+    l52_relu_forward(ws + A64, ws + A65);
+    l66_global_avgpool_forward(ws + A65, ws + A66);
     /* layer 67: flatten is a view of its input */
-    l68_dense_forward(params + 11176512, ws + 268140544, ws + 268156928);
-    cg_from_lanes(ws + 268156928, ws + 300834816, nb, 1000, 32);
+    l68_dense_forward(params + 11176512, ws + A66, ws + A68);
+    cg_from_lanes(ws + A68, ws + OUT, nb, 1000, 32);
 }
 
-/* Backward after a training forward: dLoss/dOutput at ws + 300866816; grads accumulate. */
+/* Backward after a training forward: dLoss/dOutput at ws + DOUT (300866816); grads accumulate. */
 void resnet18_backward(const float *params, float *grads, const float *x, float *dx, float *ws, int nb)
 {
-    cg_to_lanes(ws + 300866816, ws + 300898816, nb, 1000, 32);
+    cg_to_lanes(ws + DOUT, ws + DOUT_L, nb, 1000, 32);
     (void)x;
-    l68_dense_backward(grads + 11176512, ws + 268140544, ws + 300898816);
-    l68_dense_backward_dx(params + 11176512, ws + 300898816, ws + 301733632);
+    l68_dense_backward(grads + 11176512, ws + A66, ws + DOUT_L);
+    l68_dense_backward_dx(params + 11176512, ws + DOUT_L, ws + D67);
     /* layer 67: flatten passes the gradient through */
-    l66_global_avgpool_backward(ws + 301733632, ws + 300930816);
-    l52_relu_backward(ws + 267337728, ws + 300930816, ws + 301733632);
-    l57_add_backward(ws + 301733632, ws + 300930816, ws + 302536448);
-    l51_batchnorm_backward(params + 11175488, grads + 11175488, ws + 300833792, ws + 264929280, ws + 300930816, ws + 301733632, nb);
-    l53_conv2d_backward(grads + 8816192, ws + 264126464, ws + 301733632);
-    l53_conv2d_backward_dx(params + 8816192, ws + 301733632, ws + 300930816);
-    l52_relu_backward(ws + 264126464, ws + 300930816, ws + 301733632);
-    l51_batchnorm_backward(params + 8815168, grads + 8815168, ws + 300832768, ws + 262520832, ws + 301733632, ws + 300930816, nb);
-    l53_conv2d_backward(grads + 6455872, ws + 261718016, ws + 300930816);
-    l53_conv2d_backward_dx(params + 6455872, ws + 300930816, ws + 301733632);
-    for (size_t i = 0; i < 802816; i++) ws[302536448 + i] += ws[301733632 + i]; /* a tensor read again: gradients add */
-    l52_relu_backward(ws + 261718016, ws + 302536448, ws + 300930816);
-    l57_add_backward(ws + 300930816, ws + 302536448, ws + 301733632);
-    l51_batchnorm_backward(params + 6454848, grads + 6454848, ws + 300831744, ws + 259309568, ws + 301733632, ws + 303339264, nb);
-    l55_conv2d_backward(grads + 6323776, ws + 253689856, ws + 303339264);
-    l55_conv2d_backward_dx(params + 6323776, ws + 303339264, ws + 300930816);
-    l51_batchnorm_backward(params + 6322752, grads + 6322752, ws + 300830720, ws + 257703936, ws + 302536448, ws + 303339264, nb);
-    l53_conv2d_backward(grads + 3963456, ws + 256901120, ws + 303339264);
-    l53_conv2d_backward_dx(params + 3963456, ws + 303339264, ws + 302536448);
-    l52_relu_backward(ws + 256901120, ws + 302536448, ws + 303339264);
-    l51_batchnorm_backward(params + 3962432, grads + 3962432, ws + 300829696, ws + 255295488, ws + 303339264, ws + 304142080, nb);
-    l50_conv2d_backward(grads + 2782784, ws + 253689856, ws + 304142080);
-    l50_conv2d_backward_dx(params + 2782784, ws + 304142080, ws + 302536448);
-    for (size_t i = 0; i < 1605632; i++) ws[300930816 + i] += ws[302536448 + i]; /* a tensor read again: gradients add */
-    l36_relu_backward(ws + 253689856, ws + 300930816, ws + 302536448);
-    l41_add_backward(ws + 302536448, ws + 300930816, ws + 304142080);
-    l35_batchnorm_backward(params + 2782272, grads + 2782272, ws + 300829184, ws + 248872960, ws + 300930816, ws + 302536448, nb);
-    l37_conv2d_backward(grads + 2192448, ws + 247267328, ws + 302536448);
-    l37_conv2d_backward_dx(params + 2192448, ws + 302536448, ws + 300930816);
-    l36_relu_backward(ws + 247267328, ws + 300930816, ws + 302536448);
-    l35_batchnorm_backward(params + 2191936, grads + 2191936, ws + 300828672, ws + 244056064, ws + 302536448, ws + 300930816, nb);
-    l37_conv2d_backward(grads + 1602112, ws + 242450432, ws + 300930816);
-    l37_conv2d_backward_dx(params + 1602112, ws + 300930816, ws + 302536448);
-    for (size_t i = 0; i < 1605632; i++) ws[304142080 + i] += ws[302536448 + i]; /* a tensor read again: gradients add */
-    l36_relu_backward(ws + 242450432, ws + 304142080, ws + 300930816);
-    l41_add_backward(ws + 300930816, ws + 304142080, ws + 302536448);
-    l35_batchnorm_backward(params + 1601600, grads + 1601600, ws + 300828160, ws + 237633536, ws + 302536448, ws + 305747712, nb);
-    l39_conv2d_backward(grads + 1568832, ws + 226394112, ws + 305747712);
-    l39_conv2d_backward_dx(params + 1568832, ws + 305747712, ws + 300930816);
-    l35_batchnorm_backward(params + 1568320, grads + 1568320, ws + 300827648, ws + 234422272, ws + 304142080, ws + 305747712, nb);
-    l37_conv2d_backward(grads + 978496, ws + 232816640, ws + 305747712);
-    l37_conv2d_backward_dx(params + 978496, ws + 305747712, ws + 304142080);
-    l36_relu_backward(ws + 232816640, ws + 304142080, ws + 305747712);
-    l35_batchnorm_backward(params + 977984, grads + 977984, ws + 300827136, ws + 229605376, ws + 305747712, ws + 307353344, nb);
-    l34_conv2d_backward(grads + 683072, ws + 226394112, ws + 307353344);
-    l34_conv2d_backward_dx(params + 683072, ws + 307353344, ws + 304142080);
-    for (size_t i = 0; i < 3211264; i++) ws[300930816 + i] += ws[304142080 + i]; /* a tensor read again: gradients add */
-    l20_relu_backward(ws + 226394112, ws + 300930816, ws + 304142080);
-    l25_add_backward(ws + 304142080, ws + 300930816, ws + 307353344);
-    l19_batchnorm_backward(params + 682816, grads + 682816, ws + 300826880, ws + 216760320, ws + 300930816, ws + 304142080, nb);
-    l21_conv2d_backward(grads + 535360, ws + 213549056, ws + 304142080);
-    l21_conv2d_backward_dx(params + 535360, ws + 304142080, ws + 300930816);
-    l20_relu_backward(ws + 213549056, ws + 300930816, ws + 304142080);
-    l19_batchnorm_backward(params + 535104, grads + 535104, ws + 300826624, ws + 207126528, ws + 304142080, ws + 300930816, nb);
-    l21_conv2d_backward(grads + 387648, ws + 203915264, ws + 300930816);
-    l21_conv2d_backward_dx(params + 387648, ws + 300930816, ws + 304142080);
-    for (size_t i = 0; i < 3211264; i++) ws[307353344 + i] += ws[304142080 + i]; /* a tensor read again: gradients add */
-    l20_relu_backward(ws + 203915264, ws + 307353344, ws + 300930816);
-    l25_add_backward(ws + 300930816, ws + 307353344, ws + 304142080);
-    l19_batchnorm_backward(params + 387392, grads + 387392, ws + 300826368, ws + 194281472, ws + 304142080, ws + 310564608, nb);
-    l23_conv2d_backward(grads + 379200, ws + 171802624, ws + 310564608);
-    l23_conv2d_backward_dx(params + 379200, ws + 310564608, ws + 300930816);
-    l19_batchnorm_backward(params + 378944, grads + 378944, ws + 300826112, ws + 187858944, ws + 307353344, ws + 310564608, nb);
-    l21_conv2d_backward(grads + 231488, ws + 184647680, ws + 310564608);
-    l21_conv2d_backward_dx(params + 231488, ws + 310564608, ws + 307353344);
-    l20_relu_backward(ws + 184647680, ws + 307353344, ws + 310564608);
-    l19_batchnorm_backward(params + 231232, grads + 231232, ws + 300825856, ws + 178225152, ws + 310564608, ws + 313775872, nb);
-    l18_conv2d_backward(grads + 157504, ws + 171802624, ws + 313775872);
-    l18_conv2d_backward_dx(params + 157504, ws + 313775872, ws + 307353344);
-    for (size_t i = 0; i < 6422528; i++) ws[300930816 + i] += ws[307353344 + i]; /* a tensor read again: gradients add */
-    l06_relu_backward(ws + 171802624, ws + 300930816, ws + 307353344);
-    l09_add_backward(ws + 307353344, ws + 300930816, ws + 313775872);
-    l05_batchnorm_backward(params + 157376, grads + 157376, ws + 300825728, ws + 152535040, ws + 300930816, ws + 307353344, nb);
-    l04_conv2d_backward(grads + 120512, ws + 146112512, ws + 307353344);
-    l04_conv2d_backward_dx(params + 120512, ws + 307353344, ws + 300930816);
-    l06_relu_backward(ws + 146112512, ws + 300930816, ws + 307353344);
-    l05_batchnorm_backward(params + 120384, grads + 120384, ws + 300825600, ws + 133267456, ws + 307353344, ws + 300930816, nb);
-    l04_conv2d_backward(grads + 83520, ws + 126844928, ws + 300930816);
-    l04_conv2d_backward_dx(params + 83520, ws + 300930816, ws + 307353344);
-    for (size_t i = 0; i < 6422528; i++) ws[313775872 + i] += ws[307353344 + i]; /* a tensor read again: gradients add */
-    l06_relu_backward(ws + 126844928, ws + 313775872, ws + 300930816);
-    l09_add_backward(ws + 300930816, ws + 307353344, ws + 326620928);
-    l05_batchnorm_backward(params + 83392, grads + 83392, ws + 300825472, ws + 107577344, ws + 307353344, ws + 300930816, nb);
-    l04_conv2d_backward(grads + 46528, ws + 101154816, ws + 300930816);
-    l04_conv2d_backward_dx(params + 46528, ws + 300930816, ws + 307353344);
-    l06_relu_backward(ws + 101154816, ws + 307353344, ws + 300930816);
-    l05_batchnorm_backward(params + 46400, grads + 46400, ws + 300825344, ws + 88309760, ws + 300930816, ws + 307353344, nb);
-    l04_conv2d_backward(grads + 9536, ws + 81887232, ws + 307353344);
-    l04_conv2d_backward_dx(params + 9536, ws + 307353344, ws + 300930816);
-    for (size_t i = 0; i < 6422528; i++) ws[326620928 + i] += ws[300930816 + i]; /* a tensor read again: gradients add */
-    l03_maxpool2d_backward(ws + 56197120, ws + 326620928, ws + 300930816);
-    l02_relu_backward(ws + 56197120, ws + 300930816, ws + 326620928);
-    l01_batchnorm_backward(params + 9408, grads + 9408, ws + 300825216, ws + 4816896, ws + 326620928, ws + 300930816, nb);
-    l00_conv2d_backward(grads, ws + 268188928, ws + 300930816);
-    if (dx) l00_conv2d_backward_dx(params, ws + 268188928, ws + 300930816, ws + 326620928);
-    if (dx) cg_from_lanes(ws + 326620928, dx, nb, 150528, 32);
+    l66_global_avgpool_backward(ws + D67, ws + D65);
+    l52_relu_backward(ws + A65, ws + D65, ws + D64);
+    l57_add_backward(ws + D64, ws + D63, ws + D58);
+    l51_batchnorm_backward(params + 11175488, grads + 11175488, ws + S63, ws + A62, ws + D63, ws + D62, nb);
+    l53_conv2d_backward(grads + 8816192, ws + A61, ws + D62);
+    l53_conv2d_backward_dx(params + 8816192, ws + D62, ws + D61);
+    l52_relu_backward(ws + A61, ws + D61, ws + D60);
+    l51_batchnorm_backward(params + 8815168, grads + 8815168, ws + S60, ws + A59, ws + D60, ws + D59, nb);
+    l53_conv2d_backward(grads + 6455872, ws + A58, ws + D59);
+    l53_conv2d_backward_dx(params + 6455872, ws + D59, ws + T59_1);
+    for (size_t i = 0; i < 802816; i++) (ws + D58)[i] += (ws + T59_1)[i]; /* a tensor read again: gradients add */
+    l52_relu_backward(ws + A58, ws + D58, ws + D57);
+    l57_add_backward(ws + D57, ws + D54, ws + D56);
+    l51_batchnorm_backward(params + 6454848, grads + 6454848, ws + S56, ws + A55, ws + D56, ws + D55, nb);
+    l55_conv2d_backward(grads + 6323776, ws + A49, ws + D55);
+    l55_conv2d_backward_dx(params + 6323776, ws + D55, ws + D49);
+    l51_batchnorm_backward(params + 6322752, grads + 6322752, ws + S54, ws + A53, ws + D54, ws + D53, nb);
+    l53_conv2d_backward(grads + 3963456, ws + A52, ws + D53);
+    l53_conv2d_backward_dx(params + 3963456, ws + D53, ws + D52);
+    l52_relu_backward(ws + A52, ws + D52, ws + D51);
+    l51_batchnorm_backward(params + 3962432, grads + 3962432, ws + S51, ws + A50, ws + D51, ws + D50, nb);
+    l50_conv2d_backward(grads + 2782784, ws + A49, ws + D50);
+    l50_conv2d_backward_dx(params + 2782784, ws + D50, ws + T50_1);
+    for (size_t i = 0; i < 1605632; i++) (ws + D49)[i] += (ws + T50_1)[i]; /* a tensor read again: gradients add */
+    l36_relu_backward(ws + A49, ws + D49, ws + D48);
+    l41_add_backward(ws + D48, ws + D47, ws + D42);
+    l35_batchnorm_backward(params + 2782272, grads + 2782272, ws + S47, ws + A46, ws + D47, ws + D46, nb);
+    l37_conv2d_backward(grads + 2192448, ws + A45, ws + D46);
+    l37_conv2d_backward_dx(params + 2192448, ws + D46, ws + D45);
+    l36_relu_backward(ws + A45, ws + D45, ws + D44);
+    l35_batchnorm_backward(params + 2191936, grads + 2191936, ws + S44, ws + A43, ws + D44, ws + D43, nb);
+    l37_conv2d_backward(grads + 1602112, ws + A42, ws + D43);
+    l37_conv2d_backward_dx(params + 1602112, ws + D43, ws + T43_1);
+    for (size_t i = 0; i < 1605632; i++) (ws + D42)[i] += (ws + T43_1)[i]; /* a tensor read again: gradients add */
+    l36_relu_backward(ws + A42, ws + D42, ws + D41);
+    l41_add_backward(ws + D41, ws + D38, ws + D40);
+    l35_batchnorm_backward(params + 1601600, grads + 1601600, ws + S40, ws + A39, ws + D40, ws + D39, nb);
+    l39_conv2d_backward(grads + 1568832, ws + A33, ws + D39);
+    l39_conv2d_backward_dx(params + 1568832, ws + D39, ws + D33);
+    l35_batchnorm_backward(params + 1568320, grads + 1568320, ws + S38, ws + A37, ws + D38, ws + D37, nb);
+    l37_conv2d_backward(grads + 978496, ws + A36, ws + D37);
+    l37_conv2d_backward_dx(params + 978496, ws + D37, ws + D36);
+    l36_relu_backward(ws + A36, ws + D36, ws + D35);
+    l35_batchnorm_backward(params + 977984, grads + 977984, ws + S35, ws + A34, ws + D35, ws + D34, nb);
+    l34_conv2d_backward(grads + 683072, ws + A33, ws + D34);
+    l34_conv2d_backward_dx(params + 683072, ws + D34, ws + T34_1);
+    for (size_t i = 0; i < 3211264; i++) (ws + D33)[i] += (ws + T34_1)[i]; /* a tensor read again: gradients add */
+    l20_relu_backward(ws + A33, ws + D33, ws + D32);
+    l25_add_backward(ws + D32, ws + D31, ws + D26);
+    l19_batchnorm_backward(params + 682816, grads + 682816, ws + S31, ws + A30, ws + D31, ws + D30, nb);
+    l21_conv2d_backward(grads + 535360, ws + A29, ws + D30);
+    l21_conv2d_backward_dx(params + 535360, ws + D30, ws + D29);
+    l20_relu_backward(ws + A29, ws + D29, ws + D28);
+    l19_batchnorm_backward(params + 535104, grads + 535104, ws + S28, ws + A27, ws + D28, ws + D27, nb);
+    l21_conv2d_backward(grads + 387648, ws + A26, ws + D27);
+    l21_conv2d_backward_dx(params + 387648, ws + D27, ws + T27_1);
+    for (size_t i = 0; i < 3211264; i++) (ws + D26)[i] += (ws + T27_1)[i]; /* a tensor read again: gradients add */
+    l20_relu_backward(ws + A26, ws + D26, ws + D25);
+    l25_add_backward(ws + D25, ws + D22, ws + D24);
+    l19_batchnorm_backward(params + 387392, grads + 387392, ws + S24, ws + A23, ws + D24, ws + D23, nb);
+    l23_conv2d_backward(grads + 379200, ws + A17, ws + D23);
+    l23_conv2d_backward_dx(params + 379200, ws + D23, ws + D17);
+    l19_batchnorm_backward(params + 378944, grads + 378944, ws + S22, ws + A21, ws + D22, ws + D21, nb);
+    l21_conv2d_backward(grads + 231488, ws + A20, ws + D21);
+    l21_conv2d_backward_dx(params + 231488, ws + D21, ws + D20);
+    l20_relu_backward(ws + A20, ws + D20, ws + D19);
+    l19_batchnorm_backward(params + 231232, grads + 231232, ws + S19, ws + A18, ws + D19, ws + D18, nb);
+    l18_conv2d_backward(grads + 157504, ws + A17, ws + D18);
+    l18_conv2d_backward_dx(params + 157504, ws + D18, ws + T18_1);
+    for (size_t i = 0; i < 6422528; i++) (ws + D17)[i] += (ws + T18_1)[i]; /* a tensor read again: gradients add */
+    l06_relu_backward(ws + A17, ws + D17, ws + D16);
+    l09_add_backward(ws + D16, ws + D15, ws + D10);
+    l05_batchnorm_backward(params + 157376, grads + 157376, ws + S15, ws + A14, ws + D15, ws + D14, nb);
+    l04_conv2d_backward(grads + 120512, ws + A13, ws + D14);
+    l04_conv2d_backward_dx(params + 120512, ws + D14, ws + D13);
+    l06_relu_backward(ws + A13, ws + D13, ws + D12);
+    l05_batchnorm_backward(params + 120384, grads + 120384, ws + S12, ws + A11, ws + D12, ws + D11, nb);
+    l04_conv2d_backward(grads + 83520, ws + A10, ws + D11);
+    l04_conv2d_backward_dx(params + 83520, ws + D11, ws + T11_1);
+    for (size_t i = 0; i < 6422528; i++) (ws + D10)[i] += (ws + T11_1)[i]; /* a tensor read again: gradients add */
+    l06_relu_backward(ws + A10, ws + D10, ws + D09);
+    l09_add_backward(ws + D09, ws + D08, ws + D03);
+    l05_batchnorm_backward(params + 83392, grads + 83392, ws + S08, ws + A07, ws + D08, ws + D07, nb);
+    l04_conv2d_backward(grads + 46528, ws + A06, ws + D07);
+    l04_conv2d_backward_dx(params + 46528, ws + D07, ws + D06);
+    l06_relu_backward(ws + A06, ws + D06, ws + D05);
+    l05_batchnorm_backward(params + 46400, grads + 46400, ws + S05, ws + A04, ws + D05, ws + D04, nb);
+    l04_conv2d_backward(grads + 9536, ws + A03, ws + D04);
+    l04_conv2d_backward_dx(params + 9536, ws + D04, ws + T04_1);
+    for (size_t i = 0; i < 6422528; i++) (ws + D03)[i] += (ws + T04_1)[i]; /* a tensor read again: gradients add */
+    l03_maxpool2d_backward(ws + A02, ws + D03, ws + D02);
+    l02_relu_backward(ws + A02, ws + D02, ws + D01);
+    l01_batchnorm_backward(params + 9408, grads + 9408, ws + S01, ws + A00, ws + D01, ws + D00, nb);
+    l00_conv2d_backward(grads, ws + S00, ws + D00);
+    if (dx) l00_conv2d_backward_dx(params, ws + S00, ws + D00, ws + DIN);
+    if (dx) cg_from_lanes(ws + DIN, dx, nb, 150528, 32);
 }
 
 static const cg_tensor resnet18_tensors[] = {

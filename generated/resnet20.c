@@ -124,6 +124,7 @@ static inline __attribute__((unused)) float vsum_(const cg_v *v) { float s = 0.0
  * schedule lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=4,TCI=1] threaded */
 static void l00_conv2d_forward(const float *restrict P, const float *restrict x, float *restrict y)
 {
+    /* x [1x28x28][lanes], y [16x28x28][lanes] */
     const float *restrict w = P;
     CG_PARALLEL_FOR
     for (int v0 = 0; v0 < 8; v0 += 1) {
@@ -1401,6 +1402,7 @@ static void l00_conv2d_forward(const float *restrict P, const float *restrict x,
 
 static void l00_conv2d_backward(float *restrict G, const float *restrict x, const float *restrict dy)
 {
+    /* x [1x28x28][lanes], y [16x28x28][lanes] */
     float *restrict gw = G;
     CG_PARALLEL_FOR
     for (int cb = 0; cb < 8; cb++) {
@@ -1511,6 +1513,7 @@ static void l00_conv2d_backward(float *restrict G, const float *restrict x, cons
 
 static void l00_conv2d_backward_dx(const float *restrict P, const float *restrict dy, float *restrict dx)
 {
+    /* x [1x28x28][lanes], y [16x28x28][lanes] */
     const float *restrict w = P;
     CG_PARALLEL_FOR
     for (int v0 = 0; v0 < 8; v0 += 4) {
@@ -1803,6 +1806,7 @@ static void l00_conv2d_backward_dx(const float *restrict P, const float *restric
  * schedule lanes: fwd lanes dw lanes dx with dw threaded */
 static void l01_batchnorm_forward(const float *restrict P, float *restrict B, float *restrict S, const float *restrict x, float *restrict y, int nb, int training)
 {
+    /* x [16x28x28][lanes], y [16x28x28][lanes] */
     const float *restrict gamma = P, *restrict beta = P + 16;
     float *restrict rmean = B, *restrict rvar = B + 16, *restrict nbt = B + 32;
     const int m = nb * 784; /* values per channel */
@@ -1860,6 +1864,7 @@ static void l01_batchnorm_forward(const float *restrict P, float *restrict B, fl
 
 static void l01_batchnorm_backward(const float *restrict P, float *restrict G, float *restrict S, const float *restrict x, const float *restrict dy, float *restrict dx, int nb)
 {
+    /* x [16x28x28][lanes], y [16x28x28][lanes] */
     const float *restrict gamma = P;
     float *restrict ggamma = G, *restrict gbeta = G + 16;
     const int m = nb * 784;
@@ -1898,6 +1903,7 @@ static void l01_batchnorm_backward(const float *restrict P, float *restrict G, f
  * schedule lanes: fwd lanes dw lanes dx with dw threaded */
 static void l02_relu_forward(const float *restrict x, float *restrict y)
 {
+    /* x [16x28x28][lanes], y [16x28x28][lanes] */
     CG_PARALLEL_FOR
     for (int i = 0; i < 1605632; i++)
         y[i] = x[i] > 0.0f ? x[i] : 0.0f;
@@ -1905,6 +1911,7 @@ static void l02_relu_forward(const float *restrict x, float *restrict y)
 
 static void l02_relu_backward(const float *restrict y, const float *restrict dy, float *restrict dx)
 {
+    /* x [16x28x28][lanes], y [16x28x28][lanes] */
     CG_PARALLEL_FOR
     for (int i = 0; i < 1605632; i++)
         dx[i] = y[i] > 0.0f ? dy[i] : 0.0f;
@@ -1914,6 +1921,7 @@ static void l02_relu_backward(const float *restrict y, const float *restrict dy,
  * schedule lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16] threaded */
 static void l03_conv2d_forward(const float *restrict P, const float *restrict x, float *restrict y)
 {
+    /* x [16x28x28][lanes], y [16x28x28][lanes] */
     const float *restrict w = P;
     CG_PARALLEL_FOR
     for (int v0 = 0; v0 < 8; v0 += 1) {
@@ -3209,6 +3217,7 @@ static void l03_conv2d_forward(const float *restrict P, const float *restrict x,
 
 static void l03_conv2d_backward(float *restrict G, const float *restrict x, const float *restrict dy)
 {
+    /* x [16x28x28][lanes], y [16x28x28][lanes] */
     float *restrict gw = G;
     CG_PARALLEL_FOR
     for (int cb = 0; cb < 8; cb++) {
@@ -3321,6 +3330,7 @@ static void l03_conv2d_backward(float *restrict G, const float *restrict x, cons
 
 static void l03_conv2d_backward_dx(const float *restrict P, const float *restrict dy, float *restrict dx)
 {
+    /* x [16x28x28][lanes], y [16x28x28][lanes] */
     const float *restrict w = P;
     CG_PARALLEL_FOR
     for (int v0 = 0; v0 < 8; v0 += 1) {
@@ -4644,6 +4654,7 @@ static void l03_conv2d_backward_dx(const float *restrict P, const float *restric
  * schedule lanes: fwd lanes dw lanes dx with dw threaded */
 static void l08_add_forward(const float *restrict x1, const float *restrict x2, float *restrict y)
 {
+    /* x1 [16x28x28][lanes], x2 [16x28x28][lanes], y [16x28x28][lanes] */
     CG_PARALLEL_FOR
     for (size_t i = 0; i < 1605632; i++)
         y[i] = x1[i] + x2[i];
@@ -4651,6 +4662,7 @@ static void l08_add_forward(const float *restrict x1, const float *restrict x2, 
 
 static void l08_add_backward(const float *restrict dy, float *restrict dx1, float *restrict dx2)
 {
+    /* x1 [16x28x28][lanes], x2 [16x28x28][lanes], y [16x28x28][lanes] */
     memcpy(dx1, dy, sizeof(float) * 128 * 12544);
     memcpy(dx2, dy, sizeof(float) * 128 * 12544);
 }
@@ -4757,6 +4769,7 @@ static void l08_add_backward(const float *restrict dy, float *restrict dx1, floa
  * schedule lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16] threaded */
 static void l24_conv2d_forward(const float *restrict P, const float *restrict x, float *restrict y)
 {
+    /* x [16x28x28][lanes], y [32x14x14][lanes] */
     const float *restrict w = P;
     CG_PARALLEL_FOR
     for (int cb = 0; cb < 2; cb++) {
@@ -5404,6 +5417,7 @@ static void l24_conv2d_forward(const float *restrict P, const float *restrict x,
 
 static void l24_conv2d_backward(float *restrict G, const float *restrict x, const float *restrict dy)
 {
+    /* x [16x28x28][lanes], y [32x14x14][lanes] */
     float *restrict gw = G;
     CG_PARALLEL_FOR
     for (int cb = 0; cb < 16; cb++) {
@@ -5471,6 +5485,7 @@ static void l24_conv2d_backward(float *restrict G, const float *restrict x, cons
 
 static void l24_conv2d_backward_dx(const float *restrict P, const float *restrict dy, float *restrict dx)
 {
+    /* x [16x28x28][lanes], y [32x14x14][lanes] */
     const float *restrict w = P;
     CG_PARALLEL_FOR
     for (int v0 = 0; v0 < 8; v0 += 1) {
@@ -6150,6 +6165,7 @@ static void l24_conv2d_backward_dx(const float *restrict P, const float *restric
  * schedule lanes: fwd lanes dw lanes dx with dw */
 static void l25_batchnorm_forward(const float *restrict P, float *restrict B, float *restrict S, const float *restrict x, float *restrict y, int nb, int training)
 {
+    /* x [32x14x14][lanes], y [32x14x14][lanes] */
     const float *restrict gamma = P, *restrict beta = P + 32;
     float *restrict rmean = B, *restrict rvar = B + 32, *restrict nbt = B + 64;
     const int m = nb * 196; /* values per channel */
@@ -6204,6 +6220,7 @@ static void l25_batchnorm_forward(const float *restrict P, float *restrict B, fl
 
 static void l25_batchnorm_backward(const float *restrict P, float *restrict G, float *restrict S, const float *restrict x, const float *restrict dy, float *restrict dx, int nb)
 {
+    /* x [32x14x14][lanes], y [32x14x14][lanes] */
     const float *restrict gamma = P;
     float *restrict ggamma = G, *restrict gbeta = G + 32;
     const int m = nb * 196;
@@ -6241,12 +6258,14 @@ static void l25_batchnorm_backward(const float *restrict P, float *restrict G, f
  * schedule lanes: fwd lanes dw lanes dx with dw */
 static void l26_relu_forward(const float *restrict x, float *restrict y)
 {
+    /* x [32x14x14][lanes], y [32x14x14][lanes] */
     for (int i = 0; i < 802816; i++)
         y[i] = x[i] > 0.0f ? x[i] : 0.0f;
 }
 
 static void l26_relu_backward(const float *restrict y, const float *restrict dy, float *restrict dx)
 {
+    /* x [32x14x14][lanes], y [32x14x14][lanes] */
     for (int i = 0; i < 802816; i++)
         dx[i] = y[i] > 0.0f ? dy[i] : 0.0f;
 }
@@ -6255,6 +6274,7 @@ static void l26_relu_backward(const float *restrict y, const float *restrict dy,
  * schedule lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16] threaded */
 static void l27_conv2d_forward(const float *restrict P, const float *restrict x, float *restrict y)
 {
+    /* x [32x14x14][lanes], y [32x14x14][lanes] */
     const float *restrict w = P;
     CG_PARALLEL_FOR
     for (int cb = 0; cb < 2; cb++) {
@@ -7552,6 +7572,7 @@ static void l27_conv2d_forward(const float *restrict P, const float *restrict x,
 
 static void l27_conv2d_backward(float *restrict G, const float *restrict x, const float *restrict dy)
 {
+    /* x [32x14x14][lanes], y [32x14x14][lanes] */
     float *restrict gw = G;
     CG_PARALLEL_FOR
     for (int cb = 0; cb < 16; cb++) {
@@ -7664,6 +7685,7 @@ static void l27_conv2d_backward(float *restrict G, const float *restrict x, cons
 
 static void l27_conv2d_backward_dx(const float *restrict P, const float *restrict dy, float *restrict dx)
 {
+    /* x [32x14x14][lanes], y [32x14x14][lanes] */
     const float *restrict w = P;
     CG_PARALLEL_FOR
     for (int cib = 0; cib < 2; cib++) {
@@ -8969,6 +8991,7 @@ static void l27_conv2d_backward_dx(const float *restrict P, const float *restric
  * schedule lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=16,rows=1] dx lanes[TB=1,TCI=16] threaded */
 static void l29_conv2d_forward(const float *restrict P, const float *restrict x, float *restrict y)
 {
+    /* x [16x28x28][lanes], y [32x14x14][lanes] */
     const float *restrict w = P;
     CG_PARALLEL_FOR
     for (int cb = 0; cb < 2; cb++) {
@@ -9042,6 +9065,7 @@ static void l29_conv2d_forward(const float *restrict P, const float *restrict x,
 
 static void l29_conv2d_backward(float *restrict G, const float *restrict x, const float *restrict dy)
 {
+    /* x [16x28x28][lanes], y [32x14x14][lanes] */
     float *restrict gw = G;
     CG_PARALLEL_FOR
     for (int cb = 0; cb < 2; cb++) {
@@ -9098,6 +9122,7 @@ static void l29_conv2d_backward(float *restrict G, const float *restrict x, cons
 
 static void l29_conv2d_backward_dx(const float *restrict P, const float *restrict dy, float *restrict dx)
 {
+    /* x [16x28x28][lanes], y [32x14x14][lanes] */
     const float *restrict w = P;
     CG_PARALLEL_FOR
     for (int v0 = 0; v0 < 8; v0 += 1) {
@@ -9288,12 +9313,14 @@ static void l29_conv2d_backward_dx(const float *restrict P, const float *restric
  * schedule lanes: fwd lanes dw lanes dx with dw */
 static void l31_add_forward(const float *restrict x1, const float *restrict x2, float *restrict y)
 {
+    /* x1 [32x14x14][lanes], x2 [32x14x14][lanes], y [32x14x14][lanes] */
     for (size_t i = 0; i < 802816; i++)
         y[i] = x1[i] + x2[i];
 }
 
 static void l31_add_backward(const float *restrict dy, float *restrict dx1, float *restrict dx2)
 {
+    /* x1 [32x14x14][lanes], x2 [32x14x14][lanes], y [32x14x14][lanes] */
     memcpy(dx1, dy, sizeof(float) * 128 * 6272);
     memcpy(dx2, dy, sizeof(float) * 128 * 6272);
 }
@@ -9400,6 +9427,7 @@ static void l31_add_backward(const float *restrict dy, float *restrict dx1, floa
  * schedule lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16] threaded */
 static void l47_conv2d_forward(const float *restrict P, const float *restrict x, float *restrict y)
 {
+    /* x [32x14x14][lanes], y [64x7x7][lanes] */
     const float *restrict w = P;
     CG_PARALLEL_FOR
     for (int cb = 0; cb < 4; cb++) {
@@ -10047,6 +10075,7 @@ static void l47_conv2d_forward(const float *restrict P, const float *restrict x,
 
 static void l47_conv2d_backward(float *restrict G, const float *restrict x, const float *restrict dy)
 {
+    /* x [32x14x14][lanes], y [64x7x7][lanes] */
     float *restrict gw = G;
     CG_PARALLEL_FOR
     for (int cb = 0; cb < 32; cb++) {
@@ -10114,6 +10143,7 @@ static void l47_conv2d_backward(float *restrict G, const float *restrict x, cons
 
 static void l47_conv2d_backward_dx(const float *restrict P, const float *restrict dy, float *restrict dx)
 {
+    /* x [32x14x14][lanes], y [64x7x7][lanes] */
     const float *restrict w = P;
     CG_PARALLEL_FOR
     for (int cib = 0; cib < 2; cib++) {
@@ -10795,6 +10825,7 @@ static void l47_conv2d_backward_dx(const float *restrict P, const float *restric
  * schedule lanes: fwd lanes dw lanes dx with dw */
 static void l48_batchnorm_forward(const float *restrict P, float *restrict B, float *restrict S, const float *restrict x, float *restrict y, int nb, int training)
 {
+    /* x [64x7x7][lanes], y [64x7x7][lanes] */
     const float *restrict gamma = P, *restrict beta = P + 64;
     float *restrict rmean = B, *restrict rvar = B + 64, *restrict nbt = B + 128;
     const int m = nb * 49; /* values per channel */
@@ -10849,6 +10880,7 @@ static void l48_batchnorm_forward(const float *restrict P, float *restrict B, fl
 
 static void l48_batchnorm_backward(const float *restrict P, float *restrict G, float *restrict S, const float *restrict x, const float *restrict dy, float *restrict dx, int nb)
 {
+    /* x [64x7x7][lanes], y [64x7x7][lanes] */
     const float *restrict gamma = P;
     float *restrict ggamma = G, *restrict gbeta = G + 64;
     const int m = nb * 49;
@@ -10886,12 +10918,14 @@ static void l48_batchnorm_backward(const float *restrict P, float *restrict G, f
  * schedule lanes: fwd lanes dw lanes dx with dw */
 static void l49_relu_forward(const float *restrict x, float *restrict y)
 {
+    /* x [64x7x7][lanes], y [64x7x7][lanes] */
     for (int i = 0; i < 401408; i++)
         y[i] = x[i] > 0.0f ? x[i] : 0.0f;
 }
 
 static void l49_relu_backward(const float *restrict y, const float *restrict dy, float *restrict dx)
 {
+    /* x [64x7x7][lanes], y [64x7x7][lanes] */
     for (int i = 0; i < 401408; i++)
         dx[i] = y[i] > 0.0f ? dy[i] : 0.0f;
 }
@@ -10900,6 +10934,7 @@ static void l49_relu_backward(const float *restrict y, const float *restrict dy,
  * schedule lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16] threaded */
 static void l50_conv2d_forward(const float *restrict P, const float *restrict x, float *restrict y)
 {
+    /* x [64x7x7][lanes], y [64x7x7][lanes] */
     const float *restrict w = P;
     CG_PARALLEL_FOR
     for (int cb = 0; cb < 4; cb++) {
@@ -12197,6 +12232,7 @@ static void l50_conv2d_forward(const float *restrict P, const float *restrict x,
 
 static void l50_conv2d_backward(float *restrict G, const float *restrict x, const float *restrict dy)
 {
+    /* x [64x7x7][lanes], y [64x7x7][lanes] */
     float *restrict gw = G;
     CG_PARALLEL_FOR
     for (int cb = 0; cb < 32; cb++) {
@@ -12309,6 +12345,7 @@ static void l50_conv2d_backward(float *restrict G, const float *restrict x, cons
 
 static void l50_conv2d_backward_dx(const float *restrict P, const float *restrict dy, float *restrict dx)
 {
+    /* x [64x7x7][lanes], y [64x7x7][lanes] */
     const float *restrict w = P;
     CG_PARALLEL_FOR
     for (int cib = 0; cib < 4; cib++) {
@@ -13614,6 +13651,7 @@ static void l50_conv2d_backward_dx(const float *restrict P, const float *restric
  * schedule lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=16,rows=1] dx lanes[TB=1,TCI=16] threaded */
 static void l52_conv2d_forward(const float *restrict P, const float *restrict x, float *restrict y)
 {
+    /* x [32x14x14][lanes], y [64x7x7][lanes] */
     const float *restrict w = P;
     CG_PARALLEL_FOR
     for (int cb = 0; cb < 4; cb++) {
@@ -13687,6 +13725,7 @@ static void l52_conv2d_forward(const float *restrict P, const float *restrict x,
 
 static void l52_conv2d_backward(float *restrict G, const float *restrict x, const float *restrict dy)
 {
+    /* x [32x14x14][lanes], y [64x7x7][lanes] */
     float *restrict gw = G;
     CG_PARALLEL_FOR
     for (int cb = 0; cb < 4; cb++) {
@@ -13743,6 +13782,7 @@ static void l52_conv2d_backward(float *restrict G, const float *restrict x, cons
 
 static void l52_conv2d_backward_dx(const float *restrict P, const float *restrict dy, float *restrict dx)
 {
+    /* x [32x14x14][lanes], y [64x7x7][lanes] */
     const float *restrict w = P;
     CG_PARALLEL_FOR
     for (int cib = 0; cib < 2; cib++) {
@@ -13935,12 +13975,14 @@ static void l52_conv2d_backward_dx(const float *restrict P, const float *restric
  * schedule lanes: fwd lanes dw lanes dx with dw */
 static void l54_add_forward(const float *restrict x1, const float *restrict x2, float *restrict y)
 {
+    /* x1 [64x7x7][lanes], x2 [64x7x7][lanes], y [64x7x7][lanes] */
     for (size_t i = 0; i < 401408; i++)
         y[i] = x1[i] + x2[i];
 }
 
 static void l54_add_backward(const float *restrict dy, float *restrict dx1, float *restrict dx2)
 {
+    /* x1 [64x7x7][lanes], x2 [64x7x7][lanes], y [64x7x7][lanes] */
     memcpy(dx1, dy, sizeof(float) * 128 * 3136);
     memcpy(dx2, dy, sizeof(float) * 128 * 3136);
 }
@@ -14047,6 +14089,7 @@ static void l54_add_backward(const float *restrict dy, float *restrict dx1, floa
  * schedule lanes: fwd lanes dw lanes dx with dw */
 static void l70_global_avgpool_forward(const float *restrict x, float *restrict y)
 {
+    /* x [64x7x7][lanes], y [64x1x1][lanes] */
     for (int c = 0; c < 64; c++) {
         float *yc = y + (size_t)c * 128;
         const float *xc = x + (size_t)c * 6272;
@@ -14059,6 +14102,7 @@ static void l70_global_avgpool_forward(const float *restrict x, float *restrict 
 
 static void l70_global_avgpool_backward(const float *restrict dy, float *restrict dx)
 {
+    /* x [64x7x7][lanes], y [64x1x1][lanes] */
     for (int c = 0; c < 64; c++) {
         const float *dyc = dy + (size_t)c * 128;
         float *dxc = dx + (size_t)c * 6272;
@@ -14071,6 +14115,7 @@ static void l70_global_avgpool_backward(const float *restrict dy, float *restric
  * schedule lanes: fwd lanes[TB=4,TR=4] dw gemm[TI=8,TO=2] dx lanes[TB=4,TR=4] */
 static void l72_dense_forward(const float *restrict P, const float *restrict x, float *restrict y)
 {
+    /* x [64][lanes], y [10][lanes] */
     const float *restrict w = P;
     const float *restrict b = P + 640;
     for (int o0 = 0; o0 < 8; o0 += 4) {
@@ -14113,6 +14158,7 @@ static void l72_dense_forward(const float *restrict P, const float *restrict x, 
 
 static void l72_dense_backward(float *restrict G, const float *restrict x, const float *restrict dy)
 {
+    /* x [64][lanes], y [10][lanes] */
     float *restrict gw = G;
     float *restrict gb = G + 640;
     for (int o = 0; o < 10; o++) {
@@ -14137,6 +14183,7 @@ static void l72_dense_backward(float *restrict G, const float *restrict x, const
 
 static void l72_dense_backward_dx(const float *restrict P, const float *restrict dy, float *restrict dx)
 {
+    /* x [64][lanes], y [10][lanes] */
     const float *restrict w = P;
     for (int i0 = 0; i0 < 64; i0 += 4) {
         for (int v0 = 0; v0 < 8; v0 += 4) {
@@ -14162,196 +14209,376 @@ static void l72_dense_backward_dx(const float *restrict P, const float *restrict
     }
 }
 
+/* Workspace regions, in floats (NAME.h gives the total). */
+#define XIN     0 /* the input, [1x28x28][lanes] */
+#define A00     100352 /* layer 0 (conv2d) output, [16x28x28][lanes] */
+#define A01     1705984 /* layer 1 (batchnorm) output, [16x28x28][lanes] */
+#define S01     66342144 /* layer 1 (batchnorm) scratch */
+#define A02     3311616 /* layer 2 (relu) output, [16x28x28][lanes] */
+#define A03     4917248 /* layer 3 (conv2d) output, [16x28x28][lanes] */
+#define A04     6522880 /* layer 4 (batchnorm) output, [16x28x28][lanes] */
+#define S04     66342176 /* layer 4 (batchnorm) scratch */
+#define A05     8128512 /* layer 5 (relu) output, [16x28x28][lanes] */
+#define A06     9734144 /* layer 6 (conv2d) output, [16x28x28][lanes] */
+#define A07     11339776 /* layer 7 (batchnorm) output, [16x28x28][lanes] */
+#define S07     66342208 /* layer 7 (batchnorm) scratch */
+#define A08     12945408 /* layer 8 (add) output, [16x28x28][lanes] */
+#define A09     14551040 /* layer 9 (relu) output, [16x28x28][lanes] */
+#define A10     16156672 /* layer 10 (conv2d) output, [16x28x28][lanes] */
+#define A11     17762304 /* layer 11 (batchnorm) output, [16x28x28][lanes] */
+#define S11     66342240 /* layer 11 (batchnorm) scratch */
+#define A12     19367936 /* layer 12 (relu) output, [16x28x28][lanes] */
+#define A13     20973568 /* layer 13 (conv2d) output, [16x28x28][lanes] */
+#define A14     22579200 /* layer 14 (batchnorm) output, [16x28x28][lanes] */
+#define S14     66342272 /* layer 14 (batchnorm) scratch */
+#define A15     24184832 /* layer 15 (add) output, [16x28x28][lanes] */
+#define A16     25790464 /* layer 16 (relu) output, [16x28x28][lanes] */
+#define A17     27396096 /* layer 17 (conv2d) output, [16x28x28][lanes] */
+#define A18     29001728 /* layer 18 (batchnorm) output, [16x28x28][lanes] */
+#define S18     66342304 /* layer 18 (batchnorm) scratch */
+#define A19     30607360 /* layer 19 (relu) output, [16x28x28][lanes] */
+#define A20     32212992 /* layer 20 (conv2d) output, [16x28x28][lanes] */
+#define A21     33818624 /* layer 21 (batchnorm) output, [16x28x28][lanes] */
+#define S21     66342336 /* layer 21 (batchnorm) scratch */
+#define A22     35424256 /* layer 22 (add) output, [16x28x28][lanes] */
+#define A23     37029888 /* layer 23 (relu) output, [16x28x28][lanes] */
+#define A24     38635520 /* layer 24 (conv2d) output, [32x14x14][lanes] */
+#define A25     39438336 /* layer 25 (batchnorm) output, [32x14x14][lanes] */
+#define S25     66342368 /* layer 25 (batchnorm) scratch */
+#define A26     40241152 /* layer 26 (relu) output, [32x14x14][lanes] */
+#define A27     41043968 /* layer 27 (conv2d) output, [32x14x14][lanes] */
+#define A28     41846784 /* layer 28 (batchnorm) output, [32x14x14][lanes] */
+#define S28     66342432 /* layer 28 (batchnorm) scratch */
+#define A29     42649600 /* layer 29 (conv2d) output, [32x14x14][lanes] */
+#define A30     43452416 /* layer 30 (batchnorm) output, [32x14x14][lanes] */
+#define S30     66342496 /* layer 30 (batchnorm) scratch */
+#define A31     44255232 /* layer 31 (add) output, [32x14x14][lanes] */
+#define A32     45058048 /* layer 32 (relu) output, [32x14x14][lanes] */
+#define A33     45860864 /* layer 33 (conv2d) output, [32x14x14][lanes] */
+#define A34     46663680 /* layer 34 (batchnorm) output, [32x14x14][lanes] */
+#define S34     66342560 /* layer 34 (batchnorm) scratch */
+#define A35     47466496 /* layer 35 (relu) output, [32x14x14][lanes] */
+#define A36     48269312 /* layer 36 (conv2d) output, [32x14x14][lanes] */
+#define A37     49072128 /* layer 37 (batchnorm) output, [32x14x14][lanes] */
+#define S37     66342624 /* layer 37 (batchnorm) scratch */
+#define A38     49874944 /* layer 38 (add) output, [32x14x14][lanes] */
+#define A39     50677760 /* layer 39 (relu) output, [32x14x14][lanes] */
+#define A40     51480576 /* layer 40 (conv2d) output, [32x14x14][lanes] */
+#define A41     52283392 /* layer 41 (batchnorm) output, [32x14x14][lanes] */
+#define S41     66342688 /* layer 41 (batchnorm) scratch */
+#define A42     53086208 /* layer 42 (relu) output, [32x14x14][lanes] */
+#define A43     53889024 /* layer 43 (conv2d) output, [32x14x14][lanes] */
+#define A44     54691840 /* layer 44 (batchnorm) output, [32x14x14][lanes] */
+#define S44     66342752 /* layer 44 (batchnorm) scratch */
+#define A45     55494656 /* layer 45 (add) output, [32x14x14][lanes] */
+#define A46     56297472 /* layer 46 (relu) output, [32x14x14][lanes] */
+#define A47     57100288 /* layer 47 (conv2d) output, [64x7x7][lanes] */
+#define A48     57501696 /* layer 48 (batchnorm) output, [64x7x7][lanes] */
+#define S48     66342816 /* layer 48 (batchnorm) scratch */
+#define A49     57903104 /* layer 49 (relu) output, [64x7x7][lanes] */
+#define A50     58304512 /* layer 50 (conv2d) output, [64x7x7][lanes] */
+#define A51     58705920 /* layer 51 (batchnorm) output, [64x7x7][lanes] */
+#define S51     66342944 /* layer 51 (batchnorm) scratch */
+#define A52     59107328 /* layer 52 (conv2d) output, [64x7x7][lanes] */
+#define A53     59508736 /* layer 53 (batchnorm) output, [64x7x7][lanes] */
+#define S53     66343072 /* layer 53 (batchnorm) scratch */
+#define A54     59910144 /* layer 54 (add) output, [64x7x7][lanes] */
+#define A55     60311552 /* layer 55 (relu) output, [64x7x7][lanes] */
+#define A56     60712960 /* layer 56 (conv2d) output, [64x7x7][lanes] */
+#define A57     61114368 /* layer 57 (batchnorm) output, [64x7x7][lanes] */
+#define S57     66343200 /* layer 57 (batchnorm) scratch */
+#define A58     61515776 /* layer 58 (relu) output, [64x7x7][lanes] */
+#define A59     61917184 /* layer 59 (conv2d) output, [64x7x7][lanes] */
+#define A60     62318592 /* layer 60 (batchnorm) output, [64x7x7][lanes] */
+#define S60     66343328 /* layer 60 (batchnorm) scratch */
+#define A61     62720000 /* layer 61 (add) output, [64x7x7][lanes] */
+#define A62     63121408 /* layer 62 (relu) output, [64x7x7][lanes] */
+#define A63     63522816 /* layer 63 (conv2d) output, [64x7x7][lanes] */
+#define A64     63924224 /* layer 64 (batchnorm) output, [64x7x7][lanes] */
+#define S64     66343456 /* layer 64 (batchnorm) scratch */
+#define A65     64325632 /* layer 65 (relu) output, [64x7x7][lanes] */
+#define A66     64727040 /* layer 66 (conv2d) output, [64x7x7][lanes] */
+#define A67     65128448 /* layer 67 (batchnorm) output, [64x7x7][lanes] */
+#define S67     66343584 /* layer 67 (batchnorm) scratch */
+#define A68     65529856 /* layer 68 (add) output, [64x7x7][lanes] */
+#define A69     65931264 /* layer 69 (relu) output, [64x7x7][lanes] */
+#define A70     66332672 /* layer 70 (global_avgpool) output, [64x1x1][lanes] */
+#define A72     66340864 /* layer 72 (dense) output, [10][lanes] */
+#define OUT     66343712 /* the output, [N][10] */
+#define DOUT    66344992 /* dLoss/dOutput, [N][10] */
+#define DOUT_L  66346272 /* dLoss/dOutput, [10][lanes] */
+#define D71     66748960 /* gradient arena: dLoss/d(layer 71 output) */
+#define D69     66347552 /* gradient arena: dLoss/d(layer 69 output) */
+#define D68     66748960 /* gradient arena: dLoss/d(layer 68 output) */
+#define D67     66347552 /* gradient arena: dLoss/d(layer 67 output) */
+#define D62     67150368 /* gradient arena: dLoss/d(layer 62 output) */
+#define D66     66748960 /* gradient arena: dLoss/d(layer 66 output) */
+#define D65     66347552 /* gradient arena: dLoss/d(layer 65 output) */
+#define D64     66748960 /* gradient arena: dLoss/d(layer 64 output) */
+#define D63     66347552 /* gradient arena: dLoss/d(layer 63 output) */
+#define T63_1   66748960 /* gradient arena: a gradient summed into its tensor's */
+#define D61     66347552 /* gradient arena: dLoss/d(layer 61 output) */
+#define D60     66748960 /* gradient arena: dLoss/d(layer 60 output) */
+#define D55     67150368 /* gradient arena: dLoss/d(layer 55 output) */
+#define D59     66347552 /* gradient arena: dLoss/d(layer 59 output) */
+#define D58     66748960 /* gradient arena: dLoss/d(layer 58 output) */
+#define D57     66347552 /* gradient arena: dLoss/d(layer 57 output) */
+#define D56     66748960 /* gradient arena: dLoss/d(layer 56 output) */
+#define T56_1   66347552 /* gradient arena: a gradient summed into its tensor's */
+#define D54     66347552 /* gradient arena: dLoss/d(layer 54 output) */
+#define D51     67150368 /* gradient arena: dLoss/d(layer 51 output) */
+#define D53     66748960 /* gradient arena: dLoss/d(layer 53 output) */
+#define D52     67551776 /* gradient arena: dLoss/d(layer 52 output) */
+#define D46     66347552 /* gradient arena: dLoss/d(layer 46 output) */
+#define D50     67551776 /* gradient arena: dLoss/d(layer 50 output) */
+#define D49     67150368 /* gradient arena: dLoss/d(layer 49 output) */
+#define D48     67551776 /* gradient arena: dLoss/d(layer 48 output) */
+#define D47     67953184 /* gradient arena: dLoss/d(layer 47 output) */
+#define T47_1   67150368 /* gradient arena: a gradient summed into its tensor's */
+#define D45     67150368 /* gradient arena: dLoss/d(layer 45 output) */
+#define D44     66347552 /* gradient arena: dLoss/d(layer 44 output) */
+#define D39     67953184 /* gradient arena: dLoss/d(layer 39 output) */
+#define D43     67150368 /* gradient arena: dLoss/d(layer 43 output) */
+#define D42     66347552 /* gradient arena: dLoss/d(layer 42 output) */
+#define D41     67150368 /* gradient arena: dLoss/d(layer 41 output) */
+#define D40     66347552 /* gradient arena: dLoss/d(layer 40 output) */
+#define T40_1   67150368 /* gradient arena: a gradient summed into its tensor's */
+#define D38     66347552 /* gradient arena: dLoss/d(layer 38 output) */
+#define D37     67150368 /* gradient arena: dLoss/d(layer 37 output) */
+#define D32     67953184 /* gradient arena: dLoss/d(layer 32 output) */
+#define D36     66347552 /* gradient arena: dLoss/d(layer 36 output) */
+#define D35     67150368 /* gradient arena: dLoss/d(layer 35 output) */
+#define D34     66347552 /* gradient arena: dLoss/d(layer 34 output) */
+#define D33     67150368 /* gradient arena: dLoss/d(layer 33 output) */
+#define T33_1   66347552 /* gradient arena: a gradient summed into its tensor's */
+#define D31     66347552 /* gradient arena: dLoss/d(layer 31 output) */
+#define D28     67953184 /* gradient arena: dLoss/d(layer 28 output) */
+#define D30     67150368 /* gradient arena: dLoss/d(layer 30 output) */
+#define D29     68756000 /* gradient arena: dLoss/d(layer 29 output) */
+#define D23     66347552 /* gradient arena: dLoss/d(layer 23 output) */
+#define D27     68756000 /* gradient arena: dLoss/d(layer 27 output) */
+#define D26     67953184 /* gradient arena: dLoss/d(layer 26 output) */
+#define D25     68756000 /* gradient arena: dLoss/d(layer 25 output) */
+#define D24     69558816 /* gradient arena: dLoss/d(layer 24 output) */
+#define T24_1   67953184 /* gradient arena: a gradient summed into its tensor's */
+#define D22     67953184 /* gradient arena: dLoss/d(layer 22 output) */
+#define D21     66347552 /* gradient arena: dLoss/d(layer 21 output) */
+#define D16     69558816 /* gradient arena: dLoss/d(layer 16 output) */
+#define D20     67953184 /* gradient arena: dLoss/d(layer 20 output) */
+#define D19     66347552 /* gradient arena: dLoss/d(layer 19 output) */
+#define D18     67953184 /* gradient arena: dLoss/d(layer 18 output) */
+#define D17     66347552 /* gradient arena: dLoss/d(layer 17 output) */
+#define T17_1   67953184 /* gradient arena: a gradient summed into its tensor's */
+#define D15     66347552 /* gradient arena: dLoss/d(layer 15 output) */
+#define D14     67953184 /* gradient arena: dLoss/d(layer 14 output) */
+#define D09     69558816 /* gradient arena: dLoss/d(layer 9 output) */
+#define D13     66347552 /* gradient arena: dLoss/d(layer 13 output) */
+#define D12     67953184 /* gradient arena: dLoss/d(layer 12 output) */
+#define D11     66347552 /* gradient arena: dLoss/d(layer 11 output) */
+#define D10     67953184 /* gradient arena: dLoss/d(layer 10 output) */
+#define T10_1   66347552 /* gradient arena: a gradient summed into its tensor's */
+#define D08     66347552 /* gradient arena: dLoss/d(layer 8 output) */
+#define D07     67953184 /* gradient arena: dLoss/d(layer 7 output) */
+#define D02     69558816 /* gradient arena: dLoss/d(layer 2 output) */
+#define D06     66347552 /* gradient arena: dLoss/d(layer 6 output) */
+#define D05     67953184 /* gradient arena: dLoss/d(layer 5 output) */
+#define D04     66347552 /* gradient arena: dLoss/d(layer 4 output) */
+#define D03     67953184 /* gradient arena: dLoss/d(layer 3 output) */
+#define T03_1   66347552 /* gradient arena: a gradient summed into its tensor's */
+#define D01     66347552 /* gradient arena: dLoss/d(layer 1 output) */
+#define D00     67953184 /* gradient arena: dLoss/d(layer 0 output) */
+#define DIN     66347552 /* gradient arena: dLoss/dInput */
+
 /* Forward over nb <= 128 samples; activations stay in ws for backward. */
 void resnet20_forward(const float *params, float *buffers, const float *x, float *ws, int nb, int training)
 {
-    cg_to_lanes(x, ws + 0, nb, 784, 128);
-    l00_conv2d_forward(params, ws + 0, ws + 100352);
-    l01_batchnorm_forward(params + 144, buffers, ws + 66342144, ws + 100352, ws + 1705984, nb, training);
-    l02_relu_forward(ws + 1705984, ws + 3311616);
-    l03_conv2d_forward(params + 176, ws + 3311616, ws + 4917248);
-    l01_batchnorm_forward(params + 2480, buffers + 33, ws + 66342176, ws + 4917248, ws + 6522880, nb, training);
-    l02_relu_forward(ws + 6522880, ws + 8128512);
-    l03_conv2d_forward(params + 2512, ws + 8128512, ws + 9734144);
-    l01_batchnorm_forward(params + 4816, buffers + 66, ws + 66342208, ws + 9734144, ws + 11339776, nb, training);
-    l08_add_forward(ws + 11339776, ws + 3311616, ws + 12945408);
-    l02_relu_forward(ws + 12945408, ws + 14551040);
-    l03_conv2d_forward(params + 4848, ws + 14551040, ws + 16156672);
-    l01_batchnorm_forward(params + 7152, buffers + 99, ws + 66342240, ws + 16156672, ws + 17762304, nb, training);
-    l02_relu_forward(ws + 17762304, ws + 19367936);
-    l03_conv2d_forward(params + 7184, ws + 19367936, ws + 20973568);
-    l01_batchnorm_forward(params + 9488, buffers + 132, ws + 66342272, ws + 20973568, ws + 22579200, nb, training);
-    l08_add_forward(ws + 22579200, ws + 14551040, ws + 24184832);
-    l02_relu_forward(ws + 24184832, ws + 25790464);
-    l03_conv2d_forward(params + 9520, ws + 25790464, ws + 27396096);
-    l01_batchnorm_forward(params + 11824, buffers + 165, ws + 66342304, ws + 27396096, ws + 29001728, nb, training);
-    l02_relu_forward(ws + 29001728, ws + 30607360);
-    l03_conv2d_forward(params + 11856, ws + 30607360, ws + 32212992);
-    l01_batchnorm_forward(params + 14160, buffers + 198, ws + 66342336, ws + 32212992, ws + 33818624, nb, training);
-    l08_add_forward(ws + 33818624, ws + 25790464, ws + 35424256);
-    l02_relu_forward(ws + 35424256, ws + 37029888);
-    l24_conv2d_forward(params + 14192, ws + 37029888, ws + 38635520);
-    l25_batchnorm_forward(params + 18800, buffers + 231, ws + 66342368, ws + 38635520, ws + 39438336, nb, training);
-    l26_relu_forward(ws + 39438336, ws + 40241152);
-    l27_conv2d_forward(params + 18864, ws + 40241152, ws + 41043968);
-    l25_batchnorm_forward(params + 28080, buffers + 296, ws + 66342432, ws + 41043968, ws + 41846784, nb, training);
-    l29_conv2d_forward(params + 28144, ws + 37029888, ws + 42649600);
-    l25_batchnorm_forward(params + 28656, buffers + 361, ws + 66342496, ws + 42649600, ws + 43452416, nb, training);
-    l31_add_forward(ws + 41846784, ws + 43452416, ws + 44255232);
-    l26_relu_forward(ws + 44255232, ws + 45058048);
-    l27_conv2d_forward(params + 28720, ws + 45058048, ws + 45860864);
-    l25_batchnorm_forward(params + 37936, buffers + 426, ws + 66342560, ws + 45860864, ws + 46663680, nb, training);
-    l26_relu_forward(ws + 46663680, ws + 47466496);
-    l27_conv2d_forward(params + 38000, ws + 47466496, ws + 48269312);
-    l25_batchnorm_forward(params + 47216, buffers + 491, ws + 66342624, ws + 48269312, ws + 49072128, nb, training);
-    l31_add_forward(ws + 49072128, ws + 45058048, ws + 49874944);
-    l26_relu_forward(ws + 49874944, ws + 50677760);
-    l27_conv2d_forward(params + 47280, ws + 50677760, ws + 51480576);
-    l25_batchnorm_forward(params + 56496, buffers + 556, ws + 66342688, ws + 51480576, ws + 52283392, nb, training);
-    l26_relu_forward(ws + 52283392, ws + 53086208);
-    l27_conv2d_forward(params + 56560, ws + 53086208, ws + 53889024);
-    l25_batchnorm_forward(params + 65776, buffers + 621, ws + 66342752, ws + 53889024, ws + 54691840, nb, training);
-    l31_add_forward(ws + 54691840, ws + 50677760, ws + 55494656);
-    l26_relu_forward(ws + 55494656, ws + 56297472);
-    l47_conv2d_forward(params + 65840, ws + 56297472, ws + 57100288);
-    l48_batchnorm_forward(params + 84272, buffers + 686, ws + 66342816, ws + 57100288, ws + 57501696, nb, training);
-    l49_relu_forward(ws + 57501696, ws + 57903104);
-    l50_conv2d_forward(params + 84400, ws + 57903104, ws + 58304512);
-    l48_batchnorm_forward(params + 121264, buffers + 815, ws + 66342944, ws + 58304512, ws + 58705920, nb, training);
-    l52_conv2d_forward(params + 121392, ws + 56297472, ws + 59107328);
-    l48_batchnorm_forward(params + 123440, buffers + 944, ws + 66343072, ws + 59107328, ws + 59508736, nb, training);
-    l54_add_forward(ws + 58705920, ws + 59508736, ws + 59910144);
-    l49_relu_forward(ws + 59910144, ws + 60311552);
-    l50_conv2d_forward(params + 123568, ws + 60311552, ws + 60712960);
-    l48_batchnorm_forward(params + 160432, buffers + 1073, ws + 66343200, ws + 60712960, ws + 61114368, nb, training);
-    l49_relu_forward(ws + 61114368, ws + 61515776);
-    l50_conv2d_forward(params + 160560, ws + 61515776, ws + 61917184);
-    l48_batchnorm_forward(params + 197424, buffers + 1202, ws + 66343328, ws + 61917184, ws + 62318592, nb, training);
-    l54_add_forward(ws + 62318592, ws + 60311552, ws + 62720000);
-    l49_relu_forward(ws + 62720000, ws + 63121408);
-    l50_conv2d_forward(params + 197552, ws + 63121408, ws + 63522816);
-    l48_batchnorm_forward(params + 234416, buffers + 1331, ws + 66343456, ws + 63522816, ws + 63924224, nb, training);
-    l49_relu_forward(ws + 63924224, ws + 64325632);
-    l50_conv2d_forward(params + 234544, ws + 64325632, ws + 64727040);
-    l48_batchnorm_forward(params + 271408, buffers + 1460, ws + 66343584, ws + 64727040, ws + 65128448, nb, training);
-    l54_add_forward(ws + 65128448, ws + 63121408, ws + 65529856);
-    l49_relu_forward(ws + 65529856, ws + 65931264);
-    l70_global_avgpool_forward(ws + 65931264, ws + 66332672);
+    cg_to_lanes(x, ws + XIN, nb, 784, 128);
+    l00_conv2d_forward(params, ws + XIN, ws + A00);
+    l01_batchnorm_forward(params + 144, buffers, ws + S01, ws + A00, ws + A01, nb, training);
+    l02_relu_forward(ws + A01, ws + A02);
+    l03_conv2d_forward(params + 176, ws + A02, ws + A03);
+    l01_batchnorm_forward(params + 2480, buffers + 33, ws + S04, ws + A03, ws + A04, nb, training);
+    l02_relu_forward(ws + A04, ws + A05);
+    l03_conv2d_forward(params + 2512, ws + A05, ws + A06);
+    l01_batchnorm_forward(params + 4816, buffers + 66, ws + S07, ws + A06, ws + A07, nb, training);
+    l08_add_forward(ws + A07, ws + A02, ws + A08);
+    l02_relu_forward(ws + A08, ws + A09);
+    l03_conv2d_forward(params + 4848, ws + A09, ws + A10);
+    l01_batchnorm_forward(params + 7152, buffers + 99, ws + S11, ws + A10, ws + A11, nb, training);
+    l02_relu_forward(ws + A11, ws + A12);
+    l03_conv2d_forward(params + 7184, ws + A12, ws + A13);
+    l01_batchnorm_forward(params + 9488, buffers + 132, ws + S14, ws + A13, ws + A14, nb, training);
+    l08_add_forward(ws + A14, ws + A09, ws + A15);
+    l02_relu_forward(ws + A15, ws + A16);
+    l03_conv2d_forward(params + 9520, ws + A16, ws + A17);
+    l01_batchnorm_forward(params + 11824, buffers + 165, ws + S18, ws + A17, ws + A18, nb, training);
+    l02_relu_forward(ws + A18, ws + A19);
+    l03_conv2d_forward(params + 11856, ws + A19, ws + A20);
+    l01_batchnorm_forward(params + 14160, buffers + 198, ws + S21, ws + A20, ws + A21, nb, training);
+    l08_add_forward(ws + A21, ws + A16, ws + A22);
+    l02_relu_forward(ws + A22, ws + A23);
+    l24_conv2d_forward(params + 14192, ws + A23, ws + A24);
+    l25_batchnorm_forward(params + 18800, buffers + 231, ws + S25, ws + A24, ws + A25, nb, training);
+    l26_relu_forward(ws + A25, ws + A26);
+    l27_conv2d_forward(params + 18864, ws + A26, ws + A27);
+    l25_batchnorm_forward(params + 28080, buffers + 296, ws + S28, ws + A27, ws + A28, nb, training);
+    l29_conv2d_forward(params + 28144, ws + A23, ws + A29);
+    l25_batchnorm_forward(params + 28656, buffers + 361, ws + S30, ws + A29, ws + A30, nb, training);
+    l31_add_forward(ws + A28, ws + A30, ws + A31);
+    l26_relu_forward(ws + A31, ws + A32);
+    l27_conv2d_forward(params + 28720, ws + A32, ws + A33);
+    l25_batchnorm_forward(params + 37936, buffers + 426, ws + S34, ws + A33, ws + A34, nb, training);
+    l26_relu_forward(ws + A34, ws + A35);
+    l27_conv2d_forward(params + 38000, ws + A35, ws + A36);
+    l25_batchnorm_forward(params + 47216, buffers + 491, ws + S37, ws + A36, ws + A37, nb, training);
+    l31_add_forward(ws + A37, ws + A32, ws + A38);
+    l26_relu_forward(ws + A38, ws + A39);
+    l27_conv2d_forward(params + 47280, ws + A39, ws + A40);
+    l25_batchnorm_forward(params + 56496, buffers + 556, ws + S41, ws + A40, ws + A41, nb, training);
+    l26_relu_forward(ws + A41, ws + A42);
+    l27_conv2d_forward(params + 56560, ws + A42, ws + A43);
+    l25_batchnorm_forward(params + 65776, buffers + 621, ws + S44, ws + A43, ws + A44, nb, training);
+    l31_add_forward(ws + A44, ws + A39, ws + A45);
+    l26_relu_forward(ws + A45, ws + A46);
+    l47_conv2d_forward(params + 65840, ws + A46, ws + A47);
+    l48_batchnorm_forward(params + 84272, buffers + 686, ws + S48, ws + A47, ws + A48, nb, training);
+    l49_relu_forward(ws + A48, ws + A49);
+    l50_conv2d_forward(params + 84400, ws + A49, ws + A50);
+    l48_batchnorm_forward(params + 121264, buffers + 815, ws + S51, ws + A50, ws + A51, nb, training);
+    l52_conv2d_forward(params + 121392, ws + A46, ws + A52);
+    l48_batchnorm_forward(params + 123440, buffers + 944, ws + S53, ws + A52, ws + A53, nb, training);
+    l54_add_forward(ws + A51, ws + A53, ws + A54);
+    l49_relu_forward(ws + A54, ws + A55);
+    l50_conv2d_forward(params + 123568, ws + A55, ws + A56);
+    l48_batchnorm_forward(params + 160432, buffers + 1073, ws + S57, ws + A56, ws + A57, nb, training);
+    l49_relu_forward(ws + A57, ws + A58);
+    l50_conv2d_forward(params + 160560, ws + A58, ws + A59);
+    l48_batchnorm_forward(params + 197424, buffers + 1202, ws + S60, ws + A59, ws + A60, nb, training);
+    l54_add_forward(ws + A60, ws + A55, ws + A61);
+    l49_relu_forward(ws + A61, ws + A62);
+    l50_conv2d_forward(params + 197552, ws + A62, ws + A63);
+    l48_batchnorm_forward(params + 234416, buffers + 1331, ws + S64, ws + A63, ws + A64, nb, training);
+    l49_relu_forward(ws + A64, ws + A65);
+    l50_conv2d_forward(params + 234544, ws + A65, ws + A66);
+    l48_batchnorm_forward(params + 271408, buffers + 1460, ws + S67, ws + A66, ws + A67, nb, training);
+    l54_add_forward(ws + A67, ws + A62, ws + A68);
+    l49_relu_forward(ws + A68, ws + A69);
+    l70_global_avgpool_forward(ws + A69, ws + A70);
     /* layer 71: flatten is a view of its input */
-    l72_dense_forward(params + 271536, ws + 66332672, ws + 66340864);
-    cg_from_lanes(ws + 66340864, ws + 66343712, nb, 10, 128);
+    l72_dense_forward(params + 271536, ws + A70, ws + A72);
+    cg_from_lanes(ws + A72, ws + OUT, nb, 10, 128);
 }
 
-/* Backward after a training forward: dLoss/dOutput at ws + 66344992; grads accumulate. */
+/* Backward after a training forward: dLoss/dOutput at ws + DOUT (66344992); grads accumulate. */
 void resnet20_backward(const float *params, float *grads, const float *x, float *dx, float *ws, int nb)
 {
-    cg_to_lanes(ws + 66344992, ws + 66346272, nb, 10, 128);
+    cg_to_lanes(ws + DOUT, ws + DOUT_L, nb, 10, 128);
     (void)x;
-    l72_dense_backward(grads + 271536, ws + 66332672, ws + 66346272);
-    l72_dense_backward_dx(params + 271536, ws + 66346272, ws + 66748960);
+    l72_dense_backward(grads + 271536, ws + A70, ws + DOUT_L);
+    l72_dense_backward_dx(params + 271536, ws + DOUT_L, ws + D71);
     /* layer 71: flatten passes the gradient through */
-    l70_global_avgpool_backward(ws + 66748960, ws + 66347552);
-    l49_relu_backward(ws + 65931264, ws + 66347552, ws + 66748960);
-    l54_add_backward(ws + 66748960, ws + 66347552, ws + 67150368);
-    l48_batchnorm_backward(params + 271408, grads + 271408, ws + 66343584, ws + 64727040, ws + 66347552, ws + 66748960, nb);
-    l50_conv2d_backward(grads + 234544, ws + 64325632, ws + 66748960);
-    l50_conv2d_backward_dx(params + 234544, ws + 66748960, ws + 66347552);
-    l49_relu_backward(ws + 64325632, ws + 66347552, ws + 66748960);
-    l48_batchnorm_backward(params + 234416, grads + 234416, ws + 66343456, ws + 63522816, ws + 66748960, ws + 66347552, nb);
-    l50_conv2d_backward(grads + 197552, ws + 63121408, ws + 66347552);
-    l50_conv2d_backward_dx(params + 197552, ws + 66347552, ws + 66748960);
-    for (size_t i = 0; i < 401408; i++) ws[67150368 + i] += ws[66748960 + i]; /* a tensor read again: gradients add */
-    l49_relu_backward(ws + 63121408, ws + 67150368, ws + 66347552);
-    l54_add_backward(ws + 66347552, ws + 66748960, ws + 67150368);
-    l48_batchnorm_backward(params + 197424, grads + 197424, ws + 66343328, ws + 61917184, ws + 66748960, ws + 66347552, nb);
-    l50_conv2d_backward(grads + 160560, ws + 61515776, ws + 66347552);
-    l50_conv2d_backward_dx(params + 160560, ws + 66347552, ws + 66748960);
-    l49_relu_backward(ws + 61515776, ws + 66748960, ws + 66347552);
-    l48_batchnorm_backward(params + 160432, grads + 160432, ws + 66343200, ws + 60712960, ws + 66347552, ws + 66748960, nb);
-    l50_conv2d_backward(grads + 123568, ws + 60311552, ws + 66748960);
-    l50_conv2d_backward_dx(params + 123568, ws + 66748960, ws + 66347552);
-    for (size_t i = 0; i < 401408; i++) ws[67150368 + i] += ws[66347552 + i]; /* a tensor read again: gradients add */
-    l49_relu_backward(ws + 60311552, ws + 67150368, ws + 66347552);
-    l54_add_backward(ws + 66347552, ws + 67150368, ws + 66748960);
-    l48_batchnorm_backward(params + 123440, grads + 123440, ws + 66343072, ws + 59107328, ws + 66748960, ws + 67551776, nb);
-    l52_conv2d_backward(grads + 121392, ws + 56297472, ws + 67551776);
-    l52_conv2d_backward_dx(params + 121392, ws + 67551776, ws + 66347552);
-    l48_batchnorm_backward(params + 121264, grads + 121264, ws + 66342944, ws + 58304512, ws + 67150368, ws + 67551776, nb);
-    l50_conv2d_backward(grads + 84400, ws + 57903104, ws + 67551776);
-    l50_conv2d_backward_dx(params + 84400, ws + 67551776, ws + 67150368);
-    l49_relu_backward(ws + 57903104, ws + 67150368, ws + 67551776);
-    l48_batchnorm_backward(params + 84272, grads + 84272, ws + 66342816, ws + 57100288, ws + 67551776, ws + 67953184, nb);
-    l47_conv2d_backward(grads + 65840, ws + 56297472, ws + 67953184);
-    l47_conv2d_backward_dx(params + 65840, ws + 67953184, ws + 67150368);
-    for (size_t i = 0; i < 802816; i++) ws[66347552 + i] += ws[67150368 + i]; /* a tensor read again: gradients add */
-    l26_relu_backward(ws + 56297472, ws + 66347552, ws + 67150368);
-    l31_add_backward(ws + 67150368, ws + 66347552, ws + 67953184);
-    l25_batchnorm_backward(params + 65776, grads + 65776, ws + 66342752, ws + 53889024, ws + 66347552, ws + 67150368, nb);
-    l27_conv2d_backward(grads + 56560, ws + 53086208, ws + 67150368);
-    l27_conv2d_backward_dx(params + 56560, ws + 67150368, ws + 66347552);
-    l26_relu_backward(ws + 53086208, ws + 66347552, ws + 67150368);
-    l25_batchnorm_backward(params + 56496, grads + 56496, ws + 66342688, ws + 51480576, ws + 67150368, ws + 66347552, nb);
-    l27_conv2d_backward(grads + 47280, ws + 50677760, ws + 66347552);
-    l27_conv2d_backward_dx(params + 47280, ws + 66347552, ws + 67150368);
-    for (size_t i = 0; i < 802816; i++) ws[67953184 + i] += ws[67150368 + i]; /* a tensor read again: gradients add */
-    l26_relu_backward(ws + 50677760, ws + 67953184, ws + 66347552);
-    l31_add_backward(ws + 66347552, ws + 67150368, ws + 67953184);
-    l25_batchnorm_backward(params + 47216, grads + 47216, ws + 66342624, ws + 48269312, ws + 67150368, ws + 66347552, nb);
-    l27_conv2d_backward(grads + 38000, ws + 47466496, ws + 66347552);
-    l27_conv2d_backward_dx(params + 38000, ws + 66347552, ws + 67150368);
-    l26_relu_backward(ws + 47466496, ws + 67150368, ws + 66347552);
-    l25_batchnorm_backward(params + 37936, grads + 37936, ws + 66342560, ws + 45860864, ws + 66347552, ws + 67150368, nb);
-    l27_conv2d_backward(grads + 28720, ws + 45058048, ws + 67150368);
-    l27_conv2d_backward_dx(params + 28720, ws + 67150368, ws + 66347552);
-    for (size_t i = 0; i < 802816; i++) ws[67953184 + i] += ws[66347552 + i]; /* a tensor read again: gradients add */
-    l26_relu_backward(ws + 45058048, ws + 67953184, ws + 66347552);
-    l31_add_backward(ws + 66347552, ws + 67953184, ws + 67150368);
-    l25_batchnorm_backward(params + 28656, grads + 28656, ws + 66342496, ws + 42649600, ws + 67150368, ws + 68756000, nb);
-    l29_conv2d_backward(grads + 28144, ws + 37029888, ws + 68756000);
-    l29_conv2d_backward_dx(params + 28144, ws + 68756000, ws + 66347552);
-    l25_batchnorm_backward(params + 28080, grads + 28080, ws + 66342432, ws + 41043968, ws + 67953184, ws + 68756000, nb);
-    l27_conv2d_backward(grads + 18864, ws + 40241152, ws + 68756000);
-    l27_conv2d_backward_dx(params + 18864, ws + 68756000, ws + 67953184);
-    l26_relu_backward(ws + 40241152, ws + 67953184, ws + 68756000);
-    l25_batchnorm_backward(params + 18800, grads + 18800, ws + 66342368, ws + 38635520, ws + 68756000, ws + 69558816, nb);
-    l24_conv2d_backward(grads + 14192, ws + 37029888, ws + 69558816);
-    l24_conv2d_backward_dx(params + 14192, ws + 69558816, ws + 67953184);
-    for (size_t i = 0; i < 1605632; i++) ws[66347552 + i] += ws[67953184 + i]; /* a tensor read again: gradients add */
-    l02_relu_backward(ws + 37029888, ws + 66347552, ws + 67953184);
-    l08_add_backward(ws + 67953184, ws + 66347552, ws + 69558816);
-    l01_batchnorm_backward(params + 14160, grads + 14160, ws + 66342336, ws + 32212992, ws + 66347552, ws + 67953184, nb);
-    l03_conv2d_backward(grads + 11856, ws + 30607360, ws + 67953184);
-    l03_conv2d_backward_dx(params + 11856, ws + 67953184, ws + 66347552);
-    l02_relu_backward(ws + 30607360, ws + 66347552, ws + 67953184);
-    l01_batchnorm_backward(params + 11824, grads + 11824, ws + 66342304, ws + 27396096, ws + 67953184, ws + 66347552, nb);
-    l03_conv2d_backward(grads + 9520, ws + 25790464, ws + 66347552);
-    l03_conv2d_backward_dx(params + 9520, ws + 66347552, ws + 67953184);
-    for (size_t i = 0; i < 1605632; i++) ws[69558816 + i] += ws[67953184 + i]; /* a tensor read again: gradients add */
-    l02_relu_backward(ws + 25790464, ws + 69558816, ws + 66347552);
-    l08_add_backward(ws + 66347552, ws + 67953184, ws + 69558816);
-    l01_batchnorm_backward(params + 9488, grads + 9488, ws + 66342272, ws + 20973568, ws + 67953184, ws + 66347552, nb);
-    l03_conv2d_backward(grads + 7184, ws + 19367936, ws + 66347552);
-    l03_conv2d_backward_dx(params + 7184, ws + 66347552, ws + 67953184);
-    l02_relu_backward(ws + 19367936, ws + 67953184, ws + 66347552);
-    l01_batchnorm_backward(params + 7152, grads + 7152, ws + 66342240, ws + 16156672, ws + 66347552, ws + 67953184, nb);
-    l03_conv2d_backward(grads + 4848, ws + 14551040, ws + 67953184);
-    l03_conv2d_backward_dx(params + 4848, ws + 67953184, ws + 66347552);
-    for (size_t i = 0; i < 1605632; i++) ws[69558816 + i] += ws[66347552 + i]; /* a tensor read again: gradients add */
-    l02_relu_backward(ws + 14551040, ws + 69558816, ws + 66347552);
-    l08_add_backward(ws + 66347552, ws + 67953184, ws + 69558816);
-    l01_batchnorm_backward(params + 4816, grads + 4816, ws + 66342208, ws + 9734144, ws + 67953184, ws + 66347552, nb);
-    l03_conv2d_backward(grads + 2512, ws + 8128512, ws + 66347552);
-    l03_conv2d_backward_dx(params + 2512, ws + 66347552, ws + 67953184);
-    l02_relu_backward(ws + 8128512, ws + 67953184, ws + 66347552);
-    l01_batchnorm_backward(params + 2480, grads + 2480, ws + 66342176, ws + 4917248, ws + 66347552, ws + 67953184, nb);
-    l03_conv2d_backward(grads + 176, ws + 3311616, ws + 67953184);
-    l03_conv2d_backward_dx(params + 176, ws + 67953184, ws + 66347552);
-    for (size_t i = 0; i < 1605632; i++) ws[69558816 + i] += ws[66347552 + i]; /* a tensor read again: gradients add */
-    l02_relu_backward(ws + 3311616, ws + 69558816, ws + 66347552);
-    l01_batchnorm_backward(params + 144, grads + 144, ws + 66342144, ws + 100352, ws + 66347552, ws + 67953184, nb);
-    l00_conv2d_backward(grads, ws + 0, ws + 67953184);
-    if (dx) l00_conv2d_backward_dx(params, ws + 67953184, ws + 66347552);
-    if (dx) cg_from_lanes(ws + 66347552, dx, nb, 784, 128);
+    l70_global_avgpool_backward(ws + D71, ws + D69);
+    l49_relu_backward(ws + A69, ws + D69, ws + D68);
+    l54_add_backward(ws + D68, ws + D67, ws + D62);
+    l48_batchnorm_backward(params + 271408, grads + 271408, ws + S67, ws + A66, ws + D67, ws + D66, nb);
+    l50_conv2d_backward(grads + 234544, ws + A65, ws + D66);
+    l50_conv2d_backward_dx(params + 234544, ws + D66, ws + D65);
+    l49_relu_backward(ws + A65, ws + D65, ws + D64);
+    l48_batchnorm_backward(params + 234416, grads + 234416, ws + S64, ws + A63, ws + D64, ws + D63, nb);
+    l50_conv2d_backward(grads + 197552, ws + A62, ws + D63);
+    l50_conv2d_backward_dx(params + 197552, ws + D63, ws + T63_1);
+    for (size_t i = 0; i < 401408; i++) (ws + D62)[i] += (ws + T63_1)[i]; /* a tensor read again: gradients add */
+    l49_relu_backward(ws + A62, ws + D62, ws + D61);
+    l54_add_backward(ws + D61, ws + D60, ws + D55);
+    l48_batchnorm_backward(params + 197424, grads + 197424, ws + S60, ws + A59, ws + D60, ws + D59, nb);
+    l50_conv2d_backward(grads + 160560, ws + A58, ws + D59);
+    l50_conv2d_backward_dx(params + 160560, ws + D59, ws + D58);
+    l49_relu_backward(ws + A58, ws + D58, ws + D57);
+    l48_batchnorm_backward(params + 160432, grads + 160432, ws + S57, ws + A56, ws + D57, ws + D56, nb);
+    l50_conv2d_backward(grads + 123568, ws + A55, ws + D56);
+    l50_conv2d_backward_dx(params + 123568, ws + D56, ws + T56_1);
+    for (size_t i = 0; i < 401408; i++) (ws + D55)[i] += (ws + T56_1)[i]; /* a tensor read again: gradients add */
+    l49_relu_backward(ws + A55, ws + D55, ws + D54);
+    l54_add_backward(ws + D54, ws + D51, ws + D53);
+    l48_batchnorm_backward(params + 123440, grads + 123440, ws + S53, ws + A52, ws + D53, ws + D52, nb);
+    l52_conv2d_backward(grads + 121392, ws + A46, ws + D52);
+    l52_conv2d_backward_dx(params + 121392, ws + D52, ws + D46);
+    l48_batchnorm_backward(params + 121264, grads + 121264, ws + S51, ws + A50, ws + D51, ws + D50, nb);
+    l50_conv2d_backward(grads + 84400, ws + A49, ws + D50);
+    l50_conv2d_backward_dx(params + 84400, ws + D50, ws + D49);
+    l49_relu_backward(ws + A49, ws + D49, ws + D48);
+    l48_batchnorm_backward(params + 84272, grads + 84272, ws + S48, ws + A47, ws + D48, ws + D47, nb);
+    l47_conv2d_backward(grads + 65840, ws + A46, ws + D47);
+    l47_conv2d_backward_dx(params + 65840, ws + D47, ws + T47_1);
+    for (size_t i = 0; i < 802816; i++) (ws + D46)[i] += (ws + T47_1)[i]; /* a tensor read again: gradients add */
+    l26_relu_backward(ws + A46, ws + D46, ws + D45);
+    l31_add_backward(ws + D45, ws + D44, ws + D39);
+    l25_batchnorm_backward(params + 65776, grads + 65776, ws + S44, ws + A43, ws + D44, ws + D43, nb);
+    l27_conv2d_backward(grads + 56560, ws + A42, ws + D43);
+    l27_conv2d_backward_dx(params + 56560, ws + D43, ws + D42);
+    l26_relu_backward(ws + A42, ws + D42, ws + D41);
+    l25_batchnorm_backward(params + 56496, grads + 56496, ws + S41, ws + A40, ws + D41, ws + D40, nb);
+    l27_conv2d_backward(grads + 47280, ws + A39, ws + D40);
+    l27_conv2d_backward_dx(params + 47280, ws + D40, ws + T40_1);
+    for (size_t i = 0; i < 802816; i++) (ws + D39)[i] += (ws + T40_1)[i]; /* a tensor read again: gradients add */
+    l26_relu_backward(ws + A39, ws + D39, ws + D38);
+    l31_add_backward(ws + D38, ws + D37, ws + D32);
+    l25_batchnorm_backward(params + 47216, grads + 47216, ws + S37, ws + A36, ws + D37, ws + D36, nb);
+    l27_conv2d_backward(grads + 38000, ws + A35, ws + D36);
+    l27_conv2d_backward_dx(params + 38000, ws + D36, ws + D35);
+    l26_relu_backward(ws + A35, ws + D35, ws + D34);
+    l25_batchnorm_backward(params + 37936, grads + 37936, ws + S34, ws + A33, ws + D34, ws + D33, nb);
+    l27_conv2d_backward(grads + 28720, ws + A32, ws + D33);
+    l27_conv2d_backward_dx(params + 28720, ws + D33, ws + T33_1);
+    for (size_t i = 0; i < 802816; i++) (ws + D32)[i] += (ws + T33_1)[i]; /* a tensor read again: gradients add */
+    l26_relu_backward(ws + A32, ws + D32, ws + D31);
+    l31_add_backward(ws + D31, ws + D28, ws + D30);
+    l25_batchnorm_backward(params + 28656, grads + 28656, ws + S30, ws + A29, ws + D30, ws + D29, nb);
+    l29_conv2d_backward(grads + 28144, ws + A23, ws + D29);
+    l29_conv2d_backward_dx(params + 28144, ws + D29, ws + D23);
+    l25_batchnorm_backward(params + 28080, grads + 28080, ws + S28, ws + A27, ws + D28, ws + D27, nb);
+    l27_conv2d_backward(grads + 18864, ws + A26, ws + D27);
+    l27_conv2d_backward_dx(params + 18864, ws + D27, ws + D26);
+    l26_relu_backward(ws + A26, ws + D26, ws + D25);
+    l25_batchnorm_backward(params + 18800, grads + 18800, ws + S25, ws + A24, ws + D25, ws + D24, nb);
+    l24_conv2d_backward(grads + 14192, ws + A23, ws + D24);
+    l24_conv2d_backward_dx(params + 14192, ws + D24, ws + T24_1);
+    for (size_t i = 0; i < 1605632; i++) (ws + D23)[i] += (ws + T24_1)[i]; /* a tensor read again: gradients add */
+    l02_relu_backward(ws + A23, ws + D23, ws + D22);
+    l08_add_backward(ws + D22, ws + D21, ws + D16);
+    l01_batchnorm_backward(params + 14160, grads + 14160, ws + S21, ws + A20, ws + D21, ws + D20, nb);
+    l03_conv2d_backward(grads + 11856, ws + A19, ws + D20);
+    l03_conv2d_backward_dx(params + 11856, ws + D20, ws + D19);
+    l02_relu_backward(ws + A19, ws + D19, ws + D18);
+    l01_batchnorm_backward(params + 11824, grads + 11824, ws + S18, ws + A17, ws + D18, ws + D17, nb);
+    l03_conv2d_backward(grads + 9520, ws + A16, ws + D17);
+    l03_conv2d_backward_dx(params + 9520, ws + D17, ws + T17_1);
+    for (size_t i = 0; i < 1605632; i++) (ws + D16)[i] += (ws + T17_1)[i]; /* a tensor read again: gradients add */
+    l02_relu_backward(ws + A16, ws + D16, ws + D15);
+    l08_add_backward(ws + D15, ws + D14, ws + D09);
+    l01_batchnorm_backward(params + 9488, grads + 9488, ws + S14, ws + A13, ws + D14, ws + D13, nb);
+    l03_conv2d_backward(grads + 7184, ws + A12, ws + D13);
+    l03_conv2d_backward_dx(params + 7184, ws + D13, ws + D12);
+    l02_relu_backward(ws + A12, ws + D12, ws + D11);
+    l01_batchnorm_backward(params + 7152, grads + 7152, ws + S11, ws + A10, ws + D11, ws + D10, nb);
+    l03_conv2d_backward(grads + 4848, ws + A09, ws + D10);
+    l03_conv2d_backward_dx(params + 4848, ws + D10, ws + T10_1);
+    for (size_t i = 0; i < 1605632; i++) (ws + D09)[i] += (ws + T10_1)[i]; /* a tensor read again: gradients add */
+    l02_relu_backward(ws + A09, ws + D09, ws + D08);
+    l08_add_backward(ws + D08, ws + D07, ws + D02);
+    l01_batchnorm_backward(params + 4816, grads + 4816, ws + S07, ws + A06, ws + D07, ws + D06, nb);
+    l03_conv2d_backward(grads + 2512, ws + A05, ws + D06);
+    l03_conv2d_backward_dx(params + 2512, ws + D06, ws + D05);
+    l02_relu_backward(ws + A05, ws + D05, ws + D04);
+    l01_batchnorm_backward(params + 2480, grads + 2480, ws + S04, ws + A03, ws + D04, ws + D03, nb);
+    l03_conv2d_backward(grads + 176, ws + A02, ws + D03);
+    l03_conv2d_backward_dx(params + 176, ws + D03, ws + T03_1);
+    for (size_t i = 0; i < 1605632; i++) (ws + D02)[i] += (ws + T03_1)[i]; /* a tensor read again: gradients add */
+    l02_relu_backward(ws + A02, ws + D02, ws + D01);
+    l01_batchnorm_backward(params + 144, grads + 144, ws + S01, ws + A00, ws + D01, ws + D00, nb);
+    l00_conv2d_backward(grads, ws + XIN, ws + D00);
+    if (dx) l00_conv2d_backward_dx(params, ws + D00, ws + DIN);
+    if (dx) cg_from_lanes(ws + DIN, dx, nb, 784, 128);
 }
 
 static const cg_tensor resnet20_tensors[] = {

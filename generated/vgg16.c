@@ -85,6 +85,7 @@ static inline __attribute__((unused)) float vsum_(const cg_v *v) { float s = 0.0
  * schedule wv: fwd wv[TC=6,TX=4] dw wv[RY=3,TCW=2,U=4] dx wv[TC=3,TX=4] threaded */
 static void l00_conv2d_forward(const float *restrict P, float *restrict S, const float *restrict x, float *restrict y, int nb)
 {
+    /* x [N][3x224x224], y [N][64x224x224] */
     const float *restrict w = P;
     const float *restrict b = P + 1728;
     float *restrict xp = S + 0;
@@ -473,6 +474,7 @@ static void l00_conv2d_forward(const float *restrict P, float *restrict S, const
 
 static void l00_conv2d_backward(float *restrict G, float *restrict S, const float *restrict dy, int nb)
 {
+    /* x [N][3x224x224], y [N][64x224x224] */
     float *restrict gw = G;
     const float *restrict xp = S + 0;
     float *restrict gb = G + 1728;
@@ -580,6 +582,7 @@ static void l00_conv2d_backward(float *restrict G, float *restrict S, const floa
 
 static void l00_conv2d_backward_dx(const float *restrict P, float *restrict S, const float *restrict dy, float *restrict dx, int nb)
 {
+    /* x [N][3x224x224], y [N][64x224x224] */
     const float *restrict w = P;
     float *restrict dyp = S + 306480;
     /* dy -> zero-padded planes 226x226 */
@@ -746,12 +749,14 @@ static void l00_conv2d_backward_dx(const float *restrict P, float *restrict S, c
  * schedule loop: fwd loop dw loop dx with dw threaded */
 static void l01_relu_forward(const float *restrict x, float *restrict y, int nb)
 {
+    /* x [N][64x224x224], y [N][64x224x224] */
     for (size_t i = 0; i < (size_t)nb * 3211264; i++)
         y[i] = x[i] > 0.0f ? x[i] : 0.0f;
 }
 
 static void l01_relu_backward(const float *restrict y, const float *restrict dy, float *restrict dx, int nb)
 {
+    /* x [N][64x224x224], y [N][64x224x224] */
     for (size_t i = 0; i < (size_t)nb * 3211264; i++)
         dx[i] = y[i] > 0.0f ? dy[i] : 0.0f;
 }
@@ -760,6 +765,7 @@ static void l01_relu_backward(const float *restrict y, const float *restrict dy,
  * schedule wv: fwd wv[TC=6,TX=4] dw wv[RY=3,TCW=2,U=4] dx wv[TC=6,TX=4] threaded */
 static void l02_conv2d_forward(const float *restrict P, float *restrict S, const float *restrict x, float *restrict y, int nb)
 {
+    /* x [N][64x224x224], y [N][64x224x224] */
     const float *restrict w = P;
     const float *restrict b = P + 36864;
     float *restrict xp = S + 0;
@@ -1148,6 +1154,7 @@ static void l02_conv2d_forward(const float *restrict P, float *restrict S, const
 
 static void l02_conv2d_backward(float *restrict G, float *restrict S, const float *restrict dy, int nb)
 {
+    /* x [N][64x224x224], y [N][64x224x224] */
     float *restrict gw = G;
     const float *restrict xp = S + 0;
     float *restrict gb = G + 36864;
@@ -1255,6 +1262,7 @@ static void l02_conv2d_backward(float *restrict G, float *restrict S, const floa
 
 static void l02_conv2d_backward_dx(const float *restrict P, float *restrict S, const float *restrict dy, float *restrict dx, int nb)
 {
+    /* x [N][64x224x224], y [N][64x224x224] */
     const float *restrict w = P;
     float *restrict dyp = S + 6537744;
     /* dy -> zero-padded planes 226x226 */
@@ -1650,6 +1658,7 @@ static void l02_conv2d_backward_dx(const float *restrict P, float *restrict S, c
  * schedule loop: fwd loop dw loop dx with dw threaded */
 static void l04_maxpool2d_forward(const float *restrict x, float *restrict y, int nb)
 {
+    /* x [N][64x224x224], y [N][64x112x112] */
     for (int n = 0; n < nb; n++) {
         for (int c = 0; c < 64; c++) {
             const float *restrict xc = x + n*3211264 + c*50176;
@@ -1670,6 +1679,7 @@ static void l04_maxpool2d_forward(const float *restrict x, float *restrict y, in
 
 static void l04_maxpool2d_backward(const float *restrict x, const float *restrict dy, float *restrict dx, int nb)
 {
+    /* x [N][64x224x224], y [N][64x112x112] */
     memset(dx, 0, sizeof(float) * (size_t)nb * 3211264);
     for (int n = 0; n < nb; n++) {
         for (int c = 0; c < 64; c++) {
@@ -1694,6 +1704,7 @@ static void l04_maxpool2d_backward(const float *restrict x, const float *restric
  * schedule wv: fwd wv[TC=6,TX=4] dw wv[RY=3,TCW=2,U=4] dx wv[TC=6,TX=4] threaded */
 static void l05_conv2d_forward(const float *restrict P, float *restrict S, const float *restrict x, float *restrict y, int nb)
 {
+    /* x [N][64x112x112], y [N][128x112x112] */
     const float *restrict w = P;
     const float *restrict b = P + 73728;
     float *restrict xp = S + 0;
@@ -2040,6 +2051,7 @@ static void l05_conv2d_forward(const float *restrict P, float *restrict S, const
 
 static void l05_conv2d_backward(float *restrict G, float *restrict S, const float *restrict dy, int nb)
 {
+    /* x [N][64x112x112], y [N][128x112x112] */
     float *restrict gw = G;
     const float *restrict xp = S + 0;
     float *restrict gb = G + 73728;
@@ -2147,6 +2159,7 @@ static void l05_conv2d_backward(float *restrict G, float *restrict S, const floa
 
 static void l05_conv2d_backward_dx(const float *restrict P, float *restrict S, const float *restrict dy, float *restrict dx, int nb)
 {
+    /* x [N][64x112x112], y [N][128x112x112] */
     const float *restrict w = P;
     float *restrict dyp = S + 1663504;
     /* dy -> zero-padded planes 114x114 */
@@ -2538,12 +2551,14 @@ static void l05_conv2d_backward_dx(const float *restrict P, float *restrict S, c
  * schedule loop: fwd loop dw loop dx with dw threaded */
 static void l06_relu_forward(const float *restrict x, float *restrict y, int nb)
 {
+    /* x [N][128x112x112], y [N][128x112x112] */
     for (size_t i = 0; i < (size_t)nb * 1605632; i++)
         y[i] = x[i] > 0.0f ? x[i] : 0.0f;
 }
 
 static void l06_relu_backward(const float *restrict y, const float *restrict dy, float *restrict dx, int nb)
 {
+    /* x [N][128x112x112], y [N][128x112x112] */
     for (size_t i = 0; i < (size_t)nb * 1605632; i++)
         dx[i] = y[i] > 0.0f ? dy[i] : 0.0f;
 }
@@ -2552,6 +2567,7 @@ static void l06_relu_backward(const float *restrict y, const float *restrict dy,
  * schedule wv: fwd wv[TC=6,TX=4] dw wv[RY=3,TCW=2,U=4] dx wv[TC=6,TX=4] threaded */
 static void l07_conv2d_forward(const float *restrict P, float *restrict S, const float *restrict x, float *restrict y, int nb)
 {
+    /* x [N][128x112x112], y [N][128x112x112] */
     const float *restrict w = P;
     const float *restrict b = P + 147456;
     float *restrict xp = S + 0;
@@ -2898,6 +2914,7 @@ static void l07_conv2d_forward(const float *restrict P, float *restrict S, const
 
 static void l07_conv2d_backward(float *restrict G, float *restrict S, const float *restrict dy, int nb)
 {
+    /* x [N][128x112x112], y [N][128x112x112] */
     float *restrict gw = G;
     const float *restrict xp = S + 0;
     float *restrict gb = G + 147456;
@@ -3005,6 +3022,7 @@ static void l07_conv2d_backward(float *restrict G, float *restrict S, const floa
 
 static void l07_conv2d_backward_dx(const float *restrict P, float *restrict S, const float *restrict dy, float *restrict dx, int nb)
 {
+    /* x [N][128x112x112], y [N][128x112x112] */
     const float *restrict w = P;
     float *restrict dyp = S + 3326992;
     /* dy -> zero-padded planes 114x114 */
@@ -3358,6 +3376,7 @@ static void l07_conv2d_backward_dx(const float *restrict P, float *restrict S, c
  * schedule loop: fwd loop dw loop dx with dw */
 static void l09_maxpool2d_forward(const float *restrict x, float *restrict y, int nb)
 {
+    /* x [N][128x112x112], y [N][128x56x56] */
     for (int n = 0; n < nb; n++) {
         for (int c = 0; c < 128; c++) {
             const float *restrict xc = x + n*1605632 + c*12544;
@@ -3378,6 +3397,7 @@ static void l09_maxpool2d_forward(const float *restrict x, float *restrict y, in
 
 static void l09_maxpool2d_backward(const float *restrict x, const float *restrict dy, float *restrict dx, int nb)
 {
+    /* x [N][128x112x112], y [N][128x56x56] */
     memset(dx, 0, sizeof(float) * (size_t)nb * 1605632);
     for (int n = 0; n < nb; n++) {
         for (int c = 0; c < 128; c++) {
@@ -3402,6 +3422,7 @@ static void l09_maxpool2d_backward(const float *restrict x, const float *restric
  * schedule wv: fwd wv[TC=6,TX=4] dw wv[RY=3,TCW=2,U=4] dx wv[TC=6,TX=4] threaded */
 static void l10_conv2d_forward(const float *restrict P, float *restrict S, const float *restrict x, float *restrict y, int nb)
 {
+    /* x [N][128x56x56], y [N][256x56x56] */
     const float *restrict w = P;
     const float *restrict b = P + 294912;
     float *restrict xp = S + 0;
@@ -3614,6 +3635,7 @@ static void l10_conv2d_forward(const float *restrict P, float *restrict S, const
 
 static void l10_conv2d_backward(float *restrict G, float *restrict S, const float *restrict dy, int nb)
 {
+    /* x [N][128x56x56], y [N][256x56x56] */
     float *restrict gw = G;
     const float *restrict xp = S + 0;
     float *restrict gb = G + 294912;
@@ -3783,6 +3805,7 @@ static void l10_conv2d_backward(float *restrict G, float *restrict S, const floa
 
 static void l10_conv2d_backward_dx(const float *restrict P, float *restrict S, const float *restrict dy, float *restrict dx, int nb)
 {
+    /* x [N][128x56x56], y [N][256x56x56] */
     const float *restrict w = P;
     float *restrict dyp = S + 861200;
     /* dy -> zero-padded planes 58x58 */
@@ -3974,12 +3997,14 @@ static void l10_conv2d_backward_dx(const float *restrict P, float *restrict S, c
  * schedule loop: fwd loop dw loop dx with dw threaded */
 static void l11_relu_forward(const float *restrict x, float *restrict y, int nb)
 {
+    /* x [N][256x56x56], y [N][256x56x56] */
     for (size_t i = 0; i < (size_t)nb * 802816; i++)
         y[i] = x[i] > 0.0f ? x[i] : 0.0f;
 }
 
 static void l11_relu_backward(const float *restrict y, const float *restrict dy, float *restrict dx, int nb)
 {
+    /* x [N][256x56x56], y [N][256x56x56] */
     for (size_t i = 0; i < (size_t)nb * 802816; i++)
         dx[i] = y[i] > 0.0f ? dy[i] : 0.0f;
 }
@@ -3988,6 +4013,7 @@ static void l11_relu_backward(const float *restrict y, const float *restrict dy,
  * schedule wv: fwd wv[TC=6,TX=4] dw wv[RY=3,TCW=2,U=4] dx wv[TC=6,TX=4] threaded */
 static void l12_conv2d_forward(const float *restrict P, float *restrict S, const float *restrict x, float *restrict y, int nb)
 {
+    /* x [N][256x56x56], y [N][256x56x56] */
     const float *restrict w = P;
     const float *restrict b = P + 589824;
     float *restrict xp = S + 0;
@@ -4200,6 +4226,7 @@ static void l12_conv2d_forward(const float *restrict P, float *restrict S, const
 
 static void l12_conv2d_backward(float *restrict G, float *restrict S, const float *restrict dy, int nb)
 {
+    /* x [N][256x56x56], y [N][256x56x56] */
     float *restrict gw = G;
     const float *restrict xp = S + 0;
     float *restrict gb = G + 589824;
@@ -4369,6 +4396,7 @@ static void l12_conv2d_backward(float *restrict G, float *restrict S, const floa
 
 static void l12_conv2d_backward_dx(const float *restrict P, float *restrict S, const float *restrict dy, float *restrict dx, int nb)
 {
+    /* x [N][256x56x56], y [N][256x56x56] */
     const float *restrict w = P;
     float *restrict dyp = S + 1722384;
     /* dy -> zero-padded planes 58x58 */
@@ -4602,6 +4630,7 @@ static void l12_conv2d_backward_dx(const float *restrict P, float *restrict S, c
  * schedule loop: fwd loop dw loop dx with dw */
 static void l16_maxpool2d_forward(const float *restrict x, float *restrict y, int nb)
 {
+    /* x [N][256x56x56], y [N][256x28x28] */
     for (int n = 0; n < nb; n++) {
         for (int c = 0; c < 256; c++) {
             const float *restrict xc = x + n*802816 + c*3136;
@@ -4622,6 +4651,7 @@ static void l16_maxpool2d_forward(const float *restrict x, float *restrict y, in
 
 static void l16_maxpool2d_backward(const float *restrict x, const float *restrict dy, float *restrict dx, int nb)
 {
+    /* x [N][256x56x56], y [N][256x28x28] */
     memset(dx, 0, sizeof(float) * (size_t)nb * 802816);
     for (int n = 0; n < nb; n++) {
         for (int c = 0; c < 256; c++) {
@@ -4646,6 +4676,7 @@ static void l16_maxpool2d_backward(const float *restrict x, const float *restric
  * schedule wv: fwd wv[TC=12,TX=2] dw wv[RY=3,TCW=2,U=4] dx wv[TC=12,TX=2] threaded */
 static void l17_conv2d_forward(const float *restrict P, float *restrict S, const float *restrict x, float *restrict y, int nb)
 {
+    /* x [N][256x28x28], y [N][512x28x28] */
     const float *restrict w = P;
     const float *restrict b = P + 1179648;
     float *restrict xp = S + 0;
@@ -4968,6 +4999,7 @@ static void l17_conv2d_forward(const float *restrict P, float *restrict S, const
 
 static void l17_conv2d_backward(float *restrict G, float *restrict S, const float *restrict dy, int nb)
 {
+    /* x [N][256x28x28], y [N][512x28x28] */
     float *restrict gw = G;
     const float *restrict xp = S + 0;
     float *restrict gb = G + 1179648;
@@ -5137,6 +5169,7 @@ static void l17_conv2d_backward(float *restrict G, float *restrict S, const floa
 
 static void l17_conv2d_backward_dx(const float *restrict P, float *restrict S, const float *restrict dy, float *restrict dx, int nb)
 {
+    /* x [N][256x28x28], y [N][512x28x28] */
     const float *restrict w = P;
     float *restrict dyp = S + 460816;
     /* dy -> zero-padded planes 30x30 */
@@ -5416,12 +5449,14 @@ static void l17_conv2d_backward_dx(const float *restrict P, float *restrict S, c
  * schedule loop: fwd loop dw loop dx with dw */
 static void l18_relu_forward(const float *restrict x, float *restrict y, int nb)
 {
+    /* x [N][512x28x28], y [N][512x28x28] */
     for (size_t i = 0; i < (size_t)nb * 401408; i++)
         y[i] = x[i] > 0.0f ? x[i] : 0.0f;
 }
 
 static void l18_relu_backward(const float *restrict y, const float *restrict dy, float *restrict dx, int nb)
 {
+    /* x [N][512x28x28], y [N][512x28x28] */
     for (size_t i = 0; i < (size_t)nb * 401408; i++)
         dx[i] = y[i] > 0.0f ? dy[i] : 0.0f;
 }
@@ -5430,6 +5465,7 @@ static void l18_relu_backward(const float *restrict y, const float *restrict dy,
  * schedule wv: fwd wv[TC=12,TX=2] dw wv[RY=3,TCW=2,U=4] dx wv[TC=12,TX=2] threaded */
 static void l19_conv2d_forward(const float *restrict P, float *restrict S, const float *restrict x, float *restrict y, int nb)
 {
+    /* x [N][512x28x28], y [N][512x28x28] */
     const float *restrict w = P;
     const float *restrict b = P + 2359296;
     float *restrict xp = S + 0;
@@ -5752,6 +5788,7 @@ static void l19_conv2d_forward(const float *restrict P, float *restrict S, const
 
 static void l19_conv2d_backward(float *restrict G, float *restrict S, const float *restrict dy, int nb)
 {
+    /* x [N][512x28x28], y [N][512x28x28] */
     float *restrict gw = G;
     const float *restrict xp = S + 0;
     float *restrict gb = G + 2359296;
@@ -5921,6 +5958,7 @@ static void l19_conv2d_backward(float *restrict G, float *restrict S, const floa
 
 static void l19_conv2d_backward_dx(const float *restrict P, float *restrict S, const float *restrict dy, float *restrict dx, int nb)
 {
+    /* x [N][512x28x28], y [N][512x28x28] */
     const float *restrict w = P;
     float *restrict dyp = S + 921616;
     /* dy -> zero-padded planes 30x30 */
@@ -6264,6 +6302,7 @@ static void l19_conv2d_backward_dx(const float *restrict P, float *restrict S, c
  * schedule loop: fwd loop dw loop dx with dw */
 static void l23_maxpool2d_forward(const float *restrict x, float *restrict y, int nb)
 {
+    /* x [N][512x28x28], y [N][512x14x14] */
     for (int n = 0; n < nb; n++) {
         for (int c = 0; c < 512; c++) {
             const float *restrict xc = x + n*401408 + c*784;
@@ -6284,6 +6323,7 @@ static void l23_maxpool2d_forward(const float *restrict x, float *restrict y, in
 
 static void l23_maxpool2d_backward(const float *restrict x, const float *restrict dy, float *restrict dx, int nb)
 {
+    /* x [N][512x28x28], y [N][512x14x14] */
     memset(dx, 0, sizeof(float) * (size_t)nb * 401408);
     for (int n = 0; n < nb; n++) {
         for (int c = 0; c < 512; c++) {
@@ -6308,6 +6348,7 @@ static void l23_maxpool2d_backward(const float *restrict x, const float *restric
  * schedule cv: fwd cv[TP=6,TV=4] dw cv[TPR=6,TV=4] dx cv[TP=6,TV=4] threaded */
 static void l24_conv2d_forward(const float *restrict P, float *restrict S, const float *restrict x, float *restrict y, int nb)
 {
+    /* x [N][512x14x14], y [N][512x14x14] */
     const float *restrict w = P;
     float *restrict yh = S + 262144, *restrict wt = S + 362496, *restrict bp = S + 2721792;
     /* weights [co][ci][k] -> [ci][k][co], channels padded to 512 */
@@ -6490,6 +6531,7 @@ static void l24_conv2d_forward(const float *restrict P, float *restrict S, const
 
 static void l24_conv2d_backward(float *restrict G, float *restrict S, const float *restrict dy, int nb)
 {
+    /* x [N][512x14x14], y [N][512x14x14] */
     float *restrict gw = G;
     float *restrict gb = G + 2359296;
     float *restrict dyh = S + 2722304;
@@ -6567,6 +6609,7 @@ static void l24_conv2d_backward(float *restrict G, float *restrict S, const floa
 
 static void l24_conv2d_backward_dx(const float *restrict P, float *restrict S, const float *restrict dy, float *restrict dx, int nb)
 {
+    /* x [N][512x14x14], y [N][512x14x14] */
     const float *restrict w = P;
     float *restrict wf = S + 2923008, *restrict dyp = S + 5282304, *restrict dxh = S + 5413376;
     for (int i = 0; i < 2359296; i++) wf[i] = 0.0f;
@@ -6749,12 +6792,14 @@ static void l24_conv2d_backward_dx(const float *restrict P, float *restrict S, c
  * schedule loop: fwd loop dw loop dx with dw */
 static void l25_relu_forward(const float *restrict x, float *restrict y, int nb)
 {
+    /* x [N][512x14x14], y [N][512x14x14] */
     for (size_t i = 0; i < (size_t)nb * 100352; i++)
         y[i] = x[i] > 0.0f ? x[i] : 0.0f;
 }
 
 static void l25_relu_backward(const float *restrict y, const float *restrict dy, float *restrict dx, int nb)
 {
+    /* x [N][512x14x14], y [N][512x14x14] */
     for (size_t i = 0; i < (size_t)nb * 100352; i++)
         dx[i] = y[i] > 0.0f ? dy[i] : 0.0f;
 }
@@ -6791,6 +6836,7 @@ static void l25_relu_backward(const float *restrict y, const float *restrict dy,
  * schedule loop: fwd loop dw loop dx with dw */
 static void l30_maxpool2d_forward(const float *restrict x, float *restrict y, int nb)
 {
+    /* x [N][512x14x14], y [N][512x7x7] */
     for (int n = 0; n < nb; n++) {
         for (int c = 0; c < 512; c++) {
             const float *restrict xc = x + n*100352 + c*196;
@@ -6811,6 +6857,7 @@ static void l30_maxpool2d_forward(const float *restrict x, float *restrict y, in
 
 static void l30_maxpool2d_backward(const float *restrict x, const float *restrict dy, float *restrict dx, int nb)
 {
+    /* x [N][512x14x14], y [N][512x7x7] */
     memset(dx, 0, sizeof(float) * (size_t)nb * 100352);
     for (int n = 0; n < nb; n++) {
         for (int c = 0; c < 512; c++) {
@@ -6835,6 +6882,7 @@ static void l30_maxpool2d_backward(const float *restrict x, const float *restric
  * schedule loop: fwd loop[TO=4] dw loop[TO=4] dx with dw threaded */
 static void l32_dense_forward(const float *restrict P, const float *restrict x, float *restrict y, int nb)
 {
+    /* x [N][25088], y [N][4096] */
     const float *restrict w = P;
     const float *restrict b = P + 102760448;
     for (int o0 = 0; o0 < 4096; o0 += 4) {
@@ -6855,6 +6903,7 @@ static void l32_dense_forward(const float *restrict P, const float *restrict x, 
 
 static void l32_dense_backward(const float *restrict P, float *restrict G, const float *restrict x, const float *restrict dy, float *restrict dx, int nb)
 {
+    /* x [N][25088], y [N][4096] */
     const float *restrict w = P;
     float *restrict gw = G;
     float *restrict gb = G + 102760448;
@@ -6878,12 +6927,14 @@ static void l32_dense_backward(const float *restrict P, float *restrict G, const
  * schedule loop: fwd loop dw loop dx with dw */
 static void l33_relu_forward(const float *restrict x, float *restrict y, int nb)
 {
+    /* x [N][4096], y [N][4096] */
     for (size_t i = 0; i < (size_t)nb * 4096; i++)
         y[i] = x[i] > 0.0f ? x[i] : 0.0f;
 }
 
 static void l33_relu_backward(const float *restrict y, const float *restrict dy, float *restrict dx, int nb)
 {
+    /* x [N][4096], y [N][4096] */
     for (size_t i = 0; i < (size_t)nb * 4096; i++)
         dx[i] = y[i] > 0.0f ? dy[i] : 0.0f;
 }
@@ -6892,6 +6943,7 @@ static void l33_relu_backward(const float *restrict y, const float *restrict dy,
  * schedule loop: fwd loop[TO=4] dw loop[TO=4] dx with dw threaded */
 static void l34_dense_forward(const float *restrict P, const float *restrict x, float *restrict y, int nb)
 {
+    /* x [N][4096], y [N][4096] */
     const float *restrict w = P;
     const float *restrict b = P + 16777216;
     for (int o0 = 0; o0 < 4096; o0 += 4) {
@@ -6912,6 +6964,7 @@ static void l34_dense_forward(const float *restrict P, const float *restrict x, 
 
 static void l34_dense_backward(const float *restrict P, float *restrict G, const float *restrict x, const float *restrict dy, float *restrict dx, int nb)
 {
+    /* x [N][4096], y [N][4096] */
     const float *restrict w = P;
     float *restrict gw = G;
     float *restrict gb = G + 16777216;
@@ -6941,6 +6994,7 @@ static void l34_dense_backward(const float *restrict P, float *restrict G, const
  * schedule loop: fwd loop[TO=4] dw loop[TO=4] dx with dw threaded */
 static void l36_dense_forward(const float *restrict P, const float *restrict x, float *restrict y, int nb)
 {
+    /* x [N][4096], y [N][1000] */
     const float *restrict w = P;
     const float *restrict b = P + 4096000;
     for (int o0 = 0; o0 < 1000; o0 += 4) {
@@ -6961,6 +7015,7 @@ static void l36_dense_forward(const float *restrict P, const float *restrict x, 
 
 static void l36_dense_backward(const float *restrict P, float *restrict G, const float *restrict x, const float *restrict dy, float *restrict dx, int nb)
 {
+    /* x [N][4096], y [N][1000] */
     const float *restrict w = P;
     float *restrict gw = G;
     float *restrict gb = G + 4096000;
@@ -6980,104 +7035,192 @@ static void l36_dense_backward(const float *restrict P, float *restrict G, const
     }
 }
 
+/* Workspace regions, in floats (NAME.h gives the total). */
+#define A00     0 /* layer 0 (conv2d) output, [N][64x224x224] */
+#define S00     57285584 /* layer 0 (conv2d) scratch */
+#define A01     6422528 /* layer 1 (relu) output, [N][64x224x224] */
+#define A02     12845056 /* layer 2 (conv2d) output, [N][64x224x224] */
+#define S02     64129808 /* layer 2 (conv2d) scratch */
+#define A03     19267584 /* layer 3 (relu) output, [N][64x224x224] */
+#define A04     25690112 /* layer 4 (maxpool2d) output, [N][64x112x112] */
+#define A05     27295744 /* layer 5 (conv2d) output, [N][128x112x112] */
+#define S05     77205296 /* layer 5 (conv2d) scratch */
+#define A06     30507008 /* layer 6 (relu) output, [N][128x112x112] */
+#define A07     33718272 /* layer 7 (conv2d) output, [N][128x112x112] */
+#define S07     82195792 /* layer 7 (conv2d) scratch */
+#define A08     36929536 /* layer 8 (relu) output, [N][128x112x112] */
+#define A09     40140800 /* layer 9 (maxpool2d) output, [N][128x56x56] */
+#define A10     40943616 /* layer 10 (conv2d) output, [N][256x56x56] */
+#define S10     88849776 /* layer 10 (conv2d) scratch */
+#define A11     42549248 /* layer 11 (relu) output, [N][256x56x56] */
+#define A12     44154880 /* layer 12 (conv2d) output, [N][256x56x56] */
+#define S12     91433360 /* layer 12 (conv2d) scratch */
+#define A13     45760512 /* layer 13 (relu) output, [N][256x56x56] */
+#define A14     47366144 /* layer 14 (conv2d) output, [N][256x56x56] */
+#define S14     94878128 /* layer 14 (conv2d) scratch */
+#define A15     48971776 /* layer 15 (relu) output, [N][256x56x56] */
+#define A16     50577408 /* layer 16 (maxpool2d) output, [N][256x28x28] */
+#define A17     50978816 /* layer 17 (conv2d) output, [N][512x28x28] */
+#define S17     98322896 /* layer 17 (conv2d) scratch */
+#define A18     51781632 /* layer 18 (relu) output, [N][512x28x28] */
+#define A19     52584448 /* layer 19 (conv2d) output, [N][512x28x28] */
+#define S19     99705328 /* layer 19 (conv2d) scratch */
+#define A20     53387264 /* layer 20 (relu) output, [N][512x28x28] */
+#define A21     54190080 /* layer 21 (conv2d) output, [N][512x28x28] */
+#define S21     101548560 /* layer 21 (conv2d) scratch */
+#define A22     54992896 /* layer 22 (relu) output, [N][512x28x28] */
+#define A23     55795712 /* layer 23 (maxpool2d) output, [N][512x14x14] */
+#define A24     55996416 /* layer 24 (conv2d) output, [N][512x14x14] */
+#define S24     103391792 /* layer 24 (conv2d) scratch */
+#define A25     56197120 /* layer 25 (relu) output, [N][512x14x14] */
+#define A26     56397824 /* layer 26 (conv2d) output, [N][512x14x14] */
+#define S26     108905520 /* layer 26 (conv2d) scratch */
+#define A27     56598528 /* layer 27 (relu) output, [N][512x14x14] */
+#define A28     56799232 /* layer 28 (conv2d) output, [N][512x14x14] */
+#define S28     114419248 /* layer 28 (conv2d) scratch */
+#define A29     56999936 /* layer 29 (relu) output, [N][512x14x14] */
+#define A30     57200640 /* layer 30 (maxpool2d) output, [N][512x7x7] */
+#define A32     57250816 /* layer 32 (dense) output, [N][4096] */
+#define A33     57259008 /* layer 33 (relu) output, [N][4096] */
+#define A34     57267200 /* layer 34 (dense) output, [N][4096] */
+#define A35     57275392 /* layer 35 (relu) output, [N][4096] */
+#define A36     57283584 /* layer 36 (dense) output, [N][1000] */
+#define DOUT    119932976 /* dLoss/dOutput, [N][1000] */
+#define D35     119934976 /* gradient arena: dLoss/d(layer 35 output) */
+#define D34     119943168 /* gradient arena: dLoss/d(layer 34 output) */
+#define D33     119934976 /* gradient arena: dLoss/d(layer 33 output) */
+#define D32     119943168 /* gradient arena: dLoss/d(layer 32 output) */
+#define D31     120135680 /* gradient arena: dLoss/d(layer 31 output) */
+#define D29     119934976 /* gradient arena: dLoss/d(layer 29 output) */
+#define D28     120135680 /* gradient arena: dLoss/d(layer 28 output) */
+#define D27     119934976 /* gradient arena: dLoss/d(layer 27 output) */
+#define D26     120135680 /* gradient arena: dLoss/d(layer 26 output) */
+#define D25     119934976 /* gradient arena: dLoss/d(layer 25 output) */
+#define D24     120135680 /* gradient arena: dLoss/d(layer 24 output) */
+#define D23     120737792 /* gradient arena: dLoss/d(layer 23 output) */
+#define D22     119934976 /* gradient arena: dLoss/d(layer 22 output) */
+#define D21     120737792 /* gradient arena: dLoss/d(layer 21 output) */
+#define D20     119934976 /* gradient arena: dLoss/d(layer 20 output) */
+#define D19     120737792 /* gradient arena: dLoss/d(layer 19 output) */
+#define D18     119934976 /* gradient arena: dLoss/d(layer 18 output) */
+#define D17     120737792 /* gradient arena: dLoss/d(layer 17 output) */
+#define D16     121540608 /* gradient arena: dLoss/d(layer 16 output) */
+#define D15     119934976 /* gradient arena: dLoss/d(layer 15 output) */
+#define D14     121540608 /* gradient arena: dLoss/d(layer 14 output) */
+#define D13     119934976 /* gradient arena: dLoss/d(layer 13 output) */
+#define D12     121540608 /* gradient arena: dLoss/d(layer 12 output) */
+#define D11     119934976 /* gradient arena: dLoss/d(layer 11 output) */
+#define D10     121540608 /* gradient arena: dLoss/d(layer 10 output) */
+#define D09     123146240 /* gradient arena: dLoss/d(layer 9 output) */
+#define D08     119934976 /* gradient arena: dLoss/d(layer 8 output) */
+#define D07     123146240 /* gradient arena: dLoss/d(layer 7 output) */
+#define D06     119934976 /* gradient arena: dLoss/d(layer 6 output) */
+#define D05     123146240 /* gradient arena: dLoss/d(layer 5 output) */
+#define D04     126357504 /* gradient arena: dLoss/d(layer 4 output) */
+#define D03     119934976 /* gradient arena: dLoss/d(layer 3 output) */
+#define D02     126357504 /* gradient arena: dLoss/d(layer 2 output) */
+#define D01     119934976 /* gradient arena: dLoss/d(layer 1 output) */
+#define D00     126357504 /* gradient arena: dLoss/d(layer 0 output) */
+#define DIN     119934976 /* gradient arena: dLoss/dInput */
+
 /* Forward over nb <= 2 samples; activations stay in ws for backward. */
 void vgg16_forward(const float *params, float *buffers, const float *x, float *ws, int nb, int training)
 {
     (void)buffers;
     (void)training;
-    l00_conv2d_forward(params, ws + 57285584, x, ws + 0, nb);
-    l01_relu_forward(ws + 0, ws + 6422528, nb);
-    l02_conv2d_forward(params + 1792, ws + 64129808, ws + 6422528, ws + 12845056, nb);
-    l01_relu_forward(ws + 12845056, ws + 19267584, nb);
-    l04_maxpool2d_forward(ws + 19267584, ws + 25690112, nb);
-    l05_conv2d_forward(params + 38720, ws + 77205296, ws + 25690112, ws + 27295744, nb);
-    l06_relu_forward(ws + 27295744, ws + 30507008, nb);
-    l07_conv2d_forward(params + 112576, ws + 82195792, ws + 30507008, ws + 33718272, nb);
-    l06_relu_forward(ws + 33718272, ws + 36929536, nb);
-    l09_maxpool2d_forward(ws + 36929536, ws + 40140800, nb);
-    l10_conv2d_forward(params + 260160, ws + 88849776, ws + 40140800, ws + 40943616, nb);
-    l11_relu_forward(ws + 40943616, ws + 42549248, nb);
-    l12_conv2d_forward(params + 555328, ws + 91433360, ws + 42549248, ws + 44154880, nb);
-    l11_relu_forward(ws + 44154880, ws + 45760512, nb);
-    l12_conv2d_forward(params + 1145408, ws + 94878128, ws + 45760512, ws + 47366144, nb);
-    l11_relu_forward(ws + 47366144, ws + 48971776, nb);
-    l16_maxpool2d_forward(ws + 48971776, ws + 50577408, nb);
-    l17_conv2d_forward(params + 1735488, ws + 98322896, ws + 50577408, ws + 50978816, nb);
-    l18_relu_forward(ws + 50978816, ws + 51781632, nb);
-    l19_conv2d_forward(params + 2915648, ws + 99705328, ws + 51781632, ws + 52584448, nb);
-    l18_relu_forward(ws + 52584448, ws + 53387264, nb);
-    l19_conv2d_forward(params + 5275456, ws + 101548560, ws + 53387264, ws + 54190080, nb);
-    l18_relu_forward(ws + 54190080, ws + 54992896, nb);
-    l23_maxpool2d_forward(ws + 54992896, ws + 55795712, nb);
-    l24_conv2d_forward(params + 7635264, ws + 103391792, ws + 55795712, ws + 55996416, nb);
-    l25_relu_forward(ws + 55996416, ws + 56197120, nb);
-    l24_conv2d_forward(params + 9995072, ws + 108905520, ws + 56197120, ws + 56397824, nb);
-    l25_relu_forward(ws + 56397824, ws + 56598528, nb);
-    l24_conv2d_forward(params + 12354880, ws + 114419248, ws + 56598528, ws + 56799232, nb);
-    l25_relu_forward(ws + 56799232, ws + 56999936, nb);
-    l30_maxpool2d_forward(ws + 56999936, ws + 57200640, nb);
+    l00_conv2d_forward(params, ws + S00, x, ws + A00, nb);
+    l01_relu_forward(ws + A00, ws + A01, nb);
+    l02_conv2d_forward(params + 1792, ws + S02, ws + A01, ws + A02, nb);
+    l01_relu_forward(ws + A02, ws + A03, nb);
+    l04_maxpool2d_forward(ws + A03, ws + A04, nb);
+    l05_conv2d_forward(params + 38720, ws + S05, ws + A04, ws + A05, nb);
+    l06_relu_forward(ws + A05, ws + A06, nb);
+    l07_conv2d_forward(params + 112576, ws + S07, ws + A06, ws + A07, nb);
+    l06_relu_forward(ws + A07, ws + A08, nb);
+    l09_maxpool2d_forward(ws + A08, ws + A09, nb);
+    l10_conv2d_forward(params + 260160, ws + S10, ws + A09, ws + A10, nb);
+    l11_relu_forward(ws + A10, ws + A11, nb);
+    l12_conv2d_forward(params + 555328, ws + S12, ws + A11, ws + A12, nb);
+    l11_relu_forward(ws + A12, ws + A13, nb);
+    l12_conv2d_forward(params + 1145408, ws + S14, ws + A13, ws + A14, nb);
+    l11_relu_forward(ws + A14, ws + A15, nb);
+    l16_maxpool2d_forward(ws + A15, ws + A16, nb);
+    l17_conv2d_forward(params + 1735488, ws + S17, ws + A16, ws + A17, nb);
+    l18_relu_forward(ws + A17, ws + A18, nb);
+    l19_conv2d_forward(params + 2915648, ws + S19, ws + A18, ws + A19, nb);
+    l18_relu_forward(ws + A19, ws + A20, nb);
+    l19_conv2d_forward(params + 5275456, ws + S21, ws + A20, ws + A21, nb);
+    l18_relu_forward(ws + A21, ws + A22, nb);
+    l23_maxpool2d_forward(ws + A22, ws + A23, nb);
+    l24_conv2d_forward(params + 7635264, ws + S24, ws + A23, ws + A24, nb);
+    l25_relu_forward(ws + A24, ws + A25, nb);
+    l24_conv2d_forward(params + 9995072, ws + S26, ws + A25, ws + A26, nb);
+    l25_relu_forward(ws + A26, ws + A27, nb);
+    l24_conv2d_forward(params + 12354880, ws + S28, ws + A27, ws + A28, nb);
+    l25_relu_forward(ws + A28, ws + A29, nb);
+    l30_maxpool2d_forward(ws + A29, ws + A30, nb);
     /* layer 31: flatten is a view of its input */
-    l32_dense_forward(params + 14714688, ws + 57200640, ws + 57250816, nb);
-    l33_relu_forward(ws + 57250816, ws + 57259008, nb);
-    l34_dense_forward(params + 117479232, ws + 57259008, ws + 57267200, nb);
-    l33_relu_forward(ws + 57267200, ws + 57275392, nb);
-    l36_dense_forward(params + 134260544, ws + 57275392, ws + 57283584, nb);
+    l32_dense_forward(params + 14714688, ws + A30, ws + A32, nb);
+    l33_relu_forward(ws + A32, ws + A33, nb);
+    l34_dense_forward(params + 117479232, ws + A33, ws + A34, nb);
+    l33_relu_forward(ws + A34, ws + A35, nb);
+    l36_dense_forward(params + 134260544, ws + A35, ws + A36, nb);
 }
 
-/* Backward after a training forward: dLoss/dOutput at ws + 119932976; grads accumulate. */
+/* Backward after a training forward: dLoss/dOutput at ws + DOUT (119932976); grads accumulate. */
 void vgg16_backward(const float *params, float *grads, const float *x, float *dx, float *ws, int nb)
 {
     (void)x;
-    l36_dense_backward(params + 134260544, grads + 134260544, ws + 57275392, ws + 119932976, ws + 119934976, nb);
-    l33_relu_backward(ws + 57275392, ws + 119934976, ws + 119943168, nb);
-    l34_dense_backward(params + 117479232, grads + 117479232, ws + 57259008, ws + 119943168, ws + 119934976, nb);
-    l33_relu_backward(ws + 57259008, ws + 119934976, ws + 119943168, nb);
-    l32_dense_backward(params + 14714688, grads + 14714688, ws + 57200640, ws + 119943168, ws + 120135680, nb);
+    l36_dense_backward(params + 134260544, grads + 134260544, ws + A35, ws + DOUT, ws + D35, nb);
+    l33_relu_backward(ws + A35, ws + D35, ws + D34, nb);
+    l34_dense_backward(params + 117479232, grads + 117479232, ws + A33, ws + D34, ws + D33, nb);
+    l33_relu_backward(ws + A33, ws + D33, ws + D32, nb);
+    l32_dense_backward(params + 14714688, grads + 14714688, ws + A30, ws + D32, ws + D31, nb);
     /* layer 31: flatten passes the gradient through */
-    l30_maxpool2d_backward(ws + 56999936, ws + 120135680, ws + 119934976, nb);
-    l25_relu_backward(ws + 56999936, ws + 119934976, ws + 120135680, nb);
-    l24_conv2d_backward(grads + 12354880, ws + 114419248, ws + 120135680, nb);
-    l24_conv2d_backward_dx(params + 12354880, ws + 114419248, ws + 120135680, ws + 119934976, nb);
-    l25_relu_backward(ws + 56598528, ws + 119934976, ws + 120135680, nb);
-    l24_conv2d_backward(grads + 9995072, ws + 108905520, ws + 120135680, nb);
-    l24_conv2d_backward_dx(params + 9995072, ws + 108905520, ws + 120135680, ws + 119934976, nb);
-    l25_relu_backward(ws + 56197120, ws + 119934976, ws + 120135680, nb);
-    l24_conv2d_backward(grads + 7635264, ws + 103391792, ws + 120135680, nb);
-    l24_conv2d_backward_dx(params + 7635264, ws + 103391792, ws + 120135680, ws + 120737792, nb);
-    l23_maxpool2d_backward(ws + 54992896, ws + 120737792, ws + 119934976, nb);
-    l18_relu_backward(ws + 54992896, ws + 119934976, ws + 120737792, nb);
-    l19_conv2d_backward(grads + 5275456, ws + 101548560, ws + 120737792, nb);
-    l19_conv2d_backward_dx(params + 5275456, ws + 101548560, ws + 120737792, ws + 119934976, nb);
-    l18_relu_backward(ws + 53387264, ws + 119934976, ws + 120737792, nb);
-    l19_conv2d_backward(grads + 2915648, ws + 99705328, ws + 120737792, nb);
-    l19_conv2d_backward_dx(params + 2915648, ws + 99705328, ws + 120737792, ws + 119934976, nb);
-    l18_relu_backward(ws + 51781632, ws + 119934976, ws + 120737792, nb);
-    l17_conv2d_backward(grads + 1735488, ws + 98322896, ws + 120737792, nb);
-    l17_conv2d_backward_dx(params + 1735488, ws + 98322896, ws + 120737792, ws + 121540608, nb);
-    l16_maxpool2d_backward(ws + 48971776, ws + 121540608, ws + 119934976, nb);
-    l11_relu_backward(ws + 48971776, ws + 119934976, ws + 121540608, nb);
-    l12_conv2d_backward(grads + 1145408, ws + 94878128, ws + 121540608, nb);
-    l12_conv2d_backward_dx(params + 1145408, ws + 94878128, ws + 121540608, ws + 119934976, nb);
-    l11_relu_backward(ws + 45760512, ws + 119934976, ws + 121540608, nb);
-    l12_conv2d_backward(grads + 555328, ws + 91433360, ws + 121540608, nb);
-    l12_conv2d_backward_dx(params + 555328, ws + 91433360, ws + 121540608, ws + 119934976, nb);
-    l11_relu_backward(ws + 42549248, ws + 119934976, ws + 121540608, nb);
-    l10_conv2d_backward(grads + 260160, ws + 88849776, ws + 121540608, nb);
-    l10_conv2d_backward_dx(params + 260160, ws + 88849776, ws + 121540608, ws + 123146240, nb);
-    l09_maxpool2d_backward(ws + 36929536, ws + 123146240, ws + 119934976, nb);
-    l06_relu_backward(ws + 36929536, ws + 119934976, ws + 123146240, nb);
-    l07_conv2d_backward(grads + 112576, ws + 82195792, ws + 123146240, nb);
-    l07_conv2d_backward_dx(params + 112576, ws + 82195792, ws + 123146240, ws + 119934976, nb);
-    l06_relu_backward(ws + 30507008, ws + 119934976, ws + 123146240, nb);
-    l05_conv2d_backward(grads + 38720, ws + 77205296, ws + 123146240, nb);
-    l05_conv2d_backward_dx(params + 38720, ws + 77205296, ws + 123146240, ws + 126357504, nb);
-    l04_maxpool2d_backward(ws + 19267584, ws + 126357504, ws + 119934976, nb);
-    l01_relu_backward(ws + 19267584, ws + 119934976, ws + 126357504, nb);
-    l02_conv2d_backward(grads + 1792, ws + 64129808, ws + 126357504, nb);
-    l02_conv2d_backward_dx(params + 1792, ws + 64129808, ws + 126357504, ws + 119934976, nb);
-    l01_relu_backward(ws + 6422528, ws + 119934976, ws + 126357504, nb);
-    l00_conv2d_backward(grads, ws + 57285584, ws + 126357504, nb);
-    if (dx) l00_conv2d_backward_dx(params, ws + 57285584, ws + 126357504, dx ? dx : ws + 119934976, nb);
+    l30_maxpool2d_backward(ws + A29, ws + D31, ws + D29, nb);
+    l25_relu_backward(ws + A29, ws + D29, ws + D28, nb);
+    l24_conv2d_backward(grads + 12354880, ws + S28, ws + D28, nb);
+    l24_conv2d_backward_dx(params + 12354880, ws + S28, ws + D28, ws + D27, nb);
+    l25_relu_backward(ws + A27, ws + D27, ws + D26, nb);
+    l24_conv2d_backward(grads + 9995072, ws + S26, ws + D26, nb);
+    l24_conv2d_backward_dx(params + 9995072, ws + S26, ws + D26, ws + D25, nb);
+    l25_relu_backward(ws + A25, ws + D25, ws + D24, nb);
+    l24_conv2d_backward(grads + 7635264, ws + S24, ws + D24, nb);
+    l24_conv2d_backward_dx(params + 7635264, ws + S24, ws + D24, ws + D23, nb);
+    l23_maxpool2d_backward(ws + A22, ws + D23, ws + D22, nb);
+    l18_relu_backward(ws + A22, ws + D22, ws + D21, nb);
+    l19_conv2d_backward(grads + 5275456, ws + S21, ws + D21, nb);
+    l19_conv2d_backward_dx(params + 5275456, ws + S21, ws + D21, ws + D20, nb);
+    l18_relu_backward(ws + A20, ws + D20, ws + D19, nb);
+    l19_conv2d_backward(grads + 2915648, ws + S19, ws + D19, nb);
+    l19_conv2d_backward_dx(params + 2915648, ws + S19, ws + D19, ws + D18, nb);
+    l18_relu_backward(ws + A18, ws + D18, ws + D17, nb);
+    l17_conv2d_backward(grads + 1735488, ws + S17, ws + D17, nb);
+    l17_conv2d_backward_dx(params + 1735488, ws + S17, ws + D17, ws + D16, nb);
+    l16_maxpool2d_backward(ws + A15, ws + D16, ws + D15, nb);
+    l11_relu_backward(ws + A15, ws + D15, ws + D14, nb);
+    l12_conv2d_backward(grads + 1145408, ws + S14, ws + D14, nb);
+    l12_conv2d_backward_dx(params + 1145408, ws + S14, ws + D14, ws + D13, nb);
+    l11_relu_backward(ws + A13, ws + D13, ws + D12, nb);
+    l12_conv2d_backward(grads + 555328, ws + S12, ws + D12, nb);
+    l12_conv2d_backward_dx(params + 555328, ws + S12, ws + D12, ws + D11, nb);
+    l11_relu_backward(ws + A11, ws + D11, ws + D10, nb);
+    l10_conv2d_backward(grads + 260160, ws + S10, ws + D10, nb);
+    l10_conv2d_backward_dx(params + 260160, ws + S10, ws + D10, ws + D09, nb);
+    l09_maxpool2d_backward(ws + A08, ws + D09, ws + D08, nb);
+    l06_relu_backward(ws + A08, ws + D08, ws + D07, nb);
+    l07_conv2d_backward(grads + 112576, ws + S07, ws + D07, nb);
+    l07_conv2d_backward_dx(params + 112576, ws + S07, ws + D07, ws + D06, nb);
+    l06_relu_backward(ws + A06, ws + D06, ws + D05, nb);
+    l05_conv2d_backward(grads + 38720, ws + S05, ws + D05, nb);
+    l05_conv2d_backward_dx(params + 38720, ws + S05, ws + D05, ws + D04, nb);
+    l04_maxpool2d_backward(ws + A03, ws + D04, ws + D03, nb);
+    l01_relu_backward(ws + A03, ws + D03, ws + D02, nb);
+    l02_conv2d_backward(grads + 1792, ws + S02, ws + D02, nb);
+    l02_conv2d_backward_dx(params + 1792, ws + S02, ws + D02, ws + D01, nb);
+    l01_relu_backward(ws + A01, ws + D01, ws + D00, nb);
+    l00_conv2d_backward(grads, ws + S00, ws + D00, nb);
+    if (dx) l00_conv2d_backward_dx(params, ws + S00, ws + D00, dx ? dx : ws + DIN, nb);
 }
 
 static const cg_tensor vgg16_tensors[] = {

@@ -88,6 +88,7 @@ static inline __attribute__((unused)) float vsum_(const cg_v *v) { float s = 0.0
  * schedule lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=3] threaded */
 static void l00_conv2d_forward(const float *restrict P, const float *restrict x, float *restrict y)
 {
+    /* x [3x32x32][lanes], y [64x32x32][lanes] */
     const float *restrict w = P;
     const float *restrict bias = P + 1728;
     CG_PARALLEL_FOR
@@ -1386,6 +1387,7 @@ static void l00_conv2d_forward(const float *restrict P, const float *restrict x,
 
 static void l00_conv2d_backward(float *restrict G, const float *restrict x, const float *restrict dy)
 {
+    /* x [3x32x32][lanes], y [64x32x32][lanes] */
     float *restrict gw = G;
     float *restrict gb = G + 1728;
     CG_PARALLEL_FOR
@@ -1505,6 +1507,7 @@ static void l00_conv2d_backward(float *restrict G, const float *restrict x, cons
 
 static void l00_conv2d_backward_dx(const float *restrict P, const float *restrict dy, float *restrict dx)
 {
+    /* x [3x32x32][lanes], y [64x32x32][lanes] */
     const float *restrict w = P;
     CG_PARALLEL_FOR
     for (int v0 = 0; v0 < 2; v0 += 1) {
@@ -1931,6 +1934,7 @@ static void l00_conv2d_backward_dx(const float *restrict P, const float *restric
  * schedule lanes: fwd lanes dw lanes dx with dw threaded */
 static void l01_relu_forward(const float *restrict x, float *restrict y)
 {
+    /* x [64x32x32][lanes], y [64x32x32][lanes] */
     CG_PARALLEL_FOR
     for (int i = 0; i < 2097152; i++)
         y[i] = x[i] > 0.0f ? x[i] : 0.0f;
@@ -1938,6 +1942,7 @@ static void l01_relu_forward(const float *restrict x, float *restrict y)
 
 static void l01_relu_backward(const float *restrict y, const float *restrict dy, float *restrict dx)
 {
+    /* x [64x32x32][lanes], y [64x32x32][lanes] */
     CG_PARALLEL_FOR
     for (int i = 0; i < 2097152; i++)
         dx[i] = y[i] > 0.0f ? dy[i] : 0.0f;
@@ -1947,6 +1952,7 @@ static void l01_relu_backward(const float *restrict y, const float *restrict dy,
  * schedule lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16] threaded */
 static void l02_conv2d_forward(const float *restrict P, const float *restrict x, float *restrict y)
 {
+    /* x [64x32x32][lanes], y [64x32x32][lanes] */
     const float *restrict w = P;
     const float *restrict bias = P + 36864;
     CG_PARALLEL_FOR
@@ -3245,6 +3251,7 @@ static void l02_conv2d_forward(const float *restrict P, const float *restrict x,
 
 static void l02_conv2d_backward(float *restrict G, const float *restrict x, const float *restrict dy)
 {
+    /* x [64x32x32][lanes], y [64x32x32][lanes] */
     float *restrict gw = G;
     float *restrict gb = G + 36864;
     CG_PARALLEL_FOR
@@ -3364,6 +3371,7 @@ static void l02_conv2d_backward(float *restrict G, const float *restrict x, cons
 
 static void l02_conv2d_backward_dx(const float *restrict P, const float *restrict dy, float *restrict dx)
 {
+    /* x [64x32x32][lanes], y [64x32x32][lanes] */
     const float *restrict w = P;
     CG_PARALLEL_FOR
     for (int cib = 0; cib < 4; cib++) {
@@ -4669,6 +4677,7 @@ static void l02_conv2d_backward_dx(const float *restrict P, const float *restric
  * schedule lanes: fwd lanes dw lanes dx with dw */
 static void l04_maxpool2d_forward(const float *restrict x, float *restrict y)
 {
+    /* x [64x32x32][lanes], y [64x16x16][lanes] */
     for (int c = 0; c < 64; c++) {
         const float *restrict xc = x + c * 32768;
         float *restrict yc = y + c * 8192;
@@ -4689,6 +4698,7 @@ static void l04_maxpool2d_forward(const float *restrict x, float *restrict y)
 
 static void l04_maxpool2d_backward(const float *restrict x, const float *restrict dy, float *restrict dx)
 {
+    /* x [64x32x32][lanes], y [64x16x16][lanes] */
     memset(dx, 0, sizeof(float) * 2097152);
     for (int c = 0; c < 64; c++) {
         const float *restrict xc = x + c * 32768;
@@ -4717,6 +4727,7 @@ static void l04_maxpool2d_backward(const float *restrict x, const float *restric
  * schedule lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16] threaded */
 static void l05_conv2d_forward(const float *restrict P, const float *restrict x, float *restrict y)
 {
+    /* x [64x16x16][lanes], y [128x16x16][lanes] */
     const float *restrict w = P;
     const float *restrict bias = P + 73728;
     CG_PARALLEL_FOR
@@ -6015,6 +6026,7 @@ static void l05_conv2d_forward(const float *restrict P, const float *restrict x,
 
 static void l05_conv2d_backward(float *restrict G, const float *restrict x, const float *restrict dy)
 {
+    /* x [64x16x16][lanes], y [128x16x16][lanes] */
     float *restrict gw = G;
     float *restrict gb = G + 73728;
     CG_PARALLEL_FOR
@@ -6134,6 +6146,7 @@ static void l05_conv2d_backward(float *restrict G, const float *restrict x, cons
 
 static void l05_conv2d_backward_dx(const float *restrict P, const float *restrict dy, float *restrict dx)
 {
+    /* x [64x16x16][lanes], y [128x16x16][lanes] */
     const float *restrict w = P;
     CG_PARALLEL_FOR
     for (int cib = 0; cib < 4; cib++) {
@@ -7433,6 +7446,7 @@ static void l05_conv2d_backward_dx(const float *restrict P, const float *restric
  * schedule lanes: fwd lanes dw lanes dx with dw threaded */
 static void l06_relu_forward(const float *restrict x, float *restrict y)
 {
+    /* x [128x16x16][lanes], y [128x16x16][lanes] */
     CG_PARALLEL_FOR
     for (int i = 0; i < 1048576; i++)
         y[i] = x[i] > 0.0f ? x[i] : 0.0f;
@@ -7440,6 +7454,7 @@ static void l06_relu_forward(const float *restrict x, float *restrict y)
 
 static void l06_relu_backward(const float *restrict y, const float *restrict dy, float *restrict dx)
 {
+    /* x [128x16x16][lanes], y [128x16x16][lanes] */
     CG_PARALLEL_FOR
     for (int i = 0; i < 1048576; i++)
         dx[i] = y[i] > 0.0f ? dy[i] : 0.0f;
@@ -7449,6 +7464,7 @@ static void l06_relu_backward(const float *restrict y, const float *restrict dy,
  * schedule lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16] threaded */
 static void l07_conv2d_forward(const float *restrict P, const float *restrict x, float *restrict y)
 {
+    /* x [128x16x16][lanes], y [128x16x16][lanes] */
     const float *restrict w = P;
     const float *restrict bias = P + 147456;
     CG_PARALLEL_FOR
@@ -8747,6 +8763,7 @@ static void l07_conv2d_forward(const float *restrict P, const float *restrict x,
 
 static void l07_conv2d_backward(float *restrict G, const float *restrict x, const float *restrict dy)
 {
+    /* x [128x16x16][lanes], y [128x16x16][lanes] */
     float *restrict gw = G;
     float *restrict gb = G + 147456;
     CG_PARALLEL_FOR
@@ -8866,6 +8883,7 @@ static void l07_conv2d_backward(float *restrict G, const float *restrict x, cons
 
 static void l07_conv2d_backward_dx(const float *restrict P, const float *restrict dy, float *restrict dx)
 {
+    /* x [128x16x16][lanes], y [128x16x16][lanes] */
     const float *restrict w = P;
     CG_PARALLEL_FOR
     for (int cib = 0; cib < 8; cib++) {
@@ -10171,6 +10189,7 @@ static void l07_conv2d_backward_dx(const float *restrict P, const float *restric
  * schedule lanes: fwd lanes dw lanes dx with dw */
 static void l09_maxpool2d_forward(const float *restrict x, float *restrict y)
 {
+    /* x [128x16x16][lanes], y [128x8x8][lanes] */
     for (int c = 0; c < 128; c++) {
         const float *restrict xc = x + c * 8192;
         float *restrict yc = y + c * 2048;
@@ -10191,6 +10210,7 @@ static void l09_maxpool2d_forward(const float *restrict x, float *restrict y)
 
 static void l09_maxpool2d_backward(const float *restrict x, const float *restrict dy, float *restrict dx)
 {
+    /* x [128x16x16][lanes], y [128x8x8][lanes] */
     memset(dx, 0, sizeof(float) * 1048576);
     for (int c = 0; c < 128; c++) {
         const float *restrict xc = x + c * 8192;
@@ -10219,6 +10239,7 @@ static void l09_maxpool2d_backward(const float *restrict x, const float *restric
  * schedule lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16] threaded */
 static void l10_conv2d_forward(const float *restrict P, const float *restrict x, float *restrict y)
 {
+    /* x [128x8x8][lanes], y [256x8x8][lanes] */
     const float *restrict w = P;
     const float *restrict bias = P + 294912;
     CG_PARALLEL_FOR
@@ -11517,6 +11538,7 @@ static void l10_conv2d_forward(const float *restrict P, const float *restrict x,
 
 static void l10_conv2d_backward(float *restrict G, const float *restrict x, const float *restrict dy)
 {
+    /* x [128x8x8][lanes], y [256x8x8][lanes] */
     float *restrict gw = G;
     float *restrict gb = G + 294912;
     CG_PARALLEL_FOR
@@ -11636,6 +11658,7 @@ static void l10_conv2d_backward(float *restrict G, const float *restrict x, cons
 
 static void l10_conv2d_backward_dx(const float *restrict P, const float *restrict dy, float *restrict dx)
 {
+    /* x [128x8x8][lanes], y [256x8x8][lanes] */
     const float *restrict w = P;
     CG_PARALLEL_FOR
     for (int cib = 0; cib < 8; cib++) {
@@ -12935,12 +12958,14 @@ static void l10_conv2d_backward_dx(const float *restrict P, const float *restric
  * schedule lanes: fwd lanes dw lanes dx with dw */
 static void l11_relu_forward(const float *restrict x, float *restrict y)
 {
+    /* x [256x8x8][lanes], y [256x8x8][lanes] */
     for (int i = 0; i < 524288; i++)
         y[i] = x[i] > 0.0f ? x[i] : 0.0f;
 }
 
 static void l11_relu_backward(const float *restrict y, const float *restrict dy, float *restrict dx)
 {
+    /* x [256x8x8][lanes], y [256x8x8][lanes] */
     for (int i = 0; i < 524288; i++)
         dx[i] = y[i] > 0.0f ? dy[i] : 0.0f;
 }
@@ -12949,6 +12974,7 @@ static void l11_relu_backward(const float *restrict y, const float *restrict dy,
  * schedule lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16] threaded */
 static void l12_conv2d_forward(const float *restrict P, const float *restrict x, float *restrict y)
 {
+    /* x [256x8x8][lanes], y [256x8x8][lanes] */
     const float *restrict w = P;
     const float *restrict bias = P + 589824;
     CG_PARALLEL_FOR
@@ -14247,6 +14273,7 @@ static void l12_conv2d_forward(const float *restrict P, const float *restrict x,
 
 static void l12_conv2d_backward(float *restrict G, const float *restrict x, const float *restrict dy)
 {
+    /* x [256x8x8][lanes], y [256x8x8][lanes] */
     float *restrict gw = G;
     float *restrict gb = G + 589824;
     CG_PARALLEL_FOR
@@ -14366,6 +14393,7 @@ static void l12_conv2d_backward(float *restrict G, const float *restrict x, cons
 
 static void l12_conv2d_backward_dx(const float *restrict P, const float *restrict dy, float *restrict dx)
 {
+    /* x [256x8x8][lanes], y [256x8x8][lanes] */
     const float *restrict w = P;
     CG_PARALLEL_FOR
     for (int cib = 0; cib < 16; cib++) {
@@ -15685,6 +15713,7 @@ static void l12_conv2d_backward_dx(const float *restrict P, const float *restric
  * schedule lanes: fwd lanes dw lanes dx with dw */
 static void l16_maxpool2d_forward(const float *restrict x, float *restrict y)
 {
+    /* x [256x8x8][lanes], y [256x4x4][lanes] */
     for (int c = 0; c < 256; c++) {
         const float *restrict xc = x + c * 2048;
         float *restrict yc = y + c * 512;
@@ -15705,6 +15734,7 @@ static void l16_maxpool2d_forward(const float *restrict x, float *restrict y)
 
 static void l16_maxpool2d_backward(const float *restrict x, const float *restrict dy, float *restrict dx)
 {
+    /* x [256x8x8][lanes], y [256x4x4][lanes] */
     memset(dx, 0, sizeof(float) * 524288);
     for (int c = 0; c < 256; c++) {
         const float *restrict xc = x + c * 2048;
@@ -15733,6 +15763,7 @@ static void l16_maxpool2d_backward(const float *restrict x, const float *restric
  * schedule lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16] threaded */
 static void l17_conv2d_forward(const float *restrict P, const float *restrict x, float *restrict y)
 {
+    /* x [256x4x4][lanes], y [512x4x4][lanes] */
     const float *restrict w = P;
     const float *restrict bias = P + 1179648;
     CG_PARALLEL_FOR
@@ -17031,6 +17062,7 @@ static void l17_conv2d_forward(const float *restrict P, const float *restrict x,
 
 static void l17_conv2d_backward(float *restrict G, const float *restrict x, const float *restrict dy)
 {
+    /* x [256x4x4][lanes], y [512x4x4][lanes] */
     float *restrict gw = G;
     float *restrict gb = G + 1179648;
     CG_PARALLEL_FOR
@@ -17150,6 +17182,7 @@ static void l17_conv2d_backward(float *restrict G, const float *restrict x, cons
 
 static void l17_conv2d_backward_dx(const float *restrict P, const float *restrict dy, float *restrict dx)
 {
+    /* x [256x4x4][lanes], y [512x4x4][lanes] */
     const float *restrict w = P;
     CG_PARALLEL_FOR
     for (int cib = 0; cib < 16; cib++) {
@@ -18449,12 +18482,14 @@ static void l17_conv2d_backward_dx(const float *restrict P, const float *restric
  * schedule lanes: fwd lanes dw lanes dx with dw */
 static void l18_relu_forward(const float *restrict x, float *restrict y)
 {
+    /* x [512x4x4][lanes], y [512x4x4][lanes] */
     for (int i = 0; i < 262144; i++)
         y[i] = x[i] > 0.0f ? x[i] : 0.0f;
 }
 
 static void l18_relu_backward(const float *restrict y, const float *restrict dy, float *restrict dx)
 {
+    /* x [512x4x4][lanes], y [512x4x4][lanes] */
     for (int i = 0; i < 262144; i++)
         dx[i] = y[i] > 0.0f ? dy[i] : 0.0f;
 }
@@ -18463,6 +18498,7 @@ static void l18_relu_backward(const float *restrict y, const float *restrict dy,
  * schedule lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16] threaded */
 static void l19_conv2d_forward(const float *restrict P, const float *restrict x, float *restrict y)
 {
+    /* x [512x4x4][lanes], y [512x4x4][lanes] */
     const float *restrict w = P;
     const float *restrict bias = P + 2359296;
     CG_PARALLEL_FOR
@@ -19761,6 +19797,7 @@ static void l19_conv2d_forward(const float *restrict P, const float *restrict x,
 
 static void l19_conv2d_backward(float *restrict G, const float *restrict x, const float *restrict dy)
 {
+    /* x [512x4x4][lanes], y [512x4x4][lanes] */
     float *restrict gw = G;
     float *restrict gb = G + 2359296;
     CG_PARALLEL_FOR
@@ -19880,6 +19917,7 @@ static void l19_conv2d_backward(float *restrict G, const float *restrict x, cons
 
 static void l19_conv2d_backward_dx(const float *restrict P, const float *restrict dy, float *restrict dx)
 {
+    /* x [512x4x4][lanes], y [512x4x4][lanes] */
     const float *restrict w = P;
     CG_PARALLEL_FOR
     for (int cib = 0; cib < 32; cib++) {
@@ -21199,6 +21237,7 @@ static void l19_conv2d_backward_dx(const float *restrict P, const float *restric
  * schedule lanes: fwd lanes dw lanes dx with dw */
 static void l23_maxpool2d_forward(const float *restrict x, float *restrict y)
 {
+    /* x [512x4x4][lanes], y [512x2x2][lanes] */
     for (int c = 0; c < 512; c++) {
         const float *restrict xc = x + c * 512;
         float *restrict yc = y + c * 128;
@@ -21219,6 +21258,7 @@ static void l23_maxpool2d_forward(const float *restrict x, float *restrict y)
 
 static void l23_maxpool2d_backward(const float *restrict x, const float *restrict dy, float *restrict dx)
 {
+    /* x [512x4x4][lanes], y [512x2x2][lanes] */
     memset(dx, 0, sizeof(float) * 262144);
     for (int c = 0; c < 512; c++) {
         const float *restrict xc = x + c * 512;
@@ -21247,6 +21287,7 @@ static void l23_maxpool2d_backward(const float *restrict x, const float *restric
  * schedule lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16] threaded */
 static void l24_conv2d_forward(const float *restrict P, const float *restrict x, float *restrict y)
 {
+    /* x [512x2x2][lanes], y [512x2x2][lanes] */
     const float *restrict w = P;
     const float *restrict bias = P + 2359296;
     CG_PARALLEL_FOR
@@ -21717,6 +21758,7 @@ static void l24_conv2d_forward(const float *restrict P, const float *restrict x,
 
 static void l24_conv2d_backward(float *restrict G, const float *restrict x, const float *restrict dy)
 {
+    /* x [512x2x2][lanes], y [512x2x2][lanes] */
     float *restrict gw = G;
     float *restrict gb = G + 2359296;
     CG_PARALLEL_FOR
@@ -21771,6 +21813,7 @@ static void l24_conv2d_backward(float *restrict G, const float *restrict x, cons
 
 static void l24_conv2d_backward_dx(const float *restrict P, const float *restrict dy, float *restrict dx)
 {
+    /* x [512x2x2][lanes], y [512x2x2][lanes] */
     const float *restrict w = P;
     CG_PARALLEL_FOR
     for (int cib = 0; cib < 32; cib++) {
@@ -22242,12 +22285,14 @@ static void l24_conv2d_backward_dx(const float *restrict P, const float *restric
  * schedule lanes: fwd lanes dw lanes dx with dw */
 static void l25_relu_forward(const float *restrict x, float *restrict y)
 {
+    /* x [512x2x2][lanes], y [512x2x2][lanes] */
     for (int i = 0; i < 65536; i++)
         y[i] = x[i] > 0.0f ? x[i] : 0.0f;
 }
 
 static void l25_relu_backward(const float *restrict y, const float *restrict dy, float *restrict dx)
 {
+    /* x [512x2x2][lanes], y [512x2x2][lanes] */
     for (int i = 0; i < 65536; i++)
         dx[i] = y[i] > 0.0f ? dy[i] : 0.0f;
 }
@@ -22284,6 +22329,7 @@ static void l25_relu_backward(const float *restrict y, const float *restrict dy,
  * schedule lanes: fwd lanes dw lanes dx with dw */
 static void l30_maxpool2d_forward(const float *restrict x, float *restrict y)
 {
+    /* x [512x2x2][lanes], y [512x1x1][lanes] */
     for (int c = 0; c < 512; c++) {
         const float *restrict xc = x + c * 128;
         float *restrict yc = y + c * 32;
@@ -22299,6 +22345,7 @@ static void l30_maxpool2d_forward(const float *restrict x, float *restrict y)
 
 static void l30_maxpool2d_backward(const float *restrict x, const float *restrict dy, float *restrict dx)
 {
+    /* x [512x2x2][lanes], y [512x1x1][lanes] */
     memset(dx, 0, sizeof(float) * 65536);
     for (int c = 0; c < 512; c++) {
         const float *restrict xc = x + c * 128;
@@ -22322,6 +22369,7 @@ static void l30_maxpool2d_backward(const float *restrict x, const float *restric
  * schedule lanes: fwd lanes[TB=2,TR=8] dw gemm[TI=4,TO=4] dx lanes[TB=2,TR=8] threaded */
 static void l32_dense_forward(const float *restrict P, const float *restrict x, float *restrict y)
 {
+    /* x [512][lanes], y [512][lanes] */
     const float *restrict w = P;
     const float *restrict b = P + 262144;
     CG_PARALLEL_FOR
@@ -22363,6 +22411,7 @@ static void l32_dense_forward(const float *restrict P, const float *restrict x, 
 
 static void l32_dense_backward(float *restrict G, const float *restrict x, const float *restrict dy)
 {
+    /* x [512][lanes], y [512][lanes] */
     float *restrict gw = G;
     float *restrict gb = G + 262144;
     CG_PARALLEL_FOR
@@ -22395,6 +22444,7 @@ static void l32_dense_backward(float *restrict G, const float *restrict x, const
 
 static void l32_dense_backward_dx(const float *restrict P, const float *restrict dy, float *restrict dx)
 {
+    /* x [512][lanes], y [512][lanes] */
     const float *restrict w = P;
     CG_PARALLEL_FOR
     for (int i0 = 0; i0 < 512; i0 += 8) {
@@ -22437,12 +22487,14 @@ static void l32_dense_backward_dx(const float *restrict P, const float *restrict
  * schedule lanes: fwd lanes dw lanes dx with dw */
 static void l33_relu_forward(const float *restrict x, float *restrict y)
 {
+    /* x [512][lanes], y [512][lanes] */
     for (int i = 0; i < 16384; i++)
         y[i] = x[i] > 0.0f ? x[i] : 0.0f;
 }
 
 static void l33_relu_backward(const float *restrict y, const float *restrict dy, float *restrict dx)
 {
+    /* x [512][lanes], y [512][lanes] */
     for (int i = 0; i < 16384; i++)
         dx[i] = y[i] > 0.0f ? dy[i] : 0.0f;
 }
@@ -22465,6 +22517,7 @@ static void l33_relu_backward(const float *restrict y, const float *restrict dy,
  * schedule lanes: fwd lanes[TB=2,TR=8] dw gemm[TI=8,TO=2] dx lanes[TB=2,TR=8] */
 static void l36_dense_forward(const float *restrict P, const float *restrict x, float *restrict y)
 {
+    /* x [512][lanes], y [10][lanes] */
     const float *restrict w = P;
     const float *restrict b = P + 5120;
     for (int o0 = 0; o0 < 8; o0 += 8) {
@@ -22519,6 +22572,7 @@ static void l36_dense_forward(const float *restrict P, const float *restrict x, 
 
 static void l36_dense_backward(float *restrict G, const float *restrict x, const float *restrict dy)
 {
+    /* x [512][lanes], y [10][lanes] */
     float *restrict gw = G;
     float *restrict gb = G + 5120;
     for (int o = 0; o < 10; o++) {
@@ -22543,6 +22597,7 @@ static void l36_dense_backward(float *restrict G, const float *restrict x, const
 
 static void l36_dense_backward_dx(const float *restrict P, const float *restrict dy, float *restrict dx)
 {
+    /* x [512][lanes], y [10][lanes] */
     const float *restrict w = P;
     for (int i0 = 0; i0 < 512; i0 += 8) {
         for (int v0 = 0; v0 < 2; v0 += 2) {
@@ -22580,111 +22635,189 @@ static void l36_dense_backward_dx(const float *restrict P, const float *restrict
     }
 }
 
+/* Workspace regions, in floats (NAME.h gives the total). */
+#define XIN     0 /* the input, [3x32x32][lanes] */
+#define A00     98304 /* layer 0 (conv2d) output, [64x32x32][lanes] */
+#define A01     2195456 /* layer 1 (relu) output, [64x32x32][lanes] */
+#define A02     4292608 /* layer 2 (conv2d) output, [64x32x32][lanes] */
+#define A03     6389760 /* layer 3 (relu) output, [64x32x32][lanes] */
+#define A04     8486912 /* layer 4 (maxpool2d) output, [64x16x16][lanes] */
+#define A05     9011200 /* layer 5 (conv2d) output, [128x16x16][lanes] */
+#define A06     10059776 /* layer 6 (relu) output, [128x16x16][lanes] */
+#define A07     11108352 /* layer 7 (conv2d) output, [128x16x16][lanes] */
+#define A08     12156928 /* layer 8 (relu) output, [128x16x16][lanes] */
+#define A09     13205504 /* layer 9 (maxpool2d) output, [128x8x8][lanes] */
+#define A10     13467648 /* layer 10 (conv2d) output, [256x8x8][lanes] */
+#define A11     13991936 /* layer 11 (relu) output, [256x8x8][lanes] */
+#define A12     14516224 /* layer 12 (conv2d) output, [256x8x8][lanes] */
+#define A13     15040512 /* layer 13 (relu) output, [256x8x8][lanes] */
+#define A14     15564800 /* layer 14 (conv2d) output, [256x8x8][lanes] */
+#define A15     16089088 /* layer 15 (relu) output, [256x8x8][lanes] */
+#define A16     16613376 /* layer 16 (maxpool2d) output, [256x4x4][lanes] */
+#define A17     16744448 /* layer 17 (conv2d) output, [512x4x4][lanes] */
+#define A18     17006592 /* layer 18 (relu) output, [512x4x4][lanes] */
+#define A19     17268736 /* layer 19 (conv2d) output, [512x4x4][lanes] */
+#define A20     17530880 /* layer 20 (relu) output, [512x4x4][lanes] */
+#define A21     17793024 /* layer 21 (conv2d) output, [512x4x4][lanes] */
+#define A22     18055168 /* layer 22 (relu) output, [512x4x4][lanes] */
+#define A23     18317312 /* layer 23 (maxpool2d) output, [512x2x2][lanes] */
+#define A24     18382848 /* layer 24 (conv2d) output, [512x2x2][lanes] */
+#define A25     18448384 /* layer 25 (relu) output, [512x2x2][lanes] */
+#define A26     18513920 /* layer 26 (conv2d) output, [512x2x2][lanes] */
+#define A27     18579456 /* layer 27 (relu) output, [512x2x2][lanes] */
+#define A28     18644992 /* layer 28 (conv2d) output, [512x2x2][lanes] */
+#define A29     18710528 /* layer 29 (relu) output, [512x2x2][lanes] */
+#define A30     18776064 /* layer 30 (maxpool2d) output, [512x1x1][lanes] */
+#define A32     18792448 /* layer 32 (dense) output, [512][lanes] */
+#define A33     18808832 /* layer 33 (relu) output, [512][lanes] */
+#define A34     18825216 /* layer 34 (dense) output, [512][lanes] */
+#define A35     18841600 /* layer 35 (relu) output, [512][lanes] */
+#define A36     18857984 /* layer 36 (dense) output, [10][lanes] */
+#define OUT     18858304 /* the output, [N][10] */
+#define DOUT    18858624 /* dLoss/dOutput, [N][10] */
+#define DOUT_L  18858944 /* dLoss/dOutput, [10][lanes] */
+#define D35     18859264 /* gradient arena: dLoss/d(layer 35 output) */
+#define D34     18875648 /* gradient arena: dLoss/d(layer 34 output) */
+#define D33     18859264 /* gradient arena: dLoss/d(layer 33 output) */
+#define D32     18875648 /* gradient arena: dLoss/d(layer 32 output) */
+#define D31     18924800 /* gradient arena: dLoss/d(layer 31 output) */
+#define D29     18859264 /* gradient arena: dLoss/d(layer 29 output) */
+#define D28     18924800 /* gradient arena: dLoss/d(layer 28 output) */
+#define D27     18859264 /* gradient arena: dLoss/d(layer 27 output) */
+#define D26     18924800 /* gradient arena: dLoss/d(layer 26 output) */
+#define D25     18859264 /* gradient arena: dLoss/d(layer 25 output) */
+#define D24     18924800 /* gradient arena: dLoss/d(layer 24 output) */
+#define D23     19121408 /* gradient arena: dLoss/d(layer 23 output) */
+#define D22     18859264 /* gradient arena: dLoss/d(layer 22 output) */
+#define D21     19121408 /* gradient arena: dLoss/d(layer 21 output) */
+#define D20     18859264 /* gradient arena: dLoss/d(layer 20 output) */
+#define D19     19121408 /* gradient arena: dLoss/d(layer 19 output) */
+#define D18     18859264 /* gradient arena: dLoss/d(layer 18 output) */
+#define D17     19121408 /* gradient arena: dLoss/d(layer 17 output) */
+#define D16     19383552 /* gradient arena: dLoss/d(layer 16 output) */
+#define D15     18859264 /* gradient arena: dLoss/d(layer 15 output) */
+#define D14     19383552 /* gradient arena: dLoss/d(layer 14 output) */
+#define D13     18859264 /* gradient arena: dLoss/d(layer 13 output) */
+#define D12     19383552 /* gradient arena: dLoss/d(layer 12 output) */
+#define D11     18859264 /* gradient arena: dLoss/d(layer 11 output) */
+#define D10     19383552 /* gradient arena: dLoss/d(layer 10 output) */
+#define D09     19907840 /* gradient arena: dLoss/d(layer 9 output) */
+#define D08     18859264 /* gradient arena: dLoss/d(layer 8 output) */
+#define D07     19907840 /* gradient arena: dLoss/d(layer 7 output) */
+#define D06     18859264 /* gradient arena: dLoss/d(layer 6 output) */
+#define D05     19907840 /* gradient arena: dLoss/d(layer 5 output) */
+#define D04     20956416 /* gradient arena: dLoss/d(layer 4 output) */
+#define D03     18859264 /* gradient arena: dLoss/d(layer 3 output) */
+#define D02     20956416 /* gradient arena: dLoss/d(layer 2 output) */
+#define D01     18859264 /* gradient arena: dLoss/d(layer 1 output) */
+#define D00     20956416 /* gradient arena: dLoss/d(layer 0 output) */
+#define DIN     18859264 /* gradient arena: dLoss/dInput */
+
 /* Forward over nb <= 32 samples; activations stay in ws for backward. */
 void vgg16_cifar_forward(const float *params, float *buffers, const float *x, float *ws, int nb, int training)
 {
     (void)buffers;
     (void)training;
-    cg_to_lanes(x, ws + 0, nb, 3072, 32);
-    l00_conv2d_forward(params, ws + 0, ws + 98304);
-    l01_relu_forward(ws + 98304, ws + 2195456);
-    l02_conv2d_forward(params + 1792, ws + 2195456, ws + 4292608);
-    l01_relu_forward(ws + 4292608, ws + 6389760);
-    l04_maxpool2d_forward(ws + 6389760, ws + 8486912);
-    l05_conv2d_forward(params + 38720, ws + 8486912, ws + 9011200);
-    l06_relu_forward(ws + 9011200, ws + 10059776);
-    l07_conv2d_forward(params + 112576, ws + 10059776, ws + 11108352);
-    l06_relu_forward(ws + 11108352, ws + 12156928);
-    l09_maxpool2d_forward(ws + 12156928, ws + 13205504);
-    l10_conv2d_forward(params + 260160, ws + 13205504, ws + 13467648);
-    l11_relu_forward(ws + 13467648, ws + 13991936);
-    l12_conv2d_forward(params + 555328, ws + 13991936, ws + 14516224);
-    l11_relu_forward(ws + 14516224, ws + 15040512);
-    l12_conv2d_forward(params + 1145408, ws + 15040512, ws + 15564800);
-    l11_relu_forward(ws + 15564800, ws + 16089088);
-    l16_maxpool2d_forward(ws + 16089088, ws + 16613376);
-    l17_conv2d_forward(params + 1735488, ws + 16613376, ws + 16744448);
-    l18_relu_forward(ws + 16744448, ws + 17006592);
-    l19_conv2d_forward(params + 2915648, ws + 17006592, ws + 17268736);
-    l18_relu_forward(ws + 17268736, ws + 17530880);
-    l19_conv2d_forward(params + 5275456, ws + 17530880, ws + 17793024);
-    l18_relu_forward(ws + 17793024, ws + 18055168);
-    l23_maxpool2d_forward(ws + 18055168, ws + 18317312);
-    l24_conv2d_forward(params + 7635264, ws + 18317312, ws + 18382848);
-    l25_relu_forward(ws + 18382848, ws + 18448384);
-    l24_conv2d_forward(params + 9995072, ws + 18448384, ws + 18513920);
-    l25_relu_forward(ws + 18513920, ws + 18579456);
-    l24_conv2d_forward(params + 12354880, ws + 18579456, ws + 18644992);
-    l25_relu_forward(ws + 18644992, ws + 18710528);
-    l30_maxpool2d_forward(ws + 18710528, ws + 18776064);
+    cg_to_lanes(x, ws + XIN, nb, 3072, 32);
+    l00_conv2d_forward(params, ws + XIN, ws + A00);
+    l01_relu_forward(ws + A00, ws + A01);
+    l02_conv2d_forward(params + 1792, ws + A01, ws + A02);
+    l01_relu_forward(ws + A02, ws + A03);
+    l04_maxpool2d_forward(ws + A03, ws + A04);
+    l05_conv2d_forward(params + 38720, ws + A04, ws + A05);
+    l06_relu_forward(ws + A05, ws + A06);
+    l07_conv2d_forward(params + 112576, ws + A06, ws + A07);
+    l06_relu_forward(ws + A07, ws + A08);
+    l09_maxpool2d_forward(ws + A08, ws + A09);
+    l10_conv2d_forward(params + 260160, ws + A09, ws + A10);
+    l11_relu_forward(ws + A10, ws + A11);
+    l12_conv2d_forward(params + 555328, ws + A11, ws + A12);
+    l11_relu_forward(ws + A12, ws + A13);
+    l12_conv2d_forward(params + 1145408, ws + A13, ws + A14);
+    l11_relu_forward(ws + A14, ws + A15);
+    l16_maxpool2d_forward(ws + A15, ws + A16);
+    l17_conv2d_forward(params + 1735488, ws + A16, ws + A17);
+    l18_relu_forward(ws + A17, ws + A18);
+    l19_conv2d_forward(params + 2915648, ws + A18, ws + A19);
+    l18_relu_forward(ws + A19, ws + A20);
+    l19_conv2d_forward(params + 5275456, ws + A20, ws + A21);
+    l18_relu_forward(ws + A21, ws + A22);
+    l23_maxpool2d_forward(ws + A22, ws + A23);
+    l24_conv2d_forward(params + 7635264, ws + A23, ws + A24);
+    l25_relu_forward(ws + A24, ws + A25);
+    l24_conv2d_forward(params + 9995072, ws + A25, ws + A26);
+    l25_relu_forward(ws + A26, ws + A27);
+    l24_conv2d_forward(params + 12354880, ws + A27, ws + A28);
+    l25_relu_forward(ws + A28, ws + A29);
+    l30_maxpool2d_forward(ws + A29, ws + A30);
     /* layer 31: flatten is a view of its input */
-    l32_dense_forward(params + 14714688, ws + 18776064, ws + 18792448);
-    l33_relu_forward(ws + 18792448, ws + 18808832);
-    l32_dense_forward(params + 14977344, ws + 18808832, ws + 18825216);
-    l33_relu_forward(ws + 18825216, ws + 18841600);
-    l36_dense_forward(params + 15240000, ws + 18841600, ws + 18857984);
-    cg_from_lanes(ws + 18857984, ws + 18858304, nb, 10, 32);
+    l32_dense_forward(params + 14714688, ws + A30, ws + A32);
+    l33_relu_forward(ws + A32, ws + A33);
+    l32_dense_forward(params + 14977344, ws + A33, ws + A34);
+    l33_relu_forward(ws + A34, ws + A35);
+    l36_dense_forward(params + 15240000, ws + A35, ws + A36);
+    cg_from_lanes(ws + A36, ws + OUT, nb, 10, 32);
 }
 
-/* Backward after a training forward: dLoss/dOutput at ws + 18858624; grads accumulate. */
+/* Backward after a training forward: dLoss/dOutput at ws + DOUT (18858624); grads accumulate. */
 void vgg16_cifar_backward(const float *params, float *grads, const float *x, float *dx, float *ws, int nb)
 {
-    cg_to_lanes(ws + 18858624, ws + 18858944, nb, 10, 32);
+    cg_to_lanes(ws + DOUT, ws + DOUT_L, nb, 10, 32);
     (void)x;
-    l36_dense_backward(grads + 15240000, ws + 18841600, ws + 18858944);
-    l36_dense_backward_dx(params + 15240000, ws + 18858944, ws + 18859264);
-    l33_relu_backward(ws + 18841600, ws + 18859264, ws + 18875648);
-    l32_dense_backward(grads + 14977344, ws + 18808832, ws + 18875648);
-    l32_dense_backward_dx(params + 14977344, ws + 18875648, ws + 18859264);
-    l33_relu_backward(ws + 18808832, ws + 18859264, ws + 18875648);
-    l32_dense_backward(grads + 14714688, ws + 18776064, ws + 18875648);
-    l32_dense_backward_dx(params + 14714688, ws + 18875648, ws + 18924800);
+    l36_dense_backward(grads + 15240000, ws + A35, ws + DOUT_L);
+    l36_dense_backward_dx(params + 15240000, ws + DOUT_L, ws + D35);
+    l33_relu_backward(ws + A35, ws + D35, ws + D34);
+    l32_dense_backward(grads + 14977344, ws + A33, ws + D34);
+    l32_dense_backward_dx(params + 14977344, ws + D34, ws + D33);
+    l33_relu_backward(ws + A33, ws + D33, ws + D32);
+    l32_dense_backward(grads + 14714688, ws + A30, ws + D32);
+    l32_dense_backward_dx(params + 14714688, ws + D32, ws + D31);
     /* layer 31: flatten passes the gradient through */
-    l30_maxpool2d_backward(ws + 18710528, ws + 18924800, ws + 18859264);
-    l25_relu_backward(ws + 18710528, ws + 18859264, ws + 18924800);
-    l24_conv2d_backward(grads + 12354880, ws + 18579456, ws + 18924800);
-    l24_conv2d_backward_dx(params + 12354880, ws + 18924800, ws + 18859264);
-    l25_relu_backward(ws + 18579456, ws + 18859264, ws + 18924800);
-    l24_conv2d_backward(grads + 9995072, ws + 18448384, ws + 18924800);
-    l24_conv2d_backward_dx(params + 9995072, ws + 18924800, ws + 18859264);
-    l25_relu_backward(ws + 18448384, ws + 18859264, ws + 18924800);
-    l24_conv2d_backward(grads + 7635264, ws + 18317312, ws + 18924800);
-    l24_conv2d_backward_dx(params + 7635264, ws + 18924800, ws + 19121408);
-    l23_maxpool2d_backward(ws + 18055168, ws + 19121408, ws + 18859264);
-    l18_relu_backward(ws + 18055168, ws + 18859264, ws + 19121408);
-    l19_conv2d_backward(grads + 5275456, ws + 17530880, ws + 19121408);
-    l19_conv2d_backward_dx(params + 5275456, ws + 19121408, ws + 18859264);
-    l18_relu_backward(ws + 17530880, ws + 18859264, ws + 19121408);
-    l19_conv2d_backward(grads + 2915648, ws + 17006592, ws + 19121408);
-    l19_conv2d_backward_dx(params + 2915648, ws + 19121408, ws + 18859264);
-    l18_relu_backward(ws + 17006592, ws + 18859264, ws + 19121408);
-    l17_conv2d_backward(grads + 1735488, ws + 16613376, ws + 19121408);
-    l17_conv2d_backward_dx(params + 1735488, ws + 19121408, ws + 19383552);
-    l16_maxpool2d_backward(ws + 16089088, ws + 19383552, ws + 18859264);
-    l11_relu_backward(ws + 16089088, ws + 18859264, ws + 19383552);
-    l12_conv2d_backward(grads + 1145408, ws + 15040512, ws + 19383552);
-    l12_conv2d_backward_dx(params + 1145408, ws + 19383552, ws + 18859264);
-    l11_relu_backward(ws + 15040512, ws + 18859264, ws + 19383552);
-    l12_conv2d_backward(grads + 555328, ws + 13991936, ws + 19383552);
-    l12_conv2d_backward_dx(params + 555328, ws + 19383552, ws + 18859264);
-    l11_relu_backward(ws + 13991936, ws + 18859264, ws + 19383552);
-    l10_conv2d_backward(grads + 260160, ws + 13205504, ws + 19383552);
-    l10_conv2d_backward_dx(params + 260160, ws + 19383552, ws + 19907840);
-    l09_maxpool2d_backward(ws + 12156928, ws + 19907840, ws + 18859264);
-    l06_relu_backward(ws + 12156928, ws + 18859264, ws + 19907840);
-    l07_conv2d_backward(grads + 112576, ws + 10059776, ws + 19907840);
-    l07_conv2d_backward_dx(params + 112576, ws + 19907840, ws + 18859264);
-    l06_relu_backward(ws + 10059776, ws + 18859264, ws + 19907840);
-    l05_conv2d_backward(grads + 38720, ws + 8486912, ws + 19907840);
-    l05_conv2d_backward_dx(params + 38720, ws + 19907840, ws + 20956416);
-    l04_maxpool2d_backward(ws + 6389760, ws + 20956416, ws + 18859264);
-    l01_relu_backward(ws + 6389760, ws + 18859264, ws + 20956416);
-    l02_conv2d_backward(grads + 1792, ws + 2195456, ws + 20956416);
-    l02_conv2d_backward_dx(params + 1792, ws + 20956416, ws + 18859264);
-    l01_relu_backward(ws + 2195456, ws + 18859264, ws + 20956416);
-    l00_conv2d_backward(grads, ws + 0, ws + 20956416);
-    if (dx) l00_conv2d_backward_dx(params, ws + 20956416, ws + 18859264);
-    if (dx) cg_from_lanes(ws + 18859264, dx, nb, 3072, 32);
+    l30_maxpool2d_backward(ws + A29, ws + D31, ws + D29);
+    l25_relu_backward(ws + A29, ws + D29, ws + D28);
+    l24_conv2d_backward(grads + 12354880, ws + A27, ws + D28);
+    l24_conv2d_backward_dx(params + 12354880, ws + D28, ws + D27);
+    l25_relu_backward(ws + A27, ws + D27, ws + D26);
+    l24_conv2d_backward(grads + 9995072, ws + A25, ws + D26);
+    l24_conv2d_backward_dx(params + 9995072, ws + D26, ws + D25);
+    l25_relu_backward(ws + A25, ws + D25, ws + D24);
+    l24_conv2d_backward(grads + 7635264, ws + A23, ws + D24);
+    l24_conv2d_backward_dx(params + 7635264, ws + D24, ws + D23);
+    l23_maxpool2d_backward(ws + A22, ws + D23, ws + D22);
+    l18_relu_backward(ws + A22, ws + D22, ws + D21);
+    l19_conv2d_backward(grads + 5275456, ws + A20, ws + D21);
+    l19_conv2d_backward_dx(params + 5275456, ws + D21, ws + D20);
+    l18_relu_backward(ws + A20, ws + D20, ws + D19);
+    l19_conv2d_backward(grads + 2915648, ws + A18, ws + D19);
+    l19_conv2d_backward_dx(params + 2915648, ws + D19, ws + D18);
+    l18_relu_backward(ws + A18, ws + D18, ws + D17);
+    l17_conv2d_backward(grads + 1735488, ws + A16, ws + D17);
+    l17_conv2d_backward_dx(params + 1735488, ws + D17, ws + D16);
+    l16_maxpool2d_backward(ws + A15, ws + D16, ws + D15);
+    l11_relu_backward(ws + A15, ws + D15, ws + D14);
+    l12_conv2d_backward(grads + 1145408, ws + A13, ws + D14);
+    l12_conv2d_backward_dx(params + 1145408, ws + D14, ws + D13);
+    l11_relu_backward(ws + A13, ws + D13, ws + D12);
+    l12_conv2d_backward(grads + 555328, ws + A11, ws + D12);
+    l12_conv2d_backward_dx(params + 555328, ws + D12, ws + D11);
+    l11_relu_backward(ws + A11, ws + D11, ws + D10);
+    l10_conv2d_backward(grads + 260160, ws + A09, ws + D10);
+    l10_conv2d_backward_dx(params + 260160, ws + D10, ws + D09);
+    l09_maxpool2d_backward(ws + A08, ws + D09, ws + D08);
+    l06_relu_backward(ws + A08, ws + D08, ws + D07);
+    l07_conv2d_backward(grads + 112576, ws + A06, ws + D07);
+    l07_conv2d_backward_dx(params + 112576, ws + D07, ws + D06);
+    l06_relu_backward(ws + A06, ws + D06, ws + D05);
+    l05_conv2d_backward(grads + 38720, ws + A04, ws + D05);
+    l05_conv2d_backward_dx(params + 38720, ws + D05, ws + D04);
+    l04_maxpool2d_backward(ws + A03, ws + D04, ws + D03);
+    l01_relu_backward(ws + A03, ws + D03, ws + D02);
+    l02_conv2d_backward(grads + 1792, ws + A01, ws + D02);
+    l02_conv2d_backward_dx(params + 1792, ws + D02, ws + D01);
+    l01_relu_backward(ws + A01, ws + D01, ws + D00);
+    l00_conv2d_backward(grads, ws + XIN, ws + D00);
+    if (dx) l00_conv2d_backward_dx(params, ws + D00, ws + DIN);
+    if (dx) cg_from_lanes(ws + DIN, dx, nb, 3072, 32);
 }
 
 static const cg_tensor vgg16_cifar_tensors[] = {

@@ -479,6 +479,7 @@ local function plan_memory(spec)
   end
   local size = {[0] = prod(spec.input)}
   local act = {}
+  spec.xin = nil
   if R then
     spec.xin = take(R * size[0])
     act[0] = spec.xin
@@ -511,8 +512,9 @@ local function plan_memory(spec)
   -- offsets afterwards (place).
   local base = ws
   local bufs, now = {}, 0
-  local function newbuf(q)
-    local b = {id = #bufs + 1, size = (rows * size[q] + VEC - 1) // VEC * VEC, t0 = now, t1 = math.huge}
+  local function newbuf(q, label)
+    local b = {id = #bufs + 1, size = (rows * size[q] + VEC - 1) // VEC * VEC, t0 = now, t1 = math.huge,
+      label = label or (q == 0 and "DIN" or string.format("D%02d", layers[q].index))}
     bufs[#bufs + 1] = b
     return b
   end
@@ -549,7 +551,7 @@ local function plan_memory(spec)
       for j, q in ipairs(L.inputs) do
         edges_left[q] = edges_left[q] - 1
         if q == 0 and direct_dx then
-          local t = newbuf(0)
+          local t = newbuf(0, "DIN")
           release(t)
           step.dx[j] = {direct = true, tmp = t}
         elseif not written[q] then
@@ -557,7 +559,7 @@ local function plan_memory(spec)
           written[q] = true
           step.dx[j] = {off = grad[q]}
         else
-          local t = newbuf(q)
+          local t = newbuf(q, string.format("T%02d_%d", L.index, j))
           release(t)
           step.dx[j] = {off = t}
           step.acc[#step.acc + 1] = {to = grad[q], from = t, n = size[q]}
@@ -567,18 +569,9 @@ local function plan_memory(spec)
     end
   end
   local top = place(bufs)
-  local function at(b) return type(b) == "table" and base + b.off or b end
-  for _, L in ipairs(layers) do
-    local st = L.bstep
-    st.dy = at(st.dy)
-    for _, d in pairs(st.dx) do
-      if d.off then d.off = at(d.off) end
-      if d.tmp then d.tmp = at(d.tmp) end
-    end
-    if st.copy then st.copy.to, st.copy.from = at(st.copy.to), at(st.copy.from) end
-    for _, a in ipairs(st.acc) do a.to, a.from = at(a.to), at(a.from) end
-  end
-  for q, g in pairs(grad) do grad[q] = at(g) end
+  -- the steps keep their buffers (the emitter names them); their offsets are base + off
+  for _, b in ipairs(bufs) do b.at = base + b.off end
+  spec.grad_bufs = bufs
   spec.grad_input = grad[0]
   spec.direct_dx = direct_dx
   spec.grad_arena = top
@@ -712,6 +705,19 @@ local function emit_layer_fn(out, L, pass, ctx, spec, seen)
     if not d and a:match("^dx%d+$") then d = "float *restrict " .. a end
     decl[i] = d
   end
+  -- the shapes of the tensors, in the layout of the batch
+  local function lay(shape)
+    if L.sched.layout == "lanes" then return string.format("[%s][lanes]", shape_str(shape)) end
+    return string.format("[N][%s]", shape_str(shape))
+  end
+  local legend = {}
+  if #L.inputs > 1 then
+    for j, sh in ipairs(L.in_shapes) do legend[#legend + 1] = string.format("x%d %s", j, lay(sh)) end
+  else
+    legend[1] = "x " .. lay(L.in_shape)
+  end
+  legend[#legend + 1] = "y " .. lay(L.out_shape)
+  table.insert(body.lines, 1, "    /* " .. table.concat(legend, ", ") .. " */")
   local sig = table.concat(decl, ", ")
   local text = body:text():sub(1, -2)
   local key = sig .. "\n" .. text
@@ -895,10 +901,41 @@ local function emit(spec, spec_path, spec_text)
 
   local n = #spec.layers
   local R = ctx.lanes
-  local function inptr(q)
-    if q == 0 then return R and ("ws + " .. spec.xin) or "x" end
-    return string.format("ws + %d", spec.layers[q].act)
+  -- Workspace offsets by name: A05 layer 5's output, S05 its scratch, D05 the gradient
+  -- of that output (gradients share arena space when their lifetimes do not overlap),
+  -- T05_2 a temporary for layer 5's second input when that tensor's gradient is summed
+  local names, defs = {}, {}
+  local function def(name, off, what)
+    if names[off .. name] then return end
+    names[off .. name] = true
+    defs[#defs + 1] = string.format("#define %-7s %d /* %s */", name, off, what)
   end
+  local lay = function(L) return string.format("[%s][%s]", R and shape_str(L.out_shape) or "N", R and "lanes" or shape_str(L.out_shape)) end
+  if R then def("XIN", spec.xin, string.format("the input, [%s][lanes]", shape_str(spec.input))) end
+  for _, L in ipairs(spec.layers) do
+    if not L.is_alias then def(string.format("A%02d", L.index), L.act, string.format("layer %d (%s) output, %s", L.index, L.kind, lay(L))) end
+    if L.scratch then def(string.format("S%02d", L.index), L.scratch, string.format("layer %d (%s) scratch", L.index, L.kind)) end
+  end
+  if R then def("OUT", spec.out_offset, string.format("the output, [N][%d]", spec.out_size)) end
+  def("DOUT", spec.dout, string.format("dLoss/dOutput, [N][%d]", spec.out_size))
+  if R then def("DOUT_L", spec.dout_lanes, string.format("dLoss/dOutput, [%d][lanes]", spec.out_size)) end
+  for _, b in ipairs(spec.grad_bufs) do def(b.label, b.at, "gradient arena: " .. (b.label:sub(1, 1) == "T"
+    and "a gradient summed into its tensor's" or (b.label == "DIN" and "dLoss/dInput" or "dLoss/d(layer " .. tonumber(b.label:sub(2)) .. " output)"))) end
+  local function W(v)
+    if type(v) == "table" then return "ws + " .. v.label end
+    if R and v == spec.dout_lanes then return "ws + DOUT_L" end
+    if v == spec.dout then return "ws + DOUT" end
+    return "ws + " .. v
+  end
+  local function inptr(q)
+    if q == 0 then return R and "ws + XIN" or "x" end
+    local P = spec.layers[q]
+    while P.is_alias do P = P.inputs[1] == 0 and nil or spec.layers[P.inputs[1]]; if not P then return "ws + XIN" end end
+    return string.format("ws + A%02d", P.index)
+  end
+  O:line("/* Workspace regions, in floats (NAME.h gives the total). */")
+  for _, d in ipairs(defs) do O:line(d) end
+  O:line("")
   local function call(L, pass, argl, map)
     local a = {}
     for _, arg in ipairs(argl) do a[#a + 1] = map[arg] end
@@ -920,31 +957,31 @@ local function emit(spec, spec_path, spec_text)
   if not uses.B then O:line("(void)buffers;") end
   if not uses.training then O:line("(void)training;") end
   if R then
-    O:line("cg_to_lanes(x, ws + %d, nb, %d, %d);", spec.xin, prod(spec.input), R)
+    O:line("cg_to_lanes(x, ws + XIN, nb, %d, %d);", prod(spec.input), R)
   end
   for _, L in ipairs(spec.layers) do
     if L.is_alias then
       O:line("/* layer %d: %s is a view of its input */", L.index, L.kind)
     else
-      local map = {P = "params" .. base(L.pbase), B = "buffers" .. base(L.bbase), S = "ws + " .. tostring(L.scratch),
-        x = inptr(L.inputs[1]),
-        y = "ws + " .. L.act, nb = "nb", training = "training"}
+      local map = {P = "params" .. base(L.pbase), B = "buffers" .. base(L.bbase),
+        S = L.scratch and string.format("ws + S%02d", L.index), x = inptr(L.inputs[1]),
+        y = inptr(L.pos), nb = "nb", training = "training"}
       for j, q in ipairs(L.inputs) do map["x" .. j] = inptr(q) end
       O:line(call(L, "fwd", fargs[L], map))
     end
   end
   if R then
-    O:line("cg_from_lanes(ws + %d, ws + %d, nb, %d, %d);", spec.layers[n].act, spec.out_offset, spec.out_size, R)
+    O:line("cg_from_lanes(%s, ws + OUT, nb, %d, %d);", inptr(n), spec.out_size, R)
   end
   O:close()
   O:line("")
 
   -- network backward
-  O:line("/* Backward after a training forward: dLoss/dOutput at ws + %d; grads accumulate. */", spec.dout)
+  O:line("/* Backward after a training forward: dLoss/dOutput at ws + DOUT (%d); grads accumulate. */", spec.dout)
   O:line("void %s_backward(const float *params, float *grads, const float *x, float *dx, float *ws, int nb)", name)
   O:open("{")
   if R then
-    O:line("cg_to_lanes(ws + %d, ws + %d, nb, %d, %d);", spec.dout, spec.dout_lanes, spec.out_size, R)
+    O:line("cg_to_lanes(ws + DOUT, ws + DOUT_L, nb, %d, %d);", spec.out_size, R)
   end
   local uses_dx, uses_x = false, false
   for _, L in ipairs(spec.layers) do
@@ -966,19 +1003,19 @@ local function emit(spec, spec_path, spec_text)
       O:line("/* layer %d: %s passes the gradient through */", L.index, L.kind)
     elseif st.copy then
       O:line("/* layer %d: %s: its input's gradient is its own */", L.index, L.kind)
-      O:line("memcpy(ws + %d, ws + %d, sizeof(float) * %s);", st.copy.to, st.copy.from, count(st.copy.n))
+      O:line("memcpy(%s, %s, sizeof(float) * %s);", W(st.copy.to), W(st.copy.from), count(st.copy.n))
     else
-      local map = {P = "params" .. base(L.pbase), G = "grads" .. base(L.pbase), S = "ws + " .. tostring(L.scratch),
-        x = inptr(L.inputs[1]),
-        y = "ws + " .. L.act, dy = "ws + " .. st.dy, nb = "nb"}
+      local map = {P = "params" .. base(L.pbase), G = "grads" .. base(L.pbase),
+        S = L.scratch and string.format("ws + S%02d", L.index), x = inptr(L.inputs[1]),
+        y = inptr(L.pos), dy = W(st.dy), nb = "nb"}
       for j, q in ipairs(L.inputs) do
         local d = st.dx[j]
         local e
         if d.direct then
-          e = "dx ? dx : ws + " .. d.tmp
+          e = "dx ? dx : " .. W(d.tmp)
           uses_dx = true
         else
-          e = "ws + " .. d.off
+          e = W(d.off)
         end
         map["x" .. j], map["dx" .. j] = inptr(q), e
         if j == 1 then map.dx = e end
@@ -990,15 +1027,15 @@ local function emit(spec, spec_path, spec_text)
       end
     end
     for _, a in ipairs(st.acc) do
-      O:line("for (size_t i = 0; i < %s; i++) ws[%d + i] += ws[%d + i]; /* a tensor read again: gradients add */",
-        count(a.n), a.to, a.from)
+      O:line("for (size_t i = 0; i < %s; i++) (%s)[i] += (%s)[i]; /* a tensor read again: gradients add */",
+        count(a.n), W(a.to), W(a.from))
     end
   end
   if R then
-    O:line("if (dx) cg_from_lanes(ws + %d, dx, nb, %d, %d);", spec.grad_input, prod(spec.input), R)
+    O:line("if (dx) cg_from_lanes(%s, dx, nb, %d, %d);", W(spec.grad_input), prod(spec.input), R)
     uses_dx = true
   elseif not spec.direct_dx then
-    O:line("if (dx) memcpy(dx, ws + %d, sizeof(float) * (size_t)nb * %d);", spec.grad_input, prod(spec.input))
+    O:line("if (dx) memcpy(dx, %s, sizeof(float) * (size_t)nb * %d);", W(spec.grad_input), prod(spec.input))
     uses_dx = true
   end
   if not uses_dx then O:line("(void)dx;") end
@@ -1118,8 +1155,9 @@ local function summary(spec, path)
   end
   out[#out + 1] = string.format("Total params: %s", util.commas(total_p))
   out[#out + 1] = string.format("Total multiply-adds per sample (forward): %s", util.commas(total_m))
-  out[#out + 1] = string.format("Workspace at batch %d: %s floats; buffers: %s floats",
-    spec.train.batch, util.commas(spec.workspace), util.commas(spec.n_buffers))
+  out[#out + 1] = string.format("Workspace at batch %d: %s floats (activations and scratch %s, gradients %s: "
+    .. "the peak of the live ones); buffers: %s floats", spec.train.batch, util.commas(spec.workspace),
+    util.commas(spec.act_floats), util.commas(spec.grad_arena), util.commas(spec.n_buffers))
   out[#out + 1] = string.format("Schedules for target %s (%d accumulators a register tile):", spec.target.isa, spec.target.acc)
   for _, L in ipairs(spec.layers) do
     out[#out + 1] = string.format("  %d %s", L.index, schedule.describe(L.sched))

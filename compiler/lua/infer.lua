@@ -279,7 +279,7 @@ local function arena(spec, V, R, norm, args, place)
   local ws = round(top)
   spec.act_at = {}
   for p, b in pairs(buf_of) do spec.act_at[p] = b.off end
-  if buf_of[0] then spec.xin = buf_of[0].off end
+  spec.xin = buf_of[0] and buf_of[0].off or nil
   spec.scratch = maxs > 0 and ws or nil
   ws = ws + round(maxs)
   spec.arena = math.max(ws, V)
