@@ -95,7 +95,7 @@ check-torch: $(TRAINERS) $(BIG_SPECS:specs/%.yaml=$(B)/trainers/%) $(GRAPH_NETS:
 
 # generated code + runtime under AddressSanitizer and UndefinedBehaviorSanitizer,
 # checked against PyTorch on specs that cover every layer kind
-SAN_SPECS := mixed1d mixed2d lecture_k3s2p1_odd lecture_full lecture_conv1d
+SAN_SPECS := mixed1d mixed2d lecture_k3s2p1_odd lecture_full lecture_conv1d res_block
 # (lenet5 and bnnet are left out: their batch-innermost code takes ASan+UBSan tens of
 # minutes to compile; mixed1d covers the batch-innermost emitters)
 SAN_FLAGS := -O1 -g -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
@@ -124,7 +124,8 @@ include tests/golden/golden.mk
 # 1 and 2 threads give the same bits: parallel loops split disjoint outputs and every
 # reduction (dW tiles, batch-norm statistics, the loss) runs in a fixed order whatever
 # the thread count. One training-mode forward/backward at the full batch, per spec.
-THREAD_SPECS := specs/lenet5.yaml specs/bnnet.yaml specs/vgg16_cifar.yaml bench/specs/conv64.yaml bench/specs/conv3_224.yaml
+THREAD_SPECS := specs/lenet5.yaml specs/bnnet.yaml specs/vgg16_cifar.yaml bench/specs/conv64.yaml bench/specs/conv3_224.yaml \
+  tests/nets/t_g_res_ln.yaml
 .PHONY: check-threads
 check-threads: $(B)/cnngen $(B)/libcnngen.a
 	@for s in $(THREAD_SPECS); do n=$$(basename $$s .yaml); d=$(B)/threads/$$n; mkdir -p $$d; \
