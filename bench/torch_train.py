@@ -29,6 +29,7 @@ import os
 import struct
 import sys
 import time
+import warnings
 
 import numpy as np
 import torch
@@ -38,6 +39,8 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 import torch_ref  # noqa: E402
 
 DATA = "/usr/share/datasets/fashion-mnist"
+# SequentialLR passes an epoch to the schedulers it switches to (torch 1.13 warns about it)
+warnings.filterwarnings("ignore", message="The epoch parameter in `scheduler.step", category=UserWarning)
 
 
 def read_idx(path):

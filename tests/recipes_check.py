@@ -23,12 +23,13 @@ fixed random dataset, and PyTorch trains the same model the same way:
 The trainer's final weights must equal PyTorch's within max|got - ref| <= TOL * max(1,
 max|ref|) per tensor. To show the check can fail, each augmented case is also compared
 with PyTorch trained without augmentation, which must differ by more than 10 * TOL.
-Exit 1 on any failure.
+The same for a residual network (tests/recipes/recipes_res.yaml: add, global_avgpool)
+with its own train: section (AdamW, warmup, cosine, crop+flip). Exit 1 on any failure.
 """
-import math
 import os
 import subprocess
 import sys
+import warnings
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import numpy as np  # noqa: E402
@@ -36,8 +37,17 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 import torch_ref  # noqa: E402
 
+# SequentialLR passes an epoch to the schedulers it switches to (torch 1.13 warns about it)
+warnings.filterwarnings("ignore", message="The epoch parameter in `scheduler.step", category=UserWarning)
+
 TOL = 1e-5
-SPEC = os.path.join(os.path.dirname(os.path.abspath(__file__)), "recipes", "recipes.yaml")
+HERE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "recipes")
+SPEC = os.path.join(HERE, "recipes.yaml")
+# a residual network (add, global_avgpool), trained with its own train: section only
+SPEC_RES = os.path.join(HERE, "recipes_res.yaml")
+CASE_RES = ("residual net: adamw+warmup2+cosine+crop2+flip (its train: section)", [],
+            dict(opt="adamw", lr=0.01, betas=(0.9, 0.999), eps=1e-8, wd=0.05, warmup=2,
+                 schedule="cosine", epochs=6, crop=2, flip=True, seed=7))
 N = 48  # training samples; --mode full with the compiled batch 32: chunks of 24 and 24
 M64 = (1 << 64) - 1
 
@@ -169,38 +179,39 @@ def max_rel_diff(got, ref):
     return worst
 
 
-def main():
-    build, cc = sys.argv[1], sys.argv[2]
-    work = os.path.join(build, "recipes")
-    os.makedirs(work, exist_ok=True)
-    spec = torch_ref.load_spec(SPEC)
-    name = spec["name"]
-    subprocess.run([os.path.join(build, "cnngen"), SPEC, "-o", work], check=True,
+def build_trainer(build, cc, spec_path, work):
+    spec = torch_ref.load_spec(spec_path)
+    subprocess.run([os.path.join(build, "cnngen"), spec_path, "-o", work], check=True,
                    stdout=subprocess.DEVNULL)
-    exe = os.path.join(work, name)
+    exe = os.path.join(work, spec["name"])
     subprocess.run([cc, "-O2", "-march=native", "-std=c11", "-Wall", "-Wextra", "-Werror",
                     "-Iruntime", exe + ".c", os.path.join(build, "libcnngen.a"), "-lzip", "-lz",
                     "-lm", "-o", exe], check=True)
+    return spec, exe
 
+
+def run_cases(spec, exe, work, cases):
+    """Each case: the trainer and PyTorch from the same initial weights and data; returns the
+    number of failures."""
     torch.manual_seed(0)
     torch.set_num_threads(1)
     model = torch_ref.build_model(spec)
     w0 = torch_ref.state_dict_numpy(model)
-    wpath = os.path.join(work, "W0.npz")
+    wpath = os.path.join(work, spec["name"] + "-W0.npz")
     np.savez(wpath, **w0)
     g = np.random.default_rng(3)
     xn = g.standard_normal((N,) + tuple(spec["input"])).astype(np.float32)
     yn = g.integers(0, 5, N).astype(np.int64)
-    np.save(os.path.join(work, "X.npy"), xn)
-    np.save(os.path.join(work, "Y.npy"), yn)
+    xpath, ypath = (os.path.join(work, f"{spec['name']}-{v}.npy") for v in "XY")
+    np.save(xpath, xn)
+    np.save(ypath, yn)
     x, y = torch.from_numpy(xn), torch.from_numpy(yn)
 
     fails = 0
-    for i, (label, args, c) in enumerate(CASES):
-        out = os.path.join(work, f"case{i}")
-        cmd = [exe, "train", "--data-x", os.path.join(work, "X.npy"), "--data-y",
-               os.path.join(work, "Y.npy"), "--val", "0", "--mode", "full", "--weights", wpath,
-               "--out", out, "--quiet", "--no-plot"] + args
+    for i, (label, args, c) in enumerate(cases):
+        out = os.path.join(work, f"{spec['name']}-case{i}")
+        cmd = [exe, "train", "--data-x", xpath, "--data-y", ypath, "--val", "0", "--mode", "full",
+               "--weights", wpath, "--out", out, "--quiet", "--no-plot"] + args
         env = dict(os.environ, OMP_NUM_THREADS="1")
         p = subprocess.run(cmd, capture_output=True, text=True, env=env)
         if p.returncode != 0:
@@ -228,7 +239,19 @@ def main():
         if not lr_ok:
             print(f"  trainer lr {list(lr_log)}\n  PyTorch lr {lrs}")
         fails += not ok
-    print(f"recipes-check: {len(CASES) - fails} passed, {fails} failed")
+    return fails
+
+
+def main():
+    build, cc = sys.argv[1], sys.argv[2]
+    work = os.path.join(build, "recipes")
+    os.makedirs(work, exist_ok=True)
+    fails = 0
+    for spec_path, cases in ((SPEC, CASES), (SPEC_RES, [CASE_RES])):
+        spec, exe = build_trainer(build, cc, spec_path, work)
+        fails += run_cases(spec, exe, work, cases)
+    total = len(CASES) + 1
+    print(f"recipes-check: {total - fails} passed, {fails} failed")
     return 1 if fails else 0
 
 
