@@ -426,7 +426,9 @@ const cg_net lecture_k3p0_net = {
     .train = {.batch = 8, .epochs = 20, .lr = 0.05f, .momentum = 0.9f, .weight_decay = 0.0f,
               .mode = CG_MODE_MINIBATCH, .order = CG_ORDER_SHUFFLE, .schedule = CG_SCHED_CONSTANT, .step_size = 10, .gamma = 0.1f,
               .patience = 5, .eval_every = 0, .val = -1, .val_frac = 0.0f, .seed = 0,
-              .normalize = 0, .checkpoint_every = 0, .monitor = CG_MONITOR_LOSS},
+              .normalize = 0, .checkpoint_every = 0, .monitor = CG_MONITOR_LOSS,
+              .optimizer = CG_OPT_SGD, .beta1 = 0.9f, .beta2 = 0.999f, .eps = 1e-08f, .warmup = 0,
+              .aug_crop = 0, .aug_flip = 0},
     .forward = lecture_k3p0_forward, .backward = lecture_k3p0_backward,
 };
 

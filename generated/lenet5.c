@@ -2152,7 +2152,9 @@ const cg_net lenet5_net = {
     .train = {.batch = 64, .epochs = 15, .lr = 0.02f, .momentum = 0.9f, .weight_decay = 0.0f,
               .mode = CG_MODE_MINIBATCH, .order = CG_ORDER_SHUFFLE, .schedule = CG_SCHED_COSINE, .step_size = 10, .gamma = 0.1f,
               .patience = 5, .eval_every = 0, .val = -1, .val_frac = 0.0f, .seed = 0,
-              .normalize = 0, .checkpoint_every = 0, .monitor = CG_MONITOR_LOSS},
+              .normalize = 0, .checkpoint_every = 0, .monitor = CG_MONITOR_LOSS,
+              .optimizer = CG_OPT_SGD, .beta1 = 0.9f, .beta2 = 0.999f, .eps = 1e-08f, .warmup = 0,
+              .aug_crop = 0, .aug_flip = 0},
     .forward = lenet5_forward, .backward = lenet5_backward,
 };
 

@@ -15116,7 +15116,9 @@ const cg_net resnet20_net = {
     .train = {.batch = 128, .epochs = 30, .lr = 0.1f, .momentum = 0.9f, .weight_decay = 0.0005f,
               .mode = CG_MODE_MINIBATCH, .order = CG_ORDER_SHUFFLE, .schedule = CG_SCHED_COSINE, .step_size = 10, .gamma = 0.1f,
               .patience = 30, .eval_every = 0, .val = 5000, .val_frac = 0.0f, .seed = 0,
-              .normalize = 1, .checkpoint_every = 0, .monitor = CG_MONITOR_LOSS},
+              .normalize = 1, .checkpoint_every = 0, .monitor = CG_MONITOR_LOSS,
+              .optimizer = CG_OPT_SGD, .beta1 = 0.9f, .beta2 = 0.999f, .eps = 1e-08f, .warmup = 0,
+              .aug_crop = 0, .aug_flip = 0},
     .forward = resnet20_forward, .backward = resnet20_backward,
 };
 

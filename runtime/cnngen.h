@@ -23,7 +23,8 @@
 extern "C" {
 #endif
 
-#define CG_ABI_VERSION 3
+#define CG_ABI_VERSION 4 /* 3: graph layers (cg_layer inputs, name, p); 4: cg_train_defaults
+                            gained optimizer, betas, eps, warmup, augment */
 
 enum cg_loss_kind { CG_LOSS_SOFTMAX_CE = 0, CG_LOSS_MSE = 1 };
 enum cg_tensor_kind { CG_PARAM = 0, CG_BUFFER = 1, CG_COUNTER = 2 };
@@ -79,6 +80,7 @@ enum cg_mode { CG_MODE_MINIBATCH = 0, CG_MODE_SGD = 1, CG_MODE_FULL = 2 };
 enum cg_order { CG_ORDER_SHUFFLE = 0, CG_ORDER_RANDOM = 1 };
 enum cg_schedule { CG_SCHED_CONSTANT = 0, CG_SCHED_STEP = 1, CG_SCHED_COSINE = 2 };
 enum cg_monitor { CG_MONITOR_LOSS = 0, CG_MONITOR_ERROR = 1 }; /* validation loss, or 1 - accuracy */
+enum cg_optimizer { CG_OPT_SGD = 0, CG_OPT_ADAM = 1, CG_OPT_ADAMW = 2 }; /* torch.optim's definitions */
 
 /* The spec's train: section; the trainer's command line overrides each field. */
 typedef struct cg_train_defaults {
@@ -97,6 +99,12 @@ typedef struct cg_train_defaults {
     int normalize;        /* standardize each input channel with training-set statistics */
     int checkpoint_every; /* steps between checkpoints; 0: off */
     int monitor;          /* enum cg_monitor: what early stopping minimizes on validation */
+    int optimizer;        /* enum cg_optimizer */
+    float beta1, beta2, eps; /* Adam / AdamW (torch.optim.Adam's betas and eps) */
+    int warmup;           /* epochs of linear warmup before the schedule: lr * (e+1)/(warmup+1) */
+    int aug_crop;         /* training batches: random crop after zero padding by aug_crop
+                             on each side ([C, H, W] inputs only); 0: off */
+    int aug_flip;         /* training batches: horizontal flip with probability 1/2 */
 } cg_train_defaults;
 
 typedef struct cg_net {

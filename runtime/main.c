@@ -79,6 +79,7 @@ static const char *const mode_names[] = {"minibatch", "sgd", "full", NULL};
 static const char *const order_names[] = {"shuffle", "random", NULL};
 static const char *const sched_names[] = {"constant", "step", "cosine", NULL};
 static const char *const monitor_names[] = {"loss", "error", NULL};
+static const char *const optimizer_names[] = {"sgd", "adam", "adamw", NULL};
 
 typedef struct option {
     const char *name;      /* without the leading "--" */
@@ -137,7 +138,17 @@ static const option options[] = {
      .set = 1, .show_default = 1},
     {OPT("no-normalize", C_TRAIN, 0, OPT_FLAG, t.h.normalize, NULL, "raw inputs"), .set = 0,
      .show_default = 1},
+    {OPT("crop", C_TRAIN, 0, OPT_INT, t.h.aug_crop, "P",
+     "augment training batches: zero-pad by P on each side and\n"
+     "crop back at a random offset ([C, H, W] inputs; 0: off)"), INT(0, 4096), .show_default = 1},
+    {OPT("flip", C_TRAIN, 0, OPT_FLAG, t.h.aug_flip, NULL,
+     "augment training batches: horizontal flip, probability 1/2"), .set = 1, .show_default = 1},
+    {OPT("no-flip", C_TRAIN, 0, OPT_FLAG, t.h.aug_flip, NULL, "no flip"), .set = 0,
+     .show_default = 1},
     /* optimizer */
+    {OPT("optimizer", C_TRAIN, 0, OPT_ENUM, t.h.optimizer, NULL,
+     "torch.optim.SGD, Adam (L2 weight decay in the gradient) or\n"
+     "AdamW (decoupled weight decay)"), .names = optimizer_names, .show_default = 1},
     {OPT("mode", C_TRAIN, 0, OPT_ENUM, t.h.mode, NULL,
      "a batch a step, one sample a step, or the whole training set\na step (accumulated over chunks of the compiled batch)"), .names = mode_names,
      .show_default = 1},
@@ -151,10 +162,20 @@ static const option options[] = {
      .show_default = 1},
     {OPT("momentum", C_TRAIN, 0, OPT_FLOAT, t.h.momentum, "M", "SGD momentum"),
      FLOAT(0, CLOSED, 1, OPEN), .show_default = 1},
+    {OPT("beta1", C_TRAIN, 0, OPT_FLOAT, t.h.beta1, "B1", "Adam's first-moment decay"),
+     FLOAT(0, CLOSED, 1, OPEN), .show_default = 1},
+    {OPT("beta2", C_TRAIN, 0, OPT_FLOAT, t.h.beta2, "B2", "Adam's second-moment decay"),
+     FLOAT(0, CLOSED, 1, OPEN), .show_default = 1},
+    {OPT("eps", C_TRAIN, 0, OPT_FLOAT, t.h.eps, "EPS", "Adam's denominator term"),
+     FLOAT(0, CLOSED, INFINITY, OPEN), .show_default = 1},
     {OPT("weight-decay", C_TRAIN, 0, OPT_FLOAT, t.h.weight_decay, "WD", "L2 penalty"),
      FLOAT(0, CLOSED, INFINITY, OPEN), .show_default = 1},
     {OPT("schedule", C_TRAIN, 0, OPT_ENUM, t.h.schedule, NULL, "how the learning rate changes over the epochs"),
      .names = sched_names, .show_default = 1},
+    {OPT("warmup", C_TRAIN, 0, OPT_INT, t.h.warmup, "K",
+     "epochs of linear warmup before the schedule: lr*(e+1)/(K+1)\n"
+     "in epoch e < K, then the schedule over the other epochs"), INT(0, 1000000),
+     .show_default = 1},
     {OPT("step-size", C_TRAIN, 0, OPT_INT, t.h.step_size, "S", "epochs between lr *= gamma (step)"),
      INT(1, 1000000), .show_default = 1},
     {OPT("gamma", C_TRAIN, 0, OPT_FLOAT, t.h.gamma, "G", "lr factor of the step schedule"),
@@ -174,8 +195,9 @@ static const option options[] = {
      "steps between checkpoints, OUT/checkpoint.npz (0: off)"), INT(0, BIG), .show_default = 1},
     {OPT("resume", C_TRAIN, 0, OPT_FLAG, t.resume, NULL,
      "continue from OUT/checkpoint.npz; --epochs, --lr, --momentum,\n"
-     "--weight-decay, --schedule, --step-size, --gamma, --patience and\n"
-     "--eval-every may change, the other settings and the data not"), .set = 1},
+     "--weight-decay, --beta1, --beta2, --eps, --schedule, --warmup,\n"
+     "--step-size, --gamma, --patience, --eval-every, --crop and\n"
+     "--flip may change, the other settings and the data not"), .set = 1},
     {OPT("max-steps", C_TRAIN, 0, OPT_LONG, t.max_steps, "N",
      "stop as if killed after N steps (to test --resume)"), INT(1, 2147483647LL)},
     {OPT("plain", C_TRAIN, 0, OPT_FLAG, t.progress, NULL, "no \\r progress line"), .set = 0},

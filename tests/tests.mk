@@ -14,7 +14,7 @@ TRAINERS  := $(patsubst specs/%.yaml,$(B)/trainers/%,$(filter-out $(BIG_SPECS),$
 GRAPH_NETS := $(wildcard tests/nets/t_g_*.yaml)
 
 .PHONY: test check-unit check-torch
-TEST_PARTS := build-nopkgconfig embed-check check-unit check-kernels regen-check warn-check sanitize-check fuzz-smoke golden-check check-torch schedules-check check-threads infer-check
+TEST_PARTS := build-nopkgconfig embed-check check-unit check-kernels regen-check warn-check sanitize-check fuzz-smoke golden-check check-torch schedules-check check-threads infer-check recipes-check
 test-run: all $(TEST_PARTS)
 	@echo "make test: every part passed ($(TEST_PARTS))"
 	@echo "test: $(words $(TEST_PARTS)) passed, 0 failed"
@@ -117,6 +117,13 @@ SCHED_SPECS := specs/lecture_conv1d.yaml specs/lecture_full.yaml specs/lecture_k
 .PHONY: schedules-check
 schedules-check: $(B)/cnngen $(B)/libcnngen.a
 	$(PYTHON) tests/schedules_check.py $(B) $(CC) $(SCHED_SPECS)
+
+# the training recipes (train.optimizer adam/adamw/sgd, warmup, augment crop/flip) against
+# PyTorch trained the same way for a few steps from the same weights, the augmentation's
+# draws recomputed in Python and applied with torch's pad/slice/flip (tests/recipes_check.py)
+.PHONY: recipes-check
+recipes-check: $(B)/cnngen $(B)/libcnngen.a
+	$(PYTHON) tests/recipes_check.py $(B) $(CC)
 
 include tests/fuzz/fuzz.mk
 include tests/golden/golden.mk

@@ -129,7 +129,9 @@ TRAIN_DEFAULTS = {"batch": 32, "epochs": 10, "lr": 0.01, "momentum": 0.0, "weigh
                   # trainer settings (validated by the compiler; not used by the reference)
                   "mode": "minibatch", "order": "shuffle", "schedule": "constant", "step_size": 10,
                   "gamma": 0.1, "patience": 5, "eval_every": 0, "val": None, "val_frac": None,
-                  "seed": 0, "normalize": False, "checkpoint_every": 0, "monitor": "loss"}
+                  "seed": 0, "normalize": False, "checkpoint_every": 0, "monitor": "loss",
+                  "optimizer": "sgd", "betas": [0.9, 0.999], "eps": 1e-8, "warmup": 0,
+                  "augment": {"crop": 0, "flip": False}}
 NAME_RE = re.compile(r"^[a-z_][a-z0-9_]*$")
 
 CONV = ("conv1d", "conv2d")

@@ -138,10 +138,65 @@ local TRAIN_SCHEMA = {
   {key = "normalize", type = "bool", default = false},
   {key = "checkpoint_every", type = "nonneg", default = 0},
   {key = "monitor", type = "enum", values = {"loss", "error"}, default = "loss"},
+  {key = "optimizer", type = "enum", values = {"sgd", "adam", "adamw"}, default = "sgd"},
+  {key = "betas", type = "betas"},
+  {key = "eps", type = "number", check = function(v) return v < 0 and "must be non-negative" or nil end},
+  {key = "warmup", type = "nonneg", default = 0},
+  {key = "augment", type = "augment"},
 }
+-- train.betas: [beta1, beta2] as torch.optim.Adam's, each in [0, 1)
+util.types.betas = {expect = "[beta1, beta2], two numbers in [0, 1)", conv = function(n)
+  if n.t ~= "seq" or #n.v ~= 2 then return nil end
+  local b = {}
+  for i = 1, 2 do
+    b[i] = util.to_number(n.v[i])
+    if b[i] == nil or b[i] < 0 or b[i] >= 1 then return nil end
+  end
+  return b
+end}
+-- train.augment: its mapping, checked against AUGMENT_SCHEMA by check_train
+util.types.augment = {expect = "a mapping {crop: P, flip: true|false}", conv = function(n)
+  if n.t == "map" or util.is_null(n) then return n end
+  return nil
+end}
+local AUGMENT_SCHEMA = {
+  {key = "crop", type = "nonneg", default = 0},
+  {key = "flip", type = "bool", default = false},
+}
+-- What TRAIN_SCHEMA cannot check key by key: augment's options and the input rank it
+-- needs, and keys that belong to another optimizer. Fills the defaults of betas, eps and
+-- augment.
+local function check_train(t, input, errs)
+  local ok = true
+  local aug_node = t["@augment"]
+  local aug = util.check_schema(aug_node, AUGMENT_SCHEMA, "train.augment", errs)
+  if not aug then
+    ok = false
+  elseif (aug.crop > 0 or aug.flip) and input and #input ~= 3 then
+    errs:add(aug_node, string.format("train.augment: random crop and flip need a [C, H, W] input, got %s",
+      #input == 2 and "a 1-D input [C, L]" or "a flat input [N]"))
+    ok = false
+  end
+  t.augment = aug or {crop = 0, flip = false}
+  if t.optimizer == "sgd" then
+    for _, k in ipairs({"betas", "eps"}) do
+      if t["@" .. k] then
+        errs:add(t["@" .. k], string.format("train.%s: only for optimizer adam or adamw (SGD takes momentum)", k))
+        ok = false
+      end
+    end
+  elseif t["@momentum"] then
+    errs:add(t["@momentum"], string.format("train.momentum: only for optimizer sgd (%s takes betas)", t.optimizer))
+    ok = false
+  end
+  t.betas = t.betas or {0.9, 0.999}
+  t.eps = t.eps or 1e-8
+  return ok and t or nil
+end
 local MODE_ENUM = {minibatch = "CG_MODE_MINIBATCH", sgd = "CG_MODE_SGD", full = "CG_MODE_FULL"}
 local ORDER_ENUM = {shuffle = "CG_ORDER_SHUFFLE", random = "CG_ORDER_RANDOM"}
 local SCHED_ENUM = {constant = "CG_SCHED_CONSTANT", step = "CG_SCHED_STEP", cosine = "CG_SCHED_COSINE"}
+local OPTIMIZER_ENUM = {sgd = "CG_OPT_SGD", adam = "CG_OPT_ADAM", adamw = "CG_OPT_ADAMW"}
 
 local function check_input(node, errs)
   local expect = "[C, H, W], [C, L] or [N] with positive integers"
@@ -242,6 +297,7 @@ local function validate(root, errs)
       ok = ok and spec.layers ~= nil
     elseif f.type == "train" then
       spec.train = util.check_schema(e.val, TRAIN_SCHEMA, "train", errs)
+      spec.train = spec.train and check_train(spec.train, spec.input, errs)
       ok = ok and spec.train ~= nil
     else
       local v = util.check_schema({t = "map", line = root.line, col = root.col, v = {{k = e.key, v = e.val}}},
@@ -254,7 +310,7 @@ local function validate(root, errs)
     ok = false
   end
   spec.loss = spec.loss or "softmax_cross_entropy"
-  spec.train = spec.train or util.check_schema(nil, TRAIN_SCHEMA, "train", errs)
+  spec.train = spec.train or check_train(util.check_schema(nil, TRAIN_SCHEMA, "train", errs), nil, errs)
   spec.train_node = by.train and by.train.val
   return ok and spec or nil
 end
@@ -1107,8 +1163,11 @@ local function emit(spec, spec_path, spec_text)
     MODE_ENUM[t.mode], ORDER_ENUM[t.order], SCHED_ENUM[t.schedule], t.step_size, util.flt(t.gamma))
   O:line("              .patience = %d, .eval_every = %d, .val = %d, .val_frac = %s, .seed = %d,",
     t.patience, t.eval_every, t.val or -1, util.flt(t.val_frac or 0), t.seed)
-  O:line("              .normalize = %d, .checkpoint_every = %d, .monitor = %s},", t.normalize and 1 or 0,
+  O:line("              .normalize = %d, .checkpoint_every = %d, .monitor = %s,", t.normalize and 1 or 0,
     t.checkpoint_every, t.monitor == "error" and "CG_MONITOR_ERROR" or "CG_MONITOR_LOSS")
+  O:line("              .optimizer = %s, .beta1 = %s, .beta2 = %s, .eps = %s, .warmup = %d,",
+    OPTIMIZER_ENUM[t.optimizer], util.flt(t.betas[1]), util.flt(t.betas[2]), util.flt(t.eps), t.warmup)
+  O:line("              .aug_crop = %d, .aug_flip = %d},", t.augment.crop, t.augment.flip and 1 or 0)
   O:line("    .forward = %s_forward, .backward = %s_backward,", name, name)
   O:line("};")
   O:line("")
