@@ -1901,12 +1901,12 @@ static void l01_batchnorm_backward(const float *restrict P, float *restrict G, f
 
 /* layer 2: relu 16x28x28 -> 16x28x28 (specs/resnet20.yaml:11:5)
  * schedule lanes: fwd lanes dw lanes dx with dw threaded */
-static void l02_relu_forward(const float *restrict x, float *restrict y)
+static void l02_relu_forward(float *restrict y)
 {
     /* x [16x28x28][lanes], y [16x28x28][lanes] */
     CG_PARALLEL_FOR
     for (int i = 0; i < 1605632; i++)
-        y[i] = x[i] > 0.0f ? x[i] : 0.0f;
+        y[i] = y[i] > 0.0f ? y[i] : 0.0f;
 }
 
 static void l02_relu_backward(const float *restrict y, const float *restrict dy, float *restrict dx)
@@ -4652,12 +4652,12 @@ static void l03_conv2d_backward_dx(const float *restrict P, const float *restric
 
 /* layer 8: add 16x28x28 -> 16x28x28 (specs/resnet20.yaml:17:5)
  * schedule lanes: fwd lanes dw lanes dx with dw threaded */
-static void l08_add_forward(const float *restrict x1, const float *restrict x2, float *restrict y)
+static void l08_add_forward(const float *restrict x2, float *restrict y)
 {
     /* x1 [16x28x28][lanes], x2 [16x28x28][lanes], y [16x28x28][lanes] */
     CG_PARALLEL_FOR
     for (size_t i = 0; i < 1605632; i++)
-        y[i] = x1[i] + x2[i];
+        y[i] = y[i] + x2[i];
 }
 
 static void l08_add_backward(const float *restrict dy, float *restrict dx1, float *restrict dx2)
@@ -6256,11 +6256,11 @@ static void l25_batchnorm_backward(const float *restrict P, float *restrict G, f
 
 /* layer 26: relu 32x14x14 -> 32x14x14 (specs/resnet20.yaml:35:5)
  * schedule lanes: fwd lanes dw lanes dx with dw */
-static void l26_relu_forward(const float *restrict x, float *restrict y)
+static void l26_relu_forward(float *restrict y)
 {
     /* x [32x14x14][lanes], y [32x14x14][lanes] */
     for (int i = 0; i < 802816; i++)
-        y[i] = x[i] > 0.0f ? x[i] : 0.0f;
+        y[i] = y[i] > 0.0f ? y[i] : 0.0f;
 }
 
 static void l26_relu_backward(const float *restrict y, const float *restrict dy, float *restrict dx)
@@ -9311,11 +9311,11 @@ static void l29_conv2d_backward_dx(const float *restrict P, const float *restric
 
 /* layer 31: add 32x14x14 -> 32x14x14 (specs/resnet20.yaml:40:5)
  * schedule lanes: fwd lanes dw lanes dx with dw */
-static void l31_add_forward(const float *restrict x1, const float *restrict x2, float *restrict y)
+static void l31_add_forward(const float *restrict x2, float *restrict y)
 {
     /* x1 [32x14x14][lanes], x2 [32x14x14][lanes], y [32x14x14][lanes] */
     for (size_t i = 0; i < 802816; i++)
-        y[i] = x1[i] + x2[i];
+        y[i] = y[i] + x2[i];
 }
 
 static void l31_add_backward(const float *restrict dy, float *restrict dx1, float *restrict dx2)
@@ -10916,11 +10916,11 @@ static void l48_batchnorm_backward(const float *restrict P, float *restrict G, f
 
 /* layer 49: relu 64x7x7 -> 64x7x7 (specs/resnet20.yaml:58:5)
  * schedule lanes: fwd lanes dw lanes dx with dw */
-static void l49_relu_forward(const float *restrict x, float *restrict y)
+static void l49_relu_forward(float *restrict y)
 {
     /* x [64x7x7][lanes], y [64x7x7][lanes] */
     for (int i = 0; i < 401408; i++)
-        y[i] = x[i] > 0.0f ? x[i] : 0.0f;
+        y[i] = y[i] > 0.0f ? y[i] : 0.0f;
 }
 
 static void l49_relu_backward(const float *restrict y, const float *restrict dy, float *restrict dx)
@@ -13973,11 +13973,11 @@ static void l52_conv2d_backward_dx(const float *restrict P, const float *restric
 
 /* layer 54: add 64x7x7 -> 64x7x7 (specs/resnet20.yaml:63:5)
  * schedule lanes: fwd lanes dw lanes dx with dw */
-static void l54_add_forward(const float *restrict x1, const float *restrict x2, float *restrict y)
+static void l54_add_forward(const float *restrict x2, float *restrict y)
 {
     /* x1 [64x7x7][lanes], x2 [64x7x7][lanes], y [64x7x7][lanes] */
     for (size_t i = 0; i < 401408; i++)
-        y[i] = x1[i] + x2[i];
+        y[i] = y[i] + x2[i];
 }
 
 static void l54_add_backward(const float *restrict dy, float *restrict dx1, float *restrict dx2)
@@ -14211,183 +14211,155 @@ static void l72_dense_backward_dx(const float *restrict P, const float *restrict
 
 /* Workspace regions, in floats (NAME.h gives the total). */
 #define XIN     0 /* the input, [1x28x28][lanes] */
-#define A00     100352 /* layer 0 (conv2d) output, [16x28x28][lanes] */
-#define A01     1705984 /* layer 1 (batchnorm) output, [16x28x28][lanes] */
-#define S01     66342144 /* layer 1 (batchnorm) scratch */
-#define A02     3311616 /* layer 2 (relu) output, [16x28x28][lanes] */
-#define A03     4917248 /* layer 3 (conv2d) output, [16x28x28][lanes] */
-#define A04     6522880 /* layer 4 (batchnorm) output, [16x28x28][lanes] */
-#define S04     66342176 /* layer 4 (batchnorm) scratch */
-#define A05     8128512 /* layer 5 (relu) output, [16x28x28][lanes] */
-#define A06     9734144 /* layer 6 (conv2d) output, [16x28x28][lanes] */
-#define A07     11339776 /* layer 7 (batchnorm) output, [16x28x28][lanes] */
-#define S07     66342208 /* layer 7 (batchnorm) scratch */
-#define A08     12945408 /* layer 8 (add) output, [16x28x28][lanes] */
-#define A09     14551040 /* layer 9 (relu) output, [16x28x28][lanes] */
-#define A10     16156672 /* layer 10 (conv2d) output, [16x28x28][lanes] */
-#define A11     17762304 /* layer 11 (batchnorm) output, [16x28x28][lanes] */
-#define S11     66342240 /* layer 11 (batchnorm) scratch */
-#define A12     19367936 /* layer 12 (relu) output, [16x28x28][lanes] */
-#define A13     20973568 /* layer 13 (conv2d) output, [16x28x28][lanes] */
-#define A14     22579200 /* layer 14 (batchnorm) output, [16x28x28][lanes] */
-#define S14     66342272 /* layer 14 (batchnorm) scratch */
-#define A15     24184832 /* layer 15 (add) output, [16x28x28][lanes] */
-#define A16     25790464 /* layer 16 (relu) output, [16x28x28][lanes] */
-#define A17     27396096 /* layer 17 (conv2d) output, [16x28x28][lanes] */
-#define A18     29001728 /* layer 18 (batchnorm) output, [16x28x28][lanes] */
-#define S18     66342304 /* layer 18 (batchnorm) scratch */
-#define A19     30607360 /* layer 19 (relu) output, [16x28x28][lanes] */
-#define A20     32212992 /* layer 20 (conv2d) output, [16x28x28][lanes] */
-#define A21     33818624 /* layer 21 (batchnorm) output, [16x28x28][lanes] */
-#define S21     66342336 /* layer 21 (batchnorm) scratch */
-#define A22     35424256 /* layer 22 (add) output, [16x28x28][lanes] */
-#define A23     37029888 /* layer 23 (relu) output, [16x28x28][lanes] */
-#define A24     38635520 /* layer 24 (conv2d) output, [32x14x14][lanes] */
-#define A25     39438336 /* layer 25 (batchnorm) output, [32x14x14][lanes] */
-#define S25     66342368 /* layer 25 (batchnorm) scratch */
-#define A26     40241152 /* layer 26 (relu) output, [32x14x14][lanes] */
-#define A27     41043968 /* layer 27 (conv2d) output, [32x14x14][lanes] */
-#define A28     41846784 /* layer 28 (batchnorm) output, [32x14x14][lanes] */
-#define S28     66342432 /* layer 28 (batchnorm) scratch */
-#define A29     42649600 /* layer 29 (conv2d) output, [32x14x14][lanes] */
-#define A30     43452416 /* layer 30 (batchnorm) output, [32x14x14][lanes] */
-#define S30     66342496 /* layer 30 (batchnorm) scratch */
-#define A31     44255232 /* layer 31 (add) output, [32x14x14][lanes] */
-#define A32     45058048 /* layer 32 (relu) output, [32x14x14][lanes] */
-#define A33     45860864 /* layer 33 (conv2d) output, [32x14x14][lanes] */
-#define A34     46663680 /* layer 34 (batchnorm) output, [32x14x14][lanes] */
-#define S34     66342560 /* layer 34 (batchnorm) scratch */
-#define A35     47466496 /* layer 35 (relu) output, [32x14x14][lanes] */
-#define A36     48269312 /* layer 36 (conv2d) output, [32x14x14][lanes] */
-#define A37     49072128 /* layer 37 (batchnorm) output, [32x14x14][lanes] */
-#define S37     66342624 /* layer 37 (batchnorm) scratch */
-#define A38     49874944 /* layer 38 (add) output, [32x14x14][lanes] */
-#define A39     50677760 /* layer 39 (relu) output, [32x14x14][lanes] */
-#define A40     51480576 /* layer 40 (conv2d) output, [32x14x14][lanes] */
-#define A41     52283392 /* layer 41 (batchnorm) output, [32x14x14][lanes] */
-#define S41     66342688 /* layer 41 (batchnorm) scratch */
-#define A42     53086208 /* layer 42 (relu) output, [32x14x14][lanes] */
-#define A43     53889024 /* layer 43 (conv2d) output, [32x14x14][lanes] */
-#define A44     54691840 /* layer 44 (batchnorm) output, [32x14x14][lanes] */
-#define S44     66342752 /* layer 44 (batchnorm) scratch */
-#define A45     55494656 /* layer 45 (add) output, [32x14x14][lanes] */
-#define A46     56297472 /* layer 46 (relu) output, [32x14x14][lanes] */
-#define A47     57100288 /* layer 47 (conv2d) output, [64x7x7][lanes] */
-#define A48     57501696 /* layer 48 (batchnorm) output, [64x7x7][lanes] */
-#define S48     66342816 /* layer 48 (batchnorm) scratch */
-#define A49     57903104 /* layer 49 (relu) output, [64x7x7][lanes] */
-#define A50     58304512 /* layer 50 (conv2d) output, [64x7x7][lanes] */
-#define A51     58705920 /* layer 51 (batchnorm) output, [64x7x7][lanes] */
-#define S51     66342944 /* layer 51 (batchnorm) scratch */
-#define A52     59107328 /* layer 52 (conv2d) output, [64x7x7][lanes] */
-#define A53     59508736 /* layer 53 (batchnorm) output, [64x7x7][lanes] */
-#define S53     66343072 /* layer 53 (batchnorm) scratch */
-#define A54     59910144 /* layer 54 (add) output, [64x7x7][lanes] */
-#define A55     60311552 /* layer 55 (relu) output, [64x7x7][lanes] */
-#define A56     60712960 /* layer 56 (conv2d) output, [64x7x7][lanes] */
-#define A57     61114368 /* layer 57 (batchnorm) output, [64x7x7][lanes] */
-#define S57     66343200 /* layer 57 (batchnorm) scratch */
-#define A58     61515776 /* layer 58 (relu) output, [64x7x7][lanes] */
-#define A59     61917184 /* layer 59 (conv2d) output, [64x7x7][lanes] */
-#define A60     62318592 /* layer 60 (batchnorm) output, [64x7x7][lanes] */
-#define S60     66343328 /* layer 60 (batchnorm) scratch */
-#define A61     62720000 /* layer 61 (add) output, [64x7x7][lanes] */
-#define A62     63121408 /* layer 62 (relu) output, [64x7x7][lanes] */
-#define A63     63522816 /* layer 63 (conv2d) output, [64x7x7][lanes] */
-#define A64     63924224 /* layer 64 (batchnorm) output, [64x7x7][lanes] */
-#define S64     66343456 /* layer 64 (batchnorm) scratch */
-#define A65     64325632 /* layer 65 (relu) output, [64x7x7][lanes] */
-#define A66     64727040 /* layer 66 (conv2d) output, [64x7x7][lanes] */
-#define A67     65128448 /* layer 67 (batchnorm) output, [64x7x7][lanes] */
-#define S67     66343584 /* layer 67 (batchnorm) scratch */
-#define A68     65529856 /* layer 68 (add) output, [64x7x7][lanes] */
-#define A69     65931264 /* layer 69 (relu) output, [64x7x7][lanes] */
-#define A70     66332672 /* layer 70 (global_avgpool) output, [64x1x1][lanes] */
-#define A72     66340864 /* layer 72 (dense) output, [10][lanes] */
-#define OUT     66343712 /* the output, [N][10] */
-#define DOUT    66344992 /* dLoss/dOutput, [N][10] */
-#define DOUT_L  66346272 /* dLoss/dOutput, [10][lanes] */
-#define D71     66748960 /* gradient arena: dLoss/d(layer 71 output) */
-#define D69     66347552 /* gradient arena: dLoss/d(layer 69 output) */
-#define D68     66748960 /* gradient arena: dLoss/d(layer 68 output) */
-#define D67     66347552 /* gradient arena: dLoss/d(layer 67 output) */
-#define D62     67150368 /* gradient arena: dLoss/d(layer 62 output) */
-#define D66     66748960 /* gradient arena: dLoss/d(layer 66 output) */
-#define D65     66347552 /* gradient arena: dLoss/d(layer 65 output) */
-#define D64     66748960 /* gradient arena: dLoss/d(layer 64 output) */
-#define D63     66347552 /* gradient arena: dLoss/d(layer 63 output) */
-#define T63_1   66748960 /* gradient arena: a gradient summed into its tensor's */
-#define D61     66347552 /* gradient arena: dLoss/d(layer 61 output) */
-#define D60     66748960 /* gradient arena: dLoss/d(layer 60 output) */
-#define D55     67150368 /* gradient arena: dLoss/d(layer 55 output) */
-#define D59     66347552 /* gradient arena: dLoss/d(layer 59 output) */
-#define D58     66748960 /* gradient arena: dLoss/d(layer 58 output) */
-#define D57     66347552 /* gradient arena: dLoss/d(layer 57 output) */
-#define D56     66748960 /* gradient arena: dLoss/d(layer 56 output) */
-#define T56_1   66347552 /* gradient arena: a gradient summed into its tensor's */
-#define D54     66347552 /* gradient arena: dLoss/d(layer 54 output) */
-#define D51     67150368 /* gradient arena: dLoss/d(layer 51 output) */
-#define D53     66748960 /* gradient arena: dLoss/d(layer 53 output) */
-#define D52     67551776 /* gradient arena: dLoss/d(layer 52 output) */
-#define D46     66347552 /* gradient arena: dLoss/d(layer 46 output) */
-#define D50     67551776 /* gradient arena: dLoss/d(layer 50 output) */
-#define D49     67150368 /* gradient arena: dLoss/d(layer 49 output) */
-#define D48     67551776 /* gradient arena: dLoss/d(layer 48 output) */
-#define D47     67953184 /* gradient arena: dLoss/d(layer 47 output) */
-#define T47_1   67150368 /* gradient arena: a gradient summed into its tensor's */
-#define D45     67150368 /* gradient arena: dLoss/d(layer 45 output) */
-#define D44     66347552 /* gradient arena: dLoss/d(layer 44 output) */
-#define D39     67953184 /* gradient arena: dLoss/d(layer 39 output) */
-#define D43     67150368 /* gradient arena: dLoss/d(layer 43 output) */
-#define D42     66347552 /* gradient arena: dLoss/d(layer 42 output) */
-#define D41     67150368 /* gradient arena: dLoss/d(layer 41 output) */
-#define D40     66347552 /* gradient arena: dLoss/d(layer 40 output) */
-#define T40_1   67150368 /* gradient arena: a gradient summed into its tensor's */
-#define D38     66347552 /* gradient arena: dLoss/d(layer 38 output) */
-#define D37     67150368 /* gradient arena: dLoss/d(layer 37 output) */
-#define D32     67953184 /* gradient arena: dLoss/d(layer 32 output) */
-#define D36     66347552 /* gradient arena: dLoss/d(layer 36 output) */
-#define D35     67150368 /* gradient arena: dLoss/d(layer 35 output) */
-#define D34     66347552 /* gradient arena: dLoss/d(layer 34 output) */
-#define D33     67150368 /* gradient arena: dLoss/d(layer 33 output) */
-#define T33_1   66347552 /* gradient arena: a gradient summed into its tensor's */
-#define D31     66347552 /* gradient arena: dLoss/d(layer 31 output) */
-#define D28     67953184 /* gradient arena: dLoss/d(layer 28 output) */
-#define D30     67150368 /* gradient arena: dLoss/d(layer 30 output) */
-#define D29     68756000 /* gradient arena: dLoss/d(layer 29 output) */
-#define D23     66347552 /* gradient arena: dLoss/d(layer 23 output) */
-#define D27     68756000 /* gradient arena: dLoss/d(layer 27 output) */
-#define D26     67953184 /* gradient arena: dLoss/d(layer 26 output) */
-#define D25     68756000 /* gradient arena: dLoss/d(layer 25 output) */
-#define D24     69558816 /* gradient arena: dLoss/d(layer 24 output) */
-#define T24_1   67953184 /* gradient arena: a gradient summed into its tensor's */
-#define D22     67953184 /* gradient arena: dLoss/d(layer 22 output) */
-#define D21     66347552 /* gradient arena: dLoss/d(layer 21 output) */
-#define D16     69558816 /* gradient arena: dLoss/d(layer 16 output) */
-#define D20     67953184 /* gradient arena: dLoss/d(layer 20 output) */
-#define D19     66347552 /* gradient arena: dLoss/d(layer 19 output) */
-#define D18     67953184 /* gradient arena: dLoss/d(layer 18 output) */
-#define D17     66347552 /* gradient arena: dLoss/d(layer 17 output) */
-#define T17_1   67953184 /* gradient arena: a gradient summed into its tensor's */
-#define D15     66347552 /* gradient arena: dLoss/d(layer 15 output) */
-#define D14     67953184 /* gradient arena: dLoss/d(layer 14 output) */
-#define D09     69558816 /* gradient arena: dLoss/d(layer 9 output) */
-#define D13     66347552 /* gradient arena: dLoss/d(layer 13 output) */
-#define D12     67953184 /* gradient arena: dLoss/d(layer 12 output) */
-#define D11     66347552 /* gradient arena: dLoss/d(layer 11 output) */
-#define D10     67953184 /* gradient arena: dLoss/d(layer 10 output) */
-#define T10_1   66347552 /* gradient arena: a gradient summed into its tensor's */
-#define D08     66347552 /* gradient arena: dLoss/d(layer 8 output) */
-#define D07     67953184 /* gradient arena: dLoss/d(layer 7 output) */
-#define D02     69558816 /* gradient arena: dLoss/d(layer 2 output) */
-#define D06     66347552 /* gradient arena: dLoss/d(layer 6 output) */
-#define D05     67953184 /* gradient arena: dLoss/d(layer 5 output) */
-#define D04     66347552 /* gradient arena: dLoss/d(layer 4 output) */
-#define D03     67953184 /* gradient arena: dLoss/d(layer 3 output) */
-#define T03_1   66347552 /* gradient arena: a gradient summed into its tensor's */
-#define D01     66347552 /* gradient arena: dLoss/d(layer 1 output) */
-#define D00     67953184 /* gradient arena: dLoss/d(layer 0 output) */
-#define DIN     66347552 /* gradient arena: dLoss/dInput */
+#define A00     100352 /* output of layer 0 (conv2d), [16x28x28][lanes] */
+#define A01     1705984 /* output of layer 1 (batchnorm), [16x28x28][lanes] */
+#define S01     39447808 /* scratch of layer 1 (batchnorm) */
+#define A03     3311616 /* output of layer 3 (conv2d), [16x28x28][lanes] */
+#define A04     4917248 /* output of layer 4 (batchnorm), [16x28x28][lanes] */
+#define S04     39447840 /* scratch of layer 4 (batchnorm) */
+#define A06     6522880 /* output of layer 6 (conv2d), [16x28x28][lanes] */
+#define A07     8128512 /* output of layer 7 (batchnorm), [16x28x28][lanes] */
+#define S07     39447872 /* scratch of layer 7 (batchnorm) */
+#define A10     9734144 /* output of layer 10 (conv2d), [16x28x28][lanes] */
+#define A11     11339776 /* output of layer 11 (batchnorm), [16x28x28][lanes] */
+#define S11     39447904 /* scratch of layer 11 (batchnorm) */
+#define A13     12945408 /* output of layer 13 (conv2d), [16x28x28][lanes] */
+#define A14     14551040 /* output of layer 14 (batchnorm), [16x28x28][lanes] */
+#define S14     39447936 /* scratch of layer 14 (batchnorm) */
+#define A17     16156672 /* output of layer 17 (conv2d), [16x28x28][lanes] */
+#define A18     17762304 /* output of layer 18 (batchnorm), [16x28x28][lanes] */
+#define S18     39447968 /* scratch of layer 18 (batchnorm) */
+#define A20     19367936 /* output of layer 20 (conv2d), [16x28x28][lanes] */
+#define A21     20973568 /* output of layer 21 (batchnorm), [16x28x28][lanes] */
+#define S21     39448000 /* scratch of layer 21 (batchnorm) */
+#define A24     22579200 /* output of layer 24 (conv2d), [32x14x14][lanes] */
+#define A25     23382016 /* output of layer 25 (batchnorm), [32x14x14][lanes] */
+#define S25     39448032 /* scratch of layer 25 (batchnorm) */
+#define A27     24184832 /* output of layer 27 (conv2d), [32x14x14][lanes] */
+#define A28     24987648 /* output of layer 28 (batchnorm), [32x14x14][lanes] */
+#define S28     39448096 /* scratch of layer 28 (batchnorm) */
+#define A29     25790464 /* output of layer 29 (conv2d), [32x14x14][lanes] */
+#define A30     26593280 /* output of layer 30 (batchnorm), [32x14x14][lanes] */
+#define S30     39448160 /* scratch of layer 30 (batchnorm) */
+#define A33     27396096 /* output of layer 33 (conv2d), [32x14x14][lanes] */
+#define A34     28198912 /* output of layer 34 (batchnorm), [32x14x14][lanes] */
+#define S34     39448224 /* scratch of layer 34 (batchnorm) */
+#define A36     29001728 /* output of layer 36 (conv2d), [32x14x14][lanes] */
+#define A37     29804544 /* output of layer 37 (batchnorm), [32x14x14][lanes] */
+#define S37     39448288 /* scratch of layer 37 (batchnorm) */
+#define A40     30607360 /* output of layer 40 (conv2d), [32x14x14][lanes] */
+#define A41     31410176 /* output of layer 41 (batchnorm), [32x14x14][lanes] */
+#define S41     39448352 /* scratch of layer 41 (batchnorm) */
+#define A43     32212992 /* output of layer 43 (conv2d), [32x14x14][lanes] */
+#define A44     33015808 /* output of layer 44 (batchnorm), [32x14x14][lanes] */
+#define S44     39448416 /* scratch of layer 44 (batchnorm) */
+#define A47     33818624 /* output of layer 47 (conv2d), [64x7x7][lanes] */
+#define A48     34220032 /* output of layer 48 (batchnorm), [64x7x7][lanes] */
+#define S48     39448480 /* scratch of layer 48 (batchnorm) */
+#define A50     34621440 /* output of layer 50 (conv2d), [64x7x7][lanes] */
+#define A51     35022848 /* output of layer 51 (batchnorm), [64x7x7][lanes] */
+#define S51     39448608 /* scratch of layer 51 (batchnorm) */
+#define A52     35424256 /* output of layer 52 (conv2d), [64x7x7][lanes] */
+#define A53     35825664 /* output of layer 53 (batchnorm), [64x7x7][lanes] */
+#define S53     39448736 /* scratch of layer 53 (batchnorm) */
+#define A56     36227072 /* output of layer 56 (conv2d), [64x7x7][lanes] */
+#define A57     36628480 /* output of layer 57 (batchnorm), [64x7x7][lanes] */
+#define S57     39448864 /* scratch of layer 57 (batchnorm) */
+#define A59     37029888 /* output of layer 59 (conv2d), [64x7x7][lanes] */
+#define A60     37431296 /* output of layer 60 (batchnorm), [64x7x7][lanes] */
+#define S60     39448992 /* scratch of layer 60 (batchnorm) */
+#define A63     37832704 /* output of layer 63 (conv2d), [64x7x7][lanes] */
+#define A64     38234112 /* output of layer 64 (batchnorm), [64x7x7][lanes] */
+#define S64     39449120 /* scratch of layer 64 (batchnorm) */
+#define A66     38635520 /* output of layer 66 (conv2d), [64x7x7][lanes] */
+#define A67     39036928 /* output of layer 67 (batchnorm), [64x7x7][lanes] */
+#define S67     39449248 /* scratch of layer 67 (batchnorm) */
+#define A70     39438336 /* output of layer 70 (global_avgpool), [64x1x1][lanes] */
+#define A72     39446528 /* output of layer 72 (dense), [10][lanes] */
+#define OUT     39449376 /* the output, [N][10] */
+#define DOUT    39450656 /* dLoss/dOutput, [N][10] */
+#define DOUT_L  39451936 /* dLoss/dOutput, [10][lanes] */
+#define D71     39854624 /* gradient arena: dLoss/d(layer 71 output) */
+#define D69     39453216 /* gradient arena: dLoss/d(layer 69 output) */
+#define D68     39854624 /* gradient arena: dLoss/d(layer 68 output) */
+#define D67     39453216 /* gradient arena: dLoss/d(layer 67 output) */
+#define D62     40256032 /* gradient arena: dLoss/d(layer 62 output) */
+#define D66     39854624 /* gradient arena: dLoss/d(layer 66 output) */
+#define D65     39453216 /* gradient arena: dLoss/d(layer 65 output) */
+#define D64     39854624 /* gradient arena: dLoss/d(layer 64 output) */
+#define D63     39453216 /* gradient arena: dLoss/d(layer 63 output) */
+#define T63_1   39854624 /* gradient arena: a gradient summed into its tensor's */
+#define D61     39453216 /* gradient arena: dLoss/d(layer 61 output) */
+#define D60     39854624 /* gradient arena: dLoss/d(layer 60 output) */
+#define D55     40256032 /* gradient arena: dLoss/d(layer 55 output) */
+#define D59     39453216 /* gradient arena: dLoss/d(layer 59 output) */
+#define D58     39854624 /* gradient arena: dLoss/d(layer 58 output) */
+#define D57     39453216 /* gradient arena: dLoss/d(layer 57 output) */
+#define D56     39854624 /* gradient arena: dLoss/d(layer 56 output) */
+#define T56_1   39453216 /* gradient arena: a gradient summed into its tensor's */
+#define D54     39453216 /* gradient arena: dLoss/d(layer 54 output) */
+#define D51     40256032 /* gradient arena: dLoss/d(layer 51 output) */
+#define D53     39854624 /* gradient arena: dLoss/d(layer 53 output) */
+#define D52     40657440 /* gradient arena: dLoss/d(layer 52 output) */
+#define D46     39453216 /* gradient arena: dLoss/d(layer 46 output) */
+#define D50     40657440 /* gradient arena: dLoss/d(layer 50 output) */
+#define D49     40256032 /* gradient arena: dLoss/d(layer 49 output) */
+#define D48     40657440 /* gradient arena: dLoss/d(layer 48 output) */
+#define D47     41058848 /* gradient arena: dLoss/d(layer 47 output) */
+#define T47_1   40256032 /* gradient arena: a gradient summed into its tensor's */
+#define D45     40256032 /* gradient arena: dLoss/d(layer 45 output) */
+#define D44     39453216 /* gradient arena: dLoss/d(layer 44 output) */
+#define D39     41058848 /* gradient arena: dLoss/d(layer 39 output) */
+#define D43     40256032 /* gradient arena: dLoss/d(layer 43 output) */
+#define D42     39453216 /* gradient arena: dLoss/d(layer 42 output) */
+#define D41     40256032 /* gradient arena: dLoss/d(layer 41 output) */
+#define D40     39453216 /* gradient arena: dLoss/d(layer 40 output) */
+#define T40_1   40256032 /* gradient arena: a gradient summed into its tensor's */
+#define D38     39453216 /* gradient arena: dLoss/d(layer 38 output) */
+#define D37     40256032 /* gradient arena: dLoss/d(layer 37 output) */
+#define D32     41058848 /* gradient arena: dLoss/d(layer 32 output) */
+#define D36     39453216 /* gradient arena: dLoss/d(layer 36 output) */
+#define D35     40256032 /* gradient arena: dLoss/d(layer 35 output) */
+#define D34     39453216 /* gradient arena: dLoss/d(layer 34 output) */
+#define D33     40256032 /* gradient arena: dLoss/d(layer 33 output) */
+#define T33_1   39453216 /* gradient arena: a gradient summed into its tensor's */
+#define D31     39453216 /* gradient arena: dLoss/d(layer 31 output) */
+#define D28     41058848 /* gradient arena: dLoss/d(layer 28 output) */
+#define D30     40256032 /* gradient arena: dLoss/d(layer 30 output) */
+#define D29     41861664 /* gradient arena: dLoss/d(layer 29 output) */
+#define D23     39453216 /* gradient arena: dLoss/d(layer 23 output) */
+#define D27     41861664 /* gradient arena: dLoss/d(layer 27 output) */
+#define D26     41058848 /* gradient arena: dLoss/d(layer 26 output) */
+#define D25     41861664 /* gradient arena: dLoss/d(layer 25 output) */
+#define D24     42664480 /* gradient arena: dLoss/d(layer 24 output) */
+#define T24_1   41058848 /* gradient arena: a gradient summed into its tensor's */
+#define D22     41058848 /* gradient arena: dLoss/d(layer 22 output) */
+#define D21     39453216 /* gradient arena: dLoss/d(layer 21 output) */
+#define D16     42664480 /* gradient arena: dLoss/d(layer 16 output) */
+#define D20     41058848 /* gradient arena: dLoss/d(layer 20 output) */
+#define D19     39453216 /* gradient arena: dLoss/d(layer 19 output) */
+#define D18     41058848 /* gradient arena: dLoss/d(layer 18 output) */
+#define D17     39453216 /* gradient arena: dLoss/d(layer 17 output) */
+#define T17_1   41058848 /* gradient arena: a gradient summed into its tensor's */
+#define D15     39453216 /* gradient arena: dLoss/d(layer 15 output) */
+#define D14     41058848 /* gradient arena: dLoss/d(layer 14 output) */
+#define D09     42664480 /* gradient arena: dLoss/d(layer 9 output) */
+#define D13     39453216 /* gradient arena: dLoss/d(layer 13 output) */
+#define D12     41058848 /* gradient arena: dLoss/d(layer 12 output) */
+#define D11     39453216 /* gradient arena: dLoss/d(layer 11 output) */
+#define D10     41058848 /* gradient arena: dLoss/d(layer 10 output) */
+#define T10_1   39453216 /* gradient arena: a gradient summed into its tensor's */
+#define D08     39453216 /* gradient arena: dLoss/d(layer 8 output) */
+#define D07     41058848 /* gradient arena: dLoss/d(layer 7 output) */
+#define D02     42664480 /* gradient arena: dLoss/d(layer 2 output) */
+#define D06     39453216 /* gradient arena: dLoss/d(layer 6 output) */
+#define D05     41058848 /* gradient arena: dLoss/d(layer 5 output) */
+#define D04     39453216 /* gradient arena: dLoss/d(layer 4 output) */
+#define D03     41058848 /* gradient arena: dLoss/d(layer 3 output) */
+#define T03_1   39453216 /* gradient arena: a gradient summed into its tensor's */
+#define D01     39453216 /* gradient arena: dLoss/d(layer 1 output) */
+#define D00     41058848 /* gradient arena: dLoss/d(layer 0 output) */
+#define DIN     39453216 /* gradient arena: dLoss/dInput */
 
 /* Forward over nb <= 128 samples; activations stay in ws for backward. */
 void resnet20_forward(const float *params, float *buffers, const float *x, float *ws, int nb, int training)
@@ -14395,81 +14367,109 @@ void resnet20_forward(const float *params, float *buffers, const float *x, float
     cg_to_lanes(x, ws + XIN, nb, 784, 128);
     l00_conv2d_forward(params, ws + XIN, ws + A00);
     l01_batchnorm_forward(params + 144, buffers, ws + S01, ws + A00, ws + A01, nb, training);
-    l02_relu_forward(ws + A01, ws + A02);
-    l03_conv2d_forward(params + 176, ws + A02, ws + A03);
+    /* (in place: layer 2's relu writes over its input) */
+    l02_relu_forward(ws + A01);
+    l03_conv2d_forward(params + 176, ws + A01, ws + A03);
     l01_batchnorm_forward(params + 2480, buffers + 33, ws + S04, ws + A03, ws + A04, nb, training);
-    l02_relu_forward(ws + A04, ws + A05);
-    l03_conv2d_forward(params + 2512, ws + A05, ws + A06);
+    /* (in place: layer 5's relu writes over its input) */
+    l02_relu_forward(ws + A04);
+    l03_conv2d_forward(params + 2512, ws + A04, ws + A06);
     l01_batchnorm_forward(params + 4816, buffers + 66, ws + S07, ws + A06, ws + A07, nb, training);
-    l08_add_forward(ws + A07, ws + A02, ws + A08);
-    l02_relu_forward(ws + A08, ws + A09);
-    l03_conv2d_forward(params + 4848, ws + A09, ws + A10);
+    /* (in place: layer 8's add writes over its input 1) */
+    l08_add_forward(ws + A01, ws + A07);
+    /* (in place: layer 9's relu writes over its input) */
+    l02_relu_forward(ws + A07);
+    l03_conv2d_forward(params + 4848, ws + A07, ws + A10);
     l01_batchnorm_forward(params + 7152, buffers + 99, ws + S11, ws + A10, ws + A11, nb, training);
-    l02_relu_forward(ws + A11, ws + A12);
-    l03_conv2d_forward(params + 7184, ws + A12, ws + A13);
+    /* (in place: layer 12's relu writes over its input) */
+    l02_relu_forward(ws + A11);
+    l03_conv2d_forward(params + 7184, ws + A11, ws + A13);
     l01_batchnorm_forward(params + 9488, buffers + 132, ws + S14, ws + A13, ws + A14, nb, training);
-    l08_add_forward(ws + A14, ws + A09, ws + A15);
-    l02_relu_forward(ws + A15, ws + A16);
-    l03_conv2d_forward(params + 9520, ws + A16, ws + A17);
+    /* (in place: layer 15's add writes over its input 1) */
+    l08_add_forward(ws + A07, ws + A14);
+    /* (in place: layer 16's relu writes over its input) */
+    l02_relu_forward(ws + A14);
+    l03_conv2d_forward(params + 9520, ws + A14, ws + A17);
     l01_batchnorm_forward(params + 11824, buffers + 165, ws + S18, ws + A17, ws + A18, nb, training);
-    l02_relu_forward(ws + A18, ws + A19);
-    l03_conv2d_forward(params + 11856, ws + A19, ws + A20);
+    /* (in place: layer 19's relu writes over its input) */
+    l02_relu_forward(ws + A18);
+    l03_conv2d_forward(params + 11856, ws + A18, ws + A20);
     l01_batchnorm_forward(params + 14160, buffers + 198, ws + S21, ws + A20, ws + A21, nb, training);
-    l08_add_forward(ws + A21, ws + A16, ws + A22);
-    l02_relu_forward(ws + A22, ws + A23);
-    l24_conv2d_forward(params + 14192, ws + A23, ws + A24);
+    /* (in place: layer 22's add writes over its input 1) */
+    l08_add_forward(ws + A14, ws + A21);
+    /* (in place: layer 23's relu writes over its input) */
+    l02_relu_forward(ws + A21);
+    l24_conv2d_forward(params + 14192, ws + A21, ws + A24);
     l25_batchnorm_forward(params + 18800, buffers + 231, ws + S25, ws + A24, ws + A25, nb, training);
-    l26_relu_forward(ws + A25, ws + A26);
-    l27_conv2d_forward(params + 18864, ws + A26, ws + A27);
+    /* (in place: layer 26's relu writes over its input) */
+    l26_relu_forward(ws + A25);
+    l27_conv2d_forward(params + 18864, ws + A25, ws + A27);
     l25_batchnorm_forward(params + 28080, buffers + 296, ws + S28, ws + A27, ws + A28, nb, training);
-    l29_conv2d_forward(params + 28144, ws + A23, ws + A29);
+    l29_conv2d_forward(params + 28144, ws + A21, ws + A29);
     l25_batchnorm_forward(params + 28656, buffers + 361, ws + S30, ws + A29, ws + A30, nb, training);
-    l31_add_forward(ws + A28, ws + A30, ws + A31);
-    l26_relu_forward(ws + A31, ws + A32);
-    l27_conv2d_forward(params + 28720, ws + A32, ws + A33);
+    /* (in place: layer 31's add writes over its input 1) */
+    l31_add_forward(ws + A30, ws + A28);
+    /* (in place: layer 32's relu writes over its input) */
+    l26_relu_forward(ws + A28);
+    l27_conv2d_forward(params + 28720, ws + A28, ws + A33);
     l25_batchnorm_forward(params + 37936, buffers + 426, ws + S34, ws + A33, ws + A34, nb, training);
-    l26_relu_forward(ws + A34, ws + A35);
-    l27_conv2d_forward(params + 38000, ws + A35, ws + A36);
+    /* (in place: layer 35's relu writes over its input) */
+    l26_relu_forward(ws + A34);
+    l27_conv2d_forward(params + 38000, ws + A34, ws + A36);
     l25_batchnorm_forward(params + 47216, buffers + 491, ws + S37, ws + A36, ws + A37, nb, training);
-    l31_add_forward(ws + A37, ws + A32, ws + A38);
-    l26_relu_forward(ws + A38, ws + A39);
-    l27_conv2d_forward(params + 47280, ws + A39, ws + A40);
+    /* (in place: layer 38's add writes over its input 1) */
+    l31_add_forward(ws + A28, ws + A37);
+    /* (in place: layer 39's relu writes over its input) */
+    l26_relu_forward(ws + A37);
+    l27_conv2d_forward(params + 47280, ws + A37, ws + A40);
     l25_batchnorm_forward(params + 56496, buffers + 556, ws + S41, ws + A40, ws + A41, nb, training);
-    l26_relu_forward(ws + A41, ws + A42);
-    l27_conv2d_forward(params + 56560, ws + A42, ws + A43);
+    /* (in place: layer 42's relu writes over its input) */
+    l26_relu_forward(ws + A41);
+    l27_conv2d_forward(params + 56560, ws + A41, ws + A43);
     l25_batchnorm_forward(params + 65776, buffers + 621, ws + S44, ws + A43, ws + A44, nb, training);
-    l31_add_forward(ws + A44, ws + A39, ws + A45);
-    l26_relu_forward(ws + A45, ws + A46);
-    l47_conv2d_forward(params + 65840, ws + A46, ws + A47);
+    /* (in place: layer 45's add writes over its input 1) */
+    l31_add_forward(ws + A37, ws + A44);
+    /* (in place: layer 46's relu writes over its input) */
+    l26_relu_forward(ws + A44);
+    l47_conv2d_forward(params + 65840, ws + A44, ws + A47);
     l48_batchnorm_forward(params + 84272, buffers + 686, ws + S48, ws + A47, ws + A48, nb, training);
-    l49_relu_forward(ws + A48, ws + A49);
-    l50_conv2d_forward(params + 84400, ws + A49, ws + A50);
+    /* (in place: layer 49's relu writes over its input) */
+    l49_relu_forward(ws + A48);
+    l50_conv2d_forward(params + 84400, ws + A48, ws + A50);
     l48_batchnorm_forward(params + 121264, buffers + 815, ws + S51, ws + A50, ws + A51, nb, training);
-    l52_conv2d_forward(params + 121392, ws + A46, ws + A52);
+    l52_conv2d_forward(params + 121392, ws + A44, ws + A52);
     l48_batchnorm_forward(params + 123440, buffers + 944, ws + S53, ws + A52, ws + A53, nb, training);
-    l54_add_forward(ws + A51, ws + A53, ws + A54);
-    l49_relu_forward(ws + A54, ws + A55);
-    l50_conv2d_forward(params + 123568, ws + A55, ws + A56);
+    /* (in place: layer 54's add writes over its input 1) */
+    l54_add_forward(ws + A53, ws + A51);
+    /* (in place: layer 55's relu writes over its input) */
+    l49_relu_forward(ws + A51);
+    l50_conv2d_forward(params + 123568, ws + A51, ws + A56);
     l48_batchnorm_forward(params + 160432, buffers + 1073, ws + S57, ws + A56, ws + A57, nb, training);
-    l49_relu_forward(ws + A57, ws + A58);
-    l50_conv2d_forward(params + 160560, ws + A58, ws + A59);
+    /* (in place: layer 58's relu writes over its input) */
+    l49_relu_forward(ws + A57);
+    l50_conv2d_forward(params + 160560, ws + A57, ws + A59);
     l48_batchnorm_forward(params + 197424, buffers + 1202, ws + S60, ws + A59, ws + A60, nb, training);
-    l54_add_forward(ws + A60, ws + A55, ws + A61);
-    l49_relu_forward(ws + A61, ws + A62);
-    l50_conv2d_forward(params + 197552, ws + A62, ws + A63);
+    /* (in place: layer 61's add writes over its input 1) */
+    l54_add_forward(ws + A51, ws + A60);
+    /* (in place: layer 62's relu writes over its input) */
+    l49_relu_forward(ws + A60);
+    l50_conv2d_forward(params + 197552, ws + A60, ws + A63);
     l48_batchnorm_forward(params + 234416, buffers + 1331, ws + S64, ws + A63, ws + A64, nb, training);
-    l49_relu_forward(ws + A64, ws + A65);
-    l50_conv2d_forward(params + 234544, ws + A65, ws + A66);
+    /* (in place: layer 65's relu writes over its input) */
+    l49_relu_forward(ws + A64);
+    l50_conv2d_forward(params + 234544, ws + A64, ws + A66);
     l48_batchnorm_forward(params + 271408, buffers + 1460, ws + S67, ws + A66, ws + A67, nb, training);
-    l54_add_forward(ws + A67, ws + A62, ws + A68);
-    l49_relu_forward(ws + A68, ws + A69);
-    l70_global_avgpool_forward(ws + A69, ws + A70);
+    /* (in place: layer 68's add writes over its input 1) */
+    l54_add_forward(ws + A60, ws + A67);
+    /* (in place: layer 69's relu writes over its input) */
+    l49_relu_forward(ws + A67);
+    l70_global_avgpool_forward(ws + A67, ws + A70);
     /* layer 71: flatten is a view of its input */
     l72_dense_forward(params + 271536, ws + A70, ws + A72);
     cg_from_lanes(ws + A72, ws + OUT, nb, 10, 128);
 }
 
-/* Backward after a training forward: dLoss/dOutput at ws + DOUT (66344992); grads accumulate. */
+/* Backward after a training forward: dLoss/dOutput at ws + DOUT (39450656); grads accumulate. */
 void resnet20_backward(const float *params, float *grads, const float *x, float *dx, float *ws, int nb)
 {
     cg_to_lanes(ws + DOUT, ws + DOUT_L, nb, 10, 128);
@@ -14478,103 +14478,103 @@ void resnet20_backward(const float *params, float *grads, const float *x, float 
     l72_dense_backward_dx(params + 271536, ws + DOUT_L, ws + D71);
     /* layer 71: flatten passes the gradient through */
     l70_global_avgpool_backward(ws + D71, ws + D69);
-    l49_relu_backward(ws + A69, ws + D69, ws + D68);
+    l49_relu_backward(ws + A67, ws + D69, ws + D68);
     l54_add_backward(ws + D68, ws + D67, ws + D62);
     l48_batchnorm_backward(params + 271408, grads + 271408, ws + S67, ws + A66, ws + D67, ws + D66, nb);
-    l50_conv2d_backward(grads + 234544, ws + A65, ws + D66);
+    l50_conv2d_backward(grads + 234544, ws + A64, ws + D66);
     l50_conv2d_backward_dx(params + 234544, ws + D66, ws + D65);
-    l49_relu_backward(ws + A65, ws + D65, ws + D64);
+    l49_relu_backward(ws + A64, ws + D65, ws + D64);
     l48_batchnorm_backward(params + 234416, grads + 234416, ws + S64, ws + A63, ws + D64, ws + D63, nb);
-    l50_conv2d_backward(grads + 197552, ws + A62, ws + D63);
+    l50_conv2d_backward(grads + 197552, ws + A60, ws + D63);
     l50_conv2d_backward_dx(params + 197552, ws + D63, ws + T63_1);
     for (size_t i = 0; i < 401408; i++) (ws + D62)[i] += (ws + T63_1)[i]; /* a tensor read again: gradients add */
-    l49_relu_backward(ws + A62, ws + D62, ws + D61);
+    l49_relu_backward(ws + A60, ws + D62, ws + D61);
     l54_add_backward(ws + D61, ws + D60, ws + D55);
     l48_batchnorm_backward(params + 197424, grads + 197424, ws + S60, ws + A59, ws + D60, ws + D59, nb);
-    l50_conv2d_backward(grads + 160560, ws + A58, ws + D59);
+    l50_conv2d_backward(grads + 160560, ws + A57, ws + D59);
     l50_conv2d_backward_dx(params + 160560, ws + D59, ws + D58);
-    l49_relu_backward(ws + A58, ws + D58, ws + D57);
+    l49_relu_backward(ws + A57, ws + D58, ws + D57);
     l48_batchnorm_backward(params + 160432, grads + 160432, ws + S57, ws + A56, ws + D57, ws + D56, nb);
-    l50_conv2d_backward(grads + 123568, ws + A55, ws + D56);
+    l50_conv2d_backward(grads + 123568, ws + A51, ws + D56);
     l50_conv2d_backward_dx(params + 123568, ws + D56, ws + T56_1);
     for (size_t i = 0; i < 401408; i++) (ws + D55)[i] += (ws + T56_1)[i]; /* a tensor read again: gradients add */
-    l49_relu_backward(ws + A55, ws + D55, ws + D54);
+    l49_relu_backward(ws + A51, ws + D55, ws + D54);
     l54_add_backward(ws + D54, ws + D51, ws + D53);
     l48_batchnorm_backward(params + 123440, grads + 123440, ws + S53, ws + A52, ws + D53, ws + D52, nb);
-    l52_conv2d_backward(grads + 121392, ws + A46, ws + D52);
+    l52_conv2d_backward(grads + 121392, ws + A44, ws + D52);
     l52_conv2d_backward_dx(params + 121392, ws + D52, ws + D46);
     l48_batchnorm_backward(params + 121264, grads + 121264, ws + S51, ws + A50, ws + D51, ws + D50, nb);
-    l50_conv2d_backward(grads + 84400, ws + A49, ws + D50);
+    l50_conv2d_backward(grads + 84400, ws + A48, ws + D50);
     l50_conv2d_backward_dx(params + 84400, ws + D50, ws + D49);
-    l49_relu_backward(ws + A49, ws + D49, ws + D48);
+    l49_relu_backward(ws + A48, ws + D49, ws + D48);
     l48_batchnorm_backward(params + 84272, grads + 84272, ws + S48, ws + A47, ws + D48, ws + D47, nb);
-    l47_conv2d_backward(grads + 65840, ws + A46, ws + D47);
+    l47_conv2d_backward(grads + 65840, ws + A44, ws + D47);
     l47_conv2d_backward_dx(params + 65840, ws + D47, ws + T47_1);
     for (size_t i = 0; i < 802816; i++) (ws + D46)[i] += (ws + T47_1)[i]; /* a tensor read again: gradients add */
-    l26_relu_backward(ws + A46, ws + D46, ws + D45);
+    l26_relu_backward(ws + A44, ws + D46, ws + D45);
     l31_add_backward(ws + D45, ws + D44, ws + D39);
     l25_batchnorm_backward(params + 65776, grads + 65776, ws + S44, ws + A43, ws + D44, ws + D43, nb);
-    l27_conv2d_backward(grads + 56560, ws + A42, ws + D43);
+    l27_conv2d_backward(grads + 56560, ws + A41, ws + D43);
     l27_conv2d_backward_dx(params + 56560, ws + D43, ws + D42);
-    l26_relu_backward(ws + A42, ws + D42, ws + D41);
+    l26_relu_backward(ws + A41, ws + D42, ws + D41);
     l25_batchnorm_backward(params + 56496, grads + 56496, ws + S41, ws + A40, ws + D41, ws + D40, nb);
-    l27_conv2d_backward(grads + 47280, ws + A39, ws + D40);
+    l27_conv2d_backward(grads + 47280, ws + A37, ws + D40);
     l27_conv2d_backward_dx(params + 47280, ws + D40, ws + T40_1);
     for (size_t i = 0; i < 802816; i++) (ws + D39)[i] += (ws + T40_1)[i]; /* a tensor read again: gradients add */
-    l26_relu_backward(ws + A39, ws + D39, ws + D38);
+    l26_relu_backward(ws + A37, ws + D39, ws + D38);
     l31_add_backward(ws + D38, ws + D37, ws + D32);
     l25_batchnorm_backward(params + 47216, grads + 47216, ws + S37, ws + A36, ws + D37, ws + D36, nb);
-    l27_conv2d_backward(grads + 38000, ws + A35, ws + D36);
+    l27_conv2d_backward(grads + 38000, ws + A34, ws + D36);
     l27_conv2d_backward_dx(params + 38000, ws + D36, ws + D35);
-    l26_relu_backward(ws + A35, ws + D35, ws + D34);
+    l26_relu_backward(ws + A34, ws + D35, ws + D34);
     l25_batchnorm_backward(params + 37936, grads + 37936, ws + S34, ws + A33, ws + D34, ws + D33, nb);
-    l27_conv2d_backward(grads + 28720, ws + A32, ws + D33);
+    l27_conv2d_backward(grads + 28720, ws + A28, ws + D33);
     l27_conv2d_backward_dx(params + 28720, ws + D33, ws + T33_1);
     for (size_t i = 0; i < 802816; i++) (ws + D32)[i] += (ws + T33_1)[i]; /* a tensor read again: gradients add */
-    l26_relu_backward(ws + A32, ws + D32, ws + D31);
+    l26_relu_backward(ws + A28, ws + D32, ws + D31);
     l31_add_backward(ws + D31, ws + D28, ws + D30);
     l25_batchnorm_backward(params + 28656, grads + 28656, ws + S30, ws + A29, ws + D30, ws + D29, nb);
-    l29_conv2d_backward(grads + 28144, ws + A23, ws + D29);
+    l29_conv2d_backward(grads + 28144, ws + A21, ws + D29);
     l29_conv2d_backward_dx(params + 28144, ws + D29, ws + D23);
     l25_batchnorm_backward(params + 28080, grads + 28080, ws + S28, ws + A27, ws + D28, ws + D27, nb);
-    l27_conv2d_backward(grads + 18864, ws + A26, ws + D27);
+    l27_conv2d_backward(grads + 18864, ws + A25, ws + D27);
     l27_conv2d_backward_dx(params + 18864, ws + D27, ws + D26);
-    l26_relu_backward(ws + A26, ws + D26, ws + D25);
+    l26_relu_backward(ws + A25, ws + D26, ws + D25);
     l25_batchnorm_backward(params + 18800, grads + 18800, ws + S25, ws + A24, ws + D25, ws + D24, nb);
-    l24_conv2d_backward(grads + 14192, ws + A23, ws + D24);
+    l24_conv2d_backward(grads + 14192, ws + A21, ws + D24);
     l24_conv2d_backward_dx(params + 14192, ws + D24, ws + T24_1);
     for (size_t i = 0; i < 1605632; i++) (ws + D23)[i] += (ws + T24_1)[i]; /* a tensor read again: gradients add */
-    l02_relu_backward(ws + A23, ws + D23, ws + D22);
+    l02_relu_backward(ws + A21, ws + D23, ws + D22);
     l08_add_backward(ws + D22, ws + D21, ws + D16);
     l01_batchnorm_backward(params + 14160, grads + 14160, ws + S21, ws + A20, ws + D21, ws + D20, nb);
-    l03_conv2d_backward(grads + 11856, ws + A19, ws + D20);
+    l03_conv2d_backward(grads + 11856, ws + A18, ws + D20);
     l03_conv2d_backward_dx(params + 11856, ws + D20, ws + D19);
-    l02_relu_backward(ws + A19, ws + D19, ws + D18);
+    l02_relu_backward(ws + A18, ws + D19, ws + D18);
     l01_batchnorm_backward(params + 11824, grads + 11824, ws + S18, ws + A17, ws + D18, ws + D17, nb);
-    l03_conv2d_backward(grads + 9520, ws + A16, ws + D17);
+    l03_conv2d_backward(grads + 9520, ws + A14, ws + D17);
     l03_conv2d_backward_dx(params + 9520, ws + D17, ws + T17_1);
     for (size_t i = 0; i < 1605632; i++) (ws + D16)[i] += (ws + T17_1)[i]; /* a tensor read again: gradients add */
-    l02_relu_backward(ws + A16, ws + D16, ws + D15);
+    l02_relu_backward(ws + A14, ws + D16, ws + D15);
     l08_add_backward(ws + D15, ws + D14, ws + D09);
     l01_batchnorm_backward(params + 9488, grads + 9488, ws + S14, ws + A13, ws + D14, ws + D13, nb);
-    l03_conv2d_backward(grads + 7184, ws + A12, ws + D13);
+    l03_conv2d_backward(grads + 7184, ws + A11, ws + D13);
     l03_conv2d_backward_dx(params + 7184, ws + D13, ws + D12);
-    l02_relu_backward(ws + A12, ws + D12, ws + D11);
+    l02_relu_backward(ws + A11, ws + D12, ws + D11);
     l01_batchnorm_backward(params + 7152, grads + 7152, ws + S11, ws + A10, ws + D11, ws + D10, nb);
-    l03_conv2d_backward(grads + 4848, ws + A09, ws + D10);
+    l03_conv2d_backward(grads + 4848, ws + A07, ws + D10);
     l03_conv2d_backward_dx(params + 4848, ws + D10, ws + T10_1);
     for (size_t i = 0; i < 1605632; i++) (ws + D09)[i] += (ws + T10_1)[i]; /* a tensor read again: gradients add */
-    l02_relu_backward(ws + A09, ws + D09, ws + D08);
+    l02_relu_backward(ws + A07, ws + D09, ws + D08);
     l08_add_backward(ws + D08, ws + D07, ws + D02);
     l01_batchnorm_backward(params + 4816, grads + 4816, ws + S07, ws + A06, ws + D07, ws + D06, nb);
-    l03_conv2d_backward(grads + 2512, ws + A05, ws + D06);
+    l03_conv2d_backward(grads + 2512, ws + A04, ws + D06);
     l03_conv2d_backward_dx(params + 2512, ws + D06, ws + D05);
-    l02_relu_backward(ws + A05, ws + D05, ws + D04);
+    l02_relu_backward(ws + A04, ws + D05, ws + D04);
     l01_batchnorm_backward(params + 2480, grads + 2480, ws + S04, ws + A03, ws + D04, ws + D03, nb);
-    l03_conv2d_backward(grads + 176, ws + A02, ws + D03);
+    l03_conv2d_backward(grads + 176, ws + A01, ws + D03);
     l03_conv2d_backward_dx(params + 176, ws + D03, ws + T03_1);
     for (size_t i = 0; i < 1605632; i++) (ws + D02)[i] += (ws + T03_1)[i]; /* a tensor read again: gradients add */
-    l02_relu_backward(ws + A02, ws + D02, ws + D01);
+    l02_relu_backward(ws + A01, ws + D02, ws + D01);
     l01_batchnorm_backward(params + 144, grads + 144, ws + S01, ws + A00, ws + D01, ws + D00, nb);
     l00_conv2d_backward(grads, ws + XIN, ws + D00);
     if (dx) l00_conv2d_backward_dx(params, ws + D00, ws + DIN);
@@ -14792,316 +14792,316 @@ static const int resnet20_inputs[] = {
 static const cg_layer resnet20_layers[] = {
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {1, 28, 28}, .ndim_out = 3, .out_shape = {16, 28, 28},
      .in_size = 784, .out_size = 12544, .act_offset = 100352, .lanes = 128, .line = 9, .col = 5,
-     .schedule = "lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=4,TCI=1] threaded", .n_inputs = 1, .inputs = resnet20_inputs + 0, .name = "conv1",
+     .schedule = "lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=4,TCI=1] threaded", .n_inputs = 1, .inputs = resnet20_inputs + 0, .name = "conv1", .inplace = 0,
      .kernel = {3, 3}, .stride = {1, 1}, .pad_lo = {1, 1}, .pad_hi = {1, 1}, .dilation = {1, 1},
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "batchnorm", .ndim_in = 3, .in_shape = {16, 28, 28}, .ndim_out = 3, .out_shape = {16, 28, 28},
      .in_size = 12544, .out_size = 12544, .act_offset = 1705984, .lanes = 128, .line = 10, .col = 5,
-     .schedule = "lanes: fwd lanes dw lanes dx with dw threaded", .n_inputs = 1, .inputs = resnet20_inputs + 1, .name = "bn1",
+     .schedule = "lanes: fwd lanes dw lanes dx with dw threaded", .n_inputs = 1, .inputs = resnet20_inputs + 1, .name = "bn1", .inplace = 0,
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 1e-05f, .momentum = 0.1f},
     {.kind = "relu", .ndim_in = 3, .in_shape = {16, 28, 28}, .ndim_out = 3, .out_shape = {16, 28, 28},
-     .in_size = 12544, .out_size = 12544, .act_offset = 3311616, .lanes = 128, .line = 11, .col = 5,
-     .schedule = "lanes: fwd lanes dw lanes dx with dw threaded", .n_inputs = 1, .inputs = resnet20_inputs + 2, .name = "stem",
+     .in_size = 12544, .out_size = 12544, .act_offset = 1705984, .lanes = 128, .line = 11, .col = 5,
+     .schedule = "lanes: fwd lanes dw lanes dx with dw threaded", .n_inputs = 1, .inputs = resnet20_inputs + 2, .name = "stem", .inplace = 1,
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {16, 28, 28}, .ndim_out = 3, .out_shape = {16, 28, 28},
-     .in_size = 12544, .out_size = 12544, .act_offset = 4917248, .lanes = 128, .line = 12, .col = 5,
-     .schedule = "lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16] threaded", .n_inputs = 1, .inputs = resnet20_inputs + 3, .name = "layer1_0_conv1",
+     .in_size = 12544, .out_size = 12544, .act_offset = 3311616, .lanes = 128, .line = 12, .col = 5,
+     .schedule = "lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16] threaded", .n_inputs = 1, .inputs = resnet20_inputs + 3, .name = "layer1_0_conv1", .inplace = 0,
      .kernel = {3, 3}, .stride = {1, 1}, .pad_lo = {1, 1}, .pad_hi = {1, 1}, .dilation = {1, 1},
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "batchnorm", .ndim_in = 3, .in_shape = {16, 28, 28}, .ndim_out = 3, .out_shape = {16, 28, 28},
-     .in_size = 12544, .out_size = 12544, .act_offset = 6522880, .lanes = 128, .line = 13, .col = 5,
-     .schedule = "lanes: fwd lanes dw lanes dx with dw threaded", .n_inputs = 1, .inputs = resnet20_inputs + 4, .name = "layer1_0_bn1",
+     .in_size = 12544, .out_size = 12544, .act_offset = 4917248, .lanes = 128, .line = 13, .col = 5,
+     .schedule = "lanes: fwd lanes dw lanes dx with dw threaded", .n_inputs = 1, .inputs = resnet20_inputs + 4, .name = "layer1_0_bn1", .inplace = 0,
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 1e-05f, .momentum = 0.1f},
     {.kind = "relu", .ndim_in = 3, .in_shape = {16, 28, 28}, .ndim_out = 3, .out_shape = {16, 28, 28},
-     .in_size = 12544, .out_size = 12544, .act_offset = 8128512, .lanes = 128, .line = 14, .col = 5,
-     .schedule = "lanes: fwd lanes dw lanes dx with dw threaded", .n_inputs = 1, .inputs = resnet20_inputs + 5, .name = NULL,
+     .in_size = 12544, .out_size = 12544, .act_offset = 4917248, .lanes = 128, .line = 14, .col = 5,
+     .schedule = "lanes: fwd lanes dw lanes dx with dw threaded", .n_inputs = 1, .inputs = resnet20_inputs + 5, .name = NULL, .inplace = 1,
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {16, 28, 28}, .ndim_out = 3, .out_shape = {16, 28, 28},
-     .in_size = 12544, .out_size = 12544, .act_offset = 9734144, .lanes = 128, .line = 15, .col = 5,
-     .schedule = "lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16] threaded", .n_inputs = 1, .inputs = resnet20_inputs + 6, .name = "layer1_0_conv2",
+     .in_size = 12544, .out_size = 12544, .act_offset = 6522880, .lanes = 128, .line = 15, .col = 5,
+     .schedule = "lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16] threaded", .n_inputs = 1, .inputs = resnet20_inputs + 6, .name = "layer1_0_conv2", .inplace = 0,
      .kernel = {3, 3}, .stride = {1, 1}, .pad_lo = {1, 1}, .pad_hi = {1, 1}, .dilation = {1, 1},
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "batchnorm", .ndim_in = 3, .in_shape = {16, 28, 28}, .ndim_out = 3, .out_shape = {16, 28, 28},
-     .in_size = 12544, .out_size = 12544, .act_offset = 11339776, .lanes = 128, .line = 16, .col = 5,
-     .schedule = "lanes: fwd lanes dw lanes dx with dw threaded", .n_inputs = 1, .inputs = resnet20_inputs + 7, .name = "layer1_0_bn2",
+     .in_size = 12544, .out_size = 12544, .act_offset = 8128512, .lanes = 128, .line = 16, .col = 5,
+     .schedule = "lanes: fwd lanes dw lanes dx with dw threaded", .n_inputs = 1, .inputs = resnet20_inputs + 7, .name = "layer1_0_bn2", .inplace = 0,
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 1e-05f, .momentum = 0.1f},
     {.kind = "add", .ndim_in = 3, .in_shape = {16, 28, 28}, .ndim_out = 3, .out_shape = {16, 28, 28},
-     .in_size = 12544, .out_size = 12544, .act_offset = 12945408, .lanes = 128, .line = 17, .col = 5,
-     .schedule = "lanes: fwd lanes dw lanes dx with dw threaded", .n_inputs = 2, .inputs = resnet20_inputs + 8, .name = NULL,
+     .in_size = 12544, .out_size = 12544, .act_offset = 8128512, .lanes = 128, .line = 17, .col = 5,
+     .schedule = "lanes: fwd lanes dw lanes dx with dw threaded", .n_inputs = 2, .inputs = resnet20_inputs + 8, .name = NULL, .inplace = 1,
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "relu", .ndim_in = 3, .in_shape = {16, 28, 28}, .ndim_out = 3, .out_shape = {16, 28, 28},
-     .in_size = 12544, .out_size = 12544, .act_offset = 14551040, .lanes = 128, .line = 18, .col = 5,
-     .schedule = "lanes: fwd lanes dw lanes dx with dw threaded", .n_inputs = 1, .inputs = resnet20_inputs + 10, .name = "layer1_0_out",
+     .in_size = 12544, .out_size = 12544, .act_offset = 8128512, .lanes = 128, .line = 18, .col = 5,
+     .schedule = "lanes: fwd lanes dw lanes dx with dw threaded", .n_inputs = 1, .inputs = resnet20_inputs + 10, .name = "layer1_0_out", .inplace = 1,
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {16, 28, 28}, .ndim_out = 3, .out_shape = {16, 28, 28},
-     .in_size = 12544, .out_size = 12544, .act_offset = 16156672, .lanes = 128, .line = 19, .col = 5,
-     .schedule = "lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16] threaded", .n_inputs = 1, .inputs = resnet20_inputs + 11, .name = "layer1_1_conv1",
+     .in_size = 12544, .out_size = 12544, .act_offset = 9734144, .lanes = 128, .line = 19, .col = 5,
+     .schedule = "lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16] threaded", .n_inputs = 1, .inputs = resnet20_inputs + 11, .name = "layer1_1_conv1", .inplace = 0,
      .kernel = {3, 3}, .stride = {1, 1}, .pad_lo = {1, 1}, .pad_hi = {1, 1}, .dilation = {1, 1},
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "batchnorm", .ndim_in = 3, .in_shape = {16, 28, 28}, .ndim_out = 3, .out_shape = {16, 28, 28},
-     .in_size = 12544, .out_size = 12544, .act_offset = 17762304, .lanes = 128, .line = 20, .col = 5,
-     .schedule = "lanes: fwd lanes dw lanes dx with dw threaded", .n_inputs = 1, .inputs = resnet20_inputs + 12, .name = "layer1_1_bn1",
+     .in_size = 12544, .out_size = 12544, .act_offset = 11339776, .lanes = 128, .line = 20, .col = 5,
+     .schedule = "lanes: fwd lanes dw lanes dx with dw threaded", .n_inputs = 1, .inputs = resnet20_inputs + 12, .name = "layer1_1_bn1", .inplace = 0,
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 1e-05f, .momentum = 0.1f},
     {.kind = "relu", .ndim_in = 3, .in_shape = {16, 28, 28}, .ndim_out = 3, .out_shape = {16, 28, 28},
-     .in_size = 12544, .out_size = 12544, .act_offset = 19367936, .lanes = 128, .line = 21, .col = 5,
-     .schedule = "lanes: fwd lanes dw lanes dx with dw threaded", .n_inputs = 1, .inputs = resnet20_inputs + 13, .name = NULL,
+     .in_size = 12544, .out_size = 12544, .act_offset = 11339776, .lanes = 128, .line = 21, .col = 5,
+     .schedule = "lanes: fwd lanes dw lanes dx with dw threaded", .n_inputs = 1, .inputs = resnet20_inputs + 13, .name = NULL, .inplace = 1,
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {16, 28, 28}, .ndim_out = 3, .out_shape = {16, 28, 28},
-     .in_size = 12544, .out_size = 12544, .act_offset = 20973568, .lanes = 128, .line = 22, .col = 5,
-     .schedule = "lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16] threaded", .n_inputs = 1, .inputs = resnet20_inputs + 14, .name = "layer1_1_conv2",
+     .in_size = 12544, .out_size = 12544, .act_offset = 12945408, .lanes = 128, .line = 22, .col = 5,
+     .schedule = "lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16] threaded", .n_inputs = 1, .inputs = resnet20_inputs + 14, .name = "layer1_1_conv2", .inplace = 0,
      .kernel = {3, 3}, .stride = {1, 1}, .pad_lo = {1, 1}, .pad_hi = {1, 1}, .dilation = {1, 1},
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "batchnorm", .ndim_in = 3, .in_shape = {16, 28, 28}, .ndim_out = 3, .out_shape = {16, 28, 28},
-     .in_size = 12544, .out_size = 12544, .act_offset = 22579200, .lanes = 128, .line = 23, .col = 5,
-     .schedule = "lanes: fwd lanes dw lanes dx with dw threaded", .n_inputs = 1, .inputs = resnet20_inputs + 15, .name = "layer1_1_bn2",
-     .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 1e-05f, .momentum = 0.1f},
-    {.kind = "add", .ndim_in = 3, .in_shape = {16, 28, 28}, .ndim_out = 3, .out_shape = {16, 28, 28},
-     .in_size = 12544, .out_size = 12544, .act_offset = 24184832, .lanes = 128, .line = 24, .col = 5,
-     .schedule = "lanes: fwd lanes dw lanes dx with dw threaded", .n_inputs = 2, .inputs = resnet20_inputs + 16, .name = NULL,
-     .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
-    {.kind = "relu", .ndim_in = 3, .in_shape = {16, 28, 28}, .ndim_out = 3, .out_shape = {16, 28, 28},
-     .in_size = 12544, .out_size = 12544, .act_offset = 25790464, .lanes = 128, .line = 25, .col = 5,
-     .schedule = "lanes: fwd lanes dw lanes dx with dw threaded", .n_inputs = 1, .inputs = resnet20_inputs + 18, .name = "layer1_1_out",
-     .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
-    {.kind = "conv2d", .ndim_in = 3, .in_shape = {16, 28, 28}, .ndim_out = 3, .out_shape = {16, 28, 28},
-     .in_size = 12544, .out_size = 12544, .act_offset = 27396096, .lanes = 128, .line = 26, .col = 5,
-     .schedule = "lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16] threaded", .n_inputs = 1, .inputs = resnet20_inputs + 19, .name = "layer1_2_conv1",
-     .kernel = {3, 3}, .stride = {1, 1}, .pad_lo = {1, 1}, .pad_hi = {1, 1}, .dilation = {1, 1},
-     .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
-    {.kind = "batchnorm", .ndim_in = 3, .in_shape = {16, 28, 28}, .ndim_out = 3, .out_shape = {16, 28, 28},
-     .in_size = 12544, .out_size = 12544, .act_offset = 29001728, .lanes = 128, .line = 27, .col = 5,
-     .schedule = "lanes: fwd lanes dw lanes dx with dw threaded", .n_inputs = 1, .inputs = resnet20_inputs + 20, .name = "layer1_2_bn1",
-     .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 1e-05f, .momentum = 0.1f},
-    {.kind = "relu", .ndim_in = 3, .in_shape = {16, 28, 28}, .ndim_out = 3, .out_shape = {16, 28, 28},
-     .in_size = 12544, .out_size = 12544, .act_offset = 30607360, .lanes = 128, .line = 28, .col = 5,
-     .schedule = "lanes: fwd lanes dw lanes dx with dw threaded", .n_inputs = 1, .inputs = resnet20_inputs + 21, .name = NULL,
-     .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
-    {.kind = "conv2d", .ndim_in = 3, .in_shape = {16, 28, 28}, .ndim_out = 3, .out_shape = {16, 28, 28},
-     .in_size = 12544, .out_size = 12544, .act_offset = 32212992, .lanes = 128, .line = 29, .col = 5,
-     .schedule = "lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16] threaded", .n_inputs = 1, .inputs = resnet20_inputs + 22, .name = "layer1_2_conv2",
-     .kernel = {3, 3}, .stride = {1, 1}, .pad_lo = {1, 1}, .pad_hi = {1, 1}, .dilation = {1, 1},
-     .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
-    {.kind = "batchnorm", .ndim_in = 3, .in_shape = {16, 28, 28}, .ndim_out = 3, .out_shape = {16, 28, 28},
-     .in_size = 12544, .out_size = 12544, .act_offset = 33818624, .lanes = 128, .line = 30, .col = 5,
-     .schedule = "lanes: fwd lanes dw lanes dx with dw threaded", .n_inputs = 1, .inputs = resnet20_inputs + 23, .name = "layer1_2_bn2",
+     .in_size = 12544, .out_size = 12544, .act_offset = 14551040, .lanes = 128, .line = 23, .col = 5,
+     .schedule = "lanes: fwd lanes dw lanes dx with dw threaded", .n_inputs = 1, .inputs = resnet20_inputs + 15, .name = "layer1_1_bn2", .inplace = 0,
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 1e-05f, .momentum = 0.1f},
     {.kind = "add", .ndim_in = 3, .in_shape = {16, 28, 28}, .ndim_out = 3, .out_shape = {16, 28, 28},
-     .in_size = 12544, .out_size = 12544, .act_offset = 35424256, .lanes = 128, .line = 31, .col = 5,
-     .schedule = "lanes: fwd lanes dw lanes dx with dw threaded", .n_inputs = 2, .inputs = resnet20_inputs + 24, .name = NULL,
+     .in_size = 12544, .out_size = 12544, .act_offset = 14551040, .lanes = 128, .line = 24, .col = 5,
+     .schedule = "lanes: fwd lanes dw lanes dx with dw threaded", .n_inputs = 2, .inputs = resnet20_inputs + 16, .name = NULL, .inplace = 1,
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "relu", .ndim_in = 3, .in_shape = {16, 28, 28}, .ndim_out = 3, .out_shape = {16, 28, 28},
-     .in_size = 12544, .out_size = 12544, .act_offset = 37029888, .lanes = 128, .line = 32, .col = 5,
-     .schedule = "lanes: fwd lanes dw lanes dx with dw threaded", .n_inputs = 1, .inputs = resnet20_inputs + 26, .name = "layer1_2_out",
+     .in_size = 12544, .out_size = 12544, .act_offset = 14551040, .lanes = 128, .line = 25, .col = 5,
+     .schedule = "lanes: fwd lanes dw lanes dx with dw threaded", .n_inputs = 1, .inputs = resnet20_inputs + 18, .name = "layer1_1_out", .inplace = 1,
+     .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
+    {.kind = "conv2d", .ndim_in = 3, .in_shape = {16, 28, 28}, .ndim_out = 3, .out_shape = {16, 28, 28},
+     .in_size = 12544, .out_size = 12544, .act_offset = 16156672, .lanes = 128, .line = 26, .col = 5,
+     .schedule = "lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16] threaded", .n_inputs = 1, .inputs = resnet20_inputs + 19, .name = "layer1_2_conv1", .inplace = 0,
+     .kernel = {3, 3}, .stride = {1, 1}, .pad_lo = {1, 1}, .pad_hi = {1, 1}, .dilation = {1, 1},
+     .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
+    {.kind = "batchnorm", .ndim_in = 3, .in_shape = {16, 28, 28}, .ndim_out = 3, .out_shape = {16, 28, 28},
+     .in_size = 12544, .out_size = 12544, .act_offset = 17762304, .lanes = 128, .line = 27, .col = 5,
+     .schedule = "lanes: fwd lanes dw lanes dx with dw threaded", .n_inputs = 1, .inputs = resnet20_inputs + 20, .name = "layer1_2_bn1", .inplace = 0,
+     .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 1e-05f, .momentum = 0.1f},
+    {.kind = "relu", .ndim_in = 3, .in_shape = {16, 28, 28}, .ndim_out = 3, .out_shape = {16, 28, 28},
+     .in_size = 12544, .out_size = 12544, .act_offset = 17762304, .lanes = 128, .line = 28, .col = 5,
+     .schedule = "lanes: fwd lanes dw lanes dx with dw threaded", .n_inputs = 1, .inputs = resnet20_inputs + 21, .name = NULL, .inplace = 1,
+     .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
+    {.kind = "conv2d", .ndim_in = 3, .in_shape = {16, 28, 28}, .ndim_out = 3, .out_shape = {16, 28, 28},
+     .in_size = 12544, .out_size = 12544, .act_offset = 19367936, .lanes = 128, .line = 29, .col = 5,
+     .schedule = "lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16] threaded", .n_inputs = 1, .inputs = resnet20_inputs + 22, .name = "layer1_2_conv2", .inplace = 0,
+     .kernel = {3, 3}, .stride = {1, 1}, .pad_lo = {1, 1}, .pad_hi = {1, 1}, .dilation = {1, 1},
+     .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
+    {.kind = "batchnorm", .ndim_in = 3, .in_shape = {16, 28, 28}, .ndim_out = 3, .out_shape = {16, 28, 28},
+     .in_size = 12544, .out_size = 12544, .act_offset = 20973568, .lanes = 128, .line = 30, .col = 5,
+     .schedule = "lanes: fwd lanes dw lanes dx with dw threaded", .n_inputs = 1, .inputs = resnet20_inputs + 23, .name = "layer1_2_bn2", .inplace = 0,
+     .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 1e-05f, .momentum = 0.1f},
+    {.kind = "add", .ndim_in = 3, .in_shape = {16, 28, 28}, .ndim_out = 3, .out_shape = {16, 28, 28},
+     .in_size = 12544, .out_size = 12544, .act_offset = 20973568, .lanes = 128, .line = 31, .col = 5,
+     .schedule = "lanes: fwd lanes dw lanes dx with dw threaded", .n_inputs = 2, .inputs = resnet20_inputs + 24, .name = NULL, .inplace = 1,
+     .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
+    {.kind = "relu", .ndim_in = 3, .in_shape = {16, 28, 28}, .ndim_out = 3, .out_shape = {16, 28, 28},
+     .in_size = 12544, .out_size = 12544, .act_offset = 20973568, .lanes = 128, .line = 32, .col = 5,
+     .schedule = "lanes: fwd lanes dw lanes dx with dw threaded", .n_inputs = 1, .inputs = resnet20_inputs + 26, .name = "layer1_2_out", .inplace = 1,
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {16, 28, 28}, .ndim_out = 3, .out_shape = {32, 14, 14},
-     .in_size = 12544, .out_size = 6272, .act_offset = 38635520, .lanes = 128, .line = 33, .col = 5,
-     .schedule = "lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16] threaded", .n_inputs = 1, .inputs = resnet20_inputs + 27, .name = "layer2_0_conv1",
+     .in_size = 12544, .out_size = 6272, .act_offset = 22579200, .lanes = 128, .line = 33, .col = 5,
+     .schedule = "lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16] threaded", .n_inputs = 1, .inputs = resnet20_inputs + 27, .name = "layer2_0_conv1", .inplace = 0,
      .kernel = {3, 3}, .stride = {2, 2}, .pad_lo = {1, 1}, .pad_hi = {1, 1}, .dilation = {1, 1},
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "batchnorm", .ndim_in = 3, .in_shape = {32, 14, 14}, .ndim_out = 3, .out_shape = {32, 14, 14},
-     .in_size = 6272, .out_size = 6272, .act_offset = 39438336, .lanes = 128, .line = 34, .col = 5,
-     .schedule = "lanes: fwd lanes dw lanes dx with dw", .n_inputs = 1, .inputs = resnet20_inputs + 28, .name = "layer2_0_bn1",
+     .in_size = 6272, .out_size = 6272, .act_offset = 23382016, .lanes = 128, .line = 34, .col = 5,
+     .schedule = "lanes: fwd lanes dw lanes dx with dw", .n_inputs = 1, .inputs = resnet20_inputs + 28, .name = "layer2_0_bn1", .inplace = 0,
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 1e-05f, .momentum = 0.1f},
     {.kind = "relu", .ndim_in = 3, .in_shape = {32, 14, 14}, .ndim_out = 3, .out_shape = {32, 14, 14},
-     .in_size = 6272, .out_size = 6272, .act_offset = 40241152, .lanes = 128, .line = 35, .col = 5,
-     .schedule = "lanes: fwd lanes dw lanes dx with dw", .n_inputs = 1, .inputs = resnet20_inputs + 29, .name = NULL,
+     .in_size = 6272, .out_size = 6272, .act_offset = 23382016, .lanes = 128, .line = 35, .col = 5,
+     .schedule = "lanes: fwd lanes dw lanes dx with dw", .n_inputs = 1, .inputs = resnet20_inputs + 29, .name = NULL, .inplace = 1,
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {32, 14, 14}, .ndim_out = 3, .out_shape = {32, 14, 14},
-     .in_size = 6272, .out_size = 6272, .act_offset = 41043968, .lanes = 128, .line = 36, .col = 5,
-     .schedule = "lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16] threaded", .n_inputs = 1, .inputs = resnet20_inputs + 30, .name = "layer2_0_conv2",
+     .in_size = 6272, .out_size = 6272, .act_offset = 24184832, .lanes = 128, .line = 36, .col = 5,
+     .schedule = "lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16] threaded", .n_inputs = 1, .inputs = resnet20_inputs + 30, .name = "layer2_0_conv2", .inplace = 0,
      .kernel = {3, 3}, .stride = {1, 1}, .pad_lo = {1, 1}, .pad_hi = {1, 1}, .dilation = {1, 1},
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "batchnorm", .ndim_in = 3, .in_shape = {32, 14, 14}, .ndim_out = 3, .out_shape = {32, 14, 14},
-     .in_size = 6272, .out_size = 6272, .act_offset = 41846784, .lanes = 128, .line = 37, .col = 5,
-     .schedule = "lanes: fwd lanes dw lanes dx with dw", .n_inputs = 1, .inputs = resnet20_inputs + 31, .name = "layer2_0_bn2",
+     .in_size = 6272, .out_size = 6272, .act_offset = 24987648, .lanes = 128, .line = 37, .col = 5,
+     .schedule = "lanes: fwd lanes dw lanes dx with dw", .n_inputs = 1, .inputs = resnet20_inputs + 31, .name = "layer2_0_bn2", .inplace = 0,
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 1e-05f, .momentum = 0.1f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {16, 28, 28}, .ndim_out = 3, .out_shape = {32, 14, 14},
-     .in_size = 12544, .out_size = 6272, .act_offset = 42649600, .lanes = 128, .line = 38, .col = 5,
-     .schedule = "lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=16,rows=1] dx lanes[TB=1,TCI=16] threaded", .n_inputs = 1, .inputs = resnet20_inputs + 32, .name = "layer2_0_downsample_0",
+     .in_size = 12544, .out_size = 6272, .act_offset = 25790464, .lanes = 128, .line = 38, .col = 5,
+     .schedule = "lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=16,rows=1] dx lanes[TB=1,TCI=16] threaded", .n_inputs = 1, .inputs = resnet20_inputs + 32, .name = "layer2_0_downsample_0", .inplace = 0,
      .kernel = {1, 1}, .stride = {2, 2}, .pad_lo = {0, 0}, .pad_hi = {0, 0}, .dilation = {1, 1},
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "batchnorm", .ndim_in = 3, .in_shape = {32, 14, 14}, .ndim_out = 3, .out_shape = {32, 14, 14},
-     .in_size = 6272, .out_size = 6272, .act_offset = 43452416, .lanes = 128, .line = 39, .col = 5,
-     .schedule = "lanes: fwd lanes dw lanes dx with dw", .n_inputs = 1, .inputs = resnet20_inputs + 33, .name = "layer2_0_downsample_1",
+     .in_size = 6272, .out_size = 6272, .act_offset = 26593280, .lanes = 128, .line = 39, .col = 5,
+     .schedule = "lanes: fwd lanes dw lanes dx with dw", .n_inputs = 1, .inputs = resnet20_inputs + 33, .name = "layer2_0_downsample_1", .inplace = 0,
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 1e-05f, .momentum = 0.1f},
     {.kind = "add", .ndim_in = 3, .in_shape = {32, 14, 14}, .ndim_out = 3, .out_shape = {32, 14, 14},
-     .in_size = 6272, .out_size = 6272, .act_offset = 44255232, .lanes = 128, .line = 40, .col = 5,
-     .schedule = "lanes: fwd lanes dw lanes dx with dw", .n_inputs = 2, .inputs = resnet20_inputs + 34, .name = NULL,
+     .in_size = 6272, .out_size = 6272, .act_offset = 24987648, .lanes = 128, .line = 40, .col = 5,
+     .schedule = "lanes: fwd lanes dw lanes dx with dw", .n_inputs = 2, .inputs = resnet20_inputs + 34, .name = NULL, .inplace = 1,
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "relu", .ndim_in = 3, .in_shape = {32, 14, 14}, .ndim_out = 3, .out_shape = {32, 14, 14},
-     .in_size = 6272, .out_size = 6272, .act_offset = 45058048, .lanes = 128, .line = 41, .col = 5,
-     .schedule = "lanes: fwd lanes dw lanes dx with dw", .n_inputs = 1, .inputs = resnet20_inputs + 36, .name = "layer2_0_out",
+     .in_size = 6272, .out_size = 6272, .act_offset = 24987648, .lanes = 128, .line = 41, .col = 5,
+     .schedule = "lanes: fwd lanes dw lanes dx with dw", .n_inputs = 1, .inputs = resnet20_inputs + 36, .name = "layer2_0_out", .inplace = 1,
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {32, 14, 14}, .ndim_out = 3, .out_shape = {32, 14, 14},
-     .in_size = 6272, .out_size = 6272, .act_offset = 45860864, .lanes = 128, .line = 42, .col = 5,
-     .schedule = "lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16] threaded", .n_inputs = 1, .inputs = resnet20_inputs + 37, .name = "layer2_1_conv1",
+     .in_size = 6272, .out_size = 6272, .act_offset = 27396096, .lanes = 128, .line = 42, .col = 5,
+     .schedule = "lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16] threaded", .n_inputs = 1, .inputs = resnet20_inputs + 37, .name = "layer2_1_conv1", .inplace = 0,
      .kernel = {3, 3}, .stride = {1, 1}, .pad_lo = {1, 1}, .pad_hi = {1, 1}, .dilation = {1, 1},
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "batchnorm", .ndim_in = 3, .in_shape = {32, 14, 14}, .ndim_out = 3, .out_shape = {32, 14, 14},
-     .in_size = 6272, .out_size = 6272, .act_offset = 46663680, .lanes = 128, .line = 43, .col = 5,
-     .schedule = "lanes: fwd lanes dw lanes dx with dw", .n_inputs = 1, .inputs = resnet20_inputs + 38, .name = "layer2_1_bn1",
+     .in_size = 6272, .out_size = 6272, .act_offset = 28198912, .lanes = 128, .line = 43, .col = 5,
+     .schedule = "lanes: fwd lanes dw lanes dx with dw", .n_inputs = 1, .inputs = resnet20_inputs + 38, .name = "layer2_1_bn1", .inplace = 0,
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 1e-05f, .momentum = 0.1f},
     {.kind = "relu", .ndim_in = 3, .in_shape = {32, 14, 14}, .ndim_out = 3, .out_shape = {32, 14, 14},
-     .in_size = 6272, .out_size = 6272, .act_offset = 47466496, .lanes = 128, .line = 44, .col = 5,
-     .schedule = "lanes: fwd lanes dw lanes dx with dw", .n_inputs = 1, .inputs = resnet20_inputs + 39, .name = NULL,
+     .in_size = 6272, .out_size = 6272, .act_offset = 28198912, .lanes = 128, .line = 44, .col = 5,
+     .schedule = "lanes: fwd lanes dw lanes dx with dw", .n_inputs = 1, .inputs = resnet20_inputs + 39, .name = NULL, .inplace = 1,
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {32, 14, 14}, .ndim_out = 3, .out_shape = {32, 14, 14},
-     .in_size = 6272, .out_size = 6272, .act_offset = 48269312, .lanes = 128, .line = 45, .col = 5,
-     .schedule = "lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16] threaded", .n_inputs = 1, .inputs = resnet20_inputs + 40, .name = "layer2_1_conv2",
+     .in_size = 6272, .out_size = 6272, .act_offset = 29001728, .lanes = 128, .line = 45, .col = 5,
+     .schedule = "lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16] threaded", .n_inputs = 1, .inputs = resnet20_inputs + 40, .name = "layer2_1_conv2", .inplace = 0,
      .kernel = {3, 3}, .stride = {1, 1}, .pad_lo = {1, 1}, .pad_hi = {1, 1}, .dilation = {1, 1},
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "batchnorm", .ndim_in = 3, .in_shape = {32, 14, 14}, .ndim_out = 3, .out_shape = {32, 14, 14},
-     .in_size = 6272, .out_size = 6272, .act_offset = 49072128, .lanes = 128, .line = 46, .col = 5,
-     .schedule = "lanes: fwd lanes dw lanes dx with dw", .n_inputs = 1, .inputs = resnet20_inputs + 41, .name = "layer2_1_bn2",
-     .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 1e-05f, .momentum = 0.1f},
-    {.kind = "add", .ndim_in = 3, .in_shape = {32, 14, 14}, .ndim_out = 3, .out_shape = {32, 14, 14},
-     .in_size = 6272, .out_size = 6272, .act_offset = 49874944, .lanes = 128, .line = 47, .col = 5,
-     .schedule = "lanes: fwd lanes dw lanes dx with dw", .n_inputs = 2, .inputs = resnet20_inputs + 42, .name = NULL,
-     .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
-    {.kind = "relu", .ndim_in = 3, .in_shape = {32, 14, 14}, .ndim_out = 3, .out_shape = {32, 14, 14},
-     .in_size = 6272, .out_size = 6272, .act_offset = 50677760, .lanes = 128, .line = 48, .col = 5,
-     .schedule = "lanes: fwd lanes dw lanes dx with dw", .n_inputs = 1, .inputs = resnet20_inputs + 44, .name = "layer2_1_out",
-     .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
-    {.kind = "conv2d", .ndim_in = 3, .in_shape = {32, 14, 14}, .ndim_out = 3, .out_shape = {32, 14, 14},
-     .in_size = 6272, .out_size = 6272, .act_offset = 51480576, .lanes = 128, .line = 49, .col = 5,
-     .schedule = "lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16] threaded", .n_inputs = 1, .inputs = resnet20_inputs + 45, .name = "layer2_2_conv1",
-     .kernel = {3, 3}, .stride = {1, 1}, .pad_lo = {1, 1}, .pad_hi = {1, 1}, .dilation = {1, 1},
-     .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
-    {.kind = "batchnorm", .ndim_in = 3, .in_shape = {32, 14, 14}, .ndim_out = 3, .out_shape = {32, 14, 14},
-     .in_size = 6272, .out_size = 6272, .act_offset = 52283392, .lanes = 128, .line = 50, .col = 5,
-     .schedule = "lanes: fwd lanes dw lanes dx with dw", .n_inputs = 1, .inputs = resnet20_inputs + 46, .name = "layer2_2_bn1",
-     .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 1e-05f, .momentum = 0.1f},
-    {.kind = "relu", .ndim_in = 3, .in_shape = {32, 14, 14}, .ndim_out = 3, .out_shape = {32, 14, 14},
-     .in_size = 6272, .out_size = 6272, .act_offset = 53086208, .lanes = 128, .line = 51, .col = 5,
-     .schedule = "lanes: fwd lanes dw lanes dx with dw", .n_inputs = 1, .inputs = resnet20_inputs + 47, .name = NULL,
-     .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
-    {.kind = "conv2d", .ndim_in = 3, .in_shape = {32, 14, 14}, .ndim_out = 3, .out_shape = {32, 14, 14},
-     .in_size = 6272, .out_size = 6272, .act_offset = 53889024, .lanes = 128, .line = 52, .col = 5,
-     .schedule = "lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16] threaded", .n_inputs = 1, .inputs = resnet20_inputs + 48, .name = "layer2_2_conv2",
-     .kernel = {3, 3}, .stride = {1, 1}, .pad_lo = {1, 1}, .pad_hi = {1, 1}, .dilation = {1, 1},
-     .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
-    {.kind = "batchnorm", .ndim_in = 3, .in_shape = {32, 14, 14}, .ndim_out = 3, .out_shape = {32, 14, 14},
-     .in_size = 6272, .out_size = 6272, .act_offset = 54691840, .lanes = 128, .line = 53, .col = 5,
-     .schedule = "lanes: fwd lanes dw lanes dx with dw", .n_inputs = 1, .inputs = resnet20_inputs + 49, .name = "layer2_2_bn2",
+     .in_size = 6272, .out_size = 6272, .act_offset = 29804544, .lanes = 128, .line = 46, .col = 5,
+     .schedule = "lanes: fwd lanes dw lanes dx with dw", .n_inputs = 1, .inputs = resnet20_inputs + 41, .name = "layer2_1_bn2", .inplace = 0,
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 1e-05f, .momentum = 0.1f},
     {.kind = "add", .ndim_in = 3, .in_shape = {32, 14, 14}, .ndim_out = 3, .out_shape = {32, 14, 14},
-     .in_size = 6272, .out_size = 6272, .act_offset = 55494656, .lanes = 128, .line = 54, .col = 5,
-     .schedule = "lanes: fwd lanes dw lanes dx with dw", .n_inputs = 2, .inputs = resnet20_inputs + 50, .name = NULL,
+     .in_size = 6272, .out_size = 6272, .act_offset = 29804544, .lanes = 128, .line = 47, .col = 5,
+     .schedule = "lanes: fwd lanes dw lanes dx with dw", .n_inputs = 2, .inputs = resnet20_inputs + 42, .name = NULL, .inplace = 1,
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "relu", .ndim_in = 3, .in_shape = {32, 14, 14}, .ndim_out = 3, .out_shape = {32, 14, 14},
-     .in_size = 6272, .out_size = 6272, .act_offset = 56297472, .lanes = 128, .line = 55, .col = 5,
-     .schedule = "lanes: fwd lanes dw lanes dx with dw", .n_inputs = 1, .inputs = resnet20_inputs + 52, .name = "layer2_2_out",
+     .in_size = 6272, .out_size = 6272, .act_offset = 29804544, .lanes = 128, .line = 48, .col = 5,
+     .schedule = "lanes: fwd lanes dw lanes dx with dw", .n_inputs = 1, .inputs = resnet20_inputs + 44, .name = "layer2_1_out", .inplace = 1,
+     .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
+    {.kind = "conv2d", .ndim_in = 3, .in_shape = {32, 14, 14}, .ndim_out = 3, .out_shape = {32, 14, 14},
+     .in_size = 6272, .out_size = 6272, .act_offset = 30607360, .lanes = 128, .line = 49, .col = 5,
+     .schedule = "lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16] threaded", .n_inputs = 1, .inputs = resnet20_inputs + 45, .name = "layer2_2_conv1", .inplace = 0,
+     .kernel = {3, 3}, .stride = {1, 1}, .pad_lo = {1, 1}, .pad_hi = {1, 1}, .dilation = {1, 1},
+     .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
+    {.kind = "batchnorm", .ndim_in = 3, .in_shape = {32, 14, 14}, .ndim_out = 3, .out_shape = {32, 14, 14},
+     .in_size = 6272, .out_size = 6272, .act_offset = 31410176, .lanes = 128, .line = 50, .col = 5,
+     .schedule = "lanes: fwd lanes dw lanes dx with dw", .n_inputs = 1, .inputs = resnet20_inputs + 46, .name = "layer2_2_bn1", .inplace = 0,
+     .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 1e-05f, .momentum = 0.1f},
+    {.kind = "relu", .ndim_in = 3, .in_shape = {32, 14, 14}, .ndim_out = 3, .out_shape = {32, 14, 14},
+     .in_size = 6272, .out_size = 6272, .act_offset = 31410176, .lanes = 128, .line = 51, .col = 5,
+     .schedule = "lanes: fwd lanes dw lanes dx with dw", .n_inputs = 1, .inputs = resnet20_inputs + 47, .name = NULL, .inplace = 1,
+     .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
+    {.kind = "conv2d", .ndim_in = 3, .in_shape = {32, 14, 14}, .ndim_out = 3, .out_shape = {32, 14, 14},
+     .in_size = 6272, .out_size = 6272, .act_offset = 32212992, .lanes = 128, .line = 52, .col = 5,
+     .schedule = "lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16] threaded", .n_inputs = 1, .inputs = resnet20_inputs + 48, .name = "layer2_2_conv2", .inplace = 0,
+     .kernel = {3, 3}, .stride = {1, 1}, .pad_lo = {1, 1}, .pad_hi = {1, 1}, .dilation = {1, 1},
+     .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
+    {.kind = "batchnorm", .ndim_in = 3, .in_shape = {32, 14, 14}, .ndim_out = 3, .out_shape = {32, 14, 14},
+     .in_size = 6272, .out_size = 6272, .act_offset = 33015808, .lanes = 128, .line = 53, .col = 5,
+     .schedule = "lanes: fwd lanes dw lanes dx with dw", .n_inputs = 1, .inputs = resnet20_inputs + 49, .name = "layer2_2_bn2", .inplace = 0,
+     .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 1e-05f, .momentum = 0.1f},
+    {.kind = "add", .ndim_in = 3, .in_shape = {32, 14, 14}, .ndim_out = 3, .out_shape = {32, 14, 14},
+     .in_size = 6272, .out_size = 6272, .act_offset = 33015808, .lanes = 128, .line = 54, .col = 5,
+     .schedule = "lanes: fwd lanes dw lanes dx with dw", .n_inputs = 2, .inputs = resnet20_inputs + 50, .name = NULL, .inplace = 1,
+     .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
+    {.kind = "relu", .ndim_in = 3, .in_shape = {32, 14, 14}, .ndim_out = 3, .out_shape = {32, 14, 14},
+     .in_size = 6272, .out_size = 6272, .act_offset = 33015808, .lanes = 128, .line = 55, .col = 5,
+     .schedule = "lanes: fwd lanes dw lanes dx with dw", .n_inputs = 1, .inputs = resnet20_inputs + 52, .name = "layer2_2_out", .inplace = 1,
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {32, 14, 14}, .ndim_out = 3, .out_shape = {64, 7, 7},
-     .in_size = 6272, .out_size = 3136, .act_offset = 57100288, .lanes = 128, .line = 56, .col = 5,
-     .schedule = "lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16] threaded", .n_inputs = 1, .inputs = resnet20_inputs + 53, .name = "layer3_0_conv1",
+     .in_size = 6272, .out_size = 3136, .act_offset = 33818624, .lanes = 128, .line = 56, .col = 5,
+     .schedule = "lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16] threaded", .n_inputs = 1, .inputs = resnet20_inputs + 53, .name = "layer3_0_conv1", .inplace = 0,
      .kernel = {3, 3}, .stride = {2, 2}, .pad_lo = {1, 1}, .pad_hi = {1, 1}, .dilation = {1, 1},
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "batchnorm", .ndim_in = 3, .in_shape = {64, 7, 7}, .ndim_out = 3, .out_shape = {64, 7, 7},
-     .in_size = 3136, .out_size = 3136, .act_offset = 57501696, .lanes = 128, .line = 57, .col = 5,
-     .schedule = "lanes: fwd lanes dw lanes dx with dw", .n_inputs = 1, .inputs = resnet20_inputs + 54, .name = "layer3_0_bn1",
+     .in_size = 3136, .out_size = 3136, .act_offset = 34220032, .lanes = 128, .line = 57, .col = 5,
+     .schedule = "lanes: fwd lanes dw lanes dx with dw", .n_inputs = 1, .inputs = resnet20_inputs + 54, .name = "layer3_0_bn1", .inplace = 0,
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 1e-05f, .momentum = 0.1f},
     {.kind = "relu", .ndim_in = 3, .in_shape = {64, 7, 7}, .ndim_out = 3, .out_shape = {64, 7, 7},
-     .in_size = 3136, .out_size = 3136, .act_offset = 57903104, .lanes = 128, .line = 58, .col = 5,
-     .schedule = "lanes: fwd lanes dw lanes dx with dw", .n_inputs = 1, .inputs = resnet20_inputs + 55, .name = NULL,
+     .in_size = 3136, .out_size = 3136, .act_offset = 34220032, .lanes = 128, .line = 58, .col = 5,
+     .schedule = "lanes: fwd lanes dw lanes dx with dw", .n_inputs = 1, .inputs = resnet20_inputs + 55, .name = NULL, .inplace = 1,
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {64, 7, 7}, .ndim_out = 3, .out_shape = {64, 7, 7},
-     .in_size = 3136, .out_size = 3136, .act_offset = 58304512, .lanes = 128, .line = 59, .col = 5,
-     .schedule = "lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16] threaded", .n_inputs = 1, .inputs = resnet20_inputs + 56, .name = "layer3_0_conv2",
+     .in_size = 3136, .out_size = 3136, .act_offset = 34621440, .lanes = 128, .line = 59, .col = 5,
+     .schedule = "lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16] threaded", .n_inputs = 1, .inputs = resnet20_inputs + 56, .name = "layer3_0_conv2", .inplace = 0,
      .kernel = {3, 3}, .stride = {1, 1}, .pad_lo = {1, 1}, .pad_hi = {1, 1}, .dilation = {1, 1},
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "batchnorm", .ndim_in = 3, .in_shape = {64, 7, 7}, .ndim_out = 3, .out_shape = {64, 7, 7},
-     .in_size = 3136, .out_size = 3136, .act_offset = 58705920, .lanes = 128, .line = 60, .col = 5,
-     .schedule = "lanes: fwd lanes dw lanes dx with dw", .n_inputs = 1, .inputs = resnet20_inputs + 57, .name = "layer3_0_bn2",
+     .in_size = 3136, .out_size = 3136, .act_offset = 35022848, .lanes = 128, .line = 60, .col = 5,
+     .schedule = "lanes: fwd lanes dw lanes dx with dw", .n_inputs = 1, .inputs = resnet20_inputs + 57, .name = "layer3_0_bn2", .inplace = 0,
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 1e-05f, .momentum = 0.1f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {32, 14, 14}, .ndim_out = 3, .out_shape = {64, 7, 7},
-     .in_size = 6272, .out_size = 3136, .act_offset = 59107328, .lanes = 128, .line = 61, .col = 5,
-     .schedule = "lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=16,rows=1] dx lanes[TB=1,TCI=16] threaded", .n_inputs = 1, .inputs = resnet20_inputs + 58, .name = "layer3_0_downsample_0",
+     .in_size = 6272, .out_size = 3136, .act_offset = 35424256, .lanes = 128, .line = 61, .col = 5,
+     .schedule = "lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=16,rows=1] dx lanes[TB=1,TCI=16] threaded", .n_inputs = 1, .inputs = resnet20_inputs + 58, .name = "layer3_0_downsample_0", .inplace = 0,
      .kernel = {1, 1}, .stride = {2, 2}, .pad_lo = {0, 0}, .pad_hi = {0, 0}, .dilation = {1, 1},
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "batchnorm", .ndim_in = 3, .in_shape = {64, 7, 7}, .ndim_out = 3, .out_shape = {64, 7, 7},
-     .in_size = 3136, .out_size = 3136, .act_offset = 59508736, .lanes = 128, .line = 62, .col = 5,
-     .schedule = "lanes: fwd lanes dw lanes dx with dw", .n_inputs = 1, .inputs = resnet20_inputs + 59, .name = "layer3_0_downsample_1",
+     .in_size = 3136, .out_size = 3136, .act_offset = 35825664, .lanes = 128, .line = 62, .col = 5,
+     .schedule = "lanes: fwd lanes dw lanes dx with dw", .n_inputs = 1, .inputs = resnet20_inputs + 59, .name = "layer3_0_downsample_1", .inplace = 0,
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 1e-05f, .momentum = 0.1f},
     {.kind = "add", .ndim_in = 3, .in_shape = {64, 7, 7}, .ndim_out = 3, .out_shape = {64, 7, 7},
-     .in_size = 3136, .out_size = 3136, .act_offset = 59910144, .lanes = 128, .line = 63, .col = 5,
-     .schedule = "lanes: fwd lanes dw lanes dx with dw", .n_inputs = 2, .inputs = resnet20_inputs + 60, .name = NULL,
+     .in_size = 3136, .out_size = 3136, .act_offset = 35022848, .lanes = 128, .line = 63, .col = 5,
+     .schedule = "lanes: fwd lanes dw lanes dx with dw", .n_inputs = 2, .inputs = resnet20_inputs + 60, .name = NULL, .inplace = 1,
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "relu", .ndim_in = 3, .in_shape = {64, 7, 7}, .ndim_out = 3, .out_shape = {64, 7, 7},
-     .in_size = 3136, .out_size = 3136, .act_offset = 60311552, .lanes = 128, .line = 64, .col = 5,
-     .schedule = "lanes: fwd lanes dw lanes dx with dw", .n_inputs = 1, .inputs = resnet20_inputs + 62, .name = "layer3_0_out",
+     .in_size = 3136, .out_size = 3136, .act_offset = 35022848, .lanes = 128, .line = 64, .col = 5,
+     .schedule = "lanes: fwd lanes dw lanes dx with dw", .n_inputs = 1, .inputs = resnet20_inputs + 62, .name = "layer3_0_out", .inplace = 1,
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {64, 7, 7}, .ndim_out = 3, .out_shape = {64, 7, 7},
-     .in_size = 3136, .out_size = 3136, .act_offset = 60712960, .lanes = 128, .line = 65, .col = 5,
-     .schedule = "lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16] threaded", .n_inputs = 1, .inputs = resnet20_inputs + 63, .name = "layer3_1_conv1",
+     .in_size = 3136, .out_size = 3136, .act_offset = 36227072, .lanes = 128, .line = 65, .col = 5,
+     .schedule = "lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16] threaded", .n_inputs = 1, .inputs = resnet20_inputs + 63, .name = "layer3_1_conv1", .inplace = 0,
      .kernel = {3, 3}, .stride = {1, 1}, .pad_lo = {1, 1}, .pad_hi = {1, 1}, .dilation = {1, 1},
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "batchnorm", .ndim_in = 3, .in_shape = {64, 7, 7}, .ndim_out = 3, .out_shape = {64, 7, 7},
-     .in_size = 3136, .out_size = 3136, .act_offset = 61114368, .lanes = 128, .line = 66, .col = 5,
-     .schedule = "lanes: fwd lanes dw lanes dx with dw", .n_inputs = 1, .inputs = resnet20_inputs + 64, .name = "layer3_1_bn1",
+     .in_size = 3136, .out_size = 3136, .act_offset = 36628480, .lanes = 128, .line = 66, .col = 5,
+     .schedule = "lanes: fwd lanes dw lanes dx with dw", .n_inputs = 1, .inputs = resnet20_inputs + 64, .name = "layer3_1_bn1", .inplace = 0,
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 1e-05f, .momentum = 0.1f},
     {.kind = "relu", .ndim_in = 3, .in_shape = {64, 7, 7}, .ndim_out = 3, .out_shape = {64, 7, 7},
-     .in_size = 3136, .out_size = 3136, .act_offset = 61515776, .lanes = 128, .line = 67, .col = 5,
-     .schedule = "lanes: fwd lanes dw lanes dx with dw", .n_inputs = 1, .inputs = resnet20_inputs + 65, .name = NULL,
+     .in_size = 3136, .out_size = 3136, .act_offset = 36628480, .lanes = 128, .line = 67, .col = 5,
+     .schedule = "lanes: fwd lanes dw lanes dx with dw", .n_inputs = 1, .inputs = resnet20_inputs + 65, .name = NULL, .inplace = 1,
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {64, 7, 7}, .ndim_out = 3, .out_shape = {64, 7, 7},
-     .in_size = 3136, .out_size = 3136, .act_offset = 61917184, .lanes = 128, .line = 68, .col = 5,
-     .schedule = "lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16] threaded", .n_inputs = 1, .inputs = resnet20_inputs + 66, .name = "layer3_1_conv2",
+     .in_size = 3136, .out_size = 3136, .act_offset = 37029888, .lanes = 128, .line = 68, .col = 5,
+     .schedule = "lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16] threaded", .n_inputs = 1, .inputs = resnet20_inputs + 66, .name = "layer3_1_conv2", .inplace = 0,
      .kernel = {3, 3}, .stride = {1, 1}, .pad_lo = {1, 1}, .pad_hi = {1, 1}, .dilation = {1, 1},
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "batchnorm", .ndim_in = 3, .in_shape = {64, 7, 7}, .ndim_out = 3, .out_shape = {64, 7, 7},
-     .in_size = 3136, .out_size = 3136, .act_offset = 62318592, .lanes = 128, .line = 69, .col = 5,
-     .schedule = "lanes: fwd lanes dw lanes dx with dw", .n_inputs = 1, .inputs = resnet20_inputs + 67, .name = "layer3_1_bn2",
-     .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 1e-05f, .momentum = 0.1f},
-    {.kind = "add", .ndim_in = 3, .in_shape = {64, 7, 7}, .ndim_out = 3, .out_shape = {64, 7, 7},
-     .in_size = 3136, .out_size = 3136, .act_offset = 62720000, .lanes = 128, .line = 70, .col = 5,
-     .schedule = "lanes: fwd lanes dw lanes dx with dw", .n_inputs = 2, .inputs = resnet20_inputs + 68, .name = NULL,
-     .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
-    {.kind = "relu", .ndim_in = 3, .in_shape = {64, 7, 7}, .ndim_out = 3, .out_shape = {64, 7, 7},
-     .in_size = 3136, .out_size = 3136, .act_offset = 63121408, .lanes = 128, .line = 71, .col = 5,
-     .schedule = "lanes: fwd lanes dw lanes dx with dw", .n_inputs = 1, .inputs = resnet20_inputs + 70, .name = "layer3_1_out",
-     .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
-    {.kind = "conv2d", .ndim_in = 3, .in_shape = {64, 7, 7}, .ndim_out = 3, .out_shape = {64, 7, 7},
-     .in_size = 3136, .out_size = 3136, .act_offset = 63522816, .lanes = 128, .line = 72, .col = 5,
-     .schedule = "lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16] threaded", .n_inputs = 1, .inputs = resnet20_inputs + 71, .name = "layer3_2_conv1",
-     .kernel = {3, 3}, .stride = {1, 1}, .pad_lo = {1, 1}, .pad_hi = {1, 1}, .dilation = {1, 1},
-     .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
-    {.kind = "batchnorm", .ndim_in = 3, .in_shape = {64, 7, 7}, .ndim_out = 3, .out_shape = {64, 7, 7},
-     .in_size = 3136, .out_size = 3136, .act_offset = 63924224, .lanes = 128, .line = 73, .col = 5,
-     .schedule = "lanes: fwd lanes dw lanes dx with dw", .n_inputs = 1, .inputs = resnet20_inputs + 72, .name = "layer3_2_bn1",
-     .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 1e-05f, .momentum = 0.1f},
-    {.kind = "relu", .ndim_in = 3, .in_shape = {64, 7, 7}, .ndim_out = 3, .out_shape = {64, 7, 7},
-     .in_size = 3136, .out_size = 3136, .act_offset = 64325632, .lanes = 128, .line = 74, .col = 5,
-     .schedule = "lanes: fwd lanes dw lanes dx with dw", .n_inputs = 1, .inputs = resnet20_inputs + 73, .name = NULL,
-     .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
-    {.kind = "conv2d", .ndim_in = 3, .in_shape = {64, 7, 7}, .ndim_out = 3, .out_shape = {64, 7, 7},
-     .in_size = 3136, .out_size = 3136, .act_offset = 64727040, .lanes = 128, .line = 75, .col = 5,
-     .schedule = "lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16] threaded", .n_inputs = 1, .inputs = resnet20_inputs + 74, .name = "layer3_2_conv2",
-     .kernel = {3, 3}, .stride = {1, 1}, .pad_lo = {1, 1}, .pad_hi = {1, 1}, .dilation = {1, 1},
-     .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
-    {.kind = "batchnorm", .ndim_in = 3, .in_shape = {64, 7, 7}, .ndim_out = 3, .out_shape = {64, 7, 7},
-     .in_size = 3136, .out_size = 3136, .act_offset = 65128448, .lanes = 128, .line = 76, .col = 5,
-     .schedule = "lanes: fwd lanes dw lanes dx with dw", .n_inputs = 1, .inputs = resnet20_inputs + 75, .name = "layer3_2_bn2",
+     .in_size = 3136, .out_size = 3136, .act_offset = 37431296, .lanes = 128, .line = 69, .col = 5,
+     .schedule = "lanes: fwd lanes dw lanes dx with dw", .n_inputs = 1, .inputs = resnet20_inputs + 67, .name = "layer3_1_bn2", .inplace = 0,
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 1e-05f, .momentum = 0.1f},
     {.kind = "add", .ndim_in = 3, .in_shape = {64, 7, 7}, .ndim_out = 3, .out_shape = {64, 7, 7},
-     .in_size = 3136, .out_size = 3136, .act_offset = 65529856, .lanes = 128, .line = 77, .col = 5,
-     .schedule = "lanes: fwd lanes dw lanes dx with dw", .n_inputs = 2, .inputs = resnet20_inputs + 76, .name = NULL,
+     .in_size = 3136, .out_size = 3136, .act_offset = 37431296, .lanes = 128, .line = 70, .col = 5,
+     .schedule = "lanes: fwd lanes dw lanes dx with dw", .n_inputs = 2, .inputs = resnet20_inputs + 68, .name = NULL, .inplace = 1,
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "relu", .ndim_in = 3, .in_shape = {64, 7, 7}, .ndim_out = 3, .out_shape = {64, 7, 7},
-     .in_size = 3136, .out_size = 3136, .act_offset = 65931264, .lanes = 128, .line = 78, .col = 5,
-     .schedule = "lanes: fwd lanes dw lanes dx with dw", .n_inputs = 1, .inputs = resnet20_inputs + 78, .name = "layer3_2_out",
+     .in_size = 3136, .out_size = 3136, .act_offset = 37431296, .lanes = 128, .line = 71, .col = 5,
+     .schedule = "lanes: fwd lanes dw lanes dx with dw", .n_inputs = 1, .inputs = resnet20_inputs + 70, .name = "layer3_1_out", .inplace = 1,
+     .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
+    {.kind = "conv2d", .ndim_in = 3, .in_shape = {64, 7, 7}, .ndim_out = 3, .out_shape = {64, 7, 7},
+     .in_size = 3136, .out_size = 3136, .act_offset = 37832704, .lanes = 128, .line = 72, .col = 5,
+     .schedule = "lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16] threaded", .n_inputs = 1, .inputs = resnet20_inputs + 71, .name = "layer3_2_conv1", .inplace = 0,
+     .kernel = {3, 3}, .stride = {1, 1}, .pad_lo = {1, 1}, .pad_hi = {1, 1}, .dilation = {1, 1},
+     .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
+    {.kind = "batchnorm", .ndim_in = 3, .in_shape = {64, 7, 7}, .ndim_out = 3, .out_shape = {64, 7, 7},
+     .in_size = 3136, .out_size = 3136, .act_offset = 38234112, .lanes = 128, .line = 73, .col = 5,
+     .schedule = "lanes: fwd lanes dw lanes dx with dw", .n_inputs = 1, .inputs = resnet20_inputs + 72, .name = "layer3_2_bn1", .inplace = 0,
+     .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 1e-05f, .momentum = 0.1f},
+    {.kind = "relu", .ndim_in = 3, .in_shape = {64, 7, 7}, .ndim_out = 3, .out_shape = {64, 7, 7},
+     .in_size = 3136, .out_size = 3136, .act_offset = 38234112, .lanes = 128, .line = 74, .col = 5,
+     .schedule = "lanes: fwd lanes dw lanes dx with dw", .n_inputs = 1, .inputs = resnet20_inputs + 73, .name = NULL, .inplace = 1,
+     .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
+    {.kind = "conv2d", .ndim_in = 3, .in_shape = {64, 7, 7}, .ndim_out = 3, .out_shape = {64, 7, 7},
+     .in_size = 3136, .out_size = 3136, .act_offset = 38635520, .lanes = 128, .line = 75, .col = 5,
+     .schedule = "lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16] threaded", .n_inputs = 1, .inputs = resnet20_inputs + 74, .name = "layer3_2_conv2", .inplace = 0,
+     .kernel = {3, 3}, .stride = {1, 1}, .pad_lo = {1, 1}, .pad_hi = {1, 1}, .dilation = {1, 1},
+     .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
+    {.kind = "batchnorm", .ndim_in = 3, .in_shape = {64, 7, 7}, .ndim_out = 3, .out_shape = {64, 7, 7},
+     .in_size = 3136, .out_size = 3136, .act_offset = 39036928, .lanes = 128, .line = 76, .col = 5,
+     .schedule = "lanes: fwd lanes dw lanes dx with dw", .n_inputs = 1, .inputs = resnet20_inputs + 75, .name = "layer3_2_bn2", .inplace = 0,
+     .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 1e-05f, .momentum = 0.1f},
+    {.kind = "add", .ndim_in = 3, .in_shape = {64, 7, 7}, .ndim_out = 3, .out_shape = {64, 7, 7},
+     .in_size = 3136, .out_size = 3136, .act_offset = 39036928, .lanes = 128, .line = 77, .col = 5,
+     .schedule = "lanes: fwd lanes dw lanes dx with dw", .n_inputs = 2, .inputs = resnet20_inputs + 76, .name = NULL, .inplace = 1,
+     .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
+    {.kind = "relu", .ndim_in = 3, .in_shape = {64, 7, 7}, .ndim_out = 3, .out_shape = {64, 7, 7},
+     .in_size = 3136, .out_size = 3136, .act_offset = 39036928, .lanes = 128, .line = 78, .col = 5,
+     .schedule = "lanes: fwd lanes dw lanes dx with dw", .n_inputs = 1, .inputs = resnet20_inputs + 78, .name = "layer3_2_out", .inplace = 1,
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "global_avgpool", .ndim_in = 3, .in_shape = {64, 7, 7}, .ndim_out = 3, .out_shape = {64, 1, 1},
-     .in_size = 3136, .out_size = 64, .act_offset = 66332672, .lanes = 128, .line = 79, .col = 5,
-     .schedule = "lanes: fwd lanes dw lanes dx with dw", .n_inputs = 1, .inputs = resnet20_inputs + 79, .name = NULL,
+     .in_size = 3136, .out_size = 64, .act_offset = 39438336, .lanes = 128, .line = 79, .col = 5,
+     .schedule = "lanes: fwd lanes dw lanes dx with dw", .n_inputs = 1, .inputs = resnet20_inputs + 79, .name = NULL, .inplace = 0,
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "flatten", .ndim_in = 3, .in_shape = {64, 1, 1}, .ndim_out = 1, .out_shape = {64, 0, 0},
-     .in_size = 64, .out_size = 64, .act_offset = 66332672, .lanes = 128, .line = 80, .col = 5,
-     .schedule = "lanes: fwd lanes dw lanes dx with dw", .n_inputs = 1, .inputs = resnet20_inputs + 80, .name = NULL,
+     .in_size = 64, .out_size = 64, .act_offset = 39438336, .lanes = 128, .line = 80, .col = 5,
+     .schedule = "lanes: fwd lanes dw lanes dx with dw", .n_inputs = 1, .inputs = resnet20_inputs + 80, .name = NULL, .inplace = 0,
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "dense", .ndim_in = 1, .in_shape = {64, 0, 0}, .ndim_out = 1, .out_shape = {10, 0, 0},
-     .in_size = 64, .out_size = 10, .act_offset = 66340864, .lanes = 128, .line = 81, .col = 5,
-     .schedule = "lanes: fwd lanes[TB=4,TR=4] dw gemm[TI=8,TO=2] dx lanes[TB=4,TR=4]", .n_inputs = 1, .inputs = resnet20_inputs + 81, .name = "fc",
+     .in_size = 64, .out_size = 10, .act_offset = 39446528, .lanes = 128, .line = 81, .col = 5,
+     .schedule = "lanes: fwd lanes[TB=4,TR=4] dw gemm[TI=8,TO=2] dx lanes[TB=4,TR=4]", .n_inputs = 1, .inputs = resnet20_inputs + 81, .name = "fc", .inplace = 0,
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
 };
 

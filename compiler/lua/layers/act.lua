@@ -65,9 +65,14 @@ local function each_lanes(L, C, ctx, emit)
   C.ind = C.ind - 1
 end
 
+-- In place (L.inplace): y is also the input (the planner saw that nothing else needs
+-- the input's values); relu, sigmoid and tanh differentiate from y, leaky_relu from x.
+function M.inplace_ok(L) return L.kind ~= "leaky_relu" end
+
 function M.forward_lanes(L, C, ctx)
-  each_lanes(L, C, ctx, function(i) C:line("y[%s] = %s;", i, fwd_expr(L, "x[" .. i .. "]")) end)
-  return {"x", "y"}
+  local src = L.inplace and "y" or "x"
+  each_lanes(L, C, ctx, function(i) C:line("y[%s] = %s;", i, fwd_expr(L, src .. "[" .. i .. "]")) end)
+  return {L.inplace and "y" or "x", "y"}
 end
 
 function M.backward_lanes(L, C, ctx)
@@ -76,10 +81,11 @@ function M.backward_lanes(L, C, ctx)
 end
 
 function M.forward(L, C, ctx)
+  local src = L.inplace and "y" or "x"
   each(L, C, ctx, function(i)
-    C:line("y[%s] = %s;", i, fwd_expr(L, "x[" .. i .. "]"))
+    C:line("y[%s] = %s;", i, fwd_expr(L, src .. "[" .. i .. "]"))
   end)
-  return {"x", "y", "nb"}
+  return {src, "y", "nb"}
 end
 
 function M.backward(L, C, ctx)
