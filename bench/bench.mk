@@ -23,3 +23,13 @@ bench-deps:
 bench: all $(B)/bench/fma_peak bench-deps
 	$(PYTHON) bench/run.py --cc "$(CC)" --opt "$(OPT)" --libs "$(RT_LIBS)" --fma-peak $(B)/bench/fma_peak \
 	  --venv $(BENCH_VENV) $(BENCH_ARGS)
+	@$(MAKE) --no-print-directory bench-mpi
+
+# ---- the MPI row (issue 13): 2 ranks x 1 thread against 1 process x 2 threads, the
+# allreduce of VGG-16-CIFAR's gradients, the scaling model (bench/mpi_bench.py ->
+# bench/results/mpi-latest.md). Skipped with a note when Open MPI is not installed.
+.PHONY: bench-mpi
+bench-mpi: all $(B)/libcnngen_mpi.a
+	@if command -v $(MPICC) >/dev/null && command -v mpirun >/dev/null; then \
+	  $(PYTHON) bench/mpi_bench.py --mpicc "$(MPICC)" --opt "$(OPT)" --libs "$(RT_LIBS)" $(BENCH_MPI_ARGS); \
+	 else echo "bench-mpi: Open MPI is not installed (./deps.sh installs openmpi-bin, libopenmpi-dev); no MPI row"; fi
