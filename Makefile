@@ -178,13 +178,20 @@ warn-check: $(B)/cnngen
 	  echo "#include \"$$(basename $$h)\"" | $$cxx -x c++ -std=c++11 -Wall -Wextra -pedantic -Werror -Iruntime -Igenerated -fsyntax-only - || exit 1; \
 	done; done; echo "warn-check: generated/*.h and runtime/*.h compile as C++11 with g++ and clang++ at -Wall -Wextra -pedantic -Werror"
 
-install: all
+# MPI=1 also installs libcnngen_mpi.a and cnngen-mpi.pc:
+#   mpicc -O3 -march=native net.c $(pkg-config --cflags --libs cnngen-mpi) -o net
+install: all $(TRAINER_DEPS)
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/lib/pkgconfig $(DESTDIR)$(PREFIX)/include/cnngen
 	install -m 755 $(B)/cnngen $(DESTDIR)$(PREFIX)/bin/cnngen
 	install -m 644 $(B)/libcnngen.a $(DESTDIR)$(PREFIX)/lib/libcnngen.a
 	install -m 644 runtime/*.h $(DESTDIR)$(PREFIX)/include/cnngen/
 	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@VERSION@|'"$$(sed -n 's/.*"\(.*\)".*/\1/p' compiler/version.h)"'|' \
 	  runtime/cnngen.pc.in > $(DESTDIR)$(PREFIX)/lib/pkgconfig/cnngen.pc
+	@if [ "$(MPI)" = 1 ]; then \
+	  install -m 644 $(B)/libcnngen_mpi.a $(DESTDIR)$(PREFIX)/lib/libcnngen_mpi.a && \
+	  sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@VERSION@|'"$$(sed -n 's/.*"\(.*\)".*/\1/p' compiler/version.h)"'|' \
+	    runtime/cnngen-mpi.pc.in > $(DESTDIR)$(PREFIX)/lib/pkgconfig/cnngen-mpi.pc && \
+	  echo "installed the MPI part; build with: mpicc -O3 -march=native net.c \$$(pkg-config --cflags --libs cnngen-mpi) -o net"; fi
 	@echo "installed; build a trainer with: cc -O3 -march=native net.c \$$(pkg-config --cflags --libs cnngen) -o net"
 
 clean:
