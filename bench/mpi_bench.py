@@ -8,7 +8,8 @@ bench/mpi_step.c with mpicc against build/libcnngen_mpi.a + build/libcnngen.a an
   2 ranks   x 1 thread    (mpirun -np 2, OMP_NUM_THREADS=1), the runtime's rank-order sum
   2 ranks   x 1 thread    the same with CNNGEN_ALLREDUCE=mpi (one MPI_Allreduce)
 at the same global batch, and reports img/s, the per-step compute and allreduce times
-(medians) and the allreduce alone (after a barrier).
+(medians), the allreduce alone (after a barrier), and an MPI_Iallreduce left running
+during one step's compute: the MPI_Wait after it shows how much of it progressed.
 
 Then the scaling model for VGG-16-CIFAR: N machines like this one, each computing a
 batch of 32 a step (weak scaling: global batch 32 N) in the measured compute time Tc of
@@ -105,13 +106,16 @@ def main():
              "load = 1-minute load average after the run (the 2-core machine was shared: "
              "numbers above ~2 mean the measurement competed with other work).", "",
              "| network | ranks x threads | allreduce | img/s | step ms | compute ms | "
-             "allreduce ms (in step) | allreduce alone ms | gradient MB | load |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             "allreduce ms (in step) | allreduce alone ms | Iallreduce during compute: wait ms "
+             "| gradient MB | load |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r['net']} b{r['batch']} | {r['ranks']} x {r['threads']} | "
                      f"{r['allreduce']} | {r['img_per_s']:,.1f} | {r['step_ms']:.1f} | "
                      f"{r['compute_ms']:.1f} | {r['allreduce_ms']:.2f} | "
-                     f"{r['allreduce_alone_ms']:.2f} | {r['allreduce_bytes'] / 1e6:.1f} | "
+                     f"{r['allreduce_alone_ms']:.2f} | "
+                     f"{r['iallreduce_wait_ms']:.2f} (compute {r['iallreduce_compute_ms']:.0f}) | "
+                     f"{r['allreduce_bytes'] / 1e6:.1f} | "
                      f"{r['load']} |")
     v1 = res.get(("vgg16_cifar", 1, None))
     v2 = res.get(("vgg16_cifar", 2, None))
