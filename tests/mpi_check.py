@@ -111,8 +111,8 @@ def bitwise(a, b):
     return a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
 
 
-def train_args(data, out, w0, extra=()):
-    return ["train", "--data", data, "--val", str(N_VAL), "--epochs", "1", "--batch",
+def train_args(data, out, w0, extra=(), epochs=1):
+    return ["train", "--data", data, "--val", str(N_VAL), "--epochs", str(epochs), "--batch",
             str(BATCH), "--seed", str(SEED), "--lr", str(LR), "--momentum", str(MOM),
             "--weight-decay", str(WD), "--schedule", "constant", "--patience", "0",
             "--weights", w0, "--checkpoint-every", "5", "--plain", "--no-plot", "--quiet",
@@ -216,6 +216,19 @@ def main():
             w, k = rel_diff(two, one, params)
             check(w <= TOL_LENET, f"{name}: 2 ranks vs one process after 10 steps: max relative "
                                   f"difference {w:.2e} ({k}) <= {TOL_LENET:g}")
+            # the other sample orders: independent draws, and --mode full (10 steps of the
+            # whole training set in chunks of 64: 5 chunks a rank)
+            for what, extra, epochs in (("--order random", ["--order", "random"], 1),
+                                        ("--mode full", ["--mode", "full"], 10)):
+                o1, o2 = d["one"] + "-" + extra[1], d["two"] + "-" + extra[1]
+                run([tr] + train_args(data, o1, w0p, extra, epochs))
+                run(mpirun(2) + [tr] + train_args(data, o2, w0p, extra, epochs))
+                a1, a2 = load(o1 + "/last.npz"), load(o2 + "/last.npz")
+                w, k = rel_diff(a2, a1, params)
+                mv, _ = rel_diff(w0, a1, params)
+                check(w <= TOL_LENET and mv > 1e-3,
+                      f"{name} {what}: 2 ranks vs one process after 10 steps: {w:.2e} ({k}) "
+                      f"<= {TOL_LENET:g}")
         else:
             perm = ck2["perm"].astype(np.int64)
             xs, ys = x[:N_TRAIN], y[:N_TRAIN]
@@ -253,8 +266,7 @@ def main():
     name, tr = "lenet5", os.path.join(bdir, "lenet5")
     out = os.path.join(work, "killed")
     w0p = os.path.join(work, "lenet5-W0.npz")
-    args = train_args(data, out, w0p)
-    args[args.index("--epochs") + 1] = "1000"
+    args = train_args(data, out, w0p, epochs=1000)
     ckpt = os.path.join(out, "checkpoint.npz")
     if os.path.exists(ckpt):
         os.remove(ckpt)
