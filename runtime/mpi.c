@@ -62,6 +62,8 @@ static void sum_det(const cg_comm *c, void *x, size_t n, MPI_Datatype type, size
                     void (*add)(void *acc, const void *b, size_t m))
 {
     const int S = c->size;
+    if (S == 1) /* one process under MPI: nothing to add */
+        return;
     if (n > (size_t)0x7fffffff) {
         fprintf(stderr, "cnngen: rank %d: %zu elements are too many for one MPI call\n",
                 c->rank, n);
@@ -108,7 +110,7 @@ static void add_f64(void *acc, const void *b, size_t m)
 
 static void mpi_sum_f32(const cg_comm *c, float *x, size_t n)
 {
-    if (impl.native && n <= (size_t)0x7fffffff) {
+    if (impl.native && c->size > 1 && n <= (size_t)0x7fffffff) {
         MPI_Allreduce(MPI_IN_PLACE, x, (int)n, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD);
         return;
     }
