@@ -62,15 +62,14 @@ def build(name, a):
     return exe
 
 
-def run(exe, ranks, threads, steps, alg=None):
-    env = dict(os.environ, OMP_NUM_THREADS=str(threads), OMP_WAIT_POLICY="passive",
-               OMPI_MCA_btl_vader_single_copy_mechanism="none")
+def run(exe, ranks, threads, steps, alg=None, comm_only=False, warm=3):
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads), OMP_WAIT_POLICY="passive")
     env.pop("CNNGEN_ALLREDUCE", None)
     if alg:
         env["CNNGEN_ALLREDUCE"] = alg
     else:
         env["CNNGEN_ALLREDUCE"] = "rank-order"
-    cmd = ([] if ranks == 1 else mpirun(ranks)) + [exe, str(steps), "3"]
+    cmd = ([] if ranks == 1 else mpirun(ranks)) + [exe, str(steps), str(warm)] + ["comm"] * comm_only
     return json.loads(sh(cmd, env).strip().splitlines()[-1])
 
 
@@ -86,20 +85,27 @@ def main():
     p.add_argument("--libs", default="-lzip -lz -lm")
     p.add_argument("--build", default=os.path.join(ROOT, "build", "bench-mpi"))
     p.add_argument("--only", default="", help="comma-separated: lenet5,vgg16_cifar")
-    p.add_argument("--steps", type=int, default=0, help="timed steps (0: 200 LeNet-5, 12 VGG)")
+    p.add_argument("--steps", type=int, default=0, help="timed steps (0: 200 LeNet-5, 6 VGG)")
     p.add_argument("--out", default=os.path.join(ROOT, "bench", "results", "mpi-latest.md"))
     a = p.parse_args()
     only = [n for n in a.only.split(",") if n] or list(NETS)
     rows, res = [], {}
     for name in only:
         exe = build(name, a)
-        steps = a.steps or (200 if name == "lenet5" else 12)
+        steps = a.steps or (200 if name == "lenet5" else 6)
         for ranks, threads, alg in ((1, 2, None), (2, 1, None), (2, 1, "mpi")):
-            r = run(exe, ranks, threads, steps, alg)
+            r = run(exe, ranks, threads, steps, alg, warm=3 if name == "lenet5" else 1)
             r["load"] = load()
             res[(name, ranks, alg)] = r
             rows.append(r)
             print(json.dumps(r), flush=True)
+        if name == "vgg16_cifar":  # the allreduce alone, many times (no compute between)
+            for alg in (None, "mpi"):
+                r = run(exe, 2, 1, 30, alg, comm_only=True)
+                r["load"] = load()
+                res[(name, "comm", alg)] = r
+                rows.append(r)
+                print(json.dumps(r), flush=True)
     lines = ["# Data-parallel training over Open MPI (bench/mpi_bench.py)", "",
              f"Open MPI: {sh(['mpirun', '--version']).splitlines()[0]}; "
              f"{os.cpu_count()} cores; shared memory (btl vader). Medians per step; "
@@ -110,6 +116,11 @@ def main():
              "| gradient MB | load |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
+        if r["comm_only"]:
+            lines.append(f"| {r['net']}: allreduce only (30 x) | {r['ranks']} x {r['threads']} | "
+                         f"{r['allreduce']} | | | | | {r['allreduce_alone_ms']:.2f} | | "
+                         f"{r['allreduce_bytes'] / 1e6:.1f} | {r['load']} |")
+            continue
         lines.append(f"| {r['net']} b{r['batch']} | {r['ranks']} x {r['threads']} | "
                      f"{r['allreduce']} | {r['img_per_s']:,.1f} | {r['step_ms']:.1f} | "
                      f"{r['compute_ms']:.1f} | {r['allreduce_ms']:.2f} | "

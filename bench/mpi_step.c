@@ -3,7 +3,8 @@
  * libcnngen.a; run as one process (no mpirun: one rank, no communication) or under
  * `mpirun -np N`. Prints one JSON line from rank 0.
  *
- * usage: mpi_step [steps] [warmup]   (defaults 20, 3)
+ * usage: mpi_step [steps] [warmup] [comm]   (defaults 20, 3)
+ *   comm: no training steps, only the `steps` sums of the gradient buffer after a barrier
  *
  * A step is what cg_train does with ranks: zero the gradients, this rank's shard of the
  * global batch (the spec's batch) forward, loss scaled by the shard's share, backward,
@@ -56,6 +57,7 @@ int main(int argc, char **argv)
 {
     const cg_net *net = &CG_NET;
     int steps = argc > 1 ? atoi(argv[1]) : 20, warm = argc > 2 ? atoi(argv[2]) : 3;
+    const int comm_only = argc > 3 && !strcmp(argv[3], "comm");
     if (steps < 1 || steps > 10000 || warm < 0) {
         fprintf(stderr, "usage: mpi_step [steps 1..10000] [warmup]\n");
         return 2;
@@ -92,7 +94,10 @@ int main(int argc, char **argv)
     const void *target = net->loss == CG_LOSS_SOFTMAX_CE ? (const void *)y : t;
     MPI_Barrier(MPI_COMM_WORLD);
     double t_all = 0;
-    for (int s = -warm; s < steps; s++) {
+    memset(grads, 0, (np + 1) * sizeof(float));
+    for (int s = 0; s < steps && comm_only; s++)
+        tc[s] = ta[s] = tu[s] = 0, t_all = 1;
+    for (int s = -warm; s < steps && !comm_only; s++) {
         double t0 = now();
         memset(grads, 0, (np + 1) * sizeof(float));
         if (n) {
@@ -104,7 +109,8 @@ int main(int argc, char **argv)
             grads[np] = l * (float)n;
         }
         double t1 = now();
-        c->sum_f32(c, grads, np + 1);
+        if (c->size > 1)
+            c->sum_f32(c, grads, np + 1);
         double t2 = now();
         cg_sgd_update(params, grads, vel, np, 0.001f, 0.9f, 0.0f);
         double t3 = now();
@@ -119,7 +125,7 @@ int main(int argc, char **argv)
         c->sum_f32(c, grads, np + 1);
         tx[s] = now() - t0;
     }
-    for (int s = 0; s < steps && c->size > 1; s++) {
+    for (int s = 0; s < steps && c->size > 1 && !comm_only; s++) {
         memcpy(gcopy, grads, (np + 1) * sizeof(float));
         MPI_Request req;
         MPI_Barrier(MPI_COMM_WORLD);
@@ -134,7 +140,7 @@ int main(int argc, char **argv)
         MPI_Wait(&req, MPI_STATUS_IGNORE);
         tk[s] = t1 - t0, tw[s] = now() - t1;
     }
-    if (c->size == 1)
+    if (c->size == 1 || comm_only)
         for (int s = 0; s < steps; s++)
             tk[s] = tw[s] = 0;
     if (c->rank == 0) {
@@ -147,12 +153,12 @@ int main(int argc, char **argv)
                "\"params\": %zu, \"allreduce_bytes\": %zu, \"allreduce\": \"%s\", "
                "\"img_per_s\": %.2f, \"step_ms\": %.3f, \"compute_ms\": %.3f, "
                "\"allreduce_ms\": %.3f, \"update_ms\": %.3f, \"allreduce_alone_ms\": %.3f, "
-               "\"iallreduce_compute_ms\": %.3f, \"iallreduce_wait_ms\": %.3f}\n",
+               "\"iallreduce_compute_ms\": %.3f, \"iallreduce_wait_ms\": %.3f, \"comm_only\": %d}\n",
                net->name, c->size, threads, B, np, (np + 1) * sizeof(float),
                c->size == 1 ? "none" : alg && !strcmp(alg, "mpi") ? "MPI_Allreduce" : "rank-order",
                (double)B * steps / t_all, 1e3 * t_all / steps, median_ms(tc, steps),
                median_ms(ta, steps), median_ms(tu, steps), median_ms(tx, steps),
-               median_ms(tk, steps), median_ms(tw, steps));
+               median_ms(tk, steps), median_ms(tw, steps), comm_only);
     }
     free(params), free(grads), free(vel), free(buffers), free(ws), free(x), free(y), free(t);
     free(tc), free(ta), free(tu), free(tx), free(tw), free(tk), free(gcopy);
