@@ -69,6 +69,7 @@ WORKLOADS = [
     ("batch-norm net, batch 64", "specs/bnnet.yaml", "train", (1990, "img/s"), 3.0),
     ("VGG-16 on 3x32x32, batch 32", "specs/vgg16_cifar.yaml", "train", (131, "img/s"), 1.2),
     ("MLP 256->512->512->16, batch 128", "bench/specs/mlp.yaml", "train", None, 1.5),
+    ("ResNet-20 (1x28x28), batch 64", "bench/specs/resnet20_b64.yaml", "train", None, 1.5),
     ("3x3 conv 64->64 on 56x56, batch 8, fwd", "bench/specs/conv64.yaml", "fwd", None, None),
     ("3x3 conv 64->64 on 56x56, batch 8, fwd+bwd", "bench/specs/conv64.yaml", "train_dx", (346, "GFLOP/s"), 1.0),
     ("3x3 conv 3->64 on 224x224, batch 4, fwd", "bench/specs/conv3_224.yaml", "fwd", None, None),

@@ -6,11 +6,18 @@ Same network (tests/torch_ref.py's build_model: the torch.nn.Sequential whose st
 the trainer's .npz files load into), same data (the IDX files in
 /usr/share/datasets/fashion-mnist, uint8 / 255), same split (the last --val training images
 are the validation set), same hyperparameters (the spec's train: section, overridable
-below), same schedule (StepLR / CosineAnnealingLR stepped once an epoch), same minibatch
-SGD (a fresh permutation every epoch, the last partial batch kept), same early stopping
+below), same optimizer (torch.optim.SGD / Adam / AdamW with the spec's momentum or betas,
+eps, weight_decay), same schedule (StepLR / CosineAnnealingLR stepped once an epoch, after
+`warmup` epochs of LinearLR(start_factor=1/(warmup+1)) through SequentialLR, the trainer's
+definition), same augmentation of training batches (`augment: {crop: P, flip: true}`: per
+sample, zero padding by P and a random PxP-offset crop, then a horizontal flip with
+probability 1/2, as torchvision's RandomCrop(padding=P) + RandomHorizontalFlip; drawn from
+PyTorch's generator), same minibatches (a fresh permutation every epoch, the last partial
+batch kept), same early stopping
 (validation loss every epoch, stop after --patience epochs without improvement, restore the
 best state_dict incl. batch-norm buffers), model.eval() for validation and test.
-Not the same: the initial weights and the permutations (PyTorch's own RNG, --seed).
+Not the same: the initial weights, the permutations and the augmentation draws (PyTorch's
+own RNG, --seed).
 
 usage: /usr/bin/python3 bench/torch_train.py specs/lenet5.yaml [--epochs E] [--lr LR] ...
 """
@@ -22,6 +29,7 @@ import os
 import struct
 import sys
 import time
+import warnings
 
 import numpy as np
 import torch
@@ -31,6 +39,8 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 import torch_ref  # noqa: E402
 
 DATA = "/usr/share/datasets/fashion-mnist"
+# SequentialLR passes an epoch to the schedulers it switches to (torch 1.13 warns about it)
+warnings.filterwarnings("ignore", message="The epoch parameter in `scheduler.step", category=UserWarning)
 
 
 def read_idx(path):
@@ -49,6 +59,40 @@ def load(prefix, data_dir):
     y = read_idx(os.path.join(data_dir, f"{prefix}-labels-idx1-ubyte.gz"))
     x = torch.from_numpy(x.astype(np.float32) / np.float32(255.0)).unsqueeze(1)
     return x, torch.from_numpy(y.astype(np.int64))
+
+
+def augment(x, crop, flip):
+    """x [N, C, H, W]: per sample a random crop of the zero-padded image and a flip with
+    probability 1/2 (the trainer's train.augment, with PyTorch's random numbers)."""
+    n, _, h, w = x.shape
+    if crop:
+        xp = nn.functional.pad(x, (crop, crop, crop, crop))
+        oy = torch.randint(0, 2 * crop + 1, (n,)).tolist()
+        ox = torch.randint(0, 2 * crop + 1, (n,)).tolist()
+        x = torch.stack([xp[i, :, oy[i]:oy[i] + h, ox[i]:ox[i] + w] for i in range(n)])
+    if flip:
+        fl = torch.rand(n) < 0.5
+        x = torch.where(fl[:, None, None, None], x.flip(-1), x)
+    return x
+
+
+def make_scheduler(opt, tr):
+    """The trainer's cg_lr_warmup_at: `warmup` epochs of lr (e+1)/(warmup+1), then the
+    schedule over the remaining epochs; stepped once an epoch."""
+    k, e = tr["warmup"], tr["epochs"]
+    if tr["schedule"] == "step":
+        main = torch.optim.lr_scheduler.StepLR(opt, step_size=tr["step_size"], gamma=tr["gamma"])
+    elif tr["schedule"] == "cosine":
+        main = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, e - k))
+    else:
+        main = None
+    if not k:
+        return main
+    warm = torch.optim.lr_scheduler.LinearLR(opt, start_factor=1 / (k + 1), end_factor=1.0,
+                                             total_iters=k)
+    if main is None:
+        main = torch.optim.lr_scheduler.ConstantLR(opt, factor=1.0, total_iters=0)
+    return torch.optim.lr_scheduler.SequentialLR(opt, [warm, main], milestones=[k])
 
 
 def evaluate(model, x, y, batch=1000):
@@ -71,6 +115,13 @@ def main():
     ap.add_argument("--lr", type=float)
     ap.add_argument("--momentum", type=float)
     ap.add_argument("--weight-decay", type=float)
+    ap.add_argument("--optimizer", choices=["sgd", "adam", "adamw"])
+    ap.add_argument("--beta1", type=float)
+    ap.add_argument("--beta2", type=float)
+    ap.add_argument("--eps", type=float)
+    ap.add_argument("--warmup", type=int)
+    ap.add_argument("--crop", type=int)
+    ap.add_argument("--flip", action=argparse.BooleanOptionalAction, default=None)
     ap.add_argument("--schedule", choices=["constant", "step", "cosine"])
     ap.add_argument("--step-size", type=int)
     ap.add_argument("--gamma", type=float)
@@ -86,8 +137,12 @@ def main():
     spec = torch_ref.load_spec(a.spec)
     tr = dict(batch=32, epochs=10, lr=0.01, momentum=0.0, weight_decay=0.0,
               schedule="constant", step_size=10, gamma=0.1, patience=5, normalize=False,
-              monitor="loss")
+              monitor="loss", optimizer="sgd", betas=[0.9, 0.999], eps=1e-8, warmup=0,
+              augment={})
     tr.update(spec.get("train") or {})
+    tr["beta1"], tr["beta2"] = tr.pop("betas")
+    aug = tr.pop("augment") or {}
+    tr["crop"], tr["flip"] = int(aug.get("crop", 0)), bool(aug.get("flip", False))
     for k in list(tr):
         v = getattr(a, k, None)
         if v is not None:
@@ -106,19 +161,22 @@ def main():
         xtr, xv, xt = (xtr - m) / s, (xv - m) / s, (xt - m) / s
 
     model = torch_ref.build_model(spec)
-    opt = torch.optim.SGD(model.parameters(), lr=tr["lr"], momentum=tr["momentum"],
-                          weight_decay=tr["weight_decay"])
-    if tr["schedule"] == "step":
-        sched = torch.optim.lr_scheduler.StepLR(opt, step_size=tr["step_size"], gamma=tr["gamma"])
-    elif tr["schedule"] == "cosine":
-        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=tr["epochs"])
+    if tr["optimizer"] == "sgd":
+        opt = torch.optim.SGD(model.parameters(), lr=tr["lr"], momentum=tr["momentum"],
+                              weight_decay=tr["weight_decay"])
+        optim = f"SGD momentum {tr['momentum']}"
     else:
-        sched = None
+        cls = torch.optim.Adam if tr["optimizer"] == "adam" else torch.optim.AdamW
+        opt = cls(model.parameters(), lr=tr["lr"], betas=(tr["beta1"], tr["beta2"]),
+                  eps=tr["eps"], weight_decay=tr["weight_decay"])
+        optim = f"{cls.__name__} betas ({tr['beta1']}, {tr['beta2']}) eps {tr['eps']}"
+    sched = make_scheduler(opt, tr)
     B = tr["batch"]
     print(f"torch {torch.__version__}: {spec['name']}, {n} train / {len(xv)} val / {len(xt)} "
-          f"test, {tr['epochs']} epochs, batch {B}, lr {tr['lr']} ({tr['schedule']}), momentum "
-          f"{tr['momentum']}, weight decay {tr['weight_decay']}, patience {tr['patience']}, "
-          f"{a.threads} threads", flush=True)
+          f"test, {tr['epochs']} epochs, batch {B}, lr {tr['lr']} ({tr['schedule']}, warmup "
+          f"{tr['warmup']}), {optim}, weight decay {tr['weight_decay']}, augment crop "
+          f"{tr['crop']} flip {tr['flip']}, patience {tr['patience']}, {a.threads} threads",
+          flush=True)
     best, best_state, best_epoch, bad = math.inf, None, 0, 0
     t0 = time.time()
     for ep in range(tr["epochs"]):
@@ -127,7 +185,10 @@ def main():
         total = 0.0
         for i in range(0, n, B):
             idx = perm[i:i + B]
-            out = model(xtr[idx]).flatten(1)
+            xb = xtr[idx]
+            if tr["crop"] or tr["flip"]:
+                xb = augment(xb, tr["crop"], tr["flip"])
+            out = model(xb).flatten(1)
             loss = nn.functional.cross_entropy(out, ytr[idx])
             opt.zero_grad()
             loss.backward()

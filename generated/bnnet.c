@@ -64,7 +64,8 @@ static inline __attribute__((unused)) float vsum_(const cg_v *v) { float s = 0.0
  * schedule lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=2,TCI=1] threaded */
 static void l00_conv2d_forward(const float *restrict P, const float *restrict x, float *restrict y)
 {
-    const float *restrict w = P + 0;
+    /* x [1x28x28][lanes], y [64x28x28][lanes] */
+    const float *restrict w = P;
     CG_PARALLEL_FOR
     for (int cb = 0; cb < 4; cb++) {
         for (int v0 = 0; v0 < 4; v0 += 1) {
@@ -1343,7 +1344,8 @@ static void l00_conv2d_forward(const float *restrict P, const float *restrict x,
 
 static void l00_conv2d_backward(float *restrict G, const float *restrict x, const float *restrict dy)
 {
-    float *restrict gw = G + 0;
+    /* x [1x28x28][lanes], y [64x28x28][lanes] */
+    float *restrict gw = G;
     CG_PARALLEL_FOR
     for (int cb = 0; cb < 32; cb++) {
         const float *restrict dyb = dy + cb*100352;
@@ -1453,7 +1455,8 @@ static void l00_conv2d_backward(float *restrict G, const float *restrict x, cons
 
 static void l00_conv2d_backward_dx(const float *restrict P, const float *restrict dy, float *restrict dx)
 {
-    const float *restrict w = P + 0;
+    /* x [1x28x28][lanes], y [64x28x28][lanes] */
+    const float *restrict w = P;
     CG_PARALLEL_FOR
     for (int v0 = 0; v0 < 4; v0 += 2) {
         float *restrict dxb = dx + 0 + v0 * 16;
@@ -1745,8 +1748,9 @@ static void l00_conv2d_backward_dx(const float *restrict P, const float *restric
  * schedule lanes: fwd lanes dw lanes dx with dw threaded */
 static void l01_batchnorm_forward(const float *restrict P, float *restrict B, float *restrict S, const float *restrict x, float *restrict y, int nb, int training)
 {
-    const float *restrict gamma = P + 576, *restrict beta = P + 640;
-    float *restrict rmean = B + 0, *restrict rvar = B + 64, *restrict nbt = B + 128;
+    /* x [64x28x28][lanes], y [64x28x28][lanes] */
+    const float *restrict gamma = P, *restrict beta = P + 64;
+    float *restrict rmean = B, *restrict rvar = B + 64, *restrict nbt = B + 128;
     const int m = nb * 784; /* values per channel */
     if (training) {
         cg_v mask[4];
@@ -1802,8 +1806,9 @@ static void l01_batchnorm_forward(const float *restrict P, float *restrict B, fl
 
 static void l01_batchnorm_backward(const float *restrict P, float *restrict G, float *restrict S, const float *restrict x, const float *restrict dy, float *restrict dx, int nb)
 {
-    const float *restrict gamma = P + 576;
-    float *restrict ggamma = G + 576, *restrict gbeta = G + 640;
+    /* x [64x28x28][lanes], y [64x28x28][lanes] */
+    const float *restrict gamma = P;
+    float *restrict ggamma = G, *restrict gbeta = G + 64;
     const int m = nb * 784;
     cg_v mask[4];
     for (int v = 0; v < 4; v++)
@@ -1840,6 +1845,7 @@ static void l01_batchnorm_backward(const float *restrict P, float *restrict G, f
  * schedule lanes: fwd lanes dw lanes dx with dw threaded */
 static void l02_relu_forward(const float *restrict x, float *restrict y)
 {
+    /* x [64x28x28][lanes], y [64x28x28][lanes] */
     CG_PARALLEL_FOR
     for (int i = 0; i < 3211264; i++)
         y[i] = x[i] > 0.0f ? x[i] : 0.0f;
@@ -1847,6 +1853,7 @@ static void l02_relu_forward(const float *restrict x, float *restrict y)
 
 static void l02_relu_backward(const float *restrict y, const float *restrict dy, float *restrict dx)
 {
+    /* x [64x28x28][lanes], y [64x28x28][lanes] */
     CG_PARALLEL_FOR
     for (int i = 0; i < 3211264; i++)
         dx[i] = y[i] > 0.0f ? dy[i] : 0.0f;
@@ -1856,6 +1863,7 @@ static void l02_relu_backward(const float *restrict y, const float *restrict dy,
  * schedule lanes: fwd lanes dw lanes dx with dw */
 static void l03_maxpool2d_forward(const float *restrict x, float *restrict y)
 {
+    /* x [64x28x28][lanes], y [64x14x14][lanes] */
     for (int c = 0; c < 64; c++) {
         const float *restrict xc = x + c * 50176;
         float *restrict yc = y + c * 12544;
@@ -1876,6 +1884,7 @@ static void l03_maxpool2d_forward(const float *restrict x, float *restrict y)
 
 static void l03_maxpool2d_backward(const float *restrict x, const float *restrict dy, float *restrict dx)
 {
+    /* x [64x28x28][lanes], y [64x14x14][lanes] */
     memset(dx, 0, sizeof(float) * 3211264);
     for (int c = 0; c < 64; c++) {
         const float *restrict xc = x + c * 50176;
@@ -1904,7 +1913,8 @@ static void l03_maxpool2d_backward(const float *restrict x, const float *restric
  * schedule lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16] threaded */
 static void l04_conv2d_forward(const float *restrict P, const float *restrict x, float *restrict y)
 {
-    const float *restrict w = P + 704;
+    /* x [64x14x14][lanes], y [128x14x14][lanes] */
+    const float *restrict w = P;
     CG_PARALLEL_FOR
     for (int cb = 0; cb < 8; cb++) {
         for (int v0 = 0; v0 < 4; v0 += 1) {
@@ -3201,7 +3211,8 @@ static void l04_conv2d_forward(const float *restrict P, const float *restrict x,
 
 static void l04_conv2d_backward(float *restrict G, const float *restrict x, const float *restrict dy)
 {
-    float *restrict gw = G + 704;
+    /* x [64x14x14][lanes], y [128x14x14][lanes] */
+    float *restrict gw = G;
     CG_PARALLEL_FOR
     for (int cb = 0; cb < 64; cb++) {
         const float *restrict dyb = dy + cb*25088;
@@ -3313,7 +3324,8 @@ static void l04_conv2d_backward(float *restrict G, const float *restrict x, cons
 
 static void l04_conv2d_backward_dx(const float *restrict P, const float *restrict dy, float *restrict dx)
 {
-    const float *restrict w = P + 704;
+    /* x [64x14x14][lanes], y [128x14x14][lanes] */
+    const float *restrict w = P;
     CG_PARALLEL_FOR
     for (int cib = 0; cib < 4; cib++) {
         for (int v0 = 0; v0 < 4; v0 += 1) {
@@ -4612,8 +4624,9 @@ static void l04_conv2d_backward_dx(const float *restrict P, const float *restric
  * schedule lanes: fwd lanes dw lanes dx with dw threaded */
 static void l05_batchnorm_forward(const float *restrict P, float *restrict B, float *restrict S, const float *restrict x, float *restrict y, int nb, int training)
 {
-    const float *restrict gamma = P + 74432, *restrict beta = P + 74560;
-    float *restrict rmean = B + 129, *restrict rvar = B + 257, *restrict nbt = B + 385;
+    /* x [128x14x14][lanes], y [128x14x14][lanes] */
+    const float *restrict gamma = P, *restrict beta = P + 128;
+    float *restrict rmean = B, *restrict rvar = B + 128, *restrict nbt = B + 256;
     const int m = nb * 196; /* values per channel */
     if (training) {
         cg_v mask[4];
@@ -4669,8 +4682,9 @@ static void l05_batchnorm_forward(const float *restrict P, float *restrict B, fl
 
 static void l05_batchnorm_backward(const float *restrict P, float *restrict G, float *restrict S, const float *restrict x, const float *restrict dy, float *restrict dx, int nb)
 {
-    const float *restrict gamma = P + 74432;
-    float *restrict ggamma = G + 74432, *restrict gbeta = G + 74560;
+    /* x [128x14x14][lanes], y [128x14x14][lanes] */
+    const float *restrict gamma = P;
+    float *restrict ggamma = G, *restrict gbeta = G + 128;
     const int m = nb * 196;
     cg_v mask[4];
     for (int v = 0; v < 4; v++)
@@ -4707,6 +4721,7 @@ static void l05_batchnorm_backward(const float *restrict P, float *restrict G, f
  * schedule lanes: fwd lanes dw lanes dx with dw threaded */
 static void l06_relu_forward(const float *restrict x, float *restrict y)
 {
+    /* x [128x14x14][lanes], y [128x14x14][lanes] */
     CG_PARALLEL_FOR
     for (int i = 0; i < 1605632; i++)
         y[i] = x[i] > 0.0f ? x[i] : 0.0f;
@@ -4714,6 +4729,7 @@ static void l06_relu_forward(const float *restrict x, float *restrict y)
 
 static void l06_relu_backward(const float *restrict y, const float *restrict dy, float *restrict dx)
 {
+    /* x [128x14x14][lanes], y [128x14x14][lanes] */
     CG_PARALLEL_FOR
     for (int i = 0; i < 1605632; i++)
         dx[i] = y[i] > 0.0f ? dy[i] : 0.0f;
@@ -4723,6 +4739,7 @@ static void l06_relu_backward(const float *restrict y, const float *restrict dy,
  * schedule lanes: fwd lanes dw lanes dx with dw */
 static void l07_maxpool2d_forward(const float *restrict x, float *restrict y)
 {
+    /* x [128x14x14][lanes], y [128x7x7][lanes] */
     for (int c = 0; c < 128; c++) {
         const float *restrict xc = x + c * 12544;
         float *restrict yc = y + c * 3136;
@@ -4743,6 +4760,7 @@ static void l07_maxpool2d_forward(const float *restrict x, float *restrict y)
 
 static void l07_maxpool2d_backward(const float *restrict x, const float *restrict dy, float *restrict dx)
 {
+    /* x [128x14x14][lanes], y [128x7x7][lanes] */
     memset(dx, 0, sizeof(float) * 1605632);
     for (int c = 0; c < 128; c++) {
         const float *restrict xc = x + c * 12544;
@@ -4771,8 +4789,9 @@ static void l07_maxpool2d_backward(const float *restrict x, const float *restric
  * schedule lanes: fwd lanes[TB=4,TR=4] dw gemm[TI=4,TO=4] dx lanes[TB=4,TR=4] threaded */
 static void l09_dense_forward(const float *restrict P, const float *restrict x, float *restrict y)
 {
-    const float *restrict w = P + 74688;
-    const float *restrict b = P + 877504;
+    /* x [6272][lanes], y [128][lanes] */
+    const float *restrict w = P;
+    const float *restrict b = P + 802816;
     CG_PARALLEL_FOR
     for (int o0 = 0; o0 < 128; o0 += 4) {
         for (int v0 = 0; v0 < 4; v0 += 4) {
@@ -4800,8 +4819,9 @@ static void l09_dense_forward(const float *restrict P, const float *restrict x, 
 
 static void l09_dense_backward(float *restrict G, const float *restrict x, const float *restrict dy)
 {
-    float *restrict gw = G + 74688;
-    float *restrict gb = G + 877504;
+    /* x [6272][lanes], y [128][lanes] */
+    float *restrict gw = G;
+    float *restrict gb = G + 802816;
     CG_PARALLEL_FOR
     for (int o = 0; o < 128; o++) {
         cg_v s = vsplat(0.0f);
@@ -4832,7 +4852,8 @@ static void l09_dense_backward(float *restrict G, const float *restrict x, const
 
 static void l09_dense_backward_dx(const float *restrict P, const float *restrict dy, float *restrict dx)
 {
-    const float *restrict w = P + 74688;
+    /* x [6272][lanes], y [128][lanes] */
+    const float *restrict w = P;
     CG_PARALLEL_FOR
     for (int i0 = 0; i0 < 6272; i0 += 4) {
         for (int v0 = 0; v0 < 4; v0 += 4) {
@@ -4862,8 +4883,9 @@ static void l09_dense_backward_dx(const float *restrict P, const float *restrict
  * schedule lanes: fwd lanes dw lanes dx with dw */
 static void l10_batchnorm_forward(const float *restrict P, float *restrict B, float *restrict S, const float *restrict x, float *restrict y, int nb, int training)
 {
-    const float *restrict gamma = P + 877632, *restrict beta = P + 877760;
-    float *restrict rmean = B + 386, *restrict rvar = B + 514, *restrict nbt = B + 642;
+    /* x [128][lanes], y [128][lanes] */
+    const float *restrict gamma = P, *restrict beta = P + 128;
+    float *restrict rmean = B, *restrict rvar = B + 128, *restrict nbt = B + 256;
     const int m = nb * 1; /* values per channel */
     if (training) {
         cg_v mask[4];
@@ -4916,8 +4938,9 @@ static void l10_batchnorm_forward(const float *restrict P, float *restrict B, fl
 
 static void l10_batchnorm_backward(const float *restrict P, float *restrict G, float *restrict S, const float *restrict x, const float *restrict dy, float *restrict dx, int nb)
 {
-    const float *restrict gamma = P + 877632;
-    float *restrict ggamma = G + 877632, *restrict gbeta = G + 877760;
+    /* x [128][lanes], y [128][lanes] */
+    const float *restrict gamma = P;
+    float *restrict ggamma = G, *restrict gbeta = G + 128;
     const int m = nb * 1;
     cg_v mask[4];
     for (int v = 0; v < 4; v++)
@@ -4953,12 +4976,14 @@ static void l10_batchnorm_backward(const float *restrict P, float *restrict G, f
  * schedule lanes: fwd lanes dw lanes dx with dw */
 static void l11_relu_forward(const float *restrict x, float *restrict y)
 {
+    /* x [128][lanes], y [128][lanes] */
     for (int i = 0; i < 8192; i++)
         y[i] = x[i] > 0.0f ? x[i] : 0.0f;
 }
 
 static void l11_relu_backward(const float *restrict y, const float *restrict dy, float *restrict dx)
 {
+    /* x [128][lanes], y [128][lanes] */
     for (int i = 0; i < 8192; i++)
         dx[i] = y[i] > 0.0f ? dy[i] : 0.0f;
 }
@@ -4967,8 +4992,9 @@ static void l11_relu_backward(const float *restrict y, const float *restrict dy,
  * schedule lanes: fwd lanes[TB=4,TR=4] dw gemm[TI=8,TO=2] dx lanes[TB=4,TR=4] */
 static void l12_dense_forward(const float *restrict P, const float *restrict x, float *restrict y)
 {
-    const float *restrict w = P + 877888;
-    const float *restrict b = P + 879168;
+    /* x [128][lanes], y [10][lanes] */
+    const float *restrict w = P;
+    const float *restrict b = P + 1280;
     for (int o0 = 0; o0 < 8; o0 += 4) {
         for (int v0 = 0; v0 < 4; v0 += 4) {
             {
@@ -5009,8 +5035,9 @@ static void l12_dense_forward(const float *restrict P, const float *restrict x, 
 
 static void l12_dense_backward(float *restrict G, const float *restrict x, const float *restrict dy)
 {
-    float *restrict gw = G + 877888;
-    float *restrict gb = G + 879168;
+    /* x [128][lanes], y [10][lanes] */
+    float *restrict gw = G;
+    float *restrict gb = G + 1280;
     for (int o = 0; o < 10; o++) {
         cg_v s = vsplat(0.0f);
         for (int v = 0; v < 4; v++) s += VLOAD(dy + (size_t)o * 64 + v * 16);
@@ -5033,7 +5060,8 @@ static void l12_dense_backward(float *restrict G, const float *restrict x, const
 
 static void l12_dense_backward_dx(const float *restrict P, const float *restrict dy, float *restrict dx)
 {
-    const float *restrict w = P + 877888;
+    /* x [128][lanes], y [10][lanes] */
+    const float *restrict w = P;
     for (int i0 = 0; i0 < 128; i0 += 4) {
         for (int v0 = 0; v0 < 4; v0 += 4) {
             {
@@ -5058,49 +5086,82 @@ static void l12_dense_backward_dx(const float *restrict P, const float *restrict
     }
 }
 
+/* Workspace regions, in floats (NAME.h gives the total). */
+#define XIN     0 /* the input, [1x28x28][lanes] */
+#define A00     50176 /* layer 0 (conv2d) output, [64x28x28][lanes] */
+#define A01     3261440 /* layer 1 (batchnorm) output, [64x28x28][lanes] */
+#define S01     15730304 /* layer 1 (batchnorm) scratch */
+#define A02     6472704 /* layer 2 (relu) output, [64x28x28][lanes] */
+#define A03     9683968 /* layer 3 (maxpool2d) output, [64x14x14][lanes] */
+#define A04     10486784 /* layer 4 (conv2d) output, [128x14x14][lanes] */
+#define A05     12092416 /* layer 5 (batchnorm) output, [128x14x14][lanes] */
+#define S05     15730432 /* layer 5 (batchnorm) scratch */
+#define A06     13698048 /* layer 6 (relu) output, [128x14x14][lanes] */
+#define A07     15303680 /* layer 7 (maxpool2d) output, [128x7x7][lanes] */
+#define A09     15705088 /* layer 9 (dense) output, [128][lanes] */
+#define A10     15713280 /* layer 10 (batchnorm) output, [128][lanes] */
+#define S10     15730688 /* layer 10 (batchnorm) scratch */
+#define A11     15721472 /* layer 11 (relu) output, [128][lanes] */
+#define A12     15729664 /* layer 12 (dense) output, [10][lanes] */
+#define OUT     15730944 /* the output, [N][10] */
+#define DOUT    15731584 /* dLoss/dOutput, [N][10] */
+#define DOUT_L  15732224 /* dLoss/dOutput, [10][lanes] */
+#define D11     15732864 /* gradient arena: dLoss/d(layer 11 output) */
+#define D10     15741056 /* gradient arena: dLoss/d(layer 10 output) */
+#define D09     15732864 /* gradient arena: dLoss/d(layer 9 output) */
+#define D08     17338496 /* gradient arena: dLoss/d(layer 8 output) */
+#define D06     15732864 /* gradient arena: dLoss/d(layer 6 output) */
+#define D05     17338496 /* gradient arena: dLoss/d(layer 5 output) */
+#define D04     15732864 /* gradient arena: dLoss/d(layer 4 output) */
+#define D03     18944128 /* gradient arena: dLoss/d(layer 3 output) */
+#define D02     15732864 /* gradient arena: dLoss/d(layer 2 output) */
+#define D01     18944128 /* gradient arena: dLoss/d(layer 1 output) */
+#define D00     15732864 /* gradient arena: dLoss/d(layer 0 output) */
+#define DIN     18944128 /* gradient arena: dLoss/dInput */
+
 /* Forward over nb <= 64 samples; activations stay in ws for backward. */
 void bnnet_forward(const float *params, float *buffers, const float *x, float *ws, int nb, int training)
 {
-    cg_to_lanes(x, ws + 0, nb, 784, 64);
-    l00_conv2d_forward(params, ws + 0, ws + 50176);
-    l01_batchnorm_forward(params, buffers, ws + 15730304, ws + 50176, ws + 3261440, nb, training);
-    l02_relu_forward(ws + 3261440, ws + 6472704);
-    l03_maxpool2d_forward(ws + 6472704, ws + 9683968);
-    l04_conv2d_forward(params, ws + 9683968, ws + 10486784);
-    l05_batchnorm_forward(params, buffers, ws + 15730432, ws + 10486784, ws + 12092416, nb, training);
-    l06_relu_forward(ws + 12092416, ws + 13698048);
-    l07_maxpool2d_forward(ws + 13698048, ws + 15303680);
+    cg_to_lanes(x, ws + XIN, nb, 784, 64);
+    l00_conv2d_forward(params, ws + XIN, ws + A00);
+    l01_batchnorm_forward(params + 576, buffers, ws + S01, ws + A00, ws + A01, nb, training);
+    l02_relu_forward(ws + A01, ws + A02);
+    l03_maxpool2d_forward(ws + A02, ws + A03);
+    l04_conv2d_forward(params + 704, ws + A03, ws + A04);
+    l05_batchnorm_forward(params + 74432, buffers + 129, ws + S05, ws + A04, ws + A05, nb, training);
+    l06_relu_forward(ws + A05, ws + A06);
+    l07_maxpool2d_forward(ws + A06, ws + A07);
     /* layer 8: flatten is a view of its input */
-    l09_dense_forward(params, ws + 15303680, ws + 15705088);
-    l10_batchnorm_forward(params, buffers, ws + 15730688, ws + 15705088, ws + 15713280, nb, training);
-    l11_relu_forward(ws + 15713280, ws + 15721472);
-    l12_dense_forward(params, ws + 15721472, ws + 15729664);
-    cg_from_lanes(ws + 15729664, ws + 15730944, nb, 10, 64);
+    l09_dense_forward(params + 74688, ws + A07, ws + A09);
+    l10_batchnorm_forward(params + 877632, buffers + 386, ws + S10, ws + A09, ws + A10, nb, training);
+    l11_relu_forward(ws + A10, ws + A11);
+    l12_dense_forward(params + 877888, ws + A11, ws + A12);
+    cg_from_lanes(ws + A12, ws + OUT, nb, 10, 64);
 }
 
-/* Backward after a training forward: dLoss/dOutput at ws + 15731584; grads accumulate. */
+/* Backward after a training forward: dLoss/dOutput at ws + DOUT (15731584); grads accumulate. */
 void bnnet_backward(const float *params, float *grads, const float *x, float *dx, float *ws, int nb)
 {
+    cg_to_lanes(ws + DOUT, ws + DOUT_L, nb, 10, 64);
     (void)x;
-    cg_to_lanes(ws + 15731584, ws + 15732224, nb, 10, 64);
-    l12_dense_backward(grads, ws + 15721472, ws + 15732224);
-    l12_dense_backward_dx(params, ws + 15732224, ws + 15732864);
-    l11_relu_backward(ws + 15721472, ws + 15732864, ws + 18944128);
-    l10_batchnorm_backward(params, grads, ws + 15730688, ws + 15705088, ws + 18944128, ws + 15732864, nb);
-    l09_dense_backward(grads, ws + 15303680, ws + 15732864);
-    l09_dense_backward_dx(params, ws + 15732864, ws + 18944128);
+    l12_dense_backward(grads + 877888, ws + A11, ws + DOUT_L);
+    l12_dense_backward_dx(params + 877888, ws + DOUT_L, ws + D11);
+    l11_relu_backward(ws + A11, ws + D11, ws + D10);
+    l10_batchnorm_backward(params + 877632, grads + 877632, ws + S10, ws + A09, ws + D10, ws + D09, nb);
+    l09_dense_backward(grads + 74688, ws + A07, ws + D09);
+    l09_dense_backward_dx(params + 74688, ws + D09, ws + D08);
     /* layer 8: flatten passes the gradient through */
-    l07_maxpool2d_backward(ws + 13698048, ws + 18944128, ws + 15732864);
-    l06_relu_backward(ws + 13698048, ws + 15732864, ws + 18944128);
-    l05_batchnorm_backward(params, grads, ws + 15730432, ws + 10486784, ws + 18944128, ws + 15732864, nb);
-    l04_conv2d_backward(grads, ws + 9683968, ws + 15732864);
-    l04_conv2d_backward_dx(params, ws + 15732864, ws + 18944128);
-    l03_maxpool2d_backward(ws + 6472704, ws + 18944128, ws + 15732864);
-    l02_relu_backward(ws + 6472704, ws + 15732864, ws + 18944128);
-    l01_batchnorm_backward(params, grads, ws + 15730304, ws + 50176, ws + 18944128, ws + 15732864, nb);
-    l00_conv2d_backward(grads, ws + 0, ws + 15732864);
-    if (dx) l00_conv2d_backward_dx(params, ws + 15732864, ws + 18944128);
-    if (dx) cg_from_lanes(ws + 18944128, dx, nb, 784, 64);
+    l07_maxpool2d_backward(ws + A06, ws + D08, ws + D06);
+    l06_relu_backward(ws + A06, ws + D06, ws + D05);
+    l05_batchnorm_backward(params + 74432, grads + 74432, ws + S05, ws + A04, ws + D05, ws + D04, nb);
+    l04_conv2d_backward(grads + 704, ws + A03, ws + D04);
+    l04_conv2d_backward_dx(params + 704, ws + D04, ws + D03);
+    l03_maxpool2d_backward(ws + A02, ws + D03, ws + D02);
+    l02_relu_backward(ws + A02, ws + D02, ws + D01);
+    l01_batchnorm_backward(params + 576, grads + 576, ws + S01, ws + A00, ws + D01, ws + D00, nb);
+    l00_conv2d_backward(grads, ws + XIN, ws + D00);
+    if (dx) l00_conv2d_backward_dx(params, ws + D00, ws + DIN);
+    if (dx) cg_from_lanes(ws + DIN, dx, nb, 784, 64);
 }
 
 static const cg_tensor bnnet_tensors[] = {
@@ -5127,62 +5188,79 @@ static const cg_tensor bnnet_tensors[] = {
     {"12.bias", CG_PARAM, 12, 1, {10, 0, 0, 0}, 879168, 10, CG_INIT_BIAS_UNIFORM, 128},
 };
 
+/* what each layer reads: earlier layers' outputs by index, -1 the network's input */
+static const int bnnet_inputs[] = {
+    -1, /* 0: conv2d */
+    0, /* 1: batchnorm */
+    1, /* 2: relu */
+    2, /* 3: maxpool2d */
+    3, /* 4: conv2d */
+    4, /* 5: batchnorm */
+    5, /* 6: relu */
+    6, /* 7: maxpool2d */
+    7, /* 8: flatten */
+    8, /* 9: dense */
+    9, /* 10: batchnorm */
+    10, /* 11: relu */
+    11, /* 12: dense */
+};
+
 static const cg_layer bnnet_layers[] = {
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {1, 28, 28}, .ndim_out = 3, .out_shape = {64, 28, 28},
      .in_size = 784, .out_size = 50176, .act_offset = 50176, .lanes = 64, .line = 13, .col = 5,
-     .schedule = "lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=2,TCI=1] threaded",
+     .schedule = "lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=2,TCI=1] threaded", .n_inputs = 1, .inputs = bnnet_inputs + 0, .name = NULL,
      .kernel = {3, 3}, .stride = {1, 1}, .pad_lo = {1, 1}, .pad_hi = {1, 1}, .dilation = {1, 1},
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "batchnorm", .ndim_in = 3, .in_shape = {64, 28, 28}, .ndim_out = 3, .out_shape = {64, 28, 28},
      .in_size = 50176, .out_size = 50176, .act_offset = 3261440, .lanes = 64, .line = 14, .col = 5,
-     .schedule = "lanes: fwd lanes dw lanes dx with dw threaded",
-     .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 1e-05f, .momentum = 0.1f},
+     .schedule = "lanes: fwd lanes dw lanes dx with dw threaded", .n_inputs = 1, .inputs = bnnet_inputs + 1, .name = NULL,
+     .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 1e-05f, .momentum = 0.1f},
     {.kind = "relu", .ndim_in = 3, .in_shape = {64, 28, 28}, .ndim_out = 3, .out_shape = {64, 28, 28},
      .in_size = 50176, .out_size = 50176, .act_offset = 6472704, .lanes = 64, .line = 15, .col = 5,
-     .schedule = "lanes: fwd lanes dw lanes dx with dw threaded",
+     .schedule = "lanes: fwd lanes dw lanes dx with dw threaded", .n_inputs = 1, .inputs = bnnet_inputs + 2, .name = NULL,
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "maxpool2d", .ndim_in = 3, .in_shape = {64, 28, 28}, .ndim_out = 3, .out_shape = {64, 14, 14},
      .in_size = 50176, .out_size = 12544, .act_offset = 9683968, .lanes = 64, .line = 16, .col = 5,
-     .schedule = "lanes: fwd lanes dw lanes dx with dw",
+     .schedule = "lanes: fwd lanes dw lanes dx with dw", .n_inputs = 1, .inputs = bnnet_inputs + 3, .name = NULL,
      .kernel = {2, 2}, .stride = {2, 2}, .pad_lo = {0, 0}, .pad_hi = {0, 0}, .dilation = {1, 1},
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {64, 14, 14}, .ndim_out = 3, .out_shape = {128, 14, 14},
      .in_size = 12544, .out_size = 25088, .act_offset = 10486784, .lanes = 64, .line = 17, .col = 5,
-     .schedule = "lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16] threaded",
+     .schedule = "lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16] threaded", .n_inputs = 1, .inputs = bnnet_inputs + 4, .name = NULL,
      .kernel = {3, 3}, .stride = {1, 1}, .pad_lo = {1, 1}, .pad_hi = {1, 1}, .dilation = {1, 1},
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "batchnorm", .ndim_in = 3, .in_shape = {128, 14, 14}, .ndim_out = 3, .out_shape = {128, 14, 14},
      .in_size = 25088, .out_size = 25088, .act_offset = 12092416, .lanes = 64, .line = 18, .col = 5,
-     .schedule = "lanes: fwd lanes dw lanes dx with dw threaded",
-     .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 1e-05f, .momentum = 0.1f},
+     .schedule = "lanes: fwd lanes dw lanes dx with dw threaded", .n_inputs = 1, .inputs = bnnet_inputs + 5, .name = NULL,
+     .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 1e-05f, .momentum = 0.1f},
     {.kind = "relu", .ndim_in = 3, .in_shape = {128, 14, 14}, .ndim_out = 3, .out_shape = {128, 14, 14},
      .in_size = 25088, .out_size = 25088, .act_offset = 13698048, .lanes = 64, .line = 19, .col = 5,
-     .schedule = "lanes: fwd lanes dw lanes dx with dw threaded",
+     .schedule = "lanes: fwd lanes dw lanes dx with dw threaded", .n_inputs = 1, .inputs = bnnet_inputs + 6, .name = NULL,
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "maxpool2d", .ndim_in = 3, .in_shape = {128, 14, 14}, .ndim_out = 3, .out_shape = {128, 7, 7},
      .in_size = 25088, .out_size = 6272, .act_offset = 15303680, .lanes = 64, .line = 20, .col = 5,
-     .schedule = "lanes: fwd lanes dw lanes dx with dw",
+     .schedule = "lanes: fwd lanes dw lanes dx with dw", .n_inputs = 1, .inputs = bnnet_inputs + 7, .name = NULL,
      .kernel = {2, 2}, .stride = {2, 2}, .pad_lo = {0, 0}, .pad_hi = {0, 0}, .dilation = {1, 1},
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "flatten", .ndim_in = 3, .in_shape = {128, 7, 7}, .ndim_out = 1, .out_shape = {6272, 0, 0},
      .in_size = 6272, .out_size = 6272, .act_offset = 15303680, .lanes = 64, .line = 21, .col = 5,
-     .schedule = "lanes: fwd lanes dw lanes dx with dw",
+     .schedule = "lanes: fwd lanes dw lanes dx with dw", .n_inputs = 1, .inputs = bnnet_inputs + 8, .name = NULL,
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "dense", .ndim_in = 1, .in_shape = {6272, 0, 0}, .ndim_out = 1, .out_shape = {128, 0, 0},
      .in_size = 6272, .out_size = 128, .act_offset = 15705088, .lanes = 64, .line = 22, .col = 5,
-     .schedule = "lanes: fwd lanes[TB=4,TR=4] dw gemm[TI=4,TO=4] dx lanes[TB=4,TR=4] threaded",
+     .schedule = "lanes: fwd lanes[TB=4,TR=4] dw gemm[TI=4,TO=4] dx lanes[TB=4,TR=4] threaded", .n_inputs = 1, .inputs = bnnet_inputs + 9, .name = NULL,
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "batchnorm", .ndim_in = 1, .in_shape = {128, 0, 0}, .ndim_out = 1, .out_shape = {128, 0, 0},
      .in_size = 128, .out_size = 128, .act_offset = 15713280, .lanes = 64, .line = 23, .col = 5,
-     .schedule = "lanes: fwd lanes dw lanes dx with dw",
-     .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 1e-05f, .momentum = 0.1f},
+     .schedule = "lanes: fwd lanes dw lanes dx with dw", .n_inputs = 1, .inputs = bnnet_inputs + 10, .name = NULL,
+     .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 1e-05f, .momentum = 0.1f},
     {.kind = "relu", .ndim_in = 1, .in_shape = {128, 0, 0}, .ndim_out = 1, .out_shape = {128, 0, 0},
      .in_size = 128, .out_size = 128, .act_offset = 15721472, .lanes = 64, .line = 24, .col = 5,
-     .schedule = "lanes: fwd lanes dw lanes dx with dw",
+     .schedule = "lanes: fwd lanes dw lanes dx with dw", .n_inputs = 1, .inputs = bnnet_inputs + 11, .name = NULL,
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "dense", .ndim_in = 1, .in_shape = {128, 0, 0}, .ndim_out = 1, .out_shape = {10, 0, 0},
      .in_size = 128, .out_size = 10, .act_offset = 15729664, .lanes = 64, .line = 25, .col = 5,
-     .schedule = "lanes: fwd lanes[TB=4,TR=4] dw gemm[TI=8,TO=2] dx lanes[TB=4,TR=4]",
+     .schedule = "lanes: fwd lanes[TB=4,TR=4] dw gemm[TI=8,TO=2] dx lanes[TB=4,TR=4]", .n_inputs = 1, .inputs = bnnet_inputs + 12, .name = NULL,
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
 };
 
@@ -5197,7 +5275,9 @@ const cg_net bnnet_net = {
     .train = {.batch = 64, .epochs = 30, .lr = 0.1f, .momentum = 0.9f, .weight_decay = 0.0005f,
               .mode = CG_MODE_MINIBATCH, .order = CG_ORDER_SHUFFLE, .schedule = CG_SCHED_COSINE, .step_size = 10, .gamma = 0.1f,
               .patience = 0, .eval_every = 0, .val = -1, .val_frac = 0.0f, .seed = 0,
-              .normalize = 0, .checkpoint_every = 0, .monitor = CG_MONITOR_ERROR},
+              .normalize = 0, .checkpoint_every = 0, .monitor = CG_MONITOR_ERROR,
+              .optimizer = CG_OPT_SGD, .beta1 = 0.9f, .beta2 = 0.999f, .eps = 1e-08f, .warmup = 0,
+              .aug_crop = 0, .aug_flip = 0},
     .forward = bnnet_forward, .backward = bnnet_backward,
 };
 

@@ -49,7 +49,8 @@ static inline __attribute__((unused)) float vsum_(const cg_v *v) { float s = 0.0
  * schedule straight: fwd straight dw straight dx with dw */
 static void l00_conv1d_forward(const float *restrict P, const float *restrict x, float *restrict y, int nb)
 {
-    const float *restrict w = P + 0;
+    /* x [N][1x10], y [N][1x8] */
+    const float *restrict w = P;
     const float *restrict b = P + 3;
     for (int n = 0; n < nb; n++) {
         const float *restrict xn = x + (size_t)n * 10;
@@ -67,8 +68,9 @@ static void l00_conv1d_forward(const float *restrict P, const float *restrict x,
 
 static void l00_conv1d_backward(const float *restrict P, float *restrict G, const float *restrict x, const float *restrict dy, float *restrict dx, int nb)
 {
-    const float *restrict w = P + 0;
-    float *restrict gw = G + 0;
+    /* x [N][1x10], y [N][1x8] */
+    const float *restrict w = P;
+    float *restrict gw = G;
     float *restrict gb = G + 3;
     for (int n = 0; n < nb; n++) {
         const float *restrict xn = x + (size_t)n * 10;
@@ -95,18 +97,23 @@ static void l00_conv1d_backward(const float *restrict P, float *restrict G, cons
     }
 }
 
+/* Workspace regions, in floats (NAME.h gives the total). */
+#define A00     0 /* layer 0 (conv1d) output, [N][1x8] */
+#define DOUT    32 /* dLoss/dOutput, [N][8] */
+#define DIN     64 /* gradient arena: dLoss/dInput */
+
 /* Forward over nb <= 4 samples; activations stay in ws for backward. */
 void lecture_conv1d_forward(const float *params, float *buffers, const float *x, float *ws, int nb, int training)
 {
     (void)buffers;
     (void)training;
-    l00_conv1d_forward(params, x, ws + 0, nb);
+    l00_conv1d_forward(params, x, ws + A00, nb);
 }
 
-/* Backward after a training forward: dLoss/dOutput at ws + 32; grads accumulate. */
+/* Backward after a training forward: dLoss/dOutput at ws + DOUT (32); grads accumulate. */
 void lecture_conv1d_backward(const float *params, float *grads, const float *x, float *dx, float *ws, int nb)
 {
-    l00_conv1d_backward(params, grads, x, ws + 32, dx ? dx : ws + 64, nb);
+    l00_conv1d_backward(params, grads, x, ws + DOUT, dx ? dx : ws + DIN, nb);
 }
 
 static const cg_tensor lecture_conv1d_tensors[] = {
@@ -114,10 +121,15 @@ static const cg_tensor lecture_conv1d_tensors[] = {
     {"0.bias", CG_PARAM, 0, 1, {1, 0, 0, 0}, 3, 1, CG_INIT_BIAS_UNIFORM, 3},
 };
 
+/* what each layer reads: earlier layers' outputs by index, -1 the network's input */
+static const int lecture_conv1d_inputs[] = {
+    -1, /* 0: conv1d */
+};
+
 static const cg_layer lecture_conv1d_layers[] = {
     {.kind = "conv1d", .ndim_in = 2, .in_shape = {1, 10, 0}, .ndim_out = 2, .out_shape = {1, 8, 0},
      .in_size = 10, .out_size = 8, .act_offset = 0, .lanes = 0, .line = 12, .col = 5,
-     .schedule = "straight: fwd straight dw straight dx with dw",
+     .schedule = "straight: fwd straight dw straight dx with dw", .n_inputs = 1, .inputs = lecture_conv1d_inputs + 0, .name = NULL,
      .kernel = {1, 3}, .stride = {1, 1}, .pad_lo = {0, 0}, .pad_hi = {0, 0}, .dilation = {1, 1},
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
 };
@@ -133,7 +145,9 @@ const cg_net lecture_conv1d_net = {
     .train = {.batch = 4, .epochs = 50, .lr = 0.05f, .momentum = 0.0f, .weight_decay = 0.0f,
               .mode = CG_MODE_MINIBATCH, .order = CG_ORDER_SHUFFLE, .schedule = CG_SCHED_CONSTANT, .step_size = 10, .gamma = 0.1f,
               .patience = 5, .eval_every = 0, .val = -1, .val_frac = 0.0f, .seed = 0,
-              .normalize = 0, .checkpoint_every = 0, .monitor = CG_MONITOR_LOSS},
+              .normalize = 0, .checkpoint_every = 0, .monitor = CG_MONITOR_LOSS,
+              .optimizer = CG_OPT_SGD, .beta1 = 0.9f, .beta2 = 0.999f, .eps = 1e-08f, .warmup = 0,
+              .aug_crop = 0, .aug_flip = 0},
     .forward = lecture_conv1d_forward, .backward = lecture_conv1d_backward,
 };
 

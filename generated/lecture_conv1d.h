@@ -14,7 +14,7 @@
 #define LECTURE_CONV1D_N_PARAMS_ALLOC ((size_t)4) /* N_PARAMS, at least 1 */
 #define LECTURE_CONV1D_N_BUFFERS ((size_t)0) /* batch-norm running statistics and counters */
 #define LECTURE_CONV1D_N_BUFFERS_ALLOC ((size_t)1) /* N_BUFFERS, at least 1 */
-#define LECTURE_CONV1D_WORKSPACE ((size_t)144) /* floats: activations, gradients, scratch */
+#define LECTURE_CONV1D_WORKSPACE ((size_t)112) /* floats: activations, gradients, scratch */
 #define LECTURE_CONV1D_OUT_OFFSET ((size_t)0) /* network output in the workspace */
 #define LECTURE_CONV1D_DOUT_OFFSET ((size_t)32) /* dLoss/dOutput goes here before backward */
 

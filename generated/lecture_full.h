@@ -14,9 +14,9 @@
 #define LECTURE_FULL_N_PARAMS_ALLOC ((size_t)649) /* N_PARAMS, at least 1 */
 #define LECTURE_FULL_N_BUFFERS ((size_t)0) /* batch-norm running statistics and counters */
 #define LECTURE_FULL_N_BUFFERS_ALLOC ((size_t)1) /* N_BUFFERS, at least 1 */
-#define LECTURE_FULL_WORKSPACE ((size_t)3592) /* floats: activations, gradients, scratch */
-#define LECTURE_FULL_OUT_OFFSET ((size_t)1176) /* network output in the workspace */
-#define LECTURE_FULL_DOUT_OFFSET ((size_t)1208) /* dLoss/dOutput goes here before backward */
+#define LECTURE_FULL_WORKSPACE ((size_t)2832) /* floats: activations, gradients, scratch */
+#define LECTURE_FULL_OUT_OFFSET ((size_t)1184) /* network output in the workspace */
+#define LECTURE_FULL_DOUT_OFFSET ((size_t)1216) /* dLoss/dOutput goes here before backward */
 
 /* lecture_full.c also defines main() (the trainer, cg_main) unless compiled with -DCNNGEN_NO_MAIN,
  * which links it into another program: docs/embedding.md. */

@@ -14,9 +14,9 @@
 #define LECTURE_HALF_N_PARAMS_ALLOC ((size_t)361) /* N_PARAMS, at least 1 */
 #define LECTURE_HALF_N_BUFFERS ((size_t)0) /* batch-norm running statistics and counters */
 #define LECTURE_HALF_N_BUFFERS_ALLOC ((size_t)1) /* N_BUFFERS, at least 1 */
-#define LECTURE_HALF_WORKSPACE ((size_t)1864) /* floats: activations, gradients, scratch */
-#define LECTURE_HALF_OUT_OFFSET ((size_t)600) /* network output in the workspace */
-#define LECTURE_HALF_DOUT_OFFSET ((size_t)632) /* dLoss/dOutput goes here before backward */
+#define LECTURE_HALF_WORKSPACE ((size_t)1680) /* floats: activations, gradients, scratch */
+#define LECTURE_HALF_OUT_OFFSET ((size_t)608) /* network output in the workspace */
+#define LECTURE_HALF_DOUT_OFFSET ((size_t)640) /* dLoss/dOutput goes here before backward */
 
 /* lecture_half.c also defines main() (the trainer, cg_main) unless compiled with -DCNNGEN_NO_MAIN,
  * which links it into another program: docs/embedding.md. */

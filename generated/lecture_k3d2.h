@@ -14,9 +14,9 @@
 #define LECTURE_K3D2_N_PARAMS_ALLOC ((size_t)169) /* N_PARAMS, at least 1 */
 #define LECTURE_K3D2_N_BUFFERS ((size_t)0) /* batch-norm running statistics and counters */
 #define LECTURE_K3D2_N_BUFFERS_ALLOC ((size_t)1) /* N_BUFFERS, at least 1 */
-#define LECTURE_K3D2_WORKSPACE ((size_t)1848) /* floats: activations, gradients, scratch */
-#define LECTURE_K3D2_OUT_OFFSET ((size_t)216) /* network output in the workspace */
-#define LECTURE_K3D2_DOUT_OFFSET ((size_t)248) /* dLoss/dOutput goes here before backward */
+#define LECTURE_K3D2_WORKSPACE ((size_t)1296) /* floats: activations, gradients, scratch */
+#define LECTURE_K3D2_OUT_OFFSET ((size_t)224) /* network output in the workspace */
+#define LECTURE_K3D2_DOUT_OFFSET ((size_t)256) /* dLoss/dOutput goes here before backward */
 
 /* lecture_k3d2.c also defines main() (the trainer, cg_main) unless compiled with -DCNNGEN_NO_MAIN,
  * which links it into another program: docs/embedding.md. */

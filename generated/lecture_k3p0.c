@@ -51,7 +51,8 @@ static inline __attribute__((unused)) float vsum_(const cg_v *v) { float s = 0.0
  * schedule straight: fwd straight dw straight dx with dw */
 static void l00_conv2d_forward(const float *restrict P, const float *restrict x, float *restrict y, int nb)
 {
-    const float *restrict w = P + 0;
+    /* x [N][2x4x4], y [N][3x2x2] */
+    const float *restrict w = P;
     const float *restrict b = P + 54;
     for (int n = 0; n < nb; n++) {
         const float *restrict xn = x + (size_t)n * 32;
@@ -121,8 +122,9 @@ static void l00_conv2d_forward(const float *restrict P, const float *restrict x,
 
 static void l00_conv2d_backward(const float *restrict P, float *restrict G, const float *restrict x, const float *restrict dy, float *restrict dx, int nb)
 {
-    const float *restrict w = P + 0;
-    float *restrict gw = G + 0;
+    /* x [N][2x4x4], y [N][3x2x2] */
+    const float *restrict w = P;
+    float *restrict gw = G;
     float *restrict gb = G + 54;
     for (int n = 0; n < nb; n++) {
         const float *restrict xn = x + (size_t)n * 32;
@@ -256,8 +258,9 @@ static void l00_conv2d_backward(const float *restrict P, float *restrict G, cons
  * schedule straight: fwd straight dw straight dx with dw */
 static void l02_dense_forward(const float *restrict P, const float *restrict x, float *restrict y, int nb)
 {
-    const float *restrict w = P + 57;
-    const float *restrict b = P + 105;
+    /* x [N][12], y [N][4] */
+    const float *restrict w = P;
+    const float *restrict b = P + 48;
     for (int n = 0; n < nb; n++) {
         const float *restrict xn = x + (size_t)n * 12;
         float *restrict yn = y + (size_t)n * 4;
@@ -282,9 +285,10 @@ static void l02_dense_forward(const float *restrict P, const float *restrict x, 
 
 static void l02_dense_backward(const float *restrict P, float *restrict G, const float *restrict x, const float *restrict dy, float *restrict dx, int nb)
 {
-    const float *restrict w = P + 57;
-    float *restrict gw = G + 57;
-    float *restrict gb = G + 105;
+    /* x [N][12], y [N][4] */
+    const float *restrict w = P;
+    float *restrict gw = G;
+    float *restrict gb = G + 48;
     for (int n = 0; n < nb; n++) {
         const float *restrict xn = x + (size_t)n * 12;
         const float *restrict dyn = dy + (size_t)n * 4;
@@ -356,22 +360,29 @@ static void l02_dense_backward(const float *restrict P, float *restrict G, const
     }
 }
 
+/* Workspace regions, in floats (NAME.h gives the total). */
+#define A00     0 /* layer 0 (conv2d) output, [N][3x2x2] */
+#define A02     96 /* layer 2 (dense) output, [N][4] */
+#define DOUT    128 /* dLoss/dOutput, [N][4] */
+#define D01     416 /* gradient arena: dLoss/d(layer 1 output) */
+#define DIN     160 /* gradient arena: dLoss/dInput */
+
 /* Forward over nb <= 8 samples; activations stay in ws for backward. */
 void lecture_k3p0_forward(const float *params, float *buffers, const float *x, float *ws, int nb, int training)
 {
     (void)buffers;
     (void)training;
-    l00_conv2d_forward(params, x, ws + 0, nb);
+    l00_conv2d_forward(params, x, ws + A00, nb);
     /* layer 1: flatten is a view of its input */
-    l02_dense_forward(params, ws + 0, ws + 96, nb);
+    l02_dense_forward(params + 57, ws + A00, ws + A02, nb);
 }
 
-/* Backward after a training forward: dLoss/dOutput at ws + 128; grads accumulate. */
+/* Backward after a training forward: dLoss/dOutput at ws + DOUT (128); grads accumulate. */
 void lecture_k3p0_backward(const float *params, float *grads, const float *x, float *dx, float *ws, int nb)
 {
-    l02_dense_backward(params, grads, ws + 0, ws + 128, ws + 160, nb);
+    l02_dense_backward(params + 57, grads + 57, ws + A00, ws + DOUT, ws + D01, nb);
     /* layer 1: flatten passes the gradient through */
-    l00_conv2d_backward(params, grads, x, ws + 160, dx ? dx : ws + 416, nb);
+    l00_conv2d_backward(params, grads, x, ws + D01, dx ? dx : ws + DIN, nb);
 }
 
 static const cg_tensor lecture_k3p0_tensors[] = {
@@ -381,19 +392,26 @@ static const cg_tensor lecture_k3p0_tensors[] = {
     {"2.bias", CG_PARAM, 2, 1, {4, 0, 0, 0}, 105, 4, CG_INIT_BIAS_UNIFORM, 12},
 };
 
+/* what each layer reads: earlier layers' outputs by index, -1 the network's input */
+static const int lecture_k3p0_inputs[] = {
+    -1, /* 0: conv2d */
+    0, /* 1: flatten */
+    1, /* 2: dense */
+};
+
 static const cg_layer lecture_k3p0_layers[] = {
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {2, 4, 4}, .ndim_out = 3, .out_shape = {3, 2, 2},
      .in_size = 32, .out_size = 12, .act_offset = 0, .lanes = 0, .line = 11, .col = 5,
-     .schedule = "straight: fwd straight dw straight dx with dw",
+     .schedule = "straight: fwd straight dw straight dx with dw", .n_inputs = 1, .inputs = lecture_k3p0_inputs + 0, .name = NULL,
      .kernel = {3, 3}, .stride = {1, 1}, .pad_lo = {0, 0}, .pad_hi = {0, 0}, .dilation = {1, 1},
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "flatten", .ndim_in = 3, .in_shape = {3, 2, 2}, .ndim_out = 1, .out_shape = {12, 0, 0},
      .in_size = 12, .out_size = 12, .act_offset = 0, .lanes = 0, .line = 12, .col = 5,
-     .schedule = "alias: fwd alias dw alias dx with dw",
+     .schedule = "alias: fwd alias dw alias dx with dw", .n_inputs = 1, .inputs = lecture_k3p0_inputs + 1, .name = NULL,
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "dense", .ndim_in = 1, .in_shape = {12, 0, 0}, .ndim_out = 1, .out_shape = {4, 0, 0},
      .in_size = 12, .out_size = 4, .act_offset = 96, .lanes = 0, .line = 13, .col = 5,
-     .schedule = "straight: fwd straight dw straight dx with dw",
+     .schedule = "straight: fwd straight dw straight dx with dw", .n_inputs = 1, .inputs = lecture_k3p0_inputs + 2, .name = NULL,
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
 };
 
@@ -408,7 +426,9 @@ const cg_net lecture_k3p0_net = {
     .train = {.batch = 8, .epochs = 20, .lr = 0.05f, .momentum = 0.9f, .weight_decay = 0.0f,
               .mode = CG_MODE_MINIBATCH, .order = CG_ORDER_SHUFFLE, .schedule = CG_SCHED_CONSTANT, .step_size = 10, .gamma = 0.1f,
               .patience = 5, .eval_every = 0, .val = -1, .val_frac = 0.0f, .seed = 0,
-              .normalize = 0, .checkpoint_every = 0, .monitor = CG_MONITOR_LOSS},
+              .normalize = 0, .checkpoint_every = 0, .monitor = CG_MONITOR_LOSS,
+              .optimizer = CG_OPT_SGD, .beta1 = 0.9f, .beta2 = 0.999f, .eps = 1e-08f, .warmup = 0,
+              .aug_crop = 0, .aug_flip = 0},
     .forward = lecture_k3p0_forward, .backward = lecture_k3p0_backward,
 };
 

@@ -14,7 +14,7 @@
 #define LECTURE_K3P0_N_PARAMS_ALLOC ((size_t)109) /* N_PARAMS, at least 1 */
 #define LECTURE_K3P0_N_BUFFERS ((size_t)0) /* batch-norm running statistics and counters */
 #define LECTURE_K3P0_N_BUFFERS_ALLOC ((size_t)1) /* N_BUFFERS, at least 1 */
-#define LECTURE_K3P0_WORKSPACE ((size_t)672) /* floats: activations, gradients, scratch */
+#define LECTURE_K3P0_WORKSPACE ((size_t)512) /* floats: activations, gradients, scratch */
 #define LECTURE_K3P0_OUT_OFFSET ((size_t)96) /* network output in the workspace */
 #define LECTURE_K3P0_DOUT_OFFSET ((size_t)128) /* dLoss/dOutput goes here before backward */
 

@@ -14,7 +14,7 @@
 #define LECTURE_K4P2_N_PARAMS_ALLOC ((size_t)535) /* N_PARAMS, at least 1 */
 #define LECTURE_K4P2_N_BUFFERS ((size_t)0) /* batch-norm running statistics and counters */
 #define LECTURE_K4P2_N_BUFFERS_ALLOC ((size_t)1) /* N_BUFFERS, at least 1 */
-#define LECTURE_K4P2_WORKSPACE ((size_t)2656) /* floats: activations, gradients, scratch */
+#define LECTURE_K4P2_WORKSPACE ((size_t)2192) /* floats: activations, gradients, scratch */
 #define LECTURE_K4P2_OUT_OFFSET ((size_t)864) /* network output in the workspace */
 #define LECTURE_K4P2_DOUT_OFFSET ((size_t)896) /* dLoss/dOutput goes here before backward */
 

@@ -63,6 +63,7 @@ static inline __attribute__((unused)) float vsum_(const cg_v *v) { float s = 0.0
  * schedule lanes+pad: fwd lanes+pad[TB=2,TC=6] dw lanes+pad[TCW=3,rows=1] dx lanes+pad[TB=2,TCI=1] threaded */
 static void l00_conv2d_forward(const float *restrict P, float *restrict S, const float *restrict x, float *restrict y)
 {
+    /* x [1x28x28][lanes], y [6x28x28][lanes] */
     float *restrict xp = S + 0;
     /* x -> zero-padded planes 32x32 (lanes) */
     CG_PARALLEL_FOR
@@ -78,7 +79,7 @@ static void l00_conv2d_forward(const float *restrict P, float *restrict S, const
         }
         memset(d + 61440, 0, sizeof(float) * 4096);
     }
-    const float *restrict w = P + 0;
+    const float *restrict w = P;
     const float *restrict bias = P + 150;
     CG_PARALLEL_FOR
     for (int v0 = 0; v0 < 4; v0 += 2) {
@@ -334,7 +335,8 @@ static void l00_conv2d_forward(const float *restrict P, float *restrict S, const
 
 static void l00_conv2d_backward(float *restrict G, float *restrict S, const float *restrict dy)
 {
-    float *restrict gw = G + 0;
+    /* x [1x28x28][lanes], y [6x28x28][lanes] */
+    float *restrict gw = G;
     float *restrict gb = G + 150;
     CG_PARALLEL_FOR
     for (int co = 0; co < 6; co++) {
@@ -457,6 +459,7 @@ static void l00_conv2d_backward(float *restrict G, float *restrict S, const floa
 
 static void l00_conv2d_backward_dx(const float *restrict P, float *restrict S, const float *restrict dy, float *restrict dx)
 {
+    /* x [1x28x28][lanes], y [6x28x28][lanes] */
     float *restrict dyp = S + 65536;
     /* dy -> zero-padded planes 32x32 (lanes) */
     CG_PARALLEL_FOR
@@ -472,7 +475,7 @@ static void l00_conv2d_backward_dx(const float *restrict P, float *restrict S, c
         }
         memset(d + 61440, 0, sizeof(float) * 4096);
     }
-    const float *restrict w = P + 0;
+    const float *restrict w = P;
     CG_PARALLEL_FOR
     for (int v0 = 0; v0 < 4; v0 += 2) {
         float *restrict dxb = dx + 0 + v0 * 16;
@@ -596,12 +599,14 @@ static void l00_conv2d_backward_dx(const float *restrict P, float *restrict S, c
  * schedule lanes: fwd lanes dw lanes dx with dw */
 static void l01_relu_forward(const float *restrict x, float *restrict y)
 {
+    /* x [6x28x28][lanes], y [6x28x28][lanes] */
     for (int i = 0; i < 301056; i++)
         y[i] = x[i] > 0.0f ? x[i] : 0.0f;
 }
 
 static void l01_relu_backward(const float *restrict y, const float *restrict dy, float *restrict dx)
 {
+    /* x [6x28x28][lanes], y [6x28x28][lanes] */
     for (int i = 0; i < 301056; i++)
         dx[i] = y[i] > 0.0f ? dy[i] : 0.0f;
 }
@@ -610,6 +615,7 @@ static void l01_relu_backward(const float *restrict y, const float *restrict dy,
  * schedule lanes: fwd lanes dw lanes dx with dw */
 static void l02_maxpool2d_forward(const float *restrict x, float *restrict y)
 {
+    /* x [6x28x28][lanes], y [6x14x14][lanes] */
     for (int c = 0; c < 6; c++) {
         const float *restrict xc = x + c * 50176;
         float *restrict yc = y + c * 12544;
@@ -630,6 +636,7 @@ static void l02_maxpool2d_forward(const float *restrict x, float *restrict y)
 
 static void l02_maxpool2d_backward(const float *restrict x, const float *restrict dy, float *restrict dx)
 {
+    /* x [6x28x28][lanes], y [6x14x14][lanes] */
     memset(dx, 0, sizeof(float) * 301056);
     for (int c = 0; c < 6; c++) {
         const float *restrict xc = x + c * 50176;
@@ -658,8 +665,9 @@ static void l02_maxpool2d_backward(const float *restrict x, const float *restric
  * schedule lanes+pad: fwd lanes[TB=1,TC=16] dw lanes[TCW=4,rows=1] dx lanes+pad[TB=2,TCI=6] threaded */
 static void l03_conv2d_forward(const float *restrict P, const float *restrict x, float *restrict y)
 {
-    const float *restrict w = P + 156;
-    const float *restrict bias = P + 2556;
+    /* x [6x14x14][lanes], y [16x10x10][lanes] */
+    const float *restrict w = P;
+    const float *restrict bias = P + 2400;
     CG_PARALLEL_FOR
     for (int v0 = 0; v0 < 4; v0 += 1) {
         const float *restrict wb = w + 0;
@@ -1186,8 +1194,9 @@ static void l03_conv2d_forward(const float *restrict P, const float *restrict x,
 
 static void l03_conv2d_backward(float *restrict G, const float *restrict x, const float *restrict dy)
 {
-    float *restrict gw = G + 156;
-    float *restrict gb = G + 2556;
+    /* x [6x14x14][lanes], y [16x10x10][lanes] */
+    float *restrict gw = G;
+    float *restrict gb = G + 2400;
     CG_PARALLEL_FOR
     for (int co = 0; co < 16; co++) {
         cg_v s = vsplat(0.0f);
@@ -1321,6 +1330,7 @@ static void l03_conv2d_backward(float *restrict G, const float *restrict x, cons
 
 static void l03_conv2d_backward_dx(const float *restrict P, float *restrict S, const float *restrict dy, float *restrict dx)
 {
+    /* x [6x14x14][lanes], y [16x10x10][lanes] */
     float *restrict dyp = S + 0;
     /* dy -> zero-padded planes 18x18 (lanes) */
     CG_PARALLEL_FOR
@@ -1336,7 +1346,7 @@ static void l03_conv2d_backward_dx(const float *restrict P, float *restrict S, c
         }
         memset(d + 16128, 0, sizeof(float) * 4608);
     }
-    const float *restrict w = P + 156;
+    const float *restrict w = P;
     CG_PARALLEL_FOR
     for (int v0 = 0; v0 < 4; v0 += 2) {
         float *restrict dxb = dx + 0 + v0 * 16;
@@ -1595,12 +1605,14 @@ static void l03_conv2d_backward_dx(const float *restrict P, float *restrict S, c
  * schedule lanes: fwd lanes dw lanes dx with dw */
 static void l04_relu_forward(const float *restrict x, float *restrict y)
 {
+    /* x [16x10x10][lanes], y [16x10x10][lanes] */
     for (int i = 0; i < 102400; i++)
         y[i] = x[i] > 0.0f ? x[i] : 0.0f;
 }
 
 static void l04_relu_backward(const float *restrict y, const float *restrict dy, float *restrict dx)
 {
+    /* x [16x10x10][lanes], y [16x10x10][lanes] */
     for (int i = 0; i < 102400; i++)
         dx[i] = y[i] > 0.0f ? dy[i] : 0.0f;
 }
@@ -1609,6 +1621,7 @@ static void l04_relu_backward(const float *restrict y, const float *restrict dy,
  * schedule lanes: fwd lanes dw lanes dx with dw */
 static void l05_maxpool2d_forward(const float *restrict x, float *restrict y)
 {
+    /* x [16x10x10][lanes], y [16x5x5][lanes] */
     for (int c = 0; c < 16; c++) {
         const float *restrict xc = x + c * 6400;
         float *restrict yc = y + c * 1600;
@@ -1629,6 +1642,7 @@ static void l05_maxpool2d_forward(const float *restrict x, float *restrict y)
 
 static void l05_maxpool2d_backward(const float *restrict x, const float *restrict dy, float *restrict dx)
 {
+    /* x [16x10x10][lanes], y [16x5x5][lanes] */
     memset(dx, 0, sizeof(float) * 102400);
     for (int c = 0; c < 16; c++) {
         const float *restrict xc = x + c * 6400;
@@ -1657,8 +1671,9 @@ static void l05_maxpool2d_backward(const float *restrict x, const float *restric
  * schedule lanes: fwd lanes[TB=4,TR=4] dw gemm[TI=5,TO=4] dx lanes[TB=4,TR=4] threaded */
 static void l07_dense_forward(const float *restrict P, const float *restrict x, float *restrict y)
 {
-    const float *restrict w = P + 2572;
-    const float *restrict b = P + 50572;
+    /* x [400][lanes], y [120][lanes] */
+    const float *restrict w = P;
+    const float *restrict b = P + 48000;
     CG_PARALLEL_FOR
     for (int o0 = 0; o0 < 120; o0 += 4) {
         for (int v0 = 0; v0 < 4; v0 += 4) {
@@ -1686,8 +1701,9 @@ static void l07_dense_forward(const float *restrict P, const float *restrict x, 
 
 static void l07_dense_backward(float *restrict G, const float *restrict x, const float *restrict dy)
 {
-    float *restrict gw = G + 2572;
-    float *restrict gb = G + 50572;
+    /* x [400][lanes], y [120][lanes] */
+    float *restrict gw = G;
+    float *restrict gb = G + 48000;
     CG_PARALLEL_FOR
     for (int o = 0; o < 120; o++) {
         cg_v s = vsplat(0.0f);
@@ -1718,7 +1734,8 @@ static void l07_dense_backward(float *restrict G, const float *restrict x, const
 
 static void l07_dense_backward_dx(const float *restrict P, const float *restrict dy, float *restrict dx)
 {
-    const float *restrict w = P + 2572;
+    /* x [400][lanes], y [120][lanes] */
+    const float *restrict w = P;
     CG_PARALLEL_FOR
     for (int i0 = 0; i0 < 400; i0 += 4) {
         for (int v0 = 0; v0 < 4; v0 += 4) {
@@ -1748,12 +1765,14 @@ static void l07_dense_backward_dx(const float *restrict P, const float *restrict
  * schedule lanes: fwd lanes dw lanes dx with dw */
 static void l08_relu_forward(const float *restrict x, float *restrict y)
 {
+    /* x [120][lanes], y [120][lanes] */
     for (int i = 0; i < 7680; i++)
         y[i] = x[i] > 0.0f ? x[i] : 0.0f;
 }
 
 static void l08_relu_backward(const float *restrict y, const float *restrict dy, float *restrict dx)
 {
+    /* x [120][lanes], y [120][lanes] */
     for (int i = 0; i < 7680; i++)
         dx[i] = y[i] > 0.0f ? dy[i] : 0.0f;
 }
@@ -1762,8 +1781,9 @@ static void l08_relu_backward(const float *restrict y, const float *restrict dy,
  * schedule lanes: fwd lanes[TB=4,TR=4] dw gemm[TI=6,TO=4] dx lanes[TB=4,TR=4] */
 static void l09_dense_forward(const float *restrict P, const float *restrict x, float *restrict y)
 {
-    const float *restrict w = P + 50692;
-    const float *restrict b = P + 60772;
+    /* x [120][lanes], y [84][lanes] */
+    const float *restrict w = P;
+    const float *restrict b = P + 10080;
     for (int o0 = 0; o0 < 84; o0 += 4) {
         for (int v0 = 0; v0 < 4; v0 += 4) {
             {
@@ -1790,8 +1810,9 @@ static void l09_dense_forward(const float *restrict P, const float *restrict x, 
 
 static void l09_dense_backward(float *restrict G, const float *restrict x, const float *restrict dy)
 {
-    float *restrict gw = G + 50692;
-    float *restrict gb = G + 60772;
+    /* x [120][lanes], y [84][lanes] */
+    float *restrict gw = G;
+    float *restrict gb = G + 10080;
     for (int o = 0; o < 84; o++) {
         cg_v s = vsplat(0.0f);
         for (int v = 0; v < 4; v++) s += VLOAD(dy + (size_t)o * 64 + v * 16);
@@ -1820,7 +1841,8 @@ static void l09_dense_backward(float *restrict G, const float *restrict x, const
 
 static void l09_dense_backward_dx(const float *restrict P, const float *restrict dy, float *restrict dx)
 {
-    const float *restrict w = P + 50692;
+    /* x [120][lanes], y [84][lanes] */
+    const float *restrict w = P;
     for (int i0 = 0; i0 < 120; i0 += 4) {
         for (int v0 = 0; v0 < 4; v0 += 4) {
             {
@@ -1849,12 +1871,14 @@ static void l09_dense_backward_dx(const float *restrict P, const float *restrict
  * schedule lanes: fwd lanes dw lanes dx with dw */
 static void l10_relu_forward(const float *restrict x, float *restrict y)
 {
+    /* x [84][lanes], y [84][lanes] */
     for (int i = 0; i < 5376; i++)
         y[i] = x[i] > 0.0f ? x[i] : 0.0f;
 }
 
 static void l10_relu_backward(const float *restrict y, const float *restrict dy, float *restrict dx)
 {
+    /* x [84][lanes], y [84][lanes] */
     for (int i = 0; i < 5376; i++)
         dx[i] = y[i] > 0.0f ? dy[i] : 0.0f;
 }
@@ -1863,8 +1887,9 @@ static void l10_relu_backward(const float *restrict y, const float *restrict dy,
  * schedule lanes: fwd lanes[TB=4,TR=4] dw gemm[TI=12,TO=2] dx lanes[TB=4,TR=4] */
 static void l11_dense_forward(const float *restrict P, const float *restrict x, float *restrict y)
 {
-    const float *restrict w = P + 60856;
-    const float *restrict b = P + 61696;
+    /* x [84][lanes], y [10][lanes] */
+    const float *restrict w = P;
+    const float *restrict b = P + 840;
     for (int o0 = 0; o0 < 8; o0 += 4) {
         for (int v0 = 0; v0 < 4; v0 += 4) {
             {
@@ -1905,8 +1930,9 @@ static void l11_dense_forward(const float *restrict P, const float *restrict x, 
 
 static void l11_dense_backward(float *restrict G, const float *restrict x, const float *restrict dy)
 {
-    float *restrict gw = G + 60856;
-    float *restrict gb = G + 61696;
+    /* x [84][lanes], y [10][lanes] */
+    float *restrict gw = G;
+    float *restrict gb = G + 840;
     for (int o = 0; o < 10; o++) {
         cg_v s = vsplat(0.0f);
         for (int v = 0; v < 4; v++) s += VLOAD(dy + (size_t)o * 64 + v * 16);
@@ -1929,7 +1955,8 @@ static void l11_dense_backward(float *restrict G, const float *restrict x, const
 
 static void l11_dense_backward_dx(const float *restrict P, const float *restrict dy, float *restrict dx)
 {
-    const float *restrict w = P + 60856;
+    /* x [84][lanes], y [10][lanes] */
+    const float *restrict w = P;
     for (int i0 = 0; i0 < 84; i0 += 4) {
         for (int v0 = 0; v0 < 4; v0 += 4) {
             {
@@ -1954,50 +1981,80 @@ static void l11_dense_backward_dx(const float *restrict P, const float *restrict
     }
 }
 
+/* Workspace regions, in floats (NAME.h gives the total). */
+#define XIN     0 /* the input, [1x28x28][lanes] */
+#define A00     50176 /* layer 0 (conv2d) output, [6x28x28][lanes] */
+#define S00     984704 /* layer 0 (conv2d) scratch */
+#define A01     351232 /* layer 1 (relu) output, [6x28x28][lanes] */
+#define A02     652288 /* layer 2 (maxpool2d) output, [6x14x14][lanes] */
+#define A03     727552 /* layer 3 (conv2d) output, [16x10x10][lanes] */
+#define S03     1443456 /* layer 3 (conv2d) scratch */
+#define A04     829952 /* layer 4 (relu) output, [16x10x10][lanes] */
+#define A05     932352 /* layer 5 (maxpool2d) output, [16x5x5][lanes] */
+#define A07     957952 /* layer 7 (dense) output, [120][lanes] */
+#define A08     965632 /* layer 8 (relu) output, [120][lanes] */
+#define A09     973312 /* layer 9 (dense) output, [84][lanes] */
+#define A10     978688 /* layer 10 (relu) output, [84][lanes] */
+#define A11     984064 /* layer 11 (dense) output, [10][lanes] */
+#define OUT     1775232 /* the output, [N][10] */
+#define DOUT    1775872 /* dLoss/dOutput, [N][10] */
+#define DOUT_L  1776512 /* dLoss/dOutput, [10][lanes] */
+#define D10     1777152 /* gradient arena: dLoss/d(layer 10 output) */
+#define D09     1784832 /* gradient arena: dLoss/d(layer 9 output) */
+#define D08     1777152 /* gradient arena: dLoss/d(layer 8 output) */
+#define D07     1784832 /* gradient arena: dLoss/d(layer 7 output) */
+#define D06     1879552 /* gradient arena: dLoss/d(layer 6 output) */
+#define D04     1777152 /* gradient arena: dLoss/d(layer 4 output) */
+#define D03     1879552 /* gradient arena: dLoss/d(layer 3 output) */
+#define D02     2078208 /* gradient arena: dLoss/d(layer 2 output) */
+#define D01     1777152 /* gradient arena: dLoss/d(layer 1 output) */
+#define D00     2078208 /* gradient arena: dLoss/d(layer 0 output) */
+#define DIN     1777152 /* gradient arena: dLoss/dInput */
+
 /* Forward over nb <= 64 samples; activations stay in ws for backward. */
 void lenet5_forward(const float *params, float *buffers, const float *x, float *ws, int nb, int training)
 {
     (void)buffers;
     (void)training;
-    cg_to_lanes(x, ws + 0, nb, 784, 64);
-    l00_conv2d_forward(params, ws + 984704, ws + 0, ws + 50176);
-    l01_relu_forward(ws + 50176, ws + 351232);
-    l02_maxpool2d_forward(ws + 351232, ws + 652288);
-    l03_conv2d_forward(params, ws + 652288, ws + 727552);
-    l04_relu_forward(ws + 727552, ws + 829952);
-    l05_maxpool2d_forward(ws + 829952, ws + 932352);
+    cg_to_lanes(x, ws + XIN, nb, 784, 64);
+    l00_conv2d_forward(params, ws + S00, ws + XIN, ws + A00);
+    l01_relu_forward(ws + A00, ws + A01);
+    l02_maxpool2d_forward(ws + A01, ws + A02);
+    l03_conv2d_forward(params + 156, ws + A02, ws + A03);
+    l04_relu_forward(ws + A03, ws + A04);
+    l05_maxpool2d_forward(ws + A04, ws + A05);
     /* layer 6: flatten is a view of its input */
-    l07_dense_forward(params, ws + 932352, ws + 957952);
-    l08_relu_forward(ws + 957952, ws + 965632);
-    l09_dense_forward(params, ws + 965632, ws + 973312);
-    l10_relu_forward(ws + 973312, ws + 978688);
-    l11_dense_forward(params, ws + 978688, ws + 984064);
-    cg_from_lanes(ws + 984064, ws + 1775232, nb, 10, 64);
+    l07_dense_forward(params + 2572, ws + A05, ws + A07);
+    l08_relu_forward(ws + A07, ws + A08);
+    l09_dense_forward(params + 50692, ws + A08, ws + A09);
+    l10_relu_forward(ws + A09, ws + A10);
+    l11_dense_forward(params + 60856, ws + A10, ws + A11);
+    cg_from_lanes(ws + A11, ws + OUT, nb, 10, 64);
 }
 
-/* Backward after a training forward: dLoss/dOutput at ws + 1775872; grads accumulate. */
+/* Backward after a training forward: dLoss/dOutput at ws + DOUT (1775872); grads accumulate. */
 void lenet5_backward(const float *params, float *grads, const float *x, float *dx, float *ws, int nb)
 {
+    cg_to_lanes(ws + DOUT, ws + DOUT_L, nb, 10, 64);
     (void)x;
-    cg_to_lanes(ws + 1775872, ws + 1776512, nb, 10, 64);
-    l11_dense_backward(grads, ws + 978688, ws + 1776512);
-    l11_dense_backward_dx(params, ws + 1776512, ws + 1777152);
-    l10_relu_backward(ws + 978688, ws + 1777152, ws + 2078208);
-    l09_dense_backward(grads, ws + 965632, ws + 2078208);
-    l09_dense_backward_dx(params, ws + 2078208, ws + 1777152);
-    l08_relu_backward(ws + 965632, ws + 1777152, ws + 2078208);
-    l07_dense_backward(grads, ws + 932352, ws + 2078208);
-    l07_dense_backward_dx(params, ws + 2078208, ws + 1777152);
+    l11_dense_backward(grads + 60856, ws + A10, ws + DOUT_L);
+    l11_dense_backward_dx(params + 60856, ws + DOUT_L, ws + D10);
+    l10_relu_backward(ws + A10, ws + D10, ws + D09);
+    l09_dense_backward(grads + 50692, ws + A08, ws + D09);
+    l09_dense_backward_dx(params + 50692, ws + D09, ws + D08);
+    l08_relu_backward(ws + A08, ws + D08, ws + D07);
+    l07_dense_backward(grads + 2572, ws + A05, ws + D07);
+    l07_dense_backward_dx(params + 2572, ws + D07, ws + D06);
     /* layer 6: flatten passes the gradient through */
-    l05_maxpool2d_backward(ws + 829952, ws + 1777152, ws + 2078208);
-    l04_relu_backward(ws + 829952, ws + 2078208, ws + 1777152);
-    l03_conv2d_backward(grads, ws + 652288, ws + 1777152);
-    l03_conv2d_backward_dx(params, ws + 1443456, ws + 1777152, ws + 2078208);
-    l02_maxpool2d_backward(ws + 351232, ws + 2078208, ws + 1777152);
-    l01_relu_backward(ws + 351232, ws + 1777152, ws + 2078208);
-    l00_conv2d_backward(grads, ws + 984704, ws + 2078208);
-    if (dx) l00_conv2d_backward_dx(params, ws + 984704, ws + 2078208, ws + 1777152);
-    if (dx) cg_from_lanes(ws + 1777152, dx, nb, 784, 64);
+    l05_maxpool2d_backward(ws + A04, ws + D06, ws + D04);
+    l04_relu_backward(ws + A04, ws + D04, ws + D03);
+    l03_conv2d_backward(grads + 156, ws + A02, ws + D03);
+    l03_conv2d_backward_dx(params + 156, ws + S03, ws + D03, ws + D02);
+    l02_maxpool2d_backward(ws + A01, ws + D02, ws + D01);
+    l01_relu_backward(ws + A01, ws + D01, ws + D00);
+    l00_conv2d_backward(grads, ws + S00, ws + D00);
+    if (dx) l00_conv2d_backward_dx(params, ws + S00, ws + D00, ws + DIN);
+    if (dx) cg_from_lanes(ws + DIN, dx, nb, 784, 64);
 }
 
 static const cg_tensor lenet5_tensors[] = {
@@ -2013,58 +2070,74 @@ static const cg_tensor lenet5_tensors[] = {
     {"11.bias", CG_PARAM, 11, 1, {10, 0, 0, 0}, 61696, 10, CG_INIT_BIAS_UNIFORM, 84},
 };
 
+/* what each layer reads: earlier layers' outputs by index, -1 the network's input */
+static const int lenet5_inputs[] = {
+    -1, /* 0: conv2d */
+    0, /* 1: relu */
+    1, /* 2: maxpool2d */
+    2, /* 3: conv2d */
+    3, /* 4: relu */
+    4, /* 5: maxpool2d */
+    5, /* 6: flatten */
+    6, /* 7: dense */
+    7, /* 8: relu */
+    8, /* 9: dense */
+    9, /* 10: relu */
+    10, /* 11: dense */
+};
+
 static const cg_layer lenet5_layers[] = {
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {1, 28, 28}, .ndim_out = 3, .out_shape = {6, 28, 28},
      .in_size = 784, .out_size = 4704, .act_offset = 50176, .lanes = 64, .line = 10, .col = 5,
-     .schedule = "lanes+pad: fwd lanes+pad[TB=2,TC=6] dw lanes+pad[TCW=3,rows=1] dx lanes+pad[TB=2,TCI=1] threaded",
+     .schedule = "lanes+pad: fwd lanes+pad[TB=2,TC=6] dw lanes+pad[TCW=3,rows=1] dx lanes+pad[TB=2,TCI=1] threaded", .n_inputs = 1, .inputs = lenet5_inputs + 0, .name = NULL,
      .kernel = {5, 5}, .stride = {1, 1}, .pad_lo = {2, 2}, .pad_hi = {2, 2}, .dilation = {1, 1},
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "relu", .ndim_in = 3, .in_shape = {6, 28, 28}, .ndim_out = 3, .out_shape = {6, 28, 28},
      .in_size = 4704, .out_size = 4704, .act_offset = 351232, .lanes = 64, .line = 11, .col = 5,
-     .schedule = "lanes: fwd lanes dw lanes dx with dw",
+     .schedule = "lanes: fwd lanes dw lanes dx with dw", .n_inputs = 1, .inputs = lenet5_inputs + 1, .name = NULL,
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "maxpool2d", .ndim_in = 3, .in_shape = {6, 28, 28}, .ndim_out = 3, .out_shape = {6, 14, 14},
      .in_size = 4704, .out_size = 1176, .act_offset = 652288, .lanes = 64, .line = 12, .col = 5,
-     .schedule = "lanes: fwd lanes dw lanes dx with dw",
+     .schedule = "lanes: fwd lanes dw lanes dx with dw", .n_inputs = 1, .inputs = lenet5_inputs + 2, .name = NULL,
      .kernel = {2, 2}, .stride = {2, 2}, .pad_lo = {0, 0}, .pad_hi = {0, 0}, .dilation = {1, 1},
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {6, 14, 14}, .ndim_out = 3, .out_shape = {16, 10, 10},
      .in_size = 1176, .out_size = 1600, .act_offset = 727552, .lanes = 64, .line = 13, .col = 5,
-     .schedule = "lanes+pad: fwd lanes[TB=1,TC=16] dw lanes[TCW=4,rows=1] dx lanes+pad[TB=2,TCI=6] threaded",
+     .schedule = "lanes+pad: fwd lanes[TB=1,TC=16] dw lanes[TCW=4,rows=1] dx lanes+pad[TB=2,TCI=6] threaded", .n_inputs = 1, .inputs = lenet5_inputs + 3, .name = NULL,
      .kernel = {5, 5}, .stride = {1, 1}, .pad_lo = {0, 0}, .pad_hi = {0, 0}, .dilation = {1, 1},
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "relu", .ndim_in = 3, .in_shape = {16, 10, 10}, .ndim_out = 3, .out_shape = {16, 10, 10},
      .in_size = 1600, .out_size = 1600, .act_offset = 829952, .lanes = 64, .line = 14, .col = 5,
-     .schedule = "lanes: fwd lanes dw lanes dx with dw",
+     .schedule = "lanes: fwd lanes dw lanes dx with dw", .n_inputs = 1, .inputs = lenet5_inputs + 4, .name = NULL,
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "maxpool2d", .ndim_in = 3, .in_shape = {16, 10, 10}, .ndim_out = 3, .out_shape = {16, 5, 5},
      .in_size = 1600, .out_size = 400, .act_offset = 932352, .lanes = 64, .line = 15, .col = 5,
-     .schedule = "lanes: fwd lanes dw lanes dx with dw",
+     .schedule = "lanes: fwd lanes dw lanes dx with dw", .n_inputs = 1, .inputs = lenet5_inputs + 5, .name = NULL,
      .kernel = {2, 2}, .stride = {2, 2}, .pad_lo = {0, 0}, .pad_hi = {0, 0}, .dilation = {1, 1},
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "flatten", .ndim_in = 3, .in_shape = {16, 5, 5}, .ndim_out = 1, .out_shape = {400, 0, 0},
      .in_size = 400, .out_size = 400, .act_offset = 932352, .lanes = 64, .line = 16, .col = 5,
-     .schedule = "lanes: fwd lanes dw lanes dx with dw",
+     .schedule = "lanes: fwd lanes dw lanes dx with dw", .n_inputs = 1, .inputs = lenet5_inputs + 6, .name = NULL,
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "dense", .ndim_in = 1, .in_shape = {400, 0, 0}, .ndim_out = 1, .out_shape = {120, 0, 0},
      .in_size = 400, .out_size = 120, .act_offset = 957952, .lanes = 64, .line = 17, .col = 5,
-     .schedule = "lanes: fwd lanes[TB=4,TR=4] dw gemm[TI=5,TO=4] dx lanes[TB=4,TR=4] threaded",
+     .schedule = "lanes: fwd lanes[TB=4,TR=4] dw gemm[TI=5,TO=4] dx lanes[TB=4,TR=4] threaded", .n_inputs = 1, .inputs = lenet5_inputs + 7, .name = NULL,
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "relu", .ndim_in = 1, .in_shape = {120, 0, 0}, .ndim_out = 1, .out_shape = {120, 0, 0},
      .in_size = 120, .out_size = 120, .act_offset = 965632, .lanes = 64, .line = 18, .col = 5,
-     .schedule = "lanes: fwd lanes dw lanes dx with dw",
+     .schedule = "lanes: fwd lanes dw lanes dx with dw", .n_inputs = 1, .inputs = lenet5_inputs + 8, .name = NULL,
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "dense", .ndim_in = 1, .in_shape = {120, 0, 0}, .ndim_out = 1, .out_shape = {84, 0, 0},
      .in_size = 120, .out_size = 84, .act_offset = 973312, .lanes = 64, .line = 19, .col = 5,
-     .schedule = "lanes: fwd lanes[TB=4,TR=4] dw gemm[TI=6,TO=4] dx lanes[TB=4,TR=4]",
+     .schedule = "lanes: fwd lanes[TB=4,TR=4] dw gemm[TI=6,TO=4] dx lanes[TB=4,TR=4]", .n_inputs = 1, .inputs = lenet5_inputs + 9, .name = NULL,
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "relu", .ndim_in = 1, .in_shape = {84, 0, 0}, .ndim_out = 1, .out_shape = {84, 0, 0},
      .in_size = 84, .out_size = 84, .act_offset = 978688, .lanes = 64, .line = 20, .col = 5,
-     .schedule = "lanes: fwd lanes dw lanes dx with dw",
+     .schedule = "lanes: fwd lanes dw lanes dx with dw", .n_inputs = 1, .inputs = lenet5_inputs + 10, .name = NULL,
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "dense", .ndim_in = 1, .in_shape = {84, 0, 0}, .ndim_out = 1, .out_shape = {10, 0, 0},
      .in_size = 84, .out_size = 10, .act_offset = 984064, .lanes = 64, .line = 21, .col = 5,
-     .schedule = "lanes: fwd lanes[TB=4,TR=4] dw gemm[TI=12,TO=2] dx lanes[TB=4,TR=4]",
+     .schedule = "lanes: fwd lanes[TB=4,TR=4] dw gemm[TI=12,TO=2] dx lanes[TB=4,TR=4]", .n_inputs = 1, .inputs = lenet5_inputs + 11, .name = NULL,
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
 };
 
@@ -2079,7 +2152,9 @@ const cg_net lenet5_net = {
     .train = {.batch = 64, .epochs = 15, .lr = 0.02f, .momentum = 0.9f, .weight_decay = 0.0f,
               .mode = CG_MODE_MINIBATCH, .order = CG_ORDER_SHUFFLE, .schedule = CG_SCHED_COSINE, .step_size = 10, .gamma = 0.1f,
               .patience = 5, .eval_every = 0, .val = -1, .val_frac = 0.0f, .seed = 0,
-              .normalize = 0, .checkpoint_every = 0, .monitor = CG_MONITOR_LOSS},
+              .normalize = 0, .checkpoint_every = 0, .monitor = CG_MONITOR_LOSS,
+              .optimizer = CG_OPT_SGD, .beta1 = 0.9f, .beta2 = 0.999f, .eps = 1e-08f, .warmup = 0,
+              .aug_crop = 0, .aug_flip = 0},
     .forward = lenet5_forward, .backward = lenet5_backward,
 };
 

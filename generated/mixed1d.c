@@ -66,7 +66,8 @@ static inline __attribute__((unused)) float vsum_(const cg_v *v) { float s = 0.0
  * schedule lanes: fwd lanes[TB=1,TC=8] dw lanes[TCW=4,rows=1] dx lanes[TB=1,TCI=4] */
 static void l00_conv1d_forward(const float *restrict P, const float *restrict x, float *restrict y)
 {
-    const float *restrict w = P + 0;
+    /* x [4x64][lanes], y [8x32][lanes] */
+    const float *restrict w = P;
     const float *restrict bias = P + 160;
     for (int v0 = 0; v0 < 1; v0 += 1) {
         const float *restrict wb = w + 0;
@@ -276,7 +277,8 @@ static void l00_conv1d_forward(const float *restrict P, const float *restrict x,
 
 static void l00_conv1d_backward(float *restrict G, const float *restrict x, const float *restrict dy)
 {
-    float *restrict gw = G + 0;
+    /* x [4x64][lanes], y [8x32][lanes] */
+    float *restrict gw = G;
     float *restrict gb = G + 160;
     for (int co = 0; co < 8; co++) {
         cg_v s = vsplat(0.0f);
@@ -328,7 +330,8 @@ static void l00_conv1d_backward(float *restrict G, const float *restrict x, cons
 
 static void l00_conv1d_backward_dx(const float *restrict P, const float *restrict dy, float *restrict dx)
 {
-    const float *restrict w = P + 0;
+    /* x [4x64][lanes], y [8x32][lanes] */
+    const float *restrict w = P;
     for (int v0 = 0; v0 < 1; v0 += 1) {
         float *restrict dxb = dx + 0 + v0 * 16;
         const float *restrict dyg = dy + 0 + v0 * 16;
@@ -482,8 +485,9 @@ static void l00_conv1d_backward_dx(const float *restrict P, const float *restric
  * schedule lanes: fwd lanes dw lanes dx with dw */
 static void l01_batchnorm_forward(const float *restrict P, float *restrict B, float *restrict S, const float *restrict x, float *restrict y, int nb, int training)
 {
-    const float *restrict gamma = P + 168, *restrict beta = P + 176;
-    float *restrict rmean = B + 0, *restrict rvar = B + 8, *restrict nbt = B + 16;
+    /* x [8x32][lanes], y [8x32][lanes] */
+    const float *restrict gamma = P, *restrict beta = P + 8;
+    float *restrict rmean = B, *restrict rvar = B + 8, *restrict nbt = B + 16;
     const int m = nb * 32; /* values per channel */
     if (training) {
         cg_v mask[1];
@@ -536,8 +540,9 @@ static void l01_batchnorm_forward(const float *restrict P, float *restrict B, fl
 
 static void l01_batchnorm_backward(const float *restrict P, float *restrict G, float *restrict S, const float *restrict x, const float *restrict dy, float *restrict dx, int nb)
 {
-    const float *restrict gamma = P + 168;
-    float *restrict ggamma = G + 168, *restrict gbeta = G + 176;
+    /* x [8x32][lanes], y [8x32][lanes] */
+    const float *restrict gamma = P;
+    float *restrict ggamma = G, *restrict gbeta = G + 8;
     const int m = nb * 32;
     cg_v mask[1];
     for (int v = 0; v < 1; v++)
@@ -573,12 +578,14 @@ static void l01_batchnorm_backward(const float *restrict P, float *restrict G, f
  * schedule lanes: fwd lanes dw lanes dx with dw */
 static void l02_leaky_relu_forward(const float *restrict x, float *restrict y)
 {
+    /* x [8x32][lanes], y [8x32][lanes] */
     for (int i = 0; i < 4096; i++)
         y[i] = x[i] > 0.0f ? x[i] : x[i] * 0.1f;
 }
 
 static void l02_leaky_relu_backward(const float *restrict x, const float *restrict dy, float *restrict dx)
 {
+    /* x [8x32][lanes], y [8x32][lanes] */
     for (int i = 0; i < 4096; i++)
         dx[i] = x[i] > 0.0f ? dy[i] : dy[i] * 0.1f;
 }
@@ -587,6 +594,7 @@ static void l02_leaky_relu_backward(const float *restrict x, const float *restri
  * schedule lanes+pad: fwd lanes+pad[TB=1,TC=1] dw lanes+pad[TCW=1,rows=1] dx lanes+pad[TB=1,TCI=1] */
 static void l03_conv1d_forward(const float *restrict P, float *restrict S, const float *restrict x, float *restrict y)
 {
+    /* x [8x32][lanes], y [8x32][lanes] */
     float *restrict xp = S + 0;
     /* x -> zero-padded planes 1x36 (lanes) */
     for (int pl = 0; pl < 8; pl++) {
@@ -599,7 +607,7 @@ static void l03_conv1d_forward(const float *restrict P, float *restrict S, const
             memset(dr + 544, 0, sizeof(float) * 32);
         }
     }
-    const float *restrict w = P + 184;
+    const float *restrict w = P;
     for (int g = 0; g < 8; g++) {
         for (int v0 = 0; v0 < 1; v0 += 1) {
             const float *restrict wb = w + g*3;
@@ -630,7 +638,8 @@ static void l03_conv1d_forward(const float *restrict P, float *restrict S, const
 
 static void l03_conv1d_backward(float *restrict G, float *restrict S, const float *restrict dy)
 {
-    float *restrict gw = G + 184;
+    /* x [8x32][lanes], y [8x32][lanes] */
+    float *restrict gw = G;
     for (int g = 0; g < 8; g++) {
         const float *restrict dyb = dy + g*512;
         const float *restrict xc = (S + 0) + g*576;
@@ -653,6 +662,7 @@ static void l03_conv1d_backward(float *restrict G, float *restrict S, const floa
 
 static void l03_conv1d_backward_dx(const float *restrict P, float *restrict S, const float *restrict dy, float *restrict dx)
 {
+    /* x [8x32][lanes], y [8x32][lanes] */
     float *restrict dyp = S + 4608;
     /* dy -> zero-padded planes 1x36 (lanes) */
     for (int pl = 0; pl < 8; pl++) {
@@ -665,7 +675,7 @@ static void l03_conv1d_backward_dx(const float *restrict P, float *restrict S, c
             memset(dr + 544, 0, sizeof(float) * 32);
         }
     }
-    const float *restrict w = P + 184;
+    const float *restrict w = P;
     for (int g = 0; g < 8; g++) {
         for (int v0 = 0; v0 < 1; v0 += 1) {
             float *restrict dxb = dx + g*512 + v0 * 16;
@@ -698,12 +708,14 @@ static void l03_conv1d_backward_dx(const float *restrict P, float *restrict S, c
  * schedule lanes: fwd lanes dw lanes dx with dw */
 static void l04_tanh_forward(const float *restrict x, float *restrict y)
 {
+    /* x [8x32][lanes], y [8x32][lanes] */
     for (int i = 0; i < 4096; i++)
         y[i] = tanhf(x[i]);
 }
 
 static void l04_tanh_backward(const float *restrict y, const float *restrict dy, float *restrict dx)
 {
+    /* x [8x32][lanes], y [8x32][lanes] */
     for (int i = 0; i < 4096; i++)
         dx[i] = dy[i] * (1.0f - y[i] * y[i]);
 }
@@ -712,6 +724,7 @@ static void l04_tanh_backward(const float *restrict y, const float *restrict dy,
  * schedule lanes: fwd lanes dw lanes dx with dw */
 static void l05_maxpool1d_forward(const float *restrict x, float *restrict y)
 {
+    /* x [8x32][lanes], y [8x16][lanes] */
     for (int c = 0; c < 8; c++) {
         const float *restrict xc = x + c * 512;
         float *restrict yc = y + c * 256;
@@ -734,6 +747,7 @@ static void l05_maxpool1d_forward(const float *restrict x, float *restrict y)
 
 static void l05_maxpool1d_backward(const float *restrict x, const float *restrict dy, float *restrict dx)
 {
+    /* x [8x32][lanes], y [8x16][lanes] */
     memset(dx, 0, sizeof(float) * 4096);
     for (int c = 0; c < 8; c++) {
         const float *restrict xc = x + c * 512;
@@ -765,8 +779,9 @@ static void l05_maxpool1d_backward(const float *restrict x, const float *restric
  * schedule lanes: fwd lanes[TB=1,TC=12] dw lanes[TCW=6,rows=1] dx lanes[TB=1,TCI=8] */
 static void l06_conv1d_forward(const float *restrict P, const float *restrict x, float *restrict y)
 {
-    const float *restrict w = P + 208;
-    const float *restrict bias = P + 592;
+    /* x [8x16][lanes], y [12x16][lanes] */
+    const float *restrict w = P;
+    const float *restrict bias = P + 384;
     for (int v0 = 0; v0 < 1; v0 += 1) {
         const float *restrict wb = w + 0;
         const float *restrict xg = x + 0 + v0 * 16;
@@ -1077,8 +1092,9 @@ static void l06_conv1d_forward(const float *restrict P, const float *restrict x,
 
 static void l06_conv1d_backward(float *restrict G, const float *restrict x, const float *restrict dy)
 {
-    float *restrict gw = G + 208;
-    float *restrict gb = G + 592;
+    /* x [8x16][lanes], y [12x16][lanes] */
+    float *restrict gw = G;
+    float *restrict gb = G + 384;
     for (int co = 0; co < 12; co++) {
         cg_v s = vsplat(0.0f);
         for (int i = 0; i < 16; i++) s += VLOAD(dy + (size_t)co * 256 + i * 16);
@@ -1136,7 +1152,8 @@ static void l06_conv1d_backward(float *restrict G, const float *restrict x, cons
 
 static void l06_conv1d_backward_dx(const float *restrict P, const float *restrict dy, float *restrict dx)
 {
-    const float *restrict w = P + 208;
+    /* x [8x16][lanes], y [12x16][lanes] */
+    const float *restrict w = P;
     for (int v0 = 0; v0 < 1; v0 += 1) {
         float *restrict dxb = dx + 0 + v0 * 16;
         const float *restrict dyg = dy + 0 + v0 * 16;
@@ -1369,12 +1386,14 @@ static void l06_conv1d_backward_dx(const float *restrict P, const float *restric
  * schedule lanes: fwd lanes dw lanes dx with dw */
 static void l07_sigmoid_forward(const float *restrict x, float *restrict y)
 {
+    /* x [12x16][lanes], y [12x16][lanes] */
     for (int i = 0; i < 3072; i++)
         y[i] = 1.0f / (1.0f + expf(-x[i]));
 }
 
 static void l07_sigmoid_backward(const float *restrict y, const float *restrict dy, float *restrict dx)
 {
+    /* x [12x16][lanes], y [12x16][lanes] */
     for (int i = 0; i < 3072; i++)
         dx[i] = dy[i] * y[i] * (1.0f - y[i]);
 }
@@ -1383,7 +1402,8 @@ static void l07_sigmoid_backward(const float *restrict y, const float *restrict 
  * schedule lanes: fwd lanes[TB=1,TC=3] dw lanes[TCW=3,rows=1] dx lanes[TB=1,TCI=6] */
 static void l08_conv1d_forward(const float *restrict P, const float *restrict x, float *restrict y)
 {
-    const float *restrict w = P + 604;
+    /* x [12x16][lanes], y [6x12][lanes] */
+    const float *restrict w = P;
     for (int g = 0; g < 2; g++) {
         for (int v0 = 0; v0 < 1; v0 += 1) {
             const float *restrict wb = w + g*54;
@@ -1426,7 +1446,8 @@ static void l08_conv1d_forward(const float *restrict P, const float *restrict x,
 
 static void l08_conv1d_backward(float *restrict G, const float *restrict x, const float *restrict dy)
 {
-    float *restrict gw = G + 604;
+    /* x [12x16][lanes], y [6x12][lanes] */
+    float *restrict gw = G;
     for (int g = 0; g < 2; g++) {
         const float *restrict dyb = dy + g*576;
         for (int ci = 0; ci < 6; ci++) {
@@ -1455,7 +1476,8 @@ static void l08_conv1d_backward(float *restrict G, const float *restrict x, cons
 
 static void l08_conv1d_backward_dx(const float *restrict P, const float *restrict dy, float *restrict dx)
 {
-    const float *restrict w = P + 604;
+    /* x [12x16][lanes], y [6x12][lanes] */
+    const float *restrict w = P;
     for (int g = 0; g < 2; g++) {
         for (int v0 = 0; v0 < 1; v0 += 1) {
             float *restrict dxb = dx + g*1536 + v0 * 16;
@@ -1645,8 +1667,9 @@ static void l08_conv1d_backward_dx(const float *restrict P, const float *restric
  * schedule lanes: fwd lanes dw lanes dx with dw */
 static void l09_batchnorm_forward(const float *restrict P, float *restrict B, float *restrict S, const float *restrict x, float *restrict y, int nb, int training)
 {
-    const float *restrict gamma = P + 712, *restrict beta = P + 718;
-    float *restrict rmean = B + 17, *restrict rvar = B + 23, *restrict nbt = B + 29;
+    /* x [6x12][lanes], y [6x12][lanes] */
+    const float *restrict gamma = P, *restrict beta = P + 6;
+    float *restrict rmean = B, *restrict rvar = B + 6, *restrict nbt = B + 12;
     const int m = nb * 12; /* values per channel */
     if (training) {
         cg_v mask[1];
@@ -1699,8 +1722,9 @@ static void l09_batchnorm_forward(const float *restrict P, float *restrict B, fl
 
 static void l09_batchnorm_backward(const float *restrict P, float *restrict G, float *restrict S, const float *restrict x, const float *restrict dy, float *restrict dx, int nb)
 {
-    const float *restrict gamma = P + 712;
-    float *restrict ggamma = G + 712, *restrict gbeta = G + 718;
+    /* x [6x12][lanes], y [6x12][lanes] */
+    const float *restrict gamma = P;
+    float *restrict ggamma = G, *restrict gbeta = G + 6;
     const int m = nb * 12;
     cg_v mask[1];
     for (int v = 0; v < 1; v++)
@@ -1736,6 +1760,7 @@ static void l09_batchnorm_backward(const float *restrict P, float *restrict G, f
  * schedule lanes: fwd lanes dw lanes dx with dw */
 static void l10_avgpool1d_forward(const float *restrict x, float *restrict y)
 {
+    /* x [6x12][lanes], y [6x6][lanes] */
     for (int c = 0; c < 6; c++) {
         const float *restrict xc = x + c * 192;
         float *restrict yc = y + c * 96;
@@ -1753,6 +1778,7 @@ static void l10_avgpool1d_forward(const float *restrict x, float *restrict y)
 
 static void l10_avgpool1d_backward(const float *restrict dy, float *restrict dx)
 {
+    /* x [6x12][lanes], y [6x6][lanes] */
     memset(dx, 0, sizeof(float) * 1152);
     for (int c = 0; c < 6; c++) {
         float *restrict dxc = dx + c * 192;
@@ -1778,8 +1804,9 @@ static void l10_avgpool1d_backward(const float *restrict dy, float *restrict dx)
  * schedule lanes: fwd lanes[TB=1,TR=16] dw gemm[TI=6,TO=4] dx lanes[TB=1,TR=16] */
 static void l12_dense_forward(const float *restrict P, const float *restrict x, float *restrict y)
 {
-    const float *restrict w = P + 724;
-    const float *restrict b = P + 1300;
+    /* x [36][lanes], y [16][lanes] */
+    const float *restrict w = P;
+    const float *restrict b = P + 576;
     for (int o0 = 0; o0 < 16; o0 += 16) {
         for (int v0 = 0; v0 < 1; v0 += 1) {
             {
@@ -1842,8 +1869,9 @@ static void l12_dense_forward(const float *restrict P, const float *restrict x, 
 
 static void l12_dense_backward(float *restrict G, const float *restrict x, const float *restrict dy)
 {
-    float *restrict gw = G + 724;
-    float *restrict gb = G + 1300;
+    /* x [36][lanes], y [16][lanes] */
+    float *restrict gw = G;
+    float *restrict gb = G + 576;
     for (int o = 0; o < 16; o++) {
         cg_v s = vsplat(0.0f);
         for (int v = 0; v < 1; v++) s += VLOAD(dy + (size_t)o * 16 + v * 16);
@@ -1872,7 +1900,8 @@ static void l12_dense_backward(float *restrict G, const float *restrict x, const
 
 static void l12_dense_backward_dx(const float *restrict P, const float *restrict dy, float *restrict dx)
 {
-    const float *restrict w = P + 724;
+    /* x [36][lanes], y [16][lanes] */
+    const float *restrict w = P;
     for (int i0 = 0; i0 < 32; i0 += 16) {
         for (int v0 = 0; v0 < 1; v0 += 1) {
             {
@@ -1957,12 +1986,14 @@ static void l12_dense_backward_dx(const float *restrict P, const float *restrict
  * schedule lanes: fwd lanes dw lanes dx with dw */
 static void l13_relu_forward(const float *restrict x, float *restrict y)
 {
+    /* x [16][lanes], y [16][lanes] */
     for (int i = 0; i < 256; i++)
         y[i] = x[i] > 0.0f ? x[i] : 0.0f;
 }
 
 static void l13_relu_backward(const float *restrict y, const float *restrict dy, float *restrict dx)
 {
+    /* x [16][lanes], y [16][lanes] */
     for (int i = 0; i < 256; i++)
         dx[i] = y[i] > 0.0f ? dy[i] : 0.0f;
 }
@@ -1971,8 +2002,9 @@ static void l13_relu_backward(const float *restrict y, const float *restrict dy,
  * schedule lanes: fwd lanes[TB=1,TR=16] dw gemm[TI=16,TO=1] dx lanes[TB=1,TR=16] */
 static void l14_dense_forward(const float *restrict P, const float *restrict x, float *restrict y)
 {
-    const float *restrict w = P + 1316;
-    const float *restrict b = P + 1396;
+    /* x [16][lanes], y [5][lanes] */
+    const float *restrict w = P;
+    const float *restrict b = P + 80;
     for (int v0 = 0; v0 < 1; v0 += 1) {
         {
             cg_v a0_0 = vsplat(b[0 + 0]);
@@ -2000,8 +2032,9 @@ static void l14_dense_forward(const float *restrict P, const float *restrict x, 
 
 static void l14_dense_backward(float *restrict G, const float *restrict x, const float *restrict dy)
 {
-    float *restrict gw = G + 1316;
-    float *restrict gb = G + 1396;
+    /* x [16][lanes], y [5][lanes] */
+    float *restrict gw = G;
+    float *restrict gb = G + 80;
     for (int o = 0; o < 5; o++) {
         cg_v s = vsplat(0.0f);
         for (int v = 0; v < 1; v++) s += VLOAD(dy + (size_t)o * 16 + v * 16);
@@ -2021,7 +2054,8 @@ static void l14_dense_backward(float *restrict G, const float *restrict x, const
 
 static void l14_dense_backward_dx(const float *restrict P, const float *restrict dy, float *restrict dx)
 {
-    const float *restrict w = P + 1316;
+    /* x [16][lanes], y [5][lanes] */
+    const float *restrict w = P;
     for (int i0 = 0; i0 < 16; i0 += 16) {
         for (int v0 = 0; v0 < 1; v0 += 1) {
             {
@@ -2082,55 +2116,92 @@ static void l14_dense_backward_dx(const float *restrict P, const float *restrict
     }
 }
 
+/* Workspace regions, in floats (NAME.h gives the total). */
+#define XIN     0 /* the input, [4x64][lanes] */
+#define A00     4096 /* layer 0 (conv1d) output, [8x32][lanes] */
+#define A01     8192 /* layer 1 (batchnorm) output, [8x32][lanes] */
+#define S01     36240 /* layer 1 (batchnorm) scratch */
+#define A02     12288 /* layer 2 (leaky_relu) output, [8x32][lanes] */
+#define A03     16384 /* layer 3 (conv1d) output, [8x32][lanes] */
+#define S03     36256 /* layer 3 (conv1d) scratch */
+#define A04     20480 /* layer 4 (tanh) output, [8x32][lanes] */
+#define A05     24576 /* layer 5 (maxpool1d) output, [8x16][lanes] */
+#define A06     26624 /* layer 6 (conv1d) output, [12x16][lanes] */
+#define A07     29696 /* layer 7 (sigmoid) output, [12x16][lanes] */
+#define A08     32768 /* layer 8 (conv1d) output, [6x12][lanes] */
+#define A09     33920 /* layer 9 (batchnorm) output, [6x12][lanes] */
+#define S09     45472 /* layer 9 (batchnorm) scratch */
+#define A10     35072 /* layer 10 (avgpool1d) output, [6x6][lanes] */
+#define A12     35648 /* layer 12 (dense) output, [16][lanes] */
+#define A13     35904 /* layer 13 (relu) output, [16][lanes] */
+#define A14     36160 /* layer 14 (dense) output, [5][lanes] */
+#define OUT     45488 /* the output, [N][5] */
+#define DOUT    45568 /* dLoss/dOutput, [N][5] */
+#define DOUT_L  45648 /* dLoss/dOutput, [5][lanes] */
+#define D13     45728 /* gradient arena: dLoss/d(layer 13 output) */
+#define D12     45984 /* gradient arena: dLoss/d(layer 12 output) */
+#define D11     46880 /* gradient arena: dLoss/d(layer 11 output) */
+#define D09     45728 /* gradient arena: dLoss/d(layer 9 output) */
+#define D08     48800 /* gradient arena: dLoss/d(layer 8 output) */
+#define D07     45728 /* gradient arena: dLoss/d(layer 7 output) */
+#define D06     48800 /* gradient arena: dLoss/d(layer 6 output) */
+#define D05     51872 /* gradient arena: dLoss/d(layer 5 output) */
+#define D04     45728 /* gradient arena: dLoss/d(layer 4 output) */
+#define D03     49824 /* gradient arena: dLoss/d(layer 3 output) */
+#define D02     45728 /* gradient arena: dLoss/d(layer 2 output) */
+#define D01     49824 /* gradient arena: dLoss/d(layer 1 output) */
+#define D00     45728 /* gradient arena: dLoss/d(layer 0 output) */
+#define DIN     49824 /* gradient arena: dLoss/dInput */
+
 /* Forward over nb <= 16 samples; activations stay in ws for backward. */
 void mixed1d_forward(const float *params, float *buffers, const float *x, float *ws, int nb, int training)
 {
-    cg_to_lanes(x, ws + 0, nb, 256, 16);
-    l00_conv1d_forward(params, ws + 0, ws + 4096);
-    l01_batchnorm_forward(params, buffers, ws + 36240, ws + 4096, ws + 8192, nb, training);
-    l02_leaky_relu_forward(ws + 8192, ws + 12288);
-    l03_conv1d_forward(params, ws + 36256, ws + 12288, ws + 16384);
-    l04_tanh_forward(ws + 16384, ws + 20480);
-    l05_maxpool1d_forward(ws + 20480, ws + 24576);
-    l06_conv1d_forward(params, ws + 24576, ws + 26624);
-    l07_sigmoid_forward(ws + 26624, ws + 29696);
-    l08_conv1d_forward(params, ws + 29696, ws + 32768);
-    l09_batchnorm_forward(params, buffers, ws + 45472, ws + 32768, ws + 33920, nb, training);
-    l10_avgpool1d_forward(ws + 33920, ws + 35072);
+    cg_to_lanes(x, ws + XIN, nb, 256, 16);
+    l00_conv1d_forward(params, ws + XIN, ws + A00);
+    l01_batchnorm_forward(params + 168, buffers, ws + S01, ws + A00, ws + A01, nb, training);
+    l02_leaky_relu_forward(ws + A01, ws + A02);
+    l03_conv1d_forward(params + 184, ws + S03, ws + A02, ws + A03);
+    l04_tanh_forward(ws + A03, ws + A04);
+    l05_maxpool1d_forward(ws + A04, ws + A05);
+    l06_conv1d_forward(params + 208, ws + A05, ws + A06);
+    l07_sigmoid_forward(ws + A06, ws + A07);
+    l08_conv1d_forward(params + 604, ws + A07, ws + A08);
+    l09_batchnorm_forward(params + 712, buffers + 17, ws + S09, ws + A08, ws + A09, nb, training);
+    l10_avgpool1d_forward(ws + A09, ws + A10);
     /* layer 11: flatten is a view of its input */
-    l12_dense_forward(params, ws + 35072, ws + 35648);
-    l13_relu_forward(ws + 35648, ws + 35904);
-    l14_dense_forward(params, ws + 35904, ws + 36160);
-    cg_from_lanes(ws + 36160, ws + 45488, nb, 5, 16);
+    l12_dense_forward(params + 724, ws + A10, ws + A12);
+    l13_relu_forward(ws + A12, ws + A13);
+    l14_dense_forward(params + 1316, ws + A13, ws + A14);
+    cg_from_lanes(ws + A14, ws + OUT, nb, 5, 16);
 }
 
-/* Backward after a training forward: dLoss/dOutput at ws + 45568; grads accumulate. */
+/* Backward after a training forward: dLoss/dOutput at ws + DOUT (45568); grads accumulate. */
 void mixed1d_backward(const float *params, float *grads, const float *x, float *dx, float *ws, int nb)
 {
+    cg_to_lanes(ws + DOUT, ws + DOUT_L, nb, 5, 16);
     (void)x;
-    cg_to_lanes(ws + 45568, ws + 45648, nb, 5, 16);
-    l14_dense_backward(grads, ws + 35904, ws + 45648);
-    l14_dense_backward_dx(params, ws + 45648, ws + 45728);
-    l13_relu_backward(ws + 35904, ws + 45728, ws + 49824);
-    l12_dense_backward(grads, ws + 35072, ws + 49824);
-    l12_dense_backward_dx(params, ws + 49824, ws + 45728);
+    l14_dense_backward(grads + 1316, ws + A13, ws + DOUT_L);
+    l14_dense_backward_dx(params + 1316, ws + DOUT_L, ws + D13);
+    l13_relu_backward(ws + A13, ws + D13, ws + D12);
+    l12_dense_backward(grads + 724, ws + A10, ws + D12);
+    l12_dense_backward_dx(params + 724, ws + D12, ws + D11);
     /* layer 11: flatten passes the gradient through */
-    l10_avgpool1d_backward(ws + 45728, ws + 49824);
-    l09_batchnorm_backward(params, grads, ws + 45472, ws + 32768, ws + 49824, ws + 45728, nb);
-    l08_conv1d_backward(grads, ws + 29696, ws + 45728);
-    l08_conv1d_backward_dx(params, ws + 45728, ws + 49824);
-    l07_sigmoid_backward(ws + 29696, ws + 49824, ws + 45728);
-    l06_conv1d_backward(grads, ws + 24576, ws + 45728);
-    l06_conv1d_backward_dx(params, ws + 45728, ws + 49824);
-    l05_maxpool1d_backward(ws + 20480, ws + 49824, ws + 45728);
-    l04_tanh_backward(ws + 20480, ws + 45728, ws + 49824);
-    l03_conv1d_backward(grads, ws + 36256, ws + 49824);
-    l03_conv1d_backward_dx(params, ws + 36256, ws + 49824, ws + 45728);
-    l02_leaky_relu_backward(ws + 8192, ws + 45728, ws + 49824);
-    l01_batchnorm_backward(params, grads, ws + 36240, ws + 4096, ws + 49824, ws + 45728, nb);
-    l00_conv1d_backward(grads, ws + 0, ws + 45728);
-    if (dx) l00_conv1d_backward_dx(params, ws + 45728, ws + 49824);
-    if (dx) cg_from_lanes(ws + 49824, dx, nb, 256, 16);
+    l10_avgpool1d_backward(ws + D11, ws + D09);
+    l09_batchnorm_backward(params + 712, grads + 712, ws + S09, ws + A08, ws + D09, ws + D08, nb);
+    l08_conv1d_backward(grads + 604, ws + A07, ws + D08);
+    l08_conv1d_backward_dx(params + 604, ws + D08, ws + D07);
+    l07_sigmoid_backward(ws + A07, ws + D07, ws + D06);
+    l06_conv1d_backward(grads + 208, ws + A05, ws + D06);
+    l06_conv1d_backward_dx(params + 208, ws + D06, ws + D05);
+    l05_maxpool1d_backward(ws + A04, ws + D05, ws + D04);
+    l04_tanh_backward(ws + A04, ws + D04, ws + D03);
+    l03_conv1d_backward(grads + 184, ws + S03, ws + D03);
+    l03_conv1d_backward_dx(params + 184, ws + S03, ws + D03, ws + D02);
+    l02_leaky_relu_backward(ws + A01, ws + D02, ws + D01);
+    l01_batchnorm_backward(params + 168, grads + 168, ws + S01, ws + A00, ws + D01, ws + D00, nb);
+    l00_conv1d_backward(grads, ws + XIN, ws + D00);
+    if (dx) l00_conv1d_backward_dx(params, ws + D00, ws + DIN);
+    if (dx) cg_from_lanes(ws + DIN, dx, nb, 256, 16);
 }
 
 static const cg_tensor mixed1d_tensors[] = {
@@ -2156,72 +2227,91 @@ static const cg_tensor mixed1d_tensors[] = {
     {"14.bias", CG_PARAM, 14, 1, {5, 0, 0, 0}, 1396, 5, CG_INIT_BIAS_UNIFORM, 16},
 };
 
+/* what each layer reads: earlier layers' outputs by index, -1 the network's input */
+static const int mixed1d_inputs[] = {
+    -1, /* 0: conv1d */
+    0, /* 1: batchnorm */
+    1, /* 2: leaky_relu */
+    2, /* 3: conv1d */
+    3, /* 4: tanh */
+    4, /* 5: maxpool1d */
+    5, /* 6: conv1d */
+    6, /* 7: sigmoid */
+    7, /* 8: conv1d */
+    8, /* 9: batchnorm */
+    9, /* 10: avgpool1d */
+    10, /* 11: flatten */
+    11, /* 12: dense */
+    12, /* 13: relu */
+    13, /* 14: dense */
+};
+
 static const cg_layer mixed1d_layers[] = {
     {.kind = "conv1d", .ndim_in = 2, .in_shape = {4, 64, 0}, .ndim_out = 2, .out_shape = {8, 32, 0},
      .in_size = 256, .out_size = 256, .act_offset = 4096, .lanes = 16, .line = 13, .col = 5,
-     .schedule = "lanes: fwd lanes[TB=1,TC=8] dw lanes[TCW=4,rows=1] dx lanes[TB=1,TCI=4]",
+     .schedule = "lanes: fwd lanes[TB=1,TC=8] dw lanes[TCW=4,rows=1] dx lanes[TB=1,TCI=4]", .n_inputs = 1, .inputs = mixed1d_inputs + 0, .name = NULL,
      .kernel = {1, 5}, .stride = {1, 2}, .pad_lo = {0, 2}, .pad_hi = {0, 2}, .dilation = {1, 1},
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "batchnorm", .ndim_in = 2, .in_shape = {8, 32, 0}, .ndim_out = 2, .out_shape = {8, 32, 0},
      .in_size = 256, .out_size = 256, .act_offset = 8192, .lanes = 16, .line = 14, .col = 5,
-     .schedule = "lanes: fwd lanes dw lanes dx with dw",
-     .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.001f, .momentum = -1.0f},
+     .schedule = "lanes: fwd lanes dw lanes dx with dw", .n_inputs = 1, .inputs = mixed1d_inputs + 1, .name = NULL,
+     .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 0.001f, .momentum = -1.0f},
     {.kind = "leaky_relu", .ndim_in = 2, .in_shape = {8, 32, 0}, .ndim_out = 2, .out_shape = {8, 32, 0},
      .in_size = 256, .out_size = 256, .act_offset = 12288, .lanes = 16, .line = 15, .col = 5,
-     .schedule = "lanes: fwd lanes dw lanes dx with dw",
+     .schedule = "lanes: fwd lanes dw lanes dx with dw", .n_inputs = 1, .inputs = mixed1d_inputs + 2, .name = NULL,
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.1f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv1d", .ndim_in = 2, .in_shape = {8, 32, 0}, .ndim_out = 2, .out_shape = {8, 32, 0},
      .in_size = 256, .out_size = 256, .act_offset = 16384, .lanes = 16, .line = 16, .col = 5,
-     .schedule = "lanes+pad: fwd lanes+pad[TB=1,TC=1] dw lanes+pad[TCW=1,rows=1] dx lanes+pad[TB=1,TCI=1]",
+     .schedule = "lanes+pad: fwd lanes+pad[TB=1,TC=1] dw lanes+pad[TCW=1,rows=1] dx lanes+pad[TB=1,TCI=1]", .n_inputs = 1, .inputs = mixed1d_inputs + 3, .name = NULL,
      .kernel = {1, 3}, .stride = {1, 1}, .pad_lo = {0, 2}, .pad_hi = {0, 2}, .dilation = {1, 2},
      .groups = 8, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "tanh", .ndim_in = 2, .in_shape = {8, 32, 0}, .ndim_out = 2, .out_shape = {8, 32, 0},
      .in_size = 256, .out_size = 256, .act_offset = 20480, .lanes = 16, .line = 17, .col = 5,
-     .schedule = "lanes: fwd lanes dw lanes dx with dw",
+     .schedule = "lanes: fwd lanes dw lanes dx with dw", .n_inputs = 1, .inputs = mixed1d_inputs + 4, .name = NULL,
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "maxpool1d", .ndim_in = 2, .in_shape = {8, 32, 0}, .ndim_out = 2, .out_shape = {8, 16, 0},
      .in_size = 256, .out_size = 128, .act_offset = 24576, .lanes = 16, .line = 18, .col = 5,
-     .schedule = "lanes: fwd lanes dw lanes dx with dw",
+     .schedule = "lanes: fwd lanes dw lanes dx with dw", .n_inputs = 1, .inputs = mixed1d_inputs + 5, .name = NULL,
      .kernel = {1, 3}, .stride = {1, 2}, .pad_lo = {0, 1}, .pad_hi = {0, 1}, .dilation = {1, 1},
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv1d", .ndim_in = 2, .in_shape = {8, 16, 0}, .ndim_out = 2, .out_shape = {12, 16, 0},
      .in_size = 128, .out_size = 192, .act_offset = 26624, .lanes = 16, .line = 19, .col = 5,
-     .schedule = "lanes: fwd lanes[TB=1,TC=12] dw lanes[TCW=6,rows=1] dx lanes[TB=1,TCI=8]",
+     .schedule = "lanes: fwd lanes[TB=1,TC=12] dw lanes[TCW=6,rows=1] dx lanes[TB=1,TCI=8]", .n_inputs = 1, .inputs = mixed1d_inputs + 6, .name = NULL,
      .kernel = {1, 4}, .stride = {1, 1}, .pad_lo = {0, 1}, .pad_hi = {0, 2}, .dilation = {1, 1},
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "sigmoid", .ndim_in = 2, .in_shape = {12, 16, 0}, .ndim_out = 2, .out_shape = {12, 16, 0},
      .in_size = 192, .out_size = 192, .act_offset = 29696, .lanes = 16, .line = 20, .col = 5,
-     .schedule = "lanes: fwd lanes dw lanes dx with dw",
+     .schedule = "lanes: fwd lanes dw lanes dx with dw", .n_inputs = 1, .inputs = mixed1d_inputs + 7, .name = NULL,
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv1d", .ndim_in = 2, .in_shape = {12, 16, 0}, .ndim_out = 2, .out_shape = {6, 12, 0},
      .in_size = 192, .out_size = 72, .act_offset = 32768, .lanes = 16, .line = 21, .col = 5,
-     .schedule = "lanes: fwd lanes[TB=1,TC=3] dw lanes[TCW=3,rows=1] dx lanes[TB=1,TCI=6]",
+     .schedule = "lanes: fwd lanes[TB=1,TC=3] dw lanes[TCW=3,rows=1] dx lanes[TB=1,TCI=6]", .n_inputs = 1, .inputs = mixed1d_inputs + 8, .name = NULL,
      .kernel = {1, 3}, .stride = {1, 1}, .pad_lo = {0, 0}, .pad_hi = {0, 0}, .dilation = {1, 2},
      .groups = 2, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "batchnorm", .ndim_in = 2, .in_shape = {6, 12, 0}, .ndim_out = 2, .out_shape = {6, 12, 0},
      .in_size = 72, .out_size = 72, .act_offset = 33920, .lanes = 16, .line = 22, .col = 5,
-     .schedule = "lanes: fwd lanes dw lanes dx with dw",
-     .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 1e-05f, .momentum = 0.2f},
+     .schedule = "lanes: fwd lanes dw lanes dx with dw", .n_inputs = 1, .inputs = mixed1d_inputs + 9, .name = NULL,
+     .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 1e-05f, .momentum = 0.2f},
     {.kind = "avgpool1d", .ndim_in = 2, .in_shape = {6, 12, 0}, .ndim_out = 2, .out_shape = {6, 6, 0},
      .in_size = 72, .out_size = 36, .act_offset = 35072, .lanes = 16, .line = 23, .col = 5,
-     .schedule = "lanes: fwd lanes dw lanes dx with dw",
+     .schedule = "lanes: fwd lanes dw lanes dx with dw", .n_inputs = 1, .inputs = mixed1d_inputs + 10, .name = NULL,
      .kernel = {1, 3}, .stride = {1, 2}, .pad_lo = {0, 1}, .pad_hi = {0, 1}, .dilation = {1, 1},
      .groups = 1, .has_bias = 0, .count_include_pad = 1, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "flatten", .ndim_in = 2, .in_shape = {6, 6, 0}, .ndim_out = 1, .out_shape = {36, 0, 0},
      .in_size = 36, .out_size = 36, .act_offset = 35072, .lanes = 16, .line = 24, .col = 5,
-     .schedule = "lanes: fwd lanes dw lanes dx with dw",
+     .schedule = "lanes: fwd lanes dw lanes dx with dw", .n_inputs = 1, .inputs = mixed1d_inputs + 11, .name = NULL,
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "dense", .ndim_in = 1, .in_shape = {36, 0, 0}, .ndim_out = 1, .out_shape = {16, 0, 0},
      .in_size = 36, .out_size = 16, .act_offset = 35648, .lanes = 16, .line = 25, .col = 5,
-     .schedule = "lanes: fwd lanes[TB=1,TR=16] dw gemm[TI=6,TO=4] dx lanes[TB=1,TR=16]",
+     .schedule = "lanes: fwd lanes[TB=1,TR=16] dw gemm[TI=6,TO=4] dx lanes[TB=1,TR=16]", .n_inputs = 1, .inputs = mixed1d_inputs + 12, .name = NULL,
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "relu", .ndim_in = 1, .in_shape = {16, 0, 0}, .ndim_out = 1, .out_shape = {16, 0, 0},
      .in_size = 16, .out_size = 16, .act_offset = 35904, .lanes = 16, .line = 26, .col = 5,
-     .schedule = "lanes: fwd lanes dw lanes dx with dw",
+     .schedule = "lanes: fwd lanes dw lanes dx with dw", .n_inputs = 1, .inputs = mixed1d_inputs + 13, .name = NULL,
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "dense", .ndim_in = 1, .in_shape = {16, 0, 0}, .ndim_out = 1, .out_shape = {5, 0, 0},
      .in_size = 16, .out_size = 5, .act_offset = 36160, .lanes = 16, .line = 27, .col = 5,
-     .schedule = "lanes: fwd lanes[TB=1,TR=16] dw gemm[TI=16,TO=1] dx lanes[TB=1,TR=16]",
+     .schedule = "lanes: fwd lanes[TB=1,TR=16] dw gemm[TI=16,TO=1] dx lanes[TB=1,TR=16]", .n_inputs = 1, .inputs = mixed1d_inputs + 14, .name = NULL,
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
 };
 
@@ -2236,7 +2326,9 @@ const cg_net mixed1d_net = {
     .train = {.batch = 16, .epochs = 20, .lr = 0.01f, .momentum = 0.9f, .weight_decay = 0.0f,
               .mode = CG_MODE_MINIBATCH, .order = CG_ORDER_SHUFFLE, .schedule = CG_SCHED_CONSTANT, .step_size = 10, .gamma = 0.1f,
               .patience = 5, .eval_every = 0, .val = -1, .val_frac = 0.0f, .seed = 0,
-              .normalize = 0, .checkpoint_every = 0, .monitor = CG_MONITOR_LOSS},
+              .normalize = 0, .checkpoint_every = 0, .monitor = CG_MONITOR_LOSS,
+              .optimizer = CG_OPT_SGD, .beta1 = 0.9f, .beta2 = 0.999f, .eps = 1e-08f, .warmup = 0,
+              .aug_crop = 0, .aug_flip = 0},
     .forward = mixed1d_forward, .backward = mixed1d_backward,
 };
 

@@ -61,7 +61,8 @@ static inline __attribute__((unused)) float vsum_(const cg_v *v) { float s = 0.0
  * schedule loop: fwd loop dw loop dx with dw */
 static void l00_conv2d_forward(const float *restrict P, const float *restrict x, float *restrict y, int nb)
 {
-    const float *restrict w = P + 0;
+    /* x [N][3x20x18], y [N][6x10x16] */
+    const float *restrict w = P;
     const float *restrict b = P + 108;
     for (int n = 0; n < nb; n++) {
         const float *restrict xn = x + (size_t)n * 1080;
@@ -93,8 +94,9 @@ static void l00_conv2d_forward(const float *restrict P, const float *restrict x,
 
 static void l00_conv2d_backward(const float *restrict P, float *restrict G, const float *restrict x, const float *restrict dy, float *restrict dx, int nb)
 {
-    const float *restrict w = P + 0;
-    float *restrict gw = G + 0;
+    /* x [N][3x20x18], y [N][6x10x16] */
+    const float *restrict w = P;
+    float *restrict gw = G;
     float *restrict gb = G + 108;
     memset(dx, 0, sizeof(float) * (size_t)nb * 1080);
     for (int col = 0; col < 6; col++) {
@@ -152,8 +154,9 @@ static void l00_conv2d_backward(const float *restrict P, float *restrict G, cons
  * schedule loop: fwd loop dw loop dx with dw */
 static void l01_batchnorm_forward(const float *restrict P, float *restrict B, float *restrict S, const float *restrict x, float *restrict y, int nb, int training)
 {
-    const float *restrict gamma = P + 114, *restrict beta = P + 120;
-    float *restrict rmean = B + 0, *restrict rvar = B + 6, *restrict nbt = B + 12;
+    /* x [N][6x10x16], y [N][6x10x16] */
+    const float *restrict gamma = P, *restrict beta = P + 6;
+    float *restrict rmean = B, *restrict rvar = B + 6, *restrict nbt = B + 12;
     const int m = nb * 160; /* values per channel */
     if (training) {
         nbt[0] += 1.0f;
@@ -194,8 +197,9 @@ static void l01_batchnorm_forward(const float *restrict P, float *restrict B, fl
 
 static void l01_batchnorm_backward(const float *restrict P, float *restrict G, float *restrict S, const float *restrict x, const float *restrict dy, float *restrict dx, int nb)
 {
-    const float *restrict gamma = P + 114;
-    float *restrict ggamma = G + 114, *restrict gbeta = G + 120;
+    /* x [N][6x10x16], y [N][6x10x16] */
+    const float *restrict gamma = P;
+    float *restrict ggamma = G, *restrict gbeta = G + 6;
     const int m = nb * 160;
     for (int c = 0; c < 6; c++) {
         const float mean = S[c], rstd = S[6 + c];
@@ -221,12 +225,14 @@ static void l01_batchnorm_backward(const float *restrict P, float *restrict G, f
  * schedule loop: fwd loop dw loop dx with dw */
 static void l02_tanh_forward(const float *restrict x, float *restrict y, int nb)
 {
+    /* x [N][6x10x16], y [N][6x10x16] */
     for (size_t i = 0; i < (size_t)nb * 960; i++)
         y[i] = tanhf(x[i]);
 }
 
 static void l02_tanh_backward(const float *restrict y, const float *restrict dy, float *restrict dx, int nb)
 {
+    /* x [N][6x10x16], y [N][6x10x16] */
     for (size_t i = 0; i < (size_t)nb * 960; i++)
         dx[i] = dy[i] * (1.0f - y[i] * y[i]);
 }
@@ -235,8 +241,9 @@ static void l02_tanh_backward(const float *restrict y, const float *restrict dy,
  * schedule loop: fwd loop dw loop dx with dw */
 static void l03_conv2d_forward(const float *restrict P, const float *restrict x, float *restrict y, int nb)
 {
-    const float *restrict w = P + 126;
-    const float *restrict b = P + 270;
+    /* x [N][6x10x16], y [N][6x10x16] */
+    const float *restrict w = P;
+    const float *restrict b = P + 144;
     for (int n = 0; n < nb; n++) {
         const float *restrict xn = x + (size_t)n * 960;
         float *restrict yn = y + (size_t)n * 960;
@@ -285,9 +292,10 @@ static void l03_conv2d_forward(const float *restrict P, const float *restrict x,
 
 static void l03_conv2d_backward(const float *restrict P, float *restrict G, const float *restrict x, const float *restrict dy, float *restrict dx, int nb)
 {
-    const float *restrict w = P + 126;
-    float *restrict gw = G + 126;
-    float *restrict gb = G + 270;
+    /* x [N][6x10x16], y [N][6x10x16] */
+    const float *restrict w = P;
+    float *restrict gw = G;
+    float *restrict gb = G + 144;
     memset(dx, 0, sizeof(float) * (size_t)nb * 960);
     for (int g = 0; g < 2; g++) {
         for (int col = 0; col < 3; col++) {
@@ -399,12 +407,14 @@ static void l03_conv2d_backward(const float *restrict P, float *restrict G, cons
  * schedule loop: fwd loop dw loop dx with dw */
 static void l04_sigmoid_forward(const float *restrict x, float *restrict y, int nb)
 {
+    /* x [N][6x10x16], y [N][6x10x16] */
     for (size_t i = 0; i < (size_t)nb * 960; i++)
         y[i] = 1.0f / (1.0f + expf(-x[i]));
 }
 
 static void l04_sigmoid_backward(const float *restrict y, const float *restrict dy, float *restrict dx, int nb)
 {
+    /* x [N][6x10x16], y [N][6x10x16] */
     for (size_t i = 0; i < (size_t)nb * 960; i++)
         dx[i] = dy[i] * y[i] * (1.0f - y[i]);
 }
@@ -413,6 +423,7 @@ static void l04_sigmoid_backward(const float *restrict y, const float *restrict 
  * schedule loop: fwd loop dw loop dx with dw */
 static void l05_maxpool2d_forward(const float *restrict x, float *restrict y, int nb)
 {
+    /* x [N][6x10x16], y [N][6x10x16] */
     for (int n = 0; n < nb; n++) {
         for (int c = 0; c < 6; c++) {
             const float *restrict xc = x + n*960 + c*160;
@@ -510,6 +521,7 @@ static void l05_maxpool2d_forward(const float *restrict x, float *restrict y, in
 
 static void l05_maxpool2d_backward(const float *restrict x, const float *restrict dy, float *restrict dx, int nb)
 {
+    /* x [N][6x10x16], y [N][6x10x16] */
     memset(dx, 0, sizeof(float) * (size_t)nb * 960);
     for (int n = 0; n < nb; n++) {
         for (int c = 0; c < 6; c++) {
@@ -611,7 +623,8 @@ static void l05_maxpool2d_backward(const float *restrict x, const float *restric
  * schedule wv: fwd wv[TC=4,TX=2] dw wv[RY=3,TCW=2,U=4] dx wv[TC=6,TX=1] */
 static void l06_conv2d_forward(const float *restrict P, float *restrict S, const float *restrict x, float *restrict y, int nb)
 {
-    const float *restrict w = P + 276;
+    /* x [N][6x10x16], y [N][4x12x18] */
+    const float *restrict w = P;
     float *restrict xp = S + 0;
     /* inputs -> zero-padded planes 14x20 (kept for dW) */
     for (int pl = 0; pl < nb * 6; pl++) {
@@ -718,7 +731,8 @@ static void l06_conv2d_forward(const float *restrict P, float *restrict S, const
 
 static void l06_conv2d_backward(float *restrict G, float *restrict S, const float *restrict dy, int nb)
 {
-    float *restrict gw = G + 276;
+    /* x [N][6x10x16], y [N][4x12x18] */
+    float *restrict gw = G;
     const float *restrict xp = S + 0;
     /* tiles of 2 output channels x 9 taps (3 kernel rows) of one input channel */
     /* lanes of the last, overlapping vector of a row already counted by the one before */
@@ -876,7 +890,8 @@ static void l06_conv2d_backward(float *restrict G, float *restrict S, const floa
 
 static void l06_conv2d_backward_dx(const float *restrict P, float *restrict S, const float *restrict dy, float *restrict dx, int nb)
 {
-    const float *restrict w = P + 276;
+    /* x [N][6x10x16], y [N][4x12x18] */
+    const float *restrict w = P;
     float *restrict dyp = S + 13456;
     /* dy -> zero-padded planes 12x18 */
     for (int pl = 0; pl < nb * 4; pl++) {
@@ -1003,12 +1018,14 @@ static void l06_conv2d_backward_dx(const float *restrict P, float *restrict S, c
  * schedule loop: fwd loop dw loop dx with dw */
 static void l07_relu_forward(const float *restrict x, float *restrict y, int nb)
 {
+    /* x [N][4x12x18], y [N][4x12x18] */
     for (size_t i = 0; i < (size_t)nb * 864; i++)
         y[i] = x[i] > 0.0f ? x[i] : 0.0f;
 }
 
 static void l07_relu_backward(const float *restrict y, const float *restrict dy, float *restrict dx, int nb)
 {
+    /* x [N][4x12x18], y [N][4x12x18] */
     for (size_t i = 0; i < (size_t)nb * 864; i++)
         dx[i] = y[i] > 0.0f ? dy[i] : 0.0f;
 }
@@ -1017,6 +1034,7 @@ static void l07_relu_backward(const float *restrict y, const float *restrict dy,
  * schedule loop: fwd loop dw loop dx with dw */
 static void l08_avgpool2d_forward(const float *restrict x, float *restrict y, int nb)
 {
+    /* x [N][4x12x18], y [N][4x6x9] */
     for (int n = 0; n < nb; n++) {
         for (int c = 0; c < 4; c++) {
             const float *restrict xc = x + n*864 + c*216;
@@ -1042,6 +1060,7 @@ static void l08_avgpool2d_forward(const float *restrict x, float *restrict y, in
 
 static void l08_avgpool2d_backward(const float *restrict dy, float *restrict dx, int nb)
 {
+    /* x [N][4x12x18], y [N][4x6x9] */
     memset(dx, 0, sizeof(float) * (size_t)nb * 864);
     for (int n = 0; n < nb; n++) {
         for (int c = 0; c < 4; c++) {
@@ -1082,12 +1101,14 @@ static void l08_avgpool2d_backward(const float *restrict dy, float *restrict dx,
  * schedule loop: fwd loop dw loop dx with dw */
 static void l09_leaky_relu_forward(const float *restrict x, float *restrict y, int nb)
 {
+    /* x [N][4x6x9], y [N][4x6x9] */
     for (size_t i = 0; i < (size_t)nb * 216; i++)
         y[i] = x[i] > 0.0f ? x[i] : x[i] * 0.01f;
 }
 
 static void l09_leaky_relu_backward(const float *restrict x, const float *restrict dy, float *restrict dx, int nb)
 {
+    /* x [N][4x6x9], y [N][4x6x9] */
     for (size_t i = 0; i < (size_t)nb * 216; i++)
         dx[i] = x[i] > 0.0f ? dy[i] : dy[i] * 0.01f;
 }
@@ -1096,6 +1117,7 @@ static void l09_leaky_relu_backward(const float *restrict x, const float *restri
  * schedule straight: fwd straight dw straight dx with dw */
 static void l10_maxpool2d_forward(const float *restrict x, float *restrict y, int nb)
 {
+    /* x [N][4x6x9], y [N][4x3x3] */
     for (int n = 0; n < nb; n++) {
         {
             const float *restrict xc = x + n*216;
@@ -1442,6 +1464,7 @@ static void l10_maxpool2d_forward(const float *restrict x, float *restrict y, in
 
 static void l10_maxpool2d_backward(const float *restrict x, const float *restrict dy, float *restrict dx, int nb)
 {
+    /* x [N][4x6x9], y [N][4x3x3] */
     memset(dx, 0, sizeof(float) * (size_t)nb * 216);
     for (int n = 0; n < nb; n++) {
         {
@@ -1795,8 +1818,9 @@ static void l10_maxpool2d_backward(const float *restrict x, const float *restric
  * schedule straight: fwd straight dw straight dx with dw */
 static void l12_dense_forward(const float *restrict P, const float *restrict x, float *restrict y, int nb)
 {
-    const float *restrict w = P + 492;
-    const float *restrict b = P + 852;
+    /* x [N][36], y [N][10] */
+    const float *restrict w = P;
+    const float *restrict b = P + 360;
     for (int n = 0; n < nb; n++) {
         const float *restrict xn = x + (size_t)n * 36;
         float *restrict yn = y + (size_t)n * 10;
@@ -1905,9 +1929,10 @@ static void l12_dense_forward(const float *restrict P, const float *restrict x, 
 
 static void l12_dense_backward(const float *restrict P, float *restrict G, const float *restrict x, const float *restrict dy, float *restrict dx, int nb)
 {
-    const float *restrict w = P + 492;
-    float *restrict gw = G + 492;
-    float *restrict gb = G + 852;
+    /* x [N][36], y [N][10] */
+    const float *restrict w = P;
+    float *restrict gw = G;
+    float *restrict gb = G + 360;
     for (int n = 0; n < nb; n++) {
         const float *restrict xn = x + (size_t)n * 36;
         const float *restrict dyn = dy + (size_t)n * 10;
@@ -2393,41 +2418,70 @@ static void l12_dense_backward(const float *restrict P, float *restrict G, const
     }
 }
 
+/* Workspace regions, in floats (NAME.h gives the total). */
+#define A00     0 /* layer 0 (conv2d) output, [N][6x10x16] */
+#define A01     7680 /* layer 1 (batchnorm) output, [N][6x10x16] */
+#define S01     63728 /* layer 1 (batchnorm) scratch */
+#define A02     15360 /* layer 2 (tanh) output, [N][6x10x16] */
+#define A03     23040 /* layer 3 (conv2d) output, [N][6x10x16] */
+#define A04     30720 /* layer 4 (sigmoid) output, [N][6x10x16] */
+#define A05     38400 /* layer 5 (maxpool2d) output, [N][6x10x16] */
+#define A06     46080 /* layer 6 (conv2d) output, [N][4x12x18] */
+#define S06     63744 /* layer 6 (conv2d) scratch */
+#define A07     52992 /* layer 7 (relu) output, [N][4x12x18] */
+#define A08     59904 /* layer 8 (avgpool2d) output, [N][4x6x9] */
+#define A09     61632 /* layer 9 (leaky_relu) output, [N][4x6x9] */
+#define A10     63360 /* layer 10 (maxpool2d) output, [N][4x3x3] */
+#define A12     63648 /* layer 12 (dense) output, [N][10] */
+#define DOUT    84128 /* dLoss/dOutput, [N][10] */
+#define D11     85936 /* gradient arena: dLoss/d(layer 11 output) */
+#define D09     84208 /* gradient arena: dLoss/d(layer 9 output) */
+#define D08     91120 /* gradient arena: dLoss/d(layer 8 output) */
+#define D07     84208 /* gradient arena: dLoss/d(layer 7 output) */
+#define D06     91888 /* gradient arena: dLoss/d(layer 6 output) */
+#define D05     84208 /* gradient arena: dLoss/d(layer 5 output) */
+#define D04     91888 /* gradient arena: dLoss/d(layer 4 output) */
+#define D03     84208 /* gradient arena: dLoss/d(layer 3 output) */
+#define D02     91888 /* gradient arena: dLoss/d(layer 2 output) */
+#define D01     84208 /* gradient arena: dLoss/d(layer 1 output) */
+#define D00     92848 /* gradient arena: dLoss/d(layer 0 output) */
+#define DIN     84208 /* gradient arena: dLoss/dInput */
+
 /* Forward over nb <= 8 samples; activations stay in ws for backward. */
 void mixed2d_forward(const float *params, float *buffers, const float *x, float *ws, int nb, int training)
 {
-    l00_conv2d_forward(params, x, ws + 0, nb);
-    l01_batchnorm_forward(params, buffers, ws + 63728, ws + 0, ws + 7680, nb, training);
-    l02_tanh_forward(ws + 7680, ws + 15360, nb);
-    l03_conv2d_forward(params, ws + 15360, ws + 23040, nb);
-    l04_sigmoid_forward(ws + 23040, ws + 30720, nb);
-    l05_maxpool2d_forward(ws + 30720, ws + 38400, nb);
-    l06_conv2d_forward(params, ws + 63740, ws + 38400, ws + 46080, nb);
-    l07_relu_forward(ws + 46080, ws + 52992, nb);
-    l08_avgpool2d_forward(ws + 52992, ws + 59904, nb);
-    l09_leaky_relu_forward(ws + 59904, ws + 61632, nb);
-    l10_maxpool2d_forward(ws + 61632, ws + 63360, nb);
+    l00_conv2d_forward(params, x, ws + A00, nb);
+    l01_batchnorm_forward(params + 114, buffers, ws + S01, ws + A00, ws + A01, nb, training);
+    l02_tanh_forward(ws + A01, ws + A02, nb);
+    l03_conv2d_forward(params + 126, ws + A02, ws + A03, nb);
+    l04_sigmoid_forward(ws + A03, ws + A04, nb);
+    l05_maxpool2d_forward(ws + A04, ws + A05, nb);
+    l06_conv2d_forward(params + 276, ws + S06, ws + A05, ws + A06, nb);
+    l07_relu_forward(ws + A06, ws + A07, nb);
+    l08_avgpool2d_forward(ws + A07, ws + A08, nb);
+    l09_leaky_relu_forward(ws + A08, ws + A09, nb);
+    l10_maxpool2d_forward(ws + A09, ws + A10, nb);
     /* layer 11: flatten is a view of its input */
-    l12_dense_forward(params, ws + 63360, ws + 63648, nb);
+    l12_dense_forward(params + 492, ws + A10, ws + A12, nb);
 }
 
-/* Backward after a training forward: dLoss/dOutput at ws + 84124; grads accumulate. */
+/* Backward after a training forward: dLoss/dOutput at ws + DOUT (84128); grads accumulate. */
 void mixed2d_backward(const float *params, float *grads, const float *x, float *dx, float *ws, int nb)
 {
-    l12_dense_backward(params, grads, ws + 63360, ws + 84124, ws + 84204, nb);
+    l12_dense_backward(params + 492, grads + 492, ws + A10, ws + DOUT, ws + D11, nb);
     /* layer 11: flatten passes the gradient through */
-    l10_maxpool2d_backward(ws + 61632, ws + 84204, ws + 92844, nb);
-    l09_leaky_relu_backward(ws + 59904, ws + 92844, ws + 84204, nb);
-    l08_avgpool2d_backward(ws + 84204, ws + 92844, nb);
-    l07_relu_backward(ws + 52992, ws + 92844, ws + 84204, nb);
-    l06_conv2d_backward(grads, ws + 63740, ws + 84204, nb);
-    l06_conv2d_backward_dx(params, ws + 63740, ws + 84204, ws + 92844, nb);
-    l05_maxpool2d_backward(ws + 30720, ws + 92844, ws + 84204, nb);
-    l04_sigmoid_backward(ws + 30720, ws + 84204, ws + 92844, nb);
-    l03_conv2d_backward(params, grads, ws + 15360, ws + 92844, ws + 84204, nb);
-    l02_tanh_backward(ws + 15360, ws + 84204, ws + 92844, nb);
-    l01_batchnorm_backward(params, grads, ws + 63728, ws + 0, ws + 92844, ws + 84204, nb);
-    l00_conv2d_backward(params, grads, x, ws + 84204, dx ? dx : ws + 92844, nb);
+    l10_maxpool2d_backward(ws + A09, ws + D11, ws + D09, nb);
+    l09_leaky_relu_backward(ws + A08, ws + D09, ws + D08, nb);
+    l08_avgpool2d_backward(ws + D08, ws + D07, nb);
+    l07_relu_backward(ws + A07, ws + D07, ws + D06, nb);
+    l06_conv2d_backward(grads + 276, ws + S06, ws + D06, nb);
+    l06_conv2d_backward_dx(params + 276, ws + S06, ws + D06, ws + D05, nb);
+    l05_maxpool2d_backward(ws + A04, ws + D05, ws + D04, nb);
+    l04_sigmoid_backward(ws + A04, ws + D04, ws + D03, nb);
+    l03_conv2d_backward(params + 126, grads + 126, ws + A02, ws + D03, ws + D02, nb);
+    l02_tanh_backward(ws + A02, ws + D02, ws + D01, nb);
+    l01_batchnorm_backward(params + 114, grads + 114, ws + S01, ws + A00, ws + D01, ws + D00, nb);
+    l00_conv2d_backward(params, grads, x, ws + D00, dx ? dx : ws + DIN, nb);
 }
 
 static const cg_tensor mixed2d_tensors[] = {
@@ -2445,64 +2499,81 @@ static const cg_tensor mixed2d_tensors[] = {
     {"12.bias", CG_PARAM, 12, 1, {10, 0, 0, 0}, 852, 10, CG_INIT_BIAS_UNIFORM, 36},
 };
 
+/* what each layer reads: earlier layers' outputs by index, -1 the network's input */
+static const int mixed2d_inputs[] = {
+    -1, /* 0: conv2d */
+    0, /* 1: batchnorm */
+    1, /* 2: tanh */
+    2, /* 3: conv2d */
+    3, /* 4: sigmoid */
+    4, /* 5: maxpool2d */
+    5, /* 6: conv2d */
+    6, /* 7: relu */
+    7, /* 8: avgpool2d */
+    8, /* 9: leaky_relu */
+    9, /* 10: maxpool2d */
+    10, /* 11: flatten */
+    11, /* 12: dense */
+};
+
 static const cg_layer mixed2d_layers[] = {
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {3, 20, 18}, .ndim_out = 3, .out_shape = {6, 10, 16},
      .in_size = 1080, .out_size = 960, .act_offset = 0, .lanes = 0, .line = 10, .col = 5,
-     .schedule = "loop: fwd loop dw loop dx with dw",
+     .schedule = "loop: fwd loop dw loop dx with dw", .n_inputs = 1, .inputs = mixed2d_inputs + 0, .name = NULL,
      .kernel = {3, 2}, .stride = {2, 1}, .pad_lo = {1, 0}, .pad_hi = {1, 0}, .dilation = {1, 2},
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "batchnorm", .ndim_in = 3, .in_shape = {6, 10, 16}, .ndim_out = 3, .out_shape = {6, 10, 16},
      .in_size = 960, .out_size = 960, .act_offset = 7680, .lanes = 0, .line = 11, .col = 5,
-     .schedule = "loop: fwd loop dw loop dx with dw",
-     .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 1e-05f, .momentum = 0.1f},
+     .schedule = "loop: fwd loop dw loop dx with dw", .n_inputs = 1, .inputs = mixed2d_inputs + 1, .name = NULL,
+     .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 1e-05f, .momentum = 0.1f},
     {.kind = "tanh", .ndim_in = 3, .in_shape = {6, 10, 16}, .ndim_out = 3, .out_shape = {6, 10, 16},
      .in_size = 960, .out_size = 960, .act_offset = 15360, .lanes = 0, .line = 12, .col = 5,
-     .schedule = "loop: fwd loop dw loop dx with dw",
+     .schedule = "loop: fwd loop dw loop dx with dw", .n_inputs = 1, .inputs = mixed2d_inputs + 2, .name = NULL,
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {6, 10, 16}, .ndim_out = 3, .out_shape = {6, 10, 16},
      .in_size = 960, .out_size = 960, .act_offset = 23040, .lanes = 0, .line = 13, .col = 5,
-     .schedule = "loop: fwd loop dw loop dx with dw",
+     .schedule = "loop: fwd loop dw loop dx with dw", .n_inputs = 1, .inputs = mixed2d_inputs + 3, .name = NULL,
      .kernel = {2, 4}, .stride = {1, 1}, .pad_lo = {0, 1}, .pad_hi = {1, 2}, .dilation = {1, 1},
      .groups = 2, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "sigmoid", .ndim_in = 3, .in_shape = {6, 10, 16}, .ndim_out = 3, .out_shape = {6, 10, 16},
      .in_size = 960, .out_size = 960, .act_offset = 30720, .lanes = 0, .line = 14, .col = 5,
-     .schedule = "loop: fwd loop dw loop dx with dw",
+     .schedule = "loop: fwd loop dw loop dx with dw", .n_inputs = 1, .inputs = mixed2d_inputs + 4, .name = NULL,
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "maxpool2d", .ndim_in = 3, .in_shape = {6, 10, 16}, .ndim_out = 3, .out_shape = {6, 10, 16},
      .in_size = 960, .out_size = 960, .act_offset = 38400, .lanes = 0, .line = 15, .col = 5,
-     .schedule = "loop: fwd loop dw loop dx with dw",
+     .schedule = "loop: fwd loop dw loop dx with dw", .n_inputs = 1, .inputs = mixed2d_inputs + 5, .name = NULL,
      .kernel = {3, 3}, .stride = {1, 1}, .pad_lo = {1, 1}, .pad_hi = {1, 1}, .dilation = {1, 1},
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {6, 10, 16}, .ndim_out = 3, .out_shape = {4, 12, 18},
      .in_size = 960, .out_size = 864, .act_offset = 46080, .lanes = 0, .line = 16, .col = 5,
-     .schedule = "wv: fwd wv[TC=4,TX=2] dw wv[RY=3,TCW=2,U=4] dx wv[TC=6,TX=1]",
+     .schedule = "wv: fwd wv[TC=4,TX=2] dw wv[RY=3,TCW=2,U=4] dx wv[TC=6,TX=1]", .n_inputs = 1, .inputs = mixed2d_inputs + 6, .name = NULL,
      .kernel = {3, 3}, .stride = {1, 1}, .pad_lo = {2, 2}, .pad_hi = {2, 2}, .dilation = {1, 1},
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "relu", .ndim_in = 3, .in_shape = {4, 12, 18}, .ndim_out = 3, .out_shape = {4, 12, 18},
      .in_size = 864, .out_size = 864, .act_offset = 52992, .lanes = 0, .line = 17, .col = 5,
-     .schedule = "loop: fwd loop dw loop dx with dw",
+     .schedule = "loop: fwd loop dw loop dx with dw", .n_inputs = 1, .inputs = mixed2d_inputs + 7, .name = NULL,
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "avgpool2d", .ndim_in = 3, .in_shape = {4, 12, 18}, .ndim_out = 3, .out_shape = {4, 6, 9},
      .in_size = 864, .out_size = 216, .act_offset = 59904, .lanes = 0, .line = 18, .col = 5,
-     .schedule = "loop: fwd loop dw loop dx with dw",
+     .schedule = "loop: fwd loop dw loop dx with dw", .n_inputs = 1, .inputs = mixed2d_inputs + 8, .name = NULL,
      .kernel = {3, 3}, .stride = {2, 2}, .pad_lo = {1, 1}, .pad_hi = {1, 1}, .dilation = {1, 1},
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "leaky_relu", .ndim_in = 3, .in_shape = {4, 6, 9}, .ndim_out = 3, .out_shape = {4, 6, 9},
      .in_size = 216, .out_size = 216, .act_offset = 61632, .lanes = 0, .line = 19, .col = 5,
-     .schedule = "loop: fwd loop dw loop dx with dw",
+     .schedule = "loop: fwd loop dw loop dx with dw", .n_inputs = 1, .inputs = mixed2d_inputs + 9, .name = NULL,
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.01f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "maxpool2d", .ndim_in = 3, .in_shape = {4, 6, 9}, .ndim_out = 3, .out_shape = {4, 3, 3},
      .in_size = 216, .out_size = 36, .act_offset = 63360, .lanes = 0, .line = 20, .col = 5,
-     .schedule = "straight: fwd straight dw straight dx with dw",
+     .schedule = "straight: fwd straight dw straight dx with dw", .n_inputs = 1, .inputs = mixed2d_inputs + 10, .name = NULL,
      .kernel = {2, 3}, .stride = {2, 3}, .pad_lo = {0, 0}, .pad_hi = {0, 0}, .dilation = {1, 1},
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "flatten", .ndim_in = 3, .in_shape = {4, 3, 3}, .ndim_out = 1, .out_shape = {36, 0, 0},
      .in_size = 36, .out_size = 36, .act_offset = 63360, .lanes = 0, .line = 21, .col = 5,
-     .schedule = "alias: fwd alias dw alias dx with dw",
+     .schedule = "alias: fwd alias dw alias dx with dw", .n_inputs = 1, .inputs = mixed2d_inputs + 11, .name = NULL,
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "dense", .ndim_in = 1, .in_shape = {36, 0, 0}, .ndim_out = 1, .out_shape = {10, 0, 0},
      .in_size = 36, .out_size = 10, .act_offset = 63648, .lanes = 0, .line = 22, .col = 5,
-     .schedule = "straight: fwd straight dw straight dx with dw",
+     .schedule = "straight: fwd straight dw straight dx with dw", .n_inputs = 1, .inputs = mixed2d_inputs + 12, .name = NULL,
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
 };
 
@@ -2517,7 +2588,9 @@ const cg_net mixed2d_net = {
     .train = {.batch = 8, .epochs = 10, .lr = 0.05f, .momentum = 0.9f, .weight_decay = 0.0f,
               .mode = CG_MODE_MINIBATCH, .order = CG_ORDER_SHUFFLE, .schedule = CG_SCHED_CONSTANT, .step_size = 10, .gamma = 0.1f,
               .patience = 5, .eval_every = 0, .val = -1, .val_frac = 0.0f, .seed = 0,
-              .normalize = 0, .checkpoint_every = 0, .monitor = CG_MONITOR_LOSS},
+              .normalize = 0, .checkpoint_every = 0, .monitor = CG_MONITOR_LOSS,
+              .optimizer = CG_OPT_SGD, .beta1 = 0.9f, .beta2 = 0.999f, .eps = 1e-08f, .warmup = 0,
+              .aug_crop = 0, .aug_flip = 0},
     .forward = mixed2d_forward, .backward = mixed2d_backward,
 };
 

@@ -85,7 +85,8 @@ static inline __attribute__((unused)) float vsum_(const cg_v *v) { float s = 0.0
  * schedule wv: fwd wv[TC=6,TX=4] dw wv[RY=3,TCW=2,U=4] dx wv[TC=3,TX=4] threaded */
 static void l00_conv2d_forward(const float *restrict P, float *restrict S, const float *restrict x, float *restrict y, int nb)
 {
-    const float *restrict w = P + 0;
+    /* x [N][3x224x224], y [N][64x224x224] */
+    const float *restrict w = P;
     const float *restrict b = P + 1728;
     float *restrict xp = S + 0;
     /* inputs -> zero-padded planes 226x226 (kept for dW) */
@@ -473,7 +474,8 @@ static void l00_conv2d_forward(const float *restrict P, float *restrict S, const
 
 static void l00_conv2d_backward(float *restrict G, float *restrict S, const float *restrict dy, int nb)
 {
-    float *restrict gw = G + 0;
+    /* x [N][3x224x224], y [N][64x224x224] */
+    float *restrict gw = G;
     const float *restrict xp = S + 0;
     float *restrict gb = G + 1728;
     CG_PARALLEL_FOR
@@ -580,7 +582,8 @@ static void l00_conv2d_backward(float *restrict G, float *restrict S, const floa
 
 static void l00_conv2d_backward_dx(const float *restrict P, float *restrict S, const float *restrict dy, float *restrict dx, int nb)
 {
-    const float *restrict w = P + 0;
+    /* x [N][3x224x224], y [N][64x224x224] */
+    const float *restrict w = P;
     float *restrict dyp = S + 306480;
     /* dy -> zero-padded planes 226x226 */
     CG_PARALLEL_FOR
@@ -746,12 +749,14 @@ static void l00_conv2d_backward_dx(const float *restrict P, float *restrict S, c
  * schedule loop: fwd loop dw loop dx with dw threaded */
 static void l01_relu_forward(const float *restrict x, float *restrict y, int nb)
 {
+    /* x [N][64x224x224], y [N][64x224x224] */
     for (size_t i = 0; i < (size_t)nb * 3211264; i++)
         y[i] = x[i] > 0.0f ? x[i] : 0.0f;
 }
 
 static void l01_relu_backward(const float *restrict y, const float *restrict dy, float *restrict dx, int nb)
 {
+    /* x [N][64x224x224], y [N][64x224x224] */
     for (size_t i = 0; i < (size_t)nb * 3211264; i++)
         dx[i] = y[i] > 0.0f ? dy[i] : 0.0f;
 }
@@ -760,8 +765,9 @@ static void l01_relu_backward(const float *restrict y, const float *restrict dy,
  * schedule wv: fwd wv[TC=6,TX=4] dw wv[RY=3,TCW=2,U=4] dx wv[TC=6,TX=4] threaded */
 static void l02_conv2d_forward(const float *restrict P, float *restrict S, const float *restrict x, float *restrict y, int nb)
 {
-    const float *restrict w = P + 1792;
-    const float *restrict b = P + 38656;
+    /* x [N][64x224x224], y [N][64x224x224] */
+    const float *restrict w = P;
+    const float *restrict b = P + 36864;
     float *restrict xp = S + 0;
     /* inputs -> zero-padded planes 226x226 (kept for dW) */
     CG_PARALLEL_FOR
@@ -1148,9 +1154,10 @@ static void l02_conv2d_forward(const float *restrict P, float *restrict S, const
 
 static void l02_conv2d_backward(float *restrict G, float *restrict S, const float *restrict dy, int nb)
 {
-    float *restrict gw = G + 1792;
+    /* x [N][64x224x224], y [N][64x224x224] */
+    float *restrict gw = G;
     const float *restrict xp = S + 0;
-    float *restrict gb = G + 38656;
+    float *restrict gb = G + 36864;
     CG_PARALLEL_FOR
     for (int co = 0; co < 64; co++) {
         cg_v s = vsplat(0.0f);
@@ -1255,7 +1262,8 @@ static void l02_conv2d_backward(float *restrict G, float *restrict S, const floa
 
 static void l02_conv2d_backward_dx(const float *restrict P, float *restrict S, const float *restrict dy, float *restrict dx, int nb)
 {
-    const float *restrict w = P + 1792;
+    /* x [N][64x224x224], y [N][64x224x224] */
+    const float *restrict w = P;
     float *restrict dyp = S + 6537744;
     /* dy -> zero-padded planes 226x226 */
     CG_PARALLEL_FOR
@@ -1642,22 +1650,15 @@ static void l02_conv2d_backward_dx(const float *restrict P, float *restrict S, c
 
 /* layer 3: relu 64x224x224 -> 64x224x224 (specs/vgg16.yaml:18:5)
  * schedule loop: fwd loop dw loop dx with dw threaded */
-static void l03_relu_forward(const float *restrict x, float *restrict y, int nb)
-{
-    for (size_t i = 0; i < (size_t)nb * 3211264; i++)
-        y[i] = x[i] > 0.0f ? x[i] : 0.0f;
-}
+/* l03_relu_forward: the code of l01_relu_forward */
 
-static void l03_relu_backward(const float *restrict y, const float *restrict dy, float *restrict dx, int nb)
-{
-    for (size_t i = 0; i < (size_t)nb * 3211264; i++)
-        dx[i] = y[i] > 0.0f ? dy[i] : 0.0f;
-}
+/* l03_relu_backward: the code of l01_relu_backward */
 
 /* layer 4: maxpool2d 64x224x224 -> 64x112x112 (specs/vgg16.yaml:19:5)
  * schedule loop: fwd loop dw loop dx with dw threaded */
 static void l04_maxpool2d_forward(const float *restrict x, float *restrict y, int nb)
 {
+    /* x [N][64x224x224], y [N][64x112x112] */
     for (int n = 0; n < nb; n++) {
         for (int c = 0; c < 64; c++) {
             const float *restrict xc = x + n*3211264 + c*50176;
@@ -1678,6 +1679,7 @@ static void l04_maxpool2d_forward(const float *restrict x, float *restrict y, in
 
 static void l04_maxpool2d_backward(const float *restrict x, const float *restrict dy, float *restrict dx, int nb)
 {
+    /* x [N][64x224x224], y [N][64x112x112] */
     memset(dx, 0, sizeof(float) * (size_t)nb * 3211264);
     for (int n = 0; n < nb; n++) {
         for (int c = 0; c < 64; c++) {
@@ -1702,8 +1704,9 @@ static void l04_maxpool2d_backward(const float *restrict x, const float *restric
  * schedule wv: fwd wv[TC=6,TX=4] dw wv[RY=3,TCW=2,U=4] dx wv[TC=6,TX=4] threaded */
 static void l05_conv2d_forward(const float *restrict P, float *restrict S, const float *restrict x, float *restrict y, int nb)
 {
-    const float *restrict w = P + 38720;
-    const float *restrict b = P + 112448;
+    /* x [N][64x112x112], y [N][128x112x112] */
+    const float *restrict w = P;
+    const float *restrict b = P + 73728;
     float *restrict xp = S + 0;
     /* inputs -> zero-padded planes 114x114 (kept for dW) */
     CG_PARALLEL_FOR
@@ -2048,9 +2051,10 @@ static void l05_conv2d_forward(const float *restrict P, float *restrict S, const
 
 static void l05_conv2d_backward(float *restrict G, float *restrict S, const float *restrict dy, int nb)
 {
-    float *restrict gw = G + 38720;
+    /* x [N][64x112x112], y [N][128x112x112] */
+    float *restrict gw = G;
     const float *restrict xp = S + 0;
-    float *restrict gb = G + 112448;
+    float *restrict gb = G + 73728;
     CG_PARALLEL_FOR
     for (int co = 0; co < 128; co++) {
         cg_v s = vsplat(0.0f);
@@ -2155,7 +2159,8 @@ static void l05_conv2d_backward(float *restrict G, float *restrict S, const floa
 
 static void l05_conv2d_backward_dx(const float *restrict P, float *restrict S, const float *restrict dy, float *restrict dx, int nb)
 {
-    const float *restrict w = P + 38720;
+    /* x [N][64x112x112], y [N][128x112x112] */
+    const float *restrict w = P;
     float *restrict dyp = S + 1663504;
     /* dy -> zero-padded planes 114x114 */
     CG_PARALLEL_FOR
@@ -2546,12 +2551,14 @@ static void l05_conv2d_backward_dx(const float *restrict P, float *restrict S, c
  * schedule loop: fwd loop dw loop dx with dw threaded */
 static void l06_relu_forward(const float *restrict x, float *restrict y, int nb)
 {
+    /* x [N][128x112x112], y [N][128x112x112] */
     for (size_t i = 0; i < (size_t)nb * 1605632; i++)
         y[i] = x[i] > 0.0f ? x[i] : 0.0f;
 }
 
 static void l06_relu_backward(const float *restrict y, const float *restrict dy, float *restrict dx, int nb)
 {
+    /* x [N][128x112x112], y [N][128x112x112] */
     for (size_t i = 0; i < (size_t)nb * 1605632; i++)
         dx[i] = y[i] > 0.0f ? dy[i] : 0.0f;
 }
@@ -2560,8 +2567,9 @@ static void l06_relu_backward(const float *restrict y, const float *restrict dy,
  * schedule wv: fwd wv[TC=6,TX=4] dw wv[RY=3,TCW=2,U=4] dx wv[TC=6,TX=4] threaded */
 static void l07_conv2d_forward(const float *restrict P, float *restrict S, const float *restrict x, float *restrict y, int nb)
 {
-    const float *restrict w = P + 112576;
-    const float *restrict b = P + 260032;
+    /* x [N][128x112x112], y [N][128x112x112] */
+    const float *restrict w = P;
+    const float *restrict b = P + 147456;
     float *restrict xp = S + 0;
     /* inputs -> zero-padded planes 114x114 (kept for dW) */
     CG_PARALLEL_FOR
@@ -2906,9 +2914,10 @@ static void l07_conv2d_forward(const float *restrict P, float *restrict S, const
 
 static void l07_conv2d_backward(float *restrict G, float *restrict S, const float *restrict dy, int nb)
 {
-    float *restrict gw = G + 112576;
+    /* x [N][128x112x112], y [N][128x112x112] */
+    float *restrict gw = G;
     const float *restrict xp = S + 0;
-    float *restrict gb = G + 260032;
+    float *restrict gb = G + 147456;
     CG_PARALLEL_FOR
     for (int co = 0; co < 128; co++) {
         cg_v s = vsplat(0.0f);
@@ -3013,7 +3022,8 @@ static void l07_conv2d_backward(float *restrict G, float *restrict S, const floa
 
 static void l07_conv2d_backward_dx(const float *restrict P, float *restrict S, const float *restrict dy, float *restrict dx, int nb)
 {
-    const float *restrict w = P + 112576;
+    /* x [N][128x112x112], y [N][128x112x112] */
+    const float *restrict w = P;
     float *restrict dyp = S + 3326992;
     /* dy -> zero-padded planes 114x114 */
     CG_PARALLEL_FOR
@@ -3358,22 +3368,15 @@ static void l07_conv2d_backward_dx(const float *restrict P, float *restrict S, c
 
 /* layer 8: relu 128x112x112 -> 128x112x112 (specs/vgg16.yaml:24:5)
  * schedule loop: fwd loop dw loop dx with dw threaded */
-static void l08_relu_forward(const float *restrict x, float *restrict y, int nb)
-{
-    for (size_t i = 0; i < (size_t)nb * 1605632; i++)
-        y[i] = x[i] > 0.0f ? x[i] : 0.0f;
-}
+/* l08_relu_forward: the code of l06_relu_forward */
 
-static void l08_relu_backward(const float *restrict y, const float *restrict dy, float *restrict dx, int nb)
-{
-    for (size_t i = 0; i < (size_t)nb * 1605632; i++)
-        dx[i] = y[i] > 0.0f ? dy[i] : 0.0f;
-}
+/* l08_relu_backward: the code of l06_relu_backward */
 
 /* layer 9: maxpool2d 128x112x112 -> 128x56x56 (specs/vgg16.yaml:25:5)
  * schedule loop: fwd loop dw loop dx with dw */
 static void l09_maxpool2d_forward(const float *restrict x, float *restrict y, int nb)
 {
+    /* x [N][128x112x112], y [N][128x56x56] */
     for (int n = 0; n < nb; n++) {
         for (int c = 0; c < 128; c++) {
             const float *restrict xc = x + n*1605632 + c*12544;
@@ -3394,6 +3397,7 @@ static void l09_maxpool2d_forward(const float *restrict x, float *restrict y, in
 
 static void l09_maxpool2d_backward(const float *restrict x, const float *restrict dy, float *restrict dx, int nb)
 {
+    /* x [N][128x112x112], y [N][128x56x56] */
     memset(dx, 0, sizeof(float) * (size_t)nb * 1605632);
     for (int n = 0; n < nb; n++) {
         for (int c = 0; c < 128; c++) {
@@ -3418,8 +3422,9 @@ static void l09_maxpool2d_backward(const float *restrict x, const float *restric
  * schedule wv: fwd wv[TC=6,TX=4] dw wv[RY=3,TCW=2,U=4] dx wv[TC=6,TX=4] threaded */
 static void l10_conv2d_forward(const float *restrict P, float *restrict S, const float *restrict x, float *restrict y, int nb)
 {
-    const float *restrict w = P + 260160;
-    const float *restrict b = P + 555072;
+    /* x [N][128x56x56], y [N][256x56x56] */
+    const float *restrict w = P;
+    const float *restrict b = P + 294912;
     float *restrict xp = S + 0;
     /* inputs -> zero-padded planes 58x58 (kept for dW) */
     CG_PARALLEL_FOR
@@ -3630,9 +3635,10 @@ static void l10_conv2d_forward(const float *restrict P, float *restrict S, const
 
 static void l10_conv2d_backward(float *restrict G, float *restrict S, const float *restrict dy, int nb)
 {
-    float *restrict gw = G + 260160;
+    /* x [N][128x56x56], y [N][256x56x56] */
+    float *restrict gw = G;
     const float *restrict xp = S + 0;
-    float *restrict gb = G + 555072;
+    float *restrict gb = G + 294912;
     CG_PARALLEL_FOR
     for (int co = 0; co < 256; co++) {
         cg_v s = vsplat(0.0f);
@@ -3799,7 +3805,8 @@ static void l10_conv2d_backward(float *restrict G, float *restrict S, const floa
 
 static void l10_conv2d_backward_dx(const float *restrict P, float *restrict S, const float *restrict dy, float *restrict dx, int nb)
 {
-    const float *restrict w = P + 260160;
+    /* x [N][128x56x56], y [N][256x56x56] */
+    const float *restrict w = P;
     float *restrict dyp = S + 861200;
     /* dy -> zero-padded planes 58x58 */
     CG_PARALLEL_FOR
@@ -3990,12 +3997,14 @@ static void l10_conv2d_backward_dx(const float *restrict P, float *restrict S, c
  * schedule loop: fwd loop dw loop dx with dw threaded */
 static void l11_relu_forward(const float *restrict x, float *restrict y, int nb)
 {
+    /* x [N][256x56x56], y [N][256x56x56] */
     for (size_t i = 0; i < (size_t)nb * 802816; i++)
         y[i] = x[i] > 0.0f ? x[i] : 0.0f;
 }
 
 static void l11_relu_backward(const float *restrict y, const float *restrict dy, float *restrict dx, int nb)
 {
+    /* x [N][256x56x56], y [N][256x56x56] */
     for (size_t i = 0; i < (size_t)nb * 802816; i++)
         dx[i] = y[i] > 0.0f ? dy[i] : 0.0f;
 }
@@ -4004,8 +4013,9 @@ static void l11_relu_backward(const float *restrict y, const float *restrict dy,
  * schedule wv: fwd wv[TC=6,TX=4] dw wv[RY=3,TCW=2,U=4] dx wv[TC=6,TX=4] threaded */
 static void l12_conv2d_forward(const float *restrict P, float *restrict S, const float *restrict x, float *restrict y, int nb)
 {
-    const float *restrict w = P + 555328;
-    const float *restrict b = P + 1145152;
+    /* x [N][256x56x56], y [N][256x56x56] */
+    const float *restrict w = P;
+    const float *restrict b = P + 589824;
     float *restrict xp = S + 0;
     /* inputs -> zero-padded planes 58x58 (kept for dW) */
     CG_PARALLEL_FOR
@@ -4216,9 +4226,10 @@ static void l12_conv2d_forward(const float *restrict P, float *restrict S, const
 
 static void l12_conv2d_backward(float *restrict G, float *restrict S, const float *restrict dy, int nb)
 {
-    float *restrict gw = G + 555328;
+    /* x [N][256x56x56], y [N][256x56x56] */
+    float *restrict gw = G;
     const float *restrict xp = S + 0;
-    float *restrict gb = G + 1145152;
+    float *restrict gb = G + 589824;
     CG_PARALLEL_FOR
     for (int co = 0; co < 256; co++) {
         cg_v s = vsplat(0.0f);
@@ -4385,7 +4396,8 @@ static void l12_conv2d_backward(float *restrict G, float *restrict S, const floa
 
 static void l12_conv2d_backward_dx(const float *restrict P, float *restrict S, const float *restrict dy, float *restrict dx, int nb)
 {
-    const float *restrict w = P + 555328;
+    /* x [N][256x56x56], y [N][256x56x56] */
+    const float *restrict w = P;
     float *restrict dyp = S + 1722384;
     /* dy -> zero-padded planes 58x58 */
     CG_PARALLEL_FOR
@@ -4596,630 +4608,29 @@ static void l12_conv2d_backward_dx(const float *restrict P, float *restrict S, c
 
 /* layer 13: relu 256x56x56 -> 256x56x56 (specs/vgg16.yaml:30:5)
  * schedule loop: fwd loop dw loop dx with dw threaded */
-static void l13_relu_forward(const float *restrict x, float *restrict y, int nb)
-{
-    for (size_t i = 0; i < (size_t)nb * 802816; i++)
-        y[i] = x[i] > 0.0f ? x[i] : 0.0f;
-}
+/* l13_relu_forward: the code of l11_relu_forward */
 
-static void l13_relu_backward(const float *restrict y, const float *restrict dy, float *restrict dx, int nb)
-{
-    for (size_t i = 0; i < (size_t)nb * 802816; i++)
-        dx[i] = y[i] > 0.0f ? dy[i] : 0.0f;
-}
+/* l13_relu_backward: the code of l11_relu_backward */
 
 /* layer 14: conv2d 256x56x56 -> 256x56x56 (specs/vgg16.yaml:31:5)
  * schedule wv: fwd wv[TC=6,TX=4] dw wv[RY=3,TCW=2,U=4] dx wv[TC=6,TX=4] threaded */
-static void l14_conv2d_forward(const float *restrict P, float *restrict S, const float *restrict x, float *restrict y, int nb)
-{
-    const float *restrict w = P + 1145408;
-    const float *restrict b = P + 1735232;
-    float *restrict xp = S + 0;
-    /* inputs -> zero-padded planes 58x58 (kept for dW) */
-    CG_PARALLEL_FOR
-    for (int pl = 0; pl < nb * 256; pl++) {
-        const float *restrict s = x + (size_t)pl * 3136;
-        float *restrict d = xp + (size_t)pl * 3364;
-        memset(d, 0, sizeof(float) * 58);
-        for (int i = 0; i < 56; i++) {
-            float *restrict r = d + (i + 1) * 58;
-            memset(r, 0, sizeof(float) * 1);
-            memcpy(r + 1, s + i * 56, sizeof(float) * 56);
-            memset(r + 57, 0, sizeof(float) * 1);
-        }
-        memset(d + 3306, 0, sizeof(float) * 58);
-    }
-    memset(xp + (size_t)nb * 861184, 0, sizeof(float) * 16); /* slack read by partial vectors */
-    /* tiles of 6 output channels x 4 vectors of an output row */
-    CG_PARALLEL_FOR
-    for (int r = 0; r < nb * 56; r++) {
-        const int n = r / 56, oy = r % 56;
-        const float *restrict xr0 = xp + ((size_t)n * 14848 + oy) * 58;
-        float *restrict yr = y + ((size_t)n * 14336 + oy) * 56;
-        for (int co0 = 0; co0 < 252; co0 += 6) {
-            {
-                const int x0 = 0;
-                cg_v a0_0 = vsplat(b[co0 + 0]), a0_1 = vsplat(b[co0 + 0]), a0_2 = vsplat(b[co0 + 0]), a0_3 = vsplat(b[co0 + 0]);
-                cg_v a1_0 = vsplat(b[co0 + 1]), a1_1 = vsplat(b[co0 + 1]), a1_2 = vsplat(b[co0 + 1]), a1_3 = vsplat(b[co0 + 1]);
-                cg_v a2_0 = vsplat(b[co0 + 2]), a2_1 = vsplat(b[co0 + 2]), a2_2 = vsplat(b[co0 + 2]), a2_3 = vsplat(b[co0 + 2]);
-                cg_v a3_0 = vsplat(b[co0 + 3]), a3_1 = vsplat(b[co0 + 3]), a3_2 = vsplat(b[co0 + 3]), a3_3 = vsplat(b[co0 + 3]);
-                cg_v a4_0 = vsplat(b[co0 + 4]), a4_1 = vsplat(b[co0 + 4]), a4_2 = vsplat(b[co0 + 4]), a4_3 = vsplat(b[co0 + 4]);
-                cg_v a5_0 = vsplat(b[co0 + 5]), a5_1 = vsplat(b[co0 + 5]), a5_2 = vsplat(b[co0 + 5]), a5_3 = vsplat(b[co0 + 5]);
-                for (int ci = 0; ci < 256; ci++) {
-                    const float *restrict xr = xr0 + (size_t)ci * 3364 + x0;
-                    const float *restrict wr = w + (size_t)co0 * 2304 + ci * 9;
-                    {
-                        cg_v v0 = VLOAD(xr + 0), v1 = VLOAD(xr + 16), v2 = VLOAD(xr + 32), v3 = VLOAD(xr + 48); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
-                        a0_0 += wr[0] * v0; a0_1 += wr[0] * v1; a0_2 += wr[0] * v2; a0_3 += wr[0] * v3;
-                        a1_0 += wr[2304] * v0; a1_1 += wr[2304] * v1; a1_2 += wr[2304] * v2; a1_3 += wr[2304] * v3;
-                        a2_0 += wr[4608] * v0; a2_1 += wr[4608] * v1; a2_2 += wr[4608] * v2; a2_3 += wr[4608] * v3;
-                        a3_0 += wr[6912] * v0; a3_1 += wr[6912] * v1; a3_2 += wr[6912] * v2; a3_3 += wr[6912] * v3;
-                        a4_0 += wr[9216] * v0; a4_1 += wr[9216] * v1; a4_2 += wr[9216] * v2; a4_3 += wr[9216] * v3;
-                        a5_0 += wr[11520] * v0; a5_1 += wr[11520] * v1; a5_2 += wr[11520] * v2; a5_3 += wr[11520] * v3;
-                    }
-                    {
-                        cg_v v0 = VLOAD(xr + 1), v1 = VLOAD(xr + 17), v2 = VLOAD(xr + 33), v3 = VLOAD(xr + 49); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
-                        a0_0 += wr[1] * v0; a0_1 += wr[1] * v1; a0_2 += wr[1] * v2; a0_3 += wr[1] * v3;
-                        a1_0 += wr[2305] * v0; a1_1 += wr[2305] * v1; a1_2 += wr[2305] * v2; a1_3 += wr[2305] * v3;
-                        a2_0 += wr[4609] * v0; a2_1 += wr[4609] * v1; a2_2 += wr[4609] * v2; a2_3 += wr[4609] * v3;
-                        a3_0 += wr[6913] * v0; a3_1 += wr[6913] * v1; a3_2 += wr[6913] * v2; a3_3 += wr[6913] * v3;
-                        a4_0 += wr[9217] * v0; a4_1 += wr[9217] * v1; a4_2 += wr[9217] * v2; a4_3 += wr[9217] * v3;
-                        a5_0 += wr[11521] * v0; a5_1 += wr[11521] * v1; a5_2 += wr[11521] * v2; a5_3 += wr[11521] * v3;
-                    }
-                    {
-                        cg_v v0 = VLOAD(xr + 2), v1 = VLOAD(xr + 18), v2 = VLOAD(xr + 34), v3 = VLOAD(xr + 50); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
-                        a0_0 += wr[2] * v0; a0_1 += wr[2] * v1; a0_2 += wr[2] * v2; a0_3 += wr[2] * v3;
-                        a1_0 += wr[2306] * v0; a1_1 += wr[2306] * v1; a1_2 += wr[2306] * v2; a1_3 += wr[2306] * v3;
-                        a2_0 += wr[4610] * v0; a2_1 += wr[4610] * v1; a2_2 += wr[4610] * v2; a2_3 += wr[4610] * v3;
-                        a3_0 += wr[6914] * v0; a3_1 += wr[6914] * v1; a3_2 += wr[6914] * v2; a3_3 += wr[6914] * v3;
-                        a4_0 += wr[9218] * v0; a4_1 += wr[9218] * v1; a4_2 += wr[9218] * v2; a4_3 += wr[9218] * v3;
-                        a5_0 += wr[11522] * v0; a5_1 += wr[11522] * v1; a5_2 += wr[11522] * v2; a5_3 += wr[11522] * v3;
-                    }
-                    {
-                        cg_v v0 = VLOAD(xr + 58), v1 = VLOAD(xr + 74), v2 = VLOAD(xr + 90), v3 = VLOAD(xr + 106); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
-                        a0_0 += wr[3] * v0; a0_1 += wr[3] * v1; a0_2 += wr[3] * v2; a0_3 += wr[3] * v3;
-                        a1_0 += wr[2307] * v0; a1_1 += wr[2307] * v1; a1_2 += wr[2307] * v2; a1_3 += wr[2307] * v3;
-                        a2_0 += wr[4611] * v0; a2_1 += wr[4611] * v1; a2_2 += wr[4611] * v2; a2_3 += wr[4611] * v3;
-                        a3_0 += wr[6915] * v0; a3_1 += wr[6915] * v1; a3_2 += wr[6915] * v2; a3_3 += wr[6915] * v3;
-                        a4_0 += wr[9219] * v0; a4_1 += wr[9219] * v1; a4_2 += wr[9219] * v2; a4_3 += wr[9219] * v3;
-                        a5_0 += wr[11523] * v0; a5_1 += wr[11523] * v1; a5_2 += wr[11523] * v2; a5_3 += wr[11523] * v3;
-                    }
-                    {
-                        cg_v v0 = VLOAD(xr + 59), v1 = VLOAD(xr + 75), v2 = VLOAD(xr + 91), v3 = VLOAD(xr + 107); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
-                        a0_0 += wr[4] * v0; a0_1 += wr[4] * v1; a0_2 += wr[4] * v2; a0_3 += wr[4] * v3;
-                        a1_0 += wr[2308] * v0; a1_1 += wr[2308] * v1; a1_2 += wr[2308] * v2; a1_3 += wr[2308] * v3;
-                        a2_0 += wr[4612] * v0; a2_1 += wr[4612] * v1; a2_2 += wr[4612] * v2; a2_3 += wr[4612] * v3;
-                        a3_0 += wr[6916] * v0; a3_1 += wr[6916] * v1; a3_2 += wr[6916] * v2; a3_3 += wr[6916] * v3;
-                        a4_0 += wr[9220] * v0; a4_1 += wr[9220] * v1; a4_2 += wr[9220] * v2; a4_3 += wr[9220] * v3;
-                        a5_0 += wr[11524] * v0; a5_1 += wr[11524] * v1; a5_2 += wr[11524] * v2; a5_3 += wr[11524] * v3;
-                    }
-                    {
-                        cg_v v0 = VLOAD(xr + 60), v1 = VLOAD(xr + 76), v2 = VLOAD(xr + 92), v3 = VLOAD(xr + 108); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
-                        a0_0 += wr[5] * v0; a0_1 += wr[5] * v1; a0_2 += wr[5] * v2; a0_3 += wr[5] * v3;
-                        a1_0 += wr[2309] * v0; a1_1 += wr[2309] * v1; a1_2 += wr[2309] * v2; a1_3 += wr[2309] * v3;
-                        a2_0 += wr[4613] * v0; a2_1 += wr[4613] * v1; a2_2 += wr[4613] * v2; a2_3 += wr[4613] * v3;
-                        a3_0 += wr[6917] * v0; a3_1 += wr[6917] * v1; a3_2 += wr[6917] * v2; a3_3 += wr[6917] * v3;
-                        a4_0 += wr[9221] * v0; a4_1 += wr[9221] * v1; a4_2 += wr[9221] * v2; a4_3 += wr[9221] * v3;
-                        a5_0 += wr[11525] * v0; a5_1 += wr[11525] * v1; a5_2 += wr[11525] * v2; a5_3 += wr[11525] * v3;
-                    }
-                    {
-                        cg_v v0 = VLOAD(xr + 116), v1 = VLOAD(xr + 132), v2 = VLOAD(xr + 148), v3 = VLOAD(xr + 164); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
-                        a0_0 += wr[6] * v0; a0_1 += wr[6] * v1; a0_2 += wr[6] * v2; a0_3 += wr[6] * v3;
-                        a1_0 += wr[2310] * v0; a1_1 += wr[2310] * v1; a1_2 += wr[2310] * v2; a1_3 += wr[2310] * v3;
-                        a2_0 += wr[4614] * v0; a2_1 += wr[4614] * v1; a2_2 += wr[4614] * v2; a2_3 += wr[4614] * v3;
-                        a3_0 += wr[6918] * v0; a3_1 += wr[6918] * v1; a3_2 += wr[6918] * v2; a3_3 += wr[6918] * v3;
-                        a4_0 += wr[9222] * v0; a4_1 += wr[9222] * v1; a4_2 += wr[9222] * v2; a4_3 += wr[9222] * v3;
-                        a5_0 += wr[11526] * v0; a5_1 += wr[11526] * v1; a5_2 += wr[11526] * v2; a5_3 += wr[11526] * v3;
-                    }
-                    {
-                        cg_v v0 = VLOAD(xr + 117), v1 = VLOAD(xr + 133), v2 = VLOAD(xr + 149), v3 = VLOAD(xr + 165); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
-                        a0_0 += wr[7] * v0; a0_1 += wr[7] * v1; a0_2 += wr[7] * v2; a0_3 += wr[7] * v3;
-                        a1_0 += wr[2311] * v0; a1_1 += wr[2311] * v1; a1_2 += wr[2311] * v2; a1_3 += wr[2311] * v3;
-                        a2_0 += wr[4615] * v0; a2_1 += wr[4615] * v1; a2_2 += wr[4615] * v2; a2_3 += wr[4615] * v3;
-                        a3_0 += wr[6919] * v0; a3_1 += wr[6919] * v1; a3_2 += wr[6919] * v2; a3_3 += wr[6919] * v3;
-                        a4_0 += wr[9223] * v0; a4_1 += wr[9223] * v1; a4_2 += wr[9223] * v2; a4_3 += wr[9223] * v3;
-                        a5_0 += wr[11527] * v0; a5_1 += wr[11527] * v1; a5_2 += wr[11527] * v2; a5_3 += wr[11527] * v3;
-                    }
-                    {
-                        cg_v v0 = VLOAD(xr + 118), v1 = VLOAD(xr + 134), v2 = VLOAD(xr + 150), v3 = VLOAD(xr + 166); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
-                        a0_0 += wr[8] * v0; a0_1 += wr[8] * v1; a0_2 += wr[8] * v2; a0_3 += wr[8] * v3;
-                        a1_0 += wr[2312] * v0; a1_1 += wr[2312] * v1; a1_2 += wr[2312] * v2; a1_3 += wr[2312] * v3;
-                        a2_0 += wr[4616] * v0; a2_1 += wr[4616] * v1; a2_2 += wr[4616] * v2; a2_3 += wr[4616] * v3;
-                        a3_0 += wr[6920] * v0; a3_1 += wr[6920] * v1; a3_2 += wr[6920] * v2; a3_3 += wr[6920] * v3;
-                        a4_0 += wr[9224] * v0; a4_1 += wr[9224] * v1; a4_2 += wr[9224] * v2; a4_3 += wr[9224] * v3;
-                        a5_0 += wr[11528] * v0; a5_1 += wr[11528] * v1; a5_2 += wr[11528] * v2; a5_3 += wr[11528] * v3;
-                    }
-                }
-                VSTORE(yr + (size_t)(co0 + 0) * 3136 + x0 + 0, a0_0); VSTORE(yr + (size_t)(co0 + 0) * 3136 + x0 + 16, a0_1); VSTORE(yr + (size_t)(co0 + 0) * 3136 + x0 + 32, a0_2); VSTORE_N(yr + (size_t)(co0 + 0) * 3136 + x0 + 48, a0_3, 8);
-                VSTORE(yr + (size_t)(co0 + 1) * 3136 + x0 + 0, a1_0); VSTORE(yr + (size_t)(co0 + 1) * 3136 + x0 + 16, a1_1); VSTORE(yr + (size_t)(co0 + 1) * 3136 + x0 + 32, a1_2); VSTORE_N(yr + (size_t)(co0 + 1) * 3136 + x0 + 48, a1_3, 8);
-                VSTORE(yr + (size_t)(co0 + 2) * 3136 + x0 + 0, a2_0); VSTORE(yr + (size_t)(co0 + 2) * 3136 + x0 + 16, a2_1); VSTORE(yr + (size_t)(co0 + 2) * 3136 + x0 + 32, a2_2); VSTORE_N(yr + (size_t)(co0 + 2) * 3136 + x0 + 48, a2_3, 8);
-                VSTORE(yr + (size_t)(co0 + 3) * 3136 + x0 + 0, a3_0); VSTORE(yr + (size_t)(co0 + 3) * 3136 + x0 + 16, a3_1); VSTORE(yr + (size_t)(co0 + 3) * 3136 + x0 + 32, a3_2); VSTORE_N(yr + (size_t)(co0 + 3) * 3136 + x0 + 48, a3_3, 8);
-                VSTORE(yr + (size_t)(co0 + 4) * 3136 + x0 + 0, a4_0); VSTORE(yr + (size_t)(co0 + 4) * 3136 + x0 + 16, a4_1); VSTORE(yr + (size_t)(co0 + 4) * 3136 + x0 + 32, a4_2); VSTORE_N(yr + (size_t)(co0 + 4) * 3136 + x0 + 48, a4_3, 8);
-                VSTORE(yr + (size_t)(co0 + 5) * 3136 + x0 + 0, a5_0); VSTORE(yr + (size_t)(co0 + 5) * 3136 + x0 + 16, a5_1); VSTORE(yr + (size_t)(co0 + 5) * 3136 + x0 + 32, a5_2); VSTORE_N(yr + (size_t)(co0 + 5) * 3136 + x0 + 48, a5_3, 8);
-            }
-        }
-        {
-            const int co0 = 252;
-            {
-                const int x0 = 0;
-                cg_v a0_0 = vsplat(b[co0 + 0]), a0_1 = vsplat(b[co0 + 0]), a0_2 = vsplat(b[co0 + 0]), a0_3 = vsplat(b[co0 + 0]);
-                cg_v a1_0 = vsplat(b[co0 + 1]), a1_1 = vsplat(b[co0 + 1]), a1_2 = vsplat(b[co0 + 1]), a1_3 = vsplat(b[co0 + 1]);
-                cg_v a2_0 = vsplat(b[co0 + 2]), a2_1 = vsplat(b[co0 + 2]), a2_2 = vsplat(b[co0 + 2]), a2_3 = vsplat(b[co0 + 2]);
-                cg_v a3_0 = vsplat(b[co0 + 3]), a3_1 = vsplat(b[co0 + 3]), a3_2 = vsplat(b[co0 + 3]), a3_3 = vsplat(b[co0 + 3]);
-                for (int ci = 0; ci < 256; ci++) {
-                    const float *restrict xr = xr0 + (size_t)ci * 3364 + x0;
-                    const float *restrict wr = w + (size_t)co0 * 2304 + ci * 9;
-                    {
-                        cg_v v0 = VLOAD(xr + 0), v1 = VLOAD(xr + 16), v2 = VLOAD(xr + 32), v3 = VLOAD(xr + 48); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
-                        a0_0 += wr[0] * v0; a0_1 += wr[0] * v1; a0_2 += wr[0] * v2; a0_3 += wr[0] * v3;
-                        a1_0 += wr[2304] * v0; a1_1 += wr[2304] * v1; a1_2 += wr[2304] * v2; a1_3 += wr[2304] * v3;
-                        a2_0 += wr[4608] * v0; a2_1 += wr[4608] * v1; a2_2 += wr[4608] * v2; a2_3 += wr[4608] * v3;
-                        a3_0 += wr[6912] * v0; a3_1 += wr[6912] * v1; a3_2 += wr[6912] * v2; a3_3 += wr[6912] * v3;
-                    }
-                    {
-                        cg_v v0 = VLOAD(xr + 1), v1 = VLOAD(xr + 17), v2 = VLOAD(xr + 33), v3 = VLOAD(xr + 49); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
-                        a0_0 += wr[1] * v0; a0_1 += wr[1] * v1; a0_2 += wr[1] * v2; a0_3 += wr[1] * v3;
-                        a1_0 += wr[2305] * v0; a1_1 += wr[2305] * v1; a1_2 += wr[2305] * v2; a1_3 += wr[2305] * v3;
-                        a2_0 += wr[4609] * v0; a2_1 += wr[4609] * v1; a2_2 += wr[4609] * v2; a2_3 += wr[4609] * v3;
-                        a3_0 += wr[6913] * v0; a3_1 += wr[6913] * v1; a3_2 += wr[6913] * v2; a3_3 += wr[6913] * v3;
-                    }
-                    {
-                        cg_v v0 = VLOAD(xr + 2), v1 = VLOAD(xr + 18), v2 = VLOAD(xr + 34), v3 = VLOAD(xr + 50); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
-                        a0_0 += wr[2] * v0; a0_1 += wr[2] * v1; a0_2 += wr[2] * v2; a0_3 += wr[2] * v3;
-                        a1_0 += wr[2306] * v0; a1_1 += wr[2306] * v1; a1_2 += wr[2306] * v2; a1_3 += wr[2306] * v3;
-                        a2_0 += wr[4610] * v0; a2_1 += wr[4610] * v1; a2_2 += wr[4610] * v2; a2_3 += wr[4610] * v3;
-                        a3_0 += wr[6914] * v0; a3_1 += wr[6914] * v1; a3_2 += wr[6914] * v2; a3_3 += wr[6914] * v3;
-                    }
-                    {
-                        cg_v v0 = VLOAD(xr + 58), v1 = VLOAD(xr + 74), v2 = VLOAD(xr + 90), v3 = VLOAD(xr + 106); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
-                        a0_0 += wr[3] * v0; a0_1 += wr[3] * v1; a0_2 += wr[3] * v2; a0_3 += wr[3] * v3;
-                        a1_0 += wr[2307] * v0; a1_1 += wr[2307] * v1; a1_2 += wr[2307] * v2; a1_3 += wr[2307] * v3;
-                        a2_0 += wr[4611] * v0; a2_1 += wr[4611] * v1; a2_2 += wr[4611] * v2; a2_3 += wr[4611] * v3;
-                        a3_0 += wr[6915] * v0; a3_1 += wr[6915] * v1; a3_2 += wr[6915] * v2; a3_3 += wr[6915] * v3;
-                    }
-                    {
-                        cg_v v0 = VLOAD(xr + 59), v1 = VLOAD(xr + 75), v2 = VLOAD(xr + 91), v3 = VLOAD(xr + 107); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
-                        a0_0 += wr[4] * v0; a0_1 += wr[4] * v1; a0_2 += wr[4] * v2; a0_3 += wr[4] * v3;
-                        a1_0 += wr[2308] * v0; a1_1 += wr[2308] * v1; a1_2 += wr[2308] * v2; a1_3 += wr[2308] * v3;
-                        a2_0 += wr[4612] * v0; a2_1 += wr[4612] * v1; a2_2 += wr[4612] * v2; a2_3 += wr[4612] * v3;
-                        a3_0 += wr[6916] * v0; a3_1 += wr[6916] * v1; a3_2 += wr[6916] * v2; a3_3 += wr[6916] * v3;
-                    }
-                    {
-                        cg_v v0 = VLOAD(xr + 60), v1 = VLOAD(xr + 76), v2 = VLOAD(xr + 92), v3 = VLOAD(xr + 108); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
-                        a0_0 += wr[5] * v0; a0_1 += wr[5] * v1; a0_2 += wr[5] * v2; a0_3 += wr[5] * v3;
-                        a1_0 += wr[2309] * v0; a1_1 += wr[2309] * v1; a1_2 += wr[2309] * v2; a1_3 += wr[2309] * v3;
-                        a2_0 += wr[4613] * v0; a2_1 += wr[4613] * v1; a2_2 += wr[4613] * v2; a2_3 += wr[4613] * v3;
-                        a3_0 += wr[6917] * v0; a3_1 += wr[6917] * v1; a3_2 += wr[6917] * v2; a3_3 += wr[6917] * v3;
-                    }
-                    {
-                        cg_v v0 = VLOAD(xr + 116), v1 = VLOAD(xr + 132), v2 = VLOAD(xr + 148), v3 = VLOAD(xr + 164); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
-                        a0_0 += wr[6] * v0; a0_1 += wr[6] * v1; a0_2 += wr[6] * v2; a0_3 += wr[6] * v3;
-                        a1_0 += wr[2310] * v0; a1_1 += wr[2310] * v1; a1_2 += wr[2310] * v2; a1_3 += wr[2310] * v3;
-                        a2_0 += wr[4614] * v0; a2_1 += wr[4614] * v1; a2_2 += wr[4614] * v2; a2_3 += wr[4614] * v3;
-                        a3_0 += wr[6918] * v0; a3_1 += wr[6918] * v1; a3_2 += wr[6918] * v2; a3_3 += wr[6918] * v3;
-                    }
-                    {
-                        cg_v v0 = VLOAD(xr + 117), v1 = VLOAD(xr + 133), v2 = VLOAD(xr + 149), v3 = VLOAD(xr + 165); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
-                        a0_0 += wr[7] * v0; a0_1 += wr[7] * v1; a0_2 += wr[7] * v2; a0_3 += wr[7] * v3;
-                        a1_0 += wr[2311] * v0; a1_1 += wr[2311] * v1; a1_2 += wr[2311] * v2; a1_3 += wr[2311] * v3;
-                        a2_0 += wr[4615] * v0; a2_1 += wr[4615] * v1; a2_2 += wr[4615] * v2; a2_3 += wr[4615] * v3;
-                        a3_0 += wr[6919] * v0; a3_1 += wr[6919] * v1; a3_2 += wr[6919] * v2; a3_3 += wr[6919] * v3;
-                    }
-                    {
-                        cg_v v0 = VLOAD(xr + 118), v1 = VLOAD(xr + 134), v2 = VLOAD(xr + 150), v3 = VLOAD(xr + 166); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
-                        a0_0 += wr[8] * v0; a0_1 += wr[8] * v1; a0_2 += wr[8] * v2; a0_3 += wr[8] * v3;
-                        a1_0 += wr[2312] * v0; a1_1 += wr[2312] * v1; a1_2 += wr[2312] * v2; a1_3 += wr[2312] * v3;
-                        a2_0 += wr[4616] * v0; a2_1 += wr[4616] * v1; a2_2 += wr[4616] * v2; a2_3 += wr[4616] * v3;
-                        a3_0 += wr[6920] * v0; a3_1 += wr[6920] * v1; a3_2 += wr[6920] * v2; a3_3 += wr[6920] * v3;
-                    }
-                }
-                VSTORE(yr + (size_t)(co0 + 0) * 3136 + x0 + 0, a0_0); VSTORE(yr + (size_t)(co0 + 0) * 3136 + x0 + 16, a0_1); VSTORE(yr + (size_t)(co0 + 0) * 3136 + x0 + 32, a0_2); VSTORE_N(yr + (size_t)(co0 + 0) * 3136 + x0 + 48, a0_3, 8);
-                VSTORE(yr + (size_t)(co0 + 1) * 3136 + x0 + 0, a1_0); VSTORE(yr + (size_t)(co0 + 1) * 3136 + x0 + 16, a1_1); VSTORE(yr + (size_t)(co0 + 1) * 3136 + x0 + 32, a1_2); VSTORE_N(yr + (size_t)(co0 + 1) * 3136 + x0 + 48, a1_3, 8);
-                VSTORE(yr + (size_t)(co0 + 2) * 3136 + x0 + 0, a2_0); VSTORE(yr + (size_t)(co0 + 2) * 3136 + x0 + 16, a2_1); VSTORE(yr + (size_t)(co0 + 2) * 3136 + x0 + 32, a2_2); VSTORE_N(yr + (size_t)(co0 + 2) * 3136 + x0 + 48, a2_3, 8);
-                VSTORE(yr + (size_t)(co0 + 3) * 3136 + x0 + 0, a3_0); VSTORE(yr + (size_t)(co0 + 3) * 3136 + x0 + 16, a3_1); VSTORE(yr + (size_t)(co0 + 3) * 3136 + x0 + 32, a3_2); VSTORE_N(yr + (size_t)(co0 + 3) * 3136 + x0 + 48, a3_3, 8);
-            }
-        }
-    }
-}
+/* l14_conv2d_forward: the code of l12_conv2d_forward */
 
-static void l14_conv2d_backward(float *restrict G, float *restrict S, const float *restrict dy, int nb)
-{
-    float *restrict gw = G + 1145408;
-    const float *restrict xp = S + 0;
-    float *restrict gb = G + 1735232;
-    CG_PARALLEL_FOR
-    for (int co = 0; co < 256; co++) {
-        cg_v s = vsplat(0.0f);
-        for (int n = 0; n < nb; n++) {
-            const float *restrict d = dy + ((size_t)n * 256 + co) * 3136;
-            for (int i = 0; i < 3136; i += 16) s += VLOAD(d + i);
-        }
-        gb[co] += vsum(s);
-    }
-    /* tiles of 2 output channels x 9 taps (3 kernel rows) of one input channel */
-    /* lanes of the last, overlapping vector of a row already counted by the one before */
-    const cg_vi mk = {0, 0, 0, 0, 0, 0, 0, 0, -1, -1, -1, -1, -1, -1, -1, -1};
-    CG_PARALLEL_FOR
-    for (int t = 0; t < 32768; t++) {
-        const int co0 = t / 256 * 2, ci = t % 256;
-        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f), a0_4 = vsplat(0.0f), a0_5 = vsplat(0.0f), a0_6 = vsplat(0.0f), a0_7 = vsplat(0.0f), a0_8 = vsplat(0.0f);
-        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f), a1_3 = vsplat(0.0f), a1_4 = vsplat(0.0f), a1_5 = vsplat(0.0f), a1_6 = vsplat(0.0f), a1_7 = vsplat(0.0f), a1_8 = vsplat(0.0f);
-        for (int n = 0; n < nb; n++) {
-            for (int oy = 0; oy < 56; oy += 4) {
-                const float *restrict dr = dy + ((size_t)n * 256 + co0) * 3136 + oy * 56;
-                const float *restrict xr = xp + ((size_t)n * 256 + ci) * 3364 + (oy) * 58;
-                for (int x = 0; x < 48; x += 16) {
-                    const cg_v d0_0 = VLOAD(dr + 0 + x), d0_1 = VLOAD(dr + 3136 + x);
-                    const cg_v d1_0 = VLOAD(dr + 56 + x), d1_1 = VLOAD(dr + 3192 + x);
-                    const cg_v d2_0 = VLOAD(dr + 112 + x), d2_1 = VLOAD(dr + 3248 + x);
-                    const cg_v d3_0 = VLOAD(dr + 168 + x), d3_1 = VLOAD(dr + 3304 + x);
-                    {
-                        cg_v v = VLOAD(xr + 0 + x); VKEEP(v); a0_0 += d0_0 * v; a1_0 += d0_1 * v;
-                    }
-                    {
-                        cg_v v = VLOAD(xr + 1 + x); VKEEP(v); a0_1 += d0_0 * v; a1_1 += d0_1 * v;
-                    }
-                    {
-                        cg_v v = VLOAD(xr + 2 + x); VKEEP(v); a0_2 += d0_0 * v; a1_2 += d0_1 * v;
-                    }
-                    {
-                        cg_v v = VLOAD(xr + 58 + x); VKEEP(v); a0_3 += d0_0 * v; a1_3 += d0_1 * v; a0_0 += d1_0 * v; a1_0 += d1_1 * v;
-                    }
-                    {
-                        cg_v v = VLOAD(xr + 59 + x); VKEEP(v); a0_4 += d0_0 * v; a1_4 += d0_1 * v; a0_1 += d1_0 * v; a1_1 += d1_1 * v;
-                    }
-                    {
-                        cg_v v = VLOAD(xr + 60 + x); VKEEP(v); a0_5 += d0_0 * v; a1_5 += d0_1 * v; a0_2 += d1_0 * v; a1_2 += d1_1 * v;
-                    }
-                    {
-                        cg_v v = VLOAD(xr + 116 + x); VKEEP(v); a0_6 += d0_0 * v; a1_6 += d0_1 * v; a0_3 += d1_0 * v; a1_3 += d1_1 * v; a0_0 += d2_0 * v; a1_0 += d2_1 * v;
-                    }
-                    {
-                        cg_v v = VLOAD(xr + 117 + x); VKEEP(v); a0_7 += d0_0 * v; a1_7 += d0_1 * v; a0_4 += d1_0 * v; a1_4 += d1_1 * v; a0_1 += d2_0 * v; a1_1 += d2_1 * v;
-                    }
-                    {
-                        cg_v v = VLOAD(xr + 118 + x); VKEEP(v); a0_8 += d0_0 * v; a1_8 += d0_1 * v; a0_5 += d1_0 * v; a1_5 += d1_1 * v; a0_2 += d2_0 * v; a1_2 += d2_1 * v;
-                    }
-                    {
-                        cg_v v = VLOAD(xr + 174 + x); VKEEP(v); a0_6 += d1_0 * v; a1_6 += d1_1 * v; a0_3 += d2_0 * v; a1_3 += d2_1 * v; a0_0 += d3_0 * v; a1_0 += d3_1 * v;
-                    }
-                    {
-                        cg_v v = VLOAD(xr + 175 + x); VKEEP(v); a0_7 += d1_0 * v; a1_7 += d1_1 * v; a0_4 += d2_0 * v; a1_4 += d2_1 * v; a0_1 += d3_0 * v; a1_1 += d3_1 * v;
-                    }
-                    {
-                        cg_v v = VLOAD(xr + 176 + x); VKEEP(v); a0_8 += d1_0 * v; a1_8 += d1_1 * v; a0_5 += d2_0 * v; a1_5 += d2_1 * v; a0_2 += d3_0 * v; a1_2 += d3_1 * v;
-                    }
-                    {
-                        cg_v v = VLOAD(xr + 232 + x); VKEEP(v); a0_6 += d2_0 * v; a1_6 += d2_1 * v; a0_3 += d3_0 * v; a1_3 += d3_1 * v;
-                    }
-                    {
-                        cg_v v = VLOAD(xr + 233 + x); VKEEP(v); a0_7 += d2_0 * v; a1_7 += d2_1 * v; a0_4 += d3_0 * v; a1_4 += d3_1 * v;
-                    }
-                    {
-                        cg_v v = VLOAD(xr + 234 + x); VKEEP(v); a0_8 += d2_0 * v; a1_8 += d2_1 * v; a0_5 += d3_0 * v; a1_5 += d3_1 * v;
-                    }
-                    {
-                        cg_v v = VLOAD(xr + 290 + x); VKEEP(v); a0_6 += d3_0 * v; a1_6 += d3_1 * v;
-                    }
-                    {
-                        cg_v v = VLOAD(xr + 291 + x); VKEEP(v); a0_7 += d3_0 * v; a1_7 += d3_1 * v;
-                    }
-                    {
-                        cg_v v = VLOAD(xr + 292 + x); VKEEP(v); a0_8 += d3_0 * v; a1_8 += d3_1 * v;
-                    }
-                }
-                {
-                    const cg_v d0_0 = VSEL(mk, VLOAD(dr + 0 + 40), vsplat(0.0f)), d0_1 = VSEL(mk, VLOAD(dr + 3136 + 40), vsplat(0.0f));
-                    const cg_v d1_0 = VSEL(mk, VLOAD(dr + 56 + 40), vsplat(0.0f)), d1_1 = VSEL(mk, VLOAD(dr + 3192 + 40), vsplat(0.0f));
-                    const cg_v d2_0 = VSEL(mk, VLOAD(dr + 112 + 40), vsplat(0.0f)), d2_1 = VSEL(mk, VLOAD(dr + 3248 + 40), vsplat(0.0f));
-                    const cg_v d3_0 = VSEL(mk, VLOAD(dr + 168 + 40), vsplat(0.0f)), d3_1 = VSEL(mk, VLOAD(dr + 3304 + 40), vsplat(0.0f));
-                    {
-                        cg_v v = VLOAD(xr + 0 + 40); VKEEP(v); a0_0 += d0_0 * v; a1_0 += d0_1 * v;
-                    }
-                    {
-                        cg_v v = VLOAD(xr + 1 + 40); VKEEP(v); a0_1 += d0_0 * v; a1_1 += d0_1 * v;
-                    }
-                    {
-                        cg_v v = VLOAD(xr + 2 + 40); VKEEP(v); a0_2 += d0_0 * v; a1_2 += d0_1 * v;
-                    }
-                    {
-                        cg_v v = VLOAD(xr + 58 + 40); VKEEP(v); a0_3 += d0_0 * v; a1_3 += d0_1 * v; a0_0 += d1_0 * v; a1_0 += d1_1 * v;
-                    }
-                    {
-                        cg_v v = VLOAD(xr + 59 + 40); VKEEP(v); a0_4 += d0_0 * v; a1_4 += d0_1 * v; a0_1 += d1_0 * v; a1_1 += d1_1 * v;
-                    }
-                    {
-                        cg_v v = VLOAD(xr + 60 + 40); VKEEP(v); a0_5 += d0_0 * v; a1_5 += d0_1 * v; a0_2 += d1_0 * v; a1_2 += d1_1 * v;
-                    }
-                    {
-                        cg_v v = VLOAD(xr + 116 + 40); VKEEP(v); a0_6 += d0_0 * v; a1_6 += d0_1 * v; a0_3 += d1_0 * v; a1_3 += d1_1 * v; a0_0 += d2_0 * v; a1_0 += d2_1 * v;
-                    }
-                    {
-                        cg_v v = VLOAD(xr + 117 + 40); VKEEP(v); a0_7 += d0_0 * v; a1_7 += d0_1 * v; a0_4 += d1_0 * v; a1_4 += d1_1 * v; a0_1 += d2_0 * v; a1_1 += d2_1 * v;
-                    }
-                    {
-                        cg_v v = VLOAD(xr + 118 + 40); VKEEP(v); a0_8 += d0_0 * v; a1_8 += d0_1 * v; a0_5 += d1_0 * v; a1_5 += d1_1 * v; a0_2 += d2_0 * v; a1_2 += d2_1 * v;
-                    }
-                    {
-                        cg_v v = VLOAD(xr + 174 + 40); VKEEP(v); a0_6 += d1_0 * v; a1_6 += d1_1 * v; a0_3 += d2_0 * v; a1_3 += d2_1 * v; a0_0 += d3_0 * v; a1_0 += d3_1 * v;
-                    }
-                    {
-                        cg_v v = VLOAD(xr + 175 + 40); VKEEP(v); a0_7 += d1_0 * v; a1_7 += d1_1 * v; a0_4 += d2_0 * v; a1_4 += d2_1 * v; a0_1 += d3_0 * v; a1_1 += d3_1 * v;
-                    }
-                    {
-                        cg_v v = VLOAD(xr + 176 + 40); VKEEP(v); a0_8 += d1_0 * v; a1_8 += d1_1 * v; a0_5 += d2_0 * v; a1_5 += d2_1 * v; a0_2 += d3_0 * v; a1_2 += d3_1 * v;
-                    }
-                    {
-                        cg_v v = VLOAD(xr + 232 + 40); VKEEP(v); a0_6 += d2_0 * v; a1_6 += d2_1 * v; a0_3 += d3_0 * v; a1_3 += d3_1 * v;
-                    }
-                    {
-                        cg_v v = VLOAD(xr + 233 + 40); VKEEP(v); a0_7 += d2_0 * v; a1_7 += d2_1 * v; a0_4 += d3_0 * v; a1_4 += d3_1 * v;
-                    }
-                    {
-                        cg_v v = VLOAD(xr + 234 + 40); VKEEP(v); a0_8 += d2_0 * v; a1_8 += d2_1 * v; a0_5 += d3_0 * v; a1_5 += d3_1 * v;
-                    }
-                    {
-                        cg_v v = VLOAD(xr + 290 + 40); VKEEP(v); a0_6 += d3_0 * v; a1_6 += d3_1 * v;
-                    }
-                    {
-                        cg_v v = VLOAD(xr + 291 + 40); VKEEP(v); a0_7 += d3_0 * v; a1_7 += d3_1 * v;
-                    }
-                    {
-                        cg_v v = VLOAD(xr + 292 + 40); VKEEP(v); a0_8 += d3_0 * v; a1_8 += d3_1 * v;
-                    }
-                }
-            }
-        }
-        gw[(size_t)(co0 + 0) * 2304 + ci * 9 + 0] += vsum(a0_0);
-        gw[(size_t)(co0 + 0) * 2304 + ci * 9 + 1] += vsum(a0_1);
-        gw[(size_t)(co0 + 0) * 2304 + ci * 9 + 2] += vsum(a0_2);
-        gw[(size_t)(co0 + 0) * 2304 + ci * 9 + 3] += vsum(a0_3);
-        gw[(size_t)(co0 + 0) * 2304 + ci * 9 + 4] += vsum(a0_4);
-        gw[(size_t)(co0 + 0) * 2304 + ci * 9 + 5] += vsum(a0_5);
-        gw[(size_t)(co0 + 0) * 2304 + ci * 9 + 6] += vsum(a0_6);
-        gw[(size_t)(co0 + 0) * 2304 + ci * 9 + 7] += vsum(a0_7);
-        gw[(size_t)(co0 + 0) * 2304 + ci * 9 + 8] += vsum(a0_8);
-        gw[(size_t)(co0 + 1) * 2304 + ci * 9 + 0] += vsum(a1_0);
-        gw[(size_t)(co0 + 1) * 2304 + ci * 9 + 1] += vsum(a1_1);
-        gw[(size_t)(co0 + 1) * 2304 + ci * 9 + 2] += vsum(a1_2);
-        gw[(size_t)(co0 + 1) * 2304 + ci * 9 + 3] += vsum(a1_3);
-        gw[(size_t)(co0 + 1) * 2304 + ci * 9 + 4] += vsum(a1_4);
-        gw[(size_t)(co0 + 1) * 2304 + ci * 9 + 5] += vsum(a1_5);
-        gw[(size_t)(co0 + 1) * 2304 + ci * 9 + 6] += vsum(a1_6);
-        gw[(size_t)(co0 + 1) * 2304 + ci * 9 + 7] += vsum(a1_7);
-        gw[(size_t)(co0 + 1) * 2304 + ci * 9 + 8] += vsum(a1_8);
-    }
-}
+/* l14_conv2d_backward: the code of l12_conv2d_backward */
 
-static void l14_conv2d_backward_dx(const float *restrict P, float *restrict S, const float *restrict dy, float *restrict dx, int nb)
-{
-    const float *restrict w = P + 1145408;
-    float *restrict dyp = S + 1722384;
-    /* dy -> zero-padded planes 58x58 */
-    CG_PARALLEL_FOR
-    for (int pl = 0; pl < nb * 256; pl++) {
-        const float *restrict s = dy + (size_t)pl * 3136;
-        float *restrict d = dyp + (size_t)pl * 3364;
-        memset(d, 0, sizeof(float) * 58);
-        for (int i = 0; i < 56; i++) {
-            float *restrict r = d + (i + 1) * 58;
-            memset(r, 0, sizeof(float) * 1);
-            memcpy(r + 1, s + i * 56, sizeof(float) * 56);
-            memset(r + 57, 0, sizeof(float) * 1);
-        }
-        memset(d + 3306, 0, sizeof(float) * 58);
-    }
-    memset(dyp + (size_t)nb * 861184, 0, sizeof(float) * 16); /* slack read by partial vectors */
-    /* tiles of 6 input channels x 4 vectors of an input row */
-    CG_PARALLEL_FOR
-    for (int r = 0; r < nb * 56; r++) {
-        const int n = r / 56, iy = r % 56;
-        const float *restrict dr0 = dyp + ((size_t)n * 14848 + iy) * 58;
-        float *restrict xr = dx + ((size_t)n * 14336 + iy) * 56;
-        for (int ci0 = 0; ci0 < 252; ci0 += 6) {
-            {
-                const int x0 = 0;
-                cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f);
-                cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f), a1_3 = vsplat(0.0f);
-                cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f), a2_2 = vsplat(0.0f), a2_3 = vsplat(0.0f);
-                cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f), a3_2 = vsplat(0.0f), a3_3 = vsplat(0.0f);
-                cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f), a4_2 = vsplat(0.0f), a4_3 = vsplat(0.0f);
-                cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f), a5_2 = vsplat(0.0f), a5_3 = vsplat(0.0f);
-                for (int co = 0; co < 256; co++) {
-                    const float *restrict dr = dr0 + (size_t)co * 3364 + x0;
-                    const float *restrict wr = w + (size_t)co * 2304 + ci0 * 9;
-                    {
-                        cg_v v0 = VLOAD(dr + 118), v1 = VLOAD(dr + 134), v2 = VLOAD(dr + 150), v3 = VLOAD(dr + 166); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
-                        a0_0 += wr[0] * v0; a0_1 += wr[0] * v1; a0_2 += wr[0] * v2; a0_3 += wr[0] * v3;
-                        a1_0 += wr[9] * v0; a1_1 += wr[9] * v1; a1_2 += wr[9] * v2; a1_3 += wr[9] * v3;
-                        a2_0 += wr[18] * v0; a2_1 += wr[18] * v1; a2_2 += wr[18] * v2; a2_3 += wr[18] * v3;
-                        a3_0 += wr[27] * v0; a3_1 += wr[27] * v1; a3_2 += wr[27] * v2; a3_3 += wr[27] * v3;
-                        a4_0 += wr[36] * v0; a4_1 += wr[36] * v1; a4_2 += wr[36] * v2; a4_3 += wr[36] * v3;
-                        a5_0 += wr[45] * v0; a5_1 += wr[45] * v1; a5_2 += wr[45] * v2; a5_3 += wr[45] * v3;
-                    }
-                    {
-                        cg_v v0 = VLOAD(dr + 117), v1 = VLOAD(dr + 133), v2 = VLOAD(dr + 149), v3 = VLOAD(dr + 165); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
-                        a0_0 += wr[1] * v0; a0_1 += wr[1] * v1; a0_2 += wr[1] * v2; a0_3 += wr[1] * v3;
-                        a1_0 += wr[10] * v0; a1_1 += wr[10] * v1; a1_2 += wr[10] * v2; a1_3 += wr[10] * v3;
-                        a2_0 += wr[19] * v0; a2_1 += wr[19] * v1; a2_2 += wr[19] * v2; a2_3 += wr[19] * v3;
-                        a3_0 += wr[28] * v0; a3_1 += wr[28] * v1; a3_2 += wr[28] * v2; a3_3 += wr[28] * v3;
-                        a4_0 += wr[37] * v0; a4_1 += wr[37] * v1; a4_2 += wr[37] * v2; a4_3 += wr[37] * v3;
-                        a5_0 += wr[46] * v0; a5_1 += wr[46] * v1; a5_2 += wr[46] * v2; a5_3 += wr[46] * v3;
-                    }
-                    {
-                        cg_v v0 = VLOAD(dr + 116), v1 = VLOAD(dr + 132), v2 = VLOAD(dr + 148), v3 = VLOAD(dr + 164); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
-                        a0_0 += wr[2] * v0; a0_1 += wr[2] * v1; a0_2 += wr[2] * v2; a0_3 += wr[2] * v3;
-                        a1_0 += wr[11] * v0; a1_1 += wr[11] * v1; a1_2 += wr[11] * v2; a1_3 += wr[11] * v3;
-                        a2_0 += wr[20] * v0; a2_1 += wr[20] * v1; a2_2 += wr[20] * v2; a2_3 += wr[20] * v3;
-                        a3_0 += wr[29] * v0; a3_1 += wr[29] * v1; a3_2 += wr[29] * v2; a3_3 += wr[29] * v3;
-                        a4_0 += wr[38] * v0; a4_1 += wr[38] * v1; a4_2 += wr[38] * v2; a4_3 += wr[38] * v3;
-                        a5_0 += wr[47] * v0; a5_1 += wr[47] * v1; a5_2 += wr[47] * v2; a5_3 += wr[47] * v3;
-                    }
-                    {
-                        cg_v v0 = VLOAD(dr + 60), v1 = VLOAD(dr + 76), v2 = VLOAD(dr + 92), v3 = VLOAD(dr + 108); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
-                        a0_0 += wr[3] * v0; a0_1 += wr[3] * v1; a0_2 += wr[3] * v2; a0_3 += wr[3] * v3;
-                        a1_0 += wr[12] * v0; a1_1 += wr[12] * v1; a1_2 += wr[12] * v2; a1_3 += wr[12] * v3;
-                        a2_0 += wr[21] * v0; a2_1 += wr[21] * v1; a2_2 += wr[21] * v2; a2_3 += wr[21] * v3;
-                        a3_0 += wr[30] * v0; a3_1 += wr[30] * v1; a3_2 += wr[30] * v2; a3_3 += wr[30] * v3;
-                        a4_0 += wr[39] * v0; a4_1 += wr[39] * v1; a4_2 += wr[39] * v2; a4_3 += wr[39] * v3;
-                        a5_0 += wr[48] * v0; a5_1 += wr[48] * v1; a5_2 += wr[48] * v2; a5_3 += wr[48] * v3;
-                    }
-                    {
-                        cg_v v0 = VLOAD(dr + 59), v1 = VLOAD(dr + 75), v2 = VLOAD(dr + 91), v3 = VLOAD(dr + 107); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
-                        a0_0 += wr[4] * v0; a0_1 += wr[4] * v1; a0_2 += wr[4] * v2; a0_3 += wr[4] * v3;
-                        a1_0 += wr[13] * v0; a1_1 += wr[13] * v1; a1_2 += wr[13] * v2; a1_3 += wr[13] * v3;
-                        a2_0 += wr[22] * v0; a2_1 += wr[22] * v1; a2_2 += wr[22] * v2; a2_3 += wr[22] * v3;
-                        a3_0 += wr[31] * v0; a3_1 += wr[31] * v1; a3_2 += wr[31] * v2; a3_3 += wr[31] * v3;
-                        a4_0 += wr[40] * v0; a4_1 += wr[40] * v1; a4_2 += wr[40] * v2; a4_3 += wr[40] * v3;
-                        a5_0 += wr[49] * v0; a5_1 += wr[49] * v1; a5_2 += wr[49] * v2; a5_3 += wr[49] * v3;
-                    }
-                    {
-                        cg_v v0 = VLOAD(dr + 58), v1 = VLOAD(dr + 74), v2 = VLOAD(dr + 90), v3 = VLOAD(dr + 106); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
-                        a0_0 += wr[5] * v0; a0_1 += wr[5] * v1; a0_2 += wr[5] * v2; a0_3 += wr[5] * v3;
-                        a1_0 += wr[14] * v0; a1_1 += wr[14] * v1; a1_2 += wr[14] * v2; a1_3 += wr[14] * v3;
-                        a2_0 += wr[23] * v0; a2_1 += wr[23] * v1; a2_2 += wr[23] * v2; a2_3 += wr[23] * v3;
-                        a3_0 += wr[32] * v0; a3_1 += wr[32] * v1; a3_2 += wr[32] * v2; a3_3 += wr[32] * v3;
-                        a4_0 += wr[41] * v0; a4_1 += wr[41] * v1; a4_2 += wr[41] * v2; a4_3 += wr[41] * v3;
-                        a5_0 += wr[50] * v0; a5_1 += wr[50] * v1; a5_2 += wr[50] * v2; a5_3 += wr[50] * v3;
-                    }
-                    {
-                        cg_v v0 = VLOAD(dr + 2), v1 = VLOAD(dr + 18), v2 = VLOAD(dr + 34), v3 = VLOAD(dr + 50); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
-                        a0_0 += wr[6] * v0; a0_1 += wr[6] * v1; a0_2 += wr[6] * v2; a0_3 += wr[6] * v3;
-                        a1_0 += wr[15] * v0; a1_1 += wr[15] * v1; a1_2 += wr[15] * v2; a1_3 += wr[15] * v3;
-                        a2_0 += wr[24] * v0; a2_1 += wr[24] * v1; a2_2 += wr[24] * v2; a2_3 += wr[24] * v3;
-                        a3_0 += wr[33] * v0; a3_1 += wr[33] * v1; a3_2 += wr[33] * v2; a3_3 += wr[33] * v3;
-                        a4_0 += wr[42] * v0; a4_1 += wr[42] * v1; a4_2 += wr[42] * v2; a4_3 += wr[42] * v3;
-                        a5_0 += wr[51] * v0; a5_1 += wr[51] * v1; a5_2 += wr[51] * v2; a5_3 += wr[51] * v3;
-                    }
-                    {
-                        cg_v v0 = VLOAD(dr + 1), v1 = VLOAD(dr + 17), v2 = VLOAD(dr + 33), v3 = VLOAD(dr + 49); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
-                        a0_0 += wr[7] * v0; a0_1 += wr[7] * v1; a0_2 += wr[7] * v2; a0_3 += wr[7] * v3;
-                        a1_0 += wr[16] * v0; a1_1 += wr[16] * v1; a1_2 += wr[16] * v2; a1_3 += wr[16] * v3;
-                        a2_0 += wr[25] * v0; a2_1 += wr[25] * v1; a2_2 += wr[25] * v2; a2_3 += wr[25] * v3;
-                        a3_0 += wr[34] * v0; a3_1 += wr[34] * v1; a3_2 += wr[34] * v2; a3_3 += wr[34] * v3;
-                        a4_0 += wr[43] * v0; a4_1 += wr[43] * v1; a4_2 += wr[43] * v2; a4_3 += wr[43] * v3;
-                        a5_0 += wr[52] * v0; a5_1 += wr[52] * v1; a5_2 += wr[52] * v2; a5_3 += wr[52] * v3;
-                    }
-                    {
-                        cg_v v0 = VLOAD(dr + 0), v1 = VLOAD(dr + 16), v2 = VLOAD(dr + 32), v3 = VLOAD(dr + 48); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
-                        a0_0 += wr[8] * v0; a0_1 += wr[8] * v1; a0_2 += wr[8] * v2; a0_3 += wr[8] * v3;
-                        a1_0 += wr[17] * v0; a1_1 += wr[17] * v1; a1_2 += wr[17] * v2; a1_3 += wr[17] * v3;
-                        a2_0 += wr[26] * v0; a2_1 += wr[26] * v1; a2_2 += wr[26] * v2; a2_3 += wr[26] * v3;
-                        a3_0 += wr[35] * v0; a3_1 += wr[35] * v1; a3_2 += wr[35] * v2; a3_3 += wr[35] * v3;
-                        a4_0 += wr[44] * v0; a4_1 += wr[44] * v1; a4_2 += wr[44] * v2; a4_3 += wr[44] * v3;
-                        a5_0 += wr[53] * v0; a5_1 += wr[53] * v1; a5_2 += wr[53] * v2; a5_3 += wr[53] * v3;
-                    }
-                }
-                VSTORE(xr + (size_t)(ci0 + 0) * 3136 + x0 + 0, a0_0); VSTORE(xr + (size_t)(ci0 + 0) * 3136 + x0 + 16, a0_1); VSTORE(xr + (size_t)(ci0 + 0) * 3136 + x0 + 32, a0_2); VSTORE_N(xr + (size_t)(ci0 + 0) * 3136 + x0 + 48, a0_3, 8);
-                VSTORE(xr + (size_t)(ci0 + 1) * 3136 + x0 + 0, a1_0); VSTORE(xr + (size_t)(ci0 + 1) * 3136 + x0 + 16, a1_1); VSTORE(xr + (size_t)(ci0 + 1) * 3136 + x0 + 32, a1_2); VSTORE_N(xr + (size_t)(ci0 + 1) * 3136 + x0 + 48, a1_3, 8);
-                VSTORE(xr + (size_t)(ci0 + 2) * 3136 + x0 + 0, a2_0); VSTORE(xr + (size_t)(ci0 + 2) * 3136 + x0 + 16, a2_1); VSTORE(xr + (size_t)(ci0 + 2) * 3136 + x0 + 32, a2_2); VSTORE_N(xr + (size_t)(ci0 + 2) * 3136 + x0 + 48, a2_3, 8);
-                VSTORE(xr + (size_t)(ci0 + 3) * 3136 + x0 + 0, a3_0); VSTORE(xr + (size_t)(ci0 + 3) * 3136 + x0 + 16, a3_1); VSTORE(xr + (size_t)(ci0 + 3) * 3136 + x0 + 32, a3_2); VSTORE_N(xr + (size_t)(ci0 + 3) * 3136 + x0 + 48, a3_3, 8);
-                VSTORE(xr + (size_t)(ci0 + 4) * 3136 + x0 + 0, a4_0); VSTORE(xr + (size_t)(ci0 + 4) * 3136 + x0 + 16, a4_1); VSTORE(xr + (size_t)(ci0 + 4) * 3136 + x0 + 32, a4_2); VSTORE_N(xr + (size_t)(ci0 + 4) * 3136 + x0 + 48, a4_3, 8);
-                VSTORE(xr + (size_t)(ci0 + 5) * 3136 + x0 + 0, a5_0); VSTORE(xr + (size_t)(ci0 + 5) * 3136 + x0 + 16, a5_1); VSTORE(xr + (size_t)(ci0 + 5) * 3136 + x0 + 32, a5_2); VSTORE_N(xr + (size_t)(ci0 + 5) * 3136 + x0 + 48, a5_3, 8);
-            }
-        }
-        {
-            const int ci0 = 252;
-            {
-                const int x0 = 0;
-                cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f);
-                cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f), a1_3 = vsplat(0.0f);
-                cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f), a2_2 = vsplat(0.0f), a2_3 = vsplat(0.0f);
-                cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f), a3_2 = vsplat(0.0f), a3_3 = vsplat(0.0f);
-                for (int co = 0; co < 256; co++) {
-                    const float *restrict dr = dr0 + (size_t)co * 3364 + x0;
-                    const float *restrict wr = w + (size_t)co * 2304 + ci0 * 9;
-                    {
-                        cg_v v0 = VLOAD(dr + 118), v1 = VLOAD(dr + 134), v2 = VLOAD(dr + 150), v3 = VLOAD(dr + 166); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
-                        a0_0 += wr[0] * v0; a0_1 += wr[0] * v1; a0_2 += wr[0] * v2; a0_3 += wr[0] * v3;
-                        a1_0 += wr[9] * v0; a1_1 += wr[9] * v1; a1_2 += wr[9] * v2; a1_3 += wr[9] * v3;
-                        a2_0 += wr[18] * v0; a2_1 += wr[18] * v1; a2_2 += wr[18] * v2; a2_3 += wr[18] * v3;
-                        a3_0 += wr[27] * v0; a3_1 += wr[27] * v1; a3_2 += wr[27] * v2; a3_3 += wr[27] * v3;
-                    }
-                    {
-                        cg_v v0 = VLOAD(dr + 117), v1 = VLOAD(dr + 133), v2 = VLOAD(dr + 149), v3 = VLOAD(dr + 165); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
-                        a0_0 += wr[1] * v0; a0_1 += wr[1] * v1; a0_2 += wr[1] * v2; a0_3 += wr[1] * v3;
-                        a1_0 += wr[10] * v0; a1_1 += wr[10] * v1; a1_2 += wr[10] * v2; a1_3 += wr[10] * v3;
-                        a2_0 += wr[19] * v0; a2_1 += wr[19] * v1; a2_2 += wr[19] * v2; a2_3 += wr[19] * v3;
-                        a3_0 += wr[28] * v0; a3_1 += wr[28] * v1; a3_2 += wr[28] * v2; a3_3 += wr[28] * v3;
-                    }
-                    {
-                        cg_v v0 = VLOAD(dr + 116), v1 = VLOAD(dr + 132), v2 = VLOAD(dr + 148), v3 = VLOAD(dr + 164); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
-                        a0_0 += wr[2] * v0; a0_1 += wr[2] * v1; a0_2 += wr[2] * v2; a0_3 += wr[2] * v3;
-                        a1_0 += wr[11] * v0; a1_1 += wr[11] * v1; a1_2 += wr[11] * v2; a1_3 += wr[11] * v3;
-                        a2_0 += wr[20] * v0; a2_1 += wr[20] * v1; a2_2 += wr[20] * v2; a2_3 += wr[20] * v3;
-                        a3_0 += wr[29] * v0; a3_1 += wr[29] * v1; a3_2 += wr[29] * v2; a3_3 += wr[29] * v3;
-                    }
-                    {
-                        cg_v v0 = VLOAD(dr + 60), v1 = VLOAD(dr + 76), v2 = VLOAD(dr + 92), v3 = VLOAD(dr + 108); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
-                        a0_0 += wr[3] * v0; a0_1 += wr[3] * v1; a0_2 += wr[3] * v2; a0_3 += wr[3] * v3;
-                        a1_0 += wr[12] * v0; a1_1 += wr[12] * v1; a1_2 += wr[12] * v2; a1_3 += wr[12] * v3;
-                        a2_0 += wr[21] * v0; a2_1 += wr[21] * v1; a2_2 += wr[21] * v2; a2_3 += wr[21] * v3;
-                        a3_0 += wr[30] * v0; a3_1 += wr[30] * v1; a3_2 += wr[30] * v2; a3_3 += wr[30] * v3;
-                    }
-                    {
-                        cg_v v0 = VLOAD(dr + 59), v1 = VLOAD(dr + 75), v2 = VLOAD(dr + 91), v3 = VLOAD(dr + 107); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
-                        a0_0 += wr[4] * v0; a0_1 += wr[4] * v1; a0_2 += wr[4] * v2; a0_3 += wr[4] * v3;
-                        a1_0 += wr[13] * v0; a1_1 += wr[13] * v1; a1_2 += wr[13] * v2; a1_3 += wr[13] * v3;
-                        a2_0 += wr[22] * v0; a2_1 += wr[22] * v1; a2_2 += wr[22] * v2; a2_3 += wr[22] * v3;
-                        a3_0 += wr[31] * v0; a3_1 += wr[31] * v1; a3_2 += wr[31] * v2; a3_3 += wr[31] * v3;
-                    }
-                    {
-                        cg_v v0 = VLOAD(dr + 58), v1 = VLOAD(dr + 74), v2 = VLOAD(dr + 90), v3 = VLOAD(dr + 106); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
-                        a0_0 += wr[5] * v0; a0_1 += wr[5] * v1; a0_2 += wr[5] * v2; a0_3 += wr[5] * v3;
-                        a1_0 += wr[14] * v0; a1_1 += wr[14] * v1; a1_2 += wr[14] * v2; a1_3 += wr[14] * v3;
-                        a2_0 += wr[23] * v0; a2_1 += wr[23] * v1; a2_2 += wr[23] * v2; a2_3 += wr[23] * v3;
-                        a3_0 += wr[32] * v0; a3_1 += wr[32] * v1; a3_2 += wr[32] * v2; a3_3 += wr[32] * v3;
-                    }
-                    {
-                        cg_v v0 = VLOAD(dr + 2), v1 = VLOAD(dr + 18), v2 = VLOAD(dr + 34), v3 = VLOAD(dr + 50); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
-                        a0_0 += wr[6] * v0; a0_1 += wr[6] * v1; a0_2 += wr[6] * v2; a0_3 += wr[6] * v3;
-                        a1_0 += wr[15] * v0; a1_1 += wr[15] * v1; a1_2 += wr[15] * v2; a1_3 += wr[15] * v3;
-                        a2_0 += wr[24] * v0; a2_1 += wr[24] * v1; a2_2 += wr[24] * v2; a2_3 += wr[24] * v3;
-                        a3_0 += wr[33] * v0; a3_1 += wr[33] * v1; a3_2 += wr[33] * v2; a3_3 += wr[33] * v3;
-                    }
-                    {
-                        cg_v v0 = VLOAD(dr + 1), v1 = VLOAD(dr + 17), v2 = VLOAD(dr + 33), v3 = VLOAD(dr + 49); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
-                        a0_0 += wr[7] * v0; a0_1 += wr[7] * v1; a0_2 += wr[7] * v2; a0_3 += wr[7] * v3;
-                        a1_0 += wr[16] * v0; a1_1 += wr[16] * v1; a1_2 += wr[16] * v2; a1_3 += wr[16] * v3;
-                        a2_0 += wr[25] * v0; a2_1 += wr[25] * v1; a2_2 += wr[25] * v2; a2_3 += wr[25] * v3;
-                        a3_0 += wr[34] * v0; a3_1 += wr[34] * v1; a3_2 += wr[34] * v2; a3_3 += wr[34] * v3;
-                    }
-                    {
-                        cg_v v0 = VLOAD(dr + 0), v1 = VLOAD(dr + 16), v2 = VLOAD(dr + 32), v3 = VLOAD(dr + 48); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
-                        a0_0 += wr[8] * v0; a0_1 += wr[8] * v1; a0_2 += wr[8] * v2; a0_3 += wr[8] * v3;
-                        a1_0 += wr[17] * v0; a1_1 += wr[17] * v1; a1_2 += wr[17] * v2; a1_3 += wr[17] * v3;
-                        a2_0 += wr[26] * v0; a2_1 += wr[26] * v1; a2_2 += wr[26] * v2; a2_3 += wr[26] * v3;
-                        a3_0 += wr[35] * v0; a3_1 += wr[35] * v1; a3_2 += wr[35] * v2; a3_3 += wr[35] * v3;
-                    }
-                }
-                VSTORE(xr + (size_t)(ci0 + 0) * 3136 + x0 + 0, a0_0); VSTORE(xr + (size_t)(ci0 + 0) * 3136 + x0 + 16, a0_1); VSTORE(xr + (size_t)(ci0 + 0) * 3136 + x0 + 32, a0_2); VSTORE_N(xr + (size_t)(ci0 + 0) * 3136 + x0 + 48, a0_3, 8);
-                VSTORE(xr + (size_t)(ci0 + 1) * 3136 + x0 + 0, a1_0); VSTORE(xr + (size_t)(ci0 + 1) * 3136 + x0 + 16, a1_1); VSTORE(xr + (size_t)(ci0 + 1) * 3136 + x0 + 32, a1_2); VSTORE_N(xr + (size_t)(ci0 + 1) * 3136 + x0 + 48, a1_3, 8);
-                VSTORE(xr + (size_t)(ci0 + 2) * 3136 + x0 + 0, a2_0); VSTORE(xr + (size_t)(ci0 + 2) * 3136 + x0 + 16, a2_1); VSTORE(xr + (size_t)(ci0 + 2) * 3136 + x0 + 32, a2_2); VSTORE_N(xr + (size_t)(ci0 + 2) * 3136 + x0 + 48, a2_3, 8);
-                VSTORE(xr + (size_t)(ci0 + 3) * 3136 + x0 + 0, a3_0); VSTORE(xr + (size_t)(ci0 + 3) * 3136 + x0 + 16, a3_1); VSTORE(xr + (size_t)(ci0 + 3) * 3136 + x0 + 32, a3_2); VSTORE_N(xr + (size_t)(ci0 + 3) * 3136 + x0 + 48, a3_3, 8);
-            }
-        }
-    }
-}
+/* l14_conv2d_backward_dx: the code of l12_conv2d_backward_dx */
 
 /* layer 15: relu 256x56x56 -> 256x56x56 (specs/vgg16.yaml:32:5)
  * schedule loop: fwd loop dw loop dx with dw threaded */
-static void l15_relu_forward(const float *restrict x, float *restrict y, int nb)
-{
-    for (size_t i = 0; i < (size_t)nb * 802816; i++)
-        y[i] = x[i] > 0.0f ? x[i] : 0.0f;
-}
+/* l15_relu_forward: the code of l11_relu_forward */
 
-static void l15_relu_backward(const float *restrict y, const float *restrict dy, float *restrict dx, int nb)
-{
-    for (size_t i = 0; i < (size_t)nb * 802816; i++)
-        dx[i] = y[i] > 0.0f ? dy[i] : 0.0f;
-}
+/* l15_relu_backward: the code of l11_relu_backward */
 
 /* layer 16: maxpool2d 256x56x56 -> 256x28x28 (specs/vgg16.yaml:33:5)
  * schedule loop: fwd loop dw loop dx with dw */
 static void l16_maxpool2d_forward(const float *restrict x, float *restrict y, int nb)
 {
+    /* x [N][256x56x56], y [N][256x28x28] */
     for (int n = 0; n < nb; n++) {
         for (int c = 0; c < 256; c++) {
             const float *restrict xc = x + n*802816 + c*3136;
@@ -5240,6 +4651,7 @@ static void l16_maxpool2d_forward(const float *restrict x, float *restrict y, in
 
 static void l16_maxpool2d_backward(const float *restrict x, const float *restrict dy, float *restrict dx, int nb)
 {
+    /* x [N][256x56x56], y [N][256x28x28] */
     memset(dx, 0, sizeof(float) * (size_t)nb * 802816);
     for (int n = 0; n < nb; n++) {
         for (int c = 0; c < 256; c++) {
@@ -5264,8 +4676,9 @@ static void l16_maxpool2d_backward(const float *restrict x, const float *restric
  * schedule wv: fwd wv[TC=12,TX=2] dw wv[RY=3,TCW=2,U=4] dx wv[TC=12,TX=2] threaded */
 static void l17_conv2d_forward(const float *restrict P, float *restrict S, const float *restrict x, float *restrict y, int nb)
 {
-    const float *restrict w = P + 1735488;
-    const float *restrict b = P + 2915136;
+    /* x [N][256x28x28], y [N][512x28x28] */
+    const float *restrict w = P;
+    const float *restrict b = P + 1179648;
     float *restrict xp = S + 0;
     /* inputs -> zero-padded planes 30x30 (kept for dW) */
     CG_PARALLEL_FOR
@@ -5586,9 +4999,10 @@ static void l17_conv2d_forward(const float *restrict P, float *restrict S, const
 
 static void l17_conv2d_backward(float *restrict G, float *restrict S, const float *restrict dy, int nb)
 {
-    float *restrict gw = G + 1735488;
+    /* x [N][256x28x28], y [N][512x28x28] */
+    float *restrict gw = G;
     const float *restrict xp = S + 0;
-    float *restrict gb = G + 2915136;
+    float *restrict gb = G + 1179648;
     CG_PARALLEL_FOR
     for (int co = 0; co < 512; co++) {
         cg_v s = vsplat(0.0f);
@@ -5755,7 +5169,8 @@ static void l17_conv2d_backward(float *restrict G, float *restrict S, const floa
 
 static void l17_conv2d_backward_dx(const float *restrict P, float *restrict S, const float *restrict dy, float *restrict dx, int nb)
 {
-    const float *restrict w = P + 1735488;
+    /* x [N][256x28x28], y [N][512x28x28] */
+    const float *restrict w = P;
     float *restrict dyp = S + 460816;
     /* dy -> zero-padded planes 30x30 */
     CG_PARALLEL_FOR
@@ -6034,12 +5449,14 @@ static void l17_conv2d_backward_dx(const float *restrict P, float *restrict S, c
  * schedule loop: fwd loop dw loop dx with dw */
 static void l18_relu_forward(const float *restrict x, float *restrict y, int nb)
 {
+    /* x [N][512x28x28], y [N][512x28x28] */
     for (size_t i = 0; i < (size_t)nb * 401408; i++)
         y[i] = x[i] > 0.0f ? x[i] : 0.0f;
 }
 
 static void l18_relu_backward(const float *restrict y, const float *restrict dy, float *restrict dx, int nb)
 {
+    /* x [N][512x28x28], y [N][512x28x28] */
     for (size_t i = 0; i < (size_t)nb * 401408; i++)
         dx[i] = y[i] > 0.0f ? dy[i] : 0.0f;
 }
@@ -6048,8 +5465,9 @@ static void l18_relu_backward(const float *restrict y, const float *restrict dy,
  * schedule wv: fwd wv[TC=12,TX=2] dw wv[RY=3,TCW=2,U=4] dx wv[TC=12,TX=2] threaded */
 static void l19_conv2d_forward(const float *restrict P, float *restrict S, const float *restrict x, float *restrict y, int nb)
 {
-    const float *restrict w = P + 2915648;
-    const float *restrict b = P + 5274944;
+    /* x [N][512x28x28], y [N][512x28x28] */
+    const float *restrict w = P;
+    const float *restrict b = P + 2359296;
     float *restrict xp = S + 0;
     /* inputs -> zero-padded planes 30x30 (kept for dW) */
     CG_PARALLEL_FOR
@@ -6370,9 +5788,10 @@ static void l19_conv2d_forward(const float *restrict P, float *restrict S, const
 
 static void l19_conv2d_backward(float *restrict G, float *restrict S, const float *restrict dy, int nb)
 {
-    float *restrict gw = G + 2915648;
+    /* x [N][512x28x28], y [N][512x28x28] */
+    float *restrict gw = G;
     const float *restrict xp = S + 0;
-    float *restrict gb = G + 5274944;
+    float *restrict gb = G + 2359296;
     CG_PARALLEL_FOR
     for (int co = 0; co < 512; co++) {
         cg_v s = vsplat(0.0f);
@@ -6539,7 +5958,8 @@ static void l19_conv2d_backward(float *restrict G, float *restrict S, const floa
 
 static void l19_conv2d_backward_dx(const float *restrict P, float *restrict S, const float *restrict dy, float *restrict dx, int nb)
 {
-    const float *restrict w = P + 2915648;
+    /* x [N][512x28x28], y [N][512x28x28] */
+    const float *restrict w = P;
     float *restrict dyp = S + 921616;
     /* dy -> zero-padded planes 30x30 */
     CG_PARALLEL_FOR
@@ -6860,850 +6280,29 @@ static void l19_conv2d_backward_dx(const float *restrict P, float *restrict S, c
 
 /* layer 20: relu 512x28x28 -> 512x28x28 (specs/vgg16.yaml:38:5)
  * schedule loop: fwd loop dw loop dx with dw */
-static void l20_relu_forward(const float *restrict x, float *restrict y, int nb)
-{
-    for (size_t i = 0; i < (size_t)nb * 401408; i++)
-        y[i] = x[i] > 0.0f ? x[i] : 0.0f;
-}
+/* l20_relu_forward: the code of l18_relu_forward */
 
-static void l20_relu_backward(const float *restrict y, const float *restrict dy, float *restrict dx, int nb)
-{
-    for (size_t i = 0; i < (size_t)nb * 401408; i++)
-        dx[i] = y[i] > 0.0f ? dy[i] : 0.0f;
-}
+/* l20_relu_backward: the code of l18_relu_backward */
 
 /* layer 21: conv2d 512x28x28 -> 512x28x28 (specs/vgg16.yaml:39:5)
  * schedule wv: fwd wv[TC=12,TX=2] dw wv[RY=3,TCW=2,U=4] dx wv[TC=12,TX=2] threaded */
-static void l21_conv2d_forward(const float *restrict P, float *restrict S, const float *restrict x, float *restrict y, int nb)
-{
-    const float *restrict w = P + 5275456;
-    const float *restrict b = P + 7634752;
-    float *restrict xp = S + 0;
-    /* inputs -> zero-padded planes 30x30 (kept for dW) */
-    CG_PARALLEL_FOR
-    for (int pl = 0; pl < nb * 512; pl++) {
-        const float *restrict s = x + (size_t)pl * 784;
-        float *restrict d = xp + (size_t)pl * 900;
-        memset(d, 0, sizeof(float) * 30);
-        for (int i = 0; i < 28; i++) {
-            float *restrict r = d + (i + 1) * 30;
-            memset(r, 0, sizeof(float) * 1);
-            memcpy(r + 1, s + i * 28, sizeof(float) * 28);
-            memset(r + 29, 0, sizeof(float) * 1);
-        }
-        memset(d + 870, 0, sizeof(float) * 30);
-    }
-    memset(xp + (size_t)nb * 460800, 0, sizeof(float) * 16); /* slack read by partial vectors */
-    /* tiles of 12 output channels x 2 vectors of an output row */
-    CG_PARALLEL_FOR
-    for (int r = 0; r < nb * 28; r++) {
-        const int n = r / 28, oy = r % 28;
-        const float *restrict xr0 = xp + ((size_t)n * 15360 + oy) * 30;
-        float *restrict yr = y + ((size_t)n * 14336 + oy) * 28;
-        for (int co0 = 0; co0 < 504; co0 += 12) {
-            {
-                const int x0 = 0;
-                cg_v a0_0 = vsplat(b[co0 + 0]), a0_1 = vsplat(b[co0 + 0]);
-                cg_v a1_0 = vsplat(b[co0 + 1]), a1_1 = vsplat(b[co0 + 1]);
-                cg_v a2_0 = vsplat(b[co0 + 2]), a2_1 = vsplat(b[co0 + 2]);
-                cg_v a3_0 = vsplat(b[co0 + 3]), a3_1 = vsplat(b[co0 + 3]);
-                cg_v a4_0 = vsplat(b[co0 + 4]), a4_1 = vsplat(b[co0 + 4]);
-                cg_v a5_0 = vsplat(b[co0 + 5]), a5_1 = vsplat(b[co0 + 5]);
-                cg_v a6_0 = vsplat(b[co0 + 6]), a6_1 = vsplat(b[co0 + 6]);
-                cg_v a7_0 = vsplat(b[co0 + 7]), a7_1 = vsplat(b[co0 + 7]);
-                cg_v a8_0 = vsplat(b[co0 + 8]), a8_1 = vsplat(b[co0 + 8]);
-                cg_v a9_0 = vsplat(b[co0 + 9]), a9_1 = vsplat(b[co0 + 9]);
-                cg_v a10_0 = vsplat(b[co0 + 10]), a10_1 = vsplat(b[co0 + 10]);
-                cg_v a11_0 = vsplat(b[co0 + 11]), a11_1 = vsplat(b[co0 + 11]);
-                for (int ci = 0; ci < 512; ci++) {
-                    const float *restrict xr = xr0 + (size_t)ci * 900 + x0;
-                    const float *restrict wr = w + (size_t)co0 * 4608 + ci * 9;
-                    {
-                        cg_v v0 = VLOAD(xr + 0), v1 = VLOAD(xr + 16); VKEEP(v0); VKEEP(v1);
-                        a0_0 += wr[0] * v0; a0_1 += wr[0] * v1;
-                        a1_0 += wr[4608] * v0; a1_1 += wr[4608] * v1;
-                        a2_0 += wr[9216] * v0; a2_1 += wr[9216] * v1;
-                        a3_0 += wr[13824] * v0; a3_1 += wr[13824] * v1;
-                        a4_0 += wr[18432] * v0; a4_1 += wr[18432] * v1;
-                        a5_0 += wr[23040] * v0; a5_1 += wr[23040] * v1;
-                        a6_0 += wr[27648] * v0; a6_1 += wr[27648] * v1;
-                        a7_0 += wr[32256] * v0; a7_1 += wr[32256] * v1;
-                        a8_0 += wr[36864] * v0; a8_1 += wr[36864] * v1;
-                        a9_0 += wr[41472] * v0; a9_1 += wr[41472] * v1;
-                        a10_0 += wr[46080] * v0; a10_1 += wr[46080] * v1;
-                        a11_0 += wr[50688] * v0; a11_1 += wr[50688] * v1;
-                    }
-                    {
-                        cg_v v0 = VLOAD(xr + 1), v1 = VLOAD(xr + 17); VKEEP(v0); VKEEP(v1);
-                        a0_0 += wr[1] * v0; a0_1 += wr[1] * v1;
-                        a1_0 += wr[4609] * v0; a1_1 += wr[4609] * v1;
-                        a2_0 += wr[9217] * v0; a2_1 += wr[9217] * v1;
-                        a3_0 += wr[13825] * v0; a3_1 += wr[13825] * v1;
-                        a4_0 += wr[18433] * v0; a4_1 += wr[18433] * v1;
-                        a5_0 += wr[23041] * v0; a5_1 += wr[23041] * v1;
-                        a6_0 += wr[27649] * v0; a6_1 += wr[27649] * v1;
-                        a7_0 += wr[32257] * v0; a7_1 += wr[32257] * v1;
-                        a8_0 += wr[36865] * v0; a8_1 += wr[36865] * v1;
-                        a9_0 += wr[41473] * v0; a9_1 += wr[41473] * v1;
-                        a10_0 += wr[46081] * v0; a10_1 += wr[46081] * v1;
-                        a11_0 += wr[50689] * v0; a11_1 += wr[50689] * v1;
-                    }
-                    {
-                        cg_v v0 = VLOAD(xr + 2), v1 = VLOAD(xr + 18); VKEEP(v0); VKEEP(v1);
-                        a0_0 += wr[2] * v0; a0_1 += wr[2] * v1;
-                        a1_0 += wr[4610] * v0; a1_1 += wr[4610] * v1;
-                        a2_0 += wr[9218] * v0; a2_1 += wr[9218] * v1;
-                        a3_0 += wr[13826] * v0; a3_1 += wr[13826] * v1;
-                        a4_0 += wr[18434] * v0; a4_1 += wr[18434] * v1;
-                        a5_0 += wr[23042] * v0; a5_1 += wr[23042] * v1;
-                        a6_0 += wr[27650] * v0; a6_1 += wr[27650] * v1;
-                        a7_0 += wr[32258] * v0; a7_1 += wr[32258] * v1;
-                        a8_0 += wr[36866] * v0; a8_1 += wr[36866] * v1;
-                        a9_0 += wr[41474] * v0; a9_1 += wr[41474] * v1;
-                        a10_0 += wr[46082] * v0; a10_1 += wr[46082] * v1;
-                        a11_0 += wr[50690] * v0; a11_1 += wr[50690] * v1;
-                    }
-                    {
-                        cg_v v0 = VLOAD(xr + 30), v1 = VLOAD(xr + 46); VKEEP(v0); VKEEP(v1);
-                        a0_0 += wr[3] * v0; a0_1 += wr[3] * v1;
-                        a1_0 += wr[4611] * v0; a1_1 += wr[4611] * v1;
-                        a2_0 += wr[9219] * v0; a2_1 += wr[9219] * v1;
-                        a3_0 += wr[13827] * v0; a3_1 += wr[13827] * v1;
-                        a4_0 += wr[18435] * v0; a4_1 += wr[18435] * v1;
-                        a5_0 += wr[23043] * v0; a5_1 += wr[23043] * v1;
-                        a6_0 += wr[27651] * v0; a6_1 += wr[27651] * v1;
-                        a7_0 += wr[32259] * v0; a7_1 += wr[32259] * v1;
-                        a8_0 += wr[36867] * v0; a8_1 += wr[36867] * v1;
-                        a9_0 += wr[41475] * v0; a9_1 += wr[41475] * v1;
-                        a10_0 += wr[46083] * v0; a10_1 += wr[46083] * v1;
-                        a11_0 += wr[50691] * v0; a11_1 += wr[50691] * v1;
-                    }
-                    {
-                        cg_v v0 = VLOAD(xr + 31), v1 = VLOAD(xr + 47); VKEEP(v0); VKEEP(v1);
-                        a0_0 += wr[4] * v0; a0_1 += wr[4] * v1;
-                        a1_0 += wr[4612] * v0; a1_1 += wr[4612] * v1;
-                        a2_0 += wr[9220] * v0; a2_1 += wr[9220] * v1;
-                        a3_0 += wr[13828] * v0; a3_1 += wr[13828] * v1;
-                        a4_0 += wr[18436] * v0; a4_1 += wr[18436] * v1;
-                        a5_0 += wr[23044] * v0; a5_1 += wr[23044] * v1;
-                        a6_0 += wr[27652] * v0; a6_1 += wr[27652] * v1;
-                        a7_0 += wr[32260] * v0; a7_1 += wr[32260] * v1;
-                        a8_0 += wr[36868] * v0; a8_1 += wr[36868] * v1;
-                        a9_0 += wr[41476] * v0; a9_1 += wr[41476] * v1;
-                        a10_0 += wr[46084] * v0; a10_1 += wr[46084] * v1;
-                        a11_0 += wr[50692] * v0; a11_1 += wr[50692] * v1;
-                    }
-                    {
-                        cg_v v0 = VLOAD(xr + 32), v1 = VLOAD(xr + 48); VKEEP(v0); VKEEP(v1);
-                        a0_0 += wr[5] * v0; a0_1 += wr[5] * v1;
-                        a1_0 += wr[4613] * v0; a1_1 += wr[4613] * v1;
-                        a2_0 += wr[9221] * v0; a2_1 += wr[9221] * v1;
-                        a3_0 += wr[13829] * v0; a3_1 += wr[13829] * v1;
-                        a4_0 += wr[18437] * v0; a4_1 += wr[18437] * v1;
-                        a5_0 += wr[23045] * v0; a5_1 += wr[23045] * v1;
-                        a6_0 += wr[27653] * v0; a6_1 += wr[27653] * v1;
-                        a7_0 += wr[32261] * v0; a7_1 += wr[32261] * v1;
-                        a8_0 += wr[36869] * v0; a8_1 += wr[36869] * v1;
-                        a9_0 += wr[41477] * v0; a9_1 += wr[41477] * v1;
-                        a10_0 += wr[46085] * v0; a10_1 += wr[46085] * v1;
-                        a11_0 += wr[50693] * v0; a11_1 += wr[50693] * v1;
-                    }
-                    {
-                        cg_v v0 = VLOAD(xr + 60), v1 = VLOAD(xr + 76); VKEEP(v0); VKEEP(v1);
-                        a0_0 += wr[6] * v0; a0_1 += wr[6] * v1;
-                        a1_0 += wr[4614] * v0; a1_1 += wr[4614] * v1;
-                        a2_0 += wr[9222] * v0; a2_1 += wr[9222] * v1;
-                        a3_0 += wr[13830] * v0; a3_1 += wr[13830] * v1;
-                        a4_0 += wr[18438] * v0; a4_1 += wr[18438] * v1;
-                        a5_0 += wr[23046] * v0; a5_1 += wr[23046] * v1;
-                        a6_0 += wr[27654] * v0; a6_1 += wr[27654] * v1;
-                        a7_0 += wr[32262] * v0; a7_1 += wr[32262] * v1;
-                        a8_0 += wr[36870] * v0; a8_1 += wr[36870] * v1;
-                        a9_0 += wr[41478] * v0; a9_1 += wr[41478] * v1;
-                        a10_0 += wr[46086] * v0; a10_1 += wr[46086] * v1;
-                        a11_0 += wr[50694] * v0; a11_1 += wr[50694] * v1;
-                    }
-                    {
-                        cg_v v0 = VLOAD(xr + 61), v1 = VLOAD(xr + 77); VKEEP(v0); VKEEP(v1);
-                        a0_0 += wr[7] * v0; a0_1 += wr[7] * v1;
-                        a1_0 += wr[4615] * v0; a1_1 += wr[4615] * v1;
-                        a2_0 += wr[9223] * v0; a2_1 += wr[9223] * v1;
-                        a3_0 += wr[13831] * v0; a3_1 += wr[13831] * v1;
-                        a4_0 += wr[18439] * v0; a4_1 += wr[18439] * v1;
-                        a5_0 += wr[23047] * v0; a5_1 += wr[23047] * v1;
-                        a6_0 += wr[27655] * v0; a6_1 += wr[27655] * v1;
-                        a7_0 += wr[32263] * v0; a7_1 += wr[32263] * v1;
-                        a8_0 += wr[36871] * v0; a8_1 += wr[36871] * v1;
-                        a9_0 += wr[41479] * v0; a9_1 += wr[41479] * v1;
-                        a10_0 += wr[46087] * v0; a10_1 += wr[46087] * v1;
-                        a11_0 += wr[50695] * v0; a11_1 += wr[50695] * v1;
-                    }
-                    {
-                        cg_v v0 = VLOAD(xr + 62), v1 = VLOAD(xr + 78); VKEEP(v0); VKEEP(v1);
-                        a0_0 += wr[8] * v0; a0_1 += wr[8] * v1;
-                        a1_0 += wr[4616] * v0; a1_1 += wr[4616] * v1;
-                        a2_0 += wr[9224] * v0; a2_1 += wr[9224] * v1;
-                        a3_0 += wr[13832] * v0; a3_1 += wr[13832] * v1;
-                        a4_0 += wr[18440] * v0; a4_1 += wr[18440] * v1;
-                        a5_0 += wr[23048] * v0; a5_1 += wr[23048] * v1;
-                        a6_0 += wr[27656] * v0; a6_1 += wr[27656] * v1;
-                        a7_0 += wr[32264] * v0; a7_1 += wr[32264] * v1;
-                        a8_0 += wr[36872] * v0; a8_1 += wr[36872] * v1;
-                        a9_0 += wr[41480] * v0; a9_1 += wr[41480] * v1;
-                        a10_0 += wr[46088] * v0; a10_1 += wr[46088] * v1;
-                        a11_0 += wr[50696] * v0; a11_1 += wr[50696] * v1;
-                    }
-                }
-                VSTORE(yr + (size_t)(co0 + 0) * 784 + x0 + 0, a0_0); VSTORE_N(yr + (size_t)(co0 + 0) * 784 + x0 + 16, a0_1, 12);
-                VSTORE(yr + (size_t)(co0 + 1) * 784 + x0 + 0, a1_0); VSTORE_N(yr + (size_t)(co0 + 1) * 784 + x0 + 16, a1_1, 12);
-                VSTORE(yr + (size_t)(co0 + 2) * 784 + x0 + 0, a2_0); VSTORE_N(yr + (size_t)(co0 + 2) * 784 + x0 + 16, a2_1, 12);
-                VSTORE(yr + (size_t)(co0 + 3) * 784 + x0 + 0, a3_0); VSTORE_N(yr + (size_t)(co0 + 3) * 784 + x0 + 16, a3_1, 12);
-                VSTORE(yr + (size_t)(co0 + 4) * 784 + x0 + 0, a4_0); VSTORE_N(yr + (size_t)(co0 + 4) * 784 + x0 + 16, a4_1, 12);
-                VSTORE(yr + (size_t)(co0 + 5) * 784 + x0 + 0, a5_0); VSTORE_N(yr + (size_t)(co0 + 5) * 784 + x0 + 16, a5_1, 12);
-                VSTORE(yr + (size_t)(co0 + 6) * 784 + x0 + 0, a6_0); VSTORE_N(yr + (size_t)(co0 + 6) * 784 + x0 + 16, a6_1, 12);
-                VSTORE(yr + (size_t)(co0 + 7) * 784 + x0 + 0, a7_0); VSTORE_N(yr + (size_t)(co0 + 7) * 784 + x0 + 16, a7_1, 12);
-                VSTORE(yr + (size_t)(co0 + 8) * 784 + x0 + 0, a8_0); VSTORE_N(yr + (size_t)(co0 + 8) * 784 + x0 + 16, a8_1, 12);
-                VSTORE(yr + (size_t)(co0 + 9) * 784 + x0 + 0, a9_0); VSTORE_N(yr + (size_t)(co0 + 9) * 784 + x0 + 16, a9_1, 12);
-                VSTORE(yr + (size_t)(co0 + 10) * 784 + x0 + 0, a10_0); VSTORE_N(yr + (size_t)(co0 + 10) * 784 + x0 + 16, a10_1, 12);
-                VSTORE(yr + (size_t)(co0 + 11) * 784 + x0 + 0, a11_0); VSTORE_N(yr + (size_t)(co0 + 11) * 784 + x0 + 16, a11_1, 12);
-            }
-        }
-        {
-            const int co0 = 504;
-            {
-                const int x0 = 0;
-                cg_v a0_0 = vsplat(b[co0 + 0]), a0_1 = vsplat(b[co0 + 0]);
-                cg_v a1_0 = vsplat(b[co0 + 1]), a1_1 = vsplat(b[co0 + 1]);
-                cg_v a2_0 = vsplat(b[co0 + 2]), a2_1 = vsplat(b[co0 + 2]);
-                cg_v a3_0 = vsplat(b[co0 + 3]), a3_1 = vsplat(b[co0 + 3]);
-                cg_v a4_0 = vsplat(b[co0 + 4]), a4_1 = vsplat(b[co0 + 4]);
-                cg_v a5_0 = vsplat(b[co0 + 5]), a5_1 = vsplat(b[co0 + 5]);
-                cg_v a6_0 = vsplat(b[co0 + 6]), a6_1 = vsplat(b[co0 + 6]);
-                cg_v a7_0 = vsplat(b[co0 + 7]), a7_1 = vsplat(b[co0 + 7]);
-                for (int ci = 0; ci < 512; ci++) {
-                    const float *restrict xr = xr0 + (size_t)ci * 900 + x0;
-                    const float *restrict wr = w + (size_t)co0 * 4608 + ci * 9;
-                    {
-                        cg_v v0 = VLOAD(xr + 0), v1 = VLOAD(xr + 16); VKEEP(v0); VKEEP(v1);
-                        a0_0 += wr[0] * v0; a0_1 += wr[0] * v1;
-                        a1_0 += wr[4608] * v0; a1_1 += wr[4608] * v1;
-                        a2_0 += wr[9216] * v0; a2_1 += wr[9216] * v1;
-                        a3_0 += wr[13824] * v0; a3_1 += wr[13824] * v1;
-                        a4_0 += wr[18432] * v0; a4_1 += wr[18432] * v1;
-                        a5_0 += wr[23040] * v0; a5_1 += wr[23040] * v1;
-                        a6_0 += wr[27648] * v0; a6_1 += wr[27648] * v1;
-                        a7_0 += wr[32256] * v0; a7_1 += wr[32256] * v1;
-                    }
-                    {
-                        cg_v v0 = VLOAD(xr + 1), v1 = VLOAD(xr + 17); VKEEP(v0); VKEEP(v1);
-                        a0_0 += wr[1] * v0; a0_1 += wr[1] * v1;
-                        a1_0 += wr[4609] * v0; a1_1 += wr[4609] * v1;
-                        a2_0 += wr[9217] * v0; a2_1 += wr[9217] * v1;
-                        a3_0 += wr[13825] * v0; a3_1 += wr[13825] * v1;
-                        a4_0 += wr[18433] * v0; a4_1 += wr[18433] * v1;
-                        a5_0 += wr[23041] * v0; a5_1 += wr[23041] * v1;
-                        a6_0 += wr[27649] * v0; a6_1 += wr[27649] * v1;
-                        a7_0 += wr[32257] * v0; a7_1 += wr[32257] * v1;
-                    }
-                    {
-                        cg_v v0 = VLOAD(xr + 2), v1 = VLOAD(xr + 18); VKEEP(v0); VKEEP(v1);
-                        a0_0 += wr[2] * v0; a0_1 += wr[2] * v1;
-                        a1_0 += wr[4610] * v0; a1_1 += wr[4610] * v1;
-                        a2_0 += wr[9218] * v0; a2_1 += wr[9218] * v1;
-                        a3_0 += wr[13826] * v0; a3_1 += wr[13826] * v1;
-                        a4_0 += wr[18434] * v0; a4_1 += wr[18434] * v1;
-                        a5_0 += wr[23042] * v0; a5_1 += wr[23042] * v1;
-                        a6_0 += wr[27650] * v0; a6_1 += wr[27650] * v1;
-                        a7_0 += wr[32258] * v0; a7_1 += wr[32258] * v1;
-                    }
-                    {
-                        cg_v v0 = VLOAD(xr + 30), v1 = VLOAD(xr + 46); VKEEP(v0); VKEEP(v1);
-                        a0_0 += wr[3] * v0; a0_1 += wr[3] * v1;
-                        a1_0 += wr[4611] * v0; a1_1 += wr[4611] * v1;
-                        a2_0 += wr[9219] * v0; a2_1 += wr[9219] * v1;
-                        a3_0 += wr[13827] * v0; a3_1 += wr[13827] * v1;
-                        a4_0 += wr[18435] * v0; a4_1 += wr[18435] * v1;
-                        a5_0 += wr[23043] * v0; a5_1 += wr[23043] * v1;
-                        a6_0 += wr[27651] * v0; a6_1 += wr[27651] * v1;
-                        a7_0 += wr[32259] * v0; a7_1 += wr[32259] * v1;
-                    }
-                    {
-                        cg_v v0 = VLOAD(xr + 31), v1 = VLOAD(xr + 47); VKEEP(v0); VKEEP(v1);
-                        a0_0 += wr[4] * v0; a0_1 += wr[4] * v1;
-                        a1_0 += wr[4612] * v0; a1_1 += wr[4612] * v1;
-                        a2_0 += wr[9220] * v0; a2_1 += wr[9220] * v1;
-                        a3_0 += wr[13828] * v0; a3_1 += wr[13828] * v1;
-                        a4_0 += wr[18436] * v0; a4_1 += wr[18436] * v1;
-                        a5_0 += wr[23044] * v0; a5_1 += wr[23044] * v1;
-                        a6_0 += wr[27652] * v0; a6_1 += wr[27652] * v1;
-                        a7_0 += wr[32260] * v0; a7_1 += wr[32260] * v1;
-                    }
-                    {
-                        cg_v v0 = VLOAD(xr + 32), v1 = VLOAD(xr + 48); VKEEP(v0); VKEEP(v1);
-                        a0_0 += wr[5] * v0; a0_1 += wr[5] * v1;
-                        a1_0 += wr[4613] * v0; a1_1 += wr[4613] * v1;
-                        a2_0 += wr[9221] * v0; a2_1 += wr[9221] * v1;
-                        a3_0 += wr[13829] * v0; a3_1 += wr[13829] * v1;
-                        a4_0 += wr[18437] * v0; a4_1 += wr[18437] * v1;
-                        a5_0 += wr[23045] * v0; a5_1 += wr[23045] * v1;
-                        a6_0 += wr[27653] * v0; a6_1 += wr[27653] * v1;
-                        a7_0 += wr[32261] * v0; a7_1 += wr[32261] * v1;
-                    }
-                    {
-                        cg_v v0 = VLOAD(xr + 60), v1 = VLOAD(xr + 76); VKEEP(v0); VKEEP(v1);
-                        a0_0 += wr[6] * v0; a0_1 += wr[6] * v1;
-                        a1_0 += wr[4614] * v0; a1_1 += wr[4614] * v1;
-                        a2_0 += wr[9222] * v0; a2_1 += wr[9222] * v1;
-                        a3_0 += wr[13830] * v0; a3_1 += wr[13830] * v1;
-                        a4_0 += wr[18438] * v0; a4_1 += wr[18438] * v1;
-                        a5_0 += wr[23046] * v0; a5_1 += wr[23046] * v1;
-                        a6_0 += wr[27654] * v0; a6_1 += wr[27654] * v1;
-                        a7_0 += wr[32262] * v0; a7_1 += wr[32262] * v1;
-                    }
-                    {
-                        cg_v v0 = VLOAD(xr + 61), v1 = VLOAD(xr + 77); VKEEP(v0); VKEEP(v1);
-                        a0_0 += wr[7] * v0; a0_1 += wr[7] * v1;
-                        a1_0 += wr[4615] * v0; a1_1 += wr[4615] * v1;
-                        a2_0 += wr[9223] * v0; a2_1 += wr[9223] * v1;
-                        a3_0 += wr[13831] * v0; a3_1 += wr[13831] * v1;
-                        a4_0 += wr[18439] * v0; a4_1 += wr[18439] * v1;
-                        a5_0 += wr[23047] * v0; a5_1 += wr[23047] * v1;
-                        a6_0 += wr[27655] * v0; a6_1 += wr[27655] * v1;
-                        a7_0 += wr[32263] * v0; a7_1 += wr[32263] * v1;
-                    }
-                    {
-                        cg_v v0 = VLOAD(xr + 62), v1 = VLOAD(xr + 78); VKEEP(v0); VKEEP(v1);
-                        a0_0 += wr[8] * v0; a0_1 += wr[8] * v1;
-                        a1_0 += wr[4616] * v0; a1_1 += wr[4616] * v1;
-                        a2_0 += wr[9224] * v0; a2_1 += wr[9224] * v1;
-                        a3_0 += wr[13832] * v0; a3_1 += wr[13832] * v1;
-                        a4_0 += wr[18440] * v0; a4_1 += wr[18440] * v1;
-                        a5_0 += wr[23048] * v0; a5_1 += wr[23048] * v1;
-                        a6_0 += wr[27656] * v0; a6_1 += wr[27656] * v1;
-                        a7_0 += wr[32264] * v0; a7_1 += wr[32264] * v1;
-                    }
-                }
-                VSTORE(yr + (size_t)(co0 + 0) * 784 + x0 + 0, a0_0); VSTORE_N(yr + (size_t)(co0 + 0) * 784 + x0 + 16, a0_1, 12);
-                VSTORE(yr + (size_t)(co0 + 1) * 784 + x0 + 0, a1_0); VSTORE_N(yr + (size_t)(co0 + 1) * 784 + x0 + 16, a1_1, 12);
-                VSTORE(yr + (size_t)(co0 + 2) * 784 + x0 + 0, a2_0); VSTORE_N(yr + (size_t)(co0 + 2) * 784 + x0 + 16, a2_1, 12);
-                VSTORE(yr + (size_t)(co0 + 3) * 784 + x0 + 0, a3_0); VSTORE_N(yr + (size_t)(co0 + 3) * 784 + x0 + 16, a3_1, 12);
-                VSTORE(yr + (size_t)(co0 + 4) * 784 + x0 + 0, a4_0); VSTORE_N(yr + (size_t)(co0 + 4) * 784 + x0 + 16, a4_1, 12);
-                VSTORE(yr + (size_t)(co0 + 5) * 784 + x0 + 0, a5_0); VSTORE_N(yr + (size_t)(co0 + 5) * 784 + x0 + 16, a5_1, 12);
-                VSTORE(yr + (size_t)(co0 + 6) * 784 + x0 + 0, a6_0); VSTORE_N(yr + (size_t)(co0 + 6) * 784 + x0 + 16, a6_1, 12);
-                VSTORE(yr + (size_t)(co0 + 7) * 784 + x0 + 0, a7_0); VSTORE_N(yr + (size_t)(co0 + 7) * 784 + x0 + 16, a7_1, 12);
-            }
-        }
-    }
-}
+/* l21_conv2d_forward: the code of l19_conv2d_forward */
 
-static void l21_conv2d_backward(float *restrict G, float *restrict S, const float *restrict dy, int nb)
-{
-    float *restrict gw = G + 5275456;
-    const float *restrict xp = S + 0;
-    float *restrict gb = G + 7634752;
-    CG_PARALLEL_FOR
-    for (int co = 0; co < 512; co++) {
-        cg_v s = vsplat(0.0f);
-        for (int n = 0; n < nb; n++) {
-            const float *restrict d = dy + ((size_t)n * 512 + co) * 784;
-            for (int i = 0; i < 784; i += 16) s += VLOAD(d + i);
-        }
-        gb[co] += vsum(s);
-    }
-    /* tiles of 2 output channels x 9 taps (3 kernel rows) of one input channel */
-    /* lanes of the last, overlapping vector of a row already counted by the one before */
-    const cg_vi mk = {0, 0, 0, 0, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1};
-    CG_PARALLEL_FOR
-    for (int t = 0; t < 131072; t++) {
-        const int co0 = t / 512 * 2, ci = t % 512;
-        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f), a0_4 = vsplat(0.0f), a0_5 = vsplat(0.0f), a0_6 = vsplat(0.0f), a0_7 = vsplat(0.0f), a0_8 = vsplat(0.0f);
-        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f), a1_3 = vsplat(0.0f), a1_4 = vsplat(0.0f), a1_5 = vsplat(0.0f), a1_6 = vsplat(0.0f), a1_7 = vsplat(0.0f), a1_8 = vsplat(0.0f);
-        for (int n = 0; n < nb; n++) {
-            for (int oy = 0; oy < 28; oy += 4) {
-                const float *restrict dr = dy + ((size_t)n * 512 + co0) * 784 + oy * 28;
-                const float *restrict xr = xp + ((size_t)n * 512 + ci) * 900 + (oy) * 30;
-                for (int x = 0; x < 16; x += 16) {
-                    const cg_v d0_0 = VLOAD(dr + 0 + x), d0_1 = VLOAD(dr + 784 + x);
-                    const cg_v d1_0 = VLOAD(dr + 28 + x), d1_1 = VLOAD(dr + 812 + x);
-                    const cg_v d2_0 = VLOAD(dr + 56 + x), d2_1 = VLOAD(dr + 840 + x);
-                    const cg_v d3_0 = VLOAD(dr + 84 + x), d3_1 = VLOAD(dr + 868 + x);
-                    {
-                        cg_v v = VLOAD(xr + 0 + x); VKEEP(v); a0_0 += d0_0 * v; a1_0 += d0_1 * v;
-                    }
-                    {
-                        cg_v v = VLOAD(xr + 1 + x); VKEEP(v); a0_1 += d0_0 * v; a1_1 += d0_1 * v;
-                    }
-                    {
-                        cg_v v = VLOAD(xr + 2 + x); VKEEP(v); a0_2 += d0_0 * v; a1_2 += d0_1 * v;
-                    }
-                    {
-                        cg_v v = VLOAD(xr + 30 + x); VKEEP(v); a0_3 += d0_0 * v; a1_3 += d0_1 * v; a0_0 += d1_0 * v; a1_0 += d1_1 * v;
-                    }
-                    {
-                        cg_v v = VLOAD(xr + 31 + x); VKEEP(v); a0_4 += d0_0 * v; a1_4 += d0_1 * v; a0_1 += d1_0 * v; a1_1 += d1_1 * v;
-                    }
-                    {
-                        cg_v v = VLOAD(xr + 32 + x); VKEEP(v); a0_5 += d0_0 * v; a1_5 += d0_1 * v; a0_2 += d1_0 * v; a1_2 += d1_1 * v;
-                    }
-                    {
-                        cg_v v = VLOAD(xr + 60 + x); VKEEP(v); a0_6 += d0_0 * v; a1_6 += d0_1 * v; a0_3 += d1_0 * v; a1_3 += d1_1 * v; a0_0 += d2_0 * v; a1_0 += d2_1 * v;
-                    }
-                    {
-                        cg_v v = VLOAD(xr + 61 + x); VKEEP(v); a0_7 += d0_0 * v; a1_7 += d0_1 * v; a0_4 += d1_0 * v; a1_4 += d1_1 * v; a0_1 += d2_0 * v; a1_1 += d2_1 * v;
-                    }
-                    {
-                        cg_v v = VLOAD(xr + 62 + x); VKEEP(v); a0_8 += d0_0 * v; a1_8 += d0_1 * v; a0_5 += d1_0 * v; a1_5 += d1_1 * v; a0_2 += d2_0 * v; a1_2 += d2_1 * v;
-                    }
-                    {
-                        cg_v v = VLOAD(xr + 90 + x); VKEEP(v); a0_6 += d1_0 * v; a1_6 += d1_1 * v; a0_3 += d2_0 * v; a1_3 += d2_1 * v; a0_0 += d3_0 * v; a1_0 += d3_1 * v;
-                    }
-                    {
-                        cg_v v = VLOAD(xr + 91 + x); VKEEP(v); a0_7 += d1_0 * v; a1_7 += d1_1 * v; a0_4 += d2_0 * v; a1_4 += d2_1 * v; a0_1 += d3_0 * v; a1_1 += d3_1 * v;
-                    }
-                    {
-                        cg_v v = VLOAD(xr + 92 + x); VKEEP(v); a0_8 += d1_0 * v; a1_8 += d1_1 * v; a0_5 += d2_0 * v; a1_5 += d2_1 * v; a0_2 += d3_0 * v; a1_2 += d3_1 * v;
-                    }
-                    {
-                        cg_v v = VLOAD(xr + 120 + x); VKEEP(v); a0_6 += d2_0 * v; a1_6 += d2_1 * v; a0_3 += d3_0 * v; a1_3 += d3_1 * v;
-                    }
-                    {
-                        cg_v v = VLOAD(xr + 121 + x); VKEEP(v); a0_7 += d2_0 * v; a1_7 += d2_1 * v; a0_4 += d3_0 * v; a1_4 += d3_1 * v;
-                    }
-                    {
-                        cg_v v = VLOAD(xr + 122 + x); VKEEP(v); a0_8 += d2_0 * v; a1_8 += d2_1 * v; a0_5 += d3_0 * v; a1_5 += d3_1 * v;
-                    }
-                    {
-                        cg_v v = VLOAD(xr + 150 + x); VKEEP(v); a0_6 += d3_0 * v; a1_6 += d3_1 * v;
-                    }
-                    {
-                        cg_v v = VLOAD(xr + 151 + x); VKEEP(v); a0_7 += d3_0 * v; a1_7 += d3_1 * v;
-                    }
-                    {
-                        cg_v v = VLOAD(xr + 152 + x); VKEEP(v); a0_8 += d3_0 * v; a1_8 += d3_1 * v;
-                    }
-                }
-                {
-                    const cg_v d0_0 = VSEL(mk, VLOAD(dr + 0 + 12), vsplat(0.0f)), d0_1 = VSEL(mk, VLOAD(dr + 784 + 12), vsplat(0.0f));
-                    const cg_v d1_0 = VSEL(mk, VLOAD(dr + 28 + 12), vsplat(0.0f)), d1_1 = VSEL(mk, VLOAD(dr + 812 + 12), vsplat(0.0f));
-                    const cg_v d2_0 = VSEL(mk, VLOAD(dr + 56 + 12), vsplat(0.0f)), d2_1 = VSEL(mk, VLOAD(dr + 840 + 12), vsplat(0.0f));
-                    const cg_v d3_0 = VSEL(mk, VLOAD(dr + 84 + 12), vsplat(0.0f)), d3_1 = VSEL(mk, VLOAD(dr + 868 + 12), vsplat(0.0f));
-                    {
-                        cg_v v = VLOAD(xr + 0 + 12); VKEEP(v); a0_0 += d0_0 * v; a1_0 += d0_1 * v;
-                    }
-                    {
-                        cg_v v = VLOAD(xr + 1 + 12); VKEEP(v); a0_1 += d0_0 * v; a1_1 += d0_1 * v;
-                    }
-                    {
-                        cg_v v = VLOAD(xr + 2 + 12); VKEEP(v); a0_2 += d0_0 * v; a1_2 += d0_1 * v;
-                    }
-                    {
-                        cg_v v = VLOAD(xr + 30 + 12); VKEEP(v); a0_3 += d0_0 * v; a1_3 += d0_1 * v; a0_0 += d1_0 * v; a1_0 += d1_1 * v;
-                    }
-                    {
-                        cg_v v = VLOAD(xr + 31 + 12); VKEEP(v); a0_4 += d0_0 * v; a1_4 += d0_1 * v; a0_1 += d1_0 * v; a1_1 += d1_1 * v;
-                    }
-                    {
-                        cg_v v = VLOAD(xr + 32 + 12); VKEEP(v); a0_5 += d0_0 * v; a1_5 += d0_1 * v; a0_2 += d1_0 * v; a1_2 += d1_1 * v;
-                    }
-                    {
-                        cg_v v = VLOAD(xr + 60 + 12); VKEEP(v); a0_6 += d0_0 * v; a1_6 += d0_1 * v; a0_3 += d1_0 * v; a1_3 += d1_1 * v; a0_0 += d2_0 * v; a1_0 += d2_1 * v;
-                    }
-                    {
-                        cg_v v = VLOAD(xr + 61 + 12); VKEEP(v); a0_7 += d0_0 * v; a1_7 += d0_1 * v; a0_4 += d1_0 * v; a1_4 += d1_1 * v; a0_1 += d2_0 * v; a1_1 += d2_1 * v;
-                    }
-                    {
-                        cg_v v = VLOAD(xr + 62 + 12); VKEEP(v); a0_8 += d0_0 * v; a1_8 += d0_1 * v; a0_5 += d1_0 * v; a1_5 += d1_1 * v; a0_2 += d2_0 * v; a1_2 += d2_1 * v;
-                    }
-                    {
-                        cg_v v = VLOAD(xr + 90 + 12); VKEEP(v); a0_6 += d1_0 * v; a1_6 += d1_1 * v; a0_3 += d2_0 * v; a1_3 += d2_1 * v; a0_0 += d3_0 * v; a1_0 += d3_1 * v;
-                    }
-                    {
-                        cg_v v = VLOAD(xr + 91 + 12); VKEEP(v); a0_7 += d1_0 * v; a1_7 += d1_1 * v; a0_4 += d2_0 * v; a1_4 += d2_1 * v; a0_1 += d3_0 * v; a1_1 += d3_1 * v;
-                    }
-                    {
-                        cg_v v = VLOAD(xr + 92 + 12); VKEEP(v); a0_8 += d1_0 * v; a1_8 += d1_1 * v; a0_5 += d2_0 * v; a1_5 += d2_1 * v; a0_2 += d3_0 * v; a1_2 += d3_1 * v;
-                    }
-                    {
-                        cg_v v = VLOAD(xr + 120 + 12); VKEEP(v); a0_6 += d2_0 * v; a1_6 += d2_1 * v; a0_3 += d3_0 * v; a1_3 += d3_1 * v;
-                    }
-                    {
-                        cg_v v = VLOAD(xr + 121 + 12); VKEEP(v); a0_7 += d2_0 * v; a1_7 += d2_1 * v; a0_4 += d3_0 * v; a1_4 += d3_1 * v;
-                    }
-                    {
-                        cg_v v = VLOAD(xr + 122 + 12); VKEEP(v); a0_8 += d2_0 * v; a1_8 += d2_1 * v; a0_5 += d3_0 * v; a1_5 += d3_1 * v;
-                    }
-                    {
-                        cg_v v = VLOAD(xr + 150 + 12); VKEEP(v); a0_6 += d3_0 * v; a1_6 += d3_1 * v;
-                    }
-                    {
-                        cg_v v = VLOAD(xr + 151 + 12); VKEEP(v); a0_7 += d3_0 * v; a1_7 += d3_1 * v;
-                    }
-                    {
-                        cg_v v = VLOAD(xr + 152 + 12); VKEEP(v); a0_8 += d3_0 * v; a1_8 += d3_1 * v;
-                    }
-                }
-            }
-        }
-        gw[(size_t)(co0 + 0) * 4608 + ci * 9 + 0] += vsum(a0_0);
-        gw[(size_t)(co0 + 0) * 4608 + ci * 9 + 1] += vsum(a0_1);
-        gw[(size_t)(co0 + 0) * 4608 + ci * 9 + 2] += vsum(a0_2);
-        gw[(size_t)(co0 + 0) * 4608 + ci * 9 + 3] += vsum(a0_3);
-        gw[(size_t)(co0 + 0) * 4608 + ci * 9 + 4] += vsum(a0_4);
-        gw[(size_t)(co0 + 0) * 4608 + ci * 9 + 5] += vsum(a0_5);
-        gw[(size_t)(co0 + 0) * 4608 + ci * 9 + 6] += vsum(a0_6);
-        gw[(size_t)(co0 + 0) * 4608 + ci * 9 + 7] += vsum(a0_7);
-        gw[(size_t)(co0 + 0) * 4608 + ci * 9 + 8] += vsum(a0_8);
-        gw[(size_t)(co0 + 1) * 4608 + ci * 9 + 0] += vsum(a1_0);
-        gw[(size_t)(co0 + 1) * 4608 + ci * 9 + 1] += vsum(a1_1);
-        gw[(size_t)(co0 + 1) * 4608 + ci * 9 + 2] += vsum(a1_2);
-        gw[(size_t)(co0 + 1) * 4608 + ci * 9 + 3] += vsum(a1_3);
-        gw[(size_t)(co0 + 1) * 4608 + ci * 9 + 4] += vsum(a1_4);
-        gw[(size_t)(co0 + 1) * 4608 + ci * 9 + 5] += vsum(a1_5);
-        gw[(size_t)(co0 + 1) * 4608 + ci * 9 + 6] += vsum(a1_6);
-        gw[(size_t)(co0 + 1) * 4608 + ci * 9 + 7] += vsum(a1_7);
-        gw[(size_t)(co0 + 1) * 4608 + ci * 9 + 8] += vsum(a1_8);
-    }
-}
+/* l21_conv2d_backward: the code of l19_conv2d_backward */
 
-static void l21_conv2d_backward_dx(const float *restrict P, float *restrict S, const float *restrict dy, float *restrict dx, int nb)
-{
-    const float *restrict w = P + 5275456;
-    float *restrict dyp = S + 921616;
-    /* dy -> zero-padded planes 30x30 */
-    CG_PARALLEL_FOR
-    for (int pl = 0; pl < nb * 512; pl++) {
-        const float *restrict s = dy + (size_t)pl * 784;
-        float *restrict d = dyp + (size_t)pl * 900;
-        memset(d, 0, sizeof(float) * 30);
-        for (int i = 0; i < 28; i++) {
-            float *restrict r = d + (i + 1) * 30;
-            memset(r, 0, sizeof(float) * 1);
-            memcpy(r + 1, s + i * 28, sizeof(float) * 28);
-            memset(r + 29, 0, sizeof(float) * 1);
-        }
-        memset(d + 870, 0, sizeof(float) * 30);
-    }
-    memset(dyp + (size_t)nb * 460800, 0, sizeof(float) * 16); /* slack read by partial vectors */
-    /* tiles of 12 input channels x 2 vectors of an input row */
-    CG_PARALLEL_FOR
-    for (int r = 0; r < nb * 28; r++) {
-        const int n = r / 28, iy = r % 28;
-        const float *restrict dr0 = dyp + ((size_t)n * 15360 + iy) * 30;
-        float *restrict xr = dx + ((size_t)n * 14336 + iy) * 28;
-        for (int ci0 = 0; ci0 < 504; ci0 += 12) {
-            {
-                const int x0 = 0;
-                cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
-                cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
-                cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
-                cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
-                cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
-                cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
-                cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
-                cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
-                cg_v a8_0 = vsplat(0.0f), a8_1 = vsplat(0.0f);
-                cg_v a9_0 = vsplat(0.0f), a9_1 = vsplat(0.0f);
-                cg_v a10_0 = vsplat(0.0f), a10_1 = vsplat(0.0f);
-                cg_v a11_0 = vsplat(0.0f), a11_1 = vsplat(0.0f);
-                for (int co = 0; co < 512; co++) {
-                    const float *restrict dr = dr0 + (size_t)co * 900 + x0;
-                    const float *restrict wr = w + (size_t)co * 4608 + ci0 * 9;
-                    {
-                        cg_v v0 = VLOAD(dr + 62), v1 = VLOAD(dr + 78); VKEEP(v0); VKEEP(v1);
-                        a0_0 += wr[0] * v0; a0_1 += wr[0] * v1;
-                        a1_0 += wr[9] * v0; a1_1 += wr[9] * v1;
-                        a2_0 += wr[18] * v0; a2_1 += wr[18] * v1;
-                        a3_0 += wr[27] * v0; a3_1 += wr[27] * v1;
-                        a4_0 += wr[36] * v0; a4_1 += wr[36] * v1;
-                        a5_0 += wr[45] * v0; a5_1 += wr[45] * v1;
-                        a6_0 += wr[54] * v0; a6_1 += wr[54] * v1;
-                        a7_0 += wr[63] * v0; a7_1 += wr[63] * v1;
-                        a8_0 += wr[72] * v0; a8_1 += wr[72] * v1;
-                        a9_0 += wr[81] * v0; a9_1 += wr[81] * v1;
-                        a10_0 += wr[90] * v0; a10_1 += wr[90] * v1;
-                        a11_0 += wr[99] * v0; a11_1 += wr[99] * v1;
-                    }
-                    {
-                        cg_v v0 = VLOAD(dr + 61), v1 = VLOAD(dr + 77); VKEEP(v0); VKEEP(v1);
-                        a0_0 += wr[1] * v0; a0_1 += wr[1] * v1;
-                        a1_0 += wr[10] * v0; a1_1 += wr[10] * v1;
-                        a2_0 += wr[19] * v0; a2_1 += wr[19] * v1;
-                        a3_0 += wr[28] * v0; a3_1 += wr[28] * v1;
-                        a4_0 += wr[37] * v0; a4_1 += wr[37] * v1;
-                        a5_0 += wr[46] * v0; a5_1 += wr[46] * v1;
-                        a6_0 += wr[55] * v0; a6_1 += wr[55] * v1;
-                        a7_0 += wr[64] * v0; a7_1 += wr[64] * v1;
-                        a8_0 += wr[73] * v0; a8_1 += wr[73] * v1;
-                        a9_0 += wr[82] * v0; a9_1 += wr[82] * v1;
-                        a10_0 += wr[91] * v0; a10_1 += wr[91] * v1;
-                        a11_0 += wr[100] * v0; a11_1 += wr[100] * v1;
-                    }
-                    {
-                        cg_v v0 = VLOAD(dr + 60), v1 = VLOAD(dr + 76); VKEEP(v0); VKEEP(v1);
-                        a0_0 += wr[2] * v0; a0_1 += wr[2] * v1;
-                        a1_0 += wr[11] * v0; a1_1 += wr[11] * v1;
-                        a2_0 += wr[20] * v0; a2_1 += wr[20] * v1;
-                        a3_0 += wr[29] * v0; a3_1 += wr[29] * v1;
-                        a4_0 += wr[38] * v0; a4_1 += wr[38] * v1;
-                        a5_0 += wr[47] * v0; a5_1 += wr[47] * v1;
-                        a6_0 += wr[56] * v0; a6_1 += wr[56] * v1;
-                        a7_0 += wr[65] * v0; a7_1 += wr[65] * v1;
-                        a8_0 += wr[74] * v0; a8_1 += wr[74] * v1;
-                        a9_0 += wr[83] * v0; a9_1 += wr[83] * v1;
-                        a10_0 += wr[92] * v0; a10_1 += wr[92] * v1;
-                        a11_0 += wr[101] * v0; a11_1 += wr[101] * v1;
-                    }
-                    {
-                        cg_v v0 = VLOAD(dr + 32), v1 = VLOAD(dr + 48); VKEEP(v0); VKEEP(v1);
-                        a0_0 += wr[3] * v0; a0_1 += wr[3] * v1;
-                        a1_0 += wr[12] * v0; a1_1 += wr[12] * v1;
-                        a2_0 += wr[21] * v0; a2_1 += wr[21] * v1;
-                        a3_0 += wr[30] * v0; a3_1 += wr[30] * v1;
-                        a4_0 += wr[39] * v0; a4_1 += wr[39] * v1;
-                        a5_0 += wr[48] * v0; a5_1 += wr[48] * v1;
-                        a6_0 += wr[57] * v0; a6_1 += wr[57] * v1;
-                        a7_0 += wr[66] * v0; a7_1 += wr[66] * v1;
-                        a8_0 += wr[75] * v0; a8_1 += wr[75] * v1;
-                        a9_0 += wr[84] * v0; a9_1 += wr[84] * v1;
-                        a10_0 += wr[93] * v0; a10_1 += wr[93] * v1;
-                        a11_0 += wr[102] * v0; a11_1 += wr[102] * v1;
-                    }
-                    {
-                        cg_v v0 = VLOAD(dr + 31), v1 = VLOAD(dr + 47); VKEEP(v0); VKEEP(v1);
-                        a0_0 += wr[4] * v0; a0_1 += wr[4] * v1;
-                        a1_0 += wr[13] * v0; a1_1 += wr[13] * v1;
-                        a2_0 += wr[22] * v0; a2_1 += wr[22] * v1;
-                        a3_0 += wr[31] * v0; a3_1 += wr[31] * v1;
-                        a4_0 += wr[40] * v0; a4_1 += wr[40] * v1;
-                        a5_0 += wr[49] * v0; a5_1 += wr[49] * v1;
-                        a6_0 += wr[58] * v0; a6_1 += wr[58] * v1;
-                        a7_0 += wr[67] * v0; a7_1 += wr[67] * v1;
-                        a8_0 += wr[76] * v0; a8_1 += wr[76] * v1;
-                        a9_0 += wr[85] * v0; a9_1 += wr[85] * v1;
-                        a10_0 += wr[94] * v0; a10_1 += wr[94] * v1;
-                        a11_0 += wr[103] * v0; a11_1 += wr[103] * v1;
-                    }
-                    {
-                        cg_v v0 = VLOAD(dr + 30), v1 = VLOAD(dr + 46); VKEEP(v0); VKEEP(v1);
-                        a0_0 += wr[5] * v0; a0_1 += wr[5] * v1;
-                        a1_0 += wr[14] * v0; a1_1 += wr[14] * v1;
-                        a2_0 += wr[23] * v0; a2_1 += wr[23] * v1;
-                        a3_0 += wr[32] * v0; a3_1 += wr[32] * v1;
-                        a4_0 += wr[41] * v0; a4_1 += wr[41] * v1;
-                        a5_0 += wr[50] * v0; a5_1 += wr[50] * v1;
-                        a6_0 += wr[59] * v0; a6_1 += wr[59] * v1;
-                        a7_0 += wr[68] * v0; a7_1 += wr[68] * v1;
-                        a8_0 += wr[77] * v0; a8_1 += wr[77] * v1;
-                        a9_0 += wr[86] * v0; a9_1 += wr[86] * v1;
-                        a10_0 += wr[95] * v0; a10_1 += wr[95] * v1;
-                        a11_0 += wr[104] * v0; a11_1 += wr[104] * v1;
-                    }
-                    {
-                        cg_v v0 = VLOAD(dr + 2), v1 = VLOAD(dr + 18); VKEEP(v0); VKEEP(v1);
-                        a0_0 += wr[6] * v0; a0_1 += wr[6] * v1;
-                        a1_0 += wr[15] * v0; a1_1 += wr[15] * v1;
-                        a2_0 += wr[24] * v0; a2_1 += wr[24] * v1;
-                        a3_0 += wr[33] * v0; a3_1 += wr[33] * v1;
-                        a4_0 += wr[42] * v0; a4_1 += wr[42] * v1;
-                        a5_0 += wr[51] * v0; a5_1 += wr[51] * v1;
-                        a6_0 += wr[60] * v0; a6_1 += wr[60] * v1;
-                        a7_0 += wr[69] * v0; a7_1 += wr[69] * v1;
-                        a8_0 += wr[78] * v0; a8_1 += wr[78] * v1;
-                        a9_0 += wr[87] * v0; a9_1 += wr[87] * v1;
-                        a10_0 += wr[96] * v0; a10_1 += wr[96] * v1;
-                        a11_0 += wr[105] * v0; a11_1 += wr[105] * v1;
-                    }
-                    {
-                        cg_v v0 = VLOAD(dr + 1), v1 = VLOAD(dr + 17); VKEEP(v0); VKEEP(v1);
-                        a0_0 += wr[7] * v0; a0_1 += wr[7] * v1;
-                        a1_0 += wr[16] * v0; a1_1 += wr[16] * v1;
-                        a2_0 += wr[25] * v0; a2_1 += wr[25] * v1;
-                        a3_0 += wr[34] * v0; a3_1 += wr[34] * v1;
-                        a4_0 += wr[43] * v0; a4_1 += wr[43] * v1;
-                        a5_0 += wr[52] * v0; a5_1 += wr[52] * v1;
-                        a6_0 += wr[61] * v0; a6_1 += wr[61] * v1;
-                        a7_0 += wr[70] * v0; a7_1 += wr[70] * v1;
-                        a8_0 += wr[79] * v0; a8_1 += wr[79] * v1;
-                        a9_0 += wr[88] * v0; a9_1 += wr[88] * v1;
-                        a10_0 += wr[97] * v0; a10_1 += wr[97] * v1;
-                        a11_0 += wr[106] * v0; a11_1 += wr[106] * v1;
-                    }
-                    {
-                        cg_v v0 = VLOAD(dr + 0), v1 = VLOAD(dr + 16); VKEEP(v0); VKEEP(v1);
-                        a0_0 += wr[8] * v0; a0_1 += wr[8] * v1;
-                        a1_0 += wr[17] * v0; a1_1 += wr[17] * v1;
-                        a2_0 += wr[26] * v0; a2_1 += wr[26] * v1;
-                        a3_0 += wr[35] * v0; a3_1 += wr[35] * v1;
-                        a4_0 += wr[44] * v0; a4_1 += wr[44] * v1;
-                        a5_0 += wr[53] * v0; a5_1 += wr[53] * v1;
-                        a6_0 += wr[62] * v0; a6_1 += wr[62] * v1;
-                        a7_0 += wr[71] * v0; a7_1 += wr[71] * v1;
-                        a8_0 += wr[80] * v0; a8_1 += wr[80] * v1;
-                        a9_0 += wr[89] * v0; a9_1 += wr[89] * v1;
-                        a10_0 += wr[98] * v0; a10_1 += wr[98] * v1;
-                        a11_0 += wr[107] * v0; a11_1 += wr[107] * v1;
-                    }
-                }
-                VSTORE(xr + (size_t)(ci0 + 0) * 784 + x0 + 0, a0_0); VSTORE_N(xr + (size_t)(ci0 + 0) * 784 + x0 + 16, a0_1, 12);
-                VSTORE(xr + (size_t)(ci0 + 1) * 784 + x0 + 0, a1_0); VSTORE_N(xr + (size_t)(ci0 + 1) * 784 + x0 + 16, a1_1, 12);
-                VSTORE(xr + (size_t)(ci0 + 2) * 784 + x0 + 0, a2_0); VSTORE_N(xr + (size_t)(ci0 + 2) * 784 + x0 + 16, a2_1, 12);
-                VSTORE(xr + (size_t)(ci0 + 3) * 784 + x0 + 0, a3_0); VSTORE_N(xr + (size_t)(ci0 + 3) * 784 + x0 + 16, a3_1, 12);
-                VSTORE(xr + (size_t)(ci0 + 4) * 784 + x0 + 0, a4_0); VSTORE_N(xr + (size_t)(ci0 + 4) * 784 + x0 + 16, a4_1, 12);
-                VSTORE(xr + (size_t)(ci0 + 5) * 784 + x0 + 0, a5_0); VSTORE_N(xr + (size_t)(ci0 + 5) * 784 + x0 + 16, a5_1, 12);
-                VSTORE(xr + (size_t)(ci0 + 6) * 784 + x0 + 0, a6_0); VSTORE_N(xr + (size_t)(ci0 + 6) * 784 + x0 + 16, a6_1, 12);
-                VSTORE(xr + (size_t)(ci0 + 7) * 784 + x0 + 0, a7_0); VSTORE_N(xr + (size_t)(ci0 + 7) * 784 + x0 + 16, a7_1, 12);
-                VSTORE(xr + (size_t)(ci0 + 8) * 784 + x0 + 0, a8_0); VSTORE_N(xr + (size_t)(ci0 + 8) * 784 + x0 + 16, a8_1, 12);
-                VSTORE(xr + (size_t)(ci0 + 9) * 784 + x0 + 0, a9_0); VSTORE_N(xr + (size_t)(ci0 + 9) * 784 + x0 + 16, a9_1, 12);
-                VSTORE(xr + (size_t)(ci0 + 10) * 784 + x0 + 0, a10_0); VSTORE_N(xr + (size_t)(ci0 + 10) * 784 + x0 + 16, a10_1, 12);
-                VSTORE(xr + (size_t)(ci0 + 11) * 784 + x0 + 0, a11_0); VSTORE_N(xr + (size_t)(ci0 + 11) * 784 + x0 + 16, a11_1, 12);
-            }
-        }
-        {
-            const int ci0 = 504;
-            {
-                const int x0 = 0;
-                cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
-                cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
-                cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
-                cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
-                cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
-                cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
-                cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
-                cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
-                for (int co = 0; co < 512; co++) {
-                    const float *restrict dr = dr0 + (size_t)co * 900 + x0;
-                    const float *restrict wr = w + (size_t)co * 4608 + ci0 * 9;
-                    {
-                        cg_v v0 = VLOAD(dr + 62), v1 = VLOAD(dr + 78); VKEEP(v0); VKEEP(v1);
-                        a0_0 += wr[0] * v0; a0_1 += wr[0] * v1;
-                        a1_0 += wr[9] * v0; a1_1 += wr[9] * v1;
-                        a2_0 += wr[18] * v0; a2_1 += wr[18] * v1;
-                        a3_0 += wr[27] * v0; a3_1 += wr[27] * v1;
-                        a4_0 += wr[36] * v0; a4_1 += wr[36] * v1;
-                        a5_0 += wr[45] * v0; a5_1 += wr[45] * v1;
-                        a6_0 += wr[54] * v0; a6_1 += wr[54] * v1;
-                        a7_0 += wr[63] * v0; a7_1 += wr[63] * v1;
-                    }
-                    {
-                        cg_v v0 = VLOAD(dr + 61), v1 = VLOAD(dr + 77); VKEEP(v0); VKEEP(v1);
-                        a0_0 += wr[1] * v0; a0_1 += wr[1] * v1;
-                        a1_0 += wr[10] * v0; a1_1 += wr[10] * v1;
-                        a2_0 += wr[19] * v0; a2_1 += wr[19] * v1;
-                        a3_0 += wr[28] * v0; a3_1 += wr[28] * v1;
-                        a4_0 += wr[37] * v0; a4_1 += wr[37] * v1;
-                        a5_0 += wr[46] * v0; a5_1 += wr[46] * v1;
-                        a6_0 += wr[55] * v0; a6_1 += wr[55] * v1;
-                        a7_0 += wr[64] * v0; a7_1 += wr[64] * v1;
-                    }
-                    {
-                        cg_v v0 = VLOAD(dr + 60), v1 = VLOAD(dr + 76); VKEEP(v0); VKEEP(v1);
-                        a0_0 += wr[2] * v0; a0_1 += wr[2] * v1;
-                        a1_0 += wr[11] * v0; a1_1 += wr[11] * v1;
-                        a2_0 += wr[20] * v0; a2_1 += wr[20] * v1;
-                        a3_0 += wr[29] * v0; a3_1 += wr[29] * v1;
-                        a4_0 += wr[38] * v0; a4_1 += wr[38] * v1;
-                        a5_0 += wr[47] * v0; a5_1 += wr[47] * v1;
-                        a6_0 += wr[56] * v0; a6_1 += wr[56] * v1;
-                        a7_0 += wr[65] * v0; a7_1 += wr[65] * v1;
-                    }
-                    {
-                        cg_v v0 = VLOAD(dr + 32), v1 = VLOAD(dr + 48); VKEEP(v0); VKEEP(v1);
-                        a0_0 += wr[3] * v0; a0_1 += wr[3] * v1;
-                        a1_0 += wr[12] * v0; a1_1 += wr[12] * v1;
-                        a2_0 += wr[21] * v0; a2_1 += wr[21] * v1;
-                        a3_0 += wr[30] * v0; a3_1 += wr[30] * v1;
-                        a4_0 += wr[39] * v0; a4_1 += wr[39] * v1;
-                        a5_0 += wr[48] * v0; a5_1 += wr[48] * v1;
-                        a6_0 += wr[57] * v0; a6_1 += wr[57] * v1;
-                        a7_0 += wr[66] * v0; a7_1 += wr[66] * v1;
-                    }
-                    {
-                        cg_v v0 = VLOAD(dr + 31), v1 = VLOAD(dr + 47); VKEEP(v0); VKEEP(v1);
-                        a0_0 += wr[4] * v0; a0_1 += wr[4] * v1;
-                        a1_0 += wr[13] * v0; a1_1 += wr[13] * v1;
-                        a2_0 += wr[22] * v0; a2_1 += wr[22] * v1;
-                        a3_0 += wr[31] * v0; a3_1 += wr[31] * v1;
-                        a4_0 += wr[40] * v0; a4_1 += wr[40] * v1;
-                        a5_0 += wr[49] * v0; a5_1 += wr[49] * v1;
-                        a6_0 += wr[58] * v0; a6_1 += wr[58] * v1;
-                        a7_0 += wr[67] * v0; a7_1 += wr[67] * v1;
-                    }
-                    {
-                        cg_v v0 = VLOAD(dr + 30), v1 = VLOAD(dr + 46); VKEEP(v0); VKEEP(v1);
-                        a0_0 += wr[5] * v0; a0_1 += wr[5] * v1;
-                        a1_0 += wr[14] * v0; a1_1 += wr[14] * v1;
-                        a2_0 += wr[23] * v0; a2_1 += wr[23] * v1;
-                        a3_0 += wr[32] * v0; a3_1 += wr[32] * v1;
-                        a4_0 += wr[41] * v0; a4_1 += wr[41] * v1;
-                        a5_0 += wr[50] * v0; a5_1 += wr[50] * v1;
-                        a6_0 += wr[59] * v0; a6_1 += wr[59] * v1;
-                        a7_0 += wr[68] * v0; a7_1 += wr[68] * v1;
-                    }
-                    {
-                        cg_v v0 = VLOAD(dr + 2), v1 = VLOAD(dr + 18); VKEEP(v0); VKEEP(v1);
-                        a0_0 += wr[6] * v0; a0_1 += wr[6] * v1;
-                        a1_0 += wr[15] * v0; a1_1 += wr[15] * v1;
-                        a2_0 += wr[24] * v0; a2_1 += wr[24] * v1;
-                        a3_0 += wr[33] * v0; a3_1 += wr[33] * v1;
-                        a4_0 += wr[42] * v0; a4_1 += wr[42] * v1;
-                        a5_0 += wr[51] * v0; a5_1 += wr[51] * v1;
-                        a6_0 += wr[60] * v0; a6_1 += wr[60] * v1;
-                        a7_0 += wr[69] * v0; a7_1 += wr[69] * v1;
-                    }
-                    {
-                        cg_v v0 = VLOAD(dr + 1), v1 = VLOAD(dr + 17); VKEEP(v0); VKEEP(v1);
-                        a0_0 += wr[7] * v0; a0_1 += wr[7] * v1;
-                        a1_0 += wr[16] * v0; a1_1 += wr[16] * v1;
-                        a2_0 += wr[25] * v0; a2_1 += wr[25] * v1;
-                        a3_0 += wr[34] * v0; a3_1 += wr[34] * v1;
-                        a4_0 += wr[43] * v0; a4_1 += wr[43] * v1;
-                        a5_0 += wr[52] * v0; a5_1 += wr[52] * v1;
-                        a6_0 += wr[61] * v0; a6_1 += wr[61] * v1;
-                        a7_0 += wr[70] * v0; a7_1 += wr[70] * v1;
-                    }
-                    {
-                        cg_v v0 = VLOAD(dr + 0), v1 = VLOAD(dr + 16); VKEEP(v0); VKEEP(v1);
-                        a0_0 += wr[8] * v0; a0_1 += wr[8] * v1;
-                        a1_0 += wr[17] * v0; a1_1 += wr[17] * v1;
-                        a2_0 += wr[26] * v0; a2_1 += wr[26] * v1;
-                        a3_0 += wr[35] * v0; a3_1 += wr[35] * v1;
-                        a4_0 += wr[44] * v0; a4_1 += wr[44] * v1;
-                        a5_0 += wr[53] * v0; a5_1 += wr[53] * v1;
-                        a6_0 += wr[62] * v0; a6_1 += wr[62] * v1;
-                        a7_0 += wr[71] * v0; a7_1 += wr[71] * v1;
-                    }
-                }
-                VSTORE(xr + (size_t)(ci0 + 0) * 784 + x0 + 0, a0_0); VSTORE_N(xr + (size_t)(ci0 + 0) * 784 + x0 + 16, a0_1, 12);
-                VSTORE(xr + (size_t)(ci0 + 1) * 784 + x0 + 0, a1_0); VSTORE_N(xr + (size_t)(ci0 + 1) * 784 + x0 + 16, a1_1, 12);
-                VSTORE(xr + (size_t)(ci0 + 2) * 784 + x0 + 0, a2_0); VSTORE_N(xr + (size_t)(ci0 + 2) * 784 + x0 + 16, a2_1, 12);
-                VSTORE(xr + (size_t)(ci0 + 3) * 784 + x0 + 0, a3_0); VSTORE_N(xr + (size_t)(ci0 + 3) * 784 + x0 + 16, a3_1, 12);
-                VSTORE(xr + (size_t)(ci0 + 4) * 784 + x0 + 0, a4_0); VSTORE_N(xr + (size_t)(ci0 + 4) * 784 + x0 + 16, a4_1, 12);
-                VSTORE(xr + (size_t)(ci0 + 5) * 784 + x0 + 0, a5_0); VSTORE_N(xr + (size_t)(ci0 + 5) * 784 + x0 + 16, a5_1, 12);
-                VSTORE(xr + (size_t)(ci0 + 6) * 784 + x0 + 0, a6_0); VSTORE_N(xr + (size_t)(ci0 + 6) * 784 + x0 + 16, a6_1, 12);
-                VSTORE(xr + (size_t)(ci0 + 7) * 784 + x0 + 0, a7_0); VSTORE_N(xr + (size_t)(ci0 + 7) * 784 + x0 + 16, a7_1, 12);
-            }
-        }
-    }
-}
+/* l21_conv2d_backward_dx: the code of l19_conv2d_backward_dx */
 
 /* layer 22: relu 512x28x28 -> 512x28x28 (specs/vgg16.yaml:40:5)
  * schedule loop: fwd loop dw loop dx with dw */
-static void l22_relu_forward(const float *restrict x, float *restrict y, int nb)
-{
-    for (size_t i = 0; i < (size_t)nb * 401408; i++)
-        y[i] = x[i] > 0.0f ? x[i] : 0.0f;
-}
+/* l22_relu_forward: the code of l18_relu_forward */
 
-static void l22_relu_backward(const float *restrict y, const float *restrict dy, float *restrict dx, int nb)
-{
-    for (size_t i = 0; i < (size_t)nb * 401408; i++)
-        dx[i] = y[i] > 0.0f ? dy[i] : 0.0f;
-}
+/* l22_relu_backward: the code of l18_relu_backward */
 
 /* layer 23: maxpool2d 512x28x28 -> 512x14x14 (specs/vgg16.yaml:41:5)
  * schedule loop: fwd loop dw loop dx with dw */
 static void l23_maxpool2d_forward(const float *restrict x, float *restrict y, int nb)
 {
+    /* x [N][512x28x28], y [N][512x14x14] */
     for (int n = 0; n < nb; n++) {
         for (int c = 0; c < 512; c++) {
             const float *restrict xc = x + n*401408 + c*784;
@@ -7724,6 +6323,7 @@ static void l23_maxpool2d_forward(const float *restrict x, float *restrict y, in
 
 static void l23_maxpool2d_backward(const float *restrict x, const float *restrict dy, float *restrict dx, int nb)
 {
+    /* x [N][512x28x28], y [N][512x14x14] */
     memset(dx, 0, sizeof(float) * (size_t)nb * 401408);
     for (int n = 0; n < nb; n++) {
         for (int c = 0; c < 512; c++) {
@@ -7748,13 +6348,14 @@ static void l23_maxpool2d_backward(const float *restrict x, const float *restric
  * schedule cv: fwd cv[TP=6,TV=4] dw cv[TPR=6,TV=4] dx cv[TP=6,TV=4] threaded */
 static void l24_conv2d_forward(const float *restrict P, float *restrict S, const float *restrict x, float *restrict y, int nb)
 {
-    const float *restrict w = P + 7635264;
+    /* x [N][512x14x14], y [N][512x14x14] */
+    const float *restrict w = P;
     float *restrict yh = S + 262144, *restrict wt = S + 362496, *restrict bp = S + 2721792;
     /* weights [co][ci][k] -> [ci][k][co], channels padded to 512 */
     for (int i = 0; i < 2359296; i++) wt[i] = 0.0f;
     for (int co = 0; co < 512; co++)
         for (int j = 0; j < 4608; j++) wt[j * 512 + co] = w[co * 4608 + j];
-    for (int co = 0; co < 512; co++) bp[co] = co < 512 ? (P + 9994560)[co] : 0.0f;
+    for (int co = 0; co < 512; co++) bp[co] = co < 512 ? (P + 2359296)[co] : 0.0f;
     for (int n = 0; n < nb; n++) {
         const float *restrict xn = x + (size_t)n * 100352;
         float *restrict xp = S + 0 + (size_t)n * 131072;
@@ -7930,8 +6531,9 @@ static void l24_conv2d_forward(const float *restrict P, float *restrict S, const
 
 static void l24_conv2d_backward(float *restrict G, float *restrict S, const float *restrict dy, int nb)
 {
-    float *restrict gw = G + 7635264;
-    float *restrict gb = G + 9994560;
+    /* x [N][512x14x14], y [N][512x14x14] */
+    float *restrict gw = G;
+    float *restrict gb = G + 2359296;
     float *restrict dyh = S + 2722304;
     /* dy of every sample -> channels-last, padded channels zero */
     CG_PARALLEL_FOR
@@ -8007,7 +6609,8 @@ static void l24_conv2d_backward(float *restrict G, float *restrict S, const floa
 
 static void l24_conv2d_backward_dx(const float *restrict P, float *restrict S, const float *restrict dy, float *restrict dx, int nb)
 {
-    const float *restrict w = P + 7635264;
+    /* x [N][512x14x14], y [N][512x14x14] */
+    const float *restrict w = P;
     float *restrict wf = S + 2923008, *restrict dyp = S + 5282304, *restrict dxh = S + 5413376;
     for (int i = 0; i < 2359296; i++) wf[i] = 0.0f;
     for (int co = 0; co < 512; co++)
@@ -8189,930 +6792,51 @@ static void l24_conv2d_backward_dx(const float *restrict P, float *restrict S, c
  * schedule loop: fwd loop dw loop dx with dw */
 static void l25_relu_forward(const float *restrict x, float *restrict y, int nb)
 {
+    /* x [N][512x14x14], y [N][512x14x14] */
     for (size_t i = 0; i < (size_t)nb * 100352; i++)
         y[i] = x[i] > 0.0f ? x[i] : 0.0f;
 }
 
 static void l25_relu_backward(const float *restrict y, const float *restrict dy, float *restrict dx, int nb)
 {
+    /* x [N][512x14x14], y [N][512x14x14] */
     for (size_t i = 0; i < (size_t)nb * 100352; i++)
         dx[i] = y[i] > 0.0f ? dy[i] : 0.0f;
 }
 
 /* layer 26: conv2d 512x14x14 -> 512x14x14 (specs/vgg16.yaml:45:5)
  * schedule cv: fwd cv[TP=6,TV=4] dw cv[TPR=6,TV=4] dx cv[TP=6,TV=4] threaded */
-static void l26_conv2d_forward(const float *restrict P, float *restrict S, const float *restrict x, float *restrict y, int nb)
-{
-    const float *restrict w = P + 9995072;
-    float *restrict yh = S + 262144, *restrict wt = S + 362496, *restrict bp = S + 2721792;
-    /* weights [co][ci][k] -> [ci][k][co], channels padded to 512 */
-    for (int i = 0; i < 2359296; i++) wt[i] = 0.0f;
-    for (int co = 0; co < 512; co++)
-        for (int j = 0; j < 4608; j++) wt[j * 512 + co] = w[co * 4608 + j];
-    for (int co = 0; co < 512; co++) bp[co] = co < 512 ? (P + 12354368)[co] : 0.0f;
-    for (int n = 0; n < nb; n++) {
-        const float *restrict xn = x + (size_t)n * 100352;
-        float *restrict xp = S + 0 + (size_t)n * 131072;
-        float *restrict yn = y + (size_t)n * 100352;
-        memset(xp, 0, sizeof(float) * 131072);
-        for (int ci = 0; ci < 512; ci++)
-            for (int iy = 0; iy < 14; iy++)
-                for (int ix = 0; ix < 14; ix++) xp[((iy + 1) * 16 + ix + 1) * 512 + ci] = xn[ci * 196 + iy * 14 + ix];
-        CG_PARALLEL_FOR
-        for (int oy = 0; oy < 14; oy++) {
-            for (int v0 = 0; v0 < 32; v0 += 4) {
-                for (int x0 = 0; x0 < 12; x0 += 6) {
-                    cg_v a0_0 = VLOAD(bp + (v0 + 0) * 16), a0_1 = VLOAD(bp + (v0 + 1) * 16), a0_2 = VLOAD(bp + (v0 + 2) * 16), a0_3 = VLOAD(bp + (v0 + 3) * 16);
-                    cg_v a1_0 = VLOAD(bp + (v0 + 0) * 16), a1_1 = VLOAD(bp + (v0 + 1) * 16), a1_2 = VLOAD(bp + (v0 + 2) * 16), a1_3 = VLOAD(bp + (v0 + 3) * 16);
-                    cg_v a2_0 = VLOAD(bp + (v0 + 0) * 16), a2_1 = VLOAD(bp + (v0 + 1) * 16), a2_2 = VLOAD(bp + (v0 + 2) * 16), a2_3 = VLOAD(bp + (v0 + 3) * 16);
-                    cg_v a3_0 = VLOAD(bp + (v0 + 0) * 16), a3_1 = VLOAD(bp + (v0 + 1) * 16), a3_2 = VLOAD(bp + (v0 + 2) * 16), a3_3 = VLOAD(bp + (v0 + 3) * 16);
-                    cg_v a4_0 = VLOAD(bp + (v0 + 0) * 16), a4_1 = VLOAD(bp + (v0 + 1) * 16), a4_2 = VLOAD(bp + (v0 + 2) * 16), a4_3 = VLOAD(bp + (v0 + 3) * 16);
-                    cg_v a5_0 = VLOAD(bp + (v0 + 0) * 16), a5_1 = VLOAD(bp + (v0 + 1) * 16), a5_2 = VLOAD(bp + (v0 + 2) * 16), a5_3 = VLOAD(bp + (v0 + 3) * 16);
-                    for (int ci = 0; ci < 512; ci++) {
-                        const float *restrict xr = xp + (oy * 16 + x0) * 512 + ci;
-                        const float *restrict wr = wt + ci * 4608 + v0 * 16;
-                        {
-                            const cg_v w0 = VLOAD(wr + 0), w1 = VLOAD(wr + 16), w2 = VLOAD(wr + 32), w3 = VLOAD(wr + 48);
-                            a0_0 += xr[0] * w0; a0_1 += xr[0] * w1; a0_2 += xr[0] * w2; a0_3 += xr[0] * w3;
-                            a1_0 += xr[512] * w0; a1_1 += xr[512] * w1; a1_2 += xr[512] * w2; a1_3 += xr[512] * w3;
-                            a2_0 += xr[1024] * w0; a2_1 += xr[1024] * w1; a2_2 += xr[1024] * w2; a2_3 += xr[1024] * w3;
-                            a3_0 += xr[1536] * w0; a3_1 += xr[1536] * w1; a3_2 += xr[1536] * w2; a3_3 += xr[1536] * w3;
-                            a4_0 += xr[2048] * w0; a4_1 += xr[2048] * w1; a4_2 += xr[2048] * w2; a4_3 += xr[2048] * w3;
-                            a5_0 += xr[2560] * w0; a5_1 += xr[2560] * w1; a5_2 += xr[2560] * w2; a5_3 += xr[2560] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 512), w1 = VLOAD(wr + 528), w2 = VLOAD(wr + 544), w3 = VLOAD(wr + 560);
-                            a0_0 += xr[512] * w0; a0_1 += xr[512] * w1; a0_2 += xr[512] * w2; a0_3 += xr[512] * w3;
-                            a1_0 += xr[1024] * w0; a1_1 += xr[1024] * w1; a1_2 += xr[1024] * w2; a1_3 += xr[1024] * w3;
-                            a2_0 += xr[1536] * w0; a2_1 += xr[1536] * w1; a2_2 += xr[1536] * w2; a2_3 += xr[1536] * w3;
-                            a3_0 += xr[2048] * w0; a3_1 += xr[2048] * w1; a3_2 += xr[2048] * w2; a3_3 += xr[2048] * w3;
-                            a4_0 += xr[2560] * w0; a4_1 += xr[2560] * w1; a4_2 += xr[2560] * w2; a4_3 += xr[2560] * w3;
-                            a5_0 += xr[3072] * w0; a5_1 += xr[3072] * w1; a5_2 += xr[3072] * w2; a5_3 += xr[3072] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 1024), w1 = VLOAD(wr + 1040), w2 = VLOAD(wr + 1056), w3 = VLOAD(wr + 1072);
-                            a0_0 += xr[1024] * w0; a0_1 += xr[1024] * w1; a0_2 += xr[1024] * w2; a0_3 += xr[1024] * w3;
-                            a1_0 += xr[1536] * w0; a1_1 += xr[1536] * w1; a1_2 += xr[1536] * w2; a1_3 += xr[1536] * w3;
-                            a2_0 += xr[2048] * w0; a2_1 += xr[2048] * w1; a2_2 += xr[2048] * w2; a2_3 += xr[2048] * w3;
-                            a3_0 += xr[2560] * w0; a3_1 += xr[2560] * w1; a3_2 += xr[2560] * w2; a3_3 += xr[2560] * w3;
-                            a4_0 += xr[3072] * w0; a4_1 += xr[3072] * w1; a4_2 += xr[3072] * w2; a4_3 += xr[3072] * w3;
-                            a5_0 += xr[3584] * w0; a5_1 += xr[3584] * w1; a5_2 += xr[3584] * w2; a5_3 += xr[3584] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 1536), w1 = VLOAD(wr + 1552), w2 = VLOAD(wr + 1568), w3 = VLOAD(wr + 1584);
-                            a0_0 += xr[8192] * w0; a0_1 += xr[8192] * w1; a0_2 += xr[8192] * w2; a0_3 += xr[8192] * w3;
-                            a1_0 += xr[8704] * w0; a1_1 += xr[8704] * w1; a1_2 += xr[8704] * w2; a1_3 += xr[8704] * w3;
-                            a2_0 += xr[9216] * w0; a2_1 += xr[9216] * w1; a2_2 += xr[9216] * w2; a2_3 += xr[9216] * w3;
-                            a3_0 += xr[9728] * w0; a3_1 += xr[9728] * w1; a3_2 += xr[9728] * w2; a3_3 += xr[9728] * w3;
-                            a4_0 += xr[10240] * w0; a4_1 += xr[10240] * w1; a4_2 += xr[10240] * w2; a4_3 += xr[10240] * w3;
-                            a5_0 += xr[10752] * w0; a5_1 += xr[10752] * w1; a5_2 += xr[10752] * w2; a5_3 += xr[10752] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 2048), w1 = VLOAD(wr + 2064), w2 = VLOAD(wr + 2080), w3 = VLOAD(wr + 2096);
-                            a0_0 += xr[8704] * w0; a0_1 += xr[8704] * w1; a0_2 += xr[8704] * w2; a0_3 += xr[8704] * w3;
-                            a1_0 += xr[9216] * w0; a1_1 += xr[9216] * w1; a1_2 += xr[9216] * w2; a1_3 += xr[9216] * w3;
-                            a2_0 += xr[9728] * w0; a2_1 += xr[9728] * w1; a2_2 += xr[9728] * w2; a2_3 += xr[9728] * w3;
-                            a3_0 += xr[10240] * w0; a3_1 += xr[10240] * w1; a3_2 += xr[10240] * w2; a3_3 += xr[10240] * w3;
-                            a4_0 += xr[10752] * w0; a4_1 += xr[10752] * w1; a4_2 += xr[10752] * w2; a4_3 += xr[10752] * w3;
-                            a5_0 += xr[11264] * w0; a5_1 += xr[11264] * w1; a5_2 += xr[11264] * w2; a5_3 += xr[11264] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 2560), w1 = VLOAD(wr + 2576), w2 = VLOAD(wr + 2592), w3 = VLOAD(wr + 2608);
-                            a0_0 += xr[9216] * w0; a0_1 += xr[9216] * w1; a0_2 += xr[9216] * w2; a0_3 += xr[9216] * w3;
-                            a1_0 += xr[9728] * w0; a1_1 += xr[9728] * w1; a1_2 += xr[9728] * w2; a1_3 += xr[9728] * w3;
-                            a2_0 += xr[10240] * w0; a2_1 += xr[10240] * w1; a2_2 += xr[10240] * w2; a2_3 += xr[10240] * w3;
-                            a3_0 += xr[10752] * w0; a3_1 += xr[10752] * w1; a3_2 += xr[10752] * w2; a3_3 += xr[10752] * w3;
-                            a4_0 += xr[11264] * w0; a4_1 += xr[11264] * w1; a4_2 += xr[11264] * w2; a4_3 += xr[11264] * w3;
-                            a5_0 += xr[11776] * w0; a5_1 += xr[11776] * w1; a5_2 += xr[11776] * w2; a5_3 += xr[11776] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 3072), w1 = VLOAD(wr + 3088), w2 = VLOAD(wr + 3104), w3 = VLOAD(wr + 3120);
-                            a0_0 += xr[16384] * w0; a0_1 += xr[16384] * w1; a0_2 += xr[16384] * w2; a0_3 += xr[16384] * w3;
-                            a1_0 += xr[16896] * w0; a1_1 += xr[16896] * w1; a1_2 += xr[16896] * w2; a1_3 += xr[16896] * w3;
-                            a2_0 += xr[17408] * w0; a2_1 += xr[17408] * w1; a2_2 += xr[17408] * w2; a2_3 += xr[17408] * w3;
-                            a3_0 += xr[17920] * w0; a3_1 += xr[17920] * w1; a3_2 += xr[17920] * w2; a3_3 += xr[17920] * w3;
-                            a4_0 += xr[18432] * w0; a4_1 += xr[18432] * w1; a4_2 += xr[18432] * w2; a4_3 += xr[18432] * w3;
-                            a5_0 += xr[18944] * w0; a5_1 += xr[18944] * w1; a5_2 += xr[18944] * w2; a5_3 += xr[18944] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 3584), w1 = VLOAD(wr + 3600), w2 = VLOAD(wr + 3616), w3 = VLOAD(wr + 3632);
-                            a0_0 += xr[16896] * w0; a0_1 += xr[16896] * w1; a0_2 += xr[16896] * w2; a0_3 += xr[16896] * w3;
-                            a1_0 += xr[17408] * w0; a1_1 += xr[17408] * w1; a1_2 += xr[17408] * w2; a1_3 += xr[17408] * w3;
-                            a2_0 += xr[17920] * w0; a2_1 += xr[17920] * w1; a2_2 += xr[17920] * w2; a2_3 += xr[17920] * w3;
-                            a3_0 += xr[18432] * w0; a3_1 += xr[18432] * w1; a3_2 += xr[18432] * w2; a3_3 += xr[18432] * w3;
-                            a4_0 += xr[18944] * w0; a4_1 += xr[18944] * w1; a4_2 += xr[18944] * w2; a4_3 += xr[18944] * w3;
-                            a5_0 += xr[19456] * w0; a5_1 += xr[19456] * w1; a5_2 += xr[19456] * w2; a5_3 += xr[19456] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 4096), w1 = VLOAD(wr + 4112), w2 = VLOAD(wr + 4128), w3 = VLOAD(wr + 4144);
-                            a0_0 += xr[17408] * w0; a0_1 += xr[17408] * w1; a0_2 += xr[17408] * w2; a0_3 += xr[17408] * w3;
-                            a1_0 += xr[17920] * w0; a1_1 += xr[17920] * w1; a1_2 += xr[17920] * w2; a1_3 += xr[17920] * w3;
-                            a2_0 += xr[18432] * w0; a2_1 += xr[18432] * w1; a2_2 += xr[18432] * w2; a2_3 += xr[18432] * w3;
-                            a3_0 += xr[18944] * w0; a3_1 += xr[18944] * w1; a3_2 += xr[18944] * w2; a3_3 += xr[18944] * w3;
-                            a4_0 += xr[19456] * w0; a4_1 += xr[19456] * w1; a4_2 += xr[19456] * w2; a4_3 += xr[19456] * w3;
-                            a5_0 += xr[19968] * w0; a5_1 += xr[19968] * w1; a5_2 += xr[19968] * w2; a5_3 += xr[19968] * w3;
-                        }
-                    }
-                    VSTORE(yh + (oy * 14 + x0 + 0) * 512 + (v0 + 0) * 16, a0_0); VSTORE(yh + (oy * 14 + x0 + 0) * 512 + (v0 + 1) * 16, a0_1); VSTORE(yh + (oy * 14 + x0 + 0) * 512 + (v0 + 2) * 16, a0_2); VSTORE(yh + (oy * 14 + x0 + 0) * 512 + (v0 + 3) * 16, a0_3);
-                    VSTORE(yh + (oy * 14 + x0 + 1) * 512 + (v0 + 0) * 16, a1_0); VSTORE(yh + (oy * 14 + x0 + 1) * 512 + (v0 + 1) * 16, a1_1); VSTORE(yh + (oy * 14 + x0 + 1) * 512 + (v0 + 2) * 16, a1_2); VSTORE(yh + (oy * 14 + x0 + 1) * 512 + (v0 + 3) * 16, a1_3);
-                    VSTORE(yh + (oy * 14 + x0 + 2) * 512 + (v0 + 0) * 16, a2_0); VSTORE(yh + (oy * 14 + x0 + 2) * 512 + (v0 + 1) * 16, a2_1); VSTORE(yh + (oy * 14 + x0 + 2) * 512 + (v0 + 2) * 16, a2_2); VSTORE(yh + (oy * 14 + x0 + 2) * 512 + (v0 + 3) * 16, a2_3);
-                    VSTORE(yh + (oy * 14 + x0 + 3) * 512 + (v0 + 0) * 16, a3_0); VSTORE(yh + (oy * 14 + x0 + 3) * 512 + (v0 + 1) * 16, a3_1); VSTORE(yh + (oy * 14 + x0 + 3) * 512 + (v0 + 2) * 16, a3_2); VSTORE(yh + (oy * 14 + x0 + 3) * 512 + (v0 + 3) * 16, a3_3);
-                    VSTORE(yh + (oy * 14 + x0 + 4) * 512 + (v0 + 0) * 16, a4_0); VSTORE(yh + (oy * 14 + x0 + 4) * 512 + (v0 + 1) * 16, a4_1); VSTORE(yh + (oy * 14 + x0 + 4) * 512 + (v0 + 2) * 16, a4_2); VSTORE(yh + (oy * 14 + x0 + 4) * 512 + (v0 + 3) * 16, a4_3);
-                    VSTORE(yh + (oy * 14 + x0 + 5) * 512 + (v0 + 0) * 16, a5_0); VSTORE(yh + (oy * 14 + x0 + 5) * 512 + (v0 + 1) * 16, a5_1); VSTORE(yh + (oy * 14 + x0 + 5) * 512 + (v0 + 2) * 16, a5_2); VSTORE(yh + (oy * 14 + x0 + 5) * 512 + (v0 + 3) * 16, a5_3);
-                }
-                {
-                    const int x0 = 12;
-                    cg_v a0_0 = VLOAD(bp + (v0 + 0) * 16), a0_1 = VLOAD(bp + (v0 + 1) * 16), a0_2 = VLOAD(bp + (v0 + 2) * 16), a0_3 = VLOAD(bp + (v0 + 3) * 16);
-                    cg_v a1_0 = VLOAD(bp + (v0 + 0) * 16), a1_1 = VLOAD(bp + (v0 + 1) * 16), a1_2 = VLOAD(bp + (v0 + 2) * 16), a1_3 = VLOAD(bp + (v0 + 3) * 16);
-                    for (int ci = 0; ci < 512; ci++) {
-                        const float *restrict xr = xp + (oy * 16 + x0) * 512 + ci;
-                        const float *restrict wr = wt + ci * 4608 + v0 * 16;
-                        {
-                            const cg_v w0 = VLOAD(wr + 0), w1 = VLOAD(wr + 16), w2 = VLOAD(wr + 32), w3 = VLOAD(wr + 48);
-                            a0_0 += xr[0] * w0; a0_1 += xr[0] * w1; a0_2 += xr[0] * w2; a0_3 += xr[0] * w3;
-                            a1_0 += xr[512] * w0; a1_1 += xr[512] * w1; a1_2 += xr[512] * w2; a1_3 += xr[512] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 512), w1 = VLOAD(wr + 528), w2 = VLOAD(wr + 544), w3 = VLOAD(wr + 560);
-                            a0_0 += xr[512] * w0; a0_1 += xr[512] * w1; a0_2 += xr[512] * w2; a0_3 += xr[512] * w3;
-                            a1_0 += xr[1024] * w0; a1_1 += xr[1024] * w1; a1_2 += xr[1024] * w2; a1_3 += xr[1024] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 1024), w1 = VLOAD(wr + 1040), w2 = VLOAD(wr + 1056), w3 = VLOAD(wr + 1072);
-                            a0_0 += xr[1024] * w0; a0_1 += xr[1024] * w1; a0_2 += xr[1024] * w2; a0_3 += xr[1024] * w3;
-                            a1_0 += xr[1536] * w0; a1_1 += xr[1536] * w1; a1_2 += xr[1536] * w2; a1_3 += xr[1536] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 1536), w1 = VLOAD(wr + 1552), w2 = VLOAD(wr + 1568), w3 = VLOAD(wr + 1584);
-                            a0_0 += xr[8192] * w0; a0_1 += xr[8192] * w1; a0_2 += xr[8192] * w2; a0_3 += xr[8192] * w3;
-                            a1_0 += xr[8704] * w0; a1_1 += xr[8704] * w1; a1_2 += xr[8704] * w2; a1_3 += xr[8704] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 2048), w1 = VLOAD(wr + 2064), w2 = VLOAD(wr + 2080), w3 = VLOAD(wr + 2096);
-                            a0_0 += xr[8704] * w0; a0_1 += xr[8704] * w1; a0_2 += xr[8704] * w2; a0_3 += xr[8704] * w3;
-                            a1_0 += xr[9216] * w0; a1_1 += xr[9216] * w1; a1_2 += xr[9216] * w2; a1_3 += xr[9216] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 2560), w1 = VLOAD(wr + 2576), w2 = VLOAD(wr + 2592), w3 = VLOAD(wr + 2608);
-                            a0_0 += xr[9216] * w0; a0_1 += xr[9216] * w1; a0_2 += xr[9216] * w2; a0_3 += xr[9216] * w3;
-                            a1_0 += xr[9728] * w0; a1_1 += xr[9728] * w1; a1_2 += xr[9728] * w2; a1_3 += xr[9728] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 3072), w1 = VLOAD(wr + 3088), w2 = VLOAD(wr + 3104), w3 = VLOAD(wr + 3120);
-                            a0_0 += xr[16384] * w0; a0_1 += xr[16384] * w1; a0_2 += xr[16384] * w2; a0_3 += xr[16384] * w3;
-                            a1_0 += xr[16896] * w0; a1_1 += xr[16896] * w1; a1_2 += xr[16896] * w2; a1_3 += xr[16896] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 3584), w1 = VLOAD(wr + 3600), w2 = VLOAD(wr + 3616), w3 = VLOAD(wr + 3632);
-                            a0_0 += xr[16896] * w0; a0_1 += xr[16896] * w1; a0_2 += xr[16896] * w2; a0_3 += xr[16896] * w3;
-                            a1_0 += xr[17408] * w0; a1_1 += xr[17408] * w1; a1_2 += xr[17408] * w2; a1_3 += xr[17408] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 4096), w1 = VLOAD(wr + 4112), w2 = VLOAD(wr + 4128), w3 = VLOAD(wr + 4144);
-                            a0_0 += xr[17408] * w0; a0_1 += xr[17408] * w1; a0_2 += xr[17408] * w2; a0_3 += xr[17408] * w3;
-                            a1_0 += xr[17920] * w0; a1_1 += xr[17920] * w1; a1_2 += xr[17920] * w2; a1_3 += xr[17920] * w3;
-                        }
-                    }
-                    VSTORE(yh + (oy * 14 + x0 + 0) * 512 + (v0 + 0) * 16, a0_0); VSTORE(yh + (oy * 14 + x0 + 0) * 512 + (v0 + 1) * 16, a0_1); VSTORE(yh + (oy * 14 + x0 + 0) * 512 + (v0 + 2) * 16, a0_2); VSTORE(yh + (oy * 14 + x0 + 0) * 512 + (v0 + 3) * 16, a0_3);
-                    VSTORE(yh + (oy * 14 + x0 + 1) * 512 + (v0 + 0) * 16, a1_0); VSTORE(yh + (oy * 14 + x0 + 1) * 512 + (v0 + 1) * 16, a1_1); VSTORE(yh + (oy * 14 + x0 + 1) * 512 + (v0 + 2) * 16, a1_2); VSTORE(yh + (oy * 14 + x0 + 1) * 512 + (v0 + 3) * 16, a1_3);
-                }
-            }
-        }
-        for (int co = 0; co < 512; co++)
-            for (int i = 0; i < 196; i++) yn[co * 196 + i] = yh[i * 512 + co];
-    }
-}
+/* l26_conv2d_forward: the code of l24_conv2d_forward */
 
-static void l26_conv2d_backward(float *restrict G, float *restrict S, const float *restrict dy, int nb)
-{
-    float *restrict gw = G + 9995072;
-    float *restrict gb = G + 12354368;
-    float *restrict dyh = S + 2722304;
-    /* dy of every sample -> channels-last, padded channels zero */
-    CG_PARALLEL_FOR
-    for (int n = 0; n < nb; n++) {
-        float *restrict dn = dyh + (size_t)n * 100352;
-        for (int i = 0; i < 196; i++)
-            for (int co = 0; co < 512; co++) dn[i * 512 + co] = co < 512 ? dy[(size_t)n * 100352 + co * 196 + i] : 0.0f;
-    }
-    for (int co = 0; co < 512; co++) {
-        float s = 0.0f;
-        for (int n = 0; n < nb; n++)
-            for (int i = 0; i < 196; i++) s += dy[(size_t)n * 100352 + co * 196 + i];
-        gb[co] += s;
-    }
-    CG_PARALLEL_FOR
-    for (int p0 = 0; p0 < 4608; p0 += 6) {
-        int off[6], gidx[6];
-        for (int j = 0; j < 6; j++) {
-            const int q = p0 + j, ci = q / 9, k = q % 9, ky = k / 3, kx = k % 3;
-            off[j] = (ky * 1 * 16 + kx * 1) * 512 + ci;
-            gidx[j] = ci * 9 + k;
-        }
-        for (int v0 = 0; v0 < 32; v0 += 4) {
-            cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f);
-            cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f), a1_3 = vsplat(0.0f);
-            cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f), a2_2 = vsplat(0.0f), a2_3 = vsplat(0.0f);
-            cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f), a3_2 = vsplat(0.0f), a3_3 = vsplat(0.0f);
-            cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f), a4_2 = vsplat(0.0f), a4_3 = vsplat(0.0f);
-            cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f), a5_2 = vsplat(0.0f), a5_3 = vsplat(0.0f);
-            for (int n = 0; n < nb; n++) {
-                const float *restrict xp = S + 0 + (size_t)n * 131072;
-                const float *restrict dn = dyh + (size_t)n * 100352 + v0 * 16;
-                for (int oy = 0; oy < 14; oy++) {
-                    for (int ox = 0; ox < 14; ox++) {
-                        const float *restrict xr = xp + (oy * 16 + ox) * 512;
-                        const cg_v d0 = VLOAD(dn + (oy * 14 + ox) * 512 + 0), d1 = VLOAD(dn + (oy * 14 + ox) * 512 + 16), d2 = VLOAD(dn + (oy * 14 + ox) * 512 + 32), d3 = VLOAD(dn + (oy * 14 + ox) * 512 + 48);
-                        a0_0 += xr[off[0]] * d0; a0_1 += xr[off[0]] * d1; a0_2 += xr[off[0]] * d2; a0_3 += xr[off[0]] * d3;
-                        a1_0 += xr[off[1]] * d0; a1_1 += xr[off[1]] * d1; a1_2 += xr[off[1]] * d2; a1_3 += xr[off[1]] * d3;
-                        a2_0 += xr[off[2]] * d0; a2_1 += xr[off[2]] * d1; a2_2 += xr[off[2]] * d2; a2_3 += xr[off[2]] * d3;
-                        a3_0 += xr[off[3]] * d0; a3_1 += xr[off[3]] * d1; a3_2 += xr[off[3]] * d2; a3_3 += xr[off[3]] * d3;
-                        a4_0 += xr[off[4]] * d0; a4_1 += xr[off[4]] * d1; a4_2 += xr[off[4]] * d2; a4_3 += xr[off[4]] * d3;
-                        a5_0 += xr[off[5]] * d0; a5_1 += xr[off[5]] * d1; a5_2 += xr[off[5]] * d2; a5_3 += xr[off[5]] * d3;
-                    }
-                }
-            }
-            for (int l = 0; l < 16 && (v0 + 0) * 16 + l < 512; l++) gw[((v0 + 0) * 16 + l) * 4608 + gidx[0]] += a0_0[l];
-            for (int l = 0; l < 16 && (v0 + 1) * 16 + l < 512; l++) gw[((v0 + 1) * 16 + l) * 4608 + gidx[0]] += a0_1[l];
-            for (int l = 0; l < 16 && (v0 + 2) * 16 + l < 512; l++) gw[((v0 + 2) * 16 + l) * 4608 + gidx[0]] += a0_2[l];
-            for (int l = 0; l < 16 && (v0 + 3) * 16 + l < 512; l++) gw[((v0 + 3) * 16 + l) * 4608 + gidx[0]] += a0_3[l];
-            for (int l = 0; l < 16 && (v0 + 0) * 16 + l < 512; l++) gw[((v0 + 0) * 16 + l) * 4608 + gidx[1]] += a1_0[l];
-            for (int l = 0; l < 16 && (v0 + 1) * 16 + l < 512; l++) gw[((v0 + 1) * 16 + l) * 4608 + gidx[1]] += a1_1[l];
-            for (int l = 0; l < 16 && (v0 + 2) * 16 + l < 512; l++) gw[((v0 + 2) * 16 + l) * 4608 + gidx[1]] += a1_2[l];
-            for (int l = 0; l < 16 && (v0 + 3) * 16 + l < 512; l++) gw[((v0 + 3) * 16 + l) * 4608 + gidx[1]] += a1_3[l];
-            for (int l = 0; l < 16 && (v0 + 0) * 16 + l < 512; l++) gw[((v0 + 0) * 16 + l) * 4608 + gidx[2]] += a2_0[l];
-            for (int l = 0; l < 16 && (v0 + 1) * 16 + l < 512; l++) gw[((v0 + 1) * 16 + l) * 4608 + gidx[2]] += a2_1[l];
-            for (int l = 0; l < 16 && (v0 + 2) * 16 + l < 512; l++) gw[((v0 + 2) * 16 + l) * 4608 + gidx[2]] += a2_2[l];
-            for (int l = 0; l < 16 && (v0 + 3) * 16 + l < 512; l++) gw[((v0 + 3) * 16 + l) * 4608 + gidx[2]] += a2_3[l];
-            for (int l = 0; l < 16 && (v0 + 0) * 16 + l < 512; l++) gw[((v0 + 0) * 16 + l) * 4608 + gidx[3]] += a3_0[l];
-            for (int l = 0; l < 16 && (v0 + 1) * 16 + l < 512; l++) gw[((v0 + 1) * 16 + l) * 4608 + gidx[3]] += a3_1[l];
-            for (int l = 0; l < 16 && (v0 + 2) * 16 + l < 512; l++) gw[((v0 + 2) * 16 + l) * 4608 + gidx[3]] += a3_2[l];
-            for (int l = 0; l < 16 && (v0 + 3) * 16 + l < 512; l++) gw[((v0 + 3) * 16 + l) * 4608 + gidx[3]] += a3_3[l];
-            for (int l = 0; l < 16 && (v0 + 0) * 16 + l < 512; l++) gw[((v0 + 0) * 16 + l) * 4608 + gidx[4]] += a4_0[l];
-            for (int l = 0; l < 16 && (v0 + 1) * 16 + l < 512; l++) gw[((v0 + 1) * 16 + l) * 4608 + gidx[4]] += a4_1[l];
-            for (int l = 0; l < 16 && (v0 + 2) * 16 + l < 512; l++) gw[((v0 + 2) * 16 + l) * 4608 + gidx[4]] += a4_2[l];
-            for (int l = 0; l < 16 && (v0 + 3) * 16 + l < 512; l++) gw[((v0 + 3) * 16 + l) * 4608 + gidx[4]] += a4_3[l];
-            for (int l = 0; l < 16 && (v0 + 0) * 16 + l < 512; l++) gw[((v0 + 0) * 16 + l) * 4608 + gidx[5]] += a5_0[l];
-            for (int l = 0; l < 16 && (v0 + 1) * 16 + l < 512; l++) gw[((v0 + 1) * 16 + l) * 4608 + gidx[5]] += a5_1[l];
-            for (int l = 0; l < 16 && (v0 + 2) * 16 + l < 512; l++) gw[((v0 + 2) * 16 + l) * 4608 + gidx[5]] += a5_2[l];
-            for (int l = 0; l < 16 && (v0 + 3) * 16 + l < 512; l++) gw[((v0 + 3) * 16 + l) * 4608 + gidx[5]] += a5_3[l];
-        }
-    }
-}
+/* l26_conv2d_backward: the code of l24_conv2d_backward */
 
-static void l26_conv2d_backward_dx(const float *restrict P, float *restrict S, const float *restrict dy, float *restrict dx, int nb)
-{
-    const float *restrict w = P + 9995072;
-    float *restrict wf = S + 2923008, *restrict dyp = S + 5282304, *restrict dxh = S + 5413376;
-    for (int i = 0; i < 2359296; i++) wf[i] = 0.0f;
-    for (int co = 0; co < 512; co++)
-        for (int ci = 0; ci < 512; ci++)
-            for (int k = 0; k < 9; k++) wf[(co * 9 + k) * 512 + ci] = w[(co * 512 + ci) * 9 + k];
-    for (int n = 0; n < nb; n++) {
-        const float *restrict dn = dy + (size_t)n * 100352;
-        float *restrict dxn = dx + (size_t)n * 100352;
-        memset(dyp, 0, sizeof(float) * 131072);
-        for (int co = 0; co < 512; co++)
-            for (int oy = 0; oy < 14; oy++)
-                for (int ox = 0; ox < 14; ox++) dyp[((oy + 1) * 16 + ox + 1) * 512 + co] = dn[co * 196 + oy * 14 + ox];
-        CG_PARALLEL_FOR
-        for (int iy = 0; iy < 14; iy++) {
-            for (int v0 = 0; v0 < 32; v0 += 4) {
-                for (int x0 = 0; x0 < 12; x0 += 6) {
-                    cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f);
-                    cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f), a1_3 = vsplat(0.0f);
-                    cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f), a2_2 = vsplat(0.0f), a2_3 = vsplat(0.0f);
-                    cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f), a3_2 = vsplat(0.0f), a3_3 = vsplat(0.0f);
-                    cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f), a4_2 = vsplat(0.0f), a4_3 = vsplat(0.0f);
-                    cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f), a5_2 = vsplat(0.0f), a5_3 = vsplat(0.0f);
-                    for (int co = 0; co < 512; co++) {
-                        const float *restrict dr = dyp + (iy * 16 + x0) * 512 + co;
-                        const float *restrict wr = wf + co * 4608 + v0 * 16;
-                        {
-                            const cg_v w0 = VLOAD(wr + 0), w1 = VLOAD(wr + 16), w2 = VLOAD(wr + 32), w3 = VLOAD(wr + 48);
-                            a0_0 += dr[17408] * w0; a0_1 += dr[17408] * w1; a0_2 += dr[17408] * w2; a0_3 += dr[17408] * w3;
-                            a1_0 += dr[17920] * w0; a1_1 += dr[17920] * w1; a1_2 += dr[17920] * w2; a1_3 += dr[17920] * w3;
-                            a2_0 += dr[18432] * w0; a2_1 += dr[18432] * w1; a2_2 += dr[18432] * w2; a2_3 += dr[18432] * w3;
-                            a3_0 += dr[18944] * w0; a3_1 += dr[18944] * w1; a3_2 += dr[18944] * w2; a3_3 += dr[18944] * w3;
-                            a4_0 += dr[19456] * w0; a4_1 += dr[19456] * w1; a4_2 += dr[19456] * w2; a4_3 += dr[19456] * w3;
-                            a5_0 += dr[19968] * w0; a5_1 += dr[19968] * w1; a5_2 += dr[19968] * w2; a5_3 += dr[19968] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 512), w1 = VLOAD(wr + 528), w2 = VLOAD(wr + 544), w3 = VLOAD(wr + 560);
-                            a0_0 += dr[16896] * w0; a0_1 += dr[16896] * w1; a0_2 += dr[16896] * w2; a0_3 += dr[16896] * w3;
-                            a1_0 += dr[17408] * w0; a1_1 += dr[17408] * w1; a1_2 += dr[17408] * w2; a1_3 += dr[17408] * w3;
-                            a2_0 += dr[17920] * w0; a2_1 += dr[17920] * w1; a2_2 += dr[17920] * w2; a2_3 += dr[17920] * w3;
-                            a3_0 += dr[18432] * w0; a3_1 += dr[18432] * w1; a3_2 += dr[18432] * w2; a3_3 += dr[18432] * w3;
-                            a4_0 += dr[18944] * w0; a4_1 += dr[18944] * w1; a4_2 += dr[18944] * w2; a4_3 += dr[18944] * w3;
-                            a5_0 += dr[19456] * w0; a5_1 += dr[19456] * w1; a5_2 += dr[19456] * w2; a5_3 += dr[19456] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 1024), w1 = VLOAD(wr + 1040), w2 = VLOAD(wr + 1056), w3 = VLOAD(wr + 1072);
-                            a0_0 += dr[16384] * w0; a0_1 += dr[16384] * w1; a0_2 += dr[16384] * w2; a0_3 += dr[16384] * w3;
-                            a1_0 += dr[16896] * w0; a1_1 += dr[16896] * w1; a1_2 += dr[16896] * w2; a1_3 += dr[16896] * w3;
-                            a2_0 += dr[17408] * w0; a2_1 += dr[17408] * w1; a2_2 += dr[17408] * w2; a2_3 += dr[17408] * w3;
-                            a3_0 += dr[17920] * w0; a3_1 += dr[17920] * w1; a3_2 += dr[17920] * w2; a3_3 += dr[17920] * w3;
-                            a4_0 += dr[18432] * w0; a4_1 += dr[18432] * w1; a4_2 += dr[18432] * w2; a4_3 += dr[18432] * w3;
-                            a5_0 += dr[18944] * w0; a5_1 += dr[18944] * w1; a5_2 += dr[18944] * w2; a5_3 += dr[18944] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 1536), w1 = VLOAD(wr + 1552), w2 = VLOAD(wr + 1568), w3 = VLOAD(wr + 1584);
-                            a0_0 += dr[9216] * w0; a0_1 += dr[9216] * w1; a0_2 += dr[9216] * w2; a0_3 += dr[9216] * w3;
-                            a1_0 += dr[9728] * w0; a1_1 += dr[9728] * w1; a1_2 += dr[9728] * w2; a1_3 += dr[9728] * w3;
-                            a2_0 += dr[10240] * w0; a2_1 += dr[10240] * w1; a2_2 += dr[10240] * w2; a2_3 += dr[10240] * w3;
-                            a3_0 += dr[10752] * w0; a3_1 += dr[10752] * w1; a3_2 += dr[10752] * w2; a3_3 += dr[10752] * w3;
-                            a4_0 += dr[11264] * w0; a4_1 += dr[11264] * w1; a4_2 += dr[11264] * w2; a4_3 += dr[11264] * w3;
-                            a5_0 += dr[11776] * w0; a5_1 += dr[11776] * w1; a5_2 += dr[11776] * w2; a5_3 += dr[11776] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 2048), w1 = VLOAD(wr + 2064), w2 = VLOAD(wr + 2080), w3 = VLOAD(wr + 2096);
-                            a0_0 += dr[8704] * w0; a0_1 += dr[8704] * w1; a0_2 += dr[8704] * w2; a0_3 += dr[8704] * w3;
-                            a1_0 += dr[9216] * w0; a1_1 += dr[9216] * w1; a1_2 += dr[9216] * w2; a1_3 += dr[9216] * w3;
-                            a2_0 += dr[9728] * w0; a2_1 += dr[9728] * w1; a2_2 += dr[9728] * w2; a2_3 += dr[9728] * w3;
-                            a3_0 += dr[10240] * w0; a3_1 += dr[10240] * w1; a3_2 += dr[10240] * w2; a3_3 += dr[10240] * w3;
-                            a4_0 += dr[10752] * w0; a4_1 += dr[10752] * w1; a4_2 += dr[10752] * w2; a4_3 += dr[10752] * w3;
-                            a5_0 += dr[11264] * w0; a5_1 += dr[11264] * w1; a5_2 += dr[11264] * w2; a5_3 += dr[11264] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 2560), w1 = VLOAD(wr + 2576), w2 = VLOAD(wr + 2592), w3 = VLOAD(wr + 2608);
-                            a0_0 += dr[8192] * w0; a0_1 += dr[8192] * w1; a0_2 += dr[8192] * w2; a0_3 += dr[8192] * w3;
-                            a1_0 += dr[8704] * w0; a1_1 += dr[8704] * w1; a1_2 += dr[8704] * w2; a1_3 += dr[8704] * w3;
-                            a2_0 += dr[9216] * w0; a2_1 += dr[9216] * w1; a2_2 += dr[9216] * w2; a2_3 += dr[9216] * w3;
-                            a3_0 += dr[9728] * w0; a3_1 += dr[9728] * w1; a3_2 += dr[9728] * w2; a3_3 += dr[9728] * w3;
-                            a4_0 += dr[10240] * w0; a4_1 += dr[10240] * w1; a4_2 += dr[10240] * w2; a4_3 += dr[10240] * w3;
-                            a5_0 += dr[10752] * w0; a5_1 += dr[10752] * w1; a5_2 += dr[10752] * w2; a5_3 += dr[10752] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 3072), w1 = VLOAD(wr + 3088), w2 = VLOAD(wr + 3104), w3 = VLOAD(wr + 3120);
-                            a0_0 += dr[1024] * w0; a0_1 += dr[1024] * w1; a0_2 += dr[1024] * w2; a0_3 += dr[1024] * w3;
-                            a1_0 += dr[1536] * w0; a1_1 += dr[1536] * w1; a1_2 += dr[1536] * w2; a1_3 += dr[1536] * w3;
-                            a2_0 += dr[2048] * w0; a2_1 += dr[2048] * w1; a2_2 += dr[2048] * w2; a2_3 += dr[2048] * w3;
-                            a3_0 += dr[2560] * w0; a3_1 += dr[2560] * w1; a3_2 += dr[2560] * w2; a3_3 += dr[2560] * w3;
-                            a4_0 += dr[3072] * w0; a4_1 += dr[3072] * w1; a4_2 += dr[3072] * w2; a4_3 += dr[3072] * w3;
-                            a5_0 += dr[3584] * w0; a5_1 += dr[3584] * w1; a5_2 += dr[3584] * w2; a5_3 += dr[3584] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 3584), w1 = VLOAD(wr + 3600), w2 = VLOAD(wr + 3616), w3 = VLOAD(wr + 3632);
-                            a0_0 += dr[512] * w0; a0_1 += dr[512] * w1; a0_2 += dr[512] * w2; a0_3 += dr[512] * w3;
-                            a1_0 += dr[1024] * w0; a1_1 += dr[1024] * w1; a1_2 += dr[1024] * w2; a1_3 += dr[1024] * w3;
-                            a2_0 += dr[1536] * w0; a2_1 += dr[1536] * w1; a2_2 += dr[1536] * w2; a2_3 += dr[1536] * w3;
-                            a3_0 += dr[2048] * w0; a3_1 += dr[2048] * w1; a3_2 += dr[2048] * w2; a3_3 += dr[2048] * w3;
-                            a4_0 += dr[2560] * w0; a4_1 += dr[2560] * w1; a4_2 += dr[2560] * w2; a4_3 += dr[2560] * w3;
-                            a5_0 += dr[3072] * w0; a5_1 += dr[3072] * w1; a5_2 += dr[3072] * w2; a5_3 += dr[3072] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 4096), w1 = VLOAD(wr + 4112), w2 = VLOAD(wr + 4128), w3 = VLOAD(wr + 4144);
-                            a0_0 += dr[0] * w0; a0_1 += dr[0] * w1; a0_2 += dr[0] * w2; a0_3 += dr[0] * w3;
-                            a1_0 += dr[512] * w0; a1_1 += dr[512] * w1; a1_2 += dr[512] * w2; a1_3 += dr[512] * w3;
-                            a2_0 += dr[1024] * w0; a2_1 += dr[1024] * w1; a2_2 += dr[1024] * w2; a2_3 += dr[1024] * w3;
-                            a3_0 += dr[1536] * w0; a3_1 += dr[1536] * w1; a3_2 += dr[1536] * w2; a3_3 += dr[1536] * w3;
-                            a4_0 += dr[2048] * w0; a4_1 += dr[2048] * w1; a4_2 += dr[2048] * w2; a4_3 += dr[2048] * w3;
-                            a5_0 += dr[2560] * w0; a5_1 += dr[2560] * w1; a5_2 += dr[2560] * w2; a5_3 += dr[2560] * w3;
-                        }
-                    }
-                    VSTORE(dxh + (iy * 14 + x0 + 0) * 512 + (v0 + 0) * 16, a0_0); VSTORE(dxh + (iy * 14 + x0 + 0) * 512 + (v0 + 1) * 16, a0_1); VSTORE(dxh + (iy * 14 + x0 + 0) * 512 + (v0 + 2) * 16, a0_2); VSTORE(dxh + (iy * 14 + x0 + 0) * 512 + (v0 + 3) * 16, a0_3);
-                    VSTORE(dxh + (iy * 14 + x0 + 1) * 512 + (v0 + 0) * 16, a1_0); VSTORE(dxh + (iy * 14 + x0 + 1) * 512 + (v0 + 1) * 16, a1_1); VSTORE(dxh + (iy * 14 + x0 + 1) * 512 + (v0 + 2) * 16, a1_2); VSTORE(dxh + (iy * 14 + x0 + 1) * 512 + (v0 + 3) * 16, a1_3);
-                    VSTORE(dxh + (iy * 14 + x0 + 2) * 512 + (v0 + 0) * 16, a2_0); VSTORE(dxh + (iy * 14 + x0 + 2) * 512 + (v0 + 1) * 16, a2_1); VSTORE(dxh + (iy * 14 + x0 + 2) * 512 + (v0 + 2) * 16, a2_2); VSTORE(dxh + (iy * 14 + x0 + 2) * 512 + (v0 + 3) * 16, a2_3);
-                    VSTORE(dxh + (iy * 14 + x0 + 3) * 512 + (v0 + 0) * 16, a3_0); VSTORE(dxh + (iy * 14 + x0 + 3) * 512 + (v0 + 1) * 16, a3_1); VSTORE(dxh + (iy * 14 + x0 + 3) * 512 + (v0 + 2) * 16, a3_2); VSTORE(dxh + (iy * 14 + x0 + 3) * 512 + (v0 + 3) * 16, a3_3);
-                    VSTORE(dxh + (iy * 14 + x0 + 4) * 512 + (v0 + 0) * 16, a4_0); VSTORE(dxh + (iy * 14 + x0 + 4) * 512 + (v0 + 1) * 16, a4_1); VSTORE(dxh + (iy * 14 + x0 + 4) * 512 + (v0 + 2) * 16, a4_2); VSTORE(dxh + (iy * 14 + x0 + 4) * 512 + (v0 + 3) * 16, a4_3);
-                    VSTORE(dxh + (iy * 14 + x0 + 5) * 512 + (v0 + 0) * 16, a5_0); VSTORE(dxh + (iy * 14 + x0 + 5) * 512 + (v0 + 1) * 16, a5_1); VSTORE(dxh + (iy * 14 + x0 + 5) * 512 + (v0 + 2) * 16, a5_2); VSTORE(dxh + (iy * 14 + x0 + 5) * 512 + (v0 + 3) * 16, a5_3);
-                }
-                {
-                    const int x0 = 12;
-                    cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f);
-                    cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f), a1_3 = vsplat(0.0f);
-                    for (int co = 0; co < 512; co++) {
-                        const float *restrict dr = dyp + (iy * 16 + x0) * 512 + co;
-                        const float *restrict wr = wf + co * 4608 + v0 * 16;
-                        {
-                            const cg_v w0 = VLOAD(wr + 0), w1 = VLOAD(wr + 16), w2 = VLOAD(wr + 32), w3 = VLOAD(wr + 48);
-                            a0_0 += dr[17408] * w0; a0_1 += dr[17408] * w1; a0_2 += dr[17408] * w2; a0_3 += dr[17408] * w3;
-                            a1_0 += dr[17920] * w0; a1_1 += dr[17920] * w1; a1_2 += dr[17920] * w2; a1_3 += dr[17920] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 512), w1 = VLOAD(wr + 528), w2 = VLOAD(wr + 544), w3 = VLOAD(wr + 560);
-                            a0_0 += dr[16896] * w0; a0_1 += dr[16896] * w1; a0_2 += dr[16896] * w2; a0_3 += dr[16896] * w3;
-                            a1_0 += dr[17408] * w0; a1_1 += dr[17408] * w1; a1_2 += dr[17408] * w2; a1_3 += dr[17408] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 1024), w1 = VLOAD(wr + 1040), w2 = VLOAD(wr + 1056), w3 = VLOAD(wr + 1072);
-                            a0_0 += dr[16384] * w0; a0_1 += dr[16384] * w1; a0_2 += dr[16384] * w2; a0_3 += dr[16384] * w3;
-                            a1_0 += dr[16896] * w0; a1_1 += dr[16896] * w1; a1_2 += dr[16896] * w2; a1_3 += dr[16896] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 1536), w1 = VLOAD(wr + 1552), w2 = VLOAD(wr + 1568), w3 = VLOAD(wr + 1584);
-                            a0_0 += dr[9216] * w0; a0_1 += dr[9216] * w1; a0_2 += dr[9216] * w2; a0_3 += dr[9216] * w3;
-                            a1_0 += dr[9728] * w0; a1_1 += dr[9728] * w1; a1_2 += dr[9728] * w2; a1_3 += dr[9728] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 2048), w1 = VLOAD(wr + 2064), w2 = VLOAD(wr + 2080), w3 = VLOAD(wr + 2096);
-                            a0_0 += dr[8704] * w0; a0_1 += dr[8704] * w1; a0_2 += dr[8704] * w2; a0_3 += dr[8704] * w3;
-                            a1_0 += dr[9216] * w0; a1_1 += dr[9216] * w1; a1_2 += dr[9216] * w2; a1_3 += dr[9216] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 2560), w1 = VLOAD(wr + 2576), w2 = VLOAD(wr + 2592), w3 = VLOAD(wr + 2608);
-                            a0_0 += dr[8192] * w0; a0_1 += dr[8192] * w1; a0_2 += dr[8192] * w2; a0_3 += dr[8192] * w3;
-                            a1_0 += dr[8704] * w0; a1_1 += dr[8704] * w1; a1_2 += dr[8704] * w2; a1_3 += dr[8704] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 3072), w1 = VLOAD(wr + 3088), w2 = VLOAD(wr + 3104), w3 = VLOAD(wr + 3120);
-                            a0_0 += dr[1024] * w0; a0_1 += dr[1024] * w1; a0_2 += dr[1024] * w2; a0_3 += dr[1024] * w3;
-                            a1_0 += dr[1536] * w0; a1_1 += dr[1536] * w1; a1_2 += dr[1536] * w2; a1_3 += dr[1536] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 3584), w1 = VLOAD(wr + 3600), w2 = VLOAD(wr + 3616), w3 = VLOAD(wr + 3632);
-                            a0_0 += dr[512] * w0; a0_1 += dr[512] * w1; a0_2 += dr[512] * w2; a0_3 += dr[512] * w3;
-                            a1_0 += dr[1024] * w0; a1_1 += dr[1024] * w1; a1_2 += dr[1024] * w2; a1_3 += dr[1024] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 4096), w1 = VLOAD(wr + 4112), w2 = VLOAD(wr + 4128), w3 = VLOAD(wr + 4144);
-                            a0_0 += dr[0] * w0; a0_1 += dr[0] * w1; a0_2 += dr[0] * w2; a0_3 += dr[0] * w3;
-                            a1_0 += dr[512] * w0; a1_1 += dr[512] * w1; a1_2 += dr[512] * w2; a1_3 += dr[512] * w3;
-                        }
-                    }
-                    VSTORE(dxh + (iy * 14 + x0 + 0) * 512 + (v0 + 0) * 16, a0_0); VSTORE(dxh + (iy * 14 + x0 + 0) * 512 + (v0 + 1) * 16, a0_1); VSTORE(dxh + (iy * 14 + x0 + 0) * 512 + (v0 + 2) * 16, a0_2); VSTORE(dxh + (iy * 14 + x0 + 0) * 512 + (v0 + 3) * 16, a0_3);
-                    VSTORE(dxh + (iy * 14 + x0 + 1) * 512 + (v0 + 0) * 16, a1_0); VSTORE(dxh + (iy * 14 + x0 + 1) * 512 + (v0 + 1) * 16, a1_1); VSTORE(dxh + (iy * 14 + x0 + 1) * 512 + (v0 + 2) * 16, a1_2); VSTORE(dxh + (iy * 14 + x0 + 1) * 512 + (v0 + 3) * 16, a1_3);
-                }
-            }
-        }
-        for (int ci = 0; ci < 512; ci++)
-            for (int i = 0; i < 196; i++) dxn[ci * 196 + i] = dxh[i * 512 + ci];
-    }
-}
+/* l26_conv2d_backward_dx: the code of l24_conv2d_backward_dx */
 
 /* layer 27: relu 512x14x14 -> 512x14x14 (specs/vgg16.yaml:46:5)
  * schedule loop: fwd loop dw loop dx with dw */
-static void l27_relu_forward(const float *restrict x, float *restrict y, int nb)
-{
-    for (size_t i = 0; i < (size_t)nb * 100352; i++)
-        y[i] = x[i] > 0.0f ? x[i] : 0.0f;
-}
+/* l27_relu_forward: the code of l25_relu_forward */
 
-static void l27_relu_backward(const float *restrict y, const float *restrict dy, float *restrict dx, int nb)
-{
-    for (size_t i = 0; i < (size_t)nb * 100352; i++)
-        dx[i] = y[i] > 0.0f ? dy[i] : 0.0f;
-}
+/* l27_relu_backward: the code of l25_relu_backward */
 
 /* layer 28: conv2d 512x14x14 -> 512x14x14 (specs/vgg16.yaml:47:5)
  * schedule cv: fwd cv[TP=6,TV=4] dw cv[TPR=6,TV=4] dx cv[TP=6,TV=4] threaded */
-static void l28_conv2d_forward(const float *restrict P, float *restrict S, const float *restrict x, float *restrict y, int nb)
-{
-    const float *restrict w = P + 12354880;
-    float *restrict yh = S + 262144, *restrict wt = S + 362496, *restrict bp = S + 2721792;
-    /* weights [co][ci][k] -> [ci][k][co], channels padded to 512 */
-    for (int i = 0; i < 2359296; i++) wt[i] = 0.0f;
-    for (int co = 0; co < 512; co++)
-        for (int j = 0; j < 4608; j++) wt[j * 512 + co] = w[co * 4608 + j];
-    for (int co = 0; co < 512; co++) bp[co] = co < 512 ? (P + 14714176)[co] : 0.0f;
-    for (int n = 0; n < nb; n++) {
-        const float *restrict xn = x + (size_t)n * 100352;
-        float *restrict xp = S + 0 + (size_t)n * 131072;
-        float *restrict yn = y + (size_t)n * 100352;
-        memset(xp, 0, sizeof(float) * 131072);
-        for (int ci = 0; ci < 512; ci++)
-            for (int iy = 0; iy < 14; iy++)
-                for (int ix = 0; ix < 14; ix++) xp[((iy + 1) * 16 + ix + 1) * 512 + ci] = xn[ci * 196 + iy * 14 + ix];
-        CG_PARALLEL_FOR
-        for (int oy = 0; oy < 14; oy++) {
-            for (int v0 = 0; v0 < 32; v0 += 4) {
-                for (int x0 = 0; x0 < 12; x0 += 6) {
-                    cg_v a0_0 = VLOAD(bp + (v0 + 0) * 16), a0_1 = VLOAD(bp + (v0 + 1) * 16), a0_2 = VLOAD(bp + (v0 + 2) * 16), a0_3 = VLOAD(bp + (v0 + 3) * 16);
-                    cg_v a1_0 = VLOAD(bp + (v0 + 0) * 16), a1_1 = VLOAD(bp + (v0 + 1) * 16), a1_2 = VLOAD(bp + (v0 + 2) * 16), a1_3 = VLOAD(bp + (v0 + 3) * 16);
-                    cg_v a2_0 = VLOAD(bp + (v0 + 0) * 16), a2_1 = VLOAD(bp + (v0 + 1) * 16), a2_2 = VLOAD(bp + (v0 + 2) * 16), a2_3 = VLOAD(bp + (v0 + 3) * 16);
-                    cg_v a3_0 = VLOAD(bp + (v0 + 0) * 16), a3_1 = VLOAD(bp + (v0 + 1) * 16), a3_2 = VLOAD(bp + (v0 + 2) * 16), a3_3 = VLOAD(bp + (v0 + 3) * 16);
-                    cg_v a4_0 = VLOAD(bp + (v0 + 0) * 16), a4_1 = VLOAD(bp + (v0 + 1) * 16), a4_2 = VLOAD(bp + (v0 + 2) * 16), a4_3 = VLOAD(bp + (v0 + 3) * 16);
-                    cg_v a5_0 = VLOAD(bp + (v0 + 0) * 16), a5_1 = VLOAD(bp + (v0 + 1) * 16), a5_2 = VLOAD(bp + (v0 + 2) * 16), a5_3 = VLOAD(bp + (v0 + 3) * 16);
-                    for (int ci = 0; ci < 512; ci++) {
-                        const float *restrict xr = xp + (oy * 16 + x0) * 512 + ci;
-                        const float *restrict wr = wt + ci * 4608 + v0 * 16;
-                        {
-                            const cg_v w0 = VLOAD(wr + 0), w1 = VLOAD(wr + 16), w2 = VLOAD(wr + 32), w3 = VLOAD(wr + 48);
-                            a0_0 += xr[0] * w0; a0_1 += xr[0] * w1; a0_2 += xr[0] * w2; a0_3 += xr[0] * w3;
-                            a1_0 += xr[512] * w0; a1_1 += xr[512] * w1; a1_2 += xr[512] * w2; a1_3 += xr[512] * w3;
-                            a2_0 += xr[1024] * w0; a2_1 += xr[1024] * w1; a2_2 += xr[1024] * w2; a2_3 += xr[1024] * w3;
-                            a3_0 += xr[1536] * w0; a3_1 += xr[1536] * w1; a3_2 += xr[1536] * w2; a3_3 += xr[1536] * w3;
-                            a4_0 += xr[2048] * w0; a4_1 += xr[2048] * w1; a4_2 += xr[2048] * w2; a4_3 += xr[2048] * w3;
-                            a5_0 += xr[2560] * w0; a5_1 += xr[2560] * w1; a5_2 += xr[2560] * w2; a5_3 += xr[2560] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 512), w1 = VLOAD(wr + 528), w2 = VLOAD(wr + 544), w3 = VLOAD(wr + 560);
-                            a0_0 += xr[512] * w0; a0_1 += xr[512] * w1; a0_2 += xr[512] * w2; a0_3 += xr[512] * w3;
-                            a1_0 += xr[1024] * w0; a1_1 += xr[1024] * w1; a1_2 += xr[1024] * w2; a1_3 += xr[1024] * w3;
-                            a2_0 += xr[1536] * w0; a2_1 += xr[1536] * w1; a2_2 += xr[1536] * w2; a2_3 += xr[1536] * w3;
-                            a3_0 += xr[2048] * w0; a3_1 += xr[2048] * w1; a3_2 += xr[2048] * w2; a3_3 += xr[2048] * w3;
-                            a4_0 += xr[2560] * w0; a4_1 += xr[2560] * w1; a4_2 += xr[2560] * w2; a4_3 += xr[2560] * w3;
-                            a5_0 += xr[3072] * w0; a5_1 += xr[3072] * w1; a5_2 += xr[3072] * w2; a5_3 += xr[3072] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 1024), w1 = VLOAD(wr + 1040), w2 = VLOAD(wr + 1056), w3 = VLOAD(wr + 1072);
-                            a0_0 += xr[1024] * w0; a0_1 += xr[1024] * w1; a0_2 += xr[1024] * w2; a0_3 += xr[1024] * w3;
-                            a1_0 += xr[1536] * w0; a1_1 += xr[1536] * w1; a1_2 += xr[1536] * w2; a1_3 += xr[1536] * w3;
-                            a2_0 += xr[2048] * w0; a2_1 += xr[2048] * w1; a2_2 += xr[2048] * w2; a2_3 += xr[2048] * w3;
-                            a3_0 += xr[2560] * w0; a3_1 += xr[2560] * w1; a3_2 += xr[2560] * w2; a3_3 += xr[2560] * w3;
-                            a4_0 += xr[3072] * w0; a4_1 += xr[3072] * w1; a4_2 += xr[3072] * w2; a4_3 += xr[3072] * w3;
-                            a5_0 += xr[3584] * w0; a5_1 += xr[3584] * w1; a5_2 += xr[3584] * w2; a5_3 += xr[3584] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 1536), w1 = VLOAD(wr + 1552), w2 = VLOAD(wr + 1568), w3 = VLOAD(wr + 1584);
-                            a0_0 += xr[8192] * w0; a0_1 += xr[8192] * w1; a0_2 += xr[8192] * w2; a0_3 += xr[8192] * w3;
-                            a1_0 += xr[8704] * w0; a1_1 += xr[8704] * w1; a1_2 += xr[8704] * w2; a1_3 += xr[8704] * w3;
-                            a2_0 += xr[9216] * w0; a2_1 += xr[9216] * w1; a2_2 += xr[9216] * w2; a2_3 += xr[9216] * w3;
-                            a3_0 += xr[9728] * w0; a3_1 += xr[9728] * w1; a3_2 += xr[9728] * w2; a3_3 += xr[9728] * w3;
-                            a4_0 += xr[10240] * w0; a4_1 += xr[10240] * w1; a4_2 += xr[10240] * w2; a4_3 += xr[10240] * w3;
-                            a5_0 += xr[10752] * w0; a5_1 += xr[10752] * w1; a5_2 += xr[10752] * w2; a5_3 += xr[10752] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 2048), w1 = VLOAD(wr + 2064), w2 = VLOAD(wr + 2080), w3 = VLOAD(wr + 2096);
-                            a0_0 += xr[8704] * w0; a0_1 += xr[8704] * w1; a0_2 += xr[8704] * w2; a0_3 += xr[8704] * w3;
-                            a1_0 += xr[9216] * w0; a1_1 += xr[9216] * w1; a1_2 += xr[9216] * w2; a1_3 += xr[9216] * w3;
-                            a2_0 += xr[9728] * w0; a2_1 += xr[9728] * w1; a2_2 += xr[9728] * w2; a2_3 += xr[9728] * w3;
-                            a3_0 += xr[10240] * w0; a3_1 += xr[10240] * w1; a3_2 += xr[10240] * w2; a3_3 += xr[10240] * w3;
-                            a4_0 += xr[10752] * w0; a4_1 += xr[10752] * w1; a4_2 += xr[10752] * w2; a4_3 += xr[10752] * w3;
-                            a5_0 += xr[11264] * w0; a5_1 += xr[11264] * w1; a5_2 += xr[11264] * w2; a5_3 += xr[11264] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 2560), w1 = VLOAD(wr + 2576), w2 = VLOAD(wr + 2592), w3 = VLOAD(wr + 2608);
-                            a0_0 += xr[9216] * w0; a0_1 += xr[9216] * w1; a0_2 += xr[9216] * w2; a0_3 += xr[9216] * w3;
-                            a1_0 += xr[9728] * w0; a1_1 += xr[9728] * w1; a1_2 += xr[9728] * w2; a1_3 += xr[9728] * w3;
-                            a2_0 += xr[10240] * w0; a2_1 += xr[10240] * w1; a2_2 += xr[10240] * w2; a2_3 += xr[10240] * w3;
-                            a3_0 += xr[10752] * w0; a3_1 += xr[10752] * w1; a3_2 += xr[10752] * w2; a3_3 += xr[10752] * w3;
-                            a4_0 += xr[11264] * w0; a4_1 += xr[11264] * w1; a4_2 += xr[11264] * w2; a4_3 += xr[11264] * w3;
-                            a5_0 += xr[11776] * w0; a5_1 += xr[11776] * w1; a5_2 += xr[11776] * w2; a5_3 += xr[11776] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 3072), w1 = VLOAD(wr + 3088), w2 = VLOAD(wr + 3104), w3 = VLOAD(wr + 3120);
-                            a0_0 += xr[16384] * w0; a0_1 += xr[16384] * w1; a0_2 += xr[16384] * w2; a0_3 += xr[16384] * w3;
-                            a1_0 += xr[16896] * w0; a1_1 += xr[16896] * w1; a1_2 += xr[16896] * w2; a1_3 += xr[16896] * w3;
-                            a2_0 += xr[17408] * w0; a2_1 += xr[17408] * w1; a2_2 += xr[17408] * w2; a2_3 += xr[17408] * w3;
-                            a3_0 += xr[17920] * w0; a3_1 += xr[17920] * w1; a3_2 += xr[17920] * w2; a3_3 += xr[17920] * w3;
-                            a4_0 += xr[18432] * w0; a4_1 += xr[18432] * w1; a4_2 += xr[18432] * w2; a4_3 += xr[18432] * w3;
-                            a5_0 += xr[18944] * w0; a5_1 += xr[18944] * w1; a5_2 += xr[18944] * w2; a5_3 += xr[18944] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 3584), w1 = VLOAD(wr + 3600), w2 = VLOAD(wr + 3616), w3 = VLOAD(wr + 3632);
-                            a0_0 += xr[16896] * w0; a0_1 += xr[16896] * w1; a0_2 += xr[16896] * w2; a0_3 += xr[16896] * w3;
-                            a1_0 += xr[17408] * w0; a1_1 += xr[17408] * w1; a1_2 += xr[17408] * w2; a1_3 += xr[17408] * w3;
-                            a2_0 += xr[17920] * w0; a2_1 += xr[17920] * w1; a2_2 += xr[17920] * w2; a2_3 += xr[17920] * w3;
-                            a3_0 += xr[18432] * w0; a3_1 += xr[18432] * w1; a3_2 += xr[18432] * w2; a3_3 += xr[18432] * w3;
-                            a4_0 += xr[18944] * w0; a4_1 += xr[18944] * w1; a4_2 += xr[18944] * w2; a4_3 += xr[18944] * w3;
-                            a5_0 += xr[19456] * w0; a5_1 += xr[19456] * w1; a5_2 += xr[19456] * w2; a5_3 += xr[19456] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 4096), w1 = VLOAD(wr + 4112), w2 = VLOAD(wr + 4128), w3 = VLOAD(wr + 4144);
-                            a0_0 += xr[17408] * w0; a0_1 += xr[17408] * w1; a0_2 += xr[17408] * w2; a0_3 += xr[17408] * w3;
-                            a1_0 += xr[17920] * w0; a1_1 += xr[17920] * w1; a1_2 += xr[17920] * w2; a1_3 += xr[17920] * w3;
-                            a2_0 += xr[18432] * w0; a2_1 += xr[18432] * w1; a2_2 += xr[18432] * w2; a2_3 += xr[18432] * w3;
-                            a3_0 += xr[18944] * w0; a3_1 += xr[18944] * w1; a3_2 += xr[18944] * w2; a3_3 += xr[18944] * w3;
-                            a4_0 += xr[19456] * w0; a4_1 += xr[19456] * w1; a4_2 += xr[19456] * w2; a4_3 += xr[19456] * w3;
-                            a5_0 += xr[19968] * w0; a5_1 += xr[19968] * w1; a5_2 += xr[19968] * w2; a5_3 += xr[19968] * w3;
-                        }
-                    }
-                    VSTORE(yh + (oy * 14 + x0 + 0) * 512 + (v0 + 0) * 16, a0_0); VSTORE(yh + (oy * 14 + x0 + 0) * 512 + (v0 + 1) * 16, a0_1); VSTORE(yh + (oy * 14 + x0 + 0) * 512 + (v0 + 2) * 16, a0_2); VSTORE(yh + (oy * 14 + x0 + 0) * 512 + (v0 + 3) * 16, a0_3);
-                    VSTORE(yh + (oy * 14 + x0 + 1) * 512 + (v0 + 0) * 16, a1_0); VSTORE(yh + (oy * 14 + x0 + 1) * 512 + (v0 + 1) * 16, a1_1); VSTORE(yh + (oy * 14 + x0 + 1) * 512 + (v0 + 2) * 16, a1_2); VSTORE(yh + (oy * 14 + x0 + 1) * 512 + (v0 + 3) * 16, a1_3);
-                    VSTORE(yh + (oy * 14 + x0 + 2) * 512 + (v0 + 0) * 16, a2_0); VSTORE(yh + (oy * 14 + x0 + 2) * 512 + (v0 + 1) * 16, a2_1); VSTORE(yh + (oy * 14 + x0 + 2) * 512 + (v0 + 2) * 16, a2_2); VSTORE(yh + (oy * 14 + x0 + 2) * 512 + (v0 + 3) * 16, a2_3);
-                    VSTORE(yh + (oy * 14 + x0 + 3) * 512 + (v0 + 0) * 16, a3_0); VSTORE(yh + (oy * 14 + x0 + 3) * 512 + (v0 + 1) * 16, a3_1); VSTORE(yh + (oy * 14 + x0 + 3) * 512 + (v0 + 2) * 16, a3_2); VSTORE(yh + (oy * 14 + x0 + 3) * 512 + (v0 + 3) * 16, a3_3);
-                    VSTORE(yh + (oy * 14 + x0 + 4) * 512 + (v0 + 0) * 16, a4_0); VSTORE(yh + (oy * 14 + x0 + 4) * 512 + (v0 + 1) * 16, a4_1); VSTORE(yh + (oy * 14 + x0 + 4) * 512 + (v0 + 2) * 16, a4_2); VSTORE(yh + (oy * 14 + x0 + 4) * 512 + (v0 + 3) * 16, a4_3);
-                    VSTORE(yh + (oy * 14 + x0 + 5) * 512 + (v0 + 0) * 16, a5_0); VSTORE(yh + (oy * 14 + x0 + 5) * 512 + (v0 + 1) * 16, a5_1); VSTORE(yh + (oy * 14 + x0 + 5) * 512 + (v0 + 2) * 16, a5_2); VSTORE(yh + (oy * 14 + x0 + 5) * 512 + (v0 + 3) * 16, a5_3);
-                }
-                {
-                    const int x0 = 12;
-                    cg_v a0_0 = VLOAD(bp + (v0 + 0) * 16), a0_1 = VLOAD(bp + (v0 + 1) * 16), a0_2 = VLOAD(bp + (v0 + 2) * 16), a0_3 = VLOAD(bp + (v0 + 3) * 16);
-                    cg_v a1_0 = VLOAD(bp + (v0 + 0) * 16), a1_1 = VLOAD(bp + (v0 + 1) * 16), a1_2 = VLOAD(bp + (v0 + 2) * 16), a1_3 = VLOAD(bp + (v0 + 3) * 16);
-                    for (int ci = 0; ci < 512; ci++) {
-                        const float *restrict xr = xp + (oy * 16 + x0) * 512 + ci;
-                        const float *restrict wr = wt + ci * 4608 + v0 * 16;
-                        {
-                            const cg_v w0 = VLOAD(wr + 0), w1 = VLOAD(wr + 16), w2 = VLOAD(wr + 32), w3 = VLOAD(wr + 48);
-                            a0_0 += xr[0] * w0; a0_1 += xr[0] * w1; a0_2 += xr[0] * w2; a0_3 += xr[0] * w3;
-                            a1_0 += xr[512] * w0; a1_1 += xr[512] * w1; a1_2 += xr[512] * w2; a1_3 += xr[512] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 512), w1 = VLOAD(wr + 528), w2 = VLOAD(wr + 544), w3 = VLOAD(wr + 560);
-                            a0_0 += xr[512] * w0; a0_1 += xr[512] * w1; a0_2 += xr[512] * w2; a0_3 += xr[512] * w3;
-                            a1_0 += xr[1024] * w0; a1_1 += xr[1024] * w1; a1_2 += xr[1024] * w2; a1_3 += xr[1024] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 1024), w1 = VLOAD(wr + 1040), w2 = VLOAD(wr + 1056), w3 = VLOAD(wr + 1072);
-                            a0_0 += xr[1024] * w0; a0_1 += xr[1024] * w1; a0_2 += xr[1024] * w2; a0_3 += xr[1024] * w3;
-                            a1_0 += xr[1536] * w0; a1_1 += xr[1536] * w1; a1_2 += xr[1536] * w2; a1_3 += xr[1536] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 1536), w1 = VLOAD(wr + 1552), w2 = VLOAD(wr + 1568), w3 = VLOAD(wr + 1584);
-                            a0_0 += xr[8192] * w0; a0_1 += xr[8192] * w1; a0_2 += xr[8192] * w2; a0_3 += xr[8192] * w3;
-                            a1_0 += xr[8704] * w0; a1_1 += xr[8704] * w1; a1_2 += xr[8704] * w2; a1_3 += xr[8704] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 2048), w1 = VLOAD(wr + 2064), w2 = VLOAD(wr + 2080), w3 = VLOAD(wr + 2096);
-                            a0_0 += xr[8704] * w0; a0_1 += xr[8704] * w1; a0_2 += xr[8704] * w2; a0_3 += xr[8704] * w3;
-                            a1_0 += xr[9216] * w0; a1_1 += xr[9216] * w1; a1_2 += xr[9216] * w2; a1_3 += xr[9216] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 2560), w1 = VLOAD(wr + 2576), w2 = VLOAD(wr + 2592), w3 = VLOAD(wr + 2608);
-                            a0_0 += xr[9216] * w0; a0_1 += xr[9216] * w1; a0_2 += xr[9216] * w2; a0_3 += xr[9216] * w3;
-                            a1_0 += xr[9728] * w0; a1_1 += xr[9728] * w1; a1_2 += xr[9728] * w2; a1_3 += xr[9728] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 3072), w1 = VLOAD(wr + 3088), w2 = VLOAD(wr + 3104), w3 = VLOAD(wr + 3120);
-                            a0_0 += xr[16384] * w0; a0_1 += xr[16384] * w1; a0_2 += xr[16384] * w2; a0_3 += xr[16384] * w3;
-                            a1_0 += xr[16896] * w0; a1_1 += xr[16896] * w1; a1_2 += xr[16896] * w2; a1_3 += xr[16896] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 3584), w1 = VLOAD(wr + 3600), w2 = VLOAD(wr + 3616), w3 = VLOAD(wr + 3632);
-                            a0_0 += xr[16896] * w0; a0_1 += xr[16896] * w1; a0_2 += xr[16896] * w2; a0_3 += xr[16896] * w3;
-                            a1_0 += xr[17408] * w0; a1_1 += xr[17408] * w1; a1_2 += xr[17408] * w2; a1_3 += xr[17408] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 4096), w1 = VLOAD(wr + 4112), w2 = VLOAD(wr + 4128), w3 = VLOAD(wr + 4144);
-                            a0_0 += xr[17408] * w0; a0_1 += xr[17408] * w1; a0_2 += xr[17408] * w2; a0_3 += xr[17408] * w3;
-                            a1_0 += xr[17920] * w0; a1_1 += xr[17920] * w1; a1_2 += xr[17920] * w2; a1_3 += xr[17920] * w3;
-                        }
-                    }
-                    VSTORE(yh + (oy * 14 + x0 + 0) * 512 + (v0 + 0) * 16, a0_0); VSTORE(yh + (oy * 14 + x0 + 0) * 512 + (v0 + 1) * 16, a0_1); VSTORE(yh + (oy * 14 + x0 + 0) * 512 + (v0 + 2) * 16, a0_2); VSTORE(yh + (oy * 14 + x0 + 0) * 512 + (v0 + 3) * 16, a0_3);
-                    VSTORE(yh + (oy * 14 + x0 + 1) * 512 + (v0 + 0) * 16, a1_0); VSTORE(yh + (oy * 14 + x0 + 1) * 512 + (v0 + 1) * 16, a1_1); VSTORE(yh + (oy * 14 + x0 + 1) * 512 + (v0 + 2) * 16, a1_2); VSTORE(yh + (oy * 14 + x0 + 1) * 512 + (v0 + 3) * 16, a1_3);
-                }
-            }
-        }
-        for (int co = 0; co < 512; co++)
-            for (int i = 0; i < 196; i++) yn[co * 196 + i] = yh[i * 512 + co];
-    }
-}
+/* l28_conv2d_forward: the code of l24_conv2d_forward */
 
-static void l28_conv2d_backward(float *restrict G, float *restrict S, const float *restrict dy, int nb)
-{
-    float *restrict gw = G + 12354880;
-    float *restrict gb = G + 14714176;
-    float *restrict dyh = S + 2722304;
-    /* dy of every sample -> channels-last, padded channels zero */
-    CG_PARALLEL_FOR
-    for (int n = 0; n < nb; n++) {
-        float *restrict dn = dyh + (size_t)n * 100352;
-        for (int i = 0; i < 196; i++)
-            for (int co = 0; co < 512; co++) dn[i * 512 + co] = co < 512 ? dy[(size_t)n * 100352 + co * 196 + i] : 0.0f;
-    }
-    for (int co = 0; co < 512; co++) {
-        float s = 0.0f;
-        for (int n = 0; n < nb; n++)
-            for (int i = 0; i < 196; i++) s += dy[(size_t)n * 100352 + co * 196 + i];
-        gb[co] += s;
-    }
-    CG_PARALLEL_FOR
-    for (int p0 = 0; p0 < 4608; p0 += 6) {
-        int off[6], gidx[6];
-        for (int j = 0; j < 6; j++) {
-            const int q = p0 + j, ci = q / 9, k = q % 9, ky = k / 3, kx = k % 3;
-            off[j] = (ky * 1 * 16 + kx * 1) * 512 + ci;
-            gidx[j] = ci * 9 + k;
-        }
-        for (int v0 = 0; v0 < 32; v0 += 4) {
-            cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f);
-            cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f), a1_3 = vsplat(0.0f);
-            cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f), a2_2 = vsplat(0.0f), a2_3 = vsplat(0.0f);
-            cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f), a3_2 = vsplat(0.0f), a3_3 = vsplat(0.0f);
-            cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f), a4_2 = vsplat(0.0f), a4_3 = vsplat(0.0f);
-            cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f), a5_2 = vsplat(0.0f), a5_3 = vsplat(0.0f);
-            for (int n = 0; n < nb; n++) {
-                const float *restrict xp = S + 0 + (size_t)n * 131072;
-                const float *restrict dn = dyh + (size_t)n * 100352 + v0 * 16;
-                for (int oy = 0; oy < 14; oy++) {
-                    for (int ox = 0; ox < 14; ox++) {
-                        const float *restrict xr = xp + (oy * 16 + ox) * 512;
-                        const cg_v d0 = VLOAD(dn + (oy * 14 + ox) * 512 + 0), d1 = VLOAD(dn + (oy * 14 + ox) * 512 + 16), d2 = VLOAD(dn + (oy * 14 + ox) * 512 + 32), d3 = VLOAD(dn + (oy * 14 + ox) * 512 + 48);
-                        a0_0 += xr[off[0]] * d0; a0_1 += xr[off[0]] * d1; a0_2 += xr[off[0]] * d2; a0_3 += xr[off[0]] * d3;
-                        a1_0 += xr[off[1]] * d0; a1_1 += xr[off[1]] * d1; a1_2 += xr[off[1]] * d2; a1_3 += xr[off[1]] * d3;
-                        a2_0 += xr[off[2]] * d0; a2_1 += xr[off[2]] * d1; a2_2 += xr[off[2]] * d2; a2_3 += xr[off[2]] * d3;
-                        a3_0 += xr[off[3]] * d0; a3_1 += xr[off[3]] * d1; a3_2 += xr[off[3]] * d2; a3_3 += xr[off[3]] * d3;
-                        a4_0 += xr[off[4]] * d0; a4_1 += xr[off[4]] * d1; a4_2 += xr[off[4]] * d2; a4_3 += xr[off[4]] * d3;
-                        a5_0 += xr[off[5]] * d0; a5_1 += xr[off[5]] * d1; a5_2 += xr[off[5]] * d2; a5_3 += xr[off[5]] * d3;
-                    }
-                }
-            }
-            for (int l = 0; l < 16 && (v0 + 0) * 16 + l < 512; l++) gw[((v0 + 0) * 16 + l) * 4608 + gidx[0]] += a0_0[l];
-            for (int l = 0; l < 16 && (v0 + 1) * 16 + l < 512; l++) gw[((v0 + 1) * 16 + l) * 4608 + gidx[0]] += a0_1[l];
-            for (int l = 0; l < 16 && (v0 + 2) * 16 + l < 512; l++) gw[((v0 + 2) * 16 + l) * 4608 + gidx[0]] += a0_2[l];
-            for (int l = 0; l < 16 && (v0 + 3) * 16 + l < 512; l++) gw[((v0 + 3) * 16 + l) * 4608 + gidx[0]] += a0_3[l];
-            for (int l = 0; l < 16 && (v0 + 0) * 16 + l < 512; l++) gw[((v0 + 0) * 16 + l) * 4608 + gidx[1]] += a1_0[l];
-            for (int l = 0; l < 16 && (v0 + 1) * 16 + l < 512; l++) gw[((v0 + 1) * 16 + l) * 4608 + gidx[1]] += a1_1[l];
-            for (int l = 0; l < 16 && (v0 + 2) * 16 + l < 512; l++) gw[((v0 + 2) * 16 + l) * 4608 + gidx[1]] += a1_2[l];
-            for (int l = 0; l < 16 && (v0 + 3) * 16 + l < 512; l++) gw[((v0 + 3) * 16 + l) * 4608 + gidx[1]] += a1_3[l];
-            for (int l = 0; l < 16 && (v0 + 0) * 16 + l < 512; l++) gw[((v0 + 0) * 16 + l) * 4608 + gidx[2]] += a2_0[l];
-            for (int l = 0; l < 16 && (v0 + 1) * 16 + l < 512; l++) gw[((v0 + 1) * 16 + l) * 4608 + gidx[2]] += a2_1[l];
-            for (int l = 0; l < 16 && (v0 + 2) * 16 + l < 512; l++) gw[((v0 + 2) * 16 + l) * 4608 + gidx[2]] += a2_2[l];
-            for (int l = 0; l < 16 && (v0 + 3) * 16 + l < 512; l++) gw[((v0 + 3) * 16 + l) * 4608 + gidx[2]] += a2_3[l];
-            for (int l = 0; l < 16 && (v0 + 0) * 16 + l < 512; l++) gw[((v0 + 0) * 16 + l) * 4608 + gidx[3]] += a3_0[l];
-            for (int l = 0; l < 16 && (v0 + 1) * 16 + l < 512; l++) gw[((v0 + 1) * 16 + l) * 4608 + gidx[3]] += a3_1[l];
-            for (int l = 0; l < 16 && (v0 + 2) * 16 + l < 512; l++) gw[((v0 + 2) * 16 + l) * 4608 + gidx[3]] += a3_2[l];
-            for (int l = 0; l < 16 && (v0 + 3) * 16 + l < 512; l++) gw[((v0 + 3) * 16 + l) * 4608 + gidx[3]] += a3_3[l];
-            for (int l = 0; l < 16 && (v0 + 0) * 16 + l < 512; l++) gw[((v0 + 0) * 16 + l) * 4608 + gidx[4]] += a4_0[l];
-            for (int l = 0; l < 16 && (v0 + 1) * 16 + l < 512; l++) gw[((v0 + 1) * 16 + l) * 4608 + gidx[4]] += a4_1[l];
-            for (int l = 0; l < 16 && (v0 + 2) * 16 + l < 512; l++) gw[((v0 + 2) * 16 + l) * 4608 + gidx[4]] += a4_2[l];
-            for (int l = 0; l < 16 && (v0 + 3) * 16 + l < 512; l++) gw[((v0 + 3) * 16 + l) * 4608 + gidx[4]] += a4_3[l];
-            for (int l = 0; l < 16 && (v0 + 0) * 16 + l < 512; l++) gw[((v0 + 0) * 16 + l) * 4608 + gidx[5]] += a5_0[l];
-            for (int l = 0; l < 16 && (v0 + 1) * 16 + l < 512; l++) gw[((v0 + 1) * 16 + l) * 4608 + gidx[5]] += a5_1[l];
-            for (int l = 0; l < 16 && (v0 + 2) * 16 + l < 512; l++) gw[((v0 + 2) * 16 + l) * 4608 + gidx[5]] += a5_2[l];
-            for (int l = 0; l < 16 && (v0 + 3) * 16 + l < 512; l++) gw[((v0 + 3) * 16 + l) * 4608 + gidx[5]] += a5_3[l];
-        }
-    }
-}
+/* l28_conv2d_backward: the code of l24_conv2d_backward */
 
-static void l28_conv2d_backward_dx(const float *restrict P, float *restrict S, const float *restrict dy, float *restrict dx, int nb)
-{
-    const float *restrict w = P + 12354880;
-    float *restrict wf = S + 2923008, *restrict dyp = S + 5282304, *restrict dxh = S + 5413376;
-    for (int i = 0; i < 2359296; i++) wf[i] = 0.0f;
-    for (int co = 0; co < 512; co++)
-        for (int ci = 0; ci < 512; ci++)
-            for (int k = 0; k < 9; k++) wf[(co * 9 + k) * 512 + ci] = w[(co * 512 + ci) * 9 + k];
-    for (int n = 0; n < nb; n++) {
-        const float *restrict dn = dy + (size_t)n * 100352;
-        float *restrict dxn = dx + (size_t)n * 100352;
-        memset(dyp, 0, sizeof(float) * 131072);
-        for (int co = 0; co < 512; co++)
-            for (int oy = 0; oy < 14; oy++)
-                for (int ox = 0; ox < 14; ox++) dyp[((oy + 1) * 16 + ox + 1) * 512 + co] = dn[co * 196 + oy * 14 + ox];
-        CG_PARALLEL_FOR
-        for (int iy = 0; iy < 14; iy++) {
-            for (int v0 = 0; v0 < 32; v0 += 4) {
-                for (int x0 = 0; x0 < 12; x0 += 6) {
-                    cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f);
-                    cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f), a1_3 = vsplat(0.0f);
-                    cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f), a2_2 = vsplat(0.0f), a2_3 = vsplat(0.0f);
-                    cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f), a3_2 = vsplat(0.0f), a3_3 = vsplat(0.0f);
-                    cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f), a4_2 = vsplat(0.0f), a4_3 = vsplat(0.0f);
-                    cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f), a5_2 = vsplat(0.0f), a5_3 = vsplat(0.0f);
-                    for (int co = 0; co < 512; co++) {
-                        const float *restrict dr = dyp + (iy * 16 + x0) * 512 + co;
-                        const float *restrict wr = wf + co * 4608 + v0 * 16;
-                        {
-                            const cg_v w0 = VLOAD(wr + 0), w1 = VLOAD(wr + 16), w2 = VLOAD(wr + 32), w3 = VLOAD(wr + 48);
-                            a0_0 += dr[17408] * w0; a0_1 += dr[17408] * w1; a0_2 += dr[17408] * w2; a0_3 += dr[17408] * w3;
-                            a1_0 += dr[17920] * w0; a1_1 += dr[17920] * w1; a1_2 += dr[17920] * w2; a1_3 += dr[17920] * w3;
-                            a2_0 += dr[18432] * w0; a2_1 += dr[18432] * w1; a2_2 += dr[18432] * w2; a2_3 += dr[18432] * w3;
-                            a3_0 += dr[18944] * w0; a3_1 += dr[18944] * w1; a3_2 += dr[18944] * w2; a3_3 += dr[18944] * w3;
-                            a4_0 += dr[19456] * w0; a4_1 += dr[19456] * w1; a4_2 += dr[19456] * w2; a4_3 += dr[19456] * w3;
-                            a5_0 += dr[19968] * w0; a5_1 += dr[19968] * w1; a5_2 += dr[19968] * w2; a5_3 += dr[19968] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 512), w1 = VLOAD(wr + 528), w2 = VLOAD(wr + 544), w3 = VLOAD(wr + 560);
-                            a0_0 += dr[16896] * w0; a0_1 += dr[16896] * w1; a0_2 += dr[16896] * w2; a0_3 += dr[16896] * w3;
-                            a1_0 += dr[17408] * w0; a1_1 += dr[17408] * w1; a1_2 += dr[17408] * w2; a1_3 += dr[17408] * w3;
-                            a2_0 += dr[17920] * w0; a2_1 += dr[17920] * w1; a2_2 += dr[17920] * w2; a2_3 += dr[17920] * w3;
-                            a3_0 += dr[18432] * w0; a3_1 += dr[18432] * w1; a3_2 += dr[18432] * w2; a3_3 += dr[18432] * w3;
-                            a4_0 += dr[18944] * w0; a4_1 += dr[18944] * w1; a4_2 += dr[18944] * w2; a4_3 += dr[18944] * w3;
-                            a5_0 += dr[19456] * w0; a5_1 += dr[19456] * w1; a5_2 += dr[19456] * w2; a5_3 += dr[19456] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 1024), w1 = VLOAD(wr + 1040), w2 = VLOAD(wr + 1056), w3 = VLOAD(wr + 1072);
-                            a0_0 += dr[16384] * w0; a0_1 += dr[16384] * w1; a0_2 += dr[16384] * w2; a0_3 += dr[16384] * w3;
-                            a1_0 += dr[16896] * w0; a1_1 += dr[16896] * w1; a1_2 += dr[16896] * w2; a1_3 += dr[16896] * w3;
-                            a2_0 += dr[17408] * w0; a2_1 += dr[17408] * w1; a2_2 += dr[17408] * w2; a2_3 += dr[17408] * w3;
-                            a3_0 += dr[17920] * w0; a3_1 += dr[17920] * w1; a3_2 += dr[17920] * w2; a3_3 += dr[17920] * w3;
-                            a4_0 += dr[18432] * w0; a4_1 += dr[18432] * w1; a4_2 += dr[18432] * w2; a4_3 += dr[18432] * w3;
-                            a5_0 += dr[18944] * w0; a5_1 += dr[18944] * w1; a5_2 += dr[18944] * w2; a5_3 += dr[18944] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 1536), w1 = VLOAD(wr + 1552), w2 = VLOAD(wr + 1568), w3 = VLOAD(wr + 1584);
-                            a0_0 += dr[9216] * w0; a0_1 += dr[9216] * w1; a0_2 += dr[9216] * w2; a0_3 += dr[9216] * w3;
-                            a1_0 += dr[9728] * w0; a1_1 += dr[9728] * w1; a1_2 += dr[9728] * w2; a1_3 += dr[9728] * w3;
-                            a2_0 += dr[10240] * w0; a2_1 += dr[10240] * w1; a2_2 += dr[10240] * w2; a2_3 += dr[10240] * w3;
-                            a3_0 += dr[10752] * w0; a3_1 += dr[10752] * w1; a3_2 += dr[10752] * w2; a3_3 += dr[10752] * w3;
-                            a4_0 += dr[11264] * w0; a4_1 += dr[11264] * w1; a4_2 += dr[11264] * w2; a4_3 += dr[11264] * w3;
-                            a5_0 += dr[11776] * w0; a5_1 += dr[11776] * w1; a5_2 += dr[11776] * w2; a5_3 += dr[11776] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 2048), w1 = VLOAD(wr + 2064), w2 = VLOAD(wr + 2080), w3 = VLOAD(wr + 2096);
-                            a0_0 += dr[8704] * w0; a0_1 += dr[8704] * w1; a0_2 += dr[8704] * w2; a0_3 += dr[8704] * w3;
-                            a1_0 += dr[9216] * w0; a1_1 += dr[9216] * w1; a1_2 += dr[9216] * w2; a1_3 += dr[9216] * w3;
-                            a2_0 += dr[9728] * w0; a2_1 += dr[9728] * w1; a2_2 += dr[9728] * w2; a2_3 += dr[9728] * w3;
-                            a3_0 += dr[10240] * w0; a3_1 += dr[10240] * w1; a3_2 += dr[10240] * w2; a3_3 += dr[10240] * w3;
-                            a4_0 += dr[10752] * w0; a4_1 += dr[10752] * w1; a4_2 += dr[10752] * w2; a4_3 += dr[10752] * w3;
-                            a5_0 += dr[11264] * w0; a5_1 += dr[11264] * w1; a5_2 += dr[11264] * w2; a5_3 += dr[11264] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 2560), w1 = VLOAD(wr + 2576), w2 = VLOAD(wr + 2592), w3 = VLOAD(wr + 2608);
-                            a0_0 += dr[8192] * w0; a0_1 += dr[8192] * w1; a0_2 += dr[8192] * w2; a0_3 += dr[8192] * w3;
-                            a1_0 += dr[8704] * w0; a1_1 += dr[8704] * w1; a1_2 += dr[8704] * w2; a1_3 += dr[8704] * w3;
-                            a2_0 += dr[9216] * w0; a2_1 += dr[9216] * w1; a2_2 += dr[9216] * w2; a2_3 += dr[9216] * w3;
-                            a3_0 += dr[9728] * w0; a3_1 += dr[9728] * w1; a3_2 += dr[9728] * w2; a3_3 += dr[9728] * w3;
-                            a4_0 += dr[10240] * w0; a4_1 += dr[10240] * w1; a4_2 += dr[10240] * w2; a4_3 += dr[10240] * w3;
-                            a5_0 += dr[10752] * w0; a5_1 += dr[10752] * w1; a5_2 += dr[10752] * w2; a5_3 += dr[10752] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 3072), w1 = VLOAD(wr + 3088), w2 = VLOAD(wr + 3104), w3 = VLOAD(wr + 3120);
-                            a0_0 += dr[1024] * w0; a0_1 += dr[1024] * w1; a0_2 += dr[1024] * w2; a0_3 += dr[1024] * w3;
-                            a1_0 += dr[1536] * w0; a1_1 += dr[1536] * w1; a1_2 += dr[1536] * w2; a1_3 += dr[1536] * w3;
-                            a2_0 += dr[2048] * w0; a2_1 += dr[2048] * w1; a2_2 += dr[2048] * w2; a2_3 += dr[2048] * w3;
-                            a3_0 += dr[2560] * w0; a3_1 += dr[2560] * w1; a3_2 += dr[2560] * w2; a3_3 += dr[2560] * w3;
-                            a4_0 += dr[3072] * w0; a4_1 += dr[3072] * w1; a4_2 += dr[3072] * w2; a4_3 += dr[3072] * w3;
-                            a5_0 += dr[3584] * w0; a5_1 += dr[3584] * w1; a5_2 += dr[3584] * w2; a5_3 += dr[3584] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 3584), w1 = VLOAD(wr + 3600), w2 = VLOAD(wr + 3616), w3 = VLOAD(wr + 3632);
-                            a0_0 += dr[512] * w0; a0_1 += dr[512] * w1; a0_2 += dr[512] * w2; a0_3 += dr[512] * w3;
-                            a1_0 += dr[1024] * w0; a1_1 += dr[1024] * w1; a1_2 += dr[1024] * w2; a1_3 += dr[1024] * w3;
-                            a2_0 += dr[1536] * w0; a2_1 += dr[1536] * w1; a2_2 += dr[1536] * w2; a2_3 += dr[1536] * w3;
-                            a3_0 += dr[2048] * w0; a3_1 += dr[2048] * w1; a3_2 += dr[2048] * w2; a3_3 += dr[2048] * w3;
-                            a4_0 += dr[2560] * w0; a4_1 += dr[2560] * w1; a4_2 += dr[2560] * w2; a4_3 += dr[2560] * w3;
-                            a5_0 += dr[3072] * w0; a5_1 += dr[3072] * w1; a5_2 += dr[3072] * w2; a5_3 += dr[3072] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 4096), w1 = VLOAD(wr + 4112), w2 = VLOAD(wr + 4128), w3 = VLOAD(wr + 4144);
-                            a0_0 += dr[0] * w0; a0_1 += dr[0] * w1; a0_2 += dr[0] * w2; a0_3 += dr[0] * w3;
-                            a1_0 += dr[512] * w0; a1_1 += dr[512] * w1; a1_2 += dr[512] * w2; a1_3 += dr[512] * w3;
-                            a2_0 += dr[1024] * w0; a2_1 += dr[1024] * w1; a2_2 += dr[1024] * w2; a2_3 += dr[1024] * w3;
-                            a3_0 += dr[1536] * w0; a3_1 += dr[1536] * w1; a3_2 += dr[1536] * w2; a3_3 += dr[1536] * w3;
-                            a4_0 += dr[2048] * w0; a4_1 += dr[2048] * w1; a4_2 += dr[2048] * w2; a4_3 += dr[2048] * w3;
-                            a5_0 += dr[2560] * w0; a5_1 += dr[2560] * w1; a5_2 += dr[2560] * w2; a5_3 += dr[2560] * w3;
-                        }
-                    }
-                    VSTORE(dxh + (iy * 14 + x0 + 0) * 512 + (v0 + 0) * 16, a0_0); VSTORE(dxh + (iy * 14 + x0 + 0) * 512 + (v0 + 1) * 16, a0_1); VSTORE(dxh + (iy * 14 + x0 + 0) * 512 + (v0 + 2) * 16, a0_2); VSTORE(dxh + (iy * 14 + x0 + 0) * 512 + (v0 + 3) * 16, a0_3);
-                    VSTORE(dxh + (iy * 14 + x0 + 1) * 512 + (v0 + 0) * 16, a1_0); VSTORE(dxh + (iy * 14 + x0 + 1) * 512 + (v0 + 1) * 16, a1_1); VSTORE(dxh + (iy * 14 + x0 + 1) * 512 + (v0 + 2) * 16, a1_2); VSTORE(dxh + (iy * 14 + x0 + 1) * 512 + (v0 + 3) * 16, a1_3);
-                    VSTORE(dxh + (iy * 14 + x0 + 2) * 512 + (v0 + 0) * 16, a2_0); VSTORE(dxh + (iy * 14 + x0 + 2) * 512 + (v0 + 1) * 16, a2_1); VSTORE(dxh + (iy * 14 + x0 + 2) * 512 + (v0 + 2) * 16, a2_2); VSTORE(dxh + (iy * 14 + x0 + 2) * 512 + (v0 + 3) * 16, a2_3);
-                    VSTORE(dxh + (iy * 14 + x0 + 3) * 512 + (v0 + 0) * 16, a3_0); VSTORE(dxh + (iy * 14 + x0 + 3) * 512 + (v0 + 1) * 16, a3_1); VSTORE(dxh + (iy * 14 + x0 + 3) * 512 + (v0 + 2) * 16, a3_2); VSTORE(dxh + (iy * 14 + x0 + 3) * 512 + (v0 + 3) * 16, a3_3);
-                    VSTORE(dxh + (iy * 14 + x0 + 4) * 512 + (v0 + 0) * 16, a4_0); VSTORE(dxh + (iy * 14 + x0 + 4) * 512 + (v0 + 1) * 16, a4_1); VSTORE(dxh + (iy * 14 + x0 + 4) * 512 + (v0 + 2) * 16, a4_2); VSTORE(dxh + (iy * 14 + x0 + 4) * 512 + (v0 + 3) * 16, a4_3);
-                    VSTORE(dxh + (iy * 14 + x0 + 5) * 512 + (v0 + 0) * 16, a5_0); VSTORE(dxh + (iy * 14 + x0 + 5) * 512 + (v0 + 1) * 16, a5_1); VSTORE(dxh + (iy * 14 + x0 + 5) * 512 + (v0 + 2) * 16, a5_2); VSTORE(dxh + (iy * 14 + x0 + 5) * 512 + (v0 + 3) * 16, a5_3);
-                }
-                {
-                    const int x0 = 12;
-                    cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f);
-                    cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f), a1_3 = vsplat(0.0f);
-                    for (int co = 0; co < 512; co++) {
-                        const float *restrict dr = dyp + (iy * 16 + x0) * 512 + co;
-                        const float *restrict wr = wf + co * 4608 + v0 * 16;
-                        {
-                            const cg_v w0 = VLOAD(wr + 0), w1 = VLOAD(wr + 16), w2 = VLOAD(wr + 32), w3 = VLOAD(wr + 48);
-                            a0_0 += dr[17408] * w0; a0_1 += dr[17408] * w1; a0_2 += dr[17408] * w2; a0_3 += dr[17408] * w3;
-                            a1_0 += dr[17920] * w0; a1_1 += dr[17920] * w1; a1_2 += dr[17920] * w2; a1_3 += dr[17920] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 512), w1 = VLOAD(wr + 528), w2 = VLOAD(wr + 544), w3 = VLOAD(wr + 560);
-                            a0_0 += dr[16896] * w0; a0_1 += dr[16896] * w1; a0_2 += dr[16896] * w2; a0_3 += dr[16896] * w3;
-                            a1_0 += dr[17408] * w0; a1_1 += dr[17408] * w1; a1_2 += dr[17408] * w2; a1_3 += dr[17408] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 1024), w1 = VLOAD(wr + 1040), w2 = VLOAD(wr + 1056), w3 = VLOAD(wr + 1072);
-                            a0_0 += dr[16384] * w0; a0_1 += dr[16384] * w1; a0_2 += dr[16384] * w2; a0_3 += dr[16384] * w3;
-                            a1_0 += dr[16896] * w0; a1_1 += dr[16896] * w1; a1_2 += dr[16896] * w2; a1_3 += dr[16896] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 1536), w1 = VLOAD(wr + 1552), w2 = VLOAD(wr + 1568), w3 = VLOAD(wr + 1584);
-                            a0_0 += dr[9216] * w0; a0_1 += dr[9216] * w1; a0_2 += dr[9216] * w2; a0_3 += dr[9216] * w3;
-                            a1_0 += dr[9728] * w0; a1_1 += dr[9728] * w1; a1_2 += dr[9728] * w2; a1_3 += dr[9728] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 2048), w1 = VLOAD(wr + 2064), w2 = VLOAD(wr + 2080), w3 = VLOAD(wr + 2096);
-                            a0_0 += dr[8704] * w0; a0_1 += dr[8704] * w1; a0_2 += dr[8704] * w2; a0_3 += dr[8704] * w3;
-                            a1_0 += dr[9216] * w0; a1_1 += dr[9216] * w1; a1_2 += dr[9216] * w2; a1_3 += dr[9216] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 2560), w1 = VLOAD(wr + 2576), w2 = VLOAD(wr + 2592), w3 = VLOAD(wr + 2608);
-                            a0_0 += dr[8192] * w0; a0_1 += dr[8192] * w1; a0_2 += dr[8192] * w2; a0_3 += dr[8192] * w3;
-                            a1_0 += dr[8704] * w0; a1_1 += dr[8704] * w1; a1_2 += dr[8704] * w2; a1_3 += dr[8704] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 3072), w1 = VLOAD(wr + 3088), w2 = VLOAD(wr + 3104), w3 = VLOAD(wr + 3120);
-                            a0_0 += dr[1024] * w0; a0_1 += dr[1024] * w1; a0_2 += dr[1024] * w2; a0_3 += dr[1024] * w3;
-                            a1_0 += dr[1536] * w0; a1_1 += dr[1536] * w1; a1_2 += dr[1536] * w2; a1_3 += dr[1536] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 3584), w1 = VLOAD(wr + 3600), w2 = VLOAD(wr + 3616), w3 = VLOAD(wr + 3632);
-                            a0_0 += dr[512] * w0; a0_1 += dr[512] * w1; a0_2 += dr[512] * w2; a0_3 += dr[512] * w3;
-                            a1_0 += dr[1024] * w0; a1_1 += dr[1024] * w1; a1_2 += dr[1024] * w2; a1_3 += dr[1024] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 4096), w1 = VLOAD(wr + 4112), w2 = VLOAD(wr + 4128), w3 = VLOAD(wr + 4144);
-                            a0_0 += dr[0] * w0; a0_1 += dr[0] * w1; a0_2 += dr[0] * w2; a0_3 += dr[0] * w3;
-                            a1_0 += dr[512] * w0; a1_1 += dr[512] * w1; a1_2 += dr[512] * w2; a1_3 += dr[512] * w3;
-                        }
-                    }
-                    VSTORE(dxh + (iy * 14 + x0 + 0) * 512 + (v0 + 0) * 16, a0_0); VSTORE(dxh + (iy * 14 + x0 + 0) * 512 + (v0 + 1) * 16, a0_1); VSTORE(dxh + (iy * 14 + x0 + 0) * 512 + (v0 + 2) * 16, a0_2); VSTORE(dxh + (iy * 14 + x0 + 0) * 512 + (v0 + 3) * 16, a0_3);
-                    VSTORE(dxh + (iy * 14 + x0 + 1) * 512 + (v0 + 0) * 16, a1_0); VSTORE(dxh + (iy * 14 + x0 + 1) * 512 + (v0 + 1) * 16, a1_1); VSTORE(dxh + (iy * 14 + x0 + 1) * 512 + (v0 + 2) * 16, a1_2); VSTORE(dxh + (iy * 14 + x0 + 1) * 512 + (v0 + 3) * 16, a1_3);
-                }
-            }
-        }
-        for (int ci = 0; ci < 512; ci++)
-            for (int i = 0; i < 196; i++) dxn[ci * 196 + i] = dxh[i * 512 + ci];
-    }
-}
+/* l28_conv2d_backward_dx: the code of l24_conv2d_backward_dx */
 
 /* layer 29: relu 512x14x14 -> 512x14x14 (specs/vgg16.yaml:48:5)
  * schedule loop: fwd loop dw loop dx with dw */
-static void l29_relu_forward(const float *restrict x, float *restrict y, int nb)
-{
-    for (size_t i = 0; i < (size_t)nb * 100352; i++)
-        y[i] = x[i] > 0.0f ? x[i] : 0.0f;
-}
+/* l29_relu_forward: the code of l25_relu_forward */
 
-static void l29_relu_backward(const float *restrict y, const float *restrict dy, float *restrict dx, int nb)
-{
-    for (size_t i = 0; i < (size_t)nb * 100352; i++)
-        dx[i] = y[i] > 0.0f ? dy[i] : 0.0f;
-}
+/* l29_relu_backward: the code of l25_relu_backward */
 
 /* layer 30: maxpool2d 512x14x14 -> 512x7x7 (specs/vgg16.yaml:49:5)
  * schedule loop: fwd loop dw loop dx with dw */
 static void l30_maxpool2d_forward(const float *restrict x, float *restrict y, int nb)
 {
+    /* x [N][512x14x14], y [N][512x7x7] */
     for (int n = 0; n < nb; n++) {
         for (int c = 0; c < 512; c++) {
             const float *restrict xc = x + n*100352 + c*196;
@@ -9133,6 +6857,7 @@ static void l30_maxpool2d_forward(const float *restrict x, float *restrict y, in
 
 static void l30_maxpool2d_backward(const float *restrict x, const float *restrict dy, float *restrict dx, int nb)
 {
+    /* x [N][512x14x14], y [N][512x7x7] */
     memset(dx, 0, sizeof(float) * (size_t)nb * 100352);
     for (int n = 0; n < nb; n++) {
         for (int c = 0; c < 512; c++) {
@@ -9157,8 +6882,9 @@ static void l30_maxpool2d_backward(const float *restrict x, const float *restric
  * schedule loop: fwd loop[TO=4] dw loop[TO=4] dx with dw threaded */
 static void l32_dense_forward(const float *restrict P, const float *restrict x, float *restrict y, int nb)
 {
-    const float *restrict w = P + 14714688;
-    const float *restrict b = P + 117475136;
+    /* x [N][25088], y [N][4096] */
+    const float *restrict w = P;
+    const float *restrict b = P + 102760448;
     for (int o0 = 0; o0 < 4096; o0 += 4) {
         const float *restrict wr = w + (size_t)o0 * 25088;
         for (int n = 0; n < nb; n++) {
@@ -9177,9 +6903,10 @@ static void l32_dense_forward(const float *restrict P, const float *restrict x, 
 
 static void l32_dense_backward(const float *restrict P, float *restrict G, const float *restrict x, const float *restrict dy, float *restrict dx, int nb)
 {
-    const float *restrict w = P + 14714688;
-    float *restrict gw = G + 14714688;
-    float *restrict gb = G + 117475136;
+    /* x [N][25088], y [N][4096] */
+    const float *restrict w = P;
+    float *restrict gw = G;
+    float *restrict gb = G + 102760448;
     memset(dx, 0, sizeof(float) * (size_t)nb * 25088);
     for (int o = 0; o < 4096; o++) {
         const float *restrict wr = w + (size_t)o * 25088;
@@ -9200,12 +6927,14 @@ static void l32_dense_backward(const float *restrict P, float *restrict G, const
  * schedule loop: fwd loop dw loop dx with dw */
 static void l33_relu_forward(const float *restrict x, float *restrict y, int nb)
 {
+    /* x [N][4096], y [N][4096] */
     for (size_t i = 0; i < (size_t)nb * 4096; i++)
         y[i] = x[i] > 0.0f ? x[i] : 0.0f;
 }
 
 static void l33_relu_backward(const float *restrict y, const float *restrict dy, float *restrict dx, int nb)
 {
+    /* x [N][4096], y [N][4096] */
     for (size_t i = 0; i < (size_t)nb * 4096; i++)
         dx[i] = y[i] > 0.0f ? dy[i] : 0.0f;
 }
@@ -9214,8 +6943,9 @@ static void l33_relu_backward(const float *restrict y, const float *restrict dy,
  * schedule loop: fwd loop[TO=4] dw loop[TO=4] dx with dw threaded */
 static void l34_dense_forward(const float *restrict P, const float *restrict x, float *restrict y, int nb)
 {
-    const float *restrict w = P + 117479232;
-    const float *restrict b = P + 134256448;
+    /* x [N][4096], y [N][4096] */
+    const float *restrict w = P;
+    const float *restrict b = P + 16777216;
     for (int o0 = 0; o0 < 4096; o0 += 4) {
         const float *restrict wr = w + (size_t)o0 * 4096;
         for (int n = 0; n < nb; n++) {
@@ -9234,9 +6964,10 @@ static void l34_dense_forward(const float *restrict P, const float *restrict x, 
 
 static void l34_dense_backward(const float *restrict P, float *restrict G, const float *restrict x, const float *restrict dy, float *restrict dx, int nb)
 {
-    const float *restrict w = P + 117479232;
-    float *restrict gw = G + 117479232;
-    float *restrict gb = G + 134256448;
+    /* x [N][4096], y [N][4096] */
+    const float *restrict w = P;
+    float *restrict gw = G;
+    float *restrict gb = G + 16777216;
     memset(dx, 0, sizeof(float) * (size_t)nb * 4096);
     for (int o = 0; o < 4096; o++) {
         const float *restrict wr = w + (size_t)o * 4096;
@@ -9255,24 +6986,17 @@ static void l34_dense_backward(const float *restrict P, float *restrict G, const
 
 /* layer 35: relu 4096 -> 4096 (specs/vgg16.yaml:55:5)
  * schedule loop: fwd loop dw loop dx with dw */
-static void l35_relu_forward(const float *restrict x, float *restrict y, int nb)
-{
-    for (size_t i = 0; i < (size_t)nb * 4096; i++)
-        y[i] = x[i] > 0.0f ? x[i] : 0.0f;
-}
+/* l35_relu_forward: the code of l33_relu_forward */
 
-static void l35_relu_backward(const float *restrict y, const float *restrict dy, float *restrict dx, int nb)
-{
-    for (size_t i = 0; i < (size_t)nb * 4096; i++)
-        dx[i] = y[i] > 0.0f ? dy[i] : 0.0f;
-}
+/* l35_relu_backward: the code of l33_relu_backward */
 
 /* layer 36: dense 4096 -> 1000 (specs/vgg16.yaml:56:5)
  * schedule loop: fwd loop[TO=4] dw loop[TO=4] dx with dw threaded */
 static void l36_dense_forward(const float *restrict P, const float *restrict x, float *restrict y, int nb)
 {
-    const float *restrict w = P + 134260544;
-    const float *restrict b = P + 138356544;
+    /* x [N][4096], y [N][1000] */
+    const float *restrict w = P;
+    const float *restrict b = P + 4096000;
     for (int o0 = 0; o0 < 1000; o0 += 4) {
         const float *restrict wr = w + (size_t)o0 * 4096;
         for (int n = 0; n < nb; n++) {
@@ -9291,9 +7015,10 @@ static void l36_dense_forward(const float *restrict P, const float *restrict x, 
 
 static void l36_dense_backward(const float *restrict P, float *restrict G, const float *restrict x, const float *restrict dy, float *restrict dx, int nb)
 {
-    const float *restrict w = P + 134260544;
-    float *restrict gw = G + 134260544;
-    float *restrict gb = G + 138356544;
+    /* x [N][4096], y [N][1000] */
+    const float *restrict w = P;
+    float *restrict gw = G;
+    float *restrict gb = G + 4096000;
     memset(dx, 0, sizeof(float) * (size_t)nb * 4096);
     for (int o = 0; o < 1000; o++) {
         const float *restrict wr = w + (size_t)o * 4096;
@@ -9310,104 +7035,192 @@ static void l36_dense_backward(const float *restrict P, float *restrict G, const
     }
 }
 
+/* Workspace regions, in floats (NAME.h gives the total). */
+#define A00     0 /* layer 0 (conv2d) output, [N][64x224x224] */
+#define S00     57285584 /* layer 0 (conv2d) scratch */
+#define A01     6422528 /* layer 1 (relu) output, [N][64x224x224] */
+#define A02     12845056 /* layer 2 (conv2d) output, [N][64x224x224] */
+#define S02     64129808 /* layer 2 (conv2d) scratch */
+#define A03     19267584 /* layer 3 (relu) output, [N][64x224x224] */
+#define A04     25690112 /* layer 4 (maxpool2d) output, [N][64x112x112] */
+#define A05     27295744 /* layer 5 (conv2d) output, [N][128x112x112] */
+#define S05     77205296 /* layer 5 (conv2d) scratch */
+#define A06     30507008 /* layer 6 (relu) output, [N][128x112x112] */
+#define A07     33718272 /* layer 7 (conv2d) output, [N][128x112x112] */
+#define S07     82195792 /* layer 7 (conv2d) scratch */
+#define A08     36929536 /* layer 8 (relu) output, [N][128x112x112] */
+#define A09     40140800 /* layer 9 (maxpool2d) output, [N][128x56x56] */
+#define A10     40943616 /* layer 10 (conv2d) output, [N][256x56x56] */
+#define S10     88849776 /* layer 10 (conv2d) scratch */
+#define A11     42549248 /* layer 11 (relu) output, [N][256x56x56] */
+#define A12     44154880 /* layer 12 (conv2d) output, [N][256x56x56] */
+#define S12     91433360 /* layer 12 (conv2d) scratch */
+#define A13     45760512 /* layer 13 (relu) output, [N][256x56x56] */
+#define A14     47366144 /* layer 14 (conv2d) output, [N][256x56x56] */
+#define S14     94878128 /* layer 14 (conv2d) scratch */
+#define A15     48971776 /* layer 15 (relu) output, [N][256x56x56] */
+#define A16     50577408 /* layer 16 (maxpool2d) output, [N][256x28x28] */
+#define A17     50978816 /* layer 17 (conv2d) output, [N][512x28x28] */
+#define S17     98322896 /* layer 17 (conv2d) scratch */
+#define A18     51781632 /* layer 18 (relu) output, [N][512x28x28] */
+#define A19     52584448 /* layer 19 (conv2d) output, [N][512x28x28] */
+#define S19     99705328 /* layer 19 (conv2d) scratch */
+#define A20     53387264 /* layer 20 (relu) output, [N][512x28x28] */
+#define A21     54190080 /* layer 21 (conv2d) output, [N][512x28x28] */
+#define S21     101548560 /* layer 21 (conv2d) scratch */
+#define A22     54992896 /* layer 22 (relu) output, [N][512x28x28] */
+#define A23     55795712 /* layer 23 (maxpool2d) output, [N][512x14x14] */
+#define A24     55996416 /* layer 24 (conv2d) output, [N][512x14x14] */
+#define S24     103391792 /* layer 24 (conv2d) scratch */
+#define A25     56197120 /* layer 25 (relu) output, [N][512x14x14] */
+#define A26     56397824 /* layer 26 (conv2d) output, [N][512x14x14] */
+#define S26     108905520 /* layer 26 (conv2d) scratch */
+#define A27     56598528 /* layer 27 (relu) output, [N][512x14x14] */
+#define A28     56799232 /* layer 28 (conv2d) output, [N][512x14x14] */
+#define S28     114419248 /* layer 28 (conv2d) scratch */
+#define A29     56999936 /* layer 29 (relu) output, [N][512x14x14] */
+#define A30     57200640 /* layer 30 (maxpool2d) output, [N][512x7x7] */
+#define A32     57250816 /* layer 32 (dense) output, [N][4096] */
+#define A33     57259008 /* layer 33 (relu) output, [N][4096] */
+#define A34     57267200 /* layer 34 (dense) output, [N][4096] */
+#define A35     57275392 /* layer 35 (relu) output, [N][4096] */
+#define A36     57283584 /* layer 36 (dense) output, [N][1000] */
+#define DOUT    119932976 /* dLoss/dOutput, [N][1000] */
+#define D35     119934976 /* gradient arena: dLoss/d(layer 35 output) */
+#define D34     119943168 /* gradient arena: dLoss/d(layer 34 output) */
+#define D33     119934976 /* gradient arena: dLoss/d(layer 33 output) */
+#define D32     119943168 /* gradient arena: dLoss/d(layer 32 output) */
+#define D31     120135680 /* gradient arena: dLoss/d(layer 31 output) */
+#define D29     119934976 /* gradient arena: dLoss/d(layer 29 output) */
+#define D28     120135680 /* gradient arena: dLoss/d(layer 28 output) */
+#define D27     119934976 /* gradient arena: dLoss/d(layer 27 output) */
+#define D26     120135680 /* gradient arena: dLoss/d(layer 26 output) */
+#define D25     119934976 /* gradient arena: dLoss/d(layer 25 output) */
+#define D24     120135680 /* gradient arena: dLoss/d(layer 24 output) */
+#define D23     120737792 /* gradient arena: dLoss/d(layer 23 output) */
+#define D22     119934976 /* gradient arena: dLoss/d(layer 22 output) */
+#define D21     120737792 /* gradient arena: dLoss/d(layer 21 output) */
+#define D20     119934976 /* gradient arena: dLoss/d(layer 20 output) */
+#define D19     120737792 /* gradient arena: dLoss/d(layer 19 output) */
+#define D18     119934976 /* gradient arena: dLoss/d(layer 18 output) */
+#define D17     120737792 /* gradient arena: dLoss/d(layer 17 output) */
+#define D16     121540608 /* gradient arena: dLoss/d(layer 16 output) */
+#define D15     119934976 /* gradient arena: dLoss/d(layer 15 output) */
+#define D14     121540608 /* gradient arena: dLoss/d(layer 14 output) */
+#define D13     119934976 /* gradient arena: dLoss/d(layer 13 output) */
+#define D12     121540608 /* gradient arena: dLoss/d(layer 12 output) */
+#define D11     119934976 /* gradient arena: dLoss/d(layer 11 output) */
+#define D10     121540608 /* gradient arena: dLoss/d(layer 10 output) */
+#define D09     123146240 /* gradient arena: dLoss/d(layer 9 output) */
+#define D08     119934976 /* gradient arena: dLoss/d(layer 8 output) */
+#define D07     123146240 /* gradient arena: dLoss/d(layer 7 output) */
+#define D06     119934976 /* gradient arena: dLoss/d(layer 6 output) */
+#define D05     123146240 /* gradient arena: dLoss/d(layer 5 output) */
+#define D04     126357504 /* gradient arena: dLoss/d(layer 4 output) */
+#define D03     119934976 /* gradient arena: dLoss/d(layer 3 output) */
+#define D02     126357504 /* gradient arena: dLoss/d(layer 2 output) */
+#define D01     119934976 /* gradient arena: dLoss/d(layer 1 output) */
+#define D00     126357504 /* gradient arena: dLoss/d(layer 0 output) */
+#define DIN     119934976 /* gradient arena: dLoss/dInput */
+
 /* Forward over nb <= 2 samples; activations stay in ws for backward. */
 void vgg16_forward(const float *params, float *buffers, const float *x, float *ws, int nb, int training)
 {
     (void)buffers;
     (void)training;
-    l00_conv2d_forward(params, ws + 57285584, x, ws + 0, nb);
-    l01_relu_forward(ws + 0, ws + 6422528, nb);
-    l02_conv2d_forward(params, ws + 64129808, ws + 6422528, ws + 12845056, nb);
-    l03_relu_forward(ws + 12845056, ws + 19267584, nb);
-    l04_maxpool2d_forward(ws + 19267584, ws + 25690112, nb);
-    l05_conv2d_forward(params, ws + 77205296, ws + 25690112, ws + 27295744, nb);
-    l06_relu_forward(ws + 27295744, ws + 30507008, nb);
-    l07_conv2d_forward(params, ws + 82195792, ws + 30507008, ws + 33718272, nb);
-    l08_relu_forward(ws + 33718272, ws + 36929536, nb);
-    l09_maxpool2d_forward(ws + 36929536, ws + 40140800, nb);
-    l10_conv2d_forward(params, ws + 88849776, ws + 40140800, ws + 40943616, nb);
-    l11_relu_forward(ws + 40943616, ws + 42549248, nb);
-    l12_conv2d_forward(params, ws + 91433360, ws + 42549248, ws + 44154880, nb);
-    l13_relu_forward(ws + 44154880, ws + 45760512, nb);
-    l14_conv2d_forward(params, ws + 94878128, ws + 45760512, ws + 47366144, nb);
-    l15_relu_forward(ws + 47366144, ws + 48971776, nb);
-    l16_maxpool2d_forward(ws + 48971776, ws + 50577408, nb);
-    l17_conv2d_forward(params, ws + 98322896, ws + 50577408, ws + 50978816, nb);
-    l18_relu_forward(ws + 50978816, ws + 51781632, nb);
-    l19_conv2d_forward(params, ws + 99705328, ws + 51781632, ws + 52584448, nb);
-    l20_relu_forward(ws + 52584448, ws + 53387264, nb);
-    l21_conv2d_forward(params, ws + 101548560, ws + 53387264, ws + 54190080, nb);
-    l22_relu_forward(ws + 54190080, ws + 54992896, nb);
-    l23_maxpool2d_forward(ws + 54992896, ws + 55795712, nb);
-    l24_conv2d_forward(params, ws + 103391792, ws + 55795712, ws + 55996416, nb);
-    l25_relu_forward(ws + 55996416, ws + 56197120, nb);
-    l26_conv2d_forward(params, ws + 108905520, ws + 56197120, ws + 56397824, nb);
-    l27_relu_forward(ws + 56397824, ws + 56598528, nb);
-    l28_conv2d_forward(params, ws + 114419248, ws + 56598528, ws + 56799232, nb);
-    l29_relu_forward(ws + 56799232, ws + 56999936, nb);
-    l30_maxpool2d_forward(ws + 56999936, ws + 57200640, nb);
+    l00_conv2d_forward(params, ws + S00, x, ws + A00, nb);
+    l01_relu_forward(ws + A00, ws + A01, nb);
+    l02_conv2d_forward(params + 1792, ws + S02, ws + A01, ws + A02, nb);
+    l01_relu_forward(ws + A02, ws + A03, nb);
+    l04_maxpool2d_forward(ws + A03, ws + A04, nb);
+    l05_conv2d_forward(params + 38720, ws + S05, ws + A04, ws + A05, nb);
+    l06_relu_forward(ws + A05, ws + A06, nb);
+    l07_conv2d_forward(params + 112576, ws + S07, ws + A06, ws + A07, nb);
+    l06_relu_forward(ws + A07, ws + A08, nb);
+    l09_maxpool2d_forward(ws + A08, ws + A09, nb);
+    l10_conv2d_forward(params + 260160, ws + S10, ws + A09, ws + A10, nb);
+    l11_relu_forward(ws + A10, ws + A11, nb);
+    l12_conv2d_forward(params + 555328, ws + S12, ws + A11, ws + A12, nb);
+    l11_relu_forward(ws + A12, ws + A13, nb);
+    l12_conv2d_forward(params + 1145408, ws + S14, ws + A13, ws + A14, nb);
+    l11_relu_forward(ws + A14, ws + A15, nb);
+    l16_maxpool2d_forward(ws + A15, ws + A16, nb);
+    l17_conv2d_forward(params + 1735488, ws + S17, ws + A16, ws + A17, nb);
+    l18_relu_forward(ws + A17, ws + A18, nb);
+    l19_conv2d_forward(params + 2915648, ws + S19, ws + A18, ws + A19, nb);
+    l18_relu_forward(ws + A19, ws + A20, nb);
+    l19_conv2d_forward(params + 5275456, ws + S21, ws + A20, ws + A21, nb);
+    l18_relu_forward(ws + A21, ws + A22, nb);
+    l23_maxpool2d_forward(ws + A22, ws + A23, nb);
+    l24_conv2d_forward(params + 7635264, ws + S24, ws + A23, ws + A24, nb);
+    l25_relu_forward(ws + A24, ws + A25, nb);
+    l24_conv2d_forward(params + 9995072, ws + S26, ws + A25, ws + A26, nb);
+    l25_relu_forward(ws + A26, ws + A27, nb);
+    l24_conv2d_forward(params + 12354880, ws + S28, ws + A27, ws + A28, nb);
+    l25_relu_forward(ws + A28, ws + A29, nb);
+    l30_maxpool2d_forward(ws + A29, ws + A30, nb);
     /* layer 31: flatten is a view of its input */
-    l32_dense_forward(params, ws + 57200640, ws + 57250816, nb);
-    l33_relu_forward(ws + 57250816, ws + 57259008, nb);
-    l34_dense_forward(params, ws + 57259008, ws + 57267200, nb);
-    l35_relu_forward(ws + 57267200, ws + 57275392, nb);
-    l36_dense_forward(params, ws + 57275392, ws + 57283584, nb);
+    l32_dense_forward(params + 14714688, ws + A30, ws + A32, nb);
+    l33_relu_forward(ws + A32, ws + A33, nb);
+    l34_dense_forward(params + 117479232, ws + A33, ws + A34, nb);
+    l33_relu_forward(ws + A34, ws + A35, nb);
+    l36_dense_forward(params + 134260544, ws + A35, ws + A36, nb);
 }
 
-/* Backward after a training forward: dLoss/dOutput at ws + 119932976; grads accumulate. */
+/* Backward after a training forward: dLoss/dOutput at ws + DOUT (119932976); grads accumulate. */
 void vgg16_backward(const float *params, float *grads, const float *x, float *dx, float *ws, int nb)
 {
     (void)x;
-    l36_dense_backward(params, grads, ws + 57275392, ws + 119932976, ws + 119934976, nb);
-    l35_relu_backward(ws + 57275392, ws + 119934976, ws + 126357504, nb);
-    l34_dense_backward(params, grads, ws + 57259008, ws + 126357504, ws + 119934976, nb);
-    l33_relu_backward(ws + 57259008, ws + 119934976, ws + 126357504, nb);
-    l32_dense_backward(params, grads, ws + 57200640, ws + 126357504, ws + 119934976, nb);
+    l36_dense_backward(params + 134260544, grads + 134260544, ws + A35, ws + DOUT, ws + D35, nb);
+    l33_relu_backward(ws + A35, ws + D35, ws + D34, nb);
+    l34_dense_backward(params + 117479232, grads + 117479232, ws + A33, ws + D34, ws + D33, nb);
+    l33_relu_backward(ws + A33, ws + D33, ws + D32, nb);
+    l32_dense_backward(params + 14714688, grads + 14714688, ws + A30, ws + D32, ws + D31, nb);
     /* layer 31: flatten passes the gradient through */
-    l30_maxpool2d_backward(ws + 56999936, ws + 119934976, ws + 126357504, nb);
-    l29_relu_backward(ws + 56999936, ws + 126357504, ws + 119934976, nb);
-    l28_conv2d_backward(grads, ws + 114419248, ws + 119934976, nb);
-    l28_conv2d_backward_dx(params, ws + 114419248, ws + 119934976, ws + 126357504, nb);
-    l27_relu_backward(ws + 56598528, ws + 126357504, ws + 119934976, nb);
-    l26_conv2d_backward(grads, ws + 108905520, ws + 119934976, nb);
-    l26_conv2d_backward_dx(params, ws + 108905520, ws + 119934976, ws + 126357504, nb);
-    l25_relu_backward(ws + 56197120, ws + 126357504, ws + 119934976, nb);
-    l24_conv2d_backward(grads, ws + 103391792, ws + 119934976, nb);
-    l24_conv2d_backward_dx(params, ws + 103391792, ws + 119934976, ws + 126357504, nb);
-    l23_maxpool2d_backward(ws + 54992896, ws + 126357504, ws + 119934976, nb);
-    l22_relu_backward(ws + 54992896, ws + 119934976, ws + 126357504, nb);
-    l21_conv2d_backward(grads, ws + 101548560, ws + 126357504, nb);
-    l21_conv2d_backward_dx(params, ws + 101548560, ws + 126357504, ws + 119934976, nb);
-    l20_relu_backward(ws + 53387264, ws + 119934976, ws + 126357504, nb);
-    l19_conv2d_backward(grads, ws + 99705328, ws + 126357504, nb);
-    l19_conv2d_backward_dx(params, ws + 99705328, ws + 126357504, ws + 119934976, nb);
-    l18_relu_backward(ws + 51781632, ws + 119934976, ws + 126357504, nb);
-    l17_conv2d_backward(grads, ws + 98322896, ws + 126357504, nb);
-    l17_conv2d_backward_dx(params, ws + 98322896, ws + 126357504, ws + 119934976, nb);
-    l16_maxpool2d_backward(ws + 48971776, ws + 119934976, ws + 126357504, nb);
-    l15_relu_backward(ws + 48971776, ws + 126357504, ws + 119934976, nb);
-    l14_conv2d_backward(grads, ws + 94878128, ws + 119934976, nb);
-    l14_conv2d_backward_dx(params, ws + 94878128, ws + 119934976, ws + 126357504, nb);
-    l13_relu_backward(ws + 45760512, ws + 126357504, ws + 119934976, nb);
-    l12_conv2d_backward(grads, ws + 91433360, ws + 119934976, nb);
-    l12_conv2d_backward_dx(params, ws + 91433360, ws + 119934976, ws + 126357504, nb);
-    l11_relu_backward(ws + 42549248, ws + 126357504, ws + 119934976, nb);
-    l10_conv2d_backward(grads, ws + 88849776, ws + 119934976, nb);
-    l10_conv2d_backward_dx(params, ws + 88849776, ws + 119934976, ws + 126357504, nb);
-    l09_maxpool2d_backward(ws + 36929536, ws + 126357504, ws + 119934976, nb);
-    l08_relu_backward(ws + 36929536, ws + 119934976, ws + 126357504, nb);
-    l07_conv2d_backward(grads, ws + 82195792, ws + 126357504, nb);
-    l07_conv2d_backward_dx(params, ws + 82195792, ws + 126357504, ws + 119934976, nb);
-    l06_relu_backward(ws + 30507008, ws + 119934976, ws + 126357504, nb);
-    l05_conv2d_backward(grads, ws + 77205296, ws + 126357504, nb);
-    l05_conv2d_backward_dx(params, ws + 77205296, ws + 126357504, ws + 119934976, nb);
-    l04_maxpool2d_backward(ws + 19267584, ws + 119934976, ws + 126357504, nb);
-    l03_relu_backward(ws + 19267584, ws + 126357504, ws + 119934976, nb);
-    l02_conv2d_backward(grads, ws + 64129808, ws + 119934976, nb);
-    l02_conv2d_backward_dx(params, ws + 64129808, ws + 119934976, ws + 126357504, nb);
-    l01_relu_backward(ws + 6422528, ws + 126357504, ws + 119934976, nb);
-    l00_conv2d_backward(grads, ws + 57285584, ws + 119934976, nb);
-    if (dx) l00_conv2d_backward_dx(params, ws + 57285584, ws + 119934976, dx ? dx : ws + 126357504, nb);
+    l30_maxpool2d_backward(ws + A29, ws + D31, ws + D29, nb);
+    l25_relu_backward(ws + A29, ws + D29, ws + D28, nb);
+    l24_conv2d_backward(grads + 12354880, ws + S28, ws + D28, nb);
+    l24_conv2d_backward_dx(params + 12354880, ws + S28, ws + D28, ws + D27, nb);
+    l25_relu_backward(ws + A27, ws + D27, ws + D26, nb);
+    l24_conv2d_backward(grads + 9995072, ws + S26, ws + D26, nb);
+    l24_conv2d_backward_dx(params + 9995072, ws + S26, ws + D26, ws + D25, nb);
+    l25_relu_backward(ws + A25, ws + D25, ws + D24, nb);
+    l24_conv2d_backward(grads + 7635264, ws + S24, ws + D24, nb);
+    l24_conv2d_backward_dx(params + 7635264, ws + S24, ws + D24, ws + D23, nb);
+    l23_maxpool2d_backward(ws + A22, ws + D23, ws + D22, nb);
+    l18_relu_backward(ws + A22, ws + D22, ws + D21, nb);
+    l19_conv2d_backward(grads + 5275456, ws + S21, ws + D21, nb);
+    l19_conv2d_backward_dx(params + 5275456, ws + S21, ws + D21, ws + D20, nb);
+    l18_relu_backward(ws + A20, ws + D20, ws + D19, nb);
+    l19_conv2d_backward(grads + 2915648, ws + S19, ws + D19, nb);
+    l19_conv2d_backward_dx(params + 2915648, ws + S19, ws + D19, ws + D18, nb);
+    l18_relu_backward(ws + A18, ws + D18, ws + D17, nb);
+    l17_conv2d_backward(grads + 1735488, ws + S17, ws + D17, nb);
+    l17_conv2d_backward_dx(params + 1735488, ws + S17, ws + D17, ws + D16, nb);
+    l16_maxpool2d_backward(ws + A15, ws + D16, ws + D15, nb);
+    l11_relu_backward(ws + A15, ws + D15, ws + D14, nb);
+    l12_conv2d_backward(grads + 1145408, ws + S14, ws + D14, nb);
+    l12_conv2d_backward_dx(params + 1145408, ws + S14, ws + D14, ws + D13, nb);
+    l11_relu_backward(ws + A13, ws + D13, ws + D12, nb);
+    l12_conv2d_backward(grads + 555328, ws + S12, ws + D12, nb);
+    l12_conv2d_backward_dx(params + 555328, ws + S12, ws + D12, ws + D11, nb);
+    l11_relu_backward(ws + A11, ws + D11, ws + D10, nb);
+    l10_conv2d_backward(grads + 260160, ws + S10, ws + D10, nb);
+    l10_conv2d_backward_dx(params + 260160, ws + S10, ws + D10, ws + D09, nb);
+    l09_maxpool2d_backward(ws + A08, ws + D09, ws + D08, nb);
+    l06_relu_backward(ws + A08, ws + D08, ws + D07, nb);
+    l07_conv2d_backward(grads + 112576, ws + S07, ws + D07, nb);
+    l07_conv2d_backward_dx(params + 112576, ws + S07, ws + D07, ws + D06, nb);
+    l06_relu_backward(ws + A06, ws + D06, ws + D05, nb);
+    l05_conv2d_backward(grads + 38720, ws + S05, ws + D05, nb);
+    l05_conv2d_backward_dx(params + 38720, ws + S05, ws + D05, ws + D04, nb);
+    l04_maxpool2d_backward(ws + A03, ws + D04, ws + D03, nb);
+    l01_relu_backward(ws + A03, ws + D03, ws + D02, nb);
+    l02_conv2d_backward(grads + 1792, ws + S02, ws + D02, nb);
+    l02_conv2d_backward_dx(params + 1792, ws + S02, ws + D02, ws + D01, nb);
+    l01_relu_backward(ws + A01, ws + D01, ws + D00, nb);
+    l00_conv2d_backward(grads, ws + S00, ws + D00, nb);
+    if (dx) l00_conv2d_backward_dx(params, ws + S00, ws + D00, dx ? dx : ws + DIN, nb);
 }
 
 static const cg_tensor vgg16_tensors[] = {
@@ -9445,172 +7258,213 @@ static const cg_tensor vgg16_tensors[] = {
     {"36.bias", CG_PARAM, 36, 1, {1000, 0, 0, 0}, 138356544, 1000, CG_INIT_BIAS_UNIFORM, 4096},
 };
 
+/* what each layer reads: earlier layers' outputs by index, -1 the network's input */
+static const int vgg16_inputs[] = {
+    -1, /* 0: conv2d */
+    0, /* 1: relu */
+    1, /* 2: conv2d */
+    2, /* 3: relu */
+    3, /* 4: maxpool2d */
+    4, /* 5: conv2d */
+    5, /* 6: relu */
+    6, /* 7: conv2d */
+    7, /* 8: relu */
+    8, /* 9: maxpool2d */
+    9, /* 10: conv2d */
+    10, /* 11: relu */
+    11, /* 12: conv2d */
+    12, /* 13: relu */
+    13, /* 14: conv2d */
+    14, /* 15: relu */
+    15, /* 16: maxpool2d */
+    16, /* 17: conv2d */
+    17, /* 18: relu */
+    18, /* 19: conv2d */
+    19, /* 20: relu */
+    20, /* 21: conv2d */
+    21, /* 22: relu */
+    22, /* 23: maxpool2d */
+    23, /* 24: conv2d */
+    24, /* 25: relu */
+    25, /* 26: conv2d */
+    26, /* 27: relu */
+    27, /* 28: conv2d */
+    28, /* 29: relu */
+    29, /* 30: maxpool2d */
+    30, /* 31: flatten */
+    31, /* 32: dense */
+    32, /* 33: relu */
+    33, /* 34: dense */
+    34, /* 35: relu */
+    35, /* 36: dense */
+};
+
 static const cg_layer vgg16_layers[] = {
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {3, 224, 224}, .ndim_out = 3, .out_shape = {64, 224, 224},
      .in_size = 150528, .out_size = 3211264, .act_offset = 0, .lanes = 0, .line = 15, .col = 5,
-     .schedule = "wv: fwd wv[TC=6,TX=4] dw wv[RY=3,TCW=2,U=4] dx wv[TC=3,TX=4] threaded",
+     .schedule = "wv: fwd wv[TC=6,TX=4] dw wv[RY=3,TCW=2,U=4] dx wv[TC=3,TX=4] threaded", .n_inputs = 1, .inputs = vgg16_inputs + 0, .name = NULL,
      .kernel = {3, 3}, .stride = {1, 1}, .pad_lo = {1, 1}, .pad_hi = {1, 1}, .dilation = {1, 1},
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "relu", .ndim_in = 3, .in_shape = {64, 224, 224}, .ndim_out = 3, .out_shape = {64, 224, 224},
      .in_size = 3211264, .out_size = 3211264, .act_offset = 6422528, .lanes = 0, .line = 16, .col = 5,
-     .schedule = "loop: fwd loop dw loop dx with dw threaded",
+     .schedule = "loop: fwd loop dw loop dx with dw threaded", .n_inputs = 1, .inputs = vgg16_inputs + 1, .name = NULL,
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {64, 224, 224}, .ndim_out = 3, .out_shape = {64, 224, 224},
      .in_size = 3211264, .out_size = 3211264, .act_offset = 12845056, .lanes = 0, .line = 17, .col = 5,
-     .schedule = "wv: fwd wv[TC=6,TX=4] dw wv[RY=3,TCW=2,U=4] dx wv[TC=6,TX=4] threaded",
+     .schedule = "wv: fwd wv[TC=6,TX=4] dw wv[RY=3,TCW=2,U=4] dx wv[TC=6,TX=4] threaded", .n_inputs = 1, .inputs = vgg16_inputs + 2, .name = NULL,
      .kernel = {3, 3}, .stride = {1, 1}, .pad_lo = {1, 1}, .pad_hi = {1, 1}, .dilation = {1, 1},
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "relu", .ndim_in = 3, .in_shape = {64, 224, 224}, .ndim_out = 3, .out_shape = {64, 224, 224},
      .in_size = 3211264, .out_size = 3211264, .act_offset = 19267584, .lanes = 0, .line = 18, .col = 5,
-     .schedule = "loop: fwd loop dw loop dx with dw threaded",
+     .schedule = "loop: fwd loop dw loop dx with dw threaded", .n_inputs = 1, .inputs = vgg16_inputs + 3, .name = NULL,
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "maxpool2d", .ndim_in = 3, .in_shape = {64, 224, 224}, .ndim_out = 3, .out_shape = {64, 112, 112},
      .in_size = 3211264, .out_size = 802816, .act_offset = 25690112, .lanes = 0, .line = 19, .col = 5,
-     .schedule = "loop: fwd loop dw loop dx with dw threaded",
+     .schedule = "loop: fwd loop dw loop dx with dw threaded", .n_inputs = 1, .inputs = vgg16_inputs + 4, .name = NULL,
      .kernel = {2, 2}, .stride = {2, 2}, .pad_lo = {0, 0}, .pad_hi = {0, 0}, .dilation = {1, 1},
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {64, 112, 112}, .ndim_out = 3, .out_shape = {128, 112, 112},
      .in_size = 802816, .out_size = 1605632, .act_offset = 27295744, .lanes = 0, .line = 21, .col = 5,
-     .schedule = "wv: fwd wv[TC=6,TX=4] dw wv[RY=3,TCW=2,U=4] dx wv[TC=6,TX=4] threaded",
+     .schedule = "wv: fwd wv[TC=6,TX=4] dw wv[RY=3,TCW=2,U=4] dx wv[TC=6,TX=4] threaded", .n_inputs = 1, .inputs = vgg16_inputs + 5, .name = NULL,
      .kernel = {3, 3}, .stride = {1, 1}, .pad_lo = {1, 1}, .pad_hi = {1, 1}, .dilation = {1, 1},
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "relu", .ndim_in = 3, .in_shape = {128, 112, 112}, .ndim_out = 3, .out_shape = {128, 112, 112},
      .in_size = 1605632, .out_size = 1605632, .act_offset = 30507008, .lanes = 0, .line = 22, .col = 5,
-     .schedule = "loop: fwd loop dw loop dx with dw threaded",
+     .schedule = "loop: fwd loop dw loop dx with dw threaded", .n_inputs = 1, .inputs = vgg16_inputs + 6, .name = NULL,
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {128, 112, 112}, .ndim_out = 3, .out_shape = {128, 112, 112},
      .in_size = 1605632, .out_size = 1605632, .act_offset = 33718272, .lanes = 0, .line = 23, .col = 5,
-     .schedule = "wv: fwd wv[TC=6,TX=4] dw wv[RY=3,TCW=2,U=4] dx wv[TC=6,TX=4] threaded",
+     .schedule = "wv: fwd wv[TC=6,TX=4] dw wv[RY=3,TCW=2,U=4] dx wv[TC=6,TX=4] threaded", .n_inputs = 1, .inputs = vgg16_inputs + 7, .name = NULL,
      .kernel = {3, 3}, .stride = {1, 1}, .pad_lo = {1, 1}, .pad_hi = {1, 1}, .dilation = {1, 1},
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "relu", .ndim_in = 3, .in_shape = {128, 112, 112}, .ndim_out = 3, .out_shape = {128, 112, 112},
      .in_size = 1605632, .out_size = 1605632, .act_offset = 36929536, .lanes = 0, .line = 24, .col = 5,
-     .schedule = "loop: fwd loop dw loop dx with dw threaded",
+     .schedule = "loop: fwd loop dw loop dx with dw threaded", .n_inputs = 1, .inputs = vgg16_inputs + 8, .name = NULL,
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "maxpool2d", .ndim_in = 3, .in_shape = {128, 112, 112}, .ndim_out = 3, .out_shape = {128, 56, 56},
      .in_size = 1605632, .out_size = 401408, .act_offset = 40140800, .lanes = 0, .line = 25, .col = 5,
-     .schedule = "loop: fwd loop dw loop dx with dw",
+     .schedule = "loop: fwd loop dw loop dx with dw", .n_inputs = 1, .inputs = vgg16_inputs + 9, .name = NULL,
      .kernel = {2, 2}, .stride = {2, 2}, .pad_lo = {0, 0}, .pad_hi = {0, 0}, .dilation = {1, 1},
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {128, 56, 56}, .ndim_out = 3, .out_shape = {256, 56, 56},
      .in_size = 401408, .out_size = 802816, .act_offset = 40943616, .lanes = 0, .line = 27, .col = 5,
-     .schedule = "wv: fwd wv[TC=6,TX=4] dw wv[RY=3,TCW=2,U=4] dx wv[TC=6,TX=4] threaded",
+     .schedule = "wv: fwd wv[TC=6,TX=4] dw wv[RY=3,TCW=2,U=4] dx wv[TC=6,TX=4] threaded", .n_inputs = 1, .inputs = vgg16_inputs + 10, .name = NULL,
      .kernel = {3, 3}, .stride = {1, 1}, .pad_lo = {1, 1}, .pad_hi = {1, 1}, .dilation = {1, 1},
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "relu", .ndim_in = 3, .in_shape = {256, 56, 56}, .ndim_out = 3, .out_shape = {256, 56, 56},
      .in_size = 802816, .out_size = 802816, .act_offset = 42549248, .lanes = 0, .line = 28, .col = 5,
-     .schedule = "loop: fwd loop dw loop dx with dw threaded",
+     .schedule = "loop: fwd loop dw loop dx with dw threaded", .n_inputs = 1, .inputs = vgg16_inputs + 11, .name = NULL,
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {256, 56, 56}, .ndim_out = 3, .out_shape = {256, 56, 56},
      .in_size = 802816, .out_size = 802816, .act_offset = 44154880, .lanes = 0, .line = 29, .col = 5,
-     .schedule = "wv: fwd wv[TC=6,TX=4] dw wv[RY=3,TCW=2,U=4] dx wv[TC=6,TX=4] threaded",
+     .schedule = "wv: fwd wv[TC=6,TX=4] dw wv[RY=3,TCW=2,U=4] dx wv[TC=6,TX=4] threaded", .n_inputs = 1, .inputs = vgg16_inputs + 12, .name = NULL,
      .kernel = {3, 3}, .stride = {1, 1}, .pad_lo = {1, 1}, .pad_hi = {1, 1}, .dilation = {1, 1},
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "relu", .ndim_in = 3, .in_shape = {256, 56, 56}, .ndim_out = 3, .out_shape = {256, 56, 56},
      .in_size = 802816, .out_size = 802816, .act_offset = 45760512, .lanes = 0, .line = 30, .col = 5,
-     .schedule = "loop: fwd loop dw loop dx with dw threaded",
+     .schedule = "loop: fwd loop dw loop dx with dw threaded", .n_inputs = 1, .inputs = vgg16_inputs + 13, .name = NULL,
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {256, 56, 56}, .ndim_out = 3, .out_shape = {256, 56, 56},
      .in_size = 802816, .out_size = 802816, .act_offset = 47366144, .lanes = 0, .line = 31, .col = 5,
-     .schedule = "wv: fwd wv[TC=6,TX=4] dw wv[RY=3,TCW=2,U=4] dx wv[TC=6,TX=4] threaded",
+     .schedule = "wv: fwd wv[TC=6,TX=4] dw wv[RY=3,TCW=2,U=4] dx wv[TC=6,TX=4] threaded", .n_inputs = 1, .inputs = vgg16_inputs + 14, .name = NULL,
      .kernel = {3, 3}, .stride = {1, 1}, .pad_lo = {1, 1}, .pad_hi = {1, 1}, .dilation = {1, 1},
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "relu", .ndim_in = 3, .in_shape = {256, 56, 56}, .ndim_out = 3, .out_shape = {256, 56, 56},
      .in_size = 802816, .out_size = 802816, .act_offset = 48971776, .lanes = 0, .line = 32, .col = 5,
-     .schedule = "loop: fwd loop dw loop dx with dw threaded",
+     .schedule = "loop: fwd loop dw loop dx with dw threaded", .n_inputs = 1, .inputs = vgg16_inputs + 15, .name = NULL,
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "maxpool2d", .ndim_in = 3, .in_shape = {256, 56, 56}, .ndim_out = 3, .out_shape = {256, 28, 28},
      .in_size = 802816, .out_size = 200704, .act_offset = 50577408, .lanes = 0, .line = 33, .col = 5,
-     .schedule = "loop: fwd loop dw loop dx with dw",
+     .schedule = "loop: fwd loop dw loop dx with dw", .n_inputs = 1, .inputs = vgg16_inputs + 16, .name = NULL,
      .kernel = {2, 2}, .stride = {2, 2}, .pad_lo = {0, 0}, .pad_hi = {0, 0}, .dilation = {1, 1},
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {256, 28, 28}, .ndim_out = 3, .out_shape = {512, 28, 28},
      .in_size = 200704, .out_size = 401408, .act_offset = 50978816, .lanes = 0, .line = 35, .col = 5,
-     .schedule = "wv: fwd wv[TC=12,TX=2] dw wv[RY=3,TCW=2,U=4] dx wv[TC=12,TX=2] threaded",
+     .schedule = "wv: fwd wv[TC=12,TX=2] dw wv[RY=3,TCW=2,U=4] dx wv[TC=12,TX=2] threaded", .n_inputs = 1, .inputs = vgg16_inputs + 17, .name = NULL,
      .kernel = {3, 3}, .stride = {1, 1}, .pad_lo = {1, 1}, .pad_hi = {1, 1}, .dilation = {1, 1},
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "relu", .ndim_in = 3, .in_shape = {512, 28, 28}, .ndim_out = 3, .out_shape = {512, 28, 28},
      .in_size = 401408, .out_size = 401408, .act_offset = 51781632, .lanes = 0, .line = 36, .col = 5,
-     .schedule = "loop: fwd loop dw loop dx with dw",
+     .schedule = "loop: fwd loop dw loop dx with dw", .n_inputs = 1, .inputs = vgg16_inputs + 18, .name = NULL,
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {512, 28, 28}, .ndim_out = 3, .out_shape = {512, 28, 28},
      .in_size = 401408, .out_size = 401408, .act_offset = 52584448, .lanes = 0, .line = 37, .col = 5,
-     .schedule = "wv: fwd wv[TC=12,TX=2] dw wv[RY=3,TCW=2,U=4] dx wv[TC=12,TX=2] threaded",
+     .schedule = "wv: fwd wv[TC=12,TX=2] dw wv[RY=3,TCW=2,U=4] dx wv[TC=12,TX=2] threaded", .n_inputs = 1, .inputs = vgg16_inputs + 19, .name = NULL,
      .kernel = {3, 3}, .stride = {1, 1}, .pad_lo = {1, 1}, .pad_hi = {1, 1}, .dilation = {1, 1},
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "relu", .ndim_in = 3, .in_shape = {512, 28, 28}, .ndim_out = 3, .out_shape = {512, 28, 28},
      .in_size = 401408, .out_size = 401408, .act_offset = 53387264, .lanes = 0, .line = 38, .col = 5,
-     .schedule = "loop: fwd loop dw loop dx with dw",
+     .schedule = "loop: fwd loop dw loop dx with dw", .n_inputs = 1, .inputs = vgg16_inputs + 20, .name = NULL,
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {512, 28, 28}, .ndim_out = 3, .out_shape = {512, 28, 28},
      .in_size = 401408, .out_size = 401408, .act_offset = 54190080, .lanes = 0, .line = 39, .col = 5,
-     .schedule = "wv: fwd wv[TC=12,TX=2] dw wv[RY=3,TCW=2,U=4] dx wv[TC=12,TX=2] threaded",
+     .schedule = "wv: fwd wv[TC=12,TX=2] dw wv[RY=3,TCW=2,U=4] dx wv[TC=12,TX=2] threaded", .n_inputs = 1, .inputs = vgg16_inputs + 21, .name = NULL,
      .kernel = {3, 3}, .stride = {1, 1}, .pad_lo = {1, 1}, .pad_hi = {1, 1}, .dilation = {1, 1},
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "relu", .ndim_in = 3, .in_shape = {512, 28, 28}, .ndim_out = 3, .out_shape = {512, 28, 28},
      .in_size = 401408, .out_size = 401408, .act_offset = 54992896, .lanes = 0, .line = 40, .col = 5,
-     .schedule = "loop: fwd loop dw loop dx with dw",
+     .schedule = "loop: fwd loop dw loop dx with dw", .n_inputs = 1, .inputs = vgg16_inputs + 22, .name = NULL,
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "maxpool2d", .ndim_in = 3, .in_shape = {512, 28, 28}, .ndim_out = 3, .out_shape = {512, 14, 14},
      .in_size = 401408, .out_size = 100352, .act_offset = 55795712, .lanes = 0, .line = 41, .col = 5,
-     .schedule = "loop: fwd loop dw loop dx with dw",
+     .schedule = "loop: fwd loop dw loop dx with dw", .n_inputs = 1, .inputs = vgg16_inputs + 23, .name = NULL,
      .kernel = {2, 2}, .stride = {2, 2}, .pad_lo = {0, 0}, .pad_hi = {0, 0}, .dilation = {1, 1},
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {512, 14, 14}, .ndim_out = 3, .out_shape = {512, 14, 14},
      .in_size = 100352, .out_size = 100352, .act_offset = 55996416, .lanes = 0, .line = 43, .col = 5,
-     .schedule = "cv: fwd cv[TP=6,TV=4] dw cv[TPR=6,TV=4] dx cv[TP=6,TV=4] threaded",
+     .schedule = "cv: fwd cv[TP=6,TV=4] dw cv[TPR=6,TV=4] dx cv[TP=6,TV=4] threaded", .n_inputs = 1, .inputs = vgg16_inputs + 24, .name = NULL,
      .kernel = {3, 3}, .stride = {1, 1}, .pad_lo = {1, 1}, .pad_hi = {1, 1}, .dilation = {1, 1},
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "relu", .ndim_in = 3, .in_shape = {512, 14, 14}, .ndim_out = 3, .out_shape = {512, 14, 14},
      .in_size = 100352, .out_size = 100352, .act_offset = 56197120, .lanes = 0, .line = 44, .col = 5,
-     .schedule = "loop: fwd loop dw loop dx with dw",
+     .schedule = "loop: fwd loop dw loop dx with dw", .n_inputs = 1, .inputs = vgg16_inputs + 25, .name = NULL,
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {512, 14, 14}, .ndim_out = 3, .out_shape = {512, 14, 14},
      .in_size = 100352, .out_size = 100352, .act_offset = 56397824, .lanes = 0, .line = 45, .col = 5,
-     .schedule = "cv: fwd cv[TP=6,TV=4] dw cv[TPR=6,TV=4] dx cv[TP=6,TV=4] threaded",
+     .schedule = "cv: fwd cv[TP=6,TV=4] dw cv[TPR=6,TV=4] dx cv[TP=6,TV=4] threaded", .n_inputs = 1, .inputs = vgg16_inputs + 26, .name = NULL,
      .kernel = {3, 3}, .stride = {1, 1}, .pad_lo = {1, 1}, .pad_hi = {1, 1}, .dilation = {1, 1},
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "relu", .ndim_in = 3, .in_shape = {512, 14, 14}, .ndim_out = 3, .out_shape = {512, 14, 14},
      .in_size = 100352, .out_size = 100352, .act_offset = 56598528, .lanes = 0, .line = 46, .col = 5,
-     .schedule = "loop: fwd loop dw loop dx with dw",
+     .schedule = "loop: fwd loop dw loop dx with dw", .n_inputs = 1, .inputs = vgg16_inputs + 27, .name = NULL,
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {512, 14, 14}, .ndim_out = 3, .out_shape = {512, 14, 14},
      .in_size = 100352, .out_size = 100352, .act_offset = 56799232, .lanes = 0, .line = 47, .col = 5,
-     .schedule = "cv: fwd cv[TP=6,TV=4] dw cv[TPR=6,TV=4] dx cv[TP=6,TV=4] threaded",
+     .schedule = "cv: fwd cv[TP=6,TV=4] dw cv[TPR=6,TV=4] dx cv[TP=6,TV=4] threaded", .n_inputs = 1, .inputs = vgg16_inputs + 28, .name = NULL,
      .kernel = {3, 3}, .stride = {1, 1}, .pad_lo = {1, 1}, .pad_hi = {1, 1}, .dilation = {1, 1},
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "relu", .ndim_in = 3, .in_shape = {512, 14, 14}, .ndim_out = 3, .out_shape = {512, 14, 14},
      .in_size = 100352, .out_size = 100352, .act_offset = 56999936, .lanes = 0, .line = 48, .col = 5,
-     .schedule = "loop: fwd loop dw loop dx with dw",
+     .schedule = "loop: fwd loop dw loop dx with dw", .n_inputs = 1, .inputs = vgg16_inputs + 29, .name = NULL,
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "maxpool2d", .ndim_in = 3, .in_shape = {512, 14, 14}, .ndim_out = 3, .out_shape = {512, 7, 7},
      .in_size = 100352, .out_size = 25088, .act_offset = 57200640, .lanes = 0, .line = 49, .col = 5,
-     .schedule = "loop: fwd loop dw loop dx with dw",
+     .schedule = "loop: fwd loop dw loop dx with dw", .n_inputs = 1, .inputs = vgg16_inputs + 30, .name = NULL,
      .kernel = {2, 2}, .stride = {2, 2}, .pad_lo = {0, 0}, .pad_hi = {0, 0}, .dilation = {1, 1},
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "flatten", .ndim_in = 3, .in_shape = {512, 7, 7}, .ndim_out = 1, .out_shape = {25088, 0, 0},
      .in_size = 25088, .out_size = 25088, .act_offset = 57200640, .lanes = 0, .line = 51, .col = 5,
-     .schedule = "alias: fwd alias dw alias dx with dw",
+     .schedule = "alias: fwd alias dw alias dx with dw", .n_inputs = 1, .inputs = vgg16_inputs + 31, .name = NULL,
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "dense", .ndim_in = 1, .in_shape = {25088, 0, 0}, .ndim_out = 1, .out_shape = {4096, 0, 0},
      .in_size = 25088, .out_size = 4096, .act_offset = 57250816, .lanes = 0, .line = 52, .col = 5,
-     .schedule = "loop: fwd loop[TO=4] dw loop[TO=4] dx with dw threaded",
+     .schedule = "loop: fwd loop[TO=4] dw loop[TO=4] dx with dw threaded", .n_inputs = 1, .inputs = vgg16_inputs + 32, .name = NULL,
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "relu", .ndim_in = 1, .in_shape = {4096, 0, 0}, .ndim_out = 1, .out_shape = {4096, 0, 0},
      .in_size = 4096, .out_size = 4096, .act_offset = 57259008, .lanes = 0, .line = 53, .col = 5,
-     .schedule = "loop: fwd loop dw loop dx with dw",
+     .schedule = "loop: fwd loop dw loop dx with dw", .n_inputs = 1, .inputs = vgg16_inputs + 33, .name = NULL,
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "dense", .ndim_in = 1, .in_shape = {4096, 0, 0}, .ndim_out = 1, .out_shape = {4096, 0, 0},
      .in_size = 4096, .out_size = 4096, .act_offset = 57267200, .lanes = 0, .line = 54, .col = 5,
-     .schedule = "loop: fwd loop[TO=4] dw loop[TO=4] dx with dw threaded",
+     .schedule = "loop: fwd loop[TO=4] dw loop[TO=4] dx with dw threaded", .n_inputs = 1, .inputs = vgg16_inputs + 34, .name = NULL,
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "relu", .ndim_in = 1, .in_shape = {4096, 0, 0}, .ndim_out = 1, .out_shape = {4096, 0, 0},
      .in_size = 4096, .out_size = 4096, .act_offset = 57275392, .lanes = 0, .line = 55, .col = 5,
-     .schedule = "loop: fwd loop dw loop dx with dw",
+     .schedule = "loop: fwd loop dw loop dx with dw", .n_inputs = 1, .inputs = vgg16_inputs + 35, .name = NULL,
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "dense", .ndim_in = 1, .in_shape = {4096, 0, 0}, .ndim_out = 1, .out_shape = {1000, 0, 0},
      .in_size = 4096, .out_size = 1000, .act_offset = 57283584, .lanes = 0, .line = 56, .col = 5,
-     .schedule = "loop: fwd loop[TO=4] dw loop[TO=4] dx with dw threaded",
+     .schedule = "loop: fwd loop[TO=4] dw loop[TO=4] dx with dw threaded", .n_inputs = 1, .inputs = vgg16_inputs + 36, .name = NULL,
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
 };
 
@@ -9625,7 +7479,9 @@ const cg_net vgg16_net = {
     .train = {.batch = 2, .epochs = 1, .lr = 0.01f, .momentum = 0.9f, .weight_decay = 0.0005f,
               .mode = CG_MODE_MINIBATCH, .order = CG_ORDER_SHUFFLE, .schedule = CG_SCHED_CONSTANT, .step_size = 10, .gamma = 0.1f,
               .patience = 5, .eval_every = 0, .val = -1, .val_frac = 0.0f, .seed = 0,
-              .normalize = 0, .checkpoint_every = 0, .monitor = CG_MONITOR_LOSS},
+              .normalize = 0, .checkpoint_every = 0, .monitor = CG_MONITOR_LOSS,
+              .optimizer = CG_OPT_SGD, .beta1 = 0.9f, .beta2 = 0.999f, .eps = 1e-08f, .warmup = 0,
+              .aug_crop = 0, .aug_flip = 0},
     .forward = vgg16_forward, .backward = vgg16_backward,
 };
 

@@ -88,7 +88,8 @@ static inline __attribute__((unused)) float vsum_(const cg_v *v) { float s = 0.0
  * schedule lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=3] threaded */
 static void l00_conv2d_forward(const float *restrict P, const float *restrict x, float *restrict y)
 {
-    const float *restrict w = P + 0;
+    /* x [3x32x32][lanes], y [64x32x32][lanes] */
+    const float *restrict w = P;
     const float *restrict bias = P + 1728;
     CG_PARALLEL_FOR
     for (int cb = 0; cb < 4; cb++) {
@@ -1386,7 +1387,8 @@ static void l00_conv2d_forward(const float *restrict P, const float *restrict x,
 
 static void l00_conv2d_backward(float *restrict G, const float *restrict x, const float *restrict dy)
 {
-    float *restrict gw = G + 0;
+    /* x [3x32x32][lanes], y [64x32x32][lanes] */
+    float *restrict gw = G;
     float *restrict gb = G + 1728;
     CG_PARALLEL_FOR
     for (int co = 0; co < 64; co++) {
@@ -1505,7 +1507,8 @@ static void l00_conv2d_backward(float *restrict G, const float *restrict x, cons
 
 static void l00_conv2d_backward_dx(const float *restrict P, const float *restrict dy, float *restrict dx)
 {
-    const float *restrict w = P + 0;
+    /* x [3x32x32][lanes], y [64x32x32][lanes] */
+    const float *restrict w = P;
     CG_PARALLEL_FOR
     for (int v0 = 0; v0 < 2; v0 += 1) {
         float *restrict dxb = dx + 0 + v0 * 16;
@@ -1931,6 +1934,7 @@ static void l00_conv2d_backward_dx(const float *restrict P, const float *restric
  * schedule lanes: fwd lanes dw lanes dx with dw threaded */
 static void l01_relu_forward(const float *restrict x, float *restrict y)
 {
+    /* x [64x32x32][lanes], y [64x32x32][lanes] */
     CG_PARALLEL_FOR
     for (int i = 0; i < 2097152; i++)
         y[i] = x[i] > 0.0f ? x[i] : 0.0f;
@@ -1938,6 +1942,7 @@ static void l01_relu_forward(const float *restrict x, float *restrict y)
 
 static void l01_relu_backward(const float *restrict y, const float *restrict dy, float *restrict dx)
 {
+    /* x [64x32x32][lanes], y [64x32x32][lanes] */
     CG_PARALLEL_FOR
     for (int i = 0; i < 2097152; i++)
         dx[i] = y[i] > 0.0f ? dy[i] : 0.0f;
@@ -1947,8 +1952,9 @@ static void l01_relu_backward(const float *restrict y, const float *restrict dy,
  * schedule lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16] threaded */
 static void l02_conv2d_forward(const float *restrict P, const float *restrict x, float *restrict y)
 {
-    const float *restrict w = P + 1792;
-    const float *restrict bias = P + 38656;
+    /* x [64x32x32][lanes], y [64x32x32][lanes] */
+    const float *restrict w = P;
+    const float *restrict bias = P + 36864;
     CG_PARALLEL_FOR
     for (int cb = 0; cb < 4; cb++) {
         for (int v0 = 0; v0 < 2; v0 += 1) {
@@ -3245,8 +3251,9 @@ static void l02_conv2d_forward(const float *restrict P, const float *restrict x,
 
 static void l02_conv2d_backward(float *restrict G, const float *restrict x, const float *restrict dy)
 {
-    float *restrict gw = G + 1792;
-    float *restrict gb = G + 38656;
+    /* x [64x32x32][lanes], y [64x32x32][lanes] */
+    float *restrict gw = G;
+    float *restrict gb = G + 36864;
     CG_PARALLEL_FOR
     for (int co = 0; co < 64; co++) {
         cg_v s = vsplat(0.0f);
@@ -3364,7 +3371,8 @@ static void l02_conv2d_backward(float *restrict G, const float *restrict x, cons
 
 static void l02_conv2d_backward_dx(const float *restrict P, const float *restrict dy, float *restrict dx)
 {
-    const float *restrict w = P + 1792;
+    /* x [64x32x32][lanes], y [64x32x32][lanes] */
+    const float *restrict w = P;
     CG_PARALLEL_FOR
     for (int cib = 0; cib < 4; cib++) {
         for (int v0 = 0; v0 < 2; v0 += 1) {
@@ -4661,24 +4669,15 @@ static void l02_conv2d_backward_dx(const float *restrict P, const float *restric
 
 /* layer 3: relu 64x32x32 -> 64x32x32 (specs/vgg16_cifar.yaml:13:5)
  * schedule lanes: fwd lanes dw lanes dx with dw threaded */
-static void l03_relu_forward(const float *restrict x, float *restrict y)
-{
-    CG_PARALLEL_FOR
-    for (int i = 0; i < 2097152; i++)
-        y[i] = x[i] > 0.0f ? x[i] : 0.0f;
-}
+/* l03_relu_forward: the code of l01_relu_forward */
 
-static void l03_relu_backward(const float *restrict y, const float *restrict dy, float *restrict dx)
-{
-    CG_PARALLEL_FOR
-    for (int i = 0; i < 2097152; i++)
-        dx[i] = y[i] > 0.0f ? dy[i] : 0.0f;
-}
+/* l03_relu_backward: the code of l01_relu_backward */
 
 /* layer 4: maxpool2d 64x32x32 -> 64x16x16 (specs/vgg16_cifar.yaml:14:5)
  * schedule lanes: fwd lanes dw lanes dx with dw */
 static void l04_maxpool2d_forward(const float *restrict x, float *restrict y)
 {
+    /* x [64x32x32][lanes], y [64x16x16][lanes] */
     for (int c = 0; c < 64; c++) {
         const float *restrict xc = x + c * 32768;
         float *restrict yc = y + c * 8192;
@@ -4699,6 +4698,7 @@ static void l04_maxpool2d_forward(const float *restrict x, float *restrict y)
 
 static void l04_maxpool2d_backward(const float *restrict x, const float *restrict dy, float *restrict dx)
 {
+    /* x [64x32x32][lanes], y [64x16x16][lanes] */
     memset(dx, 0, sizeof(float) * 2097152);
     for (int c = 0; c < 64; c++) {
         const float *restrict xc = x + c * 32768;
@@ -4727,8 +4727,9 @@ static void l04_maxpool2d_backward(const float *restrict x, const float *restric
  * schedule lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16] threaded */
 static void l05_conv2d_forward(const float *restrict P, const float *restrict x, float *restrict y)
 {
-    const float *restrict w = P + 38720;
-    const float *restrict bias = P + 112448;
+    /* x [64x16x16][lanes], y [128x16x16][lanes] */
+    const float *restrict w = P;
+    const float *restrict bias = P + 73728;
     CG_PARALLEL_FOR
     for (int cb = 0; cb < 8; cb++) {
         for (int v0 = 0; v0 < 2; v0 += 1) {
@@ -6025,8 +6026,9 @@ static void l05_conv2d_forward(const float *restrict P, const float *restrict x,
 
 static void l05_conv2d_backward(float *restrict G, const float *restrict x, const float *restrict dy)
 {
-    float *restrict gw = G + 38720;
-    float *restrict gb = G + 112448;
+    /* x [64x16x16][lanes], y [128x16x16][lanes] */
+    float *restrict gw = G;
+    float *restrict gb = G + 73728;
     CG_PARALLEL_FOR
     for (int co = 0; co < 128; co++) {
         cg_v s = vsplat(0.0f);
@@ -6144,7 +6146,8 @@ static void l05_conv2d_backward(float *restrict G, const float *restrict x, cons
 
 static void l05_conv2d_backward_dx(const float *restrict P, const float *restrict dy, float *restrict dx)
 {
-    const float *restrict w = P + 38720;
+    /* x [64x16x16][lanes], y [128x16x16][lanes] */
+    const float *restrict w = P;
     CG_PARALLEL_FOR
     for (int cib = 0; cib < 4; cib++) {
         for (int v0 = 0; v0 < 2; v0 += 1) {
@@ -7443,6 +7446,7 @@ static void l05_conv2d_backward_dx(const float *restrict P, const float *restric
  * schedule lanes: fwd lanes dw lanes dx with dw threaded */
 static void l06_relu_forward(const float *restrict x, float *restrict y)
 {
+    /* x [128x16x16][lanes], y [128x16x16][lanes] */
     CG_PARALLEL_FOR
     for (int i = 0; i < 1048576; i++)
         y[i] = x[i] > 0.0f ? x[i] : 0.0f;
@@ -7450,6 +7454,7 @@ static void l06_relu_forward(const float *restrict x, float *restrict y)
 
 static void l06_relu_backward(const float *restrict y, const float *restrict dy, float *restrict dx)
 {
+    /* x [128x16x16][lanes], y [128x16x16][lanes] */
     CG_PARALLEL_FOR
     for (int i = 0; i < 1048576; i++)
         dx[i] = y[i] > 0.0f ? dy[i] : 0.0f;
@@ -7459,8 +7464,9 @@ static void l06_relu_backward(const float *restrict y, const float *restrict dy,
  * schedule lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16] threaded */
 static void l07_conv2d_forward(const float *restrict P, const float *restrict x, float *restrict y)
 {
-    const float *restrict w = P + 112576;
-    const float *restrict bias = P + 260032;
+    /* x [128x16x16][lanes], y [128x16x16][lanes] */
+    const float *restrict w = P;
+    const float *restrict bias = P + 147456;
     CG_PARALLEL_FOR
     for (int cb = 0; cb < 8; cb++) {
         for (int v0 = 0; v0 < 2; v0 += 1) {
@@ -8757,8 +8763,9 @@ static void l07_conv2d_forward(const float *restrict P, const float *restrict x,
 
 static void l07_conv2d_backward(float *restrict G, const float *restrict x, const float *restrict dy)
 {
-    float *restrict gw = G + 112576;
-    float *restrict gb = G + 260032;
+    /* x [128x16x16][lanes], y [128x16x16][lanes] */
+    float *restrict gw = G;
+    float *restrict gb = G + 147456;
     CG_PARALLEL_FOR
     for (int co = 0; co < 128; co++) {
         cg_v s = vsplat(0.0f);
@@ -8876,7 +8883,8 @@ static void l07_conv2d_backward(float *restrict G, const float *restrict x, cons
 
 static void l07_conv2d_backward_dx(const float *restrict P, const float *restrict dy, float *restrict dx)
 {
-    const float *restrict w = P + 112576;
+    /* x [128x16x16][lanes], y [128x16x16][lanes] */
+    const float *restrict w = P;
     CG_PARALLEL_FOR
     for (int cib = 0; cib < 8; cib++) {
         for (int v0 = 0; v0 < 2; v0 += 1) {
@@ -10173,24 +10181,15 @@ static void l07_conv2d_backward_dx(const float *restrict P, const float *restric
 
 /* layer 8: relu 128x16x16 -> 128x16x16 (specs/vgg16_cifar.yaml:19:5)
  * schedule lanes: fwd lanes dw lanes dx with dw threaded */
-static void l08_relu_forward(const float *restrict x, float *restrict y)
-{
-    CG_PARALLEL_FOR
-    for (int i = 0; i < 1048576; i++)
-        y[i] = x[i] > 0.0f ? x[i] : 0.0f;
-}
+/* l08_relu_forward: the code of l06_relu_forward */
 
-static void l08_relu_backward(const float *restrict y, const float *restrict dy, float *restrict dx)
-{
-    CG_PARALLEL_FOR
-    for (int i = 0; i < 1048576; i++)
-        dx[i] = y[i] > 0.0f ? dy[i] : 0.0f;
-}
+/* l08_relu_backward: the code of l06_relu_backward */
 
 /* layer 9: maxpool2d 128x16x16 -> 128x8x8 (specs/vgg16_cifar.yaml:20:5)
  * schedule lanes: fwd lanes dw lanes dx with dw */
 static void l09_maxpool2d_forward(const float *restrict x, float *restrict y)
 {
+    /* x [128x16x16][lanes], y [128x8x8][lanes] */
     for (int c = 0; c < 128; c++) {
         const float *restrict xc = x + c * 8192;
         float *restrict yc = y + c * 2048;
@@ -10211,6 +10210,7 @@ static void l09_maxpool2d_forward(const float *restrict x, float *restrict y)
 
 static void l09_maxpool2d_backward(const float *restrict x, const float *restrict dy, float *restrict dx)
 {
+    /* x [128x16x16][lanes], y [128x8x8][lanes] */
     memset(dx, 0, sizeof(float) * 1048576);
     for (int c = 0; c < 128; c++) {
         const float *restrict xc = x + c * 8192;
@@ -10239,8 +10239,9 @@ static void l09_maxpool2d_backward(const float *restrict x, const float *restric
  * schedule lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16] threaded */
 static void l10_conv2d_forward(const float *restrict P, const float *restrict x, float *restrict y)
 {
-    const float *restrict w = P + 260160;
-    const float *restrict bias = P + 555072;
+    /* x [128x8x8][lanes], y [256x8x8][lanes] */
+    const float *restrict w = P;
+    const float *restrict bias = P + 294912;
     CG_PARALLEL_FOR
     for (int cb = 0; cb < 16; cb++) {
         for (int v0 = 0; v0 < 2; v0 += 1) {
@@ -11537,8 +11538,9 @@ static void l10_conv2d_forward(const float *restrict P, const float *restrict x,
 
 static void l10_conv2d_backward(float *restrict G, const float *restrict x, const float *restrict dy)
 {
-    float *restrict gw = G + 260160;
-    float *restrict gb = G + 555072;
+    /* x [128x8x8][lanes], y [256x8x8][lanes] */
+    float *restrict gw = G;
+    float *restrict gb = G + 294912;
     CG_PARALLEL_FOR
     for (int co = 0; co < 256; co++) {
         cg_v s = vsplat(0.0f);
@@ -11656,7 +11658,8 @@ static void l10_conv2d_backward(float *restrict G, const float *restrict x, cons
 
 static void l10_conv2d_backward_dx(const float *restrict P, const float *restrict dy, float *restrict dx)
 {
-    const float *restrict w = P + 260160;
+    /* x [128x8x8][lanes], y [256x8x8][lanes] */
+    const float *restrict w = P;
     CG_PARALLEL_FOR
     for (int cib = 0; cib < 8; cib++) {
         for (int v0 = 0; v0 < 2; v0 += 1) {
@@ -12955,12 +12958,14 @@ static void l10_conv2d_backward_dx(const float *restrict P, const float *restric
  * schedule lanes: fwd lanes dw lanes dx with dw */
 static void l11_relu_forward(const float *restrict x, float *restrict y)
 {
+    /* x [256x8x8][lanes], y [256x8x8][lanes] */
     for (int i = 0; i < 524288; i++)
         y[i] = x[i] > 0.0f ? x[i] : 0.0f;
 }
 
 static void l11_relu_backward(const float *restrict y, const float *restrict dy, float *restrict dx)
 {
+    /* x [256x8x8][lanes], y [256x8x8][lanes] */
     for (int i = 0; i < 524288; i++)
         dx[i] = y[i] > 0.0f ? dy[i] : 0.0f;
 }
@@ -12969,8 +12974,9 @@ static void l11_relu_backward(const float *restrict y, const float *restrict dy,
  * schedule lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16] threaded */
 static void l12_conv2d_forward(const float *restrict P, const float *restrict x, float *restrict y)
 {
-    const float *restrict w = P + 555328;
-    const float *restrict bias = P + 1145152;
+    /* x [256x8x8][lanes], y [256x8x8][lanes] */
+    const float *restrict w = P;
+    const float *restrict bias = P + 589824;
     CG_PARALLEL_FOR
     for (int cb = 0; cb < 16; cb++) {
         for (int v0 = 0; v0 < 2; v0 += 1) {
@@ -14267,8 +14273,9 @@ static void l12_conv2d_forward(const float *restrict P, const float *restrict x,
 
 static void l12_conv2d_backward(float *restrict G, const float *restrict x, const float *restrict dy)
 {
-    float *restrict gw = G + 555328;
-    float *restrict gb = G + 1145152;
+    /* x [256x8x8][lanes], y [256x8x8][lanes] */
+    float *restrict gw = G;
+    float *restrict gb = G + 589824;
     CG_PARALLEL_FOR
     for (int co = 0; co < 256; co++) {
         cg_v s = vsplat(0.0f);
@@ -14386,7 +14393,8 @@ static void l12_conv2d_backward(float *restrict G, const float *restrict x, cons
 
 static void l12_conv2d_backward_dx(const float *restrict P, const float *restrict dy, float *restrict dx)
 {
-    const float *restrict w = P + 555328;
+    /* x [256x8x8][lanes], y [256x8x8][lanes] */
+    const float *restrict w = P;
     CG_PARALLEL_FOR
     for (int cib = 0; cib < 16; cib++) {
         for (int v0 = 0; v0 < 2; v0 += 1) {
@@ -15683,2752 +15691,29 @@ static void l12_conv2d_backward_dx(const float *restrict P, const float *restric
 
 /* layer 13: relu 256x8x8 -> 256x8x8 (specs/vgg16_cifar.yaml:25:5)
  * schedule lanes: fwd lanes dw lanes dx with dw */
-static void l13_relu_forward(const float *restrict x, float *restrict y)
-{
-    for (int i = 0; i < 524288; i++)
-        y[i] = x[i] > 0.0f ? x[i] : 0.0f;
-}
+/* l13_relu_forward: the code of l11_relu_forward */
 
-static void l13_relu_backward(const float *restrict y, const float *restrict dy, float *restrict dx)
-{
-    for (int i = 0; i < 524288; i++)
-        dx[i] = y[i] > 0.0f ? dy[i] : 0.0f;
-}
+/* l13_relu_backward: the code of l11_relu_backward */
 
 /* layer 14: conv2d 256x8x8 -> 256x8x8 (specs/vgg16_cifar.yaml:26:5)
  * schedule lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16] threaded */
-static void l14_conv2d_forward(const float *restrict P, const float *restrict x, float *restrict y)
-{
-    const float *restrict w = P + 1145408;
-    const float *restrict bias = P + 1735232;
-    CG_PARALLEL_FOR
-    for (int cb = 0; cb < 16; cb++) {
-        for (int v0 = 0; v0 < 2; v0 += 1) {
-            const float *restrict wb = w + cb*36864;
-            const float *restrict xg = x + 0 + v0 * 16;
-            float *restrict yb = y + cb*32768 + v0 * 16;
-            {
-                cg_v a0_0 = vsplat(bias[cb*16]);
-                cg_v a0_1 = vsplat(bias[cb*16 + 1]);
-                cg_v a0_2 = vsplat(bias[cb*16 + 2]);
-                cg_v a0_3 = vsplat(bias[cb*16 + 3]);
-                cg_v a0_4 = vsplat(bias[cb*16 + 4]);
-                cg_v a0_5 = vsplat(bias[cb*16 + 5]);
-                cg_v a0_6 = vsplat(bias[cb*16 + 6]);
-                cg_v a0_7 = vsplat(bias[cb*16 + 7]);
-                cg_v a0_8 = vsplat(bias[cb*16 + 8]);
-                cg_v a0_9 = vsplat(bias[cb*16 + 9]);
-                cg_v a0_10 = vsplat(bias[cb*16 + 10]);
-                cg_v a0_11 = vsplat(bias[cb*16 + 11]);
-                cg_v a0_12 = vsplat(bias[cb*16 + 12]);
-                cg_v a0_13 = vsplat(bias[cb*16 + 13]);
-                cg_v a0_14 = vsplat(bias[cb*16 + 14]);
-                cg_v a0_15 = vsplat(bias[cb*16 + 15]);
-                for (int ci = 0; ci < 256; ci++) {
-                    const float *restrict xc = xg + ci*2048;
-                    const float *restrict wc = wb + ci*9;
-                    {
-                        const cg_v x0 = VLOAD(xc + 0 + 0);
-                        a0_0 += wc[4] * x0;
-                        a0_1 += wc[2308] * x0;
-                        a0_2 += wc[4612] * x0;
-                        a0_3 += wc[6916] * x0;
-                        a0_4 += wc[9220] * x0;
-                        a0_5 += wc[11524] * x0;
-                        a0_6 += wc[13828] * x0;
-                        a0_7 += wc[16132] * x0;
-                        a0_8 += wc[18436] * x0;
-                        a0_9 += wc[20740] * x0;
-                        a0_10 += wc[23044] * x0;
-                        a0_11 += wc[25348] * x0;
-                        a0_12 += wc[27652] * x0;
-                        a0_13 += wc[29956] * x0;
-                        a0_14 += wc[32260] * x0;
-                        a0_15 += wc[34564] * x0;
-                    }
-                    {
-                        const cg_v x0 = VLOAD(xc + 32 + 0);
-                        a0_0 += wc[5] * x0;
-                        a0_1 += wc[2309] * x0;
-                        a0_2 += wc[4613] * x0;
-                        a0_3 += wc[6917] * x0;
-                        a0_4 += wc[9221] * x0;
-                        a0_5 += wc[11525] * x0;
-                        a0_6 += wc[13829] * x0;
-                        a0_7 += wc[16133] * x0;
-                        a0_8 += wc[18437] * x0;
-                        a0_9 += wc[20741] * x0;
-                        a0_10 += wc[23045] * x0;
-                        a0_11 += wc[25349] * x0;
-                        a0_12 += wc[27653] * x0;
-                        a0_13 += wc[29957] * x0;
-                        a0_14 += wc[32261] * x0;
-                        a0_15 += wc[34565] * x0;
-                    }
-                    {
-                        const cg_v x0 = VLOAD(xc + 256 + 0);
-                        a0_0 += wc[7] * x0;
-                        a0_1 += wc[2311] * x0;
-                        a0_2 += wc[4615] * x0;
-                        a0_3 += wc[6919] * x0;
-                        a0_4 += wc[9223] * x0;
-                        a0_5 += wc[11527] * x0;
-                        a0_6 += wc[13831] * x0;
-                        a0_7 += wc[16135] * x0;
-                        a0_8 += wc[18439] * x0;
-                        a0_9 += wc[20743] * x0;
-                        a0_10 += wc[23047] * x0;
-                        a0_11 += wc[25351] * x0;
-                        a0_12 += wc[27655] * x0;
-                        a0_13 += wc[29959] * x0;
-                        a0_14 += wc[32263] * x0;
-                        a0_15 += wc[34567] * x0;
-                    }
-                    {
-                        const cg_v x0 = VLOAD(xc + 288 + 0);
-                        a0_0 += wc[8] * x0;
-                        a0_1 += wc[2312] * x0;
-                        a0_2 += wc[4616] * x0;
-                        a0_3 += wc[6920] * x0;
-                        a0_4 += wc[9224] * x0;
-                        a0_5 += wc[11528] * x0;
-                        a0_6 += wc[13832] * x0;
-                        a0_7 += wc[16136] * x0;
-                        a0_8 += wc[18440] * x0;
-                        a0_9 += wc[20744] * x0;
-                        a0_10 += wc[23048] * x0;
-                        a0_11 += wc[25352] * x0;
-                        a0_12 += wc[27656] * x0;
-                        a0_13 += wc[29960] * x0;
-                        a0_14 += wc[32264] * x0;
-                        a0_15 += wc[34568] * x0;
-                    }
-                }
-                VSTORE(yb + 0, a0_0);
-                VSTORE(yb + 2048, a0_1);
-                VSTORE(yb + 4096, a0_2);
-                VSTORE(yb + 6144, a0_3);
-                VSTORE(yb + 8192, a0_4);
-                VSTORE(yb + 10240, a0_5);
-                VSTORE(yb + 12288, a0_6);
-                VSTORE(yb + 14336, a0_7);
-                VSTORE(yb + 16384, a0_8);
-                VSTORE(yb + 18432, a0_9);
-                VSTORE(yb + 20480, a0_10);
-                VSTORE(yb + 22528, a0_11);
-                VSTORE(yb + 24576, a0_12);
-                VSTORE(yb + 26624, a0_13);
-                VSTORE(yb + 28672, a0_14);
-                VSTORE(yb + 30720, a0_15);
-            }
-            /* rows 0..0, cols 1..6: 6 of 9 taps */
-            for (int ox = 1; ox < 7; ox++) {
-                cg_v a0_0 = vsplat(bias[cb*16]);
-                cg_v a0_1 = vsplat(bias[cb*16 + 1]);
-                cg_v a0_2 = vsplat(bias[cb*16 + 2]);
-                cg_v a0_3 = vsplat(bias[cb*16 + 3]);
-                cg_v a0_4 = vsplat(bias[cb*16 + 4]);
-                cg_v a0_5 = vsplat(bias[cb*16 + 5]);
-                cg_v a0_6 = vsplat(bias[cb*16 + 6]);
-                cg_v a0_7 = vsplat(bias[cb*16 + 7]);
-                cg_v a0_8 = vsplat(bias[cb*16 + 8]);
-                cg_v a0_9 = vsplat(bias[cb*16 + 9]);
-                cg_v a0_10 = vsplat(bias[cb*16 + 10]);
-                cg_v a0_11 = vsplat(bias[cb*16 + 11]);
-                cg_v a0_12 = vsplat(bias[cb*16 + 12]);
-                cg_v a0_13 = vsplat(bias[cb*16 + 13]);
-                cg_v a0_14 = vsplat(bias[cb*16 + 14]);
-                cg_v a0_15 = vsplat(bias[cb*16 + 15]);
-                for (int ci = 0; ci < 256; ci++) {
-                    const float *restrict xc = xg + ci*2048;
-                    const float *restrict wc = wb + ci*9;
-                    {
-                        const cg_v x0 = VLOAD(xc + ox*32 - 32 + 0);
-                        a0_0 += wc[3] * x0;
-                        a0_1 += wc[2307] * x0;
-                        a0_2 += wc[4611] * x0;
-                        a0_3 += wc[6915] * x0;
-                        a0_4 += wc[9219] * x0;
-                        a0_5 += wc[11523] * x0;
-                        a0_6 += wc[13827] * x0;
-                        a0_7 += wc[16131] * x0;
-                        a0_8 += wc[18435] * x0;
-                        a0_9 += wc[20739] * x0;
-                        a0_10 += wc[23043] * x0;
-                        a0_11 += wc[25347] * x0;
-                        a0_12 += wc[27651] * x0;
-                        a0_13 += wc[29955] * x0;
-                        a0_14 += wc[32259] * x0;
-                        a0_15 += wc[34563] * x0;
-                    }
-                    {
-                        const cg_v x0 = VLOAD(xc + ox*32 + 0);
-                        a0_0 += wc[4] * x0;
-                        a0_1 += wc[2308] * x0;
-                        a0_2 += wc[4612] * x0;
-                        a0_3 += wc[6916] * x0;
-                        a0_4 += wc[9220] * x0;
-                        a0_5 += wc[11524] * x0;
-                        a0_6 += wc[13828] * x0;
-                        a0_7 += wc[16132] * x0;
-                        a0_8 += wc[18436] * x0;
-                        a0_9 += wc[20740] * x0;
-                        a0_10 += wc[23044] * x0;
-                        a0_11 += wc[25348] * x0;
-                        a0_12 += wc[27652] * x0;
-                        a0_13 += wc[29956] * x0;
-                        a0_14 += wc[32260] * x0;
-                        a0_15 += wc[34564] * x0;
-                    }
-                    {
-                        const cg_v x0 = VLOAD(xc + ox*32 + 32 + 0);
-                        a0_0 += wc[5] * x0;
-                        a0_1 += wc[2309] * x0;
-                        a0_2 += wc[4613] * x0;
-                        a0_3 += wc[6917] * x0;
-                        a0_4 += wc[9221] * x0;
-                        a0_5 += wc[11525] * x0;
-                        a0_6 += wc[13829] * x0;
-                        a0_7 += wc[16133] * x0;
-                        a0_8 += wc[18437] * x0;
-                        a0_9 += wc[20741] * x0;
-                        a0_10 += wc[23045] * x0;
-                        a0_11 += wc[25349] * x0;
-                        a0_12 += wc[27653] * x0;
-                        a0_13 += wc[29957] * x0;
-                        a0_14 += wc[32261] * x0;
-                        a0_15 += wc[34565] * x0;
-                    }
-                    {
-                        const cg_v x0 = VLOAD(xc + ox*32 + 224 + 0);
-                        a0_0 += wc[6] * x0;
-                        a0_1 += wc[2310] * x0;
-                        a0_2 += wc[4614] * x0;
-                        a0_3 += wc[6918] * x0;
-                        a0_4 += wc[9222] * x0;
-                        a0_5 += wc[11526] * x0;
-                        a0_6 += wc[13830] * x0;
-                        a0_7 += wc[16134] * x0;
-                        a0_8 += wc[18438] * x0;
-                        a0_9 += wc[20742] * x0;
-                        a0_10 += wc[23046] * x0;
-                        a0_11 += wc[25350] * x0;
-                        a0_12 += wc[27654] * x0;
-                        a0_13 += wc[29958] * x0;
-                        a0_14 += wc[32262] * x0;
-                        a0_15 += wc[34566] * x0;
-                    }
-                    {
-                        const cg_v x0 = VLOAD(xc + ox*32 + 256 + 0);
-                        a0_0 += wc[7] * x0;
-                        a0_1 += wc[2311] * x0;
-                        a0_2 += wc[4615] * x0;
-                        a0_3 += wc[6919] * x0;
-                        a0_4 += wc[9223] * x0;
-                        a0_5 += wc[11527] * x0;
-                        a0_6 += wc[13831] * x0;
-                        a0_7 += wc[16135] * x0;
-                        a0_8 += wc[18439] * x0;
-                        a0_9 += wc[20743] * x0;
-                        a0_10 += wc[23047] * x0;
-                        a0_11 += wc[25351] * x0;
-                        a0_12 += wc[27655] * x0;
-                        a0_13 += wc[29959] * x0;
-                        a0_14 += wc[32263] * x0;
-                        a0_15 += wc[34567] * x0;
-                    }
-                    {
-                        const cg_v x0 = VLOAD(xc + ox*32 + 288 + 0);
-                        a0_0 += wc[8] * x0;
-                        a0_1 += wc[2312] * x0;
-                        a0_2 += wc[4616] * x0;
-                        a0_3 += wc[6920] * x0;
-                        a0_4 += wc[9224] * x0;
-                        a0_5 += wc[11528] * x0;
-                        a0_6 += wc[13832] * x0;
-                        a0_7 += wc[16136] * x0;
-                        a0_8 += wc[18440] * x0;
-                        a0_9 += wc[20744] * x0;
-                        a0_10 += wc[23048] * x0;
-                        a0_11 += wc[25352] * x0;
-                        a0_12 += wc[27656] * x0;
-                        a0_13 += wc[29960] * x0;
-                        a0_14 += wc[32264] * x0;
-                        a0_15 += wc[34568] * x0;
-                    }
-                }
-                VSTORE(yb + ox*32, a0_0);
-                VSTORE(yb + ox*32 + 2048, a0_1);
-                VSTORE(yb + ox*32 + 4096, a0_2);
-                VSTORE(yb + ox*32 + 6144, a0_3);
-                VSTORE(yb + ox*32 + 8192, a0_4);
-                VSTORE(yb + ox*32 + 10240, a0_5);
-                VSTORE(yb + ox*32 + 12288, a0_6);
-                VSTORE(yb + ox*32 + 14336, a0_7);
-                VSTORE(yb + ox*32 + 16384, a0_8);
-                VSTORE(yb + ox*32 + 18432, a0_9);
-                VSTORE(yb + ox*32 + 20480, a0_10);
-                VSTORE(yb + ox*32 + 22528, a0_11);
-                VSTORE(yb + ox*32 + 24576, a0_12);
-                VSTORE(yb + ox*32 + 26624, a0_13);
-                VSTORE(yb + ox*32 + 28672, a0_14);
-                VSTORE(yb + ox*32 + 30720, a0_15);
-            }
-            {
-                cg_v a0_0 = vsplat(bias[cb*16]);
-                cg_v a0_1 = vsplat(bias[cb*16 + 1]);
-                cg_v a0_2 = vsplat(bias[cb*16 + 2]);
-                cg_v a0_3 = vsplat(bias[cb*16 + 3]);
-                cg_v a0_4 = vsplat(bias[cb*16 + 4]);
-                cg_v a0_5 = vsplat(bias[cb*16 + 5]);
-                cg_v a0_6 = vsplat(bias[cb*16 + 6]);
-                cg_v a0_7 = vsplat(bias[cb*16 + 7]);
-                cg_v a0_8 = vsplat(bias[cb*16 + 8]);
-                cg_v a0_9 = vsplat(bias[cb*16 + 9]);
-                cg_v a0_10 = vsplat(bias[cb*16 + 10]);
-                cg_v a0_11 = vsplat(bias[cb*16 + 11]);
-                cg_v a0_12 = vsplat(bias[cb*16 + 12]);
-                cg_v a0_13 = vsplat(bias[cb*16 + 13]);
-                cg_v a0_14 = vsplat(bias[cb*16 + 14]);
-                cg_v a0_15 = vsplat(bias[cb*16 + 15]);
-                for (int ci = 0; ci < 256; ci++) {
-                    const float *restrict xc = xg + ci*2048;
-                    const float *restrict wc = wb + ci*9;
-                    {
-                        const cg_v x0 = VLOAD(xc + 192 + 0);
-                        a0_0 += wc[3] * x0;
-                        a0_1 += wc[2307] * x0;
-                        a0_2 += wc[4611] * x0;
-                        a0_3 += wc[6915] * x0;
-                        a0_4 += wc[9219] * x0;
-                        a0_5 += wc[11523] * x0;
-                        a0_6 += wc[13827] * x0;
-                        a0_7 += wc[16131] * x0;
-                        a0_8 += wc[18435] * x0;
-                        a0_9 += wc[20739] * x0;
-                        a0_10 += wc[23043] * x0;
-                        a0_11 += wc[25347] * x0;
-                        a0_12 += wc[27651] * x0;
-                        a0_13 += wc[29955] * x0;
-                        a0_14 += wc[32259] * x0;
-                        a0_15 += wc[34563] * x0;
-                    }
-                    {
-                        const cg_v x0 = VLOAD(xc + 224 + 0);
-                        a0_0 += wc[4] * x0;
-                        a0_1 += wc[2308] * x0;
-                        a0_2 += wc[4612] * x0;
-                        a0_3 += wc[6916] * x0;
-                        a0_4 += wc[9220] * x0;
-                        a0_5 += wc[11524] * x0;
-                        a0_6 += wc[13828] * x0;
-                        a0_7 += wc[16132] * x0;
-                        a0_8 += wc[18436] * x0;
-                        a0_9 += wc[20740] * x0;
-                        a0_10 += wc[23044] * x0;
-                        a0_11 += wc[25348] * x0;
-                        a0_12 += wc[27652] * x0;
-                        a0_13 += wc[29956] * x0;
-                        a0_14 += wc[32260] * x0;
-                        a0_15 += wc[34564] * x0;
-                    }
-                    {
-                        const cg_v x0 = VLOAD(xc + 448 + 0);
-                        a0_0 += wc[6] * x0;
-                        a0_1 += wc[2310] * x0;
-                        a0_2 += wc[4614] * x0;
-                        a0_3 += wc[6918] * x0;
-                        a0_4 += wc[9222] * x0;
-                        a0_5 += wc[11526] * x0;
-                        a0_6 += wc[13830] * x0;
-                        a0_7 += wc[16134] * x0;
-                        a0_8 += wc[18438] * x0;
-                        a0_9 += wc[20742] * x0;
-                        a0_10 += wc[23046] * x0;
-                        a0_11 += wc[25350] * x0;
-                        a0_12 += wc[27654] * x0;
-                        a0_13 += wc[29958] * x0;
-                        a0_14 += wc[32262] * x0;
-                        a0_15 += wc[34566] * x0;
-                    }
-                    {
-                        const cg_v x0 = VLOAD(xc + 480 + 0);
-                        a0_0 += wc[7] * x0;
-                        a0_1 += wc[2311] * x0;
-                        a0_2 += wc[4615] * x0;
-                        a0_3 += wc[6919] * x0;
-                        a0_4 += wc[9223] * x0;
-                        a0_5 += wc[11527] * x0;
-                        a0_6 += wc[13831] * x0;
-                        a0_7 += wc[16135] * x0;
-                        a0_8 += wc[18439] * x0;
-                        a0_9 += wc[20743] * x0;
-                        a0_10 += wc[23047] * x0;
-                        a0_11 += wc[25351] * x0;
-                        a0_12 += wc[27655] * x0;
-                        a0_13 += wc[29959] * x0;
-                        a0_14 += wc[32263] * x0;
-                        a0_15 += wc[34567] * x0;
-                    }
-                }
-                VSTORE(yb + 224, a0_0);
-                VSTORE(yb + 2272, a0_1);
-                VSTORE(yb + 4320, a0_2);
-                VSTORE(yb + 6368, a0_3);
-                VSTORE(yb + 8416, a0_4);
-                VSTORE(yb + 10464, a0_5);
-                VSTORE(yb + 12512, a0_6);
-                VSTORE(yb + 14560, a0_7);
-                VSTORE(yb + 16608, a0_8);
-                VSTORE(yb + 18656, a0_9);
-                VSTORE(yb + 20704, a0_10);
-                VSTORE(yb + 22752, a0_11);
-                VSTORE(yb + 24800, a0_12);
-                VSTORE(yb + 26848, a0_13);
-                VSTORE(yb + 28896, a0_14);
-                VSTORE(yb + 30944, a0_15);
-            }
-            /* rows 1..6, cols 0..0: 6 of 9 taps */
-            for (int oy = 1; oy < 7; oy++) {
-                {
-                    cg_v a0_0 = vsplat(bias[cb*16]);
-                    cg_v a0_1 = vsplat(bias[cb*16 + 1]);
-                    cg_v a0_2 = vsplat(bias[cb*16 + 2]);
-                    cg_v a0_3 = vsplat(bias[cb*16 + 3]);
-                    cg_v a0_4 = vsplat(bias[cb*16 + 4]);
-                    cg_v a0_5 = vsplat(bias[cb*16 + 5]);
-                    cg_v a0_6 = vsplat(bias[cb*16 + 6]);
-                    cg_v a0_7 = vsplat(bias[cb*16 + 7]);
-                    cg_v a0_8 = vsplat(bias[cb*16 + 8]);
-                    cg_v a0_9 = vsplat(bias[cb*16 + 9]);
-                    cg_v a0_10 = vsplat(bias[cb*16 + 10]);
-                    cg_v a0_11 = vsplat(bias[cb*16 + 11]);
-                    cg_v a0_12 = vsplat(bias[cb*16 + 12]);
-                    cg_v a0_13 = vsplat(bias[cb*16 + 13]);
-                    cg_v a0_14 = vsplat(bias[cb*16 + 14]);
-                    cg_v a0_15 = vsplat(bias[cb*16 + 15]);
-                    for (int ci = 0; ci < 256; ci++) {
-                        const float *restrict xc = xg + ci*2048;
-                        const float *restrict wc = wb + ci*9;
-                        {
-                            const cg_v x0 = VLOAD(xc + oy*256 - 256 + 0);
-                            a0_0 += wc[1] * x0;
-                            a0_1 += wc[2305] * x0;
-                            a0_2 += wc[4609] * x0;
-                            a0_3 += wc[6913] * x0;
-                            a0_4 += wc[9217] * x0;
-                            a0_5 += wc[11521] * x0;
-                            a0_6 += wc[13825] * x0;
-                            a0_7 += wc[16129] * x0;
-                            a0_8 += wc[18433] * x0;
-                            a0_9 += wc[20737] * x0;
-                            a0_10 += wc[23041] * x0;
-                            a0_11 += wc[25345] * x0;
-                            a0_12 += wc[27649] * x0;
-                            a0_13 += wc[29953] * x0;
-                            a0_14 += wc[32257] * x0;
-                            a0_15 += wc[34561] * x0;
-                        }
-                        {
-                            const cg_v x0 = VLOAD(xc + oy*256 - 224 + 0);
-                            a0_0 += wc[2] * x0;
-                            a0_1 += wc[2306] * x0;
-                            a0_2 += wc[4610] * x0;
-                            a0_3 += wc[6914] * x0;
-                            a0_4 += wc[9218] * x0;
-                            a0_5 += wc[11522] * x0;
-                            a0_6 += wc[13826] * x0;
-                            a0_7 += wc[16130] * x0;
-                            a0_8 += wc[18434] * x0;
-                            a0_9 += wc[20738] * x0;
-                            a0_10 += wc[23042] * x0;
-                            a0_11 += wc[25346] * x0;
-                            a0_12 += wc[27650] * x0;
-                            a0_13 += wc[29954] * x0;
-                            a0_14 += wc[32258] * x0;
-                            a0_15 += wc[34562] * x0;
-                        }
-                        {
-                            const cg_v x0 = VLOAD(xc + oy*256 + 0);
-                            a0_0 += wc[4] * x0;
-                            a0_1 += wc[2308] * x0;
-                            a0_2 += wc[4612] * x0;
-                            a0_3 += wc[6916] * x0;
-                            a0_4 += wc[9220] * x0;
-                            a0_5 += wc[11524] * x0;
-                            a0_6 += wc[13828] * x0;
-                            a0_7 += wc[16132] * x0;
-                            a0_8 += wc[18436] * x0;
-                            a0_9 += wc[20740] * x0;
-                            a0_10 += wc[23044] * x0;
-                            a0_11 += wc[25348] * x0;
-                            a0_12 += wc[27652] * x0;
-                            a0_13 += wc[29956] * x0;
-                            a0_14 += wc[32260] * x0;
-                            a0_15 += wc[34564] * x0;
-                        }
-                        {
-                            const cg_v x0 = VLOAD(xc + oy*256 + 32 + 0);
-                            a0_0 += wc[5] * x0;
-                            a0_1 += wc[2309] * x0;
-                            a0_2 += wc[4613] * x0;
-                            a0_3 += wc[6917] * x0;
-                            a0_4 += wc[9221] * x0;
-                            a0_5 += wc[11525] * x0;
-                            a0_6 += wc[13829] * x0;
-                            a0_7 += wc[16133] * x0;
-                            a0_8 += wc[18437] * x0;
-                            a0_9 += wc[20741] * x0;
-                            a0_10 += wc[23045] * x0;
-                            a0_11 += wc[25349] * x0;
-                            a0_12 += wc[27653] * x0;
-                            a0_13 += wc[29957] * x0;
-                            a0_14 += wc[32261] * x0;
-                            a0_15 += wc[34565] * x0;
-                        }
-                        {
-                            const cg_v x0 = VLOAD(xc + oy*256 + 256 + 0);
-                            a0_0 += wc[7] * x0;
-                            a0_1 += wc[2311] * x0;
-                            a0_2 += wc[4615] * x0;
-                            a0_3 += wc[6919] * x0;
-                            a0_4 += wc[9223] * x0;
-                            a0_5 += wc[11527] * x0;
-                            a0_6 += wc[13831] * x0;
-                            a0_7 += wc[16135] * x0;
-                            a0_8 += wc[18439] * x0;
-                            a0_9 += wc[20743] * x0;
-                            a0_10 += wc[23047] * x0;
-                            a0_11 += wc[25351] * x0;
-                            a0_12 += wc[27655] * x0;
-                            a0_13 += wc[29959] * x0;
-                            a0_14 += wc[32263] * x0;
-                            a0_15 += wc[34567] * x0;
-                        }
-                        {
-                            const cg_v x0 = VLOAD(xc + oy*256 + 288 + 0);
-                            a0_0 += wc[8] * x0;
-                            a0_1 += wc[2312] * x0;
-                            a0_2 += wc[4616] * x0;
-                            a0_3 += wc[6920] * x0;
-                            a0_4 += wc[9224] * x0;
-                            a0_5 += wc[11528] * x0;
-                            a0_6 += wc[13832] * x0;
-                            a0_7 += wc[16136] * x0;
-                            a0_8 += wc[18440] * x0;
-                            a0_9 += wc[20744] * x0;
-                            a0_10 += wc[23048] * x0;
-                            a0_11 += wc[25352] * x0;
-                            a0_12 += wc[27656] * x0;
-                            a0_13 += wc[29960] * x0;
-                            a0_14 += wc[32264] * x0;
-                            a0_15 += wc[34568] * x0;
-                        }
-                    }
-                    VSTORE(yb + oy*256, a0_0);
-                    VSTORE(yb + oy*256 + 2048, a0_1);
-                    VSTORE(yb + oy*256 + 4096, a0_2);
-                    VSTORE(yb + oy*256 + 6144, a0_3);
-                    VSTORE(yb + oy*256 + 8192, a0_4);
-                    VSTORE(yb + oy*256 + 10240, a0_5);
-                    VSTORE(yb + oy*256 + 12288, a0_6);
-                    VSTORE(yb + oy*256 + 14336, a0_7);
-                    VSTORE(yb + oy*256 + 16384, a0_8);
-                    VSTORE(yb + oy*256 + 18432, a0_9);
-                    VSTORE(yb + oy*256 + 20480, a0_10);
-                    VSTORE(yb + oy*256 + 22528, a0_11);
-                    VSTORE(yb + oy*256 + 24576, a0_12);
-                    VSTORE(yb + oy*256 + 26624, a0_13);
-                    VSTORE(yb + oy*256 + 28672, a0_14);
-                    VSTORE(yb + oy*256 + 30720, a0_15);
-                }
-            }
-            /* rows 1..6, cols 1..6: every tap */
-            for (int oy = 1; oy < 7; oy++) {
-                for (int ox = 1; ox < 7; ox++) {
-                    cg_v a0_0 = vsplat(bias[cb*16]);
-                    cg_v a0_1 = vsplat(bias[cb*16 + 1]);
-                    cg_v a0_2 = vsplat(bias[cb*16 + 2]);
-                    cg_v a0_3 = vsplat(bias[cb*16 + 3]);
-                    cg_v a0_4 = vsplat(bias[cb*16 + 4]);
-                    cg_v a0_5 = vsplat(bias[cb*16 + 5]);
-                    cg_v a0_6 = vsplat(bias[cb*16 + 6]);
-                    cg_v a0_7 = vsplat(bias[cb*16 + 7]);
-                    cg_v a0_8 = vsplat(bias[cb*16 + 8]);
-                    cg_v a0_9 = vsplat(bias[cb*16 + 9]);
-                    cg_v a0_10 = vsplat(bias[cb*16 + 10]);
-                    cg_v a0_11 = vsplat(bias[cb*16 + 11]);
-                    cg_v a0_12 = vsplat(bias[cb*16 + 12]);
-                    cg_v a0_13 = vsplat(bias[cb*16 + 13]);
-                    cg_v a0_14 = vsplat(bias[cb*16 + 14]);
-                    cg_v a0_15 = vsplat(bias[cb*16 + 15]);
-                    for (int ci = 0; ci < 256; ci++) {
-                        const float *restrict xc = xg + ci*2048;
-                        const float *restrict wc = wb + ci*9;
-                        {
-                            const cg_v x0 = VLOAD(xc + oy*256 + ox*32 - 288 + 0);
-                            a0_0 += wc[0] * x0;
-                            a0_1 += wc[2304] * x0;
-                            a0_2 += wc[4608] * x0;
-                            a0_3 += wc[6912] * x0;
-                            a0_4 += wc[9216] * x0;
-                            a0_5 += wc[11520] * x0;
-                            a0_6 += wc[13824] * x0;
-                            a0_7 += wc[16128] * x0;
-                            a0_8 += wc[18432] * x0;
-                            a0_9 += wc[20736] * x0;
-                            a0_10 += wc[23040] * x0;
-                            a0_11 += wc[25344] * x0;
-                            a0_12 += wc[27648] * x0;
-                            a0_13 += wc[29952] * x0;
-                            a0_14 += wc[32256] * x0;
-                            a0_15 += wc[34560] * x0;
-                        }
-                        {
-                            const cg_v x0 = VLOAD(xc + oy*256 + ox*32 - 256 + 0);
-                            a0_0 += wc[1] * x0;
-                            a0_1 += wc[2305] * x0;
-                            a0_2 += wc[4609] * x0;
-                            a0_3 += wc[6913] * x0;
-                            a0_4 += wc[9217] * x0;
-                            a0_5 += wc[11521] * x0;
-                            a0_6 += wc[13825] * x0;
-                            a0_7 += wc[16129] * x0;
-                            a0_8 += wc[18433] * x0;
-                            a0_9 += wc[20737] * x0;
-                            a0_10 += wc[23041] * x0;
-                            a0_11 += wc[25345] * x0;
-                            a0_12 += wc[27649] * x0;
-                            a0_13 += wc[29953] * x0;
-                            a0_14 += wc[32257] * x0;
-                            a0_15 += wc[34561] * x0;
-                        }
-                        {
-                            const cg_v x0 = VLOAD(xc + oy*256 + ox*32 - 224 + 0);
-                            a0_0 += wc[2] * x0;
-                            a0_1 += wc[2306] * x0;
-                            a0_2 += wc[4610] * x0;
-                            a0_3 += wc[6914] * x0;
-                            a0_4 += wc[9218] * x0;
-                            a0_5 += wc[11522] * x0;
-                            a0_6 += wc[13826] * x0;
-                            a0_7 += wc[16130] * x0;
-                            a0_8 += wc[18434] * x0;
-                            a0_9 += wc[20738] * x0;
-                            a0_10 += wc[23042] * x0;
-                            a0_11 += wc[25346] * x0;
-                            a0_12 += wc[27650] * x0;
-                            a0_13 += wc[29954] * x0;
-                            a0_14 += wc[32258] * x0;
-                            a0_15 += wc[34562] * x0;
-                        }
-                        {
-                            const cg_v x0 = VLOAD(xc + oy*256 + ox*32 - 32 + 0);
-                            a0_0 += wc[3] * x0;
-                            a0_1 += wc[2307] * x0;
-                            a0_2 += wc[4611] * x0;
-                            a0_3 += wc[6915] * x0;
-                            a0_4 += wc[9219] * x0;
-                            a0_5 += wc[11523] * x0;
-                            a0_6 += wc[13827] * x0;
-                            a0_7 += wc[16131] * x0;
-                            a0_8 += wc[18435] * x0;
-                            a0_9 += wc[20739] * x0;
-                            a0_10 += wc[23043] * x0;
-                            a0_11 += wc[25347] * x0;
-                            a0_12 += wc[27651] * x0;
-                            a0_13 += wc[29955] * x0;
-                            a0_14 += wc[32259] * x0;
-                            a0_15 += wc[34563] * x0;
-                        }
-                        {
-                            const cg_v x0 = VLOAD(xc + oy*256 + ox*32 + 0);
-                            a0_0 += wc[4] * x0;
-                            a0_1 += wc[2308] * x0;
-                            a0_2 += wc[4612] * x0;
-                            a0_3 += wc[6916] * x0;
-                            a0_4 += wc[9220] * x0;
-                            a0_5 += wc[11524] * x0;
-                            a0_6 += wc[13828] * x0;
-                            a0_7 += wc[16132] * x0;
-                            a0_8 += wc[18436] * x0;
-                            a0_9 += wc[20740] * x0;
-                            a0_10 += wc[23044] * x0;
-                            a0_11 += wc[25348] * x0;
-                            a0_12 += wc[27652] * x0;
-                            a0_13 += wc[29956] * x0;
-                            a0_14 += wc[32260] * x0;
-                            a0_15 += wc[34564] * x0;
-                        }
-                        {
-                            const cg_v x0 = VLOAD(xc + oy*256 + ox*32 + 32 + 0);
-                            a0_0 += wc[5] * x0;
-                            a0_1 += wc[2309] * x0;
-                            a0_2 += wc[4613] * x0;
-                            a0_3 += wc[6917] * x0;
-                            a0_4 += wc[9221] * x0;
-                            a0_5 += wc[11525] * x0;
-                            a0_6 += wc[13829] * x0;
-                            a0_7 += wc[16133] * x0;
-                            a0_8 += wc[18437] * x0;
-                            a0_9 += wc[20741] * x0;
-                            a0_10 += wc[23045] * x0;
-                            a0_11 += wc[25349] * x0;
-                            a0_12 += wc[27653] * x0;
-                            a0_13 += wc[29957] * x0;
-                            a0_14 += wc[32261] * x0;
-                            a0_15 += wc[34565] * x0;
-                        }
-                        {
-                            const cg_v x0 = VLOAD(xc + oy*256 + ox*32 + 224 + 0);
-                            a0_0 += wc[6] * x0;
-                            a0_1 += wc[2310] * x0;
-                            a0_2 += wc[4614] * x0;
-                            a0_3 += wc[6918] * x0;
-                            a0_4 += wc[9222] * x0;
-                            a0_5 += wc[11526] * x0;
-                            a0_6 += wc[13830] * x0;
-                            a0_7 += wc[16134] * x0;
-                            a0_8 += wc[18438] * x0;
-                            a0_9 += wc[20742] * x0;
-                            a0_10 += wc[23046] * x0;
-                            a0_11 += wc[25350] * x0;
-                            a0_12 += wc[27654] * x0;
-                            a0_13 += wc[29958] * x0;
-                            a0_14 += wc[32262] * x0;
-                            a0_15 += wc[34566] * x0;
-                        }
-                        {
-                            const cg_v x0 = VLOAD(xc + oy*256 + ox*32 + 256 + 0);
-                            a0_0 += wc[7] * x0;
-                            a0_1 += wc[2311] * x0;
-                            a0_2 += wc[4615] * x0;
-                            a0_3 += wc[6919] * x0;
-                            a0_4 += wc[9223] * x0;
-                            a0_5 += wc[11527] * x0;
-                            a0_6 += wc[13831] * x0;
-                            a0_7 += wc[16135] * x0;
-                            a0_8 += wc[18439] * x0;
-                            a0_9 += wc[20743] * x0;
-                            a0_10 += wc[23047] * x0;
-                            a0_11 += wc[25351] * x0;
-                            a0_12 += wc[27655] * x0;
-                            a0_13 += wc[29959] * x0;
-                            a0_14 += wc[32263] * x0;
-                            a0_15 += wc[34567] * x0;
-                        }
-                        {
-                            const cg_v x0 = VLOAD(xc + oy*256 + ox*32 + 288 + 0);
-                            a0_0 += wc[8] * x0;
-                            a0_1 += wc[2312] * x0;
-                            a0_2 += wc[4616] * x0;
-                            a0_3 += wc[6920] * x0;
-                            a0_4 += wc[9224] * x0;
-                            a0_5 += wc[11528] * x0;
-                            a0_6 += wc[13832] * x0;
-                            a0_7 += wc[16136] * x0;
-                            a0_8 += wc[18440] * x0;
-                            a0_9 += wc[20744] * x0;
-                            a0_10 += wc[23048] * x0;
-                            a0_11 += wc[25352] * x0;
-                            a0_12 += wc[27656] * x0;
-                            a0_13 += wc[29960] * x0;
-                            a0_14 += wc[32264] * x0;
-                            a0_15 += wc[34568] * x0;
-                        }
-                    }
-                    VSTORE(yb + oy*256 + ox*32, a0_0);
-                    VSTORE(yb + oy*256 + ox*32 + 2048, a0_1);
-                    VSTORE(yb + oy*256 + ox*32 + 4096, a0_2);
-                    VSTORE(yb + oy*256 + ox*32 + 6144, a0_3);
-                    VSTORE(yb + oy*256 + ox*32 + 8192, a0_4);
-                    VSTORE(yb + oy*256 + ox*32 + 10240, a0_5);
-                    VSTORE(yb + oy*256 + ox*32 + 12288, a0_6);
-                    VSTORE(yb + oy*256 + ox*32 + 14336, a0_7);
-                    VSTORE(yb + oy*256 + ox*32 + 16384, a0_8);
-                    VSTORE(yb + oy*256 + ox*32 + 18432, a0_9);
-                    VSTORE(yb + oy*256 + ox*32 + 20480, a0_10);
-                    VSTORE(yb + oy*256 + ox*32 + 22528, a0_11);
-                    VSTORE(yb + oy*256 + ox*32 + 24576, a0_12);
-                    VSTORE(yb + oy*256 + ox*32 + 26624, a0_13);
-                    VSTORE(yb + oy*256 + ox*32 + 28672, a0_14);
-                    VSTORE(yb + oy*256 + ox*32 + 30720, a0_15);
-                }
-            }
-            /* rows 1..6, cols 7..7: 6 of 9 taps */
-            for (int oy = 1; oy < 7; oy++) {
-                {
-                    cg_v a0_0 = vsplat(bias[cb*16]);
-                    cg_v a0_1 = vsplat(bias[cb*16 + 1]);
-                    cg_v a0_2 = vsplat(bias[cb*16 + 2]);
-                    cg_v a0_3 = vsplat(bias[cb*16 + 3]);
-                    cg_v a0_4 = vsplat(bias[cb*16 + 4]);
-                    cg_v a0_5 = vsplat(bias[cb*16 + 5]);
-                    cg_v a0_6 = vsplat(bias[cb*16 + 6]);
-                    cg_v a0_7 = vsplat(bias[cb*16 + 7]);
-                    cg_v a0_8 = vsplat(bias[cb*16 + 8]);
-                    cg_v a0_9 = vsplat(bias[cb*16 + 9]);
-                    cg_v a0_10 = vsplat(bias[cb*16 + 10]);
-                    cg_v a0_11 = vsplat(bias[cb*16 + 11]);
-                    cg_v a0_12 = vsplat(bias[cb*16 + 12]);
-                    cg_v a0_13 = vsplat(bias[cb*16 + 13]);
-                    cg_v a0_14 = vsplat(bias[cb*16 + 14]);
-                    cg_v a0_15 = vsplat(bias[cb*16 + 15]);
-                    for (int ci = 0; ci < 256; ci++) {
-                        const float *restrict xc = xg + ci*2048;
-                        const float *restrict wc = wb + ci*9;
-                        {
-                            const cg_v x0 = VLOAD(xc + oy*256 - 64 + 0);
-                            a0_0 += wc[0] * x0;
-                            a0_1 += wc[2304] * x0;
-                            a0_2 += wc[4608] * x0;
-                            a0_3 += wc[6912] * x0;
-                            a0_4 += wc[9216] * x0;
-                            a0_5 += wc[11520] * x0;
-                            a0_6 += wc[13824] * x0;
-                            a0_7 += wc[16128] * x0;
-                            a0_8 += wc[18432] * x0;
-                            a0_9 += wc[20736] * x0;
-                            a0_10 += wc[23040] * x0;
-                            a0_11 += wc[25344] * x0;
-                            a0_12 += wc[27648] * x0;
-                            a0_13 += wc[29952] * x0;
-                            a0_14 += wc[32256] * x0;
-                            a0_15 += wc[34560] * x0;
-                        }
-                        {
-                            const cg_v x0 = VLOAD(xc + oy*256 - 32 + 0);
-                            a0_0 += wc[1] * x0;
-                            a0_1 += wc[2305] * x0;
-                            a0_2 += wc[4609] * x0;
-                            a0_3 += wc[6913] * x0;
-                            a0_4 += wc[9217] * x0;
-                            a0_5 += wc[11521] * x0;
-                            a0_6 += wc[13825] * x0;
-                            a0_7 += wc[16129] * x0;
-                            a0_8 += wc[18433] * x0;
-                            a0_9 += wc[20737] * x0;
-                            a0_10 += wc[23041] * x0;
-                            a0_11 += wc[25345] * x0;
-                            a0_12 += wc[27649] * x0;
-                            a0_13 += wc[29953] * x0;
-                            a0_14 += wc[32257] * x0;
-                            a0_15 += wc[34561] * x0;
-                        }
-                        {
-                            const cg_v x0 = VLOAD(xc + oy*256 + 192 + 0);
-                            a0_0 += wc[3] * x0;
-                            a0_1 += wc[2307] * x0;
-                            a0_2 += wc[4611] * x0;
-                            a0_3 += wc[6915] * x0;
-                            a0_4 += wc[9219] * x0;
-                            a0_5 += wc[11523] * x0;
-                            a0_6 += wc[13827] * x0;
-                            a0_7 += wc[16131] * x0;
-                            a0_8 += wc[18435] * x0;
-                            a0_9 += wc[20739] * x0;
-                            a0_10 += wc[23043] * x0;
-                            a0_11 += wc[25347] * x0;
-                            a0_12 += wc[27651] * x0;
-                            a0_13 += wc[29955] * x0;
-                            a0_14 += wc[32259] * x0;
-                            a0_15 += wc[34563] * x0;
-                        }
-                        {
-                            const cg_v x0 = VLOAD(xc + oy*256 + 224 + 0);
-                            a0_0 += wc[4] * x0;
-                            a0_1 += wc[2308] * x0;
-                            a0_2 += wc[4612] * x0;
-                            a0_3 += wc[6916] * x0;
-                            a0_4 += wc[9220] * x0;
-                            a0_5 += wc[11524] * x0;
-                            a0_6 += wc[13828] * x0;
-                            a0_7 += wc[16132] * x0;
-                            a0_8 += wc[18436] * x0;
-                            a0_9 += wc[20740] * x0;
-                            a0_10 += wc[23044] * x0;
-                            a0_11 += wc[25348] * x0;
-                            a0_12 += wc[27652] * x0;
-                            a0_13 += wc[29956] * x0;
-                            a0_14 += wc[32260] * x0;
-                            a0_15 += wc[34564] * x0;
-                        }
-                        {
-                            const cg_v x0 = VLOAD(xc + oy*256 + 448 + 0);
-                            a0_0 += wc[6] * x0;
-                            a0_1 += wc[2310] * x0;
-                            a0_2 += wc[4614] * x0;
-                            a0_3 += wc[6918] * x0;
-                            a0_4 += wc[9222] * x0;
-                            a0_5 += wc[11526] * x0;
-                            a0_6 += wc[13830] * x0;
-                            a0_7 += wc[16134] * x0;
-                            a0_8 += wc[18438] * x0;
-                            a0_9 += wc[20742] * x0;
-                            a0_10 += wc[23046] * x0;
-                            a0_11 += wc[25350] * x0;
-                            a0_12 += wc[27654] * x0;
-                            a0_13 += wc[29958] * x0;
-                            a0_14 += wc[32262] * x0;
-                            a0_15 += wc[34566] * x0;
-                        }
-                        {
-                            const cg_v x0 = VLOAD(xc + oy*256 + 480 + 0);
-                            a0_0 += wc[7] * x0;
-                            a0_1 += wc[2311] * x0;
-                            a0_2 += wc[4615] * x0;
-                            a0_3 += wc[6919] * x0;
-                            a0_4 += wc[9223] * x0;
-                            a0_5 += wc[11527] * x0;
-                            a0_6 += wc[13831] * x0;
-                            a0_7 += wc[16135] * x0;
-                            a0_8 += wc[18439] * x0;
-                            a0_9 += wc[20743] * x0;
-                            a0_10 += wc[23047] * x0;
-                            a0_11 += wc[25351] * x0;
-                            a0_12 += wc[27655] * x0;
-                            a0_13 += wc[29959] * x0;
-                            a0_14 += wc[32263] * x0;
-                            a0_15 += wc[34567] * x0;
-                        }
-                    }
-                    VSTORE(yb + oy*256 + 224, a0_0);
-                    VSTORE(yb + oy*256 + 2272, a0_1);
-                    VSTORE(yb + oy*256 + 4320, a0_2);
-                    VSTORE(yb + oy*256 + 6368, a0_3);
-                    VSTORE(yb + oy*256 + 8416, a0_4);
-                    VSTORE(yb + oy*256 + 10464, a0_5);
-                    VSTORE(yb + oy*256 + 12512, a0_6);
-                    VSTORE(yb + oy*256 + 14560, a0_7);
-                    VSTORE(yb + oy*256 + 16608, a0_8);
-                    VSTORE(yb + oy*256 + 18656, a0_9);
-                    VSTORE(yb + oy*256 + 20704, a0_10);
-                    VSTORE(yb + oy*256 + 22752, a0_11);
-                    VSTORE(yb + oy*256 + 24800, a0_12);
-                    VSTORE(yb + oy*256 + 26848, a0_13);
-                    VSTORE(yb + oy*256 + 28896, a0_14);
-                    VSTORE(yb + oy*256 + 30944, a0_15);
-                }
-            }
-            {
-                cg_v a0_0 = vsplat(bias[cb*16]);
-                cg_v a0_1 = vsplat(bias[cb*16 + 1]);
-                cg_v a0_2 = vsplat(bias[cb*16 + 2]);
-                cg_v a0_3 = vsplat(bias[cb*16 + 3]);
-                cg_v a0_4 = vsplat(bias[cb*16 + 4]);
-                cg_v a0_5 = vsplat(bias[cb*16 + 5]);
-                cg_v a0_6 = vsplat(bias[cb*16 + 6]);
-                cg_v a0_7 = vsplat(bias[cb*16 + 7]);
-                cg_v a0_8 = vsplat(bias[cb*16 + 8]);
-                cg_v a0_9 = vsplat(bias[cb*16 + 9]);
-                cg_v a0_10 = vsplat(bias[cb*16 + 10]);
-                cg_v a0_11 = vsplat(bias[cb*16 + 11]);
-                cg_v a0_12 = vsplat(bias[cb*16 + 12]);
-                cg_v a0_13 = vsplat(bias[cb*16 + 13]);
-                cg_v a0_14 = vsplat(bias[cb*16 + 14]);
-                cg_v a0_15 = vsplat(bias[cb*16 + 15]);
-                for (int ci = 0; ci < 256; ci++) {
-                    const float *restrict xc = xg + ci*2048;
-                    const float *restrict wc = wb + ci*9;
-                    {
-                        const cg_v x0 = VLOAD(xc + 1536 + 0);
-                        a0_0 += wc[1] * x0;
-                        a0_1 += wc[2305] * x0;
-                        a0_2 += wc[4609] * x0;
-                        a0_3 += wc[6913] * x0;
-                        a0_4 += wc[9217] * x0;
-                        a0_5 += wc[11521] * x0;
-                        a0_6 += wc[13825] * x0;
-                        a0_7 += wc[16129] * x0;
-                        a0_8 += wc[18433] * x0;
-                        a0_9 += wc[20737] * x0;
-                        a0_10 += wc[23041] * x0;
-                        a0_11 += wc[25345] * x0;
-                        a0_12 += wc[27649] * x0;
-                        a0_13 += wc[29953] * x0;
-                        a0_14 += wc[32257] * x0;
-                        a0_15 += wc[34561] * x0;
-                    }
-                    {
-                        const cg_v x0 = VLOAD(xc + 1568 + 0);
-                        a0_0 += wc[2] * x0;
-                        a0_1 += wc[2306] * x0;
-                        a0_2 += wc[4610] * x0;
-                        a0_3 += wc[6914] * x0;
-                        a0_4 += wc[9218] * x0;
-                        a0_5 += wc[11522] * x0;
-                        a0_6 += wc[13826] * x0;
-                        a0_7 += wc[16130] * x0;
-                        a0_8 += wc[18434] * x0;
-                        a0_9 += wc[20738] * x0;
-                        a0_10 += wc[23042] * x0;
-                        a0_11 += wc[25346] * x0;
-                        a0_12 += wc[27650] * x0;
-                        a0_13 += wc[29954] * x0;
-                        a0_14 += wc[32258] * x0;
-                        a0_15 += wc[34562] * x0;
-                    }
-                    {
-                        const cg_v x0 = VLOAD(xc + 1792 + 0);
-                        a0_0 += wc[4] * x0;
-                        a0_1 += wc[2308] * x0;
-                        a0_2 += wc[4612] * x0;
-                        a0_3 += wc[6916] * x0;
-                        a0_4 += wc[9220] * x0;
-                        a0_5 += wc[11524] * x0;
-                        a0_6 += wc[13828] * x0;
-                        a0_7 += wc[16132] * x0;
-                        a0_8 += wc[18436] * x0;
-                        a0_9 += wc[20740] * x0;
-                        a0_10 += wc[23044] * x0;
-                        a0_11 += wc[25348] * x0;
-                        a0_12 += wc[27652] * x0;
-                        a0_13 += wc[29956] * x0;
-                        a0_14 += wc[32260] * x0;
-                        a0_15 += wc[34564] * x0;
-                    }
-                    {
-                        const cg_v x0 = VLOAD(xc + 1824 + 0);
-                        a0_0 += wc[5] * x0;
-                        a0_1 += wc[2309] * x0;
-                        a0_2 += wc[4613] * x0;
-                        a0_3 += wc[6917] * x0;
-                        a0_4 += wc[9221] * x0;
-                        a0_5 += wc[11525] * x0;
-                        a0_6 += wc[13829] * x0;
-                        a0_7 += wc[16133] * x0;
-                        a0_8 += wc[18437] * x0;
-                        a0_9 += wc[20741] * x0;
-                        a0_10 += wc[23045] * x0;
-                        a0_11 += wc[25349] * x0;
-                        a0_12 += wc[27653] * x0;
-                        a0_13 += wc[29957] * x0;
-                        a0_14 += wc[32261] * x0;
-                        a0_15 += wc[34565] * x0;
-                    }
-                }
-                VSTORE(yb + 1792, a0_0);
-                VSTORE(yb + 3840, a0_1);
-                VSTORE(yb + 5888, a0_2);
-                VSTORE(yb + 7936, a0_3);
-                VSTORE(yb + 9984, a0_4);
-                VSTORE(yb + 12032, a0_5);
-                VSTORE(yb + 14080, a0_6);
-                VSTORE(yb + 16128, a0_7);
-                VSTORE(yb + 18176, a0_8);
-                VSTORE(yb + 20224, a0_9);
-                VSTORE(yb + 22272, a0_10);
-                VSTORE(yb + 24320, a0_11);
-                VSTORE(yb + 26368, a0_12);
-                VSTORE(yb + 28416, a0_13);
-                VSTORE(yb + 30464, a0_14);
-                VSTORE(yb + 32512, a0_15);
-            }
-            /* rows 7..7, cols 1..6: 6 of 9 taps */
-            for (int ox = 1; ox < 7; ox++) {
-                cg_v a0_0 = vsplat(bias[cb*16]);
-                cg_v a0_1 = vsplat(bias[cb*16 + 1]);
-                cg_v a0_2 = vsplat(bias[cb*16 + 2]);
-                cg_v a0_3 = vsplat(bias[cb*16 + 3]);
-                cg_v a0_4 = vsplat(bias[cb*16 + 4]);
-                cg_v a0_5 = vsplat(bias[cb*16 + 5]);
-                cg_v a0_6 = vsplat(bias[cb*16 + 6]);
-                cg_v a0_7 = vsplat(bias[cb*16 + 7]);
-                cg_v a0_8 = vsplat(bias[cb*16 + 8]);
-                cg_v a0_9 = vsplat(bias[cb*16 + 9]);
-                cg_v a0_10 = vsplat(bias[cb*16 + 10]);
-                cg_v a0_11 = vsplat(bias[cb*16 + 11]);
-                cg_v a0_12 = vsplat(bias[cb*16 + 12]);
-                cg_v a0_13 = vsplat(bias[cb*16 + 13]);
-                cg_v a0_14 = vsplat(bias[cb*16 + 14]);
-                cg_v a0_15 = vsplat(bias[cb*16 + 15]);
-                for (int ci = 0; ci < 256; ci++) {
-                    const float *restrict xc = xg + ci*2048;
-                    const float *restrict wc = wb + ci*9;
-                    {
-                        const cg_v x0 = VLOAD(xc + ox*32 + 1504 + 0);
-                        a0_0 += wc[0] * x0;
-                        a0_1 += wc[2304] * x0;
-                        a0_2 += wc[4608] * x0;
-                        a0_3 += wc[6912] * x0;
-                        a0_4 += wc[9216] * x0;
-                        a0_5 += wc[11520] * x0;
-                        a0_6 += wc[13824] * x0;
-                        a0_7 += wc[16128] * x0;
-                        a0_8 += wc[18432] * x0;
-                        a0_9 += wc[20736] * x0;
-                        a0_10 += wc[23040] * x0;
-                        a0_11 += wc[25344] * x0;
-                        a0_12 += wc[27648] * x0;
-                        a0_13 += wc[29952] * x0;
-                        a0_14 += wc[32256] * x0;
-                        a0_15 += wc[34560] * x0;
-                    }
-                    {
-                        const cg_v x0 = VLOAD(xc + ox*32 + 1536 + 0);
-                        a0_0 += wc[1] * x0;
-                        a0_1 += wc[2305] * x0;
-                        a0_2 += wc[4609] * x0;
-                        a0_3 += wc[6913] * x0;
-                        a0_4 += wc[9217] * x0;
-                        a0_5 += wc[11521] * x0;
-                        a0_6 += wc[13825] * x0;
-                        a0_7 += wc[16129] * x0;
-                        a0_8 += wc[18433] * x0;
-                        a0_9 += wc[20737] * x0;
-                        a0_10 += wc[23041] * x0;
-                        a0_11 += wc[25345] * x0;
-                        a0_12 += wc[27649] * x0;
-                        a0_13 += wc[29953] * x0;
-                        a0_14 += wc[32257] * x0;
-                        a0_15 += wc[34561] * x0;
-                    }
-                    {
-                        const cg_v x0 = VLOAD(xc + ox*32 + 1568 + 0);
-                        a0_0 += wc[2] * x0;
-                        a0_1 += wc[2306] * x0;
-                        a0_2 += wc[4610] * x0;
-                        a0_3 += wc[6914] * x0;
-                        a0_4 += wc[9218] * x0;
-                        a0_5 += wc[11522] * x0;
-                        a0_6 += wc[13826] * x0;
-                        a0_7 += wc[16130] * x0;
-                        a0_8 += wc[18434] * x0;
-                        a0_9 += wc[20738] * x0;
-                        a0_10 += wc[23042] * x0;
-                        a0_11 += wc[25346] * x0;
-                        a0_12 += wc[27650] * x0;
-                        a0_13 += wc[29954] * x0;
-                        a0_14 += wc[32258] * x0;
-                        a0_15 += wc[34562] * x0;
-                    }
-                    {
-                        const cg_v x0 = VLOAD(xc + ox*32 + 1760 + 0);
-                        a0_0 += wc[3] * x0;
-                        a0_1 += wc[2307] * x0;
-                        a0_2 += wc[4611] * x0;
-                        a0_3 += wc[6915] * x0;
-                        a0_4 += wc[9219] * x0;
-                        a0_5 += wc[11523] * x0;
-                        a0_6 += wc[13827] * x0;
-                        a0_7 += wc[16131] * x0;
-                        a0_8 += wc[18435] * x0;
-                        a0_9 += wc[20739] * x0;
-                        a0_10 += wc[23043] * x0;
-                        a0_11 += wc[25347] * x0;
-                        a0_12 += wc[27651] * x0;
-                        a0_13 += wc[29955] * x0;
-                        a0_14 += wc[32259] * x0;
-                        a0_15 += wc[34563] * x0;
-                    }
-                    {
-                        const cg_v x0 = VLOAD(xc + ox*32 + 1792 + 0);
-                        a0_0 += wc[4] * x0;
-                        a0_1 += wc[2308] * x0;
-                        a0_2 += wc[4612] * x0;
-                        a0_3 += wc[6916] * x0;
-                        a0_4 += wc[9220] * x0;
-                        a0_5 += wc[11524] * x0;
-                        a0_6 += wc[13828] * x0;
-                        a0_7 += wc[16132] * x0;
-                        a0_8 += wc[18436] * x0;
-                        a0_9 += wc[20740] * x0;
-                        a0_10 += wc[23044] * x0;
-                        a0_11 += wc[25348] * x0;
-                        a0_12 += wc[27652] * x0;
-                        a0_13 += wc[29956] * x0;
-                        a0_14 += wc[32260] * x0;
-                        a0_15 += wc[34564] * x0;
-                    }
-                    {
-                        const cg_v x0 = VLOAD(xc + ox*32 + 1824 + 0);
-                        a0_0 += wc[5] * x0;
-                        a0_1 += wc[2309] * x0;
-                        a0_2 += wc[4613] * x0;
-                        a0_3 += wc[6917] * x0;
-                        a0_4 += wc[9221] * x0;
-                        a0_5 += wc[11525] * x0;
-                        a0_6 += wc[13829] * x0;
-                        a0_7 += wc[16133] * x0;
-                        a0_8 += wc[18437] * x0;
-                        a0_9 += wc[20741] * x0;
-                        a0_10 += wc[23045] * x0;
-                        a0_11 += wc[25349] * x0;
-                        a0_12 += wc[27653] * x0;
-                        a0_13 += wc[29957] * x0;
-                        a0_14 += wc[32261] * x0;
-                        a0_15 += wc[34565] * x0;
-                    }
-                }
-                VSTORE(yb + ox*32 + 1792, a0_0);
-                VSTORE(yb + ox*32 + 3840, a0_1);
-                VSTORE(yb + ox*32 + 5888, a0_2);
-                VSTORE(yb + ox*32 + 7936, a0_3);
-                VSTORE(yb + ox*32 + 9984, a0_4);
-                VSTORE(yb + ox*32 + 12032, a0_5);
-                VSTORE(yb + ox*32 + 14080, a0_6);
-                VSTORE(yb + ox*32 + 16128, a0_7);
-                VSTORE(yb + ox*32 + 18176, a0_8);
-                VSTORE(yb + ox*32 + 20224, a0_9);
-                VSTORE(yb + ox*32 + 22272, a0_10);
-                VSTORE(yb + ox*32 + 24320, a0_11);
-                VSTORE(yb + ox*32 + 26368, a0_12);
-                VSTORE(yb + ox*32 + 28416, a0_13);
-                VSTORE(yb + ox*32 + 30464, a0_14);
-                VSTORE(yb + ox*32 + 32512, a0_15);
-            }
-            {
-                cg_v a0_0 = vsplat(bias[cb*16]);
-                cg_v a0_1 = vsplat(bias[cb*16 + 1]);
-                cg_v a0_2 = vsplat(bias[cb*16 + 2]);
-                cg_v a0_3 = vsplat(bias[cb*16 + 3]);
-                cg_v a0_4 = vsplat(bias[cb*16 + 4]);
-                cg_v a0_5 = vsplat(bias[cb*16 + 5]);
-                cg_v a0_6 = vsplat(bias[cb*16 + 6]);
-                cg_v a0_7 = vsplat(bias[cb*16 + 7]);
-                cg_v a0_8 = vsplat(bias[cb*16 + 8]);
-                cg_v a0_9 = vsplat(bias[cb*16 + 9]);
-                cg_v a0_10 = vsplat(bias[cb*16 + 10]);
-                cg_v a0_11 = vsplat(bias[cb*16 + 11]);
-                cg_v a0_12 = vsplat(bias[cb*16 + 12]);
-                cg_v a0_13 = vsplat(bias[cb*16 + 13]);
-                cg_v a0_14 = vsplat(bias[cb*16 + 14]);
-                cg_v a0_15 = vsplat(bias[cb*16 + 15]);
-                for (int ci = 0; ci < 256; ci++) {
-                    const float *restrict xc = xg + ci*2048;
-                    const float *restrict wc = wb + ci*9;
-                    {
-                        const cg_v x0 = VLOAD(xc + 1728 + 0);
-                        a0_0 += wc[0] * x0;
-                        a0_1 += wc[2304] * x0;
-                        a0_2 += wc[4608] * x0;
-                        a0_3 += wc[6912] * x0;
-                        a0_4 += wc[9216] * x0;
-                        a0_5 += wc[11520] * x0;
-                        a0_6 += wc[13824] * x0;
-                        a0_7 += wc[16128] * x0;
-                        a0_8 += wc[18432] * x0;
-                        a0_9 += wc[20736] * x0;
-                        a0_10 += wc[23040] * x0;
-                        a0_11 += wc[25344] * x0;
-                        a0_12 += wc[27648] * x0;
-                        a0_13 += wc[29952] * x0;
-                        a0_14 += wc[32256] * x0;
-                        a0_15 += wc[34560] * x0;
-                    }
-                    {
-                        const cg_v x0 = VLOAD(xc + 1760 + 0);
-                        a0_0 += wc[1] * x0;
-                        a0_1 += wc[2305] * x0;
-                        a0_2 += wc[4609] * x0;
-                        a0_3 += wc[6913] * x0;
-                        a0_4 += wc[9217] * x0;
-                        a0_5 += wc[11521] * x0;
-                        a0_6 += wc[13825] * x0;
-                        a0_7 += wc[16129] * x0;
-                        a0_8 += wc[18433] * x0;
-                        a0_9 += wc[20737] * x0;
-                        a0_10 += wc[23041] * x0;
-                        a0_11 += wc[25345] * x0;
-                        a0_12 += wc[27649] * x0;
-                        a0_13 += wc[29953] * x0;
-                        a0_14 += wc[32257] * x0;
-                        a0_15 += wc[34561] * x0;
-                    }
-                    {
-                        const cg_v x0 = VLOAD(xc + 1984 + 0);
-                        a0_0 += wc[3] * x0;
-                        a0_1 += wc[2307] * x0;
-                        a0_2 += wc[4611] * x0;
-                        a0_3 += wc[6915] * x0;
-                        a0_4 += wc[9219] * x0;
-                        a0_5 += wc[11523] * x0;
-                        a0_6 += wc[13827] * x0;
-                        a0_7 += wc[16131] * x0;
-                        a0_8 += wc[18435] * x0;
-                        a0_9 += wc[20739] * x0;
-                        a0_10 += wc[23043] * x0;
-                        a0_11 += wc[25347] * x0;
-                        a0_12 += wc[27651] * x0;
-                        a0_13 += wc[29955] * x0;
-                        a0_14 += wc[32259] * x0;
-                        a0_15 += wc[34563] * x0;
-                    }
-                    {
-                        const cg_v x0 = VLOAD(xc + 2016 + 0);
-                        a0_0 += wc[4] * x0;
-                        a0_1 += wc[2308] * x0;
-                        a0_2 += wc[4612] * x0;
-                        a0_3 += wc[6916] * x0;
-                        a0_4 += wc[9220] * x0;
-                        a0_5 += wc[11524] * x0;
-                        a0_6 += wc[13828] * x0;
-                        a0_7 += wc[16132] * x0;
-                        a0_8 += wc[18436] * x0;
-                        a0_9 += wc[20740] * x0;
-                        a0_10 += wc[23044] * x0;
-                        a0_11 += wc[25348] * x0;
-                        a0_12 += wc[27652] * x0;
-                        a0_13 += wc[29956] * x0;
-                        a0_14 += wc[32260] * x0;
-                        a0_15 += wc[34564] * x0;
-                    }
-                }
-                VSTORE(yb + 2016, a0_0);
-                VSTORE(yb + 4064, a0_1);
-                VSTORE(yb + 6112, a0_2);
-                VSTORE(yb + 8160, a0_3);
-                VSTORE(yb + 10208, a0_4);
-                VSTORE(yb + 12256, a0_5);
-                VSTORE(yb + 14304, a0_6);
-                VSTORE(yb + 16352, a0_7);
-                VSTORE(yb + 18400, a0_8);
-                VSTORE(yb + 20448, a0_9);
-                VSTORE(yb + 22496, a0_10);
-                VSTORE(yb + 24544, a0_11);
-                VSTORE(yb + 26592, a0_12);
-                VSTORE(yb + 28640, a0_13);
-                VSTORE(yb + 30688, a0_14);
-                VSTORE(yb + 32736, a0_15);
-            }
-        }
-    }
-}
+/* l14_conv2d_forward: the code of l12_conv2d_forward */
 
-static void l14_conv2d_backward(float *restrict G, const float *restrict x, const float *restrict dy)
-{
-    float *restrict gw = G + 1145408;
-    float *restrict gb = G + 1735232;
-    CG_PARALLEL_FOR
-    for (int co = 0; co < 256; co++) {
-        cg_v s = vsplat(0.0f);
-        for (int i = 0; i < 128; i++) s += VLOAD(dy + (size_t)co * 2048 + i * 16);
-        gb[co] += vsum(s);
-    }
-    CG_PARALLEL_FOR
-    for (int cb = 0; cb < 128; cb++) {
-        const float *restrict dyb = dy + cb*4096;
-        for (int ci = 0; ci < 256; ci++) {
-            const float *restrict xc = x + ci*2048;
-            float *restrict gwc = gw + cb*4608 + ci*9;
-            { /* every tap */
-                cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f), a0_4 = vsplat(0.0f), a0_5 = vsplat(0.0f), a0_6 = vsplat(0.0f), a0_7 = vsplat(0.0f), a0_8 = vsplat(0.0f);
-                cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f), a1_3 = vsplat(0.0f), a1_4 = vsplat(0.0f), a1_5 = vsplat(0.0f), a1_6 = vsplat(0.0f), a1_7 = vsplat(0.0f), a1_8 = vsplat(0.0f);
-                for (int v = 0; v < 2; v++) {
-                    cg_v d0 = VLOAD(dyb + 0 + v * 16), d1 = VLOAD(dyb + 2048 + v * 16); VKEEP(d0); VKEEP(d1);
-                    { cg_v xv = VLOAD(xc + 0 + v * 16); VKEEP(xv); a0_4 += d0 * xv; a1_4 += d1 * xv; }
-                    { cg_v xv = VLOAD(xc + 32 + v * 16); VKEEP(xv); a0_5 += d0 * xv; a1_5 += d1 * xv; }
-                    { cg_v xv = VLOAD(xc + 256 + v * 16); VKEEP(xv); a0_7 += d0 * xv; a1_7 += d1 * xv; }
-                    { cg_v xv = VLOAD(xc + 288 + v * 16); VKEEP(xv); a0_8 += d0 * xv; a1_8 += d1 * xv; }
-                }
-                /* rows 0..0, cols 1..6: 6 of 9 taps */
-                for (int ox = 1; ox < 7; ox++) {
-                    for (int v = 0; v < 2; v++) {
-                        cg_v d0 = VLOAD(dyb + ox*32 + v * 16), d1 = VLOAD(dyb + ox*32 + 2048 + v * 16); VKEEP(d0); VKEEP(d1);
-                        { cg_v xv = VLOAD(xc + ox*32 - 32 + v * 16); VKEEP(xv); a0_3 += d0 * xv; a1_3 += d1 * xv; }
-                        { cg_v xv = VLOAD(xc + ox*32 + v * 16); VKEEP(xv); a0_4 += d0 * xv; a1_4 += d1 * xv; }
-                        { cg_v xv = VLOAD(xc + ox*32 + 32 + v * 16); VKEEP(xv); a0_5 += d0 * xv; a1_5 += d1 * xv; }
-                        { cg_v xv = VLOAD(xc + ox*32 + 224 + v * 16); VKEEP(xv); a0_6 += d0 * xv; a1_6 += d1 * xv; }
-                        { cg_v xv = VLOAD(xc + ox*32 + 256 + v * 16); VKEEP(xv); a0_7 += d0 * xv; a1_7 += d1 * xv; }
-                        { cg_v xv = VLOAD(xc + ox*32 + 288 + v * 16); VKEEP(xv); a0_8 += d0 * xv; a1_8 += d1 * xv; }
-                    }
-                }
-                for (int v = 0; v < 2; v++) {
-                    cg_v d0 = VLOAD(dyb + 224 + v * 16), d1 = VLOAD(dyb + 2272 + v * 16); VKEEP(d0); VKEEP(d1);
-                    { cg_v xv = VLOAD(xc + 192 + v * 16); VKEEP(xv); a0_3 += d0 * xv; a1_3 += d1 * xv; }
-                    { cg_v xv = VLOAD(xc + 224 + v * 16); VKEEP(xv); a0_4 += d0 * xv; a1_4 += d1 * xv; }
-                    { cg_v xv = VLOAD(xc + 448 + v * 16); VKEEP(xv); a0_6 += d0 * xv; a1_6 += d1 * xv; }
-                    { cg_v xv = VLOAD(xc + 480 + v * 16); VKEEP(xv); a0_7 += d0 * xv; a1_7 += d1 * xv; }
-                }
-                /* rows 1..6, cols 0..0: 6 of 9 taps */
-                for (int oy = 1; oy < 7; oy++) {
-                    for (int v = 0; v < 2; v++) {
-                        cg_v d0 = VLOAD(dyb + oy*256 + v * 16), d1 = VLOAD(dyb + oy*256 + 2048 + v * 16); VKEEP(d0); VKEEP(d1);
-                        { cg_v xv = VLOAD(xc + oy*256 - 256 + v * 16); VKEEP(xv); a0_1 += d0 * xv; a1_1 += d1 * xv; }
-                        { cg_v xv = VLOAD(xc + oy*256 - 224 + v * 16); VKEEP(xv); a0_2 += d0 * xv; a1_2 += d1 * xv; }
-                        { cg_v xv = VLOAD(xc + oy*256 + v * 16); VKEEP(xv); a0_4 += d0 * xv; a1_4 += d1 * xv; }
-                        { cg_v xv = VLOAD(xc + oy*256 + 32 + v * 16); VKEEP(xv); a0_5 += d0 * xv; a1_5 += d1 * xv; }
-                        { cg_v xv = VLOAD(xc + oy*256 + 256 + v * 16); VKEEP(xv); a0_7 += d0 * xv; a1_7 += d1 * xv; }
-                        { cg_v xv = VLOAD(xc + oy*256 + 288 + v * 16); VKEEP(xv); a0_8 += d0 * xv; a1_8 += d1 * xv; }
-                    }
-                }
-                /* rows 1..6, cols 1..6: every tap */
-                for (int oy = 1; oy < 7; oy++) {
-                    for (int ox = 1; ox < 7; ox++) {
-                        for (int v = 0; v < 2; v++) {
-                            cg_v d0 = VLOAD(dyb + oy*256 + ox*32 + v * 16), d1 = VLOAD(dyb + oy*256 + ox*32 + 2048 + v * 16); VKEEP(d0); VKEEP(d1);
-                            { cg_v xv = VLOAD(xc + oy*256 + ox*32 - 288 + v * 16); VKEEP(xv); a0_0 += d0 * xv; a1_0 += d1 * xv; }
-                            { cg_v xv = VLOAD(xc + oy*256 + ox*32 - 256 + v * 16); VKEEP(xv); a0_1 += d0 * xv; a1_1 += d1 * xv; }
-                            { cg_v xv = VLOAD(xc + oy*256 + ox*32 - 224 + v * 16); VKEEP(xv); a0_2 += d0 * xv; a1_2 += d1 * xv; }
-                            { cg_v xv = VLOAD(xc + oy*256 + ox*32 - 32 + v * 16); VKEEP(xv); a0_3 += d0 * xv; a1_3 += d1 * xv; }
-                            { cg_v xv = VLOAD(xc + oy*256 + ox*32 + v * 16); VKEEP(xv); a0_4 += d0 * xv; a1_4 += d1 * xv; }
-                            { cg_v xv = VLOAD(xc + oy*256 + ox*32 + 32 + v * 16); VKEEP(xv); a0_5 += d0 * xv; a1_5 += d1 * xv; }
-                            { cg_v xv = VLOAD(xc + oy*256 + ox*32 + 224 + v * 16); VKEEP(xv); a0_6 += d0 * xv; a1_6 += d1 * xv; }
-                            { cg_v xv = VLOAD(xc + oy*256 + ox*32 + 256 + v * 16); VKEEP(xv); a0_7 += d0 * xv; a1_7 += d1 * xv; }
-                            { cg_v xv = VLOAD(xc + oy*256 + ox*32 + 288 + v * 16); VKEEP(xv); a0_8 += d0 * xv; a1_8 += d1 * xv; }
-                        }
-                    }
-                }
-                /* rows 1..6, cols 7..7: 6 of 9 taps */
-                for (int oy = 1; oy < 7; oy++) {
-                    for (int v = 0; v < 2; v++) {
-                        cg_v d0 = VLOAD(dyb + oy*256 + 224 + v * 16), d1 = VLOAD(dyb + oy*256 + 2272 + v * 16); VKEEP(d0); VKEEP(d1);
-                        { cg_v xv = VLOAD(xc + oy*256 - 64 + v * 16); VKEEP(xv); a0_0 += d0 * xv; a1_0 += d1 * xv; }
-                        { cg_v xv = VLOAD(xc + oy*256 - 32 + v * 16); VKEEP(xv); a0_1 += d0 * xv; a1_1 += d1 * xv; }
-                        { cg_v xv = VLOAD(xc + oy*256 + 192 + v * 16); VKEEP(xv); a0_3 += d0 * xv; a1_3 += d1 * xv; }
-                        { cg_v xv = VLOAD(xc + oy*256 + 224 + v * 16); VKEEP(xv); a0_4 += d0 * xv; a1_4 += d1 * xv; }
-                        { cg_v xv = VLOAD(xc + oy*256 + 448 + v * 16); VKEEP(xv); a0_6 += d0 * xv; a1_6 += d1 * xv; }
-                        { cg_v xv = VLOAD(xc + oy*256 + 480 + v * 16); VKEEP(xv); a0_7 += d0 * xv; a1_7 += d1 * xv; }
-                    }
-                }
-                for (int v = 0; v < 2; v++) {
-                    cg_v d0 = VLOAD(dyb + 1792 + v * 16), d1 = VLOAD(dyb + 3840 + v * 16); VKEEP(d0); VKEEP(d1);
-                    { cg_v xv = VLOAD(xc + 1536 + v * 16); VKEEP(xv); a0_1 += d0 * xv; a1_1 += d1 * xv; }
-                    { cg_v xv = VLOAD(xc + 1568 + v * 16); VKEEP(xv); a0_2 += d0 * xv; a1_2 += d1 * xv; }
-                    { cg_v xv = VLOAD(xc + 1792 + v * 16); VKEEP(xv); a0_4 += d0 * xv; a1_4 += d1 * xv; }
-                    { cg_v xv = VLOAD(xc + 1824 + v * 16); VKEEP(xv); a0_5 += d0 * xv; a1_5 += d1 * xv; }
-                }
-                /* rows 7..7, cols 1..6: 6 of 9 taps */
-                for (int ox = 1; ox < 7; ox++) {
-                    for (int v = 0; v < 2; v++) {
-                        cg_v d0 = VLOAD(dyb + ox*32 + 1792 + v * 16), d1 = VLOAD(dyb + ox*32 + 3840 + v * 16); VKEEP(d0); VKEEP(d1);
-                        { cg_v xv = VLOAD(xc + ox*32 + 1504 + v * 16); VKEEP(xv); a0_0 += d0 * xv; a1_0 += d1 * xv; }
-                        { cg_v xv = VLOAD(xc + ox*32 + 1536 + v * 16); VKEEP(xv); a0_1 += d0 * xv; a1_1 += d1 * xv; }
-                        { cg_v xv = VLOAD(xc + ox*32 + 1568 + v * 16); VKEEP(xv); a0_2 += d0 * xv; a1_2 += d1 * xv; }
-                        { cg_v xv = VLOAD(xc + ox*32 + 1760 + v * 16); VKEEP(xv); a0_3 += d0 * xv; a1_3 += d1 * xv; }
-                        { cg_v xv = VLOAD(xc + ox*32 + 1792 + v * 16); VKEEP(xv); a0_4 += d0 * xv; a1_4 += d1 * xv; }
-                        { cg_v xv = VLOAD(xc + ox*32 + 1824 + v * 16); VKEEP(xv); a0_5 += d0 * xv; a1_5 += d1 * xv; }
-                    }
-                }
-                for (int v = 0; v < 2; v++) {
-                    cg_v d0 = VLOAD(dyb + 2016 + v * 16), d1 = VLOAD(dyb + 4064 + v * 16); VKEEP(d0); VKEEP(d1);
-                    { cg_v xv = VLOAD(xc + 1728 + v * 16); VKEEP(xv); a0_0 += d0 * xv; a1_0 += d1 * xv; }
-                    { cg_v xv = VLOAD(xc + 1760 + v * 16); VKEEP(xv); a0_1 += d0 * xv; a1_1 += d1 * xv; }
-                    { cg_v xv = VLOAD(xc + 1984 + v * 16); VKEEP(xv); a0_3 += d0 * xv; a1_3 += d1 * xv; }
-                    { cg_v xv = VLOAD(xc + 2016 + v * 16); VKEEP(xv); a0_4 += d0 * xv; a1_4 += d1 * xv; }
-                }
-                gwc[0] += vsum(a0_0); gwc[1] += vsum(a0_1); gwc[2] += vsum(a0_2); gwc[3] += vsum(a0_3); gwc[4] += vsum(a0_4); gwc[5] += vsum(a0_5); gwc[6] += vsum(a0_6); gwc[7] += vsum(a0_7); gwc[8] += vsum(a0_8);
-                gwc[2304] += vsum(a1_0); gwc[2305] += vsum(a1_1); gwc[2306] += vsum(a1_2); gwc[2307] += vsum(a1_3); gwc[2308] += vsum(a1_4); gwc[2309] += vsum(a1_5); gwc[2310] += vsum(a1_6); gwc[2311] += vsum(a1_7); gwc[2312] += vsum(a1_8);
-            }
-        }
-    }
-}
+/* l14_conv2d_backward: the code of l12_conv2d_backward */
 
-static void l14_conv2d_backward_dx(const float *restrict P, const float *restrict dy, float *restrict dx)
-{
-    const float *restrict w = P + 1145408;
-    CG_PARALLEL_FOR
-    for (int cib = 0; cib < 16; cib++) {
-        for (int v0 = 0; v0 < 2; v0 += 1) {
-            float *restrict dxb = dx + cib*32768 + v0 * 16;
-            const float *restrict dyg = dy + 0 + v0 * 16;
-            const float *restrict wg = w + cib*144;
-            {
-                cg_v a0_0 = vsplat(0.0f);
-                cg_v a0_1 = vsplat(0.0f);
-                cg_v a0_2 = vsplat(0.0f);
-                cg_v a0_3 = vsplat(0.0f);
-                cg_v a0_4 = vsplat(0.0f);
-                cg_v a0_5 = vsplat(0.0f);
-                cg_v a0_6 = vsplat(0.0f);
-                cg_v a0_7 = vsplat(0.0f);
-                cg_v a0_8 = vsplat(0.0f);
-                cg_v a0_9 = vsplat(0.0f);
-                cg_v a0_10 = vsplat(0.0f);
-                cg_v a0_11 = vsplat(0.0f);
-                cg_v a0_12 = vsplat(0.0f);
-                cg_v a0_13 = vsplat(0.0f);
-                cg_v a0_14 = vsplat(0.0f);
-                cg_v a0_15 = vsplat(0.0f);
-                for (int co = 0; co < 256; co++) {
-                    const float *restrict dyc = dyg + co*2048;
-                    const float *restrict wc = wg + co*2304;
-                    {
-                        const cg_v d0 = VLOAD(dyc + 288 + 0);
-                        a0_0 += wc[0] * d0;
-                        a0_1 += wc[9] * d0;
-                        a0_2 += wc[18] * d0;
-                        a0_3 += wc[27] * d0;
-                        a0_4 += wc[36] * d0;
-                        a0_5 += wc[45] * d0;
-                        a0_6 += wc[54] * d0;
-                        a0_7 += wc[63] * d0;
-                        a0_8 += wc[72] * d0;
-                        a0_9 += wc[81] * d0;
-                        a0_10 += wc[90] * d0;
-                        a0_11 += wc[99] * d0;
-                        a0_12 += wc[108] * d0;
-                        a0_13 += wc[117] * d0;
-                        a0_14 += wc[126] * d0;
-                        a0_15 += wc[135] * d0;
-                    }
-                    {
-                        const cg_v d0 = VLOAD(dyc + 256 + 0);
-                        a0_0 += wc[1] * d0;
-                        a0_1 += wc[10] * d0;
-                        a0_2 += wc[19] * d0;
-                        a0_3 += wc[28] * d0;
-                        a0_4 += wc[37] * d0;
-                        a0_5 += wc[46] * d0;
-                        a0_6 += wc[55] * d0;
-                        a0_7 += wc[64] * d0;
-                        a0_8 += wc[73] * d0;
-                        a0_9 += wc[82] * d0;
-                        a0_10 += wc[91] * d0;
-                        a0_11 += wc[100] * d0;
-                        a0_12 += wc[109] * d0;
-                        a0_13 += wc[118] * d0;
-                        a0_14 += wc[127] * d0;
-                        a0_15 += wc[136] * d0;
-                    }
-                    {
-                        const cg_v d0 = VLOAD(dyc + 32 + 0);
-                        a0_0 += wc[3] * d0;
-                        a0_1 += wc[12] * d0;
-                        a0_2 += wc[21] * d0;
-                        a0_3 += wc[30] * d0;
-                        a0_4 += wc[39] * d0;
-                        a0_5 += wc[48] * d0;
-                        a0_6 += wc[57] * d0;
-                        a0_7 += wc[66] * d0;
-                        a0_8 += wc[75] * d0;
-                        a0_9 += wc[84] * d0;
-                        a0_10 += wc[93] * d0;
-                        a0_11 += wc[102] * d0;
-                        a0_12 += wc[111] * d0;
-                        a0_13 += wc[120] * d0;
-                        a0_14 += wc[129] * d0;
-                        a0_15 += wc[138] * d0;
-                    }
-                    {
-                        const cg_v d0 = VLOAD(dyc + 0 + 0);
-                        a0_0 += wc[4] * d0;
-                        a0_1 += wc[13] * d0;
-                        a0_2 += wc[22] * d0;
-                        a0_3 += wc[31] * d0;
-                        a0_4 += wc[40] * d0;
-                        a0_5 += wc[49] * d0;
-                        a0_6 += wc[58] * d0;
-                        a0_7 += wc[67] * d0;
-                        a0_8 += wc[76] * d0;
-                        a0_9 += wc[85] * d0;
-                        a0_10 += wc[94] * d0;
-                        a0_11 += wc[103] * d0;
-                        a0_12 += wc[112] * d0;
-                        a0_13 += wc[121] * d0;
-                        a0_14 += wc[130] * d0;
-                        a0_15 += wc[139] * d0;
-                    }
-                }
-                VSTORE(dxb + 0, a0_0);
-                VSTORE(dxb + 2048, a0_1);
-                VSTORE(dxb + 4096, a0_2);
-                VSTORE(dxb + 6144, a0_3);
-                VSTORE(dxb + 8192, a0_4);
-                VSTORE(dxb + 10240, a0_5);
-                VSTORE(dxb + 12288, a0_6);
-                VSTORE(dxb + 14336, a0_7);
-                VSTORE(dxb + 16384, a0_8);
-                VSTORE(dxb + 18432, a0_9);
-                VSTORE(dxb + 20480, a0_10);
-                VSTORE(dxb + 22528, a0_11);
-                VSTORE(dxb + 24576, a0_12);
-                VSTORE(dxb + 26624, a0_13);
-                VSTORE(dxb + 28672, a0_14);
-                VSTORE(dxb + 30720, a0_15);
-            }
-            /* inputs rows 0+1*t (t=0..0), cols 0+1*t (t=1..6): 6 taps */
-            for (int tx = 1; tx < 7; tx++) {
-                cg_v a0_0 = vsplat(0.0f);
-                cg_v a0_1 = vsplat(0.0f);
-                cg_v a0_2 = vsplat(0.0f);
-                cg_v a0_3 = vsplat(0.0f);
-                cg_v a0_4 = vsplat(0.0f);
-                cg_v a0_5 = vsplat(0.0f);
-                cg_v a0_6 = vsplat(0.0f);
-                cg_v a0_7 = vsplat(0.0f);
-                cg_v a0_8 = vsplat(0.0f);
-                cg_v a0_9 = vsplat(0.0f);
-                cg_v a0_10 = vsplat(0.0f);
-                cg_v a0_11 = vsplat(0.0f);
-                cg_v a0_12 = vsplat(0.0f);
-                cg_v a0_13 = vsplat(0.0f);
-                cg_v a0_14 = vsplat(0.0f);
-                cg_v a0_15 = vsplat(0.0f);
-                for (int co = 0; co < 256; co++) {
-                    const float *restrict dyc = dyg + co*2048;
-                    const float *restrict wc = wg + co*2304;
-                    {
-                        const cg_v d0 = VLOAD(dyc + tx*32 + 288 + 0);
-                        a0_0 += wc[0] * d0;
-                        a0_1 += wc[9] * d0;
-                        a0_2 += wc[18] * d0;
-                        a0_3 += wc[27] * d0;
-                        a0_4 += wc[36] * d0;
-                        a0_5 += wc[45] * d0;
-                        a0_6 += wc[54] * d0;
-                        a0_7 += wc[63] * d0;
-                        a0_8 += wc[72] * d0;
-                        a0_9 += wc[81] * d0;
-                        a0_10 += wc[90] * d0;
-                        a0_11 += wc[99] * d0;
-                        a0_12 += wc[108] * d0;
-                        a0_13 += wc[117] * d0;
-                        a0_14 += wc[126] * d0;
-                        a0_15 += wc[135] * d0;
-                    }
-                    {
-                        const cg_v d0 = VLOAD(dyc + tx*32 + 256 + 0);
-                        a0_0 += wc[1] * d0;
-                        a0_1 += wc[10] * d0;
-                        a0_2 += wc[19] * d0;
-                        a0_3 += wc[28] * d0;
-                        a0_4 += wc[37] * d0;
-                        a0_5 += wc[46] * d0;
-                        a0_6 += wc[55] * d0;
-                        a0_7 += wc[64] * d0;
-                        a0_8 += wc[73] * d0;
-                        a0_9 += wc[82] * d0;
-                        a0_10 += wc[91] * d0;
-                        a0_11 += wc[100] * d0;
-                        a0_12 += wc[109] * d0;
-                        a0_13 += wc[118] * d0;
-                        a0_14 += wc[127] * d0;
-                        a0_15 += wc[136] * d0;
-                    }
-                    {
-                        const cg_v d0 = VLOAD(dyc + tx*32 + 224 + 0);
-                        a0_0 += wc[2] * d0;
-                        a0_1 += wc[11] * d0;
-                        a0_2 += wc[20] * d0;
-                        a0_3 += wc[29] * d0;
-                        a0_4 += wc[38] * d0;
-                        a0_5 += wc[47] * d0;
-                        a0_6 += wc[56] * d0;
-                        a0_7 += wc[65] * d0;
-                        a0_8 += wc[74] * d0;
-                        a0_9 += wc[83] * d0;
-                        a0_10 += wc[92] * d0;
-                        a0_11 += wc[101] * d0;
-                        a0_12 += wc[110] * d0;
-                        a0_13 += wc[119] * d0;
-                        a0_14 += wc[128] * d0;
-                        a0_15 += wc[137] * d0;
-                    }
-                    {
-                        const cg_v d0 = VLOAD(dyc + tx*32 + 32 + 0);
-                        a0_0 += wc[3] * d0;
-                        a0_1 += wc[12] * d0;
-                        a0_2 += wc[21] * d0;
-                        a0_3 += wc[30] * d0;
-                        a0_4 += wc[39] * d0;
-                        a0_5 += wc[48] * d0;
-                        a0_6 += wc[57] * d0;
-                        a0_7 += wc[66] * d0;
-                        a0_8 += wc[75] * d0;
-                        a0_9 += wc[84] * d0;
-                        a0_10 += wc[93] * d0;
-                        a0_11 += wc[102] * d0;
-                        a0_12 += wc[111] * d0;
-                        a0_13 += wc[120] * d0;
-                        a0_14 += wc[129] * d0;
-                        a0_15 += wc[138] * d0;
-                    }
-                    {
-                        const cg_v d0 = VLOAD(dyc + tx*32 + 0);
-                        a0_0 += wc[4] * d0;
-                        a0_1 += wc[13] * d0;
-                        a0_2 += wc[22] * d0;
-                        a0_3 += wc[31] * d0;
-                        a0_4 += wc[40] * d0;
-                        a0_5 += wc[49] * d0;
-                        a0_6 += wc[58] * d0;
-                        a0_7 += wc[67] * d0;
-                        a0_8 += wc[76] * d0;
-                        a0_9 += wc[85] * d0;
-                        a0_10 += wc[94] * d0;
-                        a0_11 += wc[103] * d0;
-                        a0_12 += wc[112] * d0;
-                        a0_13 += wc[121] * d0;
-                        a0_14 += wc[130] * d0;
-                        a0_15 += wc[139] * d0;
-                    }
-                    {
-                        const cg_v d0 = VLOAD(dyc + tx*32 - 32 + 0);
-                        a0_0 += wc[5] * d0;
-                        a0_1 += wc[14] * d0;
-                        a0_2 += wc[23] * d0;
-                        a0_3 += wc[32] * d0;
-                        a0_4 += wc[41] * d0;
-                        a0_5 += wc[50] * d0;
-                        a0_6 += wc[59] * d0;
-                        a0_7 += wc[68] * d0;
-                        a0_8 += wc[77] * d0;
-                        a0_9 += wc[86] * d0;
-                        a0_10 += wc[95] * d0;
-                        a0_11 += wc[104] * d0;
-                        a0_12 += wc[113] * d0;
-                        a0_13 += wc[122] * d0;
-                        a0_14 += wc[131] * d0;
-                        a0_15 += wc[140] * d0;
-                    }
-                }
-                VSTORE(dxb + tx*32, a0_0);
-                VSTORE(dxb + tx*32 + 2048, a0_1);
-                VSTORE(dxb + tx*32 + 4096, a0_2);
-                VSTORE(dxb + tx*32 + 6144, a0_3);
-                VSTORE(dxb + tx*32 + 8192, a0_4);
-                VSTORE(dxb + tx*32 + 10240, a0_5);
-                VSTORE(dxb + tx*32 + 12288, a0_6);
-                VSTORE(dxb + tx*32 + 14336, a0_7);
-                VSTORE(dxb + tx*32 + 16384, a0_8);
-                VSTORE(dxb + tx*32 + 18432, a0_9);
-                VSTORE(dxb + tx*32 + 20480, a0_10);
-                VSTORE(dxb + tx*32 + 22528, a0_11);
-                VSTORE(dxb + tx*32 + 24576, a0_12);
-                VSTORE(dxb + tx*32 + 26624, a0_13);
-                VSTORE(dxb + tx*32 + 28672, a0_14);
-                VSTORE(dxb + tx*32 + 30720, a0_15);
-            }
-            {
-                cg_v a0_0 = vsplat(0.0f);
-                cg_v a0_1 = vsplat(0.0f);
-                cg_v a0_2 = vsplat(0.0f);
-                cg_v a0_3 = vsplat(0.0f);
-                cg_v a0_4 = vsplat(0.0f);
-                cg_v a0_5 = vsplat(0.0f);
-                cg_v a0_6 = vsplat(0.0f);
-                cg_v a0_7 = vsplat(0.0f);
-                cg_v a0_8 = vsplat(0.0f);
-                cg_v a0_9 = vsplat(0.0f);
-                cg_v a0_10 = vsplat(0.0f);
-                cg_v a0_11 = vsplat(0.0f);
-                cg_v a0_12 = vsplat(0.0f);
-                cg_v a0_13 = vsplat(0.0f);
-                cg_v a0_14 = vsplat(0.0f);
-                cg_v a0_15 = vsplat(0.0f);
-                for (int co = 0; co < 256; co++) {
-                    const float *restrict dyc = dyg + co*2048;
-                    const float *restrict wc = wg + co*2304;
-                    {
-                        const cg_v d0 = VLOAD(dyc + 480 + 0);
-                        a0_0 += wc[1] * d0;
-                        a0_1 += wc[10] * d0;
-                        a0_2 += wc[19] * d0;
-                        a0_3 += wc[28] * d0;
-                        a0_4 += wc[37] * d0;
-                        a0_5 += wc[46] * d0;
-                        a0_6 += wc[55] * d0;
-                        a0_7 += wc[64] * d0;
-                        a0_8 += wc[73] * d0;
-                        a0_9 += wc[82] * d0;
-                        a0_10 += wc[91] * d0;
-                        a0_11 += wc[100] * d0;
-                        a0_12 += wc[109] * d0;
-                        a0_13 += wc[118] * d0;
-                        a0_14 += wc[127] * d0;
-                        a0_15 += wc[136] * d0;
-                    }
-                    {
-                        const cg_v d0 = VLOAD(dyc + 448 + 0);
-                        a0_0 += wc[2] * d0;
-                        a0_1 += wc[11] * d0;
-                        a0_2 += wc[20] * d0;
-                        a0_3 += wc[29] * d0;
-                        a0_4 += wc[38] * d0;
-                        a0_5 += wc[47] * d0;
-                        a0_6 += wc[56] * d0;
-                        a0_7 += wc[65] * d0;
-                        a0_8 += wc[74] * d0;
-                        a0_9 += wc[83] * d0;
-                        a0_10 += wc[92] * d0;
-                        a0_11 += wc[101] * d0;
-                        a0_12 += wc[110] * d0;
-                        a0_13 += wc[119] * d0;
-                        a0_14 += wc[128] * d0;
-                        a0_15 += wc[137] * d0;
-                    }
-                    {
-                        const cg_v d0 = VLOAD(dyc + 224 + 0);
-                        a0_0 += wc[4] * d0;
-                        a0_1 += wc[13] * d0;
-                        a0_2 += wc[22] * d0;
-                        a0_3 += wc[31] * d0;
-                        a0_4 += wc[40] * d0;
-                        a0_5 += wc[49] * d0;
-                        a0_6 += wc[58] * d0;
-                        a0_7 += wc[67] * d0;
-                        a0_8 += wc[76] * d0;
-                        a0_9 += wc[85] * d0;
-                        a0_10 += wc[94] * d0;
-                        a0_11 += wc[103] * d0;
-                        a0_12 += wc[112] * d0;
-                        a0_13 += wc[121] * d0;
-                        a0_14 += wc[130] * d0;
-                        a0_15 += wc[139] * d0;
-                    }
-                    {
-                        const cg_v d0 = VLOAD(dyc + 192 + 0);
-                        a0_0 += wc[5] * d0;
-                        a0_1 += wc[14] * d0;
-                        a0_2 += wc[23] * d0;
-                        a0_3 += wc[32] * d0;
-                        a0_4 += wc[41] * d0;
-                        a0_5 += wc[50] * d0;
-                        a0_6 += wc[59] * d0;
-                        a0_7 += wc[68] * d0;
-                        a0_8 += wc[77] * d0;
-                        a0_9 += wc[86] * d0;
-                        a0_10 += wc[95] * d0;
-                        a0_11 += wc[104] * d0;
-                        a0_12 += wc[113] * d0;
-                        a0_13 += wc[122] * d0;
-                        a0_14 += wc[131] * d0;
-                        a0_15 += wc[140] * d0;
-                    }
-                }
-                VSTORE(dxb + 224, a0_0);
-                VSTORE(dxb + 2272, a0_1);
-                VSTORE(dxb + 4320, a0_2);
-                VSTORE(dxb + 6368, a0_3);
-                VSTORE(dxb + 8416, a0_4);
-                VSTORE(dxb + 10464, a0_5);
-                VSTORE(dxb + 12512, a0_6);
-                VSTORE(dxb + 14560, a0_7);
-                VSTORE(dxb + 16608, a0_8);
-                VSTORE(dxb + 18656, a0_9);
-                VSTORE(dxb + 20704, a0_10);
-                VSTORE(dxb + 22752, a0_11);
-                VSTORE(dxb + 24800, a0_12);
-                VSTORE(dxb + 26848, a0_13);
-                VSTORE(dxb + 28896, a0_14);
-                VSTORE(dxb + 30944, a0_15);
-            }
-            /* inputs rows 0+1*t (t=1..6), cols 0+1*t (t=0..0): 6 taps */
-            for (int ty = 1; ty < 7; ty++) {
-                {
-                    cg_v a0_0 = vsplat(0.0f);
-                    cg_v a0_1 = vsplat(0.0f);
-                    cg_v a0_2 = vsplat(0.0f);
-                    cg_v a0_3 = vsplat(0.0f);
-                    cg_v a0_4 = vsplat(0.0f);
-                    cg_v a0_5 = vsplat(0.0f);
-                    cg_v a0_6 = vsplat(0.0f);
-                    cg_v a0_7 = vsplat(0.0f);
-                    cg_v a0_8 = vsplat(0.0f);
-                    cg_v a0_9 = vsplat(0.0f);
-                    cg_v a0_10 = vsplat(0.0f);
-                    cg_v a0_11 = vsplat(0.0f);
-                    cg_v a0_12 = vsplat(0.0f);
-                    cg_v a0_13 = vsplat(0.0f);
-                    cg_v a0_14 = vsplat(0.0f);
-                    cg_v a0_15 = vsplat(0.0f);
-                    for (int co = 0; co < 256; co++) {
-                        const float *restrict dyc = dyg + co*2048;
-                        const float *restrict wc = wg + co*2304;
-                        {
-                            const cg_v d0 = VLOAD(dyc + ty*256 + 288 + 0);
-                            a0_0 += wc[0] * d0;
-                            a0_1 += wc[9] * d0;
-                            a0_2 += wc[18] * d0;
-                            a0_3 += wc[27] * d0;
-                            a0_4 += wc[36] * d0;
-                            a0_5 += wc[45] * d0;
-                            a0_6 += wc[54] * d0;
-                            a0_7 += wc[63] * d0;
-                            a0_8 += wc[72] * d0;
-                            a0_9 += wc[81] * d0;
-                            a0_10 += wc[90] * d0;
-                            a0_11 += wc[99] * d0;
-                            a0_12 += wc[108] * d0;
-                            a0_13 += wc[117] * d0;
-                            a0_14 += wc[126] * d0;
-                            a0_15 += wc[135] * d0;
-                        }
-                        {
-                            const cg_v d0 = VLOAD(dyc + ty*256 + 256 + 0);
-                            a0_0 += wc[1] * d0;
-                            a0_1 += wc[10] * d0;
-                            a0_2 += wc[19] * d0;
-                            a0_3 += wc[28] * d0;
-                            a0_4 += wc[37] * d0;
-                            a0_5 += wc[46] * d0;
-                            a0_6 += wc[55] * d0;
-                            a0_7 += wc[64] * d0;
-                            a0_8 += wc[73] * d0;
-                            a0_9 += wc[82] * d0;
-                            a0_10 += wc[91] * d0;
-                            a0_11 += wc[100] * d0;
-                            a0_12 += wc[109] * d0;
-                            a0_13 += wc[118] * d0;
-                            a0_14 += wc[127] * d0;
-                            a0_15 += wc[136] * d0;
-                        }
-                        {
-                            const cg_v d0 = VLOAD(dyc + ty*256 + 32 + 0);
-                            a0_0 += wc[3] * d0;
-                            a0_1 += wc[12] * d0;
-                            a0_2 += wc[21] * d0;
-                            a0_3 += wc[30] * d0;
-                            a0_4 += wc[39] * d0;
-                            a0_5 += wc[48] * d0;
-                            a0_6 += wc[57] * d0;
-                            a0_7 += wc[66] * d0;
-                            a0_8 += wc[75] * d0;
-                            a0_9 += wc[84] * d0;
-                            a0_10 += wc[93] * d0;
-                            a0_11 += wc[102] * d0;
-                            a0_12 += wc[111] * d0;
-                            a0_13 += wc[120] * d0;
-                            a0_14 += wc[129] * d0;
-                            a0_15 += wc[138] * d0;
-                        }
-                        {
-                            const cg_v d0 = VLOAD(dyc + ty*256 + 0);
-                            a0_0 += wc[4] * d0;
-                            a0_1 += wc[13] * d0;
-                            a0_2 += wc[22] * d0;
-                            a0_3 += wc[31] * d0;
-                            a0_4 += wc[40] * d0;
-                            a0_5 += wc[49] * d0;
-                            a0_6 += wc[58] * d0;
-                            a0_7 += wc[67] * d0;
-                            a0_8 += wc[76] * d0;
-                            a0_9 += wc[85] * d0;
-                            a0_10 += wc[94] * d0;
-                            a0_11 += wc[103] * d0;
-                            a0_12 += wc[112] * d0;
-                            a0_13 += wc[121] * d0;
-                            a0_14 += wc[130] * d0;
-                            a0_15 += wc[139] * d0;
-                        }
-                        {
-                            const cg_v d0 = VLOAD(dyc + ty*256 - 224 + 0);
-                            a0_0 += wc[6] * d0;
-                            a0_1 += wc[15] * d0;
-                            a0_2 += wc[24] * d0;
-                            a0_3 += wc[33] * d0;
-                            a0_4 += wc[42] * d0;
-                            a0_5 += wc[51] * d0;
-                            a0_6 += wc[60] * d0;
-                            a0_7 += wc[69] * d0;
-                            a0_8 += wc[78] * d0;
-                            a0_9 += wc[87] * d0;
-                            a0_10 += wc[96] * d0;
-                            a0_11 += wc[105] * d0;
-                            a0_12 += wc[114] * d0;
-                            a0_13 += wc[123] * d0;
-                            a0_14 += wc[132] * d0;
-                            a0_15 += wc[141] * d0;
-                        }
-                        {
-                            const cg_v d0 = VLOAD(dyc + ty*256 - 256 + 0);
-                            a0_0 += wc[7] * d0;
-                            a0_1 += wc[16] * d0;
-                            a0_2 += wc[25] * d0;
-                            a0_3 += wc[34] * d0;
-                            a0_4 += wc[43] * d0;
-                            a0_5 += wc[52] * d0;
-                            a0_6 += wc[61] * d0;
-                            a0_7 += wc[70] * d0;
-                            a0_8 += wc[79] * d0;
-                            a0_9 += wc[88] * d0;
-                            a0_10 += wc[97] * d0;
-                            a0_11 += wc[106] * d0;
-                            a0_12 += wc[115] * d0;
-                            a0_13 += wc[124] * d0;
-                            a0_14 += wc[133] * d0;
-                            a0_15 += wc[142] * d0;
-                        }
-                    }
-                    VSTORE(dxb + ty*256, a0_0);
-                    VSTORE(dxb + ty*256 + 2048, a0_1);
-                    VSTORE(dxb + ty*256 + 4096, a0_2);
-                    VSTORE(dxb + ty*256 + 6144, a0_3);
-                    VSTORE(dxb + ty*256 + 8192, a0_4);
-                    VSTORE(dxb + ty*256 + 10240, a0_5);
-                    VSTORE(dxb + ty*256 + 12288, a0_6);
-                    VSTORE(dxb + ty*256 + 14336, a0_7);
-                    VSTORE(dxb + ty*256 + 16384, a0_8);
-                    VSTORE(dxb + ty*256 + 18432, a0_9);
-                    VSTORE(dxb + ty*256 + 20480, a0_10);
-                    VSTORE(dxb + ty*256 + 22528, a0_11);
-                    VSTORE(dxb + ty*256 + 24576, a0_12);
-                    VSTORE(dxb + ty*256 + 26624, a0_13);
-                    VSTORE(dxb + ty*256 + 28672, a0_14);
-                    VSTORE(dxb + ty*256 + 30720, a0_15);
-                }
-            }
-            /* inputs rows 0+1*t (t=1..6), cols 0+1*t (t=1..6): 9 taps */
-            for (int ty = 1; ty < 7; ty++) {
-                for (int tx = 1; tx < 7; tx++) {
-                    cg_v a0_0 = vsplat(0.0f);
-                    cg_v a0_1 = vsplat(0.0f);
-                    cg_v a0_2 = vsplat(0.0f);
-                    cg_v a0_3 = vsplat(0.0f);
-                    cg_v a0_4 = vsplat(0.0f);
-                    cg_v a0_5 = vsplat(0.0f);
-                    cg_v a0_6 = vsplat(0.0f);
-                    cg_v a0_7 = vsplat(0.0f);
-                    cg_v a0_8 = vsplat(0.0f);
-                    cg_v a0_9 = vsplat(0.0f);
-                    cg_v a0_10 = vsplat(0.0f);
-                    cg_v a0_11 = vsplat(0.0f);
-                    cg_v a0_12 = vsplat(0.0f);
-                    cg_v a0_13 = vsplat(0.0f);
-                    cg_v a0_14 = vsplat(0.0f);
-                    cg_v a0_15 = vsplat(0.0f);
-                    for (int co = 0; co < 256; co++) {
-                        const float *restrict dyc = dyg + co*2048;
-                        const float *restrict wc = wg + co*2304;
-                        {
-                            const cg_v d0 = VLOAD(dyc + ty*256 + tx*32 + 288 + 0);
-                            a0_0 += wc[0] * d0;
-                            a0_1 += wc[9] * d0;
-                            a0_2 += wc[18] * d0;
-                            a0_3 += wc[27] * d0;
-                            a0_4 += wc[36] * d0;
-                            a0_5 += wc[45] * d0;
-                            a0_6 += wc[54] * d0;
-                            a0_7 += wc[63] * d0;
-                            a0_8 += wc[72] * d0;
-                            a0_9 += wc[81] * d0;
-                            a0_10 += wc[90] * d0;
-                            a0_11 += wc[99] * d0;
-                            a0_12 += wc[108] * d0;
-                            a0_13 += wc[117] * d0;
-                            a0_14 += wc[126] * d0;
-                            a0_15 += wc[135] * d0;
-                        }
-                        {
-                            const cg_v d0 = VLOAD(dyc + ty*256 + tx*32 + 256 + 0);
-                            a0_0 += wc[1] * d0;
-                            a0_1 += wc[10] * d0;
-                            a0_2 += wc[19] * d0;
-                            a0_3 += wc[28] * d0;
-                            a0_4 += wc[37] * d0;
-                            a0_5 += wc[46] * d0;
-                            a0_6 += wc[55] * d0;
-                            a0_7 += wc[64] * d0;
-                            a0_8 += wc[73] * d0;
-                            a0_9 += wc[82] * d0;
-                            a0_10 += wc[91] * d0;
-                            a0_11 += wc[100] * d0;
-                            a0_12 += wc[109] * d0;
-                            a0_13 += wc[118] * d0;
-                            a0_14 += wc[127] * d0;
-                            a0_15 += wc[136] * d0;
-                        }
-                        {
-                            const cg_v d0 = VLOAD(dyc + ty*256 + tx*32 + 224 + 0);
-                            a0_0 += wc[2] * d0;
-                            a0_1 += wc[11] * d0;
-                            a0_2 += wc[20] * d0;
-                            a0_3 += wc[29] * d0;
-                            a0_4 += wc[38] * d0;
-                            a0_5 += wc[47] * d0;
-                            a0_6 += wc[56] * d0;
-                            a0_7 += wc[65] * d0;
-                            a0_8 += wc[74] * d0;
-                            a0_9 += wc[83] * d0;
-                            a0_10 += wc[92] * d0;
-                            a0_11 += wc[101] * d0;
-                            a0_12 += wc[110] * d0;
-                            a0_13 += wc[119] * d0;
-                            a0_14 += wc[128] * d0;
-                            a0_15 += wc[137] * d0;
-                        }
-                        {
-                            const cg_v d0 = VLOAD(dyc + ty*256 + tx*32 + 32 + 0);
-                            a0_0 += wc[3] * d0;
-                            a0_1 += wc[12] * d0;
-                            a0_2 += wc[21] * d0;
-                            a0_3 += wc[30] * d0;
-                            a0_4 += wc[39] * d0;
-                            a0_5 += wc[48] * d0;
-                            a0_6 += wc[57] * d0;
-                            a0_7 += wc[66] * d0;
-                            a0_8 += wc[75] * d0;
-                            a0_9 += wc[84] * d0;
-                            a0_10 += wc[93] * d0;
-                            a0_11 += wc[102] * d0;
-                            a0_12 += wc[111] * d0;
-                            a0_13 += wc[120] * d0;
-                            a0_14 += wc[129] * d0;
-                            a0_15 += wc[138] * d0;
-                        }
-                        {
-                            const cg_v d0 = VLOAD(dyc + ty*256 + tx*32 + 0);
-                            a0_0 += wc[4] * d0;
-                            a0_1 += wc[13] * d0;
-                            a0_2 += wc[22] * d0;
-                            a0_3 += wc[31] * d0;
-                            a0_4 += wc[40] * d0;
-                            a0_5 += wc[49] * d0;
-                            a0_6 += wc[58] * d0;
-                            a0_7 += wc[67] * d0;
-                            a0_8 += wc[76] * d0;
-                            a0_9 += wc[85] * d0;
-                            a0_10 += wc[94] * d0;
-                            a0_11 += wc[103] * d0;
-                            a0_12 += wc[112] * d0;
-                            a0_13 += wc[121] * d0;
-                            a0_14 += wc[130] * d0;
-                            a0_15 += wc[139] * d0;
-                        }
-                        {
-                            const cg_v d0 = VLOAD(dyc + ty*256 + tx*32 - 32 + 0);
-                            a0_0 += wc[5] * d0;
-                            a0_1 += wc[14] * d0;
-                            a0_2 += wc[23] * d0;
-                            a0_3 += wc[32] * d0;
-                            a0_4 += wc[41] * d0;
-                            a0_5 += wc[50] * d0;
-                            a0_6 += wc[59] * d0;
-                            a0_7 += wc[68] * d0;
-                            a0_8 += wc[77] * d0;
-                            a0_9 += wc[86] * d0;
-                            a0_10 += wc[95] * d0;
-                            a0_11 += wc[104] * d0;
-                            a0_12 += wc[113] * d0;
-                            a0_13 += wc[122] * d0;
-                            a0_14 += wc[131] * d0;
-                            a0_15 += wc[140] * d0;
-                        }
-                        {
-                            const cg_v d0 = VLOAD(dyc + ty*256 + tx*32 - 224 + 0);
-                            a0_0 += wc[6] * d0;
-                            a0_1 += wc[15] * d0;
-                            a0_2 += wc[24] * d0;
-                            a0_3 += wc[33] * d0;
-                            a0_4 += wc[42] * d0;
-                            a0_5 += wc[51] * d0;
-                            a0_6 += wc[60] * d0;
-                            a0_7 += wc[69] * d0;
-                            a0_8 += wc[78] * d0;
-                            a0_9 += wc[87] * d0;
-                            a0_10 += wc[96] * d0;
-                            a0_11 += wc[105] * d0;
-                            a0_12 += wc[114] * d0;
-                            a0_13 += wc[123] * d0;
-                            a0_14 += wc[132] * d0;
-                            a0_15 += wc[141] * d0;
-                        }
-                        {
-                            const cg_v d0 = VLOAD(dyc + ty*256 + tx*32 - 256 + 0);
-                            a0_0 += wc[7] * d0;
-                            a0_1 += wc[16] * d0;
-                            a0_2 += wc[25] * d0;
-                            a0_3 += wc[34] * d0;
-                            a0_4 += wc[43] * d0;
-                            a0_5 += wc[52] * d0;
-                            a0_6 += wc[61] * d0;
-                            a0_7 += wc[70] * d0;
-                            a0_8 += wc[79] * d0;
-                            a0_9 += wc[88] * d0;
-                            a0_10 += wc[97] * d0;
-                            a0_11 += wc[106] * d0;
-                            a0_12 += wc[115] * d0;
-                            a0_13 += wc[124] * d0;
-                            a0_14 += wc[133] * d0;
-                            a0_15 += wc[142] * d0;
-                        }
-                        {
-                            const cg_v d0 = VLOAD(dyc + ty*256 + tx*32 - 288 + 0);
-                            a0_0 += wc[8] * d0;
-                            a0_1 += wc[17] * d0;
-                            a0_2 += wc[26] * d0;
-                            a0_3 += wc[35] * d0;
-                            a0_4 += wc[44] * d0;
-                            a0_5 += wc[53] * d0;
-                            a0_6 += wc[62] * d0;
-                            a0_7 += wc[71] * d0;
-                            a0_8 += wc[80] * d0;
-                            a0_9 += wc[89] * d0;
-                            a0_10 += wc[98] * d0;
-                            a0_11 += wc[107] * d0;
-                            a0_12 += wc[116] * d0;
-                            a0_13 += wc[125] * d0;
-                            a0_14 += wc[134] * d0;
-                            a0_15 += wc[143] * d0;
-                        }
-                    }
-                    VSTORE(dxb + ty*256 + tx*32, a0_0);
-                    VSTORE(dxb + ty*256 + tx*32 + 2048, a0_1);
-                    VSTORE(dxb + ty*256 + tx*32 + 4096, a0_2);
-                    VSTORE(dxb + ty*256 + tx*32 + 6144, a0_3);
-                    VSTORE(dxb + ty*256 + tx*32 + 8192, a0_4);
-                    VSTORE(dxb + ty*256 + tx*32 + 10240, a0_5);
-                    VSTORE(dxb + ty*256 + tx*32 + 12288, a0_6);
-                    VSTORE(dxb + ty*256 + tx*32 + 14336, a0_7);
-                    VSTORE(dxb + ty*256 + tx*32 + 16384, a0_8);
-                    VSTORE(dxb + ty*256 + tx*32 + 18432, a0_9);
-                    VSTORE(dxb + ty*256 + tx*32 + 20480, a0_10);
-                    VSTORE(dxb + ty*256 + tx*32 + 22528, a0_11);
-                    VSTORE(dxb + ty*256 + tx*32 + 24576, a0_12);
-                    VSTORE(dxb + ty*256 + tx*32 + 26624, a0_13);
-                    VSTORE(dxb + ty*256 + tx*32 + 28672, a0_14);
-                    VSTORE(dxb + ty*256 + tx*32 + 30720, a0_15);
-                }
-            }
-            /* inputs rows 0+1*t (t=1..6), cols 0+1*t (t=7..7): 6 taps */
-            for (int ty = 1; ty < 7; ty++) {
-                {
-                    cg_v a0_0 = vsplat(0.0f);
-                    cg_v a0_1 = vsplat(0.0f);
-                    cg_v a0_2 = vsplat(0.0f);
-                    cg_v a0_3 = vsplat(0.0f);
-                    cg_v a0_4 = vsplat(0.0f);
-                    cg_v a0_5 = vsplat(0.0f);
-                    cg_v a0_6 = vsplat(0.0f);
-                    cg_v a0_7 = vsplat(0.0f);
-                    cg_v a0_8 = vsplat(0.0f);
-                    cg_v a0_9 = vsplat(0.0f);
-                    cg_v a0_10 = vsplat(0.0f);
-                    cg_v a0_11 = vsplat(0.0f);
-                    cg_v a0_12 = vsplat(0.0f);
-                    cg_v a0_13 = vsplat(0.0f);
-                    cg_v a0_14 = vsplat(0.0f);
-                    cg_v a0_15 = vsplat(0.0f);
-                    for (int co = 0; co < 256; co++) {
-                        const float *restrict dyc = dyg + co*2048;
-                        const float *restrict wc = wg + co*2304;
-                        {
-                            const cg_v d0 = VLOAD(dyc + ty*256 + 480 + 0);
-                            a0_0 += wc[1] * d0;
-                            a0_1 += wc[10] * d0;
-                            a0_2 += wc[19] * d0;
-                            a0_3 += wc[28] * d0;
-                            a0_4 += wc[37] * d0;
-                            a0_5 += wc[46] * d0;
-                            a0_6 += wc[55] * d0;
-                            a0_7 += wc[64] * d0;
-                            a0_8 += wc[73] * d0;
-                            a0_9 += wc[82] * d0;
-                            a0_10 += wc[91] * d0;
-                            a0_11 += wc[100] * d0;
-                            a0_12 += wc[109] * d0;
-                            a0_13 += wc[118] * d0;
-                            a0_14 += wc[127] * d0;
-                            a0_15 += wc[136] * d0;
-                        }
-                        {
-                            const cg_v d0 = VLOAD(dyc + ty*256 + 448 + 0);
-                            a0_0 += wc[2] * d0;
-                            a0_1 += wc[11] * d0;
-                            a0_2 += wc[20] * d0;
-                            a0_3 += wc[29] * d0;
-                            a0_4 += wc[38] * d0;
-                            a0_5 += wc[47] * d0;
-                            a0_6 += wc[56] * d0;
-                            a0_7 += wc[65] * d0;
-                            a0_8 += wc[74] * d0;
-                            a0_9 += wc[83] * d0;
-                            a0_10 += wc[92] * d0;
-                            a0_11 += wc[101] * d0;
-                            a0_12 += wc[110] * d0;
-                            a0_13 += wc[119] * d0;
-                            a0_14 += wc[128] * d0;
-                            a0_15 += wc[137] * d0;
-                        }
-                        {
-                            const cg_v d0 = VLOAD(dyc + ty*256 + 224 + 0);
-                            a0_0 += wc[4] * d0;
-                            a0_1 += wc[13] * d0;
-                            a0_2 += wc[22] * d0;
-                            a0_3 += wc[31] * d0;
-                            a0_4 += wc[40] * d0;
-                            a0_5 += wc[49] * d0;
-                            a0_6 += wc[58] * d0;
-                            a0_7 += wc[67] * d0;
-                            a0_8 += wc[76] * d0;
-                            a0_9 += wc[85] * d0;
-                            a0_10 += wc[94] * d0;
-                            a0_11 += wc[103] * d0;
-                            a0_12 += wc[112] * d0;
-                            a0_13 += wc[121] * d0;
-                            a0_14 += wc[130] * d0;
-                            a0_15 += wc[139] * d0;
-                        }
-                        {
-                            const cg_v d0 = VLOAD(dyc + ty*256 + 192 + 0);
-                            a0_0 += wc[5] * d0;
-                            a0_1 += wc[14] * d0;
-                            a0_2 += wc[23] * d0;
-                            a0_3 += wc[32] * d0;
-                            a0_4 += wc[41] * d0;
-                            a0_5 += wc[50] * d0;
-                            a0_6 += wc[59] * d0;
-                            a0_7 += wc[68] * d0;
-                            a0_8 += wc[77] * d0;
-                            a0_9 += wc[86] * d0;
-                            a0_10 += wc[95] * d0;
-                            a0_11 += wc[104] * d0;
-                            a0_12 += wc[113] * d0;
-                            a0_13 += wc[122] * d0;
-                            a0_14 += wc[131] * d0;
-                            a0_15 += wc[140] * d0;
-                        }
-                        {
-                            const cg_v d0 = VLOAD(dyc + ty*256 - 32 + 0);
-                            a0_0 += wc[7] * d0;
-                            a0_1 += wc[16] * d0;
-                            a0_2 += wc[25] * d0;
-                            a0_3 += wc[34] * d0;
-                            a0_4 += wc[43] * d0;
-                            a0_5 += wc[52] * d0;
-                            a0_6 += wc[61] * d0;
-                            a0_7 += wc[70] * d0;
-                            a0_8 += wc[79] * d0;
-                            a0_9 += wc[88] * d0;
-                            a0_10 += wc[97] * d0;
-                            a0_11 += wc[106] * d0;
-                            a0_12 += wc[115] * d0;
-                            a0_13 += wc[124] * d0;
-                            a0_14 += wc[133] * d0;
-                            a0_15 += wc[142] * d0;
-                        }
-                        {
-                            const cg_v d0 = VLOAD(dyc + ty*256 - 64 + 0);
-                            a0_0 += wc[8] * d0;
-                            a0_1 += wc[17] * d0;
-                            a0_2 += wc[26] * d0;
-                            a0_3 += wc[35] * d0;
-                            a0_4 += wc[44] * d0;
-                            a0_5 += wc[53] * d0;
-                            a0_6 += wc[62] * d0;
-                            a0_7 += wc[71] * d0;
-                            a0_8 += wc[80] * d0;
-                            a0_9 += wc[89] * d0;
-                            a0_10 += wc[98] * d0;
-                            a0_11 += wc[107] * d0;
-                            a0_12 += wc[116] * d0;
-                            a0_13 += wc[125] * d0;
-                            a0_14 += wc[134] * d0;
-                            a0_15 += wc[143] * d0;
-                        }
-                    }
-                    VSTORE(dxb + ty*256 + 224, a0_0);
-                    VSTORE(dxb + ty*256 + 2272, a0_1);
-                    VSTORE(dxb + ty*256 + 4320, a0_2);
-                    VSTORE(dxb + ty*256 + 6368, a0_3);
-                    VSTORE(dxb + ty*256 + 8416, a0_4);
-                    VSTORE(dxb + ty*256 + 10464, a0_5);
-                    VSTORE(dxb + ty*256 + 12512, a0_6);
-                    VSTORE(dxb + ty*256 + 14560, a0_7);
-                    VSTORE(dxb + ty*256 + 16608, a0_8);
-                    VSTORE(dxb + ty*256 + 18656, a0_9);
-                    VSTORE(dxb + ty*256 + 20704, a0_10);
-                    VSTORE(dxb + ty*256 + 22752, a0_11);
-                    VSTORE(dxb + ty*256 + 24800, a0_12);
-                    VSTORE(dxb + ty*256 + 26848, a0_13);
-                    VSTORE(dxb + ty*256 + 28896, a0_14);
-                    VSTORE(dxb + ty*256 + 30944, a0_15);
-                }
-            }
-            {
-                cg_v a0_0 = vsplat(0.0f);
-                cg_v a0_1 = vsplat(0.0f);
-                cg_v a0_2 = vsplat(0.0f);
-                cg_v a0_3 = vsplat(0.0f);
-                cg_v a0_4 = vsplat(0.0f);
-                cg_v a0_5 = vsplat(0.0f);
-                cg_v a0_6 = vsplat(0.0f);
-                cg_v a0_7 = vsplat(0.0f);
-                cg_v a0_8 = vsplat(0.0f);
-                cg_v a0_9 = vsplat(0.0f);
-                cg_v a0_10 = vsplat(0.0f);
-                cg_v a0_11 = vsplat(0.0f);
-                cg_v a0_12 = vsplat(0.0f);
-                cg_v a0_13 = vsplat(0.0f);
-                cg_v a0_14 = vsplat(0.0f);
-                cg_v a0_15 = vsplat(0.0f);
-                for (int co = 0; co < 256; co++) {
-                    const float *restrict dyc = dyg + co*2048;
-                    const float *restrict wc = wg + co*2304;
-                    {
-                        const cg_v d0 = VLOAD(dyc + 1824 + 0);
-                        a0_0 += wc[3] * d0;
-                        a0_1 += wc[12] * d0;
-                        a0_2 += wc[21] * d0;
-                        a0_3 += wc[30] * d0;
-                        a0_4 += wc[39] * d0;
-                        a0_5 += wc[48] * d0;
-                        a0_6 += wc[57] * d0;
-                        a0_7 += wc[66] * d0;
-                        a0_8 += wc[75] * d0;
-                        a0_9 += wc[84] * d0;
-                        a0_10 += wc[93] * d0;
-                        a0_11 += wc[102] * d0;
-                        a0_12 += wc[111] * d0;
-                        a0_13 += wc[120] * d0;
-                        a0_14 += wc[129] * d0;
-                        a0_15 += wc[138] * d0;
-                    }
-                    {
-                        const cg_v d0 = VLOAD(dyc + 1792 + 0);
-                        a0_0 += wc[4] * d0;
-                        a0_1 += wc[13] * d0;
-                        a0_2 += wc[22] * d0;
-                        a0_3 += wc[31] * d0;
-                        a0_4 += wc[40] * d0;
-                        a0_5 += wc[49] * d0;
-                        a0_6 += wc[58] * d0;
-                        a0_7 += wc[67] * d0;
-                        a0_8 += wc[76] * d0;
-                        a0_9 += wc[85] * d0;
-                        a0_10 += wc[94] * d0;
-                        a0_11 += wc[103] * d0;
-                        a0_12 += wc[112] * d0;
-                        a0_13 += wc[121] * d0;
-                        a0_14 += wc[130] * d0;
-                        a0_15 += wc[139] * d0;
-                    }
-                    {
-                        const cg_v d0 = VLOAD(dyc + 1568 + 0);
-                        a0_0 += wc[6] * d0;
-                        a0_1 += wc[15] * d0;
-                        a0_2 += wc[24] * d0;
-                        a0_3 += wc[33] * d0;
-                        a0_4 += wc[42] * d0;
-                        a0_5 += wc[51] * d0;
-                        a0_6 += wc[60] * d0;
-                        a0_7 += wc[69] * d0;
-                        a0_8 += wc[78] * d0;
-                        a0_9 += wc[87] * d0;
-                        a0_10 += wc[96] * d0;
-                        a0_11 += wc[105] * d0;
-                        a0_12 += wc[114] * d0;
-                        a0_13 += wc[123] * d0;
-                        a0_14 += wc[132] * d0;
-                        a0_15 += wc[141] * d0;
-                    }
-                    {
-                        const cg_v d0 = VLOAD(dyc + 1536 + 0);
-                        a0_0 += wc[7] * d0;
-                        a0_1 += wc[16] * d0;
-                        a0_2 += wc[25] * d0;
-                        a0_3 += wc[34] * d0;
-                        a0_4 += wc[43] * d0;
-                        a0_5 += wc[52] * d0;
-                        a0_6 += wc[61] * d0;
-                        a0_7 += wc[70] * d0;
-                        a0_8 += wc[79] * d0;
-                        a0_9 += wc[88] * d0;
-                        a0_10 += wc[97] * d0;
-                        a0_11 += wc[106] * d0;
-                        a0_12 += wc[115] * d0;
-                        a0_13 += wc[124] * d0;
-                        a0_14 += wc[133] * d0;
-                        a0_15 += wc[142] * d0;
-                    }
-                }
-                VSTORE(dxb + 1792, a0_0);
-                VSTORE(dxb + 3840, a0_1);
-                VSTORE(dxb + 5888, a0_2);
-                VSTORE(dxb + 7936, a0_3);
-                VSTORE(dxb + 9984, a0_4);
-                VSTORE(dxb + 12032, a0_5);
-                VSTORE(dxb + 14080, a0_6);
-                VSTORE(dxb + 16128, a0_7);
-                VSTORE(dxb + 18176, a0_8);
-                VSTORE(dxb + 20224, a0_9);
-                VSTORE(dxb + 22272, a0_10);
-                VSTORE(dxb + 24320, a0_11);
-                VSTORE(dxb + 26368, a0_12);
-                VSTORE(dxb + 28416, a0_13);
-                VSTORE(dxb + 30464, a0_14);
-                VSTORE(dxb + 32512, a0_15);
-            }
-            /* inputs rows 0+1*t (t=7..7), cols 0+1*t (t=1..6): 6 taps */
-            for (int tx = 1; tx < 7; tx++) {
-                cg_v a0_0 = vsplat(0.0f);
-                cg_v a0_1 = vsplat(0.0f);
-                cg_v a0_2 = vsplat(0.0f);
-                cg_v a0_3 = vsplat(0.0f);
-                cg_v a0_4 = vsplat(0.0f);
-                cg_v a0_5 = vsplat(0.0f);
-                cg_v a0_6 = vsplat(0.0f);
-                cg_v a0_7 = vsplat(0.0f);
-                cg_v a0_8 = vsplat(0.0f);
-                cg_v a0_9 = vsplat(0.0f);
-                cg_v a0_10 = vsplat(0.0f);
-                cg_v a0_11 = vsplat(0.0f);
-                cg_v a0_12 = vsplat(0.0f);
-                cg_v a0_13 = vsplat(0.0f);
-                cg_v a0_14 = vsplat(0.0f);
-                cg_v a0_15 = vsplat(0.0f);
-                for (int co = 0; co < 256; co++) {
-                    const float *restrict dyc = dyg + co*2048;
-                    const float *restrict wc = wg + co*2304;
-                    {
-                        const cg_v d0 = VLOAD(dyc + tx*32 + 1824 + 0);
-                        a0_0 += wc[3] * d0;
-                        a0_1 += wc[12] * d0;
-                        a0_2 += wc[21] * d0;
-                        a0_3 += wc[30] * d0;
-                        a0_4 += wc[39] * d0;
-                        a0_5 += wc[48] * d0;
-                        a0_6 += wc[57] * d0;
-                        a0_7 += wc[66] * d0;
-                        a0_8 += wc[75] * d0;
-                        a0_9 += wc[84] * d0;
-                        a0_10 += wc[93] * d0;
-                        a0_11 += wc[102] * d0;
-                        a0_12 += wc[111] * d0;
-                        a0_13 += wc[120] * d0;
-                        a0_14 += wc[129] * d0;
-                        a0_15 += wc[138] * d0;
-                    }
-                    {
-                        const cg_v d0 = VLOAD(dyc + tx*32 + 1792 + 0);
-                        a0_0 += wc[4] * d0;
-                        a0_1 += wc[13] * d0;
-                        a0_2 += wc[22] * d0;
-                        a0_3 += wc[31] * d0;
-                        a0_4 += wc[40] * d0;
-                        a0_5 += wc[49] * d0;
-                        a0_6 += wc[58] * d0;
-                        a0_7 += wc[67] * d0;
-                        a0_8 += wc[76] * d0;
-                        a0_9 += wc[85] * d0;
-                        a0_10 += wc[94] * d0;
-                        a0_11 += wc[103] * d0;
-                        a0_12 += wc[112] * d0;
-                        a0_13 += wc[121] * d0;
-                        a0_14 += wc[130] * d0;
-                        a0_15 += wc[139] * d0;
-                    }
-                    {
-                        const cg_v d0 = VLOAD(dyc + tx*32 + 1760 + 0);
-                        a0_0 += wc[5] * d0;
-                        a0_1 += wc[14] * d0;
-                        a0_2 += wc[23] * d0;
-                        a0_3 += wc[32] * d0;
-                        a0_4 += wc[41] * d0;
-                        a0_5 += wc[50] * d0;
-                        a0_6 += wc[59] * d0;
-                        a0_7 += wc[68] * d0;
-                        a0_8 += wc[77] * d0;
-                        a0_9 += wc[86] * d0;
-                        a0_10 += wc[95] * d0;
-                        a0_11 += wc[104] * d0;
-                        a0_12 += wc[113] * d0;
-                        a0_13 += wc[122] * d0;
-                        a0_14 += wc[131] * d0;
-                        a0_15 += wc[140] * d0;
-                    }
-                    {
-                        const cg_v d0 = VLOAD(dyc + tx*32 + 1568 + 0);
-                        a0_0 += wc[6] * d0;
-                        a0_1 += wc[15] * d0;
-                        a0_2 += wc[24] * d0;
-                        a0_3 += wc[33] * d0;
-                        a0_4 += wc[42] * d0;
-                        a0_5 += wc[51] * d0;
-                        a0_6 += wc[60] * d0;
-                        a0_7 += wc[69] * d0;
-                        a0_8 += wc[78] * d0;
-                        a0_9 += wc[87] * d0;
-                        a0_10 += wc[96] * d0;
-                        a0_11 += wc[105] * d0;
-                        a0_12 += wc[114] * d0;
-                        a0_13 += wc[123] * d0;
-                        a0_14 += wc[132] * d0;
-                        a0_15 += wc[141] * d0;
-                    }
-                    {
-                        const cg_v d0 = VLOAD(dyc + tx*32 + 1536 + 0);
-                        a0_0 += wc[7] * d0;
-                        a0_1 += wc[16] * d0;
-                        a0_2 += wc[25] * d0;
-                        a0_3 += wc[34] * d0;
-                        a0_4 += wc[43] * d0;
-                        a0_5 += wc[52] * d0;
-                        a0_6 += wc[61] * d0;
-                        a0_7 += wc[70] * d0;
-                        a0_8 += wc[79] * d0;
-                        a0_9 += wc[88] * d0;
-                        a0_10 += wc[97] * d0;
-                        a0_11 += wc[106] * d0;
-                        a0_12 += wc[115] * d0;
-                        a0_13 += wc[124] * d0;
-                        a0_14 += wc[133] * d0;
-                        a0_15 += wc[142] * d0;
-                    }
-                    {
-                        const cg_v d0 = VLOAD(dyc + tx*32 + 1504 + 0);
-                        a0_0 += wc[8] * d0;
-                        a0_1 += wc[17] * d0;
-                        a0_2 += wc[26] * d0;
-                        a0_3 += wc[35] * d0;
-                        a0_4 += wc[44] * d0;
-                        a0_5 += wc[53] * d0;
-                        a0_6 += wc[62] * d0;
-                        a0_7 += wc[71] * d0;
-                        a0_8 += wc[80] * d0;
-                        a0_9 += wc[89] * d0;
-                        a0_10 += wc[98] * d0;
-                        a0_11 += wc[107] * d0;
-                        a0_12 += wc[116] * d0;
-                        a0_13 += wc[125] * d0;
-                        a0_14 += wc[134] * d0;
-                        a0_15 += wc[143] * d0;
-                    }
-                }
-                VSTORE(dxb + tx*32 + 1792, a0_0);
-                VSTORE(dxb + tx*32 + 3840, a0_1);
-                VSTORE(dxb + tx*32 + 5888, a0_2);
-                VSTORE(dxb + tx*32 + 7936, a0_3);
-                VSTORE(dxb + tx*32 + 9984, a0_4);
-                VSTORE(dxb + tx*32 + 12032, a0_5);
-                VSTORE(dxb + tx*32 + 14080, a0_6);
-                VSTORE(dxb + tx*32 + 16128, a0_7);
-                VSTORE(dxb + tx*32 + 18176, a0_8);
-                VSTORE(dxb + tx*32 + 20224, a0_9);
-                VSTORE(dxb + tx*32 + 22272, a0_10);
-                VSTORE(dxb + tx*32 + 24320, a0_11);
-                VSTORE(dxb + tx*32 + 26368, a0_12);
-                VSTORE(dxb + tx*32 + 28416, a0_13);
-                VSTORE(dxb + tx*32 + 30464, a0_14);
-                VSTORE(dxb + tx*32 + 32512, a0_15);
-            }
-            {
-                cg_v a0_0 = vsplat(0.0f);
-                cg_v a0_1 = vsplat(0.0f);
-                cg_v a0_2 = vsplat(0.0f);
-                cg_v a0_3 = vsplat(0.0f);
-                cg_v a0_4 = vsplat(0.0f);
-                cg_v a0_5 = vsplat(0.0f);
-                cg_v a0_6 = vsplat(0.0f);
-                cg_v a0_7 = vsplat(0.0f);
-                cg_v a0_8 = vsplat(0.0f);
-                cg_v a0_9 = vsplat(0.0f);
-                cg_v a0_10 = vsplat(0.0f);
-                cg_v a0_11 = vsplat(0.0f);
-                cg_v a0_12 = vsplat(0.0f);
-                cg_v a0_13 = vsplat(0.0f);
-                cg_v a0_14 = vsplat(0.0f);
-                cg_v a0_15 = vsplat(0.0f);
-                for (int co = 0; co < 256; co++) {
-                    const float *restrict dyc = dyg + co*2048;
-                    const float *restrict wc = wg + co*2304;
-                    {
-                        const cg_v d0 = VLOAD(dyc + 2016 + 0);
-                        a0_0 += wc[4] * d0;
-                        a0_1 += wc[13] * d0;
-                        a0_2 += wc[22] * d0;
-                        a0_3 += wc[31] * d0;
-                        a0_4 += wc[40] * d0;
-                        a0_5 += wc[49] * d0;
-                        a0_6 += wc[58] * d0;
-                        a0_7 += wc[67] * d0;
-                        a0_8 += wc[76] * d0;
-                        a0_9 += wc[85] * d0;
-                        a0_10 += wc[94] * d0;
-                        a0_11 += wc[103] * d0;
-                        a0_12 += wc[112] * d0;
-                        a0_13 += wc[121] * d0;
-                        a0_14 += wc[130] * d0;
-                        a0_15 += wc[139] * d0;
-                    }
-                    {
-                        const cg_v d0 = VLOAD(dyc + 1984 + 0);
-                        a0_0 += wc[5] * d0;
-                        a0_1 += wc[14] * d0;
-                        a0_2 += wc[23] * d0;
-                        a0_3 += wc[32] * d0;
-                        a0_4 += wc[41] * d0;
-                        a0_5 += wc[50] * d0;
-                        a0_6 += wc[59] * d0;
-                        a0_7 += wc[68] * d0;
-                        a0_8 += wc[77] * d0;
-                        a0_9 += wc[86] * d0;
-                        a0_10 += wc[95] * d0;
-                        a0_11 += wc[104] * d0;
-                        a0_12 += wc[113] * d0;
-                        a0_13 += wc[122] * d0;
-                        a0_14 += wc[131] * d0;
-                        a0_15 += wc[140] * d0;
-                    }
-                    {
-                        const cg_v d0 = VLOAD(dyc + 1760 + 0);
-                        a0_0 += wc[7] * d0;
-                        a0_1 += wc[16] * d0;
-                        a0_2 += wc[25] * d0;
-                        a0_3 += wc[34] * d0;
-                        a0_4 += wc[43] * d0;
-                        a0_5 += wc[52] * d0;
-                        a0_6 += wc[61] * d0;
-                        a0_7 += wc[70] * d0;
-                        a0_8 += wc[79] * d0;
-                        a0_9 += wc[88] * d0;
-                        a0_10 += wc[97] * d0;
-                        a0_11 += wc[106] * d0;
-                        a0_12 += wc[115] * d0;
-                        a0_13 += wc[124] * d0;
-                        a0_14 += wc[133] * d0;
-                        a0_15 += wc[142] * d0;
-                    }
-                    {
-                        const cg_v d0 = VLOAD(dyc + 1728 + 0);
-                        a0_0 += wc[8] * d0;
-                        a0_1 += wc[17] * d0;
-                        a0_2 += wc[26] * d0;
-                        a0_3 += wc[35] * d0;
-                        a0_4 += wc[44] * d0;
-                        a0_5 += wc[53] * d0;
-                        a0_6 += wc[62] * d0;
-                        a0_7 += wc[71] * d0;
-                        a0_8 += wc[80] * d0;
-                        a0_9 += wc[89] * d0;
-                        a0_10 += wc[98] * d0;
-                        a0_11 += wc[107] * d0;
-                        a0_12 += wc[116] * d0;
-                        a0_13 += wc[125] * d0;
-                        a0_14 += wc[134] * d0;
-                        a0_15 += wc[143] * d0;
-                    }
-                }
-                VSTORE(dxb + 2016, a0_0);
-                VSTORE(dxb + 4064, a0_1);
-                VSTORE(dxb + 6112, a0_2);
-                VSTORE(dxb + 8160, a0_3);
-                VSTORE(dxb + 10208, a0_4);
-                VSTORE(dxb + 12256, a0_5);
-                VSTORE(dxb + 14304, a0_6);
-                VSTORE(dxb + 16352, a0_7);
-                VSTORE(dxb + 18400, a0_8);
-                VSTORE(dxb + 20448, a0_9);
-                VSTORE(dxb + 22496, a0_10);
-                VSTORE(dxb + 24544, a0_11);
-                VSTORE(dxb + 26592, a0_12);
-                VSTORE(dxb + 28640, a0_13);
-                VSTORE(dxb + 30688, a0_14);
-                VSTORE(dxb + 32736, a0_15);
-            }
-        }
-    }
-}
+/* l14_conv2d_backward_dx: the code of l12_conv2d_backward_dx */
 
 /* layer 15: relu 256x8x8 -> 256x8x8 (specs/vgg16_cifar.yaml:27:5)
  * schedule lanes: fwd lanes dw lanes dx with dw */
-static void l15_relu_forward(const float *restrict x, float *restrict y)
-{
-    for (int i = 0; i < 524288; i++)
-        y[i] = x[i] > 0.0f ? x[i] : 0.0f;
-}
+/* l15_relu_forward: the code of l11_relu_forward */
 
-static void l15_relu_backward(const float *restrict y, const float *restrict dy, float *restrict dx)
-{
-    for (int i = 0; i < 524288; i++)
-        dx[i] = y[i] > 0.0f ? dy[i] : 0.0f;
-}
+/* l15_relu_backward: the code of l11_relu_backward */
 
 /* layer 16: maxpool2d 256x8x8 -> 256x4x4 (specs/vgg16_cifar.yaml:28:5)
  * schedule lanes: fwd lanes dw lanes dx with dw */
 static void l16_maxpool2d_forward(const float *restrict x, float *restrict y)
 {
+    /* x [256x8x8][lanes], y [256x4x4][lanes] */
     for (int c = 0; c < 256; c++) {
         const float *restrict xc = x + c * 2048;
         float *restrict yc = y + c * 512;
@@ -18449,6 +15734,7 @@ static void l16_maxpool2d_forward(const float *restrict x, float *restrict y)
 
 static void l16_maxpool2d_backward(const float *restrict x, const float *restrict dy, float *restrict dx)
 {
+    /* x [256x8x8][lanes], y [256x4x4][lanes] */
     memset(dx, 0, sizeof(float) * 524288);
     for (int c = 0; c < 256; c++) {
         const float *restrict xc = x + c * 2048;
@@ -18477,8 +15763,9 @@ static void l16_maxpool2d_backward(const float *restrict x, const float *restric
  * schedule lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16] threaded */
 static void l17_conv2d_forward(const float *restrict P, const float *restrict x, float *restrict y)
 {
-    const float *restrict w = P + 1735488;
-    const float *restrict bias = P + 2915136;
+    /* x [256x4x4][lanes], y [512x4x4][lanes] */
+    const float *restrict w = P;
+    const float *restrict bias = P + 1179648;
     CG_PARALLEL_FOR
     for (int cb = 0; cb < 32; cb++) {
         for (int v0 = 0; v0 < 2; v0 += 1) {
@@ -19775,8 +17062,9 @@ static void l17_conv2d_forward(const float *restrict P, const float *restrict x,
 
 static void l17_conv2d_backward(float *restrict G, const float *restrict x, const float *restrict dy)
 {
-    float *restrict gw = G + 1735488;
-    float *restrict gb = G + 2915136;
+    /* x [256x4x4][lanes], y [512x4x4][lanes] */
+    float *restrict gw = G;
+    float *restrict gb = G + 1179648;
     CG_PARALLEL_FOR
     for (int co = 0; co < 512; co++) {
         cg_v s = vsplat(0.0f);
@@ -19894,7 +17182,8 @@ static void l17_conv2d_backward(float *restrict G, const float *restrict x, cons
 
 static void l17_conv2d_backward_dx(const float *restrict P, const float *restrict dy, float *restrict dx)
 {
-    const float *restrict w = P + 1735488;
+    /* x [256x4x4][lanes], y [512x4x4][lanes] */
+    const float *restrict w = P;
     CG_PARALLEL_FOR
     for (int cib = 0; cib < 16; cib++) {
         for (int v0 = 0; v0 < 2; v0 += 1) {
@@ -21193,12 +18482,14 @@ static void l17_conv2d_backward_dx(const float *restrict P, const float *restric
  * schedule lanes: fwd lanes dw lanes dx with dw */
 static void l18_relu_forward(const float *restrict x, float *restrict y)
 {
+    /* x [512x4x4][lanes], y [512x4x4][lanes] */
     for (int i = 0; i < 262144; i++)
         y[i] = x[i] > 0.0f ? x[i] : 0.0f;
 }
 
 static void l18_relu_backward(const float *restrict y, const float *restrict dy, float *restrict dx)
 {
+    /* x [512x4x4][lanes], y [512x4x4][lanes] */
     for (int i = 0; i < 262144; i++)
         dx[i] = y[i] > 0.0f ? dy[i] : 0.0f;
 }
@@ -21207,8 +18498,9 @@ static void l18_relu_backward(const float *restrict y, const float *restrict dy,
  * schedule lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16] threaded */
 static void l19_conv2d_forward(const float *restrict P, const float *restrict x, float *restrict y)
 {
-    const float *restrict w = P + 2915648;
-    const float *restrict bias = P + 5274944;
+    /* x [512x4x4][lanes], y [512x4x4][lanes] */
+    const float *restrict w = P;
+    const float *restrict bias = P + 2359296;
     CG_PARALLEL_FOR
     for (int cb = 0; cb < 32; cb++) {
         for (int v0 = 0; v0 < 2; v0 += 1) {
@@ -22505,8 +19797,9 @@ static void l19_conv2d_forward(const float *restrict P, const float *restrict x,
 
 static void l19_conv2d_backward(float *restrict G, const float *restrict x, const float *restrict dy)
 {
-    float *restrict gw = G + 2915648;
-    float *restrict gb = G + 5274944;
+    /* x [512x4x4][lanes], y [512x4x4][lanes] */
+    float *restrict gw = G;
+    float *restrict gb = G + 2359296;
     CG_PARALLEL_FOR
     for (int co = 0; co < 512; co++) {
         cg_v s = vsplat(0.0f);
@@ -22624,7 +19917,8 @@ static void l19_conv2d_backward(float *restrict G, const float *restrict x, cons
 
 static void l19_conv2d_backward_dx(const float *restrict P, const float *restrict dy, float *restrict dx)
 {
-    const float *restrict w = P + 2915648;
+    /* x [512x4x4][lanes], y [512x4x4][lanes] */
+    const float *restrict w = P;
     CG_PARALLEL_FOR
     for (int cib = 0; cib < 32; cib++) {
         for (int v0 = 0; v0 < 2; v0 += 1) {
@@ -23921,2752 +21215,29 @@ static void l19_conv2d_backward_dx(const float *restrict P, const float *restric
 
 /* layer 20: relu 512x4x4 -> 512x4x4 (specs/vgg16_cifar.yaml:33:5)
  * schedule lanes: fwd lanes dw lanes dx with dw */
-static void l20_relu_forward(const float *restrict x, float *restrict y)
-{
-    for (int i = 0; i < 262144; i++)
-        y[i] = x[i] > 0.0f ? x[i] : 0.0f;
-}
+/* l20_relu_forward: the code of l18_relu_forward */
 
-static void l20_relu_backward(const float *restrict y, const float *restrict dy, float *restrict dx)
-{
-    for (int i = 0; i < 262144; i++)
-        dx[i] = y[i] > 0.0f ? dy[i] : 0.0f;
-}
+/* l20_relu_backward: the code of l18_relu_backward */
 
 /* layer 21: conv2d 512x4x4 -> 512x4x4 (specs/vgg16_cifar.yaml:34:5)
  * schedule lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16] threaded */
-static void l21_conv2d_forward(const float *restrict P, const float *restrict x, float *restrict y)
-{
-    const float *restrict w = P + 5275456;
-    const float *restrict bias = P + 7634752;
-    CG_PARALLEL_FOR
-    for (int cb = 0; cb < 32; cb++) {
-        for (int v0 = 0; v0 < 2; v0 += 1) {
-            const float *restrict wb = w + cb*73728;
-            const float *restrict xg = x + 0 + v0 * 16;
-            float *restrict yb = y + cb*8192 + v0 * 16;
-            {
-                cg_v a0_0 = vsplat(bias[cb*16]);
-                cg_v a0_1 = vsplat(bias[cb*16 + 1]);
-                cg_v a0_2 = vsplat(bias[cb*16 + 2]);
-                cg_v a0_3 = vsplat(bias[cb*16 + 3]);
-                cg_v a0_4 = vsplat(bias[cb*16 + 4]);
-                cg_v a0_5 = vsplat(bias[cb*16 + 5]);
-                cg_v a0_6 = vsplat(bias[cb*16 + 6]);
-                cg_v a0_7 = vsplat(bias[cb*16 + 7]);
-                cg_v a0_8 = vsplat(bias[cb*16 + 8]);
-                cg_v a0_9 = vsplat(bias[cb*16 + 9]);
-                cg_v a0_10 = vsplat(bias[cb*16 + 10]);
-                cg_v a0_11 = vsplat(bias[cb*16 + 11]);
-                cg_v a0_12 = vsplat(bias[cb*16 + 12]);
-                cg_v a0_13 = vsplat(bias[cb*16 + 13]);
-                cg_v a0_14 = vsplat(bias[cb*16 + 14]);
-                cg_v a0_15 = vsplat(bias[cb*16 + 15]);
-                for (int ci = 0; ci < 512; ci++) {
-                    const float *restrict xc = xg + ci*512;
-                    const float *restrict wc = wb + ci*9;
-                    {
-                        const cg_v x0 = VLOAD(xc + 0 + 0);
-                        a0_0 += wc[4] * x0;
-                        a0_1 += wc[4612] * x0;
-                        a0_2 += wc[9220] * x0;
-                        a0_3 += wc[13828] * x0;
-                        a0_4 += wc[18436] * x0;
-                        a0_5 += wc[23044] * x0;
-                        a0_6 += wc[27652] * x0;
-                        a0_7 += wc[32260] * x0;
-                        a0_8 += wc[36868] * x0;
-                        a0_9 += wc[41476] * x0;
-                        a0_10 += wc[46084] * x0;
-                        a0_11 += wc[50692] * x0;
-                        a0_12 += wc[55300] * x0;
-                        a0_13 += wc[59908] * x0;
-                        a0_14 += wc[64516] * x0;
-                        a0_15 += wc[69124] * x0;
-                    }
-                    {
-                        const cg_v x0 = VLOAD(xc + 32 + 0);
-                        a0_0 += wc[5] * x0;
-                        a0_1 += wc[4613] * x0;
-                        a0_2 += wc[9221] * x0;
-                        a0_3 += wc[13829] * x0;
-                        a0_4 += wc[18437] * x0;
-                        a0_5 += wc[23045] * x0;
-                        a0_6 += wc[27653] * x0;
-                        a0_7 += wc[32261] * x0;
-                        a0_8 += wc[36869] * x0;
-                        a0_9 += wc[41477] * x0;
-                        a0_10 += wc[46085] * x0;
-                        a0_11 += wc[50693] * x0;
-                        a0_12 += wc[55301] * x0;
-                        a0_13 += wc[59909] * x0;
-                        a0_14 += wc[64517] * x0;
-                        a0_15 += wc[69125] * x0;
-                    }
-                    {
-                        const cg_v x0 = VLOAD(xc + 128 + 0);
-                        a0_0 += wc[7] * x0;
-                        a0_1 += wc[4615] * x0;
-                        a0_2 += wc[9223] * x0;
-                        a0_3 += wc[13831] * x0;
-                        a0_4 += wc[18439] * x0;
-                        a0_5 += wc[23047] * x0;
-                        a0_6 += wc[27655] * x0;
-                        a0_7 += wc[32263] * x0;
-                        a0_8 += wc[36871] * x0;
-                        a0_9 += wc[41479] * x0;
-                        a0_10 += wc[46087] * x0;
-                        a0_11 += wc[50695] * x0;
-                        a0_12 += wc[55303] * x0;
-                        a0_13 += wc[59911] * x0;
-                        a0_14 += wc[64519] * x0;
-                        a0_15 += wc[69127] * x0;
-                    }
-                    {
-                        const cg_v x0 = VLOAD(xc + 160 + 0);
-                        a0_0 += wc[8] * x0;
-                        a0_1 += wc[4616] * x0;
-                        a0_2 += wc[9224] * x0;
-                        a0_3 += wc[13832] * x0;
-                        a0_4 += wc[18440] * x0;
-                        a0_5 += wc[23048] * x0;
-                        a0_6 += wc[27656] * x0;
-                        a0_7 += wc[32264] * x0;
-                        a0_8 += wc[36872] * x0;
-                        a0_9 += wc[41480] * x0;
-                        a0_10 += wc[46088] * x0;
-                        a0_11 += wc[50696] * x0;
-                        a0_12 += wc[55304] * x0;
-                        a0_13 += wc[59912] * x0;
-                        a0_14 += wc[64520] * x0;
-                        a0_15 += wc[69128] * x0;
-                    }
-                }
-                VSTORE(yb + 0, a0_0);
-                VSTORE(yb + 512, a0_1);
-                VSTORE(yb + 1024, a0_2);
-                VSTORE(yb + 1536, a0_3);
-                VSTORE(yb + 2048, a0_4);
-                VSTORE(yb + 2560, a0_5);
-                VSTORE(yb + 3072, a0_6);
-                VSTORE(yb + 3584, a0_7);
-                VSTORE(yb + 4096, a0_8);
-                VSTORE(yb + 4608, a0_9);
-                VSTORE(yb + 5120, a0_10);
-                VSTORE(yb + 5632, a0_11);
-                VSTORE(yb + 6144, a0_12);
-                VSTORE(yb + 6656, a0_13);
-                VSTORE(yb + 7168, a0_14);
-                VSTORE(yb + 7680, a0_15);
-            }
-            /* rows 0..0, cols 1..2: 6 of 9 taps */
-            for (int ox = 1; ox < 3; ox++) {
-                cg_v a0_0 = vsplat(bias[cb*16]);
-                cg_v a0_1 = vsplat(bias[cb*16 + 1]);
-                cg_v a0_2 = vsplat(bias[cb*16 + 2]);
-                cg_v a0_3 = vsplat(bias[cb*16 + 3]);
-                cg_v a0_4 = vsplat(bias[cb*16 + 4]);
-                cg_v a0_5 = vsplat(bias[cb*16 + 5]);
-                cg_v a0_6 = vsplat(bias[cb*16 + 6]);
-                cg_v a0_7 = vsplat(bias[cb*16 + 7]);
-                cg_v a0_8 = vsplat(bias[cb*16 + 8]);
-                cg_v a0_9 = vsplat(bias[cb*16 + 9]);
-                cg_v a0_10 = vsplat(bias[cb*16 + 10]);
-                cg_v a0_11 = vsplat(bias[cb*16 + 11]);
-                cg_v a0_12 = vsplat(bias[cb*16 + 12]);
-                cg_v a0_13 = vsplat(bias[cb*16 + 13]);
-                cg_v a0_14 = vsplat(bias[cb*16 + 14]);
-                cg_v a0_15 = vsplat(bias[cb*16 + 15]);
-                for (int ci = 0; ci < 512; ci++) {
-                    const float *restrict xc = xg + ci*512;
-                    const float *restrict wc = wb + ci*9;
-                    {
-                        const cg_v x0 = VLOAD(xc + ox*32 - 32 + 0);
-                        a0_0 += wc[3] * x0;
-                        a0_1 += wc[4611] * x0;
-                        a0_2 += wc[9219] * x0;
-                        a0_3 += wc[13827] * x0;
-                        a0_4 += wc[18435] * x0;
-                        a0_5 += wc[23043] * x0;
-                        a0_6 += wc[27651] * x0;
-                        a0_7 += wc[32259] * x0;
-                        a0_8 += wc[36867] * x0;
-                        a0_9 += wc[41475] * x0;
-                        a0_10 += wc[46083] * x0;
-                        a0_11 += wc[50691] * x0;
-                        a0_12 += wc[55299] * x0;
-                        a0_13 += wc[59907] * x0;
-                        a0_14 += wc[64515] * x0;
-                        a0_15 += wc[69123] * x0;
-                    }
-                    {
-                        const cg_v x0 = VLOAD(xc + ox*32 + 0);
-                        a0_0 += wc[4] * x0;
-                        a0_1 += wc[4612] * x0;
-                        a0_2 += wc[9220] * x0;
-                        a0_3 += wc[13828] * x0;
-                        a0_4 += wc[18436] * x0;
-                        a0_5 += wc[23044] * x0;
-                        a0_6 += wc[27652] * x0;
-                        a0_7 += wc[32260] * x0;
-                        a0_8 += wc[36868] * x0;
-                        a0_9 += wc[41476] * x0;
-                        a0_10 += wc[46084] * x0;
-                        a0_11 += wc[50692] * x0;
-                        a0_12 += wc[55300] * x0;
-                        a0_13 += wc[59908] * x0;
-                        a0_14 += wc[64516] * x0;
-                        a0_15 += wc[69124] * x0;
-                    }
-                    {
-                        const cg_v x0 = VLOAD(xc + ox*32 + 32 + 0);
-                        a0_0 += wc[5] * x0;
-                        a0_1 += wc[4613] * x0;
-                        a0_2 += wc[9221] * x0;
-                        a0_3 += wc[13829] * x0;
-                        a0_4 += wc[18437] * x0;
-                        a0_5 += wc[23045] * x0;
-                        a0_6 += wc[27653] * x0;
-                        a0_7 += wc[32261] * x0;
-                        a0_8 += wc[36869] * x0;
-                        a0_9 += wc[41477] * x0;
-                        a0_10 += wc[46085] * x0;
-                        a0_11 += wc[50693] * x0;
-                        a0_12 += wc[55301] * x0;
-                        a0_13 += wc[59909] * x0;
-                        a0_14 += wc[64517] * x0;
-                        a0_15 += wc[69125] * x0;
-                    }
-                    {
-                        const cg_v x0 = VLOAD(xc + ox*32 + 96 + 0);
-                        a0_0 += wc[6] * x0;
-                        a0_1 += wc[4614] * x0;
-                        a0_2 += wc[9222] * x0;
-                        a0_3 += wc[13830] * x0;
-                        a0_4 += wc[18438] * x0;
-                        a0_5 += wc[23046] * x0;
-                        a0_6 += wc[27654] * x0;
-                        a0_7 += wc[32262] * x0;
-                        a0_8 += wc[36870] * x0;
-                        a0_9 += wc[41478] * x0;
-                        a0_10 += wc[46086] * x0;
-                        a0_11 += wc[50694] * x0;
-                        a0_12 += wc[55302] * x0;
-                        a0_13 += wc[59910] * x0;
-                        a0_14 += wc[64518] * x0;
-                        a0_15 += wc[69126] * x0;
-                    }
-                    {
-                        const cg_v x0 = VLOAD(xc + ox*32 + 128 + 0);
-                        a0_0 += wc[7] * x0;
-                        a0_1 += wc[4615] * x0;
-                        a0_2 += wc[9223] * x0;
-                        a0_3 += wc[13831] * x0;
-                        a0_4 += wc[18439] * x0;
-                        a0_5 += wc[23047] * x0;
-                        a0_6 += wc[27655] * x0;
-                        a0_7 += wc[32263] * x0;
-                        a0_8 += wc[36871] * x0;
-                        a0_9 += wc[41479] * x0;
-                        a0_10 += wc[46087] * x0;
-                        a0_11 += wc[50695] * x0;
-                        a0_12 += wc[55303] * x0;
-                        a0_13 += wc[59911] * x0;
-                        a0_14 += wc[64519] * x0;
-                        a0_15 += wc[69127] * x0;
-                    }
-                    {
-                        const cg_v x0 = VLOAD(xc + ox*32 + 160 + 0);
-                        a0_0 += wc[8] * x0;
-                        a0_1 += wc[4616] * x0;
-                        a0_2 += wc[9224] * x0;
-                        a0_3 += wc[13832] * x0;
-                        a0_4 += wc[18440] * x0;
-                        a0_5 += wc[23048] * x0;
-                        a0_6 += wc[27656] * x0;
-                        a0_7 += wc[32264] * x0;
-                        a0_8 += wc[36872] * x0;
-                        a0_9 += wc[41480] * x0;
-                        a0_10 += wc[46088] * x0;
-                        a0_11 += wc[50696] * x0;
-                        a0_12 += wc[55304] * x0;
-                        a0_13 += wc[59912] * x0;
-                        a0_14 += wc[64520] * x0;
-                        a0_15 += wc[69128] * x0;
-                    }
-                }
-                VSTORE(yb + ox*32, a0_0);
-                VSTORE(yb + ox*32 + 512, a0_1);
-                VSTORE(yb + ox*32 + 1024, a0_2);
-                VSTORE(yb + ox*32 + 1536, a0_3);
-                VSTORE(yb + ox*32 + 2048, a0_4);
-                VSTORE(yb + ox*32 + 2560, a0_5);
-                VSTORE(yb + ox*32 + 3072, a0_6);
-                VSTORE(yb + ox*32 + 3584, a0_7);
-                VSTORE(yb + ox*32 + 4096, a0_8);
-                VSTORE(yb + ox*32 + 4608, a0_9);
-                VSTORE(yb + ox*32 + 5120, a0_10);
-                VSTORE(yb + ox*32 + 5632, a0_11);
-                VSTORE(yb + ox*32 + 6144, a0_12);
-                VSTORE(yb + ox*32 + 6656, a0_13);
-                VSTORE(yb + ox*32 + 7168, a0_14);
-                VSTORE(yb + ox*32 + 7680, a0_15);
-            }
-            {
-                cg_v a0_0 = vsplat(bias[cb*16]);
-                cg_v a0_1 = vsplat(bias[cb*16 + 1]);
-                cg_v a0_2 = vsplat(bias[cb*16 + 2]);
-                cg_v a0_3 = vsplat(bias[cb*16 + 3]);
-                cg_v a0_4 = vsplat(bias[cb*16 + 4]);
-                cg_v a0_5 = vsplat(bias[cb*16 + 5]);
-                cg_v a0_6 = vsplat(bias[cb*16 + 6]);
-                cg_v a0_7 = vsplat(bias[cb*16 + 7]);
-                cg_v a0_8 = vsplat(bias[cb*16 + 8]);
-                cg_v a0_9 = vsplat(bias[cb*16 + 9]);
-                cg_v a0_10 = vsplat(bias[cb*16 + 10]);
-                cg_v a0_11 = vsplat(bias[cb*16 + 11]);
-                cg_v a0_12 = vsplat(bias[cb*16 + 12]);
-                cg_v a0_13 = vsplat(bias[cb*16 + 13]);
-                cg_v a0_14 = vsplat(bias[cb*16 + 14]);
-                cg_v a0_15 = vsplat(bias[cb*16 + 15]);
-                for (int ci = 0; ci < 512; ci++) {
-                    const float *restrict xc = xg + ci*512;
-                    const float *restrict wc = wb + ci*9;
-                    {
-                        const cg_v x0 = VLOAD(xc + 64 + 0);
-                        a0_0 += wc[3] * x0;
-                        a0_1 += wc[4611] * x0;
-                        a0_2 += wc[9219] * x0;
-                        a0_3 += wc[13827] * x0;
-                        a0_4 += wc[18435] * x0;
-                        a0_5 += wc[23043] * x0;
-                        a0_6 += wc[27651] * x0;
-                        a0_7 += wc[32259] * x0;
-                        a0_8 += wc[36867] * x0;
-                        a0_9 += wc[41475] * x0;
-                        a0_10 += wc[46083] * x0;
-                        a0_11 += wc[50691] * x0;
-                        a0_12 += wc[55299] * x0;
-                        a0_13 += wc[59907] * x0;
-                        a0_14 += wc[64515] * x0;
-                        a0_15 += wc[69123] * x0;
-                    }
-                    {
-                        const cg_v x0 = VLOAD(xc + 96 + 0);
-                        a0_0 += wc[4] * x0;
-                        a0_1 += wc[4612] * x0;
-                        a0_2 += wc[9220] * x0;
-                        a0_3 += wc[13828] * x0;
-                        a0_4 += wc[18436] * x0;
-                        a0_5 += wc[23044] * x0;
-                        a0_6 += wc[27652] * x0;
-                        a0_7 += wc[32260] * x0;
-                        a0_8 += wc[36868] * x0;
-                        a0_9 += wc[41476] * x0;
-                        a0_10 += wc[46084] * x0;
-                        a0_11 += wc[50692] * x0;
-                        a0_12 += wc[55300] * x0;
-                        a0_13 += wc[59908] * x0;
-                        a0_14 += wc[64516] * x0;
-                        a0_15 += wc[69124] * x0;
-                    }
-                    {
-                        const cg_v x0 = VLOAD(xc + 192 + 0);
-                        a0_0 += wc[6] * x0;
-                        a0_1 += wc[4614] * x0;
-                        a0_2 += wc[9222] * x0;
-                        a0_3 += wc[13830] * x0;
-                        a0_4 += wc[18438] * x0;
-                        a0_5 += wc[23046] * x0;
-                        a0_6 += wc[27654] * x0;
-                        a0_7 += wc[32262] * x0;
-                        a0_8 += wc[36870] * x0;
-                        a0_9 += wc[41478] * x0;
-                        a0_10 += wc[46086] * x0;
-                        a0_11 += wc[50694] * x0;
-                        a0_12 += wc[55302] * x0;
-                        a0_13 += wc[59910] * x0;
-                        a0_14 += wc[64518] * x0;
-                        a0_15 += wc[69126] * x0;
-                    }
-                    {
-                        const cg_v x0 = VLOAD(xc + 224 + 0);
-                        a0_0 += wc[7] * x0;
-                        a0_1 += wc[4615] * x0;
-                        a0_2 += wc[9223] * x0;
-                        a0_3 += wc[13831] * x0;
-                        a0_4 += wc[18439] * x0;
-                        a0_5 += wc[23047] * x0;
-                        a0_6 += wc[27655] * x0;
-                        a0_7 += wc[32263] * x0;
-                        a0_8 += wc[36871] * x0;
-                        a0_9 += wc[41479] * x0;
-                        a0_10 += wc[46087] * x0;
-                        a0_11 += wc[50695] * x0;
-                        a0_12 += wc[55303] * x0;
-                        a0_13 += wc[59911] * x0;
-                        a0_14 += wc[64519] * x0;
-                        a0_15 += wc[69127] * x0;
-                    }
-                }
-                VSTORE(yb + 96, a0_0);
-                VSTORE(yb + 608, a0_1);
-                VSTORE(yb + 1120, a0_2);
-                VSTORE(yb + 1632, a0_3);
-                VSTORE(yb + 2144, a0_4);
-                VSTORE(yb + 2656, a0_5);
-                VSTORE(yb + 3168, a0_6);
-                VSTORE(yb + 3680, a0_7);
-                VSTORE(yb + 4192, a0_8);
-                VSTORE(yb + 4704, a0_9);
-                VSTORE(yb + 5216, a0_10);
-                VSTORE(yb + 5728, a0_11);
-                VSTORE(yb + 6240, a0_12);
-                VSTORE(yb + 6752, a0_13);
-                VSTORE(yb + 7264, a0_14);
-                VSTORE(yb + 7776, a0_15);
-            }
-            /* rows 1..2, cols 0..0: 6 of 9 taps */
-            for (int oy = 1; oy < 3; oy++) {
-                {
-                    cg_v a0_0 = vsplat(bias[cb*16]);
-                    cg_v a0_1 = vsplat(bias[cb*16 + 1]);
-                    cg_v a0_2 = vsplat(bias[cb*16 + 2]);
-                    cg_v a0_3 = vsplat(bias[cb*16 + 3]);
-                    cg_v a0_4 = vsplat(bias[cb*16 + 4]);
-                    cg_v a0_5 = vsplat(bias[cb*16 + 5]);
-                    cg_v a0_6 = vsplat(bias[cb*16 + 6]);
-                    cg_v a0_7 = vsplat(bias[cb*16 + 7]);
-                    cg_v a0_8 = vsplat(bias[cb*16 + 8]);
-                    cg_v a0_9 = vsplat(bias[cb*16 + 9]);
-                    cg_v a0_10 = vsplat(bias[cb*16 + 10]);
-                    cg_v a0_11 = vsplat(bias[cb*16 + 11]);
-                    cg_v a0_12 = vsplat(bias[cb*16 + 12]);
-                    cg_v a0_13 = vsplat(bias[cb*16 + 13]);
-                    cg_v a0_14 = vsplat(bias[cb*16 + 14]);
-                    cg_v a0_15 = vsplat(bias[cb*16 + 15]);
-                    for (int ci = 0; ci < 512; ci++) {
-                        const float *restrict xc = xg + ci*512;
-                        const float *restrict wc = wb + ci*9;
-                        {
-                            const cg_v x0 = VLOAD(xc + oy*128 - 128 + 0);
-                            a0_0 += wc[1] * x0;
-                            a0_1 += wc[4609] * x0;
-                            a0_2 += wc[9217] * x0;
-                            a0_3 += wc[13825] * x0;
-                            a0_4 += wc[18433] * x0;
-                            a0_5 += wc[23041] * x0;
-                            a0_6 += wc[27649] * x0;
-                            a0_7 += wc[32257] * x0;
-                            a0_8 += wc[36865] * x0;
-                            a0_9 += wc[41473] * x0;
-                            a0_10 += wc[46081] * x0;
-                            a0_11 += wc[50689] * x0;
-                            a0_12 += wc[55297] * x0;
-                            a0_13 += wc[59905] * x0;
-                            a0_14 += wc[64513] * x0;
-                            a0_15 += wc[69121] * x0;
-                        }
-                        {
-                            const cg_v x0 = VLOAD(xc + oy*128 - 96 + 0);
-                            a0_0 += wc[2] * x0;
-                            a0_1 += wc[4610] * x0;
-                            a0_2 += wc[9218] * x0;
-                            a0_3 += wc[13826] * x0;
-                            a0_4 += wc[18434] * x0;
-                            a0_5 += wc[23042] * x0;
-                            a0_6 += wc[27650] * x0;
-                            a0_7 += wc[32258] * x0;
-                            a0_8 += wc[36866] * x0;
-                            a0_9 += wc[41474] * x0;
-                            a0_10 += wc[46082] * x0;
-                            a0_11 += wc[50690] * x0;
-                            a0_12 += wc[55298] * x0;
-                            a0_13 += wc[59906] * x0;
-                            a0_14 += wc[64514] * x0;
-                            a0_15 += wc[69122] * x0;
-                        }
-                        {
-                            const cg_v x0 = VLOAD(xc + oy*128 + 0);
-                            a0_0 += wc[4] * x0;
-                            a0_1 += wc[4612] * x0;
-                            a0_2 += wc[9220] * x0;
-                            a0_3 += wc[13828] * x0;
-                            a0_4 += wc[18436] * x0;
-                            a0_5 += wc[23044] * x0;
-                            a0_6 += wc[27652] * x0;
-                            a0_7 += wc[32260] * x0;
-                            a0_8 += wc[36868] * x0;
-                            a0_9 += wc[41476] * x0;
-                            a0_10 += wc[46084] * x0;
-                            a0_11 += wc[50692] * x0;
-                            a0_12 += wc[55300] * x0;
-                            a0_13 += wc[59908] * x0;
-                            a0_14 += wc[64516] * x0;
-                            a0_15 += wc[69124] * x0;
-                        }
-                        {
-                            const cg_v x0 = VLOAD(xc + oy*128 + 32 + 0);
-                            a0_0 += wc[5] * x0;
-                            a0_1 += wc[4613] * x0;
-                            a0_2 += wc[9221] * x0;
-                            a0_3 += wc[13829] * x0;
-                            a0_4 += wc[18437] * x0;
-                            a0_5 += wc[23045] * x0;
-                            a0_6 += wc[27653] * x0;
-                            a0_7 += wc[32261] * x0;
-                            a0_8 += wc[36869] * x0;
-                            a0_9 += wc[41477] * x0;
-                            a0_10 += wc[46085] * x0;
-                            a0_11 += wc[50693] * x0;
-                            a0_12 += wc[55301] * x0;
-                            a0_13 += wc[59909] * x0;
-                            a0_14 += wc[64517] * x0;
-                            a0_15 += wc[69125] * x0;
-                        }
-                        {
-                            const cg_v x0 = VLOAD(xc + oy*128 + 128 + 0);
-                            a0_0 += wc[7] * x0;
-                            a0_1 += wc[4615] * x0;
-                            a0_2 += wc[9223] * x0;
-                            a0_3 += wc[13831] * x0;
-                            a0_4 += wc[18439] * x0;
-                            a0_5 += wc[23047] * x0;
-                            a0_6 += wc[27655] * x0;
-                            a0_7 += wc[32263] * x0;
-                            a0_8 += wc[36871] * x0;
-                            a0_9 += wc[41479] * x0;
-                            a0_10 += wc[46087] * x0;
-                            a0_11 += wc[50695] * x0;
-                            a0_12 += wc[55303] * x0;
-                            a0_13 += wc[59911] * x0;
-                            a0_14 += wc[64519] * x0;
-                            a0_15 += wc[69127] * x0;
-                        }
-                        {
-                            const cg_v x0 = VLOAD(xc + oy*128 + 160 + 0);
-                            a0_0 += wc[8] * x0;
-                            a0_1 += wc[4616] * x0;
-                            a0_2 += wc[9224] * x0;
-                            a0_3 += wc[13832] * x0;
-                            a0_4 += wc[18440] * x0;
-                            a0_5 += wc[23048] * x0;
-                            a0_6 += wc[27656] * x0;
-                            a0_7 += wc[32264] * x0;
-                            a0_8 += wc[36872] * x0;
-                            a0_9 += wc[41480] * x0;
-                            a0_10 += wc[46088] * x0;
-                            a0_11 += wc[50696] * x0;
-                            a0_12 += wc[55304] * x0;
-                            a0_13 += wc[59912] * x0;
-                            a0_14 += wc[64520] * x0;
-                            a0_15 += wc[69128] * x0;
-                        }
-                    }
-                    VSTORE(yb + oy*128, a0_0);
-                    VSTORE(yb + oy*128 + 512, a0_1);
-                    VSTORE(yb + oy*128 + 1024, a0_2);
-                    VSTORE(yb + oy*128 + 1536, a0_3);
-                    VSTORE(yb + oy*128 + 2048, a0_4);
-                    VSTORE(yb + oy*128 + 2560, a0_5);
-                    VSTORE(yb + oy*128 + 3072, a0_6);
-                    VSTORE(yb + oy*128 + 3584, a0_7);
-                    VSTORE(yb + oy*128 + 4096, a0_8);
-                    VSTORE(yb + oy*128 + 4608, a0_9);
-                    VSTORE(yb + oy*128 + 5120, a0_10);
-                    VSTORE(yb + oy*128 + 5632, a0_11);
-                    VSTORE(yb + oy*128 + 6144, a0_12);
-                    VSTORE(yb + oy*128 + 6656, a0_13);
-                    VSTORE(yb + oy*128 + 7168, a0_14);
-                    VSTORE(yb + oy*128 + 7680, a0_15);
-                }
-            }
-            /* rows 1..2, cols 1..2: every tap */
-            for (int oy = 1; oy < 3; oy++) {
-                for (int ox = 1; ox < 3; ox++) {
-                    cg_v a0_0 = vsplat(bias[cb*16]);
-                    cg_v a0_1 = vsplat(bias[cb*16 + 1]);
-                    cg_v a0_2 = vsplat(bias[cb*16 + 2]);
-                    cg_v a0_3 = vsplat(bias[cb*16 + 3]);
-                    cg_v a0_4 = vsplat(bias[cb*16 + 4]);
-                    cg_v a0_5 = vsplat(bias[cb*16 + 5]);
-                    cg_v a0_6 = vsplat(bias[cb*16 + 6]);
-                    cg_v a0_7 = vsplat(bias[cb*16 + 7]);
-                    cg_v a0_8 = vsplat(bias[cb*16 + 8]);
-                    cg_v a0_9 = vsplat(bias[cb*16 + 9]);
-                    cg_v a0_10 = vsplat(bias[cb*16 + 10]);
-                    cg_v a0_11 = vsplat(bias[cb*16 + 11]);
-                    cg_v a0_12 = vsplat(bias[cb*16 + 12]);
-                    cg_v a0_13 = vsplat(bias[cb*16 + 13]);
-                    cg_v a0_14 = vsplat(bias[cb*16 + 14]);
-                    cg_v a0_15 = vsplat(bias[cb*16 + 15]);
-                    for (int ci = 0; ci < 512; ci++) {
-                        const float *restrict xc = xg + ci*512;
-                        const float *restrict wc = wb + ci*9;
-                        {
-                            const cg_v x0 = VLOAD(xc + oy*128 + ox*32 - 160 + 0);
-                            a0_0 += wc[0] * x0;
-                            a0_1 += wc[4608] * x0;
-                            a0_2 += wc[9216] * x0;
-                            a0_3 += wc[13824] * x0;
-                            a0_4 += wc[18432] * x0;
-                            a0_5 += wc[23040] * x0;
-                            a0_6 += wc[27648] * x0;
-                            a0_7 += wc[32256] * x0;
-                            a0_8 += wc[36864] * x0;
-                            a0_9 += wc[41472] * x0;
-                            a0_10 += wc[46080] * x0;
-                            a0_11 += wc[50688] * x0;
-                            a0_12 += wc[55296] * x0;
-                            a0_13 += wc[59904] * x0;
-                            a0_14 += wc[64512] * x0;
-                            a0_15 += wc[69120] * x0;
-                        }
-                        {
-                            const cg_v x0 = VLOAD(xc + oy*128 + ox*32 - 128 + 0);
-                            a0_0 += wc[1] * x0;
-                            a0_1 += wc[4609] * x0;
-                            a0_2 += wc[9217] * x0;
-                            a0_3 += wc[13825] * x0;
-                            a0_4 += wc[18433] * x0;
-                            a0_5 += wc[23041] * x0;
-                            a0_6 += wc[27649] * x0;
-                            a0_7 += wc[32257] * x0;
-                            a0_8 += wc[36865] * x0;
-                            a0_9 += wc[41473] * x0;
-                            a0_10 += wc[46081] * x0;
-                            a0_11 += wc[50689] * x0;
-                            a0_12 += wc[55297] * x0;
-                            a0_13 += wc[59905] * x0;
-                            a0_14 += wc[64513] * x0;
-                            a0_15 += wc[69121] * x0;
-                        }
-                        {
-                            const cg_v x0 = VLOAD(xc + oy*128 + ox*32 - 96 + 0);
-                            a0_0 += wc[2] * x0;
-                            a0_1 += wc[4610] * x0;
-                            a0_2 += wc[9218] * x0;
-                            a0_3 += wc[13826] * x0;
-                            a0_4 += wc[18434] * x0;
-                            a0_5 += wc[23042] * x0;
-                            a0_6 += wc[27650] * x0;
-                            a0_7 += wc[32258] * x0;
-                            a0_8 += wc[36866] * x0;
-                            a0_9 += wc[41474] * x0;
-                            a0_10 += wc[46082] * x0;
-                            a0_11 += wc[50690] * x0;
-                            a0_12 += wc[55298] * x0;
-                            a0_13 += wc[59906] * x0;
-                            a0_14 += wc[64514] * x0;
-                            a0_15 += wc[69122] * x0;
-                        }
-                        {
-                            const cg_v x0 = VLOAD(xc + oy*128 + ox*32 - 32 + 0);
-                            a0_0 += wc[3] * x0;
-                            a0_1 += wc[4611] * x0;
-                            a0_2 += wc[9219] * x0;
-                            a0_3 += wc[13827] * x0;
-                            a0_4 += wc[18435] * x0;
-                            a0_5 += wc[23043] * x0;
-                            a0_6 += wc[27651] * x0;
-                            a0_7 += wc[32259] * x0;
-                            a0_8 += wc[36867] * x0;
-                            a0_9 += wc[41475] * x0;
-                            a0_10 += wc[46083] * x0;
-                            a0_11 += wc[50691] * x0;
-                            a0_12 += wc[55299] * x0;
-                            a0_13 += wc[59907] * x0;
-                            a0_14 += wc[64515] * x0;
-                            a0_15 += wc[69123] * x0;
-                        }
-                        {
-                            const cg_v x0 = VLOAD(xc + oy*128 + ox*32 + 0);
-                            a0_0 += wc[4] * x0;
-                            a0_1 += wc[4612] * x0;
-                            a0_2 += wc[9220] * x0;
-                            a0_3 += wc[13828] * x0;
-                            a0_4 += wc[18436] * x0;
-                            a0_5 += wc[23044] * x0;
-                            a0_6 += wc[27652] * x0;
-                            a0_7 += wc[32260] * x0;
-                            a0_8 += wc[36868] * x0;
-                            a0_9 += wc[41476] * x0;
-                            a0_10 += wc[46084] * x0;
-                            a0_11 += wc[50692] * x0;
-                            a0_12 += wc[55300] * x0;
-                            a0_13 += wc[59908] * x0;
-                            a0_14 += wc[64516] * x0;
-                            a0_15 += wc[69124] * x0;
-                        }
-                        {
-                            const cg_v x0 = VLOAD(xc + oy*128 + ox*32 + 32 + 0);
-                            a0_0 += wc[5] * x0;
-                            a0_1 += wc[4613] * x0;
-                            a0_2 += wc[9221] * x0;
-                            a0_3 += wc[13829] * x0;
-                            a0_4 += wc[18437] * x0;
-                            a0_5 += wc[23045] * x0;
-                            a0_6 += wc[27653] * x0;
-                            a0_7 += wc[32261] * x0;
-                            a0_8 += wc[36869] * x0;
-                            a0_9 += wc[41477] * x0;
-                            a0_10 += wc[46085] * x0;
-                            a0_11 += wc[50693] * x0;
-                            a0_12 += wc[55301] * x0;
-                            a0_13 += wc[59909] * x0;
-                            a0_14 += wc[64517] * x0;
-                            a0_15 += wc[69125] * x0;
-                        }
-                        {
-                            const cg_v x0 = VLOAD(xc + oy*128 + ox*32 + 96 + 0);
-                            a0_0 += wc[6] * x0;
-                            a0_1 += wc[4614] * x0;
-                            a0_2 += wc[9222] * x0;
-                            a0_3 += wc[13830] * x0;
-                            a0_4 += wc[18438] * x0;
-                            a0_5 += wc[23046] * x0;
-                            a0_6 += wc[27654] * x0;
-                            a0_7 += wc[32262] * x0;
-                            a0_8 += wc[36870] * x0;
-                            a0_9 += wc[41478] * x0;
-                            a0_10 += wc[46086] * x0;
-                            a0_11 += wc[50694] * x0;
-                            a0_12 += wc[55302] * x0;
-                            a0_13 += wc[59910] * x0;
-                            a0_14 += wc[64518] * x0;
-                            a0_15 += wc[69126] * x0;
-                        }
-                        {
-                            const cg_v x0 = VLOAD(xc + oy*128 + ox*32 + 128 + 0);
-                            a0_0 += wc[7] * x0;
-                            a0_1 += wc[4615] * x0;
-                            a0_2 += wc[9223] * x0;
-                            a0_3 += wc[13831] * x0;
-                            a0_4 += wc[18439] * x0;
-                            a0_5 += wc[23047] * x0;
-                            a0_6 += wc[27655] * x0;
-                            a0_7 += wc[32263] * x0;
-                            a0_8 += wc[36871] * x0;
-                            a0_9 += wc[41479] * x0;
-                            a0_10 += wc[46087] * x0;
-                            a0_11 += wc[50695] * x0;
-                            a0_12 += wc[55303] * x0;
-                            a0_13 += wc[59911] * x0;
-                            a0_14 += wc[64519] * x0;
-                            a0_15 += wc[69127] * x0;
-                        }
-                        {
-                            const cg_v x0 = VLOAD(xc + oy*128 + ox*32 + 160 + 0);
-                            a0_0 += wc[8] * x0;
-                            a0_1 += wc[4616] * x0;
-                            a0_2 += wc[9224] * x0;
-                            a0_3 += wc[13832] * x0;
-                            a0_4 += wc[18440] * x0;
-                            a0_5 += wc[23048] * x0;
-                            a0_6 += wc[27656] * x0;
-                            a0_7 += wc[32264] * x0;
-                            a0_8 += wc[36872] * x0;
-                            a0_9 += wc[41480] * x0;
-                            a0_10 += wc[46088] * x0;
-                            a0_11 += wc[50696] * x0;
-                            a0_12 += wc[55304] * x0;
-                            a0_13 += wc[59912] * x0;
-                            a0_14 += wc[64520] * x0;
-                            a0_15 += wc[69128] * x0;
-                        }
-                    }
-                    VSTORE(yb + oy*128 + ox*32, a0_0);
-                    VSTORE(yb + oy*128 + ox*32 + 512, a0_1);
-                    VSTORE(yb + oy*128 + ox*32 + 1024, a0_2);
-                    VSTORE(yb + oy*128 + ox*32 + 1536, a0_3);
-                    VSTORE(yb + oy*128 + ox*32 + 2048, a0_4);
-                    VSTORE(yb + oy*128 + ox*32 + 2560, a0_5);
-                    VSTORE(yb + oy*128 + ox*32 + 3072, a0_6);
-                    VSTORE(yb + oy*128 + ox*32 + 3584, a0_7);
-                    VSTORE(yb + oy*128 + ox*32 + 4096, a0_8);
-                    VSTORE(yb + oy*128 + ox*32 + 4608, a0_9);
-                    VSTORE(yb + oy*128 + ox*32 + 5120, a0_10);
-                    VSTORE(yb + oy*128 + ox*32 + 5632, a0_11);
-                    VSTORE(yb + oy*128 + ox*32 + 6144, a0_12);
-                    VSTORE(yb + oy*128 + ox*32 + 6656, a0_13);
-                    VSTORE(yb + oy*128 + ox*32 + 7168, a0_14);
-                    VSTORE(yb + oy*128 + ox*32 + 7680, a0_15);
-                }
-            }
-            /* rows 1..2, cols 3..3: 6 of 9 taps */
-            for (int oy = 1; oy < 3; oy++) {
-                {
-                    cg_v a0_0 = vsplat(bias[cb*16]);
-                    cg_v a0_1 = vsplat(bias[cb*16 + 1]);
-                    cg_v a0_2 = vsplat(bias[cb*16 + 2]);
-                    cg_v a0_3 = vsplat(bias[cb*16 + 3]);
-                    cg_v a0_4 = vsplat(bias[cb*16 + 4]);
-                    cg_v a0_5 = vsplat(bias[cb*16 + 5]);
-                    cg_v a0_6 = vsplat(bias[cb*16 + 6]);
-                    cg_v a0_7 = vsplat(bias[cb*16 + 7]);
-                    cg_v a0_8 = vsplat(bias[cb*16 + 8]);
-                    cg_v a0_9 = vsplat(bias[cb*16 + 9]);
-                    cg_v a0_10 = vsplat(bias[cb*16 + 10]);
-                    cg_v a0_11 = vsplat(bias[cb*16 + 11]);
-                    cg_v a0_12 = vsplat(bias[cb*16 + 12]);
-                    cg_v a0_13 = vsplat(bias[cb*16 + 13]);
-                    cg_v a0_14 = vsplat(bias[cb*16 + 14]);
-                    cg_v a0_15 = vsplat(bias[cb*16 + 15]);
-                    for (int ci = 0; ci < 512; ci++) {
-                        const float *restrict xc = xg + ci*512;
-                        const float *restrict wc = wb + ci*9;
-                        {
-                            const cg_v x0 = VLOAD(xc + oy*128 - 64 + 0);
-                            a0_0 += wc[0] * x0;
-                            a0_1 += wc[4608] * x0;
-                            a0_2 += wc[9216] * x0;
-                            a0_3 += wc[13824] * x0;
-                            a0_4 += wc[18432] * x0;
-                            a0_5 += wc[23040] * x0;
-                            a0_6 += wc[27648] * x0;
-                            a0_7 += wc[32256] * x0;
-                            a0_8 += wc[36864] * x0;
-                            a0_9 += wc[41472] * x0;
-                            a0_10 += wc[46080] * x0;
-                            a0_11 += wc[50688] * x0;
-                            a0_12 += wc[55296] * x0;
-                            a0_13 += wc[59904] * x0;
-                            a0_14 += wc[64512] * x0;
-                            a0_15 += wc[69120] * x0;
-                        }
-                        {
-                            const cg_v x0 = VLOAD(xc + oy*128 - 32 + 0);
-                            a0_0 += wc[1] * x0;
-                            a0_1 += wc[4609] * x0;
-                            a0_2 += wc[9217] * x0;
-                            a0_3 += wc[13825] * x0;
-                            a0_4 += wc[18433] * x0;
-                            a0_5 += wc[23041] * x0;
-                            a0_6 += wc[27649] * x0;
-                            a0_7 += wc[32257] * x0;
-                            a0_8 += wc[36865] * x0;
-                            a0_9 += wc[41473] * x0;
-                            a0_10 += wc[46081] * x0;
-                            a0_11 += wc[50689] * x0;
-                            a0_12 += wc[55297] * x0;
-                            a0_13 += wc[59905] * x0;
-                            a0_14 += wc[64513] * x0;
-                            a0_15 += wc[69121] * x0;
-                        }
-                        {
-                            const cg_v x0 = VLOAD(xc + oy*128 + 64 + 0);
-                            a0_0 += wc[3] * x0;
-                            a0_1 += wc[4611] * x0;
-                            a0_2 += wc[9219] * x0;
-                            a0_3 += wc[13827] * x0;
-                            a0_4 += wc[18435] * x0;
-                            a0_5 += wc[23043] * x0;
-                            a0_6 += wc[27651] * x0;
-                            a0_7 += wc[32259] * x0;
-                            a0_8 += wc[36867] * x0;
-                            a0_9 += wc[41475] * x0;
-                            a0_10 += wc[46083] * x0;
-                            a0_11 += wc[50691] * x0;
-                            a0_12 += wc[55299] * x0;
-                            a0_13 += wc[59907] * x0;
-                            a0_14 += wc[64515] * x0;
-                            a0_15 += wc[69123] * x0;
-                        }
-                        {
-                            const cg_v x0 = VLOAD(xc + oy*128 + 96 + 0);
-                            a0_0 += wc[4] * x0;
-                            a0_1 += wc[4612] * x0;
-                            a0_2 += wc[9220] * x0;
-                            a0_3 += wc[13828] * x0;
-                            a0_4 += wc[18436] * x0;
-                            a0_5 += wc[23044] * x0;
-                            a0_6 += wc[27652] * x0;
-                            a0_7 += wc[32260] * x0;
-                            a0_8 += wc[36868] * x0;
-                            a0_9 += wc[41476] * x0;
-                            a0_10 += wc[46084] * x0;
-                            a0_11 += wc[50692] * x0;
-                            a0_12 += wc[55300] * x0;
-                            a0_13 += wc[59908] * x0;
-                            a0_14 += wc[64516] * x0;
-                            a0_15 += wc[69124] * x0;
-                        }
-                        {
-                            const cg_v x0 = VLOAD(xc + oy*128 + 192 + 0);
-                            a0_0 += wc[6] * x0;
-                            a0_1 += wc[4614] * x0;
-                            a0_2 += wc[9222] * x0;
-                            a0_3 += wc[13830] * x0;
-                            a0_4 += wc[18438] * x0;
-                            a0_5 += wc[23046] * x0;
-                            a0_6 += wc[27654] * x0;
-                            a0_7 += wc[32262] * x0;
-                            a0_8 += wc[36870] * x0;
-                            a0_9 += wc[41478] * x0;
-                            a0_10 += wc[46086] * x0;
-                            a0_11 += wc[50694] * x0;
-                            a0_12 += wc[55302] * x0;
-                            a0_13 += wc[59910] * x0;
-                            a0_14 += wc[64518] * x0;
-                            a0_15 += wc[69126] * x0;
-                        }
-                        {
-                            const cg_v x0 = VLOAD(xc + oy*128 + 224 + 0);
-                            a0_0 += wc[7] * x0;
-                            a0_1 += wc[4615] * x0;
-                            a0_2 += wc[9223] * x0;
-                            a0_3 += wc[13831] * x0;
-                            a0_4 += wc[18439] * x0;
-                            a0_5 += wc[23047] * x0;
-                            a0_6 += wc[27655] * x0;
-                            a0_7 += wc[32263] * x0;
-                            a0_8 += wc[36871] * x0;
-                            a0_9 += wc[41479] * x0;
-                            a0_10 += wc[46087] * x0;
-                            a0_11 += wc[50695] * x0;
-                            a0_12 += wc[55303] * x0;
-                            a0_13 += wc[59911] * x0;
-                            a0_14 += wc[64519] * x0;
-                            a0_15 += wc[69127] * x0;
-                        }
-                    }
-                    VSTORE(yb + oy*128 + 96, a0_0);
-                    VSTORE(yb + oy*128 + 608, a0_1);
-                    VSTORE(yb + oy*128 + 1120, a0_2);
-                    VSTORE(yb + oy*128 + 1632, a0_3);
-                    VSTORE(yb + oy*128 + 2144, a0_4);
-                    VSTORE(yb + oy*128 + 2656, a0_5);
-                    VSTORE(yb + oy*128 + 3168, a0_6);
-                    VSTORE(yb + oy*128 + 3680, a0_7);
-                    VSTORE(yb + oy*128 + 4192, a0_8);
-                    VSTORE(yb + oy*128 + 4704, a0_9);
-                    VSTORE(yb + oy*128 + 5216, a0_10);
-                    VSTORE(yb + oy*128 + 5728, a0_11);
-                    VSTORE(yb + oy*128 + 6240, a0_12);
-                    VSTORE(yb + oy*128 + 6752, a0_13);
-                    VSTORE(yb + oy*128 + 7264, a0_14);
-                    VSTORE(yb + oy*128 + 7776, a0_15);
-                }
-            }
-            {
-                cg_v a0_0 = vsplat(bias[cb*16]);
-                cg_v a0_1 = vsplat(bias[cb*16 + 1]);
-                cg_v a0_2 = vsplat(bias[cb*16 + 2]);
-                cg_v a0_3 = vsplat(bias[cb*16 + 3]);
-                cg_v a0_4 = vsplat(bias[cb*16 + 4]);
-                cg_v a0_5 = vsplat(bias[cb*16 + 5]);
-                cg_v a0_6 = vsplat(bias[cb*16 + 6]);
-                cg_v a0_7 = vsplat(bias[cb*16 + 7]);
-                cg_v a0_8 = vsplat(bias[cb*16 + 8]);
-                cg_v a0_9 = vsplat(bias[cb*16 + 9]);
-                cg_v a0_10 = vsplat(bias[cb*16 + 10]);
-                cg_v a0_11 = vsplat(bias[cb*16 + 11]);
-                cg_v a0_12 = vsplat(bias[cb*16 + 12]);
-                cg_v a0_13 = vsplat(bias[cb*16 + 13]);
-                cg_v a0_14 = vsplat(bias[cb*16 + 14]);
-                cg_v a0_15 = vsplat(bias[cb*16 + 15]);
-                for (int ci = 0; ci < 512; ci++) {
-                    const float *restrict xc = xg + ci*512;
-                    const float *restrict wc = wb + ci*9;
-                    {
-                        const cg_v x0 = VLOAD(xc + 256 + 0);
-                        a0_0 += wc[1] * x0;
-                        a0_1 += wc[4609] * x0;
-                        a0_2 += wc[9217] * x0;
-                        a0_3 += wc[13825] * x0;
-                        a0_4 += wc[18433] * x0;
-                        a0_5 += wc[23041] * x0;
-                        a0_6 += wc[27649] * x0;
-                        a0_7 += wc[32257] * x0;
-                        a0_8 += wc[36865] * x0;
-                        a0_9 += wc[41473] * x0;
-                        a0_10 += wc[46081] * x0;
-                        a0_11 += wc[50689] * x0;
-                        a0_12 += wc[55297] * x0;
-                        a0_13 += wc[59905] * x0;
-                        a0_14 += wc[64513] * x0;
-                        a0_15 += wc[69121] * x0;
-                    }
-                    {
-                        const cg_v x0 = VLOAD(xc + 288 + 0);
-                        a0_0 += wc[2] * x0;
-                        a0_1 += wc[4610] * x0;
-                        a0_2 += wc[9218] * x0;
-                        a0_3 += wc[13826] * x0;
-                        a0_4 += wc[18434] * x0;
-                        a0_5 += wc[23042] * x0;
-                        a0_6 += wc[27650] * x0;
-                        a0_7 += wc[32258] * x0;
-                        a0_8 += wc[36866] * x0;
-                        a0_9 += wc[41474] * x0;
-                        a0_10 += wc[46082] * x0;
-                        a0_11 += wc[50690] * x0;
-                        a0_12 += wc[55298] * x0;
-                        a0_13 += wc[59906] * x0;
-                        a0_14 += wc[64514] * x0;
-                        a0_15 += wc[69122] * x0;
-                    }
-                    {
-                        const cg_v x0 = VLOAD(xc + 384 + 0);
-                        a0_0 += wc[4] * x0;
-                        a0_1 += wc[4612] * x0;
-                        a0_2 += wc[9220] * x0;
-                        a0_3 += wc[13828] * x0;
-                        a0_4 += wc[18436] * x0;
-                        a0_5 += wc[23044] * x0;
-                        a0_6 += wc[27652] * x0;
-                        a0_7 += wc[32260] * x0;
-                        a0_8 += wc[36868] * x0;
-                        a0_9 += wc[41476] * x0;
-                        a0_10 += wc[46084] * x0;
-                        a0_11 += wc[50692] * x0;
-                        a0_12 += wc[55300] * x0;
-                        a0_13 += wc[59908] * x0;
-                        a0_14 += wc[64516] * x0;
-                        a0_15 += wc[69124] * x0;
-                    }
-                    {
-                        const cg_v x0 = VLOAD(xc + 416 + 0);
-                        a0_0 += wc[5] * x0;
-                        a0_1 += wc[4613] * x0;
-                        a0_2 += wc[9221] * x0;
-                        a0_3 += wc[13829] * x0;
-                        a0_4 += wc[18437] * x0;
-                        a0_5 += wc[23045] * x0;
-                        a0_6 += wc[27653] * x0;
-                        a0_7 += wc[32261] * x0;
-                        a0_8 += wc[36869] * x0;
-                        a0_9 += wc[41477] * x0;
-                        a0_10 += wc[46085] * x0;
-                        a0_11 += wc[50693] * x0;
-                        a0_12 += wc[55301] * x0;
-                        a0_13 += wc[59909] * x0;
-                        a0_14 += wc[64517] * x0;
-                        a0_15 += wc[69125] * x0;
-                    }
-                }
-                VSTORE(yb + 384, a0_0);
-                VSTORE(yb + 896, a0_1);
-                VSTORE(yb + 1408, a0_2);
-                VSTORE(yb + 1920, a0_3);
-                VSTORE(yb + 2432, a0_4);
-                VSTORE(yb + 2944, a0_5);
-                VSTORE(yb + 3456, a0_6);
-                VSTORE(yb + 3968, a0_7);
-                VSTORE(yb + 4480, a0_8);
-                VSTORE(yb + 4992, a0_9);
-                VSTORE(yb + 5504, a0_10);
-                VSTORE(yb + 6016, a0_11);
-                VSTORE(yb + 6528, a0_12);
-                VSTORE(yb + 7040, a0_13);
-                VSTORE(yb + 7552, a0_14);
-                VSTORE(yb + 8064, a0_15);
-            }
-            /* rows 3..3, cols 1..2: 6 of 9 taps */
-            for (int ox = 1; ox < 3; ox++) {
-                cg_v a0_0 = vsplat(bias[cb*16]);
-                cg_v a0_1 = vsplat(bias[cb*16 + 1]);
-                cg_v a0_2 = vsplat(bias[cb*16 + 2]);
-                cg_v a0_3 = vsplat(bias[cb*16 + 3]);
-                cg_v a0_4 = vsplat(bias[cb*16 + 4]);
-                cg_v a0_5 = vsplat(bias[cb*16 + 5]);
-                cg_v a0_6 = vsplat(bias[cb*16 + 6]);
-                cg_v a0_7 = vsplat(bias[cb*16 + 7]);
-                cg_v a0_8 = vsplat(bias[cb*16 + 8]);
-                cg_v a0_9 = vsplat(bias[cb*16 + 9]);
-                cg_v a0_10 = vsplat(bias[cb*16 + 10]);
-                cg_v a0_11 = vsplat(bias[cb*16 + 11]);
-                cg_v a0_12 = vsplat(bias[cb*16 + 12]);
-                cg_v a0_13 = vsplat(bias[cb*16 + 13]);
-                cg_v a0_14 = vsplat(bias[cb*16 + 14]);
-                cg_v a0_15 = vsplat(bias[cb*16 + 15]);
-                for (int ci = 0; ci < 512; ci++) {
-                    const float *restrict xc = xg + ci*512;
-                    const float *restrict wc = wb + ci*9;
-                    {
-                        const cg_v x0 = VLOAD(xc + ox*32 + 224 + 0);
-                        a0_0 += wc[0] * x0;
-                        a0_1 += wc[4608] * x0;
-                        a0_2 += wc[9216] * x0;
-                        a0_3 += wc[13824] * x0;
-                        a0_4 += wc[18432] * x0;
-                        a0_5 += wc[23040] * x0;
-                        a0_6 += wc[27648] * x0;
-                        a0_7 += wc[32256] * x0;
-                        a0_8 += wc[36864] * x0;
-                        a0_9 += wc[41472] * x0;
-                        a0_10 += wc[46080] * x0;
-                        a0_11 += wc[50688] * x0;
-                        a0_12 += wc[55296] * x0;
-                        a0_13 += wc[59904] * x0;
-                        a0_14 += wc[64512] * x0;
-                        a0_15 += wc[69120] * x0;
-                    }
-                    {
-                        const cg_v x0 = VLOAD(xc + ox*32 + 256 + 0);
-                        a0_0 += wc[1] * x0;
-                        a0_1 += wc[4609] * x0;
-                        a0_2 += wc[9217] * x0;
-                        a0_3 += wc[13825] * x0;
-                        a0_4 += wc[18433] * x0;
-                        a0_5 += wc[23041] * x0;
-                        a0_6 += wc[27649] * x0;
-                        a0_7 += wc[32257] * x0;
-                        a0_8 += wc[36865] * x0;
-                        a0_9 += wc[41473] * x0;
-                        a0_10 += wc[46081] * x0;
-                        a0_11 += wc[50689] * x0;
-                        a0_12 += wc[55297] * x0;
-                        a0_13 += wc[59905] * x0;
-                        a0_14 += wc[64513] * x0;
-                        a0_15 += wc[69121] * x0;
-                    }
-                    {
-                        const cg_v x0 = VLOAD(xc + ox*32 + 288 + 0);
-                        a0_0 += wc[2] * x0;
-                        a0_1 += wc[4610] * x0;
-                        a0_2 += wc[9218] * x0;
-                        a0_3 += wc[13826] * x0;
-                        a0_4 += wc[18434] * x0;
-                        a0_5 += wc[23042] * x0;
-                        a0_6 += wc[27650] * x0;
-                        a0_7 += wc[32258] * x0;
-                        a0_8 += wc[36866] * x0;
-                        a0_9 += wc[41474] * x0;
-                        a0_10 += wc[46082] * x0;
-                        a0_11 += wc[50690] * x0;
-                        a0_12 += wc[55298] * x0;
-                        a0_13 += wc[59906] * x0;
-                        a0_14 += wc[64514] * x0;
-                        a0_15 += wc[69122] * x0;
-                    }
-                    {
-                        const cg_v x0 = VLOAD(xc + ox*32 + 352 + 0);
-                        a0_0 += wc[3] * x0;
-                        a0_1 += wc[4611] * x0;
-                        a0_2 += wc[9219] * x0;
-                        a0_3 += wc[13827] * x0;
-                        a0_4 += wc[18435] * x0;
-                        a0_5 += wc[23043] * x0;
-                        a0_6 += wc[27651] * x0;
-                        a0_7 += wc[32259] * x0;
-                        a0_8 += wc[36867] * x0;
-                        a0_9 += wc[41475] * x0;
-                        a0_10 += wc[46083] * x0;
-                        a0_11 += wc[50691] * x0;
-                        a0_12 += wc[55299] * x0;
-                        a0_13 += wc[59907] * x0;
-                        a0_14 += wc[64515] * x0;
-                        a0_15 += wc[69123] * x0;
-                    }
-                    {
-                        const cg_v x0 = VLOAD(xc + ox*32 + 384 + 0);
-                        a0_0 += wc[4] * x0;
-                        a0_1 += wc[4612] * x0;
-                        a0_2 += wc[9220] * x0;
-                        a0_3 += wc[13828] * x0;
-                        a0_4 += wc[18436] * x0;
-                        a0_5 += wc[23044] * x0;
-                        a0_6 += wc[27652] * x0;
-                        a0_7 += wc[32260] * x0;
-                        a0_8 += wc[36868] * x0;
-                        a0_9 += wc[41476] * x0;
-                        a0_10 += wc[46084] * x0;
-                        a0_11 += wc[50692] * x0;
-                        a0_12 += wc[55300] * x0;
-                        a0_13 += wc[59908] * x0;
-                        a0_14 += wc[64516] * x0;
-                        a0_15 += wc[69124] * x0;
-                    }
-                    {
-                        const cg_v x0 = VLOAD(xc + ox*32 + 416 + 0);
-                        a0_0 += wc[5] * x0;
-                        a0_1 += wc[4613] * x0;
-                        a0_2 += wc[9221] * x0;
-                        a0_3 += wc[13829] * x0;
-                        a0_4 += wc[18437] * x0;
-                        a0_5 += wc[23045] * x0;
-                        a0_6 += wc[27653] * x0;
-                        a0_7 += wc[32261] * x0;
-                        a0_8 += wc[36869] * x0;
-                        a0_9 += wc[41477] * x0;
-                        a0_10 += wc[46085] * x0;
-                        a0_11 += wc[50693] * x0;
-                        a0_12 += wc[55301] * x0;
-                        a0_13 += wc[59909] * x0;
-                        a0_14 += wc[64517] * x0;
-                        a0_15 += wc[69125] * x0;
-                    }
-                }
-                VSTORE(yb + ox*32 + 384, a0_0);
-                VSTORE(yb + ox*32 + 896, a0_1);
-                VSTORE(yb + ox*32 + 1408, a0_2);
-                VSTORE(yb + ox*32 + 1920, a0_3);
-                VSTORE(yb + ox*32 + 2432, a0_4);
-                VSTORE(yb + ox*32 + 2944, a0_5);
-                VSTORE(yb + ox*32 + 3456, a0_6);
-                VSTORE(yb + ox*32 + 3968, a0_7);
-                VSTORE(yb + ox*32 + 4480, a0_8);
-                VSTORE(yb + ox*32 + 4992, a0_9);
-                VSTORE(yb + ox*32 + 5504, a0_10);
-                VSTORE(yb + ox*32 + 6016, a0_11);
-                VSTORE(yb + ox*32 + 6528, a0_12);
-                VSTORE(yb + ox*32 + 7040, a0_13);
-                VSTORE(yb + ox*32 + 7552, a0_14);
-                VSTORE(yb + ox*32 + 8064, a0_15);
-            }
-            {
-                cg_v a0_0 = vsplat(bias[cb*16]);
-                cg_v a0_1 = vsplat(bias[cb*16 + 1]);
-                cg_v a0_2 = vsplat(bias[cb*16 + 2]);
-                cg_v a0_3 = vsplat(bias[cb*16 + 3]);
-                cg_v a0_4 = vsplat(bias[cb*16 + 4]);
-                cg_v a0_5 = vsplat(bias[cb*16 + 5]);
-                cg_v a0_6 = vsplat(bias[cb*16 + 6]);
-                cg_v a0_7 = vsplat(bias[cb*16 + 7]);
-                cg_v a0_8 = vsplat(bias[cb*16 + 8]);
-                cg_v a0_9 = vsplat(bias[cb*16 + 9]);
-                cg_v a0_10 = vsplat(bias[cb*16 + 10]);
-                cg_v a0_11 = vsplat(bias[cb*16 + 11]);
-                cg_v a0_12 = vsplat(bias[cb*16 + 12]);
-                cg_v a0_13 = vsplat(bias[cb*16 + 13]);
-                cg_v a0_14 = vsplat(bias[cb*16 + 14]);
-                cg_v a0_15 = vsplat(bias[cb*16 + 15]);
-                for (int ci = 0; ci < 512; ci++) {
-                    const float *restrict xc = xg + ci*512;
-                    const float *restrict wc = wb + ci*9;
-                    {
-                        const cg_v x0 = VLOAD(xc + 320 + 0);
-                        a0_0 += wc[0] * x0;
-                        a0_1 += wc[4608] * x0;
-                        a0_2 += wc[9216] * x0;
-                        a0_3 += wc[13824] * x0;
-                        a0_4 += wc[18432] * x0;
-                        a0_5 += wc[23040] * x0;
-                        a0_6 += wc[27648] * x0;
-                        a0_7 += wc[32256] * x0;
-                        a0_8 += wc[36864] * x0;
-                        a0_9 += wc[41472] * x0;
-                        a0_10 += wc[46080] * x0;
-                        a0_11 += wc[50688] * x0;
-                        a0_12 += wc[55296] * x0;
-                        a0_13 += wc[59904] * x0;
-                        a0_14 += wc[64512] * x0;
-                        a0_15 += wc[69120] * x0;
-                    }
-                    {
-                        const cg_v x0 = VLOAD(xc + 352 + 0);
-                        a0_0 += wc[1] * x0;
-                        a0_1 += wc[4609] * x0;
-                        a0_2 += wc[9217] * x0;
-                        a0_3 += wc[13825] * x0;
-                        a0_4 += wc[18433] * x0;
-                        a0_5 += wc[23041] * x0;
-                        a0_6 += wc[27649] * x0;
-                        a0_7 += wc[32257] * x0;
-                        a0_8 += wc[36865] * x0;
-                        a0_9 += wc[41473] * x0;
-                        a0_10 += wc[46081] * x0;
-                        a0_11 += wc[50689] * x0;
-                        a0_12 += wc[55297] * x0;
-                        a0_13 += wc[59905] * x0;
-                        a0_14 += wc[64513] * x0;
-                        a0_15 += wc[69121] * x0;
-                    }
-                    {
-                        const cg_v x0 = VLOAD(xc + 448 + 0);
-                        a0_0 += wc[3] * x0;
-                        a0_1 += wc[4611] * x0;
-                        a0_2 += wc[9219] * x0;
-                        a0_3 += wc[13827] * x0;
-                        a0_4 += wc[18435] * x0;
-                        a0_5 += wc[23043] * x0;
-                        a0_6 += wc[27651] * x0;
-                        a0_7 += wc[32259] * x0;
-                        a0_8 += wc[36867] * x0;
-                        a0_9 += wc[41475] * x0;
-                        a0_10 += wc[46083] * x0;
-                        a0_11 += wc[50691] * x0;
-                        a0_12 += wc[55299] * x0;
-                        a0_13 += wc[59907] * x0;
-                        a0_14 += wc[64515] * x0;
-                        a0_15 += wc[69123] * x0;
-                    }
-                    {
-                        const cg_v x0 = VLOAD(xc + 480 + 0);
-                        a0_0 += wc[4] * x0;
-                        a0_1 += wc[4612] * x0;
-                        a0_2 += wc[9220] * x0;
-                        a0_3 += wc[13828] * x0;
-                        a0_4 += wc[18436] * x0;
-                        a0_5 += wc[23044] * x0;
-                        a0_6 += wc[27652] * x0;
-                        a0_7 += wc[32260] * x0;
-                        a0_8 += wc[36868] * x0;
-                        a0_9 += wc[41476] * x0;
-                        a0_10 += wc[46084] * x0;
-                        a0_11 += wc[50692] * x0;
-                        a0_12 += wc[55300] * x0;
-                        a0_13 += wc[59908] * x0;
-                        a0_14 += wc[64516] * x0;
-                        a0_15 += wc[69124] * x0;
-                    }
-                }
-                VSTORE(yb + 480, a0_0);
-                VSTORE(yb + 992, a0_1);
-                VSTORE(yb + 1504, a0_2);
-                VSTORE(yb + 2016, a0_3);
-                VSTORE(yb + 2528, a0_4);
-                VSTORE(yb + 3040, a0_5);
-                VSTORE(yb + 3552, a0_6);
-                VSTORE(yb + 4064, a0_7);
-                VSTORE(yb + 4576, a0_8);
-                VSTORE(yb + 5088, a0_9);
-                VSTORE(yb + 5600, a0_10);
-                VSTORE(yb + 6112, a0_11);
-                VSTORE(yb + 6624, a0_12);
-                VSTORE(yb + 7136, a0_13);
-                VSTORE(yb + 7648, a0_14);
-                VSTORE(yb + 8160, a0_15);
-            }
-        }
-    }
-}
+/* l21_conv2d_forward: the code of l19_conv2d_forward */
 
-static void l21_conv2d_backward(float *restrict G, const float *restrict x, const float *restrict dy)
-{
-    float *restrict gw = G + 5275456;
-    float *restrict gb = G + 7634752;
-    CG_PARALLEL_FOR
-    for (int co = 0; co < 512; co++) {
-        cg_v s = vsplat(0.0f);
-        for (int i = 0; i < 32; i++) s += VLOAD(dy + (size_t)co * 512 + i * 16);
-        gb[co] += vsum(s);
-    }
-    CG_PARALLEL_FOR
-    for (int cb = 0; cb < 256; cb++) {
-        const float *restrict dyb = dy + cb*1024;
-        for (int ci = 0; ci < 512; ci++) {
-            const float *restrict xc = x + ci*512;
-            float *restrict gwc = gw + cb*9216 + ci*9;
-            { /* every tap */
-                cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f), a0_4 = vsplat(0.0f), a0_5 = vsplat(0.0f), a0_6 = vsplat(0.0f), a0_7 = vsplat(0.0f), a0_8 = vsplat(0.0f);
-                cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f), a1_3 = vsplat(0.0f), a1_4 = vsplat(0.0f), a1_5 = vsplat(0.0f), a1_6 = vsplat(0.0f), a1_7 = vsplat(0.0f), a1_8 = vsplat(0.0f);
-                for (int v = 0; v < 2; v++) {
-                    cg_v d0 = VLOAD(dyb + 0 + v * 16), d1 = VLOAD(dyb + 512 + v * 16); VKEEP(d0); VKEEP(d1);
-                    { cg_v xv = VLOAD(xc + 0 + v * 16); VKEEP(xv); a0_4 += d0 * xv; a1_4 += d1 * xv; }
-                    { cg_v xv = VLOAD(xc + 32 + v * 16); VKEEP(xv); a0_5 += d0 * xv; a1_5 += d1 * xv; }
-                    { cg_v xv = VLOAD(xc + 128 + v * 16); VKEEP(xv); a0_7 += d0 * xv; a1_7 += d1 * xv; }
-                    { cg_v xv = VLOAD(xc + 160 + v * 16); VKEEP(xv); a0_8 += d0 * xv; a1_8 += d1 * xv; }
-                }
-                /* rows 0..0, cols 1..2: 6 of 9 taps */
-                for (int ox = 1; ox < 3; ox++) {
-                    for (int v = 0; v < 2; v++) {
-                        cg_v d0 = VLOAD(dyb + ox*32 + v * 16), d1 = VLOAD(dyb + ox*32 + 512 + v * 16); VKEEP(d0); VKEEP(d1);
-                        { cg_v xv = VLOAD(xc + ox*32 - 32 + v * 16); VKEEP(xv); a0_3 += d0 * xv; a1_3 += d1 * xv; }
-                        { cg_v xv = VLOAD(xc + ox*32 + v * 16); VKEEP(xv); a0_4 += d0 * xv; a1_4 += d1 * xv; }
-                        { cg_v xv = VLOAD(xc + ox*32 + 32 + v * 16); VKEEP(xv); a0_5 += d0 * xv; a1_5 += d1 * xv; }
-                        { cg_v xv = VLOAD(xc + ox*32 + 96 + v * 16); VKEEP(xv); a0_6 += d0 * xv; a1_6 += d1 * xv; }
-                        { cg_v xv = VLOAD(xc + ox*32 + 128 + v * 16); VKEEP(xv); a0_7 += d0 * xv; a1_7 += d1 * xv; }
-                        { cg_v xv = VLOAD(xc + ox*32 + 160 + v * 16); VKEEP(xv); a0_8 += d0 * xv; a1_8 += d1 * xv; }
-                    }
-                }
-                for (int v = 0; v < 2; v++) {
-                    cg_v d0 = VLOAD(dyb + 96 + v * 16), d1 = VLOAD(dyb + 608 + v * 16); VKEEP(d0); VKEEP(d1);
-                    { cg_v xv = VLOAD(xc + 64 + v * 16); VKEEP(xv); a0_3 += d0 * xv; a1_3 += d1 * xv; }
-                    { cg_v xv = VLOAD(xc + 96 + v * 16); VKEEP(xv); a0_4 += d0 * xv; a1_4 += d1 * xv; }
-                    { cg_v xv = VLOAD(xc + 192 + v * 16); VKEEP(xv); a0_6 += d0 * xv; a1_6 += d1 * xv; }
-                    { cg_v xv = VLOAD(xc + 224 + v * 16); VKEEP(xv); a0_7 += d0 * xv; a1_7 += d1 * xv; }
-                }
-                /* rows 1..2, cols 0..0: 6 of 9 taps */
-                for (int oy = 1; oy < 3; oy++) {
-                    for (int v = 0; v < 2; v++) {
-                        cg_v d0 = VLOAD(dyb + oy*128 + v * 16), d1 = VLOAD(dyb + oy*128 + 512 + v * 16); VKEEP(d0); VKEEP(d1);
-                        { cg_v xv = VLOAD(xc + oy*128 - 128 + v * 16); VKEEP(xv); a0_1 += d0 * xv; a1_1 += d1 * xv; }
-                        { cg_v xv = VLOAD(xc + oy*128 - 96 + v * 16); VKEEP(xv); a0_2 += d0 * xv; a1_2 += d1 * xv; }
-                        { cg_v xv = VLOAD(xc + oy*128 + v * 16); VKEEP(xv); a0_4 += d0 * xv; a1_4 += d1 * xv; }
-                        { cg_v xv = VLOAD(xc + oy*128 + 32 + v * 16); VKEEP(xv); a0_5 += d0 * xv; a1_5 += d1 * xv; }
-                        { cg_v xv = VLOAD(xc + oy*128 + 128 + v * 16); VKEEP(xv); a0_7 += d0 * xv; a1_7 += d1 * xv; }
-                        { cg_v xv = VLOAD(xc + oy*128 + 160 + v * 16); VKEEP(xv); a0_8 += d0 * xv; a1_8 += d1 * xv; }
-                    }
-                }
-                /* rows 1..2, cols 1..2: every tap */
-                for (int oy = 1; oy < 3; oy++) {
-                    for (int ox = 1; ox < 3; ox++) {
-                        for (int v = 0; v < 2; v++) {
-                            cg_v d0 = VLOAD(dyb + oy*128 + ox*32 + v * 16), d1 = VLOAD(dyb + oy*128 + ox*32 + 512 + v * 16); VKEEP(d0); VKEEP(d1);
-                            { cg_v xv = VLOAD(xc + oy*128 + ox*32 - 160 + v * 16); VKEEP(xv); a0_0 += d0 * xv; a1_0 += d1 * xv; }
-                            { cg_v xv = VLOAD(xc + oy*128 + ox*32 - 128 + v * 16); VKEEP(xv); a0_1 += d0 * xv; a1_1 += d1 * xv; }
-                            { cg_v xv = VLOAD(xc + oy*128 + ox*32 - 96 + v * 16); VKEEP(xv); a0_2 += d0 * xv; a1_2 += d1 * xv; }
-                            { cg_v xv = VLOAD(xc + oy*128 + ox*32 - 32 + v * 16); VKEEP(xv); a0_3 += d0 * xv; a1_3 += d1 * xv; }
-                            { cg_v xv = VLOAD(xc + oy*128 + ox*32 + v * 16); VKEEP(xv); a0_4 += d0 * xv; a1_4 += d1 * xv; }
-                            { cg_v xv = VLOAD(xc + oy*128 + ox*32 + 32 + v * 16); VKEEP(xv); a0_5 += d0 * xv; a1_5 += d1 * xv; }
-                            { cg_v xv = VLOAD(xc + oy*128 + ox*32 + 96 + v * 16); VKEEP(xv); a0_6 += d0 * xv; a1_6 += d1 * xv; }
-                            { cg_v xv = VLOAD(xc + oy*128 + ox*32 + 128 + v * 16); VKEEP(xv); a0_7 += d0 * xv; a1_7 += d1 * xv; }
-                            { cg_v xv = VLOAD(xc + oy*128 + ox*32 + 160 + v * 16); VKEEP(xv); a0_8 += d0 * xv; a1_8 += d1 * xv; }
-                        }
-                    }
-                }
-                /* rows 1..2, cols 3..3: 6 of 9 taps */
-                for (int oy = 1; oy < 3; oy++) {
-                    for (int v = 0; v < 2; v++) {
-                        cg_v d0 = VLOAD(dyb + oy*128 + 96 + v * 16), d1 = VLOAD(dyb + oy*128 + 608 + v * 16); VKEEP(d0); VKEEP(d1);
-                        { cg_v xv = VLOAD(xc + oy*128 - 64 + v * 16); VKEEP(xv); a0_0 += d0 * xv; a1_0 += d1 * xv; }
-                        { cg_v xv = VLOAD(xc + oy*128 - 32 + v * 16); VKEEP(xv); a0_1 += d0 * xv; a1_1 += d1 * xv; }
-                        { cg_v xv = VLOAD(xc + oy*128 + 64 + v * 16); VKEEP(xv); a0_3 += d0 * xv; a1_3 += d1 * xv; }
-                        { cg_v xv = VLOAD(xc + oy*128 + 96 + v * 16); VKEEP(xv); a0_4 += d0 * xv; a1_4 += d1 * xv; }
-                        { cg_v xv = VLOAD(xc + oy*128 + 192 + v * 16); VKEEP(xv); a0_6 += d0 * xv; a1_6 += d1 * xv; }
-                        { cg_v xv = VLOAD(xc + oy*128 + 224 + v * 16); VKEEP(xv); a0_7 += d0 * xv; a1_7 += d1 * xv; }
-                    }
-                }
-                for (int v = 0; v < 2; v++) {
-                    cg_v d0 = VLOAD(dyb + 384 + v * 16), d1 = VLOAD(dyb + 896 + v * 16); VKEEP(d0); VKEEP(d1);
-                    { cg_v xv = VLOAD(xc + 256 + v * 16); VKEEP(xv); a0_1 += d0 * xv; a1_1 += d1 * xv; }
-                    { cg_v xv = VLOAD(xc + 288 + v * 16); VKEEP(xv); a0_2 += d0 * xv; a1_2 += d1 * xv; }
-                    { cg_v xv = VLOAD(xc + 384 + v * 16); VKEEP(xv); a0_4 += d0 * xv; a1_4 += d1 * xv; }
-                    { cg_v xv = VLOAD(xc + 416 + v * 16); VKEEP(xv); a0_5 += d0 * xv; a1_5 += d1 * xv; }
-                }
-                /* rows 3..3, cols 1..2: 6 of 9 taps */
-                for (int ox = 1; ox < 3; ox++) {
-                    for (int v = 0; v < 2; v++) {
-                        cg_v d0 = VLOAD(dyb + ox*32 + 384 + v * 16), d1 = VLOAD(dyb + ox*32 + 896 + v * 16); VKEEP(d0); VKEEP(d1);
-                        { cg_v xv = VLOAD(xc + ox*32 + 224 + v * 16); VKEEP(xv); a0_0 += d0 * xv; a1_0 += d1 * xv; }
-                        { cg_v xv = VLOAD(xc + ox*32 + 256 + v * 16); VKEEP(xv); a0_1 += d0 * xv; a1_1 += d1 * xv; }
-                        { cg_v xv = VLOAD(xc + ox*32 + 288 + v * 16); VKEEP(xv); a0_2 += d0 * xv; a1_2 += d1 * xv; }
-                        { cg_v xv = VLOAD(xc + ox*32 + 352 + v * 16); VKEEP(xv); a0_3 += d0 * xv; a1_3 += d1 * xv; }
-                        { cg_v xv = VLOAD(xc + ox*32 + 384 + v * 16); VKEEP(xv); a0_4 += d0 * xv; a1_4 += d1 * xv; }
-                        { cg_v xv = VLOAD(xc + ox*32 + 416 + v * 16); VKEEP(xv); a0_5 += d0 * xv; a1_5 += d1 * xv; }
-                    }
-                }
-                for (int v = 0; v < 2; v++) {
-                    cg_v d0 = VLOAD(dyb + 480 + v * 16), d1 = VLOAD(dyb + 992 + v * 16); VKEEP(d0); VKEEP(d1);
-                    { cg_v xv = VLOAD(xc + 320 + v * 16); VKEEP(xv); a0_0 += d0 * xv; a1_0 += d1 * xv; }
-                    { cg_v xv = VLOAD(xc + 352 + v * 16); VKEEP(xv); a0_1 += d0 * xv; a1_1 += d1 * xv; }
-                    { cg_v xv = VLOAD(xc + 448 + v * 16); VKEEP(xv); a0_3 += d0 * xv; a1_3 += d1 * xv; }
-                    { cg_v xv = VLOAD(xc + 480 + v * 16); VKEEP(xv); a0_4 += d0 * xv; a1_4 += d1 * xv; }
-                }
-                gwc[0] += vsum(a0_0); gwc[1] += vsum(a0_1); gwc[2] += vsum(a0_2); gwc[3] += vsum(a0_3); gwc[4] += vsum(a0_4); gwc[5] += vsum(a0_5); gwc[6] += vsum(a0_6); gwc[7] += vsum(a0_7); gwc[8] += vsum(a0_8);
-                gwc[4608] += vsum(a1_0); gwc[4609] += vsum(a1_1); gwc[4610] += vsum(a1_2); gwc[4611] += vsum(a1_3); gwc[4612] += vsum(a1_4); gwc[4613] += vsum(a1_5); gwc[4614] += vsum(a1_6); gwc[4615] += vsum(a1_7); gwc[4616] += vsum(a1_8);
-            }
-        }
-    }
-}
+/* l21_conv2d_backward: the code of l19_conv2d_backward */
 
-static void l21_conv2d_backward_dx(const float *restrict P, const float *restrict dy, float *restrict dx)
-{
-    const float *restrict w = P + 5275456;
-    CG_PARALLEL_FOR
-    for (int cib = 0; cib < 32; cib++) {
-        for (int v0 = 0; v0 < 2; v0 += 1) {
-            float *restrict dxb = dx + cib*8192 + v0 * 16;
-            const float *restrict dyg = dy + 0 + v0 * 16;
-            const float *restrict wg = w + cib*144;
-            {
-                cg_v a0_0 = vsplat(0.0f);
-                cg_v a0_1 = vsplat(0.0f);
-                cg_v a0_2 = vsplat(0.0f);
-                cg_v a0_3 = vsplat(0.0f);
-                cg_v a0_4 = vsplat(0.0f);
-                cg_v a0_5 = vsplat(0.0f);
-                cg_v a0_6 = vsplat(0.0f);
-                cg_v a0_7 = vsplat(0.0f);
-                cg_v a0_8 = vsplat(0.0f);
-                cg_v a0_9 = vsplat(0.0f);
-                cg_v a0_10 = vsplat(0.0f);
-                cg_v a0_11 = vsplat(0.0f);
-                cg_v a0_12 = vsplat(0.0f);
-                cg_v a0_13 = vsplat(0.0f);
-                cg_v a0_14 = vsplat(0.0f);
-                cg_v a0_15 = vsplat(0.0f);
-                for (int co = 0; co < 512; co++) {
-                    const float *restrict dyc = dyg + co*512;
-                    const float *restrict wc = wg + co*4608;
-                    {
-                        const cg_v d0 = VLOAD(dyc + 160 + 0);
-                        a0_0 += wc[0] * d0;
-                        a0_1 += wc[9] * d0;
-                        a0_2 += wc[18] * d0;
-                        a0_3 += wc[27] * d0;
-                        a0_4 += wc[36] * d0;
-                        a0_5 += wc[45] * d0;
-                        a0_6 += wc[54] * d0;
-                        a0_7 += wc[63] * d0;
-                        a0_8 += wc[72] * d0;
-                        a0_9 += wc[81] * d0;
-                        a0_10 += wc[90] * d0;
-                        a0_11 += wc[99] * d0;
-                        a0_12 += wc[108] * d0;
-                        a0_13 += wc[117] * d0;
-                        a0_14 += wc[126] * d0;
-                        a0_15 += wc[135] * d0;
-                    }
-                    {
-                        const cg_v d0 = VLOAD(dyc + 128 + 0);
-                        a0_0 += wc[1] * d0;
-                        a0_1 += wc[10] * d0;
-                        a0_2 += wc[19] * d0;
-                        a0_3 += wc[28] * d0;
-                        a0_4 += wc[37] * d0;
-                        a0_5 += wc[46] * d0;
-                        a0_6 += wc[55] * d0;
-                        a0_7 += wc[64] * d0;
-                        a0_8 += wc[73] * d0;
-                        a0_9 += wc[82] * d0;
-                        a0_10 += wc[91] * d0;
-                        a0_11 += wc[100] * d0;
-                        a0_12 += wc[109] * d0;
-                        a0_13 += wc[118] * d0;
-                        a0_14 += wc[127] * d0;
-                        a0_15 += wc[136] * d0;
-                    }
-                    {
-                        const cg_v d0 = VLOAD(dyc + 32 + 0);
-                        a0_0 += wc[3] * d0;
-                        a0_1 += wc[12] * d0;
-                        a0_2 += wc[21] * d0;
-                        a0_3 += wc[30] * d0;
-                        a0_4 += wc[39] * d0;
-                        a0_5 += wc[48] * d0;
-                        a0_6 += wc[57] * d0;
-                        a0_7 += wc[66] * d0;
-                        a0_8 += wc[75] * d0;
-                        a0_9 += wc[84] * d0;
-                        a0_10 += wc[93] * d0;
-                        a0_11 += wc[102] * d0;
-                        a0_12 += wc[111] * d0;
-                        a0_13 += wc[120] * d0;
-                        a0_14 += wc[129] * d0;
-                        a0_15 += wc[138] * d0;
-                    }
-                    {
-                        const cg_v d0 = VLOAD(dyc + 0 + 0);
-                        a0_0 += wc[4] * d0;
-                        a0_1 += wc[13] * d0;
-                        a0_2 += wc[22] * d0;
-                        a0_3 += wc[31] * d0;
-                        a0_4 += wc[40] * d0;
-                        a0_5 += wc[49] * d0;
-                        a0_6 += wc[58] * d0;
-                        a0_7 += wc[67] * d0;
-                        a0_8 += wc[76] * d0;
-                        a0_9 += wc[85] * d0;
-                        a0_10 += wc[94] * d0;
-                        a0_11 += wc[103] * d0;
-                        a0_12 += wc[112] * d0;
-                        a0_13 += wc[121] * d0;
-                        a0_14 += wc[130] * d0;
-                        a0_15 += wc[139] * d0;
-                    }
-                }
-                VSTORE(dxb + 0, a0_0);
-                VSTORE(dxb + 512, a0_1);
-                VSTORE(dxb + 1024, a0_2);
-                VSTORE(dxb + 1536, a0_3);
-                VSTORE(dxb + 2048, a0_4);
-                VSTORE(dxb + 2560, a0_5);
-                VSTORE(dxb + 3072, a0_6);
-                VSTORE(dxb + 3584, a0_7);
-                VSTORE(dxb + 4096, a0_8);
-                VSTORE(dxb + 4608, a0_9);
-                VSTORE(dxb + 5120, a0_10);
-                VSTORE(dxb + 5632, a0_11);
-                VSTORE(dxb + 6144, a0_12);
-                VSTORE(dxb + 6656, a0_13);
-                VSTORE(dxb + 7168, a0_14);
-                VSTORE(dxb + 7680, a0_15);
-            }
-            /* inputs rows 0+1*t (t=0..0), cols 0+1*t (t=1..2): 6 taps */
-            for (int tx = 1; tx < 3; tx++) {
-                cg_v a0_0 = vsplat(0.0f);
-                cg_v a0_1 = vsplat(0.0f);
-                cg_v a0_2 = vsplat(0.0f);
-                cg_v a0_3 = vsplat(0.0f);
-                cg_v a0_4 = vsplat(0.0f);
-                cg_v a0_5 = vsplat(0.0f);
-                cg_v a0_6 = vsplat(0.0f);
-                cg_v a0_7 = vsplat(0.0f);
-                cg_v a0_8 = vsplat(0.0f);
-                cg_v a0_9 = vsplat(0.0f);
-                cg_v a0_10 = vsplat(0.0f);
-                cg_v a0_11 = vsplat(0.0f);
-                cg_v a0_12 = vsplat(0.0f);
-                cg_v a0_13 = vsplat(0.0f);
-                cg_v a0_14 = vsplat(0.0f);
-                cg_v a0_15 = vsplat(0.0f);
-                for (int co = 0; co < 512; co++) {
-                    const float *restrict dyc = dyg + co*512;
-                    const float *restrict wc = wg + co*4608;
-                    {
-                        const cg_v d0 = VLOAD(dyc + tx*32 + 160 + 0);
-                        a0_0 += wc[0] * d0;
-                        a0_1 += wc[9] * d0;
-                        a0_2 += wc[18] * d0;
-                        a0_3 += wc[27] * d0;
-                        a0_4 += wc[36] * d0;
-                        a0_5 += wc[45] * d0;
-                        a0_6 += wc[54] * d0;
-                        a0_7 += wc[63] * d0;
-                        a0_8 += wc[72] * d0;
-                        a0_9 += wc[81] * d0;
-                        a0_10 += wc[90] * d0;
-                        a0_11 += wc[99] * d0;
-                        a0_12 += wc[108] * d0;
-                        a0_13 += wc[117] * d0;
-                        a0_14 += wc[126] * d0;
-                        a0_15 += wc[135] * d0;
-                    }
-                    {
-                        const cg_v d0 = VLOAD(dyc + tx*32 + 128 + 0);
-                        a0_0 += wc[1] * d0;
-                        a0_1 += wc[10] * d0;
-                        a0_2 += wc[19] * d0;
-                        a0_3 += wc[28] * d0;
-                        a0_4 += wc[37] * d0;
-                        a0_5 += wc[46] * d0;
-                        a0_6 += wc[55] * d0;
-                        a0_7 += wc[64] * d0;
-                        a0_8 += wc[73] * d0;
-                        a0_9 += wc[82] * d0;
-                        a0_10 += wc[91] * d0;
-                        a0_11 += wc[100] * d0;
-                        a0_12 += wc[109] * d0;
-                        a0_13 += wc[118] * d0;
-                        a0_14 += wc[127] * d0;
-                        a0_15 += wc[136] * d0;
-                    }
-                    {
-                        const cg_v d0 = VLOAD(dyc + tx*32 + 96 + 0);
-                        a0_0 += wc[2] * d0;
-                        a0_1 += wc[11] * d0;
-                        a0_2 += wc[20] * d0;
-                        a0_3 += wc[29] * d0;
-                        a0_4 += wc[38] * d0;
-                        a0_5 += wc[47] * d0;
-                        a0_6 += wc[56] * d0;
-                        a0_7 += wc[65] * d0;
-                        a0_8 += wc[74] * d0;
-                        a0_9 += wc[83] * d0;
-                        a0_10 += wc[92] * d0;
-                        a0_11 += wc[101] * d0;
-                        a0_12 += wc[110] * d0;
-                        a0_13 += wc[119] * d0;
-                        a0_14 += wc[128] * d0;
-                        a0_15 += wc[137] * d0;
-                    }
-                    {
-                        const cg_v d0 = VLOAD(dyc + tx*32 + 32 + 0);
-                        a0_0 += wc[3] * d0;
-                        a0_1 += wc[12] * d0;
-                        a0_2 += wc[21] * d0;
-                        a0_3 += wc[30] * d0;
-                        a0_4 += wc[39] * d0;
-                        a0_5 += wc[48] * d0;
-                        a0_6 += wc[57] * d0;
-                        a0_7 += wc[66] * d0;
-                        a0_8 += wc[75] * d0;
-                        a0_9 += wc[84] * d0;
-                        a0_10 += wc[93] * d0;
-                        a0_11 += wc[102] * d0;
-                        a0_12 += wc[111] * d0;
-                        a0_13 += wc[120] * d0;
-                        a0_14 += wc[129] * d0;
-                        a0_15 += wc[138] * d0;
-                    }
-                    {
-                        const cg_v d0 = VLOAD(dyc + tx*32 + 0);
-                        a0_0 += wc[4] * d0;
-                        a0_1 += wc[13] * d0;
-                        a0_2 += wc[22] * d0;
-                        a0_3 += wc[31] * d0;
-                        a0_4 += wc[40] * d0;
-                        a0_5 += wc[49] * d0;
-                        a0_6 += wc[58] * d0;
-                        a0_7 += wc[67] * d0;
-                        a0_8 += wc[76] * d0;
-                        a0_9 += wc[85] * d0;
-                        a0_10 += wc[94] * d0;
-                        a0_11 += wc[103] * d0;
-                        a0_12 += wc[112] * d0;
-                        a0_13 += wc[121] * d0;
-                        a0_14 += wc[130] * d0;
-                        a0_15 += wc[139] * d0;
-                    }
-                    {
-                        const cg_v d0 = VLOAD(dyc + tx*32 - 32 + 0);
-                        a0_0 += wc[5] * d0;
-                        a0_1 += wc[14] * d0;
-                        a0_2 += wc[23] * d0;
-                        a0_3 += wc[32] * d0;
-                        a0_4 += wc[41] * d0;
-                        a0_5 += wc[50] * d0;
-                        a0_6 += wc[59] * d0;
-                        a0_7 += wc[68] * d0;
-                        a0_8 += wc[77] * d0;
-                        a0_9 += wc[86] * d0;
-                        a0_10 += wc[95] * d0;
-                        a0_11 += wc[104] * d0;
-                        a0_12 += wc[113] * d0;
-                        a0_13 += wc[122] * d0;
-                        a0_14 += wc[131] * d0;
-                        a0_15 += wc[140] * d0;
-                    }
-                }
-                VSTORE(dxb + tx*32, a0_0);
-                VSTORE(dxb + tx*32 + 512, a0_1);
-                VSTORE(dxb + tx*32 + 1024, a0_2);
-                VSTORE(dxb + tx*32 + 1536, a0_3);
-                VSTORE(dxb + tx*32 + 2048, a0_4);
-                VSTORE(dxb + tx*32 + 2560, a0_5);
-                VSTORE(dxb + tx*32 + 3072, a0_6);
-                VSTORE(dxb + tx*32 + 3584, a0_7);
-                VSTORE(dxb + tx*32 + 4096, a0_8);
-                VSTORE(dxb + tx*32 + 4608, a0_9);
-                VSTORE(dxb + tx*32 + 5120, a0_10);
-                VSTORE(dxb + tx*32 + 5632, a0_11);
-                VSTORE(dxb + tx*32 + 6144, a0_12);
-                VSTORE(dxb + tx*32 + 6656, a0_13);
-                VSTORE(dxb + tx*32 + 7168, a0_14);
-                VSTORE(dxb + tx*32 + 7680, a0_15);
-            }
-            {
-                cg_v a0_0 = vsplat(0.0f);
-                cg_v a0_1 = vsplat(0.0f);
-                cg_v a0_2 = vsplat(0.0f);
-                cg_v a0_3 = vsplat(0.0f);
-                cg_v a0_4 = vsplat(0.0f);
-                cg_v a0_5 = vsplat(0.0f);
-                cg_v a0_6 = vsplat(0.0f);
-                cg_v a0_7 = vsplat(0.0f);
-                cg_v a0_8 = vsplat(0.0f);
-                cg_v a0_9 = vsplat(0.0f);
-                cg_v a0_10 = vsplat(0.0f);
-                cg_v a0_11 = vsplat(0.0f);
-                cg_v a0_12 = vsplat(0.0f);
-                cg_v a0_13 = vsplat(0.0f);
-                cg_v a0_14 = vsplat(0.0f);
-                cg_v a0_15 = vsplat(0.0f);
-                for (int co = 0; co < 512; co++) {
-                    const float *restrict dyc = dyg + co*512;
-                    const float *restrict wc = wg + co*4608;
-                    {
-                        const cg_v d0 = VLOAD(dyc + 224 + 0);
-                        a0_0 += wc[1] * d0;
-                        a0_1 += wc[10] * d0;
-                        a0_2 += wc[19] * d0;
-                        a0_3 += wc[28] * d0;
-                        a0_4 += wc[37] * d0;
-                        a0_5 += wc[46] * d0;
-                        a0_6 += wc[55] * d0;
-                        a0_7 += wc[64] * d0;
-                        a0_8 += wc[73] * d0;
-                        a0_9 += wc[82] * d0;
-                        a0_10 += wc[91] * d0;
-                        a0_11 += wc[100] * d0;
-                        a0_12 += wc[109] * d0;
-                        a0_13 += wc[118] * d0;
-                        a0_14 += wc[127] * d0;
-                        a0_15 += wc[136] * d0;
-                    }
-                    {
-                        const cg_v d0 = VLOAD(dyc + 192 + 0);
-                        a0_0 += wc[2] * d0;
-                        a0_1 += wc[11] * d0;
-                        a0_2 += wc[20] * d0;
-                        a0_3 += wc[29] * d0;
-                        a0_4 += wc[38] * d0;
-                        a0_5 += wc[47] * d0;
-                        a0_6 += wc[56] * d0;
-                        a0_7 += wc[65] * d0;
-                        a0_8 += wc[74] * d0;
-                        a0_9 += wc[83] * d0;
-                        a0_10 += wc[92] * d0;
-                        a0_11 += wc[101] * d0;
-                        a0_12 += wc[110] * d0;
-                        a0_13 += wc[119] * d0;
-                        a0_14 += wc[128] * d0;
-                        a0_15 += wc[137] * d0;
-                    }
-                    {
-                        const cg_v d0 = VLOAD(dyc + 96 + 0);
-                        a0_0 += wc[4] * d0;
-                        a0_1 += wc[13] * d0;
-                        a0_2 += wc[22] * d0;
-                        a0_3 += wc[31] * d0;
-                        a0_4 += wc[40] * d0;
-                        a0_5 += wc[49] * d0;
-                        a0_6 += wc[58] * d0;
-                        a0_7 += wc[67] * d0;
-                        a0_8 += wc[76] * d0;
-                        a0_9 += wc[85] * d0;
-                        a0_10 += wc[94] * d0;
-                        a0_11 += wc[103] * d0;
-                        a0_12 += wc[112] * d0;
-                        a0_13 += wc[121] * d0;
-                        a0_14 += wc[130] * d0;
-                        a0_15 += wc[139] * d0;
-                    }
-                    {
-                        const cg_v d0 = VLOAD(dyc + 64 + 0);
-                        a0_0 += wc[5] * d0;
-                        a0_1 += wc[14] * d0;
-                        a0_2 += wc[23] * d0;
-                        a0_3 += wc[32] * d0;
-                        a0_4 += wc[41] * d0;
-                        a0_5 += wc[50] * d0;
-                        a0_6 += wc[59] * d0;
-                        a0_7 += wc[68] * d0;
-                        a0_8 += wc[77] * d0;
-                        a0_9 += wc[86] * d0;
-                        a0_10 += wc[95] * d0;
-                        a0_11 += wc[104] * d0;
-                        a0_12 += wc[113] * d0;
-                        a0_13 += wc[122] * d0;
-                        a0_14 += wc[131] * d0;
-                        a0_15 += wc[140] * d0;
-                    }
-                }
-                VSTORE(dxb + 96, a0_0);
-                VSTORE(dxb + 608, a0_1);
-                VSTORE(dxb + 1120, a0_2);
-                VSTORE(dxb + 1632, a0_3);
-                VSTORE(dxb + 2144, a0_4);
-                VSTORE(dxb + 2656, a0_5);
-                VSTORE(dxb + 3168, a0_6);
-                VSTORE(dxb + 3680, a0_7);
-                VSTORE(dxb + 4192, a0_8);
-                VSTORE(dxb + 4704, a0_9);
-                VSTORE(dxb + 5216, a0_10);
-                VSTORE(dxb + 5728, a0_11);
-                VSTORE(dxb + 6240, a0_12);
-                VSTORE(dxb + 6752, a0_13);
-                VSTORE(dxb + 7264, a0_14);
-                VSTORE(dxb + 7776, a0_15);
-            }
-            /* inputs rows 0+1*t (t=1..2), cols 0+1*t (t=0..0): 6 taps */
-            for (int ty = 1; ty < 3; ty++) {
-                {
-                    cg_v a0_0 = vsplat(0.0f);
-                    cg_v a0_1 = vsplat(0.0f);
-                    cg_v a0_2 = vsplat(0.0f);
-                    cg_v a0_3 = vsplat(0.0f);
-                    cg_v a0_4 = vsplat(0.0f);
-                    cg_v a0_5 = vsplat(0.0f);
-                    cg_v a0_6 = vsplat(0.0f);
-                    cg_v a0_7 = vsplat(0.0f);
-                    cg_v a0_8 = vsplat(0.0f);
-                    cg_v a0_9 = vsplat(0.0f);
-                    cg_v a0_10 = vsplat(0.0f);
-                    cg_v a0_11 = vsplat(0.0f);
-                    cg_v a0_12 = vsplat(0.0f);
-                    cg_v a0_13 = vsplat(0.0f);
-                    cg_v a0_14 = vsplat(0.0f);
-                    cg_v a0_15 = vsplat(0.0f);
-                    for (int co = 0; co < 512; co++) {
-                        const float *restrict dyc = dyg + co*512;
-                        const float *restrict wc = wg + co*4608;
-                        {
-                            const cg_v d0 = VLOAD(dyc + ty*128 + 160 + 0);
-                            a0_0 += wc[0] * d0;
-                            a0_1 += wc[9] * d0;
-                            a0_2 += wc[18] * d0;
-                            a0_3 += wc[27] * d0;
-                            a0_4 += wc[36] * d0;
-                            a0_5 += wc[45] * d0;
-                            a0_6 += wc[54] * d0;
-                            a0_7 += wc[63] * d0;
-                            a0_8 += wc[72] * d0;
-                            a0_9 += wc[81] * d0;
-                            a0_10 += wc[90] * d0;
-                            a0_11 += wc[99] * d0;
-                            a0_12 += wc[108] * d0;
-                            a0_13 += wc[117] * d0;
-                            a0_14 += wc[126] * d0;
-                            a0_15 += wc[135] * d0;
-                        }
-                        {
-                            const cg_v d0 = VLOAD(dyc + ty*128 + 128 + 0);
-                            a0_0 += wc[1] * d0;
-                            a0_1 += wc[10] * d0;
-                            a0_2 += wc[19] * d0;
-                            a0_3 += wc[28] * d0;
-                            a0_4 += wc[37] * d0;
-                            a0_5 += wc[46] * d0;
-                            a0_6 += wc[55] * d0;
-                            a0_7 += wc[64] * d0;
-                            a0_8 += wc[73] * d0;
-                            a0_9 += wc[82] * d0;
-                            a0_10 += wc[91] * d0;
-                            a0_11 += wc[100] * d0;
-                            a0_12 += wc[109] * d0;
-                            a0_13 += wc[118] * d0;
-                            a0_14 += wc[127] * d0;
-                            a0_15 += wc[136] * d0;
-                        }
-                        {
-                            const cg_v d0 = VLOAD(dyc + ty*128 + 32 + 0);
-                            a0_0 += wc[3] * d0;
-                            a0_1 += wc[12] * d0;
-                            a0_2 += wc[21] * d0;
-                            a0_3 += wc[30] * d0;
-                            a0_4 += wc[39] * d0;
-                            a0_5 += wc[48] * d0;
-                            a0_6 += wc[57] * d0;
-                            a0_7 += wc[66] * d0;
-                            a0_8 += wc[75] * d0;
-                            a0_9 += wc[84] * d0;
-                            a0_10 += wc[93] * d0;
-                            a0_11 += wc[102] * d0;
-                            a0_12 += wc[111] * d0;
-                            a0_13 += wc[120] * d0;
-                            a0_14 += wc[129] * d0;
-                            a0_15 += wc[138] * d0;
-                        }
-                        {
-                            const cg_v d0 = VLOAD(dyc + ty*128 + 0);
-                            a0_0 += wc[4] * d0;
-                            a0_1 += wc[13] * d0;
-                            a0_2 += wc[22] * d0;
-                            a0_3 += wc[31] * d0;
-                            a0_4 += wc[40] * d0;
-                            a0_5 += wc[49] * d0;
-                            a0_6 += wc[58] * d0;
-                            a0_7 += wc[67] * d0;
-                            a0_8 += wc[76] * d0;
-                            a0_9 += wc[85] * d0;
-                            a0_10 += wc[94] * d0;
-                            a0_11 += wc[103] * d0;
-                            a0_12 += wc[112] * d0;
-                            a0_13 += wc[121] * d0;
-                            a0_14 += wc[130] * d0;
-                            a0_15 += wc[139] * d0;
-                        }
-                        {
-                            const cg_v d0 = VLOAD(dyc + ty*128 - 96 + 0);
-                            a0_0 += wc[6] * d0;
-                            a0_1 += wc[15] * d0;
-                            a0_2 += wc[24] * d0;
-                            a0_3 += wc[33] * d0;
-                            a0_4 += wc[42] * d0;
-                            a0_5 += wc[51] * d0;
-                            a0_6 += wc[60] * d0;
-                            a0_7 += wc[69] * d0;
-                            a0_8 += wc[78] * d0;
-                            a0_9 += wc[87] * d0;
-                            a0_10 += wc[96] * d0;
-                            a0_11 += wc[105] * d0;
-                            a0_12 += wc[114] * d0;
-                            a0_13 += wc[123] * d0;
-                            a0_14 += wc[132] * d0;
-                            a0_15 += wc[141] * d0;
-                        }
-                        {
-                            const cg_v d0 = VLOAD(dyc + ty*128 - 128 + 0);
-                            a0_0 += wc[7] * d0;
-                            a0_1 += wc[16] * d0;
-                            a0_2 += wc[25] * d0;
-                            a0_3 += wc[34] * d0;
-                            a0_4 += wc[43] * d0;
-                            a0_5 += wc[52] * d0;
-                            a0_6 += wc[61] * d0;
-                            a0_7 += wc[70] * d0;
-                            a0_8 += wc[79] * d0;
-                            a0_9 += wc[88] * d0;
-                            a0_10 += wc[97] * d0;
-                            a0_11 += wc[106] * d0;
-                            a0_12 += wc[115] * d0;
-                            a0_13 += wc[124] * d0;
-                            a0_14 += wc[133] * d0;
-                            a0_15 += wc[142] * d0;
-                        }
-                    }
-                    VSTORE(dxb + ty*128, a0_0);
-                    VSTORE(dxb + ty*128 + 512, a0_1);
-                    VSTORE(dxb + ty*128 + 1024, a0_2);
-                    VSTORE(dxb + ty*128 + 1536, a0_3);
-                    VSTORE(dxb + ty*128 + 2048, a0_4);
-                    VSTORE(dxb + ty*128 + 2560, a0_5);
-                    VSTORE(dxb + ty*128 + 3072, a0_6);
-                    VSTORE(dxb + ty*128 + 3584, a0_7);
-                    VSTORE(dxb + ty*128 + 4096, a0_8);
-                    VSTORE(dxb + ty*128 + 4608, a0_9);
-                    VSTORE(dxb + ty*128 + 5120, a0_10);
-                    VSTORE(dxb + ty*128 + 5632, a0_11);
-                    VSTORE(dxb + ty*128 + 6144, a0_12);
-                    VSTORE(dxb + ty*128 + 6656, a0_13);
-                    VSTORE(dxb + ty*128 + 7168, a0_14);
-                    VSTORE(dxb + ty*128 + 7680, a0_15);
-                }
-            }
-            /* inputs rows 0+1*t (t=1..2), cols 0+1*t (t=1..2): 9 taps */
-            for (int ty = 1; ty < 3; ty++) {
-                for (int tx = 1; tx < 3; tx++) {
-                    cg_v a0_0 = vsplat(0.0f);
-                    cg_v a0_1 = vsplat(0.0f);
-                    cg_v a0_2 = vsplat(0.0f);
-                    cg_v a0_3 = vsplat(0.0f);
-                    cg_v a0_4 = vsplat(0.0f);
-                    cg_v a0_5 = vsplat(0.0f);
-                    cg_v a0_6 = vsplat(0.0f);
-                    cg_v a0_7 = vsplat(0.0f);
-                    cg_v a0_8 = vsplat(0.0f);
-                    cg_v a0_9 = vsplat(0.0f);
-                    cg_v a0_10 = vsplat(0.0f);
-                    cg_v a0_11 = vsplat(0.0f);
-                    cg_v a0_12 = vsplat(0.0f);
-                    cg_v a0_13 = vsplat(0.0f);
-                    cg_v a0_14 = vsplat(0.0f);
-                    cg_v a0_15 = vsplat(0.0f);
-                    for (int co = 0; co < 512; co++) {
-                        const float *restrict dyc = dyg + co*512;
-                        const float *restrict wc = wg + co*4608;
-                        {
-                            const cg_v d0 = VLOAD(dyc + ty*128 + tx*32 + 160 + 0);
-                            a0_0 += wc[0] * d0;
-                            a0_1 += wc[9] * d0;
-                            a0_2 += wc[18] * d0;
-                            a0_3 += wc[27] * d0;
-                            a0_4 += wc[36] * d0;
-                            a0_5 += wc[45] * d0;
-                            a0_6 += wc[54] * d0;
-                            a0_7 += wc[63] * d0;
-                            a0_8 += wc[72] * d0;
-                            a0_9 += wc[81] * d0;
-                            a0_10 += wc[90] * d0;
-                            a0_11 += wc[99] * d0;
-                            a0_12 += wc[108] * d0;
-                            a0_13 += wc[117] * d0;
-                            a0_14 += wc[126] * d0;
-                            a0_15 += wc[135] * d0;
-                        }
-                        {
-                            const cg_v d0 = VLOAD(dyc + ty*128 + tx*32 + 128 + 0);
-                            a0_0 += wc[1] * d0;
-                            a0_1 += wc[10] * d0;
-                            a0_2 += wc[19] * d0;
-                            a0_3 += wc[28] * d0;
-                            a0_4 += wc[37] * d0;
-                            a0_5 += wc[46] * d0;
-                            a0_6 += wc[55] * d0;
-                            a0_7 += wc[64] * d0;
-                            a0_8 += wc[73] * d0;
-                            a0_9 += wc[82] * d0;
-                            a0_10 += wc[91] * d0;
-                            a0_11 += wc[100] * d0;
-                            a0_12 += wc[109] * d0;
-                            a0_13 += wc[118] * d0;
-                            a0_14 += wc[127] * d0;
-                            a0_15 += wc[136] * d0;
-                        }
-                        {
-                            const cg_v d0 = VLOAD(dyc + ty*128 + tx*32 + 96 + 0);
-                            a0_0 += wc[2] * d0;
-                            a0_1 += wc[11] * d0;
-                            a0_2 += wc[20] * d0;
-                            a0_3 += wc[29] * d0;
-                            a0_4 += wc[38] * d0;
-                            a0_5 += wc[47] * d0;
-                            a0_6 += wc[56] * d0;
-                            a0_7 += wc[65] * d0;
-                            a0_8 += wc[74] * d0;
-                            a0_9 += wc[83] * d0;
-                            a0_10 += wc[92] * d0;
-                            a0_11 += wc[101] * d0;
-                            a0_12 += wc[110] * d0;
-                            a0_13 += wc[119] * d0;
-                            a0_14 += wc[128] * d0;
-                            a0_15 += wc[137] * d0;
-                        }
-                        {
-                            const cg_v d0 = VLOAD(dyc + ty*128 + tx*32 + 32 + 0);
-                            a0_0 += wc[3] * d0;
-                            a0_1 += wc[12] * d0;
-                            a0_2 += wc[21] * d0;
-                            a0_3 += wc[30] * d0;
-                            a0_4 += wc[39] * d0;
-                            a0_5 += wc[48] * d0;
-                            a0_6 += wc[57] * d0;
-                            a0_7 += wc[66] * d0;
-                            a0_8 += wc[75] * d0;
-                            a0_9 += wc[84] * d0;
-                            a0_10 += wc[93] * d0;
-                            a0_11 += wc[102] * d0;
-                            a0_12 += wc[111] * d0;
-                            a0_13 += wc[120] * d0;
-                            a0_14 += wc[129] * d0;
-                            a0_15 += wc[138] * d0;
-                        }
-                        {
-                            const cg_v d0 = VLOAD(dyc + ty*128 + tx*32 + 0);
-                            a0_0 += wc[4] * d0;
-                            a0_1 += wc[13] * d0;
-                            a0_2 += wc[22] * d0;
-                            a0_3 += wc[31] * d0;
-                            a0_4 += wc[40] * d0;
-                            a0_5 += wc[49] * d0;
-                            a0_6 += wc[58] * d0;
-                            a0_7 += wc[67] * d0;
-                            a0_8 += wc[76] * d0;
-                            a0_9 += wc[85] * d0;
-                            a0_10 += wc[94] * d0;
-                            a0_11 += wc[103] * d0;
-                            a0_12 += wc[112] * d0;
-                            a0_13 += wc[121] * d0;
-                            a0_14 += wc[130] * d0;
-                            a0_15 += wc[139] * d0;
-                        }
-                        {
-                            const cg_v d0 = VLOAD(dyc + ty*128 + tx*32 - 32 + 0);
-                            a0_0 += wc[5] * d0;
-                            a0_1 += wc[14] * d0;
-                            a0_2 += wc[23] * d0;
-                            a0_3 += wc[32] * d0;
-                            a0_4 += wc[41] * d0;
-                            a0_5 += wc[50] * d0;
-                            a0_6 += wc[59] * d0;
-                            a0_7 += wc[68] * d0;
-                            a0_8 += wc[77] * d0;
-                            a0_9 += wc[86] * d0;
-                            a0_10 += wc[95] * d0;
-                            a0_11 += wc[104] * d0;
-                            a0_12 += wc[113] * d0;
-                            a0_13 += wc[122] * d0;
-                            a0_14 += wc[131] * d0;
-                            a0_15 += wc[140] * d0;
-                        }
-                        {
-                            const cg_v d0 = VLOAD(dyc + ty*128 + tx*32 - 96 + 0);
-                            a0_0 += wc[6] * d0;
-                            a0_1 += wc[15] * d0;
-                            a0_2 += wc[24] * d0;
-                            a0_3 += wc[33] * d0;
-                            a0_4 += wc[42] * d0;
-                            a0_5 += wc[51] * d0;
-                            a0_6 += wc[60] * d0;
-                            a0_7 += wc[69] * d0;
-                            a0_8 += wc[78] * d0;
-                            a0_9 += wc[87] * d0;
-                            a0_10 += wc[96] * d0;
-                            a0_11 += wc[105] * d0;
-                            a0_12 += wc[114] * d0;
-                            a0_13 += wc[123] * d0;
-                            a0_14 += wc[132] * d0;
-                            a0_15 += wc[141] * d0;
-                        }
-                        {
-                            const cg_v d0 = VLOAD(dyc + ty*128 + tx*32 - 128 + 0);
-                            a0_0 += wc[7] * d0;
-                            a0_1 += wc[16] * d0;
-                            a0_2 += wc[25] * d0;
-                            a0_3 += wc[34] * d0;
-                            a0_4 += wc[43] * d0;
-                            a0_5 += wc[52] * d0;
-                            a0_6 += wc[61] * d0;
-                            a0_7 += wc[70] * d0;
-                            a0_8 += wc[79] * d0;
-                            a0_9 += wc[88] * d0;
-                            a0_10 += wc[97] * d0;
-                            a0_11 += wc[106] * d0;
-                            a0_12 += wc[115] * d0;
-                            a0_13 += wc[124] * d0;
-                            a0_14 += wc[133] * d0;
-                            a0_15 += wc[142] * d0;
-                        }
-                        {
-                            const cg_v d0 = VLOAD(dyc + ty*128 + tx*32 - 160 + 0);
-                            a0_0 += wc[8] * d0;
-                            a0_1 += wc[17] * d0;
-                            a0_2 += wc[26] * d0;
-                            a0_3 += wc[35] * d0;
-                            a0_4 += wc[44] * d0;
-                            a0_5 += wc[53] * d0;
-                            a0_6 += wc[62] * d0;
-                            a0_7 += wc[71] * d0;
-                            a0_8 += wc[80] * d0;
-                            a0_9 += wc[89] * d0;
-                            a0_10 += wc[98] * d0;
-                            a0_11 += wc[107] * d0;
-                            a0_12 += wc[116] * d0;
-                            a0_13 += wc[125] * d0;
-                            a0_14 += wc[134] * d0;
-                            a0_15 += wc[143] * d0;
-                        }
-                    }
-                    VSTORE(dxb + ty*128 + tx*32, a0_0);
-                    VSTORE(dxb + ty*128 + tx*32 + 512, a0_1);
-                    VSTORE(dxb + ty*128 + tx*32 + 1024, a0_2);
-                    VSTORE(dxb + ty*128 + tx*32 + 1536, a0_3);
-                    VSTORE(dxb + ty*128 + tx*32 + 2048, a0_4);
-                    VSTORE(dxb + ty*128 + tx*32 + 2560, a0_5);
-                    VSTORE(dxb + ty*128 + tx*32 + 3072, a0_6);
-                    VSTORE(dxb + ty*128 + tx*32 + 3584, a0_7);
-                    VSTORE(dxb + ty*128 + tx*32 + 4096, a0_8);
-                    VSTORE(dxb + ty*128 + tx*32 + 4608, a0_9);
-                    VSTORE(dxb + ty*128 + tx*32 + 5120, a0_10);
-                    VSTORE(dxb + ty*128 + tx*32 + 5632, a0_11);
-                    VSTORE(dxb + ty*128 + tx*32 + 6144, a0_12);
-                    VSTORE(dxb + ty*128 + tx*32 + 6656, a0_13);
-                    VSTORE(dxb + ty*128 + tx*32 + 7168, a0_14);
-                    VSTORE(dxb + ty*128 + tx*32 + 7680, a0_15);
-                }
-            }
-            /* inputs rows 0+1*t (t=1..2), cols 0+1*t (t=3..3): 6 taps */
-            for (int ty = 1; ty < 3; ty++) {
-                {
-                    cg_v a0_0 = vsplat(0.0f);
-                    cg_v a0_1 = vsplat(0.0f);
-                    cg_v a0_2 = vsplat(0.0f);
-                    cg_v a0_3 = vsplat(0.0f);
-                    cg_v a0_4 = vsplat(0.0f);
-                    cg_v a0_5 = vsplat(0.0f);
-                    cg_v a0_6 = vsplat(0.0f);
-                    cg_v a0_7 = vsplat(0.0f);
-                    cg_v a0_8 = vsplat(0.0f);
-                    cg_v a0_9 = vsplat(0.0f);
-                    cg_v a0_10 = vsplat(0.0f);
-                    cg_v a0_11 = vsplat(0.0f);
-                    cg_v a0_12 = vsplat(0.0f);
-                    cg_v a0_13 = vsplat(0.0f);
-                    cg_v a0_14 = vsplat(0.0f);
-                    cg_v a0_15 = vsplat(0.0f);
-                    for (int co = 0; co < 512; co++) {
-                        const float *restrict dyc = dyg + co*512;
-                        const float *restrict wc = wg + co*4608;
-                        {
-                            const cg_v d0 = VLOAD(dyc + ty*128 + 224 + 0);
-                            a0_0 += wc[1] * d0;
-                            a0_1 += wc[10] * d0;
-                            a0_2 += wc[19] * d0;
-                            a0_3 += wc[28] * d0;
-                            a0_4 += wc[37] * d0;
-                            a0_5 += wc[46] * d0;
-                            a0_6 += wc[55] * d0;
-                            a0_7 += wc[64] * d0;
-                            a0_8 += wc[73] * d0;
-                            a0_9 += wc[82] * d0;
-                            a0_10 += wc[91] * d0;
-                            a0_11 += wc[100] * d0;
-                            a0_12 += wc[109] * d0;
-                            a0_13 += wc[118] * d0;
-                            a0_14 += wc[127] * d0;
-                            a0_15 += wc[136] * d0;
-                        }
-                        {
-                            const cg_v d0 = VLOAD(dyc + ty*128 + 192 + 0);
-                            a0_0 += wc[2] * d0;
-                            a0_1 += wc[11] * d0;
-                            a0_2 += wc[20] * d0;
-                            a0_3 += wc[29] * d0;
-                            a0_4 += wc[38] * d0;
-                            a0_5 += wc[47] * d0;
-                            a0_6 += wc[56] * d0;
-                            a0_7 += wc[65] * d0;
-                            a0_8 += wc[74] * d0;
-                            a0_9 += wc[83] * d0;
-                            a0_10 += wc[92] * d0;
-                            a0_11 += wc[101] * d0;
-                            a0_12 += wc[110] * d0;
-                            a0_13 += wc[119] * d0;
-                            a0_14 += wc[128] * d0;
-                            a0_15 += wc[137] * d0;
-                        }
-                        {
-                            const cg_v d0 = VLOAD(dyc + ty*128 + 96 + 0);
-                            a0_0 += wc[4] * d0;
-                            a0_1 += wc[13] * d0;
-                            a0_2 += wc[22] * d0;
-                            a0_3 += wc[31] * d0;
-                            a0_4 += wc[40] * d0;
-                            a0_5 += wc[49] * d0;
-                            a0_6 += wc[58] * d0;
-                            a0_7 += wc[67] * d0;
-                            a0_8 += wc[76] * d0;
-                            a0_9 += wc[85] * d0;
-                            a0_10 += wc[94] * d0;
-                            a0_11 += wc[103] * d0;
-                            a0_12 += wc[112] * d0;
-                            a0_13 += wc[121] * d0;
-                            a0_14 += wc[130] * d0;
-                            a0_15 += wc[139] * d0;
-                        }
-                        {
-                            const cg_v d0 = VLOAD(dyc + ty*128 + 64 + 0);
-                            a0_0 += wc[5] * d0;
-                            a0_1 += wc[14] * d0;
-                            a0_2 += wc[23] * d0;
-                            a0_3 += wc[32] * d0;
-                            a0_4 += wc[41] * d0;
-                            a0_5 += wc[50] * d0;
-                            a0_6 += wc[59] * d0;
-                            a0_7 += wc[68] * d0;
-                            a0_8 += wc[77] * d0;
-                            a0_9 += wc[86] * d0;
-                            a0_10 += wc[95] * d0;
-                            a0_11 += wc[104] * d0;
-                            a0_12 += wc[113] * d0;
-                            a0_13 += wc[122] * d0;
-                            a0_14 += wc[131] * d0;
-                            a0_15 += wc[140] * d0;
-                        }
-                        {
-                            const cg_v d0 = VLOAD(dyc + ty*128 - 32 + 0);
-                            a0_0 += wc[7] * d0;
-                            a0_1 += wc[16] * d0;
-                            a0_2 += wc[25] * d0;
-                            a0_3 += wc[34] * d0;
-                            a0_4 += wc[43] * d0;
-                            a0_5 += wc[52] * d0;
-                            a0_6 += wc[61] * d0;
-                            a0_7 += wc[70] * d0;
-                            a0_8 += wc[79] * d0;
-                            a0_9 += wc[88] * d0;
-                            a0_10 += wc[97] * d0;
-                            a0_11 += wc[106] * d0;
-                            a0_12 += wc[115] * d0;
-                            a0_13 += wc[124] * d0;
-                            a0_14 += wc[133] * d0;
-                            a0_15 += wc[142] * d0;
-                        }
-                        {
-                            const cg_v d0 = VLOAD(dyc + ty*128 - 64 + 0);
-                            a0_0 += wc[8] * d0;
-                            a0_1 += wc[17] * d0;
-                            a0_2 += wc[26] * d0;
-                            a0_3 += wc[35] * d0;
-                            a0_4 += wc[44] * d0;
-                            a0_5 += wc[53] * d0;
-                            a0_6 += wc[62] * d0;
-                            a0_7 += wc[71] * d0;
-                            a0_8 += wc[80] * d0;
-                            a0_9 += wc[89] * d0;
-                            a0_10 += wc[98] * d0;
-                            a0_11 += wc[107] * d0;
-                            a0_12 += wc[116] * d0;
-                            a0_13 += wc[125] * d0;
-                            a0_14 += wc[134] * d0;
-                            a0_15 += wc[143] * d0;
-                        }
-                    }
-                    VSTORE(dxb + ty*128 + 96, a0_0);
-                    VSTORE(dxb + ty*128 + 608, a0_1);
-                    VSTORE(dxb + ty*128 + 1120, a0_2);
-                    VSTORE(dxb + ty*128 + 1632, a0_3);
-                    VSTORE(dxb + ty*128 + 2144, a0_4);
-                    VSTORE(dxb + ty*128 + 2656, a0_5);
-                    VSTORE(dxb + ty*128 + 3168, a0_6);
-                    VSTORE(dxb + ty*128 + 3680, a0_7);
-                    VSTORE(dxb + ty*128 + 4192, a0_8);
-                    VSTORE(dxb + ty*128 + 4704, a0_9);
-                    VSTORE(dxb + ty*128 + 5216, a0_10);
-                    VSTORE(dxb + ty*128 + 5728, a0_11);
-                    VSTORE(dxb + ty*128 + 6240, a0_12);
-                    VSTORE(dxb + ty*128 + 6752, a0_13);
-                    VSTORE(dxb + ty*128 + 7264, a0_14);
-                    VSTORE(dxb + ty*128 + 7776, a0_15);
-                }
-            }
-            {
-                cg_v a0_0 = vsplat(0.0f);
-                cg_v a0_1 = vsplat(0.0f);
-                cg_v a0_2 = vsplat(0.0f);
-                cg_v a0_3 = vsplat(0.0f);
-                cg_v a0_4 = vsplat(0.0f);
-                cg_v a0_5 = vsplat(0.0f);
-                cg_v a0_6 = vsplat(0.0f);
-                cg_v a0_7 = vsplat(0.0f);
-                cg_v a0_8 = vsplat(0.0f);
-                cg_v a0_9 = vsplat(0.0f);
-                cg_v a0_10 = vsplat(0.0f);
-                cg_v a0_11 = vsplat(0.0f);
-                cg_v a0_12 = vsplat(0.0f);
-                cg_v a0_13 = vsplat(0.0f);
-                cg_v a0_14 = vsplat(0.0f);
-                cg_v a0_15 = vsplat(0.0f);
-                for (int co = 0; co < 512; co++) {
-                    const float *restrict dyc = dyg + co*512;
-                    const float *restrict wc = wg + co*4608;
-                    {
-                        const cg_v d0 = VLOAD(dyc + 416 + 0);
-                        a0_0 += wc[3] * d0;
-                        a0_1 += wc[12] * d0;
-                        a0_2 += wc[21] * d0;
-                        a0_3 += wc[30] * d0;
-                        a0_4 += wc[39] * d0;
-                        a0_5 += wc[48] * d0;
-                        a0_6 += wc[57] * d0;
-                        a0_7 += wc[66] * d0;
-                        a0_8 += wc[75] * d0;
-                        a0_9 += wc[84] * d0;
-                        a0_10 += wc[93] * d0;
-                        a0_11 += wc[102] * d0;
-                        a0_12 += wc[111] * d0;
-                        a0_13 += wc[120] * d0;
-                        a0_14 += wc[129] * d0;
-                        a0_15 += wc[138] * d0;
-                    }
-                    {
-                        const cg_v d0 = VLOAD(dyc + 384 + 0);
-                        a0_0 += wc[4] * d0;
-                        a0_1 += wc[13] * d0;
-                        a0_2 += wc[22] * d0;
-                        a0_3 += wc[31] * d0;
-                        a0_4 += wc[40] * d0;
-                        a0_5 += wc[49] * d0;
-                        a0_6 += wc[58] * d0;
-                        a0_7 += wc[67] * d0;
-                        a0_8 += wc[76] * d0;
-                        a0_9 += wc[85] * d0;
-                        a0_10 += wc[94] * d0;
-                        a0_11 += wc[103] * d0;
-                        a0_12 += wc[112] * d0;
-                        a0_13 += wc[121] * d0;
-                        a0_14 += wc[130] * d0;
-                        a0_15 += wc[139] * d0;
-                    }
-                    {
-                        const cg_v d0 = VLOAD(dyc + 288 + 0);
-                        a0_0 += wc[6] * d0;
-                        a0_1 += wc[15] * d0;
-                        a0_2 += wc[24] * d0;
-                        a0_3 += wc[33] * d0;
-                        a0_4 += wc[42] * d0;
-                        a0_5 += wc[51] * d0;
-                        a0_6 += wc[60] * d0;
-                        a0_7 += wc[69] * d0;
-                        a0_8 += wc[78] * d0;
-                        a0_9 += wc[87] * d0;
-                        a0_10 += wc[96] * d0;
-                        a0_11 += wc[105] * d0;
-                        a0_12 += wc[114] * d0;
-                        a0_13 += wc[123] * d0;
-                        a0_14 += wc[132] * d0;
-                        a0_15 += wc[141] * d0;
-                    }
-                    {
-                        const cg_v d0 = VLOAD(dyc + 256 + 0);
-                        a0_0 += wc[7] * d0;
-                        a0_1 += wc[16] * d0;
-                        a0_2 += wc[25] * d0;
-                        a0_3 += wc[34] * d0;
-                        a0_4 += wc[43] * d0;
-                        a0_5 += wc[52] * d0;
-                        a0_6 += wc[61] * d0;
-                        a0_7 += wc[70] * d0;
-                        a0_8 += wc[79] * d0;
-                        a0_9 += wc[88] * d0;
-                        a0_10 += wc[97] * d0;
-                        a0_11 += wc[106] * d0;
-                        a0_12 += wc[115] * d0;
-                        a0_13 += wc[124] * d0;
-                        a0_14 += wc[133] * d0;
-                        a0_15 += wc[142] * d0;
-                    }
-                }
-                VSTORE(dxb + 384, a0_0);
-                VSTORE(dxb + 896, a0_1);
-                VSTORE(dxb + 1408, a0_2);
-                VSTORE(dxb + 1920, a0_3);
-                VSTORE(dxb + 2432, a0_4);
-                VSTORE(dxb + 2944, a0_5);
-                VSTORE(dxb + 3456, a0_6);
-                VSTORE(dxb + 3968, a0_7);
-                VSTORE(dxb + 4480, a0_8);
-                VSTORE(dxb + 4992, a0_9);
-                VSTORE(dxb + 5504, a0_10);
-                VSTORE(dxb + 6016, a0_11);
-                VSTORE(dxb + 6528, a0_12);
-                VSTORE(dxb + 7040, a0_13);
-                VSTORE(dxb + 7552, a0_14);
-                VSTORE(dxb + 8064, a0_15);
-            }
-            /* inputs rows 0+1*t (t=3..3), cols 0+1*t (t=1..2): 6 taps */
-            for (int tx = 1; tx < 3; tx++) {
-                cg_v a0_0 = vsplat(0.0f);
-                cg_v a0_1 = vsplat(0.0f);
-                cg_v a0_2 = vsplat(0.0f);
-                cg_v a0_3 = vsplat(0.0f);
-                cg_v a0_4 = vsplat(0.0f);
-                cg_v a0_5 = vsplat(0.0f);
-                cg_v a0_6 = vsplat(0.0f);
-                cg_v a0_7 = vsplat(0.0f);
-                cg_v a0_8 = vsplat(0.0f);
-                cg_v a0_9 = vsplat(0.0f);
-                cg_v a0_10 = vsplat(0.0f);
-                cg_v a0_11 = vsplat(0.0f);
-                cg_v a0_12 = vsplat(0.0f);
-                cg_v a0_13 = vsplat(0.0f);
-                cg_v a0_14 = vsplat(0.0f);
-                cg_v a0_15 = vsplat(0.0f);
-                for (int co = 0; co < 512; co++) {
-                    const float *restrict dyc = dyg + co*512;
-                    const float *restrict wc = wg + co*4608;
-                    {
-                        const cg_v d0 = VLOAD(dyc + tx*32 + 416 + 0);
-                        a0_0 += wc[3] * d0;
-                        a0_1 += wc[12] * d0;
-                        a0_2 += wc[21] * d0;
-                        a0_3 += wc[30] * d0;
-                        a0_4 += wc[39] * d0;
-                        a0_5 += wc[48] * d0;
-                        a0_6 += wc[57] * d0;
-                        a0_7 += wc[66] * d0;
-                        a0_8 += wc[75] * d0;
-                        a0_9 += wc[84] * d0;
-                        a0_10 += wc[93] * d0;
-                        a0_11 += wc[102] * d0;
-                        a0_12 += wc[111] * d0;
-                        a0_13 += wc[120] * d0;
-                        a0_14 += wc[129] * d0;
-                        a0_15 += wc[138] * d0;
-                    }
-                    {
-                        const cg_v d0 = VLOAD(dyc + tx*32 + 384 + 0);
-                        a0_0 += wc[4] * d0;
-                        a0_1 += wc[13] * d0;
-                        a0_2 += wc[22] * d0;
-                        a0_3 += wc[31] * d0;
-                        a0_4 += wc[40] * d0;
-                        a0_5 += wc[49] * d0;
-                        a0_6 += wc[58] * d0;
-                        a0_7 += wc[67] * d0;
-                        a0_8 += wc[76] * d0;
-                        a0_9 += wc[85] * d0;
-                        a0_10 += wc[94] * d0;
-                        a0_11 += wc[103] * d0;
-                        a0_12 += wc[112] * d0;
-                        a0_13 += wc[121] * d0;
-                        a0_14 += wc[130] * d0;
-                        a0_15 += wc[139] * d0;
-                    }
-                    {
-                        const cg_v d0 = VLOAD(dyc + tx*32 + 352 + 0);
-                        a0_0 += wc[5] * d0;
-                        a0_1 += wc[14] * d0;
-                        a0_2 += wc[23] * d0;
-                        a0_3 += wc[32] * d0;
-                        a0_4 += wc[41] * d0;
-                        a0_5 += wc[50] * d0;
-                        a0_6 += wc[59] * d0;
-                        a0_7 += wc[68] * d0;
-                        a0_8 += wc[77] * d0;
-                        a0_9 += wc[86] * d0;
-                        a0_10 += wc[95] * d0;
-                        a0_11 += wc[104] * d0;
-                        a0_12 += wc[113] * d0;
-                        a0_13 += wc[122] * d0;
-                        a0_14 += wc[131] * d0;
-                        a0_15 += wc[140] * d0;
-                    }
-                    {
-                        const cg_v d0 = VLOAD(dyc + tx*32 + 288 + 0);
-                        a0_0 += wc[6] * d0;
-                        a0_1 += wc[15] * d0;
-                        a0_2 += wc[24] * d0;
-                        a0_3 += wc[33] * d0;
-                        a0_4 += wc[42] * d0;
-                        a0_5 += wc[51] * d0;
-                        a0_6 += wc[60] * d0;
-                        a0_7 += wc[69] * d0;
-                        a0_8 += wc[78] * d0;
-                        a0_9 += wc[87] * d0;
-                        a0_10 += wc[96] * d0;
-                        a0_11 += wc[105] * d0;
-                        a0_12 += wc[114] * d0;
-                        a0_13 += wc[123] * d0;
-                        a0_14 += wc[132] * d0;
-                        a0_15 += wc[141] * d0;
-                    }
-                    {
-                        const cg_v d0 = VLOAD(dyc + tx*32 + 256 + 0);
-                        a0_0 += wc[7] * d0;
-                        a0_1 += wc[16] * d0;
-                        a0_2 += wc[25] * d0;
-                        a0_3 += wc[34] * d0;
-                        a0_4 += wc[43] * d0;
-                        a0_5 += wc[52] * d0;
-                        a0_6 += wc[61] * d0;
-                        a0_7 += wc[70] * d0;
-                        a0_8 += wc[79] * d0;
-                        a0_9 += wc[88] * d0;
-                        a0_10 += wc[97] * d0;
-                        a0_11 += wc[106] * d0;
-                        a0_12 += wc[115] * d0;
-                        a0_13 += wc[124] * d0;
-                        a0_14 += wc[133] * d0;
-                        a0_15 += wc[142] * d0;
-                    }
-                    {
-                        const cg_v d0 = VLOAD(dyc + tx*32 + 224 + 0);
-                        a0_0 += wc[8] * d0;
-                        a0_1 += wc[17] * d0;
-                        a0_2 += wc[26] * d0;
-                        a0_3 += wc[35] * d0;
-                        a0_4 += wc[44] * d0;
-                        a0_5 += wc[53] * d0;
-                        a0_6 += wc[62] * d0;
-                        a0_7 += wc[71] * d0;
-                        a0_8 += wc[80] * d0;
-                        a0_9 += wc[89] * d0;
-                        a0_10 += wc[98] * d0;
-                        a0_11 += wc[107] * d0;
-                        a0_12 += wc[116] * d0;
-                        a0_13 += wc[125] * d0;
-                        a0_14 += wc[134] * d0;
-                        a0_15 += wc[143] * d0;
-                    }
-                }
-                VSTORE(dxb + tx*32 + 384, a0_0);
-                VSTORE(dxb + tx*32 + 896, a0_1);
-                VSTORE(dxb + tx*32 + 1408, a0_2);
-                VSTORE(dxb + tx*32 + 1920, a0_3);
-                VSTORE(dxb + tx*32 + 2432, a0_4);
-                VSTORE(dxb + tx*32 + 2944, a0_5);
-                VSTORE(dxb + tx*32 + 3456, a0_6);
-                VSTORE(dxb + tx*32 + 3968, a0_7);
-                VSTORE(dxb + tx*32 + 4480, a0_8);
-                VSTORE(dxb + tx*32 + 4992, a0_9);
-                VSTORE(dxb + tx*32 + 5504, a0_10);
-                VSTORE(dxb + tx*32 + 6016, a0_11);
-                VSTORE(dxb + tx*32 + 6528, a0_12);
-                VSTORE(dxb + tx*32 + 7040, a0_13);
-                VSTORE(dxb + tx*32 + 7552, a0_14);
-                VSTORE(dxb + tx*32 + 8064, a0_15);
-            }
-            {
-                cg_v a0_0 = vsplat(0.0f);
-                cg_v a0_1 = vsplat(0.0f);
-                cg_v a0_2 = vsplat(0.0f);
-                cg_v a0_3 = vsplat(0.0f);
-                cg_v a0_4 = vsplat(0.0f);
-                cg_v a0_5 = vsplat(0.0f);
-                cg_v a0_6 = vsplat(0.0f);
-                cg_v a0_7 = vsplat(0.0f);
-                cg_v a0_8 = vsplat(0.0f);
-                cg_v a0_9 = vsplat(0.0f);
-                cg_v a0_10 = vsplat(0.0f);
-                cg_v a0_11 = vsplat(0.0f);
-                cg_v a0_12 = vsplat(0.0f);
-                cg_v a0_13 = vsplat(0.0f);
-                cg_v a0_14 = vsplat(0.0f);
-                cg_v a0_15 = vsplat(0.0f);
-                for (int co = 0; co < 512; co++) {
-                    const float *restrict dyc = dyg + co*512;
-                    const float *restrict wc = wg + co*4608;
-                    {
-                        const cg_v d0 = VLOAD(dyc + 480 + 0);
-                        a0_0 += wc[4] * d0;
-                        a0_1 += wc[13] * d0;
-                        a0_2 += wc[22] * d0;
-                        a0_3 += wc[31] * d0;
-                        a0_4 += wc[40] * d0;
-                        a0_5 += wc[49] * d0;
-                        a0_6 += wc[58] * d0;
-                        a0_7 += wc[67] * d0;
-                        a0_8 += wc[76] * d0;
-                        a0_9 += wc[85] * d0;
-                        a0_10 += wc[94] * d0;
-                        a0_11 += wc[103] * d0;
-                        a0_12 += wc[112] * d0;
-                        a0_13 += wc[121] * d0;
-                        a0_14 += wc[130] * d0;
-                        a0_15 += wc[139] * d0;
-                    }
-                    {
-                        const cg_v d0 = VLOAD(dyc + 448 + 0);
-                        a0_0 += wc[5] * d0;
-                        a0_1 += wc[14] * d0;
-                        a0_2 += wc[23] * d0;
-                        a0_3 += wc[32] * d0;
-                        a0_4 += wc[41] * d0;
-                        a0_5 += wc[50] * d0;
-                        a0_6 += wc[59] * d0;
-                        a0_7 += wc[68] * d0;
-                        a0_8 += wc[77] * d0;
-                        a0_9 += wc[86] * d0;
-                        a0_10 += wc[95] * d0;
-                        a0_11 += wc[104] * d0;
-                        a0_12 += wc[113] * d0;
-                        a0_13 += wc[122] * d0;
-                        a0_14 += wc[131] * d0;
-                        a0_15 += wc[140] * d0;
-                    }
-                    {
-                        const cg_v d0 = VLOAD(dyc + 352 + 0);
-                        a0_0 += wc[7] * d0;
-                        a0_1 += wc[16] * d0;
-                        a0_2 += wc[25] * d0;
-                        a0_3 += wc[34] * d0;
-                        a0_4 += wc[43] * d0;
-                        a0_5 += wc[52] * d0;
-                        a0_6 += wc[61] * d0;
-                        a0_7 += wc[70] * d0;
-                        a0_8 += wc[79] * d0;
-                        a0_9 += wc[88] * d0;
-                        a0_10 += wc[97] * d0;
-                        a0_11 += wc[106] * d0;
-                        a0_12 += wc[115] * d0;
-                        a0_13 += wc[124] * d0;
-                        a0_14 += wc[133] * d0;
-                        a0_15 += wc[142] * d0;
-                    }
-                    {
-                        const cg_v d0 = VLOAD(dyc + 320 + 0);
-                        a0_0 += wc[8] * d0;
-                        a0_1 += wc[17] * d0;
-                        a0_2 += wc[26] * d0;
-                        a0_3 += wc[35] * d0;
-                        a0_4 += wc[44] * d0;
-                        a0_5 += wc[53] * d0;
-                        a0_6 += wc[62] * d0;
-                        a0_7 += wc[71] * d0;
-                        a0_8 += wc[80] * d0;
-                        a0_9 += wc[89] * d0;
-                        a0_10 += wc[98] * d0;
-                        a0_11 += wc[107] * d0;
-                        a0_12 += wc[116] * d0;
-                        a0_13 += wc[125] * d0;
-                        a0_14 += wc[134] * d0;
-                        a0_15 += wc[143] * d0;
-                    }
-                }
-                VSTORE(dxb + 480, a0_0);
-                VSTORE(dxb + 992, a0_1);
-                VSTORE(dxb + 1504, a0_2);
-                VSTORE(dxb + 2016, a0_3);
-                VSTORE(dxb + 2528, a0_4);
-                VSTORE(dxb + 3040, a0_5);
-                VSTORE(dxb + 3552, a0_6);
-                VSTORE(dxb + 4064, a0_7);
-                VSTORE(dxb + 4576, a0_8);
-                VSTORE(dxb + 5088, a0_9);
-                VSTORE(dxb + 5600, a0_10);
-                VSTORE(dxb + 6112, a0_11);
-                VSTORE(dxb + 6624, a0_12);
-                VSTORE(dxb + 7136, a0_13);
-                VSTORE(dxb + 7648, a0_14);
-                VSTORE(dxb + 8160, a0_15);
-            }
-        }
-    }
-}
+/* l21_conv2d_backward_dx: the code of l19_conv2d_backward_dx */
 
 /* layer 22: relu 512x4x4 -> 512x4x4 (specs/vgg16_cifar.yaml:35:5)
  * schedule lanes: fwd lanes dw lanes dx with dw */
-static void l22_relu_forward(const float *restrict x, float *restrict y)
-{
-    for (int i = 0; i < 262144; i++)
-        y[i] = x[i] > 0.0f ? x[i] : 0.0f;
-}
+/* l22_relu_forward: the code of l18_relu_forward */
 
-static void l22_relu_backward(const float *restrict y, const float *restrict dy, float *restrict dx)
-{
-    for (int i = 0; i < 262144; i++)
-        dx[i] = y[i] > 0.0f ? dy[i] : 0.0f;
-}
+/* l22_relu_backward: the code of l18_relu_backward */
 
 /* layer 23: maxpool2d 512x4x4 -> 512x2x2 (specs/vgg16_cifar.yaml:36:5)
  * schedule lanes: fwd lanes dw lanes dx with dw */
 static void l23_maxpool2d_forward(const float *restrict x, float *restrict y)
 {
+    /* x [512x4x4][lanes], y [512x2x2][lanes] */
     for (int c = 0; c < 512; c++) {
         const float *restrict xc = x + c * 512;
         float *restrict yc = y + c * 128;
@@ -26687,6 +21258,7 @@ static void l23_maxpool2d_forward(const float *restrict x, float *restrict y)
 
 static void l23_maxpool2d_backward(const float *restrict x, const float *restrict dy, float *restrict dx)
 {
+    /* x [512x4x4][lanes], y [512x2x2][lanes] */
     memset(dx, 0, sizeof(float) * 262144);
     for (int c = 0; c < 512; c++) {
         const float *restrict xc = x + c * 512;
@@ -26715,8 +21287,9 @@ static void l23_maxpool2d_backward(const float *restrict x, const float *restric
  * schedule lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16] threaded */
 static void l24_conv2d_forward(const float *restrict P, const float *restrict x, float *restrict y)
 {
-    const float *restrict w = P + 7635264;
-    const float *restrict bias = P + 9994560;
+    /* x [512x2x2][lanes], y [512x2x2][lanes] */
+    const float *restrict w = P;
+    const float *restrict bias = P + 2359296;
     CG_PARALLEL_FOR
     for (int cb = 0; cb < 32; cb++) {
         for (int v0 = 0; v0 < 2; v0 += 1) {
@@ -27185,8 +21758,9 @@ static void l24_conv2d_forward(const float *restrict P, const float *restrict x,
 
 static void l24_conv2d_backward(float *restrict G, const float *restrict x, const float *restrict dy)
 {
-    float *restrict gw = G + 7635264;
-    float *restrict gb = G + 9994560;
+    /* x [512x2x2][lanes], y [512x2x2][lanes] */
+    float *restrict gw = G;
+    float *restrict gb = G + 2359296;
     CG_PARALLEL_FOR
     for (int co = 0; co < 512; co++) {
         cg_v s = vsplat(0.0f);
@@ -27239,7 +21813,8 @@ static void l24_conv2d_backward(float *restrict G, const float *restrict x, cons
 
 static void l24_conv2d_backward_dx(const float *restrict P, const float *restrict dy, float *restrict dx)
 {
-    const float *restrict w = P + 7635264;
+    /* x [512x2x2][lanes], y [512x2x2][lanes] */
+    const float *restrict w = P;
     CG_PARALLEL_FOR
     for (int cib = 0; cib < 32; cib++) {
         for (int v0 = 0; v0 < 2; v0 += 1) {
@@ -27710,2038 +22285,51 @@ static void l24_conv2d_backward_dx(const float *restrict P, const float *restric
  * schedule lanes: fwd lanes dw lanes dx with dw */
 static void l25_relu_forward(const float *restrict x, float *restrict y)
 {
+    /* x [512x2x2][lanes], y [512x2x2][lanes] */
     for (int i = 0; i < 65536; i++)
         y[i] = x[i] > 0.0f ? x[i] : 0.0f;
 }
 
 static void l25_relu_backward(const float *restrict y, const float *restrict dy, float *restrict dx)
 {
+    /* x [512x2x2][lanes], y [512x2x2][lanes] */
     for (int i = 0; i < 65536; i++)
         dx[i] = y[i] > 0.0f ? dy[i] : 0.0f;
 }
 
 /* layer 26: conv2d 512x2x2 -> 512x2x2 (specs/vgg16_cifar.yaml:40:5)
  * schedule lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16] threaded */
-static void l26_conv2d_forward(const float *restrict P, const float *restrict x, float *restrict y)
-{
-    const float *restrict w = P + 9995072;
-    const float *restrict bias = P + 12354368;
-    CG_PARALLEL_FOR
-    for (int cb = 0; cb < 32; cb++) {
-        for (int v0 = 0; v0 < 2; v0 += 1) {
-            const float *restrict wb = w + cb*73728;
-            const float *restrict xg = x + 0 + v0 * 16;
-            float *restrict yb = y + cb*2048 + v0 * 16;
-            {
-                cg_v a0_0 = vsplat(bias[cb*16]);
-                cg_v a0_1 = vsplat(bias[cb*16 + 1]);
-                cg_v a0_2 = vsplat(bias[cb*16 + 2]);
-                cg_v a0_3 = vsplat(bias[cb*16 + 3]);
-                cg_v a0_4 = vsplat(bias[cb*16 + 4]);
-                cg_v a0_5 = vsplat(bias[cb*16 + 5]);
-                cg_v a0_6 = vsplat(bias[cb*16 + 6]);
-                cg_v a0_7 = vsplat(bias[cb*16 + 7]);
-                cg_v a0_8 = vsplat(bias[cb*16 + 8]);
-                cg_v a0_9 = vsplat(bias[cb*16 + 9]);
-                cg_v a0_10 = vsplat(bias[cb*16 + 10]);
-                cg_v a0_11 = vsplat(bias[cb*16 + 11]);
-                cg_v a0_12 = vsplat(bias[cb*16 + 12]);
-                cg_v a0_13 = vsplat(bias[cb*16 + 13]);
-                cg_v a0_14 = vsplat(bias[cb*16 + 14]);
-                cg_v a0_15 = vsplat(bias[cb*16 + 15]);
-                for (int ci = 0; ci < 512; ci++) {
-                    const float *restrict xc = xg + ci*128;
-                    const float *restrict wc = wb + ci*9;
-                    {
-                        const cg_v x0 = VLOAD(xc + 0 + 0);
-                        a0_0 += wc[4] * x0;
-                        a0_1 += wc[4612] * x0;
-                        a0_2 += wc[9220] * x0;
-                        a0_3 += wc[13828] * x0;
-                        a0_4 += wc[18436] * x0;
-                        a0_5 += wc[23044] * x0;
-                        a0_6 += wc[27652] * x0;
-                        a0_7 += wc[32260] * x0;
-                        a0_8 += wc[36868] * x0;
-                        a0_9 += wc[41476] * x0;
-                        a0_10 += wc[46084] * x0;
-                        a0_11 += wc[50692] * x0;
-                        a0_12 += wc[55300] * x0;
-                        a0_13 += wc[59908] * x0;
-                        a0_14 += wc[64516] * x0;
-                        a0_15 += wc[69124] * x0;
-                    }
-                    {
-                        const cg_v x0 = VLOAD(xc + 32 + 0);
-                        a0_0 += wc[5] * x0;
-                        a0_1 += wc[4613] * x0;
-                        a0_2 += wc[9221] * x0;
-                        a0_3 += wc[13829] * x0;
-                        a0_4 += wc[18437] * x0;
-                        a0_5 += wc[23045] * x0;
-                        a0_6 += wc[27653] * x0;
-                        a0_7 += wc[32261] * x0;
-                        a0_8 += wc[36869] * x0;
-                        a0_9 += wc[41477] * x0;
-                        a0_10 += wc[46085] * x0;
-                        a0_11 += wc[50693] * x0;
-                        a0_12 += wc[55301] * x0;
-                        a0_13 += wc[59909] * x0;
-                        a0_14 += wc[64517] * x0;
-                        a0_15 += wc[69125] * x0;
-                    }
-                    {
-                        const cg_v x0 = VLOAD(xc + 64 + 0);
-                        a0_0 += wc[7] * x0;
-                        a0_1 += wc[4615] * x0;
-                        a0_2 += wc[9223] * x0;
-                        a0_3 += wc[13831] * x0;
-                        a0_4 += wc[18439] * x0;
-                        a0_5 += wc[23047] * x0;
-                        a0_6 += wc[27655] * x0;
-                        a0_7 += wc[32263] * x0;
-                        a0_8 += wc[36871] * x0;
-                        a0_9 += wc[41479] * x0;
-                        a0_10 += wc[46087] * x0;
-                        a0_11 += wc[50695] * x0;
-                        a0_12 += wc[55303] * x0;
-                        a0_13 += wc[59911] * x0;
-                        a0_14 += wc[64519] * x0;
-                        a0_15 += wc[69127] * x0;
-                    }
-                    {
-                        const cg_v x0 = VLOAD(xc + 96 + 0);
-                        a0_0 += wc[8] * x0;
-                        a0_1 += wc[4616] * x0;
-                        a0_2 += wc[9224] * x0;
-                        a0_3 += wc[13832] * x0;
-                        a0_4 += wc[18440] * x0;
-                        a0_5 += wc[23048] * x0;
-                        a0_6 += wc[27656] * x0;
-                        a0_7 += wc[32264] * x0;
-                        a0_8 += wc[36872] * x0;
-                        a0_9 += wc[41480] * x0;
-                        a0_10 += wc[46088] * x0;
-                        a0_11 += wc[50696] * x0;
-                        a0_12 += wc[55304] * x0;
-                        a0_13 += wc[59912] * x0;
-                        a0_14 += wc[64520] * x0;
-                        a0_15 += wc[69128] * x0;
-                    }
-                }
-                VSTORE(yb + 0, a0_0);
-                VSTORE(yb + 128, a0_1);
-                VSTORE(yb + 256, a0_2);
-                VSTORE(yb + 384, a0_3);
-                VSTORE(yb + 512, a0_4);
-                VSTORE(yb + 640, a0_5);
-                VSTORE(yb + 768, a0_6);
-                VSTORE(yb + 896, a0_7);
-                VSTORE(yb + 1024, a0_8);
-                VSTORE(yb + 1152, a0_9);
-                VSTORE(yb + 1280, a0_10);
-                VSTORE(yb + 1408, a0_11);
-                VSTORE(yb + 1536, a0_12);
-                VSTORE(yb + 1664, a0_13);
-                VSTORE(yb + 1792, a0_14);
-                VSTORE(yb + 1920, a0_15);
-            }
-            {
-                cg_v a0_0 = vsplat(bias[cb*16]);
-                cg_v a0_1 = vsplat(bias[cb*16 + 1]);
-                cg_v a0_2 = vsplat(bias[cb*16 + 2]);
-                cg_v a0_3 = vsplat(bias[cb*16 + 3]);
-                cg_v a0_4 = vsplat(bias[cb*16 + 4]);
-                cg_v a0_5 = vsplat(bias[cb*16 + 5]);
-                cg_v a0_6 = vsplat(bias[cb*16 + 6]);
-                cg_v a0_7 = vsplat(bias[cb*16 + 7]);
-                cg_v a0_8 = vsplat(bias[cb*16 + 8]);
-                cg_v a0_9 = vsplat(bias[cb*16 + 9]);
-                cg_v a0_10 = vsplat(bias[cb*16 + 10]);
-                cg_v a0_11 = vsplat(bias[cb*16 + 11]);
-                cg_v a0_12 = vsplat(bias[cb*16 + 12]);
-                cg_v a0_13 = vsplat(bias[cb*16 + 13]);
-                cg_v a0_14 = vsplat(bias[cb*16 + 14]);
-                cg_v a0_15 = vsplat(bias[cb*16 + 15]);
-                for (int ci = 0; ci < 512; ci++) {
-                    const float *restrict xc = xg + ci*128;
-                    const float *restrict wc = wb + ci*9;
-                    {
-                        const cg_v x0 = VLOAD(xc + 0 + 0);
-                        a0_0 += wc[3] * x0;
-                        a0_1 += wc[4611] * x0;
-                        a0_2 += wc[9219] * x0;
-                        a0_3 += wc[13827] * x0;
-                        a0_4 += wc[18435] * x0;
-                        a0_5 += wc[23043] * x0;
-                        a0_6 += wc[27651] * x0;
-                        a0_7 += wc[32259] * x0;
-                        a0_8 += wc[36867] * x0;
-                        a0_9 += wc[41475] * x0;
-                        a0_10 += wc[46083] * x0;
-                        a0_11 += wc[50691] * x0;
-                        a0_12 += wc[55299] * x0;
-                        a0_13 += wc[59907] * x0;
-                        a0_14 += wc[64515] * x0;
-                        a0_15 += wc[69123] * x0;
-                    }
-                    {
-                        const cg_v x0 = VLOAD(xc + 32 + 0);
-                        a0_0 += wc[4] * x0;
-                        a0_1 += wc[4612] * x0;
-                        a0_2 += wc[9220] * x0;
-                        a0_3 += wc[13828] * x0;
-                        a0_4 += wc[18436] * x0;
-                        a0_5 += wc[23044] * x0;
-                        a0_6 += wc[27652] * x0;
-                        a0_7 += wc[32260] * x0;
-                        a0_8 += wc[36868] * x0;
-                        a0_9 += wc[41476] * x0;
-                        a0_10 += wc[46084] * x0;
-                        a0_11 += wc[50692] * x0;
-                        a0_12 += wc[55300] * x0;
-                        a0_13 += wc[59908] * x0;
-                        a0_14 += wc[64516] * x0;
-                        a0_15 += wc[69124] * x0;
-                    }
-                    {
-                        const cg_v x0 = VLOAD(xc + 64 + 0);
-                        a0_0 += wc[6] * x0;
-                        a0_1 += wc[4614] * x0;
-                        a0_2 += wc[9222] * x0;
-                        a0_3 += wc[13830] * x0;
-                        a0_4 += wc[18438] * x0;
-                        a0_5 += wc[23046] * x0;
-                        a0_6 += wc[27654] * x0;
-                        a0_7 += wc[32262] * x0;
-                        a0_8 += wc[36870] * x0;
-                        a0_9 += wc[41478] * x0;
-                        a0_10 += wc[46086] * x0;
-                        a0_11 += wc[50694] * x0;
-                        a0_12 += wc[55302] * x0;
-                        a0_13 += wc[59910] * x0;
-                        a0_14 += wc[64518] * x0;
-                        a0_15 += wc[69126] * x0;
-                    }
-                    {
-                        const cg_v x0 = VLOAD(xc + 96 + 0);
-                        a0_0 += wc[7] * x0;
-                        a0_1 += wc[4615] * x0;
-                        a0_2 += wc[9223] * x0;
-                        a0_3 += wc[13831] * x0;
-                        a0_4 += wc[18439] * x0;
-                        a0_5 += wc[23047] * x0;
-                        a0_6 += wc[27655] * x0;
-                        a0_7 += wc[32263] * x0;
-                        a0_8 += wc[36871] * x0;
-                        a0_9 += wc[41479] * x0;
-                        a0_10 += wc[46087] * x0;
-                        a0_11 += wc[50695] * x0;
-                        a0_12 += wc[55303] * x0;
-                        a0_13 += wc[59911] * x0;
-                        a0_14 += wc[64519] * x0;
-                        a0_15 += wc[69127] * x0;
-                    }
-                }
-                VSTORE(yb + 32, a0_0);
-                VSTORE(yb + 160, a0_1);
-                VSTORE(yb + 288, a0_2);
-                VSTORE(yb + 416, a0_3);
-                VSTORE(yb + 544, a0_4);
-                VSTORE(yb + 672, a0_5);
-                VSTORE(yb + 800, a0_6);
-                VSTORE(yb + 928, a0_7);
-                VSTORE(yb + 1056, a0_8);
-                VSTORE(yb + 1184, a0_9);
-                VSTORE(yb + 1312, a0_10);
-                VSTORE(yb + 1440, a0_11);
-                VSTORE(yb + 1568, a0_12);
-                VSTORE(yb + 1696, a0_13);
-                VSTORE(yb + 1824, a0_14);
-                VSTORE(yb + 1952, a0_15);
-            }
-            {
-                cg_v a0_0 = vsplat(bias[cb*16]);
-                cg_v a0_1 = vsplat(bias[cb*16 + 1]);
-                cg_v a0_2 = vsplat(bias[cb*16 + 2]);
-                cg_v a0_3 = vsplat(bias[cb*16 + 3]);
-                cg_v a0_4 = vsplat(bias[cb*16 + 4]);
-                cg_v a0_5 = vsplat(bias[cb*16 + 5]);
-                cg_v a0_6 = vsplat(bias[cb*16 + 6]);
-                cg_v a0_7 = vsplat(bias[cb*16 + 7]);
-                cg_v a0_8 = vsplat(bias[cb*16 + 8]);
-                cg_v a0_9 = vsplat(bias[cb*16 + 9]);
-                cg_v a0_10 = vsplat(bias[cb*16 + 10]);
-                cg_v a0_11 = vsplat(bias[cb*16 + 11]);
-                cg_v a0_12 = vsplat(bias[cb*16 + 12]);
-                cg_v a0_13 = vsplat(bias[cb*16 + 13]);
-                cg_v a0_14 = vsplat(bias[cb*16 + 14]);
-                cg_v a0_15 = vsplat(bias[cb*16 + 15]);
-                for (int ci = 0; ci < 512; ci++) {
-                    const float *restrict xc = xg + ci*128;
-                    const float *restrict wc = wb + ci*9;
-                    {
-                        const cg_v x0 = VLOAD(xc + 0 + 0);
-                        a0_0 += wc[1] * x0;
-                        a0_1 += wc[4609] * x0;
-                        a0_2 += wc[9217] * x0;
-                        a0_3 += wc[13825] * x0;
-                        a0_4 += wc[18433] * x0;
-                        a0_5 += wc[23041] * x0;
-                        a0_6 += wc[27649] * x0;
-                        a0_7 += wc[32257] * x0;
-                        a0_8 += wc[36865] * x0;
-                        a0_9 += wc[41473] * x0;
-                        a0_10 += wc[46081] * x0;
-                        a0_11 += wc[50689] * x0;
-                        a0_12 += wc[55297] * x0;
-                        a0_13 += wc[59905] * x0;
-                        a0_14 += wc[64513] * x0;
-                        a0_15 += wc[69121] * x0;
-                    }
-                    {
-                        const cg_v x0 = VLOAD(xc + 32 + 0);
-                        a0_0 += wc[2] * x0;
-                        a0_1 += wc[4610] * x0;
-                        a0_2 += wc[9218] * x0;
-                        a0_3 += wc[13826] * x0;
-                        a0_4 += wc[18434] * x0;
-                        a0_5 += wc[23042] * x0;
-                        a0_6 += wc[27650] * x0;
-                        a0_7 += wc[32258] * x0;
-                        a0_8 += wc[36866] * x0;
-                        a0_9 += wc[41474] * x0;
-                        a0_10 += wc[46082] * x0;
-                        a0_11 += wc[50690] * x0;
-                        a0_12 += wc[55298] * x0;
-                        a0_13 += wc[59906] * x0;
-                        a0_14 += wc[64514] * x0;
-                        a0_15 += wc[69122] * x0;
-                    }
-                    {
-                        const cg_v x0 = VLOAD(xc + 64 + 0);
-                        a0_0 += wc[4] * x0;
-                        a0_1 += wc[4612] * x0;
-                        a0_2 += wc[9220] * x0;
-                        a0_3 += wc[13828] * x0;
-                        a0_4 += wc[18436] * x0;
-                        a0_5 += wc[23044] * x0;
-                        a0_6 += wc[27652] * x0;
-                        a0_7 += wc[32260] * x0;
-                        a0_8 += wc[36868] * x0;
-                        a0_9 += wc[41476] * x0;
-                        a0_10 += wc[46084] * x0;
-                        a0_11 += wc[50692] * x0;
-                        a0_12 += wc[55300] * x0;
-                        a0_13 += wc[59908] * x0;
-                        a0_14 += wc[64516] * x0;
-                        a0_15 += wc[69124] * x0;
-                    }
-                    {
-                        const cg_v x0 = VLOAD(xc + 96 + 0);
-                        a0_0 += wc[5] * x0;
-                        a0_1 += wc[4613] * x0;
-                        a0_2 += wc[9221] * x0;
-                        a0_3 += wc[13829] * x0;
-                        a0_4 += wc[18437] * x0;
-                        a0_5 += wc[23045] * x0;
-                        a0_6 += wc[27653] * x0;
-                        a0_7 += wc[32261] * x0;
-                        a0_8 += wc[36869] * x0;
-                        a0_9 += wc[41477] * x0;
-                        a0_10 += wc[46085] * x0;
-                        a0_11 += wc[50693] * x0;
-                        a0_12 += wc[55301] * x0;
-                        a0_13 += wc[59909] * x0;
-                        a0_14 += wc[64517] * x0;
-                        a0_15 += wc[69125] * x0;
-                    }
-                }
-                VSTORE(yb + 64, a0_0);
-                VSTORE(yb + 192, a0_1);
-                VSTORE(yb + 320, a0_2);
-                VSTORE(yb + 448, a0_3);
-                VSTORE(yb + 576, a0_4);
-                VSTORE(yb + 704, a0_5);
-                VSTORE(yb + 832, a0_6);
-                VSTORE(yb + 960, a0_7);
-                VSTORE(yb + 1088, a0_8);
-                VSTORE(yb + 1216, a0_9);
-                VSTORE(yb + 1344, a0_10);
-                VSTORE(yb + 1472, a0_11);
-                VSTORE(yb + 1600, a0_12);
-                VSTORE(yb + 1728, a0_13);
-                VSTORE(yb + 1856, a0_14);
-                VSTORE(yb + 1984, a0_15);
-            }
-            {
-                cg_v a0_0 = vsplat(bias[cb*16]);
-                cg_v a0_1 = vsplat(bias[cb*16 + 1]);
-                cg_v a0_2 = vsplat(bias[cb*16 + 2]);
-                cg_v a0_3 = vsplat(bias[cb*16 + 3]);
-                cg_v a0_4 = vsplat(bias[cb*16 + 4]);
-                cg_v a0_5 = vsplat(bias[cb*16 + 5]);
-                cg_v a0_6 = vsplat(bias[cb*16 + 6]);
-                cg_v a0_7 = vsplat(bias[cb*16 + 7]);
-                cg_v a0_8 = vsplat(bias[cb*16 + 8]);
-                cg_v a0_9 = vsplat(bias[cb*16 + 9]);
-                cg_v a0_10 = vsplat(bias[cb*16 + 10]);
-                cg_v a0_11 = vsplat(bias[cb*16 + 11]);
-                cg_v a0_12 = vsplat(bias[cb*16 + 12]);
-                cg_v a0_13 = vsplat(bias[cb*16 + 13]);
-                cg_v a0_14 = vsplat(bias[cb*16 + 14]);
-                cg_v a0_15 = vsplat(bias[cb*16 + 15]);
-                for (int ci = 0; ci < 512; ci++) {
-                    const float *restrict xc = xg + ci*128;
-                    const float *restrict wc = wb + ci*9;
-                    {
-                        const cg_v x0 = VLOAD(xc + 0 + 0);
-                        a0_0 += wc[0] * x0;
-                        a0_1 += wc[4608] * x0;
-                        a0_2 += wc[9216] * x0;
-                        a0_3 += wc[13824] * x0;
-                        a0_4 += wc[18432] * x0;
-                        a0_5 += wc[23040] * x0;
-                        a0_6 += wc[27648] * x0;
-                        a0_7 += wc[32256] * x0;
-                        a0_8 += wc[36864] * x0;
-                        a0_9 += wc[41472] * x0;
-                        a0_10 += wc[46080] * x0;
-                        a0_11 += wc[50688] * x0;
-                        a0_12 += wc[55296] * x0;
-                        a0_13 += wc[59904] * x0;
-                        a0_14 += wc[64512] * x0;
-                        a0_15 += wc[69120] * x0;
-                    }
-                    {
-                        const cg_v x0 = VLOAD(xc + 32 + 0);
-                        a0_0 += wc[1] * x0;
-                        a0_1 += wc[4609] * x0;
-                        a0_2 += wc[9217] * x0;
-                        a0_3 += wc[13825] * x0;
-                        a0_4 += wc[18433] * x0;
-                        a0_5 += wc[23041] * x0;
-                        a0_6 += wc[27649] * x0;
-                        a0_7 += wc[32257] * x0;
-                        a0_8 += wc[36865] * x0;
-                        a0_9 += wc[41473] * x0;
-                        a0_10 += wc[46081] * x0;
-                        a0_11 += wc[50689] * x0;
-                        a0_12 += wc[55297] * x0;
-                        a0_13 += wc[59905] * x0;
-                        a0_14 += wc[64513] * x0;
-                        a0_15 += wc[69121] * x0;
-                    }
-                    {
-                        const cg_v x0 = VLOAD(xc + 64 + 0);
-                        a0_0 += wc[3] * x0;
-                        a0_1 += wc[4611] * x0;
-                        a0_2 += wc[9219] * x0;
-                        a0_3 += wc[13827] * x0;
-                        a0_4 += wc[18435] * x0;
-                        a0_5 += wc[23043] * x0;
-                        a0_6 += wc[27651] * x0;
-                        a0_7 += wc[32259] * x0;
-                        a0_8 += wc[36867] * x0;
-                        a0_9 += wc[41475] * x0;
-                        a0_10 += wc[46083] * x0;
-                        a0_11 += wc[50691] * x0;
-                        a0_12 += wc[55299] * x0;
-                        a0_13 += wc[59907] * x0;
-                        a0_14 += wc[64515] * x0;
-                        a0_15 += wc[69123] * x0;
-                    }
-                    {
-                        const cg_v x0 = VLOAD(xc + 96 + 0);
-                        a0_0 += wc[4] * x0;
-                        a0_1 += wc[4612] * x0;
-                        a0_2 += wc[9220] * x0;
-                        a0_3 += wc[13828] * x0;
-                        a0_4 += wc[18436] * x0;
-                        a0_5 += wc[23044] * x0;
-                        a0_6 += wc[27652] * x0;
-                        a0_7 += wc[32260] * x0;
-                        a0_8 += wc[36868] * x0;
-                        a0_9 += wc[41476] * x0;
-                        a0_10 += wc[46084] * x0;
-                        a0_11 += wc[50692] * x0;
-                        a0_12 += wc[55300] * x0;
-                        a0_13 += wc[59908] * x0;
-                        a0_14 += wc[64516] * x0;
-                        a0_15 += wc[69124] * x0;
-                    }
-                }
-                VSTORE(yb + 96, a0_0);
-                VSTORE(yb + 224, a0_1);
-                VSTORE(yb + 352, a0_2);
-                VSTORE(yb + 480, a0_3);
-                VSTORE(yb + 608, a0_4);
-                VSTORE(yb + 736, a0_5);
-                VSTORE(yb + 864, a0_6);
-                VSTORE(yb + 992, a0_7);
-                VSTORE(yb + 1120, a0_8);
-                VSTORE(yb + 1248, a0_9);
-                VSTORE(yb + 1376, a0_10);
-                VSTORE(yb + 1504, a0_11);
-                VSTORE(yb + 1632, a0_12);
-                VSTORE(yb + 1760, a0_13);
-                VSTORE(yb + 1888, a0_14);
-                VSTORE(yb + 2016, a0_15);
-            }
-        }
-    }
-}
+/* l26_conv2d_forward: the code of l24_conv2d_forward */
 
-static void l26_conv2d_backward(float *restrict G, const float *restrict x, const float *restrict dy)
-{
-    float *restrict gw = G + 9995072;
-    float *restrict gb = G + 12354368;
-    CG_PARALLEL_FOR
-    for (int co = 0; co < 512; co++) {
-        cg_v s = vsplat(0.0f);
-        for (int i = 0; i < 8; i++) s += VLOAD(dy + (size_t)co * 128 + i * 16);
-        gb[co] += vsum(s);
-    }
-    CG_PARALLEL_FOR
-    for (int cb = 0; cb < 256; cb++) {
-        const float *restrict dyb = dy + cb*256;
-        for (int ci = 0; ci < 512; ci++) {
-            const float *restrict xc = x + ci*128;
-            float *restrict gwc = gw + cb*9216 + ci*9;
-            { /* every tap */
-                cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f), a0_4 = vsplat(0.0f), a0_5 = vsplat(0.0f), a0_6 = vsplat(0.0f), a0_7 = vsplat(0.0f), a0_8 = vsplat(0.0f);
-                cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f), a1_3 = vsplat(0.0f), a1_4 = vsplat(0.0f), a1_5 = vsplat(0.0f), a1_6 = vsplat(0.0f), a1_7 = vsplat(0.0f), a1_8 = vsplat(0.0f);
-                for (int v = 0; v < 2; v++) {
-                    cg_v d0 = VLOAD(dyb + 0 + v * 16), d1 = VLOAD(dyb + 128 + v * 16); VKEEP(d0); VKEEP(d1);
-                    { cg_v xv = VLOAD(xc + 0 + v * 16); VKEEP(xv); a0_4 += d0 * xv; a1_4 += d1 * xv; }
-                    { cg_v xv = VLOAD(xc + 32 + v * 16); VKEEP(xv); a0_5 += d0 * xv; a1_5 += d1 * xv; }
-                    { cg_v xv = VLOAD(xc + 64 + v * 16); VKEEP(xv); a0_7 += d0 * xv; a1_7 += d1 * xv; }
-                    { cg_v xv = VLOAD(xc + 96 + v * 16); VKEEP(xv); a0_8 += d0 * xv; a1_8 += d1 * xv; }
-                }
-                for (int v = 0; v < 2; v++) {
-                    cg_v d0 = VLOAD(dyb + 32 + v * 16), d1 = VLOAD(dyb + 160 + v * 16); VKEEP(d0); VKEEP(d1);
-                    { cg_v xv = VLOAD(xc + 0 + v * 16); VKEEP(xv); a0_3 += d0 * xv; a1_3 += d1 * xv; }
-                    { cg_v xv = VLOAD(xc + 32 + v * 16); VKEEP(xv); a0_4 += d0 * xv; a1_4 += d1 * xv; }
-                    { cg_v xv = VLOAD(xc + 64 + v * 16); VKEEP(xv); a0_6 += d0 * xv; a1_6 += d1 * xv; }
-                    { cg_v xv = VLOAD(xc + 96 + v * 16); VKEEP(xv); a0_7 += d0 * xv; a1_7 += d1 * xv; }
-                }
-                for (int v = 0; v < 2; v++) {
-                    cg_v d0 = VLOAD(dyb + 64 + v * 16), d1 = VLOAD(dyb + 192 + v * 16); VKEEP(d0); VKEEP(d1);
-                    { cg_v xv = VLOAD(xc + 0 + v * 16); VKEEP(xv); a0_1 += d0 * xv; a1_1 += d1 * xv; }
-                    { cg_v xv = VLOAD(xc + 32 + v * 16); VKEEP(xv); a0_2 += d0 * xv; a1_2 += d1 * xv; }
-                    { cg_v xv = VLOAD(xc + 64 + v * 16); VKEEP(xv); a0_4 += d0 * xv; a1_4 += d1 * xv; }
-                    { cg_v xv = VLOAD(xc + 96 + v * 16); VKEEP(xv); a0_5 += d0 * xv; a1_5 += d1 * xv; }
-                }
-                for (int v = 0; v < 2; v++) {
-                    cg_v d0 = VLOAD(dyb + 96 + v * 16), d1 = VLOAD(dyb + 224 + v * 16); VKEEP(d0); VKEEP(d1);
-                    { cg_v xv = VLOAD(xc + 0 + v * 16); VKEEP(xv); a0_0 += d0 * xv; a1_0 += d1 * xv; }
-                    { cg_v xv = VLOAD(xc + 32 + v * 16); VKEEP(xv); a0_1 += d0 * xv; a1_1 += d1 * xv; }
-                    { cg_v xv = VLOAD(xc + 64 + v * 16); VKEEP(xv); a0_3 += d0 * xv; a1_3 += d1 * xv; }
-                    { cg_v xv = VLOAD(xc + 96 + v * 16); VKEEP(xv); a0_4 += d0 * xv; a1_4 += d1 * xv; }
-                }
-                gwc[0] += vsum(a0_0); gwc[1] += vsum(a0_1); gwc[2] += vsum(a0_2); gwc[3] += vsum(a0_3); gwc[4] += vsum(a0_4); gwc[5] += vsum(a0_5); gwc[6] += vsum(a0_6); gwc[7] += vsum(a0_7); gwc[8] += vsum(a0_8);
-                gwc[4608] += vsum(a1_0); gwc[4609] += vsum(a1_1); gwc[4610] += vsum(a1_2); gwc[4611] += vsum(a1_3); gwc[4612] += vsum(a1_4); gwc[4613] += vsum(a1_5); gwc[4614] += vsum(a1_6); gwc[4615] += vsum(a1_7); gwc[4616] += vsum(a1_8);
-            }
-        }
-    }
-}
+/* l26_conv2d_backward: the code of l24_conv2d_backward */
 
-static void l26_conv2d_backward_dx(const float *restrict P, const float *restrict dy, float *restrict dx)
-{
-    const float *restrict w = P + 9995072;
-    CG_PARALLEL_FOR
-    for (int cib = 0; cib < 32; cib++) {
-        for (int v0 = 0; v0 < 2; v0 += 1) {
-            float *restrict dxb = dx + cib*2048 + v0 * 16;
-            const float *restrict dyg = dy + 0 + v0 * 16;
-            const float *restrict wg = w + cib*144;
-            {
-                cg_v a0_0 = vsplat(0.0f);
-                cg_v a0_1 = vsplat(0.0f);
-                cg_v a0_2 = vsplat(0.0f);
-                cg_v a0_3 = vsplat(0.0f);
-                cg_v a0_4 = vsplat(0.0f);
-                cg_v a0_5 = vsplat(0.0f);
-                cg_v a0_6 = vsplat(0.0f);
-                cg_v a0_7 = vsplat(0.0f);
-                cg_v a0_8 = vsplat(0.0f);
-                cg_v a0_9 = vsplat(0.0f);
-                cg_v a0_10 = vsplat(0.0f);
-                cg_v a0_11 = vsplat(0.0f);
-                cg_v a0_12 = vsplat(0.0f);
-                cg_v a0_13 = vsplat(0.0f);
-                cg_v a0_14 = vsplat(0.0f);
-                cg_v a0_15 = vsplat(0.0f);
-                for (int co = 0; co < 512; co++) {
-                    const float *restrict dyc = dyg + co*128;
-                    const float *restrict wc = wg + co*4608;
-                    {
-                        const cg_v d0 = VLOAD(dyc + 96 + 0);
-                        a0_0 += wc[0] * d0;
-                        a0_1 += wc[9] * d0;
-                        a0_2 += wc[18] * d0;
-                        a0_3 += wc[27] * d0;
-                        a0_4 += wc[36] * d0;
-                        a0_5 += wc[45] * d0;
-                        a0_6 += wc[54] * d0;
-                        a0_7 += wc[63] * d0;
-                        a0_8 += wc[72] * d0;
-                        a0_9 += wc[81] * d0;
-                        a0_10 += wc[90] * d0;
-                        a0_11 += wc[99] * d0;
-                        a0_12 += wc[108] * d0;
-                        a0_13 += wc[117] * d0;
-                        a0_14 += wc[126] * d0;
-                        a0_15 += wc[135] * d0;
-                    }
-                    {
-                        const cg_v d0 = VLOAD(dyc + 64 + 0);
-                        a0_0 += wc[1] * d0;
-                        a0_1 += wc[10] * d0;
-                        a0_2 += wc[19] * d0;
-                        a0_3 += wc[28] * d0;
-                        a0_4 += wc[37] * d0;
-                        a0_5 += wc[46] * d0;
-                        a0_6 += wc[55] * d0;
-                        a0_7 += wc[64] * d0;
-                        a0_8 += wc[73] * d0;
-                        a0_9 += wc[82] * d0;
-                        a0_10 += wc[91] * d0;
-                        a0_11 += wc[100] * d0;
-                        a0_12 += wc[109] * d0;
-                        a0_13 += wc[118] * d0;
-                        a0_14 += wc[127] * d0;
-                        a0_15 += wc[136] * d0;
-                    }
-                    {
-                        const cg_v d0 = VLOAD(dyc + 32 + 0);
-                        a0_0 += wc[3] * d0;
-                        a0_1 += wc[12] * d0;
-                        a0_2 += wc[21] * d0;
-                        a0_3 += wc[30] * d0;
-                        a0_4 += wc[39] * d0;
-                        a0_5 += wc[48] * d0;
-                        a0_6 += wc[57] * d0;
-                        a0_7 += wc[66] * d0;
-                        a0_8 += wc[75] * d0;
-                        a0_9 += wc[84] * d0;
-                        a0_10 += wc[93] * d0;
-                        a0_11 += wc[102] * d0;
-                        a0_12 += wc[111] * d0;
-                        a0_13 += wc[120] * d0;
-                        a0_14 += wc[129] * d0;
-                        a0_15 += wc[138] * d0;
-                    }
-                    {
-                        const cg_v d0 = VLOAD(dyc + 0 + 0);
-                        a0_0 += wc[4] * d0;
-                        a0_1 += wc[13] * d0;
-                        a0_2 += wc[22] * d0;
-                        a0_3 += wc[31] * d0;
-                        a0_4 += wc[40] * d0;
-                        a0_5 += wc[49] * d0;
-                        a0_6 += wc[58] * d0;
-                        a0_7 += wc[67] * d0;
-                        a0_8 += wc[76] * d0;
-                        a0_9 += wc[85] * d0;
-                        a0_10 += wc[94] * d0;
-                        a0_11 += wc[103] * d0;
-                        a0_12 += wc[112] * d0;
-                        a0_13 += wc[121] * d0;
-                        a0_14 += wc[130] * d0;
-                        a0_15 += wc[139] * d0;
-                    }
-                }
-                VSTORE(dxb + 0, a0_0);
-                VSTORE(dxb + 128, a0_1);
-                VSTORE(dxb + 256, a0_2);
-                VSTORE(dxb + 384, a0_3);
-                VSTORE(dxb + 512, a0_4);
-                VSTORE(dxb + 640, a0_5);
-                VSTORE(dxb + 768, a0_6);
-                VSTORE(dxb + 896, a0_7);
-                VSTORE(dxb + 1024, a0_8);
-                VSTORE(dxb + 1152, a0_9);
-                VSTORE(dxb + 1280, a0_10);
-                VSTORE(dxb + 1408, a0_11);
-                VSTORE(dxb + 1536, a0_12);
-                VSTORE(dxb + 1664, a0_13);
-                VSTORE(dxb + 1792, a0_14);
-                VSTORE(dxb + 1920, a0_15);
-            }
-            {
-                cg_v a0_0 = vsplat(0.0f);
-                cg_v a0_1 = vsplat(0.0f);
-                cg_v a0_2 = vsplat(0.0f);
-                cg_v a0_3 = vsplat(0.0f);
-                cg_v a0_4 = vsplat(0.0f);
-                cg_v a0_5 = vsplat(0.0f);
-                cg_v a0_6 = vsplat(0.0f);
-                cg_v a0_7 = vsplat(0.0f);
-                cg_v a0_8 = vsplat(0.0f);
-                cg_v a0_9 = vsplat(0.0f);
-                cg_v a0_10 = vsplat(0.0f);
-                cg_v a0_11 = vsplat(0.0f);
-                cg_v a0_12 = vsplat(0.0f);
-                cg_v a0_13 = vsplat(0.0f);
-                cg_v a0_14 = vsplat(0.0f);
-                cg_v a0_15 = vsplat(0.0f);
-                for (int co = 0; co < 512; co++) {
-                    const float *restrict dyc = dyg + co*128;
-                    const float *restrict wc = wg + co*4608;
-                    {
-                        const cg_v d0 = VLOAD(dyc + 96 + 0);
-                        a0_0 += wc[1] * d0;
-                        a0_1 += wc[10] * d0;
-                        a0_2 += wc[19] * d0;
-                        a0_3 += wc[28] * d0;
-                        a0_4 += wc[37] * d0;
-                        a0_5 += wc[46] * d0;
-                        a0_6 += wc[55] * d0;
-                        a0_7 += wc[64] * d0;
-                        a0_8 += wc[73] * d0;
-                        a0_9 += wc[82] * d0;
-                        a0_10 += wc[91] * d0;
-                        a0_11 += wc[100] * d0;
-                        a0_12 += wc[109] * d0;
-                        a0_13 += wc[118] * d0;
-                        a0_14 += wc[127] * d0;
-                        a0_15 += wc[136] * d0;
-                    }
-                    {
-                        const cg_v d0 = VLOAD(dyc + 64 + 0);
-                        a0_0 += wc[2] * d0;
-                        a0_1 += wc[11] * d0;
-                        a0_2 += wc[20] * d0;
-                        a0_3 += wc[29] * d0;
-                        a0_4 += wc[38] * d0;
-                        a0_5 += wc[47] * d0;
-                        a0_6 += wc[56] * d0;
-                        a0_7 += wc[65] * d0;
-                        a0_8 += wc[74] * d0;
-                        a0_9 += wc[83] * d0;
-                        a0_10 += wc[92] * d0;
-                        a0_11 += wc[101] * d0;
-                        a0_12 += wc[110] * d0;
-                        a0_13 += wc[119] * d0;
-                        a0_14 += wc[128] * d0;
-                        a0_15 += wc[137] * d0;
-                    }
-                    {
-                        const cg_v d0 = VLOAD(dyc + 32 + 0);
-                        a0_0 += wc[4] * d0;
-                        a0_1 += wc[13] * d0;
-                        a0_2 += wc[22] * d0;
-                        a0_3 += wc[31] * d0;
-                        a0_4 += wc[40] * d0;
-                        a0_5 += wc[49] * d0;
-                        a0_6 += wc[58] * d0;
-                        a0_7 += wc[67] * d0;
-                        a0_8 += wc[76] * d0;
-                        a0_9 += wc[85] * d0;
-                        a0_10 += wc[94] * d0;
-                        a0_11 += wc[103] * d0;
-                        a0_12 += wc[112] * d0;
-                        a0_13 += wc[121] * d0;
-                        a0_14 += wc[130] * d0;
-                        a0_15 += wc[139] * d0;
-                    }
-                    {
-                        const cg_v d0 = VLOAD(dyc + 0 + 0);
-                        a0_0 += wc[5] * d0;
-                        a0_1 += wc[14] * d0;
-                        a0_2 += wc[23] * d0;
-                        a0_3 += wc[32] * d0;
-                        a0_4 += wc[41] * d0;
-                        a0_5 += wc[50] * d0;
-                        a0_6 += wc[59] * d0;
-                        a0_7 += wc[68] * d0;
-                        a0_8 += wc[77] * d0;
-                        a0_9 += wc[86] * d0;
-                        a0_10 += wc[95] * d0;
-                        a0_11 += wc[104] * d0;
-                        a0_12 += wc[113] * d0;
-                        a0_13 += wc[122] * d0;
-                        a0_14 += wc[131] * d0;
-                        a0_15 += wc[140] * d0;
-                    }
-                }
-                VSTORE(dxb + 32, a0_0);
-                VSTORE(dxb + 160, a0_1);
-                VSTORE(dxb + 288, a0_2);
-                VSTORE(dxb + 416, a0_3);
-                VSTORE(dxb + 544, a0_4);
-                VSTORE(dxb + 672, a0_5);
-                VSTORE(dxb + 800, a0_6);
-                VSTORE(dxb + 928, a0_7);
-                VSTORE(dxb + 1056, a0_8);
-                VSTORE(dxb + 1184, a0_9);
-                VSTORE(dxb + 1312, a0_10);
-                VSTORE(dxb + 1440, a0_11);
-                VSTORE(dxb + 1568, a0_12);
-                VSTORE(dxb + 1696, a0_13);
-                VSTORE(dxb + 1824, a0_14);
-                VSTORE(dxb + 1952, a0_15);
-            }
-            {
-                cg_v a0_0 = vsplat(0.0f);
-                cg_v a0_1 = vsplat(0.0f);
-                cg_v a0_2 = vsplat(0.0f);
-                cg_v a0_3 = vsplat(0.0f);
-                cg_v a0_4 = vsplat(0.0f);
-                cg_v a0_5 = vsplat(0.0f);
-                cg_v a0_6 = vsplat(0.0f);
-                cg_v a0_7 = vsplat(0.0f);
-                cg_v a0_8 = vsplat(0.0f);
-                cg_v a0_9 = vsplat(0.0f);
-                cg_v a0_10 = vsplat(0.0f);
-                cg_v a0_11 = vsplat(0.0f);
-                cg_v a0_12 = vsplat(0.0f);
-                cg_v a0_13 = vsplat(0.0f);
-                cg_v a0_14 = vsplat(0.0f);
-                cg_v a0_15 = vsplat(0.0f);
-                for (int co = 0; co < 512; co++) {
-                    const float *restrict dyc = dyg + co*128;
-                    const float *restrict wc = wg + co*4608;
-                    {
-                        const cg_v d0 = VLOAD(dyc + 96 + 0);
-                        a0_0 += wc[3] * d0;
-                        a0_1 += wc[12] * d0;
-                        a0_2 += wc[21] * d0;
-                        a0_3 += wc[30] * d0;
-                        a0_4 += wc[39] * d0;
-                        a0_5 += wc[48] * d0;
-                        a0_6 += wc[57] * d0;
-                        a0_7 += wc[66] * d0;
-                        a0_8 += wc[75] * d0;
-                        a0_9 += wc[84] * d0;
-                        a0_10 += wc[93] * d0;
-                        a0_11 += wc[102] * d0;
-                        a0_12 += wc[111] * d0;
-                        a0_13 += wc[120] * d0;
-                        a0_14 += wc[129] * d0;
-                        a0_15 += wc[138] * d0;
-                    }
-                    {
-                        const cg_v d0 = VLOAD(dyc + 64 + 0);
-                        a0_0 += wc[4] * d0;
-                        a0_1 += wc[13] * d0;
-                        a0_2 += wc[22] * d0;
-                        a0_3 += wc[31] * d0;
-                        a0_4 += wc[40] * d0;
-                        a0_5 += wc[49] * d0;
-                        a0_6 += wc[58] * d0;
-                        a0_7 += wc[67] * d0;
-                        a0_8 += wc[76] * d0;
-                        a0_9 += wc[85] * d0;
-                        a0_10 += wc[94] * d0;
-                        a0_11 += wc[103] * d0;
-                        a0_12 += wc[112] * d0;
-                        a0_13 += wc[121] * d0;
-                        a0_14 += wc[130] * d0;
-                        a0_15 += wc[139] * d0;
-                    }
-                    {
-                        const cg_v d0 = VLOAD(dyc + 32 + 0);
-                        a0_0 += wc[6] * d0;
-                        a0_1 += wc[15] * d0;
-                        a0_2 += wc[24] * d0;
-                        a0_3 += wc[33] * d0;
-                        a0_4 += wc[42] * d0;
-                        a0_5 += wc[51] * d0;
-                        a0_6 += wc[60] * d0;
-                        a0_7 += wc[69] * d0;
-                        a0_8 += wc[78] * d0;
-                        a0_9 += wc[87] * d0;
-                        a0_10 += wc[96] * d0;
-                        a0_11 += wc[105] * d0;
-                        a0_12 += wc[114] * d0;
-                        a0_13 += wc[123] * d0;
-                        a0_14 += wc[132] * d0;
-                        a0_15 += wc[141] * d0;
-                    }
-                    {
-                        const cg_v d0 = VLOAD(dyc + 0 + 0);
-                        a0_0 += wc[7] * d0;
-                        a0_1 += wc[16] * d0;
-                        a0_2 += wc[25] * d0;
-                        a0_3 += wc[34] * d0;
-                        a0_4 += wc[43] * d0;
-                        a0_5 += wc[52] * d0;
-                        a0_6 += wc[61] * d0;
-                        a0_7 += wc[70] * d0;
-                        a0_8 += wc[79] * d0;
-                        a0_9 += wc[88] * d0;
-                        a0_10 += wc[97] * d0;
-                        a0_11 += wc[106] * d0;
-                        a0_12 += wc[115] * d0;
-                        a0_13 += wc[124] * d0;
-                        a0_14 += wc[133] * d0;
-                        a0_15 += wc[142] * d0;
-                    }
-                }
-                VSTORE(dxb + 64, a0_0);
-                VSTORE(dxb + 192, a0_1);
-                VSTORE(dxb + 320, a0_2);
-                VSTORE(dxb + 448, a0_3);
-                VSTORE(dxb + 576, a0_4);
-                VSTORE(dxb + 704, a0_5);
-                VSTORE(dxb + 832, a0_6);
-                VSTORE(dxb + 960, a0_7);
-                VSTORE(dxb + 1088, a0_8);
-                VSTORE(dxb + 1216, a0_9);
-                VSTORE(dxb + 1344, a0_10);
-                VSTORE(dxb + 1472, a0_11);
-                VSTORE(dxb + 1600, a0_12);
-                VSTORE(dxb + 1728, a0_13);
-                VSTORE(dxb + 1856, a0_14);
-                VSTORE(dxb + 1984, a0_15);
-            }
-            {
-                cg_v a0_0 = vsplat(0.0f);
-                cg_v a0_1 = vsplat(0.0f);
-                cg_v a0_2 = vsplat(0.0f);
-                cg_v a0_3 = vsplat(0.0f);
-                cg_v a0_4 = vsplat(0.0f);
-                cg_v a0_5 = vsplat(0.0f);
-                cg_v a0_6 = vsplat(0.0f);
-                cg_v a0_7 = vsplat(0.0f);
-                cg_v a0_8 = vsplat(0.0f);
-                cg_v a0_9 = vsplat(0.0f);
-                cg_v a0_10 = vsplat(0.0f);
-                cg_v a0_11 = vsplat(0.0f);
-                cg_v a0_12 = vsplat(0.0f);
-                cg_v a0_13 = vsplat(0.0f);
-                cg_v a0_14 = vsplat(0.0f);
-                cg_v a0_15 = vsplat(0.0f);
-                for (int co = 0; co < 512; co++) {
-                    const float *restrict dyc = dyg + co*128;
-                    const float *restrict wc = wg + co*4608;
-                    {
-                        const cg_v d0 = VLOAD(dyc + 96 + 0);
-                        a0_0 += wc[4] * d0;
-                        a0_1 += wc[13] * d0;
-                        a0_2 += wc[22] * d0;
-                        a0_3 += wc[31] * d0;
-                        a0_4 += wc[40] * d0;
-                        a0_5 += wc[49] * d0;
-                        a0_6 += wc[58] * d0;
-                        a0_7 += wc[67] * d0;
-                        a0_8 += wc[76] * d0;
-                        a0_9 += wc[85] * d0;
-                        a0_10 += wc[94] * d0;
-                        a0_11 += wc[103] * d0;
-                        a0_12 += wc[112] * d0;
-                        a0_13 += wc[121] * d0;
-                        a0_14 += wc[130] * d0;
-                        a0_15 += wc[139] * d0;
-                    }
-                    {
-                        const cg_v d0 = VLOAD(dyc + 64 + 0);
-                        a0_0 += wc[5] * d0;
-                        a0_1 += wc[14] * d0;
-                        a0_2 += wc[23] * d0;
-                        a0_3 += wc[32] * d0;
-                        a0_4 += wc[41] * d0;
-                        a0_5 += wc[50] * d0;
-                        a0_6 += wc[59] * d0;
-                        a0_7 += wc[68] * d0;
-                        a0_8 += wc[77] * d0;
-                        a0_9 += wc[86] * d0;
-                        a0_10 += wc[95] * d0;
-                        a0_11 += wc[104] * d0;
-                        a0_12 += wc[113] * d0;
-                        a0_13 += wc[122] * d0;
-                        a0_14 += wc[131] * d0;
-                        a0_15 += wc[140] * d0;
-                    }
-                    {
-                        const cg_v d0 = VLOAD(dyc + 32 + 0);
-                        a0_0 += wc[7] * d0;
-                        a0_1 += wc[16] * d0;
-                        a0_2 += wc[25] * d0;
-                        a0_3 += wc[34] * d0;
-                        a0_4 += wc[43] * d0;
-                        a0_5 += wc[52] * d0;
-                        a0_6 += wc[61] * d0;
-                        a0_7 += wc[70] * d0;
-                        a0_8 += wc[79] * d0;
-                        a0_9 += wc[88] * d0;
-                        a0_10 += wc[97] * d0;
-                        a0_11 += wc[106] * d0;
-                        a0_12 += wc[115] * d0;
-                        a0_13 += wc[124] * d0;
-                        a0_14 += wc[133] * d0;
-                        a0_15 += wc[142] * d0;
-                    }
-                    {
-                        const cg_v d0 = VLOAD(dyc + 0 + 0);
-                        a0_0 += wc[8] * d0;
-                        a0_1 += wc[17] * d0;
-                        a0_2 += wc[26] * d0;
-                        a0_3 += wc[35] * d0;
-                        a0_4 += wc[44] * d0;
-                        a0_5 += wc[53] * d0;
-                        a0_6 += wc[62] * d0;
-                        a0_7 += wc[71] * d0;
-                        a0_8 += wc[80] * d0;
-                        a0_9 += wc[89] * d0;
-                        a0_10 += wc[98] * d0;
-                        a0_11 += wc[107] * d0;
-                        a0_12 += wc[116] * d0;
-                        a0_13 += wc[125] * d0;
-                        a0_14 += wc[134] * d0;
-                        a0_15 += wc[143] * d0;
-                    }
-                }
-                VSTORE(dxb + 96, a0_0);
-                VSTORE(dxb + 224, a0_1);
-                VSTORE(dxb + 352, a0_2);
-                VSTORE(dxb + 480, a0_3);
-                VSTORE(dxb + 608, a0_4);
-                VSTORE(dxb + 736, a0_5);
-                VSTORE(dxb + 864, a0_6);
-                VSTORE(dxb + 992, a0_7);
-                VSTORE(dxb + 1120, a0_8);
-                VSTORE(dxb + 1248, a0_9);
-                VSTORE(dxb + 1376, a0_10);
-                VSTORE(dxb + 1504, a0_11);
-                VSTORE(dxb + 1632, a0_12);
-                VSTORE(dxb + 1760, a0_13);
-                VSTORE(dxb + 1888, a0_14);
-                VSTORE(dxb + 2016, a0_15);
-            }
-        }
-    }
-}
+/* l26_conv2d_backward_dx: the code of l24_conv2d_backward_dx */
 
 /* layer 27: relu 512x2x2 -> 512x2x2 (specs/vgg16_cifar.yaml:41:5)
  * schedule lanes: fwd lanes dw lanes dx with dw */
-static void l27_relu_forward(const float *restrict x, float *restrict y)
-{
-    for (int i = 0; i < 65536; i++)
-        y[i] = x[i] > 0.0f ? x[i] : 0.0f;
-}
+/* l27_relu_forward: the code of l25_relu_forward */
 
-static void l27_relu_backward(const float *restrict y, const float *restrict dy, float *restrict dx)
-{
-    for (int i = 0; i < 65536; i++)
-        dx[i] = y[i] > 0.0f ? dy[i] : 0.0f;
-}
+/* l27_relu_backward: the code of l25_relu_backward */
 
 /* layer 28: conv2d 512x2x2 -> 512x2x2 (specs/vgg16_cifar.yaml:42:5)
  * schedule lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16] threaded */
-static void l28_conv2d_forward(const float *restrict P, const float *restrict x, float *restrict y)
-{
-    const float *restrict w = P + 12354880;
-    const float *restrict bias = P + 14714176;
-    CG_PARALLEL_FOR
-    for (int cb = 0; cb < 32; cb++) {
-        for (int v0 = 0; v0 < 2; v0 += 1) {
-            const float *restrict wb = w + cb*73728;
-            const float *restrict xg = x + 0 + v0 * 16;
-            float *restrict yb = y + cb*2048 + v0 * 16;
-            {
-                cg_v a0_0 = vsplat(bias[cb*16]);
-                cg_v a0_1 = vsplat(bias[cb*16 + 1]);
-                cg_v a0_2 = vsplat(bias[cb*16 + 2]);
-                cg_v a0_3 = vsplat(bias[cb*16 + 3]);
-                cg_v a0_4 = vsplat(bias[cb*16 + 4]);
-                cg_v a0_5 = vsplat(bias[cb*16 + 5]);
-                cg_v a0_6 = vsplat(bias[cb*16 + 6]);
-                cg_v a0_7 = vsplat(bias[cb*16 + 7]);
-                cg_v a0_8 = vsplat(bias[cb*16 + 8]);
-                cg_v a0_9 = vsplat(bias[cb*16 + 9]);
-                cg_v a0_10 = vsplat(bias[cb*16 + 10]);
-                cg_v a0_11 = vsplat(bias[cb*16 + 11]);
-                cg_v a0_12 = vsplat(bias[cb*16 + 12]);
-                cg_v a0_13 = vsplat(bias[cb*16 + 13]);
-                cg_v a0_14 = vsplat(bias[cb*16 + 14]);
-                cg_v a0_15 = vsplat(bias[cb*16 + 15]);
-                for (int ci = 0; ci < 512; ci++) {
-                    const float *restrict xc = xg + ci*128;
-                    const float *restrict wc = wb + ci*9;
-                    {
-                        const cg_v x0 = VLOAD(xc + 0 + 0);
-                        a0_0 += wc[4] * x0;
-                        a0_1 += wc[4612] * x0;
-                        a0_2 += wc[9220] * x0;
-                        a0_3 += wc[13828] * x0;
-                        a0_4 += wc[18436] * x0;
-                        a0_5 += wc[23044] * x0;
-                        a0_6 += wc[27652] * x0;
-                        a0_7 += wc[32260] * x0;
-                        a0_8 += wc[36868] * x0;
-                        a0_9 += wc[41476] * x0;
-                        a0_10 += wc[46084] * x0;
-                        a0_11 += wc[50692] * x0;
-                        a0_12 += wc[55300] * x0;
-                        a0_13 += wc[59908] * x0;
-                        a0_14 += wc[64516] * x0;
-                        a0_15 += wc[69124] * x0;
-                    }
-                    {
-                        const cg_v x0 = VLOAD(xc + 32 + 0);
-                        a0_0 += wc[5] * x0;
-                        a0_1 += wc[4613] * x0;
-                        a0_2 += wc[9221] * x0;
-                        a0_3 += wc[13829] * x0;
-                        a0_4 += wc[18437] * x0;
-                        a0_5 += wc[23045] * x0;
-                        a0_6 += wc[27653] * x0;
-                        a0_7 += wc[32261] * x0;
-                        a0_8 += wc[36869] * x0;
-                        a0_9 += wc[41477] * x0;
-                        a0_10 += wc[46085] * x0;
-                        a0_11 += wc[50693] * x0;
-                        a0_12 += wc[55301] * x0;
-                        a0_13 += wc[59909] * x0;
-                        a0_14 += wc[64517] * x0;
-                        a0_15 += wc[69125] * x0;
-                    }
-                    {
-                        const cg_v x0 = VLOAD(xc + 64 + 0);
-                        a0_0 += wc[7] * x0;
-                        a0_1 += wc[4615] * x0;
-                        a0_2 += wc[9223] * x0;
-                        a0_3 += wc[13831] * x0;
-                        a0_4 += wc[18439] * x0;
-                        a0_5 += wc[23047] * x0;
-                        a0_6 += wc[27655] * x0;
-                        a0_7 += wc[32263] * x0;
-                        a0_8 += wc[36871] * x0;
-                        a0_9 += wc[41479] * x0;
-                        a0_10 += wc[46087] * x0;
-                        a0_11 += wc[50695] * x0;
-                        a0_12 += wc[55303] * x0;
-                        a0_13 += wc[59911] * x0;
-                        a0_14 += wc[64519] * x0;
-                        a0_15 += wc[69127] * x0;
-                    }
-                    {
-                        const cg_v x0 = VLOAD(xc + 96 + 0);
-                        a0_0 += wc[8] * x0;
-                        a0_1 += wc[4616] * x0;
-                        a0_2 += wc[9224] * x0;
-                        a0_3 += wc[13832] * x0;
-                        a0_4 += wc[18440] * x0;
-                        a0_5 += wc[23048] * x0;
-                        a0_6 += wc[27656] * x0;
-                        a0_7 += wc[32264] * x0;
-                        a0_8 += wc[36872] * x0;
-                        a0_9 += wc[41480] * x0;
-                        a0_10 += wc[46088] * x0;
-                        a0_11 += wc[50696] * x0;
-                        a0_12 += wc[55304] * x0;
-                        a0_13 += wc[59912] * x0;
-                        a0_14 += wc[64520] * x0;
-                        a0_15 += wc[69128] * x0;
-                    }
-                }
-                VSTORE(yb + 0, a0_0);
-                VSTORE(yb + 128, a0_1);
-                VSTORE(yb + 256, a0_2);
-                VSTORE(yb + 384, a0_3);
-                VSTORE(yb + 512, a0_4);
-                VSTORE(yb + 640, a0_5);
-                VSTORE(yb + 768, a0_6);
-                VSTORE(yb + 896, a0_7);
-                VSTORE(yb + 1024, a0_8);
-                VSTORE(yb + 1152, a0_9);
-                VSTORE(yb + 1280, a0_10);
-                VSTORE(yb + 1408, a0_11);
-                VSTORE(yb + 1536, a0_12);
-                VSTORE(yb + 1664, a0_13);
-                VSTORE(yb + 1792, a0_14);
-                VSTORE(yb + 1920, a0_15);
-            }
-            {
-                cg_v a0_0 = vsplat(bias[cb*16]);
-                cg_v a0_1 = vsplat(bias[cb*16 + 1]);
-                cg_v a0_2 = vsplat(bias[cb*16 + 2]);
-                cg_v a0_3 = vsplat(bias[cb*16 + 3]);
-                cg_v a0_4 = vsplat(bias[cb*16 + 4]);
-                cg_v a0_5 = vsplat(bias[cb*16 + 5]);
-                cg_v a0_6 = vsplat(bias[cb*16 + 6]);
-                cg_v a0_7 = vsplat(bias[cb*16 + 7]);
-                cg_v a0_8 = vsplat(bias[cb*16 + 8]);
-                cg_v a0_9 = vsplat(bias[cb*16 + 9]);
-                cg_v a0_10 = vsplat(bias[cb*16 + 10]);
-                cg_v a0_11 = vsplat(bias[cb*16 + 11]);
-                cg_v a0_12 = vsplat(bias[cb*16 + 12]);
-                cg_v a0_13 = vsplat(bias[cb*16 + 13]);
-                cg_v a0_14 = vsplat(bias[cb*16 + 14]);
-                cg_v a0_15 = vsplat(bias[cb*16 + 15]);
-                for (int ci = 0; ci < 512; ci++) {
-                    const float *restrict xc = xg + ci*128;
-                    const float *restrict wc = wb + ci*9;
-                    {
-                        const cg_v x0 = VLOAD(xc + 0 + 0);
-                        a0_0 += wc[3] * x0;
-                        a0_1 += wc[4611] * x0;
-                        a0_2 += wc[9219] * x0;
-                        a0_3 += wc[13827] * x0;
-                        a0_4 += wc[18435] * x0;
-                        a0_5 += wc[23043] * x0;
-                        a0_6 += wc[27651] * x0;
-                        a0_7 += wc[32259] * x0;
-                        a0_8 += wc[36867] * x0;
-                        a0_9 += wc[41475] * x0;
-                        a0_10 += wc[46083] * x0;
-                        a0_11 += wc[50691] * x0;
-                        a0_12 += wc[55299] * x0;
-                        a0_13 += wc[59907] * x0;
-                        a0_14 += wc[64515] * x0;
-                        a0_15 += wc[69123] * x0;
-                    }
-                    {
-                        const cg_v x0 = VLOAD(xc + 32 + 0);
-                        a0_0 += wc[4] * x0;
-                        a0_1 += wc[4612] * x0;
-                        a0_2 += wc[9220] * x0;
-                        a0_3 += wc[13828] * x0;
-                        a0_4 += wc[18436] * x0;
-                        a0_5 += wc[23044] * x0;
-                        a0_6 += wc[27652] * x0;
-                        a0_7 += wc[32260] * x0;
-                        a0_8 += wc[36868] * x0;
-                        a0_9 += wc[41476] * x0;
-                        a0_10 += wc[46084] * x0;
-                        a0_11 += wc[50692] * x0;
-                        a0_12 += wc[55300] * x0;
-                        a0_13 += wc[59908] * x0;
-                        a0_14 += wc[64516] * x0;
-                        a0_15 += wc[69124] * x0;
-                    }
-                    {
-                        const cg_v x0 = VLOAD(xc + 64 + 0);
-                        a0_0 += wc[6] * x0;
-                        a0_1 += wc[4614] * x0;
-                        a0_2 += wc[9222] * x0;
-                        a0_3 += wc[13830] * x0;
-                        a0_4 += wc[18438] * x0;
-                        a0_5 += wc[23046] * x0;
-                        a0_6 += wc[27654] * x0;
-                        a0_7 += wc[32262] * x0;
-                        a0_8 += wc[36870] * x0;
-                        a0_9 += wc[41478] * x0;
-                        a0_10 += wc[46086] * x0;
-                        a0_11 += wc[50694] * x0;
-                        a0_12 += wc[55302] * x0;
-                        a0_13 += wc[59910] * x0;
-                        a0_14 += wc[64518] * x0;
-                        a0_15 += wc[69126] * x0;
-                    }
-                    {
-                        const cg_v x0 = VLOAD(xc + 96 + 0);
-                        a0_0 += wc[7] * x0;
-                        a0_1 += wc[4615] * x0;
-                        a0_2 += wc[9223] * x0;
-                        a0_3 += wc[13831] * x0;
-                        a0_4 += wc[18439] * x0;
-                        a0_5 += wc[23047] * x0;
-                        a0_6 += wc[27655] * x0;
-                        a0_7 += wc[32263] * x0;
-                        a0_8 += wc[36871] * x0;
-                        a0_9 += wc[41479] * x0;
-                        a0_10 += wc[46087] * x0;
-                        a0_11 += wc[50695] * x0;
-                        a0_12 += wc[55303] * x0;
-                        a0_13 += wc[59911] * x0;
-                        a0_14 += wc[64519] * x0;
-                        a0_15 += wc[69127] * x0;
-                    }
-                }
-                VSTORE(yb + 32, a0_0);
-                VSTORE(yb + 160, a0_1);
-                VSTORE(yb + 288, a0_2);
-                VSTORE(yb + 416, a0_3);
-                VSTORE(yb + 544, a0_4);
-                VSTORE(yb + 672, a0_5);
-                VSTORE(yb + 800, a0_6);
-                VSTORE(yb + 928, a0_7);
-                VSTORE(yb + 1056, a0_8);
-                VSTORE(yb + 1184, a0_9);
-                VSTORE(yb + 1312, a0_10);
-                VSTORE(yb + 1440, a0_11);
-                VSTORE(yb + 1568, a0_12);
-                VSTORE(yb + 1696, a0_13);
-                VSTORE(yb + 1824, a0_14);
-                VSTORE(yb + 1952, a0_15);
-            }
-            {
-                cg_v a0_0 = vsplat(bias[cb*16]);
-                cg_v a0_1 = vsplat(bias[cb*16 + 1]);
-                cg_v a0_2 = vsplat(bias[cb*16 + 2]);
-                cg_v a0_3 = vsplat(bias[cb*16 + 3]);
-                cg_v a0_4 = vsplat(bias[cb*16 + 4]);
-                cg_v a0_5 = vsplat(bias[cb*16 + 5]);
-                cg_v a0_6 = vsplat(bias[cb*16 + 6]);
-                cg_v a0_7 = vsplat(bias[cb*16 + 7]);
-                cg_v a0_8 = vsplat(bias[cb*16 + 8]);
-                cg_v a0_9 = vsplat(bias[cb*16 + 9]);
-                cg_v a0_10 = vsplat(bias[cb*16 + 10]);
-                cg_v a0_11 = vsplat(bias[cb*16 + 11]);
-                cg_v a0_12 = vsplat(bias[cb*16 + 12]);
-                cg_v a0_13 = vsplat(bias[cb*16 + 13]);
-                cg_v a0_14 = vsplat(bias[cb*16 + 14]);
-                cg_v a0_15 = vsplat(bias[cb*16 + 15]);
-                for (int ci = 0; ci < 512; ci++) {
-                    const float *restrict xc = xg + ci*128;
-                    const float *restrict wc = wb + ci*9;
-                    {
-                        const cg_v x0 = VLOAD(xc + 0 + 0);
-                        a0_0 += wc[1] * x0;
-                        a0_1 += wc[4609] * x0;
-                        a0_2 += wc[9217] * x0;
-                        a0_3 += wc[13825] * x0;
-                        a0_4 += wc[18433] * x0;
-                        a0_5 += wc[23041] * x0;
-                        a0_6 += wc[27649] * x0;
-                        a0_7 += wc[32257] * x0;
-                        a0_8 += wc[36865] * x0;
-                        a0_9 += wc[41473] * x0;
-                        a0_10 += wc[46081] * x0;
-                        a0_11 += wc[50689] * x0;
-                        a0_12 += wc[55297] * x0;
-                        a0_13 += wc[59905] * x0;
-                        a0_14 += wc[64513] * x0;
-                        a0_15 += wc[69121] * x0;
-                    }
-                    {
-                        const cg_v x0 = VLOAD(xc + 32 + 0);
-                        a0_0 += wc[2] * x0;
-                        a0_1 += wc[4610] * x0;
-                        a0_2 += wc[9218] * x0;
-                        a0_3 += wc[13826] * x0;
-                        a0_4 += wc[18434] * x0;
-                        a0_5 += wc[23042] * x0;
-                        a0_6 += wc[27650] * x0;
-                        a0_7 += wc[32258] * x0;
-                        a0_8 += wc[36866] * x0;
-                        a0_9 += wc[41474] * x0;
-                        a0_10 += wc[46082] * x0;
-                        a0_11 += wc[50690] * x0;
-                        a0_12 += wc[55298] * x0;
-                        a0_13 += wc[59906] * x0;
-                        a0_14 += wc[64514] * x0;
-                        a0_15 += wc[69122] * x0;
-                    }
-                    {
-                        const cg_v x0 = VLOAD(xc + 64 + 0);
-                        a0_0 += wc[4] * x0;
-                        a0_1 += wc[4612] * x0;
-                        a0_2 += wc[9220] * x0;
-                        a0_3 += wc[13828] * x0;
-                        a0_4 += wc[18436] * x0;
-                        a0_5 += wc[23044] * x0;
-                        a0_6 += wc[27652] * x0;
-                        a0_7 += wc[32260] * x0;
-                        a0_8 += wc[36868] * x0;
-                        a0_9 += wc[41476] * x0;
-                        a0_10 += wc[46084] * x0;
-                        a0_11 += wc[50692] * x0;
-                        a0_12 += wc[55300] * x0;
-                        a0_13 += wc[59908] * x0;
-                        a0_14 += wc[64516] * x0;
-                        a0_15 += wc[69124] * x0;
-                    }
-                    {
-                        const cg_v x0 = VLOAD(xc + 96 + 0);
-                        a0_0 += wc[5] * x0;
-                        a0_1 += wc[4613] * x0;
-                        a0_2 += wc[9221] * x0;
-                        a0_3 += wc[13829] * x0;
-                        a0_4 += wc[18437] * x0;
-                        a0_5 += wc[23045] * x0;
-                        a0_6 += wc[27653] * x0;
-                        a0_7 += wc[32261] * x0;
-                        a0_8 += wc[36869] * x0;
-                        a0_9 += wc[41477] * x0;
-                        a0_10 += wc[46085] * x0;
-                        a0_11 += wc[50693] * x0;
-                        a0_12 += wc[55301] * x0;
-                        a0_13 += wc[59909] * x0;
-                        a0_14 += wc[64517] * x0;
-                        a0_15 += wc[69125] * x0;
-                    }
-                }
-                VSTORE(yb + 64, a0_0);
-                VSTORE(yb + 192, a0_1);
-                VSTORE(yb + 320, a0_2);
-                VSTORE(yb + 448, a0_3);
-                VSTORE(yb + 576, a0_4);
-                VSTORE(yb + 704, a0_5);
-                VSTORE(yb + 832, a0_6);
-                VSTORE(yb + 960, a0_7);
-                VSTORE(yb + 1088, a0_8);
-                VSTORE(yb + 1216, a0_9);
-                VSTORE(yb + 1344, a0_10);
-                VSTORE(yb + 1472, a0_11);
-                VSTORE(yb + 1600, a0_12);
-                VSTORE(yb + 1728, a0_13);
-                VSTORE(yb + 1856, a0_14);
-                VSTORE(yb + 1984, a0_15);
-            }
-            {
-                cg_v a0_0 = vsplat(bias[cb*16]);
-                cg_v a0_1 = vsplat(bias[cb*16 + 1]);
-                cg_v a0_2 = vsplat(bias[cb*16 + 2]);
-                cg_v a0_3 = vsplat(bias[cb*16 + 3]);
-                cg_v a0_4 = vsplat(bias[cb*16 + 4]);
-                cg_v a0_5 = vsplat(bias[cb*16 + 5]);
-                cg_v a0_6 = vsplat(bias[cb*16 + 6]);
-                cg_v a0_7 = vsplat(bias[cb*16 + 7]);
-                cg_v a0_8 = vsplat(bias[cb*16 + 8]);
-                cg_v a0_9 = vsplat(bias[cb*16 + 9]);
-                cg_v a0_10 = vsplat(bias[cb*16 + 10]);
-                cg_v a0_11 = vsplat(bias[cb*16 + 11]);
-                cg_v a0_12 = vsplat(bias[cb*16 + 12]);
-                cg_v a0_13 = vsplat(bias[cb*16 + 13]);
-                cg_v a0_14 = vsplat(bias[cb*16 + 14]);
-                cg_v a0_15 = vsplat(bias[cb*16 + 15]);
-                for (int ci = 0; ci < 512; ci++) {
-                    const float *restrict xc = xg + ci*128;
-                    const float *restrict wc = wb + ci*9;
-                    {
-                        const cg_v x0 = VLOAD(xc + 0 + 0);
-                        a0_0 += wc[0] * x0;
-                        a0_1 += wc[4608] * x0;
-                        a0_2 += wc[9216] * x0;
-                        a0_3 += wc[13824] * x0;
-                        a0_4 += wc[18432] * x0;
-                        a0_5 += wc[23040] * x0;
-                        a0_6 += wc[27648] * x0;
-                        a0_7 += wc[32256] * x0;
-                        a0_8 += wc[36864] * x0;
-                        a0_9 += wc[41472] * x0;
-                        a0_10 += wc[46080] * x0;
-                        a0_11 += wc[50688] * x0;
-                        a0_12 += wc[55296] * x0;
-                        a0_13 += wc[59904] * x0;
-                        a0_14 += wc[64512] * x0;
-                        a0_15 += wc[69120] * x0;
-                    }
-                    {
-                        const cg_v x0 = VLOAD(xc + 32 + 0);
-                        a0_0 += wc[1] * x0;
-                        a0_1 += wc[4609] * x0;
-                        a0_2 += wc[9217] * x0;
-                        a0_3 += wc[13825] * x0;
-                        a0_4 += wc[18433] * x0;
-                        a0_5 += wc[23041] * x0;
-                        a0_6 += wc[27649] * x0;
-                        a0_7 += wc[32257] * x0;
-                        a0_8 += wc[36865] * x0;
-                        a0_9 += wc[41473] * x0;
-                        a0_10 += wc[46081] * x0;
-                        a0_11 += wc[50689] * x0;
-                        a0_12 += wc[55297] * x0;
-                        a0_13 += wc[59905] * x0;
-                        a0_14 += wc[64513] * x0;
-                        a0_15 += wc[69121] * x0;
-                    }
-                    {
-                        const cg_v x0 = VLOAD(xc + 64 + 0);
-                        a0_0 += wc[3] * x0;
-                        a0_1 += wc[4611] * x0;
-                        a0_2 += wc[9219] * x0;
-                        a0_3 += wc[13827] * x0;
-                        a0_4 += wc[18435] * x0;
-                        a0_5 += wc[23043] * x0;
-                        a0_6 += wc[27651] * x0;
-                        a0_7 += wc[32259] * x0;
-                        a0_8 += wc[36867] * x0;
-                        a0_9 += wc[41475] * x0;
-                        a0_10 += wc[46083] * x0;
-                        a0_11 += wc[50691] * x0;
-                        a0_12 += wc[55299] * x0;
-                        a0_13 += wc[59907] * x0;
-                        a0_14 += wc[64515] * x0;
-                        a0_15 += wc[69123] * x0;
-                    }
-                    {
-                        const cg_v x0 = VLOAD(xc + 96 + 0);
-                        a0_0 += wc[4] * x0;
-                        a0_1 += wc[4612] * x0;
-                        a0_2 += wc[9220] * x0;
-                        a0_3 += wc[13828] * x0;
-                        a0_4 += wc[18436] * x0;
-                        a0_5 += wc[23044] * x0;
-                        a0_6 += wc[27652] * x0;
-                        a0_7 += wc[32260] * x0;
-                        a0_8 += wc[36868] * x0;
-                        a0_9 += wc[41476] * x0;
-                        a0_10 += wc[46084] * x0;
-                        a0_11 += wc[50692] * x0;
-                        a0_12 += wc[55300] * x0;
-                        a0_13 += wc[59908] * x0;
-                        a0_14 += wc[64516] * x0;
-                        a0_15 += wc[69124] * x0;
-                    }
-                }
-                VSTORE(yb + 96, a0_0);
-                VSTORE(yb + 224, a0_1);
-                VSTORE(yb + 352, a0_2);
-                VSTORE(yb + 480, a0_3);
-                VSTORE(yb + 608, a0_4);
-                VSTORE(yb + 736, a0_5);
-                VSTORE(yb + 864, a0_6);
-                VSTORE(yb + 992, a0_7);
-                VSTORE(yb + 1120, a0_8);
-                VSTORE(yb + 1248, a0_9);
-                VSTORE(yb + 1376, a0_10);
-                VSTORE(yb + 1504, a0_11);
-                VSTORE(yb + 1632, a0_12);
-                VSTORE(yb + 1760, a0_13);
-                VSTORE(yb + 1888, a0_14);
-                VSTORE(yb + 2016, a0_15);
-            }
-        }
-    }
-}
+/* l28_conv2d_forward: the code of l24_conv2d_forward */
 
-static void l28_conv2d_backward(float *restrict G, const float *restrict x, const float *restrict dy)
-{
-    float *restrict gw = G + 12354880;
-    float *restrict gb = G + 14714176;
-    CG_PARALLEL_FOR
-    for (int co = 0; co < 512; co++) {
-        cg_v s = vsplat(0.0f);
-        for (int i = 0; i < 8; i++) s += VLOAD(dy + (size_t)co * 128 + i * 16);
-        gb[co] += vsum(s);
-    }
-    CG_PARALLEL_FOR
-    for (int cb = 0; cb < 256; cb++) {
-        const float *restrict dyb = dy + cb*256;
-        for (int ci = 0; ci < 512; ci++) {
-            const float *restrict xc = x + ci*128;
-            float *restrict gwc = gw + cb*9216 + ci*9;
-            { /* every tap */
-                cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f), a0_4 = vsplat(0.0f), a0_5 = vsplat(0.0f), a0_6 = vsplat(0.0f), a0_7 = vsplat(0.0f), a0_8 = vsplat(0.0f);
-                cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f), a1_3 = vsplat(0.0f), a1_4 = vsplat(0.0f), a1_5 = vsplat(0.0f), a1_6 = vsplat(0.0f), a1_7 = vsplat(0.0f), a1_8 = vsplat(0.0f);
-                for (int v = 0; v < 2; v++) {
-                    cg_v d0 = VLOAD(dyb + 0 + v * 16), d1 = VLOAD(dyb + 128 + v * 16); VKEEP(d0); VKEEP(d1);
-                    { cg_v xv = VLOAD(xc + 0 + v * 16); VKEEP(xv); a0_4 += d0 * xv; a1_4 += d1 * xv; }
-                    { cg_v xv = VLOAD(xc + 32 + v * 16); VKEEP(xv); a0_5 += d0 * xv; a1_5 += d1 * xv; }
-                    { cg_v xv = VLOAD(xc + 64 + v * 16); VKEEP(xv); a0_7 += d0 * xv; a1_7 += d1 * xv; }
-                    { cg_v xv = VLOAD(xc + 96 + v * 16); VKEEP(xv); a0_8 += d0 * xv; a1_8 += d1 * xv; }
-                }
-                for (int v = 0; v < 2; v++) {
-                    cg_v d0 = VLOAD(dyb + 32 + v * 16), d1 = VLOAD(dyb + 160 + v * 16); VKEEP(d0); VKEEP(d1);
-                    { cg_v xv = VLOAD(xc + 0 + v * 16); VKEEP(xv); a0_3 += d0 * xv; a1_3 += d1 * xv; }
-                    { cg_v xv = VLOAD(xc + 32 + v * 16); VKEEP(xv); a0_4 += d0 * xv; a1_4 += d1 * xv; }
-                    { cg_v xv = VLOAD(xc + 64 + v * 16); VKEEP(xv); a0_6 += d0 * xv; a1_6 += d1 * xv; }
-                    { cg_v xv = VLOAD(xc + 96 + v * 16); VKEEP(xv); a0_7 += d0 * xv; a1_7 += d1 * xv; }
-                }
-                for (int v = 0; v < 2; v++) {
-                    cg_v d0 = VLOAD(dyb + 64 + v * 16), d1 = VLOAD(dyb + 192 + v * 16); VKEEP(d0); VKEEP(d1);
-                    { cg_v xv = VLOAD(xc + 0 + v * 16); VKEEP(xv); a0_1 += d0 * xv; a1_1 += d1 * xv; }
-                    { cg_v xv = VLOAD(xc + 32 + v * 16); VKEEP(xv); a0_2 += d0 * xv; a1_2 += d1 * xv; }
-                    { cg_v xv = VLOAD(xc + 64 + v * 16); VKEEP(xv); a0_4 += d0 * xv; a1_4 += d1 * xv; }
-                    { cg_v xv = VLOAD(xc + 96 + v * 16); VKEEP(xv); a0_5 += d0 * xv; a1_5 += d1 * xv; }
-                }
-                for (int v = 0; v < 2; v++) {
-                    cg_v d0 = VLOAD(dyb + 96 + v * 16), d1 = VLOAD(dyb + 224 + v * 16); VKEEP(d0); VKEEP(d1);
-                    { cg_v xv = VLOAD(xc + 0 + v * 16); VKEEP(xv); a0_0 += d0 * xv; a1_0 += d1 * xv; }
-                    { cg_v xv = VLOAD(xc + 32 + v * 16); VKEEP(xv); a0_1 += d0 * xv; a1_1 += d1 * xv; }
-                    { cg_v xv = VLOAD(xc + 64 + v * 16); VKEEP(xv); a0_3 += d0 * xv; a1_3 += d1 * xv; }
-                    { cg_v xv = VLOAD(xc + 96 + v * 16); VKEEP(xv); a0_4 += d0 * xv; a1_4 += d1 * xv; }
-                }
-                gwc[0] += vsum(a0_0); gwc[1] += vsum(a0_1); gwc[2] += vsum(a0_2); gwc[3] += vsum(a0_3); gwc[4] += vsum(a0_4); gwc[5] += vsum(a0_5); gwc[6] += vsum(a0_6); gwc[7] += vsum(a0_7); gwc[8] += vsum(a0_8);
-                gwc[4608] += vsum(a1_0); gwc[4609] += vsum(a1_1); gwc[4610] += vsum(a1_2); gwc[4611] += vsum(a1_3); gwc[4612] += vsum(a1_4); gwc[4613] += vsum(a1_5); gwc[4614] += vsum(a1_6); gwc[4615] += vsum(a1_7); gwc[4616] += vsum(a1_8);
-            }
-        }
-    }
-}
+/* l28_conv2d_backward: the code of l24_conv2d_backward */
 
-static void l28_conv2d_backward_dx(const float *restrict P, const float *restrict dy, float *restrict dx)
-{
-    const float *restrict w = P + 12354880;
-    CG_PARALLEL_FOR
-    for (int cib = 0; cib < 32; cib++) {
-        for (int v0 = 0; v0 < 2; v0 += 1) {
-            float *restrict dxb = dx + cib*2048 + v0 * 16;
-            const float *restrict dyg = dy + 0 + v0 * 16;
-            const float *restrict wg = w + cib*144;
-            {
-                cg_v a0_0 = vsplat(0.0f);
-                cg_v a0_1 = vsplat(0.0f);
-                cg_v a0_2 = vsplat(0.0f);
-                cg_v a0_3 = vsplat(0.0f);
-                cg_v a0_4 = vsplat(0.0f);
-                cg_v a0_5 = vsplat(0.0f);
-                cg_v a0_6 = vsplat(0.0f);
-                cg_v a0_7 = vsplat(0.0f);
-                cg_v a0_8 = vsplat(0.0f);
-                cg_v a0_9 = vsplat(0.0f);
-                cg_v a0_10 = vsplat(0.0f);
-                cg_v a0_11 = vsplat(0.0f);
-                cg_v a0_12 = vsplat(0.0f);
-                cg_v a0_13 = vsplat(0.0f);
-                cg_v a0_14 = vsplat(0.0f);
-                cg_v a0_15 = vsplat(0.0f);
-                for (int co = 0; co < 512; co++) {
-                    const float *restrict dyc = dyg + co*128;
-                    const float *restrict wc = wg + co*4608;
-                    {
-                        const cg_v d0 = VLOAD(dyc + 96 + 0);
-                        a0_0 += wc[0] * d0;
-                        a0_1 += wc[9] * d0;
-                        a0_2 += wc[18] * d0;
-                        a0_3 += wc[27] * d0;
-                        a0_4 += wc[36] * d0;
-                        a0_5 += wc[45] * d0;
-                        a0_6 += wc[54] * d0;
-                        a0_7 += wc[63] * d0;
-                        a0_8 += wc[72] * d0;
-                        a0_9 += wc[81] * d0;
-                        a0_10 += wc[90] * d0;
-                        a0_11 += wc[99] * d0;
-                        a0_12 += wc[108] * d0;
-                        a0_13 += wc[117] * d0;
-                        a0_14 += wc[126] * d0;
-                        a0_15 += wc[135] * d0;
-                    }
-                    {
-                        const cg_v d0 = VLOAD(dyc + 64 + 0);
-                        a0_0 += wc[1] * d0;
-                        a0_1 += wc[10] * d0;
-                        a0_2 += wc[19] * d0;
-                        a0_3 += wc[28] * d0;
-                        a0_4 += wc[37] * d0;
-                        a0_5 += wc[46] * d0;
-                        a0_6 += wc[55] * d0;
-                        a0_7 += wc[64] * d0;
-                        a0_8 += wc[73] * d0;
-                        a0_9 += wc[82] * d0;
-                        a0_10 += wc[91] * d0;
-                        a0_11 += wc[100] * d0;
-                        a0_12 += wc[109] * d0;
-                        a0_13 += wc[118] * d0;
-                        a0_14 += wc[127] * d0;
-                        a0_15 += wc[136] * d0;
-                    }
-                    {
-                        const cg_v d0 = VLOAD(dyc + 32 + 0);
-                        a0_0 += wc[3] * d0;
-                        a0_1 += wc[12] * d0;
-                        a0_2 += wc[21] * d0;
-                        a0_3 += wc[30] * d0;
-                        a0_4 += wc[39] * d0;
-                        a0_5 += wc[48] * d0;
-                        a0_6 += wc[57] * d0;
-                        a0_7 += wc[66] * d0;
-                        a0_8 += wc[75] * d0;
-                        a0_9 += wc[84] * d0;
-                        a0_10 += wc[93] * d0;
-                        a0_11 += wc[102] * d0;
-                        a0_12 += wc[111] * d0;
-                        a0_13 += wc[120] * d0;
-                        a0_14 += wc[129] * d0;
-                        a0_15 += wc[138] * d0;
-                    }
-                    {
-                        const cg_v d0 = VLOAD(dyc + 0 + 0);
-                        a0_0 += wc[4] * d0;
-                        a0_1 += wc[13] * d0;
-                        a0_2 += wc[22] * d0;
-                        a0_3 += wc[31] * d0;
-                        a0_4 += wc[40] * d0;
-                        a0_5 += wc[49] * d0;
-                        a0_6 += wc[58] * d0;
-                        a0_7 += wc[67] * d0;
-                        a0_8 += wc[76] * d0;
-                        a0_9 += wc[85] * d0;
-                        a0_10 += wc[94] * d0;
-                        a0_11 += wc[103] * d0;
-                        a0_12 += wc[112] * d0;
-                        a0_13 += wc[121] * d0;
-                        a0_14 += wc[130] * d0;
-                        a0_15 += wc[139] * d0;
-                    }
-                }
-                VSTORE(dxb + 0, a0_0);
-                VSTORE(dxb + 128, a0_1);
-                VSTORE(dxb + 256, a0_2);
-                VSTORE(dxb + 384, a0_3);
-                VSTORE(dxb + 512, a0_4);
-                VSTORE(dxb + 640, a0_5);
-                VSTORE(dxb + 768, a0_6);
-                VSTORE(dxb + 896, a0_7);
-                VSTORE(dxb + 1024, a0_8);
-                VSTORE(dxb + 1152, a0_9);
-                VSTORE(dxb + 1280, a0_10);
-                VSTORE(dxb + 1408, a0_11);
-                VSTORE(dxb + 1536, a0_12);
-                VSTORE(dxb + 1664, a0_13);
-                VSTORE(dxb + 1792, a0_14);
-                VSTORE(dxb + 1920, a0_15);
-            }
-            {
-                cg_v a0_0 = vsplat(0.0f);
-                cg_v a0_1 = vsplat(0.0f);
-                cg_v a0_2 = vsplat(0.0f);
-                cg_v a0_3 = vsplat(0.0f);
-                cg_v a0_4 = vsplat(0.0f);
-                cg_v a0_5 = vsplat(0.0f);
-                cg_v a0_6 = vsplat(0.0f);
-                cg_v a0_7 = vsplat(0.0f);
-                cg_v a0_8 = vsplat(0.0f);
-                cg_v a0_9 = vsplat(0.0f);
-                cg_v a0_10 = vsplat(0.0f);
-                cg_v a0_11 = vsplat(0.0f);
-                cg_v a0_12 = vsplat(0.0f);
-                cg_v a0_13 = vsplat(0.0f);
-                cg_v a0_14 = vsplat(0.0f);
-                cg_v a0_15 = vsplat(0.0f);
-                for (int co = 0; co < 512; co++) {
-                    const float *restrict dyc = dyg + co*128;
-                    const float *restrict wc = wg + co*4608;
-                    {
-                        const cg_v d0 = VLOAD(dyc + 96 + 0);
-                        a0_0 += wc[1] * d0;
-                        a0_1 += wc[10] * d0;
-                        a0_2 += wc[19] * d0;
-                        a0_3 += wc[28] * d0;
-                        a0_4 += wc[37] * d0;
-                        a0_5 += wc[46] * d0;
-                        a0_6 += wc[55] * d0;
-                        a0_7 += wc[64] * d0;
-                        a0_8 += wc[73] * d0;
-                        a0_9 += wc[82] * d0;
-                        a0_10 += wc[91] * d0;
-                        a0_11 += wc[100] * d0;
-                        a0_12 += wc[109] * d0;
-                        a0_13 += wc[118] * d0;
-                        a0_14 += wc[127] * d0;
-                        a0_15 += wc[136] * d0;
-                    }
-                    {
-                        const cg_v d0 = VLOAD(dyc + 64 + 0);
-                        a0_0 += wc[2] * d0;
-                        a0_1 += wc[11] * d0;
-                        a0_2 += wc[20] * d0;
-                        a0_3 += wc[29] * d0;
-                        a0_4 += wc[38] * d0;
-                        a0_5 += wc[47] * d0;
-                        a0_6 += wc[56] * d0;
-                        a0_7 += wc[65] * d0;
-                        a0_8 += wc[74] * d0;
-                        a0_9 += wc[83] * d0;
-                        a0_10 += wc[92] * d0;
-                        a0_11 += wc[101] * d0;
-                        a0_12 += wc[110] * d0;
-                        a0_13 += wc[119] * d0;
-                        a0_14 += wc[128] * d0;
-                        a0_15 += wc[137] * d0;
-                    }
-                    {
-                        const cg_v d0 = VLOAD(dyc + 32 + 0);
-                        a0_0 += wc[4] * d0;
-                        a0_1 += wc[13] * d0;
-                        a0_2 += wc[22] * d0;
-                        a0_3 += wc[31] * d0;
-                        a0_4 += wc[40] * d0;
-                        a0_5 += wc[49] * d0;
-                        a0_6 += wc[58] * d0;
-                        a0_7 += wc[67] * d0;
-                        a0_8 += wc[76] * d0;
-                        a0_9 += wc[85] * d0;
-                        a0_10 += wc[94] * d0;
-                        a0_11 += wc[103] * d0;
-                        a0_12 += wc[112] * d0;
-                        a0_13 += wc[121] * d0;
-                        a0_14 += wc[130] * d0;
-                        a0_15 += wc[139] * d0;
-                    }
-                    {
-                        const cg_v d0 = VLOAD(dyc + 0 + 0);
-                        a0_0 += wc[5] * d0;
-                        a0_1 += wc[14] * d0;
-                        a0_2 += wc[23] * d0;
-                        a0_3 += wc[32] * d0;
-                        a0_4 += wc[41] * d0;
-                        a0_5 += wc[50] * d0;
-                        a0_6 += wc[59] * d0;
-                        a0_7 += wc[68] * d0;
-                        a0_8 += wc[77] * d0;
-                        a0_9 += wc[86] * d0;
-                        a0_10 += wc[95] * d0;
-                        a0_11 += wc[104] * d0;
-                        a0_12 += wc[113] * d0;
-                        a0_13 += wc[122] * d0;
-                        a0_14 += wc[131] * d0;
-                        a0_15 += wc[140] * d0;
-                    }
-                }
-                VSTORE(dxb + 32, a0_0);
-                VSTORE(dxb + 160, a0_1);
-                VSTORE(dxb + 288, a0_2);
-                VSTORE(dxb + 416, a0_3);
-                VSTORE(dxb + 544, a0_4);
-                VSTORE(dxb + 672, a0_5);
-                VSTORE(dxb + 800, a0_6);
-                VSTORE(dxb + 928, a0_7);
-                VSTORE(dxb + 1056, a0_8);
-                VSTORE(dxb + 1184, a0_9);
-                VSTORE(dxb + 1312, a0_10);
-                VSTORE(dxb + 1440, a0_11);
-                VSTORE(dxb + 1568, a0_12);
-                VSTORE(dxb + 1696, a0_13);
-                VSTORE(dxb + 1824, a0_14);
-                VSTORE(dxb + 1952, a0_15);
-            }
-            {
-                cg_v a0_0 = vsplat(0.0f);
-                cg_v a0_1 = vsplat(0.0f);
-                cg_v a0_2 = vsplat(0.0f);
-                cg_v a0_3 = vsplat(0.0f);
-                cg_v a0_4 = vsplat(0.0f);
-                cg_v a0_5 = vsplat(0.0f);
-                cg_v a0_6 = vsplat(0.0f);
-                cg_v a0_7 = vsplat(0.0f);
-                cg_v a0_8 = vsplat(0.0f);
-                cg_v a0_9 = vsplat(0.0f);
-                cg_v a0_10 = vsplat(0.0f);
-                cg_v a0_11 = vsplat(0.0f);
-                cg_v a0_12 = vsplat(0.0f);
-                cg_v a0_13 = vsplat(0.0f);
-                cg_v a0_14 = vsplat(0.0f);
-                cg_v a0_15 = vsplat(0.0f);
-                for (int co = 0; co < 512; co++) {
-                    const float *restrict dyc = dyg + co*128;
-                    const float *restrict wc = wg + co*4608;
-                    {
-                        const cg_v d0 = VLOAD(dyc + 96 + 0);
-                        a0_0 += wc[3] * d0;
-                        a0_1 += wc[12] * d0;
-                        a0_2 += wc[21] * d0;
-                        a0_3 += wc[30] * d0;
-                        a0_4 += wc[39] * d0;
-                        a0_5 += wc[48] * d0;
-                        a0_6 += wc[57] * d0;
-                        a0_7 += wc[66] * d0;
-                        a0_8 += wc[75] * d0;
-                        a0_9 += wc[84] * d0;
-                        a0_10 += wc[93] * d0;
-                        a0_11 += wc[102] * d0;
-                        a0_12 += wc[111] * d0;
-                        a0_13 += wc[120] * d0;
-                        a0_14 += wc[129] * d0;
-                        a0_15 += wc[138] * d0;
-                    }
-                    {
-                        const cg_v d0 = VLOAD(dyc + 64 + 0);
-                        a0_0 += wc[4] * d0;
-                        a0_1 += wc[13] * d0;
-                        a0_2 += wc[22] * d0;
-                        a0_3 += wc[31] * d0;
-                        a0_4 += wc[40] * d0;
-                        a0_5 += wc[49] * d0;
-                        a0_6 += wc[58] * d0;
-                        a0_7 += wc[67] * d0;
-                        a0_8 += wc[76] * d0;
-                        a0_9 += wc[85] * d0;
-                        a0_10 += wc[94] * d0;
-                        a0_11 += wc[103] * d0;
-                        a0_12 += wc[112] * d0;
-                        a0_13 += wc[121] * d0;
-                        a0_14 += wc[130] * d0;
-                        a0_15 += wc[139] * d0;
-                    }
-                    {
-                        const cg_v d0 = VLOAD(dyc + 32 + 0);
-                        a0_0 += wc[6] * d0;
-                        a0_1 += wc[15] * d0;
-                        a0_2 += wc[24] * d0;
-                        a0_3 += wc[33] * d0;
-                        a0_4 += wc[42] * d0;
-                        a0_5 += wc[51] * d0;
-                        a0_6 += wc[60] * d0;
-                        a0_7 += wc[69] * d0;
-                        a0_8 += wc[78] * d0;
-                        a0_9 += wc[87] * d0;
-                        a0_10 += wc[96] * d0;
-                        a0_11 += wc[105] * d0;
-                        a0_12 += wc[114] * d0;
-                        a0_13 += wc[123] * d0;
-                        a0_14 += wc[132] * d0;
-                        a0_15 += wc[141] * d0;
-                    }
-                    {
-                        const cg_v d0 = VLOAD(dyc + 0 + 0);
-                        a0_0 += wc[7] * d0;
-                        a0_1 += wc[16] * d0;
-                        a0_2 += wc[25] * d0;
-                        a0_3 += wc[34] * d0;
-                        a0_4 += wc[43] * d0;
-                        a0_5 += wc[52] * d0;
-                        a0_6 += wc[61] * d0;
-                        a0_7 += wc[70] * d0;
-                        a0_8 += wc[79] * d0;
-                        a0_9 += wc[88] * d0;
-                        a0_10 += wc[97] * d0;
-                        a0_11 += wc[106] * d0;
-                        a0_12 += wc[115] * d0;
-                        a0_13 += wc[124] * d0;
-                        a0_14 += wc[133] * d0;
-                        a0_15 += wc[142] * d0;
-                    }
-                }
-                VSTORE(dxb + 64, a0_0);
-                VSTORE(dxb + 192, a0_1);
-                VSTORE(dxb + 320, a0_2);
-                VSTORE(dxb + 448, a0_3);
-                VSTORE(dxb + 576, a0_4);
-                VSTORE(dxb + 704, a0_5);
-                VSTORE(dxb + 832, a0_6);
-                VSTORE(dxb + 960, a0_7);
-                VSTORE(dxb + 1088, a0_8);
-                VSTORE(dxb + 1216, a0_9);
-                VSTORE(dxb + 1344, a0_10);
-                VSTORE(dxb + 1472, a0_11);
-                VSTORE(dxb + 1600, a0_12);
-                VSTORE(dxb + 1728, a0_13);
-                VSTORE(dxb + 1856, a0_14);
-                VSTORE(dxb + 1984, a0_15);
-            }
-            {
-                cg_v a0_0 = vsplat(0.0f);
-                cg_v a0_1 = vsplat(0.0f);
-                cg_v a0_2 = vsplat(0.0f);
-                cg_v a0_3 = vsplat(0.0f);
-                cg_v a0_4 = vsplat(0.0f);
-                cg_v a0_5 = vsplat(0.0f);
-                cg_v a0_6 = vsplat(0.0f);
-                cg_v a0_7 = vsplat(0.0f);
-                cg_v a0_8 = vsplat(0.0f);
-                cg_v a0_9 = vsplat(0.0f);
-                cg_v a0_10 = vsplat(0.0f);
-                cg_v a0_11 = vsplat(0.0f);
-                cg_v a0_12 = vsplat(0.0f);
-                cg_v a0_13 = vsplat(0.0f);
-                cg_v a0_14 = vsplat(0.0f);
-                cg_v a0_15 = vsplat(0.0f);
-                for (int co = 0; co < 512; co++) {
-                    const float *restrict dyc = dyg + co*128;
-                    const float *restrict wc = wg + co*4608;
-                    {
-                        const cg_v d0 = VLOAD(dyc + 96 + 0);
-                        a0_0 += wc[4] * d0;
-                        a0_1 += wc[13] * d0;
-                        a0_2 += wc[22] * d0;
-                        a0_3 += wc[31] * d0;
-                        a0_4 += wc[40] * d0;
-                        a0_5 += wc[49] * d0;
-                        a0_6 += wc[58] * d0;
-                        a0_7 += wc[67] * d0;
-                        a0_8 += wc[76] * d0;
-                        a0_9 += wc[85] * d0;
-                        a0_10 += wc[94] * d0;
-                        a0_11 += wc[103] * d0;
-                        a0_12 += wc[112] * d0;
-                        a0_13 += wc[121] * d0;
-                        a0_14 += wc[130] * d0;
-                        a0_15 += wc[139] * d0;
-                    }
-                    {
-                        const cg_v d0 = VLOAD(dyc + 64 + 0);
-                        a0_0 += wc[5] * d0;
-                        a0_1 += wc[14] * d0;
-                        a0_2 += wc[23] * d0;
-                        a0_3 += wc[32] * d0;
-                        a0_4 += wc[41] * d0;
-                        a0_5 += wc[50] * d0;
-                        a0_6 += wc[59] * d0;
-                        a0_7 += wc[68] * d0;
-                        a0_8 += wc[77] * d0;
-                        a0_9 += wc[86] * d0;
-                        a0_10 += wc[95] * d0;
-                        a0_11 += wc[104] * d0;
-                        a0_12 += wc[113] * d0;
-                        a0_13 += wc[122] * d0;
-                        a0_14 += wc[131] * d0;
-                        a0_15 += wc[140] * d0;
-                    }
-                    {
-                        const cg_v d0 = VLOAD(dyc + 32 + 0);
-                        a0_0 += wc[7] * d0;
-                        a0_1 += wc[16] * d0;
-                        a0_2 += wc[25] * d0;
-                        a0_3 += wc[34] * d0;
-                        a0_4 += wc[43] * d0;
-                        a0_5 += wc[52] * d0;
-                        a0_6 += wc[61] * d0;
-                        a0_7 += wc[70] * d0;
-                        a0_8 += wc[79] * d0;
-                        a0_9 += wc[88] * d0;
-                        a0_10 += wc[97] * d0;
-                        a0_11 += wc[106] * d0;
-                        a0_12 += wc[115] * d0;
-                        a0_13 += wc[124] * d0;
-                        a0_14 += wc[133] * d0;
-                        a0_15 += wc[142] * d0;
-                    }
-                    {
-                        const cg_v d0 = VLOAD(dyc + 0 + 0);
-                        a0_0 += wc[8] * d0;
-                        a0_1 += wc[17] * d0;
-                        a0_2 += wc[26] * d0;
-                        a0_3 += wc[35] * d0;
-                        a0_4 += wc[44] * d0;
-                        a0_5 += wc[53] * d0;
-                        a0_6 += wc[62] * d0;
-                        a0_7 += wc[71] * d0;
-                        a0_8 += wc[80] * d0;
-                        a0_9 += wc[89] * d0;
-                        a0_10 += wc[98] * d0;
-                        a0_11 += wc[107] * d0;
-                        a0_12 += wc[116] * d0;
-                        a0_13 += wc[125] * d0;
-                        a0_14 += wc[134] * d0;
-                        a0_15 += wc[143] * d0;
-                    }
-                }
-                VSTORE(dxb + 96, a0_0);
-                VSTORE(dxb + 224, a0_1);
-                VSTORE(dxb + 352, a0_2);
-                VSTORE(dxb + 480, a0_3);
-                VSTORE(dxb + 608, a0_4);
-                VSTORE(dxb + 736, a0_5);
-                VSTORE(dxb + 864, a0_6);
-                VSTORE(dxb + 992, a0_7);
-                VSTORE(dxb + 1120, a0_8);
-                VSTORE(dxb + 1248, a0_9);
-                VSTORE(dxb + 1376, a0_10);
-                VSTORE(dxb + 1504, a0_11);
-                VSTORE(dxb + 1632, a0_12);
-                VSTORE(dxb + 1760, a0_13);
-                VSTORE(dxb + 1888, a0_14);
-                VSTORE(dxb + 2016, a0_15);
-            }
-        }
-    }
-}
+/* l28_conv2d_backward_dx: the code of l24_conv2d_backward_dx */
 
 /* layer 29: relu 512x2x2 -> 512x2x2 (specs/vgg16_cifar.yaml:43:5)
  * schedule lanes: fwd lanes dw lanes dx with dw */
-static void l29_relu_forward(const float *restrict x, float *restrict y)
-{
-    for (int i = 0; i < 65536; i++)
-        y[i] = x[i] > 0.0f ? x[i] : 0.0f;
-}
+/* l29_relu_forward: the code of l25_relu_forward */
 
-static void l29_relu_backward(const float *restrict y, const float *restrict dy, float *restrict dx)
-{
-    for (int i = 0; i < 65536; i++)
-        dx[i] = y[i] > 0.0f ? dy[i] : 0.0f;
-}
+/* l29_relu_backward: the code of l25_relu_backward */
 
 /* layer 30: maxpool2d 512x2x2 -> 512x1x1 (specs/vgg16_cifar.yaml:44:5)
  * schedule lanes: fwd lanes dw lanes dx with dw */
 static void l30_maxpool2d_forward(const float *restrict x, float *restrict y)
 {
+    /* x [512x2x2][lanes], y [512x1x1][lanes] */
     for (int c = 0; c < 512; c++) {
         const float *restrict xc = x + c * 128;
         float *restrict yc = y + c * 32;
@@ -29757,6 +22345,7 @@ static void l30_maxpool2d_forward(const float *restrict x, float *restrict y)
 
 static void l30_maxpool2d_backward(const float *restrict x, const float *restrict dy, float *restrict dx)
 {
+    /* x [512x2x2][lanes], y [512x1x1][lanes] */
     memset(dx, 0, sizeof(float) * 65536);
     for (int c = 0; c < 512; c++) {
         const float *restrict xc = x + c * 128;
@@ -29780,8 +22369,9 @@ static void l30_maxpool2d_backward(const float *restrict x, const float *restric
  * schedule lanes: fwd lanes[TB=2,TR=8] dw gemm[TI=4,TO=4] dx lanes[TB=2,TR=8] threaded */
 static void l32_dense_forward(const float *restrict P, const float *restrict x, float *restrict y)
 {
-    const float *restrict w = P + 14714688;
-    const float *restrict b = P + 14976832;
+    /* x [512][lanes], y [512][lanes] */
+    const float *restrict w = P;
+    const float *restrict b = P + 262144;
     CG_PARALLEL_FOR
     for (int o0 = 0; o0 < 512; o0 += 8) {
         for (int v0 = 0; v0 < 2; v0 += 2) {
@@ -29821,8 +22411,9 @@ static void l32_dense_forward(const float *restrict P, const float *restrict x, 
 
 static void l32_dense_backward(float *restrict G, const float *restrict x, const float *restrict dy)
 {
-    float *restrict gw = G + 14714688;
-    float *restrict gb = G + 14976832;
+    /* x [512][lanes], y [512][lanes] */
+    float *restrict gw = G;
+    float *restrict gb = G + 262144;
     CG_PARALLEL_FOR
     for (int o = 0; o < 512; o++) {
         cg_v s = vsplat(0.0f);
@@ -29853,7 +22444,8 @@ static void l32_dense_backward(float *restrict G, const float *restrict x, const
 
 static void l32_dense_backward_dx(const float *restrict P, const float *restrict dy, float *restrict dx)
 {
-    const float *restrict w = P + 14714688;
+    /* x [512][lanes], y [512][lanes] */
+    const float *restrict w = P;
     CG_PARALLEL_FOR
     for (int i0 = 0; i0 < 512; i0 += 8) {
         for (int v0 = 0; v0 < 2; v0 += 2) {
@@ -29895,151 +22487,39 @@ static void l32_dense_backward_dx(const float *restrict P, const float *restrict
  * schedule lanes: fwd lanes dw lanes dx with dw */
 static void l33_relu_forward(const float *restrict x, float *restrict y)
 {
+    /* x [512][lanes], y [512][lanes] */
     for (int i = 0; i < 16384; i++)
         y[i] = x[i] > 0.0f ? x[i] : 0.0f;
 }
 
 static void l33_relu_backward(const float *restrict y, const float *restrict dy, float *restrict dx)
 {
+    /* x [512][lanes], y [512][lanes] */
     for (int i = 0; i < 16384; i++)
         dx[i] = y[i] > 0.0f ? dy[i] : 0.0f;
 }
 
 /* layer 34: dense 512 -> 512 (specs/vgg16_cifar.yaml:49:5)
  * schedule lanes: fwd lanes[TB=2,TR=8] dw gemm[TI=4,TO=4] dx lanes[TB=2,TR=8] threaded */
-static void l34_dense_forward(const float *restrict P, const float *restrict x, float *restrict y)
-{
-    const float *restrict w = P + 14977344;
-    const float *restrict b = P + 15239488;
-    CG_PARALLEL_FOR
-    for (int o0 = 0; o0 < 512; o0 += 8) {
-        for (int v0 = 0; v0 < 2; v0 += 2) {
-            {
-                cg_v a0_0 = vsplat(b[o0 + 0]), a0_1 = vsplat(b[o0 + 0]);
-                cg_v a1_0 = vsplat(b[o0 + 1]), a1_1 = vsplat(b[o0 + 1]);
-                cg_v a2_0 = vsplat(b[o0 + 2]), a2_1 = vsplat(b[o0 + 2]);
-                cg_v a3_0 = vsplat(b[o0 + 3]), a3_1 = vsplat(b[o0 + 3]);
-                cg_v a4_0 = vsplat(b[o0 + 4]), a4_1 = vsplat(b[o0 + 4]);
-                cg_v a5_0 = vsplat(b[o0 + 5]), a5_1 = vsplat(b[o0 + 5]);
-                cg_v a6_0 = vsplat(b[o0 + 6]), a6_1 = vsplat(b[o0 + 6]);
-                cg_v a7_0 = vsplat(b[o0 + 7]), a7_1 = vsplat(b[o0 + 7]);
-                for (int k = 0; k < 512; k++) {
-                    const float *restrict sk = x + (size_t)k * 32 + v0 * 16;
-                    const cg_v s0 = VLOAD(sk + 0), s1 = VLOAD(sk + 16);
-                    a0_0 += w[(size_t)(o0 + 0) * 512 + k] * s0; a0_1 += w[(size_t)(o0 + 0) * 512 + k] * s1;
-                    a1_0 += w[(size_t)(o0 + 1) * 512 + k] * s0; a1_1 += w[(size_t)(o0 + 1) * 512 + k] * s1;
-                    a2_0 += w[(size_t)(o0 + 2) * 512 + k] * s0; a2_1 += w[(size_t)(o0 + 2) * 512 + k] * s1;
-                    a3_0 += w[(size_t)(o0 + 3) * 512 + k] * s0; a3_1 += w[(size_t)(o0 + 3) * 512 + k] * s1;
-                    a4_0 += w[(size_t)(o0 + 4) * 512 + k] * s0; a4_1 += w[(size_t)(o0 + 4) * 512 + k] * s1;
-                    a5_0 += w[(size_t)(o0 + 5) * 512 + k] * s0; a5_1 += w[(size_t)(o0 + 5) * 512 + k] * s1;
-                    a6_0 += w[(size_t)(o0 + 6) * 512 + k] * s0; a6_1 += w[(size_t)(o0 + 6) * 512 + k] * s1;
-                    a7_0 += w[(size_t)(o0 + 7) * 512 + k] * s0; a7_1 += w[(size_t)(o0 + 7) * 512 + k] * s1;
-                }
-                VSTORE(y + (size_t)(o0 + 0) * 32 + (v0 + 0) * 16, a0_0); VSTORE(y + (size_t)(o0 + 0) * 32 + (v0 + 1) * 16, a0_1);
-                VSTORE(y + (size_t)(o0 + 1) * 32 + (v0 + 0) * 16, a1_0); VSTORE(y + (size_t)(o0 + 1) * 32 + (v0 + 1) * 16, a1_1);
-                VSTORE(y + (size_t)(o0 + 2) * 32 + (v0 + 0) * 16, a2_0); VSTORE(y + (size_t)(o0 + 2) * 32 + (v0 + 1) * 16, a2_1);
-                VSTORE(y + (size_t)(o0 + 3) * 32 + (v0 + 0) * 16, a3_0); VSTORE(y + (size_t)(o0 + 3) * 32 + (v0 + 1) * 16, a3_1);
-                VSTORE(y + (size_t)(o0 + 4) * 32 + (v0 + 0) * 16, a4_0); VSTORE(y + (size_t)(o0 + 4) * 32 + (v0 + 1) * 16, a4_1);
-                VSTORE(y + (size_t)(o0 + 5) * 32 + (v0 + 0) * 16, a5_0); VSTORE(y + (size_t)(o0 + 5) * 32 + (v0 + 1) * 16, a5_1);
-                VSTORE(y + (size_t)(o0 + 6) * 32 + (v0 + 0) * 16, a6_0); VSTORE(y + (size_t)(o0 + 6) * 32 + (v0 + 1) * 16, a6_1);
-                VSTORE(y + (size_t)(o0 + 7) * 32 + (v0 + 0) * 16, a7_0); VSTORE(y + (size_t)(o0 + 7) * 32 + (v0 + 1) * 16, a7_1);
-            }
-        }
-    }
-}
+/* l34_dense_forward: the code of l32_dense_forward */
 
-static void l34_dense_backward(float *restrict G, const float *restrict x, const float *restrict dy)
-{
-    float *restrict gw = G + 14977344;
-    float *restrict gb = G + 15239488;
-    CG_PARALLEL_FOR
-    for (int o = 0; o < 512; o++) {
-        cg_v s = vsplat(0.0f);
-        for (int v = 0; v < 2; v++) s += VLOAD(dy + (size_t)o * 32 + v * 16);
-        gb[o] += vsum(s);
-    }
-    /* tiles of 4 rows x 4 columns of dW */
-    CG_PARALLEL_FOR
-    for (int t = 0; t < 16384; t++) {
-        const int o0 = t / 128 * 4, i0 = t % 128 * 4;
-        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f);
-        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f), a1_3 = vsplat(0.0f);
-        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f), a2_2 = vsplat(0.0f), a2_3 = vsplat(0.0f);
-        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f), a3_2 = vsplat(0.0f), a3_3 = vsplat(0.0f);
-        for (int v = 0; v < 2; v++) {
-            const cg_v d0 = VLOAD(dy + (size_t)(o0 + 0) * 32 + v * 16), d1 = VLOAD(dy + (size_t)(o0 + 1) * 32 + v * 16), d2 = VLOAD(dy + (size_t)(o0 + 2) * 32 + v * 16), d3 = VLOAD(dy + (size_t)(o0 + 3) * 32 + v * 16), x0 = VLOAD(x + (size_t)(i0 + 0) * 32 + v * 16), x1 = VLOAD(x + (size_t)(i0 + 1) * 32 + v * 16), x2 = VLOAD(x + (size_t)(i0 + 2) * 32 + v * 16), x3 = VLOAD(x + (size_t)(i0 + 3) * 32 + v * 16);
-            a0_0 += d0 * x0; a0_1 += d0 * x1; a0_2 += d0 * x2; a0_3 += d0 * x3;
-            a1_0 += d1 * x0; a1_1 += d1 * x1; a1_2 += d1 * x2; a1_3 += d1 * x3;
-            a2_0 += d2 * x0; a2_1 += d2 * x1; a2_2 += d2 * x2; a2_3 += d2 * x3;
-            a3_0 += d3 * x0; a3_1 += d3 * x1; a3_2 += d3 * x2; a3_3 += d3 * x3;
-        }
-        gw[(size_t)(o0 + 0) * 512 + i0 + 0] += vsum(a0_0); gw[(size_t)(o0 + 0) * 512 + i0 + 1] += vsum(a0_1); gw[(size_t)(o0 + 0) * 512 + i0 + 2] += vsum(a0_2); gw[(size_t)(o0 + 0) * 512 + i0 + 3] += vsum(a0_3);
-        gw[(size_t)(o0 + 1) * 512 + i0 + 0] += vsum(a1_0); gw[(size_t)(o0 + 1) * 512 + i0 + 1] += vsum(a1_1); gw[(size_t)(o0 + 1) * 512 + i0 + 2] += vsum(a1_2); gw[(size_t)(o0 + 1) * 512 + i0 + 3] += vsum(a1_3);
-        gw[(size_t)(o0 + 2) * 512 + i0 + 0] += vsum(a2_0); gw[(size_t)(o0 + 2) * 512 + i0 + 1] += vsum(a2_1); gw[(size_t)(o0 + 2) * 512 + i0 + 2] += vsum(a2_2); gw[(size_t)(o0 + 2) * 512 + i0 + 3] += vsum(a2_3);
-        gw[(size_t)(o0 + 3) * 512 + i0 + 0] += vsum(a3_0); gw[(size_t)(o0 + 3) * 512 + i0 + 1] += vsum(a3_1); gw[(size_t)(o0 + 3) * 512 + i0 + 2] += vsum(a3_2); gw[(size_t)(o0 + 3) * 512 + i0 + 3] += vsum(a3_3);
-    }
-}
+/* l34_dense_backward: the code of l32_dense_backward */
 
-static void l34_dense_backward_dx(const float *restrict P, const float *restrict dy, float *restrict dx)
-{
-    const float *restrict w = P + 14977344;
-    CG_PARALLEL_FOR
-    for (int i0 = 0; i0 < 512; i0 += 8) {
-        for (int v0 = 0; v0 < 2; v0 += 2) {
-            {
-                cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
-                cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
-                cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
-                cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
-                cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
-                cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
-                cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
-                cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
-                for (int k = 0; k < 512; k++) {
-                    const float *restrict sk = dy + (size_t)k * 32 + v0 * 16;
-                    const cg_v s0 = VLOAD(sk + 0), s1 = VLOAD(sk + 16);
-                    a0_0 += w[(size_t)k * 512 + i0 + 0] * s0; a0_1 += w[(size_t)k * 512 + i0 + 0] * s1;
-                    a1_0 += w[(size_t)k * 512 + i0 + 1] * s0; a1_1 += w[(size_t)k * 512 + i0 + 1] * s1;
-                    a2_0 += w[(size_t)k * 512 + i0 + 2] * s0; a2_1 += w[(size_t)k * 512 + i0 + 2] * s1;
-                    a3_0 += w[(size_t)k * 512 + i0 + 3] * s0; a3_1 += w[(size_t)k * 512 + i0 + 3] * s1;
-                    a4_0 += w[(size_t)k * 512 + i0 + 4] * s0; a4_1 += w[(size_t)k * 512 + i0 + 4] * s1;
-                    a5_0 += w[(size_t)k * 512 + i0 + 5] * s0; a5_1 += w[(size_t)k * 512 + i0 + 5] * s1;
-                    a6_0 += w[(size_t)k * 512 + i0 + 6] * s0; a6_1 += w[(size_t)k * 512 + i0 + 6] * s1;
-                    a7_0 += w[(size_t)k * 512 + i0 + 7] * s0; a7_1 += w[(size_t)k * 512 + i0 + 7] * s1;
-                }
-                VSTORE(dx + (size_t)(i0 + 0) * 32 + (v0 + 0) * 16, a0_0); VSTORE(dx + (size_t)(i0 + 0) * 32 + (v0 + 1) * 16, a0_1);
-                VSTORE(dx + (size_t)(i0 + 1) * 32 + (v0 + 0) * 16, a1_0); VSTORE(dx + (size_t)(i0 + 1) * 32 + (v0 + 1) * 16, a1_1);
-                VSTORE(dx + (size_t)(i0 + 2) * 32 + (v0 + 0) * 16, a2_0); VSTORE(dx + (size_t)(i0 + 2) * 32 + (v0 + 1) * 16, a2_1);
-                VSTORE(dx + (size_t)(i0 + 3) * 32 + (v0 + 0) * 16, a3_0); VSTORE(dx + (size_t)(i0 + 3) * 32 + (v0 + 1) * 16, a3_1);
-                VSTORE(dx + (size_t)(i0 + 4) * 32 + (v0 + 0) * 16, a4_0); VSTORE(dx + (size_t)(i0 + 4) * 32 + (v0 + 1) * 16, a4_1);
-                VSTORE(dx + (size_t)(i0 + 5) * 32 + (v0 + 0) * 16, a5_0); VSTORE(dx + (size_t)(i0 + 5) * 32 + (v0 + 1) * 16, a5_1);
-                VSTORE(dx + (size_t)(i0 + 6) * 32 + (v0 + 0) * 16, a6_0); VSTORE(dx + (size_t)(i0 + 6) * 32 + (v0 + 1) * 16, a6_1);
-                VSTORE(dx + (size_t)(i0 + 7) * 32 + (v0 + 0) * 16, a7_0); VSTORE(dx + (size_t)(i0 + 7) * 32 + (v0 + 1) * 16, a7_1);
-            }
-        }
-    }
-}
+/* l34_dense_backward_dx: the code of l32_dense_backward_dx */
 
 /* layer 35: relu 512 -> 512 (specs/vgg16_cifar.yaml:50:5)
  * schedule lanes: fwd lanes dw lanes dx with dw */
-static void l35_relu_forward(const float *restrict x, float *restrict y)
-{
-    for (int i = 0; i < 16384; i++)
-        y[i] = x[i] > 0.0f ? x[i] : 0.0f;
-}
+/* l35_relu_forward: the code of l33_relu_forward */
 
-static void l35_relu_backward(const float *restrict y, const float *restrict dy, float *restrict dx)
-{
-    for (int i = 0; i < 16384; i++)
-        dx[i] = y[i] > 0.0f ? dy[i] : 0.0f;
-}
+/* l35_relu_backward: the code of l33_relu_backward */
 
 /* layer 36: dense 512 -> 10 (specs/vgg16_cifar.yaml:51:5)
  * schedule lanes: fwd lanes[TB=2,TR=8] dw gemm[TI=8,TO=2] dx lanes[TB=2,TR=8] */
 static void l36_dense_forward(const float *restrict P, const float *restrict x, float *restrict y)
 {
-    const float *restrict w = P + 15240000;
-    const float *restrict b = P + 15245120;
+    /* x [512][lanes], y [10][lanes] */
+    const float *restrict w = P;
+    const float *restrict b = P + 5120;
     for (int o0 = 0; o0 < 8; o0 += 8) {
         for (int v0 = 0; v0 < 2; v0 += 2) {
             {
@@ -30092,8 +22572,9 @@ static void l36_dense_forward(const float *restrict P, const float *restrict x, 
 
 static void l36_dense_backward(float *restrict G, const float *restrict x, const float *restrict dy)
 {
-    float *restrict gw = G + 15240000;
-    float *restrict gb = G + 15245120;
+    /* x [512][lanes], y [10][lanes] */
+    float *restrict gw = G;
+    float *restrict gb = G + 5120;
     for (int o = 0; o < 10; o++) {
         cg_v s = vsplat(0.0f);
         for (int v = 0; v < 2; v++) s += VLOAD(dy + (size_t)o * 32 + v * 16);
@@ -30116,7 +22597,8 @@ static void l36_dense_backward(float *restrict G, const float *restrict x, const
 
 static void l36_dense_backward_dx(const float *restrict P, const float *restrict dy, float *restrict dx)
 {
-    const float *restrict w = P + 15240000;
+    /* x [512][lanes], y [10][lanes] */
+    const float *restrict w = P;
     for (int i0 = 0; i0 < 512; i0 += 8) {
         for (int v0 = 0; v0 < 2; v0 += 2) {
             {
@@ -30153,111 +22635,189 @@ static void l36_dense_backward_dx(const float *restrict P, const float *restrict
     }
 }
 
+/* Workspace regions, in floats (NAME.h gives the total). */
+#define XIN     0 /* the input, [3x32x32][lanes] */
+#define A00     98304 /* layer 0 (conv2d) output, [64x32x32][lanes] */
+#define A01     2195456 /* layer 1 (relu) output, [64x32x32][lanes] */
+#define A02     4292608 /* layer 2 (conv2d) output, [64x32x32][lanes] */
+#define A03     6389760 /* layer 3 (relu) output, [64x32x32][lanes] */
+#define A04     8486912 /* layer 4 (maxpool2d) output, [64x16x16][lanes] */
+#define A05     9011200 /* layer 5 (conv2d) output, [128x16x16][lanes] */
+#define A06     10059776 /* layer 6 (relu) output, [128x16x16][lanes] */
+#define A07     11108352 /* layer 7 (conv2d) output, [128x16x16][lanes] */
+#define A08     12156928 /* layer 8 (relu) output, [128x16x16][lanes] */
+#define A09     13205504 /* layer 9 (maxpool2d) output, [128x8x8][lanes] */
+#define A10     13467648 /* layer 10 (conv2d) output, [256x8x8][lanes] */
+#define A11     13991936 /* layer 11 (relu) output, [256x8x8][lanes] */
+#define A12     14516224 /* layer 12 (conv2d) output, [256x8x8][lanes] */
+#define A13     15040512 /* layer 13 (relu) output, [256x8x8][lanes] */
+#define A14     15564800 /* layer 14 (conv2d) output, [256x8x8][lanes] */
+#define A15     16089088 /* layer 15 (relu) output, [256x8x8][lanes] */
+#define A16     16613376 /* layer 16 (maxpool2d) output, [256x4x4][lanes] */
+#define A17     16744448 /* layer 17 (conv2d) output, [512x4x4][lanes] */
+#define A18     17006592 /* layer 18 (relu) output, [512x4x4][lanes] */
+#define A19     17268736 /* layer 19 (conv2d) output, [512x4x4][lanes] */
+#define A20     17530880 /* layer 20 (relu) output, [512x4x4][lanes] */
+#define A21     17793024 /* layer 21 (conv2d) output, [512x4x4][lanes] */
+#define A22     18055168 /* layer 22 (relu) output, [512x4x4][lanes] */
+#define A23     18317312 /* layer 23 (maxpool2d) output, [512x2x2][lanes] */
+#define A24     18382848 /* layer 24 (conv2d) output, [512x2x2][lanes] */
+#define A25     18448384 /* layer 25 (relu) output, [512x2x2][lanes] */
+#define A26     18513920 /* layer 26 (conv2d) output, [512x2x2][lanes] */
+#define A27     18579456 /* layer 27 (relu) output, [512x2x2][lanes] */
+#define A28     18644992 /* layer 28 (conv2d) output, [512x2x2][lanes] */
+#define A29     18710528 /* layer 29 (relu) output, [512x2x2][lanes] */
+#define A30     18776064 /* layer 30 (maxpool2d) output, [512x1x1][lanes] */
+#define A32     18792448 /* layer 32 (dense) output, [512][lanes] */
+#define A33     18808832 /* layer 33 (relu) output, [512][lanes] */
+#define A34     18825216 /* layer 34 (dense) output, [512][lanes] */
+#define A35     18841600 /* layer 35 (relu) output, [512][lanes] */
+#define A36     18857984 /* layer 36 (dense) output, [10][lanes] */
+#define OUT     18858304 /* the output, [N][10] */
+#define DOUT    18858624 /* dLoss/dOutput, [N][10] */
+#define DOUT_L  18858944 /* dLoss/dOutput, [10][lanes] */
+#define D35     18859264 /* gradient arena: dLoss/d(layer 35 output) */
+#define D34     18875648 /* gradient arena: dLoss/d(layer 34 output) */
+#define D33     18859264 /* gradient arena: dLoss/d(layer 33 output) */
+#define D32     18875648 /* gradient arena: dLoss/d(layer 32 output) */
+#define D31     18924800 /* gradient arena: dLoss/d(layer 31 output) */
+#define D29     18859264 /* gradient arena: dLoss/d(layer 29 output) */
+#define D28     18924800 /* gradient arena: dLoss/d(layer 28 output) */
+#define D27     18859264 /* gradient arena: dLoss/d(layer 27 output) */
+#define D26     18924800 /* gradient arena: dLoss/d(layer 26 output) */
+#define D25     18859264 /* gradient arena: dLoss/d(layer 25 output) */
+#define D24     18924800 /* gradient arena: dLoss/d(layer 24 output) */
+#define D23     19121408 /* gradient arena: dLoss/d(layer 23 output) */
+#define D22     18859264 /* gradient arena: dLoss/d(layer 22 output) */
+#define D21     19121408 /* gradient arena: dLoss/d(layer 21 output) */
+#define D20     18859264 /* gradient arena: dLoss/d(layer 20 output) */
+#define D19     19121408 /* gradient arena: dLoss/d(layer 19 output) */
+#define D18     18859264 /* gradient arena: dLoss/d(layer 18 output) */
+#define D17     19121408 /* gradient arena: dLoss/d(layer 17 output) */
+#define D16     19383552 /* gradient arena: dLoss/d(layer 16 output) */
+#define D15     18859264 /* gradient arena: dLoss/d(layer 15 output) */
+#define D14     19383552 /* gradient arena: dLoss/d(layer 14 output) */
+#define D13     18859264 /* gradient arena: dLoss/d(layer 13 output) */
+#define D12     19383552 /* gradient arena: dLoss/d(layer 12 output) */
+#define D11     18859264 /* gradient arena: dLoss/d(layer 11 output) */
+#define D10     19383552 /* gradient arena: dLoss/d(layer 10 output) */
+#define D09     19907840 /* gradient arena: dLoss/d(layer 9 output) */
+#define D08     18859264 /* gradient arena: dLoss/d(layer 8 output) */
+#define D07     19907840 /* gradient arena: dLoss/d(layer 7 output) */
+#define D06     18859264 /* gradient arena: dLoss/d(layer 6 output) */
+#define D05     19907840 /* gradient arena: dLoss/d(layer 5 output) */
+#define D04     20956416 /* gradient arena: dLoss/d(layer 4 output) */
+#define D03     18859264 /* gradient arena: dLoss/d(layer 3 output) */
+#define D02     20956416 /* gradient arena: dLoss/d(layer 2 output) */
+#define D01     18859264 /* gradient arena: dLoss/d(layer 1 output) */
+#define D00     20956416 /* gradient arena: dLoss/d(layer 0 output) */
+#define DIN     18859264 /* gradient arena: dLoss/dInput */
+
 /* Forward over nb <= 32 samples; activations stay in ws for backward. */
 void vgg16_cifar_forward(const float *params, float *buffers, const float *x, float *ws, int nb, int training)
 {
     (void)buffers;
     (void)training;
-    cg_to_lanes(x, ws + 0, nb, 3072, 32);
-    l00_conv2d_forward(params, ws + 0, ws + 98304);
-    l01_relu_forward(ws + 98304, ws + 2195456);
-    l02_conv2d_forward(params, ws + 2195456, ws + 4292608);
-    l03_relu_forward(ws + 4292608, ws + 6389760);
-    l04_maxpool2d_forward(ws + 6389760, ws + 8486912);
-    l05_conv2d_forward(params, ws + 8486912, ws + 9011200);
-    l06_relu_forward(ws + 9011200, ws + 10059776);
-    l07_conv2d_forward(params, ws + 10059776, ws + 11108352);
-    l08_relu_forward(ws + 11108352, ws + 12156928);
-    l09_maxpool2d_forward(ws + 12156928, ws + 13205504);
-    l10_conv2d_forward(params, ws + 13205504, ws + 13467648);
-    l11_relu_forward(ws + 13467648, ws + 13991936);
-    l12_conv2d_forward(params, ws + 13991936, ws + 14516224);
-    l13_relu_forward(ws + 14516224, ws + 15040512);
-    l14_conv2d_forward(params, ws + 15040512, ws + 15564800);
-    l15_relu_forward(ws + 15564800, ws + 16089088);
-    l16_maxpool2d_forward(ws + 16089088, ws + 16613376);
-    l17_conv2d_forward(params, ws + 16613376, ws + 16744448);
-    l18_relu_forward(ws + 16744448, ws + 17006592);
-    l19_conv2d_forward(params, ws + 17006592, ws + 17268736);
-    l20_relu_forward(ws + 17268736, ws + 17530880);
-    l21_conv2d_forward(params, ws + 17530880, ws + 17793024);
-    l22_relu_forward(ws + 17793024, ws + 18055168);
-    l23_maxpool2d_forward(ws + 18055168, ws + 18317312);
-    l24_conv2d_forward(params, ws + 18317312, ws + 18382848);
-    l25_relu_forward(ws + 18382848, ws + 18448384);
-    l26_conv2d_forward(params, ws + 18448384, ws + 18513920);
-    l27_relu_forward(ws + 18513920, ws + 18579456);
-    l28_conv2d_forward(params, ws + 18579456, ws + 18644992);
-    l29_relu_forward(ws + 18644992, ws + 18710528);
-    l30_maxpool2d_forward(ws + 18710528, ws + 18776064);
+    cg_to_lanes(x, ws + XIN, nb, 3072, 32);
+    l00_conv2d_forward(params, ws + XIN, ws + A00);
+    l01_relu_forward(ws + A00, ws + A01);
+    l02_conv2d_forward(params + 1792, ws + A01, ws + A02);
+    l01_relu_forward(ws + A02, ws + A03);
+    l04_maxpool2d_forward(ws + A03, ws + A04);
+    l05_conv2d_forward(params + 38720, ws + A04, ws + A05);
+    l06_relu_forward(ws + A05, ws + A06);
+    l07_conv2d_forward(params + 112576, ws + A06, ws + A07);
+    l06_relu_forward(ws + A07, ws + A08);
+    l09_maxpool2d_forward(ws + A08, ws + A09);
+    l10_conv2d_forward(params + 260160, ws + A09, ws + A10);
+    l11_relu_forward(ws + A10, ws + A11);
+    l12_conv2d_forward(params + 555328, ws + A11, ws + A12);
+    l11_relu_forward(ws + A12, ws + A13);
+    l12_conv2d_forward(params + 1145408, ws + A13, ws + A14);
+    l11_relu_forward(ws + A14, ws + A15);
+    l16_maxpool2d_forward(ws + A15, ws + A16);
+    l17_conv2d_forward(params + 1735488, ws + A16, ws + A17);
+    l18_relu_forward(ws + A17, ws + A18);
+    l19_conv2d_forward(params + 2915648, ws + A18, ws + A19);
+    l18_relu_forward(ws + A19, ws + A20);
+    l19_conv2d_forward(params + 5275456, ws + A20, ws + A21);
+    l18_relu_forward(ws + A21, ws + A22);
+    l23_maxpool2d_forward(ws + A22, ws + A23);
+    l24_conv2d_forward(params + 7635264, ws + A23, ws + A24);
+    l25_relu_forward(ws + A24, ws + A25);
+    l24_conv2d_forward(params + 9995072, ws + A25, ws + A26);
+    l25_relu_forward(ws + A26, ws + A27);
+    l24_conv2d_forward(params + 12354880, ws + A27, ws + A28);
+    l25_relu_forward(ws + A28, ws + A29);
+    l30_maxpool2d_forward(ws + A29, ws + A30);
     /* layer 31: flatten is a view of its input */
-    l32_dense_forward(params, ws + 18776064, ws + 18792448);
-    l33_relu_forward(ws + 18792448, ws + 18808832);
-    l34_dense_forward(params, ws + 18808832, ws + 18825216);
-    l35_relu_forward(ws + 18825216, ws + 18841600);
-    l36_dense_forward(params, ws + 18841600, ws + 18857984);
-    cg_from_lanes(ws + 18857984, ws + 18858304, nb, 10, 32);
+    l32_dense_forward(params + 14714688, ws + A30, ws + A32);
+    l33_relu_forward(ws + A32, ws + A33);
+    l32_dense_forward(params + 14977344, ws + A33, ws + A34);
+    l33_relu_forward(ws + A34, ws + A35);
+    l36_dense_forward(params + 15240000, ws + A35, ws + A36);
+    cg_from_lanes(ws + A36, ws + OUT, nb, 10, 32);
 }
 
-/* Backward after a training forward: dLoss/dOutput at ws + 18858624; grads accumulate. */
+/* Backward after a training forward: dLoss/dOutput at ws + DOUT (18858624); grads accumulate. */
 void vgg16_cifar_backward(const float *params, float *grads, const float *x, float *dx, float *ws, int nb)
 {
+    cg_to_lanes(ws + DOUT, ws + DOUT_L, nb, 10, 32);
     (void)x;
-    cg_to_lanes(ws + 18858624, ws + 18858944, nb, 10, 32);
-    l36_dense_backward(grads, ws + 18841600, ws + 18858944);
-    l36_dense_backward_dx(params, ws + 18858944, ws + 18859264);
-    l35_relu_backward(ws + 18841600, ws + 18859264, ws + 20956416);
-    l34_dense_backward(grads, ws + 18808832, ws + 20956416);
-    l34_dense_backward_dx(params, ws + 20956416, ws + 18859264);
-    l33_relu_backward(ws + 18808832, ws + 18859264, ws + 20956416);
-    l32_dense_backward(grads, ws + 18776064, ws + 20956416);
-    l32_dense_backward_dx(params, ws + 20956416, ws + 18859264);
+    l36_dense_backward(grads + 15240000, ws + A35, ws + DOUT_L);
+    l36_dense_backward_dx(params + 15240000, ws + DOUT_L, ws + D35);
+    l33_relu_backward(ws + A35, ws + D35, ws + D34);
+    l32_dense_backward(grads + 14977344, ws + A33, ws + D34);
+    l32_dense_backward_dx(params + 14977344, ws + D34, ws + D33);
+    l33_relu_backward(ws + A33, ws + D33, ws + D32);
+    l32_dense_backward(grads + 14714688, ws + A30, ws + D32);
+    l32_dense_backward_dx(params + 14714688, ws + D32, ws + D31);
     /* layer 31: flatten passes the gradient through */
-    l30_maxpool2d_backward(ws + 18710528, ws + 18859264, ws + 20956416);
-    l29_relu_backward(ws + 18710528, ws + 20956416, ws + 18859264);
-    l28_conv2d_backward(grads, ws + 18579456, ws + 18859264);
-    l28_conv2d_backward_dx(params, ws + 18859264, ws + 20956416);
-    l27_relu_backward(ws + 18579456, ws + 20956416, ws + 18859264);
-    l26_conv2d_backward(grads, ws + 18448384, ws + 18859264);
-    l26_conv2d_backward_dx(params, ws + 18859264, ws + 20956416);
-    l25_relu_backward(ws + 18448384, ws + 20956416, ws + 18859264);
-    l24_conv2d_backward(grads, ws + 18317312, ws + 18859264);
-    l24_conv2d_backward_dx(params, ws + 18859264, ws + 20956416);
-    l23_maxpool2d_backward(ws + 18055168, ws + 20956416, ws + 18859264);
-    l22_relu_backward(ws + 18055168, ws + 18859264, ws + 20956416);
-    l21_conv2d_backward(grads, ws + 17530880, ws + 20956416);
-    l21_conv2d_backward_dx(params, ws + 20956416, ws + 18859264);
-    l20_relu_backward(ws + 17530880, ws + 18859264, ws + 20956416);
-    l19_conv2d_backward(grads, ws + 17006592, ws + 20956416);
-    l19_conv2d_backward_dx(params, ws + 20956416, ws + 18859264);
-    l18_relu_backward(ws + 17006592, ws + 18859264, ws + 20956416);
-    l17_conv2d_backward(grads, ws + 16613376, ws + 20956416);
-    l17_conv2d_backward_dx(params, ws + 20956416, ws + 18859264);
-    l16_maxpool2d_backward(ws + 16089088, ws + 18859264, ws + 20956416);
-    l15_relu_backward(ws + 16089088, ws + 20956416, ws + 18859264);
-    l14_conv2d_backward(grads, ws + 15040512, ws + 18859264);
-    l14_conv2d_backward_dx(params, ws + 18859264, ws + 20956416);
-    l13_relu_backward(ws + 15040512, ws + 20956416, ws + 18859264);
-    l12_conv2d_backward(grads, ws + 13991936, ws + 18859264);
-    l12_conv2d_backward_dx(params, ws + 18859264, ws + 20956416);
-    l11_relu_backward(ws + 13991936, ws + 20956416, ws + 18859264);
-    l10_conv2d_backward(grads, ws + 13205504, ws + 18859264);
-    l10_conv2d_backward_dx(params, ws + 18859264, ws + 20956416);
-    l09_maxpool2d_backward(ws + 12156928, ws + 20956416, ws + 18859264);
-    l08_relu_backward(ws + 12156928, ws + 18859264, ws + 20956416);
-    l07_conv2d_backward(grads, ws + 10059776, ws + 20956416);
-    l07_conv2d_backward_dx(params, ws + 20956416, ws + 18859264);
-    l06_relu_backward(ws + 10059776, ws + 18859264, ws + 20956416);
-    l05_conv2d_backward(grads, ws + 8486912, ws + 20956416);
-    l05_conv2d_backward_dx(params, ws + 20956416, ws + 18859264);
-    l04_maxpool2d_backward(ws + 6389760, ws + 18859264, ws + 20956416);
-    l03_relu_backward(ws + 6389760, ws + 20956416, ws + 18859264);
-    l02_conv2d_backward(grads, ws + 2195456, ws + 18859264);
-    l02_conv2d_backward_dx(params, ws + 18859264, ws + 20956416);
-    l01_relu_backward(ws + 2195456, ws + 20956416, ws + 18859264);
-    l00_conv2d_backward(grads, ws + 0, ws + 18859264);
-    if (dx) l00_conv2d_backward_dx(params, ws + 18859264, ws + 20956416);
-    if (dx) cg_from_lanes(ws + 20956416, dx, nb, 3072, 32);
+    l30_maxpool2d_backward(ws + A29, ws + D31, ws + D29);
+    l25_relu_backward(ws + A29, ws + D29, ws + D28);
+    l24_conv2d_backward(grads + 12354880, ws + A27, ws + D28);
+    l24_conv2d_backward_dx(params + 12354880, ws + D28, ws + D27);
+    l25_relu_backward(ws + A27, ws + D27, ws + D26);
+    l24_conv2d_backward(grads + 9995072, ws + A25, ws + D26);
+    l24_conv2d_backward_dx(params + 9995072, ws + D26, ws + D25);
+    l25_relu_backward(ws + A25, ws + D25, ws + D24);
+    l24_conv2d_backward(grads + 7635264, ws + A23, ws + D24);
+    l24_conv2d_backward_dx(params + 7635264, ws + D24, ws + D23);
+    l23_maxpool2d_backward(ws + A22, ws + D23, ws + D22);
+    l18_relu_backward(ws + A22, ws + D22, ws + D21);
+    l19_conv2d_backward(grads + 5275456, ws + A20, ws + D21);
+    l19_conv2d_backward_dx(params + 5275456, ws + D21, ws + D20);
+    l18_relu_backward(ws + A20, ws + D20, ws + D19);
+    l19_conv2d_backward(grads + 2915648, ws + A18, ws + D19);
+    l19_conv2d_backward_dx(params + 2915648, ws + D19, ws + D18);
+    l18_relu_backward(ws + A18, ws + D18, ws + D17);
+    l17_conv2d_backward(grads + 1735488, ws + A16, ws + D17);
+    l17_conv2d_backward_dx(params + 1735488, ws + D17, ws + D16);
+    l16_maxpool2d_backward(ws + A15, ws + D16, ws + D15);
+    l11_relu_backward(ws + A15, ws + D15, ws + D14);
+    l12_conv2d_backward(grads + 1145408, ws + A13, ws + D14);
+    l12_conv2d_backward_dx(params + 1145408, ws + D14, ws + D13);
+    l11_relu_backward(ws + A13, ws + D13, ws + D12);
+    l12_conv2d_backward(grads + 555328, ws + A11, ws + D12);
+    l12_conv2d_backward_dx(params + 555328, ws + D12, ws + D11);
+    l11_relu_backward(ws + A11, ws + D11, ws + D10);
+    l10_conv2d_backward(grads + 260160, ws + A09, ws + D10);
+    l10_conv2d_backward_dx(params + 260160, ws + D10, ws + D09);
+    l09_maxpool2d_backward(ws + A08, ws + D09, ws + D08);
+    l06_relu_backward(ws + A08, ws + D08, ws + D07);
+    l07_conv2d_backward(grads + 112576, ws + A06, ws + D07);
+    l07_conv2d_backward_dx(params + 112576, ws + D07, ws + D06);
+    l06_relu_backward(ws + A06, ws + D06, ws + D05);
+    l05_conv2d_backward(grads + 38720, ws + A04, ws + D05);
+    l05_conv2d_backward_dx(params + 38720, ws + D05, ws + D04);
+    l04_maxpool2d_backward(ws + A03, ws + D04, ws + D03);
+    l01_relu_backward(ws + A03, ws + D03, ws + D02);
+    l02_conv2d_backward(grads + 1792, ws + A01, ws + D02);
+    l02_conv2d_backward_dx(params + 1792, ws + D02, ws + D01);
+    l01_relu_backward(ws + A01, ws + D01, ws + D00);
+    l00_conv2d_backward(grads, ws + XIN, ws + D00);
+    if (dx) l00_conv2d_backward_dx(params, ws + D00, ws + DIN);
+    if (dx) cg_from_lanes(ws + DIN, dx, nb, 3072, 32);
 }
 
 static const cg_tensor vgg16_cifar_tensors[] = {
@@ -30295,172 +22855,213 @@ static const cg_tensor vgg16_cifar_tensors[] = {
     {"36.bias", CG_PARAM, 36, 1, {10, 0, 0, 0}, 15245120, 10, CG_INIT_BIAS_UNIFORM, 512},
 };
 
+/* what each layer reads: earlier layers' outputs by index, -1 the network's input */
+static const int vgg16_cifar_inputs[] = {
+    -1, /* 0: conv2d */
+    0, /* 1: relu */
+    1, /* 2: conv2d */
+    2, /* 3: relu */
+    3, /* 4: maxpool2d */
+    4, /* 5: conv2d */
+    5, /* 6: relu */
+    6, /* 7: conv2d */
+    7, /* 8: relu */
+    8, /* 9: maxpool2d */
+    9, /* 10: conv2d */
+    10, /* 11: relu */
+    11, /* 12: conv2d */
+    12, /* 13: relu */
+    13, /* 14: conv2d */
+    14, /* 15: relu */
+    15, /* 16: maxpool2d */
+    16, /* 17: conv2d */
+    17, /* 18: relu */
+    18, /* 19: conv2d */
+    19, /* 20: relu */
+    20, /* 21: conv2d */
+    21, /* 22: relu */
+    22, /* 23: maxpool2d */
+    23, /* 24: conv2d */
+    24, /* 25: relu */
+    25, /* 26: conv2d */
+    26, /* 27: relu */
+    27, /* 28: conv2d */
+    28, /* 29: relu */
+    29, /* 30: maxpool2d */
+    30, /* 31: flatten */
+    31, /* 32: dense */
+    32, /* 33: relu */
+    33, /* 34: dense */
+    34, /* 35: relu */
+    35, /* 36: dense */
+};
+
 static const cg_layer vgg16_cifar_layers[] = {
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {3, 32, 32}, .ndim_out = 3, .out_shape = {64, 32, 32},
      .in_size = 3072, .out_size = 65536, .act_offset = 98304, .lanes = 32, .line = 10, .col = 5,
-     .schedule = "lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=3] threaded",
+     .schedule = "lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=3] threaded", .n_inputs = 1, .inputs = vgg16_cifar_inputs + 0, .name = NULL,
      .kernel = {3, 3}, .stride = {1, 1}, .pad_lo = {1, 1}, .pad_hi = {1, 1}, .dilation = {1, 1},
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "relu", .ndim_in = 3, .in_shape = {64, 32, 32}, .ndim_out = 3, .out_shape = {64, 32, 32},
      .in_size = 65536, .out_size = 65536, .act_offset = 2195456, .lanes = 32, .line = 11, .col = 5,
-     .schedule = "lanes: fwd lanes dw lanes dx with dw threaded",
+     .schedule = "lanes: fwd lanes dw lanes dx with dw threaded", .n_inputs = 1, .inputs = vgg16_cifar_inputs + 1, .name = NULL,
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {64, 32, 32}, .ndim_out = 3, .out_shape = {64, 32, 32},
      .in_size = 65536, .out_size = 65536, .act_offset = 4292608, .lanes = 32, .line = 12, .col = 5,
-     .schedule = "lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16] threaded",
+     .schedule = "lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16] threaded", .n_inputs = 1, .inputs = vgg16_cifar_inputs + 2, .name = NULL,
      .kernel = {3, 3}, .stride = {1, 1}, .pad_lo = {1, 1}, .pad_hi = {1, 1}, .dilation = {1, 1},
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "relu", .ndim_in = 3, .in_shape = {64, 32, 32}, .ndim_out = 3, .out_shape = {64, 32, 32},
      .in_size = 65536, .out_size = 65536, .act_offset = 6389760, .lanes = 32, .line = 13, .col = 5,
-     .schedule = "lanes: fwd lanes dw lanes dx with dw threaded",
+     .schedule = "lanes: fwd lanes dw lanes dx with dw threaded", .n_inputs = 1, .inputs = vgg16_cifar_inputs + 3, .name = NULL,
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "maxpool2d", .ndim_in = 3, .in_shape = {64, 32, 32}, .ndim_out = 3, .out_shape = {64, 16, 16},
      .in_size = 65536, .out_size = 16384, .act_offset = 8486912, .lanes = 32, .line = 14, .col = 5,
-     .schedule = "lanes: fwd lanes dw lanes dx with dw",
+     .schedule = "lanes: fwd lanes dw lanes dx with dw", .n_inputs = 1, .inputs = vgg16_cifar_inputs + 4, .name = NULL,
      .kernel = {2, 2}, .stride = {2, 2}, .pad_lo = {0, 0}, .pad_hi = {0, 0}, .dilation = {1, 1},
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {64, 16, 16}, .ndim_out = 3, .out_shape = {128, 16, 16},
      .in_size = 16384, .out_size = 32768, .act_offset = 9011200, .lanes = 32, .line = 16, .col = 5,
-     .schedule = "lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16] threaded",
+     .schedule = "lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16] threaded", .n_inputs = 1, .inputs = vgg16_cifar_inputs + 5, .name = NULL,
      .kernel = {3, 3}, .stride = {1, 1}, .pad_lo = {1, 1}, .pad_hi = {1, 1}, .dilation = {1, 1},
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "relu", .ndim_in = 3, .in_shape = {128, 16, 16}, .ndim_out = 3, .out_shape = {128, 16, 16},
      .in_size = 32768, .out_size = 32768, .act_offset = 10059776, .lanes = 32, .line = 17, .col = 5,
-     .schedule = "lanes: fwd lanes dw lanes dx with dw threaded",
+     .schedule = "lanes: fwd lanes dw lanes dx with dw threaded", .n_inputs = 1, .inputs = vgg16_cifar_inputs + 6, .name = NULL,
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {128, 16, 16}, .ndim_out = 3, .out_shape = {128, 16, 16},
      .in_size = 32768, .out_size = 32768, .act_offset = 11108352, .lanes = 32, .line = 18, .col = 5,
-     .schedule = "lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16] threaded",
+     .schedule = "lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16] threaded", .n_inputs = 1, .inputs = vgg16_cifar_inputs + 7, .name = NULL,
      .kernel = {3, 3}, .stride = {1, 1}, .pad_lo = {1, 1}, .pad_hi = {1, 1}, .dilation = {1, 1},
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "relu", .ndim_in = 3, .in_shape = {128, 16, 16}, .ndim_out = 3, .out_shape = {128, 16, 16},
      .in_size = 32768, .out_size = 32768, .act_offset = 12156928, .lanes = 32, .line = 19, .col = 5,
-     .schedule = "lanes: fwd lanes dw lanes dx with dw threaded",
+     .schedule = "lanes: fwd lanes dw lanes dx with dw threaded", .n_inputs = 1, .inputs = vgg16_cifar_inputs + 8, .name = NULL,
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "maxpool2d", .ndim_in = 3, .in_shape = {128, 16, 16}, .ndim_out = 3, .out_shape = {128, 8, 8},
      .in_size = 32768, .out_size = 8192, .act_offset = 13205504, .lanes = 32, .line = 20, .col = 5,
-     .schedule = "lanes: fwd lanes dw lanes dx with dw",
+     .schedule = "lanes: fwd lanes dw lanes dx with dw", .n_inputs = 1, .inputs = vgg16_cifar_inputs + 9, .name = NULL,
      .kernel = {2, 2}, .stride = {2, 2}, .pad_lo = {0, 0}, .pad_hi = {0, 0}, .dilation = {1, 1},
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {128, 8, 8}, .ndim_out = 3, .out_shape = {256, 8, 8},
      .in_size = 8192, .out_size = 16384, .act_offset = 13467648, .lanes = 32, .line = 22, .col = 5,
-     .schedule = "lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16] threaded",
+     .schedule = "lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16] threaded", .n_inputs = 1, .inputs = vgg16_cifar_inputs + 10, .name = NULL,
      .kernel = {3, 3}, .stride = {1, 1}, .pad_lo = {1, 1}, .pad_hi = {1, 1}, .dilation = {1, 1},
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "relu", .ndim_in = 3, .in_shape = {256, 8, 8}, .ndim_out = 3, .out_shape = {256, 8, 8},
      .in_size = 16384, .out_size = 16384, .act_offset = 13991936, .lanes = 32, .line = 23, .col = 5,
-     .schedule = "lanes: fwd lanes dw lanes dx with dw",
+     .schedule = "lanes: fwd lanes dw lanes dx with dw", .n_inputs = 1, .inputs = vgg16_cifar_inputs + 11, .name = NULL,
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {256, 8, 8}, .ndim_out = 3, .out_shape = {256, 8, 8},
      .in_size = 16384, .out_size = 16384, .act_offset = 14516224, .lanes = 32, .line = 24, .col = 5,
-     .schedule = "lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16] threaded",
+     .schedule = "lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16] threaded", .n_inputs = 1, .inputs = vgg16_cifar_inputs + 12, .name = NULL,
      .kernel = {3, 3}, .stride = {1, 1}, .pad_lo = {1, 1}, .pad_hi = {1, 1}, .dilation = {1, 1},
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "relu", .ndim_in = 3, .in_shape = {256, 8, 8}, .ndim_out = 3, .out_shape = {256, 8, 8},
      .in_size = 16384, .out_size = 16384, .act_offset = 15040512, .lanes = 32, .line = 25, .col = 5,
-     .schedule = "lanes: fwd lanes dw lanes dx with dw",
+     .schedule = "lanes: fwd lanes dw lanes dx with dw", .n_inputs = 1, .inputs = vgg16_cifar_inputs + 13, .name = NULL,
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {256, 8, 8}, .ndim_out = 3, .out_shape = {256, 8, 8},
      .in_size = 16384, .out_size = 16384, .act_offset = 15564800, .lanes = 32, .line = 26, .col = 5,
-     .schedule = "lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16] threaded",
+     .schedule = "lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16] threaded", .n_inputs = 1, .inputs = vgg16_cifar_inputs + 14, .name = NULL,
      .kernel = {3, 3}, .stride = {1, 1}, .pad_lo = {1, 1}, .pad_hi = {1, 1}, .dilation = {1, 1},
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "relu", .ndim_in = 3, .in_shape = {256, 8, 8}, .ndim_out = 3, .out_shape = {256, 8, 8},
      .in_size = 16384, .out_size = 16384, .act_offset = 16089088, .lanes = 32, .line = 27, .col = 5,
-     .schedule = "lanes: fwd lanes dw lanes dx with dw",
+     .schedule = "lanes: fwd lanes dw lanes dx with dw", .n_inputs = 1, .inputs = vgg16_cifar_inputs + 15, .name = NULL,
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "maxpool2d", .ndim_in = 3, .in_shape = {256, 8, 8}, .ndim_out = 3, .out_shape = {256, 4, 4},
      .in_size = 16384, .out_size = 4096, .act_offset = 16613376, .lanes = 32, .line = 28, .col = 5,
-     .schedule = "lanes: fwd lanes dw lanes dx with dw",
+     .schedule = "lanes: fwd lanes dw lanes dx with dw", .n_inputs = 1, .inputs = vgg16_cifar_inputs + 16, .name = NULL,
      .kernel = {2, 2}, .stride = {2, 2}, .pad_lo = {0, 0}, .pad_hi = {0, 0}, .dilation = {1, 1},
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {256, 4, 4}, .ndim_out = 3, .out_shape = {512, 4, 4},
      .in_size = 4096, .out_size = 8192, .act_offset = 16744448, .lanes = 32, .line = 30, .col = 5,
-     .schedule = "lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16] threaded",
+     .schedule = "lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16] threaded", .n_inputs = 1, .inputs = vgg16_cifar_inputs + 17, .name = NULL,
      .kernel = {3, 3}, .stride = {1, 1}, .pad_lo = {1, 1}, .pad_hi = {1, 1}, .dilation = {1, 1},
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "relu", .ndim_in = 3, .in_shape = {512, 4, 4}, .ndim_out = 3, .out_shape = {512, 4, 4},
      .in_size = 8192, .out_size = 8192, .act_offset = 17006592, .lanes = 32, .line = 31, .col = 5,
-     .schedule = "lanes: fwd lanes dw lanes dx with dw",
+     .schedule = "lanes: fwd lanes dw lanes dx with dw", .n_inputs = 1, .inputs = vgg16_cifar_inputs + 18, .name = NULL,
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {512, 4, 4}, .ndim_out = 3, .out_shape = {512, 4, 4},
      .in_size = 8192, .out_size = 8192, .act_offset = 17268736, .lanes = 32, .line = 32, .col = 5,
-     .schedule = "lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16] threaded",
+     .schedule = "lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16] threaded", .n_inputs = 1, .inputs = vgg16_cifar_inputs + 19, .name = NULL,
      .kernel = {3, 3}, .stride = {1, 1}, .pad_lo = {1, 1}, .pad_hi = {1, 1}, .dilation = {1, 1},
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "relu", .ndim_in = 3, .in_shape = {512, 4, 4}, .ndim_out = 3, .out_shape = {512, 4, 4},
      .in_size = 8192, .out_size = 8192, .act_offset = 17530880, .lanes = 32, .line = 33, .col = 5,
-     .schedule = "lanes: fwd lanes dw lanes dx with dw",
+     .schedule = "lanes: fwd lanes dw lanes dx with dw", .n_inputs = 1, .inputs = vgg16_cifar_inputs + 20, .name = NULL,
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {512, 4, 4}, .ndim_out = 3, .out_shape = {512, 4, 4},
      .in_size = 8192, .out_size = 8192, .act_offset = 17793024, .lanes = 32, .line = 34, .col = 5,
-     .schedule = "lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16] threaded",
+     .schedule = "lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16] threaded", .n_inputs = 1, .inputs = vgg16_cifar_inputs + 21, .name = NULL,
      .kernel = {3, 3}, .stride = {1, 1}, .pad_lo = {1, 1}, .pad_hi = {1, 1}, .dilation = {1, 1},
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "relu", .ndim_in = 3, .in_shape = {512, 4, 4}, .ndim_out = 3, .out_shape = {512, 4, 4},
      .in_size = 8192, .out_size = 8192, .act_offset = 18055168, .lanes = 32, .line = 35, .col = 5,
-     .schedule = "lanes: fwd lanes dw lanes dx with dw",
+     .schedule = "lanes: fwd lanes dw lanes dx with dw", .n_inputs = 1, .inputs = vgg16_cifar_inputs + 22, .name = NULL,
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "maxpool2d", .ndim_in = 3, .in_shape = {512, 4, 4}, .ndim_out = 3, .out_shape = {512, 2, 2},
      .in_size = 8192, .out_size = 2048, .act_offset = 18317312, .lanes = 32, .line = 36, .col = 5,
-     .schedule = "lanes: fwd lanes dw lanes dx with dw",
+     .schedule = "lanes: fwd lanes dw lanes dx with dw", .n_inputs = 1, .inputs = vgg16_cifar_inputs + 23, .name = NULL,
      .kernel = {2, 2}, .stride = {2, 2}, .pad_lo = {0, 0}, .pad_hi = {0, 0}, .dilation = {1, 1},
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {512, 2, 2}, .ndim_out = 3, .out_shape = {512, 2, 2},
      .in_size = 2048, .out_size = 2048, .act_offset = 18382848, .lanes = 32, .line = 38, .col = 5,
-     .schedule = "lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16] threaded",
+     .schedule = "lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16] threaded", .n_inputs = 1, .inputs = vgg16_cifar_inputs + 24, .name = NULL,
      .kernel = {3, 3}, .stride = {1, 1}, .pad_lo = {1, 1}, .pad_hi = {1, 1}, .dilation = {1, 1},
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "relu", .ndim_in = 3, .in_shape = {512, 2, 2}, .ndim_out = 3, .out_shape = {512, 2, 2},
      .in_size = 2048, .out_size = 2048, .act_offset = 18448384, .lanes = 32, .line = 39, .col = 5,
-     .schedule = "lanes: fwd lanes dw lanes dx with dw",
+     .schedule = "lanes: fwd lanes dw lanes dx with dw", .n_inputs = 1, .inputs = vgg16_cifar_inputs + 25, .name = NULL,
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {512, 2, 2}, .ndim_out = 3, .out_shape = {512, 2, 2},
      .in_size = 2048, .out_size = 2048, .act_offset = 18513920, .lanes = 32, .line = 40, .col = 5,
-     .schedule = "lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16] threaded",
+     .schedule = "lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16] threaded", .n_inputs = 1, .inputs = vgg16_cifar_inputs + 26, .name = NULL,
      .kernel = {3, 3}, .stride = {1, 1}, .pad_lo = {1, 1}, .pad_hi = {1, 1}, .dilation = {1, 1},
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "relu", .ndim_in = 3, .in_shape = {512, 2, 2}, .ndim_out = 3, .out_shape = {512, 2, 2},
      .in_size = 2048, .out_size = 2048, .act_offset = 18579456, .lanes = 32, .line = 41, .col = 5,
-     .schedule = "lanes: fwd lanes dw lanes dx with dw",
+     .schedule = "lanes: fwd lanes dw lanes dx with dw", .n_inputs = 1, .inputs = vgg16_cifar_inputs + 27, .name = NULL,
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {512, 2, 2}, .ndim_out = 3, .out_shape = {512, 2, 2},
      .in_size = 2048, .out_size = 2048, .act_offset = 18644992, .lanes = 32, .line = 42, .col = 5,
-     .schedule = "lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16] threaded",
+     .schedule = "lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16] threaded", .n_inputs = 1, .inputs = vgg16_cifar_inputs + 28, .name = NULL,
      .kernel = {3, 3}, .stride = {1, 1}, .pad_lo = {1, 1}, .pad_hi = {1, 1}, .dilation = {1, 1},
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "relu", .ndim_in = 3, .in_shape = {512, 2, 2}, .ndim_out = 3, .out_shape = {512, 2, 2},
      .in_size = 2048, .out_size = 2048, .act_offset = 18710528, .lanes = 32, .line = 43, .col = 5,
-     .schedule = "lanes: fwd lanes dw lanes dx with dw",
+     .schedule = "lanes: fwd lanes dw lanes dx with dw", .n_inputs = 1, .inputs = vgg16_cifar_inputs + 29, .name = NULL,
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "maxpool2d", .ndim_in = 3, .in_shape = {512, 2, 2}, .ndim_out = 3, .out_shape = {512, 1, 1},
      .in_size = 2048, .out_size = 512, .act_offset = 18776064, .lanes = 32, .line = 44, .col = 5,
-     .schedule = "lanes: fwd lanes dw lanes dx with dw",
+     .schedule = "lanes: fwd lanes dw lanes dx with dw", .n_inputs = 1, .inputs = vgg16_cifar_inputs + 30, .name = NULL,
      .kernel = {2, 2}, .stride = {2, 2}, .pad_lo = {0, 0}, .pad_hi = {0, 0}, .dilation = {1, 1},
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "flatten", .ndim_in = 3, .in_shape = {512, 1, 1}, .ndim_out = 1, .out_shape = {512, 0, 0},
      .in_size = 512, .out_size = 512, .act_offset = 18776064, .lanes = 32, .line = 46, .col = 5,
-     .schedule = "lanes: fwd lanes dw lanes dx with dw",
+     .schedule = "lanes: fwd lanes dw lanes dx with dw", .n_inputs = 1, .inputs = vgg16_cifar_inputs + 31, .name = NULL,
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "dense", .ndim_in = 1, .in_shape = {512, 0, 0}, .ndim_out = 1, .out_shape = {512, 0, 0},
      .in_size = 512, .out_size = 512, .act_offset = 18792448, .lanes = 32, .line = 47, .col = 5,
-     .schedule = "lanes: fwd lanes[TB=2,TR=8] dw gemm[TI=4,TO=4] dx lanes[TB=2,TR=8] threaded",
+     .schedule = "lanes: fwd lanes[TB=2,TR=8] dw gemm[TI=4,TO=4] dx lanes[TB=2,TR=8] threaded", .n_inputs = 1, .inputs = vgg16_cifar_inputs + 32, .name = NULL,
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "relu", .ndim_in = 1, .in_shape = {512, 0, 0}, .ndim_out = 1, .out_shape = {512, 0, 0},
      .in_size = 512, .out_size = 512, .act_offset = 18808832, .lanes = 32, .line = 48, .col = 5,
-     .schedule = "lanes: fwd lanes dw lanes dx with dw",
+     .schedule = "lanes: fwd lanes dw lanes dx with dw", .n_inputs = 1, .inputs = vgg16_cifar_inputs + 33, .name = NULL,
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "dense", .ndim_in = 1, .in_shape = {512, 0, 0}, .ndim_out = 1, .out_shape = {512, 0, 0},
      .in_size = 512, .out_size = 512, .act_offset = 18825216, .lanes = 32, .line = 49, .col = 5,
-     .schedule = "lanes: fwd lanes[TB=2,TR=8] dw gemm[TI=4,TO=4] dx lanes[TB=2,TR=8] threaded",
+     .schedule = "lanes: fwd lanes[TB=2,TR=8] dw gemm[TI=4,TO=4] dx lanes[TB=2,TR=8] threaded", .n_inputs = 1, .inputs = vgg16_cifar_inputs + 34, .name = NULL,
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "relu", .ndim_in = 1, .in_shape = {512, 0, 0}, .ndim_out = 1, .out_shape = {512, 0, 0},
      .in_size = 512, .out_size = 512, .act_offset = 18841600, .lanes = 32, .line = 50, .col = 5,
-     .schedule = "lanes: fwd lanes dw lanes dx with dw",
+     .schedule = "lanes: fwd lanes dw lanes dx with dw", .n_inputs = 1, .inputs = vgg16_cifar_inputs + 35, .name = NULL,
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "dense", .ndim_in = 1, .in_shape = {512, 0, 0}, .ndim_out = 1, .out_shape = {10, 0, 0},
      .in_size = 512, .out_size = 10, .act_offset = 18857984, .lanes = 32, .line = 51, .col = 5,
-     .schedule = "lanes: fwd lanes[TB=2,TR=8] dw gemm[TI=8,TO=2] dx lanes[TB=2,TR=8]",
+     .schedule = "lanes: fwd lanes[TB=2,TR=8] dw gemm[TI=8,TO=2] dx lanes[TB=2,TR=8]", .n_inputs = 1, .inputs = vgg16_cifar_inputs + 36, .name = NULL,
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
 };
 
@@ -30475,7 +23076,9 @@ const cg_net vgg16_cifar_net = {
     .train = {.batch = 32, .epochs = 30, .lr = 0.02f, .momentum = 0.9f, .weight_decay = 0.0005f,
               .mode = CG_MODE_MINIBATCH, .order = CG_ORDER_SHUFFLE, .schedule = CG_SCHED_CONSTANT, .step_size = 10, .gamma = 0.1f,
               .patience = 5, .eval_every = 0, .val = -1, .val_frac = 0.0f, .seed = 0,
-              .normalize = 0, .checkpoint_every = 0, .monitor = CG_MONITOR_LOSS},
+              .normalize = 0, .checkpoint_every = 0, .monitor = CG_MONITOR_LOSS,
+              .optimizer = CG_OPT_SGD, .beta1 = 0.9f, .beta2 = 0.999f, .eps = 1e-08f, .warmup = 0,
+              .aug_crop = 0, .aug_flip = 0},
     .forward = vgg16_cifar_forward, .backward = vgg16_cifar_backward,
 };
 

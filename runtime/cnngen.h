@@ -23,13 +23,14 @@
 extern "C" {
 #endif
 
-#define CG_ABI_VERSION 2
+#define CG_ABI_VERSION 4 /* 3: graph layers (cg_layer inputs, name, p); 4: cg_train_defaults
+                            gained optimizer, betas, eps, warmup, augment */
 
 enum cg_loss_kind { CG_LOSS_SOFTMAX_CE = 0, CG_LOSS_MSE = 1 };
 enum cg_tensor_kind { CG_PARAM = 0, CG_BUFFER = 1, CG_COUNTER = 2 };
 
 typedef struct cg_tensor {
-    const char *name;      /* state-dict key: "3.weight", "4.running_mean", ... */
+    const char *name;      /* state-dict key: "3.weight", "4.running_mean", "fc.bias" (named layer) ... */
     int kind;              /* enum cg_tensor_kind; PARAM lives in params, others in buffers */
     int layer;             /* layer index (= torch.nn.Sequential index) */
     int ndim;
@@ -61,6 +62,7 @@ typedef struct cg_layer {
     int count_include_pad; /* avgpool */
     float slope;           /* leaky_relu */
     float eps, momentum;   /* batchnorm; momentum < 0 means cumulative average (None) */
+    float p;               /* dropout: the probability of zeroing a value */
     size_t act_offset;     /* floats into ws: this layer's output for the batch, [N][out_size],
                               or [out_size][lanes] when lanes > 0 */
     size_t line, col;      /* position of the layer in the spec */
@@ -68,12 +70,17 @@ typedef struct cg_layer {
                               (lanes = batch rounded up to whole SIMD vectors) */
     const char *schedule;  /* how the generator computes it: "name: fwd FORM[tile] dw ... dx ..."
                               (compiler/lua/schedule.lua) */
+    int n_inputs;          /* tensors it reads: 1, or 2+ for add / concat */
+    const int *inputs;     /* [n_inputs]: the index of the layer whose output it reads, -1 for
+                              the network's input (a chain: layer i reads i - 1) */
+    const char *name;      /* the spec's `name:` (the state-dict prefix), or NULL: the index */
 } cg_layer;
 
 enum cg_mode { CG_MODE_MINIBATCH = 0, CG_MODE_SGD = 1, CG_MODE_FULL = 2 };
 enum cg_order { CG_ORDER_SHUFFLE = 0, CG_ORDER_RANDOM = 1 };
 enum cg_schedule { CG_SCHED_CONSTANT = 0, CG_SCHED_STEP = 1, CG_SCHED_COSINE = 2 };
 enum cg_monitor { CG_MONITOR_LOSS = 0, CG_MONITOR_ERROR = 1 }; /* validation loss, or 1 - accuracy */
+enum cg_optimizer { CG_OPT_SGD = 0, CG_OPT_ADAM = 1, CG_OPT_ADAMW = 2 }; /* torch.optim's definitions */
 
 /* The spec's train: section; the trainer's command line overrides each field. */
 typedef struct cg_train_defaults {
@@ -92,6 +99,12 @@ typedef struct cg_train_defaults {
     int normalize;        /* standardize each input channel with training-set statistics */
     int checkpoint_every; /* steps between checkpoints; 0: off */
     int monitor;          /* enum cg_monitor: what early stopping minimizes on validation */
+    int optimizer;        /* enum cg_optimizer */
+    float beta1, beta2, eps; /* Adam / AdamW (torch.optim.Adam's betas and eps) */
+    int warmup;           /* epochs of linear warmup before the schedule: lr * (e+1)/(warmup+1) */
+    int aug_crop;         /* training batches: random crop after zero padding by aug_crop
+                             on each side ([C, H, W] inputs only); 0: off */
+    int aug_flip;         /* training batches: horizontal flip with probability 1/2 */
 } cg_train_defaults;
 
 typedef struct cg_net {
@@ -113,8 +126,10 @@ typedef struct cg_net {
     const cg_layer *layers;
     cg_train_defaults train;
     /* forward: x [N, in_size]; writes activations into ws (output at out_offset).
-     * training=1: batch norm uses batch statistics and updates the running buffers;
-     * training=0: running statistics, buffers untouched. */
+     * training != 0: batch norm uses batch statistics and updates the running buffers,
+     * dropout draws its mask from a hash of `training` (the trainer passes a seed per
+     * step; `check` passes 1); training = 0: running statistics, buffers untouched,
+     * dropout is the identity. */
     void (*forward)(const float *params, float *buffers, const float *x, float *ws,
                     int n, int training);
     /* backward after a training forward with the same x and ws: reads dLoss/dOutput at

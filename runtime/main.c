@@ -26,6 +26,7 @@ typedef struct opts {
     cg_train_opts t; /* train's settings, starting from the spec's train: section */
     int has_batch;
     int softmax;               /* predict: probabilities instead of the raw outputs */
+    int eval_mode;             /* check: an inference-mode forward (output and loss only) */
     int confusion;             /* eval: per-class accuracy and the confusion matrix */
     const char *confusion_csv; /* eval: the matrix as CSV (implies confusion) */
     int ieee_subnormals;       /* keep IEEE subnormals instead of FTZ|DAZ (cg_flush_subnormals) */
@@ -63,7 +64,8 @@ static const command commands[] = {
      cmd_predict},
     {"check", C_CHECK, 1,
      "one training-mode forward/backward; OUT (.npz) holds output, loss, grad.input\n"
-     "      and grad.<param> for every parameter",
+     "      and grad.<param> for every parameter (dropout's mask from seed 1);\n"
+     "      --eval: one inference-mode forward, output and loss",
      cmd_check},
 };
 enum { N_COMMANDS = sizeof commands / sizeof commands[0] };
@@ -77,6 +79,7 @@ static const char *const mode_names[] = {"minibatch", "sgd", "full", NULL};
 static const char *const order_names[] = {"shuffle", "random", NULL};
 static const char *const sched_names[] = {"constant", "step", "cosine", NULL};
 static const char *const monitor_names[] = {"loss", "error", NULL};
+static const char *const optimizer_names[] = {"sgd", "adam", "adamw", NULL};
 
 typedef struct option {
     const char *name;      /* without the leading "--" */
@@ -135,7 +138,17 @@ static const option options[] = {
      .set = 1, .show_default = 1},
     {OPT("no-normalize", C_TRAIN, 0, OPT_FLAG, t.h.normalize, NULL, "raw inputs"), .set = 0,
      .show_default = 1},
+    {OPT("crop", C_TRAIN, 0, OPT_INT, t.h.aug_crop, "P",
+     "augment training batches: zero-pad by P on each side and\n"
+     "crop back at a random offset ([C, H, W] inputs; 0: off)"), INT(0, 4096), .show_default = 1},
+    {OPT("flip", C_TRAIN, 0, OPT_FLAG, t.h.aug_flip, NULL,
+     "augment training batches: horizontal flip, probability 1/2"), .set = 1, .show_default = 1},
+    {OPT("no-flip", C_TRAIN, 0, OPT_FLAG, t.h.aug_flip, NULL, "no flip"), .set = 0,
+     .show_default = 1},
     /* optimizer */
+    {OPT("optimizer", C_TRAIN, 0, OPT_ENUM, t.h.optimizer, NULL,
+     "torch.optim.SGD, Adam (L2 weight decay in the gradient) or\n"
+     "AdamW (decoupled weight decay)"), .names = optimizer_names, .show_default = 1},
     {OPT("mode", C_TRAIN, 0, OPT_ENUM, t.h.mode, NULL,
      "a batch a step, one sample a step, or the whole training set\na step (accumulated over chunks of the compiled batch)"), .names = mode_names,
      .show_default = 1},
@@ -149,10 +162,20 @@ static const option options[] = {
      .show_default = 1},
     {OPT("momentum", C_TRAIN, 0, OPT_FLOAT, t.h.momentum, "M", "SGD momentum"),
      FLOAT(0, CLOSED, 1, OPEN), .show_default = 1},
+    {OPT("beta1", C_TRAIN, 0, OPT_FLOAT, t.h.beta1, "B1", "Adam's first-moment decay"),
+     FLOAT(0, CLOSED, 1, OPEN), .show_default = 1},
+    {OPT("beta2", C_TRAIN, 0, OPT_FLOAT, t.h.beta2, "B2", "Adam's second-moment decay"),
+     FLOAT(0, CLOSED, 1, OPEN), .show_default = 1},
+    {OPT("eps", C_TRAIN, 0, OPT_FLOAT, t.h.eps, "EPS", "Adam's denominator term"),
+     FLOAT(0, CLOSED, INFINITY, OPEN), .show_default = 1},
     {OPT("weight-decay", C_TRAIN, 0, OPT_FLOAT, t.h.weight_decay, "WD", "L2 penalty"),
      FLOAT(0, CLOSED, INFINITY, OPEN), .show_default = 1},
     {OPT("schedule", C_TRAIN, 0, OPT_ENUM, t.h.schedule, NULL, "how the learning rate changes over the epochs"),
      .names = sched_names, .show_default = 1},
+    {OPT("warmup", C_TRAIN, 0, OPT_INT, t.h.warmup, "K",
+     "epochs of linear warmup before the schedule: lr*(e+1)/(K+1)\n"
+     "in epoch e < K, then the schedule over the other epochs"), INT(0, 1000000),
+     .show_default = 1},
     {OPT("step-size", C_TRAIN, 0, OPT_INT, t.h.step_size, "S", "epochs between lr *= gamma (step)"),
      INT(1, 1000000), .show_default = 1},
     {OPT("gamma", C_TRAIN, 0, OPT_FLOAT, t.h.gamma, "G", "lr factor of the step schedule"),
@@ -172,8 +195,9 @@ static const option options[] = {
      "steps between checkpoints, OUT/checkpoint.npz (0: off)"), INT(0, BIG), .show_default = 1},
     {OPT("resume", C_TRAIN, 0, OPT_FLAG, t.resume, NULL,
      "continue from OUT/checkpoint.npz; --epochs, --lr, --momentum,\n"
-     "--weight-decay, --schedule, --step-size, --gamma, --patience and\n"
-     "--eval-every may change, the other settings and the data not"), .set = 1},
+     "--weight-decay, --beta1, --beta2, --eps, --schedule, --warmup,\n"
+     "--step-size, --gamma, --patience, --eval-every, --crop and\n"
+     "--flip may change, the other settings and the data not"), .set = 1},
     {OPT("max-steps", C_TRAIN, 0, OPT_LONG, t.max_steps, "N",
      "stop as if killed after N steps (to test --resume)"), INT(1, 2147483647LL)},
     {OPT("plain", C_TRAIN, 0, OPT_FLAG, t.progress, NULL, "no \\r progress line"), .set = 0},
@@ -188,6 +212,8 @@ static const option options[] = {
      "train: output directory [.]; predict: Y.npy or Y.csv;\ncheck: R.npz")},
     {OPT("norm", C_EVAL | C_PREDICT, 0, OPT_PATH, norm, "F|none",
      "normalization file (default: normalize.npz next to the\nweights, if any; none: off)")},
+    {OPT("eval", C_CHECK, 0, OPT_FLAG, eval_mode, NULL,
+     "inference mode: batch norm's running statistics, no\ndropout; OUT holds output and loss only"), .set = 1},
     {OPT("softmax", C_PREDICT, 0, OPT_FLAG, softmax, NULL,
      "class probabilities instead of the raw outputs"), .set = 1},
     {OPT("confusion", C_EVAL, 0, OPT_FLAG, confusion, NULL,
@@ -707,15 +733,16 @@ static int cmd_check(const cg_net *net, const opts *o)
         fail(net, &err);
         goto out;
     }
-    net->forward(s.params, s.buffers, x.data, s.ws, n, 1);
+    net->forward(s.params, s.buffers, x.data, s.ws, n, o->eval_mode ? 0 : 1);
     float loss = cg_loss(net->loss, s.ws + net->out_offset, t.data, s.ws + net->dout_offset, n,
                          net->out_size);
-    net->backward(s.params, s.grads, x.data, dx, s.ws, n);
+    if (!o->eval_mode)
+        net->backward(s.params, s.grads, x.data, dx, s.ws, n);
 
     int np = 0;
     for (int i = 0; i < net->n_tensors; i++)
         np += net->tensors[i].kind == CG_PARAM;
-    int m = 3 + np;
+    int m = o->eval_mode ? 2 : 3 + np;
     const char **keys = cg_xcalloc((size_t)m, sizeof *keys, "keys");
     char **names = cg_xcalloc((size_t)m, sizeof *names, "keys");
     cg_array *arr = cg_xcalloc((size_t)m, sizeof *arr, "arrays");
@@ -724,12 +751,14 @@ static int cmd_check(const cg_net *net, const opts *o)
                         .count = (size_t)n * net->out_size, .data = s.ws + net->out_offset};
     keys[1] = "loss";
     arr[1] = (cg_array){.dtype = CG_F4, .ndim = 0, .count = 1, .data = &loss};
-    keys[2] = "grad.input";
-    arr[2] = x;
-    arr[2].dtype = CG_F4;
-    arr[2].data = dx;
+    if (!o->eval_mode) {
+        keys[2] = "grad.input";
+        arr[2] = x;
+        arr[2].dtype = CG_F4;
+        arr[2].data = dx;
+    }
     int k = 3;
-    for (int i = 0; i < net->n_tensors; i++) {
+    for (int i = 0; i < net->n_tensors && !o->eval_mode; i++) {
         const cg_tensor *tt = &net->tensors[i];
         if (tt->kind != CG_PARAM)
             continue;

@@ -62,6 +62,93 @@ void cg_sgd_update_ref(float *p, const float *g, float *v, size_t n, float lr, f
         update1(p + i, g + i, v ? v + i : NULL, lr, mu, wd);
 }
 
+/* Adam's per-step scalars, in double as PyTorch computes them, rounded once */
+typedef struct adam_k {
+    float b1, c1, b2, c2, step_size, bc2_sqrt, eps, wd, shrink;
+} adam_k;
+
+static adam_k adam_consts(float lr, float beta1, float beta2, float eps, float wd, int decoupled,
+                          long long step)
+{
+    adam_k k;
+    const double s = (double)(step > 0 ? step : 1);
+    k.b1 = beta1;
+    k.c1 = (float)(1.0 - (double)beta1);
+    k.b2 = beta2;
+    k.c2 = (float)(1.0 - (double)beta2);
+    k.step_size = (float)((double)lr / (1.0 - pow((double)beta1, s)));
+    k.bc2_sqrt = (float)sqrt(1.0 - pow((double)beta2, s));
+    k.eps = eps;
+    k.wd = decoupled ? 0.0f : wd;                              /* Adam: L2 in the gradient */
+    k.shrink = decoupled ? (float)(1.0 - (double)lr * (double)wd) : 1.0f; /* AdamW */
+    return k;
+}
+
+/* one element: the reference order of operations (the vector kernels follow it) */
+static inline void adam1(float *p, const float *g, float *m, float *v, const adam_k *k)
+{
+    float pp = *p * k->shrink;
+    float gg = *g + k->wd * pp;
+    float mm = k->b1 * *m + k->c1 * gg;
+    float vv = k->b2 * *v + k->c2 * (gg * gg);
+    float den = sqrtf(vv) / k->bc2_sqrt + k->eps;
+    *m = mm;
+    *v = vv;
+    *p = pp - k->step_size * (mm / den);
+}
+
+static void adam_tail(float *p, const float *g, float *m, float *v, size_t n, const adam_k *k)
+{
+    for (size_t i = 0; i < n; i++)
+        adam1(p + i, g + i, m + i, v + i, k);
+}
+
+void cg_adam_update_ref(float *p, const float *g, float *m, float *v, size_t n, float lr,
+                        float beta1, float beta2, float eps, float wd, int decoupled,
+                        long long step)
+{
+    const adam_k k = adam_consts(lr, beta1, beta2, eps, wd, decoupled, step);
+    adam_tail(p, g, m, v, n, &k);
+}
+
+/* the vector kernel, written once for both widths from the intrinsics of one ISA */
+#define ADAM_KERNEL(W, T, SET1, LOAD, STORE, ADD, SUB, MUL, DIV, SQRT)                     \
+    void cg_adam_update(float *p, const float *g, float *m, float *v, size_t n, float lr,  \
+                        float beta1, float beta2, float eps, float wd, int decoupled,      \
+                        long long step)                                                    \
+    {                                                                                      \
+        const adam_k k = adam_consts(lr, beta1, beta2, eps, wd, decoupled, step);          \
+        const T shrink = SET1(k.shrink), vwd = SET1(k.wd), b1 = SET1(k.b1), c1 = SET1(k.c1), \
+                b2 = SET1(k.b2), c2 = SET1(k.c2), bc2 = SET1(k.bc2_sqrt), ve = SET1(k.eps),  \
+                ss = SET1(k.step_size);                                                    \
+        size_t i = 0;                                                                      \
+        for (; i + (W) <= n; i += (W)) {                                                   \
+            T pp = MUL(LOAD(p + i), shrink);                                               \
+            T gg = ADD(LOAD(g + i), MUL(vwd, pp));                                         \
+            T mm = ADD(MUL(b1, LOAD(m + i)), MUL(c1, gg));                                 \
+            T vv = ADD(MUL(b2, LOAD(v + i)), MUL(c2, MUL(gg, gg)));                        \
+            T den = ADD(DIV(SQRT(vv), bc2), ve);                                           \
+            STORE(m + i, mm);                                                              \
+            STORE(v + i, vv);                                                              \
+            STORE(p + i, SUB(pp, MUL(ss, DIV(mm, den))));                                  \
+        }                                                                                  \
+        adam_tail(p + i, g + i, m + i, v + i, n - i, &k);                                  \
+    }
+
+#if defined(__AVX512F__)
+ADAM_KERNEL(16, __m512, _mm512_set1_ps, _mm512_loadu_ps, _mm512_storeu_ps, _mm512_add_ps,
+            _mm512_sub_ps, _mm512_mul_ps, _mm512_div_ps, _mm512_sqrt_ps)
+#elif defined(__AVX2__)
+ADAM_KERNEL(8, __m256, _mm256_set1_ps, _mm256_loadu_ps, _mm256_storeu_ps, _mm256_add_ps,
+            _mm256_sub_ps, _mm256_mul_ps, _mm256_div_ps, _mm256_sqrt_ps)
+#else
+void cg_adam_update(float *p, const float *g, float *m, float *v, size_t n, float lr,
+                    float beta1, float beta2, float eps, float wd, int decoupled, long long step)
+{
+    cg_adam_update_ref(p, g, m, v, n, lr, beta1, beta2, eps, wd, decoupled, step);
+}
+#endif
+
 #if defined(__AVX512F__)
 const char *cg_sgd_kernel_name(void) { return "avx512"; }
 void cg_sgd_update(float *p, const float *g, float *v, size_t n, float lr, float mu, float wd)
@@ -149,4 +236,14 @@ float cg_lr_at(int schedule, float lr, int epoch, int epochs, int step_size, flo
     default:
         return lr;
     }
+}
+
+float cg_lr_warmup_at(int warmup, int schedule, float lr, int epoch, int epochs, int step_size,
+                      float gamma)
+{
+    if (warmup <= 0)
+        return cg_lr_at(schedule, lr, epoch, epochs, step_size, gamma);
+    if (epoch < warmup)
+        return (float)((double)lr * (double)(epoch + 1) / (double)(warmup + 1));
+    return cg_lr_at(schedule, lr, epoch - warmup, epochs - warmup, step_size, gamma);
 }

@@ -34,6 +34,22 @@ void cg_sgd_update_ref(float *p, const float *g, float *v, size_t n, float lr, f
 /* "avx512", "avx2" or "scalar": what cg_sgd_update was compiled to. */
 const char *cg_sgd_kernel_name(void);
 
+/* One step of torch.optim.Adam (decoupled = 0) or torch.optim.AdamW (decoupled = 1) over n
+ * floats, `step` the 1-based count of this update (PyTorch's state['step'] after its +1):
+ *   Adam:  g' = g + wd*p                 AdamW: p = p * (1 - lr*wd); g' = g
+ *   m = b1*m + (1-b1)*g';  v = b2*v + (1-b2)*g'*g'
+ *   p = p - (lr / (1 - b1^step)) * (m / (sqrt(v) / sqrt(1 - b2^step) + eps))
+ * The scalars (1-b1, 1-b2, lr/(1-b1^step), sqrt(1-b2^step), 1-lr*wd) are computed in double
+ * and rounded to float once, as PyTorch's Python scalars are. cg_adam_update is AVX-512, AVX2
+ * or scalar (as cg_sgd_update); cg_adam_update_ref is the scalar reference; both use
+ * separate roundings in the same order (no FMA; sqrt and divide are exact-rounded), so they
+ * agree bitwise. m and v start at zero. */
+void cg_adam_update(float *p, const float *g, float *m, float *v, size_t n, float lr,
+                    float beta1, float beta2, float eps, float wd, int decoupled, long long step);
+void cg_adam_update_ref(float *p, const float *g, float *m, float *v, size_t n, float lr,
+                        float beta1, float beta2, float eps, float wd, int decoupled,
+                        long long step);
+
 /* y[i] *= a (used to scale a loss gradient chunk in full-batch mode). Vectorized. */
 void cg_scale(float *y, size_t n, float a);
 
@@ -41,6 +57,14 @@ void cg_scale(float *y, size_t n, float a);
  * constant: lr; step (StepLR): lr * gamma^floor(e / step_size);
  * cosine (CosineAnnealingLR, eta_min 0, T_max = epochs): lr * (1 + cos(pi e / T_max)) / 2. */
 float cg_lr_at(int schedule, float lr, int epoch, int epochs, int step_size, float gamma);
+
+/* The same after `warmup` epochs of linear warmup (warmup 0: cg_lr_at):
+ *   e < warmup:  lr * (e + 1) / (warmup + 1)
+ *   e >= warmup: cg_lr_at(schedule, lr, e - warmup, epochs - warmup, step_size, gamma)
+ * i.e. PyTorch's SequentialLR([LinearLR(start_factor=1/(warmup+1), end_factor=1,
+ * total_iters=warmup), the schedule over epochs - warmup], milestones=[warmup]). */
+float cg_lr_warmup_at(int warmup, int schedule, float lr, int epoch, int epochs, int step_size,
+                      float gamma);
 
 #ifdef __cplusplus
 }

@@ -20,6 +20,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "augment.h"
 #include "comm.h"
 #include "npy.h"
 #include "sgd.h"
@@ -41,7 +42,9 @@ void cg_train_opts_init(cg_train_opts *o, const cg_net *net)
         cg_train_defaults d = {.batch = net->batch, .epochs = 10, .lr = 0.01f, .momentum = 0.0f,
                                .mode = CG_MODE_MINIBATCH, .order = CG_ORDER_SHUFFLE,
                                .schedule = CG_SCHED_CONSTANT, .step_size = 10, .gamma = 0.1f,
-                               .patience = 5, .eval_every = 0, .val = -1};
+                               .patience = 5, .eval_every = 0, .val = -1,
+                               .optimizer = CG_OPT_SGD, .beta1 = 0.9f, .beta2 = 0.999f,
+                               .eps = 1e-8f};
         o->h = d;
     }
     if (o->h.batch <= 0 || o->h.batch > net->batch)
@@ -101,14 +104,16 @@ void cg_evaluate_confusion(const cg_net *net, const float *params, float *buffer
 
 /* ---- the run's state ---- */
 enum { POS_EPOCH, POS_K, POS_GSTEP, POS_BEST_STEP, POS_BAD, POS_LOG_BYTES, POS_LAST_EVAL,
-       POS_EP_N, POS_WIN_N, POS_HAS_BEST, POS_EVALS, POS_COUNT };
+       POS_EP_N, POS_WIN_N, POS_HAS_BEST, POS_EVALS, POS_OPT_STEP, POS_COUNT };
+/* POS_OPT_STEP: optimizer updates made (Adam's step count; skipped steps do not count) */
 /* ACC_BEST_LOSS holds the monitored objective at the best point (loss or 0-1 error),
  * ACC_BEST_VLOSS the validation loss there (for the curve) */
 enum { ACC_EP_SUM, ACC_WIN_SUM, ACC_BEST_LOSS, ACC_ELAPSED, ACC_BEST_EPOCH, ACC_BEST_ACC,
        ACC_BEST_VLOSS, ACC_COUNT };
 enum { CFG_NPARAMS, CFG_NBUF, CFG_NTRAIN, CFG_NVAL, CFG_BATCH, CFG_MODE, CFG_ORDER, CFG_EPOCHS,
        CFG_LR, CFG_MOM, CFG_WD, CFG_SCHED, CFG_STEPSIZE, CFG_GAMMA, CFG_PATIENCE, CFG_EVALEVERY,
-       CFG_SEED, CFG_NORM, CFG_HASH, CFG_MONITOR, CFG_DATA, CFG_COUNT };
+       CFG_SEED, CFG_NORM, CFG_HASH, CFG_MONITOR, CFG_DATA, CFG_OPTIMIZER, CFG_BETA1, CFG_BETA2,
+       CFG_EPS, CFG_WARMUP, CFG_CROP, CFG_FLIP, CFG_COUNT };
 
 typedef struct run {
     const cg_net *net;
@@ -119,6 +124,9 @@ typedef struct run {
     /* the state a step reads and writes; checkpointed (with pos, acc and cfg) */
     float *params, *grads, *buffers, *ws, *vel, *best_p, *best_b;
     float *xb, *tb;
+    float *vsq;         /* Adam's second moment [n_params] (vel holds the first); NULL for SGD */
+    float *aug_scratch; /* one sample, for train.augment */
+    cg_rng aug_rng;     /* this step's augmentation draws (cg_augment_seed: not checkpointed) */
     int64_t *yb;
     size_t *perm, *draw;
     cg_rng rng;
@@ -208,6 +216,13 @@ static void make_config(run *r, int with_data)
     c[CFG_HASH] = (double)(fnv1a(r->net->spec_hash) >> 12);
     c[CFG_MONITOR] = h->monitor;
     c[CFG_DATA] = with_data ? data_hash(r) : 0;
+    c[CFG_OPTIMIZER] = h->optimizer;
+    c[CFG_BETA1] = h->optimizer == CG_OPT_SGD ? 0 : h->beta1;
+    c[CFG_BETA2] = h->optimizer == CG_OPT_SGD ? 0 : h->beta2;
+    c[CFG_EPS] = h->optimizer == CG_OPT_SGD ? 0 : h->eps;
+    c[CFG_WARMUP] = h->warmup;
+    c[CFG_CROP] = h->aug_crop;
+    c[CFG_FLIP] = h->aug_flip;
 }
 
 /* What --resume may change. A resumable setting applies from the checkpoint's step on (the
@@ -232,6 +247,13 @@ static const struct cfg_item {
     [CFG_SEED] = {"--seed", CFG_OPTION, "the initial weights and the sample order come from it"},
     [CFG_NORM] = {"--normalize", CFG_OPTION, "the inputs were standardized with it"},
     [CFG_MONITOR] = {"--monitor", CFG_OPTION, "the best point so far was chosen by it"},
+    [CFG_OPTIMIZER] = {"--optimizer", CFG_OPTION, "the optimizer's state belongs to it"},
+    [CFG_BETA1] = {"--beta1", CFG_RESUMABLE, NULL},
+    [CFG_BETA2] = {"--beta2", CFG_RESUMABLE, NULL},
+    [CFG_EPS] = {"--eps", CFG_RESUMABLE, NULL},
+    [CFG_WARMUP] = {"--warmup", CFG_RESUMABLE, NULL},
+    [CFG_CROP] = {"--crop", CFG_RESUMABLE, NULL},
+    [CFG_FLIP] = {"--flip", CFG_RESUMABLE, NULL},
     [CFG_EPOCHS] = {"--epochs", CFG_RESUMABLE, NULL},
     [CFG_LR] = {"--lr", CFG_RESUMABLE, NULL},
     [CFG_MOM] = {"--momentum", CFG_RESUMABLE, NULL},
@@ -247,6 +269,7 @@ static const char *const mode_names[] = {"minibatch", "sgd", "full"};
 static const char *const order_names[] = {"shuffle", "random"};
 static const char *const sched_names[] = {"constant", "step", "cosine"};
 static const char *const monitor_names[] = {"loss", "error"};
+static const char *const optimizer_names[] = {"sgd", "adam", "adamw"};
 
 static const char *cfg_value(int i, double v, char *buf, size_t cap)
 {
@@ -259,7 +282,9 @@ static const char *cfg_value(int i, double v, char *buf, size_t cap)
         return sched_names[k];
     if (i == CFG_MONITOR && k >= 0 && k < 2)
         return monitor_names[k];
-    if (i == CFG_NORM && (k == 0 || k == 1))
+    if (i == CFG_OPTIMIZER && k >= 0 && k < 3)
+        return optimizer_names[k];
+    if ((i == CFG_NORM || i == CFG_FLIP) && (k == 0 || k == 1))
         return k ? "on" : "off";
     snprintf(buf, cap, "%g", v);
     return buf;
@@ -322,6 +347,8 @@ static int checkpoint_write(run *r, cg_err *err)
     keys[k] = "params", a[k++] = arr_f4(r->params, r->net->n_params);
     keys[k] = "buffers", a[k++] = arr_f4(r->buffers, r->net->n_buffers);
     keys[k] = "velocity", a[k++] = arr_f4(r->vel, r->net->n_params);
+    if (r->vsq)
+        keys[k] = "second_moment", a[k++] = arr_f4(r->vsq, r->net->n_params);
     keys[k] = "best_params", a[k++] = arr_f4(r->best_p, r->net->n_params);
     keys[k] = "best_buffers", a[k++] = arr_f4(r->best_b, r->net->n_buffers);
     keys[k] = "rng", a[k++] = (cg_array){.dtype = CG_I8, .ndim = 1, .shape = {4}, .count = 4,
@@ -359,7 +386,7 @@ static int checkpoint_read(run *r, cg_err *err)
                        r->p_ckpt);
     if (cg_npz_read(r->p_ckpt, &z, err) != 0)
         return -1;
-    const cg_array *a[10] = {0};
+    const cg_array *a[11] = {0};
     const size_t np = r->net->n_params, nb = r->net->n_buffers;
     int rc = -1;
     if (ck_get(&z, r->p_ckpt, "config", CG_F8, CFG_COUNT, &a[9], err) != 0)
@@ -374,7 +401,8 @@ static int checkpoint_read(run *r, cg_err *err)
         ck_get(&z, r->p_ckpt, "rng", CG_I8, 4, &a[5], err) ||
         ck_get(&z, r->p_ckpt, "perm", CG_I8, r->tr.n, &a[6], err) ||
         ck_get(&z, r->p_ckpt, "pos", CG_I8, POS_COUNT, &a[7], err) ||
-        ck_get(&z, r->p_ckpt, "acc", CG_F8, ACC_COUNT, &a[8], err))
+        ck_get(&z, r->p_ckpt, "acc", CG_F8, ACC_COUNT, &a[8], err) ||
+        (r->vsq && ck_get(&z, r->p_ckpt, "second_moment", CG_F4, np, &a[10], err)))
         goto out;
     const int64_t *perm = a[6]->data, *pos = a[7]->data;
     const long long need = (long long)pos[POS_EPOCH] + (pos[POS_K] > 0); /* epochs begun */
@@ -398,6 +426,8 @@ static int checkpoint_read(run *r, cg_err *err)
     memcpy(r->params, a[0]->data, np * sizeof(float));
     memcpy(r->buffers, a[1]->data, nb * sizeof(float));
     memcpy(r->vel, a[2]->data, np * sizeof(float));
+    if (r->vsq)
+        memcpy(r->vsq, a[10]->data, np * sizeof(float));
     memcpy(r->best_p, a[3]->data, np * sizeof(float));
     memcpy(r->best_b, a[4]->data, nb * sizeof(float));
     memcpy(r->rng.s, a[5]->data, sizeof r->rng.s);
@@ -601,6 +631,8 @@ static void run_free(run *r)
     free(r->buffers);
     free(r->ws);
     free(r->vel);
+    free(r->vsq);
+    free(r->aug_scratch);
     free(r->best_p);
     free(r->best_b);
     free(r->xb);
@@ -616,13 +648,32 @@ static void run_free(run *r)
     cg_dataset_free(&r->test_all);
 }
 
+/* The `training` argument of a training forward: nonzero, a hash of the seed, the step
+ * and the chunk of the step, so that dropout draws new masks every step and the same
+ * ones after --resume (splitmix64's finalizer). */
+static int step_seed(const run *r, size_t start)
+{
+    uint64_t z = ((uint64_t)(uint32_t)r->h.seed << 32) ^ (uint64_t)r->pos[POS_GSTEP] * 0x9E3779B97F4A7C15ull ^
+                 (uint64_t)start * 0xD1B54A32D192ED03ull;
+    z ^= z >> 30;
+    z *= 0xBF58476D1CE4E5B9ull;
+    z ^= z >> 27;
+    z *= 0x94D049BB133111EBull;
+    z ^= z >> 31;
+    int s = (int)(z & 0x7fffffff);
+    return s ? s : 1;
+}
+
 /* One optimizer step over samples idx[0..n) of the training set (n <= net->batch); returns
  * the mean loss. */
 static double forward_backward(run *r, const size_t *idx, size_t start, int n, float dscale)
 {
     const cg_net *net = r->net;
     cg_dataset_gather(&r->tr, idx, start, n, r->xb, r->yb, r->tb, net->out_size);
-    net->forward(r->params, r->buffers, r->xb, r->ws, n, 1);
+    if (r->h.aug_crop > 0 || r->h.aug_flip)
+        cg_augment_batch(r->xb, r->aug_scratch, n, net->in_shape[0], net->in_shape[1],
+                         net->in_shape[2], r->h.aug_crop, r->h.aug_flip, &r->aug_rng);
+    net->forward(r->params, r->buffers, r->xb, r->ws, n, step_seed(r, start));
     r->last_n = n;
     const void *target = net->loss == CG_LOSS_SOFTMAX_CE ? (const void *)r->yb : r->tb;
     float l = cg_loss(net->loss, r->ws + net->out_offset, target, r->ws + net->dout_offset, n,
@@ -633,6 +684,18 @@ static double forward_backward(run *r, const size_t *idx, size_t start, int n, f
     return (double)l;
 }
 
+/* ranks: the augmentation draws of the n samples of the step before this rank's shard,
+ * skipped, so that every sample is cropped and flipped as in one process */
+static void aug_skip(run *r, size_t n)
+{
+    if (!(r->h.aug_crop > 0 || r->h.aug_flip))
+        return;
+    for (size_t i = 0; i < n; i++) {
+        int oy, ox, fl;
+        cg_augment_draw(&r->aug_rng, r->h.aug_crop, r->h.aug_flip, &oy, &ox, &fl);
+    }
+}
+
 /* Returns the samples used (0 if the step was skipped), the loss sum in *lsum. */
 static size_t train_step(run *r, float lr, double *lsum)
 {
@@ -641,6 +704,7 @@ static size_t train_step(run *r, float lr, double *lsum)
     const long long k = r->pos[POS_K];
     const int S = r->comm->size;
     memset(r->grads, 0, (net->n_params + 1) * sizeof(float));
+    cg_augment_seed(&r->aug_rng, r->h.seed, r->pos[POS_GSTEP]);
     size_t used = 0;
     double sum = 0.0;
     if (r->h.mode == CG_MODE_FULL) {
@@ -650,7 +714,9 @@ static size_t train_step(run *r, float lr, double *lsum)
         cg_comm_shard(chunks, r->comm->rank, S, &c0, &c1);
         for (size_t c = 0; c < c1; c++) {
             size_t m = N / chunks + (c < N % chunks);
-            if (c >= c0) {
+            if (c < c0)
+                aug_skip(r, m);
+            else {
                 double l = forward_backward(r, NULL, start, (int)m, (float)((double)m / (double)N));
                 sum += l * (double)m;
             }
@@ -672,6 +738,7 @@ static size_t train_step(run *r, float lr, double *lsum)
         /* ranks: this rank's shard of the global batch, its loss weighted by its share */
         size_t lo = 0, hi = m;
         cg_comm_shard(m, r->comm->rank, S, &lo, &hi);
+        aug_skip(r, lo);
         if (hi > lo)
             sum = forward_backward(r, idx, start + lo, (int)(hi - lo),
                                    S > 1 ? (float)((double)(hi - lo) / (double)m) : 1.0f) *
@@ -688,8 +755,15 @@ static size_t train_step(run *r, float lr, double *lsum)
         r->diverged = 1; /* no update: the weights stay those of the last good step */
         return used;
     }
-    cg_sgd_update(r->params, r->grads, r->vel, net->n_params, lr, r->h.momentum,
-                  r->h.weight_decay);
+    const cg_train_defaults *h = &r->h;
+    r->pos[POS_OPT_STEP]++;
+    if (h->optimizer == CG_OPT_SGD)
+        cg_sgd_update(r->params, r->grads, r->vel, net->n_params, lr, h->momentum,
+                      h->weight_decay);
+    else
+        cg_adam_update(r->params, r->grads, r->vel, r->vsq, net->n_params, lr, h->beta1,
+                       h->beta2, h->eps, h->weight_decay, h->optimizer == CG_OPT_ADAMW,
+                       (long long)r->pos[POS_OPT_STEP]);
     return used;
 }
 
@@ -777,6 +851,17 @@ static int setup_settings(run *r, cg_err *err)
         return cg_fail(err, "epochs, lr, momentum and weight decay must be non-negative");
     if (h->schedule == CG_SCHED_STEP && h->step_size <= 0)
         return cg_fail(err, "the step schedule needs step_size >= 1");
+    if (h->optimizer < CG_OPT_SGD || h->optimizer > CG_OPT_ADAMW)
+        return cg_fail(err, "invalid optimizer");
+    if (h->optimizer != CG_OPT_SGD &&
+        !(h->beta1 >= 0 && h->beta1 < 1 && h->beta2 >= 0 && h->beta2 < 1 && h->eps >= 0))
+        return cg_fail(err, "Adam needs betas in [0, 1) and eps >= 0");
+    if (h->warmup < 0 || h->aug_crop < 0)
+        return cg_fail(err, "warmup and crop must be non-negative");
+    if ((h->aug_crop > 0 || h->aug_flip) && net->in_ndim != 3)
+        return cg_fail(err, "augmentation (crop, flip) needs [C, H, W] inputs; network '%s' "
+                            "takes %s inputs", net->name,
+                       net->in_ndim == 2 ? "1-D [C, L]" : "flat [N]");
     r->min_batch = cg_min_train_batch(net);
     if (h->mode != CG_MODE_FULL && h->batch < r->min_batch)
         return cg_fail(err, "network '%s' has a batch norm over one value per channel, which "
@@ -887,7 +972,15 @@ static int setup_state(run *r, cg_err *err)
     if (!r->params || !r->grads || !r->vel || !r->best_p || !r->buffers || !r->best_b || !r->ws ||
         !r->xb || !r->yb || !r->tb || !r->perm || !r->draw)
         return -1;
+    if (h->optimizer != CG_OPT_SGD &&
+        !(r->vsq = cg_try_alloc(np, sizeof(float), "Adam second moment", err)))
+        return -1;
+    if ((h->aug_crop > 0 || h->aug_flip) &&
+        !(r->aug_scratch = cg_try_alloc(net->in_size, sizeof(float), "augmentation", err)))
+        return -1;
     memset(r->vel, 0, np * sizeof(float));
+    if (r->vsq)
+        memset(r->vsq, 0, np * sizeof(float));
     memset(r->ws, 0, net->workspace * sizeof(float));
     memset(r->yb, 0, B * sizeof(int64_t));
     memset(r->tb, 0, B * net->out_size * sizeof(float));
@@ -929,13 +1022,25 @@ static int setup_state(run *r, cg_err *err)
         }
     }
 
+    char optim[160], warm[48] = "", aug[48] = "";
+    if (h->optimizer == CG_OPT_SGD)
+        snprintf(optim, sizeof optim, "momentum %g, weight decay %g", h->momentum,
+                 h->weight_decay);
+    else
+        snprintf(optim, sizeof optim, "%s betas (%g, %g), eps %g, weight decay %g%s",
+                 optimizer_names[h->optimizer], h->beta1, h->beta2, h->eps, h->weight_decay,
+                 h->momentum != 0.0f ? " (momentum unused)" : "");
+    if (h->warmup)
+        snprintf(warm, sizeof warm, ", %d warmup epochs", h->warmup);
+    if (h->aug_crop || h->aug_flip)
+        snprintf(aug, sizeof aug, ", augment:%s%.0d%s", h->aug_crop ? " crop " : "",
+                 h->aug_crop, h->aug_flip ? " flip" : "");
     say(o, "%s: %zu training samples, %zu validation, %zu test; mode %s (batch %d), order %s, "
-           "%d epochs of %lld steps; lr %g (%s), momentum %g, weight decay %g; patience %d, "
-           "seed %d%s; sgd kernel %s\n",
+           "%d epochs of %lld steps; lr %g (%s%s), %s; patience %d, seed %d%s%s; sgd kernel %s\n",
         net->name, N, r->val.n, r->test.n, mode_names[h->mode],
         h->mode == CG_MODE_FULL ? net->batch : h->batch, order_names[h->order], h->epochs,
-        r->spe, h->lr, sched_names[h->schedule], h->momentum, h->weight_decay, h->patience,
-        h->seed, h->normalize ? ", normalized inputs" : "", cg_sgd_kernel_name());
+        r->spe, h->lr, sched_names[h->schedule], warm, optim, h->patience, h->seed,
+        h->normalize ? ", normalized inputs" : "", aug, cg_sgd_kernel_name());
     if (r->comm->size > 1)
         say(o, "%s: data-parallel over %d ranks (%s): each takes 1/%d of every batch; batch-norm "
                "statistics per rank\n", net->name, r->comm->size, r->comm->name, r->comm->size);
@@ -1062,7 +1167,8 @@ static int step(run *r, cg_err *err)
     const cg_train_defaults *h = &r->h;
     const size_t N = r->tr.n;
     const int ep = (int)r->pos[POS_EPOCH];
-    const float lr = cg_lr_at(h->schedule, h->lr, ep, h->epochs, h->step_size, h->gamma);
+    const float lr = cg_lr_warmup_at(h->warmup, h->schedule, h->lr, ep, h->epochs, h->step_size,
+                                     h->gamma);
     if (r->pos[POS_K] == 0 && h->order == CG_ORDER_SHUFFLE && h->mode != CG_MODE_FULL) {
         for (size_t i = N; i > 1; i--) { /* Fisher-Yates */
             size_t j = (size_t)cg_rng_below(&r->rng, i);

@@ -87,10 +87,40 @@ static const cg_tensor *find_tensor(const cg_net *net, int layer, const char *su
 
 static int is_kind(const cg_layer *L, const char *k) { return strcmp(L->kind, k) == 0; }
 static int is_conv(const cg_layer *L) { return is_kind(L, "conv1d") || is_kind(L, "conv2d"); }
-static int is_pool(const cg_layer *L) { return strstr(L->kind, "pool") != NULL; }
+static int is_pool(const cg_layer *L)
+{
+    return strstr(L->kind, "pool") != NULL && !is_kind(L, "global_avgpool");
+}
 static int is_act(const cg_layer *L)
 {
     return is_kind(L, "relu") || is_kind(L, "leaky_relu") || is_kind(L, "sigmoid") || is_kind(L, "tanh");
+}
+
+/* the layer whose output input j of L reads (-1: the network's input); a chain when the
+ * descriptor has no inputs */
+static int input_of(const cg_layer *L, int li, int j)
+{
+    return L->inputs ? L->inputs[j] : li - 1;
+}
+static int n_inputs_of(const cg_layer *L) { return L->inputs ? L->n_inputs : 1; }
+
+/* dropout's mask, from its definition (compiler/lua/layers/graph.lua): a 32-bit hash of
+ * the forward's `training` seed, the layer, the sample and the element */
+static uint32_t mix32(uint32_t h)
+{
+    h ^= h >> 16;
+    h *= 0x7feb352du;
+    h ^= h >> 15;
+    h *= 0x846ca68bu;
+    h ^= h >> 16;
+    return h;
+}
+static double dropout_mask(int seed, int li, size_t sample, size_t size, size_t i, double p)
+{
+    uint32_t s = mix32((uint32_t)seed ^ (uint32_t)(li + 1) * 0x85ebca6bu);
+    uint32_t h = mix32((uint32_t)(sample * size + i) * 0x9e3779b1u ^ s);
+    uint32_t keep = (uint32_t)floor(p * 16777216.0 + 0.5);
+    return (h >> 8) >= keep ? 1.0 / (1.0 - p) : 0.0;
 }
 
 static int has_bn(const cg_net *net)
@@ -320,9 +350,10 @@ static void fill_nan(float *p, size_t n)
 
 /* Reference output of layer li for input xin into st->yref. bufs: the running buffers
  * before the forward; BN training writes the expected new running stats into rm/rv. */
-static void reference(const state *st, int li, const float *bufs, const float *xin, int training,
+static void reference(const state *st, int li, const float *bufs, const float *const *xins, int training,
                       double *rm_new, double *rv_new)
 {
+    const float *xin = xins[0];
     const cg_net *net = st->net;
     const cg_layer *L = &net->layers[li];
     const float *P = st->params;
@@ -343,6 +374,33 @@ static void reference(const state *st, int li, const float *bufs, const float *x
         const cg_tensor *nbt = find_tensor(net, li, "num_batches_tracked");
         naive_bn(L, P + w->offset, P + b->offset, bufs + rm->offset, bufs + rv->offset, bufs[nbt->offset], xin,
                  st->yref, st->n, training, rm_new, rv_new);
+    } else if (is_kind(L, "add")) {
+        for (size_t j = 0; j < tot; j++) {
+            double a = 0;
+            for (int k = 0; k < L->n_inputs; k++) a += xins[k][j];
+            st->yref[j] = a;
+        }
+    } else if (is_kind(L, "concat")) {
+        /* sample s of the output: the inputs' sample s one after another */
+        size_t off = 0;
+        for (int k = 0; k < L->n_inputs; k++) {
+            size_t sz = L->inputs[k] < 0 ? net->in_size : net->layers[L->inputs[k]].out_size;
+            for (int s = 0; s < st->n; s++)
+                for (size_t j = 0; j < sz; j++) st->yref[(size_t)s * L->out_size + off + j] = xins[k][(size_t)s * sz + j];
+            off += sz;
+        }
+    } else if (is_kind(L, "global_avgpool")) {
+        size_t C = (size_t)L->in_shape[0], S = L->in_size / C;
+        for (size_t r = 0; r < (size_t)st->n * C; r++) {
+            double a = 0;
+            for (size_t j = 0; j < S; j++) a += xin[r * S + j];
+            st->yref[r] = a / (double)S;
+        }
+    } else if (is_kind(L, "dropout")) {
+        for (size_t j = 0; j < tot; j++)
+            st->yref[j] = training ? xin[j] * dropout_mask(training, li, j / L->out_size, L->out_size,
+                                                            j % L->out_size, L->p)
+                                   : xin[j];
     } else {
         ck_abort_msg("%s: layer %d: no reference for kind %s", net->name, li, L->kind);
     }
@@ -391,13 +449,19 @@ static void check_forward_pass(state *st, int training, const float *bufs_before
     const cg_net *net = st->net;
     double rm_new[4096], rv_new[4096];
     if (inject) st->ws[net->layers[0].act_offset] += 1e-3f;
-    float *in_rows = NULL, *out_rows = NULL;
+    float *in_rows[16] = {NULL}, *out_rows = NULL;
     for (int li = 0; li < net->n_layers; li++) {
         const cg_layer *L = &net->layers[li];
-        const float *xin = li == 0 ? st->x : act_rows(st, &net->layers[li - 1], &in_rows);
+        const float *xins[16];
+        ck_assert_int_le(n_inputs_of(L), 16);
+        for (int k = 0; k < n_inputs_of(L); k++) {
+            int q = input_of(L, li, k);
+            ck_assert_int_lt(q, li);
+            xins[k] = q < 0 ? st->x : act_rows(st, &net->layers[q], &in_rows[k]);
+        }
         const float *got = act_rows(st, L, &out_rows);
         ck_assert_int_le(L->in_shape[0], 4096);
-        reference(st, li, bufs_before, xin, training, rm_new, rv_new);
+        reference(st, li, bufs_before, xins, training, rm_new, rv_new);
         size_t tot = (size_t)st->n * L->out_size;
         double mx = 0;
         for (size_t j = 0; j < tot; j++) mx = fmax(mx, fabs(st->yref[j]));
@@ -426,7 +490,7 @@ static void check_forward_pass(state *st, int training, const float *bufs_before
                       st->buffers[nbt->offset], bufs_before[nbt->offset] + 1.0f);
         }
     }
-    free(in_rows);
+    for (int k = 0; k < 16; k++) free(in_rows[k]);
     free(out_rows);
 }
 
@@ -649,7 +713,8 @@ END_TEST
 START_TEST(test_coverage)
 {
     static const char *const kinds[] = {"conv1d", "conv2d", "maxpool1d", "maxpool2d", "avgpool1d", "avgpool2d",
-                                        "dense", "flatten", "relu", "leaky_relu", "sigmoid", "tanh", "batchnorm"};
+                                        "dense", "flatten", "relu", "leaky_relu", "sigmoid", "tanh", "batchnorm",
+                                        "add", "concat", "global_avgpool", "dropout"};
     enum { NK = sizeof kinds / sizeof kinds[0] };
     int seen[NK][2] = {{0}}; /* [kind][unrolled] */
     int seen_lanes[NK] = {0};

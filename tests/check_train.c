@@ -1,5 +1,6 @@
 /* Check suite for the trainer (runtime/train.c, sgd.c, data.c formats, cg_main train/eval/
- * predict): SGD kernels against the scalar reference, schedules, every mode and order
+ * predict): SGD and Adam kernels against the scalar reference, schedules and warmup, the
+ * augmentation against a naive pad-crop-flip, every mode and order
  * converging on least squares with a known solution, --mode full against the analytic
  * gradient-descent step, batch-norm running averages against PyTorch's formula, early
  * stopping restoring the best parameters, kill-and-resume equality (in-process step limit
@@ -18,6 +19,7 @@
 #include <unistd.h>
 #include <zlib.h>
 
+#include "augment.h"
 #include "cnngen.h"
 #include "data.h"
 #include "npy.h"
@@ -218,6 +220,150 @@ START_TEST(test_sgd_kernel_matches_reference)
     cg_scale(y, 19, 0.5f);
     for (int i = 0; i < 19; i++)
         ck_assert_float_eq(y[i], 0.5f * (float)i);
+}
+END_TEST
+
+/* Adam and AdamW: the vector kernel bitwise equal to the scalar reference (a length that
+ * leaves a tail), the reference against torch.optim's formulas in double */
+START_TEST(test_adam_kernel_matches_reference)
+{
+    enum { N = 1037 };
+    static float p1[N], p2[N], g[N], m1[N], m2[N], v1[N], v2[N];
+    for (int decoupled = 0; decoupled < 2; decoupled++) {
+        cg_rng r;
+        cg_rng_seed(&r, 12);
+        for (int i = 0; i < N; i++) {
+            p1[i] = p2[i] = 2 * cg_rng_uniform(&r) - 1;
+            m1[i] = m2[i] = v1[i] = v2[i] = 0;
+        }
+        for (int step = 1; step <= 6; step++) {
+            for (int i = 0; i < N; i++)
+                g[i] = 2 * cg_rng_uniform(&r) - 1;
+            cg_adam_update(p1, g, m1, v1, N, 0.01f, 0.9f, 0.999f, 1e-8f, 0.05f, decoupled, step);
+            cg_adam_update_ref(p2, g, m2, v2, N, 0.01f, 0.9f, 0.999f, 1e-8f, 0.05f, decoupled, step);
+        }
+        ck_assert_msg(memcmp(p1, p2, sizeof p1) == 0 && memcmp(m1, m2, sizeof m1) == 0 &&
+                          memcmp(v1, v2, sizeof v1) == 0,
+                      "%s Adam kernel (decoupled %d) differs from the scalar reference",
+                      cg_sgd_kernel_name(), decoupled);
+        /* three steps of one element against torch.optim.Adam / AdamW in double */
+        const double lr = 0.02, b1 = 0.8, b2 = 0.99, eps = 1e-3, wd = 0.1;
+        const double gs[3] = {0.3, -0.7, 0.2};
+        double pd = 0.5, md = 0, vd = 0;
+        float p = 0.5f, m = 0, v = 0;
+        for (int t = 1; t <= 3; t++) {
+            float gf = (float)gs[t - 1];
+            cg_adam_update_ref(&p, &gf, &m, &v, 1, (float)lr, (float)b1, (float)b2, (float)eps,
+                               (float)wd, decoupled, t);
+            double gg = gs[t - 1];
+            if (decoupled)
+                pd *= 1 - lr * wd;
+            else
+                gg += wd * pd;
+            md = b1 * md + (1 - b1) * gg;
+            vd = b2 * vd + (1 - b2) * gg * gg;
+            pd -= lr / (1 - pow(b1, t)) * md / (sqrt(vd) / sqrt(1 - pow(b2, t)) + eps);
+            ck_assert_double_eq_tol(m, md, 1e-6);
+            ck_assert_double_eq_tol(v, vd, 1e-6);
+            ck_assert_double_eq_tol(p, pd, 1e-6);
+        }
+    }
+}
+END_TEST
+
+/* linear warmup: lr (e+1)/(K+1) for e < K, then the schedule over the remaining epochs */
+START_TEST(test_lr_warmup)
+{
+    for (int e = 0; e < 12; e++) {
+        ck_assert_float_eq(cg_lr_warmup_at(0, CG_SCHED_COSINE, 0.1f, e, 12, 3, 0.5f),
+                           cg_lr_at(CG_SCHED_COSINE, 0.1f, e, 12, 3, 0.5f));
+        double want = e < 3 ? 0.1 * (e + 1) / 4.0 : 0.05 * (1 + cos(3.14159265358979323846 * (e - 3) / 9));
+        ck_assert_double_eq_tol(cg_lr_warmup_at(3, CG_SCHED_COSINE, 0.1f, e, 12, 3, 0.5f), want, 1e-8);
+        want = e < 2 ? 0.1 * (e + 1) / 3.0 : 0.1 * pow(0.5, (e - 2) / 3);
+        ck_assert_double_eq_tol(cg_lr_warmup_at(2, CG_SCHED_STEP, 0.1f, e, 12, 3, 0.5f), want, 1e-8);
+        want = e < 5 ? 0.1 * (e + 1) / 6.0 : 0.1;
+        ck_assert_double_eq_tol(cg_lr_warmup_at(5, CG_SCHED_CONSTANT, 0.1f, e, 12, 3, 0.5f), want, 1e-8);
+    }
+}
+END_TEST
+
+/* the naive definition: pad by p with zeros, take the H x W window at (oy, ox), mirror it */
+static void augment_naive(const float *x, float *y, int C, int H, int W, int p, int oy, int ox,
+                          int fl)
+{
+    const int Hp = H + 2 * p, Wp = W + 2 * p;
+    float *pad = calloc((size_t)(C * Hp * Wp), sizeof(float));
+    float *win = calloc((size_t)(C * H * W), sizeof(float));
+    for (int c = 0; c < C; c++)
+        for (int h = 0; h < H; h++)
+            for (int w = 0; w < W; w++)
+                pad[(c * Hp + h + p) * Wp + w + p] = x[(c * H + h) * W + w];
+    for (int c = 0; c < C; c++)
+        for (int h = 0; h < H; h++)
+            for (int w = 0; w < W; w++)
+                win[(c * H + h) * W + w] = pad[(c * Hp + h + oy) * Wp + w + ox];
+    for (int c = 0; c < C; c++)
+        for (int h = 0; h < H; h++)
+            for (int w = 0; w < W; w++)
+                y[(c * H + h) * W + w] = win[(c * H + h) * W + (fl ? W - 1 - w : w)];
+    free(pad);
+    free(win);
+}
+
+/* cg_augment_batch equals the naive pad-crop-flip with the same draws, for crops smaller
+ * and larger than the image; the draws cover every offset and both flips; the stream of a
+ * step depends on the seed and the step only */
+START_TEST(test_augment_matches_naive)
+{
+    struct { int C, H, W, crop, flip; } cases[] = {
+        {1, 6, 6, 1, 1}, {3, 5, 7, 2, 1}, {2, 8, 8, 4, 0}, {1, 4, 3, 9, 1}, {3, 6, 5, 0, 1}};
+    enum { NS = 64 };
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+        const int C = cases[c].C, H = cases[c].H, W = cases[c].W, P = cases[c].crop;
+        const size_t size = (size_t)(C * H * W);
+        float *x = malloc(NS * size * sizeof(float)), *y = malloc(NS * size * sizeof(float));
+        float *ref = malloc(size * sizeof(float)), *scratch = malloc(size * sizeof(float));
+        cg_rng r, rd;
+        cg_rng_seed(&r, 5 + c);
+        for (size_t i = 0; i < NS * size; i++)
+            x[i] = y[i] = cg_rng_uniform(&r) + 0.5f; /* never 0: padding shows */
+        cg_augment_seed(&r, 9, (long long)c);
+        rd = r;
+        cg_augment_batch(y, scratch, NS, C, H, W, P, cases[c].flip, &r);
+        int seen_oy[32] = {0}, seen_ox[32] = {0}, seen_fl[2] = {0}, changed = 0;
+        for (int i = 0; i < NS; i++) {
+            int oy, ox, fl;
+            cg_augment_draw(&rd, P, cases[c].flip, &oy, &ox, &fl);
+            ck_assert(oy >= 0 && oy <= 2 * P && ox >= 0 && ox <= 2 * P && (fl == 0 || fl == 1));
+            seen_oy[oy] = seen_ox[ox] = seen_fl[fl] = 1;
+            augment_naive(x + (size_t)i * size, ref, C, H, W, P, oy, ox, fl);
+            ck_assert_msg(memcmp(ref, y + (size_t)i * size, size * sizeof(float)) == 0,
+                          "case %zu sample %d (oy %d ox %d flip %d) differs from the naive "
+                          "pad-crop-flip", c, i, oy, ox, fl);
+            changed += memcmp(x + (size_t)i * size, y + (size_t)i * size, size * sizeof(float)) != 0;
+        }
+        for (int k = 0; k <= 2 * P && 2 * P + 1 <= NS / 4; k++)
+            ck_assert_msg(seen_oy[k] && seen_ox[k], "case %zu: offset %d never drawn", c, k);
+        ck_assert(seen_fl[0] && seen_fl[1] == cases[c].flip);
+        /* a crop keeps a sample with probability 1/(2P+1)^2 (1/2 more with flips); a flip
+         * alone keeps half */
+        ck_assert_msg(changed >= (P > 0 ? NS * 3 / 4 : NS / 4), "case %zu: only %d of %d samples changed",
+                      c, changed, NS);
+        free(x);
+        free(y);
+        free(ref);
+        free(scratch);
+    }
+    /* a step's stream: the seed and the step decide it, nothing else */
+    cg_rng a, b;
+    cg_augment_seed(&a, 3, 41);
+    cg_augment_seed(&b, 3, 41);
+    ck_assert(cg_rng_next(&a) == cg_rng_next(&b));
+    cg_augment_seed(&b, 3, 42);
+    ck_assert(cg_rng_next(&a) != cg_rng_next(&b));
+    cg_augment_seed(&b, 4, 41);
+    cg_augment_seed(&a, 3, 41);
+    ck_assert(cg_rng_next(&a) != cg_rng_next(&b));
 }
 END_TEST
 
@@ -491,6 +637,20 @@ static void same_weights(const cg_net *net, const char *a, const char *b)
     free(b2);
 }
 
+static int weights_equal(const cg_net *net, const char *a, const char *b)
+{
+    float *p1 = calloc(net->n_params, 4), *p2 = calloc(net->n_params, 4);
+    float *b1 = calloc(net->n_buffers + 1, 4), *b2 = calloc(net->n_buffers + 1, 4);
+    load_params(net, a, p1, b1);
+    load_params(net, b, p2, b2);
+    int eq = memcmp(p1, p2, net->n_params * 4) == 0;
+    free(p1);
+    free(p2);
+    free(b1);
+    free(b2);
+    return eq;
+}
+
 /* log.csv without the wall-time column */
 static void same_logs(const char *a, const char *b)
 {
@@ -581,6 +741,83 @@ END_TEST
 /* --resume with changed settings: --epochs, --lr, --momentum, --schedule, --patience ...
  * apply from the checkpoint on; batch, mode, order, seed, data, normalization and the
  * monitored objective are refused with the option named */
+static void recipe_opts(cg_train_opts *o, const cg_net *net, const cg_dataset *ds, int optimizer,
+                        const char *out)
+{
+    resume_opts(o, net, ds, CG_MODE_MINIBATCH, CG_ORDER_SHUFFLE, out);
+    o->h.optimizer = optimizer;
+    o->h.momentum = 0;
+    o->h.lr = 0.01f;
+    o->h.weight_decay = 0.05f;
+    o->h.warmup = 1;
+    o->h.aug_crop = 1;
+    o->h.aug_flip = 1;
+}
+
+/* Adam and AdamW with warmup and augmentation: killed twice and resumed, the same run bit
+ * for bit; augmentation and the optimizer each change the result (they are applied) */
+START_TEST(test_recipes_kill_and_resume)
+{
+    const cg_net *net = test_net("t_train_bn");
+    static bn_data d;
+    make_bn_data(&d, 120);
+    const int optimizers[2] = {CG_OPT_ADAM, CG_OPT_ADAMW};
+    for (int c = 0; c < 2; c++) {
+        cg_train_opts o;
+        cg_train_result ra, rb;
+        cg_err e;
+        recipe_opts(&o, net, &d.ds, optimizers[c], "a");
+        ck_assert_msg(cg_train(net, &o, &ra, &e) == 0, "%s", e.msg);
+        recipe_opts(&o, net, &d.ds, optimizers[c], "b");
+        o.max_steps = 10;
+        ck_assert_msg(cg_train(net, &o, &rb, &e) == 0, "%s", e.msg);
+        ck_assert(rb.killed);
+        o.resume = 1;
+        o.max_steps = 9;
+        ck_assert_msg(cg_train(net, &o, &rb, &e) == 0, "%s", e.msg);
+        ck_assert_int_eq(rb.steps, 8 + 9);
+        o.max_steps = 0;
+        ck_assert_msg(cg_train(net, &o, &rb, &e) == 0, "%s", e.msg);
+        ck_assert_int_eq(rb.steps, ra.steps);
+        same_weights(net, tpath("a/last.npz"), tpath("b/last.npz"));
+        same_weights(net, tpath("a/best.npz"), tpath("b/best.npz"));
+        same_logs(tpath("a/log.csv"), tpath("b/log.csv"));
+        /* the optimizer cannot change on --resume */
+        o.h.optimizer = CG_OPT_SGD;
+        ck_assert_int_eq(cg_train(net, &o, &rb, &e), -1);
+        ck_assert_msg(strstr(e.msg, "--optimizer") && strstr(e.msg, optimizers[c] == CG_OPT_ADAM ? "adam" : "adamw"),
+                      "%s", e.msg);
+        /* without augmentation, and with the other Adam, other weights */
+        recipe_opts(&o, net, &d.ds, optimizers[c], "c");
+        o.h.aug_crop = 0;
+        o.h.aug_flip = 0;
+        ck_assert_msg(cg_train(net, &o, &rb, &e) == 0, "%s", e.msg);
+        ck_assert_msg(!weights_equal(net, tpath("a/last.npz"), tpath("c/last.npz")),
+                      "augmentation changed nothing");
+        recipe_opts(&o, net, &d.ds, optimizers[c], "d");
+        o.h.optimizer = CG_OPT_ADAM + CG_OPT_ADAMW - optimizers[c];
+        ck_assert_msg(cg_train(net, &o, &rb, &e) == 0, "%s", e.msg);
+        ck_assert_msg(!weights_equal(net, tpath("a/last.npz"), tpath("d/last.npz")),
+                      "Adam and AdamW gave the same weights");
+        for (const char *s = "abcd"; *s; s++) {
+            char dir[2] = {*s, 0};
+            rm_tree(tpath(dir), 1);
+        }
+    }
+    /* augmentation of a network without [C, H, W] inputs is refused */
+    cg_net lin = lin_net();
+    static lin_data ld;
+    make_lin(&ld, 64, 5, 0, 0);
+    cg_train_opts o;
+    cg_err e;
+    base_opts(&o, &lin, "lin");
+    o.train_ds = &ld.ds;
+    o.h.aug_flip = 1;
+    ck_assert_int_eq(cg_train(&lin, &o, NULL, &e), -1);
+    ck_assert_msg(strstr(e.msg, "[C, H, W]"), "%s", e.msg);
+}
+END_TEST
+
 START_TEST(test_resume_changed_settings)
 {
     const cg_net *net = test_net("t_train_bn");
@@ -1332,6 +1569,9 @@ Suite *make_train_suite(void)
     TCase *tc = tcase_create("optimizer");
     tcase_add_test(tc, test_sgd_kernel_matches_reference);
     tcase_add_test(tc, test_lr_schedules);
+    tcase_add_test(tc, test_adam_kernel_matches_reference);
+    tcase_add_test(tc, test_lr_warmup);
+    tcase_add_test(tc, test_augment_matches_naive);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("trainer");
@@ -1344,6 +1584,7 @@ Suite *make_train_suite(void)
     tcase_add_test(tc, test_kill_and_resume_in_process);
     tcase_add_test(tc, test_kill_and_resume_sigkill);
     tcase_add_test(tc, test_resume_changed_settings);
+    tcase_add_test(tc, test_recipes_kill_and_resume);
     tcase_add_test(tc, test_data_formats);
     tcase_add_test(tc, test_cli_train_eval_predict);
     tcase_add_test(tc, test_cli_predict_formats);

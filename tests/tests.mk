@@ -8,10 +8,13 @@ TEST_NETS := $(wildcard tests/nets/*.yaml)
 TNET_C    := $(TEST_NETS:tests/nets/%.yaml=$(B)/tnets/%.c)
 TNET_O    := $(TNET_C:.c=.o)
 CHECK_SRC := $(wildcard tests/check_*.c)
-TRAINERS  := $(patsubst specs/%.yaml,$(B)/trainers/%,$(filter-out specs/vgg16.yaml,$(SPECS)))
+BIG_SPECS := specs/vgg16.yaml specs/resnet18.yaml
+TRAINERS  := $(patsubst specs/%.yaml,$(B)/trainers/%,$(filter-out $(BIG_SPECS),$(SPECS)))
+# graph test nets checked against PyTorch in training and inference mode besides specs/
+GRAPH_NETS := $(wildcard tests/nets/t_g_*.yaml)
 
 .PHONY: test check-unit check-torch
-TEST_PARTS := build-nopkgconfig embed-check check-unit check-kernels regen-check warn-check sanitize-check fuzz-smoke golden-check check-torch schedules-check check-threads infer-check mpi-check
+TEST_PARTS := build-nopkgconfig embed-check check-unit check-kernels regen-check warn-check sanitize-check fuzz-smoke golden-check check-torch schedules-check check-threads infer-check recipes-check mpi-check
 test-run: all $(TEST_PARTS)
 	@echo "make test: every part passed ($(TEST_PARTS))"
 	@echo "test: $(words $(TEST_PARTS)) passed, 0 failed"
@@ -66,25 +69,33 @@ $(B)/check_all: $(CHECK_SRC) $(TNET_O) $(B)/tnets/registry.c $(B)/libcnngen.a $(
 check-unit: $(B)/check_all
 	$(B)/check_all
 
-# every shipped spec (VGG-16 at 224x224 too: compiled at -O1 to keep CI short)
+# every shipped spec (VGG-16 and ResNet-18 at 224x224 too: compiled at -O1 to keep CI short)
 $(B)/trainers/%: specs/%.yaml $(B)/cnngen $(B)/libcnngen.a
 	@mkdir -p $(B)/trainers
 	$(B)/cnngen $< -o $(B)/trainers >/dev/null
 	$(CC) $(OPT) $(WARN) -Werror -std=c11 -Iruntime $@.c $(B)/libcnngen.a $(RT_LIBS) $(LDFLAGS) -o $@
-$(B)/trainers/vgg16: specs/vgg16.yaml $(B)/cnngen $(B)/libcnngen.a
+$(BIG_SPECS:specs/%.yaml=$(B)/trainers/%): $(B)/trainers/%: specs/%.yaml $(B)/cnngen $(B)/libcnngen.a
 	@mkdir -p $(B)/trainers
 	$(B)/cnngen $< -o $(B)/trainers >/dev/null
 	$(CC) -O1 -march=native $(WARN) -Werror -std=c11 -Iruntime $@.c $(B)/libcnngen.a $(RT_LIBS) $(LDFLAGS) -o $@
+$(B)/gtrainers/%: tests/nets/%.yaml $(B)/cnngen $(B)/libcnngen.a
+	@mkdir -p $(B)/gtrainers
+	$(B)/cnngen $< -o $(B)/gtrainers >/dev/null
+	$(CC) $(OPT) $(WARN) -Werror -std=c11 -Iruntime $@.c $(B)/libcnngen.a $(RT_LIBS) $(LDFLAGS) -o $@
 
-check-torch: $(TRAINERS) $(B)/trainers/vgg16
-	@pass=0; fail=0; for s in $(SPECS); do n=$$(basename $$s .yaml); \
-	  if $(PYTHON) tests/torch_ref.py check $$s $(B)/trainers/$$n $(B)/torchwork; then pass=$$((pass+1)); \
-	  else fail=$$((fail+1)); echo "check-torch: FAILED $$s"; fi; done; \
-	  echo "check-torch: $$pass passed, $$fail failed"; test $$fail = 0
+# every spec in training mode (forward, loss, every gradient) and inference mode
+# (model.eval(): running statistics, no dropout; output and loss); the graph test nets too
+check-torch: $(TRAINERS) $(BIG_SPECS:specs/%.yaml=$(B)/trainers/%) $(GRAPH_NETS:tests/nets/%.yaml=$(B)/gtrainers/%)
+	@pass=0; fail=0; for s in $(SPECS) $(GRAPH_NETS); do n=$$(basename $$s .yaml); \
+	  t=$(B)/trainers/$$n; [ -x $$t ] || t=$(B)/gtrainers/$$n; \
+	  for mode in "" --eval; do \
+	  if $(PYTHON) tests/torch_ref.py check $$s $$t $(B)/torchwork $$mode; then pass=$$((pass+1)); \
+	  else fail=$$((fail+1)); echo "check-torch: FAILED $$s $$mode"; fi; done; done; \
+	  echo "check-torch: $$pass passed, $$fail failed (training and --eval mode)"; test $$fail = 0
 
 # generated code + runtime under AddressSanitizer and UndefinedBehaviorSanitizer,
 # checked against PyTorch on specs that cover every layer kind
-SAN_SPECS := mixed1d mixed2d lecture_k3s2p1_odd lecture_full lecture_conv1d
+SAN_SPECS := mixed1d mixed2d lecture_k3s2p1_odd lecture_full lecture_conv1d res_block
 # (lenet5 and bnnet are left out: their batch-innermost code takes ASan+UBSan tens of
 # minutes to compile; mixed1d covers the batch-innermost emitters)
 SAN_FLAGS := -O1 -g -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
@@ -107,13 +118,21 @@ SCHED_SPECS := specs/lecture_conv1d.yaml specs/lecture_full.yaml specs/lecture_k
 schedules-check: $(B)/cnngen $(B)/libcnngen.a
 	$(PYTHON) tests/schedules_check.py $(B) $(CC) $(SCHED_SPECS)
 
+# the training recipes (train.optimizer adam/adamw/sgd, warmup, augment crop/flip) against
+# PyTorch trained the same way for a few steps from the same weights, the augmentation's
+# draws recomputed in Python and applied with torch's pad/slice/flip (tests/recipes_check.py)
+.PHONY: recipes-check
+recipes-check: $(B)/cnngen $(B)/libcnngen.a
+	$(PYTHON) tests/recipes_check.py $(B) $(CC)
+
 include tests/fuzz/fuzz.mk
 include tests/golden/golden.mk
 
 # 1 and 2 threads give the same bits: parallel loops split disjoint outputs and every
 # reduction (dW tiles, batch-norm statistics, the loss) runs in a fixed order whatever
 # the thread count. One training-mode forward/backward at the full batch, per spec.
-THREAD_SPECS := specs/lenet5.yaml specs/bnnet.yaml specs/vgg16_cifar.yaml bench/specs/conv64.yaml bench/specs/conv3_224.yaml
+THREAD_SPECS := specs/lenet5.yaml specs/bnnet.yaml specs/vgg16_cifar.yaml bench/specs/conv64.yaml bench/specs/conv3_224.yaml \
+  tests/nets/t_g_res_ln.yaml
 .PHONY: check-threads
 check-threads: $(B)/cnngen $(B)/libcnngen.a
 	@for s in $(THREAD_SPECS); do n=$$(basename $$s .yaml); d=$(B)/threads/$$n; mkdir -p $$d; \
@@ -132,6 +151,7 @@ check-threads: $(B)/cnngen $(B)/libcnngen.a
 # NAME_init, batch 1 and batch-innermost, gcc/clang/C++, against PyTorch's model.eval()
 # and the trainer's predict (tests/infer/run.sh)
 INFER_SPECS := specs/lenet5.yaml:norm specs/bnnet.yaml specs/mixed1d.yaml:norm specs/mixed2d.yaml \
+  specs/res_block.yaml:norm tests/nets/t_g_res_loop.yaml tests/nets/t_g_res_ln.yaml tests/nets/t_g_cat1d.yaml:norm \
   tests/infer/bn_any.yaml:norm tests/nets/t_bn_f.yaml:norm tests/nets/t_bn_cl.yaml tests/nets/t_bn_chw.yaml \
   tests/nets/t_c2_dw.yaml tests/nets/t_c1_groups_loop.yaml tests/nets/t_c2_wv_loop.yaml \
   tests/nets/t_flatten_last.yaml tests/nets/t_act_smooth_ln.yaml tests/nets/t_mp2_k3s2p1.yaml \

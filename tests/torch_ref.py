@@ -129,13 +129,16 @@ TRAIN_DEFAULTS = {"batch": 32, "epochs": 10, "lr": 0.01, "momentum": 0.0, "weigh
                   # trainer settings (validated by the compiler; not used by the reference)
                   "mode": "minibatch", "order": "shuffle", "schedule": "constant", "step_size": 10,
                   "gamma": 0.1, "patience": 5, "eval_every": 0, "val": None, "val_frac": None,
-                  "seed": 0, "normalize": False, "checkpoint_every": 0, "monitor": "loss"}
+                  "seed": 0, "normalize": False, "checkpoint_every": 0, "monitor": "loss",
+                  "optimizer": "sgd", "betas": [0.9, 0.999], "eps": 1e-8, "warmup": 0,
+                  "augment": {"crop": 0, "flip": False}}
 NAME_RE = re.compile(r"^[a-z_][a-z0-9_]*$")
 
 CONV = ("conv1d", "conv2d")
 POOL = ("maxpool1d", "maxpool2d", "avgpool1d", "avgpool2d")
 ACT = ("relu", "leaky_relu", "sigmoid", "tanh")
-KINDS = CONV + POOL + ("dense", "flatten", "batchnorm") + ACT
+GRAPH = ("add", "concat", "global_avgpool", "dropout")
+KINDS = CONV + POOL + ("dense", "flatten", "batchnorm") + ACT + GRAPH
 LAYER_KEYS = {
     "conv1d": {"out", "kernel", "stride", "padding", "dilation", "groups", "bias"},
     "conv2d": {"out", "kernel", "stride", "padding", "dilation", "groups", "bias"},
@@ -150,8 +153,15 @@ LAYER_KEYS = {
     "tanh": set(),
     "leaky_relu": {"slope"},
     "batchnorm": {"eps", "momentum"},
+    "add": set(),
+    "concat": set(),
+    "global_avgpool": set(),
+    "dropout": {"p"},
 }
-REQUIRED = {"conv1d": ("out", "kernel"), "conv2d": ("out", "kernel"), "dense": ("out",),
+for _k in LAYER_KEYS:
+    LAYER_KEYS[_k] = LAYER_KEYS[_k] | {"name", "from"}  # every layer may be named and read `from`
+REQUIRED = {"add": ("from",), "concat": ("from",),
+            "conv1d": ("out", "kernel"), "conv2d": ("out", "kernel"), "dense": ("out",),
             "maxpool1d": ("kernel",), "maxpool2d": ("kernel",),
             "avgpool1d": ("kernel",), "avgpool2d": ("kernel",)}
 
@@ -253,6 +263,8 @@ def parse_layers(spec):
     rf = [1] * (len(shape) - 1) if len(shape) > 1 else None
     jump = [1] * (len(shape) - 1) if len(shape) > 1 else None
     recs = []
+    names = {}
+    outs = {-1: (tuple(inp), rf, jump)}  # producer index -> (shape, rf, jump); -1 the input
     for i, entry in enumerate(layers):
         if isinstance(entry, str):
             kind, args = entry, {}
@@ -272,7 +284,43 @@ def parse_layers(spec):
             if r not in args:
                 raise SpecError(f"layers[{i}] {kind}: missing required key {r!r}")
         w = f"layers[{i}] {kind}"
-        rec = {"kind": kind, "index": i, "in_shape": shape, "params": 0}
+
+        def resolve(r):
+            if r == "input":
+                return -1
+            if _is_int(r) and not isinstance(r, bool):
+                if not 0 <= r < i:
+                    raise SpecError(f"{w}: from: {r} is not an earlier layer")
+                return r
+            if isinstance(r, str) and r in names:
+                return names[r]
+            raise SpecError(f"{w}: from: unknown or later layer {r!r}")
+        if kind in ("add", "concat"):
+            frm = args.get("from")
+            if not isinstance(frm, list) or len(frm) < 2:
+                raise SpecError(f"{w}: from: expected a list of two or more layers, got {frm!r}")
+            inputs = [resolve(r) for r in frm]
+        elif "from" in args:
+            inputs = [resolve(args["from"])]
+        else:
+            inputs = [i - 1]
+        nm = args.get("name")
+        if nm is not None:
+            if not isinstance(nm, str) or not NAME_RE.match(nm) or nm == "input" or nm in names:
+                raise SpecError(f"{w}: name: bad or duplicate name {nm!r}")
+            names[nm] = i
+        shape, rf, jump = outs[inputs[0]]
+        rf = list(rf) if rf is not None else None
+        jump = list(jump) if jump is not None else None
+        for q in inputs[1:]:
+            _, rf2, jump2 = outs[q]
+            if rf is not None and rf2 is not None:
+                rf = [max(a, b) for a, b in zip(rf, rf2)]
+                jump = [max(a, b) for a, b in zip(jump, jump2)]
+            else:
+                rf = jump = None
+        rec = {"kind": kind, "index": i, "in_shape": shape, "params": 0, "inputs": inputs, "name": nm,
+               "in_shapes": [outs[q][0] for q in inputs]}
         rank = len(shape)
 
         if kind in CONV or kind in POOL:
@@ -369,13 +417,37 @@ def parse_layers(spec):
         elif kind == "leaky_relu":
             rec["slope"] = _num(args.get("slope", 0.01), "leaky_relu.slope")
             oshape = shape
+        elif kind == "add":
+            if any(tuple(s2) != tuple(shape) for s2 in rec["in_shapes"]):
+                raise SpecError(f"{w}: shapes differ: {rec['in_shapes']}")
+            oshape = shape
+        elif kind == "concat":
+            if any(len(s2) != len(shape) or tuple(s2[1:]) != tuple(shape[1:]) for s2 in rec["in_shapes"]):
+                raise SpecError(f"{w}: only the first axis may differ: {rec['in_shapes']}")
+            oshape = (sum(s2[0] for s2 in rec["in_shapes"]),) + tuple(shape[1:])
+        elif kind == "global_avgpool":
+            if rank < 2:
+                raise SpecError(f"{w}: needs a [C, H, W] or [C, L] input, got {list(shape)}")
+            oshape = (shape[0],) + (1,) * (rank - 1)
+            rec["nd"] = rank - 1
+        elif kind == "dropout":
+            pv = _num(args.get("p", 0.5), "dropout.p")
+            if not 0 <= pv < 1:
+                raise SpecError(f"dropout.p: expected a number in [0, 1), got {pv!r}")
+            rec["p"] = pv
+            oshape = shape
         else:  # relu sigmoid tanh
             oshape = shape
         rec["out_shape"] = oshape
         rec["rf"] = list(rf) if rf is not None else None
         rec["jump"] = list(jump) if jump is not None else None
         recs.append(rec)
+        outs[i] = (tuple(oshape), rf, jump)
         shape = oshape
+    read = {q for r in recs for q in r["inputs"]}
+    for r in recs[:-1]:
+        if r["index"] not in read:
+            raise SpecError(f"layers[{r['index']}] {r['kind']}: output never read (dead code)")
     if loss == "softmax_cross_entropy" and len(shape) != 1:
         raise SpecError(f"loss: softmax_cross_entropy needs a rank-1 network output (add flatten/dense), got {list(shape)}")
     if loss == "softmax_cross_entropy" and shape[0] < 2:
@@ -448,12 +520,96 @@ def _layer_module(r):
         return nn.Sigmoid()
     if kind == "tanh":
         return nn.Tanh()
+    if kind == "add":
+        return Add()
+    if kind == "concat":
+        return Concat()
+    if kind == "global_avgpool":
+        return nn.AdaptiveAvgPool2d(1) if r["nd"] == 2 else nn.AdaptiveAvgPool1d(1)
+    if kind == "dropout":
+        return Dropout(r["p"], r["index"])
     raise AssertionError(kind)
 
 
+def dropout_mask(seed, index, n, size, p):
+    """The generated dropout's mask, [n, size] float64 (0 or 1/(1-p)): a hash of the
+    step's seed (the forward's `training` argument), the layer index, the sample and
+    the element (compiler/lua/layers/graph.lua has the C twin)."""
+    M32 = np.uint64(0xFFFFFFFF)
+
+    def mix(h):
+        h = h & M32
+        h ^= h >> np.uint64(16)
+        h = (h * np.uint64(0x7feb352d)) & M32
+        h ^= h >> np.uint64(15)
+        h = (h * np.uint64(0x846ca68b)) & M32
+        h ^= h >> np.uint64(16)
+        return h
+    sd = mix(np.uint64((seed ^ ((index + 1) * 0x85ebca6b)) & 0xFFFFFFFF))
+    idx = np.arange(n, dtype=np.uint64)[:, None] * np.uint64(size) + np.arange(size, dtype=np.uint64)[None, :]
+    h = mix(((idx * np.uint64(0x9e3779b1)) & M32) ^ sd)
+    keep = int(math.floor(p * 16777216 + 0.5))
+    return np.where((h >> np.uint64(8)) >= np.uint64(keep), 1.0 / (1.0 - p), 0.0)
+
+
+class Add(nn.Module):
+    def forward(self, *xs):
+        out = xs[0]
+        for x in xs[1:]:
+            out = out + x
+        return out
+
+
+class Concat(nn.Module):
+    def forward(self, *xs):
+        return torch.cat(xs, dim=1)
+
+
+class Dropout(nn.Dropout):
+    """nn.Dropout whose training mask is the generated code's (dropout_mask), so that a
+    training forward compares bit for bit in the mask; DROPOUT_SEED is the `training`
+    argument the trainer's `check` passes."""
+    SEED = 1
+
+    def __init__(self, p, index):
+        super().__init__(p)
+        self.index = index
+
+    def forward(self, x):
+        if not self.training or self.p == 0:
+            return x
+        n, size = x.shape[0], x[0].numel()
+        m = torch.from_numpy(dropout_mask(Dropout.SEED, self.index, n, size, self.p)).to(x.dtype)
+        return x * m.reshape(x.shape)
+
+
+class GraphNet(nn.Module):
+    """A spec with `from:` / add / concat: each layer a child under its key (its
+    `name`, else its index), run in order, each reading the outputs it names."""
+
+    def __init__(self, recs):
+        super().__init__()
+        self.plan = []
+        for r in recs:
+            key = r["name"] or str(r["index"])
+            self.add_module(key, _layer_module(r))
+            self.plan.append((key, r["inputs"]))
+
+    def forward(self, x):
+        outs = {-1: x}
+        y = x
+        for i, (key, inputs) in enumerate(self.plan):
+            y = getattr(self, key)(*[outs[q] for q in inputs])
+            outs[i] = y
+        return y
+
+
 def build_model(spec):
-    """spec dict (as loaded from YAML) -> torch.nn.Sequential (index i == layer i)."""
+    """spec dict (as loaded from YAML) -> torch.nn.Sequential (index i == layer i), or
+    a GraphNet when a layer is named or reads `from` an earlier layer."""
     recs, _ = parse_layers(spec)
+    if any(r["name"] or r["inputs"] != [r["index"] - 1] for r in recs):
+        return GraphNet(recs)
     return nn.Sequential(*[_layer_module(r) for r in recs])
 
 
@@ -519,12 +675,22 @@ def make_case(spec, n, seed):
     return model, state_dict_numpy(model), x.numpy(), t.numpy()
 
 
-def reference(spec, model, x, t, dtype="float64"):
+def reference(spec, model, x, t, dtype="float64", eval_mode=False):
     """Training-mode forward + backward. Returns dict of float32 numpy arrays with the
-    keys R.npz must hold, plus state.<key> for buffers after the forward."""
+    keys R.npz must hold, plus state.<key> for buffers after the forward.
+    eval_mode: model.eval() forward only; output and loss."""
     tdt = torch.float64 if dtype == "float64" else torch.float32
     import copy
     m = copy.deepcopy(model).to(tdt)
+    if eval_mode:
+        m.eval()
+        with torch.no_grad():
+            out = m(torch.from_numpy(np.array(x)).to(tdt)).flatten(1)
+            if spec["loss"] == "softmax_cross_entropy":
+                loss = nn.CrossEntropyLoss()(out, torch.from_numpy(np.array(t)))
+            else:
+                loss = nn.MSELoss()(out, torch.from_numpy(np.array(t)).to(tdt))
+        return {"output": out.numpy().astype(np.float32), "loss": loss.numpy().astype(np.float32)}
     m.train()
     xt = torch.from_numpy(np.array(x)).to(tdt).requires_grad_(True)
     out = m(xt).flatten(1)
@@ -716,10 +882,10 @@ def cmd_check(a):
         rpath = os.path.join(d, "R.npz")
         if os.path.exists(rpath):
             os.remove(rpath)
-        ref = reference(spec, model, x, t, a.dtype)
+        ref = reference(spec, model, x, t, a.dtype, eval_mode=getattr(a, "eval", False))
         cmd = [trainer, "check", "--weights", os.path.join(d, "W.npz"),
                "--input", os.path.join(d, "X.npy"), "--target", os.path.join(d, "T.npy"),
-               "--out", rpath]
+               "--out", rpath] + (["--eval"] if getattr(a, "eval", False) else [])
         try:
             p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                timeout=a.timeout)
@@ -974,6 +1140,8 @@ def main(argv=None):
     p.add_argument("--tol", type=float, default=DEFAULT_TOL)
     p.add_argument("--timeout", type=float, default=3600)
     p.add_argument("-v", "--verbose", action="store_true")
+    p.add_argument("--eval", action="store_true",
+                   help="inference mode (model.eval(), the trainer's check --eval): output and loss")
     p.set_defaults(fn=cmd_check)
     p = sub.add_parser("gen", help="write W.npz X.npy T.npy REF.npz without a trainer")
     p.add_argument("spec")

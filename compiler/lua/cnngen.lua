@@ -19,14 +19,73 @@ local CODE_BUDGET = 4000
 local code_lines -- (L, S, ctx): lines the passes of L take under schedule S
 
 -- Layer kinds, registered by name from one module per kind family.
-local MODULES = {"layers.conv", "layers.pool", "layers.dense", "layers.flatten", "layers.act", "layers.batchnorm"}
+-- A module holds everything kind-specific: its schema, shape rule, tensors, schedules
+-- and emitters; the driver knows none of it. Its interface is checked here, when it
+-- is registered, so a module missing a function fails at startup, not on some spec.
+local MODULES = {"layers.conv", "layers.pool", "layers.dense", "layers.flatten", "layers.act", "layers.batchnorm",
+  "layers.graph"}
+local MODULE_API = {"schema", "shape", "tensors", "macs", "candidates", "forward", "backward"}
+local MODULE_API_LANES = {"forward_lanes", "backward_lanes"}
 local KINDS, KIND_NAMES = {}, {}
 for _, modname in ipairs(MODULES) do
   local mod = require(modname)
+  assert(type(mod.kinds) == "table" and #mod.kinds > 0, modname .. ": no kinds")
+  for _, f in ipairs(MODULE_API) do
+    assert(type(mod[f]) == "function", string.format("%s: missing function %s", modname, f))
+  end
+  for _, f in ipairs(MODULE_API_LANES) do
+    assert(mod[f] == nil or type(mod[f]) == "function", string.format("%s: %s is not a function", modname, f))
+  end
   for _, k in ipairs(mod.kinds) do
+    assert(not KINDS[k], string.format("%s: kind %s registered twice", modname, k))
     KINDS[k] = mod
     KIND_NAMES[#KIND_NAMES + 1] = k
   end
+end
+
+-- options every layer takes besides its kind's own: `name` (its state-dict prefix and
+-- a handle for `from`) and `from` (the earlier output(s) it reads)
+local REF_EXPECT = "a layer name, a layer index or input"
+util.types.layer_name = {expect = "a name of lowercase letters, digits and _ ([a-z_][a-z0-9_]*)", conv = function(n)
+  local v, why = util.types.name.conv(n)
+  if v == "input" then return nil, "is reserved (from: input reads the network's input)" end
+  return v, why
+end}
+local function ref_conv(n)
+  if n.t ~= "str" then return nil end
+  if n.plain and n.v:match("^%d+$") then
+    local v = tonumber(n.v)
+    if v > 1e9 then return nil end
+    return {index = math.tointeger(v), node = n}
+  end
+  if n.v == "input" then return {input = true, node = n} end
+  if n.v:match("^[a-z_][a-z0-9_]*$") then return {name = n.v, node = n} end
+  return nil
+end
+util.types.ref = {expect = REF_EXPECT, conv = function(n)
+  local r = ref_conv(n)
+  return r and {r} or nil
+end}
+util.types.refs = {expect = "a list of two or more of: " .. REF_EXPECT, conv = function(n)
+  if n.t ~= "seq" or #n.v < 2 then return nil end
+  local out = {}
+  for i, item in ipairs(n.v) do
+    local r = ref_conv(item)
+    if not r then return nil, string.format("has %s at position %d (expected %s)", util.describe(item), i, REF_EXPECT) end
+    out[i] = r
+  end
+  return out
+end}
+local function layer_schema(mod, kind)
+  local s = {}
+  for _, f in ipairs(mod.schema(kind)) do s[#s + 1] = f end
+  s[#s + 1] = {key = "name", type = "layer_name"}
+  if mod.multi_input and mod.multi_input[kind] then
+    s[#s + 1] = {key = "from", type = "refs", required = true}
+  else
+    s[#s + 1] = {key = "from", type = "ref"}
+  end
+  return s
 end
 
 local C_KEYWORDS = {}
@@ -79,10 +138,65 @@ local TRAIN_SCHEMA = {
   {key = "normalize", type = "bool", default = false},
   {key = "checkpoint_every", type = "nonneg", default = 0},
   {key = "monitor", type = "enum", values = {"loss", "error"}, default = "loss"},
+  {key = "optimizer", type = "enum", values = {"sgd", "adam", "adamw"}, default = "sgd"},
+  {key = "betas", type = "betas"},
+  {key = "eps", type = "number", check = function(v) return v < 0 and "must be non-negative" or nil end},
+  {key = "warmup", type = "nonneg", default = 0},
+  {key = "augment", type = "augment"},
 }
+-- train.betas: [beta1, beta2] as torch.optim.Adam's, each in [0, 1)
+util.types.betas = {expect = "[beta1, beta2], two numbers in [0, 1)", conv = function(n)
+  if n.t ~= "seq" or #n.v ~= 2 then return nil end
+  local b = {}
+  for i = 1, 2 do
+    b[i] = util.to_number(n.v[i])
+    if b[i] == nil or b[i] < 0 or b[i] >= 1 then return nil end
+  end
+  return b
+end}
+-- train.augment: its mapping, checked against AUGMENT_SCHEMA by check_train
+util.types.augment = {expect = "a mapping {crop: P, flip: true|false}", conv = function(n)
+  if n.t == "map" or util.is_null(n) then return n end
+  return nil
+end}
+local AUGMENT_SCHEMA = {
+  {key = "crop", type = "nonneg", default = 0},
+  {key = "flip", type = "bool", default = false},
+}
+-- What TRAIN_SCHEMA cannot check key by key: augment's options and the input rank it
+-- needs, and keys that belong to another optimizer. Fills the defaults of betas, eps and
+-- augment.
+local function check_train(t, input, errs)
+  local ok = true
+  local aug_node = t["@augment"]
+  local aug = util.check_schema(aug_node, AUGMENT_SCHEMA, "train.augment", errs)
+  if not aug then
+    ok = false
+  elseif (aug.crop > 0 or aug.flip) and input and #input ~= 3 then
+    errs:add(aug_node, string.format("train.augment: random crop and flip need a [C, H, W] input, got %s",
+      #input == 2 and "a 1-D input [C, L]" or "a flat input [N]"))
+    ok = false
+  end
+  t.augment = aug or {crop = 0, flip = false}
+  if t.optimizer == "sgd" then
+    for _, k in ipairs({"betas", "eps"}) do
+      if t["@" .. k] then
+        errs:add(t["@" .. k], string.format("train.%s: only for optimizer adam or adamw (SGD takes momentum)", k))
+        ok = false
+      end
+    end
+  elseif t["@momentum"] then
+    errs:add(t["@momentum"], string.format("train.momentum: only for optimizer sgd (%s takes betas)", t.optimizer))
+    ok = false
+  end
+  t.betas = t.betas or {0.9, 0.999}
+  t.eps = t.eps or 1e-8
+  return ok and t or nil
+end
 local MODE_ENUM = {minibatch = "CG_MODE_MINIBATCH", sgd = "CG_MODE_SGD", full = "CG_MODE_FULL"}
 local ORDER_ENUM = {shuffle = "CG_ORDER_SHUFFLE", random = "CG_ORDER_RANDOM"}
 local SCHED_ENUM = {constant = "CG_SCHED_CONSTANT", step = "CG_SCHED_STEP", cosine = "CG_SCHED_COSINE"}
+local OPTIMIZER_ENUM = {sgd = "CG_OPT_SGD", adam = "CG_OPT_ADAM", adamw = "CG_OPT_ADAMW"}
 
 local function check_input(node, errs)
   local expect = "[C, H, W], [C, L] or [N] with positive integers"
@@ -135,7 +249,13 @@ local function check_layers(node, errs)
           i - 1, kind, table.concat(KIND_NAMES, ", ")))
         ok = false
       else
-        local opt = util.check_schema(optnode, mod.schema(kind), kind, errs)
+        local multi = mod.multi_input and mod.multi_input[kind]
+        local opt
+        if multi and (optnode == nil or util.is_null(optnode)) then
+          errs:add(kindnode, string.format("layers[%d]: %s needs from: [a, b, ...] (two or more earlier outputs)", i - 1, kind))
+        else
+          opt = util.check_schema(optnode, layer_schema(mod, kind), kind, errs)
+        end
         if opt then
           layers[#layers + 1] = {index = i - 1, kind = kind, mod = mod, opt = opt, node = kindnode,
                                  shape_str = shape_str}
@@ -177,6 +297,7 @@ local function validate(root, errs)
       ok = ok and spec.layers ~= nil
     elseif f.type == "train" then
       spec.train = util.check_schema(e.val, TRAIN_SCHEMA, "train", errs)
+      spec.train = spec.train and check_train(spec.train, spec.input, errs)
       ok = ok and spec.train ~= nil
     else
       local v = util.check_schema({t = "map", line = root.line, col = root.col, v = {{k = e.key, v = e.val}}},
@@ -189,9 +310,92 @@ local function validate(root, errs)
     ok = false
   end
   spec.loss = spec.loss or "softmax_cross_entropy"
-  spec.train = spec.train or util.check_schema(nil, TRAIN_SCHEMA, "train", errs)
+  spec.train = spec.train or check_train(util.check_schema(nil, TRAIN_SCHEMA, "train", errs), nil, errs)
   spec.train_node = by.train and by.train.val
   return ok and spec or nil
+end
+
+---------------------------------------------------------------------------
+-- Graph pass: which earlier outputs each layer reads. A layer reads the previous
+-- layer's output unless `from:` names an earlier layer (by name or index) or the
+-- input. L.inputs[j] is a producer position: 0 the network input, p > 0 the output of
+-- spec.layers[p]. Every output but the last must be read (no dead code); the output
+-- of the network is the last layer's.
+---------------------------------------------------------------------------
+local function resolve_graph(spec, errs)
+  local layers, ok = spec.layers, true
+  local by_name = {}
+  for p, L in ipairs(layers) do
+    L.pos = p
+    L.name = L.opt.name
+    if L.name then
+      if by_name[L.name] then
+        errs:add(L.opt["@name"], string.format("layer %d (%s): name '%s' is already layer %d's (line %d)",
+          L.index, L.kind, L.name, by_name[L.name].index, by_name[L.name].opt["@name"].line))
+        ok = false
+      else
+        by_name[L.name] = L
+      end
+    end
+  end
+  spec.graph = false
+  for p, L in ipairs(layers) do
+    L.inputs, L.input_names = {}, {}
+    local refs = L.opt.from
+    L.from_node = L.opt["@from"]
+    if refs then spec.graph = true end
+    refs = refs or {{index = L.index - 1, implicit = true}}
+    for j, r in ipairs(refs) do
+      local q, label
+      if r.input or r.index == -1 then
+        q, label = 0, "input"
+      elseif r.index then
+        if r.index >= L.index then
+          errs:add(r.node, string.format("layer %d (%s): from: %d is %s; a layer reads only earlier outputs (no cycles)",
+            L.index, L.kind, r.index, r.index == L.index and "the layer itself" or "a later layer"))
+          ok = false
+        else
+          q = r.index + 1
+          label = layers[q].name and string.format("%s (layer %d)", layers[q].name, r.index) or ("layer " .. r.index)
+          if r.implicit then label = "its input" end
+        end
+      else
+        local P = by_name[r.name]
+        if not P then
+          local names = {}
+          for _, l in ipairs(layers) do if l.name then names[#names + 1] = l.name end end
+          errs:add(r.node, string.format("layer %d (%s): from: no layer is named '%s' (named layers: %s)",
+            L.index, L.kind, r.name, #names > 0 and table.concat(names, ", ") or "none; give one `name:`"))
+          ok = false
+        elseif P.pos >= p then
+          errs:add(r.node, string.format("layer %d (%s): from: '%s' is %s; a layer reads only earlier outputs (no cycles)",
+            L.index, L.kind, r.name, P.pos == p and "the layer itself" or ("layer " .. P.index .. ", a later one")))
+          ok = false
+        else
+          q, label = P.pos, string.format("%s (layer %d)", r.name, P.index)
+        end
+      end
+      if q then
+        L.inputs[j], L.input_names[j] = q, label
+      end
+    end
+  end
+  if not ok then return false end
+  local readers = {}
+  for _, L in ipairs(layers) do
+    for _, q in ipairs(L.inputs) do readers[q] = (readers[q] or 0) + 1 end
+  end
+  for p, L in ipairs(layers) do
+    L.readers = readers[p] or 0
+    if p < #layers and L.readers == 0 then
+      errs:add(L.node, string.format("layer %d (%s%s): its output is never read (dead code): the network's output is "
+        .. "the last layer's, so read it with from: or remove the layer", L.index, L.kind,
+        L.name and (" '" .. L.name .. "'") or ""))
+      ok = false
+    end
+  end
+  spec.input_readers = readers[0] or 0
+  return ok
 end
 
 ---------------------------------------------------------------------------
@@ -199,10 +403,25 @@ end
 ---------------------------------------------------------------------------
 local function infer_shapes(spec, errs)
   local shape = spec.input
-  local rf, jump = {1, 1}, {1, 1}
-  local flat = #shape == 1
+  -- per producer position: shape, receptive field and jump (nil once flat)
+  local shapes = {[0] = spec.input}
+  local rfs = {[0] = #spec.input > 1 and {rf = {1, 1}, jump = {1, 1}} or nil}
   local batch = spec.train.batch
-  for _, L in ipairs(spec.layers) do
+  for p, L in ipairs(spec.layers) do
+    L.in_shapes = {}
+    local rfin
+    for j, q in ipairs(L.inputs) do
+      L.in_shapes[j] = shapes[q]
+      local r = rfs[q]
+      if j == 1 then rfin = r and {rf = {r.rf[1], r.rf[2]}, jump = {r.jump[1], r.jump[2]}}
+      elseif rfin and r then
+        for a = 1, 2 do
+          rfin.rf[a] = math.max(rfin.rf[a], r.rf[a])
+          rfin.jump[a] = math.max(rfin.jump[a], r.jump[a])
+        end
+      else rfin = nil end
+    end
+    shape = L.in_shapes[1]
     L.in_shape = shape
     L.in_size = prod(shape)
     local ok, err = pcall(L.mod.shape, L)
@@ -227,20 +446,23 @@ local function infer_shapes(spec, errs)
         return false
       end
     end
-    -- receptive field and jump (product of strides) per spatial axis
+    -- receptive field and jump (product of strides) per spatial axis, until the
+    -- output is flat; over several inputs, the largest
     local g = L.mod.window and L.mod.window(L)
-    if L.kind == "flatten" or L.kind == "dense" then flat = true end
-    if g and not flat then
+    if #L.out_shape == 1 then rfin = nil end
+    if g and rfin then
       local keff, s = require("window").rf(g)
       for a = 1, 2 do
-        rf[a] = rf[a] + (keff[a] - 1) * jump[a]
-        jump[a] = jump[a] * s[a]
+        rfin.rf[a] = rfin.rf[a] + (keff[a] - 1) * rfin.jump[a]
+        rfin.jump[a] = rfin.jump[a] * s[a]
       end
     end
-    L.rf = (not flat) and {rf[1], rf[2]} or nil
-    L.jump = (not flat) and {jump[1], jump[2]} or nil
+    rfs[p] = rfin
+    L.rf = rfin and {rfin.rf[1], rfin.rf[2]} or nil
+    L.jump = rfin and {rfin.jump[1], rfin.jump[2]} or nil
     L.rank1 = #spec.input == 2
     shape = L.out_shape
+    shapes[p] = shape
   end
   spec.out_shape = shape
   spec.out_size = prod(shape)
@@ -260,60 +482,183 @@ end
 ---------------------------------------------------------------------------
 -- Memory plan (all offsets in floats).
 ---------------------------------------------------------------------------
--- Batch-innermost plan: every activation is [size][R] with R = the batch rounded up
--- to whole vectors, so the lanes of one vector are 16 samples and every layer's inner
--- loops are full-width whatever its spatial size. Input and output are converted at
--- the network's edges (the runtime sees [N][size] as always); lanes >= n hold zeros
--- in the gradients, so padded lanes never reach a parameter gradient.
-local function plan_lanes(spec)
+-- The workspace, in floats. Activations: every layer's output is kept for backward
+-- ([N][size], or batch-innermost [size][R] with R = the batch rounded up to whole
+-- vectors: the lanes of one vector are 16 samples; input and output are converted at
+-- the network's edges, and lanes >= n hold zeros in the gradients, so padded lanes
+-- never reach a parameter gradient). A flatten is a view of its input.
+-- Gradients live in an arena planned by liveness: the gradient of a tensor is born at
+-- the backward of its last reader and dies after the backward of its producer, so the
+-- arena holds the peak of the live gradients, not their sum. A tensor read by several
+-- layers gets its gradient summed in backward order (a fixed order, the same bits on
+-- every run): the first reader writes it, each next one writes a temporary that is
+-- added in.
+-- Offline placement of buffers with known lifetimes (TFLite's greedy-by-size): the
+-- largest first, each at the lowest offset free of every placed buffer whose lifetime
+-- overlaps its own. Returns the arena's size.
+local function place(bufs)
+  local order = {}
+  for i, b in ipairs(bufs) do order[i] = b end
+  table.sort(order, function(x, y)
+    if x.size ~= y.size then return x.size > y.size end
+    return x.id < y.id
+  end)
+  local placed, top = {}, 0
+  for _, b in ipairs(order) do
+    local busy = {}
+    for _, o in ipairs(placed) do
+      if o.t0 <= b.t1 and b.t0 <= o.t1 then busy[#busy + 1] = o end
+    end
+    table.sort(busy, function(x, y) return x.off < y.off end)
+    local at = 0
+    for _, o in ipairs(busy) do
+      if at + b.size <= o.off then break end
+      at = math.max(at, o.off + o.size)
+    end
+    b.off = at
+    placed[#placed + 1] = b
+    top = math.max(top, at + b.size)
+  end
+  return top
+end
+
+local function plan_memory(spec)
   local B = spec.train.batch
-  local R = (B + VEC - 1) // VEC * VEC
-  spec.lanes = R
+  local R = spec.lanes -- nil: [N][size]
+  local rows = R or B
+  local layers, n = spec.layers, #spec.layers
   local ws = 0
   local function take(nfloats)
     local at = ws
     ws = ws + (nfloats + VEC - 1) // VEC * VEC -- keep every region vector-aligned
     return at
   end
-  spec.xin = take(R * prod(spec.input))
-  local maxin = 0
-  local prev = spec.xin
-  for _, L in ipairs(spec.layers) do
-    L.is_alias = L.alias
-    if L.is_alias then L.act = prev else L.act = take(R * L.out_size) end
-    prev = L.act
-    if L.in_size > maxin then maxin = L.in_size end
+  local size = {[0] = prod(spec.input)}
+  local act = {}
+  spec.xin = nil
+  if R then
+    spec.xin = take(R * size[0])
+    act[0] = spec.xin
   end
-  for _, L in ipairs(spec.layers) do
+  for p, L in ipairs(layers) do
+    size[p] = L.out_size
+    local q = L.inputs[1]
+    -- a view of its input when that input is in the workspace (not the caller's x)
+    -- and, in the [N][size] layout, it is not the network's output
+    L.is_alias = L.alias and act[q] ~= nil and (R ~= nil or p < n)
+    if L.is_alias then L.act = act[q] else L.act = take(rows * L.out_size) end
+    act[p] = L.act
+  end
+  for _, L in ipairs(layers) do
     local sz = L.mod.scratch and L.mod.scratch(L) or 0
     if sz > 0 then L.scratch = take(sz) end
   end
-  spec.out_offset = take(B * spec.out_size)
-  spec.dout = take(B * spec.out_size)
-  spec.dout_lanes = take(R * spec.out_size)
-  spec.grad_a = take(R * maxin)
-  spec.grad_b = take(R * maxin)
-  spec.workspace = ws
+  if R then
+    spec.out_offset = take(B * spec.out_size)
+    spec.dout = take(B * spec.out_size)
+    spec.dout_lanes = take(R * spec.out_size)
+  else
+    spec.out_offset = layers[n].act
+    spec.dout = take(B * spec.out_size)
+  end
+  spec.act_of = act
+
+  -- backward, simulated: what each layer's backward writes where. Buffers get their
+  -- lifetimes here (allocations of a step at time 2s, releases at 2s + 1) and their
+  -- offsets afterwards (place).
+  local base = ws
+  local bufs, now = {}, 0
+  local function newbuf(q, label)
+    local b = {id = #bufs + 1, size = (rows * size[q] + VEC - 1) // VEC * VEC, t0 = now, t1 = math.huge,
+      label = label or (q == 0 and "DIN" or string.format("D%02d", layers[q].index))}
+    bufs[#bufs + 1] = b
+    return b
+  end
+  local function release(b) if type(b) == "table" then b.t1 = now + 1 end end
+  local grad = {[n] = R and spec.dout_lanes or spec.dout} -- a number: a fixed region
+  local edges_left = {}
+  for _, L in ipairs(layers) do
+    for _, q in ipairs(L.inputs) do edges_left[q] = (edges_left[q] or 0) + 1 end
+  end
+  local written = {}
+  -- the caller's dx receives the input gradient directly when one layer reads the input
+  -- ([N][size] layout); otherwise the input's gradient is summed in the arena
+  local direct_dx = (R == nil) and spec.input_readers == 1
+  for p = n, 1, -1 do
+    now = 2 * (n - p)
+    local L = layers[p]
+    local step = {dy = grad[p], dx = {}, acc = {}}
+    L.bstep = step
+    if L.is_alias then
+      local q = L.inputs[1]
+      edges_left[q] = edges_left[q] - 1
+      if not written[q] and edges_left[q] == 0 and type(grad[p]) == "table" then
+        grad[q] = grad[p] -- the view's gradient is its input's: nothing moves
+        step.pass = true
+      elseif not written[q] then
+        grad[q] = newbuf(q)
+        step.copy = {to = grad[q], from = grad[p], n = size[q]}
+      else
+        step.acc[#step.acc + 1] = {to = grad[q], from = grad[p], n = size[q]}
+      end
+      written[q] = true
+      if not step.pass then release(grad[p]) end
+    else
+      for j, q in ipairs(L.inputs) do
+        edges_left[q] = edges_left[q] - 1
+        if q == 0 and direct_dx then
+          local t = newbuf(0, "DIN")
+          release(t)
+          step.dx[j] = {direct = true, tmp = t}
+        elseif not written[q] then
+          grad[q] = newbuf(q)
+          written[q] = true
+          step.dx[j] = {off = grad[q]}
+        else
+          local t = newbuf(q, string.format("T%02d_%d", L.index, j))
+          release(t)
+          step.dx[j] = {off = t}
+          step.acc[#step.acc + 1] = {to = grad[q], from = t, n = size[q]}
+        end
+      end
+      release(grad[p])
+    end
+  end
+  local top = place(bufs)
+  -- the steps keep their buffers (the emitter names them); their offsets are base + off
+  for _, b in ipairs(bufs) do b.at = base + b.off end
+  spec.grad_bufs = bufs
+  spec.grad_input = grad[0]
+  spec.direct_dx = direct_dx
+  spec.grad_arena = top
+  spec.act_floats = base
+  spec.workspace = base + top
   return true
 end
 
 local function plan(spec, opts)
   local P, Bf = 0, 0
+  -- A layer's functions see P, G and B at its own first tensor (the call adds the
+  -- layer's base), so layers of the same shape and schedule have the same code and
+  -- share one function (emit).
+  local function rel(base, off) return off == base and "" or (" + " .. (off - base)) end
   for _, L in ipairs(spec.layers) do
     L.t, L.t_grad = {}, {}
+    L.pbase, L.bbase = P, Bf
     for _, t in ipairs(L.tensors) do
       t.kind = t.kind or "param"
-      t.name = string.format("%d.%s", L.index, t.suffix)
+      -- the state-dict key: NAME.suffix for a named layer, index.suffix otherwise
+      t.name = string.format("%s.%s", L.name or tostring(L.index), t.suffix)
       t.size = prod(t.shape)
       if t.kind == "param" then
         t.offset = P
         P = P + t.size
-        L.t[t.suffix] = "P + " .. t.offset
-        L.t_grad[t.suffix] = "G + " .. t.offset
+        L.t[t.suffix] = "P" .. rel(L.pbase, t.offset)
+        L.t_grad[t.suffix] = "G" .. rel(L.pbase, t.offset)
       else
         t.offset = Bf
         Bf = Bf + t.size
-        L.t[t.suffix] = "B + " .. t.offset
+        L.t[t.suffix] = "B" .. rel(L.bbase, t.offset)
       end
     end
   end
@@ -334,36 +679,8 @@ local function plan(spec, opts)
     local ctx = {budget = UNROLL_BUDGET, lanes = L.lanes_R, vec = T.vec}
     L.sched, L.candidates = schedule.choose(L, T, opts.wisdom, CODE_BUDGET, function(S) return code_lines(L, S, ctx) end)
   end
-  if B >= LANES_MIN_BATCH then return plan_lanes(spec) end
-  local ws = 0
-  local n = #spec.layers
-  local maxin = 0
-  for i, L in ipairs(spec.layers) do
-    L.is_alias = L.alias and i > 1 and i < n
-    if L.is_alias then
-      L.act = spec.layers[i - 1].act
-    else
-      L.act = ws
-      ws = ws + B * L.out_size
-    end
-    if L.in_size > maxin then maxin = L.in_size end
-  end
-  for _, L in ipairs(spec.layers) do
-    local s = L.mod.scratch and L.mod.scratch(L) or 0
-    if s > 0 then
-      L.scratch = ws
-      ws = ws + s
-    end
-  end
-  spec.dout = ws
-  ws = ws + B * spec.out_size
-  spec.grad_a = ws
-  ws = ws + B * maxin
-  spec.grad_b = ws
-  ws = ws + B * maxin
-  spec.workspace = ws
-  spec.out_offset = spec.layers[n].act
-  return true
+  spec.lanes = lanes and (B + VEC - 1) // VEC * VEC or nil
+  return plan_memory(spec)
 end
 
 ---------------------------------------------------------------------------
@@ -417,21 +734,61 @@ code_lines = function(L, S, ctx)
 end
 
 -- Emit one layer's function for a pass; returns its used args in canonical order.
-local function emit_layer_fn(out, L, pass, ctx, spec)
+-- A function whose text equals an earlier one's is not emitted again: L.fn[pass]
+-- names the earlier one (ResNet-20's 18 3x3 convolutions have 5 distinct shapes).
+local function emit_layer_fn(out, L, pass, ctx, spec, seen)
   local body = util.code()
   body.ind = 1
   local used = pass_fn(L, pass, ctx)(L, body, ctx)
   local set = {}
   for _, a in ipairs(used) do set[a] = true end
-  local args = {}
+  -- x1..xk, dx1..dxk: the inputs of a layer that reads several tensors
+  local order = {}
   for _, a in ipairs(ARG_ORDER) do
+    order[#order + 1] = a
+    if a == "x" or a == "dx" then
+      for j = 1, #L.inputs do order[#order + 1] = a .. j end
+    end
+  end
+  local args = {}
+  for _, a in ipairs(order) do
     if set[a] then args[#args + 1] = a end
   end
   local decl = {}
-  for i, a in ipairs(args) do decl[i] = ARG_DECL[pass == "fwd" and "fwd" or "bwd"][a] end
-  out:line("static void %s(%s)", layer_fn(L, pass), table.concat(decl, ", "))
+  for i, a in ipairs(args) do
+    local d = ARG_DECL[pass == "fwd" and "fwd" or "bwd"][a]
+    if not d and a:match("^x%d+$") then d = "const float *restrict " .. a end
+    if not d and a:match("^dx%d+$") then d = "float *restrict " .. a end
+    decl[i] = d
+  end
+  -- the shapes of the tensors, in the layout of the batch
+  local function lay(shape)
+    if L.sched.layout == "lanes" then return string.format("[%s][lanes]", shape_str(shape)) end
+    return string.format("[N][%s]", shape_str(shape))
+  end
+  local legend = {}
+  if #L.inputs > 1 then
+    for j, sh in ipairs(L.in_shapes) do legend[#legend + 1] = string.format("x%d %s", j, lay(sh)) end
+  else
+    legend[1] = "x " .. lay(L.in_shape)
+  end
+  legend[#legend + 1] = "y " .. lay(L.out_shape)
+  table.insert(body.lines, 1, "    /* " .. table.concat(legend, ", ") .. " */")
+  local sig = table.concat(decl, ", ")
+  local text = body:text():sub(1, -2)
+  local key = sig .. "\n" .. text
+  L.fn = L.fn or {}
+  if seen and seen[key] then
+    L.fn[pass] = seen[key]
+    out:line("/* %s: the code of %s */", layer_fn(L, pass), seen[key])
+    out:line("")
+    return args
+  end
+  L.fn[pass] = layer_fn(L, pass)
+  if seen then seen[key] = L.fn[pass] end
+  out:line("static void %s(%s)", layer_fn(L, pass), sig)
   out:line("{")
-  out.lines[#out.lines + 1] = body:text():sub(1, -2)
+  out.lines[#out.lines + 1] = text
   out:line("}")
   out:line("")
   return args
@@ -577,7 +934,7 @@ local function emit(spec, spec_path, spec_text)
   O:line("")
   O:line("#include \"%s.h\"", name)
   O:line("")
-  local fargs, bargs, dxargs = {}, {}, {}
+  local fargs, bargs, dxargs, seen = {}, {}, {}, {}
   do
     simd_prelude(O, V, true)
     O:line("")
@@ -592,22 +949,56 @@ local function emit(spec, spec_path, spec_text)
       O:line("/* layer %d: %s %s -> %s (%s:%d:%d)", L.index, L.kind, shape_str(L.in_shape),
         shape_str(L.out_shape), c_comment(spec_path), L.node.line, L.node.col)
       O:line(" * schedule %s%s */", schedule.describe(L.sched), L.sched.from_wisdom and " (from wisdom)" or "")
-      fargs[L] = emit_layer_fn(O, L, "fwd", ctx, spec)
-      bargs[L] = emit_layer_fn(O, L, "bwd", ctx, spec)
-      if pass_fn(L, "bwdx", ctx) then dxargs[L] = emit_layer_fn(O, L, "bwdx", ctx, spec) end
+      fargs[L] = emit_layer_fn(O, L, "fwd", ctx, spec, seen)
+      bargs[L] = emit_layer_fn(O, L, "bwd", ctx, spec, seen)
+      if pass_fn(L, "bwdx", ctx) then dxargs[L] = emit_layer_fn(O, L, "bwdx", ctx, spec, seen) end
     end
   end
 
   local n = #spec.layers
-  local function inptr(i)
-    if i == 1 then return ctx.lanes and ("ws + " .. spec.xin) or "x" end
-    return string.format("ws + %d", spec.layers[i - 1].act)
+  local R = ctx.lanes
+  -- Workspace offsets by name: A05 layer 5's output, S05 its scratch, D05 the gradient
+  -- of that output (gradients share arena space when their lifetimes do not overlap),
+  -- T05_2 a temporary for layer 5's second input when that tensor's gradient is summed
+  local names, defs = {}, {}
+  local function def(name, off, what)
+    if names[off .. name] then return end
+    names[off .. name] = true
+    defs[#defs + 1] = string.format("#define %-7s %d /* %s */", name, off, what)
   end
+  local lay = function(L) return string.format("[%s][%s]", R and shape_str(L.out_shape) or "N", R and "lanes" or shape_str(L.out_shape)) end
+  if R then def("XIN", spec.xin, string.format("the input, [%s][lanes]", shape_str(spec.input))) end
+  for _, L in ipairs(spec.layers) do
+    if not L.is_alias then def(string.format("A%02d", L.index), L.act, string.format("layer %d (%s) output, %s", L.index, L.kind, lay(L))) end
+    if L.scratch then def(string.format("S%02d", L.index), L.scratch, string.format("layer %d (%s) scratch", L.index, L.kind)) end
+  end
+  if R then def("OUT", spec.out_offset, string.format("the output, [N][%d]", spec.out_size)) end
+  def("DOUT", spec.dout, string.format("dLoss/dOutput, [N][%d]", spec.out_size))
+  if R then def("DOUT_L", spec.dout_lanes, string.format("dLoss/dOutput, [%d][lanes]", spec.out_size)) end
+  for _, b in ipairs(spec.grad_bufs) do def(b.label, b.at, "gradient arena: " .. (b.label:sub(1, 1) == "T"
+    and "a gradient summed into its tensor's" or (b.label == "DIN" and "dLoss/dInput" or "dLoss/d(layer " .. tonumber(b.label:sub(2)) .. " output)"))) end
+  local function W(v)
+    if type(v) == "table" then return "ws + " .. v.label end
+    if R and v == spec.dout_lanes then return "ws + DOUT_L" end
+    if v == spec.dout then return "ws + DOUT" end
+    return "ws + " .. v
+  end
+  local function inptr(q)
+    if q == 0 then return R and "ws + XIN" or "x" end
+    local P = spec.layers[q]
+    while P.is_alias do P = P.inputs[1] == 0 and nil or spec.layers[P.inputs[1]]; if not P then return "ws + XIN" end end
+    return string.format("ws + A%02d", P.index)
+  end
+  O:line("/* Workspace regions, in floats (NAME.h gives the total). */")
+  for _, d in ipairs(defs) do O:line(d) end
+  O:line("")
   local function call(L, pass, argl, map)
     local a = {}
     for _, arg in ipairs(argl) do a[#a + 1] = map[arg] end
-    return string.format("%s(%s);", layer_fn(L, pass), table.concat(a, ", "))
+    return string.format("%s(%s);", L.fn[pass], table.concat(a, ", "))
   end
+  local function base(off) return off == 0 and "" or (" + " .. off) end
+  local function count(sz) return R and tostring(R * sz) or string.format("(size_t)nb * %d", sz) end
 
   -- network forward
   O:line("/* Forward over nb <= %d samples; activations stay in ws for backward. */", B)
@@ -621,63 +1012,86 @@ local function emit(spec, spec_path, spec_text)
   end
   if not uses.B then O:line("(void)buffers;") end
   if not uses.training then O:line("(void)training;") end
-  if ctx.lanes then
-    O:line("cg_to_lanes(x, ws + %d, nb, %d, %d);", spec.xin, prod(spec.input), spec.lanes)
+  if R then
+    O:line("cg_to_lanes(x, ws + XIN, nb, %d, %d);", prod(spec.input), R)
   end
-  for i, L in ipairs(spec.layers) do
+  for _, L in ipairs(spec.layers) do
     if L.is_alias then
       O:line("/* layer %d: %s is a view of its input */", L.index, L.kind)
     else
-      O:line(call(L, "fwd", fargs[L], {P = "params", B = "buffers", S = "ws + " .. tostring(L.scratch),
-        x = inptr(i), y = "ws + " .. L.act, nb = "nb", training = "training"}))
+      local map = {P = "params" .. base(L.pbase), B = "buffers" .. base(L.bbase),
+        S = L.scratch and string.format("ws + S%02d", L.index), x = inptr(L.inputs[1]),
+        y = inptr(L.pos), nb = "nb", training = "training"}
+      for j, q in ipairs(L.inputs) do map["x" .. j] = inptr(q) end
+      O:line(call(L, "fwd", fargs[L], map))
     end
   end
-  if ctx.lanes then
-    O:line("cg_from_lanes(ws + %d, ws + %d, nb, %d, %d);", spec.layers[n].act, spec.out_offset, spec.out_size, spec.lanes)
+  if R then
+    O:line("cg_from_lanes(%s, ws + OUT, nb, %d, %d);", inptr(n), spec.out_size, R)
   end
   O:close()
   O:line("")
 
   -- network backward
-  O:line("/* Backward after a training forward: dLoss/dOutput at ws + %d; grads accumulate. */", spec.dout)
+  O:line("/* Backward after a training forward: dLoss/dOutput at ws + DOUT (%d); grads accumulate. */", spec.dout)
   O:line("void %s_backward(const float *params, float *grads, const float *x, float *dx, float *ws, int nb)", name)
   O:open("{")
-  local dy = spec.dout
-  if ctx.lanes then
-    O:line("(void)x;")
-    O:line("cg_to_lanes(ws + %d, ws + %d, nb, %d, %d);", spec.dout, spec.dout_lanes, spec.out_size, spec.lanes)
-    dy = spec.dout_lanes
+  if R then
+    O:line("cg_to_lanes(ws + DOUT, ws + DOUT_L, nb, %d, %d);", spec.out_size, R)
   end
-  local bufs = {spec.grad_a, spec.grad_b}
   local uses_dx, uses_x = false, false
-  for i, L in ipairs(spec.layers) do
+  for _, L in ipairs(spec.layers) do
     for _, argl in ipairs({bargs[L] or {}, dxargs[L] or {}}) do
-      for _, a in ipairs(argl) do if a == "x" and i == 1 then uses_x = true end end
+      for _, a in ipairs(argl) do
+        if a == "x" and L.inputs[1] == 0 and not R then uses_x = true end
+        local j = a:match("^x(%d+)$")
+        if j and L.inputs[tonumber(j)] == 0 and not R then uses_x = true end
+      end
     end
   end
-  if not uses_x and not ctx.lanes then O:line("(void)x;") end
+  if not uses_x then O:line("(void)x;") end
+  -- the input's only reader computes its dx apart: skipped when the caller wants no dx
+  local only_input_reader = spec.input_readers == 1 and #spec.layers[1].inputs == 1
   for i = n, 1, -1 do
     local L = spec.layers[i]
-    if L.is_alias then
+    local st = L.bstep
+    if st.pass then
       O:line("/* layer %d: %s passes the gradient through */", L.index, L.kind)
+    elseif st.copy then
+      O:line("/* layer %d: %s: its input's gradient is its own */", L.index, L.kind)
+      O:line("memcpy(%s, %s, sizeof(float) * %s);", W(st.copy.to), W(st.copy.from), count(st.copy.n))
     else
-      local other = (dy == bufs[1]) and bufs[2] or bufs[1]
-      local dxexpr = "ws + " .. other
-      if i == 1 and not ctx.lanes then
-        dxexpr = "dx ? dx : ws + " .. other
-        uses_dx = true
+      local map = {P = "params" .. base(L.pbase), G = "grads" .. base(L.pbase),
+        S = L.scratch and string.format("ws + S%02d", L.index), x = inptr(L.inputs[1]),
+        y = inptr(L.pos), dy = W(st.dy), nb = "nb"}
+      for j, q in ipairs(L.inputs) do
+        local d = st.dx[j]
+        local e
+        if d.direct then
+          e = "dx ? dx : " .. W(d.tmp)
+          uses_dx = true
+        else
+          e = W(d.off)
+        end
+        map["x" .. j], map["dx" .. j] = inptr(q), e
+        if j == 1 then map.dx = e end
       end
-      local map = {P = "params", G = "grads", S = "ws + " .. tostring(L.scratch), x = inptr(i),
-        y = "ws + " .. L.act, dy = "ws + " .. dy, dx = dxexpr, nb = "nb"}
       O:line(call(L, "bwd", bargs[L], map))
       if dxargs[L] then
-        O:line((i == 1 and "if (dx) " or "") .. call(L, "bwdx", dxargs[L], map))
+        local gate = (L.inputs[1] == 0 and only_input_reader) and "if (dx) " or ""
+        O:line(gate .. call(L, "bwdx", dxargs[L], map))
       end
-      dy = other
+    end
+    for _, a in ipairs(st.acc) do
+      O:line("for (size_t i = 0; i < %s; i++) (%s)[i] += (%s)[i]; /* a tensor read again: gradients add */",
+        count(a.n), W(a.to), W(a.from))
     end
   end
-  if ctx.lanes then
-    O:line("if (dx) cg_from_lanes(ws + %d, dx, nb, %d, %d);", dy, prod(spec.input), spec.lanes)
+  if R then
+    O:line("if (dx) cg_from_lanes(%s, dx, nb, %d, %d);", W(spec.grad_input), prod(spec.input), R)
+    uses_dx = true
+  elseif not spec.direct_dx then
+    O:line("if (dx) memcpy(dx, %s, sizeof(float) * (size_t)nb * %d);", W(spec.grad_input), prod(spec.input))
     uses_dx = true
   end
   if not uses_dx then O:line("(void)dx;") end
@@ -697,8 +1111,22 @@ local function emit(spec, spec_path, spec_text)
   if ntens == 0 then O:line("    {\"\", 0, 0, 0, {0, 0, 0, 0}, 0, 0, 0, 0},") end
   O:line("};")
   O:line("")
+  O:line("/* what each layer reads: earlier layers' outputs by index, -1 the network's input */")
+  O:line("static const int %s_inputs[] = {", name)
+  local in_at, nin = {}, 0
+  for _, L in ipairs(spec.layers) do
+    local r = {}
+    for j, q in ipairs(L.inputs) do r[j] = tostring(q - 1) end
+    in_at[L] = nin
+    nin = nin + #r
+    O:line("    %s, /* %d: %s */", table.concat(r, ", "), L.index, L.kind)
+  end
+  O:line("};")
+  O:line("")
   O:line("static const cg_layer %s_layers[] = {", name)
   for _, L in ipairs(spec.layers) do
+    local has_bias = 0
+    for _, t in ipairs(L.tensors) do if t.kind == "param" and t.suffix == "bias" then has_bias = 1 end end
     local g = L.geom
     local o = L.opt
     local mom = o.momentum
@@ -706,15 +1134,16 @@ local function emit(spec, spec_path, spec_text)
       c_string(L.kind), #L.in_shape, int_list(L.in_shape, 3), #L.out_shape, int_list(L.out_shape, 3))
     O:line("     .in_size = %d, .out_size = %d, .act_offset = %d, .lanes = %d, .line = %d, .col = %d,",
       L.in_size, L.out_size, L.act, spec.lanes or 0, L.node.line, L.node.col)
-    O:line("     .schedule = %s,", c_string(schedule.describe(L.sched)))
+    O:line("     .schedule = %s, .n_inputs = %d, .inputs = %s_inputs + %d, .name = %s,", c_string(schedule.describe(L.sched)),
+      #L.inputs, name, in_at[L], L.name and c_string(L.name) or "NULL")
     if g then
       O:line("     .kernel = {%d, %d}, .stride = {%d, %d}, .pad_lo = {%d, %d}, .pad_hi = {%d, %d}, .dilation = {%d, %d},",
         g.h.K, g.w.K, g.h.S, g.w.S, g.h.lo, g.w.lo, g.h.hi, g.w.hi, g.h.D, g.w.D)
     end
-    O:line("     .groups = %d, .has_bias = %d, .count_include_pad = %d, .slope = %s, .eps = %s, .momentum = %s},",
-      L.groups or 1, (o.bias == false or not (L.kind:match("^conv") or L.kind == "dense")) and 0 or 1,
+    O:line("     .groups = %d, .has_bias = %d, .count_include_pad = %d, .slope = %s, .eps = %s, .momentum = %s%s},",
+      L.groups or 1, has_bias,
       o.count_include_pad and 1 or 0, util.flt(o.slope or 0), util.flt(o.eps or 0),
-      mom == "null" and "-1.0f" or util.flt(mom or 0))
+      mom == "null" and "-1.0f" or util.flt(mom or 0), o.p and (", .p = " .. util.flt(o.p)) or "")
   end
   O:line("};")
   O:line("")
@@ -734,8 +1163,11 @@ local function emit(spec, spec_path, spec_text)
     MODE_ENUM[t.mode], ORDER_ENUM[t.order], SCHED_ENUM[t.schedule], t.step_size, util.flt(t.gamma))
   O:line("              .patience = %d, .eval_every = %d, .val = %d, .val_frac = %s, .seed = %d,",
     t.patience, t.eval_every, t.val or -1, util.flt(t.val_frac or 0), t.seed)
-  O:line("              .normalize = %d, .checkpoint_every = %d, .monitor = %s},", t.normalize and 1 or 0,
+  O:line("              .normalize = %d, .checkpoint_every = %d, .monitor = %s,", t.normalize and 1 or 0,
     t.checkpoint_every, t.monitor == "error" and "CG_MONITOR_ERROR" or "CG_MONITOR_LOSS")
+  O:line("              .optimizer = %s, .beta1 = %s, .beta2 = %s, .eps = %s, .warmup = %d,",
+    OPTIMIZER_ENUM[t.optimizer], util.flt(t.betas[1]), util.flt(t.betas[2]), util.flt(t.eps), t.warmup)
+  O:line("              .aug_crop = %d, .aug_flip = %d},", t.augment.crop, t.augment.flip and 1 or 0)
   O:line("    .forward = %s_forward, .backward = %s_backward,", name, name)
   O:line("};")
   O:line("")
@@ -782,8 +1214,9 @@ local function summary(spec, path)
   end
   out[#out + 1] = string.format("Total params: %s", util.commas(total_p))
   out[#out + 1] = string.format("Total multiply-adds per sample (forward): %s", util.commas(total_m))
-  out[#out + 1] = string.format("Workspace at batch %d: %s floats; buffers: %s floats",
-    spec.train.batch, util.commas(spec.workspace), util.commas(spec.n_buffers))
+  out[#out + 1] = string.format("Workspace at batch %d: %s floats (activations and scratch %s, gradients %s: "
+    .. "the peak of the live ones); buffers: %s floats", spec.train.batch, util.commas(spec.workspace),
+    util.commas(spec.act_floats), util.commas(spec.grad_arena), util.commas(spec.n_buffers))
   out[#out + 1] = string.format("Schedules for target %s (%d accumulators a register tile):", spec.target.isa, spec.target.acc)
   for _, L in ipairs(spec.layers) do
     out[#out + 1] = string.format("  %d %s", L.index, schedule.describe(L.sched))
@@ -868,6 +1301,7 @@ function M.load(text, errs, opts)
   end
   local spec = validate(root, errs)
   if not spec or errs:count() > 0 then return nil end
+  if not resolve_graph(spec, errs) or errs:count() > 0 then return nil end
   if not infer_shapes(spec, errs) or errs:count() > 0 then return nil end
   if opts.layer then
     -- one layer alone (its input shape, MSE loss, the spec's batch): what `make tune` times
@@ -877,7 +1311,13 @@ function M.load(text, errs, opts)
       errs:add(root, string.format("--layer %d: the spec has layers 0 to %d", opts.layer, #spec.layers - 1))
       return nil
     end
+    if #L.inputs > 1 then
+      errs:add(root, string.format("--layer %d: %s reads %d tensors; only a layer with one input is emitted alone",
+        opts.layer, L.kind, #L.inputs))
+      return nil
+    end
     spec.name, spec.input, spec.layers, spec.loss = spec.name .. "_l" .. L.index, L.in_shape, {L}, "mse"
+    L.inputs, L.pos, L.readers, spec.input_readers = {0}, 1, 0, 1
     if not infer_shapes(spec, errs) or errs:count() > 0 then return nil end
   end
   local ok, perr = plan(spec, opts)
@@ -987,7 +1427,7 @@ end
 
 -- for compiler/lua/infer.lua (the --inference export), which reuses the forward emitters
 M.internal = {
-  VEC = VEC, UNROLL_BUDGET = UNROLL_BUDGET, simd_prelude = simd_prelude, schedule = schedule, plan = plan, pass_fn = pass_fn, layer_fn = layer_fn,
+  VEC = VEC, UNROLL_BUDGET = UNROLL_BUDGET, simd_prelude = simd_prelude, place = place, schedule = schedule, plan = plan, pass_fn = pass_fn, layer_fn = layer_fn,
   emit_layer_fn = emit_layer_fn, report = report, write_atomic = write_atomic,
   shape_str = shape_str, prod = prod, c_comment = c_comment, c_string = c_string,
 }

@@ -78,12 +78,15 @@ end
 -- orig: the spec as the trainer plans it; spec: a second load of the same text, rewritten
 local function rewrite(orig, spec)
   local keep = {}
+  local newpos = {[0] = 0} -- producer positions: the spec's -> the rewritten net's
   local i, n = 1, #spec.layers
   while i <= n do
     local L, O = spec.layers[i], orig.layers[i]
     local nxt = spec.layers[i + 1]
     L.recipe = {}
-    if is_affine(L) and nxt and nxt.kind == "batchnorm" then
+    -- fold a batchnorm into the conv/dense it reads when nothing else reads that output
+    if is_affine(L) and nxt and nxt.kind == "batchnorm" and #nxt.inputs == 1 and nxt.inputs[1] == i
+      and L.readers == 1 then
       local src, bn = by_suffix(O), by_suffix(orig.layers[i + 1])
       L.opt.bias = true
       L.tensors = L.mod.tensors(L)
@@ -92,6 +95,7 @@ local function rewrite(orig, spec)
         L.recipe[#L.recipe + 1] = {op = t.suffix == "weight" and "fold_w" or "fold_b", dst = t, src = src, bn = bn,
           eps = nxt.opt.eps}
       end
+      newpos[i], newpos[i + 1] = #keep + 1, #keep + 1
       i = i + 2
     else
       if L.kind == "batchnorm" then
@@ -103,10 +107,20 @@ local function rewrite(orig, spec)
         local src = by_suffix(O)
         for _, t in ipairs(L.tensors) do L.recipe[#L.recipe + 1] = {op = "copy", dst = t, src = src} end
       end
+      newpos[i] = #keep + 1
       i = i + 1
     end
     keep[#keep + 1] = L
   end
+  local readers = {}
+  for p, L in ipairs(keep) do
+    L.pos = p
+    for j, q in ipairs(L.inputs) do
+      L.inputs[j] = newpos[q]
+      readers[newpos[q]] = (readers[newpos[q]] or 0) + 1
+    end
+  end
+  for p, L in ipairs(keep) do L.readers = readers[p] or 0 end
   spec.layers = keep
 end
 
@@ -225,27 +239,49 @@ local function fwd_scratch(L, lanes)
   return L.mod.scratch and L.mod.scratch(L) or 0
 end
 
-local function arena(spec, V, R, norm, args)
-  local ws = 0
-  local function take(n)
-    local at = ws
-    ws = ws + (n + V - 1) // V * V
-    return at
+-- Activations by liveness: a layer's output lives from its forward to the forward of
+-- its last reader (the network's output to the end), placed greedy-by-size like the
+-- trainer's gradients; a chain needs two buffers, a residual network three or four.
+local function arena(spec, V, R, norm, args, place)
+  local layers, n = spec.layers, #spec.layers
+  local last = {}
+  for p, L in ipairs(layers) do
+    for _, q in ipairs(L.inputs) do last[q] = math.max(last[q] or 0, p) end
   end
-  local maxact, maxs = 1, 0
-  -- the input in lanes or normalized goes to the second buffer: the first layer writes the first
-  if spec.lanes or norm then maxact = spec.in_size end
-  for _, L in ipairs(spec.layers) do
-    if not L.alias then
-      maxact = math.max(maxact, L.out_size)
+  local bufs, buf_of = {}, {}
+  local function round(x) return (x + V - 1) // V * V end
+  -- the input in lanes or normalized lives in the arena until its last reader
+  if spec.lanes or norm then
+    buf_of[0] = {id = 0, size = round(R * spec.in_size), t0 = -1, t1 = 2 * (last[0] or 0)}
+    bufs[#bufs + 1] = buf_of[0]
+  end
+  for p, L in ipairs(layers) do
+    if L.view then
+      -- a view: its input's buffer, kept alive as long as the view is read
+      local b = buf_of[L.inputs[1]]
+      b.t1 = math.max(b.t1, p == n and math.huge or 2 * (last[p] or p))
+      buf_of[p] = b
+      L.view = true
+    else
+      buf_of[p] = {id = p, size = round(R * L.out_size), t0 = 2 * p, t1 = p == n and math.huge or 2 * (last[p] or p)}
+      bufs[#bufs + 1] = buf_of[p]
+    end
+  end
+  local top = place(bufs)
+  local maxs = 0
+  for _, L in ipairs(layers) do
+    if not L.view then
       for _, a in ipairs(args[L]) do
         if a == "S" then maxs = math.max(maxs, fwd_scratch(L, spec.lanes)) end
       end
     end
   end
-  spec.buf = {take(R * maxact), take(R * maxact)}
-  if spec.lanes or norm then spec.xin = spec.buf[2] end
-  spec.scratch = maxs > 0 and take(maxs) or nil
+  local ws = round(top)
+  spec.act_at = {}
+  for p, b in pairs(buf_of) do spec.act_at[p] = b.off end
+  spec.xin = buf_of[0] and buf_of[0].off or nil
+  spec.scratch = maxs > 0 and ws or nil
+  ws = ws + round(maxs)
   spec.arena = math.max(ws, V)
 end
 
@@ -253,13 +289,14 @@ end
 local function emit_layers(I, spec, path)
   local F = util.code()
   local ctx = {budget = I.UNROLL_BUDGET, lanes = spec.lanes, vec = spec.target.vec}
-  local args = {}
+  local args, seen = {}, {}
   for _, L in ipairs(spec.layers) do
-    if not L.alias then
+    L.view = L.alias and (L.inputs[1] ~= 0 or spec.lanes ~= nil)
+    if not L.view then
       F:line("/* layer %d: %s %s -> %s (%s:%d:%d)%s */", L.index, L.kind, I.shape_str(L.in_shape),
         I.shape_str(L.out_shape), I.c_comment(path), L.node.line, L.node.col,
         L.folded and string.format(", batchnorm %d folded in", L.folded.index) or "")
-      args[L] = I.emit_layer_fn(F, L, "fwd", ctx, spec)
+      args[L] = I.emit_layer_fn(F, L, "fwd", ctx, spec, seen)
     end
   end
   return F, args
@@ -515,28 +552,31 @@ local function emit(core, spec, path, text, z, norm, F, args)
   O:line("static void forward_(const float *restrict x, int nb, float *restrict y)")
   O:open("{")
   O:line("float *const ws = %s_arena_;", name)
-  local cur = "x"
   if spec.lanes then
     O:line("to_lanes_(x, ws + %d, nb);", spec.xin)
-    cur = "ws + " .. spec.xin
   elseif norm then
     O:line("normalize_(x, ws + %d, nb);", spec.xin)
-    cur = "ws + " .. spec.xin
   end
-  local nxt = 1
-  for _, L in ipairs(spec.layers) do
-    if L.alias then
+  local function at(q)
+    if q == 0 and not spec.xin then return "x" end
+    return "ws + " .. spec.act_at[q]
+  end
+  local cur
+  for p, L in ipairs(spec.layers) do
+    if L.view then
       O:line("/* layer %d: %s is a view of its input */", L.index, L.kind)
     else
-      local out = "ws + " .. spec.buf[nxt]
-      local map = {P = pname, S = "ws + " .. tostring(spec.scratch), x = cur, y = out, nb = "nb", training = "0"}
+      local map = {P = pname .. (L.pbase == 0 and "" or (" + " .. L.pbase)), S = "ws + " .. tostring(spec.scratch),
+        x = at(L.inputs[1]), y = at(p), nb = "nb",
+        training = "0"}
+      for j, q in ipairs(L.inputs) do map["x" .. j] = at(q) end
       local a = {}
       for _, arg in ipairs(args[L]) do
         a[#a + 1] = assert(map[arg], "inference: no argument " .. arg)
       end
-      O:line("%s(%s);", I.layer_fn(L, "fwd"), table.concat(a, ", "))
-      cur, nxt = out, 3 - nxt
+      O:line("%s(%s);", L.fn.fwd, table.concat(a, ", "))
     end
+    cur = at(p)
   end
   if spec.lanes then
     O:line("from_lanes_(%s, y, nb);", cur)
@@ -642,7 +682,7 @@ function M.main(core, args)
     if not norm then io.stderr:write("cnngen: " .. err .. "\n"); return 1 end
   end
   local F, args = emit_layers(I, spec, path)
-  arena(spec, I.VEC, R, norm, args)
+  arena(spec, I.VEC, R, norm, args, I.place)
   if spec.arena >= (1 << 31) then
     io.stderr:write(string.format("cnngen: the arena needs %s floats at batch %d (limit 2^31)\n",
       util.commas(spec.arena), spec.train.batch))
