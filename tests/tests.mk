@@ -14,7 +14,7 @@ TRAINERS  := $(patsubst specs/%.yaml,$(B)/trainers/%,$(filter-out $(BIG_SPECS),$
 GRAPH_NETS := $(wildcard tests/nets/t_g_*.yaml)
 
 .PHONY: test check-unit check-torch
-TEST_PARTS := build-nopkgconfig embed-check check-unit check-kernels regen-check warn-check sanitize-check fuzz-smoke golden-check check-torch schedules-check check-threads infer-check recipes-check
+TEST_PARTS := build-nopkgconfig embed-check check-unit check-kernels regen-check warn-check sanitize-check fuzz-smoke golden-check check-torch schedules-check check-threads infer-check recipes-check mpi-check
 test-run: all $(TEST_PARTS)
 	@echo "make test: every part passed ($(TEST_PARTS))"
 	@echo "test: $(words $(TEST_PARTS)) passed, 0 failed"
@@ -167,3 +167,15 @@ INFER_SPECS := specs/lenet5.yaml:norm specs/bnnet.yaml specs/mixed1d.yaml:norm s
 .PHONY: infer-check
 infer-check: $(B)/cnngen $(B)/libcnngen.a $(B)/trainers/lenet5 $(B)/trainers/bnnet $(B)/trainers/mixed1d $(B)/trainers/mixed2d
 	@tests/infer/run.sh $(B) $(PYTHON) $(INFER_SPECS)
+
+# data-parallel training over MPI (issue 13): LeNet-5 and bnnet built with MPI=1, 10 steps
+# under `mpirun --oversubscribe -np 2` against one process and a PyTorch replay with
+# per-rank batch norm; determinism, --resume under mpirun, a killed rank (tests/mpi_check.py)
+MPI_CHECK_NETS := lenet5 bnnet
+$(B)/mpi-check/%: specs/%.yaml $(B)/cnngen $(B)/libcnngen.a $(B)/libcnngen_mpi.a
+	@mkdir -p $(B)/mpi-check
+	$(B)/cnngen $< -o $(B)/mpi-check >/dev/null
+	$(MPICC) $(OPT) $(WARN) -Werror -std=c11 -Iruntime $@.c -Wl,-u,cg_comm_world $(B)/libcnngen_mpi.a $(B)/libcnngen.a $(RT_LIBS) $(LDFLAGS) -o $@
+.PHONY: mpi-check
+mpi-check: $(MPI_CHECK_NETS:%=$(B)/mpi-check/%)
+	$(PYTHON) tests/mpi_check.py $(B)/mpi-check
