@@ -1842,14 +1842,14 @@ static void l02_relu_forward(const float *restrict x, float *restrict y)
 {
     CG_PARALLEL_FOR
     for (int i = 0; i < 3211264; i++)
-        y[i] = x[i] > 0.0f ? x[i] : 0.0f;
+        y[i] = x[i] <= 0.0f ? 0.0f : x[i];
 }
 
 static void l02_relu_backward(const float *restrict y, const float *restrict dy, float *restrict dx)
 {
     CG_PARALLEL_FOR
     for (int i = 0; i < 3211264; i++)
-        dx[i] = y[i] > 0.0f ? dy[i] : 0.0f;
+        dx[i] = y[i] <= 0.0f ? 0.0f : dy[i];
 }
 
 /* layer 3: maxpool2d 64x28x28 -> 64x14x14 (specs/bnnet.yaml:16:5)
@@ -4709,14 +4709,14 @@ static void l06_relu_forward(const float *restrict x, float *restrict y)
 {
     CG_PARALLEL_FOR
     for (int i = 0; i < 1605632; i++)
-        y[i] = x[i] > 0.0f ? x[i] : 0.0f;
+        y[i] = x[i] <= 0.0f ? 0.0f : x[i];
 }
 
 static void l06_relu_backward(const float *restrict y, const float *restrict dy, float *restrict dx)
 {
     CG_PARALLEL_FOR
     for (int i = 0; i < 1605632; i++)
-        dx[i] = y[i] > 0.0f ? dy[i] : 0.0f;
+        dx[i] = y[i] <= 0.0f ? 0.0f : dy[i];
 }
 
 /* layer 7: maxpool2d 128x14x14 -> 128x7x7 (specs/bnnet.yaml:20:5)
@@ -4954,13 +4954,13 @@ static void l10_batchnorm_backward(const float *restrict P, float *restrict G, f
 static void l11_relu_forward(const float *restrict x, float *restrict y)
 {
     for (int i = 0; i < 8192; i++)
-        y[i] = x[i] > 0.0f ? x[i] : 0.0f;
+        y[i] = x[i] <= 0.0f ? 0.0f : x[i];
 }
 
 static void l11_relu_backward(const float *restrict y, const float *restrict dy, float *restrict dx)
 {
     for (int i = 0; i < 8192; i++)
-        dx[i] = y[i] > 0.0f ? dy[i] : 0.0f;
+        dx[i] = y[i] <= 0.0f ? 0.0f : dy[i];
 }
 
 /* layer 12: dense 128 -> 10 (specs/bnnet.yaml:25:5)

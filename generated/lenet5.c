@@ -597,13 +597,13 @@ static void l00_conv2d_backward_dx(const float *restrict P, float *restrict S, c
 static void l01_relu_forward(const float *restrict x, float *restrict y)
 {
     for (int i = 0; i < 301056; i++)
-        y[i] = x[i] > 0.0f ? x[i] : 0.0f;
+        y[i] = x[i] <= 0.0f ? 0.0f : x[i];
 }
 
 static void l01_relu_backward(const float *restrict y, const float *restrict dy, float *restrict dx)
 {
     for (int i = 0; i < 301056; i++)
-        dx[i] = y[i] > 0.0f ? dy[i] : 0.0f;
+        dx[i] = y[i] <= 0.0f ? 0.0f : dy[i];
 }
 
 /* layer 2: maxpool2d 6x28x28 -> 6x14x14 (specs/lenet5.yaml:12:5)
@@ -1596,13 +1596,13 @@ static void l03_conv2d_backward_dx(const float *restrict P, float *restrict S, c
 static void l04_relu_forward(const float *restrict x, float *restrict y)
 {
     for (int i = 0; i < 102400; i++)
-        y[i] = x[i] > 0.0f ? x[i] : 0.0f;
+        y[i] = x[i] <= 0.0f ? 0.0f : x[i];
 }
 
 static void l04_relu_backward(const float *restrict y, const float *restrict dy, float *restrict dx)
 {
     for (int i = 0; i < 102400; i++)
-        dx[i] = y[i] > 0.0f ? dy[i] : 0.0f;
+        dx[i] = y[i] <= 0.0f ? 0.0f : dy[i];
 }
 
 /* layer 5: maxpool2d 16x10x10 -> 16x5x5 (specs/lenet5.yaml:15:5)
@@ -1749,13 +1749,13 @@ static void l07_dense_backward_dx(const float *restrict P, const float *restrict
 static void l08_relu_forward(const float *restrict x, float *restrict y)
 {
     for (int i = 0; i < 7680; i++)
-        y[i] = x[i] > 0.0f ? x[i] : 0.0f;
+        y[i] = x[i] <= 0.0f ? 0.0f : x[i];
 }
 
 static void l08_relu_backward(const float *restrict y, const float *restrict dy, float *restrict dx)
 {
     for (int i = 0; i < 7680; i++)
-        dx[i] = y[i] > 0.0f ? dy[i] : 0.0f;
+        dx[i] = y[i] <= 0.0f ? 0.0f : dy[i];
 }
 
 /* layer 9: dense 120 -> 84 (specs/lenet5.yaml:19:5)
@@ -1850,13 +1850,13 @@ static void l09_dense_backward_dx(const float *restrict P, const float *restrict
 static void l10_relu_forward(const float *restrict x, float *restrict y)
 {
     for (int i = 0; i < 5376; i++)
-        y[i] = x[i] > 0.0f ? x[i] : 0.0f;
+        y[i] = x[i] <= 0.0f ? 0.0f : x[i];
 }
 
 static void l10_relu_backward(const float *restrict y, const float *restrict dy, float *restrict dx)
 {
     for (int i = 0; i < 5376; i++)
-        dx[i] = y[i] > 0.0f ? dy[i] : 0.0f;
+        dx[i] = y[i] <= 0.0f ? 0.0f : dy[i];
 }
 
 /* layer 11: dense 84 -> 10 (specs/lenet5.yaml:21:5)

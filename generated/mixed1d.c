@@ -1958,13 +1958,13 @@ static void l12_dense_backward_dx(const float *restrict P, const float *restrict
 static void l13_relu_forward(const float *restrict x, float *restrict y)
 {
     for (int i = 0; i < 256; i++)
-        y[i] = x[i] > 0.0f ? x[i] : 0.0f;
+        y[i] = x[i] <= 0.0f ? 0.0f : x[i];
 }
 
 static void l13_relu_backward(const float *restrict y, const float *restrict dy, float *restrict dx)
 {
     for (int i = 0; i < 256; i++)
-        dx[i] = y[i] > 0.0f ? dy[i] : 0.0f;
+        dx[i] = y[i] <= 0.0f ? 0.0f : dy[i];
 }
 
 /* layer 14: dense 16 -> 5 (specs/mixed1d.yaml:27:5)

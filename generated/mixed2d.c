@@ -1004,13 +1004,13 @@ static void l06_conv2d_backward_dx(const float *restrict P, float *restrict S, c
 static void l07_relu_forward(const float *restrict x, float *restrict y, int nb)
 {
     for (size_t i = 0; i < (size_t)nb * 864; i++)
-        y[i] = x[i] > 0.0f ? x[i] : 0.0f;
+        y[i] = x[i] <= 0.0f ? 0.0f : x[i];
 }
 
 static void l07_relu_backward(const float *restrict y, const float *restrict dy, float *restrict dx, int nb)
 {
     for (size_t i = 0; i < (size_t)nb * 864; i++)
-        dx[i] = y[i] > 0.0f ? dy[i] : 0.0f;
+        dx[i] = y[i] <= 0.0f ? 0.0f : dy[i];
 }
 
 /* layer 8: avgpool2d 4x12x18 -> 4x6x9 (specs/mixed2d.yaml:18:5)

@@ -747,13 +747,13 @@ static void l00_conv2d_backward_dx(const float *restrict P, float *restrict S, c
 static void l01_relu_forward(const float *restrict x, float *restrict y, int nb)
 {
     for (size_t i = 0; i < (size_t)nb * 3211264; i++)
-        y[i] = x[i] > 0.0f ? x[i] : 0.0f;
+        y[i] = x[i] <= 0.0f ? 0.0f : x[i];
 }
 
 static void l01_relu_backward(const float *restrict y, const float *restrict dy, float *restrict dx, int nb)
 {
     for (size_t i = 0; i < (size_t)nb * 3211264; i++)
-        dx[i] = y[i] > 0.0f ? dy[i] : 0.0f;
+        dx[i] = y[i] <= 0.0f ? 0.0f : dy[i];
 }
 
 /* layer 2: conv2d 64x224x224 -> 64x224x224 (specs/vgg16.yaml:17:5)
@@ -1645,13 +1645,13 @@ static void l02_conv2d_backward_dx(const float *restrict P, float *restrict S, c
 static void l03_relu_forward(const float *restrict x, float *restrict y, int nb)
 {
     for (size_t i = 0; i < (size_t)nb * 3211264; i++)
-        y[i] = x[i] > 0.0f ? x[i] : 0.0f;
+        y[i] = x[i] <= 0.0f ? 0.0f : x[i];
 }
 
 static void l03_relu_backward(const float *restrict y, const float *restrict dy, float *restrict dx, int nb)
 {
     for (size_t i = 0; i < (size_t)nb * 3211264; i++)
-        dx[i] = y[i] > 0.0f ? dy[i] : 0.0f;
+        dx[i] = y[i] <= 0.0f ? 0.0f : dy[i];
 }
 
 /* layer 4: maxpool2d 64x224x224 -> 64x112x112 (specs/vgg16.yaml:19:5)
@@ -2547,13 +2547,13 @@ static void l05_conv2d_backward_dx(const float *restrict P, float *restrict S, c
 static void l06_relu_forward(const float *restrict x, float *restrict y, int nb)
 {
     for (size_t i = 0; i < (size_t)nb * 1605632; i++)
-        y[i] = x[i] > 0.0f ? x[i] : 0.0f;
+        y[i] = x[i] <= 0.0f ? 0.0f : x[i];
 }
 
 static void l06_relu_backward(const float *restrict y, const float *restrict dy, float *restrict dx, int nb)
 {
     for (size_t i = 0; i < (size_t)nb * 1605632; i++)
-        dx[i] = y[i] > 0.0f ? dy[i] : 0.0f;
+        dx[i] = y[i] <= 0.0f ? 0.0f : dy[i];
 }
 
 /* layer 7: conv2d 128x112x112 -> 128x112x112 (specs/vgg16.yaml:23:5)
@@ -3361,13 +3361,13 @@ static void l07_conv2d_backward_dx(const float *restrict P, float *restrict S, c
 static void l08_relu_forward(const float *restrict x, float *restrict y, int nb)
 {
     for (size_t i = 0; i < (size_t)nb * 1605632; i++)
-        y[i] = x[i] > 0.0f ? x[i] : 0.0f;
+        y[i] = x[i] <= 0.0f ? 0.0f : x[i];
 }
 
 static void l08_relu_backward(const float *restrict y, const float *restrict dy, float *restrict dx, int nb)
 {
     for (size_t i = 0; i < (size_t)nb * 1605632; i++)
-        dx[i] = y[i] > 0.0f ? dy[i] : 0.0f;
+        dx[i] = y[i] <= 0.0f ? 0.0f : dy[i];
 }
 
 /* layer 9: maxpool2d 128x112x112 -> 128x56x56 (specs/vgg16.yaml:25:5)
@@ -3991,13 +3991,13 @@ static void l10_conv2d_backward_dx(const float *restrict P, float *restrict S, c
 static void l11_relu_forward(const float *restrict x, float *restrict y, int nb)
 {
     for (size_t i = 0; i < (size_t)nb * 802816; i++)
-        y[i] = x[i] > 0.0f ? x[i] : 0.0f;
+        y[i] = x[i] <= 0.0f ? 0.0f : x[i];
 }
 
 static void l11_relu_backward(const float *restrict y, const float *restrict dy, float *restrict dx, int nb)
 {
     for (size_t i = 0; i < (size_t)nb * 802816; i++)
-        dx[i] = y[i] > 0.0f ? dy[i] : 0.0f;
+        dx[i] = y[i] <= 0.0f ? 0.0f : dy[i];
 }
 
 /* layer 12: conv2d 256x56x56 -> 256x56x56 (specs/vgg16.yaml:29:5)
@@ -4599,13 +4599,13 @@ static void l12_conv2d_backward_dx(const float *restrict P, float *restrict S, c
 static void l13_relu_forward(const float *restrict x, float *restrict y, int nb)
 {
     for (size_t i = 0; i < (size_t)nb * 802816; i++)
-        y[i] = x[i] > 0.0f ? x[i] : 0.0f;
+        y[i] = x[i] <= 0.0f ? 0.0f : x[i];
 }
 
 static void l13_relu_backward(const float *restrict y, const float *restrict dy, float *restrict dx, int nb)
 {
     for (size_t i = 0; i < (size_t)nb * 802816; i++)
-        dx[i] = y[i] > 0.0f ? dy[i] : 0.0f;
+        dx[i] = y[i] <= 0.0f ? 0.0f : dy[i];
 }
 
 /* layer 14: conv2d 256x56x56 -> 256x56x56 (specs/vgg16.yaml:31:5)
@@ -5207,13 +5207,13 @@ static void l14_conv2d_backward_dx(const float *restrict P, float *restrict S, c
 static void l15_relu_forward(const float *restrict x, float *restrict y, int nb)
 {
     for (size_t i = 0; i < (size_t)nb * 802816; i++)
-        y[i] = x[i] > 0.0f ? x[i] : 0.0f;
+        y[i] = x[i] <= 0.0f ? 0.0f : x[i];
 }
 
 static void l15_relu_backward(const float *restrict y, const float *restrict dy, float *restrict dx, int nb)
 {
     for (size_t i = 0; i < (size_t)nb * 802816; i++)
-        dx[i] = y[i] > 0.0f ? dy[i] : 0.0f;
+        dx[i] = y[i] <= 0.0f ? 0.0f : dy[i];
 }
 
 /* layer 16: maxpool2d 256x56x56 -> 256x28x28 (specs/vgg16.yaml:33:5)
@@ -6035,13 +6035,13 @@ static void l17_conv2d_backward_dx(const float *restrict P, float *restrict S, c
 static void l18_relu_forward(const float *restrict x, float *restrict y, int nb)
 {
     for (size_t i = 0; i < (size_t)nb * 401408; i++)
-        y[i] = x[i] > 0.0f ? x[i] : 0.0f;
+        y[i] = x[i] <= 0.0f ? 0.0f : x[i];
 }
 
 static void l18_relu_backward(const float *restrict y, const float *restrict dy, float *restrict dx, int nb)
 {
     for (size_t i = 0; i < (size_t)nb * 401408; i++)
-        dx[i] = y[i] > 0.0f ? dy[i] : 0.0f;
+        dx[i] = y[i] <= 0.0f ? 0.0f : dy[i];
 }
 
 /* layer 19: conv2d 512x28x28 -> 512x28x28 (specs/vgg16.yaml:37:5)
@@ -6863,13 +6863,13 @@ static void l19_conv2d_backward_dx(const float *restrict P, float *restrict S, c
 static void l20_relu_forward(const float *restrict x, float *restrict y, int nb)
 {
     for (size_t i = 0; i < (size_t)nb * 401408; i++)
-        y[i] = x[i] > 0.0f ? x[i] : 0.0f;
+        y[i] = x[i] <= 0.0f ? 0.0f : x[i];
 }
 
 static void l20_relu_backward(const float *restrict y, const float *restrict dy, float *restrict dx, int nb)
 {
     for (size_t i = 0; i < (size_t)nb * 401408; i++)
-        dx[i] = y[i] > 0.0f ? dy[i] : 0.0f;
+        dx[i] = y[i] <= 0.0f ? 0.0f : dy[i];
 }
 
 /* layer 21: conv2d 512x28x28 -> 512x28x28 (specs/vgg16.yaml:39:5)
@@ -7691,13 +7691,13 @@ static void l21_conv2d_backward_dx(const float *restrict P, float *restrict S, c
 static void l22_relu_forward(const float *restrict x, float *restrict y, int nb)
 {
     for (size_t i = 0; i < (size_t)nb * 401408; i++)
-        y[i] = x[i] > 0.0f ? x[i] : 0.0f;
+        y[i] = x[i] <= 0.0f ? 0.0f : x[i];
 }
 
 static void l22_relu_backward(const float *restrict y, const float *restrict dy, float *restrict dx, int nb)
 {
     for (size_t i = 0; i < (size_t)nb * 401408; i++)
-        dx[i] = y[i] > 0.0f ? dy[i] : 0.0f;
+        dx[i] = y[i] <= 0.0f ? 0.0f : dy[i];
 }
 
 /* layer 23: maxpool2d 512x28x28 -> 512x14x14 (specs/vgg16.yaml:41:5)
@@ -8190,13 +8190,13 @@ static void l24_conv2d_backward_dx(const float *restrict P, float *restrict S, c
 static void l25_relu_forward(const float *restrict x, float *restrict y, int nb)
 {
     for (size_t i = 0; i < (size_t)nb * 100352; i++)
-        y[i] = x[i] > 0.0f ? x[i] : 0.0f;
+        y[i] = x[i] <= 0.0f ? 0.0f : x[i];
 }
 
 static void l25_relu_backward(const float *restrict y, const float *restrict dy, float *restrict dx, int nb)
 {
     for (size_t i = 0; i < (size_t)nb * 100352; i++)
-        dx[i] = y[i] > 0.0f ? dy[i] : 0.0f;
+        dx[i] = y[i] <= 0.0f ? 0.0f : dy[i];
 }
 
 /* layer 26: conv2d 512x14x14 -> 512x14x14 (specs/vgg16.yaml:45:5)
@@ -8645,13 +8645,13 @@ static void l26_conv2d_backward_dx(const float *restrict P, float *restrict S, c
 static void l27_relu_forward(const float *restrict x, float *restrict y, int nb)
 {
     for (size_t i = 0; i < (size_t)nb * 100352; i++)
-        y[i] = x[i] > 0.0f ? x[i] : 0.0f;
+        y[i] = x[i] <= 0.0f ? 0.0f : x[i];
 }
 
 static void l27_relu_backward(const float *restrict y, const float *restrict dy, float *restrict dx, int nb)
 {
     for (size_t i = 0; i < (size_t)nb * 100352; i++)
-        dx[i] = y[i] > 0.0f ? dy[i] : 0.0f;
+        dx[i] = y[i] <= 0.0f ? 0.0f : dy[i];
 }
 
 /* layer 28: conv2d 512x14x14 -> 512x14x14 (specs/vgg16.yaml:47:5)
@@ -9100,13 +9100,13 @@ static void l28_conv2d_backward_dx(const float *restrict P, float *restrict S, c
 static void l29_relu_forward(const float *restrict x, float *restrict y, int nb)
 {
     for (size_t i = 0; i < (size_t)nb * 100352; i++)
-        y[i] = x[i] > 0.0f ? x[i] : 0.0f;
+        y[i] = x[i] <= 0.0f ? 0.0f : x[i];
 }
 
 static void l29_relu_backward(const float *restrict y, const float *restrict dy, float *restrict dx, int nb)
 {
     for (size_t i = 0; i < (size_t)nb * 100352; i++)
-        dx[i] = y[i] > 0.0f ? dy[i] : 0.0f;
+        dx[i] = y[i] <= 0.0f ? 0.0f : dy[i];
 }
 
 /* layer 30: maxpool2d 512x14x14 -> 512x7x7 (specs/vgg16.yaml:49:5)
@@ -9201,13 +9201,13 @@ static void l32_dense_backward(const float *restrict P, float *restrict G, const
 static void l33_relu_forward(const float *restrict x, float *restrict y, int nb)
 {
     for (size_t i = 0; i < (size_t)nb * 4096; i++)
-        y[i] = x[i] > 0.0f ? x[i] : 0.0f;
+        y[i] = x[i] <= 0.0f ? 0.0f : x[i];
 }
 
 static void l33_relu_backward(const float *restrict y, const float *restrict dy, float *restrict dx, int nb)
 {
     for (size_t i = 0; i < (size_t)nb * 4096; i++)
-        dx[i] = y[i] > 0.0f ? dy[i] : 0.0f;
+        dx[i] = y[i] <= 0.0f ? 0.0f : dy[i];
 }
 
 /* layer 34: dense 4096 -> 4096 (specs/vgg16.yaml:54:5)
@@ -9258,13 +9258,13 @@ static void l34_dense_backward(const float *restrict P, float *restrict G, const
 static void l35_relu_forward(const float *restrict x, float *restrict y, int nb)
 {
     for (size_t i = 0; i < (size_t)nb * 4096; i++)
-        y[i] = x[i] > 0.0f ? x[i] : 0.0f;
+        y[i] = x[i] <= 0.0f ? 0.0f : x[i];
 }
 
 static void l35_relu_backward(const float *restrict y, const float *restrict dy, float *restrict dx, int nb)
 {
     for (size_t i = 0; i < (size_t)nb * 4096; i++)
-        dx[i] = y[i] > 0.0f ? dy[i] : 0.0f;
+        dx[i] = y[i] <= 0.0f ? 0.0f : dy[i];
 }
 
 /* layer 36: dense 4096 -> 1000 (specs/vgg16.yaml:56:5)

@@ -1933,14 +1933,14 @@ static void l01_relu_forward(const float *restrict x, float *restrict y)
 {
     CG_PARALLEL_FOR
     for (int i = 0; i < 2097152; i++)
-        y[i] = x[i] > 0.0f ? x[i] : 0.0f;
+        y[i] = x[i] <= 0.0f ? 0.0f : x[i];
 }
 
 static void l01_relu_backward(const float *restrict y, const float *restrict dy, float *restrict dx)
 {
     CG_PARALLEL_FOR
     for (int i = 0; i < 2097152; i++)
-        dx[i] = y[i] > 0.0f ? dy[i] : 0.0f;
+        dx[i] = y[i] <= 0.0f ? 0.0f : dy[i];
 }
 
 /* layer 2: conv2d 64x32x32 -> 64x32x32 (specs/vgg16_cifar.yaml:12:5)
@@ -4665,14 +4665,14 @@ static void l03_relu_forward(const float *restrict x, float *restrict y)
 {
     CG_PARALLEL_FOR
     for (int i = 0; i < 2097152; i++)
-        y[i] = x[i] > 0.0f ? x[i] : 0.0f;
+        y[i] = x[i] <= 0.0f ? 0.0f : x[i];
 }
 
 static void l03_relu_backward(const float *restrict y, const float *restrict dy, float *restrict dx)
 {
     CG_PARALLEL_FOR
     for (int i = 0; i < 2097152; i++)
-        dx[i] = y[i] > 0.0f ? dy[i] : 0.0f;
+        dx[i] = y[i] <= 0.0f ? 0.0f : dy[i];
 }
 
 /* layer 4: maxpool2d 64x32x32 -> 64x16x16 (specs/vgg16_cifar.yaml:14:5)
@@ -7445,14 +7445,14 @@ static void l06_relu_forward(const float *restrict x, float *restrict y)
 {
     CG_PARALLEL_FOR
     for (int i = 0; i < 1048576; i++)
-        y[i] = x[i] > 0.0f ? x[i] : 0.0f;
+        y[i] = x[i] <= 0.0f ? 0.0f : x[i];
 }
 
 static void l06_relu_backward(const float *restrict y, const float *restrict dy, float *restrict dx)
 {
     CG_PARALLEL_FOR
     for (int i = 0; i < 1048576; i++)
-        dx[i] = y[i] > 0.0f ? dy[i] : 0.0f;
+        dx[i] = y[i] <= 0.0f ? 0.0f : dy[i];
 }
 
 /* layer 7: conv2d 128x16x16 -> 128x16x16 (specs/vgg16_cifar.yaml:18:5)
@@ -10177,14 +10177,14 @@ static void l08_relu_forward(const float *restrict x, float *restrict y)
 {
     CG_PARALLEL_FOR
     for (int i = 0; i < 1048576; i++)
-        y[i] = x[i] > 0.0f ? x[i] : 0.0f;
+        y[i] = x[i] <= 0.0f ? 0.0f : x[i];
 }
 
 static void l08_relu_backward(const float *restrict y, const float *restrict dy, float *restrict dx)
 {
     CG_PARALLEL_FOR
     for (int i = 0; i < 1048576; i++)
-        dx[i] = y[i] > 0.0f ? dy[i] : 0.0f;
+        dx[i] = y[i] <= 0.0f ? 0.0f : dy[i];
 }
 
 /* layer 9: maxpool2d 128x16x16 -> 128x8x8 (specs/vgg16_cifar.yaml:20:5)
@@ -12956,13 +12956,13 @@ static void l10_conv2d_backward_dx(const float *restrict P, const float *restric
 static void l11_relu_forward(const float *restrict x, float *restrict y)
 {
     for (int i = 0; i < 524288; i++)
-        y[i] = x[i] > 0.0f ? x[i] : 0.0f;
+        y[i] = x[i] <= 0.0f ? 0.0f : x[i];
 }
 
 static void l11_relu_backward(const float *restrict y, const float *restrict dy, float *restrict dx)
 {
     for (int i = 0; i < 524288; i++)
-        dx[i] = y[i] > 0.0f ? dy[i] : 0.0f;
+        dx[i] = y[i] <= 0.0f ? 0.0f : dy[i];
 }
 
 /* layer 12: conv2d 256x8x8 -> 256x8x8 (specs/vgg16_cifar.yaml:24:5)
@@ -15686,13 +15686,13 @@ static void l12_conv2d_backward_dx(const float *restrict P, const float *restric
 static void l13_relu_forward(const float *restrict x, float *restrict y)
 {
     for (int i = 0; i < 524288; i++)
-        y[i] = x[i] > 0.0f ? x[i] : 0.0f;
+        y[i] = x[i] <= 0.0f ? 0.0f : x[i];
 }
 
 static void l13_relu_backward(const float *restrict y, const float *restrict dy, float *restrict dx)
 {
     for (int i = 0; i < 524288; i++)
-        dx[i] = y[i] > 0.0f ? dy[i] : 0.0f;
+        dx[i] = y[i] <= 0.0f ? 0.0f : dy[i];
 }
 
 /* layer 14: conv2d 256x8x8 -> 256x8x8 (specs/vgg16_cifar.yaml:26:5)
@@ -18416,13 +18416,13 @@ static void l14_conv2d_backward_dx(const float *restrict P, const float *restric
 static void l15_relu_forward(const float *restrict x, float *restrict y)
 {
     for (int i = 0; i < 524288; i++)
-        y[i] = x[i] > 0.0f ? x[i] : 0.0f;
+        y[i] = x[i] <= 0.0f ? 0.0f : x[i];
 }
 
 static void l15_relu_backward(const float *restrict y, const float *restrict dy, float *restrict dx)
 {
     for (int i = 0; i < 524288; i++)
-        dx[i] = y[i] > 0.0f ? dy[i] : 0.0f;
+        dx[i] = y[i] <= 0.0f ? 0.0f : dy[i];
 }
 
 /* layer 16: maxpool2d 256x8x8 -> 256x4x4 (specs/vgg16_cifar.yaml:28:5)
@@ -21194,13 +21194,13 @@ static void l17_conv2d_backward_dx(const float *restrict P, const float *restric
 static void l18_relu_forward(const float *restrict x, float *restrict y)
 {
     for (int i = 0; i < 262144; i++)
-        y[i] = x[i] > 0.0f ? x[i] : 0.0f;
+        y[i] = x[i] <= 0.0f ? 0.0f : x[i];
 }
 
 static void l18_relu_backward(const float *restrict y, const float *restrict dy, float *restrict dx)
 {
     for (int i = 0; i < 262144; i++)
-        dx[i] = y[i] > 0.0f ? dy[i] : 0.0f;
+        dx[i] = y[i] <= 0.0f ? 0.0f : dy[i];
 }
 
 /* layer 19: conv2d 512x4x4 -> 512x4x4 (specs/vgg16_cifar.yaml:32:5)
@@ -23924,13 +23924,13 @@ static void l19_conv2d_backward_dx(const float *restrict P, const float *restric
 static void l20_relu_forward(const float *restrict x, float *restrict y)
 {
     for (int i = 0; i < 262144; i++)
-        y[i] = x[i] > 0.0f ? x[i] : 0.0f;
+        y[i] = x[i] <= 0.0f ? 0.0f : x[i];
 }
 
 static void l20_relu_backward(const float *restrict y, const float *restrict dy, float *restrict dx)
 {
     for (int i = 0; i < 262144; i++)
-        dx[i] = y[i] > 0.0f ? dy[i] : 0.0f;
+        dx[i] = y[i] <= 0.0f ? 0.0f : dy[i];
 }
 
 /* layer 21: conv2d 512x4x4 -> 512x4x4 (specs/vgg16_cifar.yaml:34:5)
@@ -26654,13 +26654,13 @@ static void l21_conv2d_backward_dx(const float *restrict P, const float *restric
 static void l22_relu_forward(const float *restrict x, float *restrict y)
 {
     for (int i = 0; i < 262144; i++)
-        y[i] = x[i] > 0.0f ? x[i] : 0.0f;
+        y[i] = x[i] <= 0.0f ? 0.0f : x[i];
 }
 
 static void l22_relu_backward(const float *restrict y, const float *restrict dy, float *restrict dx)
 {
     for (int i = 0; i < 262144; i++)
-        dx[i] = y[i] > 0.0f ? dy[i] : 0.0f;
+        dx[i] = y[i] <= 0.0f ? 0.0f : dy[i];
 }
 
 /* layer 23: maxpool2d 512x4x4 -> 512x2x2 (specs/vgg16_cifar.yaml:36:5)
@@ -27711,13 +27711,13 @@ static void l24_conv2d_backward_dx(const float *restrict P, const float *restric
 static void l25_relu_forward(const float *restrict x, float *restrict y)
 {
     for (int i = 0; i < 65536; i++)
-        y[i] = x[i] > 0.0f ? x[i] : 0.0f;
+        y[i] = x[i] <= 0.0f ? 0.0f : x[i];
 }
 
 static void l25_relu_backward(const float *restrict y, const float *restrict dy, float *restrict dx)
 {
     for (int i = 0; i < 65536; i++)
-        dx[i] = y[i] > 0.0f ? dy[i] : 0.0f;
+        dx[i] = y[i] <= 0.0f ? 0.0f : dy[i];
 }
 
 /* layer 26: conv2d 512x2x2 -> 512x2x2 (specs/vgg16_cifar.yaml:40:5)
@@ -28720,13 +28720,13 @@ static void l26_conv2d_backward_dx(const float *restrict P, const float *restric
 static void l27_relu_forward(const float *restrict x, float *restrict y)
 {
     for (int i = 0; i < 65536; i++)
-        y[i] = x[i] > 0.0f ? x[i] : 0.0f;
+        y[i] = x[i] <= 0.0f ? 0.0f : x[i];
 }
 
 static void l27_relu_backward(const float *restrict y, const float *restrict dy, float *restrict dx)
 {
     for (int i = 0; i < 65536; i++)
-        dx[i] = y[i] > 0.0f ? dy[i] : 0.0f;
+        dx[i] = y[i] <= 0.0f ? 0.0f : dy[i];
 }
 
 /* layer 28: conv2d 512x2x2 -> 512x2x2 (specs/vgg16_cifar.yaml:42:5)
@@ -29729,13 +29729,13 @@ static void l28_conv2d_backward_dx(const float *restrict P, const float *restric
 static void l29_relu_forward(const float *restrict x, float *restrict y)
 {
     for (int i = 0; i < 65536; i++)
-        y[i] = x[i] > 0.0f ? x[i] : 0.0f;
+        y[i] = x[i] <= 0.0f ? 0.0f : x[i];
 }
 
 static void l29_relu_backward(const float *restrict y, const float *restrict dy, float *restrict dx)
 {
     for (int i = 0; i < 65536; i++)
-        dx[i] = y[i] > 0.0f ? dy[i] : 0.0f;
+        dx[i] = y[i] <= 0.0f ? 0.0f : dy[i];
 }
 
 /* layer 30: maxpool2d 512x2x2 -> 512x1x1 (specs/vgg16_cifar.yaml:44:5)
@@ -29896,13 +29896,13 @@ static void l32_dense_backward_dx(const float *restrict P, const float *restrict
 static void l33_relu_forward(const float *restrict x, float *restrict y)
 {
     for (int i = 0; i < 16384; i++)
-        y[i] = x[i] > 0.0f ? x[i] : 0.0f;
+        y[i] = x[i] <= 0.0f ? 0.0f : x[i];
 }
 
 static void l33_relu_backward(const float *restrict y, const float *restrict dy, float *restrict dx)
 {
     for (int i = 0; i < 16384; i++)
-        dx[i] = y[i] > 0.0f ? dy[i] : 0.0f;
+        dx[i] = y[i] <= 0.0f ? 0.0f : dy[i];
 }
 
 /* layer 34: dense 512 -> 512 (specs/vgg16_cifar.yaml:49:5)
@@ -30025,13 +30025,13 @@ static void l34_dense_backward_dx(const float *restrict P, const float *restrict
 static void l35_relu_forward(const float *restrict x, float *restrict y)
 {
     for (int i = 0; i < 16384; i++)
-        y[i] = x[i] > 0.0f ? x[i] : 0.0f;
+        y[i] = x[i] <= 0.0f ? 0.0f : x[i];
 }
 
 static void l35_relu_backward(const float *restrict y, const float *restrict dy, float *restrict dx)
 {
     for (int i = 0; i < 16384; i++)
-        dx[i] = y[i] > 0.0f ? dy[i] : 0.0f;
+        dx[i] = y[i] <= 0.0f ? 0.0f : dy[i];
 }
 
 /* layer 36: dense 512 -> 10 (specs/vgg16_cifar.yaml:51:5)
