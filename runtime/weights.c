@@ -69,6 +69,16 @@ int cg_weights_load(const cg_net *net, const char *path, float *params, float *b
                     a->count, t->size);
             goto out;
         }
+        /* every value finite as the float it becomes (NaN weights would train or score
+         * as numbers after a ReLU or a max); a counter non-negative */
+        for (size_t k = 0; k < a->count; k++) {
+            double v = cg_array_get(a, k);
+            if (!isfinite((float)v) || (t->kind == CG_COUNTER && v < 0)) {
+                cg_fail(err, "%s: tensor '%s' has the value %g at index %zu (%s)", path, t->name, v, k,
+                        t->kind == CG_COUNTER ? "a counter must be non-negative" : "every value must be finite");
+                goto out;
+            }
+        }
     }
     for (int k = 0; k < z.n; k++) {
         int found = 0;
