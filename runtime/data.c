@@ -254,7 +254,7 @@ static int npz_dataset_load(const char *path, size_t sample, cg_dataset *out, cg
 {
     memset(out, 0, sizeof *out);
     cg_npz z;
-    if (cg_npz_read_expect(path, "x", sample, &z, err) != 0)
+    if (cg_npz_read_expect(path, "x", sample, 0, &z, err) != 0)
         return -1;
     cg_array *x = NULL, *y = NULL;
     for (int i = 0; i < z.n; i++) {

@@ -409,14 +409,15 @@ static int zip_open_error(const char *path, int code, cg_err *err)
 
 int cg_npz_read(const char *path, cg_npz *out, cg_err *err)
 {
-    return cg_npz_read_expect(path, NULL, 0, out, err);
+    return cg_npz_read_expect(path, NULL, 0, 0, out, err);
 }
 
 /* Members larger than this are read header first: a wrong shape is refused before the
  * rest is inflated (a 1 MB npz can claim gigabytes). */
 enum { NPZ_PEEK = 16384 };
 
-int cg_npz_read_expect(const char *path, const char *key, size_t sample, cg_npz *out, cg_err *err)
+int cg_npz_read_expect(const char *path, const char *key, size_t sample, size_t max_bytes, cg_npz *out,
+                       cg_err *err)
 {
     memset(out, 0, sizeof *out);
     FILE *probe = cg_fopen(path, "rb", err); /* clear errno-based message for missing files */
@@ -458,6 +459,11 @@ int cg_npz_read_expect(const char *path, const char *key, size_t sample, cg_npz 
             goto fail;
         }
         size_t sz = (size_t)st.size;
+        if (max_bytes && sz > max_bytes) {
+            cg_fail(err, "%s: member of %zu bytes, larger than any array expected here (%zu bytes; refused "
+                         "before decompressing)", what, sz, max_bytes);
+            goto fail;
+        }
         zip_file_t *zf = zip_fopen_index(za, (zip_uint64_t)i, 0);
         if (!zf) {
             cg_fail(err, "%s: cannot open member: %s", what, zip_strerror(za));

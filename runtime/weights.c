@@ -40,8 +40,14 @@ static int shape_matches(const cg_tensor *t, const cg_array *a)
 int cg_weights_load(const cg_net *net, const char *path, float *params, float *buffers,
                     cg_err *err)
 {
+    /* no member larger than the largest tensor as float64 plus a header: a small file
+     * claiming gigabytes is refused before it is inflated */
+    size_t max_bytes = 0;
+    for (int i = 0; i < net->n_tensors; i++)
+        if (net->tensors[i].size * 8 + 4096 > max_bytes)
+            max_bytes = net->tensors[i].size * 8 + 4096;
     cg_npz z;
-    if (cg_npz_read(path, &z, err) != 0)
+    if (cg_npz_read_expect(path, NULL, 0, max_bytes, &z, err) != 0)
         return -1;
     char s1[128], s2[128];
     int rc = -1;

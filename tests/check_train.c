@@ -722,6 +722,17 @@ START_TEST(test_header_refused_before_inflating)
     ck_assert_int_eq(cg_data_path_load(net, tpath("big.npz"), CG_SPLIT_TRAIN, &ds, &e), -1);
     ck_assert_msg(strstr(e.msg, "big.npz:x.npy: the header gives shape (100, 8, 8), not samples of 36 values"), "%s",
                   e.msg);
+    /* a weights file whose member is larger than any tensor of the net (48 floats here):
+     * refused from the zip directory */
+    const char *wk[1] = {"0.weight"};
+    cg_array w[1] = {x};
+    ck_assert_msg(cg_npz_write(tpath("bigw.npz"), 1, wk, w, &e) == 0, "%s", e.msg);
+    float *p = calloc(net->n_params, 4), *b = calloc(net->n_buffers + 1, 4);
+    ck_assert_int_eq(cg_weights_load(net, tpath("bigw.npz"), p, b, &e), -1);
+    ck_assert_msg(strstr(e.msg, "bigw.npz:0.weight.npy: member of 25728 bytes, larger than any array expected here"),
+                  "%s", e.msg);
+    free(p);
+    free(b);
     cg_array_free(&x);
     cg_array_free(&y);
 }
