@@ -359,7 +359,14 @@ static int checkpoint_read(run *r, cg_err *err)
     if (access(r->p_ckpt, F_OK) != 0)
         return cg_fail(err, "%s: no checkpoint to resume from (train with --checkpoint-every N)",
                        r->p_ckpt);
-    if (cg_npz_read(r->p_ckpt, &z, err) != 0)
+    /* no member larger than the largest array a checkpoint of this run holds (8 bytes an
+     * element, plus a header): refused from the zip directory, before inflating */
+    size_t big = r->net->n_params > r->net->n_buffers ? r->net->n_params : r->net->n_buffers;
+    if (r->tr.n > big)
+        big = r->tr.n;
+    if (big < 64)
+        big = 64;
+    if (cg_npz_read_expect(r->p_ckpt, NULL, 0, big * 8 + 4096, &z, err) != 0)
         return -1;
     const cg_array *a[10] = {0};
     const size_t np = r->net->n_params, nb = r->net->n_buffers;

@@ -675,6 +675,24 @@ START_TEST(test_hostile_run_state)
         ck_assert_int_eq(cg_train(net, &o, &res, &e), -1);
         ck_assert_msg(strstr(e.msg, bad[i].want), "case %zu: %s", i, e.msg);
     }
+    /* a member far larger than anything a checkpoint of this run holds: refused from the
+     * zip directory, before it is inflated */
+    {
+        cg_npz z;
+        ck_assert_msg(cg_npz_read(tpath("ck_saved.npz"), &z, &e) == 0, "%s", e.msg);
+        const char *keys[16];
+        cg_array arrs[16];
+        ck_assert_int_lt(z.n, 15);
+        for (int k = 0; k < z.n; k++) keys[k] = z.keys[k], arrs[k] = z.arrays[k];
+        static float junk[100 * 8 * 8];
+        keys[z.n] = "junk";
+        arrs[z.n] = (cg_array){.dtype = CG_F4, .ndim = 3, .shape = {100, 8, 8}, .count = 6400, .data = junk};
+        ck_assert_msg(cg_npz_write(tpath("h/checkpoint.npz"), z.n + 1, keys, arrs, &e) == 0, "%s", e.msg);
+        cg_npz_free(&z);
+        ck_assert_int_eq(cg_train(net, &o, &res, &e), -1);
+        ck_assert_msg(strstr(e.msg, "junk.npy: member of 25728 bytes, larger than any array expected here"), "%s",
+                      e.msg);
+    }
     rm_tree(tpath("h"), 1);
 }
 END_TEST
