@@ -1848,7 +1848,7 @@ static void l02_relu_forward(float *restrict y)
     /* x [64x28x28][lanes], y [64x28x28][lanes] */
     CG_PARALLEL_FOR
     for (int i = 0; i < 3211264; i++)
-        y[i] = y[i] > 0.0f ? y[i] : 0.0f;
+        y[i] = y[i] <= 0.0f ? 0.0f : y[i];
 }
 
 static void l02_relu_backward(const float *restrict y, const float *restrict dy, float *restrict dx)
@@ -1856,7 +1856,7 @@ static void l02_relu_backward(const float *restrict y, const float *restrict dy,
     /* x [64x28x28][lanes], y [64x28x28][lanes] */
     CG_PARALLEL_FOR
     for (int i = 0; i < 3211264; i++)
-        dx[i] = y[i] > 0.0f ? dy[i] : 0.0f;
+        dx[i] = y[i] <= 0.0f ? 0.0f : dy[i];
 }
 
 /* layer 3: maxpool2d 64x28x28 -> 64x14x14 (specs/bnnet.yaml:16:5)
@@ -4724,7 +4724,7 @@ static void l06_relu_forward(float *restrict y)
     /* x [128x14x14][lanes], y [128x14x14][lanes] */
     CG_PARALLEL_FOR
     for (int i = 0; i < 1605632; i++)
-        y[i] = y[i] > 0.0f ? y[i] : 0.0f;
+        y[i] = y[i] <= 0.0f ? 0.0f : y[i];
 }
 
 static void l06_relu_backward(const float *restrict y, const float *restrict dy, float *restrict dx)
@@ -4732,7 +4732,7 @@ static void l06_relu_backward(const float *restrict y, const float *restrict dy,
     /* x [128x14x14][lanes], y [128x14x14][lanes] */
     CG_PARALLEL_FOR
     for (int i = 0; i < 1605632; i++)
-        dx[i] = y[i] > 0.0f ? dy[i] : 0.0f;
+        dx[i] = y[i] <= 0.0f ? 0.0f : dy[i];
 }
 
 /* layer 7: maxpool2d 128x14x14 -> 128x7x7 (specs/bnnet.yaml:20:5)
@@ -4978,14 +4978,14 @@ static void l11_relu_forward(float *restrict y)
 {
     /* x [128][lanes], y [128][lanes] */
     for (int i = 0; i < 8192; i++)
-        y[i] = y[i] > 0.0f ? y[i] : 0.0f;
+        y[i] = y[i] <= 0.0f ? 0.0f : y[i];
 }
 
 static void l11_relu_backward(const float *restrict y, const float *restrict dy, float *restrict dx)
 {
     /* x [128][lanes], y [128][lanes] */
     for (int i = 0; i < 8192; i++)
-        dx[i] = y[i] > 0.0f ? dy[i] : 0.0f;
+        dx[i] = y[i] <= 0.0f ? 0.0f : dy[i];
 }
 
 /* layer 12: dense 128 -> 10 (specs/bnnet.yaml:25:5)

@@ -601,14 +601,14 @@ static void l01_relu_forward(float *restrict y)
 {
     /* x [6x28x28][lanes], y [6x28x28][lanes] */
     for (int i = 0; i < 301056; i++)
-        y[i] = y[i] > 0.0f ? y[i] : 0.0f;
+        y[i] = y[i] <= 0.0f ? 0.0f : y[i];
 }
 
 static void l01_relu_backward(const float *restrict y, const float *restrict dy, float *restrict dx)
 {
     /* x [6x28x28][lanes], y [6x28x28][lanes] */
     for (int i = 0; i < 301056; i++)
-        dx[i] = y[i] > 0.0f ? dy[i] : 0.0f;
+        dx[i] = y[i] <= 0.0f ? 0.0f : dy[i];
 }
 
 /* layer 2: maxpool2d 6x28x28 -> 6x14x14 (specs/lenet5.yaml:12:5)
@@ -1607,14 +1607,14 @@ static void l04_relu_forward(float *restrict y)
 {
     /* x [16x10x10][lanes], y [16x10x10][lanes] */
     for (int i = 0; i < 102400; i++)
-        y[i] = y[i] > 0.0f ? y[i] : 0.0f;
+        y[i] = y[i] <= 0.0f ? 0.0f : y[i];
 }
 
 static void l04_relu_backward(const float *restrict y, const float *restrict dy, float *restrict dx)
 {
     /* x [16x10x10][lanes], y [16x10x10][lanes] */
     for (int i = 0; i < 102400; i++)
-        dx[i] = y[i] > 0.0f ? dy[i] : 0.0f;
+        dx[i] = y[i] <= 0.0f ? 0.0f : dy[i];
 }
 
 /* layer 5: maxpool2d 16x10x10 -> 16x5x5 (specs/lenet5.yaml:15:5)
@@ -1767,14 +1767,14 @@ static void l08_relu_forward(float *restrict y)
 {
     /* x [120][lanes], y [120][lanes] */
     for (int i = 0; i < 7680; i++)
-        y[i] = y[i] > 0.0f ? y[i] : 0.0f;
+        y[i] = y[i] <= 0.0f ? 0.0f : y[i];
 }
 
 static void l08_relu_backward(const float *restrict y, const float *restrict dy, float *restrict dx)
 {
     /* x [120][lanes], y [120][lanes] */
     for (int i = 0; i < 7680; i++)
-        dx[i] = y[i] > 0.0f ? dy[i] : 0.0f;
+        dx[i] = y[i] <= 0.0f ? 0.0f : dy[i];
 }
 
 /* layer 9: dense 120 -> 84 (specs/lenet5.yaml:19:5)
@@ -1873,14 +1873,14 @@ static void l10_relu_forward(float *restrict y)
 {
     /* x [84][lanes], y [84][lanes] */
     for (int i = 0; i < 5376; i++)
-        y[i] = y[i] > 0.0f ? y[i] : 0.0f;
+        y[i] = y[i] <= 0.0f ? 0.0f : y[i];
 }
 
 static void l10_relu_backward(const float *restrict y, const float *restrict dy, float *restrict dx)
 {
     /* x [84][lanes], y [84][lanes] */
     for (int i = 0; i < 5376; i++)
-        dx[i] = y[i] > 0.0f ? dy[i] : 0.0f;
+        dx[i] = y[i] <= 0.0f ? 0.0f : dy[i];
 }
 
 /* layer 11: dense 84 -> 10 (specs/lenet5.yaml:21:5)

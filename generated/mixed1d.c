@@ -1988,14 +1988,14 @@ static void l13_relu_forward(float *restrict y)
 {
     /* x [16][lanes], y [16][lanes] */
     for (int i = 0; i < 256; i++)
-        y[i] = y[i] > 0.0f ? y[i] : 0.0f;
+        y[i] = y[i] <= 0.0f ? 0.0f : y[i];
 }
 
 static void l13_relu_backward(const float *restrict y, const float *restrict dy, float *restrict dx)
 {
     /* x [16][lanes], y [16][lanes] */
     for (int i = 0; i < 256; i++)
-        dx[i] = y[i] > 0.0f ? dy[i] : 0.0f;
+        dx[i] = y[i] <= 0.0f ? 0.0f : dy[i];
 }
 
 /* layer 14: dense 16 -> 5 (specs/mixed1d.yaml:27:5)

@@ -1020,14 +1020,14 @@ static void l07_relu_forward(float *restrict y, int nb)
 {
     /* x [N][4x12x18], y [N][4x12x18] */
     for (size_t i = 0; i < (size_t)nb * 864; i++)
-        y[i] = y[i] > 0.0f ? y[i] : 0.0f;
+        y[i] = y[i] <= 0.0f ? 0.0f : y[i];
 }
 
 static void l07_relu_backward(const float *restrict y, const float *restrict dy, float *restrict dx, int nb)
 {
     /* x [N][4x12x18], y [N][4x12x18] */
     for (size_t i = 0; i < (size_t)nb * 864; i++)
-        dx[i] = y[i] > 0.0f ? dy[i] : 0.0f;
+        dx[i] = y[i] <= 0.0f ? 0.0f : dy[i];
 }
 
 /* layer 8: avgpool2d 4x12x18 -> 4x6x9 (specs/mixed2d.yaml:18:5)

@@ -562,14 +562,14 @@ static void l02_relu_forward(float *restrict y, int nb)
 {
     /* x [N][8x12x12], y [N][8x12x12] */
     for (size_t i = 0; i < (size_t)nb * 1152; i++)
-        y[i] = y[i] > 0.0f ? y[i] : 0.0f;
+        y[i] = y[i] <= 0.0f ? 0.0f : y[i];
 }
 
 static void l02_relu_backward(const float *restrict y, const float *restrict dy, float *restrict dx, int nb)
 {
     /* x [N][8x12x12], y [N][8x12x12] */
     for (size_t i = 0; i < (size_t)nb * 1152; i++)
-        dx[i] = y[i] > 0.0f ? dy[i] : 0.0f;
+        dx[i] = y[i] <= 0.0f ? 0.0f : dy[i];
 }
 
 /* layer 3: conv2d 8x12x12 -> 8x12x12 (specs/res_block.yaml:9:5)

@@ -1765,7 +1765,7 @@ static void l02_relu_forward(float *restrict y)
     /* x [64x112x112][lanes], y [64x112x112][lanes] */
     CG_PARALLEL_FOR
     for (int i = 0; i < 25690112; i++)
-        y[i] = y[i] > 0.0f ? y[i] : 0.0f;
+        y[i] = y[i] <= 0.0f ? 0.0f : y[i];
 }
 
 static void l02_relu_backward(const float *restrict y, const float *restrict dy, float *restrict dx)
@@ -1773,7 +1773,7 @@ static void l02_relu_backward(const float *restrict y, const float *restrict dy,
     /* x [64x112x112][lanes], y [64x112x112][lanes] */
     CG_PARALLEL_FOR
     for (int i = 0; i < 25690112; i++)
-        dx[i] = y[i] > 0.0f ? dy[i] : 0.0f;
+        dx[i] = y[i] <= 0.0f ? 0.0f : dy[i];
 }
 
 /* layer 3: maxpool2d 64x112x112 -> 64x56x56 (specs/resnet18.yaml:11:5)
@@ -4736,7 +4736,7 @@ static void l06_relu_forward(float *restrict y)
     /* x [64x56x56][lanes], y [64x56x56][lanes] */
     CG_PARALLEL_FOR
     for (int i = 0; i < 6422528; i++)
-        y[i] = y[i] > 0.0f ? y[i] : 0.0f;
+        y[i] = y[i] <= 0.0f ? 0.0f : y[i];
 }
 
 static void l06_relu_backward(const float *restrict y, const float *restrict dy, float *restrict dx)
@@ -4744,7 +4744,7 @@ static void l06_relu_backward(const float *restrict y, const float *restrict dy,
     /* x [64x56x56][lanes], y [64x56x56][lanes] */
     CG_PARALLEL_FOR
     for (int i = 0; i < 6422528; i++)
-        dx[i] = y[i] > 0.0f ? dy[i] : 0.0f;
+        dx[i] = y[i] <= 0.0f ? 0.0f : dy[i];
 }
 
 /* layer 7: conv2d 64x56x56 -> 64x56x56 (specs/resnet18.yaml:15:5)
@@ -6332,7 +6332,7 @@ static void l20_relu_forward(float *restrict y)
     /* x [128x28x28][lanes], y [128x28x28][lanes] */
     CG_PARALLEL_FOR
     for (int i = 0; i < 3211264; i++)
-        y[i] = y[i] > 0.0f ? y[i] : 0.0f;
+        y[i] = y[i] <= 0.0f ? 0.0f : y[i];
 }
 
 static void l20_relu_backward(const float *restrict y, const float *restrict dy, float *restrict dx)
@@ -6340,7 +6340,7 @@ static void l20_relu_backward(const float *restrict y, const float *restrict dy,
     /* x [128x28x28][lanes], y [128x28x28][lanes] */
     CG_PARALLEL_FOR
     for (int i = 0; i < 3211264; i++)
-        dx[i] = y[i] > 0.0f ? dy[i] : 0.0f;
+        dx[i] = y[i] <= 0.0f ? 0.0f : dy[i];
 }
 
 /* layer 21: conv2d 128x28x28 -> 128x28x28 (specs/resnet18.yaml:29:5)
@@ -10955,7 +10955,7 @@ static void l36_relu_forward(float *restrict y)
     /* x [256x14x14][lanes], y [256x14x14][lanes] */
     CG_PARALLEL_FOR
     for (int i = 0; i < 1605632; i++)
-        y[i] = y[i] > 0.0f ? y[i] : 0.0f;
+        y[i] = y[i] <= 0.0f ? 0.0f : y[i];
 }
 
 static void l36_relu_backward(const float *restrict y, const float *restrict dy, float *restrict dx)
@@ -10963,7 +10963,7 @@ static void l36_relu_backward(const float *restrict y, const float *restrict dy,
     /* x [256x14x14][lanes], y [256x14x14][lanes] */
     CG_PARALLEL_FOR
     for (int i = 0; i < 1605632; i++)
-        dx[i] = y[i] > 0.0f ? dy[i] : 0.0f;
+        dx[i] = y[i] <= 0.0f ? 0.0f : dy[i];
 }
 
 /* layer 37: conv2d 256x14x14 -> 256x14x14 (specs/resnet18.yaml:45:5)
@@ -15573,14 +15573,14 @@ static void l52_relu_forward(float *restrict y)
 {
     /* x [512x7x7][lanes], y [512x7x7][lanes] */
     for (int i = 0; i < 802816; i++)
-        y[i] = y[i] > 0.0f ? y[i] : 0.0f;
+        y[i] = y[i] <= 0.0f ? 0.0f : y[i];
 }
 
 static void l52_relu_backward(const float *restrict y, const float *restrict dy, float *restrict dx)
 {
     /* x [512x7x7][lanes], y [512x7x7][lanes] */
     for (int i = 0; i < 802816; i++)
-        dx[i] = y[i] > 0.0f ? dy[i] : 0.0f;
+        dx[i] = y[i] <= 0.0f ? 0.0f : dy[i];
 }
 
 /* layer 53: conv2d 512x7x7 -> 512x7x7 (specs/resnet18.yaml:61:5)

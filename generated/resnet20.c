@@ -1906,7 +1906,7 @@ static void l02_relu_forward(float *restrict y)
     /* x [16x28x28][lanes], y [16x28x28][lanes] */
     CG_PARALLEL_FOR
     for (int i = 0; i < 1605632; i++)
-        y[i] = y[i] > 0.0f ? y[i] : 0.0f;
+        y[i] = y[i] <= 0.0f ? 0.0f : y[i];
 }
 
 static void l02_relu_backward(const float *restrict y, const float *restrict dy, float *restrict dx)
@@ -1914,7 +1914,7 @@ static void l02_relu_backward(const float *restrict y, const float *restrict dy,
     /* x [16x28x28][lanes], y [16x28x28][lanes] */
     CG_PARALLEL_FOR
     for (int i = 0; i < 1605632; i++)
-        dx[i] = y[i] > 0.0f ? dy[i] : 0.0f;
+        dx[i] = y[i] <= 0.0f ? 0.0f : dy[i];
 }
 
 /* layer 3: conv2d 16x28x28 -> 16x28x28 (specs/resnet20.yaml:12:5)
@@ -6260,14 +6260,14 @@ static void l26_relu_forward(float *restrict y)
 {
     /* x [32x14x14][lanes], y [32x14x14][lanes] */
     for (int i = 0; i < 802816; i++)
-        y[i] = y[i] > 0.0f ? y[i] : 0.0f;
+        y[i] = y[i] <= 0.0f ? 0.0f : y[i];
 }
 
 static void l26_relu_backward(const float *restrict y, const float *restrict dy, float *restrict dx)
 {
     /* x [32x14x14][lanes], y [32x14x14][lanes] */
     for (int i = 0; i < 802816; i++)
-        dx[i] = y[i] > 0.0f ? dy[i] : 0.0f;
+        dx[i] = y[i] <= 0.0f ? 0.0f : dy[i];
 }
 
 /* layer 27: conv2d 32x14x14 -> 32x14x14 (specs/resnet20.yaml:36:5)
@@ -10920,14 +10920,14 @@ static void l49_relu_forward(float *restrict y)
 {
     /* x [64x7x7][lanes], y [64x7x7][lanes] */
     for (int i = 0; i < 401408; i++)
-        y[i] = y[i] > 0.0f ? y[i] : 0.0f;
+        y[i] = y[i] <= 0.0f ? 0.0f : y[i];
 }
 
 static void l49_relu_backward(const float *restrict y, const float *restrict dy, float *restrict dx)
 {
     /* x [64x7x7][lanes], y [64x7x7][lanes] */
     for (int i = 0; i < 401408; i++)
-        dx[i] = y[i] > 0.0f ? dy[i] : 0.0f;
+        dx[i] = y[i] <= 0.0f ? 0.0f : dy[i];
 }
 
 /* layer 50: conv2d 64x7x7 -> 64x7x7 (specs/resnet20.yaml:59:5)

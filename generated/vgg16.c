@@ -751,14 +751,14 @@ static void l01_relu_forward(float *restrict y, int nb)
 {
     /* x [N][64x224x224], y [N][64x224x224] */
     for (size_t i = 0; i < (size_t)nb * 3211264; i++)
-        y[i] = y[i] > 0.0f ? y[i] : 0.0f;
+        y[i] = y[i] <= 0.0f ? 0.0f : y[i];
 }
 
 static void l01_relu_backward(const float *restrict y, const float *restrict dy, float *restrict dx, int nb)
 {
     /* x [N][64x224x224], y [N][64x224x224] */
     for (size_t i = 0; i < (size_t)nb * 3211264; i++)
-        dx[i] = y[i] > 0.0f ? dy[i] : 0.0f;
+        dx[i] = y[i] <= 0.0f ? 0.0f : dy[i];
 }
 
 /* layer 2: conv2d 64x224x224 -> 64x224x224 (specs/vgg16.yaml:17:5)
@@ -2553,14 +2553,14 @@ static void l06_relu_forward(float *restrict y, int nb)
 {
     /* x [N][128x112x112], y [N][128x112x112] */
     for (size_t i = 0; i < (size_t)nb * 1605632; i++)
-        y[i] = y[i] > 0.0f ? y[i] : 0.0f;
+        y[i] = y[i] <= 0.0f ? 0.0f : y[i];
 }
 
 static void l06_relu_backward(const float *restrict y, const float *restrict dy, float *restrict dx, int nb)
 {
     /* x [N][128x112x112], y [N][128x112x112] */
     for (size_t i = 0; i < (size_t)nb * 1605632; i++)
-        dx[i] = y[i] > 0.0f ? dy[i] : 0.0f;
+        dx[i] = y[i] <= 0.0f ? 0.0f : dy[i];
 }
 
 /* layer 7: conv2d 128x112x112 -> 128x112x112 (specs/vgg16.yaml:23:5)
@@ -3999,14 +3999,14 @@ static void l11_relu_forward(float *restrict y, int nb)
 {
     /* x [N][256x56x56], y [N][256x56x56] */
     for (size_t i = 0; i < (size_t)nb * 802816; i++)
-        y[i] = y[i] > 0.0f ? y[i] : 0.0f;
+        y[i] = y[i] <= 0.0f ? 0.0f : y[i];
 }
 
 static void l11_relu_backward(const float *restrict y, const float *restrict dy, float *restrict dx, int nb)
 {
     /* x [N][256x56x56], y [N][256x56x56] */
     for (size_t i = 0; i < (size_t)nb * 802816; i++)
-        dx[i] = y[i] > 0.0f ? dy[i] : 0.0f;
+        dx[i] = y[i] <= 0.0f ? 0.0f : dy[i];
 }
 
 /* layer 12: conv2d 256x56x56 -> 256x56x56 (specs/vgg16.yaml:29:5)
@@ -5451,14 +5451,14 @@ static void l18_relu_forward(float *restrict y, int nb)
 {
     /* x [N][512x28x28], y [N][512x28x28] */
     for (size_t i = 0; i < (size_t)nb * 401408; i++)
-        y[i] = y[i] > 0.0f ? y[i] : 0.0f;
+        y[i] = y[i] <= 0.0f ? 0.0f : y[i];
 }
 
 static void l18_relu_backward(const float *restrict y, const float *restrict dy, float *restrict dx, int nb)
 {
     /* x [N][512x28x28], y [N][512x28x28] */
     for (size_t i = 0; i < (size_t)nb * 401408; i++)
-        dx[i] = y[i] > 0.0f ? dy[i] : 0.0f;
+        dx[i] = y[i] <= 0.0f ? 0.0f : dy[i];
 }
 
 /* layer 19: conv2d 512x28x28 -> 512x28x28 (specs/vgg16.yaml:37:5)
@@ -6794,14 +6794,14 @@ static void l25_relu_forward(float *restrict y, int nb)
 {
     /* x [N][512x14x14], y [N][512x14x14] */
     for (size_t i = 0; i < (size_t)nb * 100352; i++)
-        y[i] = y[i] > 0.0f ? y[i] : 0.0f;
+        y[i] = y[i] <= 0.0f ? 0.0f : y[i];
 }
 
 static void l25_relu_backward(const float *restrict y, const float *restrict dy, float *restrict dx, int nb)
 {
     /* x [N][512x14x14], y [N][512x14x14] */
     for (size_t i = 0; i < (size_t)nb * 100352; i++)
-        dx[i] = y[i] > 0.0f ? dy[i] : 0.0f;
+        dx[i] = y[i] <= 0.0f ? 0.0f : dy[i];
 }
 
 /* layer 26: conv2d 512x14x14 -> 512x14x14 (specs/vgg16.yaml:45:5)
@@ -6929,14 +6929,14 @@ static void l33_relu_forward(float *restrict y, int nb)
 {
     /* x [N][4096], y [N][4096] */
     for (size_t i = 0; i < (size_t)nb * 4096; i++)
-        y[i] = y[i] > 0.0f ? y[i] : 0.0f;
+        y[i] = y[i] <= 0.0f ? 0.0f : y[i];
 }
 
 static void l33_relu_backward(const float *restrict y, const float *restrict dy, float *restrict dx, int nb)
 {
     /* x [N][4096], y [N][4096] */
     for (size_t i = 0; i < (size_t)nb * 4096; i++)
-        dx[i] = y[i] > 0.0f ? dy[i] : 0.0f;
+        dx[i] = y[i] <= 0.0f ? 0.0f : dy[i];
 }
 
 /* layer 34: dense 4096 -> 4096 (specs/vgg16.yaml:54:5)

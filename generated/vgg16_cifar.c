@@ -1937,7 +1937,7 @@ static void l01_relu_forward(float *restrict y)
     /* x [64x32x32][lanes], y [64x32x32][lanes] */
     CG_PARALLEL_FOR
     for (int i = 0; i < 2097152; i++)
-        y[i] = y[i] > 0.0f ? y[i] : 0.0f;
+        y[i] = y[i] <= 0.0f ? 0.0f : y[i];
 }
 
 static void l01_relu_backward(const float *restrict y, const float *restrict dy, float *restrict dx)
@@ -1945,7 +1945,7 @@ static void l01_relu_backward(const float *restrict y, const float *restrict dy,
     /* x [64x32x32][lanes], y [64x32x32][lanes] */
     CG_PARALLEL_FOR
     for (int i = 0; i < 2097152; i++)
-        dx[i] = y[i] > 0.0f ? dy[i] : 0.0f;
+        dx[i] = y[i] <= 0.0f ? 0.0f : dy[i];
 }
 
 /* layer 2: conv2d 64x32x32 -> 64x32x32 (specs/vgg16_cifar.yaml:12:5)
@@ -7449,7 +7449,7 @@ static void l06_relu_forward(float *restrict y)
     /* x [128x16x16][lanes], y [128x16x16][lanes] */
     CG_PARALLEL_FOR
     for (int i = 0; i < 1048576; i++)
-        y[i] = y[i] > 0.0f ? y[i] : 0.0f;
+        y[i] = y[i] <= 0.0f ? 0.0f : y[i];
 }
 
 static void l06_relu_backward(const float *restrict y, const float *restrict dy, float *restrict dx)
@@ -7457,7 +7457,7 @@ static void l06_relu_backward(const float *restrict y, const float *restrict dy,
     /* x [128x16x16][lanes], y [128x16x16][lanes] */
     CG_PARALLEL_FOR
     for (int i = 0; i < 1048576; i++)
-        dx[i] = y[i] > 0.0f ? dy[i] : 0.0f;
+        dx[i] = y[i] <= 0.0f ? 0.0f : dy[i];
 }
 
 /* layer 7: conv2d 128x16x16 -> 128x16x16 (specs/vgg16_cifar.yaml:18:5)
@@ -12960,14 +12960,14 @@ static void l11_relu_forward(float *restrict y)
 {
     /* x [256x8x8][lanes], y [256x8x8][lanes] */
     for (int i = 0; i < 524288; i++)
-        y[i] = y[i] > 0.0f ? y[i] : 0.0f;
+        y[i] = y[i] <= 0.0f ? 0.0f : y[i];
 }
 
 static void l11_relu_backward(const float *restrict y, const float *restrict dy, float *restrict dx)
 {
     /* x [256x8x8][lanes], y [256x8x8][lanes] */
     for (int i = 0; i < 524288; i++)
-        dx[i] = y[i] > 0.0f ? dy[i] : 0.0f;
+        dx[i] = y[i] <= 0.0f ? 0.0f : dy[i];
 }
 
 /* layer 12: conv2d 256x8x8 -> 256x8x8 (specs/vgg16_cifar.yaml:24:5)
@@ -18484,14 +18484,14 @@ static void l18_relu_forward(float *restrict y)
 {
     /* x [512x4x4][lanes], y [512x4x4][lanes] */
     for (int i = 0; i < 262144; i++)
-        y[i] = y[i] > 0.0f ? y[i] : 0.0f;
+        y[i] = y[i] <= 0.0f ? 0.0f : y[i];
 }
 
 static void l18_relu_backward(const float *restrict y, const float *restrict dy, float *restrict dx)
 {
     /* x [512x4x4][lanes], y [512x4x4][lanes] */
     for (int i = 0; i < 262144; i++)
-        dx[i] = y[i] > 0.0f ? dy[i] : 0.0f;
+        dx[i] = y[i] <= 0.0f ? 0.0f : dy[i];
 }
 
 /* layer 19: conv2d 512x4x4 -> 512x4x4 (specs/vgg16_cifar.yaml:32:5)
@@ -22287,14 +22287,14 @@ static void l25_relu_forward(float *restrict y)
 {
     /* x [512x2x2][lanes], y [512x2x2][lanes] */
     for (int i = 0; i < 65536; i++)
-        y[i] = y[i] > 0.0f ? y[i] : 0.0f;
+        y[i] = y[i] <= 0.0f ? 0.0f : y[i];
 }
 
 static void l25_relu_backward(const float *restrict y, const float *restrict dy, float *restrict dx)
 {
     /* x [512x2x2][lanes], y [512x2x2][lanes] */
     for (int i = 0; i < 65536; i++)
-        dx[i] = y[i] > 0.0f ? dy[i] : 0.0f;
+        dx[i] = y[i] <= 0.0f ? 0.0f : dy[i];
 }
 
 /* layer 26: conv2d 512x2x2 -> 512x2x2 (specs/vgg16_cifar.yaml:40:5)
@@ -22489,14 +22489,14 @@ static void l33_relu_forward(float *restrict y)
 {
     /* x [512][lanes], y [512][lanes] */
     for (int i = 0; i < 16384; i++)
-        y[i] = y[i] > 0.0f ? y[i] : 0.0f;
+        y[i] = y[i] <= 0.0f ? 0.0f : y[i];
 }
 
 static void l33_relu_backward(const float *restrict y, const float *restrict dy, float *restrict dx)
 {
     /* x [512][lanes], y [512][lanes] */
     for (int i = 0; i < 16384; i++)
-        dx[i] = y[i] > 0.0f ? dy[i] : 0.0f;
+        dx[i] = y[i] <= 0.0f ? 0.0f : dy[i];
 }
 
 /* layer 34: dense 512 -> 512 (specs/vgg16_cifar.yaml:49:5)

@@ -16,6 +16,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <dirent.h>
+#include <fcntl.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -148,6 +151,7 @@ typedef struct run {
     double t_start, elapsed0, t_prog;
     char outdir[4096], p_log[4352], p_best[4352], p_ckpt[4352], p_final[4352], p_last[4352],
         p_norm[4352], p_png[4352];
+    int lock_fd;        /* OUT/.lock, held (flock) for the whole run; -1 before */
 } run;
 
 static uint64_t fnv1a(const char *s)
@@ -384,7 +388,14 @@ static int checkpoint_read(run *r, cg_err *err)
     if (access(r->p_ckpt, F_OK) != 0)
         return cg_fail(err, "%s: no checkpoint to resume from (train with --checkpoint-every N)",
                        r->p_ckpt);
-    if (cg_npz_read(r->p_ckpt, &z, err) != 0)
+    /* no member larger than the largest array a checkpoint of this run holds (8 bytes an
+     * element, plus a header): refused from the zip directory, before inflating */
+    size_t big = r->net->n_params > r->net->n_buffers ? r->net->n_params : r->net->n_buffers;
+    if (r->tr.n > big)
+        big = r->tr.n;
+    if (big < 64)
+        big = 64;
+    if (cg_npz_read_expect(r->p_ckpt, NULL, 0, big * 8 + 4096, &z, err) != 0)
         return -1;
     const cg_array *a[11] = {0};
     const size_t np = r->net->n_params, nb = r->net->n_buffers;
@@ -405,6 +416,22 @@ static int checkpoint_read(run *r, cg_err *err)
         (r->vsq && ck_get(&z, r->p_ckpt, "second_moment", CG_F4, np, &a[10], err)))
         goto out;
     const int64_t *perm = a[6]->data, *pos = a[7]->data;
+    /* a hand-edited file: every counter in [0, 2^53] (or -1 where "none" is allowed),
+     * so that the arithmetic on them below and in the run cannot overflow */
+    for (int i = 0; i < POS_COUNT; i++)
+        if (pos[i] < -1 || pos[i] > ((int64_t)1 << 53)) {
+            cg_fail(err, "%s: corrupt position counters (pos[%d] = %lld)", r->p_ckpt, i, (long long)pos[i]);
+            goto out;
+        }
+    static const char *const ftensor[5] = {"params", "buffers", "velocity", "best_params", "best_buffers"};
+    for (int t = 0; t < 5; t++) {
+        const float *v = a[t]->data;
+        for (size_t i = 0; i < a[t]->count; i++)
+            if (!isfinite(v[i])) {
+                cg_fail(err, "%s: '%s' has the non-finite value %g at index %zu", r->p_ckpt, ftensor[t], v[i], i);
+                goto out;
+            }
+    }
     const long long need = (long long)pos[POS_EPOCH] + (pos[POS_K] > 0); /* epochs begun */
     if (need > r->h.epochs && pos[POS_EPOCH] >= 0 && pos[POS_K] >= 0) {
         cg_fail(err, "%s: the checkpoint is at step %lld, in epoch %lld; --epochs %d ends before "
@@ -554,7 +581,7 @@ static int load_pair(const cg_net *net, const char *x, const char *y, const char
 {
     if (!x || !y)
         return cg_fail(err, "--%s-x and --%s-y go together", opt, opt);
-    if (cg_xy_load(x, y, out, err) != 0)
+    if (cg_xy_load_expect(x, y, net->in_size, out, err) != 0)
         return -1;
     if (cg_dataset_check_files(out, net, x, y, err) != 0) {
         cg_dataset_free(out);
@@ -623,6 +650,9 @@ static int own_copy(cg_dataset *ds, float **copied, cg_err *err)
 /* ---- the loop ---- */
 static void run_free(run *r)
 {
+    if (r->lock_fd >= 0)
+        close(r->lock_fd); /* and with it the lock */
+    r->lock_fd = -1;
     if (r->logf)
         fclose(r->logf);
     r->logf = NULL;
@@ -830,6 +860,37 @@ static void eval_set(run *r, const cg_dataset *ds, double *loss, double *acc)
 
 /* ---- setup: settings, output paths, data, state ---- */
 
+/* One run an output directory: an advisory lock (flock) on the directory itself, held
+ * until the run ends (the kernel drops it when the process dies; no lock file is left).
+ * Holding it, the temporary files a killed run left there (NAME.tmp.PID.N,
+ * runtime/util.c) are removed. */
+static int lock_outdir(run *r, const char *outdir, cg_err *err)
+{
+    r->lock_fd = open(outdir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (r->lock_fd < 0)
+        return cg_fail(err, "%s: cannot open the output directory: %s", outdir, strerror(errno));
+    if (flock(r->lock_fd, LOCK_EX | LOCK_NB) != 0) {
+        int e = errno;
+        if (e == EWOULDBLOCK)
+            return cg_fail(err, "%s: another run is training into this output directory (it holds its "
+                                "lock); wait for it or choose another --out", outdir);
+        return cg_fail(err, "%s: cannot lock the output directory: %s", outdir, strerror(e));
+    }
+    static const char *const outputs[] = {"log.csv.tmp.", "best.npz.tmp.", "checkpoint.npz.tmp.",
+                                          "final.npz.tmp.", "last.npz.tmp.", "normalize.npz.tmp."};
+    DIR *d = opendir(outdir);
+    for (struct dirent *e = d ? readdir(d) : NULL; e; e = readdir(d))
+        for (size_t i = 0; i < sizeof outputs / sizeof outputs[0]; i++)
+            if (strncmp(e->d_name, outputs[i], strlen(outputs[i])) == 0) {
+                char p[4352];
+                if (cg_path_join(p, sizeof p, outdir, e->d_name, err) == 0)
+                    remove(p);
+            }
+    if (d)
+        closedir(d);
+    return 0;
+}
+
 /* Checks the settings and creates the output directory; fills r->h, r->min_batch and the
  * output paths. */
 static int setup_settings(run *r, cg_err *err)
@@ -878,6 +939,8 @@ static int setup_settings(run *r, cg_err *err)
     snprintf(r->outdir, sizeof r->outdir, "%s", outdir);
     if (mkdir(outdir, 0777) != 0 && errno != EEXIST)
         return cg_fail(err, "%s: cannot create output directory: %s", outdir, strerror(errno));
+    if (lock_outdir(r, outdir, err) != 0)
+        return -1;
     if (cg_path_join(r->p_log, sizeof r->p_log, outdir, "log.csv", err) ||
         cg_path_join(r->p_best, sizeof r->p_best, outdir, "best.npz", err) ||
         cg_path_join(r->p_ckpt, sizeof r->p_ckpt, outdir, "checkpoint.npz", err) ||
@@ -992,7 +1055,14 @@ static int setup_state(run *r, cg_err *err)
     r->acc[ACC_BEST_ACC] = NAN;
     r->pos[POS_BEST_STEP] = -1;
 
-    if (o->resume) {
+    int resume = o->resume;
+    if (resume && access(r->p_ckpt, F_OK) != 0 && errno == ENOENT) {
+        /* killed before its first checkpoint: nothing to continue, so begin */
+        say(o, "%s: %s does not exist yet (no checkpoint was written): starting a fresh run\n", net->name,
+            r->p_ckpt);
+        resume = 0;
+    }
+    if (resume) {
         if (checkpoint_read(r, err) != 0)
             return -1;
         if (r->comm->rank == 0 && log_open(r, 1, &r->logf, err) != 0)
@@ -1309,6 +1379,7 @@ int cg_train(const cg_net *net, const cg_train_opts *o, cg_train_result *res, cg
     r->net = net;
     r->o = o;
     r->res = res;
+    r->lock_fd = -1;
     r->h = o->h;
     const cg_comm *comm = r->comm = cg_comm_world();
     cg_train_opts silent; /* ranks other than 0 print nothing (rank 0 speaks for the job) */

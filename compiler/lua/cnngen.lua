@@ -9,6 +9,9 @@ local UNROLL_BUDGET = 1024      -- terms per layer and pass written out as strai
 local MAX_TENSOR = 1 << 28      -- floats in one sample's activation or one parameter tensor
 local MAX_PARAMS = 1 << 31      -- floats in all parameters
 local MAX_BATCH = 65536
+local MAX_SPEC_BYTES = 1 << 20  -- bytes of a spec file
+local MAX_LAYERS = 1000         -- layers in a spec
+local MAX_MACS = 1 << 44        -- multiply-adds of one layer for one sample
 local VEC = 16                  -- batch-innermost lanes come in multiples of this (the runtime's
                                 -- 16x16 transposes); the vectors of the code are the target's
 local LANES_MIN_BATCH = 16      -- from this batch on, activations are batch-innermost
@@ -102,7 +105,7 @@ end
 
 local function prod(s)
   local n = 1
-  for _, v in ipairs(s) do n = n * v end
+  for _, v in ipairs(s) do n = util.mul(n, v) end
   return n
 end
 
@@ -229,6 +232,10 @@ end
 local function check_layers(node, errs)
   if node.t ~= "seq" or #node.v == 0 then
     errs:add(node, "layers: expected a non-empty list of layers, got " .. util.describe(node))
+    return nil
+  end
+  if #node.v > MAX_LAYERS then
+    errs:add(node, string.format("layers: %s layers, more than the limit %s", util.commas(#node.v), util.commas(MAX_LAYERS)))
     return nil
   end
   local layers, ok = {}, true
@@ -434,12 +441,22 @@ local function infer_shapes(spec, errs)
       error(err, 0)
     end
     L.out_size = prod(L.out_shape)
+    if L.kind == "batchnorm" and L.in_size == L.in_shape[1] and batch < 2 then
+      errs:add(L.node, string.format("layer %d (batchnorm): one value per channel (input %s) needs train.batch >= 2 "
+        .. "to train (PyTorch raises), got %d", L.index, shape_str(L.in_shape), batch))
+      return false
+    end
     if L.out_size > MAX_TENSOR or L.out_size * batch > (1 << 31) - 1 then
       errs:add(L.node, string.format("layer %d (%s): output %s x batch %d is too large (limit %d values per sample, 2^31 per batch)",
         L.index, L.kind, shape_str(L.out_shape), batch, MAX_TENSOR))
       return false
     end
     L.tensors = L.mod.tensors(L)
+    if L.mod.macs(L) > MAX_MACS then
+      errs:add(L.node, string.format("layer %d (%s): %s multiply-adds per sample, more than the limit %s",
+        L.index, L.kind, util.commas(L.mod.macs(L)), util.commas(MAX_MACS)))
+      return false
+    end
     for _, t in ipairs(L.tensors) do
       if prod(t.shape) > MAX_TENSOR then
         errs:add(L.node, string.format("layer %d (%s): %s %s has %s values, more than the limit %s",
@@ -1310,10 +1327,10 @@ local function report(path, text, errs)
   table.sort(errs.list, function(a, b) return a.line < b.line or (a.line == b.line and a.col < b.col) end)
   for i, e in ipairs(errs.list) do
     if i > errs.max then
-      io.stderr:write(string.format("%s: %d more errors not shown\n", path, #errs.list - errs.max))
+      io.stderr:write(string.format("%s: %d more errors not shown\n", util.printable(path), #errs.list - errs.max))
       break
     end
-    io.stderr:write(string.format("%s:%d:%d: %s\n", path, e.line, e.col, e.msg))
+    io.stderr:write(string.format("%s:%d:%d: %s\n", util.printable(path), e.line, e.col, util.printable(e.msg)))
     local src = lines[e.line]
     if src then
       -- one printable cell per character, so the caret lines up; long lines cut around the column
@@ -1377,11 +1394,11 @@ local function write_atomic(files)
       return nil, string.format("cannot write %s: %s", f.path, tostring(err):gsub("^.*: ", ""))
     end
     local ok, werr = h:write(f.text)
-    local cok = h:close()
+    local cok, cerr = h:close()
     if not ok or not cok then
       os.remove(tmp)
       for _, t in ipairs(tmps) do os.remove(t) end
-      return nil, (werr or ("cannot write " .. tmp))
+      return nil, string.format("cannot write %s: %s", f.path, tostring(werr or cerr):gsub("^.*: ", ""))
     end
     tmps[#tmps + 1] = tmp
   end
@@ -1430,9 +1447,15 @@ function M.main(args)
   if outdir == "" then io.stderr:write("cnngen: -o '': the output directory is an empty path\n"); return 1 end
   local h, err = io.open(path, "rb")
   if not h then io.stderr:write("cnngen: cannot read " .. tostring(err) .. "\n"); return 1 end
-  local text, rerr = h:read("a")
+  local text, rerr = h:read(MAX_SPEC_BYTES + 1) -- bounded: /dev/zero or a FIFO must not exhaust memory
   h:close()
-  if not text then io.stderr:write("cnngen: cannot read " .. path .. ": " .. tostring(rerr) .. "\n"); return 1 end
+  if not text and not rerr then text = "" end
+  if not text then io.stderr:write("cnngen: cannot read " .. util.printable(path) .. ": " .. tostring(rerr) .. "\n"); return 1 end
+  if #text > MAX_SPEC_BYTES then
+    io.stderr:write(string.format("cnngen: %s: larger than %s bytes, the limit of a spec file\n", util.printable(path),
+      util.commas(MAX_SPEC_BYTES)))
+    return 1
+  end
   local T = schedule.target(target)
   if not T then io.stderr:write("cnngen: --target: expected avx512, avx2, generic or native, got " .. target .. "\n"); return 2 end
   local wisdom

@@ -1,6 +1,7 @@
 -- Elementwise activations: relu, leaky_relu, sigmoid, tanh (PyTorch's nn.ReLU,
 -- nn.LeakyReLU(slope), nn.Sigmoid, nn.Tanh). Backward uses the saved output
--- (relu, sigmoid, tanh) or input (leaky_relu), as PyTorch does.
+-- (relu, sigmoid, tanh) or input (leaky_relu), as PyTorch does; NaN propagates as in
+-- PyTorch (tests/check_layers.c test_nan_semantics).
 local util = require("util")
 local sched = require("schedule")
 local M = {kinds = {"relu", "leaky_relu", "sigmoid", "tanh"}}
@@ -18,7 +19,8 @@ function M.macs(L) return 0 end
 
 local function fwd_expr(L, v)
   local k = L.kind
-  if k == "relu" then return string.format("%s > 0.0f ? %s : 0.0f", v, v) end
+  -- NaN stays NaN (PyTorch's clamp_min): the comparison is false for NaN
+  if k == "relu" then return string.format("%s <= 0.0f ? 0.0f : %s", v, v) end
   if k == "leaky_relu" then return string.format("%s > 0.0f ? %s : %s * %s", v, v, v, util.flt(L.opt.slope)) end
   if k == "sigmoid" then return string.format("1.0f / (1.0f + expf(-%s))", v) end
   return string.format("tanhf(%s)", v)
@@ -26,7 +28,8 @@ end
 
 local function bwd_expr(L, i)
   local k = L.kind
-  if k == "relu" then return string.format("y[%s] > 0.0f ? dy[%s] : 0.0f", i, i) end
+  -- PyTorch's threshold_backward: y <= 0 ? 0 : dy (a NaN output passes dy on)
+  if k == "relu" then return string.format("y[%s] <= 0.0f ? 0.0f : dy[%s]", i, i) end
   if k == "leaky_relu" then return string.format("x[%s] > 0.0f ? dy[%s] : dy[%s] * %s", i, i, i, util.flt(L.opt.slope)) end
   if k == "sigmoid" then return string.format("dy[%s] * y[%s] * (1.0f - y[%s])", i, i, i) end
   return string.format("dy[%s] * (1.0f - y[%s] * y[%s])", i, i, i)
