@@ -210,16 +210,28 @@ end
 
 local function tap_name(t) return "w" .. t.k end
 
--- Declare the kernel window of (co, ci) as scalars w0..w{KHW-1}.
+-- taps of an axis that some output reads (with padding larger than the input, e.g. a
+-- 3x3 kernel, padding 1 on a 1x1 input, the outer taps meet only padding)
+local function used_taps(ax)
+  local used = {}
+  for _, r in ipairs(window.regions(ax)) do
+    for k = r.k0, r.k1 do used[k] = true end
+  end
+  return used
+end
+
+-- Declare the kernel window of (co, ci) as scalars w0..w{KHW-1} (the taps some
+-- output reads: the others would be unused variables).
 local function load_taps(C, L, wc)
   local g, n = L.geom, L.geom.h.K * L.geom.w.K
+  local uy, ux = used_taps(g.h), used_taps(g.w)
   for ky = 0, g.h.K - 1 do
     local parts = {}
     for kx = 0, g.w.K - 1 do
       local k = ky * g.w.K + kx
-      parts[#parts + 1] = string.format("w%d = %s[%d]", k, wc, k)
+      if uy[ky] and ux[kx] then parts[#parts + 1] = string.format("w%d = %s[%d]", k, wc, k) end
     end
-    C:line("const float %s;", table.concat(parts, ", "))
+    if #parts > 0 then C:line("const float %s;", table.concat(parts, ", ")) end
   end
   return n
 end
