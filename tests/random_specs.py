@@ -24,9 +24,10 @@ Subcommands
       Everything (spec, target, schedules, threads, batches, data) is a function of the
       seed alone, so `run --seed S --n 1` replays seed S exactly.
 
-  check SPEC.yaml [--target T] [--wisdom W] [--batch N ...] [--threads K] [--build DIR]
-      Build, compile and compare one spec file (e.g. a fail-SEED.yaml, or a net being
-      minimized by hand) with the same machinery.
+  check SPEC.yaml... [--target T...] [--wisdom W] [--batch N ...] [--threads K] [--build DIR]
+      Build, compile and compare spec files (each at each target) (e.g. a fail-SEED.yaml, or a net being
+      minimized by hand) with the same machinery. Default batches: torch_ref's default
+      ones and train.batch.
 
 What the generator covers (gen_spec): 1-D ([C, L]), 2-D ([C, H, W]) and flat ([F])
 inputs; conv1d/conv2d with odd sizes, per-axis kernel/stride/dilation pairs, padding as an
@@ -454,13 +455,16 @@ def cmd_run(a):
         spec_path = os.path.join(d, spec["name"] + ".yaml")
         with open(spec_path, "w") as f:
             f.write(to_yaml(spec))
-        wis_lines, forced = pick_schedules(rng, cnngen, target, spec_path)
-        wisdom = None
-        if wis_lines:
-            wisdom = os.path.join(d, "wisdom.tsv")
-            with open(wisdom, "w") as f:
-                f.writelines(wis_lines)
-        ok, msg = build_and_check(spec_path, spec, d, a, target, wisdom, batches, threads, seed)
+        wis_lines, forced, wisdom = [], [], None
+        try:
+            wis_lines, forced = pick_schedules(rng, cnngen, target, spec_path)
+            if wis_lines:
+                wisdom = os.path.join(d, "wisdom.tsv")
+                with open(wisdom, "w") as f:
+                    f.writelines(wis_lines)
+            ok, msg = build_and_check(spec_path, spec, d, a, target, wisdom, batches, threads, seed)
+        except Exception as e:  # a crash of the harness or the tools is a failure of the seed
+            ok, msg = False, f"exception: {type(e).__name__}: {e}\n"
         case = (f"target {target}, batch {spec['train']['batch']}, check batches {batches}, "
                 f"{threads} thread(s), forced schedules [{' '.join(forced)}]")
         line = f"seed {seed}: {'OK  ' if ok else 'FAIL'} {describe_layers(spec)} {spec['loss']} | {case} ({time.time() - t0:.1f}s)"
@@ -493,15 +497,20 @@ def cmd_run(a):
 
 
 def cmd_check(a):
-    spec = torch_ref.load_spec(a.spec)
-    torch_ref.parse_layers(spec)
-    _, tr = torch_ref.parse_layers(dict(spec))
-    d = os.path.join(a.work, "check-" + spec["name"])
-    batches = a.batch or torch_ref.default_batches(spec, tr)
-    ok, msg = build_and_check(a.spec, spec, d, a, a.target, a.wisdom, batches, a.threads, a.seed)
-    print(msg, end="")
-    print(f"{a.spec}: {'OK' if ok else 'FAILED'} (target {a.target}, batches {batches})")
-    return 0 if ok else 1
+    nfail = 0
+    for path in a.spec:
+        spec = torch_ref.load_spec(path)
+        _, tr = torch_ref.parse_layers(spec)
+        # default: torch_ref's batches and the full one (batch-innermost code, whole vectors)
+        batches = a.batch or sorted(set(torch_ref.default_batches(spec, tr)) | {tr["batch"]})
+        for target in a.target:
+            d = os.path.join(a.work, f"check-{spec['name']}-{target}")
+            ok, msg = build_and_check(path, spec, d, a, target, a.wisdom, batches, a.threads, a.seed)
+            if not ok or a.verbose:
+                print(msg, end="")
+            print(f"{path}: {'OK' if ok else 'FAILED'} (target {target}, batches {batches})", flush=True)
+            nfail += not ok
+    return 1 if nfail else 0
 
 
 def main(argv=None):
@@ -527,8 +536,9 @@ def main(argv=None):
     common(p)
     p.set_defaults(fn=cmd_run)
     p = sub.add_parser("check")
-    p.add_argument("spec")
-    p.add_argument("--target", default="generic", choices=ALL_TARGETS)
+    p.add_argument("spec", nargs="+")
+    p.add_argument("--target", nargs="+", default=["generic"], choices=ALL_TARGETS)
+    p.add_argument("-v", "--verbose", action="store_true")
     p.add_argument("--wisdom")
     p.add_argument("--batch", type=int, nargs="+")
     p.add_argument("--threads", type=int, default=1)

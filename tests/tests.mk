@@ -14,7 +14,7 @@ TRAINERS  := $(patsubst specs/%.yaml,$(B)/trainers/%,$(filter-out $(BIG_SPECS),$
 GRAPH_NETS := $(wildcard tests/nets/t_g_*.yaml)
 
 .PHONY: test check-unit check-torch
-TEST_PARTS := build-nopkgconfig embed-check check-unit check-kernels regen-check warn-check sanitize-check fuzz-smoke golden-check check-torch schedules-check check-threads infer-check recipes-check
+TEST_PARTS := build-nopkgconfig embed-check check-unit check-kernels regen-check warn-check sanitize-check fuzz-smoke golden-check check-torch schedules-check check-threads infer-check recipes-check diff-check
 test-run: all $(TEST_PARTS)
 	@echo "make test: every part passed ($(TEST_PARTS))"
 	@echo "test: $(words $(TEST_PARTS)) passed, 0 failed"
@@ -159,3 +159,26 @@ INFER_SPECS := specs/lenet5.yaml:norm specs/bnnet.yaml specs/mixed1d.yaml:norm s
 .PHONY: infer-check
 infer-check: $(B)/cnngen $(B)/libcnngen.a $(B)/trainers/lenet5 $(B)/trainers/bnnet $(B)/trainers/mixed1d $(B)/trainers/mixed2d
 	@tests/infer/run.sh $(B) $(PYTHON) $(INFER_SPECS)
+
+# differential tester (tests/random_specs.py): random valid specs -- every layer kind,
+# 1-D/2-D/flat, odd sizes, padding/stride/dilation/groups, batch norm, both losses,
+# batches below and from 16, targets avx512/avx2/generic, random legal schedules --
+# generated, compiled as trainers are (-O3 -march=native -Werror) and compared with
+# PyTorch in float64. `make fuzz-diff SEED=1 N=100` runs more; a failure is written to
+# $(B)/fuzz-diff/fail-SEED.yaml with the command that reproduces it.
+# diff-check: a fixed seed set plus the nets the tester found bugs with (each at every
+# target, compiled at the trainer's flags: the relu one is a miscompilation at -O3 only)
+SEED ?= 1
+N    ?= 100
+DIFF_SEED := 1
+DIFF_N    := 60
+DIFF_NETS := tests/nets/t_act_relu14.yaml tests/nets/t_mp2_k1.yaml tests/nets/t_mp2_k1_ln.yaml tests/nets/t_c2_pad1x1_loop.yaml
+.PHONY: fuzz-diff diff-check
+fuzz-diff: $(B)/cnngen $(B)/libcnngen.a
+	$(PYTHON) tests/random_specs.py run --seed $(SEED) --n $(N) --build $(B) --cc $(CC)
+diff-check: $(B)/cnngen $(B)/libcnngen.a
+	@$(PYTHON) tests/random_specs.py check $(DIFF_NETS) --target avx512 avx2 generic --build $(B) --cc $(CC) \
+	  --work $(B)/diff-check/nets || { echo "diff-check: FAILED on a net of DIFF_NETS"; exit 1; }
+	@$(PYTHON) tests/random_specs.py run --seed $(DIFF_SEED) --n $(DIFF_N) --build $(B) --cc $(CC) --work $(B)/diff-check \
+	  || { echo "diff-check: FAILED (see $(B)/diff-check/fail-*.yaml)"; exit 1; }
+	@echo "diff-check: $(words $(DIFF_NETS)) nets x 3 targets and $(DIFF_N) random specs (seeds $(DIFF_SEED)..) equal to PyTorch"
