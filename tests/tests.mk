@@ -3,6 +3,7 @@
 #   make check-unit   the Check suites (tests/check_*.c) linked with the test nets
 #   make check-torch  every spec in specs/ against PyTorch (tests/torch_ref.py)
 #   make regen-check  generated/ equals the generator's output
+#   make fuzz-diff    SEED=S N=K random specs, generated C against PyTorch (tests/random_specs.py)
 PYTHON    ?= /usr/bin/python3
 TEST_NETS := $(wildcard tests/nets/*.yaml)
 TNET_C    := $(TEST_NETS:tests/nets/%.yaml=$(B)/tnets/%.c)
