@@ -220,6 +220,12 @@ local function used_taps(ax)
   return used
 end
 
+-- some output reads some input (not so for, e.g., kernel 4, dilation 2, 'same' padding
+-- on a 1-row input: every tap meets padding and the output is the bias alone)
+local function any_tap(g)
+  return next(used_taps(g.h)) ~= nil and next(used_taps(g.w)) ~= nil
+end
+
 -- Declare the kernel window of (co, ci) as scalars w0..w{KHW-1} (the taps some
 -- output reads: the others would be unused variables).
 local function load_taps(C, L, wc)
@@ -296,6 +302,7 @@ function M.forward(L, C, ctx)
         local wci = co:scale(L.cin_g * d.KHW):term(ci, d.KHW)
         C:line("const float *restrict xc = xn + %s;", tostring(cig:scale(d.IHW)))
         C:line("const float *restrict wc = w + %s;", tostring(wci))
+        if not any_tap(L.geom) then C:line("(void)xc; (void)wc; /* no tap meets the input */") end
         load_taps(C, L, "wc")
         window.windows(C, L.geom, false, function(out, taps)
           local terms = {}
@@ -379,6 +386,7 @@ function M.backward(L, C, ctx)
       C:line("const float *restrict xc = x + (size_t)n * %d + %s;", d.IN, tostring(cig:scale(d.IHW)))
       C:line("float *restrict dxc = dx + (size_t)n * %d + %s;", d.IN, tostring(cig:scale(d.IHW)))
       C:line("const float *restrict dyc = dy + (size_t)n * %d + %s;", d.OUT, tostring(co:scale(d.OHW)))
+      if not any_tap(L.geom) then C:line("(void)xc; (void)dxc; (void)dyc; (void)wc; /* no tap meets the input */") end
       window.windows(C, L.geom, false, function(out, taps, info)
         if #taps == 0 then return end
         if not info.scoped then C:open("{") end
