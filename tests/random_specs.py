@@ -5,11 +5,11 @@ Run with Debian's interpreter (/usr/bin/python3; torch, numpy, yaml).
 
 Subcommands
 -----------
-  gen SEED
+  gen SEED [--graph]
       Print the random spec of SEED (YAML) and the case around it (target, forced
       schedules are only known after `cnngen --schedules`, see `run`).
 
-  run [--seed S] [--n N] [--build DIR] [--work DIR] [--cc CC] [--targets LIST] [-v]
+  run [--seed S] [--n N] [--graph] [--build DIR] [--work DIR] [--cc CC] [--targets LIST] [-v]
       For seeds S .. S+N-1: generate the spec of the seed (gen_spec), pick the case's
       --target (among --targets), a random schedule for some layers (a wisdom file built
       from `cnngen --schedules`, as tests/schedules_check.py does), the OpenMP thread count
@@ -43,9 +43,12 @@ portable fallback, so every target compiles and runs on any x86-64 CPU; `--targe
 native` restricts the draw to the ISAs /proc/cpuinfo reports (generic always).
 No NaN/Inf inputs (their semantics are being changed elsewhere, issue 12 item 1).
 
-Graph specs (issue 11: `from:`, `add`, `concat`, `global_avgpool`, `dropout`): the hook
-is gen_spec(rng, graph=True), which raises NotImplementedError until the compiler and
-tests/torch_ref.py accept them; implement _gen_graph_layers there and a `--graph` flag.
+Graph specs (issue 11): with `--graph` half the seeds are graph specs (gen_spec(rng,
+graph=True), _try_graph_spec): residual blocks (add of a tensor and a branch of
+shape-keeping layers, sometimes a tensor read three times), projection shortcuts (two
+strided convs added), concatenations of 'same' branches (with the block's input itself
+sometimes, `from: input` too), names and indices in `from`, global_avgpool, dropout
+(whose mask torch_ref recomputes), in 1-D and 2-D.
 """
 
 import argparse
@@ -220,16 +223,203 @@ def _gen_input(rng):
 def gen_spec(rng, graph=False, name="fz"):
     """A valid random spec (a dict in the spec format) drawn from rng (random.Random).
 
-    graph=True is the hook for issue 11's graph specs (named layers, `from:`, `add`,
-    `concat`, `global_avgpool`, `dropout`): not implemented until they land on main."""
-    if graph:
-        raise NotImplementedError("graph specs (issue 11) are not supported yet: add _gen_graph_layers here "
-                                  "once cnngen and tests/torch_ref.py accept them")
+    graph=True: a graph spec (issue 11: named layers, `from:`, `add`, `concat`,
+    `global_avgpool`, `dropout`), see _try_graph_spec."""
     for _ in range(100):
-        spec = _try_spec(rng, name)
+        spec = _try_graph_spec(rng, name) if graph else _try_spec(rng, name)
         if spec is not None:
             return spec
     raise RuntimeError("gen_spec: no valid spec in 100 tries")
+
+
+# ---- graph specs: blocks of branches joined by add / concat, every output read
+
+def _same_layer(rng, shape, out=None):
+    """A layer that keeps the spatial size: a stride-1 conv ('same' padding, odd or even
+    kernel, dilation, groups) with `out` channels, or (out None) also an activation,
+    batch norm, dropout or a stride-1 pool. -> (layer dict/str, out shape, macs)."""
+    nd = len(shape) - 1
+    cin = shape[0]
+    r = rng.random()
+    if out is None and nd >= 1 and r < 0.45:
+        r2 = rng.random()
+        if r2 < 0.4:
+            return _gen_act(rng), shape, 0
+        if r2 < 0.6:
+            return _gen_bn(rng), shape, 0
+        if r2 < 0.8:
+            return {"dropout": {"p": rng.choice([0.1, 0.25, 0.5])}}, shape, 0
+        kind = rng.choice(["maxpool", "avgpool"]) + f"{nd}d"
+        args = {"kernel": 3, "stride": 1, "padding": 1}
+        if kind.startswith("avg") and rng.random() < 0.5:
+            args["count_include_pad"] = False
+        return {kind: args}, shape, cin * 9
+    if nd == 0:  # flat: dense
+        o = out or rng.choice([4, 6, 8, shape[0]])
+        return {"dense": {"out": o}}, [o], o * shape[0]
+    o = out or rng.choice([cin, cin, 2 * cin, rng.randint(1, 8)])
+    k = rng.choice([1, 3, 3, 2, 4, 5])
+    d = rng.choice([1, 1, 2]) if k > 1 else 1
+    args = {"out": o, "kernel": k, "padding": "same"}
+    if k % 2 == 1 and rng.random() < 0.5:
+        args["padding"] = d * (k - 1) // 2
+    if d > 1:
+        args["dilation"] = d
+    if cin == o and cin > 1 and rng.random() < 0.25:
+        args["groups"] = cin
+    if rng.random() < 0.3:
+        args["bias"] = False
+    if any(sz < 1 for sz in shape[1:]):
+        return None
+    return {f"conv{nd}d": args}, [o] + list(shape[1:]), o * (cin // args.get("groups", 1)) * k ** nd * math.prod(shape[1:])
+
+
+def _try_graph_spec(rng, name):
+    """Layers are appended with their shapes; `ref(j)` names layer j (by `name` or
+    by index, at random); a block starts from a tensor T and ends with a layer that
+    reads every branch it opened, so no output is left unread (dead code is an error):
+      residual  T -> k shape-keeping layers -> add [T, last] (sometimes a third reader)
+      project   T -> conv (stride s) ; T -> 1x1 conv (stride s) ; add [both]
+      concat    T -> 2..3 branches of 'same' convs / pools (other channel counts),
+                concat [branches] (with T itself sometimes)
+      chain     one or two plain layers (conv / pool / activation / batch norm / dropout)
+    then global_avgpool, flatten, dropout, dense, or mse on any shape."""
+    r = rng.random()
+    if r < 0.35:
+        inp = [rng.randint(1, 4), rng.randint(3, 20)]
+    else:
+        inp = [rng.randint(1, 4), rng.randint(3, 10), rng.choice([rng.randint(3, 10), rng.randint(16, 18)])]
+    layers, shapes, macs = [], [], 0
+    names = {}
+
+    def add(layer, shape, m=0):
+        nonlocal macs
+        if rng.random() < 0.3 or (isinstance(layer, dict) and next(iter(layer)) in ("add", "concat") and rng.random() < 0.3):
+            nm = f"t{len(layers)}"
+            if isinstance(layer, str):
+                layer = {layer: {}}
+            next(iter(layer.values()))["name"] = nm
+            names[len(layers)] = nm
+        layers.append(layer)
+        shapes.append(list(shape))
+        macs += m
+        return len(layers) - 1
+
+    def ref(j):
+        if j < 0:
+            return "input"
+        return names[j] if j in names and rng.random() < 0.8 else j
+
+    def frm(layer, j):
+        """make `layer` read tensor j (omitted when j is the previous layer)"""
+        if j == len(layers) - 1 and rng.random() < 0.7:
+            return layer
+        if isinstance(layer, str):
+            layer = {layer: {}}
+        next(iter(layer.values()))["from"] = ref(j)
+        return layer
+
+    def shape_of(j):
+        return list(inp) if j < 0 else shapes[j]
+
+    cur = -1
+    for _ in range(rng.randint(1, 4)):
+        if macs > MAX_MACS:
+            break
+        T = cur
+        S = shape_of(T)
+        kind = rng.random()
+        if kind < 0.35:  # residual
+            first = True
+            last = T
+            for _ in range(rng.randint(1, 3)):
+                item = _same_layer(rng, shape_of(last), out=S[0] if rng.random() < 0.5 else None)
+                if item is None or item[1] != S and item[1][0] != S[0]:
+                    continue
+                layer, sh, m = item
+                if sh != S:
+                    continue
+                last = add(frm(layer, T) if first else layer, sh, m)
+                first = False
+            if last == T:
+                continue
+            srcs = [T, last]
+            if rng.random() < 0.3:  # a tensor read three times
+                item = _same_layer(rng, S, out=S[0])
+                if item is not None and item[1] == S:
+                    srcs.append(add(frm(item[0], T), item[1], item[2]))
+            rng.shuffle(srcs)
+            cur = add({"add": {"from": [ref(j) for j in srcs]}}, S)
+        elif kind < 0.5 and len(S) >= 2:  # projection shortcut
+            o = rng.randint(1, 8)
+            k = rng.choice([1, 3, 5])
+            st = rng.choice([1, 2])
+            a = add(frm({f"conv{len(S) - 1}d": {"out": o, "kernel": k, "stride": st, "padding": (k - 1) // 2}}, T),
+                    [o] + [(x - 1) // st + 1 for x in S[1:]], o * S[0] * k ** (len(S) - 1) * math.prod(S[1:]))
+            if rng.random() < 0.5:
+                a = add(_gen_act(rng), shapes[a])
+            b = add(frm({f"conv{len(S) - 1}d": {"out": o, "kernel": 1, "stride": st, "bias": rng.random() < 0.5}}, T),
+                    shapes[a], o * S[0] * math.prod(S[1:]))
+            cur = add({"add": {"from": [ref(a), ref(b)] if rng.random() < 0.5 else [ref(b), ref(a)]}}, shapes[a])
+        elif kind < 0.7 and len(S) >= 2:  # concat of branches
+            outs = []
+            for _ in range(rng.randint(1, 3)):
+                item = _same_layer(rng, S, out=rng.randint(1, 6) if rng.random() < 0.7 else None)
+                if item is None:
+                    continue
+                outs.append(add(frm(item[0], T), item[1], item[2]))
+            if T not in outs and (len(outs) < 2 or rng.random() < 0.3):
+                outs.append(T)
+            if len(outs) < 2:
+                continue
+            rng.shuffle(outs)
+            c = sum(shape_of(j)[0] for j in outs)
+            cur = add({"concat": {"from": [ref(j) for j in outs]}}, [c] + S[1:])
+        else:  # plain layers
+            for _ in range(rng.randint(1, 2)):
+                sh = shape_of(cur)
+                if len(sh) >= 2 and rng.random() < 0.6:
+                    item = _gen_conv(rng, sh) if rng.random() < 0.7 else _gen_pool(rng, sh)
+                else:
+                    item = _same_layer(rng, sh)
+                if item is None:
+                    continue
+                layer, sh2, m = item
+                if math.prod(sh2) > MAX_ACT:
+                    continue
+                cur = add(frm(layer, cur), sh2, m)
+        if math.prod(shape_of(cur)) > MAX_ACT:
+            return None
+    if cur == -1:
+        return None
+    loss = "mse" if rng.random() < 0.35 else "softmax_cross_entropy"
+    sh = shape_of(cur)
+    if len(sh) >= 2 and (loss != "mse" or rng.random() < 0.5):
+        if rng.random() < 0.6:
+            cur = add("global_avgpool", [sh[0]] + [1] * (len(sh) - 1))
+        cur = add("flatten", [math.prod(shape_of(cur))])
+    if rng.random() < 0.4:
+        cur = add({"dropout": {"p": rng.choice([0.2, 0.5])}}, shape_of(cur))
+    if loss == "softmax_cross_entropy" and not (len(shape_of(cur)) == 1 and shape_of(cur)[0] >= 2):
+        if len(shape_of(cur)) > 1:
+            cur = add("flatten", [math.prod(shape_of(cur))])
+        o = rng.choice([2, 3, 5, 10])
+        cur = add({"dense": {"out": o}}, [o], o * shape_of(cur)[0])
+    if macs > 2 * MAX_MACS:
+        return None
+    batch = rng.choice([1, 2, 3, 5, 8, 13]) if rng.random() < 0.55 else rng.choice([16, 17, 20, 32])
+    spec = {"name": name, "input": inp, "layers": layers, "loss": loss, "train": {"batch": batch}}
+    try:
+        recs, _ = torch_ref.parse_layers(dict(spec))
+    except torch_ref.SpecError:
+        return None
+    # every output but the last is read (dead code is an error)
+    read = {q for r in recs for q in r["inputs"]}
+    if any(i not in read for i in range(len(recs) - 1)):
+        return None
+    if torch_ref.min_batch(dict(spec)) > batch:
+        spec["train"]["batch"] = 2
+    return spec
 
 
 def _try_spec(rng, name):
@@ -370,7 +560,10 @@ def pick_schedules(rng, cnngen, target, spec_path):
     for row in p.stdout.splitlines():
         index, sig, cands = row.split("\t")
         if rng.random() < 0.5:
-            cand = rng.choice(cands.split(",")).rstrip("!")
+            # candidates over the code budget ("!") are legal but slow to compile: rarely
+            c_all = cands.split(",")
+            c_ok = [c for c in c_all if not c.endswith("!")]
+            cand = rng.choice(c_all if not c_ok or rng.random() < 0.1 else c_ok).rstrip("!")
             lines.append(f"{target}\t{sig}\t{cand}\n")
             forced.append(f"{index}:{cand}")
     return lines, forced
@@ -417,7 +610,8 @@ def describe_layers(spec):
 
 def case_of_seed(seed, targets, graph=False):
     rng = random.Random(seed)
-    spec = gen_spec(rng, graph=graph, name=f"fz{seed}")
+    # with --graph, half the seeds are graph specs
+    spec = gen_spec(rng, graph=graph and rng.random() < 0.5, name=f"fz{seed}")
     target = rng.choice(targets)
     threads = rng.choice([1, 1, 2])
     batches = check_batches(rng, spec)
@@ -425,7 +619,7 @@ def case_of_seed(seed, targets, graph=False):
 
 
 def cmd_gen(a):
-    _, spec, target, threads, batches = case_of_seed(a.seed, resolve_targets(a.targets))
+    _, spec, target, threads, batches = case_of_seed(a.seed, resolve_targets(a.targets), a.graph)
     sys.stdout.write(to_yaml(spec, [f"random_specs.py seed {a.seed}: target {target}, "
                                     f"check batches {batches}, {threads} thread(s)"]))
     return 0
@@ -449,7 +643,7 @@ def cmd_run(a):
     t_all = time.time()
     for seed in range(a.seed, a.seed + a.n):
         t0 = time.time()
-        rng, spec, target, threads, batches = case_of_seed(seed, targets)
+        rng, spec, target, threads, batches = case_of_seed(seed, targets, a.graph)
         d = os.path.join(a.work, f"s{seed}")
         os.makedirs(d, exist_ok=True)
         spec_path = os.path.join(d, spec["name"] + ".yaml")
@@ -480,7 +674,7 @@ def cmd_run(a):
         fail = os.path.join(a.work, f"fail-{seed}.yaml")
         rel = os.path.relpath
         hdr = [f"random_specs.py seed {seed}: FAILED ({case})",
-               f"reproduce: {sys.executable} tests/random_specs.py run --seed {seed} --n 1 --targets {a.targets}"]
+               f"reproduce: {sys.executable} tests/random_specs.py run --seed {seed} --n 1 --targets {a.targets}{' --graph' if a.graph else ''}"]
         if wisdom:
             wf = os.path.join(a.work, f"fail-{seed}.wisdom")
             with open(wf, "w") as f:
@@ -490,7 +684,7 @@ def cmd_run(a):
         chk = (f"{sys.executable} tests/random_specs.py check {rel(fail)} --target {target}"
                f"{' --wisdom ' + rel(wf) if wisdom else ''} --batch {' '.join(map(str, batches))} --threads {threads} --seed {seed}")
         print(f"seed {seed}: wrote {rel(fail)}; reproduce: {sys.executable} tests/random_specs.py run --seed {seed} "
-              f"--n 1 --targets {a.targets}   or: {chk}", flush=True)
+              f"--n 1 --targets {a.targets}{' --graph' if a.graph else ''}   or: {chk}", flush=True)
     print(f"random_specs: {a.n - nfail} passed, {nfail} failed (seeds {a.seed}..{a.seed + a.n - 1}, "
           f"targets {','.join(targets)}, {time.time() - t_all:.0f}s)")
     return 1 if nfail else 0
@@ -525,6 +719,7 @@ def main(argv=None):
     p = sub.add_parser("gen")
     p.add_argument("seed", type=int)
     p.add_argument("--targets", default=",".join(ALL_TARGETS))
+    p.add_argument("--graph", action="store_true", help="half the seeds are graph specs")
     p.set_defaults(fn=cmd_gen)
     p = sub.add_parser("run")
     p.add_argument("--seed", type=int, default=1)
@@ -532,6 +727,8 @@ def main(argv=None):
     p.add_argument("--targets", default=",".join(ALL_TARGETS),
                    help="comma list of avx512,avx2,generic, or native (the CPU's own)")
     p.add_argument("--keep", action="store_true", help="keep the work folders of passing seeds")
+    p.add_argument("--graph", action="store_true",
+                   help="half the seeds are graph specs (from:, add, concat, global_avgpool, dropout)")
     p.add_argument("-v", "--verbose", action="store_true")
     common(p)
     p.set_defaults(fn=cmd_run)
