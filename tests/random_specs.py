@@ -285,7 +285,9 @@ def _try_graph_spec(rng, name):
       chain     one or two plain layers (conv / pool / activation / batch norm / dropout)
     then global_avgpool, flatten, dropout, dense, or mse on any shape."""
     r = rng.random()
-    if r < 0.35:
+    if r < 0.1:
+        inp = [rng.randint(2, 24)]
+    elif r < 0.4:
         inp = [rng.randint(1, 4), rng.randint(3, 20)]
     else:
         inp = [rng.randint(1, 4), rng.randint(3, 10), rng.choice([rng.randint(3, 10), rng.randint(16, 18)])]
@@ -361,7 +363,7 @@ def _try_graph_spec(rng, name):
             b = add(frm({f"conv{len(S) - 1}d": {"out": o, "kernel": 1, "stride": st, "bias": rng.random() < 0.5}}, T),
                     shapes[a], o * S[0] * math.prod(S[1:]))
             cur = add({"add": {"from": [ref(a), ref(b)] if rng.random() < 0.5 else [ref(b), ref(a)]}}, shapes[a])
-        elif kind < 0.7 and len(S) >= 2:  # concat of branches
+        elif kind < 0.7:  # concat of branches (dense ones on a flat tensor)
             outs = []
             for _ in range(rng.randint(1, 3)):
                 item = _same_layer(rng, S, out=rng.randint(1, 6) if rng.random() < 0.7 else None)
@@ -378,6 +380,9 @@ def _try_graph_spec(rng, name):
         else:  # plain layers
             for _ in range(rng.randint(1, 2)):
                 sh = shape_of(cur)
+                if len(sh) >= 2 and rng.random() < 0.1:
+                    cur = add(frm("flatten", cur), [math.prod(sh)])
+                    continue
                 if len(sh) >= 2 and rng.random() < 0.6:
                     item = _gen_conv(rng, sh) if rng.random() < 0.7 else _gen_pool(rng, sh)
                 else:
