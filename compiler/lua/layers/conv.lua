@@ -276,6 +276,7 @@ function M.forward(L, C, ctx)
   C:open("for (int n = 0; n < nb; n++) {")
   C:line("const float *restrict xn = x + (size_t)n * %d;", d.IN)
   C:line("float *restrict yn = y + (size_t)n * %d;", d.OUT)
+  if unroll and not any_tap(L.geom) then C:line("(void)xn; (void)w; /* no tap meets the input */") end
   if unroll then
     -- straight-line: one expression per output element
     channel_loops(C, L, true, function(co)
@@ -334,6 +335,7 @@ function M.backward(L, C, ctx)
     C:line("const float *restrict xn = x + (size_t)n * %d;", d.IN)
     C:line("const float *restrict dyn = dy + (size_t)n * %d;", d.OUT)
     C:line("float *restrict dxn = dx + (size_t)n * %d;", d.IN)
+    if not any_tap(L.geom) then C:line("(void)xn; (void)w; (void)gw; /* no tap meets the input */") end
     local dxterms, gwterms, gbterms = {}, {}, {}
     for co = 0, L.cout - 1 do
       local g = co // L.cout_g
@@ -544,6 +546,7 @@ function M.forward_lanes(L, C, ctx)
     local co0 = util.aff(0):term(g, L.cout_g):term(cb, TC)
     C:line("const float *restrict wb = w + %s;", tostring(co0:scale(WK)))
     C:line("const float *restrict xg = %s + %s + v0 * %d;", src, tostring(util.aff(0):term(g, L.cin_g * IHW * R)), V)
+    if not any_tap(geo) then C:line("(void)wb; (void)xg; /* no tap meets the input */") end
     C:line("float *restrict yb = y + %s + v0 * %d;", tostring(co0:scale(d.OHW * R)), V)
     window.windows(C, geo, unroll, function(out, taps, info)
       if not info.scoped then C:open("{") end
@@ -602,6 +605,7 @@ function M.backward_dx_lanes(L, C, ctx)
     C:line("float *restrict dxb = dx + %s + v0 * %d;", tostring(ci0:scale(d.IHW * R)), V)
     C:line("const float *restrict dyg = %s + %s + v0 * %d;", src, tostring(util.aff(0):term(g, L.cout_g * OHW * R)), V)
     C:line("const float *restrict wg = w + %s;", tostring(util.aff(0):term(g, L.cout_g * WK):term(cib, TCI * d.KHW)))
+    if not any_tap(geo) then C:line("(void)dyg; (void)wg; /* no tap meets the input */") end
     window.twindows(C, geo, function(inp, taps, info)
       if not info.scoped then C:open("{") end
       for t = 0, TCI - 1 do C:line("cg_v %s;", vec_list("a%d_" .. t .. " = vsplat(0.0f)", TB)) end
@@ -677,6 +681,7 @@ function M.backward_lanes(L, C, ctx)
     C:line("const float *restrict dyb = dy + %s;", tostring(co0:scale(d.OHW * R)))
     util.loop(C, "ci", 0, L.cin_g - 1, unroll, braced(C, unroll, function(ci)
       C:line("const float *restrict xc = %s + %s;", xsrc, tostring(util.aff(0):term(gg, L.cin_g * IHW * R):term(ci, IHW * R)))
+      if not any_tap(geo) then C:line("(void)dyb; (void)xc; /* no tap meets the input */") end
       C:line("float *restrict gwc = gw + %s;", tostring(co0:scale(WK):term(ci, d.KHW)))
       local pass = function(label, ntaps, slot, keep, k_of)
         C:open("{ /* %s */", label)
