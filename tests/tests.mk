@@ -115,7 +115,8 @@ sanitize-check: $(SAN_SPECS:%=$(B)/san/%)
 SCHED_SPECS := specs/lecture_conv1d.yaml specs/lecture_full.yaml specs/lecture_k3d2.yaml specs/lecture_k3s2p1_odd.yaml \
   specs/mixed2d.yaml specs/mixed1d.yaml bench/specs/lenet5_b1.yaml tests/nets/t_c2_groups_ln.yaml \
   tests/nets/t_c2_axes_ln.yaml tests/nets/t_c2_bigpad_loop_ln.yaml tests/nets/t_c2_full_dil_ln.yaml tests/nets/t_c2_dw_loop_ln.yaml \
-  tests/nets/t_c2_notap.yaml tests/nets/t_c2_notap_ln.yaml tests/nets/t_c2_notap_loop.yaml
+  tests/nets/t_c2_notap.yaml tests/nets/t_c2_notap_ln.yaml tests/nets/t_c2_notap_loop.yaml \
+  tests/nets/t_c1_notap_nobias.yaml tests/nets/t_c1_notap_nobias_ln.yaml
 .PHONY: schedules-check
 schedules-check: $(B)/cnngen $(B)/libcnngen.a
 	$(PYTHON) tests/schedules_check.py $(B) $(CC) $(SCHED_SPECS)
@@ -176,7 +177,7 @@ SEED ?= 1
 N    ?= 100
 DIFF_SEED := 1
 DIFF_N    := 45
-DIFF_NETS := tests/nets/t_act_relu14.yaml tests/nets/t_mp2_k1.yaml tests/nets/t_mp2_k1_ln.yaml tests/nets/t_c2_pad1x1_loop.yaml tests/nets/t_c2_notap_loop.yaml tests/nets/t_c2_notap.yaml
+DIFF_NETS := tests/nets/t_act_relu14.yaml tests/nets/t_mp2_k1.yaml tests/nets/t_mp2_k1_ln.yaml tests/nets/t_c2_pad1x1_loop.yaml tests/nets/t_c2_notap_loop.yaml tests/nets/t_c2_notap.yaml tests/nets/t_c1_notap_nobias.yaml
 .PHONY: fuzz-diff diff-check
 fuzz-diff: $(B)/cnngen $(B)/libcnngen.a
 	$(PYTHON) tests/random_specs.py run --graph --seed $(SEED) --n $(N) --build $(B) --cc $(CC)

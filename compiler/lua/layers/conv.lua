@@ -335,7 +335,7 @@ function M.backward(L, C, ctx)
     C:line("const float *restrict xn = x + (size_t)n * %d;", d.IN)
     C:line("const float *restrict dyn = dy + (size_t)n * %d;", d.OUT)
     C:line("float *restrict dxn = dx + (size_t)n * %d;", d.IN)
-    if not any_tap(L.geom) then C:line("(void)xn; (void)w; (void)gw; /* no tap meets the input */") end
+    if not any_tap(L.geom) then C:line("(void)xn; (void)dyn; (void)w; (void)gw; /* no tap meets the input */") end
     local dxterms, gwterms, gbterms = {}, {}, {}
     for co = 0, L.cout - 1 do
       local g = co // L.cout_g
