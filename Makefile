@@ -93,9 +93,10 @@ embed: $(B)/cnngen
 	$(EMBED_OUT)/classify $(EMBED_OUT)/test0.u8
 
 # ---- accuracy bars: LeNet-5 and bnnet trained by the generated trainers and by PyTorch
-# (bench/torch_train.py) with the spec's hyperparameters; long (bnnet: tens of minutes)
+# (bench/torch_train.py) with the spec's hyperparameters; long (bnnet: tens of minutes; resnet20:
+# 30 epochs with augmentation, hours on 2 cores: ACC_SPECS="lenet5 bnnet" leaves it out)
 ACC_OUT   ?= $(B)/accuracy
-ACC_SPECS ?= lenet5 bnnet
+ACC_SPECS ?= lenet5 bnnet resnet20
 .PHONY: accuracy accuracy-run
 accuracy-run: all
 	@mkdir -p $(ACC_OUT)
@@ -125,15 +126,33 @@ regen-check: $(B)/cnngen
 
 SPEC ?=
 OUT  ?= .
+# MPI=1: the trainer is built with mpicc and linked with the runtime's MPI part
+# (runtime/mpi.c -> build/libcnngen_mpi.a; -u pulls its cg_comm_world in before the
+# single-process one of libcnngen.a). Without MPI=1 nothing is built or linked with MPI.
+MPI   ?=
+MPICC ?= mpicc
+$(B)/mpi:
+	mkdir -p $@
+$(B)/mpi/mpi.o: runtime/mpi.c runtime/comm.h | $(B)/mpi
+	$(MPICC) $(ALL_CFLAGS) $(RT_OPT) -DCNNGEN_MPI -Iruntime -c $< -o $@
+$(B)/libcnngen_mpi.a: $(B)/mpi/mpi.o
+	rm -f $@ && ar rcs $@ $^
+ifeq ($(MPI),1)
+TRAINER_CC   := $(MPICC)
+TRAINER_DEPS := $(B)/libcnngen_mpi.a
+TRAINER_MPI  := -Wl,-u,cg_comm_world $(B)/libcnngen_mpi.a
+else
+TRAINER_CC   := $(CC)
+endif
 # schedules timed on this machine (make tune); used by make trainer when present
 WISDOM ?= $(B)/wisdom.tsv
 WISDOM_OPT = $(if $(wildcard $(WISDOM)),--wisdom $(WISDOM))
-trainer: $(B)/cnngen $(B)/libcnngen.a
-	@test -n "$(SPEC)" || { echo "usage: make trainer SPEC=path/to/spec.yaml OUT=dir"; exit 2; }
+trainer: $(B)/cnngen $(B)/libcnngen.a $(TRAINER_DEPS)
+	@test -n "$(SPEC)" || { echo "usage: make trainer SPEC=path/to/spec.yaml OUT=dir [MPI=1]"; exit 2; }
 	@mkdir -p $(OUT)
 	@c=$$($(B)/cnngen $(WISDOM_OPT) $(SPEC) -o $(OUT)) && \
-	 echo "$(CC) $(OPT) -std=c11 -Iruntime $$c $(B)/libcnngen.a -o $${c%.c}" && \
-	 $(CC) $(OPT) $(WARN) -std=c11 -Iruntime $$c $(B)/libcnngen.a $(RT_LIBS) $(LDFLAGS) -o $${c%.c}
+	 echo "$(TRAINER_CC) $(OPT) -std=c11 -Iruntime $$c $(TRAINER_MPI) $(B)/libcnngen.a -o $${c%.c}" && \
+	 $(TRAINER_CC) $(OPT) $(WARN) -std=c11 -Iruntime $$c $(TRAINER_MPI) $(B)/libcnngen.a $(RT_LIBS) $(LDFLAGS) -o $${c%.c}
 
 # ---- time every legal schedule of SPEC's layers on this machine, keep the fastest
 # in $(WISDOM) (bench/tune.py); make trainer then uses them
@@ -160,13 +179,20 @@ warn-check: $(B)/cnngen
 	  echo "#include \"$$(basename $$h)\"" | $$cxx -x c++ -std=c++11 -Wall -Wextra -pedantic -Werror -Iruntime -Igenerated -fsyntax-only - || exit 1; \
 	done; done; echo "warn-check: generated/*.h and runtime/*.h compile as C++11 with g++ and clang++ at -Wall -Wextra -pedantic -Werror"
 
-install: all
+# MPI=1 also installs libcnngen_mpi.a and cnngen-mpi.pc:
+#   mpicc -O3 -march=native net.c $(pkg-config --cflags --libs cnngen-mpi) -o net
+install: all $(TRAINER_DEPS)
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/lib/pkgconfig $(DESTDIR)$(PREFIX)/include/cnngen
 	install -m 755 $(B)/cnngen $(DESTDIR)$(PREFIX)/bin/cnngen
 	install -m 644 $(B)/libcnngen.a $(DESTDIR)$(PREFIX)/lib/libcnngen.a
 	install -m 644 runtime/*.h $(DESTDIR)$(PREFIX)/include/cnngen/
 	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@VERSION@|'"$$(sed -n 's/.*"\(.*\)".*/\1/p' compiler/version.h)"'|' \
 	  runtime/cnngen.pc.in > $(DESTDIR)$(PREFIX)/lib/pkgconfig/cnngen.pc
+	@if [ "$(MPI)" = 1 ]; then \
+	  install -m 644 $(B)/libcnngen_mpi.a $(DESTDIR)$(PREFIX)/lib/libcnngen_mpi.a && \
+	  sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@VERSION@|'"$$(sed -n 's/.*"\(.*\)".*/\1/p' compiler/version.h)"'|' \
+	    runtime/cnngen-mpi.pc.in > $(DESTDIR)$(PREFIX)/lib/pkgconfig/cnngen-mpi.pc && \
+	  echo "installed the MPI part; build with: mpicc -O3 -march=native net.c \$$(pkg-config --cflags --libs cnngen-mpi) -o net"; fi
 	@echo "installed; build a trainer with: cc -O3 -march=native net.c \$$(pkg-config --cflags --libs cnngen) -o net"
 
 clean:

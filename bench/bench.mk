@@ -23,6 +23,7 @@ bench-deps:
 bench: all $(B)/bench/fma_peak bench-deps
 	$(PYTHON) bench/run.py --cc "$(CC)" --opt "$(OPT)" --libs "$(RT_LIBS)" --fma-peak $(B)/bench/fma_peak \
 	  --venv $(BENCH_VENV) $(BENCH_ARGS)
+	@$(MAKE) --no-print-directory bench-mpi
 
 # ---- specs/resnet18.yaml against torchvision's ResNet-18 (torchvision from PyPI in the
 # bench's virtual environment): its state dict converted to npz, the eval forwards compared
@@ -31,3 +32,12 @@ resnet18-check: $(B)/trainers/resnet18 bench-deps
 	@$(BENCH_VENV)/bin/python -c 'import torchvision' 2>/dev/null || \
 	 $(BENCH_VENV)/bin/python -m pip install -q --disable-pip-version-check torchvision pillow
 	$(BENCH_VENV)/bin/python bench/resnet18_torchvision.py $(B)/trainers/resnet18 $(B)/resnet18tv
+
+# ---- the MPI row (issue 13): 2 ranks x 1 thread against 1 process x 2 threads, the
+# allreduce of VGG-16-CIFAR's gradients, the scaling model (bench/mpi_bench.py ->
+# bench/results/mpi-latest.md). Skipped with a note when Open MPI is not installed.
+.PHONY: bench-mpi
+bench-mpi: all $(B)/libcnngen_mpi.a
+	@if command -v $(MPICC) >/dev/null && command -v mpirun >/dev/null; then \
+	  $(PYTHON) bench/mpi_bench.py --mpicc "$(MPICC)" --opt "$(OPT)" --libs "$(RT_LIBS)" $(BENCH_MPI_ARGS); \
+	 else echo "bench-mpi: Open MPI is not installed (./deps.sh installs openmpi-bin, libopenmpi-dev); no MPI row"; fi

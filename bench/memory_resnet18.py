@@ -5,8 +5,9 @@ takes in PyTorch on the CPU, for comparison with cnngen's planned workspace
 
 usage: VENV/bin/python bench/memory_resnet18.py [--batch 32] [--threads 2]
 
-Peak RSS during a step minus the RSS before it (model, gradients, momentum and the batch
-already allocated by a first step); the peak is reset through /proc/self/clear_refs.
+Peak RSS over three steps minus the RSS before the first (libraries, model and batch)
+minus gradients and momentum: the activations and temporaries a step holds at its peak,
+comparable with cnngen's workspace.
 """
 import argparse
 import re
@@ -37,15 +38,17 @@ def main():
         opt.zero_grad(set_to_none=False)
         F.cross_entropy(m(x), t).backward()
         opt.step()
-    step()
-    step()
-    before = status("VmRSS")
+    nparam = sum(p.numel() for p in m.parameters())
+    before = status("VmRSS")  # libraries, the model and the batch; no step yet
     with open("/proc/self/clear_refs", "w") as f:
         f.write("5")
-    step()
+    for _ in range(3):
+        step()
     peak = status("VmHWM")
-    print(f"pytorch {torch.__version__}: ResNet-18 batch {a.batch} training step: peak RSS {peak / 2**20:.0f} MiB, "
-          f"{(peak - before) / 2**20:.0f} MiB above the {before / 2**20:.0f} MiB before the step")
+    state = 2 * nparam * 4  # gradients and momentum, allocated by the first step
+    print(f"pytorch {torch.__version__}: ResNet-18 batch {a.batch}, 3 training steps: peak RSS {peak / 2**20:.0f} MiB; "
+          f"{(peak - before - state) / 2**20:.0f} MiB above the {before / 2**20:.0f} MiB before the first step "
+          f"once gradients and momentum ({state / 2**20:.0f} MiB) are subtracted: the step's working memory")
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ if [ ! -x "$venv/bin/python" ]; then
         exit 0
     fi
 fi
-pip="$venv/bin/pip --disable-pip-version-check --timeout 20 --retries 1"
+pip="$venv/bin/python -m pip --disable-pip-version-check --timeout 20 --retries 1"
 echo "bench: bringing PyPI's torch up to date in $venv (first time: a few GB of wheels)"
 # pip install --upgrade keeps an installed torch without a word when the index cannot be
 # reached: ask the index first

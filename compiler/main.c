@@ -25,12 +25,28 @@ extern const struct { const char *name, *path, *src; size_t len; } cnngen_lua_so
 #endif
 enum { MAX_DEPTH = 64, MAX_NODES = CNNGEN_MAX_NODES };
 
+/* Limits applied while parsing (events, not yaml_parser_load: nesting, node count and
+ * alias expansion are refused as soon as they are exceeded, so a deeply nested or
+ * alias-bombed file costs time and memory in proportion to the limit, not to its size). */
+#ifndef CNNGEN_MAX_ALIAS_NODES
+#define CNNGEN_MAX_ALIAS_NODES 10000
+#endif
+enum { MAX_ALIAS_NODES = CNNGEN_MAX_ALIAS_NODES };
+
 typedef struct {
-    yaml_document_t *doc;
-    long nodes;
+    int is_map, key_next;  /* mapping: the next child is a key */
+    lua_Integer count;     /* children (sequence) or pairs (mapping) so far */
+    char *anchor;          /* anchor of this collection (owned), or NULL */
+    long nodes_at_start;   /* ctx.nodes when it opened: its size once closed */
+    int height;            /* levels below it so far */
+} frame;
+
+typedef struct {
+    long nodes, alias_nodes;
+    int anchors;           /* absolute stack index of {name = {node, nodes, height}} */
     const char *err;
     yaml_mark_t err_mark;
-} convert_ctx;
+} build_ctx;
 
 static void set_pos(lua_State *L, yaml_mark_t m)
 {
@@ -40,67 +56,196 @@ static void set_pos(lua_State *L, yaml_mark_t m)
     lua_setfield(L, -2, "col");
 }
 
-/* Push node as {t="map"|"seq"|"str", line, col, v=...}; maps keep order as
- * v = {{k=node, v=node}, ...}. Returns 0 and sets ctx->err on a limit. */
-static int push_node(lua_State *L, convert_ctx *ctx, yaml_node_t *node, int depth)
+static int fail_at(build_ctx *ctx, const char *msg, yaml_mark_t m)
 {
-    if (depth > MAX_DEPTH || ++ctx->nodes > MAX_NODES) {
-        ctx->err = depth > MAX_DEPTH ? "YAML nested too deeply (recursive alias?)"
-                                     : "YAML document too large (alias expansion?)";
-        ctx->err_mark = node->start_mark;
-        return 0;
+    ctx->err = msg;
+    ctx->err_mark = m;
+    return 0;
+}
+
+/* Count n more nodes at depth (limits: MAX_NODES in all, MAX_DEPTH levels). */
+static int count_nodes(build_ctx *ctx, long n, int depth, yaml_mark_t m)
+{
+    if (depth > MAX_DEPTH)
+        return fail_at(ctx, "YAML nested too deeply (recursive alias?)", m);
+    ctx->nodes += n;
+    if (ctx->nodes > MAX_NODES)
+        return fail_at(ctx, "YAML document too large (alias expansion?)", m);
+    return 1;
+}
+
+/* Deep copy of the node table at idx (an alias's target: a tree of plain tables). */
+static void copy_tree(lua_State *L, int idx)
+{
+    idx = lua_absindex(L, idx);
+    luaL_checkstack(L, 6, "yaml");
+    lua_newtable(L);
+    lua_pushnil(L);
+    while (lua_next(L, idx)) {
+        lua_pushvalue(L, -2);
+        if (lua_type(L, -2) == LUA_TTABLE)
+            copy_tree(L, -2);
+        else
+            lua_pushvalue(L, -2);
+        lua_rawset(L, -5);
+        lua_pop(L, 1);
     }
+}
+
+/* The finished node on top of the stack goes into its parent (frames[depth - 1]), or
+ * stays as the root. Stack per open collection: node table, its v table, and for a
+ * mapping whose key is done, the pair {k = key}. */
+static void attach(lua_State *L, frame *frames, int depth, int height)
+{
+    if (depth == 0)
+        return;
+    frame *p = &frames[depth - 1];
+    if (height + 1 > p->height)
+        p->height = height + 1;
+    if (!p->is_map) {
+        lua_rawseti(L, -2, ++p->count);
+    } else if (p->key_next) {
+        lua_createtable(L, 0, 2);
+        lua_insert(L, -2);
+        lua_setfield(L, -2, "k");
+        p->key_next = 0;
+    } else {
+        lua_setfield(L, -2, "v");
+        lua_rawseti(L, -2, ++p->count);
+        p->key_next = 1;
+    }
+}
+
+/* Remember the node on top of the stack under anchor (if any). */
+static void set_anchor(lua_State *L, build_ctx *ctx, const char *anchor, long nodes, int height)
+{
+    if (!anchor)
+        return;
+    lua_createtable(L, 0, 3);
+    lua_pushvalue(L, -2);
+    lua_setfield(L, -2, "node");
+    lua_pushinteger(L, nodes);
+    lua_setfield(L, -2, "nodes");
+    lua_pushinteger(L, height);
+    lua_setfield(L, -2, "height");
+    lua_setfield(L, ctx->anchors, anchor);
+}
+
+static void new_node(lua_State *L, const char *type, yaml_mark_t m)
+{
     luaL_checkstack(L, 8, "yaml");
     lua_createtable(L, 0, 5);
-    set_pos(L, node->start_mark);
-    switch (node->type) {
-    case YAML_SCALAR_NODE:
-        lua_pushliteral(L, "str");
-        lua_setfield(L, -2, "t");
-        lua_pushlstring(L, (const char *)node->data.scalar.value, node->data.scalar.length);
-        lua_setfield(L, -2, "v");
-        lua_pushboolean(L, node->data.scalar.style == YAML_PLAIN_SCALAR_STYLE);
-        lua_setfield(L, -2, "plain");
-        break;
-    case YAML_SEQUENCE_NODE: {
-        lua_pushliteral(L, "seq");
-        lua_setfield(L, -2, "t");
-        lua_newtable(L);
-        lua_Integer i = 1;
-        for (yaml_node_item_t *it = node->data.sequence.items.start;
-             it < node->data.sequence.items.top; it++) {
-            if (!push_node(L, ctx, yaml_document_get_node(ctx->doc, *it), depth + 1))
-                return 0;
-            lua_rawseti(L, -2, i++);
-        }
-        lua_setfield(L, -2, "v");
-        break;
-    }
-    case YAML_MAPPING_NODE: {
-        lua_pushliteral(L, "map");
-        lua_setfield(L, -2, "t");
-        lua_newtable(L);
-        lua_Integer i = 1;
-        for (yaml_node_pair_t *p = node->data.mapping.pairs.start;
-             p < node->data.mapping.pairs.top; p++) {
-            lua_createtable(L, 0, 2);
-            if (!push_node(L, ctx, yaml_document_get_node(ctx->doc, p->key), depth + 1))
-                return 0;
-            lua_setfield(L, -2, "k");
-            if (!push_node(L, ctx, yaml_document_get_node(ctx->doc, p->value), depth + 1))
-                return 0;
+    set_pos(L, m);
+    lua_pushstring(L, type);
+    lua_setfield(L, -2, "t");
+}
+
+/* Builds the document's root node on the stack from parse events:
+ * {t="map"|"seq"|"str", line, col, v=...}; maps keep order as v = {{k=node, v=node}, ...}.
+ * Returns 1 (root on top), 0 (ctx->err set), -1 (libyaml error: the parser says),
+ * 2 (empty stream). */
+static int build(lua_State *L, yaml_parser_t *parser, build_ctx *ctx, frame *frames)
+{
+    int depth = 0, docs = 0, have_root = 0, rc = -1;
+    for (;;) {
+        yaml_event_t ev;
+        if (!yaml_parser_parse(parser, &ev))
+            return -1;
+        int done = 0;
+        switch (ev.type) {
+        case YAML_STREAM_END_EVENT:
+            rc = have_root ? 1 : 2;
+            done = 1;
+            break;
+        case YAML_DOCUMENT_START_EVENT:
+            if (++docs > 1) {
+                rc = fail_at(ctx, "invalid YAML: expected a single document, found a second one", ev.start_mark);
+                done = 1;
+            }
+            break;
+        case YAML_SCALAR_EVENT:
+            if (!count_nodes(ctx, 1, depth, ev.start_mark)) {
+                rc = 0, done = 1;
+                break;
+            }
+            new_node(L, "str", ev.start_mark);
+            lua_pushlstring(L, (const char *)ev.data.scalar.value, ev.data.scalar.length);
             lua_setfield(L, -2, "v");
-            lua_rawseti(L, -2, i++);
+            lua_pushboolean(L, ev.data.scalar.style == YAML_PLAIN_SCALAR_STYLE);
+            lua_setfield(L, -2, "plain");
+            set_anchor(L, ctx, (const char *)ev.data.scalar.anchor, 1, 0);
+            attach(L, frames, depth, 0);
+            have_root |= depth == 0;
+            break;
+        case YAML_ALIAS_EVENT: {
+            lua_getfield(L, ctx->anchors, (const char *)ev.data.alias.anchor);
+            if (lua_isnil(L, -1)) { /* undefined, or its own collection is still open */
+                int open = 0;
+                for (int d = 0; d < depth; d++)
+                    open |= frames[d].anchor && strcmp(frames[d].anchor, (const char *)ev.data.alias.anchor) == 0;
+                lua_pop(L, 1);
+                rc = fail_at(ctx, open ? "YAML nested too deeply (recursive alias?)" : "invalid YAML: found undefined alias",
+                             ev.start_mark);
+                done = 1;
+                break;
+            }
+            lua_getfield(L, -1, "nodes");
+            long n = (long)lua_tointeger(L, -1);
+            lua_getfield(L, -2, "height");
+            int h = (int)lua_tointeger(L, -1);
+            lua_pop(L, 2);
+            ctx->alias_nodes += n;
+            if (!count_nodes(ctx, n, depth + h, ev.start_mark)) {
+                lua_pop(L, 1);
+                rc = 0, done = 1;
+                break;
+            }
+            if (ctx->alias_nodes > MAX_ALIAS_NODES) {
+                lua_pop(L, 1);
+                rc = fail_at(ctx, "YAML aliases expand to too many nodes (alias expansion?)", ev.start_mark);
+                done = 1;
+                break;
+            }
+            lua_getfield(L, -1, "node");
+            copy_tree(L, -1);
+            lua_remove(L, -2);
+            lua_remove(L, -2);
+            attach(L, frames, depth, h);
+            have_root |= depth == 0;
+            break;
         }
-        lua_setfield(L, -2, "v");
-        break;
+        case YAML_SEQUENCE_START_EVENT:
+        case YAML_MAPPING_START_EVENT: {
+            if (!count_nodes(ctx, 1, depth + 1, ev.start_mark)) {
+                rc = 0, done = 1;
+                break;
+            }
+            int is_map = ev.type == YAML_MAPPING_START_EVENT;
+            const yaml_char_t *a = is_map ? ev.data.mapping_start.anchor : ev.data.sequence_start.anchor;
+            frame *f = &frames[depth++];
+            *f = (frame){is_map, 1, 0, a ? strdup((const char *)a) : NULL, ctx->nodes - 1, 0};
+            new_node(L, is_map ? "map" : "seq", ev.start_mark);
+            lua_newtable(L);
+            break;
+        }
+        case YAML_SEQUENCE_END_EVENT:
+        case YAML_MAPPING_END_EVENT: {
+            frame *f = &frames[--depth];
+            lua_setfield(L, -2, "v");
+            set_anchor(L, ctx, f->anchor, ctx->nodes - f->nodes_at_start, f->height);
+            free(f->anchor);
+            f->anchor = NULL;
+            attach(L, frames, depth, f->height);
+            have_root |= depth == 0;
+            break;
+        }
+        default:
+            break;
+        }
+        yaml_event_delete(&ev);
+        if (done)
+            return rc;
     }
-    default:
-        ctx->err = "empty YAML node";
-        ctx->err_mark = node->start_mark;
-        return 0;
-    }
-    return 1;
 }
 
 /* Push nil, message, line, col for a libyaml failure. Reader errors (bad UTF-8,
@@ -140,59 +285,34 @@ static int l_parse_yaml(lua_State *L)
     size_t len;
     const char *text = luaL_checklstring(L, 1, &len);
     yaml_parser_t parser;
-    yaml_document_t doc;
     if (!yaml_parser_initialize(&parser))
         return luaL_error(L, "libyaml: out of memory");
     yaml_parser_set_input_string(&parser, (const unsigned char *)text, len);
-    if (!yaml_parser_load(&parser, &doc)) {
-        int r = push_yaml_error(L, &parser, text, len);
-        yaml_parser_delete(&parser);
-        return r;
-    }
+    frame frames[MAX_DEPTH + 2];
+    memset(frames, 0, sizeof frames);
+    lua_newtable(L);
+    build_ctx ctx = {0, 0, lua_gettop(L), NULL, {0, 0, 0}};
+    int top = lua_gettop(L);
+    int r = build(L, &parser, &ctx, frames);
+    for (int d = 0; d < MAX_DEPTH + 2; d++)
+        free(frames[d].anchor);
     int nret;
-    yaml_node_t *root = yaml_document_get_root_node(&doc);
-    if (root) { /* a stream holds exactly one document */
-        yaml_document_t next;
-        if (!yaml_parser_load(&parser, &next)) {
-            int r = push_yaml_error(L, &parser, text, len);
-            yaml_document_delete(&doc);
-            yaml_parser_delete(&parser);
-            return r;
-        }
-        yaml_node_t *second = yaml_document_get_root_node(&next);
-        if (second) {
-            lua_pushnil(L);
-            lua_pushliteral(L, "invalid YAML: expected a single document, found a second one");
-            lua_pushinteger(L, (lua_Integer)next.start_mark.line + 1);
-            lua_pushinteger(L, (lua_Integer)next.start_mark.column + 1);
-            yaml_document_delete(&next);
-            yaml_document_delete(&doc);
-            yaml_parser_delete(&parser);
-            return 4;
-        }
-        yaml_document_delete(&next);
-    }
-    if (!root) {
-        lua_pushnil(L);
-        lua_pushliteral(L, "empty document: expected a mapping with name, input and layers");
-        lua_pushinteger(L, 1);
-        lua_pushinteger(L, 1);
-        nret = 4;
+    if (r == 1) {
+        nret = 1;
+    } else if (r == -1) {
+        lua_settop(L, top);
+        nret = push_yaml_error(L, &parser, text, len);
     } else {
-        convert_ctx ctx = {&doc, 0, NULL, {0, 0, 0}};
-        int top = lua_gettop(L);
-        if (push_node(L, &ctx, root, 0)) {
-            nret = 1;
-        } else {
-            lua_settop(L, top);
-            lua_pushnil(L);
+        lua_settop(L, top);
+        lua_pushnil(L);
+        if (r == 2)
+            lua_pushliteral(L, "empty document: expected a mapping with name, input and layers");
+        else
             lua_pushstring(L, ctx.err);
-            lua_pushinteger(L, (lua_Integer)ctx.err_mark.line + 1);
-            lua_pushinteger(L, (lua_Integer)ctx.err_mark.column + 1);
-            nret = 4;
-        }
+        lua_pushinteger(L, r == 2 ? 1 : (lua_Integer)ctx.err_mark.line + 1);
+        lua_pushinteger(L, r == 2 ? 1 : (lua_Integer)ctx.err_mark.column + 1);
+        nret = 4;
     }
-    yaml_document_delete(&doc);
     yaml_parser_delete(&parser);
     return nret;
 }

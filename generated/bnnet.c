@@ -1843,12 +1843,12 @@ static void l01_batchnorm_backward(const float *restrict P, float *restrict G, f
 
 /* layer 2: relu 64x28x28 -> 64x28x28 (specs/bnnet.yaml:15:5)
  * schedule lanes: fwd lanes dw lanes dx with dw threaded */
-static void l02_relu_forward(const float *restrict x, float *restrict y)
+static void l02_relu_forward(float *restrict y)
 {
     /* x [64x28x28][lanes], y [64x28x28][lanes] */
     CG_PARALLEL_FOR
     for (int i = 0; i < 3211264; i++)
-        y[i] = x[i] > 0.0f ? x[i] : 0.0f;
+        y[i] = y[i] <= 0.0f ? 0.0f : y[i];
 }
 
 static void l02_relu_backward(const float *restrict y, const float *restrict dy, float *restrict dx)
@@ -1856,7 +1856,7 @@ static void l02_relu_backward(const float *restrict y, const float *restrict dy,
     /* x [64x28x28][lanes], y [64x28x28][lanes] */
     CG_PARALLEL_FOR
     for (int i = 0; i < 3211264; i++)
-        dx[i] = y[i] > 0.0f ? dy[i] : 0.0f;
+        dx[i] = y[i] <= 0.0f ? 0.0f : dy[i];
 }
 
 /* layer 3: maxpool2d 64x28x28 -> 64x14x14 (specs/bnnet.yaml:16:5)
@@ -4719,12 +4719,12 @@ static void l05_batchnorm_backward(const float *restrict P, float *restrict G, f
 
 /* layer 6: relu 128x14x14 -> 128x14x14 (specs/bnnet.yaml:19:5)
  * schedule lanes: fwd lanes dw lanes dx with dw threaded */
-static void l06_relu_forward(const float *restrict x, float *restrict y)
+static void l06_relu_forward(float *restrict y)
 {
     /* x [128x14x14][lanes], y [128x14x14][lanes] */
     CG_PARALLEL_FOR
     for (int i = 0; i < 1605632; i++)
-        y[i] = x[i] > 0.0f ? x[i] : 0.0f;
+        y[i] = y[i] <= 0.0f ? 0.0f : y[i];
 }
 
 static void l06_relu_backward(const float *restrict y, const float *restrict dy, float *restrict dx)
@@ -4732,7 +4732,7 @@ static void l06_relu_backward(const float *restrict y, const float *restrict dy,
     /* x [128x14x14][lanes], y [128x14x14][lanes] */
     CG_PARALLEL_FOR
     for (int i = 0; i < 1605632; i++)
-        dx[i] = y[i] > 0.0f ? dy[i] : 0.0f;
+        dx[i] = y[i] <= 0.0f ? 0.0f : dy[i];
 }
 
 /* layer 7: maxpool2d 128x14x14 -> 128x7x7 (specs/bnnet.yaml:20:5)
@@ -4974,18 +4974,18 @@ static void l10_batchnorm_backward(const float *restrict P, float *restrict G, f
 
 /* layer 11: relu 128 -> 128 (specs/bnnet.yaml:24:5)
  * schedule lanes: fwd lanes dw lanes dx with dw */
-static void l11_relu_forward(const float *restrict x, float *restrict y)
+static void l11_relu_forward(float *restrict y)
 {
     /* x [128][lanes], y [128][lanes] */
     for (int i = 0; i < 8192; i++)
-        y[i] = x[i] > 0.0f ? x[i] : 0.0f;
+        y[i] = y[i] <= 0.0f ? 0.0f : y[i];
 }
 
 static void l11_relu_backward(const float *restrict y, const float *restrict dy, float *restrict dx)
 {
     /* x [128][lanes], y [128][lanes] */
     for (int i = 0; i < 8192; i++)
-        dx[i] = y[i] > 0.0f ? dy[i] : 0.0f;
+        dx[i] = y[i] <= 0.0f ? 0.0f : dy[i];
 }
 
 /* layer 12: dense 128 -> 10 (specs/bnnet.yaml:25:5)
@@ -5088,36 +5088,33 @@ static void l12_dense_backward_dx(const float *restrict P, const float *restrict
 
 /* Workspace regions, in floats (NAME.h gives the total). */
 #define XIN     0 /* the input, [1x28x28][lanes] */
-#define A00     50176 /* layer 0 (conv2d) output, [64x28x28][lanes] */
-#define A01     3261440 /* layer 1 (batchnorm) output, [64x28x28][lanes] */
-#define S01     15730304 /* layer 1 (batchnorm) scratch */
-#define A02     6472704 /* layer 2 (relu) output, [64x28x28][lanes] */
-#define A03     9683968 /* layer 3 (maxpool2d) output, [64x14x14][lanes] */
-#define A04     10486784 /* layer 4 (conv2d) output, [128x14x14][lanes] */
-#define A05     12092416 /* layer 5 (batchnorm) output, [128x14x14][lanes] */
-#define S05     15730432 /* layer 5 (batchnorm) scratch */
-#define A06     13698048 /* layer 6 (relu) output, [128x14x14][lanes] */
-#define A07     15303680 /* layer 7 (maxpool2d) output, [128x7x7][lanes] */
-#define A09     15705088 /* layer 9 (dense) output, [128][lanes] */
-#define A10     15713280 /* layer 10 (batchnorm) output, [128][lanes] */
-#define S10     15730688 /* layer 10 (batchnorm) scratch */
-#define A11     15721472 /* layer 11 (relu) output, [128][lanes] */
-#define A12     15729664 /* layer 12 (dense) output, [10][lanes] */
-#define OUT     15730944 /* the output, [N][10] */
-#define DOUT    15731584 /* dLoss/dOutput, [N][10] */
-#define DOUT_L  15732224 /* dLoss/dOutput, [10][lanes] */
-#define D11     15732864 /* gradient arena: dLoss/d(layer 11 output) */
-#define D10     15741056 /* gradient arena: dLoss/d(layer 10 output) */
-#define D09     15732864 /* gradient arena: dLoss/d(layer 9 output) */
-#define D08     17338496 /* gradient arena: dLoss/d(layer 8 output) */
-#define D06     15732864 /* gradient arena: dLoss/d(layer 6 output) */
-#define D05     17338496 /* gradient arena: dLoss/d(layer 5 output) */
-#define D04     15732864 /* gradient arena: dLoss/d(layer 4 output) */
-#define D03     18944128 /* gradient arena: dLoss/d(layer 3 output) */
-#define D02     15732864 /* gradient arena: dLoss/d(layer 2 output) */
-#define D01     18944128 /* gradient arena: dLoss/d(layer 1 output) */
-#define D00     15732864 /* gradient arena: dLoss/d(layer 0 output) */
-#define DIN     18944128 /* gradient arena: dLoss/dInput */
+#define A00     50176 /* output of layer 0 (conv2d), [64x28x28][lanes] */
+#define A01     3261440 /* output of layer 1 (batchnorm), [64x28x28][lanes] */
+#define S01     10905216 /* scratch of layer 1 (batchnorm) */
+#define A03     6472704 /* output of layer 3 (maxpool2d), [64x14x14][lanes] */
+#define A04     7275520 /* output of layer 4 (conv2d), [128x14x14][lanes] */
+#define A05     8881152 /* output of layer 5 (batchnorm), [128x14x14][lanes] */
+#define S05     10905344 /* scratch of layer 5 (batchnorm) */
+#define A07     10486784 /* output of layer 7 (maxpool2d), [128x7x7][lanes] */
+#define A09     10888192 /* output of layer 9 (dense), [128][lanes] */
+#define A10     10896384 /* output of layer 10 (batchnorm), [128][lanes] */
+#define S10     10905600 /* scratch of layer 10 (batchnorm) */
+#define A12     10904576 /* output of layer 12 (dense), [10][lanes] */
+#define OUT     10905856 /* the output, [N][10] */
+#define DOUT    10906496 /* dLoss/dOutput, [N][10] */
+#define DOUT_L  10907136 /* dLoss/dOutput, [10][lanes] */
+#define D11     10907776 /* gradient arena: dLoss/d(layer 11 output) */
+#define D10     10915968 /* gradient arena: dLoss/d(layer 10 output) */
+#define D09     10907776 /* gradient arena: dLoss/d(layer 9 output) */
+#define D08     12513408 /* gradient arena: dLoss/d(layer 8 output) */
+#define D06     10907776 /* gradient arena: dLoss/d(layer 6 output) */
+#define D05     12513408 /* gradient arena: dLoss/d(layer 5 output) */
+#define D04     10907776 /* gradient arena: dLoss/d(layer 4 output) */
+#define D03     14119040 /* gradient arena: dLoss/d(layer 3 output) */
+#define D02     10907776 /* gradient arena: dLoss/d(layer 2 output) */
+#define D01     14119040 /* gradient arena: dLoss/d(layer 1 output) */
+#define D00     10907776 /* gradient arena: dLoss/d(layer 0 output) */
+#define DIN     14119040 /* gradient arena: dLoss/dInput */
 
 /* Forward over nb <= 64 samples; activations stay in ws for backward. */
 void bnnet_forward(const float *params, float *buffers, const float *x, float *ws, int nb, int training)
@@ -5125,39 +5122,42 @@ void bnnet_forward(const float *params, float *buffers, const float *x, float *w
     cg_to_lanes(x, ws + XIN, nb, 784, 64);
     l00_conv2d_forward(params, ws + XIN, ws + A00);
     l01_batchnorm_forward(params + 576, buffers, ws + S01, ws + A00, ws + A01, nb, training);
-    l02_relu_forward(ws + A01, ws + A02);
-    l03_maxpool2d_forward(ws + A02, ws + A03);
+    /* (in place: layer 2's relu writes over its input) */
+    l02_relu_forward(ws + A01);
+    l03_maxpool2d_forward(ws + A01, ws + A03);
     l04_conv2d_forward(params + 704, ws + A03, ws + A04);
     l05_batchnorm_forward(params + 74432, buffers + 129, ws + S05, ws + A04, ws + A05, nb, training);
-    l06_relu_forward(ws + A05, ws + A06);
-    l07_maxpool2d_forward(ws + A06, ws + A07);
+    /* (in place: layer 6's relu writes over its input) */
+    l06_relu_forward(ws + A05);
+    l07_maxpool2d_forward(ws + A05, ws + A07);
     /* layer 8: flatten is a view of its input */
     l09_dense_forward(params + 74688, ws + A07, ws + A09);
     l10_batchnorm_forward(params + 877632, buffers + 386, ws + S10, ws + A09, ws + A10, nb, training);
-    l11_relu_forward(ws + A10, ws + A11);
-    l12_dense_forward(params + 877888, ws + A11, ws + A12);
+    /* (in place: layer 11's relu writes over its input) */
+    l11_relu_forward(ws + A10);
+    l12_dense_forward(params + 877888, ws + A10, ws + A12);
     cg_from_lanes(ws + A12, ws + OUT, nb, 10, 64);
 }
 
-/* Backward after a training forward: dLoss/dOutput at ws + DOUT (15731584); grads accumulate. */
+/* Backward after a training forward: dLoss/dOutput at ws + DOUT (10906496); grads accumulate. */
 void bnnet_backward(const float *params, float *grads, const float *x, float *dx, float *ws, int nb)
 {
     cg_to_lanes(ws + DOUT, ws + DOUT_L, nb, 10, 64);
     (void)x;
-    l12_dense_backward(grads + 877888, ws + A11, ws + DOUT_L);
+    l12_dense_backward(grads + 877888, ws + A10, ws + DOUT_L);
     l12_dense_backward_dx(params + 877888, ws + DOUT_L, ws + D11);
-    l11_relu_backward(ws + A11, ws + D11, ws + D10);
+    l11_relu_backward(ws + A10, ws + D11, ws + D10);
     l10_batchnorm_backward(params + 877632, grads + 877632, ws + S10, ws + A09, ws + D10, ws + D09, nb);
     l09_dense_backward(grads + 74688, ws + A07, ws + D09);
     l09_dense_backward_dx(params + 74688, ws + D09, ws + D08);
     /* layer 8: flatten passes the gradient through */
-    l07_maxpool2d_backward(ws + A06, ws + D08, ws + D06);
-    l06_relu_backward(ws + A06, ws + D06, ws + D05);
+    l07_maxpool2d_backward(ws + A05, ws + D08, ws + D06);
+    l06_relu_backward(ws + A05, ws + D06, ws + D05);
     l05_batchnorm_backward(params + 74432, grads + 74432, ws + S05, ws + A04, ws + D05, ws + D04, nb);
     l04_conv2d_backward(grads + 704, ws + A03, ws + D04);
     l04_conv2d_backward_dx(params + 704, ws + D04, ws + D03);
-    l03_maxpool2d_backward(ws + A02, ws + D03, ws + D02);
-    l02_relu_backward(ws + A02, ws + D02, ws + D01);
+    l03_maxpool2d_backward(ws + A01, ws + D03, ws + D02);
+    l02_relu_backward(ws + A01, ws + D02, ws + D01);
     l01_batchnorm_backward(params + 576, grads + 576, ws + S01, ws + A00, ws + D01, ws + D00, nb);
     l00_conv2d_backward(grads, ws + XIN, ws + D00);
     if (dx) l00_conv2d_backward_dx(params, ws + D00, ws + DIN);
@@ -5208,59 +5208,59 @@ static const int bnnet_inputs[] = {
 static const cg_layer bnnet_layers[] = {
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {1, 28, 28}, .ndim_out = 3, .out_shape = {64, 28, 28},
      .in_size = 784, .out_size = 50176, .act_offset = 50176, .lanes = 64, .line = 13, .col = 5,
-     .schedule = "lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=2,TCI=1] threaded", .n_inputs = 1, .inputs = bnnet_inputs + 0, .name = NULL,
+     .schedule = "lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=2,TCI=1] threaded", .n_inputs = 1, .inputs = bnnet_inputs + 0, .name = NULL, .inplace = 0,
      .kernel = {3, 3}, .stride = {1, 1}, .pad_lo = {1, 1}, .pad_hi = {1, 1}, .dilation = {1, 1},
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "batchnorm", .ndim_in = 3, .in_shape = {64, 28, 28}, .ndim_out = 3, .out_shape = {64, 28, 28},
      .in_size = 50176, .out_size = 50176, .act_offset = 3261440, .lanes = 64, .line = 14, .col = 5,
-     .schedule = "lanes: fwd lanes dw lanes dx with dw threaded", .n_inputs = 1, .inputs = bnnet_inputs + 1, .name = NULL,
+     .schedule = "lanes: fwd lanes dw lanes dx with dw threaded", .n_inputs = 1, .inputs = bnnet_inputs + 1, .name = NULL, .inplace = 0,
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 1e-05f, .momentum = 0.1f},
     {.kind = "relu", .ndim_in = 3, .in_shape = {64, 28, 28}, .ndim_out = 3, .out_shape = {64, 28, 28},
-     .in_size = 50176, .out_size = 50176, .act_offset = 6472704, .lanes = 64, .line = 15, .col = 5,
-     .schedule = "lanes: fwd lanes dw lanes dx with dw threaded", .n_inputs = 1, .inputs = bnnet_inputs + 2, .name = NULL,
+     .in_size = 50176, .out_size = 50176, .act_offset = 3261440, .lanes = 64, .line = 15, .col = 5,
+     .schedule = "lanes: fwd lanes dw lanes dx with dw threaded", .n_inputs = 1, .inputs = bnnet_inputs + 2, .name = NULL, .inplace = 1,
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "maxpool2d", .ndim_in = 3, .in_shape = {64, 28, 28}, .ndim_out = 3, .out_shape = {64, 14, 14},
-     .in_size = 50176, .out_size = 12544, .act_offset = 9683968, .lanes = 64, .line = 16, .col = 5,
-     .schedule = "lanes: fwd lanes dw lanes dx with dw", .n_inputs = 1, .inputs = bnnet_inputs + 3, .name = NULL,
+     .in_size = 50176, .out_size = 12544, .act_offset = 6472704, .lanes = 64, .line = 16, .col = 5,
+     .schedule = "lanes: fwd lanes dw lanes dx with dw", .n_inputs = 1, .inputs = bnnet_inputs + 3, .name = NULL, .inplace = 0,
      .kernel = {2, 2}, .stride = {2, 2}, .pad_lo = {0, 0}, .pad_hi = {0, 0}, .dilation = {1, 1},
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {64, 14, 14}, .ndim_out = 3, .out_shape = {128, 14, 14},
-     .in_size = 12544, .out_size = 25088, .act_offset = 10486784, .lanes = 64, .line = 17, .col = 5,
-     .schedule = "lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16] threaded", .n_inputs = 1, .inputs = bnnet_inputs + 4, .name = NULL,
+     .in_size = 12544, .out_size = 25088, .act_offset = 7275520, .lanes = 64, .line = 17, .col = 5,
+     .schedule = "lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16] threaded", .n_inputs = 1, .inputs = bnnet_inputs + 4, .name = NULL, .inplace = 0,
      .kernel = {3, 3}, .stride = {1, 1}, .pad_lo = {1, 1}, .pad_hi = {1, 1}, .dilation = {1, 1},
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "batchnorm", .ndim_in = 3, .in_shape = {128, 14, 14}, .ndim_out = 3, .out_shape = {128, 14, 14},
-     .in_size = 25088, .out_size = 25088, .act_offset = 12092416, .lanes = 64, .line = 18, .col = 5,
-     .schedule = "lanes: fwd lanes dw lanes dx with dw threaded", .n_inputs = 1, .inputs = bnnet_inputs + 5, .name = NULL,
+     .in_size = 25088, .out_size = 25088, .act_offset = 8881152, .lanes = 64, .line = 18, .col = 5,
+     .schedule = "lanes: fwd lanes dw lanes dx with dw threaded", .n_inputs = 1, .inputs = bnnet_inputs + 5, .name = NULL, .inplace = 0,
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 1e-05f, .momentum = 0.1f},
     {.kind = "relu", .ndim_in = 3, .in_shape = {128, 14, 14}, .ndim_out = 3, .out_shape = {128, 14, 14},
-     .in_size = 25088, .out_size = 25088, .act_offset = 13698048, .lanes = 64, .line = 19, .col = 5,
-     .schedule = "lanes: fwd lanes dw lanes dx with dw threaded", .n_inputs = 1, .inputs = bnnet_inputs + 6, .name = NULL,
+     .in_size = 25088, .out_size = 25088, .act_offset = 8881152, .lanes = 64, .line = 19, .col = 5,
+     .schedule = "lanes: fwd lanes dw lanes dx with dw threaded", .n_inputs = 1, .inputs = bnnet_inputs + 6, .name = NULL, .inplace = 1,
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "maxpool2d", .ndim_in = 3, .in_shape = {128, 14, 14}, .ndim_out = 3, .out_shape = {128, 7, 7},
-     .in_size = 25088, .out_size = 6272, .act_offset = 15303680, .lanes = 64, .line = 20, .col = 5,
-     .schedule = "lanes: fwd lanes dw lanes dx with dw", .n_inputs = 1, .inputs = bnnet_inputs + 7, .name = NULL,
+     .in_size = 25088, .out_size = 6272, .act_offset = 10486784, .lanes = 64, .line = 20, .col = 5,
+     .schedule = "lanes: fwd lanes dw lanes dx with dw", .n_inputs = 1, .inputs = bnnet_inputs + 7, .name = NULL, .inplace = 0,
      .kernel = {2, 2}, .stride = {2, 2}, .pad_lo = {0, 0}, .pad_hi = {0, 0}, .dilation = {1, 1},
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "flatten", .ndim_in = 3, .in_shape = {128, 7, 7}, .ndim_out = 1, .out_shape = {6272, 0, 0},
-     .in_size = 6272, .out_size = 6272, .act_offset = 15303680, .lanes = 64, .line = 21, .col = 5,
-     .schedule = "lanes: fwd lanes dw lanes dx with dw", .n_inputs = 1, .inputs = bnnet_inputs + 8, .name = NULL,
+     .in_size = 6272, .out_size = 6272, .act_offset = 10486784, .lanes = 64, .line = 21, .col = 5,
+     .schedule = "lanes: fwd lanes dw lanes dx with dw", .n_inputs = 1, .inputs = bnnet_inputs + 8, .name = NULL, .inplace = 0,
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "dense", .ndim_in = 1, .in_shape = {6272, 0, 0}, .ndim_out = 1, .out_shape = {128, 0, 0},
-     .in_size = 6272, .out_size = 128, .act_offset = 15705088, .lanes = 64, .line = 22, .col = 5,
-     .schedule = "lanes: fwd lanes[TB=4,TR=4] dw gemm[TI=4,TO=4] dx lanes[TB=4,TR=4] threaded", .n_inputs = 1, .inputs = bnnet_inputs + 9, .name = NULL,
+     .in_size = 6272, .out_size = 128, .act_offset = 10888192, .lanes = 64, .line = 22, .col = 5,
+     .schedule = "lanes: fwd lanes[TB=4,TR=4] dw gemm[TI=4,TO=4] dx lanes[TB=4,TR=4] threaded", .n_inputs = 1, .inputs = bnnet_inputs + 9, .name = NULL, .inplace = 0,
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "batchnorm", .ndim_in = 1, .in_shape = {128, 0, 0}, .ndim_out = 1, .out_shape = {128, 0, 0},
-     .in_size = 128, .out_size = 128, .act_offset = 15713280, .lanes = 64, .line = 23, .col = 5,
-     .schedule = "lanes: fwd lanes dw lanes dx with dw", .n_inputs = 1, .inputs = bnnet_inputs + 10, .name = NULL,
+     .in_size = 128, .out_size = 128, .act_offset = 10896384, .lanes = 64, .line = 23, .col = 5,
+     .schedule = "lanes: fwd lanes dw lanes dx with dw", .n_inputs = 1, .inputs = bnnet_inputs + 10, .name = NULL, .inplace = 0,
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 1e-05f, .momentum = 0.1f},
     {.kind = "relu", .ndim_in = 1, .in_shape = {128, 0, 0}, .ndim_out = 1, .out_shape = {128, 0, 0},
-     .in_size = 128, .out_size = 128, .act_offset = 15721472, .lanes = 64, .line = 24, .col = 5,
-     .schedule = "lanes: fwd lanes dw lanes dx with dw", .n_inputs = 1, .inputs = bnnet_inputs + 11, .name = NULL,
+     .in_size = 128, .out_size = 128, .act_offset = 10896384, .lanes = 64, .line = 24, .col = 5,
+     .schedule = "lanes: fwd lanes dw lanes dx with dw", .n_inputs = 1, .inputs = bnnet_inputs + 11, .name = NULL, .inplace = 1,
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "dense", .ndim_in = 1, .in_shape = {128, 0, 0}, .ndim_out = 1, .out_shape = {10, 0, 0},
-     .in_size = 128, .out_size = 10, .act_offset = 15729664, .lanes = 64, .line = 25, .col = 5,
-     .schedule = "lanes: fwd lanes[TB=4,TR=4] dw gemm[TI=8,TO=2] dx lanes[TB=4,TR=4]", .n_inputs = 1, .inputs = bnnet_inputs + 12, .name = NULL,
+     .in_size = 128, .out_size = 10, .act_offset = 10904576, .lanes = 64, .line = 25, .col = 5,
+     .schedule = "lanes: fwd lanes[TB=4,TR=4] dw gemm[TI=8,TO=2] dx lanes[TB=4,TR=4]", .n_inputs = 1, .inputs = bnnet_inputs + 12, .name = NULL, .inplace = 0,
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
 };
 

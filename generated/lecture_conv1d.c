@@ -98,7 +98,7 @@ static void l00_conv1d_backward(const float *restrict P, float *restrict G, cons
 }
 
 /* Workspace regions, in floats (NAME.h gives the total). */
-#define A00     0 /* layer 0 (conv1d) output, [N][1x8] */
+#define A00     0 /* output of layer 0 (conv1d), [N][1x8] */
 #define DOUT    32 /* dLoss/dOutput, [N][8] */
 #define DIN     64 /* gradient arena: dLoss/dInput */
 
@@ -129,7 +129,7 @@ static const int lecture_conv1d_inputs[] = {
 static const cg_layer lecture_conv1d_layers[] = {
     {.kind = "conv1d", .ndim_in = 2, .in_shape = {1, 10, 0}, .ndim_out = 2, .out_shape = {1, 8, 0},
      .in_size = 10, .out_size = 8, .act_offset = 0, .lanes = 0, .line = 12, .col = 5,
-     .schedule = "straight: fwd straight dw straight dx with dw", .n_inputs = 1, .inputs = lecture_conv1d_inputs + 0, .name = NULL,
+     .schedule = "straight: fwd straight dw straight dx with dw", .n_inputs = 1, .inputs = lecture_conv1d_inputs + 0, .name = NULL, .inplace = 0,
      .kernel = {1, 3}, .stride = {1, 1}, .pad_lo = {0, 0}, .pad_hi = {0, 0}, .dilation = {1, 1},
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
 };

@@ -1261,8 +1261,8 @@ static void l02_dense_backward(const float *restrict P, float *restrict G, const
 }
 
 /* Workspace regions, in floats (NAME.h gives the total). */
-#define A00     0 /* layer 0 (conv2d) output, [N][3x7x7] */
-#define A02     1184 /* layer 2 (dense) output, [N][4] */
+#define A00     0 /* output of layer 0 (conv2d), [N][3x7x7] */
+#define A02     1184 /* output of layer 2 (dense), [N][4] */
 #define DOUT    1216 /* dLoss/dOutput, [N][4] */
 #define D01     1248 /* gradient arena: dLoss/d(layer 1 output) */
 #define DIN     2432 /* gradient arena: dLoss/dInput */
@@ -1302,16 +1302,16 @@ static const int lecture_full_inputs[] = {
 static const cg_layer lecture_full_layers[] = {
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {2, 5, 5}, .ndim_out = 3, .out_shape = {3, 7, 7},
      .in_size = 50, .out_size = 147, .act_offset = 0, .lanes = 0, .line = 12, .col = 5,
-     .schedule = "loop: fwd loop dw loop dx with dw", .n_inputs = 1, .inputs = lecture_full_inputs + 0, .name = NULL,
+     .schedule = "loop: fwd loop dw loop dx with dw", .n_inputs = 1, .inputs = lecture_full_inputs + 0, .name = NULL, .inplace = 0,
      .kernel = {3, 3}, .stride = {1, 1}, .pad_lo = {2, 2}, .pad_hi = {2, 2}, .dilation = {1, 1},
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "flatten", .ndim_in = 3, .in_shape = {3, 7, 7}, .ndim_out = 1, .out_shape = {147, 0, 0},
      .in_size = 147, .out_size = 147, .act_offset = 0, .lanes = 0, .line = 13, .col = 5,
-     .schedule = "alias: fwd alias dw alias dx with dw", .n_inputs = 1, .inputs = lecture_full_inputs + 1, .name = NULL,
+     .schedule = "alias: fwd alias dw alias dx with dw", .n_inputs = 1, .inputs = lecture_full_inputs + 1, .name = NULL, .inplace = 0,
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "dense", .ndim_in = 1, .in_shape = {147, 0, 0}, .ndim_out = 1, .out_shape = {4, 0, 0},
      .in_size = 147, .out_size = 4, .act_offset = 1184, .lanes = 0, .line = 14, .col = 5,
-     .schedule = "straight: fwd straight dw straight dx with dw", .n_inputs = 1, .inputs = lecture_full_inputs + 2, .name = NULL,
+     .schedule = "straight: fwd straight dw straight dx with dw", .n_inputs = 1, .inputs = lecture_full_inputs + 2, .name = NULL, .inplace = 0,
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
 };
 

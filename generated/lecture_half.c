@@ -713,8 +713,8 @@ static void l02_dense_backward(const float *restrict P, float *restrict G, const
 }
 
 /* Workspace regions, in floats (NAME.h gives the total). */
-#define A00     0 /* layer 0 (conv2d) output, [N][3x5x5] */
-#define A02     608 /* layer 2 (dense) output, [N][4] */
+#define A00     0 /* output of layer 0 (conv2d), [N][3x5x5] */
+#define A02     608 /* output of layer 2 (dense), [N][4] */
 #define DOUT    640 /* dLoss/dOutput, [N][4] */
 #define D01     672 /* gradient arena: dLoss/d(layer 1 output) */
 #define DIN     1280 /* gradient arena: dLoss/dInput */
@@ -754,16 +754,16 @@ static const int lecture_half_inputs[] = {
 static const cg_layer lecture_half_layers[] = {
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {2, 5, 5}, .ndim_out = 3, .out_shape = {3, 5, 5},
      .in_size = 50, .out_size = 75, .act_offset = 0, .lanes = 0, .line = 12, .col = 5,
-     .schedule = "loop: fwd loop dw loop dx with dw", .n_inputs = 1, .inputs = lecture_half_inputs + 0, .name = NULL,
+     .schedule = "loop: fwd loop dw loop dx with dw", .n_inputs = 1, .inputs = lecture_half_inputs + 0, .name = NULL, .inplace = 0,
      .kernel = {3, 3}, .stride = {1, 1}, .pad_lo = {1, 1}, .pad_hi = {1, 1}, .dilation = {1, 1},
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "flatten", .ndim_in = 3, .in_shape = {3, 5, 5}, .ndim_out = 1, .out_shape = {75, 0, 0},
      .in_size = 75, .out_size = 75, .act_offset = 0, .lanes = 0, .line = 13, .col = 5,
-     .schedule = "alias: fwd alias dw alias dx with dw", .n_inputs = 1, .inputs = lecture_half_inputs + 1, .name = NULL,
+     .schedule = "alias: fwd alias dw alias dx with dw", .n_inputs = 1, .inputs = lecture_half_inputs + 1, .name = NULL, .inplace = 0,
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "dense", .ndim_in = 1, .in_shape = {75, 0, 0}, .ndim_out = 1, .out_shape = {4, 0, 0},
      .in_size = 75, .out_size = 4, .act_offset = 608, .lanes = 0, .line = 14, .col = 5,
-     .schedule = "straight: fwd straight dw straight dx with dw", .n_inputs = 1, .inputs = lecture_half_inputs + 2, .name = NULL,
+     .schedule = "straight: fwd straight dw straight dx with dw", .n_inputs = 1, .inputs = lecture_half_inputs + 2, .name = NULL, .inplace = 0,
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
 };
 

@@ -727,8 +727,8 @@ static void l02_dense_backward(const float *restrict P, float *restrict G, const
 }
 
 /* Workspace regions, in floats (NAME.h gives the total). */
-#define A00     0 /* layer 0 (conv2d) output, [N][3x3x3] */
-#define A02     224 /* layer 2 (dense) output, [N][4] */
+#define A00     0 /* output of layer 0 (conv2d), [N][3x3x3] */
+#define A02     224 /* output of layer 2 (dense), [N][4] */
 #define DOUT    256 /* dLoss/dOutput, [N][4] */
 #define D01     1072 /* gradient arena: dLoss/d(layer 1 output) */
 #define DIN     288 /* gradient arena: dLoss/dInput */
@@ -768,16 +768,16 @@ static const int lecture_k3d2_inputs[] = {
 static const cg_layer lecture_k3d2_layers[] = {
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {2, 7, 7}, .ndim_out = 3, .out_shape = {3, 3, 3},
      .in_size = 98, .out_size = 27, .act_offset = 0, .lanes = 0, .line = 11, .col = 5,
-     .schedule = "straight: fwd straight dw straight dx with dw", .n_inputs = 1, .inputs = lecture_k3d2_inputs + 0, .name = NULL,
+     .schedule = "straight: fwd straight dw straight dx with dw", .n_inputs = 1, .inputs = lecture_k3d2_inputs + 0, .name = NULL, .inplace = 0,
      .kernel = {3, 3}, .stride = {1, 1}, .pad_lo = {0, 0}, .pad_hi = {0, 0}, .dilation = {2, 2},
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "flatten", .ndim_in = 3, .in_shape = {3, 3, 3}, .ndim_out = 1, .out_shape = {27, 0, 0},
      .in_size = 27, .out_size = 27, .act_offset = 0, .lanes = 0, .line = 12, .col = 5,
-     .schedule = "alias: fwd alias dw alias dx with dw", .n_inputs = 1, .inputs = lecture_k3d2_inputs + 1, .name = NULL,
+     .schedule = "alias: fwd alias dw alias dx with dw", .n_inputs = 1, .inputs = lecture_k3d2_inputs + 1, .name = NULL, .inplace = 0,
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "dense", .ndim_in = 1, .in_shape = {27, 0, 0}, .ndim_out = 1, .out_shape = {4, 0, 0},
      .in_size = 27, .out_size = 4, .act_offset = 224, .lanes = 0, .line = 13, .col = 5,
-     .schedule = "straight: fwd straight dw straight dx with dw", .n_inputs = 1, .inputs = lecture_k3d2_inputs + 2, .name = NULL,
+     .schedule = "straight: fwd straight dw straight dx with dw", .n_inputs = 1, .inputs = lecture_k3d2_inputs + 2, .name = NULL, .inplace = 0,
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
 };
 

@@ -361,8 +361,8 @@ static void l02_dense_backward(const float *restrict P, float *restrict G, const
 }
 
 /* Workspace regions, in floats (NAME.h gives the total). */
-#define A00     0 /* layer 0 (conv2d) output, [N][3x2x2] */
-#define A02     96 /* layer 2 (dense) output, [N][4] */
+#define A00     0 /* output of layer 0 (conv2d), [N][3x2x2] */
+#define A02     96 /* output of layer 2 (dense), [N][4] */
 #define DOUT    128 /* dLoss/dOutput, [N][4] */
 #define D01     416 /* gradient arena: dLoss/d(layer 1 output) */
 #define DIN     160 /* gradient arena: dLoss/dInput */
@@ -402,16 +402,16 @@ static const int lecture_k3p0_inputs[] = {
 static const cg_layer lecture_k3p0_layers[] = {
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {2, 4, 4}, .ndim_out = 3, .out_shape = {3, 2, 2},
      .in_size = 32, .out_size = 12, .act_offset = 0, .lanes = 0, .line = 11, .col = 5,
-     .schedule = "straight: fwd straight dw straight dx with dw", .n_inputs = 1, .inputs = lecture_k3p0_inputs + 0, .name = NULL,
+     .schedule = "straight: fwd straight dw straight dx with dw", .n_inputs = 1, .inputs = lecture_k3p0_inputs + 0, .name = NULL, .inplace = 0,
      .kernel = {3, 3}, .stride = {1, 1}, .pad_lo = {0, 0}, .pad_hi = {0, 0}, .dilation = {1, 1},
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "flatten", .ndim_in = 3, .in_shape = {3, 2, 2}, .ndim_out = 1, .out_shape = {12, 0, 0},
      .in_size = 12, .out_size = 12, .act_offset = 0, .lanes = 0, .line = 12, .col = 5,
-     .schedule = "alias: fwd alias dw alias dx with dw", .n_inputs = 1, .inputs = lecture_k3p0_inputs + 1, .name = NULL,
+     .schedule = "alias: fwd alias dw alias dx with dw", .n_inputs = 1, .inputs = lecture_k3p0_inputs + 1, .name = NULL, .inplace = 0,
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "dense", .ndim_in = 1, .in_shape = {12, 0, 0}, .ndim_out = 1, .out_shape = {4, 0, 0},
      .in_size = 12, .out_size = 4, .act_offset = 96, .lanes = 0, .line = 13, .col = 5,
-     .schedule = "straight: fwd straight dw straight dx with dw", .n_inputs = 1, .inputs = lecture_k3p0_inputs + 2, .name = NULL,
+     .schedule = "straight: fwd straight dw straight dx with dw", .n_inputs = 1, .inputs = lecture_k3p0_inputs + 2, .name = NULL, .inplace = 0,
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
 };
 

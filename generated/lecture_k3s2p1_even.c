@@ -639,8 +639,8 @@ static void l02_dense_backward(const float *restrict P, float *restrict G, const
 }
 
 /* Workspace regions, in floats (NAME.h gives the total). */
-#define A00     0 /* layer 0 (conv2d) output, [N][3x3x3] */
-#define A02     224 /* layer 2 (dense) output, [N][4] */
+#define A00     0 /* output of layer 0 (conv2d), [N][3x3x3] */
+#define A02     224 /* output of layer 2 (dense), [N][4] */
 #define DOUT    256 /* dLoss/dOutput, [N][4] */
 #define D01     864 /* gradient arena: dLoss/d(layer 1 output) */
 #define DIN     288 /* gradient arena: dLoss/dInput */
@@ -680,16 +680,16 @@ static const int lecture_k3s2p1_even_inputs[] = {
 static const cg_layer lecture_k3s2p1_even_layers[] = {
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {2, 6, 6}, .ndim_out = 3, .out_shape = {3, 3, 3},
      .in_size = 72, .out_size = 27, .act_offset = 0, .lanes = 0, .line = 13, .col = 5,
-     .schedule = "straight: fwd straight dw straight dx with dw", .n_inputs = 1, .inputs = lecture_k3s2p1_even_inputs + 0, .name = NULL,
+     .schedule = "straight: fwd straight dw straight dx with dw", .n_inputs = 1, .inputs = lecture_k3s2p1_even_inputs + 0, .name = NULL, .inplace = 0,
      .kernel = {3, 3}, .stride = {2, 2}, .pad_lo = {1, 1}, .pad_hi = {1, 1}, .dilation = {1, 1},
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "flatten", .ndim_in = 3, .in_shape = {3, 3, 3}, .ndim_out = 1, .out_shape = {27, 0, 0},
      .in_size = 27, .out_size = 27, .act_offset = 0, .lanes = 0, .line = 14, .col = 5,
-     .schedule = "alias: fwd alias dw alias dx with dw", .n_inputs = 1, .inputs = lecture_k3s2p1_even_inputs + 1, .name = NULL,
+     .schedule = "alias: fwd alias dw alias dx with dw", .n_inputs = 1, .inputs = lecture_k3s2p1_even_inputs + 1, .name = NULL, .inplace = 0,
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "dense", .ndim_in = 1, .in_shape = {27, 0, 0}, .ndim_out = 1, .out_shape = {4, 0, 0},
      .in_size = 27, .out_size = 4, .act_offset = 224, .lanes = 0, .line = 15, .col = 5,
-     .schedule = "straight: fwd straight dw straight dx with dw", .n_inputs = 1, .inputs = lecture_k3s2p1_even_inputs + 2, .name = NULL,
+     .schedule = "straight: fwd straight dw straight dx with dw", .n_inputs = 1, .inputs = lecture_k3s2p1_even_inputs + 2, .name = NULL, .inplace = 0,
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
 };
 

@@ -597,18 +597,18 @@ static void l00_conv2d_backward_dx(const float *restrict P, float *restrict S, c
 
 /* layer 1: relu 6x28x28 -> 6x28x28 (specs/lenet5.yaml:11:5)
  * schedule lanes: fwd lanes dw lanes dx with dw */
-static void l01_relu_forward(const float *restrict x, float *restrict y)
+static void l01_relu_forward(float *restrict y)
 {
     /* x [6x28x28][lanes], y [6x28x28][lanes] */
     for (int i = 0; i < 301056; i++)
-        y[i] = x[i] > 0.0f ? x[i] : 0.0f;
+        y[i] = y[i] <= 0.0f ? 0.0f : y[i];
 }
 
 static void l01_relu_backward(const float *restrict y, const float *restrict dy, float *restrict dx)
 {
     /* x [6x28x28][lanes], y [6x28x28][lanes] */
     for (int i = 0; i < 301056; i++)
-        dx[i] = y[i] > 0.0f ? dy[i] : 0.0f;
+        dx[i] = y[i] <= 0.0f ? 0.0f : dy[i];
 }
 
 /* layer 2: maxpool2d 6x28x28 -> 6x14x14 (specs/lenet5.yaml:12:5)
@@ -1603,18 +1603,18 @@ static void l03_conv2d_backward_dx(const float *restrict P, float *restrict S, c
 
 /* layer 4: relu 16x10x10 -> 16x10x10 (specs/lenet5.yaml:14:5)
  * schedule lanes: fwd lanes dw lanes dx with dw */
-static void l04_relu_forward(const float *restrict x, float *restrict y)
+static void l04_relu_forward(float *restrict y)
 {
     /* x [16x10x10][lanes], y [16x10x10][lanes] */
     for (int i = 0; i < 102400; i++)
-        y[i] = x[i] > 0.0f ? x[i] : 0.0f;
+        y[i] = y[i] <= 0.0f ? 0.0f : y[i];
 }
 
 static void l04_relu_backward(const float *restrict y, const float *restrict dy, float *restrict dx)
 {
     /* x [16x10x10][lanes], y [16x10x10][lanes] */
     for (int i = 0; i < 102400; i++)
-        dx[i] = y[i] > 0.0f ? dy[i] : 0.0f;
+        dx[i] = y[i] <= 0.0f ? 0.0f : dy[i];
 }
 
 /* layer 5: maxpool2d 16x10x10 -> 16x5x5 (specs/lenet5.yaml:15:5)
@@ -1763,18 +1763,18 @@ static void l07_dense_backward_dx(const float *restrict P, const float *restrict
 
 /* layer 8: relu 120 -> 120 (specs/lenet5.yaml:18:5)
  * schedule lanes: fwd lanes dw lanes dx with dw */
-static void l08_relu_forward(const float *restrict x, float *restrict y)
+static void l08_relu_forward(float *restrict y)
 {
     /* x [120][lanes], y [120][lanes] */
     for (int i = 0; i < 7680; i++)
-        y[i] = x[i] > 0.0f ? x[i] : 0.0f;
+        y[i] = y[i] <= 0.0f ? 0.0f : y[i];
 }
 
 static void l08_relu_backward(const float *restrict y, const float *restrict dy, float *restrict dx)
 {
     /* x [120][lanes], y [120][lanes] */
     for (int i = 0; i < 7680; i++)
-        dx[i] = y[i] > 0.0f ? dy[i] : 0.0f;
+        dx[i] = y[i] <= 0.0f ? 0.0f : dy[i];
 }
 
 /* layer 9: dense 120 -> 84 (specs/lenet5.yaml:19:5)
@@ -1869,18 +1869,18 @@ static void l09_dense_backward_dx(const float *restrict P, const float *restrict
 
 /* layer 10: relu 84 -> 84 (specs/lenet5.yaml:20:5)
  * schedule lanes: fwd lanes dw lanes dx with dw */
-static void l10_relu_forward(const float *restrict x, float *restrict y)
+static void l10_relu_forward(float *restrict y)
 {
     /* x [84][lanes], y [84][lanes] */
     for (int i = 0; i < 5376; i++)
-        y[i] = x[i] > 0.0f ? x[i] : 0.0f;
+        y[i] = y[i] <= 0.0f ? 0.0f : y[i];
 }
 
 static void l10_relu_backward(const float *restrict y, const float *restrict dy, float *restrict dx)
 {
     /* x [84][lanes], y [84][lanes] */
     for (int i = 0; i < 5376; i++)
-        dx[i] = y[i] > 0.0f ? dy[i] : 0.0f;
+        dx[i] = y[i] <= 0.0f ? 0.0f : dy[i];
 }
 
 /* layer 11: dense 84 -> 10 (specs/lenet5.yaml:21:5)
@@ -1983,33 +1983,29 @@ static void l11_dense_backward_dx(const float *restrict P, const float *restrict
 
 /* Workspace regions, in floats (NAME.h gives the total). */
 #define XIN     0 /* the input, [1x28x28][lanes] */
-#define A00     50176 /* layer 0 (conv2d) output, [6x28x28][lanes] */
-#define S00     984704 /* layer 0 (conv2d) scratch */
-#define A01     351232 /* layer 1 (relu) output, [6x28x28][lanes] */
-#define A02     652288 /* layer 2 (maxpool2d) output, [6x14x14][lanes] */
-#define A03     727552 /* layer 3 (conv2d) output, [16x10x10][lanes] */
-#define S03     1443456 /* layer 3 (conv2d) scratch */
-#define A04     829952 /* layer 4 (relu) output, [16x10x10][lanes] */
-#define A05     932352 /* layer 5 (maxpool2d) output, [16x5x5][lanes] */
-#define A07     957952 /* layer 7 (dense) output, [120][lanes] */
-#define A08     965632 /* layer 8 (relu) output, [120][lanes] */
-#define A09     973312 /* layer 9 (dense) output, [84][lanes] */
-#define A10     978688 /* layer 10 (relu) output, [84][lanes] */
-#define A11     984064 /* layer 11 (dense) output, [10][lanes] */
-#define OUT     1775232 /* the output, [N][10] */
-#define DOUT    1775872 /* dLoss/dOutput, [N][10] */
-#define DOUT_L  1776512 /* dLoss/dOutput, [10][lanes] */
-#define D10     1777152 /* gradient arena: dLoss/d(layer 10 output) */
-#define D09     1784832 /* gradient arena: dLoss/d(layer 9 output) */
-#define D08     1777152 /* gradient arena: dLoss/d(layer 8 output) */
-#define D07     1784832 /* gradient arena: dLoss/d(layer 7 output) */
-#define D06     1879552 /* gradient arena: dLoss/d(layer 6 output) */
-#define D04     1777152 /* gradient arena: dLoss/d(layer 4 output) */
-#define D03     1879552 /* gradient arena: dLoss/d(layer 3 output) */
-#define D02     2078208 /* gradient arena: dLoss/d(layer 2 output) */
-#define D01     1777152 /* gradient arena: dLoss/d(layer 1 output) */
-#define D00     2078208 /* gradient arena: dLoss/d(layer 0 output) */
-#define DIN     1777152 /* gradient arena: dLoss/dInput */
+#define A00     50176 /* output of layer 0 (conv2d), [6x28x28][lanes] */
+#define S00     568192 /* scratch of layer 0 (conv2d) */
+#define A02     351232 /* output of layer 2 (maxpool2d), [6x14x14][lanes] */
+#define A03     426496 /* output of layer 3 (conv2d), [16x10x10][lanes] */
+#define S03     1026944 /* scratch of layer 3 (conv2d) */
+#define A05     528896 /* output of layer 5 (maxpool2d), [16x5x5][lanes] */
+#define A07     554496 /* output of layer 7 (dense), [120][lanes] */
+#define A09     562176 /* output of layer 9 (dense), [84][lanes] */
+#define A11     567552 /* output of layer 11 (dense), [10][lanes] */
+#define OUT     1358720 /* the output, [N][10] */
+#define DOUT    1359360 /* dLoss/dOutput, [N][10] */
+#define DOUT_L  1360000 /* dLoss/dOutput, [10][lanes] */
+#define D10     1360640 /* gradient arena: dLoss/d(layer 10 output) */
+#define D09     1368320 /* gradient arena: dLoss/d(layer 9 output) */
+#define D08     1360640 /* gradient arena: dLoss/d(layer 8 output) */
+#define D07     1368320 /* gradient arena: dLoss/d(layer 7 output) */
+#define D06     1463040 /* gradient arena: dLoss/d(layer 6 output) */
+#define D04     1360640 /* gradient arena: dLoss/d(layer 4 output) */
+#define D03     1463040 /* gradient arena: dLoss/d(layer 3 output) */
+#define D02     1661696 /* gradient arena: dLoss/d(layer 2 output) */
+#define D01     1360640 /* gradient arena: dLoss/d(layer 1 output) */
+#define D00     1661696 /* gradient arena: dLoss/d(layer 0 output) */
+#define DIN     1360640 /* gradient arena: dLoss/dInput */
 
 /* Forward over nb <= 64 samples; activations stay in ws for backward. */
 void lenet5_forward(const float *params, float *buffers, const float *x, float *ws, int nb, int training)
@@ -2018,40 +2014,44 @@ void lenet5_forward(const float *params, float *buffers, const float *x, float *
     (void)training;
     cg_to_lanes(x, ws + XIN, nb, 784, 64);
     l00_conv2d_forward(params, ws + S00, ws + XIN, ws + A00);
-    l01_relu_forward(ws + A00, ws + A01);
-    l02_maxpool2d_forward(ws + A01, ws + A02);
+    /* (in place: layer 1's relu writes over its input) */
+    l01_relu_forward(ws + A00);
+    l02_maxpool2d_forward(ws + A00, ws + A02);
     l03_conv2d_forward(params + 156, ws + A02, ws + A03);
-    l04_relu_forward(ws + A03, ws + A04);
-    l05_maxpool2d_forward(ws + A04, ws + A05);
+    /* (in place: layer 4's relu writes over its input) */
+    l04_relu_forward(ws + A03);
+    l05_maxpool2d_forward(ws + A03, ws + A05);
     /* layer 6: flatten is a view of its input */
     l07_dense_forward(params + 2572, ws + A05, ws + A07);
-    l08_relu_forward(ws + A07, ws + A08);
-    l09_dense_forward(params + 50692, ws + A08, ws + A09);
-    l10_relu_forward(ws + A09, ws + A10);
-    l11_dense_forward(params + 60856, ws + A10, ws + A11);
+    /* (in place: layer 8's relu writes over its input) */
+    l08_relu_forward(ws + A07);
+    l09_dense_forward(params + 50692, ws + A07, ws + A09);
+    /* (in place: layer 10's relu writes over its input) */
+    l10_relu_forward(ws + A09);
+    l11_dense_forward(params + 60856, ws + A09, ws + A11);
     cg_from_lanes(ws + A11, ws + OUT, nb, 10, 64);
 }
 
-/* Backward after a training forward: dLoss/dOutput at ws + DOUT (1775872); grads accumulate. */
+/* Backward after a training forward: dLoss/dOutput at ws + DOUT (1359360); grads accumulate. */
 void lenet5_backward(const float *params, float *grads, const float *x, float *dx, float *ws, int nb)
 {
     cg_to_lanes(ws + DOUT, ws + DOUT_L, nb, 10, 64);
     (void)x;
-    l11_dense_backward(grads + 60856, ws + A10, ws + DOUT_L);
+    l11_dense_backward(grads + 60856, ws + A09, ws + DOUT_L);
     l11_dense_backward_dx(params + 60856, ws + DOUT_L, ws + D10);
-    l10_relu_backward(ws + A10, ws + D10, ws + D09);
-    l09_dense_backward(grads + 50692, ws + A08, ws + D09);
+    l10_relu_backward(ws + A09, ws + D10, ws + D09);
+    l09_dense_backward(grads + 50692, ws + A07, ws + D09);
     l09_dense_backward_dx(params + 50692, ws + D09, ws + D08);
-    l08_relu_backward(ws + A08, ws + D08, ws + D07);
+    l08_relu_backward(ws + A07, ws + D08, ws + D07);
     l07_dense_backward(grads + 2572, ws + A05, ws + D07);
     l07_dense_backward_dx(params + 2572, ws + D07, ws + D06);
     /* layer 6: flatten passes the gradient through */
-    l05_maxpool2d_backward(ws + A04, ws + D06, ws + D04);
-    l04_relu_backward(ws + A04, ws + D04, ws + D03);
+    l05_maxpool2d_backward(ws + A03, ws + D06, ws + D04);
+    l04_relu_backward(ws + A03, ws + D04, ws + D03);
     l03_conv2d_backward(grads + 156, ws + A02, ws + D03);
     l03_conv2d_backward_dx(params + 156, ws + S03, ws + D03, ws + D02);
-    l02_maxpool2d_backward(ws + A01, ws + D02, ws + D01);
-    l01_relu_backward(ws + A01, ws + D01, ws + D00);
+    l02_maxpool2d_backward(ws + A00, ws + D02, ws + D01);
+    l01_relu_backward(ws + A00, ws + D01, ws + D00);
     l00_conv2d_backward(grads, ws + S00, ws + D00);
     if (dx) l00_conv2d_backward_dx(params, ws + S00, ws + D00, ws + DIN);
     if (dx) cg_from_lanes(ws + DIN, dx, nb, 784, 64);
@@ -2089,55 +2089,55 @@ static const int lenet5_inputs[] = {
 static const cg_layer lenet5_layers[] = {
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {1, 28, 28}, .ndim_out = 3, .out_shape = {6, 28, 28},
      .in_size = 784, .out_size = 4704, .act_offset = 50176, .lanes = 64, .line = 10, .col = 5,
-     .schedule = "lanes+pad: fwd lanes+pad[TB=2,TC=6] dw lanes+pad[TCW=3,rows=1] dx lanes+pad[TB=2,TCI=1] threaded", .n_inputs = 1, .inputs = lenet5_inputs + 0, .name = NULL,
+     .schedule = "lanes+pad: fwd lanes+pad[TB=2,TC=6] dw lanes+pad[TCW=3,rows=1] dx lanes+pad[TB=2,TCI=1] threaded", .n_inputs = 1, .inputs = lenet5_inputs + 0, .name = NULL, .inplace = 0,
      .kernel = {5, 5}, .stride = {1, 1}, .pad_lo = {2, 2}, .pad_hi = {2, 2}, .dilation = {1, 1},
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "relu", .ndim_in = 3, .in_shape = {6, 28, 28}, .ndim_out = 3, .out_shape = {6, 28, 28},
-     .in_size = 4704, .out_size = 4704, .act_offset = 351232, .lanes = 64, .line = 11, .col = 5,
-     .schedule = "lanes: fwd lanes dw lanes dx with dw", .n_inputs = 1, .inputs = lenet5_inputs + 1, .name = NULL,
+     .in_size = 4704, .out_size = 4704, .act_offset = 50176, .lanes = 64, .line = 11, .col = 5,
+     .schedule = "lanes: fwd lanes dw lanes dx with dw", .n_inputs = 1, .inputs = lenet5_inputs + 1, .name = NULL, .inplace = 1,
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "maxpool2d", .ndim_in = 3, .in_shape = {6, 28, 28}, .ndim_out = 3, .out_shape = {6, 14, 14},
-     .in_size = 4704, .out_size = 1176, .act_offset = 652288, .lanes = 64, .line = 12, .col = 5,
-     .schedule = "lanes: fwd lanes dw lanes dx with dw", .n_inputs = 1, .inputs = lenet5_inputs + 2, .name = NULL,
+     .in_size = 4704, .out_size = 1176, .act_offset = 351232, .lanes = 64, .line = 12, .col = 5,
+     .schedule = "lanes: fwd lanes dw lanes dx with dw", .n_inputs = 1, .inputs = lenet5_inputs + 2, .name = NULL, .inplace = 0,
      .kernel = {2, 2}, .stride = {2, 2}, .pad_lo = {0, 0}, .pad_hi = {0, 0}, .dilation = {1, 1},
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {6, 14, 14}, .ndim_out = 3, .out_shape = {16, 10, 10},
-     .in_size = 1176, .out_size = 1600, .act_offset = 727552, .lanes = 64, .line = 13, .col = 5,
-     .schedule = "lanes+pad: fwd lanes[TB=1,TC=16] dw lanes[TCW=4,rows=1] dx lanes+pad[TB=2,TCI=6] threaded", .n_inputs = 1, .inputs = lenet5_inputs + 3, .name = NULL,
+     .in_size = 1176, .out_size = 1600, .act_offset = 426496, .lanes = 64, .line = 13, .col = 5,
+     .schedule = "lanes+pad: fwd lanes[TB=1,TC=16] dw lanes[TCW=4,rows=1] dx lanes+pad[TB=2,TCI=6] threaded", .n_inputs = 1, .inputs = lenet5_inputs + 3, .name = NULL, .inplace = 0,
      .kernel = {5, 5}, .stride = {1, 1}, .pad_lo = {0, 0}, .pad_hi = {0, 0}, .dilation = {1, 1},
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "relu", .ndim_in = 3, .in_shape = {16, 10, 10}, .ndim_out = 3, .out_shape = {16, 10, 10},
-     .in_size = 1600, .out_size = 1600, .act_offset = 829952, .lanes = 64, .line = 14, .col = 5,
-     .schedule = "lanes: fwd lanes dw lanes dx with dw", .n_inputs = 1, .inputs = lenet5_inputs + 4, .name = NULL,
+     .in_size = 1600, .out_size = 1600, .act_offset = 426496, .lanes = 64, .line = 14, .col = 5,
+     .schedule = "lanes: fwd lanes dw lanes dx with dw", .n_inputs = 1, .inputs = lenet5_inputs + 4, .name = NULL, .inplace = 1,
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "maxpool2d", .ndim_in = 3, .in_shape = {16, 10, 10}, .ndim_out = 3, .out_shape = {16, 5, 5},
-     .in_size = 1600, .out_size = 400, .act_offset = 932352, .lanes = 64, .line = 15, .col = 5,
-     .schedule = "lanes: fwd lanes dw lanes dx with dw", .n_inputs = 1, .inputs = lenet5_inputs + 5, .name = NULL,
+     .in_size = 1600, .out_size = 400, .act_offset = 528896, .lanes = 64, .line = 15, .col = 5,
+     .schedule = "lanes: fwd lanes dw lanes dx with dw", .n_inputs = 1, .inputs = lenet5_inputs + 5, .name = NULL, .inplace = 0,
      .kernel = {2, 2}, .stride = {2, 2}, .pad_lo = {0, 0}, .pad_hi = {0, 0}, .dilation = {1, 1},
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "flatten", .ndim_in = 3, .in_shape = {16, 5, 5}, .ndim_out = 1, .out_shape = {400, 0, 0},
-     .in_size = 400, .out_size = 400, .act_offset = 932352, .lanes = 64, .line = 16, .col = 5,
-     .schedule = "lanes: fwd lanes dw lanes dx with dw", .n_inputs = 1, .inputs = lenet5_inputs + 6, .name = NULL,
+     .in_size = 400, .out_size = 400, .act_offset = 528896, .lanes = 64, .line = 16, .col = 5,
+     .schedule = "lanes: fwd lanes dw lanes dx with dw", .n_inputs = 1, .inputs = lenet5_inputs + 6, .name = NULL, .inplace = 0,
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "dense", .ndim_in = 1, .in_shape = {400, 0, 0}, .ndim_out = 1, .out_shape = {120, 0, 0},
-     .in_size = 400, .out_size = 120, .act_offset = 957952, .lanes = 64, .line = 17, .col = 5,
-     .schedule = "lanes: fwd lanes[TB=4,TR=4] dw gemm[TI=5,TO=4] dx lanes[TB=4,TR=4] threaded", .n_inputs = 1, .inputs = lenet5_inputs + 7, .name = NULL,
+     .in_size = 400, .out_size = 120, .act_offset = 554496, .lanes = 64, .line = 17, .col = 5,
+     .schedule = "lanes: fwd lanes[TB=4,TR=4] dw gemm[TI=5,TO=4] dx lanes[TB=4,TR=4] threaded", .n_inputs = 1, .inputs = lenet5_inputs + 7, .name = NULL, .inplace = 0,
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "relu", .ndim_in = 1, .in_shape = {120, 0, 0}, .ndim_out = 1, .out_shape = {120, 0, 0},
-     .in_size = 120, .out_size = 120, .act_offset = 965632, .lanes = 64, .line = 18, .col = 5,
-     .schedule = "lanes: fwd lanes dw lanes dx with dw", .n_inputs = 1, .inputs = lenet5_inputs + 8, .name = NULL,
+     .in_size = 120, .out_size = 120, .act_offset = 554496, .lanes = 64, .line = 18, .col = 5,
+     .schedule = "lanes: fwd lanes dw lanes dx with dw", .n_inputs = 1, .inputs = lenet5_inputs + 8, .name = NULL, .inplace = 1,
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "dense", .ndim_in = 1, .in_shape = {120, 0, 0}, .ndim_out = 1, .out_shape = {84, 0, 0},
-     .in_size = 120, .out_size = 84, .act_offset = 973312, .lanes = 64, .line = 19, .col = 5,
-     .schedule = "lanes: fwd lanes[TB=4,TR=4] dw gemm[TI=6,TO=4] dx lanes[TB=4,TR=4]", .n_inputs = 1, .inputs = lenet5_inputs + 9, .name = NULL,
+     .in_size = 120, .out_size = 84, .act_offset = 562176, .lanes = 64, .line = 19, .col = 5,
+     .schedule = "lanes: fwd lanes[TB=4,TR=4] dw gemm[TI=6,TO=4] dx lanes[TB=4,TR=4]", .n_inputs = 1, .inputs = lenet5_inputs + 9, .name = NULL, .inplace = 0,
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "relu", .ndim_in = 1, .in_shape = {84, 0, 0}, .ndim_out = 1, .out_shape = {84, 0, 0},
-     .in_size = 84, .out_size = 84, .act_offset = 978688, .lanes = 64, .line = 20, .col = 5,
-     .schedule = "lanes: fwd lanes dw lanes dx with dw", .n_inputs = 1, .inputs = lenet5_inputs + 10, .name = NULL,
+     .in_size = 84, .out_size = 84, .act_offset = 562176, .lanes = 64, .line = 20, .col = 5,
+     .schedule = "lanes: fwd lanes dw lanes dx with dw", .n_inputs = 1, .inputs = lenet5_inputs + 10, .name = NULL, .inplace = 1,
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "dense", .ndim_in = 1, .in_shape = {84, 0, 0}, .ndim_out = 1, .out_shape = {10, 0, 0},
-     .in_size = 84, .out_size = 10, .act_offset = 984064, .lanes = 64, .line = 21, .col = 5,
-     .schedule = "lanes: fwd lanes[TB=4,TR=4] dw gemm[TI=12,TO=2] dx lanes[TB=4,TR=4]", .n_inputs = 1, .inputs = lenet5_inputs + 11, .name = NULL,
+     .in_size = 84, .out_size = 10, .act_offset = 567552, .lanes = 64, .line = 21, .col = 5,
+     .schedule = "lanes: fwd lanes[TB=4,TR=4] dw gemm[TI=12,TO=2] dx lanes[TB=4,TR=4]", .n_inputs = 1, .inputs = lenet5_inputs + 11, .name = NULL, .inplace = 0,
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
 };
 

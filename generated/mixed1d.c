@@ -706,11 +706,11 @@ static void l03_conv1d_backward_dx(const float *restrict P, float *restrict S, c
 
 /* layer 4: tanh 8x32 -> 8x32 (specs/mixed1d.yaml:17:5)
  * schedule lanes: fwd lanes dw lanes dx with dw */
-static void l04_tanh_forward(const float *restrict x, float *restrict y)
+static void l04_tanh_forward(float *restrict y)
 {
     /* x [8x32][lanes], y [8x32][lanes] */
     for (int i = 0; i < 4096; i++)
-        y[i] = tanhf(x[i]);
+        y[i] = tanhf(y[i]);
 }
 
 static void l04_tanh_backward(const float *restrict y, const float *restrict dy, float *restrict dx)
@@ -1384,11 +1384,11 @@ static void l06_conv1d_backward_dx(const float *restrict P, const float *restric
 
 /* layer 7: sigmoid 12x16 -> 12x16 (specs/mixed1d.yaml:20:5)
  * schedule lanes: fwd lanes dw lanes dx with dw */
-static void l07_sigmoid_forward(const float *restrict x, float *restrict y)
+static void l07_sigmoid_forward(float *restrict y)
 {
     /* x [12x16][lanes], y [12x16][lanes] */
     for (int i = 0; i < 3072; i++)
-        y[i] = 1.0f / (1.0f + expf(-x[i]));
+        y[i] = 1.0f / (1.0f + expf(-y[i]));
 }
 
 static void l07_sigmoid_backward(const float *restrict y, const float *restrict dy, float *restrict dx)
@@ -1984,18 +1984,18 @@ static void l12_dense_backward_dx(const float *restrict P, const float *restrict
 
 /* layer 13: relu 16 -> 16 (specs/mixed1d.yaml:26:5)
  * schedule lanes: fwd lanes dw lanes dx with dw */
-static void l13_relu_forward(const float *restrict x, float *restrict y)
+static void l13_relu_forward(float *restrict y)
 {
     /* x [16][lanes], y [16][lanes] */
     for (int i = 0; i < 256; i++)
-        y[i] = x[i] > 0.0f ? x[i] : 0.0f;
+        y[i] = y[i] <= 0.0f ? 0.0f : y[i];
 }
 
 static void l13_relu_backward(const float *restrict y, const float *restrict dy, float *restrict dx)
 {
     /* x [16][lanes], y [16][lanes] */
     for (int i = 0; i < 256; i++)
-        dx[i] = y[i] > 0.0f ? dy[i] : 0.0f;
+        dx[i] = y[i] <= 0.0f ? 0.0f : dy[i];
 }
 
 /* layer 14: dense 16 -> 5 (specs/mixed1d.yaml:27:5)
@@ -2118,40 +2118,37 @@ static void l14_dense_backward_dx(const float *restrict P, const float *restrict
 
 /* Workspace regions, in floats (NAME.h gives the total). */
 #define XIN     0 /* the input, [4x64][lanes] */
-#define A00     4096 /* layer 0 (conv1d) output, [8x32][lanes] */
-#define A01     8192 /* layer 1 (batchnorm) output, [8x32][lanes] */
-#define S01     36240 /* layer 1 (batchnorm) scratch */
-#define A02     12288 /* layer 2 (leaky_relu) output, [8x32][lanes] */
-#define A03     16384 /* layer 3 (conv1d) output, [8x32][lanes] */
-#define S03     36256 /* layer 3 (conv1d) scratch */
-#define A04     20480 /* layer 4 (tanh) output, [8x32][lanes] */
-#define A05     24576 /* layer 5 (maxpool1d) output, [8x16][lanes] */
-#define A06     26624 /* layer 6 (conv1d) output, [12x16][lanes] */
-#define A07     29696 /* layer 7 (sigmoid) output, [12x16][lanes] */
-#define A08     32768 /* layer 8 (conv1d) output, [6x12][lanes] */
-#define A09     33920 /* layer 9 (batchnorm) output, [6x12][lanes] */
-#define S09     45472 /* layer 9 (batchnorm) scratch */
-#define A10     35072 /* layer 10 (avgpool1d) output, [6x6][lanes] */
-#define A12     35648 /* layer 12 (dense) output, [16][lanes] */
-#define A13     35904 /* layer 13 (relu) output, [16][lanes] */
-#define A14     36160 /* layer 14 (dense) output, [5][lanes] */
-#define OUT     45488 /* the output, [N][5] */
-#define DOUT    45568 /* dLoss/dOutput, [N][5] */
-#define DOUT_L  45648 /* dLoss/dOutput, [5][lanes] */
-#define D13     45728 /* gradient arena: dLoss/d(layer 13 output) */
-#define D12     45984 /* gradient arena: dLoss/d(layer 12 output) */
-#define D11     46880 /* gradient arena: dLoss/d(layer 11 output) */
-#define D09     45728 /* gradient arena: dLoss/d(layer 9 output) */
-#define D08     48800 /* gradient arena: dLoss/d(layer 8 output) */
-#define D07     45728 /* gradient arena: dLoss/d(layer 7 output) */
-#define D06     48800 /* gradient arena: dLoss/d(layer 6 output) */
-#define D05     51872 /* gradient arena: dLoss/d(layer 5 output) */
-#define D04     45728 /* gradient arena: dLoss/d(layer 4 output) */
-#define D03     49824 /* gradient arena: dLoss/d(layer 3 output) */
-#define D02     45728 /* gradient arena: dLoss/d(layer 2 output) */
-#define D01     49824 /* gradient arena: dLoss/d(layer 1 output) */
-#define D00     45728 /* gradient arena: dLoss/d(layer 0 output) */
-#define DIN     49824 /* gradient arena: dLoss/dInput */
+#define A00     4096 /* output of layer 0 (conv1d), [8x32][lanes] */
+#define A01     8192 /* output of layer 1 (batchnorm), [8x32][lanes] */
+#define S01     28816 /* scratch of layer 1 (batchnorm) */
+#define A02     12288 /* output of layer 2 (leaky_relu), [8x32][lanes] */
+#define A03     16384 /* output of layer 3 (conv1d), [8x32][lanes] */
+#define S03     28832 /* scratch of layer 3 (conv1d) */
+#define A05     20480 /* output of layer 5 (maxpool1d), [8x16][lanes] */
+#define A06     22528 /* output of layer 6 (conv1d), [12x16][lanes] */
+#define A08     25600 /* output of layer 8 (conv1d), [6x12][lanes] */
+#define A09     26752 /* output of layer 9 (batchnorm), [6x12][lanes] */
+#define S09     38048 /* scratch of layer 9 (batchnorm) */
+#define A10     27904 /* output of layer 10 (avgpool1d), [6x6][lanes] */
+#define A12     28480 /* output of layer 12 (dense), [16][lanes] */
+#define A14     28736 /* output of layer 14 (dense), [5][lanes] */
+#define OUT     38064 /* the output, [N][5] */
+#define DOUT    38144 /* dLoss/dOutput, [N][5] */
+#define DOUT_L  38224 /* dLoss/dOutput, [5][lanes] */
+#define D13     38304 /* gradient arena: dLoss/d(layer 13 output) */
+#define D12     38560 /* gradient arena: dLoss/d(layer 12 output) */
+#define D11     39456 /* gradient arena: dLoss/d(layer 11 output) */
+#define D09     38304 /* gradient arena: dLoss/d(layer 9 output) */
+#define D08     41376 /* gradient arena: dLoss/d(layer 8 output) */
+#define D07     38304 /* gradient arena: dLoss/d(layer 7 output) */
+#define D06     41376 /* gradient arena: dLoss/d(layer 6 output) */
+#define D05     44448 /* gradient arena: dLoss/d(layer 5 output) */
+#define D04     38304 /* gradient arena: dLoss/d(layer 4 output) */
+#define D03     42400 /* gradient arena: dLoss/d(layer 3 output) */
+#define D02     38304 /* gradient arena: dLoss/d(layer 2 output) */
+#define D01     42400 /* gradient arena: dLoss/d(layer 1 output) */
+#define D00     38304 /* gradient arena: dLoss/d(layer 0 output) */
+#define DIN     42400 /* gradient arena: dLoss/dInput */
 
 /* Forward over nb <= 16 samples; activations stay in ws for backward. */
 void mixed1d_forward(const float *params, float *buffers, const float *x, float *ws, int nb, int training)
@@ -2161,40 +2158,43 @@ void mixed1d_forward(const float *params, float *buffers, const float *x, float 
     l01_batchnorm_forward(params + 168, buffers, ws + S01, ws + A00, ws + A01, nb, training);
     l02_leaky_relu_forward(ws + A01, ws + A02);
     l03_conv1d_forward(params + 184, ws + S03, ws + A02, ws + A03);
-    l04_tanh_forward(ws + A03, ws + A04);
-    l05_maxpool1d_forward(ws + A04, ws + A05);
+    /* (in place: layer 4's tanh writes over its input) */
+    l04_tanh_forward(ws + A03);
+    l05_maxpool1d_forward(ws + A03, ws + A05);
     l06_conv1d_forward(params + 208, ws + A05, ws + A06);
-    l07_sigmoid_forward(ws + A06, ws + A07);
-    l08_conv1d_forward(params + 604, ws + A07, ws + A08);
+    /* (in place: layer 7's sigmoid writes over its input) */
+    l07_sigmoid_forward(ws + A06);
+    l08_conv1d_forward(params + 604, ws + A06, ws + A08);
     l09_batchnorm_forward(params + 712, buffers + 17, ws + S09, ws + A08, ws + A09, nb, training);
     l10_avgpool1d_forward(ws + A09, ws + A10);
     /* layer 11: flatten is a view of its input */
     l12_dense_forward(params + 724, ws + A10, ws + A12);
-    l13_relu_forward(ws + A12, ws + A13);
-    l14_dense_forward(params + 1316, ws + A13, ws + A14);
+    /* (in place: layer 13's relu writes over its input) */
+    l13_relu_forward(ws + A12);
+    l14_dense_forward(params + 1316, ws + A12, ws + A14);
     cg_from_lanes(ws + A14, ws + OUT, nb, 5, 16);
 }
 
-/* Backward after a training forward: dLoss/dOutput at ws + DOUT (45568); grads accumulate. */
+/* Backward after a training forward: dLoss/dOutput at ws + DOUT (38144); grads accumulate. */
 void mixed1d_backward(const float *params, float *grads, const float *x, float *dx, float *ws, int nb)
 {
     cg_to_lanes(ws + DOUT, ws + DOUT_L, nb, 5, 16);
     (void)x;
-    l14_dense_backward(grads + 1316, ws + A13, ws + DOUT_L);
+    l14_dense_backward(grads + 1316, ws + A12, ws + DOUT_L);
     l14_dense_backward_dx(params + 1316, ws + DOUT_L, ws + D13);
-    l13_relu_backward(ws + A13, ws + D13, ws + D12);
+    l13_relu_backward(ws + A12, ws + D13, ws + D12);
     l12_dense_backward(grads + 724, ws + A10, ws + D12);
     l12_dense_backward_dx(params + 724, ws + D12, ws + D11);
     /* layer 11: flatten passes the gradient through */
     l10_avgpool1d_backward(ws + D11, ws + D09);
     l09_batchnorm_backward(params + 712, grads + 712, ws + S09, ws + A08, ws + D09, ws + D08, nb);
-    l08_conv1d_backward(grads + 604, ws + A07, ws + D08);
+    l08_conv1d_backward(grads + 604, ws + A06, ws + D08);
     l08_conv1d_backward_dx(params + 604, ws + D08, ws + D07);
-    l07_sigmoid_backward(ws + A07, ws + D07, ws + D06);
+    l07_sigmoid_backward(ws + A06, ws + D07, ws + D06);
     l06_conv1d_backward(grads + 208, ws + A05, ws + D06);
     l06_conv1d_backward_dx(params + 208, ws + D06, ws + D05);
-    l05_maxpool1d_backward(ws + A04, ws + D05, ws + D04);
-    l04_tanh_backward(ws + A04, ws + D04, ws + D03);
+    l05_maxpool1d_backward(ws + A03, ws + D05, ws + D04);
+    l04_tanh_backward(ws + A03, ws + D04, ws + D03);
     l03_conv1d_backward(grads + 184, ws + S03, ws + D03);
     l03_conv1d_backward_dx(params + 184, ws + S03, ws + D03, ws + D02);
     l02_leaky_relu_backward(ws + A01, ws + D02, ws + D01);
@@ -2249,69 +2249,69 @@ static const int mixed1d_inputs[] = {
 static const cg_layer mixed1d_layers[] = {
     {.kind = "conv1d", .ndim_in = 2, .in_shape = {4, 64, 0}, .ndim_out = 2, .out_shape = {8, 32, 0},
      .in_size = 256, .out_size = 256, .act_offset = 4096, .lanes = 16, .line = 13, .col = 5,
-     .schedule = "lanes: fwd lanes[TB=1,TC=8] dw lanes[TCW=4,rows=1] dx lanes[TB=1,TCI=4]", .n_inputs = 1, .inputs = mixed1d_inputs + 0, .name = NULL,
+     .schedule = "lanes: fwd lanes[TB=1,TC=8] dw lanes[TCW=4,rows=1] dx lanes[TB=1,TCI=4]", .n_inputs = 1, .inputs = mixed1d_inputs + 0, .name = NULL, .inplace = 0,
      .kernel = {1, 5}, .stride = {1, 2}, .pad_lo = {0, 2}, .pad_hi = {0, 2}, .dilation = {1, 1},
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "batchnorm", .ndim_in = 2, .in_shape = {8, 32, 0}, .ndim_out = 2, .out_shape = {8, 32, 0},
      .in_size = 256, .out_size = 256, .act_offset = 8192, .lanes = 16, .line = 14, .col = 5,
-     .schedule = "lanes: fwd lanes dw lanes dx with dw", .n_inputs = 1, .inputs = mixed1d_inputs + 1, .name = NULL,
+     .schedule = "lanes: fwd lanes dw lanes dx with dw", .n_inputs = 1, .inputs = mixed1d_inputs + 1, .name = NULL, .inplace = 0,
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 0.001f, .momentum = -1.0f},
     {.kind = "leaky_relu", .ndim_in = 2, .in_shape = {8, 32, 0}, .ndim_out = 2, .out_shape = {8, 32, 0},
      .in_size = 256, .out_size = 256, .act_offset = 12288, .lanes = 16, .line = 15, .col = 5,
-     .schedule = "lanes: fwd lanes dw lanes dx with dw", .n_inputs = 1, .inputs = mixed1d_inputs + 2, .name = NULL,
+     .schedule = "lanes: fwd lanes dw lanes dx with dw", .n_inputs = 1, .inputs = mixed1d_inputs + 2, .name = NULL, .inplace = 0,
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.1f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv1d", .ndim_in = 2, .in_shape = {8, 32, 0}, .ndim_out = 2, .out_shape = {8, 32, 0},
      .in_size = 256, .out_size = 256, .act_offset = 16384, .lanes = 16, .line = 16, .col = 5,
-     .schedule = "lanes+pad: fwd lanes+pad[TB=1,TC=1] dw lanes+pad[TCW=1,rows=1] dx lanes+pad[TB=1,TCI=1]", .n_inputs = 1, .inputs = mixed1d_inputs + 3, .name = NULL,
+     .schedule = "lanes+pad: fwd lanes+pad[TB=1,TC=1] dw lanes+pad[TCW=1,rows=1] dx lanes+pad[TB=1,TCI=1]", .n_inputs = 1, .inputs = mixed1d_inputs + 3, .name = NULL, .inplace = 0,
      .kernel = {1, 3}, .stride = {1, 1}, .pad_lo = {0, 2}, .pad_hi = {0, 2}, .dilation = {1, 2},
      .groups = 8, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "tanh", .ndim_in = 2, .in_shape = {8, 32, 0}, .ndim_out = 2, .out_shape = {8, 32, 0},
-     .in_size = 256, .out_size = 256, .act_offset = 20480, .lanes = 16, .line = 17, .col = 5,
-     .schedule = "lanes: fwd lanes dw lanes dx with dw", .n_inputs = 1, .inputs = mixed1d_inputs + 4, .name = NULL,
+     .in_size = 256, .out_size = 256, .act_offset = 16384, .lanes = 16, .line = 17, .col = 5,
+     .schedule = "lanes: fwd lanes dw lanes dx with dw", .n_inputs = 1, .inputs = mixed1d_inputs + 4, .name = NULL, .inplace = 1,
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "maxpool1d", .ndim_in = 2, .in_shape = {8, 32, 0}, .ndim_out = 2, .out_shape = {8, 16, 0},
-     .in_size = 256, .out_size = 128, .act_offset = 24576, .lanes = 16, .line = 18, .col = 5,
-     .schedule = "lanes: fwd lanes dw lanes dx with dw", .n_inputs = 1, .inputs = mixed1d_inputs + 5, .name = NULL,
+     .in_size = 256, .out_size = 128, .act_offset = 20480, .lanes = 16, .line = 18, .col = 5,
+     .schedule = "lanes: fwd lanes dw lanes dx with dw", .n_inputs = 1, .inputs = mixed1d_inputs + 5, .name = NULL, .inplace = 0,
      .kernel = {1, 3}, .stride = {1, 2}, .pad_lo = {0, 1}, .pad_hi = {0, 1}, .dilation = {1, 1},
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv1d", .ndim_in = 2, .in_shape = {8, 16, 0}, .ndim_out = 2, .out_shape = {12, 16, 0},
-     .in_size = 128, .out_size = 192, .act_offset = 26624, .lanes = 16, .line = 19, .col = 5,
-     .schedule = "lanes: fwd lanes[TB=1,TC=12] dw lanes[TCW=6,rows=1] dx lanes[TB=1,TCI=8]", .n_inputs = 1, .inputs = mixed1d_inputs + 6, .name = NULL,
+     .in_size = 128, .out_size = 192, .act_offset = 22528, .lanes = 16, .line = 19, .col = 5,
+     .schedule = "lanes: fwd lanes[TB=1,TC=12] dw lanes[TCW=6,rows=1] dx lanes[TB=1,TCI=8]", .n_inputs = 1, .inputs = mixed1d_inputs + 6, .name = NULL, .inplace = 0,
      .kernel = {1, 4}, .stride = {1, 1}, .pad_lo = {0, 1}, .pad_hi = {0, 2}, .dilation = {1, 1},
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "sigmoid", .ndim_in = 2, .in_shape = {12, 16, 0}, .ndim_out = 2, .out_shape = {12, 16, 0},
-     .in_size = 192, .out_size = 192, .act_offset = 29696, .lanes = 16, .line = 20, .col = 5,
-     .schedule = "lanes: fwd lanes dw lanes dx with dw", .n_inputs = 1, .inputs = mixed1d_inputs + 7, .name = NULL,
+     .in_size = 192, .out_size = 192, .act_offset = 22528, .lanes = 16, .line = 20, .col = 5,
+     .schedule = "lanes: fwd lanes dw lanes dx with dw", .n_inputs = 1, .inputs = mixed1d_inputs + 7, .name = NULL, .inplace = 1,
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv1d", .ndim_in = 2, .in_shape = {12, 16, 0}, .ndim_out = 2, .out_shape = {6, 12, 0},
-     .in_size = 192, .out_size = 72, .act_offset = 32768, .lanes = 16, .line = 21, .col = 5,
-     .schedule = "lanes: fwd lanes[TB=1,TC=3] dw lanes[TCW=3,rows=1] dx lanes[TB=1,TCI=6]", .n_inputs = 1, .inputs = mixed1d_inputs + 8, .name = NULL,
+     .in_size = 192, .out_size = 72, .act_offset = 25600, .lanes = 16, .line = 21, .col = 5,
+     .schedule = "lanes: fwd lanes[TB=1,TC=3] dw lanes[TCW=3,rows=1] dx lanes[TB=1,TCI=6]", .n_inputs = 1, .inputs = mixed1d_inputs + 8, .name = NULL, .inplace = 0,
      .kernel = {1, 3}, .stride = {1, 1}, .pad_lo = {0, 0}, .pad_hi = {0, 0}, .dilation = {1, 2},
      .groups = 2, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "batchnorm", .ndim_in = 2, .in_shape = {6, 12, 0}, .ndim_out = 2, .out_shape = {6, 12, 0},
-     .in_size = 72, .out_size = 72, .act_offset = 33920, .lanes = 16, .line = 22, .col = 5,
-     .schedule = "lanes: fwd lanes dw lanes dx with dw", .n_inputs = 1, .inputs = mixed1d_inputs + 9, .name = NULL,
+     .in_size = 72, .out_size = 72, .act_offset = 26752, .lanes = 16, .line = 22, .col = 5,
+     .schedule = "lanes: fwd lanes dw lanes dx with dw", .n_inputs = 1, .inputs = mixed1d_inputs + 9, .name = NULL, .inplace = 0,
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 1e-05f, .momentum = 0.2f},
     {.kind = "avgpool1d", .ndim_in = 2, .in_shape = {6, 12, 0}, .ndim_out = 2, .out_shape = {6, 6, 0},
-     .in_size = 72, .out_size = 36, .act_offset = 35072, .lanes = 16, .line = 23, .col = 5,
-     .schedule = "lanes: fwd lanes dw lanes dx with dw", .n_inputs = 1, .inputs = mixed1d_inputs + 10, .name = NULL,
+     .in_size = 72, .out_size = 36, .act_offset = 27904, .lanes = 16, .line = 23, .col = 5,
+     .schedule = "lanes: fwd lanes dw lanes dx with dw", .n_inputs = 1, .inputs = mixed1d_inputs + 10, .name = NULL, .inplace = 0,
      .kernel = {1, 3}, .stride = {1, 2}, .pad_lo = {0, 1}, .pad_hi = {0, 1}, .dilation = {1, 1},
      .groups = 1, .has_bias = 0, .count_include_pad = 1, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "flatten", .ndim_in = 2, .in_shape = {6, 6, 0}, .ndim_out = 1, .out_shape = {36, 0, 0},
-     .in_size = 36, .out_size = 36, .act_offset = 35072, .lanes = 16, .line = 24, .col = 5,
-     .schedule = "lanes: fwd lanes dw lanes dx with dw", .n_inputs = 1, .inputs = mixed1d_inputs + 11, .name = NULL,
+     .in_size = 36, .out_size = 36, .act_offset = 27904, .lanes = 16, .line = 24, .col = 5,
+     .schedule = "lanes: fwd lanes dw lanes dx with dw", .n_inputs = 1, .inputs = mixed1d_inputs + 11, .name = NULL, .inplace = 0,
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "dense", .ndim_in = 1, .in_shape = {36, 0, 0}, .ndim_out = 1, .out_shape = {16, 0, 0},
-     .in_size = 36, .out_size = 16, .act_offset = 35648, .lanes = 16, .line = 25, .col = 5,
-     .schedule = "lanes: fwd lanes[TB=1,TR=16] dw gemm[TI=6,TO=4] dx lanes[TB=1,TR=16]", .n_inputs = 1, .inputs = mixed1d_inputs + 12, .name = NULL,
+     .in_size = 36, .out_size = 16, .act_offset = 28480, .lanes = 16, .line = 25, .col = 5,
+     .schedule = "lanes: fwd lanes[TB=1,TR=16] dw gemm[TI=6,TO=4] dx lanes[TB=1,TR=16]", .n_inputs = 1, .inputs = mixed1d_inputs + 12, .name = NULL, .inplace = 0,
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "relu", .ndim_in = 1, .in_shape = {16, 0, 0}, .ndim_out = 1, .out_shape = {16, 0, 0},
-     .in_size = 16, .out_size = 16, .act_offset = 35904, .lanes = 16, .line = 26, .col = 5,
-     .schedule = "lanes: fwd lanes dw lanes dx with dw", .n_inputs = 1, .inputs = mixed1d_inputs + 13, .name = NULL,
+     .in_size = 16, .out_size = 16, .act_offset = 28480, .lanes = 16, .line = 26, .col = 5,
+     .schedule = "lanes: fwd lanes dw lanes dx with dw", .n_inputs = 1, .inputs = mixed1d_inputs + 13, .name = NULL, .inplace = 1,
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "dense", .ndim_in = 1, .in_shape = {16, 0, 0}, .ndim_out = 1, .out_shape = {5, 0, 0},
-     .in_size = 16, .out_size = 5, .act_offset = 36160, .lanes = 16, .line = 27, .col = 5,
-     .schedule = "lanes: fwd lanes[TB=1,TR=16] dw gemm[TI=16,TO=1] dx lanes[TB=1,TR=16]", .n_inputs = 1, .inputs = mixed1d_inputs + 14, .name = NULL,
+     .in_size = 16, .out_size = 5, .act_offset = 28736, .lanes = 16, .line = 27, .col = 5,
+     .schedule = "lanes: fwd lanes[TB=1,TR=16] dw gemm[TI=16,TO=1] dx lanes[TB=1,TR=16]", .n_inputs = 1, .inputs = mixed1d_inputs + 14, .name = NULL, .inplace = 0,
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
 };
 

@@ -223,11 +223,11 @@ static void l01_batchnorm_backward(const float *restrict P, float *restrict G, f
 
 /* layer 2: tanh 6x10x16 -> 6x10x16 (specs/mixed2d.yaml:12:5)
  * schedule loop: fwd loop dw loop dx with dw */
-static void l02_tanh_forward(const float *restrict x, float *restrict y, int nb)
+static void l02_tanh_forward(float *restrict y, int nb)
 {
     /* x [N][6x10x16], y [N][6x10x16] */
     for (size_t i = 0; i < (size_t)nb * 960; i++)
-        y[i] = tanhf(x[i]);
+        y[i] = tanhf(y[i]);
 }
 
 static void l02_tanh_backward(const float *restrict y, const float *restrict dy, float *restrict dx, int nb)
@@ -405,11 +405,11 @@ static void l03_conv2d_backward(const float *restrict P, float *restrict G, cons
 
 /* layer 4: sigmoid 6x10x16 -> 6x10x16 (specs/mixed2d.yaml:14:5)
  * schedule loop: fwd loop dw loop dx with dw */
-static void l04_sigmoid_forward(const float *restrict x, float *restrict y, int nb)
+static void l04_sigmoid_forward(float *restrict y, int nb)
 {
     /* x [N][6x10x16], y [N][6x10x16] */
     for (size_t i = 0; i < (size_t)nb * 960; i++)
-        y[i] = 1.0f / (1.0f + expf(-x[i]));
+        y[i] = 1.0f / (1.0f + expf(-y[i]));
 }
 
 static void l04_sigmoid_backward(const float *restrict y, const float *restrict dy, float *restrict dx, int nb)
@@ -1016,18 +1016,18 @@ static void l06_conv2d_backward_dx(const float *restrict P, float *restrict S, c
 
 /* layer 7: relu 4x12x18 -> 4x12x18 (specs/mixed2d.yaml:17:5)
  * schedule loop: fwd loop dw loop dx with dw */
-static void l07_relu_forward(const float *restrict x, float *restrict y, int nb)
+static void l07_relu_forward(float *restrict y, int nb)
 {
     /* x [N][4x12x18], y [N][4x12x18] */
     for (size_t i = 0; i < (size_t)nb * 864; i++)
-        y[i] = x[i] > 0.0f ? x[i] : 0.0f;
+        y[i] = y[i] <= 0.0f ? 0.0f : y[i];
 }
 
 static void l07_relu_backward(const float *restrict y, const float *restrict dy, float *restrict dx, int nb)
 {
     /* x [N][4x12x18], y [N][4x12x18] */
     for (size_t i = 0; i < (size_t)nb * 864; i++)
-        dx[i] = y[i] > 0.0f ? dy[i] : 0.0f;
+        dx[i] = y[i] <= 0.0f ? 0.0f : dy[i];
 }
 
 /* layer 8: avgpool2d 4x12x18 -> 4x6x9 (specs/mixed2d.yaml:18:5)
@@ -2419,53 +2419,53 @@ static void l12_dense_backward(const float *restrict P, float *restrict G, const
 }
 
 /* Workspace regions, in floats (NAME.h gives the total). */
-#define A00     0 /* layer 0 (conv2d) output, [N][6x10x16] */
-#define A01     7680 /* layer 1 (batchnorm) output, [N][6x10x16] */
-#define S01     63728 /* layer 1 (batchnorm) scratch */
-#define A02     15360 /* layer 2 (tanh) output, [N][6x10x16] */
-#define A03     23040 /* layer 3 (conv2d) output, [N][6x10x16] */
-#define A04     30720 /* layer 4 (sigmoid) output, [N][6x10x16] */
-#define A05     38400 /* layer 5 (maxpool2d) output, [N][6x10x16] */
-#define A06     46080 /* layer 6 (conv2d) output, [N][4x12x18] */
-#define S06     63744 /* layer 6 (conv2d) scratch */
-#define A07     52992 /* layer 7 (relu) output, [N][4x12x18] */
-#define A08     59904 /* layer 8 (avgpool2d) output, [N][4x6x9] */
-#define A09     61632 /* layer 9 (leaky_relu) output, [N][4x6x9] */
-#define A10     63360 /* layer 10 (maxpool2d) output, [N][4x3x3] */
-#define A12     63648 /* layer 12 (dense) output, [N][10] */
-#define DOUT    84128 /* dLoss/dOutput, [N][10] */
-#define D11     85936 /* gradient arena: dLoss/d(layer 11 output) */
-#define D09     84208 /* gradient arena: dLoss/d(layer 9 output) */
-#define D08     91120 /* gradient arena: dLoss/d(layer 8 output) */
-#define D07     84208 /* gradient arena: dLoss/d(layer 7 output) */
-#define D06     91888 /* gradient arena: dLoss/d(layer 6 output) */
-#define D05     84208 /* gradient arena: dLoss/d(layer 5 output) */
-#define D04     91888 /* gradient arena: dLoss/d(layer 4 output) */
-#define D03     84208 /* gradient arena: dLoss/d(layer 3 output) */
-#define D02     91888 /* gradient arena: dLoss/d(layer 2 output) */
-#define D01     84208 /* gradient arena: dLoss/d(layer 1 output) */
-#define D00     92848 /* gradient arena: dLoss/d(layer 0 output) */
-#define DIN     84208 /* gradient arena: dLoss/dInput */
+#define A00     0 /* output of layer 0 (conv2d), [N][6x10x16] */
+#define A01     7680 /* output of layer 1 (batchnorm), [N][6x10x16] */
+#define S01     41456 /* scratch of layer 1 (batchnorm) */
+#define A03     15360 /* output of layer 3 (conv2d), [N][6x10x16] */
+#define A05     23040 /* output of layer 5 (maxpool2d), [N][6x10x16] */
+#define A06     30720 /* output of layer 6 (conv2d), [N][4x12x18] */
+#define S06     41472 /* scratch of layer 6 (conv2d) */
+#define A08     37632 /* output of layer 8 (avgpool2d), [N][4x6x9] */
+#define A09     39360 /* output of layer 9 (leaky_relu), [N][4x6x9] */
+#define A10     41088 /* output of layer 10 (maxpool2d), [N][4x3x3] */
+#define A12     41376 /* output of layer 12 (dense), [N][10] */
+#define DOUT    61856 /* dLoss/dOutput, [N][10] */
+#define D11     63664 /* gradient arena: dLoss/d(layer 11 output) */
+#define D09     61936 /* gradient arena: dLoss/d(layer 9 output) */
+#define D08     68848 /* gradient arena: dLoss/d(layer 8 output) */
+#define D07     61936 /* gradient arena: dLoss/d(layer 7 output) */
+#define D06     69616 /* gradient arena: dLoss/d(layer 6 output) */
+#define D05     61936 /* gradient arena: dLoss/d(layer 5 output) */
+#define D04     69616 /* gradient arena: dLoss/d(layer 4 output) */
+#define D03     61936 /* gradient arena: dLoss/d(layer 3 output) */
+#define D02     69616 /* gradient arena: dLoss/d(layer 2 output) */
+#define D01     61936 /* gradient arena: dLoss/d(layer 1 output) */
+#define D00     70576 /* gradient arena: dLoss/d(layer 0 output) */
+#define DIN     61936 /* gradient arena: dLoss/dInput */
 
 /* Forward over nb <= 8 samples; activations stay in ws for backward. */
 void mixed2d_forward(const float *params, float *buffers, const float *x, float *ws, int nb, int training)
 {
     l00_conv2d_forward(params, x, ws + A00, nb);
     l01_batchnorm_forward(params + 114, buffers, ws + S01, ws + A00, ws + A01, nb, training);
-    l02_tanh_forward(ws + A01, ws + A02, nb);
-    l03_conv2d_forward(params + 126, ws + A02, ws + A03, nb);
-    l04_sigmoid_forward(ws + A03, ws + A04, nb);
-    l05_maxpool2d_forward(ws + A04, ws + A05, nb);
+    /* (in place: layer 2's tanh writes over its input) */
+    l02_tanh_forward(ws + A01, nb);
+    l03_conv2d_forward(params + 126, ws + A01, ws + A03, nb);
+    /* (in place: layer 4's sigmoid writes over its input) */
+    l04_sigmoid_forward(ws + A03, nb);
+    l05_maxpool2d_forward(ws + A03, ws + A05, nb);
     l06_conv2d_forward(params + 276, ws + S06, ws + A05, ws + A06, nb);
-    l07_relu_forward(ws + A06, ws + A07, nb);
-    l08_avgpool2d_forward(ws + A07, ws + A08, nb);
+    /* (in place: layer 7's relu writes over its input) */
+    l07_relu_forward(ws + A06, nb);
+    l08_avgpool2d_forward(ws + A06, ws + A08, nb);
     l09_leaky_relu_forward(ws + A08, ws + A09, nb);
     l10_maxpool2d_forward(ws + A09, ws + A10, nb);
     /* layer 11: flatten is a view of its input */
     l12_dense_forward(params + 492, ws + A10, ws + A12, nb);
 }
 
-/* Backward after a training forward: dLoss/dOutput at ws + DOUT (84128); grads accumulate. */
+/* Backward after a training forward: dLoss/dOutput at ws + DOUT (61856); grads accumulate. */
 void mixed2d_backward(const float *params, float *grads, const float *x, float *dx, float *ws, int nb)
 {
     l12_dense_backward(params + 492, grads + 492, ws + A10, ws + DOUT, ws + D11, nb);
@@ -2473,13 +2473,13 @@ void mixed2d_backward(const float *params, float *grads, const float *x, float *
     l10_maxpool2d_backward(ws + A09, ws + D11, ws + D09, nb);
     l09_leaky_relu_backward(ws + A08, ws + D09, ws + D08, nb);
     l08_avgpool2d_backward(ws + D08, ws + D07, nb);
-    l07_relu_backward(ws + A07, ws + D07, ws + D06, nb);
+    l07_relu_backward(ws + A06, ws + D07, ws + D06, nb);
     l06_conv2d_backward(grads + 276, ws + S06, ws + D06, nb);
     l06_conv2d_backward_dx(params + 276, ws + S06, ws + D06, ws + D05, nb);
-    l05_maxpool2d_backward(ws + A04, ws + D05, ws + D04, nb);
-    l04_sigmoid_backward(ws + A04, ws + D04, ws + D03, nb);
-    l03_conv2d_backward(params + 126, grads + 126, ws + A02, ws + D03, ws + D02, nb);
-    l02_tanh_backward(ws + A02, ws + D02, ws + D01, nb);
+    l05_maxpool2d_backward(ws + A03, ws + D05, ws + D04, nb);
+    l04_sigmoid_backward(ws + A03, ws + D04, ws + D03, nb);
+    l03_conv2d_backward(params + 126, grads + 126, ws + A01, ws + D03, ws + D02, nb);
+    l02_tanh_backward(ws + A01, ws + D02, ws + D01, nb);
     l01_batchnorm_backward(params + 114, grads + 114, ws + S01, ws + A00, ws + D01, ws + D00, nb);
     l00_conv2d_backward(params, grads, x, ws + D00, dx ? dx : ws + DIN, nb);
 }
@@ -2519,61 +2519,61 @@ static const int mixed2d_inputs[] = {
 static const cg_layer mixed2d_layers[] = {
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {3, 20, 18}, .ndim_out = 3, .out_shape = {6, 10, 16},
      .in_size = 1080, .out_size = 960, .act_offset = 0, .lanes = 0, .line = 10, .col = 5,
-     .schedule = "loop: fwd loop dw loop dx with dw", .n_inputs = 1, .inputs = mixed2d_inputs + 0, .name = NULL,
+     .schedule = "loop: fwd loop dw loop dx with dw", .n_inputs = 1, .inputs = mixed2d_inputs + 0, .name = NULL, .inplace = 0,
      .kernel = {3, 2}, .stride = {2, 1}, .pad_lo = {1, 0}, .pad_hi = {1, 0}, .dilation = {1, 2},
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "batchnorm", .ndim_in = 3, .in_shape = {6, 10, 16}, .ndim_out = 3, .out_shape = {6, 10, 16},
      .in_size = 960, .out_size = 960, .act_offset = 7680, .lanes = 0, .line = 11, .col = 5,
-     .schedule = "loop: fwd loop dw loop dx with dw", .n_inputs = 1, .inputs = mixed2d_inputs + 1, .name = NULL,
+     .schedule = "loop: fwd loop dw loop dx with dw", .n_inputs = 1, .inputs = mixed2d_inputs + 1, .name = NULL, .inplace = 0,
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 1e-05f, .momentum = 0.1f},
     {.kind = "tanh", .ndim_in = 3, .in_shape = {6, 10, 16}, .ndim_out = 3, .out_shape = {6, 10, 16},
-     .in_size = 960, .out_size = 960, .act_offset = 15360, .lanes = 0, .line = 12, .col = 5,
-     .schedule = "loop: fwd loop dw loop dx with dw", .n_inputs = 1, .inputs = mixed2d_inputs + 2, .name = NULL,
+     .in_size = 960, .out_size = 960, .act_offset = 7680, .lanes = 0, .line = 12, .col = 5,
+     .schedule = "loop: fwd loop dw loop dx with dw", .n_inputs = 1, .inputs = mixed2d_inputs + 2, .name = NULL, .inplace = 1,
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {6, 10, 16}, .ndim_out = 3, .out_shape = {6, 10, 16},
-     .in_size = 960, .out_size = 960, .act_offset = 23040, .lanes = 0, .line = 13, .col = 5,
-     .schedule = "loop: fwd loop dw loop dx with dw", .n_inputs = 1, .inputs = mixed2d_inputs + 3, .name = NULL,
+     .in_size = 960, .out_size = 960, .act_offset = 15360, .lanes = 0, .line = 13, .col = 5,
+     .schedule = "loop: fwd loop dw loop dx with dw", .n_inputs = 1, .inputs = mixed2d_inputs + 3, .name = NULL, .inplace = 0,
      .kernel = {2, 4}, .stride = {1, 1}, .pad_lo = {0, 1}, .pad_hi = {1, 2}, .dilation = {1, 1},
      .groups = 2, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "sigmoid", .ndim_in = 3, .in_shape = {6, 10, 16}, .ndim_out = 3, .out_shape = {6, 10, 16},
-     .in_size = 960, .out_size = 960, .act_offset = 30720, .lanes = 0, .line = 14, .col = 5,
-     .schedule = "loop: fwd loop dw loop dx with dw", .n_inputs = 1, .inputs = mixed2d_inputs + 4, .name = NULL,
+     .in_size = 960, .out_size = 960, .act_offset = 15360, .lanes = 0, .line = 14, .col = 5,
+     .schedule = "loop: fwd loop dw loop dx with dw", .n_inputs = 1, .inputs = mixed2d_inputs + 4, .name = NULL, .inplace = 1,
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "maxpool2d", .ndim_in = 3, .in_shape = {6, 10, 16}, .ndim_out = 3, .out_shape = {6, 10, 16},
-     .in_size = 960, .out_size = 960, .act_offset = 38400, .lanes = 0, .line = 15, .col = 5,
-     .schedule = "loop: fwd loop dw loop dx with dw", .n_inputs = 1, .inputs = mixed2d_inputs + 5, .name = NULL,
+     .in_size = 960, .out_size = 960, .act_offset = 23040, .lanes = 0, .line = 15, .col = 5,
+     .schedule = "loop: fwd loop dw loop dx with dw", .n_inputs = 1, .inputs = mixed2d_inputs + 5, .name = NULL, .inplace = 0,
      .kernel = {3, 3}, .stride = {1, 1}, .pad_lo = {1, 1}, .pad_hi = {1, 1}, .dilation = {1, 1},
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {6, 10, 16}, .ndim_out = 3, .out_shape = {4, 12, 18},
-     .in_size = 960, .out_size = 864, .act_offset = 46080, .lanes = 0, .line = 16, .col = 5,
-     .schedule = "wv: fwd wv[TC=4,TX=2] dw wv[RY=3,TCW=2,U=4] dx wv[TC=6,TX=1]", .n_inputs = 1, .inputs = mixed2d_inputs + 6, .name = NULL,
+     .in_size = 960, .out_size = 864, .act_offset = 30720, .lanes = 0, .line = 16, .col = 5,
+     .schedule = "wv: fwd wv[TC=4,TX=2] dw wv[RY=3,TCW=2,U=4] dx wv[TC=6,TX=1]", .n_inputs = 1, .inputs = mixed2d_inputs + 6, .name = NULL, .inplace = 0,
      .kernel = {3, 3}, .stride = {1, 1}, .pad_lo = {2, 2}, .pad_hi = {2, 2}, .dilation = {1, 1},
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "relu", .ndim_in = 3, .in_shape = {4, 12, 18}, .ndim_out = 3, .out_shape = {4, 12, 18},
-     .in_size = 864, .out_size = 864, .act_offset = 52992, .lanes = 0, .line = 17, .col = 5,
-     .schedule = "loop: fwd loop dw loop dx with dw", .n_inputs = 1, .inputs = mixed2d_inputs + 7, .name = NULL,
+     .in_size = 864, .out_size = 864, .act_offset = 30720, .lanes = 0, .line = 17, .col = 5,
+     .schedule = "loop: fwd loop dw loop dx with dw", .n_inputs = 1, .inputs = mixed2d_inputs + 7, .name = NULL, .inplace = 1,
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "avgpool2d", .ndim_in = 3, .in_shape = {4, 12, 18}, .ndim_out = 3, .out_shape = {4, 6, 9},
-     .in_size = 864, .out_size = 216, .act_offset = 59904, .lanes = 0, .line = 18, .col = 5,
-     .schedule = "loop: fwd loop dw loop dx with dw", .n_inputs = 1, .inputs = mixed2d_inputs + 8, .name = NULL,
+     .in_size = 864, .out_size = 216, .act_offset = 37632, .lanes = 0, .line = 18, .col = 5,
+     .schedule = "loop: fwd loop dw loop dx with dw", .n_inputs = 1, .inputs = mixed2d_inputs + 8, .name = NULL, .inplace = 0,
      .kernel = {3, 3}, .stride = {2, 2}, .pad_lo = {1, 1}, .pad_hi = {1, 1}, .dilation = {1, 1},
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "leaky_relu", .ndim_in = 3, .in_shape = {4, 6, 9}, .ndim_out = 3, .out_shape = {4, 6, 9},
-     .in_size = 216, .out_size = 216, .act_offset = 61632, .lanes = 0, .line = 19, .col = 5,
-     .schedule = "loop: fwd loop dw loop dx with dw", .n_inputs = 1, .inputs = mixed2d_inputs + 9, .name = NULL,
+     .in_size = 216, .out_size = 216, .act_offset = 39360, .lanes = 0, .line = 19, .col = 5,
+     .schedule = "loop: fwd loop dw loop dx with dw", .n_inputs = 1, .inputs = mixed2d_inputs + 9, .name = NULL, .inplace = 0,
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.01f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "maxpool2d", .ndim_in = 3, .in_shape = {4, 6, 9}, .ndim_out = 3, .out_shape = {4, 3, 3},
-     .in_size = 216, .out_size = 36, .act_offset = 63360, .lanes = 0, .line = 20, .col = 5,
-     .schedule = "straight: fwd straight dw straight dx with dw", .n_inputs = 1, .inputs = mixed2d_inputs + 10, .name = NULL,
+     .in_size = 216, .out_size = 36, .act_offset = 41088, .lanes = 0, .line = 20, .col = 5,
+     .schedule = "straight: fwd straight dw straight dx with dw", .n_inputs = 1, .inputs = mixed2d_inputs + 10, .name = NULL, .inplace = 0,
      .kernel = {2, 3}, .stride = {2, 3}, .pad_lo = {0, 0}, .pad_hi = {0, 0}, .dilation = {1, 1},
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "flatten", .ndim_in = 3, .in_shape = {4, 3, 3}, .ndim_out = 1, .out_shape = {36, 0, 0},
-     .in_size = 36, .out_size = 36, .act_offset = 63360, .lanes = 0, .line = 21, .col = 5,
-     .schedule = "alias: fwd alias dw alias dx with dw", .n_inputs = 1, .inputs = mixed2d_inputs + 11, .name = NULL,
+     .in_size = 36, .out_size = 36, .act_offset = 41088, .lanes = 0, .line = 21, .col = 5,
+     .schedule = "alias: fwd alias dw alias dx with dw", .n_inputs = 1, .inputs = mixed2d_inputs + 11, .name = NULL, .inplace = 0,
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "dense", .ndim_in = 1, .in_shape = {36, 0, 0}, .ndim_out = 1, .out_shape = {10, 0, 0},
-     .in_size = 36, .out_size = 10, .act_offset = 63648, .lanes = 0, .line = 22, .col = 5,
-     .schedule = "straight: fwd straight dw straight dx with dw", .n_inputs = 1, .inputs = mixed2d_inputs + 12, .name = NULL,
+     .in_size = 36, .out_size = 10, .act_offset = 41376, .lanes = 0, .line = 22, .col = 5,
+     .schedule = "straight: fwd straight dw straight dx with dw", .n_inputs = 1, .inputs = mixed2d_inputs + 12, .name = NULL, .inplace = 0,
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
 };
 

@@ -558,18 +558,18 @@ static void l01_batchnorm_backward(const float *restrict P, float *restrict G, f
 
 /* layer 2: relu 8x12x12 -> 8x12x12 (specs/res_block.yaml:8:5)
  * schedule loop: fwd loop dw loop dx with dw */
-static void l02_relu_forward(const float *restrict x, float *restrict y, int nb)
+static void l02_relu_forward(float *restrict y, int nb)
 {
     /* x [N][8x12x12], y [N][8x12x12] */
     for (size_t i = 0; i < (size_t)nb * 1152; i++)
-        y[i] = x[i] > 0.0f ? x[i] : 0.0f;
+        y[i] = y[i] <= 0.0f ? 0.0f : y[i];
 }
 
 static void l02_relu_backward(const float *restrict y, const float *restrict dy, float *restrict dx, int nb)
 {
     /* x [N][8x12x12], y [N][8x12x12] */
     for (size_t i = 0; i < (size_t)nb * 1152; i++)
-        dx[i] = y[i] > 0.0f ? dy[i] : 0.0f;
+        dx[i] = y[i] <= 0.0f ? 0.0f : dy[i];
 }
 
 /* layer 3: conv2d 8x12x12 -> 8x12x12 (specs/res_block.yaml:9:5)
@@ -1051,11 +1051,11 @@ static void l03_conv2d_backward_dx(const float *restrict P, float *restrict S, c
 
 /* layer 8: add 8x12x12 -> 8x12x12 (specs/res_block.yaml:14:5)
  * schedule loop: fwd loop dw loop dx with dw */
-static void l08_add_forward(const float *restrict x1, const float *restrict x2, float *restrict y, int nb)
+static void l08_add_forward(const float *restrict x1, float *restrict y, int nb)
 {
     /* x1 [N][8x12x12], x2 [N][8x12x12], y [N][8x12x12] */
     for (size_t i = 0; i < (size_t)nb * 1152; i++)
-        y[i] = x1[i] + x2[i];
+        y[i] = x1[i] + y[i];
 }
 
 static void l08_add_backward(const float *restrict dy, float *restrict dx1, float *restrict dx2, int nb)
@@ -1439,69 +1439,69 @@ static void l15_dense_backward(const float *restrict P, float *restrict G, const
 }
 
 /* Workspace regions, in floats (NAME.h gives the total). */
-#define A00     0 /* layer 0 (conv2d) output, [N][8x12x12] */
-#define S00     110864 /* layer 0 (conv2d) scratch */
-#define A01     9216 /* layer 1 (batchnorm) output, [N][8x12x12] */
-#define S01     154336 /* layer 1 (batchnorm) scratch */
-#define A02     18432 /* layer 2 (relu) output, [N][8x12x12] */
-#define A03     27648 /* layer 3 (conv2d) output, [N][8x12x12] */
-#define S03     154352 /* layer 3 (conv2d) scratch */
-#define A04     36864 /* layer 4 (batchnorm) output, [N][8x12x12] */
-#define S04     206384 /* layer 4 (batchnorm) scratch */
-#define A05     46080 /* layer 5 (relu) output, [N][8x12x12] */
-#define A06     55296 /* layer 6 (conv2d) output, [N][8x12x12] */
-#define S06     206400 /* layer 6 (conv2d) scratch */
-#define A07     64512 /* layer 7 (batchnorm) output, [N][8x12x12] */
-#define S07     258432 /* layer 7 (batchnorm) scratch */
-#define A08     73728 /* layer 8 (add) output, [N][8x12x12] */
-#define A09     82944 /* layer 9 (relu) output, [N][8x12x12] */
-#define A10     92160 /* layer 10 (conv2d) output, [N][4x12x12] */
-#define A11     96768 /* layer 11 (concat) output, [N][12x12x12] */
-#define A12     110592 /* layer 12 (global_avgpool) output, [N][12x1x1] */
-#define A14     110688 /* layer 14 (dropout) output, [N][12] */
-#define S14     258448 /* layer 14 (dropout) scratch */
-#define A15     110784 /* layer 15 (dense) output, [N][10] */
-#define DOUT    258544 /* dLoss/dOutput, [N][10] */
-#define D14     258624 /* gradient arena: dLoss/d(layer 14 output) */
-#define D13     272448 /* gradient arena: dLoss/d(layer 13 output) */
-#define D11     258624 /* gradient arena: dLoss/d(layer 11 output) */
-#define D10     281664 /* gradient arena: dLoss/d(layer 10 output) */
-#define D09     272448 /* gradient arena: dLoss/d(layer 9 output) */
-#define D02     258624 /* gradient arena: dLoss/d(layer 2 output) */
-#define D08     281664 /* gradient arena: dLoss/d(layer 8 output) */
-#define T08_1   267840 /* gradient arena: a gradient summed into its tensor's */
-#define D07     290880 /* gradient arena: dLoss/d(layer 7 output) */
-#define D06     267840 /* gradient arena: dLoss/d(layer 6 output) */
-#define D05     277056 /* gradient arena: dLoss/d(layer 5 output) */
-#define D04     267840 /* gradient arena: dLoss/d(layer 4 output) */
-#define D03     277056 /* gradient arena: dLoss/d(layer 3 output) */
-#define T03_1   267840 /* gradient arena: a gradient summed into its tensor's */
-#define D01     267840 /* gradient arena: dLoss/d(layer 1 output) */
-#define D00     258624 /* gradient arena: dLoss/d(layer 0 output) */
-#define DIN     267840 /* gradient arena: dLoss/dInput */
+#define A00     0 /* output of layer 0 (conv2d), [N][8x12x12] */
+#define S00     74000 /* scratch of layer 0 (conv2d) */
+#define A01     9216 /* output of layer 1 (batchnorm), [N][8x12x12] */
+#define S01     117472 /* scratch of layer 1 (batchnorm) */
+#define A03     18432 /* output of layer 3 (conv2d), [N][8x12x12] */
+#define S03     117488 /* scratch of layer 3 (conv2d) */
+#define A04     27648 /* output of layer 4 (batchnorm), [N][8x12x12] */
+#define S04     169520 /* scratch of layer 4 (batchnorm) */
+#define A06     36864 /* output of layer 6 (conv2d), [N][8x12x12] */
+#define S06     169536 /* scratch of layer 6 (conv2d) */
+#define A07     46080 /* output of layer 7 (batchnorm), [N][8x12x12] */
+#define S07     221568 /* scratch of layer 7 (batchnorm) */
+#define A10     55296 /* output of layer 10 (conv2d), [N][4x12x12] */
+#define A11     59904 /* output of layer 11 (concat), [N][12x12x12] */
+#define A12     73728 /* output of layer 12 (global_avgpool), [N][12x1x1] */
+#define A14     73824 /* output of layer 14 (dropout), [N][12] */
+#define S14     221584 /* scratch of layer 14 (dropout) */
+#define A15     73920 /* output of layer 15 (dense), [N][10] */
+#define DOUT    221680 /* dLoss/dOutput, [N][10] */
+#define D14     221760 /* gradient arena: dLoss/d(layer 14 output) */
+#define D13     235584 /* gradient arena: dLoss/d(layer 13 output) */
+#define D11     221760 /* gradient arena: dLoss/d(layer 11 output) */
+#define D10     244800 /* gradient arena: dLoss/d(layer 10 output) */
+#define D09     235584 /* gradient arena: dLoss/d(layer 9 output) */
+#define D02     221760 /* gradient arena: dLoss/d(layer 2 output) */
+#define D08     244800 /* gradient arena: dLoss/d(layer 8 output) */
+#define T08_1   230976 /* gradient arena: a gradient summed into its tensor's */
+#define D07     254016 /* gradient arena: dLoss/d(layer 7 output) */
+#define D06     230976 /* gradient arena: dLoss/d(layer 6 output) */
+#define D05     240192 /* gradient arena: dLoss/d(layer 5 output) */
+#define D04     230976 /* gradient arena: dLoss/d(layer 4 output) */
+#define D03     240192 /* gradient arena: dLoss/d(layer 3 output) */
+#define T03_1   230976 /* gradient arena: a gradient summed into its tensor's */
+#define D01     230976 /* gradient arena: dLoss/d(layer 1 output) */
+#define D00     221760 /* gradient arena: dLoss/d(layer 0 output) */
+#define DIN     230976 /* gradient arena: dLoss/dInput */
 
 /* Forward over nb <= 8 samples; activations stay in ws for backward. */
 void res_block_forward(const float *params, float *buffers, const float *x, float *ws, int nb, int training)
 {
     l00_conv2d_forward(params, ws + S00, x, ws + A00, nb);
     l01_batchnorm_forward(params + 216, buffers, ws + S01, ws + A00, ws + A01, nb, training);
-    l02_relu_forward(ws + A01, ws + A02, nb);
-    l03_conv2d_forward(params + 232, ws + S03, ws + A02, ws + A03, nb);
+    /* (in place: layer 2's relu writes over its input) */
+    l02_relu_forward(ws + A01, nb);
+    l03_conv2d_forward(params + 232, ws + S03, ws + A01, ws + A03, nb);
     l01_batchnorm_forward(params + 808, buffers + 17, ws + S04, ws + A03, ws + A04, nb, training);
-    l02_relu_forward(ws + A04, ws + A05, nb);
-    l03_conv2d_forward(params + 824, ws + S06, ws + A05, ws + A06, nb);
+    /* (in place: layer 5's relu writes over its input) */
+    l02_relu_forward(ws + A04, nb);
+    l03_conv2d_forward(params + 824, ws + S06, ws + A04, ws + A06, nb);
     l01_batchnorm_forward(params + 1400, buffers + 34, ws + S07, ws + A06, ws + A07, nb, training);
-    l08_add_forward(ws + A02, ws + A07, ws + A08, nb);
-    l02_relu_forward(ws + A08, ws + A09, nb);
-    l10_conv2d_forward(params + 1416, ws + A02, ws + A10, nb);
-    l11_concat_forward(ws + A10, ws + A09, ws + A11, nb);
+    /* (in place: layer 8's add writes over its input 2) */
+    l08_add_forward(ws + A01, ws + A07, nb);
+    /* (in place: layer 9's relu writes over its input) */
+    l02_relu_forward(ws + A07, nb);
+    l10_conv2d_forward(params + 1416, ws + A01, ws + A10, nb);
+    l11_concat_forward(ws + A10, ws + A07, ws + A11, nb);
     l12_global_avgpool_forward(ws + A11, ws + A12, nb);
     /* layer 13: flatten is a view of its input */
     l14_dropout_forward(ws + S14, ws + A12, ws + A14, nb, training);
     l15_dense_forward(params + 1452, ws + A14, ws + A15, nb);
 }
 
-/* Backward after a training forward: dLoss/dOutput at ws + DOUT (258544); grads accumulate. */
+/* Backward after a training forward: dLoss/dOutput at ws + DOUT (221680); grads accumulate. */
 void res_block_backward(const float *params, float *grads, const float *x, float *dx, float *ws, int nb)
 {
     (void)x;
@@ -1510,19 +1510,19 @@ void res_block_backward(const float *params, float *grads, const float *x, float
     /* layer 13: flatten passes the gradient through */
     l12_global_avgpool_backward(ws + D13, ws + D11, nb);
     l11_concat_backward(ws + D11, ws + D10, ws + D09, nb);
-    l10_conv2d_backward(params + 1416, grads + 1416, ws + A02, ws + D10, ws + D02, nb);
-    l02_relu_backward(ws + A09, ws + D09, ws + D08, nb);
+    l10_conv2d_backward(params + 1416, grads + 1416, ws + A01, ws + D10, ws + D02, nb);
+    l02_relu_backward(ws + A07, ws + D09, ws + D08, nb);
     l08_add_backward(ws + D08, ws + T08_1, ws + D07, nb);
     for (size_t i = 0; i < (size_t)nb * 1152; i++) (ws + D02)[i] += (ws + T08_1)[i]; /* a tensor read again: gradients add */
     l01_batchnorm_backward(params + 1400, grads + 1400, ws + S07, ws + A06, ws + D07, ws + D06, nb);
     l03_conv2d_backward(grads + 824, ws + S06, ws + D06, nb);
     l03_conv2d_backward_dx(params + 824, ws + S06, ws + D06, ws + D05, nb);
-    l02_relu_backward(ws + A05, ws + D05, ws + D04, nb);
+    l02_relu_backward(ws + A04, ws + D05, ws + D04, nb);
     l01_batchnorm_backward(params + 808, grads + 808, ws + S04, ws + A03, ws + D04, ws + D03, nb);
     l03_conv2d_backward(grads + 232, ws + S03, ws + D03, nb);
     l03_conv2d_backward_dx(params + 232, ws + S03, ws + D03, ws + T03_1, nb);
     for (size_t i = 0; i < (size_t)nb * 1152; i++) (ws + D02)[i] += (ws + T03_1)[i]; /* a tensor read again: gradients add */
-    l02_relu_backward(ws + A02, ws + D02, ws + D01, nb);
+    l02_relu_backward(ws + A01, ws + D02, ws + D01, nb);
     l01_batchnorm_backward(params + 216, grads + 216, ws + S01, ws + A00, ws + D01, ws + D00, nb);
     l00_conv2d_backward(grads, ws + S00, ws + D00, nb);
     if (dx) l00_conv2d_backward_dx(params, ws + S00, ws + D00, dx ? dx : ws + DIN, nb);
@@ -1576,71 +1576,71 @@ static const int res_block_inputs[] = {
 static const cg_layer res_block_layers[] = {
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {3, 12, 12}, .ndim_out = 3, .out_shape = {8, 12, 12},
      .in_size = 432, .out_size = 1152, .act_offset = 0, .lanes = 0, .line = 6, .col = 5,
-     .schedule = "cv+dx:wv: fwd cv[TP=12,TV=1] dw cv[TPR=24,TV=1] dx wv[TC=3,TX=1]", .n_inputs = 1, .inputs = res_block_inputs + 0, .name = NULL,
+     .schedule = "cv+dx:wv: fwd cv[TP=12,TV=1] dw cv[TPR=24,TV=1] dx wv[TC=3,TX=1]", .n_inputs = 1, .inputs = res_block_inputs + 0, .name = NULL, .inplace = 0,
      .kernel = {3, 3}, .stride = {1, 1}, .pad_lo = {1, 1}, .pad_hi = {1, 1}, .dilation = {1, 1},
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "batchnorm", .ndim_in = 3, .in_shape = {8, 12, 12}, .ndim_out = 3, .out_shape = {8, 12, 12},
      .in_size = 1152, .out_size = 1152, .act_offset = 9216, .lanes = 0, .line = 7, .col = 5,
-     .schedule = "loop: fwd loop dw loop dx with dw", .n_inputs = 1, .inputs = res_block_inputs + 1, .name = NULL,
+     .schedule = "loop: fwd loop dw loop dx with dw", .n_inputs = 1, .inputs = res_block_inputs + 1, .name = NULL, .inplace = 0,
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 1e-05f, .momentum = 0.1f},
     {.kind = "relu", .ndim_in = 3, .in_shape = {8, 12, 12}, .ndim_out = 3, .out_shape = {8, 12, 12},
-     .in_size = 1152, .out_size = 1152, .act_offset = 18432, .lanes = 0, .line = 8, .col = 5,
-     .schedule = "loop: fwd loop dw loop dx with dw", .n_inputs = 1, .inputs = res_block_inputs + 2, .name = "r0",
+     .in_size = 1152, .out_size = 1152, .act_offset = 9216, .lanes = 0, .line = 8, .col = 5,
+     .schedule = "loop: fwd loop dw loop dx with dw", .n_inputs = 1, .inputs = res_block_inputs + 2, .name = "r0", .inplace = 1,
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {8, 12, 12}, .ndim_out = 3, .out_shape = {8, 12, 12},
-     .in_size = 1152, .out_size = 1152, .act_offset = 27648, .lanes = 0, .line = 9, .col = 5,
-     .schedule = "cv+dx:wv: fwd cv[TP=12,TV=1] dw cv[TPR=24,TV=1] dx wv[TC=8,TX=1]", .n_inputs = 1, .inputs = res_block_inputs + 3, .name = NULL,
+     .in_size = 1152, .out_size = 1152, .act_offset = 18432, .lanes = 0, .line = 9, .col = 5,
+     .schedule = "cv+dx:wv: fwd cv[TP=12,TV=1] dw cv[TPR=24,TV=1] dx wv[TC=8,TX=1]", .n_inputs = 1, .inputs = res_block_inputs + 3, .name = NULL, .inplace = 0,
      .kernel = {3, 3}, .stride = {1, 1}, .pad_lo = {1, 1}, .pad_hi = {1, 1}, .dilation = {1, 1},
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "batchnorm", .ndim_in = 3, .in_shape = {8, 12, 12}, .ndim_out = 3, .out_shape = {8, 12, 12},
-     .in_size = 1152, .out_size = 1152, .act_offset = 36864, .lanes = 0, .line = 10, .col = 5,
-     .schedule = "loop: fwd loop dw loop dx with dw", .n_inputs = 1, .inputs = res_block_inputs + 4, .name = NULL,
+     .in_size = 1152, .out_size = 1152, .act_offset = 27648, .lanes = 0, .line = 10, .col = 5,
+     .schedule = "loop: fwd loop dw loop dx with dw", .n_inputs = 1, .inputs = res_block_inputs + 4, .name = NULL, .inplace = 0,
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 1e-05f, .momentum = 0.1f},
     {.kind = "relu", .ndim_in = 3, .in_shape = {8, 12, 12}, .ndim_out = 3, .out_shape = {8, 12, 12},
-     .in_size = 1152, .out_size = 1152, .act_offset = 46080, .lanes = 0, .line = 11, .col = 5,
-     .schedule = "loop: fwd loop dw loop dx with dw", .n_inputs = 1, .inputs = res_block_inputs + 5, .name = NULL,
+     .in_size = 1152, .out_size = 1152, .act_offset = 27648, .lanes = 0, .line = 11, .col = 5,
+     .schedule = "loop: fwd loop dw loop dx with dw", .n_inputs = 1, .inputs = res_block_inputs + 5, .name = NULL, .inplace = 1,
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {8, 12, 12}, .ndim_out = 3, .out_shape = {8, 12, 12},
-     .in_size = 1152, .out_size = 1152, .act_offset = 55296, .lanes = 0, .line = 12, .col = 5,
-     .schedule = "cv+dx:wv: fwd cv[TP=12,TV=1] dw cv[TPR=24,TV=1] dx wv[TC=8,TX=1]", .n_inputs = 1, .inputs = res_block_inputs + 6, .name = NULL,
+     .in_size = 1152, .out_size = 1152, .act_offset = 36864, .lanes = 0, .line = 12, .col = 5,
+     .schedule = "cv+dx:wv: fwd cv[TP=12,TV=1] dw cv[TPR=24,TV=1] dx wv[TC=8,TX=1]", .n_inputs = 1, .inputs = res_block_inputs + 6, .name = NULL, .inplace = 0,
      .kernel = {3, 3}, .stride = {1, 1}, .pad_lo = {1, 1}, .pad_hi = {1, 1}, .dilation = {1, 1},
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "batchnorm", .ndim_in = 3, .in_shape = {8, 12, 12}, .ndim_out = 3, .out_shape = {8, 12, 12},
-     .in_size = 1152, .out_size = 1152, .act_offset = 64512, .lanes = 0, .line = 13, .col = 5,
-     .schedule = "loop: fwd loop dw loop dx with dw", .n_inputs = 1, .inputs = res_block_inputs + 7, .name = "bn2",
+     .in_size = 1152, .out_size = 1152, .act_offset = 46080, .lanes = 0, .line = 13, .col = 5,
+     .schedule = "loop: fwd loop dw loop dx with dw", .n_inputs = 1, .inputs = res_block_inputs + 7, .name = "bn2", .inplace = 0,
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 1e-05f, .momentum = 0.1f},
     {.kind = "add", .ndim_in = 3, .in_shape = {8, 12, 12}, .ndim_out = 3, .out_shape = {8, 12, 12},
-     .in_size = 1152, .out_size = 1152, .act_offset = 73728, .lanes = 0, .line = 14, .col = 5,
-     .schedule = "loop: fwd loop dw loop dx with dw", .n_inputs = 2, .inputs = res_block_inputs + 8, .name = NULL,
+     .in_size = 1152, .out_size = 1152, .act_offset = 46080, .lanes = 0, .line = 14, .col = 5,
+     .schedule = "loop: fwd loop dw loop dx with dw", .n_inputs = 2, .inputs = res_block_inputs + 8, .name = NULL, .inplace = 2,
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "relu", .ndim_in = 3, .in_shape = {8, 12, 12}, .ndim_out = 3, .out_shape = {8, 12, 12},
-     .in_size = 1152, .out_size = 1152, .act_offset = 82944, .lanes = 0, .line = 15, .col = 5,
-     .schedule = "loop: fwd loop dw loop dx with dw", .n_inputs = 1, .inputs = res_block_inputs + 10, .name = NULL,
+     .in_size = 1152, .out_size = 1152, .act_offset = 46080, .lanes = 0, .line = 15, .col = 5,
+     .schedule = "loop: fwd loop dw loop dx with dw", .n_inputs = 1, .inputs = res_block_inputs + 10, .name = NULL, .inplace = 1,
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {8, 12, 12}, .ndim_out = 3, .out_shape = {4, 12, 12},
-     .in_size = 1152, .out_size = 576, .act_offset = 92160, .lanes = 0, .line = 16, .col = 5,
-     .schedule = "loop: fwd loop dw loop dx with dw", .n_inputs = 1, .inputs = res_block_inputs + 11, .name = "side",
+     .in_size = 1152, .out_size = 576, .act_offset = 55296, .lanes = 0, .line = 16, .col = 5,
+     .schedule = "loop: fwd loop dw loop dx with dw", .n_inputs = 1, .inputs = res_block_inputs + 11, .name = "side", .inplace = 0,
      .kernel = {1, 1}, .stride = {1, 1}, .pad_lo = {0, 0}, .pad_hi = {0, 0}, .dilation = {1, 1},
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "concat", .ndim_in = 3, .in_shape = {4, 12, 12}, .ndim_out = 3, .out_shape = {12, 12, 12},
-     .in_size = 576, .out_size = 1728, .act_offset = 96768, .lanes = 0, .line = 17, .col = 5,
-     .schedule = "loop: fwd loop dw loop dx with dw", .n_inputs = 2, .inputs = res_block_inputs + 12, .name = NULL,
+     .in_size = 576, .out_size = 1728, .act_offset = 59904, .lanes = 0, .line = 17, .col = 5,
+     .schedule = "loop: fwd loop dw loop dx with dw", .n_inputs = 2, .inputs = res_block_inputs + 12, .name = NULL, .inplace = 0,
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "global_avgpool", .ndim_in = 3, .in_shape = {12, 12, 12}, .ndim_out = 3, .out_shape = {12, 1, 1},
-     .in_size = 1728, .out_size = 12, .act_offset = 110592, .lanes = 0, .line = 18, .col = 5,
-     .schedule = "loop: fwd loop dw loop dx with dw", .n_inputs = 1, .inputs = res_block_inputs + 14, .name = NULL,
+     .in_size = 1728, .out_size = 12, .act_offset = 73728, .lanes = 0, .line = 18, .col = 5,
+     .schedule = "loop: fwd loop dw loop dx with dw", .n_inputs = 1, .inputs = res_block_inputs + 14, .name = NULL, .inplace = 0,
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "flatten", .ndim_in = 3, .in_shape = {12, 1, 1}, .ndim_out = 1, .out_shape = {12, 0, 0},
-     .in_size = 12, .out_size = 12, .act_offset = 110592, .lanes = 0, .line = 19, .col = 5,
-     .schedule = "alias: fwd alias dw alias dx with dw", .n_inputs = 1, .inputs = res_block_inputs + 15, .name = NULL,
+     .in_size = 12, .out_size = 12, .act_offset = 73728, .lanes = 0, .line = 19, .col = 5,
+     .schedule = "alias: fwd alias dw alias dx with dw", .n_inputs = 1, .inputs = res_block_inputs + 15, .name = NULL, .inplace = 0,
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "dropout", .ndim_in = 1, .in_shape = {12, 0, 0}, .ndim_out = 1, .out_shape = {12, 0, 0},
-     .in_size = 12, .out_size = 12, .act_offset = 110688, .lanes = 0, .line = 20, .col = 5,
-     .schedule = "loop: fwd loop dw loop dx with dw", .n_inputs = 1, .inputs = res_block_inputs + 16, .name = NULL,
+     .in_size = 12, .out_size = 12, .act_offset = 73824, .lanes = 0, .line = 20, .col = 5,
+     .schedule = "loop: fwd loop dw loop dx with dw", .n_inputs = 1, .inputs = res_block_inputs + 16, .name = NULL, .inplace = 0,
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f, .p = 0.2f},
     {.kind = "dense", .ndim_in = 1, .in_shape = {12, 0, 0}, .ndim_out = 1, .out_shape = {10, 0, 0},
-     .in_size = 12, .out_size = 10, .act_offset = 110784, .lanes = 0, .line = 21, .col = 5,
-     .schedule = "straight: fwd straight dw straight dx with dw", .n_inputs = 1, .inputs = res_block_inputs + 17, .name = "fc",
+     .in_size = 12, .out_size = 10, .act_offset = 73920, .lanes = 0, .line = 21, .col = 5,
+     .schedule = "straight: fwd straight dw straight dx with dw", .n_inputs = 1, .inputs = res_block_inputs + 17, .name = "fc", .inplace = 0,
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
 };
 

@@ -1760,12 +1760,12 @@ static void l01_batchnorm_backward(const float *restrict P, float *restrict G, f
 
 /* layer 2: relu 64x112x112 -> 64x112x112 (specs/resnet18.yaml:10:5)
  * schedule lanes: fwd lanes dw lanes dx with dw threaded */
-static void l02_relu_forward(const float *restrict x, float *restrict y)
+static void l02_relu_forward(float *restrict y)
 {
     /* x [64x112x112][lanes], y [64x112x112][lanes] */
     CG_PARALLEL_FOR
     for (int i = 0; i < 25690112; i++)
-        y[i] = x[i] > 0.0f ? x[i] : 0.0f;
+        y[i] = y[i] <= 0.0f ? 0.0f : y[i];
 }
 
 static void l02_relu_backward(const float *restrict y, const float *restrict dy, float *restrict dx)
@@ -1773,7 +1773,7 @@ static void l02_relu_backward(const float *restrict y, const float *restrict dy,
     /* x [64x112x112][lanes], y [64x112x112][lanes] */
     CG_PARALLEL_FOR
     for (int i = 0; i < 25690112; i++)
-        dx[i] = y[i] > 0.0f ? dy[i] : 0.0f;
+        dx[i] = y[i] <= 0.0f ? 0.0f : dy[i];
 }
 
 /* layer 3: maxpool2d 64x112x112 -> 64x56x56 (specs/resnet18.yaml:11:5)
@@ -4731,12 +4731,12 @@ static void l05_batchnorm_backward(const float *restrict P, float *restrict G, f
 
 /* layer 6: relu 64x56x56 -> 64x56x56 (specs/resnet18.yaml:14:5)
  * schedule lanes: fwd lanes dw lanes dx with dw threaded */
-static void l06_relu_forward(const float *restrict x, float *restrict y)
+static void l06_relu_forward(float *restrict y)
 {
     /* x [64x56x56][lanes], y [64x56x56][lanes] */
     CG_PARALLEL_FOR
     for (int i = 0; i < 6422528; i++)
-        y[i] = x[i] > 0.0f ? x[i] : 0.0f;
+        y[i] = y[i] <= 0.0f ? 0.0f : y[i];
 }
 
 static void l06_relu_backward(const float *restrict y, const float *restrict dy, float *restrict dx)
@@ -4744,7 +4744,7 @@ static void l06_relu_backward(const float *restrict y, const float *restrict dy,
     /* x [64x56x56][lanes], y [64x56x56][lanes] */
     CG_PARALLEL_FOR
     for (int i = 0; i < 6422528; i++)
-        dx[i] = y[i] > 0.0f ? dy[i] : 0.0f;
+        dx[i] = y[i] <= 0.0f ? 0.0f : dy[i];
 }
 
 /* layer 7: conv2d 64x56x56 -> 64x56x56 (specs/resnet18.yaml:15:5)
@@ -4763,12 +4763,12 @@ static void l06_relu_backward(const float *restrict y, const float *restrict dy,
 
 /* layer 9: add 64x56x56 -> 64x56x56 (specs/resnet18.yaml:17:5)
  * schedule lanes: fwd lanes dw lanes dx with dw threaded */
-static void l09_add_forward(const float *restrict x1, const float *restrict x2, float *restrict y)
+static void l09_add_forward(const float *restrict x2, float *restrict y)
 {
     /* x1 [64x56x56][lanes], x2 [64x56x56][lanes], y [64x56x56][lanes] */
     CG_PARALLEL_FOR
     for (size_t i = 0; i < 6422528; i++)
-        y[i] = x1[i] + x2[i];
+        y[i] = y[i] + x2[i];
 }
 
 static void l09_add_backward(const float *restrict dy, float *restrict dx1, float *restrict dx2)
@@ -6327,12 +6327,12 @@ static void l19_batchnorm_backward(const float *restrict P, float *restrict G, f
 
 /* layer 20: relu 128x28x28 -> 128x28x28 (specs/resnet18.yaml:28:5)
  * schedule lanes: fwd lanes dw lanes dx with dw threaded */
-static void l20_relu_forward(const float *restrict x, float *restrict y)
+static void l20_relu_forward(float *restrict y)
 {
     /* x [128x28x28][lanes], y [128x28x28][lanes] */
     CG_PARALLEL_FOR
     for (int i = 0; i < 3211264; i++)
-        y[i] = x[i] > 0.0f ? x[i] : 0.0f;
+        y[i] = y[i] <= 0.0f ? 0.0f : y[i];
 }
 
 static void l20_relu_backward(const float *restrict y, const float *restrict dy, float *restrict dx)
@@ -6340,7 +6340,7 @@ static void l20_relu_backward(const float *restrict y, const float *restrict dy,
     /* x [128x28x28][lanes], y [128x28x28][lanes] */
     CG_PARALLEL_FOR
     for (int i = 0; i < 3211264; i++)
-        dx[i] = y[i] > 0.0f ? dy[i] : 0.0f;
+        dx[i] = y[i] <= 0.0f ? 0.0f : dy[i];
 }
 
 /* layer 21: conv2d 128x28x28 -> 128x28x28 (specs/resnet18.yaml:29:5)
@@ -9386,12 +9386,12 @@ static void l23_conv2d_backward_dx(const float *restrict P, const float *restric
 
 /* layer 25: add 128x28x28 -> 128x28x28 (specs/resnet18.yaml:33:5)
  * schedule lanes: fwd lanes dw lanes dx with dw threaded */
-static void l25_add_forward(const float *restrict x1, const float *restrict x2, float *restrict y)
+static void l25_add_forward(const float *restrict x2, float *restrict y)
 {
     /* x1 [128x28x28][lanes], x2 [128x28x28][lanes], y [128x28x28][lanes] */
     CG_PARALLEL_FOR
     for (size_t i = 0; i < 3211264; i++)
-        y[i] = x1[i] + x2[i];
+        y[i] = y[i] + x2[i];
 }
 
 static void l25_add_backward(const float *restrict dy, float *restrict dx1, float *restrict dx2)
@@ -10950,12 +10950,12 @@ static void l35_batchnorm_backward(const float *restrict P, float *restrict G, f
 
 /* layer 36: relu 256x14x14 -> 256x14x14 (specs/resnet18.yaml:44:5)
  * schedule lanes: fwd lanes dw lanes dx with dw threaded */
-static void l36_relu_forward(const float *restrict x, float *restrict y)
+static void l36_relu_forward(float *restrict y)
 {
     /* x [256x14x14][lanes], y [256x14x14][lanes] */
     CG_PARALLEL_FOR
     for (int i = 0; i < 1605632; i++)
-        y[i] = x[i] > 0.0f ? x[i] : 0.0f;
+        y[i] = y[i] <= 0.0f ? 0.0f : y[i];
 }
 
 static void l36_relu_backward(const float *restrict y, const float *restrict dy, float *restrict dx)
@@ -10963,7 +10963,7 @@ static void l36_relu_backward(const float *restrict y, const float *restrict dy,
     /* x [256x14x14][lanes], y [256x14x14][lanes] */
     CG_PARALLEL_FOR
     for (int i = 0; i < 1605632; i++)
-        dx[i] = y[i] > 0.0f ? dy[i] : 0.0f;
+        dx[i] = y[i] <= 0.0f ? 0.0f : dy[i];
 }
 
 /* layer 37: conv2d 256x14x14 -> 256x14x14 (specs/resnet18.yaml:45:5)
@@ -14009,12 +14009,12 @@ static void l39_conv2d_backward_dx(const float *restrict P, const float *restric
 
 /* layer 41: add 256x14x14 -> 256x14x14 (specs/resnet18.yaml:49:5)
  * schedule lanes: fwd lanes dw lanes dx with dw threaded */
-static void l41_add_forward(const float *restrict x1, const float *restrict x2, float *restrict y)
+static void l41_add_forward(const float *restrict x2, float *restrict y)
 {
     /* x1 [256x14x14][lanes], x2 [256x14x14][lanes], y [256x14x14][lanes] */
     CG_PARALLEL_FOR
     for (size_t i = 0; i < 1605632; i++)
-        y[i] = x1[i] + x2[i];
+        y[i] = y[i] + x2[i];
 }
 
 static void l41_add_backward(const float *restrict dy, float *restrict dx1, float *restrict dx2)
@@ -15569,18 +15569,18 @@ static void l51_batchnorm_backward(const float *restrict P, float *restrict G, f
 
 /* layer 52: relu 512x7x7 -> 512x7x7 (specs/resnet18.yaml:60:5)
  * schedule lanes: fwd lanes dw lanes dx with dw */
-static void l52_relu_forward(const float *restrict x, float *restrict y)
+static void l52_relu_forward(float *restrict y)
 {
     /* x [512x7x7][lanes], y [512x7x7][lanes] */
     for (int i = 0; i < 802816; i++)
-        y[i] = x[i] > 0.0f ? x[i] : 0.0f;
+        y[i] = y[i] <= 0.0f ? 0.0f : y[i];
 }
 
 static void l52_relu_backward(const float *restrict y, const float *restrict dy, float *restrict dx)
 {
     /* x [512x7x7][lanes], y [512x7x7][lanes] */
     for (int i = 0; i < 802816; i++)
-        dx[i] = y[i] > 0.0f ? dy[i] : 0.0f;
+        dx[i] = y[i] <= 0.0f ? 0.0f : dy[i];
 }
 
 /* layer 53: conv2d 512x7x7 -> 512x7x7 (specs/resnet18.yaml:61:5)
@@ -18626,11 +18626,11 @@ static void l55_conv2d_backward_dx(const float *restrict P, const float *restric
 
 /* layer 57: add 512x7x7 -> 512x7x7 (specs/resnet18.yaml:65:5)
  * schedule lanes: fwd lanes dw lanes dx with dw */
-static void l57_add_forward(const float *restrict x1, const float *restrict x2, float *restrict y)
+static void l57_add_forward(const float *restrict x2, float *restrict y)
 {
     /* x1 [512x7x7][lanes], x2 [512x7x7][lanes], y [512x7x7][lanes] */
     for (size_t i = 0; i < 802816; i++)
-        y[i] = x1[i] + x2[i];
+        y[i] = y[i] + x2[i];
 }
 
 static void l57_add_backward(const float *restrict dy, float *restrict dx1, float *restrict dx2)
@@ -18838,174 +18838,149 @@ static void l68_dense_backward_dx(const float *restrict P, const float *restrict
 
 /* Workspace regions, in floats (NAME.h gives the total). */
 #define XIN     0 /* the input, [3x224x224][lanes] */
-#define A00     4816896 /* layer 0 (conv2d) output, [64x112x112][lanes] */
-#define S00     268188928 /* layer 0 (conv2d) scratch */
-#define A01     30507008 /* layer 1 (batchnorm) output, [64x112x112][lanes] */
-#define S01     300825216 /* layer 1 (batchnorm) scratch */
-#define A02     56197120 /* layer 2 (relu) output, [64x112x112][lanes] */
-#define A03     81887232 /* layer 3 (maxpool2d) output, [64x56x56][lanes] */
-#define A04     88309760 /* layer 4 (conv2d) output, [64x56x56][lanes] */
-#define A05     94732288 /* layer 5 (batchnorm) output, [64x56x56][lanes] */
-#define S05     300825344 /* layer 5 (batchnorm) scratch */
-#define A06     101154816 /* layer 6 (relu) output, [64x56x56][lanes] */
-#define A07     107577344 /* layer 7 (conv2d) output, [64x56x56][lanes] */
-#define A08     113999872 /* layer 8 (batchnorm) output, [64x56x56][lanes] */
-#define S08     300825472 /* layer 8 (batchnorm) scratch */
-#define A09     120422400 /* layer 9 (add) output, [64x56x56][lanes] */
-#define A10     126844928 /* layer 10 (relu) output, [64x56x56][lanes] */
-#define A11     133267456 /* layer 11 (conv2d) output, [64x56x56][lanes] */
-#define A12     139689984 /* layer 12 (batchnorm) output, [64x56x56][lanes] */
-#define S12     300825600 /* layer 12 (batchnorm) scratch */
-#define A13     146112512 /* layer 13 (relu) output, [64x56x56][lanes] */
-#define A14     152535040 /* layer 14 (conv2d) output, [64x56x56][lanes] */
-#define A15     158957568 /* layer 15 (batchnorm) output, [64x56x56][lanes] */
-#define S15     300825728 /* layer 15 (batchnorm) scratch */
-#define A16     165380096 /* layer 16 (add) output, [64x56x56][lanes] */
-#define A17     171802624 /* layer 17 (relu) output, [64x56x56][lanes] */
-#define A18     178225152 /* layer 18 (conv2d) output, [128x28x28][lanes] */
-#define A19     181436416 /* layer 19 (batchnorm) output, [128x28x28][lanes] */
-#define S19     300825856 /* layer 19 (batchnorm) scratch */
-#define A20     184647680 /* layer 20 (relu) output, [128x28x28][lanes] */
-#define A21     187858944 /* layer 21 (conv2d) output, [128x28x28][lanes] */
-#define A22     191070208 /* layer 22 (batchnorm) output, [128x28x28][lanes] */
-#define S22     300826112 /* layer 22 (batchnorm) scratch */
-#define A23     194281472 /* layer 23 (conv2d) output, [128x28x28][lanes] */
-#define A24     197492736 /* layer 24 (batchnorm) output, [128x28x28][lanes] */
-#define S24     300826368 /* layer 24 (batchnorm) scratch */
-#define A25     200704000 /* layer 25 (add) output, [128x28x28][lanes] */
-#define A26     203915264 /* layer 26 (relu) output, [128x28x28][lanes] */
-#define A27     207126528 /* layer 27 (conv2d) output, [128x28x28][lanes] */
-#define A28     210337792 /* layer 28 (batchnorm) output, [128x28x28][lanes] */
-#define S28     300826624 /* layer 28 (batchnorm) scratch */
-#define A29     213549056 /* layer 29 (relu) output, [128x28x28][lanes] */
-#define A30     216760320 /* layer 30 (conv2d) output, [128x28x28][lanes] */
-#define A31     219971584 /* layer 31 (batchnorm) output, [128x28x28][lanes] */
-#define S31     300826880 /* layer 31 (batchnorm) scratch */
-#define A32     223182848 /* layer 32 (add) output, [128x28x28][lanes] */
-#define A33     226394112 /* layer 33 (relu) output, [128x28x28][lanes] */
-#define A34     229605376 /* layer 34 (conv2d) output, [256x14x14][lanes] */
-#define A35     231211008 /* layer 35 (batchnorm) output, [256x14x14][lanes] */
-#define S35     300827136 /* layer 35 (batchnorm) scratch */
-#define A36     232816640 /* layer 36 (relu) output, [256x14x14][lanes] */
-#define A37     234422272 /* layer 37 (conv2d) output, [256x14x14][lanes] */
-#define A38     236027904 /* layer 38 (batchnorm) output, [256x14x14][lanes] */
-#define S38     300827648 /* layer 38 (batchnorm) scratch */
-#define A39     237633536 /* layer 39 (conv2d) output, [256x14x14][lanes] */
-#define A40     239239168 /* layer 40 (batchnorm) output, [256x14x14][lanes] */
-#define S40     300828160 /* layer 40 (batchnorm) scratch */
-#define A41     240844800 /* layer 41 (add) output, [256x14x14][lanes] */
-#define A42     242450432 /* layer 42 (relu) output, [256x14x14][lanes] */
-#define A43     244056064 /* layer 43 (conv2d) output, [256x14x14][lanes] */
-#define A44     245661696 /* layer 44 (batchnorm) output, [256x14x14][lanes] */
-#define S44     300828672 /* layer 44 (batchnorm) scratch */
-#define A45     247267328 /* layer 45 (relu) output, [256x14x14][lanes] */
-#define A46     248872960 /* layer 46 (conv2d) output, [256x14x14][lanes] */
-#define A47     250478592 /* layer 47 (batchnorm) output, [256x14x14][lanes] */
-#define S47     300829184 /* layer 47 (batchnorm) scratch */
-#define A48     252084224 /* layer 48 (add) output, [256x14x14][lanes] */
-#define A49     253689856 /* layer 49 (relu) output, [256x14x14][lanes] */
-#define A50     255295488 /* layer 50 (conv2d) output, [512x7x7][lanes] */
-#define A51     256098304 /* layer 51 (batchnorm) output, [512x7x7][lanes] */
-#define S51     300829696 /* layer 51 (batchnorm) scratch */
-#define A52     256901120 /* layer 52 (relu) output, [512x7x7][lanes] */
-#define A53     257703936 /* layer 53 (conv2d) output, [512x7x7][lanes] */
-#define A54     258506752 /* layer 54 (batchnorm) output, [512x7x7][lanes] */
-#define S54     300830720 /* layer 54 (batchnorm) scratch */
-#define A55     259309568 /* layer 55 (conv2d) output, [512x7x7][lanes] */
-#define A56     260112384 /* layer 56 (batchnorm) output, [512x7x7][lanes] */
-#define S56     300831744 /* layer 56 (batchnorm) scratch */
-#define A57     260915200 /* layer 57 (add) output, [512x7x7][lanes] */
-#define A58     261718016 /* layer 58 (relu) output, [512x7x7][lanes] */
-#define A59     262520832 /* layer 59 (conv2d) output, [512x7x7][lanes] */
-#define A60     263323648 /* layer 60 (batchnorm) output, [512x7x7][lanes] */
-#define S60     300832768 /* layer 60 (batchnorm) scratch */
-#define A61     264126464 /* layer 61 (relu) output, [512x7x7][lanes] */
-#define A62     264929280 /* layer 62 (conv2d) output, [512x7x7][lanes] */
-#define A63     265732096 /* layer 63 (batchnorm) output, [512x7x7][lanes] */
-#define S63     300833792 /* layer 63 (batchnorm) scratch */
-#define A64     266534912 /* layer 64 (add) output, [512x7x7][lanes] */
-#define A65     267337728 /* layer 65 (relu) output, [512x7x7][lanes] */
-#define A66     268140544 /* layer 66 (global_avgpool) output, [512x1x1][lanes] */
-#define A68     268156928 /* layer 68 (dense) output, [1000][lanes] */
-#define OUT     300834816 /* the output, [N][1000] */
-#define DOUT    300866816 /* dLoss/dOutput, [N][1000] */
-#define DOUT_L  300898816 /* dLoss/dOutput, [1000][lanes] */
-#define D67     301733632 /* gradient arena: dLoss/d(layer 67 output) */
-#define D65     300930816 /* gradient arena: dLoss/d(layer 65 output) */
-#define D64     301733632 /* gradient arena: dLoss/d(layer 64 output) */
-#define D63     300930816 /* gradient arena: dLoss/d(layer 63 output) */
-#define D58     302536448 /* gradient arena: dLoss/d(layer 58 output) */
-#define D62     301733632 /* gradient arena: dLoss/d(layer 62 output) */
-#define D61     300930816 /* gradient arena: dLoss/d(layer 61 output) */
-#define D60     301733632 /* gradient arena: dLoss/d(layer 60 output) */
-#define D59     300930816 /* gradient arena: dLoss/d(layer 59 output) */
-#define T59_1   301733632 /* gradient arena: a gradient summed into its tensor's */
-#define D57     300930816 /* gradient arena: dLoss/d(layer 57 output) */
-#define D54     302536448 /* gradient arena: dLoss/d(layer 54 output) */
-#define D56     301733632 /* gradient arena: dLoss/d(layer 56 output) */
-#define D55     303339264 /* gradient arena: dLoss/d(layer 55 output) */
-#define D49     300930816 /* gradient arena: dLoss/d(layer 49 output) */
-#define D53     303339264 /* gradient arena: dLoss/d(layer 53 output) */
-#define D52     302536448 /* gradient arena: dLoss/d(layer 52 output) */
-#define D51     303339264 /* gradient arena: dLoss/d(layer 51 output) */
-#define D50     304142080 /* gradient arena: dLoss/d(layer 50 output) */
-#define T50_1   302536448 /* gradient arena: a gradient summed into its tensor's */
-#define D48     302536448 /* gradient arena: dLoss/d(layer 48 output) */
-#define D47     300930816 /* gradient arena: dLoss/d(layer 47 output) */
-#define D42     304142080 /* gradient arena: dLoss/d(layer 42 output) */
-#define D46     302536448 /* gradient arena: dLoss/d(layer 46 output) */
-#define D45     300930816 /* gradient arena: dLoss/d(layer 45 output) */
-#define D44     302536448 /* gradient arena: dLoss/d(layer 44 output) */
-#define D43     300930816 /* gradient arena: dLoss/d(layer 43 output) */
-#define T43_1   302536448 /* gradient arena: a gradient summed into its tensor's */
-#define D41     300930816 /* gradient arena: dLoss/d(layer 41 output) */
-#define D38     304142080 /* gradient arena: dLoss/d(layer 38 output) */
-#define D40     302536448 /* gradient arena: dLoss/d(layer 40 output) */
-#define D39     305747712 /* gradient arena: dLoss/d(layer 39 output) */
-#define D33     300930816 /* gradient arena: dLoss/d(layer 33 output) */
-#define D37     305747712 /* gradient arena: dLoss/d(layer 37 output) */
-#define D36     304142080 /* gradient arena: dLoss/d(layer 36 output) */
-#define D35     305747712 /* gradient arena: dLoss/d(layer 35 output) */
-#define D34     307353344 /* gradient arena: dLoss/d(layer 34 output) */
-#define T34_1   304142080 /* gradient arena: a gradient summed into its tensor's */
-#define D32     304142080 /* gradient arena: dLoss/d(layer 32 output) */
-#define D31     300930816 /* gradient arena: dLoss/d(layer 31 output) */
-#define D26     307353344 /* gradient arena: dLoss/d(layer 26 output) */
-#define D30     304142080 /* gradient arena: dLoss/d(layer 30 output) */
-#define D29     300930816 /* gradient arena: dLoss/d(layer 29 output) */
-#define D28     304142080 /* gradient arena: dLoss/d(layer 28 output) */
-#define D27     300930816 /* gradient arena: dLoss/d(layer 27 output) */
-#define T27_1   304142080 /* gradient arena: a gradient summed into its tensor's */
-#define D25     300930816 /* gradient arena: dLoss/d(layer 25 output) */
-#define D22     307353344 /* gradient arena: dLoss/d(layer 22 output) */
-#define D24     304142080 /* gradient arena: dLoss/d(layer 24 output) */
-#define D23     310564608 /* gradient arena: dLoss/d(layer 23 output) */
-#define D17     300930816 /* gradient arena: dLoss/d(layer 17 output) */
-#define D21     310564608 /* gradient arena: dLoss/d(layer 21 output) */
-#define D20     307353344 /* gradient arena: dLoss/d(layer 20 output) */
-#define D19     310564608 /* gradient arena: dLoss/d(layer 19 output) */
-#define D18     313775872 /* gradient arena: dLoss/d(layer 18 output) */
-#define T18_1   307353344 /* gradient arena: a gradient summed into its tensor's */
-#define D16     307353344 /* gradient arena: dLoss/d(layer 16 output) */
-#define D15     300930816 /* gradient arena: dLoss/d(layer 15 output) */
-#define D10     313775872 /* gradient arena: dLoss/d(layer 10 output) */
-#define D14     307353344 /* gradient arena: dLoss/d(layer 14 output) */
-#define D13     300930816 /* gradient arena: dLoss/d(layer 13 output) */
-#define D12     307353344 /* gradient arena: dLoss/d(layer 12 output) */
-#define D11     300930816 /* gradient arena: dLoss/d(layer 11 output) */
-#define T11_1   307353344 /* gradient arena: a gradient summed into its tensor's */
-#define D09     300930816 /* gradient arena: dLoss/d(layer 9 output) */
-#define D08     307353344 /* gradient arena: dLoss/d(layer 8 output) */
-#define D03     326620928 /* gradient arena: dLoss/d(layer 3 output) */
-#define D07     300930816 /* gradient arena: dLoss/d(layer 7 output) */
-#define D06     307353344 /* gradient arena: dLoss/d(layer 6 output) */
-#define D05     300930816 /* gradient arena: dLoss/d(layer 5 output) */
-#define D04     307353344 /* gradient arena: dLoss/d(layer 4 output) */
-#define T04_1   300930816 /* gradient arena: a gradient summed into its tensor's */
-#define D02     300930816 /* gradient arena: dLoss/d(layer 2 output) */
-#define D01     326620928 /* gradient arena: dLoss/d(layer 1 output) */
-#define D00     300930816 /* gradient arena: dLoss/d(layer 0 output) */
-#define DIN     326620928 /* gradient arena: dLoss/dInput */
+#define A00     4816896 /* output of layer 0 (conv2d), [64x112x112][lanes] */
+#define S00     170245376 /* scratch of layer 0 (conv2d) */
+#define A01     30507008 /* output of layer 1 (batchnorm), [64x112x112][lanes] */
+#define S01     202881664 /* scratch of layer 1 (batchnorm) */
+#define A03     56197120 /* output of layer 3 (maxpool2d), [64x56x56][lanes] */
+#define A04     62619648 /* output of layer 4 (conv2d), [64x56x56][lanes] */
+#define A05     69042176 /* output of layer 5 (batchnorm), [64x56x56][lanes] */
+#define S05     202881792 /* scratch of layer 5 (batchnorm) */
+#define A07     75464704 /* output of layer 7 (conv2d), [64x56x56][lanes] */
+#define A08     81887232 /* output of layer 8 (batchnorm), [64x56x56][lanes] */
+#define S08     202881920 /* scratch of layer 8 (batchnorm) */
+#define A11     88309760 /* output of layer 11 (conv2d), [64x56x56][lanes] */
+#define A12     94732288 /* output of layer 12 (batchnorm), [64x56x56][lanes] */
+#define S12     202882048 /* scratch of layer 12 (batchnorm) */
+#define A14     101154816 /* output of layer 14 (conv2d), [64x56x56][lanes] */
+#define A15     107577344 /* output of layer 15 (batchnorm), [64x56x56][lanes] */
+#define S15     202882176 /* scratch of layer 15 (batchnorm) */
+#define A18     113999872 /* output of layer 18 (conv2d), [128x28x28][lanes] */
+#define A19     117211136 /* output of layer 19 (batchnorm), [128x28x28][lanes] */
+#define S19     202882304 /* scratch of layer 19 (batchnorm) */
+#define A21     120422400 /* output of layer 21 (conv2d), [128x28x28][lanes] */
+#define A22     123633664 /* output of layer 22 (batchnorm), [128x28x28][lanes] */
+#define S22     202882560 /* scratch of layer 22 (batchnorm) */
+#define A23     126844928 /* output of layer 23 (conv2d), [128x28x28][lanes] */
+#define A24     130056192 /* output of layer 24 (batchnorm), [128x28x28][lanes] */
+#define S24     202882816 /* scratch of layer 24 (batchnorm) */
+#define A27     133267456 /* output of layer 27 (conv2d), [128x28x28][lanes] */
+#define A28     136478720 /* output of layer 28 (batchnorm), [128x28x28][lanes] */
+#define S28     202883072 /* scratch of layer 28 (batchnorm) */
+#define A30     139689984 /* output of layer 30 (conv2d), [128x28x28][lanes] */
+#define A31     142901248 /* output of layer 31 (batchnorm), [128x28x28][lanes] */
+#define S31     202883328 /* scratch of layer 31 (batchnorm) */
+#define A34     146112512 /* output of layer 34 (conv2d), [256x14x14][lanes] */
+#define A35     147718144 /* output of layer 35 (batchnorm), [256x14x14][lanes] */
+#define S35     202883584 /* scratch of layer 35 (batchnorm) */
+#define A37     149323776 /* output of layer 37 (conv2d), [256x14x14][lanes] */
+#define A38     150929408 /* output of layer 38 (batchnorm), [256x14x14][lanes] */
+#define S38     202884096 /* scratch of layer 38 (batchnorm) */
+#define A39     152535040 /* output of layer 39 (conv2d), [256x14x14][lanes] */
+#define A40     154140672 /* output of layer 40 (batchnorm), [256x14x14][lanes] */
+#define S40     202884608 /* scratch of layer 40 (batchnorm) */
+#define A43     155746304 /* output of layer 43 (conv2d), [256x14x14][lanes] */
+#define A44     157351936 /* output of layer 44 (batchnorm), [256x14x14][lanes] */
+#define S44     202885120 /* scratch of layer 44 (batchnorm) */
+#define A46     158957568 /* output of layer 46 (conv2d), [256x14x14][lanes] */
+#define A47     160563200 /* output of layer 47 (batchnorm), [256x14x14][lanes] */
+#define S47     202885632 /* scratch of layer 47 (batchnorm) */
+#define A50     162168832 /* output of layer 50 (conv2d), [512x7x7][lanes] */
+#define A51     162971648 /* output of layer 51 (batchnorm), [512x7x7][lanes] */
+#define S51     202886144 /* scratch of layer 51 (batchnorm) */
+#define A53     163774464 /* output of layer 53 (conv2d), [512x7x7][lanes] */
+#define A54     164577280 /* output of layer 54 (batchnorm), [512x7x7][lanes] */
+#define S54     202887168 /* scratch of layer 54 (batchnorm) */
+#define A55     165380096 /* output of layer 55 (conv2d), [512x7x7][lanes] */
+#define A56     166182912 /* output of layer 56 (batchnorm), [512x7x7][lanes] */
+#define S56     202888192 /* scratch of layer 56 (batchnorm) */
+#define A59     166985728 /* output of layer 59 (conv2d), [512x7x7][lanes] */
+#define A60     167788544 /* output of layer 60 (batchnorm), [512x7x7][lanes] */
+#define S60     202889216 /* scratch of layer 60 (batchnorm) */
+#define A62     168591360 /* output of layer 62 (conv2d), [512x7x7][lanes] */
+#define A63     169394176 /* output of layer 63 (batchnorm), [512x7x7][lanes] */
+#define S63     202890240 /* scratch of layer 63 (batchnorm) */
+#define A66     170196992 /* output of layer 66 (global_avgpool), [512x1x1][lanes] */
+#define A68     170213376 /* output of layer 68 (dense), [1000][lanes] */
+#define OUT     202891264 /* the output, [N][1000] */
+#define DOUT    202923264 /* dLoss/dOutput, [N][1000] */
+#define DOUT_L  202955264 /* dLoss/dOutput, [1000][lanes] */
+#define D67     203790080 /* gradient arena: dLoss/d(layer 67 output) */
+#define D65     202987264 /* gradient arena: dLoss/d(layer 65 output) */
+#define D64     203790080 /* gradient arena: dLoss/d(layer 64 output) */
+#define D63     202987264 /* gradient arena: dLoss/d(layer 63 output) */
+#define D58     204592896 /* gradient arena: dLoss/d(layer 58 output) */
+#define D62     203790080 /* gradient arena: dLoss/d(layer 62 output) */
+#define D61     202987264 /* gradient arena: dLoss/d(layer 61 output) */
+#define D60     203790080 /* gradient arena: dLoss/d(layer 60 output) */
+#define D59     202987264 /* gradient arena: dLoss/d(layer 59 output) */
+#define T59_1   203790080 /* gradient arena: a gradient summed into its tensor's */
+#define D57     202987264 /* gradient arena: dLoss/d(layer 57 output) */
+#define D54     204592896 /* gradient arena: dLoss/d(layer 54 output) */
+#define D56     203790080 /* gradient arena: dLoss/d(layer 56 output) */
+#define D55     205395712 /* gradient arena: dLoss/d(layer 55 output) */
+#define D49     202987264 /* gradient arena: dLoss/d(layer 49 output) */
+#define D53     205395712 /* gradient arena: dLoss/d(layer 53 output) */
+#define D52     204592896 /* gradient arena: dLoss/d(layer 52 output) */
+#define D51     205395712 /* gradient arena: dLoss/d(layer 51 output) */
+#define D50     206198528 /* gradient arena: dLoss/d(layer 50 output) */
+#define T50_1   204592896 /* gradient arena: a gradient summed into its tensor's */
+#define D48     204592896 /* gradient arena: dLoss/d(layer 48 output) */
+#define D47     202987264 /* gradient arena: dLoss/d(layer 47 output) */
+#define D42     206198528 /* gradient arena: dLoss/d(layer 42 output) */
+#define D46     204592896 /* gradient arena: dLoss/d(layer 46 output) */
+#define D45     202987264 /* gradient arena: dLoss/d(layer 45 output) */
+#define D44     204592896 /* gradient arena: dLoss/d(layer 44 output) */
+#define D43     202987264 /* gradient arena: dLoss/d(layer 43 output) */
+#define T43_1   204592896 /* gradient arena: a gradient summed into its tensor's */
+#define D41     202987264 /* gradient arena: dLoss/d(layer 41 output) */
+#define D38     206198528 /* gradient arena: dLoss/d(layer 38 output) */
+#define D40     204592896 /* gradient arena: dLoss/d(layer 40 output) */
+#define D39     207804160 /* gradient arena: dLoss/d(layer 39 output) */
+#define D33     202987264 /* gradient arena: dLoss/d(layer 33 output) */
+#define D37     207804160 /* gradient arena: dLoss/d(layer 37 output) */
+#define D36     206198528 /* gradient arena: dLoss/d(layer 36 output) */
+#define D35     207804160 /* gradient arena: dLoss/d(layer 35 output) */
+#define D34     209409792 /* gradient arena: dLoss/d(layer 34 output) */
+#define T34_1   206198528 /* gradient arena: a gradient summed into its tensor's */
+#define D32     206198528 /* gradient arena: dLoss/d(layer 32 output) */
+#define D31     202987264 /* gradient arena: dLoss/d(layer 31 output) */
+#define D26     209409792 /* gradient arena: dLoss/d(layer 26 output) */
+#define D30     206198528 /* gradient arena: dLoss/d(layer 30 output) */
+#define D29     202987264 /* gradient arena: dLoss/d(layer 29 output) */
+#define D28     206198528 /* gradient arena: dLoss/d(layer 28 output) */
+#define D27     202987264 /* gradient arena: dLoss/d(layer 27 output) */
+#define T27_1   206198528 /* gradient arena: a gradient summed into its tensor's */
+#define D25     202987264 /* gradient arena: dLoss/d(layer 25 output) */
+#define D22     209409792 /* gradient arena: dLoss/d(layer 22 output) */
+#define D24     206198528 /* gradient arena: dLoss/d(layer 24 output) */
+#define D23     212621056 /* gradient arena: dLoss/d(layer 23 output) */
+#define D17     202987264 /* gradient arena: dLoss/d(layer 17 output) */
+#define D21     212621056 /* gradient arena: dLoss/d(layer 21 output) */
+#define D20     209409792 /* gradient arena: dLoss/d(layer 20 output) */
+#define D19     212621056 /* gradient arena: dLoss/d(layer 19 output) */
+#define D18     215832320 /* gradient arena: dLoss/d(layer 18 output) */
+#define T18_1   209409792 /* gradient arena: a gradient summed into its tensor's */
+#define D16     209409792 /* gradient arena: dLoss/d(layer 16 output) */
+#define D15     202987264 /* gradient arena: dLoss/d(layer 15 output) */
+#define D10     215832320 /* gradient arena: dLoss/d(layer 10 output) */
+#define D14     209409792 /* gradient arena: dLoss/d(layer 14 output) */
+#define D13     202987264 /* gradient arena: dLoss/d(layer 13 output) */
+#define D12     209409792 /* gradient arena: dLoss/d(layer 12 output) */
+#define D11     202987264 /* gradient arena: dLoss/d(layer 11 output) */
+#define T11_1   209409792 /* gradient arena: a gradient summed into its tensor's */
+#define D09     202987264 /* gradient arena: dLoss/d(layer 9 output) */
+#define D08     209409792 /* gradient arena: dLoss/d(layer 8 output) */
+#define D03     228677376 /* gradient arena: dLoss/d(layer 3 output) */
+#define D07     202987264 /* gradient arena: dLoss/d(layer 7 output) */
+#define D06     209409792 /* gradient arena: dLoss/d(layer 6 output) */
+#define D05     202987264 /* gradient arena: dLoss/d(layer 5 output) */
+#define D04     209409792 /* gradient arena: dLoss/d(layer 4 output) */
+#define T04_1   202987264 /* gradient arena: a gradient summed into its tensor's */
+#define D02     202987264 /* gradient arena: dLoss/d(layer 2 output) */
+#define D01     228677376 /* gradient arena: dLoss/d(layer 1 output) */
+#define D00     202987264 /* gradient arena: dLoss/d(layer 0 output) */
+#define DIN     228677376 /* gradient arena: dLoss/dInput */
 
 /* Forward over nb <= 32 samples; activations stay in ws for backward. */
 void resnet18_forward(const float *params, float *buffers, const float *x, float *ws, int nb, int training)
@@ -19013,77 +18988,102 @@ void resnet18_forward(const float *params, float *buffers, const float *x, float
     cg_to_lanes(x, ws + XIN, nb, 150528, 32);
     l00_conv2d_forward(params, ws + S00, ws + XIN, ws + A00);
     l01_batchnorm_forward(params + 9408, buffers, ws + S01, ws + A00, ws + A01, nb, training);
-    l02_relu_forward(ws + A01, ws + A02);
-    l03_maxpool2d_forward(ws + A02, ws + A03);
+    /* (in place: layer 2's relu writes over its input) */
+    l02_relu_forward(ws + A01);
+    l03_maxpool2d_forward(ws + A01, ws + A03);
     l04_conv2d_forward(params + 9536, ws + A03, ws + A04);
     l05_batchnorm_forward(params + 46400, buffers + 129, ws + S05, ws + A04, ws + A05, nb, training);
-    l06_relu_forward(ws + A05, ws + A06);
-    l04_conv2d_forward(params + 46528, ws + A06, ws + A07);
+    /* (in place: layer 6's relu writes over its input) */
+    l06_relu_forward(ws + A05);
+    l04_conv2d_forward(params + 46528, ws + A05, ws + A07);
     l05_batchnorm_forward(params + 83392, buffers + 258, ws + S08, ws + A07, ws + A08, nb, training);
-    l09_add_forward(ws + A08, ws + A03, ws + A09);
-    l06_relu_forward(ws + A09, ws + A10);
-    l04_conv2d_forward(params + 83520, ws + A10, ws + A11);
+    /* (in place: layer 9's add writes over its input 1) */
+    l09_add_forward(ws + A03, ws + A08);
+    /* (in place: layer 10's relu writes over its input) */
+    l06_relu_forward(ws + A08);
+    l04_conv2d_forward(params + 83520, ws + A08, ws + A11);
     l05_batchnorm_forward(params + 120384, buffers + 387, ws + S12, ws + A11, ws + A12, nb, training);
-    l06_relu_forward(ws + A12, ws + A13);
-    l04_conv2d_forward(params + 120512, ws + A13, ws + A14);
+    /* (in place: layer 13's relu writes over its input) */
+    l06_relu_forward(ws + A12);
+    l04_conv2d_forward(params + 120512, ws + A12, ws + A14);
     l05_batchnorm_forward(params + 157376, buffers + 516, ws + S15, ws + A14, ws + A15, nb, training);
-    l09_add_forward(ws + A15, ws + A10, ws + A16);
-    l06_relu_forward(ws + A16, ws + A17);
-    l18_conv2d_forward(params + 157504, ws + A17, ws + A18);
+    /* (in place: layer 16's add writes over its input 1) */
+    l09_add_forward(ws + A08, ws + A15);
+    /* (in place: layer 17's relu writes over its input) */
+    l06_relu_forward(ws + A15);
+    l18_conv2d_forward(params + 157504, ws + A15, ws + A18);
     l19_batchnorm_forward(params + 231232, buffers + 645, ws + S19, ws + A18, ws + A19, nb, training);
-    l20_relu_forward(ws + A19, ws + A20);
-    l21_conv2d_forward(params + 231488, ws + A20, ws + A21);
+    /* (in place: layer 20's relu writes over its input) */
+    l20_relu_forward(ws + A19);
+    l21_conv2d_forward(params + 231488, ws + A19, ws + A21);
     l19_batchnorm_forward(params + 378944, buffers + 902, ws + S22, ws + A21, ws + A22, nb, training);
-    l23_conv2d_forward(params + 379200, ws + A17, ws + A23);
+    l23_conv2d_forward(params + 379200, ws + A15, ws + A23);
     l19_batchnorm_forward(params + 387392, buffers + 1159, ws + S24, ws + A23, ws + A24, nb, training);
-    l25_add_forward(ws + A22, ws + A24, ws + A25);
-    l20_relu_forward(ws + A25, ws + A26);
-    l21_conv2d_forward(params + 387648, ws + A26, ws + A27);
+    /* (in place: layer 25's add writes over its input 1) */
+    l25_add_forward(ws + A24, ws + A22);
+    /* (in place: layer 26's relu writes over its input) */
+    l20_relu_forward(ws + A22);
+    l21_conv2d_forward(params + 387648, ws + A22, ws + A27);
     l19_batchnorm_forward(params + 535104, buffers + 1416, ws + S28, ws + A27, ws + A28, nb, training);
-    l20_relu_forward(ws + A28, ws + A29);
-    l21_conv2d_forward(params + 535360, ws + A29, ws + A30);
+    /* (in place: layer 29's relu writes over its input) */
+    l20_relu_forward(ws + A28);
+    l21_conv2d_forward(params + 535360, ws + A28, ws + A30);
     l19_batchnorm_forward(params + 682816, buffers + 1673, ws + S31, ws + A30, ws + A31, nb, training);
-    l25_add_forward(ws + A31, ws + A26, ws + A32);
-    l20_relu_forward(ws + A32, ws + A33);
-    l34_conv2d_forward(params + 683072, ws + A33, ws + A34);
+    /* (in place: layer 32's add writes over its input 1) */
+    l25_add_forward(ws + A22, ws + A31);
+    /* (in place: layer 33's relu writes over its input) */
+    l20_relu_forward(ws + A31);
+    l34_conv2d_forward(params + 683072, ws + A31, ws + A34);
     l35_batchnorm_forward(params + 977984, buffers + 1930, ws + S35, ws + A34, ws + A35, nb, training);
-    l36_relu_forward(ws + A35, ws + A36);
-    l37_conv2d_forward(params + 978496, ws + A36, ws + A37);
+    /* (in place: layer 36's relu writes over its input) */
+    l36_relu_forward(ws + A35);
+    l37_conv2d_forward(params + 978496, ws + A35, ws + A37);
     l35_batchnorm_forward(params + 1568320, buffers + 2443, ws + S38, ws + A37, ws + A38, nb, training);
-    l39_conv2d_forward(params + 1568832, ws + A33, ws + A39);
+    l39_conv2d_forward(params + 1568832, ws + A31, ws + A39);
     l35_batchnorm_forward(params + 1601600, buffers + 2956, ws + S40, ws + A39, ws + A40, nb, training);
-    l41_add_forward(ws + A38, ws + A40, ws + A41);
-    l36_relu_forward(ws + A41, ws + A42);
-    l37_conv2d_forward(params + 1602112, ws + A42, ws + A43);
+    /* (in place: layer 41's add writes over its input 1) */
+    l41_add_forward(ws + A40, ws + A38);
+    /* (in place: layer 42's relu writes over its input) */
+    l36_relu_forward(ws + A38);
+    l37_conv2d_forward(params + 1602112, ws + A38, ws + A43);
     l35_batchnorm_forward(params + 2191936, buffers + 3469, ws + S44, ws + A43, ws + A44, nb, training);
-    l36_relu_forward(ws + A44, ws + A45);
-    l37_conv2d_forward(params + 2192448, ws + A45, ws + A46);
+    /* (in place: layer 45's relu writes over its input) */
+    l36_relu_forward(ws + A44);
+    l37_conv2d_forward(params + 2192448, ws + A44, ws + A46);
     l35_batchnorm_forward(params + 2782272, buffers + 3982, ws + S47, ws + A46, ws + A47, nb, training);
-    l41_add_forward(ws + A47, ws + A42, ws + A48);
-    l36_relu_forward(ws + A48, ws + A49);
-    l50_conv2d_forward(params + 2782784, ws + A49, ws + A50);
+    /* (in place: layer 48's add writes over its input 1) */
+    l41_add_forward(ws + A38, ws + A47);
+    /* (in place: layer 49's relu writes over its input) */
+    l36_relu_forward(ws + A47);
+    l50_conv2d_forward(params + 2782784, ws + A47, ws + A50);
     l51_batchnorm_forward(params + 3962432, buffers + 4495, ws + S51, ws + A50, ws + A51, nb, training);
-    l52_relu_forward(ws + A51, ws + A52);
-    l53_conv2d_forward(params + 3963456, ws + A52, ws + A53);
+    /* (in place: layer 52's relu writes over its input) */
+    l52_relu_forward(ws + A51);
+    l53_conv2d_forward(params + 3963456, ws + A51, ws + A53);
     l51_batchnorm_forward(params + 6322752, buffers + 5520, ws + S54, ws + A53, ws + A54, nb, training);
-    l55_conv2d_forward(params + 6323776, ws + A49, ws + A55);
+    l55_conv2d_forward(params + 6323776, ws + A47, ws + A55);
     l51_batchnorm_forward(params + 6454848, buffers + 6545, ws + S56, ws + A55, ws + A56, nb, training);
-    l57_add_forward(ws + A54, ws + A56, ws + A57);
-    l52_relu_forward(ws + A57, ws + A58);
-    l53_conv2d_forward(params + 6455872, ws + A58, ws + A59);
+    /* (in place: layer 57's add writes over its input 1) */
+    l57_add_forward(ws + A56, ws + A54);
+    /* (in place: layer 58's relu writes over its input) */
+    l52_relu_forward(ws + A54);
+    l53_conv2d_forward(params + 6455872, ws + A54, ws + A59);
     l51_batchnorm_forward(params + 8815168, buffers + 7570, ws + S60, ws + A59, ws + A60, nb, training);
-    l52_relu_forward(ws + A60, ws + A61);
-    l53_conv2d_forward(params + 8816192, ws + A61, ws + A62);
+    /* (in place: layer 61's relu writes over its input) */
+    l52_relu_forward(ws + A60);
+    l53_conv2d_forward(params + 8816192, ws + A60, ws + A62);
     l51_batchnorm_forward(params + 11175488, buffers + 8595, ws + S63, ws + A62, ws + A63, nb, training);
-    l57_add_forward(ws + A63, ws + A58, ws + A64);
-    l52_relu_forward(ws + A64, ws + A65);
-    l66_global_avgpool_forward(ws + A65, ws + A66);
+    /* (in place: layer 64's add writes over its input 1) */
+    l57_add_forward(ws + A54, ws + A63);
+    /* (in place: layer 65's relu writes over its input) */
+    l52_relu_forward(ws + A63);
+    l66_global_avgpool_forward(ws + A63, ws + A66);
     /* layer 67: flatten is a view of its input */
     l68_dense_forward(params + 11176512, ws + A66, ws + A68);
     cg_from_lanes(ws + A68, ws + OUT, nb, 1000, 32);
 }
 
-/* Backward after a training forward: dLoss/dOutput at ws + DOUT (300866816); grads accumulate. */
+/* Backward after a training forward: dLoss/dOutput at ws + DOUT (202923264); grads accumulate. */
 void resnet18_backward(const float *params, float *grads, const float *x, float *dx, float *ws, int nb)
 {
     cg_to_lanes(ws + DOUT, ws + DOUT_L, nb, 1000, 32);
@@ -19092,97 +19092,97 @@ void resnet18_backward(const float *params, float *grads, const float *x, float 
     l68_dense_backward_dx(params + 11176512, ws + DOUT_L, ws + D67);
     /* layer 67: flatten passes the gradient through */
     l66_global_avgpool_backward(ws + D67, ws + D65);
-    l52_relu_backward(ws + A65, ws + D65, ws + D64);
+    l52_relu_backward(ws + A63, ws + D65, ws + D64);
     l57_add_backward(ws + D64, ws + D63, ws + D58);
     l51_batchnorm_backward(params + 11175488, grads + 11175488, ws + S63, ws + A62, ws + D63, ws + D62, nb);
-    l53_conv2d_backward(grads + 8816192, ws + A61, ws + D62);
+    l53_conv2d_backward(grads + 8816192, ws + A60, ws + D62);
     l53_conv2d_backward_dx(params + 8816192, ws + D62, ws + D61);
-    l52_relu_backward(ws + A61, ws + D61, ws + D60);
+    l52_relu_backward(ws + A60, ws + D61, ws + D60);
     l51_batchnorm_backward(params + 8815168, grads + 8815168, ws + S60, ws + A59, ws + D60, ws + D59, nb);
-    l53_conv2d_backward(grads + 6455872, ws + A58, ws + D59);
+    l53_conv2d_backward(grads + 6455872, ws + A54, ws + D59);
     l53_conv2d_backward_dx(params + 6455872, ws + D59, ws + T59_1);
     for (size_t i = 0; i < 802816; i++) (ws + D58)[i] += (ws + T59_1)[i]; /* a tensor read again: gradients add */
-    l52_relu_backward(ws + A58, ws + D58, ws + D57);
+    l52_relu_backward(ws + A54, ws + D58, ws + D57);
     l57_add_backward(ws + D57, ws + D54, ws + D56);
     l51_batchnorm_backward(params + 6454848, grads + 6454848, ws + S56, ws + A55, ws + D56, ws + D55, nb);
-    l55_conv2d_backward(grads + 6323776, ws + A49, ws + D55);
+    l55_conv2d_backward(grads + 6323776, ws + A47, ws + D55);
     l55_conv2d_backward_dx(params + 6323776, ws + D55, ws + D49);
     l51_batchnorm_backward(params + 6322752, grads + 6322752, ws + S54, ws + A53, ws + D54, ws + D53, nb);
-    l53_conv2d_backward(grads + 3963456, ws + A52, ws + D53);
+    l53_conv2d_backward(grads + 3963456, ws + A51, ws + D53);
     l53_conv2d_backward_dx(params + 3963456, ws + D53, ws + D52);
-    l52_relu_backward(ws + A52, ws + D52, ws + D51);
+    l52_relu_backward(ws + A51, ws + D52, ws + D51);
     l51_batchnorm_backward(params + 3962432, grads + 3962432, ws + S51, ws + A50, ws + D51, ws + D50, nb);
-    l50_conv2d_backward(grads + 2782784, ws + A49, ws + D50);
+    l50_conv2d_backward(grads + 2782784, ws + A47, ws + D50);
     l50_conv2d_backward_dx(params + 2782784, ws + D50, ws + T50_1);
     for (size_t i = 0; i < 1605632; i++) (ws + D49)[i] += (ws + T50_1)[i]; /* a tensor read again: gradients add */
-    l36_relu_backward(ws + A49, ws + D49, ws + D48);
+    l36_relu_backward(ws + A47, ws + D49, ws + D48);
     l41_add_backward(ws + D48, ws + D47, ws + D42);
     l35_batchnorm_backward(params + 2782272, grads + 2782272, ws + S47, ws + A46, ws + D47, ws + D46, nb);
-    l37_conv2d_backward(grads + 2192448, ws + A45, ws + D46);
+    l37_conv2d_backward(grads + 2192448, ws + A44, ws + D46);
     l37_conv2d_backward_dx(params + 2192448, ws + D46, ws + D45);
-    l36_relu_backward(ws + A45, ws + D45, ws + D44);
+    l36_relu_backward(ws + A44, ws + D45, ws + D44);
     l35_batchnorm_backward(params + 2191936, grads + 2191936, ws + S44, ws + A43, ws + D44, ws + D43, nb);
-    l37_conv2d_backward(grads + 1602112, ws + A42, ws + D43);
+    l37_conv2d_backward(grads + 1602112, ws + A38, ws + D43);
     l37_conv2d_backward_dx(params + 1602112, ws + D43, ws + T43_1);
     for (size_t i = 0; i < 1605632; i++) (ws + D42)[i] += (ws + T43_1)[i]; /* a tensor read again: gradients add */
-    l36_relu_backward(ws + A42, ws + D42, ws + D41);
+    l36_relu_backward(ws + A38, ws + D42, ws + D41);
     l41_add_backward(ws + D41, ws + D38, ws + D40);
     l35_batchnorm_backward(params + 1601600, grads + 1601600, ws + S40, ws + A39, ws + D40, ws + D39, nb);
-    l39_conv2d_backward(grads + 1568832, ws + A33, ws + D39);
+    l39_conv2d_backward(grads + 1568832, ws + A31, ws + D39);
     l39_conv2d_backward_dx(params + 1568832, ws + D39, ws + D33);
     l35_batchnorm_backward(params + 1568320, grads + 1568320, ws + S38, ws + A37, ws + D38, ws + D37, nb);
-    l37_conv2d_backward(grads + 978496, ws + A36, ws + D37);
+    l37_conv2d_backward(grads + 978496, ws + A35, ws + D37);
     l37_conv2d_backward_dx(params + 978496, ws + D37, ws + D36);
-    l36_relu_backward(ws + A36, ws + D36, ws + D35);
+    l36_relu_backward(ws + A35, ws + D36, ws + D35);
     l35_batchnorm_backward(params + 977984, grads + 977984, ws + S35, ws + A34, ws + D35, ws + D34, nb);
-    l34_conv2d_backward(grads + 683072, ws + A33, ws + D34);
+    l34_conv2d_backward(grads + 683072, ws + A31, ws + D34);
     l34_conv2d_backward_dx(params + 683072, ws + D34, ws + T34_1);
     for (size_t i = 0; i < 3211264; i++) (ws + D33)[i] += (ws + T34_1)[i]; /* a tensor read again: gradients add */
-    l20_relu_backward(ws + A33, ws + D33, ws + D32);
+    l20_relu_backward(ws + A31, ws + D33, ws + D32);
     l25_add_backward(ws + D32, ws + D31, ws + D26);
     l19_batchnorm_backward(params + 682816, grads + 682816, ws + S31, ws + A30, ws + D31, ws + D30, nb);
-    l21_conv2d_backward(grads + 535360, ws + A29, ws + D30);
+    l21_conv2d_backward(grads + 535360, ws + A28, ws + D30);
     l21_conv2d_backward_dx(params + 535360, ws + D30, ws + D29);
-    l20_relu_backward(ws + A29, ws + D29, ws + D28);
+    l20_relu_backward(ws + A28, ws + D29, ws + D28);
     l19_batchnorm_backward(params + 535104, grads + 535104, ws + S28, ws + A27, ws + D28, ws + D27, nb);
-    l21_conv2d_backward(grads + 387648, ws + A26, ws + D27);
+    l21_conv2d_backward(grads + 387648, ws + A22, ws + D27);
     l21_conv2d_backward_dx(params + 387648, ws + D27, ws + T27_1);
     for (size_t i = 0; i < 3211264; i++) (ws + D26)[i] += (ws + T27_1)[i]; /* a tensor read again: gradients add */
-    l20_relu_backward(ws + A26, ws + D26, ws + D25);
+    l20_relu_backward(ws + A22, ws + D26, ws + D25);
     l25_add_backward(ws + D25, ws + D22, ws + D24);
     l19_batchnorm_backward(params + 387392, grads + 387392, ws + S24, ws + A23, ws + D24, ws + D23, nb);
-    l23_conv2d_backward(grads + 379200, ws + A17, ws + D23);
+    l23_conv2d_backward(grads + 379200, ws + A15, ws + D23);
     l23_conv2d_backward_dx(params + 379200, ws + D23, ws + D17);
     l19_batchnorm_backward(params + 378944, grads + 378944, ws + S22, ws + A21, ws + D22, ws + D21, nb);
-    l21_conv2d_backward(grads + 231488, ws + A20, ws + D21);
+    l21_conv2d_backward(grads + 231488, ws + A19, ws + D21);
     l21_conv2d_backward_dx(params + 231488, ws + D21, ws + D20);
-    l20_relu_backward(ws + A20, ws + D20, ws + D19);
+    l20_relu_backward(ws + A19, ws + D20, ws + D19);
     l19_batchnorm_backward(params + 231232, grads + 231232, ws + S19, ws + A18, ws + D19, ws + D18, nb);
-    l18_conv2d_backward(grads + 157504, ws + A17, ws + D18);
+    l18_conv2d_backward(grads + 157504, ws + A15, ws + D18);
     l18_conv2d_backward_dx(params + 157504, ws + D18, ws + T18_1);
     for (size_t i = 0; i < 6422528; i++) (ws + D17)[i] += (ws + T18_1)[i]; /* a tensor read again: gradients add */
-    l06_relu_backward(ws + A17, ws + D17, ws + D16);
+    l06_relu_backward(ws + A15, ws + D17, ws + D16);
     l09_add_backward(ws + D16, ws + D15, ws + D10);
     l05_batchnorm_backward(params + 157376, grads + 157376, ws + S15, ws + A14, ws + D15, ws + D14, nb);
-    l04_conv2d_backward(grads + 120512, ws + A13, ws + D14);
+    l04_conv2d_backward(grads + 120512, ws + A12, ws + D14);
     l04_conv2d_backward_dx(params + 120512, ws + D14, ws + D13);
-    l06_relu_backward(ws + A13, ws + D13, ws + D12);
+    l06_relu_backward(ws + A12, ws + D13, ws + D12);
     l05_batchnorm_backward(params + 120384, grads + 120384, ws + S12, ws + A11, ws + D12, ws + D11, nb);
-    l04_conv2d_backward(grads + 83520, ws + A10, ws + D11);
+    l04_conv2d_backward(grads + 83520, ws + A08, ws + D11);
     l04_conv2d_backward_dx(params + 83520, ws + D11, ws + T11_1);
     for (size_t i = 0; i < 6422528; i++) (ws + D10)[i] += (ws + T11_1)[i]; /* a tensor read again: gradients add */
-    l06_relu_backward(ws + A10, ws + D10, ws + D09);
+    l06_relu_backward(ws + A08, ws + D10, ws + D09);
     l09_add_backward(ws + D09, ws + D08, ws + D03);
     l05_batchnorm_backward(params + 83392, grads + 83392, ws + S08, ws + A07, ws + D08, ws + D07, nb);
-    l04_conv2d_backward(grads + 46528, ws + A06, ws + D07);
+    l04_conv2d_backward(grads + 46528, ws + A05, ws + D07);
     l04_conv2d_backward_dx(params + 46528, ws + D07, ws + D06);
-    l06_relu_backward(ws + A06, ws + D06, ws + D05);
+    l06_relu_backward(ws + A05, ws + D06, ws + D05);
     l05_batchnorm_backward(params + 46400, grads + 46400, ws + S05, ws + A04, ws + D05, ws + D04, nb);
     l04_conv2d_backward(grads + 9536, ws + A03, ws + D04);
     l04_conv2d_backward_dx(params + 9536, ws + D04, ws + T04_1);
     for (size_t i = 0; i < 6422528; i++) (ws + D03)[i] += (ws + T04_1)[i]; /* a tensor read again: gradients add */
-    l03_maxpool2d_backward(ws + A02, ws + D03, ws + D02);
-    l02_relu_backward(ws + A02, ws + D02, ws + D01);
+    l03_maxpool2d_backward(ws + A01, ws + D03, ws + D02);
+    l02_relu_backward(ws + A01, ws + D02, ws + D01);
     l01_batchnorm_backward(params + 9408, grads + 9408, ws + S01, ws + A00, ws + D01, ws + D00, nb);
     l00_conv2d_backward(grads, ws + S00, ws + D00);
     if (dx) l00_conv2d_backward_dx(params, ws + S00, ws + D00, ws + DIN);
@@ -19390,300 +19390,300 @@ static const int resnet18_inputs[] = {
 static const cg_layer resnet18_layers[] = {
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {3, 224, 224}, .ndim_out = 3, .out_shape = {64, 112, 112},
      .in_size = 150528, .out_size = 802816, .act_offset = 4816896, .lanes = 32, .line = 8, .col = 5,
-     .schedule = "lanes+pad: fwd lanes+pad[TB=1,TC=16] dw lanes+pad[TCW=2,rows=1] dx lanes+pad[TB=1,TCI=3] threaded", .n_inputs = 1, .inputs = resnet18_inputs + 0, .name = "conv1",
+     .schedule = "lanes+pad: fwd lanes+pad[TB=1,TC=16] dw lanes+pad[TCW=2,rows=1] dx lanes+pad[TB=1,TCI=3] threaded", .n_inputs = 1, .inputs = resnet18_inputs + 0, .name = "conv1", .inplace = 0,
      .kernel = {7, 7}, .stride = {2, 2}, .pad_lo = {3, 3}, .pad_hi = {3, 3}, .dilation = {1, 1},
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "batchnorm", .ndim_in = 3, .in_shape = {64, 112, 112}, .ndim_out = 3, .out_shape = {64, 112, 112},
      .in_size = 802816, .out_size = 802816, .act_offset = 30507008, .lanes = 32, .line = 9, .col = 5,
-     .schedule = "lanes: fwd lanes dw lanes dx with dw threaded", .n_inputs = 1, .inputs = resnet18_inputs + 1, .name = "bn1",
+     .schedule = "lanes: fwd lanes dw lanes dx with dw threaded", .n_inputs = 1, .inputs = resnet18_inputs + 1, .name = "bn1", .inplace = 0,
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 1e-05f, .momentum = 0.1f},
     {.kind = "relu", .ndim_in = 3, .in_shape = {64, 112, 112}, .ndim_out = 3, .out_shape = {64, 112, 112},
-     .in_size = 802816, .out_size = 802816, .act_offset = 56197120, .lanes = 32, .line = 10, .col = 5,
-     .schedule = "lanes: fwd lanes dw lanes dx with dw threaded", .n_inputs = 1, .inputs = resnet18_inputs + 2, .name = NULL,
+     .in_size = 802816, .out_size = 802816, .act_offset = 30507008, .lanes = 32, .line = 10, .col = 5,
+     .schedule = "lanes: fwd lanes dw lanes dx with dw threaded", .n_inputs = 1, .inputs = resnet18_inputs + 2, .name = NULL, .inplace = 1,
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "maxpool2d", .ndim_in = 3, .in_shape = {64, 112, 112}, .ndim_out = 3, .out_shape = {64, 56, 56},
-     .in_size = 802816, .out_size = 200704, .act_offset = 81887232, .lanes = 32, .line = 11, .col = 5,
-     .schedule = "lanes: fwd lanes dw lanes dx with dw threaded", .n_inputs = 1, .inputs = resnet18_inputs + 3, .name = "maxpool",
+     .in_size = 802816, .out_size = 200704, .act_offset = 56197120, .lanes = 32, .line = 11, .col = 5,
+     .schedule = "lanes: fwd lanes dw lanes dx with dw threaded", .n_inputs = 1, .inputs = resnet18_inputs + 3, .name = "maxpool", .inplace = 0,
      .kernel = {3, 3}, .stride = {2, 2}, .pad_lo = {1, 1}, .pad_hi = {1, 1}, .dilation = {1, 1},
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {64, 56, 56}, .ndim_out = 3, .out_shape = {64, 56, 56},
-     .in_size = 200704, .out_size = 200704, .act_offset = 88309760, .lanes = 32, .line = 12, .col = 5,
-     .schedule = "lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16] threaded", .n_inputs = 1, .inputs = resnet18_inputs + 4, .name = "layer1_0_conv1",
+     .in_size = 200704, .out_size = 200704, .act_offset = 62619648, .lanes = 32, .line = 12, .col = 5,
+     .schedule = "lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16] threaded", .n_inputs = 1, .inputs = resnet18_inputs + 4, .name = "layer1_0_conv1", .inplace = 0,
      .kernel = {3, 3}, .stride = {1, 1}, .pad_lo = {1, 1}, .pad_hi = {1, 1}, .dilation = {1, 1},
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "batchnorm", .ndim_in = 3, .in_shape = {64, 56, 56}, .ndim_out = 3, .out_shape = {64, 56, 56},
-     .in_size = 200704, .out_size = 200704, .act_offset = 94732288, .lanes = 32, .line = 13, .col = 5,
-     .schedule = "lanes: fwd lanes dw lanes dx with dw threaded", .n_inputs = 1, .inputs = resnet18_inputs + 5, .name = "layer1_0_bn1",
+     .in_size = 200704, .out_size = 200704, .act_offset = 69042176, .lanes = 32, .line = 13, .col = 5,
+     .schedule = "lanes: fwd lanes dw lanes dx with dw threaded", .n_inputs = 1, .inputs = resnet18_inputs + 5, .name = "layer1_0_bn1", .inplace = 0,
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 1e-05f, .momentum = 0.1f},
     {.kind = "relu", .ndim_in = 3, .in_shape = {64, 56, 56}, .ndim_out = 3, .out_shape = {64, 56, 56},
-     .in_size = 200704, .out_size = 200704, .act_offset = 101154816, .lanes = 32, .line = 14, .col = 5,
-     .schedule = "lanes: fwd lanes dw lanes dx with dw threaded", .n_inputs = 1, .inputs = resnet18_inputs + 6, .name = NULL,
+     .in_size = 200704, .out_size = 200704, .act_offset = 69042176, .lanes = 32, .line = 14, .col = 5,
+     .schedule = "lanes: fwd lanes dw lanes dx with dw threaded", .n_inputs = 1, .inputs = resnet18_inputs + 6, .name = NULL, .inplace = 1,
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {64, 56, 56}, .ndim_out = 3, .out_shape = {64, 56, 56},
-     .in_size = 200704, .out_size = 200704, .act_offset = 107577344, .lanes = 32, .line = 15, .col = 5,
-     .schedule = "lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16] threaded", .n_inputs = 1, .inputs = resnet18_inputs + 7, .name = "layer1_0_conv2",
+     .in_size = 200704, .out_size = 200704, .act_offset = 75464704, .lanes = 32, .line = 15, .col = 5,
+     .schedule = "lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16] threaded", .n_inputs = 1, .inputs = resnet18_inputs + 7, .name = "layer1_0_conv2", .inplace = 0,
      .kernel = {3, 3}, .stride = {1, 1}, .pad_lo = {1, 1}, .pad_hi = {1, 1}, .dilation = {1, 1},
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "batchnorm", .ndim_in = 3, .in_shape = {64, 56, 56}, .ndim_out = 3, .out_shape = {64, 56, 56},
-     .in_size = 200704, .out_size = 200704, .act_offset = 113999872, .lanes = 32, .line = 16, .col = 5,
-     .schedule = "lanes: fwd lanes dw lanes dx with dw threaded", .n_inputs = 1, .inputs = resnet18_inputs + 8, .name = "layer1_0_bn2",
+     .in_size = 200704, .out_size = 200704, .act_offset = 81887232, .lanes = 32, .line = 16, .col = 5,
+     .schedule = "lanes: fwd lanes dw lanes dx with dw threaded", .n_inputs = 1, .inputs = resnet18_inputs + 8, .name = "layer1_0_bn2", .inplace = 0,
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 1e-05f, .momentum = 0.1f},
     {.kind = "add", .ndim_in = 3, .in_shape = {64, 56, 56}, .ndim_out = 3, .out_shape = {64, 56, 56},
-     .in_size = 200704, .out_size = 200704, .act_offset = 120422400, .lanes = 32, .line = 17, .col = 5,
-     .schedule = "lanes: fwd lanes dw lanes dx with dw threaded", .n_inputs = 2, .inputs = resnet18_inputs + 9, .name = NULL,
+     .in_size = 200704, .out_size = 200704, .act_offset = 81887232, .lanes = 32, .line = 17, .col = 5,
+     .schedule = "lanes: fwd lanes dw lanes dx with dw threaded", .n_inputs = 2, .inputs = resnet18_inputs + 9, .name = NULL, .inplace = 1,
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "relu", .ndim_in = 3, .in_shape = {64, 56, 56}, .ndim_out = 3, .out_shape = {64, 56, 56},
-     .in_size = 200704, .out_size = 200704, .act_offset = 126844928, .lanes = 32, .line = 18, .col = 5,
-     .schedule = "lanes: fwd lanes dw lanes dx with dw threaded", .n_inputs = 1, .inputs = resnet18_inputs + 11, .name = "layer1_0_out",
+     .in_size = 200704, .out_size = 200704, .act_offset = 81887232, .lanes = 32, .line = 18, .col = 5,
+     .schedule = "lanes: fwd lanes dw lanes dx with dw threaded", .n_inputs = 1, .inputs = resnet18_inputs + 11, .name = "layer1_0_out", .inplace = 1,
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {64, 56, 56}, .ndim_out = 3, .out_shape = {64, 56, 56},
-     .in_size = 200704, .out_size = 200704, .act_offset = 133267456, .lanes = 32, .line = 19, .col = 5,
-     .schedule = "lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16] threaded", .n_inputs = 1, .inputs = resnet18_inputs + 12, .name = "layer1_1_conv1",
+     .in_size = 200704, .out_size = 200704, .act_offset = 88309760, .lanes = 32, .line = 19, .col = 5,
+     .schedule = "lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16] threaded", .n_inputs = 1, .inputs = resnet18_inputs + 12, .name = "layer1_1_conv1", .inplace = 0,
      .kernel = {3, 3}, .stride = {1, 1}, .pad_lo = {1, 1}, .pad_hi = {1, 1}, .dilation = {1, 1},
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "batchnorm", .ndim_in = 3, .in_shape = {64, 56, 56}, .ndim_out = 3, .out_shape = {64, 56, 56},
-     .in_size = 200704, .out_size = 200704, .act_offset = 139689984, .lanes = 32, .line = 20, .col = 5,
-     .schedule = "lanes: fwd lanes dw lanes dx with dw threaded", .n_inputs = 1, .inputs = resnet18_inputs + 13, .name = "layer1_1_bn1",
+     .in_size = 200704, .out_size = 200704, .act_offset = 94732288, .lanes = 32, .line = 20, .col = 5,
+     .schedule = "lanes: fwd lanes dw lanes dx with dw threaded", .n_inputs = 1, .inputs = resnet18_inputs + 13, .name = "layer1_1_bn1", .inplace = 0,
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 1e-05f, .momentum = 0.1f},
     {.kind = "relu", .ndim_in = 3, .in_shape = {64, 56, 56}, .ndim_out = 3, .out_shape = {64, 56, 56},
-     .in_size = 200704, .out_size = 200704, .act_offset = 146112512, .lanes = 32, .line = 21, .col = 5,
-     .schedule = "lanes: fwd lanes dw lanes dx with dw threaded", .n_inputs = 1, .inputs = resnet18_inputs + 14, .name = NULL,
+     .in_size = 200704, .out_size = 200704, .act_offset = 94732288, .lanes = 32, .line = 21, .col = 5,
+     .schedule = "lanes: fwd lanes dw lanes dx with dw threaded", .n_inputs = 1, .inputs = resnet18_inputs + 14, .name = NULL, .inplace = 1,
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {64, 56, 56}, .ndim_out = 3, .out_shape = {64, 56, 56},
-     .in_size = 200704, .out_size = 200704, .act_offset = 152535040, .lanes = 32, .line = 22, .col = 5,
-     .schedule = "lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16] threaded", .n_inputs = 1, .inputs = resnet18_inputs + 15, .name = "layer1_1_conv2",
+     .in_size = 200704, .out_size = 200704, .act_offset = 101154816, .lanes = 32, .line = 22, .col = 5,
+     .schedule = "lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16] threaded", .n_inputs = 1, .inputs = resnet18_inputs + 15, .name = "layer1_1_conv2", .inplace = 0,
      .kernel = {3, 3}, .stride = {1, 1}, .pad_lo = {1, 1}, .pad_hi = {1, 1}, .dilation = {1, 1},
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "batchnorm", .ndim_in = 3, .in_shape = {64, 56, 56}, .ndim_out = 3, .out_shape = {64, 56, 56},
-     .in_size = 200704, .out_size = 200704, .act_offset = 158957568, .lanes = 32, .line = 23, .col = 5,
-     .schedule = "lanes: fwd lanes dw lanes dx with dw threaded", .n_inputs = 1, .inputs = resnet18_inputs + 16, .name = "layer1_1_bn2",
+     .in_size = 200704, .out_size = 200704, .act_offset = 107577344, .lanes = 32, .line = 23, .col = 5,
+     .schedule = "lanes: fwd lanes dw lanes dx with dw threaded", .n_inputs = 1, .inputs = resnet18_inputs + 16, .name = "layer1_1_bn2", .inplace = 0,
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 1e-05f, .momentum = 0.1f},
     {.kind = "add", .ndim_in = 3, .in_shape = {64, 56, 56}, .ndim_out = 3, .out_shape = {64, 56, 56},
-     .in_size = 200704, .out_size = 200704, .act_offset = 165380096, .lanes = 32, .line = 24, .col = 5,
-     .schedule = "lanes: fwd lanes dw lanes dx with dw threaded", .n_inputs = 2, .inputs = resnet18_inputs + 17, .name = NULL,
+     .in_size = 200704, .out_size = 200704, .act_offset = 107577344, .lanes = 32, .line = 24, .col = 5,
+     .schedule = "lanes: fwd lanes dw lanes dx with dw threaded", .n_inputs = 2, .inputs = resnet18_inputs + 17, .name = NULL, .inplace = 1,
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "relu", .ndim_in = 3, .in_shape = {64, 56, 56}, .ndim_out = 3, .out_shape = {64, 56, 56},
-     .in_size = 200704, .out_size = 200704, .act_offset = 171802624, .lanes = 32, .line = 25, .col = 5,
-     .schedule = "lanes: fwd lanes dw lanes dx with dw threaded", .n_inputs = 1, .inputs = resnet18_inputs + 19, .name = "layer1_1_out",
+     .in_size = 200704, .out_size = 200704, .act_offset = 107577344, .lanes = 32, .line = 25, .col = 5,
+     .schedule = "lanes: fwd lanes dw lanes dx with dw threaded", .n_inputs = 1, .inputs = resnet18_inputs + 19, .name = "layer1_1_out", .inplace = 1,
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {64, 56, 56}, .ndim_out = 3, .out_shape = {128, 28, 28},
-     .in_size = 200704, .out_size = 100352, .act_offset = 178225152, .lanes = 32, .line = 26, .col = 5,
-     .schedule = "lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16] threaded", .n_inputs = 1, .inputs = resnet18_inputs + 20, .name = "layer2_0_conv1",
+     .in_size = 200704, .out_size = 100352, .act_offset = 113999872, .lanes = 32, .line = 26, .col = 5,
+     .schedule = "lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16] threaded", .n_inputs = 1, .inputs = resnet18_inputs + 20, .name = "layer2_0_conv1", .inplace = 0,
      .kernel = {3, 3}, .stride = {2, 2}, .pad_lo = {1, 1}, .pad_hi = {1, 1}, .dilation = {1, 1},
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "batchnorm", .ndim_in = 3, .in_shape = {128, 28, 28}, .ndim_out = 3, .out_shape = {128, 28, 28},
-     .in_size = 100352, .out_size = 100352, .act_offset = 181436416, .lanes = 32, .line = 27, .col = 5,
-     .schedule = "lanes: fwd lanes dw lanes dx with dw threaded", .n_inputs = 1, .inputs = resnet18_inputs + 21, .name = "layer2_0_bn1",
+     .in_size = 100352, .out_size = 100352, .act_offset = 117211136, .lanes = 32, .line = 27, .col = 5,
+     .schedule = "lanes: fwd lanes dw lanes dx with dw threaded", .n_inputs = 1, .inputs = resnet18_inputs + 21, .name = "layer2_0_bn1", .inplace = 0,
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 1e-05f, .momentum = 0.1f},
     {.kind = "relu", .ndim_in = 3, .in_shape = {128, 28, 28}, .ndim_out = 3, .out_shape = {128, 28, 28},
-     .in_size = 100352, .out_size = 100352, .act_offset = 184647680, .lanes = 32, .line = 28, .col = 5,
-     .schedule = "lanes: fwd lanes dw lanes dx with dw threaded", .n_inputs = 1, .inputs = resnet18_inputs + 22, .name = NULL,
+     .in_size = 100352, .out_size = 100352, .act_offset = 117211136, .lanes = 32, .line = 28, .col = 5,
+     .schedule = "lanes: fwd lanes dw lanes dx with dw threaded", .n_inputs = 1, .inputs = resnet18_inputs + 22, .name = NULL, .inplace = 1,
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {128, 28, 28}, .ndim_out = 3, .out_shape = {128, 28, 28},
-     .in_size = 100352, .out_size = 100352, .act_offset = 187858944, .lanes = 32, .line = 29, .col = 5,
-     .schedule = "lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16] threaded", .n_inputs = 1, .inputs = resnet18_inputs + 23, .name = "layer2_0_conv2",
+     .in_size = 100352, .out_size = 100352, .act_offset = 120422400, .lanes = 32, .line = 29, .col = 5,
+     .schedule = "lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16] threaded", .n_inputs = 1, .inputs = resnet18_inputs + 23, .name = "layer2_0_conv2", .inplace = 0,
      .kernel = {3, 3}, .stride = {1, 1}, .pad_lo = {1, 1}, .pad_hi = {1, 1}, .dilation = {1, 1},
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "batchnorm", .ndim_in = 3, .in_shape = {128, 28, 28}, .ndim_out = 3, .out_shape = {128, 28, 28},
-     .in_size = 100352, .out_size = 100352, .act_offset = 191070208, .lanes = 32, .line = 30, .col = 5,
-     .schedule = "lanes: fwd lanes dw lanes dx with dw threaded", .n_inputs = 1, .inputs = resnet18_inputs + 24, .name = "layer2_0_bn2",
+     .in_size = 100352, .out_size = 100352, .act_offset = 123633664, .lanes = 32, .line = 30, .col = 5,
+     .schedule = "lanes: fwd lanes dw lanes dx with dw threaded", .n_inputs = 1, .inputs = resnet18_inputs + 24, .name = "layer2_0_bn2", .inplace = 0,
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 1e-05f, .momentum = 0.1f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {64, 56, 56}, .ndim_out = 3, .out_shape = {128, 28, 28},
-     .in_size = 200704, .out_size = 100352, .act_offset = 194281472, .lanes = 32, .line = 31, .col = 5,
-     .schedule = "lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=16,rows=1] dx lanes[TB=1,TCI=16] threaded", .n_inputs = 1, .inputs = resnet18_inputs + 25, .name = "layer2_0_downsample_0",
+     .in_size = 200704, .out_size = 100352, .act_offset = 126844928, .lanes = 32, .line = 31, .col = 5,
+     .schedule = "lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=16,rows=1] dx lanes[TB=1,TCI=16] threaded", .n_inputs = 1, .inputs = resnet18_inputs + 25, .name = "layer2_0_downsample_0", .inplace = 0,
      .kernel = {1, 1}, .stride = {2, 2}, .pad_lo = {0, 0}, .pad_hi = {0, 0}, .dilation = {1, 1},
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "batchnorm", .ndim_in = 3, .in_shape = {128, 28, 28}, .ndim_out = 3, .out_shape = {128, 28, 28},
-     .in_size = 100352, .out_size = 100352, .act_offset = 197492736, .lanes = 32, .line = 32, .col = 5,
-     .schedule = "lanes: fwd lanes dw lanes dx with dw threaded", .n_inputs = 1, .inputs = resnet18_inputs + 26, .name = "layer2_0_downsample_1",
+     .in_size = 100352, .out_size = 100352, .act_offset = 130056192, .lanes = 32, .line = 32, .col = 5,
+     .schedule = "lanes: fwd lanes dw lanes dx with dw threaded", .n_inputs = 1, .inputs = resnet18_inputs + 26, .name = "layer2_0_downsample_1", .inplace = 0,
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 1e-05f, .momentum = 0.1f},
     {.kind = "add", .ndim_in = 3, .in_shape = {128, 28, 28}, .ndim_out = 3, .out_shape = {128, 28, 28},
-     .in_size = 100352, .out_size = 100352, .act_offset = 200704000, .lanes = 32, .line = 33, .col = 5,
-     .schedule = "lanes: fwd lanes dw lanes dx with dw threaded", .n_inputs = 2, .inputs = resnet18_inputs + 27, .name = NULL,
+     .in_size = 100352, .out_size = 100352, .act_offset = 123633664, .lanes = 32, .line = 33, .col = 5,
+     .schedule = "lanes: fwd lanes dw lanes dx with dw threaded", .n_inputs = 2, .inputs = resnet18_inputs + 27, .name = NULL, .inplace = 1,
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "relu", .ndim_in = 3, .in_shape = {128, 28, 28}, .ndim_out = 3, .out_shape = {128, 28, 28},
-     .in_size = 100352, .out_size = 100352, .act_offset = 203915264, .lanes = 32, .line = 34, .col = 5,
-     .schedule = "lanes: fwd lanes dw lanes dx with dw threaded", .n_inputs = 1, .inputs = resnet18_inputs + 29, .name = "layer2_0_out",
+     .in_size = 100352, .out_size = 100352, .act_offset = 123633664, .lanes = 32, .line = 34, .col = 5,
+     .schedule = "lanes: fwd lanes dw lanes dx with dw threaded", .n_inputs = 1, .inputs = resnet18_inputs + 29, .name = "layer2_0_out", .inplace = 1,
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {128, 28, 28}, .ndim_out = 3, .out_shape = {128, 28, 28},
-     .in_size = 100352, .out_size = 100352, .act_offset = 207126528, .lanes = 32, .line = 35, .col = 5,
-     .schedule = "lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16] threaded", .n_inputs = 1, .inputs = resnet18_inputs + 30, .name = "layer2_1_conv1",
+     .in_size = 100352, .out_size = 100352, .act_offset = 133267456, .lanes = 32, .line = 35, .col = 5,
+     .schedule = "lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16] threaded", .n_inputs = 1, .inputs = resnet18_inputs + 30, .name = "layer2_1_conv1", .inplace = 0,
      .kernel = {3, 3}, .stride = {1, 1}, .pad_lo = {1, 1}, .pad_hi = {1, 1}, .dilation = {1, 1},
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "batchnorm", .ndim_in = 3, .in_shape = {128, 28, 28}, .ndim_out = 3, .out_shape = {128, 28, 28},
-     .in_size = 100352, .out_size = 100352, .act_offset = 210337792, .lanes = 32, .line = 36, .col = 5,
-     .schedule = "lanes: fwd lanes dw lanes dx with dw threaded", .n_inputs = 1, .inputs = resnet18_inputs + 31, .name = "layer2_1_bn1",
+     .in_size = 100352, .out_size = 100352, .act_offset = 136478720, .lanes = 32, .line = 36, .col = 5,
+     .schedule = "lanes: fwd lanes dw lanes dx with dw threaded", .n_inputs = 1, .inputs = resnet18_inputs + 31, .name = "layer2_1_bn1", .inplace = 0,
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 1e-05f, .momentum = 0.1f},
     {.kind = "relu", .ndim_in = 3, .in_shape = {128, 28, 28}, .ndim_out = 3, .out_shape = {128, 28, 28},
-     .in_size = 100352, .out_size = 100352, .act_offset = 213549056, .lanes = 32, .line = 37, .col = 5,
-     .schedule = "lanes: fwd lanes dw lanes dx with dw threaded", .n_inputs = 1, .inputs = resnet18_inputs + 32, .name = NULL,
+     .in_size = 100352, .out_size = 100352, .act_offset = 136478720, .lanes = 32, .line = 37, .col = 5,
+     .schedule = "lanes: fwd lanes dw lanes dx with dw threaded", .n_inputs = 1, .inputs = resnet18_inputs + 32, .name = NULL, .inplace = 1,
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {128, 28, 28}, .ndim_out = 3, .out_shape = {128, 28, 28},
-     .in_size = 100352, .out_size = 100352, .act_offset = 216760320, .lanes = 32, .line = 38, .col = 5,
-     .schedule = "lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16] threaded", .n_inputs = 1, .inputs = resnet18_inputs + 33, .name = "layer2_1_conv2",
+     .in_size = 100352, .out_size = 100352, .act_offset = 139689984, .lanes = 32, .line = 38, .col = 5,
+     .schedule = "lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16] threaded", .n_inputs = 1, .inputs = resnet18_inputs + 33, .name = "layer2_1_conv2", .inplace = 0,
      .kernel = {3, 3}, .stride = {1, 1}, .pad_lo = {1, 1}, .pad_hi = {1, 1}, .dilation = {1, 1},
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "batchnorm", .ndim_in = 3, .in_shape = {128, 28, 28}, .ndim_out = 3, .out_shape = {128, 28, 28},
-     .in_size = 100352, .out_size = 100352, .act_offset = 219971584, .lanes = 32, .line = 39, .col = 5,
-     .schedule = "lanes: fwd lanes dw lanes dx with dw threaded", .n_inputs = 1, .inputs = resnet18_inputs + 34, .name = "layer2_1_bn2",
+     .in_size = 100352, .out_size = 100352, .act_offset = 142901248, .lanes = 32, .line = 39, .col = 5,
+     .schedule = "lanes: fwd lanes dw lanes dx with dw threaded", .n_inputs = 1, .inputs = resnet18_inputs + 34, .name = "layer2_1_bn2", .inplace = 0,
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 1e-05f, .momentum = 0.1f},
     {.kind = "add", .ndim_in = 3, .in_shape = {128, 28, 28}, .ndim_out = 3, .out_shape = {128, 28, 28},
-     .in_size = 100352, .out_size = 100352, .act_offset = 223182848, .lanes = 32, .line = 40, .col = 5,
-     .schedule = "lanes: fwd lanes dw lanes dx with dw threaded", .n_inputs = 2, .inputs = resnet18_inputs + 35, .name = NULL,
+     .in_size = 100352, .out_size = 100352, .act_offset = 142901248, .lanes = 32, .line = 40, .col = 5,
+     .schedule = "lanes: fwd lanes dw lanes dx with dw threaded", .n_inputs = 2, .inputs = resnet18_inputs + 35, .name = NULL, .inplace = 1,
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "relu", .ndim_in = 3, .in_shape = {128, 28, 28}, .ndim_out = 3, .out_shape = {128, 28, 28},
-     .in_size = 100352, .out_size = 100352, .act_offset = 226394112, .lanes = 32, .line = 41, .col = 5,
-     .schedule = "lanes: fwd lanes dw lanes dx with dw threaded", .n_inputs = 1, .inputs = resnet18_inputs + 37, .name = "layer2_1_out",
+     .in_size = 100352, .out_size = 100352, .act_offset = 142901248, .lanes = 32, .line = 41, .col = 5,
+     .schedule = "lanes: fwd lanes dw lanes dx with dw threaded", .n_inputs = 1, .inputs = resnet18_inputs + 37, .name = "layer2_1_out", .inplace = 1,
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {128, 28, 28}, .ndim_out = 3, .out_shape = {256, 14, 14},
-     .in_size = 100352, .out_size = 50176, .act_offset = 229605376, .lanes = 32, .line = 42, .col = 5,
-     .schedule = "lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16] threaded", .n_inputs = 1, .inputs = resnet18_inputs + 38, .name = "layer3_0_conv1",
+     .in_size = 100352, .out_size = 50176, .act_offset = 146112512, .lanes = 32, .line = 42, .col = 5,
+     .schedule = "lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16] threaded", .n_inputs = 1, .inputs = resnet18_inputs + 38, .name = "layer3_0_conv1", .inplace = 0,
      .kernel = {3, 3}, .stride = {2, 2}, .pad_lo = {1, 1}, .pad_hi = {1, 1}, .dilation = {1, 1},
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "batchnorm", .ndim_in = 3, .in_shape = {256, 14, 14}, .ndim_out = 3, .out_shape = {256, 14, 14},
-     .in_size = 50176, .out_size = 50176, .act_offset = 231211008, .lanes = 32, .line = 43, .col = 5,
-     .schedule = "lanes: fwd lanes dw lanes dx with dw threaded", .n_inputs = 1, .inputs = resnet18_inputs + 39, .name = "layer3_0_bn1",
+     .in_size = 50176, .out_size = 50176, .act_offset = 147718144, .lanes = 32, .line = 43, .col = 5,
+     .schedule = "lanes: fwd lanes dw lanes dx with dw threaded", .n_inputs = 1, .inputs = resnet18_inputs + 39, .name = "layer3_0_bn1", .inplace = 0,
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 1e-05f, .momentum = 0.1f},
     {.kind = "relu", .ndim_in = 3, .in_shape = {256, 14, 14}, .ndim_out = 3, .out_shape = {256, 14, 14},
-     .in_size = 50176, .out_size = 50176, .act_offset = 232816640, .lanes = 32, .line = 44, .col = 5,
-     .schedule = "lanes: fwd lanes dw lanes dx with dw threaded", .n_inputs = 1, .inputs = resnet18_inputs + 40, .name = NULL,
+     .in_size = 50176, .out_size = 50176, .act_offset = 147718144, .lanes = 32, .line = 44, .col = 5,
+     .schedule = "lanes: fwd lanes dw lanes dx with dw threaded", .n_inputs = 1, .inputs = resnet18_inputs + 40, .name = NULL, .inplace = 1,
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {256, 14, 14}, .ndim_out = 3, .out_shape = {256, 14, 14},
-     .in_size = 50176, .out_size = 50176, .act_offset = 234422272, .lanes = 32, .line = 45, .col = 5,
-     .schedule = "lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16] threaded", .n_inputs = 1, .inputs = resnet18_inputs + 41, .name = "layer3_0_conv2",
+     .in_size = 50176, .out_size = 50176, .act_offset = 149323776, .lanes = 32, .line = 45, .col = 5,
+     .schedule = "lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16] threaded", .n_inputs = 1, .inputs = resnet18_inputs + 41, .name = "layer3_0_conv2", .inplace = 0,
      .kernel = {3, 3}, .stride = {1, 1}, .pad_lo = {1, 1}, .pad_hi = {1, 1}, .dilation = {1, 1},
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "batchnorm", .ndim_in = 3, .in_shape = {256, 14, 14}, .ndim_out = 3, .out_shape = {256, 14, 14},
-     .in_size = 50176, .out_size = 50176, .act_offset = 236027904, .lanes = 32, .line = 46, .col = 5,
-     .schedule = "lanes: fwd lanes dw lanes dx with dw threaded", .n_inputs = 1, .inputs = resnet18_inputs + 42, .name = "layer3_0_bn2",
+     .in_size = 50176, .out_size = 50176, .act_offset = 150929408, .lanes = 32, .line = 46, .col = 5,
+     .schedule = "lanes: fwd lanes dw lanes dx with dw threaded", .n_inputs = 1, .inputs = resnet18_inputs + 42, .name = "layer3_0_bn2", .inplace = 0,
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 1e-05f, .momentum = 0.1f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {128, 28, 28}, .ndim_out = 3, .out_shape = {256, 14, 14},
-     .in_size = 100352, .out_size = 50176, .act_offset = 237633536, .lanes = 32, .line = 47, .col = 5,
-     .schedule = "lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=16,rows=1] dx lanes[TB=1,TCI=16] threaded", .n_inputs = 1, .inputs = resnet18_inputs + 43, .name = "layer3_0_downsample_0",
+     .in_size = 100352, .out_size = 50176, .act_offset = 152535040, .lanes = 32, .line = 47, .col = 5,
+     .schedule = "lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=16,rows=1] dx lanes[TB=1,TCI=16] threaded", .n_inputs = 1, .inputs = resnet18_inputs + 43, .name = "layer3_0_downsample_0", .inplace = 0,
      .kernel = {1, 1}, .stride = {2, 2}, .pad_lo = {0, 0}, .pad_hi = {0, 0}, .dilation = {1, 1},
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "batchnorm", .ndim_in = 3, .in_shape = {256, 14, 14}, .ndim_out = 3, .out_shape = {256, 14, 14},
-     .in_size = 50176, .out_size = 50176, .act_offset = 239239168, .lanes = 32, .line = 48, .col = 5,
-     .schedule = "lanes: fwd lanes dw lanes dx with dw threaded", .n_inputs = 1, .inputs = resnet18_inputs + 44, .name = "layer3_0_downsample_1",
+     .in_size = 50176, .out_size = 50176, .act_offset = 154140672, .lanes = 32, .line = 48, .col = 5,
+     .schedule = "lanes: fwd lanes dw lanes dx with dw threaded", .n_inputs = 1, .inputs = resnet18_inputs + 44, .name = "layer3_0_downsample_1", .inplace = 0,
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 1e-05f, .momentum = 0.1f},
     {.kind = "add", .ndim_in = 3, .in_shape = {256, 14, 14}, .ndim_out = 3, .out_shape = {256, 14, 14},
-     .in_size = 50176, .out_size = 50176, .act_offset = 240844800, .lanes = 32, .line = 49, .col = 5,
-     .schedule = "lanes: fwd lanes dw lanes dx with dw threaded", .n_inputs = 2, .inputs = resnet18_inputs + 45, .name = NULL,
+     .in_size = 50176, .out_size = 50176, .act_offset = 150929408, .lanes = 32, .line = 49, .col = 5,
+     .schedule = "lanes: fwd lanes dw lanes dx with dw threaded", .n_inputs = 2, .inputs = resnet18_inputs + 45, .name = NULL, .inplace = 1,
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "relu", .ndim_in = 3, .in_shape = {256, 14, 14}, .ndim_out = 3, .out_shape = {256, 14, 14},
-     .in_size = 50176, .out_size = 50176, .act_offset = 242450432, .lanes = 32, .line = 50, .col = 5,
-     .schedule = "lanes: fwd lanes dw lanes dx with dw threaded", .n_inputs = 1, .inputs = resnet18_inputs + 47, .name = "layer3_0_out",
+     .in_size = 50176, .out_size = 50176, .act_offset = 150929408, .lanes = 32, .line = 50, .col = 5,
+     .schedule = "lanes: fwd lanes dw lanes dx with dw threaded", .n_inputs = 1, .inputs = resnet18_inputs + 47, .name = "layer3_0_out", .inplace = 1,
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {256, 14, 14}, .ndim_out = 3, .out_shape = {256, 14, 14},
-     .in_size = 50176, .out_size = 50176, .act_offset = 244056064, .lanes = 32, .line = 51, .col = 5,
-     .schedule = "lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16] threaded", .n_inputs = 1, .inputs = resnet18_inputs + 48, .name = "layer3_1_conv1",
+     .in_size = 50176, .out_size = 50176, .act_offset = 155746304, .lanes = 32, .line = 51, .col = 5,
+     .schedule = "lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16] threaded", .n_inputs = 1, .inputs = resnet18_inputs + 48, .name = "layer3_1_conv1", .inplace = 0,
      .kernel = {3, 3}, .stride = {1, 1}, .pad_lo = {1, 1}, .pad_hi = {1, 1}, .dilation = {1, 1},
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "batchnorm", .ndim_in = 3, .in_shape = {256, 14, 14}, .ndim_out = 3, .out_shape = {256, 14, 14},
-     .in_size = 50176, .out_size = 50176, .act_offset = 245661696, .lanes = 32, .line = 52, .col = 5,
-     .schedule = "lanes: fwd lanes dw lanes dx with dw threaded", .n_inputs = 1, .inputs = resnet18_inputs + 49, .name = "layer3_1_bn1",
+     .in_size = 50176, .out_size = 50176, .act_offset = 157351936, .lanes = 32, .line = 52, .col = 5,
+     .schedule = "lanes: fwd lanes dw lanes dx with dw threaded", .n_inputs = 1, .inputs = resnet18_inputs + 49, .name = "layer3_1_bn1", .inplace = 0,
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 1e-05f, .momentum = 0.1f},
     {.kind = "relu", .ndim_in = 3, .in_shape = {256, 14, 14}, .ndim_out = 3, .out_shape = {256, 14, 14},
-     .in_size = 50176, .out_size = 50176, .act_offset = 247267328, .lanes = 32, .line = 53, .col = 5,
-     .schedule = "lanes: fwd lanes dw lanes dx with dw threaded", .n_inputs = 1, .inputs = resnet18_inputs + 50, .name = NULL,
+     .in_size = 50176, .out_size = 50176, .act_offset = 157351936, .lanes = 32, .line = 53, .col = 5,
+     .schedule = "lanes: fwd lanes dw lanes dx with dw threaded", .n_inputs = 1, .inputs = resnet18_inputs + 50, .name = NULL, .inplace = 1,
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {256, 14, 14}, .ndim_out = 3, .out_shape = {256, 14, 14},
-     .in_size = 50176, .out_size = 50176, .act_offset = 248872960, .lanes = 32, .line = 54, .col = 5,
-     .schedule = "lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16] threaded", .n_inputs = 1, .inputs = resnet18_inputs + 51, .name = "layer3_1_conv2",
+     .in_size = 50176, .out_size = 50176, .act_offset = 158957568, .lanes = 32, .line = 54, .col = 5,
+     .schedule = "lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16] threaded", .n_inputs = 1, .inputs = resnet18_inputs + 51, .name = "layer3_1_conv2", .inplace = 0,
      .kernel = {3, 3}, .stride = {1, 1}, .pad_lo = {1, 1}, .pad_hi = {1, 1}, .dilation = {1, 1},
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "batchnorm", .ndim_in = 3, .in_shape = {256, 14, 14}, .ndim_out = 3, .out_shape = {256, 14, 14},
-     .in_size = 50176, .out_size = 50176, .act_offset = 250478592, .lanes = 32, .line = 55, .col = 5,
-     .schedule = "lanes: fwd lanes dw lanes dx with dw threaded", .n_inputs = 1, .inputs = resnet18_inputs + 52, .name = "layer3_1_bn2",
+     .in_size = 50176, .out_size = 50176, .act_offset = 160563200, .lanes = 32, .line = 55, .col = 5,
+     .schedule = "lanes: fwd lanes dw lanes dx with dw threaded", .n_inputs = 1, .inputs = resnet18_inputs + 52, .name = "layer3_1_bn2", .inplace = 0,
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 1e-05f, .momentum = 0.1f},
     {.kind = "add", .ndim_in = 3, .in_shape = {256, 14, 14}, .ndim_out = 3, .out_shape = {256, 14, 14},
-     .in_size = 50176, .out_size = 50176, .act_offset = 252084224, .lanes = 32, .line = 56, .col = 5,
-     .schedule = "lanes: fwd lanes dw lanes dx with dw threaded", .n_inputs = 2, .inputs = resnet18_inputs + 53, .name = NULL,
+     .in_size = 50176, .out_size = 50176, .act_offset = 160563200, .lanes = 32, .line = 56, .col = 5,
+     .schedule = "lanes: fwd lanes dw lanes dx with dw threaded", .n_inputs = 2, .inputs = resnet18_inputs + 53, .name = NULL, .inplace = 1,
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "relu", .ndim_in = 3, .in_shape = {256, 14, 14}, .ndim_out = 3, .out_shape = {256, 14, 14},
-     .in_size = 50176, .out_size = 50176, .act_offset = 253689856, .lanes = 32, .line = 57, .col = 5,
-     .schedule = "lanes: fwd lanes dw lanes dx with dw threaded", .n_inputs = 1, .inputs = resnet18_inputs + 55, .name = "layer3_1_out",
+     .in_size = 50176, .out_size = 50176, .act_offset = 160563200, .lanes = 32, .line = 57, .col = 5,
+     .schedule = "lanes: fwd lanes dw lanes dx with dw threaded", .n_inputs = 1, .inputs = resnet18_inputs + 55, .name = "layer3_1_out", .inplace = 1,
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {256, 14, 14}, .ndim_out = 3, .out_shape = {512, 7, 7},
-     .in_size = 50176, .out_size = 25088, .act_offset = 255295488, .lanes = 32, .line = 58, .col = 5,
-     .schedule = "lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16] threaded", .n_inputs = 1, .inputs = resnet18_inputs + 56, .name = "layer4_0_conv1",
+     .in_size = 50176, .out_size = 25088, .act_offset = 162168832, .lanes = 32, .line = 58, .col = 5,
+     .schedule = "lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16] threaded", .n_inputs = 1, .inputs = resnet18_inputs + 56, .name = "layer4_0_conv1", .inplace = 0,
      .kernel = {3, 3}, .stride = {2, 2}, .pad_lo = {1, 1}, .pad_hi = {1, 1}, .dilation = {1, 1},
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "batchnorm", .ndim_in = 3, .in_shape = {512, 7, 7}, .ndim_out = 3, .out_shape = {512, 7, 7},
-     .in_size = 25088, .out_size = 25088, .act_offset = 256098304, .lanes = 32, .line = 59, .col = 5,
-     .schedule = "lanes: fwd lanes dw lanes dx with dw", .n_inputs = 1, .inputs = resnet18_inputs + 57, .name = "layer4_0_bn1",
+     .in_size = 25088, .out_size = 25088, .act_offset = 162971648, .lanes = 32, .line = 59, .col = 5,
+     .schedule = "lanes: fwd lanes dw lanes dx with dw", .n_inputs = 1, .inputs = resnet18_inputs + 57, .name = "layer4_0_bn1", .inplace = 0,
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 1e-05f, .momentum = 0.1f},
     {.kind = "relu", .ndim_in = 3, .in_shape = {512, 7, 7}, .ndim_out = 3, .out_shape = {512, 7, 7},
-     .in_size = 25088, .out_size = 25088, .act_offset = 256901120, .lanes = 32, .line = 60, .col = 5,
-     .schedule = "lanes: fwd lanes dw lanes dx with dw", .n_inputs = 1, .inputs = resnet18_inputs + 58, .name = NULL,
+     .in_size = 25088, .out_size = 25088, .act_offset = 162971648, .lanes = 32, .line = 60, .col = 5,
+     .schedule = "lanes: fwd lanes dw lanes dx with dw", .n_inputs = 1, .inputs = resnet18_inputs + 58, .name = NULL, .inplace = 1,
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {512, 7, 7}, .ndim_out = 3, .out_shape = {512, 7, 7},
-     .in_size = 25088, .out_size = 25088, .act_offset = 257703936, .lanes = 32, .line = 61, .col = 5,
-     .schedule = "lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16] threaded", .n_inputs = 1, .inputs = resnet18_inputs + 59, .name = "layer4_0_conv2",
+     .in_size = 25088, .out_size = 25088, .act_offset = 163774464, .lanes = 32, .line = 61, .col = 5,
+     .schedule = "lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16] threaded", .n_inputs = 1, .inputs = resnet18_inputs + 59, .name = "layer4_0_conv2", .inplace = 0,
      .kernel = {3, 3}, .stride = {1, 1}, .pad_lo = {1, 1}, .pad_hi = {1, 1}, .dilation = {1, 1},
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "batchnorm", .ndim_in = 3, .in_shape = {512, 7, 7}, .ndim_out = 3, .out_shape = {512, 7, 7},
-     .in_size = 25088, .out_size = 25088, .act_offset = 258506752, .lanes = 32, .line = 62, .col = 5,
-     .schedule = "lanes: fwd lanes dw lanes dx with dw", .n_inputs = 1, .inputs = resnet18_inputs + 60, .name = "layer4_0_bn2",
+     .in_size = 25088, .out_size = 25088, .act_offset = 164577280, .lanes = 32, .line = 62, .col = 5,
+     .schedule = "lanes: fwd lanes dw lanes dx with dw", .n_inputs = 1, .inputs = resnet18_inputs + 60, .name = "layer4_0_bn2", .inplace = 0,
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 1e-05f, .momentum = 0.1f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {256, 14, 14}, .ndim_out = 3, .out_shape = {512, 7, 7},
-     .in_size = 50176, .out_size = 25088, .act_offset = 259309568, .lanes = 32, .line = 63, .col = 5,
-     .schedule = "lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=16,rows=1] dx lanes[TB=1,TCI=16] threaded", .n_inputs = 1, .inputs = resnet18_inputs + 61, .name = "layer4_0_downsample_0",
+     .in_size = 50176, .out_size = 25088, .act_offset = 165380096, .lanes = 32, .line = 63, .col = 5,
+     .schedule = "lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=16,rows=1] dx lanes[TB=1,TCI=16] threaded", .n_inputs = 1, .inputs = resnet18_inputs + 61, .name = "layer4_0_downsample_0", .inplace = 0,
      .kernel = {1, 1}, .stride = {2, 2}, .pad_lo = {0, 0}, .pad_hi = {0, 0}, .dilation = {1, 1},
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "batchnorm", .ndim_in = 3, .in_shape = {512, 7, 7}, .ndim_out = 3, .out_shape = {512, 7, 7},
-     .in_size = 25088, .out_size = 25088, .act_offset = 260112384, .lanes = 32, .line = 64, .col = 5,
-     .schedule = "lanes: fwd lanes dw lanes dx with dw", .n_inputs = 1, .inputs = resnet18_inputs + 62, .name = "layer4_0_downsample_1",
+     .in_size = 25088, .out_size = 25088, .act_offset = 166182912, .lanes = 32, .line = 64, .col = 5,
+     .schedule = "lanes: fwd lanes dw lanes dx with dw", .n_inputs = 1, .inputs = resnet18_inputs + 62, .name = "layer4_0_downsample_1", .inplace = 0,
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 1e-05f, .momentum = 0.1f},
     {.kind = "add", .ndim_in = 3, .in_shape = {512, 7, 7}, .ndim_out = 3, .out_shape = {512, 7, 7},
-     .in_size = 25088, .out_size = 25088, .act_offset = 260915200, .lanes = 32, .line = 65, .col = 5,
-     .schedule = "lanes: fwd lanes dw lanes dx with dw", .n_inputs = 2, .inputs = resnet18_inputs + 63, .name = NULL,
+     .in_size = 25088, .out_size = 25088, .act_offset = 164577280, .lanes = 32, .line = 65, .col = 5,
+     .schedule = "lanes: fwd lanes dw lanes dx with dw", .n_inputs = 2, .inputs = resnet18_inputs + 63, .name = NULL, .inplace = 1,
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "relu", .ndim_in = 3, .in_shape = {512, 7, 7}, .ndim_out = 3, .out_shape = {512, 7, 7},
-     .in_size = 25088, .out_size = 25088, .act_offset = 261718016, .lanes = 32, .line = 66, .col = 5,
-     .schedule = "lanes: fwd lanes dw lanes dx with dw", .n_inputs = 1, .inputs = resnet18_inputs + 65, .name = "layer4_0_out",
+     .in_size = 25088, .out_size = 25088, .act_offset = 164577280, .lanes = 32, .line = 66, .col = 5,
+     .schedule = "lanes: fwd lanes dw lanes dx with dw", .n_inputs = 1, .inputs = resnet18_inputs + 65, .name = "layer4_0_out", .inplace = 1,
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {512, 7, 7}, .ndim_out = 3, .out_shape = {512, 7, 7},
-     .in_size = 25088, .out_size = 25088, .act_offset = 262520832, .lanes = 32, .line = 67, .col = 5,
-     .schedule = "lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16] threaded", .n_inputs = 1, .inputs = resnet18_inputs + 66, .name = "layer4_1_conv1",
+     .in_size = 25088, .out_size = 25088, .act_offset = 166985728, .lanes = 32, .line = 67, .col = 5,
+     .schedule = "lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16] threaded", .n_inputs = 1, .inputs = resnet18_inputs + 66, .name = "layer4_1_conv1", .inplace = 0,
      .kernel = {3, 3}, .stride = {1, 1}, .pad_lo = {1, 1}, .pad_hi = {1, 1}, .dilation = {1, 1},
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "batchnorm", .ndim_in = 3, .in_shape = {512, 7, 7}, .ndim_out = 3, .out_shape = {512, 7, 7},
-     .in_size = 25088, .out_size = 25088, .act_offset = 263323648, .lanes = 32, .line = 68, .col = 5,
-     .schedule = "lanes: fwd lanes dw lanes dx with dw", .n_inputs = 1, .inputs = resnet18_inputs + 67, .name = "layer4_1_bn1",
+     .in_size = 25088, .out_size = 25088, .act_offset = 167788544, .lanes = 32, .line = 68, .col = 5,
+     .schedule = "lanes: fwd lanes dw lanes dx with dw", .n_inputs = 1, .inputs = resnet18_inputs + 67, .name = "layer4_1_bn1", .inplace = 0,
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 1e-05f, .momentum = 0.1f},
     {.kind = "relu", .ndim_in = 3, .in_shape = {512, 7, 7}, .ndim_out = 3, .out_shape = {512, 7, 7},
-     .in_size = 25088, .out_size = 25088, .act_offset = 264126464, .lanes = 32, .line = 69, .col = 5,
-     .schedule = "lanes: fwd lanes dw lanes dx with dw", .n_inputs = 1, .inputs = resnet18_inputs + 68, .name = NULL,
+     .in_size = 25088, .out_size = 25088, .act_offset = 167788544, .lanes = 32, .line = 69, .col = 5,
+     .schedule = "lanes: fwd lanes dw lanes dx with dw", .n_inputs = 1, .inputs = resnet18_inputs + 68, .name = NULL, .inplace = 1,
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {512, 7, 7}, .ndim_out = 3, .out_shape = {512, 7, 7},
-     .in_size = 25088, .out_size = 25088, .act_offset = 264929280, .lanes = 32, .line = 70, .col = 5,
-     .schedule = "lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16] threaded", .n_inputs = 1, .inputs = resnet18_inputs + 69, .name = "layer4_1_conv2",
+     .in_size = 25088, .out_size = 25088, .act_offset = 168591360, .lanes = 32, .line = 70, .col = 5,
+     .schedule = "lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16] threaded", .n_inputs = 1, .inputs = resnet18_inputs + 69, .name = "layer4_1_conv2", .inplace = 0,
      .kernel = {3, 3}, .stride = {1, 1}, .pad_lo = {1, 1}, .pad_hi = {1, 1}, .dilation = {1, 1},
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "batchnorm", .ndim_in = 3, .in_shape = {512, 7, 7}, .ndim_out = 3, .out_shape = {512, 7, 7},
-     .in_size = 25088, .out_size = 25088, .act_offset = 265732096, .lanes = 32, .line = 71, .col = 5,
-     .schedule = "lanes: fwd lanes dw lanes dx with dw", .n_inputs = 1, .inputs = resnet18_inputs + 70, .name = "layer4_1_bn2",
+     .in_size = 25088, .out_size = 25088, .act_offset = 169394176, .lanes = 32, .line = 71, .col = 5,
+     .schedule = "lanes: fwd lanes dw lanes dx with dw", .n_inputs = 1, .inputs = resnet18_inputs + 70, .name = "layer4_1_bn2", .inplace = 0,
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 1e-05f, .momentum = 0.1f},
     {.kind = "add", .ndim_in = 3, .in_shape = {512, 7, 7}, .ndim_out = 3, .out_shape = {512, 7, 7},
-     .in_size = 25088, .out_size = 25088, .act_offset = 266534912, .lanes = 32, .line = 72, .col = 5,
-     .schedule = "lanes: fwd lanes dw lanes dx with dw", .n_inputs = 2, .inputs = resnet18_inputs + 71, .name = NULL,
+     .in_size = 25088, .out_size = 25088, .act_offset = 169394176, .lanes = 32, .line = 72, .col = 5,
+     .schedule = "lanes: fwd lanes dw lanes dx with dw", .n_inputs = 2, .inputs = resnet18_inputs + 71, .name = NULL, .inplace = 1,
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "relu", .ndim_in = 3, .in_shape = {512, 7, 7}, .ndim_out = 3, .out_shape = {512, 7, 7},
-     .in_size = 25088, .out_size = 25088, .act_offset = 267337728, .lanes = 32, .line = 73, .col = 5,
-     .schedule = "lanes: fwd lanes dw lanes dx with dw", .n_inputs = 1, .inputs = resnet18_inputs + 73, .name = "layer4_1_out",
+     .in_size = 25088, .out_size = 25088, .act_offset = 169394176, .lanes = 32, .line = 73, .col = 5,
+     .schedule = "lanes: fwd lanes dw lanes dx with dw", .n_inputs = 1, .inputs = resnet18_inputs + 73, .name = "layer4_1_out", .inplace = 1,
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "global_avgpool", .ndim_in = 3, .in_shape = {512, 7, 7}, .ndim_out = 3, .out_shape = {512, 1, 1},
-     .in_size = 25088, .out_size = 512, .act_offset = 268140544, .lanes = 32, .line = 74, .col = 5,
-     .schedule = "lanes: fwd lanes dw lanes dx with dw", .n_inputs = 1, .inputs = resnet18_inputs + 74, .name = NULL,
+     .in_size = 25088, .out_size = 512, .act_offset = 170196992, .lanes = 32, .line = 74, .col = 5,
+     .schedule = "lanes: fwd lanes dw lanes dx with dw", .n_inputs = 1, .inputs = resnet18_inputs + 74, .name = NULL, .inplace = 0,
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "flatten", .ndim_in = 3, .in_shape = {512, 1, 1}, .ndim_out = 1, .out_shape = {512, 0, 0},
-     .in_size = 512, .out_size = 512, .act_offset = 268140544, .lanes = 32, .line = 75, .col = 5,
-     .schedule = "lanes: fwd lanes dw lanes dx with dw", .n_inputs = 1, .inputs = resnet18_inputs + 75, .name = NULL,
+     .in_size = 512, .out_size = 512, .act_offset = 170196992, .lanes = 32, .line = 75, .col = 5,
+     .schedule = "lanes: fwd lanes dw lanes dx with dw", .n_inputs = 1, .inputs = resnet18_inputs + 75, .name = NULL, .inplace = 0,
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "dense", .ndim_in = 1, .in_shape = {512, 0, 0}, .ndim_out = 1, .out_shape = {1000, 0, 0},
-     .in_size = 512, .out_size = 1000, .act_offset = 268156928, .lanes = 32, .line = 76, .col = 5,
-     .schedule = "lanes: fwd lanes[TB=2,TR=8] dw gemm[TI=4,TO=4] dx lanes[TB=2,TR=8] threaded", .n_inputs = 1, .inputs = resnet18_inputs + 76, .name = "fc",
+     .in_size = 512, .out_size = 1000, .act_offset = 170213376, .lanes = 32, .line = 76, .col = 5,
+     .schedule = "lanes: fwd lanes[TB=2,TR=8] dw gemm[TI=4,TO=4] dx lanes[TB=2,TR=8] threaded", .n_inputs = 1, .inputs = resnet18_inputs + 76, .name = "fc", .inplace = 0,
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
 };
 

@@ -747,18 +747,18 @@ static void l00_conv2d_backward_dx(const float *restrict P, float *restrict S, c
 
 /* layer 1: relu 64x224x224 -> 64x224x224 (specs/vgg16.yaml:16:5)
  * schedule loop: fwd loop dw loop dx with dw threaded */
-static void l01_relu_forward(const float *restrict x, float *restrict y, int nb)
+static void l01_relu_forward(float *restrict y, int nb)
 {
     /* x [N][64x224x224], y [N][64x224x224] */
     for (size_t i = 0; i < (size_t)nb * 3211264; i++)
-        y[i] = x[i] > 0.0f ? x[i] : 0.0f;
+        y[i] = y[i] <= 0.0f ? 0.0f : y[i];
 }
 
 static void l01_relu_backward(const float *restrict y, const float *restrict dy, float *restrict dx, int nb)
 {
     /* x [N][64x224x224], y [N][64x224x224] */
     for (size_t i = 0; i < (size_t)nb * 3211264; i++)
-        dx[i] = y[i] > 0.0f ? dy[i] : 0.0f;
+        dx[i] = y[i] <= 0.0f ? 0.0f : dy[i];
 }
 
 /* layer 2: conv2d 64x224x224 -> 64x224x224 (specs/vgg16.yaml:17:5)
@@ -2549,18 +2549,18 @@ static void l05_conv2d_backward_dx(const float *restrict P, float *restrict S, c
 
 /* layer 6: relu 128x112x112 -> 128x112x112 (specs/vgg16.yaml:22:5)
  * schedule loop: fwd loop dw loop dx with dw threaded */
-static void l06_relu_forward(const float *restrict x, float *restrict y, int nb)
+static void l06_relu_forward(float *restrict y, int nb)
 {
     /* x [N][128x112x112], y [N][128x112x112] */
     for (size_t i = 0; i < (size_t)nb * 1605632; i++)
-        y[i] = x[i] > 0.0f ? x[i] : 0.0f;
+        y[i] = y[i] <= 0.0f ? 0.0f : y[i];
 }
 
 static void l06_relu_backward(const float *restrict y, const float *restrict dy, float *restrict dx, int nb)
 {
     /* x [N][128x112x112], y [N][128x112x112] */
     for (size_t i = 0; i < (size_t)nb * 1605632; i++)
-        dx[i] = y[i] > 0.0f ? dy[i] : 0.0f;
+        dx[i] = y[i] <= 0.0f ? 0.0f : dy[i];
 }
 
 /* layer 7: conv2d 128x112x112 -> 128x112x112 (specs/vgg16.yaml:23:5)
@@ -3995,18 +3995,18 @@ static void l10_conv2d_backward_dx(const float *restrict P, float *restrict S, c
 
 /* layer 11: relu 256x56x56 -> 256x56x56 (specs/vgg16.yaml:28:5)
  * schedule loop: fwd loop dw loop dx with dw threaded */
-static void l11_relu_forward(const float *restrict x, float *restrict y, int nb)
+static void l11_relu_forward(float *restrict y, int nb)
 {
     /* x [N][256x56x56], y [N][256x56x56] */
     for (size_t i = 0; i < (size_t)nb * 802816; i++)
-        y[i] = x[i] > 0.0f ? x[i] : 0.0f;
+        y[i] = y[i] <= 0.0f ? 0.0f : y[i];
 }
 
 static void l11_relu_backward(const float *restrict y, const float *restrict dy, float *restrict dx, int nb)
 {
     /* x [N][256x56x56], y [N][256x56x56] */
     for (size_t i = 0; i < (size_t)nb * 802816; i++)
-        dx[i] = y[i] > 0.0f ? dy[i] : 0.0f;
+        dx[i] = y[i] <= 0.0f ? 0.0f : dy[i];
 }
 
 /* layer 12: conv2d 256x56x56 -> 256x56x56 (specs/vgg16.yaml:29:5)
@@ -5447,18 +5447,18 @@ static void l17_conv2d_backward_dx(const float *restrict P, float *restrict S, c
 
 /* layer 18: relu 512x28x28 -> 512x28x28 (specs/vgg16.yaml:36:5)
  * schedule loop: fwd loop dw loop dx with dw */
-static void l18_relu_forward(const float *restrict x, float *restrict y, int nb)
+static void l18_relu_forward(float *restrict y, int nb)
 {
     /* x [N][512x28x28], y [N][512x28x28] */
     for (size_t i = 0; i < (size_t)nb * 401408; i++)
-        y[i] = x[i] > 0.0f ? x[i] : 0.0f;
+        y[i] = y[i] <= 0.0f ? 0.0f : y[i];
 }
 
 static void l18_relu_backward(const float *restrict y, const float *restrict dy, float *restrict dx, int nb)
 {
     /* x [N][512x28x28], y [N][512x28x28] */
     for (size_t i = 0; i < (size_t)nb * 401408; i++)
-        dx[i] = y[i] > 0.0f ? dy[i] : 0.0f;
+        dx[i] = y[i] <= 0.0f ? 0.0f : dy[i];
 }
 
 /* layer 19: conv2d 512x28x28 -> 512x28x28 (specs/vgg16.yaml:37:5)
@@ -6790,18 +6790,18 @@ static void l24_conv2d_backward_dx(const float *restrict P, float *restrict S, c
 
 /* layer 25: relu 512x14x14 -> 512x14x14 (specs/vgg16.yaml:44:5)
  * schedule loop: fwd loop dw loop dx with dw */
-static void l25_relu_forward(const float *restrict x, float *restrict y, int nb)
+static void l25_relu_forward(float *restrict y, int nb)
 {
     /* x [N][512x14x14], y [N][512x14x14] */
     for (size_t i = 0; i < (size_t)nb * 100352; i++)
-        y[i] = x[i] > 0.0f ? x[i] : 0.0f;
+        y[i] = y[i] <= 0.0f ? 0.0f : y[i];
 }
 
 static void l25_relu_backward(const float *restrict y, const float *restrict dy, float *restrict dx, int nb)
 {
     /* x [N][512x14x14], y [N][512x14x14] */
     for (size_t i = 0; i < (size_t)nb * 100352; i++)
-        dx[i] = y[i] > 0.0f ? dy[i] : 0.0f;
+        dx[i] = y[i] <= 0.0f ? 0.0f : dy[i];
 }
 
 /* layer 26: conv2d 512x14x14 -> 512x14x14 (specs/vgg16.yaml:45:5)
@@ -6925,18 +6925,18 @@ static void l32_dense_backward(const float *restrict P, float *restrict G, const
 
 /* layer 33: relu 4096 -> 4096 (specs/vgg16.yaml:53:5)
  * schedule loop: fwd loop dw loop dx with dw */
-static void l33_relu_forward(const float *restrict x, float *restrict y, int nb)
+static void l33_relu_forward(float *restrict y, int nb)
 {
     /* x [N][4096], y [N][4096] */
     for (size_t i = 0; i < (size_t)nb * 4096; i++)
-        y[i] = x[i] > 0.0f ? x[i] : 0.0f;
+        y[i] = y[i] <= 0.0f ? 0.0f : y[i];
 }
 
 static void l33_relu_backward(const float *restrict y, const float *restrict dy, float *restrict dx, int nb)
 {
     /* x [N][4096], y [N][4096] */
     for (size_t i = 0; i < (size_t)nb * 4096; i++)
-        dx[i] = y[i] > 0.0f ? dy[i] : 0.0f;
+        dx[i] = y[i] <= 0.0f ? 0.0f : dy[i];
 }
 
 /* layer 34: dense 4096 -> 4096 (specs/vgg16.yaml:54:5)
@@ -7036,92 +7036,77 @@ static void l36_dense_backward(const float *restrict P, float *restrict G, const
 }
 
 /* Workspace regions, in floats (NAME.h gives the total). */
-#define A00     0 /* layer 0 (conv2d) output, [N][64x224x224] */
-#define S00     57285584 /* layer 0 (conv2d) scratch */
-#define A01     6422528 /* layer 1 (relu) output, [N][64x224x224] */
-#define A02     12845056 /* layer 2 (conv2d) output, [N][64x224x224] */
-#define S02     64129808 /* layer 2 (conv2d) scratch */
-#define A03     19267584 /* layer 3 (relu) output, [N][64x224x224] */
-#define A04     25690112 /* layer 4 (maxpool2d) output, [N][64x112x112] */
-#define A05     27295744 /* layer 5 (conv2d) output, [N][128x112x112] */
-#define S05     77205296 /* layer 5 (conv2d) scratch */
-#define A06     30507008 /* layer 6 (relu) output, [N][128x112x112] */
-#define A07     33718272 /* layer 7 (conv2d) output, [N][128x112x112] */
-#define S07     82195792 /* layer 7 (conv2d) scratch */
-#define A08     36929536 /* layer 8 (relu) output, [N][128x112x112] */
-#define A09     40140800 /* layer 9 (maxpool2d) output, [N][128x56x56] */
-#define A10     40943616 /* layer 10 (conv2d) output, [N][256x56x56] */
-#define S10     88849776 /* layer 10 (conv2d) scratch */
-#define A11     42549248 /* layer 11 (relu) output, [N][256x56x56] */
-#define A12     44154880 /* layer 12 (conv2d) output, [N][256x56x56] */
-#define S12     91433360 /* layer 12 (conv2d) scratch */
-#define A13     45760512 /* layer 13 (relu) output, [N][256x56x56] */
-#define A14     47366144 /* layer 14 (conv2d) output, [N][256x56x56] */
-#define S14     94878128 /* layer 14 (conv2d) scratch */
-#define A15     48971776 /* layer 15 (relu) output, [N][256x56x56] */
-#define A16     50577408 /* layer 16 (maxpool2d) output, [N][256x28x28] */
-#define A17     50978816 /* layer 17 (conv2d) output, [N][512x28x28] */
-#define S17     98322896 /* layer 17 (conv2d) scratch */
-#define A18     51781632 /* layer 18 (relu) output, [N][512x28x28] */
-#define A19     52584448 /* layer 19 (conv2d) output, [N][512x28x28] */
-#define S19     99705328 /* layer 19 (conv2d) scratch */
-#define A20     53387264 /* layer 20 (relu) output, [N][512x28x28] */
-#define A21     54190080 /* layer 21 (conv2d) output, [N][512x28x28] */
-#define S21     101548560 /* layer 21 (conv2d) scratch */
-#define A22     54992896 /* layer 22 (relu) output, [N][512x28x28] */
-#define A23     55795712 /* layer 23 (maxpool2d) output, [N][512x14x14] */
-#define A24     55996416 /* layer 24 (conv2d) output, [N][512x14x14] */
-#define S24     103391792 /* layer 24 (conv2d) scratch */
-#define A25     56197120 /* layer 25 (relu) output, [N][512x14x14] */
-#define A26     56397824 /* layer 26 (conv2d) output, [N][512x14x14] */
-#define S26     108905520 /* layer 26 (conv2d) scratch */
-#define A27     56598528 /* layer 27 (relu) output, [N][512x14x14] */
-#define A28     56799232 /* layer 28 (conv2d) output, [N][512x14x14] */
-#define S28     114419248 /* layer 28 (conv2d) scratch */
-#define A29     56999936 /* layer 29 (relu) output, [N][512x14x14] */
-#define A30     57200640 /* layer 30 (maxpool2d) output, [N][512x7x7] */
-#define A32     57250816 /* layer 32 (dense) output, [N][4096] */
-#define A33     57259008 /* layer 33 (relu) output, [N][4096] */
-#define A34     57267200 /* layer 34 (dense) output, [N][4096] */
-#define A35     57275392 /* layer 35 (relu) output, [N][4096] */
-#define A36     57283584 /* layer 36 (dense) output, [N][1000] */
-#define DOUT    119932976 /* dLoss/dOutput, [N][1000] */
-#define D35     119934976 /* gradient arena: dLoss/d(layer 35 output) */
-#define D34     119943168 /* gradient arena: dLoss/d(layer 34 output) */
-#define D33     119934976 /* gradient arena: dLoss/d(layer 33 output) */
-#define D32     119943168 /* gradient arena: dLoss/d(layer 32 output) */
-#define D31     120135680 /* gradient arena: dLoss/d(layer 31 output) */
-#define D29     119934976 /* gradient arena: dLoss/d(layer 29 output) */
-#define D28     120135680 /* gradient arena: dLoss/d(layer 28 output) */
-#define D27     119934976 /* gradient arena: dLoss/d(layer 27 output) */
-#define D26     120135680 /* gradient arena: dLoss/d(layer 26 output) */
-#define D25     119934976 /* gradient arena: dLoss/d(layer 25 output) */
-#define D24     120135680 /* gradient arena: dLoss/d(layer 24 output) */
-#define D23     120737792 /* gradient arena: dLoss/d(layer 23 output) */
-#define D22     119934976 /* gradient arena: dLoss/d(layer 22 output) */
-#define D21     120737792 /* gradient arena: dLoss/d(layer 21 output) */
-#define D20     119934976 /* gradient arena: dLoss/d(layer 20 output) */
-#define D19     120737792 /* gradient arena: dLoss/d(layer 19 output) */
-#define D18     119934976 /* gradient arena: dLoss/d(layer 18 output) */
-#define D17     120737792 /* gradient arena: dLoss/d(layer 17 output) */
-#define D16     121540608 /* gradient arena: dLoss/d(layer 16 output) */
-#define D15     119934976 /* gradient arena: dLoss/d(layer 15 output) */
-#define D14     121540608 /* gradient arena: dLoss/d(layer 14 output) */
-#define D13     119934976 /* gradient arena: dLoss/d(layer 13 output) */
-#define D12     121540608 /* gradient arena: dLoss/d(layer 12 output) */
-#define D11     119934976 /* gradient arena: dLoss/d(layer 11 output) */
-#define D10     121540608 /* gradient arena: dLoss/d(layer 10 output) */
-#define D09     123146240 /* gradient arena: dLoss/d(layer 9 output) */
-#define D08     119934976 /* gradient arena: dLoss/d(layer 8 output) */
-#define D07     123146240 /* gradient arena: dLoss/d(layer 7 output) */
-#define D06     119934976 /* gradient arena: dLoss/d(layer 6 output) */
-#define D05     123146240 /* gradient arena: dLoss/d(layer 5 output) */
-#define D04     126357504 /* gradient arena: dLoss/d(layer 4 output) */
-#define D03     119934976 /* gradient arena: dLoss/d(layer 3 output) */
-#define D02     126357504 /* gradient arena: dLoss/d(layer 2 output) */
-#define D01     119934976 /* gradient arena: dLoss/d(layer 1 output) */
-#define D00     126357504 /* gradient arena: dLoss/d(layer 0 output) */
-#define DIN     119934976 /* gradient arena: dLoss/dInput */
+#define A00     0 /* output of layer 0 (conv2d), [N][64x224x224] */
+#define S00     30174160 /* scratch of layer 0 (conv2d) */
+#define A02     6422528 /* output of layer 2 (conv2d), [N][64x224x224] */
+#define S02     37018384 /* scratch of layer 2 (conv2d) */
+#define A04     12845056 /* output of layer 4 (maxpool2d), [N][64x112x112] */
+#define A05     14450688 /* output of layer 5 (conv2d), [N][128x112x112] */
+#define S05     50093872 /* scratch of layer 5 (conv2d) */
+#define A07     17661952 /* output of layer 7 (conv2d), [N][128x112x112] */
+#define S07     55084368 /* scratch of layer 7 (conv2d) */
+#define A09     20873216 /* output of layer 9 (maxpool2d), [N][128x56x56] */
+#define A10     21676032 /* output of layer 10 (conv2d), [N][256x56x56] */
+#define S10     61738352 /* scratch of layer 10 (conv2d) */
+#define A12     23281664 /* output of layer 12 (conv2d), [N][256x56x56] */
+#define S12     64321936 /* scratch of layer 12 (conv2d) */
+#define A14     24887296 /* output of layer 14 (conv2d), [N][256x56x56] */
+#define S14     67766704 /* scratch of layer 14 (conv2d) */
+#define A16     26492928 /* output of layer 16 (maxpool2d), [N][256x28x28] */
+#define A17     26894336 /* output of layer 17 (conv2d), [N][512x28x28] */
+#define S17     71211472 /* scratch of layer 17 (conv2d) */
+#define A19     27697152 /* output of layer 19 (conv2d), [N][512x28x28] */
+#define S19     72593904 /* scratch of layer 19 (conv2d) */
+#define A21     28499968 /* output of layer 21 (conv2d), [N][512x28x28] */
+#define S21     74437136 /* scratch of layer 21 (conv2d) */
+#define A23     29302784 /* output of layer 23 (maxpool2d), [N][512x14x14] */
+#define A24     29503488 /* output of layer 24 (conv2d), [N][512x14x14] */
+#define S24     76280368 /* scratch of layer 24 (conv2d) */
+#define A26     29704192 /* output of layer 26 (conv2d), [N][512x14x14] */
+#define S26     81794096 /* scratch of layer 26 (conv2d) */
+#define A28     29904896 /* output of layer 28 (conv2d), [N][512x14x14] */
+#define S28     87307824 /* scratch of layer 28 (conv2d) */
+#define A30     30105600 /* output of layer 30 (maxpool2d), [N][512x7x7] */
+#define A32     30155776 /* output of layer 32 (dense), [N][4096] */
+#define A34     30163968 /* output of layer 34 (dense), [N][4096] */
+#define A36     30172160 /* output of layer 36 (dense), [N][1000] */
+#define DOUT    92821552 /* dLoss/dOutput, [N][1000] */
+#define D35     92823552 /* gradient arena: dLoss/d(layer 35 output) */
+#define D34     92831744 /* gradient arena: dLoss/d(layer 34 output) */
+#define D33     92823552 /* gradient arena: dLoss/d(layer 33 output) */
+#define D32     92831744 /* gradient arena: dLoss/d(layer 32 output) */
+#define D31     93024256 /* gradient arena: dLoss/d(layer 31 output) */
+#define D29     92823552 /* gradient arena: dLoss/d(layer 29 output) */
+#define D28     93024256 /* gradient arena: dLoss/d(layer 28 output) */
+#define D27     92823552 /* gradient arena: dLoss/d(layer 27 output) */
+#define D26     93024256 /* gradient arena: dLoss/d(layer 26 output) */
+#define D25     92823552 /* gradient arena: dLoss/d(layer 25 output) */
+#define D24     93024256 /* gradient arena: dLoss/d(layer 24 output) */
+#define D23     93626368 /* gradient arena: dLoss/d(layer 23 output) */
+#define D22     92823552 /* gradient arena: dLoss/d(layer 22 output) */
+#define D21     93626368 /* gradient arena: dLoss/d(layer 21 output) */
+#define D20     92823552 /* gradient arena: dLoss/d(layer 20 output) */
+#define D19     93626368 /* gradient arena: dLoss/d(layer 19 output) */
+#define D18     92823552 /* gradient arena: dLoss/d(layer 18 output) */
+#define D17     93626368 /* gradient arena: dLoss/d(layer 17 output) */
+#define D16     94429184 /* gradient arena: dLoss/d(layer 16 output) */
+#define D15     92823552 /* gradient arena: dLoss/d(layer 15 output) */
+#define D14     94429184 /* gradient arena: dLoss/d(layer 14 output) */
+#define D13     92823552 /* gradient arena: dLoss/d(layer 13 output) */
+#define D12     94429184 /* gradient arena: dLoss/d(layer 12 output) */
+#define D11     92823552 /* gradient arena: dLoss/d(layer 11 output) */
+#define D10     94429184 /* gradient arena: dLoss/d(layer 10 output) */
+#define D09     96034816 /* gradient arena: dLoss/d(layer 9 output) */
+#define D08     92823552 /* gradient arena: dLoss/d(layer 8 output) */
+#define D07     96034816 /* gradient arena: dLoss/d(layer 7 output) */
+#define D06     92823552 /* gradient arena: dLoss/d(layer 6 output) */
+#define D05     96034816 /* gradient arena: dLoss/d(layer 5 output) */
+#define D04     99246080 /* gradient arena: dLoss/d(layer 4 output) */
+#define D03     92823552 /* gradient arena: dLoss/d(layer 3 output) */
+#define D02     99246080 /* gradient arena: dLoss/d(layer 2 output) */
+#define D01     92823552 /* gradient arena: dLoss/d(layer 1 output) */
+#define D00     99246080 /* gradient arena: dLoss/d(layer 0 output) */
+#define DIN     92823552 /* gradient arena: dLoss/dInput */
 
 /* Forward over nb <= 2 samples; activations stay in ws for backward. */
 void vgg16_forward(const float *params, float *buffers, const float *x, float *ws, int nb, int training)
@@ -7129,96 +7114,111 @@ void vgg16_forward(const float *params, float *buffers, const float *x, float *w
     (void)buffers;
     (void)training;
     l00_conv2d_forward(params, ws + S00, x, ws + A00, nb);
-    l01_relu_forward(ws + A00, ws + A01, nb);
-    l02_conv2d_forward(params + 1792, ws + S02, ws + A01, ws + A02, nb);
-    l01_relu_forward(ws + A02, ws + A03, nb);
-    l04_maxpool2d_forward(ws + A03, ws + A04, nb);
+    /* (in place: layer 1's relu writes over its input) */
+    l01_relu_forward(ws + A00, nb);
+    l02_conv2d_forward(params + 1792, ws + S02, ws + A00, ws + A02, nb);
+    /* (in place: layer 3's relu writes over its input) */
+    l01_relu_forward(ws + A02, nb);
+    l04_maxpool2d_forward(ws + A02, ws + A04, nb);
     l05_conv2d_forward(params + 38720, ws + S05, ws + A04, ws + A05, nb);
-    l06_relu_forward(ws + A05, ws + A06, nb);
-    l07_conv2d_forward(params + 112576, ws + S07, ws + A06, ws + A07, nb);
-    l06_relu_forward(ws + A07, ws + A08, nb);
-    l09_maxpool2d_forward(ws + A08, ws + A09, nb);
+    /* (in place: layer 6's relu writes over its input) */
+    l06_relu_forward(ws + A05, nb);
+    l07_conv2d_forward(params + 112576, ws + S07, ws + A05, ws + A07, nb);
+    /* (in place: layer 8's relu writes over its input) */
+    l06_relu_forward(ws + A07, nb);
+    l09_maxpool2d_forward(ws + A07, ws + A09, nb);
     l10_conv2d_forward(params + 260160, ws + S10, ws + A09, ws + A10, nb);
-    l11_relu_forward(ws + A10, ws + A11, nb);
-    l12_conv2d_forward(params + 555328, ws + S12, ws + A11, ws + A12, nb);
-    l11_relu_forward(ws + A12, ws + A13, nb);
-    l12_conv2d_forward(params + 1145408, ws + S14, ws + A13, ws + A14, nb);
-    l11_relu_forward(ws + A14, ws + A15, nb);
-    l16_maxpool2d_forward(ws + A15, ws + A16, nb);
+    /* (in place: layer 11's relu writes over its input) */
+    l11_relu_forward(ws + A10, nb);
+    l12_conv2d_forward(params + 555328, ws + S12, ws + A10, ws + A12, nb);
+    /* (in place: layer 13's relu writes over its input) */
+    l11_relu_forward(ws + A12, nb);
+    l12_conv2d_forward(params + 1145408, ws + S14, ws + A12, ws + A14, nb);
+    /* (in place: layer 15's relu writes over its input) */
+    l11_relu_forward(ws + A14, nb);
+    l16_maxpool2d_forward(ws + A14, ws + A16, nb);
     l17_conv2d_forward(params + 1735488, ws + S17, ws + A16, ws + A17, nb);
-    l18_relu_forward(ws + A17, ws + A18, nb);
-    l19_conv2d_forward(params + 2915648, ws + S19, ws + A18, ws + A19, nb);
-    l18_relu_forward(ws + A19, ws + A20, nb);
-    l19_conv2d_forward(params + 5275456, ws + S21, ws + A20, ws + A21, nb);
-    l18_relu_forward(ws + A21, ws + A22, nb);
-    l23_maxpool2d_forward(ws + A22, ws + A23, nb);
+    /* (in place: layer 18's relu writes over its input) */
+    l18_relu_forward(ws + A17, nb);
+    l19_conv2d_forward(params + 2915648, ws + S19, ws + A17, ws + A19, nb);
+    /* (in place: layer 20's relu writes over its input) */
+    l18_relu_forward(ws + A19, nb);
+    l19_conv2d_forward(params + 5275456, ws + S21, ws + A19, ws + A21, nb);
+    /* (in place: layer 22's relu writes over its input) */
+    l18_relu_forward(ws + A21, nb);
+    l23_maxpool2d_forward(ws + A21, ws + A23, nb);
     l24_conv2d_forward(params + 7635264, ws + S24, ws + A23, ws + A24, nb);
-    l25_relu_forward(ws + A24, ws + A25, nb);
-    l24_conv2d_forward(params + 9995072, ws + S26, ws + A25, ws + A26, nb);
-    l25_relu_forward(ws + A26, ws + A27, nb);
-    l24_conv2d_forward(params + 12354880, ws + S28, ws + A27, ws + A28, nb);
-    l25_relu_forward(ws + A28, ws + A29, nb);
-    l30_maxpool2d_forward(ws + A29, ws + A30, nb);
+    /* (in place: layer 25's relu writes over its input) */
+    l25_relu_forward(ws + A24, nb);
+    l24_conv2d_forward(params + 9995072, ws + S26, ws + A24, ws + A26, nb);
+    /* (in place: layer 27's relu writes over its input) */
+    l25_relu_forward(ws + A26, nb);
+    l24_conv2d_forward(params + 12354880, ws + S28, ws + A26, ws + A28, nb);
+    /* (in place: layer 29's relu writes over its input) */
+    l25_relu_forward(ws + A28, nb);
+    l30_maxpool2d_forward(ws + A28, ws + A30, nb);
     /* layer 31: flatten is a view of its input */
     l32_dense_forward(params + 14714688, ws + A30, ws + A32, nb);
-    l33_relu_forward(ws + A32, ws + A33, nb);
-    l34_dense_forward(params + 117479232, ws + A33, ws + A34, nb);
-    l33_relu_forward(ws + A34, ws + A35, nb);
-    l36_dense_forward(params + 134260544, ws + A35, ws + A36, nb);
+    /* (in place: layer 33's relu writes over its input) */
+    l33_relu_forward(ws + A32, nb);
+    l34_dense_forward(params + 117479232, ws + A32, ws + A34, nb);
+    /* (in place: layer 35's relu writes over its input) */
+    l33_relu_forward(ws + A34, nb);
+    l36_dense_forward(params + 134260544, ws + A34, ws + A36, nb);
 }
 
-/* Backward after a training forward: dLoss/dOutput at ws + DOUT (119932976); grads accumulate. */
+/* Backward after a training forward: dLoss/dOutput at ws + DOUT (92821552); grads accumulate. */
 void vgg16_backward(const float *params, float *grads, const float *x, float *dx, float *ws, int nb)
 {
     (void)x;
-    l36_dense_backward(params + 134260544, grads + 134260544, ws + A35, ws + DOUT, ws + D35, nb);
-    l33_relu_backward(ws + A35, ws + D35, ws + D34, nb);
-    l34_dense_backward(params + 117479232, grads + 117479232, ws + A33, ws + D34, ws + D33, nb);
-    l33_relu_backward(ws + A33, ws + D33, ws + D32, nb);
+    l36_dense_backward(params + 134260544, grads + 134260544, ws + A34, ws + DOUT, ws + D35, nb);
+    l33_relu_backward(ws + A34, ws + D35, ws + D34, nb);
+    l34_dense_backward(params + 117479232, grads + 117479232, ws + A32, ws + D34, ws + D33, nb);
+    l33_relu_backward(ws + A32, ws + D33, ws + D32, nb);
     l32_dense_backward(params + 14714688, grads + 14714688, ws + A30, ws + D32, ws + D31, nb);
     /* layer 31: flatten passes the gradient through */
-    l30_maxpool2d_backward(ws + A29, ws + D31, ws + D29, nb);
-    l25_relu_backward(ws + A29, ws + D29, ws + D28, nb);
+    l30_maxpool2d_backward(ws + A28, ws + D31, ws + D29, nb);
+    l25_relu_backward(ws + A28, ws + D29, ws + D28, nb);
     l24_conv2d_backward(grads + 12354880, ws + S28, ws + D28, nb);
     l24_conv2d_backward_dx(params + 12354880, ws + S28, ws + D28, ws + D27, nb);
-    l25_relu_backward(ws + A27, ws + D27, ws + D26, nb);
+    l25_relu_backward(ws + A26, ws + D27, ws + D26, nb);
     l24_conv2d_backward(grads + 9995072, ws + S26, ws + D26, nb);
     l24_conv2d_backward_dx(params + 9995072, ws + S26, ws + D26, ws + D25, nb);
-    l25_relu_backward(ws + A25, ws + D25, ws + D24, nb);
+    l25_relu_backward(ws + A24, ws + D25, ws + D24, nb);
     l24_conv2d_backward(grads + 7635264, ws + S24, ws + D24, nb);
     l24_conv2d_backward_dx(params + 7635264, ws + S24, ws + D24, ws + D23, nb);
-    l23_maxpool2d_backward(ws + A22, ws + D23, ws + D22, nb);
-    l18_relu_backward(ws + A22, ws + D22, ws + D21, nb);
+    l23_maxpool2d_backward(ws + A21, ws + D23, ws + D22, nb);
+    l18_relu_backward(ws + A21, ws + D22, ws + D21, nb);
     l19_conv2d_backward(grads + 5275456, ws + S21, ws + D21, nb);
     l19_conv2d_backward_dx(params + 5275456, ws + S21, ws + D21, ws + D20, nb);
-    l18_relu_backward(ws + A20, ws + D20, ws + D19, nb);
+    l18_relu_backward(ws + A19, ws + D20, ws + D19, nb);
     l19_conv2d_backward(grads + 2915648, ws + S19, ws + D19, nb);
     l19_conv2d_backward_dx(params + 2915648, ws + S19, ws + D19, ws + D18, nb);
-    l18_relu_backward(ws + A18, ws + D18, ws + D17, nb);
+    l18_relu_backward(ws + A17, ws + D18, ws + D17, nb);
     l17_conv2d_backward(grads + 1735488, ws + S17, ws + D17, nb);
     l17_conv2d_backward_dx(params + 1735488, ws + S17, ws + D17, ws + D16, nb);
-    l16_maxpool2d_backward(ws + A15, ws + D16, ws + D15, nb);
-    l11_relu_backward(ws + A15, ws + D15, ws + D14, nb);
+    l16_maxpool2d_backward(ws + A14, ws + D16, ws + D15, nb);
+    l11_relu_backward(ws + A14, ws + D15, ws + D14, nb);
     l12_conv2d_backward(grads + 1145408, ws + S14, ws + D14, nb);
     l12_conv2d_backward_dx(params + 1145408, ws + S14, ws + D14, ws + D13, nb);
-    l11_relu_backward(ws + A13, ws + D13, ws + D12, nb);
+    l11_relu_backward(ws + A12, ws + D13, ws + D12, nb);
     l12_conv2d_backward(grads + 555328, ws + S12, ws + D12, nb);
     l12_conv2d_backward_dx(params + 555328, ws + S12, ws + D12, ws + D11, nb);
-    l11_relu_backward(ws + A11, ws + D11, ws + D10, nb);
+    l11_relu_backward(ws + A10, ws + D11, ws + D10, nb);
     l10_conv2d_backward(grads + 260160, ws + S10, ws + D10, nb);
     l10_conv2d_backward_dx(params + 260160, ws + S10, ws + D10, ws + D09, nb);
-    l09_maxpool2d_backward(ws + A08, ws + D09, ws + D08, nb);
-    l06_relu_backward(ws + A08, ws + D08, ws + D07, nb);
+    l09_maxpool2d_backward(ws + A07, ws + D09, ws + D08, nb);
+    l06_relu_backward(ws + A07, ws + D08, ws + D07, nb);
     l07_conv2d_backward(grads + 112576, ws + S07, ws + D07, nb);
     l07_conv2d_backward_dx(params + 112576, ws + S07, ws + D07, ws + D06, nb);
-    l06_relu_backward(ws + A06, ws + D06, ws + D05, nb);
+    l06_relu_backward(ws + A05, ws + D06, ws + D05, nb);
     l05_conv2d_backward(grads + 38720, ws + S05, ws + D05, nb);
     l05_conv2d_backward_dx(params + 38720, ws + S05, ws + D05, ws + D04, nb);
-    l04_maxpool2d_backward(ws + A03, ws + D04, ws + D03, nb);
-    l01_relu_backward(ws + A03, ws + D03, ws + D02, nb);
+    l04_maxpool2d_backward(ws + A02, ws + D04, ws + D03, nb);
+    l01_relu_backward(ws + A02, ws + D03, ws + D02, nb);
     l02_conv2d_backward(grads + 1792, ws + S02, ws + D02, nb);
     l02_conv2d_backward_dx(params + 1792, ws + S02, ws + D02, ws + D01, nb);
-    l01_relu_backward(ws + A01, ws + D01, ws + D00, nb);
+    l01_relu_backward(ws + A00, ws + D01, ws + D00, nb);
     l00_conv2d_backward(grads, ws + S00, ws + D00, nb);
     if (dx) l00_conv2d_backward_dx(params, ws + S00, ws + D00, dx ? dx : ws + DIN, nb);
 }
@@ -7302,169 +7302,169 @@ static const int vgg16_inputs[] = {
 static const cg_layer vgg16_layers[] = {
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {3, 224, 224}, .ndim_out = 3, .out_shape = {64, 224, 224},
      .in_size = 150528, .out_size = 3211264, .act_offset = 0, .lanes = 0, .line = 15, .col = 5,
-     .schedule = "wv: fwd wv[TC=6,TX=4] dw wv[RY=3,TCW=2,U=4] dx wv[TC=3,TX=4] threaded", .n_inputs = 1, .inputs = vgg16_inputs + 0, .name = NULL,
+     .schedule = "wv: fwd wv[TC=6,TX=4] dw wv[RY=3,TCW=2,U=4] dx wv[TC=3,TX=4] threaded", .n_inputs = 1, .inputs = vgg16_inputs + 0, .name = NULL, .inplace = 0,
      .kernel = {3, 3}, .stride = {1, 1}, .pad_lo = {1, 1}, .pad_hi = {1, 1}, .dilation = {1, 1},
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "relu", .ndim_in = 3, .in_shape = {64, 224, 224}, .ndim_out = 3, .out_shape = {64, 224, 224},
-     .in_size = 3211264, .out_size = 3211264, .act_offset = 6422528, .lanes = 0, .line = 16, .col = 5,
-     .schedule = "loop: fwd loop dw loop dx with dw threaded", .n_inputs = 1, .inputs = vgg16_inputs + 1, .name = NULL,
+     .in_size = 3211264, .out_size = 3211264, .act_offset = 0, .lanes = 0, .line = 16, .col = 5,
+     .schedule = "loop: fwd loop dw loop dx with dw threaded", .n_inputs = 1, .inputs = vgg16_inputs + 1, .name = NULL, .inplace = 1,
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {64, 224, 224}, .ndim_out = 3, .out_shape = {64, 224, 224},
-     .in_size = 3211264, .out_size = 3211264, .act_offset = 12845056, .lanes = 0, .line = 17, .col = 5,
-     .schedule = "wv: fwd wv[TC=6,TX=4] dw wv[RY=3,TCW=2,U=4] dx wv[TC=6,TX=4] threaded", .n_inputs = 1, .inputs = vgg16_inputs + 2, .name = NULL,
+     .in_size = 3211264, .out_size = 3211264, .act_offset = 6422528, .lanes = 0, .line = 17, .col = 5,
+     .schedule = "wv: fwd wv[TC=6,TX=4] dw wv[RY=3,TCW=2,U=4] dx wv[TC=6,TX=4] threaded", .n_inputs = 1, .inputs = vgg16_inputs + 2, .name = NULL, .inplace = 0,
      .kernel = {3, 3}, .stride = {1, 1}, .pad_lo = {1, 1}, .pad_hi = {1, 1}, .dilation = {1, 1},
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "relu", .ndim_in = 3, .in_shape = {64, 224, 224}, .ndim_out = 3, .out_shape = {64, 224, 224},
-     .in_size = 3211264, .out_size = 3211264, .act_offset = 19267584, .lanes = 0, .line = 18, .col = 5,
-     .schedule = "loop: fwd loop dw loop dx with dw threaded", .n_inputs = 1, .inputs = vgg16_inputs + 3, .name = NULL,
+     .in_size = 3211264, .out_size = 3211264, .act_offset = 6422528, .lanes = 0, .line = 18, .col = 5,
+     .schedule = "loop: fwd loop dw loop dx with dw threaded", .n_inputs = 1, .inputs = vgg16_inputs + 3, .name = NULL, .inplace = 1,
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "maxpool2d", .ndim_in = 3, .in_shape = {64, 224, 224}, .ndim_out = 3, .out_shape = {64, 112, 112},
-     .in_size = 3211264, .out_size = 802816, .act_offset = 25690112, .lanes = 0, .line = 19, .col = 5,
-     .schedule = "loop: fwd loop dw loop dx with dw threaded", .n_inputs = 1, .inputs = vgg16_inputs + 4, .name = NULL,
+     .in_size = 3211264, .out_size = 802816, .act_offset = 12845056, .lanes = 0, .line = 19, .col = 5,
+     .schedule = "loop: fwd loop dw loop dx with dw threaded", .n_inputs = 1, .inputs = vgg16_inputs + 4, .name = NULL, .inplace = 0,
      .kernel = {2, 2}, .stride = {2, 2}, .pad_lo = {0, 0}, .pad_hi = {0, 0}, .dilation = {1, 1},
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {64, 112, 112}, .ndim_out = 3, .out_shape = {128, 112, 112},
-     .in_size = 802816, .out_size = 1605632, .act_offset = 27295744, .lanes = 0, .line = 21, .col = 5,
-     .schedule = "wv: fwd wv[TC=6,TX=4] dw wv[RY=3,TCW=2,U=4] dx wv[TC=6,TX=4] threaded", .n_inputs = 1, .inputs = vgg16_inputs + 5, .name = NULL,
+     .in_size = 802816, .out_size = 1605632, .act_offset = 14450688, .lanes = 0, .line = 21, .col = 5,
+     .schedule = "wv: fwd wv[TC=6,TX=4] dw wv[RY=3,TCW=2,U=4] dx wv[TC=6,TX=4] threaded", .n_inputs = 1, .inputs = vgg16_inputs + 5, .name = NULL, .inplace = 0,
      .kernel = {3, 3}, .stride = {1, 1}, .pad_lo = {1, 1}, .pad_hi = {1, 1}, .dilation = {1, 1},
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "relu", .ndim_in = 3, .in_shape = {128, 112, 112}, .ndim_out = 3, .out_shape = {128, 112, 112},
-     .in_size = 1605632, .out_size = 1605632, .act_offset = 30507008, .lanes = 0, .line = 22, .col = 5,
-     .schedule = "loop: fwd loop dw loop dx with dw threaded", .n_inputs = 1, .inputs = vgg16_inputs + 6, .name = NULL,
+     .in_size = 1605632, .out_size = 1605632, .act_offset = 14450688, .lanes = 0, .line = 22, .col = 5,
+     .schedule = "loop: fwd loop dw loop dx with dw threaded", .n_inputs = 1, .inputs = vgg16_inputs + 6, .name = NULL, .inplace = 1,
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {128, 112, 112}, .ndim_out = 3, .out_shape = {128, 112, 112},
-     .in_size = 1605632, .out_size = 1605632, .act_offset = 33718272, .lanes = 0, .line = 23, .col = 5,
-     .schedule = "wv: fwd wv[TC=6,TX=4] dw wv[RY=3,TCW=2,U=4] dx wv[TC=6,TX=4] threaded", .n_inputs = 1, .inputs = vgg16_inputs + 7, .name = NULL,
+     .in_size = 1605632, .out_size = 1605632, .act_offset = 17661952, .lanes = 0, .line = 23, .col = 5,
+     .schedule = "wv: fwd wv[TC=6,TX=4] dw wv[RY=3,TCW=2,U=4] dx wv[TC=6,TX=4] threaded", .n_inputs = 1, .inputs = vgg16_inputs + 7, .name = NULL, .inplace = 0,
      .kernel = {3, 3}, .stride = {1, 1}, .pad_lo = {1, 1}, .pad_hi = {1, 1}, .dilation = {1, 1},
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "relu", .ndim_in = 3, .in_shape = {128, 112, 112}, .ndim_out = 3, .out_shape = {128, 112, 112},
-     .in_size = 1605632, .out_size = 1605632, .act_offset = 36929536, .lanes = 0, .line = 24, .col = 5,
-     .schedule = "loop: fwd loop dw loop dx with dw threaded", .n_inputs = 1, .inputs = vgg16_inputs + 8, .name = NULL,
+     .in_size = 1605632, .out_size = 1605632, .act_offset = 17661952, .lanes = 0, .line = 24, .col = 5,
+     .schedule = "loop: fwd loop dw loop dx with dw threaded", .n_inputs = 1, .inputs = vgg16_inputs + 8, .name = NULL, .inplace = 1,
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "maxpool2d", .ndim_in = 3, .in_shape = {128, 112, 112}, .ndim_out = 3, .out_shape = {128, 56, 56},
-     .in_size = 1605632, .out_size = 401408, .act_offset = 40140800, .lanes = 0, .line = 25, .col = 5,
-     .schedule = "loop: fwd loop dw loop dx with dw", .n_inputs = 1, .inputs = vgg16_inputs + 9, .name = NULL,
+     .in_size = 1605632, .out_size = 401408, .act_offset = 20873216, .lanes = 0, .line = 25, .col = 5,
+     .schedule = "loop: fwd loop dw loop dx with dw", .n_inputs = 1, .inputs = vgg16_inputs + 9, .name = NULL, .inplace = 0,
      .kernel = {2, 2}, .stride = {2, 2}, .pad_lo = {0, 0}, .pad_hi = {0, 0}, .dilation = {1, 1},
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {128, 56, 56}, .ndim_out = 3, .out_shape = {256, 56, 56},
-     .in_size = 401408, .out_size = 802816, .act_offset = 40943616, .lanes = 0, .line = 27, .col = 5,
-     .schedule = "wv: fwd wv[TC=6,TX=4] dw wv[RY=3,TCW=2,U=4] dx wv[TC=6,TX=4] threaded", .n_inputs = 1, .inputs = vgg16_inputs + 10, .name = NULL,
+     .in_size = 401408, .out_size = 802816, .act_offset = 21676032, .lanes = 0, .line = 27, .col = 5,
+     .schedule = "wv: fwd wv[TC=6,TX=4] dw wv[RY=3,TCW=2,U=4] dx wv[TC=6,TX=4] threaded", .n_inputs = 1, .inputs = vgg16_inputs + 10, .name = NULL, .inplace = 0,
      .kernel = {3, 3}, .stride = {1, 1}, .pad_lo = {1, 1}, .pad_hi = {1, 1}, .dilation = {1, 1},
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "relu", .ndim_in = 3, .in_shape = {256, 56, 56}, .ndim_out = 3, .out_shape = {256, 56, 56},
-     .in_size = 802816, .out_size = 802816, .act_offset = 42549248, .lanes = 0, .line = 28, .col = 5,
-     .schedule = "loop: fwd loop dw loop dx with dw threaded", .n_inputs = 1, .inputs = vgg16_inputs + 11, .name = NULL,
+     .in_size = 802816, .out_size = 802816, .act_offset = 21676032, .lanes = 0, .line = 28, .col = 5,
+     .schedule = "loop: fwd loop dw loop dx with dw threaded", .n_inputs = 1, .inputs = vgg16_inputs + 11, .name = NULL, .inplace = 1,
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {256, 56, 56}, .ndim_out = 3, .out_shape = {256, 56, 56},
-     .in_size = 802816, .out_size = 802816, .act_offset = 44154880, .lanes = 0, .line = 29, .col = 5,
-     .schedule = "wv: fwd wv[TC=6,TX=4] dw wv[RY=3,TCW=2,U=4] dx wv[TC=6,TX=4] threaded", .n_inputs = 1, .inputs = vgg16_inputs + 12, .name = NULL,
+     .in_size = 802816, .out_size = 802816, .act_offset = 23281664, .lanes = 0, .line = 29, .col = 5,
+     .schedule = "wv: fwd wv[TC=6,TX=4] dw wv[RY=3,TCW=2,U=4] dx wv[TC=6,TX=4] threaded", .n_inputs = 1, .inputs = vgg16_inputs + 12, .name = NULL, .inplace = 0,
      .kernel = {3, 3}, .stride = {1, 1}, .pad_lo = {1, 1}, .pad_hi = {1, 1}, .dilation = {1, 1},
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "relu", .ndim_in = 3, .in_shape = {256, 56, 56}, .ndim_out = 3, .out_shape = {256, 56, 56},
-     .in_size = 802816, .out_size = 802816, .act_offset = 45760512, .lanes = 0, .line = 30, .col = 5,
-     .schedule = "loop: fwd loop dw loop dx with dw threaded", .n_inputs = 1, .inputs = vgg16_inputs + 13, .name = NULL,
+     .in_size = 802816, .out_size = 802816, .act_offset = 23281664, .lanes = 0, .line = 30, .col = 5,
+     .schedule = "loop: fwd loop dw loop dx with dw threaded", .n_inputs = 1, .inputs = vgg16_inputs + 13, .name = NULL, .inplace = 1,
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {256, 56, 56}, .ndim_out = 3, .out_shape = {256, 56, 56},
-     .in_size = 802816, .out_size = 802816, .act_offset = 47366144, .lanes = 0, .line = 31, .col = 5,
-     .schedule = "wv: fwd wv[TC=6,TX=4] dw wv[RY=3,TCW=2,U=4] dx wv[TC=6,TX=4] threaded", .n_inputs = 1, .inputs = vgg16_inputs + 14, .name = NULL,
+     .in_size = 802816, .out_size = 802816, .act_offset = 24887296, .lanes = 0, .line = 31, .col = 5,
+     .schedule = "wv: fwd wv[TC=6,TX=4] dw wv[RY=3,TCW=2,U=4] dx wv[TC=6,TX=4] threaded", .n_inputs = 1, .inputs = vgg16_inputs + 14, .name = NULL, .inplace = 0,
      .kernel = {3, 3}, .stride = {1, 1}, .pad_lo = {1, 1}, .pad_hi = {1, 1}, .dilation = {1, 1},
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "relu", .ndim_in = 3, .in_shape = {256, 56, 56}, .ndim_out = 3, .out_shape = {256, 56, 56},
-     .in_size = 802816, .out_size = 802816, .act_offset = 48971776, .lanes = 0, .line = 32, .col = 5,
-     .schedule = "loop: fwd loop dw loop dx with dw threaded", .n_inputs = 1, .inputs = vgg16_inputs + 15, .name = NULL,
+     .in_size = 802816, .out_size = 802816, .act_offset = 24887296, .lanes = 0, .line = 32, .col = 5,
+     .schedule = "loop: fwd loop dw loop dx with dw threaded", .n_inputs = 1, .inputs = vgg16_inputs + 15, .name = NULL, .inplace = 1,
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "maxpool2d", .ndim_in = 3, .in_shape = {256, 56, 56}, .ndim_out = 3, .out_shape = {256, 28, 28},
-     .in_size = 802816, .out_size = 200704, .act_offset = 50577408, .lanes = 0, .line = 33, .col = 5,
-     .schedule = "loop: fwd loop dw loop dx with dw", .n_inputs = 1, .inputs = vgg16_inputs + 16, .name = NULL,
+     .in_size = 802816, .out_size = 200704, .act_offset = 26492928, .lanes = 0, .line = 33, .col = 5,
+     .schedule = "loop: fwd loop dw loop dx with dw", .n_inputs = 1, .inputs = vgg16_inputs + 16, .name = NULL, .inplace = 0,
      .kernel = {2, 2}, .stride = {2, 2}, .pad_lo = {0, 0}, .pad_hi = {0, 0}, .dilation = {1, 1},
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {256, 28, 28}, .ndim_out = 3, .out_shape = {512, 28, 28},
-     .in_size = 200704, .out_size = 401408, .act_offset = 50978816, .lanes = 0, .line = 35, .col = 5,
-     .schedule = "wv: fwd wv[TC=12,TX=2] dw wv[RY=3,TCW=2,U=4] dx wv[TC=12,TX=2] threaded", .n_inputs = 1, .inputs = vgg16_inputs + 17, .name = NULL,
+     .in_size = 200704, .out_size = 401408, .act_offset = 26894336, .lanes = 0, .line = 35, .col = 5,
+     .schedule = "wv: fwd wv[TC=12,TX=2] dw wv[RY=3,TCW=2,U=4] dx wv[TC=12,TX=2] threaded", .n_inputs = 1, .inputs = vgg16_inputs + 17, .name = NULL, .inplace = 0,
      .kernel = {3, 3}, .stride = {1, 1}, .pad_lo = {1, 1}, .pad_hi = {1, 1}, .dilation = {1, 1},
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "relu", .ndim_in = 3, .in_shape = {512, 28, 28}, .ndim_out = 3, .out_shape = {512, 28, 28},
-     .in_size = 401408, .out_size = 401408, .act_offset = 51781632, .lanes = 0, .line = 36, .col = 5,
-     .schedule = "loop: fwd loop dw loop dx with dw", .n_inputs = 1, .inputs = vgg16_inputs + 18, .name = NULL,
+     .in_size = 401408, .out_size = 401408, .act_offset = 26894336, .lanes = 0, .line = 36, .col = 5,
+     .schedule = "loop: fwd loop dw loop dx with dw", .n_inputs = 1, .inputs = vgg16_inputs + 18, .name = NULL, .inplace = 1,
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {512, 28, 28}, .ndim_out = 3, .out_shape = {512, 28, 28},
-     .in_size = 401408, .out_size = 401408, .act_offset = 52584448, .lanes = 0, .line = 37, .col = 5,
-     .schedule = "wv: fwd wv[TC=12,TX=2] dw wv[RY=3,TCW=2,U=4] dx wv[TC=12,TX=2] threaded", .n_inputs = 1, .inputs = vgg16_inputs + 19, .name = NULL,
+     .in_size = 401408, .out_size = 401408, .act_offset = 27697152, .lanes = 0, .line = 37, .col = 5,
+     .schedule = "wv: fwd wv[TC=12,TX=2] dw wv[RY=3,TCW=2,U=4] dx wv[TC=12,TX=2] threaded", .n_inputs = 1, .inputs = vgg16_inputs + 19, .name = NULL, .inplace = 0,
      .kernel = {3, 3}, .stride = {1, 1}, .pad_lo = {1, 1}, .pad_hi = {1, 1}, .dilation = {1, 1},
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "relu", .ndim_in = 3, .in_shape = {512, 28, 28}, .ndim_out = 3, .out_shape = {512, 28, 28},
-     .in_size = 401408, .out_size = 401408, .act_offset = 53387264, .lanes = 0, .line = 38, .col = 5,
-     .schedule = "loop: fwd loop dw loop dx with dw", .n_inputs = 1, .inputs = vgg16_inputs + 20, .name = NULL,
+     .in_size = 401408, .out_size = 401408, .act_offset = 27697152, .lanes = 0, .line = 38, .col = 5,
+     .schedule = "loop: fwd loop dw loop dx with dw", .n_inputs = 1, .inputs = vgg16_inputs + 20, .name = NULL, .inplace = 1,
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {512, 28, 28}, .ndim_out = 3, .out_shape = {512, 28, 28},
-     .in_size = 401408, .out_size = 401408, .act_offset = 54190080, .lanes = 0, .line = 39, .col = 5,
-     .schedule = "wv: fwd wv[TC=12,TX=2] dw wv[RY=3,TCW=2,U=4] dx wv[TC=12,TX=2] threaded", .n_inputs = 1, .inputs = vgg16_inputs + 21, .name = NULL,
+     .in_size = 401408, .out_size = 401408, .act_offset = 28499968, .lanes = 0, .line = 39, .col = 5,
+     .schedule = "wv: fwd wv[TC=12,TX=2] dw wv[RY=3,TCW=2,U=4] dx wv[TC=12,TX=2] threaded", .n_inputs = 1, .inputs = vgg16_inputs + 21, .name = NULL, .inplace = 0,
      .kernel = {3, 3}, .stride = {1, 1}, .pad_lo = {1, 1}, .pad_hi = {1, 1}, .dilation = {1, 1},
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "relu", .ndim_in = 3, .in_shape = {512, 28, 28}, .ndim_out = 3, .out_shape = {512, 28, 28},
-     .in_size = 401408, .out_size = 401408, .act_offset = 54992896, .lanes = 0, .line = 40, .col = 5,
-     .schedule = "loop: fwd loop dw loop dx with dw", .n_inputs = 1, .inputs = vgg16_inputs + 22, .name = NULL,
+     .in_size = 401408, .out_size = 401408, .act_offset = 28499968, .lanes = 0, .line = 40, .col = 5,
+     .schedule = "loop: fwd loop dw loop dx with dw", .n_inputs = 1, .inputs = vgg16_inputs + 22, .name = NULL, .inplace = 1,
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "maxpool2d", .ndim_in = 3, .in_shape = {512, 28, 28}, .ndim_out = 3, .out_shape = {512, 14, 14},
-     .in_size = 401408, .out_size = 100352, .act_offset = 55795712, .lanes = 0, .line = 41, .col = 5,
-     .schedule = "loop: fwd loop dw loop dx with dw", .n_inputs = 1, .inputs = vgg16_inputs + 23, .name = NULL,
+     .in_size = 401408, .out_size = 100352, .act_offset = 29302784, .lanes = 0, .line = 41, .col = 5,
+     .schedule = "loop: fwd loop dw loop dx with dw", .n_inputs = 1, .inputs = vgg16_inputs + 23, .name = NULL, .inplace = 0,
      .kernel = {2, 2}, .stride = {2, 2}, .pad_lo = {0, 0}, .pad_hi = {0, 0}, .dilation = {1, 1},
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {512, 14, 14}, .ndim_out = 3, .out_shape = {512, 14, 14},
-     .in_size = 100352, .out_size = 100352, .act_offset = 55996416, .lanes = 0, .line = 43, .col = 5,
-     .schedule = "cv: fwd cv[TP=6,TV=4] dw cv[TPR=6,TV=4] dx cv[TP=6,TV=4] threaded", .n_inputs = 1, .inputs = vgg16_inputs + 24, .name = NULL,
+     .in_size = 100352, .out_size = 100352, .act_offset = 29503488, .lanes = 0, .line = 43, .col = 5,
+     .schedule = "cv: fwd cv[TP=6,TV=4] dw cv[TPR=6,TV=4] dx cv[TP=6,TV=4] threaded", .n_inputs = 1, .inputs = vgg16_inputs + 24, .name = NULL, .inplace = 0,
      .kernel = {3, 3}, .stride = {1, 1}, .pad_lo = {1, 1}, .pad_hi = {1, 1}, .dilation = {1, 1},
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "relu", .ndim_in = 3, .in_shape = {512, 14, 14}, .ndim_out = 3, .out_shape = {512, 14, 14},
-     .in_size = 100352, .out_size = 100352, .act_offset = 56197120, .lanes = 0, .line = 44, .col = 5,
-     .schedule = "loop: fwd loop dw loop dx with dw", .n_inputs = 1, .inputs = vgg16_inputs + 25, .name = NULL,
+     .in_size = 100352, .out_size = 100352, .act_offset = 29503488, .lanes = 0, .line = 44, .col = 5,
+     .schedule = "loop: fwd loop dw loop dx with dw", .n_inputs = 1, .inputs = vgg16_inputs + 25, .name = NULL, .inplace = 1,
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {512, 14, 14}, .ndim_out = 3, .out_shape = {512, 14, 14},
-     .in_size = 100352, .out_size = 100352, .act_offset = 56397824, .lanes = 0, .line = 45, .col = 5,
-     .schedule = "cv: fwd cv[TP=6,TV=4] dw cv[TPR=6,TV=4] dx cv[TP=6,TV=4] threaded", .n_inputs = 1, .inputs = vgg16_inputs + 26, .name = NULL,
+     .in_size = 100352, .out_size = 100352, .act_offset = 29704192, .lanes = 0, .line = 45, .col = 5,
+     .schedule = "cv: fwd cv[TP=6,TV=4] dw cv[TPR=6,TV=4] dx cv[TP=6,TV=4] threaded", .n_inputs = 1, .inputs = vgg16_inputs + 26, .name = NULL, .inplace = 0,
      .kernel = {3, 3}, .stride = {1, 1}, .pad_lo = {1, 1}, .pad_hi = {1, 1}, .dilation = {1, 1},
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "relu", .ndim_in = 3, .in_shape = {512, 14, 14}, .ndim_out = 3, .out_shape = {512, 14, 14},
-     .in_size = 100352, .out_size = 100352, .act_offset = 56598528, .lanes = 0, .line = 46, .col = 5,
-     .schedule = "loop: fwd loop dw loop dx with dw", .n_inputs = 1, .inputs = vgg16_inputs + 27, .name = NULL,
+     .in_size = 100352, .out_size = 100352, .act_offset = 29704192, .lanes = 0, .line = 46, .col = 5,
+     .schedule = "loop: fwd loop dw loop dx with dw", .n_inputs = 1, .inputs = vgg16_inputs + 27, .name = NULL, .inplace = 1,
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {512, 14, 14}, .ndim_out = 3, .out_shape = {512, 14, 14},
-     .in_size = 100352, .out_size = 100352, .act_offset = 56799232, .lanes = 0, .line = 47, .col = 5,
-     .schedule = "cv: fwd cv[TP=6,TV=4] dw cv[TPR=6,TV=4] dx cv[TP=6,TV=4] threaded", .n_inputs = 1, .inputs = vgg16_inputs + 28, .name = NULL,
+     .in_size = 100352, .out_size = 100352, .act_offset = 29904896, .lanes = 0, .line = 47, .col = 5,
+     .schedule = "cv: fwd cv[TP=6,TV=4] dw cv[TPR=6,TV=4] dx cv[TP=6,TV=4] threaded", .n_inputs = 1, .inputs = vgg16_inputs + 28, .name = NULL, .inplace = 0,
      .kernel = {3, 3}, .stride = {1, 1}, .pad_lo = {1, 1}, .pad_hi = {1, 1}, .dilation = {1, 1},
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "relu", .ndim_in = 3, .in_shape = {512, 14, 14}, .ndim_out = 3, .out_shape = {512, 14, 14},
-     .in_size = 100352, .out_size = 100352, .act_offset = 56999936, .lanes = 0, .line = 48, .col = 5,
-     .schedule = "loop: fwd loop dw loop dx with dw", .n_inputs = 1, .inputs = vgg16_inputs + 29, .name = NULL,
+     .in_size = 100352, .out_size = 100352, .act_offset = 29904896, .lanes = 0, .line = 48, .col = 5,
+     .schedule = "loop: fwd loop dw loop dx with dw", .n_inputs = 1, .inputs = vgg16_inputs + 29, .name = NULL, .inplace = 1,
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "maxpool2d", .ndim_in = 3, .in_shape = {512, 14, 14}, .ndim_out = 3, .out_shape = {512, 7, 7},
-     .in_size = 100352, .out_size = 25088, .act_offset = 57200640, .lanes = 0, .line = 49, .col = 5,
-     .schedule = "loop: fwd loop dw loop dx with dw", .n_inputs = 1, .inputs = vgg16_inputs + 30, .name = NULL,
+     .in_size = 100352, .out_size = 25088, .act_offset = 30105600, .lanes = 0, .line = 49, .col = 5,
+     .schedule = "loop: fwd loop dw loop dx with dw", .n_inputs = 1, .inputs = vgg16_inputs + 30, .name = NULL, .inplace = 0,
      .kernel = {2, 2}, .stride = {2, 2}, .pad_lo = {0, 0}, .pad_hi = {0, 0}, .dilation = {1, 1},
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "flatten", .ndim_in = 3, .in_shape = {512, 7, 7}, .ndim_out = 1, .out_shape = {25088, 0, 0},
-     .in_size = 25088, .out_size = 25088, .act_offset = 57200640, .lanes = 0, .line = 51, .col = 5,
-     .schedule = "alias: fwd alias dw alias dx with dw", .n_inputs = 1, .inputs = vgg16_inputs + 31, .name = NULL,
+     .in_size = 25088, .out_size = 25088, .act_offset = 30105600, .lanes = 0, .line = 51, .col = 5,
+     .schedule = "alias: fwd alias dw alias dx with dw", .n_inputs = 1, .inputs = vgg16_inputs + 31, .name = NULL, .inplace = 0,
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "dense", .ndim_in = 1, .in_shape = {25088, 0, 0}, .ndim_out = 1, .out_shape = {4096, 0, 0},
-     .in_size = 25088, .out_size = 4096, .act_offset = 57250816, .lanes = 0, .line = 52, .col = 5,
-     .schedule = "loop: fwd loop[TO=4] dw loop[TO=4] dx with dw threaded", .n_inputs = 1, .inputs = vgg16_inputs + 32, .name = NULL,
+     .in_size = 25088, .out_size = 4096, .act_offset = 30155776, .lanes = 0, .line = 52, .col = 5,
+     .schedule = "loop: fwd loop[TO=4] dw loop[TO=4] dx with dw threaded", .n_inputs = 1, .inputs = vgg16_inputs + 32, .name = NULL, .inplace = 0,
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "relu", .ndim_in = 1, .in_shape = {4096, 0, 0}, .ndim_out = 1, .out_shape = {4096, 0, 0},
-     .in_size = 4096, .out_size = 4096, .act_offset = 57259008, .lanes = 0, .line = 53, .col = 5,
-     .schedule = "loop: fwd loop dw loop dx with dw", .n_inputs = 1, .inputs = vgg16_inputs + 33, .name = NULL,
+     .in_size = 4096, .out_size = 4096, .act_offset = 30155776, .lanes = 0, .line = 53, .col = 5,
+     .schedule = "loop: fwd loop dw loop dx with dw", .n_inputs = 1, .inputs = vgg16_inputs + 33, .name = NULL, .inplace = 1,
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "dense", .ndim_in = 1, .in_shape = {4096, 0, 0}, .ndim_out = 1, .out_shape = {4096, 0, 0},
-     .in_size = 4096, .out_size = 4096, .act_offset = 57267200, .lanes = 0, .line = 54, .col = 5,
-     .schedule = "loop: fwd loop[TO=4] dw loop[TO=4] dx with dw threaded", .n_inputs = 1, .inputs = vgg16_inputs + 34, .name = NULL,
+     .in_size = 4096, .out_size = 4096, .act_offset = 30163968, .lanes = 0, .line = 54, .col = 5,
+     .schedule = "loop: fwd loop[TO=4] dw loop[TO=4] dx with dw threaded", .n_inputs = 1, .inputs = vgg16_inputs + 34, .name = NULL, .inplace = 0,
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "relu", .ndim_in = 1, .in_shape = {4096, 0, 0}, .ndim_out = 1, .out_shape = {4096, 0, 0},
-     .in_size = 4096, .out_size = 4096, .act_offset = 57275392, .lanes = 0, .line = 55, .col = 5,
-     .schedule = "loop: fwd loop dw loop dx with dw", .n_inputs = 1, .inputs = vgg16_inputs + 35, .name = NULL,
+     .in_size = 4096, .out_size = 4096, .act_offset = 30163968, .lanes = 0, .line = 55, .col = 5,
+     .schedule = "loop: fwd loop dw loop dx with dw", .n_inputs = 1, .inputs = vgg16_inputs + 35, .name = NULL, .inplace = 1,
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "dense", .ndim_in = 1, .in_shape = {4096, 0, 0}, .ndim_out = 1, .out_shape = {1000, 0, 0},
-     .in_size = 4096, .out_size = 1000, .act_offset = 57283584, .lanes = 0, .line = 56, .col = 5,
-     .schedule = "loop: fwd loop[TO=4] dw loop[TO=4] dx with dw threaded", .n_inputs = 1, .inputs = vgg16_inputs + 36, .name = NULL,
+     .in_size = 4096, .out_size = 1000, .act_offset = 30172160, .lanes = 0, .line = 56, .col = 5,
+     .schedule = "loop: fwd loop[TO=4] dw loop[TO=4] dx with dw threaded", .n_inputs = 1, .inputs = vgg16_inputs + 36, .name = NULL, .inplace = 0,
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
 };
 

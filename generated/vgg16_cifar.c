@@ -1932,12 +1932,12 @@ static void l00_conv2d_backward_dx(const float *restrict P, const float *restric
 
 /* layer 1: relu 64x32x32 -> 64x32x32 (specs/vgg16_cifar.yaml:11:5)
  * schedule lanes: fwd lanes dw lanes dx with dw threaded */
-static void l01_relu_forward(const float *restrict x, float *restrict y)
+static void l01_relu_forward(float *restrict y)
 {
     /* x [64x32x32][lanes], y [64x32x32][lanes] */
     CG_PARALLEL_FOR
     for (int i = 0; i < 2097152; i++)
-        y[i] = x[i] > 0.0f ? x[i] : 0.0f;
+        y[i] = y[i] <= 0.0f ? 0.0f : y[i];
 }
 
 static void l01_relu_backward(const float *restrict y, const float *restrict dy, float *restrict dx)
@@ -1945,7 +1945,7 @@ static void l01_relu_backward(const float *restrict y, const float *restrict dy,
     /* x [64x32x32][lanes], y [64x32x32][lanes] */
     CG_PARALLEL_FOR
     for (int i = 0; i < 2097152; i++)
-        dx[i] = y[i] > 0.0f ? dy[i] : 0.0f;
+        dx[i] = y[i] <= 0.0f ? 0.0f : dy[i];
 }
 
 /* layer 2: conv2d 64x32x32 -> 64x32x32 (specs/vgg16_cifar.yaml:12:5)
@@ -7444,12 +7444,12 @@ static void l05_conv2d_backward_dx(const float *restrict P, const float *restric
 
 /* layer 6: relu 128x16x16 -> 128x16x16 (specs/vgg16_cifar.yaml:17:5)
  * schedule lanes: fwd lanes dw lanes dx with dw threaded */
-static void l06_relu_forward(const float *restrict x, float *restrict y)
+static void l06_relu_forward(float *restrict y)
 {
     /* x [128x16x16][lanes], y [128x16x16][lanes] */
     CG_PARALLEL_FOR
     for (int i = 0; i < 1048576; i++)
-        y[i] = x[i] > 0.0f ? x[i] : 0.0f;
+        y[i] = y[i] <= 0.0f ? 0.0f : y[i];
 }
 
 static void l06_relu_backward(const float *restrict y, const float *restrict dy, float *restrict dx)
@@ -7457,7 +7457,7 @@ static void l06_relu_backward(const float *restrict y, const float *restrict dy,
     /* x [128x16x16][lanes], y [128x16x16][lanes] */
     CG_PARALLEL_FOR
     for (int i = 0; i < 1048576; i++)
-        dx[i] = y[i] > 0.0f ? dy[i] : 0.0f;
+        dx[i] = y[i] <= 0.0f ? 0.0f : dy[i];
 }
 
 /* layer 7: conv2d 128x16x16 -> 128x16x16 (specs/vgg16_cifar.yaml:18:5)
@@ -12956,18 +12956,18 @@ static void l10_conv2d_backward_dx(const float *restrict P, const float *restric
 
 /* layer 11: relu 256x8x8 -> 256x8x8 (specs/vgg16_cifar.yaml:23:5)
  * schedule lanes: fwd lanes dw lanes dx with dw */
-static void l11_relu_forward(const float *restrict x, float *restrict y)
+static void l11_relu_forward(float *restrict y)
 {
     /* x [256x8x8][lanes], y [256x8x8][lanes] */
     for (int i = 0; i < 524288; i++)
-        y[i] = x[i] > 0.0f ? x[i] : 0.0f;
+        y[i] = y[i] <= 0.0f ? 0.0f : y[i];
 }
 
 static void l11_relu_backward(const float *restrict y, const float *restrict dy, float *restrict dx)
 {
     /* x [256x8x8][lanes], y [256x8x8][lanes] */
     for (int i = 0; i < 524288; i++)
-        dx[i] = y[i] > 0.0f ? dy[i] : 0.0f;
+        dx[i] = y[i] <= 0.0f ? 0.0f : dy[i];
 }
 
 /* layer 12: conv2d 256x8x8 -> 256x8x8 (specs/vgg16_cifar.yaml:24:5)
@@ -18480,18 +18480,18 @@ static void l17_conv2d_backward_dx(const float *restrict P, const float *restric
 
 /* layer 18: relu 512x4x4 -> 512x4x4 (specs/vgg16_cifar.yaml:31:5)
  * schedule lanes: fwd lanes dw lanes dx with dw */
-static void l18_relu_forward(const float *restrict x, float *restrict y)
+static void l18_relu_forward(float *restrict y)
 {
     /* x [512x4x4][lanes], y [512x4x4][lanes] */
     for (int i = 0; i < 262144; i++)
-        y[i] = x[i] > 0.0f ? x[i] : 0.0f;
+        y[i] = y[i] <= 0.0f ? 0.0f : y[i];
 }
 
 static void l18_relu_backward(const float *restrict y, const float *restrict dy, float *restrict dx)
 {
     /* x [512x4x4][lanes], y [512x4x4][lanes] */
     for (int i = 0; i < 262144; i++)
-        dx[i] = y[i] > 0.0f ? dy[i] : 0.0f;
+        dx[i] = y[i] <= 0.0f ? 0.0f : dy[i];
 }
 
 /* layer 19: conv2d 512x4x4 -> 512x4x4 (specs/vgg16_cifar.yaml:32:5)
@@ -22283,18 +22283,18 @@ static void l24_conv2d_backward_dx(const float *restrict P, const float *restric
 
 /* layer 25: relu 512x2x2 -> 512x2x2 (specs/vgg16_cifar.yaml:39:5)
  * schedule lanes: fwd lanes dw lanes dx with dw */
-static void l25_relu_forward(const float *restrict x, float *restrict y)
+static void l25_relu_forward(float *restrict y)
 {
     /* x [512x2x2][lanes], y [512x2x2][lanes] */
     for (int i = 0; i < 65536; i++)
-        y[i] = x[i] > 0.0f ? x[i] : 0.0f;
+        y[i] = y[i] <= 0.0f ? 0.0f : y[i];
 }
 
 static void l25_relu_backward(const float *restrict y, const float *restrict dy, float *restrict dx)
 {
     /* x [512x2x2][lanes], y [512x2x2][lanes] */
     for (int i = 0; i < 65536; i++)
-        dx[i] = y[i] > 0.0f ? dy[i] : 0.0f;
+        dx[i] = y[i] <= 0.0f ? 0.0f : dy[i];
 }
 
 /* layer 26: conv2d 512x2x2 -> 512x2x2 (specs/vgg16_cifar.yaml:40:5)
@@ -22485,18 +22485,18 @@ static void l32_dense_backward_dx(const float *restrict P, const float *restrict
 
 /* layer 33: relu 512 -> 512 (specs/vgg16_cifar.yaml:48:5)
  * schedule lanes: fwd lanes dw lanes dx with dw */
-static void l33_relu_forward(const float *restrict x, float *restrict y)
+static void l33_relu_forward(float *restrict y)
 {
     /* x [512][lanes], y [512][lanes] */
     for (int i = 0; i < 16384; i++)
-        y[i] = x[i] > 0.0f ? x[i] : 0.0f;
+        y[i] = y[i] <= 0.0f ? 0.0f : y[i];
 }
 
 static void l33_relu_backward(const float *restrict y, const float *restrict dy, float *restrict dx)
 {
     /* x [512][lanes], y [512][lanes] */
     for (int i = 0; i < 16384; i++)
-        dx[i] = y[i] > 0.0f ? dy[i] : 0.0f;
+        dx[i] = y[i] <= 0.0f ? 0.0f : dy[i];
 }
 
 /* layer 34: dense 512 -> 512 (specs/vgg16_cifar.yaml:49:5)
@@ -22637,81 +22637,66 @@ static void l36_dense_backward_dx(const float *restrict P, const float *restrict
 
 /* Workspace regions, in floats (NAME.h gives the total). */
 #define XIN     0 /* the input, [3x32x32][lanes] */
-#define A00     98304 /* layer 0 (conv2d) output, [64x32x32][lanes] */
-#define A01     2195456 /* layer 1 (relu) output, [64x32x32][lanes] */
-#define A02     4292608 /* layer 2 (conv2d) output, [64x32x32][lanes] */
-#define A03     6389760 /* layer 3 (relu) output, [64x32x32][lanes] */
-#define A04     8486912 /* layer 4 (maxpool2d) output, [64x16x16][lanes] */
-#define A05     9011200 /* layer 5 (conv2d) output, [128x16x16][lanes] */
-#define A06     10059776 /* layer 6 (relu) output, [128x16x16][lanes] */
-#define A07     11108352 /* layer 7 (conv2d) output, [128x16x16][lanes] */
-#define A08     12156928 /* layer 8 (relu) output, [128x16x16][lanes] */
-#define A09     13205504 /* layer 9 (maxpool2d) output, [128x8x8][lanes] */
-#define A10     13467648 /* layer 10 (conv2d) output, [256x8x8][lanes] */
-#define A11     13991936 /* layer 11 (relu) output, [256x8x8][lanes] */
-#define A12     14516224 /* layer 12 (conv2d) output, [256x8x8][lanes] */
-#define A13     15040512 /* layer 13 (relu) output, [256x8x8][lanes] */
-#define A14     15564800 /* layer 14 (conv2d) output, [256x8x8][lanes] */
-#define A15     16089088 /* layer 15 (relu) output, [256x8x8][lanes] */
-#define A16     16613376 /* layer 16 (maxpool2d) output, [256x4x4][lanes] */
-#define A17     16744448 /* layer 17 (conv2d) output, [512x4x4][lanes] */
-#define A18     17006592 /* layer 18 (relu) output, [512x4x4][lanes] */
-#define A19     17268736 /* layer 19 (conv2d) output, [512x4x4][lanes] */
-#define A20     17530880 /* layer 20 (relu) output, [512x4x4][lanes] */
-#define A21     17793024 /* layer 21 (conv2d) output, [512x4x4][lanes] */
-#define A22     18055168 /* layer 22 (relu) output, [512x4x4][lanes] */
-#define A23     18317312 /* layer 23 (maxpool2d) output, [512x2x2][lanes] */
-#define A24     18382848 /* layer 24 (conv2d) output, [512x2x2][lanes] */
-#define A25     18448384 /* layer 25 (relu) output, [512x2x2][lanes] */
-#define A26     18513920 /* layer 26 (conv2d) output, [512x2x2][lanes] */
-#define A27     18579456 /* layer 27 (relu) output, [512x2x2][lanes] */
-#define A28     18644992 /* layer 28 (conv2d) output, [512x2x2][lanes] */
-#define A29     18710528 /* layer 29 (relu) output, [512x2x2][lanes] */
-#define A30     18776064 /* layer 30 (maxpool2d) output, [512x1x1][lanes] */
-#define A32     18792448 /* layer 32 (dense) output, [512][lanes] */
-#define A33     18808832 /* layer 33 (relu) output, [512][lanes] */
-#define A34     18825216 /* layer 34 (dense) output, [512][lanes] */
-#define A35     18841600 /* layer 35 (relu) output, [512][lanes] */
-#define A36     18857984 /* layer 36 (dense) output, [10][lanes] */
-#define OUT     18858304 /* the output, [N][10] */
-#define DOUT    18858624 /* dLoss/dOutput, [N][10] */
-#define DOUT_L  18858944 /* dLoss/dOutput, [10][lanes] */
-#define D35     18859264 /* gradient arena: dLoss/d(layer 35 output) */
-#define D34     18875648 /* gradient arena: dLoss/d(layer 34 output) */
-#define D33     18859264 /* gradient arena: dLoss/d(layer 33 output) */
-#define D32     18875648 /* gradient arena: dLoss/d(layer 32 output) */
-#define D31     18924800 /* gradient arena: dLoss/d(layer 31 output) */
-#define D29     18859264 /* gradient arena: dLoss/d(layer 29 output) */
-#define D28     18924800 /* gradient arena: dLoss/d(layer 28 output) */
-#define D27     18859264 /* gradient arena: dLoss/d(layer 27 output) */
-#define D26     18924800 /* gradient arena: dLoss/d(layer 26 output) */
-#define D25     18859264 /* gradient arena: dLoss/d(layer 25 output) */
-#define D24     18924800 /* gradient arena: dLoss/d(layer 24 output) */
-#define D23     19121408 /* gradient arena: dLoss/d(layer 23 output) */
-#define D22     18859264 /* gradient arena: dLoss/d(layer 22 output) */
-#define D21     19121408 /* gradient arena: dLoss/d(layer 21 output) */
-#define D20     18859264 /* gradient arena: dLoss/d(layer 20 output) */
-#define D19     19121408 /* gradient arena: dLoss/d(layer 19 output) */
-#define D18     18859264 /* gradient arena: dLoss/d(layer 18 output) */
-#define D17     19121408 /* gradient arena: dLoss/d(layer 17 output) */
-#define D16     19383552 /* gradient arena: dLoss/d(layer 16 output) */
-#define D15     18859264 /* gradient arena: dLoss/d(layer 15 output) */
-#define D14     19383552 /* gradient arena: dLoss/d(layer 14 output) */
-#define D13     18859264 /* gradient arena: dLoss/d(layer 13 output) */
-#define D12     19383552 /* gradient arena: dLoss/d(layer 12 output) */
-#define D11     18859264 /* gradient arena: dLoss/d(layer 11 output) */
-#define D10     19383552 /* gradient arena: dLoss/d(layer 10 output) */
-#define D09     19907840 /* gradient arena: dLoss/d(layer 9 output) */
-#define D08     18859264 /* gradient arena: dLoss/d(layer 8 output) */
-#define D07     19907840 /* gradient arena: dLoss/d(layer 7 output) */
-#define D06     18859264 /* gradient arena: dLoss/d(layer 6 output) */
-#define D05     19907840 /* gradient arena: dLoss/d(layer 5 output) */
-#define D04     20956416 /* gradient arena: dLoss/d(layer 4 output) */
-#define D03     18859264 /* gradient arena: dLoss/d(layer 3 output) */
-#define D02     20956416 /* gradient arena: dLoss/d(layer 2 output) */
-#define D01     18859264 /* gradient arena: dLoss/d(layer 1 output) */
-#define D00     20956416 /* gradient arena: dLoss/d(layer 0 output) */
-#define DIN     18859264 /* gradient arena: dLoss/dInput */
+#define A00     98304 /* output of layer 0 (conv2d), [64x32x32][lanes] */
+#define A02     2195456 /* output of layer 2 (conv2d), [64x32x32][lanes] */
+#define A04     4292608 /* output of layer 4 (maxpool2d), [64x16x16][lanes] */
+#define A05     4816896 /* output of layer 5 (conv2d), [128x16x16][lanes] */
+#define A07     5865472 /* output of layer 7 (conv2d), [128x16x16][lanes] */
+#define A09     6914048 /* output of layer 9 (maxpool2d), [128x8x8][lanes] */
+#define A10     7176192 /* output of layer 10 (conv2d), [256x8x8][lanes] */
+#define A12     7700480 /* output of layer 12 (conv2d), [256x8x8][lanes] */
+#define A14     8224768 /* output of layer 14 (conv2d), [256x8x8][lanes] */
+#define A16     8749056 /* output of layer 16 (maxpool2d), [256x4x4][lanes] */
+#define A17     8880128 /* output of layer 17 (conv2d), [512x4x4][lanes] */
+#define A19     9142272 /* output of layer 19 (conv2d), [512x4x4][lanes] */
+#define A21     9404416 /* output of layer 21 (conv2d), [512x4x4][lanes] */
+#define A23     9666560 /* output of layer 23 (maxpool2d), [512x2x2][lanes] */
+#define A24     9732096 /* output of layer 24 (conv2d), [512x2x2][lanes] */
+#define A26     9797632 /* output of layer 26 (conv2d), [512x2x2][lanes] */
+#define A28     9863168 /* output of layer 28 (conv2d), [512x2x2][lanes] */
+#define A30     9928704 /* output of layer 30 (maxpool2d), [512x1x1][lanes] */
+#define A32     9945088 /* output of layer 32 (dense), [512][lanes] */
+#define A34     9961472 /* output of layer 34 (dense), [512][lanes] */
+#define A36     9977856 /* output of layer 36 (dense), [10][lanes] */
+#define OUT     9978176 /* the output, [N][10] */
+#define DOUT    9978496 /* dLoss/dOutput, [N][10] */
+#define DOUT_L  9978816 /* dLoss/dOutput, [10][lanes] */
+#define D35     9979136 /* gradient arena: dLoss/d(layer 35 output) */
+#define D34     9995520 /* gradient arena: dLoss/d(layer 34 output) */
+#define D33     9979136 /* gradient arena: dLoss/d(layer 33 output) */
+#define D32     9995520 /* gradient arena: dLoss/d(layer 32 output) */
+#define D31     10044672 /* gradient arena: dLoss/d(layer 31 output) */
+#define D29     9979136 /* gradient arena: dLoss/d(layer 29 output) */
+#define D28     10044672 /* gradient arena: dLoss/d(layer 28 output) */
+#define D27     9979136 /* gradient arena: dLoss/d(layer 27 output) */
+#define D26     10044672 /* gradient arena: dLoss/d(layer 26 output) */
+#define D25     9979136 /* gradient arena: dLoss/d(layer 25 output) */
+#define D24     10044672 /* gradient arena: dLoss/d(layer 24 output) */
+#define D23     10241280 /* gradient arena: dLoss/d(layer 23 output) */
+#define D22     9979136 /* gradient arena: dLoss/d(layer 22 output) */
+#define D21     10241280 /* gradient arena: dLoss/d(layer 21 output) */
+#define D20     9979136 /* gradient arena: dLoss/d(layer 20 output) */
+#define D19     10241280 /* gradient arena: dLoss/d(layer 19 output) */
+#define D18     9979136 /* gradient arena: dLoss/d(layer 18 output) */
+#define D17     10241280 /* gradient arena: dLoss/d(layer 17 output) */
+#define D16     10503424 /* gradient arena: dLoss/d(layer 16 output) */
+#define D15     9979136 /* gradient arena: dLoss/d(layer 15 output) */
+#define D14     10503424 /* gradient arena: dLoss/d(layer 14 output) */
+#define D13     9979136 /* gradient arena: dLoss/d(layer 13 output) */
+#define D12     10503424 /* gradient arena: dLoss/d(layer 12 output) */
+#define D11     9979136 /* gradient arena: dLoss/d(layer 11 output) */
+#define D10     10503424 /* gradient arena: dLoss/d(layer 10 output) */
+#define D09     11027712 /* gradient arena: dLoss/d(layer 9 output) */
+#define D08     9979136 /* gradient arena: dLoss/d(layer 8 output) */
+#define D07     11027712 /* gradient arena: dLoss/d(layer 7 output) */
+#define D06     9979136 /* gradient arena: dLoss/d(layer 6 output) */
+#define D05     11027712 /* gradient arena: dLoss/d(layer 5 output) */
+#define D04     12076288 /* gradient arena: dLoss/d(layer 4 output) */
+#define D03     9979136 /* gradient arena: dLoss/d(layer 3 output) */
+#define D02     12076288 /* gradient arena: dLoss/d(layer 2 output) */
+#define D01     9979136 /* gradient arena: dLoss/d(layer 1 output) */
+#define D00     12076288 /* gradient arena: dLoss/d(layer 0 output) */
+#define DIN     9979136 /* gradient arena: dLoss/dInput */
 
 /* Forward over nb <= 32 samples; activations stay in ws for backward. */
 void vgg16_cifar_forward(const float *params, float *buffers, const float *x, float *ws, int nb, int training)
@@ -22720,101 +22705,116 @@ void vgg16_cifar_forward(const float *params, float *buffers, const float *x, fl
     (void)training;
     cg_to_lanes(x, ws + XIN, nb, 3072, 32);
     l00_conv2d_forward(params, ws + XIN, ws + A00);
-    l01_relu_forward(ws + A00, ws + A01);
-    l02_conv2d_forward(params + 1792, ws + A01, ws + A02);
-    l01_relu_forward(ws + A02, ws + A03);
-    l04_maxpool2d_forward(ws + A03, ws + A04);
+    /* (in place: layer 1's relu writes over its input) */
+    l01_relu_forward(ws + A00);
+    l02_conv2d_forward(params + 1792, ws + A00, ws + A02);
+    /* (in place: layer 3's relu writes over its input) */
+    l01_relu_forward(ws + A02);
+    l04_maxpool2d_forward(ws + A02, ws + A04);
     l05_conv2d_forward(params + 38720, ws + A04, ws + A05);
-    l06_relu_forward(ws + A05, ws + A06);
-    l07_conv2d_forward(params + 112576, ws + A06, ws + A07);
-    l06_relu_forward(ws + A07, ws + A08);
-    l09_maxpool2d_forward(ws + A08, ws + A09);
+    /* (in place: layer 6's relu writes over its input) */
+    l06_relu_forward(ws + A05);
+    l07_conv2d_forward(params + 112576, ws + A05, ws + A07);
+    /* (in place: layer 8's relu writes over its input) */
+    l06_relu_forward(ws + A07);
+    l09_maxpool2d_forward(ws + A07, ws + A09);
     l10_conv2d_forward(params + 260160, ws + A09, ws + A10);
-    l11_relu_forward(ws + A10, ws + A11);
-    l12_conv2d_forward(params + 555328, ws + A11, ws + A12);
-    l11_relu_forward(ws + A12, ws + A13);
-    l12_conv2d_forward(params + 1145408, ws + A13, ws + A14);
-    l11_relu_forward(ws + A14, ws + A15);
-    l16_maxpool2d_forward(ws + A15, ws + A16);
+    /* (in place: layer 11's relu writes over its input) */
+    l11_relu_forward(ws + A10);
+    l12_conv2d_forward(params + 555328, ws + A10, ws + A12);
+    /* (in place: layer 13's relu writes over its input) */
+    l11_relu_forward(ws + A12);
+    l12_conv2d_forward(params + 1145408, ws + A12, ws + A14);
+    /* (in place: layer 15's relu writes over its input) */
+    l11_relu_forward(ws + A14);
+    l16_maxpool2d_forward(ws + A14, ws + A16);
     l17_conv2d_forward(params + 1735488, ws + A16, ws + A17);
-    l18_relu_forward(ws + A17, ws + A18);
-    l19_conv2d_forward(params + 2915648, ws + A18, ws + A19);
-    l18_relu_forward(ws + A19, ws + A20);
-    l19_conv2d_forward(params + 5275456, ws + A20, ws + A21);
-    l18_relu_forward(ws + A21, ws + A22);
-    l23_maxpool2d_forward(ws + A22, ws + A23);
+    /* (in place: layer 18's relu writes over its input) */
+    l18_relu_forward(ws + A17);
+    l19_conv2d_forward(params + 2915648, ws + A17, ws + A19);
+    /* (in place: layer 20's relu writes over its input) */
+    l18_relu_forward(ws + A19);
+    l19_conv2d_forward(params + 5275456, ws + A19, ws + A21);
+    /* (in place: layer 22's relu writes over its input) */
+    l18_relu_forward(ws + A21);
+    l23_maxpool2d_forward(ws + A21, ws + A23);
     l24_conv2d_forward(params + 7635264, ws + A23, ws + A24);
-    l25_relu_forward(ws + A24, ws + A25);
-    l24_conv2d_forward(params + 9995072, ws + A25, ws + A26);
-    l25_relu_forward(ws + A26, ws + A27);
-    l24_conv2d_forward(params + 12354880, ws + A27, ws + A28);
-    l25_relu_forward(ws + A28, ws + A29);
-    l30_maxpool2d_forward(ws + A29, ws + A30);
+    /* (in place: layer 25's relu writes over its input) */
+    l25_relu_forward(ws + A24);
+    l24_conv2d_forward(params + 9995072, ws + A24, ws + A26);
+    /* (in place: layer 27's relu writes over its input) */
+    l25_relu_forward(ws + A26);
+    l24_conv2d_forward(params + 12354880, ws + A26, ws + A28);
+    /* (in place: layer 29's relu writes over its input) */
+    l25_relu_forward(ws + A28);
+    l30_maxpool2d_forward(ws + A28, ws + A30);
     /* layer 31: flatten is a view of its input */
     l32_dense_forward(params + 14714688, ws + A30, ws + A32);
-    l33_relu_forward(ws + A32, ws + A33);
-    l32_dense_forward(params + 14977344, ws + A33, ws + A34);
-    l33_relu_forward(ws + A34, ws + A35);
-    l36_dense_forward(params + 15240000, ws + A35, ws + A36);
+    /* (in place: layer 33's relu writes over its input) */
+    l33_relu_forward(ws + A32);
+    l32_dense_forward(params + 14977344, ws + A32, ws + A34);
+    /* (in place: layer 35's relu writes over its input) */
+    l33_relu_forward(ws + A34);
+    l36_dense_forward(params + 15240000, ws + A34, ws + A36);
     cg_from_lanes(ws + A36, ws + OUT, nb, 10, 32);
 }
 
-/* Backward after a training forward: dLoss/dOutput at ws + DOUT (18858624); grads accumulate. */
+/* Backward after a training forward: dLoss/dOutput at ws + DOUT (9978496); grads accumulate. */
 void vgg16_cifar_backward(const float *params, float *grads, const float *x, float *dx, float *ws, int nb)
 {
     cg_to_lanes(ws + DOUT, ws + DOUT_L, nb, 10, 32);
     (void)x;
-    l36_dense_backward(grads + 15240000, ws + A35, ws + DOUT_L);
+    l36_dense_backward(grads + 15240000, ws + A34, ws + DOUT_L);
     l36_dense_backward_dx(params + 15240000, ws + DOUT_L, ws + D35);
-    l33_relu_backward(ws + A35, ws + D35, ws + D34);
-    l32_dense_backward(grads + 14977344, ws + A33, ws + D34);
+    l33_relu_backward(ws + A34, ws + D35, ws + D34);
+    l32_dense_backward(grads + 14977344, ws + A32, ws + D34);
     l32_dense_backward_dx(params + 14977344, ws + D34, ws + D33);
-    l33_relu_backward(ws + A33, ws + D33, ws + D32);
+    l33_relu_backward(ws + A32, ws + D33, ws + D32);
     l32_dense_backward(grads + 14714688, ws + A30, ws + D32);
     l32_dense_backward_dx(params + 14714688, ws + D32, ws + D31);
     /* layer 31: flatten passes the gradient through */
-    l30_maxpool2d_backward(ws + A29, ws + D31, ws + D29);
-    l25_relu_backward(ws + A29, ws + D29, ws + D28);
-    l24_conv2d_backward(grads + 12354880, ws + A27, ws + D28);
+    l30_maxpool2d_backward(ws + A28, ws + D31, ws + D29);
+    l25_relu_backward(ws + A28, ws + D29, ws + D28);
+    l24_conv2d_backward(grads + 12354880, ws + A26, ws + D28);
     l24_conv2d_backward_dx(params + 12354880, ws + D28, ws + D27);
-    l25_relu_backward(ws + A27, ws + D27, ws + D26);
-    l24_conv2d_backward(grads + 9995072, ws + A25, ws + D26);
+    l25_relu_backward(ws + A26, ws + D27, ws + D26);
+    l24_conv2d_backward(grads + 9995072, ws + A24, ws + D26);
     l24_conv2d_backward_dx(params + 9995072, ws + D26, ws + D25);
-    l25_relu_backward(ws + A25, ws + D25, ws + D24);
+    l25_relu_backward(ws + A24, ws + D25, ws + D24);
     l24_conv2d_backward(grads + 7635264, ws + A23, ws + D24);
     l24_conv2d_backward_dx(params + 7635264, ws + D24, ws + D23);
-    l23_maxpool2d_backward(ws + A22, ws + D23, ws + D22);
-    l18_relu_backward(ws + A22, ws + D22, ws + D21);
-    l19_conv2d_backward(grads + 5275456, ws + A20, ws + D21);
+    l23_maxpool2d_backward(ws + A21, ws + D23, ws + D22);
+    l18_relu_backward(ws + A21, ws + D22, ws + D21);
+    l19_conv2d_backward(grads + 5275456, ws + A19, ws + D21);
     l19_conv2d_backward_dx(params + 5275456, ws + D21, ws + D20);
-    l18_relu_backward(ws + A20, ws + D20, ws + D19);
-    l19_conv2d_backward(grads + 2915648, ws + A18, ws + D19);
+    l18_relu_backward(ws + A19, ws + D20, ws + D19);
+    l19_conv2d_backward(grads + 2915648, ws + A17, ws + D19);
     l19_conv2d_backward_dx(params + 2915648, ws + D19, ws + D18);
-    l18_relu_backward(ws + A18, ws + D18, ws + D17);
+    l18_relu_backward(ws + A17, ws + D18, ws + D17);
     l17_conv2d_backward(grads + 1735488, ws + A16, ws + D17);
     l17_conv2d_backward_dx(params + 1735488, ws + D17, ws + D16);
-    l16_maxpool2d_backward(ws + A15, ws + D16, ws + D15);
-    l11_relu_backward(ws + A15, ws + D15, ws + D14);
-    l12_conv2d_backward(grads + 1145408, ws + A13, ws + D14);
+    l16_maxpool2d_backward(ws + A14, ws + D16, ws + D15);
+    l11_relu_backward(ws + A14, ws + D15, ws + D14);
+    l12_conv2d_backward(grads + 1145408, ws + A12, ws + D14);
     l12_conv2d_backward_dx(params + 1145408, ws + D14, ws + D13);
-    l11_relu_backward(ws + A13, ws + D13, ws + D12);
-    l12_conv2d_backward(grads + 555328, ws + A11, ws + D12);
+    l11_relu_backward(ws + A12, ws + D13, ws + D12);
+    l12_conv2d_backward(grads + 555328, ws + A10, ws + D12);
     l12_conv2d_backward_dx(params + 555328, ws + D12, ws + D11);
-    l11_relu_backward(ws + A11, ws + D11, ws + D10);
+    l11_relu_backward(ws + A10, ws + D11, ws + D10);
     l10_conv2d_backward(grads + 260160, ws + A09, ws + D10);
     l10_conv2d_backward_dx(params + 260160, ws + D10, ws + D09);
-    l09_maxpool2d_backward(ws + A08, ws + D09, ws + D08);
-    l06_relu_backward(ws + A08, ws + D08, ws + D07);
-    l07_conv2d_backward(grads + 112576, ws + A06, ws + D07);
+    l09_maxpool2d_backward(ws + A07, ws + D09, ws + D08);
+    l06_relu_backward(ws + A07, ws + D08, ws + D07);
+    l07_conv2d_backward(grads + 112576, ws + A05, ws + D07);
     l07_conv2d_backward_dx(params + 112576, ws + D07, ws + D06);
-    l06_relu_backward(ws + A06, ws + D06, ws + D05);
+    l06_relu_backward(ws + A05, ws + D06, ws + D05);
     l05_conv2d_backward(grads + 38720, ws + A04, ws + D05);
     l05_conv2d_backward_dx(params + 38720, ws + D05, ws + D04);
-    l04_maxpool2d_backward(ws + A03, ws + D04, ws + D03);
-    l01_relu_backward(ws + A03, ws + D03, ws + D02);
-    l02_conv2d_backward(grads + 1792, ws + A01, ws + D02);
+    l04_maxpool2d_backward(ws + A02, ws + D04, ws + D03);
+    l01_relu_backward(ws + A02, ws + D03, ws + D02);
+    l02_conv2d_backward(grads + 1792, ws + A00, ws + D02);
     l02_conv2d_backward_dx(params + 1792, ws + D02, ws + D01);
-    l01_relu_backward(ws + A01, ws + D01, ws + D00);
+    l01_relu_backward(ws + A00, ws + D01, ws + D00);
     l00_conv2d_backward(grads, ws + XIN, ws + D00);
     if (dx) l00_conv2d_backward_dx(params, ws + D00, ws + DIN);
     if (dx) cg_from_lanes(ws + DIN, dx, nb, 3072, 32);
@@ -22899,169 +22899,169 @@ static const int vgg16_cifar_inputs[] = {
 static const cg_layer vgg16_cifar_layers[] = {
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {3, 32, 32}, .ndim_out = 3, .out_shape = {64, 32, 32},
      .in_size = 3072, .out_size = 65536, .act_offset = 98304, .lanes = 32, .line = 10, .col = 5,
-     .schedule = "lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=3] threaded", .n_inputs = 1, .inputs = vgg16_cifar_inputs + 0, .name = NULL,
+     .schedule = "lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=3] threaded", .n_inputs = 1, .inputs = vgg16_cifar_inputs + 0, .name = NULL, .inplace = 0,
      .kernel = {3, 3}, .stride = {1, 1}, .pad_lo = {1, 1}, .pad_hi = {1, 1}, .dilation = {1, 1},
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "relu", .ndim_in = 3, .in_shape = {64, 32, 32}, .ndim_out = 3, .out_shape = {64, 32, 32},
-     .in_size = 65536, .out_size = 65536, .act_offset = 2195456, .lanes = 32, .line = 11, .col = 5,
-     .schedule = "lanes: fwd lanes dw lanes dx with dw threaded", .n_inputs = 1, .inputs = vgg16_cifar_inputs + 1, .name = NULL,
+     .in_size = 65536, .out_size = 65536, .act_offset = 98304, .lanes = 32, .line = 11, .col = 5,
+     .schedule = "lanes: fwd lanes dw lanes dx with dw threaded", .n_inputs = 1, .inputs = vgg16_cifar_inputs + 1, .name = NULL, .inplace = 1,
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {64, 32, 32}, .ndim_out = 3, .out_shape = {64, 32, 32},
-     .in_size = 65536, .out_size = 65536, .act_offset = 4292608, .lanes = 32, .line = 12, .col = 5,
-     .schedule = "lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16] threaded", .n_inputs = 1, .inputs = vgg16_cifar_inputs + 2, .name = NULL,
+     .in_size = 65536, .out_size = 65536, .act_offset = 2195456, .lanes = 32, .line = 12, .col = 5,
+     .schedule = "lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16] threaded", .n_inputs = 1, .inputs = vgg16_cifar_inputs + 2, .name = NULL, .inplace = 0,
      .kernel = {3, 3}, .stride = {1, 1}, .pad_lo = {1, 1}, .pad_hi = {1, 1}, .dilation = {1, 1},
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "relu", .ndim_in = 3, .in_shape = {64, 32, 32}, .ndim_out = 3, .out_shape = {64, 32, 32},
-     .in_size = 65536, .out_size = 65536, .act_offset = 6389760, .lanes = 32, .line = 13, .col = 5,
-     .schedule = "lanes: fwd lanes dw lanes dx with dw threaded", .n_inputs = 1, .inputs = vgg16_cifar_inputs + 3, .name = NULL,
+     .in_size = 65536, .out_size = 65536, .act_offset = 2195456, .lanes = 32, .line = 13, .col = 5,
+     .schedule = "lanes: fwd lanes dw lanes dx with dw threaded", .n_inputs = 1, .inputs = vgg16_cifar_inputs + 3, .name = NULL, .inplace = 1,
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "maxpool2d", .ndim_in = 3, .in_shape = {64, 32, 32}, .ndim_out = 3, .out_shape = {64, 16, 16},
-     .in_size = 65536, .out_size = 16384, .act_offset = 8486912, .lanes = 32, .line = 14, .col = 5,
-     .schedule = "lanes: fwd lanes dw lanes dx with dw", .n_inputs = 1, .inputs = vgg16_cifar_inputs + 4, .name = NULL,
+     .in_size = 65536, .out_size = 16384, .act_offset = 4292608, .lanes = 32, .line = 14, .col = 5,
+     .schedule = "lanes: fwd lanes dw lanes dx with dw", .n_inputs = 1, .inputs = vgg16_cifar_inputs + 4, .name = NULL, .inplace = 0,
      .kernel = {2, 2}, .stride = {2, 2}, .pad_lo = {0, 0}, .pad_hi = {0, 0}, .dilation = {1, 1},
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {64, 16, 16}, .ndim_out = 3, .out_shape = {128, 16, 16},
-     .in_size = 16384, .out_size = 32768, .act_offset = 9011200, .lanes = 32, .line = 16, .col = 5,
-     .schedule = "lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16] threaded", .n_inputs = 1, .inputs = vgg16_cifar_inputs + 5, .name = NULL,
+     .in_size = 16384, .out_size = 32768, .act_offset = 4816896, .lanes = 32, .line = 16, .col = 5,
+     .schedule = "lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16] threaded", .n_inputs = 1, .inputs = vgg16_cifar_inputs + 5, .name = NULL, .inplace = 0,
      .kernel = {3, 3}, .stride = {1, 1}, .pad_lo = {1, 1}, .pad_hi = {1, 1}, .dilation = {1, 1},
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "relu", .ndim_in = 3, .in_shape = {128, 16, 16}, .ndim_out = 3, .out_shape = {128, 16, 16},
-     .in_size = 32768, .out_size = 32768, .act_offset = 10059776, .lanes = 32, .line = 17, .col = 5,
-     .schedule = "lanes: fwd lanes dw lanes dx with dw threaded", .n_inputs = 1, .inputs = vgg16_cifar_inputs + 6, .name = NULL,
+     .in_size = 32768, .out_size = 32768, .act_offset = 4816896, .lanes = 32, .line = 17, .col = 5,
+     .schedule = "lanes: fwd lanes dw lanes dx with dw threaded", .n_inputs = 1, .inputs = vgg16_cifar_inputs + 6, .name = NULL, .inplace = 1,
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {128, 16, 16}, .ndim_out = 3, .out_shape = {128, 16, 16},
-     .in_size = 32768, .out_size = 32768, .act_offset = 11108352, .lanes = 32, .line = 18, .col = 5,
-     .schedule = "lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16] threaded", .n_inputs = 1, .inputs = vgg16_cifar_inputs + 7, .name = NULL,
+     .in_size = 32768, .out_size = 32768, .act_offset = 5865472, .lanes = 32, .line = 18, .col = 5,
+     .schedule = "lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16] threaded", .n_inputs = 1, .inputs = vgg16_cifar_inputs + 7, .name = NULL, .inplace = 0,
      .kernel = {3, 3}, .stride = {1, 1}, .pad_lo = {1, 1}, .pad_hi = {1, 1}, .dilation = {1, 1},
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "relu", .ndim_in = 3, .in_shape = {128, 16, 16}, .ndim_out = 3, .out_shape = {128, 16, 16},
-     .in_size = 32768, .out_size = 32768, .act_offset = 12156928, .lanes = 32, .line = 19, .col = 5,
-     .schedule = "lanes: fwd lanes dw lanes dx with dw threaded", .n_inputs = 1, .inputs = vgg16_cifar_inputs + 8, .name = NULL,
+     .in_size = 32768, .out_size = 32768, .act_offset = 5865472, .lanes = 32, .line = 19, .col = 5,
+     .schedule = "lanes: fwd lanes dw lanes dx with dw threaded", .n_inputs = 1, .inputs = vgg16_cifar_inputs + 8, .name = NULL, .inplace = 1,
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "maxpool2d", .ndim_in = 3, .in_shape = {128, 16, 16}, .ndim_out = 3, .out_shape = {128, 8, 8},
-     .in_size = 32768, .out_size = 8192, .act_offset = 13205504, .lanes = 32, .line = 20, .col = 5,
-     .schedule = "lanes: fwd lanes dw lanes dx with dw", .n_inputs = 1, .inputs = vgg16_cifar_inputs + 9, .name = NULL,
+     .in_size = 32768, .out_size = 8192, .act_offset = 6914048, .lanes = 32, .line = 20, .col = 5,
+     .schedule = "lanes: fwd lanes dw lanes dx with dw", .n_inputs = 1, .inputs = vgg16_cifar_inputs + 9, .name = NULL, .inplace = 0,
      .kernel = {2, 2}, .stride = {2, 2}, .pad_lo = {0, 0}, .pad_hi = {0, 0}, .dilation = {1, 1},
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {128, 8, 8}, .ndim_out = 3, .out_shape = {256, 8, 8},
-     .in_size = 8192, .out_size = 16384, .act_offset = 13467648, .lanes = 32, .line = 22, .col = 5,
-     .schedule = "lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16] threaded", .n_inputs = 1, .inputs = vgg16_cifar_inputs + 10, .name = NULL,
+     .in_size = 8192, .out_size = 16384, .act_offset = 7176192, .lanes = 32, .line = 22, .col = 5,
+     .schedule = "lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16] threaded", .n_inputs = 1, .inputs = vgg16_cifar_inputs + 10, .name = NULL, .inplace = 0,
      .kernel = {3, 3}, .stride = {1, 1}, .pad_lo = {1, 1}, .pad_hi = {1, 1}, .dilation = {1, 1},
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "relu", .ndim_in = 3, .in_shape = {256, 8, 8}, .ndim_out = 3, .out_shape = {256, 8, 8},
-     .in_size = 16384, .out_size = 16384, .act_offset = 13991936, .lanes = 32, .line = 23, .col = 5,
-     .schedule = "lanes: fwd lanes dw lanes dx with dw", .n_inputs = 1, .inputs = vgg16_cifar_inputs + 11, .name = NULL,
+     .in_size = 16384, .out_size = 16384, .act_offset = 7176192, .lanes = 32, .line = 23, .col = 5,
+     .schedule = "lanes: fwd lanes dw lanes dx with dw", .n_inputs = 1, .inputs = vgg16_cifar_inputs + 11, .name = NULL, .inplace = 1,
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {256, 8, 8}, .ndim_out = 3, .out_shape = {256, 8, 8},
-     .in_size = 16384, .out_size = 16384, .act_offset = 14516224, .lanes = 32, .line = 24, .col = 5,
-     .schedule = "lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16] threaded", .n_inputs = 1, .inputs = vgg16_cifar_inputs + 12, .name = NULL,
+     .in_size = 16384, .out_size = 16384, .act_offset = 7700480, .lanes = 32, .line = 24, .col = 5,
+     .schedule = "lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16] threaded", .n_inputs = 1, .inputs = vgg16_cifar_inputs + 12, .name = NULL, .inplace = 0,
      .kernel = {3, 3}, .stride = {1, 1}, .pad_lo = {1, 1}, .pad_hi = {1, 1}, .dilation = {1, 1},
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "relu", .ndim_in = 3, .in_shape = {256, 8, 8}, .ndim_out = 3, .out_shape = {256, 8, 8},
-     .in_size = 16384, .out_size = 16384, .act_offset = 15040512, .lanes = 32, .line = 25, .col = 5,
-     .schedule = "lanes: fwd lanes dw lanes dx with dw", .n_inputs = 1, .inputs = vgg16_cifar_inputs + 13, .name = NULL,
+     .in_size = 16384, .out_size = 16384, .act_offset = 7700480, .lanes = 32, .line = 25, .col = 5,
+     .schedule = "lanes: fwd lanes dw lanes dx with dw", .n_inputs = 1, .inputs = vgg16_cifar_inputs + 13, .name = NULL, .inplace = 1,
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {256, 8, 8}, .ndim_out = 3, .out_shape = {256, 8, 8},
-     .in_size = 16384, .out_size = 16384, .act_offset = 15564800, .lanes = 32, .line = 26, .col = 5,
-     .schedule = "lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16] threaded", .n_inputs = 1, .inputs = vgg16_cifar_inputs + 14, .name = NULL,
+     .in_size = 16384, .out_size = 16384, .act_offset = 8224768, .lanes = 32, .line = 26, .col = 5,
+     .schedule = "lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16] threaded", .n_inputs = 1, .inputs = vgg16_cifar_inputs + 14, .name = NULL, .inplace = 0,
      .kernel = {3, 3}, .stride = {1, 1}, .pad_lo = {1, 1}, .pad_hi = {1, 1}, .dilation = {1, 1},
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "relu", .ndim_in = 3, .in_shape = {256, 8, 8}, .ndim_out = 3, .out_shape = {256, 8, 8},
-     .in_size = 16384, .out_size = 16384, .act_offset = 16089088, .lanes = 32, .line = 27, .col = 5,
-     .schedule = "lanes: fwd lanes dw lanes dx with dw", .n_inputs = 1, .inputs = vgg16_cifar_inputs + 15, .name = NULL,
+     .in_size = 16384, .out_size = 16384, .act_offset = 8224768, .lanes = 32, .line = 27, .col = 5,
+     .schedule = "lanes: fwd lanes dw lanes dx with dw", .n_inputs = 1, .inputs = vgg16_cifar_inputs + 15, .name = NULL, .inplace = 1,
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "maxpool2d", .ndim_in = 3, .in_shape = {256, 8, 8}, .ndim_out = 3, .out_shape = {256, 4, 4},
-     .in_size = 16384, .out_size = 4096, .act_offset = 16613376, .lanes = 32, .line = 28, .col = 5,
-     .schedule = "lanes: fwd lanes dw lanes dx with dw", .n_inputs = 1, .inputs = vgg16_cifar_inputs + 16, .name = NULL,
+     .in_size = 16384, .out_size = 4096, .act_offset = 8749056, .lanes = 32, .line = 28, .col = 5,
+     .schedule = "lanes: fwd lanes dw lanes dx with dw", .n_inputs = 1, .inputs = vgg16_cifar_inputs + 16, .name = NULL, .inplace = 0,
      .kernel = {2, 2}, .stride = {2, 2}, .pad_lo = {0, 0}, .pad_hi = {0, 0}, .dilation = {1, 1},
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {256, 4, 4}, .ndim_out = 3, .out_shape = {512, 4, 4},
-     .in_size = 4096, .out_size = 8192, .act_offset = 16744448, .lanes = 32, .line = 30, .col = 5,
-     .schedule = "lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16] threaded", .n_inputs = 1, .inputs = vgg16_cifar_inputs + 17, .name = NULL,
+     .in_size = 4096, .out_size = 8192, .act_offset = 8880128, .lanes = 32, .line = 30, .col = 5,
+     .schedule = "lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16] threaded", .n_inputs = 1, .inputs = vgg16_cifar_inputs + 17, .name = NULL, .inplace = 0,
      .kernel = {3, 3}, .stride = {1, 1}, .pad_lo = {1, 1}, .pad_hi = {1, 1}, .dilation = {1, 1},
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "relu", .ndim_in = 3, .in_shape = {512, 4, 4}, .ndim_out = 3, .out_shape = {512, 4, 4},
-     .in_size = 8192, .out_size = 8192, .act_offset = 17006592, .lanes = 32, .line = 31, .col = 5,
-     .schedule = "lanes: fwd lanes dw lanes dx with dw", .n_inputs = 1, .inputs = vgg16_cifar_inputs + 18, .name = NULL,
+     .in_size = 8192, .out_size = 8192, .act_offset = 8880128, .lanes = 32, .line = 31, .col = 5,
+     .schedule = "lanes: fwd lanes dw lanes dx with dw", .n_inputs = 1, .inputs = vgg16_cifar_inputs + 18, .name = NULL, .inplace = 1,
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {512, 4, 4}, .ndim_out = 3, .out_shape = {512, 4, 4},
-     .in_size = 8192, .out_size = 8192, .act_offset = 17268736, .lanes = 32, .line = 32, .col = 5,
-     .schedule = "lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16] threaded", .n_inputs = 1, .inputs = vgg16_cifar_inputs + 19, .name = NULL,
+     .in_size = 8192, .out_size = 8192, .act_offset = 9142272, .lanes = 32, .line = 32, .col = 5,
+     .schedule = "lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16] threaded", .n_inputs = 1, .inputs = vgg16_cifar_inputs + 19, .name = NULL, .inplace = 0,
      .kernel = {3, 3}, .stride = {1, 1}, .pad_lo = {1, 1}, .pad_hi = {1, 1}, .dilation = {1, 1},
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "relu", .ndim_in = 3, .in_shape = {512, 4, 4}, .ndim_out = 3, .out_shape = {512, 4, 4},
-     .in_size = 8192, .out_size = 8192, .act_offset = 17530880, .lanes = 32, .line = 33, .col = 5,
-     .schedule = "lanes: fwd lanes dw lanes dx with dw", .n_inputs = 1, .inputs = vgg16_cifar_inputs + 20, .name = NULL,
+     .in_size = 8192, .out_size = 8192, .act_offset = 9142272, .lanes = 32, .line = 33, .col = 5,
+     .schedule = "lanes: fwd lanes dw lanes dx with dw", .n_inputs = 1, .inputs = vgg16_cifar_inputs + 20, .name = NULL, .inplace = 1,
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {512, 4, 4}, .ndim_out = 3, .out_shape = {512, 4, 4},
-     .in_size = 8192, .out_size = 8192, .act_offset = 17793024, .lanes = 32, .line = 34, .col = 5,
-     .schedule = "lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16] threaded", .n_inputs = 1, .inputs = vgg16_cifar_inputs + 21, .name = NULL,
+     .in_size = 8192, .out_size = 8192, .act_offset = 9404416, .lanes = 32, .line = 34, .col = 5,
+     .schedule = "lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16] threaded", .n_inputs = 1, .inputs = vgg16_cifar_inputs + 21, .name = NULL, .inplace = 0,
      .kernel = {3, 3}, .stride = {1, 1}, .pad_lo = {1, 1}, .pad_hi = {1, 1}, .dilation = {1, 1},
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "relu", .ndim_in = 3, .in_shape = {512, 4, 4}, .ndim_out = 3, .out_shape = {512, 4, 4},
-     .in_size = 8192, .out_size = 8192, .act_offset = 18055168, .lanes = 32, .line = 35, .col = 5,
-     .schedule = "lanes: fwd lanes dw lanes dx with dw", .n_inputs = 1, .inputs = vgg16_cifar_inputs + 22, .name = NULL,
+     .in_size = 8192, .out_size = 8192, .act_offset = 9404416, .lanes = 32, .line = 35, .col = 5,
+     .schedule = "lanes: fwd lanes dw lanes dx with dw", .n_inputs = 1, .inputs = vgg16_cifar_inputs + 22, .name = NULL, .inplace = 1,
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "maxpool2d", .ndim_in = 3, .in_shape = {512, 4, 4}, .ndim_out = 3, .out_shape = {512, 2, 2},
-     .in_size = 8192, .out_size = 2048, .act_offset = 18317312, .lanes = 32, .line = 36, .col = 5,
-     .schedule = "lanes: fwd lanes dw lanes dx with dw", .n_inputs = 1, .inputs = vgg16_cifar_inputs + 23, .name = NULL,
+     .in_size = 8192, .out_size = 2048, .act_offset = 9666560, .lanes = 32, .line = 36, .col = 5,
+     .schedule = "lanes: fwd lanes dw lanes dx with dw", .n_inputs = 1, .inputs = vgg16_cifar_inputs + 23, .name = NULL, .inplace = 0,
      .kernel = {2, 2}, .stride = {2, 2}, .pad_lo = {0, 0}, .pad_hi = {0, 0}, .dilation = {1, 1},
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {512, 2, 2}, .ndim_out = 3, .out_shape = {512, 2, 2},
-     .in_size = 2048, .out_size = 2048, .act_offset = 18382848, .lanes = 32, .line = 38, .col = 5,
-     .schedule = "lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16] threaded", .n_inputs = 1, .inputs = vgg16_cifar_inputs + 24, .name = NULL,
+     .in_size = 2048, .out_size = 2048, .act_offset = 9732096, .lanes = 32, .line = 38, .col = 5,
+     .schedule = "lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16] threaded", .n_inputs = 1, .inputs = vgg16_cifar_inputs + 24, .name = NULL, .inplace = 0,
      .kernel = {3, 3}, .stride = {1, 1}, .pad_lo = {1, 1}, .pad_hi = {1, 1}, .dilation = {1, 1},
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "relu", .ndim_in = 3, .in_shape = {512, 2, 2}, .ndim_out = 3, .out_shape = {512, 2, 2},
-     .in_size = 2048, .out_size = 2048, .act_offset = 18448384, .lanes = 32, .line = 39, .col = 5,
-     .schedule = "lanes: fwd lanes dw lanes dx with dw", .n_inputs = 1, .inputs = vgg16_cifar_inputs + 25, .name = NULL,
+     .in_size = 2048, .out_size = 2048, .act_offset = 9732096, .lanes = 32, .line = 39, .col = 5,
+     .schedule = "lanes: fwd lanes dw lanes dx with dw", .n_inputs = 1, .inputs = vgg16_cifar_inputs + 25, .name = NULL, .inplace = 1,
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {512, 2, 2}, .ndim_out = 3, .out_shape = {512, 2, 2},
-     .in_size = 2048, .out_size = 2048, .act_offset = 18513920, .lanes = 32, .line = 40, .col = 5,
-     .schedule = "lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16] threaded", .n_inputs = 1, .inputs = vgg16_cifar_inputs + 26, .name = NULL,
+     .in_size = 2048, .out_size = 2048, .act_offset = 9797632, .lanes = 32, .line = 40, .col = 5,
+     .schedule = "lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16] threaded", .n_inputs = 1, .inputs = vgg16_cifar_inputs + 26, .name = NULL, .inplace = 0,
      .kernel = {3, 3}, .stride = {1, 1}, .pad_lo = {1, 1}, .pad_hi = {1, 1}, .dilation = {1, 1},
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "relu", .ndim_in = 3, .in_shape = {512, 2, 2}, .ndim_out = 3, .out_shape = {512, 2, 2},
-     .in_size = 2048, .out_size = 2048, .act_offset = 18579456, .lanes = 32, .line = 41, .col = 5,
-     .schedule = "lanes: fwd lanes dw lanes dx with dw", .n_inputs = 1, .inputs = vgg16_cifar_inputs + 27, .name = NULL,
+     .in_size = 2048, .out_size = 2048, .act_offset = 9797632, .lanes = 32, .line = 41, .col = 5,
+     .schedule = "lanes: fwd lanes dw lanes dx with dw", .n_inputs = 1, .inputs = vgg16_cifar_inputs + 27, .name = NULL, .inplace = 1,
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {512, 2, 2}, .ndim_out = 3, .out_shape = {512, 2, 2},
-     .in_size = 2048, .out_size = 2048, .act_offset = 18644992, .lanes = 32, .line = 42, .col = 5,
-     .schedule = "lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16] threaded", .n_inputs = 1, .inputs = vgg16_cifar_inputs + 28, .name = NULL,
+     .in_size = 2048, .out_size = 2048, .act_offset = 9863168, .lanes = 32, .line = 42, .col = 5,
+     .schedule = "lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16] threaded", .n_inputs = 1, .inputs = vgg16_cifar_inputs + 28, .name = NULL, .inplace = 0,
      .kernel = {3, 3}, .stride = {1, 1}, .pad_lo = {1, 1}, .pad_hi = {1, 1}, .dilation = {1, 1},
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "relu", .ndim_in = 3, .in_shape = {512, 2, 2}, .ndim_out = 3, .out_shape = {512, 2, 2},
-     .in_size = 2048, .out_size = 2048, .act_offset = 18710528, .lanes = 32, .line = 43, .col = 5,
-     .schedule = "lanes: fwd lanes dw lanes dx with dw", .n_inputs = 1, .inputs = vgg16_cifar_inputs + 29, .name = NULL,
+     .in_size = 2048, .out_size = 2048, .act_offset = 9863168, .lanes = 32, .line = 43, .col = 5,
+     .schedule = "lanes: fwd lanes dw lanes dx with dw", .n_inputs = 1, .inputs = vgg16_cifar_inputs + 29, .name = NULL, .inplace = 1,
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "maxpool2d", .ndim_in = 3, .in_shape = {512, 2, 2}, .ndim_out = 3, .out_shape = {512, 1, 1},
-     .in_size = 2048, .out_size = 512, .act_offset = 18776064, .lanes = 32, .line = 44, .col = 5,
-     .schedule = "lanes: fwd lanes dw lanes dx with dw", .n_inputs = 1, .inputs = vgg16_cifar_inputs + 30, .name = NULL,
+     .in_size = 2048, .out_size = 512, .act_offset = 9928704, .lanes = 32, .line = 44, .col = 5,
+     .schedule = "lanes: fwd lanes dw lanes dx with dw", .n_inputs = 1, .inputs = vgg16_cifar_inputs + 30, .name = NULL, .inplace = 0,
      .kernel = {2, 2}, .stride = {2, 2}, .pad_lo = {0, 0}, .pad_hi = {0, 0}, .dilation = {1, 1},
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "flatten", .ndim_in = 3, .in_shape = {512, 1, 1}, .ndim_out = 1, .out_shape = {512, 0, 0},
-     .in_size = 512, .out_size = 512, .act_offset = 18776064, .lanes = 32, .line = 46, .col = 5,
-     .schedule = "lanes: fwd lanes dw lanes dx with dw", .n_inputs = 1, .inputs = vgg16_cifar_inputs + 31, .name = NULL,
+     .in_size = 512, .out_size = 512, .act_offset = 9928704, .lanes = 32, .line = 46, .col = 5,
+     .schedule = "lanes: fwd lanes dw lanes dx with dw", .n_inputs = 1, .inputs = vgg16_cifar_inputs + 31, .name = NULL, .inplace = 0,
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "dense", .ndim_in = 1, .in_shape = {512, 0, 0}, .ndim_out = 1, .out_shape = {512, 0, 0},
-     .in_size = 512, .out_size = 512, .act_offset = 18792448, .lanes = 32, .line = 47, .col = 5,
-     .schedule = "lanes: fwd lanes[TB=2,TR=8] dw gemm[TI=4,TO=4] dx lanes[TB=2,TR=8] threaded", .n_inputs = 1, .inputs = vgg16_cifar_inputs + 32, .name = NULL,
+     .in_size = 512, .out_size = 512, .act_offset = 9945088, .lanes = 32, .line = 47, .col = 5,
+     .schedule = "lanes: fwd lanes[TB=2,TR=8] dw gemm[TI=4,TO=4] dx lanes[TB=2,TR=8] threaded", .n_inputs = 1, .inputs = vgg16_cifar_inputs + 32, .name = NULL, .inplace = 0,
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "relu", .ndim_in = 1, .in_shape = {512, 0, 0}, .ndim_out = 1, .out_shape = {512, 0, 0},
-     .in_size = 512, .out_size = 512, .act_offset = 18808832, .lanes = 32, .line = 48, .col = 5,
-     .schedule = "lanes: fwd lanes dw lanes dx with dw", .n_inputs = 1, .inputs = vgg16_cifar_inputs + 33, .name = NULL,
+     .in_size = 512, .out_size = 512, .act_offset = 9945088, .lanes = 32, .line = 48, .col = 5,
+     .schedule = "lanes: fwd lanes dw lanes dx with dw", .n_inputs = 1, .inputs = vgg16_cifar_inputs + 33, .name = NULL, .inplace = 1,
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "dense", .ndim_in = 1, .in_shape = {512, 0, 0}, .ndim_out = 1, .out_shape = {512, 0, 0},
-     .in_size = 512, .out_size = 512, .act_offset = 18825216, .lanes = 32, .line = 49, .col = 5,
-     .schedule = "lanes: fwd lanes[TB=2,TR=8] dw gemm[TI=4,TO=4] dx lanes[TB=2,TR=8] threaded", .n_inputs = 1, .inputs = vgg16_cifar_inputs + 34, .name = NULL,
+     .in_size = 512, .out_size = 512, .act_offset = 9961472, .lanes = 32, .line = 49, .col = 5,
+     .schedule = "lanes: fwd lanes[TB=2,TR=8] dw gemm[TI=4,TO=4] dx lanes[TB=2,TR=8] threaded", .n_inputs = 1, .inputs = vgg16_cifar_inputs + 34, .name = NULL, .inplace = 0,
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "relu", .ndim_in = 1, .in_shape = {512, 0, 0}, .ndim_out = 1, .out_shape = {512, 0, 0},
-     .in_size = 512, .out_size = 512, .act_offset = 18841600, .lanes = 32, .line = 50, .col = 5,
-     .schedule = "lanes: fwd lanes dw lanes dx with dw", .n_inputs = 1, .inputs = vgg16_cifar_inputs + 35, .name = NULL,
+     .in_size = 512, .out_size = 512, .act_offset = 9961472, .lanes = 32, .line = 50, .col = 5,
+     .schedule = "lanes: fwd lanes dw lanes dx with dw", .n_inputs = 1, .inputs = vgg16_cifar_inputs + 35, .name = NULL, .inplace = 1,
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "dense", .ndim_in = 1, .in_shape = {512, 0, 0}, .ndim_out = 1, .out_shape = {10, 0, 0},
-     .in_size = 512, .out_size = 10, .act_offset = 18857984, .lanes = 32, .line = 51, .col = 5,
-     .schedule = "lanes: fwd lanes[TB=2,TR=8] dw gemm[TI=8,TO=2] dx lanes[TB=2,TR=8]", .n_inputs = 1, .inputs = vgg16_cifar_inputs + 36, .name = NULL,
+     .in_size = 512, .out_size = 10, .act_offset = 9977856, .lanes = 32, .line = 51, .col = 5,
+     .schedule = "lanes: fwd lanes[TB=2,TR=8] dw gemm[TI=8,TO=2] dx lanes[TB=2,TR=8]", .n_inputs = 1, .inputs = vgg16_cifar_inputs + 36, .name = NULL, .inplace = 0,
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
 };
 

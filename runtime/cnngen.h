@@ -23,8 +23,8 @@
 extern "C" {
 #endif
 
-#define CG_ABI_VERSION 4 /* 3: graph layers (cg_layer inputs, name, p); 4: cg_train_defaults
-                            gained optimizer, betas, eps, warmup, augment */
+#define CG_ABI_VERSION 5 /* 3: graph layers (cg_layer inputs, name, p); 4: cg_train_defaults
+                            gained optimizer, betas, eps, warmup, augment; 5: cg_layer.inplace */
 
 enum cg_loss_kind { CG_LOSS_SOFTMAX_CE = 0, CG_LOSS_MSE = 1 };
 enum cg_tensor_kind { CG_PARAM = 0, CG_BUFFER = 1, CG_COUNTER = 2 };
@@ -74,6 +74,8 @@ typedef struct cg_layer {
     const int *inputs;     /* [n_inputs]: the index of the layer whose output it reads, -1 for
                               the network's input (a chain: layer i reads i - 1) */
     const char *name;      /* the spec's `name:` (the state-dict prefix), or NULL: the index */
+    int inplace;           /* k > 0: the output is written over input k's buffer (act_offset is
+                              that input's), whose values backward never needs */
 } cg_layer;
 
 enum cg_mode { CG_MODE_MINIBATCH = 0, CG_MODE_SGD = 1, CG_MODE_FULL = 2 };

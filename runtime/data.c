@@ -69,7 +69,27 @@ static void *gz_read_alloc(gzFile g, const char *path, size_t bytes, size_t allo
     return NULL;
 }
 
+/* A sample (the product of the dimensions after the first) must have `sample` values
+ * (0: any): checked from the header, before the data is read and inflated. */
+static int idx_sample_ok(const char *path, int ndim, const int64_t *dims, size_t sample, cg_err *err)
+{
+    size_t per = 1;
+    for (int d = 1; d < ndim; d++)
+        per *= (size_t)dims[d]; /* each <= 65536, at most 3 of them */
+    if (sample && per != sample)
+        return cg_fail(err, "%s: the IDX header gives samples of %zu values, the network takes %zu (refused "
+                            "before reading the data)", path, per, sample);
+    return 0;
+}
+
+static int idx_read(const char *path, int ndim, int64_t *dims, uint8_t **data, size_t sample, cg_err *err);
+
 int cg_idx_read(const char *path, int ndim, int64_t *dims, uint8_t **data, cg_err *err)
+{
+    return idx_read(path, ndim, dims, data, 0, err);
+}
+
+static int idx_read(const char *path, int ndim, int64_t *dims, uint8_t **data, size_t sample, cg_err *err)
 {
     *data = NULL;
     FILE *probe = cg_fopen(path, "rb", err);
@@ -109,6 +129,8 @@ int cg_idx_read(const char *path, int ndim, int64_t *dims, uint8_t **data, cg_er
             goto fail;
         }
     }
+    if (idx_sample_ok(path, ndim, dims, sample, err) != 0)
+        goto fail;
     size_t got = 0;
     uint8_t *buf = gz_read_alloc(g, path, total, total, &got, err);
     if (!buf)
@@ -155,7 +177,14 @@ static int find_idx(const char *dir, const char *name, char *out, size_t cap, cg
     return cg_path_join(out, cap, dir, gz, err); /* open will report the .gz as missing */
 }
 
+static int mnist_load(const char *dir, const char *prefix, size_t sample, cg_dataset *out, cg_err *err);
+
 int cg_mnist_load(const char *dir, const char *prefix, cg_dataset *out, cg_err *err)
+{
+    return mnist_load(dir, prefix, 0, out, err);
+}
+
+static int mnist_load(const char *dir, const char *prefix, size_t sample, cg_dataset *out, cg_err *err)
 {
     memset(out, 0, sizeof *out);
     char name[256], ipath[4352], lpath[4352];
@@ -167,7 +196,7 @@ int cg_mnist_load(const char *dir, const char *prefix, cg_dataset *out, cg_err *
         return -1;
     int64_t idims[3] = {0, 0, 0}, ldims[1] = {0};
     uint8_t *img = NULL, *lab = NULL;
-    if (cg_idx_read(ipath, 3, idims, &img, err) != 0)
+    if (idx_read(ipath, 3, idims, &img, sample, err) != 0)
         return -1;
     if (cg_idx_read(lpath, 1, ldims, &lab, err) != 0) {
         free(img);
@@ -214,11 +243,18 @@ int cg_mnist_load(const char *dir, const char *prefix, cg_dataset *out, cg_err *
     return 0;
 }
 
+static int npz_dataset_load(const char *path, size_t sample, cg_dataset *out, cg_err *err);
+
 int cg_npz_dataset_load(const char *path, cg_dataset *out, cg_err *err)
+{
+    return npz_dataset_load(path, 0, out, err);
+}
+
+static int npz_dataset_load(const char *path, size_t sample, cg_dataset *out, cg_err *err)
 {
     memset(out, 0, sizeof *out);
     cg_npz z;
-    if (cg_npz_read(path, &z, err) != 0)
+    if (cg_npz_read_expect(path, "x", sample, 0, &z, err) != 0)
         return -1;
     cg_array *x = NULL, *y = NULL;
     for (int i = 0; i < z.n; i++) {
@@ -332,10 +368,10 @@ int cg_dataset_load(const cg_net *net, const char *dir, int split, cg_dataset *o
         return cg_fail(err, "%s: no %s data: expected %s-images-idx3-ubyte.gz (+ labels) or %s",
                        dir, prefix, prefix, npz);
     if (!have_idx) {
-        rc = cg_npz_dataset_load(npz, out, err);
+        rc = npz_dataset_load(npz, net->in_size, out, err);
         snprintf(probe, sizeof probe, "%s", npz);
     } else {
-        rc = cg_mnist_load(dir, prefix, out, err);
+        rc = mnist_load(dir, prefix, net->in_size, out, err);
         snprintf(probe, sizeof probe, "%s (%s set)", dir, prefix);
     }
     if (rc != 0)
@@ -403,7 +439,14 @@ static uint32_t be32(const unsigned char *p)
     return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
 }
 
+static int idx_read_array(const char *path, size_t sample, cg_array *out, cg_err *err);
+
 int cg_idx_read_array(const char *path, cg_array *out, cg_err *err)
+{
+    return idx_read_array(path, 0, out, err);
+}
+
+static int idx_read_array(const char *path, size_t sample, cg_array *out, cg_err *err)
 {
     memset(out, 0, sizeof *out);
     FILE *probe = cg_fopen(path, "rb", err);
@@ -457,6 +500,8 @@ int cg_idx_read_array(const char *path, cg_array *out, cg_err *err)
             goto fail;
         }
     }
+    if (idx_sample_ok(path, ndim, out->shape, sample, err) != 0)
+        goto fail;
     size_t bytes;
     if (!cg_mul_size(total, (size_t)esize, &bytes)) {
         cg_fail(err, "%s: IDX dimensions overflow", path);
@@ -511,7 +556,14 @@ fail:
     return -1;
 }
 
+static int array_file_read(const char *path, size_t sample, cg_array *out, cg_err *err);
+
 int cg_array_file_read(const char *path, cg_array *out, cg_err *err)
+{
+    return array_file_read(path, 0, out, err);
+}
+
+static int array_file_read(const char *path, size_t sample, cg_array *out, cg_err *err)
 {
     memset(out, 0, sizeof *out);
     FILE *f = cg_fopen(path, "rb", err);
@@ -523,7 +575,7 @@ int cg_array_file_read(const char *path, cg_array *out, cg_err *err)
     if (got >= 6 && memcmp(m, "\x93NUMPY", 6) == 0)
         return cg_npy_read(path, out, err);
     if ((got >= 2 && m[0] == 0x1f && m[1] == 0x8b) || (got >= 4 && m[0] == 0 && m[1] == 0))
-        return cg_idx_read_array(path, out, err);
+        return idx_read_array(path, sample, out, err);
     if (got < 4)
         return cg_fail(err, "%s: file too short (%zu bytes) for .npy or IDX data", path, got);
     return cg_fail(err, "%s: not a .npy or IDX file (magic %02x %02x %02x %02x)", path, m[0], m[1],
@@ -592,9 +644,14 @@ int cg_dataset_from_arrays(cg_array *x, cg_array *y, const char *xpath, const ch
 
 int cg_xy_load(const char *xpath, const char *ypath, cg_dataset *out, cg_err *err)
 {
+    return cg_xy_load_expect(xpath, ypath, 0, out, err);
+}
+
+int cg_xy_load_expect(const char *xpath, const char *ypath, size_t sample, cg_dataset *out, cg_err *err)
+{
     memset(out, 0, sizeof *out);
     cg_array x, y;
-    if (cg_array_file_read(xpath, &x, err) != 0)
+    if (array_file_read(xpath, sample, &x, err) != 0)
         return -1;
     if (cg_array_file_read(ypath, &y, err) != 0) {
         cg_array_free(&x);
@@ -679,9 +736,11 @@ static int csv_read(const char *path, size_t want, cg_dataset *out, cg_err *err)
                 char *e;
                 errno = 0;
                 double v = strtod(f, &e);
+                /* decimal only, as the spec's numbers: strtod would also take 0x3, inf, 1p4 */
+                int decimal = e != f && strspn(f, " \t") + strspn(f + strspn(f, " \t"), "0123456789+-.eE") >= (size_t)(e - f);
                 while (*e == ' ' || *e == '\t')
                     e++;
-                if (e == f || (*e && *e != ',') || !isfinite(v)) {
+                if (!decimal || e == f || (*e && *e != ',') || !isfinite(v)) {
                     char tok[40];
                     size_t tl = strcspn(f, ",");
                     snprintf(tok, sizeof tok, "%.*s", (int)(tl < 32 ? tl : 32), f);
@@ -807,7 +866,7 @@ int cg_data_path_load(const cg_net *net, const char *path, int split, cg_dataset
     if (ends_with(path, ".csv") || ends_with(path, ".CSV") || ends_with(path, ".txt"))
         rc = cg_csv_load(path, out, err);
     else if (ends_with(path, ".npz"))
-        rc = cg_npz_dataset_load(path, out, err);
+        rc = npz_dataset_load(path, net->in_size, out, err);
     else {
         FILE *f = cg_fopen(path, "rb", err);
         if (!f)

@@ -62,6 +62,9 @@ int cg_dataset_from_arrays(cg_array *x, cg_array *y, const char *xpath, const ch
                            cg_dataset *out, cg_err *err);
 /* --data-x X --data-y Y: each .npy or IDX. Not checked against a net. */
 int cg_xy_load(const char *xpath, const char *ypath, cg_dataset *out, cg_err *err);
+/* The same, refusing inputs whose samples do not have `sample` values (0: any) from an
+ * IDX header, before the data is read and inflated. */
+int cg_xy_load_expect(const char *xpath, const char *ypath, size_t sample, cg_dataset *out, cg_err *err);
 /* CSV: label first, then the features, one sample a line; an optional header line (first
  * field not a number) is skipped; all-integer features in 0..255 are taken as uint8 and
  * scaled to [0, 1]. Samples are flat [F]. */

@@ -480,8 +480,12 @@ static int set_option(const cg_net *net, const option *op, const char *val, opts
     }
     case OPT_FLOAT: {
         double v = strtod(val, &end);
-        if (errno || end == val || *end || !isfinite(v) || (op->lo_open ? v <= op->flo : v < op->flo) ||
-            (op->hi_open ? v >= op->fhi : v > op->fhi)) {
+        /* the range holds for the value as stored, a float (1e39 -> inf, 1e-46 -> 0,
+         * 0.99999999999 -> 1): the same rule as the spec's numbers */
+        double f = (float)v;
+        if (errno || end == val || *end || !isfinite(v) || !isfinite(f) ||
+            (op->lo_open ? v <= op->flo || f <= op->flo : v < op->flo || f < op->flo) ||
+            (op->hi_open ? v >= op->fhi || f >= op->fhi : v > op->fhi || f > op->fhi)) {
             range_text(op, range, sizeof range);
             return usage_error(net, "--%s: '%s' is not %s", op->name, val, range);
         }
@@ -935,7 +939,7 @@ static int cmd_eval(const cg_net *net, const opts *o)
     if (o->t.data_x || o->t.data_y) {
         if (!o->t.data_x || !o->t.data_y)
             return usage_error(net, "eval: --data-x and --data-y go together%s%s", "", "");
-        rc = cg_xy_load(o->t.data_x, o->t.data_y, &test, &err);
+        rc = cg_xy_load_expect(o->t.data_x, o->t.data_y, net->in_size, &test, &err);
         if (rc == 0 && (rc = cg_dataset_check_files(&test, net, o->t.data_x, o->t.data_y, &err)))
             cg_dataset_free(&test);
     } else {
@@ -968,10 +972,18 @@ static int cmd_eval(const cg_net *net, const opts *o)
         double tl, ta;
         cg_evaluate_confusion(net, params, buffers, ws, &test, xb, yb, tb, &tl, &ta, conf);
         printf("%s: %zu test samples", net->name, test.n);
-        print_metric("test_loss", tl);
+        if (test.n && !isfinite(tl))
+            printf("  test_loss %g", tl); /* never hidden: a NaN loss is the news */
+        else
+            print_metric("test_loss", tl);
         print_metric("test_acc", ta);
         printf("\n");
         rc = 0;
+        if (test.n && !isfinite(tl)) {
+            cg_fail(&err, "the test loss is %g: the inputs (%s) hold NaN or Inf (the weights were checked)", tl,
+                    o->t.data_x ? o->t.data_x : o->t.data ? o->t.data : "the default dataset");
+            rc = fail(net, &err);
+        }
         if (conf) {
             print_confusion(conf, K);
             if (o->confusion_csv && write_confusion_csv(o->confusion_csv, conf, K, &err) != 0)

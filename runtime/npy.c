@@ -184,9 +184,11 @@ static int parse_shape(cursor *c, cg_array *a)
 
 static int le32(const unsigned char *b) { return b[0] | b[1] << 8 | b[2] << 16 | (int)((unsigned)b[3] << 24); }
 
-int cg_npy_parse(const void *buf, size_t len, const char *what, cg_array *out, cg_err *err)
+/* The header of a .npy in buf[0, len): dtype, shape and count into *out (no data), the
+ * offset of the data into *data_at. */
+static int npy_header(const unsigned char *b, size_t len, const char *what, cg_array *out, size_t *data_at,
+                      cg_err *err)
 {
-    const unsigned char *b = buf;
     memset(out, 0, sizeof *out);
     if (len < 10 || memcmp(b, "\x93NUMPY", 6) != 0)
         return cg_fail(err, "%s: not a .npy file (bad magic)", what);
@@ -281,10 +283,24 @@ int cg_npy_parse(const void *buf, size_t len, const char *what, cg_array *out, c
                        descr);
     if (!shape_count(a.ndim, a.shape, &a.count))
         return cg_fail(err, "%s: shape too large", what);
-    size_t esz = cg_dtype_size(a.dtype), bytes;
-    if (!cg_mul_size(a.count, esz, &bytes))
+    size_t bytes;
+    if (!cg_mul_size(a.count, cg_dtype_size(a.dtype), &bytes))
         return cg_fail(err, "%s: shape too large", what);
-    size_t have = len - hstart - hlen;
+    *out = a;
+    *data_at = hstart + hlen;
+    return 0;
+}
+
+int cg_npy_parse(const void *buf, size_t len, const char *what, cg_array *out, cg_err *err)
+{
+    const unsigned char *b = buf;
+    memset(out, 0, sizeof *out);
+    cg_array a;
+    size_t at, bytes;
+    if (npy_header(b, len, what, &a, &at, err) != 0)
+        return -1;
+    cg_mul_size(a.count, cg_dtype_size(a.dtype), &bytes); /* checked by npy_header */
+    size_t have = len - at;
     if (have < bytes)
         return cg_fail(err, "%s: truncated data (shape needs %zu bytes, file has %zu)", what, bytes,
                        have);
@@ -294,7 +310,7 @@ int cg_npy_parse(const void *buf, size_t len, const char *what, cg_array *out, c
     a.data = cg_try_alloc(bytes ? bytes : 1, 1, what, err);
     if (!a.data)
         return -1;
-    memcpy(a.data, b + hstart + hlen, bytes);
+    memcpy(a.data, b + at, bytes);
     *out = a;
     return 0;
 }
@@ -393,6 +409,16 @@ static int zip_open_error(const char *path, int code, cg_err *err)
 
 int cg_npz_read(const char *path, cg_npz *out, cg_err *err)
 {
+    return cg_npz_read_expect(path, NULL, 0, 0, out, err);
+}
+
+/* Members larger than this are read header first: a wrong shape is refused before the
+ * rest is inflated (a 1 MB npz can claim gigabytes). */
+enum { NPZ_PEEK = 16384 };
+
+int cg_npz_read_expect(const char *path, const char *key, size_t sample, size_t max_bytes, cg_npz *out,
+                       cg_err *err)
+{
     memset(out, 0, sizeof *out);
     FILE *probe = cg_fopen(path, "rb", err); /* clear errno-based message for missing files */
     if (!probe)
@@ -433,17 +459,53 @@ int cg_npz_read(const char *path, cg_npz *out, cg_err *err)
             goto fail;
         }
         size_t sz = (size_t)st.size;
-        unsigned char *buf = cg_try_alloc(sz + 1, 1, what, err);
-        if (!buf)
+        if (max_bytes && sz > max_bytes) {
+            cg_fail(err, "%s: member of %zu bytes, larger than any array expected here (%zu bytes; refused "
+                         "before decompressing)", what, sz, max_bytes);
             goto fail;
+        }
         zip_file_t *zf = zip_fopen_index(za, (zip_uint64_t)i, 0);
         if (!zf) {
             cg_fail(err, "%s: cannot open member: %s", what, zip_strerror(za));
-            free(buf);
             goto fail;
         }
         size_t got = 0;
         int bad = 0;
+        unsigned char head[NPZ_PEEK];
+        if (sz > NPZ_PEEK) { /* the header alone first: is the member what it must be? */
+            while (got < NPZ_PEEK) {
+                zip_int64_t r = zip_fread(zf, head + got, NPZ_PEEK - got);
+                if (r <= 0)
+                    break;
+                got += (size_t)r;
+            }
+            cg_array h;
+            size_t at, bytes;
+            char s0[128];
+            int is_key = key && nl - 4 == strlen(key) && strncmp(st.name, key, nl - 4) == 0;
+            if (got < NPZ_PEEK) {
+                bad = cg_fail(err, "%s: member has %zu bytes, zip directory says %zu", what, got, sz);
+            } else if (npy_header(head, got, what, &h, &at, err) != 0) {
+                bad = 1;
+            } else if (cg_mul_size(h.count, cg_dtype_size(h.dtype), &bytes), bytes != sz - at) {
+                bad = cg_fail(err, "%s: the header's shape %s needs %zu bytes of data, the member has %zu", what,
+                              cg_shape_str(&h, s0, sizeof s0), bytes, sz - at);
+            } else if (is_key && sample && (h.ndim < 1 || h.shape[0] == 0 || h.count / (size_t)h.shape[0] != sample)) {
+                char s1[128];
+                bad = cg_fail(err, "%s: the header gives shape %s, not samples of %zu values (refused before "
+                                   "decompressing)", what, cg_shape_str(&h, s1, sizeof s1), sample);
+            }
+            if (bad) {
+                zip_fclose(zf);
+                goto fail;
+            }
+        }
+        unsigned char *buf = cg_try_alloc(sz + 1, 1, what, err);
+        if (!buf) {
+            zip_fclose(zf);
+            goto fail;
+        }
+        memcpy(buf, head, got);
         while (got < sz + 1) {
             zip_int64_t r = zip_fread(zf, buf + got, sz + 1 - got);
             if (r < 0) {
@@ -503,8 +565,8 @@ int cg_npz_write(const char *path, int n, const char *const *keys, const cg_arra
                  cg_err *err)
 {
     char tmp[4096];
-    if (snprintf(tmp, sizeof tmp, "%s.tmp", path) >= (int)sizeof tmp)
-        return cg_fail(err, "%s: path too long", path);
+    if (cg_tmp_name(tmp, sizeof tmp, path, err) != 0)
+        return -1;
     if (n == 0) { /* libzip deletes empty archives: write an empty zip (EOCD only) */
         static const unsigned char eocd[22] = {'P', 'K', 5, 6};
         return cg_write_file_atomic(path, eocd, sizeof eocd, err);

@@ -55,6 +55,12 @@ typedef struct cg_npz {
 } cg_npz;
 
 int cg_npz_read(const char *path, cg_npz *out, cg_err *err);
+/* The same; member KEY.npy (when key) must hold samples of `sample` values each ([N, ...]
+ * with sample values after the first axis), checked from its header before the rest of a
+ * large member is inflated; no member may be larger than max_bytes (0: any), checked from
+ * the zip directory before inflating. */
+int cg_npz_read_expect(const char *path, const char *key, size_t sample, size_t max_bytes, cg_npz *out,
+                       cg_err *err);
 const cg_array *cg_npz_get(const cg_npz *z, const char *key);
 void cg_npz_free(cg_npz *z);
 /* Write n arrays as members "<key>.npy" (stored), atomically. */

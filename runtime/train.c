@@ -16,11 +16,15 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <dirent.h>
+#include <fcntl.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "augment.h"
+#include "comm.h"
 #include "npy.h"
 #include "sgd.h"
 #include "weights.h"
@@ -119,6 +123,7 @@ typedef struct run {
     const cg_train_opts *o;
     cg_train_result *res;
     cg_train_defaults h;
+    const cg_comm *comm; /* data-parallel ranks (size 1: one process); rank 0 writes files */
     /* the state a step reads and writes; checkpointed (with pos, acc and cfg) */
     float *params, *grads, *buffers, *ws, *vel, *best_p, *best_b;
     float *xb, *tb;
@@ -146,6 +151,7 @@ typedef struct run {
     double t_start, elapsed0, t_prog;
     char outdir[4096], p_log[4352], p_best[4352], p_ckpt[4352], p_final[4352], p_last[4352],
         p_norm[4352], p_png[4352];
+    int lock_fd;        /* OUT/.lock, held (flock) for the whole run; -1 before */
 } run;
 
 static uint64_t fnv1a(const char *s)
@@ -382,7 +388,14 @@ static int checkpoint_read(run *r, cg_err *err)
     if (access(r->p_ckpt, F_OK) != 0)
         return cg_fail(err, "%s: no checkpoint to resume from (train with --checkpoint-every N)",
                        r->p_ckpt);
-    if (cg_npz_read(r->p_ckpt, &z, err) != 0)
+    /* no member larger than the largest array a checkpoint of this run holds (8 bytes an
+     * element, plus a header): refused from the zip directory, before inflating */
+    size_t big = r->net->n_params > r->net->n_buffers ? r->net->n_params : r->net->n_buffers;
+    if (r->tr.n > big)
+        big = r->tr.n;
+    if (big < 64)
+        big = 64;
+    if (cg_npz_read_expect(r->p_ckpt, NULL, 0, big * 8 + 4096, &z, err) != 0)
         return -1;
     const cg_array *a[11] = {0};
     const size_t np = r->net->n_params, nb = r->net->n_buffers;
@@ -403,6 +416,22 @@ static int checkpoint_read(run *r, cg_err *err)
         (r->vsq && ck_get(&z, r->p_ckpt, "second_moment", CG_F4, np, &a[10], err)))
         goto out;
     const int64_t *perm = a[6]->data, *pos = a[7]->data;
+    /* a hand-edited file: every counter in [0, 2^53] (or -1 where "none" is allowed),
+     * so that the arithmetic on them below and in the run cannot overflow */
+    for (int i = 0; i < POS_COUNT; i++)
+        if (pos[i] < -1 || pos[i] > ((int64_t)1 << 53)) {
+            cg_fail(err, "%s: corrupt position counters (pos[%d] = %lld)", r->p_ckpt, i, (long long)pos[i]);
+            goto out;
+        }
+    static const char *const ftensor[5] = {"params", "buffers", "velocity", "best_params", "best_buffers"};
+    for (int t = 0; t < 5; t++) {
+        const float *v = a[t]->data;
+        for (size_t i = 0; i < a[t]->count; i++)
+            if (!isfinite(v[i])) {
+                cg_fail(err, "%s: '%s' has the non-finite value %g at index %zu", r->p_ckpt, ftensor[t], v[i], i);
+                goto out;
+            }
+    }
     const long long need = (long long)pos[POS_EPOCH] + (pos[POS_K] > 0); /* epochs begun */
     if (need > r->h.epochs && pos[POS_EPOCH] >= 0 && pos[POS_K] >= 0) {
         cg_fail(err, "%s: the checkpoint is at step %lld, in epoch %lld; --epochs %d ends before "
@@ -552,7 +581,7 @@ static int load_pair(const cg_net *net, const char *x, const char *y, const char
 {
     if (!x || !y)
         return cg_fail(err, "--%s-x and --%s-y go together", opt, opt);
-    if (cg_xy_load(x, y, out, err) != 0)
+    if (cg_xy_load_expect(x, y, net->in_size, out, err) != 0)
         return -1;
     if (cg_dataset_check_files(out, net, x, y, err) != 0) {
         cg_dataset_free(out);
@@ -621,6 +650,9 @@ static int own_copy(cg_dataset *ds, float **copied, cg_err *err)
 /* ---- the loop ---- */
 static void run_free(run *r)
 {
+    if (r->lock_fd >= 0)
+        close(r->lock_fd); /* and with it the lock */
+    r->lock_fd = -1;
     if (r->logf)
         fclose(r->logf);
     r->logf = NULL;
@@ -682,29 +714,49 @@ static double forward_backward(run *r, const size_t *idx, size_t start, int n, f
     return (double)l;
 }
 
+/* ranks: the augmentation draws of the n samples of the step before this rank's shard,
+ * skipped, so that every sample is cropped and flipped as in one process */
+static void aug_skip(run *r, size_t n)
+{
+    if (!(r->h.aug_crop > 0 || r->h.aug_flip))
+        return;
+    for (size_t i = 0; i < n; i++) {
+        int oy, ox, fl;
+        cg_augment_draw(&r->aug_rng, r->h.aug_crop, r->h.aug_flip, &oy, &ox, &fl);
+    }
+}
+
 /* Returns the samples used (0 if the step was skipped), the loss sum in *lsum. */
 static size_t train_step(run *r, float lr, double *lsum)
 {
     const cg_net *net = r->net;
     const size_t N = r->tr.n;
     const long long k = r->pos[POS_K];
-    memset(r->grads, 0, net->n_params * sizeof(float));
+    const int S = r->comm->size;
+    memset(r->grads, 0, (net->n_params + 1) * sizeof(float));
     cg_augment_seed(&r->aug_rng, r->h.seed, r->pos[POS_GSTEP]);
     size_t used = 0;
     double sum = 0.0;
     if (r->h.mode == CG_MODE_FULL) {
-        size_t chunks = (N + (size_t)net->batch - 1) / (size_t)net->batch, start = 0;
-        for (size_t c = 0; c < chunks; c++) {
+        /* ranks: each takes a contiguous run of the single process's chunks */
+        size_t chunks = (N + (size_t)net->batch - 1) / (size_t)net->batch, start = 0, c0 = 0,
+               c1 = chunks;
+        cg_comm_shard(chunks, r->comm->rank, S, &c0, &c1);
+        for (size_t c = 0; c < c1; c++) {
             size_t m = N / chunks + (c < N % chunks);
-            double l = forward_backward(r, NULL, start, (int)m, (float)((double)m / (double)N));
-            sum += l * (double)m;
+            if (c < c0)
+                aug_skip(r, m);
+            else {
+                double l = forward_backward(r, NULL, start, (int)m, (float)((double)m / (double)N));
+                sum += l * (double)m;
+            }
             start += m;
         }
         used = N;
     } else {
         size_t B = (size_t)r->h.batch, start = (size_t)k * B;
         size_t m = N - start < B ? N - start : B;
-        if ((int)m < r->min_batch)
+        if ((int)m < r->min_batch || (S > 1 && r->min_batch > 1 && m / (size_t)S < (size_t)r->min_batch))
             return 0; /* a last batch too small for batch norm: skipped, like drop_last */
         const size_t *idx = r->perm;
         if (r->h.order == CG_ORDER_RANDOM) {
@@ -713,8 +765,20 @@ static size_t train_step(run *r, float lr, double *lsum)
             idx = r->draw;
             start = 0;
         }
-        sum = forward_backward(r, idx, start, (int)m, 1.0f) * (double)m;
+        /* ranks: this rank's shard of the global batch, its loss weighted by its share */
+        size_t lo = 0, hi = m;
+        cg_comm_shard(m, r->comm->rank, S, &lo, &hi);
+        aug_skip(r, lo);
+        if (hi > lo)
+            sum = forward_backward(r, idx, start + lo, (int)(hi - lo),
+                                   S > 1 ? (float)((double)(hi - lo) / (double)m) : 1.0f) *
+                  (double)(hi - lo);
         used = m;
+    }
+    if (S > 1) { /* one sum of one flat buffer: the gradients and the loss */
+        r->grads[net->n_params] = (float)sum;
+        r->comm->sum_f32(r->comm, r->grads, net->n_params + 1);
+        sum = (double)r->grads[net->n_params];
     }
     *lsum = sum;
     if (!isfinite(sum) || !cg_all_finite(r->grads, net->n_params)) {
@@ -745,7 +809,87 @@ static void say(const cg_train_opts *o, const char *fmt, ...)
     fflush(stdout);
 }
 
+/* ---- ranks (comm.h): batch-norm running buffers, sharded evaluation ---- */
+
+/* Every rank's running buffers <- their mean over the ranks (each rank's batch norms see
+ * only its shards, like DistributedDataParallel's); counters (num_batches_tracked) <-
+ * rank 0's, which takes part in every step. Called before evaluations, checkpoints and
+ * the final files, so that every rank holds the same state. */
+static void sync_buffers(run *r)
+{
+    const cg_net *net = r->net;
+    const int S = r->comm->size;
+    if (S == 1 || net->n_buffers == 0)
+        return;
+    for (int i = 0; i < net->n_tensors; i++) {
+        const cg_tensor *t = &net->tensors[i];
+        if (t->kind == CG_COUNTER)
+            for (size_t j = t->offset; j < t->offset + t->size; j++)
+                r->buffers[j] = r->comm->rank == 0 ? r->buffers[j] * (float)S : 0.0f;
+    }
+    r->comm->sum_f32(r->comm, r->buffers, net->n_buffers);
+    for (size_t j = 0; j < net->n_buffers; j++)
+        r->buffers[j] /= (float)S;
+}
+
+/* cg_evaluate over ds, each rank taking its contiguous shard; the loss sums and correct
+ * counts summed over the ranks in rank order, so every rank gets the same result. */
+static void eval_set(run *r, const cg_dataset *ds, double *loss, double *acc)
+{
+    const cg_net *net = r->net;
+    const cg_comm *c = r->comm;
+    if (c->size == 1) {
+        cg_evaluate(net, r->params, r->buffers, r->ws, ds, r->xb, r->yb, r->tb, loss, acc);
+        return;
+    }
+    size_t lo, hi;
+    cg_comm_shard(ds->n, c->rank, c->size, &lo, &hi);
+    cg_dataset before, from_lo, part, after;
+    cg_dataset_split(ds, ds->n - lo, &before, &from_lo);      /* [lo, n) */
+    cg_dataset_split(&from_lo, from_lo.n - (hi - lo), &part, &after); /* [lo, hi) */
+    double s[2] = {0.0, 0.0}, l = 0.0, a = 0.0;
+    if (hi > lo) {
+        cg_evaluate(net, r->params, r->buffers, r->ws, &part, r->xb, r->yb, r->tb, &l, &a);
+        s[0] = l * (double)(hi - lo);
+        s[1] = ds->labels ? round(a * (double)(hi - lo)) : 0.0;
+    }
+    c->sum_f64(c, s, 2);
+    *loss = ds->n ? s[0] / (double)ds->n : NAN;
+    *acc = ds->n && ds->labels ? s[1] / (double)ds->n : NAN;
+}
+
 /* ---- setup: settings, output paths, data, state ---- */
+
+/* One run an output directory: an advisory lock (flock) on the directory itself, held
+ * until the run ends (the kernel drops it when the process dies; no lock file is left).
+ * Holding it, the temporary files a killed run left there (NAME.tmp.PID.N,
+ * runtime/util.c) are removed. */
+static int lock_outdir(run *r, const char *outdir, cg_err *err)
+{
+    r->lock_fd = open(outdir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (r->lock_fd < 0)
+        return cg_fail(err, "%s: cannot open the output directory: %s", outdir, strerror(errno));
+    if (flock(r->lock_fd, LOCK_EX | LOCK_NB) != 0) {
+        int e = errno;
+        if (e == EWOULDBLOCK)
+            return cg_fail(err, "%s: another run is training into this output directory (it holds its "
+                                "lock); wait for it or choose another --out", outdir);
+        return cg_fail(err, "%s: cannot lock the output directory: %s", outdir, strerror(e));
+    }
+    static const char *const outputs[] = {"log.csv.tmp.", "best.npz.tmp.", "checkpoint.npz.tmp.",
+                                          "final.npz.tmp.", "last.npz.tmp.", "normalize.npz.tmp."};
+    DIR *d = opendir(outdir);
+    for (struct dirent *e = d ? readdir(d) : NULL; e; e = readdir(d))
+        for (size_t i = 0; i < sizeof outputs / sizeof outputs[0]; i++)
+            if (strncmp(e->d_name, outputs[i], strlen(outputs[i])) == 0) {
+                char p[4352];
+                if (cg_path_join(p, sizeof p, outdir, e->d_name, err) == 0)
+                    remove(p);
+            }
+    if (d)
+        closedir(d);
+    return 0;
+}
 
 /* Checks the settings and creates the output directory; fills r->h, r->min_batch and the
  * output paths. */
@@ -784,11 +928,19 @@ static int setup_settings(run *r, cg_err *err)
         return cg_fail(err, "network '%s' has a batch norm over one value per channel, which "
                             "needs at least 2 samples a step: %s is not possible",
                        net->name, h->mode == CG_MODE_SGD ? "--mode sgd" : "--batch 1");
+    const int S = r->comm->size;
+    if (S > 1 && h->mode != CG_MODE_FULL && h->batch / S < r->min_batch)
+        return cg_fail(err, "network '%s' has a batch norm over one value per channel, which "
+                            "needs at least 2 samples a rank and step: --batch %d over %d ranks "
+                            "gives shards of %d; use --batch %d or more", net->name, h->batch, S,
+                       h->batch / S, 2 * S);
 
     const char *outdir = o->out ? o->out : ".";
     snprintf(r->outdir, sizeof r->outdir, "%s", outdir);
     if (mkdir(outdir, 0777) != 0 && errno != EEXIST)
         return cg_fail(err, "%s: cannot create output directory: %s", outdir, strerror(errno));
+    if (lock_outdir(r, outdir, err) != 0)
+        return -1;
     if (cg_path_join(r->p_log, sizeof r->p_log, outdir, "log.csv", err) ||
         cg_path_join(r->p_best, sizeof r->p_best, outdir, "best.npz", err) ||
         cg_path_join(r->p_ckpt, sizeof r->p_ckpt, outdir, "checkpoint.npz", err) ||
@@ -841,9 +993,9 @@ static int setup_data(run *r, cg_err *err)
         cg_norm_apply(net, all->x, all->n, r->nmean, r->nstd);
         if (test->n)
             cg_norm_apply(net, test->x, test->n, r->nmean, r->nstd);
-        if (cg_norm_save(net, r->p_norm, r->nmean, r->nstd, err) != 0)
+        if (r->comm->rank == 0 && cg_norm_save(net, r->p_norm, r->nmean, r->nstd, err) != 0)
             return -1;
-    } else {
+    } else if (r->comm->rank == 0) {
         remove(r->p_norm); /* a stale one would make eval/predict normalize */
     }
     cg_dataset_split(all, n_val, &r->tr, &r->val);
@@ -869,7 +1021,7 @@ static int setup_state(run *r, cg_err *err)
     const size_t N = r->tr.n;
     const size_t np = net->n_params, nb = net->n_buffers, B = (size_t)net->batch;
     r->params = cg_try_alloc(np, sizeof(float), "parameters", err);
-    r->grads = cg_try_alloc(np, sizeof(float), "gradients", err);
+    r->grads = cg_try_alloc(np + 1, sizeof(float), "gradients", err); /* + the loss (ranks) */
     r->vel = cg_try_alloc(np, sizeof(float), "momentum buffer", err);
     r->best_p = cg_try_alloc(np, sizeof(float), "best parameters", err);
     r->buffers = cg_try_alloc(nb, sizeof(float), "buffers", err);
@@ -903,12 +1055,19 @@ static int setup_state(run *r, cg_err *err)
     r->acc[ACC_BEST_ACC] = NAN;
     r->pos[POS_BEST_STEP] = -1;
 
-    if (o->resume) {
+    int resume = o->resume;
+    if (resume && access(r->p_ckpt, F_OK) != 0 && errno == ENOENT) {
+        /* killed before its first checkpoint: nothing to continue, so begin */
+        say(o, "%s: %s does not exist yet (no checkpoint was written): starting a fresh run\n", net->name,
+            r->p_ckpt);
+        resume = 0;
+    }
+    if (resume) {
         if (checkpoint_read(r, err) != 0)
             return -1;
-        if (log_open(r, 1, &r->logf, err) != 0)
+        if (r->comm->rank == 0 && log_open(r, 1, &r->logf, err) != 0)
             return -1;
-        if (r->pos[POS_HAS_BEST] &&
+        if (r->pos[POS_HAS_BEST] && r->comm->rank == 0 &&
             cg_weights_save(net, r->p_best, r->best_p, r->best_b, err) != 0)
             return -1;
         say(o, "%s: resuming %s at step %lld (epoch %lld, step %lld of %lld)\n", net->name,
@@ -926,9 +1085,11 @@ static int setup_state(run *r, cg_err *err)
         }
         memcpy(r->best_p, r->params, np * sizeof(float));
         memcpy(r->best_b, r->buffers, nb * sizeof(float));
-        remove(r->p_best);
-        if (log_open(r, 0, &r->logf, err) != 0)
-            return -1;
+        if (r->comm->rank == 0) {
+            remove(r->p_best);
+            if (log_open(r, 0, &r->logf, err) != 0)
+                return -1;
+        }
     }
 
     char optim[160], warm[48] = "", aug[48] = "";
@@ -950,6 +1111,9 @@ static int setup_state(run *r, cg_err *err)
         h->mode == CG_MODE_FULL ? net->batch : h->batch, order_names[h->order], h->epochs,
         r->spe, h->lr, sched_names[h->schedule], warm, optim, h->patience, h->seed,
         h->normalize ? ", normalized inputs" : "", aug, cg_sgd_kernel_name());
+    if (r->comm->size > 1)
+        say(o, "%s: data-parallel over %d ranks (%s): each takes 1/%d of every batch; batch-norm "
+               "statistics per rank\n", net->name, r->comm->size, r->comm->name, r->comm->size);
 
     r->tty = o->progress > 0 || (o->progress < 0 && isatty(fileno(stdout)));
     if (o->quiet)
@@ -968,6 +1132,8 @@ static int setup_state(run *r, cg_err *err)
 static int log_row(run *r, long long g, double epoch_f, double tl, double vl, double va, float lr,
                    double wall, cg_err *err)
 {
+    if (!r->logf) /* ranks other than 0 write no files */
+        return 0;
     fprintf(r->logf, "%lld,%.6f,%.9g,%.9g,%.9g,%.9g,%.3f\n", g, epoch_f, tl, vl, va, (double)lr,
             wall);
     if (fflush(r->logf) != 0)
@@ -1012,8 +1178,9 @@ static int evaluate(run *r, float lr, double t, cg_err *err)
     const cg_train_defaults *h = &r->h;
     const long long g = r->pos[POS_GSTEP];
     double vl = NAN, va = NAN;
+    sync_buffers(r);
     if (r->have_val)
-        cg_evaluate(net, r->params, r->buffers, r->ws, &r->val, r->xb, r->yb, r->tb, &vl, &va);
+        eval_set(r, &r->val, &vl, &va);
     double tl = r->pos[POS_WIN_N] ? r->acc[ACC_WIN_SUM] / (double)r->pos[POS_WIN_N] : NAN;
     double epoch_f = (double)g / (double)r->spe;
     double wall = r->elapsed0 + (t - r->t_start);
@@ -1036,7 +1203,7 @@ static int evaluate(run *r, float lr, double t, cg_err *err)
         r->pos[POS_HAS_BEST] = 1;
         memcpy(r->best_p, r->params, net->n_params * sizeof(float));
         memcpy(r->best_b, r->buffers, net->n_buffers * sizeof(float));
-        if (cg_weights_save(net, r->p_best, r->best_p, r->best_b, err) != 0)
+        if (r->comm->rank == 0 && cg_weights_save(net, r->p_best, r->best_p, r->best_b, err) != 0)
             return -1;
         mark = "  *best";
     } else if (r->have_val) {
@@ -1044,6 +1211,7 @@ static int evaluate(run *r, float lr, double t, cg_err *err)
         if (h->patience > 0 && r->pos[POS_BAD] >= h->patience)
             r->stop = 1;
     }
+    r->comm->bcast(r->comm, &r->stop, sizeof r->stop); /* rank 0 decides */
     if (!r->o->quiet)
         print_eval_line(r, g, epoch_f, tl, vl, va, lr, wall, t, mark);
     r->t_prog = t;
@@ -1053,8 +1221,9 @@ static int evaluate(run *r, float lr, double t, cg_err *err)
 /* ---- checkpoint: the whole state, between steps ---- */
 static int checkpoint(run *r, cg_err *err)
 {
+    sync_buffers(r);
     r->acc[ACC_ELAPSED] = r->elapsed0 + (now() - r->t_start);
-    return checkpoint_write(r, err);
+    return r->comm->rank == 0 ? checkpoint_write(r, err) : 0;
 }
 
 /* ---- one step of the loop ---- */
@@ -1152,7 +1321,8 @@ static int finish(run *r, cg_err *err)
     res->stopped_early = r->stop;
     res->evals = (int)r->pos[POS_EVALS];
 
-    if (cg_weights_save(net, r->p_last, r->params, r->buffers, err) != 0)
+    sync_buffers(r);
+    if (r->comm->rank == 0 && cg_weights_save(net, r->p_last, r->params, r->buffers, err) != 0)
         return -1;
     if (r->pos[POS_HAS_BEST]) {
         memcpy(r->params, r->best_p, net->n_params * sizeof(float));
@@ -1165,17 +1335,17 @@ static int finish(run *r, cg_err *err)
                "%.4f (monitored: validation %s)\n", (long long)res->best_step, res->best_epoch,
             r->acc[ACC_BEST_VLOSS], res->best_val_acc, h->monitor == CG_MONITOR_ERROR ? "error" : "loss");
     }
-    if (cg_weights_save(net, r->p_final, r->params, r->buffers, err) != 0)
+    if (r->comm->rank == 0 && cg_weights_save(net, r->p_final, r->params, r->buffers, err) != 0)
         return -1;
     if (r->test.n) {
-        cg_evaluate(net, r->params, r->buffers, r->ws, &r->test, r->xb, r->yb, r->tb,
-                    &res->test_loss, &res->test_acc);
+        eval_set(r, &r->test, &res->test_loss, &res->test_acc);
         say(o, "test: %zu samples  test_loss %.4f", r->test.n, res->test_loss);
         if (!isnan(res->test_acc))
             say(o, "  test_acc %.4f", res->test_acc);
         say(o, "\n");
     }
-    fclose(r->logf);
+    if (r->logf)
+        fclose(r->logf);
     r->logf = NULL;
     if (o->plot) {
         char title[256];
@@ -1209,7 +1379,16 @@ int cg_train(const cg_net *net, const cg_train_opts *o, cg_train_result *res, cg
     r->net = net;
     r->o = o;
     r->res = res;
+    r->lock_fd = -1;
     r->h = o->h;
+    const cg_comm *comm = r->comm = cg_comm_world();
+    cg_train_opts silent; /* ranks other than 0 print nothing (rank 0 speaks for the job) */
+    if (comm->rank != 0) {
+        silent = *o;
+        silent.quiet = 1;
+        silent.plot = 0;
+        r->o = &silent;
+    }
     int rc = setup_settings(r, err);
     if (rc == 0)
         rc = setup_data(r, err);
@@ -1221,5 +1400,10 @@ int cg_train(const cg_net *net, const cg_train_opts *o, cg_train_result *res, cg
         rc = finish(r, err);
     run_free(r);
     free(r);
+    if (rc < 0 && comm->size > 1) { /* an error on one rank ends the job */
+        fprintf(stderr, "%s: rank %d of %d: %s\n", net->name, comm->rank, comm->size,
+                err ? err->msg : "error");
+        comm->abort(comm, 1);
+    }
     return rc == STEP_KILLED ? 0 : rc;
 }

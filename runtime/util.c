@@ -143,14 +143,27 @@ int cg_fsync_path(const char *path, cg_err *err)
     return 0;
 }
 
+int cg_tmp_name(char *tmp, size_t cap, const char *path, cg_err *err)
+{
+    static _Atomic unsigned serial; /* only makes names unique; no state of a run */
+    if (snprintf(tmp, cap, "%s.tmp.%ld.%u", path, (long)getpid(), serial++) >= (int)cap)
+        return cg_fail(err, "%s: path too long", path);
+    return 0;
+}
+
 int cg_write_file_atomic(const char *path, const void *buf, size_t len, cg_err *err)
 {
     char tmp[4096];
-    if (snprintf(tmp, sizeof tmp, "%s.tmp", path) >= (int)sizeof tmp)
-        return cg_fail(err, "%s: path too long", path);
-    FILE *f = cg_fopen(tmp, "wb", err);
-    if (!f)
+    if (cg_tmp_name(tmp, sizeof tmp, path, err) != 0)
         return -1;
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
+    FILE *f = fd >= 0 ? fdopen(fd, "wb") : NULL;
+    if (!f) {
+        int e = errno;
+        if (fd >= 0)
+            close(fd);
+        return cg_fail(err, "%s: cannot open for writing: %s", tmp, strerror(e));
+    }
     int ok = fwrite(buf, 1, len, f) == len;
     ok = ok && fflush(f) == 0;
     ok = ok && fsync(fileno(f)) == 0;

@@ -42,7 +42,10 @@ void *cg_try_alloc(size_t count, size_t elem, const char *what, cg_err *err);
 FILE *cg_fopen(const char *path, const char *mode, cg_err *err);
 /* Read a whole file into a malloc'd buffer. */
 int cg_read_file(const char *path, unsigned char **buf, size_t *len, cg_err *err);
-/* Atomically replace `path` with `len` bytes: write path.tmp, fsync, rename. */
+/* A temporary name next to path, unique to this process and call:
+ * "path.tmp.PID.N" (two writers of the same file never share one). */
+int cg_tmp_name(char *tmp, size_t cap, const char *path, cg_err *err);
+/* Atomically replace `path` with `len` bytes: write a cg_tmp_name, fsync, rename. */
 int cg_write_file_atomic(const char *path, const void *buf, size_t len, cg_err *err);
 /* fsync an existing file by path (used after libzip wrote it). */
 int cg_fsync_path(const char *path, cg_err *err);

@@ -40,8 +40,14 @@ static int shape_matches(const cg_tensor *t, const cg_array *a)
 int cg_weights_load(const cg_net *net, const char *path, float *params, float *buffers,
                     cg_err *err)
 {
+    /* no member larger than the largest tensor as float64 plus a header: a small file
+     * claiming gigabytes is refused before it is inflated */
+    size_t max_bytes = 0;
+    for (int i = 0; i < net->n_tensors; i++)
+        if (net->tensors[i].size * 8 + 4096 > max_bytes)
+            max_bytes = net->tensors[i].size * 8 + 4096;
     cg_npz z;
-    if (cg_npz_read(path, &z, err) != 0)
+    if (cg_npz_read_expect(path, NULL, 0, max_bytes, &z, err) != 0)
         return -1;
     char s1[128], s2[128];
     int rc = -1;
@@ -68,6 +74,16 @@ int cg_weights_load(const cg_net *net, const char *path, float *params, float *b
             cg_fail(err, "%s: tensor '%s' has %zu elements, expected %zu", path, t->name,
                     a->count, t->size);
             goto out;
+        }
+        /* every value finite as the float it becomes (NaN weights would train or score
+         * as numbers after a ReLU or a max); a counter non-negative */
+        for (size_t k = 0; k < a->count; k++) {
+            double v = cg_array_get(a, k);
+            if (!isfinite((float)v) || (t->kind == CG_COUNTER && v < 0)) {
+                cg_fail(err, "%s: tensor '%s' has the value %g at index %zu (%s)", path, t->name, v, k,
+                        t->kind == CG_COUNTER ? "a counter must be non-negative" : "every value must be finite");
+                goto out;
+            }
         }
     }
     for (int k = 0; k < z.n; k++) {

@@ -16,6 +16,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -564,6 +566,93 @@ START_TEST(test_cli_empty_file)
 }
 END_TEST
 
+/* YAML limits apply while parsing: 40,000 and 200,000 levels of flow nesting (80 KB and
+ * 400 KB, which libyaml's document loader took 9 s and more than 10 s over) are refused
+ * at the 65th level, fast. */
+START_TEST(test_cli_deep_nesting_fast)
+{
+    static const int levels[] = {40000, 200000};
+    for (int k = 0; k < 2; k++) {
+        char *dir = make_tmpdir();
+        char spec[512];
+        snprintf(spec, sizeof spec, "%s/deep.yaml", dir);
+        int n = levels[k];
+        char *text = malloc((size_t)2 * n + 64);
+        ck_assert_ptr_nonnull(text);
+        int len = sprintf(text, "name: ");
+        memset(text + len, '[', n);
+        memset(text + len + n, ']', n);
+        strcpy(text + len + 2 * n, "\n");
+        write_file(spec, text);
+        free(text);
+        run_result r;
+        RUN(r, "--check", spec);
+        rm_tree(dir);
+        expect_status("cnngen <deep nesting>", &r, 1);
+        ck_assert_msg(strstr(r.err, "YAML nested too deeply") != NULL, "deep nesting: got:\n%s", r.err);
+        ck_assert_msg(r.secs < 2.0, "%d levels of nesting took %.3f s to refuse (libyaml's loader: 30 s for 40,000)", n, r.secs);
+        free(dir);
+        free_result(&r);
+    }
+}
+END_TEST
+
+/* A spec that never ends (/dev/zero) is refused by size, not by running out of memory. */
+START_TEST(test_cli_dev_zero)
+{
+    run_result r;
+    RUN(r, "--check", "/dev/zero");
+    expect_status("cnngen /dev/zero", &r, 1);
+    ck_assert_msg(strstr(r.err, "cnngen: /dev/zero: larger than 1,048,576 bytes") != NULL, "got:\n%s", r.err);
+    free_result(&r);
+}
+END_TEST
+
+/* Escape bytes of a spec (a double-quoted "\e" key) are shown escaped, never raw. */
+START_TEST(test_cli_escapes_not_raw)
+{
+    char *dir = make_tmpdir();
+    char spec[512];
+    snprintf(spec, sizeof spec, "%s/esc.yaml", dir);
+    write_file(spec, "name: x\ninput: [4]\nlayers: [relu]\n\"a\\e]0;pwned\\a\\e[31m\\x9b\": 1\nloss: mse\n");
+    run_result r;
+    RUN(r, "--check", spec);
+    rm_tree(dir);
+    expect_status("cnngen <escape bytes>", &r, 1);
+    ck_assert_msg(strstr(r.err, "unknown key 'a\\x1b]0;pwned\\x07\\x1b[31m\\xc2\\x9b'") != NULL, "got:\n%s", r.err);
+    for (size_t i = 0; i < r.err_len; i++)
+        ck_assert_msg(r.err[i] == '\n' || (unsigned char)r.err[i] >= 32, "stderr has the control byte 0x%02x:\n%s",
+                      (unsigned char)r.err[i], r.err);
+    free(dir);
+    free_result(&r);
+}
+END_TEST
+
+/* A write that fails (file size limit: EFBIG, as a full disk gives ENOSPC) names the file
+ * and leaves nothing behind. */
+START_TEST(test_cli_write_error_names_file)
+{
+    char *dir = make_tmpdir();
+    char out[600];
+    snprintf(out, sizeof out, "%s/out", dir);
+    signal(SIGXFSZ, SIG_IGN); /* inherited by the compiler: write() fails with EFBIG */
+    struct rlimit rl = {16384, 16384};
+    ck_assert_int_eq(setrlimit(RLIMIT_FSIZE, &rl), 0);
+    run_result r;
+    RUN(r, "specs/lenet5.yaml", "-o", out);
+    char *left = dir_listing(dir);
+    rm_tree(dir);
+    expect_status("cnngen <file size limit>", &r, 1);
+    char want[700];
+    snprintf(want, sizeof want, "cannot write %s/lenet5.", out);
+    ck_assert_msg(strstr(r.err, want) != NULL, "expected \"%s\", got:\n%s", want, r.err);
+    ck_assert_msg(strcmp(left, "") == 0, "left behind: %s", left);
+    free(left);
+    free(dir);
+    free_result(&r);
+}
+END_TEST
+
 /* The spec path goes into C comments: a path containing the comment terminator
  * must not end the banner comment early (the .c would not compile). */
 START_TEST(test_cli_path_comment_injection)
@@ -943,6 +1032,10 @@ Suite *make_compiler_suite(void)
     tcase_add_test(cli, test_cli_outdir_is_file);
     tcase_add_test(cli, test_cli_empty_file);
     tcase_add_test(cli, test_cli_path_comment_injection);
+    tcase_add_test(cli, test_cli_deep_nesting_fast);
+    tcase_add_test(cli, test_cli_dev_zero);
+    tcase_add_test(cli, test_cli_escapes_not_raw);
+    tcase_add_test(cli, test_cli_write_error_names_file);
     tcase_add_test(cli, test_cli_summary_vgg16);
     tcase_add_test(cli, test_cli_summary_conv1d);
     tcase_add_test(cli, test_cli_summary_dense);

@@ -173,6 +173,20 @@ static int count_prefixed(const char *dir, const char *prefix)
     return n;
 }
 
+/* a checkpoint is being written into dir (its checkpoint.npz.tmp.PID.N exists) */
+static int ckpt_tmp_exists(const char *dir)
+{
+    DIR *d = opendir(dir);
+    if (!d)
+        return 0;
+    int n = 0;
+    struct dirent *e;
+    while (!n && (e = readdir(d)))
+        n = strncmp(e->d_name, "checkpoint.npz.tmp.", 19) == 0;
+    closedir(d);
+    return n;
+}
+
 /* the checkpoint loads, its parameters are finite; returns its global step */
 static long long checkpoint_step(const cg_net *net, const char *path)
 {
@@ -283,9 +297,9 @@ START_TEST(test_kill9_random_repeated)
     if (getenv("CG_FAULT_SEED"))
         seed = (unsigned)atoi(getenv("CG_FAULT_SEED"));
     srand(seed);
-    char ck[600], cktmp[600];
+    char ck[600], bdir[600];
     snprintf(ck, sizeof ck, "%s", fp("b/checkpoint.npz"));
-    snprintf(cktmp, sizeof cktmp, "%s", fp("b/checkpoint.npz.tmp"));
+    snprintf(bdir, sizeof bdir, "%s", fp("b"));
     int kills = 0, in_write = 0, done = 0;
     long long last = -1;
     for (int round = 0; round < 40 && kills < 16 && !done; round++) {
@@ -301,13 +315,13 @@ START_TEST(test_kill9_random_repeated)
          * even rounds: after a random time up to max_sleep_us */
         int aimed = round & 1;
         if (aimed) {
-            for (int i = 0; i < 200000 && !exists(cktmp); i++)
+            for (int i = 0; i < 200000 && !ckpt_tmp_exists(bdir); i++)
                 if (waitpid(pid, NULL, WNOHANG) == pid)
                     break;
         } else {
             sleep_us(rand() % max_sleep_us);
         }
-        int was_writing = exists(cktmp);
+        int was_writing = ckpt_tmp_exists(bdir);
         int st;
         if (kill(pid, SIGKILL) == 0)
             kills++;

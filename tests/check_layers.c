@@ -450,6 +450,22 @@ static void check_forward_pass(state *st, int training, const float *bufs_before
     double rm_new[4096], rv_new[4096];
     if (inject) st->ws[net->layers[0].act_offset] += 1e-3f;
     float *in_rows[16] = {NULL}, *out_rows = NULL;
+    /* a layer written in place over its input leaves that input's saved values
+     * overwritten: its reader gets the input's reference (as float) instead, and the
+     * overwritten output is checked through the layers that read it */
+    int nl = net->n_layers;
+    int *overwritten = xcalloc((size_t)nl, sizeof(int));
+    float **refs = xcalloc((size_t)nl, sizeof(float *));
+    for (int li = 0; li < nl; li++) {
+        const cg_layer *L = &net->layers[li];
+        if (L->inplace > 0) {
+            int q = input_of(L, li, L->inplace - 1);
+            ck_assert_msg(q >= 0, "%s: layer %d in place over the network's input", net->name, li);
+            ck_assert_msg(net->layers[q].act_offset == L->act_offset, "%s: layer %d in place but not at its input's offset",
+                          net->name, li);
+            overwritten[q] = 1;
+        }
+    }
     for (int li = 0; li < net->n_layers; li++) {
         const cg_layer *L = &net->layers[li];
         const float *xins[16];
@@ -457,16 +473,20 @@ static void check_forward_pass(state *st, int training, const float *bufs_before
         for (int k = 0; k < n_inputs_of(L); k++) {
             int q = input_of(L, li, k);
             ck_assert_int_lt(q, li);
-            xins[k] = q < 0 ? st->x : act_rows(st, &net->layers[q], &in_rows[k]);
+            xins[k] = q < 0 ? st->x : overwritten[q] ? refs[q] : act_rows(st, &net->layers[q], &in_rows[k]);
         }
         const float *got = act_rows(st, L, &out_rows);
         ck_assert_int_le(L->in_shape[0], 4096);
         reference(st, li, bufs_before, xins, training, rm_new, rv_new);
         size_t tot = (size_t)st->n * L->out_size;
+        if (overwritten[li]) {
+            refs[li] = xcalloc(tot, sizeof(float));
+            for (size_t j = 0; j < tot; j++) refs[li][j] = (float)st->yref[j];
+        }
         double mx = 0;
         for (size_t j = 0; j < tot; j++) mx = fmax(mx, fabs(st->yref[j]));
         double tol = FWD_TOL * fmax(mx, 1e-3);
-        for (size_t j = 0; j < tot; j++) {
+        for (size_t j = 0; j < tot && !overwritten[li]; j++) {
             double d = fabs((double)got[j] - st->yref[j]);
             if (!(d <= tol))
                 failf(f, "%s n=%d %s forward: layer %d (%s): output[%zu] (sample %zu, %zu) got %.9g, reference %.9g (tol %.3g)",
@@ -492,6 +512,9 @@ static void check_forward_pass(state *st, int training, const float *bufs_before
     }
     for (int k = 0; k < 16; k++) free(in_rows[k]);
     free(out_rows);
+    for (int li = 0; li < nl; li++) free(refs[li]);
+    free(refs);
+    free(overwritten);
 }
 
 static void run_forward_checks(const cg_net *net, int n, int inject, fails *f)
@@ -689,6 +712,138 @@ START_TEST(test_backward)
 }
 END_TEST
 
+/* ---- NaN and Inf: PyTorch's semantics ------------------------------------------------ */
+
+/* PyTorch's value: ReLU propagates NaN (clamp_min), max pooling takes a NaN in the window
+ * (a later tap wins when greater or NaN: aten's max_pool kernels); sigmoid, tanh and
+ * leaky_relu propagate it arithmetically. */
+static int nan_kind(const cg_layer *L) { return is_act(L) || strncmp(L->kind, "maxpool", 7) == 0; }
+
+static double torch_act(const cg_layer *L, double v)
+{
+    if (is_kind(L, "relu")) return isnan(v) ? v : v > 0 ? v : 0;
+    return naive_act(L, v);
+}
+
+/* Torch's argmax of max-pool window (oy, ox) of sample s: index into the sample. */
+static long torch_argmax(const cg_layer *L, const float *xs, int oy, int ox)
+{
+    dims in = dims_of(L->ndim_in, L->in_shape);
+    double m = -INFINITY;
+    long a = -1;
+    for (int ky = 0; ky < L->kernel[0]; ky++)
+        for (int kx = 0; kx < L->kernel[1]; kx++) {
+            int iy = oy * L->stride[0] - L->pad_lo[0] + ky, ix = ox * L->stride[1] - L->pad_lo[1] + kx;
+            if (iy < 0 || iy >= in.H || ix < 0 || ix >= in.W) continue;
+            long j = ((long)iy * in.W + ix);
+            if (a < 0) a = j; /* aten starts at the first valid tap with -inf */
+            double v = xs[j];
+            if (v > m || isnan(v)) { m = v; a = j; }
+        }
+    return a;
+}
+
+static int same_value(double got, double want, double tol)
+{
+    if (isnan(want) || isnan(got)) return isnan(want) && isnan(got);
+    if (isinf(want) || isinf(got)) return got == want;
+    return fabs(got - want) <= tol;
+}
+
+/* Every test net made only of activations and max pools, with NaN, +Inf and -Inf among
+ * its inputs: each layer's output, and (one-layer nets) the input gradient, are PyTorch's. */
+START_TEST(test_nan_semantics)
+{
+    int tested = 0;
+    for (int i = 0; cg_test_nets[i]; i++) {
+        const cg_net *net = cg_test_nets[i];
+        int ok = 1;
+        for (int li = 0; li < net->n_layers; li++) ok &= nan_kind(&net->layers[li]);
+        if (!ok) continue;
+        tested++;
+        int n = net->batch;
+        state st;
+        state_init(&st, net, n, 3000);
+        size_t nx = (size_t)n * net->in_size;
+        for (size_t j = 0; j < nx; j++) {
+            if (j % 7 == 1) st.x[j] = NAN;
+            if (j % 7 == 3) st.x[j] = INFINITY;
+            if (j % 11 == 5) st.x[j] = -INFINITY;
+        }
+        fails f = {0};
+        fill_nan(st.ws, net->workspace);
+        net->forward(st.params, st.buffers, st.x, st.ws, n, 1);
+        float *in_rows = NULL, *out_rows = NULL;
+        /* a layer written in place over its input (a chain here) leaves that input's saved
+         * values overwritten: it is not compared, and its reader gets its expected output */
+        float *prev_want = NULL, *cur_want = NULL;
+        for (int li = 0; li < net->n_layers; li++) {
+            const cg_layer *L = &net->layers[li];
+            int overwritten = li + 1 < net->n_layers && net->layers[li + 1].inplace > 0;
+            int prev_overwritten = li > 0 && L->inplace > 0;
+            const float *xin = li == 0 ? st.x : prev_overwritten ? prev_want : act_rows(&st, &net->layers[li - 1], &in_rows);
+            const float *got = act_rows(&st, L, &out_rows);
+            free(cur_want);
+            cur_want = xcalloc((size_t)n * L->out_size, sizeof(float));
+            dims in = dims_of(L->ndim_in, L->in_shape), out = dims_of(L->ndim_out, L->out_shape);
+            for (int s = 0; s < n; s++)
+                for (int c = 0; c < out.C; c++)
+                    for (int oy = 0; oy < out.H; oy++)
+                        for (int ox = 0; ox < out.W; ox++) {
+                            size_t o = (size_t)s * L->out_size + ((size_t)c * out.H + oy) * out.W + ox;
+                            const float *xs = xin + (size_t)s * L->in_size + (size_t)c * in.H * in.W;
+                            double want = is_act(L) ? torch_act(L, xin[o]) : xs[torch_argmax(L, xs, oy, ox)];
+                            cur_want[o] = (float)want;
+                            if (!overwritten && !same_value(got[o], want, 1e-6 * fmax(1, fabs(want))))
+                                failf(&f, "%s layer %d (%s) forward: output[%zu] got %g, PyTorch %g", net->name, li,
+                                      L->kind, o, got[o], want);
+                        }
+            float *t = prev_want;
+            prev_want = cur_want;
+            cur_want = t;
+        }
+        free(prev_want);
+        free(cur_want);
+        if (net->n_layers == 1) {
+            const cg_layer *L = &net->layers[0];
+            const float *y = act_rows(&st, L, &out_rows);
+            uint64_t r = 5;
+            float *dy = st.ws + net->dout_offset;
+            for (size_t j = 0; j < (size_t)n * L->out_size; j++) dy[j] = (float)rng_range(&r, 0.5, 1.5);
+            double *want = xcalloc(nx, sizeof(double));
+            dims in = dims_of(L->ndim_in, L->in_shape), out = dims_of(L->ndim_out, L->out_shape);
+            for (int s = 0; s < n; s++)
+                for (int c = 0; c < out.C; c++)
+                    for (int oy = 0; oy < out.H; oy++)
+                        for (int ox = 0; ox < out.W; ox++) {
+                            size_t o = (size_t)s * L->out_size + ((size_t)c * out.H + oy) * out.W + ox;
+                            double d = dy[o], x = st.x[o], yo = y[o];
+                            if (is_kind(L, "relu")) want[o] = yo <= 0 ? 0 : d; /* threshold_backward */
+                            else if (is_kind(L, "leaky_relu")) want[o] = x > 0 ? d : d * (double)L->slope;
+                            else if (is_kind(L, "sigmoid")) want[o] = d * yo * (1 - yo);
+                            else if (is_kind(L, "tanh")) want[o] = d * (1 - yo * yo);
+                            else {
+                                size_t base = (size_t)s * L->in_size + (size_t)c * in.H * in.W;
+                                want[base + torch_argmax(L, st.x + base, oy, ox)] += d;
+                            }
+                        }
+            fill_nan(st.dx, nx);
+            net->backward(st.params, st.grads, st.x, st.dx, st.ws, n);
+            for (size_t j = 0; j < nx; j++)
+                if (!same_value(st.dx[j], want[j], 1e-6 * fmax(1, fabs(want[j]))))
+                    failf(&f, "%s layer 0 (%s) backward: dx[%zu] (x %g) got %g, PyTorch %g", net->name, L->kind, j,
+                          st.x[j], st.dx[j], want[j]);
+            free(want);
+        }
+        free(in_rows);
+        free(out_rows);
+        state_free(&st);
+        ck_assert_msg(f.count == 0, "%d mismatches, first: %s", f.count, f.first);
+    }
+    ck_assert_int_ge(tested, 20);
+}
+END_TEST
+
 /* The comparisons flag a perturbed activation, parameter gradient and input gradient. */
 START_TEST(test_detects_errors)
 {
@@ -805,6 +960,7 @@ Suite *make_layers_suite(void)
     tcase_set_timeout(tc, 120);
     tcase_add_test(tc, test_coverage);
     tcase_add_test(tc, test_detects_errors);
+    tcase_add_test(tc, test_nan_semantics);
     suite_add_tcase(s, tc);
     return s;
 }

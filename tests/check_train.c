@@ -7,12 +7,14 @@
  * and fork + SIGKILL), every data format and malformed files. */
 #include <check.h>
 #include <dirent.h>
+#include <fcntl.h>
 #include <math.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -738,6 +740,182 @@ START_TEST(test_kill_and_resume_in_process)
 }
 END_TEST
 
+/* Rewrites one array of an .npz through f (a hand-edited file). */
+static void edit_npz(const char *path, const char *key, void (*f)(cg_array *))
+{
+    cg_npz z;
+    cg_err e;
+    ck_assert_msg(cg_npz_read(path, &z, &e) == 0, "%s", e.msg);
+    int k;
+    for (k = 0; k < z.n && strcmp(z.keys[k], key) != 0; k++) {}
+    ck_assert_int_lt(k, z.n);
+    f(&z.arrays[k]);
+    ck_assert_msg(cg_npz_write(path, z.n, (const char *const *)z.keys, z.arrays, &e) == 0, "%s", e.msg);
+    cg_npz_free(&z);
+}
+static void set_nan0(cg_array *a) { ((float *)a->data)[0] = NAN; }
+static void set_inf_last(cg_array *a) { ((float *)a->data)[a->count - 1] = INFINITY; }
+static void set_epoch_max(cg_array *a) { ((int64_t *)a->data)[0] = INT64_MAX; }
+static void set_gstep_max(cg_array *a) { ((int64_t *)a->data)[2] = INT64_MAX; }
+
+static void copy_file(const char *from, const char *to)
+{
+    FILE *f = fopen(from, "rb"), *g = fopen(to, "wb");
+    ck_assert(f && g);
+    char buf[8192];
+    size_t n;
+    while ((n = fread(buf, 1, sizeof buf, f)) > 0) ck_assert_uint_eq(fwrite(buf, 1, n, g), n);
+    fclose(f);
+    ck_assert_int_eq(fclose(g), 0);
+}
+
+/* Hostile run state: a second run into a locked --out is refused naming the folder;
+ * non-finite weights (--weights) and checkpoint tensors, and INT64_MAX counters in a
+ * hand-edited checkpoint are refused naming what is wrong; --resume with no checkpoint
+ * yet starts fresh. */
+START_TEST(test_hostile_run_state)
+{
+    const cg_net *net = test_net("t_train_bn");
+    static bn_data d;
+    make_bn_data(&d, 120);
+    cg_train_opts o;
+    cg_train_result res;
+    cg_err e;
+    resume_opts(&o, net, &d.ds, CG_MODE_MINIBATCH, CG_ORDER_SHUFFLE, "h");
+    o.h.epochs = 1;
+    /* resume with nothing to resume from: a fresh run, which writes a checkpoint */
+    o.resume = 1;
+    ck_assert_msg(cg_train(net, &o, &res, &e) == 0, "%s", e.msg);
+    ck_assert_int_eq(access(tpath("h/checkpoint.npz"), F_OK), 0);
+    o.resume = 0;
+
+    /* the lock: held by another open file description (another run), the run is refused */
+    int fd = open(tpath("h"), O_RDONLY | O_DIRECTORY);
+    ck_assert_int_ge(fd, 0);
+    ck_assert_int_eq(flock(fd, LOCK_EX | LOCK_NB), 0);
+    ck_assert_int_eq(cg_train(net, &o, &res, &e), -1);
+    ck_assert_msg(strstr(e.msg, tpath("h")) && strstr(e.msg, "another run is training into this output directory"),
+                  "%s", e.msg);
+    close(fd);
+    /* stale temporary files of a killed run go when the next run holds the lock */
+    FILE *stale = fopen(tpath("h/checkpoint.npz.tmp.999999.0"), "w");
+    ck_assert_ptr_nonnull(stale);
+    fclose(stale);
+    ck_assert_msg(cg_train(net, &o, &res, &e) == 0, "%s", e.msg);
+    ck_assert_int_ne(access(tpath("h/checkpoint.npz.tmp.999999.0"), F_OK), 0);
+
+    /* --weights with a NaN or an Inf: refused, the tensor named */
+    float *p = calloc(net->n_params, 4), *b = calloc(net->n_buffers + 1, 4);
+    copy_file(tpath("h/final.npz"), tpath("w_nan.npz"));
+    edit_npz(tpath("w_nan.npz"), "0.weight", set_nan0);
+    ck_assert_int_eq(cg_weights_load(net, tpath("w_nan.npz"), p, b, &e), -1);
+    ck_assert_msg(strstr(e.msg, "'0.weight'") && strstr(e.msg, "finite"), "%s", e.msg);
+    copy_file(tpath("h/final.npz"), tpath("w_inf.npz"));
+    edit_npz(tpath("w_inf.npz"), "5.bias", set_inf_last);
+    ck_assert_int_eq(cg_weights_load(net, tpath("w_inf.npz"), p, b, &e), -1);
+    ck_assert_msg(strstr(e.msg, "'5.bias'") && strstr(e.msg, "inf"), "%s", e.msg);
+    o.init_weights = tpath("w_nan.npz");
+    ck_assert_int_eq(cg_train(net, &o, &res, &e), -1);
+    ck_assert_msg(strstr(e.msg, "'0.weight'"), "%s", e.msg);
+    o.init_weights = NULL;
+    free(p);
+    free(b);
+
+    /* hand-edited checkpoints */
+    struct { const char *key; void (*f)(cg_array *); const char *want; } bad[] = {
+        {"pos", set_epoch_max, "corrupt position counters"}, {"pos", set_gstep_max, "corrupt position counters"},
+        {"params", set_nan0, "'params' has the non-finite value"},
+        {"velocity", set_inf_last, "'velocity' has the non-finite value"}};
+    copy_file(tpath("h/checkpoint.npz"), tpath("ck_saved.npz"));
+    o.resume = 1;
+    o.h.epochs = 3;
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        copy_file(tpath("ck_saved.npz"), tpath("h/checkpoint.npz"));
+        edit_npz(tpath("h/checkpoint.npz"), bad[i].key, bad[i].f);
+        ck_assert_int_eq(cg_train(net, &o, &res, &e), -1);
+        ck_assert_msg(strstr(e.msg, bad[i].want), "case %zu: %s", i, e.msg);
+    }
+    /* a member far larger than anything a checkpoint of this run holds: refused from the
+     * zip directory, before it is inflated */
+    {
+        cg_npz z;
+        ck_assert_msg(cg_npz_read(tpath("ck_saved.npz"), &z, &e) == 0, "%s", e.msg);
+        const char *keys[16];
+        cg_array arrs[16];
+        ck_assert_int_lt(z.n, 15);
+        for (int k = 0; k < z.n; k++) keys[k] = z.keys[k], arrs[k] = z.arrays[k];
+        static float junk[100 * 8 * 8];
+        keys[z.n] = "junk";
+        arrs[z.n] = (cg_array){.dtype = CG_F4, .ndim = 3, .shape = {100, 8, 8}, .count = 6400, .data = junk};
+        ck_assert_msg(cg_npz_write(tpath("h/checkpoint.npz"), z.n + 1, keys, arrs, &e) == 0, "%s", e.msg);
+        cg_npz_free(&z);
+        ck_assert_int_eq(cg_train(net, &o, &res, &e), -1);
+        ck_assert_msg(strstr(e.msg, "junk.npy: member of 25728 bytes, larger than any array expected here"), "%s",
+                      e.msg);
+    }
+    rm_tree(tpath("h"), 1);
+}
+END_TEST
+
+/* A gz IDX file or an npz member whose header already shows the wrong sample shape is
+ * refused from the header, before the data is inflated (a 400 KB .gz grew to 2 GB). */
+START_TEST(test_header_refused_before_inflating)
+{
+    const cg_net *net = test_net("t_train_bn"); /* input 1x6x6: 36 values */
+    cg_err e;
+    /* 20000 images of 64x64 claimed: 82 MB inflated, about 80 KB compressed */
+    gzFile g = gzopen(tpath("big-idx3.gz"), "wb");
+    ck_assert_ptr_nonnull(g);
+    unsigned char hdr[16] = {0, 0, 8, 3, 0, 0, 0x4e, 0x20, 0, 0, 0, 64, 0, 0, 0, 64};
+    ck_assert_int_eq(gzwrite(g, hdr, 16), 16);
+    static unsigned char zeros[1 << 16];
+    for (int i = 0; i < 20000 * 64 * 64 / (1 << 16); i++) ck_assert_int_eq(gzwrite(g, zeros, sizeof zeros), (int)sizeof zeros);
+    ck_assert_int_eq(gzclose(g), Z_OK);
+    cg_dataset ds;
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    ck_assert_int_eq(cg_xy_load_expect(tpath("big-idx3.gz"), tpath("big-idx3.gz"), net->in_size, &ds, &e), -1);
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    ck_assert_msg(strstr(e.msg, "the IDX header gives samples of 4096 values, the network takes 36"), "%s", e.msg);
+    double secs = (double)(t1.tv_sec - t0.tv_sec) + (t1.tv_nsec - t0.tv_nsec) * 1e-9;
+    ck_assert_msg(secs < 0.5, "refusing took %.3f s (inflating the whole file takes longer)", secs);
+    /* the same through a data directory (train-images-idx3-ubyte.gz) */
+    ck_assert_int_eq(mkdir(tpath("idxdir"), 0777), 0);
+    ck_assert_int_eq(rename(tpath("big-idx3.gz"), tpath("idxdir/train-images-idx3-ubyte.gz")), 0);
+    FILE *f = fopen(tpath("idxdir/train-labels-idx1-ubyte"), "wb");
+    ck_assert_ptr_nonnull(f);
+    fclose(f);
+    ck_assert_int_eq(cg_data_path_load(net, tpath("idxdir"), CG_SPLIT_TRAIN, &ds, &e), -1);
+    ck_assert_msg(strstr(e.msg, "the IDX header gives samples of 4096 values"), "%s", e.msg);
+    /* an npz whose x member says [100, 8, 8] (a 25 KB member, read header first) */
+    cg_array x = {0}, y = {0};
+    int64_t xs[3] = {100, 8, 8}, ys[1] = {100};
+    ck_assert_int_eq(cg_array_alloc(&x, CG_F4, 3, xs, &e), 0);
+    ck_assert_int_eq(cg_array_alloc(&y, CG_I8, 1, ys, &e), 0);
+    memset(x.data, 0, x.count * 4);
+    memset(y.data, 0, y.count * 8);
+    const char *keys[2] = {"x", "y"};
+    cg_array arrs[2] = {x, y};
+    ck_assert_msg(cg_npz_write(tpath("big.npz"), 2, keys, arrs, &e) == 0, "%s", e.msg);
+    ck_assert_int_eq(cg_data_path_load(net, tpath("big.npz"), CG_SPLIT_TRAIN, &ds, &e), -1);
+    ck_assert_msg(strstr(e.msg, "big.npz:x.npy: the header gives shape (100, 8, 8), not samples of 36 values"), "%s",
+                  e.msg);
+    /* a weights file whose member is larger than any tensor of the net (48 floats here):
+     * refused from the zip directory */
+    const char *wk[1] = {"0.weight"};
+    cg_array w[1] = {x};
+    ck_assert_msg(cg_npz_write(tpath("bigw.npz"), 1, wk, w, &e) == 0, "%s", e.msg);
+    float *p = calloc(net->n_params, 4), *b = calloc(net->n_buffers + 1, 4);
+    ck_assert_int_eq(cg_weights_load(net, tpath("bigw.npz"), p, b, &e), -1);
+    ck_assert_msg(strstr(e.msg, "bigw.npz:0.weight.npy: member of 25728 bytes, larger than any array expected here"),
+                  "%s", e.msg);
+    free(p);
+    free(b);
+    cg_array_free(&x);
+    cg_array_free(&y);
+}
+END_TEST
+
 /* --resume with changed settings: --epochs, --lr, --momentum, --schedule, --patience ...
  * apply from the checkpoint on; batch, mode, order, seed, data, normalization and the
  * monitored objective are refused with the option named */
@@ -1138,6 +1316,8 @@ START_TEST(test_data_formats)
         {"missing.npy", "y.npy", NULL, "missing.npy", "cannot open"},
         {NULL, NULL, "ragged.csv", "ragged.csv:3", "fields"},
         {NULL, NULL, "nan.csv", "nan.csv:2", "not a number"},
+        {NULL, NULL, "hex.csv", "hex.csv:2: field 1: '0x3' is not a number", "not a number"},
+        {NULL, NULL, "inf.csv", "inf.csv:1: field 2: 'inf'", "not a number"},
         {NULL, NULL, "neg.csv", "neg.csv:1", "label"},
         {NULL, NULL, "wide.csv", "wide.csv", "shape"},
         {NULL, NULL, "d.txt2", "d.txt2", "unknown data file type"},
@@ -1153,6 +1333,8 @@ START_TEST(test_data_formats)
     write_bytes(tpath("junk.bin"), "hello world", 11);
     write_bytes(tpath("ragged.csv"), "1,2,3\n0,1,2\n1,2\n", 16);
     write_bytes(tpath("nan.csv"), "1,2,3\n0,x,2\n", 12);
+    write_bytes(tpath("hex.csv"), "1,2,3\n0x3,1,2\n", 14); /* strtod reads 0x3 as 3 */
+    write_bytes(tpath("inf.csv"), "1,inf,3\n0,1,2\n", 14);
     write_bytes(tpath("neg.csv"), "-1,2,3\n0,1,2\n", 13);
     write_bytes(tpath("wide.csv"), "1,2,3\n0,1,2\n", 12);
     write_bytes(tpath("d.txt2"), "1,2,3\n", 6);
@@ -1258,6 +1440,15 @@ START_TEST(test_cli_train_eval_predict)
     ck_assert_int_eq(run_main(&net, "eval", "--weights", tpath("out/final.npz"), "--data-x",
                               tpath("x.npy"), "--data-y", tpath("y.npy"), NULL),
                      0);
+    /* NaN inputs: the loss is NaN (as PyTorch's), shown, and eval fails instead of printing
+     * only an accuracy */
+    float keep = d.x[6];
+    d.x[6] = NAN;
+    write_arr(tpath("xnan.npy"), CG_F4, 2, (int64_t[]){80, 2}, d.x);
+    d.x[6] = keep;
+    ck_assert_int_eq(run_main(&net, "eval", "--weights", tpath("out/final.npz"), "--data-x",
+                              tpath("xnan.npy"), "--data-y", tpath("y.npy"), NULL),
+                     1);
     cg_npz_free(&z);
     ck_assert_int_eq(access(tpath("out/checkpoint.npz"), F_OK), 0);
     ck_assert_int_eq(access(tpath("out/log.csv"), F_OK), 0);
@@ -1274,14 +1465,22 @@ START_TEST(test_cli_train_eval_predict)
     ck_assert_int_eq(run_main(&net, "train", "--lr=nan", NULL), 2);
     ck_assert_int_eq(run_main(&net, "train", "--gamma", "0", NULL), 2);
     ck_assert_int_eq(run_main(&net, "train", "--gamma", "1.5", NULL), 2);
+    ck_assert_int_eq(run_main(&net, "train", "--gamma", "5", NULL), 2);
+    /* ... and hold for the value stored as a float: 1e39 -> inf, 1e-46 -> 0, 1 - 1e-11 -> 1 */
+    ck_assert_int_eq(run_main(&net, "train", "--lr", "1e39", NULL), 2);
+    ck_assert_int_eq(run_main(&net, "train", "--lr", "1e-46", NULL), 2);
+    ck_assert_int_eq(run_main(&net, "train", "--momentum", "0.99999999999", NULL), 2);
+    ck_assert_int_eq(run_main(&net, "train", "--weight-decay", "1e39", NULL), 2);
     ck_assert_int_eq(run_main(&net, "train", "--weight-decay", "-1e-4", NULL), 2);
     ck_assert_int_eq(run_main(&net, "train", "--max-steps", "0", NULL), 2);
     ck_assert_int_eq(run_main(&net, "train", "--monitor", "accuracy", NULL), 2);
     ck_assert_int_eq(run_main(&net, "predict", "--weights", "w.npz", "--input", "x.npy", NULL), 2);
     ck_assert_int_eq(run_main(&net, "eval", "--weights", "w.npz", "--resume", NULL), 2);
+    /* --resume before the first checkpoint exists: a fresh run (killed before it wrote one) */
     ck_assert_int_eq(run_main(&net, "train", "--data-x", tpath("x.npy"), "--data-y", tpath("y.npy"),
                               "--resume", "--quiet", "--out", tpath("fresh"), NULL),
-                     1);
+                     0);
+    ck_assert_int_eq(access(tpath("fresh/final.npz"), F_OK), 0);
     ck_assert_int_eq(run_main(&net, "train", "--data-x", tpath("x.npy"), "--quiet", NULL), 1);
     ck_assert_int_eq(run_main(&net, "--help", NULL), 0);
 }
@@ -1585,6 +1784,8 @@ Suite *make_train_suite(void)
     tcase_add_test(tc, test_kill_and_resume_sigkill);
     tcase_add_test(tc, test_resume_changed_settings);
     tcase_add_test(tc, test_recipes_kill_and_resume);
+    tcase_add_test(tc, test_hostile_run_state);
+    tcase_add_test(tc, test_header_refused_before_inflating);
     tcase_add_test(tc, test_data_formats);
     tcase_add_test(tc, test_cli_train_eval_predict);
     tcase_add_test(tc, test_cli_predict_formats);

@@ -9,6 +9,9 @@ local UNROLL_BUDGET = 1024      -- terms per layer and pass written out as strai
 local MAX_TENSOR = 1 << 28      -- floats in one sample's activation or one parameter tensor
 local MAX_PARAMS = 1 << 31      -- floats in all parameters
 local MAX_BATCH = 65536
+local MAX_SPEC_BYTES = 1 << 20  -- bytes of a spec file
+local MAX_LAYERS = 1000         -- layers in a spec
+local MAX_MACS = 1 << 44        -- multiply-adds of one layer for one sample
 local VEC = 16                  -- batch-innermost lanes come in multiples of this (the runtime's
                                 -- 16x16 transposes); the vectors of the code are the target's
 local LANES_MIN_BATCH = 16      -- from this batch on, activations are batch-innermost
@@ -17,6 +20,7 @@ local PARALLEL_MIN_WORK = 1 << 20
 -- padded forms' code grows with the kernel, the border regions' with its square)
 local CODE_BUDGET = 4000
 local code_lines -- (L, S, ctx): lines the passes of L take under schedule S
+local reads_arg  -- (L, pass, arg, ctx): does the layer's function for the pass read arg?
 
 -- Layer kinds, registered by name from one module per kind family.
 -- A module holds everything kind-specific: its schema, shape rule, tensors, schedules
@@ -101,7 +105,7 @@ end
 
 local function prod(s)
   local n = 1
-  for _, v in ipairs(s) do n = n * v end
+  for _, v in ipairs(s) do n = util.mul(n, v) end
   return n
 end
 
@@ -228,6 +232,10 @@ end
 local function check_layers(node, errs)
   if node.t ~= "seq" or #node.v == 0 then
     errs:add(node, "layers: expected a non-empty list of layers, got " .. util.describe(node))
+    return nil
+  end
+  if #node.v > MAX_LAYERS then
+    errs:add(node, string.format("layers: %s layers, more than the limit %s", util.commas(#node.v), util.commas(MAX_LAYERS)))
     return nil
   end
   local layers, ok = {}, true
@@ -433,12 +441,22 @@ local function infer_shapes(spec, errs)
       error(err, 0)
     end
     L.out_size = prod(L.out_shape)
+    if L.kind == "batchnorm" and L.in_size == L.in_shape[1] and batch < 2 then
+      errs:add(L.node, string.format("layer %d (batchnorm): one value per channel (input %s) needs train.batch >= 2 "
+        .. "to train (PyTorch raises), got %d", L.index, shape_str(L.in_shape), batch))
+      return false
+    end
     if L.out_size > MAX_TENSOR or L.out_size * batch > (1 << 31) - 1 then
       errs:add(L.node, string.format("layer %d (%s): output %s x batch %d is too large (limit %d values per sample, 2^31 per batch)",
         L.index, L.kind, shape_str(L.out_shape), batch, MAX_TENSOR))
       return false
     end
     L.tensors = L.mod.tensors(L)
+    if L.mod.macs(L) > MAX_MACS then
+      errs:add(L.node, string.format("layer %d (%s): %s multiply-adds per sample, more than the limit %s",
+        L.index, L.kind, util.commas(L.mod.macs(L)), util.commas(MAX_MACS)))
+      return false
+    end
     for _, t in ipairs(L.tensors) do
       if prod(t.shape) > MAX_TENSOR then
         errs:add(L.node, string.format("layer %d (%s): %s %s has %s values, more than the limit %s",
@@ -540,13 +558,34 @@ local function plan_memory(spec)
     spec.xin = take(R * size[0])
     act[0] = spec.xin
   end
+  -- In place: a relu (sigmoid, tanh) or add writes its output over an input's buffer
+  -- when that input is read by nothing else, is not the network's input or a view, and
+  -- no backward needs its values: its producer's backward does not read its own y and
+  -- the layer's backward does not read x. (conv -> batchnorm -> relu: the relu overwrites
+  -- the batch norm's output, whose backward reads the conv's output, not its own.)
+  local ctx = {budget = UNROLL_BUDGET, lanes = R, vec = spec.target.vec}
+  local function inplace_slot(L)
+    if not (L.mod.inplace_ok and L.mod.inplace_ok(L)) then return nil end
+    if reads_arg(L, "bwd", "x", ctx) or reads_arg(L, "bwdx", "x", ctx) then return nil end
+    for k, q in ipairs(L.inputs) do
+      local P = layers[q]
+      if q > 0 and not P.is_alias and P.readers == 1 and not reads_arg(P, "bwd", "y", ctx)
+        and not reads_arg(P, "bwdx", "y", ctx) then
+        return k
+      end
+    end
+    return nil
+  end
   for p, L in ipairs(layers) do
     size[p] = L.out_size
     local q = L.inputs[1]
     -- a view of its input when that input is in the workspace (not the caller's x)
     -- and, in the [N][size] layout, it is not the network's output
     L.is_alias = L.alias and act[q] ~= nil and (R ~= nil or p < n)
-    if L.is_alias then L.act = act[q] else L.act = take(rows * L.out_size) end
+    L.inplace = (not L.is_alias) and inplace_slot(L) or nil
+    if L.is_alias then L.act = act[q]
+    elseif L.inplace then L.act = act[L.inputs[L.inplace]]
+    else L.act = take(rows * L.out_size) end
     act[p] = L.act
   end
   for _, L in ipairs(layers) do
@@ -709,6 +748,13 @@ local function pass_fn(L, pass, ctx)
     return ({fwd = m.forward_lanes, bwd = m.backward_lanes, bwdx = m.backward_dx_lanes})[pass]
   end
   return ({fwd = m.forward, bwd = m.backward, bwdx = m.backward_dx})[pass]
+end
+
+reads_arg = function(L, pass, arg, ctx)
+  local f = pass_fn(L, pass, ctx)
+  if not f then return false end
+  for _, a in ipairs(f(L, util.code(), ctx)) do if a == arg then return true end end
+  return false
 end
 
 -- counted by emitting, up to 25 budgets (past that the count is only "too many")
@@ -969,8 +1015,10 @@ local function emit(spec, spec_path, spec_text)
   local lay = function(L) return string.format("[%s][%s]", R and shape_str(L.out_shape) or "N", R and "lanes" or shape_str(L.out_shape)) end
   if R then def("XIN", spec.xin, string.format("the input, [%s][lanes]", shape_str(spec.input))) end
   for _, L in ipairs(spec.layers) do
-    if not L.is_alias then def(string.format("A%02d", L.index), L.act, string.format("layer %d (%s) output, %s", L.index, L.kind, lay(L))) end
-    if L.scratch then def(string.format("S%02d", L.index), L.scratch, string.format("layer %d (%s) scratch", L.index, L.kind)) end
+    if not L.is_alias and not L.inplace then
+      def(string.format("A%02d", L.index), L.act, string.format("output of layer %d (%s), %s", L.index, L.kind, lay(L)))
+    end
+    if L.scratch then def(string.format("S%02d", L.index), L.scratch, string.format("scratch of layer %d (%s)", L.index, L.kind)) end
   end
   if R then def("OUT", spec.out_offset, string.format("the output, [N][%d]", spec.out_size)) end
   def("DOUT", spec.dout, string.format("dLoss/dOutput, [N][%d]", spec.out_size))
@@ -985,8 +1033,13 @@ local function emit(spec, spec_path, spec_text)
   end
   local function inptr(q)
     if q == 0 then return R and "ws + XIN" or "x" end
+    -- the layer whose buffer it is: through views and in-place layers
     local P = spec.layers[q]
-    while P.is_alias do P = P.inputs[1] == 0 and nil or spec.layers[P.inputs[1]]; if not P then return "ws + XIN" end end
+    while P.is_alias or P.inplace do
+      local r = P.inputs[P.is_alias and 1 or P.inplace]
+      if r == 0 then return "ws + XIN" end
+      P = spec.layers[r]
+    end
     return string.format("ws + A%02d", P.index)
   end
   O:line("/* Workspace regions, in floats (NAME.h gives the total). */")
@@ -1019,6 +1072,9 @@ local function emit(spec, spec_path, spec_text)
     if L.is_alias then
       O:line("/* layer %d: %s is a view of its input */", L.index, L.kind)
     else
+      if L.inplace then
+        O:line("/* (in place: layer %d's %s writes over its input%s) */", L.index, L.kind, #L.inputs > 1 and (" " .. L.inplace) or "")
+      end
       local map = {P = "params" .. base(L.pbase), B = "buffers" .. base(L.bbase),
         S = L.scratch and string.format("ws + S%02d", L.index), x = inptr(L.inputs[1]),
         y = inptr(L.pos), nb = "nb", training = "training"}
@@ -1134,8 +1190,8 @@ local function emit(spec, spec_path, spec_text)
       c_string(L.kind), #L.in_shape, int_list(L.in_shape, 3), #L.out_shape, int_list(L.out_shape, 3))
     O:line("     .in_size = %d, .out_size = %d, .act_offset = %d, .lanes = %d, .line = %d, .col = %d,",
       L.in_size, L.out_size, L.act, spec.lanes or 0, L.node.line, L.node.col)
-    O:line("     .schedule = %s, .n_inputs = %d, .inputs = %s_inputs + %d, .name = %s,", c_string(schedule.describe(L.sched)),
-      #L.inputs, name, in_at[L], L.name and c_string(L.name) or "NULL")
+    O:line("     .schedule = %s, .n_inputs = %d, .inputs = %s_inputs + %d, .name = %s, .inplace = %d,",
+      c_string(schedule.describe(L.sched)), #L.inputs, name, in_at[L], L.name and c_string(L.name) or "NULL", L.inplace or 0)
     if g then
       O:line("     .kernel = {%d, %d}, .stride = {%d, %d}, .pad_lo = {%d, %d}, .pad_hi = {%d, %d}, .dilation = {%d, %d},",
         g.h.K, g.w.K, g.h.S, g.w.S, g.h.lo, g.w.lo, g.h.hi, g.w.hi, g.h.D, g.w.D)
@@ -1271,10 +1327,10 @@ local function report(path, text, errs)
   table.sort(errs.list, function(a, b) return a.line < b.line or (a.line == b.line and a.col < b.col) end)
   for i, e in ipairs(errs.list) do
     if i > errs.max then
-      io.stderr:write(string.format("%s: %d more errors not shown\n", path, #errs.list - errs.max))
+      io.stderr:write(string.format("%s: %d more errors not shown\n", util.printable(path), #errs.list - errs.max))
       break
     end
-    io.stderr:write(string.format("%s:%d:%d: %s\n", path, e.line, e.col, e.msg))
+    io.stderr:write(string.format("%s:%d:%d: %s\n", util.printable(path), e.line, e.col, util.printable(e.msg)))
     local src = lines[e.line]
     if src then
       -- one printable cell per character, so the caret lines up; long lines cut around the column
@@ -1338,11 +1394,11 @@ local function write_atomic(files)
       return nil, string.format("cannot write %s: %s", f.path, tostring(err):gsub("^.*: ", ""))
     end
     local ok, werr = h:write(f.text)
-    local cok = h:close()
+    local cok, cerr = h:close()
     if not ok or not cok then
       os.remove(tmp)
       for _, t in ipairs(tmps) do os.remove(t) end
-      return nil, (werr or ("cannot write " .. tmp))
+      return nil, string.format("cannot write %s: %s", f.path, tostring(werr or cerr):gsub("^.*: ", ""))
     end
     tmps[#tmps + 1] = tmp
   end
@@ -1391,9 +1447,15 @@ function M.main(args)
   if outdir == "" then io.stderr:write("cnngen: -o '': the output directory is an empty path\n"); return 1 end
   local h, err = io.open(path, "rb")
   if not h then io.stderr:write("cnngen: cannot read " .. tostring(err) .. "\n"); return 1 end
-  local text, rerr = h:read("a")
+  local text, rerr = h:read(MAX_SPEC_BYTES + 1) -- bounded: /dev/zero or a FIFO must not exhaust memory
   h:close()
-  if not text then io.stderr:write("cnngen: cannot read " .. path .. ": " .. tostring(rerr) .. "\n"); return 1 end
+  if not text and not rerr then text = "" end
+  if not text then io.stderr:write("cnngen: cannot read " .. util.printable(path) .. ": " .. tostring(rerr) .. "\n"); return 1 end
+  if #text > MAX_SPEC_BYTES then
+    io.stderr:write(string.format("cnngen: %s: larger than %s bytes, the limit of a spec file\n", util.printable(path),
+      util.commas(MAX_SPEC_BYTES)))
+    return 1
+  end
   local T = schedule.target(target)
   if not T then io.stderr:write("cnngen: --target: expected avx512, avx2, generic or native, got " .. target .. "\n"); return 2 end
   local wisdom

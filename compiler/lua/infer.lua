@@ -256,12 +256,13 @@ local function arena(spec, V, R, norm, args, place)
     bufs[#bufs + 1] = buf_of[0]
   end
   for p, L in ipairs(layers) do
-    if L.view then
-      -- a view: its input's buffer, kept alive as long as the view is read
-      local b = buf_of[L.inputs[1]]
+    if L.view or L.inplace then
+      -- a view, or a layer written in place: its input's buffer, kept alive as long as
+      -- the layer's output is read
+      local b = buf_of[L.inputs[L.view and 1 or L.inplace]]
       b.t1 = math.max(b.t1, p == n and math.huge or 2 * (last[p] or p))
       buf_of[p] = b
-      L.view = true
+      -- (L.view was set by emit_layers; an in-place layer is still called)
     else
       buf_of[p] = {id = p, size = round(R * L.out_size), t0 = 2 * p, t1 = p == n and math.huge or 2 * (last[p] or p)}
       bufs[#bufs + 1] = buf_of[p]

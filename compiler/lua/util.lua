@@ -171,6 +171,11 @@ types.name = {expect = "a C identifier of lowercase letters, digits and _ ([a-z_
   if #n.v > 48 then return nil, string.format("is %d characters long (at most 48)", #n.v) end
   if n.v:sub(1, 1) == "_" then return nil, "starts with _ (C reserves such identifiers)" end
   if n.v == "cg" or n.v:sub(1, 3) == "cg_" then return nil, "is reserved (cg and cg_* belong to the cnngen runtime)" end
+  for _, h in ipairs({"cnngen", "data", "diverge", "npy", "sgd", "train", "util", "weights"}) do
+    if n.v == h then -- NAME.h beside the runtime's headers: one would hide the other
+      return nil, string.format("is reserved (%s.h is a header of the cnngen runtime)", h)
+    end
+  end
   return n.v
 end}
 M.types = types
@@ -235,6 +240,12 @@ function M.check_schema(node, schema, what, errs)
         ok = false
       else
         local msg = f.check and f.check(v, e.val)
+        if not msg and f.check and math.type(v) == "float" then
+          -- the generated code holds it as a float: the rounded value must pass as well
+          local r = string.unpack("<f", string.pack("<f", v))
+          msg = f.check(r, e.val)
+          if msg then msg = string.format("%s (it rounds to %.9g in float32)", msg, r) end
+        end
         if msg then
           errs:add(e.val, string.format("%s: %s, got %s", label(f.key), msg, describe(e.val)))
           ok = false
@@ -363,7 +374,22 @@ function M.flt(x)
   return s .. "f"
 end
 
+-- s with control characters (C0, DEL, C1) written as \xNN: text from a spec or a path
+-- printed on a terminal must not carry escape sequences
+function M.printable(s)
+  s = tostring(s):gsub("[%c\127]", function(c) return string.format("\\x%02x", c:byte()) end)
+  return (s:gsub("\194([\128-\159])", function(c) return string.format("\\xc2\\x%02x", c:byte()) end))
+end
+
+-- a * b for non-negative integers, saturating at math.maxinteger (no wrap-around: a
+-- shape product that overflows stays larger than every limit it is compared with)
+function M.mul(a, b)
+  if a ~= 0 and b > math.maxinteger // a then return math.maxinteger end
+  return a * b
+end
+
 function M.commas(n)
+  if n == math.maxinteger then return "9,223,372,036,854,775,807 or more" end
   local s = tostring(math.tointeger(n) or n)
   local r = s:reverse():gsub("(%d%d%d)", "%1,"):reverse()
   return (r:gsub("^,", ""))

@@ -67,6 +67,15 @@ for arg in "$@"; do
   echo "infer-check: $n${norm:+ (normalized)}: $(grep -c ok "$d/compare.txt") outputs equal PyTorch eval (worst $(sed -n 's/.*max|d|=\([^ ]*\).*/\1/p' "$d/compare.txt" | sort -g | tail -1))"
   count=$((count + 1))
 done
+# NaN and Inf as in PyTorch (relu keeps NaN, max pooling takes it), at batch 1 and 16
+d=$W/nan
+rm -rf "$d" && mkdir -p "$d/1" "$d/16"
+for b in 1 16; do
+  $CNNGEN tests/infer/nan_net.yaml --inference --batch $b -o "$d/$b" >/dev/null || fail "nan_net: cnngen --batch $b"
+  gcc -std=c99 -O2 -march=native $WARN -I"$d/$b" "$HERE/nan.c" "$d/$b/nan_net_infer.c" -lm -o "$d/$b/nan" \
+    || fail "nan_net: gcc --batch $b"
+  "$d/$b/nan" || fail "nan_net --batch $b: NaN/Inf differ from PyTorch's"
+done
 # wrong weights or normalization, a missing file: an error with a message, nothing written
 d=$W/errors
 rm -rf "$d" && mkdir -p "$d"
@@ -84,4 +93,4 @@ expect_error "nonexistent.npz: cannot open" tests/nets/t_c2_dw.yaml --inference 
 expect_error "normalization has 3 channels, network 't_c2_k3p0' has 2" tests/nets/t_c2_k3p0.yaml --inference \
   --norm "$d/w/normalize.npz"
 [ -z "$(ls "$d" | grep -v 'err.txt\|^w$')" ] || fail "files written on error"
-echo "infer-check: $count specs: exported forwards equal PyTorch's model.eval() and the trainer's predict"
+echo "infer-check: $count specs: exported forwards equal PyTorch's model.eval() and the trainer's predict; NaN/Inf as PyTorch's"

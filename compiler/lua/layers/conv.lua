@@ -91,7 +91,7 @@ end
 
 function M.macs(L)
   local g = L.geom
-  return L.cout * g.h.O * g.w.O * L.cin_g * g.h.K * g.w.K
+  return util.mul(util.mul(util.mul(L.cout, g.h.O * g.w.O), L.cin_g), g.h.K * g.w.K)
 end
 
 function M.window(L) return L.geom end

@@ -26,7 +26,7 @@ function M.tensors(L)
   return t
 end
 
-function M.macs(L) return L.nin * L.nout end
+function M.macs(L) return util.mul(L.nin, L.nout) end
 
 local function terms_str(terms, empty)
   if #terms == 0 then return empty end

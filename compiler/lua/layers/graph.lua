@@ -18,6 +18,9 @@ local M = {kinds = {"add", "concat", "global_avgpool", "dropout"}}
 -- these kinds take `from: [a, b, ...]` (two or more inputs)
 M.multi_input = {add = true, concat = true}
 
+-- add may write its sum over one of its inputs (its backward reads neither x nor y)
+function M.inplace_ok(L) return L.kind == "add" end
+
 function M.schema(kind)
   if kind == "dropout" then
     return {{key = "p", type = "number", default = 0.5,
@@ -134,10 +137,12 @@ function M.forward_any(L, C, ctx)
   local k, lanes = L.kind, ctx.lanes
   local used = {}
   if k == "add" then
+    -- in place (L.inplace = j): y is input j's buffer, added in at its place in the sum
     local terms = {}
-    for j = 1, #L.in_shapes do terms[j] = string.format("x%d[i]", j) end
+    for j = 1, #L.in_shapes do terms[j] = j == L.inplace and "y[i]" or string.format("x%d[i]", j) end
     flat(L, C, ctx, L.out_size, function(i) C:line("y[i] = %s;", table.concat(terms, " + ")) end)
-    used = args("x", #L.in_shapes)
+    used = {}
+    for j = 1, #L.in_shapes do if j ~= L.inplace then used[#used + 1] = "x" .. j end end
   elseif k == "concat" then
     local off = 0
     if lanes then
