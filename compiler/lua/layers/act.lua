@@ -26,10 +26,11 @@ local function fwd_expr(L, v)
   return string.format("tanhf(%s)", v)
 end
 
-local function bwd_expr(L, i)
+-- g: how dy[i] is read (relu's straight-line form passes a local loaded beforehand)
+local function bwd_expr(L, i, g)
   local k = L.kind
   -- PyTorch's threshold_backward: y <= 0 ? 0 : dy (a NaN output passes dy on)
-  if k == "relu" then return string.format("y[%s] <= 0.0f ? 0.0f : dy[%s]", i, i) end
+  if k == "relu" then return string.format("y[%s] <= 0.0f ? 0.0f : %s", i, g or string.format("dy[%s]", i)) end
   if k == "leaky_relu" then return string.format("x[%s] > 0.0f ? dy[%s] : dy[%s] * %s", i, i, i, util.flt(L.opt.slope)) end
   if k == "sigmoid" then return string.format("dy[%s] * y[%s] * (1.0f - y[%s])", i, i, i) end
   return string.format("dy[%s] * (1.0f - y[%s] * y[%s])", i, i, i)
@@ -93,7 +94,14 @@ end
 
 function M.backward(L, C, ctx)
   each(L, C, ctx, function(i)
-    C:line("dx[%s] = %s;", i, bwd_expr(L, i))
+    if L.kind == "relu" and L.sched.fwd.form == "straight" then
+      -- dy is loaded unconditionally: GCC 12 -O3 with AVX2/AVX-512 vectorizes the
+      -- conditional load `y <= 0 ? 0 : dy` of this loop (stride in_size, every element
+      -- written out) into masked loads that drop elements (tests/nets/t_act_relu14)
+      C:line("{ const float g = dy[%s]; dx[%s] = %s; }", i, i, bwd_expr(L, i, "g"))
+    else
+      C:line("dx[%s] = %s;", i, bwd_expr(L, i))
+    end
   end)
   return {L.kind == "leaky_relu" and "x" or "y", "dy", "dx", "nb"}
 end

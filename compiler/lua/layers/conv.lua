@@ -210,16 +210,34 @@ end
 
 local function tap_name(t) return "w" .. t.k end
 
--- Declare the kernel window of (co, ci) as scalars w0..w{KHW-1}.
+-- taps of an axis that some output reads (with padding larger than the input, e.g. a
+-- 3x3 kernel, padding 1 on a 1x1 input, the outer taps meet only padding)
+local function used_taps(ax)
+  local used = {}
+  for _, r in ipairs(window.regions(ax)) do
+    for k = r.k0, r.k1 do used[k] = true end
+  end
+  return used
+end
+
+-- some output reads some input (not so for, e.g., kernel 4, dilation 2, 'same' padding
+-- on a 1-row input: every tap meets padding and the output is the bias alone)
+local function any_tap(g)
+  return next(used_taps(g.h)) ~= nil and next(used_taps(g.w)) ~= nil
+end
+
+-- Declare the kernel window of (co, ci) as scalars w0..w{KHW-1} (the taps some
+-- output reads: the others would be unused variables).
 local function load_taps(C, L, wc)
   local g, n = L.geom, L.geom.h.K * L.geom.w.K
+  local uy, ux = used_taps(g.h), used_taps(g.w)
   for ky = 0, g.h.K - 1 do
     local parts = {}
     for kx = 0, g.w.K - 1 do
       local k = ky * g.w.K + kx
-      parts[#parts + 1] = string.format("w%d = %s[%d]", k, wc, k)
+      if uy[ky] and ux[kx] then parts[#parts + 1] = string.format("w%d = %s[%d]", k, wc, k) end
     end
-    C:line("const float %s;", table.concat(parts, ", "))
+    if #parts > 0 then C:line("const float %s;", table.concat(parts, ", ")) end
   end
   return n
 end
@@ -258,6 +276,7 @@ function M.forward(L, C, ctx)
   C:open("for (int n = 0; n < nb; n++) {")
   C:line("const float *restrict xn = x + (size_t)n * %d;", d.IN)
   C:line("float *restrict yn = y + (size_t)n * %d;", d.OUT)
+  if unroll and not any_tap(L.geom) then C:line("(void)xn; (void)w; /* no tap meets the input */") end
   if unroll then
     -- straight-line: one expression per output element
     channel_loops(C, L, true, function(co)
@@ -284,6 +303,7 @@ function M.forward(L, C, ctx)
         local wci = co:scale(L.cin_g * d.KHW):term(ci, d.KHW)
         C:line("const float *restrict xc = xn + %s;", tostring(cig:scale(d.IHW)))
         C:line("const float *restrict wc = w + %s;", tostring(wci))
+        if not any_tap(L.geom) then C:line("(void)xc; (void)wc; /* no tap meets the input */") end
         load_taps(C, L, "wc")
         window.windows(C, L.geom, false, function(out, taps)
           local terms = {}
@@ -315,6 +335,7 @@ function M.backward(L, C, ctx)
     C:line("const float *restrict xn = x + (size_t)n * %d;", d.IN)
     C:line("const float *restrict dyn = dy + (size_t)n * %d;", d.OUT)
     C:line("float *restrict dxn = dx + (size_t)n * %d;", d.IN)
+    if not any_tap(L.geom) then C:line("(void)xn; (void)dyn; (void)w; (void)gw; /* no tap meets the input */") end
     local dxterms, gwterms, gbterms = {}, {}, {}
     for co = 0, L.cout - 1 do
       local g = co // L.cout_g
@@ -367,6 +388,7 @@ function M.backward(L, C, ctx)
       C:line("const float *restrict xc = x + (size_t)n * %d + %s;", d.IN, tostring(cig:scale(d.IHW)))
       C:line("float *restrict dxc = dx + (size_t)n * %d + %s;", d.IN, tostring(cig:scale(d.IHW)))
       C:line("const float *restrict dyc = dy + (size_t)n * %d + %s;", d.OUT, tostring(co:scale(d.OHW)))
+      if not any_tap(L.geom) then C:line("(void)xc; (void)dxc; (void)dyc; (void)wc; /* no tap meets the input */") end
       window.windows(C, L.geom, false, function(out, taps, info)
         if #taps == 0 then return end
         if not info.scoped then C:open("{") end
@@ -524,6 +546,7 @@ function M.forward_lanes(L, C, ctx)
     local co0 = util.aff(0):term(g, L.cout_g):term(cb, TC)
     C:line("const float *restrict wb = w + %s;", tostring(co0:scale(WK)))
     C:line("const float *restrict xg = %s + %s + v0 * %d;", src, tostring(util.aff(0):term(g, L.cin_g * IHW * R)), V)
+    if not any_tap(geo) then C:line("(void)wb; (void)xg; /* no tap meets the input */") end
     C:line("float *restrict yb = y + %s + v0 * %d;", tostring(co0:scale(d.OHW * R)), V)
     window.windows(C, geo, unroll, function(out, taps, info)
       if not info.scoped then C:open("{") end
@@ -582,6 +605,7 @@ function M.backward_dx_lanes(L, C, ctx)
     C:line("float *restrict dxb = dx + %s + v0 * %d;", tostring(ci0:scale(d.IHW * R)), V)
     C:line("const float *restrict dyg = %s + %s + v0 * %d;", src, tostring(util.aff(0):term(g, L.cout_g * OHW * R)), V)
     C:line("const float *restrict wg = w + %s;", tostring(util.aff(0):term(g, L.cout_g * WK):term(cib, TCI * d.KHW)))
+    if not any_tap(geo) then C:line("(void)dyg; (void)wg; /* no tap meets the input */") end
     window.twindows(C, geo, function(inp, taps, info)
       if not info.scoped then C:open("{") end
       for t = 0, TCI - 1 do C:line("cg_v %s;", vec_list("a%d_" .. t .. " = vsplat(0.0f)", TB)) end
@@ -657,6 +681,7 @@ function M.backward_lanes(L, C, ctx)
     C:line("const float *restrict dyb = dy + %s;", tostring(co0:scale(d.OHW * R)))
     util.loop(C, "ci", 0, L.cin_g - 1, unroll, braced(C, unroll, function(ci)
       C:line("const float *restrict xc = %s + %s;", xsrc, tostring(util.aff(0):term(gg, L.cin_g * IHW * R):term(ci, IHW * R)))
+      if not any_tap(geo) then C:line("(void)dyb; (void)xc; /* no tap meets the input */") end
       C:line("float *restrict gwc = gw + %s;", tostring(co0:scale(WK):term(ci, d.KHW)))
       local pass = function(label, ntaps, slot, keep, k_of)
         C:open("{ /* %s */", label)

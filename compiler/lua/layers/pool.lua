@@ -68,6 +68,17 @@ local function plane_loops(C, L, unroll, body)
   C:close()
 end
 
+-- some window of g reads more than one input (else max pooling's backward never reads x:
+-- kernel 1, or a kernel that meets one valid input everywhere)
+local function multi_tap(g)
+  for _, ry in ipairs(window.regions(g.h)) do
+    for _, rx in ipairs(window.regions(g.w)) do
+      if (ry.k1 - ry.k0 + 1) * (rx.k1 - rx.k0 + 1) > 1 then return true end
+    end
+  end
+  return false
+end
+
 -- Schedules: batch-innermost, straight-line (every window written out) when small,
 -- else loops over planes with the window unrolled.
 function M.candidates(L, T)
@@ -112,7 +123,7 @@ function M.backward(L, C, ctx)
   local ktot = g.h.K * g.w.K
   C:line("memset(dx, 0, sizeof(float) * (size_t)nb * %d);", L.in_size)
   plane_loops(C, L, unroll, function(bin, bout)
-    if ismax(L) then C:line("const float *restrict xc = x + %s;", bin) end
+    if ismax(L) and multi_tap(g) then C:line("const float *restrict xc = x + %s;", bin) end
     C:line("float *restrict dxc = dx + %s;", bin)
     C:line("const float *restrict dyc = dy + %s;", bout)
     window.windows(C, g, unroll, function(out, taps, info)
@@ -197,7 +208,7 @@ local function max_backward_vec(L, C, ctx)
   C:line("memset(dx, 0, sizeof(float) * %d);", L.in_size * R)
   if L.channels > 1 then util.par(C, L) end
   C:open("for (int c = 0; c < %d; c++) {", L.channels)
-  C:line("const float *restrict xc = x + c * %d;", IHW * R)
+  if multi_tap(g) then C:line("const float *restrict xc = x + c * %d;", IHW * R) end
   C:line("float *restrict dxc = dx + c * %d;", IHW * R)
   C:line("const float *restrict dyc = dy + c * %d;", OHW * R)
   window.windows(C, g, false, function(out, taps, info)
