@@ -939,7 +939,8 @@ static int setup_settings(run *r, cg_err *err)
     snprintf(r->outdir, sizeof r->outdir, "%s", outdir);
     if (mkdir(outdir, 0777) != 0 && errno != EEXIST)
         return cg_fail(err, "%s: cannot create output directory: %s", outdir, strerror(errno));
-    if (lock_outdir(r, outdir, err) != 0)
+    /* under MPI only rank 0 writes OUT/, so only rank 0 holds its lock */
+    if (r->comm->rank == 0 && lock_outdir(r, outdir, err) != 0)
         return -1;
     if (cg_path_join(r->p_log, sizeof r->p_log, outdir, "log.csv", err) ||
         cg_path_join(r->p_best, sizeof r->p_best, outdir, "best.npz", err) ||
