@@ -90,9 +90,12 @@ function M.candidates(L, T)
   return {sched.simple(L, L.lanes_layout and "lanes" or "loop")}
 end
 
--- dropout keeps its mask (one float per value of the batch) for backward
+-- dropout keeps a value when (hash >> 8) >= this threshold; 0 (p rounds to 0) is the identity
+local function drop_threshold(L) return math.floor(L.opt.p * 16777216 + 0.5) end
+
+-- dropout keeps its mask (one float per value of the batch) for backward; none for p = 0
 function M.scratch(L)
-  if L.kind ~= "dropout" then return 0 end
+  if L.kind ~= "dropout" or drop_threshold(L) == 0 then return 0 end
   return (L.lanes_R or L.batch) * L.out_size
 end
 
@@ -180,7 +183,7 @@ function M.forward_any(L, C, ctx)
     used = {"x", "y", "nb"}
   else -- dropout
     local p = L.opt.p
-    local keep = math.floor(p * 16777216 + 0.5) -- keep when (hash >> 8) >= this
+    local keep = drop_threshold(L)
     local copy = string.format("memcpy(y, x, sizeof(float) * %s * %d);", lanes and tostring(lanes) or "(size_t)nb", L.out_size)
     if keep == 0 then -- p = 0: the identity
       C:line(copy)
@@ -266,7 +269,7 @@ function M.backward_any(L, C, ctx)
     end
     return {"dy", "dx", "nb"}
   else -- dropout: the mask of the training forward
-    if math.floor(L.opt.p * 16777216 + 0.5) == 0 then
+    if drop_threshold(L) == 0 then
       C:line("memcpy(dx, dy, sizeof(float) * %s * %d);", lanes and tostring(lanes) or "(size_t)nb", L.out_size)
       return {"dy", "dx", "nb"}
     end
