@@ -2,6 +2,8 @@
 #   make fuzz                 every harness for FUZZ_SECONDS (default 60) each, one after another
 #   make fuzz-spec ...        one harness (spec npy npz idx csv checkpoint)
 #   make fuzz-smoke           FUZZ_SMOKE_SECONDS (default 5) each: part of make test
+#   make fuzz-long-spec ...   one harness until it has used FUZZ_CPU_SECONDS (default 1800) of
+#                             CPU time (tests/fuzz/cpu_budget.sh; pausing or nice-ing it is fair)
 # Seeds: tests/fuzz/<target>/ (the spec harness also reads specs/, tests/bad/, tests/nets/).
 # New inputs go to build/fuzz/corpus/<target>/, crashes to build/fuzz/<target>-crash-*;
 # reproduce one with build/fuzz/fuzz_<target> FILE.
@@ -25,7 +27,8 @@ FUZZ_OPTS_checkpoint  := -max_len=16384 -dict=tests/fuzz/checkpoint.dict
 # ASan: a failed huge malloc is an error the loaders report, not a crash
 FUZZ_ENV := ASAN_OPTIONS=allocator_may_return_null=1:detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1
 
-.PHONY: fuzz fuzz-smoke fuzz-build $(FUZZ_TARGETS:%=fuzz-%)
+.PHONY: fuzz fuzz-smoke fuzz-build $(FUZZ_TARGETS:%=fuzz-%) $(FUZZ_TARGETS:%=fuzz-long-%)
+FUZZ_CPU_SECONDS ?= 1800
 fuzz-build: $(FUZZ_TARGETS:%=$(FZ)/fuzz_%)
 
 $(FZ) $(FZ)/rt:
@@ -54,6 +57,17 @@ $(FUZZ_TARGETS:%=fuzz-%): fuzz-%: $(FZ)/fuzz_%
 	  | tr '\n' ' ' | sed 's/stat:://g; s/^/fuzz: $* /'; echo " corpus $$(ls $(FZ)/corpus/$* | wc -l) files"
 
 fuzz: $(FUZZ_TARGETS:%=fuzz-%)
+
+# fuzz-long-<target>: a CPU-time budget instead of a wall-time one (issue 12: 30 CPU-minutes
+# an entry point); the log gets the CPU seconds used
+$(FUZZ_TARGETS:%=fuzz-long-%): fuzz-long-%: $(FZ)/fuzz_%
+	@echo "fuzz: $* for $(FUZZ_CPU_SECONDS) CPU-s"
+	@$(FUZZ_ENV) tests/fuzz/cpu_budget.sh $(FUZZ_CPU_SECONDS) $(FZ)/$*-long.log $(FZ)/fuzz_$* -timeout=10 \
+	  -rss_limit_mb=2560 -malloc_limit_mb=2048 -print_final_stats=1 -artifact_prefix=$(FZ)/$*- $(FUZZ_OPTS_$*) \
+	  $(FUZZ_ARGS) $(FZ)/corpus/$* tests/fuzz/$* $(FUZZ_SEEDS_$*) \
+	  || { tail -60 $(FZ)/$*-long.log; echo "fuzz: $* FAILED (log: $(FZ)/$*-long.log)"; exit 1; }
+	@grep -aE "stat::number_of_executed_units|stat::average_exec_per_sec|stat::new_units_added" $(FZ)/$*-long.log \
+	  | tr '\n' ' ' | sed 's/stat:://g; s/^/fuzz: $* /'; echo " corpus $$(ls $(FZ)/corpus/$* | wc -l) files"
 
 fuzz-smoke: fuzz-build
 	@for t in $(FUZZ_TARGETS); do \
