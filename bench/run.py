@@ -43,6 +43,13 @@ are marked NOISY. With two
 cores, a competing process makes OpenMP's spinning barriers descheduled for whole
 scheduler slices: 2-thread runs then slow down 10-100x.
 
+Tuning (unless --no-tune): before measuring a spec, bench/tune.py times every candidate
+schedule of its layers on this machine and writes the winners to --wisdom
+(build/bench/wisdom.tsv); the row's cnngen figure is the build with that wisdom, and the
+build with the built-in heuristics is measured alongside. The table's "target needs"
+column is the target x PyTorch's effective GFLOP/s as a share of the FMA peak: a miss
+above 100 % is marked "(above peak)".
+
 Writes bench/results/<date>-<host>.json and bench/results/latest.md; prints the table.
 """
 import argparse
@@ -151,20 +158,45 @@ def macs(spec):
     return int(m.group(1).replace(",", ""))
 
 
-def build_step(spec, a, march=None):
+def tune(spec, a):
+    """bench/tune.py on this machine: every candidate schedule of every distinct layer of
+    spec timed, the winners written to a.wisdom (kept across runs, one line per ISA and
+    layer signature). Returns the seconds it took."""
+    wait_quiet(a.quiet_wait)
+    t0 = time.time()
+    out = sh([PY, "bench/tune.py", spec, "--wisdom", a.wisdom, "--cc", a.cc, "--opt", a.opt, "--libs", a.libs])
+    for line in out.splitlines():
+        if "x the heuristic" in line:
+            log("  " + line)
+    return time.time() - t0
+
+
+def schedules(spec, wisdom=None):
+    """The schedule of each layer, as `cnngen --summary` prints it (layer index -> name)."""
+    out = sh(["build/cnngen", "--summary", spec] + (["--wisdom", wisdom] if wisdom else []))
+    got = {}
+    for line in out.splitlines():
+        m = re.match(r"\s*(\d+)\s+(\w+)\s.*\s(\S+)\s*$", line.replace(" (wisdom)", ""))
+        if m and m.group(2) != "layer" and "Schedules" not in line:
+            got[int(m.group(1))] = m.group(3)
+    return got
+
+
+def build_step(spec, a, march=None, wisdom=None):
     """The step binary: release flags, or with march (the AVX2 rows) -march=MARCH for the
-    trainer and the runtime alike (runtime/*.c compiled in, not the native libcnngen.a)."""
+    trainer and the runtime alike (runtime/*.c compiled in, not the native libcnngen.a);
+    with wisdom, the schedules the tuner chose on this machine."""
     name = os.path.splitext(os.path.basename(spec))[0]
-    d = os.path.join(a.build, name)
+    d = os.path.join(a.build, name + ("_tuned" if wisdom else ""))
     os.makedirs(d, exist_ok=True)
-    c = sh(["build/cnngen", spec, "-o", d]).strip().splitlines()[-1]
+    c = sh(["build/cnngen", spec, "-o", d] + (["--wisdom", wisdom] if wisdom else [])).strip().splitlines()[-1]
     opt = shlex.split(a.opt)
     rt = ["build/libcnngen.a"]
     if march:
         opt = [f for f in opt if not f.startswith("-march=")] + [f"-march={march}"]
         rt = sorted(os.path.join("runtime", f) for f in os.listdir(os.path.join(ROOT, "runtime"))
                     if f.endswith(".c"))
-    exe = os.path.join(d, "step_" + name + (f"_{march}" if march else ""))
+    exe = os.path.join(d, "step_" + name + (f"_{march}" if march else "") + ("_tuned" if wisdom else ""))
     cmd = ([a.cc] + opt + ["-std=c11", "-D_POSIX_C_SOURCE=200809L", "-Iruntime",
            "-DCNNGEN_NO_MAIN", f"-DCG_NET={name}_net", c, "bench/step.c"] + rt
            + shlex.split(a.libs) + ["-o", exe])
@@ -277,25 +309,39 @@ def fmt_int(v):
     return f"{v:,.0f}" if v >= 100 else f"{v:,.1f}"
 
 
-def result_text(r):
+def result_text(r, peak2=None):
     res = ("PASS" if r["ratio"] >= r["target"] else "MISS") if r["target"] and r["ratio"] == r["ratio"] else ""
+    if res == "MISS" and peak2 and (r.get("target_gflops") or 0) > peak2:
+        res += " (above peak)"
     return (res + " NOISY").strip() if r["noisy"] else res
 
 
+def needs_text(r, peak2):
+    """The target as arithmetic: target x PyTorch's effective GFLOP/s, and its share of
+    the 2-thread FMA peak (> 100 %: out of reach for any schedule of the same multiply-adds)."""
+    g = r.get("target_gflops")
+    return f"{g:.0f} ({100 * g / peak2:.0f}%)" if g else "—"
+
+
 def table(rows, peak2):
-    head = ["workload", "cnngen img/s (thr)", "PyTorch best img/s", "PyTorch's best configuration", "ratio",
-            "target", "result", "cnngen GFLOP/s", "% of 2-thr peak", "PyTorch GFLOP/s"]
+    tuned = any(r.get("tuning") for r in rows)
+    head = ["workload", "cnngen img/s (thr)" + (", tuned" if tuned else "")] + \
+        (["heuristic schedules img/s (thr)"] if tuned else []) + \
+        ["PyTorch best img/s", "PyTorch's best configuration", "ratio",
+         "target", "result", "cnngen GFLOP/s", "% of 2-thr peak", "PyTorch GFLOP/s",
+         "target needs GFLOP/s (% of peak)"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
-        c, t = r["cnngen"], r["torch"]
+        c, t, h = r["cnngen"], r["torch"], r.get("cnngen_heuristic")
         lines.append("| " + " | ".join([
             r["workload"],
-            f"{fmt_int(c['img_per_s'])} ({c['threads']})",
+            f"{fmt_int(c['img_per_s'])} ({c['threads']})"] +
+            ([f"{fmt_int(h['img_per_s'])} ({h['threads']})" if h else "(same schedules)"] if tuned else []) + [
             fmt_int(t["img_per_s"]), torch_config_text(t) if t["threads"] else "—",
-            f"{r['ratio']:.2f}×", f"≥ {r['target']:g}×" if r["target"] else "—", result_text(r),
+            f"{r['ratio']:.2f}×", f"≥ {r['target']:g}×" if r["target"] else "—", result_text(r, peak2),
             f"{r['cnngen_gflops']:.1f}",
             f"{100 * r['cnngen_gflops'] / peak2:.0f}%",
-            f"{r['torch_gflops']:.1f}"]) + " |")
+            f"{r['torch_gflops']:.1f}", needs_text(r, peak2)]) + " |")
     return "\n".join(lines)
 
 
@@ -348,12 +394,21 @@ def rss_lines(rss):
     return out
 
 
-def measure_row(workload, spec, mode, exe, m, target, a, torch_of, peak2):
-    """cnngen on 1 and 2 threads against torch_of() (a run_torch_all-like result)."""
+def measure_row(workload, spec, mode, exe, m, target, a, torch_of, peak2, exe_h=None):
+    """cnngen on 1 and 2 threads against torch_of() (a run_torch_all-like result). exe is
+    the build that counts (tuned when tuning); exe_h, when given, the heuristic build,
+    measured alongside for the record."""
     cg = {t: run_cnngen(exe, mode, t, a) for t in (1, 2)}
     best_t = max(cg, key=lambda t: cg[t]["img_per_s"])
     c = cg[best_t]
-    log(f"  cnngen  {cg[1]['img_per_s']:>10,.1f} img/s (1 thr)  {cg[2]['img_per_s']:>10,.1f} (2 thr)")
+    log(f"  cnngen  {cg[1]['img_per_s']:>10,.1f} img/s (1 thr)  {cg[2]['img_per_s']:>10,.1f} (2 thr)"
+        + ("  tuned" if exe_h else ""))
+    heur = None
+    if exe_h:
+        ch = {t: run_cnngen(exe_h, mode, t, a) for t in (1, 2)}
+        bh = max(ch, key=lambda t: ch[t]["img_per_s"])
+        heur = {"img_per_s": ch[bh]["img_per_s"], "threads": bh}
+        log(f"  cnngen  {ch[1]['img_per_s']:>10,.1f} img/s (1 thr)  {ch[2]['img_per_s']:>10,.1f} (2 thr)  heuristic")
     if a.no_torch:
         t = {"best": {"img_per_s": float("nan"), "threads": 0, "tunables": False}, "configs": []}
     else:
@@ -379,6 +434,9 @@ def measure_row(workload, spec, mode, exe, m, target, a, torch_of, peak2):
         "torch_gflops": tb["img_per_s"] * flops * 1e-9,
         "fraction_of_peak_2t": c["img_per_s"] * flops * 1e-9 / peak2,
         "target": target,
+        "cnngen_heuristic": heur,
+        # the roofline: what the target asks for, against what the FMA units can do
+        "target_gflops": (target * tb["img_per_s"] * flops * 1e-9) if target and tb["img_per_s"] else None,
         "max_foreign_cores": foreign, "cnngen_cpu_share": round(cpu_share, 3),
         "torch_cpu_share": round(torch_share, 3),
         # a 1-thread run must own its core; 2-thread runs may legitimately sleep in
@@ -412,6 +470,11 @@ def main():
     p.add_argument("--quiet-budget", type=float, default=240,
                    help="max seconds of such waiting over the whole run")
     p.add_argument("--only", default="", help="comma-separated spec names (e.g. lenet5,conv64)")
+    p.add_argument("--no-tune", dest="tune", action="store_false",
+                   help="the built-in schedule heuristics only (default: tune each spec on this machine "
+                        "first, bench/tune.py, and measure both the tuned and the heuristic build)")
+    p.add_argument("--wisdom", default=os.path.join(ROOT, "build", "bench", "wisdom.tsv"),
+                   help="the tuner's wisdom file for the bench (default build/bench/wisdom.tsv)")
     p.add_argument("--no-torch", action="store_true")
     p.add_argument("--no-compile", action="store_true", help="leave torch.compile out (PyPI eager only)")
     p.add_argument("--no-avx2", action="store_true", help="no -march=haswell rows")
@@ -447,13 +510,24 @@ def main():
         if only and stem not in only:
             continue
         if spec not in built:
-            built[spec] = build_step(spec, a) + (macs(spec),)
-        name, exe, m = built[spec]
+            exe_h, tuned, tune_s = None, None, 0.0
+            if a.tune:
+                log(f"bench: tuning {spec} (bench/tune.py -> {os.path.relpath(a.wisdom, ROOT)})")
+                tune_s = tune(spec, a)
+                tuned = {"seconds": round(tune_s, 1), "heuristic": schedules(spec),
+                         "tuned": schedules(spec, a.wisdom)}
+                tuned["changed"] = sorted(k for k in tuned["tuned"] if tuned["tuned"][k] != tuned["heuristic"].get(k))
+                # the same schedules: one build, measured once
+                exe_h = build_step(spec, a)[1] if tuned["changed"] else None
+            name, exe = build_step(spec, a, wisdom=a.wisdom if a.tune else None)
+            built[spec] = (name, exe, macs(spec), exe_h, tuned)
+        name, exe, m, exe_h, tuned = built[spec]
         log(f"bench: {workload}")
         # the forward-only rows have no target: PyTorch eager only there (saves compile time)
         row_builds = builds if target else [b for b in builds if "--compile" not in b[2]]
         row = measure_row(workload, spec, mode, exe, m, target, a,
-                          lambda: run_torch_all(spec, mode, a, row_builds), peak2)
+                          lambda: run_torch_all(spec, mode, a, row_builds), peak2, exe_h)
+        row["tuning"] = tuned
         if ref:
             row["issue_torch_img_per_s"] = ref[0] if ref[1] == "img/s" else ref[0] * 1e9 / row["flops_per_image"]
         rows.append(row)
@@ -466,7 +540,7 @@ def main():
             rss[name] = v
         if target and not a.no_avx2 and not a.no_torch:
             log(f"bench: {workload}, -march={AVX2_MARCH} against PyTorch limited to AVX2")
-            _, exe2 = build_step(spec, a, march=AVX2_MARCH)
+            _, exe2 = build_step(spec, a, march=AVX2_MARCH, wisdom=a.wisdom if a.tune else None)
             r2 = measure_row(workload, spec, mode, exe2, m, AVX2_TARGET * row["ratio"], a,
                              lambda: run_torch_isa(spec, mode, a, builds, row["torch"], "avx2"), peak2)
             r2["native_ratio"] = row["ratio"]
@@ -503,6 +577,22 @@ def report(a, info, peak, builds, pypi_note, rows, avx2_rows, rss, elapsed, done
             + (f"`make bench` took {elapsed / 60:.1f} min." if done else
                f"**Partial: {len(rows)} of the rows so far, after {elapsed / 60:.1f} min (the run was still going).**"))
     md = ["# `make bench` — latest results", "", head, "", tab, ""]
+    tl, seen = [], set()
+    for r in rows:
+        tu = r.get("tuning")
+        if tu and r["spec"] not in seen:
+            seen.add(r["spec"])
+            ch = ", ".join(f"{k}: {tu['heuristic'].get(k)} -> {tu['tuned'][k]}" for k in tu["changed"])
+            tl.append(f"- `{r['spec']}`: tuned in {tu['seconds'] / 60:.1f} min; "
+                      + (f"layers changed from the heuristic's schedule: {ch}" if ch else "the heuristic's schedules kept"))
+    if tl:
+        md += ["Tuning on this machine before measuring (bench/tune.py: every candidate schedule of every distinct "
+               "layer timed, the fastest kept; the ratio is the tuned build's, the heuristic build is measured "
+               "alongside):", ""] + tl + [""]
+    if any(r.get("target_gflops") for r in rows):
+        md += ["\"target needs\" is the target times PyTorch's effective GFLOP/s: above 100 % of the FMA peak, no "
+               "schedule of the same multiply-adds can reach it on this machine (only fewer multiplies could: "
+               "Winograd or FFT convolution); \"(above peak)\" marks those misses.", ""]
     if btab:
         md += ["Each PyTorch build at its best (threads, OpenBLAS threads, malloc tunables):", "", btab, ""]
     if atab:
