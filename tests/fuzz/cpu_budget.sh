@@ -1,30 +1,42 @@
 #!/bin/sh
-# tests/fuzz/cpu_budget.sh SECONDS LOG CMD...: run one libFuzzer harness until it has used
-# SECONDS of CPU time (user + system, read from /proc), not of wall time, then stop it with
-# SIGINT (libFuzzer prints its final stats and exits 0, keeping the corpus). On a shared
-# machine, under `nice`, or paused with SIGSTOP, wall time says nothing about how much
-# fuzzing was done; CPU time does. Exits with the harness's status when it stops by itself
-# (a crash: non-zero); prints "cpu N s" at the end.
+# tests/fuzz/cpu_budget.sh SECONDS STATE LOG CMD...: run one libFuzzer harness until it has
+# used SECONDS of CPU time (user + system, read from /proc), not of wall time, then stop it
+# with SIGINT (libFuzzer prints its final stats and exits 0, keeping the corpus). On a
+# shared machine or under `nice`, wall time says nothing about how much fuzzing was done;
+# CPU time does.
+# STATE keeps the CPU seconds of earlier runs of the same harness: a run stopped part-way
+# (SIGINT or SIGTERM to this script, which passes it on) counts what it did, and the next
+# run goes on with the rest of the budget (the corpus directory carries the inputs over).
+# Exits with the harness's status when it stops by itself (a crash: non-zero).
 set -u
-budget=$1; log=$2; shift 2
+budget=$1; state=$2; log=$3; shift 3
+prev=0
+[ -s "$state" ] && prev=$(cat "$state")
+if [ "$prev" -ge "$budget" ]; then
+    echo "cpu $prev s of $budget already used ($state)"
+    exit 0
+fi
 "$@" > "$log" 2>&1 &
 pid=$!
 tck=$(getconf CLK_TCK)
 cpu=0
+stop() { kill -INT "$pid" 2>/dev/null; wait "$pid"; echo $((prev + cpu)) > "$state";
+         echo "cpu $((prev + cpu)) s of $budget (stopped from outside)" | tee -a "$log"; exit 0; }
+trap stop INT TERM
 while kill -0 "$pid" 2>/dev/null; do
     # fields 14 and 15 of /proc/PID/stat: utime, stime in clock ticks (comm has no spaces here)
     t=$(awk '{print $14 + $15}' "/proc/$pid/stat" 2>/dev/null) || break
     [ -n "$t" ] && cpu=$((t / tck))
-    if [ "$cpu" -ge "$budget" ]; then
+    echo $((prev + cpu)) > "$state"
+    if [ $((prev + cpu)) -ge "$budget" ]; then
         kill -INT "$pid"
         wait "$pid"
-        echo "cpu $cpu s (budget reached)" >> "$log"
-        echo "cpu $cpu s"
+        echo "cpu $((prev + cpu)) s of $budget (budget reached)" | tee -a "$log"
         exit 0
     fi
-    sleep 5
+    sleep 5 & wait $!
 done
 wait "$pid"; rc=$?
-echo "cpu $cpu s (harness exited with $rc)" >> "$log"
-echo "cpu $cpu s, exit $rc"
+echo $((prev + cpu)) > "$state"
+echo "cpu $((prev + cpu)) s of $budget (harness exited with $rc)" | tee -a "$log"
 exit $rc
