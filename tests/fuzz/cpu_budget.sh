@@ -24,8 +24,9 @@ stop() { kill -INT "$pid" 2>/dev/null; wait "$pid"; echo $((prev + cpu)) > "$sta
          echo "cpu $((prev + cpu)) s of $budget (stopped from outside)" | tee -a "$log"; exit 0; }
 trap stop INT TERM
 while kill -0 "$pid" 2>/dev/null; do
-    # fields 14 and 15 of /proc/PID/stat: utime, stime in clock ticks (comm has no spaces here)
-    t=$(awk '{print $14 + $15}' "/proc/$pid/stat" 2>/dev/null) || break
+    # fields 14-17 of /proc/PID/stat: utime, stime, and those of its reaped children (the
+    # spec harness runs each input in a child), in clock ticks (comm has no spaces here)
+    t=$(awk '{print $14 + $15 + $16 + $17}' "/proc/$pid/stat" 2>/dev/null) || break
     [ -n "$t" ] && cpu=$((t / tck))
     echo $((prev + cpu)) > "$state"
     if [ $((prev + cpu)) -ge "$budget" ]; then
