@@ -262,8 +262,10 @@ static void l00_conv2d_backward(float *restrict G, float *restrict S, const floa
     /* dy of every sample -> channels-last, padded channels zero */
     for (int n = 0; n < nb; n++) {
         float *restrict dn = dyh + (size_t)n * 2304;
-        for (int i = 0; i < 144; i++)
-            for (int co = 0; co < 16; co++) dn[i * 16 + co] = co < 8 ? dy[(size_t)n * 1152 + co * 144 + i] : 0.0f;
+        for (int i = 0; i < 144; i++) {
+            for (int co = 0; co < 8; co++) dn[i * 16 + co] = dy[(size_t)n * 1152 + co * 144 + i];
+            for (int co = 8; co < 16; co++) dn[i * 16 + co] = 0.0f;
+        }
     }
     for (int p0 = 0; p0 < 24; p0 += 24) {
         int off[24], gidx[24];
@@ -774,8 +776,10 @@ static void l03_conv2d_backward(float *restrict G, float *restrict S, const floa
     /* dy of every sample -> channels-last, padded channels zero */
     for (int n = 0; n < nb; n++) {
         float *restrict dn = dyh + (size_t)n * 2304;
-        for (int i = 0; i < 144; i++)
-            for (int co = 0; co < 16; co++) dn[i * 16 + co] = co < 8 ? dy[(size_t)n * 1152 + co * 144 + i] : 0.0f;
+        for (int i = 0; i < 144; i++) {
+            for (int co = 0; co < 8; co++) dn[i * 16 + co] = dy[(size_t)n * 1152 + co * 144 + i];
+            for (int co = 8; co < 16; co++) dn[i * 16 + co] = 0.0f;
+        }
     }
     for (int p0 = 0; p0 < 72; p0 += 24) {
         int off[24], gidx[24];

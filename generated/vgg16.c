@@ -6539,8 +6539,9 @@ static void l24_conv2d_backward(float *restrict G, float *restrict S, const floa
     CG_PARALLEL_FOR
     for (int n = 0; n < nb; n++) {
         float *restrict dn = dyh + (size_t)n * 100352;
-        for (int i = 0; i < 196; i++)
-            for (int co = 0; co < 512; co++) dn[i * 512 + co] = co < 512 ? dy[(size_t)n * 100352 + co * 196 + i] : 0.0f;
+        for (int i = 0; i < 196; i++) {
+            for (int co = 0; co < 512; co++) dn[i * 512 + co] = dy[(size_t)n * 100352 + co * 196 + i];
+        }
     }
     for (int co = 0; co < 512; co++) {
         float s = 0.0f;

@@ -857,9 +857,12 @@ function M.backward_cv(L, C, ctx)
   util.par(C, L)
   C:open("for (int n = 0; n < nb; n++) {")
   C:line("float *restrict dn = dyh + (size_t)n * %d;", d.OHW * CP)
-  C:line("for (int i = 0; i < %d; i++)", d.OHW)
-  C:line("    for (int co = 0; co < %d; co++) dn[i * %d + co] = co < %d ? dy[(size_t)n * %d + co * %d + i] : 0.0f;",
-    CP, CP, Cout, d.OUT, d.OHW)
+  -- two loops, not `co < Cout ? dy[..] : 0`: no conditional load for a vectorizer to turn
+  -- into a masked one (GCC 12 miscompiled that pattern in relu's backward, see act.lua)
+  C:open("for (int i = 0; i < %d; i++) {", d.OHW)
+  C:line("for (int co = 0; co < %d; co++) dn[i * %d + co] = dy[(size_t)n * %d + co * %d + i];", Cout, CP, d.OUT, d.OHW)
+  if CP > Cout then C:line("for (int co = %d; co < %d; co++) dn[i * %d + co] = 0.0f;", Cout, CP, CP) end
+  C:close()
   C:close()
   if L.opt.bias then
     C:open("for (int co = 0; co < %d; co++) {", Cout)
