@@ -85,6 +85,14 @@ WORKLOADS = [
     ("5x5 conv 1->6 pad 2 on 28x28, batch 64, fwd+bwd", "bench/specs/conv5.yaml", "train_dx", (20.5, "GFLOP/s"), 3.0),
 ]
 RSS_NETS = ("lenet5", "vgg16_cifar")
+# code-size and compile-time budgets (issue 10 item 5, issue 11): name, spec, limits on the
+# generator's CPU seconds, the C file's bytes, and gcc -O2's CPU seconds (None: no limit)
+BUDGETS = [
+    ("LeNet-5", "specs/lenet5.yaml", None, None, 5.0),
+    ("VGG-16 (224)", "specs/vgg16.yaml", None, None, 30.0),
+    ("ResNet-18 (224)", "specs/resnet18.yaml", 1.0, None, 60.0),
+    ("31x31 kernel on 256x256", "bench/specs/k31.yaml", None, 5e6, None),
+]
 STEP_FLAGS = {"train": [], "train_dx": ["--dx"], "fwd": ["--fwd"]}
 AVX2_MARCH = "haswell"
 AVX2_TARGET = 0.8  # x the native row's ratio
@@ -117,6 +125,7 @@ def children_cpu():
 
 
 QUIET = {"budget": 0.0, "waited": 0.0}
+BUDGET_ROWS = []
 
 
 def wait_quiet(max_wait, threshold=0.1):
@@ -156,6 +165,47 @@ def macs(spec):
     out = sh(["build/cnngen", "--summary", spec])
     m = re.search(r"multiply-adds per sample \(forward\):\s*([\d,]+)", out)
     return int(m.group(1).replace(",", ""))
+
+
+def cpu_of(cmd):
+    """Run cmd; its CPU seconds (user + system) and wall seconds."""
+    c0, t0 = children_cpu(), time.time()
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, cwd=ROOT)
+    return children_cpu() - c0, time.time() - t0
+
+
+def budgets(a):
+    """Generation time, C size and gcc -O2 compile time of the budget specs (default
+    target, as a user gets it); CPU seconds, so that a shared machine does not inflate them."""
+    out = []
+    for label, spec, gen_max, size_max, cc_max in BUDGETS:
+        name = os.path.splitext(os.path.basename(spec))[0]
+        d = os.path.join(a.build, "budget", name)
+        os.makedirs(d, exist_ok=True)
+        gen, _ = cpu_of(["build/cnngen", spec, "-o", d])
+        c = os.path.join(d, name + ".c")
+        size = os.path.getsize(c)
+        cc, _ = cpu_of([a.cc, "-O2", "-march=native", "-fopenmp", "-std=c11", "-D_POSIX_C_SOURCE=200809L",
+                        "-Iruntime", "-c", c, "-o", os.path.join(d, name + ".o")])
+        r = {"label": label, "spec": spec, "gen_cpu_s": round(gen, 2), "c_bytes": size,
+             "cc_cpu_s": round(cc, 1), "gen_max": gen_max, "size_max": size_max, "cc_max": cc_max}
+        r["pass"] = ((gen_max is None or gen <= gen_max) and (size_max is None or size < size_max)
+                     and (cc_max is None or cc <= cc_max))
+        log(f"bench: budget {label}: generated in {gen:.2f} CPU-s, {size / 1e6:.2f} MB of C, "
+            f"gcc -O2 {cc:.1f} CPU-s: {'PASS' if r['pass'] else 'MISS'}")
+        out.append(r)
+    return out
+
+
+def budget_table(rows):
+    def lim(v, fmt):
+        return f" (≤ {fmt(v)})" if v is not None else ""
+    lines = ["| spec | generation, CPU s | C | gcc -O2, CPU s | result |", "|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['label']} (`{r['spec']}`) | {r['gen_cpu_s']:.2f}{lim(r['gen_max'], lambda v: f'{v:g}')} | "
+                     f"{r['c_bytes'] / 1e6:.2f} MB{' (< %g MB)' % (r['size_max'] / 1e6) if r['size_max'] else ''} | "
+                     f"{r['cc_cpu_s']:.1f}{lim(r['cc_max'], lambda v: f'{v:g}')} | {'PASS' if r['pass'] else 'MISS'} |")
+    return "\n".join(lines)
 
 
 def tune(spec, a):
@@ -469,7 +519,10 @@ def main():
                    help="max seconds to wait for an idle machine before each measurement")
     p.add_argument("--quiet-budget", type=float, default=240,
                    help="max seconds of such waiting over the whole run")
-    p.add_argument("--only", default="", help="comma-separated spec names (e.g. lenet5,conv64)")
+    p.add_argument("--only", default="", help="comma-separated spec names (e.g. lenet5,conv64; "
+                   "'budgets' for the code-size and compile-time table)")
+    p.add_argument("--no-budgets", dest="budgets", action="store_false",
+                   help="leave out the code-size and compile-time budgets")
     p.add_argument("--no-tune", dest="tune", action="store_false",
                    help="the built-in schedule heuristics only (default: tune each spec on this machine "
                         "first, bench/tune.py, and measure both the tuned and the heuristic build)")
@@ -547,6 +600,8 @@ def main():
             avx2_rows.append(r2)
         report(a, info, peak, builds, pypi_note, rows, avx2_rows, rss, time.time() - t_start, False)
 
+    if a.budgets and (not only or "budgets" in only):
+        BUDGET_ROWS.extend(budgets(a))
     report(a, info, peak, builds, pypi_note, rows, avx2_rows, rss, time.time() - t_start, True)
 
 
@@ -554,7 +609,7 @@ def report(a, info, peak, builds, pypi_note, rows, avx2_rows, rss, elapsed, done
     """Write bench/results/<date>-<host>.json and latest.md (after every row, so that an
     interrupted run leaves what it measured) and, when done, print the tables."""
     peak1, peak2 = peak["best"]["1"], peak["best"]["2"]
-    tab = table(rows, peak2)
+    tab = table(rows, peak2) if rows else ""
     btab = builds_table(rows) if not a.no_torch else ""
     atab = avx2_table(avx2_rows) if avx2_rows else ""
     rl = rss_lines(rss)
@@ -600,6 +655,9 @@ def report(a, info, peak, builds, pypi_note, rows, avx2_rows, rss, elapsed, done
                "configuration above limited to AVX2 (ONEDNN_MAX_CPU_ISA=AVX2, ATEN_CPU_CAPABILITY=avx2, "
                "MKL_ENABLE_INSTRUCTIONS=AVX2, inductor cpp.simdlen 8):",
                "", atab, ""]
+    if BUDGET_ROWS:
+        md += [f"Code size and compile time (default target, {info['cc']}; CPU seconds):", "",
+               budget_table(BUDGET_ROWS), ""]
     if rl:
         md += ["Peak resident memory (VmHWM of the step process, the larger of its 1- and 2-thread runs):", ""] + rl + [""]
     if noisy:
@@ -609,7 +667,7 @@ def report(a, info, peak, builds, pypi_note, rows, avx2_rows, rss, elapsed, done
                + "; ".join(noisy) + ".", ""]
     info["quiet_wait_s"] = round(QUIET["waited"], 1)
     result = {"machine": info, "fma_peak": peak, "args": vars(a), "elapsed_s": round(elapsed, 1), "complete": done,
-              "pypi_note": pypi_note, "rows": rows, "avx2_rows": avx2_rows, "rss": rss}
+              "pypi_note": pypi_note, "rows": rows, "avx2_rows": avx2_rows, "rss": rss, "budgets": BUDGET_ROWS}
     os.makedirs(a.out, exist_ok=True)
     fn = os.path.join(a.out, f"{datetime.date.today().isoformat()}-{info['host']}.json")
     with open(fn, "w") as f:
