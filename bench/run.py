@@ -214,7 +214,8 @@ def tune(spec, a):
     layer signature). Returns the seconds it took."""
     wait_quiet(a.quiet_wait)
     t0 = time.time()
-    out = sh([PY, "bench/tune.py", spec, "--wisdom", a.wisdom, "--cc", a.cc, "--opt", a.opt, "--libs", a.libs])
+    out = sh([PY, "bench/tune.py", spec, "--wisdom", a.wisdom, "--cc", a.cc, "--opt", a.opt, "--libs", a.libs,
+              "--reps", "3", "--rep-s", "0.25"])
     for line in out.splitlines():
         if "x the heuristic" in line:
             log("  " + line)
