@@ -343,10 +343,11 @@ static cg_array arr_f4(float *p, size_t n)
 
 static int checkpoint_write(run *r, cg_err *err)
 {
-    const char *keys[12];
-    cg_array a[12];
+    const char *keys[13];
+    cg_array a[13];
     int k = 0;
     uint64_t rs[4];
+    int64_t ranks = r->comm->size;
     memcpy(rs, r->rng.s, sizeof rs);
     keys[k] = "params", a[k++] = arr_f4(r->params, r->net->n_params);
     keys[k] = "buffers", a[k++] = arr_f4(r->buffers, r->net->n_buffers);
@@ -365,6 +366,8 @@ static int checkpoint_write(run *r, cg_err *err)
                                           .count = ACC_COUNT, .data = r->acc};
     keys[k] = "config", a[k++] = (cg_array){.dtype = CG_F8, .ndim = 1, .shape = {CFG_COUNT},
                                              .count = CFG_COUNT, .data = r->cfg};
+    keys[k] = "ranks", a[k++] = (cg_array){.dtype = CG_I8, .ndim = 1, .shape = {1}, .count = 1,
+                                            .data = &ranks};
     return cg_npz_write(r->p_ckpt, k, keys, a, err);
 }
 
@@ -404,6 +407,24 @@ static int checkpoint_read(run *r, cg_err *err)
         goto out;
     if (config_compare(r, a[9]->data, err) != 0)
         goto out;
+    /* the number of data-parallel ranks (no member: a checkpoint from before ranks were
+     * recorded, written by one process). It decides each rank's share of every batch, the
+     * batch-norm statistics each rank sees and the order of the gradient sums, so a
+     * different count would not continue the same run */
+    const cg_array *rk = cg_npz_get(&z, "ranks");
+    const int64_t ranks = rk ? (rk->dtype == CG_I8 && rk->count == 1 ? *(const int64_t *)rk->data : -1) : 1;
+    if (ranks < 1) {
+        cg_fail(err, "%s: checkpoint array 'ranks' is not one positive int64", r->p_ckpt);
+        goto out;
+    }
+    if (ranks != r->comm->size) {
+        cg_fail(err, "%s: written by a run over %lld rank%s, this run has %d; the number of "
+                     "ranks cannot change on --resume (it decides each rank's share of every "
+                     "batch, its batch-norm statistics and the order of the gradient sums): "
+                     "resume with mpirun -n %lld, or train afresh in another --out",
+                r->p_ckpt, (long long)ranks, ranks == 1 ? "" : "s", r->comm->size, (long long)ranks);
+        goto out;
+    }
     if (ck_get(&z, r->p_ckpt, "params", CG_F4, np, &a[0], err) ||
         ck_get(&z, r->p_ckpt, "buffers", CG_F4, nb, &a[1], err) ||
         ck_get(&z, r->p_ckpt, "velocity", CG_F4, np, &a[2], err) ||

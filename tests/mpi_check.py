@@ -26,7 +26,8 @@ at the global batch 64), same seed and initial weights (W0.npz, written here):
   resume: 2 ranks killed by --max-steps 5 after a checkpoint, then `--resume` under
      mpirun: the final weights equal the uninterrupted run's bit for bit.
   a rank killed by SIGKILL: mpirun ends the job (non-zero, within 60 s) and says so;
-     the last checkpoint loads and the run resumes from it under mpirun.
+     the last checkpoint loads and the run resumes from it under mpirun; resumed by one
+     process instead, it is refused (the rank count is in the checkpoint) and kept.
 """
 import os
 import signal
@@ -310,6 +311,14 @@ def main():
         ck2 = load(ckpt)
         check(int(ck2["pos"][2]) == int(ck["pos"][2]) + 5,
               "the job resumes from it under mpirun (5 more steps)")
+        # the same checkpoint in one process: refused, naming the rank counts; untouched
+        q = subprocess.run([tr] + args + ["--resume", "--max-steps", "5"], env=env(),
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        ck3 = load(ckpt)
+        check(q.returncode != 0 and "over 2 ranks, this run has 1" in q.stdout
+              and int(ck3["pos"][2]) == int(ck2["pos"][2]),
+              f"a 2-rank checkpoint resumed by one process is refused, the checkpoint kept "
+              f"(exit {q.returncode}: {[l for l in q.stdout.splitlines() if 'ranks' in l][:1]})")
     else:
         p.kill()
         p.communicate()
