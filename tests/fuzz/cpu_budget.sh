@@ -7,6 +7,7 @@
 # STATE keeps the CPU seconds of earlier runs of the same harness: a run stopped part-way
 # (SIGINT or SIGTERM to this script, which passes it on) counts what it did, and the next
 # run goes on with the rest of the budget (the corpus directory carries the inputs over).
+# Each run appends to LOG (tests/fuzz/summary.sh sums the runs' final stats).
 # Exits with the harness's status when it stops by itself (a crash: non-zero).
 set -u
 budget=$1; state=$2; log=$3; shift 3
@@ -16,7 +17,8 @@ if [ "$prev" -ge "$budget" ]; then
     echo "cpu $prev s of $budget already used ($state)"
     exit 0
 fi
-"$@" > "$log" 2>&1 &
+echo "cpu_budget: run from $prev s, $(date -u +%FT%TZ)" >> "$log"
+"$@" >> "$log" 2>&1 &
 pid=$!
 tck=$(getconf CLK_TCK)
 cpu=0

@@ -4,6 +4,7 @@
 #   make fuzz-smoke           FUZZ_SMOKE_SECONDS (default 5) each: part of make test
 #   make fuzz-long-spec ...   one harness until it has used FUZZ_CPU_SECONDS (default 1800) of
 #                             CPU time over its runs (tests/fuzz/cpu_budget.sh; nice it freely)
+#   make fuzz-summary         the long runs so far: CPU time, runs, executions, corpus, crashes
 # Seeds: tests/fuzz/<target>/ (the spec harness also reads specs/, tests/bad/, tests/nets/).
 # New inputs go to build/fuzz/corpus/<target>/, crashes to build/fuzz/<target>-crash-*;
 # reproduce one with build/fuzz/fuzz_<target> FILE.
@@ -60,6 +61,10 @@ $(FUZZ_TARGETS:%=fuzz-%): fuzz-%: $(FZ)/fuzz_%
 	  | tr '\n' ' ' | sed 's/stat:://g; s/^/fuzz: $* /'; echo " corpus $$(ls $(FZ)/corpus/$* | wc -l) files"
 
 fuzz: $(FUZZ_TARGETS:%=fuzz-%)
+
+.PHONY: fuzz-summary
+fuzz-summary:
+	@tests/fuzz/summary.sh $(FZ)
 
 # fuzz-long-<target>: a CPU-time budget instead of a wall-time one (issue 12: 30 CPU-minutes
 # an entry point), counted over runs in build/fuzz/<target>-long.cpu (delete it to start
