@@ -42,7 +42,9 @@ end
 --             dW from x transposed once to [nb][I]
 function M.candidates(L, T)
   if L.lanes_layout then
-    local TB = util.largest_divisor(L.lanes_R // L.vec, 4)
+    -- TR rows x TB lane vectors: TR * TB accumulators, TB loaded vectors kept in
+    -- registers and one broadcast; TR = 6 fits AVX2's 16 registers (12 + 2 + 1)
+    local TB = util.largest_divisor(L.lanes_R // L.vec, math.max(1, T.acc // 6))
     local t = {TB = TB, TR = math.max(1, math.min(16, T.acc) // TB)}
     -- dW as a register-tiled GEMM over the lanes (TO x TI accumulators), or as
     -- outer products on x transposed to [nb][I]
@@ -176,9 +178,12 @@ local function gemm_tiles(C, ctx, L, nrows, K, tl, src, dst, init, coef, rowname
     end
     C:open("for (int k = 0; k < %d; k++) {", K)
     C:line("const float *restrict sk = %s + (size_t)k * %d + v0 * %d;", src, R, V)
-    local xs = {}
-    for v = 0, TB - 1 do xs[#xs + 1] = string.format("s%d = VLOAD(sk + %d)", v, v * V) end
-    C:line("const cg_v %s;", table.concat(xs, ", "))
+    local xs, keep = {}, {}
+    for v = 0, TB - 1 do
+      xs[#xs + 1] = string.format("s%d = VLOAD(sk + %d)", v, v * V)
+      keep[#keep + 1] = string.format("VKEEP(s%d);", v)
+    end
+    C:line("cg_v %s; %s", table.concat(xs, ", "), table.concat(keep, " "))
     for t = 0, nr - 1 do
       local parts = {}
       for v = 0, TB - 1 do parts[#parts + 1] = string.format("a%d_%d += %s * s%d;", t, v, coef(r0, t), v) end
