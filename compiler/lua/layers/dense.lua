@@ -28,6 +28,8 @@ end
 
 function M.macs(L) return util.mul(L.nin, L.nout) end
 
+local function round_up(n, m) return (n + m - 1) // m * m end
+
 local function terms_str(terms, empty)
   if #terms == 0 then return empty end
   local lines = {}
@@ -39,7 +41,9 @@ end
 --   straight  every output one expression (I x O within the budget)
 --   loop      dot products in vectors of 16 partial sums, TO rows of W at a time
 --   lanes     batch-innermost GEMM tiles: TR rows x TB lane vectors (forward, dx);
---             dW from x transposed once to [nb][I]
+--             dW (gemmT, first) as TO x TI tiles over x transposed once to [nb][I],
+--             or (gemm) tiles of lane vectors summed across the lanes at the end,
+--             or (outer) outer products over x transposed
 function M.candidates(L, T)
   if L.lanes_layout then
     -- TR rows x TB lane vectors: TR * TB accumulators, TB loaded vectors kept in
@@ -50,7 +54,13 @@ function M.candidates(L, T)
     -- outer products on x transposed to [nb][I]
     local TO = util.largest_divisor(L.nout, 4)
     local gemm = {TO = TO, TI = util.largest_divisor(L.nin, math.max(1, T.acc // TO))}
-    return {{name = "lanes", layout = "lanes", fwd = {form = "lanes", tile = t}, dw = {form = "gemm", tile = gemm},
+    -- gemmT: dW += dy x^T with x transposed once to [nb][I]: TO rows of dW (broadcasts
+    -- of dy) x TI vectors along i, the batch the reduction; no horizontal sums
+    local TIv = math.max(1, math.min(T.acc // 6, round_up(L.nin, L.vec) // L.vec))
+    local gemmT = {TO = math.max(1, math.min(L.nout, T.acc // TIv)), TI = TIv}
+    return {{name = "lanes+gemmT", layout = "lanes", fwd = {form = "lanes", tile = t}, dw = {form = "gemmT", tile = gemmT},
+      dx = {form = "lanes", tile = t, apart = true}},
+      {name = "lanes", layout = "lanes", fwd = {form = "lanes", tile = t}, dw = {form = "gemm", tile = gemm},
       dx = {form = "lanes", tile = t, apart = true}},
       {name = "lanes+outer", layout = "lanes", fwd = {form = "lanes", tile = t}, dw = {form = "outer"},
       dx = {form = "lanes", tile = t, apart = true}}}
@@ -160,7 +170,11 @@ end
 ---------------------------------------------------------------------------
 -- Batch-innermost ([features][R]): register tiles of TO rows x TB vectors of lanes.
 ---------------------------------------------------------------------------
-function M.scratch(L) return L.sched.dw.form == "outer" and L.lanes_R * L.nin or 0 end
+function M.scratch(L)
+  if L.sched.dw.form == "outer" then return L.lanes_R * L.nin end
+  if L.sched.dw.form == "gemmT" then return L.lanes_R * round_up(L.nin, L.vec) end
+  return 0
+end
 
 
 -- Emit a GEMM tile: for rows r = r0 .. r0+nr-1 and lane vectors v0 .. v0+TB-1,
@@ -279,6 +293,110 @@ function M.backward_lanes(L, C, ctx)
     end
     C:close()
     return {"G", "x", "dy"}
+  end
+  if L.sched.dw.form == "gemmT" then
+    local V = ctx.vec
+    local Ip = round_up(I, V)
+    local TO, TI = L.sched.dw.tile.TO, L.sched.dw.tile.TI
+    C:line("float *restrict gw = %s;", L.t_grad.weight)
+    if L.opt.bias then C:line("float *restrict gb = %s;", L.t_grad.bias) end
+    C:line("/* x transposed to S [nb][%d] (columns >= %d zero) */", Ip, I)
+    util.par(C, L)
+    C:open("for (int b = 0; b < nb; b++) {")
+    C:line("for (int i = 0; i < %d; i++) S[(size_t)b * %d + i] = x[(size_t)i * %d + b];", I, Ip, R)
+    if Ip > I then C:line("for (int i = %d; i < %d; i++) S[(size_t)b * %d + i] = 0.0f;", I, Ip, Ip) end
+    C:close()
+    if L.opt.bias then
+      util.par(C, L)
+      C:open("for (int o = 0; o < %d; o++) {", O)
+      C:line("cg_v s = vsplat(0.0f);")
+      C:line("for (int v = 0; v < %d; v++) s += VLOAD(dy + (size_t)o * %d + v * %d);", R // V, R, V)
+      C:line("gb[o] += vsum(s);")
+      C:close()
+    end
+    -- one tile: rows o0 .. o0+nr-1 of dW, vectors i0 .. i0+nv-1 (the last one holds
+    -- `last` valid columns)
+    local function tile(o0, nr, i0, nv, last)
+      C:open("{")
+      for r = 0, nr - 1 do
+        local acc = {}
+        for v = 0, nv - 1 do acc[#acc + 1] = string.format("a%d_%d = vsplat(0.0f)", r, v) end
+        C:line("cg_v %s;", table.concat(acc, ", "))
+      end
+      C:open("for (int b = 0; b < nb; b++) {")
+      C:line("const float *restrict sb = S + (size_t)b * %d + %s;", Ip, i0)
+      local ld, keep = {}, {}
+      for v = 0, nv - 1 do
+        ld[#ld + 1] = string.format("s%d = VLOAD(sb + %d)", v, v * V)
+        keep[#keep + 1] = string.format("VKEEP(s%d);", v)
+      end
+      C:line("cg_v %s; %s", table.concat(ld, ", "), table.concat(keep, " "))
+      for r = 0, nr - 1 do
+        local f = {string.format("const float d%d = dy[(size_t)(%s + %d) * %d + b];", r, o0, r, R)}
+        for v = 0, nv - 1 do f[#f + 1] = string.format("a%d_%d += d%d * s%d;", r, v, r, v) end
+        C:line(table.concat(f, " "))
+      end
+      C:close()
+      for r = 0, nr - 1 do
+        local st = {}
+        for v = 0, nv - 1 do
+          local at = string.format("gw + (size_t)(%s + %d) * %d + %s + %d", o0, r, I, i0, v * V)
+          if v < nv - 1 or last == V then
+            st[#st + 1] = string.format("VSTORE(%s, VLOAD(%s) + a%d_%d);", at, at, r, v)
+          else
+            st[#st + 1] = string.format("for (int l = 0; l < %d; l++) (%s)[l] += a%d_%d[l];", last, at, r, v)
+          end
+        end
+        C:line(table.concat(st, " "))
+      end
+      C:close()
+    end
+    local NVI = Ip // V
+    local nib, nob = NVI // TI, O // TO
+    local lastcols = I - (Ip - V)
+    -- full tiles, i-blocks outermost (a block of S stays in L1 across the rows); the
+    -- last i-block may end in a partial vector
+    if nib > 0 and nob > 0 then
+      C:line("/* tiles of %d rows x %d vectors of dW */", TO, TI)
+      if nib * nob > 1 then util.par(C, L) end
+      C:open("for (int t = 0; t < %d; t++) {", nib * nob)
+      C:line("const int o0 = t %% %d * %d, i0 = t / %d * %d;", nob, TO, nob, TI * V)
+      if NVI % TI == 0 and lastcols < V then
+        C:open("if (i0 == %d) {", (nib - 1) * TI * V)
+        tile("o0", TO, "i0", TI, lastcols)
+        C:close("} else {")
+        C.ind = C.ind + 1
+        tile("o0", TO, "i0", TI, V)
+        C:close()
+      else
+        tile("o0", TO, "i0", TI, V)
+      end
+      C:close()
+    end
+    if O % TO > 0 and nib > 0 then
+      C:open("for (int i0 = 0; i0 < %d; i0 += %d) {", nib * TI * V, TI * V)
+      if NVI % TI == 0 and lastcols < V then
+        C:open("if (i0 == %d) {", (nib - 1) * TI * V)
+        tile(tostring(nob * TO), O % TO, "i0", TI, lastcols)
+        C:close("} else {")
+        C.ind = C.ind + 1
+        tile(tostring(nob * TO), O % TO, "i0", TI, V)
+        C:close()
+      else
+        tile(tostring(nob * TO), O % TO, "i0", TI, V)
+      end
+      C:close()
+    end
+    if NVI % TI > 0 then
+      local i0 = tostring(nib * TI * V)
+      if nob > 0 then
+        C:open("for (int o0 = 0; o0 < %d; o0 += %d) {", nob * TO, TO)
+        tile("o0", TO, i0, NVI % TI, lastcols)
+        C:close()
+      end
+      if O % TO > 0 then tile(tostring(nob * TO), O % TO, i0, NVI % TI, lastcols) end
+    end
+    return {"G", "S", "x", "dy", "nb"}
   end
   C:line("float *restrict gw = %s;", L.t_grad.weight)
   if L.opt.bias then C:line("float *restrict gb = %s;", L.t_grad.bias) end
