@@ -67,8 +67,20 @@ function M.candidates(L, T)
   end
   local straight = sched.simple(L, "straight")
   local loop = sched.simple(L, "loop", {TO = math.min(4, L.nout)})
-  if L.nin * L.nout <= L.budget then return {straight, loop} end
-  return {loop}
+  -- gemm: register tiles over TN rows of the batch: forward TN x TO dot products
+  -- along i (TN + TO vectors loaded per TN * TO FMAs), dx TN rows x TI vectors along
+  -- i (dx apart), dW TO rows x TI vectors along i with the batch the reduction
+  local TI = math.max(1, T.acc // 6)
+  local TN = math.min(L.batch, T.acc >= 24 and 4 or 2)
+  local gemm = {name = "gemm", layout = "nchw",
+    fwd = {form = "gemm", tile = {TN = TN, TO = math.min(L.nout, math.max(1, T.acc * 2 // 3 // TN))}},
+    dw = {form = "gemm", tile = {TO = math.min(L.nout, 6), TI = TI}},
+    dx = {form = "gemm", tile = {TN = math.min(L.batch, 4), TI = TI}, apart = true}}
+  local c = {}
+  if L.nin * L.nout <= L.budget then c[#c + 1] = straight end
+  if L.batch >= 2 then c[#c + 1] = gemm end
+  c[#c + 1] = loop
+  return c
 end
 
 function M.forward(L, C, ctx)
@@ -88,6 +100,7 @@ function M.forward(L, C, ctx)
     C:close()
     return {"P", "x", "y", "nb"}
   end
+  if L.sched.fwd.form == "gemm" then return M.forward_gemm(L, C) end
   -- dot products in vectors of 16 partial sums (an in-order float sum would be one
   -- long chain of dependent adds), TO rows of W at a time
   local V = L.vec
@@ -129,6 +142,7 @@ end
 
 function M.backward(L, C, ctx)
   local I, O = L.nin, L.nout
+  if L.sched.dw.form == "gemm" then return M.backward_gemm(L, C) end
   C:line("const float *restrict w = %s;", L.t.weight)
   C:line("float *restrict gw = %s;", L.t_grad.weight)
   if L.opt.bias then C:line("float *restrict gb = %s;", L.t_grad.bias) end
@@ -164,6 +178,205 @@ function M.backward(L, C, ctx)
   if L.opt.bias then C:line("gb[o] += gbo;") end
   C:close()
   return {"P", "G", "x", "dy", "dx", "nb"}
+end
+
+
+---------------------------------------------------------------------------
+-- [N][size] register-tiled GEMMs (schedule gemm, batch >= 2)
+---------------------------------------------------------------------------
+
+-- the batch rows in tiles of TN, then one at a time: body(n0 expression, rows)
+local function batch_tiles(C, TN, body)
+  C:line("int n0 = 0;")
+  if TN > 1 then
+    C:open("for (; n0 + %d <= nb; n0 += %d) {", TN, TN)
+    body("n0", TN)
+    C:close()
+  end
+  C:open("for (; n0 < nb; n0++) {")
+  body("n0", 1)
+  C:close()
+end
+
+-- vector loads, each kept in a register: "cg_v p0 = VLOAD(...), ...; VKEEP(p0); ..."
+local function kept_loads(C, prefix, n, addr)
+  local ld, keep = {}, {}
+  for j = 0, n - 1 do
+    ld[#ld + 1] = string.format("%s%d = VLOAD(%s)", prefix, j, addr(j))
+    keep[#keep + 1] = string.format("VKEEP(%s%d);", prefix, j)
+  end
+  C:line("cg_v %s; %s", table.concat(ld, ", "), table.concat(keep, " "))
+end
+
+local function zero_accs(C, nr, nc)
+  for r = 0, nr - 1 do
+    local a = {}
+    for c = 0, nc - 1 do a[#a + 1] = string.format("a%d_%d = vsplat(0.0f)", r, c) end
+    C:line("cg_v %s;", table.concat(a, ", "))
+  end
+end
+
+-- y[n][o] = b[o] + sum_i x[n][i] w[o][i]: tiles of TN rows of the batch x TO rows of
+-- W, each a dot product in vectors along i summed once at the end
+function M.forward_gemm(L, C)
+  local I, O, V = L.nin, L.nout, L.vec
+  local TN, TO = L.sched.fwd.tile.TN, L.sched.fwd.tile.TO
+  local IV = I - I % V
+  local function tile(o0, to)
+    return function(n0, tn)
+      zero_accs(C, tn, to)
+      if IV > 0 then
+        C:open("for (int i = 0; i < %d; i += %d) {", IV, V)
+        kept_loads(C, "x", tn, function(n) return string.format("x + (size_t)(%s + %d) * %d + i", n0, n, I) end)
+        kept_loads(C, "w", to, function(j) return string.format("w + (size_t)(%s + %d) * %d + i", o0, j, I) end)
+        for n = 0, tn - 1 do
+          local f = {}
+          for j = 0, to - 1 do f[#f + 1] = string.format("a%d_%d += x%d * w%d;", n, j, n, j) end
+          C:line(table.concat(f, " "))
+        end
+        C:close()
+      end
+      for n = 0, tn - 1 do
+        for j = 0, to - 1 do
+          local t = {}
+          if L.opt.bias then t[1] = string.format("b[%s + %d]", o0, j) end
+          t[#t + 1] = string.format("vsum(a%d_%d)", n, j)
+          for i = IV, I - 1 do
+            t[#t + 1] = string.format("w[(size_t)(%s + %d) * %d + %d] * x[(size_t)(%s + %d) * %d + %d]", o0, j, I, i, n0, n, I, i)
+          end
+          C:line("y[(size_t)(%s + %d) * %d + %s + %d] = %s;", n0, n, O, o0, j, table.concat(t, " + "))
+        end
+      end
+    end
+  end
+  local full = O - O % TO
+  if full > 0 then
+    if full > TO then util.par(C, L) end
+    C:open("for (int o0 = 0; o0 < %d; o0 += %d) {", full, TO)
+    batch_tiles(C, TN, tile("o0", TO))
+    C:close()
+  end
+  if O % TO > 0 then
+    C:open("{")
+    batch_tiles(C, TN, tile(tostring(full), O % TO))
+    C:close()
+  end
+  return {"P", "x", "y", "nb"}
+end
+
+-- Columns i of a [rows][I] result in blocks of TI vectors (the last block shorter),
+-- then the I % V scalar columns: block(i0 expression, vectors) and scalar(i).
+local function column_blocks(C, L, I, V, TI, block, scalar, parallel)
+  local IV = I - I % V
+  local NVI = IV // V
+  local nblk = NVI // TI
+  if nblk > 0 then
+    if parallel and nblk > 1 then util.par(C, L) end
+    C:open("for (int i0 = 0; i0 < %d; i0 += %d) {", nblk * TI * V, TI * V)
+    block("i0", TI)
+    C:close()
+  end
+  if NVI % TI > 0 then
+    C:open("{")
+    block(tostring(nblk * TI * V), NVI % TI)
+    C:close()
+  end
+  if IV < I then
+    C:open("for (int i = %d; i < %d; i++) {", IV, I)
+    scalar("i")
+    C:close()
+  end
+end
+
+-- dW[o][i] += sum_n dy[n][o] x[n][i]: tiles of TO rows x TI vectors along i,
+-- accumulated in registers over the batch; dx apart (backward_dx)
+function M.backward_gemm(L, C)
+  local I, O, V = L.nin, L.nout, L.vec
+  local TO, TI = L.sched.dw.tile.TO, L.sched.dw.tile.TI
+  C:line("float *restrict gw = %s;", L.t_grad.weight)
+  if L.opt.bias then
+    C:line("float *restrict gb = %s;", L.t_grad.bias)
+    C:open("for (int o = 0; o < %d; o++) {", O)
+    C:line("float s = 0.0f;")
+    C:line("for (int n = 0; n < nb; n++) s += dy[(size_t)n * %d + o];", O)
+    C:line("gb[o] += s;")
+    C:close()
+  end
+  local function rows(o0, to, parallel)
+    column_blocks(C, L, I, V, TI, function(i0, ti)
+      for r = 0, to - 1 do
+        local a = {}
+        for v = 0, ti - 1 do
+          a[#a + 1] = string.format("a%d_%d = VLOAD(gw + (size_t)(%s + %d) * %d + %s + %d)", r, v, o0, r, I, i0, v * V)
+        end
+        C:line("cg_v %s;", table.concat(a, ", "))
+      end
+      C:open("for (int n = 0; n < nb; n++) {")
+      kept_loads(C, "s", ti, function(v) return string.format("x + (size_t)n * %d + %s + %d", I, i0, v * V) end)
+      for r = 0, to - 1 do
+        local f = {string.format("const float d%d = dy[(size_t)n * %d + %s + %d];", r, O, o0, r)}
+        for v = 0, ti - 1 do f[#f + 1] = string.format("a%d_%d += d%d * s%d;", r, v, r, v) end
+        C:line(table.concat(f, " "))
+      end
+      C:close()
+      for r = 0, to - 1 do
+        local st = {}
+        for v = 0, ti - 1 do
+          st[#st + 1] = string.format("VSTORE(gw + (size_t)(%s + %d) * %d + %s + %d, a%d_%d);", o0, r, I, i0, v * V, r, v)
+        end
+        C:line(table.concat(st, " "))
+      end
+    end, function(i)
+      C:open("for (int o = %s; o < %s + %d; o++) {", o0, o0, to)
+      C:line("float s = 0.0f;")
+      C:line("for (int n = 0; n < nb; n++) s += dy[(size_t)n * %d + o] * x[(size_t)n * %d + %s];", O, I, i)
+      C:line("gw[(size_t)o * %d + %s] += s;", I, i)
+      C:close()
+    end, parallel)
+  end
+  local full = O - O % TO
+  if full > 0 then
+    if full > TO then util.par(C, L) end
+    C:open("for (int o0 = 0; o0 < %d; o0 += %d) {", full, TO)
+    rows("o0", TO, false)
+    C:close()
+  end
+  if O % TO > 0 then rows(tostring(full), O % TO, full == 0) end
+  return {"G", "x", "dy", "nb"}
+end
+
+-- dx[n][i] = sum_o dy[n][o] w[o][i]: tiles of TN rows of the batch x TI vectors along i
+function M.backward_dx(L, C, ctx)
+  local I, O, V = L.nin, L.nout, L.vec
+  local TN, TI = L.sched.dx.tile.TN, L.sched.dx.tile.TI
+  C:line("const float *restrict w = %s;", L.t.weight)
+  column_blocks(C, L, I, V, TI, function(i0, ti)
+    batch_tiles(C, TN, function(n0, tn)
+      zero_accs(C, tn, ti)
+      C:open("for (int o = 0; o < %d; o++) {", O)
+      kept_loads(C, "w", ti, function(v) return string.format("w + (size_t)o * %d + %s + %d", I, i0, v * V) end)
+      for n = 0, tn - 1 do
+        local f = {string.format("const float d%d = dy[(size_t)(%s + %d) * %d + o];", n, n0, n, O)}
+        for v = 0, ti - 1 do f[#f + 1] = string.format("a%d_%d += d%d * w%d;", n, v, n, v) end
+        C:line(table.concat(f, " "))
+      end
+      C:close()
+      for n = 0, tn - 1 do
+        local st = {}
+        for v = 0, ti - 1 do
+          st[#st + 1] = string.format("VSTORE(dx + (size_t)(%s + %d) * %d + %s + %d, a%d_%d);", n0, n, I, i0, v * V, n, v)
+        end
+        C:line(table.concat(st, " "))
+      end
+    end)
+  end, function(i)
+    C:open("for (int n = 0; n < nb; n++) {")
+    C:line("float s = 0.0f;")
+    C:line("for (int o = 0; o < %d; o++) s += dy[(size_t)n * %d + o] * w[(size_t)o * %d + %s];", O, O, I, i)
+    C:line("dx[(size_t)n * %d + %s] = s;", I, i)
+    C:close()
+  end, true)
+  return {"P", "dy", "dx", "nb"}
 end
 
 
