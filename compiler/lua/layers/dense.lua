@@ -50,6 +50,10 @@ function M.candidates(L, T)
     -- registers and one broadcast; TR = 6 fits AVX2's 16 registers (12 + 2 + 1)
     local TB = util.largest_divisor(L.lanes_R // L.vec, math.max(1, T.acc // 6))
     local t = {TB = TB, TR = math.max(1, math.min(16, T.acc) // TB)}
+    -- the reduction in blocks of KB: a block of the input (KB x lanes) fits 16 KB
+    local kb = math.max(8, 4096 // L.lanes_R)
+    local tf = {TB = t.TB, TR = t.TR, KB = kb < L.nin and kb or nil}
+    local tx = {TB = t.TB, TR = t.TR, KB = kb < L.nout and kb or nil}
     -- dW as a register-tiled GEMM over the lanes (TO x TI accumulators), or as
     -- outer products on x transposed to [nb][I]
     local TO = util.largest_divisor(L.nout, 4)
@@ -58,12 +62,17 @@ function M.candidates(L, T)
     -- of dy) x TI vectors along i, the batch the reduction; no horizontal sums
     local TIv = math.max(1, math.min(T.acc // 6, round_up(L.nin, L.vec) // L.vec))
     local gemmT = {TO = math.max(1, math.min(L.nout, T.acc // TIv)), TI = TIv}
-    return {{name = "lanes+gemmT", layout = "lanes", fwd = {form = "lanes", tile = t}, dw = {form = "gemmT", tile = gemmT},
+    local c = {{name = "lanes+gemmT", layout = "lanes", fwd = {form = "lanes", tile = t}, dw = {form = "gemmT", tile = gemmT},
       dx = {form = "lanes", tile = t, apart = true}},
       {name = "lanes", layout = "lanes", fwd = {form = "lanes", tile = t}, dw = {form = "gemm", tile = gemm},
       dx = {form = "lanes", tile = t, apart = true}},
       {name = "lanes+outer", layout = "lanes", fwd = {form = "lanes", tile = t}, dw = {form = "outer"},
       dx = {form = "lanes", tile = t, apart = true}}}
+    if tf.KB or tx.KB then
+      table.insert(c, 1, {name = "lanes+gemmT+kb", layout = "lanes", fwd = {form = "lanes", tile = tf},
+        dw = {form = "gemmT", tile = gemmT}, dx = {form = "lanes", tile = tx, apart = true}})
+    end
+    return c
   end
   local straight = sched.simple(L, "straight")
   local loop = sched.simple(L, "loop", {TO = math.min(4, L.nout)})
@@ -392,18 +401,41 @@ end
 
 -- Emit a GEMM tile: for rows r = r0 .. r0+nr-1 and lane vectors v0 .. v0+TB-1,
 -- acc[r][v] = init(r) + sum over k < K of coef(r, k) * src[k][lanes]; then store.
+-- With tl.KB < K the reduction runs in blocks of KB (a block of src, KB x lanes, stays
+-- in L1 while the tiles of RB rows pass over it; dst is reloaded per block) and the
+-- threads share the blocks of RB rows.
 local function gemm_tiles(C, ctx, L, nrows, K, tl, src, dst, init, coef, rowname)
   local R, V = ctx.lanes, ctx.vec
   local NV = R // V
   local TB, TR = tl.TB, tl.TR
-  local function tile(r0, nr)
+  local KB = tl.KB and tl.KB < K and tl.KB or nil
+  -- blocked: k from k0 to k1, the first block (k0 == 0) starting from init
+  local function tile(r0, nr, blocked)
     C:open("{")
-    for t = 0, nr - 1 do
-      local accs = {}
-      for v = 0, TB - 1 do accs[#accs + 1] = string.format("a%d_%d = %s", t, v, init(r0, t)) end
-      C:line("cg_v %s;", table.concat(accs, ", "))
+    if blocked then
+      local decl, ld, st = {}, {}, {}
+      for t = 0, nr - 1 do
+        for v = 0, TB - 1 do
+          decl[#decl + 1] = string.format("a%d_%d", t, v)
+          ld[#ld + 1] = string.format("a%d_%d = VLOAD(%s + (size_t)(%s + %d) * %d + (v0 + %d) * %d);", t, v, dst, r0, t, R, v, V)
+          st[#st + 1] = string.format("a%d_%d = %s;", t, v, init(r0, t))
+        end
+      end
+      C:line("cg_v %s;", table.concat(decl, ", "))
+      C:open("if (k0) {")
+      for j = 1, #ld, TB do C:line(table.concat(ld, " ", j, j + TB - 1)) end
+      C:close("} else {")
+      C.ind = C.ind + 1
+      for j = 1, #st, TB do C:line(table.concat(st, " ", j, j + TB - 1)) end
+      C:close()
+    else
+      for t = 0, nr - 1 do
+        local accs = {}
+        for v = 0, TB - 1 do accs[#accs + 1] = string.format("a%d_%d = %s", t, v, init(r0, t)) end
+        C:line("cg_v %s;", table.concat(accs, ", "))
+      end
     end
-    C:open("for (int k = 0; k < %d; k++) {", K)
+    if blocked then C:open("for (int k = k0; k < k1; k++) {") else C:open("for (int k = 0; k < %d; k++) {", K) end
     C:line("const float *restrict sk = %s + (size_t)k * %d + v0 * %d;", src, R, V)
     local xs, keep = {}, {}
     for v = 0, TB - 1 do
@@ -427,7 +459,27 @@ local function gemm_tiles(C, ctx, L, nrows, K, tl, src, dst, init, coef, rowname
     C:close()
   end
   local full = nrows - nrows % TR
-  if full > 0 then
+  if full > 0 and KB then
+    local RB = TR * (tl.RT or 4)
+    local nblk = (full + RB - 1) // RB
+    C:line("/* k in blocks of %d, rows in blocks of %d */", KB, RB)
+    if nblk > 1 then util.par(C, L) end
+    C:open("for (int rb = 0; rb < %d; rb++) {", nblk)
+    C:open("for (int k0 = 0; k0 < %d; k0 += %d) {", K, KB)
+    C:line("const int k1 = k0 + %d < %d ? k0 + %d : %d;", KB, K, KB, K)
+    if full % RB == 0 then
+      C:open("for (int %s = rb * %d; %s < rb * %d + %d; %s += %d) {", rowname, RB, rowname, RB, RB, rowname, TR)
+    else
+      C:open("for (int %s = rb * %d; %s < (rb * %d + %d < %d ? rb * %d + %d : %d); %s += %d) {",
+        rowname, RB, rowname, RB, RB, full, RB, RB, full, rowname, TR)
+    end
+    C:open("for (int v0 = 0; v0 < %d; v0 += %d) {", NV, TB)
+    tile(rowname, TR, true)
+    C:close()
+    C:close()
+    C:close()
+    C:close()
+  elseif full > 0 then
     if full > TR then util.par(C, L) end
     C:open("for (int %s = 0; %s < %d; %s += %d) {", rowname, rowname, full, rowname, TR)
     C:open("for (int v0 = 0; v0 < %d; v0 += %d) {", NV, TB)
