@@ -404,12 +404,16 @@ end
 -- With tl.KB < K the reduction runs in blocks of KB (a block of src, KB x lanes, stays
 -- in L1 while the tiles of RB rows pass over it; dst is reloaded per block) and the
 -- threads share the blocks of RB rows.
-local function gemm_tiles(C, ctx, L, nrows, K, tl, src, dst, init, coef, rowname)
+-- pack(k, r), when given: the coefficient of row r at k, copied per block into wp
+-- [KB][RB] (the rows of dx's W^T are columns of W, 4 * I bytes apart: without the
+-- copy a block's coefficients fall into a few L1 sets).
+local function gemm_tiles(C, ctx, L, nrows, K, tl, src, dst, init, coef, rowname, pack)
   local R, V = ctx.lanes, ctx.vec
   local NV = R // V
   local TB, TR = tl.TB, tl.TR
   local KB = tl.KB and tl.KB < K and tl.KB or nil
   -- blocked: k from k0 to k1, the first block (k0 == 0) starting from init
+  local RB = TR * (tl.RT or 4)
   local function tile(r0, nr, blocked)
     C:open("{")
     if blocked then
@@ -443,9 +447,11 @@ local function gemm_tiles(C, ctx, L, nrows, K, tl, src, dst, init, coef, rowname
       keep[#keep + 1] = string.format("VKEEP(s%d);", v)
     end
     C:line("cg_v %s; %s", table.concat(xs, ", "), table.concat(keep, " "))
+    if blocked and pack then C:line("const float *restrict pk = wp + (size_t)(k - k0) * %d + (%s - rb * %d);", RB, r0, RB) end
     for t = 0, nr - 1 do
       local parts = {}
-      for v = 0, TB - 1 do parts[#parts + 1] = string.format("a%d_%d += %s * s%d;", t, v, coef(r0, t), v) end
+      local cf = (blocked and pack) and string.format("pk[%d]", t) or coef(r0, t)
+      for v = 0, TB - 1 do parts[#parts + 1] = string.format("a%d_%d += %s * s%d;", t, v, cf, v) end
       C:line(table.concat(parts, " "))
     end
     C:close()
@@ -460,13 +466,18 @@ local function gemm_tiles(C, ctx, L, nrows, K, tl, src, dst, init, coef, rowname
   end
   local full = nrows - nrows % TR
   if full > 0 and KB then
-    local RB = TR * (tl.RT or 4)
     local nblk = (full + RB - 1) // RB
     C:line("/* k in blocks of %d, rows in blocks of %d */", KB, RB)
     if nblk > 1 then util.par(C, L) end
     C:open("for (int rb = 0; rb < %d; rb++) {", nblk)
     C:open("for (int k0 = 0; k0 < %d; k0 += %d) {", K, KB)
     C:line("const int k1 = k0 + %d < %d ? k0 + %d : %d;", KB, K, KB, K)
+    if pack then
+      C:line("float wp[%d];", KB * RB)
+      C:line("const int rn = rb * %d + %d < %d ? %d : %d - rb * %d;", RB, RB, full, RB, full, RB)
+      C:line("for (int k = k0; k < k1; k++)")
+      C:line("    for (int r = 0; r < rn; r++) wp[(k - k0) * %d + r] = %s;", RB, pack("k", string.format("rb * %d + r", RB)))
+    end
     if full % RB == 0 then
       C:open("for (int %s = rb * %d; %s < rb * %d + %d; %s += %d) {", rowname, RB, rowname, RB, RB, rowname, TR)
     else
@@ -509,7 +520,8 @@ function M.backward_dx_lanes(L, C, ctx)
   C:line("const float *restrict w = %s;", L.t.weight)
   gemm_tiles(C, ctx, L, I, O, L.sched.dx.tile, "dy", "dx",
     function() return "vsplat(0.0f)" end,
-    function(r0, t) return string.format("w[(size_t)k * %d + %s + %d]", I, r0, t) end, "i0")
+    function(r0, t) return string.format("w[(size_t)k * %d + %s + %d]", I, r0, t) end, "i0",
+    function(k, r) return string.format("w[(size_t)%s * %d + %s]", k, I, r) end)
   return {"P", "dy", "dx"}
 end
 
