@@ -1795,6 +1795,10 @@ static void l07_dense_backward_dx(const float *restrict P, const float *restrict
     for (int rb = 0; rb < 25; rb++) {
         for (int k0 = 0; k0 < 120; k0 += 64) {
             const int k1 = k0 + 64 < 120 ? k0 + 64 : 120;
+            float wp[1024];
+            const int rn = rb * 16 + 16 < 400 ? 16 : 400 - rb * 16;
+            for (int k = k0; k < k1; k++)
+                for (int r = 0; r < rn; r++) wp[(k - k0) * 16 + r] = w[(size_t)k * 400 + rb * 16 + r];
             for (int i0 = rb * 16; i0 < rb * 16 + 16; i0 += 4) {
                 for (int v0 = 0; v0 < 4; v0 += 4) {
                     {
@@ -1813,10 +1817,11 @@ static void l07_dense_backward_dx(const float *restrict P, const float *restrict
                         for (int k = k0; k < k1; k++) {
                             const float *restrict sk = dy + (size_t)k * 64 + v0 * 16;
                             cg_v s0 = VLOAD(sk + 0), s1 = VLOAD(sk + 16), s2 = VLOAD(sk + 32), s3 = VLOAD(sk + 48); VKEEP(s0); VKEEP(s1); VKEEP(s2); VKEEP(s3);
-                            a0_0 += w[(size_t)k * 400 + i0 + 0] * s0; a0_1 += w[(size_t)k * 400 + i0 + 0] * s1; a0_2 += w[(size_t)k * 400 + i0 + 0] * s2; a0_3 += w[(size_t)k * 400 + i0 + 0] * s3;
-                            a1_0 += w[(size_t)k * 400 + i0 + 1] * s0; a1_1 += w[(size_t)k * 400 + i0 + 1] * s1; a1_2 += w[(size_t)k * 400 + i0 + 1] * s2; a1_3 += w[(size_t)k * 400 + i0 + 1] * s3;
-                            a2_0 += w[(size_t)k * 400 + i0 + 2] * s0; a2_1 += w[(size_t)k * 400 + i0 + 2] * s1; a2_2 += w[(size_t)k * 400 + i0 + 2] * s2; a2_3 += w[(size_t)k * 400 + i0 + 2] * s3;
-                            a3_0 += w[(size_t)k * 400 + i0 + 3] * s0; a3_1 += w[(size_t)k * 400 + i0 + 3] * s1; a3_2 += w[(size_t)k * 400 + i0 + 3] * s2; a3_3 += w[(size_t)k * 400 + i0 + 3] * s3;
+                            const float *restrict pk = wp + (size_t)(k - k0) * 16 + (i0 - rb * 16);
+                            a0_0 += pk[0] * s0; a0_1 += pk[0] * s1; a0_2 += pk[0] * s2; a0_3 += pk[0] * s3;
+                            a1_0 += pk[1] * s0; a1_1 += pk[1] * s1; a1_2 += pk[1] * s2; a1_3 += pk[1] * s3;
+                            a2_0 += pk[2] * s0; a2_1 += pk[2] * s1; a2_2 += pk[2] * s2; a2_3 += pk[2] * s3;
+                            a3_0 += pk[3] * s0; a3_1 += pk[3] * s1; a3_2 += pk[3] * s2; a3_3 += pk[3] * s3;
                         }
                         VSTORE(dx + (size_t)(i0 + 0) * 64 + (v0 + 0) * 16, a0_0); VSTORE(dx + (size_t)(i0 + 0) * 64 + (v0 + 1) * 16, a0_1); VSTORE(dx + (size_t)(i0 + 0) * 64 + (v0 + 2) * 16, a0_2); VSTORE(dx + (size_t)(i0 + 0) * 64 + (v0 + 3) * 16, a0_3);
                         VSTORE(dx + (size_t)(i0 + 1) * 64 + (v0 + 0) * 16, a1_0); VSTORE(dx + (size_t)(i0 + 1) * 64 + (v0 + 1) * 16, a1_1); VSTORE(dx + (size_t)(i0 + 1) * 64 + (v0 + 2) * 16, a1_2); VSTORE(dx + (size_t)(i0 + 1) * 64 + (v0 + 3) * 16, a1_3);
@@ -1970,6 +1975,10 @@ static void l09_dense_backward_dx(const float *restrict P, const float *restrict
     for (int rb = 0; rb < 8; rb++) {
         for (int k0 = 0; k0 < 84; k0 += 64) {
             const int k1 = k0 + 64 < 84 ? k0 + 64 : 84;
+            float wp[1024];
+            const int rn = rb * 16 + 16 < 120 ? 16 : 120 - rb * 16;
+            for (int k = k0; k < k1; k++)
+                for (int r = 0; r < rn; r++) wp[(k - k0) * 16 + r] = w[(size_t)k * 120 + rb * 16 + r];
             for (int i0 = rb * 16; i0 < (rb * 16 + 16 < 120 ? rb * 16 + 16 : 120); i0 += 4) {
                 for (int v0 = 0; v0 < 4; v0 += 4) {
                     {
@@ -1988,10 +1997,11 @@ static void l09_dense_backward_dx(const float *restrict P, const float *restrict
                         for (int k = k0; k < k1; k++) {
                             const float *restrict sk = dy + (size_t)k * 64 + v0 * 16;
                             cg_v s0 = VLOAD(sk + 0), s1 = VLOAD(sk + 16), s2 = VLOAD(sk + 32), s3 = VLOAD(sk + 48); VKEEP(s0); VKEEP(s1); VKEEP(s2); VKEEP(s3);
-                            a0_0 += w[(size_t)k * 120 + i0 + 0] * s0; a0_1 += w[(size_t)k * 120 + i0 + 0] * s1; a0_2 += w[(size_t)k * 120 + i0 + 0] * s2; a0_3 += w[(size_t)k * 120 + i0 + 0] * s3;
-                            a1_0 += w[(size_t)k * 120 + i0 + 1] * s0; a1_1 += w[(size_t)k * 120 + i0 + 1] * s1; a1_2 += w[(size_t)k * 120 + i0 + 1] * s2; a1_3 += w[(size_t)k * 120 + i0 + 1] * s3;
-                            a2_0 += w[(size_t)k * 120 + i0 + 2] * s0; a2_1 += w[(size_t)k * 120 + i0 + 2] * s1; a2_2 += w[(size_t)k * 120 + i0 + 2] * s2; a2_3 += w[(size_t)k * 120 + i0 + 2] * s3;
-                            a3_0 += w[(size_t)k * 120 + i0 + 3] * s0; a3_1 += w[(size_t)k * 120 + i0 + 3] * s1; a3_2 += w[(size_t)k * 120 + i0 + 3] * s2; a3_3 += w[(size_t)k * 120 + i0 + 3] * s3;
+                            const float *restrict pk = wp + (size_t)(k - k0) * 16 + (i0 - rb * 16);
+                            a0_0 += pk[0] * s0; a0_1 += pk[0] * s1; a0_2 += pk[0] * s2; a0_3 += pk[0] * s3;
+                            a1_0 += pk[1] * s0; a1_1 += pk[1] * s1; a1_2 += pk[1] * s2; a1_3 += pk[1] * s3;
+                            a2_0 += pk[2] * s0; a2_1 += pk[2] * s1; a2_2 += pk[2] * s2; a2_3 += pk[2] * s3;
+                            a3_0 += pk[3] * s0; a3_1 += pk[3] * s1; a3_2 += pk[3] * s2; a3_3 += pk[3] * s3;
                         }
                         VSTORE(dx + (size_t)(i0 + 0) * 64 + (v0 + 0) * 16, a0_0); VSTORE(dx + (size_t)(i0 + 0) * 64 + (v0 + 1) * 16, a0_1); VSTORE(dx + (size_t)(i0 + 0) * 64 + (v0 + 2) * 16, a0_2); VSTORE(dx + (size_t)(i0 + 0) * 64 + (v0 + 3) * 16, a0_3);
                         VSTORE(dx + (size_t)(i0 + 1) * 64 + (v0 + 0) * 16, a1_0); VSTORE(dx + (size_t)(i0 + 1) * 64 + (v0 + 1) * 16, a1_1); VSTORE(dx + (size_t)(i0 + 1) * 64 + (v0 + 2) * 16, a1_2); VSTORE(dx + (size_t)(i0 + 1) * 64 + (v0 + 3) * 16, a1_3);

@@ -22497,6 +22497,10 @@ static void l32_dense_backward_dx(const float *restrict P, const float *restrict
     for (int rb = 0; rb < 16; rb++) {
         for (int k0 = 0; k0 < 512; k0 += 128) {
             const int k1 = k0 + 128 < 512 ? k0 + 128 : 512;
+            float wp[4096];
+            const int rn = rb * 32 + 32 < 512 ? 32 : 512 - rb * 32;
+            for (int k = k0; k < k1; k++)
+                for (int r = 0; r < rn; r++) wp[(k - k0) * 32 + r] = w[(size_t)k * 512 + rb * 32 + r];
             for (int i0 = rb * 32; i0 < rb * 32 + 32; i0 += 8) {
                 for (int v0 = 0; v0 < 2; v0 += 2) {
                     {
@@ -22523,14 +22527,15 @@ static void l32_dense_backward_dx(const float *restrict P, const float *restrict
                         for (int k = k0; k < k1; k++) {
                             const float *restrict sk = dy + (size_t)k * 32 + v0 * 16;
                             cg_v s0 = VLOAD(sk + 0), s1 = VLOAD(sk + 16); VKEEP(s0); VKEEP(s1);
-                            a0_0 += w[(size_t)k * 512 + i0 + 0] * s0; a0_1 += w[(size_t)k * 512 + i0 + 0] * s1;
-                            a1_0 += w[(size_t)k * 512 + i0 + 1] * s0; a1_1 += w[(size_t)k * 512 + i0 + 1] * s1;
-                            a2_0 += w[(size_t)k * 512 + i0 + 2] * s0; a2_1 += w[(size_t)k * 512 + i0 + 2] * s1;
-                            a3_0 += w[(size_t)k * 512 + i0 + 3] * s0; a3_1 += w[(size_t)k * 512 + i0 + 3] * s1;
-                            a4_0 += w[(size_t)k * 512 + i0 + 4] * s0; a4_1 += w[(size_t)k * 512 + i0 + 4] * s1;
-                            a5_0 += w[(size_t)k * 512 + i0 + 5] * s0; a5_1 += w[(size_t)k * 512 + i0 + 5] * s1;
-                            a6_0 += w[(size_t)k * 512 + i0 + 6] * s0; a6_1 += w[(size_t)k * 512 + i0 + 6] * s1;
-                            a7_0 += w[(size_t)k * 512 + i0 + 7] * s0; a7_1 += w[(size_t)k * 512 + i0 + 7] * s1;
+                            const float *restrict pk = wp + (size_t)(k - k0) * 32 + (i0 - rb * 32);
+                            a0_0 += pk[0] * s0; a0_1 += pk[0] * s1;
+                            a1_0 += pk[1] * s0; a1_1 += pk[1] * s1;
+                            a2_0 += pk[2] * s0; a2_1 += pk[2] * s1;
+                            a3_0 += pk[3] * s0; a3_1 += pk[3] * s1;
+                            a4_0 += pk[4] * s0; a4_1 += pk[4] * s1;
+                            a5_0 += pk[5] * s0; a5_1 += pk[5] * s1;
+                            a6_0 += pk[6] * s0; a6_1 += pk[6] * s1;
+                            a7_0 += pk[7] * s0; a7_1 += pk[7] * s1;
                         }
                         VSTORE(dx + (size_t)(i0 + 0) * 32 + (v0 + 0) * 16, a0_0); VSTORE(dx + (size_t)(i0 + 0) * 32 + (v0 + 1) * 16, a0_1);
                         VSTORE(dx + (size_t)(i0 + 1) * 32 + (v0 + 0) * 16, a1_0); VSTORE(dx + (size_t)(i0 + 1) * 32 + (v0 + 1) * 16, a1_1);
