@@ -4836,10 +4836,10 @@ static void l09_dense_backward(float *restrict G, float *restrict S, const float
     /* x [6272][lanes], y [128][lanes] */
     float *restrict gw = G;
     float *restrict gb = G + 802816;
-    /* x transposed to S [nb][6272] (columns >= 6272 zero) */
+    /* x transposed to S [nb][6288] */
     CG_PARALLEL_FOR
     for (int b = 0; b < nb; b++) {
-        for (int i = 0; i < 6272; i++) S[(size_t)b * 6272 + i] = x[(size_t)i * 64 + b];
+        for (int i = 0; i < 6272; i++) S[(size_t)b * 6288 + i] = x[(size_t)i * 64 + b];
     }
     CG_PARALLEL_FOR
     for (int o = 0; o < 128; o++) {
@@ -4859,7 +4859,7 @@ static void l09_dense_backward(float *restrict G, float *restrict S, const float
             cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f), a4_2 = vsplat(0.0f), a4_3 = vsplat(0.0f);
             cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f), a5_2 = vsplat(0.0f), a5_3 = vsplat(0.0f);
             for (int b = 0; b < nb; b++) {
-                const float *restrict sb = S + (size_t)b * 6272 + i0;
+                const float *restrict sb = S + (size_t)b * 6288 + i0;
                 cg_v s0 = VLOAD(sb + 0), s1 = VLOAD(sb + 16), s2 = VLOAD(sb + 32), s3 = VLOAD(sb + 48); VKEEP(s0); VKEEP(s1); VKEEP(s2); VKEEP(s3);
                 const float d0 = dy[(size_t)(o0 + 0) * 64 + b]; a0_0 += d0 * s0; a0_1 += d0 * s1; a0_2 += d0 * s2; a0_3 += d0 * s3;
                 const float d1 = dy[(size_t)(o0 + 1) * 64 + b]; a1_0 += d1 * s0; a1_1 += d1 * s1; a1_2 += d1 * s2; a1_3 += d1 * s3;
@@ -4881,7 +4881,7 @@ static void l09_dense_backward(float *restrict G, float *restrict S, const float
             cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f);
             cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f), a1_3 = vsplat(0.0f);
             for (int b = 0; b < nb; b++) {
-                const float *restrict sb = S + (size_t)b * 6272 + i0;
+                const float *restrict sb = S + (size_t)b * 6288 + i0;
                 cg_v s0 = VLOAD(sb + 0), s1 = VLOAD(sb + 16), s2 = VLOAD(sb + 32), s3 = VLOAD(sb + 48); VKEEP(s0); VKEEP(s1); VKEEP(s2); VKEEP(s3);
                 const float d0 = dy[(size_t)(126 + 0) * 64 + b]; a0_0 += d0 * s0; a0_1 += d0 * s1; a0_2 += d0 * s2; a0_3 += d0 * s3;
                 const float d1 = dy[(size_t)(126 + 1) * 64 + b]; a1_0 += d1 * s0; a1_1 += d1 * s1; a1_2 += d1 * s2; a1_3 += d1 * s3;
@@ -4904,7 +4904,8 @@ static void l09_dense_backward_dx(const float *restrict P, const float *restrict
             float wp[1024];
             const int rn = rb * 16 + 16 < 6272 ? 16 : 6272 - rb * 16;
             for (int k = k0; k < k1; k++)
-                for (int r = 0; r < rn; r++) wp[(k - k0) * 16 + r] = w[(size_t)k * 6272 + rb * 16 + r];
+                if (rn == 16) { VSTORE(wp + (k - k0) * 16 + 0, VLOAD(&w[(size_t)k * 6272 + rb * 16 + 0])); }
+                else for (int r = 0; r < rn; r++) wp[(k - k0) * 16 + r] = w[(size_t)k * 6272 + rb * 16 + r];
             for (int i0 = rb * 16; i0 < rb * 16 + 16; i0 += 4) {
                 for (int v0 = 0; v0 < 4; v0 += 4) {
                     {
@@ -5113,9 +5114,9 @@ static void l12_dense_backward(float *restrict G, float *restrict S, const float
     /* x [128][lanes], y [10][lanes] */
     float *restrict gw = G;
     float *restrict gb = G + 1280;
-    /* x transposed to S [nb][128] (columns >= 128 zero) */
+    /* x transposed to S [nb][144] */
     for (int b = 0; b < nb; b++) {
-        for (int i = 0; i < 128; i++) S[(size_t)b * 128 + i] = x[(size_t)i * 64 + b];
+        for (int i = 0; i < 128; i++) S[(size_t)b * 144 + i] = x[(size_t)i * 64 + b];
     }
     for (int o = 0; o < 10; o++) {
         cg_v s = vsplat(0.0f);
@@ -5133,7 +5134,7 @@ static void l12_dense_backward(float *restrict G, float *restrict S, const float
             cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f), a4_2 = vsplat(0.0f), a4_3 = vsplat(0.0f);
             cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f), a5_2 = vsplat(0.0f), a5_3 = vsplat(0.0f);
             for (int b = 0; b < nb; b++) {
-                const float *restrict sb = S + (size_t)b * 128 + i0;
+                const float *restrict sb = S + (size_t)b * 144 + i0;
                 cg_v s0 = VLOAD(sb + 0), s1 = VLOAD(sb + 16), s2 = VLOAD(sb + 32), s3 = VLOAD(sb + 48); VKEEP(s0); VKEEP(s1); VKEEP(s2); VKEEP(s3);
                 const float d0 = dy[(size_t)(o0 + 0) * 64 + b]; a0_0 += d0 * s0; a0_1 += d0 * s1; a0_2 += d0 * s2; a0_3 += d0 * s3;
                 const float d1 = dy[(size_t)(o0 + 1) * 64 + b]; a1_0 += d1 * s0; a1_1 += d1 * s1; a1_2 += d1 * s2; a1_3 += d1 * s3;
@@ -5157,7 +5158,7 @@ static void l12_dense_backward(float *restrict G, float *restrict S, const float
             cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f), a2_2 = vsplat(0.0f), a2_3 = vsplat(0.0f);
             cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f), a3_2 = vsplat(0.0f), a3_3 = vsplat(0.0f);
             for (int b = 0; b < nb; b++) {
-                const float *restrict sb = S + (size_t)b * 128 + i0;
+                const float *restrict sb = S + (size_t)b * 144 + i0;
                 cg_v s0 = VLOAD(sb + 0), s1 = VLOAD(sb + 16), s2 = VLOAD(sb + 32), s3 = VLOAD(sb + 48); VKEEP(s0); VKEEP(s1); VKEEP(s2); VKEEP(s3);
                 const float d0 = dy[(size_t)(6 + 0) * 64 + b]; a0_0 += d0 * s0; a0_1 += d0 * s1; a0_2 += d0 * s2; a0_3 += d0 * s3;
                 const float d1 = dy[(size_t)(6 + 1) * 64 + b]; a1_0 += d1 * s0; a1_1 += d1 * s1; a1_2 += d1 * s2; a1_3 += d1 * s3;
@@ -5213,24 +5214,24 @@ static void l12_dense_backward_dx(const float *restrict P, const float *restrict
 #define A09     10888192 /* output of layer 9 (dense), [128][lanes] */
 #define S09     10905600 /* scratch of layer 9 (dense) */
 #define A10     10896384 /* output of layer 10 (batchnorm), [128][lanes] */
-#define S10     11307008 /* scratch of layer 10 (batchnorm) */
+#define S10     11308032 /* scratch of layer 10 (batchnorm) */
 #define A12     10904576 /* output of layer 12 (dense), [10][lanes] */
-#define S12     11307264 /* scratch of layer 12 (dense) */
-#define OUT     11315456 /* the output, [N][10] */
-#define DOUT    11316096 /* dLoss/dOutput, [N][10] */
-#define DOUT_L  11316736 /* dLoss/dOutput, [10][lanes] */
-#define D11     11317376 /* gradient arena: dLoss/d(layer 11 output) */
-#define D10     11325568 /* gradient arena: dLoss/d(layer 10 output) */
-#define D09     11317376 /* gradient arena: dLoss/d(layer 9 output) */
-#define D08     12923008 /* gradient arena: dLoss/d(layer 8 output) */
-#define D06     11317376 /* gradient arena: dLoss/d(layer 6 output) */
-#define D05     12923008 /* gradient arena: dLoss/d(layer 5 output) */
-#define D04     11317376 /* gradient arena: dLoss/d(layer 4 output) */
-#define D03     14528640 /* gradient arena: dLoss/d(layer 3 output) */
-#define D02     11317376 /* gradient arena: dLoss/d(layer 2 output) */
-#define D01     14528640 /* gradient arena: dLoss/d(layer 1 output) */
-#define D00     11317376 /* gradient arena: dLoss/d(layer 0 output) */
-#define DIN     14528640 /* gradient arena: dLoss/dInput */
+#define S12     11308288 /* scratch of layer 12 (dense) */
+#define OUT     11317504 /* the output, [N][10] */
+#define DOUT    11318144 /* dLoss/dOutput, [N][10] */
+#define DOUT_L  11318784 /* dLoss/dOutput, [10][lanes] */
+#define D11     11319424 /* gradient arena: dLoss/d(layer 11 output) */
+#define D10     11327616 /* gradient arena: dLoss/d(layer 10 output) */
+#define D09     11319424 /* gradient arena: dLoss/d(layer 9 output) */
+#define D08     12925056 /* gradient arena: dLoss/d(layer 8 output) */
+#define D06     11319424 /* gradient arena: dLoss/d(layer 6 output) */
+#define D05     12925056 /* gradient arena: dLoss/d(layer 5 output) */
+#define D04     11319424 /* gradient arena: dLoss/d(layer 4 output) */
+#define D03     14530688 /* gradient arena: dLoss/d(layer 3 output) */
+#define D02     11319424 /* gradient arena: dLoss/d(layer 2 output) */
+#define D01     14530688 /* gradient arena: dLoss/d(layer 1 output) */
+#define D00     11319424 /* gradient arena: dLoss/d(layer 0 output) */
+#define DIN     14530688 /* gradient arena: dLoss/dInput */
 
 /* Forward over nb <= 64 samples; activations stay in ws for backward. */
 void bnnet_forward(const float *params, float *buffers, const float *x, float *ws, int nb, int training)
@@ -5255,7 +5256,7 @@ void bnnet_forward(const float *params, float *buffers, const float *x, float *w
     cg_from_lanes(ws + A12, ws + OUT, nb, 10, 64);
 }
 
-/* Backward after a training forward: dLoss/dOutput at ws + DOUT (11316096); grads accumulate. */
+/* Backward after a training forward: dLoss/dOutput at ws + DOUT (11318144); grads accumulate. */
 void bnnet_backward(const float *params, float *grads, const float *x, float *dx, float *ws, int nb)
 {
     cg_to_lanes(ws + DOUT, ws + DOUT_L, nb, 10, 64);

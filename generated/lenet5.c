@@ -1718,7 +1718,7 @@ static void l07_dense_backward(float *restrict G, float *restrict S, const float
     /* x [400][lanes], y [120][lanes] */
     float *restrict gw = G;
     float *restrict gb = G + 48000;
-    /* x transposed to S [nb][400] (columns >= 400 zero) */
+    /* x transposed to S [nb][400] */
     CG_PARALLEL_FOR
     for (int b = 0; b < nb; b++) {
         for (int i = 0; i < 400; i++) S[(size_t)b * 400 + i] = x[(size_t)i * 64 + b];
@@ -1798,7 +1798,8 @@ static void l07_dense_backward_dx(const float *restrict P, const float *restrict
             float wp[1024];
             const int rn = rb * 16 + 16 < 400 ? 16 : 400 - rb * 16;
             for (int k = k0; k < k1; k++)
-                for (int r = 0; r < rn; r++) wp[(k - k0) * 16 + r] = w[(size_t)k * 400 + rb * 16 + r];
+                if (rn == 16) { VSTORE(wp + (k - k0) * 16 + 0, VLOAD(&w[(size_t)k * 400 + rb * 16 + 0])); }
+                else for (int r = 0; r < rn; r++) wp[(k - k0) * 16 + r] = w[(size_t)k * 400 + rb * 16 + r];
             for (int i0 = rb * 16; i0 < rb * 16 + 16; i0 += 4) {
                 for (int v0 = 0; v0 < 4; v0 += 4) {
                     {
@@ -1900,10 +1901,10 @@ static void l09_dense_backward(float *restrict G, float *restrict S, const float
     /* x [120][lanes], y [84][lanes] */
     float *restrict gw = G;
     float *restrict gb = G + 10080;
-    /* x transposed to S [nb][128] (columns >= 120 zero) */
+    /* x transposed to S [nb][144] (columns 120 .. 127 zero) */
     for (int b = 0; b < nb; b++) {
-        for (int i = 0; i < 120; i++) S[(size_t)b * 128 + i] = x[(size_t)i * 64 + b];
-        for (int i = 120; i < 128; i++) S[(size_t)b * 128 + i] = 0.0f;
+        for (int i = 0; i < 120; i++) S[(size_t)b * 144 + i] = x[(size_t)i * 64 + b];
+        for (int i = 120; i < 128; i++) S[(size_t)b * 144 + i] = 0.0f;
     }
     for (int o = 0; o < 84; o++) {
         cg_v s = vsplat(0.0f);
@@ -1922,7 +1923,7 @@ static void l09_dense_backward(float *restrict G, float *restrict S, const float
                 cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f), a4_2 = vsplat(0.0f), a4_3 = vsplat(0.0f);
                 cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f), a5_2 = vsplat(0.0f), a5_3 = vsplat(0.0f);
                 for (int b = 0; b < nb; b++) {
-                    const float *restrict sb = S + (size_t)b * 128 + i0;
+                    const float *restrict sb = S + (size_t)b * 144 + i0;
                     cg_v s0 = VLOAD(sb + 0), s1 = VLOAD(sb + 16), s2 = VLOAD(sb + 32), s3 = VLOAD(sb + 48); VKEEP(s0); VKEEP(s1); VKEEP(s2); VKEEP(s3);
                     const float d0 = dy[(size_t)(o0 + 0) * 64 + b]; a0_0 += d0 * s0; a0_1 += d0 * s1; a0_2 += d0 * s2; a0_3 += d0 * s3;
                     const float d1 = dy[(size_t)(o0 + 1) * 64 + b]; a1_0 += d1 * s0; a1_1 += d1 * s1; a1_2 += d1 * s2; a1_3 += d1 * s3;
@@ -1947,7 +1948,7 @@ static void l09_dense_backward(float *restrict G, float *restrict S, const float
                 cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f), a4_2 = vsplat(0.0f), a4_3 = vsplat(0.0f);
                 cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f), a5_2 = vsplat(0.0f), a5_3 = vsplat(0.0f);
                 for (int b = 0; b < nb; b++) {
-                    const float *restrict sb = S + (size_t)b * 128 + i0;
+                    const float *restrict sb = S + (size_t)b * 144 + i0;
                     cg_v s0 = VLOAD(sb + 0), s1 = VLOAD(sb + 16), s2 = VLOAD(sb + 32), s3 = VLOAD(sb + 48); VKEEP(s0); VKEEP(s1); VKEEP(s2); VKEEP(s3);
                     const float d0 = dy[(size_t)(o0 + 0) * 64 + b]; a0_0 += d0 * s0; a0_1 += d0 * s1; a0_2 += d0 * s2; a0_3 += d0 * s3;
                     const float d1 = dy[(size_t)(o0 + 1) * 64 + b]; a1_0 += d1 * s0; a1_1 += d1 * s1; a1_2 += d1 * s2; a1_3 += d1 * s3;
@@ -1978,7 +1979,8 @@ static void l09_dense_backward_dx(const float *restrict P, const float *restrict
             float wp[1024];
             const int rn = rb * 16 + 16 < 120 ? 16 : 120 - rb * 16;
             for (int k = k0; k < k1; k++)
-                for (int r = 0; r < rn; r++) wp[(k - k0) * 16 + r] = w[(size_t)k * 120 + rb * 16 + r];
+                if (rn == 16) { VSTORE(wp + (k - k0) * 16 + 0, VLOAD(&w[(size_t)k * 120 + rb * 16 + 0])); }
+                else for (int r = 0; r < rn; r++) wp[(k - k0) * 16 + r] = w[(size_t)k * 120 + rb * 16 + r];
             for (int i0 = rb * 16; i0 < (rb * 16 + 16 < 120 ? rb * 16 + 16 : 120); i0 += 4) {
                 for (int v0 = 0; v0 < 4; v0 += 4) {
                     {
@@ -2094,7 +2096,7 @@ static void l11_dense_backward(float *restrict G, float *restrict S, const float
     /* x [84][lanes], y [10][lanes] */
     float *restrict gw = G;
     float *restrict gb = G + 840;
-    /* x transposed to S [nb][96] (columns >= 84 zero) */
+    /* x transposed to S [nb][96] (columns 84 .. 95 zero) */
     for (int b = 0; b < nb; b++) {
         for (int i = 0; i < 84; i++) S[(size_t)b * 96 + i] = x[(size_t)i * 64 + b];
         for (int i = 84; i < 96; i++) S[(size_t)b * 96 + i] = 0.0f;
@@ -2239,21 +2241,21 @@ static void l11_dense_backward_dx(const float *restrict P, const float *restrict
 #define A09     562176 /* output of layer 9 (dense), [84][lanes] */
 #define S09     1384320 /* scratch of layer 9 (dense) */
 #define A11     567552 /* output of layer 11 (dense), [10][lanes] */
-#define S11     1392512 /* scratch of layer 11 (dense) */
-#define OUT     1398656 /* the output, [N][10] */
-#define DOUT    1399296 /* dLoss/dOutput, [N][10] */
-#define DOUT_L  1399936 /* dLoss/dOutput, [10][lanes] */
-#define D10     1400576 /* gradient arena: dLoss/d(layer 10 output) */
-#define D09     1408256 /* gradient arena: dLoss/d(layer 9 output) */
-#define D08     1400576 /* gradient arena: dLoss/d(layer 8 output) */
-#define D07     1408256 /* gradient arena: dLoss/d(layer 7 output) */
-#define D06     1502976 /* gradient arena: dLoss/d(layer 6 output) */
-#define D04     1400576 /* gradient arena: dLoss/d(layer 4 output) */
-#define D03     1502976 /* gradient arena: dLoss/d(layer 3 output) */
-#define D02     1701632 /* gradient arena: dLoss/d(layer 2 output) */
-#define D01     1400576 /* gradient arena: dLoss/d(layer 1 output) */
-#define D00     1701632 /* gradient arena: dLoss/d(layer 0 output) */
-#define DIN     1400576 /* gradient arena: dLoss/dInput */
+#define S11     1393536 /* scratch of layer 11 (dense) */
+#define OUT     1399680 /* the output, [N][10] */
+#define DOUT    1400320 /* dLoss/dOutput, [N][10] */
+#define DOUT_L  1400960 /* dLoss/dOutput, [10][lanes] */
+#define D10     1401600 /* gradient arena: dLoss/d(layer 10 output) */
+#define D09     1409280 /* gradient arena: dLoss/d(layer 9 output) */
+#define D08     1401600 /* gradient arena: dLoss/d(layer 8 output) */
+#define D07     1409280 /* gradient arena: dLoss/d(layer 7 output) */
+#define D06     1504000 /* gradient arena: dLoss/d(layer 6 output) */
+#define D04     1401600 /* gradient arena: dLoss/d(layer 4 output) */
+#define D03     1504000 /* gradient arena: dLoss/d(layer 3 output) */
+#define D02     1702656 /* gradient arena: dLoss/d(layer 2 output) */
+#define D01     1401600 /* gradient arena: dLoss/d(layer 1 output) */
+#define D00     1702656 /* gradient arena: dLoss/d(layer 0 output) */
+#define DIN     1401600 /* gradient arena: dLoss/dInput */
 
 /* Forward over nb <= 64 samples; activations stay in ws for backward. */
 void lenet5_forward(const float *params, float *buffers, const float *x, float *ws, int nb, int training)
@@ -2280,7 +2282,7 @@ void lenet5_forward(const float *params, float *buffers, const float *x, float *
     cg_from_lanes(ws + A11, ws + OUT, nb, 10, 64);
 }
 
-/* Backward after a training forward: dLoss/dOutput at ws + DOUT (1399296); grads accumulate. */
+/* Backward after a training forward: dLoss/dOutput at ws + DOUT (1400320); grads accumulate. */
 void lenet5_backward(const float *params, float *grads, const float *x, float *dx, float *ws, int nb)
 {
     cg_to_lanes(ws + DOUT, ws + DOUT_L, nb, 10, 64);

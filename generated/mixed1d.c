@@ -1872,7 +1872,7 @@ static void l12_dense_backward(float *restrict G, float *restrict S, const float
     /* x [36][lanes], y [16][lanes] */
     float *restrict gw = G;
     float *restrict gb = G + 576;
-    /* x transposed to S [nb][48] (columns >= 36 zero) */
+    /* x transposed to S [nb][48] (columns 36 .. 47 zero) */
     for (int b = 0; b < nb; b++) {
         for (int i = 0; i < 36; i++) S[(size_t)b * 48 + i] = x[(size_t)i * 16 + b];
         for (int i = 36; i < 48; i++) S[(size_t)b * 48 + i] = 0.0f;
@@ -2088,7 +2088,7 @@ static void l14_dense_backward(float *restrict G, float *restrict S, const float
     /* x [16][lanes], y [5][lanes] */
     float *restrict gw = G;
     float *restrict gb = G + 80;
-    /* x transposed to S [nb][16] (columns >= 16 zero) */
+    /* x transposed to S [nb][16] */
     for (int b = 0; b < nb; b++) {
         for (int i = 0; i < 16; i++) S[(size_t)b * 16 + i] = x[(size_t)i * 16 + b];
     }

@@ -18785,10 +18785,10 @@ static void l68_dense_backward(float *restrict G, float *restrict S, const float
     /* x [512][lanes], y [1000][lanes] */
     float *restrict gw = G;
     float *restrict gb = G + 512000;
-    /* x transposed to S [nb][512] (columns >= 512 zero) */
+    /* x transposed to S [nb][528] */
     CG_PARALLEL_FOR
     for (int b = 0; b < nb; b++) {
-        for (int i = 0; i < 512; i++) S[(size_t)b * 512 + i] = x[(size_t)i * 32 + b];
+        for (int i = 0; i < 512; i++) S[(size_t)b * 528 + i] = x[(size_t)i * 32 + b];
     }
     CG_PARALLEL_FOR
     for (int o = 0; o < 1000; o++) {
@@ -18808,7 +18808,7 @@ static void l68_dense_backward(float *restrict G, float *restrict S, const float
             cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f), a4_2 = vsplat(0.0f), a4_3 = vsplat(0.0f);
             cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f), a5_2 = vsplat(0.0f), a5_3 = vsplat(0.0f);
             for (int b = 0; b < nb; b++) {
-                const float *restrict sb = S + (size_t)b * 512 + i0;
+                const float *restrict sb = S + (size_t)b * 528 + i0;
                 cg_v s0 = VLOAD(sb + 0), s1 = VLOAD(sb + 16), s2 = VLOAD(sb + 32), s3 = VLOAD(sb + 48); VKEEP(s0); VKEEP(s1); VKEEP(s2); VKEEP(s3);
                 const float d0 = dy[(size_t)(o0 + 0) * 32 + b]; a0_0 += d0 * s0; a0_1 += d0 * s1; a0_2 += d0 * s2; a0_3 += d0 * s3;
                 const float d1 = dy[(size_t)(o0 + 1) * 32 + b]; a1_0 += d1 * s0; a1_1 += d1 * s1; a1_2 += d1 * s2; a1_3 += d1 * s3;
@@ -18832,7 +18832,7 @@ static void l68_dense_backward(float *restrict G, float *restrict S, const float
             cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f), a2_2 = vsplat(0.0f), a2_3 = vsplat(0.0f);
             cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f), a3_2 = vsplat(0.0f), a3_3 = vsplat(0.0f);
             for (int b = 0; b < nb; b++) {
-                const float *restrict sb = S + (size_t)b * 512 + i0;
+                const float *restrict sb = S + (size_t)b * 528 + i0;
                 cg_v s0 = VLOAD(sb + 0), s1 = VLOAD(sb + 16), s2 = VLOAD(sb + 32), s3 = VLOAD(sb + 48); VKEEP(s0); VKEEP(s1); VKEEP(s2); VKEEP(s3);
                 const float d0 = dy[(size_t)(996 + 0) * 32 + b]; a0_0 += d0 * s0; a0_1 += d0 * s1; a0_2 += d0 * s2; a0_3 += d0 * s3;
                 const float d1 = dy[(size_t)(996 + 1) * 32 + b]; a1_0 += d1 * s0; a1_1 += d1 * s1; a1_2 += d1 * s2; a1_3 += d1 * s3;
@@ -18859,7 +18859,8 @@ static void l68_dense_backward_dx(const float *restrict P, const float *restrict
             float wp[4096];
             const int rn = rb * 32 + 32 < 512 ? 32 : 512 - rb * 32;
             for (int k = k0; k < k1; k++)
-                for (int r = 0; r < rn; r++) wp[(k - k0) * 32 + r] = w[(size_t)k * 512 + rb * 32 + r];
+                if (rn == 32) { VSTORE(wp + (k - k0) * 32 + 0, VLOAD(&w[(size_t)k * 512 + rb * 32 + 0])); VSTORE(wp + (k - k0) * 32 + 16, VLOAD(&w[(size_t)k * 512 + rb * 32 + 16])); }
+                else for (int r = 0; r < rn; r++) wp[(k - k0) * 32 + r] = w[(size_t)k * 512 + rb * 32 + r];
             for (int i0 = rb * 32; i0 < rb * 32 + 32; i0 += 8) {
                 for (int v0 = 0; v0 < 2; v0 += 2) {
                     {
@@ -18978,85 +18979,85 @@ static void l68_dense_backward_dx(const float *restrict P, const float *restrict
 #define A66     170196992 /* output of layer 66 (global_avgpool), [512x1x1][lanes] */
 #define A68     170213376 /* output of layer 68 (dense), [1000][lanes] */
 #define S68     202891264 /* scratch of layer 68 (dense) */
-#define OUT     202907648 /* the output, [N][1000] */
-#define DOUT    202939648 /* dLoss/dOutput, [N][1000] */
-#define DOUT_L  202971648 /* dLoss/dOutput, [1000][lanes] */
-#define D67     203806464 /* gradient arena: dLoss/d(layer 67 output) */
-#define D65     203003648 /* gradient arena: dLoss/d(layer 65 output) */
-#define D64     203806464 /* gradient arena: dLoss/d(layer 64 output) */
-#define D63     203003648 /* gradient arena: dLoss/d(layer 63 output) */
-#define D58     204609280 /* gradient arena: dLoss/d(layer 58 output) */
-#define D62     203806464 /* gradient arena: dLoss/d(layer 62 output) */
-#define D61     203003648 /* gradient arena: dLoss/d(layer 61 output) */
-#define D60     203806464 /* gradient arena: dLoss/d(layer 60 output) */
-#define D59     203003648 /* gradient arena: dLoss/d(layer 59 output) */
-#define T59_1   203806464 /* gradient arena: a gradient summed into its tensor's */
-#define D57     203003648 /* gradient arena: dLoss/d(layer 57 output) */
-#define D54     204609280 /* gradient arena: dLoss/d(layer 54 output) */
-#define D56     203806464 /* gradient arena: dLoss/d(layer 56 output) */
-#define D55     205412096 /* gradient arena: dLoss/d(layer 55 output) */
-#define D49     203003648 /* gradient arena: dLoss/d(layer 49 output) */
-#define D53     205412096 /* gradient arena: dLoss/d(layer 53 output) */
-#define D52     204609280 /* gradient arena: dLoss/d(layer 52 output) */
-#define D51     205412096 /* gradient arena: dLoss/d(layer 51 output) */
-#define D50     206214912 /* gradient arena: dLoss/d(layer 50 output) */
-#define T50_1   204609280 /* gradient arena: a gradient summed into its tensor's */
-#define D48     204609280 /* gradient arena: dLoss/d(layer 48 output) */
-#define D47     203003648 /* gradient arena: dLoss/d(layer 47 output) */
-#define D42     206214912 /* gradient arena: dLoss/d(layer 42 output) */
-#define D46     204609280 /* gradient arena: dLoss/d(layer 46 output) */
-#define D45     203003648 /* gradient arena: dLoss/d(layer 45 output) */
-#define D44     204609280 /* gradient arena: dLoss/d(layer 44 output) */
-#define D43     203003648 /* gradient arena: dLoss/d(layer 43 output) */
-#define T43_1   204609280 /* gradient arena: a gradient summed into its tensor's */
-#define D41     203003648 /* gradient arena: dLoss/d(layer 41 output) */
-#define D38     206214912 /* gradient arena: dLoss/d(layer 38 output) */
-#define D40     204609280 /* gradient arena: dLoss/d(layer 40 output) */
-#define D39     207820544 /* gradient arena: dLoss/d(layer 39 output) */
-#define D33     203003648 /* gradient arena: dLoss/d(layer 33 output) */
-#define D37     207820544 /* gradient arena: dLoss/d(layer 37 output) */
-#define D36     206214912 /* gradient arena: dLoss/d(layer 36 output) */
-#define D35     207820544 /* gradient arena: dLoss/d(layer 35 output) */
-#define D34     209426176 /* gradient arena: dLoss/d(layer 34 output) */
-#define T34_1   206214912 /* gradient arena: a gradient summed into its tensor's */
-#define D32     206214912 /* gradient arena: dLoss/d(layer 32 output) */
-#define D31     203003648 /* gradient arena: dLoss/d(layer 31 output) */
-#define D26     209426176 /* gradient arena: dLoss/d(layer 26 output) */
-#define D30     206214912 /* gradient arena: dLoss/d(layer 30 output) */
-#define D29     203003648 /* gradient arena: dLoss/d(layer 29 output) */
-#define D28     206214912 /* gradient arena: dLoss/d(layer 28 output) */
-#define D27     203003648 /* gradient arena: dLoss/d(layer 27 output) */
-#define T27_1   206214912 /* gradient arena: a gradient summed into its tensor's */
-#define D25     203003648 /* gradient arena: dLoss/d(layer 25 output) */
-#define D22     209426176 /* gradient arena: dLoss/d(layer 22 output) */
-#define D24     206214912 /* gradient arena: dLoss/d(layer 24 output) */
-#define D23     212637440 /* gradient arena: dLoss/d(layer 23 output) */
-#define D17     203003648 /* gradient arena: dLoss/d(layer 17 output) */
-#define D21     212637440 /* gradient arena: dLoss/d(layer 21 output) */
-#define D20     209426176 /* gradient arena: dLoss/d(layer 20 output) */
-#define D19     212637440 /* gradient arena: dLoss/d(layer 19 output) */
-#define D18     215848704 /* gradient arena: dLoss/d(layer 18 output) */
-#define T18_1   209426176 /* gradient arena: a gradient summed into its tensor's */
-#define D16     209426176 /* gradient arena: dLoss/d(layer 16 output) */
-#define D15     203003648 /* gradient arena: dLoss/d(layer 15 output) */
-#define D10     215848704 /* gradient arena: dLoss/d(layer 10 output) */
-#define D14     209426176 /* gradient arena: dLoss/d(layer 14 output) */
-#define D13     203003648 /* gradient arena: dLoss/d(layer 13 output) */
-#define D12     209426176 /* gradient arena: dLoss/d(layer 12 output) */
-#define D11     203003648 /* gradient arena: dLoss/d(layer 11 output) */
-#define T11_1   209426176 /* gradient arena: a gradient summed into its tensor's */
-#define D09     203003648 /* gradient arena: dLoss/d(layer 9 output) */
-#define D08     209426176 /* gradient arena: dLoss/d(layer 8 output) */
-#define D03     228693760 /* gradient arena: dLoss/d(layer 3 output) */
-#define D07     203003648 /* gradient arena: dLoss/d(layer 7 output) */
-#define D06     209426176 /* gradient arena: dLoss/d(layer 6 output) */
-#define D05     203003648 /* gradient arena: dLoss/d(layer 5 output) */
-#define D04     209426176 /* gradient arena: dLoss/d(layer 4 output) */
-#define T04_1   203003648 /* gradient arena: a gradient summed into its tensor's */
-#define D02     203003648 /* gradient arena: dLoss/d(layer 2 output) */
-#define D01     228693760 /* gradient arena: dLoss/d(layer 1 output) */
-#define D00     203003648 /* gradient arena: dLoss/d(layer 0 output) */
-#define DIN     228693760 /* gradient arena: dLoss/dInput */
+#define OUT     202908160 /* the output, [N][1000] */
+#define DOUT    202940160 /* dLoss/dOutput, [N][1000] */
+#define DOUT_L  202972160 /* dLoss/dOutput, [1000][lanes] */
+#define D67     203806976 /* gradient arena: dLoss/d(layer 67 output) */
+#define D65     203004160 /* gradient arena: dLoss/d(layer 65 output) */
+#define D64     203806976 /* gradient arena: dLoss/d(layer 64 output) */
+#define D63     203004160 /* gradient arena: dLoss/d(layer 63 output) */
+#define D58     204609792 /* gradient arena: dLoss/d(layer 58 output) */
+#define D62     203806976 /* gradient arena: dLoss/d(layer 62 output) */
+#define D61     203004160 /* gradient arena: dLoss/d(layer 61 output) */
+#define D60     203806976 /* gradient arena: dLoss/d(layer 60 output) */
+#define D59     203004160 /* gradient arena: dLoss/d(layer 59 output) */
+#define T59_1   203806976 /* gradient arena: a gradient summed into its tensor's */
+#define D57     203004160 /* gradient arena: dLoss/d(layer 57 output) */
+#define D54     204609792 /* gradient arena: dLoss/d(layer 54 output) */
+#define D56     203806976 /* gradient arena: dLoss/d(layer 56 output) */
+#define D55     205412608 /* gradient arena: dLoss/d(layer 55 output) */
+#define D49     203004160 /* gradient arena: dLoss/d(layer 49 output) */
+#define D53     205412608 /* gradient arena: dLoss/d(layer 53 output) */
+#define D52     204609792 /* gradient arena: dLoss/d(layer 52 output) */
+#define D51     205412608 /* gradient arena: dLoss/d(layer 51 output) */
+#define D50     206215424 /* gradient arena: dLoss/d(layer 50 output) */
+#define T50_1   204609792 /* gradient arena: a gradient summed into its tensor's */
+#define D48     204609792 /* gradient arena: dLoss/d(layer 48 output) */
+#define D47     203004160 /* gradient arena: dLoss/d(layer 47 output) */
+#define D42     206215424 /* gradient arena: dLoss/d(layer 42 output) */
+#define D46     204609792 /* gradient arena: dLoss/d(layer 46 output) */
+#define D45     203004160 /* gradient arena: dLoss/d(layer 45 output) */
+#define D44     204609792 /* gradient arena: dLoss/d(layer 44 output) */
+#define D43     203004160 /* gradient arena: dLoss/d(layer 43 output) */
+#define T43_1   204609792 /* gradient arena: a gradient summed into its tensor's */
+#define D41     203004160 /* gradient arena: dLoss/d(layer 41 output) */
+#define D38     206215424 /* gradient arena: dLoss/d(layer 38 output) */
+#define D40     204609792 /* gradient arena: dLoss/d(layer 40 output) */
+#define D39     207821056 /* gradient arena: dLoss/d(layer 39 output) */
+#define D33     203004160 /* gradient arena: dLoss/d(layer 33 output) */
+#define D37     207821056 /* gradient arena: dLoss/d(layer 37 output) */
+#define D36     206215424 /* gradient arena: dLoss/d(layer 36 output) */
+#define D35     207821056 /* gradient arena: dLoss/d(layer 35 output) */
+#define D34     209426688 /* gradient arena: dLoss/d(layer 34 output) */
+#define T34_1   206215424 /* gradient arena: a gradient summed into its tensor's */
+#define D32     206215424 /* gradient arena: dLoss/d(layer 32 output) */
+#define D31     203004160 /* gradient arena: dLoss/d(layer 31 output) */
+#define D26     209426688 /* gradient arena: dLoss/d(layer 26 output) */
+#define D30     206215424 /* gradient arena: dLoss/d(layer 30 output) */
+#define D29     203004160 /* gradient arena: dLoss/d(layer 29 output) */
+#define D28     206215424 /* gradient arena: dLoss/d(layer 28 output) */
+#define D27     203004160 /* gradient arena: dLoss/d(layer 27 output) */
+#define T27_1   206215424 /* gradient arena: a gradient summed into its tensor's */
+#define D25     203004160 /* gradient arena: dLoss/d(layer 25 output) */
+#define D22     209426688 /* gradient arena: dLoss/d(layer 22 output) */
+#define D24     206215424 /* gradient arena: dLoss/d(layer 24 output) */
+#define D23     212637952 /* gradient arena: dLoss/d(layer 23 output) */
+#define D17     203004160 /* gradient arena: dLoss/d(layer 17 output) */
+#define D21     212637952 /* gradient arena: dLoss/d(layer 21 output) */
+#define D20     209426688 /* gradient arena: dLoss/d(layer 20 output) */
+#define D19     212637952 /* gradient arena: dLoss/d(layer 19 output) */
+#define D18     215849216 /* gradient arena: dLoss/d(layer 18 output) */
+#define T18_1   209426688 /* gradient arena: a gradient summed into its tensor's */
+#define D16     209426688 /* gradient arena: dLoss/d(layer 16 output) */
+#define D15     203004160 /* gradient arena: dLoss/d(layer 15 output) */
+#define D10     215849216 /* gradient arena: dLoss/d(layer 10 output) */
+#define D14     209426688 /* gradient arena: dLoss/d(layer 14 output) */
+#define D13     203004160 /* gradient arena: dLoss/d(layer 13 output) */
+#define D12     209426688 /* gradient arena: dLoss/d(layer 12 output) */
+#define D11     203004160 /* gradient arena: dLoss/d(layer 11 output) */
+#define T11_1   209426688 /* gradient arena: a gradient summed into its tensor's */
+#define D09     203004160 /* gradient arena: dLoss/d(layer 9 output) */
+#define D08     209426688 /* gradient arena: dLoss/d(layer 8 output) */
+#define D03     228694272 /* gradient arena: dLoss/d(layer 3 output) */
+#define D07     203004160 /* gradient arena: dLoss/d(layer 7 output) */
+#define D06     209426688 /* gradient arena: dLoss/d(layer 6 output) */
+#define D05     203004160 /* gradient arena: dLoss/d(layer 5 output) */
+#define D04     209426688 /* gradient arena: dLoss/d(layer 4 output) */
+#define T04_1   203004160 /* gradient arena: a gradient summed into its tensor's */
+#define D02     203004160 /* gradient arena: dLoss/d(layer 2 output) */
+#define D01     228694272 /* gradient arena: dLoss/d(layer 1 output) */
+#define D00     203004160 /* gradient arena: dLoss/d(layer 0 output) */
+#define DIN     228694272 /* gradient arena: dLoss/dInput */
 
 /* Forward over nb <= 32 samples; activations stay in ws for backward. */
 void resnet18_forward(const float *params, float *buffers, const float *x, float *ws, int nb, int training)
@@ -19159,7 +19160,7 @@ void resnet18_forward(const float *params, float *buffers, const float *x, float
     cg_from_lanes(ws + A68, ws + OUT, nb, 1000, 32);
 }
 
-/* Backward after a training forward: dLoss/dOutput at ws + DOUT (202939648); grads accumulate. */
+/* Backward after a training forward: dLoss/dOutput at ws + DOUT (202940160); grads accumulate. */
 void resnet18_backward(const float *params, float *grads, const float *x, float *dx, float *ws, int nb)
 {
     cg_to_lanes(ws + DOUT, ws + DOUT_L, nb, 1000, 32);

@@ -14175,9 +14175,9 @@ static void l72_dense_backward(float *restrict G, float *restrict S, const float
     /* x [64][lanes], y [10][lanes] */
     float *restrict gw = G;
     float *restrict gb = G + 640;
-    /* x transposed to S [nb][64] (columns >= 64 zero) */
+    /* x transposed to S [nb][80] */
     for (int b = 0; b < nb; b++) {
-        for (int i = 0; i < 64; i++) S[(size_t)b * 64 + i] = x[(size_t)i * 128 + b];
+        for (int i = 0; i < 64; i++) S[(size_t)b * 80 + i] = x[(size_t)i * 128 + b];
     }
     for (int o = 0; o < 10; o++) {
         cg_v s = vsplat(0.0f);
@@ -14195,7 +14195,7 @@ static void l72_dense_backward(float *restrict G, float *restrict S, const float
             cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f), a4_2 = vsplat(0.0f), a4_3 = vsplat(0.0f);
             cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f), a5_2 = vsplat(0.0f), a5_3 = vsplat(0.0f);
             for (int b = 0; b < nb; b++) {
-                const float *restrict sb = S + (size_t)b * 64 + i0;
+                const float *restrict sb = S + (size_t)b * 80 + i0;
                 cg_v s0 = VLOAD(sb + 0), s1 = VLOAD(sb + 16), s2 = VLOAD(sb + 32), s3 = VLOAD(sb + 48); VKEEP(s0); VKEEP(s1); VKEEP(s2); VKEEP(s3);
                 const float d0 = dy[(size_t)(o0 + 0) * 128 + b]; a0_0 += d0 * s0; a0_1 += d0 * s1; a0_2 += d0 * s2; a0_3 += d0 * s3;
                 const float d1 = dy[(size_t)(o0 + 1) * 128 + b]; a1_0 += d1 * s0; a1_1 += d1 * s1; a1_2 += d1 * s2; a1_3 += d1 * s3;
@@ -14219,7 +14219,7 @@ static void l72_dense_backward(float *restrict G, float *restrict S, const float
             cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f), a2_2 = vsplat(0.0f), a2_3 = vsplat(0.0f);
             cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f), a3_2 = vsplat(0.0f), a3_3 = vsplat(0.0f);
             for (int b = 0; b < nb; b++) {
-                const float *restrict sb = S + (size_t)b * 64 + i0;
+                const float *restrict sb = S + (size_t)b * 80 + i0;
                 cg_v s0 = VLOAD(sb + 0), s1 = VLOAD(sb + 16), s2 = VLOAD(sb + 32), s3 = VLOAD(sb + 48); VKEEP(s0); VKEEP(s1); VKEEP(s2); VKEEP(s3);
                 const float d0 = dy[(size_t)(6 + 0) * 128 + b]; a0_0 += d0 * s0; a0_1 += d0 * s1; a0_2 += d0 * s2; a0_3 += d0 * s3;
                 const float d1 = dy[(size_t)(6 + 1) * 128 + b]; a1_0 += d1 * s0; a1_1 += d1 * s1; a1_2 += d1 * s2; a1_3 += d1 * s3;
@@ -14330,90 +14330,90 @@ static void l72_dense_backward_dx(const float *restrict P, const float *restrict
 #define A70     39438336 /* output of layer 70 (global_avgpool), [64x1x1][lanes] */
 #define A72     39446528 /* output of layer 72 (dense), [10][lanes] */
 #define S72     39449376 /* scratch of layer 72 (dense) */
-#define OUT     39457568 /* the output, [N][10] */
-#define DOUT    39458848 /* dLoss/dOutput, [N][10] */
-#define DOUT_L  39460128 /* dLoss/dOutput, [10][lanes] */
-#define D71     39862816 /* gradient arena: dLoss/d(layer 71 output) */
-#define D69     39461408 /* gradient arena: dLoss/d(layer 69 output) */
-#define D68     39862816 /* gradient arena: dLoss/d(layer 68 output) */
-#define D67     39461408 /* gradient arena: dLoss/d(layer 67 output) */
-#define D62     40264224 /* gradient arena: dLoss/d(layer 62 output) */
-#define D66     39862816 /* gradient arena: dLoss/d(layer 66 output) */
-#define D65     39461408 /* gradient arena: dLoss/d(layer 65 output) */
-#define D64     39862816 /* gradient arena: dLoss/d(layer 64 output) */
-#define D63     39461408 /* gradient arena: dLoss/d(layer 63 output) */
-#define T63_1   39862816 /* gradient arena: a gradient summed into its tensor's */
-#define D61     39461408 /* gradient arena: dLoss/d(layer 61 output) */
-#define D60     39862816 /* gradient arena: dLoss/d(layer 60 output) */
-#define D55     40264224 /* gradient arena: dLoss/d(layer 55 output) */
-#define D59     39461408 /* gradient arena: dLoss/d(layer 59 output) */
-#define D58     39862816 /* gradient arena: dLoss/d(layer 58 output) */
-#define D57     39461408 /* gradient arena: dLoss/d(layer 57 output) */
-#define D56     39862816 /* gradient arena: dLoss/d(layer 56 output) */
-#define T56_1   39461408 /* gradient arena: a gradient summed into its tensor's */
-#define D54     39461408 /* gradient arena: dLoss/d(layer 54 output) */
-#define D51     40264224 /* gradient arena: dLoss/d(layer 51 output) */
-#define D53     39862816 /* gradient arena: dLoss/d(layer 53 output) */
-#define D52     40665632 /* gradient arena: dLoss/d(layer 52 output) */
-#define D46     39461408 /* gradient arena: dLoss/d(layer 46 output) */
-#define D50     40665632 /* gradient arena: dLoss/d(layer 50 output) */
-#define D49     40264224 /* gradient arena: dLoss/d(layer 49 output) */
-#define D48     40665632 /* gradient arena: dLoss/d(layer 48 output) */
-#define D47     41067040 /* gradient arena: dLoss/d(layer 47 output) */
-#define T47_1   40264224 /* gradient arena: a gradient summed into its tensor's */
-#define D45     40264224 /* gradient arena: dLoss/d(layer 45 output) */
-#define D44     39461408 /* gradient arena: dLoss/d(layer 44 output) */
-#define D39     41067040 /* gradient arena: dLoss/d(layer 39 output) */
-#define D43     40264224 /* gradient arena: dLoss/d(layer 43 output) */
-#define D42     39461408 /* gradient arena: dLoss/d(layer 42 output) */
-#define D41     40264224 /* gradient arena: dLoss/d(layer 41 output) */
-#define D40     39461408 /* gradient arena: dLoss/d(layer 40 output) */
-#define T40_1   40264224 /* gradient arena: a gradient summed into its tensor's */
-#define D38     39461408 /* gradient arena: dLoss/d(layer 38 output) */
-#define D37     40264224 /* gradient arena: dLoss/d(layer 37 output) */
-#define D32     41067040 /* gradient arena: dLoss/d(layer 32 output) */
-#define D36     39461408 /* gradient arena: dLoss/d(layer 36 output) */
-#define D35     40264224 /* gradient arena: dLoss/d(layer 35 output) */
-#define D34     39461408 /* gradient arena: dLoss/d(layer 34 output) */
-#define D33     40264224 /* gradient arena: dLoss/d(layer 33 output) */
-#define T33_1   39461408 /* gradient arena: a gradient summed into its tensor's */
-#define D31     39461408 /* gradient arena: dLoss/d(layer 31 output) */
-#define D28     41067040 /* gradient arena: dLoss/d(layer 28 output) */
-#define D30     40264224 /* gradient arena: dLoss/d(layer 30 output) */
-#define D29     41869856 /* gradient arena: dLoss/d(layer 29 output) */
-#define D23     39461408 /* gradient arena: dLoss/d(layer 23 output) */
-#define D27     41869856 /* gradient arena: dLoss/d(layer 27 output) */
-#define D26     41067040 /* gradient arena: dLoss/d(layer 26 output) */
-#define D25     41869856 /* gradient arena: dLoss/d(layer 25 output) */
-#define D24     42672672 /* gradient arena: dLoss/d(layer 24 output) */
-#define T24_1   41067040 /* gradient arena: a gradient summed into its tensor's */
-#define D22     41067040 /* gradient arena: dLoss/d(layer 22 output) */
-#define D21     39461408 /* gradient arena: dLoss/d(layer 21 output) */
-#define D16     42672672 /* gradient arena: dLoss/d(layer 16 output) */
-#define D20     41067040 /* gradient arena: dLoss/d(layer 20 output) */
-#define D19     39461408 /* gradient arena: dLoss/d(layer 19 output) */
-#define D18     41067040 /* gradient arena: dLoss/d(layer 18 output) */
-#define D17     39461408 /* gradient arena: dLoss/d(layer 17 output) */
-#define T17_1   41067040 /* gradient arena: a gradient summed into its tensor's */
-#define D15     39461408 /* gradient arena: dLoss/d(layer 15 output) */
-#define D14     41067040 /* gradient arena: dLoss/d(layer 14 output) */
-#define D09     42672672 /* gradient arena: dLoss/d(layer 9 output) */
-#define D13     39461408 /* gradient arena: dLoss/d(layer 13 output) */
-#define D12     41067040 /* gradient arena: dLoss/d(layer 12 output) */
-#define D11     39461408 /* gradient arena: dLoss/d(layer 11 output) */
-#define D10     41067040 /* gradient arena: dLoss/d(layer 10 output) */
-#define T10_1   39461408 /* gradient arena: a gradient summed into its tensor's */
-#define D08     39461408 /* gradient arena: dLoss/d(layer 8 output) */
-#define D07     41067040 /* gradient arena: dLoss/d(layer 7 output) */
-#define D02     42672672 /* gradient arena: dLoss/d(layer 2 output) */
-#define D06     39461408 /* gradient arena: dLoss/d(layer 6 output) */
-#define D05     41067040 /* gradient arena: dLoss/d(layer 5 output) */
-#define D04     39461408 /* gradient arena: dLoss/d(layer 4 output) */
-#define D03     41067040 /* gradient arena: dLoss/d(layer 3 output) */
-#define T03_1   39461408 /* gradient arena: a gradient summed into its tensor's */
-#define D01     39461408 /* gradient arena: dLoss/d(layer 1 output) */
-#define D00     41067040 /* gradient arena: dLoss/d(layer 0 output) */
-#define DIN     39461408 /* gradient arena: dLoss/dInput */
+#define OUT     39459616 /* the output, [N][10] */
+#define DOUT    39460896 /* dLoss/dOutput, [N][10] */
+#define DOUT_L  39462176 /* dLoss/dOutput, [10][lanes] */
+#define D71     39864864 /* gradient arena: dLoss/d(layer 71 output) */
+#define D69     39463456 /* gradient arena: dLoss/d(layer 69 output) */
+#define D68     39864864 /* gradient arena: dLoss/d(layer 68 output) */
+#define D67     39463456 /* gradient arena: dLoss/d(layer 67 output) */
+#define D62     40266272 /* gradient arena: dLoss/d(layer 62 output) */
+#define D66     39864864 /* gradient arena: dLoss/d(layer 66 output) */
+#define D65     39463456 /* gradient arena: dLoss/d(layer 65 output) */
+#define D64     39864864 /* gradient arena: dLoss/d(layer 64 output) */
+#define D63     39463456 /* gradient arena: dLoss/d(layer 63 output) */
+#define T63_1   39864864 /* gradient arena: a gradient summed into its tensor's */
+#define D61     39463456 /* gradient arena: dLoss/d(layer 61 output) */
+#define D60     39864864 /* gradient arena: dLoss/d(layer 60 output) */
+#define D55     40266272 /* gradient arena: dLoss/d(layer 55 output) */
+#define D59     39463456 /* gradient arena: dLoss/d(layer 59 output) */
+#define D58     39864864 /* gradient arena: dLoss/d(layer 58 output) */
+#define D57     39463456 /* gradient arena: dLoss/d(layer 57 output) */
+#define D56     39864864 /* gradient arena: dLoss/d(layer 56 output) */
+#define T56_1   39463456 /* gradient arena: a gradient summed into its tensor's */
+#define D54     39463456 /* gradient arena: dLoss/d(layer 54 output) */
+#define D51     40266272 /* gradient arena: dLoss/d(layer 51 output) */
+#define D53     39864864 /* gradient arena: dLoss/d(layer 53 output) */
+#define D52     40667680 /* gradient arena: dLoss/d(layer 52 output) */
+#define D46     39463456 /* gradient arena: dLoss/d(layer 46 output) */
+#define D50     40667680 /* gradient arena: dLoss/d(layer 50 output) */
+#define D49     40266272 /* gradient arena: dLoss/d(layer 49 output) */
+#define D48     40667680 /* gradient arena: dLoss/d(layer 48 output) */
+#define D47     41069088 /* gradient arena: dLoss/d(layer 47 output) */
+#define T47_1   40266272 /* gradient arena: a gradient summed into its tensor's */
+#define D45     40266272 /* gradient arena: dLoss/d(layer 45 output) */
+#define D44     39463456 /* gradient arena: dLoss/d(layer 44 output) */
+#define D39     41069088 /* gradient arena: dLoss/d(layer 39 output) */
+#define D43     40266272 /* gradient arena: dLoss/d(layer 43 output) */
+#define D42     39463456 /* gradient arena: dLoss/d(layer 42 output) */
+#define D41     40266272 /* gradient arena: dLoss/d(layer 41 output) */
+#define D40     39463456 /* gradient arena: dLoss/d(layer 40 output) */
+#define T40_1   40266272 /* gradient arena: a gradient summed into its tensor's */
+#define D38     39463456 /* gradient arena: dLoss/d(layer 38 output) */
+#define D37     40266272 /* gradient arena: dLoss/d(layer 37 output) */
+#define D32     41069088 /* gradient arena: dLoss/d(layer 32 output) */
+#define D36     39463456 /* gradient arena: dLoss/d(layer 36 output) */
+#define D35     40266272 /* gradient arena: dLoss/d(layer 35 output) */
+#define D34     39463456 /* gradient arena: dLoss/d(layer 34 output) */
+#define D33     40266272 /* gradient arena: dLoss/d(layer 33 output) */
+#define T33_1   39463456 /* gradient arena: a gradient summed into its tensor's */
+#define D31     39463456 /* gradient arena: dLoss/d(layer 31 output) */
+#define D28     41069088 /* gradient arena: dLoss/d(layer 28 output) */
+#define D30     40266272 /* gradient arena: dLoss/d(layer 30 output) */
+#define D29     41871904 /* gradient arena: dLoss/d(layer 29 output) */
+#define D23     39463456 /* gradient arena: dLoss/d(layer 23 output) */
+#define D27     41871904 /* gradient arena: dLoss/d(layer 27 output) */
+#define D26     41069088 /* gradient arena: dLoss/d(layer 26 output) */
+#define D25     41871904 /* gradient arena: dLoss/d(layer 25 output) */
+#define D24     42674720 /* gradient arena: dLoss/d(layer 24 output) */
+#define T24_1   41069088 /* gradient arena: a gradient summed into its tensor's */
+#define D22     41069088 /* gradient arena: dLoss/d(layer 22 output) */
+#define D21     39463456 /* gradient arena: dLoss/d(layer 21 output) */
+#define D16     42674720 /* gradient arena: dLoss/d(layer 16 output) */
+#define D20     41069088 /* gradient arena: dLoss/d(layer 20 output) */
+#define D19     39463456 /* gradient arena: dLoss/d(layer 19 output) */
+#define D18     41069088 /* gradient arena: dLoss/d(layer 18 output) */
+#define D17     39463456 /* gradient arena: dLoss/d(layer 17 output) */
+#define T17_1   41069088 /* gradient arena: a gradient summed into its tensor's */
+#define D15     39463456 /* gradient arena: dLoss/d(layer 15 output) */
+#define D14     41069088 /* gradient arena: dLoss/d(layer 14 output) */
+#define D09     42674720 /* gradient arena: dLoss/d(layer 9 output) */
+#define D13     39463456 /* gradient arena: dLoss/d(layer 13 output) */
+#define D12     41069088 /* gradient arena: dLoss/d(layer 12 output) */
+#define D11     39463456 /* gradient arena: dLoss/d(layer 11 output) */
+#define D10     41069088 /* gradient arena: dLoss/d(layer 10 output) */
+#define T10_1   39463456 /* gradient arena: a gradient summed into its tensor's */
+#define D08     39463456 /* gradient arena: dLoss/d(layer 8 output) */
+#define D07     41069088 /* gradient arena: dLoss/d(layer 7 output) */
+#define D02     42674720 /* gradient arena: dLoss/d(layer 2 output) */
+#define D06     39463456 /* gradient arena: dLoss/d(layer 6 output) */
+#define D05     41069088 /* gradient arena: dLoss/d(layer 5 output) */
+#define D04     39463456 /* gradient arena: dLoss/d(layer 4 output) */
+#define D03     41069088 /* gradient arena: dLoss/d(layer 3 output) */
+#define T03_1   39463456 /* gradient arena: a gradient summed into its tensor's */
+#define D01     39463456 /* gradient arena: dLoss/d(layer 1 output) */
+#define D00     41069088 /* gradient arena: dLoss/d(layer 0 output) */
+#define DIN     39463456 /* gradient arena: dLoss/dInput */
 
 /* Forward over nb <= 128 samples; activations stay in ws for backward. */
 void resnet20_forward(const float *params, float *buffers, const float *x, float *ws, int nb, int training)
@@ -14523,7 +14523,7 @@ void resnet20_forward(const float *params, float *buffers, const float *x, float
     cg_from_lanes(ws + A72, ws + OUT, nb, 10, 128);
 }
 
-/* Backward after a training forward: dLoss/dOutput at ws + DOUT (39458848); grads accumulate. */
+/* Backward after a training forward: dLoss/dOutput at ws + DOUT (39460896); grads accumulate. */
 void resnet20_backward(const float *params, float *grads, const float *x, float *dx, float *ws, int nb)
 {
     cg_to_lanes(ws + DOUT, ws + DOUT_L, nb, 10, 128);

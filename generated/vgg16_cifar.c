@@ -22432,10 +22432,10 @@ static void l32_dense_backward(float *restrict G, float *restrict S, const float
     /* x [512][lanes], y [512][lanes] */
     float *restrict gw = G;
     float *restrict gb = G + 262144;
-    /* x transposed to S [nb][512] (columns >= 512 zero) */
+    /* x transposed to S [nb][528] */
     CG_PARALLEL_FOR
     for (int b = 0; b < nb; b++) {
-        for (int i = 0; i < 512; i++) S[(size_t)b * 512 + i] = x[(size_t)i * 32 + b];
+        for (int i = 0; i < 512; i++) S[(size_t)b * 528 + i] = x[(size_t)i * 32 + b];
     }
     CG_PARALLEL_FOR
     for (int o = 0; o < 512; o++) {
@@ -22455,7 +22455,7 @@ static void l32_dense_backward(float *restrict G, float *restrict S, const float
             cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f), a4_2 = vsplat(0.0f), a4_3 = vsplat(0.0f);
             cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f), a5_2 = vsplat(0.0f), a5_3 = vsplat(0.0f);
             for (int b = 0; b < nb; b++) {
-                const float *restrict sb = S + (size_t)b * 512 + i0;
+                const float *restrict sb = S + (size_t)b * 528 + i0;
                 cg_v s0 = VLOAD(sb + 0), s1 = VLOAD(sb + 16), s2 = VLOAD(sb + 32), s3 = VLOAD(sb + 48); VKEEP(s0); VKEEP(s1); VKEEP(s2); VKEEP(s3);
                 const float d0 = dy[(size_t)(o0 + 0) * 32 + b]; a0_0 += d0 * s0; a0_1 += d0 * s1; a0_2 += d0 * s2; a0_3 += d0 * s3;
                 const float d1 = dy[(size_t)(o0 + 1) * 32 + b]; a1_0 += d1 * s0; a1_1 += d1 * s1; a1_2 += d1 * s2; a1_3 += d1 * s3;
@@ -22477,7 +22477,7 @@ static void l32_dense_backward(float *restrict G, float *restrict S, const float
             cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f);
             cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f), a1_3 = vsplat(0.0f);
             for (int b = 0; b < nb; b++) {
-                const float *restrict sb = S + (size_t)b * 512 + i0;
+                const float *restrict sb = S + (size_t)b * 528 + i0;
                 cg_v s0 = VLOAD(sb + 0), s1 = VLOAD(sb + 16), s2 = VLOAD(sb + 32), s3 = VLOAD(sb + 48); VKEEP(s0); VKEEP(s1); VKEEP(s2); VKEEP(s3);
                 const float d0 = dy[(size_t)(510 + 0) * 32 + b]; a0_0 += d0 * s0; a0_1 += d0 * s1; a0_2 += d0 * s2; a0_3 += d0 * s3;
                 const float d1 = dy[(size_t)(510 + 1) * 32 + b]; a1_0 += d1 * s0; a1_1 += d1 * s1; a1_2 += d1 * s2; a1_3 += d1 * s3;
@@ -22500,7 +22500,8 @@ static void l32_dense_backward_dx(const float *restrict P, const float *restrict
             float wp[4096];
             const int rn = rb * 32 + 32 < 512 ? 32 : 512 - rb * 32;
             for (int k = k0; k < k1; k++)
-                for (int r = 0; r < rn; r++) wp[(k - k0) * 32 + r] = w[(size_t)k * 512 + rb * 32 + r];
+                if (rn == 32) { VSTORE(wp + (k - k0) * 32 + 0, VLOAD(&w[(size_t)k * 512 + rb * 32 + 0])); VSTORE(wp + (k - k0) * 32 + 16, VLOAD(&w[(size_t)k * 512 + rb * 32 + 16])); }
+                else for (int r = 0; r < rn; r++) wp[(k - k0) * 32 + r] = w[(size_t)k * 512 + rb * 32 + r];
             for (int i0 = rb * 32; i0 < rb * 32 + 32; i0 += 8) {
                 for (int v0 = 0; v0 < 2; v0 += 2) {
                     {
@@ -22662,9 +22663,9 @@ static void l36_dense_backward(float *restrict G, float *restrict S, const float
     /* x [512][lanes], y [10][lanes] */
     float *restrict gw = G;
     float *restrict gb = G + 5120;
-    /* x transposed to S [nb][512] (columns >= 512 zero) */
+    /* x transposed to S [nb][528] */
     for (int b = 0; b < nb; b++) {
-        for (int i = 0; i < 512; i++) S[(size_t)b * 512 + i] = x[(size_t)i * 32 + b];
+        for (int i = 0; i < 512; i++) S[(size_t)b * 528 + i] = x[(size_t)i * 32 + b];
     }
     for (int o = 0; o < 10; o++) {
         cg_v s = vsplat(0.0f);
@@ -22682,7 +22683,7 @@ static void l36_dense_backward(float *restrict G, float *restrict S, const float
             cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f), a4_2 = vsplat(0.0f), a4_3 = vsplat(0.0f);
             cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f), a5_2 = vsplat(0.0f), a5_3 = vsplat(0.0f);
             for (int b = 0; b < nb; b++) {
-                const float *restrict sb = S + (size_t)b * 512 + i0;
+                const float *restrict sb = S + (size_t)b * 528 + i0;
                 cg_v s0 = VLOAD(sb + 0), s1 = VLOAD(sb + 16), s2 = VLOAD(sb + 32), s3 = VLOAD(sb + 48); VKEEP(s0); VKEEP(s1); VKEEP(s2); VKEEP(s3);
                 const float d0 = dy[(size_t)(o0 + 0) * 32 + b]; a0_0 += d0 * s0; a0_1 += d0 * s1; a0_2 += d0 * s2; a0_3 += d0 * s3;
                 const float d1 = dy[(size_t)(o0 + 1) * 32 + b]; a1_0 += d1 * s0; a1_1 += d1 * s1; a1_2 += d1 * s2; a1_3 += d1 * s3;
@@ -22706,7 +22707,7 @@ static void l36_dense_backward(float *restrict G, float *restrict S, const float
             cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f), a2_2 = vsplat(0.0f), a2_3 = vsplat(0.0f);
             cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f), a3_2 = vsplat(0.0f), a3_3 = vsplat(0.0f);
             for (int b = 0; b < nb; b++) {
-                const float *restrict sb = S + (size_t)b * 512 + i0;
+                const float *restrict sb = S + (size_t)b * 528 + i0;
                 cg_v s0 = VLOAD(sb + 0), s1 = VLOAD(sb + 16), s2 = VLOAD(sb + 32), s3 = VLOAD(sb + 48); VKEEP(s0); VKEEP(s1); VKEEP(s2); VKEEP(s3);
                 const float d0 = dy[(size_t)(6 + 0) * 32 + b]; a0_0 += d0 * s0; a0_1 += d0 * s1; a0_2 += d0 * s2; a0_3 += d0 * s3;
                 const float d1 = dy[(size_t)(6 + 1) * 32 + b]; a1_0 += d1 * s0; a1_1 += d1 * s1; a1_2 += d1 * s2; a1_3 += d1 * s3;
@@ -22784,48 +22785,48 @@ static void l36_dense_backward_dx(const float *restrict P, const float *restrict
 #define A32     9945088 /* output of layer 32 (dense), [512][lanes] */
 #define S32     9978176 /* scratch of layer 32 (dense) */
 #define A34     9961472 /* output of layer 34 (dense), [512][lanes] */
-#define S34     9994560 /* scratch of layer 34 (dense) */
+#define S34     9995072 /* scratch of layer 34 (dense) */
 #define A36     9977856 /* output of layer 36 (dense), [10][lanes] */
-#define S36     10010944 /* scratch of layer 36 (dense) */
-#define OUT     10027328 /* the output, [N][10] */
-#define DOUT    10027648 /* dLoss/dOutput, [N][10] */
-#define DOUT_L  10027968 /* dLoss/dOutput, [10][lanes] */
-#define D35     10028288 /* gradient arena: dLoss/d(layer 35 output) */
-#define D34     10044672 /* gradient arena: dLoss/d(layer 34 output) */
-#define D33     10028288 /* gradient arena: dLoss/d(layer 33 output) */
-#define D32     10044672 /* gradient arena: dLoss/d(layer 32 output) */
-#define D31     10093824 /* gradient arena: dLoss/d(layer 31 output) */
-#define D29     10028288 /* gradient arena: dLoss/d(layer 29 output) */
-#define D28     10093824 /* gradient arena: dLoss/d(layer 28 output) */
-#define D27     10028288 /* gradient arena: dLoss/d(layer 27 output) */
-#define D26     10093824 /* gradient arena: dLoss/d(layer 26 output) */
-#define D25     10028288 /* gradient arena: dLoss/d(layer 25 output) */
-#define D24     10093824 /* gradient arena: dLoss/d(layer 24 output) */
-#define D23     10290432 /* gradient arena: dLoss/d(layer 23 output) */
-#define D22     10028288 /* gradient arena: dLoss/d(layer 22 output) */
-#define D21     10290432 /* gradient arena: dLoss/d(layer 21 output) */
-#define D20     10028288 /* gradient arena: dLoss/d(layer 20 output) */
-#define D19     10290432 /* gradient arena: dLoss/d(layer 19 output) */
-#define D18     10028288 /* gradient arena: dLoss/d(layer 18 output) */
-#define D17     10290432 /* gradient arena: dLoss/d(layer 17 output) */
-#define D16     10552576 /* gradient arena: dLoss/d(layer 16 output) */
-#define D15     10028288 /* gradient arena: dLoss/d(layer 15 output) */
-#define D14     10552576 /* gradient arena: dLoss/d(layer 14 output) */
-#define D13     10028288 /* gradient arena: dLoss/d(layer 13 output) */
-#define D12     10552576 /* gradient arena: dLoss/d(layer 12 output) */
-#define D11     10028288 /* gradient arena: dLoss/d(layer 11 output) */
-#define D10     10552576 /* gradient arena: dLoss/d(layer 10 output) */
-#define D09     11076864 /* gradient arena: dLoss/d(layer 9 output) */
-#define D08     10028288 /* gradient arena: dLoss/d(layer 8 output) */
-#define D07     11076864 /* gradient arena: dLoss/d(layer 7 output) */
-#define D06     10028288 /* gradient arena: dLoss/d(layer 6 output) */
-#define D05     11076864 /* gradient arena: dLoss/d(layer 5 output) */
-#define D04     12125440 /* gradient arena: dLoss/d(layer 4 output) */
-#define D03     10028288 /* gradient arena: dLoss/d(layer 3 output) */
-#define D02     12125440 /* gradient arena: dLoss/d(layer 2 output) */
-#define D01     10028288 /* gradient arena: dLoss/d(layer 1 output) */
-#define D00     12125440 /* gradient arena: dLoss/d(layer 0 output) */
-#define DIN     10028288 /* gradient arena: dLoss/dInput */
+#define S36     10011968 /* scratch of layer 36 (dense) */
+#define OUT     10028864 /* the output, [N][10] */
+#define DOUT    10029184 /* dLoss/dOutput, [N][10] */
+#define DOUT_L  10029504 /* dLoss/dOutput, [10][lanes] */
+#define D35     10029824 /* gradient arena: dLoss/d(layer 35 output) */
+#define D34     10046208 /* gradient arena: dLoss/d(layer 34 output) */
+#define D33     10029824 /* gradient arena: dLoss/d(layer 33 output) */
+#define D32     10046208 /* gradient arena: dLoss/d(layer 32 output) */
+#define D31     10095360 /* gradient arena: dLoss/d(layer 31 output) */
+#define D29     10029824 /* gradient arena: dLoss/d(layer 29 output) */
+#define D28     10095360 /* gradient arena: dLoss/d(layer 28 output) */
+#define D27     10029824 /* gradient arena: dLoss/d(layer 27 output) */
+#define D26     10095360 /* gradient arena: dLoss/d(layer 26 output) */
+#define D25     10029824 /* gradient arena: dLoss/d(layer 25 output) */
+#define D24     10095360 /* gradient arena: dLoss/d(layer 24 output) */
+#define D23     10291968 /* gradient arena: dLoss/d(layer 23 output) */
+#define D22     10029824 /* gradient arena: dLoss/d(layer 22 output) */
+#define D21     10291968 /* gradient arena: dLoss/d(layer 21 output) */
+#define D20     10029824 /* gradient arena: dLoss/d(layer 20 output) */
+#define D19     10291968 /* gradient arena: dLoss/d(layer 19 output) */
+#define D18     10029824 /* gradient arena: dLoss/d(layer 18 output) */
+#define D17     10291968 /* gradient arena: dLoss/d(layer 17 output) */
+#define D16     10554112 /* gradient arena: dLoss/d(layer 16 output) */
+#define D15     10029824 /* gradient arena: dLoss/d(layer 15 output) */
+#define D14     10554112 /* gradient arena: dLoss/d(layer 14 output) */
+#define D13     10029824 /* gradient arena: dLoss/d(layer 13 output) */
+#define D12     10554112 /* gradient arena: dLoss/d(layer 12 output) */
+#define D11     10029824 /* gradient arena: dLoss/d(layer 11 output) */
+#define D10     10554112 /* gradient arena: dLoss/d(layer 10 output) */
+#define D09     11078400 /* gradient arena: dLoss/d(layer 9 output) */
+#define D08     10029824 /* gradient arena: dLoss/d(layer 8 output) */
+#define D07     11078400 /* gradient arena: dLoss/d(layer 7 output) */
+#define D06     10029824 /* gradient arena: dLoss/d(layer 6 output) */
+#define D05     11078400 /* gradient arena: dLoss/d(layer 5 output) */
+#define D04     12126976 /* gradient arena: dLoss/d(layer 4 output) */
+#define D03     10029824 /* gradient arena: dLoss/d(layer 3 output) */
+#define D02     12126976 /* gradient arena: dLoss/d(layer 2 output) */
+#define D01     10029824 /* gradient arena: dLoss/d(layer 1 output) */
+#define D00     12126976 /* gradient arena: dLoss/d(layer 0 output) */
+#define DIN     10029824 /* gradient arena: dLoss/dInput */
 
 /* Forward over nb <= 32 samples; activations stay in ws for backward. */
 void vgg16_cifar_forward(const float *params, float *buffers, const float *x, float *ws, int nb, int training)
@@ -22888,7 +22889,7 @@ void vgg16_cifar_forward(const float *params, float *buffers, const float *x, fl
     cg_from_lanes(ws + A36, ws + OUT, nb, 10, 32);
 }
 
-/* Backward after a training forward: dLoss/dOutput at ws + DOUT (10027648); grads accumulate. */
+/* Backward after a training forward: dLoss/dOutput at ws + DOUT (10029184); grads accumulate. */
 void vgg16_cifar_backward(const float *params, float *grads, const float *x, float *dx, float *ws, int nb)
 {
     cg_to_lanes(ws + DOUT, ws + DOUT_L, nb, 10, 32);

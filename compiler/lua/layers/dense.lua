@@ -30,6 +30,14 @@ function M.macs(L) return util.mul(L.nin, L.nout) end
 
 local function round_up(n, m) return (n + m - 1) // m * m end
 
+-- gemmT's rows of x transposed: I rounded up to vectors, plus a cache line when a
+-- row would be a multiple of 256 bytes (a tile's column of rows would then fall into
+-- a few L1 sets)
+local function gemmT_stride(I, V)
+  local Ip = round_up(I, V)
+  return Ip % 64 == 0 and Ip + 16 or Ip
+end
+
 local function terms_str(terms, empty)
   if #terms == 0 then return empty end
   local lines = {}
@@ -394,7 +402,7 @@ end
 ---------------------------------------------------------------------------
 function M.scratch(L)
   if L.sched.dw.form == "outer" then return L.lanes_R * L.nin end
-  if L.sched.dw.form == "gemmT" then return L.lanes_R * round_up(L.nin, L.vec) end
+  if L.sched.dw.form == "gemmT" then return L.lanes_R * gemmT_stride(L.nin, L.vec) end
   return 0
 end
 
@@ -476,7 +484,17 @@ local function gemm_tiles(C, ctx, L, nrows, K, tl, src, dst, init, coef, rowname
       C:line("float wp[%d];", KB * RB)
       C:line("const int rn = rb * %d + %d < %d ? %d : %d - rb * %d;", RB, RB, full, RB, full, RB)
       C:line("for (int k = k0; k < k1; k++)")
-      C:line("    for (int r = 0; r < rn; r++) wp[(k - k0) * %d + r] = %s;", RB, pack("k", string.format("rb * %d + r", RB)))
+      if RB % V == 0 then
+        -- a full block in vector moves (gcc makes the scalar loop a memcpy call)
+        local mv = {}
+        for j = 0, RB - V, V do
+          mv[#mv + 1] = string.format("VSTORE(wp + (k - k0) * %d + %d, VLOAD(&%s));", RB, j, pack("k", string.format("rb * %d + %d", RB, j)))
+        end
+        C:line("    if (rn == %d) { %s }", RB, table.concat(mv, " "))
+        C:line("    else for (int r = 0; r < rn; r++) wp[(k - k0) * %d + r] = %s;", RB, pack("k", string.format("rb * %d + r", RB)))
+      else
+        C:line("    for (int r = 0; r < rn; r++) wp[(k - k0) * %d + r] = %s;", RB, pack("k", string.format("rb * %d + r", RB)))
+      end
     end
     if full % RB == 0 then
       C:open("for (int %s = rb * %d; %s < rb * %d + %d; %s += %d) {", rowname, RB, rowname, RB, RB, rowname, TR)
@@ -573,15 +591,15 @@ function M.backward_lanes(L, C, ctx)
   end
   if L.sched.dw.form == "gemmT" then
     local V = ctx.vec
-    local Ip = round_up(I, V)
+    local Ip, Sp = round_up(I, V), gemmT_stride(I, V)
     local TO, TI = L.sched.dw.tile.TO, L.sched.dw.tile.TI
     C:line("float *restrict gw = %s;", L.t_grad.weight)
     if L.opt.bias then C:line("float *restrict gb = %s;", L.t_grad.bias) end
-    C:line("/* x transposed to S [nb][%d] (columns >= %d zero) */", Ip, I)
+    C:line("/* x transposed to S [nb][%d]%s */", Sp, Ip > I and string.format(" (columns %d .. %d zero)", I, Ip - 1) or "")
     util.par(C, L)
     C:open("for (int b = 0; b < nb; b++) {")
-    C:line("for (int i = 0; i < %d; i++) S[(size_t)b * %d + i] = x[(size_t)i * %d + b];", I, Ip, R)
-    if Ip > I then C:line("for (int i = %d; i < %d; i++) S[(size_t)b * %d + i] = 0.0f;", I, Ip, Ip) end
+    C:line("for (int i = 0; i < %d; i++) S[(size_t)b * %d + i] = x[(size_t)i * %d + b];", I, Sp, R)
+    if Ip > I then C:line("for (int i = %d; i < %d; i++) S[(size_t)b * %d + i] = 0.0f;", I, Ip, Sp) end
     C:close()
     if L.opt.bias then
       util.par(C, L)
@@ -601,7 +619,7 @@ function M.backward_lanes(L, C, ctx)
         C:line("cg_v %s;", table.concat(acc, ", "))
       end
       C:open("for (int b = 0; b < nb; b++) {")
-      C:line("const float *restrict sb = S + (size_t)b * %d + %s;", Ip, i0)
+      C:line("const float *restrict sb = S + (size_t)b * %d + %s;", Sp, i0)
       local ld, keep = {}, {}
       for v = 0, nv - 1 do
         ld[#ld + 1] = string.format("s%d = VLOAD(sb + %d)", v, v * V)
