@@ -4786,67 +4786,109 @@ static void l07_maxpool2d_backward(const float *restrict x, const float *restric
 }
 
 /* layer 9: dense 6272 -> 128 (specs/bnnet.yaml:22:5)
- * schedule lanes: fwd lanes[TB=4,TR=4] dw gemm[TI=4,TO=4] dx lanes[TB=4,TR=4] threaded */
+ * schedule lanes+gemmT+kb: fwd lanes[KB=64,TB=4,TR=4] dw gemmT[TI=4,TO=6] dx lanes[KB=64,TB=4,TR=4] threaded */
 static void l09_dense_forward(const float *restrict P, const float *restrict x, float *restrict y)
 {
     /* x [6272][lanes], y [128][lanes] */
     const float *restrict w = P;
     const float *restrict b = P + 802816;
+    /* k in blocks of 64, rows in blocks of 16 */
     CG_PARALLEL_FOR
-    for (int o0 = 0; o0 < 128; o0 += 4) {
-        for (int v0 = 0; v0 < 4; v0 += 4) {
-            {
-                cg_v a0_0 = vsplat(b[o0 + 0]), a0_1 = vsplat(b[o0 + 0]), a0_2 = vsplat(b[o0 + 0]), a0_3 = vsplat(b[o0 + 0]);
-                cg_v a1_0 = vsplat(b[o0 + 1]), a1_1 = vsplat(b[o0 + 1]), a1_2 = vsplat(b[o0 + 1]), a1_3 = vsplat(b[o0 + 1]);
-                cg_v a2_0 = vsplat(b[o0 + 2]), a2_1 = vsplat(b[o0 + 2]), a2_2 = vsplat(b[o0 + 2]), a2_3 = vsplat(b[o0 + 2]);
-                cg_v a3_0 = vsplat(b[o0 + 3]), a3_1 = vsplat(b[o0 + 3]), a3_2 = vsplat(b[o0 + 3]), a3_3 = vsplat(b[o0 + 3]);
-                for (int k = 0; k < 6272; k++) {
-                    const float *restrict sk = x + (size_t)k * 64 + v0 * 16;
-                    const cg_v s0 = VLOAD(sk + 0), s1 = VLOAD(sk + 16), s2 = VLOAD(sk + 32), s3 = VLOAD(sk + 48);
-                    a0_0 += w[(size_t)(o0 + 0) * 6272 + k] * s0; a0_1 += w[(size_t)(o0 + 0) * 6272 + k] * s1; a0_2 += w[(size_t)(o0 + 0) * 6272 + k] * s2; a0_3 += w[(size_t)(o0 + 0) * 6272 + k] * s3;
-                    a1_0 += w[(size_t)(o0 + 1) * 6272 + k] * s0; a1_1 += w[(size_t)(o0 + 1) * 6272 + k] * s1; a1_2 += w[(size_t)(o0 + 1) * 6272 + k] * s2; a1_3 += w[(size_t)(o0 + 1) * 6272 + k] * s3;
-                    a2_0 += w[(size_t)(o0 + 2) * 6272 + k] * s0; a2_1 += w[(size_t)(o0 + 2) * 6272 + k] * s1; a2_2 += w[(size_t)(o0 + 2) * 6272 + k] * s2; a2_3 += w[(size_t)(o0 + 2) * 6272 + k] * s3;
-                    a3_0 += w[(size_t)(o0 + 3) * 6272 + k] * s0; a3_1 += w[(size_t)(o0 + 3) * 6272 + k] * s1; a3_2 += w[(size_t)(o0 + 3) * 6272 + k] * s2; a3_3 += w[(size_t)(o0 + 3) * 6272 + k] * s3;
+    for (int rb = 0; rb < 8; rb++) {
+        for (int k0 = 0; k0 < 6272; k0 += 64) {
+            const int k1 = k0 + 64 < 6272 ? k0 + 64 : 6272;
+            for (int o0 = rb * 16; o0 < rb * 16 + 16; o0 += 4) {
+                for (int v0 = 0; v0 < 4; v0 += 4) {
+                    {
+                        cg_v a0_0, a0_1, a0_2, a0_3, a1_0, a1_1, a1_2, a1_3, a2_0, a2_1, a2_2, a2_3, a3_0, a3_1, a3_2, a3_3;
+                        if (k0) {
+                            a0_0 = VLOAD(y + (size_t)(o0 + 0) * 64 + (v0 + 0) * 16); a0_1 = VLOAD(y + (size_t)(o0 + 0) * 64 + (v0 + 1) * 16); a0_2 = VLOAD(y + (size_t)(o0 + 0) * 64 + (v0 + 2) * 16); a0_3 = VLOAD(y + (size_t)(o0 + 0) * 64 + (v0 + 3) * 16);
+                            a1_0 = VLOAD(y + (size_t)(o0 + 1) * 64 + (v0 + 0) * 16); a1_1 = VLOAD(y + (size_t)(o0 + 1) * 64 + (v0 + 1) * 16); a1_2 = VLOAD(y + (size_t)(o0 + 1) * 64 + (v0 + 2) * 16); a1_3 = VLOAD(y + (size_t)(o0 + 1) * 64 + (v0 + 3) * 16);
+                            a2_0 = VLOAD(y + (size_t)(o0 + 2) * 64 + (v0 + 0) * 16); a2_1 = VLOAD(y + (size_t)(o0 + 2) * 64 + (v0 + 1) * 16); a2_2 = VLOAD(y + (size_t)(o0 + 2) * 64 + (v0 + 2) * 16); a2_3 = VLOAD(y + (size_t)(o0 + 2) * 64 + (v0 + 3) * 16);
+                            a3_0 = VLOAD(y + (size_t)(o0 + 3) * 64 + (v0 + 0) * 16); a3_1 = VLOAD(y + (size_t)(o0 + 3) * 64 + (v0 + 1) * 16); a3_2 = VLOAD(y + (size_t)(o0 + 3) * 64 + (v0 + 2) * 16); a3_3 = VLOAD(y + (size_t)(o0 + 3) * 64 + (v0 + 3) * 16);
+                        } else {
+                            a0_0 = vsplat(b[o0 + 0]); a0_1 = vsplat(b[o0 + 0]); a0_2 = vsplat(b[o0 + 0]); a0_3 = vsplat(b[o0 + 0]);
+                            a1_0 = vsplat(b[o0 + 1]); a1_1 = vsplat(b[o0 + 1]); a1_2 = vsplat(b[o0 + 1]); a1_3 = vsplat(b[o0 + 1]);
+                            a2_0 = vsplat(b[o0 + 2]); a2_1 = vsplat(b[o0 + 2]); a2_2 = vsplat(b[o0 + 2]); a2_3 = vsplat(b[o0 + 2]);
+                            a3_0 = vsplat(b[o0 + 3]); a3_1 = vsplat(b[o0 + 3]); a3_2 = vsplat(b[o0 + 3]); a3_3 = vsplat(b[o0 + 3]);
+                        }
+                        for (int k = k0; k < k1; k++) {
+                            const float *restrict sk = x + (size_t)k * 64 + v0 * 16;
+                            cg_v s0 = VLOAD(sk + 0), s1 = VLOAD(sk + 16), s2 = VLOAD(sk + 32), s3 = VLOAD(sk + 48); VKEEP(s0); VKEEP(s1); VKEEP(s2); VKEEP(s3);
+                            a0_0 += w[(size_t)(o0 + 0) * 6272 + k] * s0; a0_1 += w[(size_t)(o0 + 0) * 6272 + k] * s1; a0_2 += w[(size_t)(o0 + 0) * 6272 + k] * s2; a0_3 += w[(size_t)(o0 + 0) * 6272 + k] * s3;
+                            a1_0 += w[(size_t)(o0 + 1) * 6272 + k] * s0; a1_1 += w[(size_t)(o0 + 1) * 6272 + k] * s1; a1_2 += w[(size_t)(o0 + 1) * 6272 + k] * s2; a1_3 += w[(size_t)(o0 + 1) * 6272 + k] * s3;
+                            a2_0 += w[(size_t)(o0 + 2) * 6272 + k] * s0; a2_1 += w[(size_t)(o0 + 2) * 6272 + k] * s1; a2_2 += w[(size_t)(o0 + 2) * 6272 + k] * s2; a2_3 += w[(size_t)(o0 + 2) * 6272 + k] * s3;
+                            a3_0 += w[(size_t)(o0 + 3) * 6272 + k] * s0; a3_1 += w[(size_t)(o0 + 3) * 6272 + k] * s1; a3_2 += w[(size_t)(o0 + 3) * 6272 + k] * s2; a3_3 += w[(size_t)(o0 + 3) * 6272 + k] * s3;
+                        }
+                        VSTORE(y + (size_t)(o0 + 0) * 64 + (v0 + 0) * 16, a0_0); VSTORE(y + (size_t)(o0 + 0) * 64 + (v0 + 1) * 16, a0_1); VSTORE(y + (size_t)(o0 + 0) * 64 + (v0 + 2) * 16, a0_2); VSTORE(y + (size_t)(o0 + 0) * 64 + (v0 + 3) * 16, a0_3);
+                        VSTORE(y + (size_t)(o0 + 1) * 64 + (v0 + 0) * 16, a1_0); VSTORE(y + (size_t)(o0 + 1) * 64 + (v0 + 1) * 16, a1_1); VSTORE(y + (size_t)(o0 + 1) * 64 + (v0 + 2) * 16, a1_2); VSTORE(y + (size_t)(o0 + 1) * 64 + (v0 + 3) * 16, a1_3);
+                        VSTORE(y + (size_t)(o0 + 2) * 64 + (v0 + 0) * 16, a2_0); VSTORE(y + (size_t)(o0 + 2) * 64 + (v0 + 1) * 16, a2_1); VSTORE(y + (size_t)(o0 + 2) * 64 + (v0 + 2) * 16, a2_2); VSTORE(y + (size_t)(o0 + 2) * 64 + (v0 + 3) * 16, a2_3);
+                        VSTORE(y + (size_t)(o0 + 3) * 64 + (v0 + 0) * 16, a3_0); VSTORE(y + (size_t)(o0 + 3) * 64 + (v0 + 1) * 16, a3_1); VSTORE(y + (size_t)(o0 + 3) * 64 + (v0 + 2) * 16, a3_2); VSTORE(y + (size_t)(o0 + 3) * 64 + (v0 + 3) * 16, a3_3);
+                    }
                 }
-                VSTORE(y + (size_t)(o0 + 0) * 64 + (v0 + 0) * 16, a0_0); VSTORE(y + (size_t)(o0 + 0) * 64 + (v0 + 1) * 16, a0_1); VSTORE(y + (size_t)(o0 + 0) * 64 + (v0 + 2) * 16, a0_2); VSTORE(y + (size_t)(o0 + 0) * 64 + (v0 + 3) * 16, a0_3);
-                VSTORE(y + (size_t)(o0 + 1) * 64 + (v0 + 0) * 16, a1_0); VSTORE(y + (size_t)(o0 + 1) * 64 + (v0 + 1) * 16, a1_1); VSTORE(y + (size_t)(o0 + 1) * 64 + (v0 + 2) * 16, a1_2); VSTORE(y + (size_t)(o0 + 1) * 64 + (v0 + 3) * 16, a1_3);
-                VSTORE(y + (size_t)(o0 + 2) * 64 + (v0 + 0) * 16, a2_0); VSTORE(y + (size_t)(o0 + 2) * 64 + (v0 + 1) * 16, a2_1); VSTORE(y + (size_t)(o0 + 2) * 64 + (v0 + 2) * 16, a2_2); VSTORE(y + (size_t)(o0 + 2) * 64 + (v0 + 3) * 16, a2_3);
-                VSTORE(y + (size_t)(o0 + 3) * 64 + (v0 + 0) * 16, a3_0); VSTORE(y + (size_t)(o0 + 3) * 64 + (v0 + 1) * 16, a3_1); VSTORE(y + (size_t)(o0 + 3) * 64 + (v0 + 2) * 16, a3_2); VSTORE(y + (size_t)(o0 + 3) * 64 + (v0 + 3) * 16, a3_3);
             }
         }
     }
 }
 
-static void l09_dense_backward(float *restrict G, const float *restrict x, const float *restrict dy)
+static void l09_dense_backward(float *restrict G, float *restrict S, const float *restrict x, const float *restrict dy, int nb)
 {
     /* x [6272][lanes], y [128][lanes] */
     float *restrict gw = G;
     float *restrict gb = G + 802816;
+    /* x transposed to S [nb][6288] */
+    CG_PARALLEL_FOR
+    for (int b = 0; b < nb; b++) {
+        for (int i = 0; i < 6272; i++) S[(size_t)b * 6288 + i] = x[(size_t)i * 64 + b];
+    }
     CG_PARALLEL_FOR
     for (int o = 0; o < 128; o++) {
         cg_v s = vsplat(0.0f);
         for (int v = 0; v < 4; v++) s += VLOAD(dy + (size_t)o * 64 + v * 16);
         gb[o] += vsum(s);
     }
-    /* tiles of 4 rows x 4 columns of dW */
+    /* tiles of 6 rows x 4 vectors of dW */
     CG_PARALLEL_FOR
-    for (int t = 0; t < 50176; t++) {
-        const int o0 = t / 1568 * 4, i0 = t % 1568 * 4;
-        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f);
-        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f), a1_3 = vsplat(0.0f);
-        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f), a2_2 = vsplat(0.0f), a2_3 = vsplat(0.0f);
-        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f), a3_2 = vsplat(0.0f), a3_3 = vsplat(0.0f);
-        for (int v = 0; v < 4; v++) {
-            const cg_v d0 = VLOAD(dy + (size_t)(o0 + 0) * 64 + v * 16), d1 = VLOAD(dy + (size_t)(o0 + 1) * 64 + v * 16), d2 = VLOAD(dy + (size_t)(o0 + 2) * 64 + v * 16), d3 = VLOAD(dy + (size_t)(o0 + 3) * 64 + v * 16), x0 = VLOAD(x + (size_t)(i0 + 0) * 64 + v * 16), x1 = VLOAD(x + (size_t)(i0 + 1) * 64 + v * 16), x2 = VLOAD(x + (size_t)(i0 + 2) * 64 + v * 16), x3 = VLOAD(x + (size_t)(i0 + 3) * 64 + v * 16);
-            a0_0 += d0 * x0; a0_1 += d0 * x1; a0_2 += d0 * x2; a0_3 += d0 * x3;
-            a1_0 += d1 * x0; a1_1 += d1 * x1; a1_2 += d1 * x2; a1_3 += d1 * x3;
-            a2_0 += d2 * x0; a2_1 += d2 * x1; a2_2 += d2 * x2; a2_3 += d2 * x3;
-            a3_0 += d3 * x0; a3_1 += d3 * x1; a3_2 += d3 * x2; a3_3 += d3 * x3;
+    for (int t = 0; t < 2058; t++) {
+        const int o0 = t % 21 * 6, i0 = t / 21 * 64;
+        {
+            cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f);
+            cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f), a1_3 = vsplat(0.0f);
+            cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f), a2_2 = vsplat(0.0f), a2_3 = vsplat(0.0f);
+            cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f), a3_2 = vsplat(0.0f), a3_3 = vsplat(0.0f);
+            cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f), a4_2 = vsplat(0.0f), a4_3 = vsplat(0.0f);
+            cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f), a5_2 = vsplat(0.0f), a5_3 = vsplat(0.0f);
+            for (int b = 0; b < nb; b++) {
+                const float *restrict sb = S + (size_t)b * 6288 + i0;
+                cg_v s0 = VLOAD(sb + 0), s1 = VLOAD(sb + 16), s2 = VLOAD(sb + 32), s3 = VLOAD(sb + 48); VKEEP(s0); VKEEP(s1); VKEEP(s2); VKEEP(s3);
+                const float d0 = dy[(size_t)(o0 + 0) * 64 + b]; a0_0 += d0 * s0; a0_1 += d0 * s1; a0_2 += d0 * s2; a0_3 += d0 * s3;
+                const float d1 = dy[(size_t)(o0 + 1) * 64 + b]; a1_0 += d1 * s0; a1_1 += d1 * s1; a1_2 += d1 * s2; a1_3 += d1 * s3;
+                const float d2 = dy[(size_t)(o0 + 2) * 64 + b]; a2_0 += d2 * s0; a2_1 += d2 * s1; a2_2 += d2 * s2; a2_3 += d2 * s3;
+                const float d3 = dy[(size_t)(o0 + 3) * 64 + b]; a3_0 += d3 * s0; a3_1 += d3 * s1; a3_2 += d3 * s2; a3_3 += d3 * s3;
+                const float d4 = dy[(size_t)(o0 + 4) * 64 + b]; a4_0 += d4 * s0; a4_1 += d4 * s1; a4_2 += d4 * s2; a4_3 += d4 * s3;
+                const float d5 = dy[(size_t)(o0 + 5) * 64 + b]; a5_0 += d5 * s0; a5_1 += d5 * s1; a5_2 += d5 * s2; a5_3 += d5 * s3;
+            }
+            VSTORE(gw + (size_t)(o0 + 0) * 6272 + i0 + 0, VLOAD(gw + (size_t)(o0 + 0) * 6272 + i0 + 0) + a0_0); VSTORE(gw + (size_t)(o0 + 0) * 6272 + i0 + 16, VLOAD(gw + (size_t)(o0 + 0) * 6272 + i0 + 16) + a0_1); VSTORE(gw + (size_t)(o0 + 0) * 6272 + i0 + 32, VLOAD(gw + (size_t)(o0 + 0) * 6272 + i0 + 32) + a0_2); VSTORE(gw + (size_t)(o0 + 0) * 6272 + i0 + 48, VLOAD(gw + (size_t)(o0 + 0) * 6272 + i0 + 48) + a0_3);
+            VSTORE(gw + (size_t)(o0 + 1) * 6272 + i0 + 0, VLOAD(gw + (size_t)(o0 + 1) * 6272 + i0 + 0) + a1_0); VSTORE(gw + (size_t)(o0 + 1) * 6272 + i0 + 16, VLOAD(gw + (size_t)(o0 + 1) * 6272 + i0 + 16) + a1_1); VSTORE(gw + (size_t)(o0 + 1) * 6272 + i0 + 32, VLOAD(gw + (size_t)(o0 + 1) * 6272 + i0 + 32) + a1_2); VSTORE(gw + (size_t)(o0 + 1) * 6272 + i0 + 48, VLOAD(gw + (size_t)(o0 + 1) * 6272 + i0 + 48) + a1_3);
+            VSTORE(gw + (size_t)(o0 + 2) * 6272 + i0 + 0, VLOAD(gw + (size_t)(o0 + 2) * 6272 + i0 + 0) + a2_0); VSTORE(gw + (size_t)(o0 + 2) * 6272 + i0 + 16, VLOAD(gw + (size_t)(o0 + 2) * 6272 + i0 + 16) + a2_1); VSTORE(gw + (size_t)(o0 + 2) * 6272 + i0 + 32, VLOAD(gw + (size_t)(o0 + 2) * 6272 + i0 + 32) + a2_2); VSTORE(gw + (size_t)(o0 + 2) * 6272 + i0 + 48, VLOAD(gw + (size_t)(o0 + 2) * 6272 + i0 + 48) + a2_3);
+            VSTORE(gw + (size_t)(o0 + 3) * 6272 + i0 + 0, VLOAD(gw + (size_t)(o0 + 3) * 6272 + i0 + 0) + a3_0); VSTORE(gw + (size_t)(o0 + 3) * 6272 + i0 + 16, VLOAD(gw + (size_t)(o0 + 3) * 6272 + i0 + 16) + a3_1); VSTORE(gw + (size_t)(o0 + 3) * 6272 + i0 + 32, VLOAD(gw + (size_t)(o0 + 3) * 6272 + i0 + 32) + a3_2); VSTORE(gw + (size_t)(o0 + 3) * 6272 + i0 + 48, VLOAD(gw + (size_t)(o0 + 3) * 6272 + i0 + 48) + a3_3);
+            VSTORE(gw + (size_t)(o0 + 4) * 6272 + i0 + 0, VLOAD(gw + (size_t)(o0 + 4) * 6272 + i0 + 0) + a4_0); VSTORE(gw + (size_t)(o0 + 4) * 6272 + i0 + 16, VLOAD(gw + (size_t)(o0 + 4) * 6272 + i0 + 16) + a4_1); VSTORE(gw + (size_t)(o0 + 4) * 6272 + i0 + 32, VLOAD(gw + (size_t)(o0 + 4) * 6272 + i0 + 32) + a4_2); VSTORE(gw + (size_t)(o0 + 4) * 6272 + i0 + 48, VLOAD(gw + (size_t)(o0 + 4) * 6272 + i0 + 48) + a4_3);
+            VSTORE(gw + (size_t)(o0 + 5) * 6272 + i0 + 0, VLOAD(gw + (size_t)(o0 + 5) * 6272 + i0 + 0) + a5_0); VSTORE(gw + (size_t)(o0 + 5) * 6272 + i0 + 16, VLOAD(gw + (size_t)(o0 + 5) * 6272 + i0 + 16) + a5_1); VSTORE(gw + (size_t)(o0 + 5) * 6272 + i0 + 32, VLOAD(gw + (size_t)(o0 + 5) * 6272 + i0 + 32) + a5_2); VSTORE(gw + (size_t)(o0 + 5) * 6272 + i0 + 48, VLOAD(gw + (size_t)(o0 + 5) * 6272 + i0 + 48) + a5_3);
         }
-        gw[(size_t)(o0 + 0) * 6272 + i0 + 0] += vsum(a0_0); gw[(size_t)(o0 + 0) * 6272 + i0 + 1] += vsum(a0_1); gw[(size_t)(o0 + 0) * 6272 + i0 + 2] += vsum(a0_2); gw[(size_t)(o0 + 0) * 6272 + i0 + 3] += vsum(a0_3);
-        gw[(size_t)(o0 + 1) * 6272 + i0 + 0] += vsum(a1_0); gw[(size_t)(o0 + 1) * 6272 + i0 + 1] += vsum(a1_1); gw[(size_t)(o0 + 1) * 6272 + i0 + 2] += vsum(a1_2); gw[(size_t)(o0 + 1) * 6272 + i0 + 3] += vsum(a1_3);
-        gw[(size_t)(o0 + 2) * 6272 + i0 + 0] += vsum(a2_0); gw[(size_t)(o0 + 2) * 6272 + i0 + 1] += vsum(a2_1); gw[(size_t)(o0 + 2) * 6272 + i0 + 2] += vsum(a2_2); gw[(size_t)(o0 + 2) * 6272 + i0 + 3] += vsum(a2_3);
-        gw[(size_t)(o0 + 3) * 6272 + i0 + 0] += vsum(a3_0); gw[(size_t)(o0 + 3) * 6272 + i0 + 1] += vsum(a3_1); gw[(size_t)(o0 + 3) * 6272 + i0 + 2] += vsum(a3_2); gw[(size_t)(o0 + 3) * 6272 + i0 + 3] += vsum(a3_3);
+    }
+    for (int i0 = 0; i0 < 6272; i0 += 64) {
+        {
+            cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f);
+            cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f), a1_3 = vsplat(0.0f);
+            for (int b = 0; b < nb; b++) {
+                const float *restrict sb = S + (size_t)b * 6288 + i0;
+                cg_v s0 = VLOAD(sb + 0), s1 = VLOAD(sb + 16), s2 = VLOAD(sb + 32), s3 = VLOAD(sb + 48); VKEEP(s0); VKEEP(s1); VKEEP(s2); VKEEP(s3);
+                const float d0 = dy[(size_t)(126 + 0) * 64 + b]; a0_0 += d0 * s0; a0_1 += d0 * s1; a0_2 += d0 * s2; a0_3 += d0 * s3;
+                const float d1 = dy[(size_t)(126 + 1) * 64 + b]; a1_0 += d1 * s0; a1_1 += d1 * s1; a1_2 += d1 * s2; a1_3 += d1 * s3;
+            }
+            VSTORE(gw + (size_t)(126 + 0) * 6272 + i0 + 0, VLOAD(gw + (size_t)(126 + 0) * 6272 + i0 + 0) + a0_0); VSTORE(gw + (size_t)(126 + 0) * 6272 + i0 + 16, VLOAD(gw + (size_t)(126 + 0) * 6272 + i0 + 16) + a0_1); VSTORE(gw + (size_t)(126 + 0) * 6272 + i0 + 32, VLOAD(gw + (size_t)(126 + 0) * 6272 + i0 + 32) + a0_2); VSTORE(gw + (size_t)(126 + 0) * 6272 + i0 + 48, VLOAD(gw + (size_t)(126 + 0) * 6272 + i0 + 48) + a0_3);
+            VSTORE(gw + (size_t)(126 + 1) * 6272 + i0 + 0, VLOAD(gw + (size_t)(126 + 1) * 6272 + i0 + 0) + a1_0); VSTORE(gw + (size_t)(126 + 1) * 6272 + i0 + 16, VLOAD(gw + (size_t)(126 + 1) * 6272 + i0 + 16) + a1_1); VSTORE(gw + (size_t)(126 + 1) * 6272 + i0 + 32, VLOAD(gw + (size_t)(126 + 1) * 6272 + i0 + 32) + a1_2); VSTORE(gw + (size_t)(126 + 1) * 6272 + i0 + 48, VLOAD(gw + (size_t)(126 + 1) * 6272 + i0 + 48) + a1_3);
+        }
     }
 }
 
@@ -4854,26 +4896,46 @@ static void l09_dense_backward_dx(const float *restrict P, const float *restrict
 {
     /* x [6272][lanes], y [128][lanes] */
     const float *restrict w = P;
+    /* k in blocks of 64, rows in blocks of 16 */
     CG_PARALLEL_FOR
-    for (int i0 = 0; i0 < 6272; i0 += 4) {
-        for (int v0 = 0; v0 < 4; v0 += 4) {
-            {
-                cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f);
-                cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f), a1_3 = vsplat(0.0f);
-                cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f), a2_2 = vsplat(0.0f), a2_3 = vsplat(0.0f);
-                cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f), a3_2 = vsplat(0.0f), a3_3 = vsplat(0.0f);
-                for (int k = 0; k < 128; k++) {
-                    const float *restrict sk = dy + (size_t)k * 64 + v0 * 16;
-                    const cg_v s0 = VLOAD(sk + 0), s1 = VLOAD(sk + 16), s2 = VLOAD(sk + 32), s3 = VLOAD(sk + 48);
-                    a0_0 += w[(size_t)k * 6272 + i0 + 0] * s0; a0_1 += w[(size_t)k * 6272 + i0 + 0] * s1; a0_2 += w[(size_t)k * 6272 + i0 + 0] * s2; a0_3 += w[(size_t)k * 6272 + i0 + 0] * s3;
-                    a1_0 += w[(size_t)k * 6272 + i0 + 1] * s0; a1_1 += w[(size_t)k * 6272 + i0 + 1] * s1; a1_2 += w[(size_t)k * 6272 + i0 + 1] * s2; a1_3 += w[(size_t)k * 6272 + i0 + 1] * s3;
-                    a2_0 += w[(size_t)k * 6272 + i0 + 2] * s0; a2_1 += w[(size_t)k * 6272 + i0 + 2] * s1; a2_2 += w[(size_t)k * 6272 + i0 + 2] * s2; a2_3 += w[(size_t)k * 6272 + i0 + 2] * s3;
-                    a3_0 += w[(size_t)k * 6272 + i0 + 3] * s0; a3_1 += w[(size_t)k * 6272 + i0 + 3] * s1; a3_2 += w[(size_t)k * 6272 + i0 + 3] * s2; a3_3 += w[(size_t)k * 6272 + i0 + 3] * s3;
+    for (int rb = 0; rb < 392; rb++) {
+        for (int k0 = 0; k0 < 128; k0 += 64) {
+            const int k1 = k0 + 64 < 128 ? k0 + 64 : 128;
+            float wp[1024];
+            const int rn = rb * 16 + 16 < 6272 ? 16 : 6272 - rb * 16;
+            for (int k = k0; k < k1; k++)
+                if (rn == 16) { VSTORE(wp + (k - k0) * 16 + 0, VLOAD(&w[(size_t)k * 6272 + rb * 16 + 0])); }
+                else for (int r = 0; r < rn; r++) wp[(k - k0) * 16 + r] = w[(size_t)k * 6272 + rb * 16 + r];
+            for (int i0 = rb * 16; i0 < rb * 16 + 16; i0 += 4) {
+                for (int v0 = 0; v0 < 4; v0 += 4) {
+                    {
+                        cg_v a0_0, a0_1, a0_2, a0_3, a1_0, a1_1, a1_2, a1_3, a2_0, a2_1, a2_2, a2_3, a3_0, a3_1, a3_2, a3_3;
+                        if (k0) {
+                            a0_0 = VLOAD(dx + (size_t)(i0 + 0) * 64 + (v0 + 0) * 16); a0_1 = VLOAD(dx + (size_t)(i0 + 0) * 64 + (v0 + 1) * 16); a0_2 = VLOAD(dx + (size_t)(i0 + 0) * 64 + (v0 + 2) * 16); a0_3 = VLOAD(dx + (size_t)(i0 + 0) * 64 + (v0 + 3) * 16);
+                            a1_0 = VLOAD(dx + (size_t)(i0 + 1) * 64 + (v0 + 0) * 16); a1_1 = VLOAD(dx + (size_t)(i0 + 1) * 64 + (v0 + 1) * 16); a1_2 = VLOAD(dx + (size_t)(i0 + 1) * 64 + (v0 + 2) * 16); a1_3 = VLOAD(dx + (size_t)(i0 + 1) * 64 + (v0 + 3) * 16);
+                            a2_0 = VLOAD(dx + (size_t)(i0 + 2) * 64 + (v0 + 0) * 16); a2_1 = VLOAD(dx + (size_t)(i0 + 2) * 64 + (v0 + 1) * 16); a2_2 = VLOAD(dx + (size_t)(i0 + 2) * 64 + (v0 + 2) * 16); a2_3 = VLOAD(dx + (size_t)(i0 + 2) * 64 + (v0 + 3) * 16);
+                            a3_0 = VLOAD(dx + (size_t)(i0 + 3) * 64 + (v0 + 0) * 16); a3_1 = VLOAD(dx + (size_t)(i0 + 3) * 64 + (v0 + 1) * 16); a3_2 = VLOAD(dx + (size_t)(i0 + 3) * 64 + (v0 + 2) * 16); a3_3 = VLOAD(dx + (size_t)(i0 + 3) * 64 + (v0 + 3) * 16);
+                        } else {
+                            a0_0 = vsplat(0.0f); a0_1 = vsplat(0.0f); a0_2 = vsplat(0.0f); a0_3 = vsplat(0.0f);
+                            a1_0 = vsplat(0.0f); a1_1 = vsplat(0.0f); a1_2 = vsplat(0.0f); a1_3 = vsplat(0.0f);
+                            a2_0 = vsplat(0.0f); a2_1 = vsplat(0.0f); a2_2 = vsplat(0.0f); a2_3 = vsplat(0.0f);
+                            a3_0 = vsplat(0.0f); a3_1 = vsplat(0.0f); a3_2 = vsplat(0.0f); a3_3 = vsplat(0.0f);
+                        }
+                        for (int k = k0; k < k1; k++) {
+                            const float *restrict sk = dy + (size_t)k * 64 + v0 * 16;
+                            cg_v s0 = VLOAD(sk + 0), s1 = VLOAD(sk + 16), s2 = VLOAD(sk + 32), s3 = VLOAD(sk + 48); VKEEP(s0); VKEEP(s1); VKEEP(s2); VKEEP(s3);
+                            const float *restrict pk = wp + (size_t)(k - k0) * 16 + (i0 - rb * 16);
+                            a0_0 += pk[0] * s0; a0_1 += pk[0] * s1; a0_2 += pk[0] * s2; a0_3 += pk[0] * s3;
+                            a1_0 += pk[1] * s0; a1_1 += pk[1] * s1; a1_2 += pk[1] * s2; a1_3 += pk[1] * s3;
+                            a2_0 += pk[2] * s0; a2_1 += pk[2] * s1; a2_2 += pk[2] * s2; a2_3 += pk[2] * s3;
+                            a3_0 += pk[3] * s0; a3_1 += pk[3] * s1; a3_2 += pk[3] * s2; a3_3 += pk[3] * s3;
+                        }
+                        VSTORE(dx + (size_t)(i0 + 0) * 64 + (v0 + 0) * 16, a0_0); VSTORE(dx + (size_t)(i0 + 0) * 64 + (v0 + 1) * 16, a0_1); VSTORE(dx + (size_t)(i0 + 0) * 64 + (v0 + 2) * 16, a0_2); VSTORE(dx + (size_t)(i0 + 0) * 64 + (v0 + 3) * 16, a0_3);
+                        VSTORE(dx + (size_t)(i0 + 1) * 64 + (v0 + 0) * 16, a1_0); VSTORE(dx + (size_t)(i0 + 1) * 64 + (v0 + 1) * 16, a1_1); VSTORE(dx + (size_t)(i0 + 1) * 64 + (v0 + 2) * 16, a1_2); VSTORE(dx + (size_t)(i0 + 1) * 64 + (v0 + 3) * 16, a1_3);
+                        VSTORE(dx + (size_t)(i0 + 2) * 64 + (v0 + 0) * 16, a2_0); VSTORE(dx + (size_t)(i0 + 2) * 64 + (v0 + 1) * 16, a2_1); VSTORE(dx + (size_t)(i0 + 2) * 64 + (v0 + 2) * 16, a2_2); VSTORE(dx + (size_t)(i0 + 2) * 64 + (v0 + 3) * 16, a2_3);
+                        VSTORE(dx + (size_t)(i0 + 3) * 64 + (v0 + 0) * 16, a3_0); VSTORE(dx + (size_t)(i0 + 3) * 64 + (v0 + 1) * 16, a3_1); VSTORE(dx + (size_t)(i0 + 3) * 64 + (v0 + 2) * 16, a3_2); VSTORE(dx + (size_t)(i0 + 3) * 64 + (v0 + 3) * 16, a3_3);
+                    }
                 }
-                VSTORE(dx + (size_t)(i0 + 0) * 64 + (v0 + 0) * 16, a0_0); VSTORE(dx + (size_t)(i0 + 0) * 64 + (v0 + 1) * 16, a0_1); VSTORE(dx + (size_t)(i0 + 0) * 64 + (v0 + 2) * 16, a0_2); VSTORE(dx + (size_t)(i0 + 0) * 64 + (v0 + 3) * 16, a0_3);
-                VSTORE(dx + (size_t)(i0 + 1) * 64 + (v0 + 0) * 16, a1_0); VSTORE(dx + (size_t)(i0 + 1) * 64 + (v0 + 1) * 16, a1_1); VSTORE(dx + (size_t)(i0 + 1) * 64 + (v0 + 2) * 16, a1_2); VSTORE(dx + (size_t)(i0 + 1) * 64 + (v0 + 3) * 16, a1_3);
-                VSTORE(dx + (size_t)(i0 + 2) * 64 + (v0 + 0) * 16, a2_0); VSTORE(dx + (size_t)(i0 + 2) * 64 + (v0 + 1) * 16, a2_1); VSTORE(dx + (size_t)(i0 + 2) * 64 + (v0 + 2) * 16, a2_2); VSTORE(dx + (size_t)(i0 + 2) * 64 + (v0 + 3) * 16, a2_3);
-                VSTORE(dx + (size_t)(i0 + 3) * 64 + (v0 + 0) * 16, a3_0); VSTORE(dx + (size_t)(i0 + 3) * 64 + (v0 + 1) * 16, a3_1); VSTORE(dx + (size_t)(i0 + 3) * 64 + (v0 + 2) * 16, a3_2); VSTORE(dx + (size_t)(i0 + 3) * 64 + (v0 + 3) * 16, a3_3);
             }
         }
     }
@@ -4989,31 +5051,45 @@ static void l11_relu_backward(const float *restrict y, const float *restrict dy,
 }
 
 /* layer 12: dense 128 -> 10 (specs/bnnet.yaml:25:5)
- * schedule lanes: fwd lanes[TB=4,TR=4] dw gemm[TI=8,TO=2] dx lanes[TB=4,TR=4] */
+ * schedule lanes+gemmT+kb: fwd lanes[KB=64,TB=4,TR=4] dw gemmT[TI=4,TO=6] dx lanes[TB=4,TR=4] */
 static void l12_dense_forward(const float *restrict P, const float *restrict x, float *restrict y)
 {
     /* x [128][lanes], y [10][lanes] */
     const float *restrict w = P;
     const float *restrict b = P + 1280;
-    for (int o0 = 0; o0 < 8; o0 += 4) {
-        for (int v0 = 0; v0 < 4; v0 += 4) {
-            {
-                cg_v a0_0 = vsplat(b[o0 + 0]), a0_1 = vsplat(b[o0 + 0]), a0_2 = vsplat(b[o0 + 0]), a0_3 = vsplat(b[o0 + 0]);
-                cg_v a1_0 = vsplat(b[o0 + 1]), a1_1 = vsplat(b[o0 + 1]), a1_2 = vsplat(b[o0 + 1]), a1_3 = vsplat(b[o0 + 1]);
-                cg_v a2_0 = vsplat(b[o0 + 2]), a2_1 = vsplat(b[o0 + 2]), a2_2 = vsplat(b[o0 + 2]), a2_3 = vsplat(b[o0 + 2]);
-                cg_v a3_0 = vsplat(b[o0 + 3]), a3_1 = vsplat(b[o0 + 3]), a3_2 = vsplat(b[o0 + 3]), a3_3 = vsplat(b[o0 + 3]);
-                for (int k = 0; k < 128; k++) {
-                    const float *restrict sk = x + (size_t)k * 64 + v0 * 16;
-                    const cg_v s0 = VLOAD(sk + 0), s1 = VLOAD(sk + 16), s2 = VLOAD(sk + 32), s3 = VLOAD(sk + 48);
-                    a0_0 += w[(size_t)(o0 + 0) * 128 + k] * s0; a0_1 += w[(size_t)(o0 + 0) * 128 + k] * s1; a0_2 += w[(size_t)(o0 + 0) * 128 + k] * s2; a0_3 += w[(size_t)(o0 + 0) * 128 + k] * s3;
-                    a1_0 += w[(size_t)(o0 + 1) * 128 + k] * s0; a1_1 += w[(size_t)(o0 + 1) * 128 + k] * s1; a1_2 += w[(size_t)(o0 + 1) * 128 + k] * s2; a1_3 += w[(size_t)(o0 + 1) * 128 + k] * s3;
-                    a2_0 += w[(size_t)(o0 + 2) * 128 + k] * s0; a2_1 += w[(size_t)(o0 + 2) * 128 + k] * s1; a2_2 += w[(size_t)(o0 + 2) * 128 + k] * s2; a2_3 += w[(size_t)(o0 + 2) * 128 + k] * s3;
-                    a3_0 += w[(size_t)(o0 + 3) * 128 + k] * s0; a3_1 += w[(size_t)(o0 + 3) * 128 + k] * s1; a3_2 += w[(size_t)(o0 + 3) * 128 + k] * s2; a3_3 += w[(size_t)(o0 + 3) * 128 + k] * s3;
+    /* k in blocks of 64, rows in blocks of 16 */
+    for (int rb = 0; rb < 1; rb++) {
+        for (int k0 = 0; k0 < 128; k0 += 64) {
+            const int k1 = k0 + 64 < 128 ? k0 + 64 : 128;
+            for (int o0 = rb * 16; o0 < (rb * 16 + 16 < 8 ? rb * 16 + 16 : 8); o0 += 4) {
+                for (int v0 = 0; v0 < 4; v0 += 4) {
+                    {
+                        cg_v a0_0, a0_1, a0_2, a0_3, a1_0, a1_1, a1_2, a1_3, a2_0, a2_1, a2_2, a2_3, a3_0, a3_1, a3_2, a3_3;
+                        if (k0) {
+                            a0_0 = VLOAD(y + (size_t)(o0 + 0) * 64 + (v0 + 0) * 16); a0_1 = VLOAD(y + (size_t)(o0 + 0) * 64 + (v0 + 1) * 16); a0_2 = VLOAD(y + (size_t)(o0 + 0) * 64 + (v0 + 2) * 16); a0_3 = VLOAD(y + (size_t)(o0 + 0) * 64 + (v0 + 3) * 16);
+                            a1_0 = VLOAD(y + (size_t)(o0 + 1) * 64 + (v0 + 0) * 16); a1_1 = VLOAD(y + (size_t)(o0 + 1) * 64 + (v0 + 1) * 16); a1_2 = VLOAD(y + (size_t)(o0 + 1) * 64 + (v0 + 2) * 16); a1_3 = VLOAD(y + (size_t)(o0 + 1) * 64 + (v0 + 3) * 16);
+                            a2_0 = VLOAD(y + (size_t)(o0 + 2) * 64 + (v0 + 0) * 16); a2_1 = VLOAD(y + (size_t)(o0 + 2) * 64 + (v0 + 1) * 16); a2_2 = VLOAD(y + (size_t)(o0 + 2) * 64 + (v0 + 2) * 16); a2_3 = VLOAD(y + (size_t)(o0 + 2) * 64 + (v0 + 3) * 16);
+                            a3_0 = VLOAD(y + (size_t)(o0 + 3) * 64 + (v0 + 0) * 16); a3_1 = VLOAD(y + (size_t)(o0 + 3) * 64 + (v0 + 1) * 16); a3_2 = VLOAD(y + (size_t)(o0 + 3) * 64 + (v0 + 2) * 16); a3_3 = VLOAD(y + (size_t)(o0 + 3) * 64 + (v0 + 3) * 16);
+                        } else {
+                            a0_0 = vsplat(b[o0 + 0]); a0_1 = vsplat(b[o0 + 0]); a0_2 = vsplat(b[o0 + 0]); a0_3 = vsplat(b[o0 + 0]);
+                            a1_0 = vsplat(b[o0 + 1]); a1_1 = vsplat(b[o0 + 1]); a1_2 = vsplat(b[o0 + 1]); a1_3 = vsplat(b[o0 + 1]);
+                            a2_0 = vsplat(b[o0 + 2]); a2_1 = vsplat(b[o0 + 2]); a2_2 = vsplat(b[o0 + 2]); a2_3 = vsplat(b[o0 + 2]);
+                            a3_0 = vsplat(b[o0 + 3]); a3_1 = vsplat(b[o0 + 3]); a3_2 = vsplat(b[o0 + 3]); a3_3 = vsplat(b[o0 + 3]);
+                        }
+                        for (int k = k0; k < k1; k++) {
+                            const float *restrict sk = x + (size_t)k * 64 + v0 * 16;
+                            cg_v s0 = VLOAD(sk + 0), s1 = VLOAD(sk + 16), s2 = VLOAD(sk + 32), s3 = VLOAD(sk + 48); VKEEP(s0); VKEEP(s1); VKEEP(s2); VKEEP(s3);
+                            a0_0 += w[(size_t)(o0 + 0) * 128 + k] * s0; a0_1 += w[(size_t)(o0 + 0) * 128 + k] * s1; a0_2 += w[(size_t)(o0 + 0) * 128 + k] * s2; a0_3 += w[(size_t)(o0 + 0) * 128 + k] * s3;
+                            a1_0 += w[(size_t)(o0 + 1) * 128 + k] * s0; a1_1 += w[(size_t)(o0 + 1) * 128 + k] * s1; a1_2 += w[(size_t)(o0 + 1) * 128 + k] * s2; a1_3 += w[(size_t)(o0 + 1) * 128 + k] * s3;
+                            a2_0 += w[(size_t)(o0 + 2) * 128 + k] * s0; a2_1 += w[(size_t)(o0 + 2) * 128 + k] * s1; a2_2 += w[(size_t)(o0 + 2) * 128 + k] * s2; a2_3 += w[(size_t)(o0 + 2) * 128 + k] * s3;
+                            a3_0 += w[(size_t)(o0 + 3) * 128 + k] * s0; a3_1 += w[(size_t)(o0 + 3) * 128 + k] * s1; a3_2 += w[(size_t)(o0 + 3) * 128 + k] * s2; a3_3 += w[(size_t)(o0 + 3) * 128 + k] * s3;
+                        }
+                        VSTORE(y + (size_t)(o0 + 0) * 64 + (v0 + 0) * 16, a0_0); VSTORE(y + (size_t)(o0 + 0) * 64 + (v0 + 1) * 16, a0_1); VSTORE(y + (size_t)(o0 + 0) * 64 + (v0 + 2) * 16, a0_2); VSTORE(y + (size_t)(o0 + 0) * 64 + (v0 + 3) * 16, a0_3);
+                        VSTORE(y + (size_t)(o0 + 1) * 64 + (v0 + 0) * 16, a1_0); VSTORE(y + (size_t)(o0 + 1) * 64 + (v0 + 1) * 16, a1_1); VSTORE(y + (size_t)(o0 + 1) * 64 + (v0 + 2) * 16, a1_2); VSTORE(y + (size_t)(o0 + 1) * 64 + (v0 + 3) * 16, a1_3);
+                        VSTORE(y + (size_t)(o0 + 2) * 64 + (v0 + 0) * 16, a2_0); VSTORE(y + (size_t)(o0 + 2) * 64 + (v0 + 1) * 16, a2_1); VSTORE(y + (size_t)(o0 + 2) * 64 + (v0 + 2) * 16, a2_2); VSTORE(y + (size_t)(o0 + 2) * 64 + (v0 + 3) * 16, a2_3);
+                        VSTORE(y + (size_t)(o0 + 3) * 64 + (v0 + 0) * 16, a3_0); VSTORE(y + (size_t)(o0 + 3) * 64 + (v0 + 1) * 16, a3_1); VSTORE(y + (size_t)(o0 + 3) * 64 + (v0 + 2) * 16, a3_2); VSTORE(y + (size_t)(o0 + 3) * 64 + (v0 + 3) * 16, a3_3);
+                    }
                 }
-                VSTORE(y + (size_t)(o0 + 0) * 64 + (v0 + 0) * 16, a0_0); VSTORE(y + (size_t)(o0 + 0) * 64 + (v0 + 1) * 16, a0_1); VSTORE(y + (size_t)(o0 + 0) * 64 + (v0 + 2) * 16, a0_2); VSTORE(y + (size_t)(o0 + 0) * 64 + (v0 + 3) * 16, a0_3);
-                VSTORE(y + (size_t)(o0 + 1) * 64 + (v0 + 0) * 16, a1_0); VSTORE(y + (size_t)(o0 + 1) * 64 + (v0 + 1) * 16, a1_1); VSTORE(y + (size_t)(o0 + 1) * 64 + (v0 + 2) * 16, a1_2); VSTORE(y + (size_t)(o0 + 1) * 64 + (v0 + 3) * 16, a1_3);
-                VSTORE(y + (size_t)(o0 + 2) * 64 + (v0 + 0) * 16, a2_0); VSTORE(y + (size_t)(o0 + 2) * 64 + (v0 + 1) * 16, a2_1); VSTORE(y + (size_t)(o0 + 2) * 64 + (v0 + 2) * 16, a2_2); VSTORE(y + (size_t)(o0 + 2) * 64 + (v0 + 3) * 16, a2_3);
-                VSTORE(y + (size_t)(o0 + 3) * 64 + (v0 + 0) * 16, a3_0); VSTORE(y + (size_t)(o0 + 3) * 64 + (v0 + 1) * 16, a3_1); VSTORE(y + (size_t)(o0 + 3) * 64 + (v0 + 2) * 16, a3_2); VSTORE(y + (size_t)(o0 + 3) * 64 + (v0 + 3) * 16, a3_3);
             }
         }
     }
@@ -5023,7 +5099,7 @@ static void l12_dense_forward(const float *restrict P, const float *restrict x, 
             cg_v a1_0 = vsplat(b[8 + 1]), a1_1 = vsplat(b[8 + 1]), a1_2 = vsplat(b[8 + 1]), a1_3 = vsplat(b[8 + 1]);
             for (int k = 0; k < 128; k++) {
                 const float *restrict sk = x + (size_t)k * 64 + v0 * 16;
-                const cg_v s0 = VLOAD(sk + 0), s1 = VLOAD(sk + 16), s2 = VLOAD(sk + 32), s3 = VLOAD(sk + 48);
+                cg_v s0 = VLOAD(sk + 0), s1 = VLOAD(sk + 16), s2 = VLOAD(sk + 32), s3 = VLOAD(sk + 48); VKEEP(s0); VKEEP(s1); VKEEP(s2); VKEEP(s3);
                 a0_0 += w[(size_t)(8 + 0) * 128 + k] * s0; a0_1 += w[(size_t)(8 + 0) * 128 + k] * s1; a0_2 += w[(size_t)(8 + 0) * 128 + k] * s2; a0_3 += w[(size_t)(8 + 0) * 128 + k] * s3;
                 a1_0 += w[(size_t)(8 + 1) * 128 + k] * s0; a1_1 += w[(size_t)(8 + 1) * 128 + k] * s1; a1_2 += w[(size_t)(8 + 1) * 128 + k] * s2; a1_3 += w[(size_t)(8 + 1) * 128 + k] * s3;
             }
@@ -5033,28 +5109,67 @@ static void l12_dense_forward(const float *restrict P, const float *restrict x, 
     }
 }
 
-static void l12_dense_backward(float *restrict G, const float *restrict x, const float *restrict dy)
+static void l12_dense_backward(float *restrict G, float *restrict S, const float *restrict x, const float *restrict dy, int nb)
 {
     /* x [128][lanes], y [10][lanes] */
     float *restrict gw = G;
     float *restrict gb = G + 1280;
+    /* x transposed to S [nb][144] */
+    for (int b = 0; b < nb; b++) {
+        for (int i = 0; i < 128; i++) S[(size_t)b * 144 + i] = x[(size_t)i * 64 + b];
+    }
     for (int o = 0; o < 10; o++) {
         cg_v s = vsplat(0.0f);
         for (int v = 0; v < 4; v++) s += VLOAD(dy + (size_t)o * 64 + v * 16);
         gb[o] += vsum(s);
     }
-    /* tiles of 2 rows x 8 columns of dW */
-    for (int t = 0; t < 80; t++) {
-        const int o0 = t / 16 * 2, i0 = t % 16 * 8;
-        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f), a0_4 = vsplat(0.0f), a0_5 = vsplat(0.0f), a0_6 = vsplat(0.0f), a0_7 = vsplat(0.0f);
-        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f), a1_3 = vsplat(0.0f), a1_4 = vsplat(0.0f), a1_5 = vsplat(0.0f), a1_6 = vsplat(0.0f), a1_7 = vsplat(0.0f);
-        for (int v = 0; v < 4; v++) {
-            const cg_v d0 = VLOAD(dy + (size_t)(o0 + 0) * 64 + v * 16), d1 = VLOAD(dy + (size_t)(o0 + 1) * 64 + v * 16), x0 = VLOAD(x + (size_t)(i0 + 0) * 64 + v * 16), x1 = VLOAD(x + (size_t)(i0 + 1) * 64 + v * 16), x2 = VLOAD(x + (size_t)(i0 + 2) * 64 + v * 16), x3 = VLOAD(x + (size_t)(i0 + 3) * 64 + v * 16), x4 = VLOAD(x + (size_t)(i0 + 4) * 64 + v * 16), x5 = VLOAD(x + (size_t)(i0 + 5) * 64 + v * 16), x6 = VLOAD(x + (size_t)(i0 + 6) * 64 + v * 16), x7 = VLOAD(x + (size_t)(i0 + 7) * 64 + v * 16);
-            a0_0 += d0 * x0; a0_1 += d0 * x1; a0_2 += d0 * x2; a0_3 += d0 * x3; a0_4 += d0 * x4; a0_5 += d0 * x5; a0_6 += d0 * x6; a0_7 += d0 * x7;
-            a1_0 += d1 * x0; a1_1 += d1 * x1; a1_2 += d1 * x2; a1_3 += d1 * x3; a1_4 += d1 * x4; a1_5 += d1 * x5; a1_6 += d1 * x6; a1_7 += d1 * x7;
+    /* tiles of 6 rows x 4 vectors of dW */
+    for (int t = 0; t < 2; t++) {
+        const int o0 = t % 1 * 6, i0 = t / 1 * 64;
+        {
+            cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f);
+            cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f), a1_3 = vsplat(0.0f);
+            cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f), a2_2 = vsplat(0.0f), a2_3 = vsplat(0.0f);
+            cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f), a3_2 = vsplat(0.0f), a3_3 = vsplat(0.0f);
+            cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f), a4_2 = vsplat(0.0f), a4_3 = vsplat(0.0f);
+            cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f), a5_2 = vsplat(0.0f), a5_3 = vsplat(0.0f);
+            for (int b = 0; b < nb; b++) {
+                const float *restrict sb = S + (size_t)b * 144 + i0;
+                cg_v s0 = VLOAD(sb + 0), s1 = VLOAD(sb + 16), s2 = VLOAD(sb + 32), s3 = VLOAD(sb + 48); VKEEP(s0); VKEEP(s1); VKEEP(s2); VKEEP(s3);
+                const float d0 = dy[(size_t)(o0 + 0) * 64 + b]; a0_0 += d0 * s0; a0_1 += d0 * s1; a0_2 += d0 * s2; a0_3 += d0 * s3;
+                const float d1 = dy[(size_t)(o0 + 1) * 64 + b]; a1_0 += d1 * s0; a1_1 += d1 * s1; a1_2 += d1 * s2; a1_3 += d1 * s3;
+                const float d2 = dy[(size_t)(o0 + 2) * 64 + b]; a2_0 += d2 * s0; a2_1 += d2 * s1; a2_2 += d2 * s2; a2_3 += d2 * s3;
+                const float d3 = dy[(size_t)(o0 + 3) * 64 + b]; a3_0 += d3 * s0; a3_1 += d3 * s1; a3_2 += d3 * s2; a3_3 += d3 * s3;
+                const float d4 = dy[(size_t)(o0 + 4) * 64 + b]; a4_0 += d4 * s0; a4_1 += d4 * s1; a4_2 += d4 * s2; a4_3 += d4 * s3;
+                const float d5 = dy[(size_t)(o0 + 5) * 64 + b]; a5_0 += d5 * s0; a5_1 += d5 * s1; a5_2 += d5 * s2; a5_3 += d5 * s3;
+            }
+            VSTORE(gw + (size_t)(o0 + 0) * 128 + i0 + 0, VLOAD(gw + (size_t)(o0 + 0) * 128 + i0 + 0) + a0_0); VSTORE(gw + (size_t)(o0 + 0) * 128 + i0 + 16, VLOAD(gw + (size_t)(o0 + 0) * 128 + i0 + 16) + a0_1); VSTORE(gw + (size_t)(o0 + 0) * 128 + i0 + 32, VLOAD(gw + (size_t)(o0 + 0) * 128 + i0 + 32) + a0_2); VSTORE(gw + (size_t)(o0 + 0) * 128 + i0 + 48, VLOAD(gw + (size_t)(o0 + 0) * 128 + i0 + 48) + a0_3);
+            VSTORE(gw + (size_t)(o0 + 1) * 128 + i0 + 0, VLOAD(gw + (size_t)(o0 + 1) * 128 + i0 + 0) + a1_0); VSTORE(gw + (size_t)(o0 + 1) * 128 + i0 + 16, VLOAD(gw + (size_t)(o0 + 1) * 128 + i0 + 16) + a1_1); VSTORE(gw + (size_t)(o0 + 1) * 128 + i0 + 32, VLOAD(gw + (size_t)(o0 + 1) * 128 + i0 + 32) + a1_2); VSTORE(gw + (size_t)(o0 + 1) * 128 + i0 + 48, VLOAD(gw + (size_t)(o0 + 1) * 128 + i0 + 48) + a1_3);
+            VSTORE(gw + (size_t)(o0 + 2) * 128 + i0 + 0, VLOAD(gw + (size_t)(o0 + 2) * 128 + i0 + 0) + a2_0); VSTORE(gw + (size_t)(o0 + 2) * 128 + i0 + 16, VLOAD(gw + (size_t)(o0 + 2) * 128 + i0 + 16) + a2_1); VSTORE(gw + (size_t)(o0 + 2) * 128 + i0 + 32, VLOAD(gw + (size_t)(o0 + 2) * 128 + i0 + 32) + a2_2); VSTORE(gw + (size_t)(o0 + 2) * 128 + i0 + 48, VLOAD(gw + (size_t)(o0 + 2) * 128 + i0 + 48) + a2_3);
+            VSTORE(gw + (size_t)(o0 + 3) * 128 + i0 + 0, VLOAD(gw + (size_t)(o0 + 3) * 128 + i0 + 0) + a3_0); VSTORE(gw + (size_t)(o0 + 3) * 128 + i0 + 16, VLOAD(gw + (size_t)(o0 + 3) * 128 + i0 + 16) + a3_1); VSTORE(gw + (size_t)(o0 + 3) * 128 + i0 + 32, VLOAD(gw + (size_t)(o0 + 3) * 128 + i0 + 32) + a3_2); VSTORE(gw + (size_t)(o0 + 3) * 128 + i0 + 48, VLOAD(gw + (size_t)(o0 + 3) * 128 + i0 + 48) + a3_3);
+            VSTORE(gw + (size_t)(o0 + 4) * 128 + i0 + 0, VLOAD(gw + (size_t)(o0 + 4) * 128 + i0 + 0) + a4_0); VSTORE(gw + (size_t)(o0 + 4) * 128 + i0 + 16, VLOAD(gw + (size_t)(o0 + 4) * 128 + i0 + 16) + a4_1); VSTORE(gw + (size_t)(o0 + 4) * 128 + i0 + 32, VLOAD(gw + (size_t)(o0 + 4) * 128 + i0 + 32) + a4_2); VSTORE(gw + (size_t)(o0 + 4) * 128 + i0 + 48, VLOAD(gw + (size_t)(o0 + 4) * 128 + i0 + 48) + a4_3);
+            VSTORE(gw + (size_t)(o0 + 5) * 128 + i0 + 0, VLOAD(gw + (size_t)(o0 + 5) * 128 + i0 + 0) + a5_0); VSTORE(gw + (size_t)(o0 + 5) * 128 + i0 + 16, VLOAD(gw + (size_t)(o0 + 5) * 128 + i0 + 16) + a5_1); VSTORE(gw + (size_t)(o0 + 5) * 128 + i0 + 32, VLOAD(gw + (size_t)(o0 + 5) * 128 + i0 + 32) + a5_2); VSTORE(gw + (size_t)(o0 + 5) * 128 + i0 + 48, VLOAD(gw + (size_t)(o0 + 5) * 128 + i0 + 48) + a5_3);
         }
-        gw[(size_t)(o0 + 0) * 128 + i0 + 0] += vsum(a0_0); gw[(size_t)(o0 + 0) * 128 + i0 + 1] += vsum(a0_1); gw[(size_t)(o0 + 0) * 128 + i0 + 2] += vsum(a0_2); gw[(size_t)(o0 + 0) * 128 + i0 + 3] += vsum(a0_3); gw[(size_t)(o0 + 0) * 128 + i0 + 4] += vsum(a0_4); gw[(size_t)(o0 + 0) * 128 + i0 + 5] += vsum(a0_5); gw[(size_t)(o0 + 0) * 128 + i0 + 6] += vsum(a0_6); gw[(size_t)(o0 + 0) * 128 + i0 + 7] += vsum(a0_7);
-        gw[(size_t)(o0 + 1) * 128 + i0 + 0] += vsum(a1_0); gw[(size_t)(o0 + 1) * 128 + i0 + 1] += vsum(a1_1); gw[(size_t)(o0 + 1) * 128 + i0 + 2] += vsum(a1_2); gw[(size_t)(o0 + 1) * 128 + i0 + 3] += vsum(a1_3); gw[(size_t)(o0 + 1) * 128 + i0 + 4] += vsum(a1_4); gw[(size_t)(o0 + 1) * 128 + i0 + 5] += vsum(a1_5); gw[(size_t)(o0 + 1) * 128 + i0 + 6] += vsum(a1_6); gw[(size_t)(o0 + 1) * 128 + i0 + 7] += vsum(a1_7);
+    }
+    for (int i0 = 0; i0 < 128; i0 += 64) {
+        {
+            cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f);
+            cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f), a1_3 = vsplat(0.0f);
+            cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f), a2_2 = vsplat(0.0f), a2_3 = vsplat(0.0f);
+            cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f), a3_2 = vsplat(0.0f), a3_3 = vsplat(0.0f);
+            for (int b = 0; b < nb; b++) {
+                const float *restrict sb = S + (size_t)b * 144 + i0;
+                cg_v s0 = VLOAD(sb + 0), s1 = VLOAD(sb + 16), s2 = VLOAD(sb + 32), s3 = VLOAD(sb + 48); VKEEP(s0); VKEEP(s1); VKEEP(s2); VKEEP(s3);
+                const float d0 = dy[(size_t)(6 + 0) * 64 + b]; a0_0 += d0 * s0; a0_1 += d0 * s1; a0_2 += d0 * s2; a0_3 += d0 * s3;
+                const float d1 = dy[(size_t)(6 + 1) * 64 + b]; a1_0 += d1 * s0; a1_1 += d1 * s1; a1_2 += d1 * s2; a1_3 += d1 * s3;
+                const float d2 = dy[(size_t)(6 + 2) * 64 + b]; a2_0 += d2 * s0; a2_1 += d2 * s1; a2_2 += d2 * s2; a2_3 += d2 * s3;
+                const float d3 = dy[(size_t)(6 + 3) * 64 + b]; a3_0 += d3 * s0; a3_1 += d3 * s1; a3_2 += d3 * s2; a3_3 += d3 * s3;
+            }
+            VSTORE(gw + (size_t)(6 + 0) * 128 + i0 + 0, VLOAD(gw + (size_t)(6 + 0) * 128 + i0 + 0) + a0_0); VSTORE(gw + (size_t)(6 + 0) * 128 + i0 + 16, VLOAD(gw + (size_t)(6 + 0) * 128 + i0 + 16) + a0_1); VSTORE(gw + (size_t)(6 + 0) * 128 + i0 + 32, VLOAD(gw + (size_t)(6 + 0) * 128 + i0 + 32) + a0_2); VSTORE(gw + (size_t)(6 + 0) * 128 + i0 + 48, VLOAD(gw + (size_t)(6 + 0) * 128 + i0 + 48) + a0_3);
+            VSTORE(gw + (size_t)(6 + 1) * 128 + i0 + 0, VLOAD(gw + (size_t)(6 + 1) * 128 + i0 + 0) + a1_0); VSTORE(gw + (size_t)(6 + 1) * 128 + i0 + 16, VLOAD(gw + (size_t)(6 + 1) * 128 + i0 + 16) + a1_1); VSTORE(gw + (size_t)(6 + 1) * 128 + i0 + 32, VLOAD(gw + (size_t)(6 + 1) * 128 + i0 + 32) + a1_2); VSTORE(gw + (size_t)(6 + 1) * 128 + i0 + 48, VLOAD(gw + (size_t)(6 + 1) * 128 + i0 + 48) + a1_3);
+            VSTORE(gw + (size_t)(6 + 2) * 128 + i0 + 0, VLOAD(gw + (size_t)(6 + 2) * 128 + i0 + 0) + a2_0); VSTORE(gw + (size_t)(6 + 2) * 128 + i0 + 16, VLOAD(gw + (size_t)(6 + 2) * 128 + i0 + 16) + a2_1); VSTORE(gw + (size_t)(6 + 2) * 128 + i0 + 32, VLOAD(gw + (size_t)(6 + 2) * 128 + i0 + 32) + a2_2); VSTORE(gw + (size_t)(6 + 2) * 128 + i0 + 48, VLOAD(gw + (size_t)(6 + 2) * 128 + i0 + 48) + a2_3);
+            VSTORE(gw + (size_t)(6 + 3) * 128 + i0 + 0, VLOAD(gw + (size_t)(6 + 3) * 128 + i0 + 0) + a3_0); VSTORE(gw + (size_t)(6 + 3) * 128 + i0 + 16, VLOAD(gw + (size_t)(6 + 3) * 128 + i0 + 16) + a3_1); VSTORE(gw + (size_t)(6 + 3) * 128 + i0 + 32, VLOAD(gw + (size_t)(6 + 3) * 128 + i0 + 32) + a3_2); VSTORE(gw + (size_t)(6 + 3) * 128 + i0 + 48, VLOAD(gw + (size_t)(6 + 3) * 128 + i0 + 48) + a3_3);
+        }
     }
 }
 
@@ -5071,7 +5186,7 @@ static void l12_dense_backward_dx(const float *restrict P, const float *restrict
                 cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f), a3_2 = vsplat(0.0f), a3_3 = vsplat(0.0f);
                 for (int k = 0; k < 10; k++) {
                     const float *restrict sk = dy + (size_t)k * 64 + v0 * 16;
-                    const cg_v s0 = VLOAD(sk + 0), s1 = VLOAD(sk + 16), s2 = VLOAD(sk + 32), s3 = VLOAD(sk + 48);
+                    cg_v s0 = VLOAD(sk + 0), s1 = VLOAD(sk + 16), s2 = VLOAD(sk + 32), s3 = VLOAD(sk + 48); VKEEP(s0); VKEEP(s1); VKEEP(s2); VKEEP(s3);
                     a0_0 += w[(size_t)k * 128 + i0 + 0] * s0; a0_1 += w[(size_t)k * 128 + i0 + 0] * s1; a0_2 += w[(size_t)k * 128 + i0 + 0] * s2; a0_3 += w[(size_t)k * 128 + i0 + 0] * s3;
                     a1_0 += w[(size_t)k * 128 + i0 + 1] * s0; a1_1 += w[(size_t)k * 128 + i0 + 1] * s1; a1_2 += w[(size_t)k * 128 + i0 + 1] * s2; a1_3 += w[(size_t)k * 128 + i0 + 1] * s3;
                     a2_0 += w[(size_t)k * 128 + i0 + 2] * s0; a2_1 += w[(size_t)k * 128 + i0 + 2] * s1; a2_2 += w[(size_t)k * 128 + i0 + 2] * s2; a2_3 += w[(size_t)k * 128 + i0 + 2] * s3;
@@ -5097,24 +5212,26 @@ static void l12_dense_backward_dx(const float *restrict P, const float *restrict
 #define S05     10905344 /* scratch of layer 5 (batchnorm) */
 #define A07     10486784 /* output of layer 7 (maxpool2d), [128x7x7][lanes] */
 #define A09     10888192 /* output of layer 9 (dense), [128][lanes] */
+#define S09     10905600 /* scratch of layer 9 (dense) */
 #define A10     10896384 /* output of layer 10 (batchnorm), [128][lanes] */
-#define S10     10905600 /* scratch of layer 10 (batchnorm) */
+#define S10     11308032 /* scratch of layer 10 (batchnorm) */
 #define A12     10904576 /* output of layer 12 (dense), [10][lanes] */
-#define OUT     10905856 /* the output, [N][10] */
-#define DOUT    10906496 /* dLoss/dOutput, [N][10] */
-#define DOUT_L  10907136 /* dLoss/dOutput, [10][lanes] */
-#define D11     10907776 /* gradient arena: dLoss/d(layer 11 output) */
-#define D10     10915968 /* gradient arena: dLoss/d(layer 10 output) */
-#define D09     10907776 /* gradient arena: dLoss/d(layer 9 output) */
-#define D08     12513408 /* gradient arena: dLoss/d(layer 8 output) */
-#define D06     10907776 /* gradient arena: dLoss/d(layer 6 output) */
-#define D05     12513408 /* gradient arena: dLoss/d(layer 5 output) */
-#define D04     10907776 /* gradient arena: dLoss/d(layer 4 output) */
-#define D03     14119040 /* gradient arena: dLoss/d(layer 3 output) */
-#define D02     10907776 /* gradient arena: dLoss/d(layer 2 output) */
-#define D01     14119040 /* gradient arena: dLoss/d(layer 1 output) */
-#define D00     10907776 /* gradient arena: dLoss/d(layer 0 output) */
-#define DIN     14119040 /* gradient arena: dLoss/dInput */
+#define S12     11308288 /* scratch of layer 12 (dense) */
+#define OUT     11317504 /* the output, [N][10] */
+#define DOUT    11318144 /* dLoss/dOutput, [N][10] */
+#define DOUT_L  11318784 /* dLoss/dOutput, [10][lanes] */
+#define D11     11319424 /* gradient arena: dLoss/d(layer 11 output) */
+#define D10     11327616 /* gradient arena: dLoss/d(layer 10 output) */
+#define D09     11319424 /* gradient arena: dLoss/d(layer 9 output) */
+#define D08     12925056 /* gradient arena: dLoss/d(layer 8 output) */
+#define D06     11319424 /* gradient arena: dLoss/d(layer 6 output) */
+#define D05     12925056 /* gradient arena: dLoss/d(layer 5 output) */
+#define D04     11319424 /* gradient arena: dLoss/d(layer 4 output) */
+#define D03     14530688 /* gradient arena: dLoss/d(layer 3 output) */
+#define D02     11319424 /* gradient arena: dLoss/d(layer 2 output) */
+#define D01     14530688 /* gradient arena: dLoss/d(layer 1 output) */
+#define D00     11319424 /* gradient arena: dLoss/d(layer 0 output) */
+#define DIN     14530688 /* gradient arena: dLoss/dInput */
 
 /* Forward over nb <= 64 samples; activations stay in ws for backward. */
 void bnnet_forward(const float *params, float *buffers, const float *x, float *ws, int nb, int training)
@@ -5139,16 +5256,16 @@ void bnnet_forward(const float *params, float *buffers, const float *x, float *w
     cg_from_lanes(ws + A12, ws + OUT, nb, 10, 64);
 }
 
-/* Backward after a training forward: dLoss/dOutput at ws + DOUT (10906496); grads accumulate. */
+/* Backward after a training forward: dLoss/dOutput at ws + DOUT (11318144); grads accumulate. */
 void bnnet_backward(const float *params, float *grads, const float *x, float *dx, float *ws, int nb)
 {
     cg_to_lanes(ws + DOUT, ws + DOUT_L, nb, 10, 64);
     (void)x;
-    l12_dense_backward(grads + 877888, ws + A10, ws + DOUT_L);
+    l12_dense_backward(grads + 877888, ws + S12, ws + A10, ws + DOUT_L, nb);
     l12_dense_backward_dx(params + 877888, ws + DOUT_L, ws + D11);
     l11_relu_backward(ws + A10, ws + D11, ws + D10);
     l10_batchnorm_backward(params + 877632, grads + 877632, ws + S10, ws + A09, ws + D10, ws + D09, nb);
-    l09_dense_backward(grads + 74688, ws + A07, ws + D09);
+    l09_dense_backward(grads + 74688, ws + S09, ws + A07, ws + D09, nb);
     l09_dense_backward_dx(params + 74688, ws + D09, ws + D08);
     /* layer 8: flatten passes the gradient through */
     l07_maxpool2d_backward(ws + A05, ws + D08, ws + D06);
@@ -5248,7 +5365,7 @@ static const cg_layer bnnet_layers[] = {
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "dense", .ndim_in = 1, .in_shape = {6272, 0, 0}, .ndim_out = 1, .out_shape = {128, 0, 0},
      .in_size = 6272, .out_size = 128, .act_offset = 10888192, .lanes = 64, .line = 22, .col = 5,
-     .schedule = "lanes: fwd lanes[TB=4,TR=4] dw gemm[TI=4,TO=4] dx lanes[TB=4,TR=4] threaded", .n_inputs = 1, .inputs = bnnet_inputs + 9, .name = NULL, .inplace = 0,
+     .schedule = "lanes+gemmT+kb: fwd lanes[KB=64,TB=4,TR=4] dw gemmT[TI=4,TO=6] dx lanes[KB=64,TB=4,TR=4] threaded", .n_inputs = 1, .inputs = bnnet_inputs + 9, .name = NULL, .inplace = 0,
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "batchnorm", .ndim_in = 1, .in_shape = {128, 0, 0}, .ndim_out = 1, .out_shape = {128, 0, 0},
      .in_size = 128, .out_size = 128, .act_offset = 10896384, .lanes = 64, .line = 23, .col = 5,
@@ -5260,7 +5377,7 @@ static const cg_layer bnnet_layers[] = {
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "dense", .ndim_in = 1, .in_shape = {128, 0, 0}, .ndim_out = 1, .out_shape = {10, 0, 0},
      .in_size = 128, .out_size = 10, .act_offset = 10904576, .lanes = 64, .line = 25, .col = 5,
-     .schedule = "lanes: fwd lanes[TB=4,TR=4] dw gemm[TI=8,TO=2] dx lanes[TB=4,TR=4]", .n_inputs = 1, .inputs = bnnet_inputs + 12, .name = NULL, .inplace = 0,
+     .schedule = "lanes+gemmT+kb: fwd lanes[KB=64,TB=4,TR=4] dw gemmT[TI=4,TO=6] dx lanes[TB=4,TR=4]", .n_inputs = 1, .inputs = bnnet_inputs + 12, .name = NULL, .inplace = 0,
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
 };
 

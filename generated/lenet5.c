@@ -1668,67 +1668,121 @@ static void l05_maxpool2d_backward(const float *restrict x, const float *restric
 }
 
 /* layer 7: dense 400 -> 120 (specs/lenet5.yaml:17:5)
- * schedule lanes: fwd lanes[TB=4,TR=4] dw gemm[TI=5,TO=4] dx lanes[TB=4,TR=4] threaded */
+ * schedule lanes+gemmT+kb: fwd lanes[KB=64,TB=4,TR=4] dw gemmT[TI=4,TO=6] dx lanes[KB=64,TB=4,TR=4] threaded */
 static void l07_dense_forward(const float *restrict P, const float *restrict x, float *restrict y)
 {
     /* x [400][lanes], y [120][lanes] */
     const float *restrict w = P;
     const float *restrict b = P + 48000;
+    /* k in blocks of 64, rows in blocks of 16 */
     CG_PARALLEL_FOR
-    for (int o0 = 0; o0 < 120; o0 += 4) {
-        for (int v0 = 0; v0 < 4; v0 += 4) {
-            {
-                cg_v a0_0 = vsplat(b[o0 + 0]), a0_1 = vsplat(b[o0 + 0]), a0_2 = vsplat(b[o0 + 0]), a0_3 = vsplat(b[o0 + 0]);
-                cg_v a1_0 = vsplat(b[o0 + 1]), a1_1 = vsplat(b[o0 + 1]), a1_2 = vsplat(b[o0 + 1]), a1_3 = vsplat(b[o0 + 1]);
-                cg_v a2_0 = vsplat(b[o0 + 2]), a2_1 = vsplat(b[o0 + 2]), a2_2 = vsplat(b[o0 + 2]), a2_3 = vsplat(b[o0 + 2]);
-                cg_v a3_0 = vsplat(b[o0 + 3]), a3_1 = vsplat(b[o0 + 3]), a3_2 = vsplat(b[o0 + 3]), a3_3 = vsplat(b[o0 + 3]);
-                for (int k = 0; k < 400; k++) {
-                    const float *restrict sk = x + (size_t)k * 64 + v0 * 16;
-                    const cg_v s0 = VLOAD(sk + 0), s1 = VLOAD(sk + 16), s2 = VLOAD(sk + 32), s3 = VLOAD(sk + 48);
-                    a0_0 += w[(size_t)(o0 + 0) * 400 + k] * s0; a0_1 += w[(size_t)(o0 + 0) * 400 + k] * s1; a0_2 += w[(size_t)(o0 + 0) * 400 + k] * s2; a0_3 += w[(size_t)(o0 + 0) * 400 + k] * s3;
-                    a1_0 += w[(size_t)(o0 + 1) * 400 + k] * s0; a1_1 += w[(size_t)(o0 + 1) * 400 + k] * s1; a1_2 += w[(size_t)(o0 + 1) * 400 + k] * s2; a1_3 += w[(size_t)(o0 + 1) * 400 + k] * s3;
-                    a2_0 += w[(size_t)(o0 + 2) * 400 + k] * s0; a2_1 += w[(size_t)(o0 + 2) * 400 + k] * s1; a2_2 += w[(size_t)(o0 + 2) * 400 + k] * s2; a2_3 += w[(size_t)(o0 + 2) * 400 + k] * s3;
-                    a3_0 += w[(size_t)(o0 + 3) * 400 + k] * s0; a3_1 += w[(size_t)(o0 + 3) * 400 + k] * s1; a3_2 += w[(size_t)(o0 + 3) * 400 + k] * s2; a3_3 += w[(size_t)(o0 + 3) * 400 + k] * s3;
+    for (int rb = 0; rb < 8; rb++) {
+        for (int k0 = 0; k0 < 400; k0 += 64) {
+            const int k1 = k0 + 64 < 400 ? k0 + 64 : 400;
+            for (int o0 = rb * 16; o0 < (rb * 16 + 16 < 120 ? rb * 16 + 16 : 120); o0 += 4) {
+                for (int v0 = 0; v0 < 4; v0 += 4) {
+                    {
+                        cg_v a0_0, a0_1, a0_2, a0_3, a1_0, a1_1, a1_2, a1_3, a2_0, a2_1, a2_2, a2_3, a3_0, a3_1, a3_2, a3_3;
+                        if (k0) {
+                            a0_0 = VLOAD(y + (size_t)(o0 + 0) * 64 + (v0 + 0) * 16); a0_1 = VLOAD(y + (size_t)(o0 + 0) * 64 + (v0 + 1) * 16); a0_2 = VLOAD(y + (size_t)(o0 + 0) * 64 + (v0 + 2) * 16); a0_3 = VLOAD(y + (size_t)(o0 + 0) * 64 + (v0 + 3) * 16);
+                            a1_0 = VLOAD(y + (size_t)(o0 + 1) * 64 + (v0 + 0) * 16); a1_1 = VLOAD(y + (size_t)(o0 + 1) * 64 + (v0 + 1) * 16); a1_2 = VLOAD(y + (size_t)(o0 + 1) * 64 + (v0 + 2) * 16); a1_3 = VLOAD(y + (size_t)(o0 + 1) * 64 + (v0 + 3) * 16);
+                            a2_0 = VLOAD(y + (size_t)(o0 + 2) * 64 + (v0 + 0) * 16); a2_1 = VLOAD(y + (size_t)(o0 + 2) * 64 + (v0 + 1) * 16); a2_2 = VLOAD(y + (size_t)(o0 + 2) * 64 + (v0 + 2) * 16); a2_3 = VLOAD(y + (size_t)(o0 + 2) * 64 + (v0 + 3) * 16);
+                            a3_0 = VLOAD(y + (size_t)(o0 + 3) * 64 + (v0 + 0) * 16); a3_1 = VLOAD(y + (size_t)(o0 + 3) * 64 + (v0 + 1) * 16); a3_2 = VLOAD(y + (size_t)(o0 + 3) * 64 + (v0 + 2) * 16); a3_3 = VLOAD(y + (size_t)(o0 + 3) * 64 + (v0 + 3) * 16);
+                        } else {
+                            a0_0 = vsplat(b[o0 + 0]); a0_1 = vsplat(b[o0 + 0]); a0_2 = vsplat(b[o0 + 0]); a0_3 = vsplat(b[o0 + 0]);
+                            a1_0 = vsplat(b[o0 + 1]); a1_1 = vsplat(b[o0 + 1]); a1_2 = vsplat(b[o0 + 1]); a1_3 = vsplat(b[o0 + 1]);
+                            a2_0 = vsplat(b[o0 + 2]); a2_1 = vsplat(b[o0 + 2]); a2_2 = vsplat(b[o0 + 2]); a2_3 = vsplat(b[o0 + 2]);
+                            a3_0 = vsplat(b[o0 + 3]); a3_1 = vsplat(b[o0 + 3]); a3_2 = vsplat(b[o0 + 3]); a3_3 = vsplat(b[o0 + 3]);
+                        }
+                        for (int k = k0; k < k1; k++) {
+                            const float *restrict sk = x + (size_t)k * 64 + v0 * 16;
+                            cg_v s0 = VLOAD(sk + 0), s1 = VLOAD(sk + 16), s2 = VLOAD(sk + 32), s3 = VLOAD(sk + 48); VKEEP(s0); VKEEP(s1); VKEEP(s2); VKEEP(s3);
+                            a0_0 += w[(size_t)(o0 + 0) * 400 + k] * s0; a0_1 += w[(size_t)(o0 + 0) * 400 + k] * s1; a0_2 += w[(size_t)(o0 + 0) * 400 + k] * s2; a0_3 += w[(size_t)(o0 + 0) * 400 + k] * s3;
+                            a1_0 += w[(size_t)(o0 + 1) * 400 + k] * s0; a1_1 += w[(size_t)(o0 + 1) * 400 + k] * s1; a1_2 += w[(size_t)(o0 + 1) * 400 + k] * s2; a1_3 += w[(size_t)(o0 + 1) * 400 + k] * s3;
+                            a2_0 += w[(size_t)(o0 + 2) * 400 + k] * s0; a2_1 += w[(size_t)(o0 + 2) * 400 + k] * s1; a2_2 += w[(size_t)(o0 + 2) * 400 + k] * s2; a2_3 += w[(size_t)(o0 + 2) * 400 + k] * s3;
+                            a3_0 += w[(size_t)(o0 + 3) * 400 + k] * s0; a3_1 += w[(size_t)(o0 + 3) * 400 + k] * s1; a3_2 += w[(size_t)(o0 + 3) * 400 + k] * s2; a3_3 += w[(size_t)(o0 + 3) * 400 + k] * s3;
+                        }
+                        VSTORE(y + (size_t)(o0 + 0) * 64 + (v0 + 0) * 16, a0_0); VSTORE(y + (size_t)(o0 + 0) * 64 + (v0 + 1) * 16, a0_1); VSTORE(y + (size_t)(o0 + 0) * 64 + (v0 + 2) * 16, a0_2); VSTORE(y + (size_t)(o0 + 0) * 64 + (v0 + 3) * 16, a0_3);
+                        VSTORE(y + (size_t)(o0 + 1) * 64 + (v0 + 0) * 16, a1_0); VSTORE(y + (size_t)(o0 + 1) * 64 + (v0 + 1) * 16, a1_1); VSTORE(y + (size_t)(o0 + 1) * 64 + (v0 + 2) * 16, a1_2); VSTORE(y + (size_t)(o0 + 1) * 64 + (v0 + 3) * 16, a1_3);
+                        VSTORE(y + (size_t)(o0 + 2) * 64 + (v0 + 0) * 16, a2_0); VSTORE(y + (size_t)(o0 + 2) * 64 + (v0 + 1) * 16, a2_1); VSTORE(y + (size_t)(o0 + 2) * 64 + (v0 + 2) * 16, a2_2); VSTORE(y + (size_t)(o0 + 2) * 64 + (v0 + 3) * 16, a2_3);
+                        VSTORE(y + (size_t)(o0 + 3) * 64 + (v0 + 0) * 16, a3_0); VSTORE(y + (size_t)(o0 + 3) * 64 + (v0 + 1) * 16, a3_1); VSTORE(y + (size_t)(o0 + 3) * 64 + (v0 + 2) * 16, a3_2); VSTORE(y + (size_t)(o0 + 3) * 64 + (v0 + 3) * 16, a3_3);
+                    }
                 }
-                VSTORE(y + (size_t)(o0 + 0) * 64 + (v0 + 0) * 16, a0_0); VSTORE(y + (size_t)(o0 + 0) * 64 + (v0 + 1) * 16, a0_1); VSTORE(y + (size_t)(o0 + 0) * 64 + (v0 + 2) * 16, a0_2); VSTORE(y + (size_t)(o0 + 0) * 64 + (v0 + 3) * 16, a0_3);
-                VSTORE(y + (size_t)(o0 + 1) * 64 + (v0 + 0) * 16, a1_0); VSTORE(y + (size_t)(o0 + 1) * 64 + (v0 + 1) * 16, a1_1); VSTORE(y + (size_t)(o0 + 1) * 64 + (v0 + 2) * 16, a1_2); VSTORE(y + (size_t)(o0 + 1) * 64 + (v0 + 3) * 16, a1_3);
-                VSTORE(y + (size_t)(o0 + 2) * 64 + (v0 + 0) * 16, a2_0); VSTORE(y + (size_t)(o0 + 2) * 64 + (v0 + 1) * 16, a2_1); VSTORE(y + (size_t)(o0 + 2) * 64 + (v0 + 2) * 16, a2_2); VSTORE(y + (size_t)(o0 + 2) * 64 + (v0 + 3) * 16, a2_3);
-                VSTORE(y + (size_t)(o0 + 3) * 64 + (v0 + 0) * 16, a3_0); VSTORE(y + (size_t)(o0 + 3) * 64 + (v0 + 1) * 16, a3_1); VSTORE(y + (size_t)(o0 + 3) * 64 + (v0 + 2) * 16, a3_2); VSTORE(y + (size_t)(o0 + 3) * 64 + (v0 + 3) * 16, a3_3);
             }
         }
     }
 }
 
-static void l07_dense_backward(float *restrict G, const float *restrict x, const float *restrict dy)
+static void l07_dense_backward(float *restrict G, float *restrict S, const float *restrict x, const float *restrict dy, int nb)
 {
     /* x [400][lanes], y [120][lanes] */
     float *restrict gw = G;
     float *restrict gb = G + 48000;
+    /* x transposed to S [nb][400] */
+    CG_PARALLEL_FOR
+    for (int b = 0; b < nb; b++) {
+        for (int i = 0; i < 400; i++) S[(size_t)b * 400 + i] = x[(size_t)i * 64 + b];
+    }
     CG_PARALLEL_FOR
     for (int o = 0; o < 120; o++) {
         cg_v s = vsplat(0.0f);
         for (int v = 0; v < 4; v++) s += VLOAD(dy + (size_t)o * 64 + v * 16);
         gb[o] += vsum(s);
     }
-    /* tiles of 4 rows x 5 columns of dW */
+    /* tiles of 6 rows x 4 vectors of dW */
     CG_PARALLEL_FOR
-    for (int t = 0; t < 2400; t++) {
-        const int o0 = t / 80 * 4, i0 = t % 80 * 5;
-        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f), a0_4 = vsplat(0.0f);
-        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f), a1_3 = vsplat(0.0f), a1_4 = vsplat(0.0f);
-        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f), a2_2 = vsplat(0.0f), a2_3 = vsplat(0.0f), a2_4 = vsplat(0.0f);
-        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f), a3_2 = vsplat(0.0f), a3_3 = vsplat(0.0f), a3_4 = vsplat(0.0f);
-        for (int v = 0; v < 4; v++) {
-            const cg_v d0 = VLOAD(dy + (size_t)(o0 + 0) * 64 + v * 16), d1 = VLOAD(dy + (size_t)(o0 + 1) * 64 + v * 16), d2 = VLOAD(dy + (size_t)(o0 + 2) * 64 + v * 16), d3 = VLOAD(dy + (size_t)(o0 + 3) * 64 + v * 16), x0 = VLOAD(x + (size_t)(i0 + 0) * 64 + v * 16), x1 = VLOAD(x + (size_t)(i0 + 1) * 64 + v * 16), x2 = VLOAD(x + (size_t)(i0 + 2) * 64 + v * 16), x3 = VLOAD(x + (size_t)(i0 + 3) * 64 + v * 16), x4 = VLOAD(x + (size_t)(i0 + 4) * 64 + v * 16);
-            a0_0 += d0 * x0; a0_1 += d0 * x1; a0_2 += d0 * x2; a0_3 += d0 * x3; a0_4 += d0 * x4;
-            a1_0 += d1 * x0; a1_1 += d1 * x1; a1_2 += d1 * x2; a1_3 += d1 * x3; a1_4 += d1 * x4;
-            a2_0 += d2 * x0; a2_1 += d2 * x1; a2_2 += d2 * x2; a2_3 += d2 * x3; a2_4 += d2 * x4;
-            a3_0 += d3 * x0; a3_1 += d3 * x1; a3_2 += d3 * x2; a3_3 += d3 * x3; a3_4 += d3 * x4;
+    for (int t = 0; t < 120; t++) {
+        const int o0 = t % 20 * 6, i0 = t / 20 * 64;
+        {
+            cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f);
+            cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f), a1_3 = vsplat(0.0f);
+            cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f), a2_2 = vsplat(0.0f), a2_3 = vsplat(0.0f);
+            cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f), a3_2 = vsplat(0.0f), a3_3 = vsplat(0.0f);
+            cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f), a4_2 = vsplat(0.0f), a4_3 = vsplat(0.0f);
+            cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f), a5_2 = vsplat(0.0f), a5_3 = vsplat(0.0f);
+            for (int b = 0; b < nb; b++) {
+                const float *restrict sb = S + (size_t)b * 400 + i0;
+                cg_v s0 = VLOAD(sb + 0), s1 = VLOAD(sb + 16), s2 = VLOAD(sb + 32), s3 = VLOAD(sb + 48); VKEEP(s0); VKEEP(s1); VKEEP(s2); VKEEP(s3);
+                const float d0 = dy[(size_t)(o0 + 0) * 64 + b]; a0_0 += d0 * s0; a0_1 += d0 * s1; a0_2 += d0 * s2; a0_3 += d0 * s3;
+                const float d1 = dy[(size_t)(o0 + 1) * 64 + b]; a1_0 += d1 * s0; a1_1 += d1 * s1; a1_2 += d1 * s2; a1_3 += d1 * s3;
+                const float d2 = dy[(size_t)(o0 + 2) * 64 + b]; a2_0 += d2 * s0; a2_1 += d2 * s1; a2_2 += d2 * s2; a2_3 += d2 * s3;
+                const float d3 = dy[(size_t)(o0 + 3) * 64 + b]; a3_0 += d3 * s0; a3_1 += d3 * s1; a3_2 += d3 * s2; a3_3 += d3 * s3;
+                const float d4 = dy[(size_t)(o0 + 4) * 64 + b]; a4_0 += d4 * s0; a4_1 += d4 * s1; a4_2 += d4 * s2; a4_3 += d4 * s3;
+                const float d5 = dy[(size_t)(o0 + 5) * 64 + b]; a5_0 += d5 * s0; a5_1 += d5 * s1; a5_2 += d5 * s2; a5_3 += d5 * s3;
+            }
+            VSTORE(gw + (size_t)(o0 + 0) * 400 + i0 + 0, VLOAD(gw + (size_t)(o0 + 0) * 400 + i0 + 0) + a0_0); VSTORE(gw + (size_t)(o0 + 0) * 400 + i0 + 16, VLOAD(gw + (size_t)(o0 + 0) * 400 + i0 + 16) + a0_1); VSTORE(gw + (size_t)(o0 + 0) * 400 + i0 + 32, VLOAD(gw + (size_t)(o0 + 0) * 400 + i0 + 32) + a0_2); VSTORE(gw + (size_t)(o0 + 0) * 400 + i0 + 48, VLOAD(gw + (size_t)(o0 + 0) * 400 + i0 + 48) + a0_3);
+            VSTORE(gw + (size_t)(o0 + 1) * 400 + i0 + 0, VLOAD(gw + (size_t)(o0 + 1) * 400 + i0 + 0) + a1_0); VSTORE(gw + (size_t)(o0 + 1) * 400 + i0 + 16, VLOAD(gw + (size_t)(o0 + 1) * 400 + i0 + 16) + a1_1); VSTORE(gw + (size_t)(o0 + 1) * 400 + i0 + 32, VLOAD(gw + (size_t)(o0 + 1) * 400 + i0 + 32) + a1_2); VSTORE(gw + (size_t)(o0 + 1) * 400 + i0 + 48, VLOAD(gw + (size_t)(o0 + 1) * 400 + i0 + 48) + a1_3);
+            VSTORE(gw + (size_t)(o0 + 2) * 400 + i0 + 0, VLOAD(gw + (size_t)(o0 + 2) * 400 + i0 + 0) + a2_0); VSTORE(gw + (size_t)(o0 + 2) * 400 + i0 + 16, VLOAD(gw + (size_t)(o0 + 2) * 400 + i0 + 16) + a2_1); VSTORE(gw + (size_t)(o0 + 2) * 400 + i0 + 32, VLOAD(gw + (size_t)(o0 + 2) * 400 + i0 + 32) + a2_2); VSTORE(gw + (size_t)(o0 + 2) * 400 + i0 + 48, VLOAD(gw + (size_t)(o0 + 2) * 400 + i0 + 48) + a2_3);
+            VSTORE(gw + (size_t)(o0 + 3) * 400 + i0 + 0, VLOAD(gw + (size_t)(o0 + 3) * 400 + i0 + 0) + a3_0); VSTORE(gw + (size_t)(o0 + 3) * 400 + i0 + 16, VLOAD(gw + (size_t)(o0 + 3) * 400 + i0 + 16) + a3_1); VSTORE(gw + (size_t)(o0 + 3) * 400 + i0 + 32, VLOAD(gw + (size_t)(o0 + 3) * 400 + i0 + 32) + a3_2); VSTORE(gw + (size_t)(o0 + 3) * 400 + i0 + 48, VLOAD(gw + (size_t)(o0 + 3) * 400 + i0 + 48) + a3_3);
+            VSTORE(gw + (size_t)(o0 + 4) * 400 + i0 + 0, VLOAD(gw + (size_t)(o0 + 4) * 400 + i0 + 0) + a4_0); VSTORE(gw + (size_t)(o0 + 4) * 400 + i0 + 16, VLOAD(gw + (size_t)(o0 + 4) * 400 + i0 + 16) + a4_1); VSTORE(gw + (size_t)(o0 + 4) * 400 + i0 + 32, VLOAD(gw + (size_t)(o0 + 4) * 400 + i0 + 32) + a4_2); VSTORE(gw + (size_t)(o0 + 4) * 400 + i0 + 48, VLOAD(gw + (size_t)(o0 + 4) * 400 + i0 + 48) + a4_3);
+            VSTORE(gw + (size_t)(o0 + 5) * 400 + i0 + 0, VLOAD(gw + (size_t)(o0 + 5) * 400 + i0 + 0) + a5_0); VSTORE(gw + (size_t)(o0 + 5) * 400 + i0 + 16, VLOAD(gw + (size_t)(o0 + 5) * 400 + i0 + 16) + a5_1); VSTORE(gw + (size_t)(o0 + 5) * 400 + i0 + 32, VLOAD(gw + (size_t)(o0 + 5) * 400 + i0 + 32) + a5_2); VSTORE(gw + (size_t)(o0 + 5) * 400 + i0 + 48, VLOAD(gw + (size_t)(o0 + 5) * 400 + i0 + 48) + a5_3);
         }
-        gw[(size_t)(o0 + 0) * 400 + i0 + 0] += vsum(a0_0); gw[(size_t)(o0 + 0) * 400 + i0 + 1] += vsum(a0_1); gw[(size_t)(o0 + 0) * 400 + i0 + 2] += vsum(a0_2); gw[(size_t)(o0 + 0) * 400 + i0 + 3] += vsum(a0_3); gw[(size_t)(o0 + 0) * 400 + i0 + 4] += vsum(a0_4);
-        gw[(size_t)(o0 + 1) * 400 + i0 + 0] += vsum(a1_0); gw[(size_t)(o0 + 1) * 400 + i0 + 1] += vsum(a1_1); gw[(size_t)(o0 + 1) * 400 + i0 + 2] += vsum(a1_2); gw[(size_t)(o0 + 1) * 400 + i0 + 3] += vsum(a1_3); gw[(size_t)(o0 + 1) * 400 + i0 + 4] += vsum(a1_4);
-        gw[(size_t)(o0 + 2) * 400 + i0 + 0] += vsum(a2_0); gw[(size_t)(o0 + 2) * 400 + i0 + 1] += vsum(a2_1); gw[(size_t)(o0 + 2) * 400 + i0 + 2] += vsum(a2_2); gw[(size_t)(o0 + 2) * 400 + i0 + 3] += vsum(a2_3); gw[(size_t)(o0 + 2) * 400 + i0 + 4] += vsum(a2_4);
-        gw[(size_t)(o0 + 3) * 400 + i0 + 0] += vsum(a3_0); gw[(size_t)(o0 + 3) * 400 + i0 + 1] += vsum(a3_1); gw[(size_t)(o0 + 3) * 400 + i0 + 2] += vsum(a3_2); gw[(size_t)(o0 + 3) * 400 + i0 + 3] += vsum(a3_3); gw[(size_t)(o0 + 3) * 400 + i0 + 4] += vsum(a3_4);
+    }
+    for (int o0 = 0; o0 < 120; o0 += 6) {
+        {
+            cg_v a0_0 = vsplat(0.0f);
+            cg_v a1_0 = vsplat(0.0f);
+            cg_v a2_0 = vsplat(0.0f);
+            cg_v a3_0 = vsplat(0.0f);
+            cg_v a4_0 = vsplat(0.0f);
+            cg_v a5_0 = vsplat(0.0f);
+            for (int b = 0; b < nb; b++) {
+                const float *restrict sb = S + (size_t)b * 400 + 384;
+                cg_v s0 = VLOAD(sb + 0); VKEEP(s0);
+                const float d0 = dy[(size_t)(o0 + 0) * 64 + b]; a0_0 += d0 * s0;
+                const float d1 = dy[(size_t)(o0 + 1) * 64 + b]; a1_0 += d1 * s0;
+                const float d2 = dy[(size_t)(o0 + 2) * 64 + b]; a2_0 += d2 * s0;
+                const float d3 = dy[(size_t)(o0 + 3) * 64 + b]; a3_0 += d3 * s0;
+                const float d4 = dy[(size_t)(o0 + 4) * 64 + b]; a4_0 += d4 * s0;
+                const float d5 = dy[(size_t)(o0 + 5) * 64 + b]; a5_0 += d5 * s0;
+            }
+            VSTORE(gw + (size_t)(o0 + 0) * 400 + 384 + 0, VLOAD(gw + (size_t)(o0 + 0) * 400 + 384 + 0) + a0_0);
+            VSTORE(gw + (size_t)(o0 + 1) * 400 + 384 + 0, VLOAD(gw + (size_t)(o0 + 1) * 400 + 384 + 0) + a1_0);
+            VSTORE(gw + (size_t)(o0 + 2) * 400 + 384 + 0, VLOAD(gw + (size_t)(o0 + 2) * 400 + 384 + 0) + a2_0);
+            VSTORE(gw + (size_t)(o0 + 3) * 400 + 384 + 0, VLOAD(gw + (size_t)(o0 + 3) * 400 + 384 + 0) + a3_0);
+            VSTORE(gw + (size_t)(o0 + 4) * 400 + 384 + 0, VLOAD(gw + (size_t)(o0 + 4) * 400 + 384 + 0) + a4_0);
+            VSTORE(gw + (size_t)(o0 + 5) * 400 + 384 + 0, VLOAD(gw + (size_t)(o0 + 5) * 400 + 384 + 0) + a5_0);
+        }
     }
 }
 
@@ -1736,26 +1790,46 @@ static void l07_dense_backward_dx(const float *restrict P, const float *restrict
 {
     /* x [400][lanes], y [120][lanes] */
     const float *restrict w = P;
+    /* k in blocks of 64, rows in blocks of 16 */
     CG_PARALLEL_FOR
-    for (int i0 = 0; i0 < 400; i0 += 4) {
-        for (int v0 = 0; v0 < 4; v0 += 4) {
-            {
-                cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f);
-                cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f), a1_3 = vsplat(0.0f);
-                cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f), a2_2 = vsplat(0.0f), a2_3 = vsplat(0.0f);
-                cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f), a3_2 = vsplat(0.0f), a3_3 = vsplat(0.0f);
-                for (int k = 0; k < 120; k++) {
-                    const float *restrict sk = dy + (size_t)k * 64 + v0 * 16;
-                    const cg_v s0 = VLOAD(sk + 0), s1 = VLOAD(sk + 16), s2 = VLOAD(sk + 32), s3 = VLOAD(sk + 48);
-                    a0_0 += w[(size_t)k * 400 + i0 + 0] * s0; a0_1 += w[(size_t)k * 400 + i0 + 0] * s1; a0_2 += w[(size_t)k * 400 + i0 + 0] * s2; a0_3 += w[(size_t)k * 400 + i0 + 0] * s3;
-                    a1_0 += w[(size_t)k * 400 + i0 + 1] * s0; a1_1 += w[(size_t)k * 400 + i0 + 1] * s1; a1_2 += w[(size_t)k * 400 + i0 + 1] * s2; a1_3 += w[(size_t)k * 400 + i0 + 1] * s3;
-                    a2_0 += w[(size_t)k * 400 + i0 + 2] * s0; a2_1 += w[(size_t)k * 400 + i0 + 2] * s1; a2_2 += w[(size_t)k * 400 + i0 + 2] * s2; a2_3 += w[(size_t)k * 400 + i0 + 2] * s3;
-                    a3_0 += w[(size_t)k * 400 + i0 + 3] * s0; a3_1 += w[(size_t)k * 400 + i0 + 3] * s1; a3_2 += w[(size_t)k * 400 + i0 + 3] * s2; a3_3 += w[(size_t)k * 400 + i0 + 3] * s3;
+    for (int rb = 0; rb < 25; rb++) {
+        for (int k0 = 0; k0 < 120; k0 += 64) {
+            const int k1 = k0 + 64 < 120 ? k0 + 64 : 120;
+            float wp[1024];
+            const int rn = rb * 16 + 16 < 400 ? 16 : 400 - rb * 16;
+            for (int k = k0; k < k1; k++)
+                if (rn == 16) { VSTORE(wp + (k - k0) * 16 + 0, VLOAD(&w[(size_t)k * 400 + rb * 16 + 0])); }
+                else for (int r = 0; r < rn; r++) wp[(k - k0) * 16 + r] = w[(size_t)k * 400 + rb * 16 + r];
+            for (int i0 = rb * 16; i0 < rb * 16 + 16; i0 += 4) {
+                for (int v0 = 0; v0 < 4; v0 += 4) {
+                    {
+                        cg_v a0_0, a0_1, a0_2, a0_3, a1_0, a1_1, a1_2, a1_3, a2_0, a2_1, a2_2, a2_3, a3_0, a3_1, a3_2, a3_3;
+                        if (k0) {
+                            a0_0 = VLOAD(dx + (size_t)(i0 + 0) * 64 + (v0 + 0) * 16); a0_1 = VLOAD(dx + (size_t)(i0 + 0) * 64 + (v0 + 1) * 16); a0_2 = VLOAD(dx + (size_t)(i0 + 0) * 64 + (v0 + 2) * 16); a0_3 = VLOAD(dx + (size_t)(i0 + 0) * 64 + (v0 + 3) * 16);
+                            a1_0 = VLOAD(dx + (size_t)(i0 + 1) * 64 + (v0 + 0) * 16); a1_1 = VLOAD(dx + (size_t)(i0 + 1) * 64 + (v0 + 1) * 16); a1_2 = VLOAD(dx + (size_t)(i0 + 1) * 64 + (v0 + 2) * 16); a1_3 = VLOAD(dx + (size_t)(i0 + 1) * 64 + (v0 + 3) * 16);
+                            a2_0 = VLOAD(dx + (size_t)(i0 + 2) * 64 + (v0 + 0) * 16); a2_1 = VLOAD(dx + (size_t)(i0 + 2) * 64 + (v0 + 1) * 16); a2_2 = VLOAD(dx + (size_t)(i0 + 2) * 64 + (v0 + 2) * 16); a2_3 = VLOAD(dx + (size_t)(i0 + 2) * 64 + (v0 + 3) * 16);
+                            a3_0 = VLOAD(dx + (size_t)(i0 + 3) * 64 + (v0 + 0) * 16); a3_1 = VLOAD(dx + (size_t)(i0 + 3) * 64 + (v0 + 1) * 16); a3_2 = VLOAD(dx + (size_t)(i0 + 3) * 64 + (v0 + 2) * 16); a3_3 = VLOAD(dx + (size_t)(i0 + 3) * 64 + (v0 + 3) * 16);
+                        } else {
+                            a0_0 = vsplat(0.0f); a0_1 = vsplat(0.0f); a0_2 = vsplat(0.0f); a0_3 = vsplat(0.0f);
+                            a1_0 = vsplat(0.0f); a1_1 = vsplat(0.0f); a1_2 = vsplat(0.0f); a1_3 = vsplat(0.0f);
+                            a2_0 = vsplat(0.0f); a2_1 = vsplat(0.0f); a2_2 = vsplat(0.0f); a2_3 = vsplat(0.0f);
+                            a3_0 = vsplat(0.0f); a3_1 = vsplat(0.0f); a3_2 = vsplat(0.0f); a3_3 = vsplat(0.0f);
+                        }
+                        for (int k = k0; k < k1; k++) {
+                            const float *restrict sk = dy + (size_t)k * 64 + v0 * 16;
+                            cg_v s0 = VLOAD(sk + 0), s1 = VLOAD(sk + 16), s2 = VLOAD(sk + 32), s3 = VLOAD(sk + 48); VKEEP(s0); VKEEP(s1); VKEEP(s2); VKEEP(s3);
+                            const float *restrict pk = wp + (size_t)(k - k0) * 16 + (i0 - rb * 16);
+                            a0_0 += pk[0] * s0; a0_1 += pk[0] * s1; a0_2 += pk[0] * s2; a0_3 += pk[0] * s3;
+                            a1_0 += pk[1] * s0; a1_1 += pk[1] * s1; a1_2 += pk[1] * s2; a1_3 += pk[1] * s3;
+                            a2_0 += pk[2] * s0; a2_1 += pk[2] * s1; a2_2 += pk[2] * s2; a2_3 += pk[2] * s3;
+                            a3_0 += pk[3] * s0; a3_1 += pk[3] * s1; a3_2 += pk[3] * s2; a3_3 += pk[3] * s3;
+                        }
+                        VSTORE(dx + (size_t)(i0 + 0) * 64 + (v0 + 0) * 16, a0_0); VSTORE(dx + (size_t)(i0 + 0) * 64 + (v0 + 1) * 16, a0_1); VSTORE(dx + (size_t)(i0 + 0) * 64 + (v0 + 2) * 16, a0_2); VSTORE(dx + (size_t)(i0 + 0) * 64 + (v0 + 3) * 16, a0_3);
+                        VSTORE(dx + (size_t)(i0 + 1) * 64 + (v0 + 0) * 16, a1_0); VSTORE(dx + (size_t)(i0 + 1) * 64 + (v0 + 1) * 16, a1_1); VSTORE(dx + (size_t)(i0 + 1) * 64 + (v0 + 2) * 16, a1_2); VSTORE(dx + (size_t)(i0 + 1) * 64 + (v0 + 3) * 16, a1_3);
+                        VSTORE(dx + (size_t)(i0 + 2) * 64 + (v0 + 0) * 16, a2_0); VSTORE(dx + (size_t)(i0 + 2) * 64 + (v0 + 1) * 16, a2_1); VSTORE(dx + (size_t)(i0 + 2) * 64 + (v0 + 2) * 16, a2_2); VSTORE(dx + (size_t)(i0 + 2) * 64 + (v0 + 3) * 16, a2_3);
+                        VSTORE(dx + (size_t)(i0 + 3) * 64 + (v0 + 0) * 16, a3_0); VSTORE(dx + (size_t)(i0 + 3) * 64 + (v0 + 1) * 16, a3_1); VSTORE(dx + (size_t)(i0 + 3) * 64 + (v0 + 2) * 16, a3_2); VSTORE(dx + (size_t)(i0 + 3) * 64 + (v0 + 3) * 16, a3_3);
+                    }
                 }
-                VSTORE(dx + (size_t)(i0 + 0) * 64 + (v0 + 0) * 16, a0_0); VSTORE(dx + (size_t)(i0 + 0) * 64 + (v0 + 1) * 16, a0_1); VSTORE(dx + (size_t)(i0 + 0) * 64 + (v0 + 2) * 16, a0_2); VSTORE(dx + (size_t)(i0 + 0) * 64 + (v0 + 3) * 16, a0_3);
-                VSTORE(dx + (size_t)(i0 + 1) * 64 + (v0 + 0) * 16, a1_0); VSTORE(dx + (size_t)(i0 + 1) * 64 + (v0 + 1) * 16, a1_1); VSTORE(dx + (size_t)(i0 + 1) * 64 + (v0 + 2) * 16, a1_2); VSTORE(dx + (size_t)(i0 + 1) * 64 + (v0 + 3) * 16, a1_3);
-                VSTORE(dx + (size_t)(i0 + 2) * 64 + (v0 + 0) * 16, a2_0); VSTORE(dx + (size_t)(i0 + 2) * 64 + (v0 + 1) * 16, a2_1); VSTORE(dx + (size_t)(i0 + 2) * 64 + (v0 + 2) * 16, a2_2); VSTORE(dx + (size_t)(i0 + 2) * 64 + (v0 + 3) * 16, a2_3);
-                VSTORE(dx + (size_t)(i0 + 3) * 64 + (v0 + 0) * 16, a3_0); VSTORE(dx + (size_t)(i0 + 3) * 64 + (v0 + 1) * 16, a3_1); VSTORE(dx + (size_t)(i0 + 3) * 64 + (v0 + 2) * 16, a3_2); VSTORE(dx + (size_t)(i0 + 3) * 64 + (v0 + 3) * 16, a3_3);
             }
         }
     }
@@ -1778,64 +1852,119 @@ static void l08_relu_backward(const float *restrict y, const float *restrict dy,
 }
 
 /* layer 9: dense 120 -> 84 (specs/lenet5.yaml:19:5)
- * schedule lanes: fwd lanes[TB=4,TR=4] dw gemm[TI=6,TO=4] dx lanes[TB=4,TR=4] */
+ * schedule lanes+gemmT+kb: fwd lanes[KB=64,TB=4,TR=4] dw gemmT[TI=4,TO=6] dx lanes[KB=64,TB=4,TR=4] */
 static void l09_dense_forward(const float *restrict P, const float *restrict x, float *restrict y)
 {
     /* x [120][lanes], y [84][lanes] */
     const float *restrict w = P;
     const float *restrict b = P + 10080;
-    for (int o0 = 0; o0 < 84; o0 += 4) {
-        for (int v0 = 0; v0 < 4; v0 += 4) {
-            {
-                cg_v a0_0 = vsplat(b[o0 + 0]), a0_1 = vsplat(b[o0 + 0]), a0_2 = vsplat(b[o0 + 0]), a0_3 = vsplat(b[o0 + 0]);
-                cg_v a1_0 = vsplat(b[o0 + 1]), a1_1 = vsplat(b[o0 + 1]), a1_2 = vsplat(b[o0 + 1]), a1_3 = vsplat(b[o0 + 1]);
-                cg_v a2_0 = vsplat(b[o0 + 2]), a2_1 = vsplat(b[o0 + 2]), a2_2 = vsplat(b[o0 + 2]), a2_3 = vsplat(b[o0 + 2]);
-                cg_v a3_0 = vsplat(b[o0 + 3]), a3_1 = vsplat(b[o0 + 3]), a3_2 = vsplat(b[o0 + 3]), a3_3 = vsplat(b[o0 + 3]);
-                for (int k = 0; k < 120; k++) {
-                    const float *restrict sk = x + (size_t)k * 64 + v0 * 16;
-                    const cg_v s0 = VLOAD(sk + 0), s1 = VLOAD(sk + 16), s2 = VLOAD(sk + 32), s3 = VLOAD(sk + 48);
-                    a0_0 += w[(size_t)(o0 + 0) * 120 + k] * s0; a0_1 += w[(size_t)(o0 + 0) * 120 + k] * s1; a0_2 += w[(size_t)(o0 + 0) * 120 + k] * s2; a0_3 += w[(size_t)(o0 + 0) * 120 + k] * s3;
-                    a1_0 += w[(size_t)(o0 + 1) * 120 + k] * s0; a1_1 += w[(size_t)(o0 + 1) * 120 + k] * s1; a1_2 += w[(size_t)(o0 + 1) * 120 + k] * s2; a1_3 += w[(size_t)(o0 + 1) * 120 + k] * s3;
-                    a2_0 += w[(size_t)(o0 + 2) * 120 + k] * s0; a2_1 += w[(size_t)(o0 + 2) * 120 + k] * s1; a2_2 += w[(size_t)(o0 + 2) * 120 + k] * s2; a2_3 += w[(size_t)(o0 + 2) * 120 + k] * s3;
-                    a3_0 += w[(size_t)(o0 + 3) * 120 + k] * s0; a3_1 += w[(size_t)(o0 + 3) * 120 + k] * s1; a3_2 += w[(size_t)(o0 + 3) * 120 + k] * s2; a3_3 += w[(size_t)(o0 + 3) * 120 + k] * s3;
+    /* k in blocks of 64, rows in blocks of 16 */
+    for (int rb = 0; rb < 6; rb++) {
+        for (int k0 = 0; k0 < 120; k0 += 64) {
+            const int k1 = k0 + 64 < 120 ? k0 + 64 : 120;
+            for (int o0 = rb * 16; o0 < (rb * 16 + 16 < 84 ? rb * 16 + 16 : 84); o0 += 4) {
+                for (int v0 = 0; v0 < 4; v0 += 4) {
+                    {
+                        cg_v a0_0, a0_1, a0_2, a0_3, a1_0, a1_1, a1_2, a1_3, a2_0, a2_1, a2_2, a2_3, a3_0, a3_1, a3_2, a3_3;
+                        if (k0) {
+                            a0_0 = VLOAD(y + (size_t)(o0 + 0) * 64 + (v0 + 0) * 16); a0_1 = VLOAD(y + (size_t)(o0 + 0) * 64 + (v0 + 1) * 16); a0_2 = VLOAD(y + (size_t)(o0 + 0) * 64 + (v0 + 2) * 16); a0_3 = VLOAD(y + (size_t)(o0 + 0) * 64 + (v0 + 3) * 16);
+                            a1_0 = VLOAD(y + (size_t)(o0 + 1) * 64 + (v0 + 0) * 16); a1_1 = VLOAD(y + (size_t)(o0 + 1) * 64 + (v0 + 1) * 16); a1_2 = VLOAD(y + (size_t)(o0 + 1) * 64 + (v0 + 2) * 16); a1_3 = VLOAD(y + (size_t)(o0 + 1) * 64 + (v0 + 3) * 16);
+                            a2_0 = VLOAD(y + (size_t)(o0 + 2) * 64 + (v0 + 0) * 16); a2_1 = VLOAD(y + (size_t)(o0 + 2) * 64 + (v0 + 1) * 16); a2_2 = VLOAD(y + (size_t)(o0 + 2) * 64 + (v0 + 2) * 16); a2_3 = VLOAD(y + (size_t)(o0 + 2) * 64 + (v0 + 3) * 16);
+                            a3_0 = VLOAD(y + (size_t)(o0 + 3) * 64 + (v0 + 0) * 16); a3_1 = VLOAD(y + (size_t)(o0 + 3) * 64 + (v0 + 1) * 16); a3_2 = VLOAD(y + (size_t)(o0 + 3) * 64 + (v0 + 2) * 16); a3_3 = VLOAD(y + (size_t)(o0 + 3) * 64 + (v0 + 3) * 16);
+                        } else {
+                            a0_0 = vsplat(b[o0 + 0]); a0_1 = vsplat(b[o0 + 0]); a0_2 = vsplat(b[o0 + 0]); a0_3 = vsplat(b[o0 + 0]);
+                            a1_0 = vsplat(b[o0 + 1]); a1_1 = vsplat(b[o0 + 1]); a1_2 = vsplat(b[o0 + 1]); a1_3 = vsplat(b[o0 + 1]);
+                            a2_0 = vsplat(b[o0 + 2]); a2_1 = vsplat(b[o0 + 2]); a2_2 = vsplat(b[o0 + 2]); a2_3 = vsplat(b[o0 + 2]);
+                            a3_0 = vsplat(b[o0 + 3]); a3_1 = vsplat(b[o0 + 3]); a3_2 = vsplat(b[o0 + 3]); a3_3 = vsplat(b[o0 + 3]);
+                        }
+                        for (int k = k0; k < k1; k++) {
+                            const float *restrict sk = x + (size_t)k * 64 + v0 * 16;
+                            cg_v s0 = VLOAD(sk + 0), s1 = VLOAD(sk + 16), s2 = VLOAD(sk + 32), s3 = VLOAD(sk + 48); VKEEP(s0); VKEEP(s1); VKEEP(s2); VKEEP(s3);
+                            a0_0 += w[(size_t)(o0 + 0) * 120 + k] * s0; a0_1 += w[(size_t)(o0 + 0) * 120 + k] * s1; a0_2 += w[(size_t)(o0 + 0) * 120 + k] * s2; a0_3 += w[(size_t)(o0 + 0) * 120 + k] * s3;
+                            a1_0 += w[(size_t)(o0 + 1) * 120 + k] * s0; a1_1 += w[(size_t)(o0 + 1) * 120 + k] * s1; a1_2 += w[(size_t)(o0 + 1) * 120 + k] * s2; a1_3 += w[(size_t)(o0 + 1) * 120 + k] * s3;
+                            a2_0 += w[(size_t)(o0 + 2) * 120 + k] * s0; a2_1 += w[(size_t)(o0 + 2) * 120 + k] * s1; a2_2 += w[(size_t)(o0 + 2) * 120 + k] * s2; a2_3 += w[(size_t)(o0 + 2) * 120 + k] * s3;
+                            a3_0 += w[(size_t)(o0 + 3) * 120 + k] * s0; a3_1 += w[(size_t)(o0 + 3) * 120 + k] * s1; a3_2 += w[(size_t)(o0 + 3) * 120 + k] * s2; a3_3 += w[(size_t)(o0 + 3) * 120 + k] * s3;
+                        }
+                        VSTORE(y + (size_t)(o0 + 0) * 64 + (v0 + 0) * 16, a0_0); VSTORE(y + (size_t)(o0 + 0) * 64 + (v0 + 1) * 16, a0_1); VSTORE(y + (size_t)(o0 + 0) * 64 + (v0 + 2) * 16, a0_2); VSTORE(y + (size_t)(o0 + 0) * 64 + (v0 + 3) * 16, a0_3);
+                        VSTORE(y + (size_t)(o0 + 1) * 64 + (v0 + 0) * 16, a1_0); VSTORE(y + (size_t)(o0 + 1) * 64 + (v0 + 1) * 16, a1_1); VSTORE(y + (size_t)(o0 + 1) * 64 + (v0 + 2) * 16, a1_2); VSTORE(y + (size_t)(o0 + 1) * 64 + (v0 + 3) * 16, a1_3);
+                        VSTORE(y + (size_t)(o0 + 2) * 64 + (v0 + 0) * 16, a2_0); VSTORE(y + (size_t)(o0 + 2) * 64 + (v0 + 1) * 16, a2_1); VSTORE(y + (size_t)(o0 + 2) * 64 + (v0 + 2) * 16, a2_2); VSTORE(y + (size_t)(o0 + 2) * 64 + (v0 + 3) * 16, a2_3);
+                        VSTORE(y + (size_t)(o0 + 3) * 64 + (v0 + 0) * 16, a3_0); VSTORE(y + (size_t)(o0 + 3) * 64 + (v0 + 1) * 16, a3_1); VSTORE(y + (size_t)(o0 + 3) * 64 + (v0 + 2) * 16, a3_2); VSTORE(y + (size_t)(o0 + 3) * 64 + (v0 + 3) * 16, a3_3);
+                    }
                 }
-                VSTORE(y + (size_t)(o0 + 0) * 64 + (v0 + 0) * 16, a0_0); VSTORE(y + (size_t)(o0 + 0) * 64 + (v0 + 1) * 16, a0_1); VSTORE(y + (size_t)(o0 + 0) * 64 + (v0 + 2) * 16, a0_2); VSTORE(y + (size_t)(o0 + 0) * 64 + (v0 + 3) * 16, a0_3);
-                VSTORE(y + (size_t)(o0 + 1) * 64 + (v0 + 0) * 16, a1_0); VSTORE(y + (size_t)(o0 + 1) * 64 + (v0 + 1) * 16, a1_1); VSTORE(y + (size_t)(o0 + 1) * 64 + (v0 + 2) * 16, a1_2); VSTORE(y + (size_t)(o0 + 1) * 64 + (v0 + 3) * 16, a1_3);
-                VSTORE(y + (size_t)(o0 + 2) * 64 + (v0 + 0) * 16, a2_0); VSTORE(y + (size_t)(o0 + 2) * 64 + (v0 + 1) * 16, a2_1); VSTORE(y + (size_t)(o0 + 2) * 64 + (v0 + 2) * 16, a2_2); VSTORE(y + (size_t)(o0 + 2) * 64 + (v0 + 3) * 16, a2_3);
-                VSTORE(y + (size_t)(o0 + 3) * 64 + (v0 + 0) * 16, a3_0); VSTORE(y + (size_t)(o0 + 3) * 64 + (v0 + 1) * 16, a3_1); VSTORE(y + (size_t)(o0 + 3) * 64 + (v0 + 2) * 16, a3_2); VSTORE(y + (size_t)(o0 + 3) * 64 + (v0 + 3) * 16, a3_3);
             }
         }
     }
 }
 
-static void l09_dense_backward(float *restrict G, const float *restrict x, const float *restrict dy)
+static void l09_dense_backward(float *restrict G, float *restrict S, const float *restrict x, const float *restrict dy, int nb)
 {
     /* x [120][lanes], y [84][lanes] */
     float *restrict gw = G;
     float *restrict gb = G + 10080;
+    /* x transposed to S [nb][144] (columns 120 .. 127 zero) */
+    for (int b = 0; b < nb; b++) {
+        for (int i = 0; i < 120; i++) S[(size_t)b * 144 + i] = x[(size_t)i * 64 + b];
+        for (int i = 120; i < 128; i++) S[(size_t)b * 144 + i] = 0.0f;
+    }
     for (int o = 0; o < 84; o++) {
         cg_v s = vsplat(0.0f);
         for (int v = 0; v < 4; v++) s += VLOAD(dy + (size_t)o * 64 + v * 16);
         gb[o] += vsum(s);
     }
-    /* tiles of 4 rows x 6 columns of dW */
-    for (int t = 0; t < 420; t++) {
-        const int o0 = t / 20 * 4, i0 = t % 20 * 6;
-        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f), a0_4 = vsplat(0.0f), a0_5 = vsplat(0.0f);
-        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f), a1_3 = vsplat(0.0f), a1_4 = vsplat(0.0f), a1_5 = vsplat(0.0f);
-        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f), a2_2 = vsplat(0.0f), a2_3 = vsplat(0.0f), a2_4 = vsplat(0.0f), a2_5 = vsplat(0.0f);
-        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f), a3_2 = vsplat(0.0f), a3_3 = vsplat(0.0f), a3_4 = vsplat(0.0f), a3_5 = vsplat(0.0f);
-        for (int v = 0; v < 4; v++) {
-            const cg_v d0 = VLOAD(dy + (size_t)(o0 + 0) * 64 + v * 16), d1 = VLOAD(dy + (size_t)(o0 + 1) * 64 + v * 16), d2 = VLOAD(dy + (size_t)(o0 + 2) * 64 + v * 16), d3 = VLOAD(dy + (size_t)(o0 + 3) * 64 + v * 16), x0 = VLOAD(x + (size_t)(i0 + 0) * 64 + v * 16), x1 = VLOAD(x + (size_t)(i0 + 1) * 64 + v * 16), x2 = VLOAD(x + (size_t)(i0 + 2) * 64 + v * 16), x3 = VLOAD(x + (size_t)(i0 + 3) * 64 + v * 16), x4 = VLOAD(x + (size_t)(i0 + 4) * 64 + v * 16), x5 = VLOAD(x + (size_t)(i0 + 5) * 64 + v * 16);
-            a0_0 += d0 * x0; a0_1 += d0 * x1; a0_2 += d0 * x2; a0_3 += d0 * x3; a0_4 += d0 * x4; a0_5 += d0 * x5;
-            a1_0 += d1 * x0; a1_1 += d1 * x1; a1_2 += d1 * x2; a1_3 += d1 * x3; a1_4 += d1 * x4; a1_5 += d1 * x5;
-            a2_0 += d2 * x0; a2_1 += d2 * x1; a2_2 += d2 * x2; a2_3 += d2 * x3; a2_4 += d2 * x4; a2_5 += d2 * x5;
-            a3_0 += d3 * x0; a3_1 += d3 * x1; a3_2 += d3 * x2; a3_3 += d3 * x3; a3_4 += d3 * x4; a3_5 += d3 * x5;
+    /* tiles of 6 rows x 4 vectors of dW */
+    for (int t = 0; t < 28; t++) {
+        const int o0 = t % 14 * 6, i0 = t / 14 * 64;
+        if (i0 == 64) {
+            {
+                cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f);
+                cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f), a1_3 = vsplat(0.0f);
+                cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f), a2_2 = vsplat(0.0f), a2_3 = vsplat(0.0f);
+                cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f), a3_2 = vsplat(0.0f), a3_3 = vsplat(0.0f);
+                cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f), a4_2 = vsplat(0.0f), a4_3 = vsplat(0.0f);
+                cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f), a5_2 = vsplat(0.0f), a5_3 = vsplat(0.0f);
+                for (int b = 0; b < nb; b++) {
+                    const float *restrict sb = S + (size_t)b * 144 + i0;
+                    cg_v s0 = VLOAD(sb + 0), s1 = VLOAD(sb + 16), s2 = VLOAD(sb + 32), s3 = VLOAD(sb + 48); VKEEP(s0); VKEEP(s1); VKEEP(s2); VKEEP(s3);
+                    const float d0 = dy[(size_t)(o0 + 0) * 64 + b]; a0_0 += d0 * s0; a0_1 += d0 * s1; a0_2 += d0 * s2; a0_3 += d0 * s3;
+                    const float d1 = dy[(size_t)(o0 + 1) * 64 + b]; a1_0 += d1 * s0; a1_1 += d1 * s1; a1_2 += d1 * s2; a1_3 += d1 * s3;
+                    const float d2 = dy[(size_t)(o0 + 2) * 64 + b]; a2_0 += d2 * s0; a2_1 += d2 * s1; a2_2 += d2 * s2; a2_3 += d2 * s3;
+                    const float d3 = dy[(size_t)(o0 + 3) * 64 + b]; a3_0 += d3 * s0; a3_1 += d3 * s1; a3_2 += d3 * s2; a3_3 += d3 * s3;
+                    const float d4 = dy[(size_t)(o0 + 4) * 64 + b]; a4_0 += d4 * s0; a4_1 += d4 * s1; a4_2 += d4 * s2; a4_3 += d4 * s3;
+                    const float d5 = dy[(size_t)(o0 + 5) * 64 + b]; a5_0 += d5 * s0; a5_1 += d5 * s1; a5_2 += d5 * s2; a5_3 += d5 * s3;
+                }
+                VSTORE(gw + (size_t)(o0 + 0) * 120 + i0 + 0, VLOAD(gw + (size_t)(o0 + 0) * 120 + i0 + 0) + a0_0); VSTORE(gw + (size_t)(o0 + 0) * 120 + i0 + 16, VLOAD(gw + (size_t)(o0 + 0) * 120 + i0 + 16) + a0_1); VSTORE(gw + (size_t)(o0 + 0) * 120 + i0 + 32, VLOAD(gw + (size_t)(o0 + 0) * 120 + i0 + 32) + a0_2); for (int l = 0; l < 8; l++) (gw + (size_t)(o0 + 0) * 120 + i0 + 48)[l] += a0_3[l];
+                VSTORE(gw + (size_t)(o0 + 1) * 120 + i0 + 0, VLOAD(gw + (size_t)(o0 + 1) * 120 + i0 + 0) + a1_0); VSTORE(gw + (size_t)(o0 + 1) * 120 + i0 + 16, VLOAD(gw + (size_t)(o0 + 1) * 120 + i0 + 16) + a1_1); VSTORE(gw + (size_t)(o0 + 1) * 120 + i0 + 32, VLOAD(gw + (size_t)(o0 + 1) * 120 + i0 + 32) + a1_2); for (int l = 0; l < 8; l++) (gw + (size_t)(o0 + 1) * 120 + i0 + 48)[l] += a1_3[l];
+                VSTORE(gw + (size_t)(o0 + 2) * 120 + i0 + 0, VLOAD(gw + (size_t)(o0 + 2) * 120 + i0 + 0) + a2_0); VSTORE(gw + (size_t)(o0 + 2) * 120 + i0 + 16, VLOAD(gw + (size_t)(o0 + 2) * 120 + i0 + 16) + a2_1); VSTORE(gw + (size_t)(o0 + 2) * 120 + i0 + 32, VLOAD(gw + (size_t)(o0 + 2) * 120 + i0 + 32) + a2_2); for (int l = 0; l < 8; l++) (gw + (size_t)(o0 + 2) * 120 + i0 + 48)[l] += a2_3[l];
+                VSTORE(gw + (size_t)(o0 + 3) * 120 + i0 + 0, VLOAD(gw + (size_t)(o0 + 3) * 120 + i0 + 0) + a3_0); VSTORE(gw + (size_t)(o0 + 3) * 120 + i0 + 16, VLOAD(gw + (size_t)(o0 + 3) * 120 + i0 + 16) + a3_1); VSTORE(gw + (size_t)(o0 + 3) * 120 + i0 + 32, VLOAD(gw + (size_t)(o0 + 3) * 120 + i0 + 32) + a3_2); for (int l = 0; l < 8; l++) (gw + (size_t)(o0 + 3) * 120 + i0 + 48)[l] += a3_3[l];
+                VSTORE(gw + (size_t)(o0 + 4) * 120 + i0 + 0, VLOAD(gw + (size_t)(o0 + 4) * 120 + i0 + 0) + a4_0); VSTORE(gw + (size_t)(o0 + 4) * 120 + i0 + 16, VLOAD(gw + (size_t)(o0 + 4) * 120 + i0 + 16) + a4_1); VSTORE(gw + (size_t)(o0 + 4) * 120 + i0 + 32, VLOAD(gw + (size_t)(o0 + 4) * 120 + i0 + 32) + a4_2); for (int l = 0; l < 8; l++) (gw + (size_t)(o0 + 4) * 120 + i0 + 48)[l] += a4_3[l];
+                VSTORE(gw + (size_t)(o0 + 5) * 120 + i0 + 0, VLOAD(gw + (size_t)(o0 + 5) * 120 + i0 + 0) + a5_0); VSTORE(gw + (size_t)(o0 + 5) * 120 + i0 + 16, VLOAD(gw + (size_t)(o0 + 5) * 120 + i0 + 16) + a5_1); VSTORE(gw + (size_t)(o0 + 5) * 120 + i0 + 32, VLOAD(gw + (size_t)(o0 + 5) * 120 + i0 + 32) + a5_2); for (int l = 0; l < 8; l++) (gw + (size_t)(o0 + 5) * 120 + i0 + 48)[l] += a5_3[l];
+            }
+        } else {
+            {
+                cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f);
+                cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f), a1_3 = vsplat(0.0f);
+                cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f), a2_2 = vsplat(0.0f), a2_3 = vsplat(0.0f);
+                cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f), a3_2 = vsplat(0.0f), a3_3 = vsplat(0.0f);
+                cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f), a4_2 = vsplat(0.0f), a4_3 = vsplat(0.0f);
+                cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f), a5_2 = vsplat(0.0f), a5_3 = vsplat(0.0f);
+                for (int b = 0; b < nb; b++) {
+                    const float *restrict sb = S + (size_t)b * 144 + i0;
+                    cg_v s0 = VLOAD(sb + 0), s1 = VLOAD(sb + 16), s2 = VLOAD(sb + 32), s3 = VLOAD(sb + 48); VKEEP(s0); VKEEP(s1); VKEEP(s2); VKEEP(s3);
+                    const float d0 = dy[(size_t)(o0 + 0) * 64 + b]; a0_0 += d0 * s0; a0_1 += d0 * s1; a0_2 += d0 * s2; a0_3 += d0 * s3;
+                    const float d1 = dy[(size_t)(o0 + 1) * 64 + b]; a1_0 += d1 * s0; a1_1 += d1 * s1; a1_2 += d1 * s2; a1_3 += d1 * s3;
+                    const float d2 = dy[(size_t)(o0 + 2) * 64 + b]; a2_0 += d2 * s0; a2_1 += d2 * s1; a2_2 += d2 * s2; a2_3 += d2 * s3;
+                    const float d3 = dy[(size_t)(o0 + 3) * 64 + b]; a3_0 += d3 * s0; a3_1 += d3 * s1; a3_2 += d3 * s2; a3_3 += d3 * s3;
+                    const float d4 = dy[(size_t)(o0 + 4) * 64 + b]; a4_0 += d4 * s0; a4_1 += d4 * s1; a4_2 += d4 * s2; a4_3 += d4 * s3;
+                    const float d5 = dy[(size_t)(o0 + 5) * 64 + b]; a5_0 += d5 * s0; a5_1 += d5 * s1; a5_2 += d5 * s2; a5_3 += d5 * s3;
+                }
+                VSTORE(gw + (size_t)(o0 + 0) * 120 + i0 + 0, VLOAD(gw + (size_t)(o0 + 0) * 120 + i0 + 0) + a0_0); VSTORE(gw + (size_t)(o0 + 0) * 120 + i0 + 16, VLOAD(gw + (size_t)(o0 + 0) * 120 + i0 + 16) + a0_1); VSTORE(gw + (size_t)(o0 + 0) * 120 + i0 + 32, VLOAD(gw + (size_t)(o0 + 0) * 120 + i0 + 32) + a0_2); VSTORE(gw + (size_t)(o0 + 0) * 120 + i0 + 48, VLOAD(gw + (size_t)(o0 + 0) * 120 + i0 + 48) + a0_3);
+                VSTORE(gw + (size_t)(o0 + 1) * 120 + i0 + 0, VLOAD(gw + (size_t)(o0 + 1) * 120 + i0 + 0) + a1_0); VSTORE(gw + (size_t)(o0 + 1) * 120 + i0 + 16, VLOAD(gw + (size_t)(o0 + 1) * 120 + i0 + 16) + a1_1); VSTORE(gw + (size_t)(o0 + 1) * 120 + i0 + 32, VLOAD(gw + (size_t)(o0 + 1) * 120 + i0 + 32) + a1_2); VSTORE(gw + (size_t)(o0 + 1) * 120 + i0 + 48, VLOAD(gw + (size_t)(o0 + 1) * 120 + i0 + 48) + a1_3);
+                VSTORE(gw + (size_t)(o0 + 2) * 120 + i0 + 0, VLOAD(gw + (size_t)(o0 + 2) * 120 + i0 + 0) + a2_0); VSTORE(gw + (size_t)(o0 + 2) * 120 + i0 + 16, VLOAD(gw + (size_t)(o0 + 2) * 120 + i0 + 16) + a2_1); VSTORE(gw + (size_t)(o0 + 2) * 120 + i0 + 32, VLOAD(gw + (size_t)(o0 + 2) * 120 + i0 + 32) + a2_2); VSTORE(gw + (size_t)(o0 + 2) * 120 + i0 + 48, VLOAD(gw + (size_t)(o0 + 2) * 120 + i0 + 48) + a2_3);
+                VSTORE(gw + (size_t)(o0 + 3) * 120 + i0 + 0, VLOAD(gw + (size_t)(o0 + 3) * 120 + i0 + 0) + a3_0); VSTORE(gw + (size_t)(o0 + 3) * 120 + i0 + 16, VLOAD(gw + (size_t)(o0 + 3) * 120 + i0 + 16) + a3_1); VSTORE(gw + (size_t)(o0 + 3) * 120 + i0 + 32, VLOAD(gw + (size_t)(o0 + 3) * 120 + i0 + 32) + a3_2); VSTORE(gw + (size_t)(o0 + 3) * 120 + i0 + 48, VLOAD(gw + (size_t)(o0 + 3) * 120 + i0 + 48) + a3_3);
+                VSTORE(gw + (size_t)(o0 + 4) * 120 + i0 + 0, VLOAD(gw + (size_t)(o0 + 4) * 120 + i0 + 0) + a4_0); VSTORE(gw + (size_t)(o0 + 4) * 120 + i0 + 16, VLOAD(gw + (size_t)(o0 + 4) * 120 + i0 + 16) + a4_1); VSTORE(gw + (size_t)(o0 + 4) * 120 + i0 + 32, VLOAD(gw + (size_t)(o0 + 4) * 120 + i0 + 32) + a4_2); VSTORE(gw + (size_t)(o0 + 4) * 120 + i0 + 48, VLOAD(gw + (size_t)(o0 + 4) * 120 + i0 + 48) + a4_3);
+                VSTORE(gw + (size_t)(o0 + 5) * 120 + i0 + 0, VLOAD(gw + (size_t)(o0 + 5) * 120 + i0 + 0) + a5_0); VSTORE(gw + (size_t)(o0 + 5) * 120 + i0 + 16, VLOAD(gw + (size_t)(o0 + 5) * 120 + i0 + 16) + a5_1); VSTORE(gw + (size_t)(o0 + 5) * 120 + i0 + 32, VLOAD(gw + (size_t)(o0 + 5) * 120 + i0 + 32) + a5_2); VSTORE(gw + (size_t)(o0 + 5) * 120 + i0 + 48, VLOAD(gw + (size_t)(o0 + 5) * 120 + i0 + 48) + a5_3);
+            }
         }
-        gw[(size_t)(o0 + 0) * 120 + i0 + 0] += vsum(a0_0); gw[(size_t)(o0 + 0) * 120 + i0 + 1] += vsum(a0_1); gw[(size_t)(o0 + 0) * 120 + i0 + 2] += vsum(a0_2); gw[(size_t)(o0 + 0) * 120 + i0 + 3] += vsum(a0_3); gw[(size_t)(o0 + 0) * 120 + i0 + 4] += vsum(a0_4); gw[(size_t)(o0 + 0) * 120 + i0 + 5] += vsum(a0_5);
-        gw[(size_t)(o0 + 1) * 120 + i0 + 0] += vsum(a1_0); gw[(size_t)(o0 + 1) * 120 + i0 + 1] += vsum(a1_1); gw[(size_t)(o0 + 1) * 120 + i0 + 2] += vsum(a1_2); gw[(size_t)(o0 + 1) * 120 + i0 + 3] += vsum(a1_3); gw[(size_t)(o0 + 1) * 120 + i0 + 4] += vsum(a1_4); gw[(size_t)(o0 + 1) * 120 + i0 + 5] += vsum(a1_5);
-        gw[(size_t)(o0 + 2) * 120 + i0 + 0] += vsum(a2_0); gw[(size_t)(o0 + 2) * 120 + i0 + 1] += vsum(a2_1); gw[(size_t)(o0 + 2) * 120 + i0 + 2] += vsum(a2_2); gw[(size_t)(o0 + 2) * 120 + i0 + 3] += vsum(a2_3); gw[(size_t)(o0 + 2) * 120 + i0 + 4] += vsum(a2_4); gw[(size_t)(o0 + 2) * 120 + i0 + 5] += vsum(a2_5);
-        gw[(size_t)(o0 + 3) * 120 + i0 + 0] += vsum(a3_0); gw[(size_t)(o0 + 3) * 120 + i0 + 1] += vsum(a3_1); gw[(size_t)(o0 + 3) * 120 + i0 + 2] += vsum(a3_2); gw[(size_t)(o0 + 3) * 120 + i0 + 3] += vsum(a3_3); gw[(size_t)(o0 + 3) * 120 + i0 + 4] += vsum(a3_4); gw[(size_t)(o0 + 3) * 120 + i0 + 5] += vsum(a3_5);
     }
 }
 
@@ -1843,25 +1972,45 @@ static void l09_dense_backward_dx(const float *restrict P, const float *restrict
 {
     /* x [120][lanes], y [84][lanes] */
     const float *restrict w = P;
-    for (int i0 = 0; i0 < 120; i0 += 4) {
-        for (int v0 = 0; v0 < 4; v0 += 4) {
-            {
-                cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f);
-                cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f), a1_3 = vsplat(0.0f);
-                cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f), a2_2 = vsplat(0.0f), a2_3 = vsplat(0.0f);
-                cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f), a3_2 = vsplat(0.0f), a3_3 = vsplat(0.0f);
-                for (int k = 0; k < 84; k++) {
-                    const float *restrict sk = dy + (size_t)k * 64 + v0 * 16;
-                    const cg_v s0 = VLOAD(sk + 0), s1 = VLOAD(sk + 16), s2 = VLOAD(sk + 32), s3 = VLOAD(sk + 48);
-                    a0_0 += w[(size_t)k * 120 + i0 + 0] * s0; a0_1 += w[(size_t)k * 120 + i0 + 0] * s1; a0_2 += w[(size_t)k * 120 + i0 + 0] * s2; a0_3 += w[(size_t)k * 120 + i0 + 0] * s3;
-                    a1_0 += w[(size_t)k * 120 + i0 + 1] * s0; a1_1 += w[(size_t)k * 120 + i0 + 1] * s1; a1_2 += w[(size_t)k * 120 + i0 + 1] * s2; a1_3 += w[(size_t)k * 120 + i0 + 1] * s3;
-                    a2_0 += w[(size_t)k * 120 + i0 + 2] * s0; a2_1 += w[(size_t)k * 120 + i0 + 2] * s1; a2_2 += w[(size_t)k * 120 + i0 + 2] * s2; a2_3 += w[(size_t)k * 120 + i0 + 2] * s3;
-                    a3_0 += w[(size_t)k * 120 + i0 + 3] * s0; a3_1 += w[(size_t)k * 120 + i0 + 3] * s1; a3_2 += w[(size_t)k * 120 + i0 + 3] * s2; a3_3 += w[(size_t)k * 120 + i0 + 3] * s3;
+    /* k in blocks of 64, rows in blocks of 16 */
+    for (int rb = 0; rb < 8; rb++) {
+        for (int k0 = 0; k0 < 84; k0 += 64) {
+            const int k1 = k0 + 64 < 84 ? k0 + 64 : 84;
+            float wp[1024];
+            const int rn = rb * 16 + 16 < 120 ? 16 : 120 - rb * 16;
+            for (int k = k0; k < k1; k++)
+                if (rn == 16) { VSTORE(wp + (k - k0) * 16 + 0, VLOAD(&w[(size_t)k * 120 + rb * 16 + 0])); }
+                else for (int r = 0; r < rn; r++) wp[(k - k0) * 16 + r] = w[(size_t)k * 120 + rb * 16 + r];
+            for (int i0 = rb * 16; i0 < (rb * 16 + 16 < 120 ? rb * 16 + 16 : 120); i0 += 4) {
+                for (int v0 = 0; v0 < 4; v0 += 4) {
+                    {
+                        cg_v a0_0, a0_1, a0_2, a0_3, a1_0, a1_1, a1_2, a1_3, a2_0, a2_1, a2_2, a2_3, a3_0, a3_1, a3_2, a3_3;
+                        if (k0) {
+                            a0_0 = VLOAD(dx + (size_t)(i0 + 0) * 64 + (v0 + 0) * 16); a0_1 = VLOAD(dx + (size_t)(i0 + 0) * 64 + (v0 + 1) * 16); a0_2 = VLOAD(dx + (size_t)(i0 + 0) * 64 + (v0 + 2) * 16); a0_3 = VLOAD(dx + (size_t)(i0 + 0) * 64 + (v0 + 3) * 16);
+                            a1_0 = VLOAD(dx + (size_t)(i0 + 1) * 64 + (v0 + 0) * 16); a1_1 = VLOAD(dx + (size_t)(i0 + 1) * 64 + (v0 + 1) * 16); a1_2 = VLOAD(dx + (size_t)(i0 + 1) * 64 + (v0 + 2) * 16); a1_3 = VLOAD(dx + (size_t)(i0 + 1) * 64 + (v0 + 3) * 16);
+                            a2_0 = VLOAD(dx + (size_t)(i0 + 2) * 64 + (v0 + 0) * 16); a2_1 = VLOAD(dx + (size_t)(i0 + 2) * 64 + (v0 + 1) * 16); a2_2 = VLOAD(dx + (size_t)(i0 + 2) * 64 + (v0 + 2) * 16); a2_3 = VLOAD(dx + (size_t)(i0 + 2) * 64 + (v0 + 3) * 16);
+                            a3_0 = VLOAD(dx + (size_t)(i0 + 3) * 64 + (v0 + 0) * 16); a3_1 = VLOAD(dx + (size_t)(i0 + 3) * 64 + (v0 + 1) * 16); a3_2 = VLOAD(dx + (size_t)(i0 + 3) * 64 + (v0 + 2) * 16); a3_3 = VLOAD(dx + (size_t)(i0 + 3) * 64 + (v0 + 3) * 16);
+                        } else {
+                            a0_0 = vsplat(0.0f); a0_1 = vsplat(0.0f); a0_2 = vsplat(0.0f); a0_3 = vsplat(0.0f);
+                            a1_0 = vsplat(0.0f); a1_1 = vsplat(0.0f); a1_2 = vsplat(0.0f); a1_3 = vsplat(0.0f);
+                            a2_0 = vsplat(0.0f); a2_1 = vsplat(0.0f); a2_2 = vsplat(0.0f); a2_3 = vsplat(0.0f);
+                            a3_0 = vsplat(0.0f); a3_1 = vsplat(0.0f); a3_2 = vsplat(0.0f); a3_3 = vsplat(0.0f);
+                        }
+                        for (int k = k0; k < k1; k++) {
+                            const float *restrict sk = dy + (size_t)k * 64 + v0 * 16;
+                            cg_v s0 = VLOAD(sk + 0), s1 = VLOAD(sk + 16), s2 = VLOAD(sk + 32), s3 = VLOAD(sk + 48); VKEEP(s0); VKEEP(s1); VKEEP(s2); VKEEP(s3);
+                            const float *restrict pk = wp + (size_t)(k - k0) * 16 + (i0 - rb * 16);
+                            a0_0 += pk[0] * s0; a0_1 += pk[0] * s1; a0_2 += pk[0] * s2; a0_3 += pk[0] * s3;
+                            a1_0 += pk[1] * s0; a1_1 += pk[1] * s1; a1_2 += pk[1] * s2; a1_3 += pk[1] * s3;
+                            a2_0 += pk[2] * s0; a2_1 += pk[2] * s1; a2_2 += pk[2] * s2; a2_3 += pk[2] * s3;
+                            a3_0 += pk[3] * s0; a3_1 += pk[3] * s1; a3_2 += pk[3] * s2; a3_3 += pk[3] * s3;
+                        }
+                        VSTORE(dx + (size_t)(i0 + 0) * 64 + (v0 + 0) * 16, a0_0); VSTORE(dx + (size_t)(i0 + 0) * 64 + (v0 + 1) * 16, a0_1); VSTORE(dx + (size_t)(i0 + 0) * 64 + (v0 + 2) * 16, a0_2); VSTORE(dx + (size_t)(i0 + 0) * 64 + (v0 + 3) * 16, a0_3);
+                        VSTORE(dx + (size_t)(i0 + 1) * 64 + (v0 + 0) * 16, a1_0); VSTORE(dx + (size_t)(i0 + 1) * 64 + (v0 + 1) * 16, a1_1); VSTORE(dx + (size_t)(i0 + 1) * 64 + (v0 + 2) * 16, a1_2); VSTORE(dx + (size_t)(i0 + 1) * 64 + (v0 + 3) * 16, a1_3);
+                        VSTORE(dx + (size_t)(i0 + 2) * 64 + (v0 + 0) * 16, a2_0); VSTORE(dx + (size_t)(i0 + 2) * 64 + (v0 + 1) * 16, a2_1); VSTORE(dx + (size_t)(i0 + 2) * 64 + (v0 + 2) * 16, a2_2); VSTORE(dx + (size_t)(i0 + 2) * 64 + (v0 + 3) * 16, a2_3);
+                        VSTORE(dx + (size_t)(i0 + 3) * 64 + (v0 + 0) * 16, a3_0); VSTORE(dx + (size_t)(i0 + 3) * 64 + (v0 + 1) * 16, a3_1); VSTORE(dx + (size_t)(i0 + 3) * 64 + (v0 + 2) * 16, a3_2); VSTORE(dx + (size_t)(i0 + 3) * 64 + (v0 + 3) * 16, a3_3);
+                    }
                 }
-                VSTORE(dx + (size_t)(i0 + 0) * 64 + (v0 + 0) * 16, a0_0); VSTORE(dx + (size_t)(i0 + 0) * 64 + (v0 + 1) * 16, a0_1); VSTORE(dx + (size_t)(i0 + 0) * 64 + (v0 + 2) * 16, a0_2); VSTORE(dx + (size_t)(i0 + 0) * 64 + (v0 + 3) * 16, a0_3);
-                VSTORE(dx + (size_t)(i0 + 1) * 64 + (v0 + 0) * 16, a1_0); VSTORE(dx + (size_t)(i0 + 1) * 64 + (v0 + 1) * 16, a1_1); VSTORE(dx + (size_t)(i0 + 1) * 64 + (v0 + 2) * 16, a1_2); VSTORE(dx + (size_t)(i0 + 1) * 64 + (v0 + 3) * 16, a1_3);
-                VSTORE(dx + (size_t)(i0 + 2) * 64 + (v0 + 0) * 16, a2_0); VSTORE(dx + (size_t)(i0 + 2) * 64 + (v0 + 1) * 16, a2_1); VSTORE(dx + (size_t)(i0 + 2) * 64 + (v0 + 2) * 16, a2_2); VSTORE(dx + (size_t)(i0 + 2) * 64 + (v0 + 3) * 16, a2_3);
-                VSTORE(dx + (size_t)(i0 + 3) * 64 + (v0 + 0) * 16, a3_0); VSTORE(dx + (size_t)(i0 + 3) * 64 + (v0 + 1) * 16, a3_1); VSTORE(dx + (size_t)(i0 + 3) * 64 + (v0 + 2) * 16, a3_2); VSTORE(dx + (size_t)(i0 + 3) * 64 + (v0 + 3) * 16, a3_3);
             }
         }
     }
@@ -1884,31 +2033,45 @@ static void l10_relu_backward(const float *restrict y, const float *restrict dy,
 }
 
 /* layer 11: dense 84 -> 10 (specs/lenet5.yaml:21:5)
- * schedule lanes: fwd lanes[TB=4,TR=4] dw gemm[TI=12,TO=2] dx lanes[TB=4,TR=4] */
+ * schedule lanes+gemmT+kb: fwd lanes[KB=64,TB=4,TR=4] dw gemmT[TI=4,TO=6] dx lanes[TB=4,TR=4] */
 static void l11_dense_forward(const float *restrict P, const float *restrict x, float *restrict y)
 {
     /* x [84][lanes], y [10][lanes] */
     const float *restrict w = P;
     const float *restrict b = P + 840;
-    for (int o0 = 0; o0 < 8; o0 += 4) {
-        for (int v0 = 0; v0 < 4; v0 += 4) {
-            {
-                cg_v a0_0 = vsplat(b[o0 + 0]), a0_1 = vsplat(b[o0 + 0]), a0_2 = vsplat(b[o0 + 0]), a0_3 = vsplat(b[o0 + 0]);
-                cg_v a1_0 = vsplat(b[o0 + 1]), a1_1 = vsplat(b[o0 + 1]), a1_2 = vsplat(b[o0 + 1]), a1_3 = vsplat(b[o0 + 1]);
-                cg_v a2_0 = vsplat(b[o0 + 2]), a2_1 = vsplat(b[o0 + 2]), a2_2 = vsplat(b[o0 + 2]), a2_3 = vsplat(b[o0 + 2]);
-                cg_v a3_0 = vsplat(b[o0 + 3]), a3_1 = vsplat(b[o0 + 3]), a3_2 = vsplat(b[o0 + 3]), a3_3 = vsplat(b[o0 + 3]);
-                for (int k = 0; k < 84; k++) {
-                    const float *restrict sk = x + (size_t)k * 64 + v0 * 16;
-                    const cg_v s0 = VLOAD(sk + 0), s1 = VLOAD(sk + 16), s2 = VLOAD(sk + 32), s3 = VLOAD(sk + 48);
-                    a0_0 += w[(size_t)(o0 + 0) * 84 + k] * s0; a0_1 += w[(size_t)(o0 + 0) * 84 + k] * s1; a0_2 += w[(size_t)(o0 + 0) * 84 + k] * s2; a0_3 += w[(size_t)(o0 + 0) * 84 + k] * s3;
-                    a1_0 += w[(size_t)(o0 + 1) * 84 + k] * s0; a1_1 += w[(size_t)(o0 + 1) * 84 + k] * s1; a1_2 += w[(size_t)(o0 + 1) * 84 + k] * s2; a1_3 += w[(size_t)(o0 + 1) * 84 + k] * s3;
-                    a2_0 += w[(size_t)(o0 + 2) * 84 + k] * s0; a2_1 += w[(size_t)(o0 + 2) * 84 + k] * s1; a2_2 += w[(size_t)(o0 + 2) * 84 + k] * s2; a2_3 += w[(size_t)(o0 + 2) * 84 + k] * s3;
-                    a3_0 += w[(size_t)(o0 + 3) * 84 + k] * s0; a3_1 += w[(size_t)(o0 + 3) * 84 + k] * s1; a3_2 += w[(size_t)(o0 + 3) * 84 + k] * s2; a3_3 += w[(size_t)(o0 + 3) * 84 + k] * s3;
+    /* k in blocks of 64, rows in blocks of 16 */
+    for (int rb = 0; rb < 1; rb++) {
+        for (int k0 = 0; k0 < 84; k0 += 64) {
+            const int k1 = k0 + 64 < 84 ? k0 + 64 : 84;
+            for (int o0 = rb * 16; o0 < (rb * 16 + 16 < 8 ? rb * 16 + 16 : 8); o0 += 4) {
+                for (int v0 = 0; v0 < 4; v0 += 4) {
+                    {
+                        cg_v a0_0, a0_1, a0_2, a0_3, a1_0, a1_1, a1_2, a1_3, a2_0, a2_1, a2_2, a2_3, a3_0, a3_1, a3_2, a3_3;
+                        if (k0) {
+                            a0_0 = VLOAD(y + (size_t)(o0 + 0) * 64 + (v0 + 0) * 16); a0_1 = VLOAD(y + (size_t)(o0 + 0) * 64 + (v0 + 1) * 16); a0_2 = VLOAD(y + (size_t)(o0 + 0) * 64 + (v0 + 2) * 16); a0_3 = VLOAD(y + (size_t)(o0 + 0) * 64 + (v0 + 3) * 16);
+                            a1_0 = VLOAD(y + (size_t)(o0 + 1) * 64 + (v0 + 0) * 16); a1_1 = VLOAD(y + (size_t)(o0 + 1) * 64 + (v0 + 1) * 16); a1_2 = VLOAD(y + (size_t)(o0 + 1) * 64 + (v0 + 2) * 16); a1_3 = VLOAD(y + (size_t)(o0 + 1) * 64 + (v0 + 3) * 16);
+                            a2_0 = VLOAD(y + (size_t)(o0 + 2) * 64 + (v0 + 0) * 16); a2_1 = VLOAD(y + (size_t)(o0 + 2) * 64 + (v0 + 1) * 16); a2_2 = VLOAD(y + (size_t)(o0 + 2) * 64 + (v0 + 2) * 16); a2_3 = VLOAD(y + (size_t)(o0 + 2) * 64 + (v0 + 3) * 16);
+                            a3_0 = VLOAD(y + (size_t)(o0 + 3) * 64 + (v0 + 0) * 16); a3_1 = VLOAD(y + (size_t)(o0 + 3) * 64 + (v0 + 1) * 16); a3_2 = VLOAD(y + (size_t)(o0 + 3) * 64 + (v0 + 2) * 16); a3_3 = VLOAD(y + (size_t)(o0 + 3) * 64 + (v0 + 3) * 16);
+                        } else {
+                            a0_0 = vsplat(b[o0 + 0]); a0_1 = vsplat(b[o0 + 0]); a0_2 = vsplat(b[o0 + 0]); a0_3 = vsplat(b[o0 + 0]);
+                            a1_0 = vsplat(b[o0 + 1]); a1_1 = vsplat(b[o0 + 1]); a1_2 = vsplat(b[o0 + 1]); a1_3 = vsplat(b[o0 + 1]);
+                            a2_0 = vsplat(b[o0 + 2]); a2_1 = vsplat(b[o0 + 2]); a2_2 = vsplat(b[o0 + 2]); a2_3 = vsplat(b[o0 + 2]);
+                            a3_0 = vsplat(b[o0 + 3]); a3_1 = vsplat(b[o0 + 3]); a3_2 = vsplat(b[o0 + 3]); a3_3 = vsplat(b[o0 + 3]);
+                        }
+                        for (int k = k0; k < k1; k++) {
+                            const float *restrict sk = x + (size_t)k * 64 + v0 * 16;
+                            cg_v s0 = VLOAD(sk + 0), s1 = VLOAD(sk + 16), s2 = VLOAD(sk + 32), s3 = VLOAD(sk + 48); VKEEP(s0); VKEEP(s1); VKEEP(s2); VKEEP(s3);
+                            a0_0 += w[(size_t)(o0 + 0) * 84 + k] * s0; a0_1 += w[(size_t)(o0 + 0) * 84 + k] * s1; a0_2 += w[(size_t)(o0 + 0) * 84 + k] * s2; a0_3 += w[(size_t)(o0 + 0) * 84 + k] * s3;
+                            a1_0 += w[(size_t)(o0 + 1) * 84 + k] * s0; a1_1 += w[(size_t)(o0 + 1) * 84 + k] * s1; a1_2 += w[(size_t)(o0 + 1) * 84 + k] * s2; a1_3 += w[(size_t)(o0 + 1) * 84 + k] * s3;
+                            a2_0 += w[(size_t)(o0 + 2) * 84 + k] * s0; a2_1 += w[(size_t)(o0 + 2) * 84 + k] * s1; a2_2 += w[(size_t)(o0 + 2) * 84 + k] * s2; a2_3 += w[(size_t)(o0 + 2) * 84 + k] * s3;
+                            a3_0 += w[(size_t)(o0 + 3) * 84 + k] * s0; a3_1 += w[(size_t)(o0 + 3) * 84 + k] * s1; a3_2 += w[(size_t)(o0 + 3) * 84 + k] * s2; a3_3 += w[(size_t)(o0 + 3) * 84 + k] * s3;
+                        }
+                        VSTORE(y + (size_t)(o0 + 0) * 64 + (v0 + 0) * 16, a0_0); VSTORE(y + (size_t)(o0 + 0) * 64 + (v0 + 1) * 16, a0_1); VSTORE(y + (size_t)(o0 + 0) * 64 + (v0 + 2) * 16, a0_2); VSTORE(y + (size_t)(o0 + 0) * 64 + (v0 + 3) * 16, a0_3);
+                        VSTORE(y + (size_t)(o0 + 1) * 64 + (v0 + 0) * 16, a1_0); VSTORE(y + (size_t)(o0 + 1) * 64 + (v0 + 1) * 16, a1_1); VSTORE(y + (size_t)(o0 + 1) * 64 + (v0 + 2) * 16, a1_2); VSTORE(y + (size_t)(o0 + 1) * 64 + (v0 + 3) * 16, a1_3);
+                        VSTORE(y + (size_t)(o0 + 2) * 64 + (v0 + 0) * 16, a2_0); VSTORE(y + (size_t)(o0 + 2) * 64 + (v0 + 1) * 16, a2_1); VSTORE(y + (size_t)(o0 + 2) * 64 + (v0 + 2) * 16, a2_2); VSTORE(y + (size_t)(o0 + 2) * 64 + (v0 + 3) * 16, a2_3);
+                        VSTORE(y + (size_t)(o0 + 3) * 64 + (v0 + 0) * 16, a3_0); VSTORE(y + (size_t)(o0 + 3) * 64 + (v0 + 1) * 16, a3_1); VSTORE(y + (size_t)(o0 + 3) * 64 + (v0 + 2) * 16, a3_2); VSTORE(y + (size_t)(o0 + 3) * 64 + (v0 + 3) * 16, a3_3);
+                    }
                 }
-                VSTORE(y + (size_t)(o0 + 0) * 64 + (v0 + 0) * 16, a0_0); VSTORE(y + (size_t)(o0 + 0) * 64 + (v0 + 1) * 16, a0_1); VSTORE(y + (size_t)(o0 + 0) * 64 + (v0 + 2) * 16, a0_2); VSTORE(y + (size_t)(o0 + 0) * 64 + (v0 + 3) * 16, a0_3);
-                VSTORE(y + (size_t)(o0 + 1) * 64 + (v0 + 0) * 16, a1_0); VSTORE(y + (size_t)(o0 + 1) * 64 + (v0 + 1) * 16, a1_1); VSTORE(y + (size_t)(o0 + 1) * 64 + (v0 + 2) * 16, a1_2); VSTORE(y + (size_t)(o0 + 1) * 64 + (v0 + 3) * 16, a1_3);
-                VSTORE(y + (size_t)(o0 + 2) * 64 + (v0 + 0) * 16, a2_0); VSTORE(y + (size_t)(o0 + 2) * 64 + (v0 + 1) * 16, a2_1); VSTORE(y + (size_t)(o0 + 2) * 64 + (v0 + 2) * 16, a2_2); VSTORE(y + (size_t)(o0 + 2) * 64 + (v0 + 3) * 16, a2_3);
-                VSTORE(y + (size_t)(o0 + 3) * 64 + (v0 + 0) * 16, a3_0); VSTORE(y + (size_t)(o0 + 3) * 64 + (v0 + 1) * 16, a3_1); VSTORE(y + (size_t)(o0 + 3) * 64 + (v0 + 2) * 16, a3_2); VSTORE(y + (size_t)(o0 + 3) * 64 + (v0 + 3) * 16, a3_3);
             }
         }
     }
@@ -1918,7 +2081,7 @@ static void l11_dense_forward(const float *restrict P, const float *restrict x, 
             cg_v a1_0 = vsplat(b[8 + 1]), a1_1 = vsplat(b[8 + 1]), a1_2 = vsplat(b[8 + 1]), a1_3 = vsplat(b[8 + 1]);
             for (int k = 0; k < 84; k++) {
                 const float *restrict sk = x + (size_t)k * 64 + v0 * 16;
-                const cg_v s0 = VLOAD(sk + 0), s1 = VLOAD(sk + 16), s2 = VLOAD(sk + 32), s3 = VLOAD(sk + 48);
+                cg_v s0 = VLOAD(sk + 0), s1 = VLOAD(sk + 16), s2 = VLOAD(sk + 32), s3 = VLOAD(sk + 48); VKEEP(s0); VKEEP(s1); VKEEP(s2); VKEEP(s3);
                 a0_0 += w[(size_t)(8 + 0) * 84 + k] * s0; a0_1 += w[(size_t)(8 + 0) * 84 + k] * s1; a0_2 += w[(size_t)(8 + 0) * 84 + k] * s2; a0_3 += w[(size_t)(8 + 0) * 84 + k] * s3;
                 a1_0 += w[(size_t)(8 + 1) * 84 + k] * s0; a1_1 += w[(size_t)(8 + 1) * 84 + k] * s1; a1_2 += w[(size_t)(8 + 1) * 84 + k] * s2; a1_3 += w[(size_t)(8 + 1) * 84 + k] * s3;
             }
@@ -1928,28 +2091,112 @@ static void l11_dense_forward(const float *restrict P, const float *restrict x, 
     }
 }
 
-static void l11_dense_backward(float *restrict G, const float *restrict x, const float *restrict dy)
+static void l11_dense_backward(float *restrict G, float *restrict S, const float *restrict x, const float *restrict dy, int nb)
 {
     /* x [84][lanes], y [10][lanes] */
     float *restrict gw = G;
     float *restrict gb = G + 840;
+    /* x transposed to S [nb][96] (columns 84 .. 95 zero) */
+    for (int b = 0; b < nb; b++) {
+        for (int i = 0; i < 84; i++) S[(size_t)b * 96 + i] = x[(size_t)i * 64 + b];
+        for (int i = 84; i < 96; i++) S[(size_t)b * 96 + i] = 0.0f;
+    }
     for (int o = 0; o < 10; o++) {
         cg_v s = vsplat(0.0f);
         for (int v = 0; v < 4; v++) s += VLOAD(dy + (size_t)o * 64 + v * 16);
         gb[o] += vsum(s);
     }
-    /* tiles of 2 rows x 12 columns of dW */
-    for (int t = 0; t < 35; t++) {
-        const int o0 = t / 7 * 2, i0 = t % 7 * 12;
-        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f), a0_4 = vsplat(0.0f), a0_5 = vsplat(0.0f), a0_6 = vsplat(0.0f), a0_7 = vsplat(0.0f), a0_8 = vsplat(0.0f), a0_9 = vsplat(0.0f), a0_10 = vsplat(0.0f), a0_11 = vsplat(0.0f);
-        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f), a1_3 = vsplat(0.0f), a1_4 = vsplat(0.0f), a1_5 = vsplat(0.0f), a1_6 = vsplat(0.0f), a1_7 = vsplat(0.0f), a1_8 = vsplat(0.0f), a1_9 = vsplat(0.0f), a1_10 = vsplat(0.0f), a1_11 = vsplat(0.0f);
-        for (int v = 0; v < 4; v++) {
-            const cg_v d0 = VLOAD(dy + (size_t)(o0 + 0) * 64 + v * 16), d1 = VLOAD(dy + (size_t)(o0 + 1) * 64 + v * 16), x0 = VLOAD(x + (size_t)(i0 + 0) * 64 + v * 16), x1 = VLOAD(x + (size_t)(i0 + 1) * 64 + v * 16), x2 = VLOAD(x + (size_t)(i0 + 2) * 64 + v * 16), x3 = VLOAD(x + (size_t)(i0 + 3) * 64 + v * 16), x4 = VLOAD(x + (size_t)(i0 + 4) * 64 + v * 16), x5 = VLOAD(x + (size_t)(i0 + 5) * 64 + v * 16), x6 = VLOAD(x + (size_t)(i0 + 6) * 64 + v * 16), x7 = VLOAD(x + (size_t)(i0 + 7) * 64 + v * 16), x8 = VLOAD(x + (size_t)(i0 + 8) * 64 + v * 16), x9 = VLOAD(x + (size_t)(i0 + 9) * 64 + v * 16), x10 = VLOAD(x + (size_t)(i0 + 10) * 64 + v * 16), x11 = VLOAD(x + (size_t)(i0 + 11) * 64 + v * 16);
-            a0_0 += d0 * x0; a0_1 += d0 * x1; a0_2 += d0 * x2; a0_3 += d0 * x3; a0_4 += d0 * x4; a0_5 += d0 * x5; a0_6 += d0 * x6; a0_7 += d0 * x7; a0_8 += d0 * x8; a0_9 += d0 * x9; a0_10 += d0 * x10; a0_11 += d0 * x11;
-            a1_0 += d1 * x0; a1_1 += d1 * x1; a1_2 += d1 * x2; a1_3 += d1 * x3; a1_4 += d1 * x4; a1_5 += d1 * x5; a1_6 += d1 * x6; a1_7 += d1 * x7; a1_8 += d1 * x8; a1_9 += d1 * x9; a1_10 += d1 * x10; a1_11 += d1 * x11;
+    /* tiles of 6 rows x 4 vectors of dW */
+    for (int t = 0; t < 1; t++) {
+        const int o0 = t % 1 * 6, i0 = t / 1 * 64;
+        {
+            cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f);
+            cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f), a1_3 = vsplat(0.0f);
+            cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f), a2_2 = vsplat(0.0f), a2_3 = vsplat(0.0f);
+            cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f), a3_2 = vsplat(0.0f), a3_3 = vsplat(0.0f);
+            cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f), a4_2 = vsplat(0.0f), a4_3 = vsplat(0.0f);
+            cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f), a5_2 = vsplat(0.0f), a5_3 = vsplat(0.0f);
+            for (int b = 0; b < nb; b++) {
+                const float *restrict sb = S + (size_t)b * 96 + i0;
+                cg_v s0 = VLOAD(sb + 0), s1 = VLOAD(sb + 16), s2 = VLOAD(sb + 32), s3 = VLOAD(sb + 48); VKEEP(s0); VKEEP(s1); VKEEP(s2); VKEEP(s3);
+                const float d0 = dy[(size_t)(o0 + 0) * 64 + b]; a0_0 += d0 * s0; a0_1 += d0 * s1; a0_2 += d0 * s2; a0_3 += d0 * s3;
+                const float d1 = dy[(size_t)(o0 + 1) * 64 + b]; a1_0 += d1 * s0; a1_1 += d1 * s1; a1_2 += d1 * s2; a1_3 += d1 * s3;
+                const float d2 = dy[(size_t)(o0 + 2) * 64 + b]; a2_0 += d2 * s0; a2_1 += d2 * s1; a2_2 += d2 * s2; a2_3 += d2 * s3;
+                const float d3 = dy[(size_t)(o0 + 3) * 64 + b]; a3_0 += d3 * s0; a3_1 += d3 * s1; a3_2 += d3 * s2; a3_3 += d3 * s3;
+                const float d4 = dy[(size_t)(o0 + 4) * 64 + b]; a4_0 += d4 * s0; a4_1 += d4 * s1; a4_2 += d4 * s2; a4_3 += d4 * s3;
+                const float d5 = dy[(size_t)(o0 + 5) * 64 + b]; a5_0 += d5 * s0; a5_1 += d5 * s1; a5_2 += d5 * s2; a5_3 += d5 * s3;
+            }
+            VSTORE(gw + (size_t)(o0 + 0) * 84 + i0 + 0, VLOAD(gw + (size_t)(o0 + 0) * 84 + i0 + 0) + a0_0); VSTORE(gw + (size_t)(o0 + 0) * 84 + i0 + 16, VLOAD(gw + (size_t)(o0 + 0) * 84 + i0 + 16) + a0_1); VSTORE(gw + (size_t)(o0 + 0) * 84 + i0 + 32, VLOAD(gw + (size_t)(o0 + 0) * 84 + i0 + 32) + a0_2); VSTORE(gw + (size_t)(o0 + 0) * 84 + i0 + 48, VLOAD(gw + (size_t)(o0 + 0) * 84 + i0 + 48) + a0_3);
+            VSTORE(gw + (size_t)(o0 + 1) * 84 + i0 + 0, VLOAD(gw + (size_t)(o0 + 1) * 84 + i0 + 0) + a1_0); VSTORE(gw + (size_t)(o0 + 1) * 84 + i0 + 16, VLOAD(gw + (size_t)(o0 + 1) * 84 + i0 + 16) + a1_1); VSTORE(gw + (size_t)(o0 + 1) * 84 + i0 + 32, VLOAD(gw + (size_t)(o0 + 1) * 84 + i0 + 32) + a1_2); VSTORE(gw + (size_t)(o0 + 1) * 84 + i0 + 48, VLOAD(gw + (size_t)(o0 + 1) * 84 + i0 + 48) + a1_3);
+            VSTORE(gw + (size_t)(o0 + 2) * 84 + i0 + 0, VLOAD(gw + (size_t)(o0 + 2) * 84 + i0 + 0) + a2_0); VSTORE(gw + (size_t)(o0 + 2) * 84 + i0 + 16, VLOAD(gw + (size_t)(o0 + 2) * 84 + i0 + 16) + a2_1); VSTORE(gw + (size_t)(o0 + 2) * 84 + i0 + 32, VLOAD(gw + (size_t)(o0 + 2) * 84 + i0 + 32) + a2_2); VSTORE(gw + (size_t)(o0 + 2) * 84 + i0 + 48, VLOAD(gw + (size_t)(o0 + 2) * 84 + i0 + 48) + a2_3);
+            VSTORE(gw + (size_t)(o0 + 3) * 84 + i0 + 0, VLOAD(gw + (size_t)(o0 + 3) * 84 + i0 + 0) + a3_0); VSTORE(gw + (size_t)(o0 + 3) * 84 + i0 + 16, VLOAD(gw + (size_t)(o0 + 3) * 84 + i0 + 16) + a3_1); VSTORE(gw + (size_t)(o0 + 3) * 84 + i0 + 32, VLOAD(gw + (size_t)(o0 + 3) * 84 + i0 + 32) + a3_2); VSTORE(gw + (size_t)(o0 + 3) * 84 + i0 + 48, VLOAD(gw + (size_t)(o0 + 3) * 84 + i0 + 48) + a3_3);
+            VSTORE(gw + (size_t)(o0 + 4) * 84 + i0 + 0, VLOAD(gw + (size_t)(o0 + 4) * 84 + i0 + 0) + a4_0); VSTORE(gw + (size_t)(o0 + 4) * 84 + i0 + 16, VLOAD(gw + (size_t)(o0 + 4) * 84 + i0 + 16) + a4_1); VSTORE(gw + (size_t)(o0 + 4) * 84 + i0 + 32, VLOAD(gw + (size_t)(o0 + 4) * 84 + i0 + 32) + a4_2); VSTORE(gw + (size_t)(o0 + 4) * 84 + i0 + 48, VLOAD(gw + (size_t)(o0 + 4) * 84 + i0 + 48) + a4_3);
+            VSTORE(gw + (size_t)(o0 + 5) * 84 + i0 + 0, VLOAD(gw + (size_t)(o0 + 5) * 84 + i0 + 0) + a5_0); VSTORE(gw + (size_t)(o0 + 5) * 84 + i0 + 16, VLOAD(gw + (size_t)(o0 + 5) * 84 + i0 + 16) + a5_1); VSTORE(gw + (size_t)(o0 + 5) * 84 + i0 + 32, VLOAD(gw + (size_t)(o0 + 5) * 84 + i0 + 32) + a5_2); VSTORE(gw + (size_t)(o0 + 5) * 84 + i0 + 48, VLOAD(gw + (size_t)(o0 + 5) * 84 + i0 + 48) + a5_3);
         }
-        gw[(size_t)(o0 + 0) * 84 + i0 + 0] += vsum(a0_0); gw[(size_t)(o0 + 0) * 84 + i0 + 1] += vsum(a0_1); gw[(size_t)(o0 + 0) * 84 + i0 + 2] += vsum(a0_2); gw[(size_t)(o0 + 0) * 84 + i0 + 3] += vsum(a0_3); gw[(size_t)(o0 + 0) * 84 + i0 + 4] += vsum(a0_4); gw[(size_t)(o0 + 0) * 84 + i0 + 5] += vsum(a0_5); gw[(size_t)(o0 + 0) * 84 + i0 + 6] += vsum(a0_6); gw[(size_t)(o0 + 0) * 84 + i0 + 7] += vsum(a0_7); gw[(size_t)(o0 + 0) * 84 + i0 + 8] += vsum(a0_8); gw[(size_t)(o0 + 0) * 84 + i0 + 9] += vsum(a0_9); gw[(size_t)(o0 + 0) * 84 + i0 + 10] += vsum(a0_10); gw[(size_t)(o0 + 0) * 84 + i0 + 11] += vsum(a0_11);
-        gw[(size_t)(o0 + 1) * 84 + i0 + 0] += vsum(a1_0); gw[(size_t)(o0 + 1) * 84 + i0 + 1] += vsum(a1_1); gw[(size_t)(o0 + 1) * 84 + i0 + 2] += vsum(a1_2); gw[(size_t)(o0 + 1) * 84 + i0 + 3] += vsum(a1_3); gw[(size_t)(o0 + 1) * 84 + i0 + 4] += vsum(a1_4); gw[(size_t)(o0 + 1) * 84 + i0 + 5] += vsum(a1_5); gw[(size_t)(o0 + 1) * 84 + i0 + 6] += vsum(a1_6); gw[(size_t)(o0 + 1) * 84 + i0 + 7] += vsum(a1_7); gw[(size_t)(o0 + 1) * 84 + i0 + 8] += vsum(a1_8); gw[(size_t)(o0 + 1) * 84 + i0 + 9] += vsum(a1_9); gw[(size_t)(o0 + 1) * 84 + i0 + 10] += vsum(a1_10); gw[(size_t)(o0 + 1) * 84 + i0 + 11] += vsum(a1_11);
+    }
+    for (int i0 = 0; i0 < 64; i0 += 64) {
+        {
+            cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f);
+            cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f), a1_3 = vsplat(0.0f);
+            cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f), a2_2 = vsplat(0.0f), a2_3 = vsplat(0.0f);
+            cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f), a3_2 = vsplat(0.0f), a3_3 = vsplat(0.0f);
+            for (int b = 0; b < nb; b++) {
+                const float *restrict sb = S + (size_t)b * 96 + i0;
+                cg_v s0 = VLOAD(sb + 0), s1 = VLOAD(sb + 16), s2 = VLOAD(sb + 32), s3 = VLOAD(sb + 48); VKEEP(s0); VKEEP(s1); VKEEP(s2); VKEEP(s3);
+                const float d0 = dy[(size_t)(6 + 0) * 64 + b]; a0_0 += d0 * s0; a0_1 += d0 * s1; a0_2 += d0 * s2; a0_3 += d0 * s3;
+                const float d1 = dy[(size_t)(6 + 1) * 64 + b]; a1_0 += d1 * s0; a1_1 += d1 * s1; a1_2 += d1 * s2; a1_3 += d1 * s3;
+                const float d2 = dy[(size_t)(6 + 2) * 64 + b]; a2_0 += d2 * s0; a2_1 += d2 * s1; a2_2 += d2 * s2; a2_3 += d2 * s3;
+                const float d3 = dy[(size_t)(6 + 3) * 64 + b]; a3_0 += d3 * s0; a3_1 += d3 * s1; a3_2 += d3 * s2; a3_3 += d3 * s3;
+            }
+            VSTORE(gw + (size_t)(6 + 0) * 84 + i0 + 0, VLOAD(gw + (size_t)(6 + 0) * 84 + i0 + 0) + a0_0); VSTORE(gw + (size_t)(6 + 0) * 84 + i0 + 16, VLOAD(gw + (size_t)(6 + 0) * 84 + i0 + 16) + a0_1); VSTORE(gw + (size_t)(6 + 0) * 84 + i0 + 32, VLOAD(gw + (size_t)(6 + 0) * 84 + i0 + 32) + a0_2); VSTORE(gw + (size_t)(6 + 0) * 84 + i0 + 48, VLOAD(gw + (size_t)(6 + 0) * 84 + i0 + 48) + a0_3);
+            VSTORE(gw + (size_t)(6 + 1) * 84 + i0 + 0, VLOAD(gw + (size_t)(6 + 1) * 84 + i0 + 0) + a1_0); VSTORE(gw + (size_t)(6 + 1) * 84 + i0 + 16, VLOAD(gw + (size_t)(6 + 1) * 84 + i0 + 16) + a1_1); VSTORE(gw + (size_t)(6 + 1) * 84 + i0 + 32, VLOAD(gw + (size_t)(6 + 1) * 84 + i0 + 32) + a1_2); VSTORE(gw + (size_t)(6 + 1) * 84 + i0 + 48, VLOAD(gw + (size_t)(6 + 1) * 84 + i0 + 48) + a1_3);
+            VSTORE(gw + (size_t)(6 + 2) * 84 + i0 + 0, VLOAD(gw + (size_t)(6 + 2) * 84 + i0 + 0) + a2_0); VSTORE(gw + (size_t)(6 + 2) * 84 + i0 + 16, VLOAD(gw + (size_t)(6 + 2) * 84 + i0 + 16) + a2_1); VSTORE(gw + (size_t)(6 + 2) * 84 + i0 + 32, VLOAD(gw + (size_t)(6 + 2) * 84 + i0 + 32) + a2_2); VSTORE(gw + (size_t)(6 + 2) * 84 + i0 + 48, VLOAD(gw + (size_t)(6 + 2) * 84 + i0 + 48) + a2_3);
+            VSTORE(gw + (size_t)(6 + 3) * 84 + i0 + 0, VLOAD(gw + (size_t)(6 + 3) * 84 + i0 + 0) + a3_0); VSTORE(gw + (size_t)(6 + 3) * 84 + i0 + 16, VLOAD(gw + (size_t)(6 + 3) * 84 + i0 + 16) + a3_1); VSTORE(gw + (size_t)(6 + 3) * 84 + i0 + 32, VLOAD(gw + (size_t)(6 + 3) * 84 + i0 + 32) + a3_2); VSTORE(gw + (size_t)(6 + 3) * 84 + i0 + 48, VLOAD(gw + (size_t)(6 + 3) * 84 + i0 + 48) + a3_3);
+        }
+    }
+    for (int o0 = 0; o0 < 6; o0 += 6) {
+        {
+            cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
+            cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
+            cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
+            cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
+            cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
+            cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
+            for (int b = 0; b < nb; b++) {
+                const float *restrict sb = S + (size_t)b * 96 + 64;
+                cg_v s0 = VLOAD(sb + 0), s1 = VLOAD(sb + 16); VKEEP(s0); VKEEP(s1);
+                const float d0 = dy[(size_t)(o0 + 0) * 64 + b]; a0_0 += d0 * s0; a0_1 += d0 * s1;
+                const float d1 = dy[(size_t)(o0 + 1) * 64 + b]; a1_0 += d1 * s0; a1_1 += d1 * s1;
+                const float d2 = dy[(size_t)(o0 + 2) * 64 + b]; a2_0 += d2 * s0; a2_1 += d2 * s1;
+                const float d3 = dy[(size_t)(o0 + 3) * 64 + b]; a3_0 += d3 * s0; a3_1 += d3 * s1;
+                const float d4 = dy[(size_t)(o0 + 4) * 64 + b]; a4_0 += d4 * s0; a4_1 += d4 * s1;
+                const float d5 = dy[(size_t)(o0 + 5) * 64 + b]; a5_0 += d5 * s0; a5_1 += d5 * s1;
+            }
+            VSTORE(gw + (size_t)(o0 + 0) * 84 + 64 + 0, VLOAD(gw + (size_t)(o0 + 0) * 84 + 64 + 0) + a0_0); for (int l = 0; l < 4; l++) (gw + (size_t)(o0 + 0) * 84 + 64 + 16)[l] += a0_1[l];
+            VSTORE(gw + (size_t)(o0 + 1) * 84 + 64 + 0, VLOAD(gw + (size_t)(o0 + 1) * 84 + 64 + 0) + a1_0); for (int l = 0; l < 4; l++) (gw + (size_t)(o0 + 1) * 84 + 64 + 16)[l] += a1_1[l];
+            VSTORE(gw + (size_t)(o0 + 2) * 84 + 64 + 0, VLOAD(gw + (size_t)(o0 + 2) * 84 + 64 + 0) + a2_0); for (int l = 0; l < 4; l++) (gw + (size_t)(o0 + 2) * 84 + 64 + 16)[l] += a2_1[l];
+            VSTORE(gw + (size_t)(o0 + 3) * 84 + 64 + 0, VLOAD(gw + (size_t)(o0 + 3) * 84 + 64 + 0) + a3_0); for (int l = 0; l < 4; l++) (gw + (size_t)(o0 + 3) * 84 + 64 + 16)[l] += a3_1[l];
+            VSTORE(gw + (size_t)(o0 + 4) * 84 + 64 + 0, VLOAD(gw + (size_t)(o0 + 4) * 84 + 64 + 0) + a4_0); for (int l = 0; l < 4; l++) (gw + (size_t)(o0 + 4) * 84 + 64 + 16)[l] += a4_1[l];
+            VSTORE(gw + (size_t)(o0 + 5) * 84 + 64 + 0, VLOAD(gw + (size_t)(o0 + 5) * 84 + 64 + 0) + a5_0); for (int l = 0; l < 4; l++) (gw + (size_t)(o0 + 5) * 84 + 64 + 16)[l] += a5_1[l];
+        }
+    }
+    {
+        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
+        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
+        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
+        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
+        for (int b = 0; b < nb; b++) {
+            const float *restrict sb = S + (size_t)b * 96 + 64;
+            cg_v s0 = VLOAD(sb + 0), s1 = VLOAD(sb + 16); VKEEP(s0); VKEEP(s1);
+            const float d0 = dy[(size_t)(6 + 0) * 64 + b]; a0_0 += d0 * s0; a0_1 += d0 * s1;
+            const float d1 = dy[(size_t)(6 + 1) * 64 + b]; a1_0 += d1 * s0; a1_1 += d1 * s1;
+            const float d2 = dy[(size_t)(6 + 2) * 64 + b]; a2_0 += d2 * s0; a2_1 += d2 * s1;
+            const float d3 = dy[(size_t)(6 + 3) * 64 + b]; a3_0 += d3 * s0; a3_1 += d3 * s1;
+        }
+        VSTORE(gw + (size_t)(6 + 0) * 84 + 64 + 0, VLOAD(gw + (size_t)(6 + 0) * 84 + 64 + 0) + a0_0); for (int l = 0; l < 4; l++) (gw + (size_t)(6 + 0) * 84 + 64 + 16)[l] += a0_1[l];
+        VSTORE(gw + (size_t)(6 + 1) * 84 + 64 + 0, VLOAD(gw + (size_t)(6 + 1) * 84 + 64 + 0) + a1_0); for (int l = 0; l < 4; l++) (gw + (size_t)(6 + 1) * 84 + 64 + 16)[l] += a1_1[l];
+        VSTORE(gw + (size_t)(6 + 2) * 84 + 64 + 0, VLOAD(gw + (size_t)(6 + 2) * 84 + 64 + 0) + a2_0); for (int l = 0; l < 4; l++) (gw + (size_t)(6 + 2) * 84 + 64 + 16)[l] += a2_1[l];
+        VSTORE(gw + (size_t)(6 + 3) * 84 + 64 + 0, VLOAD(gw + (size_t)(6 + 3) * 84 + 64 + 0) + a3_0); for (int l = 0; l < 4; l++) (gw + (size_t)(6 + 3) * 84 + 64 + 16)[l] += a3_1[l];
     }
 }
 
@@ -1966,7 +2213,7 @@ static void l11_dense_backward_dx(const float *restrict P, const float *restrict
                 cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f), a3_2 = vsplat(0.0f), a3_3 = vsplat(0.0f);
                 for (int k = 0; k < 10; k++) {
                     const float *restrict sk = dy + (size_t)k * 64 + v0 * 16;
-                    const cg_v s0 = VLOAD(sk + 0), s1 = VLOAD(sk + 16), s2 = VLOAD(sk + 32), s3 = VLOAD(sk + 48);
+                    cg_v s0 = VLOAD(sk + 0), s1 = VLOAD(sk + 16), s2 = VLOAD(sk + 32), s3 = VLOAD(sk + 48); VKEEP(s0); VKEEP(s1); VKEEP(s2); VKEEP(s3);
                     a0_0 += w[(size_t)k * 84 + i0 + 0] * s0; a0_1 += w[(size_t)k * 84 + i0 + 0] * s1; a0_2 += w[(size_t)k * 84 + i0 + 0] * s2; a0_3 += w[(size_t)k * 84 + i0 + 0] * s3;
                     a1_0 += w[(size_t)k * 84 + i0 + 1] * s0; a1_1 += w[(size_t)k * 84 + i0 + 1] * s1; a1_2 += w[(size_t)k * 84 + i0 + 1] * s2; a1_3 += w[(size_t)k * 84 + i0 + 1] * s3;
                     a2_0 += w[(size_t)k * 84 + i0 + 2] * s0; a2_1 += w[(size_t)k * 84 + i0 + 2] * s1; a2_2 += w[(size_t)k * 84 + i0 + 2] * s2; a2_3 += w[(size_t)k * 84 + i0 + 2] * s3;
@@ -1990,22 +2237,25 @@ static void l11_dense_backward_dx(const float *restrict P, const float *restrict
 #define S03     1026944 /* scratch of layer 3 (conv2d) */
 #define A05     528896 /* output of layer 5 (maxpool2d), [16x5x5][lanes] */
 #define A07     554496 /* output of layer 7 (dense), [120][lanes] */
+#define S07     1358720 /* scratch of layer 7 (dense) */
 #define A09     562176 /* output of layer 9 (dense), [84][lanes] */
+#define S09     1384320 /* scratch of layer 9 (dense) */
 #define A11     567552 /* output of layer 11 (dense), [10][lanes] */
-#define OUT     1358720 /* the output, [N][10] */
-#define DOUT    1359360 /* dLoss/dOutput, [N][10] */
-#define DOUT_L  1360000 /* dLoss/dOutput, [10][lanes] */
-#define D10     1360640 /* gradient arena: dLoss/d(layer 10 output) */
-#define D09     1368320 /* gradient arena: dLoss/d(layer 9 output) */
-#define D08     1360640 /* gradient arena: dLoss/d(layer 8 output) */
-#define D07     1368320 /* gradient arena: dLoss/d(layer 7 output) */
-#define D06     1463040 /* gradient arena: dLoss/d(layer 6 output) */
-#define D04     1360640 /* gradient arena: dLoss/d(layer 4 output) */
-#define D03     1463040 /* gradient arena: dLoss/d(layer 3 output) */
-#define D02     1661696 /* gradient arena: dLoss/d(layer 2 output) */
-#define D01     1360640 /* gradient arena: dLoss/d(layer 1 output) */
-#define D00     1661696 /* gradient arena: dLoss/d(layer 0 output) */
-#define DIN     1360640 /* gradient arena: dLoss/dInput */
+#define S11     1393536 /* scratch of layer 11 (dense) */
+#define OUT     1399680 /* the output, [N][10] */
+#define DOUT    1400320 /* dLoss/dOutput, [N][10] */
+#define DOUT_L  1400960 /* dLoss/dOutput, [10][lanes] */
+#define D10     1401600 /* gradient arena: dLoss/d(layer 10 output) */
+#define D09     1409280 /* gradient arena: dLoss/d(layer 9 output) */
+#define D08     1401600 /* gradient arena: dLoss/d(layer 8 output) */
+#define D07     1409280 /* gradient arena: dLoss/d(layer 7 output) */
+#define D06     1504000 /* gradient arena: dLoss/d(layer 6 output) */
+#define D04     1401600 /* gradient arena: dLoss/d(layer 4 output) */
+#define D03     1504000 /* gradient arena: dLoss/d(layer 3 output) */
+#define D02     1702656 /* gradient arena: dLoss/d(layer 2 output) */
+#define D01     1401600 /* gradient arena: dLoss/d(layer 1 output) */
+#define D00     1702656 /* gradient arena: dLoss/d(layer 0 output) */
+#define DIN     1401600 /* gradient arena: dLoss/dInput */
 
 /* Forward over nb <= 64 samples; activations stay in ws for backward. */
 void lenet5_forward(const float *params, float *buffers, const float *x, float *ws, int nb, int training)
@@ -2032,18 +2282,18 @@ void lenet5_forward(const float *params, float *buffers, const float *x, float *
     cg_from_lanes(ws + A11, ws + OUT, nb, 10, 64);
 }
 
-/* Backward after a training forward: dLoss/dOutput at ws + DOUT (1359360); grads accumulate. */
+/* Backward after a training forward: dLoss/dOutput at ws + DOUT (1400320); grads accumulate. */
 void lenet5_backward(const float *params, float *grads, const float *x, float *dx, float *ws, int nb)
 {
     cg_to_lanes(ws + DOUT, ws + DOUT_L, nb, 10, 64);
     (void)x;
-    l11_dense_backward(grads + 60856, ws + A09, ws + DOUT_L);
+    l11_dense_backward(grads + 60856, ws + S11, ws + A09, ws + DOUT_L, nb);
     l11_dense_backward_dx(params + 60856, ws + DOUT_L, ws + D10);
     l10_relu_backward(ws + A09, ws + D10, ws + D09);
-    l09_dense_backward(grads + 50692, ws + A07, ws + D09);
+    l09_dense_backward(grads + 50692, ws + S09, ws + A07, ws + D09, nb);
     l09_dense_backward_dx(params + 50692, ws + D09, ws + D08);
     l08_relu_backward(ws + A07, ws + D08, ws + D07);
-    l07_dense_backward(grads + 2572, ws + A05, ws + D07);
+    l07_dense_backward(grads + 2572, ws + S07, ws + A05, ws + D07, nb);
     l07_dense_backward_dx(params + 2572, ws + D07, ws + D06);
     /* layer 6: flatten passes the gradient through */
     l05_maxpool2d_backward(ws + A03, ws + D06, ws + D04);
@@ -2121,7 +2371,7 @@ static const cg_layer lenet5_layers[] = {
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "dense", .ndim_in = 1, .in_shape = {400, 0, 0}, .ndim_out = 1, .out_shape = {120, 0, 0},
      .in_size = 400, .out_size = 120, .act_offset = 554496, .lanes = 64, .line = 17, .col = 5,
-     .schedule = "lanes: fwd lanes[TB=4,TR=4] dw gemm[TI=5,TO=4] dx lanes[TB=4,TR=4] threaded", .n_inputs = 1, .inputs = lenet5_inputs + 7, .name = NULL, .inplace = 0,
+     .schedule = "lanes+gemmT+kb: fwd lanes[KB=64,TB=4,TR=4] dw gemmT[TI=4,TO=6] dx lanes[KB=64,TB=4,TR=4] threaded", .n_inputs = 1, .inputs = lenet5_inputs + 7, .name = NULL, .inplace = 0,
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "relu", .ndim_in = 1, .in_shape = {120, 0, 0}, .ndim_out = 1, .out_shape = {120, 0, 0},
      .in_size = 120, .out_size = 120, .act_offset = 554496, .lanes = 64, .line = 18, .col = 5,
@@ -2129,7 +2379,7 @@ static const cg_layer lenet5_layers[] = {
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "dense", .ndim_in = 1, .in_shape = {120, 0, 0}, .ndim_out = 1, .out_shape = {84, 0, 0},
      .in_size = 120, .out_size = 84, .act_offset = 562176, .lanes = 64, .line = 19, .col = 5,
-     .schedule = "lanes: fwd lanes[TB=4,TR=4] dw gemm[TI=6,TO=4] dx lanes[TB=4,TR=4]", .n_inputs = 1, .inputs = lenet5_inputs + 9, .name = NULL, .inplace = 0,
+     .schedule = "lanes+gemmT+kb: fwd lanes[KB=64,TB=4,TR=4] dw gemmT[TI=4,TO=6] dx lanes[KB=64,TB=4,TR=4]", .n_inputs = 1, .inputs = lenet5_inputs + 9, .name = NULL, .inplace = 0,
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "relu", .ndim_in = 1, .in_shape = {84, 0, 0}, .ndim_out = 1, .out_shape = {84, 0, 0},
      .in_size = 84, .out_size = 84, .act_offset = 562176, .lanes = 64, .line = 20, .col = 5,
@@ -2137,7 +2387,7 @@ static const cg_layer lenet5_layers[] = {
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "dense", .ndim_in = 1, .in_shape = {84, 0, 0}, .ndim_out = 1, .out_shape = {10, 0, 0},
      .in_size = 84, .out_size = 10, .act_offset = 567552, .lanes = 64, .line = 21, .col = 5,
-     .schedule = "lanes: fwd lanes[TB=4,TR=4] dw gemm[TI=12,TO=2] dx lanes[TB=4,TR=4]", .n_inputs = 1, .inputs = lenet5_inputs + 11, .name = NULL, .inplace = 0,
+     .schedule = "lanes+gemmT+kb: fwd lanes[KB=64,TB=4,TR=4] dw gemmT[TI=4,TO=6] dx lanes[TB=4,TR=4]", .n_inputs = 1, .inputs = lenet5_inputs + 11, .name = NULL, .inplace = 0,
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
 };
 

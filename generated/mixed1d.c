@@ -1801,7 +1801,7 @@ static void l10_avgpool1d_backward(const float *restrict dy, float *restrict dx)
 }
 
 /* layer 12: dense 36 -> 16 (specs/mixed1d.yaml:25:5)
- * schedule lanes: fwd lanes[TB=1,TR=16] dw gemm[TI=6,TO=4] dx lanes[TB=1,TR=16] */
+ * schedule lanes+gemmT: fwd lanes[TB=1,TR=16] dw gemmT[TI=3,TO=8] dx lanes[TB=1,TR=16] */
 static void l12_dense_forward(const float *restrict P, const float *restrict x, float *restrict y)
 {
     /* x [36][lanes], y [16][lanes] */
@@ -1828,7 +1828,7 @@ static void l12_dense_forward(const float *restrict P, const float *restrict x, 
                 cg_v a15_0 = vsplat(b[o0 + 15]);
                 for (int k = 0; k < 36; k++) {
                     const float *restrict sk = x + (size_t)k * 16 + v0 * 16;
-                    const cg_v s0 = VLOAD(sk + 0);
+                    cg_v s0 = VLOAD(sk + 0); VKEEP(s0);
                     a0_0 += w[(size_t)(o0 + 0) * 36 + k] * s0;
                     a1_0 += w[(size_t)(o0 + 1) * 36 + k] * s0;
                     a2_0 += w[(size_t)(o0 + 2) * 36 + k] * s0;
@@ -1867,34 +1867,87 @@ static void l12_dense_forward(const float *restrict P, const float *restrict x, 
     }
 }
 
-static void l12_dense_backward(float *restrict G, const float *restrict x, const float *restrict dy)
+static void l12_dense_backward(float *restrict G, float *restrict S, const float *restrict x, const float *restrict dy, int nb)
 {
     /* x [36][lanes], y [16][lanes] */
     float *restrict gw = G;
     float *restrict gb = G + 576;
+    /* x transposed to S [nb][48] (columns 36 .. 47 zero) */
+    for (int b = 0; b < nb; b++) {
+        for (int i = 0; i < 36; i++) S[(size_t)b * 48 + i] = x[(size_t)i * 16 + b];
+        for (int i = 36; i < 48; i++) S[(size_t)b * 48 + i] = 0.0f;
+    }
     for (int o = 0; o < 16; o++) {
         cg_v s = vsplat(0.0f);
         for (int v = 0; v < 1; v++) s += VLOAD(dy + (size_t)o * 16 + v * 16);
         gb[o] += vsum(s);
     }
-    /* tiles of 4 rows x 6 columns of dW */
-    for (int t = 0; t < 24; t++) {
-        const int o0 = t / 6 * 4, i0 = t % 6 * 6;
-        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f), a0_4 = vsplat(0.0f), a0_5 = vsplat(0.0f);
-        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f), a1_3 = vsplat(0.0f), a1_4 = vsplat(0.0f), a1_5 = vsplat(0.0f);
-        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f), a2_2 = vsplat(0.0f), a2_3 = vsplat(0.0f), a2_4 = vsplat(0.0f), a2_5 = vsplat(0.0f);
-        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f), a3_2 = vsplat(0.0f), a3_3 = vsplat(0.0f), a3_4 = vsplat(0.0f), a3_5 = vsplat(0.0f);
-        for (int v = 0; v < 1; v++) {
-            const cg_v d0 = VLOAD(dy + (size_t)(o0 + 0) * 16 + v * 16), d1 = VLOAD(dy + (size_t)(o0 + 1) * 16 + v * 16), d2 = VLOAD(dy + (size_t)(o0 + 2) * 16 + v * 16), d3 = VLOAD(dy + (size_t)(o0 + 3) * 16 + v * 16), x0 = VLOAD(x + (size_t)(i0 + 0) * 16 + v * 16), x1 = VLOAD(x + (size_t)(i0 + 1) * 16 + v * 16), x2 = VLOAD(x + (size_t)(i0 + 2) * 16 + v * 16), x3 = VLOAD(x + (size_t)(i0 + 3) * 16 + v * 16), x4 = VLOAD(x + (size_t)(i0 + 4) * 16 + v * 16), x5 = VLOAD(x + (size_t)(i0 + 5) * 16 + v * 16);
-            a0_0 += d0 * x0; a0_1 += d0 * x1; a0_2 += d0 * x2; a0_3 += d0 * x3; a0_4 += d0 * x4; a0_5 += d0 * x5;
-            a1_0 += d1 * x0; a1_1 += d1 * x1; a1_2 += d1 * x2; a1_3 += d1 * x3; a1_4 += d1 * x4; a1_5 += d1 * x5;
-            a2_0 += d2 * x0; a2_1 += d2 * x1; a2_2 += d2 * x2; a2_3 += d2 * x3; a2_4 += d2 * x4; a2_5 += d2 * x5;
-            a3_0 += d3 * x0; a3_1 += d3 * x1; a3_2 += d3 * x2; a3_3 += d3 * x3; a3_4 += d3 * x4; a3_5 += d3 * x5;
+    /* tiles of 8 rows x 3 vectors of dW */
+    for (int t = 0; t < 2; t++) {
+        const int o0 = t % 2 * 8, i0 = t / 2 * 48;
+        if (i0 == 0) {
+            {
+                cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f);
+                cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f);
+                cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f), a2_2 = vsplat(0.0f);
+                cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f), a3_2 = vsplat(0.0f);
+                cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f), a4_2 = vsplat(0.0f);
+                cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f), a5_2 = vsplat(0.0f);
+                cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f), a6_2 = vsplat(0.0f);
+                cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f), a7_2 = vsplat(0.0f);
+                for (int b = 0; b < nb; b++) {
+                    const float *restrict sb = S + (size_t)b * 48 + i0;
+                    cg_v s0 = VLOAD(sb + 0), s1 = VLOAD(sb + 16), s2 = VLOAD(sb + 32); VKEEP(s0); VKEEP(s1); VKEEP(s2);
+                    const float d0 = dy[(size_t)(o0 + 0) * 16 + b]; a0_0 += d0 * s0; a0_1 += d0 * s1; a0_2 += d0 * s2;
+                    const float d1 = dy[(size_t)(o0 + 1) * 16 + b]; a1_0 += d1 * s0; a1_1 += d1 * s1; a1_2 += d1 * s2;
+                    const float d2 = dy[(size_t)(o0 + 2) * 16 + b]; a2_0 += d2 * s0; a2_1 += d2 * s1; a2_2 += d2 * s2;
+                    const float d3 = dy[(size_t)(o0 + 3) * 16 + b]; a3_0 += d3 * s0; a3_1 += d3 * s1; a3_2 += d3 * s2;
+                    const float d4 = dy[(size_t)(o0 + 4) * 16 + b]; a4_0 += d4 * s0; a4_1 += d4 * s1; a4_2 += d4 * s2;
+                    const float d5 = dy[(size_t)(o0 + 5) * 16 + b]; a5_0 += d5 * s0; a5_1 += d5 * s1; a5_2 += d5 * s2;
+                    const float d6 = dy[(size_t)(o0 + 6) * 16 + b]; a6_0 += d6 * s0; a6_1 += d6 * s1; a6_2 += d6 * s2;
+                    const float d7 = dy[(size_t)(o0 + 7) * 16 + b]; a7_0 += d7 * s0; a7_1 += d7 * s1; a7_2 += d7 * s2;
+                }
+                VSTORE(gw + (size_t)(o0 + 0) * 36 + i0 + 0, VLOAD(gw + (size_t)(o0 + 0) * 36 + i0 + 0) + a0_0); VSTORE(gw + (size_t)(o0 + 0) * 36 + i0 + 16, VLOAD(gw + (size_t)(o0 + 0) * 36 + i0 + 16) + a0_1); for (int l = 0; l < 4; l++) (gw + (size_t)(o0 + 0) * 36 + i0 + 32)[l] += a0_2[l];
+                VSTORE(gw + (size_t)(o0 + 1) * 36 + i0 + 0, VLOAD(gw + (size_t)(o0 + 1) * 36 + i0 + 0) + a1_0); VSTORE(gw + (size_t)(o0 + 1) * 36 + i0 + 16, VLOAD(gw + (size_t)(o0 + 1) * 36 + i0 + 16) + a1_1); for (int l = 0; l < 4; l++) (gw + (size_t)(o0 + 1) * 36 + i0 + 32)[l] += a1_2[l];
+                VSTORE(gw + (size_t)(o0 + 2) * 36 + i0 + 0, VLOAD(gw + (size_t)(o0 + 2) * 36 + i0 + 0) + a2_0); VSTORE(gw + (size_t)(o0 + 2) * 36 + i0 + 16, VLOAD(gw + (size_t)(o0 + 2) * 36 + i0 + 16) + a2_1); for (int l = 0; l < 4; l++) (gw + (size_t)(o0 + 2) * 36 + i0 + 32)[l] += a2_2[l];
+                VSTORE(gw + (size_t)(o0 + 3) * 36 + i0 + 0, VLOAD(gw + (size_t)(o0 + 3) * 36 + i0 + 0) + a3_0); VSTORE(gw + (size_t)(o0 + 3) * 36 + i0 + 16, VLOAD(gw + (size_t)(o0 + 3) * 36 + i0 + 16) + a3_1); for (int l = 0; l < 4; l++) (gw + (size_t)(o0 + 3) * 36 + i0 + 32)[l] += a3_2[l];
+                VSTORE(gw + (size_t)(o0 + 4) * 36 + i0 + 0, VLOAD(gw + (size_t)(o0 + 4) * 36 + i0 + 0) + a4_0); VSTORE(gw + (size_t)(o0 + 4) * 36 + i0 + 16, VLOAD(gw + (size_t)(o0 + 4) * 36 + i0 + 16) + a4_1); for (int l = 0; l < 4; l++) (gw + (size_t)(o0 + 4) * 36 + i0 + 32)[l] += a4_2[l];
+                VSTORE(gw + (size_t)(o0 + 5) * 36 + i0 + 0, VLOAD(gw + (size_t)(o0 + 5) * 36 + i0 + 0) + a5_0); VSTORE(gw + (size_t)(o0 + 5) * 36 + i0 + 16, VLOAD(gw + (size_t)(o0 + 5) * 36 + i0 + 16) + a5_1); for (int l = 0; l < 4; l++) (gw + (size_t)(o0 + 5) * 36 + i0 + 32)[l] += a5_2[l];
+                VSTORE(gw + (size_t)(o0 + 6) * 36 + i0 + 0, VLOAD(gw + (size_t)(o0 + 6) * 36 + i0 + 0) + a6_0); VSTORE(gw + (size_t)(o0 + 6) * 36 + i0 + 16, VLOAD(gw + (size_t)(o0 + 6) * 36 + i0 + 16) + a6_1); for (int l = 0; l < 4; l++) (gw + (size_t)(o0 + 6) * 36 + i0 + 32)[l] += a6_2[l];
+                VSTORE(gw + (size_t)(o0 + 7) * 36 + i0 + 0, VLOAD(gw + (size_t)(o0 + 7) * 36 + i0 + 0) + a7_0); VSTORE(gw + (size_t)(o0 + 7) * 36 + i0 + 16, VLOAD(gw + (size_t)(o0 + 7) * 36 + i0 + 16) + a7_1); for (int l = 0; l < 4; l++) (gw + (size_t)(o0 + 7) * 36 + i0 + 32)[l] += a7_2[l];
+            }
+        } else {
+            {
+                cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f);
+                cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f);
+                cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f), a2_2 = vsplat(0.0f);
+                cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f), a3_2 = vsplat(0.0f);
+                cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f), a4_2 = vsplat(0.0f);
+                cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f), a5_2 = vsplat(0.0f);
+                cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f), a6_2 = vsplat(0.0f);
+                cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f), a7_2 = vsplat(0.0f);
+                for (int b = 0; b < nb; b++) {
+                    const float *restrict sb = S + (size_t)b * 48 + i0;
+                    cg_v s0 = VLOAD(sb + 0), s1 = VLOAD(sb + 16), s2 = VLOAD(sb + 32); VKEEP(s0); VKEEP(s1); VKEEP(s2);
+                    const float d0 = dy[(size_t)(o0 + 0) * 16 + b]; a0_0 += d0 * s0; a0_1 += d0 * s1; a0_2 += d0 * s2;
+                    const float d1 = dy[(size_t)(o0 + 1) * 16 + b]; a1_0 += d1 * s0; a1_1 += d1 * s1; a1_2 += d1 * s2;
+                    const float d2 = dy[(size_t)(o0 + 2) * 16 + b]; a2_0 += d2 * s0; a2_1 += d2 * s1; a2_2 += d2 * s2;
+                    const float d3 = dy[(size_t)(o0 + 3) * 16 + b]; a3_0 += d3 * s0; a3_1 += d3 * s1; a3_2 += d3 * s2;
+                    const float d4 = dy[(size_t)(o0 + 4) * 16 + b]; a4_0 += d4 * s0; a4_1 += d4 * s1; a4_2 += d4 * s2;
+                    const float d5 = dy[(size_t)(o0 + 5) * 16 + b]; a5_0 += d5 * s0; a5_1 += d5 * s1; a5_2 += d5 * s2;
+                    const float d6 = dy[(size_t)(o0 + 6) * 16 + b]; a6_0 += d6 * s0; a6_1 += d6 * s1; a6_2 += d6 * s2;
+                    const float d7 = dy[(size_t)(o0 + 7) * 16 + b]; a7_0 += d7 * s0; a7_1 += d7 * s1; a7_2 += d7 * s2;
+                }
+                VSTORE(gw + (size_t)(o0 + 0) * 36 + i0 + 0, VLOAD(gw + (size_t)(o0 + 0) * 36 + i0 + 0) + a0_0); VSTORE(gw + (size_t)(o0 + 0) * 36 + i0 + 16, VLOAD(gw + (size_t)(o0 + 0) * 36 + i0 + 16) + a0_1); VSTORE(gw + (size_t)(o0 + 0) * 36 + i0 + 32, VLOAD(gw + (size_t)(o0 + 0) * 36 + i0 + 32) + a0_2);
+                VSTORE(gw + (size_t)(o0 + 1) * 36 + i0 + 0, VLOAD(gw + (size_t)(o0 + 1) * 36 + i0 + 0) + a1_0); VSTORE(gw + (size_t)(o0 + 1) * 36 + i0 + 16, VLOAD(gw + (size_t)(o0 + 1) * 36 + i0 + 16) + a1_1); VSTORE(gw + (size_t)(o0 + 1) * 36 + i0 + 32, VLOAD(gw + (size_t)(o0 + 1) * 36 + i0 + 32) + a1_2);
+                VSTORE(gw + (size_t)(o0 + 2) * 36 + i0 + 0, VLOAD(gw + (size_t)(o0 + 2) * 36 + i0 + 0) + a2_0); VSTORE(gw + (size_t)(o0 + 2) * 36 + i0 + 16, VLOAD(gw + (size_t)(o0 + 2) * 36 + i0 + 16) + a2_1); VSTORE(gw + (size_t)(o0 + 2) * 36 + i0 + 32, VLOAD(gw + (size_t)(o0 + 2) * 36 + i0 + 32) + a2_2);
+                VSTORE(gw + (size_t)(o0 + 3) * 36 + i0 + 0, VLOAD(gw + (size_t)(o0 + 3) * 36 + i0 + 0) + a3_0); VSTORE(gw + (size_t)(o0 + 3) * 36 + i0 + 16, VLOAD(gw + (size_t)(o0 + 3) * 36 + i0 + 16) + a3_1); VSTORE(gw + (size_t)(o0 + 3) * 36 + i0 + 32, VLOAD(gw + (size_t)(o0 + 3) * 36 + i0 + 32) + a3_2);
+                VSTORE(gw + (size_t)(o0 + 4) * 36 + i0 + 0, VLOAD(gw + (size_t)(o0 + 4) * 36 + i0 + 0) + a4_0); VSTORE(gw + (size_t)(o0 + 4) * 36 + i0 + 16, VLOAD(gw + (size_t)(o0 + 4) * 36 + i0 + 16) + a4_1); VSTORE(gw + (size_t)(o0 + 4) * 36 + i0 + 32, VLOAD(gw + (size_t)(o0 + 4) * 36 + i0 + 32) + a4_2);
+                VSTORE(gw + (size_t)(o0 + 5) * 36 + i0 + 0, VLOAD(gw + (size_t)(o0 + 5) * 36 + i0 + 0) + a5_0); VSTORE(gw + (size_t)(o0 + 5) * 36 + i0 + 16, VLOAD(gw + (size_t)(o0 + 5) * 36 + i0 + 16) + a5_1); VSTORE(gw + (size_t)(o0 + 5) * 36 + i0 + 32, VLOAD(gw + (size_t)(o0 + 5) * 36 + i0 + 32) + a5_2);
+                VSTORE(gw + (size_t)(o0 + 6) * 36 + i0 + 0, VLOAD(gw + (size_t)(o0 + 6) * 36 + i0 + 0) + a6_0); VSTORE(gw + (size_t)(o0 + 6) * 36 + i0 + 16, VLOAD(gw + (size_t)(o0 + 6) * 36 + i0 + 16) + a6_1); VSTORE(gw + (size_t)(o0 + 6) * 36 + i0 + 32, VLOAD(gw + (size_t)(o0 + 6) * 36 + i0 + 32) + a6_2);
+                VSTORE(gw + (size_t)(o0 + 7) * 36 + i0 + 0, VLOAD(gw + (size_t)(o0 + 7) * 36 + i0 + 0) + a7_0); VSTORE(gw + (size_t)(o0 + 7) * 36 + i0 + 16, VLOAD(gw + (size_t)(o0 + 7) * 36 + i0 + 16) + a7_1); VSTORE(gw + (size_t)(o0 + 7) * 36 + i0 + 32, VLOAD(gw + (size_t)(o0 + 7) * 36 + i0 + 32) + a7_2);
+            }
         }
-        gw[(size_t)(o0 + 0) * 36 + i0 + 0] += vsum(a0_0); gw[(size_t)(o0 + 0) * 36 + i0 + 1] += vsum(a0_1); gw[(size_t)(o0 + 0) * 36 + i0 + 2] += vsum(a0_2); gw[(size_t)(o0 + 0) * 36 + i0 + 3] += vsum(a0_3); gw[(size_t)(o0 + 0) * 36 + i0 + 4] += vsum(a0_4); gw[(size_t)(o0 + 0) * 36 + i0 + 5] += vsum(a0_5);
-        gw[(size_t)(o0 + 1) * 36 + i0 + 0] += vsum(a1_0); gw[(size_t)(o0 + 1) * 36 + i0 + 1] += vsum(a1_1); gw[(size_t)(o0 + 1) * 36 + i0 + 2] += vsum(a1_2); gw[(size_t)(o0 + 1) * 36 + i0 + 3] += vsum(a1_3); gw[(size_t)(o0 + 1) * 36 + i0 + 4] += vsum(a1_4); gw[(size_t)(o0 + 1) * 36 + i0 + 5] += vsum(a1_5);
-        gw[(size_t)(o0 + 2) * 36 + i0 + 0] += vsum(a2_0); gw[(size_t)(o0 + 2) * 36 + i0 + 1] += vsum(a2_1); gw[(size_t)(o0 + 2) * 36 + i0 + 2] += vsum(a2_2); gw[(size_t)(o0 + 2) * 36 + i0 + 3] += vsum(a2_3); gw[(size_t)(o0 + 2) * 36 + i0 + 4] += vsum(a2_4); gw[(size_t)(o0 + 2) * 36 + i0 + 5] += vsum(a2_5);
-        gw[(size_t)(o0 + 3) * 36 + i0 + 0] += vsum(a3_0); gw[(size_t)(o0 + 3) * 36 + i0 + 1] += vsum(a3_1); gw[(size_t)(o0 + 3) * 36 + i0 + 2] += vsum(a3_2); gw[(size_t)(o0 + 3) * 36 + i0 + 3] += vsum(a3_3); gw[(size_t)(o0 + 3) * 36 + i0 + 4] += vsum(a3_4); gw[(size_t)(o0 + 3) * 36 + i0 + 5] += vsum(a3_5);
     }
 }
 
@@ -1923,7 +1976,7 @@ static void l12_dense_backward_dx(const float *restrict P, const float *restrict
                 cg_v a15_0 = vsplat(0.0f);
                 for (int k = 0; k < 16; k++) {
                     const float *restrict sk = dy + (size_t)k * 16 + v0 * 16;
-                    const cg_v s0 = VLOAD(sk + 0);
+                    cg_v s0 = VLOAD(sk + 0); VKEEP(s0);
                     a0_0 += w[(size_t)k * 36 + i0 + 0] * s0;
                     a1_0 += w[(size_t)k * 36 + i0 + 1] * s0;
                     a2_0 += w[(size_t)k * 36 + i0 + 2] * s0;
@@ -1968,7 +2021,7 @@ static void l12_dense_backward_dx(const float *restrict P, const float *restrict
             cg_v a3_0 = vsplat(0.0f);
             for (int k = 0; k < 16; k++) {
                 const float *restrict sk = dy + (size_t)k * 16 + v0 * 16;
-                const cg_v s0 = VLOAD(sk + 0);
+                cg_v s0 = VLOAD(sk + 0); VKEEP(s0);
                 a0_0 += w[(size_t)k * 36 + 32 + 0] * s0;
                 a1_0 += w[(size_t)k * 36 + 32 + 1] * s0;
                 a2_0 += w[(size_t)k * 36 + 32 + 2] * s0;
@@ -1999,7 +2052,7 @@ static void l13_relu_backward(const float *restrict y, const float *restrict dy,
 }
 
 /* layer 14: dense 16 -> 5 (specs/mixed1d.yaml:27:5)
- * schedule lanes: fwd lanes[TB=1,TR=16] dw gemm[TI=16,TO=1] dx lanes[TB=1,TR=16] */
+ * schedule lanes+gemmT: fwd lanes[TB=1,TR=16] dw gemmT[TI=1,TO=5] dx lanes[TB=1,TR=16] */
 static void l14_dense_forward(const float *restrict P, const float *restrict x, float *restrict y)
 {
     /* x [16][lanes], y [5][lanes] */
@@ -2014,7 +2067,7 @@ static void l14_dense_forward(const float *restrict P, const float *restrict x, 
             cg_v a4_0 = vsplat(b[0 + 4]);
             for (int k = 0; k < 16; k++) {
                 const float *restrict sk = x + (size_t)k * 16 + v0 * 16;
-                const cg_v s0 = VLOAD(sk + 0);
+                cg_v s0 = VLOAD(sk + 0); VKEEP(s0);
                 a0_0 += w[(size_t)(0 + 0) * 16 + k] * s0;
                 a1_0 += w[(size_t)(0 + 1) * 16 + k] * s0;
                 a2_0 += w[(size_t)(0 + 2) * 16 + k] * s0;
@@ -2030,25 +2083,44 @@ static void l14_dense_forward(const float *restrict P, const float *restrict x, 
     }
 }
 
-static void l14_dense_backward(float *restrict G, const float *restrict x, const float *restrict dy)
+static void l14_dense_backward(float *restrict G, float *restrict S, const float *restrict x, const float *restrict dy, int nb)
 {
     /* x [16][lanes], y [5][lanes] */
     float *restrict gw = G;
     float *restrict gb = G + 80;
+    /* x transposed to S [nb][16] */
+    for (int b = 0; b < nb; b++) {
+        for (int i = 0; i < 16; i++) S[(size_t)b * 16 + i] = x[(size_t)i * 16 + b];
+    }
     for (int o = 0; o < 5; o++) {
         cg_v s = vsplat(0.0f);
         for (int v = 0; v < 1; v++) s += VLOAD(dy + (size_t)o * 16 + v * 16);
         gb[o] += vsum(s);
     }
-    /* tiles of 1 rows x 16 columns of dW */
-    for (int t = 0; t < 5; t++) {
-        const int o0 = t / 1 * 1, i0 = t % 1 * 16;
-        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f), a0_4 = vsplat(0.0f), a0_5 = vsplat(0.0f), a0_6 = vsplat(0.0f), a0_7 = vsplat(0.0f), a0_8 = vsplat(0.0f), a0_9 = vsplat(0.0f), a0_10 = vsplat(0.0f), a0_11 = vsplat(0.0f), a0_12 = vsplat(0.0f), a0_13 = vsplat(0.0f), a0_14 = vsplat(0.0f), a0_15 = vsplat(0.0f);
-        for (int v = 0; v < 1; v++) {
-            const cg_v d0 = VLOAD(dy + (size_t)(o0 + 0) * 16 + v * 16), x0 = VLOAD(x + (size_t)(i0 + 0) * 16 + v * 16), x1 = VLOAD(x + (size_t)(i0 + 1) * 16 + v * 16), x2 = VLOAD(x + (size_t)(i0 + 2) * 16 + v * 16), x3 = VLOAD(x + (size_t)(i0 + 3) * 16 + v * 16), x4 = VLOAD(x + (size_t)(i0 + 4) * 16 + v * 16), x5 = VLOAD(x + (size_t)(i0 + 5) * 16 + v * 16), x6 = VLOAD(x + (size_t)(i0 + 6) * 16 + v * 16), x7 = VLOAD(x + (size_t)(i0 + 7) * 16 + v * 16), x8 = VLOAD(x + (size_t)(i0 + 8) * 16 + v * 16), x9 = VLOAD(x + (size_t)(i0 + 9) * 16 + v * 16), x10 = VLOAD(x + (size_t)(i0 + 10) * 16 + v * 16), x11 = VLOAD(x + (size_t)(i0 + 11) * 16 + v * 16), x12 = VLOAD(x + (size_t)(i0 + 12) * 16 + v * 16), x13 = VLOAD(x + (size_t)(i0 + 13) * 16 + v * 16), x14 = VLOAD(x + (size_t)(i0 + 14) * 16 + v * 16), x15 = VLOAD(x + (size_t)(i0 + 15) * 16 + v * 16);
-            a0_0 += d0 * x0; a0_1 += d0 * x1; a0_2 += d0 * x2; a0_3 += d0 * x3; a0_4 += d0 * x4; a0_5 += d0 * x5; a0_6 += d0 * x6; a0_7 += d0 * x7; a0_8 += d0 * x8; a0_9 += d0 * x9; a0_10 += d0 * x10; a0_11 += d0 * x11; a0_12 += d0 * x12; a0_13 += d0 * x13; a0_14 += d0 * x14; a0_15 += d0 * x15;
+    /* tiles of 5 rows x 1 vectors of dW */
+    for (int t = 0; t < 1; t++) {
+        const int o0 = t % 1 * 5, i0 = t / 1 * 16;
+        {
+            cg_v a0_0 = vsplat(0.0f);
+            cg_v a1_0 = vsplat(0.0f);
+            cg_v a2_0 = vsplat(0.0f);
+            cg_v a3_0 = vsplat(0.0f);
+            cg_v a4_0 = vsplat(0.0f);
+            for (int b = 0; b < nb; b++) {
+                const float *restrict sb = S + (size_t)b * 16 + i0;
+                cg_v s0 = VLOAD(sb + 0); VKEEP(s0);
+                const float d0 = dy[(size_t)(o0 + 0) * 16 + b]; a0_0 += d0 * s0;
+                const float d1 = dy[(size_t)(o0 + 1) * 16 + b]; a1_0 += d1 * s0;
+                const float d2 = dy[(size_t)(o0 + 2) * 16 + b]; a2_0 += d2 * s0;
+                const float d3 = dy[(size_t)(o0 + 3) * 16 + b]; a3_0 += d3 * s0;
+                const float d4 = dy[(size_t)(o0 + 4) * 16 + b]; a4_0 += d4 * s0;
+            }
+            VSTORE(gw + (size_t)(o0 + 0) * 16 + i0 + 0, VLOAD(gw + (size_t)(o0 + 0) * 16 + i0 + 0) + a0_0);
+            VSTORE(gw + (size_t)(o0 + 1) * 16 + i0 + 0, VLOAD(gw + (size_t)(o0 + 1) * 16 + i0 + 0) + a1_0);
+            VSTORE(gw + (size_t)(o0 + 2) * 16 + i0 + 0, VLOAD(gw + (size_t)(o0 + 2) * 16 + i0 + 0) + a2_0);
+            VSTORE(gw + (size_t)(o0 + 3) * 16 + i0 + 0, VLOAD(gw + (size_t)(o0 + 3) * 16 + i0 + 0) + a3_0);
+            VSTORE(gw + (size_t)(o0 + 4) * 16 + i0 + 0, VLOAD(gw + (size_t)(o0 + 4) * 16 + i0 + 0) + a4_0);
         }
-        gw[(size_t)(o0 + 0) * 16 + i0 + 0] += vsum(a0_0); gw[(size_t)(o0 + 0) * 16 + i0 + 1] += vsum(a0_1); gw[(size_t)(o0 + 0) * 16 + i0 + 2] += vsum(a0_2); gw[(size_t)(o0 + 0) * 16 + i0 + 3] += vsum(a0_3); gw[(size_t)(o0 + 0) * 16 + i0 + 4] += vsum(a0_4); gw[(size_t)(o0 + 0) * 16 + i0 + 5] += vsum(a0_5); gw[(size_t)(o0 + 0) * 16 + i0 + 6] += vsum(a0_6); gw[(size_t)(o0 + 0) * 16 + i0 + 7] += vsum(a0_7); gw[(size_t)(o0 + 0) * 16 + i0 + 8] += vsum(a0_8); gw[(size_t)(o0 + 0) * 16 + i0 + 9] += vsum(a0_9); gw[(size_t)(o0 + 0) * 16 + i0 + 10] += vsum(a0_10); gw[(size_t)(o0 + 0) * 16 + i0 + 11] += vsum(a0_11); gw[(size_t)(o0 + 0) * 16 + i0 + 12] += vsum(a0_12); gw[(size_t)(o0 + 0) * 16 + i0 + 13] += vsum(a0_13); gw[(size_t)(o0 + 0) * 16 + i0 + 14] += vsum(a0_14); gw[(size_t)(o0 + 0) * 16 + i0 + 15] += vsum(a0_15);
     }
 }
 
@@ -2077,7 +2149,7 @@ static void l14_dense_backward_dx(const float *restrict P, const float *restrict
                 cg_v a15_0 = vsplat(0.0f);
                 for (int k = 0; k < 5; k++) {
                     const float *restrict sk = dy + (size_t)k * 16 + v0 * 16;
-                    const cg_v s0 = VLOAD(sk + 0);
+                    cg_v s0 = VLOAD(sk + 0); VKEEP(s0);
                     a0_0 += w[(size_t)k * 16 + i0 + 0] * s0;
                     a1_0 += w[(size_t)k * 16 + i0 + 1] * s0;
                     a2_0 += w[(size_t)k * 16 + i0 + 2] * s0;
@@ -2131,24 +2203,26 @@ static void l14_dense_backward_dx(const float *restrict P, const float *restrict
 #define S09     38048 /* scratch of layer 9 (batchnorm) */
 #define A10     27904 /* output of layer 10 (avgpool1d), [6x6][lanes] */
 #define A12     28480 /* output of layer 12 (dense), [16][lanes] */
+#define S12     38064 /* scratch of layer 12 (dense) */
 #define A14     28736 /* output of layer 14 (dense), [5][lanes] */
-#define OUT     38064 /* the output, [N][5] */
-#define DOUT    38144 /* dLoss/dOutput, [N][5] */
-#define DOUT_L  38224 /* dLoss/dOutput, [5][lanes] */
-#define D13     38304 /* gradient arena: dLoss/d(layer 13 output) */
-#define D12     38560 /* gradient arena: dLoss/d(layer 12 output) */
-#define D11     39456 /* gradient arena: dLoss/d(layer 11 output) */
-#define D09     38304 /* gradient arena: dLoss/d(layer 9 output) */
-#define D08     41376 /* gradient arena: dLoss/d(layer 8 output) */
-#define D07     38304 /* gradient arena: dLoss/d(layer 7 output) */
-#define D06     41376 /* gradient arena: dLoss/d(layer 6 output) */
-#define D05     44448 /* gradient arena: dLoss/d(layer 5 output) */
-#define D04     38304 /* gradient arena: dLoss/d(layer 4 output) */
-#define D03     42400 /* gradient arena: dLoss/d(layer 3 output) */
-#define D02     38304 /* gradient arena: dLoss/d(layer 2 output) */
-#define D01     42400 /* gradient arena: dLoss/d(layer 1 output) */
-#define D00     38304 /* gradient arena: dLoss/d(layer 0 output) */
-#define DIN     42400 /* gradient arena: dLoss/dInput */
+#define S14     38832 /* scratch of layer 14 (dense) */
+#define OUT     39088 /* the output, [N][5] */
+#define DOUT    39168 /* dLoss/dOutput, [N][5] */
+#define DOUT_L  39248 /* dLoss/dOutput, [5][lanes] */
+#define D13     39328 /* gradient arena: dLoss/d(layer 13 output) */
+#define D12     39584 /* gradient arena: dLoss/d(layer 12 output) */
+#define D11     40480 /* gradient arena: dLoss/d(layer 11 output) */
+#define D09     39328 /* gradient arena: dLoss/d(layer 9 output) */
+#define D08     42400 /* gradient arena: dLoss/d(layer 8 output) */
+#define D07     39328 /* gradient arena: dLoss/d(layer 7 output) */
+#define D06     42400 /* gradient arena: dLoss/d(layer 6 output) */
+#define D05     45472 /* gradient arena: dLoss/d(layer 5 output) */
+#define D04     39328 /* gradient arena: dLoss/d(layer 4 output) */
+#define D03     43424 /* gradient arena: dLoss/d(layer 3 output) */
+#define D02     39328 /* gradient arena: dLoss/d(layer 2 output) */
+#define D01     43424 /* gradient arena: dLoss/d(layer 1 output) */
+#define D00     39328 /* gradient arena: dLoss/d(layer 0 output) */
+#define DIN     43424 /* gradient arena: dLoss/dInput */
 
 /* Forward over nb <= 16 samples; activations stay in ws for backward. */
 void mixed1d_forward(const float *params, float *buffers, const float *x, float *ws, int nb, int training)
@@ -2175,15 +2249,15 @@ void mixed1d_forward(const float *params, float *buffers, const float *x, float 
     cg_from_lanes(ws + A14, ws + OUT, nb, 5, 16);
 }
 
-/* Backward after a training forward: dLoss/dOutput at ws + DOUT (38144); grads accumulate. */
+/* Backward after a training forward: dLoss/dOutput at ws + DOUT (39168); grads accumulate. */
 void mixed1d_backward(const float *params, float *grads, const float *x, float *dx, float *ws, int nb)
 {
     cg_to_lanes(ws + DOUT, ws + DOUT_L, nb, 5, 16);
     (void)x;
-    l14_dense_backward(grads + 1316, ws + A12, ws + DOUT_L);
+    l14_dense_backward(grads + 1316, ws + S14, ws + A12, ws + DOUT_L, nb);
     l14_dense_backward_dx(params + 1316, ws + DOUT_L, ws + D13);
     l13_relu_backward(ws + A12, ws + D13, ws + D12);
-    l12_dense_backward(grads + 724, ws + A10, ws + D12);
+    l12_dense_backward(grads + 724, ws + S12, ws + A10, ws + D12, nb);
     l12_dense_backward_dx(params + 724, ws + D12, ws + D11);
     /* layer 11: flatten passes the gradient through */
     l10_avgpool1d_backward(ws + D11, ws + D09);
@@ -2303,7 +2377,7 @@ static const cg_layer mixed1d_layers[] = {
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "dense", .ndim_in = 1, .in_shape = {36, 0, 0}, .ndim_out = 1, .out_shape = {16, 0, 0},
      .in_size = 36, .out_size = 16, .act_offset = 28480, .lanes = 16, .line = 25, .col = 5,
-     .schedule = "lanes: fwd lanes[TB=1,TR=16] dw gemm[TI=6,TO=4] dx lanes[TB=1,TR=16]", .n_inputs = 1, .inputs = mixed1d_inputs + 12, .name = NULL, .inplace = 0,
+     .schedule = "lanes+gemmT: fwd lanes[TB=1,TR=16] dw gemmT[TI=3,TO=8] dx lanes[TB=1,TR=16]", .n_inputs = 1, .inputs = mixed1d_inputs + 12, .name = NULL, .inplace = 0,
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "relu", .ndim_in = 1, .in_shape = {16, 0, 0}, .ndim_out = 1, .out_shape = {16, 0, 0},
      .in_size = 16, .out_size = 16, .act_offset = 28480, .lanes = 16, .line = 26, .col = 5,
@@ -2311,7 +2385,7 @@ static const cg_layer mixed1d_layers[] = {
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "dense", .ndim_in = 1, .in_shape = {16, 0, 0}, .ndim_out = 1, .out_shape = {5, 0, 0},
      .in_size = 16, .out_size = 5, .act_offset = 28736, .lanes = 16, .line = 27, .col = 5,
-     .schedule = "lanes: fwd lanes[TB=1,TR=16] dw gemm[TI=16,TO=1] dx lanes[TB=1,TR=16]", .n_inputs = 1, .inputs = mixed1d_inputs + 14, .name = NULL, .inplace = 0,
+     .schedule = "lanes+gemmT: fwd lanes[TB=1,TR=16] dw gemmT[TI=1,TO=5] dx lanes[TB=1,TR=16]", .n_inputs = 1, .inputs = mixed1d_inputs + 14, .name = NULL, .inplace = 0,
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
 };
 

@@ -18719,79 +18719,131 @@ static void l66_global_avgpool_backward(const float *restrict dy, float *restric
 }
 
 /* layer 68: dense 512 -> 1000 (specs/resnet18.yaml:76:5)
- * schedule lanes: fwd lanes[TB=2,TR=8] dw gemm[TI=4,TO=4] dx lanes[TB=2,TR=8] threaded */
+ * schedule lanes+gemmT+kb: fwd lanes[KB=128,TB=2,TR=8] dw gemmT[TI=4,TO=6] dx lanes[KB=128,TB=2,TR=8] threaded */
 static void l68_dense_forward(const float *restrict P, const float *restrict x, float *restrict y)
 {
     /* x [512][lanes], y [1000][lanes] */
     const float *restrict w = P;
     const float *restrict b = P + 512000;
+    /* k in blocks of 128, rows in blocks of 32 */
     CG_PARALLEL_FOR
-    for (int o0 = 0; o0 < 1000; o0 += 8) {
-        for (int v0 = 0; v0 < 2; v0 += 2) {
-            {
-                cg_v a0_0 = vsplat(b[o0 + 0]), a0_1 = vsplat(b[o0 + 0]);
-                cg_v a1_0 = vsplat(b[o0 + 1]), a1_1 = vsplat(b[o0 + 1]);
-                cg_v a2_0 = vsplat(b[o0 + 2]), a2_1 = vsplat(b[o0 + 2]);
-                cg_v a3_0 = vsplat(b[o0 + 3]), a3_1 = vsplat(b[o0 + 3]);
-                cg_v a4_0 = vsplat(b[o0 + 4]), a4_1 = vsplat(b[o0 + 4]);
-                cg_v a5_0 = vsplat(b[o0 + 5]), a5_1 = vsplat(b[o0 + 5]);
-                cg_v a6_0 = vsplat(b[o0 + 6]), a6_1 = vsplat(b[o0 + 6]);
-                cg_v a7_0 = vsplat(b[o0 + 7]), a7_1 = vsplat(b[o0 + 7]);
-                for (int k = 0; k < 512; k++) {
-                    const float *restrict sk = x + (size_t)k * 32 + v0 * 16;
-                    const cg_v s0 = VLOAD(sk + 0), s1 = VLOAD(sk + 16);
-                    a0_0 += w[(size_t)(o0 + 0) * 512 + k] * s0; a0_1 += w[(size_t)(o0 + 0) * 512 + k] * s1;
-                    a1_0 += w[(size_t)(o0 + 1) * 512 + k] * s0; a1_1 += w[(size_t)(o0 + 1) * 512 + k] * s1;
-                    a2_0 += w[(size_t)(o0 + 2) * 512 + k] * s0; a2_1 += w[(size_t)(o0 + 2) * 512 + k] * s1;
-                    a3_0 += w[(size_t)(o0 + 3) * 512 + k] * s0; a3_1 += w[(size_t)(o0 + 3) * 512 + k] * s1;
-                    a4_0 += w[(size_t)(o0 + 4) * 512 + k] * s0; a4_1 += w[(size_t)(o0 + 4) * 512 + k] * s1;
-                    a5_0 += w[(size_t)(o0 + 5) * 512 + k] * s0; a5_1 += w[(size_t)(o0 + 5) * 512 + k] * s1;
-                    a6_0 += w[(size_t)(o0 + 6) * 512 + k] * s0; a6_1 += w[(size_t)(o0 + 6) * 512 + k] * s1;
-                    a7_0 += w[(size_t)(o0 + 7) * 512 + k] * s0; a7_1 += w[(size_t)(o0 + 7) * 512 + k] * s1;
+    for (int rb = 0; rb < 32; rb++) {
+        for (int k0 = 0; k0 < 512; k0 += 128) {
+            const int k1 = k0 + 128 < 512 ? k0 + 128 : 512;
+            for (int o0 = rb * 32; o0 < (rb * 32 + 32 < 1000 ? rb * 32 + 32 : 1000); o0 += 8) {
+                for (int v0 = 0; v0 < 2; v0 += 2) {
+                    {
+                        cg_v a0_0, a0_1, a1_0, a1_1, a2_0, a2_1, a3_0, a3_1, a4_0, a4_1, a5_0, a5_1, a6_0, a6_1, a7_0, a7_1;
+                        if (k0) {
+                            a0_0 = VLOAD(y + (size_t)(o0 + 0) * 32 + (v0 + 0) * 16); a0_1 = VLOAD(y + (size_t)(o0 + 0) * 32 + (v0 + 1) * 16);
+                            a1_0 = VLOAD(y + (size_t)(o0 + 1) * 32 + (v0 + 0) * 16); a1_1 = VLOAD(y + (size_t)(o0 + 1) * 32 + (v0 + 1) * 16);
+                            a2_0 = VLOAD(y + (size_t)(o0 + 2) * 32 + (v0 + 0) * 16); a2_1 = VLOAD(y + (size_t)(o0 + 2) * 32 + (v0 + 1) * 16);
+                            a3_0 = VLOAD(y + (size_t)(o0 + 3) * 32 + (v0 + 0) * 16); a3_1 = VLOAD(y + (size_t)(o0 + 3) * 32 + (v0 + 1) * 16);
+                            a4_0 = VLOAD(y + (size_t)(o0 + 4) * 32 + (v0 + 0) * 16); a4_1 = VLOAD(y + (size_t)(o0 + 4) * 32 + (v0 + 1) * 16);
+                            a5_0 = VLOAD(y + (size_t)(o0 + 5) * 32 + (v0 + 0) * 16); a5_1 = VLOAD(y + (size_t)(o0 + 5) * 32 + (v0 + 1) * 16);
+                            a6_0 = VLOAD(y + (size_t)(o0 + 6) * 32 + (v0 + 0) * 16); a6_1 = VLOAD(y + (size_t)(o0 + 6) * 32 + (v0 + 1) * 16);
+                            a7_0 = VLOAD(y + (size_t)(o0 + 7) * 32 + (v0 + 0) * 16); a7_1 = VLOAD(y + (size_t)(o0 + 7) * 32 + (v0 + 1) * 16);
+                        } else {
+                            a0_0 = vsplat(b[o0 + 0]); a0_1 = vsplat(b[o0 + 0]);
+                            a1_0 = vsplat(b[o0 + 1]); a1_1 = vsplat(b[o0 + 1]);
+                            a2_0 = vsplat(b[o0 + 2]); a2_1 = vsplat(b[o0 + 2]);
+                            a3_0 = vsplat(b[o0 + 3]); a3_1 = vsplat(b[o0 + 3]);
+                            a4_0 = vsplat(b[o0 + 4]); a4_1 = vsplat(b[o0 + 4]);
+                            a5_0 = vsplat(b[o0 + 5]); a5_1 = vsplat(b[o0 + 5]);
+                            a6_0 = vsplat(b[o0 + 6]); a6_1 = vsplat(b[o0 + 6]);
+                            a7_0 = vsplat(b[o0 + 7]); a7_1 = vsplat(b[o0 + 7]);
+                        }
+                        for (int k = k0; k < k1; k++) {
+                            const float *restrict sk = x + (size_t)k * 32 + v0 * 16;
+                            cg_v s0 = VLOAD(sk + 0), s1 = VLOAD(sk + 16); VKEEP(s0); VKEEP(s1);
+                            a0_0 += w[(size_t)(o0 + 0) * 512 + k] * s0; a0_1 += w[(size_t)(o0 + 0) * 512 + k] * s1;
+                            a1_0 += w[(size_t)(o0 + 1) * 512 + k] * s0; a1_1 += w[(size_t)(o0 + 1) * 512 + k] * s1;
+                            a2_0 += w[(size_t)(o0 + 2) * 512 + k] * s0; a2_1 += w[(size_t)(o0 + 2) * 512 + k] * s1;
+                            a3_0 += w[(size_t)(o0 + 3) * 512 + k] * s0; a3_1 += w[(size_t)(o0 + 3) * 512 + k] * s1;
+                            a4_0 += w[(size_t)(o0 + 4) * 512 + k] * s0; a4_1 += w[(size_t)(o0 + 4) * 512 + k] * s1;
+                            a5_0 += w[(size_t)(o0 + 5) * 512 + k] * s0; a5_1 += w[(size_t)(o0 + 5) * 512 + k] * s1;
+                            a6_0 += w[(size_t)(o0 + 6) * 512 + k] * s0; a6_1 += w[(size_t)(o0 + 6) * 512 + k] * s1;
+                            a7_0 += w[(size_t)(o0 + 7) * 512 + k] * s0; a7_1 += w[(size_t)(o0 + 7) * 512 + k] * s1;
+                        }
+                        VSTORE(y + (size_t)(o0 + 0) * 32 + (v0 + 0) * 16, a0_0); VSTORE(y + (size_t)(o0 + 0) * 32 + (v0 + 1) * 16, a0_1);
+                        VSTORE(y + (size_t)(o0 + 1) * 32 + (v0 + 0) * 16, a1_0); VSTORE(y + (size_t)(o0 + 1) * 32 + (v0 + 1) * 16, a1_1);
+                        VSTORE(y + (size_t)(o0 + 2) * 32 + (v0 + 0) * 16, a2_0); VSTORE(y + (size_t)(o0 + 2) * 32 + (v0 + 1) * 16, a2_1);
+                        VSTORE(y + (size_t)(o0 + 3) * 32 + (v0 + 0) * 16, a3_0); VSTORE(y + (size_t)(o0 + 3) * 32 + (v0 + 1) * 16, a3_1);
+                        VSTORE(y + (size_t)(o0 + 4) * 32 + (v0 + 0) * 16, a4_0); VSTORE(y + (size_t)(o0 + 4) * 32 + (v0 + 1) * 16, a4_1);
+                        VSTORE(y + (size_t)(o0 + 5) * 32 + (v0 + 0) * 16, a5_0); VSTORE(y + (size_t)(o0 + 5) * 32 + (v0 + 1) * 16, a5_1);
+                        VSTORE(y + (size_t)(o0 + 6) * 32 + (v0 + 0) * 16, a6_0); VSTORE(y + (size_t)(o0 + 6) * 32 + (v0 + 1) * 16, a6_1);
+                        VSTORE(y + (size_t)(o0 + 7) * 32 + (v0 + 0) * 16, a7_0); VSTORE(y + (size_t)(o0 + 7) * 32 + (v0 + 1) * 16, a7_1);
+                    }
                 }
-                VSTORE(y + (size_t)(o0 + 0) * 32 + (v0 + 0) * 16, a0_0); VSTORE(y + (size_t)(o0 + 0) * 32 + (v0 + 1) * 16, a0_1);
-                VSTORE(y + (size_t)(o0 + 1) * 32 + (v0 + 0) * 16, a1_0); VSTORE(y + (size_t)(o0 + 1) * 32 + (v0 + 1) * 16, a1_1);
-                VSTORE(y + (size_t)(o0 + 2) * 32 + (v0 + 0) * 16, a2_0); VSTORE(y + (size_t)(o0 + 2) * 32 + (v0 + 1) * 16, a2_1);
-                VSTORE(y + (size_t)(o0 + 3) * 32 + (v0 + 0) * 16, a3_0); VSTORE(y + (size_t)(o0 + 3) * 32 + (v0 + 1) * 16, a3_1);
-                VSTORE(y + (size_t)(o0 + 4) * 32 + (v0 + 0) * 16, a4_0); VSTORE(y + (size_t)(o0 + 4) * 32 + (v0 + 1) * 16, a4_1);
-                VSTORE(y + (size_t)(o0 + 5) * 32 + (v0 + 0) * 16, a5_0); VSTORE(y + (size_t)(o0 + 5) * 32 + (v0 + 1) * 16, a5_1);
-                VSTORE(y + (size_t)(o0 + 6) * 32 + (v0 + 0) * 16, a6_0); VSTORE(y + (size_t)(o0 + 6) * 32 + (v0 + 1) * 16, a6_1);
-                VSTORE(y + (size_t)(o0 + 7) * 32 + (v0 + 0) * 16, a7_0); VSTORE(y + (size_t)(o0 + 7) * 32 + (v0 + 1) * 16, a7_1);
             }
         }
     }
 }
 
-static void l68_dense_backward(float *restrict G, const float *restrict x, const float *restrict dy)
+static void l68_dense_backward(float *restrict G, float *restrict S, const float *restrict x, const float *restrict dy, int nb)
 {
     /* x [512][lanes], y [1000][lanes] */
     float *restrict gw = G;
     float *restrict gb = G + 512000;
+    /* x transposed to S [nb][528] */
+    CG_PARALLEL_FOR
+    for (int b = 0; b < nb; b++) {
+        for (int i = 0; i < 512; i++) S[(size_t)b * 528 + i] = x[(size_t)i * 32 + b];
+    }
     CG_PARALLEL_FOR
     for (int o = 0; o < 1000; o++) {
         cg_v s = vsplat(0.0f);
         for (int v = 0; v < 2; v++) s += VLOAD(dy + (size_t)o * 32 + v * 16);
         gb[o] += vsum(s);
     }
-    /* tiles of 4 rows x 4 columns of dW */
+    /* tiles of 6 rows x 4 vectors of dW */
     CG_PARALLEL_FOR
-    for (int t = 0; t < 32000; t++) {
-        const int o0 = t / 128 * 4, i0 = t % 128 * 4;
-        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f);
-        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f), a1_3 = vsplat(0.0f);
-        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f), a2_2 = vsplat(0.0f), a2_3 = vsplat(0.0f);
-        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f), a3_2 = vsplat(0.0f), a3_3 = vsplat(0.0f);
-        for (int v = 0; v < 2; v++) {
-            const cg_v d0 = VLOAD(dy + (size_t)(o0 + 0) * 32 + v * 16), d1 = VLOAD(dy + (size_t)(o0 + 1) * 32 + v * 16), d2 = VLOAD(dy + (size_t)(o0 + 2) * 32 + v * 16), d3 = VLOAD(dy + (size_t)(o0 + 3) * 32 + v * 16), x0 = VLOAD(x + (size_t)(i0 + 0) * 32 + v * 16), x1 = VLOAD(x + (size_t)(i0 + 1) * 32 + v * 16), x2 = VLOAD(x + (size_t)(i0 + 2) * 32 + v * 16), x3 = VLOAD(x + (size_t)(i0 + 3) * 32 + v * 16);
-            a0_0 += d0 * x0; a0_1 += d0 * x1; a0_2 += d0 * x2; a0_3 += d0 * x3;
-            a1_0 += d1 * x0; a1_1 += d1 * x1; a1_2 += d1 * x2; a1_3 += d1 * x3;
-            a2_0 += d2 * x0; a2_1 += d2 * x1; a2_2 += d2 * x2; a2_3 += d2 * x3;
-            a3_0 += d3 * x0; a3_1 += d3 * x1; a3_2 += d3 * x2; a3_3 += d3 * x3;
+    for (int t = 0; t < 1328; t++) {
+        const int o0 = t % 166 * 6, i0 = t / 166 * 64;
+        {
+            cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f);
+            cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f), a1_3 = vsplat(0.0f);
+            cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f), a2_2 = vsplat(0.0f), a2_3 = vsplat(0.0f);
+            cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f), a3_2 = vsplat(0.0f), a3_3 = vsplat(0.0f);
+            cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f), a4_2 = vsplat(0.0f), a4_3 = vsplat(0.0f);
+            cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f), a5_2 = vsplat(0.0f), a5_3 = vsplat(0.0f);
+            for (int b = 0; b < nb; b++) {
+                const float *restrict sb = S + (size_t)b * 528 + i0;
+                cg_v s0 = VLOAD(sb + 0), s1 = VLOAD(sb + 16), s2 = VLOAD(sb + 32), s3 = VLOAD(sb + 48); VKEEP(s0); VKEEP(s1); VKEEP(s2); VKEEP(s3);
+                const float d0 = dy[(size_t)(o0 + 0) * 32 + b]; a0_0 += d0 * s0; a0_1 += d0 * s1; a0_2 += d0 * s2; a0_3 += d0 * s3;
+                const float d1 = dy[(size_t)(o0 + 1) * 32 + b]; a1_0 += d1 * s0; a1_1 += d1 * s1; a1_2 += d1 * s2; a1_3 += d1 * s3;
+                const float d2 = dy[(size_t)(o0 + 2) * 32 + b]; a2_0 += d2 * s0; a2_1 += d2 * s1; a2_2 += d2 * s2; a2_3 += d2 * s3;
+                const float d3 = dy[(size_t)(o0 + 3) * 32 + b]; a3_0 += d3 * s0; a3_1 += d3 * s1; a3_2 += d3 * s2; a3_3 += d3 * s3;
+                const float d4 = dy[(size_t)(o0 + 4) * 32 + b]; a4_0 += d4 * s0; a4_1 += d4 * s1; a4_2 += d4 * s2; a4_3 += d4 * s3;
+                const float d5 = dy[(size_t)(o0 + 5) * 32 + b]; a5_0 += d5 * s0; a5_1 += d5 * s1; a5_2 += d5 * s2; a5_3 += d5 * s3;
+            }
+            VSTORE(gw + (size_t)(o0 + 0) * 512 + i0 + 0, VLOAD(gw + (size_t)(o0 + 0) * 512 + i0 + 0) + a0_0); VSTORE(gw + (size_t)(o0 + 0) * 512 + i0 + 16, VLOAD(gw + (size_t)(o0 + 0) * 512 + i0 + 16) + a0_1); VSTORE(gw + (size_t)(o0 + 0) * 512 + i0 + 32, VLOAD(gw + (size_t)(o0 + 0) * 512 + i0 + 32) + a0_2); VSTORE(gw + (size_t)(o0 + 0) * 512 + i0 + 48, VLOAD(gw + (size_t)(o0 + 0) * 512 + i0 + 48) + a0_3);
+            VSTORE(gw + (size_t)(o0 + 1) * 512 + i0 + 0, VLOAD(gw + (size_t)(o0 + 1) * 512 + i0 + 0) + a1_0); VSTORE(gw + (size_t)(o0 + 1) * 512 + i0 + 16, VLOAD(gw + (size_t)(o0 + 1) * 512 + i0 + 16) + a1_1); VSTORE(gw + (size_t)(o0 + 1) * 512 + i0 + 32, VLOAD(gw + (size_t)(o0 + 1) * 512 + i0 + 32) + a1_2); VSTORE(gw + (size_t)(o0 + 1) * 512 + i0 + 48, VLOAD(gw + (size_t)(o0 + 1) * 512 + i0 + 48) + a1_3);
+            VSTORE(gw + (size_t)(o0 + 2) * 512 + i0 + 0, VLOAD(gw + (size_t)(o0 + 2) * 512 + i0 + 0) + a2_0); VSTORE(gw + (size_t)(o0 + 2) * 512 + i0 + 16, VLOAD(gw + (size_t)(o0 + 2) * 512 + i0 + 16) + a2_1); VSTORE(gw + (size_t)(o0 + 2) * 512 + i0 + 32, VLOAD(gw + (size_t)(o0 + 2) * 512 + i0 + 32) + a2_2); VSTORE(gw + (size_t)(o0 + 2) * 512 + i0 + 48, VLOAD(gw + (size_t)(o0 + 2) * 512 + i0 + 48) + a2_3);
+            VSTORE(gw + (size_t)(o0 + 3) * 512 + i0 + 0, VLOAD(gw + (size_t)(o0 + 3) * 512 + i0 + 0) + a3_0); VSTORE(gw + (size_t)(o0 + 3) * 512 + i0 + 16, VLOAD(gw + (size_t)(o0 + 3) * 512 + i0 + 16) + a3_1); VSTORE(gw + (size_t)(o0 + 3) * 512 + i0 + 32, VLOAD(gw + (size_t)(o0 + 3) * 512 + i0 + 32) + a3_2); VSTORE(gw + (size_t)(o0 + 3) * 512 + i0 + 48, VLOAD(gw + (size_t)(o0 + 3) * 512 + i0 + 48) + a3_3);
+            VSTORE(gw + (size_t)(o0 + 4) * 512 + i0 + 0, VLOAD(gw + (size_t)(o0 + 4) * 512 + i0 + 0) + a4_0); VSTORE(gw + (size_t)(o0 + 4) * 512 + i0 + 16, VLOAD(gw + (size_t)(o0 + 4) * 512 + i0 + 16) + a4_1); VSTORE(gw + (size_t)(o0 + 4) * 512 + i0 + 32, VLOAD(gw + (size_t)(o0 + 4) * 512 + i0 + 32) + a4_2); VSTORE(gw + (size_t)(o0 + 4) * 512 + i0 + 48, VLOAD(gw + (size_t)(o0 + 4) * 512 + i0 + 48) + a4_3);
+            VSTORE(gw + (size_t)(o0 + 5) * 512 + i0 + 0, VLOAD(gw + (size_t)(o0 + 5) * 512 + i0 + 0) + a5_0); VSTORE(gw + (size_t)(o0 + 5) * 512 + i0 + 16, VLOAD(gw + (size_t)(o0 + 5) * 512 + i0 + 16) + a5_1); VSTORE(gw + (size_t)(o0 + 5) * 512 + i0 + 32, VLOAD(gw + (size_t)(o0 + 5) * 512 + i0 + 32) + a5_2); VSTORE(gw + (size_t)(o0 + 5) * 512 + i0 + 48, VLOAD(gw + (size_t)(o0 + 5) * 512 + i0 + 48) + a5_3);
         }
-        gw[(size_t)(o0 + 0) * 512 + i0 + 0] += vsum(a0_0); gw[(size_t)(o0 + 0) * 512 + i0 + 1] += vsum(a0_1); gw[(size_t)(o0 + 0) * 512 + i0 + 2] += vsum(a0_2); gw[(size_t)(o0 + 0) * 512 + i0 + 3] += vsum(a0_3);
-        gw[(size_t)(o0 + 1) * 512 + i0 + 0] += vsum(a1_0); gw[(size_t)(o0 + 1) * 512 + i0 + 1] += vsum(a1_1); gw[(size_t)(o0 + 1) * 512 + i0 + 2] += vsum(a1_2); gw[(size_t)(o0 + 1) * 512 + i0 + 3] += vsum(a1_3);
-        gw[(size_t)(o0 + 2) * 512 + i0 + 0] += vsum(a2_0); gw[(size_t)(o0 + 2) * 512 + i0 + 1] += vsum(a2_1); gw[(size_t)(o0 + 2) * 512 + i0 + 2] += vsum(a2_2); gw[(size_t)(o0 + 2) * 512 + i0 + 3] += vsum(a2_3);
-        gw[(size_t)(o0 + 3) * 512 + i0 + 0] += vsum(a3_0); gw[(size_t)(o0 + 3) * 512 + i0 + 1] += vsum(a3_1); gw[(size_t)(o0 + 3) * 512 + i0 + 2] += vsum(a3_2); gw[(size_t)(o0 + 3) * 512 + i0 + 3] += vsum(a3_3);
+    }
+    for (int i0 = 0; i0 < 512; i0 += 64) {
+        {
+            cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f);
+            cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f), a1_3 = vsplat(0.0f);
+            cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f), a2_2 = vsplat(0.0f), a2_3 = vsplat(0.0f);
+            cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f), a3_2 = vsplat(0.0f), a3_3 = vsplat(0.0f);
+            for (int b = 0; b < nb; b++) {
+                const float *restrict sb = S + (size_t)b * 528 + i0;
+                cg_v s0 = VLOAD(sb + 0), s1 = VLOAD(sb + 16), s2 = VLOAD(sb + 32), s3 = VLOAD(sb + 48); VKEEP(s0); VKEEP(s1); VKEEP(s2); VKEEP(s3);
+                const float d0 = dy[(size_t)(996 + 0) * 32 + b]; a0_0 += d0 * s0; a0_1 += d0 * s1; a0_2 += d0 * s2; a0_3 += d0 * s3;
+                const float d1 = dy[(size_t)(996 + 1) * 32 + b]; a1_0 += d1 * s0; a1_1 += d1 * s1; a1_2 += d1 * s2; a1_3 += d1 * s3;
+                const float d2 = dy[(size_t)(996 + 2) * 32 + b]; a2_0 += d2 * s0; a2_1 += d2 * s1; a2_2 += d2 * s2; a2_3 += d2 * s3;
+                const float d3 = dy[(size_t)(996 + 3) * 32 + b]; a3_0 += d3 * s0; a3_1 += d3 * s1; a3_2 += d3 * s2; a3_3 += d3 * s3;
+            }
+            VSTORE(gw + (size_t)(996 + 0) * 512 + i0 + 0, VLOAD(gw + (size_t)(996 + 0) * 512 + i0 + 0) + a0_0); VSTORE(gw + (size_t)(996 + 0) * 512 + i0 + 16, VLOAD(gw + (size_t)(996 + 0) * 512 + i0 + 16) + a0_1); VSTORE(gw + (size_t)(996 + 0) * 512 + i0 + 32, VLOAD(gw + (size_t)(996 + 0) * 512 + i0 + 32) + a0_2); VSTORE(gw + (size_t)(996 + 0) * 512 + i0 + 48, VLOAD(gw + (size_t)(996 + 0) * 512 + i0 + 48) + a0_3);
+            VSTORE(gw + (size_t)(996 + 1) * 512 + i0 + 0, VLOAD(gw + (size_t)(996 + 1) * 512 + i0 + 0) + a1_0); VSTORE(gw + (size_t)(996 + 1) * 512 + i0 + 16, VLOAD(gw + (size_t)(996 + 1) * 512 + i0 + 16) + a1_1); VSTORE(gw + (size_t)(996 + 1) * 512 + i0 + 32, VLOAD(gw + (size_t)(996 + 1) * 512 + i0 + 32) + a1_2); VSTORE(gw + (size_t)(996 + 1) * 512 + i0 + 48, VLOAD(gw + (size_t)(996 + 1) * 512 + i0 + 48) + a1_3);
+            VSTORE(gw + (size_t)(996 + 2) * 512 + i0 + 0, VLOAD(gw + (size_t)(996 + 2) * 512 + i0 + 0) + a2_0); VSTORE(gw + (size_t)(996 + 2) * 512 + i0 + 16, VLOAD(gw + (size_t)(996 + 2) * 512 + i0 + 16) + a2_1); VSTORE(gw + (size_t)(996 + 2) * 512 + i0 + 32, VLOAD(gw + (size_t)(996 + 2) * 512 + i0 + 32) + a2_2); VSTORE(gw + (size_t)(996 + 2) * 512 + i0 + 48, VLOAD(gw + (size_t)(996 + 2) * 512 + i0 + 48) + a2_3);
+            VSTORE(gw + (size_t)(996 + 3) * 512 + i0 + 0, VLOAD(gw + (size_t)(996 + 3) * 512 + i0 + 0) + a3_0); VSTORE(gw + (size_t)(996 + 3) * 512 + i0 + 16, VLOAD(gw + (size_t)(996 + 3) * 512 + i0 + 16) + a3_1); VSTORE(gw + (size_t)(996 + 3) * 512 + i0 + 32, VLOAD(gw + (size_t)(996 + 3) * 512 + i0 + 32) + a3_2); VSTORE(gw + (size_t)(996 + 3) * 512 + i0 + 48, VLOAD(gw + (size_t)(996 + 3) * 512 + i0 + 48) + a3_3);
+        }
     }
 }
 
@@ -18799,38 +18851,62 @@ static void l68_dense_backward_dx(const float *restrict P, const float *restrict
 {
     /* x [512][lanes], y [1000][lanes] */
     const float *restrict w = P;
+    /* k in blocks of 128, rows in blocks of 32 */
     CG_PARALLEL_FOR
-    for (int i0 = 0; i0 < 512; i0 += 8) {
-        for (int v0 = 0; v0 < 2; v0 += 2) {
-            {
-                cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
-                cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
-                cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
-                cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
-                cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
-                cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
-                cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
-                cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
-                for (int k = 0; k < 1000; k++) {
-                    const float *restrict sk = dy + (size_t)k * 32 + v0 * 16;
-                    const cg_v s0 = VLOAD(sk + 0), s1 = VLOAD(sk + 16);
-                    a0_0 += w[(size_t)k * 512 + i0 + 0] * s0; a0_1 += w[(size_t)k * 512 + i0 + 0] * s1;
-                    a1_0 += w[(size_t)k * 512 + i0 + 1] * s0; a1_1 += w[(size_t)k * 512 + i0 + 1] * s1;
-                    a2_0 += w[(size_t)k * 512 + i0 + 2] * s0; a2_1 += w[(size_t)k * 512 + i0 + 2] * s1;
-                    a3_0 += w[(size_t)k * 512 + i0 + 3] * s0; a3_1 += w[(size_t)k * 512 + i0 + 3] * s1;
-                    a4_0 += w[(size_t)k * 512 + i0 + 4] * s0; a4_1 += w[(size_t)k * 512 + i0 + 4] * s1;
-                    a5_0 += w[(size_t)k * 512 + i0 + 5] * s0; a5_1 += w[(size_t)k * 512 + i0 + 5] * s1;
-                    a6_0 += w[(size_t)k * 512 + i0 + 6] * s0; a6_1 += w[(size_t)k * 512 + i0 + 6] * s1;
-                    a7_0 += w[(size_t)k * 512 + i0 + 7] * s0; a7_1 += w[(size_t)k * 512 + i0 + 7] * s1;
+    for (int rb = 0; rb < 16; rb++) {
+        for (int k0 = 0; k0 < 1000; k0 += 128) {
+            const int k1 = k0 + 128 < 1000 ? k0 + 128 : 1000;
+            float wp[4096];
+            const int rn = rb * 32 + 32 < 512 ? 32 : 512 - rb * 32;
+            for (int k = k0; k < k1; k++)
+                if (rn == 32) { VSTORE(wp + (k - k0) * 32 + 0, VLOAD(&w[(size_t)k * 512 + rb * 32 + 0])); VSTORE(wp + (k - k0) * 32 + 16, VLOAD(&w[(size_t)k * 512 + rb * 32 + 16])); }
+                else for (int r = 0; r < rn; r++) wp[(k - k0) * 32 + r] = w[(size_t)k * 512 + rb * 32 + r];
+            for (int i0 = rb * 32; i0 < rb * 32 + 32; i0 += 8) {
+                for (int v0 = 0; v0 < 2; v0 += 2) {
+                    {
+                        cg_v a0_0, a0_1, a1_0, a1_1, a2_0, a2_1, a3_0, a3_1, a4_0, a4_1, a5_0, a5_1, a6_0, a6_1, a7_0, a7_1;
+                        if (k0) {
+                            a0_0 = VLOAD(dx + (size_t)(i0 + 0) * 32 + (v0 + 0) * 16); a0_1 = VLOAD(dx + (size_t)(i0 + 0) * 32 + (v0 + 1) * 16);
+                            a1_0 = VLOAD(dx + (size_t)(i0 + 1) * 32 + (v0 + 0) * 16); a1_1 = VLOAD(dx + (size_t)(i0 + 1) * 32 + (v0 + 1) * 16);
+                            a2_0 = VLOAD(dx + (size_t)(i0 + 2) * 32 + (v0 + 0) * 16); a2_1 = VLOAD(dx + (size_t)(i0 + 2) * 32 + (v0 + 1) * 16);
+                            a3_0 = VLOAD(dx + (size_t)(i0 + 3) * 32 + (v0 + 0) * 16); a3_1 = VLOAD(dx + (size_t)(i0 + 3) * 32 + (v0 + 1) * 16);
+                            a4_0 = VLOAD(dx + (size_t)(i0 + 4) * 32 + (v0 + 0) * 16); a4_1 = VLOAD(dx + (size_t)(i0 + 4) * 32 + (v0 + 1) * 16);
+                            a5_0 = VLOAD(dx + (size_t)(i0 + 5) * 32 + (v0 + 0) * 16); a5_1 = VLOAD(dx + (size_t)(i0 + 5) * 32 + (v0 + 1) * 16);
+                            a6_0 = VLOAD(dx + (size_t)(i0 + 6) * 32 + (v0 + 0) * 16); a6_1 = VLOAD(dx + (size_t)(i0 + 6) * 32 + (v0 + 1) * 16);
+                            a7_0 = VLOAD(dx + (size_t)(i0 + 7) * 32 + (v0 + 0) * 16); a7_1 = VLOAD(dx + (size_t)(i0 + 7) * 32 + (v0 + 1) * 16);
+                        } else {
+                            a0_0 = vsplat(0.0f); a0_1 = vsplat(0.0f);
+                            a1_0 = vsplat(0.0f); a1_1 = vsplat(0.0f);
+                            a2_0 = vsplat(0.0f); a2_1 = vsplat(0.0f);
+                            a3_0 = vsplat(0.0f); a3_1 = vsplat(0.0f);
+                            a4_0 = vsplat(0.0f); a4_1 = vsplat(0.0f);
+                            a5_0 = vsplat(0.0f); a5_1 = vsplat(0.0f);
+                            a6_0 = vsplat(0.0f); a6_1 = vsplat(0.0f);
+                            a7_0 = vsplat(0.0f); a7_1 = vsplat(0.0f);
+                        }
+                        for (int k = k0; k < k1; k++) {
+                            const float *restrict sk = dy + (size_t)k * 32 + v0 * 16;
+                            cg_v s0 = VLOAD(sk + 0), s1 = VLOAD(sk + 16); VKEEP(s0); VKEEP(s1);
+                            const float *restrict pk = wp + (size_t)(k - k0) * 32 + (i0 - rb * 32);
+                            a0_0 += pk[0] * s0; a0_1 += pk[0] * s1;
+                            a1_0 += pk[1] * s0; a1_1 += pk[1] * s1;
+                            a2_0 += pk[2] * s0; a2_1 += pk[2] * s1;
+                            a3_0 += pk[3] * s0; a3_1 += pk[3] * s1;
+                            a4_0 += pk[4] * s0; a4_1 += pk[4] * s1;
+                            a5_0 += pk[5] * s0; a5_1 += pk[5] * s1;
+                            a6_0 += pk[6] * s0; a6_1 += pk[6] * s1;
+                            a7_0 += pk[7] * s0; a7_1 += pk[7] * s1;
+                        }
+                        VSTORE(dx + (size_t)(i0 + 0) * 32 + (v0 + 0) * 16, a0_0); VSTORE(dx + (size_t)(i0 + 0) * 32 + (v0 + 1) * 16, a0_1);
+                        VSTORE(dx + (size_t)(i0 + 1) * 32 + (v0 + 0) * 16, a1_0); VSTORE(dx + (size_t)(i0 + 1) * 32 + (v0 + 1) * 16, a1_1);
+                        VSTORE(dx + (size_t)(i0 + 2) * 32 + (v0 + 0) * 16, a2_0); VSTORE(dx + (size_t)(i0 + 2) * 32 + (v0 + 1) * 16, a2_1);
+                        VSTORE(dx + (size_t)(i0 + 3) * 32 + (v0 + 0) * 16, a3_0); VSTORE(dx + (size_t)(i0 + 3) * 32 + (v0 + 1) * 16, a3_1);
+                        VSTORE(dx + (size_t)(i0 + 4) * 32 + (v0 + 0) * 16, a4_0); VSTORE(dx + (size_t)(i0 + 4) * 32 + (v0 + 1) * 16, a4_1);
+                        VSTORE(dx + (size_t)(i0 + 5) * 32 + (v0 + 0) * 16, a5_0); VSTORE(dx + (size_t)(i0 + 5) * 32 + (v0 + 1) * 16, a5_1);
+                        VSTORE(dx + (size_t)(i0 + 6) * 32 + (v0 + 0) * 16, a6_0); VSTORE(dx + (size_t)(i0 + 6) * 32 + (v0 + 1) * 16, a6_1);
+                        VSTORE(dx + (size_t)(i0 + 7) * 32 + (v0 + 0) * 16, a7_0); VSTORE(dx + (size_t)(i0 + 7) * 32 + (v0 + 1) * 16, a7_1);
+                    }
                 }
-                VSTORE(dx + (size_t)(i0 + 0) * 32 + (v0 + 0) * 16, a0_0); VSTORE(dx + (size_t)(i0 + 0) * 32 + (v0 + 1) * 16, a0_1);
-                VSTORE(dx + (size_t)(i0 + 1) * 32 + (v0 + 0) * 16, a1_0); VSTORE(dx + (size_t)(i0 + 1) * 32 + (v0 + 1) * 16, a1_1);
-                VSTORE(dx + (size_t)(i0 + 2) * 32 + (v0 + 0) * 16, a2_0); VSTORE(dx + (size_t)(i0 + 2) * 32 + (v0 + 1) * 16, a2_1);
-                VSTORE(dx + (size_t)(i0 + 3) * 32 + (v0 + 0) * 16, a3_0); VSTORE(dx + (size_t)(i0 + 3) * 32 + (v0 + 1) * 16, a3_1);
-                VSTORE(dx + (size_t)(i0 + 4) * 32 + (v0 + 0) * 16, a4_0); VSTORE(dx + (size_t)(i0 + 4) * 32 + (v0 + 1) * 16, a4_1);
-                VSTORE(dx + (size_t)(i0 + 5) * 32 + (v0 + 0) * 16, a5_0); VSTORE(dx + (size_t)(i0 + 5) * 32 + (v0 + 1) * 16, a5_1);
-                VSTORE(dx + (size_t)(i0 + 6) * 32 + (v0 + 0) * 16, a6_0); VSTORE(dx + (size_t)(i0 + 6) * 32 + (v0 + 1) * 16, a6_1);
-                VSTORE(dx + (size_t)(i0 + 7) * 32 + (v0 + 0) * 16, a7_0); VSTORE(dx + (size_t)(i0 + 7) * 32 + (v0 + 1) * 16, a7_1);
             }
         }
     }
@@ -18902,85 +18978,86 @@ static void l68_dense_backward_dx(const float *restrict P, const float *restrict
 #define S63     202890240 /* scratch of layer 63 (batchnorm) */
 #define A66     170196992 /* output of layer 66 (global_avgpool), [512x1x1][lanes] */
 #define A68     170213376 /* output of layer 68 (dense), [1000][lanes] */
-#define OUT     202891264 /* the output, [N][1000] */
-#define DOUT    202923264 /* dLoss/dOutput, [N][1000] */
-#define DOUT_L  202955264 /* dLoss/dOutput, [1000][lanes] */
-#define D67     203790080 /* gradient arena: dLoss/d(layer 67 output) */
-#define D65     202987264 /* gradient arena: dLoss/d(layer 65 output) */
-#define D64     203790080 /* gradient arena: dLoss/d(layer 64 output) */
-#define D63     202987264 /* gradient arena: dLoss/d(layer 63 output) */
-#define D58     204592896 /* gradient arena: dLoss/d(layer 58 output) */
-#define D62     203790080 /* gradient arena: dLoss/d(layer 62 output) */
-#define D61     202987264 /* gradient arena: dLoss/d(layer 61 output) */
-#define D60     203790080 /* gradient arena: dLoss/d(layer 60 output) */
-#define D59     202987264 /* gradient arena: dLoss/d(layer 59 output) */
-#define T59_1   203790080 /* gradient arena: a gradient summed into its tensor's */
-#define D57     202987264 /* gradient arena: dLoss/d(layer 57 output) */
-#define D54     204592896 /* gradient arena: dLoss/d(layer 54 output) */
-#define D56     203790080 /* gradient arena: dLoss/d(layer 56 output) */
-#define D55     205395712 /* gradient arena: dLoss/d(layer 55 output) */
-#define D49     202987264 /* gradient arena: dLoss/d(layer 49 output) */
-#define D53     205395712 /* gradient arena: dLoss/d(layer 53 output) */
-#define D52     204592896 /* gradient arena: dLoss/d(layer 52 output) */
-#define D51     205395712 /* gradient arena: dLoss/d(layer 51 output) */
-#define D50     206198528 /* gradient arena: dLoss/d(layer 50 output) */
-#define T50_1   204592896 /* gradient arena: a gradient summed into its tensor's */
-#define D48     204592896 /* gradient arena: dLoss/d(layer 48 output) */
-#define D47     202987264 /* gradient arena: dLoss/d(layer 47 output) */
-#define D42     206198528 /* gradient arena: dLoss/d(layer 42 output) */
-#define D46     204592896 /* gradient arena: dLoss/d(layer 46 output) */
-#define D45     202987264 /* gradient arena: dLoss/d(layer 45 output) */
-#define D44     204592896 /* gradient arena: dLoss/d(layer 44 output) */
-#define D43     202987264 /* gradient arena: dLoss/d(layer 43 output) */
-#define T43_1   204592896 /* gradient arena: a gradient summed into its tensor's */
-#define D41     202987264 /* gradient arena: dLoss/d(layer 41 output) */
-#define D38     206198528 /* gradient arena: dLoss/d(layer 38 output) */
-#define D40     204592896 /* gradient arena: dLoss/d(layer 40 output) */
-#define D39     207804160 /* gradient arena: dLoss/d(layer 39 output) */
-#define D33     202987264 /* gradient arena: dLoss/d(layer 33 output) */
-#define D37     207804160 /* gradient arena: dLoss/d(layer 37 output) */
-#define D36     206198528 /* gradient arena: dLoss/d(layer 36 output) */
-#define D35     207804160 /* gradient arena: dLoss/d(layer 35 output) */
-#define D34     209409792 /* gradient arena: dLoss/d(layer 34 output) */
-#define T34_1   206198528 /* gradient arena: a gradient summed into its tensor's */
-#define D32     206198528 /* gradient arena: dLoss/d(layer 32 output) */
-#define D31     202987264 /* gradient arena: dLoss/d(layer 31 output) */
-#define D26     209409792 /* gradient arena: dLoss/d(layer 26 output) */
-#define D30     206198528 /* gradient arena: dLoss/d(layer 30 output) */
-#define D29     202987264 /* gradient arena: dLoss/d(layer 29 output) */
-#define D28     206198528 /* gradient arena: dLoss/d(layer 28 output) */
-#define D27     202987264 /* gradient arena: dLoss/d(layer 27 output) */
-#define T27_1   206198528 /* gradient arena: a gradient summed into its tensor's */
-#define D25     202987264 /* gradient arena: dLoss/d(layer 25 output) */
-#define D22     209409792 /* gradient arena: dLoss/d(layer 22 output) */
-#define D24     206198528 /* gradient arena: dLoss/d(layer 24 output) */
-#define D23     212621056 /* gradient arena: dLoss/d(layer 23 output) */
-#define D17     202987264 /* gradient arena: dLoss/d(layer 17 output) */
-#define D21     212621056 /* gradient arena: dLoss/d(layer 21 output) */
-#define D20     209409792 /* gradient arena: dLoss/d(layer 20 output) */
-#define D19     212621056 /* gradient arena: dLoss/d(layer 19 output) */
-#define D18     215832320 /* gradient arena: dLoss/d(layer 18 output) */
-#define T18_1   209409792 /* gradient arena: a gradient summed into its tensor's */
-#define D16     209409792 /* gradient arena: dLoss/d(layer 16 output) */
-#define D15     202987264 /* gradient arena: dLoss/d(layer 15 output) */
-#define D10     215832320 /* gradient arena: dLoss/d(layer 10 output) */
-#define D14     209409792 /* gradient arena: dLoss/d(layer 14 output) */
-#define D13     202987264 /* gradient arena: dLoss/d(layer 13 output) */
-#define D12     209409792 /* gradient arena: dLoss/d(layer 12 output) */
-#define D11     202987264 /* gradient arena: dLoss/d(layer 11 output) */
-#define T11_1   209409792 /* gradient arena: a gradient summed into its tensor's */
-#define D09     202987264 /* gradient arena: dLoss/d(layer 9 output) */
-#define D08     209409792 /* gradient arena: dLoss/d(layer 8 output) */
-#define D03     228677376 /* gradient arena: dLoss/d(layer 3 output) */
-#define D07     202987264 /* gradient arena: dLoss/d(layer 7 output) */
-#define D06     209409792 /* gradient arena: dLoss/d(layer 6 output) */
-#define D05     202987264 /* gradient arena: dLoss/d(layer 5 output) */
-#define D04     209409792 /* gradient arena: dLoss/d(layer 4 output) */
-#define T04_1   202987264 /* gradient arena: a gradient summed into its tensor's */
-#define D02     202987264 /* gradient arena: dLoss/d(layer 2 output) */
-#define D01     228677376 /* gradient arena: dLoss/d(layer 1 output) */
-#define D00     202987264 /* gradient arena: dLoss/d(layer 0 output) */
-#define DIN     228677376 /* gradient arena: dLoss/dInput */
+#define S68     202891264 /* scratch of layer 68 (dense) */
+#define OUT     202908160 /* the output, [N][1000] */
+#define DOUT    202940160 /* dLoss/dOutput, [N][1000] */
+#define DOUT_L  202972160 /* dLoss/dOutput, [1000][lanes] */
+#define D67     203806976 /* gradient arena: dLoss/d(layer 67 output) */
+#define D65     203004160 /* gradient arena: dLoss/d(layer 65 output) */
+#define D64     203806976 /* gradient arena: dLoss/d(layer 64 output) */
+#define D63     203004160 /* gradient arena: dLoss/d(layer 63 output) */
+#define D58     204609792 /* gradient arena: dLoss/d(layer 58 output) */
+#define D62     203806976 /* gradient arena: dLoss/d(layer 62 output) */
+#define D61     203004160 /* gradient arena: dLoss/d(layer 61 output) */
+#define D60     203806976 /* gradient arena: dLoss/d(layer 60 output) */
+#define D59     203004160 /* gradient arena: dLoss/d(layer 59 output) */
+#define T59_1   203806976 /* gradient arena: a gradient summed into its tensor's */
+#define D57     203004160 /* gradient arena: dLoss/d(layer 57 output) */
+#define D54     204609792 /* gradient arena: dLoss/d(layer 54 output) */
+#define D56     203806976 /* gradient arena: dLoss/d(layer 56 output) */
+#define D55     205412608 /* gradient arena: dLoss/d(layer 55 output) */
+#define D49     203004160 /* gradient arena: dLoss/d(layer 49 output) */
+#define D53     205412608 /* gradient arena: dLoss/d(layer 53 output) */
+#define D52     204609792 /* gradient arena: dLoss/d(layer 52 output) */
+#define D51     205412608 /* gradient arena: dLoss/d(layer 51 output) */
+#define D50     206215424 /* gradient arena: dLoss/d(layer 50 output) */
+#define T50_1   204609792 /* gradient arena: a gradient summed into its tensor's */
+#define D48     204609792 /* gradient arena: dLoss/d(layer 48 output) */
+#define D47     203004160 /* gradient arena: dLoss/d(layer 47 output) */
+#define D42     206215424 /* gradient arena: dLoss/d(layer 42 output) */
+#define D46     204609792 /* gradient arena: dLoss/d(layer 46 output) */
+#define D45     203004160 /* gradient arena: dLoss/d(layer 45 output) */
+#define D44     204609792 /* gradient arena: dLoss/d(layer 44 output) */
+#define D43     203004160 /* gradient arena: dLoss/d(layer 43 output) */
+#define T43_1   204609792 /* gradient arena: a gradient summed into its tensor's */
+#define D41     203004160 /* gradient arena: dLoss/d(layer 41 output) */
+#define D38     206215424 /* gradient arena: dLoss/d(layer 38 output) */
+#define D40     204609792 /* gradient arena: dLoss/d(layer 40 output) */
+#define D39     207821056 /* gradient arena: dLoss/d(layer 39 output) */
+#define D33     203004160 /* gradient arena: dLoss/d(layer 33 output) */
+#define D37     207821056 /* gradient arena: dLoss/d(layer 37 output) */
+#define D36     206215424 /* gradient arena: dLoss/d(layer 36 output) */
+#define D35     207821056 /* gradient arena: dLoss/d(layer 35 output) */
+#define D34     209426688 /* gradient arena: dLoss/d(layer 34 output) */
+#define T34_1   206215424 /* gradient arena: a gradient summed into its tensor's */
+#define D32     206215424 /* gradient arena: dLoss/d(layer 32 output) */
+#define D31     203004160 /* gradient arena: dLoss/d(layer 31 output) */
+#define D26     209426688 /* gradient arena: dLoss/d(layer 26 output) */
+#define D30     206215424 /* gradient arena: dLoss/d(layer 30 output) */
+#define D29     203004160 /* gradient arena: dLoss/d(layer 29 output) */
+#define D28     206215424 /* gradient arena: dLoss/d(layer 28 output) */
+#define D27     203004160 /* gradient arena: dLoss/d(layer 27 output) */
+#define T27_1   206215424 /* gradient arena: a gradient summed into its tensor's */
+#define D25     203004160 /* gradient arena: dLoss/d(layer 25 output) */
+#define D22     209426688 /* gradient arena: dLoss/d(layer 22 output) */
+#define D24     206215424 /* gradient arena: dLoss/d(layer 24 output) */
+#define D23     212637952 /* gradient arena: dLoss/d(layer 23 output) */
+#define D17     203004160 /* gradient arena: dLoss/d(layer 17 output) */
+#define D21     212637952 /* gradient arena: dLoss/d(layer 21 output) */
+#define D20     209426688 /* gradient arena: dLoss/d(layer 20 output) */
+#define D19     212637952 /* gradient arena: dLoss/d(layer 19 output) */
+#define D18     215849216 /* gradient arena: dLoss/d(layer 18 output) */
+#define T18_1   209426688 /* gradient arena: a gradient summed into its tensor's */
+#define D16     209426688 /* gradient arena: dLoss/d(layer 16 output) */
+#define D15     203004160 /* gradient arena: dLoss/d(layer 15 output) */
+#define D10     215849216 /* gradient arena: dLoss/d(layer 10 output) */
+#define D14     209426688 /* gradient arena: dLoss/d(layer 14 output) */
+#define D13     203004160 /* gradient arena: dLoss/d(layer 13 output) */
+#define D12     209426688 /* gradient arena: dLoss/d(layer 12 output) */
+#define D11     203004160 /* gradient arena: dLoss/d(layer 11 output) */
+#define T11_1   209426688 /* gradient arena: a gradient summed into its tensor's */
+#define D09     203004160 /* gradient arena: dLoss/d(layer 9 output) */
+#define D08     209426688 /* gradient arena: dLoss/d(layer 8 output) */
+#define D03     228694272 /* gradient arena: dLoss/d(layer 3 output) */
+#define D07     203004160 /* gradient arena: dLoss/d(layer 7 output) */
+#define D06     209426688 /* gradient arena: dLoss/d(layer 6 output) */
+#define D05     203004160 /* gradient arena: dLoss/d(layer 5 output) */
+#define D04     209426688 /* gradient arena: dLoss/d(layer 4 output) */
+#define T04_1   203004160 /* gradient arena: a gradient summed into its tensor's */
+#define D02     203004160 /* gradient arena: dLoss/d(layer 2 output) */
+#define D01     228694272 /* gradient arena: dLoss/d(layer 1 output) */
+#define D00     203004160 /* gradient arena: dLoss/d(layer 0 output) */
+#define DIN     228694272 /* gradient arena: dLoss/dInput */
 
 /* Forward over nb <= 32 samples; activations stay in ws for backward. */
 void resnet18_forward(const float *params, float *buffers, const float *x, float *ws, int nb, int training)
@@ -19083,12 +19160,12 @@ void resnet18_forward(const float *params, float *buffers, const float *x, float
     cg_from_lanes(ws + A68, ws + OUT, nb, 1000, 32);
 }
 
-/* Backward after a training forward: dLoss/dOutput at ws + DOUT (202923264); grads accumulate. */
+/* Backward after a training forward: dLoss/dOutput at ws + DOUT (202940160); grads accumulate. */
 void resnet18_backward(const float *params, float *grads, const float *x, float *dx, float *ws, int nb)
 {
     cg_to_lanes(ws + DOUT, ws + DOUT_L, nb, 1000, 32);
     (void)x;
-    l68_dense_backward(grads + 11176512, ws + A66, ws + DOUT_L);
+    l68_dense_backward(grads + 11176512, ws + S68, ws + A66, ws + DOUT_L, nb);
     l68_dense_backward_dx(params + 11176512, ws + DOUT_L, ws + D67);
     /* layer 67: flatten passes the gradient through */
     l66_global_avgpool_backward(ws + D67, ws + D65);
@@ -19683,7 +19760,7 @@ static const cg_layer resnet18_layers[] = {
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "dense", .ndim_in = 1, .in_shape = {512, 0, 0}, .ndim_out = 1, .out_shape = {1000, 0, 0},
      .in_size = 512, .out_size = 1000, .act_offset = 170213376, .lanes = 32, .line = 76, .col = 5,
-     .schedule = "lanes: fwd lanes[TB=2,TR=8] dw gemm[TI=4,TO=4] dx lanes[TB=2,TR=8] threaded", .n_inputs = 1, .inputs = resnet18_inputs + 76, .name = "fc", .inplace = 0,
+     .schedule = "lanes+gemmT+kb: fwd lanes[KB=128,TB=2,TR=8] dw gemmT[TI=4,TO=6] dx lanes[KB=128,TB=2,TR=8] threaded", .n_inputs = 1, .inputs = resnet18_inputs + 76, .name = "fc", .inplace = 0,
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
 };
 

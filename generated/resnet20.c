@@ -14112,31 +14112,45 @@ static void l70_global_avgpool_backward(const float *restrict dy, float *restric
 }
 
 /* layer 72: dense 64 -> 10 (specs/resnet20.yaml:81:5)
- * schedule lanes: fwd lanes[TB=4,TR=4] dw gemm[TI=8,TO=2] dx lanes[TB=4,TR=4] */
+ * schedule lanes+gemmT+kb: fwd lanes[KB=32,TB=4,TR=4] dw gemmT[TI=4,TO=6] dx lanes[TB=4,TR=4] */
 static void l72_dense_forward(const float *restrict P, const float *restrict x, float *restrict y)
 {
     /* x [64][lanes], y [10][lanes] */
     const float *restrict w = P;
     const float *restrict b = P + 640;
-    for (int o0 = 0; o0 < 8; o0 += 4) {
-        for (int v0 = 0; v0 < 8; v0 += 4) {
-            {
-                cg_v a0_0 = vsplat(b[o0 + 0]), a0_1 = vsplat(b[o0 + 0]), a0_2 = vsplat(b[o0 + 0]), a0_3 = vsplat(b[o0 + 0]);
-                cg_v a1_0 = vsplat(b[o0 + 1]), a1_1 = vsplat(b[o0 + 1]), a1_2 = vsplat(b[o0 + 1]), a1_3 = vsplat(b[o0 + 1]);
-                cg_v a2_0 = vsplat(b[o0 + 2]), a2_1 = vsplat(b[o0 + 2]), a2_2 = vsplat(b[o0 + 2]), a2_3 = vsplat(b[o0 + 2]);
-                cg_v a3_0 = vsplat(b[o0 + 3]), a3_1 = vsplat(b[o0 + 3]), a3_2 = vsplat(b[o0 + 3]), a3_3 = vsplat(b[o0 + 3]);
-                for (int k = 0; k < 64; k++) {
-                    const float *restrict sk = x + (size_t)k * 128 + v0 * 16;
-                    const cg_v s0 = VLOAD(sk + 0), s1 = VLOAD(sk + 16), s2 = VLOAD(sk + 32), s3 = VLOAD(sk + 48);
-                    a0_0 += w[(size_t)(o0 + 0) * 64 + k] * s0; a0_1 += w[(size_t)(o0 + 0) * 64 + k] * s1; a0_2 += w[(size_t)(o0 + 0) * 64 + k] * s2; a0_3 += w[(size_t)(o0 + 0) * 64 + k] * s3;
-                    a1_0 += w[(size_t)(o0 + 1) * 64 + k] * s0; a1_1 += w[(size_t)(o0 + 1) * 64 + k] * s1; a1_2 += w[(size_t)(o0 + 1) * 64 + k] * s2; a1_3 += w[(size_t)(o0 + 1) * 64 + k] * s3;
-                    a2_0 += w[(size_t)(o0 + 2) * 64 + k] * s0; a2_1 += w[(size_t)(o0 + 2) * 64 + k] * s1; a2_2 += w[(size_t)(o0 + 2) * 64 + k] * s2; a2_3 += w[(size_t)(o0 + 2) * 64 + k] * s3;
-                    a3_0 += w[(size_t)(o0 + 3) * 64 + k] * s0; a3_1 += w[(size_t)(o0 + 3) * 64 + k] * s1; a3_2 += w[(size_t)(o0 + 3) * 64 + k] * s2; a3_3 += w[(size_t)(o0 + 3) * 64 + k] * s3;
+    /* k in blocks of 32, rows in blocks of 16 */
+    for (int rb = 0; rb < 1; rb++) {
+        for (int k0 = 0; k0 < 64; k0 += 32) {
+            const int k1 = k0 + 32 < 64 ? k0 + 32 : 64;
+            for (int o0 = rb * 16; o0 < (rb * 16 + 16 < 8 ? rb * 16 + 16 : 8); o0 += 4) {
+                for (int v0 = 0; v0 < 8; v0 += 4) {
+                    {
+                        cg_v a0_0, a0_1, a0_2, a0_3, a1_0, a1_1, a1_2, a1_3, a2_0, a2_1, a2_2, a2_3, a3_0, a3_1, a3_2, a3_3;
+                        if (k0) {
+                            a0_0 = VLOAD(y + (size_t)(o0 + 0) * 128 + (v0 + 0) * 16); a0_1 = VLOAD(y + (size_t)(o0 + 0) * 128 + (v0 + 1) * 16); a0_2 = VLOAD(y + (size_t)(o0 + 0) * 128 + (v0 + 2) * 16); a0_3 = VLOAD(y + (size_t)(o0 + 0) * 128 + (v0 + 3) * 16);
+                            a1_0 = VLOAD(y + (size_t)(o0 + 1) * 128 + (v0 + 0) * 16); a1_1 = VLOAD(y + (size_t)(o0 + 1) * 128 + (v0 + 1) * 16); a1_2 = VLOAD(y + (size_t)(o0 + 1) * 128 + (v0 + 2) * 16); a1_3 = VLOAD(y + (size_t)(o0 + 1) * 128 + (v0 + 3) * 16);
+                            a2_0 = VLOAD(y + (size_t)(o0 + 2) * 128 + (v0 + 0) * 16); a2_1 = VLOAD(y + (size_t)(o0 + 2) * 128 + (v0 + 1) * 16); a2_2 = VLOAD(y + (size_t)(o0 + 2) * 128 + (v0 + 2) * 16); a2_3 = VLOAD(y + (size_t)(o0 + 2) * 128 + (v0 + 3) * 16);
+                            a3_0 = VLOAD(y + (size_t)(o0 + 3) * 128 + (v0 + 0) * 16); a3_1 = VLOAD(y + (size_t)(o0 + 3) * 128 + (v0 + 1) * 16); a3_2 = VLOAD(y + (size_t)(o0 + 3) * 128 + (v0 + 2) * 16); a3_3 = VLOAD(y + (size_t)(o0 + 3) * 128 + (v0 + 3) * 16);
+                        } else {
+                            a0_0 = vsplat(b[o0 + 0]); a0_1 = vsplat(b[o0 + 0]); a0_2 = vsplat(b[o0 + 0]); a0_3 = vsplat(b[o0 + 0]);
+                            a1_0 = vsplat(b[o0 + 1]); a1_1 = vsplat(b[o0 + 1]); a1_2 = vsplat(b[o0 + 1]); a1_3 = vsplat(b[o0 + 1]);
+                            a2_0 = vsplat(b[o0 + 2]); a2_1 = vsplat(b[o0 + 2]); a2_2 = vsplat(b[o0 + 2]); a2_3 = vsplat(b[o0 + 2]);
+                            a3_0 = vsplat(b[o0 + 3]); a3_1 = vsplat(b[o0 + 3]); a3_2 = vsplat(b[o0 + 3]); a3_3 = vsplat(b[o0 + 3]);
+                        }
+                        for (int k = k0; k < k1; k++) {
+                            const float *restrict sk = x + (size_t)k * 128 + v0 * 16;
+                            cg_v s0 = VLOAD(sk + 0), s1 = VLOAD(sk + 16), s2 = VLOAD(sk + 32), s3 = VLOAD(sk + 48); VKEEP(s0); VKEEP(s1); VKEEP(s2); VKEEP(s3);
+                            a0_0 += w[(size_t)(o0 + 0) * 64 + k] * s0; a0_1 += w[(size_t)(o0 + 0) * 64 + k] * s1; a0_2 += w[(size_t)(o0 + 0) * 64 + k] * s2; a0_3 += w[(size_t)(o0 + 0) * 64 + k] * s3;
+                            a1_0 += w[(size_t)(o0 + 1) * 64 + k] * s0; a1_1 += w[(size_t)(o0 + 1) * 64 + k] * s1; a1_2 += w[(size_t)(o0 + 1) * 64 + k] * s2; a1_3 += w[(size_t)(o0 + 1) * 64 + k] * s3;
+                            a2_0 += w[(size_t)(o0 + 2) * 64 + k] * s0; a2_1 += w[(size_t)(o0 + 2) * 64 + k] * s1; a2_2 += w[(size_t)(o0 + 2) * 64 + k] * s2; a2_3 += w[(size_t)(o0 + 2) * 64 + k] * s3;
+                            a3_0 += w[(size_t)(o0 + 3) * 64 + k] * s0; a3_1 += w[(size_t)(o0 + 3) * 64 + k] * s1; a3_2 += w[(size_t)(o0 + 3) * 64 + k] * s2; a3_3 += w[(size_t)(o0 + 3) * 64 + k] * s3;
+                        }
+                        VSTORE(y + (size_t)(o0 + 0) * 128 + (v0 + 0) * 16, a0_0); VSTORE(y + (size_t)(o0 + 0) * 128 + (v0 + 1) * 16, a0_1); VSTORE(y + (size_t)(o0 + 0) * 128 + (v0 + 2) * 16, a0_2); VSTORE(y + (size_t)(o0 + 0) * 128 + (v0 + 3) * 16, a0_3);
+                        VSTORE(y + (size_t)(o0 + 1) * 128 + (v0 + 0) * 16, a1_0); VSTORE(y + (size_t)(o0 + 1) * 128 + (v0 + 1) * 16, a1_1); VSTORE(y + (size_t)(o0 + 1) * 128 + (v0 + 2) * 16, a1_2); VSTORE(y + (size_t)(o0 + 1) * 128 + (v0 + 3) * 16, a1_3);
+                        VSTORE(y + (size_t)(o0 + 2) * 128 + (v0 + 0) * 16, a2_0); VSTORE(y + (size_t)(o0 + 2) * 128 + (v0 + 1) * 16, a2_1); VSTORE(y + (size_t)(o0 + 2) * 128 + (v0 + 2) * 16, a2_2); VSTORE(y + (size_t)(o0 + 2) * 128 + (v0 + 3) * 16, a2_3);
+                        VSTORE(y + (size_t)(o0 + 3) * 128 + (v0 + 0) * 16, a3_0); VSTORE(y + (size_t)(o0 + 3) * 128 + (v0 + 1) * 16, a3_1); VSTORE(y + (size_t)(o0 + 3) * 128 + (v0 + 2) * 16, a3_2); VSTORE(y + (size_t)(o0 + 3) * 128 + (v0 + 3) * 16, a3_3);
+                    }
                 }
-                VSTORE(y + (size_t)(o0 + 0) * 128 + (v0 + 0) * 16, a0_0); VSTORE(y + (size_t)(o0 + 0) * 128 + (v0 + 1) * 16, a0_1); VSTORE(y + (size_t)(o0 + 0) * 128 + (v0 + 2) * 16, a0_2); VSTORE(y + (size_t)(o0 + 0) * 128 + (v0 + 3) * 16, a0_3);
-                VSTORE(y + (size_t)(o0 + 1) * 128 + (v0 + 0) * 16, a1_0); VSTORE(y + (size_t)(o0 + 1) * 128 + (v0 + 1) * 16, a1_1); VSTORE(y + (size_t)(o0 + 1) * 128 + (v0 + 2) * 16, a1_2); VSTORE(y + (size_t)(o0 + 1) * 128 + (v0 + 3) * 16, a1_3);
-                VSTORE(y + (size_t)(o0 + 2) * 128 + (v0 + 0) * 16, a2_0); VSTORE(y + (size_t)(o0 + 2) * 128 + (v0 + 1) * 16, a2_1); VSTORE(y + (size_t)(o0 + 2) * 128 + (v0 + 2) * 16, a2_2); VSTORE(y + (size_t)(o0 + 2) * 128 + (v0 + 3) * 16, a2_3);
-                VSTORE(y + (size_t)(o0 + 3) * 128 + (v0 + 0) * 16, a3_0); VSTORE(y + (size_t)(o0 + 3) * 128 + (v0 + 1) * 16, a3_1); VSTORE(y + (size_t)(o0 + 3) * 128 + (v0 + 2) * 16, a3_2); VSTORE(y + (size_t)(o0 + 3) * 128 + (v0 + 3) * 16, a3_3);
             }
         }
     }
@@ -14146,7 +14160,7 @@ static void l72_dense_forward(const float *restrict P, const float *restrict x, 
             cg_v a1_0 = vsplat(b[8 + 1]), a1_1 = vsplat(b[8 + 1]), a1_2 = vsplat(b[8 + 1]), a1_3 = vsplat(b[8 + 1]);
             for (int k = 0; k < 64; k++) {
                 const float *restrict sk = x + (size_t)k * 128 + v0 * 16;
-                const cg_v s0 = VLOAD(sk + 0), s1 = VLOAD(sk + 16), s2 = VLOAD(sk + 32), s3 = VLOAD(sk + 48);
+                cg_v s0 = VLOAD(sk + 0), s1 = VLOAD(sk + 16), s2 = VLOAD(sk + 32), s3 = VLOAD(sk + 48); VKEEP(s0); VKEEP(s1); VKEEP(s2); VKEEP(s3);
                 a0_0 += w[(size_t)(8 + 0) * 64 + k] * s0; a0_1 += w[(size_t)(8 + 0) * 64 + k] * s1; a0_2 += w[(size_t)(8 + 0) * 64 + k] * s2; a0_3 += w[(size_t)(8 + 0) * 64 + k] * s3;
                 a1_0 += w[(size_t)(8 + 1) * 64 + k] * s0; a1_1 += w[(size_t)(8 + 1) * 64 + k] * s1; a1_2 += w[(size_t)(8 + 1) * 64 + k] * s2; a1_3 += w[(size_t)(8 + 1) * 64 + k] * s3;
             }
@@ -14156,28 +14170,67 @@ static void l72_dense_forward(const float *restrict P, const float *restrict x, 
     }
 }
 
-static void l72_dense_backward(float *restrict G, const float *restrict x, const float *restrict dy)
+static void l72_dense_backward(float *restrict G, float *restrict S, const float *restrict x, const float *restrict dy, int nb)
 {
     /* x [64][lanes], y [10][lanes] */
     float *restrict gw = G;
     float *restrict gb = G + 640;
+    /* x transposed to S [nb][80] */
+    for (int b = 0; b < nb; b++) {
+        for (int i = 0; i < 64; i++) S[(size_t)b * 80 + i] = x[(size_t)i * 128 + b];
+    }
     for (int o = 0; o < 10; o++) {
         cg_v s = vsplat(0.0f);
         for (int v = 0; v < 8; v++) s += VLOAD(dy + (size_t)o * 128 + v * 16);
         gb[o] += vsum(s);
     }
-    /* tiles of 2 rows x 8 columns of dW */
-    for (int t = 0; t < 40; t++) {
-        const int o0 = t / 8 * 2, i0 = t % 8 * 8;
-        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f), a0_4 = vsplat(0.0f), a0_5 = vsplat(0.0f), a0_6 = vsplat(0.0f), a0_7 = vsplat(0.0f);
-        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f), a1_3 = vsplat(0.0f), a1_4 = vsplat(0.0f), a1_5 = vsplat(0.0f), a1_6 = vsplat(0.0f), a1_7 = vsplat(0.0f);
-        for (int v = 0; v < 8; v++) {
-            const cg_v d0 = VLOAD(dy + (size_t)(o0 + 0) * 128 + v * 16), d1 = VLOAD(dy + (size_t)(o0 + 1) * 128 + v * 16), x0 = VLOAD(x + (size_t)(i0 + 0) * 128 + v * 16), x1 = VLOAD(x + (size_t)(i0 + 1) * 128 + v * 16), x2 = VLOAD(x + (size_t)(i0 + 2) * 128 + v * 16), x3 = VLOAD(x + (size_t)(i0 + 3) * 128 + v * 16), x4 = VLOAD(x + (size_t)(i0 + 4) * 128 + v * 16), x5 = VLOAD(x + (size_t)(i0 + 5) * 128 + v * 16), x6 = VLOAD(x + (size_t)(i0 + 6) * 128 + v * 16), x7 = VLOAD(x + (size_t)(i0 + 7) * 128 + v * 16);
-            a0_0 += d0 * x0; a0_1 += d0 * x1; a0_2 += d0 * x2; a0_3 += d0 * x3; a0_4 += d0 * x4; a0_5 += d0 * x5; a0_6 += d0 * x6; a0_7 += d0 * x7;
-            a1_0 += d1 * x0; a1_1 += d1 * x1; a1_2 += d1 * x2; a1_3 += d1 * x3; a1_4 += d1 * x4; a1_5 += d1 * x5; a1_6 += d1 * x6; a1_7 += d1 * x7;
+    /* tiles of 6 rows x 4 vectors of dW */
+    for (int t = 0; t < 1; t++) {
+        const int o0 = t % 1 * 6, i0 = t / 1 * 64;
+        {
+            cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f);
+            cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f), a1_3 = vsplat(0.0f);
+            cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f), a2_2 = vsplat(0.0f), a2_3 = vsplat(0.0f);
+            cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f), a3_2 = vsplat(0.0f), a3_3 = vsplat(0.0f);
+            cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f), a4_2 = vsplat(0.0f), a4_3 = vsplat(0.0f);
+            cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f), a5_2 = vsplat(0.0f), a5_3 = vsplat(0.0f);
+            for (int b = 0; b < nb; b++) {
+                const float *restrict sb = S + (size_t)b * 80 + i0;
+                cg_v s0 = VLOAD(sb + 0), s1 = VLOAD(sb + 16), s2 = VLOAD(sb + 32), s3 = VLOAD(sb + 48); VKEEP(s0); VKEEP(s1); VKEEP(s2); VKEEP(s3);
+                const float d0 = dy[(size_t)(o0 + 0) * 128 + b]; a0_0 += d0 * s0; a0_1 += d0 * s1; a0_2 += d0 * s2; a0_3 += d0 * s3;
+                const float d1 = dy[(size_t)(o0 + 1) * 128 + b]; a1_0 += d1 * s0; a1_1 += d1 * s1; a1_2 += d1 * s2; a1_3 += d1 * s3;
+                const float d2 = dy[(size_t)(o0 + 2) * 128 + b]; a2_0 += d2 * s0; a2_1 += d2 * s1; a2_2 += d2 * s2; a2_3 += d2 * s3;
+                const float d3 = dy[(size_t)(o0 + 3) * 128 + b]; a3_0 += d3 * s0; a3_1 += d3 * s1; a3_2 += d3 * s2; a3_3 += d3 * s3;
+                const float d4 = dy[(size_t)(o0 + 4) * 128 + b]; a4_0 += d4 * s0; a4_1 += d4 * s1; a4_2 += d4 * s2; a4_3 += d4 * s3;
+                const float d5 = dy[(size_t)(o0 + 5) * 128 + b]; a5_0 += d5 * s0; a5_1 += d5 * s1; a5_2 += d5 * s2; a5_3 += d5 * s3;
+            }
+            VSTORE(gw + (size_t)(o0 + 0) * 64 + i0 + 0, VLOAD(gw + (size_t)(o0 + 0) * 64 + i0 + 0) + a0_0); VSTORE(gw + (size_t)(o0 + 0) * 64 + i0 + 16, VLOAD(gw + (size_t)(o0 + 0) * 64 + i0 + 16) + a0_1); VSTORE(gw + (size_t)(o0 + 0) * 64 + i0 + 32, VLOAD(gw + (size_t)(o0 + 0) * 64 + i0 + 32) + a0_2); VSTORE(gw + (size_t)(o0 + 0) * 64 + i0 + 48, VLOAD(gw + (size_t)(o0 + 0) * 64 + i0 + 48) + a0_3);
+            VSTORE(gw + (size_t)(o0 + 1) * 64 + i0 + 0, VLOAD(gw + (size_t)(o0 + 1) * 64 + i0 + 0) + a1_0); VSTORE(gw + (size_t)(o0 + 1) * 64 + i0 + 16, VLOAD(gw + (size_t)(o0 + 1) * 64 + i0 + 16) + a1_1); VSTORE(gw + (size_t)(o0 + 1) * 64 + i0 + 32, VLOAD(gw + (size_t)(o0 + 1) * 64 + i0 + 32) + a1_2); VSTORE(gw + (size_t)(o0 + 1) * 64 + i0 + 48, VLOAD(gw + (size_t)(o0 + 1) * 64 + i0 + 48) + a1_3);
+            VSTORE(gw + (size_t)(o0 + 2) * 64 + i0 + 0, VLOAD(gw + (size_t)(o0 + 2) * 64 + i0 + 0) + a2_0); VSTORE(gw + (size_t)(o0 + 2) * 64 + i0 + 16, VLOAD(gw + (size_t)(o0 + 2) * 64 + i0 + 16) + a2_1); VSTORE(gw + (size_t)(o0 + 2) * 64 + i0 + 32, VLOAD(gw + (size_t)(o0 + 2) * 64 + i0 + 32) + a2_2); VSTORE(gw + (size_t)(o0 + 2) * 64 + i0 + 48, VLOAD(gw + (size_t)(o0 + 2) * 64 + i0 + 48) + a2_3);
+            VSTORE(gw + (size_t)(o0 + 3) * 64 + i0 + 0, VLOAD(gw + (size_t)(o0 + 3) * 64 + i0 + 0) + a3_0); VSTORE(gw + (size_t)(o0 + 3) * 64 + i0 + 16, VLOAD(gw + (size_t)(o0 + 3) * 64 + i0 + 16) + a3_1); VSTORE(gw + (size_t)(o0 + 3) * 64 + i0 + 32, VLOAD(gw + (size_t)(o0 + 3) * 64 + i0 + 32) + a3_2); VSTORE(gw + (size_t)(o0 + 3) * 64 + i0 + 48, VLOAD(gw + (size_t)(o0 + 3) * 64 + i0 + 48) + a3_3);
+            VSTORE(gw + (size_t)(o0 + 4) * 64 + i0 + 0, VLOAD(gw + (size_t)(o0 + 4) * 64 + i0 + 0) + a4_0); VSTORE(gw + (size_t)(o0 + 4) * 64 + i0 + 16, VLOAD(gw + (size_t)(o0 + 4) * 64 + i0 + 16) + a4_1); VSTORE(gw + (size_t)(o0 + 4) * 64 + i0 + 32, VLOAD(gw + (size_t)(o0 + 4) * 64 + i0 + 32) + a4_2); VSTORE(gw + (size_t)(o0 + 4) * 64 + i0 + 48, VLOAD(gw + (size_t)(o0 + 4) * 64 + i0 + 48) + a4_3);
+            VSTORE(gw + (size_t)(o0 + 5) * 64 + i0 + 0, VLOAD(gw + (size_t)(o0 + 5) * 64 + i0 + 0) + a5_0); VSTORE(gw + (size_t)(o0 + 5) * 64 + i0 + 16, VLOAD(gw + (size_t)(o0 + 5) * 64 + i0 + 16) + a5_1); VSTORE(gw + (size_t)(o0 + 5) * 64 + i0 + 32, VLOAD(gw + (size_t)(o0 + 5) * 64 + i0 + 32) + a5_2); VSTORE(gw + (size_t)(o0 + 5) * 64 + i0 + 48, VLOAD(gw + (size_t)(o0 + 5) * 64 + i0 + 48) + a5_3);
         }
-        gw[(size_t)(o0 + 0) * 64 + i0 + 0] += vsum(a0_0); gw[(size_t)(o0 + 0) * 64 + i0 + 1] += vsum(a0_1); gw[(size_t)(o0 + 0) * 64 + i0 + 2] += vsum(a0_2); gw[(size_t)(o0 + 0) * 64 + i0 + 3] += vsum(a0_3); gw[(size_t)(o0 + 0) * 64 + i0 + 4] += vsum(a0_4); gw[(size_t)(o0 + 0) * 64 + i0 + 5] += vsum(a0_5); gw[(size_t)(o0 + 0) * 64 + i0 + 6] += vsum(a0_6); gw[(size_t)(o0 + 0) * 64 + i0 + 7] += vsum(a0_7);
-        gw[(size_t)(o0 + 1) * 64 + i0 + 0] += vsum(a1_0); gw[(size_t)(o0 + 1) * 64 + i0 + 1] += vsum(a1_1); gw[(size_t)(o0 + 1) * 64 + i0 + 2] += vsum(a1_2); gw[(size_t)(o0 + 1) * 64 + i0 + 3] += vsum(a1_3); gw[(size_t)(o0 + 1) * 64 + i0 + 4] += vsum(a1_4); gw[(size_t)(o0 + 1) * 64 + i0 + 5] += vsum(a1_5); gw[(size_t)(o0 + 1) * 64 + i0 + 6] += vsum(a1_6); gw[(size_t)(o0 + 1) * 64 + i0 + 7] += vsum(a1_7);
+    }
+    for (int i0 = 0; i0 < 64; i0 += 64) {
+        {
+            cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f);
+            cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f), a1_3 = vsplat(0.0f);
+            cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f), a2_2 = vsplat(0.0f), a2_3 = vsplat(0.0f);
+            cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f), a3_2 = vsplat(0.0f), a3_3 = vsplat(0.0f);
+            for (int b = 0; b < nb; b++) {
+                const float *restrict sb = S + (size_t)b * 80 + i0;
+                cg_v s0 = VLOAD(sb + 0), s1 = VLOAD(sb + 16), s2 = VLOAD(sb + 32), s3 = VLOAD(sb + 48); VKEEP(s0); VKEEP(s1); VKEEP(s2); VKEEP(s3);
+                const float d0 = dy[(size_t)(6 + 0) * 128 + b]; a0_0 += d0 * s0; a0_1 += d0 * s1; a0_2 += d0 * s2; a0_3 += d0 * s3;
+                const float d1 = dy[(size_t)(6 + 1) * 128 + b]; a1_0 += d1 * s0; a1_1 += d1 * s1; a1_2 += d1 * s2; a1_3 += d1 * s3;
+                const float d2 = dy[(size_t)(6 + 2) * 128 + b]; a2_0 += d2 * s0; a2_1 += d2 * s1; a2_2 += d2 * s2; a2_3 += d2 * s3;
+                const float d3 = dy[(size_t)(6 + 3) * 128 + b]; a3_0 += d3 * s0; a3_1 += d3 * s1; a3_2 += d3 * s2; a3_3 += d3 * s3;
+            }
+            VSTORE(gw + (size_t)(6 + 0) * 64 + i0 + 0, VLOAD(gw + (size_t)(6 + 0) * 64 + i0 + 0) + a0_0); VSTORE(gw + (size_t)(6 + 0) * 64 + i0 + 16, VLOAD(gw + (size_t)(6 + 0) * 64 + i0 + 16) + a0_1); VSTORE(gw + (size_t)(6 + 0) * 64 + i0 + 32, VLOAD(gw + (size_t)(6 + 0) * 64 + i0 + 32) + a0_2); VSTORE(gw + (size_t)(6 + 0) * 64 + i0 + 48, VLOAD(gw + (size_t)(6 + 0) * 64 + i0 + 48) + a0_3);
+            VSTORE(gw + (size_t)(6 + 1) * 64 + i0 + 0, VLOAD(gw + (size_t)(6 + 1) * 64 + i0 + 0) + a1_0); VSTORE(gw + (size_t)(6 + 1) * 64 + i0 + 16, VLOAD(gw + (size_t)(6 + 1) * 64 + i0 + 16) + a1_1); VSTORE(gw + (size_t)(6 + 1) * 64 + i0 + 32, VLOAD(gw + (size_t)(6 + 1) * 64 + i0 + 32) + a1_2); VSTORE(gw + (size_t)(6 + 1) * 64 + i0 + 48, VLOAD(gw + (size_t)(6 + 1) * 64 + i0 + 48) + a1_3);
+            VSTORE(gw + (size_t)(6 + 2) * 64 + i0 + 0, VLOAD(gw + (size_t)(6 + 2) * 64 + i0 + 0) + a2_0); VSTORE(gw + (size_t)(6 + 2) * 64 + i0 + 16, VLOAD(gw + (size_t)(6 + 2) * 64 + i0 + 16) + a2_1); VSTORE(gw + (size_t)(6 + 2) * 64 + i0 + 32, VLOAD(gw + (size_t)(6 + 2) * 64 + i0 + 32) + a2_2); VSTORE(gw + (size_t)(6 + 2) * 64 + i0 + 48, VLOAD(gw + (size_t)(6 + 2) * 64 + i0 + 48) + a2_3);
+            VSTORE(gw + (size_t)(6 + 3) * 64 + i0 + 0, VLOAD(gw + (size_t)(6 + 3) * 64 + i0 + 0) + a3_0); VSTORE(gw + (size_t)(6 + 3) * 64 + i0 + 16, VLOAD(gw + (size_t)(6 + 3) * 64 + i0 + 16) + a3_1); VSTORE(gw + (size_t)(6 + 3) * 64 + i0 + 32, VLOAD(gw + (size_t)(6 + 3) * 64 + i0 + 32) + a3_2); VSTORE(gw + (size_t)(6 + 3) * 64 + i0 + 48, VLOAD(gw + (size_t)(6 + 3) * 64 + i0 + 48) + a3_3);
+        }
     }
 }
 
@@ -14194,7 +14247,7 @@ static void l72_dense_backward_dx(const float *restrict P, const float *restrict
                 cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f), a3_2 = vsplat(0.0f), a3_3 = vsplat(0.0f);
                 for (int k = 0; k < 10; k++) {
                     const float *restrict sk = dy + (size_t)k * 128 + v0 * 16;
-                    const cg_v s0 = VLOAD(sk + 0), s1 = VLOAD(sk + 16), s2 = VLOAD(sk + 32), s3 = VLOAD(sk + 48);
+                    cg_v s0 = VLOAD(sk + 0), s1 = VLOAD(sk + 16), s2 = VLOAD(sk + 32), s3 = VLOAD(sk + 48); VKEEP(s0); VKEEP(s1); VKEEP(s2); VKEEP(s3);
                     a0_0 += w[(size_t)k * 64 + i0 + 0] * s0; a0_1 += w[(size_t)k * 64 + i0 + 0] * s1; a0_2 += w[(size_t)k * 64 + i0 + 0] * s2; a0_3 += w[(size_t)k * 64 + i0 + 0] * s3;
                     a1_0 += w[(size_t)k * 64 + i0 + 1] * s0; a1_1 += w[(size_t)k * 64 + i0 + 1] * s1; a1_2 += w[(size_t)k * 64 + i0 + 1] * s2; a1_3 += w[(size_t)k * 64 + i0 + 1] * s3;
                     a2_0 += w[(size_t)k * 64 + i0 + 2] * s0; a2_1 += w[(size_t)k * 64 + i0 + 2] * s1; a2_2 += w[(size_t)k * 64 + i0 + 2] * s2; a2_3 += w[(size_t)k * 64 + i0 + 2] * s3;
@@ -14276,90 +14329,91 @@ static void l72_dense_backward_dx(const float *restrict P, const float *restrict
 #define S67     39449248 /* scratch of layer 67 (batchnorm) */
 #define A70     39438336 /* output of layer 70 (global_avgpool), [64x1x1][lanes] */
 #define A72     39446528 /* output of layer 72 (dense), [10][lanes] */
-#define OUT     39449376 /* the output, [N][10] */
-#define DOUT    39450656 /* dLoss/dOutput, [N][10] */
-#define DOUT_L  39451936 /* dLoss/dOutput, [10][lanes] */
-#define D71     39854624 /* gradient arena: dLoss/d(layer 71 output) */
-#define D69     39453216 /* gradient arena: dLoss/d(layer 69 output) */
-#define D68     39854624 /* gradient arena: dLoss/d(layer 68 output) */
-#define D67     39453216 /* gradient arena: dLoss/d(layer 67 output) */
-#define D62     40256032 /* gradient arena: dLoss/d(layer 62 output) */
-#define D66     39854624 /* gradient arena: dLoss/d(layer 66 output) */
-#define D65     39453216 /* gradient arena: dLoss/d(layer 65 output) */
-#define D64     39854624 /* gradient arena: dLoss/d(layer 64 output) */
-#define D63     39453216 /* gradient arena: dLoss/d(layer 63 output) */
-#define T63_1   39854624 /* gradient arena: a gradient summed into its tensor's */
-#define D61     39453216 /* gradient arena: dLoss/d(layer 61 output) */
-#define D60     39854624 /* gradient arena: dLoss/d(layer 60 output) */
-#define D55     40256032 /* gradient arena: dLoss/d(layer 55 output) */
-#define D59     39453216 /* gradient arena: dLoss/d(layer 59 output) */
-#define D58     39854624 /* gradient arena: dLoss/d(layer 58 output) */
-#define D57     39453216 /* gradient arena: dLoss/d(layer 57 output) */
-#define D56     39854624 /* gradient arena: dLoss/d(layer 56 output) */
-#define T56_1   39453216 /* gradient arena: a gradient summed into its tensor's */
-#define D54     39453216 /* gradient arena: dLoss/d(layer 54 output) */
-#define D51     40256032 /* gradient arena: dLoss/d(layer 51 output) */
-#define D53     39854624 /* gradient arena: dLoss/d(layer 53 output) */
-#define D52     40657440 /* gradient arena: dLoss/d(layer 52 output) */
-#define D46     39453216 /* gradient arena: dLoss/d(layer 46 output) */
-#define D50     40657440 /* gradient arena: dLoss/d(layer 50 output) */
-#define D49     40256032 /* gradient arena: dLoss/d(layer 49 output) */
-#define D48     40657440 /* gradient arena: dLoss/d(layer 48 output) */
-#define D47     41058848 /* gradient arena: dLoss/d(layer 47 output) */
-#define T47_1   40256032 /* gradient arena: a gradient summed into its tensor's */
-#define D45     40256032 /* gradient arena: dLoss/d(layer 45 output) */
-#define D44     39453216 /* gradient arena: dLoss/d(layer 44 output) */
-#define D39     41058848 /* gradient arena: dLoss/d(layer 39 output) */
-#define D43     40256032 /* gradient arena: dLoss/d(layer 43 output) */
-#define D42     39453216 /* gradient arena: dLoss/d(layer 42 output) */
-#define D41     40256032 /* gradient arena: dLoss/d(layer 41 output) */
-#define D40     39453216 /* gradient arena: dLoss/d(layer 40 output) */
-#define T40_1   40256032 /* gradient arena: a gradient summed into its tensor's */
-#define D38     39453216 /* gradient arena: dLoss/d(layer 38 output) */
-#define D37     40256032 /* gradient arena: dLoss/d(layer 37 output) */
-#define D32     41058848 /* gradient arena: dLoss/d(layer 32 output) */
-#define D36     39453216 /* gradient arena: dLoss/d(layer 36 output) */
-#define D35     40256032 /* gradient arena: dLoss/d(layer 35 output) */
-#define D34     39453216 /* gradient arena: dLoss/d(layer 34 output) */
-#define D33     40256032 /* gradient arena: dLoss/d(layer 33 output) */
-#define T33_1   39453216 /* gradient arena: a gradient summed into its tensor's */
-#define D31     39453216 /* gradient arena: dLoss/d(layer 31 output) */
-#define D28     41058848 /* gradient arena: dLoss/d(layer 28 output) */
-#define D30     40256032 /* gradient arena: dLoss/d(layer 30 output) */
-#define D29     41861664 /* gradient arena: dLoss/d(layer 29 output) */
-#define D23     39453216 /* gradient arena: dLoss/d(layer 23 output) */
-#define D27     41861664 /* gradient arena: dLoss/d(layer 27 output) */
-#define D26     41058848 /* gradient arena: dLoss/d(layer 26 output) */
-#define D25     41861664 /* gradient arena: dLoss/d(layer 25 output) */
-#define D24     42664480 /* gradient arena: dLoss/d(layer 24 output) */
-#define T24_1   41058848 /* gradient arena: a gradient summed into its tensor's */
-#define D22     41058848 /* gradient arena: dLoss/d(layer 22 output) */
-#define D21     39453216 /* gradient arena: dLoss/d(layer 21 output) */
-#define D16     42664480 /* gradient arena: dLoss/d(layer 16 output) */
-#define D20     41058848 /* gradient arena: dLoss/d(layer 20 output) */
-#define D19     39453216 /* gradient arena: dLoss/d(layer 19 output) */
-#define D18     41058848 /* gradient arena: dLoss/d(layer 18 output) */
-#define D17     39453216 /* gradient arena: dLoss/d(layer 17 output) */
-#define T17_1   41058848 /* gradient arena: a gradient summed into its tensor's */
-#define D15     39453216 /* gradient arena: dLoss/d(layer 15 output) */
-#define D14     41058848 /* gradient arena: dLoss/d(layer 14 output) */
-#define D09     42664480 /* gradient arena: dLoss/d(layer 9 output) */
-#define D13     39453216 /* gradient arena: dLoss/d(layer 13 output) */
-#define D12     41058848 /* gradient arena: dLoss/d(layer 12 output) */
-#define D11     39453216 /* gradient arena: dLoss/d(layer 11 output) */
-#define D10     41058848 /* gradient arena: dLoss/d(layer 10 output) */
-#define T10_1   39453216 /* gradient arena: a gradient summed into its tensor's */
-#define D08     39453216 /* gradient arena: dLoss/d(layer 8 output) */
-#define D07     41058848 /* gradient arena: dLoss/d(layer 7 output) */
-#define D02     42664480 /* gradient arena: dLoss/d(layer 2 output) */
-#define D06     39453216 /* gradient arena: dLoss/d(layer 6 output) */
-#define D05     41058848 /* gradient arena: dLoss/d(layer 5 output) */
-#define D04     39453216 /* gradient arena: dLoss/d(layer 4 output) */
-#define D03     41058848 /* gradient arena: dLoss/d(layer 3 output) */
-#define T03_1   39453216 /* gradient arena: a gradient summed into its tensor's */
-#define D01     39453216 /* gradient arena: dLoss/d(layer 1 output) */
-#define D00     41058848 /* gradient arena: dLoss/d(layer 0 output) */
-#define DIN     39453216 /* gradient arena: dLoss/dInput */
+#define S72     39449376 /* scratch of layer 72 (dense) */
+#define OUT     39459616 /* the output, [N][10] */
+#define DOUT    39460896 /* dLoss/dOutput, [N][10] */
+#define DOUT_L  39462176 /* dLoss/dOutput, [10][lanes] */
+#define D71     39864864 /* gradient arena: dLoss/d(layer 71 output) */
+#define D69     39463456 /* gradient arena: dLoss/d(layer 69 output) */
+#define D68     39864864 /* gradient arena: dLoss/d(layer 68 output) */
+#define D67     39463456 /* gradient arena: dLoss/d(layer 67 output) */
+#define D62     40266272 /* gradient arena: dLoss/d(layer 62 output) */
+#define D66     39864864 /* gradient arena: dLoss/d(layer 66 output) */
+#define D65     39463456 /* gradient arena: dLoss/d(layer 65 output) */
+#define D64     39864864 /* gradient arena: dLoss/d(layer 64 output) */
+#define D63     39463456 /* gradient arena: dLoss/d(layer 63 output) */
+#define T63_1   39864864 /* gradient arena: a gradient summed into its tensor's */
+#define D61     39463456 /* gradient arena: dLoss/d(layer 61 output) */
+#define D60     39864864 /* gradient arena: dLoss/d(layer 60 output) */
+#define D55     40266272 /* gradient arena: dLoss/d(layer 55 output) */
+#define D59     39463456 /* gradient arena: dLoss/d(layer 59 output) */
+#define D58     39864864 /* gradient arena: dLoss/d(layer 58 output) */
+#define D57     39463456 /* gradient arena: dLoss/d(layer 57 output) */
+#define D56     39864864 /* gradient arena: dLoss/d(layer 56 output) */
+#define T56_1   39463456 /* gradient arena: a gradient summed into its tensor's */
+#define D54     39463456 /* gradient arena: dLoss/d(layer 54 output) */
+#define D51     40266272 /* gradient arena: dLoss/d(layer 51 output) */
+#define D53     39864864 /* gradient arena: dLoss/d(layer 53 output) */
+#define D52     40667680 /* gradient arena: dLoss/d(layer 52 output) */
+#define D46     39463456 /* gradient arena: dLoss/d(layer 46 output) */
+#define D50     40667680 /* gradient arena: dLoss/d(layer 50 output) */
+#define D49     40266272 /* gradient arena: dLoss/d(layer 49 output) */
+#define D48     40667680 /* gradient arena: dLoss/d(layer 48 output) */
+#define D47     41069088 /* gradient arena: dLoss/d(layer 47 output) */
+#define T47_1   40266272 /* gradient arena: a gradient summed into its tensor's */
+#define D45     40266272 /* gradient arena: dLoss/d(layer 45 output) */
+#define D44     39463456 /* gradient arena: dLoss/d(layer 44 output) */
+#define D39     41069088 /* gradient arena: dLoss/d(layer 39 output) */
+#define D43     40266272 /* gradient arena: dLoss/d(layer 43 output) */
+#define D42     39463456 /* gradient arena: dLoss/d(layer 42 output) */
+#define D41     40266272 /* gradient arena: dLoss/d(layer 41 output) */
+#define D40     39463456 /* gradient arena: dLoss/d(layer 40 output) */
+#define T40_1   40266272 /* gradient arena: a gradient summed into its tensor's */
+#define D38     39463456 /* gradient arena: dLoss/d(layer 38 output) */
+#define D37     40266272 /* gradient arena: dLoss/d(layer 37 output) */
+#define D32     41069088 /* gradient arena: dLoss/d(layer 32 output) */
+#define D36     39463456 /* gradient arena: dLoss/d(layer 36 output) */
+#define D35     40266272 /* gradient arena: dLoss/d(layer 35 output) */
+#define D34     39463456 /* gradient arena: dLoss/d(layer 34 output) */
+#define D33     40266272 /* gradient arena: dLoss/d(layer 33 output) */
+#define T33_1   39463456 /* gradient arena: a gradient summed into its tensor's */
+#define D31     39463456 /* gradient arena: dLoss/d(layer 31 output) */
+#define D28     41069088 /* gradient arena: dLoss/d(layer 28 output) */
+#define D30     40266272 /* gradient arena: dLoss/d(layer 30 output) */
+#define D29     41871904 /* gradient arena: dLoss/d(layer 29 output) */
+#define D23     39463456 /* gradient arena: dLoss/d(layer 23 output) */
+#define D27     41871904 /* gradient arena: dLoss/d(layer 27 output) */
+#define D26     41069088 /* gradient arena: dLoss/d(layer 26 output) */
+#define D25     41871904 /* gradient arena: dLoss/d(layer 25 output) */
+#define D24     42674720 /* gradient arena: dLoss/d(layer 24 output) */
+#define T24_1   41069088 /* gradient arena: a gradient summed into its tensor's */
+#define D22     41069088 /* gradient arena: dLoss/d(layer 22 output) */
+#define D21     39463456 /* gradient arena: dLoss/d(layer 21 output) */
+#define D16     42674720 /* gradient arena: dLoss/d(layer 16 output) */
+#define D20     41069088 /* gradient arena: dLoss/d(layer 20 output) */
+#define D19     39463456 /* gradient arena: dLoss/d(layer 19 output) */
+#define D18     41069088 /* gradient arena: dLoss/d(layer 18 output) */
+#define D17     39463456 /* gradient arena: dLoss/d(layer 17 output) */
+#define T17_1   41069088 /* gradient arena: a gradient summed into its tensor's */
+#define D15     39463456 /* gradient arena: dLoss/d(layer 15 output) */
+#define D14     41069088 /* gradient arena: dLoss/d(layer 14 output) */
+#define D09     42674720 /* gradient arena: dLoss/d(layer 9 output) */
+#define D13     39463456 /* gradient arena: dLoss/d(layer 13 output) */
+#define D12     41069088 /* gradient arena: dLoss/d(layer 12 output) */
+#define D11     39463456 /* gradient arena: dLoss/d(layer 11 output) */
+#define D10     41069088 /* gradient arena: dLoss/d(layer 10 output) */
+#define T10_1   39463456 /* gradient arena: a gradient summed into its tensor's */
+#define D08     39463456 /* gradient arena: dLoss/d(layer 8 output) */
+#define D07     41069088 /* gradient arena: dLoss/d(layer 7 output) */
+#define D02     42674720 /* gradient arena: dLoss/d(layer 2 output) */
+#define D06     39463456 /* gradient arena: dLoss/d(layer 6 output) */
+#define D05     41069088 /* gradient arena: dLoss/d(layer 5 output) */
+#define D04     39463456 /* gradient arena: dLoss/d(layer 4 output) */
+#define D03     41069088 /* gradient arena: dLoss/d(layer 3 output) */
+#define T03_1   39463456 /* gradient arena: a gradient summed into its tensor's */
+#define D01     39463456 /* gradient arena: dLoss/d(layer 1 output) */
+#define D00     41069088 /* gradient arena: dLoss/d(layer 0 output) */
+#define DIN     39463456 /* gradient arena: dLoss/dInput */
 
 /* Forward over nb <= 128 samples; activations stay in ws for backward. */
 void resnet20_forward(const float *params, float *buffers, const float *x, float *ws, int nb, int training)
@@ -14469,12 +14523,12 @@ void resnet20_forward(const float *params, float *buffers, const float *x, float
     cg_from_lanes(ws + A72, ws + OUT, nb, 10, 128);
 }
 
-/* Backward after a training forward: dLoss/dOutput at ws + DOUT (39450656); grads accumulate. */
+/* Backward after a training forward: dLoss/dOutput at ws + DOUT (39460896); grads accumulate. */
 void resnet20_backward(const float *params, float *grads, const float *x, float *dx, float *ws, int nb)
 {
     cg_to_lanes(ws + DOUT, ws + DOUT_L, nb, 10, 128);
     (void)x;
-    l72_dense_backward(grads + 271536, ws + A70, ws + DOUT_L);
+    l72_dense_backward(grads + 271536, ws + S72, ws + A70, ws + DOUT_L, nb);
     l72_dense_backward_dx(params + 271536, ws + DOUT_L, ws + D71);
     /* layer 71: flatten passes the gradient through */
     l70_global_avgpool_backward(ws + D71, ws + D69);
@@ -15101,7 +15155,7 @@ static const cg_layer resnet20_layers[] = {
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "dense", .ndim_in = 1, .in_shape = {64, 0, 0}, .ndim_out = 1, .out_shape = {10, 0, 0},
      .in_size = 64, .out_size = 10, .act_offset = 39446528, .lanes = 128, .line = 81, .col = 5,
-     .schedule = "lanes: fwd lanes[TB=4,TR=4] dw gemm[TI=8,TO=2] dx lanes[TB=4,TR=4]", .n_inputs = 1, .inputs = resnet20_inputs + 81, .name = "fc", .inplace = 0,
+     .schedule = "lanes+gemmT+kb: fwd lanes[KB=32,TB=4,TR=4] dw gemmT[TI=4,TO=6] dx lanes[TB=4,TR=4]", .n_inputs = 1, .inputs = resnet20_inputs + 81, .name = "fc", .inplace = 0,
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
 };
 

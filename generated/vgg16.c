@@ -6880,47 +6880,141 @@ static void l30_maxpool2d_backward(const float *restrict x, const float *restric
 }
 
 /* layer 32: dense 25088 -> 4096 (specs/vgg16.yaml:52:5)
- * schedule loop: fwd loop[TO=4] dw loop[TO=4] dx with dw threaded */
+ * schedule gemm: fwd gemm[TN=2,TO=8] dw gemm[TI=4,TO=6] dx gemm[TI=4,TN=2] threaded */
 static void l32_dense_forward(const float *restrict P, const float *restrict x, float *restrict y, int nb)
 {
     /* x [N][25088], y [N][4096] */
     const float *restrict w = P;
     const float *restrict b = P + 102760448;
-    for (int o0 = 0; o0 < 4096; o0 += 4) {
-        const float *restrict wr = w + (size_t)o0 * 25088;
-        for (int n = 0; n < nb; n++) {
-            const float *restrict xn = x + (size_t)n * 25088;
-            cg_v s0 = vsplat(0.0f), s1 = vsplat(0.0f), s2 = vsplat(0.0f), s3 = vsplat(0.0f);
+    CG_PARALLEL_FOR
+    for (int o0 = 0; o0 < 4096; o0 += 8) {
+        int n0 = 0;
+        for (; n0 + 2 <= nb; n0 += 2) {
+            cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f), a0_4 = vsplat(0.0f), a0_5 = vsplat(0.0f), a0_6 = vsplat(0.0f), a0_7 = vsplat(0.0f);
+            cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f), a1_3 = vsplat(0.0f), a1_4 = vsplat(0.0f), a1_5 = vsplat(0.0f), a1_6 = vsplat(0.0f), a1_7 = vsplat(0.0f);
             for (int i = 0; i < 25088; i += 16) {
-                cg_v v = VLOAD(xn + i); VKEEP(v); s0 += VLOAD(wr + 0 + i) * v; s1 += VLOAD(wr + 25088 + i) * v; s2 += VLOAD(wr + 50176 + i) * v; s3 += VLOAD(wr + 75264 + i) * v;
+                cg_v x0 = VLOAD(x + (size_t)(n0 + 0) * 25088 + i), x1 = VLOAD(x + (size_t)(n0 + 1) * 25088 + i); VKEEP(x0); VKEEP(x1);
+                cg_v w0 = VLOAD(w + (size_t)(o0 + 0) * 25088 + i), w1 = VLOAD(w + (size_t)(o0 + 1) * 25088 + i), w2 = VLOAD(w + (size_t)(o0 + 2) * 25088 + i), w3 = VLOAD(w + (size_t)(o0 + 3) * 25088 + i), w4 = VLOAD(w + (size_t)(o0 + 4) * 25088 + i), w5 = VLOAD(w + (size_t)(o0 + 5) * 25088 + i), w6 = VLOAD(w + (size_t)(o0 + 6) * 25088 + i), w7 = VLOAD(w + (size_t)(o0 + 7) * 25088 + i); VKEEP(w0); VKEEP(w1); VKEEP(w2); VKEEP(w3); VKEEP(w4); VKEEP(w5); VKEEP(w6); VKEEP(w7);
+                a0_0 += x0 * w0; a0_1 += x0 * w1; a0_2 += x0 * w2; a0_3 += x0 * w3; a0_4 += x0 * w4; a0_5 += x0 * w5; a0_6 += x0 * w6; a0_7 += x0 * w7;
+                a1_0 += x1 * w0; a1_1 += x1 * w1; a1_2 += x1 * w2; a1_3 += x1 * w3; a1_4 += x1 * w4; a1_5 += x1 * w5; a1_6 += x1 * w6; a1_7 += x1 * w7;
             }
-            y[(size_t)n * 4096 + o0 + 0] = b[o0 + 0] + vsum(s0);
-            y[(size_t)n * 4096 + o0 + 1] = b[o0 + 1] + vsum(s1);
-            y[(size_t)n * 4096 + o0 + 2] = b[o0 + 2] + vsum(s2);
-            y[(size_t)n * 4096 + o0 + 3] = b[o0 + 3] + vsum(s3);
+            y[(size_t)(n0 + 0) * 4096 + o0 + 0] = b[o0 + 0] + vsum(a0_0);
+            y[(size_t)(n0 + 0) * 4096 + o0 + 1] = b[o0 + 1] + vsum(a0_1);
+            y[(size_t)(n0 + 0) * 4096 + o0 + 2] = b[o0 + 2] + vsum(a0_2);
+            y[(size_t)(n0 + 0) * 4096 + o0 + 3] = b[o0 + 3] + vsum(a0_3);
+            y[(size_t)(n0 + 0) * 4096 + o0 + 4] = b[o0 + 4] + vsum(a0_4);
+            y[(size_t)(n0 + 0) * 4096 + o0 + 5] = b[o0 + 5] + vsum(a0_5);
+            y[(size_t)(n0 + 0) * 4096 + o0 + 6] = b[o0 + 6] + vsum(a0_6);
+            y[(size_t)(n0 + 0) * 4096 + o0 + 7] = b[o0 + 7] + vsum(a0_7);
+            y[(size_t)(n0 + 1) * 4096 + o0 + 0] = b[o0 + 0] + vsum(a1_0);
+            y[(size_t)(n0 + 1) * 4096 + o0 + 1] = b[o0 + 1] + vsum(a1_1);
+            y[(size_t)(n0 + 1) * 4096 + o0 + 2] = b[o0 + 2] + vsum(a1_2);
+            y[(size_t)(n0 + 1) * 4096 + o0 + 3] = b[o0 + 3] + vsum(a1_3);
+            y[(size_t)(n0 + 1) * 4096 + o0 + 4] = b[o0 + 4] + vsum(a1_4);
+            y[(size_t)(n0 + 1) * 4096 + o0 + 5] = b[o0 + 5] + vsum(a1_5);
+            y[(size_t)(n0 + 1) * 4096 + o0 + 6] = b[o0 + 6] + vsum(a1_6);
+            y[(size_t)(n0 + 1) * 4096 + o0 + 7] = b[o0 + 7] + vsum(a1_7);
+        }
+        for (; n0 < nb; n0++) {
+            cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f), a0_4 = vsplat(0.0f), a0_5 = vsplat(0.0f), a0_6 = vsplat(0.0f), a0_7 = vsplat(0.0f);
+            for (int i = 0; i < 25088; i += 16) {
+                cg_v x0 = VLOAD(x + (size_t)(n0 + 0) * 25088 + i); VKEEP(x0);
+                cg_v w0 = VLOAD(w + (size_t)(o0 + 0) * 25088 + i), w1 = VLOAD(w + (size_t)(o0 + 1) * 25088 + i), w2 = VLOAD(w + (size_t)(o0 + 2) * 25088 + i), w3 = VLOAD(w + (size_t)(o0 + 3) * 25088 + i), w4 = VLOAD(w + (size_t)(o0 + 4) * 25088 + i), w5 = VLOAD(w + (size_t)(o0 + 5) * 25088 + i), w6 = VLOAD(w + (size_t)(o0 + 6) * 25088 + i), w7 = VLOAD(w + (size_t)(o0 + 7) * 25088 + i); VKEEP(w0); VKEEP(w1); VKEEP(w2); VKEEP(w3); VKEEP(w4); VKEEP(w5); VKEEP(w6); VKEEP(w7);
+                a0_0 += x0 * w0; a0_1 += x0 * w1; a0_2 += x0 * w2; a0_3 += x0 * w3; a0_4 += x0 * w4; a0_5 += x0 * w5; a0_6 += x0 * w6; a0_7 += x0 * w7;
+            }
+            y[(size_t)(n0 + 0) * 4096 + o0 + 0] = b[o0 + 0] + vsum(a0_0);
+            y[(size_t)(n0 + 0) * 4096 + o0 + 1] = b[o0 + 1] + vsum(a0_1);
+            y[(size_t)(n0 + 0) * 4096 + o0 + 2] = b[o0 + 2] + vsum(a0_2);
+            y[(size_t)(n0 + 0) * 4096 + o0 + 3] = b[o0 + 3] + vsum(a0_3);
+            y[(size_t)(n0 + 0) * 4096 + o0 + 4] = b[o0 + 4] + vsum(a0_4);
+            y[(size_t)(n0 + 0) * 4096 + o0 + 5] = b[o0 + 5] + vsum(a0_5);
+            y[(size_t)(n0 + 0) * 4096 + o0 + 6] = b[o0 + 6] + vsum(a0_6);
+            y[(size_t)(n0 + 0) * 4096 + o0 + 7] = b[o0 + 7] + vsum(a0_7);
         }
     }
 }
 
-static void l32_dense_backward(const float *restrict P, float *restrict G, const float *restrict x, const float *restrict dy, float *restrict dx, int nb)
+static void l32_dense_backward(float *restrict G, const float *restrict x, const float *restrict dy, int nb)
+{
+    /* x [N][25088], y [N][4096] */
+    float *restrict gw = G;
+    float *restrict gb = G + 102760448;
+    for (int o = 0; o < 4096; o++) {
+        float s = 0.0f;
+        for (int n = 0; n < nb; n++) s += dy[(size_t)n * 4096 + o];
+        gb[o] += s;
+    }
+    CG_PARALLEL_FOR
+    for (int o0 = 0; o0 < 4092; o0 += 6) {
+        for (int i0 = 0; i0 < 25088; i0 += 64) {
+            cg_v a0_0 = VLOAD(gw + (size_t)(o0 + 0) * 25088 + i0 + 0), a0_1 = VLOAD(gw + (size_t)(o0 + 0) * 25088 + i0 + 16), a0_2 = VLOAD(gw + (size_t)(o0 + 0) * 25088 + i0 + 32), a0_3 = VLOAD(gw + (size_t)(o0 + 0) * 25088 + i0 + 48);
+            cg_v a1_0 = VLOAD(gw + (size_t)(o0 + 1) * 25088 + i0 + 0), a1_1 = VLOAD(gw + (size_t)(o0 + 1) * 25088 + i0 + 16), a1_2 = VLOAD(gw + (size_t)(o0 + 1) * 25088 + i0 + 32), a1_3 = VLOAD(gw + (size_t)(o0 + 1) * 25088 + i0 + 48);
+            cg_v a2_0 = VLOAD(gw + (size_t)(o0 + 2) * 25088 + i0 + 0), a2_1 = VLOAD(gw + (size_t)(o0 + 2) * 25088 + i0 + 16), a2_2 = VLOAD(gw + (size_t)(o0 + 2) * 25088 + i0 + 32), a2_3 = VLOAD(gw + (size_t)(o0 + 2) * 25088 + i0 + 48);
+            cg_v a3_0 = VLOAD(gw + (size_t)(o0 + 3) * 25088 + i0 + 0), a3_1 = VLOAD(gw + (size_t)(o0 + 3) * 25088 + i0 + 16), a3_2 = VLOAD(gw + (size_t)(o0 + 3) * 25088 + i0 + 32), a3_3 = VLOAD(gw + (size_t)(o0 + 3) * 25088 + i0 + 48);
+            cg_v a4_0 = VLOAD(gw + (size_t)(o0 + 4) * 25088 + i0 + 0), a4_1 = VLOAD(gw + (size_t)(o0 + 4) * 25088 + i0 + 16), a4_2 = VLOAD(gw + (size_t)(o0 + 4) * 25088 + i0 + 32), a4_3 = VLOAD(gw + (size_t)(o0 + 4) * 25088 + i0 + 48);
+            cg_v a5_0 = VLOAD(gw + (size_t)(o0 + 5) * 25088 + i0 + 0), a5_1 = VLOAD(gw + (size_t)(o0 + 5) * 25088 + i0 + 16), a5_2 = VLOAD(gw + (size_t)(o0 + 5) * 25088 + i0 + 32), a5_3 = VLOAD(gw + (size_t)(o0 + 5) * 25088 + i0 + 48);
+            for (int n = 0; n < nb; n++) {
+                cg_v s0 = VLOAD(x + (size_t)n * 25088 + i0 + 0), s1 = VLOAD(x + (size_t)n * 25088 + i0 + 16), s2 = VLOAD(x + (size_t)n * 25088 + i0 + 32), s3 = VLOAD(x + (size_t)n * 25088 + i0 + 48); VKEEP(s0); VKEEP(s1); VKEEP(s2); VKEEP(s3);
+                const float d0 = dy[(size_t)n * 4096 + o0 + 0]; a0_0 += d0 * s0; a0_1 += d0 * s1; a0_2 += d0 * s2; a0_3 += d0 * s3;
+                const float d1 = dy[(size_t)n * 4096 + o0 + 1]; a1_0 += d1 * s0; a1_1 += d1 * s1; a1_2 += d1 * s2; a1_3 += d1 * s3;
+                const float d2 = dy[(size_t)n * 4096 + o0 + 2]; a2_0 += d2 * s0; a2_1 += d2 * s1; a2_2 += d2 * s2; a2_3 += d2 * s3;
+                const float d3 = dy[(size_t)n * 4096 + o0 + 3]; a3_0 += d3 * s0; a3_1 += d3 * s1; a3_2 += d3 * s2; a3_3 += d3 * s3;
+                const float d4 = dy[(size_t)n * 4096 + o0 + 4]; a4_0 += d4 * s0; a4_1 += d4 * s1; a4_2 += d4 * s2; a4_3 += d4 * s3;
+                const float d5 = dy[(size_t)n * 4096 + o0 + 5]; a5_0 += d5 * s0; a5_1 += d5 * s1; a5_2 += d5 * s2; a5_3 += d5 * s3;
+            }
+            VSTORE(gw + (size_t)(o0 + 0) * 25088 + i0 + 0, a0_0); VSTORE(gw + (size_t)(o0 + 0) * 25088 + i0 + 16, a0_1); VSTORE(gw + (size_t)(o0 + 0) * 25088 + i0 + 32, a0_2); VSTORE(gw + (size_t)(o0 + 0) * 25088 + i0 + 48, a0_3);
+            VSTORE(gw + (size_t)(o0 + 1) * 25088 + i0 + 0, a1_0); VSTORE(gw + (size_t)(o0 + 1) * 25088 + i0 + 16, a1_1); VSTORE(gw + (size_t)(o0 + 1) * 25088 + i0 + 32, a1_2); VSTORE(gw + (size_t)(o0 + 1) * 25088 + i0 + 48, a1_3);
+            VSTORE(gw + (size_t)(o0 + 2) * 25088 + i0 + 0, a2_0); VSTORE(gw + (size_t)(o0 + 2) * 25088 + i0 + 16, a2_1); VSTORE(gw + (size_t)(o0 + 2) * 25088 + i0 + 32, a2_2); VSTORE(gw + (size_t)(o0 + 2) * 25088 + i0 + 48, a2_3);
+            VSTORE(gw + (size_t)(o0 + 3) * 25088 + i0 + 0, a3_0); VSTORE(gw + (size_t)(o0 + 3) * 25088 + i0 + 16, a3_1); VSTORE(gw + (size_t)(o0 + 3) * 25088 + i0 + 32, a3_2); VSTORE(gw + (size_t)(o0 + 3) * 25088 + i0 + 48, a3_3);
+            VSTORE(gw + (size_t)(o0 + 4) * 25088 + i0 + 0, a4_0); VSTORE(gw + (size_t)(o0 + 4) * 25088 + i0 + 16, a4_1); VSTORE(gw + (size_t)(o0 + 4) * 25088 + i0 + 32, a4_2); VSTORE(gw + (size_t)(o0 + 4) * 25088 + i0 + 48, a4_3);
+            VSTORE(gw + (size_t)(o0 + 5) * 25088 + i0 + 0, a5_0); VSTORE(gw + (size_t)(o0 + 5) * 25088 + i0 + 16, a5_1); VSTORE(gw + (size_t)(o0 + 5) * 25088 + i0 + 32, a5_2); VSTORE(gw + (size_t)(o0 + 5) * 25088 + i0 + 48, a5_3);
+        }
+    }
+    for (int i0 = 0; i0 < 25088; i0 += 64) {
+        cg_v a0_0 = VLOAD(gw + (size_t)(4092 + 0) * 25088 + i0 + 0), a0_1 = VLOAD(gw + (size_t)(4092 + 0) * 25088 + i0 + 16), a0_2 = VLOAD(gw + (size_t)(4092 + 0) * 25088 + i0 + 32), a0_3 = VLOAD(gw + (size_t)(4092 + 0) * 25088 + i0 + 48);
+        cg_v a1_0 = VLOAD(gw + (size_t)(4092 + 1) * 25088 + i0 + 0), a1_1 = VLOAD(gw + (size_t)(4092 + 1) * 25088 + i0 + 16), a1_2 = VLOAD(gw + (size_t)(4092 + 1) * 25088 + i0 + 32), a1_3 = VLOAD(gw + (size_t)(4092 + 1) * 25088 + i0 + 48);
+        cg_v a2_0 = VLOAD(gw + (size_t)(4092 + 2) * 25088 + i0 + 0), a2_1 = VLOAD(gw + (size_t)(4092 + 2) * 25088 + i0 + 16), a2_2 = VLOAD(gw + (size_t)(4092 + 2) * 25088 + i0 + 32), a2_3 = VLOAD(gw + (size_t)(4092 + 2) * 25088 + i0 + 48);
+        cg_v a3_0 = VLOAD(gw + (size_t)(4092 + 3) * 25088 + i0 + 0), a3_1 = VLOAD(gw + (size_t)(4092 + 3) * 25088 + i0 + 16), a3_2 = VLOAD(gw + (size_t)(4092 + 3) * 25088 + i0 + 32), a3_3 = VLOAD(gw + (size_t)(4092 + 3) * 25088 + i0 + 48);
+        for (int n = 0; n < nb; n++) {
+            cg_v s0 = VLOAD(x + (size_t)n * 25088 + i0 + 0), s1 = VLOAD(x + (size_t)n * 25088 + i0 + 16), s2 = VLOAD(x + (size_t)n * 25088 + i0 + 32), s3 = VLOAD(x + (size_t)n * 25088 + i0 + 48); VKEEP(s0); VKEEP(s1); VKEEP(s2); VKEEP(s3);
+            const float d0 = dy[(size_t)n * 4096 + 4092 + 0]; a0_0 += d0 * s0; a0_1 += d0 * s1; a0_2 += d0 * s2; a0_3 += d0 * s3;
+            const float d1 = dy[(size_t)n * 4096 + 4092 + 1]; a1_0 += d1 * s0; a1_1 += d1 * s1; a1_2 += d1 * s2; a1_3 += d1 * s3;
+            const float d2 = dy[(size_t)n * 4096 + 4092 + 2]; a2_0 += d2 * s0; a2_1 += d2 * s1; a2_2 += d2 * s2; a2_3 += d2 * s3;
+            const float d3 = dy[(size_t)n * 4096 + 4092 + 3]; a3_0 += d3 * s0; a3_1 += d3 * s1; a3_2 += d3 * s2; a3_3 += d3 * s3;
+        }
+        VSTORE(gw + (size_t)(4092 + 0) * 25088 + i0 + 0, a0_0); VSTORE(gw + (size_t)(4092 + 0) * 25088 + i0 + 16, a0_1); VSTORE(gw + (size_t)(4092 + 0) * 25088 + i0 + 32, a0_2); VSTORE(gw + (size_t)(4092 + 0) * 25088 + i0 + 48, a0_3);
+        VSTORE(gw + (size_t)(4092 + 1) * 25088 + i0 + 0, a1_0); VSTORE(gw + (size_t)(4092 + 1) * 25088 + i0 + 16, a1_1); VSTORE(gw + (size_t)(4092 + 1) * 25088 + i0 + 32, a1_2); VSTORE(gw + (size_t)(4092 + 1) * 25088 + i0 + 48, a1_3);
+        VSTORE(gw + (size_t)(4092 + 2) * 25088 + i0 + 0, a2_0); VSTORE(gw + (size_t)(4092 + 2) * 25088 + i0 + 16, a2_1); VSTORE(gw + (size_t)(4092 + 2) * 25088 + i0 + 32, a2_2); VSTORE(gw + (size_t)(4092 + 2) * 25088 + i0 + 48, a2_3);
+        VSTORE(gw + (size_t)(4092 + 3) * 25088 + i0 + 0, a3_0); VSTORE(gw + (size_t)(4092 + 3) * 25088 + i0 + 16, a3_1); VSTORE(gw + (size_t)(4092 + 3) * 25088 + i0 + 32, a3_2); VSTORE(gw + (size_t)(4092 + 3) * 25088 + i0 + 48, a3_3);
+    }
+}
+
+static void l32_dense_backward_dx(const float *restrict P, const float *restrict dy, float *restrict dx, int nb)
 {
     /* x [N][25088], y [N][4096] */
     const float *restrict w = P;
-    float *restrict gw = G;
-    float *restrict gb = G + 102760448;
-    memset(dx, 0, sizeof(float) * (size_t)nb * 25088);
-    for (int o = 0; o < 4096; o++) {
-        const float *restrict wr = w + (size_t)o * 25088;
-        float *restrict gwr = gw + (size_t)o * 25088;
-        float gbo = 0.0f;
-        for (int n = 0; n < nb; n++) {
-            const float d = dy[(size_t)n * 4096 + o];
-            const float *restrict xn = x + (size_t)n * 25088;
-            float *restrict dxn = dx + (size_t)n * 25088;
-            gbo += d;
-            for (int i = 0; i < 25088; i++) { gwr[i] += d * xn[i]; dxn[i] += wr[i] * d; }
+    CG_PARALLEL_FOR
+    for (int i0 = 0; i0 < 25088; i0 += 64) {
+        int n0 = 0;
+        for (; n0 + 2 <= nb; n0 += 2) {
+            cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f);
+            cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f), a1_3 = vsplat(0.0f);
+            for (int o = 0; o < 4096; o++) {
+                cg_v w0 = VLOAD(w + (size_t)o * 25088 + i0 + 0), w1 = VLOAD(w + (size_t)o * 25088 + i0 + 16), w2 = VLOAD(w + (size_t)o * 25088 + i0 + 32), w3 = VLOAD(w + (size_t)o * 25088 + i0 + 48); VKEEP(w0); VKEEP(w1); VKEEP(w2); VKEEP(w3);
+                const float d0 = dy[(size_t)(n0 + 0) * 4096 + o]; a0_0 += d0 * w0; a0_1 += d0 * w1; a0_2 += d0 * w2; a0_3 += d0 * w3;
+                const float d1 = dy[(size_t)(n0 + 1) * 4096 + o]; a1_0 += d1 * w0; a1_1 += d1 * w1; a1_2 += d1 * w2; a1_3 += d1 * w3;
+            }
+            VSTORE(dx + (size_t)(n0 + 0) * 25088 + i0 + 0, a0_0); VSTORE(dx + (size_t)(n0 + 0) * 25088 + i0 + 16, a0_1); VSTORE(dx + (size_t)(n0 + 0) * 25088 + i0 + 32, a0_2); VSTORE(dx + (size_t)(n0 + 0) * 25088 + i0 + 48, a0_3);
+            VSTORE(dx + (size_t)(n0 + 1) * 25088 + i0 + 0, a1_0); VSTORE(dx + (size_t)(n0 + 1) * 25088 + i0 + 16, a1_1); VSTORE(dx + (size_t)(n0 + 1) * 25088 + i0 + 32, a1_2); VSTORE(dx + (size_t)(n0 + 1) * 25088 + i0 + 48, a1_3);
         }
-        gb[o] += gbo;
+        for (; n0 < nb; n0++) {
+            cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f);
+            for (int o = 0; o < 4096; o++) {
+                cg_v w0 = VLOAD(w + (size_t)o * 25088 + i0 + 0), w1 = VLOAD(w + (size_t)o * 25088 + i0 + 16), w2 = VLOAD(w + (size_t)o * 25088 + i0 + 32), w3 = VLOAD(w + (size_t)o * 25088 + i0 + 48); VKEEP(w0); VKEEP(w1); VKEEP(w2); VKEEP(w3);
+                const float d0 = dy[(size_t)(n0 + 0) * 4096 + o]; a0_0 += d0 * w0; a0_1 += d0 * w1; a0_2 += d0 * w2; a0_3 += d0 * w3;
+            }
+            VSTORE(dx + (size_t)(n0 + 0) * 25088 + i0 + 0, a0_0); VSTORE(dx + (size_t)(n0 + 0) * 25088 + i0 + 16, a0_1); VSTORE(dx + (size_t)(n0 + 0) * 25088 + i0 + 32, a0_2); VSTORE(dx + (size_t)(n0 + 0) * 25088 + i0 + 48, a0_3);
+        }
     }
 }
 
@@ -6941,47 +7035,141 @@ static void l33_relu_backward(const float *restrict y, const float *restrict dy,
 }
 
 /* layer 34: dense 4096 -> 4096 (specs/vgg16.yaml:54:5)
- * schedule loop: fwd loop[TO=4] dw loop[TO=4] dx with dw threaded */
+ * schedule gemm: fwd gemm[TN=2,TO=8] dw gemm[TI=4,TO=6] dx gemm[TI=4,TN=2] threaded */
 static void l34_dense_forward(const float *restrict P, const float *restrict x, float *restrict y, int nb)
 {
     /* x [N][4096], y [N][4096] */
     const float *restrict w = P;
     const float *restrict b = P + 16777216;
-    for (int o0 = 0; o0 < 4096; o0 += 4) {
-        const float *restrict wr = w + (size_t)o0 * 4096;
-        for (int n = 0; n < nb; n++) {
-            const float *restrict xn = x + (size_t)n * 4096;
-            cg_v s0 = vsplat(0.0f), s1 = vsplat(0.0f), s2 = vsplat(0.0f), s3 = vsplat(0.0f);
+    CG_PARALLEL_FOR
+    for (int o0 = 0; o0 < 4096; o0 += 8) {
+        int n0 = 0;
+        for (; n0 + 2 <= nb; n0 += 2) {
+            cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f), a0_4 = vsplat(0.0f), a0_5 = vsplat(0.0f), a0_6 = vsplat(0.0f), a0_7 = vsplat(0.0f);
+            cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f), a1_3 = vsplat(0.0f), a1_4 = vsplat(0.0f), a1_5 = vsplat(0.0f), a1_6 = vsplat(0.0f), a1_7 = vsplat(0.0f);
             for (int i = 0; i < 4096; i += 16) {
-                cg_v v = VLOAD(xn + i); VKEEP(v); s0 += VLOAD(wr + 0 + i) * v; s1 += VLOAD(wr + 4096 + i) * v; s2 += VLOAD(wr + 8192 + i) * v; s3 += VLOAD(wr + 12288 + i) * v;
+                cg_v x0 = VLOAD(x + (size_t)(n0 + 0) * 4096 + i), x1 = VLOAD(x + (size_t)(n0 + 1) * 4096 + i); VKEEP(x0); VKEEP(x1);
+                cg_v w0 = VLOAD(w + (size_t)(o0 + 0) * 4096 + i), w1 = VLOAD(w + (size_t)(o0 + 1) * 4096 + i), w2 = VLOAD(w + (size_t)(o0 + 2) * 4096 + i), w3 = VLOAD(w + (size_t)(o0 + 3) * 4096 + i), w4 = VLOAD(w + (size_t)(o0 + 4) * 4096 + i), w5 = VLOAD(w + (size_t)(o0 + 5) * 4096 + i), w6 = VLOAD(w + (size_t)(o0 + 6) * 4096 + i), w7 = VLOAD(w + (size_t)(o0 + 7) * 4096 + i); VKEEP(w0); VKEEP(w1); VKEEP(w2); VKEEP(w3); VKEEP(w4); VKEEP(w5); VKEEP(w6); VKEEP(w7);
+                a0_0 += x0 * w0; a0_1 += x0 * w1; a0_2 += x0 * w2; a0_3 += x0 * w3; a0_4 += x0 * w4; a0_5 += x0 * w5; a0_6 += x0 * w6; a0_7 += x0 * w7;
+                a1_0 += x1 * w0; a1_1 += x1 * w1; a1_2 += x1 * w2; a1_3 += x1 * w3; a1_4 += x1 * w4; a1_5 += x1 * w5; a1_6 += x1 * w6; a1_7 += x1 * w7;
             }
-            y[(size_t)n * 4096 + o0 + 0] = b[o0 + 0] + vsum(s0);
-            y[(size_t)n * 4096 + o0 + 1] = b[o0 + 1] + vsum(s1);
-            y[(size_t)n * 4096 + o0 + 2] = b[o0 + 2] + vsum(s2);
-            y[(size_t)n * 4096 + o0 + 3] = b[o0 + 3] + vsum(s3);
+            y[(size_t)(n0 + 0) * 4096 + o0 + 0] = b[o0 + 0] + vsum(a0_0);
+            y[(size_t)(n0 + 0) * 4096 + o0 + 1] = b[o0 + 1] + vsum(a0_1);
+            y[(size_t)(n0 + 0) * 4096 + o0 + 2] = b[o0 + 2] + vsum(a0_2);
+            y[(size_t)(n0 + 0) * 4096 + o0 + 3] = b[o0 + 3] + vsum(a0_3);
+            y[(size_t)(n0 + 0) * 4096 + o0 + 4] = b[o0 + 4] + vsum(a0_4);
+            y[(size_t)(n0 + 0) * 4096 + o0 + 5] = b[o0 + 5] + vsum(a0_5);
+            y[(size_t)(n0 + 0) * 4096 + o0 + 6] = b[o0 + 6] + vsum(a0_6);
+            y[(size_t)(n0 + 0) * 4096 + o0 + 7] = b[o0 + 7] + vsum(a0_7);
+            y[(size_t)(n0 + 1) * 4096 + o0 + 0] = b[o0 + 0] + vsum(a1_0);
+            y[(size_t)(n0 + 1) * 4096 + o0 + 1] = b[o0 + 1] + vsum(a1_1);
+            y[(size_t)(n0 + 1) * 4096 + o0 + 2] = b[o0 + 2] + vsum(a1_2);
+            y[(size_t)(n0 + 1) * 4096 + o0 + 3] = b[o0 + 3] + vsum(a1_3);
+            y[(size_t)(n0 + 1) * 4096 + o0 + 4] = b[o0 + 4] + vsum(a1_4);
+            y[(size_t)(n0 + 1) * 4096 + o0 + 5] = b[o0 + 5] + vsum(a1_5);
+            y[(size_t)(n0 + 1) * 4096 + o0 + 6] = b[o0 + 6] + vsum(a1_6);
+            y[(size_t)(n0 + 1) * 4096 + o0 + 7] = b[o0 + 7] + vsum(a1_7);
+        }
+        for (; n0 < nb; n0++) {
+            cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f), a0_4 = vsplat(0.0f), a0_5 = vsplat(0.0f), a0_6 = vsplat(0.0f), a0_7 = vsplat(0.0f);
+            for (int i = 0; i < 4096; i += 16) {
+                cg_v x0 = VLOAD(x + (size_t)(n0 + 0) * 4096 + i); VKEEP(x0);
+                cg_v w0 = VLOAD(w + (size_t)(o0 + 0) * 4096 + i), w1 = VLOAD(w + (size_t)(o0 + 1) * 4096 + i), w2 = VLOAD(w + (size_t)(o0 + 2) * 4096 + i), w3 = VLOAD(w + (size_t)(o0 + 3) * 4096 + i), w4 = VLOAD(w + (size_t)(o0 + 4) * 4096 + i), w5 = VLOAD(w + (size_t)(o0 + 5) * 4096 + i), w6 = VLOAD(w + (size_t)(o0 + 6) * 4096 + i), w7 = VLOAD(w + (size_t)(o0 + 7) * 4096 + i); VKEEP(w0); VKEEP(w1); VKEEP(w2); VKEEP(w3); VKEEP(w4); VKEEP(w5); VKEEP(w6); VKEEP(w7);
+                a0_0 += x0 * w0; a0_1 += x0 * w1; a0_2 += x0 * w2; a0_3 += x0 * w3; a0_4 += x0 * w4; a0_5 += x0 * w5; a0_6 += x0 * w6; a0_7 += x0 * w7;
+            }
+            y[(size_t)(n0 + 0) * 4096 + o0 + 0] = b[o0 + 0] + vsum(a0_0);
+            y[(size_t)(n0 + 0) * 4096 + o0 + 1] = b[o0 + 1] + vsum(a0_1);
+            y[(size_t)(n0 + 0) * 4096 + o0 + 2] = b[o0 + 2] + vsum(a0_2);
+            y[(size_t)(n0 + 0) * 4096 + o0 + 3] = b[o0 + 3] + vsum(a0_3);
+            y[(size_t)(n0 + 0) * 4096 + o0 + 4] = b[o0 + 4] + vsum(a0_4);
+            y[(size_t)(n0 + 0) * 4096 + o0 + 5] = b[o0 + 5] + vsum(a0_5);
+            y[(size_t)(n0 + 0) * 4096 + o0 + 6] = b[o0 + 6] + vsum(a0_6);
+            y[(size_t)(n0 + 0) * 4096 + o0 + 7] = b[o0 + 7] + vsum(a0_7);
         }
     }
 }
 
-static void l34_dense_backward(const float *restrict P, float *restrict G, const float *restrict x, const float *restrict dy, float *restrict dx, int nb)
+static void l34_dense_backward(float *restrict G, const float *restrict x, const float *restrict dy, int nb)
+{
+    /* x [N][4096], y [N][4096] */
+    float *restrict gw = G;
+    float *restrict gb = G + 16777216;
+    for (int o = 0; o < 4096; o++) {
+        float s = 0.0f;
+        for (int n = 0; n < nb; n++) s += dy[(size_t)n * 4096 + o];
+        gb[o] += s;
+    }
+    CG_PARALLEL_FOR
+    for (int o0 = 0; o0 < 4092; o0 += 6) {
+        for (int i0 = 0; i0 < 4096; i0 += 64) {
+            cg_v a0_0 = VLOAD(gw + (size_t)(o0 + 0) * 4096 + i0 + 0), a0_1 = VLOAD(gw + (size_t)(o0 + 0) * 4096 + i0 + 16), a0_2 = VLOAD(gw + (size_t)(o0 + 0) * 4096 + i0 + 32), a0_3 = VLOAD(gw + (size_t)(o0 + 0) * 4096 + i0 + 48);
+            cg_v a1_0 = VLOAD(gw + (size_t)(o0 + 1) * 4096 + i0 + 0), a1_1 = VLOAD(gw + (size_t)(o0 + 1) * 4096 + i0 + 16), a1_2 = VLOAD(gw + (size_t)(o0 + 1) * 4096 + i0 + 32), a1_3 = VLOAD(gw + (size_t)(o0 + 1) * 4096 + i0 + 48);
+            cg_v a2_0 = VLOAD(gw + (size_t)(o0 + 2) * 4096 + i0 + 0), a2_1 = VLOAD(gw + (size_t)(o0 + 2) * 4096 + i0 + 16), a2_2 = VLOAD(gw + (size_t)(o0 + 2) * 4096 + i0 + 32), a2_3 = VLOAD(gw + (size_t)(o0 + 2) * 4096 + i0 + 48);
+            cg_v a3_0 = VLOAD(gw + (size_t)(o0 + 3) * 4096 + i0 + 0), a3_1 = VLOAD(gw + (size_t)(o0 + 3) * 4096 + i0 + 16), a3_2 = VLOAD(gw + (size_t)(o0 + 3) * 4096 + i0 + 32), a3_3 = VLOAD(gw + (size_t)(o0 + 3) * 4096 + i0 + 48);
+            cg_v a4_0 = VLOAD(gw + (size_t)(o0 + 4) * 4096 + i0 + 0), a4_1 = VLOAD(gw + (size_t)(o0 + 4) * 4096 + i0 + 16), a4_2 = VLOAD(gw + (size_t)(o0 + 4) * 4096 + i0 + 32), a4_3 = VLOAD(gw + (size_t)(o0 + 4) * 4096 + i0 + 48);
+            cg_v a5_0 = VLOAD(gw + (size_t)(o0 + 5) * 4096 + i0 + 0), a5_1 = VLOAD(gw + (size_t)(o0 + 5) * 4096 + i0 + 16), a5_2 = VLOAD(gw + (size_t)(o0 + 5) * 4096 + i0 + 32), a5_3 = VLOAD(gw + (size_t)(o0 + 5) * 4096 + i0 + 48);
+            for (int n = 0; n < nb; n++) {
+                cg_v s0 = VLOAD(x + (size_t)n * 4096 + i0 + 0), s1 = VLOAD(x + (size_t)n * 4096 + i0 + 16), s2 = VLOAD(x + (size_t)n * 4096 + i0 + 32), s3 = VLOAD(x + (size_t)n * 4096 + i0 + 48); VKEEP(s0); VKEEP(s1); VKEEP(s2); VKEEP(s3);
+                const float d0 = dy[(size_t)n * 4096 + o0 + 0]; a0_0 += d0 * s0; a0_1 += d0 * s1; a0_2 += d0 * s2; a0_3 += d0 * s3;
+                const float d1 = dy[(size_t)n * 4096 + o0 + 1]; a1_0 += d1 * s0; a1_1 += d1 * s1; a1_2 += d1 * s2; a1_3 += d1 * s3;
+                const float d2 = dy[(size_t)n * 4096 + o0 + 2]; a2_0 += d2 * s0; a2_1 += d2 * s1; a2_2 += d2 * s2; a2_3 += d2 * s3;
+                const float d3 = dy[(size_t)n * 4096 + o0 + 3]; a3_0 += d3 * s0; a3_1 += d3 * s1; a3_2 += d3 * s2; a3_3 += d3 * s3;
+                const float d4 = dy[(size_t)n * 4096 + o0 + 4]; a4_0 += d4 * s0; a4_1 += d4 * s1; a4_2 += d4 * s2; a4_3 += d4 * s3;
+                const float d5 = dy[(size_t)n * 4096 + o0 + 5]; a5_0 += d5 * s0; a5_1 += d5 * s1; a5_2 += d5 * s2; a5_3 += d5 * s3;
+            }
+            VSTORE(gw + (size_t)(o0 + 0) * 4096 + i0 + 0, a0_0); VSTORE(gw + (size_t)(o0 + 0) * 4096 + i0 + 16, a0_1); VSTORE(gw + (size_t)(o0 + 0) * 4096 + i0 + 32, a0_2); VSTORE(gw + (size_t)(o0 + 0) * 4096 + i0 + 48, a0_3);
+            VSTORE(gw + (size_t)(o0 + 1) * 4096 + i0 + 0, a1_0); VSTORE(gw + (size_t)(o0 + 1) * 4096 + i0 + 16, a1_1); VSTORE(gw + (size_t)(o0 + 1) * 4096 + i0 + 32, a1_2); VSTORE(gw + (size_t)(o0 + 1) * 4096 + i0 + 48, a1_3);
+            VSTORE(gw + (size_t)(o0 + 2) * 4096 + i0 + 0, a2_0); VSTORE(gw + (size_t)(o0 + 2) * 4096 + i0 + 16, a2_1); VSTORE(gw + (size_t)(o0 + 2) * 4096 + i0 + 32, a2_2); VSTORE(gw + (size_t)(o0 + 2) * 4096 + i0 + 48, a2_3);
+            VSTORE(gw + (size_t)(o0 + 3) * 4096 + i0 + 0, a3_0); VSTORE(gw + (size_t)(o0 + 3) * 4096 + i0 + 16, a3_1); VSTORE(gw + (size_t)(o0 + 3) * 4096 + i0 + 32, a3_2); VSTORE(gw + (size_t)(o0 + 3) * 4096 + i0 + 48, a3_3);
+            VSTORE(gw + (size_t)(o0 + 4) * 4096 + i0 + 0, a4_0); VSTORE(gw + (size_t)(o0 + 4) * 4096 + i0 + 16, a4_1); VSTORE(gw + (size_t)(o0 + 4) * 4096 + i0 + 32, a4_2); VSTORE(gw + (size_t)(o0 + 4) * 4096 + i0 + 48, a4_3);
+            VSTORE(gw + (size_t)(o0 + 5) * 4096 + i0 + 0, a5_0); VSTORE(gw + (size_t)(o0 + 5) * 4096 + i0 + 16, a5_1); VSTORE(gw + (size_t)(o0 + 5) * 4096 + i0 + 32, a5_2); VSTORE(gw + (size_t)(o0 + 5) * 4096 + i0 + 48, a5_3);
+        }
+    }
+    for (int i0 = 0; i0 < 4096; i0 += 64) {
+        cg_v a0_0 = VLOAD(gw + (size_t)(4092 + 0) * 4096 + i0 + 0), a0_1 = VLOAD(gw + (size_t)(4092 + 0) * 4096 + i0 + 16), a0_2 = VLOAD(gw + (size_t)(4092 + 0) * 4096 + i0 + 32), a0_3 = VLOAD(gw + (size_t)(4092 + 0) * 4096 + i0 + 48);
+        cg_v a1_0 = VLOAD(gw + (size_t)(4092 + 1) * 4096 + i0 + 0), a1_1 = VLOAD(gw + (size_t)(4092 + 1) * 4096 + i0 + 16), a1_2 = VLOAD(gw + (size_t)(4092 + 1) * 4096 + i0 + 32), a1_3 = VLOAD(gw + (size_t)(4092 + 1) * 4096 + i0 + 48);
+        cg_v a2_0 = VLOAD(gw + (size_t)(4092 + 2) * 4096 + i0 + 0), a2_1 = VLOAD(gw + (size_t)(4092 + 2) * 4096 + i0 + 16), a2_2 = VLOAD(gw + (size_t)(4092 + 2) * 4096 + i0 + 32), a2_3 = VLOAD(gw + (size_t)(4092 + 2) * 4096 + i0 + 48);
+        cg_v a3_0 = VLOAD(gw + (size_t)(4092 + 3) * 4096 + i0 + 0), a3_1 = VLOAD(gw + (size_t)(4092 + 3) * 4096 + i0 + 16), a3_2 = VLOAD(gw + (size_t)(4092 + 3) * 4096 + i0 + 32), a3_3 = VLOAD(gw + (size_t)(4092 + 3) * 4096 + i0 + 48);
+        for (int n = 0; n < nb; n++) {
+            cg_v s0 = VLOAD(x + (size_t)n * 4096 + i0 + 0), s1 = VLOAD(x + (size_t)n * 4096 + i0 + 16), s2 = VLOAD(x + (size_t)n * 4096 + i0 + 32), s3 = VLOAD(x + (size_t)n * 4096 + i0 + 48); VKEEP(s0); VKEEP(s1); VKEEP(s2); VKEEP(s3);
+            const float d0 = dy[(size_t)n * 4096 + 4092 + 0]; a0_0 += d0 * s0; a0_1 += d0 * s1; a0_2 += d0 * s2; a0_3 += d0 * s3;
+            const float d1 = dy[(size_t)n * 4096 + 4092 + 1]; a1_0 += d1 * s0; a1_1 += d1 * s1; a1_2 += d1 * s2; a1_3 += d1 * s3;
+            const float d2 = dy[(size_t)n * 4096 + 4092 + 2]; a2_0 += d2 * s0; a2_1 += d2 * s1; a2_2 += d2 * s2; a2_3 += d2 * s3;
+            const float d3 = dy[(size_t)n * 4096 + 4092 + 3]; a3_0 += d3 * s0; a3_1 += d3 * s1; a3_2 += d3 * s2; a3_3 += d3 * s3;
+        }
+        VSTORE(gw + (size_t)(4092 + 0) * 4096 + i0 + 0, a0_0); VSTORE(gw + (size_t)(4092 + 0) * 4096 + i0 + 16, a0_1); VSTORE(gw + (size_t)(4092 + 0) * 4096 + i0 + 32, a0_2); VSTORE(gw + (size_t)(4092 + 0) * 4096 + i0 + 48, a0_3);
+        VSTORE(gw + (size_t)(4092 + 1) * 4096 + i0 + 0, a1_0); VSTORE(gw + (size_t)(4092 + 1) * 4096 + i0 + 16, a1_1); VSTORE(gw + (size_t)(4092 + 1) * 4096 + i0 + 32, a1_2); VSTORE(gw + (size_t)(4092 + 1) * 4096 + i0 + 48, a1_3);
+        VSTORE(gw + (size_t)(4092 + 2) * 4096 + i0 + 0, a2_0); VSTORE(gw + (size_t)(4092 + 2) * 4096 + i0 + 16, a2_1); VSTORE(gw + (size_t)(4092 + 2) * 4096 + i0 + 32, a2_2); VSTORE(gw + (size_t)(4092 + 2) * 4096 + i0 + 48, a2_3);
+        VSTORE(gw + (size_t)(4092 + 3) * 4096 + i0 + 0, a3_0); VSTORE(gw + (size_t)(4092 + 3) * 4096 + i0 + 16, a3_1); VSTORE(gw + (size_t)(4092 + 3) * 4096 + i0 + 32, a3_2); VSTORE(gw + (size_t)(4092 + 3) * 4096 + i0 + 48, a3_3);
+    }
+}
+
+static void l34_dense_backward_dx(const float *restrict P, const float *restrict dy, float *restrict dx, int nb)
 {
     /* x [N][4096], y [N][4096] */
     const float *restrict w = P;
-    float *restrict gw = G;
-    float *restrict gb = G + 16777216;
-    memset(dx, 0, sizeof(float) * (size_t)nb * 4096);
-    for (int o = 0; o < 4096; o++) {
-        const float *restrict wr = w + (size_t)o * 4096;
-        float *restrict gwr = gw + (size_t)o * 4096;
-        float gbo = 0.0f;
-        for (int n = 0; n < nb; n++) {
-            const float d = dy[(size_t)n * 4096 + o];
-            const float *restrict xn = x + (size_t)n * 4096;
-            float *restrict dxn = dx + (size_t)n * 4096;
-            gbo += d;
-            for (int i = 0; i < 4096; i++) { gwr[i] += d * xn[i]; dxn[i] += wr[i] * d; }
+    CG_PARALLEL_FOR
+    for (int i0 = 0; i0 < 4096; i0 += 64) {
+        int n0 = 0;
+        for (; n0 + 2 <= nb; n0 += 2) {
+            cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f);
+            cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f), a1_3 = vsplat(0.0f);
+            for (int o = 0; o < 4096; o++) {
+                cg_v w0 = VLOAD(w + (size_t)o * 4096 + i0 + 0), w1 = VLOAD(w + (size_t)o * 4096 + i0 + 16), w2 = VLOAD(w + (size_t)o * 4096 + i0 + 32), w3 = VLOAD(w + (size_t)o * 4096 + i0 + 48); VKEEP(w0); VKEEP(w1); VKEEP(w2); VKEEP(w3);
+                const float d0 = dy[(size_t)(n0 + 0) * 4096 + o]; a0_0 += d0 * w0; a0_1 += d0 * w1; a0_2 += d0 * w2; a0_3 += d0 * w3;
+                const float d1 = dy[(size_t)(n0 + 1) * 4096 + o]; a1_0 += d1 * w0; a1_1 += d1 * w1; a1_2 += d1 * w2; a1_3 += d1 * w3;
+            }
+            VSTORE(dx + (size_t)(n0 + 0) * 4096 + i0 + 0, a0_0); VSTORE(dx + (size_t)(n0 + 0) * 4096 + i0 + 16, a0_1); VSTORE(dx + (size_t)(n0 + 0) * 4096 + i0 + 32, a0_2); VSTORE(dx + (size_t)(n0 + 0) * 4096 + i0 + 48, a0_3);
+            VSTORE(dx + (size_t)(n0 + 1) * 4096 + i0 + 0, a1_0); VSTORE(dx + (size_t)(n0 + 1) * 4096 + i0 + 16, a1_1); VSTORE(dx + (size_t)(n0 + 1) * 4096 + i0 + 32, a1_2); VSTORE(dx + (size_t)(n0 + 1) * 4096 + i0 + 48, a1_3);
         }
-        gb[o] += gbo;
+        for (; n0 < nb; n0++) {
+            cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f);
+            for (int o = 0; o < 4096; o++) {
+                cg_v w0 = VLOAD(w + (size_t)o * 4096 + i0 + 0), w1 = VLOAD(w + (size_t)o * 4096 + i0 + 16), w2 = VLOAD(w + (size_t)o * 4096 + i0 + 32), w3 = VLOAD(w + (size_t)o * 4096 + i0 + 48); VKEEP(w0); VKEEP(w1); VKEEP(w2); VKEEP(w3);
+                const float d0 = dy[(size_t)(n0 + 0) * 4096 + o]; a0_0 += d0 * w0; a0_1 += d0 * w1; a0_2 += d0 * w2; a0_3 += d0 * w3;
+            }
+            VSTORE(dx + (size_t)(n0 + 0) * 4096 + i0 + 0, a0_0); VSTORE(dx + (size_t)(n0 + 0) * 4096 + i0 + 16, a0_1); VSTORE(dx + (size_t)(n0 + 0) * 4096 + i0 + 32, a0_2); VSTORE(dx + (size_t)(n0 + 0) * 4096 + i0 + 48, a0_3);
+        }
     }
 }
 
@@ -6992,47 +7180,141 @@ static void l34_dense_backward(const float *restrict P, float *restrict G, const
 /* l35_relu_backward: the code of l33_relu_backward */
 
 /* layer 36: dense 4096 -> 1000 (specs/vgg16.yaml:56:5)
- * schedule loop: fwd loop[TO=4] dw loop[TO=4] dx with dw threaded */
+ * schedule gemm: fwd gemm[TN=2,TO=8] dw gemm[TI=4,TO=6] dx gemm[TI=4,TN=2] threaded */
 static void l36_dense_forward(const float *restrict P, const float *restrict x, float *restrict y, int nb)
 {
     /* x [N][4096], y [N][1000] */
     const float *restrict w = P;
     const float *restrict b = P + 4096000;
-    for (int o0 = 0; o0 < 1000; o0 += 4) {
-        const float *restrict wr = w + (size_t)o0 * 4096;
-        for (int n = 0; n < nb; n++) {
-            const float *restrict xn = x + (size_t)n * 4096;
-            cg_v s0 = vsplat(0.0f), s1 = vsplat(0.0f), s2 = vsplat(0.0f), s3 = vsplat(0.0f);
+    CG_PARALLEL_FOR
+    for (int o0 = 0; o0 < 1000; o0 += 8) {
+        int n0 = 0;
+        for (; n0 + 2 <= nb; n0 += 2) {
+            cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f), a0_4 = vsplat(0.0f), a0_5 = vsplat(0.0f), a0_6 = vsplat(0.0f), a0_7 = vsplat(0.0f);
+            cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f), a1_3 = vsplat(0.0f), a1_4 = vsplat(0.0f), a1_5 = vsplat(0.0f), a1_6 = vsplat(0.0f), a1_7 = vsplat(0.0f);
             for (int i = 0; i < 4096; i += 16) {
-                cg_v v = VLOAD(xn + i); VKEEP(v); s0 += VLOAD(wr + 0 + i) * v; s1 += VLOAD(wr + 4096 + i) * v; s2 += VLOAD(wr + 8192 + i) * v; s3 += VLOAD(wr + 12288 + i) * v;
+                cg_v x0 = VLOAD(x + (size_t)(n0 + 0) * 4096 + i), x1 = VLOAD(x + (size_t)(n0 + 1) * 4096 + i); VKEEP(x0); VKEEP(x1);
+                cg_v w0 = VLOAD(w + (size_t)(o0 + 0) * 4096 + i), w1 = VLOAD(w + (size_t)(o0 + 1) * 4096 + i), w2 = VLOAD(w + (size_t)(o0 + 2) * 4096 + i), w3 = VLOAD(w + (size_t)(o0 + 3) * 4096 + i), w4 = VLOAD(w + (size_t)(o0 + 4) * 4096 + i), w5 = VLOAD(w + (size_t)(o0 + 5) * 4096 + i), w6 = VLOAD(w + (size_t)(o0 + 6) * 4096 + i), w7 = VLOAD(w + (size_t)(o0 + 7) * 4096 + i); VKEEP(w0); VKEEP(w1); VKEEP(w2); VKEEP(w3); VKEEP(w4); VKEEP(w5); VKEEP(w6); VKEEP(w7);
+                a0_0 += x0 * w0; a0_1 += x0 * w1; a0_2 += x0 * w2; a0_3 += x0 * w3; a0_4 += x0 * w4; a0_5 += x0 * w5; a0_6 += x0 * w6; a0_7 += x0 * w7;
+                a1_0 += x1 * w0; a1_1 += x1 * w1; a1_2 += x1 * w2; a1_3 += x1 * w3; a1_4 += x1 * w4; a1_5 += x1 * w5; a1_6 += x1 * w6; a1_7 += x1 * w7;
             }
-            y[(size_t)n * 1000 + o0 + 0] = b[o0 + 0] + vsum(s0);
-            y[(size_t)n * 1000 + o0 + 1] = b[o0 + 1] + vsum(s1);
-            y[(size_t)n * 1000 + o0 + 2] = b[o0 + 2] + vsum(s2);
-            y[(size_t)n * 1000 + o0 + 3] = b[o0 + 3] + vsum(s3);
+            y[(size_t)(n0 + 0) * 1000 + o0 + 0] = b[o0 + 0] + vsum(a0_0);
+            y[(size_t)(n0 + 0) * 1000 + o0 + 1] = b[o0 + 1] + vsum(a0_1);
+            y[(size_t)(n0 + 0) * 1000 + o0 + 2] = b[o0 + 2] + vsum(a0_2);
+            y[(size_t)(n0 + 0) * 1000 + o0 + 3] = b[o0 + 3] + vsum(a0_3);
+            y[(size_t)(n0 + 0) * 1000 + o0 + 4] = b[o0 + 4] + vsum(a0_4);
+            y[(size_t)(n0 + 0) * 1000 + o0 + 5] = b[o0 + 5] + vsum(a0_5);
+            y[(size_t)(n0 + 0) * 1000 + o0 + 6] = b[o0 + 6] + vsum(a0_6);
+            y[(size_t)(n0 + 0) * 1000 + o0 + 7] = b[o0 + 7] + vsum(a0_7);
+            y[(size_t)(n0 + 1) * 1000 + o0 + 0] = b[o0 + 0] + vsum(a1_0);
+            y[(size_t)(n0 + 1) * 1000 + o0 + 1] = b[o0 + 1] + vsum(a1_1);
+            y[(size_t)(n0 + 1) * 1000 + o0 + 2] = b[o0 + 2] + vsum(a1_2);
+            y[(size_t)(n0 + 1) * 1000 + o0 + 3] = b[o0 + 3] + vsum(a1_3);
+            y[(size_t)(n0 + 1) * 1000 + o0 + 4] = b[o0 + 4] + vsum(a1_4);
+            y[(size_t)(n0 + 1) * 1000 + o0 + 5] = b[o0 + 5] + vsum(a1_5);
+            y[(size_t)(n0 + 1) * 1000 + o0 + 6] = b[o0 + 6] + vsum(a1_6);
+            y[(size_t)(n0 + 1) * 1000 + o0 + 7] = b[o0 + 7] + vsum(a1_7);
+        }
+        for (; n0 < nb; n0++) {
+            cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f), a0_4 = vsplat(0.0f), a0_5 = vsplat(0.0f), a0_6 = vsplat(0.0f), a0_7 = vsplat(0.0f);
+            for (int i = 0; i < 4096; i += 16) {
+                cg_v x0 = VLOAD(x + (size_t)(n0 + 0) * 4096 + i); VKEEP(x0);
+                cg_v w0 = VLOAD(w + (size_t)(o0 + 0) * 4096 + i), w1 = VLOAD(w + (size_t)(o0 + 1) * 4096 + i), w2 = VLOAD(w + (size_t)(o0 + 2) * 4096 + i), w3 = VLOAD(w + (size_t)(o0 + 3) * 4096 + i), w4 = VLOAD(w + (size_t)(o0 + 4) * 4096 + i), w5 = VLOAD(w + (size_t)(o0 + 5) * 4096 + i), w6 = VLOAD(w + (size_t)(o0 + 6) * 4096 + i), w7 = VLOAD(w + (size_t)(o0 + 7) * 4096 + i); VKEEP(w0); VKEEP(w1); VKEEP(w2); VKEEP(w3); VKEEP(w4); VKEEP(w5); VKEEP(w6); VKEEP(w7);
+                a0_0 += x0 * w0; a0_1 += x0 * w1; a0_2 += x0 * w2; a0_3 += x0 * w3; a0_4 += x0 * w4; a0_5 += x0 * w5; a0_6 += x0 * w6; a0_7 += x0 * w7;
+            }
+            y[(size_t)(n0 + 0) * 1000 + o0 + 0] = b[o0 + 0] + vsum(a0_0);
+            y[(size_t)(n0 + 0) * 1000 + o0 + 1] = b[o0 + 1] + vsum(a0_1);
+            y[(size_t)(n0 + 0) * 1000 + o0 + 2] = b[o0 + 2] + vsum(a0_2);
+            y[(size_t)(n0 + 0) * 1000 + o0 + 3] = b[o0 + 3] + vsum(a0_3);
+            y[(size_t)(n0 + 0) * 1000 + o0 + 4] = b[o0 + 4] + vsum(a0_4);
+            y[(size_t)(n0 + 0) * 1000 + o0 + 5] = b[o0 + 5] + vsum(a0_5);
+            y[(size_t)(n0 + 0) * 1000 + o0 + 6] = b[o0 + 6] + vsum(a0_6);
+            y[(size_t)(n0 + 0) * 1000 + o0 + 7] = b[o0 + 7] + vsum(a0_7);
         }
     }
 }
 
-static void l36_dense_backward(const float *restrict P, float *restrict G, const float *restrict x, const float *restrict dy, float *restrict dx, int nb)
+static void l36_dense_backward(float *restrict G, const float *restrict x, const float *restrict dy, int nb)
+{
+    /* x [N][4096], y [N][1000] */
+    float *restrict gw = G;
+    float *restrict gb = G + 4096000;
+    for (int o = 0; o < 1000; o++) {
+        float s = 0.0f;
+        for (int n = 0; n < nb; n++) s += dy[(size_t)n * 1000 + o];
+        gb[o] += s;
+    }
+    CG_PARALLEL_FOR
+    for (int o0 = 0; o0 < 996; o0 += 6) {
+        for (int i0 = 0; i0 < 4096; i0 += 64) {
+            cg_v a0_0 = VLOAD(gw + (size_t)(o0 + 0) * 4096 + i0 + 0), a0_1 = VLOAD(gw + (size_t)(o0 + 0) * 4096 + i0 + 16), a0_2 = VLOAD(gw + (size_t)(o0 + 0) * 4096 + i0 + 32), a0_3 = VLOAD(gw + (size_t)(o0 + 0) * 4096 + i0 + 48);
+            cg_v a1_0 = VLOAD(gw + (size_t)(o0 + 1) * 4096 + i0 + 0), a1_1 = VLOAD(gw + (size_t)(o0 + 1) * 4096 + i0 + 16), a1_2 = VLOAD(gw + (size_t)(o0 + 1) * 4096 + i0 + 32), a1_3 = VLOAD(gw + (size_t)(o0 + 1) * 4096 + i0 + 48);
+            cg_v a2_0 = VLOAD(gw + (size_t)(o0 + 2) * 4096 + i0 + 0), a2_1 = VLOAD(gw + (size_t)(o0 + 2) * 4096 + i0 + 16), a2_2 = VLOAD(gw + (size_t)(o0 + 2) * 4096 + i0 + 32), a2_3 = VLOAD(gw + (size_t)(o0 + 2) * 4096 + i0 + 48);
+            cg_v a3_0 = VLOAD(gw + (size_t)(o0 + 3) * 4096 + i0 + 0), a3_1 = VLOAD(gw + (size_t)(o0 + 3) * 4096 + i0 + 16), a3_2 = VLOAD(gw + (size_t)(o0 + 3) * 4096 + i0 + 32), a3_3 = VLOAD(gw + (size_t)(o0 + 3) * 4096 + i0 + 48);
+            cg_v a4_0 = VLOAD(gw + (size_t)(o0 + 4) * 4096 + i0 + 0), a4_1 = VLOAD(gw + (size_t)(o0 + 4) * 4096 + i0 + 16), a4_2 = VLOAD(gw + (size_t)(o0 + 4) * 4096 + i0 + 32), a4_3 = VLOAD(gw + (size_t)(o0 + 4) * 4096 + i0 + 48);
+            cg_v a5_0 = VLOAD(gw + (size_t)(o0 + 5) * 4096 + i0 + 0), a5_1 = VLOAD(gw + (size_t)(o0 + 5) * 4096 + i0 + 16), a5_2 = VLOAD(gw + (size_t)(o0 + 5) * 4096 + i0 + 32), a5_3 = VLOAD(gw + (size_t)(o0 + 5) * 4096 + i0 + 48);
+            for (int n = 0; n < nb; n++) {
+                cg_v s0 = VLOAD(x + (size_t)n * 4096 + i0 + 0), s1 = VLOAD(x + (size_t)n * 4096 + i0 + 16), s2 = VLOAD(x + (size_t)n * 4096 + i0 + 32), s3 = VLOAD(x + (size_t)n * 4096 + i0 + 48); VKEEP(s0); VKEEP(s1); VKEEP(s2); VKEEP(s3);
+                const float d0 = dy[(size_t)n * 1000 + o0 + 0]; a0_0 += d0 * s0; a0_1 += d0 * s1; a0_2 += d0 * s2; a0_3 += d0 * s3;
+                const float d1 = dy[(size_t)n * 1000 + o0 + 1]; a1_0 += d1 * s0; a1_1 += d1 * s1; a1_2 += d1 * s2; a1_3 += d1 * s3;
+                const float d2 = dy[(size_t)n * 1000 + o0 + 2]; a2_0 += d2 * s0; a2_1 += d2 * s1; a2_2 += d2 * s2; a2_3 += d2 * s3;
+                const float d3 = dy[(size_t)n * 1000 + o0 + 3]; a3_0 += d3 * s0; a3_1 += d3 * s1; a3_2 += d3 * s2; a3_3 += d3 * s3;
+                const float d4 = dy[(size_t)n * 1000 + o0 + 4]; a4_0 += d4 * s0; a4_1 += d4 * s1; a4_2 += d4 * s2; a4_3 += d4 * s3;
+                const float d5 = dy[(size_t)n * 1000 + o0 + 5]; a5_0 += d5 * s0; a5_1 += d5 * s1; a5_2 += d5 * s2; a5_3 += d5 * s3;
+            }
+            VSTORE(gw + (size_t)(o0 + 0) * 4096 + i0 + 0, a0_0); VSTORE(gw + (size_t)(o0 + 0) * 4096 + i0 + 16, a0_1); VSTORE(gw + (size_t)(o0 + 0) * 4096 + i0 + 32, a0_2); VSTORE(gw + (size_t)(o0 + 0) * 4096 + i0 + 48, a0_3);
+            VSTORE(gw + (size_t)(o0 + 1) * 4096 + i0 + 0, a1_0); VSTORE(gw + (size_t)(o0 + 1) * 4096 + i0 + 16, a1_1); VSTORE(gw + (size_t)(o0 + 1) * 4096 + i0 + 32, a1_2); VSTORE(gw + (size_t)(o0 + 1) * 4096 + i0 + 48, a1_3);
+            VSTORE(gw + (size_t)(o0 + 2) * 4096 + i0 + 0, a2_0); VSTORE(gw + (size_t)(o0 + 2) * 4096 + i0 + 16, a2_1); VSTORE(gw + (size_t)(o0 + 2) * 4096 + i0 + 32, a2_2); VSTORE(gw + (size_t)(o0 + 2) * 4096 + i0 + 48, a2_3);
+            VSTORE(gw + (size_t)(o0 + 3) * 4096 + i0 + 0, a3_0); VSTORE(gw + (size_t)(o0 + 3) * 4096 + i0 + 16, a3_1); VSTORE(gw + (size_t)(o0 + 3) * 4096 + i0 + 32, a3_2); VSTORE(gw + (size_t)(o0 + 3) * 4096 + i0 + 48, a3_3);
+            VSTORE(gw + (size_t)(o0 + 4) * 4096 + i0 + 0, a4_0); VSTORE(gw + (size_t)(o0 + 4) * 4096 + i0 + 16, a4_1); VSTORE(gw + (size_t)(o0 + 4) * 4096 + i0 + 32, a4_2); VSTORE(gw + (size_t)(o0 + 4) * 4096 + i0 + 48, a4_3);
+            VSTORE(gw + (size_t)(o0 + 5) * 4096 + i0 + 0, a5_0); VSTORE(gw + (size_t)(o0 + 5) * 4096 + i0 + 16, a5_1); VSTORE(gw + (size_t)(o0 + 5) * 4096 + i0 + 32, a5_2); VSTORE(gw + (size_t)(o0 + 5) * 4096 + i0 + 48, a5_3);
+        }
+    }
+    for (int i0 = 0; i0 < 4096; i0 += 64) {
+        cg_v a0_0 = VLOAD(gw + (size_t)(996 + 0) * 4096 + i0 + 0), a0_1 = VLOAD(gw + (size_t)(996 + 0) * 4096 + i0 + 16), a0_2 = VLOAD(gw + (size_t)(996 + 0) * 4096 + i0 + 32), a0_3 = VLOAD(gw + (size_t)(996 + 0) * 4096 + i0 + 48);
+        cg_v a1_0 = VLOAD(gw + (size_t)(996 + 1) * 4096 + i0 + 0), a1_1 = VLOAD(gw + (size_t)(996 + 1) * 4096 + i0 + 16), a1_2 = VLOAD(gw + (size_t)(996 + 1) * 4096 + i0 + 32), a1_3 = VLOAD(gw + (size_t)(996 + 1) * 4096 + i0 + 48);
+        cg_v a2_0 = VLOAD(gw + (size_t)(996 + 2) * 4096 + i0 + 0), a2_1 = VLOAD(gw + (size_t)(996 + 2) * 4096 + i0 + 16), a2_2 = VLOAD(gw + (size_t)(996 + 2) * 4096 + i0 + 32), a2_3 = VLOAD(gw + (size_t)(996 + 2) * 4096 + i0 + 48);
+        cg_v a3_0 = VLOAD(gw + (size_t)(996 + 3) * 4096 + i0 + 0), a3_1 = VLOAD(gw + (size_t)(996 + 3) * 4096 + i0 + 16), a3_2 = VLOAD(gw + (size_t)(996 + 3) * 4096 + i0 + 32), a3_3 = VLOAD(gw + (size_t)(996 + 3) * 4096 + i0 + 48);
+        for (int n = 0; n < nb; n++) {
+            cg_v s0 = VLOAD(x + (size_t)n * 4096 + i0 + 0), s1 = VLOAD(x + (size_t)n * 4096 + i0 + 16), s2 = VLOAD(x + (size_t)n * 4096 + i0 + 32), s3 = VLOAD(x + (size_t)n * 4096 + i0 + 48); VKEEP(s0); VKEEP(s1); VKEEP(s2); VKEEP(s3);
+            const float d0 = dy[(size_t)n * 1000 + 996 + 0]; a0_0 += d0 * s0; a0_1 += d0 * s1; a0_2 += d0 * s2; a0_3 += d0 * s3;
+            const float d1 = dy[(size_t)n * 1000 + 996 + 1]; a1_0 += d1 * s0; a1_1 += d1 * s1; a1_2 += d1 * s2; a1_3 += d1 * s3;
+            const float d2 = dy[(size_t)n * 1000 + 996 + 2]; a2_0 += d2 * s0; a2_1 += d2 * s1; a2_2 += d2 * s2; a2_3 += d2 * s3;
+            const float d3 = dy[(size_t)n * 1000 + 996 + 3]; a3_0 += d3 * s0; a3_1 += d3 * s1; a3_2 += d3 * s2; a3_3 += d3 * s3;
+        }
+        VSTORE(gw + (size_t)(996 + 0) * 4096 + i0 + 0, a0_0); VSTORE(gw + (size_t)(996 + 0) * 4096 + i0 + 16, a0_1); VSTORE(gw + (size_t)(996 + 0) * 4096 + i0 + 32, a0_2); VSTORE(gw + (size_t)(996 + 0) * 4096 + i0 + 48, a0_3);
+        VSTORE(gw + (size_t)(996 + 1) * 4096 + i0 + 0, a1_0); VSTORE(gw + (size_t)(996 + 1) * 4096 + i0 + 16, a1_1); VSTORE(gw + (size_t)(996 + 1) * 4096 + i0 + 32, a1_2); VSTORE(gw + (size_t)(996 + 1) * 4096 + i0 + 48, a1_3);
+        VSTORE(gw + (size_t)(996 + 2) * 4096 + i0 + 0, a2_0); VSTORE(gw + (size_t)(996 + 2) * 4096 + i0 + 16, a2_1); VSTORE(gw + (size_t)(996 + 2) * 4096 + i0 + 32, a2_2); VSTORE(gw + (size_t)(996 + 2) * 4096 + i0 + 48, a2_3);
+        VSTORE(gw + (size_t)(996 + 3) * 4096 + i0 + 0, a3_0); VSTORE(gw + (size_t)(996 + 3) * 4096 + i0 + 16, a3_1); VSTORE(gw + (size_t)(996 + 3) * 4096 + i0 + 32, a3_2); VSTORE(gw + (size_t)(996 + 3) * 4096 + i0 + 48, a3_3);
+    }
+}
+
+static void l36_dense_backward_dx(const float *restrict P, const float *restrict dy, float *restrict dx, int nb)
 {
     /* x [N][4096], y [N][1000] */
     const float *restrict w = P;
-    float *restrict gw = G;
-    float *restrict gb = G + 4096000;
-    memset(dx, 0, sizeof(float) * (size_t)nb * 4096);
-    for (int o = 0; o < 1000; o++) {
-        const float *restrict wr = w + (size_t)o * 4096;
-        float *restrict gwr = gw + (size_t)o * 4096;
-        float gbo = 0.0f;
-        for (int n = 0; n < nb; n++) {
-            const float d = dy[(size_t)n * 1000 + o];
-            const float *restrict xn = x + (size_t)n * 4096;
-            float *restrict dxn = dx + (size_t)n * 4096;
-            gbo += d;
-            for (int i = 0; i < 4096; i++) { gwr[i] += d * xn[i]; dxn[i] += wr[i] * d; }
+    CG_PARALLEL_FOR
+    for (int i0 = 0; i0 < 4096; i0 += 64) {
+        int n0 = 0;
+        for (; n0 + 2 <= nb; n0 += 2) {
+            cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f);
+            cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f), a1_3 = vsplat(0.0f);
+            for (int o = 0; o < 1000; o++) {
+                cg_v w0 = VLOAD(w + (size_t)o * 4096 + i0 + 0), w1 = VLOAD(w + (size_t)o * 4096 + i0 + 16), w2 = VLOAD(w + (size_t)o * 4096 + i0 + 32), w3 = VLOAD(w + (size_t)o * 4096 + i0 + 48); VKEEP(w0); VKEEP(w1); VKEEP(w2); VKEEP(w3);
+                const float d0 = dy[(size_t)(n0 + 0) * 1000 + o]; a0_0 += d0 * w0; a0_1 += d0 * w1; a0_2 += d0 * w2; a0_3 += d0 * w3;
+                const float d1 = dy[(size_t)(n0 + 1) * 1000 + o]; a1_0 += d1 * w0; a1_1 += d1 * w1; a1_2 += d1 * w2; a1_3 += d1 * w3;
+            }
+            VSTORE(dx + (size_t)(n0 + 0) * 4096 + i0 + 0, a0_0); VSTORE(dx + (size_t)(n0 + 0) * 4096 + i0 + 16, a0_1); VSTORE(dx + (size_t)(n0 + 0) * 4096 + i0 + 32, a0_2); VSTORE(dx + (size_t)(n0 + 0) * 4096 + i0 + 48, a0_3);
+            VSTORE(dx + (size_t)(n0 + 1) * 4096 + i0 + 0, a1_0); VSTORE(dx + (size_t)(n0 + 1) * 4096 + i0 + 16, a1_1); VSTORE(dx + (size_t)(n0 + 1) * 4096 + i0 + 32, a1_2); VSTORE(dx + (size_t)(n0 + 1) * 4096 + i0 + 48, a1_3);
         }
-        gb[o] += gbo;
+        for (; n0 < nb; n0++) {
+            cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f);
+            for (int o = 0; o < 1000; o++) {
+                cg_v w0 = VLOAD(w + (size_t)o * 4096 + i0 + 0), w1 = VLOAD(w + (size_t)o * 4096 + i0 + 16), w2 = VLOAD(w + (size_t)o * 4096 + i0 + 32), w3 = VLOAD(w + (size_t)o * 4096 + i0 + 48); VKEEP(w0); VKEEP(w1); VKEEP(w2); VKEEP(w3);
+                const float d0 = dy[(size_t)(n0 + 0) * 1000 + o]; a0_0 += d0 * w0; a0_1 += d0 * w1; a0_2 += d0 * w2; a0_3 += d0 * w3;
+            }
+            VSTORE(dx + (size_t)(n0 + 0) * 4096 + i0 + 0, a0_0); VSTORE(dx + (size_t)(n0 + 0) * 4096 + i0 + 16, a0_1); VSTORE(dx + (size_t)(n0 + 0) * 4096 + i0 + 32, a0_2); VSTORE(dx + (size_t)(n0 + 0) * 4096 + i0 + 48, a0_3);
+        }
     }
 }
 
@@ -7172,11 +7454,14 @@ void vgg16_forward(const float *params, float *buffers, const float *x, float *w
 void vgg16_backward(const float *params, float *grads, const float *x, float *dx, float *ws, int nb)
 {
     (void)x;
-    l36_dense_backward(params + 134260544, grads + 134260544, ws + A34, ws + DOUT, ws + D35, nb);
+    l36_dense_backward(grads + 134260544, ws + A34, ws + DOUT, nb);
+    l36_dense_backward_dx(params + 134260544, ws + DOUT, ws + D35, nb);
     l33_relu_backward(ws + A34, ws + D35, ws + D34, nb);
-    l34_dense_backward(params + 117479232, grads + 117479232, ws + A32, ws + D34, ws + D33, nb);
+    l34_dense_backward(grads + 117479232, ws + A32, ws + D34, nb);
+    l34_dense_backward_dx(params + 117479232, ws + D34, ws + D33, nb);
     l33_relu_backward(ws + A32, ws + D33, ws + D32, nb);
-    l32_dense_backward(params + 14714688, grads + 14714688, ws + A30, ws + D32, ws + D31, nb);
+    l32_dense_backward(grads + 14714688, ws + A30, ws + D32, nb);
+    l32_dense_backward_dx(params + 14714688, ws + D32, ws + D31, nb);
     /* layer 31: flatten passes the gradient through */
     l30_maxpool2d_backward(ws + A28, ws + D31, ws + D29, nb);
     l25_relu_backward(ws + A28, ws + D29, ws + D28, nb);
@@ -7449,7 +7734,7 @@ static const cg_layer vgg16_layers[] = {
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "dense", .ndim_in = 1, .in_shape = {25088, 0, 0}, .ndim_out = 1, .out_shape = {4096, 0, 0},
      .in_size = 25088, .out_size = 4096, .act_offset = 30155776, .lanes = 0, .line = 52, .col = 5,
-     .schedule = "loop: fwd loop[TO=4] dw loop[TO=4] dx with dw threaded", .n_inputs = 1, .inputs = vgg16_inputs + 32, .name = NULL, .inplace = 0,
+     .schedule = "gemm: fwd gemm[TN=2,TO=8] dw gemm[TI=4,TO=6] dx gemm[TI=4,TN=2] threaded", .n_inputs = 1, .inputs = vgg16_inputs + 32, .name = NULL, .inplace = 0,
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "relu", .ndim_in = 1, .in_shape = {4096, 0, 0}, .ndim_out = 1, .out_shape = {4096, 0, 0},
      .in_size = 4096, .out_size = 4096, .act_offset = 30155776, .lanes = 0, .line = 53, .col = 5,
@@ -7457,7 +7742,7 @@ static const cg_layer vgg16_layers[] = {
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "dense", .ndim_in = 1, .in_shape = {4096, 0, 0}, .ndim_out = 1, .out_shape = {4096, 0, 0},
      .in_size = 4096, .out_size = 4096, .act_offset = 30163968, .lanes = 0, .line = 54, .col = 5,
-     .schedule = "loop: fwd loop[TO=4] dw loop[TO=4] dx with dw threaded", .n_inputs = 1, .inputs = vgg16_inputs + 34, .name = NULL, .inplace = 0,
+     .schedule = "gemm: fwd gemm[TN=2,TO=8] dw gemm[TI=4,TO=6] dx gemm[TI=4,TN=2] threaded", .n_inputs = 1, .inputs = vgg16_inputs + 34, .name = NULL, .inplace = 0,
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "relu", .ndim_in = 1, .in_shape = {4096, 0, 0}, .ndim_out = 1, .out_shape = {4096, 0, 0},
      .in_size = 4096, .out_size = 4096, .act_offset = 30163968, .lanes = 0, .line = 55, .col = 5,
@@ -7465,7 +7750,7 @@ static const cg_layer vgg16_layers[] = {
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "dense", .ndim_in = 1, .in_shape = {4096, 0, 0}, .ndim_out = 1, .out_shape = {1000, 0, 0},
      .in_size = 4096, .out_size = 1000, .act_offset = 30172160, .lanes = 0, .line = 56, .col = 5,
-     .schedule = "loop: fwd loop[TO=4] dw loop[TO=4] dx with dw threaded", .n_inputs = 1, .inputs = vgg16_inputs + 36, .name = NULL, .inplace = 0,
+     .schedule = "gemm: fwd gemm[TN=2,TO=8] dw gemm[TI=4,TO=6] dx gemm[TI=4,TN=2] threaded", .n_inputs = 1, .inputs = vgg16_inputs + 36, .name = NULL, .inplace = 0,
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
 };
 

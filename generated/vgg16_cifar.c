@@ -22366,79 +22366,125 @@ static void l30_maxpool2d_backward(const float *restrict x, const float *restric
 }
 
 /* layer 32: dense 512 -> 512 (specs/vgg16_cifar.yaml:47:5)
- * schedule lanes: fwd lanes[TB=2,TR=8] dw gemm[TI=4,TO=4] dx lanes[TB=2,TR=8] threaded */
+ * schedule lanes+gemmT+kb: fwd lanes[KB=128,TB=2,TR=8] dw gemmT[TI=4,TO=6] dx lanes[KB=128,TB=2,TR=8] threaded */
 static void l32_dense_forward(const float *restrict P, const float *restrict x, float *restrict y)
 {
     /* x [512][lanes], y [512][lanes] */
     const float *restrict w = P;
     const float *restrict b = P + 262144;
+    /* k in blocks of 128, rows in blocks of 32 */
     CG_PARALLEL_FOR
-    for (int o0 = 0; o0 < 512; o0 += 8) {
-        for (int v0 = 0; v0 < 2; v0 += 2) {
-            {
-                cg_v a0_0 = vsplat(b[o0 + 0]), a0_1 = vsplat(b[o0 + 0]);
-                cg_v a1_0 = vsplat(b[o0 + 1]), a1_1 = vsplat(b[o0 + 1]);
-                cg_v a2_0 = vsplat(b[o0 + 2]), a2_1 = vsplat(b[o0 + 2]);
-                cg_v a3_0 = vsplat(b[o0 + 3]), a3_1 = vsplat(b[o0 + 3]);
-                cg_v a4_0 = vsplat(b[o0 + 4]), a4_1 = vsplat(b[o0 + 4]);
-                cg_v a5_0 = vsplat(b[o0 + 5]), a5_1 = vsplat(b[o0 + 5]);
-                cg_v a6_0 = vsplat(b[o0 + 6]), a6_1 = vsplat(b[o0 + 6]);
-                cg_v a7_0 = vsplat(b[o0 + 7]), a7_1 = vsplat(b[o0 + 7]);
-                for (int k = 0; k < 512; k++) {
-                    const float *restrict sk = x + (size_t)k * 32 + v0 * 16;
-                    const cg_v s0 = VLOAD(sk + 0), s1 = VLOAD(sk + 16);
-                    a0_0 += w[(size_t)(o0 + 0) * 512 + k] * s0; a0_1 += w[(size_t)(o0 + 0) * 512 + k] * s1;
-                    a1_0 += w[(size_t)(o0 + 1) * 512 + k] * s0; a1_1 += w[(size_t)(o0 + 1) * 512 + k] * s1;
-                    a2_0 += w[(size_t)(o0 + 2) * 512 + k] * s0; a2_1 += w[(size_t)(o0 + 2) * 512 + k] * s1;
-                    a3_0 += w[(size_t)(o0 + 3) * 512 + k] * s0; a3_1 += w[(size_t)(o0 + 3) * 512 + k] * s1;
-                    a4_0 += w[(size_t)(o0 + 4) * 512 + k] * s0; a4_1 += w[(size_t)(o0 + 4) * 512 + k] * s1;
-                    a5_0 += w[(size_t)(o0 + 5) * 512 + k] * s0; a5_1 += w[(size_t)(o0 + 5) * 512 + k] * s1;
-                    a6_0 += w[(size_t)(o0 + 6) * 512 + k] * s0; a6_1 += w[(size_t)(o0 + 6) * 512 + k] * s1;
-                    a7_0 += w[(size_t)(o0 + 7) * 512 + k] * s0; a7_1 += w[(size_t)(o0 + 7) * 512 + k] * s1;
+    for (int rb = 0; rb < 16; rb++) {
+        for (int k0 = 0; k0 < 512; k0 += 128) {
+            const int k1 = k0 + 128 < 512 ? k0 + 128 : 512;
+            for (int o0 = rb * 32; o0 < rb * 32 + 32; o0 += 8) {
+                for (int v0 = 0; v0 < 2; v0 += 2) {
+                    {
+                        cg_v a0_0, a0_1, a1_0, a1_1, a2_0, a2_1, a3_0, a3_1, a4_0, a4_1, a5_0, a5_1, a6_0, a6_1, a7_0, a7_1;
+                        if (k0) {
+                            a0_0 = VLOAD(y + (size_t)(o0 + 0) * 32 + (v0 + 0) * 16); a0_1 = VLOAD(y + (size_t)(o0 + 0) * 32 + (v0 + 1) * 16);
+                            a1_0 = VLOAD(y + (size_t)(o0 + 1) * 32 + (v0 + 0) * 16); a1_1 = VLOAD(y + (size_t)(o0 + 1) * 32 + (v0 + 1) * 16);
+                            a2_0 = VLOAD(y + (size_t)(o0 + 2) * 32 + (v0 + 0) * 16); a2_1 = VLOAD(y + (size_t)(o0 + 2) * 32 + (v0 + 1) * 16);
+                            a3_0 = VLOAD(y + (size_t)(o0 + 3) * 32 + (v0 + 0) * 16); a3_1 = VLOAD(y + (size_t)(o0 + 3) * 32 + (v0 + 1) * 16);
+                            a4_0 = VLOAD(y + (size_t)(o0 + 4) * 32 + (v0 + 0) * 16); a4_1 = VLOAD(y + (size_t)(o0 + 4) * 32 + (v0 + 1) * 16);
+                            a5_0 = VLOAD(y + (size_t)(o0 + 5) * 32 + (v0 + 0) * 16); a5_1 = VLOAD(y + (size_t)(o0 + 5) * 32 + (v0 + 1) * 16);
+                            a6_0 = VLOAD(y + (size_t)(o0 + 6) * 32 + (v0 + 0) * 16); a6_1 = VLOAD(y + (size_t)(o0 + 6) * 32 + (v0 + 1) * 16);
+                            a7_0 = VLOAD(y + (size_t)(o0 + 7) * 32 + (v0 + 0) * 16); a7_1 = VLOAD(y + (size_t)(o0 + 7) * 32 + (v0 + 1) * 16);
+                        } else {
+                            a0_0 = vsplat(b[o0 + 0]); a0_1 = vsplat(b[o0 + 0]);
+                            a1_0 = vsplat(b[o0 + 1]); a1_1 = vsplat(b[o0 + 1]);
+                            a2_0 = vsplat(b[o0 + 2]); a2_1 = vsplat(b[o0 + 2]);
+                            a3_0 = vsplat(b[o0 + 3]); a3_1 = vsplat(b[o0 + 3]);
+                            a4_0 = vsplat(b[o0 + 4]); a4_1 = vsplat(b[o0 + 4]);
+                            a5_0 = vsplat(b[o0 + 5]); a5_1 = vsplat(b[o0 + 5]);
+                            a6_0 = vsplat(b[o0 + 6]); a6_1 = vsplat(b[o0 + 6]);
+                            a7_0 = vsplat(b[o0 + 7]); a7_1 = vsplat(b[o0 + 7]);
+                        }
+                        for (int k = k0; k < k1; k++) {
+                            const float *restrict sk = x + (size_t)k * 32 + v0 * 16;
+                            cg_v s0 = VLOAD(sk + 0), s1 = VLOAD(sk + 16); VKEEP(s0); VKEEP(s1);
+                            a0_0 += w[(size_t)(o0 + 0) * 512 + k] * s0; a0_1 += w[(size_t)(o0 + 0) * 512 + k] * s1;
+                            a1_0 += w[(size_t)(o0 + 1) * 512 + k] * s0; a1_1 += w[(size_t)(o0 + 1) * 512 + k] * s1;
+                            a2_0 += w[(size_t)(o0 + 2) * 512 + k] * s0; a2_1 += w[(size_t)(o0 + 2) * 512 + k] * s1;
+                            a3_0 += w[(size_t)(o0 + 3) * 512 + k] * s0; a3_1 += w[(size_t)(o0 + 3) * 512 + k] * s1;
+                            a4_0 += w[(size_t)(o0 + 4) * 512 + k] * s0; a4_1 += w[(size_t)(o0 + 4) * 512 + k] * s1;
+                            a5_0 += w[(size_t)(o0 + 5) * 512 + k] * s0; a5_1 += w[(size_t)(o0 + 5) * 512 + k] * s1;
+                            a6_0 += w[(size_t)(o0 + 6) * 512 + k] * s0; a6_1 += w[(size_t)(o0 + 6) * 512 + k] * s1;
+                            a7_0 += w[(size_t)(o0 + 7) * 512 + k] * s0; a7_1 += w[(size_t)(o0 + 7) * 512 + k] * s1;
+                        }
+                        VSTORE(y + (size_t)(o0 + 0) * 32 + (v0 + 0) * 16, a0_0); VSTORE(y + (size_t)(o0 + 0) * 32 + (v0 + 1) * 16, a0_1);
+                        VSTORE(y + (size_t)(o0 + 1) * 32 + (v0 + 0) * 16, a1_0); VSTORE(y + (size_t)(o0 + 1) * 32 + (v0 + 1) * 16, a1_1);
+                        VSTORE(y + (size_t)(o0 + 2) * 32 + (v0 + 0) * 16, a2_0); VSTORE(y + (size_t)(o0 + 2) * 32 + (v0 + 1) * 16, a2_1);
+                        VSTORE(y + (size_t)(o0 + 3) * 32 + (v0 + 0) * 16, a3_0); VSTORE(y + (size_t)(o0 + 3) * 32 + (v0 + 1) * 16, a3_1);
+                        VSTORE(y + (size_t)(o0 + 4) * 32 + (v0 + 0) * 16, a4_0); VSTORE(y + (size_t)(o0 + 4) * 32 + (v0 + 1) * 16, a4_1);
+                        VSTORE(y + (size_t)(o0 + 5) * 32 + (v0 + 0) * 16, a5_0); VSTORE(y + (size_t)(o0 + 5) * 32 + (v0 + 1) * 16, a5_1);
+                        VSTORE(y + (size_t)(o0 + 6) * 32 + (v0 + 0) * 16, a6_0); VSTORE(y + (size_t)(o0 + 6) * 32 + (v0 + 1) * 16, a6_1);
+                        VSTORE(y + (size_t)(o0 + 7) * 32 + (v0 + 0) * 16, a7_0); VSTORE(y + (size_t)(o0 + 7) * 32 + (v0 + 1) * 16, a7_1);
+                    }
                 }
-                VSTORE(y + (size_t)(o0 + 0) * 32 + (v0 + 0) * 16, a0_0); VSTORE(y + (size_t)(o0 + 0) * 32 + (v0 + 1) * 16, a0_1);
-                VSTORE(y + (size_t)(o0 + 1) * 32 + (v0 + 0) * 16, a1_0); VSTORE(y + (size_t)(o0 + 1) * 32 + (v0 + 1) * 16, a1_1);
-                VSTORE(y + (size_t)(o0 + 2) * 32 + (v0 + 0) * 16, a2_0); VSTORE(y + (size_t)(o0 + 2) * 32 + (v0 + 1) * 16, a2_1);
-                VSTORE(y + (size_t)(o0 + 3) * 32 + (v0 + 0) * 16, a3_0); VSTORE(y + (size_t)(o0 + 3) * 32 + (v0 + 1) * 16, a3_1);
-                VSTORE(y + (size_t)(o0 + 4) * 32 + (v0 + 0) * 16, a4_0); VSTORE(y + (size_t)(o0 + 4) * 32 + (v0 + 1) * 16, a4_1);
-                VSTORE(y + (size_t)(o0 + 5) * 32 + (v0 + 0) * 16, a5_0); VSTORE(y + (size_t)(o0 + 5) * 32 + (v0 + 1) * 16, a5_1);
-                VSTORE(y + (size_t)(o0 + 6) * 32 + (v0 + 0) * 16, a6_0); VSTORE(y + (size_t)(o0 + 6) * 32 + (v0 + 1) * 16, a6_1);
-                VSTORE(y + (size_t)(o0 + 7) * 32 + (v0 + 0) * 16, a7_0); VSTORE(y + (size_t)(o0 + 7) * 32 + (v0 + 1) * 16, a7_1);
             }
         }
     }
 }
 
-static void l32_dense_backward(float *restrict G, const float *restrict x, const float *restrict dy)
+static void l32_dense_backward(float *restrict G, float *restrict S, const float *restrict x, const float *restrict dy, int nb)
 {
     /* x [512][lanes], y [512][lanes] */
     float *restrict gw = G;
     float *restrict gb = G + 262144;
+    /* x transposed to S [nb][528] */
+    CG_PARALLEL_FOR
+    for (int b = 0; b < nb; b++) {
+        for (int i = 0; i < 512; i++) S[(size_t)b * 528 + i] = x[(size_t)i * 32 + b];
+    }
     CG_PARALLEL_FOR
     for (int o = 0; o < 512; o++) {
         cg_v s = vsplat(0.0f);
         for (int v = 0; v < 2; v++) s += VLOAD(dy + (size_t)o * 32 + v * 16);
         gb[o] += vsum(s);
     }
-    /* tiles of 4 rows x 4 columns of dW */
+    /* tiles of 6 rows x 4 vectors of dW */
     CG_PARALLEL_FOR
-    for (int t = 0; t < 16384; t++) {
-        const int o0 = t / 128 * 4, i0 = t % 128 * 4;
-        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f);
-        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f), a1_3 = vsplat(0.0f);
-        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f), a2_2 = vsplat(0.0f), a2_3 = vsplat(0.0f);
-        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f), a3_2 = vsplat(0.0f), a3_3 = vsplat(0.0f);
-        for (int v = 0; v < 2; v++) {
-            const cg_v d0 = VLOAD(dy + (size_t)(o0 + 0) * 32 + v * 16), d1 = VLOAD(dy + (size_t)(o0 + 1) * 32 + v * 16), d2 = VLOAD(dy + (size_t)(o0 + 2) * 32 + v * 16), d3 = VLOAD(dy + (size_t)(o0 + 3) * 32 + v * 16), x0 = VLOAD(x + (size_t)(i0 + 0) * 32 + v * 16), x1 = VLOAD(x + (size_t)(i0 + 1) * 32 + v * 16), x2 = VLOAD(x + (size_t)(i0 + 2) * 32 + v * 16), x3 = VLOAD(x + (size_t)(i0 + 3) * 32 + v * 16);
-            a0_0 += d0 * x0; a0_1 += d0 * x1; a0_2 += d0 * x2; a0_3 += d0 * x3;
-            a1_0 += d1 * x0; a1_1 += d1 * x1; a1_2 += d1 * x2; a1_3 += d1 * x3;
-            a2_0 += d2 * x0; a2_1 += d2 * x1; a2_2 += d2 * x2; a2_3 += d2 * x3;
-            a3_0 += d3 * x0; a3_1 += d3 * x1; a3_2 += d3 * x2; a3_3 += d3 * x3;
+    for (int t = 0; t < 680; t++) {
+        const int o0 = t % 85 * 6, i0 = t / 85 * 64;
+        {
+            cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f);
+            cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f), a1_3 = vsplat(0.0f);
+            cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f), a2_2 = vsplat(0.0f), a2_3 = vsplat(0.0f);
+            cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f), a3_2 = vsplat(0.0f), a3_3 = vsplat(0.0f);
+            cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f), a4_2 = vsplat(0.0f), a4_3 = vsplat(0.0f);
+            cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f), a5_2 = vsplat(0.0f), a5_3 = vsplat(0.0f);
+            for (int b = 0; b < nb; b++) {
+                const float *restrict sb = S + (size_t)b * 528 + i0;
+                cg_v s0 = VLOAD(sb + 0), s1 = VLOAD(sb + 16), s2 = VLOAD(sb + 32), s3 = VLOAD(sb + 48); VKEEP(s0); VKEEP(s1); VKEEP(s2); VKEEP(s3);
+                const float d0 = dy[(size_t)(o0 + 0) * 32 + b]; a0_0 += d0 * s0; a0_1 += d0 * s1; a0_2 += d0 * s2; a0_3 += d0 * s3;
+                const float d1 = dy[(size_t)(o0 + 1) * 32 + b]; a1_0 += d1 * s0; a1_1 += d1 * s1; a1_2 += d1 * s2; a1_3 += d1 * s3;
+                const float d2 = dy[(size_t)(o0 + 2) * 32 + b]; a2_0 += d2 * s0; a2_1 += d2 * s1; a2_2 += d2 * s2; a2_3 += d2 * s3;
+                const float d3 = dy[(size_t)(o0 + 3) * 32 + b]; a3_0 += d3 * s0; a3_1 += d3 * s1; a3_2 += d3 * s2; a3_3 += d3 * s3;
+                const float d4 = dy[(size_t)(o0 + 4) * 32 + b]; a4_0 += d4 * s0; a4_1 += d4 * s1; a4_2 += d4 * s2; a4_3 += d4 * s3;
+                const float d5 = dy[(size_t)(o0 + 5) * 32 + b]; a5_0 += d5 * s0; a5_1 += d5 * s1; a5_2 += d5 * s2; a5_3 += d5 * s3;
+            }
+            VSTORE(gw + (size_t)(o0 + 0) * 512 + i0 + 0, VLOAD(gw + (size_t)(o0 + 0) * 512 + i0 + 0) + a0_0); VSTORE(gw + (size_t)(o0 + 0) * 512 + i0 + 16, VLOAD(gw + (size_t)(o0 + 0) * 512 + i0 + 16) + a0_1); VSTORE(gw + (size_t)(o0 + 0) * 512 + i0 + 32, VLOAD(gw + (size_t)(o0 + 0) * 512 + i0 + 32) + a0_2); VSTORE(gw + (size_t)(o0 + 0) * 512 + i0 + 48, VLOAD(gw + (size_t)(o0 + 0) * 512 + i0 + 48) + a0_3);
+            VSTORE(gw + (size_t)(o0 + 1) * 512 + i0 + 0, VLOAD(gw + (size_t)(o0 + 1) * 512 + i0 + 0) + a1_0); VSTORE(gw + (size_t)(o0 + 1) * 512 + i0 + 16, VLOAD(gw + (size_t)(o0 + 1) * 512 + i0 + 16) + a1_1); VSTORE(gw + (size_t)(o0 + 1) * 512 + i0 + 32, VLOAD(gw + (size_t)(o0 + 1) * 512 + i0 + 32) + a1_2); VSTORE(gw + (size_t)(o0 + 1) * 512 + i0 + 48, VLOAD(gw + (size_t)(o0 + 1) * 512 + i0 + 48) + a1_3);
+            VSTORE(gw + (size_t)(o0 + 2) * 512 + i0 + 0, VLOAD(gw + (size_t)(o0 + 2) * 512 + i0 + 0) + a2_0); VSTORE(gw + (size_t)(o0 + 2) * 512 + i0 + 16, VLOAD(gw + (size_t)(o0 + 2) * 512 + i0 + 16) + a2_1); VSTORE(gw + (size_t)(o0 + 2) * 512 + i0 + 32, VLOAD(gw + (size_t)(o0 + 2) * 512 + i0 + 32) + a2_2); VSTORE(gw + (size_t)(o0 + 2) * 512 + i0 + 48, VLOAD(gw + (size_t)(o0 + 2) * 512 + i0 + 48) + a2_3);
+            VSTORE(gw + (size_t)(o0 + 3) * 512 + i0 + 0, VLOAD(gw + (size_t)(o0 + 3) * 512 + i0 + 0) + a3_0); VSTORE(gw + (size_t)(o0 + 3) * 512 + i0 + 16, VLOAD(gw + (size_t)(o0 + 3) * 512 + i0 + 16) + a3_1); VSTORE(gw + (size_t)(o0 + 3) * 512 + i0 + 32, VLOAD(gw + (size_t)(o0 + 3) * 512 + i0 + 32) + a3_2); VSTORE(gw + (size_t)(o0 + 3) * 512 + i0 + 48, VLOAD(gw + (size_t)(o0 + 3) * 512 + i0 + 48) + a3_3);
+            VSTORE(gw + (size_t)(o0 + 4) * 512 + i0 + 0, VLOAD(gw + (size_t)(o0 + 4) * 512 + i0 + 0) + a4_0); VSTORE(gw + (size_t)(o0 + 4) * 512 + i0 + 16, VLOAD(gw + (size_t)(o0 + 4) * 512 + i0 + 16) + a4_1); VSTORE(gw + (size_t)(o0 + 4) * 512 + i0 + 32, VLOAD(gw + (size_t)(o0 + 4) * 512 + i0 + 32) + a4_2); VSTORE(gw + (size_t)(o0 + 4) * 512 + i0 + 48, VLOAD(gw + (size_t)(o0 + 4) * 512 + i0 + 48) + a4_3);
+            VSTORE(gw + (size_t)(o0 + 5) * 512 + i0 + 0, VLOAD(gw + (size_t)(o0 + 5) * 512 + i0 + 0) + a5_0); VSTORE(gw + (size_t)(o0 + 5) * 512 + i0 + 16, VLOAD(gw + (size_t)(o0 + 5) * 512 + i0 + 16) + a5_1); VSTORE(gw + (size_t)(o0 + 5) * 512 + i0 + 32, VLOAD(gw + (size_t)(o0 + 5) * 512 + i0 + 32) + a5_2); VSTORE(gw + (size_t)(o0 + 5) * 512 + i0 + 48, VLOAD(gw + (size_t)(o0 + 5) * 512 + i0 + 48) + a5_3);
         }
-        gw[(size_t)(o0 + 0) * 512 + i0 + 0] += vsum(a0_0); gw[(size_t)(o0 + 0) * 512 + i0 + 1] += vsum(a0_1); gw[(size_t)(o0 + 0) * 512 + i0 + 2] += vsum(a0_2); gw[(size_t)(o0 + 0) * 512 + i0 + 3] += vsum(a0_3);
-        gw[(size_t)(o0 + 1) * 512 + i0 + 0] += vsum(a1_0); gw[(size_t)(o0 + 1) * 512 + i0 + 1] += vsum(a1_1); gw[(size_t)(o0 + 1) * 512 + i0 + 2] += vsum(a1_2); gw[(size_t)(o0 + 1) * 512 + i0 + 3] += vsum(a1_3);
-        gw[(size_t)(o0 + 2) * 512 + i0 + 0] += vsum(a2_0); gw[(size_t)(o0 + 2) * 512 + i0 + 1] += vsum(a2_1); gw[(size_t)(o0 + 2) * 512 + i0 + 2] += vsum(a2_2); gw[(size_t)(o0 + 2) * 512 + i0 + 3] += vsum(a2_3);
-        gw[(size_t)(o0 + 3) * 512 + i0 + 0] += vsum(a3_0); gw[(size_t)(o0 + 3) * 512 + i0 + 1] += vsum(a3_1); gw[(size_t)(o0 + 3) * 512 + i0 + 2] += vsum(a3_2); gw[(size_t)(o0 + 3) * 512 + i0 + 3] += vsum(a3_3);
+    }
+    for (int i0 = 0; i0 < 512; i0 += 64) {
+        {
+            cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f);
+            cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f), a1_3 = vsplat(0.0f);
+            for (int b = 0; b < nb; b++) {
+                const float *restrict sb = S + (size_t)b * 528 + i0;
+                cg_v s0 = VLOAD(sb + 0), s1 = VLOAD(sb + 16), s2 = VLOAD(sb + 32), s3 = VLOAD(sb + 48); VKEEP(s0); VKEEP(s1); VKEEP(s2); VKEEP(s3);
+                const float d0 = dy[(size_t)(510 + 0) * 32 + b]; a0_0 += d0 * s0; a0_1 += d0 * s1; a0_2 += d0 * s2; a0_3 += d0 * s3;
+                const float d1 = dy[(size_t)(510 + 1) * 32 + b]; a1_0 += d1 * s0; a1_1 += d1 * s1; a1_2 += d1 * s2; a1_3 += d1 * s3;
+            }
+            VSTORE(gw + (size_t)(510 + 0) * 512 + i0 + 0, VLOAD(gw + (size_t)(510 + 0) * 512 + i0 + 0) + a0_0); VSTORE(gw + (size_t)(510 + 0) * 512 + i0 + 16, VLOAD(gw + (size_t)(510 + 0) * 512 + i0 + 16) + a0_1); VSTORE(gw + (size_t)(510 + 0) * 512 + i0 + 32, VLOAD(gw + (size_t)(510 + 0) * 512 + i0 + 32) + a0_2); VSTORE(gw + (size_t)(510 + 0) * 512 + i0 + 48, VLOAD(gw + (size_t)(510 + 0) * 512 + i0 + 48) + a0_3);
+            VSTORE(gw + (size_t)(510 + 1) * 512 + i0 + 0, VLOAD(gw + (size_t)(510 + 1) * 512 + i0 + 0) + a1_0); VSTORE(gw + (size_t)(510 + 1) * 512 + i0 + 16, VLOAD(gw + (size_t)(510 + 1) * 512 + i0 + 16) + a1_1); VSTORE(gw + (size_t)(510 + 1) * 512 + i0 + 32, VLOAD(gw + (size_t)(510 + 1) * 512 + i0 + 32) + a1_2); VSTORE(gw + (size_t)(510 + 1) * 512 + i0 + 48, VLOAD(gw + (size_t)(510 + 1) * 512 + i0 + 48) + a1_3);
+        }
     }
 }
 
@@ -22446,38 +22492,62 @@ static void l32_dense_backward_dx(const float *restrict P, const float *restrict
 {
     /* x [512][lanes], y [512][lanes] */
     const float *restrict w = P;
+    /* k in blocks of 128, rows in blocks of 32 */
     CG_PARALLEL_FOR
-    for (int i0 = 0; i0 < 512; i0 += 8) {
-        for (int v0 = 0; v0 < 2; v0 += 2) {
-            {
-                cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
-                cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
-                cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
-                cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
-                cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
-                cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
-                cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
-                cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
-                for (int k = 0; k < 512; k++) {
-                    const float *restrict sk = dy + (size_t)k * 32 + v0 * 16;
-                    const cg_v s0 = VLOAD(sk + 0), s1 = VLOAD(sk + 16);
-                    a0_0 += w[(size_t)k * 512 + i0 + 0] * s0; a0_1 += w[(size_t)k * 512 + i0 + 0] * s1;
-                    a1_0 += w[(size_t)k * 512 + i0 + 1] * s0; a1_1 += w[(size_t)k * 512 + i0 + 1] * s1;
-                    a2_0 += w[(size_t)k * 512 + i0 + 2] * s0; a2_1 += w[(size_t)k * 512 + i0 + 2] * s1;
-                    a3_0 += w[(size_t)k * 512 + i0 + 3] * s0; a3_1 += w[(size_t)k * 512 + i0 + 3] * s1;
-                    a4_0 += w[(size_t)k * 512 + i0 + 4] * s0; a4_1 += w[(size_t)k * 512 + i0 + 4] * s1;
-                    a5_0 += w[(size_t)k * 512 + i0 + 5] * s0; a5_1 += w[(size_t)k * 512 + i0 + 5] * s1;
-                    a6_0 += w[(size_t)k * 512 + i0 + 6] * s0; a6_1 += w[(size_t)k * 512 + i0 + 6] * s1;
-                    a7_0 += w[(size_t)k * 512 + i0 + 7] * s0; a7_1 += w[(size_t)k * 512 + i0 + 7] * s1;
+    for (int rb = 0; rb < 16; rb++) {
+        for (int k0 = 0; k0 < 512; k0 += 128) {
+            const int k1 = k0 + 128 < 512 ? k0 + 128 : 512;
+            float wp[4096];
+            const int rn = rb * 32 + 32 < 512 ? 32 : 512 - rb * 32;
+            for (int k = k0; k < k1; k++)
+                if (rn == 32) { VSTORE(wp + (k - k0) * 32 + 0, VLOAD(&w[(size_t)k * 512 + rb * 32 + 0])); VSTORE(wp + (k - k0) * 32 + 16, VLOAD(&w[(size_t)k * 512 + rb * 32 + 16])); }
+                else for (int r = 0; r < rn; r++) wp[(k - k0) * 32 + r] = w[(size_t)k * 512 + rb * 32 + r];
+            for (int i0 = rb * 32; i0 < rb * 32 + 32; i0 += 8) {
+                for (int v0 = 0; v0 < 2; v0 += 2) {
+                    {
+                        cg_v a0_0, a0_1, a1_0, a1_1, a2_0, a2_1, a3_0, a3_1, a4_0, a4_1, a5_0, a5_1, a6_0, a6_1, a7_0, a7_1;
+                        if (k0) {
+                            a0_0 = VLOAD(dx + (size_t)(i0 + 0) * 32 + (v0 + 0) * 16); a0_1 = VLOAD(dx + (size_t)(i0 + 0) * 32 + (v0 + 1) * 16);
+                            a1_0 = VLOAD(dx + (size_t)(i0 + 1) * 32 + (v0 + 0) * 16); a1_1 = VLOAD(dx + (size_t)(i0 + 1) * 32 + (v0 + 1) * 16);
+                            a2_0 = VLOAD(dx + (size_t)(i0 + 2) * 32 + (v0 + 0) * 16); a2_1 = VLOAD(dx + (size_t)(i0 + 2) * 32 + (v0 + 1) * 16);
+                            a3_0 = VLOAD(dx + (size_t)(i0 + 3) * 32 + (v0 + 0) * 16); a3_1 = VLOAD(dx + (size_t)(i0 + 3) * 32 + (v0 + 1) * 16);
+                            a4_0 = VLOAD(dx + (size_t)(i0 + 4) * 32 + (v0 + 0) * 16); a4_1 = VLOAD(dx + (size_t)(i0 + 4) * 32 + (v0 + 1) * 16);
+                            a5_0 = VLOAD(dx + (size_t)(i0 + 5) * 32 + (v0 + 0) * 16); a5_1 = VLOAD(dx + (size_t)(i0 + 5) * 32 + (v0 + 1) * 16);
+                            a6_0 = VLOAD(dx + (size_t)(i0 + 6) * 32 + (v0 + 0) * 16); a6_1 = VLOAD(dx + (size_t)(i0 + 6) * 32 + (v0 + 1) * 16);
+                            a7_0 = VLOAD(dx + (size_t)(i0 + 7) * 32 + (v0 + 0) * 16); a7_1 = VLOAD(dx + (size_t)(i0 + 7) * 32 + (v0 + 1) * 16);
+                        } else {
+                            a0_0 = vsplat(0.0f); a0_1 = vsplat(0.0f);
+                            a1_0 = vsplat(0.0f); a1_1 = vsplat(0.0f);
+                            a2_0 = vsplat(0.0f); a2_1 = vsplat(0.0f);
+                            a3_0 = vsplat(0.0f); a3_1 = vsplat(0.0f);
+                            a4_0 = vsplat(0.0f); a4_1 = vsplat(0.0f);
+                            a5_0 = vsplat(0.0f); a5_1 = vsplat(0.0f);
+                            a6_0 = vsplat(0.0f); a6_1 = vsplat(0.0f);
+                            a7_0 = vsplat(0.0f); a7_1 = vsplat(0.0f);
+                        }
+                        for (int k = k0; k < k1; k++) {
+                            const float *restrict sk = dy + (size_t)k * 32 + v0 * 16;
+                            cg_v s0 = VLOAD(sk + 0), s1 = VLOAD(sk + 16); VKEEP(s0); VKEEP(s1);
+                            const float *restrict pk = wp + (size_t)(k - k0) * 32 + (i0 - rb * 32);
+                            a0_0 += pk[0] * s0; a0_1 += pk[0] * s1;
+                            a1_0 += pk[1] * s0; a1_1 += pk[1] * s1;
+                            a2_0 += pk[2] * s0; a2_1 += pk[2] * s1;
+                            a3_0 += pk[3] * s0; a3_1 += pk[3] * s1;
+                            a4_0 += pk[4] * s0; a4_1 += pk[4] * s1;
+                            a5_0 += pk[5] * s0; a5_1 += pk[5] * s1;
+                            a6_0 += pk[6] * s0; a6_1 += pk[6] * s1;
+                            a7_0 += pk[7] * s0; a7_1 += pk[7] * s1;
+                        }
+                        VSTORE(dx + (size_t)(i0 + 0) * 32 + (v0 + 0) * 16, a0_0); VSTORE(dx + (size_t)(i0 + 0) * 32 + (v0 + 1) * 16, a0_1);
+                        VSTORE(dx + (size_t)(i0 + 1) * 32 + (v0 + 0) * 16, a1_0); VSTORE(dx + (size_t)(i0 + 1) * 32 + (v0 + 1) * 16, a1_1);
+                        VSTORE(dx + (size_t)(i0 + 2) * 32 + (v0 + 0) * 16, a2_0); VSTORE(dx + (size_t)(i0 + 2) * 32 + (v0 + 1) * 16, a2_1);
+                        VSTORE(dx + (size_t)(i0 + 3) * 32 + (v0 + 0) * 16, a3_0); VSTORE(dx + (size_t)(i0 + 3) * 32 + (v0 + 1) * 16, a3_1);
+                        VSTORE(dx + (size_t)(i0 + 4) * 32 + (v0 + 0) * 16, a4_0); VSTORE(dx + (size_t)(i0 + 4) * 32 + (v0 + 1) * 16, a4_1);
+                        VSTORE(dx + (size_t)(i0 + 5) * 32 + (v0 + 0) * 16, a5_0); VSTORE(dx + (size_t)(i0 + 5) * 32 + (v0 + 1) * 16, a5_1);
+                        VSTORE(dx + (size_t)(i0 + 6) * 32 + (v0 + 0) * 16, a6_0); VSTORE(dx + (size_t)(i0 + 6) * 32 + (v0 + 1) * 16, a6_1);
+                        VSTORE(dx + (size_t)(i0 + 7) * 32 + (v0 + 0) * 16, a7_0); VSTORE(dx + (size_t)(i0 + 7) * 32 + (v0 + 1) * 16, a7_1);
+                    }
                 }
-                VSTORE(dx + (size_t)(i0 + 0) * 32 + (v0 + 0) * 16, a0_0); VSTORE(dx + (size_t)(i0 + 0) * 32 + (v0 + 1) * 16, a0_1);
-                VSTORE(dx + (size_t)(i0 + 1) * 32 + (v0 + 0) * 16, a1_0); VSTORE(dx + (size_t)(i0 + 1) * 32 + (v0 + 1) * 16, a1_1);
-                VSTORE(dx + (size_t)(i0 + 2) * 32 + (v0 + 0) * 16, a2_0); VSTORE(dx + (size_t)(i0 + 2) * 32 + (v0 + 1) * 16, a2_1);
-                VSTORE(dx + (size_t)(i0 + 3) * 32 + (v0 + 0) * 16, a3_0); VSTORE(dx + (size_t)(i0 + 3) * 32 + (v0 + 1) * 16, a3_1);
-                VSTORE(dx + (size_t)(i0 + 4) * 32 + (v0 + 0) * 16, a4_0); VSTORE(dx + (size_t)(i0 + 4) * 32 + (v0 + 1) * 16, a4_1);
-                VSTORE(dx + (size_t)(i0 + 5) * 32 + (v0 + 0) * 16, a5_0); VSTORE(dx + (size_t)(i0 + 5) * 32 + (v0 + 1) * 16, a5_1);
-                VSTORE(dx + (size_t)(i0 + 6) * 32 + (v0 + 0) * 16, a6_0); VSTORE(dx + (size_t)(i0 + 6) * 32 + (v0 + 1) * 16, a6_1);
-                VSTORE(dx + (size_t)(i0 + 7) * 32 + (v0 + 0) * 16, a7_0); VSTORE(dx + (size_t)(i0 + 7) * 32 + (v0 + 1) * 16, a7_1);
             }
         }
     }
@@ -22500,7 +22570,7 @@ static void l33_relu_backward(const float *restrict y, const float *restrict dy,
 }
 
 /* layer 34: dense 512 -> 512 (specs/vgg16_cifar.yaml:49:5)
- * schedule lanes: fwd lanes[TB=2,TR=8] dw gemm[TI=4,TO=4] dx lanes[TB=2,TR=8] threaded */
+ * schedule lanes+gemmT+kb: fwd lanes[KB=128,TB=2,TR=8] dw gemmT[TI=4,TO=6] dx lanes[KB=128,TB=2,TR=8] threaded */
 /* l34_dense_forward: the code of l32_dense_forward */
 
 /* l34_dense_backward: the code of l32_dense_backward */
@@ -22514,43 +22584,61 @@ static void l33_relu_backward(const float *restrict y, const float *restrict dy,
 /* l35_relu_backward: the code of l33_relu_backward */
 
 /* layer 36: dense 512 -> 10 (specs/vgg16_cifar.yaml:51:5)
- * schedule lanes: fwd lanes[TB=2,TR=8] dw gemm[TI=8,TO=2] dx lanes[TB=2,TR=8] */
+ * schedule lanes+gemmT+kb: fwd lanes[KB=128,TB=2,TR=8] dw gemmT[TI=4,TO=6] dx lanes[TB=2,TR=8] */
 static void l36_dense_forward(const float *restrict P, const float *restrict x, float *restrict y)
 {
     /* x [512][lanes], y [10][lanes] */
     const float *restrict w = P;
     const float *restrict b = P + 5120;
-    for (int o0 = 0; o0 < 8; o0 += 8) {
-        for (int v0 = 0; v0 < 2; v0 += 2) {
-            {
-                cg_v a0_0 = vsplat(b[o0 + 0]), a0_1 = vsplat(b[o0 + 0]);
-                cg_v a1_0 = vsplat(b[o0 + 1]), a1_1 = vsplat(b[o0 + 1]);
-                cg_v a2_0 = vsplat(b[o0 + 2]), a2_1 = vsplat(b[o0 + 2]);
-                cg_v a3_0 = vsplat(b[o0 + 3]), a3_1 = vsplat(b[o0 + 3]);
-                cg_v a4_0 = vsplat(b[o0 + 4]), a4_1 = vsplat(b[o0 + 4]);
-                cg_v a5_0 = vsplat(b[o0 + 5]), a5_1 = vsplat(b[o0 + 5]);
-                cg_v a6_0 = vsplat(b[o0 + 6]), a6_1 = vsplat(b[o0 + 6]);
-                cg_v a7_0 = vsplat(b[o0 + 7]), a7_1 = vsplat(b[o0 + 7]);
-                for (int k = 0; k < 512; k++) {
-                    const float *restrict sk = x + (size_t)k * 32 + v0 * 16;
-                    const cg_v s0 = VLOAD(sk + 0), s1 = VLOAD(sk + 16);
-                    a0_0 += w[(size_t)(o0 + 0) * 512 + k] * s0; a0_1 += w[(size_t)(o0 + 0) * 512 + k] * s1;
-                    a1_0 += w[(size_t)(o0 + 1) * 512 + k] * s0; a1_1 += w[(size_t)(o0 + 1) * 512 + k] * s1;
-                    a2_0 += w[(size_t)(o0 + 2) * 512 + k] * s0; a2_1 += w[(size_t)(o0 + 2) * 512 + k] * s1;
-                    a3_0 += w[(size_t)(o0 + 3) * 512 + k] * s0; a3_1 += w[(size_t)(o0 + 3) * 512 + k] * s1;
-                    a4_0 += w[(size_t)(o0 + 4) * 512 + k] * s0; a4_1 += w[(size_t)(o0 + 4) * 512 + k] * s1;
-                    a5_0 += w[(size_t)(o0 + 5) * 512 + k] * s0; a5_1 += w[(size_t)(o0 + 5) * 512 + k] * s1;
-                    a6_0 += w[(size_t)(o0 + 6) * 512 + k] * s0; a6_1 += w[(size_t)(o0 + 6) * 512 + k] * s1;
-                    a7_0 += w[(size_t)(o0 + 7) * 512 + k] * s0; a7_1 += w[(size_t)(o0 + 7) * 512 + k] * s1;
+    /* k in blocks of 128, rows in blocks of 32 */
+    for (int rb = 0; rb < 1; rb++) {
+        for (int k0 = 0; k0 < 512; k0 += 128) {
+            const int k1 = k0 + 128 < 512 ? k0 + 128 : 512;
+            for (int o0 = rb * 32; o0 < (rb * 32 + 32 < 8 ? rb * 32 + 32 : 8); o0 += 8) {
+                for (int v0 = 0; v0 < 2; v0 += 2) {
+                    {
+                        cg_v a0_0, a0_1, a1_0, a1_1, a2_0, a2_1, a3_0, a3_1, a4_0, a4_1, a5_0, a5_1, a6_0, a6_1, a7_0, a7_1;
+                        if (k0) {
+                            a0_0 = VLOAD(y + (size_t)(o0 + 0) * 32 + (v0 + 0) * 16); a0_1 = VLOAD(y + (size_t)(o0 + 0) * 32 + (v0 + 1) * 16);
+                            a1_0 = VLOAD(y + (size_t)(o0 + 1) * 32 + (v0 + 0) * 16); a1_1 = VLOAD(y + (size_t)(o0 + 1) * 32 + (v0 + 1) * 16);
+                            a2_0 = VLOAD(y + (size_t)(o0 + 2) * 32 + (v0 + 0) * 16); a2_1 = VLOAD(y + (size_t)(o0 + 2) * 32 + (v0 + 1) * 16);
+                            a3_0 = VLOAD(y + (size_t)(o0 + 3) * 32 + (v0 + 0) * 16); a3_1 = VLOAD(y + (size_t)(o0 + 3) * 32 + (v0 + 1) * 16);
+                            a4_0 = VLOAD(y + (size_t)(o0 + 4) * 32 + (v0 + 0) * 16); a4_1 = VLOAD(y + (size_t)(o0 + 4) * 32 + (v0 + 1) * 16);
+                            a5_0 = VLOAD(y + (size_t)(o0 + 5) * 32 + (v0 + 0) * 16); a5_1 = VLOAD(y + (size_t)(o0 + 5) * 32 + (v0 + 1) * 16);
+                            a6_0 = VLOAD(y + (size_t)(o0 + 6) * 32 + (v0 + 0) * 16); a6_1 = VLOAD(y + (size_t)(o0 + 6) * 32 + (v0 + 1) * 16);
+                            a7_0 = VLOAD(y + (size_t)(o0 + 7) * 32 + (v0 + 0) * 16); a7_1 = VLOAD(y + (size_t)(o0 + 7) * 32 + (v0 + 1) * 16);
+                        } else {
+                            a0_0 = vsplat(b[o0 + 0]); a0_1 = vsplat(b[o0 + 0]);
+                            a1_0 = vsplat(b[o0 + 1]); a1_1 = vsplat(b[o0 + 1]);
+                            a2_0 = vsplat(b[o0 + 2]); a2_1 = vsplat(b[o0 + 2]);
+                            a3_0 = vsplat(b[o0 + 3]); a3_1 = vsplat(b[o0 + 3]);
+                            a4_0 = vsplat(b[o0 + 4]); a4_1 = vsplat(b[o0 + 4]);
+                            a5_0 = vsplat(b[o0 + 5]); a5_1 = vsplat(b[o0 + 5]);
+                            a6_0 = vsplat(b[o0 + 6]); a6_1 = vsplat(b[o0 + 6]);
+                            a7_0 = vsplat(b[o0 + 7]); a7_1 = vsplat(b[o0 + 7]);
+                        }
+                        for (int k = k0; k < k1; k++) {
+                            const float *restrict sk = x + (size_t)k * 32 + v0 * 16;
+                            cg_v s0 = VLOAD(sk + 0), s1 = VLOAD(sk + 16); VKEEP(s0); VKEEP(s1);
+                            a0_0 += w[(size_t)(o0 + 0) * 512 + k] * s0; a0_1 += w[(size_t)(o0 + 0) * 512 + k] * s1;
+                            a1_0 += w[(size_t)(o0 + 1) * 512 + k] * s0; a1_1 += w[(size_t)(o0 + 1) * 512 + k] * s1;
+                            a2_0 += w[(size_t)(o0 + 2) * 512 + k] * s0; a2_1 += w[(size_t)(o0 + 2) * 512 + k] * s1;
+                            a3_0 += w[(size_t)(o0 + 3) * 512 + k] * s0; a3_1 += w[(size_t)(o0 + 3) * 512 + k] * s1;
+                            a4_0 += w[(size_t)(o0 + 4) * 512 + k] * s0; a4_1 += w[(size_t)(o0 + 4) * 512 + k] * s1;
+                            a5_0 += w[(size_t)(o0 + 5) * 512 + k] * s0; a5_1 += w[(size_t)(o0 + 5) * 512 + k] * s1;
+                            a6_0 += w[(size_t)(o0 + 6) * 512 + k] * s0; a6_1 += w[(size_t)(o0 + 6) * 512 + k] * s1;
+                            a7_0 += w[(size_t)(o0 + 7) * 512 + k] * s0; a7_1 += w[(size_t)(o0 + 7) * 512 + k] * s1;
+                        }
+                        VSTORE(y + (size_t)(o0 + 0) * 32 + (v0 + 0) * 16, a0_0); VSTORE(y + (size_t)(o0 + 0) * 32 + (v0 + 1) * 16, a0_1);
+                        VSTORE(y + (size_t)(o0 + 1) * 32 + (v0 + 0) * 16, a1_0); VSTORE(y + (size_t)(o0 + 1) * 32 + (v0 + 1) * 16, a1_1);
+                        VSTORE(y + (size_t)(o0 + 2) * 32 + (v0 + 0) * 16, a2_0); VSTORE(y + (size_t)(o0 + 2) * 32 + (v0 + 1) * 16, a2_1);
+                        VSTORE(y + (size_t)(o0 + 3) * 32 + (v0 + 0) * 16, a3_0); VSTORE(y + (size_t)(o0 + 3) * 32 + (v0 + 1) * 16, a3_1);
+                        VSTORE(y + (size_t)(o0 + 4) * 32 + (v0 + 0) * 16, a4_0); VSTORE(y + (size_t)(o0 + 4) * 32 + (v0 + 1) * 16, a4_1);
+                        VSTORE(y + (size_t)(o0 + 5) * 32 + (v0 + 0) * 16, a5_0); VSTORE(y + (size_t)(o0 + 5) * 32 + (v0 + 1) * 16, a5_1);
+                        VSTORE(y + (size_t)(o0 + 6) * 32 + (v0 + 0) * 16, a6_0); VSTORE(y + (size_t)(o0 + 6) * 32 + (v0 + 1) * 16, a6_1);
+                        VSTORE(y + (size_t)(o0 + 7) * 32 + (v0 + 0) * 16, a7_0); VSTORE(y + (size_t)(o0 + 7) * 32 + (v0 + 1) * 16, a7_1);
+                    }
                 }
-                VSTORE(y + (size_t)(o0 + 0) * 32 + (v0 + 0) * 16, a0_0); VSTORE(y + (size_t)(o0 + 0) * 32 + (v0 + 1) * 16, a0_1);
-                VSTORE(y + (size_t)(o0 + 1) * 32 + (v0 + 0) * 16, a1_0); VSTORE(y + (size_t)(o0 + 1) * 32 + (v0 + 1) * 16, a1_1);
-                VSTORE(y + (size_t)(o0 + 2) * 32 + (v0 + 0) * 16, a2_0); VSTORE(y + (size_t)(o0 + 2) * 32 + (v0 + 1) * 16, a2_1);
-                VSTORE(y + (size_t)(o0 + 3) * 32 + (v0 + 0) * 16, a3_0); VSTORE(y + (size_t)(o0 + 3) * 32 + (v0 + 1) * 16, a3_1);
-                VSTORE(y + (size_t)(o0 + 4) * 32 + (v0 + 0) * 16, a4_0); VSTORE(y + (size_t)(o0 + 4) * 32 + (v0 + 1) * 16, a4_1);
-                VSTORE(y + (size_t)(o0 + 5) * 32 + (v0 + 0) * 16, a5_0); VSTORE(y + (size_t)(o0 + 5) * 32 + (v0 + 1) * 16, a5_1);
-                VSTORE(y + (size_t)(o0 + 6) * 32 + (v0 + 0) * 16, a6_0); VSTORE(y + (size_t)(o0 + 6) * 32 + (v0 + 1) * 16, a6_1);
-                VSTORE(y + (size_t)(o0 + 7) * 32 + (v0 + 0) * 16, a7_0); VSTORE(y + (size_t)(o0 + 7) * 32 + (v0 + 1) * 16, a7_1);
             }
         }
     }
@@ -22560,7 +22648,7 @@ static void l36_dense_forward(const float *restrict P, const float *restrict x, 
             cg_v a1_0 = vsplat(b[8 + 1]), a1_1 = vsplat(b[8 + 1]);
             for (int k = 0; k < 512; k++) {
                 const float *restrict sk = x + (size_t)k * 32 + v0 * 16;
-                const cg_v s0 = VLOAD(sk + 0), s1 = VLOAD(sk + 16);
+                cg_v s0 = VLOAD(sk + 0), s1 = VLOAD(sk + 16); VKEEP(s0); VKEEP(s1);
                 a0_0 += w[(size_t)(8 + 0) * 512 + k] * s0; a0_1 += w[(size_t)(8 + 0) * 512 + k] * s1;
                 a1_0 += w[(size_t)(8 + 1) * 512 + k] * s0; a1_1 += w[(size_t)(8 + 1) * 512 + k] * s1;
             }
@@ -22570,28 +22658,67 @@ static void l36_dense_forward(const float *restrict P, const float *restrict x, 
     }
 }
 
-static void l36_dense_backward(float *restrict G, const float *restrict x, const float *restrict dy)
+static void l36_dense_backward(float *restrict G, float *restrict S, const float *restrict x, const float *restrict dy, int nb)
 {
     /* x [512][lanes], y [10][lanes] */
     float *restrict gw = G;
     float *restrict gb = G + 5120;
+    /* x transposed to S [nb][528] */
+    for (int b = 0; b < nb; b++) {
+        for (int i = 0; i < 512; i++) S[(size_t)b * 528 + i] = x[(size_t)i * 32 + b];
+    }
     for (int o = 0; o < 10; o++) {
         cg_v s = vsplat(0.0f);
         for (int v = 0; v < 2; v++) s += VLOAD(dy + (size_t)o * 32 + v * 16);
         gb[o] += vsum(s);
     }
-    /* tiles of 2 rows x 8 columns of dW */
-    for (int t = 0; t < 320; t++) {
-        const int o0 = t / 64 * 2, i0 = t % 64 * 8;
-        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f), a0_4 = vsplat(0.0f), a0_5 = vsplat(0.0f), a0_6 = vsplat(0.0f), a0_7 = vsplat(0.0f);
-        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f), a1_3 = vsplat(0.0f), a1_4 = vsplat(0.0f), a1_5 = vsplat(0.0f), a1_6 = vsplat(0.0f), a1_7 = vsplat(0.0f);
-        for (int v = 0; v < 2; v++) {
-            const cg_v d0 = VLOAD(dy + (size_t)(o0 + 0) * 32 + v * 16), d1 = VLOAD(dy + (size_t)(o0 + 1) * 32 + v * 16), x0 = VLOAD(x + (size_t)(i0 + 0) * 32 + v * 16), x1 = VLOAD(x + (size_t)(i0 + 1) * 32 + v * 16), x2 = VLOAD(x + (size_t)(i0 + 2) * 32 + v * 16), x3 = VLOAD(x + (size_t)(i0 + 3) * 32 + v * 16), x4 = VLOAD(x + (size_t)(i0 + 4) * 32 + v * 16), x5 = VLOAD(x + (size_t)(i0 + 5) * 32 + v * 16), x6 = VLOAD(x + (size_t)(i0 + 6) * 32 + v * 16), x7 = VLOAD(x + (size_t)(i0 + 7) * 32 + v * 16);
-            a0_0 += d0 * x0; a0_1 += d0 * x1; a0_2 += d0 * x2; a0_3 += d0 * x3; a0_4 += d0 * x4; a0_5 += d0 * x5; a0_6 += d0 * x6; a0_7 += d0 * x7;
-            a1_0 += d1 * x0; a1_1 += d1 * x1; a1_2 += d1 * x2; a1_3 += d1 * x3; a1_4 += d1 * x4; a1_5 += d1 * x5; a1_6 += d1 * x6; a1_7 += d1 * x7;
+    /* tiles of 6 rows x 4 vectors of dW */
+    for (int t = 0; t < 8; t++) {
+        const int o0 = t % 1 * 6, i0 = t / 1 * 64;
+        {
+            cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f);
+            cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f), a1_3 = vsplat(0.0f);
+            cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f), a2_2 = vsplat(0.0f), a2_3 = vsplat(0.0f);
+            cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f), a3_2 = vsplat(0.0f), a3_3 = vsplat(0.0f);
+            cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f), a4_2 = vsplat(0.0f), a4_3 = vsplat(0.0f);
+            cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f), a5_2 = vsplat(0.0f), a5_3 = vsplat(0.0f);
+            for (int b = 0; b < nb; b++) {
+                const float *restrict sb = S + (size_t)b * 528 + i0;
+                cg_v s0 = VLOAD(sb + 0), s1 = VLOAD(sb + 16), s2 = VLOAD(sb + 32), s3 = VLOAD(sb + 48); VKEEP(s0); VKEEP(s1); VKEEP(s2); VKEEP(s3);
+                const float d0 = dy[(size_t)(o0 + 0) * 32 + b]; a0_0 += d0 * s0; a0_1 += d0 * s1; a0_2 += d0 * s2; a0_3 += d0 * s3;
+                const float d1 = dy[(size_t)(o0 + 1) * 32 + b]; a1_0 += d1 * s0; a1_1 += d1 * s1; a1_2 += d1 * s2; a1_3 += d1 * s3;
+                const float d2 = dy[(size_t)(o0 + 2) * 32 + b]; a2_0 += d2 * s0; a2_1 += d2 * s1; a2_2 += d2 * s2; a2_3 += d2 * s3;
+                const float d3 = dy[(size_t)(o0 + 3) * 32 + b]; a3_0 += d3 * s0; a3_1 += d3 * s1; a3_2 += d3 * s2; a3_3 += d3 * s3;
+                const float d4 = dy[(size_t)(o0 + 4) * 32 + b]; a4_0 += d4 * s0; a4_1 += d4 * s1; a4_2 += d4 * s2; a4_3 += d4 * s3;
+                const float d5 = dy[(size_t)(o0 + 5) * 32 + b]; a5_0 += d5 * s0; a5_1 += d5 * s1; a5_2 += d5 * s2; a5_3 += d5 * s3;
+            }
+            VSTORE(gw + (size_t)(o0 + 0) * 512 + i0 + 0, VLOAD(gw + (size_t)(o0 + 0) * 512 + i0 + 0) + a0_0); VSTORE(gw + (size_t)(o0 + 0) * 512 + i0 + 16, VLOAD(gw + (size_t)(o0 + 0) * 512 + i0 + 16) + a0_1); VSTORE(gw + (size_t)(o0 + 0) * 512 + i0 + 32, VLOAD(gw + (size_t)(o0 + 0) * 512 + i0 + 32) + a0_2); VSTORE(gw + (size_t)(o0 + 0) * 512 + i0 + 48, VLOAD(gw + (size_t)(o0 + 0) * 512 + i0 + 48) + a0_3);
+            VSTORE(gw + (size_t)(o0 + 1) * 512 + i0 + 0, VLOAD(gw + (size_t)(o0 + 1) * 512 + i0 + 0) + a1_0); VSTORE(gw + (size_t)(o0 + 1) * 512 + i0 + 16, VLOAD(gw + (size_t)(o0 + 1) * 512 + i0 + 16) + a1_1); VSTORE(gw + (size_t)(o0 + 1) * 512 + i0 + 32, VLOAD(gw + (size_t)(o0 + 1) * 512 + i0 + 32) + a1_2); VSTORE(gw + (size_t)(o0 + 1) * 512 + i0 + 48, VLOAD(gw + (size_t)(o0 + 1) * 512 + i0 + 48) + a1_3);
+            VSTORE(gw + (size_t)(o0 + 2) * 512 + i0 + 0, VLOAD(gw + (size_t)(o0 + 2) * 512 + i0 + 0) + a2_0); VSTORE(gw + (size_t)(o0 + 2) * 512 + i0 + 16, VLOAD(gw + (size_t)(o0 + 2) * 512 + i0 + 16) + a2_1); VSTORE(gw + (size_t)(o0 + 2) * 512 + i0 + 32, VLOAD(gw + (size_t)(o0 + 2) * 512 + i0 + 32) + a2_2); VSTORE(gw + (size_t)(o0 + 2) * 512 + i0 + 48, VLOAD(gw + (size_t)(o0 + 2) * 512 + i0 + 48) + a2_3);
+            VSTORE(gw + (size_t)(o0 + 3) * 512 + i0 + 0, VLOAD(gw + (size_t)(o0 + 3) * 512 + i0 + 0) + a3_0); VSTORE(gw + (size_t)(o0 + 3) * 512 + i0 + 16, VLOAD(gw + (size_t)(o0 + 3) * 512 + i0 + 16) + a3_1); VSTORE(gw + (size_t)(o0 + 3) * 512 + i0 + 32, VLOAD(gw + (size_t)(o0 + 3) * 512 + i0 + 32) + a3_2); VSTORE(gw + (size_t)(o0 + 3) * 512 + i0 + 48, VLOAD(gw + (size_t)(o0 + 3) * 512 + i0 + 48) + a3_3);
+            VSTORE(gw + (size_t)(o0 + 4) * 512 + i0 + 0, VLOAD(gw + (size_t)(o0 + 4) * 512 + i0 + 0) + a4_0); VSTORE(gw + (size_t)(o0 + 4) * 512 + i0 + 16, VLOAD(gw + (size_t)(o0 + 4) * 512 + i0 + 16) + a4_1); VSTORE(gw + (size_t)(o0 + 4) * 512 + i0 + 32, VLOAD(gw + (size_t)(o0 + 4) * 512 + i0 + 32) + a4_2); VSTORE(gw + (size_t)(o0 + 4) * 512 + i0 + 48, VLOAD(gw + (size_t)(o0 + 4) * 512 + i0 + 48) + a4_3);
+            VSTORE(gw + (size_t)(o0 + 5) * 512 + i0 + 0, VLOAD(gw + (size_t)(o0 + 5) * 512 + i0 + 0) + a5_0); VSTORE(gw + (size_t)(o0 + 5) * 512 + i0 + 16, VLOAD(gw + (size_t)(o0 + 5) * 512 + i0 + 16) + a5_1); VSTORE(gw + (size_t)(o0 + 5) * 512 + i0 + 32, VLOAD(gw + (size_t)(o0 + 5) * 512 + i0 + 32) + a5_2); VSTORE(gw + (size_t)(o0 + 5) * 512 + i0 + 48, VLOAD(gw + (size_t)(o0 + 5) * 512 + i0 + 48) + a5_3);
         }
-        gw[(size_t)(o0 + 0) * 512 + i0 + 0] += vsum(a0_0); gw[(size_t)(o0 + 0) * 512 + i0 + 1] += vsum(a0_1); gw[(size_t)(o0 + 0) * 512 + i0 + 2] += vsum(a0_2); gw[(size_t)(o0 + 0) * 512 + i0 + 3] += vsum(a0_3); gw[(size_t)(o0 + 0) * 512 + i0 + 4] += vsum(a0_4); gw[(size_t)(o0 + 0) * 512 + i0 + 5] += vsum(a0_5); gw[(size_t)(o0 + 0) * 512 + i0 + 6] += vsum(a0_6); gw[(size_t)(o0 + 0) * 512 + i0 + 7] += vsum(a0_7);
-        gw[(size_t)(o0 + 1) * 512 + i0 + 0] += vsum(a1_0); gw[(size_t)(o0 + 1) * 512 + i0 + 1] += vsum(a1_1); gw[(size_t)(o0 + 1) * 512 + i0 + 2] += vsum(a1_2); gw[(size_t)(o0 + 1) * 512 + i0 + 3] += vsum(a1_3); gw[(size_t)(o0 + 1) * 512 + i0 + 4] += vsum(a1_4); gw[(size_t)(o0 + 1) * 512 + i0 + 5] += vsum(a1_5); gw[(size_t)(o0 + 1) * 512 + i0 + 6] += vsum(a1_6); gw[(size_t)(o0 + 1) * 512 + i0 + 7] += vsum(a1_7);
+    }
+    for (int i0 = 0; i0 < 512; i0 += 64) {
+        {
+            cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f);
+            cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f), a1_3 = vsplat(0.0f);
+            cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f), a2_2 = vsplat(0.0f), a2_3 = vsplat(0.0f);
+            cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f), a3_2 = vsplat(0.0f), a3_3 = vsplat(0.0f);
+            for (int b = 0; b < nb; b++) {
+                const float *restrict sb = S + (size_t)b * 528 + i0;
+                cg_v s0 = VLOAD(sb + 0), s1 = VLOAD(sb + 16), s2 = VLOAD(sb + 32), s3 = VLOAD(sb + 48); VKEEP(s0); VKEEP(s1); VKEEP(s2); VKEEP(s3);
+                const float d0 = dy[(size_t)(6 + 0) * 32 + b]; a0_0 += d0 * s0; a0_1 += d0 * s1; a0_2 += d0 * s2; a0_3 += d0 * s3;
+                const float d1 = dy[(size_t)(6 + 1) * 32 + b]; a1_0 += d1 * s0; a1_1 += d1 * s1; a1_2 += d1 * s2; a1_3 += d1 * s3;
+                const float d2 = dy[(size_t)(6 + 2) * 32 + b]; a2_0 += d2 * s0; a2_1 += d2 * s1; a2_2 += d2 * s2; a2_3 += d2 * s3;
+                const float d3 = dy[(size_t)(6 + 3) * 32 + b]; a3_0 += d3 * s0; a3_1 += d3 * s1; a3_2 += d3 * s2; a3_3 += d3 * s3;
+            }
+            VSTORE(gw + (size_t)(6 + 0) * 512 + i0 + 0, VLOAD(gw + (size_t)(6 + 0) * 512 + i0 + 0) + a0_0); VSTORE(gw + (size_t)(6 + 0) * 512 + i0 + 16, VLOAD(gw + (size_t)(6 + 0) * 512 + i0 + 16) + a0_1); VSTORE(gw + (size_t)(6 + 0) * 512 + i0 + 32, VLOAD(gw + (size_t)(6 + 0) * 512 + i0 + 32) + a0_2); VSTORE(gw + (size_t)(6 + 0) * 512 + i0 + 48, VLOAD(gw + (size_t)(6 + 0) * 512 + i0 + 48) + a0_3);
+            VSTORE(gw + (size_t)(6 + 1) * 512 + i0 + 0, VLOAD(gw + (size_t)(6 + 1) * 512 + i0 + 0) + a1_0); VSTORE(gw + (size_t)(6 + 1) * 512 + i0 + 16, VLOAD(gw + (size_t)(6 + 1) * 512 + i0 + 16) + a1_1); VSTORE(gw + (size_t)(6 + 1) * 512 + i0 + 32, VLOAD(gw + (size_t)(6 + 1) * 512 + i0 + 32) + a1_2); VSTORE(gw + (size_t)(6 + 1) * 512 + i0 + 48, VLOAD(gw + (size_t)(6 + 1) * 512 + i0 + 48) + a1_3);
+            VSTORE(gw + (size_t)(6 + 2) * 512 + i0 + 0, VLOAD(gw + (size_t)(6 + 2) * 512 + i0 + 0) + a2_0); VSTORE(gw + (size_t)(6 + 2) * 512 + i0 + 16, VLOAD(gw + (size_t)(6 + 2) * 512 + i0 + 16) + a2_1); VSTORE(gw + (size_t)(6 + 2) * 512 + i0 + 32, VLOAD(gw + (size_t)(6 + 2) * 512 + i0 + 32) + a2_2); VSTORE(gw + (size_t)(6 + 2) * 512 + i0 + 48, VLOAD(gw + (size_t)(6 + 2) * 512 + i0 + 48) + a2_3);
+            VSTORE(gw + (size_t)(6 + 3) * 512 + i0 + 0, VLOAD(gw + (size_t)(6 + 3) * 512 + i0 + 0) + a3_0); VSTORE(gw + (size_t)(6 + 3) * 512 + i0 + 16, VLOAD(gw + (size_t)(6 + 3) * 512 + i0 + 16) + a3_1); VSTORE(gw + (size_t)(6 + 3) * 512 + i0 + 32, VLOAD(gw + (size_t)(6 + 3) * 512 + i0 + 32) + a3_2); VSTORE(gw + (size_t)(6 + 3) * 512 + i0 + 48, VLOAD(gw + (size_t)(6 + 3) * 512 + i0 + 48) + a3_3);
+        }
     }
 }
 
@@ -22612,7 +22739,7 @@ static void l36_dense_backward_dx(const float *restrict P, const float *restrict
                 cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                 for (int k = 0; k < 10; k++) {
                     const float *restrict sk = dy + (size_t)k * 32 + v0 * 16;
-                    const cg_v s0 = VLOAD(sk + 0), s1 = VLOAD(sk + 16);
+                    cg_v s0 = VLOAD(sk + 0), s1 = VLOAD(sk + 16); VKEEP(s0); VKEEP(s1);
                     a0_0 += w[(size_t)k * 512 + i0 + 0] * s0; a0_1 += w[(size_t)k * 512 + i0 + 0] * s1;
                     a1_0 += w[(size_t)k * 512 + i0 + 1] * s0; a1_1 += w[(size_t)k * 512 + i0 + 1] * s1;
                     a2_0 += w[(size_t)k * 512 + i0 + 2] * s0; a2_1 += w[(size_t)k * 512 + i0 + 2] * s1;
@@ -22656,47 +22783,50 @@ static void l36_dense_backward_dx(const float *restrict P, const float *restrict
 #define A28     9863168 /* output of layer 28 (conv2d), [512x2x2][lanes] */
 #define A30     9928704 /* output of layer 30 (maxpool2d), [512x1x1][lanes] */
 #define A32     9945088 /* output of layer 32 (dense), [512][lanes] */
+#define S32     9978176 /* scratch of layer 32 (dense) */
 #define A34     9961472 /* output of layer 34 (dense), [512][lanes] */
+#define S34     9995072 /* scratch of layer 34 (dense) */
 #define A36     9977856 /* output of layer 36 (dense), [10][lanes] */
-#define OUT     9978176 /* the output, [N][10] */
-#define DOUT    9978496 /* dLoss/dOutput, [N][10] */
-#define DOUT_L  9978816 /* dLoss/dOutput, [10][lanes] */
-#define D35     9979136 /* gradient arena: dLoss/d(layer 35 output) */
-#define D34     9995520 /* gradient arena: dLoss/d(layer 34 output) */
-#define D33     9979136 /* gradient arena: dLoss/d(layer 33 output) */
-#define D32     9995520 /* gradient arena: dLoss/d(layer 32 output) */
-#define D31     10044672 /* gradient arena: dLoss/d(layer 31 output) */
-#define D29     9979136 /* gradient arena: dLoss/d(layer 29 output) */
-#define D28     10044672 /* gradient arena: dLoss/d(layer 28 output) */
-#define D27     9979136 /* gradient arena: dLoss/d(layer 27 output) */
-#define D26     10044672 /* gradient arena: dLoss/d(layer 26 output) */
-#define D25     9979136 /* gradient arena: dLoss/d(layer 25 output) */
-#define D24     10044672 /* gradient arena: dLoss/d(layer 24 output) */
-#define D23     10241280 /* gradient arena: dLoss/d(layer 23 output) */
-#define D22     9979136 /* gradient arena: dLoss/d(layer 22 output) */
-#define D21     10241280 /* gradient arena: dLoss/d(layer 21 output) */
-#define D20     9979136 /* gradient arena: dLoss/d(layer 20 output) */
-#define D19     10241280 /* gradient arena: dLoss/d(layer 19 output) */
-#define D18     9979136 /* gradient arena: dLoss/d(layer 18 output) */
-#define D17     10241280 /* gradient arena: dLoss/d(layer 17 output) */
-#define D16     10503424 /* gradient arena: dLoss/d(layer 16 output) */
-#define D15     9979136 /* gradient arena: dLoss/d(layer 15 output) */
-#define D14     10503424 /* gradient arena: dLoss/d(layer 14 output) */
-#define D13     9979136 /* gradient arena: dLoss/d(layer 13 output) */
-#define D12     10503424 /* gradient arena: dLoss/d(layer 12 output) */
-#define D11     9979136 /* gradient arena: dLoss/d(layer 11 output) */
-#define D10     10503424 /* gradient arena: dLoss/d(layer 10 output) */
-#define D09     11027712 /* gradient arena: dLoss/d(layer 9 output) */
-#define D08     9979136 /* gradient arena: dLoss/d(layer 8 output) */
-#define D07     11027712 /* gradient arena: dLoss/d(layer 7 output) */
-#define D06     9979136 /* gradient arena: dLoss/d(layer 6 output) */
-#define D05     11027712 /* gradient arena: dLoss/d(layer 5 output) */
-#define D04     12076288 /* gradient arena: dLoss/d(layer 4 output) */
-#define D03     9979136 /* gradient arena: dLoss/d(layer 3 output) */
-#define D02     12076288 /* gradient arena: dLoss/d(layer 2 output) */
-#define D01     9979136 /* gradient arena: dLoss/d(layer 1 output) */
-#define D00     12076288 /* gradient arena: dLoss/d(layer 0 output) */
-#define DIN     9979136 /* gradient arena: dLoss/dInput */
+#define S36     10011968 /* scratch of layer 36 (dense) */
+#define OUT     10028864 /* the output, [N][10] */
+#define DOUT    10029184 /* dLoss/dOutput, [N][10] */
+#define DOUT_L  10029504 /* dLoss/dOutput, [10][lanes] */
+#define D35     10029824 /* gradient arena: dLoss/d(layer 35 output) */
+#define D34     10046208 /* gradient arena: dLoss/d(layer 34 output) */
+#define D33     10029824 /* gradient arena: dLoss/d(layer 33 output) */
+#define D32     10046208 /* gradient arena: dLoss/d(layer 32 output) */
+#define D31     10095360 /* gradient arena: dLoss/d(layer 31 output) */
+#define D29     10029824 /* gradient arena: dLoss/d(layer 29 output) */
+#define D28     10095360 /* gradient arena: dLoss/d(layer 28 output) */
+#define D27     10029824 /* gradient arena: dLoss/d(layer 27 output) */
+#define D26     10095360 /* gradient arena: dLoss/d(layer 26 output) */
+#define D25     10029824 /* gradient arena: dLoss/d(layer 25 output) */
+#define D24     10095360 /* gradient arena: dLoss/d(layer 24 output) */
+#define D23     10291968 /* gradient arena: dLoss/d(layer 23 output) */
+#define D22     10029824 /* gradient arena: dLoss/d(layer 22 output) */
+#define D21     10291968 /* gradient arena: dLoss/d(layer 21 output) */
+#define D20     10029824 /* gradient arena: dLoss/d(layer 20 output) */
+#define D19     10291968 /* gradient arena: dLoss/d(layer 19 output) */
+#define D18     10029824 /* gradient arena: dLoss/d(layer 18 output) */
+#define D17     10291968 /* gradient arena: dLoss/d(layer 17 output) */
+#define D16     10554112 /* gradient arena: dLoss/d(layer 16 output) */
+#define D15     10029824 /* gradient arena: dLoss/d(layer 15 output) */
+#define D14     10554112 /* gradient arena: dLoss/d(layer 14 output) */
+#define D13     10029824 /* gradient arena: dLoss/d(layer 13 output) */
+#define D12     10554112 /* gradient arena: dLoss/d(layer 12 output) */
+#define D11     10029824 /* gradient arena: dLoss/d(layer 11 output) */
+#define D10     10554112 /* gradient arena: dLoss/d(layer 10 output) */
+#define D09     11078400 /* gradient arena: dLoss/d(layer 9 output) */
+#define D08     10029824 /* gradient arena: dLoss/d(layer 8 output) */
+#define D07     11078400 /* gradient arena: dLoss/d(layer 7 output) */
+#define D06     10029824 /* gradient arena: dLoss/d(layer 6 output) */
+#define D05     11078400 /* gradient arena: dLoss/d(layer 5 output) */
+#define D04     12126976 /* gradient arena: dLoss/d(layer 4 output) */
+#define D03     10029824 /* gradient arena: dLoss/d(layer 3 output) */
+#define D02     12126976 /* gradient arena: dLoss/d(layer 2 output) */
+#define D01     10029824 /* gradient arena: dLoss/d(layer 1 output) */
+#define D00     12126976 /* gradient arena: dLoss/d(layer 0 output) */
+#define DIN     10029824 /* gradient arena: dLoss/dInput */
 
 /* Forward over nb <= 32 samples; activations stay in ws for backward. */
 void vgg16_cifar_forward(const float *params, float *buffers, const float *x, float *ws, int nb, int training)
@@ -22759,18 +22889,18 @@ void vgg16_cifar_forward(const float *params, float *buffers, const float *x, fl
     cg_from_lanes(ws + A36, ws + OUT, nb, 10, 32);
 }
 
-/* Backward after a training forward: dLoss/dOutput at ws + DOUT (9978496); grads accumulate. */
+/* Backward after a training forward: dLoss/dOutput at ws + DOUT (10029184); grads accumulate. */
 void vgg16_cifar_backward(const float *params, float *grads, const float *x, float *dx, float *ws, int nb)
 {
     cg_to_lanes(ws + DOUT, ws + DOUT_L, nb, 10, 32);
     (void)x;
-    l36_dense_backward(grads + 15240000, ws + A34, ws + DOUT_L);
+    l36_dense_backward(grads + 15240000, ws + S36, ws + A34, ws + DOUT_L, nb);
     l36_dense_backward_dx(params + 15240000, ws + DOUT_L, ws + D35);
     l33_relu_backward(ws + A34, ws + D35, ws + D34);
-    l32_dense_backward(grads + 14977344, ws + A32, ws + D34);
+    l32_dense_backward(grads + 14977344, ws + S34, ws + A32, ws + D34, nb);
     l32_dense_backward_dx(params + 14977344, ws + D34, ws + D33);
     l33_relu_backward(ws + A32, ws + D33, ws + D32);
-    l32_dense_backward(grads + 14714688, ws + A30, ws + D32);
+    l32_dense_backward(grads + 14714688, ws + S32, ws + A30, ws + D32, nb);
     l32_dense_backward_dx(params + 14714688, ws + D32, ws + D31);
     /* layer 31: flatten passes the gradient through */
     l30_maxpool2d_backward(ws + A28, ws + D31, ws + D29);
@@ -23045,7 +23175,7 @@ static const cg_layer vgg16_cifar_layers[] = {
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "dense", .ndim_in = 1, .in_shape = {512, 0, 0}, .ndim_out = 1, .out_shape = {512, 0, 0},
      .in_size = 512, .out_size = 512, .act_offset = 9945088, .lanes = 32, .line = 47, .col = 5,
-     .schedule = "lanes: fwd lanes[TB=2,TR=8] dw gemm[TI=4,TO=4] dx lanes[TB=2,TR=8] threaded", .n_inputs = 1, .inputs = vgg16_cifar_inputs + 32, .name = NULL, .inplace = 0,
+     .schedule = "lanes+gemmT+kb: fwd lanes[KB=128,TB=2,TR=8] dw gemmT[TI=4,TO=6] dx lanes[KB=128,TB=2,TR=8] threaded", .n_inputs = 1, .inputs = vgg16_cifar_inputs + 32, .name = NULL, .inplace = 0,
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "relu", .ndim_in = 1, .in_shape = {512, 0, 0}, .ndim_out = 1, .out_shape = {512, 0, 0},
      .in_size = 512, .out_size = 512, .act_offset = 9945088, .lanes = 32, .line = 48, .col = 5,
@@ -23053,7 +23183,7 @@ static const cg_layer vgg16_cifar_layers[] = {
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "dense", .ndim_in = 1, .in_shape = {512, 0, 0}, .ndim_out = 1, .out_shape = {512, 0, 0},
      .in_size = 512, .out_size = 512, .act_offset = 9961472, .lanes = 32, .line = 49, .col = 5,
-     .schedule = "lanes: fwd lanes[TB=2,TR=8] dw gemm[TI=4,TO=4] dx lanes[TB=2,TR=8] threaded", .n_inputs = 1, .inputs = vgg16_cifar_inputs + 34, .name = NULL, .inplace = 0,
+     .schedule = "lanes+gemmT+kb: fwd lanes[KB=128,TB=2,TR=8] dw gemmT[TI=4,TO=6] dx lanes[KB=128,TB=2,TR=8] threaded", .n_inputs = 1, .inputs = vgg16_cifar_inputs + 34, .name = NULL, .inplace = 0,
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "relu", .ndim_in = 1, .in_shape = {512, 0, 0}, .ndim_out = 1, .out_shape = {512, 0, 0},
      .in_size = 512, .out_size = 512, .act_offset = 9961472, .lanes = 32, .line = 50, .col = 5,
@@ -23061,7 +23191,7 @@ static const cg_layer vgg16_cifar_layers[] = {
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "dense", .ndim_in = 1, .in_shape = {512, 0, 0}, .ndim_out = 1, .out_shape = {10, 0, 0},
      .in_size = 512, .out_size = 10, .act_offset = 9977856, .lanes = 32, .line = 51, .col = 5,
-     .schedule = "lanes: fwd lanes[TB=2,TR=8] dw gemm[TI=8,TO=2] dx lanes[TB=2,TR=8]", .n_inputs = 1, .inputs = vgg16_cifar_inputs + 36, .name = NULL, .inplace = 0,
+     .schedule = "lanes+gemmT+kb: fwd lanes[KB=128,TB=2,TR=8] dw gemmT[TI=4,TO=6] dx lanes[TB=2,TR=8]", .n_inputs = 1, .inputs = vgg16_cifar_inputs + 36, .name = NULL, .inplace = 0,
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
 };
 
