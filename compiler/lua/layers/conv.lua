@@ -113,21 +113,28 @@ local function fill(n, V) return n / ((n + V - 1) // V * V) end
 
 local function lanes_tiles(L, T)
   local ld, NV = util.largest_divisor, L.lanes_R // L.vec
-  -- lane vectors per tile: at most cap, and at most half the lanes when the channel
-  -- blocks alone give no parallel work
-  local function lane_tile(cap, nblocks)
-    local TB = ld(NV, cap)
-    if L.groups == 1 and nblocks == 1 and NV >= 2 then TB = ld(NV, math.min(cap, NV // 2)) end
-    return TB
+  -- a tile of TC channels x TB lane vectors, TB at most cap. When the channel blocks
+  -- alone give no parallel work: every lane vector in one tile (PY = 1: threads share
+  -- the output rows instead) when the channels leave room for them, so few channels
+  -- (1 input channel of dx) still give 8 or more independent accumulators; else at
+  -- most half the lanes, so the lane blocks give the parallel work.
+  local function tile(TC, cap, nblocks)
+    local t = {TB = ld(NV, cap)}
+    if L.groups == 1 and nblocks == 1 and NV >= 2 then
+      if t.TB == NV and TC * NV <= T.acc and TC * NV >= 8 then t.PY = 1 else t.TB = ld(NV, math.min(cap, NV // 2)) end
+    end
+    return t
   end
   local TC = ld(L.cout_g, math.min(16, T.acc))
   local TCI = ld(L.cin_g, math.min(16, T.acc))
   local KW, KK = L.geom.w.K, L.geom.h.K * L.geom.w.K
   -- dW: every tap of the kernel at once when it fits, else one kernel row a pass
   local rows = KK <= T.acc and L.geom.h.K or 1
+  local fwd, dx = tile(TC, math.max(1, T.acc // TC), L.cout_g // TC), tile(TCI, math.max(1, T.acc // TCI), L.cin_g // TCI)
+  fwd.TC, dx.TCI = TC, TCI
   return {
-    fwd = {TC = TC, TB = lane_tile(math.max(1, T.acc // TC), L.cout_g // TC)},
-    dx = {TCI = TCI, TB = lane_tile(math.max(1, T.acc // TCI), L.cin_g // TCI)},
+    fwd = fwd,
+    dx = dx,
     dw = {TCW = ld(L.cout_g, math.max(1, T.acc // (rows * KW))), rows = rows},
   }
 end
@@ -444,9 +451,10 @@ local function braced(C, unroll, f)
 end
 
 -- unroll (the straight-line schedule): every loop written out, v0 a constant per block
-local function block_loops(C, L, nblocks, name, NV, TB, body, unroll)
-  local par_g = L.groups > 1
-  local par_c = not par_g and nblocks > 1
+-- rows: the body splits its row loops across threads (tile PY), so these loops do not
+local function block_loops(C, L, nblocks, name, NV, TB, body, unroll, rows)
+  local par_g = L.groups > 1 and not rows
+  local par_c = not par_g and nblocks > 1 and not rows
   local function loop(var, hi, par, f)
     if unroll then util.loop(C, var, 0, hi, true, f) else util.ploop(C, var, 0, hi, par, f) end
   end
@@ -461,7 +469,7 @@ local function block_loops(C, L, nblocks, name, NV, TB, body, unroll)
         end
         return
       end
-      if not par_g and not par_c and NV // TB > 1 then util.par(C, L) end
+      if not par_g and not par_c and not rows and NV // TB > 1 then util.par(C, L) end
       C:open("for (int v0 = 0; v0 < %d; v0 += %d) {", NV, TB)
       body(g, cb)
       C:close()
@@ -542,6 +550,7 @@ function M.forward_lanes(L, C, ctx)
   end
   C:line("const float *restrict w = %s;", L.t.weight)
   if L.opt.bias then C:line("const float *restrict bias = %s;", L.t.bias) end
+  local PY = L.sched.fwd.tile.PY == 1
   block_loops(C, L, L.cout_g // TC, "cb", NV, TB, function(g, cb)
     local co0 = util.aff(0):term(g, L.cout_g):term(cb, TC)
     C:line("const float *restrict wb = w + %s;", tostring(co0:scale(WK)))
@@ -579,8 +588,8 @@ function M.forward_lanes(L, C, ctx)
         C:line(table.concat(st, " "))
       end
       if not info.scoped then C:close() end
-    end)
-  end, unroll)
+    end, nil, PY and L.parallel)
+  end, unroll, PY)
   return used
 end
 
@@ -600,6 +609,7 @@ function M.backward_dx_lanes(L, C, ctx)
     geo, src, OHW, used = pl.gdy, "dyp", pl.gdy.h.O * pl.gdy.w.O, {"P", "S", "dy", "dx"}
   end
   C:line("const float *restrict w = %s;", L.t.weight)
+  local PY = L.sched.dx.tile.PY == 1
   block_loops(C, L, L.cin_g // TCI, "cib", NV, TB, function(g, cib)
     local ci0 = util.aff(0):term(g, L.cin_g):term(cib, TCI)
     C:line("float *restrict dxb = dx + %s + v0 * %d;", tostring(ci0:scale(d.IHW * R)), V)
@@ -636,8 +646,8 @@ function M.backward_dx_lanes(L, C, ctx)
         C:line(table.concat(st, " "))
       end
       if not info.scoped then C:close() end
-    end, unroll)
-  end, unroll)
+    end, unroll, PY and L.parallel)
+  end, unroll, PY)
   return used
 end
 
