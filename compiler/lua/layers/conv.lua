@@ -157,8 +157,16 @@ function M.candidates(L, T)
     local g = L.geom
     local padded = g.h.lo + g.h.hi + g.w.lo + g.w.hi > 0
     if padded or g.h.K * g.w.K > 1 then
+      -- dx of one input channel: tiles of TX inputs along a row share the dy vectors
+      -- they load (dx_row_tiles); 2 lane vectors (a cache line) x 4 inputs
+      local dxt = t.dx
+      local NV = L.lanes_R // L.vec
+      if t.dx.TCI == 1 and g.w.S == 1 and g.w.K > 1 and T.acc >= 12 and L.geom.w.I >= 4 then
+        dxt = {TCI = 1, TB = util.largest_divisor(NV, 2), TX = 4}
+        if L.groups == 1 and L.cin_g == 1 and NV // dxt.TB < 2 then dxt.PY = 1 end
+      end
       c[2] = {name = "lanes+pad", layout = "lanes", fwd = {form = "lanes", tile = t.fwd, pad = padded},
-        dw = {form = "lanes", tile = t.dw, pad = padded}, dx = {form = "lanes", tile = t.dx, apart = true, pad = true}}
+        dw = {form = "lanes", tile = t.dw, pad = padded}, dx = {form = "lanes", tile = dxt, apart = true, pad = true}}
     end
     return c
   end
@@ -593,12 +601,90 @@ function M.forward_lanes(L, C, ctx)
   return used
 end
 
+-- dx of the padded form (stride 1 along rows: every input of a row receives every tap)
+-- in tiles of TX consecutive inputs x TB lane vectors x TCI channels: a dy vector
+-- loaded once feeds every (input, tap) pair of the tile that reads it (up to
+-- min(TX, KW) multiply-adds), where a tile of one input loads one per multiply-add.
+local function dx_row_tiles(C, L, geo, OHW, TCI, TB, TX, R, V, par)
+  local d = dims(L)
+  local h, w = geo.h, geo.w
+  local rx = window.tregions(w)[1]
+  local IW, OW = w.I, w.O
+  for _, ry in ipairs(window.tregions(h)) do
+    local function tile(ty, tx0, tp)
+      C:line("/* inputs %s..+%d of the row: %d taps each */", tx0, tp - 1, #ry.taps * #rx.taps)
+      for t = 0, TCI - 1 do
+        for j = 0, tp - 1 do C:line("cg_v %s;", vec_list("a%d_" .. t .. "_" .. j .. " = vsplat(0.0f)", TB)) end
+      end
+      C:line("const float *restrict dyt = dyg + %s;", tostring(util.aff(0):term(ty, OW * R):term(tx0, R)))
+      C:open("for (int co = 0; co < %d; co++) {", L.cout_g)
+      C:line("const float *restrict dyc = dyt + co * %d;", OHW * R)
+      C:line("const float *restrict wc = wg + co * %d;", L.cin_g * d.KHW)
+      for _, a in ipairs(ry.taps) do
+        -- dy column offsets this kernel row reads, each with its (input, tap) pairs
+        local by, order = {}, {}
+        for j = 0, tp - 1 do
+          for _, b in ipairs(rx.taps) do
+            local o = b.c + j
+            if not by[o] then by[o] = {}; order[#order + 1] = o end
+            table.insert(by[o], {j = j, k = a.k * w.K + b.k})
+          end
+        end
+        table.sort(order)
+        for _, o in ipairs(order) do
+          local at = (a.c * OW + o) * R
+          local loads = {}
+          for v = 0, TB - 1 do loads[#loads + 1] = string.format("d%d = VLOAD(dyc + %d)", v, at + v * V) end
+          C:open("{")
+          C:line("cg_v %s; %s", table.concat(loads, ", "), vec_list("VKEEP(d%d);", TB):gsub(",", ""))
+          for _, pr in ipairs(by[o]) do
+            local fmas = {}
+            for t = 0, TCI - 1 do
+              for v = 0, TB - 1 do
+                fmas[#fmas + 1] = string.format("a%d_%d_%d += wc[%d] * d%d;", v, t, pr.j, t * d.KHW + pr.k, v)
+              end
+            end
+            C:line(table.concat(fmas, " "))
+          end
+          C:close()
+        end
+      end
+      C:close()
+      for t = 0, TCI - 1 do
+        for j = 0, tp - 1 do
+          local inp = util.aff((ry.r * IW + rx.r + j) * R + t * d.IHW * R):term(ty, h.S * IW * R):term(tx0, R)
+          local st = {}
+          for v = 0, TB - 1 do st[#st + 1] = string.format("VSTORE(dxb + %s + %d, a%d_%d_%d);", tostring(inp), v * V, v, t, j) end
+          C:line(table.concat(st, " "))
+        end
+      end
+    end
+    local n = rx.t1 - rx.t0 + 1
+    if par and ry.t1 > ry.t0 then C:line("CG_PARALLEL_FOR") end
+    util.loop(C, "ty", ry.t0, ry.t1, false, function(ty)
+      local full = n - n % TX
+      if full > 0 then
+        C:open("for (int tx0 = %d; tx0 < %d; tx0 += %d) {", rx.t0, rx.t0 + full, TX)
+        tile(ty, "tx0", TX)
+        C:close()
+      end
+      if n % TX > 0 then
+        C:open("{")
+        C:line("const int tx1 = %d;", rx.t0 + full)
+        tile(ty, "tx1", n % TX)
+        C:close()
+      end
+    end)
+  end
+end
+
 -- dx gathered: every input position sums w * dy over the output windows that read it
 -- (window.twindows), TCI input channels x TB lane vectors per tile.
 function M.backward_dx_lanes(L, C, ctx)
   local d, R, V = dims(L), ctx.lanes, ctx.vec
   local NV = R // V
   local TCI, TB = L.sched.dx.tile.TCI, L.sched.dx.tile.TB
+  local TX = L.sched.dx.tile.TX or 1
   local unroll = L.sched.dx.unroll
   local WK = L.cin_g * d.KHW
   local geo, src, OHW, used = L.geom, "dy", d.OHW, {"P", "dy", "dx"}
@@ -616,6 +702,7 @@ function M.backward_dx_lanes(L, C, ctx)
     C:line("const float *restrict dyg = %s + %s + v0 * %d;", src, tostring(util.aff(0):term(g, L.cout_g * OHW * R)), V)
     C:line("const float *restrict wg = w + %s;", tostring(util.aff(0):term(g, L.cout_g * WK):term(cib, TCI * d.KHW)))
     if not any_tap(geo) then C:line("(void)dyg; (void)wg; /* no tap meets the input */") end
+    if TX > 1 then return dx_row_tiles(C, L, geo, OHW, TCI, TB, TX, R, V, PY and L.parallel) end
     window.twindows(C, geo, function(inp, taps, info)
       if not info.scoped then C:open("{") end
       for t = 0, TCI - 1 do C:line("cg_v %s;", vec_list("a%d_" .. t .. " = vsplat(0.0f)", TB)) end
