@@ -376,24 +376,46 @@ function M.backward_dx(L, C, dyp)
   local TX, TC = L.sched.dx.tile.TX, L.sched.dx.tile.TC
   C:line("const float *restrict w = %s;", L.t.weight)
   C:line("float *restrict dyp = S + %d;", dyp)
-  C:line("/* dy -> zero-padded planes %dx%d */", sc.Hq, sc.Wq)
-  pad_planes(C, L, "dyp", "dy", Cout, g.h.O, g.w.O, sc.Hq, sc.Wq, sc.Qh, sc.Qw)
+  -- rows of every output channel side by side ([n][Hq][Cout][Wq]): the tile's loop over
+  -- the output channels then walks KH contiguous runs of memory, not KH rows in each of
+  -- Cout planes (a page and a prefetch stream each)
+  local H, W, RS = g.h.O, g.w.O, Cout * sc.Wq
+  local right = sc.Wq - sc.Qw - W
+  C:line("/* dy -> zero-padded rows [n][%d][%d][%d] */", sc.Hq, Cout, sc.Wq)
+  util.par(C, L)
+  C:open("for (int pl = 0; pl < nb * %d; pl++) {", Cout)
+  C:line("const int n = pl / %d, c = pl %% %d;", Cout, Cout)
+  C:line("const float *restrict s = dy + (size_t)pl * %d;", H * W)
+  C:line("float *restrict d = dyp + (size_t)n * %d + c * %d;", sc.Hq * RS, sc.Wq)
+  C:open("for (int i = 0; i < %d; i++) {", sc.Hq)
+  C:line("float *restrict r = d + (size_t)i * %d;", RS)
+  C:open("if (i < %d || i >= %d) {", sc.Qh, sc.Qh + H)
+  C:line("memset(r, 0, sizeof(float) * %d);", sc.Wq)
+  C:close()
+  C:open("else {")
+  if sc.Qw > 0 then C:line("memset(r, 0, sizeof(float) * %d);", sc.Qw) end
+  C:line("memcpy(r + %d, s + (i - %d) * %d, sizeof(float) * %d);", sc.Qw, sc.Qh, W, W)
+  if right > 0 then C:line("memset(r + %d, 0, sizeof(float) * %d);", sc.Qw + W, right) end
+  C:close()
+  C:close()
+  C:close()
+  C:line("memset(dyp + (size_t)nb * %d, 0, sizeof(float) * %d); /* slack read by partial vectors */", Cout * sc.Hq * sc.Wq, V)
   C:line("/* tiles of %d input channels x %d vectors of an input row */", TC, TX)
   util.par(C, L)
   C:open("for (int r = 0; r < nb * %d; r++) {", IH)
   C:line("const int n = r / %d, iy = r %% %d;", IH, IH)
-  C:line("const float *restrict dr0 = dyp + ((size_t)n * %d + iy) * %d;", Cout * sc.Hq, sc.Wq)
+  C:line("const float *restrict dr0 = dyp + ((size_t)n * %d + iy) * %d;", sc.Hq, RS)
   C:line("float *restrict xr = dx + ((size_t)n * %d + iy) * %d;", Cin * IH, IW)
   chan_tiles(C, "ci0", Cin, TC, function(tc)
     row_groups(C, IW, TX, function(x0, pos)
       row_tile(C, L, tc, pos, function() return "vsplat(0.0f)" end, "co", Cout,
         function()
-          C:line("const float *restrict dr = dr0 + (size_t)co * %d + %s;", sc.Hq * sc.Wq, x0)
+          C:line("const float *restrict dr = dr0 + co * %d + %s;", sc.Wq, x0)
           C:line("const float *restrict wr = w + (size_t)co * %d + ci0 * %d;", Cin * KK, KK)
         end,
         -- input iy reads output oy = iy + lo - ky*D, kept at row oy + Qh = iy + D*(K-1-ky)
         function(ky, kx, p)
-          return string.format("dr + %d", g.h.D * (g.h.K - 1 - ky) * sc.Wq + g.w.D * (g.w.K - 1 - kx) + p)
+          return string.format("dr + %d", g.h.D * (g.h.K - 1 - ky) * RS + g.w.D * (g.w.K - 1 - kx) + p)
         end,
         function(c, k) return string.format("wr[%d]", c * KK + k) end,
         function(c, p) return string.format("xr + (size_t)(ci0 + %d) * %d + %s + %d", c, IH * IW, x0, p) end)
