@@ -411,6 +411,15 @@ function M.backward_dx(L, C, dyp)
       row_tile(C, L, tc, pos, function() return "vsplat(0.0f)" end, "co", Cout,
         function()
           C:line("const float *restrict dr = dr0 + co * %d + %s;", sc.Wq, x0)
+          -- the rows of output channel co + 2: a new run of memory every channel
+          local span = g.w.D * (g.w.K - 1) + pos[#pos] + V
+          local pf = {}
+          for ky = 0, g.h.K - 1 do
+            for o = 0, span - 1, 16 do
+              pf[#pf + 1] = string.format("__builtin_prefetch(dr + %d);", 2 * sc.Wq + ky * g.h.D * RS + o)
+            end
+          end
+          C:line(table.concat(pf, " "))
           C:line("const float *restrict wr = w + (size_t)co * %d + ci0 * %d;", Cin * KK, KK)
         end,
         -- input iy reads output oy = iy + lo - ky*D, kept at row oy + Qh = iy + D*(K-1-ky)
