@@ -1187,90 +1187,77 @@ static void l02_conv2d_backward(float *restrict G, float *restrict S, const floa
         gb[co] += vsum(s);
     }
     /* tiles of 2 output channels x 9 taps (3 kernel rows) of one input channel */
-    float *restrict gacc = S + 13075488; /* the tiles' accumulators between bands */
-    memset(gacc, 0, sizeof(float) * 589824);
-    /* bands of 4 output rows: every tile reads the band's dy while it is in cache */
-    for (int n = 0; n < nb; n++) {
-        for (int b0 = 0; b0 < 224; b0 += 4) {
-            CG_PARALLEL_FOR
-            for (int t = 0; t < 2048; t++) {
-                const int co0 = t / 64 * 2, ci = t % 64;
-                cg_v a0_0 = VLOAD(gacc + (size_t)t * 288 + 0), a0_1 = VLOAD(gacc + (size_t)t * 288 + 16), a0_2 = VLOAD(gacc + (size_t)t * 288 + 32), a0_3 = VLOAD(gacc + (size_t)t * 288 + 48), a0_4 = VLOAD(gacc + (size_t)t * 288 + 64), a0_5 = VLOAD(gacc + (size_t)t * 288 + 80), a0_6 = VLOAD(gacc + (size_t)t * 288 + 96), a0_7 = VLOAD(gacc + (size_t)t * 288 + 112), a0_8 = VLOAD(gacc + (size_t)t * 288 + 128);
-                cg_v a1_0 = VLOAD(gacc + (size_t)t * 288 + 144), a1_1 = VLOAD(gacc + (size_t)t * 288 + 160), a1_2 = VLOAD(gacc + (size_t)t * 288 + 176), a1_3 = VLOAD(gacc + (size_t)t * 288 + 192), a1_4 = VLOAD(gacc + (size_t)t * 288 + 208), a1_5 = VLOAD(gacc + (size_t)t * 288 + 224), a1_6 = VLOAD(gacc + (size_t)t * 288 + 240), a1_7 = VLOAD(gacc + (size_t)t * 288 + 256), a1_8 = VLOAD(gacc + (size_t)t * 288 + 272);
-                for (int oy = b0; oy < 224 && oy < b0 + 4; oy += 4) {
-                    const float *restrict dr = dy + ((size_t)n * 64 + co0) * 50176 + oy * 224;
-                    const float *restrict xr = xp + ((size_t)n * 64 + ci) * 51076 + (oy) * 226;
-                    for (int x = 0; x < 224; x += 16) {
-                        const cg_v d0_0 = VLOAD(dr + 0 + x), d0_1 = VLOAD(dr + 50176 + x);
-                        const cg_v d1_0 = VLOAD(dr + 224 + x), d1_1 = VLOAD(dr + 50400 + x);
-                        const cg_v d2_0 = VLOAD(dr + 448 + x), d2_1 = VLOAD(dr + 50624 + x);
-                        const cg_v d3_0 = VLOAD(dr + 672 + x), d3_1 = VLOAD(dr + 50848 + x);
-                        {
-                            cg_v v = VLOAD(xr + 0 + x); VKEEP(v); a0_0 += d0_0 * v; a1_0 += d0_1 * v;
-                        }
-                        {
-                            cg_v v = VLOAD(xr + 1 + x); VKEEP(v); a0_1 += d0_0 * v; a1_1 += d0_1 * v;
-                        }
-                        {
-                            cg_v v = VLOAD(xr + 2 + x); VKEEP(v); a0_2 += d0_0 * v; a1_2 += d0_1 * v;
-                        }
-                        {
-                            cg_v v = VLOAD(xr + 226 + x); VKEEP(v); a0_3 += d0_0 * v; a1_3 += d0_1 * v; a0_0 += d1_0 * v; a1_0 += d1_1 * v;
-                        }
-                        {
-                            cg_v v = VLOAD(xr + 227 + x); VKEEP(v); a0_4 += d0_0 * v; a1_4 += d0_1 * v; a0_1 += d1_0 * v; a1_1 += d1_1 * v;
-                        }
-                        {
-                            cg_v v = VLOAD(xr + 228 + x); VKEEP(v); a0_5 += d0_0 * v; a1_5 += d0_1 * v; a0_2 += d1_0 * v; a1_2 += d1_1 * v;
-                        }
-                        {
-                            cg_v v = VLOAD(xr + 452 + x); VKEEP(v); a0_6 += d0_0 * v; a1_6 += d0_1 * v; a0_3 += d1_0 * v; a1_3 += d1_1 * v; a0_0 += d2_0 * v; a1_0 += d2_1 * v;
-                        }
-                        {
-                            cg_v v = VLOAD(xr + 453 + x); VKEEP(v); a0_7 += d0_0 * v; a1_7 += d0_1 * v; a0_4 += d1_0 * v; a1_4 += d1_1 * v; a0_1 += d2_0 * v; a1_1 += d2_1 * v;
-                        }
-                        {
-                            cg_v v = VLOAD(xr + 454 + x); VKEEP(v); a0_8 += d0_0 * v; a1_8 += d0_1 * v; a0_5 += d1_0 * v; a1_5 += d1_1 * v; a0_2 += d2_0 * v; a1_2 += d2_1 * v;
-                        }
-                        {
-                            cg_v v = VLOAD(xr + 678 + x); VKEEP(v); a0_6 += d1_0 * v; a1_6 += d1_1 * v; a0_3 += d2_0 * v; a1_3 += d2_1 * v; a0_0 += d3_0 * v; a1_0 += d3_1 * v;
-                        }
-                        {
-                            cg_v v = VLOAD(xr + 679 + x); VKEEP(v); a0_7 += d1_0 * v; a1_7 += d1_1 * v; a0_4 += d2_0 * v; a1_4 += d2_1 * v; a0_1 += d3_0 * v; a1_1 += d3_1 * v;
-                        }
-                        {
-                            cg_v v = VLOAD(xr + 680 + x); VKEEP(v); a0_8 += d1_0 * v; a1_8 += d1_1 * v; a0_5 += d2_0 * v; a1_5 += d2_1 * v; a0_2 += d3_0 * v; a1_2 += d3_1 * v;
-                        }
-                        {
-                            cg_v v = VLOAD(xr + 904 + x); VKEEP(v); a0_6 += d2_0 * v; a1_6 += d2_1 * v; a0_3 += d3_0 * v; a1_3 += d3_1 * v;
-                        }
-                        {
-                            cg_v v = VLOAD(xr + 905 + x); VKEEP(v); a0_7 += d2_0 * v; a1_7 += d2_1 * v; a0_4 += d3_0 * v; a1_4 += d3_1 * v;
-                        }
-                        {
-                            cg_v v = VLOAD(xr + 906 + x); VKEEP(v); a0_8 += d2_0 * v; a1_8 += d2_1 * v; a0_5 += d3_0 * v; a1_5 += d3_1 * v;
-                        }
-                        {
-                            cg_v v = VLOAD(xr + 1130 + x); VKEEP(v); a0_6 += d3_0 * v; a1_6 += d3_1 * v;
-                        }
-                        {
-                            cg_v v = VLOAD(xr + 1131 + x); VKEEP(v); a0_7 += d3_0 * v; a1_7 += d3_1 * v;
-                        }
-                        {
-                            cg_v v = VLOAD(xr + 1132 + x); VKEEP(v); a0_8 += d3_0 * v; a1_8 += d3_1 * v;
-                        }
-                    }
-                }
-                VSTORE(gacc + (size_t)t * 288 + 0, a0_0); VSTORE(gacc + (size_t)t * 288 + 16, a0_1); VSTORE(gacc + (size_t)t * 288 + 32, a0_2); VSTORE(gacc + (size_t)t * 288 + 48, a0_3); VSTORE(gacc + (size_t)t * 288 + 64, a0_4); VSTORE(gacc + (size_t)t * 288 + 80, a0_5); VSTORE(gacc + (size_t)t * 288 + 96, a0_6); VSTORE(gacc + (size_t)t * 288 + 112, a0_7); VSTORE(gacc + (size_t)t * 288 + 128, a0_8);
-                VSTORE(gacc + (size_t)t * 288 + 144, a1_0); VSTORE(gacc + (size_t)t * 288 + 160, a1_1); VSTORE(gacc + (size_t)t * 288 + 176, a1_2); VSTORE(gacc + (size_t)t * 288 + 192, a1_3); VSTORE(gacc + (size_t)t * 288 + 208, a1_4); VSTORE(gacc + (size_t)t * 288 + 224, a1_5); VSTORE(gacc + (size_t)t * 288 + 240, a1_6); VSTORE(gacc + (size_t)t * 288 + 256, a1_7); VSTORE(gacc + (size_t)t * 288 + 272, a1_8);
-            }
-        }
-    }
     CG_PARALLEL_FOR
     for (int t = 0; t < 2048; t++) {
         const int co0 = t / 64 * 2, ci = t % 64;
-        const cg_v a0_0 = VLOAD(gacc + (size_t)t * 288 + 0), a0_1 = VLOAD(gacc + (size_t)t * 288 + 16), a0_2 = VLOAD(gacc + (size_t)t * 288 + 32), a0_3 = VLOAD(gacc + (size_t)t * 288 + 48), a0_4 = VLOAD(gacc + (size_t)t * 288 + 64), a0_5 = VLOAD(gacc + (size_t)t * 288 + 80), a0_6 = VLOAD(gacc + (size_t)t * 288 + 96), a0_7 = VLOAD(gacc + (size_t)t * 288 + 112), a0_8 = VLOAD(gacc + (size_t)t * 288 + 128);
-        const cg_v a1_0 = VLOAD(gacc + (size_t)t * 288 + 144), a1_1 = VLOAD(gacc + (size_t)t * 288 + 160), a1_2 = VLOAD(gacc + (size_t)t * 288 + 176), a1_3 = VLOAD(gacc + (size_t)t * 288 + 192), a1_4 = VLOAD(gacc + (size_t)t * 288 + 208), a1_5 = VLOAD(gacc + (size_t)t * 288 + 224), a1_6 = VLOAD(gacc + (size_t)t * 288 + 240), a1_7 = VLOAD(gacc + (size_t)t * 288 + 256), a1_8 = VLOAD(gacc + (size_t)t * 288 + 272);
+        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f), a0_4 = vsplat(0.0f), a0_5 = vsplat(0.0f), a0_6 = vsplat(0.0f), a0_7 = vsplat(0.0f), a0_8 = vsplat(0.0f);
+        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f), a1_3 = vsplat(0.0f), a1_4 = vsplat(0.0f), a1_5 = vsplat(0.0f), a1_6 = vsplat(0.0f), a1_7 = vsplat(0.0f), a1_8 = vsplat(0.0f);
+        for (int n = 0; n < nb; n++) {
+            for (int oy = 0; oy < 224; oy += 4) {
+                const float *restrict dr = dy + ((size_t)n * 64 + co0) * 50176 + oy * 224;
+                const float *restrict xr = xp + ((size_t)n * 64 + ci) * 51076 + (oy) * 226;
+                for (int x = 0; x < 224; x += 16) {
+                    const cg_v d0_0 = VLOAD(dr + 0 + x), d0_1 = VLOAD(dr + 50176 + x);
+                    const cg_v d1_0 = VLOAD(dr + 224 + x), d1_1 = VLOAD(dr + 50400 + x);
+                    const cg_v d2_0 = VLOAD(dr + 448 + x), d2_1 = VLOAD(dr + 50624 + x);
+                    const cg_v d3_0 = VLOAD(dr + 672 + x), d3_1 = VLOAD(dr + 50848 + x);
+                    {
+                        cg_v v = VLOAD(xr + 0 + x); VKEEP(v); a0_0 += d0_0 * v; a1_0 += d0_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 1 + x); VKEEP(v); a0_1 += d0_0 * v; a1_1 += d0_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 2 + x); VKEEP(v); a0_2 += d0_0 * v; a1_2 += d0_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 226 + x); VKEEP(v); a0_3 += d0_0 * v; a1_3 += d0_1 * v; a0_0 += d1_0 * v; a1_0 += d1_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 227 + x); VKEEP(v); a0_4 += d0_0 * v; a1_4 += d0_1 * v; a0_1 += d1_0 * v; a1_1 += d1_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 228 + x); VKEEP(v); a0_5 += d0_0 * v; a1_5 += d0_1 * v; a0_2 += d1_0 * v; a1_2 += d1_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 452 + x); VKEEP(v); a0_6 += d0_0 * v; a1_6 += d0_1 * v; a0_3 += d1_0 * v; a1_3 += d1_1 * v; a0_0 += d2_0 * v; a1_0 += d2_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 453 + x); VKEEP(v); a0_7 += d0_0 * v; a1_7 += d0_1 * v; a0_4 += d1_0 * v; a1_4 += d1_1 * v; a0_1 += d2_0 * v; a1_1 += d2_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 454 + x); VKEEP(v); a0_8 += d0_0 * v; a1_8 += d0_1 * v; a0_5 += d1_0 * v; a1_5 += d1_1 * v; a0_2 += d2_0 * v; a1_2 += d2_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 678 + x); VKEEP(v); a0_6 += d1_0 * v; a1_6 += d1_1 * v; a0_3 += d2_0 * v; a1_3 += d2_1 * v; a0_0 += d3_0 * v; a1_0 += d3_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 679 + x); VKEEP(v); a0_7 += d1_0 * v; a1_7 += d1_1 * v; a0_4 += d2_0 * v; a1_4 += d2_1 * v; a0_1 += d3_0 * v; a1_1 += d3_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 680 + x); VKEEP(v); a0_8 += d1_0 * v; a1_8 += d1_1 * v; a0_5 += d2_0 * v; a1_5 += d2_1 * v; a0_2 += d3_0 * v; a1_2 += d3_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 904 + x); VKEEP(v); a0_6 += d2_0 * v; a1_6 += d2_1 * v; a0_3 += d3_0 * v; a1_3 += d3_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 905 + x); VKEEP(v); a0_7 += d2_0 * v; a1_7 += d2_1 * v; a0_4 += d3_0 * v; a1_4 += d3_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 906 + x); VKEEP(v); a0_8 += d2_0 * v; a1_8 += d2_1 * v; a0_5 += d3_0 * v; a1_5 += d3_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 1130 + x); VKEEP(v); a0_6 += d3_0 * v; a1_6 += d3_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 1131 + x); VKEEP(v); a0_7 += d3_0 * v; a1_7 += d3_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 1132 + x); VKEEP(v); a0_8 += d3_0 * v; a1_8 += d3_1 * v;
+                    }
+                }
+            }
+        }
         gw[(size_t)(co0 + 0) * 576 + ci * 9 + 0] += vsum(a0_0);
         gw[(size_t)(co0 + 0) * 576 + ci * 9 + 1] += vsum(a0_1);
         gw[(size_t)(co0 + 0) * 576 + ci * 9 + 2] += vsum(a0_2);
@@ -2105,90 +2092,77 @@ static void l05_conv2d_backward(float *restrict G, float *restrict S, const floa
         gb[co] += vsum(s);
     }
     /* tiles of 2 output channels x 9 taps (3 kernel rows) of one input channel */
-    float *restrict gacc = S + 4990496; /* the tiles' accumulators between bands */
-    memset(gacc, 0, sizeof(float) * 1179648);
-    /* bands of 4 output rows: every tile reads the band's dy while it is in cache */
-    for (int n = 0; n < nb; n++) {
-        for (int b0 = 0; b0 < 112; b0 += 4) {
-            CG_PARALLEL_FOR
-            for (int t = 0; t < 4096; t++) {
-                const int co0 = t / 64 * 2, ci = t % 64;
-                cg_v a0_0 = VLOAD(gacc + (size_t)t * 288 + 0), a0_1 = VLOAD(gacc + (size_t)t * 288 + 16), a0_2 = VLOAD(gacc + (size_t)t * 288 + 32), a0_3 = VLOAD(gacc + (size_t)t * 288 + 48), a0_4 = VLOAD(gacc + (size_t)t * 288 + 64), a0_5 = VLOAD(gacc + (size_t)t * 288 + 80), a0_6 = VLOAD(gacc + (size_t)t * 288 + 96), a0_7 = VLOAD(gacc + (size_t)t * 288 + 112), a0_8 = VLOAD(gacc + (size_t)t * 288 + 128);
-                cg_v a1_0 = VLOAD(gacc + (size_t)t * 288 + 144), a1_1 = VLOAD(gacc + (size_t)t * 288 + 160), a1_2 = VLOAD(gacc + (size_t)t * 288 + 176), a1_3 = VLOAD(gacc + (size_t)t * 288 + 192), a1_4 = VLOAD(gacc + (size_t)t * 288 + 208), a1_5 = VLOAD(gacc + (size_t)t * 288 + 224), a1_6 = VLOAD(gacc + (size_t)t * 288 + 240), a1_7 = VLOAD(gacc + (size_t)t * 288 + 256), a1_8 = VLOAD(gacc + (size_t)t * 288 + 272);
-                for (int oy = b0; oy < 112 && oy < b0 + 4; oy += 4) {
-                    const float *restrict dr = dy + ((size_t)n * 128 + co0) * 12544 + oy * 112;
-                    const float *restrict xr = xp + ((size_t)n * 64 + ci) * 12996 + (oy) * 114;
-                    for (int x = 0; x < 112; x += 16) {
-                        const cg_v d0_0 = VLOAD(dr + 0 + x), d0_1 = VLOAD(dr + 12544 + x);
-                        const cg_v d1_0 = VLOAD(dr + 112 + x), d1_1 = VLOAD(dr + 12656 + x);
-                        const cg_v d2_0 = VLOAD(dr + 224 + x), d2_1 = VLOAD(dr + 12768 + x);
-                        const cg_v d3_0 = VLOAD(dr + 336 + x), d3_1 = VLOAD(dr + 12880 + x);
-                        {
-                            cg_v v = VLOAD(xr + 0 + x); VKEEP(v); a0_0 += d0_0 * v; a1_0 += d0_1 * v;
-                        }
-                        {
-                            cg_v v = VLOAD(xr + 1 + x); VKEEP(v); a0_1 += d0_0 * v; a1_1 += d0_1 * v;
-                        }
-                        {
-                            cg_v v = VLOAD(xr + 2 + x); VKEEP(v); a0_2 += d0_0 * v; a1_2 += d0_1 * v;
-                        }
-                        {
-                            cg_v v = VLOAD(xr + 114 + x); VKEEP(v); a0_3 += d0_0 * v; a1_3 += d0_1 * v; a0_0 += d1_0 * v; a1_0 += d1_1 * v;
-                        }
-                        {
-                            cg_v v = VLOAD(xr + 115 + x); VKEEP(v); a0_4 += d0_0 * v; a1_4 += d0_1 * v; a0_1 += d1_0 * v; a1_1 += d1_1 * v;
-                        }
-                        {
-                            cg_v v = VLOAD(xr + 116 + x); VKEEP(v); a0_5 += d0_0 * v; a1_5 += d0_1 * v; a0_2 += d1_0 * v; a1_2 += d1_1 * v;
-                        }
-                        {
-                            cg_v v = VLOAD(xr + 228 + x); VKEEP(v); a0_6 += d0_0 * v; a1_6 += d0_1 * v; a0_3 += d1_0 * v; a1_3 += d1_1 * v; a0_0 += d2_0 * v; a1_0 += d2_1 * v;
-                        }
-                        {
-                            cg_v v = VLOAD(xr + 229 + x); VKEEP(v); a0_7 += d0_0 * v; a1_7 += d0_1 * v; a0_4 += d1_0 * v; a1_4 += d1_1 * v; a0_1 += d2_0 * v; a1_1 += d2_1 * v;
-                        }
-                        {
-                            cg_v v = VLOAD(xr + 230 + x); VKEEP(v); a0_8 += d0_0 * v; a1_8 += d0_1 * v; a0_5 += d1_0 * v; a1_5 += d1_1 * v; a0_2 += d2_0 * v; a1_2 += d2_1 * v;
-                        }
-                        {
-                            cg_v v = VLOAD(xr + 342 + x); VKEEP(v); a0_6 += d1_0 * v; a1_6 += d1_1 * v; a0_3 += d2_0 * v; a1_3 += d2_1 * v; a0_0 += d3_0 * v; a1_0 += d3_1 * v;
-                        }
-                        {
-                            cg_v v = VLOAD(xr + 343 + x); VKEEP(v); a0_7 += d1_0 * v; a1_7 += d1_1 * v; a0_4 += d2_0 * v; a1_4 += d2_1 * v; a0_1 += d3_0 * v; a1_1 += d3_1 * v;
-                        }
-                        {
-                            cg_v v = VLOAD(xr + 344 + x); VKEEP(v); a0_8 += d1_0 * v; a1_8 += d1_1 * v; a0_5 += d2_0 * v; a1_5 += d2_1 * v; a0_2 += d3_0 * v; a1_2 += d3_1 * v;
-                        }
-                        {
-                            cg_v v = VLOAD(xr + 456 + x); VKEEP(v); a0_6 += d2_0 * v; a1_6 += d2_1 * v; a0_3 += d3_0 * v; a1_3 += d3_1 * v;
-                        }
-                        {
-                            cg_v v = VLOAD(xr + 457 + x); VKEEP(v); a0_7 += d2_0 * v; a1_7 += d2_1 * v; a0_4 += d3_0 * v; a1_4 += d3_1 * v;
-                        }
-                        {
-                            cg_v v = VLOAD(xr + 458 + x); VKEEP(v); a0_8 += d2_0 * v; a1_8 += d2_1 * v; a0_5 += d3_0 * v; a1_5 += d3_1 * v;
-                        }
-                        {
-                            cg_v v = VLOAD(xr + 570 + x); VKEEP(v); a0_6 += d3_0 * v; a1_6 += d3_1 * v;
-                        }
-                        {
-                            cg_v v = VLOAD(xr + 571 + x); VKEEP(v); a0_7 += d3_0 * v; a1_7 += d3_1 * v;
-                        }
-                        {
-                            cg_v v = VLOAD(xr + 572 + x); VKEEP(v); a0_8 += d3_0 * v; a1_8 += d3_1 * v;
-                        }
-                    }
-                }
-                VSTORE(gacc + (size_t)t * 288 + 0, a0_0); VSTORE(gacc + (size_t)t * 288 + 16, a0_1); VSTORE(gacc + (size_t)t * 288 + 32, a0_2); VSTORE(gacc + (size_t)t * 288 + 48, a0_3); VSTORE(gacc + (size_t)t * 288 + 64, a0_4); VSTORE(gacc + (size_t)t * 288 + 80, a0_5); VSTORE(gacc + (size_t)t * 288 + 96, a0_6); VSTORE(gacc + (size_t)t * 288 + 112, a0_7); VSTORE(gacc + (size_t)t * 288 + 128, a0_8);
-                VSTORE(gacc + (size_t)t * 288 + 144, a1_0); VSTORE(gacc + (size_t)t * 288 + 160, a1_1); VSTORE(gacc + (size_t)t * 288 + 176, a1_2); VSTORE(gacc + (size_t)t * 288 + 192, a1_3); VSTORE(gacc + (size_t)t * 288 + 208, a1_4); VSTORE(gacc + (size_t)t * 288 + 224, a1_5); VSTORE(gacc + (size_t)t * 288 + 240, a1_6); VSTORE(gacc + (size_t)t * 288 + 256, a1_7); VSTORE(gacc + (size_t)t * 288 + 272, a1_8);
-            }
-        }
-    }
     CG_PARALLEL_FOR
     for (int t = 0; t < 4096; t++) {
         const int co0 = t / 64 * 2, ci = t % 64;
-        const cg_v a0_0 = VLOAD(gacc + (size_t)t * 288 + 0), a0_1 = VLOAD(gacc + (size_t)t * 288 + 16), a0_2 = VLOAD(gacc + (size_t)t * 288 + 32), a0_3 = VLOAD(gacc + (size_t)t * 288 + 48), a0_4 = VLOAD(gacc + (size_t)t * 288 + 64), a0_5 = VLOAD(gacc + (size_t)t * 288 + 80), a0_6 = VLOAD(gacc + (size_t)t * 288 + 96), a0_7 = VLOAD(gacc + (size_t)t * 288 + 112), a0_8 = VLOAD(gacc + (size_t)t * 288 + 128);
-        const cg_v a1_0 = VLOAD(gacc + (size_t)t * 288 + 144), a1_1 = VLOAD(gacc + (size_t)t * 288 + 160), a1_2 = VLOAD(gacc + (size_t)t * 288 + 176), a1_3 = VLOAD(gacc + (size_t)t * 288 + 192), a1_4 = VLOAD(gacc + (size_t)t * 288 + 208), a1_5 = VLOAD(gacc + (size_t)t * 288 + 224), a1_6 = VLOAD(gacc + (size_t)t * 288 + 240), a1_7 = VLOAD(gacc + (size_t)t * 288 + 256), a1_8 = VLOAD(gacc + (size_t)t * 288 + 272);
+        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f), a0_4 = vsplat(0.0f), a0_5 = vsplat(0.0f), a0_6 = vsplat(0.0f), a0_7 = vsplat(0.0f), a0_8 = vsplat(0.0f);
+        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f), a1_3 = vsplat(0.0f), a1_4 = vsplat(0.0f), a1_5 = vsplat(0.0f), a1_6 = vsplat(0.0f), a1_7 = vsplat(0.0f), a1_8 = vsplat(0.0f);
+        for (int n = 0; n < nb; n++) {
+            for (int oy = 0; oy < 112; oy += 4) {
+                const float *restrict dr = dy + ((size_t)n * 128 + co0) * 12544 + oy * 112;
+                const float *restrict xr = xp + ((size_t)n * 64 + ci) * 12996 + (oy) * 114;
+                for (int x = 0; x < 112; x += 16) {
+                    const cg_v d0_0 = VLOAD(dr + 0 + x), d0_1 = VLOAD(dr + 12544 + x);
+                    const cg_v d1_0 = VLOAD(dr + 112 + x), d1_1 = VLOAD(dr + 12656 + x);
+                    const cg_v d2_0 = VLOAD(dr + 224 + x), d2_1 = VLOAD(dr + 12768 + x);
+                    const cg_v d3_0 = VLOAD(dr + 336 + x), d3_1 = VLOAD(dr + 12880 + x);
+                    {
+                        cg_v v = VLOAD(xr + 0 + x); VKEEP(v); a0_0 += d0_0 * v; a1_0 += d0_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 1 + x); VKEEP(v); a0_1 += d0_0 * v; a1_1 += d0_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 2 + x); VKEEP(v); a0_2 += d0_0 * v; a1_2 += d0_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 114 + x); VKEEP(v); a0_3 += d0_0 * v; a1_3 += d0_1 * v; a0_0 += d1_0 * v; a1_0 += d1_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 115 + x); VKEEP(v); a0_4 += d0_0 * v; a1_4 += d0_1 * v; a0_1 += d1_0 * v; a1_1 += d1_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 116 + x); VKEEP(v); a0_5 += d0_0 * v; a1_5 += d0_1 * v; a0_2 += d1_0 * v; a1_2 += d1_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 228 + x); VKEEP(v); a0_6 += d0_0 * v; a1_6 += d0_1 * v; a0_3 += d1_0 * v; a1_3 += d1_1 * v; a0_0 += d2_0 * v; a1_0 += d2_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 229 + x); VKEEP(v); a0_7 += d0_0 * v; a1_7 += d0_1 * v; a0_4 += d1_0 * v; a1_4 += d1_1 * v; a0_1 += d2_0 * v; a1_1 += d2_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 230 + x); VKEEP(v); a0_8 += d0_0 * v; a1_8 += d0_1 * v; a0_5 += d1_0 * v; a1_5 += d1_1 * v; a0_2 += d2_0 * v; a1_2 += d2_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 342 + x); VKEEP(v); a0_6 += d1_0 * v; a1_6 += d1_1 * v; a0_3 += d2_0 * v; a1_3 += d2_1 * v; a0_0 += d3_0 * v; a1_0 += d3_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 343 + x); VKEEP(v); a0_7 += d1_0 * v; a1_7 += d1_1 * v; a0_4 += d2_0 * v; a1_4 += d2_1 * v; a0_1 += d3_0 * v; a1_1 += d3_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 344 + x); VKEEP(v); a0_8 += d1_0 * v; a1_8 += d1_1 * v; a0_5 += d2_0 * v; a1_5 += d2_1 * v; a0_2 += d3_0 * v; a1_2 += d3_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 456 + x); VKEEP(v); a0_6 += d2_0 * v; a1_6 += d2_1 * v; a0_3 += d3_0 * v; a1_3 += d3_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 457 + x); VKEEP(v); a0_7 += d2_0 * v; a1_7 += d2_1 * v; a0_4 += d3_0 * v; a1_4 += d3_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 458 + x); VKEEP(v); a0_8 += d2_0 * v; a1_8 += d2_1 * v; a0_5 += d3_0 * v; a1_5 += d3_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 570 + x); VKEEP(v); a0_6 += d3_0 * v; a1_6 += d3_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 571 + x); VKEEP(v); a0_7 += d3_0 * v; a1_7 += d3_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 572 + x); VKEEP(v); a0_8 += d3_0 * v; a1_8 += d3_1 * v;
+                    }
+                }
+            }
+        }
         gw[(size_t)(co0 + 0) * 576 + ci * 9 + 0] += vsum(a0_0);
         gw[(size_t)(co0 + 0) * 576 + ci * 9 + 1] += vsum(a0_1);
         gw[(size_t)(co0 + 0) * 576 + ci * 9 + 2] += vsum(a0_2);
@@ -2989,90 +2963,77 @@ static void l07_conv2d_backward(float *restrict G, float *restrict S, const floa
         gb[co] += vsum(s);
     }
     /* tiles of 2 output channels x 9 taps (3 kernel rows) of one input channel */
-    float *restrict gacc = S + 6653984; /* the tiles' accumulators between bands */
-    memset(gacc, 0, sizeof(float) * 2359296);
-    /* bands of 4 output rows: every tile reads the band's dy while it is in cache */
-    for (int n = 0; n < nb; n++) {
-        for (int b0 = 0; b0 < 112; b0 += 4) {
-            CG_PARALLEL_FOR
-            for (int t = 0; t < 8192; t++) {
-                const int co0 = t / 128 * 2, ci = t % 128;
-                cg_v a0_0 = VLOAD(gacc + (size_t)t * 288 + 0), a0_1 = VLOAD(gacc + (size_t)t * 288 + 16), a0_2 = VLOAD(gacc + (size_t)t * 288 + 32), a0_3 = VLOAD(gacc + (size_t)t * 288 + 48), a0_4 = VLOAD(gacc + (size_t)t * 288 + 64), a0_5 = VLOAD(gacc + (size_t)t * 288 + 80), a0_6 = VLOAD(gacc + (size_t)t * 288 + 96), a0_7 = VLOAD(gacc + (size_t)t * 288 + 112), a0_8 = VLOAD(gacc + (size_t)t * 288 + 128);
-                cg_v a1_0 = VLOAD(gacc + (size_t)t * 288 + 144), a1_1 = VLOAD(gacc + (size_t)t * 288 + 160), a1_2 = VLOAD(gacc + (size_t)t * 288 + 176), a1_3 = VLOAD(gacc + (size_t)t * 288 + 192), a1_4 = VLOAD(gacc + (size_t)t * 288 + 208), a1_5 = VLOAD(gacc + (size_t)t * 288 + 224), a1_6 = VLOAD(gacc + (size_t)t * 288 + 240), a1_7 = VLOAD(gacc + (size_t)t * 288 + 256), a1_8 = VLOAD(gacc + (size_t)t * 288 + 272);
-                for (int oy = b0; oy < 112 && oy < b0 + 4; oy += 4) {
-                    const float *restrict dr = dy + ((size_t)n * 128 + co0) * 12544 + oy * 112;
-                    const float *restrict xr = xp + ((size_t)n * 128 + ci) * 12996 + (oy) * 114;
-                    for (int x = 0; x < 112; x += 16) {
-                        const cg_v d0_0 = VLOAD(dr + 0 + x), d0_1 = VLOAD(dr + 12544 + x);
-                        const cg_v d1_0 = VLOAD(dr + 112 + x), d1_1 = VLOAD(dr + 12656 + x);
-                        const cg_v d2_0 = VLOAD(dr + 224 + x), d2_1 = VLOAD(dr + 12768 + x);
-                        const cg_v d3_0 = VLOAD(dr + 336 + x), d3_1 = VLOAD(dr + 12880 + x);
-                        {
-                            cg_v v = VLOAD(xr + 0 + x); VKEEP(v); a0_0 += d0_0 * v; a1_0 += d0_1 * v;
-                        }
-                        {
-                            cg_v v = VLOAD(xr + 1 + x); VKEEP(v); a0_1 += d0_0 * v; a1_1 += d0_1 * v;
-                        }
-                        {
-                            cg_v v = VLOAD(xr + 2 + x); VKEEP(v); a0_2 += d0_0 * v; a1_2 += d0_1 * v;
-                        }
-                        {
-                            cg_v v = VLOAD(xr + 114 + x); VKEEP(v); a0_3 += d0_0 * v; a1_3 += d0_1 * v; a0_0 += d1_0 * v; a1_0 += d1_1 * v;
-                        }
-                        {
-                            cg_v v = VLOAD(xr + 115 + x); VKEEP(v); a0_4 += d0_0 * v; a1_4 += d0_1 * v; a0_1 += d1_0 * v; a1_1 += d1_1 * v;
-                        }
-                        {
-                            cg_v v = VLOAD(xr + 116 + x); VKEEP(v); a0_5 += d0_0 * v; a1_5 += d0_1 * v; a0_2 += d1_0 * v; a1_2 += d1_1 * v;
-                        }
-                        {
-                            cg_v v = VLOAD(xr + 228 + x); VKEEP(v); a0_6 += d0_0 * v; a1_6 += d0_1 * v; a0_3 += d1_0 * v; a1_3 += d1_1 * v; a0_0 += d2_0 * v; a1_0 += d2_1 * v;
-                        }
-                        {
-                            cg_v v = VLOAD(xr + 229 + x); VKEEP(v); a0_7 += d0_0 * v; a1_7 += d0_1 * v; a0_4 += d1_0 * v; a1_4 += d1_1 * v; a0_1 += d2_0 * v; a1_1 += d2_1 * v;
-                        }
-                        {
-                            cg_v v = VLOAD(xr + 230 + x); VKEEP(v); a0_8 += d0_0 * v; a1_8 += d0_1 * v; a0_5 += d1_0 * v; a1_5 += d1_1 * v; a0_2 += d2_0 * v; a1_2 += d2_1 * v;
-                        }
-                        {
-                            cg_v v = VLOAD(xr + 342 + x); VKEEP(v); a0_6 += d1_0 * v; a1_6 += d1_1 * v; a0_3 += d2_0 * v; a1_3 += d2_1 * v; a0_0 += d3_0 * v; a1_0 += d3_1 * v;
-                        }
-                        {
-                            cg_v v = VLOAD(xr + 343 + x); VKEEP(v); a0_7 += d1_0 * v; a1_7 += d1_1 * v; a0_4 += d2_0 * v; a1_4 += d2_1 * v; a0_1 += d3_0 * v; a1_1 += d3_1 * v;
-                        }
-                        {
-                            cg_v v = VLOAD(xr + 344 + x); VKEEP(v); a0_8 += d1_0 * v; a1_8 += d1_1 * v; a0_5 += d2_0 * v; a1_5 += d2_1 * v; a0_2 += d3_0 * v; a1_2 += d3_1 * v;
-                        }
-                        {
-                            cg_v v = VLOAD(xr + 456 + x); VKEEP(v); a0_6 += d2_0 * v; a1_6 += d2_1 * v; a0_3 += d3_0 * v; a1_3 += d3_1 * v;
-                        }
-                        {
-                            cg_v v = VLOAD(xr + 457 + x); VKEEP(v); a0_7 += d2_0 * v; a1_7 += d2_1 * v; a0_4 += d3_0 * v; a1_4 += d3_1 * v;
-                        }
-                        {
-                            cg_v v = VLOAD(xr + 458 + x); VKEEP(v); a0_8 += d2_0 * v; a1_8 += d2_1 * v; a0_5 += d3_0 * v; a1_5 += d3_1 * v;
-                        }
-                        {
-                            cg_v v = VLOAD(xr + 570 + x); VKEEP(v); a0_6 += d3_0 * v; a1_6 += d3_1 * v;
-                        }
-                        {
-                            cg_v v = VLOAD(xr + 571 + x); VKEEP(v); a0_7 += d3_0 * v; a1_7 += d3_1 * v;
-                        }
-                        {
-                            cg_v v = VLOAD(xr + 572 + x); VKEEP(v); a0_8 += d3_0 * v; a1_8 += d3_1 * v;
-                        }
-                    }
-                }
-                VSTORE(gacc + (size_t)t * 288 + 0, a0_0); VSTORE(gacc + (size_t)t * 288 + 16, a0_1); VSTORE(gacc + (size_t)t * 288 + 32, a0_2); VSTORE(gacc + (size_t)t * 288 + 48, a0_3); VSTORE(gacc + (size_t)t * 288 + 64, a0_4); VSTORE(gacc + (size_t)t * 288 + 80, a0_5); VSTORE(gacc + (size_t)t * 288 + 96, a0_6); VSTORE(gacc + (size_t)t * 288 + 112, a0_7); VSTORE(gacc + (size_t)t * 288 + 128, a0_8);
-                VSTORE(gacc + (size_t)t * 288 + 144, a1_0); VSTORE(gacc + (size_t)t * 288 + 160, a1_1); VSTORE(gacc + (size_t)t * 288 + 176, a1_2); VSTORE(gacc + (size_t)t * 288 + 192, a1_3); VSTORE(gacc + (size_t)t * 288 + 208, a1_4); VSTORE(gacc + (size_t)t * 288 + 224, a1_5); VSTORE(gacc + (size_t)t * 288 + 240, a1_6); VSTORE(gacc + (size_t)t * 288 + 256, a1_7); VSTORE(gacc + (size_t)t * 288 + 272, a1_8);
-            }
-        }
-    }
     CG_PARALLEL_FOR
     for (int t = 0; t < 8192; t++) {
         const int co0 = t / 128 * 2, ci = t % 128;
-        const cg_v a0_0 = VLOAD(gacc + (size_t)t * 288 + 0), a0_1 = VLOAD(gacc + (size_t)t * 288 + 16), a0_2 = VLOAD(gacc + (size_t)t * 288 + 32), a0_3 = VLOAD(gacc + (size_t)t * 288 + 48), a0_4 = VLOAD(gacc + (size_t)t * 288 + 64), a0_5 = VLOAD(gacc + (size_t)t * 288 + 80), a0_6 = VLOAD(gacc + (size_t)t * 288 + 96), a0_7 = VLOAD(gacc + (size_t)t * 288 + 112), a0_8 = VLOAD(gacc + (size_t)t * 288 + 128);
-        const cg_v a1_0 = VLOAD(gacc + (size_t)t * 288 + 144), a1_1 = VLOAD(gacc + (size_t)t * 288 + 160), a1_2 = VLOAD(gacc + (size_t)t * 288 + 176), a1_3 = VLOAD(gacc + (size_t)t * 288 + 192), a1_4 = VLOAD(gacc + (size_t)t * 288 + 208), a1_5 = VLOAD(gacc + (size_t)t * 288 + 224), a1_6 = VLOAD(gacc + (size_t)t * 288 + 240), a1_7 = VLOAD(gacc + (size_t)t * 288 + 256), a1_8 = VLOAD(gacc + (size_t)t * 288 + 272);
+        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f), a0_4 = vsplat(0.0f), a0_5 = vsplat(0.0f), a0_6 = vsplat(0.0f), a0_7 = vsplat(0.0f), a0_8 = vsplat(0.0f);
+        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f), a1_3 = vsplat(0.0f), a1_4 = vsplat(0.0f), a1_5 = vsplat(0.0f), a1_6 = vsplat(0.0f), a1_7 = vsplat(0.0f), a1_8 = vsplat(0.0f);
+        for (int n = 0; n < nb; n++) {
+            for (int oy = 0; oy < 112; oy += 4) {
+                const float *restrict dr = dy + ((size_t)n * 128 + co0) * 12544 + oy * 112;
+                const float *restrict xr = xp + ((size_t)n * 128 + ci) * 12996 + (oy) * 114;
+                for (int x = 0; x < 112; x += 16) {
+                    const cg_v d0_0 = VLOAD(dr + 0 + x), d0_1 = VLOAD(dr + 12544 + x);
+                    const cg_v d1_0 = VLOAD(dr + 112 + x), d1_1 = VLOAD(dr + 12656 + x);
+                    const cg_v d2_0 = VLOAD(dr + 224 + x), d2_1 = VLOAD(dr + 12768 + x);
+                    const cg_v d3_0 = VLOAD(dr + 336 + x), d3_1 = VLOAD(dr + 12880 + x);
+                    {
+                        cg_v v = VLOAD(xr + 0 + x); VKEEP(v); a0_0 += d0_0 * v; a1_0 += d0_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 1 + x); VKEEP(v); a0_1 += d0_0 * v; a1_1 += d0_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 2 + x); VKEEP(v); a0_2 += d0_0 * v; a1_2 += d0_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 114 + x); VKEEP(v); a0_3 += d0_0 * v; a1_3 += d0_1 * v; a0_0 += d1_0 * v; a1_0 += d1_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 115 + x); VKEEP(v); a0_4 += d0_0 * v; a1_4 += d0_1 * v; a0_1 += d1_0 * v; a1_1 += d1_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 116 + x); VKEEP(v); a0_5 += d0_0 * v; a1_5 += d0_1 * v; a0_2 += d1_0 * v; a1_2 += d1_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 228 + x); VKEEP(v); a0_6 += d0_0 * v; a1_6 += d0_1 * v; a0_3 += d1_0 * v; a1_3 += d1_1 * v; a0_0 += d2_0 * v; a1_0 += d2_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 229 + x); VKEEP(v); a0_7 += d0_0 * v; a1_7 += d0_1 * v; a0_4 += d1_0 * v; a1_4 += d1_1 * v; a0_1 += d2_0 * v; a1_1 += d2_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 230 + x); VKEEP(v); a0_8 += d0_0 * v; a1_8 += d0_1 * v; a0_5 += d1_0 * v; a1_5 += d1_1 * v; a0_2 += d2_0 * v; a1_2 += d2_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 342 + x); VKEEP(v); a0_6 += d1_0 * v; a1_6 += d1_1 * v; a0_3 += d2_0 * v; a1_3 += d2_1 * v; a0_0 += d3_0 * v; a1_0 += d3_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 343 + x); VKEEP(v); a0_7 += d1_0 * v; a1_7 += d1_1 * v; a0_4 += d2_0 * v; a1_4 += d2_1 * v; a0_1 += d3_0 * v; a1_1 += d3_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 344 + x); VKEEP(v); a0_8 += d1_0 * v; a1_8 += d1_1 * v; a0_5 += d2_0 * v; a1_5 += d2_1 * v; a0_2 += d3_0 * v; a1_2 += d3_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 456 + x); VKEEP(v); a0_6 += d2_0 * v; a1_6 += d2_1 * v; a0_3 += d3_0 * v; a1_3 += d3_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 457 + x); VKEEP(v); a0_7 += d2_0 * v; a1_7 += d2_1 * v; a0_4 += d3_0 * v; a1_4 += d3_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 458 + x); VKEEP(v); a0_8 += d2_0 * v; a1_8 += d2_1 * v; a0_5 += d3_0 * v; a1_5 += d3_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 570 + x); VKEEP(v); a0_6 += d3_0 * v; a1_6 += d3_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 571 + x); VKEEP(v); a0_7 += d3_0 * v; a1_7 += d3_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 572 + x); VKEEP(v); a0_8 += d3_0 * v; a1_8 += d3_1 * v;
+                    }
+                }
+            }
+        }
         gw[(size_t)(co0 + 0) * 1152 + ci * 9 + 0] += vsum(a0_0);
         gw[(size_t)(co0 + 0) * 1152 + ci * 9 + 1] += vsum(a0_1);
         gw[(size_t)(co0 + 0) * 1152 + ci * 9 + 2] += vsum(a0_2);
@@ -3733,150 +3694,137 @@ static void l10_conv2d_backward(float *restrict G, float *restrict S, const floa
     /* tiles of 2 output channels x 9 taps (3 kernel rows) of one input channel */
     /* lanes of the last, overlapping vector of a row already counted by the one before */
     const cg_vi mk = {0, 0, 0, 0, 0, 0, 0, 0, -1, -1, -1, -1, -1, -1, -1, -1};
-    float *restrict gacc = S + 2583584; /* the tiles' accumulators between bands */
-    memset(gacc, 0, sizeof(float) * 4718592);
-    /* bands of 4 output rows: every tile reads the band's dy while it is in cache */
-    for (int n = 0; n < nb; n++) {
-        for (int b0 = 0; b0 < 56; b0 += 4) {
-            CG_PARALLEL_FOR
-            for (int t = 0; t < 16384; t++) {
-                const int co0 = t / 128 * 2, ci = t % 128;
-                cg_v a0_0 = VLOAD(gacc + (size_t)t * 288 + 0), a0_1 = VLOAD(gacc + (size_t)t * 288 + 16), a0_2 = VLOAD(gacc + (size_t)t * 288 + 32), a0_3 = VLOAD(gacc + (size_t)t * 288 + 48), a0_4 = VLOAD(gacc + (size_t)t * 288 + 64), a0_5 = VLOAD(gacc + (size_t)t * 288 + 80), a0_6 = VLOAD(gacc + (size_t)t * 288 + 96), a0_7 = VLOAD(gacc + (size_t)t * 288 + 112), a0_8 = VLOAD(gacc + (size_t)t * 288 + 128);
-                cg_v a1_0 = VLOAD(gacc + (size_t)t * 288 + 144), a1_1 = VLOAD(gacc + (size_t)t * 288 + 160), a1_2 = VLOAD(gacc + (size_t)t * 288 + 176), a1_3 = VLOAD(gacc + (size_t)t * 288 + 192), a1_4 = VLOAD(gacc + (size_t)t * 288 + 208), a1_5 = VLOAD(gacc + (size_t)t * 288 + 224), a1_6 = VLOAD(gacc + (size_t)t * 288 + 240), a1_7 = VLOAD(gacc + (size_t)t * 288 + 256), a1_8 = VLOAD(gacc + (size_t)t * 288 + 272);
-                for (int oy = b0; oy < 56 && oy < b0 + 4; oy += 4) {
-                    const float *restrict dr = dy + ((size_t)n * 256 + co0) * 3136 + oy * 56;
-                    const float *restrict xr = xp + ((size_t)n * 128 + ci) * 3364 + (oy) * 58;
-                    for (int x = 0; x < 48; x += 16) {
-                        const cg_v d0_0 = VLOAD(dr + 0 + x), d0_1 = VLOAD(dr + 3136 + x);
-                        const cg_v d1_0 = VLOAD(dr + 56 + x), d1_1 = VLOAD(dr + 3192 + x);
-                        const cg_v d2_0 = VLOAD(dr + 112 + x), d2_1 = VLOAD(dr + 3248 + x);
-                        const cg_v d3_0 = VLOAD(dr + 168 + x), d3_1 = VLOAD(dr + 3304 + x);
-                        {
-                            cg_v v = VLOAD(xr + 0 + x); VKEEP(v); a0_0 += d0_0 * v; a1_0 += d0_1 * v;
-                        }
-                        {
-                            cg_v v = VLOAD(xr + 1 + x); VKEEP(v); a0_1 += d0_0 * v; a1_1 += d0_1 * v;
-                        }
-                        {
-                            cg_v v = VLOAD(xr + 2 + x); VKEEP(v); a0_2 += d0_0 * v; a1_2 += d0_1 * v;
-                        }
-                        {
-                            cg_v v = VLOAD(xr + 58 + x); VKEEP(v); a0_3 += d0_0 * v; a1_3 += d0_1 * v; a0_0 += d1_0 * v; a1_0 += d1_1 * v;
-                        }
-                        {
-                            cg_v v = VLOAD(xr + 59 + x); VKEEP(v); a0_4 += d0_0 * v; a1_4 += d0_1 * v; a0_1 += d1_0 * v; a1_1 += d1_1 * v;
-                        }
-                        {
-                            cg_v v = VLOAD(xr + 60 + x); VKEEP(v); a0_5 += d0_0 * v; a1_5 += d0_1 * v; a0_2 += d1_0 * v; a1_2 += d1_1 * v;
-                        }
-                        {
-                            cg_v v = VLOAD(xr + 116 + x); VKEEP(v); a0_6 += d0_0 * v; a1_6 += d0_1 * v; a0_3 += d1_0 * v; a1_3 += d1_1 * v; a0_0 += d2_0 * v; a1_0 += d2_1 * v;
-                        }
-                        {
-                            cg_v v = VLOAD(xr + 117 + x); VKEEP(v); a0_7 += d0_0 * v; a1_7 += d0_1 * v; a0_4 += d1_0 * v; a1_4 += d1_1 * v; a0_1 += d2_0 * v; a1_1 += d2_1 * v;
-                        }
-                        {
-                            cg_v v = VLOAD(xr + 118 + x); VKEEP(v); a0_8 += d0_0 * v; a1_8 += d0_1 * v; a0_5 += d1_0 * v; a1_5 += d1_1 * v; a0_2 += d2_0 * v; a1_2 += d2_1 * v;
-                        }
-                        {
-                            cg_v v = VLOAD(xr + 174 + x); VKEEP(v); a0_6 += d1_0 * v; a1_6 += d1_1 * v; a0_3 += d2_0 * v; a1_3 += d2_1 * v; a0_0 += d3_0 * v; a1_0 += d3_1 * v;
-                        }
-                        {
-                            cg_v v = VLOAD(xr + 175 + x); VKEEP(v); a0_7 += d1_0 * v; a1_7 += d1_1 * v; a0_4 += d2_0 * v; a1_4 += d2_1 * v; a0_1 += d3_0 * v; a1_1 += d3_1 * v;
-                        }
-                        {
-                            cg_v v = VLOAD(xr + 176 + x); VKEEP(v); a0_8 += d1_0 * v; a1_8 += d1_1 * v; a0_5 += d2_0 * v; a1_5 += d2_1 * v; a0_2 += d3_0 * v; a1_2 += d3_1 * v;
-                        }
-                        {
-                            cg_v v = VLOAD(xr + 232 + x); VKEEP(v); a0_6 += d2_0 * v; a1_6 += d2_1 * v; a0_3 += d3_0 * v; a1_3 += d3_1 * v;
-                        }
-                        {
-                            cg_v v = VLOAD(xr + 233 + x); VKEEP(v); a0_7 += d2_0 * v; a1_7 += d2_1 * v; a0_4 += d3_0 * v; a1_4 += d3_1 * v;
-                        }
-                        {
-                            cg_v v = VLOAD(xr + 234 + x); VKEEP(v); a0_8 += d2_0 * v; a1_8 += d2_1 * v; a0_5 += d3_0 * v; a1_5 += d3_1 * v;
-                        }
-                        {
-                            cg_v v = VLOAD(xr + 290 + x); VKEEP(v); a0_6 += d3_0 * v; a1_6 += d3_1 * v;
-                        }
-                        {
-                            cg_v v = VLOAD(xr + 291 + x); VKEEP(v); a0_7 += d3_0 * v; a1_7 += d3_1 * v;
-                        }
-                        {
-                            cg_v v = VLOAD(xr + 292 + x); VKEEP(v); a0_8 += d3_0 * v; a1_8 += d3_1 * v;
-                        }
-                    }
-                    {
-                        const cg_v d0_0 = VSEL(mk, VLOAD(dr + 0 + 40), vsplat(0.0f)), d0_1 = VSEL(mk, VLOAD(dr + 3136 + 40), vsplat(0.0f));
-                        const cg_v d1_0 = VSEL(mk, VLOAD(dr + 56 + 40), vsplat(0.0f)), d1_1 = VSEL(mk, VLOAD(dr + 3192 + 40), vsplat(0.0f));
-                        const cg_v d2_0 = VSEL(mk, VLOAD(dr + 112 + 40), vsplat(0.0f)), d2_1 = VSEL(mk, VLOAD(dr + 3248 + 40), vsplat(0.0f));
-                        const cg_v d3_0 = VSEL(mk, VLOAD(dr + 168 + 40), vsplat(0.0f)), d3_1 = VSEL(mk, VLOAD(dr + 3304 + 40), vsplat(0.0f));
-                        {
-                            cg_v v = VLOAD(xr + 0 + 40); VKEEP(v); a0_0 += d0_0 * v; a1_0 += d0_1 * v;
-                        }
-                        {
-                            cg_v v = VLOAD(xr + 1 + 40); VKEEP(v); a0_1 += d0_0 * v; a1_1 += d0_1 * v;
-                        }
-                        {
-                            cg_v v = VLOAD(xr + 2 + 40); VKEEP(v); a0_2 += d0_0 * v; a1_2 += d0_1 * v;
-                        }
-                        {
-                            cg_v v = VLOAD(xr + 58 + 40); VKEEP(v); a0_3 += d0_0 * v; a1_3 += d0_1 * v; a0_0 += d1_0 * v; a1_0 += d1_1 * v;
-                        }
-                        {
-                            cg_v v = VLOAD(xr + 59 + 40); VKEEP(v); a0_4 += d0_0 * v; a1_4 += d0_1 * v; a0_1 += d1_0 * v; a1_1 += d1_1 * v;
-                        }
-                        {
-                            cg_v v = VLOAD(xr + 60 + 40); VKEEP(v); a0_5 += d0_0 * v; a1_5 += d0_1 * v; a0_2 += d1_0 * v; a1_2 += d1_1 * v;
-                        }
-                        {
-                            cg_v v = VLOAD(xr + 116 + 40); VKEEP(v); a0_6 += d0_0 * v; a1_6 += d0_1 * v; a0_3 += d1_0 * v; a1_3 += d1_1 * v; a0_0 += d2_0 * v; a1_0 += d2_1 * v;
-                        }
-                        {
-                            cg_v v = VLOAD(xr + 117 + 40); VKEEP(v); a0_7 += d0_0 * v; a1_7 += d0_1 * v; a0_4 += d1_0 * v; a1_4 += d1_1 * v; a0_1 += d2_0 * v; a1_1 += d2_1 * v;
-                        }
-                        {
-                            cg_v v = VLOAD(xr + 118 + 40); VKEEP(v); a0_8 += d0_0 * v; a1_8 += d0_1 * v; a0_5 += d1_0 * v; a1_5 += d1_1 * v; a0_2 += d2_0 * v; a1_2 += d2_1 * v;
-                        }
-                        {
-                            cg_v v = VLOAD(xr + 174 + 40); VKEEP(v); a0_6 += d1_0 * v; a1_6 += d1_1 * v; a0_3 += d2_0 * v; a1_3 += d2_1 * v; a0_0 += d3_0 * v; a1_0 += d3_1 * v;
-                        }
-                        {
-                            cg_v v = VLOAD(xr + 175 + 40); VKEEP(v); a0_7 += d1_0 * v; a1_7 += d1_1 * v; a0_4 += d2_0 * v; a1_4 += d2_1 * v; a0_1 += d3_0 * v; a1_1 += d3_1 * v;
-                        }
-                        {
-                            cg_v v = VLOAD(xr + 176 + 40); VKEEP(v); a0_8 += d1_0 * v; a1_8 += d1_1 * v; a0_5 += d2_0 * v; a1_5 += d2_1 * v; a0_2 += d3_0 * v; a1_2 += d3_1 * v;
-                        }
-                        {
-                            cg_v v = VLOAD(xr + 232 + 40); VKEEP(v); a0_6 += d2_0 * v; a1_6 += d2_1 * v; a0_3 += d3_0 * v; a1_3 += d3_1 * v;
-                        }
-                        {
-                            cg_v v = VLOAD(xr + 233 + 40); VKEEP(v); a0_7 += d2_0 * v; a1_7 += d2_1 * v; a0_4 += d3_0 * v; a1_4 += d3_1 * v;
-                        }
-                        {
-                            cg_v v = VLOAD(xr + 234 + 40); VKEEP(v); a0_8 += d2_0 * v; a1_8 += d2_1 * v; a0_5 += d3_0 * v; a1_5 += d3_1 * v;
-                        }
-                        {
-                            cg_v v = VLOAD(xr + 290 + 40); VKEEP(v); a0_6 += d3_0 * v; a1_6 += d3_1 * v;
-                        }
-                        {
-                            cg_v v = VLOAD(xr + 291 + 40); VKEEP(v); a0_7 += d3_0 * v; a1_7 += d3_1 * v;
-                        }
-                        {
-                            cg_v v = VLOAD(xr + 292 + 40); VKEEP(v); a0_8 += d3_0 * v; a1_8 += d3_1 * v;
-                        }
-                    }
-                }
-                VSTORE(gacc + (size_t)t * 288 + 0, a0_0); VSTORE(gacc + (size_t)t * 288 + 16, a0_1); VSTORE(gacc + (size_t)t * 288 + 32, a0_2); VSTORE(gacc + (size_t)t * 288 + 48, a0_3); VSTORE(gacc + (size_t)t * 288 + 64, a0_4); VSTORE(gacc + (size_t)t * 288 + 80, a0_5); VSTORE(gacc + (size_t)t * 288 + 96, a0_6); VSTORE(gacc + (size_t)t * 288 + 112, a0_7); VSTORE(gacc + (size_t)t * 288 + 128, a0_8);
-                VSTORE(gacc + (size_t)t * 288 + 144, a1_0); VSTORE(gacc + (size_t)t * 288 + 160, a1_1); VSTORE(gacc + (size_t)t * 288 + 176, a1_2); VSTORE(gacc + (size_t)t * 288 + 192, a1_3); VSTORE(gacc + (size_t)t * 288 + 208, a1_4); VSTORE(gacc + (size_t)t * 288 + 224, a1_5); VSTORE(gacc + (size_t)t * 288 + 240, a1_6); VSTORE(gacc + (size_t)t * 288 + 256, a1_7); VSTORE(gacc + (size_t)t * 288 + 272, a1_8);
-            }
-        }
-    }
     CG_PARALLEL_FOR
     for (int t = 0; t < 16384; t++) {
         const int co0 = t / 128 * 2, ci = t % 128;
-        const cg_v a0_0 = VLOAD(gacc + (size_t)t * 288 + 0), a0_1 = VLOAD(gacc + (size_t)t * 288 + 16), a0_2 = VLOAD(gacc + (size_t)t * 288 + 32), a0_3 = VLOAD(gacc + (size_t)t * 288 + 48), a0_4 = VLOAD(gacc + (size_t)t * 288 + 64), a0_5 = VLOAD(gacc + (size_t)t * 288 + 80), a0_6 = VLOAD(gacc + (size_t)t * 288 + 96), a0_7 = VLOAD(gacc + (size_t)t * 288 + 112), a0_8 = VLOAD(gacc + (size_t)t * 288 + 128);
-        const cg_v a1_0 = VLOAD(gacc + (size_t)t * 288 + 144), a1_1 = VLOAD(gacc + (size_t)t * 288 + 160), a1_2 = VLOAD(gacc + (size_t)t * 288 + 176), a1_3 = VLOAD(gacc + (size_t)t * 288 + 192), a1_4 = VLOAD(gacc + (size_t)t * 288 + 208), a1_5 = VLOAD(gacc + (size_t)t * 288 + 224), a1_6 = VLOAD(gacc + (size_t)t * 288 + 240), a1_7 = VLOAD(gacc + (size_t)t * 288 + 256), a1_8 = VLOAD(gacc + (size_t)t * 288 + 272);
+        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f), a0_4 = vsplat(0.0f), a0_5 = vsplat(0.0f), a0_6 = vsplat(0.0f), a0_7 = vsplat(0.0f), a0_8 = vsplat(0.0f);
+        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f), a1_3 = vsplat(0.0f), a1_4 = vsplat(0.0f), a1_5 = vsplat(0.0f), a1_6 = vsplat(0.0f), a1_7 = vsplat(0.0f), a1_8 = vsplat(0.0f);
+        for (int n = 0; n < nb; n++) {
+            for (int oy = 0; oy < 56; oy += 4) {
+                const float *restrict dr = dy + ((size_t)n * 256 + co0) * 3136 + oy * 56;
+                const float *restrict xr = xp + ((size_t)n * 128 + ci) * 3364 + (oy) * 58;
+                for (int x = 0; x < 48; x += 16) {
+                    const cg_v d0_0 = VLOAD(dr + 0 + x), d0_1 = VLOAD(dr + 3136 + x);
+                    const cg_v d1_0 = VLOAD(dr + 56 + x), d1_1 = VLOAD(dr + 3192 + x);
+                    const cg_v d2_0 = VLOAD(dr + 112 + x), d2_1 = VLOAD(dr + 3248 + x);
+                    const cg_v d3_0 = VLOAD(dr + 168 + x), d3_1 = VLOAD(dr + 3304 + x);
+                    {
+                        cg_v v = VLOAD(xr + 0 + x); VKEEP(v); a0_0 += d0_0 * v; a1_0 += d0_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 1 + x); VKEEP(v); a0_1 += d0_0 * v; a1_1 += d0_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 2 + x); VKEEP(v); a0_2 += d0_0 * v; a1_2 += d0_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 58 + x); VKEEP(v); a0_3 += d0_0 * v; a1_3 += d0_1 * v; a0_0 += d1_0 * v; a1_0 += d1_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 59 + x); VKEEP(v); a0_4 += d0_0 * v; a1_4 += d0_1 * v; a0_1 += d1_0 * v; a1_1 += d1_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 60 + x); VKEEP(v); a0_5 += d0_0 * v; a1_5 += d0_1 * v; a0_2 += d1_0 * v; a1_2 += d1_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 116 + x); VKEEP(v); a0_6 += d0_0 * v; a1_6 += d0_1 * v; a0_3 += d1_0 * v; a1_3 += d1_1 * v; a0_0 += d2_0 * v; a1_0 += d2_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 117 + x); VKEEP(v); a0_7 += d0_0 * v; a1_7 += d0_1 * v; a0_4 += d1_0 * v; a1_4 += d1_1 * v; a0_1 += d2_0 * v; a1_1 += d2_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 118 + x); VKEEP(v); a0_8 += d0_0 * v; a1_8 += d0_1 * v; a0_5 += d1_0 * v; a1_5 += d1_1 * v; a0_2 += d2_0 * v; a1_2 += d2_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 174 + x); VKEEP(v); a0_6 += d1_0 * v; a1_6 += d1_1 * v; a0_3 += d2_0 * v; a1_3 += d2_1 * v; a0_0 += d3_0 * v; a1_0 += d3_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 175 + x); VKEEP(v); a0_7 += d1_0 * v; a1_7 += d1_1 * v; a0_4 += d2_0 * v; a1_4 += d2_1 * v; a0_1 += d3_0 * v; a1_1 += d3_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 176 + x); VKEEP(v); a0_8 += d1_0 * v; a1_8 += d1_1 * v; a0_5 += d2_0 * v; a1_5 += d2_1 * v; a0_2 += d3_0 * v; a1_2 += d3_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 232 + x); VKEEP(v); a0_6 += d2_0 * v; a1_6 += d2_1 * v; a0_3 += d3_0 * v; a1_3 += d3_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 233 + x); VKEEP(v); a0_7 += d2_0 * v; a1_7 += d2_1 * v; a0_4 += d3_0 * v; a1_4 += d3_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 234 + x); VKEEP(v); a0_8 += d2_0 * v; a1_8 += d2_1 * v; a0_5 += d3_0 * v; a1_5 += d3_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 290 + x); VKEEP(v); a0_6 += d3_0 * v; a1_6 += d3_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 291 + x); VKEEP(v); a0_7 += d3_0 * v; a1_7 += d3_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 292 + x); VKEEP(v); a0_8 += d3_0 * v; a1_8 += d3_1 * v;
+                    }
+                }
+                {
+                    const cg_v d0_0 = VSEL(mk, VLOAD(dr + 0 + 40), vsplat(0.0f)), d0_1 = VSEL(mk, VLOAD(dr + 3136 + 40), vsplat(0.0f));
+                    const cg_v d1_0 = VSEL(mk, VLOAD(dr + 56 + 40), vsplat(0.0f)), d1_1 = VSEL(mk, VLOAD(dr + 3192 + 40), vsplat(0.0f));
+                    const cg_v d2_0 = VSEL(mk, VLOAD(dr + 112 + 40), vsplat(0.0f)), d2_1 = VSEL(mk, VLOAD(dr + 3248 + 40), vsplat(0.0f));
+                    const cg_v d3_0 = VSEL(mk, VLOAD(dr + 168 + 40), vsplat(0.0f)), d3_1 = VSEL(mk, VLOAD(dr + 3304 + 40), vsplat(0.0f));
+                    {
+                        cg_v v = VLOAD(xr + 0 + 40); VKEEP(v); a0_0 += d0_0 * v; a1_0 += d0_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 1 + 40); VKEEP(v); a0_1 += d0_0 * v; a1_1 += d0_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 2 + 40); VKEEP(v); a0_2 += d0_0 * v; a1_2 += d0_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 58 + 40); VKEEP(v); a0_3 += d0_0 * v; a1_3 += d0_1 * v; a0_0 += d1_0 * v; a1_0 += d1_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 59 + 40); VKEEP(v); a0_4 += d0_0 * v; a1_4 += d0_1 * v; a0_1 += d1_0 * v; a1_1 += d1_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 60 + 40); VKEEP(v); a0_5 += d0_0 * v; a1_5 += d0_1 * v; a0_2 += d1_0 * v; a1_2 += d1_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 116 + 40); VKEEP(v); a0_6 += d0_0 * v; a1_6 += d0_1 * v; a0_3 += d1_0 * v; a1_3 += d1_1 * v; a0_0 += d2_0 * v; a1_0 += d2_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 117 + 40); VKEEP(v); a0_7 += d0_0 * v; a1_7 += d0_1 * v; a0_4 += d1_0 * v; a1_4 += d1_1 * v; a0_1 += d2_0 * v; a1_1 += d2_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 118 + 40); VKEEP(v); a0_8 += d0_0 * v; a1_8 += d0_1 * v; a0_5 += d1_0 * v; a1_5 += d1_1 * v; a0_2 += d2_0 * v; a1_2 += d2_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 174 + 40); VKEEP(v); a0_6 += d1_0 * v; a1_6 += d1_1 * v; a0_3 += d2_0 * v; a1_3 += d2_1 * v; a0_0 += d3_0 * v; a1_0 += d3_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 175 + 40); VKEEP(v); a0_7 += d1_0 * v; a1_7 += d1_1 * v; a0_4 += d2_0 * v; a1_4 += d2_1 * v; a0_1 += d3_0 * v; a1_1 += d3_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 176 + 40); VKEEP(v); a0_8 += d1_0 * v; a1_8 += d1_1 * v; a0_5 += d2_0 * v; a1_5 += d2_1 * v; a0_2 += d3_0 * v; a1_2 += d3_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 232 + 40); VKEEP(v); a0_6 += d2_0 * v; a1_6 += d2_1 * v; a0_3 += d3_0 * v; a1_3 += d3_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 233 + 40); VKEEP(v); a0_7 += d2_0 * v; a1_7 += d2_1 * v; a0_4 += d3_0 * v; a1_4 += d3_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 234 + 40); VKEEP(v); a0_8 += d2_0 * v; a1_8 += d2_1 * v; a0_5 += d3_0 * v; a1_5 += d3_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 290 + 40); VKEEP(v); a0_6 += d3_0 * v; a1_6 += d3_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 291 + 40); VKEEP(v); a0_7 += d3_0 * v; a1_7 += d3_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 292 + 40); VKEEP(v); a0_8 += d3_0 * v; a1_8 += d3_1 * v;
+                    }
+                }
+            }
+        }
         gw[(size_t)(co0 + 0) * 1152 + ci * 9 + 0] += vsum(a0_0);
         gw[(size_t)(co0 + 0) * 1152 + ci * 9 + 1] += vsum(a0_1);
         gw[(size_t)(co0 + 0) * 1152 + ci * 9 + 2] += vsum(a0_2);
@@ -4343,150 +4291,137 @@ static void l12_conv2d_backward(float *restrict G, float *restrict S, const floa
     /* tiles of 2 output channels x 9 taps (3 kernel rows) of one input channel */
     /* lanes of the last, overlapping vector of a row already counted by the one before */
     const cg_vi mk = {0, 0, 0, 0, 0, 0, 0, 0, -1, -1, -1, -1, -1, -1, -1, -1};
-    float *restrict gacc = S + 3444768; /* the tiles' accumulators between bands */
-    memset(gacc, 0, sizeof(float) * 9437184);
-    /* bands of 4 output rows: every tile reads the band's dy while it is in cache */
-    for (int n = 0; n < nb; n++) {
-        for (int b0 = 0; b0 < 56; b0 += 4) {
-            CG_PARALLEL_FOR
-            for (int t = 0; t < 32768; t++) {
-                const int co0 = t / 256 * 2, ci = t % 256;
-                cg_v a0_0 = VLOAD(gacc + (size_t)t * 288 + 0), a0_1 = VLOAD(gacc + (size_t)t * 288 + 16), a0_2 = VLOAD(gacc + (size_t)t * 288 + 32), a0_3 = VLOAD(gacc + (size_t)t * 288 + 48), a0_4 = VLOAD(gacc + (size_t)t * 288 + 64), a0_5 = VLOAD(gacc + (size_t)t * 288 + 80), a0_6 = VLOAD(gacc + (size_t)t * 288 + 96), a0_7 = VLOAD(gacc + (size_t)t * 288 + 112), a0_8 = VLOAD(gacc + (size_t)t * 288 + 128);
-                cg_v a1_0 = VLOAD(gacc + (size_t)t * 288 + 144), a1_1 = VLOAD(gacc + (size_t)t * 288 + 160), a1_2 = VLOAD(gacc + (size_t)t * 288 + 176), a1_3 = VLOAD(gacc + (size_t)t * 288 + 192), a1_4 = VLOAD(gacc + (size_t)t * 288 + 208), a1_5 = VLOAD(gacc + (size_t)t * 288 + 224), a1_6 = VLOAD(gacc + (size_t)t * 288 + 240), a1_7 = VLOAD(gacc + (size_t)t * 288 + 256), a1_8 = VLOAD(gacc + (size_t)t * 288 + 272);
-                for (int oy = b0; oy < 56 && oy < b0 + 4; oy += 4) {
-                    const float *restrict dr = dy + ((size_t)n * 256 + co0) * 3136 + oy * 56;
-                    const float *restrict xr = xp + ((size_t)n * 256 + ci) * 3364 + (oy) * 58;
-                    for (int x = 0; x < 48; x += 16) {
-                        const cg_v d0_0 = VLOAD(dr + 0 + x), d0_1 = VLOAD(dr + 3136 + x);
-                        const cg_v d1_0 = VLOAD(dr + 56 + x), d1_1 = VLOAD(dr + 3192 + x);
-                        const cg_v d2_0 = VLOAD(dr + 112 + x), d2_1 = VLOAD(dr + 3248 + x);
-                        const cg_v d3_0 = VLOAD(dr + 168 + x), d3_1 = VLOAD(dr + 3304 + x);
-                        {
-                            cg_v v = VLOAD(xr + 0 + x); VKEEP(v); a0_0 += d0_0 * v; a1_0 += d0_1 * v;
-                        }
-                        {
-                            cg_v v = VLOAD(xr + 1 + x); VKEEP(v); a0_1 += d0_0 * v; a1_1 += d0_1 * v;
-                        }
-                        {
-                            cg_v v = VLOAD(xr + 2 + x); VKEEP(v); a0_2 += d0_0 * v; a1_2 += d0_1 * v;
-                        }
-                        {
-                            cg_v v = VLOAD(xr + 58 + x); VKEEP(v); a0_3 += d0_0 * v; a1_3 += d0_1 * v; a0_0 += d1_0 * v; a1_0 += d1_1 * v;
-                        }
-                        {
-                            cg_v v = VLOAD(xr + 59 + x); VKEEP(v); a0_4 += d0_0 * v; a1_4 += d0_1 * v; a0_1 += d1_0 * v; a1_1 += d1_1 * v;
-                        }
-                        {
-                            cg_v v = VLOAD(xr + 60 + x); VKEEP(v); a0_5 += d0_0 * v; a1_5 += d0_1 * v; a0_2 += d1_0 * v; a1_2 += d1_1 * v;
-                        }
-                        {
-                            cg_v v = VLOAD(xr + 116 + x); VKEEP(v); a0_6 += d0_0 * v; a1_6 += d0_1 * v; a0_3 += d1_0 * v; a1_3 += d1_1 * v; a0_0 += d2_0 * v; a1_0 += d2_1 * v;
-                        }
-                        {
-                            cg_v v = VLOAD(xr + 117 + x); VKEEP(v); a0_7 += d0_0 * v; a1_7 += d0_1 * v; a0_4 += d1_0 * v; a1_4 += d1_1 * v; a0_1 += d2_0 * v; a1_1 += d2_1 * v;
-                        }
-                        {
-                            cg_v v = VLOAD(xr + 118 + x); VKEEP(v); a0_8 += d0_0 * v; a1_8 += d0_1 * v; a0_5 += d1_0 * v; a1_5 += d1_1 * v; a0_2 += d2_0 * v; a1_2 += d2_1 * v;
-                        }
-                        {
-                            cg_v v = VLOAD(xr + 174 + x); VKEEP(v); a0_6 += d1_0 * v; a1_6 += d1_1 * v; a0_3 += d2_0 * v; a1_3 += d2_1 * v; a0_0 += d3_0 * v; a1_0 += d3_1 * v;
-                        }
-                        {
-                            cg_v v = VLOAD(xr + 175 + x); VKEEP(v); a0_7 += d1_0 * v; a1_7 += d1_1 * v; a0_4 += d2_0 * v; a1_4 += d2_1 * v; a0_1 += d3_0 * v; a1_1 += d3_1 * v;
-                        }
-                        {
-                            cg_v v = VLOAD(xr + 176 + x); VKEEP(v); a0_8 += d1_0 * v; a1_8 += d1_1 * v; a0_5 += d2_0 * v; a1_5 += d2_1 * v; a0_2 += d3_0 * v; a1_2 += d3_1 * v;
-                        }
-                        {
-                            cg_v v = VLOAD(xr + 232 + x); VKEEP(v); a0_6 += d2_0 * v; a1_6 += d2_1 * v; a0_3 += d3_0 * v; a1_3 += d3_1 * v;
-                        }
-                        {
-                            cg_v v = VLOAD(xr + 233 + x); VKEEP(v); a0_7 += d2_0 * v; a1_7 += d2_1 * v; a0_4 += d3_0 * v; a1_4 += d3_1 * v;
-                        }
-                        {
-                            cg_v v = VLOAD(xr + 234 + x); VKEEP(v); a0_8 += d2_0 * v; a1_8 += d2_1 * v; a0_5 += d3_0 * v; a1_5 += d3_1 * v;
-                        }
-                        {
-                            cg_v v = VLOAD(xr + 290 + x); VKEEP(v); a0_6 += d3_0 * v; a1_6 += d3_1 * v;
-                        }
-                        {
-                            cg_v v = VLOAD(xr + 291 + x); VKEEP(v); a0_7 += d3_0 * v; a1_7 += d3_1 * v;
-                        }
-                        {
-                            cg_v v = VLOAD(xr + 292 + x); VKEEP(v); a0_8 += d3_0 * v; a1_8 += d3_1 * v;
-                        }
-                    }
-                    {
-                        const cg_v d0_0 = VSEL(mk, VLOAD(dr + 0 + 40), vsplat(0.0f)), d0_1 = VSEL(mk, VLOAD(dr + 3136 + 40), vsplat(0.0f));
-                        const cg_v d1_0 = VSEL(mk, VLOAD(dr + 56 + 40), vsplat(0.0f)), d1_1 = VSEL(mk, VLOAD(dr + 3192 + 40), vsplat(0.0f));
-                        const cg_v d2_0 = VSEL(mk, VLOAD(dr + 112 + 40), vsplat(0.0f)), d2_1 = VSEL(mk, VLOAD(dr + 3248 + 40), vsplat(0.0f));
-                        const cg_v d3_0 = VSEL(mk, VLOAD(dr + 168 + 40), vsplat(0.0f)), d3_1 = VSEL(mk, VLOAD(dr + 3304 + 40), vsplat(0.0f));
-                        {
-                            cg_v v = VLOAD(xr + 0 + 40); VKEEP(v); a0_0 += d0_0 * v; a1_0 += d0_1 * v;
-                        }
-                        {
-                            cg_v v = VLOAD(xr + 1 + 40); VKEEP(v); a0_1 += d0_0 * v; a1_1 += d0_1 * v;
-                        }
-                        {
-                            cg_v v = VLOAD(xr + 2 + 40); VKEEP(v); a0_2 += d0_0 * v; a1_2 += d0_1 * v;
-                        }
-                        {
-                            cg_v v = VLOAD(xr + 58 + 40); VKEEP(v); a0_3 += d0_0 * v; a1_3 += d0_1 * v; a0_0 += d1_0 * v; a1_0 += d1_1 * v;
-                        }
-                        {
-                            cg_v v = VLOAD(xr + 59 + 40); VKEEP(v); a0_4 += d0_0 * v; a1_4 += d0_1 * v; a0_1 += d1_0 * v; a1_1 += d1_1 * v;
-                        }
-                        {
-                            cg_v v = VLOAD(xr + 60 + 40); VKEEP(v); a0_5 += d0_0 * v; a1_5 += d0_1 * v; a0_2 += d1_0 * v; a1_2 += d1_1 * v;
-                        }
-                        {
-                            cg_v v = VLOAD(xr + 116 + 40); VKEEP(v); a0_6 += d0_0 * v; a1_6 += d0_1 * v; a0_3 += d1_0 * v; a1_3 += d1_1 * v; a0_0 += d2_0 * v; a1_0 += d2_1 * v;
-                        }
-                        {
-                            cg_v v = VLOAD(xr + 117 + 40); VKEEP(v); a0_7 += d0_0 * v; a1_7 += d0_1 * v; a0_4 += d1_0 * v; a1_4 += d1_1 * v; a0_1 += d2_0 * v; a1_1 += d2_1 * v;
-                        }
-                        {
-                            cg_v v = VLOAD(xr + 118 + 40); VKEEP(v); a0_8 += d0_0 * v; a1_8 += d0_1 * v; a0_5 += d1_0 * v; a1_5 += d1_1 * v; a0_2 += d2_0 * v; a1_2 += d2_1 * v;
-                        }
-                        {
-                            cg_v v = VLOAD(xr + 174 + 40); VKEEP(v); a0_6 += d1_0 * v; a1_6 += d1_1 * v; a0_3 += d2_0 * v; a1_3 += d2_1 * v; a0_0 += d3_0 * v; a1_0 += d3_1 * v;
-                        }
-                        {
-                            cg_v v = VLOAD(xr + 175 + 40); VKEEP(v); a0_7 += d1_0 * v; a1_7 += d1_1 * v; a0_4 += d2_0 * v; a1_4 += d2_1 * v; a0_1 += d3_0 * v; a1_1 += d3_1 * v;
-                        }
-                        {
-                            cg_v v = VLOAD(xr + 176 + 40); VKEEP(v); a0_8 += d1_0 * v; a1_8 += d1_1 * v; a0_5 += d2_0 * v; a1_5 += d2_1 * v; a0_2 += d3_0 * v; a1_2 += d3_1 * v;
-                        }
-                        {
-                            cg_v v = VLOAD(xr + 232 + 40); VKEEP(v); a0_6 += d2_0 * v; a1_6 += d2_1 * v; a0_3 += d3_0 * v; a1_3 += d3_1 * v;
-                        }
-                        {
-                            cg_v v = VLOAD(xr + 233 + 40); VKEEP(v); a0_7 += d2_0 * v; a1_7 += d2_1 * v; a0_4 += d3_0 * v; a1_4 += d3_1 * v;
-                        }
-                        {
-                            cg_v v = VLOAD(xr + 234 + 40); VKEEP(v); a0_8 += d2_0 * v; a1_8 += d2_1 * v; a0_5 += d3_0 * v; a1_5 += d3_1 * v;
-                        }
-                        {
-                            cg_v v = VLOAD(xr + 290 + 40); VKEEP(v); a0_6 += d3_0 * v; a1_6 += d3_1 * v;
-                        }
-                        {
-                            cg_v v = VLOAD(xr + 291 + 40); VKEEP(v); a0_7 += d3_0 * v; a1_7 += d3_1 * v;
-                        }
-                        {
-                            cg_v v = VLOAD(xr + 292 + 40); VKEEP(v); a0_8 += d3_0 * v; a1_8 += d3_1 * v;
-                        }
-                    }
-                }
-                VSTORE(gacc + (size_t)t * 288 + 0, a0_0); VSTORE(gacc + (size_t)t * 288 + 16, a0_1); VSTORE(gacc + (size_t)t * 288 + 32, a0_2); VSTORE(gacc + (size_t)t * 288 + 48, a0_3); VSTORE(gacc + (size_t)t * 288 + 64, a0_4); VSTORE(gacc + (size_t)t * 288 + 80, a0_5); VSTORE(gacc + (size_t)t * 288 + 96, a0_6); VSTORE(gacc + (size_t)t * 288 + 112, a0_7); VSTORE(gacc + (size_t)t * 288 + 128, a0_8);
-                VSTORE(gacc + (size_t)t * 288 + 144, a1_0); VSTORE(gacc + (size_t)t * 288 + 160, a1_1); VSTORE(gacc + (size_t)t * 288 + 176, a1_2); VSTORE(gacc + (size_t)t * 288 + 192, a1_3); VSTORE(gacc + (size_t)t * 288 + 208, a1_4); VSTORE(gacc + (size_t)t * 288 + 224, a1_5); VSTORE(gacc + (size_t)t * 288 + 240, a1_6); VSTORE(gacc + (size_t)t * 288 + 256, a1_7); VSTORE(gacc + (size_t)t * 288 + 272, a1_8);
-            }
-        }
-    }
     CG_PARALLEL_FOR
     for (int t = 0; t < 32768; t++) {
         const int co0 = t / 256 * 2, ci = t % 256;
-        const cg_v a0_0 = VLOAD(gacc + (size_t)t * 288 + 0), a0_1 = VLOAD(gacc + (size_t)t * 288 + 16), a0_2 = VLOAD(gacc + (size_t)t * 288 + 32), a0_3 = VLOAD(gacc + (size_t)t * 288 + 48), a0_4 = VLOAD(gacc + (size_t)t * 288 + 64), a0_5 = VLOAD(gacc + (size_t)t * 288 + 80), a0_6 = VLOAD(gacc + (size_t)t * 288 + 96), a0_7 = VLOAD(gacc + (size_t)t * 288 + 112), a0_8 = VLOAD(gacc + (size_t)t * 288 + 128);
-        const cg_v a1_0 = VLOAD(gacc + (size_t)t * 288 + 144), a1_1 = VLOAD(gacc + (size_t)t * 288 + 160), a1_2 = VLOAD(gacc + (size_t)t * 288 + 176), a1_3 = VLOAD(gacc + (size_t)t * 288 + 192), a1_4 = VLOAD(gacc + (size_t)t * 288 + 208), a1_5 = VLOAD(gacc + (size_t)t * 288 + 224), a1_6 = VLOAD(gacc + (size_t)t * 288 + 240), a1_7 = VLOAD(gacc + (size_t)t * 288 + 256), a1_8 = VLOAD(gacc + (size_t)t * 288 + 272);
+        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f), a0_4 = vsplat(0.0f), a0_5 = vsplat(0.0f), a0_6 = vsplat(0.0f), a0_7 = vsplat(0.0f), a0_8 = vsplat(0.0f);
+        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f), a1_3 = vsplat(0.0f), a1_4 = vsplat(0.0f), a1_5 = vsplat(0.0f), a1_6 = vsplat(0.0f), a1_7 = vsplat(0.0f), a1_8 = vsplat(0.0f);
+        for (int n = 0; n < nb; n++) {
+            for (int oy = 0; oy < 56; oy += 4) {
+                const float *restrict dr = dy + ((size_t)n * 256 + co0) * 3136 + oy * 56;
+                const float *restrict xr = xp + ((size_t)n * 256 + ci) * 3364 + (oy) * 58;
+                for (int x = 0; x < 48; x += 16) {
+                    const cg_v d0_0 = VLOAD(dr + 0 + x), d0_1 = VLOAD(dr + 3136 + x);
+                    const cg_v d1_0 = VLOAD(dr + 56 + x), d1_1 = VLOAD(dr + 3192 + x);
+                    const cg_v d2_0 = VLOAD(dr + 112 + x), d2_1 = VLOAD(dr + 3248 + x);
+                    const cg_v d3_0 = VLOAD(dr + 168 + x), d3_1 = VLOAD(dr + 3304 + x);
+                    {
+                        cg_v v = VLOAD(xr + 0 + x); VKEEP(v); a0_0 += d0_0 * v; a1_0 += d0_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 1 + x); VKEEP(v); a0_1 += d0_0 * v; a1_1 += d0_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 2 + x); VKEEP(v); a0_2 += d0_0 * v; a1_2 += d0_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 58 + x); VKEEP(v); a0_3 += d0_0 * v; a1_3 += d0_1 * v; a0_0 += d1_0 * v; a1_0 += d1_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 59 + x); VKEEP(v); a0_4 += d0_0 * v; a1_4 += d0_1 * v; a0_1 += d1_0 * v; a1_1 += d1_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 60 + x); VKEEP(v); a0_5 += d0_0 * v; a1_5 += d0_1 * v; a0_2 += d1_0 * v; a1_2 += d1_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 116 + x); VKEEP(v); a0_6 += d0_0 * v; a1_6 += d0_1 * v; a0_3 += d1_0 * v; a1_3 += d1_1 * v; a0_0 += d2_0 * v; a1_0 += d2_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 117 + x); VKEEP(v); a0_7 += d0_0 * v; a1_7 += d0_1 * v; a0_4 += d1_0 * v; a1_4 += d1_1 * v; a0_1 += d2_0 * v; a1_1 += d2_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 118 + x); VKEEP(v); a0_8 += d0_0 * v; a1_8 += d0_1 * v; a0_5 += d1_0 * v; a1_5 += d1_1 * v; a0_2 += d2_0 * v; a1_2 += d2_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 174 + x); VKEEP(v); a0_6 += d1_0 * v; a1_6 += d1_1 * v; a0_3 += d2_0 * v; a1_3 += d2_1 * v; a0_0 += d3_0 * v; a1_0 += d3_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 175 + x); VKEEP(v); a0_7 += d1_0 * v; a1_7 += d1_1 * v; a0_4 += d2_0 * v; a1_4 += d2_1 * v; a0_1 += d3_0 * v; a1_1 += d3_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 176 + x); VKEEP(v); a0_8 += d1_0 * v; a1_8 += d1_1 * v; a0_5 += d2_0 * v; a1_5 += d2_1 * v; a0_2 += d3_0 * v; a1_2 += d3_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 232 + x); VKEEP(v); a0_6 += d2_0 * v; a1_6 += d2_1 * v; a0_3 += d3_0 * v; a1_3 += d3_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 233 + x); VKEEP(v); a0_7 += d2_0 * v; a1_7 += d2_1 * v; a0_4 += d3_0 * v; a1_4 += d3_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 234 + x); VKEEP(v); a0_8 += d2_0 * v; a1_8 += d2_1 * v; a0_5 += d3_0 * v; a1_5 += d3_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 290 + x); VKEEP(v); a0_6 += d3_0 * v; a1_6 += d3_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 291 + x); VKEEP(v); a0_7 += d3_0 * v; a1_7 += d3_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 292 + x); VKEEP(v); a0_8 += d3_0 * v; a1_8 += d3_1 * v;
+                    }
+                }
+                {
+                    const cg_v d0_0 = VSEL(mk, VLOAD(dr + 0 + 40), vsplat(0.0f)), d0_1 = VSEL(mk, VLOAD(dr + 3136 + 40), vsplat(0.0f));
+                    const cg_v d1_0 = VSEL(mk, VLOAD(dr + 56 + 40), vsplat(0.0f)), d1_1 = VSEL(mk, VLOAD(dr + 3192 + 40), vsplat(0.0f));
+                    const cg_v d2_0 = VSEL(mk, VLOAD(dr + 112 + 40), vsplat(0.0f)), d2_1 = VSEL(mk, VLOAD(dr + 3248 + 40), vsplat(0.0f));
+                    const cg_v d3_0 = VSEL(mk, VLOAD(dr + 168 + 40), vsplat(0.0f)), d3_1 = VSEL(mk, VLOAD(dr + 3304 + 40), vsplat(0.0f));
+                    {
+                        cg_v v = VLOAD(xr + 0 + 40); VKEEP(v); a0_0 += d0_0 * v; a1_0 += d0_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 1 + 40); VKEEP(v); a0_1 += d0_0 * v; a1_1 += d0_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 2 + 40); VKEEP(v); a0_2 += d0_0 * v; a1_2 += d0_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 58 + 40); VKEEP(v); a0_3 += d0_0 * v; a1_3 += d0_1 * v; a0_0 += d1_0 * v; a1_0 += d1_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 59 + 40); VKEEP(v); a0_4 += d0_0 * v; a1_4 += d0_1 * v; a0_1 += d1_0 * v; a1_1 += d1_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 60 + 40); VKEEP(v); a0_5 += d0_0 * v; a1_5 += d0_1 * v; a0_2 += d1_0 * v; a1_2 += d1_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 116 + 40); VKEEP(v); a0_6 += d0_0 * v; a1_6 += d0_1 * v; a0_3 += d1_0 * v; a1_3 += d1_1 * v; a0_0 += d2_0 * v; a1_0 += d2_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 117 + 40); VKEEP(v); a0_7 += d0_0 * v; a1_7 += d0_1 * v; a0_4 += d1_0 * v; a1_4 += d1_1 * v; a0_1 += d2_0 * v; a1_1 += d2_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 118 + 40); VKEEP(v); a0_8 += d0_0 * v; a1_8 += d0_1 * v; a0_5 += d1_0 * v; a1_5 += d1_1 * v; a0_2 += d2_0 * v; a1_2 += d2_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 174 + 40); VKEEP(v); a0_6 += d1_0 * v; a1_6 += d1_1 * v; a0_3 += d2_0 * v; a1_3 += d2_1 * v; a0_0 += d3_0 * v; a1_0 += d3_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 175 + 40); VKEEP(v); a0_7 += d1_0 * v; a1_7 += d1_1 * v; a0_4 += d2_0 * v; a1_4 += d2_1 * v; a0_1 += d3_0 * v; a1_1 += d3_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 176 + 40); VKEEP(v); a0_8 += d1_0 * v; a1_8 += d1_1 * v; a0_5 += d2_0 * v; a1_5 += d2_1 * v; a0_2 += d3_0 * v; a1_2 += d3_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 232 + 40); VKEEP(v); a0_6 += d2_0 * v; a1_6 += d2_1 * v; a0_3 += d3_0 * v; a1_3 += d3_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 233 + 40); VKEEP(v); a0_7 += d2_0 * v; a1_7 += d2_1 * v; a0_4 += d3_0 * v; a1_4 += d3_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 234 + 40); VKEEP(v); a0_8 += d2_0 * v; a1_8 += d2_1 * v; a0_5 += d3_0 * v; a1_5 += d3_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 290 + 40); VKEEP(v); a0_6 += d3_0 * v; a1_6 += d3_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 291 + 40); VKEEP(v); a0_7 += d3_0 * v; a1_7 += d3_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 292 + 40); VKEEP(v); a0_8 += d3_0 * v; a1_8 += d3_1 * v;
+                    }
+                }
+            }
+        }
         gw[(size_t)(co0 + 0) * 2304 + ci * 9 + 0] += vsum(a0_0);
         gw[(size_t)(co0 + 0) * 2304 + ci * 9 + 1] += vsum(a0_1);
         gw[(size_t)(co0 + 0) * 2304 + ci * 9 + 2] += vsum(a0_2);
@@ -5135,150 +5070,137 @@ static void l17_conv2d_backward(float *restrict G, float *restrict S, const floa
     /* tiles of 2 output channels x 9 taps (3 kernel rows) of one input channel */
     /* lanes of the last, overlapping vector of a row already counted by the one before */
     const cg_vi mk = {0, 0, 0, 0, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1};
-    float *restrict gacc = S + 1382432; /* the tiles' accumulators between bands */
-    memset(gacc, 0, sizeof(float) * 18874368);
-    /* bands of 4 output rows: every tile reads the band's dy while it is in cache */
-    for (int n = 0; n < nb; n++) {
-        for (int b0 = 0; b0 < 28; b0 += 4) {
-            CG_PARALLEL_FOR
-            for (int t = 0; t < 65536; t++) {
-                const int co0 = t / 256 * 2, ci = t % 256;
-                cg_v a0_0 = VLOAD(gacc + (size_t)t * 288 + 0), a0_1 = VLOAD(gacc + (size_t)t * 288 + 16), a0_2 = VLOAD(gacc + (size_t)t * 288 + 32), a0_3 = VLOAD(gacc + (size_t)t * 288 + 48), a0_4 = VLOAD(gacc + (size_t)t * 288 + 64), a0_5 = VLOAD(gacc + (size_t)t * 288 + 80), a0_6 = VLOAD(gacc + (size_t)t * 288 + 96), a0_7 = VLOAD(gacc + (size_t)t * 288 + 112), a0_8 = VLOAD(gacc + (size_t)t * 288 + 128);
-                cg_v a1_0 = VLOAD(gacc + (size_t)t * 288 + 144), a1_1 = VLOAD(gacc + (size_t)t * 288 + 160), a1_2 = VLOAD(gacc + (size_t)t * 288 + 176), a1_3 = VLOAD(gacc + (size_t)t * 288 + 192), a1_4 = VLOAD(gacc + (size_t)t * 288 + 208), a1_5 = VLOAD(gacc + (size_t)t * 288 + 224), a1_6 = VLOAD(gacc + (size_t)t * 288 + 240), a1_7 = VLOAD(gacc + (size_t)t * 288 + 256), a1_8 = VLOAD(gacc + (size_t)t * 288 + 272);
-                for (int oy = b0; oy < 28 && oy < b0 + 4; oy += 4) {
-                    const float *restrict dr = dy + ((size_t)n * 512 + co0) * 784 + oy * 28;
-                    const float *restrict xr = xp + ((size_t)n * 256 + ci) * 900 + (oy) * 30;
-                    for (int x = 0; x < 16; x += 16) {
-                        const cg_v d0_0 = VLOAD(dr + 0 + x), d0_1 = VLOAD(dr + 784 + x);
-                        const cg_v d1_0 = VLOAD(dr + 28 + x), d1_1 = VLOAD(dr + 812 + x);
-                        const cg_v d2_0 = VLOAD(dr + 56 + x), d2_1 = VLOAD(dr + 840 + x);
-                        const cg_v d3_0 = VLOAD(dr + 84 + x), d3_1 = VLOAD(dr + 868 + x);
-                        {
-                            cg_v v = VLOAD(xr + 0 + x); VKEEP(v); a0_0 += d0_0 * v; a1_0 += d0_1 * v;
-                        }
-                        {
-                            cg_v v = VLOAD(xr + 1 + x); VKEEP(v); a0_1 += d0_0 * v; a1_1 += d0_1 * v;
-                        }
-                        {
-                            cg_v v = VLOAD(xr + 2 + x); VKEEP(v); a0_2 += d0_0 * v; a1_2 += d0_1 * v;
-                        }
-                        {
-                            cg_v v = VLOAD(xr + 30 + x); VKEEP(v); a0_3 += d0_0 * v; a1_3 += d0_1 * v; a0_0 += d1_0 * v; a1_0 += d1_1 * v;
-                        }
-                        {
-                            cg_v v = VLOAD(xr + 31 + x); VKEEP(v); a0_4 += d0_0 * v; a1_4 += d0_1 * v; a0_1 += d1_0 * v; a1_1 += d1_1 * v;
-                        }
-                        {
-                            cg_v v = VLOAD(xr + 32 + x); VKEEP(v); a0_5 += d0_0 * v; a1_5 += d0_1 * v; a0_2 += d1_0 * v; a1_2 += d1_1 * v;
-                        }
-                        {
-                            cg_v v = VLOAD(xr + 60 + x); VKEEP(v); a0_6 += d0_0 * v; a1_6 += d0_1 * v; a0_3 += d1_0 * v; a1_3 += d1_1 * v; a0_0 += d2_0 * v; a1_0 += d2_1 * v;
-                        }
-                        {
-                            cg_v v = VLOAD(xr + 61 + x); VKEEP(v); a0_7 += d0_0 * v; a1_7 += d0_1 * v; a0_4 += d1_0 * v; a1_4 += d1_1 * v; a0_1 += d2_0 * v; a1_1 += d2_1 * v;
-                        }
-                        {
-                            cg_v v = VLOAD(xr + 62 + x); VKEEP(v); a0_8 += d0_0 * v; a1_8 += d0_1 * v; a0_5 += d1_0 * v; a1_5 += d1_1 * v; a0_2 += d2_0 * v; a1_2 += d2_1 * v;
-                        }
-                        {
-                            cg_v v = VLOAD(xr + 90 + x); VKEEP(v); a0_6 += d1_0 * v; a1_6 += d1_1 * v; a0_3 += d2_0 * v; a1_3 += d2_1 * v; a0_0 += d3_0 * v; a1_0 += d3_1 * v;
-                        }
-                        {
-                            cg_v v = VLOAD(xr + 91 + x); VKEEP(v); a0_7 += d1_0 * v; a1_7 += d1_1 * v; a0_4 += d2_0 * v; a1_4 += d2_1 * v; a0_1 += d3_0 * v; a1_1 += d3_1 * v;
-                        }
-                        {
-                            cg_v v = VLOAD(xr + 92 + x); VKEEP(v); a0_8 += d1_0 * v; a1_8 += d1_1 * v; a0_5 += d2_0 * v; a1_5 += d2_1 * v; a0_2 += d3_0 * v; a1_2 += d3_1 * v;
-                        }
-                        {
-                            cg_v v = VLOAD(xr + 120 + x); VKEEP(v); a0_6 += d2_0 * v; a1_6 += d2_1 * v; a0_3 += d3_0 * v; a1_3 += d3_1 * v;
-                        }
-                        {
-                            cg_v v = VLOAD(xr + 121 + x); VKEEP(v); a0_7 += d2_0 * v; a1_7 += d2_1 * v; a0_4 += d3_0 * v; a1_4 += d3_1 * v;
-                        }
-                        {
-                            cg_v v = VLOAD(xr + 122 + x); VKEEP(v); a0_8 += d2_0 * v; a1_8 += d2_1 * v; a0_5 += d3_0 * v; a1_5 += d3_1 * v;
-                        }
-                        {
-                            cg_v v = VLOAD(xr + 150 + x); VKEEP(v); a0_6 += d3_0 * v; a1_6 += d3_1 * v;
-                        }
-                        {
-                            cg_v v = VLOAD(xr + 151 + x); VKEEP(v); a0_7 += d3_0 * v; a1_7 += d3_1 * v;
-                        }
-                        {
-                            cg_v v = VLOAD(xr + 152 + x); VKEEP(v); a0_8 += d3_0 * v; a1_8 += d3_1 * v;
-                        }
-                    }
-                    {
-                        const cg_v d0_0 = VSEL(mk, VLOAD(dr + 0 + 12), vsplat(0.0f)), d0_1 = VSEL(mk, VLOAD(dr + 784 + 12), vsplat(0.0f));
-                        const cg_v d1_0 = VSEL(mk, VLOAD(dr + 28 + 12), vsplat(0.0f)), d1_1 = VSEL(mk, VLOAD(dr + 812 + 12), vsplat(0.0f));
-                        const cg_v d2_0 = VSEL(mk, VLOAD(dr + 56 + 12), vsplat(0.0f)), d2_1 = VSEL(mk, VLOAD(dr + 840 + 12), vsplat(0.0f));
-                        const cg_v d3_0 = VSEL(mk, VLOAD(dr + 84 + 12), vsplat(0.0f)), d3_1 = VSEL(mk, VLOAD(dr + 868 + 12), vsplat(0.0f));
-                        {
-                            cg_v v = VLOAD(xr + 0 + 12); VKEEP(v); a0_0 += d0_0 * v; a1_0 += d0_1 * v;
-                        }
-                        {
-                            cg_v v = VLOAD(xr + 1 + 12); VKEEP(v); a0_1 += d0_0 * v; a1_1 += d0_1 * v;
-                        }
-                        {
-                            cg_v v = VLOAD(xr + 2 + 12); VKEEP(v); a0_2 += d0_0 * v; a1_2 += d0_1 * v;
-                        }
-                        {
-                            cg_v v = VLOAD(xr + 30 + 12); VKEEP(v); a0_3 += d0_0 * v; a1_3 += d0_1 * v; a0_0 += d1_0 * v; a1_0 += d1_1 * v;
-                        }
-                        {
-                            cg_v v = VLOAD(xr + 31 + 12); VKEEP(v); a0_4 += d0_0 * v; a1_4 += d0_1 * v; a0_1 += d1_0 * v; a1_1 += d1_1 * v;
-                        }
-                        {
-                            cg_v v = VLOAD(xr + 32 + 12); VKEEP(v); a0_5 += d0_0 * v; a1_5 += d0_1 * v; a0_2 += d1_0 * v; a1_2 += d1_1 * v;
-                        }
-                        {
-                            cg_v v = VLOAD(xr + 60 + 12); VKEEP(v); a0_6 += d0_0 * v; a1_6 += d0_1 * v; a0_3 += d1_0 * v; a1_3 += d1_1 * v; a0_0 += d2_0 * v; a1_0 += d2_1 * v;
-                        }
-                        {
-                            cg_v v = VLOAD(xr + 61 + 12); VKEEP(v); a0_7 += d0_0 * v; a1_7 += d0_1 * v; a0_4 += d1_0 * v; a1_4 += d1_1 * v; a0_1 += d2_0 * v; a1_1 += d2_1 * v;
-                        }
-                        {
-                            cg_v v = VLOAD(xr + 62 + 12); VKEEP(v); a0_8 += d0_0 * v; a1_8 += d0_1 * v; a0_5 += d1_0 * v; a1_5 += d1_1 * v; a0_2 += d2_0 * v; a1_2 += d2_1 * v;
-                        }
-                        {
-                            cg_v v = VLOAD(xr + 90 + 12); VKEEP(v); a0_6 += d1_0 * v; a1_6 += d1_1 * v; a0_3 += d2_0 * v; a1_3 += d2_1 * v; a0_0 += d3_0 * v; a1_0 += d3_1 * v;
-                        }
-                        {
-                            cg_v v = VLOAD(xr + 91 + 12); VKEEP(v); a0_7 += d1_0 * v; a1_7 += d1_1 * v; a0_4 += d2_0 * v; a1_4 += d2_1 * v; a0_1 += d3_0 * v; a1_1 += d3_1 * v;
-                        }
-                        {
-                            cg_v v = VLOAD(xr + 92 + 12); VKEEP(v); a0_8 += d1_0 * v; a1_8 += d1_1 * v; a0_5 += d2_0 * v; a1_5 += d2_1 * v; a0_2 += d3_0 * v; a1_2 += d3_1 * v;
-                        }
-                        {
-                            cg_v v = VLOAD(xr + 120 + 12); VKEEP(v); a0_6 += d2_0 * v; a1_6 += d2_1 * v; a0_3 += d3_0 * v; a1_3 += d3_1 * v;
-                        }
-                        {
-                            cg_v v = VLOAD(xr + 121 + 12); VKEEP(v); a0_7 += d2_0 * v; a1_7 += d2_1 * v; a0_4 += d3_0 * v; a1_4 += d3_1 * v;
-                        }
-                        {
-                            cg_v v = VLOAD(xr + 122 + 12); VKEEP(v); a0_8 += d2_0 * v; a1_8 += d2_1 * v; a0_5 += d3_0 * v; a1_5 += d3_1 * v;
-                        }
-                        {
-                            cg_v v = VLOAD(xr + 150 + 12); VKEEP(v); a0_6 += d3_0 * v; a1_6 += d3_1 * v;
-                        }
-                        {
-                            cg_v v = VLOAD(xr + 151 + 12); VKEEP(v); a0_7 += d3_0 * v; a1_7 += d3_1 * v;
-                        }
-                        {
-                            cg_v v = VLOAD(xr + 152 + 12); VKEEP(v); a0_8 += d3_0 * v; a1_8 += d3_1 * v;
-                        }
-                    }
-                }
-                VSTORE(gacc + (size_t)t * 288 + 0, a0_0); VSTORE(gacc + (size_t)t * 288 + 16, a0_1); VSTORE(gacc + (size_t)t * 288 + 32, a0_2); VSTORE(gacc + (size_t)t * 288 + 48, a0_3); VSTORE(gacc + (size_t)t * 288 + 64, a0_4); VSTORE(gacc + (size_t)t * 288 + 80, a0_5); VSTORE(gacc + (size_t)t * 288 + 96, a0_6); VSTORE(gacc + (size_t)t * 288 + 112, a0_7); VSTORE(gacc + (size_t)t * 288 + 128, a0_8);
-                VSTORE(gacc + (size_t)t * 288 + 144, a1_0); VSTORE(gacc + (size_t)t * 288 + 160, a1_1); VSTORE(gacc + (size_t)t * 288 + 176, a1_2); VSTORE(gacc + (size_t)t * 288 + 192, a1_3); VSTORE(gacc + (size_t)t * 288 + 208, a1_4); VSTORE(gacc + (size_t)t * 288 + 224, a1_5); VSTORE(gacc + (size_t)t * 288 + 240, a1_6); VSTORE(gacc + (size_t)t * 288 + 256, a1_7); VSTORE(gacc + (size_t)t * 288 + 272, a1_8);
-            }
-        }
-    }
     CG_PARALLEL_FOR
     for (int t = 0; t < 65536; t++) {
         const int co0 = t / 256 * 2, ci = t % 256;
-        const cg_v a0_0 = VLOAD(gacc + (size_t)t * 288 + 0), a0_1 = VLOAD(gacc + (size_t)t * 288 + 16), a0_2 = VLOAD(gacc + (size_t)t * 288 + 32), a0_3 = VLOAD(gacc + (size_t)t * 288 + 48), a0_4 = VLOAD(gacc + (size_t)t * 288 + 64), a0_5 = VLOAD(gacc + (size_t)t * 288 + 80), a0_6 = VLOAD(gacc + (size_t)t * 288 + 96), a0_7 = VLOAD(gacc + (size_t)t * 288 + 112), a0_8 = VLOAD(gacc + (size_t)t * 288 + 128);
-        const cg_v a1_0 = VLOAD(gacc + (size_t)t * 288 + 144), a1_1 = VLOAD(gacc + (size_t)t * 288 + 160), a1_2 = VLOAD(gacc + (size_t)t * 288 + 176), a1_3 = VLOAD(gacc + (size_t)t * 288 + 192), a1_4 = VLOAD(gacc + (size_t)t * 288 + 208), a1_5 = VLOAD(gacc + (size_t)t * 288 + 224), a1_6 = VLOAD(gacc + (size_t)t * 288 + 240), a1_7 = VLOAD(gacc + (size_t)t * 288 + 256), a1_8 = VLOAD(gacc + (size_t)t * 288 + 272);
+        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f), a0_4 = vsplat(0.0f), a0_5 = vsplat(0.0f), a0_6 = vsplat(0.0f), a0_7 = vsplat(0.0f), a0_8 = vsplat(0.0f);
+        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f), a1_3 = vsplat(0.0f), a1_4 = vsplat(0.0f), a1_5 = vsplat(0.0f), a1_6 = vsplat(0.0f), a1_7 = vsplat(0.0f), a1_8 = vsplat(0.0f);
+        for (int n = 0; n < nb; n++) {
+            for (int oy = 0; oy < 28; oy += 4) {
+                const float *restrict dr = dy + ((size_t)n * 512 + co0) * 784 + oy * 28;
+                const float *restrict xr = xp + ((size_t)n * 256 + ci) * 900 + (oy) * 30;
+                for (int x = 0; x < 16; x += 16) {
+                    const cg_v d0_0 = VLOAD(dr + 0 + x), d0_1 = VLOAD(dr + 784 + x);
+                    const cg_v d1_0 = VLOAD(dr + 28 + x), d1_1 = VLOAD(dr + 812 + x);
+                    const cg_v d2_0 = VLOAD(dr + 56 + x), d2_1 = VLOAD(dr + 840 + x);
+                    const cg_v d3_0 = VLOAD(dr + 84 + x), d3_1 = VLOAD(dr + 868 + x);
+                    {
+                        cg_v v = VLOAD(xr + 0 + x); VKEEP(v); a0_0 += d0_0 * v; a1_0 += d0_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 1 + x); VKEEP(v); a0_1 += d0_0 * v; a1_1 += d0_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 2 + x); VKEEP(v); a0_2 += d0_0 * v; a1_2 += d0_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 30 + x); VKEEP(v); a0_3 += d0_0 * v; a1_3 += d0_1 * v; a0_0 += d1_0 * v; a1_0 += d1_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 31 + x); VKEEP(v); a0_4 += d0_0 * v; a1_4 += d0_1 * v; a0_1 += d1_0 * v; a1_1 += d1_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 32 + x); VKEEP(v); a0_5 += d0_0 * v; a1_5 += d0_1 * v; a0_2 += d1_0 * v; a1_2 += d1_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 60 + x); VKEEP(v); a0_6 += d0_0 * v; a1_6 += d0_1 * v; a0_3 += d1_0 * v; a1_3 += d1_1 * v; a0_0 += d2_0 * v; a1_0 += d2_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 61 + x); VKEEP(v); a0_7 += d0_0 * v; a1_7 += d0_1 * v; a0_4 += d1_0 * v; a1_4 += d1_1 * v; a0_1 += d2_0 * v; a1_1 += d2_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 62 + x); VKEEP(v); a0_8 += d0_0 * v; a1_8 += d0_1 * v; a0_5 += d1_0 * v; a1_5 += d1_1 * v; a0_2 += d2_0 * v; a1_2 += d2_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 90 + x); VKEEP(v); a0_6 += d1_0 * v; a1_6 += d1_1 * v; a0_3 += d2_0 * v; a1_3 += d2_1 * v; a0_0 += d3_0 * v; a1_0 += d3_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 91 + x); VKEEP(v); a0_7 += d1_0 * v; a1_7 += d1_1 * v; a0_4 += d2_0 * v; a1_4 += d2_1 * v; a0_1 += d3_0 * v; a1_1 += d3_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 92 + x); VKEEP(v); a0_8 += d1_0 * v; a1_8 += d1_1 * v; a0_5 += d2_0 * v; a1_5 += d2_1 * v; a0_2 += d3_0 * v; a1_2 += d3_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 120 + x); VKEEP(v); a0_6 += d2_0 * v; a1_6 += d2_1 * v; a0_3 += d3_0 * v; a1_3 += d3_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 121 + x); VKEEP(v); a0_7 += d2_0 * v; a1_7 += d2_1 * v; a0_4 += d3_0 * v; a1_4 += d3_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 122 + x); VKEEP(v); a0_8 += d2_0 * v; a1_8 += d2_1 * v; a0_5 += d3_0 * v; a1_5 += d3_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 150 + x); VKEEP(v); a0_6 += d3_0 * v; a1_6 += d3_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 151 + x); VKEEP(v); a0_7 += d3_0 * v; a1_7 += d3_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 152 + x); VKEEP(v); a0_8 += d3_0 * v; a1_8 += d3_1 * v;
+                    }
+                }
+                {
+                    const cg_v d0_0 = VSEL(mk, VLOAD(dr + 0 + 12), vsplat(0.0f)), d0_1 = VSEL(mk, VLOAD(dr + 784 + 12), vsplat(0.0f));
+                    const cg_v d1_0 = VSEL(mk, VLOAD(dr + 28 + 12), vsplat(0.0f)), d1_1 = VSEL(mk, VLOAD(dr + 812 + 12), vsplat(0.0f));
+                    const cg_v d2_0 = VSEL(mk, VLOAD(dr + 56 + 12), vsplat(0.0f)), d2_1 = VSEL(mk, VLOAD(dr + 840 + 12), vsplat(0.0f));
+                    const cg_v d3_0 = VSEL(mk, VLOAD(dr + 84 + 12), vsplat(0.0f)), d3_1 = VSEL(mk, VLOAD(dr + 868 + 12), vsplat(0.0f));
+                    {
+                        cg_v v = VLOAD(xr + 0 + 12); VKEEP(v); a0_0 += d0_0 * v; a1_0 += d0_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 1 + 12); VKEEP(v); a0_1 += d0_0 * v; a1_1 += d0_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 2 + 12); VKEEP(v); a0_2 += d0_0 * v; a1_2 += d0_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 30 + 12); VKEEP(v); a0_3 += d0_0 * v; a1_3 += d0_1 * v; a0_0 += d1_0 * v; a1_0 += d1_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 31 + 12); VKEEP(v); a0_4 += d0_0 * v; a1_4 += d0_1 * v; a0_1 += d1_0 * v; a1_1 += d1_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 32 + 12); VKEEP(v); a0_5 += d0_0 * v; a1_5 += d0_1 * v; a0_2 += d1_0 * v; a1_2 += d1_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 60 + 12); VKEEP(v); a0_6 += d0_0 * v; a1_6 += d0_1 * v; a0_3 += d1_0 * v; a1_3 += d1_1 * v; a0_0 += d2_0 * v; a1_0 += d2_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 61 + 12); VKEEP(v); a0_7 += d0_0 * v; a1_7 += d0_1 * v; a0_4 += d1_0 * v; a1_4 += d1_1 * v; a0_1 += d2_0 * v; a1_1 += d2_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 62 + 12); VKEEP(v); a0_8 += d0_0 * v; a1_8 += d0_1 * v; a0_5 += d1_0 * v; a1_5 += d1_1 * v; a0_2 += d2_0 * v; a1_2 += d2_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 90 + 12); VKEEP(v); a0_6 += d1_0 * v; a1_6 += d1_1 * v; a0_3 += d2_0 * v; a1_3 += d2_1 * v; a0_0 += d3_0 * v; a1_0 += d3_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 91 + 12); VKEEP(v); a0_7 += d1_0 * v; a1_7 += d1_1 * v; a0_4 += d2_0 * v; a1_4 += d2_1 * v; a0_1 += d3_0 * v; a1_1 += d3_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 92 + 12); VKEEP(v); a0_8 += d1_0 * v; a1_8 += d1_1 * v; a0_5 += d2_0 * v; a1_5 += d2_1 * v; a0_2 += d3_0 * v; a1_2 += d3_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 120 + 12); VKEEP(v); a0_6 += d2_0 * v; a1_6 += d2_1 * v; a0_3 += d3_0 * v; a1_3 += d3_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 121 + 12); VKEEP(v); a0_7 += d2_0 * v; a1_7 += d2_1 * v; a0_4 += d3_0 * v; a1_4 += d3_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 122 + 12); VKEEP(v); a0_8 += d2_0 * v; a1_8 += d2_1 * v; a0_5 += d3_0 * v; a1_5 += d3_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 150 + 12); VKEEP(v); a0_6 += d3_0 * v; a1_6 += d3_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 151 + 12); VKEEP(v); a0_7 += d3_0 * v; a1_7 += d3_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 152 + 12); VKEEP(v); a0_8 += d3_0 * v; a1_8 += d3_1 * v;
+                    }
+                }
+            }
+        }
         gw[(size_t)(co0 + 0) * 2304 + ci * 9 + 0] += vsum(a0_0);
         gw[(size_t)(co0 + 0) * 2304 + ci * 9 + 1] += vsum(a0_1);
         gw[(size_t)(co0 + 0) * 2304 + ci * 9 + 2] += vsum(a0_2);
@@ -5943,150 +5865,137 @@ static void l19_conv2d_backward(float *restrict G, float *restrict S, const floa
     /* tiles of 2 output channels x 9 taps (3 kernel rows) of one input channel */
     /* lanes of the last, overlapping vector of a row already counted by the one before */
     const cg_vi mk = {0, 0, 0, 0, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1};
-    float *restrict gacc = S + 1843232; /* the tiles' accumulators between bands */
-    memset(gacc, 0, sizeof(float) * 37748736);
-    /* bands of 4 output rows: every tile reads the band's dy while it is in cache */
-    for (int n = 0; n < nb; n++) {
-        for (int b0 = 0; b0 < 28; b0 += 4) {
-            CG_PARALLEL_FOR
-            for (int t = 0; t < 131072; t++) {
-                const int co0 = t / 512 * 2, ci = t % 512;
-                cg_v a0_0 = VLOAD(gacc + (size_t)t * 288 + 0), a0_1 = VLOAD(gacc + (size_t)t * 288 + 16), a0_2 = VLOAD(gacc + (size_t)t * 288 + 32), a0_3 = VLOAD(gacc + (size_t)t * 288 + 48), a0_4 = VLOAD(gacc + (size_t)t * 288 + 64), a0_5 = VLOAD(gacc + (size_t)t * 288 + 80), a0_6 = VLOAD(gacc + (size_t)t * 288 + 96), a0_7 = VLOAD(gacc + (size_t)t * 288 + 112), a0_8 = VLOAD(gacc + (size_t)t * 288 + 128);
-                cg_v a1_0 = VLOAD(gacc + (size_t)t * 288 + 144), a1_1 = VLOAD(gacc + (size_t)t * 288 + 160), a1_2 = VLOAD(gacc + (size_t)t * 288 + 176), a1_3 = VLOAD(gacc + (size_t)t * 288 + 192), a1_4 = VLOAD(gacc + (size_t)t * 288 + 208), a1_5 = VLOAD(gacc + (size_t)t * 288 + 224), a1_6 = VLOAD(gacc + (size_t)t * 288 + 240), a1_7 = VLOAD(gacc + (size_t)t * 288 + 256), a1_8 = VLOAD(gacc + (size_t)t * 288 + 272);
-                for (int oy = b0; oy < 28 && oy < b0 + 4; oy += 4) {
-                    const float *restrict dr = dy + ((size_t)n * 512 + co0) * 784 + oy * 28;
-                    const float *restrict xr = xp + ((size_t)n * 512 + ci) * 900 + (oy) * 30;
-                    for (int x = 0; x < 16; x += 16) {
-                        const cg_v d0_0 = VLOAD(dr + 0 + x), d0_1 = VLOAD(dr + 784 + x);
-                        const cg_v d1_0 = VLOAD(dr + 28 + x), d1_1 = VLOAD(dr + 812 + x);
-                        const cg_v d2_0 = VLOAD(dr + 56 + x), d2_1 = VLOAD(dr + 840 + x);
-                        const cg_v d3_0 = VLOAD(dr + 84 + x), d3_1 = VLOAD(dr + 868 + x);
-                        {
-                            cg_v v = VLOAD(xr + 0 + x); VKEEP(v); a0_0 += d0_0 * v; a1_0 += d0_1 * v;
-                        }
-                        {
-                            cg_v v = VLOAD(xr + 1 + x); VKEEP(v); a0_1 += d0_0 * v; a1_1 += d0_1 * v;
-                        }
-                        {
-                            cg_v v = VLOAD(xr + 2 + x); VKEEP(v); a0_2 += d0_0 * v; a1_2 += d0_1 * v;
-                        }
-                        {
-                            cg_v v = VLOAD(xr + 30 + x); VKEEP(v); a0_3 += d0_0 * v; a1_3 += d0_1 * v; a0_0 += d1_0 * v; a1_0 += d1_1 * v;
-                        }
-                        {
-                            cg_v v = VLOAD(xr + 31 + x); VKEEP(v); a0_4 += d0_0 * v; a1_4 += d0_1 * v; a0_1 += d1_0 * v; a1_1 += d1_1 * v;
-                        }
-                        {
-                            cg_v v = VLOAD(xr + 32 + x); VKEEP(v); a0_5 += d0_0 * v; a1_5 += d0_1 * v; a0_2 += d1_0 * v; a1_2 += d1_1 * v;
-                        }
-                        {
-                            cg_v v = VLOAD(xr + 60 + x); VKEEP(v); a0_6 += d0_0 * v; a1_6 += d0_1 * v; a0_3 += d1_0 * v; a1_3 += d1_1 * v; a0_0 += d2_0 * v; a1_0 += d2_1 * v;
-                        }
-                        {
-                            cg_v v = VLOAD(xr + 61 + x); VKEEP(v); a0_7 += d0_0 * v; a1_7 += d0_1 * v; a0_4 += d1_0 * v; a1_4 += d1_1 * v; a0_1 += d2_0 * v; a1_1 += d2_1 * v;
-                        }
-                        {
-                            cg_v v = VLOAD(xr + 62 + x); VKEEP(v); a0_8 += d0_0 * v; a1_8 += d0_1 * v; a0_5 += d1_0 * v; a1_5 += d1_1 * v; a0_2 += d2_0 * v; a1_2 += d2_1 * v;
-                        }
-                        {
-                            cg_v v = VLOAD(xr + 90 + x); VKEEP(v); a0_6 += d1_0 * v; a1_6 += d1_1 * v; a0_3 += d2_0 * v; a1_3 += d2_1 * v; a0_0 += d3_0 * v; a1_0 += d3_1 * v;
-                        }
-                        {
-                            cg_v v = VLOAD(xr + 91 + x); VKEEP(v); a0_7 += d1_0 * v; a1_7 += d1_1 * v; a0_4 += d2_0 * v; a1_4 += d2_1 * v; a0_1 += d3_0 * v; a1_1 += d3_1 * v;
-                        }
-                        {
-                            cg_v v = VLOAD(xr + 92 + x); VKEEP(v); a0_8 += d1_0 * v; a1_8 += d1_1 * v; a0_5 += d2_0 * v; a1_5 += d2_1 * v; a0_2 += d3_0 * v; a1_2 += d3_1 * v;
-                        }
-                        {
-                            cg_v v = VLOAD(xr + 120 + x); VKEEP(v); a0_6 += d2_0 * v; a1_6 += d2_1 * v; a0_3 += d3_0 * v; a1_3 += d3_1 * v;
-                        }
-                        {
-                            cg_v v = VLOAD(xr + 121 + x); VKEEP(v); a0_7 += d2_0 * v; a1_7 += d2_1 * v; a0_4 += d3_0 * v; a1_4 += d3_1 * v;
-                        }
-                        {
-                            cg_v v = VLOAD(xr + 122 + x); VKEEP(v); a0_8 += d2_0 * v; a1_8 += d2_1 * v; a0_5 += d3_0 * v; a1_5 += d3_1 * v;
-                        }
-                        {
-                            cg_v v = VLOAD(xr + 150 + x); VKEEP(v); a0_6 += d3_0 * v; a1_6 += d3_1 * v;
-                        }
-                        {
-                            cg_v v = VLOAD(xr + 151 + x); VKEEP(v); a0_7 += d3_0 * v; a1_7 += d3_1 * v;
-                        }
-                        {
-                            cg_v v = VLOAD(xr + 152 + x); VKEEP(v); a0_8 += d3_0 * v; a1_8 += d3_1 * v;
-                        }
-                    }
-                    {
-                        const cg_v d0_0 = VSEL(mk, VLOAD(dr + 0 + 12), vsplat(0.0f)), d0_1 = VSEL(mk, VLOAD(dr + 784 + 12), vsplat(0.0f));
-                        const cg_v d1_0 = VSEL(mk, VLOAD(dr + 28 + 12), vsplat(0.0f)), d1_1 = VSEL(mk, VLOAD(dr + 812 + 12), vsplat(0.0f));
-                        const cg_v d2_0 = VSEL(mk, VLOAD(dr + 56 + 12), vsplat(0.0f)), d2_1 = VSEL(mk, VLOAD(dr + 840 + 12), vsplat(0.0f));
-                        const cg_v d3_0 = VSEL(mk, VLOAD(dr + 84 + 12), vsplat(0.0f)), d3_1 = VSEL(mk, VLOAD(dr + 868 + 12), vsplat(0.0f));
-                        {
-                            cg_v v = VLOAD(xr + 0 + 12); VKEEP(v); a0_0 += d0_0 * v; a1_0 += d0_1 * v;
-                        }
-                        {
-                            cg_v v = VLOAD(xr + 1 + 12); VKEEP(v); a0_1 += d0_0 * v; a1_1 += d0_1 * v;
-                        }
-                        {
-                            cg_v v = VLOAD(xr + 2 + 12); VKEEP(v); a0_2 += d0_0 * v; a1_2 += d0_1 * v;
-                        }
-                        {
-                            cg_v v = VLOAD(xr + 30 + 12); VKEEP(v); a0_3 += d0_0 * v; a1_3 += d0_1 * v; a0_0 += d1_0 * v; a1_0 += d1_1 * v;
-                        }
-                        {
-                            cg_v v = VLOAD(xr + 31 + 12); VKEEP(v); a0_4 += d0_0 * v; a1_4 += d0_1 * v; a0_1 += d1_0 * v; a1_1 += d1_1 * v;
-                        }
-                        {
-                            cg_v v = VLOAD(xr + 32 + 12); VKEEP(v); a0_5 += d0_0 * v; a1_5 += d0_1 * v; a0_2 += d1_0 * v; a1_2 += d1_1 * v;
-                        }
-                        {
-                            cg_v v = VLOAD(xr + 60 + 12); VKEEP(v); a0_6 += d0_0 * v; a1_6 += d0_1 * v; a0_3 += d1_0 * v; a1_3 += d1_1 * v; a0_0 += d2_0 * v; a1_0 += d2_1 * v;
-                        }
-                        {
-                            cg_v v = VLOAD(xr + 61 + 12); VKEEP(v); a0_7 += d0_0 * v; a1_7 += d0_1 * v; a0_4 += d1_0 * v; a1_4 += d1_1 * v; a0_1 += d2_0 * v; a1_1 += d2_1 * v;
-                        }
-                        {
-                            cg_v v = VLOAD(xr + 62 + 12); VKEEP(v); a0_8 += d0_0 * v; a1_8 += d0_1 * v; a0_5 += d1_0 * v; a1_5 += d1_1 * v; a0_2 += d2_0 * v; a1_2 += d2_1 * v;
-                        }
-                        {
-                            cg_v v = VLOAD(xr + 90 + 12); VKEEP(v); a0_6 += d1_0 * v; a1_6 += d1_1 * v; a0_3 += d2_0 * v; a1_3 += d2_1 * v; a0_0 += d3_0 * v; a1_0 += d3_1 * v;
-                        }
-                        {
-                            cg_v v = VLOAD(xr + 91 + 12); VKEEP(v); a0_7 += d1_0 * v; a1_7 += d1_1 * v; a0_4 += d2_0 * v; a1_4 += d2_1 * v; a0_1 += d3_0 * v; a1_1 += d3_1 * v;
-                        }
-                        {
-                            cg_v v = VLOAD(xr + 92 + 12); VKEEP(v); a0_8 += d1_0 * v; a1_8 += d1_1 * v; a0_5 += d2_0 * v; a1_5 += d2_1 * v; a0_2 += d3_0 * v; a1_2 += d3_1 * v;
-                        }
-                        {
-                            cg_v v = VLOAD(xr + 120 + 12); VKEEP(v); a0_6 += d2_0 * v; a1_6 += d2_1 * v; a0_3 += d3_0 * v; a1_3 += d3_1 * v;
-                        }
-                        {
-                            cg_v v = VLOAD(xr + 121 + 12); VKEEP(v); a0_7 += d2_0 * v; a1_7 += d2_1 * v; a0_4 += d3_0 * v; a1_4 += d3_1 * v;
-                        }
-                        {
-                            cg_v v = VLOAD(xr + 122 + 12); VKEEP(v); a0_8 += d2_0 * v; a1_8 += d2_1 * v; a0_5 += d3_0 * v; a1_5 += d3_1 * v;
-                        }
-                        {
-                            cg_v v = VLOAD(xr + 150 + 12); VKEEP(v); a0_6 += d3_0 * v; a1_6 += d3_1 * v;
-                        }
-                        {
-                            cg_v v = VLOAD(xr + 151 + 12); VKEEP(v); a0_7 += d3_0 * v; a1_7 += d3_1 * v;
-                        }
-                        {
-                            cg_v v = VLOAD(xr + 152 + 12); VKEEP(v); a0_8 += d3_0 * v; a1_8 += d3_1 * v;
-                        }
-                    }
-                }
-                VSTORE(gacc + (size_t)t * 288 + 0, a0_0); VSTORE(gacc + (size_t)t * 288 + 16, a0_1); VSTORE(gacc + (size_t)t * 288 + 32, a0_2); VSTORE(gacc + (size_t)t * 288 + 48, a0_3); VSTORE(gacc + (size_t)t * 288 + 64, a0_4); VSTORE(gacc + (size_t)t * 288 + 80, a0_5); VSTORE(gacc + (size_t)t * 288 + 96, a0_6); VSTORE(gacc + (size_t)t * 288 + 112, a0_7); VSTORE(gacc + (size_t)t * 288 + 128, a0_8);
-                VSTORE(gacc + (size_t)t * 288 + 144, a1_0); VSTORE(gacc + (size_t)t * 288 + 160, a1_1); VSTORE(gacc + (size_t)t * 288 + 176, a1_2); VSTORE(gacc + (size_t)t * 288 + 192, a1_3); VSTORE(gacc + (size_t)t * 288 + 208, a1_4); VSTORE(gacc + (size_t)t * 288 + 224, a1_5); VSTORE(gacc + (size_t)t * 288 + 240, a1_6); VSTORE(gacc + (size_t)t * 288 + 256, a1_7); VSTORE(gacc + (size_t)t * 288 + 272, a1_8);
-            }
-        }
-    }
     CG_PARALLEL_FOR
     for (int t = 0; t < 131072; t++) {
         const int co0 = t / 512 * 2, ci = t % 512;
-        const cg_v a0_0 = VLOAD(gacc + (size_t)t * 288 + 0), a0_1 = VLOAD(gacc + (size_t)t * 288 + 16), a0_2 = VLOAD(gacc + (size_t)t * 288 + 32), a0_3 = VLOAD(gacc + (size_t)t * 288 + 48), a0_4 = VLOAD(gacc + (size_t)t * 288 + 64), a0_5 = VLOAD(gacc + (size_t)t * 288 + 80), a0_6 = VLOAD(gacc + (size_t)t * 288 + 96), a0_7 = VLOAD(gacc + (size_t)t * 288 + 112), a0_8 = VLOAD(gacc + (size_t)t * 288 + 128);
-        const cg_v a1_0 = VLOAD(gacc + (size_t)t * 288 + 144), a1_1 = VLOAD(gacc + (size_t)t * 288 + 160), a1_2 = VLOAD(gacc + (size_t)t * 288 + 176), a1_3 = VLOAD(gacc + (size_t)t * 288 + 192), a1_4 = VLOAD(gacc + (size_t)t * 288 + 208), a1_5 = VLOAD(gacc + (size_t)t * 288 + 224), a1_6 = VLOAD(gacc + (size_t)t * 288 + 240), a1_7 = VLOAD(gacc + (size_t)t * 288 + 256), a1_8 = VLOAD(gacc + (size_t)t * 288 + 272);
+        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f), a0_4 = vsplat(0.0f), a0_5 = vsplat(0.0f), a0_6 = vsplat(0.0f), a0_7 = vsplat(0.0f), a0_8 = vsplat(0.0f);
+        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f), a1_3 = vsplat(0.0f), a1_4 = vsplat(0.0f), a1_5 = vsplat(0.0f), a1_6 = vsplat(0.0f), a1_7 = vsplat(0.0f), a1_8 = vsplat(0.0f);
+        for (int n = 0; n < nb; n++) {
+            for (int oy = 0; oy < 28; oy += 4) {
+                const float *restrict dr = dy + ((size_t)n * 512 + co0) * 784 + oy * 28;
+                const float *restrict xr = xp + ((size_t)n * 512 + ci) * 900 + (oy) * 30;
+                for (int x = 0; x < 16; x += 16) {
+                    const cg_v d0_0 = VLOAD(dr + 0 + x), d0_1 = VLOAD(dr + 784 + x);
+                    const cg_v d1_0 = VLOAD(dr + 28 + x), d1_1 = VLOAD(dr + 812 + x);
+                    const cg_v d2_0 = VLOAD(dr + 56 + x), d2_1 = VLOAD(dr + 840 + x);
+                    const cg_v d3_0 = VLOAD(dr + 84 + x), d3_1 = VLOAD(dr + 868 + x);
+                    {
+                        cg_v v = VLOAD(xr + 0 + x); VKEEP(v); a0_0 += d0_0 * v; a1_0 += d0_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 1 + x); VKEEP(v); a0_1 += d0_0 * v; a1_1 += d0_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 2 + x); VKEEP(v); a0_2 += d0_0 * v; a1_2 += d0_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 30 + x); VKEEP(v); a0_3 += d0_0 * v; a1_3 += d0_1 * v; a0_0 += d1_0 * v; a1_0 += d1_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 31 + x); VKEEP(v); a0_4 += d0_0 * v; a1_4 += d0_1 * v; a0_1 += d1_0 * v; a1_1 += d1_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 32 + x); VKEEP(v); a0_5 += d0_0 * v; a1_5 += d0_1 * v; a0_2 += d1_0 * v; a1_2 += d1_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 60 + x); VKEEP(v); a0_6 += d0_0 * v; a1_6 += d0_1 * v; a0_3 += d1_0 * v; a1_3 += d1_1 * v; a0_0 += d2_0 * v; a1_0 += d2_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 61 + x); VKEEP(v); a0_7 += d0_0 * v; a1_7 += d0_1 * v; a0_4 += d1_0 * v; a1_4 += d1_1 * v; a0_1 += d2_0 * v; a1_1 += d2_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 62 + x); VKEEP(v); a0_8 += d0_0 * v; a1_8 += d0_1 * v; a0_5 += d1_0 * v; a1_5 += d1_1 * v; a0_2 += d2_0 * v; a1_2 += d2_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 90 + x); VKEEP(v); a0_6 += d1_0 * v; a1_6 += d1_1 * v; a0_3 += d2_0 * v; a1_3 += d2_1 * v; a0_0 += d3_0 * v; a1_0 += d3_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 91 + x); VKEEP(v); a0_7 += d1_0 * v; a1_7 += d1_1 * v; a0_4 += d2_0 * v; a1_4 += d2_1 * v; a0_1 += d3_0 * v; a1_1 += d3_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 92 + x); VKEEP(v); a0_8 += d1_0 * v; a1_8 += d1_1 * v; a0_5 += d2_0 * v; a1_5 += d2_1 * v; a0_2 += d3_0 * v; a1_2 += d3_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 120 + x); VKEEP(v); a0_6 += d2_0 * v; a1_6 += d2_1 * v; a0_3 += d3_0 * v; a1_3 += d3_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 121 + x); VKEEP(v); a0_7 += d2_0 * v; a1_7 += d2_1 * v; a0_4 += d3_0 * v; a1_4 += d3_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 122 + x); VKEEP(v); a0_8 += d2_0 * v; a1_8 += d2_1 * v; a0_5 += d3_0 * v; a1_5 += d3_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 150 + x); VKEEP(v); a0_6 += d3_0 * v; a1_6 += d3_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 151 + x); VKEEP(v); a0_7 += d3_0 * v; a1_7 += d3_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 152 + x); VKEEP(v); a0_8 += d3_0 * v; a1_8 += d3_1 * v;
+                    }
+                }
+                {
+                    const cg_v d0_0 = VSEL(mk, VLOAD(dr + 0 + 12), vsplat(0.0f)), d0_1 = VSEL(mk, VLOAD(dr + 784 + 12), vsplat(0.0f));
+                    const cg_v d1_0 = VSEL(mk, VLOAD(dr + 28 + 12), vsplat(0.0f)), d1_1 = VSEL(mk, VLOAD(dr + 812 + 12), vsplat(0.0f));
+                    const cg_v d2_0 = VSEL(mk, VLOAD(dr + 56 + 12), vsplat(0.0f)), d2_1 = VSEL(mk, VLOAD(dr + 840 + 12), vsplat(0.0f));
+                    const cg_v d3_0 = VSEL(mk, VLOAD(dr + 84 + 12), vsplat(0.0f)), d3_1 = VSEL(mk, VLOAD(dr + 868 + 12), vsplat(0.0f));
+                    {
+                        cg_v v = VLOAD(xr + 0 + 12); VKEEP(v); a0_0 += d0_0 * v; a1_0 += d0_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 1 + 12); VKEEP(v); a0_1 += d0_0 * v; a1_1 += d0_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 2 + 12); VKEEP(v); a0_2 += d0_0 * v; a1_2 += d0_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 30 + 12); VKEEP(v); a0_3 += d0_0 * v; a1_3 += d0_1 * v; a0_0 += d1_0 * v; a1_0 += d1_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 31 + 12); VKEEP(v); a0_4 += d0_0 * v; a1_4 += d0_1 * v; a0_1 += d1_0 * v; a1_1 += d1_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 32 + 12); VKEEP(v); a0_5 += d0_0 * v; a1_5 += d0_1 * v; a0_2 += d1_0 * v; a1_2 += d1_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 60 + 12); VKEEP(v); a0_6 += d0_0 * v; a1_6 += d0_1 * v; a0_3 += d1_0 * v; a1_3 += d1_1 * v; a0_0 += d2_0 * v; a1_0 += d2_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 61 + 12); VKEEP(v); a0_7 += d0_0 * v; a1_7 += d0_1 * v; a0_4 += d1_0 * v; a1_4 += d1_1 * v; a0_1 += d2_0 * v; a1_1 += d2_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 62 + 12); VKEEP(v); a0_8 += d0_0 * v; a1_8 += d0_1 * v; a0_5 += d1_0 * v; a1_5 += d1_1 * v; a0_2 += d2_0 * v; a1_2 += d2_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 90 + 12); VKEEP(v); a0_6 += d1_0 * v; a1_6 += d1_1 * v; a0_3 += d2_0 * v; a1_3 += d2_1 * v; a0_0 += d3_0 * v; a1_0 += d3_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 91 + 12); VKEEP(v); a0_7 += d1_0 * v; a1_7 += d1_1 * v; a0_4 += d2_0 * v; a1_4 += d2_1 * v; a0_1 += d3_0 * v; a1_1 += d3_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 92 + 12); VKEEP(v); a0_8 += d1_0 * v; a1_8 += d1_1 * v; a0_5 += d2_0 * v; a1_5 += d2_1 * v; a0_2 += d3_0 * v; a1_2 += d3_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 120 + 12); VKEEP(v); a0_6 += d2_0 * v; a1_6 += d2_1 * v; a0_3 += d3_0 * v; a1_3 += d3_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 121 + 12); VKEEP(v); a0_7 += d2_0 * v; a1_7 += d2_1 * v; a0_4 += d3_0 * v; a1_4 += d3_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 122 + 12); VKEEP(v); a0_8 += d2_0 * v; a1_8 += d2_1 * v; a0_5 += d3_0 * v; a1_5 += d3_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 150 + 12); VKEEP(v); a0_6 += d3_0 * v; a1_6 += d3_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 151 + 12); VKEEP(v); a0_7 += d3_0 * v; a1_7 += d3_1 * v;
+                    }
+                    {
+                        cg_v v = VLOAD(xr + 152 + 12); VKEEP(v); a0_8 += d3_0 * v; a1_8 += d3_1 * v;
+                    }
+                }
+            }
+        }
         gw[(size_t)(co0 + 0) * 4608 + ci * 9 + 0] += vsum(a0_0);
         gw[(size_t)(co0 + 0) * 4608 + ci * 9 + 1] += vsum(a0_1);
         gw[(size_t)(co0 + 0) * 4608 + ci * 9 + 2] += vsum(a0_2);
@@ -7200,71 +7109,71 @@ static void l36_dense_backward(const float *restrict P, float *restrict G, const
 #define S02     37046032 /* scratch of layer 2 (conv2d) */
 #define A04     12845056 /* output of layer 4 (maxpool2d), [N][64x112x112] */
 #define A05     14450688 /* output of layer 5 (conv2d), [N][128x112x112] */
-#define S05     50711344 /* scratch of layer 5 (conv2d) */
+#define S05     50121520 /* scratch of layer 5 (conv2d) */
 #define A07     17661952 /* output of layer 7 (conv2d), [N][128x112x112] */
-#define S07     56881488 /* scratch of layer 7 (conv2d) */
+#define S07     55112016 /* scratch of layer 7 (conv2d) */
 #define A09     20873216 /* output of layer 9 (maxpool2d), [N][128x56x56] */
 #define A10     21676032 /* output of layer 10 (conv2d), [N][256x56x56] */
-#define S10     65894768 /* scratch of layer 10 (conv2d) */
+#define S10     61766000 /* scratch of layer 10 (conv2d) */
 #define A12     23281664 /* output of layer 12 (conv2d), [N][256x56x56] */
-#define S12     73196944 /* scratch of layer 12 (conv2d) */
+#define S12     64349584 /* scratch of layer 12 (conv2d) */
 #define A14     24887296 /* output of layer 14 (conv2d), [N][256x56x56] */
-#define S14     86078896 /* scratch of layer 14 (conv2d) */
+#define S14     67794352 /* scratch of layer 14 (conv2d) */
 #define A16     26492928 /* output of layer 16 (maxpool2d), [N][256x28x28] */
 #define A17     26894336 /* output of layer 17 (conv2d), [N][512x28x28] */
-#define S17     98960848 /* scratch of layer 17 (conv2d) */
+#define S17     71239120 /* scratch of layer 17 (conv2d) */
 #define A19     27697152 /* output of layer 19 (conv2d), [N][512x28x28] */
-#define S19     119217648 /* scratch of layer 19 (conv2d) */
+#define S19     72621552 /* scratch of layer 19 (conv2d) */
 #define A21     28499968 /* output of layer 21 (conv2d), [N][512x28x28] */
-#define S21     158809616 /* scratch of layer 21 (conv2d) */
+#define S21     74464784 /* scratch of layer 21 (conv2d) */
 #define A23     29302784 /* output of layer 23 (maxpool2d), [N][512x14x14] */
 #define A24     29503488 /* output of layer 24 (conv2d), [N][512x14x14] */
-#define S24     198401584 /* scratch of layer 24 (conv2d) */
+#define S24     76308016 /* scratch of layer 24 (conv2d) */
 #define A26     29704192 /* output of layer 26 (conv2d), [N][512x14x14] */
-#define S26     203915312 /* scratch of layer 26 (conv2d) */
+#define S26     81821744 /* scratch of layer 26 (conv2d) */
 #define A28     29904896 /* output of layer 28 (conv2d), [N][512x14x14] */
-#define S28     209429040 /* scratch of layer 28 (conv2d) */
+#define S28     87335472 /* scratch of layer 28 (conv2d) */
 #define A30     30105600 /* output of layer 30 (maxpool2d), [N][512x7x7] */
 #define A32     30155776 /* output of layer 32 (dense), [N][4096] */
 #define A34     30163968 /* output of layer 34 (dense), [N][4096] */
 #define A36     30172160 /* output of layer 36 (dense), [N][1000] */
-#define DOUT    214942768 /* dLoss/dOutput, [N][1000] */
-#define D35     214944768 /* gradient arena: dLoss/d(layer 35 output) */
-#define D34     214952960 /* gradient arena: dLoss/d(layer 34 output) */
-#define D33     214944768 /* gradient arena: dLoss/d(layer 33 output) */
-#define D32     214952960 /* gradient arena: dLoss/d(layer 32 output) */
-#define D31     215145472 /* gradient arena: dLoss/d(layer 31 output) */
-#define D29     214944768 /* gradient arena: dLoss/d(layer 29 output) */
-#define D28     215145472 /* gradient arena: dLoss/d(layer 28 output) */
-#define D27     214944768 /* gradient arena: dLoss/d(layer 27 output) */
-#define D26     215145472 /* gradient arena: dLoss/d(layer 26 output) */
-#define D25     214944768 /* gradient arena: dLoss/d(layer 25 output) */
-#define D24     215145472 /* gradient arena: dLoss/d(layer 24 output) */
-#define D23     215747584 /* gradient arena: dLoss/d(layer 23 output) */
-#define D22     214944768 /* gradient arena: dLoss/d(layer 22 output) */
-#define D21     215747584 /* gradient arena: dLoss/d(layer 21 output) */
-#define D20     214944768 /* gradient arena: dLoss/d(layer 20 output) */
-#define D19     215747584 /* gradient arena: dLoss/d(layer 19 output) */
-#define D18     214944768 /* gradient arena: dLoss/d(layer 18 output) */
-#define D17     215747584 /* gradient arena: dLoss/d(layer 17 output) */
-#define D16     216550400 /* gradient arena: dLoss/d(layer 16 output) */
-#define D15     214944768 /* gradient arena: dLoss/d(layer 15 output) */
-#define D14     216550400 /* gradient arena: dLoss/d(layer 14 output) */
-#define D13     214944768 /* gradient arena: dLoss/d(layer 13 output) */
-#define D12     216550400 /* gradient arena: dLoss/d(layer 12 output) */
-#define D11     214944768 /* gradient arena: dLoss/d(layer 11 output) */
-#define D10     216550400 /* gradient arena: dLoss/d(layer 10 output) */
-#define D09     218156032 /* gradient arena: dLoss/d(layer 9 output) */
-#define D08     214944768 /* gradient arena: dLoss/d(layer 8 output) */
-#define D07     218156032 /* gradient arena: dLoss/d(layer 7 output) */
-#define D06     214944768 /* gradient arena: dLoss/d(layer 6 output) */
-#define D05     218156032 /* gradient arena: dLoss/d(layer 5 output) */
-#define D04     221367296 /* gradient arena: dLoss/d(layer 4 output) */
-#define D03     214944768 /* gradient arena: dLoss/d(layer 3 output) */
-#define D02     221367296 /* gradient arena: dLoss/d(layer 2 output) */
-#define D01     214944768 /* gradient arena: dLoss/d(layer 1 output) */
-#define D00     221367296 /* gradient arena: dLoss/d(layer 0 output) */
-#define DIN     214944768 /* gradient arena: dLoss/dInput */
+#define DOUT    92849200 /* dLoss/dOutput, [N][1000] */
+#define D35     92851200 /* gradient arena: dLoss/d(layer 35 output) */
+#define D34     92859392 /* gradient arena: dLoss/d(layer 34 output) */
+#define D33     92851200 /* gradient arena: dLoss/d(layer 33 output) */
+#define D32     92859392 /* gradient arena: dLoss/d(layer 32 output) */
+#define D31     93051904 /* gradient arena: dLoss/d(layer 31 output) */
+#define D29     92851200 /* gradient arena: dLoss/d(layer 29 output) */
+#define D28     93051904 /* gradient arena: dLoss/d(layer 28 output) */
+#define D27     92851200 /* gradient arena: dLoss/d(layer 27 output) */
+#define D26     93051904 /* gradient arena: dLoss/d(layer 26 output) */
+#define D25     92851200 /* gradient arena: dLoss/d(layer 25 output) */
+#define D24     93051904 /* gradient arena: dLoss/d(layer 24 output) */
+#define D23     93654016 /* gradient arena: dLoss/d(layer 23 output) */
+#define D22     92851200 /* gradient arena: dLoss/d(layer 22 output) */
+#define D21     93654016 /* gradient arena: dLoss/d(layer 21 output) */
+#define D20     92851200 /* gradient arena: dLoss/d(layer 20 output) */
+#define D19     93654016 /* gradient arena: dLoss/d(layer 19 output) */
+#define D18     92851200 /* gradient arena: dLoss/d(layer 18 output) */
+#define D17     93654016 /* gradient arena: dLoss/d(layer 17 output) */
+#define D16     94456832 /* gradient arena: dLoss/d(layer 16 output) */
+#define D15     92851200 /* gradient arena: dLoss/d(layer 15 output) */
+#define D14     94456832 /* gradient arena: dLoss/d(layer 14 output) */
+#define D13     92851200 /* gradient arena: dLoss/d(layer 13 output) */
+#define D12     94456832 /* gradient arena: dLoss/d(layer 12 output) */
+#define D11     92851200 /* gradient arena: dLoss/d(layer 11 output) */
+#define D10     94456832 /* gradient arena: dLoss/d(layer 10 output) */
+#define D09     96062464 /* gradient arena: dLoss/d(layer 9 output) */
+#define D08     92851200 /* gradient arena: dLoss/d(layer 8 output) */
+#define D07     96062464 /* gradient arena: dLoss/d(layer 7 output) */
+#define D06     92851200 /* gradient arena: dLoss/d(layer 6 output) */
+#define D05     96062464 /* gradient arena: dLoss/d(layer 5 output) */
+#define D04     99273728 /* gradient arena: dLoss/d(layer 4 output) */
+#define D03     92851200 /* gradient arena: dLoss/d(layer 3 output) */
+#define D02     99273728 /* gradient arena: dLoss/d(layer 2 output) */
+#define D01     92851200 /* gradient arena: dLoss/d(layer 1 output) */
+#define D00     99273728 /* gradient arena: dLoss/d(layer 0 output) */
+#define DIN     92851200 /* gradient arena: dLoss/dInput */
 
 /* Forward over nb <= 2 samples; activations stay in ws for backward. */
 void vgg16_forward(const float *params, float *buffers, const float *x, float *ws, int nb, int training)
@@ -7325,7 +7234,7 @@ void vgg16_forward(const float *params, float *buffers, const float *x, float *w
     l36_dense_forward(params + 134260544, ws + A34, ws + A36, nb);
 }
 
-/* Backward after a training forward: dLoss/dOutput at ws + DOUT (214942768); grads accumulate. */
+/* Backward after a training forward: dLoss/dOutput at ws + DOUT (92849200); grads accumulate. */
 void vgg16_backward(const float *params, float *grads, const float *x, float *dx, float *ws, int nb)
 {
     (void)x;

@@ -100,10 +100,13 @@ end
 -- dW in bands of output rows (every tile over one band of one sample, then the next
 -- band) when a sample's dy is larger than a core's L2 (256 KB of it): the band's dy
 -- rows then stay in cache while the tiles of every input channel read them, instead of
--- each tile streaming all of dy from memory. nil: one pass over everything per tile.
+-- each tile streaming all of dy from memory. Only when the tiles' accumulators kept
+-- between bands are small (256 KB at most). nil: one pass over everything per tile.
 function M.dw_band(L, tile)
   local g = L.geom
   if L.cout * g.h.O * g.w.O <= 65536 then return nil end
+  local nacc = (L.cout // tile.TCW) * L.cin * (g.h.K // tile.RY) * tile.TCW * tile.RY * g.w.K * V
+  if nacc > 65536 then return nil end
   local rows = math.max(1, 65536 // (L.cout * g.w.O))
   local band = math.max(tile.U, rows // tile.U * tile.U)
   if band >= g.h.O then return nil end
