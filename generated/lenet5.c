@@ -60,7 +60,7 @@ static inline __attribute__((unused)) float vsum_(const cg_v *v) { float s = 0.0
 /* cg_to_lanes / cg_from_lanes (runtime): [nb][size] <-> [size][64], lanes >= nb zero */
 
 /* layer 0: conv2d 1x28x28 -> 6x28x28 (specs/lenet5.yaml:10:5)
- * schedule lanes+pad: fwd lanes+pad[TB=2,TC=6] dw lanes+pad[TCW=3,rows=1] dx lanes+pad[TB=2,TCI=1] threaded */
+ * schedule lanes+pad: fwd lanes+pad[PY=1,TB=4,TC=6] dw lanes+pad[TCW=3,rows=1] dx lanes+pad[TB=2,TCI=1,TX=4] threaded */
 static void l00_conv2d_forward(const float *restrict P, float *restrict S, const float *restrict x, float *restrict y)
 {
     /* x [1x28x28][lanes], y [6x28x28][lanes] */
@@ -81,253 +81,253 @@ static void l00_conv2d_forward(const float *restrict P, float *restrict S, const
     }
     const float *restrict w = P;
     const float *restrict bias = P + 150;
-    CG_PARALLEL_FOR
-    for (int v0 = 0; v0 < 4; v0 += 2) {
+    for (int v0 = 0; v0 < 4; v0 += 4) {
         const float *restrict wb = w + 0;
         const float *restrict xg = xp + 0 + v0 * 16;
         float *restrict yb = y + 0 + v0 * 16;
         /* rows 0..27, cols 0..27: every tap */
+        CG_PARALLEL_FOR
         for (int oy = 0; oy < 28; oy++) {
             for (int ox = 0; ox < 28; ox++) {
-                cg_v a0_0 = vsplat(bias[0]), a1_0 = vsplat(bias[0]);
-                cg_v a0_1 = vsplat(bias[1]), a1_1 = vsplat(bias[1]);
-                cg_v a0_2 = vsplat(bias[2]), a1_2 = vsplat(bias[2]);
-                cg_v a0_3 = vsplat(bias[3]), a1_3 = vsplat(bias[3]);
-                cg_v a0_4 = vsplat(bias[4]), a1_4 = vsplat(bias[4]);
-                cg_v a0_5 = vsplat(bias[5]), a1_5 = vsplat(bias[5]);
+                cg_v a0_0 = vsplat(bias[0]), a1_0 = vsplat(bias[0]), a2_0 = vsplat(bias[0]), a3_0 = vsplat(bias[0]);
+                cg_v a0_1 = vsplat(bias[1]), a1_1 = vsplat(bias[1]), a2_1 = vsplat(bias[1]), a3_1 = vsplat(bias[1]);
+                cg_v a0_2 = vsplat(bias[2]), a1_2 = vsplat(bias[2]), a2_2 = vsplat(bias[2]), a3_2 = vsplat(bias[2]);
+                cg_v a0_3 = vsplat(bias[3]), a1_3 = vsplat(bias[3]), a2_3 = vsplat(bias[3]), a3_3 = vsplat(bias[3]);
+                cg_v a0_4 = vsplat(bias[4]), a1_4 = vsplat(bias[4]), a2_4 = vsplat(bias[4]), a3_4 = vsplat(bias[4]);
+                cg_v a0_5 = vsplat(bias[5]), a1_5 = vsplat(bias[5]), a2_5 = vsplat(bias[5]), a3_5 = vsplat(bias[5]);
                 const float *restrict xc = xg + 0;
                 const float *restrict wc = wb + 0;
                 {
-                    const cg_v x0 = VLOAD(xc + oy*2048 + ox*64 + 0), x1 = VLOAD(xc + oy*2048 + ox*64 + 16);
-                    a0_0 += wc[0] * x0; a1_0 += wc[0] * x1;
-                    a0_1 += wc[25] * x0; a1_1 += wc[25] * x1;
-                    a0_2 += wc[50] * x0; a1_2 += wc[50] * x1;
-                    a0_3 += wc[75] * x0; a1_3 += wc[75] * x1;
-                    a0_4 += wc[100] * x0; a1_4 += wc[100] * x1;
-                    a0_5 += wc[125] * x0; a1_5 += wc[125] * x1;
+                    const cg_v x0 = VLOAD(xc + oy*2048 + ox*64 + 0), x1 = VLOAD(xc + oy*2048 + ox*64 + 16), x2 = VLOAD(xc + oy*2048 + ox*64 + 32), x3 = VLOAD(xc + oy*2048 + ox*64 + 48);
+                    a0_0 += wc[0] * x0; a1_0 += wc[0] * x1; a2_0 += wc[0] * x2; a3_0 += wc[0] * x3;
+                    a0_1 += wc[25] * x0; a1_1 += wc[25] * x1; a2_1 += wc[25] * x2; a3_1 += wc[25] * x3;
+                    a0_2 += wc[50] * x0; a1_2 += wc[50] * x1; a2_2 += wc[50] * x2; a3_2 += wc[50] * x3;
+                    a0_3 += wc[75] * x0; a1_3 += wc[75] * x1; a2_3 += wc[75] * x2; a3_3 += wc[75] * x3;
+                    a0_4 += wc[100] * x0; a1_4 += wc[100] * x1; a2_4 += wc[100] * x2; a3_4 += wc[100] * x3;
+                    a0_5 += wc[125] * x0; a1_5 += wc[125] * x1; a2_5 += wc[125] * x2; a3_5 += wc[125] * x3;
                 }
                 {
-                    const cg_v x0 = VLOAD(xc + oy*2048 + ox*64 + 64 + 0), x1 = VLOAD(xc + oy*2048 + ox*64 + 64 + 16);
-                    a0_0 += wc[1] * x0; a1_0 += wc[1] * x1;
-                    a0_1 += wc[26] * x0; a1_1 += wc[26] * x1;
-                    a0_2 += wc[51] * x0; a1_2 += wc[51] * x1;
-                    a0_3 += wc[76] * x0; a1_3 += wc[76] * x1;
-                    a0_4 += wc[101] * x0; a1_4 += wc[101] * x1;
-                    a0_5 += wc[126] * x0; a1_5 += wc[126] * x1;
+                    const cg_v x0 = VLOAD(xc + oy*2048 + ox*64 + 64 + 0), x1 = VLOAD(xc + oy*2048 + ox*64 + 64 + 16), x2 = VLOAD(xc + oy*2048 + ox*64 + 64 + 32), x3 = VLOAD(xc + oy*2048 + ox*64 + 64 + 48);
+                    a0_0 += wc[1] * x0; a1_0 += wc[1] * x1; a2_0 += wc[1] * x2; a3_0 += wc[1] * x3;
+                    a0_1 += wc[26] * x0; a1_1 += wc[26] * x1; a2_1 += wc[26] * x2; a3_1 += wc[26] * x3;
+                    a0_2 += wc[51] * x0; a1_2 += wc[51] * x1; a2_2 += wc[51] * x2; a3_2 += wc[51] * x3;
+                    a0_3 += wc[76] * x0; a1_3 += wc[76] * x1; a2_3 += wc[76] * x2; a3_3 += wc[76] * x3;
+                    a0_4 += wc[101] * x0; a1_4 += wc[101] * x1; a2_4 += wc[101] * x2; a3_4 += wc[101] * x3;
+                    a0_5 += wc[126] * x0; a1_5 += wc[126] * x1; a2_5 += wc[126] * x2; a3_5 += wc[126] * x3;
                 }
                 {
-                    const cg_v x0 = VLOAD(xc + oy*2048 + ox*64 + 128 + 0), x1 = VLOAD(xc + oy*2048 + ox*64 + 128 + 16);
-                    a0_0 += wc[2] * x0; a1_0 += wc[2] * x1;
-                    a0_1 += wc[27] * x0; a1_1 += wc[27] * x1;
-                    a0_2 += wc[52] * x0; a1_2 += wc[52] * x1;
-                    a0_3 += wc[77] * x0; a1_3 += wc[77] * x1;
-                    a0_4 += wc[102] * x0; a1_4 += wc[102] * x1;
-                    a0_5 += wc[127] * x0; a1_5 += wc[127] * x1;
+                    const cg_v x0 = VLOAD(xc + oy*2048 + ox*64 + 128 + 0), x1 = VLOAD(xc + oy*2048 + ox*64 + 128 + 16), x2 = VLOAD(xc + oy*2048 + ox*64 + 128 + 32), x3 = VLOAD(xc + oy*2048 + ox*64 + 128 + 48);
+                    a0_0 += wc[2] * x0; a1_0 += wc[2] * x1; a2_0 += wc[2] * x2; a3_0 += wc[2] * x3;
+                    a0_1 += wc[27] * x0; a1_1 += wc[27] * x1; a2_1 += wc[27] * x2; a3_1 += wc[27] * x3;
+                    a0_2 += wc[52] * x0; a1_2 += wc[52] * x1; a2_2 += wc[52] * x2; a3_2 += wc[52] * x3;
+                    a0_3 += wc[77] * x0; a1_3 += wc[77] * x1; a2_3 += wc[77] * x2; a3_3 += wc[77] * x3;
+                    a0_4 += wc[102] * x0; a1_4 += wc[102] * x1; a2_4 += wc[102] * x2; a3_4 += wc[102] * x3;
+                    a0_5 += wc[127] * x0; a1_5 += wc[127] * x1; a2_5 += wc[127] * x2; a3_5 += wc[127] * x3;
                 }
                 {
-                    const cg_v x0 = VLOAD(xc + oy*2048 + ox*64 + 192 + 0), x1 = VLOAD(xc + oy*2048 + ox*64 + 192 + 16);
-                    a0_0 += wc[3] * x0; a1_0 += wc[3] * x1;
-                    a0_1 += wc[28] * x0; a1_1 += wc[28] * x1;
-                    a0_2 += wc[53] * x0; a1_2 += wc[53] * x1;
-                    a0_3 += wc[78] * x0; a1_3 += wc[78] * x1;
-                    a0_4 += wc[103] * x0; a1_4 += wc[103] * x1;
-                    a0_5 += wc[128] * x0; a1_5 += wc[128] * x1;
+                    const cg_v x0 = VLOAD(xc + oy*2048 + ox*64 + 192 + 0), x1 = VLOAD(xc + oy*2048 + ox*64 + 192 + 16), x2 = VLOAD(xc + oy*2048 + ox*64 + 192 + 32), x3 = VLOAD(xc + oy*2048 + ox*64 + 192 + 48);
+                    a0_0 += wc[3] * x0; a1_0 += wc[3] * x1; a2_0 += wc[3] * x2; a3_0 += wc[3] * x3;
+                    a0_1 += wc[28] * x0; a1_1 += wc[28] * x1; a2_1 += wc[28] * x2; a3_1 += wc[28] * x3;
+                    a0_2 += wc[53] * x0; a1_2 += wc[53] * x1; a2_2 += wc[53] * x2; a3_2 += wc[53] * x3;
+                    a0_3 += wc[78] * x0; a1_3 += wc[78] * x1; a2_3 += wc[78] * x2; a3_3 += wc[78] * x3;
+                    a0_4 += wc[103] * x0; a1_4 += wc[103] * x1; a2_4 += wc[103] * x2; a3_4 += wc[103] * x3;
+                    a0_5 += wc[128] * x0; a1_5 += wc[128] * x1; a2_5 += wc[128] * x2; a3_5 += wc[128] * x3;
                 }
                 {
-                    const cg_v x0 = VLOAD(xc + oy*2048 + ox*64 + 256 + 0), x1 = VLOAD(xc + oy*2048 + ox*64 + 256 + 16);
-                    a0_0 += wc[4] * x0; a1_0 += wc[4] * x1;
-                    a0_1 += wc[29] * x0; a1_1 += wc[29] * x1;
-                    a0_2 += wc[54] * x0; a1_2 += wc[54] * x1;
-                    a0_3 += wc[79] * x0; a1_3 += wc[79] * x1;
-                    a0_4 += wc[104] * x0; a1_4 += wc[104] * x1;
-                    a0_5 += wc[129] * x0; a1_5 += wc[129] * x1;
+                    const cg_v x0 = VLOAD(xc + oy*2048 + ox*64 + 256 + 0), x1 = VLOAD(xc + oy*2048 + ox*64 + 256 + 16), x2 = VLOAD(xc + oy*2048 + ox*64 + 256 + 32), x3 = VLOAD(xc + oy*2048 + ox*64 + 256 + 48);
+                    a0_0 += wc[4] * x0; a1_0 += wc[4] * x1; a2_0 += wc[4] * x2; a3_0 += wc[4] * x3;
+                    a0_1 += wc[29] * x0; a1_1 += wc[29] * x1; a2_1 += wc[29] * x2; a3_1 += wc[29] * x3;
+                    a0_2 += wc[54] * x0; a1_2 += wc[54] * x1; a2_2 += wc[54] * x2; a3_2 += wc[54] * x3;
+                    a0_3 += wc[79] * x0; a1_3 += wc[79] * x1; a2_3 += wc[79] * x2; a3_3 += wc[79] * x3;
+                    a0_4 += wc[104] * x0; a1_4 += wc[104] * x1; a2_4 += wc[104] * x2; a3_4 += wc[104] * x3;
+                    a0_5 += wc[129] * x0; a1_5 += wc[129] * x1; a2_5 += wc[129] * x2; a3_5 += wc[129] * x3;
                 }
                 {
-                    const cg_v x0 = VLOAD(xc + oy*2048 + ox*64 + 2048 + 0), x1 = VLOAD(xc + oy*2048 + ox*64 + 2048 + 16);
-                    a0_0 += wc[5] * x0; a1_0 += wc[5] * x1;
-                    a0_1 += wc[30] * x0; a1_1 += wc[30] * x1;
-                    a0_2 += wc[55] * x0; a1_2 += wc[55] * x1;
-                    a0_3 += wc[80] * x0; a1_3 += wc[80] * x1;
-                    a0_4 += wc[105] * x0; a1_4 += wc[105] * x1;
-                    a0_5 += wc[130] * x0; a1_5 += wc[130] * x1;
+                    const cg_v x0 = VLOAD(xc + oy*2048 + ox*64 + 2048 + 0), x1 = VLOAD(xc + oy*2048 + ox*64 + 2048 + 16), x2 = VLOAD(xc + oy*2048 + ox*64 + 2048 + 32), x3 = VLOAD(xc + oy*2048 + ox*64 + 2048 + 48);
+                    a0_0 += wc[5] * x0; a1_0 += wc[5] * x1; a2_0 += wc[5] * x2; a3_0 += wc[5] * x3;
+                    a0_1 += wc[30] * x0; a1_1 += wc[30] * x1; a2_1 += wc[30] * x2; a3_1 += wc[30] * x3;
+                    a0_2 += wc[55] * x0; a1_2 += wc[55] * x1; a2_2 += wc[55] * x2; a3_2 += wc[55] * x3;
+                    a0_3 += wc[80] * x0; a1_3 += wc[80] * x1; a2_3 += wc[80] * x2; a3_3 += wc[80] * x3;
+                    a0_4 += wc[105] * x0; a1_4 += wc[105] * x1; a2_4 += wc[105] * x2; a3_4 += wc[105] * x3;
+                    a0_5 += wc[130] * x0; a1_5 += wc[130] * x1; a2_5 += wc[130] * x2; a3_5 += wc[130] * x3;
                 }
                 {
-                    const cg_v x0 = VLOAD(xc + oy*2048 + ox*64 + 2112 + 0), x1 = VLOAD(xc + oy*2048 + ox*64 + 2112 + 16);
-                    a0_0 += wc[6] * x0; a1_0 += wc[6] * x1;
-                    a0_1 += wc[31] * x0; a1_1 += wc[31] * x1;
-                    a0_2 += wc[56] * x0; a1_2 += wc[56] * x1;
-                    a0_3 += wc[81] * x0; a1_3 += wc[81] * x1;
-                    a0_4 += wc[106] * x0; a1_4 += wc[106] * x1;
-                    a0_5 += wc[131] * x0; a1_5 += wc[131] * x1;
+                    const cg_v x0 = VLOAD(xc + oy*2048 + ox*64 + 2112 + 0), x1 = VLOAD(xc + oy*2048 + ox*64 + 2112 + 16), x2 = VLOAD(xc + oy*2048 + ox*64 + 2112 + 32), x3 = VLOAD(xc + oy*2048 + ox*64 + 2112 + 48);
+                    a0_0 += wc[6] * x0; a1_0 += wc[6] * x1; a2_0 += wc[6] * x2; a3_0 += wc[6] * x3;
+                    a0_1 += wc[31] * x0; a1_1 += wc[31] * x1; a2_1 += wc[31] * x2; a3_1 += wc[31] * x3;
+                    a0_2 += wc[56] * x0; a1_2 += wc[56] * x1; a2_2 += wc[56] * x2; a3_2 += wc[56] * x3;
+                    a0_3 += wc[81] * x0; a1_3 += wc[81] * x1; a2_3 += wc[81] * x2; a3_3 += wc[81] * x3;
+                    a0_4 += wc[106] * x0; a1_4 += wc[106] * x1; a2_4 += wc[106] * x2; a3_4 += wc[106] * x3;
+                    a0_5 += wc[131] * x0; a1_5 += wc[131] * x1; a2_5 += wc[131] * x2; a3_5 += wc[131] * x3;
                 }
                 {
-                    const cg_v x0 = VLOAD(xc + oy*2048 + ox*64 + 2176 + 0), x1 = VLOAD(xc + oy*2048 + ox*64 + 2176 + 16);
-                    a0_0 += wc[7] * x0; a1_0 += wc[7] * x1;
-                    a0_1 += wc[32] * x0; a1_1 += wc[32] * x1;
-                    a0_2 += wc[57] * x0; a1_2 += wc[57] * x1;
-                    a0_3 += wc[82] * x0; a1_3 += wc[82] * x1;
-                    a0_4 += wc[107] * x0; a1_4 += wc[107] * x1;
-                    a0_5 += wc[132] * x0; a1_5 += wc[132] * x1;
+                    const cg_v x0 = VLOAD(xc + oy*2048 + ox*64 + 2176 + 0), x1 = VLOAD(xc + oy*2048 + ox*64 + 2176 + 16), x2 = VLOAD(xc + oy*2048 + ox*64 + 2176 + 32), x3 = VLOAD(xc + oy*2048 + ox*64 + 2176 + 48);
+                    a0_0 += wc[7] * x0; a1_0 += wc[7] * x1; a2_0 += wc[7] * x2; a3_0 += wc[7] * x3;
+                    a0_1 += wc[32] * x0; a1_1 += wc[32] * x1; a2_1 += wc[32] * x2; a3_1 += wc[32] * x3;
+                    a0_2 += wc[57] * x0; a1_2 += wc[57] * x1; a2_2 += wc[57] * x2; a3_2 += wc[57] * x3;
+                    a0_3 += wc[82] * x0; a1_3 += wc[82] * x1; a2_3 += wc[82] * x2; a3_3 += wc[82] * x3;
+                    a0_4 += wc[107] * x0; a1_4 += wc[107] * x1; a2_4 += wc[107] * x2; a3_4 += wc[107] * x3;
+                    a0_5 += wc[132] * x0; a1_5 += wc[132] * x1; a2_5 += wc[132] * x2; a3_5 += wc[132] * x3;
                 }
                 {
-                    const cg_v x0 = VLOAD(xc + oy*2048 + ox*64 + 2240 + 0), x1 = VLOAD(xc + oy*2048 + ox*64 + 2240 + 16);
-                    a0_0 += wc[8] * x0; a1_0 += wc[8] * x1;
-                    a0_1 += wc[33] * x0; a1_1 += wc[33] * x1;
-                    a0_2 += wc[58] * x0; a1_2 += wc[58] * x1;
-                    a0_3 += wc[83] * x0; a1_3 += wc[83] * x1;
-                    a0_4 += wc[108] * x0; a1_4 += wc[108] * x1;
-                    a0_5 += wc[133] * x0; a1_5 += wc[133] * x1;
+                    const cg_v x0 = VLOAD(xc + oy*2048 + ox*64 + 2240 + 0), x1 = VLOAD(xc + oy*2048 + ox*64 + 2240 + 16), x2 = VLOAD(xc + oy*2048 + ox*64 + 2240 + 32), x3 = VLOAD(xc + oy*2048 + ox*64 + 2240 + 48);
+                    a0_0 += wc[8] * x0; a1_0 += wc[8] * x1; a2_0 += wc[8] * x2; a3_0 += wc[8] * x3;
+                    a0_1 += wc[33] * x0; a1_1 += wc[33] * x1; a2_1 += wc[33] * x2; a3_1 += wc[33] * x3;
+                    a0_2 += wc[58] * x0; a1_2 += wc[58] * x1; a2_2 += wc[58] * x2; a3_2 += wc[58] * x3;
+                    a0_3 += wc[83] * x0; a1_3 += wc[83] * x1; a2_3 += wc[83] * x2; a3_3 += wc[83] * x3;
+                    a0_4 += wc[108] * x0; a1_4 += wc[108] * x1; a2_4 += wc[108] * x2; a3_4 += wc[108] * x3;
+                    a0_5 += wc[133] * x0; a1_5 += wc[133] * x1; a2_5 += wc[133] * x2; a3_5 += wc[133] * x3;
                 }
                 {
-                    const cg_v x0 = VLOAD(xc + oy*2048 + ox*64 + 2304 + 0), x1 = VLOAD(xc + oy*2048 + ox*64 + 2304 + 16);
-                    a0_0 += wc[9] * x0; a1_0 += wc[9] * x1;
-                    a0_1 += wc[34] * x0; a1_1 += wc[34] * x1;
-                    a0_2 += wc[59] * x0; a1_2 += wc[59] * x1;
-                    a0_3 += wc[84] * x0; a1_3 += wc[84] * x1;
-                    a0_4 += wc[109] * x0; a1_4 += wc[109] * x1;
-                    a0_5 += wc[134] * x0; a1_5 += wc[134] * x1;
+                    const cg_v x0 = VLOAD(xc + oy*2048 + ox*64 + 2304 + 0), x1 = VLOAD(xc + oy*2048 + ox*64 + 2304 + 16), x2 = VLOAD(xc + oy*2048 + ox*64 + 2304 + 32), x3 = VLOAD(xc + oy*2048 + ox*64 + 2304 + 48);
+                    a0_0 += wc[9] * x0; a1_0 += wc[9] * x1; a2_0 += wc[9] * x2; a3_0 += wc[9] * x3;
+                    a0_1 += wc[34] * x0; a1_1 += wc[34] * x1; a2_1 += wc[34] * x2; a3_1 += wc[34] * x3;
+                    a0_2 += wc[59] * x0; a1_2 += wc[59] * x1; a2_2 += wc[59] * x2; a3_2 += wc[59] * x3;
+                    a0_3 += wc[84] * x0; a1_3 += wc[84] * x1; a2_3 += wc[84] * x2; a3_3 += wc[84] * x3;
+                    a0_4 += wc[109] * x0; a1_4 += wc[109] * x1; a2_4 += wc[109] * x2; a3_4 += wc[109] * x3;
+                    a0_5 += wc[134] * x0; a1_5 += wc[134] * x1; a2_5 += wc[134] * x2; a3_5 += wc[134] * x3;
                 }
                 {
-                    const cg_v x0 = VLOAD(xc + oy*2048 + ox*64 + 4096 + 0), x1 = VLOAD(xc + oy*2048 + ox*64 + 4096 + 16);
-                    a0_0 += wc[10] * x0; a1_0 += wc[10] * x1;
-                    a0_1 += wc[35] * x0; a1_1 += wc[35] * x1;
-                    a0_2 += wc[60] * x0; a1_2 += wc[60] * x1;
-                    a0_3 += wc[85] * x0; a1_3 += wc[85] * x1;
-                    a0_4 += wc[110] * x0; a1_4 += wc[110] * x1;
-                    a0_5 += wc[135] * x0; a1_5 += wc[135] * x1;
+                    const cg_v x0 = VLOAD(xc + oy*2048 + ox*64 + 4096 + 0), x1 = VLOAD(xc + oy*2048 + ox*64 + 4096 + 16), x2 = VLOAD(xc + oy*2048 + ox*64 + 4096 + 32), x3 = VLOAD(xc + oy*2048 + ox*64 + 4096 + 48);
+                    a0_0 += wc[10] * x0; a1_0 += wc[10] * x1; a2_0 += wc[10] * x2; a3_0 += wc[10] * x3;
+                    a0_1 += wc[35] * x0; a1_1 += wc[35] * x1; a2_1 += wc[35] * x2; a3_1 += wc[35] * x3;
+                    a0_2 += wc[60] * x0; a1_2 += wc[60] * x1; a2_2 += wc[60] * x2; a3_2 += wc[60] * x3;
+                    a0_3 += wc[85] * x0; a1_3 += wc[85] * x1; a2_3 += wc[85] * x2; a3_3 += wc[85] * x3;
+                    a0_4 += wc[110] * x0; a1_4 += wc[110] * x1; a2_4 += wc[110] * x2; a3_4 += wc[110] * x3;
+                    a0_5 += wc[135] * x0; a1_5 += wc[135] * x1; a2_5 += wc[135] * x2; a3_5 += wc[135] * x3;
                 }
                 {
-                    const cg_v x0 = VLOAD(xc + oy*2048 + ox*64 + 4160 + 0), x1 = VLOAD(xc + oy*2048 + ox*64 + 4160 + 16);
-                    a0_0 += wc[11] * x0; a1_0 += wc[11] * x1;
-                    a0_1 += wc[36] * x0; a1_1 += wc[36] * x1;
-                    a0_2 += wc[61] * x0; a1_2 += wc[61] * x1;
-                    a0_3 += wc[86] * x0; a1_3 += wc[86] * x1;
-                    a0_4 += wc[111] * x0; a1_4 += wc[111] * x1;
-                    a0_5 += wc[136] * x0; a1_5 += wc[136] * x1;
+                    const cg_v x0 = VLOAD(xc + oy*2048 + ox*64 + 4160 + 0), x1 = VLOAD(xc + oy*2048 + ox*64 + 4160 + 16), x2 = VLOAD(xc + oy*2048 + ox*64 + 4160 + 32), x3 = VLOAD(xc + oy*2048 + ox*64 + 4160 + 48);
+                    a0_0 += wc[11] * x0; a1_0 += wc[11] * x1; a2_0 += wc[11] * x2; a3_0 += wc[11] * x3;
+                    a0_1 += wc[36] * x0; a1_1 += wc[36] * x1; a2_1 += wc[36] * x2; a3_1 += wc[36] * x3;
+                    a0_2 += wc[61] * x0; a1_2 += wc[61] * x1; a2_2 += wc[61] * x2; a3_2 += wc[61] * x3;
+                    a0_3 += wc[86] * x0; a1_3 += wc[86] * x1; a2_3 += wc[86] * x2; a3_3 += wc[86] * x3;
+                    a0_4 += wc[111] * x0; a1_4 += wc[111] * x1; a2_4 += wc[111] * x2; a3_4 += wc[111] * x3;
+                    a0_5 += wc[136] * x0; a1_5 += wc[136] * x1; a2_5 += wc[136] * x2; a3_5 += wc[136] * x3;
                 }
                 {
-                    const cg_v x0 = VLOAD(xc + oy*2048 + ox*64 + 4224 + 0), x1 = VLOAD(xc + oy*2048 + ox*64 + 4224 + 16);
-                    a0_0 += wc[12] * x0; a1_0 += wc[12] * x1;
-                    a0_1 += wc[37] * x0; a1_1 += wc[37] * x1;
-                    a0_2 += wc[62] * x0; a1_2 += wc[62] * x1;
-                    a0_3 += wc[87] * x0; a1_3 += wc[87] * x1;
-                    a0_4 += wc[112] * x0; a1_4 += wc[112] * x1;
-                    a0_5 += wc[137] * x0; a1_5 += wc[137] * x1;
+                    const cg_v x0 = VLOAD(xc + oy*2048 + ox*64 + 4224 + 0), x1 = VLOAD(xc + oy*2048 + ox*64 + 4224 + 16), x2 = VLOAD(xc + oy*2048 + ox*64 + 4224 + 32), x3 = VLOAD(xc + oy*2048 + ox*64 + 4224 + 48);
+                    a0_0 += wc[12] * x0; a1_0 += wc[12] * x1; a2_0 += wc[12] * x2; a3_0 += wc[12] * x3;
+                    a0_1 += wc[37] * x0; a1_1 += wc[37] * x1; a2_1 += wc[37] * x2; a3_1 += wc[37] * x3;
+                    a0_2 += wc[62] * x0; a1_2 += wc[62] * x1; a2_2 += wc[62] * x2; a3_2 += wc[62] * x3;
+                    a0_3 += wc[87] * x0; a1_3 += wc[87] * x1; a2_3 += wc[87] * x2; a3_3 += wc[87] * x3;
+                    a0_4 += wc[112] * x0; a1_4 += wc[112] * x1; a2_4 += wc[112] * x2; a3_4 += wc[112] * x3;
+                    a0_5 += wc[137] * x0; a1_5 += wc[137] * x1; a2_5 += wc[137] * x2; a3_5 += wc[137] * x3;
                 }
                 {
-                    const cg_v x0 = VLOAD(xc + oy*2048 + ox*64 + 4288 + 0), x1 = VLOAD(xc + oy*2048 + ox*64 + 4288 + 16);
-                    a0_0 += wc[13] * x0; a1_0 += wc[13] * x1;
-                    a0_1 += wc[38] * x0; a1_1 += wc[38] * x1;
-                    a0_2 += wc[63] * x0; a1_2 += wc[63] * x1;
-                    a0_3 += wc[88] * x0; a1_3 += wc[88] * x1;
-                    a0_4 += wc[113] * x0; a1_4 += wc[113] * x1;
-                    a0_5 += wc[138] * x0; a1_5 += wc[138] * x1;
+                    const cg_v x0 = VLOAD(xc + oy*2048 + ox*64 + 4288 + 0), x1 = VLOAD(xc + oy*2048 + ox*64 + 4288 + 16), x2 = VLOAD(xc + oy*2048 + ox*64 + 4288 + 32), x3 = VLOAD(xc + oy*2048 + ox*64 + 4288 + 48);
+                    a0_0 += wc[13] * x0; a1_0 += wc[13] * x1; a2_0 += wc[13] * x2; a3_0 += wc[13] * x3;
+                    a0_1 += wc[38] * x0; a1_1 += wc[38] * x1; a2_1 += wc[38] * x2; a3_1 += wc[38] * x3;
+                    a0_2 += wc[63] * x0; a1_2 += wc[63] * x1; a2_2 += wc[63] * x2; a3_2 += wc[63] * x3;
+                    a0_3 += wc[88] * x0; a1_3 += wc[88] * x1; a2_3 += wc[88] * x2; a3_3 += wc[88] * x3;
+                    a0_4 += wc[113] * x0; a1_4 += wc[113] * x1; a2_4 += wc[113] * x2; a3_4 += wc[113] * x3;
+                    a0_5 += wc[138] * x0; a1_5 += wc[138] * x1; a2_5 += wc[138] * x2; a3_5 += wc[138] * x3;
                 }
                 {
-                    const cg_v x0 = VLOAD(xc + oy*2048 + ox*64 + 4352 + 0), x1 = VLOAD(xc + oy*2048 + ox*64 + 4352 + 16);
-                    a0_0 += wc[14] * x0; a1_0 += wc[14] * x1;
-                    a0_1 += wc[39] * x0; a1_1 += wc[39] * x1;
-                    a0_2 += wc[64] * x0; a1_2 += wc[64] * x1;
-                    a0_3 += wc[89] * x0; a1_3 += wc[89] * x1;
-                    a0_4 += wc[114] * x0; a1_4 += wc[114] * x1;
-                    a0_5 += wc[139] * x0; a1_5 += wc[139] * x1;
+                    const cg_v x0 = VLOAD(xc + oy*2048 + ox*64 + 4352 + 0), x1 = VLOAD(xc + oy*2048 + ox*64 + 4352 + 16), x2 = VLOAD(xc + oy*2048 + ox*64 + 4352 + 32), x3 = VLOAD(xc + oy*2048 + ox*64 + 4352 + 48);
+                    a0_0 += wc[14] * x0; a1_0 += wc[14] * x1; a2_0 += wc[14] * x2; a3_0 += wc[14] * x3;
+                    a0_1 += wc[39] * x0; a1_1 += wc[39] * x1; a2_1 += wc[39] * x2; a3_1 += wc[39] * x3;
+                    a0_2 += wc[64] * x0; a1_2 += wc[64] * x1; a2_2 += wc[64] * x2; a3_2 += wc[64] * x3;
+                    a0_3 += wc[89] * x0; a1_3 += wc[89] * x1; a2_3 += wc[89] * x2; a3_3 += wc[89] * x3;
+                    a0_4 += wc[114] * x0; a1_4 += wc[114] * x1; a2_4 += wc[114] * x2; a3_4 += wc[114] * x3;
+                    a0_5 += wc[139] * x0; a1_5 += wc[139] * x1; a2_5 += wc[139] * x2; a3_5 += wc[139] * x3;
                 }
                 {
-                    const cg_v x0 = VLOAD(xc + oy*2048 + ox*64 + 6144 + 0), x1 = VLOAD(xc + oy*2048 + ox*64 + 6144 + 16);
-                    a0_0 += wc[15] * x0; a1_0 += wc[15] * x1;
-                    a0_1 += wc[40] * x0; a1_1 += wc[40] * x1;
-                    a0_2 += wc[65] * x0; a1_2 += wc[65] * x1;
-                    a0_3 += wc[90] * x0; a1_3 += wc[90] * x1;
-                    a0_4 += wc[115] * x0; a1_4 += wc[115] * x1;
-                    a0_5 += wc[140] * x0; a1_5 += wc[140] * x1;
+                    const cg_v x0 = VLOAD(xc + oy*2048 + ox*64 + 6144 + 0), x1 = VLOAD(xc + oy*2048 + ox*64 + 6144 + 16), x2 = VLOAD(xc + oy*2048 + ox*64 + 6144 + 32), x3 = VLOAD(xc + oy*2048 + ox*64 + 6144 + 48);
+                    a0_0 += wc[15] * x0; a1_0 += wc[15] * x1; a2_0 += wc[15] * x2; a3_0 += wc[15] * x3;
+                    a0_1 += wc[40] * x0; a1_1 += wc[40] * x1; a2_1 += wc[40] * x2; a3_1 += wc[40] * x3;
+                    a0_2 += wc[65] * x0; a1_2 += wc[65] * x1; a2_2 += wc[65] * x2; a3_2 += wc[65] * x3;
+                    a0_3 += wc[90] * x0; a1_3 += wc[90] * x1; a2_3 += wc[90] * x2; a3_3 += wc[90] * x3;
+                    a0_4 += wc[115] * x0; a1_4 += wc[115] * x1; a2_4 += wc[115] * x2; a3_4 += wc[115] * x3;
+                    a0_5 += wc[140] * x0; a1_5 += wc[140] * x1; a2_5 += wc[140] * x2; a3_5 += wc[140] * x3;
                 }
                 {
-                    const cg_v x0 = VLOAD(xc + oy*2048 + ox*64 + 6208 + 0), x1 = VLOAD(xc + oy*2048 + ox*64 + 6208 + 16);
-                    a0_0 += wc[16] * x0; a1_0 += wc[16] * x1;
-                    a0_1 += wc[41] * x0; a1_1 += wc[41] * x1;
-                    a0_2 += wc[66] * x0; a1_2 += wc[66] * x1;
-                    a0_3 += wc[91] * x0; a1_3 += wc[91] * x1;
-                    a0_4 += wc[116] * x0; a1_4 += wc[116] * x1;
-                    a0_5 += wc[141] * x0; a1_5 += wc[141] * x1;
+                    const cg_v x0 = VLOAD(xc + oy*2048 + ox*64 + 6208 + 0), x1 = VLOAD(xc + oy*2048 + ox*64 + 6208 + 16), x2 = VLOAD(xc + oy*2048 + ox*64 + 6208 + 32), x3 = VLOAD(xc + oy*2048 + ox*64 + 6208 + 48);
+                    a0_0 += wc[16] * x0; a1_0 += wc[16] * x1; a2_0 += wc[16] * x2; a3_0 += wc[16] * x3;
+                    a0_1 += wc[41] * x0; a1_1 += wc[41] * x1; a2_1 += wc[41] * x2; a3_1 += wc[41] * x3;
+                    a0_2 += wc[66] * x0; a1_2 += wc[66] * x1; a2_2 += wc[66] * x2; a3_2 += wc[66] * x3;
+                    a0_3 += wc[91] * x0; a1_3 += wc[91] * x1; a2_3 += wc[91] * x2; a3_3 += wc[91] * x3;
+                    a0_4 += wc[116] * x0; a1_4 += wc[116] * x1; a2_4 += wc[116] * x2; a3_4 += wc[116] * x3;
+                    a0_5 += wc[141] * x0; a1_5 += wc[141] * x1; a2_5 += wc[141] * x2; a3_5 += wc[141] * x3;
                 }
                 {
-                    const cg_v x0 = VLOAD(xc + oy*2048 + ox*64 + 6272 + 0), x1 = VLOAD(xc + oy*2048 + ox*64 + 6272 + 16);
-                    a0_0 += wc[17] * x0; a1_0 += wc[17] * x1;
-                    a0_1 += wc[42] * x0; a1_1 += wc[42] * x1;
-                    a0_2 += wc[67] * x0; a1_2 += wc[67] * x1;
-                    a0_3 += wc[92] * x0; a1_3 += wc[92] * x1;
-                    a0_4 += wc[117] * x0; a1_4 += wc[117] * x1;
-                    a0_5 += wc[142] * x0; a1_5 += wc[142] * x1;
+                    const cg_v x0 = VLOAD(xc + oy*2048 + ox*64 + 6272 + 0), x1 = VLOAD(xc + oy*2048 + ox*64 + 6272 + 16), x2 = VLOAD(xc + oy*2048 + ox*64 + 6272 + 32), x3 = VLOAD(xc + oy*2048 + ox*64 + 6272 + 48);
+                    a0_0 += wc[17] * x0; a1_0 += wc[17] * x1; a2_0 += wc[17] * x2; a3_0 += wc[17] * x3;
+                    a0_1 += wc[42] * x0; a1_1 += wc[42] * x1; a2_1 += wc[42] * x2; a3_1 += wc[42] * x3;
+                    a0_2 += wc[67] * x0; a1_2 += wc[67] * x1; a2_2 += wc[67] * x2; a3_2 += wc[67] * x3;
+                    a0_3 += wc[92] * x0; a1_3 += wc[92] * x1; a2_3 += wc[92] * x2; a3_3 += wc[92] * x3;
+                    a0_4 += wc[117] * x0; a1_4 += wc[117] * x1; a2_4 += wc[117] * x2; a3_4 += wc[117] * x3;
+                    a0_5 += wc[142] * x0; a1_5 += wc[142] * x1; a2_5 += wc[142] * x2; a3_5 += wc[142] * x3;
                 }
                 {
-                    const cg_v x0 = VLOAD(xc + oy*2048 + ox*64 + 6336 + 0), x1 = VLOAD(xc + oy*2048 + ox*64 + 6336 + 16);
-                    a0_0 += wc[18] * x0; a1_0 += wc[18] * x1;
-                    a0_1 += wc[43] * x0; a1_1 += wc[43] * x1;
-                    a0_2 += wc[68] * x0; a1_2 += wc[68] * x1;
-                    a0_3 += wc[93] * x0; a1_3 += wc[93] * x1;
-                    a0_4 += wc[118] * x0; a1_4 += wc[118] * x1;
-                    a0_5 += wc[143] * x0; a1_5 += wc[143] * x1;
+                    const cg_v x0 = VLOAD(xc + oy*2048 + ox*64 + 6336 + 0), x1 = VLOAD(xc + oy*2048 + ox*64 + 6336 + 16), x2 = VLOAD(xc + oy*2048 + ox*64 + 6336 + 32), x3 = VLOAD(xc + oy*2048 + ox*64 + 6336 + 48);
+                    a0_0 += wc[18] * x0; a1_0 += wc[18] * x1; a2_0 += wc[18] * x2; a3_0 += wc[18] * x3;
+                    a0_1 += wc[43] * x0; a1_1 += wc[43] * x1; a2_1 += wc[43] * x2; a3_1 += wc[43] * x3;
+                    a0_2 += wc[68] * x0; a1_2 += wc[68] * x1; a2_2 += wc[68] * x2; a3_2 += wc[68] * x3;
+                    a0_3 += wc[93] * x0; a1_3 += wc[93] * x1; a2_3 += wc[93] * x2; a3_3 += wc[93] * x3;
+                    a0_4 += wc[118] * x0; a1_4 += wc[118] * x1; a2_4 += wc[118] * x2; a3_4 += wc[118] * x3;
+                    a0_5 += wc[143] * x0; a1_5 += wc[143] * x1; a2_5 += wc[143] * x2; a3_5 += wc[143] * x3;
                 }
                 {
-                    const cg_v x0 = VLOAD(xc + oy*2048 + ox*64 + 6400 + 0), x1 = VLOAD(xc + oy*2048 + ox*64 + 6400 + 16);
-                    a0_0 += wc[19] * x0; a1_0 += wc[19] * x1;
-                    a0_1 += wc[44] * x0; a1_1 += wc[44] * x1;
-                    a0_2 += wc[69] * x0; a1_2 += wc[69] * x1;
-                    a0_3 += wc[94] * x0; a1_3 += wc[94] * x1;
-                    a0_4 += wc[119] * x0; a1_4 += wc[119] * x1;
-                    a0_5 += wc[144] * x0; a1_5 += wc[144] * x1;
+                    const cg_v x0 = VLOAD(xc + oy*2048 + ox*64 + 6400 + 0), x1 = VLOAD(xc + oy*2048 + ox*64 + 6400 + 16), x2 = VLOAD(xc + oy*2048 + ox*64 + 6400 + 32), x3 = VLOAD(xc + oy*2048 + ox*64 + 6400 + 48);
+                    a0_0 += wc[19] * x0; a1_0 += wc[19] * x1; a2_0 += wc[19] * x2; a3_0 += wc[19] * x3;
+                    a0_1 += wc[44] * x0; a1_1 += wc[44] * x1; a2_1 += wc[44] * x2; a3_1 += wc[44] * x3;
+                    a0_2 += wc[69] * x0; a1_2 += wc[69] * x1; a2_2 += wc[69] * x2; a3_2 += wc[69] * x3;
+                    a0_3 += wc[94] * x0; a1_3 += wc[94] * x1; a2_3 += wc[94] * x2; a3_3 += wc[94] * x3;
+                    a0_4 += wc[119] * x0; a1_4 += wc[119] * x1; a2_4 += wc[119] * x2; a3_4 += wc[119] * x3;
+                    a0_5 += wc[144] * x0; a1_5 += wc[144] * x1; a2_5 += wc[144] * x2; a3_5 += wc[144] * x3;
                 }
                 {
-                    const cg_v x0 = VLOAD(xc + oy*2048 + ox*64 + 8192 + 0), x1 = VLOAD(xc + oy*2048 + ox*64 + 8192 + 16);
-                    a0_0 += wc[20] * x0; a1_0 += wc[20] * x1;
-                    a0_1 += wc[45] * x0; a1_1 += wc[45] * x1;
-                    a0_2 += wc[70] * x0; a1_2 += wc[70] * x1;
-                    a0_3 += wc[95] * x0; a1_3 += wc[95] * x1;
-                    a0_4 += wc[120] * x0; a1_4 += wc[120] * x1;
-                    a0_5 += wc[145] * x0; a1_5 += wc[145] * x1;
+                    const cg_v x0 = VLOAD(xc + oy*2048 + ox*64 + 8192 + 0), x1 = VLOAD(xc + oy*2048 + ox*64 + 8192 + 16), x2 = VLOAD(xc + oy*2048 + ox*64 + 8192 + 32), x3 = VLOAD(xc + oy*2048 + ox*64 + 8192 + 48);
+                    a0_0 += wc[20] * x0; a1_0 += wc[20] * x1; a2_0 += wc[20] * x2; a3_0 += wc[20] * x3;
+                    a0_1 += wc[45] * x0; a1_1 += wc[45] * x1; a2_1 += wc[45] * x2; a3_1 += wc[45] * x3;
+                    a0_2 += wc[70] * x0; a1_2 += wc[70] * x1; a2_2 += wc[70] * x2; a3_2 += wc[70] * x3;
+                    a0_3 += wc[95] * x0; a1_3 += wc[95] * x1; a2_3 += wc[95] * x2; a3_3 += wc[95] * x3;
+                    a0_4 += wc[120] * x0; a1_4 += wc[120] * x1; a2_4 += wc[120] * x2; a3_4 += wc[120] * x3;
+                    a0_5 += wc[145] * x0; a1_5 += wc[145] * x1; a2_5 += wc[145] * x2; a3_5 += wc[145] * x3;
                 }
                 {
-                    const cg_v x0 = VLOAD(xc + oy*2048 + ox*64 + 8256 + 0), x1 = VLOAD(xc + oy*2048 + ox*64 + 8256 + 16);
-                    a0_0 += wc[21] * x0; a1_0 += wc[21] * x1;
-                    a0_1 += wc[46] * x0; a1_1 += wc[46] * x1;
-                    a0_2 += wc[71] * x0; a1_2 += wc[71] * x1;
-                    a0_3 += wc[96] * x0; a1_3 += wc[96] * x1;
-                    a0_4 += wc[121] * x0; a1_4 += wc[121] * x1;
-                    a0_5 += wc[146] * x0; a1_5 += wc[146] * x1;
+                    const cg_v x0 = VLOAD(xc + oy*2048 + ox*64 + 8256 + 0), x1 = VLOAD(xc + oy*2048 + ox*64 + 8256 + 16), x2 = VLOAD(xc + oy*2048 + ox*64 + 8256 + 32), x3 = VLOAD(xc + oy*2048 + ox*64 + 8256 + 48);
+                    a0_0 += wc[21] * x0; a1_0 += wc[21] * x1; a2_0 += wc[21] * x2; a3_0 += wc[21] * x3;
+                    a0_1 += wc[46] * x0; a1_1 += wc[46] * x1; a2_1 += wc[46] * x2; a3_1 += wc[46] * x3;
+                    a0_2 += wc[71] * x0; a1_2 += wc[71] * x1; a2_2 += wc[71] * x2; a3_2 += wc[71] * x3;
+                    a0_3 += wc[96] * x0; a1_3 += wc[96] * x1; a2_3 += wc[96] * x2; a3_3 += wc[96] * x3;
+                    a0_4 += wc[121] * x0; a1_4 += wc[121] * x1; a2_4 += wc[121] * x2; a3_4 += wc[121] * x3;
+                    a0_5 += wc[146] * x0; a1_5 += wc[146] * x1; a2_5 += wc[146] * x2; a3_5 += wc[146] * x3;
                 }
                 {
-                    const cg_v x0 = VLOAD(xc + oy*2048 + ox*64 + 8320 + 0), x1 = VLOAD(xc + oy*2048 + ox*64 + 8320 + 16);
-                    a0_0 += wc[22] * x0; a1_0 += wc[22] * x1;
-                    a0_1 += wc[47] * x0; a1_1 += wc[47] * x1;
-                    a0_2 += wc[72] * x0; a1_2 += wc[72] * x1;
-                    a0_3 += wc[97] * x0; a1_3 += wc[97] * x1;
-                    a0_4 += wc[122] * x0; a1_4 += wc[122] * x1;
-                    a0_5 += wc[147] * x0; a1_5 += wc[147] * x1;
+                    const cg_v x0 = VLOAD(xc + oy*2048 + ox*64 + 8320 + 0), x1 = VLOAD(xc + oy*2048 + ox*64 + 8320 + 16), x2 = VLOAD(xc + oy*2048 + ox*64 + 8320 + 32), x3 = VLOAD(xc + oy*2048 + ox*64 + 8320 + 48);
+                    a0_0 += wc[22] * x0; a1_0 += wc[22] * x1; a2_0 += wc[22] * x2; a3_0 += wc[22] * x3;
+                    a0_1 += wc[47] * x0; a1_1 += wc[47] * x1; a2_1 += wc[47] * x2; a3_1 += wc[47] * x3;
+                    a0_2 += wc[72] * x0; a1_2 += wc[72] * x1; a2_2 += wc[72] * x2; a3_2 += wc[72] * x3;
+                    a0_3 += wc[97] * x0; a1_3 += wc[97] * x1; a2_3 += wc[97] * x2; a3_3 += wc[97] * x3;
+                    a0_4 += wc[122] * x0; a1_4 += wc[122] * x1; a2_4 += wc[122] * x2; a3_4 += wc[122] * x3;
+                    a0_5 += wc[147] * x0; a1_5 += wc[147] * x1; a2_5 += wc[147] * x2; a3_5 += wc[147] * x3;
                 }
                 {
-                    const cg_v x0 = VLOAD(xc + oy*2048 + ox*64 + 8384 + 0), x1 = VLOAD(xc + oy*2048 + ox*64 + 8384 + 16);
-                    a0_0 += wc[23] * x0; a1_0 += wc[23] * x1;
-                    a0_1 += wc[48] * x0; a1_1 += wc[48] * x1;
-                    a0_2 += wc[73] * x0; a1_2 += wc[73] * x1;
-                    a0_3 += wc[98] * x0; a1_3 += wc[98] * x1;
-                    a0_4 += wc[123] * x0; a1_4 += wc[123] * x1;
-                    a0_5 += wc[148] * x0; a1_5 += wc[148] * x1;
+                    const cg_v x0 = VLOAD(xc + oy*2048 + ox*64 + 8384 + 0), x1 = VLOAD(xc + oy*2048 + ox*64 + 8384 + 16), x2 = VLOAD(xc + oy*2048 + ox*64 + 8384 + 32), x3 = VLOAD(xc + oy*2048 + ox*64 + 8384 + 48);
+                    a0_0 += wc[23] * x0; a1_0 += wc[23] * x1; a2_0 += wc[23] * x2; a3_0 += wc[23] * x3;
+                    a0_1 += wc[48] * x0; a1_1 += wc[48] * x1; a2_1 += wc[48] * x2; a3_1 += wc[48] * x3;
+                    a0_2 += wc[73] * x0; a1_2 += wc[73] * x1; a2_2 += wc[73] * x2; a3_2 += wc[73] * x3;
+                    a0_3 += wc[98] * x0; a1_3 += wc[98] * x1; a2_3 += wc[98] * x2; a3_3 += wc[98] * x3;
+                    a0_4 += wc[123] * x0; a1_4 += wc[123] * x1; a2_4 += wc[123] * x2; a3_4 += wc[123] * x3;
+                    a0_5 += wc[148] * x0; a1_5 += wc[148] * x1; a2_5 += wc[148] * x2; a3_5 += wc[148] * x3;
                 }
                 {
-                    const cg_v x0 = VLOAD(xc + oy*2048 + ox*64 + 8448 + 0), x1 = VLOAD(xc + oy*2048 + ox*64 + 8448 + 16);
-                    a0_0 += wc[24] * x0; a1_0 += wc[24] * x1;
-                    a0_1 += wc[49] * x0; a1_1 += wc[49] * x1;
-                    a0_2 += wc[74] * x0; a1_2 += wc[74] * x1;
-                    a0_3 += wc[99] * x0; a1_3 += wc[99] * x1;
-                    a0_4 += wc[124] * x0; a1_4 += wc[124] * x1;
-                    a0_5 += wc[149] * x0; a1_5 += wc[149] * x1;
+                    const cg_v x0 = VLOAD(xc + oy*2048 + ox*64 + 8448 + 0), x1 = VLOAD(xc + oy*2048 + ox*64 + 8448 + 16), x2 = VLOAD(xc + oy*2048 + ox*64 + 8448 + 32), x3 = VLOAD(xc + oy*2048 + ox*64 + 8448 + 48);
+                    a0_0 += wc[24] * x0; a1_0 += wc[24] * x1; a2_0 += wc[24] * x2; a3_0 += wc[24] * x3;
+                    a0_1 += wc[49] * x0; a1_1 += wc[49] * x1; a2_1 += wc[49] * x2; a3_1 += wc[49] * x3;
+                    a0_2 += wc[74] * x0; a1_2 += wc[74] * x1; a2_2 += wc[74] * x2; a3_2 += wc[74] * x3;
+                    a0_3 += wc[99] * x0; a1_3 += wc[99] * x1; a2_3 += wc[99] * x2; a3_3 += wc[99] * x3;
+                    a0_4 += wc[124] * x0; a1_4 += wc[124] * x1; a2_4 += wc[124] * x2; a3_4 += wc[124] * x3;
+                    a0_5 += wc[149] * x0; a1_5 += wc[149] * x1; a2_5 += wc[149] * x2; a3_5 += wc[149] * x3;
                 }
-                VSTORE(yb + oy*1792 + ox*64, a0_0); VSTORE(yb + oy*1792 + ox*64 + 16, a1_0);
-                VSTORE(yb + oy*1792 + ox*64 + 50176, a0_1); VSTORE(yb + oy*1792 + ox*64 + 50192, a1_1);
-                VSTORE(yb + oy*1792 + ox*64 + 100352, a0_2); VSTORE(yb + oy*1792 + ox*64 + 100368, a1_2);
-                VSTORE(yb + oy*1792 + ox*64 + 150528, a0_3); VSTORE(yb + oy*1792 + ox*64 + 150544, a1_3);
-                VSTORE(yb + oy*1792 + ox*64 + 200704, a0_4); VSTORE(yb + oy*1792 + ox*64 + 200720, a1_4);
-                VSTORE(yb + oy*1792 + ox*64 + 250880, a0_5); VSTORE(yb + oy*1792 + ox*64 + 250896, a1_5);
+                VSTORE(yb + oy*1792 + ox*64, a0_0); VSTORE(yb + oy*1792 + ox*64 + 16, a1_0); VSTORE(yb + oy*1792 + ox*64 + 32, a2_0); VSTORE(yb + oy*1792 + ox*64 + 48, a3_0);
+                VSTORE(yb + oy*1792 + ox*64 + 50176, a0_1); VSTORE(yb + oy*1792 + ox*64 + 50192, a1_1); VSTORE(yb + oy*1792 + ox*64 + 50208, a2_1); VSTORE(yb + oy*1792 + ox*64 + 50224, a3_1);
+                VSTORE(yb + oy*1792 + ox*64 + 100352, a0_2); VSTORE(yb + oy*1792 + ox*64 + 100368, a1_2); VSTORE(yb + oy*1792 + ox*64 + 100384, a2_2); VSTORE(yb + oy*1792 + ox*64 + 100400, a3_2);
+                VSTORE(yb + oy*1792 + ox*64 + 150528, a0_3); VSTORE(yb + oy*1792 + ox*64 + 150544, a1_3); VSTORE(yb + oy*1792 + ox*64 + 150560, a2_3); VSTORE(yb + oy*1792 + ox*64 + 150576, a3_3);
+                VSTORE(yb + oy*1792 + ox*64 + 200704, a0_4); VSTORE(yb + oy*1792 + ox*64 + 200720, a1_4); VSTORE(yb + oy*1792 + ox*64 + 200736, a2_4); VSTORE(yb + oy*1792 + ox*64 + 200752, a3_4);
+                VSTORE(yb + oy*1792 + ox*64 + 250880, a0_5); VSTORE(yb + oy*1792 + ox*64 + 250896, a1_5); VSTORE(yb + oy*1792 + ox*64 + 250912, a2_5); VSTORE(yb + oy*1792 + ox*64 + 250928, a3_5);
             }
         }
     }
@@ -481,115 +481,242 @@ static void l00_conv2d_backward_dx(const float *restrict P, float *restrict S, c
         float *restrict dxb = dx + 0 + v0 * 16;
         const float *restrict dyg = dyp + 0 + v0 * 16;
         const float *restrict wg = w + 0;
-        /* inputs rows 0+1*t (t=0..27), cols 0+1*t (t=0..27): 25 taps */
         for (int ty = 0; ty < 28; ty++) {
-            for (int tx = 0; tx < 28; tx++) {
-                cg_v a0_0 = vsplat(0.0f), a1_0 = vsplat(0.0f);
+            for (int tx0 = 0; tx0 < 28; tx0 += 4) {
+                /* inputs tx0..+3 of the row: 25 taps each */
+                cg_v a0_0_0 = vsplat(0.0f), a1_0_0 = vsplat(0.0f);
+                cg_v a0_0_1 = vsplat(0.0f), a1_0_1 = vsplat(0.0f);
+                cg_v a0_0_2 = vsplat(0.0f), a1_0_2 = vsplat(0.0f);
+                cg_v a0_0_3 = vsplat(0.0f), a1_0_3 = vsplat(0.0f);
+                const float *restrict dyt = dyg + ty*2048 + tx0*64;
                 for (int co = 0; co < 6; co++) {
-                    const float *restrict dyc = dyg + co*65536;
-                    const float *restrict wc = wg + co*25;
+                    const float *restrict dyc = dyt + co * 65536;
+                    const float *restrict wc = wg + co * 25;
                     {
-                        const cg_v d0 = VLOAD(dyc + ty*2048 + tx*64 + 8448 + 0), d1 = VLOAD(dyc + ty*2048 + tx*64 + 8448 + 16);
-                        a0_0 += wc[0] * d0; a1_0 += wc[0] * d1;
+                        cg_v d0 = VLOAD(dyc + 8192), d1 = VLOAD(dyc + 8208); VKEEP(d0); VKEEP(d1);
+                        a0_0_0 += wc[4] * d0; a1_0_0 += wc[4] * d1;
                     }
                     {
-                        const cg_v d0 = VLOAD(dyc + ty*2048 + tx*64 + 8384 + 0), d1 = VLOAD(dyc + ty*2048 + tx*64 + 8384 + 16);
-                        a0_0 += wc[1] * d0; a1_0 += wc[1] * d1;
+                        cg_v d0 = VLOAD(dyc + 8256), d1 = VLOAD(dyc + 8272); VKEEP(d0); VKEEP(d1);
+                        a0_0_0 += wc[3] * d0; a1_0_0 += wc[3] * d1;
+                        a0_0_1 += wc[4] * d0; a1_0_1 += wc[4] * d1;
                     }
                     {
-                        const cg_v d0 = VLOAD(dyc + ty*2048 + tx*64 + 8320 + 0), d1 = VLOAD(dyc + ty*2048 + tx*64 + 8320 + 16);
-                        a0_0 += wc[2] * d0; a1_0 += wc[2] * d1;
+                        cg_v d0 = VLOAD(dyc + 8320), d1 = VLOAD(dyc + 8336); VKEEP(d0); VKEEP(d1);
+                        a0_0_0 += wc[2] * d0; a1_0_0 += wc[2] * d1;
+                        a0_0_1 += wc[3] * d0; a1_0_1 += wc[3] * d1;
+                        a0_0_2 += wc[4] * d0; a1_0_2 += wc[4] * d1;
                     }
                     {
-                        const cg_v d0 = VLOAD(dyc + ty*2048 + tx*64 + 8256 + 0), d1 = VLOAD(dyc + ty*2048 + tx*64 + 8256 + 16);
-                        a0_0 += wc[3] * d0; a1_0 += wc[3] * d1;
+                        cg_v d0 = VLOAD(dyc + 8384), d1 = VLOAD(dyc + 8400); VKEEP(d0); VKEEP(d1);
+                        a0_0_0 += wc[1] * d0; a1_0_0 += wc[1] * d1;
+                        a0_0_1 += wc[2] * d0; a1_0_1 += wc[2] * d1;
+                        a0_0_2 += wc[3] * d0; a1_0_2 += wc[3] * d1;
+                        a0_0_3 += wc[4] * d0; a1_0_3 += wc[4] * d1;
                     }
                     {
-                        const cg_v d0 = VLOAD(dyc + ty*2048 + tx*64 + 8192 + 0), d1 = VLOAD(dyc + ty*2048 + tx*64 + 8192 + 16);
-                        a0_0 += wc[4] * d0; a1_0 += wc[4] * d1;
+                        cg_v d0 = VLOAD(dyc + 8448), d1 = VLOAD(dyc + 8464); VKEEP(d0); VKEEP(d1);
+                        a0_0_0 += wc[0] * d0; a1_0_0 += wc[0] * d1;
+                        a0_0_1 += wc[1] * d0; a1_0_1 += wc[1] * d1;
+                        a0_0_2 += wc[2] * d0; a1_0_2 += wc[2] * d1;
+                        a0_0_3 += wc[3] * d0; a1_0_3 += wc[3] * d1;
                     }
                     {
-                        const cg_v d0 = VLOAD(dyc + ty*2048 + tx*64 + 6400 + 0), d1 = VLOAD(dyc + ty*2048 + tx*64 + 6400 + 16);
-                        a0_0 += wc[5] * d0; a1_0 += wc[5] * d1;
+                        cg_v d0 = VLOAD(dyc + 8512), d1 = VLOAD(dyc + 8528); VKEEP(d0); VKEEP(d1);
+                        a0_0_1 += wc[0] * d0; a1_0_1 += wc[0] * d1;
+                        a0_0_2 += wc[1] * d0; a1_0_2 += wc[1] * d1;
+                        a0_0_3 += wc[2] * d0; a1_0_3 += wc[2] * d1;
                     }
                     {
-                        const cg_v d0 = VLOAD(dyc + ty*2048 + tx*64 + 6336 + 0), d1 = VLOAD(dyc + ty*2048 + tx*64 + 6336 + 16);
-                        a0_0 += wc[6] * d0; a1_0 += wc[6] * d1;
+                        cg_v d0 = VLOAD(dyc + 8576), d1 = VLOAD(dyc + 8592); VKEEP(d0); VKEEP(d1);
+                        a0_0_2 += wc[0] * d0; a1_0_2 += wc[0] * d1;
+                        a0_0_3 += wc[1] * d0; a1_0_3 += wc[1] * d1;
                     }
                     {
-                        const cg_v d0 = VLOAD(dyc + ty*2048 + tx*64 + 6272 + 0), d1 = VLOAD(dyc + ty*2048 + tx*64 + 6272 + 16);
-                        a0_0 += wc[7] * d0; a1_0 += wc[7] * d1;
+                        cg_v d0 = VLOAD(dyc + 8640), d1 = VLOAD(dyc + 8656); VKEEP(d0); VKEEP(d1);
+                        a0_0_3 += wc[0] * d0; a1_0_3 += wc[0] * d1;
                     }
                     {
-                        const cg_v d0 = VLOAD(dyc + ty*2048 + tx*64 + 6208 + 0), d1 = VLOAD(dyc + ty*2048 + tx*64 + 6208 + 16);
-                        a0_0 += wc[8] * d0; a1_0 += wc[8] * d1;
+                        cg_v d0 = VLOAD(dyc + 6144), d1 = VLOAD(dyc + 6160); VKEEP(d0); VKEEP(d1);
+                        a0_0_0 += wc[9] * d0; a1_0_0 += wc[9] * d1;
                     }
                     {
-                        const cg_v d0 = VLOAD(dyc + ty*2048 + tx*64 + 6144 + 0), d1 = VLOAD(dyc + ty*2048 + tx*64 + 6144 + 16);
-                        a0_0 += wc[9] * d0; a1_0 += wc[9] * d1;
+                        cg_v d0 = VLOAD(dyc + 6208), d1 = VLOAD(dyc + 6224); VKEEP(d0); VKEEP(d1);
+                        a0_0_0 += wc[8] * d0; a1_0_0 += wc[8] * d1;
+                        a0_0_1 += wc[9] * d0; a1_0_1 += wc[9] * d1;
                     }
                     {
-                        const cg_v d0 = VLOAD(dyc + ty*2048 + tx*64 + 4352 + 0), d1 = VLOAD(dyc + ty*2048 + tx*64 + 4352 + 16);
-                        a0_0 += wc[10] * d0; a1_0 += wc[10] * d1;
+                        cg_v d0 = VLOAD(dyc + 6272), d1 = VLOAD(dyc + 6288); VKEEP(d0); VKEEP(d1);
+                        a0_0_0 += wc[7] * d0; a1_0_0 += wc[7] * d1;
+                        a0_0_1 += wc[8] * d0; a1_0_1 += wc[8] * d1;
+                        a0_0_2 += wc[9] * d0; a1_0_2 += wc[9] * d1;
                     }
                     {
-                        const cg_v d0 = VLOAD(dyc + ty*2048 + tx*64 + 4288 + 0), d1 = VLOAD(dyc + ty*2048 + tx*64 + 4288 + 16);
-                        a0_0 += wc[11] * d0; a1_0 += wc[11] * d1;
+                        cg_v d0 = VLOAD(dyc + 6336), d1 = VLOAD(dyc + 6352); VKEEP(d0); VKEEP(d1);
+                        a0_0_0 += wc[6] * d0; a1_0_0 += wc[6] * d1;
+                        a0_0_1 += wc[7] * d0; a1_0_1 += wc[7] * d1;
+                        a0_0_2 += wc[8] * d0; a1_0_2 += wc[8] * d1;
+                        a0_0_3 += wc[9] * d0; a1_0_3 += wc[9] * d1;
                     }
                     {
-                        const cg_v d0 = VLOAD(dyc + ty*2048 + tx*64 + 4224 + 0), d1 = VLOAD(dyc + ty*2048 + tx*64 + 4224 + 16);
-                        a0_0 += wc[12] * d0; a1_0 += wc[12] * d1;
+                        cg_v d0 = VLOAD(dyc + 6400), d1 = VLOAD(dyc + 6416); VKEEP(d0); VKEEP(d1);
+                        a0_0_0 += wc[5] * d0; a1_0_0 += wc[5] * d1;
+                        a0_0_1 += wc[6] * d0; a1_0_1 += wc[6] * d1;
+                        a0_0_2 += wc[7] * d0; a1_0_2 += wc[7] * d1;
+                        a0_0_3 += wc[8] * d0; a1_0_3 += wc[8] * d1;
                     }
                     {
-                        const cg_v d0 = VLOAD(dyc + ty*2048 + tx*64 + 4160 + 0), d1 = VLOAD(dyc + ty*2048 + tx*64 + 4160 + 16);
-                        a0_0 += wc[13] * d0; a1_0 += wc[13] * d1;
+                        cg_v d0 = VLOAD(dyc + 6464), d1 = VLOAD(dyc + 6480); VKEEP(d0); VKEEP(d1);
+                        a0_0_1 += wc[5] * d0; a1_0_1 += wc[5] * d1;
+                        a0_0_2 += wc[6] * d0; a1_0_2 += wc[6] * d1;
+                        a0_0_3 += wc[7] * d0; a1_0_3 += wc[7] * d1;
                     }
                     {
-                        const cg_v d0 = VLOAD(dyc + ty*2048 + tx*64 + 4096 + 0), d1 = VLOAD(dyc + ty*2048 + tx*64 + 4096 + 16);
-                        a0_0 += wc[14] * d0; a1_0 += wc[14] * d1;
+                        cg_v d0 = VLOAD(dyc + 6528), d1 = VLOAD(dyc + 6544); VKEEP(d0); VKEEP(d1);
+                        a0_0_2 += wc[5] * d0; a1_0_2 += wc[5] * d1;
+                        a0_0_3 += wc[6] * d0; a1_0_3 += wc[6] * d1;
                     }
                     {
-                        const cg_v d0 = VLOAD(dyc + ty*2048 + tx*64 + 2304 + 0), d1 = VLOAD(dyc + ty*2048 + tx*64 + 2304 + 16);
-                        a0_0 += wc[15] * d0; a1_0 += wc[15] * d1;
+                        cg_v d0 = VLOAD(dyc + 6592), d1 = VLOAD(dyc + 6608); VKEEP(d0); VKEEP(d1);
+                        a0_0_3 += wc[5] * d0; a1_0_3 += wc[5] * d1;
                     }
                     {
-                        const cg_v d0 = VLOAD(dyc + ty*2048 + tx*64 + 2240 + 0), d1 = VLOAD(dyc + ty*2048 + tx*64 + 2240 + 16);
-                        a0_0 += wc[16] * d0; a1_0 += wc[16] * d1;
+                        cg_v d0 = VLOAD(dyc + 4096), d1 = VLOAD(dyc + 4112); VKEEP(d0); VKEEP(d1);
+                        a0_0_0 += wc[14] * d0; a1_0_0 += wc[14] * d1;
                     }
                     {
-                        const cg_v d0 = VLOAD(dyc + ty*2048 + tx*64 + 2176 + 0), d1 = VLOAD(dyc + ty*2048 + tx*64 + 2176 + 16);
-                        a0_0 += wc[17] * d0; a1_0 += wc[17] * d1;
+                        cg_v d0 = VLOAD(dyc + 4160), d1 = VLOAD(dyc + 4176); VKEEP(d0); VKEEP(d1);
+                        a0_0_0 += wc[13] * d0; a1_0_0 += wc[13] * d1;
+                        a0_0_1 += wc[14] * d0; a1_0_1 += wc[14] * d1;
                     }
                     {
-                        const cg_v d0 = VLOAD(dyc + ty*2048 + tx*64 + 2112 + 0), d1 = VLOAD(dyc + ty*2048 + tx*64 + 2112 + 16);
-                        a0_0 += wc[18] * d0; a1_0 += wc[18] * d1;
+                        cg_v d0 = VLOAD(dyc + 4224), d1 = VLOAD(dyc + 4240); VKEEP(d0); VKEEP(d1);
+                        a0_0_0 += wc[12] * d0; a1_0_0 += wc[12] * d1;
+                        a0_0_1 += wc[13] * d0; a1_0_1 += wc[13] * d1;
+                        a0_0_2 += wc[14] * d0; a1_0_2 += wc[14] * d1;
                     }
                     {
-                        const cg_v d0 = VLOAD(dyc + ty*2048 + tx*64 + 2048 + 0), d1 = VLOAD(dyc + ty*2048 + tx*64 + 2048 + 16);
-                        a0_0 += wc[19] * d0; a1_0 += wc[19] * d1;
+                        cg_v d0 = VLOAD(dyc + 4288), d1 = VLOAD(dyc + 4304); VKEEP(d0); VKEEP(d1);
+                        a0_0_0 += wc[11] * d0; a1_0_0 += wc[11] * d1;
+                        a0_0_1 += wc[12] * d0; a1_0_1 += wc[12] * d1;
+                        a0_0_2 += wc[13] * d0; a1_0_2 += wc[13] * d1;
+                        a0_0_3 += wc[14] * d0; a1_0_3 += wc[14] * d1;
                     }
                     {
-                        const cg_v d0 = VLOAD(dyc + ty*2048 + tx*64 + 256 + 0), d1 = VLOAD(dyc + ty*2048 + tx*64 + 256 + 16);
-                        a0_0 += wc[20] * d0; a1_0 += wc[20] * d1;
+                        cg_v d0 = VLOAD(dyc + 4352), d1 = VLOAD(dyc + 4368); VKEEP(d0); VKEEP(d1);
+                        a0_0_0 += wc[10] * d0; a1_0_0 += wc[10] * d1;
+                        a0_0_1 += wc[11] * d0; a1_0_1 += wc[11] * d1;
+                        a0_0_2 += wc[12] * d0; a1_0_2 += wc[12] * d1;
+                        a0_0_3 += wc[13] * d0; a1_0_3 += wc[13] * d1;
                     }
                     {
-                        const cg_v d0 = VLOAD(dyc + ty*2048 + tx*64 + 192 + 0), d1 = VLOAD(dyc + ty*2048 + tx*64 + 192 + 16);
-                        a0_0 += wc[21] * d0; a1_0 += wc[21] * d1;
+                        cg_v d0 = VLOAD(dyc + 4416), d1 = VLOAD(dyc + 4432); VKEEP(d0); VKEEP(d1);
+                        a0_0_1 += wc[10] * d0; a1_0_1 += wc[10] * d1;
+                        a0_0_2 += wc[11] * d0; a1_0_2 += wc[11] * d1;
+                        a0_0_3 += wc[12] * d0; a1_0_3 += wc[12] * d1;
                     }
                     {
-                        const cg_v d0 = VLOAD(dyc + ty*2048 + tx*64 + 128 + 0), d1 = VLOAD(dyc + ty*2048 + tx*64 + 128 + 16);
-                        a0_0 += wc[22] * d0; a1_0 += wc[22] * d1;
+                        cg_v d0 = VLOAD(dyc + 4480), d1 = VLOAD(dyc + 4496); VKEEP(d0); VKEEP(d1);
+                        a0_0_2 += wc[10] * d0; a1_0_2 += wc[10] * d1;
+                        a0_0_3 += wc[11] * d0; a1_0_3 += wc[11] * d1;
                     }
                     {
-                        const cg_v d0 = VLOAD(dyc + ty*2048 + tx*64 + 64 + 0), d1 = VLOAD(dyc + ty*2048 + tx*64 + 64 + 16);
-                        a0_0 += wc[23] * d0; a1_0 += wc[23] * d1;
+                        cg_v d0 = VLOAD(dyc + 4544), d1 = VLOAD(dyc + 4560); VKEEP(d0); VKEEP(d1);
+                        a0_0_3 += wc[10] * d0; a1_0_3 += wc[10] * d1;
                     }
                     {
-                        const cg_v d0 = VLOAD(dyc + ty*2048 + tx*64 + 0), d1 = VLOAD(dyc + ty*2048 + tx*64 + 16);
-                        a0_0 += wc[24] * d0; a1_0 += wc[24] * d1;
+                        cg_v d0 = VLOAD(dyc + 2048), d1 = VLOAD(dyc + 2064); VKEEP(d0); VKEEP(d1);
+                        a0_0_0 += wc[19] * d0; a1_0_0 += wc[19] * d1;
+                    }
+                    {
+                        cg_v d0 = VLOAD(dyc + 2112), d1 = VLOAD(dyc + 2128); VKEEP(d0); VKEEP(d1);
+                        a0_0_0 += wc[18] * d0; a1_0_0 += wc[18] * d1;
+                        a0_0_1 += wc[19] * d0; a1_0_1 += wc[19] * d1;
+                    }
+                    {
+                        cg_v d0 = VLOAD(dyc + 2176), d1 = VLOAD(dyc + 2192); VKEEP(d0); VKEEP(d1);
+                        a0_0_0 += wc[17] * d0; a1_0_0 += wc[17] * d1;
+                        a0_0_1 += wc[18] * d0; a1_0_1 += wc[18] * d1;
+                        a0_0_2 += wc[19] * d0; a1_0_2 += wc[19] * d1;
+                    }
+                    {
+                        cg_v d0 = VLOAD(dyc + 2240), d1 = VLOAD(dyc + 2256); VKEEP(d0); VKEEP(d1);
+                        a0_0_0 += wc[16] * d0; a1_0_0 += wc[16] * d1;
+                        a0_0_1 += wc[17] * d0; a1_0_1 += wc[17] * d1;
+                        a0_0_2 += wc[18] * d0; a1_0_2 += wc[18] * d1;
+                        a0_0_3 += wc[19] * d0; a1_0_3 += wc[19] * d1;
+                    }
+                    {
+                        cg_v d0 = VLOAD(dyc + 2304), d1 = VLOAD(dyc + 2320); VKEEP(d0); VKEEP(d1);
+                        a0_0_0 += wc[15] * d0; a1_0_0 += wc[15] * d1;
+                        a0_0_1 += wc[16] * d0; a1_0_1 += wc[16] * d1;
+                        a0_0_2 += wc[17] * d0; a1_0_2 += wc[17] * d1;
+                        a0_0_3 += wc[18] * d0; a1_0_3 += wc[18] * d1;
+                    }
+                    {
+                        cg_v d0 = VLOAD(dyc + 2368), d1 = VLOAD(dyc + 2384); VKEEP(d0); VKEEP(d1);
+                        a0_0_1 += wc[15] * d0; a1_0_1 += wc[15] * d1;
+                        a0_0_2 += wc[16] * d0; a1_0_2 += wc[16] * d1;
+                        a0_0_3 += wc[17] * d0; a1_0_3 += wc[17] * d1;
+                    }
+                    {
+                        cg_v d0 = VLOAD(dyc + 2432), d1 = VLOAD(dyc + 2448); VKEEP(d0); VKEEP(d1);
+                        a0_0_2 += wc[15] * d0; a1_0_2 += wc[15] * d1;
+                        a0_0_3 += wc[16] * d0; a1_0_3 += wc[16] * d1;
+                    }
+                    {
+                        cg_v d0 = VLOAD(dyc + 2496), d1 = VLOAD(dyc + 2512); VKEEP(d0); VKEEP(d1);
+                        a0_0_3 += wc[15] * d0; a1_0_3 += wc[15] * d1;
+                    }
+                    {
+                        cg_v d0 = VLOAD(dyc + 0), d1 = VLOAD(dyc + 16); VKEEP(d0); VKEEP(d1);
+                        a0_0_0 += wc[24] * d0; a1_0_0 += wc[24] * d1;
+                    }
+                    {
+                        cg_v d0 = VLOAD(dyc + 64), d1 = VLOAD(dyc + 80); VKEEP(d0); VKEEP(d1);
+                        a0_0_0 += wc[23] * d0; a1_0_0 += wc[23] * d1;
+                        a0_0_1 += wc[24] * d0; a1_0_1 += wc[24] * d1;
+                    }
+                    {
+                        cg_v d0 = VLOAD(dyc + 128), d1 = VLOAD(dyc + 144); VKEEP(d0); VKEEP(d1);
+                        a0_0_0 += wc[22] * d0; a1_0_0 += wc[22] * d1;
+                        a0_0_1 += wc[23] * d0; a1_0_1 += wc[23] * d1;
+                        a0_0_2 += wc[24] * d0; a1_0_2 += wc[24] * d1;
+                    }
+                    {
+                        cg_v d0 = VLOAD(dyc + 192), d1 = VLOAD(dyc + 208); VKEEP(d0); VKEEP(d1);
+                        a0_0_0 += wc[21] * d0; a1_0_0 += wc[21] * d1;
+                        a0_0_1 += wc[22] * d0; a1_0_1 += wc[22] * d1;
+                        a0_0_2 += wc[23] * d0; a1_0_2 += wc[23] * d1;
+                        a0_0_3 += wc[24] * d0; a1_0_3 += wc[24] * d1;
+                    }
+                    {
+                        cg_v d0 = VLOAD(dyc + 256), d1 = VLOAD(dyc + 272); VKEEP(d0); VKEEP(d1);
+                        a0_0_0 += wc[20] * d0; a1_0_0 += wc[20] * d1;
+                        a0_0_1 += wc[21] * d0; a1_0_1 += wc[21] * d1;
+                        a0_0_2 += wc[22] * d0; a1_0_2 += wc[22] * d1;
+                        a0_0_3 += wc[23] * d0; a1_0_3 += wc[23] * d1;
+                    }
+                    {
+                        cg_v d0 = VLOAD(dyc + 320), d1 = VLOAD(dyc + 336); VKEEP(d0); VKEEP(d1);
+                        a0_0_1 += wc[20] * d0; a1_0_1 += wc[20] * d1;
+                        a0_0_2 += wc[21] * d0; a1_0_2 += wc[21] * d1;
+                        a0_0_3 += wc[22] * d0; a1_0_3 += wc[22] * d1;
+                    }
+                    {
+                        cg_v d0 = VLOAD(dyc + 384), d1 = VLOAD(dyc + 400); VKEEP(d0); VKEEP(d1);
+                        a0_0_2 += wc[20] * d0; a1_0_2 += wc[20] * d1;
+                        a0_0_3 += wc[21] * d0; a1_0_3 += wc[21] * d1;
+                    }
+                    {
+                        cg_v d0 = VLOAD(dyc + 448), d1 = VLOAD(dyc + 464); VKEEP(d0); VKEEP(d1);
+                        a0_0_3 += wc[20] * d0; a1_0_3 += wc[20] * d1;
                     }
                 }
-                VSTORE(dxb + ty*1792 + tx*64, a0_0); VSTORE(dxb + ty*1792 + tx*64 + 16, a1_0);
+                VSTORE(dxb + ty*1792 + tx0*64 + 0, a0_0_0); VSTORE(dxb + ty*1792 + tx0*64 + 16, a1_0_0);
+                VSTORE(dxb + ty*1792 + tx0*64 + 64 + 0, a0_0_1); VSTORE(dxb + ty*1792 + tx0*64 + 64 + 16, a1_0_1);
+                VSTORE(dxb + ty*1792 + tx0*64 + 128 + 0, a0_0_2); VSTORE(dxb + ty*1792 + tx0*64 + 128 + 16, a1_0_2);
+                VSTORE(dxb + ty*1792 + tx0*64 + 192 + 0, a0_0_3); VSTORE(dxb + ty*1792 + tx0*64 + 192 + 16, a1_0_3);
             }
         }
     }
@@ -662,7 +789,7 @@ static void l02_maxpool2d_backward(const float *restrict x, const float *restric
 }
 
 /* layer 3: conv2d 6x14x14 -> 16x10x10 (specs/lenet5.yaml:13:5)
- * schedule lanes+pad: fwd lanes[TB=1,TC=16] dw lanes[TCW=4,rows=1] dx lanes+pad[TB=2,TCI=6] threaded */
+ * schedule lanes+pad: fwd lanes[TB=1,TC=16] dw lanes[TCW=4,rows=1] dx lanes+pad[PY=1,TB=4,TCI=6] threaded */
 static void l03_conv2d_forward(const float *restrict P, const float *restrict x, float *restrict y)
 {
     /* x [6x14x14][lanes], y [16x10x10][lanes] */
@@ -1347,255 +1474,255 @@ static void l03_conv2d_backward_dx(const float *restrict P, float *restrict S, c
         memset(d + 16128, 0, sizeof(float) * 4608);
     }
     const float *restrict w = P;
-    CG_PARALLEL_FOR
-    for (int v0 = 0; v0 < 4; v0 += 2) {
+    for (int v0 = 0; v0 < 4; v0 += 4) {
         float *restrict dxb = dx + 0 + v0 * 16;
         const float *restrict dyg = dyp + 0 + v0 * 16;
         const float *restrict wg = w + 0;
         /* inputs rows 0+1*t (t=0..13), cols 0+1*t (t=0..13): 25 taps */
+        CG_PARALLEL_FOR
         for (int ty = 0; ty < 14; ty++) {
             for (int tx = 0; tx < 14; tx++) {
-                cg_v a0_0 = vsplat(0.0f), a1_0 = vsplat(0.0f);
-                cg_v a0_1 = vsplat(0.0f), a1_1 = vsplat(0.0f);
-                cg_v a0_2 = vsplat(0.0f), a1_2 = vsplat(0.0f);
-                cg_v a0_3 = vsplat(0.0f), a1_3 = vsplat(0.0f);
-                cg_v a0_4 = vsplat(0.0f), a1_4 = vsplat(0.0f);
-                cg_v a0_5 = vsplat(0.0f), a1_5 = vsplat(0.0f);
+                cg_v a0_0 = vsplat(0.0f), a1_0 = vsplat(0.0f), a2_0 = vsplat(0.0f), a3_0 = vsplat(0.0f);
+                cg_v a0_1 = vsplat(0.0f), a1_1 = vsplat(0.0f), a2_1 = vsplat(0.0f), a3_1 = vsplat(0.0f);
+                cg_v a0_2 = vsplat(0.0f), a1_2 = vsplat(0.0f), a2_2 = vsplat(0.0f), a3_2 = vsplat(0.0f);
+                cg_v a0_3 = vsplat(0.0f), a1_3 = vsplat(0.0f), a2_3 = vsplat(0.0f), a3_3 = vsplat(0.0f);
+                cg_v a0_4 = vsplat(0.0f), a1_4 = vsplat(0.0f), a2_4 = vsplat(0.0f), a3_4 = vsplat(0.0f);
+                cg_v a0_5 = vsplat(0.0f), a1_5 = vsplat(0.0f), a2_5 = vsplat(0.0f), a3_5 = vsplat(0.0f);
                 for (int co = 0; co < 16; co++) {
                     const float *restrict dyc = dyg + co*20736;
                     const float *restrict wc = wg + co*150;
                     {
-                        const cg_v d0 = VLOAD(dyc + ty*1152 + tx*64 + 4864 + 0), d1 = VLOAD(dyc + ty*1152 + tx*64 + 4864 + 16);
-                        a0_0 += wc[0] * d0; a1_0 += wc[0] * d1;
-                        a0_1 += wc[25] * d0; a1_1 += wc[25] * d1;
-                        a0_2 += wc[50] * d0; a1_2 += wc[50] * d1;
-                        a0_3 += wc[75] * d0; a1_3 += wc[75] * d1;
-                        a0_4 += wc[100] * d0; a1_4 += wc[100] * d1;
-                        a0_5 += wc[125] * d0; a1_5 += wc[125] * d1;
+                        const cg_v d0 = VLOAD(dyc + ty*1152 + tx*64 + 4864 + 0), d1 = VLOAD(dyc + ty*1152 + tx*64 + 4864 + 16), d2 = VLOAD(dyc + ty*1152 + tx*64 + 4864 + 32), d3 = VLOAD(dyc + ty*1152 + tx*64 + 4864 + 48);
+                        a0_0 += wc[0] * d0; a1_0 += wc[0] * d1; a2_0 += wc[0] * d2; a3_0 += wc[0] * d3;
+                        a0_1 += wc[25] * d0; a1_1 += wc[25] * d1; a2_1 += wc[25] * d2; a3_1 += wc[25] * d3;
+                        a0_2 += wc[50] * d0; a1_2 += wc[50] * d1; a2_2 += wc[50] * d2; a3_2 += wc[50] * d3;
+                        a0_3 += wc[75] * d0; a1_3 += wc[75] * d1; a2_3 += wc[75] * d2; a3_3 += wc[75] * d3;
+                        a0_4 += wc[100] * d0; a1_4 += wc[100] * d1; a2_4 += wc[100] * d2; a3_4 += wc[100] * d3;
+                        a0_5 += wc[125] * d0; a1_5 += wc[125] * d1; a2_5 += wc[125] * d2; a3_5 += wc[125] * d3;
                     }
                     {
-                        const cg_v d0 = VLOAD(dyc + ty*1152 + tx*64 + 4800 + 0), d1 = VLOAD(dyc + ty*1152 + tx*64 + 4800 + 16);
-                        a0_0 += wc[1] * d0; a1_0 += wc[1] * d1;
-                        a0_1 += wc[26] * d0; a1_1 += wc[26] * d1;
-                        a0_2 += wc[51] * d0; a1_2 += wc[51] * d1;
-                        a0_3 += wc[76] * d0; a1_3 += wc[76] * d1;
-                        a0_4 += wc[101] * d0; a1_4 += wc[101] * d1;
-                        a0_5 += wc[126] * d0; a1_5 += wc[126] * d1;
+                        const cg_v d0 = VLOAD(dyc + ty*1152 + tx*64 + 4800 + 0), d1 = VLOAD(dyc + ty*1152 + tx*64 + 4800 + 16), d2 = VLOAD(dyc + ty*1152 + tx*64 + 4800 + 32), d3 = VLOAD(dyc + ty*1152 + tx*64 + 4800 + 48);
+                        a0_0 += wc[1] * d0; a1_0 += wc[1] * d1; a2_0 += wc[1] * d2; a3_0 += wc[1] * d3;
+                        a0_1 += wc[26] * d0; a1_1 += wc[26] * d1; a2_1 += wc[26] * d2; a3_1 += wc[26] * d3;
+                        a0_2 += wc[51] * d0; a1_2 += wc[51] * d1; a2_2 += wc[51] * d2; a3_2 += wc[51] * d3;
+                        a0_3 += wc[76] * d0; a1_3 += wc[76] * d1; a2_3 += wc[76] * d2; a3_3 += wc[76] * d3;
+                        a0_4 += wc[101] * d0; a1_4 += wc[101] * d1; a2_4 += wc[101] * d2; a3_4 += wc[101] * d3;
+                        a0_5 += wc[126] * d0; a1_5 += wc[126] * d1; a2_5 += wc[126] * d2; a3_5 += wc[126] * d3;
                     }
                     {
-                        const cg_v d0 = VLOAD(dyc + ty*1152 + tx*64 + 4736 + 0), d1 = VLOAD(dyc + ty*1152 + tx*64 + 4736 + 16);
-                        a0_0 += wc[2] * d0; a1_0 += wc[2] * d1;
-                        a0_1 += wc[27] * d0; a1_1 += wc[27] * d1;
-                        a0_2 += wc[52] * d0; a1_2 += wc[52] * d1;
-                        a0_3 += wc[77] * d0; a1_3 += wc[77] * d1;
-                        a0_4 += wc[102] * d0; a1_4 += wc[102] * d1;
-                        a0_5 += wc[127] * d0; a1_5 += wc[127] * d1;
+                        const cg_v d0 = VLOAD(dyc + ty*1152 + tx*64 + 4736 + 0), d1 = VLOAD(dyc + ty*1152 + tx*64 + 4736 + 16), d2 = VLOAD(dyc + ty*1152 + tx*64 + 4736 + 32), d3 = VLOAD(dyc + ty*1152 + tx*64 + 4736 + 48);
+                        a0_0 += wc[2] * d0; a1_0 += wc[2] * d1; a2_0 += wc[2] * d2; a3_0 += wc[2] * d3;
+                        a0_1 += wc[27] * d0; a1_1 += wc[27] * d1; a2_1 += wc[27] * d2; a3_1 += wc[27] * d3;
+                        a0_2 += wc[52] * d0; a1_2 += wc[52] * d1; a2_2 += wc[52] * d2; a3_2 += wc[52] * d3;
+                        a0_3 += wc[77] * d0; a1_3 += wc[77] * d1; a2_3 += wc[77] * d2; a3_3 += wc[77] * d3;
+                        a0_4 += wc[102] * d0; a1_4 += wc[102] * d1; a2_4 += wc[102] * d2; a3_4 += wc[102] * d3;
+                        a0_5 += wc[127] * d0; a1_5 += wc[127] * d1; a2_5 += wc[127] * d2; a3_5 += wc[127] * d3;
                     }
                     {
-                        const cg_v d0 = VLOAD(dyc + ty*1152 + tx*64 + 4672 + 0), d1 = VLOAD(dyc + ty*1152 + tx*64 + 4672 + 16);
-                        a0_0 += wc[3] * d0; a1_0 += wc[3] * d1;
-                        a0_1 += wc[28] * d0; a1_1 += wc[28] * d1;
-                        a0_2 += wc[53] * d0; a1_2 += wc[53] * d1;
-                        a0_3 += wc[78] * d0; a1_3 += wc[78] * d1;
-                        a0_4 += wc[103] * d0; a1_4 += wc[103] * d1;
-                        a0_5 += wc[128] * d0; a1_5 += wc[128] * d1;
+                        const cg_v d0 = VLOAD(dyc + ty*1152 + tx*64 + 4672 + 0), d1 = VLOAD(dyc + ty*1152 + tx*64 + 4672 + 16), d2 = VLOAD(dyc + ty*1152 + tx*64 + 4672 + 32), d3 = VLOAD(dyc + ty*1152 + tx*64 + 4672 + 48);
+                        a0_0 += wc[3] * d0; a1_0 += wc[3] * d1; a2_0 += wc[3] * d2; a3_0 += wc[3] * d3;
+                        a0_1 += wc[28] * d0; a1_1 += wc[28] * d1; a2_1 += wc[28] * d2; a3_1 += wc[28] * d3;
+                        a0_2 += wc[53] * d0; a1_2 += wc[53] * d1; a2_2 += wc[53] * d2; a3_2 += wc[53] * d3;
+                        a0_3 += wc[78] * d0; a1_3 += wc[78] * d1; a2_3 += wc[78] * d2; a3_3 += wc[78] * d3;
+                        a0_4 += wc[103] * d0; a1_4 += wc[103] * d1; a2_4 += wc[103] * d2; a3_4 += wc[103] * d3;
+                        a0_5 += wc[128] * d0; a1_5 += wc[128] * d1; a2_5 += wc[128] * d2; a3_5 += wc[128] * d3;
                     }
                     {
-                        const cg_v d0 = VLOAD(dyc + ty*1152 + tx*64 + 4608 + 0), d1 = VLOAD(dyc + ty*1152 + tx*64 + 4608 + 16);
-                        a0_0 += wc[4] * d0; a1_0 += wc[4] * d1;
-                        a0_1 += wc[29] * d0; a1_1 += wc[29] * d1;
-                        a0_2 += wc[54] * d0; a1_2 += wc[54] * d1;
-                        a0_3 += wc[79] * d0; a1_3 += wc[79] * d1;
-                        a0_4 += wc[104] * d0; a1_4 += wc[104] * d1;
-                        a0_5 += wc[129] * d0; a1_5 += wc[129] * d1;
+                        const cg_v d0 = VLOAD(dyc + ty*1152 + tx*64 + 4608 + 0), d1 = VLOAD(dyc + ty*1152 + tx*64 + 4608 + 16), d2 = VLOAD(dyc + ty*1152 + tx*64 + 4608 + 32), d3 = VLOAD(dyc + ty*1152 + tx*64 + 4608 + 48);
+                        a0_0 += wc[4] * d0; a1_0 += wc[4] * d1; a2_0 += wc[4] * d2; a3_0 += wc[4] * d3;
+                        a0_1 += wc[29] * d0; a1_1 += wc[29] * d1; a2_1 += wc[29] * d2; a3_1 += wc[29] * d3;
+                        a0_2 += wc[54] * d0; a1_2 += wc[54] * d1; a2_2 += wc[54] * d2; a3_2 += wc[54] * d3;
+                        a0_3 += wc[79] * d0; a1_3 += wc[79] * d1; a2_3 += wc[79] * d2; a3_3 += wc[79] * d3;
+                        a0_4 += wc[104] * d0; a1_4 += wc[104] * d1; a2_4 += wc[104] * d2; a3_4 += wc[104] * d3;
+                        a0_5 += wc[129] * d0; a1_5 += wc[129] * d1; a2_5 += wc[129] * d2; a3_5 += wc[129] * d3;
                     }
                     {
-                        const cg_v d0 = VLOAD(dyc + ty*1152 + tx*64 + 3712 + 0), d1 = VLOAD(dyc + ty*1152 + tx*64 + 3712 + 16);
-                        a0_0 += wc[5] * d0; a1_0 += wc[5] * d1;
-                        a0_1 += wc[30] * d0; a1_1 += wc[30] * d1;
-                        a0_2 += wc[55] * d0; a1_2 += wc[55] * d1;
-                        a0_3 += wc[80] * d0; a1_3 += wc[80] * d1;
-                        a0_4 += wc[105] * d0; a1_4 += wc[105] * d1;
-                        a0_5 += wc[130] * d0; a1_5 += wc[130] * d1;
+                        const cg_v d0 = VLOAD(dyc + ty*1152 + tx*64 + 3712 + 0), d1 = VLOAD(dyc + ty*1152 + tx*64 + 3712 + 16), d2 = VLOAD(dyc + ty*1152 + tx*64 + 3712 + 32), d3 = VLOAD(dyc + ty*1152 + tx*64 + 3712 + 48);
+                        a0_0 += wc[5] * d0; a1_0 += wc[5] * d1; a2_0 += wc[5] * d2; a3_0 += wc[5] * d3;
+                        a0_1 += wc[30] * d0; a1_1 += wc[30] * d1; a2_1 += wc[30] * d2; a3_1 += wc[30] * d3;
+                        a0_2 += wc[55] * d0; a1_2 += wc[55] * d1; a2_2 += wc[55] * d2; a3_2 += wc[55] * d3;
+                        a0_3 += wc[80] * d0; a1_3 += wc[80] * d1; a2_3 += wc[80] * d2; a3_3 += wc[80] * d3;
+                        a0_4 += wc[105] * d0; a1_4 += wc[105] * d1; a2_4 += wc[105] * d2; a3_4 += wc[105] * d3;
+                        a0_5 += wc[130] * d0; a1_5 += wc[130] * d1; a2_5 += wc[130] * d2; a3_5 += wc[130] * d3;
                     }
                     {
-                        const cg_v d0 = VLOAD(dyc + ty*1152 + tx*64 + 3648 + 0), d1 = VLOAD(dyc + ty*1152 + tx*64 + 3648 + 16);
-                        a0_0 += wc[6] * d0; a1_0 += wc[6] * d1;
-                        a0_1 += wc[31] * d0; a1_1 += wc[31] * d1;
-                        a0_2 += wc[56] * d0; a1_2 += wc[56] * d1;
-                        a0_3 += wc[81] * d0; a1_3 += wc[81] * d1;
-                        a0_4 += wc[106] * d0; a1_4 += wc[106] * d1;
-                        a0_5 += wc[131] * d0; a1_5 += wc[131] * d1;
+                        const cg_v d0 = VLOAD(dyc + ty*1152 + tx*64 + 3648 + 0), d1 = VLOAD(dyc + ty*1152 + tx*64 + 3648 + 16), d2 = VLOAD(dyc + ty*1152 + tx*64 + 3648 + 32), d3 = VLOAD(dyc + ty*1152 + tx*64 + 3648 + 48);
+                        a0_0 += wc[6] * d0; a1_0 += wc[6] * d1; a2_0 += wc[6] * d2; a3_0 += wc[6] * d3;
+                        a0_1 += wc[31] * d0; a1_1 += wc[31] * d1; a2_1 += wc[31] * d2; a3_1 += wc[31] * d3;
+                        a0_2 += wc[56] * d0; a1_2 += wc[56] * d1; a2_2 += wc[56] * d2; a3_2 += wc[56] * d3;
+                        a0_3 += wc[81] * d0; a1_3 += wc[81] * d1; a2_3 += wc[81] * d2; a3_3 += wc[81] * d3;
+                        a0_4 += wc[106] * d0; a1_4 += wc[106] * d1; a2_4 += wc[106] * d2; a3_4 += wc[106] * d3;
+                        a0_5 += wc[131] * d0; a1_5 += wc[131] * d1; a2_5 += wc[131] * d2; a3_5 += wc[131] * d3;
                     }
                     {
-                        const cg_v d0 = VLOAD(dyc + ty*1152 + tx*64 + 3584 + 0), d1 = VLOAD(dyc + ty*1152 + tx*64 + 3584 + 16);
-                        a0_0 += wc[7] * d0; a1_0 += wc[7] * d1;
-                        a0_1 += wc[32] * d0; a1_1 += wc[32] * d1;
-                        a0_2 += wc[57] * d0; a1_2 += wc[57] * d1;
-                        a0_3 += wc[82] * d0; a1_3 += wc[82] * d1;
-                        a0_4 += wc[107] * d0; a1_4 += wc[107] * d1;
-                        a0_5 += wc[132] * d0; a1_5 += wc[132] * d1;
+                        const cg_v d0 = VLOAD(dyc + ty*1152 + tx*64 + 3584 + 0), d1 = VLOAD(dyc + ty*1152 + tx*64 + 3584 + 16), d2 = VLOAD(dyc + ty*1152 + tx*64 + 3584 + 32), d3 = VLOAD(dyc + ty*1152 + tx*64 + 3584 + 48);
+                        a0_0 += wc[7] * d0; a1_0 += wc[7] * d1; a2_0 += wc[7] * d2; a3_0 += wc[7] * d3;
+                        a0_1 += wc[32] * d0; a1_1 += wc[32] * d1; a2_1 += wc[32] * d2; a3_1 += wc[32] * d3;
+                        a0_2 += wc[57] * d0; a1_2 += wc[57] * d1; a2_2 += wc[57] * d2; a3_2 += wc[57] * d3;
+                        a0_3 += wc[82] * d0; a1_3 += wc[82] * d1; a2_3 += wc[82] * d2; a3_3 += wc[82] * d3;
+                        a0_4 += wc[107] * d0; a1_4 += wc[107] * d1; a2_4 += wc[107] * d2; a3_4 += wc[107] * d3;
+                        a0_5 += wc[132] * d0; a1_5 += wc[132] * d1; a2_5 += wc[132] * d2; a3_5 += wc[132] * d3;
                     }
                     {
-                        const cg_v d0 = VLOAD(dyc + ty*1152 + tx*64 + 3520 + 0), d1 = VLOAD(dyc + ty*1152 + tx*64 + 3520 + 16);
-                        a0_0 += wc[8] * d0; a1_0 += wc[8] * d1;
-                        a0_1 += wc[33] * d0; a1_1 += wc[33] * d1;
-                        a0_2 += wc[58] * d0; a1_2 += wc[58] * d1;
-                        a0_3 += wc[83] * d0; a1_3 += wc[83] * d1;
-                        a0_4 += wc[108] * d0; a1_4 += wc[108] * d1;
-                        a0_5 += wc[133] * d0; a1_5 += wc[133] * d1;
+                        const cg_v d0 = VLOAD(dyc + ty*1152 + tx*64 + 3520 + 0), d1 = VLOAD(dyc + ty*1152 + tx*64 + 3520 + 16), d2 = VLOAD(dyc + ty*1152 + tx*64 + 3520 + 32), d3 = VLOAD(dyc + ty*1152 + tx*64 + 3520 + 48);
+                        a0_0 += wc[8] * d0; a1_0 += wc[8] * d1; a2_0 += wc[8] * d2; a3_0 += wc[8] * d3;
+                        a0_1 += wc[33] * d0; a1_1 += wc[33] * d1; a2_1 += wc[33] * d2; a3_1 += wc[33] * d3;
+                        a0_2 += wc[58] * d0; a1_2 += wc[58] * d1; a2_2 += wc[58] * d2; a3_2 += wc[58] * d3;
+                        a0_3 += wc[83] * d0; a1_3 += wc[83] * d1; a2_3 += wc[83] * d2; a3_3 += wc[83] * d3;
+                        a0_4 += wc[108] * d0; a1_4 += wc[108] * d1; a2_4 += wc[108] * d2; a3_4 += wc[108] * d3;
+                        a0_5 += wc[133] * d0; a1_5 += wc[133] * d1; a2_5 += wc[133] * d2; a3_5 += wc[133] * d3;
                     }
                     {
-                        const cg_v d0 = VLOAD(dyc + ty*1152 + tx*64 + 3456 + 0), d1 = VLOAD(dyc + ty*1152 + tx*64 + 3456 + 16);
-                        a0_0 += wc[9] * d0; a1_0 += wc[9] * d1;
-                        a0_1 += wc[34] * d0; a1_1 += wc[34] * d1;
-                        a0_2 += wc[59] * d0; a1_2 += wc[59] * d1;
-                        a0_3 += wc[84] * d0; a1_3 += wc[84] * d1;
-                        a0_4 += wc[109] * d0; a1_4 += wc[109] * d1;
-                        a0_5 += wc[134] * d0; a1_5 += wc[134] * d1;
+                        const cg_v d0 = VLOAD(dyc + ty*1152 + tx*64 + 3456 + 0), d1 = VLOAD(dyc + ty*1152 + tx*64 + 3456 + 16), d2 = VLOAD(dyc + ty*1152 + tx*64 + 3456 + 32), d3 = VLOAD(dyc + ty*1152 + tx*64 + 3456 + 48);
+                        a0_0 += wc[9] * d0; a1_0 += wc[9] * d1; a2_0 += wc[9] * d2; a3_0 += wc[9] * d3;
+                        a0_1 += wc[34] * d0; a1_1 += wc[34] * d1; a2_1 += wc[34] * d2; a3_1 += wc[34] * d3;
+                        a0_2 += wc[59] * d0; a1_2 += wc[59] * d1; a2_2 += wc[59] * d2; a3_2 += wc[59] * d3;
+                        a0_3 += wc[84] * d0; a1_3 += wc[84] * d1; a2_3 += wc[84] * d2; a3_3 += wc[84] * d3;
+                        a0_4 += wc[109] * d0; a1_4 += wc[109] * d1; a2_4 += wc[109] * d2; a3_4 += wc[109] * d3;
+                        a0_5 += wc[134] * d0; a1_5 += wc[134] * d1; a2_5 += wc[134] * d2; a3_5 += wc[134] * d3;
                     }
                     {
-                        const cg_v d0 = VLOAD(dyc + ty*1152 + tx*64 + 2560 + 0), d1 = VLOAD(dyc + ty*1152 + tx*64 + 2560 + 16);
-                        a0_0 += wc[10] * d0; a1_0 += wc[10] * d1;
-                        a0_1 += wc[35] * d0; a1_1 += wc[35] * d1;
-                        a0_2 += wc[60] * d0; a1_2 += wc[60] * d1;
-                        a0_3 += wc[85] * d0; a1_3 += wc[85] * d1;
-                        a0_4 += wc[110] * d0; a1_4 += wc[110] * d1;
-                        a0_5 += wc[135] * d0; a1_5 += wc[135] * d1;
+                        const cg_v d0 = VLOAD(dyc + ty*1152 + tx*64 + 2560 + 0), d1 = VLOAD(dyc + ty*1152 + tx*64 + 2560 + 16), d2 = VLOAD(dyc + ty*1152 + tx*64 + 2560 + 32), d3 = VLOAD(dyc + ty*1152 + tx*64 + 2560 + 48);
+                        a0_0 += wc[10] * d0; a1_0 += wc[10] * d1; a2_0 += wc[10] * d2; a3_0 += wc[10] * d3;
+                        a0_1 += wc[35] * d0; a1_1 += wc[35] * d1; a2_1 += wc[35] * d2; a3_1 += wc[35] * d3;
+                        a0_2 += wc[60] * d0; a1_2 += wc[60] * d1; a2_2 += wc[60] * d2; a3_2 += wc[60] * d3;
+                        a0_3 += wc[85] * d0; a1_3 += wc[85] * d1; a2_3 += wc[85] * d2; a3_3 += wc[85] * d3;
+                        a0_4 += wc[110] * d0; a1_4 += wc[110] * d1; a2_4 += wc[110] * d2; a3_4 += wc[110] * d3;
+                        a0_5 += wc[135] * d0; a1_5 += wc[135] * d1; a2_5 += wc[135] * d2; a3_5 += wc[135] * d3;
                     }
                     {
-                        const cg_v d0 = VLOAD(dyc + ty*1152 + tx*64 + 2496 + 0), d1 = VLOAD(dyc + ty*1152 + tx*64 + 2496 + 16);
-                        a0_0 += wc[11] * d0; a1_0 += wc[11] * d1;
-                        a0_1 += wc[36] * d0; a1_1 += wc[36] * d1;
-                        a0_2 += wc[61] * d0; a1_2 += wc[61] * d1;
-                        a0_3 += wc[86] * d0; a1_3 += wc[86] * d1;
-                        a0_4 += wc[111] * d0; a1_4 += wc[111] * d1;
-                        a0_5 += wc[136] * d0; a1_5 += wc[136] * d1;
+                        const cg_v d0 = VLOAD(dyc + ty*1152 + tx*64 + 2496 + 0), d1 = VLOAD(dyc + ty*1152 + tx*64 + 2496 + 16), d2 = VLOAD(dyc + ty*1152 + tx*64 + 2496 + 32), d3 = VLOAD(dyc + ty*1152 + tx*64 + 2496 + 48);
+                        a0_0 += wc[11] * d0; a1_0 += wc[11] * d1; a2_0 += wc[11] * d2; a3_0 += wc[11] * d3;
+                        a0_1 += wc[36] * d0; a1_1 += wc[36] * d1; a2_1 += wc[36] * d2; a3_1 += wc[36] * d3;
+                        a0_2 += wc[61] * d0; a1_2 += wc[61] * d1; a2_2 += wc[61] * d2; a3_2 += wc[61] * d3;
+                        a0_3 += wc[86] * d0; a1_3 += wc[86] * d1; a2_3 += wc[86] * d2; a3_3 += wc[86] * d3;
+                        a0_4 += wc[111] * d0; a1_4 += wc[111] * d1; a2_4 += wc[111] * d2; a3_4 += wc[111] * d3;
+                        a0_5 += wc[136] * d0; a1_5 += wc[136] * d1; a2_5 += wc[136] * d2; a3_5 += wc[136] * d3;
                     }
                     {
-                        const cg_v d0 = VLOAD(dyc + ty*1152 + tx*64 + 2432 + 0), d1 = VLOAD(dyc + ty*1152 + tx*64 + 2432 + 16);
-                        a0_0 += wc[12] * d0; a1_0 += wc[12] * d1;
-                        a0_1 += wc[37] * d0; a1_1 += wc[37] * d1;
-                        a0_2 += wc[62] * d0; a1_2 += wc[62] * d1;
-                        a0_3 += wc[87] * d0; a1_3 += wc[87] * d1;
-                        a0_4 += wc[112] * d0; a1_4 += wc[112] * d1;
-                        a0_5 += wc[137] * d0; a1_5 += wc[137] * d1;
+                        const cg_v d0 = VLOAD(dyc + ty*1152 + tx*64 + 2432 + 0), d1 = VLOAD(dyc + ty*1152 + tx*64 + 2432 + 16), d2 = VLOAD(dyc + ty*1152 + tx*64 + 2432 + 32), d3 = VLOAD(dyc + ty*1152 + tx*64 + 2432 + 48);
+                        a0_0 += wc[12] * d0; a1_0 += wc[12] * d1; a2_0 += wc[12] * d2; a3_0 += wc[12] * d3;
+                        a0_1 += wc[37] * d0; a1_1 += wc[37] * d1; a2_1 += wc[37] * d2; a3_1 += wc[37] * d3;
+                        a0_2 += wc[62] * d0; a1_2 += wc[62] * d1; a2_2 += wc[62] * d2; a3_2 += wc[62] * d3;
+                        a0_3 += wc[87] * d0; a1_3 += wc[87] * d1; a2_3 += wc[87] * d2; a3_3 += wc[87] * d3;
+                        a0_4 += wc[112] * d0; a1_4 += wc[112] * d1; a2_4 += wc[112] * d2; a3_4 += wc[112] * d3;
+                        a0_5 += wc[137] * d0; a1_5 += wc[137] * d1; a2_5 += wc[137] * d2; a3_5 += wc[137] * d3;
                     }
                     {
-                        const cg_v d0 = VLOAD(dyc + ty*1152 + tx*64 + 2368 + 0), d1 = VLOAD(dyc + ty*1152 + tx*64 + 2368 + 16);
-                        a0_0 += wc[13] * d0; a1_0 += wc[13] * d1;
-                        a0_1 += wc[38] * d0; a1_1 += wc[38] * d1;
-                        a0_2 += wc[63] * d0; a1_2 += wc[63] * d1;
-                        a0_3 += wc[88] * d0; a1_3 += wc[88] * d1;
-                        a0_4 += wc[113] * d0; a1_4 += wc[113] * d1;
-                        a0_5 += wc[138] * d0; a1_5 += wc[138] * d1;
+                        const cg_v d0 = VLOAD(dyc + ty*1152 + tx*64 + 2368 + 0), d1 = VLOAD(dyc + ty*1152 + tx*64 + 2368 + 16), d2 = VLOAD(dyc + ty*1152 + tx*64 + 2368 + 32), d3 = VLOAD(dyc + ty*1152 + tx*64 + 2368 + 48);
+                        a0_0 += wc[13] * d0; a1_0 += wc[13] * d1; a2_0 += wc[13] * d2; a3_0 += wc[13] * d3;
+                        a0_1 += wc[38] * d0; a1_1 += wc[38] * d1; a2_1 += wc[38] * d2; a3_1 += wc[38] * d3;
+                        a0_2 += wc[63] * d0; a1_2 += wc[63] * d1; a2_2 += wc[63] * d2; a3_2 += wc[63] * d3;
+                        a0_3 += wc[88] * d0; a1_3 += wc[88] * d1; a2_3 += wc[88] * d2; a3_3 += wc[88] * d3;
+                        a0_4 += wc[113] * d0; a1_4 += wc[113] * d1; a2_4 += wc[113] * d2; a3_4 += wc[113] * d3;
+                        a0_5 += wc[138] * d0; a1_5 += wc[138] * d1; a2_5 += wc[138] * d2; a3_5 += wc[138] * d3;
                     }
                     {
-                        const cg_v d0 = VLOAD(dyc + ty*1152 + tx*64 + 2304 + 0), d1 = VLOAD(dyc + ty*1152 + tx*64 + 2304 + 16);
-                        a0_0 += wc[14] * d0; a1_0 += wc[14] * d1;
-                        a0_1 += wc[39] * d0; a1_1 += wc[39] * d1;
-                        a0_2 += wc[64] * d0; a1_2 += wc[64] * d1;
-                        a0_3 += wc[89] * d0; a1_3 += wc[89] * d1;
-                        a0_4 += wc[114] * d0; a1_4 += wc[114] * d1;
-                        a0_5 += wc[139] * d0; a1_5 += wc[139] * d1;
+                        const cg_v d0 = VLOAD(dyc + ty*1152 + tx*64 + 2304 + 0), d1 = VLOAD(dyc + ty*1152 + tx*64 + 2304 + 16), d2 = VLOAD(dyc + ty*1152 + tx*64 + 2304 + 32), d3 = VLOAD(dyc + ty*1152 + tx*64 + 2304 + 48);
+                        a0_0 += wc[14] * d0; a1_0 += wc[14] * d1; a2_0 += wc[14] * d2; a3_0 += wc[14] * d3;
+                        a0_1 += wc[39] * d0; a1_1 += wc[39] * d1; a2_1 += wc[39] * d2; a3_1 += wc[39] * d3;
+                        a0_2 += wc[64] * d0; a1_2 += wc[64] * d1; a2_2 += wc[64] * d2; a3_2 += wc[64] * d3;
+                        a0_3 += wc[89] * d0; a1_3 += wc[89] * d1; a2_3 += wc[89] * d2; a3_3 += wc[89] * d3;
+                        a0_4 += wc[114] * d0; a1_4 += wc[114] * d1; a2_4 += wc[114] * d2; a3_4 += wc[114] * d3;
+                        a0_5 += wc[139] * d0; a1_5 += wc[139] * d1; a2_5 += wc[139] * d2; a3_5 += wc[139] * d3;
                     }
                     {
-                        const cg_v d0 = VLOAD(dyc + ty*1152 + tx*64 + 1408 + 0), d1 = VLOAD(dyc + ty*1152 + tx*64 + 1408 + 16);
-                        a0_0 += wc[15] * d0; a1_0 += wc[15] * d1;
-                        a0_1 += wc[40] * d0; a1_1 += wc[40] * d1;
-                        a0_2 += wc[65] * d0; a1_2 += wc[65] * d1;
-                        a0_3 += wc[90] * d0; a1_3 += wc[90] * d1;
-                        a0_4 += wc[115] * d0; a1_4 += wc[115] * d1;
-                        a0_5 += wc[140] * d0; a1_5 += wc[140] * d1;
+                        const cg_v d0 = VLOAD(dyc + ty*1152 + tx*64 + 1408 + 0), d1 = VLOAD(dyc + ty*1152 + tx*64 + 1408 + 16), d2 = VLOAD(dyc + ty*1152 + tx*64 + 1408 + 32), d3 = VLOAD(dyc + ty*1152 + tx*64 + 1408 + 48);
+                        a0_0 += wc[15] * d0; a1_0 += wc[15] * d1; a2_0 += wc[15] * d2; a3_0 += wc[15] * d3;
+                        a0_1 += wc[40] * d0; a1_1 += wc[40] * d1; a2_1 += wc[40] * d2; a3_1 += wc[40] * d3;
+                        a0_2 += wc[65] * d0; a1_2 += wc[65] * d1; a2_2 += wc[65] * d2; a3_2 += wc[65] * d3;
+                        a0_3 += wc[90] * d0; a1_3 += wc[90] * d1; a2_3 += wc[90] * d2; a3_3 += wc[90] * d3;
+                        a0_4 += wc[115] * d0; a1_4 += wc[115] * d1; a2_4 += wc[115] * d2; a3_4 += wc[115] * d3;
+                        a0_5 += wc[140] * d0; a1_5 += wc[140] * d1; a2_5 += wc[140] * d2; a3_5 += wc[140] * d3;
                     }
                     {
-                        const cg_v d0 = VLOAD(dyc + ty*1152 + tx*64 + 1344 + 0), d1 = VLOAD(dyc + ty*1152 + tx*64 + 1344 + 16);
-                        a0_0 += wc[16] * d0; a1_0 += wc[16] * d1;
-                        a0_1 += wc[41] * d0; a1_1 += wc[41] * d1;
-                        a0_2 += wc[66] * d0; a1_2 += wc[66] * d1;
-                        a0_3 += wc[91] * d0; a1_3 += wc[91] * d1;
-                        a0_4 += wc[116] * d0; a1_4 += wc[116] * d1;
-                        a0_5 += wc[141] * d0; a1_5 += wc[141] * d1;
+                        const cg_v d0 = VLOAD(dyc + ty*1152 + tx*64 + 1344 + 0), d1 = VLOAD(dyc + ty*1152 + tx*64 + 1344 + 16), d2 = VLOAD(dyc + ty*1152 + tx*64 + 1344 + 32), d3 = VLOAD(dyc + ty*1152 + tx*64 + 1344 + 48);
+                        a0_0 += wc[16] * d0; a1_0 += wc[16] * d1; a2_0 += wc[16] * d2; a3_0 += wc[16] * d3;
+                        a0_1 += wc[41] * d0; a1_1 += wc[41] * d1; a2_1 += wc[41] * d2; a3_1 += wc[41] * d3;
+                        a0_2 += wc[66] * d0; a1_2 += wc[66] * d1; a2_2 += wc[66] * d2; a3_2 += wc[66] * d3;
+                        a0_3 += wc[91] * d0; a1_3 += wc[91] * d1; a2_3 += wc[91] * d2; a3_3 += wc[91] * d3;
+                        a0_4 += wc[116] * d0; a1_4 += wc[116] * d1; a2_4 += wc[116] * d2; a3_4 += wc[116] * d3;
+                        a0_5 += wc[141] * d0; a1_5 += wc[141] * d1; a2_5 += wc[141] * d2; a3_5 += wc[141] * d3;
                     }
                     {
-                        const cg_v d0 = VLOAD(dyc + ty*1152 + tx*64 + 1280 + 0), d1 = VLOAD(dyc + ty*1152 + tx*64 + 1280 + 16);
-                        a0_0 += wc[17] * d0; a1_0 += wc[17] * d1;
-                        a0_1 += wc[42] * d0; a1_1 += wc[42] * d1;
-                        a0_2 += wc[67] * d0; a1_2 += wc[67] * d1;
-                        a0_3 += wc[92] * d0; a1_3 += wc[92] * d1;
-                        a0_4 += wc[117] * d0; a1_4 += wc[117] * d1;
-                        a0_5 += wc[142] * d0; a1_5 += wc[142] * d1;
+                        const cg_v d0 = VLOAD(dyc + ty*1152 + tx*64 + 1280 + 0), d1 = VLOAD(dyc + ty*1152 + tx*64 + 1280 + 16), d2 = VLOAD(dyc + ty*1152 + tx*64 + 1280 + 32), d3 = VLOAD(dyc + ty*1152 + tx*64 + 1280 + 48);
+                        a0_0 += wc[17] * d0; a1_0 += wc[17] * d1; a2_0 += wc[17] * d2; a3_0 += wc[17] * d3;
+                        a0_1 += wc[42] * d0; a1_1 += wc[42] * d1; a2_1 += wc[42] * d2; a3_1 += wc[42] * d3;
+                        a0_2 += wc[67] * d0; a1_2 += wc[67] * d1; a2_2 += wc[67] * d2; a3_2 += wc[67] * d3;
+                        a0_3 += wc[92] * d0; a1_3 += wc[92] * d1; a2_3 += wc[92] * d2; a3_3 += wc[92] * d3;
+                        a0_4 += wc[117] * d0; a1_4 += wc[117] * d1; a2_4 += wc[117] * d2; a3_4 += wc[117] * d3;
+                        a0_5 += wc[142] * d0; a1_5 += wc[142] * d1; a2_5 += wc[142] * d2; a3_5 += wc[142] * d3;
                     }
                     {
-                        const cg_v d0 = VLOAD(dyc + ty*1152 + tx*64 + 1216 + 0), d1 = VLOAD(dyc + ty*1152 + tx*64 + 1216 + 16);
-                        a0_0 += wc[18] * d0; a1_0 += wc[18] * d1;
-                        a0_1 += wc[43] * d0; a1_1 += wc[43] * d1;
-                        a0_2 += wc[68] * d0; a1_2 += wc[68] * d1;
-                        a0_3 += wc[93] * d0; a1_3 += wc[93] * d1;
-                        a0_4 += wc[118] * d0; a1_4 += wc[118] * d1;
-                        a0_5 += wc[143] * d0; a1_5 += wc[143] * d1;
+                        const cg_v d0 = VLOAD(dyc + ty*1152 + tx*64 + 1216 + 0), d1 = VLOAD(dyc + ty*1152 + tx*64 + 1216 + 16), d2 = VLOAD(dyc + ty*1152 + tx*64 + 1216 + 32), d3 = VLOAD(dyc + ty*1152 + tx*64 + 1216 + 48);
+                        a0_0 += wc[18] * d0; a1_0 += wc[18] * d1; a2_0 += wc[18] * d2; a3_0 += wc[18] * d3;
+                        a0_1 += wc[43] * d0; a1_1 += wc[43] * d1; a2_1 += wc[43] * d2; a3_1 += wc[43] * d3;
+                        a0_2 += wc[68] * d0; a1_2 += wc[68] * d1; a2_2 += wc[68] * d2; a3_2 += wc[68] * d3;
+                        a0_3 += wc[93] * d0; a1_3 += wc[93] * d1; a2_3 += wc[93] * d2; a3_3 += wc[93] * d3;
+                        a0_4 += wc[118] * d0; a1_4 += wc[118] * d1; a2_4 += wc[118] * d2; a3_4 += wc[118] * d3;
+                        a0_5 += wc[143] * d0; a1_5 += wc[143] * d1; a2_5 += wc[143] * d2; a3_5 += wc[143] * d3;
                     }
                     {
-                        const cg_v d0 = VLOAD(dyc + ty*1152 + tx*64 + 1152 + 0), d1 = VLOAD(dyc + ty*1152 + tx*64 + 1152 + 16);
-                        a0_0 += wc[19] * d0; a1_0 += wc[19] * d1;
-                        a0_1 += wc[44] * d0; a1_1 += wc[44] * d1;
-                        a0_2 += wc[69] * d0; a1_2 += wc[69] * d1;
-                        a0_3 += wc[94] * d0; a1_3 += wc[94] * d1;
-                        a0_4 += wc[119] * d0; a1_4 += wc[119] * d1;
-                        a0_5 += wc[144] * d0; a1_5 += wc[144] * d1;
+                        const cg_v d0 = VLOAD(dyc + ty*1152 + tx*64 + 1152 + 0), d1 = VLOAD(dyc + ty*1152 + tx*64 + 1152 + 16), d2 = VLOAD(dyc + ty*1152 + tx*64 + 1152 + 32), d3 = VLOAD(dyc + ty*1152 + tx*64 + 1152 + 48);
+                        a0_0 += wc[19] * d0; a1_0 += wc[19] * d1; a2_0 += wc[19] * d2; a3_0 += wc[19] * d3;
+                        a0_1 += wc[44] * d0; a1_1 += wc[44] * d1; a2_1 += wc[44] * d2; a3_1 += wc[44] * d3;
+                        a0_2 += wc[69] * d0; a1_2 += wc[69] * d1; a2_2 += wc[69] * d2; a3_2 += wc[69] * d3;
+                        a0_3 += wc[94] * d0; a1_3 += wc[94] * d1; a2_3 += wc[94] * d2; a3_3 += wc[94] * d3;
+                        a0_4 += wc[119] * d0; a1_4 += wc[119] * d1; a2_4 += wc[119] * d2; a3_4 += wc[119] * d3;
+                        a0_5 += wc[144] * d0; a1_5 += wc[144] * d1; a2_5 += wc[144] * d2; a3_5 += wc[144] * d3;
                     }
                     {
-                        const cg_v d0 = VLOAD(dyc + ty*1152 + tx*64 + 256 + 0), d1 = VLOAD(dyc + ty*1152 + tx*64 + 256 + 16);
-                        a0_0 += wc[20] * d0; a1_0 += wc[20] * d1;
-                        a0_1 += wc[45] * d0; a1_1 += wc[45] * d1;
-                        a0_2 += wc[70] * d0; a1_2 += wc[70] * d1;
-                        a0_3 += wc[95] * d0; a1_3 += wc[95] * d1;
-                        a0_4 += wc[120] * d0; a1_4 += wc[120] * d1;
-                        a0_5 += wc[145] * d0; a1_5 += wc[145] * d1;
+                        const cg_v d0 = VLOAD(dyc + ty*1152 + tx*64 + 256 + 0), d1 = VLOAD(dyc + ty*1152 + tx*64 + 256 + 16), d2 = VLOAD(dyc + ty*1152 + tx*64 + 256 + 32), d3 = VLOAD(dyc + ty*1152 + tx*64 + 256 + 48);
+                        a0_0 += wc[20] * d0; a1_0 += wc[20] * d1; a2_0 += wc[20] * d2; a3_0 += wc[20] * d3;
+                        a0_1 += wc[45] * d0; a1_1 += wc[45] * d1; a2_1 += wc[45] * d2; a3_1 += wc[45] * d3;
+                        a0_2 += wc[70] * d0; a1_2 += wc[70] * d1; a2_2 += wc[70] * d2; a3_2 += wc[70] * d3;
+                        a0_3 += wc[95] * d0; a1_3 += wc[95] * d1; a2_3 += wc[95] * d2; a3_3 += wc[95] * d3;
+                        a0_4 += wc[120] * d0; a1_4 += wc[120] * d1; a2_4 += wc[120] * d2; a3_4 += wc[120] * d3;
+                        a0_5 += wc[145] * d0; a1_5 += wc[145] * d1; a2_5 += wc[145] * d2; a3_5 += wc[145] * d3;
                     }
                     {
-                        const cg_v d0 = VLOAD(dyc + ty*1152 + tx*64 + 192 + 0), d1 = VLOAD(dyc + ty*1152 + tx*64 + 192 + 16);
-                        a0_0 += wc[21] * d0; a1_0 += wc[21] * d1;
-                        a0_1 += wc[46] * d0; a1_1 += wc[46] * d1;
-                        a0_2 += wc[71] * d0; a1_2 += wc[71] * d1;
-                        a0_3 += wc[96] * d0; a1_3 += wc[96] * d1;
-                        a0_4 += wc[121] * d0; a1_4 += wc[121] * d1;
-                        a0_5 += wc[146] * d0; a1_5 += wc[146] * d1;
+                        const cg_v d0 = VLOAD(dyc + ty*1152 + tx*64 + 192 + 0), d1 = VLOAD(dyc + ty*1152 + tx*64 + 192 + 16), d2 = VLOAD(dyc + ty*1152 + tx*64 + 192 + 32), d3 = VLOAD(dyc + ty*1152 + tx*64 + 192 + 48);
+                        a0_0 += wc[21] * d0; a1_0 += wc[21] * d1; a2_0 += wc[21] * d2; a3_0 += wc[21] * d3;
+                        a0_1 += wc[46] * d0; a1_1 += wc[46] * d1; a2_1 += wc[46] * d2; a3_1 += wc[46] * d3;
+                        a0_2 += wc[71] * d0; a1_2 += wc[71] * d1; a2_2 += wc[71] * d2; a3_2 += wc[71] * d3;
+                        a0_3 += wc[96] * d0; a1_3 += wc[96] * d1; a2_3 += wc[96] * d2; a3_3 += wc[96] * d3;
+                        a0_4 += wc[121] * d0; a1_4 += wc[121] * d1; a2_4 += wc[121] * d2; a3_4 += wc[121] * d3;
+                        a0_5 += wc[146] * d0; a1_5 += wc[146] * d1; a2_5 += wc[146] * d2; a3_5 += wc[146] * d3;
                     }
                     {
-                        const cg_v d0 = VLOAD(dyc + ty*1152 + tx*64 + 128 + 0), d1 = VLOAD(dyc + ty*1152 + tx*64 + 128 + 16);
-                        a0_0 += wc[22] * d0; a1_0 += wc[22] * d1;
-                        a0_1 += wc[47] * d0; a1_1 += wc[47] * d1;
-                        a0_2 += wc[72] * d0; a1_2 += wc[72] * d1;
-                        a0_3 += wc[97] * d0; a1_3 += wc[97] * d1;
-                        a0_4 += wc[122] * d0; a1_4 += wc[122] * d1;
-                        a0_5 += wc[147] * d0; a1_5 += wc[147] * d1;
+                        const cg_v d0 = VLOAD(dyc + ty*1152 + tx*64 + 128 + 0), d1 = VLOAD(dyc + ty*1152 + tx*64 + 128 + 16), d2 = VLOAD(dyc + ty*1152 + tx*64 + 128 + 32), d3 = VLOAD(dyc + ty*1152 + tx*64 + 128 + 48);
+                        a0_0 += wc[22] * d0; a1_0 += wc[22] * d1; a2_0 += wc[22] * d2; a3_0 += wc[22] * d3;
+                        a0_1 += wc[47] * d0; a1_1 += wc[47] * d1; a2_1 += wc[47] * d2; a3_1 += wc[47] * d3;
+                        a0_2 += wc[72] * d0; a1_2 += wc[72] * d1; a2_2 += wc[72] * d2; a3_2 += wc[72] * d3;
+                        a0_3 += wc[97] * d0; a1_3 += wc[97] * d1; a2_3 += wc[97] * d2; a3_3 += wc[97] * d3;
+                        a0_4 += wc[122] * d0; a1_4 += wc[122] * d1; a2_4 += wc[122] * d2; a3_4 += wc[122] * d3;
+                        a0_5 += wc[147] * d0; a1_5 += wc[147] * d1; a2_5 += wc[147] * d2; a3_5 += wc[147] * d3;
                     }
                     {
-                        const cg_v d0 = VLOAD(dyc + ty*1152 + tx*64 + 64 + 0), d1 = VLOAD(dyc + ty*1152 + tx*64 + 64 + 16);
-                        a0_0 += wc[23] * d0; a1_0 += wc[23] * d1;
-                        a0_1 += wc[48] * d0; a1_1 += wc[48] * d1;
-                        a0_2 += wc[73] * d0; a1_2 += wc[73] * d1;
-                        a0_3 += wc[98] * d0; a1_3 += wc[98] * d1;
-                        a0_4 += wc[123] * d0; a1_4 += wc[123] * d1;
-                        a0_5 += wc[148] * d0; a1_5 += wc[148] * d1;
+                        const cg_v d0 = VLOAD(dyc + ty*1152 + tx*64 + 64 + 0), d1 = VLOAD(dyc + ty*1152 + tx*64 + 64 + 16), d2 = VLOAD(dyc + ty*1152 + tx*64 + 64 + 32), d3 = VLOAD(dyc + ty*1152 + tx*64 + 64 + 48);
+                        a0_0 += wc[23] * d0; a1_0 += wc[23] * d1; a2_0 += wc[23] * d2; a3_0 += wc[23] * d3;
+                        a0_1 += wc[48] * d0; a1_1 += wc[48] * d1; a2_1 += wc[48] * d2; a3_1 += wc[48] * d3;
+                        a0_2 += wc[73] * d0; a1_2 += wc[73] * d1; a2_2 += wc[73] * d2; a3_2 += wc[73] * d3;
+                        a0_3 += wc[98] * d0; a1_3 += wc[98] * d1; a2_3 += wc[98] * d2; a3_3 += wc[98] * d3;
+                        a0_4 += wc[123] * d0; a1_4 += wc[123] * d1; a2_4 += wc[123] * d2; a3_4 += wc[123] * d3;
+                        a0_5 += wc[148] * d0; a1_5 += wc[148] * d1; a2_5 += wc[148] * d2; a3_5 += wc[148] * d3;
                     }
                     {
-                        const cg_v d0 = VLOAD(dyc + ty*1152 + tx*64 + 0), d1 = VLOAD(dyc + ty*1152 + tx*64 + 16);
-                        a0_0 += wc[24] * d0; a1_0 += wc[24] * d1;
-                        a0_1 += wc[49] * d0; a1_1 += wc[49] * d1;
-                        a0_2 += wc[74] * d0; a1_2 += wc[74] * d1;
-                        a0_3 += wc[99] * d0; a1_3 += wc[99] * d1;
-                        a0_4 += wc[124] * d0; a1_4 += wc[124] * d1;
-                        a0_5 += wc[149] * d0; a1_5 += wc[149] * d1;
+                        const cg_v d0 = VLOAD(dyc + ty*1152 + tx*64 + 0), d1 = VLOAD(dyc + ty*1152 + tx*64 + 16), d2 = VLOAD(dyc + ty*1152 + tx*64 + 32), d3 = VLOAD(dyc + ty*1152 + tx*64 + 48);
+                        a0_0 += wc[24] * d0; a1_0 += wc[24] * d1; a2_0 += wc[24] * d2; a3_0 += wc[24] * d3;
+                        a0_1 += wc[49] * d0; a1_1 += wc[49] * d1; a2_1 += wc[49] * d2; a3_1 += wc[49] * d3;
+                        a0_2 += wc[74] * d0; a1_2 += wc[74] * d1; a2_2 += wc[74] * d2; a3_2 += wc[74] * d3;
+                        a0_3 += wc[99] * d0; a1_3 += wc[99] * d1; a2_3 += wc[99] * d2; a3_3 += wc[99] * d3;
+                        a0_4 += wc[124] * d0; a1_4 += wc[124] * d1; a2_4 += wc[124] * d2; a3_4 += wc[124] * d3;
+                        a0_5 += wc[149] * d0; a1_5 += wc[149] * d1; a2_5 += wc[149] * d2; a3_5 += wc[149] * d3;
                     }
                 }
-                VSTORE(dxb + ty*896 + tx*64, a0_0); VSTORE(dxb + ty*896 + tx*64 + 16, a1_0);
-                VSTORE(dxb + ty*896 + tx*64 + 12544, a0_1); VSTORE(dxb + ty*896 + tx*64 + 12560, a1_1);
-                VSTORE(dxb + ty*896 + tx*64 + 25088, a0_2); VSTORE(dxb + ty*896 + tx*64 + 25104, a1_2);
-                VSTORE(dxb + ty*896 + tx*64 + 37632, a0_3); VSTORE(dxb + ty*896 + tx*64 + 37648, a1_3);
-                VSTORE(dxb + ty*896 + tx*64 + 50176, a0_4); VSTORE(dxb + ty*896 + tx*64 + 50192, a1_4);
-                VSTORE(dxb + ty*896 + tx*64 + 62720, a0_5); VSTORE(dxb + ty*896 + tx*64 + 62736, a1_5);
+                VSTORE(dxb + ty*896 + tx*64, a0_0); VSTORE(dxb + ty*896 + tx*64 + 16, a1_0); VSTORE(dxb + ty*896 + tx*64 + 32, a2_0); VSTORE(dxb + ty*896 + tx*64 + 48, a3_0);
+                VSTORE(dxb + ty*896 + tx*64 + 12544, a0_1); VSTORE(dxb + ty*896 + tx*64 + 12560, a1_1); VSTORE(dxb + ty*896 + tx*64 + 12576, a2_1); VSTORE(dxb + ty*896 + tx*64 + 12592, a3_1);
+                VSTORE(dxb + ty*896 + tx*64 + 25088, a0_2); VSTORE(dxb + ty*896 + tx*64 + 25104, a1_2); VSTORE(dxb + ty*896 + tx*64 + 25120, a2_2); VSTORE(dxb + ty*896 + tx*64 + 25136, a3_2);
+                VSTORE(dxb + ty*896 + tx*64 + 37632, a0_3); VSTORE(dxb + ty*896 + tx*64 + 37648, a1_3); VSTORE(dxb + ty*896 + tx*64 + 37664, a2_3); VSTORE(dxb + ty*896 + tx*64 + 37680, a3_3);
+                VSTORE(dxb + ty*896 + tx*64 + 50176, a0_4); VSTORE(dxb + ty*896 + tx*64 + 50192, a1_4); VSTORE(dxb + ty*896 + tx*64 + 50208, a2_4); VSTORE(dxb + ty*896 + tx*64 + 50224, a3_4);
+                VSTORE(dxb + ty*896 + tx*64 + 62720, a0_5); VSTORE(dxb + ty*896 + tx*64 + 62736, a1_5); VSTORE(dxb + ty*896 + tx*64 + 62752, a2_5); VSTORE(dxb + ty*896 + tx*64 + 62768, a3_5);
             }
         }
     }
@@ -2339,7 +2466,7 @@ static const int lenet5_inputs[] = {
 static const cg_layer lenet5_layers[] = {
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {1, 28, 28}, .ndim_out = 3, .out_shape = {6, 28, 28},
      .in_size = 784, .out_size = 4704, .act_offset = 50176, .lanes = 64, .line = 10, .col = 5,
-     .schedule = "lanes+pad: fwd lanes+pad[TB=2,TC=6] dw lanes+pad[TCW=3,rows=1] dx lanes+pad[TB=2,TCI=1] threaded", .n_inputs = 1, .inputs = lenet5_inputs + 0, .name = NULL, .inplace = 0,
+     .schedule = "lanes+pad: fwd lanes+pad[PY=1,TB=4,TC=6] dw lanes+pad[TCW=3,rows=1] dx lanes+pad[TB=2,TCI=1,TX=4] threaded", .n_inputs = 1, .inputs = lenet5_inputs + 0, .name = NULL, .inplace = 0,
      .kernel = {5, 5}, .stride = {1, 1}, .pad_lo = {2, 2}, .pad_hi = {2, 2}, .dilation = {1, 1},
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "relu", .ndim_in = 3, .in_shape = {6, 28, 28}, .ndim_out = 3, .out_shape = {6, 28, 28},
@@ -2353,7 +2480,7 @@ static const cg_layer lenet5_layers[] = {
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {6, 14, 14}, .ndim_out = 3, .out_shape = {16, 10, 10},
      .in_size = 1176, .out_size = 1600, .act_offset = 426496, .lanes = 64, .line = 13, .col = 5,
-     .schedule = "lanes+pad: fwd lanes[TB=1,TC=16] dw lanes[TCW=4,rows=1] dx lanes+pad[TB=2,TCI=6] threaded", .n_inputs = 1, .inputs = lenet5_inputs + 3, .name = NULL, .inplace = 0,
+     .schedule = "lanes+pad: fwd lanes[TB=1,TC=16] dw lanes[TCW=4,rows=1] dx lanes+pad[PY=1,TB=4,TCI=6] threaded", .n_inputs = 1, .inputs = lenet5_inputs + 3, .name = NULL, .inplace = 0,
      .kernel = {5, 5}, .stride = {1, 1}, .pad_lo = {0, 0}, .pad_hi = {0, 0}, .dilation = {1, 1},
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "relu", .ndim_in = 3, .in_shape = {16, 10, 10}, .ndim_out = 3, .out_shape = {16, 10, 10},

@@ -591,7 +591,7 @@ static void l02_leaky_relu_backward(const float *restrict x, const float *restri
 }
 
 /* layer 3: conv1d 8x32 -> 8x32 (specs/mixed1d.yaml:16:5)
- * schedule lanes+pad: fwd lanes+pad[TB=1,TC=1] dw lanes+pad[TCW=1,rows=1] dx lanes+pad[TB=1,TCI=1] */
+ * schedule lanes+pad: fwd lanes+pad[TB=1,TC=1] dw lanes+pad[TCW=1,rows=1] dx lanes+pad[TB=1,TCI=1,TX=4] */
 static void l03_conv1d_forward(const float *restrict P, float *restrict S, const float *restrict x, float *restrict y)
 {
     /* x [8x32][lanes], y [8x32][lanes] */
@@ -681,24 +681,57 @@ static void l03_conv1d_backward_dx(const float *restrict P, float *restrict S, c
             float *restrict dxb = dx + g*512 + v0 * 16;
             const float *restrict dyg = dyp + g*576 + v0 * 16;
             const float *restrict wg = w + g*3;
-            /* inputs 0+1*t, t=0..31: 3 taps */
-            for (int tx = 0; tx < 32; tx++) {
-                cg_v a0_0 = vsplat(0.0f);
-                const float *restrict dyc = dyg + 0;
-                const float *restrict wc = wg + 0;
-                {
-                    const cg_v d0 = VLOAD(dyc + tx*16 + 64 + 0);
-                    a0_0 += wc[0] * d0;
+            for (int tx0 = 0; tx0 < 32; tx0 += 4) {
+                /* inputs tx0..+3 of the row: 3 taps each */
+                cg_v a0_0_0 = vsplat(0.0f);
+                cg_v a0_0_1 = vsplat(0.0f);
+                cg_v a0_0_2 = vsplat(0.0f);
+                cg_v a0_0_3 = vsplat(0.0f);
+                const float *restrict dyt = dyg + tx0*16;
+                for (int co = 0; co < 1; co++) {
+                    const float *restrict dyc = dyt + co * 576;
+                    const float *restrict wc = wg + co * 3;
+                    {
+                        cg_v d0 = VLOAD(dyc + 0); VKEEP(d0);
+                        a0_0_0 += wc[2] * d0;
+                    }
+                    {
+                        cg_v d0 = VLOAD(dyc + 16); VKEEP(d0);
+                        a0_0_1 += wc[2] * d0;
+                    }
+                    {
+                        cg_v d0 = VLOAD(dyc + 32); VKEEP(d0);
+                        a0_0_0 += wc[1] * d0;
+                        a0_0_2 += wc[2] * d0;
+                    }
+                    {
+                        cg_v d0 = VLOAD(dyc + 48); VKEEP(d0);
+                        a0_0_1 += wc[1] * d0;
+                        a0_0_3 += wc[2] * d0;
+                    }
+                    {
+                        cg_v d0 = VLOAD(dyc + 64); VKEEP(d0);
+                        a0_0_0 += wc[0] * d0;
+                        a0_0_2 += wc[1] * d0;
+                    }
+                    {
+                        cg_v d0 = VLOAD(dyc + 80); VKEEP(d0);
+                        a0_0_1 += wc[0] * d0;
+                        a0_0_3 += wc[1] * d0;
+                    }
+                    {
+                        cg_v d0 = VLOAD(dyc + 96); VKEEP(d0);
+                        a0_0_2 += wc[0] * d0;
+                    }
+                    {
+                        cg_v d0 = VLOAD(dyc + 112); VKEEP(d0);
+                        a0_0_3 += wc[0] * d0;
+                    }
                 }
-                {
-                    const cg_v d0 = VLOAD(dyc + tx*16 + 32 + 0);
-                    a0_0 += wc[1] * d0;
-                }
-                {
-                    const cg_v d0 = VLOAD(dyc + tx*16 + 0);
-                    a0_0 += wc[2] * d0;
-                }
-                VSTORE(dxb + tx*16, a0_0);
+                VSTORE(dxb + tx0*16 + 0, a0_0_0);
+                VSTORE(dxb + tx0*16 + 16 + 0, a0_0_1);
+                VSTORE(dxb + tx0*16 + 32 + 0, a0_0_2);
+                VSTORE(dxb + tx0*16 + 48 + 0, a0_0_3);
             }
         }
     }
@@ -2336,7 +2369,7 @@ static const cg_layer mixed1d_layers[] = {
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.1f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv1d", .ndim_in = 2, .in_shape = {8, 32, 0}, .ndim_out = 2, .out_shape = {8, 32, 0},
      .in_size = 256, .out_size = 256, .act_offset = 16384, .lanes = 16, .line = 16, .col = 5,
-     .schedule = "lanes+pad: fwd lanes+pad[TB=1,TC=1] dw lanes+pad[TCW=1,rows=1] dx lanes+pad[TB=1,TCI=1]", .n_inputs = 1, .inputs = mixed1d_inputs + 3, .name = NULL, .inplace = 0,
+     .schedule = "lanes+pad: fwd lanes+pad[TB=1,TC=1] dw lanes+pad[TCW=1,rows=1] dx lanes+pad[TB=1,TCI=1,TX=4]", .n_inputs = 1, .inputs = mixed1d_inputs + 3, .name = NULL, .inplace = 0,
      .kernel = {1, 3}, .stride = {1, 1}, .pad_lo = {0, 2}, .pad_hi = {0, 2}, .dilation = {1, 2},
      .groups = 8, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "tanh", .ndim_in = 2, .in_shape = {8, 32, 0}, .ndim_out = 2, .out_shape = {8, 32, 0},

@@ -893,20 +893,26 @@ static void l06_conv2d_backward_dx(const float *restrict P, float *restrict S, c
     /* x [N][6x10x16], y [N][4x12x18] */
     const float *restrict w = P;
     float *restrict dyp = S + 13456;
-    /* dy -> zero-padded planes 12x18 */
+    /* dy -> zero-padded rows [n][12][4][18] */
     for (int pl = 0; pl < nb * 4; pl++) {
+        const int n = pl / 4, c = pl % 4;
         const float *restrict s = dy + (size_t)pl * 216;
-        float *restrict d = dyp + (size_t)pl * 216;
+        float *restrict d = dyp + (size_t)n * 864 + c * 18;
         for (int i = 0; i < 12; i++) {
-            float *restrict r = d + (i + 0) * 18;
-            memcpy(r + 0, s + i * 18, sizeof(float) * 18);
+            float *restrict r = d + (size_t)i * 72;
+            if (i < 0 || i >= 12) {
+                memset(r, 0, sizeof(float) * 18);
+            }
+            else {
+                memcpy(r + 0, s + (i - 0) * 18, sizeof(float) * 18);
+            }
         }
     }
     memset(dyp + (size_t)nb * 864, 0, sizeof(float) * 16); /* slack read by partial vectors */
     /* tiles of 6 input channels x 1 vectors of an input row */
     for (int r = 0; r < nb * 10; r++) {
         const int n = r / 10, iy = r % 10;
-        const float *restrict dr0 = dyp + ((size_t)n * 48 + iy) * 18;
+        const float *restrict dr0 = dyp + ((size_t)n * 12 + iy) * 72;
         float *restrict xr = dx + ((size_t)n * 60 + iy) * 16;
         {
             const int ci0 = 0;
@@ -919,10 +925,11 @@ static void l06_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                 cg_v a4_0 = vsplat(0.0f);
                 cg_v a5_0 = vsplat(0.0f);
                 for (int co = 0; co < 4; co++) {
-                    const float *restrict dr = dr0 + (size_t)co * 216 + x0;
+                    const float *restrict dr = dr0 + co * 18 + x0;
+                    __builtin_prefetch(dr + 36); __builtin_prefetch(dr + 52); __builtin_prefetch(dr + 108); __builtin_prefetch(dr + 124); __builtin_prefetch(dr + 180); __builtin_prefetch(dr + 196);
                     const float *restrict wr = w + (size_t)co * 54 + ci0 * 9;
                     {
-                        cg_v v0 = VLOAD(dr + 38); VKEEP(v0);
+                        cg_v v0 = VLOAD(dr + 146); VKEEP(v0);
                         a0_0 += wr[0] * v0;
                         a1_0 += wr[9] * v0;
                         a2_0 += wr[18] * v0;
@@ -931,7 +938,7 @@ static void l06_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         a5_0 += wr[45] * v0;
                     }
                     {
-                        cg_v v0 = VLOAD(dr + 37); VKEEP(v0);
+                        cg_v v0 = VLOAD(dr + 145); VKEEP(v0);
                         a0_0 += wr[1] * v0;
                         a1_0 += wr[10] * v0;
                         a2_0 += wr[19] * v0;
@@ -940,7 +947,7 @@ static void l06_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         a5_0 += wr[46] * v0;
                     }
                     {
-                        cg_v v0 = VLOAD(dr + 36); VKEEP(v0);
+                        cg_v v0 = VLOAD(dr + 144); VKEEP(v0);
                         a0_0 += wr[2] * v0;
                         a1_0 += wr[11] * v0;
                         a2_0 += wr[20] * v0;
@@ -949,7 +956,7 @@ static void l06_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         a5_0 += wr[47] * v0;
                     }
                     {
-                        cg_v v0 = VLOAD(dr + 20); VKEEP(v0);
+                        cg_v v0 = VLOAD(dr + 74); VKEEP(v0);
                         a0_0 += wr[3] * v0;
                         a1_0 += wr[12] * v0;
                         a2_0 += wr[21] * v0;
@@ -958,7 +965,7 @@ static void l06_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         a5_0 += wr[48] * v0;
                     }
                     {
-                        cg_v v0 = VLOAD(dr + 19); VKEEP(v0);
+                        cg_v v0 = VLOAD(dr + 73); VKEEP(v0);
                         a0_0 += wr[4] * v0;
                         a1_0 += wr[13] * v0;
                         a2_0 += wr[22] * v0;
@@ -967,7 +974,7 @@ static void l06_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         a5_0 += wr[49] * v0;
                     }
                     {
-                        cg_v v0 = VLOAD(dr + 18); VKEEP(v0);
+                        cg_v v0 = VLOAD(dr + 72); VKEEP(v0);
                         a0_0 += wr[5] * v0;
                         a1_0 += wr[14] * v0;
                         a2_0 += wr[23] * v0;

@@ -395,24 +395,28 @@ static void l00_conv2d_backward_dx(const float *restrict P, float *restrict S, c
     /* x [N][3x12x12], y [N][8x12x12] */
     const float *restrict w = P;
     float *restrict dyp = S + 30912;
-    /* dy -> zero-padded planes 14x14 */
+    /* dy -> zero-padded rows [n][14][8][14] */
     for (int pl = 0; pl < nb * 8; pl++) {
+        const int n = pl / 8, c = pl % 8;
         const float *restrict s = dy + (size_t)pl * 144;
-        float *restrict d = dyp + (size_t)pl * 196;
-        memset(d, 0, sizeof(float) * 14);
-        for (int i = 0; i < 12; i++) {
-            float *restrict r = d + (i + 1) * 14;
-            memset(r, 0, sizeof(float) * 1);
-            memcpy(r + 1, s + i * 12, sizeof(float) * 12);
-            memset(r + 13, 0, sizeof(float) * 1);
+        float *restrict d = dyp + (size_t)n * 1568 + c * 14;
+        for (int i = 0; i < 14; i++) {
+            float *restrict r = d + (size_t)i * 112;
+            if (i < 1 || i >= 13) {
+                memset(r, 0, sizeof(float) * 14);
+            }
+            else {
+                memset(r, 0, sizeof(float) * 1);
+                memcpy(r + 1, s + (i - 1) * 12, sizeof(float) * 12);
+                memset(r + 13, 0, sizeof(float) * 1);
+            }
         }
-        memset(d + 182, 0, sizeof(float) * 14);
     }
     memset(dyp + (size_t)nb * 1568, 0, sizeof(float) * 16); /* slack read by partial vectors */
     /* tiles of 3 input channels x 1 vectors of an input row */
     for (int r = 0; r < nb * 12; r++) {
         const int n = r / 12, iy = r % 12;
-        const float *restrict dr0 = dyp + ((size_t)n * 112 + iy) * 14;
+        const float *restrict dr0 = dyp + ((size_t)n * 14 + iy) * 112;
         float *restrict xr = dx + ((size_t)n * 36 + iy) * 12;
         {
             const int ci0 = 0;
@@ -422,40 +426,41 @@ static void l00_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                 cg_v a1_0 = vsplat(0.0f);
                 cg_v a2_0 = vsplat(0.0f);
                 for (int co = 0; co < 8; co++) {
-                    const float *restrict dr = dr0 + (size_t)co * 196 + x0;
+                    const float *restrict dr = dr0 + co * 14 + x0;
+                    __builtin_prefetch(dr + 28); __builtin_prefetch(dr + 44); __builtin_prefetch(dr + 140); __builtin_prefetch(dr + 156); __builtin_prefetch(dr + 252); __builtin_prefetch(dr + 268);
                     const float *restrict wr = w + (size_t)co * 27 + ci0 * 9;
                     {
-                        cg_v v0 = VLOAD(dr + 30); VKEEP(v0);
+                        cg_v v0 = VLOAD(dr + 226); VKEEP(v0);
                         a0_0 += wr[0] * v0;
                         a1_0 += wr[9] * v0;
                         a2_0 += wr[18] * v0;
                     }
                     {
-                        cg_v v0 = VLOAD(dr + 29); VKEEP(v0);
+                        cg_v v0 = VLOAD(dr + 225); VKEEP(v0);
                         a0_0 += wr[1] * v0;
                         a1_0 += wr[10] * v0;
                         a2_0 += wr[19] * v0;
                     }
                     {
-                        cg_v v0 = VLOAD(dr + 28); VKEEP(v0);
+                        cg_v v0 = VLOAD(dr + 224); VKEEP(v0);
                         a0_0 += wr[2] * v0;
                         a1_0 += wr[11] * v0;
                         a2_0 += wr[20] * v0;
                     }
                     {
-                        cg_v v0 = VLOAD(dr + 16); VKEEP(v0);
+                        cg_v v0 = VLOAD(dr + 114); VKEEP(v0);
                         a0_0 += wr[3] * v0;
                         a1_0 += wr[12] * v0;
                         a2_0 += wr[21] * v0;
                     }
                     {
-                        cg_v v0 = VLOAD(dr + 15); VKEEP(v0);
+                        cg_v v0 = VLOAD(dr + 113); VKEEP(v0);
                         a0_0 += wr[4] * v0;
                         a1_0 += wr[13] * v0;
                         a2_0 += wr[22] * v0;
                     }
                     {
-                        cg_v v0 = VLOAD(dr + 14); VKEEP(v0);
+                        cg_v v0 = VLOAD(dr + 112); VKEEP(v0);
                         a0_0 += wr[5] * v0;
                         a1_0 += wr[14] * v0;
                         a2_0 += wr[23] * v0;
@@ -880,24 +885,28 @@ static void l03_conv2d_backward_dx(const float *restrict P, float *restrict S, c
     /* x [N][8x12x12], y [N][8x12x12] */
     const float *restrict w = P;
     float *restrict dyp = S + 39472;
-    /* dy -> zero-padded planes 14x14 */
+    /* dy -> zero-padded rows [n][14][8][14] */
     for (int pl = 0; pl < nb * 8; pl++) {
+        const int n = pl / 8, c = pl % 8;
         const float *restrict s = dy + (size_t)pl * 144;
-        float *restrict d = dyp + (size_t)pl * 196;
-        memset(d, 0, sizeof(float) * 14);
-        for (int i = 0; i < 12; i++) {
-            float *restrict r = d + (i + 1) * 14;
-            memset(r, 0, sizeof(float) * 1);
-            memcpy(r + 1, s + i * 12, sizeof(float) * 12);
-            memset(r + 13, 0, sizeof(float) * 1);
+        float *restrict d = dyp + (size_t)n * 1568 + c * 14;
+        for (int i = 0; i < 14; i++) {
+            float *restrict r = d + (size_t)i * 112;
+            if (i < 1 || i >= 13) {
+                memset(r, 0, sizeof(float) * 14);
+            }
+            else {
+                memset(r, 0, sizeof(float) * 1);
+                memcpy(r + 1, s + (i - 1) * 12, sizeof(float) * 12);
+                memset(r + 13, 0, sizeof(float) * 1);
+            }
         }
-        memset(d + 182, 0, sizeof(float) * 14);
     }
     memset(dyp + (size_t)nb * 1568, 0, sizeof(float) * 16); /* slack read by partial vectors */
     /* tiles of 8 input channels x 1 vectors of an input row */
     for (int r = 0; r < nb * 12; r++) {
         const int n = r / 12, iy = r % 12;
-        const float *restrict dr0 = dyp + ((size_t)n * 112 + iy) * 14;
+        const float *restrict dr0 = dyp + ((size_t)n * 14 + iy) * 112;
         float *restrict xr = dx + ((size_t)n * 96 + iy) * 12;
         {
             const int ci0 = 0;
@@ -912,10 +921,11 @@ static void l03_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                 cg_v a6_0 = vsplat(0.0f);
                 cg_v a7_0 = vsplat(0.0f);
                 for (int co = 0; co < 8; co++) {
-                    const float *restrict dr = dr0 + (size_t)co * 196 + x0;
+                    const float *restrict dr = dr0 + co * 14 + x0;
+                    __builtin_prefetch(dr + 28); __builtin_prefetch(dr + 44); __builtin_prefetch(dr + 140); __builtin_prefetch(dr + 156); __builtin_prefetch(dr + 252); __builtin_prefetch(dr + 268);
                     const float *restrict wr = w + (size_t)co * 72 + ci0 * 9;
                     {
-                        cg_v v0 = VLOAD(dr + 30); VKEEP(v0);
+                        cg_v v0 = VLOAD(dr + 226); VKEEP(v0);
                         a0_0 += wr[0] * v0;
                         a1_0 += wr[9] * v0;
                         a2_0 += wr[18] * v0;
@@ -926,7 +936,7 @@ static void l03_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         a7_0 += wr[63] * v0;
                     }
                     {
-                        cg_v v0 = VLOAD(dr + 29); VKEEP(v0);
+                        cg_v v0 = VLOAD(dr + 225); VKEEP(v0);
                         a0_0 += wr[1] * v0;
                         a1_0 += wr[10] * v0;
                         a2_0 += wr[19] * v0;
@@ -937,7 +947,7 @@ static void l03_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         a7_0 += wr[64] * v0;
                     }
                     {
-                        cg_v v0 = VLOAD(dr + 28); VKEEP(v0);
+                        cg_v v0 = VLOAD(dr + 224); VKEEP(v0);
                         a0_0 += wr[2] * v0;
                         a1_0 += wr[11] * v0;
                         a2_0 += wr[20] * v0;
@@ -948,7 +958,7 @@ static void l03_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         a7_0 += wr[65] * v0;
                     }
                     {
-                        cg_v v0 = VLOAD(dr + 16); VKEEP(v0);
+                        cg_v v0 = VLOAD(dr + 114); VKEEP(v0);
                         a0_0 += wr[3] * v0;
                         a1_0 += wr[12] * v0;
                         a2_0 += wr[21] * v0;
@@ -959,7 +969,7 @@ static void l03_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         a7_0 += wr[66] * v0;
                     }
                     {
-                        cg_v v0 = VLOAD(dr + 15); VKEEP(v0);
+                        cg_v v0 = VLOAD(dr + 113); VKEEP(v0);
                         a0_0 += wr[4] * v0;
                         a1_0 += wr[13] * v0;
                         a2_0 += wr[22] * v0;
@@ -970,7 +980,7 @@ static void l03_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         a7_0 += wr[67] * v0;
                     }
                     {
-                        cg_v v0 = VLOAD(dr + 14); VKEEP(v0);
+                        cg_v v0 = VLOAD(dr + 112); VKEEP(v0);
                         a0_0 += wr[5] * v0;
                         a1_0 += wr[14] * v0;
                         a2_0 += wr[23] * v0;

@@ -121,7 +121,7 @@ static inline __attribute__((unused)) float vsum_(const cg_v *v) { float s = 0.0
 /* cg_to_lanes / cg_from_lanes (runtime): [nb][size] <-> [size][128], lanes >= nb zero */
 
 /* layer 0: conv2d 1x28x28 -> 16x28x28 (specs/resnet20.yaml:9:5)
- * schedule lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=4,TCI=1] threaded */
+ * schedule lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[PY=1,TB=8,TCI=1] threaded */
 static void l00_conv2d_forward(const float *restrict P, const float *restrict x, float *restrict y)
 {
     /* x [1x28x28][lanes], y [16x28x28][lanes] */
@@ -1515,289 +1515,291 @@ static void l00_conv2d_backward_dx(const float *restrict P, const float *restric
 {
     /* x [1x28x28][lanes], y [16x28x28][lanes] */
     const float *restrict w = P;
-    CG_PARALLEL_FOR
-    for (int v0 = 0; v0 < 8; v0 += 4) {
+    for (int v0 = 0; v0 < 8; v0 += 8) {
         float *restrict dxb = dx + 0 + v0 * 16;
         const float *restrict dyg = dy + 0 + v0 * 16;
         const float *restrict wg = w + 0;
         {
-            cg_v a0_0 = vsplat(0.0f), a1_0 = vsplat(0.0f), a2_0 = vsplat(0.0f), a3_0 = vsplat(0.0f);
+            cg_v a0_0 = vsplat(0.0f), a1_0 = vsplat(0.0f), a2_0 = vsplat(0.0f), a3_0 = vsplat(0.0f), a4_0 = vsplat(0.0f), a5_0 = vsplat(0.0f), a6_0 = vsplat(0.0f), a7_0 = vsplat(0.0f);
             for (int co = 0; co < 16; co++) {
                 const float *restrict dyc = dyg + co*100352;
                 const float *restrict wc = wg + co*9;
                 {
-                    const cg_v d0 = VLOAD(dyc + 3712 + 0), d1 = VLOAD(dyc + 3712 + 16), d2 = VLOAD(dyc + 3712 + 32), d3 = VLOAD(dyc + 3712 + 48);
-                    a0_0 += wc[0] * d0; a1_0 += wc[0] * d1; a2_0 += wc[0] * d2; a3_0 += wc[0] * d3;
+                    const cg_v d0 = VLOAD(dyc + 3712 + 0), d1 = VLOAD(dyc + 3712 + 16), d2 = VLOAD(dyc + 3712 + 32), d3 = VLOAD(dyc + 3712 + 48), d4 = VLOAD(dyc + 3712 + 64), d5 = VLOAD(dyc + 3712 + 80), d6 = VLOAD(dyc + 3712 + 96), d7 = VLOAD(dyc + 3712 + 112);
+                    a0_0 += wc[0] * d0; a1_0 += wc[0] * d1; a2_0 += wc[0] * d2; a3_0 += wc[0] * d3; a4_0 += wc[0] * d4; a5_0 += wc[0] * d5; a6_0 += wc[0] * d6; a7_0 += wc[0] * d7;
                 }
                 {
-                    const cg_v d0 = VLOAD(dyc + 3584 + 0), d1 = VLOAD(dyc + 3584 + 16), d2 = VLOAD(dyc + 3584 + 32), d3 = VLOAD(dyc + 3584 + 48);
-                    a0_0 += wc[1] * d0; a1_0 += wc[1] * d1; a2_0 += wc[1] * d2; a3_0 += wc[1] * d3;
+                    const cg_v d0 = VLOAD(dyc + 3584 + 0), d1 = VLOAD(dyc + 3584 + 16), d2 = VLOAD(dyc + 3584 + 32), d3 = VLOAD(dyc + 3584 + 48), d4 = VLOAD(dyc + 3584 + 64), d5 = VLOAD(dyc + 3584 + 80), d6 = VLOAD(dyc + 3584 + 96), d7 = VLOAD(dyc + 3584 + 112);
+                    a0_0 += wc[1] * d0; a1_0 += wc[1] * d1; a2_0 += wc[1] * d2; a3_0 += wc[1] * d3; a4_0 += wc[1] * d4; a5_0 += wc[1] * d5; a6_0 += wc[1] * d6; a7_0 += wc[1] * d7;
                 }
                 {
-                    const cg_v d0 = VLOAD(dyc + 128 + 0), d1 = VLOAD(dyc + 128 + 16), d2 = VLOAD(dyc + 128 + 32), d3 = VLOAD(dyc + 128 + 48);
-                    a0_0 += wc[3] * d0; a1_0 += wc[3] * d1; a2_0 += wc[3] * d2; a3_0 += wc[3] * d3;
+                    const cg_v d0 = VLOAD(dyc + 128 + 0), d1 = VLOAD(dyc + 128 + 16), d2 = VLOAD(dyc + 128 + 32), d3 = VLOAD(dyc + 128 + 48), d4 = VLOAD(dyc + 128 + 64), d5 = VLOAD(dyc + 128 + 80), d6 = VLOAD(dyc + 128 + 96), d7 = VLOAD(dyc + 128 + 112);
+                    a0_0 += wc[3] * d0; a1_0 += wc[3] * d1; a2_0 += wc[3] * d2; a3_0 += wc[3] * d3; a4_0 += wc[3] * d4; a5_0 += wc[3] * d5; a6_0 += wc[3] * d6; a7_0 += wc[3] * d7;
                 }
                 {
-                    const cg_v d0 = VLOAD(dyc + 0 + 0), d1 = VLOAD(dyc + 0 + 16), d2 = VLOAD(dyc + 0 + 32), d3 = VLOAD(dyc + 0 + 48);
-                    a0_0 += wc[4] * d0; a1_0 += wc[4] * d1; a2_0 += wc[4] * d2; a3_0 += wc[4] * d3;
+                    const cg_v d0 = VLOAD(dyc + 0 + 0), d1 = VLOAD(dyc + 0 + 16), d2 = VLOAD(dyc + 0 + 32), d3 = VLOAD(dyc + 0 + 48), d4 = VLOAD(dyc + 0 + 64), d5 = VLOAD(dyc + 0 + 80), d6 = VLOAD(dyc + 0 + 96), d7 = VLOAD(dyc + 0 + 112);
+                    a0_0 += wc[4] * d0; a1_0 += wc[4] * d1; a2_0 += wc[4] * d2; a3_0 += wc[4] * d3; a4_0 += wc[4] * d4; a5_0 += wc[4] * d5; a6_0 += wc[4] * d6; a7_0 += wc[4] * d7;
                 }
             }
-            VSTORE(dxb + 0, a0_0); VSTORE(dxb + 16, a1_0); VSTORE(dxb + 32, a2_0); VSTORE(dxb + 48, a3_0);
+            VSTORE(dxb + 0, a0_0); VSTORE(dxb + 16, a1_0); VSTORE(dxb + 32, a2_0); VSTORE(dxb + 48, a3_0); VSTORE(dxb + 64, a4_0); VSTORE(dxb + 80, a5_0); VSTORE(dxb + 96, a6_0); VSTORE(dxb + 112, a7_0);
         }
         /* inputs rows 0+1*t (t=0..0), cols 0+1*t (t=1..26): 6 taps */
         for (int tx = 1; tx < 27; tx++) {
-            cg_v a0_0 = vsplat(0.0f), a1_0 = vsplat(0.0f), a2_0 = vsplat(0.0f), a3_0 = vsplat(0.0f);
+            cg_v a0_0 = vsplat(0.0f), a1_0 = vsplat(0.0f), a2_0 = vsplat(0.0f), a3_0 = vsplat(0.0f), a4_0 = vsplat(0.0f), a5_0 = vsplat(0.0f), a6_0 = vsplat(0.0f), a7_0 = vsplat(0.0f);
             for (int co = 0; co < 16; co++) {
                 const float *restrict dyc = dyg + co*100352;
                 const float *restrict wc = wg + co*9;
                 {
-                    const cg_v d0 = VLOAD(dyc + tx*128 + 3712 + 0), d1 = VLOAD(dyc + tx*128 + 3712 + 16), d2 = VLOAD(dyc + tx*128 + 3712 + 32), d3 = VLOAD(dyc + tx*128 + 3712 + 48);
-                    a0_0 += wc[0] * d0; a1_0 += wc[0] * d1; a2_0 += wc[0] * d2; a3_0 += wc[0] * d3;
+                    const cg_v d0 = VLOAD(dyc + tx*128 + 3712 + 0), d1 = VLOAD(dyc + tx*128 + 3712 + 16), d2 = VLOAD(dyc + tx*128 + 3712 + 32), d3 = VLOAD(dyc + tx*128 + 3712 + 48), d4 = VLOAD(dyc + tx*128 + 3712 + 64), d5 = VLOAD(dyc + tx*128 + 3712 + 80), d6 = VLOAD(dyc + tx*128 + 3712 + 96), d7 = VLOAD(dyc + tx*128 + 3712 + 112);
+                    a0_0 += wc[0] * d0; a1_0 += wc[0] * d1; a2_0 += wc[0] * d2; a3_0 += wc[0] * d3; a4_0 += wc[0] * d4; a5_0 += wc[0] * d5; a6_0 += wc[0] * d6; a7_0 += wc[0] * d7;
                 }
                 {
-                    const cg_v d0 = VLOAD(dyc + tx*128 + 3584 + 0), d1 = VLOAD(dyc + tx*128 + 3584 + 16), d2 = VLOAD(dyc + tx*128 + 3584 + 32), d3 = VLOAD(dyc + tx*128 + 3584 + 48);
-                    a0_0 += wc[1] * d0; a1_0 += wc[1] * d1; a2_0 += wc[1] * d2; a3_0 += wc[1] * d3;
+                    const cg_v d0 = VLOAD(dyc + tx*128 + 3584 + 0), d1 = VLOAD(dyc + tx*128 + 3584 + 16), d2 = VLOAD(dyc + tx*128 + 3584 + 32), d3 = VLOAD(dyc + tx*128 + 3584 + 48), d4 = VLOAD(dyc + tx*128 + 3584 + 64), d5 = VLOAD(dyc + tx*128 + 3584 + 80), d6 = VLOAD(dyc + tx*128 + 3584 + 96), d7 = VLOAD(dyc + tx*128 + 3584 + 112);
+                    a0_0 += wc[1] * d0; a1_0 += wc[1] * d1; a2_0 += wc[1] * d2; a3_0 += wc[1] * d3; a4_0 += wc[1] * d4; a5_0 += wc[1] * d5; a6_0 += wc[1] * d6; a7_0 += wc[1] * d7;
                 }
                 {
-                    const cg_v d0 = VLOAD(dyc + tx*128 + 3456 + 0), d1 = VLOAD(dyc + tx*128 + 3456 + 16), d2 = VLOAD(dyc + tx*128 + 3456 + 32), d3 = VLOAD(dyc + tx*128 + 3456 + 48);
-                    a0_0 += wc[2] * d0; a1_0 += wc[2] * d1; a2_0 += wc[2] * d2; a3_0 += wc[2] * d3;
+                    const cg_v d0 = VLOAD(dyc + tx*128 + 3456 + 0), d1 = VLOAD(dyc + tx*128 + 3456 + 16), d2 = VLOAD(dyc + tx*128 + 3456 + 32), d3 = VLOAD(dyc + tx*128 + 3456 + 48), d4 = VLOAD(dyc + tx*128 + 3456 + 64), d5 = VLOAD(dyc + tx*128 + 3456 + 80), d6 = VLOAD(dyc + tx*128 + 3456 + 96), d7 = VLOAD(dyc + tx*128 + 3456 + 112);
+                    a0_0 += wc[2] * d0; a1_0 += wc[2] * d1; a2_0 += wc[2] * d2; a3_0 += wc[2] * d3; a4_0 += wc[2] * d4; a5_0 += wc[2] * d5; a6_0 += wc[2] * d6; a7_0 += wc[2] * d7;
                 }
                 {
-                    const cg_v d0 = VLOAD(dyc + tx*128 + 128 + 0), d1 = VLOAD(dyc + tx*128 + 128 + 16), d2 = VLOAD(dyc + tx*128 + 128 + 32), d3 = VLOAD(dyc + tx*128 + 128 + 48);
-                    a0_0 += wc[3] * d0; a1_0 += wc[3] * d1; a2_0 += wc[3] * d2; a3_0 += wc[3] * d3;
+                    const cg_v d0 = VLOAD(dyc + tx*128 + 128 + 0), d1 = VLOAD(dyc + tx*128 + 128 + 16), d2 = VLOAD(dyc + tx*128 + 128 + 32), d3 = VLOAD(dyc + tx*128 + 128 + 48), d4 = VLOAD(dyc + tx*128 + 128 + 64), d5 = VLOAD(dyc + tx*128 + 128 + 80), d6 = VLOAD(dyc + tx*128 + 128 + 96), d7 = VLOAD(dyc + tx*128 + 128 + 112);
+                    a0_0 += wc[3] * d0; a1_0 += wc[3] * d1; a2_0 += wc[3] * d2; a3_0 += wc[3] * d3; a4_0 += wc[3] * d4; a5_0 += wc[3] * d5; a6_0 += wc[3] * d6; a7_0 += wc[3] * d7;
                 }
                 {
-                    const cg_v d0 = VLOAD(dyc + tx*128 + 0), d1 = VLOAD(dyc + tx*128 + 16), d2 = VLOAD(dyc + tx*128 + 32), d3 = VLOAD(dyc + tx*128 + 48);
-                    a0_0 += wc[4] * d0; a1_0 += wc[4] * d1; a2_0 += wc[4] * d2; a3_0 += wc[4] * d3;
+                    const cg_v d0 = VLOAD(dyc + tx*128 + 0), d1 = VLOAD(dyc + tx*128 + 16), d2 = VLOAD(dyc + tx*128 + 32), d3 = VLOAD(dyc + tx*128 + 48), d4 = VLOAD(dyc + tx*128 + 64), d5 = VLOAD(dyc + tx*128 + 80), d6 = VLOAD(dyc + tx*128 + 96), d7 = VLOAD(dyc + tx*128 + 112);
+                    a0_0 += wc[4] * d0; a1_0 += wc[4] * d1; a2_0 += wc[4] * d2; a3_0 += wc[4] * d3; a4_0 += wc[4] * d4; a5_0 += wc[4] * d5; a6_0 += wc[4] * d6; a7_0 += wc[4] * d7;
                 }
                 {
-                    const cg_v d0 = VLOAD(dyc + tx*128 - 128 + 0), d1 = VLOAD(dyc + tx*128 - 128 + 16), d2 = VLOAD(dyc + tx*128 - 128 + 32), d3 = VLOAD(dyc + tx*128 - 128 + 48);
-                    a0_0 += wc[5] * d0; a1_0 += wc[5] * d1; a2_0 += wc[5] * d2; a3_0 += wc[5] * d3;
+                    const cg_v d0 = VLOAD(dyc + tx*128 - 128 + 0), d1 = VLOAD(dyc + tx*128 - 128 + 16), d2 = VLOAD(dyc + tx*128 - 128 + 32), d3 = VLOAD(dyc + tx*128 - 128 + 48), d4 = VLOAD(dyc + tx*128 - 128 + 64), d5 = VLOAD(dyc + tx*128 - 128 + 80), d6 = VLOAD(dyc + tx*128 - 128 + 96), d7 = VLOAD(dyc + tx*128 - 128 + 112);
+                    a0_0 += wc[5] * d0; a1_0 += wc[5] * d1; a2_0 += wc[5] * d2; a3_0 += wc[5] * d3; a4_0 += wc[5] * d4; a5_0 += wc[5] * d5; a6_0 += wc[5] * d6; a7_0 += wc[5] * d7;
                 }
             }
-            VSTORE(dxb + tx*128, a0_0); VSTORE(dxb + tx*128 + 16, a1_0); VSTORE(dxb + tx*128 + 32, a2_0); VSTORE(dxb + tx*128 + 48, a3_0);
+            VSTORE(dxb + tx*128, a0_0); VSTORE(dxb + tx*128 + 16, a1_0); VSTORE(dxb + tx*128 + 32, a2_0); VSTORE(dxb + tx*128 + 48, a3_0); VSTORE(dxb + tx*128 + 64, a4_0); VSTORE(dxb + tx*128 + 80, a5_0); VSTORE(dxb + tx*128 + 96, a6_0); VSTORE(dxb + tx*128 + 112, a7_0);
         }
         {
-            cg_v a0_0 = vsplat(0.0f), a1_0 = vsplat(0.0f), a2_0 = vsplat(0.0f), a3_0 = vsplat(0.0f);
+            cg_v a0_0 = vsplat(0.0f), a1_0 = vsplat(0.0f), a2_0 = vsplat(0.0f), a3_0 = vsplat(0.0f), a4_0 = vsplat(0.0f), a5_0 = vsplat(0.0f), a6_0 = vsplat(0.0f), a7_0 = vsplat(0.0f);
             for (int co = 0; co < 16; co++) {
                 const float *restrict dyc = dyg + co*100352;
                 const float *restrict wc = wg + co*9;
                 {
-                    const cg_v d0 = VLOAD(dyc + 7040 + 0), d1 = VLOAD(dyc + 7040 + 16), d2 = VLOAD(dyc + 7040 + 32), d3 = VLOAD(dyc + 7040 + 48);
-                    a0_0 += wc[1] * d0; a1_0 += wc[1] * d1; a2_0 += wc[1] * d2; a3_0 += wc[1] * d3;
+                    const cg_v d0 = VLOAD(dyc + 7040 + 0), d1 = VLOAD(dyc + 7040 + 16), d2 = VLOAD(dyc + 7040 + 32), d3 = VLOAD(dyc + 7040 + 48), d4 = VLOAD(dyc + 7040 + 64), d5 = VLOAD(dyc + 7040 + 80), d6 = VLOAD(dyc + 7040 + 96), d7 = VLOAD(dyc + 7040 + 112);
+                    a0_0 += wc[1] * d0; a1_0 += wc[1] * d1; a2_0 += wc[1] * d2; a3_0 += wc[1] * d3; a4_0 += wc[1] * d4; a5_0 += wc[1] * d5; a6_0 += wc[1] * d6; a7_0 += wc[1] * d7;
                 }
                 {
-                    const cg_v d0 = VLOAD(dyc + 6912 + 0), d1 = VLOAD(dyc + 6912 + 16), d2 = VLOAD(dyc + 6912 + 32), d3 = VLOAD(dyc + 6912 + 48);
-                    a0_0 += wc[2] * d0; a1_0 += wc[2] * d1; a2_0 += wc[2] * d2; a3_0 += wc[2] * d3;
+                    const cg_v d0 = VLOAD(dyc + 6912 + 0), d1 = VLOAD(dyc + 6912 + 16), d2 = VLOAD(dyc + 6912 + 32), d3 = VLOAD(dyc + 6912 + 48), d4 = VLOAD(dyc + 6912 + 64), d5 = VLOAD(dyc + 6912 + 80), d6 = VLOAD(dyc + 6912 + 96), d7 = VLOAD(dyc + 6912 + 112);
+                    a0_0 += wc[2] * d0; a1_0 += wc[2] * d1; a2_0 += wc[2] * d2; a3_0 += wc[2] * d3; a4_0 += wc[2] * d4; a5_0 += wc[2] * d5; a6_0 += wc[2] * d6; a7_0 += wc[2] * d7;
                 }
                 {
-                    const cg_v d0 = VLOAD(dyc + 3456 + 0), d1 = VLOAD(dyc + 3456 + 16), d2 = VLOAD(dyc + 3456 + 32), d3 = VLOAD(dyc + 3456 + 48);
-                    a0_0 += wc[4] * d0; a1_0 += wc[4] * d1; a2_0 += wc[4] * d2; a3_0 += wc[4] * d3;
+                    const cg_v d0 = VLOAD(dyc + 3456 + 0), d1 = VLOAD(dyc + 3456 + 16), d2 = VLOAD(dyc + 3456 + 32), d3 = VLOAD(dyc + 3456 + 48), d4 = VLOAD(dyc + 3456 + 64), d5 = VLOAD(dyc + 3456 + 80), d6 = VLOAD(dyc + 3456 + 96), d7 = VLOAD(dyc + 3456 + 112);
+                    a0_0 += wc[4] * d0; a1_0 += wc[4] * d1; a2_0 += wc[4] * d2; a3_0 += wc[4] * d3; a4_0 += wc[4] * d4; a5_0 += wc[4] * d5; a6_0 += wc[4] * d6; a7_0 += wc[4] * d7;
                 }
                 {
-                    const cg_v d0 = VLOAD(dyc + 3328 + 0), d1 = VLOAD(dyc + 3328 + 16), d2 = VLOAD(dyc + 3328 + 32), d3 = VLOAD(dyc + 3328 + 48);
-                    a0_0 += wc[5] * d0; a1_0 += wc[5] * d1; a2_0 += wc[5] * d2; a3_0 += wc[5] * d3;
+                    const cg_v d0 = VLOAD(dyc + 3328 + 0), d1 = VLOAD(dyc + 3328 + 16), d2 = VLOAD(dyc + 3328 + 32), d3 = VLOAD(dyc + 3328 + 48), d4 = VLOAD(dyc + 3328 + 64), d5 = VLOAD(dyc + 3328 + 80), d6 = VLOAD(dyc + 3328 + 96), d7 = VLOAD(dyc + 3328 + 112);
+                    a0_0 += wc[5] * d0; a1_0 += wc[5] * d1; a2_0 += wc[5] * d2; a3_0 += wc[5] * d3; a4_0 += wc[5] * d4; a5_0 += wc[5] * d5; a6_0 += wc[5] * d6; a7_0 += wc[5] * d7;
                 }
             }
-            VSTORE(dxb + 3456, a0_0); VSTORE(dxb + 3472, a1_0); VSTORE(dxb + 3488, a2_0); VSTORE(dxb + 3504, a3_0);
+            VSTORE(dxb + 3456, a0_0); VSTORE(dxb + 3472, a1_0); VSTORE(dxb + 3488, a2_0); VSTORE(dxb + 3504, a3_0); VSTORE(dxb + 3520, a4_0); VSTORE(dxb + 3536, a5_0); VSTORE(dxb + 3552, a6_0); VSTORE(dxb + 3568, a7_0);
         }
         /* inputs rows 0+1*t (t=1..26), cols 0+1*t (t=0..0): 6 taps */
+        CG_PARALLEL_FOR
         for (int ty = 1; ty < 27; ty++) {
             {
-                cg_v a0_0 = vsplat(0.0f), a1_0 = vsplat(0.0f), a2_0 = vsplat(0.0f), a3_0 = vsplat(0.0f);
+                cg_v a0_0 = vsplat(0.0f), a1_0 = vsplat(0.0f), a2_0 = vsplat(0.0f), a3_0 = vsplat(0.0f), a4_0 = vsplat(0.0f), a5_0 = vsplat(0.0f), a6_0 = vsplat(0.0f), a7_0 = vsplat(0.0f);
                 for (int co = 0; co < 16; co++) {
                     const float *restrict dyc = dyg + co*100352;
                     const float *restrict wc = wg + co*9;
                     {
-                        const cg_v d0 = VLOAD(dyc + ty*3584 + 3712 + 0), d1 = VLOAD(dyc + ty*3584 + 3712 + 16), d2 = VLOAD(dyc + ty*3584 + 3712 + 32), d3 = VLOAD(dyc + ty*3584 + 3712 + 48);
-                        a0_0 += wc[0] * d0; a1_0 += wc[0] * d1; a2_0 += wc[0] * d2; a3_0 += wc[0] * d3;
+                        const cg_v d0 = VLOAD(dyc + ty*3584 + 3712 + 0), d1 = VLOAD(dyc + ty*3584 + 3712 + 16), d2 = VLOAD(dyc + ty*3584 + 3712 + 32), d3 = VLOAD(dyc + ty*3584 + 3712 + 48), d4 = VLOAD(dyc + ty*3584 + 3712 + 64), d5 = VLOAD(dyc + ty*3584 + 3712 + 80), d6 = VLOAD(dyc + ty*3584 + 3712 + 96), d7 = VLOAD(dyc + ty*3584 + 3712 + 112);
+                        a0_0 += wc[0] * d0; a1_0 += wc[0] * d1; a2_0 += wc[0] * d2; a3_0 += wc[0] * d3; a4_0 += wc[0] * d4; a5_0 += wc[0] * d5; a6_0 += wc[0] * d6; a7_0 += wc[0] * d7;
                     }
                     {
-                        const cg_v d0 = VLOAD(dyc + ty*3584 + 3584 + 0), d1 = VLOAD(dyc + ty*3584 + 3584 + 16), d2 = VLOAD(dyc + ty*3584 + 3584 + 32), d3 = VLOAD(dyc + ty*3584 + 3584 + 48);
-                        a0_0 += wc[1] * d0; a1_0 += wc[1] * d1; a2_0 += wc[1] * d2; a3_0 += wc[1] * d3;
+                        const cg_v d0 = VLOAD(dyc + ty*3584 + 3584 + 0), d1 = VLOAD(dyc + ty*3584 + 3584 + 16), d2 = VLOAD(dyc + ty*3584 + 3584 + 32), d3 = VLOAD(dyc + ty*3584 + 3584 + 48), d4 = VLOAD(dyc + ty*3584 + 3584 + 64), d5 = VLOAD(dyc + ty*3584 + 3584 + 80), d6 = VLOAD(dyc + ty*3584 + 3584 + 96), d7 = VLOAD(dyc + ty*3584 + 3584 + 112);
+                        a0_0 += wc[1] * d0; a1_0 += wc[1] * d1; a2_0 += wc[1] * d2; a3_0 += wc[1] * d3; a4_0 += wc[1] * d4; a5_0 += wc[1] * d5; a6_0 += wc[1] * d6; a7_0 += wc[1] * d7;
                     }
                     {
-                        const cg_v d0 = VLOAD(dyc + ty*3584 + 128 + 0), d1 = VLOAD(dyc + ty*3584 + 128 + 16), d2 = VLOAD(dyc + ty*3584 + 128 + 32), d3 = VLOAD(dyc + ty*3584 + 128 + 48);
-                        a0_0 += wc[3] * d0; a1_0 += wc[3] * d1; a2_0 += wc[3] * d2; a3_0 += wc[3] * d3;
+                        const cg_v d0 = VLOAD(dyc + ty*3584 + 128 + 0), d1 = VLOAD(dyc + ty*3584 + 128 + 16), d2 = VLOAD(dyc + ty*3584 + 128 + 32), d3 = VLOAD(dyc + ty*3584 + 128 + 48), d4 = VLOAD(dyc + ty*3584 + 128 + 64), d5 = VLOAD(dyc + ty*3584 + 128 + 80), d6 = VLOAD(dyc + ty*3584 + 128 + 96), d7 = VLOAD(dyc + ty*3584 + 128 + 112);
+                        a0_0 += wc[3] * d0; a1_0 += wc[3] * d1; a2_0 += wc[3] * d2; a3_0 += wc[3] * d3; a4_0 += wc[3] * d4; a5_0 += wc[3] * d5; a6_0 += wc[3] * d6; a7_0 += wc[3] * d7;
                     }
                     {
-                        const cg_v d0 = VLOAD(dyc + ty*3584 + 0), d1 = VLOAD(dyc + ty*3584 + 16), d2 = VLOAD(dyc + ty*3584 + 32), d3 = VLOAD(dyc + ty*3584 + 48);
-                        a0_0 += wc[4] * d0; a1_0 += wc[4] * d1; a2_0 += wc[4] * d2; a3_0 += wc[4] * d3;
+                        const cg_v d0 = VLOAD(dyc + ty*3584 + 0), d1 = VLOAD(dyc + ty*3584 + 16), d2 = VLOAD(dyc + ty*3584 + 32), d3 = VLOAD(dyc + ty*3584 + 48), d4 = VLOAD(dyc + ty*3584 + 64), d5 = VLOAD(dyc + ty*3584 + 80), d6 = VLOAD(dyc + ty*3584 + 96), d7 = VLOAD(dyc + ty*3584 + 112);
+                        a0_0 += wc[4] * d0; a1_0 += wc[4] * d1; a2_0 += wc[4] * d2; a3_0 += wc[4] * d3; a4_0 += wc[4] * d4; a5_0 += wc[4] * d5; a6_0 += wc[4] * d6; a7_0 += wc[4] * d7;
                     }
                     {
-                        const cg_v d0 = VLOAD(dyc + ty*3584 - 3456 + 0), d1 = VLOAD(dyc + ty*3584 - 3456 + 16), d2 = VLOAD(dyc + ty*3584 - 3456 + 32), d3 = VLOAD(dyc + ty*3584 - 3456 + 48);
-                        a0_0 += wc[6] * d0; a1_0 += wc[6] * d1; a2_0 += wc[6] * d2; a3_0 += wc[6] * d3;
+                        const cg_v d0 = VLOAD(dyc + ty*3584 - 3456 + 0), d1 = VLOAD(dyc + ty*3584 - 3456 + 16), d2 = VLOAD(dyc + ty*3584 - 3456 + 32), d3 = VLOAD(dyc + ty*3584 - 3456 + 48), d4 = VLOAD(dyc + ty*3584 - 3456 + 64), d5 = VLOAD(dyc + ty*3584 - 3456 + 80), d6 = VLOAD(dyc + ty*3584 - 3456 + 96), d7 = VLOAD(dyc + ty*3584 - 3456 + 112);
+                        a0_0 += wc[6] * d0; a1_0 += wc[6] * d1; a2_0 += wc[6] * d2; a3_0 += wc[6] * d3; a4_0 += wc[6] * d4; a5_0 += wc[6] * d5; a6_0 += wc[6] * d6; a7_0 += wc[6] * d7;
                     }
                     {
-                        const cg_v d0 = VLOAD(dyc + ty*3584 - 3584 + 0), d1 = VLOAD(dyc + ty*3584 - 3584 + 16), d2 = VLOAD(dyc + ty*3584 - 3584 + 32), d3 = VLOAD(dyc + ty*3584 - 3584 + 48);
-                        a0_0 += wc[7] * d0; a1_0 += wc[7] * d1; a2_0 += wc[7] * d2; a3_0 += wc[7] * d3;
+                        const cg_v d0 = VLOAD(dyc + ty*3584 - 3584 + 0), d1 = VLOAD(dyc + ty*3584 - 3584 + 16), d2 = VLOAD(dyc + ty*3584 - 3584 + 32), d3 = VLOAD(dyc + ty*3584 - 3584 + 48), d4 = VLOAD(dyc + ty*3584 - 3584 + 64), d5 = VLOAD(dyc + ty*3584 - 3584 + 80), d6 = VLOAD(dyc + ty*3584 - 3584 + 96), d7 = VLOAD(dyc + ty*3584 - 3584 + 112);
+                        a0_0 += wc[7] * d0; a1_0 += wc[7] * d1; a2_0 += wc[7] * d2; a3_0 += wc[7] * d3; a4_0 += wc[7] * d4; a5_0 += wc[7] * d5; a6_0 += wc[7] * d6; a7_0 += wc[7] * d7;
                     }
                 }
-                VSTORE(dxb + ty*3584, a0_0); VSTORE(dxb + ty*3584 + 16, a1_0); VSTORE(dxb + ty*3584 + 32, a2_0); VSTORE(dxb + ty*3584 + 48, a3_0);
+                VSTORE(dxb + ty*3584, a0_0); VSTORE(dxb + ty*3584 + 16, a1_0); VSTORE(dxb + ty*3584 + 32, a2_0); VSTORE(dxb + ty*3584 + 48, a3_0); VSTORE(dxb + ty*3584 + 64, a4_0); VSTORE(dxb + ty*3584 + 80, a5_0); VSTORE(dxb + ty*3584 + 96, a6_0); VSTORE(dxb + ty*3584 + 112, a7_0);
             }
         }
         /* inputs rows 0+1*t (t=1..26), cols 0+1*t (t=1..26): 9 taps */
+        CG_PARALLEL_FOR
         for (int ty = 1; ty < 27; ty++) {
             for (int tx = 1; tx < 27; tx++) {
-                cg_v a0_0 = vsplat(0.0f), a1_0 = vsplat(0.0f), a2_0 = vsplat(0.0f), a3_0 = vsplat(0.0f);
+                cg_v a0_0 = vsplat(0.0f), a1_0 = vsplat(0.0f), a2_0 = vsplat(0.0f), a3_0 = vsplat(0.0f), a4_0 = vsplat(0.0f), a5_0 = vsplat(0.0f), a6_0 = vsplat(0.0f), a7_0 = vsplat(0.0f);
                 for (int co = 0; co < 16; co++) {
                     const float *restrict dyc = dyg + co*100352;
                     const float *restrict wc = wg + co*9;
                     {
-                        const cg_v d0 = VLOAD(dyc + ty*3584 + tx*128 + 3712 + 0), d1 = VLOAD(dyc + ty*3584 + tx*128 + 3712 + 16), d2 = VLOAD(dyc + ty*3584 + tx*128 + 3712 + 32), d3 = VLOAD(dyc + ty*3584 + tx*128 + 3712 + 48);
-                        a0_0 += wc[0] * d0; a1_0 += wc[0] * d1; a2_0 += wc[0] * d2; a3_0 += wc[0] * d3;
+                        const cg_v d0 = VLOAD(dyc + ty*3584 + tx*128 + 3712 + 0), d1 = VLOAD(dyc + ty*3584 + tx*128 + 3712 + 16), d2 = VLOAD(dyc + ty*3584 + tx*128 + 3712 + 32), d3 = VLOAD(dyc + ty*3584 + tx*128 + 3712 + 48), d4 = VLOAD(dyc + ty*3584 + tx*128 + 3712 + 64), d5 = VLOAD(dyc + ty*3584 + tx*128 + 3712 + 80), d6 = VLOAD(dyc + ty*3584 + tx*128 + 3712 + 96), d7 = VLOAD(dyc + ty*3584 + tx*128 + 3712 + 112);
+                        a0_0 += wc[0] * d0; a1_0 += wc[0] * d1; a2_0 += wc[0] * d2; a3_0 += wc[0] * d3; a4_0 += wc[0] * d4; a5_0 += wc[0] * d5; a6_0 += wc[0] * d6; a7_0 += wc[0] * d7;
                     }
                     {
-                        const cg_v d0 = VLOAD(dyc + ty*3584 + tx*128 + 3584 + 0), d1 = VLOAD(dyc + ty*3584 + tx*128 + 3584 + 16), d2 = VLOAD(dyc + ty*3584 + tx*128 + 3584 + 32), d3 = VLOAD(dyc + ty*3584 + tx*128 + 3584 + 48);
-                        a0_0 += wc[1] * d0; a1_0 += wc[1] * d1; a2_0 += wc[1] * d2; a3_0 += wc[1] * d3;
+                        const cg_v d0 = VLOAD(dyc + ty*3584 + tx*128 + 3584 + 0), d1 = VLOAD(dyc + ty*3584 + tx*128 + 3584 + 16), d2 = VLOAD(dyc + ty*3584 + tx*128 + 3584 + 32), d3 = VLOAD(dyc + ty*3584 + tx*128 + 3584 + 48), d4 = VLOAD(dyc + ty*3584 + tx*128 + 3584 + 64), d5 = VLOAD(dyc + ty*3584 + tx*128 + 3584 + 80), d6 = VLOAD(dyc + ty*3584 + tx*128 + 3584 + 96), d7 = VLOAD(dyc + ty*3584 + tx*128 + 3584 + 112);
+                        a0_0 += wc[1] * d0; a1_0 += wc[1] * d1; a2_0 += wc[1] * d2; a3_0 += wc[1] * d3; a4_0 += wc[1] * d4; a5_0 += wc[1] * d5; a6_0 += wc[1] * d6; a7_0 += wc[1] * d7;
                     }
                     {
-                        const cg_v d0 = VLOAD(dyc + ty*3584 + tx*128 + 3456 + 0), d1 = VLOAD(dyc + ty*3584 + tx*128 + 3456 + 16), d2 = VLOAD(dyc + ty*3584 + tx*128 + 3456 + 32), d3 = VLOAD(dyc + ty*3584 + tx*128 + 3456 + 48);
-                        a0_0 += wc[2] * d0; a1_0 += wc[2] * d1; a2_0 += wc[2] * d2; a3_0 += wc[2] * d3;
+                        const cg_v d0 = VLOAD(dyc + ty*3584 + tx*128 + 3456 + 0), d1 = VLOAD(dyc + ty*3584 + tx*128 + 3456 + 16), d2 = VLOAD(dyc + ty*3584 + tx*128 + 3456 + 32), d3 = VLOAD(dyc + ty*3584 + tx*128 + 3456 + 48), d4 = VLOAD(dyc + ty*3584 + tx*128 + 3456 + 64), d5 = VLOAD(dyc + ty*3584 + tx*128 + 3456 + 80), d6 = VLOAD(dyc + ty*3584 + tx*128 + 3456 + 96), d7 = VLOAD(dyc + ty*3584 + tx*128 + 3456 + 112);
+                        a0_0 += wc[2] * d0; a1_0 += wc[2] * d1; a2_0 += wc[2] * d2; a3_0 += wc[2] * d3; a4_0 += wc[2] * d4; a5_0 += wc[2] * d5; a6_0 += wc[2] * d6; a7_0 += wc[2] * d7;
                     }
                     {
-                        const cg_v d0 = VLOAD(dyc + ty*3584 + tx*128 + 128 + 0), d1 = VLOAD(dyc + ty*3584 + tx*128 + 128 + 16), d2 = VLOAD(dyc + ty*3584 + tx*128 + 128 + 32), d3 = VLOAD(dyc + ty*3584 + tx*128 + 128 + 48);
-                        a0_0 += wc[3] * d0; a1_0 += wc[3] * d1; a2_0 += wc[3] * d2; a3_0 += wc[3] * d3;
+                        const cg_v d0 = VLOAD(dyc + ty*3584 + tx*128 + 128 + 0), d1 = VLOAD(dyc + ty*3584 + tx*128 + 128 + 16), d2 = VLOAD(dyc + ty*3584 + tx*128 + 128 + 32), d3 = VLOAD(dyc + ty*3584 + tx*128 + 128 + 48), d4 = VLOAD(dyc + ty*3584 + tx*128 + 128 + 64), d5 = VLOAD(dyc + ty*3584 + tx*128 + 128 + 80), d6 = VLOAD(dyc + ty*3584 + tx*128 + 128 + 96), d7 = VLOAD(dyc + ty*3584 + tx*128 + 128 + 112);
+                        a0_0 += wc[3] * d0; a1_0 += wc[3] * d1; a2_0 += wc[3] * d2; a3_0 += wc[3] * d3; a4_0 += wc[3] * d4; a5_0 += wc[3] * d5; a6_0 += wc[3] * d6; a7_0 += wc[3] * d7;
                     }
                     {
-                        const cg_v d0 = VLOAD(dyc + ty*3584 + tx*128 + 0), d1 = VLOAD(dyc + ty*3584 + tx*128 + 16), d2 = VLOAD(dyc + ty*3584 + tx*128 + 32), d3 = VLOAD(dyc + ty*3584 + tx*128 + 48);
-                        a0_0 += wc[4] * d0; a1_0 += wc[4] * d1; a2_0 += wc[4] * d2; a3_0 += wc[4] * d3;
+                        const cg_v d0 = VLOAD(dyc + ty*3584 + tx*128 + 0), d1 = VLOAD(dyc + ty*3584 + tx*128 + 16), d2 = VLOAD(dyc + ty*3584 + tx*128 + 32), d3 = VLOAD(dyc + ty*3584 + tx*128 + 48), d4 = VLOAD(dyc + ty*3584 + tx*128 + 64), d5 = VLOAD(dyc + ty*3584 + tx*128 + 80), d6 = VLOAD(dyc + ty*3584 + tx*128 + 96), d7 = VLOAD(dyc + ty*3584 + tx*128 + 112);
+                        a0_0 += wc[4] * d0; a1_0 += wc[4] * d1; a2_0 += wc[4] * d2; a3_0 += wc[4] * d3; a4_0 += wc[4] * d4; a5_0 += wc[4] * d5; a6_0 += wc[4] * d6; a7_0 += wc[4] * d7;
                     }
                     {
-                        const cg_v d0 = VLOAD(dyc + ty*3584 + tx*128 - 128 + 0), d1 = VLOAD(dyc + ty*3584 + tx*128 - 128 + 16), d2 = VLOAD(dyc + ty*3584 + tx*128 - 128 + 32), d3 = VLOAD(dyc + ty*3584 + tx*128 - 128 + 48);
-                        a0_0 += wc[5] * d0; a1_0 += wc[5] * d1; a2_0 += wc[5] * d2; a3_0 += wc[5] * d3;
+                        const cg_v d0 = VLOAD(dyc + ty*3584 + tx*128 - 128 + 0), d1 = VLOAD(dyc + ty*3584 + tx*128 - 128 + 16), d2 = VLOAD(dyc + ty*3584 + tx*128 - 128 + 32), d3 = VLOAD(dyc + ty*3584 + tx*128 - 128 + 48), d4 = VLOAD(dyc + ty*3584 + tx*128 - 128 + 64), d5 = VLOAD(dyc + ty*3584 + tx*128 - 128 + 80), d6 = VLOAD(dyc + ty*3584 + tx*128 - 128 + 96), d7 = VLOAD(dyc + ty*3584 + tx*128 - 128 + 112);
+                        a0_0 += wc[5] * d0; a1_0 += wc[5] * d1; a2_0 += wc[5] * d2; a3_0 += wc[5] * d3; a4_0 += wc[5] * d4; a5_0 += wc[5] * d5; a6_0 += wc[5] * d6; a7_0 += wc[5] * d7;
                     }
                     {
-                        const cg_v d0 = VLOAD(dyc + ty*3584 + tx*128 - 3456 + 0), d1 = VLOAD(dyc + ty*3584 + tx*128 - 3456 + 16), d2 = VLOAD(dyc + ty*3584 + tx*128 - 3456 + 32), d3 = VLOAD(dyc + ty*3584 + tx*128 - 3456 + 48);
-                        a0_0 += wc[6] * d0; a1_0 += wc[6] * d1; a2_0 += wc[6] * d2; a3_0 += wc[6] * d3;
+                        const cg_v d0 = VLOAD(dyc + ty*3584 + tx*128 - 3456 + 0), d1 = VLOAD(dyc + ty*3584 + tx*128 - 3456 + 16), d2 = VLOAD(dyc + ty*3584 + tx*128 - 3456 + 32), d3 = VLOAD(dyc + ty*3584 + tx*128 - 3456 + 48), d4 = VLOAD(dyc + ty*3584 + tx*128 - 3456 + 64), d5 = VLOAD(dyc + ty*3584 + tx*128 - 3456 + 80), d6 = VLOAD(dyc + ty*3584 + tx*128 - 3456 + 96), d7 = VLOAD(dyc + ty*3584 + tx*128 - 3456 + 112);
+                        a0_0 += wc[6] * d0; a1_0 += wc[6] * d1; a2_0 += wc[6] * d2; a3_0 += wc[6] * d3; a4_0 += wc[6] * d4; a5_0 += wc[6] * d5; a6_0 += wc[6] * d6; a7_0 += wc[6] * d7;
                     }
                     {
-                        const cg_v d0 = VLOAD(dyc + ty*3584 + tx*128 - 3584 + 0), d1 = VLOAD(dyc + ty*3584 + tx*128 - 3584 + 16), d2 = VLOAD(dyc + ty*3584 + tx*128 - 3584 + 32), d3 = VLOAD(dyc + ty*3584 + tx*128 - 3584 + 48);
-                        a0_0 += wc[7] * d0; a1_0 += wc[7] * d1; a2_0 += wc[7] * d2; a3_0 += wc[7] * d3;
+                        const cg_v d0 = VLOAD(dyc + ty*3584 + tx*128 - 3584 + 0), d1 = VLOAD(dyc + ty*3584 + tx*128 - 3584 + 16), d2 = VLOAD(dyc + ty*3584 + tx*128 - 3584 + 32), d3 = VLOAD(dyc + ty*3584 + tx*128 - 3584 + 48), d4 = VLOAD(dyc + ty*3584 + tx*128 - 3584 + 64), d5 = VLOAD(dyc + ty*3584 + tx*128 - 3584 + 80), d6 = VLOAD(dyc + ty*3584 + tx*128 - 3584 + 96), d7 = VLOAD(dyc + ty*3584 + tx*128 - 3584 + 112);
+                        a0_0 += wc[7] * d0; a1_0 += wc[7] * d1; a2_0 += wc[7] * d2; a3_0 += wc[7] * d3; a4_0 += wc[7] * d4; a5_0 += wc[7] * d5; a6_0 += wc[7] * d6; a7_0 += wc[7] * d7;
                     }
                     {
-                        const cg_v d0 = VLOAD(dyc + ty*3584 + tx*128 - 3712 + 0), d1 = VLOAD(dyc + ty*3584 + tx*128 - 3712 + 16), d2 = VLOAD(dyc + ty*3584 + tx*128 - 3712 + 32), d3 = VLOAD(dyc + ty*3584 + tx*128 - 3712 + 48);
-                        a0_0 += wc[8] * d0; a1_0 += wc[8] * d1; a2_0 += wc[8] * d2; a3_0 += wc[8] * d3;
+                        const cg_v d0 = VLOAD(dyc + ty*3584 + tx*128 - 3712 + 0), d1 = VLOAD(dyc + ty*3584 + tx*128 - 3712 + 16), d2 = VLOAD(dyc + ty*3584 + tx*128 - 3712 + 32), d3 = VLOAD(dyc + ty*3584 + tx*128 - 3712 + 48), d4 = VLOAD(dyc + ty*3584 + tx*128 - 3712 + 64), d5 = VLOAD(dyc + ty*3584 + tx*128 - 3712 + 80), d6 = VLOAD(dyc + ty*3584 + tx*128 - 3712 + 96), d7 = VLOAD(dyc + ty*3584 + tx*128 - 3712 + 112);
+                        a0_0 += wc[8] * d0; a1_0 += wc[8] * d1; a2_0 += wc[8] * d2; a3_0 += wc[8] * d3; a4_0 += wc[8] * d4; a5_0 += wc[8] * d5; a6_0 += wc[8] * d6; a7_0 += wc[8] * d7;
                     }
                 }
-                VSTORE(dxb + ty*3584 + tx*128, a0_0); VSTORE(dxb + ty*3584 + tx*128 + 16, a1_0); VSTORE(dxb + ty*3584 + tx*128 + 32, a2_0); VSTORE(dxb + ty*3584 + tx*128 + 48, a3_0);
+                VSTORE(dxb + ty*3584 + tx*128, a0_0); VSTORE(dxb + ty*3584 + tx*128 + 16, a1_0); VSTORE(dxb + ty*3584 + tx*128 + 32, a2_0); VSTORE(dxb + ty*3584 + tx*128 + 48, a3_0); VSTORE(dxb + ty*3584 + tx*128 + 64, a4_0); VSTORE(dxb + ty*3584 + tx*128 + 80, a5_0); VSTORE(dxb + ty*3584 + tx*128 + 96, a6_0); VSTORE(dxb + ty*3584 + tx*128 + 112, a7_0);
             }
         }
         /* inputs rows 0+1*t (t=1..26), cols 0+1*t (t=27..27): 6 taps */
+        CG_PARALLEL_FOR
         for (int ty = 1; ty < 27; ty++) {
             {
-                cg_v a0_0 = vsplat(0.0f), a1_0 = vsplat(0.0f), a2_0 = vsplat(0.0f), a3_0 = vsplat(0.0f);
+                cg_v a0_0 = vsplat(0.0f), a1_0 = vsplat(0.0f), a2_0 = vsplat(0.0f), a3_0 = vsplat(0.0f), a4_0 = vsplat(0.0f), a5_0 = vsplat(0.0f), a6_0 = vsplat(0.0f), a7_0 = vsplat(0.0f);
                 for (int co = 0; co < 16; co++) {
                     const float *restrict dyc = dyg + co*100352;
                     const float *restrict wc = wg + co*9;
                     {
-                        const cg_v d0 = VLOAD(dyc + ty*3584 + 7040 + 0), d1 = VLOAD(dyc + ty*3584 + 7040 + 16), d2 = VLOAD(dyc + ty*3584 + 7040 + 32), d3 = VLOAD(dyc + ty*3584 + 7040 + 48);
-                        a0_0 += wc[1] * d0; a1_0 += wc[1] * d1; a2_0 += wc[1] * d2; a3_0 += wc[1] * d3;
+                        const cg_v d0 = VLOAD(dyc + ty*3584 + 7040 + 0), d1 = VLOAD(dyc + ty*3584 + 7040 + 16), d2 = VLOAD(dyc + ty*3584 + 7040 + 32), d3 = VLOAD(dyc + ty*3584 + 7040 + 48), d4 = VLOAD(dyc + ty*3584 + 7040 + 64), d5 = VLOAD(dyc + ty*3584 + 7040 + 80), d6 = VLOAD(dyc + ty*3584 + 7040 + 96), d7 = VLOAD(dyc + ty*3584 + 7040 + 112);
+                        a0_0 += wc[1] * d0; a1_0 += wc[1] * d1; a2_0 += wc[1] * d2; a3_0 += wc[1] * d3; a4_0 += wc[1] * d4; a5_0 += wc[1] * d5; a6_0 += wc[1] * d6; a7_0 += wc[1] * d7;
                     }
                     {
-                        const cg_v d0 = VLOAD(dyc + ty*3584 + 6912 + 0), d1 = VLOAD(dyc + ty*3584 + 6912 + 16), d2 = VLOAD(dyc + ty*3584 + 6912 + 32), d3 = VLOAD(dyc + ty*3584 + 6912 + 48);
-                        a0_0 += wc[2] * d0; a1_0 += wc[2] * d1; a2_0 += wc[2] * d2; a3_0 += wc[2] * d3;
+                        const cg_v d0 = VLOAD(dyc + ty*3584 + 6912 + 0), d1 = VLOAD(dyc + ty*3584 + 6912 + 16), d2 = VLOAD(dyc + ty*3584 + 6912 + 32), d3 = VLOAD(dyc + ty*3584 + 6912 + 48), d4 = VLOAD(dyc + ty*3584 + 6912 + 64), d5 = VLOAD(dyc + ty*3584 + 6912 + 80), d6 = VLOAD(dyc + ty*3584 + 6912 + 96), d7 = VLOAD(dyc + ty*3584 + 6912 + 112);
+                        a0_0 += wc[2] * d0; a1_0 += wc[2] * d1; a2_0 += wc[2] * d2; a3_0 += wc[2] * d3; a4_0 += wc[2] * d4; a5_0 += wc[2] * d5; a6_0 += wc[2] * d6; a7_0 += wc[2] * d7;
                     }
                     {
-                        const cg_v d0 = VLOAD(dyc + ty*3584 + 3456 + 0), d1 = VLOAD(dyc + ty*3584 + 3456 + 16), d2 = VLOAD(dyc + ty*3584 + 3456 + 32), d3 = VLOAD(dyc + ty*3584 + 3456 + 48);
-                        a0_0 += wc[4] * d0; a1_0 += wc[4] * d1; a2_0 += wc[4] * d2; a3_0 += wc[4] * d3;
+                        const cg_v d0 = VLOAD(dyc + ty*3584 + 3456 + 0), d1 = VLOAD(dyc + ty*3584 + 3456 + 16), d2 = VLOAD(dyc + ty*3584 + 3456 + 32), d3 = VLOAD(dyc + ty*3584 + 3456 + 48), d4 = VLOAD(dyc + ty*3584 + 3456 + 64), d5 = VLOAD(dyc + ty*3584 + 3456 + 80), d6 = VLOAD(dyc + ty*3584 + 3456 + 96), d7 = VLOAD(dyc + ty*3584 + 3456 + 112);
+                        a0_0 += wc[4] * d0; a1_0 += wc[4] * d1; a2_0 += wc[4] * d2; a3_0 += wc[4] * d3; a4_0 += wc[4] * d4; a5_0 += wc[4] * d5; a6_0 += wc[4] * d6; a7_0 += wc[4] * d7;
                     }
                     {
-                        const cg_v d0 = VLOAD(dyc + ty*3584 + 3328 + 0), d1 = VLOAD(dyc + ty*3584 + 3328 + 16), d2 = VLOAD(dyc + ty*3584 + 3328 + 32), d3 = VLOAD(dyc + ty*3584 + 3328 + 48);
-                        a0_0 += wc[5] * d0; a1_0 += wc[5] * d1; a2_0 += wc[5] * d2; a3_0 += wc[5] * d3;
+                        const cg_v d0 = VLOAD(dyc + ty*3584 + 3328 + 0), d1 = VLOAD(dyc + ty*3584 + 3328 + 16), d2 = VLOAD(dyc + ty*3584 + 3328 + 32), d3 = VLOAD(dyc + ty*3584 + 3328 + 48), d4 = VLOAD(dyc + ty*3584 + 3328 + 64), d5 = VLOAD(dyc + ty*3584 + 3328 + 80), d6 = VLOAD(dyc + ty*3584 + 3328 + 96), d7 = VLOAD(dyc + ty*3584 + 3328 + 112);
+                        a0_0 += wc[5] * d0; a1_0 += wc[5] * d1; a2_0 += wc[5] * d2; a3_0 += wc[5] * d3; a4_0 += wc[5] * d4; a5_0 += wc[5] * d5; a6_0 += wc[5] * d6; a7_0 += wc[5] * d7;
                     }
                     {
-                        const cg_v d0 = VLOAD(dyc + ty*3584 - 128 + 0), d1 = VLOAD(dyc + ty*3584 - 128 + 16), d2 = VLOAD(dyc + ty*3584 - 128 + 32), d3 = VLOAD(dyc + ty*3584 - 128 + 48);
-                        a0_0 += wc[7] * d0; a1_0 += wc[7] * d1; a2_0 += wc[7] * d2; a3_0 += wc[7] * d3;
+                        const cg_v d0 = VLOAD(dyc + ty*3584 - 128 + 0), d1 = VLOAD(dyc + ty*3584 - 128 + 16), d2 = VLOAD(dyc + ty*3584 - 128 + 32), d3 = VLOAD(dyc + ty*3584 - 128 + 48), d4 = VLOAD(dyc + ty*3584 - 128 + 64), d5 = VLOAD(dyc + ty*3584 - 128 + 80), d6 = VLOAD(dyc + ty*3584 - 128 + 96), d7 = VLOAD(dyc + ty*3584 - 128 + 112);
+                        a0_0 += wc[7] * d0; a1_0 += wc[7] * d1; a2_0 += wc[7] * d2; a3_0 += wc[7] * d3; a4_0 += wc[7] * d4; a5_0 += wc[7] * d5; a6_0 += wc[7] * d6; a7_0 += wc[7] * d7;
                     }
                     {
-                        const cg_v d0 = VLOAD(dyc + ty*3584 - 256 + 0), d1 = VLOAD(dyc + ty*3584 - 256 + 16), d2 = VLOAD(dyc + ty*3584 - 256 + 32), d3 = VLOAD(dyc + ty*3584 - 256 + 48);
-                        a0_0 += wc[8] * d0; a1_0 += wc[8] * d1; a2_0 += wc[8] * d2; a3_0 += wc[8] * d3;
+                        const cg_v d0 = VLOAD(dyc + ty*3584 - 256 + 0), d1 = VLOAD(dyc + ty*3584 - 256 + 16), d2 = VLOAD(dyc + ty*3584 - 256 + 32), d3 = VLOAD(dyc + ty*3584 - 256 + 48), d4 = VLOAD(dyc + ty*3584 - 256 + 64), d5 = VLOAD(dyc + ty*3584 - 256 + 80), d6 = VLOAD(dyc + ty*3584 - 256 + 96), d7 = VLOAD(dyc + ty*3584 - 256 + 112);
+                        a0_0 += wc[8] * d0; a1_0 += wc[8] * d1; a2_0 += wc[8] * d2; a3_0 += wc[8] * d3; a4_0 += wc[8] * d4; a5_0 += wc[8] * d5; a6_0 += wc[8] * d6; a7_0 += wc[8] * d7;
                     }
                 }
-                VSTORE(dxb + ty*3584 + 3456, a0_0); VSTORE(dxb + ty*3584 + 3472, a1_0); VSTORE(dxb + ty*3584 + 3488, a2_0); VSTORE(dxb + ty*3584 + 3504, a3_0);
+                VSTORE(dxb + ty*3584 + 3456, a0_0); VSTORE(dxb + ty*3584 + 3472, a1_0); VSTORE(dxb + ty*3584 + 3488, a2_0); VSTORE(dxb + ty*3584 + 3504, a3_0); VSTORE(dxb + ty*3584 + 3520, a4_0); VSTORE(dxb + ty*3584 + 3536, a5_0); VSTORE(dxb + ty*3584 + 3552, a6_0); VSTORE(dxb + ty*3584 + 3568, a7_0);
             }
         }
         {
-            cg_v a0_0 = vsplat(0.0f), a1_0 = vsplat(0.0f), a2_0 = vsplat(0.0f), a3_0 = vsplat(0.0f);
+            cg_v a0_0 = vsplat(0.0f), a1_0 = vsplat(0.0f), a2_0 = vsplat(0.0f), a3_0 = vsplat(0.0f), a4_0 = vsplat(0.0f), a5_0 = vsplat(0.0f), a6_0 = vsplat(0.0f), a7_0 = vsplat(0.0f);
             for (int co = 0; co < 16; co++) {
                 const float *restrict dyc = dyg + co*100352;
                 const float *restrict wc = wg + co*9;
                 {
-                    const cg_v d0 = VLOAD(dyc + 96896 + 0), d1 = VLOAD(dyc + 96896 + 16), d2 = VLOAD(dyc + 96896 + 32), d3 = VLOAD(dyc + 96896 + 48);
-                    a0_0 += wc[3] * d0; a1_0 += wc[3] * d1; a2_0 += wc[3] * d2; a3_0 += wc[3] * d3;
+                    const cg_v d0 = VLOAD(dyc + 96896 + 0), d1 = VLOAD(dyc + 96896 + 16), d2 = VLOAD(dyc + 96896 + 32), d3 = VLOAD(dyc + 96896 + 48), d4 = VLOAD(dyc + 96896 + 64), d5 = VLOAD(dyc + 96896 + 80), d6 = VLOAD(dyc + 96896 + 96), d7 = VLOAD(dyc + 96896 + 112);
+                    a0_0 += wc[3] * d0; a1_0 += wc[3] * d1; a2_0 += wc[3] * d2; a3_0 += wc[3] * d3; a4_0 += wc[3] * d4; a5_0 += wc[3] * d5; a6_0 += wc[3] * d6; a7_0 += wc[3] * d7;
                 }
                 {
-                    const cg_v d0 = VLOAD(dyc + 96768 + 0), d1 = VLOAD(dyc + 96768 + 16), d2 = VLOAD(dyc + 96768 + 32), d3 = VLOAD(dyc + 96768 + 48);
-                    a0_0 += wc[4] * d0; a1_0 += wc[4] * d1; a2_0 += wc[4] * d2; a3_0 += wc[4] * d3;
+                    const cg_v d0 = VLOAD(dyc + 96768 + 0), d1 = VLOAD(dyc + 96768 + 16), d2 = VLOAD(dyc + 96768 + 32), d3 = VLOAD(dyc + 96768 + 48), d4 = VLOAD(dyc + 96768 + 64), d5 = VLOAD(dyc + 96768 + 80), d6 = VLOAD(dyc + 96768 + 96), d7 = VLOAD(dyc + 96768 + 112);
+                    a0_0 += wc[4] * d0; a1_0 += wc[4] * d1; a2_0 += wc[4] * d2; a3_0 += wc[4] * d3; a4_0 += wc[4] * d4; a5_0 += wc[4] * d5; a6_0 += wc[4] * d6; a7_0 += wc[4] * d7;
                 }
                 {
-                    const cg_v d0 = VLOAD(dyc + 93312 + 0), d1 = VLOAD(dyc + 93312 + 16), d2 = VLOAD(dyc + 93312 + 32), d3 = VLOAD(dyc + 93312 + 48);
-                    a0_0 += wc[6] * d0; a1_0 += wc[6] * d1; a2_0 += wc[6] * d2; a3_0 += wc[6] * d3;
+                    const cg_v d0 = VLOAD(dyc + 93312 + 0), d1 = VLOAD(dyc + 93312 + 16), d2 = VLOAD(dyc + 93312 + 32), d3 = VLOAD(dyc + 93312 + 48), d4 = VLOAD(dyc + 93312 + 64), d5 = VLOAD(dyc + 93312 + 80), d6 = VLOAD(dyc + 93312 + 96), d7 = VLOAD(dyc + 93312 + 112);
+                    a0_0 += wc[6] * d0; a1_0 += wc[6] * d1; a2_0 += wc[6] * d2; a3_0 += wc[6] * d3; a4_0 += wc[6] * d4; a5_0 += wc[6] * d5; a6_0 += wc[6] * d6; a7_0 += wc[6] * d7;
                 }
                 {
-                    const cg_v d0 = VLOAD(dyc + 93184 + 0), d1 = VLOAD(dyc + 93184 + 16), d2 = VLOAD(dyc + 93184 + 32), d3 = VLOAD(dyc + 93184 + 48);
-                    a0_0 += wc[7] * d0; a1_0 += wc[7] * d1; a2_0 += wc[7] * d2; a3_0 += wc[7] * d3;
+                    const cg_v d0 = VLOAD(dyc + 93184 + 0), d1 = VLOAD(dyc + 93184 + 16), d2 = VLOAD(dyc + 93184 + 32), d3 = VLOAD(dyc + 93184 + 48), d4 = VLOAD(dyc + 93184 + 64), d5 = VLOAD(dyc + 93184 + 80), d6 = VLOAD(dyc + 93184 + 96), d7 = VLOAD(dyc + 93184 + 112);
+                    a0_0 += wc[7] * d0; a1_0 += wc[7] * d1; a2_0 += wc[7] * d2; a3_0 += wc[7] * d3; a4_0 += wc[7] * d4; a5_0 += wc[7] * d5; a6_0 += wc[7] * d6; a7_0 += wc[7] * d7;
                 }
             }
-            VSTORE(dxb + 96768, a0_0); VSTORE(dxb + 96784, a1_0); VSTORE(dxb + 96800, a2_0); VSTORE(dxb + 96816, a3_0);
+            VSTORE(dxb + 96768, a0_0); VSTORE(dxb + 96784, a1_0); VSTORE(dxb + 96800, a2_0); VSTORE(dxb + 96816, a3_0); VSTORE(dxb + 96832, a4_0); VSTORE(dxb + 96848, a5_0); VSTORE(dxb + 96864, a6_0); VSTORE(dxb + 96880, a7_0);
         }
         /* inputs rows 0+1*t (t=27..27), cols 0+1*t (t=1..26): 6 taps */
         for (int tx = 1; tx < 27; tx++) {
-            cg_v a0_0 = vsplat(0.0f), a1_0 = vsplat(0.0f), a2_0 = vsplat(0.0f), a3_0 = vsplat(0.0f);
+            cg_v a0_0 = vsplat(0.0f), a1_0 = vsplat(0.0f), a2_0 = vsplat(0.0f), a3_0 = vsplat(0.0f), a4_0 = vsplat(0.0f), a5_0 = vsplat(0.0f), a6_0 = vsplat(0.0f), a7_0 = vsplat(0.0f);
             for (int co = 0; co < 16; co++) {
                 const float *restrict dyc = dyg + co*100352;
                 const float *restrict wc = wg + co*9;
                 {
-                    const cg_v d0 = VLOAD(dyc + tx*128 + 96896 + 0), d1 = VLOAD(dyc + tx*128 + 96896 + 16), d2 = VLOAD(dyc + tx*128 + 96896 + 32), d3 = VLOAD(dyc + tx*128 + 96896 + 48);
-                    a0_0 += wc[3] * d0; a1_0 += wc[3] * d1; a2_0 += wc[3] * d2; a3_0 += wc[3] * d3;
+                    const cg_v d0 = VLOAD(dyc + tx*128 + 96896 + 0), d1 = VLOAD(dyc + tx*128 + 96896 + 16), d2 = VLOAD(dyc + tx*128 + 96896 + 32), d3 = VLOAD(dyc + tx*128 + 96896 + 48), d4 = VLOAD(dyc + tx*128 + 96896 + 64), d5 = VLOAD(dyc + tx*128 + 96896 + 80), d6 = VLOAD(dyc + tx*128 + 96896 + 96), d7 = VLOAD(dyc + tx*128 + 96896 + 112);
+                    a0_0 += wc[3] * d0; a1_0 += wc[3] * d1; a2_0 += wc[3] * d2; a3_0 += wc[3] * d3; a4_0 += wc[3] * d4; a5_0 += wc[3] * d5; a6_0 += wc[3] * d6; a7_0 += wc[3] * d7;
                 }
                 {
-                    const cg_v d0 = VLOAD(dyc + tx*128 + 96768 + 0), d1 = VLOAD(dyc + tx*128 + 96768 + 16), d2 = VLOAD(dyc + tx*128 + 96768 + 32), d3 = VLOAD(dyc + tx*128 + 96768 + 48);
-                    a0_0 += wc[4] * d0; a1_0 += wc[4] * d1; a2_0 += wc[4] * d2; a3_0 += wc[4] * d3;
+                    const cg_v d0 = VLOAD(dyc + tx*128 + 96768 + 0), d1 = VLOAD(dyc + tx*128 + 96768 + 16), d2 = VLOAD(dyc + tx*128 + 96768 + 32), d3 = VLOAD(dyc + tx*128 + 96768 + 48), d4 = VLOAD(dyc + tx*128 + 96768 + 64), d5 = VLOAD(dyc + tx*128 + 96768 + 80), d6 = VLOAD(dyc + tx*128 + 96768 + 96), d7 = VLOAD(dyc + tx*128 + 96768 + 112);
+                    a0_0 += wc[4] * d0; a1_0 += wc[4] * d1; a2_0 += wc[4] * d2; a3_0 += wc[4] * d3; a4_0 += wc[4] * d4; a5_0 += wc[4] * d5; a6_0 += wc[4] * d6; a7_0 += wc[4] * d7;
                 }
                 {
-                    const cg_v d0 = VLOAD(dyc + tx*128 + 96640 + 0), d1 = VLOAD(dyc + tx*128 + 96640 + 16), d2 = VLOAD(dyc + tx*128 + 96640 + 32), d3 = VLOAD(dyc + tx*128 + 96640 + 48);
-                    a0_0 += wc[5] * d0; a1_0 += wc[5] * d1; a2_0 += wc[5] * d2; a3_0 += wc[5] * d3;
+                    const cg_v d0 = VLOAD(dyc + tx*128 + 96640 + 0), d1 = VLOAD(dyc + tx*128 + 96640 + 16), d2 = VLOAD(dyc + tx*128 + 96640 + 32), d3 = VLOAD(dyc + tx*128 + 96640 + 48), d4 = VLOAD(dyc + tx*128 + 96640 + 64), d5 = VLOAD(dyc + tx*128 + 96640 + 80), d6 = VLOAD(dyc + tx*128 + 96640 + 96), d7 = VLOAD(dyc + tx*128 + 96640 + 112);
+                    a0_0 += wc[5] * d0; a1_0 += wc[5] * d1; a2_0 += wc[5] * d2; a3_0 += wc[5] * d3; a4_0 += wc[5] * d4; a5_0 += wc[5] * d5; a6_0 += wc[5] * d6; a7_0 += wc[5] * d7;
                 }
                 {
-                    const cg_v d0 = VLOAD(dyc + tx*128 + 93312 + 0), d1 = VLOAD(dyc + tx*128 + 93312 + 16), d2 = VLOAD(dyc + tx*128 + 93312 + 32), d3 = VLOAD(dyc + tx*128 + 93312 + 48);
-                    a0_0 += wc[6] * d0; a1_0 += wc[6] * d1; a2_0 += wc[6] * d2; a3_0 += wc[6] * d3;
+                    const cg_v d0 = VLOAD(dyc + tx*128 + 93312 + 0), d1 = VLOAD(dyc + tx*128 + 93312 + 16), d2 = VLOAD(dyc + tx*128 + 93312 + 32), d3 = VLOAD(dyc + tx*128 + 93312 + 48), d4 = VLOAD(dyc + tx*128 + 93312 + 64), d5 = VLOAD(dyc + tx*128 + 93312 + 80), d6 = VLOAD(dyc + tx*128 + 93312 + 96), d7 = VLOAD(dyc + tx*128 + 93312 + 112);
+                    a0_0 += wc[6] * d0; a1_0 += wc[6] * d1; a2_0 += wc[6] * d2; a3_0 += wc[6] * d3; a4_0 += wc[6] * d4; a5_0 += wc[6] * d5; a6_0 += wc[6] * d6; a7_0 += wc[6] * d7;
                 }
                 {
-                    const cg_v d0 = VLOAD(dyc + tx*128 + 93184 + 0), d1 = VLOAD(dyc + tx*128 + 93184 + 16), d2 = VLOAD(dyc + tx*128 + 93184 + 32), d3 = VLOAD(dyc + tx*128 + 93184 + 48);
-                    a0_0 += wc[7] * d0; a1_0 += wc[7] * d1; a2_0 += wc[7] * d2; a3_0 += wc[7] * d3;
+                    const cg_v d0 = VLOAD(dyc + tx*128 + 93184 + 0), d1 = VLOAD(dyc + tx*128 + 93184 + 16), d2 = VLOAD(dyc + tx*128 + 93184 + 32), d3 = VLOAD(dyc + tx*128 + 93184 + 48), d4 = VLOAD(dyc + tx*128 + 93184 + 64), d5 = VLOAD(dyc + tx*128 + 93184 + 80), d6 = VLOAD(dyc + tx*128 + 93184 + 96), d7 = VLOAD(dyc + tx*128 + 93184 + 112);
+                    a0_0 += wc[7] * d0; a1_0 += wc[7] * d1; a2_0 += wc[7] * d2; a3_0 += wc[7] * d3; a4_0 += wc[7] * d4; a5_0 += wc[7] * d5; a6_0 += wc[7] * d6; a7_0 += wc[7] * d7;
                 }
                 {
-                    const cg_v d0 = VLOAD(dyc + tx*128 + 93056 + 0), d1 = VLOAD(dyc + tx*128 + 93056 + 16), d2 = VLOAD(dyc + tx*128 + 93056 + 32), d3 = VLOAD(dyc + tx*128 + 93056 + 48);
-                    a0_0 += wc[8] * d0; a1_0 += wc[8] * d1; a2_0 += wc[8] * d2; a3_0 += wc[8] * d3;
+                    const cg_v d0 = VLOAD(dyc + tx*128 + 93056 + 0), d1 = VLOAD(dyc + tx*128 + 93056 + 16), d2 = VLOAD(dyc + tx*128 + 93056 + 32), d3 = VLOAD(dyc + tx*128 + 93056 + 48), d4 = VLOAD(dyc + tx*128 + 93056 + 64), d5 = VLOAD(dyc + tx*128 + 93056 + 80), d6 = VLOAD(dyc + tx*128 + 93056 + 96), d7 = VLOAD(dyc + tx*128 + 93056 + 112);
+                    a0_0 += wc[8] * d0; a1_0 += wc[8] * d1; a2_0 += wc[8] * d2; a3_0 += wc[8] * d3; a4_0 += wc[8] * d4; a5_0 += wc[8] * d5; a6_0 += wc[8] * d6; a7_0 += wc[8] * d7;
                 }
             }
-            VSTORE(dxb + tx*128 + 96768, a0_0); VSTORE(dxb + tx*128 + 96784, a1_0); VSTORE(dxb + tx*128 + 96800, a2_0); VSTORE(dxb + tx*128 + 96816, a3_0);
+            VSTORE(dxb + tx*128 + 96768, a0_0); VSTORE(dxb + tx*128 + 96784, a1_0); VSTORE(dxb + tx*128 + 96800, a2_0); VSTORE(dxb + tx*128 + 96816, a3_0); VSTORE(dxb + tx*128 + 96832, a4_0); VSTORE(dxb + tx*128 + 96848, a5_0); VSTORE(dxb + tx*128 + 96864, a6_0); VSTORE(dxb + tx*128 + 96880, a7_0);
         }
         {
-            cg_v a0_0 = vsplat(0.0f), a1_0 = vsplat(0.0f), a2_0 = vsplat(0.0f), a3_0 = vsplat(0.0f);
+            cg_v a0_0 = vsplat(0.0f), a1_0 = vsplat(0.0f), a2_0 = vsplat(0.0f), a3_0 = vsplat(0.0f), a4_0 = vsplat(0.0f), a5_0 = vsplat(0.0f), a6_0 = vsplat(0.0f), a7_0 = vsplat(0.0f);
             for (int co = 0; co < 16; co++) {
                 const float *restrict dyc = dyg + co*100352;
                 const float *restrict wc = wg + co*9;
                 {
-                    const cg_v d0 = VLOAD(dyc + 100224 + 0), d1 = VLOAD(dyc + 100224 + 16), d2 = VLOAD(dyc + 100224 + 32), d3 = VLOAD(dyc + 100224 + 48);
-                    a0_0 += wc[4] * d0; a1_0 += wc[4] * d1; a2_0 += wc[4] * d2; a3_0 += wc[4] * d3;
+                    const cg_v d0 = VLOAD(dyc + 100224 + 0), d1 = VLOAD(dyc + 100224 + 16), d2 = VLOAD(dyc + 100224 + 32), d3 = VLOAD(dyc + 100224 + 48), d4 = VLOAD(dyc + 100224 + 64), d5 = VLOAD(dyc + 100224 + 80), d6 = VLOAD(dyc + 100224 + 96), d7 = VLOAD(dyc + 100224 + 112);
+                    a0_0 += wc[4] * d0; a1_0 += wc[4] * d1; a2_0 += wc[4] * d2; a3_0 += wc[4] * d3; a4_0 += wc[4] * d4; a5_0 += wc[4] * d5; a6_0 += wc[4] * d6; a7_0 += wc[4] * d7;
                 }
                 {
-                    const cg_v d0 = VLOAD(dyc + 100096 + 0), d1 = VLOAD(dyc + 100096 + 16), d2 = VLOAD(dyc + 100096 + 32), d3 = VLOAD(dyc + 100096 + 48);
-                    a0_0 += wc[5] * d0; a1_0 += wc[5] * d1; a2_0 += wc[5] * d2; a3_0 += wc[5] * d3;
+                    const cg_v d0 = VLOAD(dyc + 100096 + 0), d1 = VLOAD(dyc + 100096 + 16), d2 = VLOAD(dyc + 100096 + 32), d3 = VLOAD(dyc + 100096 + 48), d4 = VLOAD(dyc + 100096 + 64), d5 = VLOAD(dyc + 100096 + 80), d6 = VLOAD(dyc + 100096 + 96), d7 = VLOAD(dyc + 100096 + 112);
+                    a0_0 += wc[5] * d0; a1_0 += wc[5] * d1; a2_0 += wc[5] * d2; a3_0 += wc[5] * d3; a4_0 += wc[5] * d4; a5_0 += wc[5] * d5; a6_0 += wc[5] * d6; a7_0 += wc[5] * d7;
                 }
                 {
-                    const cg_v d0 = VLOAD(dyc + 96640 + 0), d1 = VLOAD(dyc + 96640 + 16), d2 = VLOAD(dyc + 96640 + 32), d3 = VLOAD(dyc + 96640 + 48);
-                    a0_0 += wc[7] * d0; a1_0 += wc[7] * d1; a2_0 += wc[7] * d2; a3_0 += wc[7] * d3;
+                    const cg_v d0 = VLOAD(dyc + 96640 + 0), d1 = VLOAD(dyc + 96640 + 16), d2 = VLOAD(dyc + 96640 + 32), d3 = VLOAD(dyc + 96640 + 48), d4 = VLOAD(dyc + 96640 + 64), d5 = VLOAD(dyc + 96640 + 80), d6 = VLOAD(dyc + 96640 + 96), d7 = VLOAD(dyc + 96640 + 112);
+                    a0_0 += wc[7] * d0; a1_0 += wc[7] * d1; a2_0 += wc[7] * d2; a3_0 += wc[7] * d3; a4_0 += wc[7] * d4; a5_0 += wc[7] * d5; a6_0 += wc[7] * d6; a7_0 += wc[7] * d7;
                 }
                 {
-                    const cg_v d0 = VLOAD(dyc + 96512 + 0), d1 = VLOAD(dyc + 96512 + 16), d2 = VLOAD(dyc + 96512 + 32), d3 = VLOAD(dyc + 96512 + 48);
-                    a0_0 += wc[8] * d0; a1_0 += wc[8] * d1; a2_0 += wc[8] * d2; a3_0 += wc[8] * d3;
+                    const cg_v d0 = VLOAD(dyc + 96512 + 0), d1 = VLOAD(dyc + 96512 + 16), d2 = VLOAD(dyc + 96512 + 32), d3 = VLOAD(dyc + 96512 + 48), d4 = VLOAD(dyc + 96512 + 64), d5 = VLOAD(dyc + 96512 + 80), d6 = VLOAD(dyc + 96512 + 96), d7 = VLOAD(dyc + 96512 + 112);
+                    a0_0 += wc[8] * d0; a1_0 += wc[8] * d1; a2_0 += wc[8] * d2; a3_0 += wc[8] * d3; a4_0 += wc[8] * d4; a5_0 += wc[8] * d5; a6_0 += wc[8] * d6; a7_0 += wc[8] * d7;
                 }
             }
-            VSTORE(dxb + 100224, a0_0); VSTORE(dxb + 100240, a1_0); VSTORE(dxb + 100256, a2_0); VSTORE(dxb + 100272, a3_0);
+            VSTORE(dxb + 100224, a0_0); VSTORE(dxb + 100240, a1_0); VSTORE(dxb + 100256, a2_0); VSTORE(dxb + 100272, a3_0); VSTORE(dxb + 100288, a4_0); VSTORE(dxb + 100304, a5_0); VSTORE(dxb + 100320, a6_0); VSTORE(dxb + 100336, a7_0);
         }
     }
 }
@@ -14846,7 +14848,7 @@ static const int resnet20_inputs[] = {
 static const cg_layer resnet20_layers[] = {
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {1, 28, 28}, .ndim_out = 3, .out_shape = {16, 28, 28},
      .in_size = 784, .out_size = 12544, .act_offset = 100352, .lanes = 128, .line = 9, .col = 5,
-     .schedule = "lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=4,TCI=1] threaded", .n_inputs = 1, .inputs = resnet20_inputs + 0, .name = "conv1", .inplace = 0,
+     .schedule = "lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[PY=1,TB=8,TCI=1] threaded", .n_inputs = 1, .inputs = resnet20_inputs + 0, .name = "conv1", .inplace = 0,
      .kernel = {3, 3}, .stride = {1, 1}, .pad_lo = {1, 1}, .pad_hi = {1, 1}, .dilation = {1, 1},
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "batchnorm", .ndim_in = 3, .in_shape = {16, 28, 28}, .ndim_out = 3, .out_shape = {16, 28, 28},

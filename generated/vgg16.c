@@ -488,77 +488,90 @@ static void l00_conv2d_backward(float *restrict G, float *restrict S, const floa
         gb[co] += vsum(s);
     }
     /* tiles of 2 output channels x 9 taps (3 kernel rows) of one input channel */
+    float *restrict gacc = S + 6844224; /* the tiles' accumulators between bands */
+    memset(gacc, 0, sizeof(float) * 27648);
+    /* bands of 4 output rows: every tile reads the band's dy while it is in cache */
+    for (int n = 0; n < nb; n++) {
+        for (int b0 = 0; b0 < 224; b0 += 4) {
+            CG_PARALLEL_FOR
+            for (int t = 0; t < 96; t++) {
+                const int co0 = t / 3 * 2, ci = t % 3;
+                cg_v a0_0 = VLOAD(gacc + (size_t)t * 288 + 0), a0_1 = VLOAD(gacc + (size_t)t * 288 + 16), a0_2 = VLOAD(gacc + (size_t)t * 288 + 32), a0_3 = VLOAD(gacc + (size_t)t * 288 + 48), a0_4 = VLOAD(gacc + (size_t)t * 288 + 64), a0_5 = VLOAD(gacc + (size_t)t * 288 + 80), a0_6 = VLOAD(gacc + (size_t)t * 288 + 96), a0_7 = VLOAD(gacc + (size_t)t * 288 + 112), a0_8 = VLOAD(gacc + (size_t)t * 288 + 128);
+                cg_v a1_0 = VLOAD(gacc + (size_t)t * 288 + 144), a1_1 = VLOAD(gacc + (size_t)t * 288 + 160), a1_2 = VLOAD(gacc + (size_t)t * 288 + 176), a1_3 = VLOAD(gacc + (size_t)t * 288 + 192), a1_4 = VLOAD(gacc + (size_t)t * 288 + 208), a1_5 = VLOAD(gacc + (size_t)t * 288 + 224), a1_6 = VLOAD(gacc + (size_t)t * 288 + 240), a1_7 = VLOAD(gacc + (size_t)t * 288 + 256), a1_8 = VLOAD(gacc + (size_t)t * 288 + 272);
+                for (int oy = b0; oy < 224 && oy < b0 + 4; oy += 4) {
+                    const float *restrict dr = dy + ((size_t)n * 64 + co0) * 50176 + oy * 224;
+                    const float *restrict xr = xp + ((size_t)n * 3 + ci) * 51076 + (oy) * 226;
+                    for (int x = 0; x < 224; x += 16) {
+                        const cg_v d0_0 = VLOAD(dr + 0 + x), d0_1 = VLOAD(dr + 50176 + x);
+                        const cg_v d1_0 = VLOAD(dr + 224 + x), d1_1 = VLOAD(dr + 50400 + x);
+                        const cg_v d2_0 = VLOAD(dr + 448 + x), d2_1 = VLOAD(dr + 50624 + x);
+                        const cg_v d3_0 = VLOAD(dr + 672 + x), d3_1 = VLOAD(dr + 50848 + x);
+                        {
+                            cg_v v = VLOAD(xr + 0 + x); VKEEP(v); a0_0 += d0_0 * v; a1_0 += d0_1 * v;
+                        }
+                        {
+                            cg_v v = VLOAD(xr + 1 + x); VKEEP(v); a0_1 += d0_0 * v; a1_1 += d0_1 * v;
+                        }
+                        {
+                            cg_v v = VLOAD(xr + 2 + x); VKEEP(v); a0_2 += d0_0 * v; a1_2 += d0_1 * v;
+                        }
+                        {
+                            cg_v v = VLOAD(xr + 226 + x); VKEEP(v); a0_3 += d0_0 * v; a1_3 += d0_1 * v; a0_0 += d1_0 * v; a1_0 += d1_1 * v;
+                        }
+                        {
+                            cg_v v = VLOAD(xr + 227 + x); VKEEP(v); a0_4 += d0_0 * v; a1_4 += d0_1 * v; a0_1 += d1_0 * v; a1_1 += d1_1 * v;
+                        }
+                        {
+                            cg_v v = VLOAD(xr + 228 + x); VKEEP(v); a0_5 += d0_0 * v; a1_5 += d0_1 * v; a0_2 += d1_0 * v; a1_2 += d1_1 * v;
+                        }
+                        {
+                            cg_v v = VLOAD(xr + 452 + x); VKEEP(v); a0_6 += d0_0 * v; a1_6 += d0_1 * v; a0_3 += d1_0 * v; a1_3 += d1_1 * v; a0_0 += d2_0 * v; a1_0 += d2_1 * v;
+                        }
+                        {
+                            cg_v v = VLOAD(xr + 453 + x); VKEEP(v); a0_7 += d0_0 * v; a1_7 += d0_1 * v; a0_4 += d1_0 * v; a1_4 += d1_1 * v; a0_1 += d2_0 * v; a1_1 += d2_1 * v;
+                        }
+                        {
+                            cg_v v = VLOAD(xr + 454 + x); VKEEP(v); a0_8 += d0_0 * v; a1_8 += d0_1 * v; a0_5 += d1_0 * v; a1_5 += d1_1 * v; a0_2 += d2_0 * v; a1_2 += d2_1 * v;
+                        }
+                        {
+                            cg_v v = VLOAD(xr + 678 + x); VKEEP(v); a0_6 += d1_0 * v; a1_6 += d1_1 * v; a0_3 += d2_0 * v; a1_3 += d2_1 * v; a0_0 += d3_0 * v; a1_0 += d3_1 * v;
+                        }
+                        {
+                            cg_v v = VLOAD(xr + 679 + x); VKEEP(v); a0_7 += d1_0 * v; a1_7 += d1_1 * v; a0_4 += d2_0 * v; a1_4 += d2_1 * v; a0_1 += d3_0 * v; a1_1 += d3_1 * v;
+                        }
+                        {
+                            cg_v v = VLOAD(xr + 680 + x); VKEEP(v); a0_8 += d1_0 * v; a1_8 += d1_1 * v; a0_5 += d2_0 * v; a1_5 += d2_1 * v; a0_2 += d3_0 * v; a1_2 += d3_1 * v;
+                        }
+                        {
+                            cg_v v = VLOAD(xr + 904 + x); VKEEP(v); a0_6 += d2_0 * v; a1_6 += d2_1 * v; a0_3 += d3_0 * v; a1_3 += d3_1 * v;
+                        }
+                        {
+                            cg_v v = VLOAD(xr + 905 + x); VKEEP(v); a0_7 += d2_0 * v; a1_7 += d2_1 * v; a0_4 += d3_0 * v; a1_4 += d3_1 * v;
+                        }
+                        {
+                            cg_v v = VLOAD(xr + 906 + x); VKEEP(v); a0_8 += d2_0 * v; a1_8 += d2_1 * v; a0_5 += d3_0 * v; a1_5 += d3_1 * v;
+                        }
+                        {
+                            cg_v v = VLOAD(xr + 1130 + x); VKEEP(v); a0_6 += d3_0 * v; a1_6 += d3_1 * v;
+                        }
+                        {
+                            cg_v v = VLOAD(xr + 1131 + x); VKEEP(v); a0_7 += d3_0 * v; a1_7 += d3_1 * v;
+                        }
+                        {
+                            cg_v v = VLOAD(xr + 1132 + x); VKEEP(v); a0_8 += d3_0 * v; a1_8 += d3_1 * v;
+                        }
+                    }
+                }
+                VSTORE(gacc + (size_t)t * 288 + 0, a0_0); VSTORE(gacc + (size_t)t * 288 + 16, a0_1); VSTORE(gacc + (size_t)t * 288 + 32, a0_2); VSTORE(gacc + (size_t)t * 288 + 48, a0_3); VSTORE(gacc + (size_t)t * 288 + 64, a0_4); VSTORE(gacc + (size_t)t * 288 + 80, a0_5); VSTORE(gacc + (size_t)t * 288 + 96, a0_6); VSTORE(gacc + (size_t)t * 288 + 112, a0_7); VSTORE(gacc + (size_t)t * 288 + 128, a0_8);
+                VSTORE(gacc + (size_t)t * 288 + 144, a1_0); VSTORE(gacc + (size_t)t * 288 + 160, a1_1); VSTORE(gacc + (size_t)t * 288 + 176, a1_2); VSTORE(gacc + (size_t)t * 288 + 192, a1_3); VSTORE(gacc + (size_t)t * 288 + 208, a1_4); VSTORE(gacc + (size_t)t * 288 + 224, a1_5); VSTORE(gacc + (size_t)t * 288 + 240, a1_6); VSTORE(gacc + (size_t)t * 288 + 256, a1_7); VSTORE(gacc + (size_t)t * 288 + 272, a1_8);
+            }
+        }
+    }
     CG_PARALLEL_FOR
     for (int t = 0; t < 96; t++) {
         const int co0 = t / 3 * 2, ci = t % 3;
-        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f), a0_4 = vsplat(0.0f), a0_5 = vsplat(0.0f), a0_6 = vsplat(0.0f), a0_7 = vsplat(0.0f), a0_8 = vsplat(0.0f);
-        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f), a1_3 = vsplat(0.0f), a1_4 = vsplat(0.0f), a1_5 = vsplat(0.0f), a1_6 = vsplat(0.0f), a1_7 = vsplat(0.0f), a1_8 = vsplat(0.0f);
-        for (int n = 0; n < nb; n++) {
-            for (int oy = 0; oy < 224; oy += 4) {
-                const float *restrict dr = dy + ((size_t)n * 64 + co0) * 50176 + oy * 224;
-                const float *restrict xr = xp + ((size_t)n * 3 + ci) * 51076 + (oy) * 226;
-                for (int x = 0; x < 224; x += 16) {
-                    const cg_v d0_0 = VLOAD(dr + 0 + x), d0_1 = VLOAD(dr + 50176 + x);
-                    const cg_v d1_0 = VLOAD(dr + 224 + x), d1_1 = VLOAD(dr + 50400 + x);
-                    const cg_v d2_0 = VLOAD(dr + 448 + x), d2_1 = VLOAD(dr + 50624 + x);
-                    const cg_v d3_0 = VLOAD(dr + 672 + x), d3_1 = VLOAD(dr + 50848 + x);
-                    {
-                        cg_v v = VLOAD(xr + 0 + x); VKEEP(v); a0_0 += d0_0 * v; a1_0 += d0_1 * v;
-                    }
-                    {
-                        cg_v v = VLOAD(xr + 1 + x); VKEEP(v); a0_1 += d0_0 * v; a1_1 += d0_1 * v;
-                    }
-                    {
-                        cg_v v = VLOAD(xr + 2 + x); VKEEP(v); a0_2 += d0_0 * v; a1_2 += d0_1 * v;
-                    }
-                    {
-                        cg_v v = VLOAD(xr + 226 + x); VKEEP(v); a0_3 += d0_0 * v; a1_3 += d0_1 * v; a0_0 += d1_0 * v; a1_0 += d1_1 * v;
-                    }
-                    {
-                        cg_v v = VLOAD(xr + 227 + x); VKEEP(v); a0_4 += d0_0 * v; a1_4 += d0_1 * v; a0_1 += d1_0 * v; a1_1 += d1_1 * v;
-                    }
-                    {
-                        cg_v v = VLOAD(xr + 228 + x); VKEEP(v); a0_5 += d0_0 * v; a1_5 += d0_1 * v; a0_2 += d1_0 * v; a1_2 += d1_1 * v;
-                    }
-                    {
-                        cg_v v = VLOAD(xr + 452 + x); VKEEP(v); a0_6 += d0_0 * v; a1_6 += d0_1 * v; a0_3 += d1_0 * v; a1_3 += d1_1 * v; a0_0 += d2_0 * v; a1_0 += d2_1 * v;
-                    }
-                    {
-                        cg_v v = VLOAD(xr + 453 + x); VKEEP(v); a0_7 += d0_0 * v; a1_7 += d0_1 * v; a0_4 += d1_0 * v; a1_4 += d1_1 * v; a0_1 += d2_0 * v; a1_1 += d2_1 * v;
-                    }
-                    {
-                        cg_v v = VLOAD(xr + 454 + x); VKEEP(v); a0_8 += d0_0 * v; a1_8 += d0_1 * v; a0_5 += d1_0 * v; a1_5 += d1_1 * v; a0_2 += d2_0 * v; a1_2 += d2_1 * v;
-                    }
-                    {
-                        cg_v v = VLOAD(xr + 678 + x); VKEEP(v); a0_6 += d1_0 * v; a1_6 += d1_1 * v; a0_3 += d2_0 * v; a1_3 += d2_1 * v; a0_0 += d3_0 * v; a1_0 += d3_1 * v;
-                    }
-                    {
-                        cg_v v = VLOAD(xr + 679 + x); VKEEP(v); a0_7 += d1_0 * v; a1_7 += d1_1 * v; a0_4 += d2_0 * v; a1_4 += d2_1 * v; a0_1 += d3_0 * v; a1_1 += d3_1 * v;
-                    }
-                    {
-                        cg_v v = VLOAD(xr + 680 + x); VKEEP(v); a0_8 += d1_0 * v; a1_8 += d1_1 * v; a0_5 += d2_0 * v; a1_5 += d2_1 * v; a0_2 += d3_0 * v; a1_2 += d3_1 * v;
-                    }
-                    {
-                        cg_v v = VLOAD(xr + 904 + x); VKEEP(v); a0_6 += d2_0 * v; a1_6 += d2_1 * v; a0_3 += d3_0 * v; a1_3 += d3_1 * v;
-                    }
-                    {
-                        cg_v v = VLOAD(xr + 905 + x); VKEEP(v); a0_7 += d2_0 * v; a1_7 += d2_1 * v; a0_4 += d3_0 * v; a1_4 += d3_1 * v;
-                    }
-                    {
-                        cg_v v = VLOAD(xr + 906 + x); VKEEP(v); a0_8 += d2_0 * v; a1_8 += d2_1 * v; a0_5 += d3_0 * v; a1_5 += d3_1 * v;
-                    }
-                    {
-                        cg_v v = VLOAD(xr + 1130 + x); VKEEP(v); a0_6 += d3_0 * v; a1_6 += d3_1 * v;
-                    }
-                    {
-                        cg_v v = VLOAD(xr + 1131 + x); VKEEP(v); a0_7 += d3_0 * v; a1_7 += d3_1 * v;
-                    }
-                    {
-                        cg_v v = VLOAD(xr + 1132 + x); VKEEP(v); a0_8 += d3_0 * v; a1_8 += d3_1 * v;
-                    }
-                }
-            }
-        }
+        const cg_v a0_0 = VLOAD(gacc + (size_t)t * 288 + 0), a0_1 = VLOAD(gacc + (size_t)t * 288 + 16), a0_2 = VLOAD(gacc + (size_t)t * 288 + 32), a0_3 = VLOAD(gacc + (size_t)t * 288 + 48), a0_4 = VLOAD(gacc + (size_t)t * 288 + 64), a0_5 = VLOAD(gacc + (size_t)t * 288 + 80), a0_6 = VLOAD(gacc + (size_t)t * 288 + 96), a0_7 = VLOAD(gacc + (size_t)t * 288 + 112), a0_8 = VLOAD(gacc + (size_t)t * 288 + 128);
+        const cg_v a1_0 = VLOAD(gacc + (size_t)t * 288 + 144), a1_1 = VLOAD(gacc + (size_t)t * 288 + 160), a1_2 = VLOAD(gacc + (size_t)t * 288 + 176), a1_3 = VLOAD(gacc + (size_t)t * 288 + 192), a1_4 = VLOAD(gacc + (size_t)t * 288 + 208), a1_5 = VLOAD(gacc + (size_t)t * 288 + 224), a1_6 = VLOAD(gacc + (size_t)t * 288 + 240), a1_7 = VLOAD(gacc + (size_t)t * 288 + 256), a1_8 = VLOAD(gacc + (size_t)t * 288 + 272);
         gw[(size_t)(co0 + 0) * 27 + ci * 9 + 0] += vsum(a0_0);
         gw[(size_t)(co0 + 0) * 27 + ci * 9 + 1] += vsum(a0_1);
         gw[(size_t)(co0 + 0) * 27 + ci * 9 + 2] += vsum(a0_2);
@@ -585,26 +598,30 @@ static void l00_conv2d_backward_dx(const float *restrict P, float *restrict S, c
     /* x [N][3x224x224], y [N][64x224x224] */
     const float *restrict w = P;
     float *restrict dyp = S + 306480;
-    /* dy -> zero-padded planes 226x226 */
+    /* dy -> zero-padded rows [n][226][64][226] */
     CG_PARALLEL_FOR
     for (int pl = 0; pl < nb * 64; pl++) {
+        const int n = pl / 64, c = pl % 64;
         const float *restrict s = dy + (size_t)pl * 50176;
-        float *restrict d = dyp + (size_t)pl * 51076;
-        memset(d, 0, sizeof(float) * 226);
-        for (int i = 0; i < 224; i++) {
-            float *restrict r = d + (i + 1) * 226;
-            memset(r, 0, sizeof(float) * 1);
-            memcpy(r + 1, s + i * 224, sizeof(float) * 224);
-            memset(r + 225, 0, sizeof(float) * 1);
+        float *restrict d = dyp + (size_t)n * 3268864 + c * 226;
+        for (int i = 0; i < 226; i++) {
+            float *restrict r = d + (size_t)i * 14464;
+            if (i < 1 || i >= 225) {
+                memset(r, 0, sizeof(float) * 226);
+            }
+            else {
+                memset(r, 0, sizeof(float) * 1);
+                memcpy(r + 1, s + (i - 1) * 224, sizeof(float) * 224);
+                memset(r + 225, 0, sizeof(float) * 1);
+            }
         }
-        memset(d + 50850, 0, sizeof(float) * 226);
     }
     memset(dyp + (size_t)nb * 3268864, 0, sizeof(float) * 16); /* slack read by partial vectors */
     /* tiles of 3 input channels x 4 vectors of an input row */
     CG_PARALLEL_FOR
     for (int r = 0; r < nb * 224; r++) {
         const int n = r / 224, iy = r % 224;
-        const float *restrict dr0 = dyp + ((size_t)n * 14464 + iy) * 226;
+        const float *restrict dr0 = dyp + ((size_t)n * 226 + iy) * 14464;
         float *restrict xr = dx + ((size_t)n * 672 + iy) * 224;
         {
             const int ci0 = 0;
@@ -613,40 +630,41 @@ static void l00_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                 cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f), a1_3 = vsplat(0.0f);
                 cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f), a2_2 = vsplat(0.0f), a2_3 = vsplat(0.0f);
                 for (int co = 0; co < 64; co++) {
-                    const float *restrict dr = dr0 + (size_t)co * 51076 + x0;
+                    const float *restrict dr = dr0 + co * 226 + x0;
+                    __builtin_prefetch(dr + 452); __builtin_prefetch(dr + 468); __builtin_prefetch(dr + 484); __builtin_prefetch(dr + 500); __builtin_prefetch(dr + 516); __builtin_prefetch(dr + 14916); __builtin_prefetch(dr + 14932); __builtin_prefetch(dr + 14948); __builtin_prefetch(dr + 14964); __builtin_prefetch(dr + 14980); __builtin_prefetch(dr + 29380); __builtin_prefetch(dr + 29396); __builtin_prefetch(dr + 29412); __builtin_prefetch(dr + 29428); __builtin_prefetch(dr + 29444);
                     const float *restrict wr = w + (size_t)co * 27 + ci0 * 9;
                     {
-                        cg_v v0 = VLOAD(dr + 454), v1 = VLOAD(dr + 470), v2 = VLOAD(dr + 486), v3 = VLOAD(dr + 502); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        cg_v v0 = VLOAD(dr + 28930), v1 = VLOAD(dr + 28946), v2 = VLOAD(dr + 28962), v3 = VLOAD(dr + 28978); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
                         a0_0 += wr[0] * v0; a0_1 += wr[0] * v1; a0_2 += wr[0] * v2; a0_3 += wr[0] * v3;
                         a1_0 += wr[9] * v0; a1_1 += wr[9] * v1; a1_2 += wr[9] * v2; a1_3 += wr[9] * v3;
                         a2_0 += wr[18] * v0; a2_1 += wr[18] * v1; a2_2 += wr[18] * v2; a2_3 += wr[18] * v3;
                     }
                     {
-                        cg_v v0 = VLOAD(dr + 453), v1 = VLOAD(dr + 469), v2 = VLOAD(dr + 485), v3 = VLOAD(dr + 501); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        cg_v v0 = VLOAD(dr + 28929), v1 = VLOAD(dr + 28945), v2 = VLOAD(dr + 28961), v3 = VLOAD(dr + 28977); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
                         a0_0 += wr[1] * v0; a0_1 += wr[1] * v1; a0_2 += wr[1] * v2; a0_3 += wr[1] * v3;
                         a1_0 += wr[10] * v0; a1_1 += wr[10] * v1; a1_2 += wr[10] * v2; a1_3 += wr[10] * v3;
                         a2_0 += wr[19] * v0; a2_1 += wr[19] * v1; a2_2 += wr[19] * v2; a2_3 += wr[19] * v3;
                     }
                     {
-                        cg_v v0 = VLOAD(dr + 452), v1 = VLOAD(dr + 468), v2 = VLOAD(dr + 484), v3 = VLOAD(dr + 500); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        cg_v v0 = VLOAD(dr + 28928), v1 = VLOAD(dr + 28944), v2 = VLOAD(dr + 28960), v3 = VLOAD(dr + 28976); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
                         a0_0 += wr[2] * v0; a0_1 += wr[2] * v1; a0_2 += wr[2] * v2; a0_3 += wr[2] * v3;
                         a1_0 += wr[11] * v0; a1_1 += wr[11] * v1; a1_2 += wr[11] * v2; a1_3 += wr[11] * v3;
                         a2_0 += wr[20] * v0; a2_1 += wr[20] * v1; a2_2 += wr[20] * v2; a2_3 += wr[20] * v3;
                     }
                     {
-                        cg_v v0 = VLOAD(dr + 228), v1 = VLOAD(dr + 244), v2 = VLOAD(dr + 260), v3 = VLOAD(dr + 276); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        cg_v v0 = VLOAD(dr + 14466), v1 = VLOAD(dr + 14482), v2 = VLOAD(dr + 14498), v3 = VLOAD(dr + 14514); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
                         a0_0 += wr[3] * v0; a0_1 += wr[3] * v1; a0_2 += wr[3] * v2; a0_3 += wr[3] * v3;
                         a1_0 += wr[12] * v0; a1_1 += wr[12] * v1; a1_2 += wr[12] * v2; a1_3 += wr[12] * v3;
                         a2_0 += wr[21] * v0; a2_1 += wr[21] * v1; a2_2 += wr[21] * v2; a2_3 += wr[21] * v3;
                     }
                     {
-                        cg_v v0 = VLOAD(dr + 227), v1 = VLOAD(dr + 243), v2 = VLOAD(dr + 259), v3 = VLOAD(dr + 275); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        cg_v v0 = VLOAD(dr + 14465), v1 = VLOAD(dr + 14481), v2 = VLOAD(dr + 14497), v3 = VLOAD(dr + 14513); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
                         a0_0 += wr[4] * v0; a0_1 += wr[4] * v1; a0_2 += wr[4] * v2; a0_3 += wr[4] * v3;
                         a1_0 += wr[13] * v0; a1_1 += wr[13] * v1; a1_2 += wr[13] * v2; a1_3 += wr[13] * v3;
                         a2_0 += wr[22] * v0; a2_1 += wr[22] * v1; a2_2 += wr[22] * v2; a2_3 += wr[22] * v3;
                     }
                     {
-                        cg_v v0 = VLOAD(dr + 226), v1 = VLOAD(dr + 242), v2 = VLOAD(dr + 258), v3 = VLOAD(dr + 274); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        cg_v v0 = VLOAD(dr + 14464), v1 = VLOAD(dr + 14480), v2 = VLOAD(dr + 14496), v3 = VLOAD(dr + 14512); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
                         a0_0 += wr[5] * v0; a0_1 += wr[5] * v1; a0_2 += wr[5] * v2; a0_3 += wr[5] * v3;
                         a1_0 += wr[14] * v0; a1_1 += wr[14] * v1; a1_2 += wr[14] * v2; a1_3 += wr[14] * v3;
                         a2_0 += wr[23] * v0; a2_1 += wr[23] * v1; a2_2 += wr[23] * v2; a2_3 += wr[23] * v3;
@@ -680,40 +698,41 @@ static void l00_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                 cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
                 cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
                 for (int co = 0; co < 64; co++) {
-                    const float *restrict dr = dr0 + (size_t)co * 51076 + x0;
+                    const float *restrict dr = dr0 + co * 226 + x0;
+                    __builtin_prefetch(dr + 452); __builtin_prefetch(dr + 468); __builtin_prefetch(dr + 484); __builtin_prefetch(dr + 14916); __builtin_prefetch(dr + 14932); __builtin_prefetch(dr + 14948); __builtin_prefetch(dr + 29380); __builtin_prefetch(dr + 29396); __builtin_prefetch(dr + 29412);
                     const float *restrict wr = w + (size_t)co * 27 + ci0 * 9;
                     {
-                        cg_v v0 = VLOAD(dr + 454), v1 = VLOAD(dr + 470); VKEEP(v0); VKEEP(v1);
+                        cg_v v0 = VLOAD(dr + 28930), v1 = VLOAD(dr + 28946); VKEEP(v0); VKEEP(v1);
                         a0_0 += wr[0] * v0; a0_1 += wr[0] * v1;
                         a1_0 += wr[9] * v0; a1_1 += wr[9] * v1;
                         a2_0 += wr[18] * v0; a2_1 += wr[18] * v1;
                     }
                     {
-                        cg_v v0 = VLOAD(dr + 453), v1 = VLOAD(dr + 469); VKEEP(v0); VKEEP(v1);
+                        cg_v v0 = VLOAD(dr + 28929), v1 = VLOAD(dr + 28945); VKEEP(v0); VKEEP(v1);
                         a0_0 += wr[1] * v0; a0_1 += wr[1] * v1;
                         a1_0 += wr[10] * v0; a1_1 += wr[10] * v1;
                         a2_0 += wr[19] * v0; a2_1 += wr[19] * v1;
                     }
                     {
-                        cg_v v0 = VLOAD(dr + 452), v1 = VLOAD(dr + 468); VKEEP(v0); VKEEP(v1);
+                        cg_v v0 = VLOAD(dr + 28928), v1 = VLOAD(dr + 28944); VKEEP(v0); VKEEP(v1);
                         a0_0 += wr[2] * v0; a0_1 += wr[2] * v1;
                         a1_0 += wr[11] * v0; a1_1 += wr[11] * v1;
                         a2_0 += wr[20] * v0; a2_1 += wr[20] * v1;
                     }
                     {
-                        cg_v v0 = VLOAD(dr + 228), v1 = VLOAD(dr + 244); VKEEP(v0); VKEEP(v1);
+                        cg_v v0 = VLOAD(dr + 14466), v1 = VLOAD(dr + 14482); VKEEP(v0); VKEEP(v1);
                         a0_0 += wr[3] * v0; a0_1 += wr[3] * v1;
                         a1_0 += wr[12] * v0; a1_1 += wr[12] * v1;
                         a2_0 += wr[21] * v0; a2_1 += wr[21] * v1;
                     }
                     {
-                        cg_v v0 = VLOAD(dr + 227), v1 = VLOAD(dr + 243); VKEEP(v0); VKEEP(v1);
+                        cg_v v0 = VLOAD(dr + 14465), v1 = VLOAD(dr + 14481); VKEEP(v0); VKEEP(v1);
                         a0_0 += wr[4] * v0; a0_1 += wr[4] * v1;
                         a1_0 += wr[13] * v0; a1_1 += wr[13] * v1;
                         a2_0 += wr[22] * v0; a2_1 += wr[22] * v1;
                     }
                     {
-                        cg_v v0 = VLOAD(dr + 226), v1 = VLOAD(dr + 242); VKEEP(v0); VKEEP(v1);
+                        cg_v v0 = VLOAD(dr + 14464), v1 = VLOAD(dr + 14480); VKEEP(v0); VKEEP(v1);
                         a0_0 += wr[5] * v0; a0_1 += wr[5] * v1;
                         a1_0 += wr[14] * v0; a1_1 += wr[14] * v1;
                         a2_0 += wr[23] * v0; a2_1 += wr[23] * v1;
@@ -1265,26 +1284,30 @@ static void l02_conv2d_backward_dx(const float *restrict P, float *restrict S, c
     /* x [N][64x224x224], y [N][64x224x224] */
     const float *restrict w = P;
     float *restrict dyp = S + 6537744;
-    /* dy -> zero-padded planes 226x226 */
+    /* dy -> zero-padded rows [n][226][64][226] */
     CG_PARALLEL_FOR
     for (int pl = 0; pl < nb * 64; pl++) {
+        const int n = pl / 64, c = pl % 64;
         const float *restrict s = dy + (size_t)pl * 50176;
-        float *restrict d = dyp + (size_t)pl * 51076;
-        memset(d, 0, sizeof(float) * 226);
-        for (int i = 0; i < 224; i++) {
-            float *restrict r = d + (i + 1) * 226;
-            memset(r, 0, sizeof(float) * 1);
-            memcpy(r + 1, s + i * 224, sizeof(float) * 224);
-            memset(r + 225, 0, sizeof(float) * 1);
+        float *restrict d = dyp + (size_t)n * 3268864 + c * 226;
+        for (int i = 0; i < 226; i++) {
+            float *restrict r = d + (size_t)i * 14464;
+            if (i < 1 || i >= 225) {
+                memset(r, 0, sizeof(float) * 226);
+            }
+            else {
+                memset(r, 0, sizeof(float) * 1);
+                memcpy(r + 1, s + (i - 1) * 224, sizeof(float) * 224);
+                memset(r + 225, 0, sizeof(float) * 1);
+            }
         }
-        memset(d + 50850, 0, sizeof(float) * 226);
     }
     memset(dyp + (size_t)nb * 3268864, 0, sizeof(float) * 16); /* slack read by partial vectors */
     /* tiles of 6 input channels x 4 vectors of an input row */
     CG_PARALLEL_FOR
     for (int r = 0; r < nb * 224; r++) {
         const int n = r / 224, iy = r % 224;
-        const float *restrict dr0 = dyp + ((size_t)n * 14464 + iy) * 226;
+        const float *restrict dr0 = dyp + ((size_t)n * 226 + iy) * 14464;
         float *restrict xr = dx + ((size_t)n * 14336 + iy) * 224;
         for (int ci0 = 0; ci0 < 60; ci0 += 6) {
             for (int x0 = 0; x0 < 192; x0 += 64) {
@@ -1295,10 +1318,11 @@ static void l02_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                 cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f), a4_2 = vsplat(0.0f), a4_3 = vsplat(0.0f);
                 cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f), a5_2 = vsplat(0.0f), a5_3 = vsplat(0.0f);
                 for (int co = 0; co < 64; co++) {
-                    const float *restrict dr = dr0 + (size_t)co * 51076 + x0;
+                    const float *restrict dr = dr0 + co * 226 + x0;
+                    __builtin_prefetch(dr + 452); __builtin_prefetch(dr + 468); __builtin_prefetch(dr + 484); __builtin_prefetch(dr + 500); __builtin_prefetch(dr + 516); __builtin_prefetch(dr + 14916); __builtin_prefetch(dr + 14932); __builtin_prefetch(dr + 14948); __builtin_prefetch(dr + 14964); __builtin_prefetch(dr + 14980); __builtin_prefetch(dr + 29380); __builtin_prefetch(dr + 29396); __builtin_prefetch(dr + 29412); __builtin_prefetch(dr + 29428); __builtin_prefetch(dr + 29444);
                     const float *restrict wr = w + (size_t)co * 576 + ci0 * 9;
                     {
-                        cg_v v0 = VLOAD(dr + 454), v1 = VLOAD(dr + 470), v2 = VLOAD(dr + 486), v3 = VLOAD(dr + 502); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        cg_v v0 = VLOAD(dr + 28930), v1 = VLOAD(dr + 28946), v2 = VLOAD(dr + 28962), v3 = VLOAD(dr + 28978); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
                         a0_0 += wr[0] * v0; a0_1 += wr[0] * v1; a0_2 += wr[0] * v2; a0_3 += wr[0] * v3;
                         a1_0 += wr[9] * v0; a1_1 += wr[9] * v1; a1_2 += wr[9] * v2; a1_3 += wr[9] * v3;
                         a2_0 += wr[18] * v0; a2_1 += wr[18] * v1; a2_2 += wr[18] * v2; a2_3 += wr[18] * v3;
@@ -1307,7 +1331,7 @@ static void l02_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         a5_0 += wr[45] * v0; a5_1 += wr[45] * v1; a5_2 += wr[45] * v2; a5_3 += wr[45] * v3;
                     }
                     {
-                        cg_v v0 = VLOAD(dr + 453), v1 = VLOAD(dr + 469), v2 = VLOAD(dr + 485), v3 = VLOAD(dr + 501); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        cg_v v0 = VLOAD(dr + 28929), v1 = VLOAD(dr + 28945), v2 = VLOAD(dr + 28961), v3 = VLOAD(dr + 28977); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
                         a0_0 += wr[1] * v0; a0_1 += wr[1] * v1; a0_2 += wr[1] * v2; a0_3 += wr[1] * v3;
                         a1_0 += wr[10] * v0; a1_1 += wr[10] * v1; a1_2 += wr[10] * v2; a1_3 += wr[10] * v3;
                         a2_0 += wr[19] * v0; a2_1 += wr[19] * v1; a2_2 += wr[19] * v2; a2_3 += wr[19] * v3;
@@ -1316,7 +1340,7 @@ static void l02_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         a5_0 += wr[46] * v0; a5_1 += wr[46] * v1; a5_2 += wr[46] * v2; a5_3 += wr[46] * v3;
                     }
                     {
-                        cg_v v0 = VLOAD(dr + 452), v1 = VLOAD(dr + 468), v2 = VLOAD(dr + 484), v3 = VLOAD(dr + 500); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        cg_v v0 = VLOAD(dr + 28928), v1 = VLOAD(dr + 28944), v2 = VLOAD(dr + 28960), v3 = VLOAD(dr + 28976); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
                         a0_0 += wr[2] * v0; a0_1 += wr[2] * v1; a0_2 += wr[2] * v2; a0_3 += wr[2] * v3;
                         a1_0 += wr[11] * v0; a1_1 += wr[11] * v1; a1_2 += wr[11] * v2; a1_3 += wr[11] * v3;
                         a2_0 += wr[20] * v0; a2_1 += wr[20] * v1; a2_2 += wr[20] * v2; a2_3 += wr[20] * v3;
@@ -1325,7 +1349,7 @@ static void l02_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         a5_0 += wr[47] * v0; a5_1 += wr[47] * v1; a5_2 += wr[47] * v2; a5_3 += wr[47] * v3;
                     }
                     {
-                        cg_v v0 = VLOAD(dr + 228), v1 = VLOAD(dr + 244), v2 = VLOAD(dr + 260), v3 = VLOAD(dr + 276); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        cg_v v0 = VLOAD(dr + 14466), v1 = VLOAD(dr + 14482), v2 = VLOAD(dr + 14498), v3 = VLOAD(dr + 14514); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
                         a0_0 += wr[3] * v0; a0_1 += wr[3] * v1; a0_2 += wr[3] * v2; a0_3 += wr[3] * v3;
                         a1_0 += wr[12] * v0; a1_1 += wr[12] * v1; a1_2 += wr[12] * v2; a1_3 += wr[12] * v3;
                         a2_0 += wr[21] * v0; a2_1 += wr[21] * v1; a2_2 += wr[21] * v2; a2_3 += wr[21] * v3;
@@ -1334,7 +1358,7 @@ static void l02_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         a5_0 += wr[48] * v0; a5_1 += wr[48] * v1; a5_2 += wr[48] * v2; a5_3 += wr[48] * v3;
                     }
                     {
-                        cg_v v0 = VLOAD(dr + 227), v1 = VLOAD(dr + 243), v2 = VLOAD(dr + 259), v3 = VLOAD(dr + 275); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        cg_v v0 = VLOAD(dr + 14465), v1 = VLOAD(dr + 14481), v2 = VLOAD(dr + 14497), v3 = VLOAD(dr + 14513); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
                         a0_0 += wr[4] * v0; a0_1 += wr[4] * v1; a0_2 += wr[4] * v2; a0_3 += wr[4] * v3;
                         a1_0 += wr[13] * v0; a1_1 += wr[13] * v1; a1_2 += wr[13] * v2; a1_3 += wr[13] * v3;
                         a2_0 += wr[22] * v0; a2_1 += wr[22] * v1; a2_2 += wr[22] * v2; a2_3 += wr[22] * v3;
@@ -1343,7 +1367,7 @@ static void l02_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         a5_0 += wr[49] * v0; a5_1 += wr[49] * v1; a5_2 += wr[49] * v2; a5_3 += wr[49] * v3;
                     }
                     {
-                        cg_v v0 = VLOAD(dr + 226), v1 = VLOAD(dr + 242), v2 = VLOAD(dr + 258), v3 = VLOAD(dr + 274); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        cg_v v0 = VLOAD(dr + 14464), v1 = VLOAD(dr + 14480), v2 = VLOAD(dr + 14496), v3 = VLOAD(dr + 14512); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
                         a0_0 += wr[5] * v0; a0_1 += wr[5] * v1; a0_2 += wr[5] * v2; a0_3 += wr[5] * v3;
                         a1_0 += wr[14] * v0; a1_1 += wr[14] * v1; a1_2 += wr[14] * v2; a1_3 += wr[14] * v3;
                         a2_0 += wr[23] * v0; a2_1 += wr[23] * v1; a2_2 += wr[23] * v2; a2_3 += wr[23] * v3;
@@ -1395,10 +1419,11 @@ static void l02_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                 cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
                 cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
                 for (int co = 0; co < 64; co++) {
-                    const float *restrict dr = dr0 + (size_t)co * 51076 + x0;
+                    const float *restrict dr = dr0 + co * 226 + x0;
+                    __builtin_prefetch(dr + 452); __builtin_prefetch(dr + 468); __builtin_prefetch(dr + 484); __builtin_prefetch(dr + 14916); __builtin_prefetch(dr + 14932); __builtin_prefetch(dr + 14948); __builtin_prefetch(dr + 29380); __builtin_prefetch(dr + 29396); __builtin_prefetch(dr + 29412);
                     const float *restrict wr = w + (size_t)co * 576 + ci0 * 9;
                     {
-                        cg_v v0 = VLOAD(dr + 454), v1 = VLOAD(dr + 470); VKEEP(v0); VKEEP(v1);
+                        cg_v v0 = VLOAD(dr + 28930), v1 = VLOAD(dr + 28946); VKEEP(v0); VKEEP(v1);
                         a0_0 += wr[0] * v0; a0_1 += wr[0] * v1;
                         a1_0 += wr[9] * v0; a1_1 += wr[9] * v1;
                         a2_0 += wr[18] * v0; a2_1 += wr[18] * v1;
@@ -1407,7 +1432,7 @@ static void l02_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         a5_0 += wr[45] * v0; a5_1 += wr[45] * v1;
                     }
                     {
-                        cg_v v0 = VLOAD(dr + 453), v1 = VLOAD(dr + 469); VKEEP(v0); VKEEP(v1);
+                        cg_v v0 = VLOAD(dr + 28929), v1 = VLOAD(dr + 28945); VKEEP(v0); VKEEP(v1);
                         a0_0 += wr[1] * v0; a0_1 += wr[1] * v1;
                         a1_0 += wr[10] * v0; a1_1 += wr[10] * v1;
                         a2_0 += wr[19] * v0; a2_1 += wr[19] * v1;
@@ -1416,7 +1441,7 @@ static void l02_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         a5_0 += wr[46] * v0; a5_1 += wr[46] * v1;
                     }
                     {
-                        cg_v v0 = VLOAD(dr + 452), v1 = VLOAD(dr + 468); VKEEP(v0); VKEEP(v1);
+                        cg_v v0 = VLOAD(dr + 28928), v1 = VLOAD(dr + 28944); VKEEP(v0); VKEEP(v1);
                         a0_0 += wr[2] * v0; a0_1 += wr[2] * v1;
                         a1_0 += wr[11] * v0; a1_1 += wr[11] * v1;
                         a2_0 += wr[20] * v0; a2_1 += wr[20] * v1;
@@ -1425,7 +1450,7 @@ static void l02_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         a5_0 += wr[47] * v0; a5_1 += wr[47] * v1;
                     }
                     {
-                        cg_v v0 = VLOAD(dr + 228), v1 = VLOAD(dr + 244); VKEEP(v0); VKEEP(v1);
+                        cg_v v0 = VLOAD(dr + 14466), v1 = VLOAD(dr + 14482); VKEEP(v0); VKEEP(v1);
                         a0_0 += wr[3] * v0; a0_1 += wr[3] * v1;
                         a1_0 += wr[12] * v0; a1_1 += wr[12] * v1;
                         a2_0 += wr[21] * v0; a2_1 += wr[21] * v1;
@@ -1434,7 +1459,7 @@ static void l02_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         a5_0 += wr[48] * v0; a5_1 += wr[48] * v1;
                     }
                     {
-                        cg_v v0 = VLOAD(dr + 227), v1 = VLOAD(dr + 243); VKEEP(v0); VKEEP(v1);
+                        cg_v v0 = VLOAD(dr + 14465), v1 = VLOAD(dr + 14481); VKEEP(v0); VKEEP(v1);
                         a0_0 += wr[4] * v0; a0_1 += wr[4] * v1;
                         a1_0 += wr[13] * v0; a1_1 += wr[13] * v1;
                         a2_0 += wr[22] * v0; a2_1 += wr[22] * v1;
@@ -1443,7 +1468,7 @@ static void l02_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         a5_0 += wr[49] * v0; a5_1 += wr[49] * v1;
                     }
                     {
-                        cg_v v0 = VLOAD(dr + 226), v1 = VLOAD(dr + 242); VKEEP(v0); VKEEP(v1);
+                        cg_v v0 = VLOAD(dr + 14464), v1 = VLOAD(dr + 14480); VKEEP(v0); VKEEP(v1);
                         a0_0 += wr[5] * v0; a0_1 += wr[5] * v1;
                         a1_0 += wr[14] * v0; a1_1 += wr[14] * v1;
                         a2_0 += wr[23] * v0; a2_1 += wr[23] * v1;
@@ -1495,45 +1520,46 @@ static void l02_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                 cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f), a2_2 = vsplat(0.0f), a2_3 = vsplat(0.0f);
                 cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f), a3_2 = vsplat(0.0f), a3_3 = vsplat(0.0f);
                 for (int co = 0; co < 64; co++) {
-                    const float *restrict dr = dr0 + (size_t)co * 51076 + x0;
+                    const float *restrict dr = dr0 + co * 226 + x0;
+                    __builtin_prefetch(dr + 452); __builtin_prefetch(dr + 468); __builtin_prefetch(dr + 484); __builtin_prefetch(dr + 500); __builtin_prefetch(dr + 516); __builtin_prefetch(dr + 14916); __builtin_prefetch(dr + 14932); __builtin_prefetch(dr + 14948); __builtin_prefetch(dr + 14964); __builtin_prefetch(dr + 14980); __builtin_prefetch(dr + 29380); __builtin_prefetch(dr + 29396); __builtin_prefetch(dr + 29412); __builtin_prefetch(dr + 29428); __builtin_prefetch(dr + 29444);
                     const float *restrict wr = w + (size_t)co * 576 + ci0 * 9;
                     {
-                        cg_v v0 = VLOAD(dr + 454), v1 = VLOAD(dr + 470), v2 = VLOAD(dr + 486), v3 = VLOAD(dr + 502); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        cg_v v0 = VLOAD(dr + 28930), v1 = VLOAD(dr + 28946), v2 = VLOAD(dr + 28962), v3 = VLOAD(dr + 28978); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
                         a0_0 += wr[0] * v0; a0_1 += wr[0] * v1; a0_2 += wr[0] * v2; a0_3 += wr[0] * v3;
                         a1_0 += wr[9] * v0; a1_1 += wr[9] * v1; a1_2 += wr[9] * v2; a1_3 += wr[9] * v3;
                         a2_0 += wr[18] * v0; a2_1 += wr[18] * v1; a2_2 += wr[18] * v2; a2_3 += wr[18] * v3;
                         a3_0 += wr[27] * v0; a3_1 += wr[27] * v1; a3_2 += wr[27] * v2; a3_3 += wr[27] * v3;
                     }
                     {
-                        cg_v v0 = VLOAD(dr + 453), v1 = VLOAD(dr + 469), v2 = VLOAD(dr + 485), v3 = VLOAD(dr + 501); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        cg_v v0 = VLOAD(dr + 28929), v1 = VLOAD(dr + 28945), v2 = VLOAD(dr + 28961), v3 = VLOAD(dr + 28977); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
                         a0_0 += wr[1] * v0; a0_1 += wr[1] * v1; a0_2 += wr[1] * v2; a0_3 += wr[1] * v3;
                         a1_0 += wr[10] * v0; a1_1 += wr[10] * v1; a1_2 += wr[10] * v2; a1_3 += wr[10] * v3;
                         a2_0 += wr[19] * v0; a2_1 += wr[19] * v1; a2_2 += wr[19] * v2; a2_3 += wr[19] * v3;
                         a3_0 += wr[28] * v0; a3_1 += wr[28] * v1; a3_2 += wr[28] * v2; a3_3 += wr[28] * v3;
                     }
                     {
-                        cg_v v0 = VLOAD(dr + 452), v1 = VLOAD(dr + 468), v2 = VLOAD(dr + 484), v3 = VLOAD(dr + 500); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        cg_v v0 = VLOAD(dr + 28928), v1 = VLOAD(dr + 28944), v2 = VLOAD(dr + 28960), v3 = VLOAD(dr + 28976); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
                         a0_0 += wr[2] * v0; a0_1 += wr[2] * v1; a0_2 += wr[2] * v2; a0_3 += wr[2] * v3;
                         a1_0 += wr[11] * v0; a1_1 += wr[11] * v1; a1_2 += wr[11] * v2; a1_3 += wr[11] * v3;
                         a2_0 += wr[20] * v0; a2_1 += wr[20] * v1; a2_2 += wr[20] * v2; a2_3 += wr[20] * v3;
                         a3_0 += wr[29] * v0; a3_1 += wr[29] * v1; a3_2 += wr[29] * v2; a3_3 += wr[29] * v3;
                     }
                     {
-                        cg_v v0 = VLOAD(dr + 228), v1 = VLOAD(dr + 244), v2 = VLOAD(dr + 260), v3 = VLOAD(dr + 276); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        cg_v v0 = VLOAD(dr + 14466), v1 = VLOAD(dr + 14482), v2 = VLOAD(dr + 14498), v3 = VLOAD(dr + 14514); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
                         a0_0 += wr[3] * v0; a0_1 += wr[3] * v1; a0_2 += wr[3] * v2; a0_3 += wr[3] * v3;
                         a1_0 += wr[12] * v0; a1_1 += wr[12] * v1; a1_2 += wr[12] * v2; a1_3 += wr[12] * v3;
                         a2_0 += wr[21] * v0; a2_1 += wr[21] * v1; a2_2 += wr[21] * v2; a2_3 += wr[21] * v3;
                         a3_0 += wr[30] * v0; a3_1 += wr[30] * v1; a3_2 += wr[30] * v2; a3_3 += wr[30] * v3;
                     }
                     {
-                        cg_v v0 = VLOAD(dr + 227), v1 = VLOAD(dr + 243), v2 = VLOAD(dr + 259), v3 = VLOAD(dr + 275); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        cg_v v0 = VLOAD(dr + 14465), v1 = VLOAD(dr + 14481), v2 = VLOAD(dr + 14497), v3 = VLOAD(dr + 14513); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
                         a0_0 += wr[4] * v0; a0_1 += wr[4] * v1; a0_2 += wr[4] * v2; a0_3 += wr[4] * v3;
                         a1_0 += wr[13] * v0; a1_1 += wr[13] * v1; a1_2 += wr[13] * v2; a1_3 += wr[13] * v3;
                         a2_0 += wr[22] * v0; a2_1 += wr[22] * v1; a2_2 += wr[22] * v2; a2_3 += wr[22] * v3;
                         a3_0 += wr[31] * v0; a3_1 += wr[31] * v1; a3_2 += wr[31] * v2; a3_3 += wr[31] * v3;
                     }
                     {
-                        cg_v v0 = VLOAD(dr + 226), v1 = VLOAD(dr + 242), v2 = VLOAD(dr + 258), v3 = VLOAD(dr + 274); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        cg_v v0 = VLOAD(dr + 14464), v1 = VLOAD(dr + 14480), v2 = VLOAD(dr + 14496), v3 = VLOAD(dr + 14512); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
                         a0_0 += wr[5] * v0; a0_1 += wr[5] * v1; a0_2 += wr[5] * v2; a0_3 += wr[5] * v3;
                         a1_0 += wr[14] * v0; a1_1 += wr[14] * v1; a1_2 += wr[14] * v2; a1_3 += wr[14] * v3;
                         a2_0 += wr[23] * v0; a2_1 += wr[23] * v1; a2_2 += wr[23] * v2; a2_3 += wr[23] * v3;
@@ -1573,45 +1599,46 @@ static void l02_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                 cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
                 cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
                 for (int co = 0; co < 64; co++) {
-                    const float *restrict dr = dr0 + (size_t)co * 51076 + x0;
+                    const float *restrict dr = dr0 + co * 226 + x0;
+                    __builtin_prefetch(dr + 452); __builtin_prefetch(dr + 468); __builtin_prefetch(dr + 484); __builtin_prefetch(dr + 14916); __builtin_prefetch(dr + 14932); __builtin_prefetch(dr + 14948); __builtin_prefetch(dr + 29380); __builtin_prefetch(dr + 29396); __builtin_prefetch(dr + 29412);
                     const float *restrict wr = w + (size_t)co * 576 + ci0 * 9;
                     {
-                        cg_v v0 = VLOAD(dr + 454), v1 = VLOAD(dr + 470); VKEEP(v0); VKEEP(v1);
+                        cg_v v0 = VLOAD(dr + 28930), v1 = VLOAD(dr + 28946); VKEEP(v0); VKEEP(v1);
                         a0_0 += wr[0] * v0; a0_1 += wr[0] * v1;
                         a1_0 += wr[9] * v0; a1_1 += wr[9] * v1;
                         a2_0 += wr[18] * v0; a2_1 += wr[18] * v1;
                         a3_0 += wr[27] * v0; a3_1 += wr[27] * v1;
                     }
                     {
-                        cg_v v0 = VLOAD(dr + 453), v1 = VLOAD(dr + 469); VKEEP(v0); VKEEP(v1);
+                        cg_v v0 = VLOAD(dr + 28929), v1 = VLOAD(dr + 28945); VKEEP(v0); VKEEP(v1);
                         a0_0 += wr[1] * v0; a0_1 += wr[1] * v1;
                         a1_0 += wr[10] * v0; a1_1 += wr[10] * v1;
                         a2_0 += wr[19] * v0; a2_1 += wr[19] * v1;
                         a3_0 += wr[28] * v0; a3_1 += wr[28] * v1;
                     }
                     {
-                        cg_v v0 = VLOAD(dr + 452), v1 = VLOAD(dr + 468); VKEEP(v0); VKEEP(v1);
+                        cg_v v0 = VLOAD(dr + 28928), v1 = VLOAD(dr + 28944); VKEEP(v0); VKEEP(v1);
                         a0_0 += wr[2] * v0; a0_1 += wr[2] * v1;
                         a1_0 += wr[11] * v0; a1_1 += wr[11] * v1;
                         a2_0 += wr[20] * v0; a2_1 += wr[20] * v1;
                         a3_0 += wr[29] * v0; a3_1 += wr[29] * v1;
                     }
                     {
-                        cg_v v0 = VLOAD(dr + 228), v1 = VLOAD(dr + 244); VKEEP(v0); VKEEP(v1);
+                        cg_v v0 = VLOAD(dr + 14466), v1 = VLOAD(dr + 14482); VKEEP(v0); VKEEP(v1);
                         a0_0 += wr[3] * v0; a0_1 += wr[3] * v1;
                         a1_0 += wr[12] * v0; a1_1 += wr[12] * v1;
                         a2_0 += wr[21] * v0; a2_1 += wr[21] * v1;
                         a3_0 += wr[30] * v0; a3_1 += wr[30] * v1;
                     }
                     {
-                        cg_v v0 = VLOAD(dr + 227), v1 = VLOAD(dr + 243); VKEEP(v0); VKEEP(v1);
+                        cg_v v0 = VLOAD(dr + 14465), v1 = VLOAD(dr + 14481); VKEEP(v0); VKEEP(v1);
                         a0_0 += wr[4] * v0; a0_1 += wr[4] * v1;
                         a1_0 += wr[13] * v0; a1_1 += wr[13] * v1;
                         a2_0 += wr[22] * v0; a2_1 += wr[22] * v1;
                         a3_0 += wr[31] * v0; a3_1 += wr[31] * v1;
                     }
                     {
-                        cg_v v0 = VLOAD(dr + 226), v1 = VLOAD(dr + 242); VKEEP(v0); VKEEP(v1);
+                        cg_v v0 = VLOAD(dr + 14464), v1 = VLOAD(dr + 14480); VKEEP(v0); VKEEP(v1);
                         a0_0 += wr[5] * v0; a0_1 += wr[5] * v1;
                         a1_0 += wr[14] * v0; a1_1 += wr[14] * v1;
                         a2_0 += wr[23] * v0; a2_1 += wr[23] * v1;
@@ -2162,26 +2189,30 @@ static void l05_conv2d_backward_dx(const float *restrict P, float *restrict S, c
     /* x [N][64x112x112], y [N][128x112x112] */
     const float *restrict w = P;
     float *restrict dyp = S + 1663504;
-    /* dy -> zero-padded planes 114x114 */
+    /* dy -> zero-padded rows [n][114][128][114] */
     CG_PARALLEL_FOR
     for (int pl = 0; pl < nb * 128; pl++) {
+        const int n = pl / 128, c = pl % 128;
         const float *restrict s = dy + (size_t)pl * 12544;
-        float *restrict d = dyp + (size_t)pl * 12996;
-        memset(d, 0, sizeof(float) * 114);
-        for (int i = 0; i < 112; i++) {
-            float *restrict r = d + (i + 1) * 114;
-            memset(r, 0, sizeof(float) * 1);
-            memcpy(r + 1, s + i * 112, sizeof(float) * 112);
-            memset(r + 113, 0, sizeof(float) * 1);
+        float *restrict d = dyp + (size_t)n * 1663488 + c * 114;
+        for (int i = 0; i < 114; i++) {
+            float *restrict r = d + (size_t)i * 14592;
+            if (i < 1 || i >= 113) {
+                memset(r, 0, sizeof(float) * 114);
+            }
+            else {
+                memset(r, 0, sizeof(float) * 1);
+                memcpy(r + 1, s + (i - 1) * 112, sizeof(float) * 112);
+                memset(r + 113, 0, sizeof(float) * 1);
+            }
         }
-        memset(d + 12882, 0, sizeof(float) * 114);
     }
     memset(dyp + (size_t)nb * 1663488, 0, sizeof(float) * 16); /* slack read by partial vectors */
     /* tiles of 6 input channels x 4 vectors of an input row */
     CG_PARALLEL_FOR
     for (int r = 0; r < nb * 112; r++) {
         const int n = r / 112, iy = r % 112;
-        const float *restrict dr0 = dyp + ((size_t)n * 14592 + iy) * 114;
+        const float *restrict dr0 = dyp + ((size_t)n * 114 + iy) * 14592;
         float *restrict xr = dx + ((size_t)n * 7168 + iy) * 112;
         for (int ci0 = 0; ci0 < 60; ci0 += 6) {
             {
@@ -2193,10 +2224,11 @@ static void l05_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                 cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f), a4_2 = vsplat(0.0f), a4_3 = vsplat(0.0f);
                 cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f), a5_2 = vsplat(0.0f), a5_3 = vsplat(0.0f);
                 for (int co = 0; co < 128; co++) {
-                    const float *restrict dr = dr0 + (size_t)co * 12996 + x0;
+                    const float *restrict dr = dr0 + co * 114 + x0;
+                    __builtin_prefetch(dr + 228); __builtin_prefetch(dr + 244); __builtin_prefetch(dr + 260); __builtin_prefetch(dr + 276); __builtin_prefetch(dr + 292); __builtin_prefetch(dr + 14820); __builtin_prefetch(dr + 14836); __builtin_prefetch(dr + 14852); __builtin_prefetch(dr + 14868); __builtin_prefetch(dr + 14884); __builtin_prefetch(dr + 29412); __builtin_prefetch(dr + 29428); __builtin_prefetch(dr + 29444); __builtin_prefetch(dr + 29460); __builtin_prefetch(dr + 29476);
                     const float *restrict wr = w + (size_t)co * 576 + ci0 * 9;
                     {
-                        cg_v v0 = VLOAD(dr + 230), v1 = VLOAD(dr + 246), v2 = VLOAD(dr + 262), v3 = VLOAD(dr + 278); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        cg_v v0 = VLOAD(dr + 29186), v1 = VLOAD(dr + 29202), v2 = VLOAD(dr + 29218), v3 = VLOAD(dr + 29234); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
                         a0_0 += wr[0] * v0; a0_1 += wr[0] * v1; a0_2 += wr[0] * v2; a0_3 += wr[0] * v3;
                         a1_0 += wr[9] * v0; a1_1 += wr[9] * v1; a1_2 += wr[9] * v2; a1_3 += wr[9] * v3;
                         a2_0 += wr[18] * v0; a2_1 += wr[18] * v1; a2_2 += wr[18] * v2; a2_3 += wr[18] * v3;
@@ -2205,7 +2237,7 @@ static void l05_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         a5_0 += wr[45] * v0; a5_1 += wr[45] * v1; a5_2 += wr[45] * v2; a5_3 += wr[45] * v3;
                     }
                     {
-                        cg_v v0 = VLOAD(dr + 229), v1 = VLOAD(dr + 245), v2 = VLOAD(dr + 261), v3 = VLOAD(dr + 277); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        cg_v v0 = VLOAD(dr + 29185), v1 = VLOAD(dr + 29201), v2 = VLOAD(dr + 29217), v3 = VLOAD(dr + 29233); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
                         a0_0 += wr[1] * v0; a0_1 += wr[1] * v1; a0_2 += wr[1] * v2; a0_3 += wr[1] * v3;
                         a1_0 += wr[10] * v0; a1_1 += wr[10] * v1; a1_2 += wr[10] * v2; a1_3 += wr[10] * v3;
                         a2_0 += wr[19] * v0; a2_1 += wr[19] * v1; a2_2 += wr[19] * v2; a2_3 += wr[19] * v3;
@@ -2214,7 +2246,7 @@ static void l05_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         a5_0 += wr[46] * v0; a5_1 += wr[46] * v1; a5_2 += wr[46] * v2; a5_3 += wr[46] * v3;
                     }
                     {
-                        cg_v v0 = VLOAD(dr + 228), v1 = VLOAD(dr + 244), v2 = VLOAD(dr + 260), v3 = VLOAD(dr + 276); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        cg_v v0 = VLOAD(dr + 29184), v1 = VLOAD(dr + 29200), v2 = VLOAD(dr + 29216), v3 = VLOAD(dr + 29232); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
                         a0_0 += wr[2] * v0; a0_1 += wr[2] * v1; a0_2 += wr[2] * v2; a0_3 += wr[2] * v3;
                         a1_0 += wr[11] * v0; a1_1 += wr[11] * v1; a1_2 += wr[11] * v2; a1_3 += wr[11] * v3;
                         a2_0 += wr[20] * v0; a2_1 += wr[20] * v1; a2_2 += wr[20] * v2; a2_3 += wr[20] * v3;
@@ -2223,7 +2255,7 @@ static void l05_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         a5_0 += wr[47] * v0; a5_1 += wr[47] * v1; a5_2 += wr[47] * v2; a5_3 += wr[47] * v3;
                     }
                     {
-                        cg_v v0 = VLOAD(dr + 116), v1 = VLOAD(dr + 132), v2 = VLOAD(dr + 148), v3 = VLOAD(dr + 164); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        cg_v v0 = VLOAD(dr + 14594), v1 = VLOAD(dr + 14610), v2 = VLOAD(dr + 14626), v3 = VLOAD(dr + 14642); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
                         a0_0 += wr[3] * v0; a0_1 += wr[3] * v1; a0_2 += wr[3] * v2; a0_3 += wr[3] * v3;
                         a1_0 += wr[12] * v0; a1_1 += wr[12] * v1; a1_2 += wr[12] * v2; a1_3 += wr[12] * v3;
                         a2_0 += wr[21] * v0; a2_1 += wr[21] * v1; a2_2 += wr[21] * v2; a2_3 += wr[21] * v3;
@@ -2232,7 +2264,7 @@ static void l05_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         a5_0 += wr[48] * v0; a5_1 += wr[48] * v1; a5_2 += wr[48] * v2; a5_3 += wr[48] * v3;
                     }
                     {
-                        cg_v v0 = VLOAD(dr + 115), v1 = VLOAD(dr + 131), v2 = VLOAD(dr + 147), v3 = VLOAD(dr + 163); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        cg_v v0 = VLOAD(dr + 14593), v1 = VLOAD(dr + 14609), v2 = VLOAD(dr + 14625), v3 = VLOAD(dr + 14641); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
                         a0_0 += wr[4] * v0; a0_1 += wr[4] * v1; a0_2 += wr[4] * v2; a0_3 += wr[4] * v3;
                         a1_0 += wr[13] * v0; a1_1 += wr[13] * v1; a1_2 += wr[13] * v2; a1_3 += wr[13] * v3;
                         a2_0 += wr[22] * v0; a2_1 += wr[22] * v1; a2_2 += wr[22] * v2; a2_3 += wr[22] * v3;
@@ -2241,7 +2273,7 @@ static void l05_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         a5_0 += wr[49] * v0; a5_1 += wr[49] * v1; a5_2 += wr[49] * v2; a5_3 += wr[49] * v3;
                     }
                     {
-                        cg_v v0 = VLOAD(dr + 114), v1 = VLOAD(dr + 130), v2 = VLOAD(dr + 146), v3 = VLOAD(dr + 162); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        cg_v v0 = VLOAD(dr + 14592), v1 = VLOAD(dr + 14608), v2 = VLOAD(dr + 14624), v3 = VLOAD(dr + 14640); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
                         a0_0 += wr[5] * v0; a0_1 += wr[5] * v1; a0_2 += wr[5] * v2; a0_3 += wr[5] * v3;
                         a1_0 += wr[14] * v0; a1_1 += wr[14] * v1; a1_2 += wr[14] * v2; a1_3 += wr[14] * v3;
                         a2_0 += wr[23] * v0; a2_1 += wr[23] * v1; a2_2 += wr[23] * v2; a2_3 += wr[23] * v3;
@@ -2293,10 +2325,11 @@ static void l05_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                 cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f), a4_2 = vsplat(0.0f);
                 cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f), a5_2 = vsplat(0.0f);
                 for (int co = 0; co < 128; co++) {
-                    const float *restrict dr = dr0 + (size_t)co * 12996 + x0;
+                    const float *restrict dr = dr0 + co * 114 + x0;
+                    __builtin_prefetch(dr + 228); __builtin_prefetch(dr + 244); __builtin_prefetch(dr + 260); __builtin_prefetch(dr + 276); __builtin_prefetch(dr + 14820); __builtin_prefetch(dr + 14836); __builtin_prefetch(dr + 14852); __builtin_prefetch(dr + 14868); __builtin_prefetch(dr + 29412); __builtin_prefetch(dr + 29428); __builtin_prefetch(dr + 29444); __builtin_prefetch(dr + 29460);
                     const float *restrict wr = w + (size_t)co * 576 + ci0 * 9;
                     {
-                        cg_v v0 = VLOAD(dr + 230), v1 = VLOAD(dr + 246), v2 = VLOAD(dr + 262); VKEEP(v0); VKEEP(v1); VKEEP(v2);
+                        cg_v v0 = VLOAD(dr + 29186), v1 = VLOAD(dr + 29202), v2 = VLOAD(dr + 29218); VKEEP(v0); VKEEP(v1); VKEEP(v2);
                         a0_0 += wr[0] * v0; a0_1 += wr[0] * v1; a0_2 += wr[0] * v2;
                         a1_0 += wr[9] * v0; a1_1 += wr[9] * v1; a1_2 += wr[9] * v2;
                         a2_0 += wr[18] * v0; a2_1 += wr[18] * v1; a2_2 += wr[18] * v2;
@@ -2305,7 +2338,7 @@ static void l05_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         a5_0 += wr[45] * v0; a5_1 += wr[45] * v1; a5_2 += wr[45] * v2;
                     }
                     {
-                        cg_v v0 = VLOAD(dr + 229), v1 = VLOAD(dr + 245), v2 = VLOAD(dr + 261); VKEEP(v0); VKEEP(v1); VKEEP(v2);
+                        cg_v v0 = VLOAD(dr + 29185), v1 = VLOAD(dr + 29201), v2 = VLOAD(dr + 29217); VKEEP(v0); VKEEP(v1); VKEEP(v2);
                         a0_0 += wr[1] * v0; a0_1 += wr[1] * v1; a0_2 += wr[1] * v2;
                         a1_0 += wr[10] * v0; a1_1 += wr[10] * v1; a1_2 += wr[10] * v2;
                         a2_0 += wr[19] * v0; a2_1 += wr[19] * v1; a2_2 += wr[19] * v2;
@@ -2314,7 +2347,7 @@ static void l05_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         a5_0 += wr[46] * v0; a5_1 += wr[46] * v1; a5_2 += wr[46] * v2;
                     }
                     {
-                        cg_v v0 = VLOAD(dr + 228), v1 = VLOAD(dr + 244), v2 = VLOAD(dr + 260); VKEEP(v0); VKEEP(v1); VKEEP(v2);
+                        cg_v v0 = VLOAD(dr + 29184), v1 = VLOAD(dr + 29200), v2 = VLOAD(dr + 29216); VKEEP(v0); VKEEP(v1); VKEEP(v2);
                         a0_0 += wr[2] * v0; a0_1 += wr[2] * v1; a0_2 += wr[2] * v2;
                         a1_0 += wr[11] * v0; a1_1 += wr[11] * v1; a1_2 += wr[11] * v2;
                         a2_0 += wr[20] * v0; a2_1 += wr[20] * v1; a2_2 += wr[20] * v2;
@@ -2323,7 +2356,7 @@ static void l05_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         a5_0 += wr[47] * v0; a5_1 += wr[47] * v1; a5_2 += wr[47] * v2;
                     }
                     {
-                        cg_v v0 = VLOAD(dr + 116), v1 = VLOAD(dr + 132), v2 = VLOAD(dr + 148); VKEEP(v0); VKEEP(v1); VKEEP(v2);
+                        cg_v v0 = VLOAD(dr + 14594), v1 = VLOAD(dr + 14610), v2 = VLOAD(dr + 14626); VKEEP(v0); VKEEP(v1); VKEEP(v2);
                         a0_0 += wr[3] * v0; a0_1 += wr[3] * v1; a0_2 += wr[3] * v2;
                         a1_0 += wr[12] * v0; a1_1 += wr[12] * v1; a1_2 += wr[12] * v2;
                         a2_0 += wr[21] * v0; a2_1 += wr[21] * v1; a2_2 += wr[21] * v2;
@@ -2332,7 +2365,7 @@ static void l05_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         a5_0 += wr[48] * v0; a5_1 += wr[48] * v1; a5_2 += wr[48] * v2;
                     }
                     {
-                        cg_v v0 = VLOAD(dr + 115), v1 = VLOAD(dr + 131), v2 = VLOAD(dr + 147); VKEEP(v0); VKEEP(v1); VKEEP(v2);
+                        cg_v v0 = VLOAD(dr + 14593), v1 = VLOAD(dr + 14609), v2 = VLOAD(dr + 14625); VKEEP(v0); VKEEP(v1); VKEEP(v2);
                         a0_0 += wr[4] * v0; a0_1 += wr[4] * v1; a0_2 += wr[4] * v2;
                         a1_0 += wr[13] * v0; a1_1 += wr[13] * v1; a1_2 += wr[13] * v2;
                         a2_0 += wr[22] * v0; a2_1 += wr[22] * v1; a2_2 += wr[22] * v2;
@@ -2341,7 +2374,7 @@ static void l05_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         a5_0 += wr[49] * v0; a5_1 += wr[49] * v1; a5_2 += wr[49] * v2;
                     }
                     {
-                        cg_v v0 = VLOAD(dr + 114), v1 = VLOAD(dr + 130), v2 = VLOAD(dr + 146); VKEEP(v0); VKEEP(v1); VKEEP(v2);
+                        cg_v v0 = VLOAD(dr + 14592), v1 = VLOAD(dr + 14608), v2 = VLOAD(dr + 14624); VKEEP(v0); VKEEP(v1); VKEEP(v2);
                         a0_0 += wr[5] * v0; a0_1 += wr[5] * v1; a0_2 += wr[5] * v2;
                         a1_0 += wr[14] * v0; a1_1 += wr[14] * v1; a1_2 += wr[14] * v2;
                         a2_0 += wr[23] * v0; a2_1 += wr[23] * v1; a2_2 += wr[23] * v2;
@@ -2394,45 +2427,46 @@ static void l05_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                 cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f), a2_2 = vsplat(0.0f), a2_3 = vsplat(0.0f);
                 cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f), a3_2 = vsplat(0.0f), a3_3 = vsplat(0.0f);
                 for (int co = 0; co < 128; co++) {
-                    const float *restrict dr = dr0 + (size_t)co * 12996 + x0;
+                    const float *restrict dr = dr0 + co * 114 + x0;
+                    __builtin_prefetch(dr + 228); __builtin_prefetch(dr + 244); __builtin_prefetch(dr + 260); __builtin_prefetch(dr + 276); __builtin_prefetch(dr + 292); __builtin_prefetch(dr + 14820); __builtin_prefetch(dr + 14836); __builtin_prefetch(dr + 14852); __builtin_prefetch(dr + 14868); __builtin_prefetch(dr + 14884); __builtin_prefetch(dr + 29412); __builtin_prefetch(dr + 29428); __builtin_prefetch(dr + 29444); __builtin_prefetch(dr + 29460); __builtin_prefetch(dr + 29476);
                     const float *restrict wr = w + (size_t)co * 576 + ci0 * 9;
                     {
-                        cg_v v0 = VLOAD(dr + 230), v1 = VLOAD(dr + 246), v2 = VLOAD(dr + 262), v3 = VLOAD(dr + 278); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        cg_v v0 = VLOAD(dr + 29186), v1 = VLOAD(dr + 29202), v2 = VLOAD(dr + 29218), v3 = VLOAD(dr + 29234); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
                         a0_0 += wr[0] * v0; a0_1 += wr[0] * v1; a0_2 += wr[0] * v2; a0_3 += wr[0] * v3;
                         a1_0 += wr[9] * v0; a1_1 += wr[9] * v1; a1_2 += wr[9] * v2; a1_3 += wr[9] * v3;
                         a2_0 += wr[18] * v0; a2_1 += wr[18] * v1; a2_2 += wr[18] * v2; a2_3 += wr[18] * v3;
                         a3_0 += wr[27] * v0; a3_1 += wr[27] * v1; a3_2 += wr[27] * v2; a3_3 += wr[27] * v3;
                     }
                     {
-                        cg_v v0 = VLOAD(dr + 229), v1 = VLOAD(dr + 245), v2 = VLOAD(dr + 261), v3 = VLOAD(dr + 277); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        cg_v v0 = VLOAD(dr + 29185), v1 = VLOAD(dr + 29201), v2 = VLOAD(dr + 29217), v3 = VLOAD(dr + 29233); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
                         a0_0 += wr[1] * v0; a0_1 += wr[1] * v1; a0_2 += wr[1] * v2; a0_3 += wr[1] * v3;
                         a1_0 += wr[10] * v0; a1_1 += wr[10] * v1; a1_2 += wr[10] * v2; a1_3 += wr[10] * v3;
                         a2_0 += wr[19] * v0; a2_1 += wr[19] * v1; a2_2 += wr[19] * v2; a2_3 += wr[19] * v3;
                         a3_0 += wr[28] * v0; a3_1 += wr[28] * v1; a3_2 += wr[28] * v2; a3_3 += wr[28] * v3;
                     }
                     {
-                        cg_v v0 = VLOAD(dr + 228), v1 = VLOAD(dr + 244), v2 = VLOAD(dr + 260), v3 = VLOAD(dr + 276); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        cg_v v0 = VLOAD(dr + 29184), v1 = VLOAD(dr + 29200), v2 = VLOAD(dr + 29216), v3 = VLOAD(dr + 29232); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
                         a0_0 += wr[2] * v0; a0_1 += wr[2] * v1; a0_2 += wr[2] * v2; a0_3 += wr[2] * v3;
                         a1_0 += wr[11] * v0; a1_1 += wr[11] * v1; a1_2 += wr[11] * v2; a1_3 += wr[11] * v3;
                         a2_0 += wr[20] * v0; a2_1 += wr[20] * v1; a2_2 += wr[20] * v2; a2_3 += wr[20] * v3;
                         a3_0 += wr[29] * v0; a3_1 += wr[29] * v1; a3_2 += wr[29] * v2; a3_3 += wr[29] * v3;
                     }
                     {
-                        cg_v v0 = VLOAD(dr + 116), v1 = VLOAD(dr + 132), v2 = VLOAD(dr + 148), v3 = VLOAD(dr + 164); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        cg_v v0 = VLOAD(dr + 14594), v1 = VLOAD(dr + 14610), v2 = VLOAD(dr + 14626), v3 = VLOAD(dr + 14642); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
                         a0_0 += wr[3] * v0; a0_1 += wr[3] * v1; a0_2 += wr[3] * v2; a0_3 += wr[3] * v3;
                         a1_0 += wr[12] * v0; a1_1 += wr[12] * v1; a1_2 += wr[12] * v2; a1_3 += wr[12] * v3;
                         a2_0 += wr[21] * v0; a2_1 += wr[21] * v1; a2_2 += wr[21] * v2; a2_3 += wr[21] * v3;
                         a3_0 += wr[30] * v0; a3_1 += wr[30] * v1; a3_2 += wr[30] * v2; a3_3 += wr[30] * v3;
                     }
                     {
-                        cg_v v0 = VLOAD(dr + 115), v1 = VLOAD(dr + 131), v2 = VLOAD(dr + 147), v3 = VLOAD(dr + 163); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        cg_v v0 = VLOAD(dr + 14593), v1 = VLOAD(dr + 14609), v2 = VLOAD(dr + 14625), v3 = VLOAD(dr + 14641); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
                         a0_0 += wr[4] * v0; a0_1 += wr[4] * v1; a0_2 += wr[4] * v2; a0_3 += wr[4] * v3;
                         a1_0 += wr[13] * v0; a1_1 += wr[13] * v1; a1_2 += wr[13] * v2; a1_3 += wr[13] * v3;
                         a2_0 += wr[22] * v0; a2_1 += wr[22] * v1; a2_2 += wr[22] * v2; a2_3 += wr[22] * v3;
                         a3_0 += wr[31] * v0; a3_1 += wr[31] * v1; a3_2 += wr[31] * v2; a3_3 += wr[31] * v3;
                     }
                     {
-                        cg_v v0 = VLOAD(dr + 114), v1 = VLOAD(dr + 130), v2 = VLOAD(dr + 146), v3 = VLOAD(dr + 162); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        cg_v v0 = VLOAD(dr + 14592), v1 = VLOAD(dr + 14608), v2 = VLOAD(dr + 14624), v3 = VLOAD(dr + 14640); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
                         a0_0 += wr[5] * v0; a0_1 += wr[5] * v1; a0_2 += wr[5] * v2; a0_3 += wr[5] * v3;
                         a1_0 += wr[14] * v0; a1_1 += wr[14] * v1; a1_2 += wr[14] * v2; a1_3 += wr[14] * v3;
                         a2_0 += wr[23] * v0; a2_1 += wr[23] * v1; a2_2 += wr[23] * v2; a2_3 += wr[23] * v3;
@@ -2472,45 +2506,46 @@ static void l05_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                 cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f), a2_2 = vsplat(0.0f);
                 cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f), a3_2 = vsplat(0.0f);
                 for (int co = 0; co < 128; co++) {
-                    const float *restrict dr = dr0 + (size_t)co * 12996 + x0;
+                    const float *restrict dr = dr0 + co * 114 + x0;
+                    __builtin_prefetch(dr + 228); __builtin_prefetch(dr + 244); __builtin_prefetch(dr + 260); __builtin_prefetch(dr + 276); __builtin_prefetch(dr + 14820); __builtin_prefetch(dr + 14836); __builtin_prefetch(dr + 14852); __builtin_prefetch(dr + 14868); __builtin_prefetch(dr + 29412); __builtin_prefetch(dr + 29428); __builtin_prefetch(dr + 29444); __builtin_prefetch(dr + 29460);
                     const float *restrict wr = w + (size_t)co * 576 + ci0 * 9;
                     {
-                        cg_v v0 = VLOAD(dr + 230), v1 = VLOAD(dr + 246), v2 = VLOAD(dr + 262); VKEEP(v0); VKEEP(v1); VKEEP(v2);
+                        cg_v v0 = VLOAD(dr + 29186), v1 = VLOAD(dr + 29202), v2 = VLOAD(dr + 29218); VKEEP(v0); VKEEP(v1); VKEEP(v2);
                         a0_0 += wr[0] * v0; a0_1 += wr[0] * v1; a0_2 += wr[0] * v2;
                         a1_0 += wr[9] * v0; a1_1 += wr[9] * v1; a1_2 += wr[9] * v2;
                         a2_0 += wr[18] * v0; a2_1 += wr[18] * v1; a2_2 += wr[18] * v2;
                         a3_0 += wr[27] * v0; a3_1 += wr[27] * v1; a3_2 += wr[27] * v2;
                     }
                     {
-                        cg_v v0 = VLOAD(dr + 229), v1 = VLOAD(dr + 245), v2 = VLOAD(dr + 261); VKEEP(v0); VKEEP(v1); VKEEP(v2);
+                        cg_v v0 = VLOAD(dr + 29185), v1 = VLOAD(dr + 29201), v2 = VLOAD(dr + 29217); VKEEP(v0); VKEEP(v1); VKEEP(v2);
                         a0_0 += wr[1] * v0; a0_1 += wr[1] * v1; a0_2 += wr[1] * v2;
                         a1_0 += wr[10] * v0; a1_1 += wr[10] * v1; a1_2 += wr[10] * v2;
                         a2_0 += wr[19] * v0; a2_1 += wr[19] * v1; a2_2 += wr[19] * v2;
                         a3_0 += wr[28] * v0; a3_1 += wr[28] * v1; a3_2 += wr[28] * v2;
                     }
                     {
-                        cg_v v0 = VLOAD(dr + 228), v1 = VLOAD(dr + 244), v2 = VLOAD(dr + 260); VKEEP(v0); VKEEP(v1); VKEEP(v2);
+                        cg_v v0 = VLOAD(dr + 29184), v1 = VLOAD(dr + 29200), v2 = VLOAD(dr + 29216); VKEEP(v0); VKEEP(v1); VKEEP(v2);
                         a0_0 += wr[2] * v0; a0_1 += wr[2] * v1; a0_2 += wr[2] * v2;
                         a1_0 += wr[11] * v0; a1_1 += wr[11] * v1; a1_2 += wr[11] * v2;
                         a2_0 += wr[20] * v0; a2_1 += wr[20] * v1; a2_2 += wr[20] * v2;
                         a3_0 += wr[29] * v0; a3_1 += wr[29] * v1; a3_2 += wr[29] * v2;
                     }
                     {
-                        cg_v v0 = VLOAD(dr + 116), v1 = VLOAD(dr + 132), v2 = VLOAD(dr + 148); VKEEP(v0); VKEEP(v1); VKEEP(v2);
+                        cg_v v0 = VLOAD(dr + 14594), v1 = VLOAD(dr + 14610), v2 = VLOAD(dr + 14626); VKEEP(v0); VKEEP(v1); VKEEP(v2);
                         a0_0 += wr[3] * v0; a0_1 += wr[3] * v1; a0_2 += wr[3] * v2;
                         a1_0 += wr[12] * v0; a1_1 += wr[12] * v1; a1_2 += wr[12] * v2;
                         a2_0 += wr[21] * v0; a2_1 += wr[21] * v1; a2_2 += wr[21] * v2;
                         a3_0 += wr[30] * v0; a3_1 += wr[30] * v1; a3_2 += wr[30] * v2;
                     }
                     {
-                        cg_v v0 = VLOAD(dr + 115), v1 = VLOAD(dr + 131), v2 = VLOAD(dr + 147); VKEEP(v0); VKEEP(v1); VKEEP(v2);
+                        cg_v v0 = VLOAD(dr + 14593), v1 = VLOAD(dr + 14609), v2 = VLOAD(dr + 14625); VKEEP(v0); VKEEP(v1); VKEEP(v2);
                         a0_0 += wr[4] * v0; a0_1 += wr[4] * v1; a0_2 += wr[4] * v2;
                         a1_0 += wr[13] * v0; a1_1 += wr[13] * v1; a1_2 += wr[13] * v2;
                         a2_0 += wr[22] * v0; a2_1 += wr[22] * v1; a2_2 += wr[22] * v2;
                         a3_0 += wr[31] * v0; a3_1 += wr[31] * v1; a3_2 += wr[31] * v2;
                     }
                     {
-                        cg_v v0 = VLOAD(dr + 114), v1 = VLOAD(dr + 130), v2 = VLOAD(dr + 146); VKEEP(v0); VKEEP(v1); VKEEP(v2);
+                        cg_v v0 = VLOAD(dr + 14592), v1 = VLOAD(dr + 14608), v2 = VLOAD(dr + 14624); VKEEP(v0); VKEEP(v1); VKEEP(v2);
                         a0_0 += wr[5] * v0; a0_1 += wr[5] * v1; a0_2 += wr[5] * v2;
                         a1_0 += wr[14] * v0; a1_1 += wr[14] * v1; a1_2 += wr[14] * v2;
                         a2_0 += wr[23] * v0; a2_1 += wr[23] * v1; a2_2 += wr[23] * v2;
@@ -3025,26 +3060,30 @@ static void l07_conv2d_backward_dx(const float *restrict P, float *restrict S, c
     /* x [N][128x112x112], y [N][128x112x112] */
     const float *restrict w = P;
     float *restrict dyp = S + 3326992;
-    /* dy -> zero-padded planes 114x114 */
+    /* dy -> zero-padded rows [n][114][128][114] */
     CG_PARALLEL_FOR
     for (int pl = 0; pl < nb * 128; pl++) {
+        const int n = pl / 128, c = pl % 128;
         const float *restrict s = dy + (size_t)pl * 12544;
-        float *restrict d = dyp + (size_t)pl * 12996;
-        memset(d, 0, sizeof(float) * 114);
-        for (int i = 0; i < 112; i++) {
-            float *restrict r = d + (i + 1) * 114;
-            memset(r, 0, sizeof(float) * 1);
-            memcpy(r + 1, s + i * 112, sizeof(float) * 112);
-            memset(r + 113, 0, sizeof(float) * 1);
+        float *restrict d = dyp + (size_t)n * 1663488 + c * 114;
+        for (int i = 0; i < 114; i++) {
+            float *restrict r = d + (size_t)i * 14592;
+            if (i < 1 || i >= 113) {
+                memset(r, 0, sizeof(float) * 114);
+            }
+            else {
+                memset(r, 0, sizeof(float) * 1);
+                memcpy(r + 1, s + (i - 1) * 112, sizeof(float) * 112);
+                memset(r + 113, 0, sizeof(float) * 1);
+            }
         }
-        memset(d + 12882, 0, sizeof(float) * 114);
     }
     memset(dyp + (size_t)nb * 1663488, 0, sizeof(float) * 16); /* slack read by partial vectors */
     /* tiles of 6 input channels x 4 vectors of an input row */
     CG_PARALLEL_FOR
     for (int r = 0; r < nb * 112; r++) {
         const int n = r / 112, iy = r % 112;
-        const float *restrict dr0 = dyp + ((size_t)n * 14592 + iy) * 114;
+        const float *restrict dr0 = dyp + ((size_t)n * 114 + iy) * 14592;
         float *restrict xr = dx + ((size_t)n * 14336 + iy) * 112;
         for (int ci0 = 0; ci0 < 126; ci0 += 6) {
             {
@@ -3056,10 +3095,11 @@ static void l07_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                 cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f), a4_2 = vsplat(0.0f), a4_3 = vsplat(0.0f);
                 cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f), a5_2 = vsplat(0.0f), a5_3 = vsplat(0.0f);
                 for (int co = 0; co < 128; co++) {
-                    const float *restrict dr = dr0 + (size_t)co * 12996 + x0;
+                    const float *restrict dr = dr0 + co * 114 + x0;
+                    __builtin_prefetch(dr + 228); __builtin_prefetch(dr + 244); __builtin_prefetch(dr + 260); __builtin_prefetch(dr + 276); __builtin_prefetch(dr + 292); __builtin_prefetch(dr + 14820); __builtin_prefetch(dr + 14836); __builtin_prefetch(dr + 14852); __builtin_prefetch(dr + 14868); __builtin_prefetch(dr + 14884); __builtin_prefetch(dr + 29412); __builtin_prefetch(dr + 29428); __builtin_prefetch(dr + 29444); __builtin_prefetch(dr + 29460); __builtin_prefetch(dr + 29476);
                     const float *restrict wr = w + (size_t)co * 1152 + ci0 * 9;
                     {
-                        cg_v v0 = VLOAD(dr + 230), v1 = VLOAD(dr + 246), v2 = VLOAD(dr + 262), v3 = VLOAD(dr + 278); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        cg_v v0 = VLOAD(dr + 29186), v1 = VLOAD(dr + 29202), v2 = VLOAD(dr + 29218), v3 = VLOAD(dr + 29234); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
                         a0_0 += wr[0] * v0; a0_1 += wr[0] * v1; a0_2 += wr[0] * v2; a0_3 += wr[0] * v3;
                         a1_0 += wr[9] * v0; a1_1 += wr[9] * v1; a1_2 += wr[9] * v2; a1_3 += wr[9] * v3;
                         a2_0 += wr[18] * v0; a2_1 += wr[18] * v1; a2_2 += wr[18] * v2; a2_3 += wr[18] * v3;
@@ -3068,7 +3108,7 @@ static void l07_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         a5_0 += wr[45] * v0; a5_1 += wr[45] * v1; a5_2 += wr[45] * v2; a5_3 += wr[45] * v3;
                     }
                     {
-                        cg_v v0 = VLOAD(dr + 229), v1 = VLOAD(dr + 245), v2 = VLOAD(dr + 261), v3 = VLOAD(dr + 277); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        cg_v v0 = VLOAD(dr + 29185), v1 = VLOAD(dr + 29201), v2 = VLOAD(dr + 29217), v3 = VLOAD(dr + 29233); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
                         a0_0 += wr[1] * v0; a0_1 += wr[1] * v1; a0_2 += wr[1] * v2; a0_3 += wr[1] * v3;
                         a1_0 += wr[10] * v0; a1_1 += wr[10] * v1; a1_2 += wr[10] * v2; a1_3 += wr[10] * v3;
                         a2_0 += wr[19] * v0; a2_1 += wr[19] * v1; a2_2 += wr[19] * v2; a2_3 += wr[19] * v3;
@@ -3077,7 +3117,7 @@ static void l07_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         a5_0 += wr[46] * v0; a5_1 += wr[46] * v1; a5_2 += wr[46] * v2; a5_3 += wr[46] * v3;
                     }
                     {
-                        cg_v v0 = VLOAD(dr + 228), v1 = VLOAD(dr + 244), v2 = VLOAD(dr + 260), v3 = VLOAD(dr + 276); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        cg_v v0 = VLOAD(dr + 29184), v1 = VLOAD(dr + 29200), v2 = VLOAD(dr + 29216), v3 = VLOAD(dr + 29232); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
                         a0_0 += wr[2] * v0; a0_1 += wr[2] * v1; a0_2 += wr[2] * v2; a0_3 += wr[2] * v3;
                         a1_0 += wr[11] * v0; a1_1 += wr[11] * v1; a1_2 += wr[11] * v2; a1_3 += wr[11] * v3;
                         a2_0 += wr[20] * v0; a2_1 += wr[20] * v1; a2_2 += wr[20] * v2; a2_3 += wr[20] * v3;
@@ -3086,7 +3126,7 @@ static void l07_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         a5_0 += wr[47] * v0; a5_1 += wr[47] * v1; a5_2 += wr[47] * v2; a5_3 += wr[47] * v3;
                     }
                     {
-                        cg_v v0 = VLOAD(dr + 116), v1 = VLOAD(dr + 132), v2 = VLOAD(dr + 148), v3 = VLOAD(dr + 164); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        cg_v v0 = VLOAD(dr + 14594), v1 = VLOAD(dr + 14610), v2 = VLOAD(dr + 14626), v3 = VLOAD(dr + 14642); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
                         a0_0 += wr[3] * v0; a0_1 += wr[3] * v1; a0_2 += wr[3] * v2; a0_3 += wr[3] * v3;
                         a1_0 += wr[12] * v0; a1_1 += wr[12] * v1; a1_2 += wr[12] * v2; a1_3 += wr[12] * v3;
                         a2_0 += wr[21] * v0; a2_1 += wr[21] * v1; a2_2 += wr[21] * v2; a2_3 += wr[21] * v3;
@@ -3095,7 +3135,7 @@ static void l07_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         a5_0 += wr[48] * v0; a5_1 += wr[48] * v1; a5_2 += wr[48] * v2; a5_3 += wr[48] * v3;
                     }
                     {
-                        cg_v v0 = VLOAD(dr + 115), v1 = VLOAD(dr + 131), v2 = VLOAD(dr + 147), v3 = VLOAD(dr + 163); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        cg_v v0 = VLOAD(dr + 14593), v1 = VLOAD(dr + 14609), v2 = VLOAD(dr + 14625), v3 = VLOAD(dr + 14641); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
                         a0_0 += wr[4] * v0; a0_1 += wr[4] * v1; a0_2 += wr[4] * v2; a0_3 += wr[4] * v3;
                         a1_0 += wr[13] * v0; a1_1 += wr[13] * v1; a1_2 += wr[13] * v2; a1_3 += wr[13] * v3;
                         a2_0 += wr[22] * v0; a2_1 += wr[22] * v1; a2_2 += wr[22] * v2; a2_3 += wr[22] * v3;
@@ -3104,7 +3144,7 @@ static void l07_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         a5_0 += wr[49] * v0; a5_1 += wr[49] * v1; a5_2 += wr[49] * v2; a5_3 += wr[49] * v3;
                     }
                     {
-                        cg_v v0 = VLOAD(dr + 114), v1 = VLOAD(dr + 130), v2 = VLOAD(dr + 146), v3 = VLOAD(dr + 162); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        cg_v v0 = VLOAD(dr + 14592), v1 = VLOAD(dr + 14608), v2 = VLOAD(dr + 14624), v3 = VLOAD(dr + 14640); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
                         a0_0 += wr[5] * v0; a0_1 += wr[5] * v1; a0_2 += wr[5] * v2; a0_3 += wr[5] * v3;
                         a1_0 += wr[14] * v0; a1_1 += wr[14] * v1; a1_2 += wr[14] * v2; a1_3 += wr[14] * v3;
                         a2_0 += wr[23] * v0; a2_1 += wr[23] * v1; a2_2 += wr[23] * v2; a2_3 += wr[23] * v3;
@@ -3156,10 +3196,11 @@ static void l07_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                 cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f), a4_2 = vsplat(0.0f);
                 cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f), a5_2 = vsplat(0.0f);
                 for (int co = 0; co < 128; co++) {
-                    const float *restrict dr = dr0 + (size_t)co * 12996 + x0;
+                    const float *restrict dr = dr0 + co * 114 + x0;
+                    __builtin_prefetch(dr + 228); __builtin_prefetch(dr + 244); __builtin_prefetch(dr + 260); __builtin_prefetch(dr + 276); __builtin_prefetch(dr + 14820); __builtin_prefetch(dr + 14836); __builtin_prefetch(dr + 14852); __builtin_prefetch(dr + 14868); __builtin_prefetch(dr + 29412); __builtin_prefetch(dr + 29428); __builtin_prefetch(dr + 29444); __builtin_prefetch(dr + 29460);
                     const float *restrict wr = w + (size_t)co * 1152 + ci0 * 9;
                     {
-                        cg_v v0 = VLOAD(dr + 230), v1 = VLOAD(dr + 246), v2 = VLOAD(dr + 262); VKEEP(v0); VKEEP(v1); VKEEP(v2);
+                        cg_v v0 = VLOAD(dr + 29186), v1 = VLOAD(dr + 29202), v2 = VLOAD(dr + 29218); VKEEP(v0); VKEEP(v1); VKEEP(v2);
                         a0_0 += wr[0] * v0; a0_1 += wr[0] * v1; a0_2 += wr[0] * v2;
                         a1_0 += wr[9] * v0; a1_1 += wr[9] * v1; a1_2 += wr[9] * v2;
                         a2_0 += wr[18] * v0; a2_1 += wr[18] * v1; a2_2 += wr[18] * v2;
@@ -3168,7 +3209,7 @@ static void l07_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         a5_0 += wr[45] * v0; a5_1 += wr[45] * v1; a5_2 += wr[45] * v2;
                     }
                     {
-                        cg_v v0 = VLOAD(dr + 229), v1 = VLOAD(dr + 245), v2 = VLOAD(dr + 261); VKEEP(v0); VKEEP(v1); VKEEP(v2);
+                        cg_v v0 = VLOAD(dr + 29185), v1 = VLOAD(dr + 29201), v2 = VLOAD(dr + 29217); VKEEP(v0); VKEEP(v1); VKEEP(v2);
                         a0_0 += wr[1] * v0; a0_1 += wr[1] * v1; a0_2 += wr[1] * v2;
                         a1_0 += wr[10] * v0; a1_1 += wr[10] * v1; a1_2 += wr[10] * v2;
                         a2_0 += wr[19] * v0; a2_1 += wr[19] * v1; a2_2 += wr[19] * v2;
@@ -3177,7 +3218,7 @@ static void l07_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         a5_0 += wr[46] * v0; a5_1 += wr[46] * v1; a5_2 += wr[46] * v2;
                     }
                     {
-                        cg_v v0 = VLOAD(dr + 228), v1 = VLOAD(dr + 244), v2 = VLOAD(dr + 260); VKEEP(v0); VKEEP(v1); VKEEP(v2);
+                        cg_v v0 = VLOAD(dr + 29184), v1 = VLOAD(dr + 29200), v2 = VLOAD(dr + 29216); VKEEP(v0); VKEEP(v1); VKEEP(v2);
                         a0_0 += wr[2] * v0; a0_1 += wr[2] * v1; a0_2 += wr[2] * v2;
                         a1_0 += wr[11] * v0; a1_1 += wr[11] * v1; a1_2 += wr[11] * v2;
                         a2_0 += wr[20] * v0; a2_1 += wr[20] * v1; a2_2 += wr[20] * v2;
@@ -3186,7 +3227,7 @@ static void l07_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         a5_0 += wr[47] * v0; a5_1 += wr[47] * v1; a5_2 += wr[47] * v2;
                     }
                     {
-                        cg_v v0 = VLOAD(dr + 116), v1 = VLOAD(dr + 132), v2 = VLOAD(dr + 148); VKEEP(v0); VKEEP(v1); VKEEP(v2);
+                        cg_v v0 = VLOAD(dr + 14594), v1 = VLOAD(dr + 14610), v2 = VLOAD(dr + 14626); VKEEP(v0); VKEEP(v1); VKEEP(v2);
                         a0_0 += wr[3] * v0; a0_1 += wr[3] * v1; a0_2 += wr[3] * v2;
                         a1_0 += wr[12] * v0; a1_1 += wr[12] * v1; a1_2 += wr[12] * v2;
                         a2_0 += wr[21] * v0; a2_1 += wr[21] * v1; a2_2 += wr[21] * v2;
@@ -3195,7 +3236,7 @@ static void l07_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         a5_0 += wr[48] * v0; a5_1 += wr[48] * v1; a5_2 += wr[48] * v2;
                     }
                     {
-                        cg_v v0 = VLOAD(dr + 115), v1 = VLOAD(dr + 131), v2 = VLOAD(dr + 147); VKEEP(v0); VKEEP(v1); VKEEP(v2);
+                        cg_v v0 = VLOAD(dr + 14593), v1 = VLOAD(dr + 14609), v2 = VLOAD(dr + 14625); VKEEP(v0); VKEEP(v1); VKEEP(v2);
                         a0_0 += wr[4] * v0; a0_1 += wr[4] * v1; a0_2 += wr[4] * v2;
                         a1_0 += wr[13] * v0; a1_1 += wr[13] * v1; a1_2 += wr[13] * v2;
                         a2_0 += wr[22] * v0; a2_1 += wr[22] * v1; a2_2 += wr[22] * v2;
@@ -3204,7 +3245,7 @@ static void l07_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         a5_0 += wr[49] * v0; a5_1 += wr[49] * v1; a5_2 += wr[49] * v2;
                     }
                     {
-                        cg_v v0 = VLOAD(dr + 114), v1 = VLOAD(dr + 130), v2 = VLOAD(dr + 146); VKEEP(v0); VKEEP(v1); VKEEP(v2);
+                        cg_v v0 = VLOAD(dr + 14592), v1 = VLOAD(dr + 14608), v2 = VLOAD(dr + 14624); VKEEP(v0); VKEEP(v1); VKEEP(v2);
                         a0_0 += wr[5] * v0; a0_1 += wr[5] * v1; a0_2 += wr[5] * v2;
                         a1_0 += wr[14] * v0; a1_1 += wr[14] * v1; a1_2 += wr[14] * v2;
                         a2_0 += wr[23] * v0; a2_1 += wr[23] * v1; a2_2 += wr[23] * v2;
@@ -3255,35 +3296,36 @@ static void l07_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                 cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f);
                 cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f), a1_3 = vsplat(0.0f);
                 for (int co = 0; co < 128; co++) {
-                    const float *restrict dr = dr0 + (size_t)co * 12996 + x0;
+                    const float *restrict dr = dr0 + co * 114 + x0;
+                    __builtin_prefetch(dr + 228); __builtin_prefetch(dr + 244); __builtin_prefetch(dr + 260); __builtin_prefetch(dr + 276); __builtin_prefetch(dr + 292); __builtin_prefetch(dr + 14820); __builtin_prefetch(dr + 14836); __builtin_prefetch(dr + 14852); __builtin_prefetch(dr + 14868); __builtin_prefetch(dr + 14884); __builtin_prefetch(dr + 29412); __builtin_prefetch(dr + 29428); __builtin_prefetch(dr + 29444); __builtin_prefetch(dr + 29460); __builtin_prefetch(dr + 29476);
                     const float *restrict wr = w + (size_t)co * 1152 + ci0 * 9;
                     {
-                        cg_v v0 = VLOAD(dr + 230), v1 = VLOAD(dr + 246), v2 = VLOAD(dr + 262), v3 = VLOAD(dr + 278); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        cg_v v0 = VLOAD(dr + 29186), v1 = VLOAD(dr + 29202), v2 = VLOAD(dr + 29218), v3 = VLOAD(dr + 29234); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
                         a0_0 += wr[0] * v0; a0_1 += wr[0] * v1; a0_2 += wr[0] * v2; a0_3 += wr[0] * v3;
                         a1_0 += wr[9] * v0; a1_1 += wr[9] * v1; a1_2 += wr[9] * v2; a1_3 += wr[9] * v3;
                     }
                     {
-                        cg_v v0 = VLOAD(dr + 229), v1 = VLOAD(dr + 245), v2 = VLOAD(dr + 261), v3 = VLOAD(dr + 277); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        cg_v v0 = VLOAD(dr + 29185), v1 = VLOAD(dr + 29201), v2 = VLOAD(dr + 29217), v3 = VLOAD(dr + 29233); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
                         a0_0 += wr[1] * v0; a0_1 += wr[1] * v1; a0_2 += wr[1] * v2; a0_3 += wr[1] * v3;
                         a1_0 += wr[10] * v0; a1_1 += wr[10] * v1; a1_2 += wr[10] * v2; a1_3 += wr[10] * v3;
                     }
                     {
-                        cg_v v0 = VLOAD(dr + 228), v1 = VLOAD(dr + 244), v2 = VLOAD(dr + 260), v3 = VLOAD(dr + 276); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        cg_v v0 = VLOAD(dr + 29184), v1 = VLOAD(dr + 29200), v2 = VLOAD(dr + 29216), v3 = VLOAD(dr + 29232); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
                         a0_0 += wr[2] * v0; a0_1 += wr[2] * v1; a0_2 += wr[2] * v2; a0_3 += wr[2] * v3;
                         a1_0 += wr[11] * v0; a1_1 += wr[11] * v1; a1_2 += wr[11] * v2; a1_3 += wr[11] * v3;
                     }
                     {
-                        cg_v v0 = VLOAD(dr + 116), v1 = VLOAD(dr + 132), v2 = VLOAD(dr + 148), v3 = VLOAD(dr + 164); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        cg_v v0 = VLOAD(dr + 14594), v1 = VLOAD(dr + 14610), v2 = VLOAD(dr + 14626), v3 = VLOAD(dr + 14642); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
                         a0_0 += wr[3] * v0; a0_1 += wr[3] * v1; a0_2 += wr[3] * v2; a0_3 += wr[3] * v3;
                         a1_0 += wr[12] * v0; a1_1 += wr[12] * v1; a1_2 += wr[12] * v2; a1_3 += wr[12] * v3;
                     }
                     {
-                        cg_v v0 = VLOAD(dr + 115), v1 = VLOAD(dr + 131), v2 = VLOAD(dr + 147), v3 = VLOAD(dr + 163); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        cg_v v0 = VLOAD(dr + 14593), v1 = VLOAD(dr + 14609), v2 = VLOAD(dr + 14625), v3 = VLOAD(dr + 14641); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
                         a0_0 += wr[4] * v0; a0_1 += wr[4] * v1; a0_2 += wr[4] * v2; a0_3 += wr[4] * v3;
                         a1_0 += wr[13] * v0; a1_1 += wr[13] * v1; a1_2 += wr[13] * v2; a1_3 += wr[13] * v3;
                     }
                     {
-                        cg_v v0 = VLOAD(dr + 114), v1 = VLOAD(dr + 130), v2 = VLOAD(dr + 146), v3 = VLOAD(dr + 162); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        cg_v v0 = VLOAD(dr + 14592), v1 = VLOAD(dr + 14608), v2 = VLOAD(dr + 14624), v3 = VLOAD(dr + 14640); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
                         a0_0 += wr[5] * v0; a0_1 += wr[5] * v1; a0_2 += wr[5] * v2; a0_3 += wr[5] * v3;
                         a1_0 += wr[14] * v0; a1_1 += wr[14] * v1; a1_2 += wr[14] * v2; a1_3 += wr[14] * v3;
                     }
@@ -3311,35 +3353,36 @@ static void l07_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                 cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f);
                 cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f);
                 for (int co = 0; co < 128; co++) {
-                    const float *restrict dr = dr0 + (size_t)co * 12996 + x0;
+                    const float *restrict dr = dr0 + co * 114 + x0;
+                    __builtin_prefetch(dr + 228); __builtin_prefetch(dr + 244); __builtin_prefetch(dr + 260); __builtin_prefetch(dr + 276); __builtin_prefetch(dr + 14820); __builtin_prefetch(dr + 14836); __builtin_prefetch(dr + 14852); __builtin_prefetch(dr + 14868); __builtin_prefetch(dr + 29412); __builtin_prefetch(dr + 29428); __builtin_prefetch(dr + 29444); __builtin_prefetch(dr + 29460);
                     const float *restrict wr = w + (size_t)co * 1152 + ci0 * 9;
                     {
-                        cg_v v0 = VLOAD(dr + 230), v1 = VLOAD(dr + 246), v2 = VLOAD(dr + 262); VKEEP(v0); VKEEP(v1); VKEEP(v2);
+                        cg_v v0 = VLOAD(dr + 29186), v1 = VLOAD(dr + 29202), v2 = VLOAD(dr + 29218); VKEEP(v0); VKEEP(v1); VKEEP(v2);
                         a0_0 += wr[0] * v0; a0_1 += wr[0] * v1; a0_2 += wr[0] * v2;
                         a1_0 += wr[9] * v0; a1_1 += wr[9] * v1; a1_2 += wr[9] * v2;
                     }
                     {
-                        cg_v v0 = VLOAD(dr + 229), v1 = VLOAD(dr + 245), v2 = VLOAD(dr + 261); VKEEP(v0); VKEEP(v1); VKEEP(v2);
+                        cg_v v0 = VLOAD(dr + 29185), v1 = VLOAD(dr + 29201), v2 = VLOAD(dr + 29217); VKEEP(v0); VKEEP(v1); VKEEP(v2);
                         a0_0 += wr[1] * v0; a0_1 += wr[1] * v1; a0_2 += wr[1] * v2;
                         a1_0 += wr[10] * v0; a1_1 += wr[10] * v1; a1_2 += wr[10] * v2;
                     }
                     {
-                        cg_v v0 = VLOAD(dr + 228), v1 = VLOAD(dr + 244), v2 = VLOAD(dr + 260); VKEEP(v0); VKEEP(v1); VKEEP(v2);
+                        cg_v v0 = VLOAD(dr + 29184), v1 = VLOAD(dr + 29200), v2 = VLOAD(dr + 29216); VKEEP(v0); VKEEP(v1); VKEEP(v2);
                         a0_0 += wr[2] * v0; a0_1 += wr[2] * v1; a0_2 += wr[2] * v2;
                         a1_0 += wr[11] * v0; a1_1 += wr[11] * v1; a1_2 += wr[11] * v2;
                     }
                     {
-                        cg_v v0 = VLOAD(dr + 116), v1 = VLOAD(dr + 132), v2 = VLOAD(dr + 148); VKEEP(v0); VKEEP(v1); VKEEP(v2);
+                        cg_v v0 = VLOAD(dr + 14594), v1 = VLOAD(dr + 14610), v2 = VLOAD(dr + 14626); VKEEP(v0); VKEEP(v1); VKEEP(v2);
                         a0_0 += wr[3] * v0; a0_1 += wr[3] * v1; a0_2 += wr[3] * v2;
                         a1_0 += wr[12] * v0; a1_1 += wr[12] * v1; a1_2 += wr[12] * v2;
                     }
                     {
-                        cg_v v0 = VLOAD(dr + 115), v1 = VLOAD(dr + 131), v2 = VLOAD(dr + 147); VKEEP(v0); VKEEP(v1); VKEEP(v2);
+                        cg_v v0 = VLOAD(dr + 14593), v1 = VLOAD(dr + 14609), v2 = VLOAD(dr + 14625); VKEEP(v0); VKEEP(v1); VKEEP(v2);
                         a0_0 += wr[4] * v0; a0_1 += wr[4] * v1; a0_2 += wr[4] * v2;
                         a1_0 += wr[13] * v0; a1_1 += wr[13] * v1; a1_2 += wr[13] * v2;
                     }
                     {
-                        cg_v v0 = VLOAD(dr + 114), v1 = VLOAD(dr + 130), v2 = VLOAD(dr + 146); VKEEP(v0); VKEEP(v1); VKEEP(v2);
+                        cg_v v0 = VLOAD(dr + 14592), v1 = VLOAD(dr + 14608), v2 = VLOAD(dr + 14624); VKEEP(v0); VKEEP(v1); VKEEP(v2);
                         a0_0 += wr[5] * v0; a0_1 += wr[5] * v1; a0_2 += wr[5] * v2;
                         a1_0 += wr[14] * v0; a1_1 += wr[14] * v1; a1_2 += wr[14] * v2;
                     }
@@ -3808,26 +3851,30 @@ static void l10_conv2d_backward_dx(const float *restrict P, float *restrict S, c
     /* x [N][128x56x56], y [N][256x56x56] */
     const float *restrict w = P;
     float *restrict dyp = S + 861200;
-    /* dy -> zero-padded planes 58x58 */
+    /* dy -> zero-padded rows [n][58][256][58] */
     CG_PARALLEL_FOR
     for (int pl = 0; pl < nb * 256; pl++) {
+        const int n = pl / 256, c = pl % 256;
         const float *restrict s = dy + (size_t)pl * 3136;
-        float *restrict d = dyp + (size_t)pl * 3364;
-        memset(d, 0, sizeof(float) * 58);
-        for (int i = 0; i < 56; i++) {
-            float *restrict r = d + (i + 1) * 58;
-            memset(r, 0, sizeof(float) * 1);
-            memcpy(r + 1, s + i * 56, sizeof(float) * 56);
-            memset(r + 57, 0, sizeof(float) * 1);
+        float *restrict d = dyp + (size_t)n * 861184 + c * 58;
+        for (int i = 0; i < 58; i++) {
+            float *restrict r = d + (size_t)i * 14848;
+            if (i < 1 || i >= 57) {
+                memset(r, 0, sizeof(float) * 58);
+            }
+            else {
+                memset(r, 0, sizeof(float) * 1);
+                memcpy(r + 1, s + (i - 1) * 56, sizeof(float) * 56);
+                memset(r + 57, 0, sizeof(float) * 1);
+            }
         }
-        memset(d + 3306, 0, sizeof(float) * 58);
     }
     memset(dyp + (size_t)nb * 861184, 0, sizeof(float) * 16); /* slack read by partial vectors */
     /* tiles of 6 input channels x 4 vectors of an input row */
     CG_PARALLEL_FOR
     for (int r = 0; r < nb * 56; r++) {
         const int n = r / 56, iy = r % 56;
-        const float *restrict dr0 = dyp + ((size_t)n * 14848 + iy) * 58;
+        const float *restrict dr0 = dyp + ((size_t)n * 58 + iy) * 14848;
         float *restrict xr = dx + ((size_t)n * 7168 + iy) * 56;
         for (int ci0 = 0; ci0 < 126; ci0 += 6) {
             {
@@ -3839,10 +3886,11 @@ static void l10_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                 cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f), a4_2 = vsplat(0.0f), a4_3 = vsplat(0.0f);
                 cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f), a5_2 = vsplat(0.0f), a5_3 = vsplat(0.0f);
                 for (int co = 0; co < 256; co++) {
-                    const float *restrict dr = dr0 + (size_t)co * 3364 + x0;
+                    const float *restrict dr = dr0 + co * 58 + x0;
+                    __builtin_prefetch(dr + 116); __builtin_prefetch(dr + 132); __builtin_prefetch(dr + 148); __builtin_prefetch(dr + 164); __builtin_prefetch(dr + 180); __builtin_prefetch(dr + 14964); __builtin_prefetch(dr + 14980); __builtin_prefetch(dr + 14996); __builtin_prefetch(dr + 15012); __builtin_prefetch(dr + 15028); __builtin_prefetch(dr + 29812); __builtin_prefetch(dr + 29828); __builtin_prefetch(dr + 29844); __builtin_prefetch(dr + 29860); __builtin_prefetch(dr + 29876);
                     const float *restrict wr = w + (size_t)co * 1152 + ci0 * 9;
                     {
-                        cg_v v0 = VLOAD(dr + 118), v1 = VLOAD(dr + 134), v2 = VLOAD(dr + 150), v3 = VLOAD(dr + 166); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        cg_v v0 = VLOAD(dr + 29698), v1 = VLOAD(dr + 29714), v2 = VLOAD(dr + 29730), v3 = VLOAD(dr + 29746); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
                         a0_0 += wr[0] * v0; a0_1 += wr[0] * v1; a0_2 += wr[0] * v2; a0_3 += wr[0] * v3;
                         a1_0 += wr[9] * v0; a1_1 += wr[9] * v1; a1_2 += wr[9] * v2; a1_3 += wr[9] * v3;
                         a2_0 += wr[18] * v0; a2_1 += wr[18] * v1; a2_2 += wr[18] * v2; a2_3 += wr[18] * v3;
@@ -3851,7 +3899,7 @@ static void l10_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         a5_0 += wr[45] * v0; a5_1 += wr[45] * v1; a5_2 += wr[45] * v2; a5_3 += wr[45] * v3;
                     }
                     {
-                        cg_v v0 = VLOAD(dr + 117), v1 = VLOAD(dr + 133), v2 = VLOAD(dr + 149), v3 = VLOAD(dr + 165); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        cg_v v0 = VLOAD(dr + 29697), v1 = VLOAD(dr + 29713), v2 = VLOAD(dr + 29729), v3 = VLOAD(dr + 29745); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
                         a0_0 += wr[1] * v0; a0_1 += wr[1] * v1; a0_2 += wr[1] * v2; a0_3 += wr[1] * v3;
                         a1_0 += wr[10] * v0; a1_1 += wr[10] * v1; a1_2 += wr[10] * v2; a1_3 += wr[10] * v3;
                         a2_0 += wr[19] * v0; a2_1 += wr[19] * v1; a2_2 += wr[19] * v2; a2_3 += wr[19] * v3;
@@ -3860,7 +3908,7 @@ static void l10_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         a5_0 += wr[46] * v0; a5_1 += wr[46] * v1; a5_2 += wr[46] * v2; a5_3 += wr[46] * v3;
                     }
                     {
-                        cg_v v0 = VLOAD(dr + 116), v1 = VLOAD(dr + 132), v2 = VLOAD(dr + 148), v3 = VLOAD(dr + 164); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        cg_v v0 = VLOAD(dr + 29696), v1 = VLOAD(dr + 29712), v2 = VLOAD(dr + 29728), v3 = VLOAD(dr + 29744); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
                         a0_0 += wr[2] * v0; a0_1 += wr[2] * v1; a0_2 += wr[2] * v2; a0_3 += wr[2] * v3;
                         a1_0 += wr[11] * v0; a1_1 += wr[11] * v1; a1_2 += wr[11] * v2; a1_3 += wr[11] * v3;
                         a2_0 += wr[20] * v0; a2_1 += wr[20] * v1; a2_2 += wr[20] * v2; a2_3 += wr[20] * v3;
@@ -3869,7 +3917,7 @@ static void l10_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         a5_0 += wr[47] * v0; a5_1 += wr[47] * v1; a5_2 += wr[47] * v2; a5_3 += wr[47] * v3;
                     }
                     {
-                        cg_v v0 = VLOAD(dr + 60), v1 = VLOAD(dr + 76), v2 = VLOAD(dr + 92), v3 = VLOAD(dr + 108); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        cg_v v0 = VLOAD(dr + 14850), v1 = VLOAD(dr + 14866), v2 = VLOAD(dr + 14882), v3 = VLOAD(dr + 14898); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
                         a0_0 += wr[3] * v0; a0_1 += wr[3] * v1; a0_2 += wr[3] * v2; a0_3 += wr[3] * v3;
                         a1_0 += wr[12] * v0; a1_1 += wr[12] * v1; a1_2 += wr[12] * v2; a1_3 += wr[12] * v3;
                         a2_0 += wr[21] * v0; a2_1 += wr[21] * v1; a2_2 += wr[21] * v2; a2_3 += wr[21] * v3;
@@ -3878,7 +3926,7 @@ static void l10_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         a5_0 += wr[48] * v0; a5_1 += wr[48] * v1; a5_2 += wr[48] * v2; a5_3 += wr[48] * v3;
                     }
                     {
-                        cg_v v0 = VLOAD(dr + 59), v1 = VLOAD(dr + 75), v2 = VLOAD(dr + 91), v3 = VLOAD(dr + 107); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        cg_v v0 = VLOAD(dr + 14849), v1 = VLOAD(dr + 14865), v2 = VLOAD(dr + 14881), v3 = VLOAD(dr + 14897); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
                         a0_0 += wr[4] * v0; a0_1 += wr[4] * v1; a0_2 += wr[4] * v2; a0_3 += wr[4] * v3;
                         a1_0 += wr[13] * v0; a1_1 += wr[13] * v1; a1_2 += wr[13] * v2; a1_3 += wr[13] * v3;
                         a2_0 += wr[22] * v0; a2_1 += wr[22] * v1; a2_2 += wr[22] * v2; a2_3 += wr[22] * v3;
@@ -3887,7 +3935,7 @@ static void l10_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         a5_0 += wr[49] * v0; a5_1 += wr[49] * v1; a5_2 += wr[49] * v2; a5_3 += wr[49] * v3;
                     }
                     {
-                        cg_v v0 = VLOAD(dr + 58), v1 = VLOAD(dr + 74), v2 = VLOAD(dr + 90), v3 = VLOAD(dr + 106); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        cg_v v0 = VLOAD(dr + 14848), v1 = VLOAD(dr + 14864), v2 = VLOAD(dr + 14880), v3 = VLOAD(dr + 14896); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
                         a0_0 += wr[5] * v0; a0_1 += wr[5] * v1; a0_2 += wr[5] * v2; a0_3 += wr[5] * v3;
                         a1_0 += wr[14] * v0; a1_1 += wr[14] * v1; a1_2 += wr[14] * v2; a1_3 += wr[14] * v3;
                         a2_0 += wr[23] * v0; a2_1 += wr[23] * v1; a2_2 += wr[23] * v2; a2_3 += wr[23] * v3;
@@ -3938,35 +3986,36 @@ static void l10_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                 cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f);
                 cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f), a1_3 = vsplat(0.0f);
                 for (int co = 0; co < 256; co++) {
-                    const float *restrict dr = dr0 + (size_t)co * 3364 + x0;
+                    const float *restrict dr = dr0 + co * 58 + x0;
+                    __builtin_prefetch(dr + 116); __builtin_prefetch(dr + 132); __builtin_prefetch(dr + 148); __builtin_prefetch(dr + 164); __builtin_prefetch(dr + 180); __builtin_prefetch(dr + 14964); __builtin_prefetch(dr + 14980); __builtin_prefetch(dr + 14996); __builtin_prefetch(dr + 15012); __builtin_prefetch(dr + 15028); __builtin_prefetch(dr + 29812); __builtin_prefetch(dr + 29828); __builtin_prefetch(dr + 29844); __builtin_prefetch(dr + 29860); __builtin_prefetch(dr + 29876);
                     const float *restrict wr = w + (size_t)co * 1152 + ci0 * 9;
                     {
-                        cg_v v0 = VLOAD(dr + 118), v1 = VLOAD(dr + 134), v2 = VLOAD(dr + 150), v3 = VLOAD(dr + 166); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        cg_v v0 = VLOAD(dr + 29698), v1 = VLOAD(dr + 29714), v2 = VLOAD(dr + 29730), v3 = VLOAD(dr + 29746); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
                         a0_0 += wr[0] * v0; a0_1 += wr[0] * v1; a0_2 += wr[0] * v2; a0_3 += wr[0] * v3;
                         a1_0 += wr[9] * v0; a1_1 += wr[9] * v1; a1_2 += wr[9] * v2; a1_3 += wr[9] * v3;
                     }
                     {
-                        cg_v v0 = VLOAD(dr + 117), v1 = VLOAD(dr + 133), v2 = VLOAD(dr + 149), v3 = VLOAD(dr + 165); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        cg_v v0 = VLOAD(dr + 29697), v1 = VLOAD(dr + 29713), v2 = VLOAD(dr + 29729), v3 = VLOAD(dr + 29745); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
                         a0_0 += wr[1] * v0; a0_1 += wr[1] * v1; a0_2 += wr[1] * v2; a0_3 += wr[1] * v3;
                         a1_0 += wr[10] * v0; a1_1 += wr[10] * v1; a1_2 += wr[10] * v2; a1_3 += wr[10] * v3;
                     }
                     {
-                        cg_v v0 = VLOAD(dr + 116), v1 = VLOAD(dr + 132), v2 = VLOAD(dr + 148), v3 = VLOAD(dr + 164); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        cg_v v0 = VLOAD(dr + 29696), v1 = VLOAD(dr + 29712), v2 = VLOAD(dr + 29728), v3 = VLOAD(dr + 29744); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
                         a0_0 += wr[2] * v0; a0_1 += wr[2] * v1; a0_2 += wr[2] * v2; a0_3 += wr[2] * v3;
                         a1_0 += wr[11] * v0; a1_1 += wr[11] * v1; a1_2 += wr[11] * v2; a1_3 += wr[11] * v3;
                     }
                     {
-                        cg_v v0 = VLOAD(dr + 60), v1 = VLOAD(dr + 76), v2 = VLOAD(dr + 92), v3 = VLOAD(dr + 108); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        cg_v v0 = VLOAD(dr + 14850), v1 = VLOAD(dr + 14866), v2 = VLOAD(dr + 14882), v3 = VLOAD(dr + 14898); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
                         a0_0 += wr[3] * v0; a0_1 += wr[3] * v1; a0_2 += wr[3] * v2; a0_3 += wr[3] * v3;
                         a1_0 += wr[12] * v0; a1_1 += wr[12] * v1; a1_2 += wr[12] * v2; a1_3 += wr[12] * v3;
                     }
                     {
-                        cg_v v0 = VLOAD(dr + 59), v1 = VLOAD(dr + 75), v2 = VLOAD(dr + 91), v3 = VLOAD(dr + 107); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        cg_v v0 = VLOAD(dr + 14849), v1 = VLOAD(dr + 14865), v2 = VLOAD(dr + 14881), v3 = VLOAD(dr + 14897); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
                         a0_0 += wr[4] * v0; a0_1 += wr[4] * v1; a0_2 += wr[4] * v2; a0_3 += wr[4] * v3;
                         a1_0 += wr[13] * v0; a1_1 += wr[13] * v1; a1_2 += wr[13] * v2; a1_3 += wr[13] * v3;
                     }
                     {
-                        cg_v v0 = VLOAD(dr + 58), v1 = VLOAD(dr + 74), v2 = VLOAD(dr + 90), v3 = VLOAD(dr + 106); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        cg_v v0 = VLOAD(dr + 14848), v1 = VLOAD(dr + 14864), v2 = VLOAD(dr + 14880), v3 = VLOAD(dr + 14896); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
                         a0_0 += wr[5] * v0; a0_1 += wr[5] * v1; a0_2 += wr[5] * v2; a0_3 += wr[5] * v3;
                         a1_0 += wr[14] * v0; a1_1 += wr[14] * v1; a1_2 += wr[14] * v2; a1_3 += wr[14] * v3;
                     }
@@ -4399,26 +4448,30 @@ static void l12_conv2d_backward_dx(const float *restrict P, float *restrict S, c
     /* x [N][256x56x56], y [N][256x56x56] */
     const float *restrict w = P;
     float *restrict dyp = S + 1722384;
-    /* dy -> zero-padded planes 58x58 */
+    /* dy -> zero-padded rows [n][58][256][58] */
     CG_PARALLEL_FOR
     for (int pl = 0; pl < nb * 256; pl++) {
+        const int n = pl / 256, c = pl % 256;
         const float *restrict s = dy + (size_t)pl * 3136;
-        float *restrict d = dyp + (size_t)pl * 3364;
-        memset(d, 0, sizeof(float) * 58);
-        for (int i = 0; i < 56; i++) {
-            float *restrict r = d + (i + 1) * 58;
-            memset(r, 0, sizeof(float) * 1);
-            memcpy(r + 1, s + i * 56, sizeof(float) * 56);
-            memset(r + 57, 0, sizeof(float) * 1);
+        float *restrict d = dyp + (size_t)n * 861184 + c * 58;
+        for (int i = 0; i < 58; i++) {
+            float *restrict r = d + (size_t)i * 14848;
+            if (i < 1 || i >= 57) {
+                memset(r, 0, sizeof(float) * 58);
+            }
+            else {
+                memset(r, 0, sizeof(float) * 1);
+                memcpy(r + 1, s + (i - 1) * 56, sizeof(float) * 56);
+                memset(r + 57, 0, sizeof(float) * 1);
+            }
         }
-        memset(d + 3306, 0, sizeof(float) * 58);
     }
     memset(dyp + (size_t)nb * 861184, 0, sizeof(float) * 16); /* slack read by partial vectors */
     /* tiles of 6 input channels x 4 vectors of an input row */
     CG_PARALLEL_FOR
     for (int r = 0; r < nb * 56; r++) {
         const int n = r / 56, iy = r % 56;
-        const float *restrict dr0 = dyp + ((size_t)n * 14848 + iy) * 58;
+        const float *restrict dr0 = dyp + ((size_t)n * 58 + iy) * 14848;
         float *restrict xr = dx + ((size_t)n * 14336 + iy) * 56;
         for (int ci0 = 0; ci0 < 252; ci0 += 6) {
             {
@@ -4430,10 +4483,11 @@ static void l12_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                 cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f), a4_2 = vsplat(0.0f), a4_3 = vsplat(0.0f);
                 cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f), a5_2 = vsplat(0.0f), a5_3 = vsplat(0.0f);
                 for (int co = 0; co < 256; co++) {
-                    const float *restrict dr = dr0 + (size_t)co * 3364 + x0;
+                    const float *restrict dr = dr0 + co * 58 + x0;
+                    __builtin_prefetch(dr + 116); __builtin_prefetch(dr + 132); __builtin_prefetch(dr + 148); __builtin_prefetch(dr + 164); __builtin_prefetch(dr + 180); __builtin_prefetch(dr + 14964); __builtin_prefetch(dr + 14980); __builtin_prefetch(dr + 14996); __builtin_prefetch(dr + 15012); __builtin_prefetch(dr + 15028); __builtin_prefetch(dr + 29812); __builtin_prefetch(dr + 29828); __builtin_prefetch(dr + 29844); __builtin_prefetch(dr + 29860); __builtin_prefetch(dr + 29876);
                     const float *restrict wr = w + (size_t)co * 2304 + ci0 * 9;
                     {
-                        cg_v v0 = VLOAD(dr + 118), v1 = VLOAD(dr + 134), v2 = VLOAD(dr + 150), v3 = VLOAD(dr + 166); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        cg_v v0 = VLOAD(dr + 29698), v1 = VLOAD(dr + 29714), v2 = VLOAD(dr + 29730), v3 = VLOAD(dr + 29746); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
                         a0_0 += wr[0] * v0; a0_1 += wr[0] * v1; a0_2 += wr[0] * v2; a0_3 += wr[0] * v3;
                         a1_0 += wr[9] * v0; a1_1 += wr[9] * v1; a1_2 += wr[9] * v2; a1_3 += wr[9] * v3;
                         a2_0 += wr[18] * v0; a2_1 += wr[18] * v1; a2_2 += wr[18] * v2; a2_3 += wr[18] * v3;
@@ -4442,7 +4496,7 @@ static void l12_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         a5_0 += wr[45] * v0; a5_1 += wr[45] * v1; a5_2 += wr[45] * v2; a5_3 += wr[45] * v3;
                     }
                     {
-                        cg_v v0 = VLOAD(dr + 117), v1 = VLOAD(dr + 133), v2 = VLOAD(dr + 149), v3 = VLOAD(dr + 165); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        cg_v v0 = VLOAD(dr + 29697), v1 = VLOAD(dr + 29713), v2 = VLOAD(dr + 29729), v3 = VLOAD(dr + 29745); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
                         a0_0 += wr[1] * v0; a0_1 += wr[1] * v1; a0_2 += wr[1] * v2; a0_3 += wr[1] * v3;
                         a1_0 += wr[10] * v0; a1_1 += wr[10] * v1; a1_2 += wr[10] * v2; a1_3 += wr[10] * v3;
                         a2_0 += wr[19] * v0; a2_1 += wr[19] * v1; a2_2 += wr[19] * v2; a2_3 += wr[19] * v3;
@@ -4451,7 +4505,7 @@ static void l12_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         a5_0 += wr[46] * v0; a5_1 += wr[46] * v1; a5_2 += wr[46] * v2; a5_3 += wr[46] * v3;
                     }
                     {
-                        cg_v v0 = VLOAD(dr + 116), v1 = VLOAD(dr + 132), v2 = VLOAD(dr + 148), v3 = VLOAD(dr + 164); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        cg_v v0 = VLOAD(dr + 29696), v1 = VLOAD(dr + 29712), v2 = VLOAD(dr + 29728), v3 = VLOAD(dr + 29744); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
                         a0_0 += wr[2] * v0; a0_1 += wr[2] * v1; a0_2 += wr[2] * v2; a0_3 += wr[2] * v3;
                         a1_0 += wr[11] * v0; a1_1 += wr[11] * v1; a1_2 += wr[11] * v2; a1_3 += wr[11] * v3;
                         a2_0 += wr[20] * v0; a2_1 += wr[20] * v1; a2_2 += wr[20] * v2; a2_3 += wr[20] * v3;
@@ -4460,7 +4514,7 @@ static void l12_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         a5_0 += wr[47] * v0; a5_1 += wr[47] * v1; a5_2 += wr[47] * v2; a5_3 += wr[47] * v3;
                     }
                     {
-                        cg_v v0 = VLOAD(dr + 60), v1 = VLOAD(dr + 76), v2 = VLOAD(dr + 92), v3 = VLOAD(dr + 108); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        cg_v v0 = VLOAD(dr + 14850), v1 = VLOAD(dr + 14866), v2 = VLOAD(dr + 14882), v3 = VLOAD(dr + 14898); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
                         a0_0 += wr[3] * v0; a0_1 += wr[3] * v1; a0_2 += wr[3] * v2; a0_3 += wr[3] * v3;
                         a1_0 += wr[12] * v0; a1_1 += wr[12] * v1; a1_2 += wr[12] * v2; a1_3 += wr[12] * v3;
                         a2_0 += wr[21] * v0; a2_1 += wr[21] * v1; a2_2 += wr[21] * v2; a2_3 += wr[21] * v3;
@@ -4469,7 +4523,7 @@ static void l12_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         a5_0 += wr[48] * v0; a5_1 += wr[48] * v1; a5_2 += wr[48] * v2; a5_3 += wr[48] * v3;
                     }
                     {
-                        cg_v v0 = VLOAD(dr + 59), v1 = VLOAD(dr + 75), v2 = VLOAD(dr + 91), v3 = VLOAD(dr + 107); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        cg_v v0 = VLOAD(dr + 14849), v1 = VLOAD(dr + 14865), v2 = VLOAD(dr + 14881), v3 = VLOAD(dr + 14897); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
                         a0_0 += wr[4] * v0; a0_1 += wr[4] * v1; a0_2 += wr[4] * v2; a0_3 += wr[4] * v3;
                         a1_0 += wr[13] * v0; a1_1 += wr[13] * v1; a1_2 += wr[13] * v2; a1_3 += wr[13] * v3;
                         a2_0 += wr[22] * v0; a2_1 += wr[22] * v1; a2_2 += wr[22] * v2; a2_3 += wr[22] * v3;
@@ -4478,7 +4532,7 @@ static void l12_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         a5_0 += wr[49] * v0; a5_1 += wr[49] * v1; a5_2 += wr[49] * v2; a5_3 += wr[49] * v3;
                     }
                     {
-                        cg_v v0 = VLOAD(dr + 58), v1 = VLOAD(dr + 74), v2 = VLOAD(dr + 90), v3 = VLOAD(dr + 106); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        cg_v v0 = VLOAD(dr + 14848), v1 = VLOAD(dr + 14864), v2 = VLOAD(dr + 14880), v3 = VLOAD(dr + 14896); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
                         a0_0 += wr[5] * v0; a0_1 += wr[5] * v1; a0_2 += wr[5] * v2; a0_3 += wr[5] * v3;
                         a1_0 += wr[14] * v0; a1_1 += wr[14] * v1; a1_2 += wr[14] * v2; a1_3 += wr[14] * v3;
                         a2_0 += wr[23] * v0; a2_1 += wr[23] * v1; a2_2 += wr[23] * v2; a2_3 += wr[23] * v3;
@@ -4531,45 +4585,46 @@ static void l12_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                 cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f), a2_2 = vsplat(0.0f), a2_3 = vsplat(0.0f);
                 cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f), a3_2 = vsplat(0.0f), a3_3 = vsplat(0.0f);
                 for (int co = 0; co < 256; co++) {
-                    const float *restrict dr = dr0 + (size_t)co * 3364 + x0;
+                    const float *restrict dr = dr0 + co * 58 + x0;
+                    __builtin_prefetch(dr + 116); __builtin_prefetch(dr + 132); __builtin_prefetch(dr + 148); __builtin_prefetch(dr + 164); __builtin_prefetch(dr + 180); __builtin_prefetch(dr + 14964); __builtin_prefetch(dr + 14980); __builtin_prefetch(dr + 14996); __builtin_prefetch(dr + 15012); __builtin_prefetch(dr + 15028); __builtin_prefetch(dr + 29812); __builtin_prefetch(dr + 29828); __builtin_prefetch(dr + 29844); __builtin_prefetch(dr + 29860); __builtin_prefetch(dr + 29876);
                     const float *restrict wr = w + (size_t)co * 2304 + ci0 * 9;
                     {
-                        cg_v v0 = VLOAD(dr + 118), v1 = VLOAD(dr + 134), v2 = VLOAD(dr + 150), v3 = VLOAD(dr + 166); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        cg_v v0 = VLOAD(dr + 29698), v1 = VLOAD(dr + 29714), v2 = VLOAD(dr + 29730), v3 = VLOAD(dr + 29746); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
                         a0_0 += wr[0] * v0; a0_1 += wr[0] * v1; a0_2 += wr[0] * v2; a0_3 += wr[0] * v3;
                         a1_0 += wr[9] * v0; a1_1 += wr[9] * v1; a1_2 += wr[9] * v2; a1_3 += wr[9] * v3;
                         a2_0 += wr[18] * v0; a2_1 += wr[18] * v1; a2_2 += wr[18] * v2; a2_3 += wr[18] * v3;
                         a3_0 += wr[27] * v0; a3_1 += wr[27] * v1; a3_2 += wr[27] * v2; a3_3 += wr[27] * v3;
                     }
                     {
-                        cg_v v0 = VLOAD(dr + 117), v1 = VLOAD(dr + 133), v2 = VLOAD(dr + 149), v3 = VLOAD(dr + 165); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        cg_v v0 = VLOAD(dr + 29697), v1 = VLOAD(dr + 29713), v2 = VLOAD(dr + 29729), v3 = VLOAD(dr + 29745); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
                         a0_0 += wr[1] * v0; a0_1 += wr[1] * v1; a0_2 += wr[1] * v2; a0_3 += wr[1] * v3;
                         a1_0 += wr[10] * v0; a1_1 += wr[10] * v1; a1_2 += wr[10] * v2; a1_3 += wr[10] * v3;
                         a2_0 += wr[19] * v0; a2_1 += wr[19] * v1; a2_2 += wr[19] * v2; a2_3 += wr[19] * v3;
                         a3_0 += wr[28] * v0; a3_1 += wr[28] * v1; a3_2 += wr[28] * v2; a3_3 += wr[28] * v3;
                     }
                     {
-                        cg_v v0 = VLOAD(dr + 116), v1 = VLOAD(dr + 132), v2 = VLOAD(dr + 148), v3 = VLOAD(dr + 164); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        cg_v v0 = VLOAD(dr + 29696), v1 = VLOAD(dr + 29712), v2 = VLOAD(dr + 29728), v3 = VLOAD(dr + 29744); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
                         a0_0 += wr[2] * v0; a0_1 += wr[2] * v1; a0_2 += wr[2] * v2; a0_3 += wr[2] * v3;
                         a1_0 += wr[11] * v0; a1_1 += wr[11] * v1; a1_2 += wr[11] * v2; a1_3 += wr[11] * v3;
                         a2_0 += wr[20] * v0; a2_1 += wr[20] * v1; a2_2 += wr[20] * v2; a2_3 += wr[20] * v3;
                         a3_0 += wr[29] * v0; a3_1 += wr[29] * v1; a3_2 += wr[29] * v2; a3_3 += wr[29] * v3;
                     }
                     {
-                        cg_v v0 = VLOAD(dr + 60), v1 = VLOAD(dr + 76), v2 = VLOAD(dr + 92), v3 = VLOAD(dr + 108); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        cg_v v0 = VLOAD(dr + 14850), v1 = VLOAD(dr + 14866), v2 = VLOAD(dr + 14882), v3 = VLOAD(dr + 14898); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
                         a0_0 += wr[3] * v0; a0_1 += wr[3] * v1; a0_2 += wr[3] * v2; a0_3 += wr[3] * v3;
                         a1_0 += wr[12] * v0; a1_1 += wr[12] * v1; a1_2 += wr[12] * v2; a1_3 += wr[12] * v3;
                         a2_0 += wr[21] * v0; a2_1 += wr[21] * v1; a2_2 += wr[21] * v2; a2_3 += wr[21] * v3;
                         a3_0 += wr[30] * v0; a3_1 += wr[30] * v1; a3_2 += wr[30] * v2; a3_3 += wr[30] * v3;
                     }
                     {
-                        cg_v v0 = VLOAD(dr + 59), v1 = VLOAD(dr + 75), v2 = VLOAD(dr + 91), v3 = VLOAD(dr + 107); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        cg_v v0 = VLOAD(dr + 14849), v1 = VLOAD(dr + 14865), v2 = VLOAD(dr + 14881), v3 = VLOAD(dr + 14897); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
                         a0_0 += wr[4] * v0; a0_1 += wr[4] * v1; a0_2 += wr[4] * v2; a0_3 += wr[4] * v3;
                         a1_0 += wr[13] * v0; a1_1 += wr[13] * v1; a1_2 += wr[13] * v2; a1_3 += wr[13] * v3;
                         a2_0 += wr[22] * v0; a2_1 += wr[22] * v1; a2_2 += wr[22] * v2; a2_3 += wr[22] * v3;
                         a3_0 += wr[31] * v0; a3_1 += wr[31] * v1; a3_2 += wr[31] * v2; a3_3 += wr[31] * v3;
                     }
                     {
-                        cg_v v0 = VLOAD(dr + 58), v1 = VLOAD(dr + 74), v2 = VLOAD(dr + 90), v3 = VLOAD(dr + 106); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
+                        cg_v v0 = VLOAD(dr + 14848), v1 = VLOAD(dr + 14864), v2 = VLOAD(dr + 14880), v3 = VLOAD(dr + 14896); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
                         a0_0 += wr[5] * v0; a0_1 += wr[5] * v1; a0_2 += wr[5] * v2; a0_3 += wr[5] * v3;
                         a1_0 += wr[14] * v0; a1_1 += wr[14] * v1; a1_2 += wr[14] * v2; a1_3 += wr[14] * v3;
                         a2_0 += wr[23] * v0; a2_1 += wr[23] * v1; a2_2 += wr[23] * v2; a2_3 += wr[23] * v3;
@@ -5172,26 +5227,30 @@ static void l17_conv2d_backward_dx(const float *restrict P, float *restrict S, c
     /* x [N][256x28x28], y [N][512x28x28] */
     const float *restrict w = P;
     float *restrict dyp = S + 460816;
-    /* dy -> zero-padded planes 30x30 */
+    /* dy -> zero-padded rows [n][30][512][30] */
     CG_PARALLEL_FOR
     for (int pl = 0; pl < nb * 512; pl++) {
+        const int n = pl / 512, c = pl % 512;
         const float *restrict s = dy + (size_t)pl * 784;
-        float *restrict d = dyp + (size_t)pl * 900;
-        memset(d, 0, sizeof(float) * 30);
-        for (int i = 0; i < 28; i++) {
-            float *restrict r = d + (i + 1) * 30;
-            memset(r, 0, sizeof(float) * 1);
-            memcpy(r + 1, s + i * 28, sizeof(float) * 28);
-            memset(r + 29, 0, sizeof(float) * 1);
+        float *restrict d = dyp + (size_t)n * 460800 + c * 30;
+        for (int i = 0; i < 30; i++) {
+            float *restrict r = d + (size_t)i * 15360;
+            if (i < 1 || i >= 29) {
+                memset(r, 0, sizeof(float) * 30);
+            }
+            else {
+                memset(r, 0, sizeof(float) * 1);
+                memcpy(r + 1, s + (i - 1) * 28, sizeof(float) * 28);
+                memset(r + 29, 0, sizeof(float) * 1);
+            }
         }
-        memset(d + 870, 0, sizeof(float) * 30);
     }
     memset(dyp + (size_t)nb * 460800, 0, sizeof(float) * 16); /* slack read by partial vectors */
     /* tiles of 12 input channels x 2 vectors of an input row */
     CG_PARALLEL_FOR
     for (int r = 0; r < nb * 28; r++) {
         const int n = r / 28, iy = r % 28;
-        const float *restrict dr0 = dyp + ((size_t)n * 15360 + iy) * 30;
+        const float *restrict dr0 = dyp + ((size_t)n * 30 + iy) * 15360;
         float *restrict xr = dx + ((size_t)n * 7168 + iy) * 28;
         for (int ci0 = 0; ci0 < 252; ci0 += 12) {
             {
@@ -5209,10 +5268,11 @@ static void l17_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                 cg_v a10_0 = vsplat(0.0f), a10_1 = vsplat(0.0f);
                 cg_v a11_0 = vsplat(0.0f), a11_1 = vsplat(0.0f);
                 for (int co = 0; co < 512; co++) {
-                    const float *restrict dr = dr0 + (size_t)co * 900 + x0;
+                    const float *restrict dr = dr0 + co * 30 + x0;
+                    __builtin_prefetch(dr + 60); __builtin_prefetch(dr + 76); __builtin_prefetch(dr + 92); __builtin_prefetch(dr + 15420); __builtin_prefetch(dr + 15436); __builtin_prefetch(dr + 15452); __builtin_prefetch(dr + 30780); __builtin_prefetch(dr + 30796); __builtin_prefetch(dr + 30812);
                     const float *restrict wr = w + (size_t)co * 2304 + ci0 * 9;
                     {
-                        cg_v v0 = VLOAD(dr + 62), v1 = VLOAD(dr + 78); VKEEP(v0); VKEEP(v1);
+                        cg_v v0 = VLOAD(dr + 30722), v1 = VLOAD(dr + 30738); VKEEP(v0); VKEEP(v1);
                         a0_0 += wr[0] * v0; a0_1 += wr[0] * v1;
                         a1_0 += wr[9] * v0; a1_1 += wr[9] * v1;
                         a2_0 += wr[18] * v0; a2_1 += wr[18] * v1;
@@ -5227,7 +5287,7 @@ static void l17_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         a11_0 += wr[99] * v0; a11_1 += wr[99] * v1;
                     }
                     {
-                        cg_v v0 = VLOAD(dr + 61), v1 = VLOAD(dr + 77); VKEEP(v0); VKEEP(v1);
+                        cg_v v0 = VLOAD(dr + 30721), v1 = VLOAD(dr + 30737); VKEEP(v0); VKEEP(v1);
                         a0_0 += wr[1] * v0; a0_1 += wr[1] * v1;
                         a1_0 += wr[10] * v0; a1_1 += wr[10] * v1;
                         a2_0 += wr[19] * v0; a2_1 += wr[19] * v1;
@@ -5242,7 +5302,7 @@ static void l17_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         a11_0 += wr[100] * v0; a11_1 += wr[100] * v1;
                     }
                     {
-                        cg_v v0 = VLOAD(dr + 60), v1 = VLOAD(dr + 76); VKEEP(v0); VKEEP(v1);
+                        cg_v v0 = VLOAD(dr + 30720), v1 = VLOAD(dr + 30736); VKEEP(v0); VKEEP(v1);
                         a0_0 += wr[2] * v0; a0_1 += wr[2] * v1;
                         a1_0 += wr[11] * v0; a1_1 += wr[11] * v1;
                         a2_0 += wr[20] * v0; a2_1 += wr[20] * v1;
@@ -5257,7 +5317,7 @@ static void l17_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         a11_0 += wr[101] * v0; a11_1 += wr[101] * v1;
                     }
                     {
-                        cg_v v0 = VLOAD(dr + 32), v1 = VLOAD(dr + 48); VKEEP(v0); VKEEP(v1);
+                        cg_v v0 = VLOAD(dr + 15362), v1 = VLOAD(dr + 15378); VKEEP(v0); VKEEP(v1);
                         a0_0 += wr[3] * v0; a0_1 += wr[3] * v1;
                         a1_0 += wr[12] * v0; a1_1 += wr[12] * v1;
                         a2_0 += wr[21] * v0; a2_1 += wr[21] * v1;
@@ -5272,7 +5332,7 @@ static void l17_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         a11_0 += wr[102] * v0; a11_1 += wr[102] * v1;
                     }
                     {
-                        cg_v v0 = VLOAD(dr + 31), v1 = VLOAD(dr + 47); VKEEP(v0); VKEEP(v1);
+                        cg_v v0 = VLOAD(dr + 15361), v1 = VLOAD(dr + 15377); VKEEP(v0); VKEEP(v1);
                         a0_0 += wr[4] * v0; a0_1 += wr[4] * v1;
                         a1_0 += wr[13] * v0; a1_1 += wr[13] * v1;
                         a2_0 += wr[22] * v0; a2_1 += wr[22] * v1;
@@ -5287,7 +5347,7 @@ static void l17_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         a11_0 += wr[103] * v0; a11_1 += wr[103] * v1;
                     }
                     {
-                        cg_v v0 = VLOAD(dr + 30), v1 = VLOAD(dr + 46); VKEEP(v0); VKEEP(v1);
+                        cg_v v0 = VLOAD(dr + 15360), v1 = VLOAD(dr + 15376); VKEEP(v0); VKEEP(v1);
                         a0_0 += wr[5] * v0; a0_1 += wr[5] * v1;
                         a1_0 += wr[14] * v0; a1_1 += wr[14] * v1;
                         a2_0 += wr[23] * v0; a2_1 += wr[23] * v1;
@@ -5370,45 +5430,46 @@ static void l17_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                 cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
                 cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
                 for (int co = 0; co < 512; co++) {
-                    const float *restrict dr = dr0 + (size_t)co * 900 + x0;
+                    const float *restrict dr = dr0 + co * 30 + x0;
+                    __builtin_prefetch(dr + 60); __builtin_prefetch(dr + 76); __builtin_prefetch(dr + 92); __builtin_prefetch(dr + 15420); __builtin_prefetch(dr + 15436); __builtin_prefetch(dr + 15452); __builtin_prefetch(dr + 30780); __builtin_prefetch(dr + 30796); __builtin_prefetch(dr + 30812);
                     const float *restrict wr = w + (size_t)co * 2304 + ci0 * 9;
                     {
-                        cg_v v0 = VLOAD(dr + 62), v1 = VLOAD(dr + 78); VKEEP(v0); VKEEP(v1);
+                        cg_v v0 = VLOAD(dr + 30722), v1 = VLOAD(dr + 30738); VKEEP(v0); VKEEP(v1);
                         a0_0 += wr[0] * v0; a0_1 += wr[0] * v1;
                         a1_0 += wr[9] * v0; a1_1 += wr[9] * v1;
                         a2_0 += wr[18] * v0; a2_1 += wr[18] * v1;
                         a3_0 += wr[27] * v0; a3_1 += wr[27] * v1;
                     }
                     {
-                        cg_v v0 = VLOAD(dr + 61), v1 = VLOAD(dr + 77); VKEEP(v0); VKEEP(v1);
+                        cg_v v0 = VLOAD(dr + 30721), v1 = VLOAD(dr + 30737); VKEEP(v0); VKEEP(v1);
                         a0_0 += wr[1] * v0; a0_1 += wr[1] * v1;
                         a1_0 += wr[10] * v0; a1_1 += wr[10] * v1;
                         a2_0 += wr[19] * v0; a2_1 += wr[19] * v1;
                         a3_0 += wr[28] * v0; a3_1 += wr[28] * v1;
                     }
                     {
-                        cg_v v0 = VLOAD(dr + 60), v1 = VLOAD(dr + 76); VKEEP(v0); VKEEP(v1);
+                        cg_v v0 = VLOAD(dr + 30720), v1 = VLOAD(dr + 30736); VKEEP(v0); VKEEP(v1);
                         a0_0 += wr[2] * v0; a0_1 += wr[2] * v1;
                         a1_0 += wr[11] * v0; a1_1 += wr[11] * v1;
                         a2_0 += wr[20] * v0; a2_1 += wr[20] * v1;
                         a3_0 += wr[29] * v0; a3_1 += wr[29] * v1;
                     }
                     {
-                        cg_v v0 = VLOAD(dr + 32), v1 = VLOAD(dr + 48); VKEEP(v0); VKEEP(v1);
+                        cg_v v0 = VLOAD(dr + 15362), v1 = VLOAD(dr + 15378); VKEEP(v0); VKEEP(v1);
                         a0_0 += wr[3] * v0; a0_1 += wr[3] * v1;
                         a1_0 += wr[12] * v0; a1_1 += wr[12] * v1;
                         a2_0 += wr[21] * v0; a2_1 += wr[21] * v1;
                         a3_0 += wr[30] * v0; a3_1 += wr[30] * v1;
                     }
                     {
-                        cg_v v0 = VLOAD(dr + 31), v1 = VLOAD(dr + 47); VKEEP(v0); VKEEP(v1);
+                        cg_v v0 = VLOAD(dr + 15361), v1 = VLOAD(dr + 15377); VKEEP(v0); VKEEP(v1);
                         a0_0 += wr[4] * v0; a0_1 += wr[4] * v1;
                         a1_0 += wr[13] * v0; a1_1 += wr[13] * v1;
                         a2_0 += wr[22] * v0; a2_1 += wr[22] * v1;
                         a3_0 += wr[31] * v0; a3_1 += wr[31] * v1;
                     }
                     {
-                        cg_v v0 = VLOAD(dr + 30), v1 = VLOAD(dr + 46); VKEEP(v0); VKEEP(v1);
+                        cg_v v0 = VLOAD(dr + 15360), v1 = VLOAD(dr + 15376); VKEEP(v0); VKEEP(v1);
                         a0_0 += wr[5] * v0; a0_1 += wr[5] * v1;
                         a1_0 += wr[14] * v0; a1_1 += wr[14] * v1;
                         a2_0 += wr[23] * v0; a2_1 += wr[23] * v1;
@@ -5961,26 +6022,30 @@ static void l19_conv2d_backward_dx(const float *restrict P, float *restrict S, c
     /* x [N][512x28x28], y [N][512x28x28] */
     const float *restrict w = P;
     float *restrict dyp = S + 921616;
-    /* dy -> zero-padded planes 30x30 */
+    /* dy -> zero-padded rows [n][30][512][30] */
     CG_PARALLEL_FOR
     for (int pl = 0; pl < nb * 512; pl++) {
+        const int n = pl / 512, c = pl % 512;
         const float *restrict s = dy + (size_t)pl * 784;
-        float *restrict d = dyp + (size_t)pl * 900;
-        memset(d, 0, sizeof(float) * 30);
-        for (int i = 0; i < 28; i++) {
-            float *restrict r = d + (i + 1) * 30;
-            memset(r, 0, sizeof(float) * 1);
-            memcpy(r + 1, s + i * 28, sizeof(float) * 28);
-            memset(r + 29, 0, sizeof(float) * 1);
+        float *restrict d = dyp + (size_t)n * 460800 + c * 30;
+        for (int i = 0; i < 30; i++) {
+            float *restrict r = d + (size_t)i * 15360;
+            if (i < 1 || i >= 29) {
+                memset(r, 0, sizeof(float) * 30);
+            }
+            else {
+                memset(r, 0, sizeof(float) * 1);
+                memcpy(r + 1, s + (i - 1) * 28, sizeof(float) * 28);
+                memset(r + 29, 0, sizeof(float) * 1);
+            }
         }
-        memset(d + 870, 0, sizeof(float) * 30);
     }
     memset(dyp + (size_t)nb * 460800, 0, sizeof(float) * 16); /* slack read by partial vectors */
     /* tiles of 12 input channels x 2 vectors of an input row */
     CG_PARALLEL_FOR
     for (int r = 0; r < nb * 28; r++) {
         const int n = r / 28, iy = r % 28;
-        const float *restrict dr0 = dyp + ((size_t)n * 15360 + iy) * 30;
+        const float *restrict dr0 = dyp + ((size_t)n * 30 + iy) * 15360;
         float *restrict xr = dx + ((size_t)n * 14336 + iy) * 28;
         for (int ci0 = 0; ci0 < 504; ci0 += 12) {
             {
@@ -5998,10 +6063,11 @@ static void l19_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                 cg_v a10_0 = vsplat(0.0f), a10_1 = vsplat(0.0f);
                 cg_v a11_0 = vsplat(0.0f), a11_1 = vsplat(0.0f);
                 for (int co = 0; co < 512; co++) {
-                    const float *restrict dr = dr0 + (size_t)co * 900 + x0;
+                    const float *restrict dr = dr0 + co * 30 + x0;
+                    __builtin_prefetch(dr + 60); __builtin_prefetch(dr + 76); __builtin_prefetch(dr + 92); __builtin_prefetch(dr + 15420); __builtin_prefetch(dr + 15436); __builtin_prefetch(dr + 15452); __builtin_prefetch(dr + 30780); __builtin_prefetch(dr + 30796); __builtin_prefetch(dr + 30812);
                     const float *restrict wr = w + (size_t)co * 4608 + ci0 * 9;
                     {
-                        cg_v v0 = VLOAD(dr + 62), v1 = VLOAD(dr + 78); VKEEP(v0); VKEEP(v1);
+                        cg_v v0 = VLOAD(dr + 30722), v1 = VLOAD(dr + 30738); VKEEP(v0); VKEEP(v1);
                         a0_0 += wr[0] * v0; a0_1 += wr[0] * v1;
                         a1_0 += wr[9] * v0; a1_1 += wr[9] * v1;
                         a2_0 += wr[18] * v0; a2_1 += wr[18] * v1;
@@ -6016,7 +6082,7 @@ static void l19_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         a11_0 += wr[99] * v0; a11_1 += wr[99] * v1;
                     }
                     {
-                        cg_v v0 = VLOAD(dr + 61), v1 = VLOAD(dr + 77); VKEEP(v0); VKEEP(v1);
+                        cg_v v0 = VLOAD(dr + 30721), v1 = VLOAD(dr + 30737); VKEEP(v0); VKEEP(v1);
                         a0_0 += wr[1] * v0; a0_1 += wr[1] * v1;
                         a1_0 += wr[10] * v0; a1_1 += wr[10] * v1;
                         a2_0 += wr[19] * v0; a2_1 += wr[19] * v1;
@@ -6031,7 +6097,7 @@ static void l19_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         a11_0 += wr[100] * v0; a11_1 += wr[100] * v1;
                     }
                     {
-                        cg_v v0 = VLOAD(dr + 60), v1 = VLOAD(dr + 76); VKEEP(v0); VKEEP(v1);
+                        cg_v v0 = VLOAD(dr + 30720), v1 = VLOAD(dr + 30736); VKEEP(v0); VKEEP(v1);
                         a0_0 += wr[2] * v0; a0_1 += wr[2] * v1;
                         a1_0 += wr[11] * v0; a1_1 += wr[11] * v1;
                         a2_0 += wr[20] * v0; a2_1 += wr[20] * v1;
@@ -6046,7 +6112,7 @@ static void l19_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         a11_0 += wr[101] * v0; a11_1 += wr[101] * v1;
                     }
                     {
-                        cg_v v0 = VLOAD(dr + 32), v1 = VLOAD(dr + 48); VKEEP(v0); VKEEP(v1);
+                        cg_v v0 = VLOAD(dr + 15362), v1 = VLOAD(dr + 15378); VKEEP(v0); VKEEP(v1);
                         a0_0 += wr[3] * v0; a0_1 += wr[3] * v1;
                         a1_0 += wr[12] * v0; a1_1 += wr[12] * v1;
                         a2_0 += wr[21] * v0; a2_1 += wr[21] * v1;
@@ -6061,7 +6127,7 @@ static void l19_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         a11_0 += wr[102] * v0; a11_1 += wr[102] * v1;
                     }
                     {
-                        cg_v v0 = VLOAD(dr + 31), v1 = VLOAD(dr + 47); VKEEP(v0); VKEEP(v1);
+                        cg_v v0 = VLOAD(dr + 15361), v1 = VLOAD(dr + 15377); VKEEP(v0); VKEEP(v1);
                         a0_0 += wr[4] * v0; a0_1 += wr[4] * v1;
                         a1_0 += wr[13] * v0; a1_1 += wr[13] * v1;
                         a2_0 += wr[22] * v0; a2_1 += wr[22] * v1;
@@ -6076,7 +6142,7 @@ static void l19_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         a11_0 += wr[103] * v0; a11_1 += wr[103] * v1;
                     }
                     {
-                        cg_v v0 = VLOAD(dr + 30), v1 = VLOAD(dr + 46); VKEEP(v0); VKEEP(v1);
+                        cg_v v0 = VLOAD(dr + 15360), v1 = VLOAD(dr + 15376); VKEEP(v0); VKEEP(v1);
                         a0_0 += wr[5] * v0; a0_1 += wr[5] * v1;
                         a1_0 += wr[14] * v0; a1_1 += wr[14] * v1;
                         a2_0 += wr[23] * v0; a2_1 += wr[23] * v1;
@@ -6163,10 +6229,11 @@ static void l19_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                 cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
                 cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
                 for (int co = 0; co < 512; co++) {
-                    const float *restrict dr = dr0 + (size_t)co * 900 + x0;
+                    const float *restrict dr = dr0 + co * 30 + x0;
+                    __builtin_prefetch(dr + 60); __builtin_prefetch(dr + 76); __builtin_prefetch(dr + 92); __builtin_prefetch(dr + 15420); __builtin_prefetch(dr + 15436); __builtin_prefetch(dr + 15452); __builtin_prefetch(dr + 30780); __builtin_prefetch(dr + 30796); __builtin_prefetch(dr + 30812);
                     const float *restrict wr = w + (size_t)co * 4608 + ci0 * 9;
                     {
-                        cg_v v0 = VLOAD(dr + 62), v1 = VLOAD(dr + 78); VKEEP(v0); VKEEP(v1);
+                        cg_v v0 = VLOAD(dr + 30722), v1 = VLOAD(dr + 30738); VKEEP(v0); VKEEP(v1);
                         a0_0 += wr[0] * v0; a0_1 += wr[0] * v1;
                         a1_0 += wr[9] * v0; a1_1 += wr[9] * v1;
                         a2_0 += wr[18] * v0; a2_1 += wr[18] * v1;
@@ -6177,7 +6244,7 @@ static void l19_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         a7_0 += wr[63] * v0; a7_1 += wr[63] * v1;
                     }
                     {
-                        cg_v v0 = VLOAD(dr + 61), v1 = VLOAD(dr + 77); VKEEP(v0); VKEEP(v1);
+                        cg_v v0 = VLOAD(dr + 30721), v1 = VLOAD(dr + 30737); VKEEP(v0); VKEEP(v1);
                         a0_0 += wr[1] * v0; a0_1 += wr[1] * v1;
                         a1_0 += wr[10] * v0; a1_1 += wr[10] * v1;
                         a2_0 += wr[19] * v0; a2_1 += wr[19] * v1;
@@ -6188,7 +6255,7 @@ static void l19_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         a7_0 += wr[64] * v0; a7_1 += wr[64] * v1;
                     }
                     {
-                        cg_v v0 = VLOAD(dr + 60), v1 = VLOAD(dr + 76); VKEEP(v0); VKEEP(v1);
+                        cg_v v0 = VLOAD(dr + 30720), v1 = VLOAD(dr + 30736); VKEEP(v0); VKEEP(v1);
                         a0_0 += wr[2] * v0; a0_1 += wr[2] * v1;
                         a1_0 += wr[11] * v0; a1_1 += wr[11] * v1;
                         a2_0 += wr[20] * v0; a2_1 += wr[20] * v1;
@@ -6199,7 +6266,7 @@ static void l19_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         a7_0 += wr[65] * v0; a7_1 += wr[65] * v1;
                     }
                     {
-                        cg_v v0 = VLOAD(dr + 32), v1 = VLOAD(dr + 48); VKEEP(v0); VKEEP(v1);
+                        cg_v v0 = VLOAD(dr + 15362), v1 = VLOAD(dr + 15378); VKEEP(v0); VKEEP(v1);
                         a0_0 += wr[3] * v0; a0_1 += wr[3] * v1;
                         a1_0 += wr[12] * v0; a1_1 += wr[12] * v1;
                         a2_0 += wr[21] * v0; a2_1 += wr[21] * v1;
@@ -6210,7 +6277,7 @@ static void l19_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         a7_0 += wr[66] * v0; a7_1 += wr[66] * v1;
                     }
                     {
-                        cg_v v0 = VLOAD(dr + 31), v1 = VLOAD(dr + 47); VKEEP(v0); VKEEP(v1);
+                        cg_v v0 = VLOAD(dr + 15361), v1 = VLOAD(dr + 15377); VKEEP(v0); VKEEP(v1);
                         a0_0 += wr[4] * v0; a0_1 += wr[4] * v1;
                         a1_0 += wr[13] * v0; a1_1 += wr[13] * v1;
                         a2_0 += wr[22] * v0; a2_1 += wr[22] * v1;
@@ -6221,7 +6288,7 @@ static void l19_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         a7_0 += wr[67] * v0; a7_1 += wr[67] * v1;
                     }
                     {
-                        cg_v v0 = VLOAD(dr + 30), v1 = VLOAD(dr + 46); VKEEP(v0); VKEEP(v1);
+                        cg_v v0 = VLOAD(dr + 15360), v1 = VLOAD(dr + 15376); VKEEP(v0); VKEEP(v1);
                         a0_0 += wr[5] * v0; a0_1 += wr[5] * v1;
                         a1_0 += wr[14] * v0; a1_1 += wr[14] * v1;
                         a2_0 += wr[23] * v0; a2_1 += wr[23] * v1;
@@ -7322,74 +7389,74 @@ static void l36_dense_backward_dx(const float *restrict P, const float *restrict
 #define A00     0 /* output of layer 0 (conv2d), [N][64x224x224] */
 #define S00     30174160 /* scratch of layer 0 (conv2d) */
 #define A02     6422528 /* output of layer 2 (conv2d), [N][64x224x224] */
-#define S02     37018384 /* scratch of layer 2 (conv2d) */
+#define S02     37046032 /* scratch of layer 2 (conv2d) */
 #define A04     12845056 /* output of layer 4 (maxpool2d), [N][64x112x112] */
 #define A05     14450688 /* output of layer 5 (conv2d), [N][128x112x112] */
-#define S05     50093872 /* scratch of layer 5 (conv2d) */
+#define S05     50121520 /* scratch of layer 5 (conv2d) */
 #define A07     17661952 /* output of layer 7 (conv2d), [N][128x112x112] */
-#define S07     55084368 /* scratch of layer 7 (conv2d) */
+#define S07     55112016 /* scratch of layer 7 (conv2d) */
 #define A09     20873216 /* output of layer 9 (maxpool2d), [N][128x56x56] */
 #define A10     21676032 /* output of layer 10 (conv2d), [N][256x56x56] */
-#define S10     61738352 /* scratch of layer 10 (conv2d) */
+#define S10     61766000 /* scratch of layer 10 (conv2d) */
 #define A12     23281664 /* output of layer 12 (conv2d), [N][256x56x56] */
-#define S12     64321936 /* scratch of layer 12 (conv2d) */
+#define S12     64349584 /* scratch of layer 12 (conv2d) */
 #define A14     24887296 /* output of layer 14 (conv2d), [N][256x56x56] */
-#define S14     67766704 /* scratch of layer 14 (conv2d) */
+#define S14     67794352 /* scratch of layer 14 (conv2d) */
 #define A16     26492928 /* output of layer 16 (maxpool2d), [N][256x28x28] */
 #define A17     26894336 /* output of layer 17 (conv2d), [N][512x28x28] */
-#define S17     71211472 /* scratch of layer 17 (conv2d) */
+#define S17     71239120 /* scratch of layer 17 (conv2d) */
 #define A19     27697152 /* output of layer 19 (conv2d), [N][512x28x28] */
-#define S19     72593904 /* scratch of layer 19 (conv2d) */
+#define S19     72621552 /* scratch of layer 19 (conv2d) */
 #define A21     28499968 /* output of layer 21 (conv2d), [N][512x28x28] */
-#define S21     74437136 /* scratch of layer 21 (conv2d) */
+#define S21     74464784 /* scratch of layer 21 (conv2d) */
 #define A23     29302784 /* output of layer 23 (maxpool2d), [N][512x14x14] */
 #define A24     29503488 /* output of layer 24 (conv2d), [N][512x14x14] */
-#define S24     76280368 /* scratch of layer 24 (conv2d) */
+#define S24     76308016 /* scratch of layer 24 (conv2d) */
 #define A26     29704192 /* output of layer 26 (conv2d), [N][512x14x14] */
-#define S26     81794096 /* scratch of layer 26 (conv2d) */
+#define S26     81821744 /* scratch of layer 26 (conv2d) */
 #define A28     29904896 /* output of layer 28 (conv2d), [N][512x14x14] */
-#define S28     87307824 /* scratch of layer 28 (conv2d) */
+#define S28     87335472 /* scratch of layer 28 (conv2d) */
 #define A30     30105600 /* output of layer 30 (maxpool2d), [N][512x7x7] */
 #define A32     30155776 /* output of layer 32 (dense), [N][4096] */
 #define A34     30163968 /* output of layer 34 (dense), [N][4096] */
 #define A36     30172160 /* output of layer 36 (dense), [N][1000] */
-#define DOUT    92821552 /* dLoss/dOutput, [N][1000] */
-#define D35     92823552 /* gradient arena: dLoss/d(layer 35 output) */
-#define D34     92831744 /* gradient arena: dLoss/d(layer 34 output) */
-#define D33     92823552 /* gradient arena: dLoss/d(layer 33 output) */
-#define D32     92831744 /* gradient arena: dLoss/d(layer 32 output) */
-#define D31     93024256 /* gradient arena: dLoss/d(layer 31 output) */
-#define D29     92823552 /* gradient arena: dLoss/d(layer 29 output) */
-#define D28     93024256 /* gradient arena: dLoss/d(layer 28 output) */
-#define D27     92823552 /* gradient arena: dLoss/d(layer 27 output) */
-#define D26     93024256 /* gradient arena: dLoss/d(layer 26 output) */
-#define D25     92823552 /* gradient arena: dLoss/d(layer 25 output) */
-#define D24     93024256 /* gradient arena: dLoss/d(layer 24 output) */
-#define D23     93626368 /* gradient arena: dLoss/d(layer 23 output) */
-#define D22     92823552 /* gradient arena: dLoss/d(layer 22 output) */
-#define D21     93626368 /* gradient arena: dLoss/d(layer 21 output) */
-#define D20     92823552 /* gradient arena: dLoss/d(layer 20 output) */
-#define D19     93626368 /* gradient arena: dLoss/d(layer 19 output) */
-#define D18     92823552 /* gradient arena: dLoss/d(layer 18 output) */
-#define D17     93626368 /* gradient arena: dLoss/d(layer 17 output) */
-#define D16     94429184 /* gradient arena: dLoss/d(layer 16 output) */
-#define D15     92823552 /* gradient arena: dLoss/d(layer 15 output) */
-#define D14     94429184 /* gradient arena: dLoss/d(layer 14 output) */
-#define D13     92823552 /* gradient arena: dLoss/d(layer 13 output) */
-#define D12     94429184 /* gradient arena: dLoss/d(layer 12 output) */
-#define D11     92823552 /* gradient arena: dLoss/d(layer 11 output) */
-#define D10     94429184 /* gradient arena: dLoss/d(layer 10 output) */
-#define D09     96034816 /* gradient arena: dLoss/d(layer 9 output) */
-#define D08     92823552 /* gradient arena: dLoss/d(layer 8 output) */
-#define D07     96034816 /* gradient arena: dLoss/d(layer 7 output) */
-#define D06     92823552 /* gradient arena: dLoss/d(layer 6 output) */
-#define D05     96034816 /* gradient arena: dLoss/d(layer 5 output) */
-#define D04     99246080 /* gradient arena: dLoss/d(layer 4 output) */
-#define D03     92823552 /* gradient arena: dLoss/d(layer 3 output) */
-#define D02     99246080 /* gradient arena: dLoss/d(layer 2 output) */
-#define D01     92823552 /* gradient arena: dLoss/d(layer 1 output) */
-#define D00     99246080 /* gradient arena: dLoss/d(layer 0 output) */
-#define DIN     92823552 /* gradient arena: dLoss/dInput */
+#define DOUT    92849200 /* dLoss/dOutput, [N][1000] */
+#define D35     92851200 /* gradient arena: dLoss/d(layer 35 output) */
+#define D34     92859392 /* gradient arena: dLoss/d(layer 34 output) */
+#define D33     92851200 /* gradient arena: dLoss/d(layer 33 output) */
+#define D32     92859392 /* gradient arena: dLoss/d(layer 32 output) */
+#define D31     93051904 /* gradient arena: dLoss/d(layer 31 output) */
+#define D29     92851200 /* gradient arena: dLoss/d(layer 29 output) */
+#define D28     93051904 /* gradient arena: dLoss/d(layer 28 output) */
+#define D27     92851200 /* gradient arena: dLoss/d(layer 27 output) */
+#define D26     93051904 /* gradient arena: dLoss/d(layer 26 output) */
+#define D25     92851200 /* gradient arena: dLoss/d(layer 25 output) */
+#define D24     93051904 /* gradient arena: dLoss/d(layer 24 output) */
+#define D23     93654016 /* gradient arena: dLoss/d(layer 23 output) */
+#define D22     92851200 /* gradient arena: dLoss/d(layer 22 output) */
+#define D21     93654016 /* gradient arena: dLoss/d(layer 21 output) */
+#define D20     92851200 /* gradient arena: dLoss/d(layer 20 output) */
+#define D19     93654016 /* gradient arena: dLoss/d(layer 19 output) */
+#define D18     92851200 /* gradient arena: dLoss/d(layer 18 output) */
+#define D17     93654016 /* gradient arena: dLoss/d(layer 17 output) */
+#define D16     94456832 /* gradient arena: dLoss/d(layer 16 output) */
+#define D15     92851200 /* gradient arena: dLoss/d(layer 15 output) */
+#define D14     94456832 /* gradient arena: dLoss/d(layer 14 output) */
+#define D13     92851200 /* gradient arena: dLoss/d(layer 13 output) */
+#define D12     94456832 /* gradient arena: dLoss/d(layer 12 output) */
+#define D11     92851200 /* gradient arena: dLoss/d(layer 11 output) */
+#define D10     94456832 /* gradient arena: dLoss/d(layer 10 output) */
+#define D09     96062464 /* gradient arena: dLoss/d(layer 9 output) */
+#define D08     92851200 /* gradient arena: dLoss/d(layer 8 output) */
+#define D07     96062464 /* gradient arena: dLoss/d(layer 7 output) */
+#define D06     92851200 /* gradient arena: dLoss/d(layer 6 output) */
+#define D05     96062464 /* gradient arena: dLoss/d(layer 5 output) */
+#define D04     99273728 /* gradient arena: dLoss/d(layer 4 output) */
+#define D03     92851200 /* gradient arena: dLoss/d(layer 3 output) */
+#define D02     99273728 /* gradient arena: dLoss/d(layer 2 output) */
+#define D01     92851200 /* gradient arena: dLoss/d(layer 1 output) */
+#define D00     99273728 /* gradient arena: dLoss/d(layer 0 output) */
+#define DIN     92851200 /* gradient arena: dLoss/dInput */
 
 /* Forward over nb <= 2 samples; activations stay in ws for backward. */
 void vgg16_forward(const float *params, float *buffers, const float *x, float *ws, int nb, int training)
@@ -7450,7 +7517,7 @@ void vgg16_forward(const float *params, float *buffers, const float *x, float *w
     l36_dense_forward(params + 134260544, ws + A34, ws + A36, nb);
 }
 
-/* Backward after a training forward: dLoss/dOutput at ws + DOUT (92821552); grads accumulate. */
+/* Backward after a training forward: dLoss/dOutput at ws + DOUT (92849200); grads accumulate. */
 void vgg16_backward(const float *params, float *grads, const float *x, float *dx, float *ws, int nb)
 {
     (void)x;

@@ -1,15 +1,23 @@
 /* Batch-innermost ("lanes") layout conversions used by generated networks at their
- * edges: x [nb][size] <-> xl [size][R], R a multiple of 16 >= nb, lanes b >= nb zero.
+ * edges: x [nb][size] <-> xl [size][R], R a multiple of the generated code's vector (8 or 16) >= nb, lanes b >= nb zero.
  *
  * cg_to_lanes / cg_from_lanes transpose 16 x 16 tiles in AVX-512 registers when built
- * for AVX-512 (else scalar 16 x 16 tiles); the _ref versions are the definitions, kept
- * for tests. Single-threaded: libcnngen is built without OpenMP (see the Makefile). */
+ * for AVX-512, 8 x 8 tiles in AVX registers when built for AVX (R is then a multiple of
+ * 8, the generated code's vector), else scalar 8 x 8 tiles; the _ref versions are the
+ * definitions, kept for tests. Single-threaded: libcnngen is built without OpenMP (see
+ * the Makefile). */
 #include "cnngen.h"
 
 #include <string.h>
 
-#if defined(__AVX512F__)
+#if defined(__AVX512F__) || defined(__AVX__)
 #include <immintrin.h>
+#endif
+
+#if defined(__AVX512F__)
+enum { TW = 16 }; /* tile width: floats of one register */
+#else
+enum { TW = 8 };
 #endif
 
 void cg_to_lanes_ref(const float *x, float *xl, int nb, size_t size, int R)
@@ -59,7 +67,29 @@ static inline void tr16(__m512 r[16])
 }
 #endif
 
-/* one tile: columns i0..i0+15 of samples b0..b0+15 */
+#if !defined(__AVX512F__) && defined(__AVX__)
+/* r[a][c] -> r[c][a] for an 8 x 8 tile in 8 registers */
+static inline void tr8(__m256 r[8])
+{
+    __m256 t[8], u[8];
+    for (int i = 0; i < 8; i += 2) {
+        t[i] = _mm256_unpacklo_ps(r[i], r[i + 1]);
+        t[i + 1] = _mm256_unpackhi_ps(r[i], r[i + 1]);
+    }
+    for (int i = 0; i < 8; i += 4) {
+        u[i] = _mm256_shuffle_ps(t[i], t[i + 2], 0x44);
+        u[i + 1] = _mm256_shuffle_ps(t[i], t[i + 2], 0xee);
+        u[i + 2] = _mm256_shuffle_ps(t[i + 1], t[i + 3], 0x44);
+        u[i + 3] = _mm256_shuffle_ps(t[i + 1], t[i + 3], 0xee);
+    }
+    for (int i = 0; i < 4; i++) {
+        r[i] = _mm256_permute2f128_ps(u[i], u[i + 4], 0x20);
+        r[i + 4] = _mm256_permute2f128_ps(u[i], u[i + 4], 0x31);
+    }
+}
+#endif
+
+/* one tile: columns i0..i0+TW-1 of samples b0..b0+TW-1 */
 static inline void to_tile(const float *x, float *xl, int nb, size_t size, int R, size_t i0, int b0)
 {
 #if defined(__AVX512F__)
@@ -69,9 +99,16 @@ static inline void to_tile(const float *x, float *xl, int nb, size_t size, int R
     tr16(r);
     for (int ii = 0; ii < 16; ii++)
         _mm512_storeu_ps(xl + (i0 + (size_t)ii) * (size_t)R + (size_t)b0, r[ii]);
+#elif defined(__AVX__)
+    __m256 r[8];
+    for (int bb = 0; bb < 8; bb++)
+        r[bb] = b0 + bb < nb ? _mm256_loadu_ps(x + (size_t)(b0 + bb) * size + i0) : _mm256_setzero_ps();
+    tr8(r);
+    for (int ii = 0; ii < 8; ii++)
+        _mm256_storeu_ps(xl + (i0 + (size_t)ii) * (size_t)R + (size_t)b0, r[ii]);
 #else
-    for (size_t ii = 0; ii < 16; ii++)
-        for (int bb = 0; bb < 16; bb++)
+    for (size_t ii = 0; ii < TW; ii++)
+        for (int bb = 0; bb < TW; bb++)
             xl[(i0 + ii) * (size_t)R + (size_t)(b0 + bb)] = b0 + bb < nb ? x[(size_t)(b0 + bb) * size + i0 + ii] : 0.0f;
 #endif
 }
@@ -85,19 +122,26 @@ static inline void from_tile(const float *xl, float *x, int nb, size_t size, int
     tr16(r);
     for (int bb = 0; bb < 16 && b0 + bb < nb; bb++)
         _mm512_storeu_ps(x + (size_t)(b0 + bb) * size + i0, r[bb]);
+#elif defined(__AVX__)
+    __m256 r[8];
+    for (int ii = 0; ii < 8; ii++)
+        r[ii] = _mm256_loadu_ps(xl + (i0 + (size_t)ii) * (size_t)R + (size_t)b0);
+    tr8(r);
+    for (int bb = 0; bb < 8 && b0 + bb < nb; bb++)
+        _mm256_storeu_ps(x + (size_t)(b0 + bb) * size + i0, r[bb]);
 #else
-    for (int bb = 0; bb < 16 && b0 + bb < nb; bb++)
-        for (size_t ii = 0; ii < 16; ii++)
+    for (int bb = 0; bb < TW && b0 + bb < nb; bb++)
+        for (size_t ii = 0; ii < TW; ii++)
             x[(size_t)(b0 + bb) * size + i0 + ii] = xl[(i0 + ii) * (size_t)R + (size_t)(b0 + bb)];
 #endif
 }
 
 void cg_to_lanes(const float *x, float *xl, int nb, size_t size, int R)
 {
-    size_t nt = size / 16, full = nt * 16;
+    size_t nt = size / TW, full = nt * TW;
     for (size_t t = 0; t < nt; t++)
-        for (int b0 = 0; b0 < R; b0 += 16)
-            to_tile(x, xl, nb, size, R, t * 16, b0);
+        for (int b0 = 0; b0 < R; b0 += TW)
+            to_tile(x, xl, nb, size, R, t * TW, b0);
     for (size_t i = full; i < size; i++)
         for (int b = 0; b < R; b++)
             xl[i * (size_t)R + (size_t)b] = b < nb ? x[(size_t)b * size + i] : 0.0f;
@@ -105,10 +149,10 @@ void cg_to_lanes(const float *x, float *xl, int nb, size_t size, int R)
 
 void cg_from_lanes(const float *xl, float *x, int nb, size_t size, int R)
 {
-    size_t nt = size / 16, full = nt * 16;
+    size_t nt = size / TW, full = nt * TW;
     for (size_t t = 0; t < nt; t++)
-        for (int b0 = 0; b0 < nb; b0 += 16)
-            from_tile(xl, x, nb, size, R, t * 16, b0);
+        for (int b0 = 0; b0 < nb; b0 += TW)
+            from_tile(xl, x, nb, size, R, t * TW, b0);
     for (int b = 0; b < nb; b++)
         for (size_t i = full; i < size; i++)
             x[(size_t)b * size + i] = xl[i * (size_t)R + (size_t)b];

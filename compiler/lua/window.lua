@@ -40,7 +40,9 @@ end
 --   out  = affine offset of the output in its plane (oy*OW + ox)
 --   taps = list of {ky, kx, k = ky*KW + kx, at = affine offset of the input in its plane}
 --   info = {ny = rows, nx = cols, nvalid = #taps}
-function M.windows(C, g, unroll, body, keep)
+-- par: the row loop of a region with more than one row is split across threads (its
+-- iterations write disjoint outputs).
+function M.windows(C, g, unroll, body, keep, par)
   local h, w = g.h, g.w
   local IW, OW = w.I, w.O
   for _, ry in ipairs(M.regions(h)) do
@@ -61,6 +63,7 @@ function M.windows(C, g, unroll, body, keep)
         end
         C:line("/* %s: %s */", what, ntap == h.K * w.K and "every tap" or (ntap .. " of " .. h.K * w.K .. " taps"))
       end
+      if par and not unroll and ry.o1 > ry.o0 then C:line("CG_PARALLEL_FOR") end
       util.loop(C, "oy", ry.o0, ry.o1, unroll, function(oy)
         util.loop(C, "ox", rx.o0, rx.o1, unroll, function(ox)
           local out = util.aff(0):term(oy, OW):term(ox, 1)
@@ -118,8 +121,8 @@ end
 
 -- Emit every input position of a 2-D geometry with the output windows that read it:
 -- body(in, taps, info) with in = affine offset of the input in its plane and
--- taps = {{ky, kx, k, at = affine offset of the output in its plane}}.
-function M.twindows(C, g, body, unroll)
+-- taps = {{ky, kx, k, at = affine offset of the output in its plane}}; par as in windows.
+function M.twindows(C, g, body, unroll, par)
   local h, w = g.h, g.w
   for _, ry in ipairs(M.tregions(h)) do
     for _, rx in ipairs(M.tregions(w)) do
@@ -128,6 +131,7 @@ function M.twindows(C, g, body, unroll)
           or string.format("rows %d+%d*t (t=%d..%d), cols %d+%d*t (t=%d..%d)", ry.r, h.S, ry.t0, ry.t1, rx.r, w.S, rx.t0, rx.t1),
           #ry.taps * #rx.taps)
       end
+      if par and not unroll and ry.t1 > ry.t0 then C:line("CG_PARALLEL_FOR") end
       util.loop(C, "ty", ry.t0, ry.t1, unroll, function(ty)
         util.loop(C, "tx", rx.t0, rx.t1, unroll, function(tx)
           local inp = util.aff(ry.r * w.I + rx.r):term(ty, h.S * w.I):term(tx, w.S)

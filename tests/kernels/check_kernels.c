@@ -59,7 +59,7 @@ END_TEST
 START_TEST(test_lanes_match_reference)
 {
     static const size_t sizes[] = {1, 15, 16, 17, 784, 4704};
-    static const int Rs[] = {16, 32, 64};
+    static const int Rs[] = {8, 16, 24, 32, 64};
     for (size_t si = 0; si < sizeof sizes / sizeof *sizes; si++)
         for (size_t ri = 0; ri < sizeof Rs / sizeof *Rs; ri++) {
             size_t size = sizes[si], all = size * (size_t)Rs[ri];

@@ -113,21 +113,28 @@ local function fill(n, V) return n / ((n + V - 1) // V * V) end
 
 local function lanes_tiles(L, T)
   local ld, NV = util.largest_divisor, L.lanes_R // L.vec
-  -- lane vectors per tile: at most cap, and at most half the lanes when the channel
-  -- blocks alone give no parallel work
-  local function lane_tile(cap, nblocks)
-    local TB = ld(NV, cap)
-    if L.groups == 1 and nblocks == 1 and NV >= 2 then TB = ld(NV, math.min(cap, NV // 2)) end
-    return TB
+  -- a tile of TC channels x TB lane vectors, TB at most cap. When the channel blocks
+  -- alone give no parallel work: every lane vector in one tile (PY = 1: threads share
+  -- the output rows instead) when the channels leave room for them, so few channels
+  -- (1 input channel of dx) still give 8 or more independent accumulators; else at
+  -- most half the lanes, so the lane blocks give the parallel work.
+  local function tile(TC, cap, nblocks)
+    local t = {TB = ld(NV, cap)}
+    if L.groups == 1 and nblocks == 1 and NV >= 2 then
+      if t.TB == NV and TC * NV <= T.acc and TC * NV >= 8 then t.PY = 1 else t.TB = ld(NV, math.min(cap, NV // 2)) end
+    end
+    return t
   end
   local TC = ld(L.cout_g, math.min(16, T.acc))
   local TCI = ld(L.cin_g, math.min(16, T.acc))
   local KW, KK = L.geom.w.K, L.geom.h.K * L.geom.w.K
   -- dW: every tap of the kernel at once when it fits, else one kernel row a pass
   local rows = KK <= T.acc and L.geom.h.K or 1
+  local fwd, dx = tile(TC, math.max(1, T.acc // TC), L.cout_g // TC), tile(TCI, math.max(1, T.acc // TCI), L.cin_g // TCI)
+  fwd.TC, dx.TCI = TC, TCI
   return {
-    fwd = {TC = TC, TB = lane_tile(math.max(1, T.acc // TC), L.cout_g // TC)},
-    dx = {TCI = TCI, TB = lane_tile(math.max(1, T.acc // TCI), L.cin_g // TCI)},
+    fwd = fwd,
+    dx = dx,
     dw = {TCW = ld(L.cout_g, math.max(1, T.acc // (rows * KW))), rows = rows},
   }
 end
@@ -150,8 +157,16 @@ function M.candidates(L, T)
     local g = L.geom
     local padded = g.h.lo + g.h.hi + g.w.lo + g.w.hi > 0
     if padded or g.h.K * g.w.K > 1 then
+      -- dx of one input channel: tiles of TX inputs along a row share the dy vectors
+      -- they load (dx_row_tiles); 2 lane vectors (a cache line) x 4 inputs
+      local dxt = t.dx
+      local NV = L.lanes_R // L.vec
+      if t.dx.TCI == 1 and g.w.S == 1 and g.w.K > 1 and T.acc >= 12 and L.geom.w.I >= 4 then
+        dxt = {TCI = 1, TB = util.largest_divisor(NV, 2), TX = 4}
+        if L.groups == 1 and L.cin_g == 1 and NV // dxt.TB < 2 then dxt.PY = 1 end
+      end
       c[2] = {name = "lanes+pad", layout = "lanes", fwd = {form = "lanes", tile = t.fwd, pad = padded},
-        dw = {form = "lanes", tile = t.dw, pad = padded}, dx = {form = "lanes", tile = t.dx, apart = true, pad = true}}
+        dw = {form = "lanes", tile = t.dw, pad = padded}, dx = {form = "lanes", tile = dxt, apart = true, pad = true}}
     end
     return c
   end
@@ -444,9 +459,10 @@ local function braced(C, unroll, f)
 end
 
 -- unroll (the straight-line schedule): every loop written out, v0 a constant per block
-local function block_loops(C, L, nblocks, name, NV, TB, body, unroll)
-  local par_g = L.groups > 1
-  local par_c = not par_g and nblocks > 1
+-- rows: the body splits its row loops across threads (tile PY), so these loops do not
+local function block_loops(C, L, nblocks, name, NV, TB, body, unroll, rows)
+  local par_g = L.groups > 1 and not rows
+  local par_c = not par_g and nblocks > 1 and not rows
   local function loop(var, hi, par, f)
     if unroll then util.loop(C, var, 0, hi, true, f) else util.ploop(C, var, 0, hi, par, f) end
   end
@@ -461,7 +477,7 @@ local function block_loops(C, L, nblocks, name, NV, TB, body, unroll)
         end
         return
       end
-      if not par_g and not par_c and NV // TB > 1 then util.par(C, L) end
+      if not par_g and not par_c and not rows and NV // TB > 1 then util.par(C, L) end
       C:open("for (int v0 = 0; v0 < %d; v0 += %d) {", NV, TB)
       body(g, cb)
       C:close()
@@ -542,6 +558,7 @@ function M.forward_lanes(L, C, ctx)
   end
   C:line("const float *restrict w = %s;", L.t.weight)
   if L.opt.bias then C:line("const float *restrict bias = %s;", L.t.bias) end
+  local PY = L.sched.fwd.tile.PY == 1
   block_loops(C, L, L.cout_g // TC, "cb", NV, TB, function(g, cb)
     local co0 = util.aff(0):term(g, L.cout_g):term(cb, TC)
     C:line("const float *restrict wb = w + %s;", tostring(co0:scale(WK)))
@@ -579,9 +596,86 @@ function M.forward_lanes(L, C, ctx)
         C:line(table.concat(st, " "))
       end
       if not info.scoped then C:close() end
-    end)
-  end, unroll)
+    end, nil, PY and L.parallel)
+  end, unroll, PY)
   return used
+end
+
+-- dx of the padded form (stride 1 along rows: every input of a row receives every tap)
+-- in tiles of TX consecutive inputs x TB lane vectors x TCI channels: a dy vector
+-- loaded once feeds every (input, tap) pair of the tile that reads it (up to
+-- min(TX, KW) multiply-adds), where a tile of one input loads one per multiply-add.
+local function dx_row_tiles(C, L, geo, OHW, TCI, TB, TX, R, V, par)
+  local d = dims(L)
+  local h, w = geo.h, geo.w
+  local rx = window.tregions(w)[1]
+  local IW, OW = w.I, w.O
+  for _, ry in ipairs(window.tregions(h)) do
+    local function tile(ty, tx0, tp)
+      C:line("/* inputs %s..+%d of the row: %d taps each */", tx0, tp - 1, #ry.taps * #rx.taps)
+      for t = 0, TCI - 1 do
+        for j = 0, tp - 1 do C:line("cg_v %s;", vec_list("a%d_" .. t .. "_" .. j .. " = vsplat(0.0f)", TB)) end
+      end
+      C:line("const float *restrict dyt = dyg + %s;", tostring(util.aff(0):term(ty, OW * R):term(tx0, R)))
+      C:open("for (int co = 0; co < %d; co++) {", L.cout_g)
+      C:line("const float *restrict dyc = dyt + co * %d;", OHW * R)
+      C:line("const float *restrict wc = wg + co * %d;", L.cin_g * d.KHW)
+      for _, a in ipairs(ry.taps) do
+        -- dy column offsets this kernel row reads, each with its (input, tap) pairs
+        local by, order = {}, {}
+        for j = 0, tp - 1 do
+          for _, b in ipairs(rx.taps) do
+            local o = b.c + j
+            if not by[o] then by[o] = {}; order[#order + 1] = o end
+            table.insert(by[o], {j = j, k = a.k * w.K + b.k})
+          end
+        end
+        table.sort(order)
+        for _, o in ipairs(order) do
+          local at = (a.c * OW + o) * R
+          local loads = {}
+          for v = 0, TB - 1 do loads[#loads + 1] = string.format("d%d = VLOAD(dyc + %d)", v, at + v * V) end
+          C:open("{")
+          C:line("cg_v %s; %s", table.concat(loads, ", "), vec_list("VKEEP(d%d);", TB):gsub(",", ""))
+          for _, pr in ipairs(by[o]) do
+            local fmas = {}
+            for t = 0, TCI - 1 do
+              for v = 0, TB - 1 do
+                fmas[#fmas + 1] = string.format("a%d_%d_%d += wc[%d] * d%d;", v, t, pr.j, t * d.KHW + pr.k, v)
+              end
+            end
+            C:line(table.concat(fmas, " "))
+          end
+          C:close()
+        end
+      end
+      C:close()
+      for t = 0, TCI - 1 do
+        for j = 0, tp - 1 do
+          local inp = util.aff((ry.r * IW + rx.r + j) * R + t * d.IHW * R):term(ty, h.S * IW * R):term(tx0, R)
+          local st = {}
+          for v = 0, TB - 1 do st[#st + 1] = string.format("VSTORE(dxb + %s + %d, a%d_%d_%d);", tostring(inp), v * V, v, t, j) end
+          C:line(table.concat(st, " "))
+        end
+      end
+    end
+    local n = rx.t1 - rx.t0 + 1
+    if par and ry.t1 > ry.t0 then C:line("CG_PARALLEL_FOR") end
+    util.loop(C, "ty", ry.t0, ry.t1, false, function(ty)
+      local full = n - n % TX
+      if full > 0 then
+        C:open("for (int tx0 = %d; tx0 < %d; tx0 += %d) {", rx.t0, rx.t0 + full, TX)
+        tile(ty, "tx0", TX)
+        C:close()
+      end
+      if n % TX > 0 then
+        C:open("{")
+        C:line("const int tx1 = %d;", rx.t0 + full)
+        tile(ty, "tx1", n % TX)
+        C:close()
+      end
+    end)
+  end
 end
 
 -- dx gathered: every input position sums w * dy over the output windows that read it
@@ -590,6 +684,7 @@ function M.backward_dx_lanes(L, C, ctx)
   local d, R, V = dims(L), ctx.lanes, ctx.vec
   local NV = R // V
   local TCI, TB = L.sched.dx.tile.TCI, L.sched.dx.tile.TB
+  local TX = L.sched.dx.tile.TX or 1
   local unroll = L.sched.dx.unroll
   local WK = L.cin_g * d.KHW
   local geo, src, OHW, used = L.geom, "dy", d.OHW, {"P", "dy", "dx"}
@@ -600,12 +695,14 @@ function M.backward_dx_lanes(L, C, ctx)
     geo, src, OHW, used = pl.gdy, "dyp", pl.gdy.h.O * pl.gdy.w.O, {"P", "S", "dy", "dx"}
   end
   C:line("const float *restrict w = %s;", L.t.weight)
+  local PY = L.sched.dx.tile.PY == 1
   block_loops(C, L, L.cin_g // TCI, "cib", NV, TB, function(g, cib)
     local ci0 = util.aff(0):term(g, L.cin_g):term(cib, TCI)
     C:line("float *restrict dxb = dx + %s + v0 * %d;", tostring(ci0:scale(d.IHW * R)), V)
     C:line("const float *restrict dyg = %s + %s + v0 * %d;", src, tostring(util.aff(0):term(g, L.cout_g * OHW * R)), V)
     C:line("const float *restrict wg = w + %s;", tostring(util.aff(0):term(g, L.cout_g * WK):term(cib, TCI * d.KHW)))
     if not any_tap(geo) then C:line("(void)dyg; (void)wg; /* no tap meets the input */") end
+    if TX > 1 then return dx_row_tiles(C, L, geo, OHW, TCI, TB, TX, R, V, PY and L.parallel) end
     window.twindows(C, geo, function(inp, taps, info)
       if not info.scoped then C:open("{") end
       for t = 0, TCI - 1 do C:line("cg_v %s;", vec_list("a%d_" .. t .. " = vsplat(0.0f)", TB)) end
@@ -636,8 +733,8 @@ function M.backward_dx_lanes(L, C, ctx)
         C:line(table.concat(st, " "))
       end
       if not info.scoped then C:close() end
-    end, unroll)
-  end, unroll)
+    end, unroll, PY and L.parallel)
+  end, unroll, PY)
   return used
 end
 

@@ -89,7 +89,28 @@ function M.scratch(L)
   r.XP = 0                                                    -- every sample's padded input (kept for dW)
   r.DYP = ceil16(L.batch * L.cin * r.Hp * r.Wp + V)           -- every sample's padded dy
   r.total = r.DYP + M.dyp_size(L)
+  local dw = L.sched and L.sched.dw.form == "wv" and L.sched.dw.tile
+  if dw and M.dw_band(L, dw) then
+    r.GACC = r.total                                          -- dW's accumulators between bands
+    r.total = r.GACC + (L.cout // dw.TCW) * L.cin * (g.h.K // dw.RY) * dw.TCW * dw.RY * g.w.K * V
+  end
   return r
+end
+
+-- dW in bands of output rows (every tile over one band of one sample, then the next
+-- band) when a sample's dy is larger than a core's L2 (256 KB of it): the band's dy
+-- rows then stay in cache while the tiles of every input channel read them, instead of
+-- each tile streaming all of dy from memory. Only when the tiles' accumulators kept
+-- between bands are small (256 KB at most). nil: one pass over everything per tile.
+function M.dw_band(L, tile)
+  local g = L.geom
+  if L.cout * g.h.O * g.w.O <= 65536 then return nil end
+  local nacc = (L.cout // tile.TCW) * L.cin * (g.h.K // tile.RY) * tile.TCW * tile.RY * g.w.K * V
+  if nacc > 65536 then return nil end
+  local rows = math.max(1, 65536 // (L.cout * g.w.O))
+  local band = math.max(tile.U, rows // tile.U * tile.U)
+  if band >= g.h.O then return nil end
+  return band
 end
 
 -- start of each vector along a row of W floats; the last one may be partial: its
@@ -283,6 +304,15 @@ function M.backward(L, C)
     C:line("/* lanes of the last, overlapping vector of a row already counted by the one before */")
     C:line("const cg_vi mk = {%s};", table.concat(m, ", "))
   end
+  local BAND = M.dw_band(L, L.sched.dw.tile)
+  local NA = TCW * NT -- accumulators of a tile
+  if BAND then
+    C:line("float *restrict gacc = S + %d; /* the tiles' accumulators between bands */", sc.GACC)
+    C:line("memset(gacc, 0, sizeof(float) * %d);", ntiles * NA * V)
+    C:line("/* bands of %d output rows: every tile reads the band's dy while it is in cache */", BAND)
+    C:open("for (int n = 0; n < nb; n++) {")
+    C:open("for (int b0 = 0; b0 < %d; b0 += %d) {", OH, BAND)
+  end
   util.par(C, L)
   C:open("for (int t = 0; t < %d; t++) {", ntiles)
   if NKC > 1 then
@@ -292,10 +322,13 @@ function M.backward(L, C)
   end
   for c = 0, TCW - 1 do
     local a = {}
-    for j = 0, NT - 1 do a[#a + 1] = string.format("a%d_%d = vsplat(0.0f)", c, j) end
+    for j = 0, NT - 1 do
+      a[#a + 1] = string.format("a%d_%d = %s", c, j,
+        BAND and string.format("VLOAD(gacc + (size_t)t * %d + %d)", NA * V, (c * NT + j) * V) or "vsplat(0.0f)")
+    end
     C:line("cg_v %s;", table.concat(a, ", "))
   end
-  C:open("for (int n = 0; n < nb; n++) {")
+  if not BAND then C:open("for (int n = 0; n < nb; n++) {") end
   -- U output rows at a time: x rows shared by several (row, kernel row) pairs load once
   local function rows(U, oy)
     C:line("const float *restrict dr = dy + ((size_t)n * %d + co0) * %d + %s * %d;", Cout, OHW, oy, OW)
@@ -343,17 +376,49 @@ function M.backward(L, C)
       C:close()
     end
   end
-  if OH >= U then
-    C:open("for (int oy = 0; oy < %d; oy += %d) {", OH - OH % U, U)
+  if BAND then
+    -- BAND is a multiple of U: only the last band has a tail of OH %% U rows
+    C:open("for (int oy = b0; oy < %d && oy < b0 + %d; oy += %d) {", OH - OH % U, BAND, U)
     rows(U, "oy")
     C:close()
-  end
-  if OH % U > 0 then
-    C:open("{")
-    rows(OH % U, tostring(OH - OH % U))
+    if OH % U > 0 then
+      C:open("if (b0 + %d >= %d) {", BAND, OH)
+      rows(OH % U, tostring(OH - OH % U))
+      C:close()
+    end
+    for c = 0, TCW - 1 do
+      local st = {}
+      for j = 0, NT - 1 do st[#st + 1] = string.format("VSTORE(gacc + (size_t)t * %d + %d, a%d_%d);", NA * V, (c * NT + j) * V, c, j) end
+      C:line(table.concat(st, " "))
+    end
+    C:close()
+    C:close()
+    C:close()
+    util.par(C, L)
+    C:open("for (int t = 0; t < %d; t++) {", ntiles)
+    if NKC > 1 then
+      C:line("const int co0 = t / %d * %d, ci = t / %d %% %d, kc = t %% %d;", Cin * NKC, TCW, NKC, Cin, NKC)
+    else
+      C:line("const int co0 = t / %d * %d, ci = t %% %d;", Cin, TCW, Cin)
+    end
+    for c = 0, TCW - 1 do
+      local a = {}
+      for j = 0, NT - 1 do a[#a + 1] = string.format("a%d_%d = VLOAD(gacc + (size_t)t * %d + %d)", c, j, NA * V, (c * NT + j) * V) end
+      C:line("const cg_v %s;", table.concat(a, ", "))
+    end
+  else
+    if OH >= U then
+      C:open("for (int oy = 0; oy < %d; oy += %d) {", OH - OH % U, U)
+      rows(U, "oy")
+      C:close()
+    end
+    if OH % U > 0 then
+      C:open("{")
+      rows(OH % U, tostring(OH - OH % U))
+      C:close()
+    end
     C:close()
   end
-  C:close()
   for c = 0, TCW - 1 do
     for j = 0, NT - 1 do
       local ry, kx = j // KW, j % KW
@@ -376,24 +441,55 @@ function M.backward_dx(L, C, dyp)
   local TX, TC = L.sched.dx.tile.TX, L.sched.dx.tile.TC
   C:line("const float *restrict w = %s;", L.t.weight)
   C:line("float *restrict dyp = S + %d;", dyp)
-  C:line("/* dy -> zero-padded planes %dx%d */", sc.Hq, sc.Wq)
-  pad_planes(C, L, "dyp", "dy", Cout, g.h.O, g.w.O, sc.Hq, sc.Wq, sc.Qh, sc.Qw)
+  -- rows of every output channel side by side ([n][Hq][Cout][Wq]): the tile's loop over
+  -- the output channels then walks KH contiguous runs of memory, not KH rows in each of
+  -- Cout planes (a page and a prefetch stream each)
+  local H, W, RS = g.h.O, g.w.O, Cout * sc.Wq
+  local right = sc.Wq - sc.Qw - W
+  C:line("/* dy -> zero-padded rows [n][%d][%d][%d] */", sc.Hq, Cout, sc.Wq)
+  util.par(C, L)
+  C:open("for (int pl = 0; pl < nb * %d; pl++) {", Cout)
+  C:line("const int n = pl / %d, c = pl %% %d;", Cout, Cout)
+  C:line("const float *restrict s = dy + (size_t)pl * %d;", H * W)
+  C:line("float *restrict d = dyp + (size_t)n * %d + c * %d;", sc.Hq * RS, sc.Wq)
+  C:open("for (int i = 0; i < %d; i++) {", sc.Hq)
+  C:line("float *restrict r = d + (size_t)i * %d;", RS)
+  C:open("if (i < %d || i >= %d) {", sc.Qh, sc.Qh + H)
+  C:line("memset(r, 0, sizeof(float) * %d);", sc.Wq)
+  C:close()
+  C:open("else {")
+  if sc.Qw > 0 then C:line("memset(r, 0, sizeof(float) * %d);", sc.Qw) end
+  C:line("memcpy(r + %d, s + (i - %d) * %d, sizeof(float) * %d);", sc.Qw, sc.Qh, W, W)
+  if right > 0 then C:line("memset(r + %d, 0, sizeof(float) * %d);", sc.Qw + W, right) end
+  C:close()
+  C:close()
+  C:close()
+  C:line("memset(dyp + (size_t)nb * %d, 0, sizeof(float) * %d); /* slack read by partial vectors */", Cout * sc.Hq * sc.Wq, V)
   C:line("/* tiles of %d input channels x %d vectors of an input row */", TC, TX)
   util.par(C, L)
   C:open("for (int r = 0; r < nb * %d; r++) {", IH)
   C:line("const int n = r / %d, iy = r %% %d;", IH, IH)
-  C:line("const float *restrict dr0 = dyp + ((size_t)n * %d + iy) * %d;", Cout * sc.Hq, sc.Wq)
+  C:line("const float *restrict dr0 = dyp + ((size_t)n * %d + iy) * %d;", sc.Hq, RS)
   C:line("float *restrict xr = dx + ((size_t)n * %d + iy) * %d;", Cin * IH, IW)
   chan_tiles(C, "ci0", Cin, TC, function(tc)
     row_groups(C, IW, TX, function(x0, pos)
       row_tile(C, L, tc, pos, function() return "vsplat(0.0f)" end, "co", Cout,
         function()
-          C:line("const float *restrict dr = dr0 + (size_t)co * %d + %s;", sc.Hq * sc.Wq, x0)
+          C:line("const float *restrict dr = dr0 + co * %d + %s;", sc.Wq, x0)
+          -- the rows of output channel co + 2: a new run of memory every channel
+          local span = g.w.D * (g.w.K - 1) + pos[#pos] + V
+          local pf = {}
+          for ky = 0, g.h.K - 1 do
+            for o = 0, span - 1, 16 do
+              pf[#pf + 1] = string.format("__builtin_prefetch(dr + %d);", 2 * sc.Wq + ky * g.h.D * RS + o)
+            end
+          end
+          C:line(table.concat(pf, " "))
           C:line("const float *restrict wr = w + (size_t)co * %d + ci0 * %d;", Cin * KK, KK)
         end,
         -- input iy reads output oy = iy + lo - ky*D, kept at row oy + Qh = iy + D*(K-1-ky)
         function(ky, kx, p)
-          return string.format("dr + %d", g.h.D * (g.h.K - 1 - ky) * sc.Wq + g.w.D * (g.w.K - 1 - kx) + p)
+          return string.format("dr + %d", g.h.D * (g.h.K - 1 - ky) * RS + g.w.D * (g.w.K - 1 - kx) + p)
         end,
         function(c, k) return string.format("wr[%d]", c * KK + k) end,
         function(c, p) return string.format("xr + (size_t)(ci0 + %d) * %d + %s + %d", c, IH * IW, x0, p) end)
