@@ -56,6 +56,9 @@ typedef int cg_vi __attribute__((vector_size(64)));
 #endif
 static inline __attribute__((unused)) float vsum_(const cg_v *v) { float s = 0.0f; for (int i = 0; i < 16; i++) s += (*v)[i]; return s; }
 #define vsum(v) vsum_(&(v))
+/* activations fused into a producer's stores (relu(NaN) = NaN, as PyTorch's) */
+static inline __attribute__((unused)) float cg_relu(float v) { return v <= 0.0f ? 0.0f : v; }
+#define vrelu(v) ((cg_v)((cg_vi)(v) & ~((v) <= vsplat(0.0f))))
 
 /* Activations are batch-innermost: [size][64]. */
 /* cg_to_lanes / cg_from_lanes (runtime): [nb][size] <-> [size][64], lanes >= nb zero */
@@ -1745,7 +1748,7 @@ static void l00_conv2d_backward_dx(const float *restrict P, const float *restric
 }
 
 /* layer 1: batchnorm 64x28x28 -> 64x28x28 (specs/bnnet.yaml:14:5)
- * schedule lanes: fwd lanes dw lanes dx with dw threaded */
+ * schedule lanes: fwd lanes+relu dw lanes dx with dw threaded */
 static void l01_batchnorm_forward(const float *restrict P, float *restrict B, float *restrict S, const float *restrict x, float *restrict y, int nb, int training)
 {
     /* x [64x28x28][lanes], y [64x28x28][lanes] */
@@ -1800,7 +1803,7 @@ static void l01_batchnorm_forward(const float *restrict P, float *restrict B, fl
         const float mean = S[c], a = S[64 + c] * gamma[c], bc = beta[c];
         const float *restrict xc = x + (size_t)c * 50176;
         float *restrict yc = y + (size_t)c * 50176;
-        for (int i = 0; i < 50176; i++) yc[i] = (xc[i] - mean) * a + bc;
+        for (int i = 0; i < 50176; i++) yc[i] = cg_relu((xc[i] - mean) * a + bc);
     }
 }
 
@@ -1843,13 +1846,7 @@ static void l01_batchnorm_backward(const float *restrict P, float *restrict G, f
 
 /* layer 2: relu 64x28x28 -> 64x28x28 (specs/bnnet.yaml:15:5)
  * schedule lanes: fwd lanes dw lanes dx with dw threaded */
-static void l02_relu_forward(float *restrict y)
-{
-    /* x [64x28x28][lanes], y [64x28x28][lanes] */
-    CG_PARALLEL_FOR
-    for (int i = 0; i < 3211264; i++)
-        y[i] = y[i] <= 0.0f ? 0.0f : y[i];
-}
+/* l02_relu_forward: none, layer 1 stores its output through the relu */
 
 static void l02_relu_backward(const float *restrict y, const float *restrict dy, float *restrict dx)
 {
@@ -4621,7 +4618,7 @@ static void l04_conv2d_backward_dx(const float *restrict P, const float *restric
 }
 
 /* layer 5: batchnorm 128x14x14 -> 128x14x14 (specs/bnnet.yaml:18:5)
- * schedule lanes: fwd lanes dw lanes dx with dw threaded */
+ * schedule lanes: fwd lanes+relu dw lanes dx with dw threaded */
 static void l05_batchnorm_forward(const float *restrict P, float *restrict B, float *restrict S, const float *restrict x, float *restrict y, int nb, int training)
 {
     /* x [128x14x14][lanes], y [128x14x14][lanes] */
@@ -4676,7 +4673,7 @@ static void l05_batchnorm_forward(const float *restrict P, float *restrict B, fl
         const float mean = S[c], a = S[128 + c] * gamma[c], bc = beta[c];
         const float *restrict xc = x + (size_t)c * 12544;
         float *restrict yc = y + (size_t)c * 12544;
-        for (int i = 0; i < 12544; i++) yc[i] = (xc[i] - mean) * a + bc;
+        for (int i = 0; i < 12544; i++) yc[i] = cg_relu((xc[i] - mean) * a + bc);
     }
 }
 
@@ -4719,13 +4716,7 @@ static void l05_batchnorm_backward(const float *restrict P, float *restrict G, f
 
 /* layer 6: relu 128x14x14 -> 128x14x14 (specs/bnnet.yaml:19:5)
  * schedule lanes: fwd lanes dw lanes dx with dw threaded */
-static void l06_relu_forward(float *restrict y)
-{
-    /* x [128x14x14][lanes], y [128x14x14][lanes] */
-    CG_PARALLEL_FOR
-    for (int i = 0; i < 1605632; i++)
-        y[i] = y[i] <= 0.0f ? 0.0f : y[i];
-}
+/* l06_relu_forward: none, layer 5 stores its output through the relu */
 
 static void l06_relu_backward(const float *restrict y, const float *restrict dy, float *restrict dx)
 {
@@ -4942,7 +4933,7 @@ static void l09_dense_backward_dx(const float *restrict P, const float *restrict
 }
 
 /* layer 10: batchnorm 128 -> 128 (specs/bnnet.yaml:23:5)
- * schedule lanes: fwd lanes dw lanes dx with dw */
+ * schedule lanes: fwd lanes+relu dw lanes dx with dw */
 static void l10_batchnorm_forward(const float *restrict P, float *restrict B, float *restrict S, const float *restrict x, float *restrict y, int nb, int training)
 {
     /* x [128][lanes], y [128][lanes] */
@@ -4994,7 +4985,7 @@ static void l10_batchnorm_forward(const float *restrict P, float *restrict B, fl
         const float mean = S[c], a = S[128 + c] * gamma[c], bc = beta[c];
         const float *restrict xc = x + (size_t)c * 64;
         float *restrict yc = y + (size_t)c * 64;
-        for (int i = 0; i < 64; i++) yc[i] = (xc[i] - mean) * a + bc;
+        for (int i = 0; i < 64; i++) yc[i] = cg_relu((xc[i] - mean) * a + bc);
     }
 }
 
@@ -5036,12 +5027,7 @@ static void l10_batchnorm_backward(const float *restrict P, float *restrict G, f
 
 /* layer 11: relu 128 -> 128 (specs/bnnet.yaml:24:5)
  * schedule lanes: fwd lanes dw lanes dx with dw */
-static void l11_relu_forward(float *restrict y)
-{
-    /* x [128][lanes], y [128][lanes] */
-    for (int i = 0; i < 8192; i++)
-        y[i] = y[i] <= 0.0f ? 0.0f : y[i];
-}
+/* l11_relu_forward: none, layer 10 stores its output through the relu */
 
 static void l11_relu_backward(const float *restrict y, const float *restrict dy, float *restrict dx)
 {
@@ -5239,19 +5225,16 @@ void bnnet_forward(const float *params, float *buffers, const float *x, float *w
     cg_to_lanes(x, ws + XIN, nb, 784, 64);
     l00_conv2d_forward(params, ws + XIN, ws + A00);
     l01_batchnorm_forward(params + 576, buffers, ws + S01, ws + A00, ws + A01, nb, training);
-    /* (in place: layer 2's relu writes over its input) */
-    l02_relu_forward(ws + A01);
+    /* layer 2: relu fused into layer 1's stores */
     l03_maxpool2d_forward(ws + A01, ws + A03);
     l04_conv2d_forward(params + 704, ws + A03, ws + A04);
     l05_batchnorm_forward(params + 74432, buffers + 129, ws + S05, ws + A04, ws + A05, nb, training);
-    /* (in place: layer 6's relu writes over its input) */
-    l06_relu_forward(ws + A05);
+    /* layer 6: relu fused into layer 5's stores */
     l07_maxpool2d_forward(ws + A05, ws + A07);
     /* layer 8: flatten is a view of its input */
     l09_dense_forward(params + 74688, ws + A07, ws + A09);
     l10_batchnorm_forward(params + 877632, buffers + 386, ws + S10, ws + A09, ws + A10, nb, training);
-    /* (in place: layer 11's relu writes over its input) */
-    l11_relu_forward(ws + A10);
+    /* layer 11: relu fused into layer 10's stores */
     l12_dense_forward(params + 877888, ws + A10, ws + A12);
     cg_from_lanes(ws + A12, ws + OUT, nb, 10, 64);
 }
@@ -5330,7 +5313,7 @@ static const cg_layer bnnet_layers[] = {
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "batchnorm", .ndim_in = 3, .in_shape = {64, 28, 28}, .ndim_out = 3, .out_shape = {64, 28, 28},
      .in_size = 50176, .out_size = 50176, .act_offset = 3261440, .lanes = 64, .line = 14, .col = 5,
-     .schedule = "lanes: fwd lanes dw lanes dx with dw threaded", .n_inputs = 1, .inputs = bnnet_inputs + 1, .name = NULL, .inplace = 0,
+     .schedule = "lanes: fwd lanes+relu dw lanes dx with dw threaded", .n_inputs = 1, .inputs = bnnet_inputs + 1, .name = NULL, .inplace = 0,
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 1e-05f, .momentum = 0.1f},
     {.kind = "relu", .ndim_in = 3, .in_shape = {64, 28, 28}, .ndim_out = 3, .out_shape = {64, 28, 28},
      .in_size = 50176, .out_size = 50176, .act_offset = 3261440, .lanes = 64, .line = 15, .col = 5,
@@ -5348,7 +5331,7 @@ static const cg_layer bnnet_layers[] = {
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "batchnorm", .ndim_in = 3, .in_shape = {128, 14, 14}, .ndim_out = 3, .out_shape = {128, 14, 14},
      .in_size = 25088, .out_size = 25088, .act_offset = 8881152, .lanes = 64, .line = 18, .col = 5,
-     .schedule = "lanes: fwd lanes dw lanes dx with dw threaded", .n_inputs = 1, .inputs = bnnet_inputs + 5, .name = NULL, .inplace = 0,
+     .schedule = "lanes: fwd lanes+relu dw lanes dx with dw threaded", .n_inputs = 1, .inputs = bnnet_inputs + 5, .name = NULL, .inplace = 0,
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 1e-05f, .momentum = 0.1f},
     {.kind = "relu", .ndim_in = 3, .in_shape = {128, 14, 14}, .ndim_out = 3, .out_shape = {128, 14, 14},
      .in_size = 25088, .out_size = 25088, .act_offset = 8881152, .lanes = 64, .line = 19, .col = 5,
@@ -5369,7 +5352,7 @@ static const cg_layer bnnet_layers[] = {
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "batchnorm", .ndim_in = 1, .in_shape = {128, 0, 0}, .ndim_out = 1, .out_shape = {128, 0, 0},
      .in_size = 128, .out_size = 128, .act_offset = 10896384, .lanes = 64, .line = 23, .col = 5,
-     .schedule = "lanes: fwd lanes dw lanes dx with dw", .n_inputs = 1, .inputs = bnnet_inputs + 10, .name = NULL, .inplace = 0,
+     .schedule = "lanes: fwd lanes+relu dw lanes dx with dw", .n_inputs = 1, .inputs = bnnet_inputs + 10, .name = NULL, .inplace = 0,
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 1e-05f, .momentum = 0.1f},
     {.kind = "relu", .ndim_in = 1, .in_shape = {128, 0, 0}, .ndim_out = 1, .out_shape = {128, 0, 0},
      .in_size = 128, .out_size = 128, .act_offset = 10896384, .lanes = 64, .line = 24, .col = 5,

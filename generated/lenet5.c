@@ -55,12 +55,15 @@ typedef int cg_vi __attribute__((vector_size(64)));
 #endif
 static inline __attribute__((unused)) float vsum_(const cg_v *v) { float s = 0.0f; for (int i = 0; i < 16; i++) s += (*v)[i]; return s; }
 #define vsum(v) vsum_(&(v))
+/* activations fused into a producer's stores (relu(NaN) = NaN, as PyTorch's) */
+static inline __attribute__((unused)) float cg_relu(float v) { return v <= 0.0f ? 0.0f : v; }
+#define vrelu(v) ((cg_v)((cg_vi)(v) & ~((v) <= vsplat(0.0f))))
 
 /* Activations are batch-innermost: [size][64]. */
 /* cg_to_lanes / cg_from_lanes (runtime): [nb][size] <-> [size][64], lanes >= nb zero */
 
 /* layer 0: conv2d 1x28x28 -> 6x28x28 (specs/lenet5.yaml:10:5)
- * schedule lanes+pad: fwd lanes+pad[PY=1,TB=4,TC=6] dw lanes+pad[TCW=3,rows=1] dx lanes+pad[TB=2,TCI=1,TX=4] threaded */
+ * schedule lanes+pad: fwd lanes+pad[PY=1,TB=4,TC=6]+relu dw lanes+pad[TCW=3,rows=1] dx lanes+pad[TB=2,TCI=1,TX=4] threaded */
 static void l00_conv2d_forward(const float *restrict P, float *restrict S, const float *restrict x, float *restrict y)
 {
     /* x [1x28x28][lanes], y [6x28x28][lanes] */
@@ -322,12 +325,12 @@ static void l00_conv2d_forward(const float *restrict P, float *restrict S, const
                     a0_4 += wc[124] * x0; a1_4 += wc[124] * x1; a2_4 += wc[124] * x2; a3_4 += wc[124] * x3;
                     a0_5 += wc[149] * x0; a1_5 += wc[149] * x1; a2_5 += wc[149] * x2; a3_5 += wc[149] * x3;
                 }
-                VSTORE(yb + oy*1792 + ox*64, a0_0); VSTORE(yb + oy*1792 + ox*64 + 16, a1_0); VSTORE(yb + oy*1792 + ox*64 + 32, a2_0); VSTORE(yb + oy*1792 + ox*64 + 48, a3_0);
-                VSTORE(yb + oy*1792 + ox*64 + 50176, a0_1); VSTORE(yb + oy*1792 + ox*64 + 50192, a1_1); VSTORE(yb + oy*1792 + ox*64 + 50208, a2_1); VSTORE(yb + oy*1792 + ox*64 + 50224, a3_1);
-                VSTORE(yb + oy*1792 + ox*64 + 100352, a0_2); VSTORE(yb + oy*1792 + ox*64 + 100368, a1_2); VSTORE(yb + oy*1792 + ox*64 + 100384, a2_2); VSTORE(yb + oy*1792 + ox*64 + 100400, a3_2);
-                VSTORE(yb + oy*1792 + ox*64 + 150528, a0_3); VSTORE(yb + oy*1792 + ox*64 + 150544, a1_3); VSTORE(yb + oy*1792 + ox*64 + 150560, a2_3); VSTORE(yb + oy*1792 + ox*64 + 150576, a3_3);
-                VSTORE(yb + oy*1792 + ox*64 + 200704, a0_4); VSTORE(yb + oy*1792 + ox*64 + 200720, a1_4); VSTORE(yb + oy*1792 + ox*64 + 200736, a2_4); VSTORE(yb + oy*1792 + ox*64 + 200752, a3_4);
-                VSTORE(yb + oy*1792 + ox*64 + 250880, a0_5); VSTORE(yb + oy*1792 + ox*64 + 250896, a1_5); VSTORE(yb + oy*1792 + ox*64 + 250912, a2_5); VSTORE(yb + oy*1792 + ox*64 + 250928, a3_5);
+                VSTORE(yb + oy*1792 + ox*64, vrelu(a0_0)); VSTORE(yb + oy*1792 + ox*64 + 16, vrelu(a1_0)); VSTORE(yb + oy*1792 + ox*64 + 32, vrelu(a2_0)); VSTORE(yb + oy*1792 + ox*64 + 48, vrelu(a3_0));
+                VSTORE(yb + oy*1792 + ox*64 + 50176, vrelu(a0_1)); VSTORE(yb + oy*1792 + ox*64 + 50192, vrelu(a1_1)); VSTORE(yb + oy*1792 + ox*64 + 50208, vrelu(a2_1)); VSTORE(yb + oy*1792 + ox*64 + 50224, vrelu(a3_1));
+                VSTORE(yb + oy*1792 + ox*64 + 100352, vrelu(a0_2)); VSTORE(yb + oy*1792 + ox*64 + 100368, vrelu(a1_2)); VSTORE(yb + oy*1792 + ox*64 + 100384, vrelu(a2_2)); VSTORE(yb + oy*1792 + ox*64 + 100400, vrelu(a3_2));
+                VSTORE(yb + oy*1792 + ox*64 + 150528, vrelu(a0_3)); VSTORE(yb + oy*1792 + ox*64 + 150544, vrelu(a1_3)); VSTORE(yb + oy*1792 + ox*64 + 150560, vrelu(a2_3)); VSTORE(yb + oy*1792 + ox*64 + 150576, vrelu(a3_3));
+                VSTORE(yb + oy*1792 + ox*64 + 200704, vrelu(a0_4)); VSTORE(yb + oy*1792 + ox*64 + 200720, vrelu(a1_4)); VSTORE(yb + oy*1792 + ox*64 + 200736, vrelu(a2_4)); VSTORE(yb + oy*1792 + ox*64 + 200752, vrelu(a3_4));
+                VSTORE(yb + oy*1792 + ox*64 + 250880, vrelu(a0_5)); VSTORE(yb + oy*1792 + ox*64 + 250896, vrelu(a1_5)); VSTORE(yb + oy*1792 + ox*64 + 250912, vrelu(a2_5)); VSTORE(yb + oy*1792 + ox*64 + 250928, vrelu(a3_5));
             }
         }
     }
@@ -724,12 +727,7 @@ static void l00_conv2d_backward_dx(const float *restrict P, float *restrict S, c
 
 /* layer 1: relu 6x28x28 -> 6x28x28 (specs/lenet5.yaml:11:5)
  * schedule lanes: fwd lanes dw lanes dx with dw */
-static void l01_relu_forward(float *restrict y)
-{
-    /* x [6x28x28][lanes], y [6x28x28][lanes] */
-    for (int i = 0; i < 301056; i++)
-        y[i] = y[i] <= 0.0f ? 0.0f : y[i];
-}
+/* l01_relu_forward: none, layer 0 stores its output through the relu */
 
 static void l01_relu_backward(const float *restrict y, const float *restrict dy, float *restrict dx)
 {
@@ -789,7 +787,7 @@ static void l02_maxpool2d_backward(const float *restrict x, const float *restric
 }
 
 /* layer 3: conv2d 6x14x14 -> 16x10x10 (specs/lenet5.yaml:13:5)
- * schedule lanes+pad: fwd lanes[TB=1,TC=16] dw lanes[TCW=4,rows=1] dx lanes+pad[PY=1,TB=4,TCI=6] threaded */
+ * schedule lanes+pad: fwd lanes[TB=1,TC=16]+relu dw lanes[TCW=4,rows=1] dx lanes+pad[PY=1,TB=4,TCI=6] threaded */
 static void l03_conv2d_forward(const float *restrict P, const float *restrict x, float *restrict y)
 {
     /* x [6x14x14][lanes], y [16x10x10][lanes] */
@@ -1298,22 +1296,22 @@ static void l03_conv2d_forward(const float *restrict P, const float *restrict x,
                         a0_15 += wc[2274] * x0;
                     }
                 }
-                VSTORE(yb + oy*640 + ox*64, a0_0);
-                VSTORE(yb + oy*640 + ox*64 + 6400, a0_1);
-                VSTORE(yb + oy*640 + ox*64 + 12800, a0_2);
-                VSTORE(yb + oy*640 + ox*64 + 19200, a0_3);
-                VSTORE(yb + oy*640 + ox*64 + 25600, a0_4);
-                VSTORE(yb + oy*640 + ox*64 + 32000, a0_5);
-                VSTORE(yb + oy*640 + ox*64 + 38400, a0_6);
-                VSTORE(yb + oy*640 + ox*64 + 44800, a0_7);
-                VSTORE(yb + oy*640 + ox*64 + 51200, a0_8);
-                VSTORE(yb + oy*640 + ox*64 + 57600, a0_9);
-                VSTORE(yb + oy*640 + ox*64 + 64000, a0_10);
-                VSTORE(yb + oy*640 + ox*64 + 70400, a0_11);
-                VSTORE(yb + oy*640 + ox*64 + 76800, a0_12);
-                VSTORE(yb + oy*640 + ox*64 + 83200, a0_13);
-                VSTORE(yb + oy*640 + ox*64 + 89600, a0_14);
-                VSTORE(yb + oy*640 + ox*64 + 96000, a0_15);
+                VSTORE(yb + oy*640 + ox*64, vrelu(a0_0));
+                VSTORE(yb + oy*640 + ox*64 + 6400, vrelu(a0_1));
+                VSTORE(yb + oy*640 + ox*64 + 12800, vrelu(a0_2));
+                VSTORE(yb + oy*640 + ox*64 + 19200, vrelu(a0_3));
+                VSTORE(yb + oy*640 + ox*64 + 25600, vrelu(a0_4));
+                VSTORE(yb + oy*640 + ox*64 + 32000, vrelu(a0_5));
+                VSTORE(yb + oy*640 + ox*64 + 38400, vrelu(a0_6));
+                VSTORE(yb + oy*640 + ox*64 + 44800, vrelu(a0_7));
+                VSTORE(yb + oy*640 + ox*64 + 51200, vrelu(a0_8));
+                VSTORE(yb + oy*640 + ox*64 + 57600, vrelu(a0_9));
+                VSTORE(yb + oy*640 + ox*64 + 64000, vrelu(a0_10));
+                VSTORE(yb + oy*640 + ox*64 + 70400, vrelu(a0_11));
+                VSTORE(yb + oy*640 + ox*64 + 76800, vrelu(a0_12));
+                VSTORE(yb + oy*640 + ox*64 + 83200, vrelu(a0_13));
+                VSTORE(yb + oy*640 + ox*64 + 89600, vrelu(a0_14));
+                VSTORE(yb + oy*640 + ox*64 + 96000, vrelu(a0_15));
             }
         }
     }
@@ -1730,12 +1728,7 @@ static void l03_conv2d_backward_dx(const float *restrict P, float *restrict S, c
 
 /* layer 4: relu 16x10x10 -> 16x10x10 (specs/lenet5.yaml:14:5)
  * schedule lanes: fwd lanes dw lanes dx with dw */
-static void l04_relu_forward(float *restrict y)
-{
-    /* x [16x10x10][lanes], y [16x10x10][lanes] */
-    for (int i = 0; i < 102400; i++)
-        y[i] = y[i] <= 0.0f ? 0.0f : y[i];
-}
+/* l04_relu_forward: none, layer 3 stores its output through the relu */
 
 static void l04_relu_backward(const float *restrict y, const float *restrict dy, float *restrict dx)
 {
@@ -1795,7 +1788,7 @@ static void l05_maxpool2d_backward(const float *restrict x, const float *restric
 }
 
 /* layer 7: dense 400 -> 120 (specs/lenet5.yaml:17:5)
- * schedule lanes+gemmT+kb: fwd lanes[KB=64,TB=4,TR=4] dw gemmT[TI=4,TO=6] dx lanes[KB=64,TB=4,TR=4] threaded */
+ * schedule lanes+gemmT+kb: fwd lanes[KB=64,TB=4,TR=4]+relu dw gemmT[TI=4,TO=6] dx lanes[KB=64,TB=4,TR=4] threaded */
 static void l07_dense_forward(const float *restrict P, const float *restrict x, float *restrict y)
 {
     /* x [400][lanes], y [120][lanes] */
@@ -1829,10 +1822,17 @@ static void l07_dense_forward(const float *restrict P, const float *restrict x, 
                             a2_0 += w[(size_t)(o0 + 2) * 400 + k] * s0; a2_1 += w[(size_t)(o0 + 2) * 400 + k] * s1; a2_2 += w[(size_t)(o0 + 2) * 400 + k] * s2; a2_3 += w[(size_t)(o0 + 2) * 400 + k] * s3;
                             a3_0 += w[(size_t)(o0 + 3) * 400 + k] * s0; a3_1 += w[(size_t)(o0 + 3) * 400 + k] * s1; a3_2 += w[(size_t)(o0 + 3) * 400 + k] * s2; a3_3 += w[(size_t)(o0 + 3) * 400 + k] * s3;
                         }
-                        VSTORE(y + (size_t)(o0 + 0) * 64 + (v0 + 0) * 16, a0_0); VSTORE(y + (size_t)(o0 + 0) * 64 + (v0 + 1) * 16, a0_1); VSTORE(y + (size_t)(o0 + 0) * 64 + (v0 + 2) * 16, a0_2); VSTORE(y + (size_t)(o0 + 0) * 64 + (v0 + 3) * 16, a0_3);
-                        VSTORE(y + (size_t)(o0 + 1) * 64 + (v0 + 0) * 16, a1_0); VSTORE(y + (size_t)(o0 + 1) * 64 + (v0 + 1) * 16, a1_1); VSTORE(y + (size_t)(o0 + 1) * 64 + (v0 + 2) * 16, a1_2); VSTORE(y + (size_t)(o0 + 1) * 64 + (v0 + 3) * 16, a1_3);
-                        VSTORE(y + (size_t)(o0 + 2) * 64 + (v0 + 0) * 16, a2_0); VSTORE(y + (size_t)(o0 + 2) * 64 + (v0 + 1) * 16, a2_1); VSTORE(y + (size_t)(o0 + 2) * 64 + (v0 + 2) * 16, a2_2); VSTORE(y + (size_t)(o0 + 2) * 64 + (v0 + 3) * 16, a2_3);
-                        VSTORE(y + (size_t)(o0 + 3) * 64 + (v0 + 0) * 16, a3_0); VSTORE(y + (size_t)(o0 + 3) * 64 + (v0 + 1) * 16, a3_1); VSTORE(y + (size_t)(o0 + 3) * 64 + (v0 + 2) * 16, a3_2); VSTORE(y + (size_t)(o0 + 3) * 64 + (v0 + 3) * 16, a3_3);
+                        if (k1 == 400) {
+                            VSTORE(y + (size_t)(o0 + 0) * 64 + (v0 + 0) * 16, vrelu(a0_0)); VSTORE(y + (size_t)(o0 + 0) * 64 + (v0 + 1) * 16, vrelu(a0_1)); VSTORE(y + (size_t)(o0 + 0) * 64 + (v0 + 2) * 16, vrelu(a0_2)); VSTORE(y + (size_t)(o0 + 0) * 64 + (v0 + 3) * 16, vrelu(a0_3));
+                            VSTORE(y + (size_t)(o0 + 1) * 64 + (v0 + 0) * 16, vrelu(a1_0)); VSTORE(y + (size_t)(o0 + 1) * 64 + (v0 + 1) * 16, vrelu(a1_1)); VSTORE(y + (size_t)(o0 + 1) * 64 + (v0 + 2) * 16, vrelu(a1_2)); VSTORE(y + (size_t)(o0 + 1) * 64 + (v0 + 3) * 16, vrelu(a1_3));
+                            VSTORE(y + (size_t)(o0 + 2) * 64 + (v0 + 0) * 16, vrelu(a2_0)); VSTORE(y + (size_t)(o0 + 2) * 64 + (v0 + 1) * 16, vrelu(a2_1)); VSTORE(y + (size_t)(o0 + 2) * 64 + (v0 + 2) * 16, vrelu(a2_2)); VSTORE(y + (size_t)(o0 + 2) * 64 + (v0 + 3) * 16, vrelu(a2_3));
+                            VSTORE(y + (size_t)(o0 + 3) * 64 + (v0 + 0) * 16, vrelu(a3_0)); VSTORE(y + (size_t)(o0 + 3) * 64 + (v0 + 1) * 16, vrelu(a3_1)); VSTORE(y + (size_t)(o0 + 3) * 64 + (v0 + 2) * 16, vrelu(a3_2)); VSTORE(y + (size_t)(o0 + 3) * 64 + (v0 + 3) * 16, vrelu(a3_3));
+                        } else {
+                            VSTORE(y + (size_t)(o0 + 0) * 64 + (v0 + 0) * 16, a0_0); VSTORE(y + (size_t)(o0 + 0) * 64 + (v0 + 1) * 16, a0_1); VSTORE(y + (size_t)(o0 + 0) * 64 + (v0 + 2) * 16, a0_2); VSTORE(y + (size_t)(o0 + 0) * 64 + (v0 + 3) * 16, a0_3);
+                            VSTORE(y + (size_t)(o0 + 1) * 64 + (v0 + 0) * 16, a1_0); VSTORE(y + (size_t)(o0 + 1) * 64 + (v0 + 1) * 16, a1_1); VSTORE(y + (size_t)(o0 + 1) * 64 + (v0 + 2) * 16, a1_2); VSTORE(y + (size_t)(o0 + 1) * 64 + (v0 + 3) * 16, a1_3);
+                            VSTORE(y + (size_t)(o0 + 2) * 64 + (v0 + 0) * 16, a2_0); VSTORE(y + (size_t)(o0 + 2) * 64 + (v0 + 1) * 16, a2_1); VSTORE(y + (size_t)(o0 + 2) * 64 + (v0 + 2) * 16, a2_2); VSTORE(y + (size_t)(o0 + 2) * 64 + (v0 + 3) * 16, a2_3);
+                            VSTORE(y + (size_t)(o0 + 3) * 64 + (v0 + 0) * 16, a3_0); VSTORE(y + (size_t)(o0 + 3) * 64 + (v0 + 1) * 16, a3_1); VSTORE(y + (size_t)(o0 + 3) * 64 + (v0 + 2) * 16, a3_2); VSTORE(y + (size_t)(o0 + 3) * 64 + (v0 + 3) * 16, a3_3);
+                        }
                     }
                 }
             }
@@ -1964,12 +1964,7 @@ static void l07_dense_backward_dx(const float *restrict P, const float *restrict
 
 /* layer 8: relu 120 -> 120 (specs/lenet5.yaml:18:5)
  * schedule lanes: fwd lanes dw lanes dx with dw */
-static void l08_relu_forward(float *restrict y)
-{
-    /* x [120][lanes], y [120][lanes] */
-    for (int i = 0; i < 7680; i++)
-        y[i] = y[i] <= 0.0f ? 0.0f : y[i];
-}
+/* l08_relu_forward: none, layer 7 stores its output through the relu */
 
 static void l08_relu_backward(const float *restrict y, const float *restrict dy, float *restrict dx)
 {
@@ -1979,7 +1974,7 @@ static void l08_relu_backward(const float *restrict y, const float *restrict dy,
 }
 
 /* layer 9: dense 120 -> 84 (specs/lenet5.yaml:19:5)
- * schedule lanes+gemmT+kb: fwd lanes[KB=64,TB=4,TR=4] dw gemmT[TI=4,TO=6] dx lanes[KB=64,TB=4,TR=4] */
+ * schedule lanes+gemmT+kb: fwd lanes[KB=64,TB=4,TR=4]+relu dw gemmT[TI=4,TO=6] dx lanes[KB=64,TB=4,TR=4] */
 static void l09_dense_forward(const float *restrict P, const float *restrict x, float *restrict y)
 {
     /* x [120][lanes], y [84][lanes] */
@@ -2012,10 +2007,17 @@ static void l09_dense_forward(const float *restrict P, const float *restrict x, 
                             a2_0 += w[(size_t)(o0 + 2) * 120 + k] * s0; a2_1 += w[(size_t)(o0 + 2) * 120 + k] * s1; a2_2 += w[(size_t)(o0 + 2) * 120 + k] * s2; a2_3 += w[(size_t)(o0 + 2) * 120 + k] * s3;
                             a3_0 += w[(size_t)(o0 + 3) * 120 + k] * s0; a3_1 += w[(size_t)(o0 + 3) * 120 + k] * s1; a3_2 += w[(size_t)(o0 + 3) * 120 + k] * s2; a3_3 += w[(size_t)(o0 + 3) * 120 + k] * s3;
                         }
-                        VSTORE(y + (size_t)(o0 + 0) * 64 + (v0 + 0) * 16, a0_0); VSTORE(y + (size_t)(o0 + 0) * 64 + (v0 + 1) * 16, a0_1); VSTORE(y + (size_t)(o0 + 0) * 64 + (v0 + 2) * 16, a0_2); VSTORE(y + (size_t)(o0 + 0) * 64 + (v0 + 3) * 16, a0_3);
-                        VSTORE(y + (size_t)(o0 + 1) * 64 + (v0 + 0) * 16, a1_0); VSTORE(y + (size_t)(o0 + 1) * 64 + (v0 + 1) * 16, a1_1); VSTORE(y + (size_t)(o0 + 1) * 64 + (v0 + 2) * 16, a1_2); VSTORE(y + (size_t)(o0 + 1) * 64 + (v0 + 3) * 16, a1_3);
-                        VSTORE(y + (size_t)(o0 + 2) * 64 + (v0 + 0) * 16, a2_0); VSTORE(y + (size_t)(o0 + 2) * 64 + (v0 + 1) * 16, a2_1); VSTORE(y + (size_t)(o0 + 2) * 64 + (v0 + 2) * 16, a2_2); VSTORE(y + (size_t)(o0 + 2) * 64 + (v0 + 3) * 16, a2_3);
-                        VSTORE(y + (size_t)(o0 + 3) * 64 + (v0 + 0) * 16, a3_0); VSTORE(y + (size_t)(o0 + 3) * 64 + (v0 + 1) * 16, a3_1); VSTORE(y + (size_t)(o0 + 3) * 64 + (v0 + 2) * 16, a3_2); VSTORE(y + (size_t)(o0 + 3) * 64 + (v0 + 3) * 16, a3_3);
+                        if (k1 == 120) {
+                            VSTORE(y + (size_t)(o0 + 0) * 64 + (v0 + 0) * 16, vrelu(a0_0)); VSTORE(y + (size_t)(o0 + 0) * 64 + (v0 + 1) * 16, vrelu(a0_1)); VSTORE(y + (size_t)(o0 + 0) * 64 + (v0 + 2) * 16, vrelu(a0_2)); VSTORE(y + (size_t)(o0 + 0) * 64 + (v0 + 3) * 16, vrelu(a0_3));
+                            VSTORE(y + (size_t)(o0 + 1) * 64 + (v0 + 0) * 16, vrelu(a1_0)); VSTORE(y + (size_t)(o0 + 1) * 64 + (v0 + 1) * 16, vrelu(a1_1)); VSTORE(y + (size_t)(o0 + 1) * 64 + (v0 + 2) * 16, vrelu(a1_2)); VSTORE(y + (size_t)(o0 + 1) * 64 + (v0 + 3) * 16, vrelu(a1_3));
+                            VSTORE(y + (size_t)(o0 + 2) * 64 + (v0 + 0) * 16, vrelu(a2_0)); VSTORE(y + (size_t)(o0 + 2) * 64 + (v0 + 1) * 16, vrelu(a2_1)); VSTORE(y + (size_t)(o0 + 2) * 64 + (v0 + 2) * 16, vrelu(a2_2)); VSTORE(y + (size_t)(o0 + 2) * 64 + (v0 + 3) * 16, vrelu(a2_3));
+                            VSTORE(y + (size_t)(o0 + 3) * 64 + (v0 + 0) * 16, vrelu(a3_0)); VSTORE(y + (size_t)(o0 + 3) * 64 + (v0 + 1) * 16, vrelu(a3_1)); VSTORE(y + (size_t)(o0 + 3) * 64 + (v0 + 2) * 16, vrelu(a3_2)); VSTORE(y + (size_t)(o0 + 3) * 64 + (v0 + 3) * 16, vrelu(a3_3));
+                        } else {
+                            VSTORE(y + (size_t)(o0 + 0) * 64 + (v0 + 0) * 16, a0_0); VSTORE(y + (size_t)(o0 + 0) * 64 + (v0 + 1) * 16, a0_1); VSTORE(y + (size_t)(o0 + 0) * 64 + (v0 + 2) * 16, a0_2); VSTORE(y + (size_t)(o0 + 0) * 64 + (v0 + 3) * 16, a0_3);
+                            VSTORE(y + (size_t)(o0 + 1) * 64 + (v0 + 0) * 16, a1_0); VSTORE(y + (size_t)(o0 + 1) * 64 + (v0 + 1) * 16, a1_1); VSTORE(y + (size_t)(o0 + 1) * 64 + (v0 + 2) * 16, a1_2); VSTORE(y + (size_t)(o0 + 1) * 64 + (v0 + 3) * 16, a1_3);
+                            VSTORE(y + (size_t)(o0 + 2) * 64 + (v0 + 0) * 16, a2_0); VSTORE(y + (size_t)(o0 + 2) * 64 + (v0 + 1) * 16, a2_1); VSTORE(y + (size_t)(o0 + 2) * 64 + (v0 + 2) * 16, a2_2); VSTORE(y + (size_t)(o0 + 2) * 64 + (v0 + 3) * 16, a2_3);
+                            VSTORE(y + (size_t)(o0 + 3) * 64 + (v0 + 0) * 16, a3_0); VSTORE(y + (size_t)(o0 + 3) * 64 + (v0 + 1) * 16, a3_1); VSTORE(y + (size_t)(o0 + 3) * 64 + (v0 + 2) * 16, a3_2); VSTORE(y + (size_t)(o0 + 3) * 64 + (v0 + 3) * 16, a3_3);
+                        }
                     }
                 }
             }
@@ -2145,12 +2147,7 @@ static void l09_dense_backward_dx(const float *restrict P, const float *restrict
 
 /* layer 10: relu 84 -> 84 (specs/lenet5.yaml:20:5)
  * schedule lanes: fwd lanes dw lanes dx with dw */
-static void l10_relu_forward(float *restrict y)
-{
-    /* x [84][lanes], y [84][lanes] */
-    for (int i = 0; i < 5376; i++)
-        y[i] = y[i] <= 0.0f ? 0.0f : y[i];
-}
+/* l10_relu_forward: none, layer 9 stores its output through the relu */
 
 static void l10_relu_backward(const float *restrict y, const float *restrict dy, float *restrict dx)
 {
@@ -2391,20 +2388,16 @@ void lenet5_forward(const float *params, float *buffers, const float *x, float *
     (void)training;
     cg_to_lanes(x, ws + XIN, nb, 784, 64);
     l00_conv2d_forward(params, ws + S00, ws + XIN, ws + A00);
-    /* (in place: layer 1's relu writes over its input) */
-    l01_relu_forward(ws + A00);
+    /* layer 1: relu fused into layer 0's stores */
     l02_maxpool2d_forward(ws + A00, ws + A02);
     l03_conv2d_forward(params + 156, ws + A02, ws + A03);
-    /* (in place: layer 4's relu writes over its input) */
-    l04_relu_forward(ws + A03);
+    /* layer 4: relu fused into layer 3's stores */
     l05_maxpool2d_forward(ws + A03, ws + A05);
     /* layer 6: flatten is a view of its input */
     l07_dense_forward(params + 2572, ws + A05, ws + A07);
-    /* (in place: layer 8's relu writes over its input) */
-    l08_relu_forward(ws + A07);
+    /* layer 8: relu fused into layer 7's stores */
     l09_dense_forward(params + 50692, ws + A07, ws + A09);
-    /* (in place: layer 10's relu writes over its input) */
-    l10_relu_forward(ws + A09);
+    /* layer 10: relu fused into layer 9's stores */
     l11_dense_forward(params + 60856, ws + A09, ws + A11);
     cg_from_lanes(ws + A11, ws + OUT, nb, 10, 64);
 }
@@ -2466,7 +2459,7 @@ static const int lenet5_inputs[] = {
 static const cg_layer lenet5_layers[] = {
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {1, 28, 28}, .ndim_out = 3, .out_shape = {6, 28, 28},
      .in_size = 784, .out_size = 4704, .act_offset = 50176, .lanes = 64, .line = 10, .col = 5,
-     .schedule = "lanes+pad: fwd lanes+pad[PY=1,TB=4,TC=6] dw lanes+pad[TCW=3,rows=1] dx lanes+pad[TB=2,TCI=1,TX=4] threaded", .n_inputs = 1, .inputs = lenet5_inputs + 0, .name = NULL, .inplace = 0,
+     .schedule = "lanes+pad: fwd lanes+pad[PY=1,TB=4,TC=6]+relu dw lanes+pad[TCW=3,rows=1] dx lanes+pad[TB=2,TCI=1,TX=4] threaded", .n_inputs = 1, .inputs = lenet5_inputs + 0, .name = NULL, .inplace = 0,
      .kernel = {5, 5}, .stride = {1, 1}, .pad_lo = {2, 2}, .pad_hi = {2, 2}, .dilation = {1, 1},
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "relu", .ndim_in = 3, .in_shape = {6, 28, 28}, .ndim_out = 3, .out_shape = {6, 28, 28},
@@ -2480,7 +2473,7 @@ static const cg_layer lenet5_layers[] = {
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {6, 14, 14}, .ndim_out = 3, .out_shape = {16, 10, 10},
      .in_size = 1176, .out_size = 1600, .act_offset = 426496, .lanes = 64, .line = 13, .col = 5,
-     .schedule = "lanes+pad: fwd lanes[TB=1,TC=16] dw lanes[TCW=4,rows=1] dx lanes+pad[PY=1,TB=4,TCI=6] threaded", .n_inputs = 1, .inputs = lenet5_inputs + 3, .name = NULL, .inplace = 0,
+     .schedule = "lanes+pad: fwd lanes[TB=1,TC=16]+relu dw lanes[TCW=4,rows=1] dx lanes+pad[PY=1,TB=4,TCI=6] threaded", .n_inputs = 1, .inputs = lenet5_inputs + 3, .name = NULL, .inplace = 0,
      .kernel = {5, 5}, .stride = {1, 1}, .pad_lo = {0, 0}, .pad_hi = {0, 0}, .dilation = {1, 1},
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "relu", .ndim_in = 3, .in_shape = {16, 10, 10}, .ndim_out = 3, .out_shape = {16, 10, 10},
@@ -2498,7 +2491,7 @@ static const cg_layer lenet5_layers[] = {
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "dense", .ndim_in = 1, .in_shape = {400, 0, 0}, .ndim_out = 1, .out_shape = {120, 0, 0},
      .in_size = 400, .out_size = 120, .act_offset = 554496, .lanes = 64, .line = 17, .col = 5,
-     .schedule = "lanes+gemmT+kb: fwd lanes[KB=64,TB=4,TR=4] dw gemmT[TI=4,TO=6] dx lanes[KB=64,TB=4,TR=4] threaded", .n_inputs = 1, .inputs = lenet5_inputs + 7, .name = NULL, .inplace = 0,
+     .schedule = "lanes+gemmT+kb: fwd lanes[KB=64,TB=4,TR=4]+relu dw gemmT[TI=4,TO=6] dx lanes[KB=64,TB=4,TR=4] threaded", .n_inputs = 1, .inputs = lenet5_inputs + 7, .name = NULL, .inplace = 0,
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "relu", .ndim_in = 1, .in_shape = {120, 0, 0}, .ndim_out = 1, .out_shape = {120, 0, 0},
      .in_size = 120, .out_size = 120, .act_offset = 554496, .lanes = 64, .line = 18, .col = 5,
@@ -2506,7 +2499,7 @@ static const cg_layer lenet5_layers[] = {
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "dense", .ndim_in = 1, .in_shape = {120, 0, 0}, .ndim_out = 1, .out_shape = {84, 0, 0},
      .in_size = 120, .out_size = 84, .act_offset = 562176, .lanes = 64, .line = 19, .col = 5,
-     .schedule = "lanes+gemmT+kb: fwd lanes[KB=64,TB=4,TR=4] dw gemmT[TI=4,TO=6] dx lanes[KB=64,TB=4,TR=4]", .n_inputs = 1, .inputs = lenet5_inputs + 9, .name = NULL, .inplace = 0,
+     .schedule = "lanes+gemmT+kb: fwd lanes[KB=64,TB=4,TR=4]+relu dw gemmT[TI=4,TO=6] dx lanes[KB=64,TB=4,TR=4]", .n_inputs = 1, .inputs = lenet5_inputs + 9, .name = NULL, .inplace = 0,
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "relu", .ndim_in = 1, .in_shape = {84, 0, 0}, .ndim_out = 1, .out_shape = {84, 0, 0},
      .in_size = 84, .out_size = 84, .act_offset = 562176, .lanes = 64, .line = 20, .col = 5,

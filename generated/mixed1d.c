@@ -58,6 +58,9 @@ typedef int cg_vi __attribute__((vector_size(64)));
 #endif
 static inline __attribute__((unused)) float vsum_(const cg_v *v) { float s = 0.0f; for (int i = 0; i < 16; i++) s += (*v)[i]; return s; }
 #define vsum(v) vsum_(&(v))
+/* activations fused into a producer's stores (relu(NaN) = NaN, as PyTorch's) */
+static inline __attribute__((unused)) float cg_relu(float v) { return v <= 0.0f ? 0.0f : v; }
+#define vrelu(v) ((cg_v)((cg_vi)(v) & ~((v) <= vsplat(0.0f))))
 
 /* Activations are batch-innermost: [size][16]. */
 /* cg_to_lanes / cg_from_lanes (runtime): [nb][size] <-> [size][16], lanes >= nb zero */
@@ -1834,7 +1837,7 @@ static void l10_avgpool1d_backward(const float *restrict dy, float *restrict dx)
 }
 
 /* layer 12: dense 36 -> 16 (specs/mixed1d.yaml:25:5)
- * schedule lanes+gemmT: fwd lanes[TB=1,TR=16] dw gemmT[TI=3,TO=8] dx lanes[TB=1,TR=16] */
+ * schedule lanes+gemmT: fwd lanes[TB=1,TR=16]+relu dw gemmT[TI=3,TO=8] dx lanes[TB=1,TR=16] */
 static void l12_dense_forward(const float *restrict P, const float *restrict x, float *restrict y)
 {
     /* x [36][lanes], y [16][lanes] */
@@ -1879,22 +1882,22 @@ static void l12_dense_forward(const float *restrict P, const float *restrict x, 
                     a14_0 += w[(size_t)(o0 + 14) * 36 + k] * s0;
                     a15_0 += w[(size_t)(o0 + 15) * 36 + k] * s0;
                 }
-                VSTORE(y + (size_t)(o0 + 0) * 16 + (v0 + 0) * 16, a0_0);
-                VSTORE(y + (size_t)(o0 + 1) * 16 + (v0 + 0) * 16, a1_0);
-                VSTORE(y + (size_t)(o0 + 2) * 16 + (v0 + 0) * 16, a2_0);
-                VSTORE(y + (size_t)(o0 + 3) * 16 + (v0 + 0) * 16, a3_0);
-                VSTORE(y + (size_t)(o0 + 4) * 16 + (v0 + 0) * 16, a4_0);
-                VSTORE(y + (size_t)(o0 + 5) * 16 + (v0 + 0) * 16, a5_0);
-                VSTORE(y + (size_t)(o0 + 6) * 16 + (v0 + 0) * 16, a6_0);
-                VSTORE(y + (size_t)(o0 + 7) * 16 + (v0 + 0) * 16, a7_0);
-                VSTORE(y + (size_t)(o0 + 8) * 16 + (v0 + 0) * 16, a8_0);
-                VSTORE(y + (size_t)(o0 + 9) * 16 + (v0 + 0) * 16, a9_0);
-                VSTORE(y + (size_t)(o0 + 10) * 16 + (v0 + 0) * 16, a10_0);
-                VSTORE(y + (size_t)(o0 + 11) * 16 + (v0 + 0) * 16, a11_0);
-                VSTORE(y + (size_t)(o0 + 12) * 16 + (v0 + 0) * 16, a12_0);
-                VSTORE(y + (size_t)(o0 + 13) * 16 + (v0 + 0) * 16, a13_0);
-                VSTORE(y + (size_t)(o0 + 14) * 16 + (v0 + 0) * 16, a14_0);
-                VSTORE(y + (size_t)(o0 + 15) * 16 + (v0 + 0) * 16, a15_0);
+                VSTORE(y + (size_t)(o0 + 0) * 16 + (v0 + 0) * 16, vrelu(a0_0));
+                VSTORE(y + (size_t)(o0 + 1) * 16 + (v0 + 0) * 16, vrelu(a1_0));
+                VSTORE(y + (size_t)(o0 + 2) * 16 + (v0 + 0) * 16, vrelu(a2_0));
+                VSTORE(y + (size_t)(o0 + 3) * 16 + (v0 + 0) * 16, vrelu(a3_0));
+                VSTORE(y + (size_t)(o0 + 4) * 16 + (v0 + 0) * 16, vrelu(a4_0));
+                VSTORE(y + (size_t)(o0 + 5) * 16 + (v0 + 0) * 16, vrelu(a5_0));
+                VSTORE(y + (size_t)(o0 + 6) * 16 + (v0 + 0) * 16, vrelu(a6_0));
+                VSTORE(y + (size_t)(o0 + 7) * 16 + (v0 + 0) * 16, vrelu(a7_0));
+                VSTORE(y + (size_t)(o0 + 8) * 16 + (v0 + 0) * 16, vrelu(a8_0));
+                VSTORE(y + (size_t)(o0 + 9) * 16 + (v0 + 0) * 16, vrelu(a9_0));
+                VSTORE(y + (size_t)(o0 + 10) * 16 + (v0 + 0) * 16, vrelu(a10_0));
+                VSTORE(y + (size_t)(o0 + 11) * 16 + (v0 + 0) * 16, vrelu(a11_0));
+                VSTORE(y + (size_t)(o0 + 12) * 16 + (v0 + 0) * 16, vrelu(a12_0));
+                VSTORE(y + (size_t)(o0 + 13) * 16 + (v0 + 0) * 16, vrelu(a13_0));
+                VSTORE(y + (size_t)(o0 + 14) * 16 + (v0 + 0) * 16, vrelu(a14_0));
+                VSTORE(y + (size_t)(o0 + 15) * 16 + (v0 + 0) * 16, vrelu(a15_0));
             }
         }
     }
@@ -2070,12 +2073,7 @@ static void l12_dense_backward_dx(const float *restrict P, const float *restrict
 
 /* layer 13: relu 16 -> 16 (specs/mixed1d.yaml:26:5)
  * schedule lanes: fwd lanes dw lanes dx with dw */
-static void l13_relu_forward(float *restrict y)
-{
-    /* x [16][lanes], y [16][lanes] */
-    for (int i = 0; i < 256; i++)
-        y[i] = y[i] <= 0.0f ? 0.0f : y[i];
-}
+/* l13_relu_forward: none, layer 12 stores its output through the relu */
 
 static void l13_relu_backward(const float *restrict y, const float *restrict dy, float *restrict dx)
 {
@@ -2276,8 +2274,7 @@ void mixed1d_forward(const float *params, float *buffers, const float *x, float 
     l10_avgpool1d_forward(ws + A09, ws + A10);
     /* layer 11: flatten is a view of its input */
     l12_dense_forward(params + 724, ws + A10, ws + A12);
-    /* (in place: layer 13's relu writes over its input) */
-    l13_relu_forward(ws + A12);
+    /* layer 13: relu fused into layer 12's stores */
     l14_dense_forward(params + 1316, ws + A12, ws + A14);
     cg_from_lanes(ws + A14, ws + OUT, nb, 5, 16);
 }
@@ -2410,7 +2407,7 @@ static const cg_layer mixed1d_layers[] = {
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "dense", .ndim_in = 1, .in_shape = {36, 0, 0}, .ndim_out = 1, .out_shape = {16, 0, 0},
      .in_size = 36, .out_size = 16, .act_offset = 28480, .lanes = 16, .line = 25, .col = 5,
-     .schedule = "lanes+gemmT: fwd lanes[TB=1,TR=16] dw gemmT[TI=3,TO=8] dx lanes[TB=1,TR=16]", .n_inputs = 1, .inputs = mixed1d_inputs + 12, .name = NULL, .inplace = 0,
+     .schedule = "lanes+gemmT: fwd lanes[TB=1,TR=16]+relu dw gemmT[TI=3,TO=8] dx lanes[TB=1,TR=16]", .n_inputs = 1, .inputs = mixed1d_inputs + 12, .name = NULL, .inplace = 0,
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "relu", .ndim_in = 1, .in_shape = {16, 0, 0}, .ndim_out = 1, .out_shape = {16, 0, 0},
      .in_size = 16, .out_size = 16, .act_offset = 28480, .lanes = 16, .line = 26, .col = 5,

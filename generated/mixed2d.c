@@ -56,6 +56,9 @@ typedef int cg_vi __attribute__((vector_size(64)));
 #endif
 static inline __attribute__((unused)) float vsum_(const cg_v *v) { float s = 0.0f; for (int i = 0; i < 16; i++) s += (*v)[i]; return s; }
 #define vsum(v) vsum_(&(v))
+/* activations fused into a producer's stores (relu(NaN) = NaN, as PyTorch's) */
+static inline __attribute__((unused)) float cg_relu(float v) { return v <= 0.0f ? 0.0f : v; }
+#define vrelu(v) ((cg_v)((cg_vi)(v) & ~((v) <= vsplat(0.0f))))
 
 /* layer 0: conv2d 3x20x18 -> 6x10x16 (specs/mixed2d.yaml:10:5)
  * schedule loop: fwd loop dw loop dx with dw */
@@ -620,7 +623,7 @@ static void l05_maxpool2d_backward(const float *restrict x, const float *restric
 }
 
 /* layer 6: conv2d 6x10x16 -> 4x12x18 (specs/mixed2d.yaml:16:5)
- * schedule wv: fwd wv[TC=4,TX=2] dw wv[RY=3,TCW=2,U=4] dx wv[TC=6,TX=1] */
+ * schedule wv: fwd wv[TC=4,TX=2]+relu dw wv[RY=3,TCW=2,U=4] dx wv[TC=6,TX=1] */
 static void l06_conv2d_forward(const float *restrict P, float *restrict S, const float *restrict x, float *restrict y, int nb)
 {
     /* x [N][6x10x16], y [N][4x12x18] */
@@ -720,10 +723,10 @@ static void l06_conv2d_forward(const float *restrict P, float *restrict S, const
                         a3_0 += wr[170] * v0; a3_1 += wr[170] * v1;
                     }
                 }
-                VSTORE(yr + (size_t)(co0 + 0) * 216 + x0 + 0, a0_0); VSTORE_N(yr + (size_t)(co0 + 0) * 216 + x0 + 16, a0_1, 2);
-                VSTORE(yr + (size_t)(co0 + 1) * 216 + x0 + 0, a1_0); VSTORE_N(yr + (size_t)(co0 + 1) * 216 + x0 + 16, a1_1, 2);
-                VSTORE(yr + (size_t)(co0 + 2) * 216 + x0 + 0, a2_0); VSTORE_N(yr + (size_t)(co0 + 2) * 216 + x0 + 16, a2_1, 2);
-                VSTORE(yr + (size_t)(co0 + 3) * 216 + x0 + 0, a3_0); VSTORE_N(yr + (size_t)(co0 + 3) * 216 + x0 + 16, a3_1, 2);
+                VSTORE(yr + (size_t)(co0 + 0) * 216 + x0 + 0, vrelu(a0_0)); VSTORE_N(yr + (size_t)(co0 + 0) * 216 + x0 + 16, vrelu(a0_1), 2);
+                VSTORE(yr + (size_t)(co0 + 1) * 216 + x0 + 0, vrelu(a1_0)); VSTORE_N(yr + (size_t)(co0 + 1) * 216 + x0 + 16, vrelu(a1_1), 2);
+                VSTORE(yr + (size_t)(co0 + 2) * 216 + x0 + 0, vrelu(a2_0)); VSTORE_N(yr + (size_t)(co0 + 2) * 216 + x0 + 16, vrelu(a2_1), 2);
+                VSTORE(yr + (size_t)(co0 + 3) * 216 + x0 + 0, vrelu(a3_0)); VSTORE_N(yr + (size_t)(co0 + 3) * 216 + x0 + 16, vrelu(a3_1), 2);
             }
         }
     }
@@ -1023,12 +1026,7 @@ static void l06_conv2d_backward_dx(const float *restrict P, float *restrict S, c
 
 /* layer 7: relu 4x12x18 -> 4x12x18 (specs/mixed2d.yaml:17:5)
  * schedule loop: fwd loop dw loop dx with dw */
-static void l07_relu_forward(float *restrict y, int nb)
-{
-    /* x [N][4x12x18], y [N][4x12x18] */
-    for (size_t i = 0; i < (size_t)nb * 864; i++)
-        y[i] = y[i] <= 0.0f ? 0.0f : y[i];
-}
+/* l07_relu_forward: none, layer 6 stores its output through the relu */
 
 static void l07_relu_backward(const float *restrict y, const float *restrict dy, float *restrict dx, int nb)
 {
@@ -2463,8 +2461,7 @@ void mixed2d_forward(const float *params, float *buffers, const float *x, float 
     l04_sigmoid_forward(ws + A03, nb);
     l05_maxpool2d_forward(ws + A03, ws + A05, nb);
     l06_conv2d_forward(params + 276, ws + S06, ws + A05, ws + A06, nb);
-    /* (in place: layer 7's relu writes over its input) */
-    l07_relu_forward(ws + A06, nb);
+    /* layer 7: relu fused into layer 6's stores */
     l08_avgpool2d_forward(ws + A06, ws + A08, nb);
     l09_leaky_relu_forward(ws + A08, ws + A09, nb);
     l10_maxpool2d_forward(ws + A09, ws + A10, nb);
@@ -2553,7 +2550,7 @@ static const cg_layer mixed2d_layers[] = {
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {6, 10, 16}, .ndim_out = 3, .out_shape = {4, 12, 18},
      .in_size = 960, .out_size = 864, .act_offset = 30720, .lanes = 0, .line = 16, .col = 5,
-     .schedule = "wv: fwd wv[TC=4,TX=2] dw wv[RY=3,TCW=2,U=4] dx wv[TC=6,TX=1]", .n_inputs = 1, .inputs = mixed2d_inputs + 6, .name = NULL, .inplace = 0,
+     .schedule = "wv: fwd wv[TC=4,TX=2]+relu dw wv[RY=3,TCW=2,U=4] dx wv[TC=6,TX=1]", .n_inputs = 1, .inputs = mixed2d_inputs + 6, .name = NULL, .inplace = 0,
      .kernel = {3, 3}, .stride = {1, 1}, .pad_lo = {2, 2}, .pad_hi = {2, 2}, .dilation = {1, 1},
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "relu", .ndim_in = 3, .in_shape = {4, 12, 18}, .ndim_out = 3, .out_shape = {4, 12, 18},

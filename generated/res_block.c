@@ -59,6 +59,9 @@ typedef int cg_vi __attribute__((vector_size(64)));
 #endif
 static inline __attribute__((unused)) float vsum_(const cg_v *v) { float s = 0.0f; for (int i = 0; i < 16; i++) s += (*v)[i]; return s; }
 #define vsum(v) vsum_(&(v))
+/* activations fused into a producer's stores (relu(NaN) = NaN, as PyTorch's) */
+static inline __attribute__((unused)) float cg_relu(float v) { return v <= 0.0f ? 0.0f : v; }
+#define vrelu(v) ((cg_v)((cg_vi)(v) & ~((v) <= vsplat(0.0f))))
 
 /* layer 0: conv2d 3x12x12 -> 8x12x12 (specs/res_block.yaml:6:5)
  * schedule cv+dx:wv: fwd cv[TP=12,TV=1] dw cv[TPR=24,TV=1] dx wv[TC=3,TX=1] */
@@ -493,7 +496,7 @@ static void l00_conv2d_backward_dx(const float *restrict P, float *restrict S, c
 }
 
 /* layer 1: batchnorm 8x12x12 -> 8x12x12 (specs/res_block.yaml:7:5)
- * schedule loop: fwd loop dw loop dx with dw */
+ * schedule loop: fwd loop+relu dw loop dx with dw */
 static void l01_batchnorm_forward(const float *restrict P, float *restrict B, float *restrict S, const float *restrict x, float *restrict y, int nb, int training)
 {
     /* x [N][8x12x12], y [N][8x12x12] */
@@ -532,7 +535,7 @@ static void l01_batchnorm_forward(const float *restrict P, float *restrict B, fl
         for (int n = 0; n < nb; n++) {
             const float *restrict xc = x + (size_t)n * 1152 + c * 144;
             float *restrict yc = y + (size_t)n * 1152 + c * 144;
-            for (int i = 0; i < 144; i++) yc[i] = (xc[i] - mean) * a + b;
+            for (int i = 0; i < 144; i++) yc[i] = cg_relu((xc[i] - mean) * a + b);
         }
     }
 }
@@ -565,12 +568,7 @@ static void l01_batchnorm_backward(const float *restrict P, float *restrict G, f
 
 /* layer 2: relu 8x12x12 -> 8x12x12 (specs/res_block.yaml:8:5)
  * schedule loop: fwd loop dw loop dx with dw */
-static void l02_relu_forward(float *restrict y, int nb)
-{
-    /* x [N][8x12x12], y [N][8x12x12] */
-    for (size_t i = 0; i < (size_t)nb * 1152; i++)
-        y[i] = y[i] <= 0.0f ? 0.0f : y[i];
-}
+/* l02_relu_forward: none, layer 1 stores its output through the relu */
 
 static void l02_relu_backward(const float *restrict y, const float *restrict dy, float *restrict dx, int nb)
 {
@@ -1038,14 +1036,14 @@ static void l03_conv2d_backward_dx(const float *restrict P, float *restrict S, c
 }
 
 /* layer 4: batchnorm 8x12x12 -> 8x12x12 (specs/res_block.yaml:10:5)
- * schedule loop: fwd loop dw loop dx with dw */
+ * schedule loop: fwd loop+relu dw loop dx with dw */
 /* l04_batchnorm_forward: the code of l01_batchnorm_forward */
 
 /* l04_batchnorm_backward: the code of l01_batchnorm_backward */
 
 /* layer 5: relu 8x12x12 -> 8x12x12 (specs/res_block.yaml:11:5)
  * schedule loop: fwd loop dw loop dx with dw */
-/* l05_relu_forward: the code of l02_relu_forward */
+/* l05_relu_forward: none, layer 4 stores its output through the relu */
 
 /* l05_relu_backward: the code of l02_relu_backward */
 
@@ -1059,7 +1057,48 @@ static void l03_conv2d_backward_dx(const float *restrict P, float *restrict S, c
 
 /* layer 7: batchnorm 8x12x12 -> 8x12x12 (specs/res_block.yaml:13:5)
  * schedule loop: fwd loop dw loop dx with dw */
-/* l07_batchnorm_forward: the code of l01_batchnorm_forward */
+static void l07_batchnorm_forward(const float *restrict P, float *restrict B, float *restrict S, const float *restrict x, float *restrict y, int nb, int training)
+{
+    /* x [N][8x12x12], y [N][8x12x12] */
+    const float *restrict gamma = P, *restrict beta = P + 8;
+    float *restrict rmean = B, *restrict rvar = B + 8, *restrict nbt = B + 16;
+    const int m = nb * 144; /* values per channel */
+    if (training) {
+        nbt[0] += 1.0f;
+        const float f = 0.1f;
+        for (int c = 0; c < 8; c++) {
+            double s = 0.0, v = 0.0;
+            for (int n = 0; n < nb; n++) {
+                const float *restrict xc = x + (size_t)n * 1152 + c * 144;
+                for (int i = 0; i < 144; i++) s += xc[i];
+            }
+            const double mean = s / m;
+            for (int n = 0; n < nb; n++) {
+                const float *restrict xc = x + (size_t)n * 1152 + c * 144;
+                for (int i = 0; i < 144; i++) { const double d = xc[i] - mean; v += d * d; }
+            }
+            const double var = v / m;
+            S[c] = (float)mean;
+            S[8 + c] = (float)(1.0 / sqrt(var + 1.0000000000000001e-05));
+            rmean[c] = (1.0f - f) * rmean[c] + f * (float)mean;
+            rvar[c] = (1.0f - f) * rvar[c] + f * (float)(m > 1 ? var * m / (m - 1) : var);
+        }
+    }
+    else {
+        for (int c = 0; c < 8; c++) {
+            S[c] = rmean[c];
+            S[8 + c] = 1.0f / sqrtf(rvar[c] + 1e-05f);
+        }
+    }
+    for (int c = 0; c < 8; c++) {
+        const float mean = S[c], a = S[8 + c] * gamma[c], b = beta[c];
+        for (int n = 0; n < nb; n++) {
+            const float *restrict xc = x + (size_t)n * 1152 + c * 144;
+            float *restrict yc = y + (size_t)n * 1152 + c * 144;
+            for (int i = 0; i < 144; i++) yc[i] = (xc[i] - mean) * a + b;
+        }
+    }
+}
 
 /* l07_batchnorm_backward: the code of l01_batchnorm_backward */
 
@@ -1081,7 +1120,12 @@ static void l08_add_backward(const float *restrict dy, float *restrict dx1, floa
 
 /* layer 9: relu 8x12x12 -> 8x12x12 (specs/res_block.yaml:15:5)
  * schedule loop: fwd loop dw loop dx with dw */
-/* l09_relu_forward: the code of l02_relu_forward */
+static void l09_relu_forward(float *restrict y, int nb)
+{
+    /* x [N][8x12x12], y [N][8x12x12] */
+    for (size_t i = 0; i < (size_t)nb * 1152; i++)
+        y[i] = y[i] <= 0.0f ? 0.0f : y[i];
+}
 
 /* l09_relu_backward: the code of l02_relu_backward */
 
@@ -1495,18 +1539,16 @@ void res_block_forward(const float *params, float *buffers, const float *x, floa
 {
     l00_conv2d_forward(params, ws + S00, x, ws + A00, nb);
     l01_batchnorm_forward(params + 216, buffers, ws + S01, ws + A00, ws + A01, nb, training);
-    /* (in place: layer 2's relu writes over its input) */
-    l02_relu_forward(ws + A01, nb);
+    /* layer 2: relu fused into layer 1's stores */
     l03_conv2d_forward(params + 232, ws + S03, ws + A01, ws + A03, nb);
     l01_batchnorm_forward(params + 808, buffers + 17, ws + S04, ws + A03, ws + A04, nb, training);
-    /* (in place: layer 5's relu writes over its input) */
-    l02_relu_forward(ws + A04, nb);
+    /* layer 5: relu fused into layer 4's stores */
     l03_conv2d_forward(params + 824, ws + S06, ws + A04, ws + A06, nb);
-    l01_batchnorm_forward(params + 1400, buffers + 34, ws + S07, ws + A06, ws + A07, nb, training);
+    l07_batchnorm_forward(params + 1400, buffers + 34, ws + S07, ws + A06, ws + A07, nb, training);
     /* (in place: layer 8's add writes over its input 2) */
     l08_add_forward(ws + A01, ws + A07, nb);
     /* (in place: layer 9's relu writes over its input) */
-    l02_relu_forward(ws + A07, nb);
+    l09_relu_forward(ws + A07, nb);
     l10_conv2d_forward(params + 1416, ws + A01, ws + A10, nb);
     l11_concat_forward(ws + A10, ws + A07, ws + A11, nb);
     l12_global_avgpool_forward(ws + A11, ws + A12, nb);
@@ -1595,7 +1637,7 @@ static const cg_layer res_block_layers[] = {
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "batchnorm", .ndim_in = 3, .in_shape = {8, 12, 12}, .ndim_out = 3, .out_shape = {8, 12, 12},
      .in_size = 1152, .out_size = 1152, .act_offset = 9216, .lanes = 0, .line = 7, .col = 5,
-     .schedule = "loop: fwd loop dw loop dx with dw", .n_inputs = 1, .inputs = res_block_inputs + 1, .name = NULL, .inplace = 0,
+     .schedule = "loop: fwd loop+relu dw loop dx with dw", .n_inputs = 1, .inputs = res_block_inputs + 1, .name = NULL, .inplace = 0,
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 1e-05f, .momentum = 0.1f},
     {.kind = "relu", .ndim_in = 3, .in_shape = {8, 12, 12}, .ndim_out = 3, .out_shape = {8, 12, 12},
      .in_size = 1152, .out_size = 1152, .act_offset = 9216, .lanes = 0, .line = 8, .col = 5,
@@ -1608,7 +1650,7 @@ static const cg_layer res_block_layers[] = {
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "batchnorm", .ndim_in = 3, .in_shape = {8, 12, 12}, .ndim_out = 3, .out_shape = {8, 12, 12},
      .in_size = 1152, .out_size = 1152, .act_offset = 27648, .lanes = 0, .line = 10, .col = 5,
-     .schedule = "loop: fwd loop dw loop dx with dw", .n_inputs = 1, .inputs = res_block_inputs + 4, .name = NULL, .inplace = 0,
+     .schedule = "loop: fwd loop+relu dw loop dx with dw", .n_inputs = 1, .inputs = res_block_inputs + 4, .name = NULL, .inplace = 0,
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 1e-05f, .momentum = 0.1f},
     {.kind = "relu", .ndim_in = 3, .in_shape = {8, 12, 12}, .ndim_out = 3, .out_shape = {8, 12, 12},
      .in_size = 1152, .out_size = 1152, .act_offset = 27648, .lanes = 0, .line = 11, .col = 5,

@@ -112,6 +112,9 @@ typedef int cg_vi __attribute__((vector_size(64)));
 #endif
 static inline __attribute__((unused)) float vsum_(const cg_v *v) { float s = 0.0f; for (int i = 0; i < 16; i++) s += (*v)[i]; return s; }
 #define vsum(v) vsum_(&(v))
+/* activations fused into a producer's stores (relu(NaN) = NaN, as PyTorch's) */
+static inline __attribute__((unused)) float cg_relu(float v) { return v <= 0.0f ? 0.0f : v; }
+#define vrelu(v) ((cg_v)((cg_vi)(v) & ~((v) <= vsplat(0.0f))))
 
 /* Activations are batch-innermost: [size][32]. */
 /* cg_to_lanes / cg_from_lanes (runtime): [nb][size] <-> [size][32], lanes >= nb zero */
@@ -1662,7 +1665,7 @@ static void l00_conv2d_backward_dx(const float *restrict P, float *restrict S, c
 }
 
 /* layer 1: batchnorm 64x112x112 -> 64x112x112 (specs/resnet18.yaml:9:5)
- * schedule lanes: fwd lanes dw lanes dx with dw threaded */
+ * schedule lanes: fwd lanes+relu dw lanes dx with dw threaded */
 static void l01_batchnorm_forward(const float *restrict P, float *restrict B, float *restrict S, const float *restrict x, float *restrict y, int nb, int training)
 {
     /* x [64x112x112][lanes], y [64x112x112][lanes] */
@@ -1717,7 +1720,7 @@ static void l01_batchnorm_forward(const float *restrict P, float *restrict B, fl
         const float mean = S[c], a = S[64 + c] * gamma[c], bc = beta[c];
         const float *restrict xc = x + (size_t)c * 401408;
         float *restrict yc = y + (size_t)c * 401408;
-        for (int i = 0; i < 401408; i++) yc[i] = (xc[i] - mean) * a + bc;
+        for (int i = 0; i < 401408; i++) yc[i] = cg_relu((xc[i] - mean) * a + bc);
     }
 }
 
@@ -1760,13 +1763,7 @@ static void l01_batchnorm_backward(const float *restrict P, float *restrict G, f
 
 /* layer 2: relu 64x112x112 -> 64x112x112 (specs/resnet18.yaml:10:5)
  * schedule lanes: fwd lanes dw lanes dx with dw threaded */
-static void l02_relu_forward(float *restrict y)
-{
-    /* x [64x112x112][lanes], y [64x112x112][lanes] */
-    CG_PARALLEL_FOR
-    for (int i = 0; i < 25690112; i++)
-        y[i] = y[i] <= 0.0f ? 0.0f : y[i];
-}
+/* l02_relu_forward: none, layer 1 stores its output through the relu */
 
 static void l02_relu_backward(const float *restrict y, const float *restrict dy, float *restrict dx)
 {
@@ -4633,8 +4630,125 @@ static void l04_conv2d_backward_dx(const float *restrict P, const float *restric
 }
 
 /* layer 5: batchnorm 64x56x56 -> 64x56x56 (specs/resnet18.yaml:13:5)
- * schedule lanes: fwd lanes dw lanes dx with dw threaded */
+ * schedule lanes: fwd lanes+relu dw lanes dx with dw threaded */
 static void l05_batchnorm_forward(const float *restrict P, float *restrict B, float *restrict S, const float *restrict x, float *restrict y, int nb, int training)
+{
+    /* x [64x56x56][lanes], y [64x56x56][lanes] */
+    const float *restrict gamma = P, *restrict beta = P + 64;
+    float *restrict rmean = B, *restrict rvar = B + 64, *restrict nbt = B + 128;
+    const int m = nb * 3136; /* values per channel */
+    if (training) {
+        cg_v mask[2];
+        for (int v = 0; v < 2; v++)
+            for (int l = 0; l < 16; l++) mask[v][l] = v * 16 + l < nb ? 1.0f : 0.0f;
+        nbt[0] += 1.0f;
+        const float f = 0.1f;
+        CG_PARALLEL_FOR
+        for (int c = 0; c < 64; c++) {
+            const float *restrict xc = x + (size_t)c * 100352;
+            cg_v acc[2];
+            for (int v = 0; v < 2; v++) acc[v] = vsplat(0.0f);
+            for (int s = 0; s < 3136; s++) {
+                for (int v = 0; v < 2; v++) {
+                    acc[v] += VLOAD(xc + s * 32 + v * 16) * mask[v];
+                }
+            }
+            double s1 = 0.0;
+            for (int v = 0; v < 2; v++) s1 += vsum(acc[v]);
+            const double mean = s1 / m;
+            const float fmean = (float)mean;
+            for (int v = 0; v < 2; v++) acc[v] = vsplat(0.0f);
+            for (int s = 0; s < 3136; s++) {
+                for (int v = 0; v < 2; v++) {
+                    const cg_v dv = (VLOAD(xc + s * 32 + v * 16) - fmean) * mask[v];
+                    acc[v] += dv * dv;
+                }
+            }
+            double v2 = 0.0;
+            for (int v = 0; v < 2; v++) v2 += vsum(acc[v]);
+            const double var = v2 / m;
+            S[c] = fmean;
+            S[64 + c] = (float)(1.0 / sqrt(var + 1.0000000000000001e-05));
+            rmean[c] = (1.0f - f) * rmean[c] + f * fmean;
+            rvar[c] = (1.0f - f) * rvar[c] + f * (float)(m > 1 ? var * m / (m - 1) : var);
+        }
+    }
+    else {
+        CG_PARALLEL_FOR
+        for (int c = 0; c < 64; c++) {
+            S[c] = rmean[c];
+            S[64 + c] = 1.0f / sqrtf(rvar[c] + 1e-05f);
+        }
+    }
+    CG_PARALLEL_FOR
+    for (int c = 0; c < 64; c++) {
+        const float mean = S[c], a = S[64 + c] * gamma[c], bc = beta[c];
+        const float *restrict xc = x + (size_t)c * 100352;
+        float *restrict yc = y + (size_t)c * 100352;
+        for (int i = 0; i < 100352; i++) yc[i] = cg_relu((xc[i] - mean) * a + bc);
+    }
+}
+
+static void l05_batchnorm_backward(const float *restrict P, float *restrict G, float *restrict S, const float *restrict x, const float *restrict dy, float *restrict dx, int nb)
+{
+    /* x [64x56x56][lanes], y [64x56x56][lanes] */
+    const float *restrict gamma = P;
+    float *restrict ggamma = G, *restrict gbeta = G + 64;
+    const int m = nb * 3136;
+    cg_v mask[2];
+    for (int v = 0; v < 2; v++)
+        for (int l = 0; l < 16; l++) mask[v][l] = v * 16 + l < nb ? 1.0f : 0.0f;
+    CG_PARALLEL_FOR
+    for (int c = 0; c < 64; c++) {
+        const float mean = S[c], rstd = S[64 + c];
+        const float *restrict xc = x + (size_t)c * 100352;
+        const float *restrict dyc = dy + (size_t)c * 100352;
+        float *restrict dxc = dx + (size_t)c * 100352;
+        cg_v ady[2], adyx[2];
+        for (int v = 0; v < 2; v++) ady[v] = adyx[v] = vsplat(0.0f);
+        for (int s = 0; s < 3136; s++) {
+            for (int v = 0; v < 2; v++) {
+                const cg_v d = VLOAD(dyc + s * 32 + v * 16);
+                ady[v] += d;
+                adyx[v] += d * ((VLOAD(xc + s * 32 + v * 16) - mean) * rstd);
+            }
+        }
+        double sdy = 0.0, sdyx = 0.0;
+        for (int v = 0; v < 2; v++) { sdy += vsum(ady[v]); sdyx += vsum(adyx[v]); }
+        ggamma[c] += (float)sdyx;
+        gbeta[c] += (float)sdy;
+        const float k = gamma[c] * rstd / m, fm = (float)m, fsdy = (float)sdy, fsdyx = (float)sdyx;
+        for (int s = 0; s < 3136; s++) {
+            for (int v = 0; v < 2; v++) {
+                VSTORE(dxc + s * 32 + v * 16, k * (fm * VLOAD(dyc + s * 32 + v * 16) - fsdy - (VLOAD(xc + s * 32 + v * 16) - mean) * rstd * fsdyx) * mask[v]);
+            }
+        }
+    }
+}
+
+/* layer 6: relu 64x56x56 -> 64x56x56 (specs/resnet18.yaml:14:5)
+ * schedule lanes: fwd lanes dw lanes dx with dw threaded */
+/* l06_relu_forward: none, layer 5 stores its output through the relu */
+
+static void l06_relu_backward(const float *restrict y, const float *restrict dy, float *restrict dx)
+{
+    /* x [64x56x56][lanes], y [64x56x56][lanes] */
+    CG_PARALLEL_FOR
+    for (int i = 0; i < 6422528; i++)
+        dx[i] = y[i] <= 0.0f ? 0.0f : dy[i];
+}
+
+/* layer 7: conv2d 64x56x56 -> 64x56x56 (specs/resnet18.yaml:15:5)
+ * schedule lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16] threaded */
+/* l07_conv2d_forward: the code of l04_conv2d_forward */
+
+/* l07_conv2d_backward: the code of l04_conv2d_backward */
+
+/* l07_conv2d_backward_dx: the code of l04_conv2d_backward_dx */
+
+/* layer 8: batchnorm 64x56x56 -> 64x56x56 (specs/resnet18.yaml:16:5)
+ * schedule lanes: fwd lanes dw lanes dx with dw threaded */
+static void l08_batchnorm_forward(const float *restrict P, float *restrict B, float *restrict S, const float *restrict x, float *restrict y, int nb, int training)
 {
     /* x [64x56x56][lanes], y [64x56x56][lanes] */
     const float *restrict gamma = P, *restrict beta = P + 64;
@@ -4692,73 +4806,6 @@ static void l05_batchnorm_forward(const float *restrict P, float *restrict B, fl
     }
 }
 
-static void l05_batchnorm_backward(const float *restrict P, float *restrict G, float *restrict S, const float *restrict x, const float *restrict dy, float *restrict dx, int nb)
-{
-    /* x [64x56x56][lanes], y [64x56x56][lanes] */
-    const float *restrict gamma = P;
-    float *restrict ggamma = G, *restrict gbeta = G + 64;
-    const int m = nb * 3136;
-    cg_v mask[2];
-    for (int v = 0; v < 2; v++)
-        for (int l = 0; l < 16; l++) mask[v][l] = v * 16 + l < nb ? 1.0f : 0.0f;
-    CG_PARALLEL_FOR
-    for (int c = 0; c < 64; c++) {
-        const float mean = S[c], rstd = S[64 + c];
-        const float *restrict xc = x + (size_t)c * 100352;
-        const float *restrict dyc = dy + (size_t)c * 100352;
-        float *restrict dxc = dx + (size_t)c * 100352;
-        cg_v ady[2], adyx[2];
-        for (int v = 0; v < 2; v++) ady[v] = adyx[v] = vsplat(0.0f);
-        for (int s = 0; s < 3136; s++) {
-            for (int v = 0; v < 2; v++) {
-                const cg_v d = VLOAD(dyc + s * 32 + v * 16);
-                ady[v] += d;
-                adyx[v] += d * ((VLOAD(xc + s * 32 + v * 16) - mean) * rstd);
-            }
-        }
-        double sdy = 0.0, sdyx = 0.0;
-        for (int v = 0; v < 2; v++) { sdy += vsum(ady[v]); sdyx += vsum(adyx[v]); }
-        ggamma[c] += (float)sdyx;
-        gbeta[c] += (float)sdy;
-        const float k = gamma[c] * rstd / m, fm = (float)m, fsdy = (float)sdy, fsdyx = (float)sdyx;
-        for (int s = 0; s < 3136; s++) {
-            for (int v = 0; v < 2; v++) {
-                VSTORE(dxc + s * 32 + v * 16, k * (fm * VLOAD(dyc + s * 32 + v * 16) - fsdy - (VLOAD(xc + s * 32 + v * 16) - mean) * rstd * fsdyx) * mask[v]);
-            }
-        }
-    }
-}
-
-/* layer 6: relu 64x56x56 -> 64x56x56 (specs/resnet18.yaml:14:5)
- * schedule lanes: fwd lanes dw lanes dx with dw threaded */
-static void l06_relu_forward(float *restrict y)
-{
-    /* x [64x56x56][lanes], y [64x56x56][lanes] */
-    CG_PARALLEL_FOR
-    for (int i = 0; i < 6422528; i++)
-        y[i] = y[i] <= 0.0f ? 0.0f : y[i];
-}
-
-static void l06_relu_backward(const float *restrict y, const float *restrict dy, float *restrict dx)
-{
-    /* x [64x56x56][lanes], y [64x56x56][lanes] */
-    CG_PARALLEL_FOR
-    for (int i = 0; i < 6422528; i++)
-        dx[i] = y[i] <= 0.0f ? 0.0f : dy[i];
-}
-
-/* layer 7: conv2d 64x56x56 -> 64x56x56 (specs/resnet18.yaml:15:5)
- * schedule lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16] threaded */
-/* l07_conv2d_forward: the code of l04_conv2d_forward */
-
-/* l07_conv2d_backward: the code of l04_conv2d_backward */
-
-/* l07_conv2d_backward_dx: the code of l04_conv2d_backward_dx */
-
-/* layer 8: batchnorm 64x56x56 -> 64x56x56 (specs/resnet18.yaml:16:5)
- * schedule lanes: fwd lanes dw lanes dx with dw threaded */
-/* l08_batchnorm_forward: the code of l05_batchnorm_forward */
-
 /* l08_batchnorm_backward: the code of l05_batchnorm_backward */
 
 /* layer 9: add 64x56x56 -> 64x56x56 (specs/resnet18.yaml:17:5)
@@ -4780,7 +4827,13 @@ static void l09_add_backward(const float *restrict dy, float *restrict dx1, floa
 
 /* layer 10: relu 64x56x56 -> 64x56x56 (specs/resnet18.yaml:18:5)
  * schedule lanes: fwd lanes dw lanes dx with dw threaded */
-/* l10_relu_forward: the code of l06_relu_forward */
+static void l10_relu_forward(float *restrict y)
+{
+    /* x [64x56x56][lanes], y [64x56x56][lanes] */
+    CG_PARALLEL_FOR
+    for (int i = 0; i < 6422528; i++)
+        y[i] = y[i] <= 0.0f ? 0.0f : y[i];
+}
 
 /* l10_relu_backward: the code of l06_relu_backward */
 
@@ -4793,14 +4846,14 @@ static void l09_add_backward(const float *restrict dy, float *restrict dx1, floa
 /* l11_conv2d_backward_dx: the code of l04_conv2d_backward_dx */
 
 /* layer 12: batchnorm 64x56x56 -> 64x56x56 (specs/resnet18.yaml:20:5)
- * schedule lanes: fwd lanes dw lanes dx with dw threaded */
+ * schedule lanes: fwd lanes+relu dw lanes dx with dw threaded */
 /* l12_batchnorm_forward: the code of l05_batchnorm_forward */
 
 /* l12_batchnorm_backward: the code of l05_batchnorm_backward */
 
 /* layer 13: relu 64x56x56 -> 64x56x56 (specs/resnet18.yaml:21:5)
  * schedule lanes: fwd lanes dw lanes dx with dw threaded */
-/* l13_relu_forward: the code of l06_relu_forward */
+/* l13_relu_forward: none, layer 12 stores its output through the relu */
 
 /* l13_relu_backward: the code of l06_relu_backward */
 
@@ -4814,7 +4867,7 @@ static void l09_add_backward(const float *restrict dy, float *restrict dx1, floa
 
 /* layer 15: batchnorm 64x56x56 -> 64x56x56 (specs/resnet18.yaml:23:5)
  * schedule lanes: fwd lanes dw lanes dx with dw threaded */
-/* l15_batchnorm_forward: the code of l05_batchnorm_forward */
+/* l15_batchnorm_forward: the code of l08_batchnorm_forward */
 
 /* l15_batchnorm_backward: the code of l05_batchnorm_backward */
 
@@ -4826,7 +4879,7 @@ static void l09_add_backward(const float *restrict dy, float *restrict dx1, floa
 
 /* layer 17: relu 64x56x56 -> 64x56x56 (specs/resnet18.yaml:25:5)
  * schedule lanes: fwd lanes dw lanes dx with dw threaded */
-/* l17_relu_forward: the code of l06_relu_forward */
+/* l17_relu_forward: the code of l10_relu_forward */
 
 /* l17_relu_backward: the code of l06_relu_backward */
 
@@ -6229,7 +6282,7 @@ static void l18_conv2d_backward_dx(const float *restrict P, const float *restric
 }
 
 /* layer 19: batchnorm 128x28x28 -> 128x28x28 (specs/resnet18.yaml:27:5)
- * schedule lanes: fwd lanes dw lanes dx with dw threaded */
+ * schedule lanes: fwd lanes+relu dw lanes dx with dw threaded */
 static void l19_batchnorm_forward(const float *restrict P, float *restrict B, float *restrict S, const float *restrict x, float *restrict y, int nb, int training)
 {
     /* x [128x28x28][lanes], y [128x28x28][lanes] */
@@ -6284,7 +6337,7 @@ static void l19_batchnorm_forward(const float *restrict P, float *restrict B, fl
         const float mean = S[c], a = S[128 + c] * gamma[c], bc = beta[c];
         const float *restrict xc = x + (size_t)c * 25088;
         float *restrict yc = y + (size_t)c * 25088;
-        for (int i = 0; i < 25088; i++) yc[i] = (xc[i] - mean) * a + bc;
+        for (int i = 0; i < 25088; i++) yc[i] = cg_relu((xc[i] - mean) * a + bc);
     }
 }
 
@@ -6327,13 +6380,7 @@ static void l19_batchnorm_backward(const float *restrict P, float *restrict G, f
 
 /* layer 20: relu 128x28x28 -> 128x28x28 (specs/resnet18.yaml:28:5)
  * schedule lanes: fwd lanes dw lanes dx with dw threaded */
-static void l20_relu_forward(float *restrict y)
-{
-    /* x [128x28x28][lanes], y [128x28x28][lanes] */
-    CG_PARALLEL_FOR
-    for (int i = 0; i < 3211264; i++)
-        y[i] = y[i] <= 0.0f ? 0.0f : y[i];
-}
+/* l20_relu_forward: none, layer 19 stores its output through the relu */
 
 static void l20_relu_backward(const float *restrict y, const float *restrict dy, float *restrict dx)
 {
@@ -9056,7 +9103,63 @@ static void l21_conv2d_backward_dx(const float *restrict P, const float *restric
 
 /* layer 22: batchnorm 128x28x28 -> 128x28x28 (specs/resnet18.yaml:30:5)
  * schedule lanes: fwd lanes dw lanes dx with dw threaded */
-/* l22_batchnorm_forward: the code of l19_batchnorm_forward */
+static void l22_batchnorm_forward(const float *restrict P, float *restrict B, float *restrict S, const float *restrict x, float *restrict y, int nb, int training)
+{
+    /* x [128x28x28][lanes], y [128x28x28][lanes] */
+    const float *restrict gamma = P, *restrict beta = P + 128;
+    float *restrict rmean = B, *restrict rvar = B + 128, *restrict nbt = B + 256;
+    const int m = nb * 784; /* values per channel */
+    if (training) {
+        cg_v mask[2];
+        for (int v = 0; v < 2; v++)
+            for (int l = 0; l < 16; l++) mask[v][l] = v * 16 + l < nb ? 1.0f : 0.0f;
+        nbt[0] += 1.0f;
+        const float f = 0.1f;
+        CG_PARALLEL_FOR
+        for (int c = 0; c < 128; c++) {
+            const float *restrict xc = x + (size_t)c * 25088;
+            cg_v acc[2];
+            for (int v = 0; v < 2; v++) acc[v] = vsplat(0.0f);
+            for (int s = 0; s < 784; s++) {
+                for (int v = 0; v < 2; v++) {
+                    acc[v] += VLOAD(xc + s * 32 + v * 16) * mask[v];
+                }
+            }
+            double s1 = 0.0;
+            for (int v = 0; v < 2; v++) s1 += vsum(acc[v]);
+            const double mean = s1 / m;
+            const float fmean = (float)mean;
+            for (int v = 0; v < 2; v++) acc[v] = vsplat(0.0f);
+            for (int s = 0; s < 784; s++) {
+                for (int v = 0; v < 2; v++) {
+                    const cg_v dv = (VLOAD(xc + s * 32 + v * 16) - fmean) * mask[v];
+                    acc[v] += dv * dv;
+                }
+            }
+            double v2 = 0.0;
+            for (int v = 0; v < 2; v++) v2 += vsum(acc[v]);
+            const double var = v2 / m;
+            S[c] = fmean;
+            S[128 + c] = (float)(1.0 / sqrt(var + 1.0000000000000001e-05));
+            rmean[c] = (1.0f - f) * rmean[c] + f * fmean;
+            rvar[c] = (1.0f - f) * rvar[c] + f * (float)(m > 1 ? var * m / (m - 1) : var);
+        }
+    }
+    else {
+        CG_PARALLEL_FOR
+        for (int c = 0; c < 128; c++) {
+            S[c] = rmean[c];
+            S[128 + c] = 1.0f / sqrtf(rvar[c] + 1e-05f);
+        }
+    }
+    CG_PARALLEL_FOR
+    for (int c = 0; c < 128; c++) {
+        const float mean = S[c], a = S[128 + c] * gamma[c], bc = beta[c];
+        const float *restrict xc = x + (size_t)c * 25088;
+        float *restrict yc = y + (size_t)c * 25088;
+        for (int i = 0; i < 25088; i++) yc[i] = (xc[i] - mean) * a + bc;
+    }
+}
 
 /* l22_batchnorm_backward: the code of l19_batchnorm_backward */
 
@@ -9380,7 +9483,7 @@ static void l23_conv2d_backward_dx(const float *restrict P, const float *restric
 
 /* layer 24: batchnorm 128x28x28 -> 128x28x28 (specs/resnet18.yaml:32:5)
  * schedule lanes: fwd lanes dw lanes dx with dw threaded */
-/* l24_batchnorm_forward: the code of l19_batchnorm_forward */
+/* l24_batchnorm_forward: the code of l22_batchnorm_forward */
 
 /* l24_batchnorm_backward: the code of l19_batchnorm_backward */
 
@@ -9403,7 +9506,13 @@ static void l25_add_backward(const float *restrict dy, float *restrict dx1, floa
 
 /* layer 26: relu 128x28x28 -> 128x28x28 (specs/resnet18.yaml:34:5)
  * schedule lanes: fwd lanes dw lanes dx with dw threaded */
-/* l26_relu_forward: the code of l20_relu_forward */
+static void l26_relu_forward(float *restrict y)
+{
+    /* x [128x28x28][lanes], y [128x28x28][lanes] */
+    CG_PARALLEL_FOR
+    for (int i = 0; i < 3211264; i++)
+        y[i] = y[i] <= 0.0f ? 0.0f : y[i];
+}
 
 /* l26_relu_backward: the code of l20_relu_backward */
 
@@ -9416,14 +9525,14 @@ static void l25_add_backward(const float *restrict dy, float *restrict dx1, floa
 /* l27_conv2d_backward_dx: the code of l21_conv2d_backward_dx */
 
 /* layer 28: batchnorm 128x28x28 -> 128x28x28 (specs/resnet18.yaml:36:5)
- * schedule lanes: fwd lanes dw lanes dx with dw threaded */
+ * schedule lanes: fwd lanes+relu dw lanes dx with dw threaded */
 /* l28_batchnorm_forward: the code of l19_batchnorm_forward */
 
 /* l28_batchnorm_backward: the code of l19_batchnorm_backward */
 
 /* layer 29: relu 128x28x28 -> 128x28x28 (specs/resnet18.yaml:37:5)
  * schedule lanes: fwd lanes dw lanes dx with dw threaded */
-/* l29_relu_forward: the code of l20_relu_forward */
+/* l29_relu_forward: none, layer 28 stores its output through the relu */
 
 /* l29_relu_backward: the code of l20_relu_backward */
 
@@ -9437,7 +9546,7 @@ static void l25_add_backward(const float *restrict dy, float *restrict dx1, floa
 
 /* layer 31: batchnorm 128x28x28 -> 128x28x28 (specs/resnet18.yaml:39:5)
  * schedule lanes: fwd lanes dw lanes dx with dw threaded */
-/* l31_batchnorm_forward: the code of l19_batchnorm_forward */
+/* l31_batchnorm_forward: the code of l22_batchnorm_forward */
 
 /* l31_batchnorm_backward: the code of l19_batchnorm_backward */
 
@@ -9449,7 +9558,7 @@ static void l25_add_backward(const float *restrict dy, float *restrict dx1, floa
 
 /* layer 33: relu 128x28x28 -> 128x28x28 (specs/resnet18.yaml:41:5)
  * schedule lanes: fwd lanes dw lanes dx with dw threaded */
-/* l33_relu_forward: the code of l20_relu_forward */
+/* l33_relu_forward: the code of l26_relu_forward */
 
 /* l33_relu_backward: the code of l20_relu_backward */
 
@@ -10852,7 +10961,7 @@ static void l34_conv2d_backward_dx(const float *restrict P, const float *restric
 }
 
 /* layer 35: batchnorm 256x14x14 -> 256x14x14 (specs/resnet18.yaml:43:5)
- * schedule lanes: fwd lanes dw lanes dx with dw threaded */
+ * schedule lanes: fwd lanes+relu dw lanes dx with dw threaded */
 static void l35_batchnorm_forward(const float *restrict P, float *restrict B, float *restrict S, const float *restrict x, float *restrict y, int nb, int training)
 {
     /* x [256x14x14][lanes], y [256x14x14][lanes] */
@@ -10907,7 +11016,7 @@ static void l35_batchnorm_forward(const float *restrict P, float *restrict B, fl
         const float mean = S[c], a = S[256 + c] * gamma[c], bc = beta[c];
         const float *restrict xc = x + (size_t)c * 6272;
         float *restrict yc = y + (size_t)c * 6272;
-        for (int i = 0; i < 6272; i++) yc[i] = (xc[i] - mean) * a + bc;
+        for (int i = 0; i < 6272; i++) yc[i] = cg_relu((xc[i] - mean) * a + bc);
     }
 }
 
@@ -10950,13 +11059,7 @@ static void l35_batchnorm_backward(const float *restrict P, float *restrict G, f
 
 /* layer 36: relu 256x14x14 -> 256x14x14 (specs/resnet18.yaml:44:5)
  * schedule lanes: fwd lanes dw lanes dx with dw threaded */
-static void l36_relu_forward(float *restrict y)
-{
-    /* x [256x14x14][lanes], y [256x14x14][lanes] */
-    CG_PARALLEL_FOR
-    for (int i = 0; i < 1605632; i++)
-        y[i] = y[i] <= 0.0f ? 0.0f : y[i];
-}
+/* l36_relu_forward: none, layer 35 stores its output through the relu */
 
 static void l36_relu_backward(const float *restrict y, const float *restrict dy, float *restrict dx)
 {
@@ -13679,7 +13782,63 @@ static void l37_conv2d_backward_dx(const float *restrict P, const float *restric
 
 /* layer 38: batchnorm 256x14x14 -> 256x14x14 (specs/resnet18.yaml:46:5)
  * schedule lanes: fwd lanes dw lanes dx with dw threaded */
-/* l38_batchnorm_forward: the code of l35_batchnorm_forward */
+static void l38_batchnorm_forward(const float *restrict P, float *restrict B, float *restrict S, const float *restrict x, float *restrict y, int nb, int training)
+{
+    /* x [256x14x14][lanes], y [256x14x14][lanes] */
+    const float *restrict gamma = P, *restrict beta = P + 256;
+    float *restrict rmean = B, *restrict rvar = B + 256, *restrict nbt = B + 512;
+    const int m = nb * 196; /* values per channel */
+    if (training) {
+        cg_v mask[2];
+        for (int v = 0; v < 2; v++)
+            for (int l = 0; l < 16; l++) mask[v][l] = v * 16 + l < nb ? 1.0f : 0.0f;
+        nbt[0] += 1.0f;
+        const float f = 0.1f;
+        CG_PARALLEL_FOR
+        for (int c = 0; c < 256; c++) {
+            const float *restrict xc = x + (size_t)c * 6272;
+            cg_v acc[2];
+            for (int v = 0; v < 2; v++) acc[v] = vsplat(0.0f);
+            for (int s = 0; s < 196; s++) {
+                for (int v = 0; v < 2; v++) {
+                    acc[v] += VLOAD(xc + s * 32 + v * 16) * mask[v];
+                }
+            }
+            double s1 = 0.0;
+            for (int v = 0; v < 2; v++) s1 += vsum(acc[v]);
+            const double mean = s1 / m;
+            const float fmean = (float)mean;
+            for (int v = 0; v < 2; v++) acc[v] = vsplat(0.0f);
+            for (int s = 0; s < 196; s++) {
+                for (int v = 0; v < 2; v++) {
+                    const cg_v dv = (VLOAD(xc + s * 32 + v * 16) - fmean) * mask[v];
+                    acc[v] += dv * dv;
+                }
+            }
+            double v2 = 0.0;
+            for (int v = 0; v < 2; v++) v2 += vsum(acc[v]);
+            const double var = v2 / m;
+            S[c] = fmean;
+            S[256 + c] = (float)(1.0 / sqrt(var + 1.0000000000000001e-05));
+            rmean[c] = (1.0f - f) * rmean[c] + f * fmean;
+            rvar[c] = (1.0f - f) * rvar[c] + f * (float)(m > 1 ? var * m / (m - 1) : var);
+        }
+    }
+    else {
+        CG_PARALLEL_FOR
+        for (int c = 0; c < 256; c++) {
+            S[c] = rmean[c];
+            S[256 + c] = 1.0f / sqrtf(rvar[c] + 1e-05f);
+        }
+    }
+    CG_PARALLEL_FOR
+    for (int c = 0; c < 256; c++) {
+        const float mean = S[c], a = S[256 + c] * gamma[c], bc = beta[c];
+        const float *restrict xc = x + (size_t)c * 6272;
+        float *restrict yc = y + (size_t)c * 6272;
+        for (int i = 0; i < 6272; i++) yc[i] = (xc[i] - mean) * a + bc;
+    }
+}
 
 /* l38_batchnorm_backward: the code of l35_batchnorm_backward */
 
@@ -14003,7 +14162,7 @@ static void l39_conv2d_backward_dx(const float *restrict P, const float *restric
 
 /* layer 40: batchnorm 256x14x14 -> 256x14x14 (specs/resnet18.yaml:48:5)
  * schedule lanes: fwd lanes dw lanes dx with dw threaded */
-/* l40_batchnorm_forward: the code of l35_batchnorm_forward */
+/* l40_batchnorm_forward: the code of l38_batchnorm_forward */
 
 /* l40_batchnorm_backward: the code of l35_batchnorm_backward */
 
@@ -14026,7 +14185,13 @@ static void l41_add_backward(const float *restrict dy, float *restrict dx1, floa
 
 /* layer 42: relu 256x14x14 -> 256x14x14 (specs/resnet18.yaml:50:5)
  * schedule lanes: fwd lanes dw lanes dx with dw threaded */
-/* l42_relu_forward: the code of l36_relu_forward */
+static void l42_relu_forward(float *restrict y)
+{
+    /* x [256x14x14][lanes], y [256x14x14][lanes] */
+    CG_PARALLEL_FOR
+    for (int i = 0; i < 1605632; i++)
+        y[i] = y[i] <= 0.0f ? 0.0f : y[i];
+}
 
 /* l42_relu_backward: the code of l36_relu_backward */
 
@@ -14039,14 +14204,14 @@ static void l41_add_backward(const float *restrict dy, float *restrict dx1, floa
 /* l43_conv2d_backward_dx: the code of l37_conv2d_backward_dx */
 
 /* layer 44: batchnorm 256x14x14 -> 256x14x14 (specs/resnet18.yaml:52:5)
- * schedule lanes: fwd lanes dw lanes dx with dw threaded */
+ * schedule lanes: fwd lanes+relu dw lanes dx with dw threaded */
 /* l44_batchnorm_forward: the code of l35_batchnorm_forward */
 
 /* l44_batchnorm_backward: the code of l35_batchnorm_backward */
 
 /* layer 45: relu 256x14x14 -> 256x14x14 (specs/resnet18.yaml:53:5)
  * schedule lanes: fwd lanes dw lanes dx with dw threaded */
-/* l45_relu_forward: the code of l36_relu_forward */
+/* l45_relu_forward: none, layer 44 stores its output through the relu */
 
 /* l45_relu_backward: the code of l36_relu_backward */
 
@@ -14060,7 +14225,7 @@ static void l41_add_backward(const float *restrict dy, float *restrict dx1, floa
 
 /* layer 47: batchnorm 256x14x14 -> 256x14x14 (specs/resnet18.yaml:55:5)
  * schedule lanes: fwd lanes dw lanes dx with dw threaded */
-/* l47_batchnorm_forward: the code of l35_batchnorm_forward */
+/* l47_batchnorm_forward: the code of l38_batchnorm_forward */
 
 /* l47_batchnorm_backward: the code of l35_batchnorm_backward */
 
@@ -14072,7 +14237,7 @@ static void l41_add_backward(const float *restrict dy, float *restrict dx1, floa
 
 /* layer 49: relu 256x14x14 -> 256x14x14 (specs/resnet18.yaml:57:5)
  * schedule lanes: fwd lanes dw lanes dx with dw threaded */
-/* l49_relu_forward: the code of l36_relu_forward */
+/* l49_relu_forward: the code of l42_relu_forward */
 
 /* l49_relu_backward: the code of l36_relu_backward */
 
@@ -15475,7 +15640,7 @@ static void l50_conv2d_backward_dx(const float *restrict P, const float *restric
 }
 
 /* layer 51: batchnorm 512x7x7 -> 512x7x7 (specs/resnet18.yaml:59:5)
- * schedule lanes: fwd lanes dw lanes dx with dw */
+ * schedule lanes: fwd lanes+relu dw lanes dx with dw */
 static void l51_batchnorm_forward(const float *restrict P, float *restrict B, float *restrict S, const float *restrict x, float *restrict y, int nb, int training)
 {
     /* x [512x7x7][lanes], y [512x7x7][lanes] */
@@ -15527,7 +15692,7 @@ static void l51_batchnorm_forward(const float *restrict P, float *restrict B, fl
         const float mean = S[c], a = S[512 + c] * gamma[c], bc = beta[c];
         const float *restrict xc = x + (size_t)c * 1568;
         float *restrict yc = y + (size_t)c * 1568;
-        for (int i = 0; i < 1568; i++) yc[i] = (xc[i] - mean) * a + bc;
+        for (int i = 0; i < 1568; i++) yc[i] = cg_relu((xc[i] - mean) * a + bc);
     }
 }
 
@@ -15569,12 +15734,7 @@ static void l51_batchnorm_backward(const float *restrict P, float *restrict G, f
 
 /* layer 52: relu 512x7x7 -> 512x7x7 (specs/resnet18.yaml:60:5)
  * schedule lanes: fwd lanes dw lanes dx with dw */
-static void l52_relu_forward(float *restrict y)
-{
-    /* x [512x7x7][lanes], y [512x7x7][lanes] */
-    for (int i = 0; i < 802816; i++)
-        y[i] = y[i] <= 0.0f ? 0.0f : y[i];
-}
+/* l52_relu_forward: none, layer 51 stores its output through the relu */
 
 static void l52_relu_backward(const float *restrict y, const float *restrict dy, float *restrict dx)
 {
@@ -18296,7 +18456,60 @@ static void l53_conv2d_backward_dx(const float *restrict P, const float *restric
 
 /* layer 54: batchnorm 512x7x7 -> 512x7x7 (specs/resnet18.yaml:62:5)
  * schedule lanes: fwd lanes dw lanes dx with dw */
-/* l54_batchnorm_forward: the code of l51_batchnorm_forward */
+static void l54_batchnorm_forward(const float *restrict P, float *restrict B, float *restrict S, const float *restrict x, float *restrict y, int nb, int training)
+{
+    /* x [512x7x7][lanes], y [512x7x7][lanes] */
+    const float *restrict gamma = P, *restrict beta = P + 512;
+    float *restrict rmean = B, *restrict rvar = B + 512, *restrict nbt = B + 1024;
+    const int m = nb * 49; /* values per channel */
+    if (training) {
+        cg_v mask[2];
+        for (int v = 0; v < 2; v++)
+            for (int l = 0; l < 16; l++) mask[v][l] = v * 16 + l < nb ? 1.0f : 0.0f;
+        nbt[0] += 1.0f;
+        const float f = 0.1f;
+        for (int c = 0; c < 512; c++) {
+            const float *restrict xc = x + (size_t)c * 1568;
+            cg_v acc[2];
+            for (int v = 0; v < 2; v++) acc[v] = vsplat(0.0f);
+            for (int s = 0; s < 49; s++) {
+                for (int v = 0; v < 2; v++) {
+                    acc[v] += VLOAD(xc + s * 32 + v * 16) * mask[v];
+                }
+            }
+            double s1 = 0.0;
+            for (int v = 0; v < 2; v++) s1 += vsum(acc[v]);
+            const double mean = s1 / m;
+            const float fmean = (float)mean;
+            for (int v = 0; v < 2; v++) acc[v] = vsplat(0.0f);
+            for (int s = 0; s < 49; s++) {
+                for (int v = 0; v < 2; v++) {
+                    const cg_v dv = (VLOAD(xc + s * 32 + v * 16) - fmean) * mask[v];
+                    acc[v] += dv * dv;
+                }
+            }
+            double v2 = 0.0;
+            for (int v = 0; v < 2; v++) v2 += vsum(acc[v]);
+            const double var = v2 / m;
+            S[c] = fmean;
+            S[512 + c] = (float)(1.0 / sqrt(var + 1.0000000000000001e-05));
+            rmean[c] = (1.0f - f) * rmean[c] + f * fmean;
+            rvar[c] = (1.0f - f) * rvar[c] + f * (float)(m > 1 ? var * m / (m - 1) : var);
+        }
+    }
+    else {
+        for (int c = 0; c < 512; c++) {
+            S[c] = rmean[c];
+            S[512 + c] = 1.0f / sqrtf(rvar[c] + 1e-05f);
+        }
+    }
+    for (int c = 0; c < 512; c++) {
+        const float mean = S[c], a = S[512 + c] * gamma[c], bc = beta[c];
+        const float *restrict xc = x + (size_t)c * 1568;
+        float *restrict yc = y + (size_t)c * 1568;
+        for (int i = 0; i < 1568; i++) yc[i] = (xc[i] - mean) * a + bc;
+    }
+}
 
 /* l54_batchnorm_backward: the code of l51_batchnorm_backward */
 
@@ -18620,7 +18833,7 @@ static void l55_conv2d_backward_dx(const float *restrict P, const float *restric
 
 /* layer 56: batchnorm 512x7x7 -> 512x7x7 (specs/resnet18.yaml:64:5)
  * schedule lanes: fwd lanes dw lanes dx with dw */
-/* l56_batchnorm_forward: the code of l51_batchnorm_forward */
+/* l56_batchnorm_forward: the code of l54_batchnorm_forward */
 
 /* l56_batchnorm_backward: the code of l51_batchnorm_backward */
 
@@ -18642,7 +18855,12 @@ static void l57_add_backward(const float *restrict dy, float *restrict dx1, floa
 
 /* layer 58: relu 512x7x7 -> 512x7x7 (specs/resnet18.yaml:66:5)
  * schedule lanes: fwd lanes dw lanes dx with dw */
-/* l58_relu_forward: the code of l52_relu_forward */
+static void l58_relu_forward(float *restrict y)
+{
+    /* x [512x7x7][lanes], y [512x7x7][lanes] */
+    for (int i = 0; i < 802816; i++)
+        y[i] = y[i] <= 0.0f ? 0.0f : y[i];
+}
 
 /* l58_relu_backward: the code of l52_relu_backward */
 
@@ -18655,14 +18873,14 @@ static void l57_add_backward(const float *restrict dy, float *restrict dx1, floa
 /* l59_conv2d_backward_dx: the code of l53_conv2d_backward_dx */
 
 /* layer 60: batchnorm 512x7x7 -> 512x7x7 (specs/resnet18.yaml:68:5)
- * schedule lanes: fwd lanes dw lanes dx with dw */
+ * schedule lanes: fwd lanes+relu dw lanes dx with dw */
 /* l60_batchnorm_forward: the code of l51_batchnorm_forward */
 
 /* l60_batchnorm_backward: the code of l51_batchnorm_backward */
 
 /* layer 61: relu 512x7x7 -> 512x7x7 (specs/resnet18.yaml:69:5)
  * schedule lanes: fwd lanes dw lanes dx with dw */
-/* l61_relu_forward: the code of l52_relu_forward */
+/* l61_relu_forward: none, layer 60 stores its output through the relu */
 
 /* l61_relu_backward: the code of l52_relu_backward */
 
@@ -18676,7 +18894,7 @@ static void l57_add_backward(const float *restrict dy, float *restrict dx1, floa
 
 /* layer 63: batchnorm 512x7x7 -> 512x7x7 (specs/resnet18.yaml:71:5)
  * schedule lanes: fwd lanes dw lanes dx with dw */
-/* l63_batchnorm_forward: the code of l51_batchnorm_forward */
+/* l63_batchnorm_forward: the code of l54_batchnorm_forward */
 
 /* l63_batchnorm_backward: the code of l51_batchnorm_backward */
 
@@ -18688,7 +18906,7 @@ static void l57_add_backward(const float *restrict dy, float *restrict dx1, floa
 
 /* layer 65: relu 512x7x7 -> 512x7x7 (specs/resnet18.yaml:73:5)
  * schedule lanes: fwd lanes dw lanes dx with dw */
-/* l65_relu_forward: the code of l52_relu_forward */
+/* l65_relu_forward: the code of l58_relu_forward */
 
 /* l65_relu_backward: the code of l52_relu_backward */
 
@@ -19065,95 +19283,86 @@ void resnet18_forward(const float *params, float *buffers, const float *x, float
     cg_to_lanes(x, ws + XIN, nb, 150528, 32);
     l00_conv2d_forward(params, ws + S00, ws + XIN, ws + A00);
     l01_batchnorm_forward(params + 9408, buffers, ws + S01, ws + A00, ws + A01, nb, training);
-    /* (in place: layer 2's relu writes over its input) */
-    l02_relu_forward(ws + A01);
+    /* layer 2: relu fused into layer 1's stores */
     l03_maxpool2d_forward(ws + A01, ws + A03);
     l04_conv2d_forward(params + 9536, ws + A03, ws + A04);
     l05_batchnorm_forward(params + 46400, buffers + 129, ws + S05, ws + A04, ws + A05, nb, training);
-    /* (in place: layer 6's relu writes over its input) */
-    l06_relu_forward(ws + A05);
+    /* layer 6: relu fused into layer 5's stores */
     l04_conv2d_forward(params + 46528, ws + A05, ws + A07);
-    l05_batchnorm_forward(params + 83392, buffers + 258, ws + S08, ws + A07, ws + A08, nb, training);
+    l08_batchnorm_forward(params + 83392, buffers + 258, ws + S08, ws + A07, ws + A08, nb, training);
     /* (in place: layer 9's add writes over its input 1) */
     l09_add_forward(ws + A03, ws + A08);
     /* (in place: layer 10's relu writes over its input) */
-    l06_relu_forward(ws + A08);
+    l10_relu_forward(ws + A08);
     l04_conv2d_forward(params + 83520, ws + A08, ws + A11);
     l05_batchnorm_forward(params + 120384, buffers + 387, ws + S12, ws + A11, ws + A12, nb, training);
-    /* (in place: layer 13's relu writes over its input) */
-    l06_relu_forward(ws + A12);
+    /* layer 13: relu fused into layer 12's stores */
     l04_conv2d_forward(params + 120512, ws + A12, ws + A14);
-    l05_batchnorm_forward(params + 157376, buffers + 516, ws + S15, ws + A14, ws + A15, nb, training);
+    l08_batchnorm_forward(params + 157376, buffers + 516, ws + S15, ws + A14, ws + A15, nb, training);
     /* (in place: layer 16's add writes over its input 1) */
     l09_add_forward(ws + A08, ws + A15);
     /* (in place: layer 17's relu writes over its input) */
-    l06_relu_forward(ws + A15);
+    l10_relu_forward(ws + A15);
     l18_conv2d_forward(params + 157504, ws + A15, ws + A18);
     l19_batchnorm_forward(params + 231232, buffers + 645, ws + S19, ws + A18, ws + A19, nb, training);
-    /* (in place: layer 20's relu writes over its input) */
-    l20_relu_forward(ws + A19);
+    /* layer 20: relu fused into layer 19's stores */
     l21_conv2d_forward(params + 231488, ws + A19, ws + A21);
-    l19_batchnorm_forward(params + 378944, buffers + 902, ws + S22, ws + A21, ws + A22, nb, training);
+    l22_batchnorm_forward(params + 378944, buffers + 902, ws + S22, ws + A21, ws + A22, nb, training);
     l23_conv2d_forward(params + 379200, ws + A15, ws + A23);
-    l19_batchnorm_forward(params + 387392, buffers + 1159, ws + S24, ws + A23, ws + A24, nb, training);
+    l22_batchnorm_forward(params + 387392, buffers + 1159, ws + S24, ws + A23, ws + A24, nb, training);
     /* (in place: layer 25's add writes over its input 1) */
     l25_add_forward(ws + A24, ws + A22);
     /* (in place: layer 26's relu writes over its input) */
-    l20_relu_forward(ws + A22);
+    l26_relu_forward(ws + A22);
     l21_conv2d_forward(params + 387648, ws + A22, ws + A27);
     l19_batchnorm_forward(params + 535104, buffers + 1416, ws + S28, ws + A27, ws + A28, nb, training);
-    /* (in place: layer 29's relu writes over its input) */
-    l20_relu_forward(ws + A28);
+    /* layer 29: relu fused into layer 28's stores */
     l21_conv2d_forward(params + 535360, ws + A28, ws + A30);
-    l19_batchnorm_forward(params + 682816, buffers + 1673, ws + S31, ws + A30, ws + A31, nb, training);
+    l22_batchnorm_forward(params + 682816, buffers + 1673, ws + S31, ws + A30, ws + A31, nb, training);
     /* (in place: layer 32's add writes over its input 1) */
     l25_add_forward(ws + A22, ws + A31);
     /* (in place: layer 33's relu writes over its input) */
-    l20_relu_forward(ws + A31);
+    l26_relu_forward(ws + A31);
     l34_conv2d_forward(params + 683072, ws + A31, ws + A34);
     l35_batchnorm_forward(params + 977984, buffers + 1930, ws + S35, ws + A34, ws + A35, nb, training);
-    /* (in place: layer 36's relu writes over its input) */
-    l36_relu_forward(ws + A35);
+    /* layer 36: relu fused into layer 35's stores */
     l37_conv2d_forward(params + 978496, ws + A35, ws + A37);
-    l35_batchnorm_forward(params + 1568320, buffers + 2443, ws + S38, ws + A37, ws + A38, nb, training);
+    l38_batchnorm_forward(params + 1568320, buffers + 2443, ws + S38, ws + A37, ws + A38, nb, training);
     l39_conv2d_forward(params + 1568832, ws + A31, ws + A39);
-    l35_batchnorm_forward(params + 1601600, buffers + 2956, ws + S40, ws + A39, ws + A40, nb, training);
+    l38_batchnorm_forward(params + 1601600, buffers + 2956, ws + S40, ws + A39, ws + A40, nb, training);
     /* (in place: layer 41's add writes over its input 1) */
     l41_add_forward(ws + A40, ws + A38);
     /* (in place: layer 42's relu writes over its input) */
-    l36_relu_forward(ws + A38);
+    l42_relu_forward(ws + A38);
     l37_conv2d_forward(params + 1602112, ws + A38, ws + A43);
     l35_batchnorm_forward(params + 2191936, buffers + 3469, ws + S44, ws + A43, ws + A44, nb, training);
-    /* (in place: layer 45's relu writes over its input) */
-    l36_relu_forward(ws + A44);
+    /* layer 45: relu fused into layer 44's stores */
     l37_conv2d_forward(params + 2192448, ws + A44, ws + A46);
-    l35_batchnorm_forward(params + 2782272, buffers + 3982, ws + S47, ws + A46, ws + A47, nb, training);
+    l38_batchnorm_forward(params + 2782272, buffers + 3982, ws + S47, ws + A46, ws + A47, nb, training);
     /* (in place: layer 48's add writes over its input 1) */
     l41_add_forward(ws + A38, ws + A47);
     /* (in place: layer 49's relu writes over its input) */
-    l36_relu_forward(ws + A47);
+    l42_relu_forward(ws + A47);
     l50_conv2d_forward(params + 2782784, ws + A47, ws + A50);
     l51_batchnorm_forward(params + 3962432, buffers + 4495, ws + S51, ws + A50, ws + A51, nb, training);
-    /* (in place: layer 52's relu writes over its input) */
-    l52_relu_forward(ws + A51);
+    /* layer 52: relu fused into layer 51's stores */
     l53_conv2d_forward(params + 3963456, ws + A51, ws + A53);
-    l51_batchnorm_forward(params + 6322752, buffers + 5520, ws + S54, ws + A53, ws + A54, nb, training);
+    l54_batchnorm_forward(params + 6322752, buffers + 5520, ws + S54, ws + A53, ws + A54, nb, training);
     l55_conv2d_forward(params + 6323776, ws + A47, ws + A55);
-    l51_batchnorm_forward(params + 6454848, buffers + 6545, ws + S56, ws + A55, ws + A56, nb, training);
+    l54_batchnorm_forward(params + 6454848, buffers + 6545, ws + S56, ws + A55, ws + A56, nb, training);
     /* (in place: layer 57's add writes over its input 1) */
     l57_add_forward(ws + A56, ws + A54);
     /* (in place: layer 58's relu writes over its input) */
-    l52_relu_forward(ws + A54);
+    l58_relu_forward(ws + A54);
     l53_conv2d_forward(params + 6455872, ws + A54, ws + A59);
     l51_batchnorm_forward(params + 8815168, buffers + 7570, ws + S60, ws + A59, ws + A60, nb, training);
-    /* (in place: layer 61's relu writes over its input) */
-    l52_relu_forward(ws + A60);
+    /* layer 61: relu fused into layer 60's stores */
     l53_conv2d_forward(params + 8816192, ws + A60, ws + A62);
-    l51_batchnorm_forward(params + 11175488, buffers + 8595, ws + S63, ws + A62, ws + A63, nb, training);
+    l54_batchnorm_forward(params + 11175488, buffers + 8595, ws + S63, ws + A62, ws + A63, nb, training);
     /* (in place: layer 64's add writes over its input 1) */
     l57_add_forward(ws + A54, ws + A63);
     /* (in place: layer 65's relu writes over its input) */
-    l52_relu_forward(ws + A63);
+    l58_relu_forward(ws + A63);
     l66_global_avgpool_forward(ws + A63, ws + A66);
     /* layer 67: flatten is a view of its input */
     l68_dense_forward(params + 11176512, ws + A66, ws + A68);
@@ -19472,7 +19681,7 @@ static const cg_layer resnet18_layers[] = {
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "batchnorm", .ndim_in = 3, .in_shape = {64, 112, 112}, .ndim_out = 3, .out_shape = {64, 112, 112},
      .in_size = 802816, .out_size = 802816, .act_offset = 30507008, .lanes = 32, .line = 9, .col = 5,
-     .schedule = "lanes: fwd lanes dw lanes dx with dw threaded", .n_inputs = 1, .inputs = resnet18_inputs + 1, .name = "bn1", .inplace = 0,
+     .schedule = "lanes: fwd lanes+relu dw lanes dx with dw threaded", .n_inputs = 1, .inputs = resnet18_inputs + 1, .name = "bn1", .inplace = 0,
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 1e-05f, .momentum = 0.1f},
     {.kind = "relu", .ndim_in = 3, .in_shape = {64, 112, 112}, .ndim_out = 3, .out_shape = {64, 112, 112},
      .in_size = 802816, .out_size = 802816, .act_offset = 30507008, .lanes = 32, .line = 10, .col = 5,
@@ -19490,7 +19699,7 @@ static const cg_layer resnet18_layers[] = {
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "batchnorm", .ndim_in = 3, .in_shape = {64, 56, 56}, .ndim_out = 3, .out_shape = {64, 56, 56},
      .in_size = 200704, .out_size = 200704, .act_offset = 69042176, .lanes = 32, .line = 13, .col = 5,
-     .schedule = "lanes: fwd lanes dw lanes dx with dw threaded", .n_inputs = 1, .inputs = resnet18_inputs + 5, .name = "layer1_0_bn1", .inplace = 0,
+     .schedule = "lanes: fwd lanes+relu dw lanes dx with dw threaded", .n_inputs = 1, .inputs = resnet18_inputs + 5, .name = "layer1_0_bn1", .inplace = 0,
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 1e-05f, .momentum = 0.1f},
     {.kind = "relu", .ndim_in = 3, .in_shape = {64, 56, 56}, .ndim_out = 3, .out_shape = {64, 56, 56},
      .in_size = 200704, .out_size = 200704, .act_offset = 69042176, .lanes = 32, .line = 14, .col = 5,
@@ -19520,7 +19729,7 @@ static const cg_layer resnet18_layers[] = {
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "batchnorm", .ndim_in = 3, .in_shape = {64, 56, 56}, .ndim_out = 3, .out_shape = {64, 56, 56},
      .in_size = 200704, .out_size = 200704, .act_offset = 94732288, .lanes = 32, .line = 20, .col = 5,
-     .schedule = "lanes: fwd lanes dw lanes dx with dw threaded", .n_inputs = 1, .inputs = resnet18_inputs + 13, .name = "layer1_1_bn1", .inplace = 0,
+     .schedule = "lanes: fwd lanes+relu dw lanes dx with dw threaded", .n_inputs = 1, .inputs = resnet18_inputs + 13, .name = "layer1_1_bn1", .inplace = 0,
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 1e-05f, .momentum = 0.1f},
     {.kind = "relu", .ndim_in = 3, .in_shape = {64, 56, 56}, .ndim_out = 3, .out_shape = {64, 56, 56},
      .in_size = 200704, .out_size = 200704, .act_offset = 94732288, .lanes = 32, .line = 21, .col = 5,
@@ -19550,7 +19759,7 @@ static const cg_layer resnet18_layers[] = {
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "batchnorm", .ndim_in = 3, .in_shape = {128, 28, 28}, .ndim_out = 3, .out_shape = {128, 28, 28},
      .in_size = 100352, .out_size = 100352, .act_offset = 117211136, .lanes = 32, .line = 27, .col = 5,
-     .schedule = "lanes: fwd lanes dw lanes dx with dw threaded", .n_inputs = 1, .inputs = resnet18_inputs + 21, .name = "layer2_0_bn1", .inplace = 0,
+     .schedule = "lanes: fwd lanes+relu dw lanes dx with dw threaded", .n_inputs = 1, .inputs = resnet18_inputs + 21, .name = "layer2_0_bn1", .inplace = 0,
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 1e-05f, .momentum = 0.1f},
     {.kind = "relu", .ndim_in = 3, .in_shape = {128, 28, 28}, .ndim_out = 3, .out_shape = {128, 28, 28},
      .in_size = 100352, .out_size = 100352, .act_offset = 117211136, .lanes = 32, .line = 28, .col = 5,
@@ -19589,7 +19798,7 @@ static const cg_layer resnet18_layers[] = {
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "batchnorm", .ndim_in = 3, .in_shape = {128, 28, 28}, .ndim_out = 3, .out_shape = {128, 28, 28},
      .in_size = 100352, .out_size = 100352, .act_offset = 136478720, .lanes = 32, .line = 36, .col = 5,
-     .schedule = "lanes: fwd lanes dw lanes dx with dw threaded", .n_inputs = 1, .inputs = resnet18_inputs + 31, .name = "layer2_1_bn1", .inplace = 0,
+     .schedule = "lanes: fwd lanes+relu dw lanes dx with dw threaded", .n_inputs = 1, .inputs = resnet18_inputs + 31, .name = "layer2_1_bn1", .inplace = 0,
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 1e-05f, .momentum = 0.1f},
     {.kind = "relu", .ndim_in = 3, .in_shape = {128, 28, 28}, .ndim_out = 3, .out_shape = {128, 28, 28},
      .in_size = 100352, .out_size = 100352, .act_offset = 136478720, .lanes = 32, .line = 37, .col = 5,
@@ -19619,7 +19828,7 @@ static const cg_layer resnet18_layers[] = {
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "batchnorm", .ndim_in = 3, .in_shape = {256, 14, 14}, .ndim_out = 3, .out_shape = {256, 14, 14},
      .in_size = 50176, .out_size = 50176, .act_offset = 147718144, .lanes = 32, .line = 43, .col = 5,
-     .schedule = "lanes: fwd lanes dw lanes dx with dw threaded", .n_inputs = 1, .inputs = resnet18_inputs + 39, .name = "layer3_0_bn1", .inplace = 0,
+     .schedule = "lanes: fwd lanes+relu dw lanes dx with dw threaded", .n_inputs = 1, .inputs = resnet18_inputs + 39, .name = "layer3_0_bn1", .inplace = 0,
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 1e-05f, .momentum = 0.1f},
     {.kind = "relu", .ndim_in = 3, .in_shape = {256, 14, 14}, .ndim_out = 3, .out_shape = {256, 14, 14},
      .in_size = 50176, .out_size = 50176, .act_offset = 147718144, .lanes = 32, .line = 44, .col = 5,
@@ -19658,7 +19867,7 @@ static const cg_layer resnet18_layers[] = {
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "batchnorm", .ndim_in = 3, .in_shape = {256, 14, 14}, .ndim_out = 3, .out_shape = {256, 14, 14},
      .in_size = 50176, .out_size = 50176, .act_offset = 157351936, .lanes = 32, .line = 52, .col = 5,
-     .schedule = "lanes: fwd lanes dw lanes dx with dw threaded", .n_inputs = 1, .inputs = resnet18_inputs + 49, .name = "layer3_1_bn1", .inplace = 0,
+     .schedule = "lanes: fwd lanes+relu dw lanes dx with dw threaded", .n_inputs = 1, .inputs = resnet18_inputs + 49, .name = "layer3_1_bn1", .inplace = 0,
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 1e-05f, .momentum = 0.1f},
     {.kind = "relu", .ndim_in = 3, .in_shape = {256, 14, 14}, .ndim_out = 3, .out_shape = {256, 14, 14},
      .in_size = 50176, .out_size = 50176, .act_offset = 157351936, .lanes = 32, .line = 53, .col = 5,
@@ -19688,7 +19897,7 @@ static const cg_layer resnet18_layers[] = {
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "batchnorm", .ndim_in = 3, .in_shape = {512, 7, 7}, .ndim_out = 3, .out_shape = {512, 7, 7},
      .in_size = 25088, .out_size = 25088, .act_offset = 162971648, .lanes = 32, .line = 59, .col = 5,
-     .schedule = "lanes: fwd lanes dw lanes dx with dw", .n_inputs = 1, .inputs = resnet18_inputs + 57, .name = "layer4_0_bn1", .inplace = 0,
+     .schedule = "lanes: fwd lanes+relu dw lanes dx with dw", .n_inputs = 1, .inputs = resnet18_inputs + 57, .name = "layer4_0_bn1", .inplace = 0,
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 1e-05f, .momentum = 0.1f},
     {.kind = "relu", .ndim_in = 3, .in_shape = {512, 7, 7}, .ndim_out = 3, .out_shape = {512, 7, 7},
      .in_size = 25088, .out_size = 25088, .act_offset = 162971648, .lanes = 32, .line = 60, .col = 5,
@@ -19727,7 +19936,7 @@ static const cg_layer resnet18_layers[] = {
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "batchnorm", .ndim_in = 3, .in_shape = {512, 7, 7}, .ndim_out = 3, .out_shape = {512, 7, 7},
      .in_size = 25088, .out_size = 25088, .act_offset = 167788544, .lanes = 32, .line = 68, .col = 5,
-     .schedule = "lanes: fwd lanes dw lanes dx with dw", .n_inputs = 1, .inputs = resnet18_inputs + 67, .name = "layer4_1_bn1", .inplace = 0,
+     .schedule = "lanes: fwd lanes+relu dw lanes dx with dw", .n_inputs = 1, .inputs = resnet18_inputs + 67, .name = "layer4_1_bn1", .inplace = 0,
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 1e-05f, .momentum = 0.1f},
     {.kind = "relu", .ndim_in = 3, .in_shape = {512, 7, 7}, .ndim_out = 3, .out_shape = {512, 7, 7},
      .in_size = 25088, .out_size = 25088, .act_offset = 167788544, .lanes = 32, .line = 69, .col = 5,

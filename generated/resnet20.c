@@ -116,6 +116,9 @@ typedef int cg_vi __attribute__((vector_size(64)));
 #endif
 static inline __attribute__((unused)) float vsum_(const cg_v *v) { float s = 0.0f; for (int i = 0; i < 16; i++) s += (*v)[i]; return s; }
 #define vsum(v) vsum_(&(v))
+/* activations fused into a producer's stores (relu(NaN) = NaN, as PyTorch's) */
+static inline __attribute__((unused)) float cg_relu(float v) { return v <= 0.0f ? 0.0f : v; }
+#define vrelu(v) ((cg_v)((cg_vi)(v) & ~((v) <= vsplat(0.0f))))
 
 /* Activations are batch-innermost: [size][128]. */
 /* cg_to_lanes / cg_from_lanes (runtime): [nb][size] <-> [size][128], lanes >= nb zero */
@@ -1805,7 +1808,7 @@ static void l00_conv2d_backward_dx(const float *restrict P, const float *restric
 }
 
 /* layer 1: batchnorm 16x28x28 -> 16x28x28 (specs/resnet20.yaml:10:5)
- * schedule lanes: fwd lanes dw lanes dx with dw threaded */
+ * schedule lanes: fwd lanes+relu dw lanes dx with dw threaded */
 static void l01_batchnorm_forward(const float *restrict P, float *restrict B, float *restrict S, const float *restrict x, float *restrict y, int nb, int training)
 {
     /* x [16x28x28][lanes], y [16x28x28][lanes] */
@@ -1860,7 +1863,7 @@ static void l01_batchnorm_forward(const float *restrict P, float *restrict B, fl
         const float mean = S[c], a = S[16 + c] * gamma[c], bc = beta[c];
         const float *restrict xc = x + (size_t)c * 100352;
         float *restrict yc = y + (size_t)c * 100352;
-        for (int i = 0; i < 100352; i++) yc[i] = (xc[i] - mean) * a + bc;
+        for (int i = 0; i < 100352; i++) yc[i] = cg_relu((xc[i] - mean) * a + bc);
     }
 }
 
@@ -1903,13 +1906,7 @@ static void l01_batchnorm_backward(const float *restrict P, float *restrict G, f
 
 /* layer 2: relu 16x28x28 -> 16x28x28 (specs/resnet20.yaml:11:5)
  * schedule lanes: fwd lanes dw lanes dx with dw threaded */
-static void l02_relu_forward(float *restrict y)
-{
-    /* x [16x28x28][lanes], y [16x28x28][lanes] */
-    CG_PARALLEL_FOR
-    for (int i = 0; i < 1605632; i++)
-        y[i] = y[i] <= 0.0f ? 0.0f : y[i];
-}
+/* l02_relu_forward: none, layer 1 stores its output through the relu */
 
 static void l02_relu_backward(const float *restrict y, const float *restrict dy, float *restrict dx)
 {
@@ -4627,14 +4624,14 @@ static void l03_conv2d_backward_dx(const float *restrict P, const float *restric
 }
 
 /* layer 4: batchnorm 16x28x28 -> 16x28x28 (specs/resnet20.yaml:13:5)
- * schedule lanes: fwd lanes dw lanes dx with dw threaded */
+ * schedule lanes: fwd lanes+relu dw lanes dx with dw threaded */
 /* l04_batchnorm_forward: the code of l01_batchnorm_forward */
 
 /* l04_batchnorm_backward: the code of l01_batchnorm_backward */
 
 /* layer 5: relu 16x28x28 -> 16x28x28 (specs/resnet20.yaml:14:5)
  * schedule lanes: fwd lanes dw lanes dx with dw threaded */
-/* l05_relu_forward: the code of l02_relu_forward */
+/* l05_relu_forward: none, layer 4 stores its output through the relu */
 
 /* l05_relu_backward: the code of l02_relu_backward */
 
@@ -4648,7 +4645,63 @@ static void l03_conv2d_backward_dx(const float *restrict P, const float *restric
 
 /* layer 7: batchnorm 16x28x28 -> 16x28x28 (specs/resnet20.yaml:16:5)
  * schedule lanes: fwd lanes dw lanes dx with dw threaded */
-/* l07_batchnorm_forward: the code of l01_batchnorm_forward */
+static void l07_batchnorm_forward(const float *restrict P, float *restrict B, float *restrict S, const float *restrict x, float *restrict y, int nb, int training)
+{
+    /* x [16x28x28][lanes], y [16x28x28][lanes] */
+    const float *restrict gamma = P, *restrict beta = P + 16;
+    float *restrict rmean = B, *restrict rvar = B + 16, *restrict nbt = B + 32;
+    const int m = nb * 784; /* values per channel */
+    if (training) {
+        cg_v mask[8];
+        for (int v = 0; v < 8; v++)
+            for (int l = 0; l < 16; l++) mask[v][l] = v * 16 + l < nb ? 1.0f : 0.0f;
+        nbt[0] += 1.0f;
+        const float f = 0.1f;
+        CG_PARALLEL_FOR
+        for (int c = 0; c < 16; c++) {
+            const float *restrict xc = x + (size_t)c * 100352;
+            cg_v acc[8];
+            for (int v = 0; v < 8; v++) acc[v] = vsplat(0.0f);
+            for (int s = 0; s < 784; s++) {
+                for (int v = 0; v < 8; v++) {
+                    acc[v] += VLOAD(xc + s * 128 + v * 16) * mask[v];
+                }
+            }
+            double s1 = 0.0;
+            for (int v = 0; v < 8; v++) s1 += vsum(acc[v]);
+            const double mean = s1 / m;
+            const float fmean = (float)mean;
+            for (int v = 0; v < 8; v++) acc[v] = vsplat(0.0f);
+            for (int s = 0; s < 784; s++) {
+                for (int v = 0; v < 8; v++) {
+                    const cg_v dv = (VLOAD(xc + s * 128 + v * 16) - fmean) * mask[v];
+                    acc[v] += dv * dv;
+                }
+            }
+            double v2 = 0.0;
+            for (int v = 0; v < 8; v++) v2 += vsum(acc[v]);
+            const double var = v2 / m;
+            S[c] = fmean;
+            S[16 + c] = (float)(1.0 / sqrt(var + 1.0000000000000001e-05));
+            rmean[c] = (1.0f - f) * rmean[c] + f * fmean;
+            rvar[c] = (1.0f - f) * rvar[c] + f * (float)(m > 1 ? var * m / (m - 1) : var);
+        }
+    }
+    else {
+        CG_PARALLEL_FOR
+        for (int c = 0; c < 16; c++) {
+            S[c] = rmean[c];
+            S[16 + c] = 1.0f / sqrtf(rvar[c] + 1e-05f);
+        }
+    }
+    CG_PARALLEL_FOR
+    for (int c = 0; c < 16; c++) {
+        const float mean = S[c], a = S[16 + c] * gamma[c], bc = beta[c];
+        const float *restrict xc = x + (size_t)c * 100352;
+        float *restrict yc = y + (size_t)c * 100352;
+        for (int i = 0; i < 100352; i++) yc[i] = (xc[i] - mean) * a + bc;
+    }
+}
 
 /* l07_batchnorm_backward: the code of l01_batchnorm_backward */
 
@@ -4671,7 +4724,13 @@ static void l08_add_backward(const float *restrict dy, float *restrict dx1, floa
 
 /* layer 9: relu 16x28x28 -> 16x28x28 (specs/resnet20.yaml:18:5)
  * schedule lanes: fwd lanes dw lanes dx with dw threaded */
-/* l09_relu_forward: the code of l02_relu_forward */
+static void l09_relu_forward(float *restrict y)
+{
+    /* x [16x28x28][lanes], y [16x28x28][lanes] */
+    CG_PARALLEL_FOR
+    for (int i = 0; i < 1605632; i++)
+        y[i] = y[i] <= 0.0f ? 0.0f : y[i];
+}
 
 /* l09_relu_backward: the code of l02_relu_backward */
 
@@ -4684,14 +4743,14 @@ static void l08_add_backward(const float *restrict dy, float *restrict dx1, floa
 /* l10_conv2d_backward_dx: the code of l03_conv2d_backward_dx */
 
 /* layer 11: batchnorm 16x28x28 -> 16x28x28 (specs/resnet20.yaml:20:5)
- * schedule lanes: fwd lanes dw lanes dx with dw threaded */
+ * schedule lanes: fwd lanes+relu dw lanes dx with dw threaded */
 /* l11_batchnorm_forward: the code of l01_batchnorm_forward */
 
 /* l11_batchnorm_backward: the code of l01_batchnorm_backward */
 
 /* layer 12: relu 16x28x28 -> 16x28x28 (specs/resnet20.yaml:21:5)
  * schedule lanes: fwd lanes dw lanes dx with dw threaded */
-/* l12_relu_forward: the code of l02_relu_forward */
+/* l12_relu_forward: none, layer 11 stores its output through the relu */
 
 /* l12_relu_backward: the code of l02_relu_backward */
 
@@ -4705,7 +4764,7 @@ static void l08_add_backward(const float *restrict dy, float *restrict dx1, floa
 
 /* layer 14: batchnorm 16x28x28 -> 16x28x28 (specs/resnet20.yaml:23:5)
  * schedule lanes: fwd lanes dw lanes dx with dw threaded */
-/* l14_batchnorm_forward: the code of l01_batchnorm_forward */
+/* l14_batchnorm_forward: the code of l07_batchnorm_forward */
 
 /* l14_batchnorm_backward: the code of l01_batchnorm_backward */
 
@@ -4717,7 +4776,7 @@ static void l08_add_backward(const float *restrict dy, float *restrict dx1, floa
 
 /* layer 16: relu 16x28x28 -> 16x28x28 (specs/resnet20.yaml:25:5)
  * schedule lanes: fwd lanes dw lanes dx with dw threaded */
-/* l16_relu_forward: the code of l02_relu_forward */
+/* l16_relu_forward: the code of l09_relu_forward */
 
 /* l16_relu_backward: the code of l02_relu_backward */
 
@@ -4730,14 +4789,14 @@ static void l08_add_backward(const float *restrict dy, float *restrict dx1, floa
 /* l17_conv2d_backward_dx: the code of l03_conv2d_backward_dx */
 
 /* layer 18: batchnorm 16x28x28 -> 16x28x28 (specs/resnet20.yaml:27:5)
- * schedule lanes: fwd lanes dw lanes dx with dw threaded */
+ * schedule lanes: fwd lanes+relu dw lanes dx with dw threaded */
 /* l18_batchnorm_forward: the code of l01_batchnorm_forward */
 
 /* l18_batchnorm_backward: the code of l01_batchnorm_backward */
 
 /* layer 19: relu 16x28x28 -> 16x28x28 (specs/resnet20.yaml:28:5)
  * schedule lanes: fwd lanes dw lanes dx with dw threaded */
-/* l19_relu_forward: the code of l02_relu_forward */
+/* l19_relu_forward: none, layer 18 stores its output through the relu */
 
 /* l19_relu_backward: the code of l02_relu_backward */
 
@@ -4751,7 +4810,7 @@ static void l08_add_backward(const float *restrict dy, float *restrict dx1, floa
 
 /* layer 21: batchnorm 16x28x28 -> 16x28x28 (specs/resnet20.yaml:30:5)
  * schedule lanes: fwd lanes dw lanes dx with dw threaded */
-/* l21_batchnorm_forward: the code of l01_batchnorm_forward */
+/* l21_batchnorm_forward: the code of l07_batchnorm_forward */
 
 /* l21_batchnorm_backward: the code of l01_batchnorm_backward */
 
@@ -4763,7 +4822,7 @@ static void l08_add_backward(const float *restrict dy, float *restrict dx1, floa
 
 /* layer 23: relu 16x28x28 -> 16x28x28 (specs/resnet20.yaml:32:5)
  * schedule lanes: fwd lanes dw lanes dx with dw threaded */
-/* l23_relu_forward: the code of l02_relu_forward */
+/* l23_relu_forward: the code of l09_relu_forward */
 
 /* l23_relu_backward: the code of l02_relu_backward */
 
@@ -6164,7 +6223,7 @@ static void l24_conv2d_backward_dx(const float *restrict P, const float *restric
 }
 
 /* layer 25: batchnorm 32x14x14 -> 32x14x14 (specs/resnet20.yaml:34:5)
- * schedule lanes: fwd lanes dw lanes dx with dw */
+ * schedule lanes: fwd lanes+relu dw lanes dx with dw */
 static void l25_batchnorm_forward(const float *restrict P, float *restrict B, float *restrict S, const float *restrict x, float *restrict y, int nb, int training)
 {
     /* x [32x14x14][lanes], y [32x14x14][lanes] */
@@ -6216,7 +6275,7 @@ static void l25_batchnorm_forward(const float *restrict P, float *restrict B, fl
         const float mean = S[c], a = S[32 + c] * gamma[c], bc = beta[c];
         const float *restrict xc = x + (size_t)c * 25088;
         float *restrict yc = y + (size_t)c * 25088;
-        for (int i = 0; i < 25088; i++) yc[i] = (xc[i] - mean) * a + bc;
+        for (int i = 0; i < 25088; i++) yc[i] = cg_relu((xc[i] - mean) * a + bc);
     }
 }
 
@@ -6258,12 +6317,7 @@ static void l25_batchnorm_backward(const float *restrict P, float *restrict G, f
 
 /* layer 26: relu 32x14x14 -> 32x14x14 (specs/resnet20.yaml:35:5)
  * schedule lanes: fwd lanes dw lanes dx with dw */
-static void l26_relu_forward(float *restrict y)
-{
-    /* x [32x14x14][lanes], y [32x14x14][lanes] */
-    for (int i = 0; i < 802816; i++)
-        y[i] = y[i] <= 0.0f ? 0.0f : y[i];
-}
+/* l26_relu_forward: none, layer 25 stores its output through the relu */
 
 static void l26_relu_backward(const float *restrict y, const float *restrict dy, float *restrict dx)
 {
@@ -8985,7 +9039,60 @@ static void l27_conv2d_backward_dx(const float *restrict P, const float *restric
 
 /* layer 28: batchnorm 32x14x14 -> 32x14x14 (specs/resnet20.yaml:37:5)
  * schedule lanes: fwd lanes dw lanes dx with dw */
-/* l28_batchnorm_forward: the code of l25_batchnorm_forward */
+static void l28_batchnorm_forward(const float *restrict P, float *restrict B, float *restrict S, const float *restrict x, float *restrict y, int nb, int training)
+{
+    /* x [32x14x14][lanes], y [32x14x14][lanes] */
+    const float *restrict gamma = P, *restrict beta = P + 32;
+    float *restrict rmean = B, *restrict rvar = B + 32, *restrict nbt = B + 64;
+    const int m = nb * 196; /* values per channel */
+    if (training) {
+        cg_v mask[8];
+        for (int v = 0; v < 8; v++)
+            for (int l = 0; l < 16; l++) mask[v][l] = v * 16 + l < nb ? 1.0f : 0.0f;
+        nbt[0] += 1.0f;
+        const float f = 0.1f;
+        for (int c = 0; c < 32; c++) {
+            const float *restrict xc = x + (size_t)c * 25088;
+            cg_v acc[8];
+            for (int v = 0; v < 8; v++) acc[v] = vsplat(0.0f);
+            for (int s = 0; s < 196; s++) {
+                for (int v = 0; v < 8; v++) {
+                    acc[v] += VLOAD(xc + s * 128 + v * 16) * mask[v];
+                }
+            }
+            double s1 = 0.0;
+            for (int v = 0; v < 8; v++) s1 += vsum(acc[v]);
+            const double mean = s1 / m;
+            const float fmean = (float)mean;
+            for (int v = 0; v < 8; v++) acc[v] = vsplat(0.0f);
+            for (int s = 0; s < 196; s++) {
+                for (int v = 0; v < 8; v++) {
+                    const cg_v dv = (VLOAD(xc + s * 128 + v * 16) - fmean) * mask[v];
+                    acc[v] += dv * dv;
+                }
+            }
+            double v2 = 0.0;
+            for (int v = 0; v < 8; v++) v2 += vsum(acc[v]);
+            const double var = v2 / m;
+            S[c] = fmean;
+            S[32 + c] = (float)(1.0 / sqrt(var + 1.0000000000000001e-05));
+            rmean[c] = (1.0f - f) * rmean[c] + f * fmean;
+            rvar[c] = (1.0f - f) * rvar[c] + f * (float)(m > 1 ? var * m / (m - 1) : var);
+        }
+    }
+    else {
+        for (int c = 0; c < 32; c++) {
+            S[c] = rmean[c];
+            S[32 + c] = 1.0f / sqrtf(rvar[c] + 1e-05f);
+        }
+    }
+    for (int c = 0; c < 32; c++) {
+        const float mean = S[c], a = S[32 + c] * gamma[c], bc = beta[c];
+        const float *restrict xc = x + (size_t)c * 25088;
+        float *restrict yc = y + (size_t)c * 25088;
+        for (int i = 0; i < 25088; i++) yc[i] = (xc[i] - mean) * a + bc;
+    }
+}
 
 /* l28_batchnorm_backward: the code of l25_batchnorm_backward */
 
@@ -9307,7 +9414,7 @@ static void l29_conv2d_backward_dx(const float *restrict P, const float *restric
 
 /* layer 30: batchnorm 32x14x14 -> 32x14x14 (specs/resnet20.yaml:39:5)
  * schedule lanes: fwd lanes dw lanes dx with dw */
-/* l30_batchnorm_forward: the code of l25_batchnorm_forward */
+/* l30_batchnorm_forward: the code of l28_batchnorm_forward */
 
 /* l30_batchnorm_backward: the code of l25_batchnorm_backward */
 
@@ -9329,7 +9436,12 @@ static void l31_add_backward(const float *restrict dy, float *restrict dx1, floa
 
 /* layer 32: relu 32x14x14 -> 32x14x14 (specs/resnet20.yaml:41:5)
  * schedule lanes: fwd lanes dw lanes dx with dw */
-/* l32_relu_forward: the code of l26_relu_forward */
+static void l32_relu_forward(float *restrict y)
+{
+    /* x [32x14x14][lanes], y [32x14x14][lanes] */
+    for (int i = 0; i < 802816; i++)
+        y[i] = y[i] <= 0.0f ? 0.0f : y[i];
+}
 
 /* l32_relu_backward: the code of l26_relu_backward */
 
@@ -9342,14 +9454,14 @@ static void l31_add_backward(const float *restrict dy, float *restrict dx1, floa
 /* l33_conv2d_backward_dx: the code of l27_conv2d_backward_dx */
 
 /* layer 34: batchnorm 32x14x14 -> 32x14x14 (specs/resnet20.yaml:43:5)
- * schedule lanes: fwd lanes dw lanes dx with dw */
+ * schedule lanes: fwd lanes+relu dw lanes dx with dw */
 /* l34_batchnorm_forward: the code of l25_batchnorm_forward */
 
 /* l34_batchnorm_backward: the code of l25_batchnorm_backward */
 
 /* layer 35: relu 32x14x14 -> 32x14x14 (specs/resnet20.yaml:44:5)
  * schedule lanes: fwd lanes dw lanes dx with dw */
-/* l35_relu_forward: the code of l26_relu_forward */
+/* l35_relu_forward: none, layer 34 stores its output through the relu */
 
 /* l35_relu_backward: the code of l26_relu_backward */
 
@@ -9363,7 +9475,7 @@ static void l31_add_backward(const float *restrict dy, float *restrict dx1, floa
 
 /* layer 37: batchnorm 32x14x14 -> 32x14x14 (specs/resnet20.yaml:46:5)
  * schedule lanes: fwd lanes dw lanes dx with dw */
-/* l37_batchnorm_forward: the code of l25_batchnorm_forward */
+/* l37_batchnorm_forward: the code of l28_batchnorm_forward */
 
 /* l37_batchnorm_backward: the code of l25_batchnorm_backward */
 
@@ -9375,7 +9487,7 @@ static void l31_add_backward(const float *restrict dy, float *restrict dx1, floa
 
 /* layer 39: relu 32x14x14 -> 32x14x14 (specs/resnet20.yaml:48:5)
  * schedule lanes: fwd lanes dw lanes dx with dw */
-/* l39_relu_forward: the code of l26_relu_forward */
+/* l39_relu_forward: the code of l32_relu_forward */
 
 /* l39_relu_backward: the code of l26_relu_backward */
 
@@ -9388,14 +9500,14 @@ static void l31_add_backward(const float *restrict dy, float *restrict dx1, floa
 /* l40_conv2d_backward_dx: the code of l27_conv2d_backward_dx */
 
 /* layer 41: batchnorm 32x14x14 -> 32x14x14 (specs/resnet20.yaml:50:5)
- * schedule lanes: fwd lanes dw lanes dx with dw */
+ * schedule lanes: fwd lanes+relu dw lanes dx with dw */
 /* l41_batchnorm_forward: the code of l25_batchnorm_forward */
 
 /* l41_batchnorm_backward: the code of l25_batchnorm_backward */
 
 /* layer 42: relu 32x14x14 -> 32x14x14 (specs/resnet20.yaml:51:5)
  * schedule lanes: fwd lanes dw lanes dx with dw */
-/* l42_relu_forward: the code of l26_relu_forward */
+/* l42_relu_forward: none, layer 41 stores its output through the relu */
 
 /* l42_relu_backward: the code of l26_relu_backward */
 
@@ -9409,7 +9521,7 @@ static void l31_add_backward(const float *restrict dy, float *restrict dx1, floa
 
 /* layer 44: batchnorm 32x14x14 -> 32x14x14 (specs/resnet20.yaml:53:5)
  * schedule lanes: fwd lanes dw lanes dx with dw */
-/* l44_batchnorm_forward: the code of l25_batchnorm_forward */
+/* l44_batchnorm_forward: the code of l28_batchnorm_forward */
 
 /* l44_batchnorm_backward: the code of l25_batchnorm_backward */
 
@@ -9421,7 +9533,7 @@ static void l31_add_backward(const float *restrict dy, float *restrict dx1, floa
 
 /* layer 46: relu 32x14x14 -> 32x14x14 (specs/resnet20.yaml:55:5)
  * schedule lanes: fwd lanes dw lanes dx with dw */
-/* l46_relu_forward: the code of l26_relu_forward */
+/* l46_relu_forward: the code of l32_relu_forward */
 
 /* l46_relu_backward: the code of l26_relu_backward */
 
@@ -10824,7 +10936,7 @@ static void l47_conv2d_backward_dx(const float *restrict P, const float *restric
 }
 
 /* layer 48: batchnorm 64x7x7 -> 64x7x7 (specs/resnet20.yaml:57:5)
- * schedule lanes: fwd lanes dw lanes dx with dw */
+ * schedule lanes: fwd lanes+relu dw lanes dx with dw */
 static void l48_batchnorm_forward(const float *restrict P, float *restrict B, float *restrict S, const float *restrict x, float *restrict y, int nb, int training)
 {
     /* x [64x7x7][lanes], y [64x7x7][lanes] */
@@ -10876,7 +10988,7 @@ static void l48_batchnorm_forward(const float *restrict P, float *restrict B, fl
         const float mean = S[c], a = S[64 + c] * gamma[c], bc = beta[c];
         const float *restrict xc = x + (size_t)c * 6272;
         float *restrict yc = y + (size_t)c * 6272;
-        for (int i = 0; i < 6272; i++) yc[i] = (xc[i] - mean) * a + bc;
+        for (int i = 0; i < 6272; i++) yc[i] = cg_relu((xc[i] - mean) * a + bc);
     }
 }
 
@@ -10918,12 +11030,7 @@ static void l48_batchnorm_backward(const float *restrict P, float *restrict G, f
 
 /* layer 49: relu 64x7x7 -> 64x7x7 (specs/resnet20.yaml:58:5)
  * schedule lanes: fwd lanes dw lanes dx with dw */
-static void l49_relu_forward(float *restrict y)
-{
-    /* x [64x7x7][lanes], y [64x7x7][lanes] */
-    for (int i = 0; i < 401408; i++)
-        y[i] = y[i] <= 0.0f ? 0.0f : y[i];
-}
+/* l49_relu_forward: none, layer 48 stores its output through the relu */
 
 static void l49_relu_backward(const float *restrict y, const float *restrict dy, float *restrict dx)
 {
@@ -13645,7 +13752,60 @@ static void l50_conv2d_backward_dx(const float *restrict P, const float *restric
 
 /* layer 51: batchnorm 64x7x7 -> 64x7x7 (specs/resnet20.yaml:60:5)
  * schedule lanes: fwd lanes dw lanes dx with dw */
-/* l51_batchnorm_forward: the code of l48_batchnorm_forward */
+static void l51_batchnorm_forward(const float *restrict P, float *restrict B, float *restrict S, const float *restrict x, float *restrict y, int nb, int training)
+{
+    /* x [64x7x7][lanes], y [64x7x7][lanes] */
+    const float *restrict gamma = P, *restrict beta = P + 64;
+    float *restrict rmean = B, *restrict rvar = B + 64, *restrict nbt = B + 128;
+    const int m = nb * 49; /* values per channel */
+    if (training) {
+        cg_v mask[8];
+        for (int v = 0; v < 8; v++)
+            for (int l = 0; l < 16; l++) mask[v][l] = v * 16 + l < nb ? 1.0f : 0.0f;
+        nbt[0] += 1.0f;
+        const float f = 0.1f;
+        for (int c = 0; c < 64; c++) {
+            const float *restrict xc = x + (size_t)c * 6272;
+            cg_v acc[8];
+            for (int v = 0; v < 8; v++) acc[v] = vsplat(0.0f);
+            for (int s = 0; s < 49; s++) {
+                for (int v = 0; v < 8; v++) {
+                    acc[v] += VLOAD(xc + s * 128 + v * 16) * mask[v];
+                }
+            }
+            double s1 = 0.0;
+            for (int v = 0; v < 8; v++) s1 += vsum(acc[v]);
+            const double mean = s1 / m;
+            const float fmean = (float)mean;
+            for (int v = 0; v < 8; v++) acc[v] = vsplat(0.0f);
+            for (int s = 0; s < 49; s++) {
+                for (int v = 0; v < 8; v++) {
+                    const cg_v dv = (VLOAD(xc + s * 128 + v * 16) - fmean) * mask[v];
+                    acc[v] += dv * dv;
+                }
+            }
+            double v2 = 0.0;
+            for (int v = 0; v < 8; v++) v2 += vsum(acc[v]);
+            const double var = v2 / m;
+            S[c] = fmean;
+            S[64 + c] = (float)(1.0 / sqrt(var + 1.0000000000000001e-05));
+            rmean[c] = (1.0f - f) * rmean[c] + f * fmean;
+            rvar[c] = (1.0f - f) * rvar[c] + f * (float)(m > 1 ? var * m / (m - 1) : var);
+        }
+    }
+    else {
+        for (int c = 0; c < 64; c++) {
+            S[c] = rmean[c];
+            S[64 + c] = 1.0f / sqrtf(rvar[c] + 1e-05f);
+        }
+    }
+    for (int c = 0; c < 64; c++) {
+        const float mean = S[c], a = S[64 + c] * gamma[c], bc = beta[c];
+        const float *restrict xc = x + (size_t)c * 6272;
+        float *restrict yc = y + (size_t)c * 6272;
+        for (int i = 0; i < 6272; i++) yc[i] = (xc[i] - mean) * a + bc;
+    }
+}
 
 /* l51_batchnorm_backward: the code of l48_batchnorm_backward */
 
@@ -13969,7 +14129,7 @@ static void l52_conv2d_backward_dx(const float *restrict P, const float *restric
 
 /* layer 53: batchnorm 64x7x7 -> 64x7x7 (specs/resnet20.yaml:62:5)
  * schedule lanes: fwd lanes dw lanes dx with dw */
-/* l53_batchnorm_forward: the code of l48_batchnorm_forward */
+/* l53_batchnorm_forward: the code of l51_batchnorm_forward */
 
 /* l53_batchnorm_backward: the code of l48_batchnorm_backward */
 
@@ -13991,7 +14151,12 @@ static void l54_add_backward(const float *restrict dy, float *restrict dx1, floa
 
 /* layer 55: relu 64x7x7 -> 64x7x7 (specs/resnet20.yaml:64:5)
  * schedule lanes: fwd lanes dw lanes dx with dw */
-/* l55_relu_forward: the code of l49_relu_forward */
+static void l55_relu_forward(float *restrict y)
+{
+    /* x [64x7x7][lanes], y [64x7x7][lanes] */
+    for (int i = 0; i < 401408; i++)
+        y[i] = y[i] <= 0.0f ? 0.0f : y[i];
+}
 
 /* l55_relu_backward: the code of l49_relu_backward */
 
@@ -14004,14 +14169,14 @@ static void l54_add_backward(const float *restrict dy, float *restrict dx1, floa
 /* l56_conv2d_backward_dx: the code of l50_conv2d_backward_dx */
 
 /* layer 57: batchnorm 64x7x7 -> 64x7x7 (specs/resnet20.yaml:66:5)
- * schedule lanes: fwd lanes dw lanes dx with dw */
+ * schedule lanes: fwd lanes+relu dw lanes dx with dw */
 /* l57_batchnorm_forward: the code of l48_batchnorm_forward */
 
 /* l57_batchnorm_backward: the code of l48_batchnorm_backward */
 
 /* layer 58: relu 64x7x7 -> 64x7x7 (specs/resnet20.yaml:67:5)
  * schedule lanes: fwd lanes dw lanes dx with dw */
-/* l58_relu_forward: the code of l49_relu_forward */
+/* l58_relu_forward: none, layer 57 stores its output through the relu */
 
 /* l58_relu_backward: the code of l49_relu_backward */
 
@@ -14025,7 +14190,7 @@ static void l54_add_backward(const float *restrict dy, float *restrict dx1, floa
 
 /* layer 60: batchnorm 64x7x7 -> 64x7x7 (specs/resnet20.yaml:69:5)
  * schedule lanes: fwd lanes dw lanes dx with dw */
-/* l60_batchnorm_forward: the code of l48_batchnorm_forward */
+/* l60_batchnorm_forward: the code of l51_batchnorm_forward */
 
 /* l60_batchnorm_backward: the code of l48_batchnorm_backward */
 
@@ -14037,7 +14202,7 @@ static void l54_add_backward(const float *restrict dy, float *restrict dx1, floa
 
 /* layer 62: relu 64x7x7 -> 64x7x7 (specs/resnet20.yaml:71:5)
  * schedule lanes: fwd lanes dw lanes dx with dw */
-/* l62_relu_forward: the code of l49_relu_forward */
+/* l62_relu_forward: the code of l55_relu_forward */
 
 /* l62_relu_backward: the code of l49_relu_backward */
 
@@ -14050,14 +14215,14 @@ static void l54_add_backward(const float *restrict dy, float *restrict dx1, floa
 /* l63_conv2d_backward_dx: the code of l50_conv2d_backward_dx */
 
 /* layer 64: batchnorm 64x7x7 -> 64x7x7 (specs/resnet20.yaml:73:5)
- * schedule lanes: fwd lanes dw lanes dx with dw */
+ * schedule lanes: fwd lanes+relu dw lanes dx with dw */
 /* l64_batchnorm_forward: the code of l48_batchnorm_forward */
 
 /* l64_batchnorm_backward: the code of l48_batchnorm_backward */
 
 /* layer 65: relu 64x7x7 -> 64x7x7 (specs/resnet20.yaml:74:5)
  * schedule lanes: fwd lanes dw lanes dx with dw */
-/* l65_relu_forward: the code of l49_relu_forward */
+/* l65_relu_forward: none, layer 64 stores its output through the relu */
 
 /* l65_relu_backward: the code of l49_relu_backward */
 
@@ -14071,7 +14236,7 @@ static void l54_add_backward(const float *restrict dy, float *restrict dx1, floa
 
 /* layer 67: batchnorm 64x7x7 -> 64x7x7 (specs/resnet20.yaml:76:5)
  * schedule lanes: fwd lanes dw lanes dx with dw */
-/* l67_batchnorm_forward: the code of l48_batchnorm_forward */
+/* l67_batchnorm_forward: the code of l51_batchnorm_forward */
 
 /* l67_batchnorm_backward: the code of l48_batchnorm_backward */
 
@@ -14083,7 +14248,7 @@ static void l54_add_backward(const float *restrict dy, float *restrict dx1, floa
 
 /* layer 69: relu 64x7x7 -> 64x7x7 (specs/resnet20.yaml:78:5)
  * schedule lanes: fwd lanes dw lanes dx with dw */
-/* l69_relu_forward: the code of l49_relu_forward */
+/* l69_relu_forward: the code of l55_relu_forward */
 
 /* l69_relu_backward: the code of l49_relu_backward */
 
@@ -14423,102 +14588,92 @@ void resnet20_forward(const float *params, float *buffers, const float *x, float
     cg_to_lanes(x, ws + XIN, nb, 784, 128);
     l00_conv2d_forward(params, ws + XIN, ws + A00);
     l01_batchnorm_forward(params + 144, buffers, ws + S01, ws + A00, ws + A01, nb, training);
-    /* (in place: layer 2's relu writes over its input) */
-    l02_relu_forward(ws + A01);
+    /* layer 2: relu fused into layer 1's stores */
     l03_conv2d_forward(params + 176, ws + A01, ws + A03);
     l01_batchnorm_forward(params + 2480, buffers + 33, ws + S04, ws + A03, ws + A04, nb, training);
-    /* (in place: layer 5's relu writes over its input) */
-    l02_relu_forward(ws + A04);
+    /* layer 5: relu fused into layer 4's stores */
     l03_conv2d_forward(params + 2512, ws + A04, ws + A06);
-    l01_batchnorm_forward(params + 4816, buffers + 66, ws + S07, ws + A06, ws + A07, nb, training);
+    l07_batchnorm_forward(params + 4816, buffers + 66, ws + S07, ws + A06, ws + A07, nb, training);
     /* (in place: layer 8's add writes over its input 1) */
     l08_add_forward(ws + A01, ws + A07);
     /* (in place: layer 9's relu writes over its input) */
-    l02_relu_forward(ws + A07);
+    l09_relu_forward(ws + A07);
     l03_conv2d_forward(params + 4848, ws + A07, ws + A10);
     l01_batchnorm_forward(params + 7152, buffers + 99, ws + S11, ws + A10, ws + A11, nb, training);
-    /* (in place: layer 12's relu writes over its input) */
-    l02_relu_forward(ws + A11);
+    /* layer 12: relu fused into layer 11's stores */
     l03_conv2d_forward(params + 7184, ws + A11, ws + A13);
-    l01_batchnorm_forward(params + 9488, buffers + 132, ws + S14, ws + A13, ws + A14, nb, training);
+    l07_batchnorm_forward(params + 9488, buffers + 132, ws + S14, ws + A13, ws + A14, nb, training);
     /* (in place: layer 15's add writes over its input 1) */
     l08_add_forward(ws + A07, ws + A14);
     /* (in place: layer 16's relu writes over its input) */
-    l02_relu_forward(ws + A14);
+    l09_relu_forward(ws + A14);
     l03_conv2d_forward(params + 9520, ws + A14, ws + A17);
     l01_batchnorm_forward(params + 11824, buffers + 165, ws + S18, ws + A17, ws + A18, nb, training);
-    /* (in place: layer 19's relu writes over its input) */
-    l02_relu_forward(ws + A18);
+    /* layer 19: relu fused into layer 18's stores */
     l03_conv2d_forward(params + 11856, ws + A18, ws + A20);
-    l01_batchnorm_forward(params + 14160, buffers + 198, ws + S21, ws + A20, ws + A21, nb, training);
+    l07_batchnorm_forward(params + 14160, buffers + 198, ws + S21, ws + A20, ws + A21, nb, training);
     /* (in place: layer 22's add writes over its input 1) */
     l08_add_forward(ws + A14, ws + A21);
     /* (in place: layer 23's relu writes over its input) */
-    l02_relu_forward(ws + A21);
+    l09_relu_forward(ws + A21);
     l24_conv2d_forward(params + 14192, ws + A21, ws + A24);
     l25_batchnorm_forward(params + 18800, buffers + 231, ws + S25, ws + A24, ws + A25, nb, training);
-    /* (in place: layer 26's relu writes over its input) */
-    l26_relu_forward(ws + A25);
+    /* layer 26: relu fused into layer 25's stores */
     l27_conv2d_forward(params + 18864, ws + A25, ws + A27);
-    l25_batchnorm_forward(params + 28080, buffers + 296, ws + S28, ws + A27, ws + A28, nb, training);
+    l28_batchnorm_forward(params + 28080, buffers + 296, ws + S28, ws + A27, ws + A28, nb, training);
     l29_conv2d_forward(params + 28144, ws + A21, ws + A29);
-    l25_batchnorm_forward(params + 28656, buffers + 361, ws + S30, ws + A29, ws + A30, nb, training);
+    l28_batchnorm_forward(params + 28656, buffers + 361, ws + S30, ws + A29, ws + A30, nb, training);
     /* (in place: layer 31's add writes over its input 1) */
     l31_add_forward(ws + A30, ws + A28);
     /* (in place: layer 32's relu writes over its input) */
-    l26_relu_forward(ws + A28);
+    l32_relu_forward(ws + A28);
     l27_conv2d_forward(params + 28720, ws + A28, ws + A33);
     l25_batchnorm_forward(params + 37936, buffers + 426, ws + S34, ws + A33, ws + A34, nb, training);
-    /* (in place: layer 35's relu writes over its input) */
-    l26_relu_forward(ws + A34);
+    /* layer 35: relu fused into layer 34's stores */
     l27_conv2d_forward(params + 38000, ws + A34, ws + A36);
-    l25_batchnorm_forward(params + 47216, buffers + 491, ws + S37, ws + A36, ws + A37, nb, training);
+    l28_batchnorm_forward(params + 47216, buffers + 491, ws + S37, ws + A36, ws + A37, nb, training);
     /* (in place: layer 38's add writes over its input 1) */
     l31_add_forward(ws + A28, ws + A37);
     /* (in place: layer 39's relu writes over its input) */
-    l26_relu_forward(ws + A37);
+    l32_relu_forward(ws + A37);
     l27_conv2d_forward(params + 47280, ws + A37, ws + A40);
     l25_batchnorm_forward(params + 56496, buffers + 556, ws + S41, ws + A40, ws + A41, nb, training);
-    /* (in place: layer 42's relu writes over its input) */
-    l26_relu_forward(ws + A41);
+    /* layer 42: relu fused into layer 41's stores */
     l27_conv2d_forward(params + 56560, ws + A41, ws + A43);
-    l25_batchnorm_forward(params + 65776, buffers + 621, ws + S44, ws + A43, ws + A44, nb, training);
+    l28_batchnorm_forward(params + 65776, buffers + 621, ws + S44, ws + A43, ws + A44, nb, training);
     /* (in place: layer 45's add writes over its input 1) */
     l31_add_forward(ws + A37, ws + A44);
     /* (in place: layer 46's relu writes over its input) */
-    l26_relu_forward(ws + A44);
+    l32_relu_forward(ws + A44);
     l47_conv2d_forward(params + 65840, ws + A44, ws + A47);
     l48_batchnorm_forward(params + 84272, buffers + 686, ws + S48, ws + A47, ws + A48, nb, training);
-    /* (in place: layer 49's relu writes over its input) */
-    l49_relu_forward(ws + A48);
+    /* layer 49: relu fused into layer 48's stores */
     l50_conv2d_forward(params + 84400, ws + A48, ws + A50);
-    l48_batchnorm_forward(params + 121264, buffers + 815, ws + S51, ws + A50, ws + A51, nb, training);
+    l51_batchnorm_forward(params + 121264, buffers + 815, ws + S51, ws + A50, ws + A51, nb, training);
     l52_conv2d_forward(params + 121392, ws + A44, ws + A52);
-    l48_batchnorm_forward(params + 123440, buffers + 944, ws + S53, ws + A52, ws + A53, nb, training);
+    l51_batchnorm_forward(params + 123440, buffers + 944, ws + S53, ws + A52, ws + A53, nb, training);
     /* (in place: layer 54's add writes over its input 1) */
     l54_add_forward(ws + A53, ws + A51);
     /* (in place: layer 55's relu writes over its input) */
-    l49_relu_forward(ws + A51);
+    l55_relu_forward(ws + A51);
     l50_conv2d_forward(params + 123568, ws + A51, ws + A56);
     l48_batchnorm_forward(params + 160432, buffers + 1073, ws + S57, ws + A56, ws + A57, nb, training);
-    /* (in place: layer 58's relu writes over its input) */
-    l49_relu_forward(ws + A57);
+    /* layer 58: relu fused into layer 57's stores */
     l50_conv2d_forward(params + 160560, ws + A57, ws + A59);
-    l48_batchnorm_forward(params + 197424, buffers + 1202, ws + S60, ws + A59, ws + A60, nb, training);
+    l51_batchnorm_forward(params + 197424, buffers + 1202, ws + S60, ws + A59, ws + A60, nb, training);
     /* (in place: layer 61's add writes over its input 1) */
     l54_add_forward(ws + A51, ws + A60);
     /* (in place: layer 62's relu writes over its input) */
-    l49_relu_forward(ws + A60);
+    l55_relu_forward(ws + A60);
     l50_conv2d_forward(params + 197552, ws + A60, ws + A63);
     l48_batchnorm_forward(params + 234416, buffers + 1331, ws + S64, ws + A63, ws + A64, nb, training);
-    /* (in place: layer 65's relu writes over its input) */
-    l49_relu_forward(ws + A64);
+    /* layer 65: relu fused into layer 64's stores */
     l50_conv2d_forward(params + 234544, ws + A64, ws + A66);
-    l48_batchnorm_forward(params + 271408, buffers + 1460, ws + S67, ws + A66, ws + A67, nb, training);
+    l51_batchnorm_forward(params + 271408, buffers + 1460, ws + S67, ws + A66, ws + A67, nb, training);
     /* (in place: layer 68's add writes over its input 1) */
     l54_add_forward(ws + A60, ws + A67);
     /* (in place: layer 69's relu writes over its input) */
-    l49_relu_forward(ws + A67);
+    l55_relu_forward(ws + A67);
     l70_global_avgpool_forward(ws + A67, ws + A70);
     /* layer 71: flatten is a view of its input */
     l72_dense_forward(params + 271536, ws + A70, ws + A72);
@@ -14853,7 +15008,7 @@ static const cg_layer resnet20_layers[] = {
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "batchnorm", .ndim_in = 3, .in_shape = {16, 28, 28}, .ndim_out = 3, .out_shape = {16, 28, 28},
      .in_size = 12544, .out_size = 12544, .act_offset = 1705984, .lanes = 128, .line = 10, .col = 5,
-     .schedule = "lanes: fwd lanes dw lanes dx with dw threaded", .n_inputs = 1, .inputs = resnet20_inputs + 1, .name = "bn1", .inplace = 0,
+     .schedule = "lanes: fwd lanes+relu dw lanes dx with dw threaded", .n_inputs = 1, .inputs = resnet20_inputs + 1, .name = "bn1", .inplace = 0,
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 1e-05f, .momentum = 0.1f},
     {.kind = "relu", .ndim_in = 3, .in_shape = {16, 28, 28}, .ndim_out = 3, .out_shape = {16, 28, 28},
      .in_size = 12544, .out_size = 12544, .act_offset = 1705984, .lanes = 128, .line = 11, .col = 5,
@@ -14866,7 +15021,7 @@ static const cg_layer resnet20_layers[] = {
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "batchnorm", .ndim_in = 3, .in_shape = {16, 28, 28}, .ndim_out = 3, .out_shape = {16, 28, 28},
      .in_size = 12544, .out_size = 12544, .act_offset = 4917248, .lanes = 128, .line = 13, .col = 5,
-     .schedule = "lanes: fwd lanes dw lanes dx with dw threaded", .n_inputs = 1, .inputs = resnet20_inputs + 4, .name = "layer1_0_bn1", .inplace = 0,
+     .schedule = "lanes: fwd lanes+relu dw lanes dx with dw threaded", .n_inputs = 1, .inputs = resnet20_inputs + 4, .name = "layer1_0_bn1", .inplace = 0,
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 1e-05f, .momentum = 0.1f},
     {.kind = "relu", .ndim_in = 3, .in_shape = {16, 28, 28}, .ndim_out = 3, .out_shape = {16, 28, 28},
      .in_size = 12544, .out_size = 12544, .act_offset = 4917248, .lanes = 128, .line = 14, .col = 5,
@@ -14896,7 +15051,7 @@ static const cg_layer resnet20_layers[] = {
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "batchnorm", .ndim_in = 3, .in_shape = {16, 28, 28}, .ndim_out = 3, .out_shape = {16, 28, 28},
      .in_size = 12544, .out_size = 12544, .act_offset = 11339776, .lanes = 128, .line = 20, .col = 5,
-     .schedule = "lanes: fwd lanes dw lanes dx with dw threaded", .n_inputs = 1, .inputs = resnet20_inputs + 12, .name = "layer1_1_bn1", .inplace = 0,
+     .schedule = "lanes: fwd lanes+relu dw lanes dx with dw threaded", .n_inputs = 1, .inputs = resnet20_inputs + 12, .name = "layer1_1_bn1", .inplace = 0,
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 1e-05f, .momentum = 0.1f},
     {.kind = "relu", .ndim_in = 3, .in_shape = {16, 28, 28}, .ndim_out = 3, .out_shape = {16, 28, 28},
      .in_size = 12544, .out_size = 12544, .act_offset = 11339776, .lanes = 128, .line = 21, .col = 5,
@@ -14926,7 +15081,7 @@ static const cg_layer resnet20_layers[] = {
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "batchnorm", .ndim_in = 3, .in_shape = {16, 28, 28}, .ndim_out = 3, .out_shape = {16, 28, 28},
      .in_size = 12544, .out_size = 12544, .act_offset = 17762304, .lanes = 128, .line = 27, .col = 5,
-     .schedule = "lanes: fwd lanes dw lanes dx with dw threaded", .n_inputs = 1, .inputs = resnet20_inputs + 20, .name = "layer1_2_bn1", .inplace = 0,
+     .schedule = "lanes: fwd lanes+relu dw lanes dx with dw threaded", .n_inputs = 1, .inputs = resnet20_inputs + 20, .name = "layer1_2_bn1", .inplace = 0,
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 1e-05f, .momentum = 0.1f},
     {.kind = "relu", .ndim_in = 3, .in_shape = {16, 28, 28}, .ndim_out = 3, .out_shape = {16, 28, 28},
      .in_size = 12544, .out_size = 12544, .act_offset = 17762304, .lanes = 128, .line = 28, .col = 5,
@@ -14956,7 +15111,7 @@ static const cg_layer resnet20_layers[] = {
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "batchnorm", .ndim_in = 3, .in_shape = {32, 14, 14}, .ndim_out = 3, .out_shape = {32, 14, 14},
      .in_size = 6272, .out_size = 6272, .act_offset = 23382016, .lanes = 128, .line = 34, .col = 5,
-     .schedule = "lanes: fwd lanes dw lanes dx with dw", .n_inputs = 1, .inputs = resnet20_inputs + 28, .name = "layer2_0_bn1", .inplace = 0,
+     .schedule = "lanes: fwd lanes+relu dw lanes dx with dw", .n_inputs = 1, .inputs = resnet20_inputs + 28, .name = "layer2_0_bn1", .inplace = 0,
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 1e-05f, .momentum = 0.1f},
     {.kind = "relu", .ndim_in = 3, .in_shape = {32, 14, 14}, .ndim_out = 3, .out_shape = {32, 14, 14},
      .in_size = 6272, .out_size = 6272, .act_offset = 23382016, .lanes = 128, .line = 35, .col = 5,
@@ -14995,7 +15150,7 @@ static const cg_layer resnet20_layers[] = {
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "batchnorm", .ndim_in = 3, .in_shape = {32, 14, 14}, .ndim_out = 3, .out_shape = {32, 14, 14},
      .in_size = 6272, .out_size = 6272, .act_offset = 28198912, .lanes = 128, .line = 43, .col = 5,
-     .schedule = "lanes: fwd lanes dw lanes dx with dw", .n_inputs = 1, .inputs = resnet20_inputs + 38, .name = "layer2_1_bn1", .inplace = 0,
+     .schedule = "lanes: fwd lanes+relu dw lanes dx with dw", .n_inputs = 1, .inputs = resnet20_inputs + 38, .name = "layer2_1_bn1", .inplace = 0,
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 1e-05f, .momentum = 0.1f},
     {.kind = "relu", .ndim_in = 3, .in_shape = {32, 14, 14}, .ndim_out = 3, .out_shape = {32, 14, 14},
      .in_size = 6272, .out_size = 6272, .act_offset = 28198912, .lanes = 128, .line = 44, .col = 5,
@@ -15025,7 +15180,7 @@ static const cg_layer resnet20_layers[] = {
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "batchnorm", .ndim_in = 3, .in_shape = {32, 14, 14}, .ndim_out = 3, .out_shape = {32, 14, 14},
      .in_size = 6272, .out_size = 6272, .act_offset = 31410176, .lanes = 128, .line = 50, .col = 5,
-     .schedule = "lanes: fwd lanes dw lanes dx with dw", .n_inputs = 1, .inputs = resnet20_inputs + 46, .name = "layer2_2_bn1", .inplace = 0,
+     .schedule = "lanes: fwd lanes+relu dw lanes dx with dw", .n_inputs = 1, .inputs = resnet20_inputs + 46, .name = "layer2_2_bn1", .inplace = 0,
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 1e-05f, .momentum = 0.1f},
     {.kind = "relu", .ndim_in = 3, .in_shape = {32, 14, 14}, .ndim_out = 3, .out_shape = {32, 14, 14},
      .in_size = 6272, .out_size = 6272, .act_offset = 31410176, .lanes = 128, .line = 51, .col = 5,
@@ -15055,7 +15210,7 @@ static const cg_layer resnet20_layers[] = {
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "batchnorm", .ndim_in = 3, .in_shape = {64, 7, 7}, .ndim_out = 3, .out_shape = {64, 7, 7},
      .in_size = 3136, .out_size = 3136, .act_offset = 34220032, .lanes = 128, .line = 57, .col = 5,
-     .schedule = "lanes: fwd lanes dw lanes dx with dw", .n_inputs = 1, .inputs = resnet20_inputs + 54, .name = "layer3_0_bn1", .inplace = 0,
+     .schedule = "lanes: fwd lanes+relu dw lanes dx with dw", .n_inputs = 1, .inputs = resnet20_inputs + 54, .name = "layer3_0_bn1", .inplace = 0,
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 1e-05f, .momentum = 0.1f},
     {.kind = "relu", .ndim_in = 3, .in_shape = {64, 7, 7}, .ndim_out = 3, .out_shape = {64, 7, 7},
      .in_size = 3136, .out_size = 3136, .act_offset = 34220032, .lanes = 128, .line = 58, .col = 5,
@@ -15094,7 +15249,7 @@ static const cg_layer resnet20_layers[] = {
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "batchnorm", .ndim_in = 3, .in_shape = {64, 7, 7}, .ndim_out = 3, .out_shape = {64, 7, 7},
      .in_size = 3136, .out_size = 3136, .act_offset = 36628480, .lanes = 128, .line = 66, .col = 5,
-     .schedule = "lanes: fwd lanes dw lanes dx with dw", .n_inputs = 1, .inputs = resnet20_inputs + 64, .name = "layer3_1_bn1", .inplace = 0,
+     .schedule = "lanes: fwd lanes+relu dw lanes dx with dw", .n_inputs = 1, .inputs = resnet20_inputs + 64, .name = "layer3_1_bn1", .inplace = 0,
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 1e-05f, .momentum = 0.1f},
     {.kind = "relu", .ndim_in = 3, .in_shape = {64, 7, 7}, .ndim_out = 3, .out_shape = {64, 7, 7},
      .in_size = 3136, .out_size = 3136, .act_offset = 36628480, .lanes = 128, .line = 67, .col = 5,
@@ -15124,7 +15279,7 @@ static const cg_layer resnet20_layers[] = {
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "batchnorm", .ndim_in = 3, .in_shape = {64, 7, 7}, .ndim_out = 3, .out_shape = {64, 7, 7},
      .in_size = 3136, .out_size = 3136, .act_offset = 38234112, .lanes = 128, .line = 73, .col = 5,
-     .schedule = "lanes: fwd lanes dw lanes dx with dw", .n_inputs = 1, .inputs = resnet20_inputs + 72, .name = "layer3_2_bn1", .inplace = 0,
+     .schedule = "lanes: fwd lanes+relu dw lanes dx with dw", .n_inputs = 1, .inputs = resnet20_inputs + 72, .name = "layer3_2_bn1", .inplace = 0,
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 1e-05f, .momentum = 0.1f},
     {.kind = "relu", .ndim_in = 3, .in_shape = {64, 7, 7}, .ndim_out = 3, .out_shape = {64, 7, 7},
      .in_size = 3136, .out_size = 3136, .act_offset = 38234112, .lanes = 128, .line = 74, .col = 5,

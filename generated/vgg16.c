@@ -80,9 +80,12 @@ typedef int cg_vi __attribute__((vector_size(64)));
 #endif
 static inline __attribute__((unused)) float vsum_(const cg_v *v) { float s = 0.0f; for (int i = 0; i < 16; i++) s += (*v)[i]; return s; }
 #define vsum(v) vsum_(&(v))
+/* activations fused into a producer's stores (relu(NaN) = NaN, as PyTorch's) */
+static inline __attribute__((unused)) float cg_relu(float v) { return v <= 0.0f ? 0.0f : v; }
+#define vrelu(v) ((cg_v)((cg_vi)(v) & ~((v) <= vsplat(0.0f))))
 
 /* layer 0: conv2d 3x224x224 -> 64x224x224 (specs/vgg16.yaml:15:5)
- * schedule wv: fwd wv[TC=6,TX=4] dw wv[RY=3,TCW=2,U=4] dx wv[TC=3,TX=4] threaded */
+ * schedule wv: fwd wv[TC=6,TX=4]+relu dw wv[RY=3,TCW=2,U=4] dx wv[TC=3,TX=4] threaded */
 static void l00_conv2d_forward(const float *restrict P, float *restrict S, const float *restrict x, float *restrict y, int nb)
 {
     /* x [N][3x224x224], y [N][64x224x224] */
@@ -203,12 +206,12 @@ static void l00_conv2d_forward(const float *restrict P, float *restrict S, const
                         a5_0 += wr[143] * v0; a5_1 += wr[143] * v1; a5_2 += wr[143] * v2; a5_3 += wr[143] * v3;
                     }
                 }
-                VSTORE(yr + (size_t)(co0 + 0) * 50176 + x0 + 0, a0_0); VSTORE(yr + (size_t)(co0 + 0) * 50176 + x0 + 16, a0_1); VSTORE(yr + (size_t)(co0 + 0) * 50176 + x0 + 32, a0_2); VSTORE(yr + (size_t)(co0 + 0) * 50176 + x0 + 48, a0_3);
-                VSTORE(yr + (size_t)(co0 + 1) * 50176 + x0 + 0, a1_0); VSTORE(yr + (size_t)(co0 + 1) * 50176 + x0 + 16, a1_1); VSTORE(yr + (size_t)(co0 + 1) * 50176 + x0 + 32, a1_2); VSTORE(yr + (size_t)(co0 + 1) * 50176 + x0 + 48, a1_3);
-                VSTORE(yr + (size_t)(co0 + 2) * 50176 + x0 + 0, a2_0); VSTORE(yr + (size_t)(co0 + 2) * 50176 + x0 + 16, a2_1); VSTORE(yr + (size_t)(co0 + 2) * 50176 + x0 + 32, a2_2); VSTORE(yr + (size_t)(co0 + 2) * 50176 + x0 + 48, a2_3);
-                VSTORE(yr + (size_t)(co0 + 3) * 50176 + x0 + 0, a3_0); VSTORE(yr + (size_t)(co0 + 3) * 50176 + x0 + 16, a3_1); VSTORE(yr + (size_t)(co0 + 3) * 50176 + x0 + 32, a3_2); VSTORE(yr + (size_t)(co0 + 3) * 50176 + x0 + 48, a3_3);
-                VSTORE(yr + (size_t)(co0 + 4) * 50176 + x0 + 0, a4_0); VSTORE(yr + (size_t)(co0 + 4) * 50176 + x0 + 16, a4_1); VSTORE(yr + (size_t)(co0 + 4) * 50176 + x0 + 32, a4_2); VSTORE(yr + (size_t)(co0 + 4) * 50176 + x0 + 48, a4_3);
-                VSTORE(yr + (size_t)(co0 + 5) * 50176 + x0 + 0, a5_0); VSTORE(yr + (size_t)(co0 + 5) * 50176 + x0 + 16, a5_1); VSTORE(yr + (size_t)(co0 + 5) * 50176 + x0 + 32, a5_2); VSTORE(yr + (size_t)(co0 + 5) * 50176 + x0 + 48, a5_3);
+                VSTORE(yr + (size_t)(co0 + 0) * 50176 + x0 + 0, vrelu(a0_0)); VSTORE(yr + (size_t)(co0 + 0) * 50176 + x0 + 16, vrelu(a0_1)); VSTORE(yr + (size_t)(co0 + 0) * 50176 + x0 + 32, vrelu(a0_2)); VSTORE(yr + (size_t)(co0 + 0) * 50176 + x0 + 48, vrelu(a0_3));
+                VSTORE(yr + (size_t)(co0 + 1) * 50176 + x0 + 0, vrelu(a1_0)); VSTORE(yr + (size_t)(co0 + 1) * 50176 + x0 + 16, vrelu(a1_1)); VSTORE(yr + (size_t)(co0 + 1) * 50176 + x0 + 32, vrelu(a1_2)); VSTORE(yr + (size_t)(co0 + 1) * 50176 + x0 + 48, vrelu(a1_3));
+                VSTORE(yr + (size_t)(co0 + 2) * 50176 + x0 + 0, vrelu(a2_0)); VSTORE(yr + (size_t)(co0 + 2) * 50176 + x0 + 16, vrelu(a2_1)); VSTORE(yr + (size_t)(co0 + 2) * 50176 + x0 + 32, vrelu(a2_2)); VSTORE(yr + (size_t)(co0 + 2) * 50176 + x0 + 48, vrelu(a2_3));
+                VSTORE(yr + (size_t)(co0 + 3) * 50176 + x0 + 0, vrelu(a3_0)); VSTORE(yr + (size_t)(co0 + 3) * 50176 + x0 + 16, vrelu(a3_1)); VSTORE(yr + (size_t)(co0 + 3) * 50176 + x0 + 32, vrelu(a3_2)); VSTORE(yr + (size_t)(co0 + 3) * 50176 + x0 + 48, vrelu(a3_3));
+                VSTORE(yr + (size_t)(co0 + 4) * 50176 + x0 + 0, vrelu(a4_0)); VSTORE(yr + (size_t)(co0 + 4) * 50176 + x0 + 16, vrelu(a4_1)); VSTORE(yr + (size_t)(co0 + 4) * 50176 + x0 + 32, vrelu(a4_2)); VSTORE(yr + (size_t)(co0 + 4) * 50176 + x0 + 48, vrelu(a4_3));
+                VSTORE(yr + (size_t)(co0 + 5) * 50176 + x0 + 0, vrelu(a5_0)); VSTORE(yr + (size_t)(co0 + 5) * 50176 + x0 + 16, vrelu(a5_1)); VSTORE(yr + (size_t)(co0 + 5) * 50176 + x0 + 32, vrelu(a5_2)); VSTORE(yr + (size_t)(co0 + 5) * 50176 + x0 + 48, vrelu(a5_3));
             }
             {
                 const int x0 = 192;
@@ -303,12 +306,12 @@ static void l00_conv2d_forward(const float *restrict P, float *restrict S, const
                         a5_0 += wr[143] * v0; a5_1 += wr[143] * v1;
                     }
                 }
-                VSTORE(yr + (size_t)(co0 + 0) * 50176 + x0 + 0, a0_0); VSTORE(yr + (size_t)(co0 + 0) * 50176 + x0 + 16, a0_1);
-                VSTORE(yr + (size_t)(co0 + 1) * 50176 + x0 + 0, a1_0); VSTORE(yr + (size_t)(co0 + 1) * 50176 + x0 + 16, a1_1);
-                VSTORE(yr + (size_t)(co0 + 2) * 50176 + x0 + 0, a2_0); VSTORE(yr + (size_t)(co0 + 2) * 50176 + x0 + 16, a2_1);
-                VSTORE(yr + (size_t)(co0 + 3) * 50176 + x0 + 0, a3_0); VSTORE(yr + (size_t)(co0 + 3) * 50176 + x0 + 16, a3_1);
-                VSTORE(yr + (size_t)(co0 + 4) * 50176 + x0 + 0, a4_0); VSTORE(yr + (size_t)(co0 + 4) * 50176 + x0 + 16, a4_1);
-                VSTORE(yr + (size_t)(co0 + 5) * 50176 + x0 + 0, a5_0); VSTORE(yr + (size_t)(co0 + 5) * 50176 + x0 + 16, a5_1);
+                VSTORE(yr + (size_t)(co0 + 0) * 50176 + x0 + 0, vrelu(a0_0)); VSTORE(yr + (size_t)(co0 + 0) * 50176 + x0 + 16, vrelu(a0_1));
+                VSTORE(yr + (size_t)(co0 + 1) * 50176 + x0 + 0, vrelu(a1_0)); VSTORE(yr + (size_t)(co0 + 1) * 50176 + x0 + 16, vrelu(a1_1));
+                VSTORE(yr + (size_t)(co0 + 2) * 50176 + x0 + 0, vrelu(a2_0)); VSTORE(yr + (size_t)(co0 + 2) * 50176 + x0 + 16, vrelu(a2_1));
+                VSTORE(yr + (size_t)(co0 + 3) * 50176 + x0 + 0, vrelu(a3_0)); VSTORE(yr + (size_t)(co0 + 3) * 50176 + x0 + 16, vrelu(a3_1));
+                VSTORE(yr + (size_t)(co0 + 4) * 50176 + x0 + 0, vrelu(a4_0)); VSTORE(yr + (size_t)(co0 + 4) * 50176 + x0 + 16, vrelu(a4_1));
+                VSTORE(yr + (size_t)(co0 + 5) * 50176 + x0 + 0, vrelu(a5_0)); VSTORE(yr + (size_t)(co0 + 5) * 50176 + x0 + 16, vrelu(a5_1));
             }
         }
         {
@@ -385,10 +388,10 @@ static void l00_conv2d_forward(const float *restrict P, float *restrict S, const
                         a3_0 += wr[89] * v0; a3_1 += wr[89] * v1; a3_2 += wr[89] * v2; a3_3 += wr[89] * v3;
                     }
                 }
-                VSTORE(yr + (size_t)(co0 + 0) * 50176 + x0 + 0, a0_0); VSTORE(yr + (size_t)(co0 + 0) * 50176 + x0 + 16, a0_1); VSTORE(yr + (size_t)(co0 + 0) * 50176 + x0 + 32, a0_2); VSTORE(yr + (size_t)(co0 + 0) * 50176 + x0 + 48, a0_3);
-                VSTORE(yr + (size_t)(co0 + 1) * 50176 + x0 + 0, a1_0); VSTORE(yr + (size_t)(co0 + 1) * 50176 + x0 + 16, a1_1); VSTORE(yr + (size_t)(co0 + 1) * 50176 + x0 + 32, a1_2); VSTORE(yr + (size_t)(co0 + 1) * 50176 + x0 + 48, a1_3);
-                VSTORE(yr + (size_t)(co0 + 2) * 50176 + x0 + 0, a2_0); VSTORE(yr + (size_t)(co0 + 2) * 50176 + x0 + 16, a2_1); VSTORE(yr + (size_t)(co0 + 2) * 50176 + x0 + 32, a2_2); VSTORE(yr + (size_t)(co0 + 2) * 50176 + x0 + 48, a2_3);
-                VSTORE(yr + (size_t)(co0 + 3) * 50176 + x0 + 0, a3_0); VSTORE(yr + (size_t)(co0 + 3) * 50176 + x0 + 16, a3_1); VSTORE(yr + (size_t)(co0 + 3) * 50176 + x0 + 32, a3_2); VSTORE(yr + (size_t)(co0 + 3) * 50176 + x0 + 48, a3_3);
+                VSTORE(yr + (size_t)(co0 + 0) * 50176 + x0 + 0, vrelu(a0_0)); VSTORE(yr + (size_t)(co0 + 0) * 50176 + x0 + 16, vrelu(a0_1)); VSTORE(yr + (size_t)(co0 + 0) * 50176 + x0 + 32, vrelu(a0_2)); VSTORE(yr + (size_t)(co0 + 0) * 50176 + x0 + 48, vrelu(a0_3));
+                VSTORE(yr + (size_t)(co0 + 1) * 50176 + x0 + 0, vrelu(a1_0)); VSTORE(yr + (size_t)(co0 + 1) * 50176 + x0 + 16, vrelu(a1_1)); VSTORE(yr + (size_t)(co0 + 1) * 50176 + x0 + 32, vrelu(a1_2)); VSTORE(yr + (size_t)(co0 + 1) * 50176 + x0 + 48, vrelu(a1_3));
+                VSTORE(yr + (size_t)(co0 + 2) * 50176 + x0 + 0, vrelu(a2_0)); VSTORE(yr + (size_t)(co0 + 2) * 50176 + x0 + 16, vrelu(a2_1)); VSTORE(yr + (size_t)(co0 + 2) * 50176 + x0 + 32, vrelu(a2_2)); VSTORE(yr + (size_t)(co0 + 2) * 50176 + x0 + 48, vrelu(a2_3));
+                VSTORE(yr + (size_t)(co0 + 3) * 50176 + x0 + 0, vrelu(a3_0)); VSTORE(yr + (size_t)(co0 + 3) * 50176 + x0 + 16, vrelu(a3_1)); VSTORE(yr + (size_t)(co0 + 3) * 50176 + x0 + 32, vrelu(a3_2)); VSTORE(yr + (size_t)(co0 + 3) * 50176 + x0 + 48, vrelu(a3_3));
             }
             {
                 const int x0 = 192;
@@ -463,10 +466,10 @@ static void l00_conv2d_forward(const float *restrict P, float *restrict S, const
                         a3_0 += wr[89] * v0; a3_1 += wr[89] * v1;
                     }
                 }
-                VSTORE(yr + (size_t)(co0 + 0) * 50176 + x0 + 0, a0_0); VSTORE(yr + (size_t)(co0 + 0) * 50176 + x0 + 16, a0_1);
-                VSTORE(yr + (size_t)(co0 + 1) * 50176 + x0 + 0, a1_0); VSTORE(yr + (size_t)(co0 + 1) * 50176 + x0 + 16, a1_1);
-                VSTORE(yr + (size_t)(co0 + 2) * 50176 + x0 + 0, a2_0); VSTORE(yr + (size_t)(co0 + 2) * 50176 + x0 + 16, a2_1);
-                VSTORE(yr + (size_t)(co0 + 3) * 50176 + x0 + 0, a3_0); VSTORE(yr + (size_t)(co0 + 3) * 50176 + x0 + 16, a3_1);
+                VSTORE(yr + (size_t)(co0 + 0) * 50176 + x0 + 0, vrelu(a0_0)); VSTORE(yr + (size_t)(co0 + 0) * 50176 + x0 + 16, vrelu(a0_1));
+                VSTORE(yr + (size_t)(co0 + 1) * 50176 + x0 + 0, vrelu(a1_0)); VSTORE(yr + (size_t)(co0 + 1) * 50176 + x0 + 16, vrelu(a1_1));
+                VSTORE(yr + (size_t)(co0 + 2) * 50176 + x0 + 0, vrelu(a2_0)); VSTORE(yr + (size_t)(co0 + 2) * 50176 + x0 + 16, vrelu(a2_1));
+                VSTORE(yr + (size_t)(co0 + 3) * 50176 + x0 + 0, vrelu(a3_0)); VSTORE(yr + (size_t)(co0 + 3) * 50176 + x0 + 16, vrelu(a3_1));
             }
         }
     }
@@ -766,12 +769,7 @@ static void l00_conv2d_backward_dx(const float *restrict P, float *restrict S, c
 
 /* layer 1: relu 64x224x224 -> 64x224x224 (specs/vgg16.yaml:16:5)
  * schedule loop: fwd loop dw loop dx with dw threaded */
-static void l01_relu_forward(float *restrict y, int nb)
-{
-    /* x [N][64x224x224], y [N][64x224x224] */
-    for (size_t i = 0; i < (size_t)nb * 3211264; i++)
-        y[i] = y[i] <= 0.0f ? 0.0f : y[i];
-}
+/* l01_relu_forward: none, layer 0 stores its output through the relu */
 
 static void l01_relu_backward(const float *restrict y, const float *restrict dy, float *restrict dx, int nb)
 {
@@ -781,7 +779,7 @@ static void l01_relu_backward(const float *restrict y, const float *restrict dy,
 }
 
 /* layer 2: conv2d 64x224x224 -> 64x224x224 (specs/vgg16.yaml:17:5)
- * schedule wv: fwd wv[TC=6,TX=4] dw wv[RY=3,TCW=2,U=4] dx wv[TC=6,TX=4] threaded */
+ * schedule wv: fwd wv[TC=6,TX=4]+relu dw wv[RY=3,TCW=2,U=4] dx wv[TC=6,TX=4] threaded */
 static void l02_conv2d_forward(const float *restrict P, float *restrict S, const float *restrict x, float *restrict y, int nb)
 {
     /* x [N][64x224x224], y [N][64x224x224] */
@@ -902,12 +900,12 @@ static void l02_conv2d_forward(const float *restrict P, float *restrict S, const
                         a5_0 += wr[2888] * v0; a5_1 += wr[2888] * v1; a5_2 += wr[2888] * v2; a5_3 += wr[2888] * v3;
                     }
                 }
-                VSTORE(yr + (size_t)(co0 + 0) * 50176 + x0 + 0, a0_0); VSTORE(yr + (size_t)(co0 + 0) * 50176 + x0 + 16, a0_1); VSTORE(yr + (size_t)(co0 + 0) * 50176 + x0 + 32, a0_2); VSTORE(yr + (size_t)(co0 + 0) * 50176 + x0 + 48, a0_3);
-                VSTORE(yr + (size_t)(co0 + 1) * 50176 + x0 + 0, a1_0); VSTORE(yr + (size_t)(co0 + 1) * 50176 + x0 + 16, a1_1); VSTORE(yr + (size_t)(co0 + 1) * 50176 + x0 + 32, a1_2); VSTORE(yr + (size_t)(co0 + 1) * 50176 + x0 + 48, a1_3);
-                VSTORE(yr + (size_t)(co0 + 2) * 50176 + x0 + 0, a2_0); VSTORE(yr + (size_t)(co0 + 2) * 50176 + x0 + 16, a2_1); VSTORE(yr + (size_t)(co0 + 2) * 50176 + x0 + 32, a2_2); VSTORE(yr + (size_t)(co0 + 2) * 50176 + x0 + 48, a2_3);
-                VSTORE(yr + (size_t)(co0 + 3) * 50176 + x0 + 0, a3_0); VSTORE(yr + (size_t)(co0 + 3) * 50176 + x0 + 16, a3_1); VSTORE(yr + (size_t)(co0 + 3) * 50176 + x0 + 32, a3_2); VSTORE(yr + (size_t)(co0 + 3) * 50176 + x0 + 48, a3_3);
-                VSTORE(yr + (size_t)(co0 + 4) * 50176 + x0 + 0, a4_0); VSTORE(yr + (size_t)(co0 + 4) * 50176 + x0 + 16, a4_1); VSTORE(yr + (size_t)(co0 + 4) * 50176 + x0 + 32, a4_2); VSTORE(yr + (size_t)(co0 + 4) * 50176 + x0 + 48, a4_3);
-                VSTORE(yr + (size_t)(co0 + 5) * 50176 + x0 + 0, a5_0); VSTORE(yr + (size_t)(co0 + 5) * 50176 + x0 + 16, a5_1); VSTORE(yr + (size_t)(co0 + 5) * 50176 + x0 + 32, a5_2); VSTORE(yr + (size_t)(co0 + 5) * 50176 + x0 + 48, a5_3);
+                VSTORE(yr + (size_t)(co0 + 0) * 50176 + x0 + 0, vrelu(a0_0)); VSTORE(yr + (size_t)(co0 + 0) * 50176 + x0 + 16, vrelu(a0_1)); VSTORE(yr + (size_t)(co0 + 0) * 50176 + x0 + 32, vrelu(a0_2)); VSTORE(yr + (size_t)(co0 + 0) * 50176 + x0 + 48, vrelu(a0_3));
+                VSTORE(yr + (size_t)(co0 + 1) * 50176 + x0 + 0, vrelu(a1_0)); VSTORE(yr + (size_t)(co0 + 1) * 50176 + x0 + 16, vrelu(a1_1)); VSTORE(yr + (size_t)(co0 + 1) * 50176 + x0 + 32, vrelu(a1_2)); VSTORE(yr + (size_t)(co0 + 1) * 50176 + x0 + 48, vrelu(a1_3));
+                VSTORE(yr + (size_t)(co0 + 2) * 50176 + x0 + 0, vrelu(a2_0)); VSTORE(yr + (size_t)(co0 + 2) * 50176 + x0 + 16, vrelu(a2_1)); VSTORE(yr + (size_t)(co0 + 2) * 50176 + x0 + 32, vrelu(a2_2)); VSTORE(yr + (size_t)(co0 + 2) * 50176 + x0 + 48, vrelu(a2_3));
+                VSTORE(yr + (size_t)(co0 + 3) * 50176 + x0 + 0, vrelu(a3_0)); VSTORE(yr + (size_t)(co0 + 3) * 50176 + x0 + 16, vrelu(a3_1)); VSTORE(yr + (size_t)(co0 + 3) * 50176 + x0 + 32, vrelu(a3_2)); VSTORE(yr + (size_t)(co0 + 3) * 50176 + x0 + 48, vrelu(a3_3));
+                VSTORE(yr + (size_t)(co0 + 4) * 50176 + x0 + 0, vrelu(a4_0)); VSTORE(yr + (size_t)(co0 + 4) * 50176 + x0 + 16, vrelu(a4_1)); VSTORE(yr + (size_t)(co0 + 4) * 50176 + x0 + 32, vrelu(a4_2)); VSTORE(yr + (size_t)(co0 + 4) * 50176 + x0 + 48, vrelu(a4_3));
+                VSTORE(yr + (size_t)(co0 + 5) * 50176 + x0 + 0, vrelu(a5_0)); VSTORE(yr + (size_t)(co0 + 5) * 50176 + x0 + 16, vrelu(a5_1)); VSTORE(yr + (size_t)(co0 + 5) * 50176 + x0 + 32, vrelu(a5_2)); VSTORE(yr + (size_t)(co0 + 5) * 50176 + x0 + 48, vrelu(a5_3));
             }
             {
                 const int x0 = 192;
@@ -1002,12 +1000,12 @@ static void l02_conv2d_forward(const float *restrict P, float *restrict S, const
                         a5_0 += wr[2888] * v0; a5_1 += wr[2888] * v1;
                     }
                 }
-                VSTORE(yr + (size_t)(co0 + 0) * 50176 + x0 + 0, a0_0); VSTORE(yr + (size_t)(co0 + 0) * 50176 + x0 + 16, a0_1);
-                VSTORE(yr + (size_t)(co0 + 1) * 50176 + x0 + 0, a1_0); VSTORE(yr + (size_t)(co0 + 1) * 50176 + x0 + 16, a1_1);
-                VSTORE(yr + (size_t)(co0 + 2) * 50176 + x0 + 0, a2_0); VSTORE(yr + (size_t)(co0 + 2) * 50176 + x0 + 16, a2_1);
-                VSTORE(yr + (size_t)(co0 + 3) * 50176 + x0 + 0, a3_0); VSTORE(yr + (size_t)(co0 + 3) * 50176 + x0 + 16, a3_1);
-                VSTORE(yr + (size_t)(co0 + 4) * 50176 + x0 + 0, a4_0); VSTORE(yr + (size_t)(co0 + 4) * 50176 + x0 + 16, a4_1);
-                VSTORE(yr + (size_t)(co0 + 5) * 50176 + x0 + 0, a5_0); VSTORE(yr + (size_t)(co0 + 5) * 50176 + x0 + 16, a5_1);
+                VSTORE(yr + (size_t)(co0 + 0) * 50176 + x0 + 0, vrelu(a0_0)); VSTORE(yr + (size_t)(co0 + 0) * 50176 + x0 + 16, vrelu(a0_1));
+                VSTORE(yr + (size_t)(co0 + 1) * 50176 + x0 + 0, vrelu(a1_0)); VSTORE(yr + (size_t)(co0 + 1) * 50176 + x0 + 16, vrelu(a1_1));
+                VSTORE(yr + (size_t)(co0 + 2) * 50176 + x0 + 0, vrelu(a2_0)); VSTORE(yr + (size_t)(co0 + 2) * 50176 + x0 + 16, vrelu(a2_1));
+                VSTORE(yr + (size_t)(co0 + 3) * 50176 + x0 + 0, vrelu(a3_0)); VSTORE(yr + (size_t)(co0 + 3) * 50176 + x0 + 16, vrelu(a3_1));
+                VSTORE(yr + (size_t)(co0 + 4) * 50176 + x0 + 0, vrelu(a4_0)); VSTORE(yr + (size_t)(co0 + 4) * 50176 + x0 + 16, vrelu(a4_1));
+                VSTORE(yr + (size_t)(co0 + 5) * 50176 + x0 + 0, vrelu(a5_0)); VSTORE(yr + (size_t)(co0 + 5) * 50176 + x0 + 16, vrelu(a5_1));
             }
         }
         {
@@ -1084,10 +1082,10 @@ static void l02_conv2d_forward(const float *restrict P, float *restrict S, const
                         a3_0 += wr[1736] * v0; a3_1 += wr[1736] * v1; a3_2 += wr[1736] * v2; a3_3 += wr[1736] * v3;
                     }
                 }
-                VSTORE(yr + (size_t)(co0 + 0) * 50176 + x0 + 0, a0_0); VSTORE(yr + (size_t)(co0 + 0) * 50176 + x0 + 16, a0_1); VSTORE(yr + (size_t)(co0 + 0) * 50176 + x0 + 32, a0_2); VSTORE(yr + (size_t)(co0 + 0) * 50176 + x0 + 48, a0_3);
-                VSTORE(yr + (size_t)(co0 + 1) * 50176 + x0 + 0, a1_0); VSTORE(yr + (size_t)(co0 + 1) * 50176 + x0 + 16, a1_1); VSTORE(yr + (size_t)(co0 + 1) * 50176 + x0 + 32, a1_2); VSTORE(yr + (size_t)(co0 + 1) * 50176 + x0 + 48, a1_3);
-                VSTORE(yr + (size_t)(co0 + 2) * 50176 + x0 + 0, a2_0); VSTORE(yr + (size_t)(co0 + 2) * 50176 + x0 + 16, a2_1); VSTORE(yr + (size_t)(co0 + 2) * 50176 + x0 + 32, a2_2); VSTORE(yr + (size_t)(co0 + 2) * 50176 + x0 + 48, a2_3);
-                VSTORE(yr + (size_t)(co0 + 3) * 50176 + x0 + 0, a3_0); VSTORE(yr + (size_t)(co0 + 3) * 50176 + x0 + 16, a3_1); VSTORE(yr + (size_t)(co0 + 3) * 50176 + x0 + 32, a3_2); VSTORE(yr + (size_t)(co0 + 3) * 50176 + x0 + 48, a3_3);
+                VSTORE(yr + (size_t)(co0 + 0) * 50176 + x0 + 0, vrelu(a0_0)); VSTORE(yr + (size_t)(co0 + 0) * 50176 + x0 + 16, vrelu(a0_1)); VSTORE(yr + (size_t)(co0 + 0) * 50176 + x0 + 32, vrelu(a0_2)); VSTORE(yr + (size_t)(co0 + 0) * 50176 + x0 + 48, vrelu(a0_3));
+                VSTORE(yr + (size_t)(co0 + 1) * 50176 + x0 + 0, vrelu(a1_0)); VSTORE(yr + (size_t)(co0 + 1) * 50176 + x0 + 16, vrelu(a1_1)); VSTORE(yr + (size_t)(co0 + 1) * 50176 + x0 + 32, vrelu(a1_2)); VSTORE(yr + (size_t)(co0 + 1) * 50176 + x0 + 48, vrelu(a1_3));
+                VSTORE(yr + (size_t)(co0 + 2) * 50176 + x0 + 0, vrelu(a2_0)); VSTORE(yr + (size_t)(co0 + 2) * 50176 + x0 + 16, vrelu(a2_1)); VSTORE(yr + (size_t)(co0 + 2) * 50176 + x0 + 32, vrelu(a2_2)); VSTORE(yr + (size_t)(co0 + 2) * 50176 + x0 + 48, vrelu(a2_3));
+                VSTORE(yr + (size_t)(co0 + 3) * 50176 + x0 + 0, vrelu(a3_0)); VSTORE(yr + (size_t)(co0 + 3) * 50176 + x0 + 16, vrelu(a3_1)); VSTORE(yr + (size_t)(co0 + 3) * 50176 + x0 + 32, vrelu(a3_2)); VSTORE(yr + (size_t)(co0 + 3) * 50176 + x0 + 48, vrelu(a3_3));
             }
             {
                 const int x0 = 192;
@@ -1162,10 +1160,10 @@ static void l02_conv2d_forward(const float *restrict P, float *restrict S, const
                         a3_0 += wr[1736] * v0; a3_1 += wr[1736] * v1;
                     }
                 }
-                VSTORE(yr + (size_t)(co0 + 0) * 50176 + x0 + 0, a0_0); VSTORE(yr + (size_t)(co0 + 0) * 50176 + x0 + 16, a0_1);
-                VSTORE(yr + (size_t)(co0 + 1) * 50176 + x0 + 0, a1_0); VSTORE(yr + (size_t)(co0 + 1) * 50176 + x0 + 16, a1_1);
-                VSTORE(yr + (size_t)(co0 + 2) * 50176 + x0 + 0, a2_0); VSTORE(yr + (size_t)(co0 + 2) * 50176 + x0 + 16, a2_1);
-                VSTORE(yr + (size_t)(co0 + 3) * 50176 + x0 + 0, a3_0); VSTORE(yr + (size_t)(co0 + 3) * 50176 + x0 + 16, a3_1);
+                VSTORE(yr + (size_t)(co0 + 0) * 50176 + x0 + 0, vrelu(a0_0)); VSTORE(yr + (size_t)(co0 + 0) * 50176 + x0 + 16, vrelu(a0_1));
+                VSTORE(yr + (size_t)(co0 + 1) * 50176 + x0 + 0, vrelu(a1_0)); VSTORE(yr + (size_t)(co0 + 1) * 50176 + x0 + 16, vrelu(a1_1));
+                VSTORE(yr + (size_t)(co0 + 2) * 50176 + x0 + 0, vrelu(a2_0)); VSTORE(yr + (size_t)(co0 + 2) * 50176 + x0 + 16, vrelu(a2_1));
+                VSTORE(yr + (size_t)(co0 + 3) * 50176 + x0 + 0, vrelu(a3_0)); VSTORE(yr + (size_t)(co0 + 3) * 50176 + x0 + 16, vrelu(a3_1));
             }
         }
     }
@@ -1677,7 +1675,7 @@ static void l02_conv2d_backward_dx(const float *restrict P, float *restrict S, c
 
 /* layer 3: relu 64x224x224 -> 64x224x224 (specs/vgg16.yaml:18:5)
  * schedule loop: fwd loop dw loop dx with dw threaded */
-/* l03_relu_forward: the code of l01_relu_forward */
+/* l03_relu_forward: none, layer 2 stores its output through the relu */
 
 /* l03_relu_backward: the code of l01_relu_backward */
 
@@ -1728,7 +1726,7 @@ static void l04_maxpool2d_backward(const float *restrict x, const float *restric
 }
 
 /* layer 5: conv2d 64x112x112 -> 128x112x112 (specs/vgg16.yaml:21:5)
- * schedule wv: fwd wv[TC=6,TX=4] dw wv[RY=3,TCW=2,U=4] dx wv[TC=6,TX=4] threaded */
+ * schedule wv: fwd wv[TC=6,TX=4]+relu dw wv[RY=3,TCW=2,U=4] dx wv[TC=6,TX=4] threaded */
 static void l05_conv2d_forward(const float *restrict P, float *restrict S, const float *restrict x, float *restrict y, int nb)
 {
     /* x [N][64x112x112], y [N][128x112x112] */
@@ -1850,12 +1848,12 @@ static void l05_conv2d_forward(const float *restrict P, float *restrict S, const
                         a5_0 += wr[2888] * v0; a5_1 += wr[2888] * v1; a5_2 += wr[2888] * v2; a5_3 += wr[2888] * v3;
                     }
                 }
-                VSTORE(yr + (size_t)(co0 + 0) * 12544 + x0 + 0, a0_0); VSTORE(yr + (size_t)(co0 + 0) * 12544 + x0 + 16, a0_1); VSTORE(yr + (size_t)(co0 + 0) * 12544 + x0 + 32, a0_2); VSTORE(yr + (size_t)(co0 + 0) * 12544 + x0 + 48, a0_3);
-                VSTORE(yr + (size_t)(co0 + 1) * 12544 + x0 + 0, a1_0); VSTORE(yr + (size_t)(co0 + 1) * 12544 + x0 + 16, a1_1); VSTORE(yr + (size_t)(co0 + 1) * 12544 + x0 + 32, a1_2); VSTORE(yr + (size_t)(co0 + 1) * 12544 + x0 + 48, a1_3);
-                VSTORE(yr + (size_t)(co0 + 2) * 12544 + x0 + 0, a2_0); VSTORE(yr + (size_t)(co0 + 2) * 12544 + x0 + 16, a2_1); VSTORE(yr + (size_t)(co0 + 2) * 12544 + x0 + 32, a2_2); VSTORE(yr + (size_t)(co0 + 2) * 12544 + x0 + 48, a2_3);
-                VSTORE(yr + (size_t)(co0 + 3) * 12544 + x0 + 0, a3_0); VSTORE(yr + (size_t)(co0 + 3) * 12544 + x0 + 16, a3_1); VSTORE(yr + (size_t)(co0 + 3) * 12544 + x0 + 32, a3_2); VSTORE(yr + (size_t)(co0 + 3) * 12544 + x0 + 48, a3_3);
-                VSTORE(yr + (size_t)(co0 + 4) * 12544 + x0 + 0, a4_0); VSTORE(yr + (size_t)(co0 + 4) * 12544 + x0 + 16, a4_1); VSTORE(yr + (size_t)(co0 + 4) * 12544 + x0 + 32, a4_2); VSTORE(yr + (size_t)(co0 + 4) * 12544 + x0 + 48, a4_3);
-                VSTORE(yr + (size_t)(co0 + 5) * 12544 + x0 + 0, a5_0); VSTORE(yr + (size_t)(co0 + 5) * 12544 + x0 + 16, a5_1); VSTORE(yr + (size_t)(co0 + 5) * 12544 + x0 + 32, a5_2); VSTORE(yr + (size_t)(co0 + 5) * 12544 + x0 + 48, a5_3);
+                VSTORE(yr + (size_t)(co0 + 0) * 12544 + x0 + 0, vrelu(a0_0)); VSTORE(yr + (size_t)(co0 + 0) * 12544 + x0 + 16, vrelu(a0_1)); VSTORE(yr + (size_t)(co0 + 0) * 12544 + x0 + 32, vrelu(a0_2)); VSTORE(yr + (size_t)(co0 + 0) * 12544 + x0 + 48, vrelu(a0_3));
+                VSTORE(yr + (size_t)(co0 + 1) * 12544 + x0 + 0, vrelu(a1_0)); VSTORE(yr + (size_t)(co0 + 1) * 12544 + x0 + 16, vrelu(a1_1)); VSTORE(yr + (size_t)(co0 + 1) * 12544 + x0 + 32, vrelu(a1_2)); VSTORE(yr + (size_t)(co0 + 1) * 12544 + x0 + 48, vrelu(a1_3));
+                VSTORE(yr + (size_t)(co0 + 2) * 12544 + x0 + 0, vrelu(a2_0)); VSTORE(yr + (size_t)(co0 + 2) * 12544 + x0 + 16, vrelu(a2_1)); VSTORE(yr + (size_t)(co0 + 2) * 12544 + x0 + 32, vrelu(a2_2)); VSTORE(yr + (size_t)(co0 + 2) * 12544 + x0 + 48, vrelu(a2_3));
+                VSTORE(yr + (size_t)(co0 + 3) * 12544 + x0 + 0, vrelu(a3_0)); VSTORE(yr + (size_t)(co0 + 3) * 12544 + x0 + 16, vrelu(a3_1)); VSTORE(yr + (size_t)(co0 + 3) * 12544 + x0 + 32, vrelu(a3_2)); VSTORE(yr + (size_t)(co0 + 3) * 12544 + x0 + 48, vrelu(a3_3));
+                VSTORE(yr + (size_t)(co0 + 4) * 12544 + x0 + 0, vrelu(a4_0)); VSTORE(yr + (size_t)(co0 + 4) * 12544 + x0 + 16, vrelu(a4_1)); VSTORE(yr + (size_t)(co0 + 4) * 12544 + x0 + 32, vrelu(a4_2)); VSTORE(yr + (size_t)(co0 + 4) * 12544 + x0 + 48, vrelu(a4_3));
+                VSTORE(yr + (size_t)(co0 + 5) * 12544 + x0 + 0, vrelu(a5_0)); VSTORE(yr + (size_t)(co0 + 5) * 12544 + x0 + 16, vrelu(a5_1)); VSTORE(yr + (size_t)(co0 + 5) * 12544 + x0 + 32, vrelu(a5_2)); VSTORE(yr + (size_t)(co0 + 5) * 12544 + x0 + 48, vrelu(a5_3));
             }
             {
                 const int x0 = 64;
@@ -1950,12 +1948,12 @@ static void l05_conv2d_forward(const float *restrict P, float *restrict S, const
                         a5_0 += wr[2888] * v0; a5_1 += wr[2888] * v1; a5_2 += wr[2888] * v2;
                     }
                 }
-                VSTORE(yr + (size_t)(co0 + 0) * 12544 + x0 + 0, a0_0); VSTORE(yr + (size_t)(co0 + 0) * 12544 + x0 + 16, a0_1); VSTORE(yr + (size_t)(co0 + 0) * 12544 + x0 + 32, a0_2);
-                VSTORE(yr + (size_t)(co0 + 1) * 12544 + x0 + 0, a1_0); VSTORE(yr + (size_t)(co0 + 1) * 12544 + x0 + 16, a1_1); VSTORE(yr + (size_t)(co0 + 1) * 12544 + x0 + 32, a1_2);
-                VSTORE(yr + (size_t)(co0 + 2) * 12544 + x0 + 0, a2_0); VSTORE(yr + (size_t)(co0 + 2) * 12544 + x0 + 16, a2_1); VSTORE(yr + (size_t)(co0 + 2) * 12544 + x0 + 32, a2_2);
-                VSTORE(yr + (size_t)(co0 + 3) * 12544 + x0 + 0, a3_0); VSTORE(yr + (size_t)(co0 + 3) * 12544 + x0 + 16, a3_1); VSTORE(yr + (size_t)(co0 + 3) * 12544 + x0 + 32, a3_2);
-                VSTORE(yr + (size_t)(co0 + 4) * 12544 + x0 + 0, a4_0); VSTORE(yr + (size_t)(co0 + 4) * 12544 + x0 + 16, a4_1); VSTORE(yr + (size_t)(co0 + 4) * 12544 + x0 + 32, a4_2);
-                VSTORE(yr + (size_t)(co0 + 5) * 12544 + x0 + 0, a5_0); VSTORE(yr + (size_t)(co0 + 5) * 12544 + x0 + 16, a5_1); VSTORE(yr + (size_t)(co0 + 5) * 12544 + x0 + 32, a5_2);
+                VSTORE(yr + (size_t)(co0 + 0) * 12544 + x0 + 0, vrelu(a0_0)); VSTORE(yr + (size_t)(co0 + 0) * 12544 + x0 + 16, vrelu(a0_1)); VSTORE(yr + (size_t)(co0 + 0) * 12544 + x0 + 32, vrelu(a0_2));
+                VSTORE(yr + (size_t)(co0 + 1) * 12544 + x0 + 0, vrelu(a1_0)); VSTORE(yr + (size_t)(co0 + 1) * 12544 + x0 + 16, vrelu(a1_1)); VSTORE(yr + (size_t)(co0 + 1) * 12544 + x0 + 32, vrelu(a1_2));
+                VSTORE(yr + (size_t)(co0 + 2) * 12544 + x0 + 0, vrelu(a2_0)); VSTORE(yr + (size_t)(co0 + 2) * 12544 + x0 + 16, vrelu(a2_1)); VSTORE(yr + (size_t)(co0 + 2) * 12544 + x0 + 32, vrelu(a2_2));
+                VSTORE(yr + (size_t)(co0 + 3) * 12544 + x0 + 0, vrelu(a3_0)); VSTORE(yr + (size_t)(co0 + 3) * 12544 + x0 + 16, vrelu(a3_1)); VSTORE(yr + (size_t)(co0 + 3) * 12544 + x0 + 32, vrelu(a3_2));
+                VSTORE(yr + (size_t)(co0 + 4) * 12544 + x0 + 0, vrelu(a4_0)); VSTORE(yr + (size_t)(co0 + 4) * 12544 + x0 + 16, vrelu(a4_1)); VSTORE(yr + (size_t)(co0 + 4) * 12544 + x0 + 32, vrelu(a4_2));
+                VSTORE(yr + (size_t)(co0 + 5) * 12544 + x0 + 0, vrelu(a5_0)); VSTORE(yr + (size_t)(co0 + 5) * 12544 + x0 + 16, vrelu(a5_1)); VSTORE(yr + (size_t)(co0 + 5) * 12544 + x0 + 32, vrelu(a5_2));
             }
         }
         {
@@ -2013,8 +2011,8 @@ static void l05_conv2d_forward(const float *restrict P, float *restrict S, const
                         a1_0 += wr[584] * v0; a1_1 += wr[584] * v1; a1_2 += wr[584] * v2; a1_3 += wr[584] * v3;
                     }
                 }
-                VSTORE(yr + (size_t)(co0 + 0) * 12544 + x0 + 0, a0_0); VSTORE(yr + (size_t)(co0 + 0) * 12544 + x0 + 16, a0_1); VSTORE(yr + (size_t)(co0 + 0) * 12544 + x0 + 32, a0_2); VSTORE(yr + (size_t)(co0 + 0) * 12544 + x0 + 48, a0_3);
-                VSTORE(yr + (size_t)(co0 + 1) * 12544 + x0 + 0, a1_0); VSTORE(yr + (size_t)(co0 + 1) * 12544 + x0 + 16, a1_1); VSTORE(yr + (size_t)(co0 + 1) * 12544 + x0 + 32, a1_2); VSTORE(yr + (size_t)(co0 + 1) * 12544 + x0 + 48, a1_3);
+                VSTORE(yr + (size_t)(co0 + 0) * 12544 + x0 + 0, vrelu(a0_0)); VSTORE(yr + (size_t)(co0 + 0) * 12544 + x0 + 16, vrelu(a0_1)); VSTORE(yr + (size_t)(co0 + 0) * 12544 + x0 + 32, vrelu(a0_2)); VSTORE(yr + (size_t)(co0 + 0) * 12544 + x0 + 48, vrelu(a0_3));
+                VSTORE(yr + (size_t)(co0 + 1) * 12544 + x0 + 0, vrelu(a1_0)); VSTORE(yr + (size_t)(co0 + 1) * 12544 + x0 + 16, vrelu(a1_1)); VSTORE(yr + (size_t)(co0 + 1) * 12544 + x0 + 32, vrelu(a1_2)); VSTORE(yr + (size_t)(co0 + 1) * 12544 + x0 + 48, vrelu(a1_3));
             }
             {
                 const int x0 = 64;
@@ -2069,8 +2067,8 @@ static void l05_conv2d_forward(const float *restrict P, float *restrict S, const
                         a1_0 += wr[584] * v0; a1_1 += wr[584] * v1; a1_2 += wr[584] * v2;
                     }
                 }
-                VSTORE(yr + (size_t)(co0 + 0) * 12544 + x0 + 0, a0_0); VSTORE(yr + (size_t)(co0 + 0) * 12544 + x0 + 16, a0_1); VSTORE(yr + (size_t)(co0 + 0) * 12544 + x0 + 32, a0_2);
-                VSTORE(yr + (size_t)(co0 + 1) * 12544 + x0 + 0, a1_0); VSTORE(yr + (size_t)(co0 + 1) * 12544 + x0 + 16, a1_1); VSTORE(yr + (size_t)(co0 + 1) * 12544 + x0 + 32, a1_2);
+                VSTORE(yr + (size_t)(co0 + 0) * 12544 + x0 + 0, vrelu(a0_0)); VSTORE(yr + (size_t)(co0 + 0) * 12544 + x0 + 16, vrelu(a0_1)); VSTORE(yr + (size_t)(co0 + 0) * 12544 + x0 + 32, vrelu(a0_2));
+                VSTORE(yr + (size_t)(co0 + 1) * 12544 + x0 + 0, vrelu(a1_0)); VSTORE(yr + (size_t)(co0 + 1) * 12544 + x0 + 16, vrelu(a1_1)); VSTORE(yr + (size_t)(co0 + 1) * 12544 + x0 + 32, vrelu(a1_2));
             }
         }
     }
@@ -2584,12 +2582,7 @@ static void l05_conv2d_backward_dx(const float *restrict P, float *restrict S, c
 
 /* layer 6: relu 128x112x112 -> 128x112x112 (specs/vgg16.yaml:22:5)
  * schedule loop: fwd loop dw loop dx with dw threaded */
-static void l06_relu_forward(float *restrict y, int nb)
-{
-    /* x [N][128x112x112], y [N][128x112x112] */
-    for (size_t i = 0; i < (size_t)nb * 1605632; i++)
-        y[i] = y[i] <= 0.0f ? 0.0f : y[i];
-}
+/* l06_relu_forward: none, layer 5 stores its output through the relu */
 
 static void l06_relu_backward(const float *restrict y, const float *restrict dy, float *restrict dx, int nb)
 {
@@ -2599,7 +2592,7 @@ static void l06_relu_backward(const float *restrict y, const float *restrict dy,
 }
 
 /* layer 7: conv2d 128x112x112 -> 128x112x112 (specs/vgg16.yaml:23:5)
- * schedule wv: fwd wv[TC=6,TX=4] dw wv[RY=3,TCW=2,U=4] dx wv[TC=6,TX=4] threaded */
+ * schedule wv: fwd wv[TC=6,TX=4]+relu dw wv[RY=3,TCW=2,U=4] dx wv[TC=6,TX=4] threaded */
 static void l07_conv2d_forward(const float *restrict P, float *restrict S, const float *restrict x, float *restrict y, int nb)
 {
     /* x [N][128x112x112], y [N][128x112x112] */
@@ -2721,12 +2714,12 @@ static void l07_conv2d_forward(const float *restrict P, float *restrict S, const
                         a5_0 += wr[5768] * v0; a5_1 += wr[5768] * v1; a5_2 += wr[5768] * v2; a5_3 += wr[5768] * v3;
                     }
                 }
-                VSTORE(yr + (size_t)(co0 + 0) * 12544 + x0 + 0, a0_0); VSTORE(yr + (size_t)(co0 + 0) * 12544 + x0 + 16, a0_1); VSTORE(yr + (size_t)(co0 + 0) * 12544 + x0 + 32, a0_2); VSTORE(yr + (size_t)(co0 + 0) * 12544 + x0 + 48, a0_3);
-                VSTORE(yr + (size_t)(co0 + 1) * 12544 + x0 + 0, a1_0); VSTORE(yr + (size_t)(co0 + 1) * 12544 + x0 + 16, a1_1); VSTORE(yr + (size_t)(co0 + 1) * 12544 + x0 + 32, a1_2); VSTORE(yr + (size_t)(co0 + 1) * 12544 + x0 + 48, a1_3);
-                VSTORE(yr + (size_t)(co0 + 2) * 12544 + x0 + 0, a2_0); VSTORE(yr + (size_t)(co0 + 2) * 12544 + x0 + 16, a2_1); VSTORE(yr + (size_t)(co0 + 2) * 12544 + x0 + 32, a2_2); VSTORE(yr + (size_t)(co0 + 2) * 12544 + x0 + 48, a2_3);
-                VSTORE(yr + (size_t)(co0 + 3) * 12544 + x0 + 0, a3_0); VSTORE(yr + (size_t)(co0 + 3) * 12544 + x0 + 16, a3_1); VSTORE(yr + (size_t)(co0 + 3) * 12544 + x0 + 32, a3_2); VSTORE(yr + (size_t)(co0 + 3) * 12544 + x0 + 48, a3_3);
-                VSTORE(yr + (size_t)(co0 + 4) * 12544 + x0 + 0, a4_0); VSTORE(yr + (size_t)(co0 + 4) * 12544 + x0 + 16, a4_1); VSTORE(yr + (size_t)(co0 + 4) * 12544 + x0 + 32, a4_2); VSTORE(yr + (size_t)(co0 + 4) * 12544 + x0 + 48, a4_3);
-                VSTORE(yr + (size_t)(co0 + 5) * 12544 + x0 + 0, a5_0); VSTORE(yr + (size_t)(co0 + 5) * 12544 + x0 + 16, a5_1); VSTORE(yr + (size_t)(co0 + 5) * 12544 + x0 + 32, a5_2); VSTORE(yr + (size_t)(co0 + 5) * 12544 + x0 + 48, a5_3);
+                VSTORE(yr + (size_t)(co0 + 0) * 12544 + x0 + 0, vrelu(a0_0)); VSTORE(yr + (size_t)(co0 + 0) * 12544 + x0 + 16, vrelu(a0_1)); VSTORE(yr + (size_t)(co0 + 0) * 12544 + x0 + 32, vrelu(a0_2)); VSTORE(yr + (size_t)(co0 + 0) * 12544 + x0 + 48, vrelu(a0_3));
+                VSTORE(yr + (size_t)(co0 + 1) * 12544 + x0 + 0, vrelu(a1_0)); VSTORE(yr + (size_t)(co0 + 1) * 12544 + x0 + 16, vrelu(a1_1)); VSTORE(yr + (size_t)(co0 + 1) * 12544 + x0 + 32, vrelu(a1_2)); VSTORE(yr + (size_t)(co0 + 1) * 12544 + x0 + 48, vrelu(a1_3));
+                VSTORE(yr + (size_t)(co0 + 2) * 12544 + x0 + 0, vrelu(a2_0)); VSTORE(yr + (size_t)(co0 + 2) * 12544 + x0 + 16, vrelu(a2_1)); VSTORE(yr + (size_t)(co0 + 2) * 12544 + x0 + 32, vrelu(a2_2)); VSTORE(yr + (size_t)(co0 + 2) * 12544 + x0 + 48, vrelu(a2_3));
+                VSTORE(yr + (size_t)(co0 + 3) * 12544 + x0 + 0, vrelu(a3_0)); VSTORE(yr + (size_t)(co0 + 3) * 12544 + x0 + 16, vrelu(a3_1)); VSTORE(yr + (size_t)(co0 + 3) * 12544 + x0 + 32, vrelu(a3_2)); VSTORE(yr + (size_t)(co0 + 3) * 12544 + x0 + 48, vrelu(a3_3));
+                VSTORE(yr + (size_t)(co0 + 4) * 12544 + x0 + 0, vrelu(a4_0)); VSTORE(yr + (size_t)(co0 + 4) * 12544 + x0 + 16, vrelu(a4_1)); VSTORE(yr + (size_t)(co0 + 4) * 12544 + x0 + 32, vrelu(a4_2)); VSTORE(yr + (size_t)(co0 + 4) * 12544 + x0 + 48, vrelu(a4_3));
+                VSTORE(yr + (size_t)(co0 + 5) * 12544 + x0 + 0, vrelu(a5_0)); VSTORE(yr + (size_t)(co0 + 5) * 12544 + x0 + 16, vrelu(a5_1)); VSTORE(yr + (size_t)(co0 + 5) * 12544 + x0 + 32, vrelu(a5_2)); VSTORE(yr + (size_t)(co0 + 5) * 12544 + x0 + 48, vrelu(a5_3));
             }
             {
                 const int x0 = 64;
@@ -2821,12 +2814,12 @@ static void l07_conv2d_forward(const float *restrict P, float *restrict S, const
                         a5_0 += wr[5768] * v0; a5_1 += wr[5768] * v1; a5_2 += wr[5768] * v2;
                     }
                 }
-                VSTORE(yr + (size_t)(co0 + 0) * 12544 + x0 + 0, a0_0); VSTORE(yr + (size_t)(co0 + 0) * 12544 + x0 + 16, a0_1); VSTORE(yr + (size_t)(co0 + 0) * 12544 + x0 + 32, a0_2);
-                VSTORE(yr + (size_t)(co0 + 1) * 12544 + x0 + 0, a1_0); VSTORE(yr + (size_t)(co0 + 1) * 12544 + x0 + 16, a1_1); VSTORE(yr + (size_t)(co0 + 1) * 12544 + x0 + 32, a1_2);
-                VSTORE(yr + (size_t)(co0 + 2) * 12544 + x0 + 0, a2_0); VSTORE(yr + (size_t)(co0 + 2) * 12544 + x0 + 16, a2_1); VSTORE(yr + (size_t)(co0 + 2) * 12544 + x0 + 32, a2_2);
-                VSTORE(yr + (size_t)(co0 + 3) * 12544 + x0 + 0, a3_0); VSTORE(yr + (size_t)(co0 + 3) * 12544 + x0 + 16, a3_1); VSTORE(yr + (size_t)(co0 + 3) * 12544 + x0 + 32, a3_2);
-                VSTORE(yr + (size_t)(co0 + 4) * 12544 + x0 + 0, a4_0); VSTORE(yr + (size_t)(co0 + 4) * 12544 + x0 + 16, a4_1); VSTORE(yr + (size_t)(co0 + 4) * 12544 + x0 + 32, a4_2);
-                VSTORE(yr + (size_t)(co0 + 5) * 12544 + x0 + 0, a5_0); VSTORE(yr + (size_t)(co0 + 5) * 12544 + x0 + 16, a5_1); VSTORE(yr + (size_t)(co0 + 5) * 12544 + x0 + 32, a5_2);
+                VSTORE(yr + (size_t)(co0 + 0) * 12544 + x0 + 0, vrelu(a0_0)); VSTORE(yr + (size_t)(co0 + 0) * 12544 + x0 + 16, vrelu(a0_1)); VSTORE(yr + (size_t)(co0 + 0) * 12544 + x0 + 32, vrelu(a0_2));
+                VSTORE(yr + (size_t)(co0 + 1) * 12544 + x0 + 0, vrelu(a1_0)); VSTORE(yr + (size_t)(co0 + 1) * 12544 + x0 + 16, vrelu(a1_1)); VSTORE(yr + (size_t)(co0 + 1) * 12544 + x0 + 32, vrelu(a1_2));
+                VSTORE(yr + (size_t)(co0 + 2) * 12544 + x0 + 0, vrelu(a2_0)); VSTORE(yr + (size_t)(co0 + 2) * 12544 + x0 + 16, vrelu(a2_1)); VSTORE(yr + (size_t)(co0 + 2) * 12544 + x0 + 32, vrelu(a2_2));
+                VSTORE(yr + (size_t)(co0 + 3) * 12544 + x0 + 0, vrelu(a3_0)); VSTORE(yr + (size_t)(co0 + 3) * 12544 + x0 + 16, vrelu(a3_1)); VSTORE(yr + (size_t)(co0 + 3) * 12544 + x0 + 32, vrelu(a3_2));
+                VSTORE(yr + (size_t)(co0 + 4) * 12544 + x0 + 0, vrelu(a4_0)); VSTORE(yr + (size_t)(co0 + 4) * 12544 + x0 + 16, vrelu(a4_1)); VSTORE(yr + (size_t)(co0 + 4) * 12544 + x0 + 32, vrelu(a4_2));
+                VSTORE(yr + (size_t)(co0 + 5) * 12544 + x0 + 0, vrelu(a5_0)); VSTORE(yr + (size_t)(co0 + 5) * 12544 + x0 + 16, vrelu(a5_1)); VSTORE(yr + (size_t)(co0 + 5) * 12544 + x0 + 32, vrelu(a5_2));
             }
         }
         {
@@ -2884,8 +2877,8 @@ static void l07_conv2d_forward(const float *restrict P, float *restrict S, const
                         a1_0 += wr[1160] * v0; a1_1 += wr[1160] * v1; a1_2 += wr[1160] * v2; a1_3 += wr[1160] * v3;
                     }
                 }
-                VSTORE(yr + (size_t)(co0 + 0) * 12544 + x0 + 0, a0_0); VSTORE(yr + (size_t)(co0 + 0) * 12544 + x0 + 16, a0_1); VSTORE(yr + (size_t)(co0 + 0) * 12544 + x0 + 32, a0_2); VSTORE(yr + (size_t)(co0 + 0) * 12544 + x0 + 48, a0_3);
-                VSTORE(yr + (size_t)(co0 + 1) * 12544 + x0 + 0, a1_0); VSTORE(yr + (size_t)(co0 + 1) * 12544 + x0 + 16, a1_1); VSTORE(yr + (size_t)(co0 + 1) * 12544 + x0 + 32, a1_2); VSTORE(yr + (size_t)(co0 + 1) * 12544 + x0 + 48, a1_3);
+                VSTORE(yr + (size_t)(co0 + 0) * 12544 + x0 + 0, vrelu(a0_0)); VSTORE(yr + (size_t)(co0 + 0) * 12544 + x0 + 16, vrelu(a0_1)); VSTORE(yr + (size_t)(co0 + 0) * 12544 + x0 + 32, vrelu(a0_2)); VSTORE(yr + (size_t)(co0 + 0) * 12544 + x0 + 48, vrelu(a0_3));
+                VSTORE(yr + (size_t)(co0 + 1) * 12544 + x0 + 0, vrelu(a1_0)); VSTORE(yr + (size_t)(co0 + 1) * 12544 + x0 + 16, vrelu(a1_1)); VSTORE(yr + (size_t)(co0 + 1) * 12544 + x0 + 32, vrelu(a1_2)); VSTORE(yr + (size_t)(co0 + 1) * 12544 + x0 + 48, vrelu(a1_3));
             }
             {
                 const int x0 = 64;
@@ -2940,8 +2933,8 @@ static void l07_conv2d_forward(const float *restrict P, float *restrict S, const
                         a1_0 += wr[1160] * v0; a1_1 += wr[1160] * v1; a1_2 += wr[1160] * v2;
                     }
                 }
-                VSTORE(yr + (size_t)(co0 + 0) * 12544 + x0 + 0, a0_0); VSTORE(yr + (size_t)(co0 + 0) * 12544 + x0 + 16, a0_1); VSTORE(yr + (size_t)(co0 + 0) * 12544 + x0 + 32, a0_2);
-                VSTORE(yr + (size_t)(co0 + 1) * 12544 + x0 + 0, a1_0); VSTORE(yr + (size_t)(co0 + 1) * 12544 + x0 + 16, a1_1); VSTORE(yr + (size_t)(co0 + 1) * 12544 + x0 + 32, a1_2);
+                VSTORE(yr + (size_t)(co0 + 0) * 12544 + x0 + 0, vrelu(a0_0)); VSTORE(yr + (size_t)(co0 + 0) * 12544 + x0 + 16, vrelu(a0_1)); VSTORE(yr + (size_t)(co0 + 0) * 12544 + x0 + 32, vrelu(a0_2));
+                VSTORE(yr + (size_t)(co0 + 1) * 12544 + x0 + 0, vrelu(a1_0)); VSTORE(yr + (size_t)(co0 + 1) * 12544 + x0 + 16, vrelu(a1_1)); VSTORE(yr + (size_t)(co0 + 1) * 12544 + x0 + 32, vrelu(a1_2));
             }
         }
     }
@@ -3411,7 +3404,7 @@ static void l07_conv2d_backward_dx(const float *restrict P, float *restrict S, c
 
 /* layer 8: relu 128x112x112 -> 128x112x112 (specs/vgg16.yaml:24:5)
  * schedule loop: fwd loop dw loop dx with dw threaded */
-/* l08_relu_forward: the code of l06_relu_forward */
+/* l08_relu_forward: none, layer 7 stores its output through the relu */
 
 /* l08_relu_backward: the code of l06_relu_backward */
 
@@ -3462,7 +3455,7 @@ static void l09_maxpool2d_backward(const float *restrict x, const float *restric
 }
 
 /* layer 10: conv2d 128x56x56 -> 256x56x56 (specs/vgg16.yaml:27:5)
- * schedule wv: fwd wv[TC=6,TX=4] dw wv[RY=3,TCW=2,U=4] dx wv[TC=6,TX=4] threaded */
+ * schedule wv: fwd wv[TC=6,TX=4]+relu dw wv[RY=3,TCW=2,U=4] dx wv[TC=6,TX=4] threaded */
 static void l10_conv2d_forward(const float *restrict P, float *restrict S, const float *restrict x, float *restrict y, int nb)
 {
     /* x [N][128x56x56], y [N][256x56x56] */
@@ -3584,12 +3577,12 @@ static void l10_conv2d_forward(const float *restrict P, float *restrict S, const
                         a5_0 += wr[5768] * v0; a5_1 += wr[5768] * v1; a5_2 += wr[5768] * v2; a5_3 += wr[5768] * v3;
                     }
                 }
-                VSTORE(yr + (size_t)(co0 + 0) * 3136 + x0 + 0, a0_0); VSTORE(yr + (size_t)(co0 + 0) * 3136 + x0 + 16, a0_1); VSTORE(yr + (size_t)(co0 + 0) * 3136 + x0 + 32, a0_2); VSTORE_N(yr + (size_t)(co0 + 0) * 3136 + x0 + 48, a0_3, 8);
-                VSTORE(yr + (size_t)(co0 + 1) * 3136 + x0 + 0, a1_0); VSTORE(yr + (size_t)(co0 + 1) * 3136 + x0 + 16, a1_1); VSTORE(yr + (size_t)(co0 + 1) * 3136 + x0 + 32, a1_2); VSTORE_N(yr + (size_t)(co0 + 1) * 3136 + x0 + 48, a1_3, 8);
-                VSTORE(yr + (size_t)(co0 + 2) * 3136 + x0 + 0, a2_0); VSTORE(yr + (size_t)(co0 + 2) * 3136 + x0 + 16, a2_1); VSTORE(yr + (size_t)(co0 + 2) * 3136 + x0 + 32, a2_2); VSTORE_N(yr + (size_t)(co0 + 2) * 3136 + x0 + 48, a2_3, 8);
-                VSTORE(yr + (size_t)(co0 + 3) * 3136 + x0 + 0, a3_0); VSTORE(yr + (size_t)(co0 + 3) * 3136 + x0 + 16, a3_1); VSTORE(yr + (size_t)(co0 + 3) * 3136 + x0 + 32, a3_2); VSTORE_N(yr + (size_t)(co0 + 3) * 3136 + x0 + 48, a3_3, 8);
-                VSTORE(yr + (size_t)(co0 + 4) * 3136 + x0 + 0, a4_0); VSTORE(yr + (size_t)(co0 + 4) * 3136 + x0 + 16, a4_1); VSTORE(yr + (size_t)(co0 + 4) * 3136 + x0 + 32, a4_2); VSTORE_N(yr + (size_t)(co0 + 4) * 3136 + x0 + 48, a4_3, 8);
-                VSTORE(yr + (size_t)(co0 + 5) * 3136 + x0 + 0, a5_0); VSTORE(yr + (size_t)(co0 + 5) * 3136 + x0 + 16, a5_1); VSTORE(yr + (size_t)(co0 + 5) * 3136 + x0 + 32, a5_2); VSTORE_N(yr + (size_t)(co0 + 5) * 3136 + x0 + 48, a5_3, 8);
+                VSTORE(yr + (size_t)(co0 + 0) * 3136 + x0 + 0, vrelu(a0_0)); VSTORE(yr + (size_t)(co0 + 0) * 3136 + x0 + 16, vrelu(a0_1)); VSTORE(yr + (size_t)(co0 + 0) * 3136 + x0 + 32, vrelu(a0_2)); VSTORE_N(yr + (size_t)(co0 + 0) * 3136 + x0 + 48, vrelu(a0_3), 8);
+                VSTORE(yr + (size_t)(co0 + 1) * 3136 + x0 + 0, vrelu(a1_0)); VSTORE(yr + (size_t)(co0 + 1) * 3136 + x0 + 16, vrelu(a1_1)); VSTORE(yr + (size_t)(co0 + 1) * 3136 + x0 + 32, vrelu(a1_2)); VSTORE_N(yr + (size_t)(co0 + 1) * 3136 + x0 + 48, vrelu(a1_3), 8);
+                VSTORE(yr + (size_t)(co0 + 2) * 3136 + x0 + 0, vrelu(a2_0)); VSTORE(yr + (size_t)(co0 + 2) * 3136 + x0 + 16, vrelu(a2_1)); VSTORE(yr + (size_t)(co0 + 2) * 3136 + x0 + 32, vrelu(a2_2)); VSTORE_N(yr + (size_t)(co0 + 2) * 3136 + x0 + 48, vrelu(a2_3), 8);
+                VSTORE(yr + (size_t)(co0 + 3) * 3136 + x0 + 0, vrelu(a3_0)); VSTORE(yr + (size_t)(co0 + 3) * 3136 + x0 + 16, vrelu(a3_1)); VSTORE(yr + (size_t)(co0 + 3) * 3136 + x0 + 32, vrelu(a3_2)); VSTORE_N(yr + (size_t)(co0 + 3) * 3136 + x0 + 48, vrelu(a3_3), 8);
+                VSTORE(yr + (size_t)(co0 + 4) * 3136 + x0 + 0, vrelu(a4_0)); VSTORE(yr + (size_t)(co0 + 4) * 3136 + x0 + 16, vrelu(a4_1)); VSTORE(yr + (size_t)(co0 + 4) * 3136 + x0 + 32, vrelu(a4_2)); VSTORE_N(yr + (size_t)(co0 + 4) * 3136 + x0 + 48, vrelu(a4_3), 8);
+                VSTORE(yr + (size_t)(co0 + 5) * 3136 + x0 + 0, vrelu(a5_0)); VSTORE(yr + (size_t)(co0 + 5) * 3136 + x0 + 16, vrelu(a5_1)); VSTORE(yr + (size_t)(co0 + 5) * 3136 + x0 + 32, vrelu(a5_2)); VSTORE_N(yr + (size_t)(co0 + 5) * 3136 + x0 + 48, vrelu(a5_3), 8);
             }
         }
         {
@@ -3667,10 +3660,10 @@ static void l10_conv2d_forward(const float *restrict P, float *restrict S, const
                         a3_0 += wr[3464] * v0; a3_1 += wr[3464] * v1; a3_2 += wr[3464] * v2; a3_3 += wr[3464] * v3;
                     }
                 }
-                VSTORE(yr + (size_t)(co0 + 0) * 3136 + x0 + 0, a0_0); VSTORE(yr + (size_t)(co0 + 0) * 3136 + x0 + 16, a0_1); VSTORE(yr + (size_t)(co0 + 0) * 3136 + x0 + 32, a0_2); VSTORE_N(yr + (size_t)(co0 + 0) * 3136 + x0 + 48, a0_3, 8);
-                VSTORE(yr + (size_t)(co0 + 1) * 3136 + x0 + 0, a1_0); VSTORE(yr + (size_t)(co0 + 1) * 3136 + x0 + 16, a1_1); VSTORE(yr + (size_t)(co0 + 1) * 3136 + x0 + 32, a1_2); VSTORE_N(yr + (size_t)(co0 + 1) * 3136 + x0 + 48, a1_3, 8);
-                VSTORE(yr + (size_t)(co0 + 2) * 3136 + x0 + 0, a2_0); VSTORE(yr + (size_t)(co0 + 2) * 3136 + x0 + 16, a2_1); VSTORE(yr + (size_t)(co0 + 2) * 3136 + x0 + 32, a2_2); VSTORE_N(yr + (size_t)(co0 + 2) * 3136 + x0 + 48, a2_3, 8);
-                VSTORE(yr + (size_t)(co0 + 3) * 3136 + x0 + 0, a3_0); VSTORE(yr + (size_t)(co0 + 3) * 3136 + x0 + 16, a3_1); VSTORE(yr + (size_t)(co0 + 3) * 3136 + x0 + 32, a3_2); VSTORE_N(yr + (size_t)(co0 + 3) * 3136 + x0 + 48, a3_3, 8);
+                VSTORE(yr + (size_t)(co0 + 0) * 3136 + x0 + 0, vrelu(a0_0)); VSTORE(yr + (size_t)(co0 + 0) * 3136 + x0 + 16, vrelu(a0_1)); VSTORE(yr + (size_t)(co0 + 0) * 3136 + x0 + 32, vrelu(a0_2)); VSTORE_N(yr + (size_t)(co0 + 0) * 3136 + x0 + 48, vrelu(a0_3), 8);
+                VSTORE(yr + (size_t)(co0 + 1) * 3136 + x0 + 0, vrelu(a1_0)); VSTORE(yr + (size_t)(co0 + 1) * 3136 + x0 + 16, vrelu(a1_1)); VSTORE(yr + (size_t)(co0 + 1) * 3136 + x0 + 32, vrelu(a1_2)); VSTORE_N(yr + (size_t)(co0 + 1) * 3136 + x0 + 48, vrelu(a1_3), 8);
+                VSTORE(yr + (size_t)(co0 + 2) * 3136 + x0 + 0, vrelu(a2_0)); VSTORE(yr + (size_t)(co0 + 2) * 3136 + x0 + 16, vrelu(a2_1)); VSTORE(yr + (size_t)(co0 + 2) * 3136 + x0 + 32, vrelu(a2_2)); VSTORE_N(yr + (size_t)(co0 + 2) * 3136 + x0 + 48, vrelu(a2_3), 8);
+                VSTORE(yr + (size_t)(co0 + 3) * 3136 + x0 + 0, vrelu(a3_0)); VSTORE(yr + (size_t)(co0 + 3) * 3136 + x0 + 16, vrelu(a3_1)); VSTORE(yr + (size_t)(co0 + 3) * 3136 + x0 + 32, vrelu(a3_2)); VSTORE_N(yr + (size_t)(co0 + 3) * 3136 + x0 + 48, vrelu(a3_3), 8);
             }
         }
     }
@@ -4044,12 +4037,7 @@ static void l10_conv2d_backward_dx(const float *restrict P, float *restrict S, c
 
 /* layer 11: relu 256x56x56 -> 256x56x56 (specs/vgg16.yaml:28:5)
  * schedule loop: fwd loop dw loop dx with dw threaded */
-static void l11_relu_forward(float *restrict y, int nb)
-{
-    /* x [N][256x56x56], y [N][256x56x56] */
-    for (size_t i = 0; i < (size_t)nb * 802816; i++)
-        y[i] = y[i] <= 0.0f ? 0.0f : y[i];
-}
+/* l11_relu_forward: none, layer 10 stores its output through the relu */
 
 static void l11_relu_backward(const float *restrict y, const float *restrict dy, float *restrict dx, int nb)
 {
@@ -4059,7 +4047,7 @@ static void l11_relu_backward(const float *restrict y, const float *restrict dy,
 }
 
 /* layer 12: conv2d 256x56x56 -> 256x56x56 (specs/vgg16.yaml:29:5)
- * schedule wv: fwd wv[TC=6,TX=4] dw wv[RY=3,TCW=2,U=4] dx wv[TC=6,TX=4] threaded */
+ * schedule wv: fwd wv[TC=6,TX=4]+relu dw wv[RY=3,TCW=2,U=4] dx wv[TC=6,TX=4] threaded */
 static void l12_conv2d_forward(const float *restrict P, float *restrict S, const float *restrict x, float *restrict y, int nb)
 {
     /* x [N][256x56x56], y [N][256x56x56] */
@@ -4181,12 +4169,12 @@ static void l12_conv2d_forward(const float *restrict P, float *restrict S, const
                         a5_0 += wr[11528] * v0; a5_1 += wr[11528] * v1; a5_2 += wr[11528] * v2; a5_3 += wr[11528] * v3;
                     }
                 }
-                VSTORE(yr + (size_t)(co0 + 0) * 3136 + x0 + 0, a0_0); VSTORE(yr + (size_t)(co0 + 0) * 3136 + x0 + 16, a0_1); VSTORE(yr + (size_t)(co0 + 0) * 3136 + x0 + 32, a0_2); VSTORE_N(yr + (size_t)(co0 + 0) * 3136 + x0 + 48, a0_3, 8);
-                VSTORE(yr + (size_t)(co0 + 1) * 3136 + x0 + 0, a1_0); VSTORE(yr + (size_t)(co0 + 1) * 3136 + x0 + 16, a1_1); VSTORE(yr + (size_t)(co0 + 1) * 3136 + x0 + 32, a1_2); VSTORE_N(yr + (size_t)(co0 + 1) * 3136 + x0 + 48, a1_3, 8);
-                VSTORE(yr + (size_t)(co0 + 2) * 3136 + x0 + 0, a2_0); VSTORE(yr + (size_t)(co0 + 2) * 3136 + x0 + 16, a2_1); VSTORE(yr + (size_t)(co0 + 2) * 3136 + x0 + 32, a2_2); VSTORE_N(yr + (size_t)(co0 + 2) * 3136 + x0 + 48, a2_3, 8);
-                VSTORE(yr + (size_t)(co0 + 3) * 3136 + x0 + 0, a3_0); VSTORE(yr + (size_t)(co0 + 3) * 3136 + x0 + 16, a3_1); VSTORE(yr + (size_t)(co0 + 3) * 3136 + x0 + 32, a3_2); VSTORE_N(yr + (size_t)(co0 + 3) * 3136 + x0 + 48, a3_3, 8);
-                VSTORE(yr + (size_t)(co0 + 4) * 3136 + x0 + 0, a4_0); VSTORE(yr + (size_t)(co0 + 4) * 3136 + x0 + 16, a4_1); VSTORE(yr + (size_t)(co0 + 4) * 3136 + x0 + 32, a4_2); VSTORE_N(yr + (size_t)(co0 + 4) * 3136 + x0 + 48, a4_3, 8);
-                VSTORE(yr + (size_t)(co0 + 5) * 3136 + x0 + 0, a5_0); VSTORE(yr + (size_t)(co0 + 5) * 3136 + x0 + 16, a5_1); VSTORE(yr + (size_t)(co0 + 5) * 3136 + x0 + 32, a5_2); VSTORE_N(yr + (size_t)(co0 + 5) * 3136 + x0 + 48, a5_3, 8);
+                VSTORE(yr + (size_t)(co0 + 0) * 3136 + x0 + 0, vrelu(a0_0)); VSTORE(yr + (size_t)(co0 + 0) * 3136 + x0 + 16, vrelu(a0_1)); VSTORE(yr + (size_t)(co0 + 0) * 3136 + x0 + 32, vrelu(a0_2)); VSTORE_N(yr + (size_t)(co0 + 0) * 3136 + x0 + 48, vrelu(a0_3), 8);
+                VSTORE(yr + (size_t)(co0 + 1) * 3136 + x0 + 0, vrelu(a1_0)); VSTORE(yr + (size_t)(co0 + 1) * 3136 + x0 + 16, vrelu(a1_1)); VSTORE(yr + (size_t)(co0 + 1) * 3136 + x0 + 32, vrelu(a1_2)); VSTORE_N(yr + (size_t)(co0 + 1) * 3136 + x0 + 48, vrelu(a1_3), 8);
+                VSTORE(yr + (size_t)(co0 + 2) * 3136 + x0 + 0, vrelu(a2_0)); VSTORE(yr + (size_t)(co0 + 2) * 3136 + x0 + 16, vrelu(a2_1)); VSTORE(yr + (size_t)(co0 + 2) * 3136 + x0 + 32, vrelu(a2_2)); VSTORE_N(yr + (size_t)(co0 + 2) * 3136 + x0 + 48, vrelu(a2_3), 8);
+                VSTORE(yr + (size_t)(co0 + 3) * 3136 + x0 + 0, vrelu(a3_0)); VSTORE(yr + (size_t)(co0 + 3) * 3136 + x0 + 16, vrelu(a3_1)); VSTORE(yr + (size_t)(co0 + 3) * 3136 + x0 + 32, vrelu(a3_2)); VSTORE_N(yr + (size_t)(co0 + 3) * 3136 + x0 + 48, vrelu(a3_3), 8);
+                VSTORE(yr + (size_t)(co0 + 4) * 3136 + x0 + 0, vrelu(a4_0)); VSTORE(yr + (size_t)(co0 + 4) * 3136 + x0 + 16, vrelu(a4_1)); VSTORE(yr + (size_t)(co0 + 4) * 3136 + x0 + 32, vrelu(a4_2)); VSTORE_N(yr + (size_t)(co0 + 4) * 3136 + x0 + 48, vrelu(a4_3), 8);
+                VSTORE(yr + (size_t)(co0 + 5) * 3136 + x0 + 0, vrelu(a5_0)); VSTORE(yr + (size_t)(co0 + 5) * 3136 + x0 + 16, vrelu(a5_1)); VSTORE(yr + (size_t)(co0 + 5) * 3136 + x0 + 32, vrelu(a5_2)); VSTORE_N(yr + (size_t)(co0 + 5) * 3136 + x0 + 48, vrelu(a5_3), 8);
             }
         }
         {
@@ -4264,10 +4252,10 @@ static void l12_conv2d_forward(const float *restrict P, float *restrict S, const
                         a3_0 += wr[6920] * v0; a3_1 += wr[6920] * v1; a3_2 += wr[6920] * v2; a3_3 += wr[6920] * v3;
                     }
                 }
-                VSTORE(yr + (size_t)(co0 + 0) * 3136 + x0 + 0, a0_0); VSTORE(yr + (size_t)(co0 + 0) * 3136 + x0 + 16, a0_1); VSTORE(yr + (size_t)(co0 + 0) * 3136 + x0 + 32, a0_2); VSTORE_N(yr + (size_t)(co0 + 0) * 3136 + x0 + 48, a0_3, 8);
-                VSTORE(yr + (size_t)(co0 + 1) * 3136 + x0 + 0, a1_0); VSTORE(yr + (size_t)(co0 + 1) * 3136 + x0 + 16, a1_1); VSTORE(yr + (size_t)(co0 + 1) * 3136 + x0 + 32, a1_2); VSTORE_N(yr + (size_t)(co0 + 1) * 3136 + x0 + 48, a1_3, 8);
-                VSTORE(yr + (size_t)(co0 + 2) * 3136 + x0 + 0, a2_0); VSTORE(yr + (size_t)(co0 + 2) * 3136 + x0 + 16, a2_1); VSTORE(yr + (size_t)(co0 + 2) * 3136 + x0 + 32, a2_2); VSTORE_N(yr + (size_t)(co0 + 2) * 3136 + x0 + 48, a2_3, 8);
-                VSTORE(yr + (size_t)(co0 + 3) * 3136 + x0 + 0, a3_0); VSTORE(yr + (size_t)(co0 + 3) * 3136 + x0 + 16, a3_1); VSTORE(yr + (size_t)(co0 + 3) * 3136 + x0 + 32, a3_2); VSTORE_N(yr + (size_t)(co0 + 3) * 3136 + x0 + 48, a3_3, 8);
+                VSTORE(yr + (size_t)(co0 + 0) * 3136 + x0 + 0, vrelu(a0_0)); VSTORE(yr + (size_t)(co0 + 0) * 3136 + x0 + 16, vrelu(a0_1)); VSTORE(yr + (size_t)(co0 + 0) * 3136 + x0 + 32, vrelu(a0_2)); VSTORE_N(yr + (size_t)(co0 + 0) * 3136 + x0 + 48, vrelu(a0_3), 8);
+                VSTORE(yr + (size_t)(co0 + 1) * 3136 + x0 + 0, vrelu(a1_0)); VSTORE(yr + (size_t)(co0 + 1) * 3136 + x0 + 16, vrelu(a1_1)); VSTORE(yr + (size_t)(co0 + 1) * 3136 + x0 + 32, vrelu(a1_2)); VSTORE_N(yr + (size_t)(co0 + 1) * 3136 + x0 + 48, vrelu(a1_3), 8);
+                VSTORE(yr + (size_t)(co0 + 2) * 3136 + x0 + 0, vrelu(a2_0)); VSTORE(yr + (size_t)(co0 + 2) * 3136 + x0 + 16, vrelu(a2_1)); VSTORE(yr + (size_t)(co0 + 2) * 3136 + x0 + 32, vrelu(a2_2)); VSTORE_N(yr + (size_t)(co0 + 2) * 3136 + x0 + 48, vrelu(a2_3), 8);
+                VSTORE(yr + (size_t)(co0 + 3) * 3136 + x0 + 0, vrelu(a3_0)); VSTORE(yr + (size_t)(co0 + 3) * 3136 + x0 + 16, vrelu(a3_1)); VSTORE(yr + (size_t)(co0 + 3) * 3136 + x0 + 32, vrelu(a3_2)); VSTORE_N(yr + (size_t)(co0 + 3) * 3136 + x0 + 48, vrelu(a3_3), 8);
             }
         }
     }
@@ -4663,12 +4651,12 @@ static void l12_conv2d_backward_dx(const float *restrict P, float *restrict S, c
 
 /* layer 13: relu 256x56x56 -> 256x56x56 (specs/vgg16.yaml:30:5)
  * schedule loop: fwd loop dw loop dx with dw threaded */
-/* l13_relu_forward: the code of l11_relu_forward */
+/* l13_relu_forward: none, layer 12 stores its output through the relu */
 
 /* l13_relu_backward: the code of l11_relu_backward */
 
 /* layer 14: conv2d 256x56x56 -> 256x56x56 (specs/vgg16.yaml:31:5)
- * schedule wv: fwd wv[TC=6,TX=4] dw wv[RY=3,TCW=2,U=4] dx wv[TC=6,TX=4] threaded */
+ * schedule wv: fwd wv[TC=6,TX=4]+relu dw wv[RY=3,TCW=2,U=4] dx wv[TC=6,TX=4] threaded */
 /* l14_conv2d_forward: the code of l12_conv2d_forward */
 
 /* l14_conv2d_backward: the code of l12_conv2d_backward */
@@ -4677,7 +4665,7 @@ static void l12_conv2d_backward_dx(const float *restrict P, float *restrict S, c
 
 /* layer 15: relu 256x56x56 -> 256x56x56 (specs/vgg16.yaml:32:5)
  * schedule loop: fwd loop dw loop dx with dw threaded */
-/* l15_relu_forward: the code of l11_relu_forward */
+/* l15_relu_forward: none, layer 14 stores its output through the relu */
 
 /* l15_relu_backward: the code of l11_relu_backward */
 
@@ -4728,7 +4716,7 @@ static void l16_maxpool2d_backward(const float *restrict x, const float *restric
 }
 
 /* layer 17: conv2d 256x28x28 -> 512x28x28 (specs/vgg16.yaml:35:5)
- * schedule wv: fwd wv[TC=12,TX=2] dw wv[RY=3,TCW=2,U=4] dx wv[TC=12,TX=2] threaded */
+ * schedule wv: fwd wv[TC=12,TX=2]+relu dw wv[RY=3,TCW=2,U=4] dx wv[TC=12,TX=2] threaded */
 static void l17_conv2d_forward(const float *restrict P, float *restrict S, const float *restrict x, float *restrict y, int nb)
 {
     /* x [N][256x28x28], y [N][512x28x28] */
@@ -4910,18 +4898,18 @@ static void l17_conv2d_forward(const float *restrict P, float *restrict S, const
                         a11_0 += wr[25352] * v0; a11_1 += wr[25352] * v1;
                     }
                 }
-                VSTORE(yr + (size_t)(co0 + 0) * 784 + x0 + 0, a0_0); VSTORE_N(yr + (size_t)(co0 + 0) * 784 + x0 + 16, a0_1, 12);
-                VSTORE(yr + (size_t)(co0 + 1) * 784 + x0 + 0, a1_0); VSTORE_N(yr + (size_t)(co0 + 1) * 784 + x0 + 16, a1_1, 12);
-                VSTORE(yr + (size_t)(co0 + 2) * 784 + x0 + 0, a2_0); VSTORE_N(yr + (size_t)(co0 + 2) * 784 + x0 + 16, a2_1, 12);
-                VSTORE(yr + (size_t)(co0 + 3) * 784 + x0 + 0, a3_0); VSTORE_N(yr + (size_t)(co0 + 3) * 784 + x0 + 16, a3_1, 12);
-                VSTORE(yr + (size_t)(co0 + 4) * 784 + x0 + 0, a4_0); VSTORE_N(yr + (size_t)(co0 + 4) * 784 + x0 + 16, a4_1, 12);
-                VSTORE(yr + (size_t)(co0 + 5) * 784 + x0 + 0, a5_0); VSTORE_N(yr + (size_t)(co0 + 5) * 784 + x0 + 16, a5_1, 12);
-                VSTORE(yr + (size_t)(co0 + 6) * 784 + x0 + 0, a6_0); VSTORE_N(yr + (size_t)(co0 + 6) * 784 + x0 + 16, a6_1, 12);
-                VSTORE(yr + (size_t)(co0 + 7) * 784 + x0 + 0, a7_0); VSTORE_N(yr + (size_t)(co0 + 7) * 784 + x0 + 16, a7_1, 12);
-                VSTORE(yr + (size_t)(co0 + 8) * 784 + x0 + 0, a8_0); VSTORE_N(yr + (size_t)(co0 + 8) * 784 + x0 + 16, a8_1, 12);
-                VSTORE(yr + (size_t)(co0 + 9) * 784 + x0 + 0, a9_0); VSTORE_N(yr + (size_t)(co0 + 9) * 784 + x0 + 16, a9_1, 12);
-                VSTORE(yr + (size_t)(co0 + 10) * 784 + x0 + 0, a10_0); VSTORE_N(yr + (size_t)(co0 + 10) * 784 + x0 + 16, a10_1, 12);
-                VSTORE(yr + (size_t)(co0 + 11) * 784 + x0 + 0, a11_0); VSTORE_N(yr + (size_t)(co0 + 11) * 784 + x0 + 16, a11_1, 12);
+                VSTORE(yr + (size_t)(co0 + 0) * 784 + x0 + 0, vrelu(a0_0)); VSTORE_N(yr + (size_t)(co0 + 0) * 784 + x0 + 16, vrelu(a0_1), 12);
+                VSTORE(yr + (size_t)(co0 + 1) * 784 + x0 + 0, vrelu(a1_0)); VSTORE_N(yr + (size_t)(co0 + 1) * 784 + x0 + 16, vrelu(a1_1), 12);
+                VSTORE(yr + (size_t)(co0 + 2) * 784 + x0 + 0, vrelu(a2_0)); VSTORE_N(yr + (size_t)(co0 + 2) * 784 + x0 + 16, vrelu(a2_1), 12);
+                VSTORE(yr + (size_t)(co0 + 3) * 784 + x0 + 0, vrelu(a3_0)); VSTORE_N(yr + (size_t)(co0 + 3) * 784 + x0 + 16, vrelu(a3_1), 12);
+                VSTORE(yr + (size_t)(co0 + 4) * 784 + x0 + 0, vrelu(a4_0)); VSTORE_N(yr + (size_t)(co0 + 4) * 784 + x0 + 16, vrelu(a4_1), 12);
+                VSTORE(yr + (size_t)(co0 + 5) * 784 + x0 + 0, vrelu(a5_0)); VSTORE_N(yr + (size_t)(co0 + 5) * 784 + x0 + 16, vrelu(a5_1), 12);
+                VSTORE(yr + (size_t)(co0 + 6) * 784 + x0 + 0, vrelu(a6_0)); VSTORE_N(yr + (size_t)(co0 + 6) * 784 + x0 + 16, vrelu(a6_1), 12);
+                VSTORE(yr + (size_t)(co0 + 7) * 784 + x0 + 0, vrelu(a7_0)); VSTORE_N(yr + (size_t)(co0 + 7) * 784 + x0 + 16, vrelu(a7_1), 12);
+                VSTORE(yr + (size_t)(co0 + 8) * 784 + x0 + 0, vrelu(a8_0)); VSTORE_N(yr + (size_t)(co0 + 8) * 784 + x0 + 16, vrelu(a8_1), 12);
+                VSTORE(yr + (size_t)(co0 + 9) * 784 + x0 + 0, vrelu(a9_0)); VSTORE_N(yr + (size_t)(co0 + 9) * 784 + x0 + 16, vrelu(a9_1), 12);
+                VSTORE(yr + (size_t)(co0 + 10) * 784 + x0 + 0, vrelu(a10_0)); VSTORE_N(yr + (size_t)(co0 + 10) * 784 + x0 + 16, vrelu(a10_1), 12);
+                VSTORE(yr + (size_t)(co0 + 11) * 784 + x0 + 0, vrelu(a11_0)); VSTORE_N(yr + (size_t)(co0 + 11) * 784 + x0 + 16, vrelu(a11_1), 12);
             }
         }
         {
@@ -5039,14 +5027,14 @@ static void l17_conv2d_forward(const float *restrict P, float *restrict S, const
                         a7_0 += wr[16136] * v0; a7_1 += wr[16136] * v1;
                     }
                 }
-                VSTORE(yr + (size_t)(co0 + 0) * 784 + x0 + 0, a0_0); VSTORE_N(yr + (size_t)(co0 + 0) * 784 + x0 + 16, a0_1, 12);
-                VSTORE(yr + (size_t)(co0 + 1) * 784 + x0 + 0, a1_0); VSTORE_N(yr + (size_t)(co0 + 1) * 784 + x0 + 16, a1_1, 12);
-                VSTORE(yr + (size_t)(co0 + 2) * 784 + x0 + 0, a2_0); VSTORE_N(yr + (size_t)(co0 + 2) * 784 + x0 + 16, a2_1, 12);
-                VSTORE(yr + (size_t)(co0 + 3) * 784 + x0 + 0, a3_0); VSTORE_N(yr + (size_t)(co0 + 3) * 784 + x0 + 16, a3_1, 12);
-                VSTORE(yr + (size_t)(co0 + 4) * 784 + x0 + 0, a4_0); VSTORE_N(yr + (size_t)(co0 + 4) * 784 + x0 + 16, a4_1, 12);
-                VSTORE(yr + (size_t)(co0 + 5) * 784 + x0 + 0, a5_0); VSTORE_N(yr + (size_t)(co0 + 5) * 784 + x0 + 16, a5_1, 12);
-                VSTORE(yr + (size_t)(co0 + 6) * 784 + x0 + 0, a6_0); VSTORE_N(yr + (size_t)(co0 + 6) * 784 + x0 + 16, a6_1, 12);
-                VSTORE(yr + (size_t)(co0 + 7) * 784 + x0 + 0, a7_0); VSTORE_N(yr + (size_t)(co0 + 7) * 784 + x0 + 16, a7_1, 12);
+                VSTORE(yr + (size_t)(co0 + 0) * 784 + x0 + 0, vrelu(a0_0)); VSTORE_N(yr + (size_t)(co0 + 0) * 784 + x0 + 16, vrelu(a0_1), 12);
+                VSTORE(yr + (size_t)(co0 + 1) * 784 + x0 + 0, vrelu(a1_0)); VSTORE_N(yr + (size_t)(co0 + 1) * 784 + x0 + 16, vrelu(a1_1), 12);
+                VSTORE(yr + (size_t)(co0 + 2) * 784 + x0 + 0, vrelu(a2_0)); VSTORE_N(yr + (size_t)(co0 + 2) * 784 + x0 + 16, vrelu(a2_1), 12);
+                VSTORE(yr + (size_t)(co0 + 3) * 784 + x0 + 0, vrelu(a3_0)); VSTORE_N(yr + (size_t)(co0 + 3) * 784 + x0 + 16, vrelu(a3_1), 12);
+                VSTORE(yr + (size_t)(co0 + 4) * 784 + x0 + 0, vrelu(a4_0)); VSTORE_N(yr + (size_t)(co0 + 4) * 784 + x0 + 16, vrelu(a4_1), 12);
+                VSTORE(yr + (size_t)(co0 + 5) * 784 + x0 + 0, vrelu(a5_0)); VSTORE_N(yr + (size_t)(co0 + 5) * 784 + x0 + 16, vrelu(a5_1), 12);
+                VSTORE(yr + (size_t)(co0 + 6) * 784 + x0 + 0, vrelu(a6_0)); VSTORE_N(yr + (size_t)(co0 + 6) * 784 + x0 + 16, vrelu(a6_1), 12);
+                VSTORE(yr + (size_t)(co0 + 7) * 784 + x0 + 0, vrelu(a7_0)); VSTORE_N(yr + (size_t)(co0 + 7) * 784 + x0 + 16, vrelu(a7_1), 12);
             }
         }
     }
@@ -5508,12 +5496,7 @@ static void l17_conv2d_backward_dx(const float *restrict P, float *restrict S, c
 
 /* layer 18: relu 512x28x28 -> 512x28x28 (specs/vgg16.yaml:36:5)
  * schedule loop: fwd loop dw loop dx with dw */
-static void l18_relu_forward(float *restrict y, int nb)
-{
-    /* x [N][512x28x28], y [N][512x28x28] */
-    for (size_t i = 0; i < (size_t)nb * 401408; i++)
-        y[i] = y[i] <= 0.0f ? 0.0f : y[i];
-}
+/* l18_relu_forward: none, layer 17 stores its output through the relu */
 
 static void l18_relu_backward(const float *restrict y, const float *restrict dy, float *restrict dx, int nb)
 {
@@ -5523,7 +5506,7 @@ static void l18_relu_backward(const float *restrict y, const float *restrict dy,
 }
 
 /* layer 19: conv2d 512x28x28 -> 512x28x28 (specs/vgg16.yaml:37:5)
- * schedule wv: fwd wv[TC=12,TX=2] dw wv[RY=3,TCW=2,U=4] dx wv[TC=12,TX=2] threaded */
+ * schedule wv: fwd wv[TC=12,TX=2]+relu dw wv[RY=3,TCW=2,U=4] dx wv[TC=12,TX=2] threaded */
 static void l19_conv2d_forward(const float *restrict P, float *restrict S, const float *restrict x, float *restrict y, int nb)
 {
     /* x [N][512x28x28], y [N][512x28x28] */
@@ -5705,18 +5688,18 @@ static void l19_conv2d_forward(const float *restrict P, float *restrict S, const
                         a11_0 += wr[50696] * v0; a11_1 += wr[50696] * v1;
                     }
                 }
-                VSTORE(yr + (size_t)(co0 + 0) * 784 + x0 + 0, a0_0); VSTORE_N(yr + (size_t)(co0 + 0) * 784 + x0 + 16, a0_1, 12);
-                VSTORE(yr + (size_t)(co0 + 1) * 784 + x0 + 0, a1_0); VSTORE_N(yr + (size_t)(co0 + 1) * 784 + x0 + 16, a1_1, 12);
-                VSTORE(yr + (size_t)(co0 + 2) * 784 + x0 + 0, a2_0); VSTORE_N(yr + (size_t)(co0 + 2) * 784 + x0 + 16, a2_1, 12);
-                VSTORE(yr + (size_t)(co0 + 3) * 784 + x0 + 0, a3_0); VSTORE_N(yr + (size_t)(co0 + 3) * 784 + x0 + 16, a3_1, 12);
-                VSTORE(yr + (size_t)(co0 + 4) * 784 + x0 + 0, a4_0); VSTORE_N(yr + (size_t)(co0 + 4) * 784 + x0 + 16, a4_1, 12);
-                VSTORE(yr + (size_t)(co0 + 5) * 784 + x0 + 0, a5_0); VSTORE_N(yr + (size_t)(co0 + 5) * 784 + x0 + 16, a5_1, 12);
-                VSTORE(yr + (size_t)(co0 + 6) * 784 + x0 + 0, a6_0); VSTORE_N(yr + (size_t)(co0 + 6) * 784 + x0 + 16, a6_1, 12);
-                VSTORE(yr + (size_t)(co0 + 7) * 784 + x0 + 0, a7_0); VSTORE_N(yr + (size_t)(co0 + 7) * 784 + x0 + 16, a7_1, 12);
-                VSTORE(yr + (size_t)(co0 + 8) * 784 + x0 + 0, a8_0); VSTORE_N(yr + (size_t)(co0 + 8) * 784 + x0 + 16, a8_1, 12);
-                VSTORE(yr + (size_t)(co0 + 9) * 784 + x0 + 0, a9_0); VSTORE_N(yr + (size_t)(co0 + 9) * 784 + x0 + 16, a9_1, 12);
-                VSTORE(yr + (size_t)(co0 + 10) * 784 + x0 + 0, a10_0); VSTORE_N(yr + (size_t)(co0 + 10) * 784 + x0 + 16, a10_1, 12);
-                VSTORE(yr + (size_t)(co0 + 11) * 784 + x0 + 0, a11_0); VSTORE_N(yr + (size_t)(co0 + 11) * 784 + x0 + 16, a11_1, 12);
+                VSTORE(yr + (size_t)(co0 + 0) * 784 + x0 + 0, vrelu(a0_0)); VSTORE_N(yr + (size_t)(co0 + 0) * 784 + x0 + 16, vrelu(a0_1), 12);
+                VSTORE(yr + (size_t)(co0 + 1) * 784 + x0 + 0, vrelu(a1_0)); VSTORE_N(yr + (size_t)(co0 + 1) * 784 + x0 + 16, vrelu(a1_1), 12);
+                VSTORE(yr + (size_t)(co0 + 2) * 784 + x0 + 0, vrelu(a2_0)); VSTORE_N(yr + (size_t)(co0 + 2) * 784 + x0 + 16, vrelu(a2_1), 12);
+                VSTORE(yr + (size_t)(co0 + 3) * 784 + x0 + 0, vrelu(a3_0)); VSTORE_N(yr + (size_t)(co0 + 3) * 784 + x0 + 16, vrelu(a3_1), 12);
+                VSTORE(yr + (size_t)(co0 + 4) * 784 + x0 + 0, vrelu(a4_0)); VSTORE_N(yr + (size_t)(co0 + 4) * 784 + x0 + 16, vrelu(a4_1), 12);
+                VSTORE(yr + (size_t)(co0 + 5) * 784 + x0 + 0, vrelu(a5_0)); VSTORE_N(yr + (size_t)(co0 + 5) * 784 + x0 + 16, vrelu(a5_1), 12);
+                VSTORE(yr + (size_t)(co0 + 6) * 784 + x0 + 0, vrelu(a6_0)); VSTORE_N(yr + (size_t)(co0 + 6) * 784 + x0 + 16, vrelu(a6_1), 12);
+                VSTORE(yr + (size_t)(co0 + 7) * 784 + x0 + 0, vrelu(a7_0)); VSTORE_N(yr + (size_t)(co0 + 7) * 784 + x0 + 16, vrelu(a7_1), 12);
+                VSTORE(yr + (size_t)(co0 + 8) * 784 + x0 + 0, vrelu(a8_0)); VSTORE_N(yr + (size_t)(co0 + 8) * 784 + x0 + 16, vrelu(a8_1), 12);
+                VSTORE(yr + (size_t)(co0 + 9) * 784 + x0 + 0, vrelu(a9_0)); VSTORE_N(yr + (size_t)(co0 + 9) * 784 + x0 + 16, vrelu(a9_1), 12);
+                VSTORE(yr + (size_t)(co0 + 10) * 784 + x0 + 0, vrelu(a10_0)); VSTORE_N(yr + (size_t)(co0 + 10) * 784 + x0 + 16, vrelu(a10_1), 12);
+                VSTORE(yr + (size_t)(co0 + 11) * 784 + x0 + 0, vrelu(a11_0)); VSTORE_N(yr + (size_t)(co0 + 11) * 784 + x0 + 16, vrelu(a11_1), 12);
             }
         }
         {
@@ -5834,14 +5817,14 @@ static void l19_conv2d_forward(const float *restrict P, float *restrict S, const
                         a7_0 += wr[32264] * v0; a7_1 += wr[32264] * v1;
                     }
                 }
-                VSTORE(yr + (size_t)(co0 + 0) * 784 + x0 + 0, a0_0); VSTORE_N(yr + (size_t)(co0 + 0) * 784 + x0 + 16, a0_1, 12);
-                VSTORE(yr + (size_t)(co0 + 1) * 784 + x0 + 0, a1_0); VSTORE_N(yr + (size_t)(co0 + 1) * 784 + x0 + 16, a1_1, 12);
-                VSTORE(yr + (size_t)(co0 + 2) * 784 + x0 + 0, a2_0); VSTORE_N(yr + (size_t)(co0 + 2) * 784 + x0 + 16, a2_1, 12);
-                VSTORE(yr + (size_t)(co0 + 3) * 784 + x0 + 0, a3_0); VSTORE_N(yr + (size_t)(co0 + 3) * 784 + x0 + 16, a3_1, 12);
-                VSTORE(yr + (size_t)(co0 + 4) * 784 + x0 + 0, a4_0); VSTORE_N(yr + (size_t)(co0 + 4) * 784 + x0 + 16, a4_1, 12);
-                VSTORE(yr + (size_t)(co0 + 5) * 784 + x0 + 0, a5_0); VSTORE_N(yr + (size_t)(co0 + 5) * 784 + x0 + 16, a5_1, 12);
-                VSTORE(yr + (size_t)(co0 + 6) * 784 + x0 + 0, a6_0); VSTORE_N(yr + (size_t)(co0 + 6) * 784 + x0 + 16, a6_1, 12);
-                VSTORE(yr + (size_t)(co0 + 7) * 784 + x0 + 0, a7_0); VSTORE_N(yr + (size_t)(co0 + 7) * 784 + x0 + 16, a7_1, 12);
+                VSTORE(yr + (size_t)(co0 + 0) * 784 + x0 + 0, vrelu(a0_0)); VSTORE_N(yr + (size_t)(co0 + 0) * 784 + x0 + 16, vrelu(a0_1), 12);
+                VSTORE(yr + (size_t)(co0 + 1) * 784 + x0 + 0, vrelu(a1_0)); VSTORE_N(yr + (size_t)(co0 + 1) * 784 + x0 + 16, vrelu(a1_1), 12);
+                VSTORE(yr + (size_t)(co0 + 2) * 784 + x0 + 0, vrelu(a2_0)); VSTORE_N(yr + (size_t)(co0 + 2) * 784 + x0 + 16, vrelu(a2_1), 12);
+                VSTORE(yr + (size_t)(co0 + 3) * 784 + x0 + 0, vrelu(a3_0)); VSTORE_N(yr + (size_t)(co0 + 3) * 784 + x0 + 16, vrelu(a3_1), 12);
+                VSTORE(yr + (size_t)(co0 + 4) * 784 + x0 + 0, vrelu(a4_0)); VSTORE_N(yr + (size_t)(co0 + 4) * 784 + x0 + 16, vrelu(a4_1), 12);
+                VSTORE(yr + (size_t)(co0 + 5) * 784 + x0 + 0, vrelu(a5_0)); VSTORE_N(yr + (size_t)(co0 + 5) * 784 + x0 + 16, vrelu(a5_1), 12);
+                VSTORE(yr + (size_t)(co0 + 6) * 784 + x0 + 0, vrelu(a6_0)); VSTORE_N(yr + (size_t)(co0 + 6) * 784 + x0 + 16, vrelu(a6_1), 12);
+                VSTORE(yr + (size_t)(co0 + 7) * 784 + x0 + 0, vrelu(a7_0)); VSTORE_N(yr + (size_t)(co0 + 7) * 784 + x0 + 16, vrelu(a7_1), 12);
             }
         }
     }
@@ -6347,12 +6330,12 @@ static void l19_conv2d_backward_dx(const float *restrict P, float *restrict S, c
 
 /* layer 20: relu 512x28x28 -> 512x28x28 (specs/vgg16.yaml:38:5)
  * schedule loop: fwd loop dw loop dx with dw */
-/* l20_relu_forward: the code of l18_relu_forward */
+/* l20_relu_forward: none, layer 19 stores its output through the relu */
 
 /* l20_relu_backward: the code of l18_relu_backward */
 
 /* layer 21: conv2d 512x28x28 -> 512x28x28 (specs/vgg16.yaml:39:5)
- * schedule wv: fwd wv[TC=12,TX=2] dw wv[RY=3,TCW=2,U=4] dx wv[TC=12,TX=2] threaded */
+ * schedule wv: fwd wv[TC=12,TX=2]+relu dw wv[RY=3,TCW=2,U=4] dx wv[TC=12,TX=2] threaded */
 /* l21_conv2d_forward: the code of l19_conv2d_forward */
 
 /* l21_conv2d_backward: the code of l19_conv2d_backward */
@@ -6361,7 +6344,7 @@ static void l19_conv2d_backward_dx(const float *restrict P, float *restrict S, c
 
 /* layer 22: relu 512x28x28 -> 512x28x28 (specs/vgg16.yaml:40:5)
  * schedule loop: fwd loop dw loop dx with dw */
-/* l22_relu_forward: the code of l18_relu_forward */
+/* l22_relu_forward: none, layer 21 stores its output through the relu */
 
 /* l22_relu_backward: the code of l18_relu_backward */
 
@@ -6412,7 +6395,7 @@ static void l23_maxpool2d_backward(const float *restrict x, const float *restric
 }
 
 /* layer 24: conv2d 512x14x14 -> 512x14x14 (specs/vgg16.yaml:43:5)
- * schedule cv: fwd cv[TP=6,TV=4] dw cv[TPR=6,TV=4] dx cv[TP=6,TV=4] threaded */
+ * schedule cv: fwd cv[TP=6,TV=4]+relu dw cv[TPR=6,TV=4] dx cv[TP=6,TV=4] threaded */
 static void l24_conv2d_forward(const float *restrict P, float *restrict S, const float *restrict x, float *restrict y, int nb)
 {
     /* x [N][512x14x14], y [N][512x14x14] */
@@ -6526,12 +6509,12 @@ static void l24_conv2d_forward(const float *restrict P, float *restrict S, const
                             a5_0 += xr[19968] * w0; a5_1 += xr[19968] * w1; a5_2 += xr[19968] * w2; a5_3 += xr[19968] * w3;
                         }
                     }
-                    VSTORE(yh + (oy * 14 + x0 + 0) * 512 + (v0 + 0) * 16, a0_0); VSTORE(yh + (oy * 14 + x0 + 0) * 512 + (v0 + 1) * 16, a0_1); VSTORE(yh + (oy * 14 + x0 + 0) * 512 + (v0 + 2) * 16, a0_2); VSTORE(yh + (oy * 14 + x0 + 0) * 512 + (v0 + 3) * 16, a0_3);
-                    VSTORE(yh + (oy * 14 + x0 + 1) * 512 + (v0 + 0) * 16, a1_0); VSTORE(yh + (oy * 14 + x0 + 1) * 512 + (v0 + 1) * 16, a1_1); VSTORE(yh + (oy * 14 + x0 + 1) * 512 + (v0 + 2) * 16, a1_2); VSTORE(yh + (oy * 14 + x0 + 1) * 512 + (v0 + 3) * 16, a1_3);
-                    VSTORE(yh + (oy * 14 + x0 + 2) * 512 + (v0 + 0) * 16, a2_0); VSTORE(yh + (oy * 14 + x0 + 2) * 512 + (v0 + 1) * 16, a2_1); VSTORE(yh + (oy * 14 + x0 + 2) * 512 + (v0 + 2) * 16, a2_2); VSTORE(yh + (oy * 14 + x0 + 2) * 512 + (v0 + 3) * 16, a2_3);
-                    VSTORE(yh + (oy * 14 + x0 + 3) * 512 + (v0 + 0) * 16, a3_0); VSTORE(yh + (oy * 14 + x0 + 3) * 512 + (v0 + 1) * 16, a3_1); VSTORE(yh + (oy * 14 + x0 + 3) * 512 + (v0 + 2) * 16, a3_2); VSTORE(yh + (oy * 14 + x0 + 3) * 512 + (v0 + 3) * 16, a3_3);
-                    VSTORE(yh + (oy * 14 + x0 + 4) * 512 + (v0 + 0) * 16, a4_0); VSTORE(yh + (oy * 14 + x0 + 4) * 512 + (v0 + 1) * 16, a4_1); VSTORE(yh + (oy * 14 + x0 + 4) * 512 + (v0 + 2) * 16, a4_2); VSTORE(yh + (oy * 14 + x0 + 4) * 512 + (v0 + 3) * 16, a4_3);
-                    VSTORE(yh + (oy * 14 + x0 + 5) * 512 + (v0 + 0) * 16, a5_0); VSTORE(yh + (oy * 14 + x0 + 5) * 512 + (v0 + 1) * 16, a5_1); VSTORE(yh + (oy * 14 + x0 + 5) * 512 + (v0 + 2) * 16, a5_2); VSTORE(yh + (oy * 14 + x0 + 5) * 512 + (v0 + 3) * 16, a5_3);
+                    VSTORE(yh + (oy * 14 + x0 + 0) * 512 + (v0 + 0) * 16, vrelu(a0_0)); VSTORE(yh + (oy * 14 + x0 + 0) * 512 + (v0 + 1) * 16, vrelu(a0_1)); VSTORE(yh + (oy * 14 + x0 + 0) * 512 + (v0 + 2) * 16, vrelu(a0_2)); VSTORE(yh + (oy * 14 + x0 + 0) * 512 + (v0 + 3) * 16, vrelu(a0_3));
+                    VSTORE(yh + (oy * 14 + x0 + 1) * 512 + (v0 + 0) * 16, vrelu(a1_0)); VSTORE(yh + (oy * 14 + x0 + 1) * 512 + (v0 + 1) * 16, vrelu(a1_1)); VSTORE(yh + (oy * 14 + x0 + 1) * 512 + (v0 + 2) * 16, vrelu(a1_2)); VSTORE(yh + (oy * 14 + x0 + 1) * 512 + (v0 + 3) * 16, vrelu(a1_3));
+                    VSTORE(yh + (oy * 14 + x0 + 2) * 512 + (v0 + 0) * 16, vrelu(a2_0)); VSTORE(yh + (oy * 14 + x0 + 2) * 512 + (v0 + 1) * 16, vrelu(a2_1)); VSTORE(yh + (oy * 14 + x0 + 2) * 512 + (v0 + 2) * 16, vrelu(a2_2)); VSTORE(yh + (oy * 14 + x0 + 2) * 512 + (v0 + 3) * 16, vrelu(a2_3));
+                    VSTORE(yh + (oy * 14 + x0 + 3) * 512 + (v0 + 0) * 16, vrelu(a3_0)); VSTORE(yh + (oy * 14 + x0 + 3) * 512 + (v0 + 1) * 16, vrelu(a3_1)); VSTORE(yh + (oy * 14 + x0 + 3) * 512 + (v0 + 2) * 16, vrelu(a3_2)); VSTORE(yh + (oy * 14 + x0 + 3) * 512 + (v0 + 3) * 16, vrelu(a3_3));
+                    VSTORE(yh + (oy * 14 + x0 + 4) * 512 + (v0 + 0) * 16, vrelu(a4_0)); VSTORE(yh + (oy * 14 + x0 + 4) * 512 + (v0 + 1) * 16, vrelu(a4_1)); VSTORE(yh + (oy * 14 + x0 + 4) * 512 + (v0 + 2) * 16, vrelu(a4_2)); VSTORE(yh + (oy * 14 + x0 + 4) * 512 + (v0 + 3) * 16, vrelu(a4_3));
+                    VSTORE(yh + (oy * 14 + x0 + 5) * 512 + (v0 + 0) * 16, vrelu(a5_0)); VSTORE(yh + (oy * 14 + x0 + 5) * 512 + (v0 + 1) * 16, vrelu(a5_1)); VSTORE(yh + (oy * 14 + x0 + 5) * 512 + (v0 + 2) * 16, vrelu(a5_2)); VSTORE(yh + (oy * 14 + x0 + 5) * 512 + (v0 + 3) * 16, vrelu(a5_3));
                 }
                 {
                     const int x0 = 12;
@@ -6586,8 +6569,8 @@ static void l24_conv2d_forward(const float *restrict P, float *restrict S, const
                             a1_0 += xr[17920] * w0; a1_1 += xr[17920] * w1; a1_2 += xr[17920] * w2; a1_3 += xr[17920] * w3;
                         }
                     }
-                    VSTORE(yh + (oy * 14 + x0 + 0) * 512 + (v0 + 0) * 16, a0_0); VSTORE(yh + (oy * 14 + x0 + 0) * 512 + (v0 + 1) * 16, a0_1); VSTORE(yh + (oy * 14 + x0 + 0) * 512 + (v0 + 2) * 16, a0_2); VSTORE(yh + (oy * 14 + x0 + 0) * 512 + (v0 + 3) * 16, a0_3);
-                    VSTORE(yh + (oy * 14 + x0 + 1) * 512 + (v0 + 0) * 16, a1_0); VSTORE(yh + (oy * 14 + x0 + 1) * 512 + (v0 + 1) * 16, a1_1); VSTORE(yh + (oy * 14 + x0 + 1) * 512 + (v0 + 2) * 16, a1_2); VSTORE(yh + (oy * 14 + x0 + 1) * 512 + (v0 + 3) * 16, a1_3);
+                    VSTORE(yh + (oy * 14 + x0 + 0) * 512 + (v0 + 0) * 16, vrelu(a0_0)); VSTORE(yh + (oy * 14 + x0 + 0) * 512 + (v0 + 1) * 16, vrelu(a0_1)); VSTORE(yh + (oy * 14 + x0 + 0) * 512 + (v0 + 2) * 16, vrelu(a0_2)); VSTORE(yh + (oy * 14 + x0 + 0) * 512 + (v0 + 3) * 16, vrelu(a0_3));
+                    VSTORE(yh + (oy * 14 + x0 + 1) * 512 + (v0 + 0) * 16, vrelu(a1_0)); VSTORE(yh + (oy * 14 + x0 + 1) * 512 + (v0 + 1) * 16, vrelu(a1_1)); VSTORE(yh + (oy * 14 + x0 + 1) * 512 + (v0 + 2) * 16, vrelu(a1_2)); VSTORE(yh + (oy * 14 + x0 + 1) * 512 + (v0 + 3) * 16, vrelu(a1_3));
                 }
             }
         }
@@ -6858,12 +6841,7 @@ static void l24_conv2d_backward_dx(const float *restrict P, float *restrict S, c
 
 /* layer 25: relu 512x14x14 -> 512x14x14 (specs/vgg16.yaml:44:5)
  * schedule loop: fwd loop dw loop dx with dw */
-static void l25_relu_forward(float *restrict y, int nb)
-{
-    /* x [N][512x14x14], y [N][512x14x14] */
-    for (size_t i = 0; i < (size_t)nb * 100352; i++)
-        y[i] = y[i] <= 0.0f ? 0.0f : y[i];
-}
+/* l25_relu_forward: none, layer 24 stores its output through the relu */
 
 static void l25_relu_backward(const float *restrict y, const float *restrict dy, float *restrict dx, int nb)
 {
@@ -6873,7 +6851,7 @@ static void l25_relu_backward(const float *restrict y, const float *restrict dy,
 }
 
 /* layer 26: conv2d 512x14x14 -> 512x14x14 (specs/vgg16.yaml:45:5)
- * schedule cv: fwd cv[TP=6,TV=4] dw cv[TPR=6,TV=4] dx cv[TP=6,TV=4] threaded */
+ * schedule cv: fwd cv[TP=6,TV=4]+relu dw cv[TPR=6,TV=4] dx cv[TP=6,TV=4] threaded */
 /* l26_conv2d_forward: the code of l24_conv2d_forward */
 
 /* l26_conv2d_backward: the code of l24_conv2d_backward */
@@ -6882,12 +6860,12 @@ static void l25_relu_backward(const float *restrict y, const float *restrict dy,
 
 /* layer 27: relu 512x14x14 -> 512x14x14 (specs/vgg16.yaml:46:5)
  * schedule loop: fwd loop dw loop dx with dw */
-/* l27_relu_forward: the code of l25_relu_forward */
+/* l27_relu_forward: none, layer 26 stores its output through the relu */
 
 /* l27_relu_backward: the code of l25_relu_backward */
 
 /* layer 28: conv2d 512x14x14 -> 512x14x14 (specs/vgg16.yaml:47:5)
- * schedule cv: fwd cv[TP=6,TV=4] dw cv[TPR=6,TV=4] dx cv[TP=6,TV=4] threaded */
+ * schedule cv: fwd cv[TP=6,TV=4]+relu dw cv[TPR=6,TV=4] dx cv[TP=6,TV=4] threaded */
 /* l28_conv2d_forward: the code of l24_conv2d_forward */
 
 /* l28_conv2d_backward: the code of l24_conv2d_backward */
@@ -6896,7 +6874,7 @@ static void l25_relu_backward(const float *restrict y, const float *restrict dy,
 
 /* layer 29: relu 512x14x14 -> 512x14x14 (specs/vgg16.yaml:48:5)
  * schedule loop: fwd loop dw loop dx with dw */
-/* l29_relu_forward: the code of l25_relu_forward */
+/* l29_relu_forward: none, layer 28 stores its output through the relu */
 
 /* l29_relu_backward: the code of l25_relu_backward */
 
@@ -6947,7 +6925,7 @@ static void l30_maxpool2d_backward(const float *restrict x, const float *restric
 }
 
 /* layer 32: dense 25088 -> 4096 (specs/vgg16.yaml:52:5)
- * schedule gemm: fwd gemm[TN=2,TO=8] dw gemm[TI=4,TO=6] dx gemm[TI=4,TN=2] threaded */
+ * schedule gemm: fwd gemm[TN=2,TO=8]+relu dw gemm[TI=4,TO=6] dx gemm[TI=4,TN=2] threaded */
 static void l32_dense_forward(const float *restrict P, const float *restrict x, float *restrict y, int nb)
 {
     /* x [N][25088], y [N][4096] */
@@ -6965,22 +6943,22 @@ static void l32_dense_forward(const float *restrict P, const float *restrict x, 
                 a0_0 += x0 * w0; a0_1 += x0 * w1; a0_2 += x0 * w2; a0_3 += x0 * w3; a0_4 += x0 * w4; a0_5 += x0 * w5; a0_6 += x0 * w6; a0_7 += x0 * w7;
                 a1_0 += x1 * w0; a1_1 += x1 * w1; a1_2 += x1 * w2; a1_3 += x1 * w3; a1_4 += x1 * w4; a1_5 += x1 * w5; a1_6 += x1 * w6; a1_7 += x1 * w7;
             }
-            y[(size_t)(n0 + 0) * 4096 + o0 + 0] = b[o0 + 0] + vsum(a0_0);
-            y[(size_t)(n0 + 0) * 4096 + o0 + 1] = b[o0 + 1] + vsum(a0_1);
-            y[(size_t)(n0 + 0) * 4096 + o0 + 2] = b[o0 + 2] + vsum(a0_2);
-            y[(size_t)(n0 + 0) * 4096 + o0 + 3] = b[o0 + 3] + vsum(a0_3);
-            y[(size_t)(n0 + 0) * 4096 + o0 + 4] = b[o0 + 4] + vsum(a0_4);
-            y[(size_t)(n0 + 0) * 4096 + o0 + 5] = b[o0 + 5] + vsum(a0_5);
-            y[(size_t)(n0 + 0) * 4096 + o0 + 6] = b[o0 + 6] + vsum(a0_6);
-            y[(size_t)(n0 + 0) * 4096 + o0 + 7] = b[o0 + 7] + vsum(a0_7);
-            y[(size_t)(n0 + 1) * 4096 + o0 + 0] = b[o0 + 0] + vsum(a1_0);
-            y[(size_t)(n0 + 1) * 4096 + o0 + 1] = b[o0 + 1] + vsum(a1_1);
-            y[(size_t)(n0 + 1) * 4096 + o0 + 2] = b[o0 + 2] + vsum(a1_2);
-            y[(size_t)(n0 + 1) * 4096 + o0 + 3] = b[o0 + 3] + vsum(a1_3);
-            y[(size_t)(n0 + 1) * 4096 + o0 + 4] = b[o0 + 4] + vsum(a1_4);
-            y[(size_t)(n0 + 1) * 4096 + o0 + 5] = b[o0 + 5] + vsum(a1_5);
-            y[(size_t)(n0 + 1) * 4096 + o0 + 6] = b[o0 + 6] + vsum(a1_6);
-            y[(size_t)(n0 + 1) * 4096 + o0 + 7] = b[o0 + 7] + vsum(a1_7);
+            y[(size_t)(n0 + 0) * 4096 + o0 + 0] = cg_relu(b[o0 + 0] + vsum(a0_0));
+            y[(size_t)(n0 + 0) * 4096 + o0 + 1] = cg_relu(b[o0 + 1] + vsum(a0_1));
+            y[(size_t)(n0 + 0) * 4096 + o0 + 2] = cg_relu(b[o0 + 2] + vsum(a0_2));
+            y[(size_t)(n0 + 0) * 4096 + o0 + 3] = cg_relu(b[o0 + 3] + vsum(a0_3));
+            y[(size_t)(n0 + 0) * 4096 + o0 + 4] = cg_relu(b[o0 + 4] + vsum(a0_4));
+            y[(size_t)(n0 + 0) * 4096 + o0 + 5] = cg_relu(b[o0 + 5] + vsum(a0_5));
+            y[(size_t)(n0 + 0) * 4096 + o0 + 6] = cg_relu(b[o0 + 6] + vsum(a0_6));
+            y[(size_t)(n0 + 0) * 4096 + o0 + 7] = cg_relu(b[o0 + 7] + vsum(a0_7));
+            y[(size_t)(n0 + 1) * 4096 + o0 + 0] = cg_relu(b[o0 + 0] + vsum(a1_0));
+            y[(size_t)(n0 + 1) * 4096 + o0 + 1] = cg_relu(b[o0 + 1] + vsum(a1_1));
+            y[(size_t)(n0 + 1) * 4096 + o0 + 2] = cg_relu(b[o0 + 2] + vsum(a1_2));
+            y[(size_t)(n0 + 1) * 4096 + o0 + 3] = cg_relu(b[o0 + 3] + vsum(a1_3));
+            y[(size_t)(n0 + 1) * 4096 + o0 + 4] = cg_relu(b[o0 + 4] + vsum(a1_4));
+            y[(size_t)(n0 + 1) * 4096 + o0 + 5] = cg_relu(b[o0 + 5] + vsum(a1_5));
+            y[(size_t)(n0 + 1) * 4096 + o0 + 6] = cg_relu(b[o0 + 6] + vsum(a1_6));
+            y[(size_t)(n0 + 1) * 4096 + o0 + 7] = cg_relu(b[o0 + 7] + vsum(a1_7));
         }
         for (; n0 < nb; n0++) {
             cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f), a0_4 = vsplat(0.0f), a0_5 = vsplat(0.0f), a0_6 = vsplat(0.0f), a0_7 = vsplat(0.0f);
@@ -6989,14 +6967,14 @@ static void l32_dense_forward(const float *restrict P, const float *restrict x, 
                 cg_v w0 = VLOAD(w + (size_t)(o0 + 0) * 25088 + i), w1 = VLOAD(w + (size_t)(o0 + 1) * 25088 + i), w2 = VLOAD(w + (size_t)(o0 + 2) * 25088 + i), w3 = VLOAD(w + (size_t)(o0 + 3) * 25088 + i), w4 = VLOAD(w + (size_t)(o0 + 4) * 25088 + i), w5 = VLOAD(w + (size_t)(o0 + 5) * 25088 + i), w6 = VLOAD(w + (size_t)(o0 + 6) * 25088 + i), w7 = VLOAD(w + (size_t)(o0 + 7) * 25088 + i); VKEEP(w0); VKEEP(w1); VKEEP(w2); VKEEP(w3); VKEEP(w4); VKEEP(w5); VKEEP(w6); VKEEP(w7);
                 a0_0 += x0 * w0; a0_1 += x0 * w1; a0_2 += x0 * w2; a0_3 += x0 * w3; a0_4 += x0 * w4; a0_5 += x0 * w5; a0_6 += x0 * w6; a0_7 += x0 * w7;
             }
-            y[(size_t)(n0 + 0) * 4096 + o0 + 0] = b[o0 + 0] + vsum(a0_0);
-            y[(size_t)(n0 + 0) * 4096 + o0 + 1] = b[o0 + 1] + vsum(a0_1);
-            y[(size_t)(n0 + 0) * 4096 + o0 + 2] = b[o0 + 2] + vsum(a0_2);
-            y[(size_t)(n0 + 0) * 4096 + o0 + 3] = b[o0 + 3] + vsum(a0_3);
-            y[(size_t)(n0 + 0) * 4096 + o0 + 4] = b[o0 + 4] + vsum(a0_4);
-            y[(size_t)(n0 + 0) * 4096 + o0 + 5] = b[o0 + 5] + vsum(a0_5);
-            y[(size_t)(n0 + 0) * 4096 + o0 + 6] = b[o0 + 6] + vsum(a0_6);
-            y[(size_t)(n0 + 0) * 4096 + o0 + 7] = b[o0 + 7] + vsum(a0_7);
+            y[(size_t)(n0 + 0) * 4096 + o0 + 0] = cg_relu(b[o0 + 0] + vsum(a0_0));
+            y[(size_t)(n0 + 0) * 4096 + o0 + 1] = cg_relu(b[o0 + 1] + vsum(a0_1));
+            y[(size_t)(n0 + 0) * 4096 + o0 + 2] = cg_relu(b[o0 + 2] + vsum(a0_2));
+            y[(size_t)(n0 + 0) * 4096 + o0 + 3] = cg_relu(b[o0 + 3] + vsum(a0_3));
+            y[(size_t)(n0 + 0) * 4096 + o0 + 4] = cg_relu(b[o0 + 4] + vsum(a0_4));
+            y[(size_t)(n0 + 0) * 4096 + o0 + 5] = cg_relu(b[o0 + 5] + vsum(a0_5));
+            y[(size_t)(n0 + 0) * 4096 + o0 + 6] = cg_relu(b[o0 + 6] + vsum(a0_6));
+            y[(size_t)(n0 + 0) * 4096 + o0 + 7] = cg_relu(b[o0 + 7] + vsum(a0_7));
         }
     }
 }
@@ -7087,12 +7065,7 @@ static void l32_dense_backward_dx(const float *restrict P, const float *restrict
 
 /* layer 33: relu 4096 -> 4096 (specs/vgg16.yaml:53:5)
  * schedule loop: fwd loop dw loop dx with dw */
-static void l33_relu_forward(float *restrict y, int nb)
-{
-    /* x [N][4096], y [N][4096] */
-    for (size_t i = 0; i < (size_t)nb * 4096; i++)
-        y[i] = y[i] <= 0.0f ? 0.0f : y[i];
-}
+/* l33_relu_forward: none, layer 32 stores its output through the relu */
 
 static void l33_relu_backward(const float *restrict y, const float *restrict dy, float *restrict dx, int nb)
 {
@@ -7102,7 +7075,7 @@ static void l33_relu_backward(const float *restrict y, const float *restrict dy,
 }
 
 /* layer 34: dense 4096 -> 4096 (specs/vgg16.yaml:54:5)
- * schedule gemm: fwd gemm[TN=2,TO=8] dw gemm[TI=4,TO=6] dx gemm[TI=4,TN=2] threaded */
+ * schedule gemm: fwd gemm[TN=2,TO=8]+relu dw gemm[TI=4,TO=6] dx gemm[TI=4,TN=2] threaded */
 static void l34_dense_forward(const float *restrict P, const float *restrict x, float *restrict y, int nb)
 {
     /* x [N][4096], y [N][4096] */
@@ -7120,22 +7093,22 @@ static void l34_dense_forward(const float *restrict P, const float *restrict x, 
                 a0_0 += x0 * w0; a0_1 += x0 * w1; a0_2 += x0 * w2; a0_3 += x0 * w3; a0_4 += x0 * w4; a0_5 += x0 * w5; a0_6 += x0 * w6; a0_7 += x0 * w7;
                 a1_0 += x1 * w0; a1_1 += x1 * w1; a1_2 += x1 * w2; a1_3 += x1 * w3; a1_4 += x1 * w4; a1_5 += x1 * w5; a1_6 += x1 * w6; a1_7 += x1 * w7;
             }
-            y[(size_t)(n0 + 0) * 4096 + o0 + 0] = b[o0 + 0] + vsum(a0_0);
-            y[(size_t)(n0 + 0) * 4096 + o0 + 1] = b[o0 + 1] + vsum(a0_1);
-            y[(size_t)(n0 + 0) * 4096 + o0 + 2] = b[o0 + 2] + vsum(a0_2);
-            y[(size_t)(n0 + 0) * 4096 + o0 + 3] = b[o0 + 3] + vsum(a0_3);
-            y[(size_t)(n0 + 0) * 4096 + o0 + 4] = b[o0 + 4] + vsum(a0_4);
-            y[(size_t)(n0 + 0) * 4096 + o0 + 5] = b[o0 + 5] + vsum(a0_5);
-            y[(size_t)(n0 + 0) * 4096 + o0 + 6] = b[o0 + 6] + vsum(a0_6);
-            y[(size_t)(n0 + 0) * 4096 + o0 + 7] = b[o0 + 7] + vsum(a0_7);
-            y[(size_t)(n0 + 1) * 4096 + o0 + 0] = b[o0 + 0] + vsum(a1_0);
-            y[(size_t)(n0 + 1) * 4096 + o0 + 1] = b[o0 + 1] + vsum(a1_1);
-            y[(size_t)(n0 + 1) * 4096 + o0 + 2] = b[o0 + 2] + vsum(a1_2);
-            y[(size_t)(n0 + 1) * 4096 + o0 + 3] = b[o0 + 3] + vsum(a1_3);
-            y[(size_t)(n0 + 1) * 4096 + o0 + 4] = b[o0 + 4] + vsum(a1_4);
-            y[(size_t)(n0 + 1) * 4096 + o0 + 5] = b[o0 + 5] + vsum(a1_5);
-            y[(size_t)(n0 + 1) * 4096 + o0 + 6] = b[o0 + 6] + vsum(a1_6);
-            y[(size_t)(n0 + 1) * 4096 + o0 + 7] = b[o0 + 7] + vsum(a1_7);
+            y[(size_t)(n0 + 0) * 4096 + o0 + 0] = cg_relu(b[o0 + 0] + vsum(a0_0));
+            y[(size_t)(n0 + 0) * 4096 + o0 + 1] = cg_relu(b[o0 + 1] + vsum(a0_1));
+            y[(size_t)(n0 + 0) * 4096 + o0 + 2] = cg_relu(b[o0 + 2] + vsum(a0_2));
+            y[(size_t)(n0 + 0) * 4096 + o0 + 3] = cg_relu(b[o0 + 3] + vsum(a0_3));
+            y[(size_t)(n0 + 0) * 4096 + o0 + 4] = cg_relu(b[o0 + 4] + vsum(a0_4));
+            y[(size_t)(n0 + 0) * 4096 + o0 + 5] = cg_relu(b[o0 + 5] + vsum(a0_5));
+            y[(size_t)(n0 + 0) * 4096 + o0 + 6] = cg_relu(b[o0 + 6] + vsum(a0_6));
+            y[(size_t)(n0 + 0) * 4096 + o0 + 7] = cg_relu(b[o0 + 7] + vsum(a0_7));
+            y[(size_t)(n0 + 1) * 4096 + o0 + 0] = cg_relu(b[o0 + 0] + vsum(a1_0));
+            y[(size_t)(n0 + 1) * 4096 + o0 + 1] = cg_relu(b[o0 + 1] + vsum(a1_1));
+            y[(size_t)(n0 + 1) * 4096 + o0 + 2] = cg_relu(b[o0 + 2] + vsum(a1_2));
+            y[(size_t)(n0 + 1) * 4096 + o0 + 3] = cg_relu(b[o0 + 3] + vsum(a1_3));
+            y[(size_t)(n0 + 1) * 4096 + o0 + 4] = cg_relu(b[o0 + 4] + vsum(a1_4));
+            y[(size_t)(n0 + 1) * 4096 + o0 + 5] = cg_relu(b[o0 + 5] + vsum(a1_5));
+            y[(size_t)(n0 + 1) * 4096 + o0 + 6] = cg_relu(b[o0 + 6] + vsum(a1_6));
+            y[(size_t)(n0 + 1) * 4096 + o0 + 7] = cg_relu(b[o0 + 7] + vsum(a1_7));
         }
         for (; n0 < nb; n0++) {
             cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f), a0_4 = vsplat(0.0f), a0_5 = vsplat(0.0f), a0_6 = vsplat(0.0f), a0_7 = vsplat(0.0f);
@@ -7144,14 +7117,14 @@ static void l34_dense_forward(const float *restrict P, const float *restrict x, 
                 cg_v w0 = VLOAD(w + (size_t)(o0 + 0) * 4096 + i), w1 = VLOAD(w + (size_t)(o0 + 1) * 4096 + i), w2 = VLOAD(w + (size_t)(o0 + 2) * 4096 + i), w3 = VLOAD(w + (size_t)(o0 + 3) * 4096 + i), w4 = VLOAD(w + (size_t)(o0 + 4) * 4096 + i), w5 = VLOAD(w + (size_t)(o0 + 5) * 4096 + i), w6 = VLOAD(w + (size_t)(o0 + 6) * 4096 + i), w7 = VLOAD(w + (size_t)(o0 + 7) * 4096 + i); VKEEP(w0); VKEEP(w1); VKEEP(w2); VKEEP(w3); VKEEP(w4); VKEEP(w5); VKEEP(w6); VKEEP(w7);
                 a0_0 += x0 * w0; a0_1 += x0 * w1; a0_2 += x0 * w2; a0_3 += x0 * w3; a0_4 += x0 * w4; a0_5 += x0 * w5; a0_6 += x0 * w6; a0_7 += x0 * w7;
             }
-            y[(size_t)(n0 + 0) * 4096 + o0 + 0] = b[o0 + 0] + vsum(a0_0);
-            y[(size_t)(n0 + 0) * 4096 + o0 + 1] = b[o0 + 1] + vsum(a0_1);
-            y[(size_t)(n0 + 0) * 4096 + o0 + 2] = b[o0 + 2] + vsum(a0_2);
-            y[(size_t)(n0 + 0) * 4096 + o0 + 3] = b[o0 + 3] + vsum(a0_3);
-            y[(size_t)(n0 + 0) * 4096 + o0 + 4] = b[o0 + 4] + vsum(a0_4);
-            y[(size_t)(n0 + 0) * 4096 + o0 + 5] = b[o0 + 5] + vsum(a0_5);
-            y[(size_t)(n0 + 0) * 4096 + o0 + 6] = b[o0 + 6] + vsum(a0_6);
-            y[(size_t)(n0 + 0) * 4096 + o0 + 7] = b[o0 + 7] + vsum(a0_7);
+            y[(size_t)(n0 + 0) * 4096 + o0 + 0] = cg_relu(b[o0 + 0] + vsum(a0_0));
+            y[(size_t)(n0 + 0) * 4096 + o0 + 1] = cg_relu(b[o0 + 1] + vsum(a0_1));
+            y[(size_t)(n0 + 0) * 4096 + o0 + 2] = cg_relu(b[o0 + 2] + vsum(a0_2));
+            y[(size_t)(n0 + 0) * 4096 + o0 + 3] = cg_relu(b[o0 + 3] + vsum(a0_3));
+            y[(size_t)(n0 + 0) * 4096 + o0 + 4] = cg_relu(b[o0 + 4] + vsum(a0_4));
+            y[(size_t)(n0 + 0) * 4096 + o0 + 5] = cg_relu(b[o0 + 5] + vsum(a0_5));
+            y[(size_t)(n0 + 0) * 4096 + o0 + 6] = cg_relu(b[o0 + 6] + vsum(a0_6));
+            y[(size_t)(n0 + 0) * 4096 + o0 + 7] = cg_relu(b[o0 + 7] + vsum(a0_7));
         }
     }
 }
@@ -7242,7 +7215,7 @@ static void l34_dense_backward_dx(const float *restrict P, const float *restrict
 
 /* layer 35: relu 4096 -> 4096 (specs/vgg16.yaml:55:5)
  * schedule loop: fwd loop dw loop dx with dw */
-/* l35_relu_forward: the code of l33_relu_forward */
+/* l35_relu_forward: none, layer 34 stores its output through the relu */
 
 /* l35_relu_backward: the code of l33_relu_backward */
 
@@ -7464,56 +7437,41 @@ void vgg16_forward(const float *params, float *buffers, const float *x, float *w
     (void)buffers;
     (void)training;
     l00_conv2d_forward(params, ws + S00, x, ws + A00, nb);
-    /* (in place: layer 1's relu writes over its input) */
-    l01_relu_forward(ws + A00, nb);
+    /* layer 1: relu fused into layer 0's stores */
     l02_conv2d_forward(params + 1792, ws + S02, ws + A00, ws + A02, nb);
-    /* (in place: layer 3's relu writes over its input) */
-    l01_relu_forward(ws + A02, nb);
+    /* layer 3: relu fused into layer 2's stores */
     l04_maxpool2d_forward(ws + A02, ws + A04, nb);
     l05_conv2d_forward(params + 38720, ws + S05, ws + A04, ws + A05, nb);
-    /* (in place: layer 6's relu writes over its input) */
-    l06_relu_forward(ws + A05, nb);
+    /* layer 6: relu fused into layer 5's stores */
     l07_conv2d_forward(params + 112576, ws + S07, ws + A05, ws + A07, nb);
-    /* (in place: layer 8's relu writes over its input) */
-    l06_relu_forward(ws + A07, nb);
+    /* layer 8: relu fused into layer 7's stores */
     l09_maxpool2d_forward(ws + A07, ws + A09, nb);
     l10_conv2d_forward(params + 260160, ws + S10, ws + A09, ws + A10, nb);
-    /* (in place: layer 11's relu writes over its input) */
-    l11_relu_forward(ws + A10, nb);
+    /* layer 11: relu fused into layer 10's stores */
     l12_conv2d_forward(params + 555328, ws + S12, ws + A10, ws + A12, nb);
-    /* (in place: layer 13's relu writes over its input) */
-    l11_relu_forward(ws + A12, nb);
+    /* layer 13: relu fused into layer 12's stores */
     l12_conv2d_forward(params + 1145408, ws + S14, ws + A12, ws + A14, nb);
-    /* (in place: layer 15's relu writes over its input) */
-    l11_relu_forward(ws + A14, nb);
+    /* layer 15: relu fused into layer 14's stores */
     l16_maxpool2d_forward(ws + A14, ws + A16, nb);
     l17_conv2d_forward(params + 1735488, ws + S17, ws + A16, ws + A17, nb);
-    /* (in place: layer 18's relu writes over its input) */
-    l18_relu_forward(ws + A17, nb);
+    /* layer 18: relu fused into layer 17's stores */
     l19_conv2d_forward(params + 2915648, ws + S19, ws + A17, ws + A19, nb);
-    /* (in place: layer 20's relu writes over its input) */
-    l18_relu_forward(ws + A19, nb);
+    /* layer 20: relu fused into layer 19's stores */
     l19_conv2d_forward(params + 5275456, ws + S21, ws + A19, ws + A21, nb);
-    /* (in place: layer 22's relu writes over its input) */
-    l18_relu_forward(ws + A21, nb);
+    /* layer 22: relu fused into layer 21's stores */
     l23_maxpool2d_forward(ws + A21, ws + A23, nb);
     l24_conv2d_forward(params + 7635264, ws + S24, ws + A23, ws + A24, nb);
-    /* (in place: layer 25's relu writes over its input) */
-    l25_relu_forward(ws + A24, nb);
+    /* layer 25: relu fused into layer 24's stores */
     l24_conv2d_forward(params + 9995072, ws + S26, ws + A24, ws + A26, nb);
-    /* (in place: layer 27's relu writes over its input) */
-    l25_relu_forward(ws + A26, nb);
+    /* layer 27: relu fused into layer 26's stores */
     l24_conv2d_forward(params + 12354880, ws + S28, ws + A26, ws + A28, nb);
-    /* (in place: layer 29's relu writes over its input) */
-    l25_relu_forward(ws + A28, nb);
+    /* layer 29: relu fused into layer 28's stores */
     l30_maxpool2d_forward(ws + A28, ws + A30, nb);
     /* layer 31: flatten is a view of its input */
     l32_dense_forward(params + 14714688, ws + A30, ws + A32, nb);
-    /* (in place: layer 33's relu writes over its input) */
-    l33_relu_forward(ws + A32, nb);
+    /* layer 33: relu fused into layer 32's stores */
     l34_dense_forward(params + 117479232, ws + A32, ws + A34, nb);
-    /* (in place: layer 35's relu writes over its input) */
-    l33_relu_forward(ws + A34, nb);
+    /* layer 35: relu fused into layer 34's stores */
     l36_dense_forward(params + 134260544, ws + A34, ws + A36, nb);
 }
 
@@ -7655,7 +7613,7 @@ static const int vgg16_inputs[] = {
 static const cg_layer vgg16_layers[] = {
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {3, 224, 224}, .ndim_out = 3, .out_shape = {64, 224, 224},
      .in_size = 150528, .out_size = 3211264, .act_offset = 0, .lanes = 0, .line = 15, .col = 5,
-     .schedule = "wv: fwd wv[TC=6,TX=4] dw wv[RY=3,TCW=2,U=4] dx wv[TC=3,TX=4] threaded", .n_inputs = 1, .inputs = vgg16_inputs + 0, .name = NULL, .inplace = 0,
+     .schedule = "wv: fwd wv[TC=6,TX=4]+relu dw wv[RY=3,TCW=2,U=4] dx wv[TC=3,TX=4] threaded", .n_inputs = 1, .inputs = vgg16_inputs + 0, .name = NULL, .inplace = 0,
      .kernel = {3, 3}, .stride = {1, 1}, .pad_lo = {1, 1}, .pad_hi = {1, 1}, .dilation = {1, 1},
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "relu", .ndim_in = 3, .in_shape = {64, 224, 224}, .ndim_out = 3, .out_shape = {64, 224, 224},
@@ -7664,7 +7622,7 @@ static const cg_layer vgg16_layers[] = {
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {64, 224, 224}, .ndim_out = 3, .out_shape = {64, 224, 224},
      .in_size = 3211264, .out_size = 3211264, .act_offset = 6422528, .lanes = 0, .line = 17, .col = 5,
-     .schedule = "wv: fwd wv[TC=6,TX=4] dw wv[RY=3,TCW=2,U=4] dx wv[TC=6,TX=4] threaded", .n_inputs = 1, .inputs = vgg16_inputs + 2, .name = NULL, .inplace = 0,
+     .schedule = "wv: fwd wv[TC=6,TX=4]+relu dw wv[RY=3,TCW=2,U=4] dx wv[TC=6,TX=4] threaded", .n_inputs = 1, .inputs = vgg16_inputs + 2, .name = NULL, .inplace = 0,
      .kernel = {3, 3}, .stride = {1, 1}, .pad_lo = {1, 1}, .pad_hi = {1, 1}, .dilation = {1, 1},
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "relu", .ndim_in = 3, .in_shape = {64, 224, 224}, .ndim_out = 3, .out_shape = {64, 224, 224},
@@ -7678,7 +7636,7 @@ static const cg_layer vgg16_layers[] = {
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {64, 112, 112}, .ndim_out = 3, .out_shape = {128, 112, 112},
      .in_size = 802816, .out_size = 1605632, .act_offset = 14450688, .lanes = 0, .line = 21, .col = 5,
-     .schedule = "wv: fwd wv[TC=6,TX=4] dw wv[RY=3,TCW=2,U=4] dx wv[TC=6,TX=4] threaded", .n_inputs = 1, .inputs = vgg16_inputs + 5, .name = NULL, .inplace = 0,
+     .schedule = "wv: fwd wv[TC=6,TX=4]+relu dw wv[RY=3,TCW=2,U=4] dx wv[TC=6,TX=4] threaded", .n_inputs = 1, .inputs = vgg16_inputs + 5, .name = NULL, .inplace = 0,
      .kernel = {3, 3}, .stride = {1, 1}, .pad_lo = {1, 1}, .pad_hi = {1, 1}, .dilation = {1, 1},
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "relu", .ndim_in = 3, .in_shape = {128, 112, 112}, .ndim_out = 3, .out_shape = {128, 112, 112},
@@ -7687,7 +7645,7 @@ static const cg_layer vgg16_layers[] = {
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {128, 112, 112}, .ndim_out = 3, .out_shape = {128, 112, 112},
      .in_size = 1605632, .out_size = 1605632, .act_offset = 17661952, .lanes = 0, .line = 23, .col = 5,
-     .schedule = "wv: fwd wv[TC=6,TX=4] dw wv[RY=3,TCW=2,U=4] dx wv[TC=6,TX=4] threaded", .n_inputs = 1, .inputs = vgg16_inputs + 7, .name = NULL, .inplace = 0,
+     .schedule = "wv: fwd wv[TC=6,TX=4]+relu dw wv[RY=3,TCW=2,U=4] dx wv[TC=6,TX=4] threaded", .n_inputs = 1, .inputs = vgg16_inputs + 7, .name = NULL, .inplace = 0,
      .kernel = {3, 3}, .stride = {1, 1}, .pad_lo = {1, 1}, .pad_hi = {1, 1}, .dilation = {1, 1},
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "relu", .ndim_in = 3, .in_shape = {128, 112, 112}, .ndim_out = 3, .out_shape = {128, 112, 112},
@@ -7701,7 +7659,7 @@ static const cg_layer vgg16_layers[] = {
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {128, 56, 56}, .ndim_out = 3, .out_shape = {256, 56, 56},
      .in_size = 401408, .out_size = 802816, .act_offset = 21676032, .lanes = 0, .line = 27, .col = 5,
-     .schedule = "wv: fwd wv[TC=6,TX=4] dw wv[RY=3,TCW=2,U=4] dx wv[TC=6,TX=4] threaded", .n_inputs = 1, .inputs = vgg16_inputs + 10, .name = NULL, .inplace = 0,
+     .schedule = "wv: fwd wv[TC=6,TX=4]+relu dw wv[RY=3,TCW=2,U=4] dx wv[TC=6,TX=4] threaded", .n_inputs = 1, .inputs = vgg16_inputs + 10, .name = NULL, .inplace = 0,
      .kernel = {3, 3}, .stride = {1, 1}, .pad_lo = {1, 1}, .pad_hi = {1, 1}, .dilation = {1, 1},
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "relu", .ndim_in = 3, .in_shape = {256, 56, 56}, .ndim_out = 3, .out_shape = {256, 56, 56},
@@ -7710,7 +7668,7 @@ static const cg_layer vgg16_layers[] = {
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {256, 56, 56}, .ndim_out = 3, .out_shape = {256, 56, 56},
      .in_size = 802816, .out_size = 802816, .act_offset = 23281664, .lanes = 0, .line = 29, .col = 5,
-     .schedule = "wv: fwd wv[TC=6,TX=4] dw wv[RY=3,TCW=2,U=4] dx wv[TC=6,TX=4] threaded", .n_inputs = 1, .inputs = vgg16_inputs + 12, .name = NULL, .inplace = 0,
+     .schedule = "wv: fwd wv[TC=6,TX=4]+relu dw wv[RY=3,TCW=2,U=4] dx wv[TC=6,TX=4] threaded", .n_inputs = 1, .inputs = vgg16_inputs + 12, .name = NULL, .inplace = 0,
      .kernel = {3, 3}, .stride = {1, 1}, .pad_lo = {1, 1}, .pad_hi = {1, 1}, .dilation = {1, 1},
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "relu", .ndim_in = 3, .in_shape = {256, 56, 56}, .ndim_out = 3, .out_shape = {256, 56, 56},
@@ -7719,7 +7677,7 @@ static const cg_layer vgg16_layers[] = {
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {256, 56, 56}, .ndim_out = 3, .out_shape = {256, 56, 56},
      .in_size = 802816, .out_size = 802816, .act_offset = 24887296, .lanes = 0, .line = 31, .col = 5,
-     .schedule = "wv: fwd wv[TC=6,TX=4] dw wv[RY=3,TCW=2,U=4] dx wv[TC=6,TX=4] threaded", .n_inputs = 1, .inputs = vgg16_inputs + 14, .name = NULL, .inplace = 0,
+     .schedule = "wv: fwd wv[TC=6,TX=4]+relu dw wv[RY=3,TCW=2,U=4] dx wv[TC=6,TX=4] threaded", .n_inputs = 1, .inputs = vgg16_inputs + 14, .name = NULL, .inplace = 0,
      .kernel = {3, 3}, .stride = {1, 1}, .pad_lo = {1, 1}, .pad_hi = {1, 1}, .dilation = {1, 1},
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "relu", .ndim_in = 3, .in_shape = {256, 56, 56}, .ndim_out = 3, .out_shape = {256, 56, 56},
@@ -7733,7 +7691,7 @@ static const cg_layer vgg16_layers[] = {
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {256, 28, 28}, .ndim_out = 3, .out_shape = {512, 28, 28},
      .in_size = 200704, .out_size = 401408, .act_offset = 26894336, .lanes = 0, .line = 35, .col = 5,
-     .schedule = "wv: fwd wv[TC=12,TX=2] dw wv[RY=3,TCW=2,U=4] dx wv[TC=12,TX=2] threaded", .n_inputs = 1, .inputs = vgg16_inputs + 17, .name = NULL, .inplace = 0,
+     .schedule = "wv: fwd wv[TC=12,TX=2]+relu dw wv[RY=3,TCW=2,U=4] dx wv[TC=12,TX=2] threaded", .n_inputs = 1, .inputs = vgg16_inputs + 17, .name = NULL, .inplace = 0,
      .kernel = {3, 3}, .stride = {1, 1}, .pad_lo = {1, 1}, .pad_hi = {1, 1}, .dilation = {1, 1},
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "relu", .ndim_in = 3, .in_shape = {512, 28, 28}, .ndim_out = 3, .out_shape = {512, 28, 28},
@@ -7742,7 +7700,7 @@ static const cg_layer vgg16_layers[] = {
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {512, 28, 28}, .ndim_out = 3, .out_shape = {512, 28, 28},
      .in_size = 401408, .out_size = 401408, .act_offset = 27697152, .lanes = 0, .line = 37, .col = 5,
-     .schedule = "wv: fwd wv[TC=12,TX=2] dw wv[RY=3,TCW=2,U=4] dx wv[TC=12,TX=2] threaded", .n_inputs = 1, .inputs = vgg16_inputs + 19, .name = NULL, .inplace = 0,
+     .schedule = "wv: fwd wv[TC=12,TX=2]+relu dw wv[RY=3,TCW=2,U=4] dx wv[TC=12,TX=2] threaded", .n_inputs = 1, .inputs = vgg16_inputs + 19, .name = NULL, .inplace = 0,
      .kernel = {3, 3}, .stride = {1, 1}, .pad_lo = {1, 1}, .pad_hi = {1, 1}, .dilation = {1, 1},
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "relu", .ndim_in = 3, .in_shape = {512, 28, 28}, .ndim_out = 3, .out_shape = {512, 28, 28},
@@ -7751,7 +7709,7 @@ static const cg_layer vgg16_layers[] = {
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {512, 28, 28}, .ndim_out = 3, .out_shape = {512, 28, 28},
      .in_size = 401408, .out_size = 401408, .act_offset = 28499968, .lanes = 0, .line = 39, .col = 5,
-     .schedule = "wv: fwd wv[TC=12,TX=2] dw wv[RY=3,TCW=2,U=4] dx wv[TC=12,TX=2] threaded", .n_inputs = 1, .inputs = vgg16_inputs + 21, .name = NULL, .inplace = 0,
+     .schedule = "wv: fwd wv[TC=12,TX=2]+relu dw wv[RY=3,TCW=2,U=4] dx wv[TC=12,TX=2] threaded", .n_inputs = 1, .inputs = vgg16_inputs + 21, .name = NULL, .inplace = 0,
      .kernel = {3, 3}, .stride = {1, 1}, .pad_lo = {1, 1}, .pad_hi = {1, 1}, .dilation = {1, 1},
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "relu", .ndim_in = 3, .in_shape = {512, 28, 28}, .ndim_out = 3, .out_shape = {512, 28, 28},
@@ -7765,7 +7723,7 @@ static const cg_layer vgg16_layers[] = {
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {512, 14, 14}, .ndim_out = 3, .out_shape = {512, 14, 14},
      .in_size = 100352, .out_size = 100352, .act_offset = 29503488, .lanes = 0, .line = 43, .col = 5,
-     .schedule = "cv: fwd cv[TP=6,TV=4] dw cv[TPR=6,TV=4] dx cv[TP=6,TV=4] threaded", .n_inputs = 1, .inputs = vgg16_inputs + 24, .name = NULL, .inplace = 0,
+     .schedule = "cv: fwd cv[TP=6,TV=4]+relu dw cv[TPR=6,TV=4] dx cv[TP=6,TV=4] threaded", .n_inputs = 1, .inputs = vgg16_inputs + 24, .name = NULL, .inplace = 0,
      .kernel = {3, 3}, .stride = {1, 1}, .pad_lo = {1, 1}, .pad_hi = {1, 1}, .dilation = {1, 1},
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "relu", .ndim_in = 3, .in_shape = {512, 14, 14}, .ndim_out = 3, .out_shape = {512, 14, 14},
@@ -7774,7 +7732,7 @@ static const cg_layer vgg16_layers[] = {
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {512, 14, 14}, .ndim_out = 3, .out_shape = {512, 14, 14},
      .in_size = 100352, .out_size = 100352, .act_offset = 29704192, .lanes = 0, .line = 45, .col = 5,
-     .schedule = "cv: fwd cv[TP=6,TV=4] dw cv[TPR=6,TV=4] dx cv[TP=6,TV=4] threaded", .n_inputs = 1, .inputs = vgg16_inputs + 26, .name = NULL, .inplace = 0,
+     .schedule = "cv: fwd cv[TP=6,TV=4]+relu dw cv[TPR=6,TV=4] dx cv[TP=6,TV=4] threaded", .n_inputs = 1, .inputs = vgg16_inputs + 26, .name = NULL, .inplace = 0,
      .kernel = {3, 3}, .stride = {1, 1}, .pad_lo = {1, 1}, .pad_hi = {1, 1}, .dilation = {1, 1},
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "relu", .ndim_in = 3, .in_shape = {512, 14, 14}, .ndim_out = 3, .out_shape = {512, 14, 14},
@@ -7783,7 +7741,7 @@ static const cg_layer vgg16_layers[] = {
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {512, 14, 14}, .ndim_out = 3, .out_shape = {512, 14, 14},
      .in_size = 100352, .out_size = 100352, .act_offset = 29904896, .lanes = 0, .line = 47, .col = 5,
-     .schedule = "cv: fwd cv[TP=6,TV=4] dw cv[TPR=6,TV=4] dx cv[TP=6,TV=4] threaded", .n_inputs = 1, .inputs = vgg16_inputs + 28, .name = NULL, .inplace = 0,
+     .schedule = "cv: fwd cv[TP=6,TV=4]+relu dw cv[TPR=6,TV=4] dx cv[TP=6,TV=4] threaded", .n_inputs = 1, .inputs = vgg16_inputs + 28, .name = NULL, .inplace = 0,
      .kernel = {3, 3}, .stride = {1, 1}, .pad_lo = {1, 1}, .pad_hi = {1, 1}, .dilation = {1, 1},
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "relu", .ndim_in = 3, .in_shape = {512, 14, 14}, .ndim_out = 3, .out_shape = {512, 14, 14},
@@ -7801,7 +7759,7 @@ static const cg_layer vgg16_layers[] = {
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "dense", .ndim_in = 1, .in_shape = {25088, 0, 0}, .ndim_out = 1, .out_shape = {4096, 0, 0},
      .in_size = 25088, .out_size = 4096, .act_offset = 30155776, .lanes = 0, .line = 52, .col = 5,
-     .schedule = "gemm: fwd gemm[TN=2,TO=8] dw gemm[TI=4,TO=6] dx gemm[TI=4,TN=2] threaded", .n_inputs = 1, .inputs = vgg16_inputs + 32, .name = NULL, .inplace = 0,
+     .schedule = "gemm: fwd gemm[TN=2,TO=8]+relu dw gemm[TI=4,TO=6] dx gemm[TI=4,TN=2] threaded", .n_inputs = 1, .inputs = vgg16_inputs + 32, .name = NULL, .inplace = 0,
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "relu", .ndim_in = 1, .in_shape = {4096, 0, 0}, .ndim_out = 1, .out_shape = {4096, 0, 0},
      .in_size = 4096, .out_size = 4096, .act_offset = 30155776, .lanes = 0, .line = 53, .col = 5,
@@ -7809,7 +7767,7 @@ static const cg_layer vgg16_layers[] = {
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "dense", .ndim_in = 1, .in_shape = {4096, 0, 0}, .ndim_out = 1, .out_shape = {4096, 0, 0},
      .in_size = 4096, .out_size = 4096, .act_offset = 30163968, .lanes = 0, .line = 54, .col = 5,
-     .schedule = "gemm: fwd gemm[TN=2,TO=8] dw gemm[TI=4,TO=6] dx gemm[TI=4,TN=2] threaded", .n_inputs = 1, .inputs = vgg16_inputs + 34, .name = NULL, .inplace = 0,
+     .schedule = "gemm: fwd gemm[TN=2,TO=8]+relu dw gemm[TI=4,TO=6] dx gemm[TI=4,TN=2] threaded", .n_inputs = 1, .inputs = vgg16_inputs + 34, .name = NULL, .inplace = 0,
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "relu", .ndim_in = 1, .in_shape = {4096, 0, 0}, .ndim_out = 1, .out_shape = {4096, 0, 0},
      .in_size = 4096, .out_size = 4096, .act_offset = 30163968, .lanes = 0, .line = 55, .col = 5,

@@ -80,12 +80,15 @@ typedef int cg_vi __attribute__((vector_size(64)));
 #endif
 static inline __attribute__((unused)) float vsum_(const cg_v *v) { float s = 0.0f; for (int i = 0; i < 16; i++) s += (*v)[i]; return s; }
 #define vsum(v) vsum_(&(v))
+/* activations fused into a producer's stores (relu(NaN) = NaN, as PyTorch's) */
+static inline __attribute__((unused)) float cg_relu(float v) { return v <= 0.0f ? 0.0f : v; }
+#define vrelu(v) ((cg_v)((cg_vi)(v) & ~((v) <= vsplat(0.0f))))
 
 /* Activations are batch-innermost: [size][32]. */
 /* cg_to_lanes / cg_from_lanes (runtime): [nb][size] <-> [size][32], lanes >= nb zero */
 
 /* layer 0: conv2d 3x32x32 -> 64x32x32 (specs/vgg16_cifar.yaml:10:5)
- * schedule lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=3] threaded */
+ * schedule lanes: fwd lanes[TB=1,TC=16]+relu dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=3] threaded */
 static void l00_conv2d_forward(const float *restrict P, const float *restrict x, float *restrict y)
 {
     /* x [3x32x32][lanes], y [64x32x32][lanes] */
@@ -194,22 +197,22 @@ static void l00_conv2d_forward(const float *restrict P, const float *restrict x,
                         a0_15 += wc[413] * x0;
                     }
                 }
-                VSTORE(yb + 0, a0_0);
-                VSTORE(yb + 32768, a0_1);
-                VSTORE(yb + 65536, a0_2);
-                VSTORE(yb + 98304, a0_3);
-                VSTORE(yb + 131072, a0_4);
-                VSTORE(yb + 163840, a0_5);
-                VSTORE(yb + 196608, a0_6);
-                VSTORE(yb + 229376, a0_7);
-                VSTORE(yb + 262144, a0_8);
-                VSTORE(yb + 294912, a0_9);
-                VSTORE(yb + 327680, a0_10);
-                VSTORE(yb + 360448, a0_11);
-                VSTORE(yb + 393216, a0_12);
-                VSTORE(yb + 425984, a0_13);
-                VSTORE(yb + 458752, a0_14);
-                VSTORE(yb + 491520, a0_15);
+                VSTORE(yb + 0, vrelu(a0_0));
+                VSTORE(yb + 32768, vrelu(a0_1));
+                VSTORE(yb + 65536, vrelu(a0_2));
+                VSTORE(yb + 98304, vrelu(a0_3));
+                VSTORE(yb + 131072, vrelu(a0_4));
+                VSTORE(yb + 163840, vrelu(a0_5));
+                VSTORE(yb + 196608, vrelu(a0_6));
+                VSTORE(yb + 229376, vrelu(a0_7));
+                VSTORE(yb + 262144, vrelu(a0_8));
+                VSTORE(yb + 294912, vrelu(a0_9));
+                VSTORE(yb + 327680, vrelu(a0_10));
+                VSTORE(yb + 360448, vrelu(a0_11));
+                VSTORE(yb + 393216, vrelu(a0_12));
+                VSTORE(yb + 425984, vrelu(a0_13));
+                VSTORE(yb + 458752, vrelu(a0_14));
+                VSTORE(yb + 491520, vrelu(a0_15));
             }
             /* rows 0..0, cols 1..30: 6 of 9 taps */
             for (int ox = 1; ox < 31; ox++) {
@@ -347,22 +350,22 @@ static void l00_conv2d_forward(const float *restrict P, const float *restrict x,
                         a0_15 += wc[413] * x0;
                     }
                 }
-                VSTORE(yb + ox*32, a0_0);
-                VSTORE(yb + ox*32 + 32768, a0_1);
-                VSTORE(yb + ox*32 + 65536, a0_2);
-                VSTORE(yb + ox*32 + 98304, a0_3);
-                VSTORE(yb + ox*32 + 131072, a0_4);
-                VSTORE(yb + ox*32 + 163840, a0_5);
-                VSTORE(yb + ox*32 + 196608, a0_6);
-                VSTORE(yb + ox*32 + 229376, a0_7);
-                VSTORE(yb + ox*32 + 262144, a0_8);
-                VSTORE(yb + ox*32 + 294912, a0_9);
-                VSTORE(yb + ox*32 + 327680, a0_10);
-                VSTORE(yb + ox*32 + 360448, a0_11);
-                VSTORE(yb + ox*32 + 393216, a0_12);
-                VSTORE(yb + ox*32 + 425984, a0_13);
-                VSTORE(yb + ox*32 + 458752, a0_14);
-                VSTORE(yb + ox*32 + 491520, a0_15);
+                VSTORE(yb + ox*32, vrelu(a0_0));
+                VSTORE(yb + ox*32 + 32768, vrelu(a0_1));
+                VSTORE(yb + ox*32 + 65536, vrelu(a0_2));
+                VSTORE(yb + ox*32 + 98304, vrelu(a0_3));
+                VSTORE(yb + ox*32 + 131072, vrelu(a0_4));
+                VSTORE(yb + ox*32 + 163840, vrelu(a0_5));
+                VSTORE(yb + ox*32 + 196608, vrelu(a0_6));
+                VSTORE(yb + ox*32 + 229376, vrelu(a0_7));
+                VSTORE(yb + ox*32 + 262144, vrelu(a0_8));
+                VSTORE(yb + ox*32 + 294912, vrelu(a0_9));
+                VSTORE(yb + ox*32 + 327680, vrelu(a0_10));
+                VSTORE(yb + ox*32 + 360448, vrelu(a0_11));
+                VSTORE(yb + ox*32 + 393216, vrelu(a0_12));
+                VSTORE(yb + ox*32 + 425984, vrelu(a0_13));
+                VSTORE(yb + ox*32 + 458752, vrelu(a0_14));
+                VSTORE(yb + ox*32 + 491520, vrelu(a0_15));
             }
             {
                 cg_v a0_0 = vsplat(bias[cb*16]);
@@ -461,22 +464,22 @@ static void l00_conv2d_forward(const float *restrict P, const float *restrict x,
                         a0_15 += wc[412] * x0;
                     }
                 }
-                VSTORE(yb + 992, a0_0);
-                VSTORE(yb + 33760, a0_1);
-                VSTORE(yb + 66528, a0_2);
-                VSTORE(yb + 99296, a0_3);
-                VSTORE(yb + 132064, a0_4);
-                VSTORE(yb + 164832, a0_5);
-                VSTORE(yb + 197600, a0_6);
-                VSTORE(yb + 230368, a0_7);
-                VSTORE(yb + 263136, a0_8);
-                VSTORE(yb + 295904, a0_9);
-                VSTORE(yb + 328672, a0_10);
-                VSTORE(yb + 361440, a0_11);
-                VSTORE(yb + 394208, a0_12);
-                VSTORE(yb + 426976, a0_13);
-                VSTORE(yb + 459744, a0_14);
-                VSTORE(yb + 492512, a0_15);
+                VSTORE(yb + 992, vrelu(a0_0));
+                VSTORE(yb + 33760, vrelu(a0_1));
+                VSTORE(yb + 66528, vrelu(a0_2));
+                VSTORE(yb + 99296, vrelu(a0_3));
+                VSTORE(yb + 132064, vrelu(a0_4));
+                VSTORE(yb + 164832, vrelu(a0_5));
+                VSTORE(yb + 197600, vrelu(a0_6));
+                VSTORE(yb + 230368, vrelu(a0_7));
+                VSTORE(yb + 263136, vrelu(a0_8));
+                VSTORE(yb + 295904, vrelu(a0_9));
+                VSTORE(yb + 328672, vrelu(a0_10));
+                VSTORE(yb + 361440, vrelu(a0_11));
+                VSTORE(yb + 394208, vrelu(a0_12));
+                VSTORE(yb + 426976, vrelu(a0_13));
+                VSTORE(yb + 459744, vrelu(a0_14));
+                VSTORE(yb + 492512, vrelu(a0_15));
             }
             /* rows 1..30, cols 0..0: 6 of 9 taps */
             for (int oy = 1; oy < 31; oy++) {
@@ -615,22 +618,22 @@ static void l00_conv2d_forward(const float *restrict P, const float *restrict x,
                             a0_15 += wc[413] * x0;
                         }
                     }
-                    VSTORE(yb + oy*1024, a0_0);
-                    VSTORE(yb + oy*1024 + 32768, a0_1);
-                    VSTORE(yb + oy*1024 + 65536, a0_2);
-                    VSTORE(yb + oy*1024 + 98304, a0_3);
-                    VSTORE(yb + oy*1024 + 131072, a0_4);
-                    VSTORE(yb + oy*1024 + 163840, a0_5);
-                    VSTORE(yb + oy*1024 + 196608, a0_6);
-                    VSTORE(yb + oy*1024 + 229376, a0_7);
-                    VSTORE(yb + oy*1024 + 262144, a0_8);
-                    VSTORE(yb + oy*1024 + 294912, a0_9);
-                    VSTORE(yb + oy*1024 + 327680, a0_10);
-                    VSTORE(yb + oy*1024 + 360448, a0_11);
-                    VSTORE(yb + oy*1024 + 393216, a0_12);
-                    VSTORE(yb + oy*1024 + 425984, a0_13);
-                    VSTORE(yb + oy*1024 + 458752, a0_14);
-                    VSTORE(yb + oy*1024 + 491520, a0_15);
+                    VSTORE(yb + oy*1024, vrelu(a0_0));
+                    VSTORE(yb + oy*1024 + 32768, vrelu(a0_1));
+                    VSTORE(yb + oy*1024 + 65536, vrelu(a0_2));
+                    VSTORE(yb + oy*1024 + 98304, vrelu(a0_3));
+                    VSTORE(yb + oy*1024 + 131072, vrelu(a0_4));
+                    VSTORE(yb + oy*1024 + 163840, vrelu(a0_5));
+                    VSTORE(yb + oy*1024 + 196608, vrelu(a0_6));
+                    VSTORE(yb + oy*1024 + 229376, vrelu(a0_7));
+                    VSTORE(yb + oy*1024 + 262144, vrelu(a0_8));
+                    VSTORE(yb + oy*1024 + 294912, vrelu(a0_9));
+                    VSTORE(yb + oy*1024 + 327680, vrelu(a0_10));
+                    VSTORE(yb + oy*1024 + 360448, vrelu(a0_11));
+                    VSTORE(yb + oy*1024 + 393216, vrelu(a0_12));
+                    VSTORE(yb + oy*1024 + 425984, vrelu(a0_13));
+                    VSTORE(yb + oy*1024 + 458752, vrelu(a0_14));
+                    VSTORE(yb + oy*1024 + 491520, vrelu(a0_15));
                 }
             }
             /* rows 1..30, cols 1..30: every tap */
@@ -827,22 +830,22 @@ static void l00_conv2d_forward(const float *restrict P, const float *restrict x,
                             a0_15 += wc[413] * x0;
                         }
                     }
-                    VSTORE(yb + oy*1024 + ox*32, a0_0);
-                    VSTORE(yb + oy*1024 + ox*32 + 32768, a0_1);
-                    VSTORE(yb + oy*1024 + ox*32 + 65536, a0_2);
-                    VSTORE(yb + oy*1024 + ox*32 + 98304, a0_3);
-                    VSTORE(yb + oy*1024 + ox*32 + 131072, a0_4);
-                    VSTORE(yb + oy*1024 + ox*32 + 163840, a0_5);
-                    VSTORE(yb + oy*1024 + ox*32 + 196608, a0_6);
-                    VSTORE(yb + oy*1024 + ox*32 + 229376, a0_7);
-                    VSTORE(yb + oy*1024 + ox*32 + 262144, a0_8);
-                    VSTORE(yb + oy*1024 + ox*32 + 294912, a0_9);
-                    VSTORE(yb + oy*1024 + ox*32 + 327680, a0_10);
-                    VSTORE(yb + oy*1024 + ox*32 + 360448, a0_11);
-                    VSTORE(yb + oy*1024 + ox*32 + 393216, a0_12);
-                    VSTORE(yb + oy*1024 + ox*32 + 425984, a0_13);
-                    VSTORE(yb + oy*1024 + ox*32 + 458752, a0_14);
-                    VSTORE(yb + oy*1024 + ox*32 + 491520, a0_15);
+                    VSTORE(yb + oy*1024 + ox*32, vrelu(a0_0));
+                    VSTORE(yb + oy*1024 + ox*32 + 32768, vrelu(a0_1));
+                    VSTORE(yb + oy*1024 + ox*32 + 65536, vrelu(a0_2));
+                    VSTORE(yb + oy*1024 + ox*32 + 98304, vrelu(a0_3));
+                    VSTORE(yb + oy*1024 + ox*32 + 131072, vrelu(a0_4));
+                    VSTORE(yb + oy*1024 + ox*32 + 163840, vrelu(a0_5));
+                    VSTORE(yb + oy*1024 + ox*32 + 196608, vrelu(a0_6));
+                    VSTORE(yb + oy*1024 + ox*32 + 229376, vrelu(a0_7));
+                    VSTORE(yb + oy*1024 + ox*32 + 262144, vrelu(a0_8));
+                    VSTORE(yb + oy*1024 + ox*32 + 294912, vrelu(a0_9));
+                    VSTORE(yb + oy*1024 + ox*32 + 327680, vrelu(a0_10));
+                    VSTORE(yb + oy*1024 + ox*32 + 360448, vrelu(a0_11));
+                    VSTORE(yb + oy*1024 + ox*32 + 393216, vrelu(a0_12));
+                    VSTORE(yb + oy*1024 + ox*32 + 425984, vrelu(a0_13));
+                    VSTORE(yb + oy*1024 + ox*32 + 458752, vrelu(a0_14));
+                    VSTORE(yb + oy*1024 + ox*32 + 491520, vrelu(a0_15));
                 }
             }
             /* rows 1..30, cols 31..31: 6 of 9 taps */
@@ -982,22 +985,22 @@ static void l00_conv2d_forward(const float *restrict P, const float *restrict x,
                             a0_15 += wc[412] * x0;
                         }
                     }
-                    VSTORE(yb + oy*1024 + 992, a0_0);
-                    VSTORE(yb + oy*1024 + 33760, a0_1);
-                    VSTORE(yb + oy*1024 + 66528, a0_2);
-                    VSTORE(yb + oy*1024 + 99296, a0_3);
-                    VSTORE(yb + oy*1024 + 132064, a0_4);
-                    VSTORE(yb + oy*1024 + 164832, a0_5);
-                    VSTORE(yb + oy*1024 + 197600, a0_6);
-                    VSTORE(yb + oy*1024 + 230368, a0_7);
-                    VSTORE(yb + oy*1024 + 263136, a0_8);
-                    VSTORE(yb + oy*1024 + 295904, a0_9);
-                    VSTORE(yb + oy*1024 + 328672, a0_10);
-                    VSTORE(yb + oy*1024 + 361440, a0_11);
-                    VSTORE(yb + oy*1024 + 394208, a0_12);
-                    VSTORE(yb + oy*1024 + 426976, a0_13);
-                    VSTORE(yb + oy*1024 + 459744, a0_14);
-                    VSTORE(yb + oy*1024 + 492512, a0_15);
+                    VSTORE(yb + oy*1024 + 992, vrelu(a0_0));
+                    VSTORE(yb + oy*1024 + 33760, vrelu(a0_1));
+                    VSTORE(yb + oy*1024 + 66528, vrelu(a0_2));
+                    VSTORE(yb + oy*1024 + 99296, vrelu(a0_3));
+                    VSTORE(yb + oy*1024 + 132064, vrelu(a0_4));
+                    VSTORE(yb + oy*1024 + 164832, vrelu(a0_5));
+                    VSTORE(yb + oy*1024 + 197600, vrelu(a0_6));
+                    VSTORE(yb + oy*1024 + 230368, vrelu(a0_7));
+                    VSTORE(yb + oy*1024 + 263136, vrelu(a0_8));
+                    VSTORE(yb + oy*1024 + 295904, vrelu(a0_9));
+                    VSTORE(yb + oy*1024 + 328672, vrelu(a0_10));
+                    VSTORE(yb + oy*1024 + 361440, vrelu(a0_11));
+                    VSTORE(yb + oy*1024 + 394208, vrelu(a0_12));
+                    VSTORE(yb + oy*1024 + 426976, vrelu(a0_13));
+                    VSTORE(yb + oy*1024 + 459744, vrelu(a0_14));
+                    VSTORE(yb + oy*1024 + 492512, vrelu(a0_15));
                 }
             }
             {
@@ -1097,22 +1100,22 @@ static void l00_conv2d_forward(const float *restrict P, const float *restrict x,
                         a0_15 += wc[410] * x0;
                     }
                 }
-                VSTORE(yb + 31744, a0_0);
-                VSTORE(yb + 64512, a0_1);
-                VSTORE(yb + 97280, a0_2);
-                VSTORE(yb + 130048, a0_3);
-                VSTORE(yb + 162816, a0_4);
-                VSTORE(yb + 195584, a0_5);
-                VSTORE(yb + 228352, a0_6);
-                VSTORE(yb + 261120, a0_7);
-                VSTORE(yb + 293888, a0_8);
-                VSTORE(yb + 326656, a0_9);
-                VSTORE(yb + 359424, a0_10);
-                VSTORE(yb + 392192, a0_11);
-                VSTORE(yb + 424960, a0_12);
-                VSTORE(yb + 457728, a0_13);
-                VSTORE(yb + 490496, a0_14);
-                VSTORE(yb + 523264, a0_15);
+                VSTORE(yb + 31744, vrelu(a0_0));
+                VSTORE(yb + 64512, vrelu(a0_1));
+                VSTORE(yb + 97280, vrelu(a0_2));
+                VSTORE(yb + 130048, vrelu(a0_3));
+                VSTORE(yb + 162816, vrelu(a0_4));
+                VSTORE(yb + 195584, vrelu(a0_5));
+                VSTORE(yb + 228352, vrelu(a0_6));
+                VSTORE(yb + 261120, vrelu(a0_7));
+                VSTORE(yb + 293888, vrelu(a0_8));
+                VSTORE(yb + 326656, vrelu(a0_9));
+                VSTORE(yb + 359424, vrelu(a0_10));
+                VSTORE(yb + 392192, vrelu(a0_11));
+                VSTORE(yb + 424960, vrelu(a0_12));
+                VSTORE(yb + 457728, vrelu(a0_13));
+                VSTORE(yb + 490496, vrelu(a0_14));
+                VSTORE(yb + 523264, vrelu(a0_15));
             }
             /* rows 31..31, cols 1..30: 6 of 9 taps */
             for (int ox = 1; ox < 31; ox++) {
@@ -1250,22 +1253,22 @@ static void l00_conv2d_forward(const float *restrict P, const float *restrict x,
                         a0_15 += wc[410] * x0;
                     }
                 }
-                VSTORE(yb + ox*32 + 31744, a0_0);
-                VSTORE(yb + ox*32 + 64512, a0_1);
-                VSTORE(yb + ox*32 + 97280, a0_2);
-                VSTORE(yb + ox*32 + 130048, a0_3);
-                VSTORE(yb + ox*32 + 162816, a0_4);
-                VSTORE(yb + ox*32 + 195584, a0_5);
-                VSTORE(yb + ox*32 + 228352, a0_6);
-                VSTORE(yb + ox*32 + 261120, a0_7);
-                VSTORE(yb + ox*32 + 293888, a0_8);
-                VSTORE(yb + ox*32 + 326656, a0_9);
-                VSTORE(yb + ox*32 + 359424, a0_10);
-                VSTORE(yb + ox*32 + 392192, a0_11);
-                VSTORE(yb + ox*32 + 424960, a0_12);
-                VSTORE(yb + ox*32 + 457728, a0_13);
-                VSTORE(yb + ox*32 + 490496, a0_14);
-                VSTORE(yb + ox*32 + 523264, a0_15);
+                VSTORE(yb + ox*32 + 31744, vrelu(a0_0));
+                VSTORE(yb + ox*32 + 64512, vrelu(a0_1));
+                VSTORE(yb + ox*32 + 97280, vrelu(a0_2));
+                VSTORE(yb + ox*32 + 130048, vrelu(a0_3));
+                VSTORE(yb + ox*32 + 162816, vrelu(a0_4));
+                VSTORE(yb + ox*32 + 195584, vrelu(a0_5));
+                VSTORE(yb + ox*32 + 228352, vrelu(a0_6));
+                VSTORE(yb + ox*32 + 261120, vrelu(a0_7));
+                VSTORE(yb + ox*32 + 293888, vrelu(a0_8));
+                VSTORE(yb + ox*32 + 326656, vrelu(a0_9));
+                VSTORE(yb + ox*32 + 359424, vrelu(a0_10));
+                VSTORE(yb + ox*32 + 392192, vrelu(a0_11));
+                VSTORE(yb + ox*32 + 424960, vrelu(a0_12));
+                VSTORE(yb + ox*32 + 457728, vrelu(a0_13));
+                VSTORE(yb + ox*32 + 490496, vrelu(a0_14));
+                VSTORE(yb + ox*32 + 523264, vrelu(a0_15));
             }
             {
                 cg_v a0_0 = vsplat(bias[cb*16]);
@@ -1364,22 +1367,22 @@ static void l00_conv2d_forward(const float *restrict P, const float *restrict x,
                         a0_15 += wc[409] * x0;
                     }
                 }
-                VSTORE(yb + 32736, a0_0);
-                VSTORE(yb + 65504, a0_1);
-                VSTORE(yb + 98272, a0_2);
-                VSTORE(yb + 131040, a0_3);
-                VSTORE(yb + 163808, a0_4);
-                VSTORE(yb + 196576, a0_5);
-                VSTORE(yb + 229344, a0_6);
-                VSTORE(yb + 262112, a0_7);
-                VSTORE(yb + 294880, a0_8);
-                VSTORE(yb + 327648, a0_9);
-                VSTORE(yb + 360416, a0_10);
-                VSTORE(yb + 393184, a0_11);
-                VSTORE(yb + 425952, a0_12);
-                VSTORE(yb + 458720, a0_13);
-                VSTORE(yb + 491488, a0_14);
-                VSTORE(yb + 524256, a0_15);
+                VSTORE(yb + 32736, vrelu(a0_0));
+                VSTORE(yb + 65504, vrelu(a0_1));
+                VSTORE(yb + 98272, vrelu(a0_2));
+                VSTORE(yb + 131040, vrelu(a0_3));
+                VSTORE(yb + 163808, vrelu(a0_4));
+                VSTORE(yb + 196576, vrelu(a0_5));
+                VSTORE(yb + 229344, vrelu(a0_6));
+                VSTORE(yb + 262112, vrelu(a0_7));
+                VSTORE(yb + 294880, vrelu(a0_8));
+                VSTORE(yb + 327648, vrelu(a0_9));
+                VSTORE(yb + 360416, vrelu(a0_10));
+                VSTORE(yb + 393184, vrelu(a0_11));
+                VSTORE(yb + 425952, vrelu(a0_12));
+                VSTORE(yb + 458720, vrelu(a0_13));
+                VSTORE(yb + 491488, vrelu(a0_14));
+                VSTORE(yb + 524256, vrelu(a0_15));
             }
         }
     }
@@ -1932,13 +1935,7 @@ static void l00_conv2d_backward_dx(const float *restrict P, const float *restric
 
 /* layer 1: relu 64x32x32 -> 64x32x32 (specs/vgg16_cifar.yaml:11:5)
  * schedule lanes: fwd lanes dw lanes dx with dw threaded */
-static void l01_relu_forward(float *restrict y)
-{
-    /* x [64x32x32][lanes], y [64x32x32][lanes] */
-    CG_PARALLEL_FOR
-    for (int i = 0; i < 2097152; i++)
-        y[i] = y[i] <= 0.0f ? 0.0f : y[i];
-}
+/* l01_relu_forward: none, layer 0 stores its output through the relu */
 
 static void l01_relu_backward(const float *restrict y, const float *restrict dy, float *restrict dx)
 {
@@ -1949,7 +1946,7 @@ static void l01_relu_backward(const float *restrict y, const float *restrict dy,
 }
 
 /* layer 2: conv2d 64x32x32 -> 64x32x32 (specs/vgg16_cifar.yaml:12:5)
- * schedule lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16] threaded */
+ * schedule lanes: fwd lanes[TB=1,TC=16]+relu dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16] threaded */
 static void l02_conv2d_forward(const float *restrict P, const float *restrict x, float *restrict y)
 {
     /* x [64x32x32][lanes], y [64x32x32][lanes] */
@@ -2058,22 +2055,22 @@ static void l02_conv2d_forward(const float *restrict P, const float *restrict x,
                         a0_15 += wc[8648] * x0;
                     }
                 }
-                VSTORE(yb + 0, a0_0);
-                VSTORE(yb + 32768, a0_1);
-                VSTORE(yb + 65536, a0_2);
-                VSTORE(yb + 98304, a0_3);
-                VSTORE(yb + 131072, a0_4);
-                VSTORE(yb + 163840, a0_5);
-                VSTORE(yb + 196608, a0_6);
-                VSTORE(yb + 229376, a0_7);
-                VSTORE(yb + 262144, a0_8);
-                VSTORE(yb + 294912, a0_9);
-                VSTORE(yb + 327680, a0_10);
-                VSTORE(yb + 360448, a0_11);
-                VSTORE(yb + 393216, a0_12);
-                VSTORE(yb + 425984, a0_13);
-                VSTORE(yb + 458752, a0_14);
-                VSTORE(yb + 491520, a0_15);
+                VSTORE(yb + 0, vrelu(a0_0));
+                VSTORE(yb + 32768, vrelu(a0_1));
+                VSTORE(yb + 65536, vrelu(a0_2));
+                VSTORE(yb + 98304, vrelu(a0_3));
+                VSTORE(yb + 131072, vrelu(a0_4));
+                VSTORE(yb + 163840, vrelu(a0_5));
+                VSTORE(yb + 196608, vrelu(a0_6));
+                VSTORE(yb + 229376, vrelu(a0_7));
+                VSTORE(yb + 262144, vrelu(a0_8));
+                VSTORE(yb + 294912, vrelu(a0_9));
+                VSTORE(yb + 327680, vrelu(a0_10));
+                VSTORE(yb + 360448, vrelu(a0_11));
+                VSTORE(yb + 393216, vrelu(a0_12));
+                VSTORE(yb + 425984, vrelu(a0_13));
+                VSTORE(yb + 458752, vrelu(a0_14));
+                VSTORE(yb + 491520, vrelu(a0_15));
             }
             /* rows 0..0, cols 1..30: 6 of 9 taps */
             for (int ox = 1; ox < 31; ox++) {
@@ -2211,22 +2208,22 @@ static void l02_conv2d_forward(const float *restrict P, const float *restrict x,
                         a0_15 += wc[8648] * x0;
                     }
                 }
-                VSTORE(yb + ox*32, a0_0);
-                VSTORE(yb + ox*32 + 32768, a0_1);
-                VSTORE(yb + ox*32 + 65536, a0_2);
-                VSTORE(yb + ox*32 + 98304, a0_3);
-                VSTORE(yb + ox*32 + 131072, a0_4);
-                VSTORE(yb + ox*32 + 163840, a0_5);
-                VSTORE(yb + ox*32 + 196608, a0_6);
-                VSTORE(yb + ox*32 + 229376, a0_7);
-                VSTORE(yb + ox*32 + 262144, a0_8);
-                VSTORE(yb + ox*32 + 294912, a0_9);
-                VSTORE(yb + ox*32 + 327680, a0_10);
-                VSTORE(yb + ox*32 + 360448, a0_11);
-                VSTORE(yb + ox*32 + 393216, a0_12);
-                VSTORE(yb + ox*32 + 425984, a0_13);
-                VSTORE(yb + ox*32 + 458752, a0_14);
-                VSTORE(yb + ox*32 + 491520, a0_15);
+                VSTORE(yb + ox*32, vrelu(a0_0));
+                VSTORE(yb + ox*32 + 32768, vrelu(a0_1));
+                VSTORE(yb + ox*32 + 65536, vrelu(a0_2));
+                VSTORE(yb + ox*32 + 98304, vrelu(a0_3));
+                VSTORE(yb + ox*32 + 131072, vrelu(a0_4));
+                VSTORE(yb + ox*32 + 163840, vrelu(a0_5));
+                VSTORE(yb + ox*32 + 196608, vrelu(a0_6));
+                VSTORE(yb + ox*32 + 229376, vrelu(a0_7));
+                VSTORE(yb + ox*32 + 262144, vrelu(a0_8));
+                VSTORE(yb + ox*32 + 294912, vrelu(a0_9));
+                VSTORE(yb + ox*32 + 327680, vrelu(a0_10));
+                VSTORE(yb + ox*32 + 360448, vrelu(a0_11));
+                VSTORE(yb + ox*32 + 393216, vrelu(a0_12));
+                VSTORE(yb + ox*32 + 425984, vrelu(a0_13));
+                VSTORE(yb + ox*32 + 458752, vrelu(a0_14));
+                VSTORE(yb + ox*32 + 491520, vrelu(a0_15));
             }
             {
                 cg_v a0_0 = vsplat(bias[cb*16]);
@@ -2325,22 +2322,22 @@ static void l02_conv2d_forward(const float *restrict P, const float *restrict x,
                         a0_15 += wc[8647] * x0;
                     }
                 }
-                VSTORE(yb + 992, a0_0);
-                VSTORE(yb + 33760, a0_1);
-                VSTORE(yb + 66528, a0_2);
-                VSTORE(yb + 99296, a0_3);
-                VSTORE(yb + 132064, a0_4);
-                VSTORE(yb + 164832, a0_5);
-                VSTORE(yb + 197600, a0_6);
-                VSTORE(yb + 230368, a0_7);
-                VSTORE(yb + 263136, a0_8);
-                VSTORE(yb + 295904, a0_9);
-                VSTORE(yb + 328672, a0_10);
-                VSTORE(yb + 361440, a0_11);
-                VSTORE(yb + 394208, a0_12);
-                VSTORE(yb + 426976, a0_13);
-                VSTORE(yb + 459744, a0_14);
-                VSTORE(yb + 492512, a0_15);
+                VSTORE(yb + 992, vrelu(a0_0));
+                VSTORE(yb + 33760, vrelu(a0_1));
+                VSTORE(yb + 66528, vrelu(a0_2));
+                VSTORE(yb + 99296, vrelu(a0_3));
+                VSTORE(yb + 132064, vrelu(a0_4));
+                VSTORE(yb + 164832, vrelu(a0_5));
+                VSTORE(yb + 197600, vrelu(a0_6));
+                VSTORE(yb + 230368, vrelu(a0_7));
+                VSTORE(yb + 263136, vrelu(a0_8));
+                VSTORE(yb + 295904, vrelu(a0_9));
+                VSTORE(yb + 328672, vrelu(a0_10));
+                VSTORE(yb + 361440, vrelu(a0_11));
+                VSTORE(yb + 394208, vrelu(a0_12));
+                VSTORE(yb + 426976, vrelu(a0_13));
+                VSTORE(yb + 459744, vrelu(a0_14));
+                VSTORE(yb + 492512, vrelu(a0_15));
             }
             /* rows 1..30, cols 0..0: 6 of 9 taps */
             for (int oy = 1; oy < 31; oy++) {
@@ -2479,22 +2476,22 @@ static void l02_conv2d_forward(const float *restrict P, const float *restrict x,
                             a0_15 += wc[8648] * x0;
                         }
                     }
-                    VSTORE(yb + oy*1024, a0_0);
-                    VSTORE(yb + oy*1024 + 32768, a0_1);
-                    VSTORE(yb + oy*1024 + 65536, a0_2);
-                    VSTORE(yb + oy*1024 + 98304, a0_3);
-                    VSTORE(yb + oy*1024 + 131072, a0_4);
-                    VSTORE(yb + oy*1024 + 163840, a0_5);
-                    VSTORE(yb + oy*1024 + 196608, a0_6);
-                    VSTORE(yb + oy*1024 + 229376, a0_7);
-                    VSTORE(yb + oy*1024 + 262144, a0_8);
-                    VSTORE(yb + oy*1024 + 294912, a0_9);
-                    VSTORE(yb + oy*1024 + 327680, a0_10);
-                    VSTORE(yb + oy*1024 + 360448, a0_11);
-                    VSTORE(yb + oy*1024 + 393216, a0_12);
-                    VSTORE(yb + oy*1024 + 425984, a0_13);
-                    VSTORE(yb + oy*1024 + 458752, a0_14);
-                    VSTORE(yb + oy*1024 + 491520, a0_15);
+                    VSTORE(yb + oy*1024, vrelu(a0_0));
+                    VSTORE(yb + oy*1024 + 32768, vrelu(a0_1));
+                    VSTORE(yb + oy*1024 + 65536, vrelu(a0_2));
+                    VSTORE(yb + oy*1024 + 98304, vrelu(a0_3));
+                    VSTORE(yb + oy*1024 + 131072, vrelu(a0_4));
+                    VSTORE(yb + oy*1024 + 163840, vrelu(a0_5));
+                    VSTORE(yb + oy*1024 + 196608, vrelu(a0_6));
+                    VSTORE(yb + oy*1024 + 229376, vrelu(a0_7));
+                    VSTORE(yb + oy*1024 + 262144, vrelu(a0_8));
+                    VSTORE(yb + oy*1024 + 294912, vrelu(a0_9));
+                    VSTORE(yb + oy*1024 + 327680, vrelu(a0_10));
+                    VSTORE(yb + oy*1024 + 360448, vrelu(a0_11));
+                    VSTORE(yb + oy*1024 + 393216, vrelu(a0_12));
+                    VSTORE(yb + oy*1024 + 425984, vrelu(a0_13));
+                    VSTORE(yb + oy*1024 + 458752, vrelu(a0_14));
+                    VSTORE(yb + oy*1024 + 491520, vrelu(a0_15));
                 }
             }
             /* rows 1..30, cols 1..30: every tap */
@@ -2691,22 +2688,22 @@ static void l02_conv2d_forward(const float *restrict P, const float *restrict x,
                             a0_15 += wc[8648] * x0;
                         }
                     }
-                    VSTORE(yb + oy*1024 + ox*32, a0_0);
-                    VSTORE(yb + oy*1024 + ox*32 + 32768, a0_1);
-                    VSTORE(yb + oy*1024 + ox*32 + 65536, a0_2);
-                    VSTORE(yb + oy*1024 + ox*32 + 98304, a0_3);
-                    VSTORE(yb + oy*1024 + ox*32 + 131072, a0_4);
-                    VSTORE(yb + oy*1024 + ox*32 + 163840, a0_5);
-                    VSTORE(yb + oy*1024 + ox*32 + 196608, a0_6);
-                    VSTORE(yb + oy*1024 + ox*32 + 229376, a0_7);
-                    VSTORE(yb + oy*1024 + ox*32 + 262144, a0_8);
-                    VSTORE(yb + oy*1024 + ox*32 + 294912, a0_9);
-                    VSTORE(yb + oy*1024 + ox*32 + 327680, a0_10);
-                    VSTORE(yb + oy*1024 + ox*32 + 360448, a0_11);
-                    VSTORE(yb + oy*1024 + ox*32 + 393216, a0_12);
-                    VSTORE(yb + oy*1024 + ox*32 + 425984, a0_13);
-                    VSTORE(yb + oy*1024 + ox*32 + 458752, a0_14);
-                    VSTORE(yb + oy*1024 + ox*32 + 491520, a0_15);
+                    VSTORE(yb + oy*1024 + ox*32, vrelu(a0_0));
+                    VSTORE(yb + oy*1024 + ox*32 + 32768, vrelu(a0_1));
+                    VSTORE(yb + oy*1024 + ox*32 + 65536, vrelu(a0_2));
+                    VSTORE(yb + oy*1024 + ox*32 + 98304, vrelu(a0_3));
+                    VSTORE(yb + oy*1024 + ox*32 + 131072, vrelu(a0_4));
+                    VSTORE(yb + oy*1024 + ox*32 + 163840, vrelu(a0_5));
+                    VSTORE(yb + oy*1024 + ox*32 + 196608, vrelu(a0_6));
+                    VSTORE(yb + oy*1024 + ox*32 + 229376, vrelu(a0_7));
+                    VSTORE(yb + oy*1024 + ox*32 + 262144, vrelu(a0_8));
+                    VSTORE(yb + oy*1024 + ox*32 + 294912, vrelu(a0_9));
+                    VSTORE(yb + oy*1024 + ox*32 + 327680, vrelu(a0_10));
+                    VSTORE(yb + oy*1024 + ox*32 + 360448, vrelu(a0_11));
+                    VSTORE(yb + oy*1024 + ox*32 + 393216, vrelu(a0_12));
+                    VSTORE(yb + oy*1024 + ox*32 + 425984, vrelu(a0_13));
+                    VSTORE(yb + oy*1024 + ox*32 + 458752, vrelu(a0_14));
+                    VSTORE(yb + oy*1024 + ox*32 + 491520, vrelu(a0_15));
                 }
             }
             /* rows 1..30, cols 31..31: 6 of 9 taps */
@@ -2846,22 +2843,22 @@ static void l02_conv2d_forward(const float *restrict P, const float *restrict x,
                             a0_15 += wc[8647] * x0;
                         }
                     }
-                    VSTORE(yb + oy*1024 + 992, a0_0);
-                    VSTORE(yb + oy*1024 + 33760, a0_1);
-                    VSTORE(yb + oy*1024 + 66528, a0_2);
-                    VSTORE(yb + oy*1024 + 99296, a0_3);
-                    VSTORE(yb + oy*1024 + 132064, a0_4);
-                    VSTORE(yb + oy*1024 + 164832, a0_5);
-                    VSTORE(yb + oy*1024 + 197600, a0_6);
-                    VSTORE(yb + oy*1024 + 230368, a0_7);
-                    VSTORE(yb + oy*1024 + 263136, a0_8);
-                    VSTORE(yb + oy*1024 + 295904, a0_9);
-                    VSTORE(yb + oy*1024 + 328672, a0_10);
-                    VSTORE(yb + oy*1024 + 361440, a0_11);
-                    VSTORE(yb + oy*1024 + 394208, a0_12);
-                    VSTORE(yb + oy*1024 + 426976, a0_13);
-                    VSTORE(yb + oy*1024 + 459744, a0_14);
-                    VSTORE(yb + oy*1024 + 492512, a0_15);
+                    VSTORE(yb + oy*1024 + 992, vrelu(a0_0));
+                    VSTORE(yb + oy*1024 + 33760, vrelu(a0_1));
+                    VSTORE(yb + oy*1024 + 66528, vrelu(a0_2));
+                    VSTORE(yb + oy*1024 + 99296, vrelu(a0_3));
+                    VSTORE(yb + oy*1024 + 132064, vrelu(a0_4));
+                    VSTORE(yb + oy*1024 + 164832, vrelu(a0_5));
+                    VSTORE(yb + oy*1024 + 197600, vrelu(a0_6));
+                    VSTORE(yb + oy*1024 + 230368, vrelu(a0_7));
+                    VSTORE(yb + oy*1024 + 263136, vrelu(a0_8));
+                    VSTORE(yb + oy*1024 + 295904, vrelu(a0_9));
+                    VSTORE(yb + oy*1024 + 328672, vrelu(a0_10));
+                    VSTORE(yb + oy*1024 + 361440, vrelu(a0_11));
+                    VSTORE(yb + oy*1024 + 394208, vrelu(a0_12));
+                    VSTORE(yb + oy*1024 + 426976, vrelu(a0_13));
+                    VSTORE(yb + oy*1024 + 459744, vrelu(a0_14));
+                    VSTORE(yb + oy*1024 + 492512, vrelu(a0_15));
                 }
             }
             {
@@ -2961,22 +2958,22 @@ static void l02_conv2d_forward(const float *restrict P, const float *restrict x,
                         a0_15 += wc[8645] * x0;
                     }
                 }
-                VSTORE(yb + 31744, a0_0);
-                VSTORE(yb + 64512, a0_1);
-                VSTORE(yb + 97280, a0_2);
-                VSTORE(yb + 130048, a0_3);
-                VSTORE(yb + 162816, a0_4);
-                VSTORE(yb + 195584, a0_5);
-                VSTORE(yb + 228352, a0_6);
-                VSTORE(yb + 261120, a0_7);
-                VSTORE(yb + 293888, a0_8);
-                VSTORE(yb + 326656, a0_9);
-                VSTORE(yb + 359424, a0_10);
-                VSTORE(yb + 392192, a0_11);
-                VSTORE(yb + 424960, a0_12);
-                VSTORE(yb + 457728, a0_13);
-                VSTORE(yb + 490496, a0_14);
-                VSTORE(yb + 523264, a0_15);
+                VSTORE(yb + 31744, vrelu(a0_0));
+                VSTORE(yb + 64512, vrelu(a0_1));
+                VSTORE(yb + 97280, vrelu(a0_2));
+                VSTORE(yb + 130048, vrelu(a0_3));
+                VSTORE(yb + 162816, vrelu(a0_4));
+                VSTORE(yb + 195584, vrelu(a0_5));
+                VSTORE(yb + 228352, vrelu(a0_6));
+                VSTORE(yb + 261120, vrelu(a0_7));
+                VSTORE(yb + 293888, vrelu(a0_8));
+                VSTORE(yb + 326656, vrelu(a0_9));
+                VSTORE(yb + 359424, vrelu(a0_10));
+                VSTORE(yb + 392192, vrelu(a0_11));
+                VSTORE(yb + 424960, vrelu(a0_12));
+                VSTORE(yb + 457728, vrelu(a0_13));
+                VSTORE(yb + 490496, vrelu(a0_14));
+                VSTORE(yb + 523264, vrelu(a0_15));
             }
             /* rows 31..31, cols 1..30: 6 of 9 taps */
             for (int ox = 1; ox < 31; ox++) {
@@ -3114,22 +3111,22 @@ static void l02_conv2d_forward(const float *restrict P, const float *restrict x,
                         a0_15 += wc[8645] * x0;
                     }
                 }
-                VSTORE(yb + ox*32 + 31744, a0_0);
-                VSTORE(yb + ox*32 + 64512, a0_1);
-                VSTORE(yb + ox*32 + 97280, a0_2);
-                VSTORE(yb + ox*32 + 130048, a0_3);
-                VSTORE(yb + ox*32 + 162816, a0_4);
-                VSTORE(yb + ox*32 + 195584, a0_5);
-                VSTORE(yb + ox*32 + 228352, a0_6);
-                VSTORE(yb + ox*32 + 261120, a0_7);
-                VSTORE(yb + ox*32 + 293888, a0_8);
-                VSTORE(yb + ox*32 + 326656, a0_9);
-                VSTORE(yb + ox*32 + 359424, a0_10);
-                VSTORE(yb + ox*32 + 392192, a0_11);
-                VSTORE(yb + ox*32 + 424960, a0_12);
-                VSTORE(yb + ox*32 + 457728, a0_13);
-                VSTORE(yb + ox*32 + 490496, a0_14);
-                VSTORE(yb + ox*32 + 523264, a0_15);
+                VSTORE(yb + ox*32 + 31744, vrelu(a0_0));
+                VSTORE(yb + ox*32 + 64512, vrelu(a0_1));
+                VSTORE(yb + ox*32 + 97280, vrelu(a0_2));
+                VSTORE(yb + ox*32 + 130048, vrelu(a0_3));
+                VSTORE(yb + ox*32 + 162816, vrelu(a0_4));
+                VSTORE(yb + ox*32 + 195584, vrelu(a0_5));
+                VSTORE(yb + ox*32 + 228352, vrelu(a0_6));
+                VSTORE(yb + ox*32 + 261120, vrelu(a0_7));
+                VSTORE(yb + ox*32 + 293888, vrelu(a0_8));
+                VSTORE(yb + ox*32 + 326656, vrelu(a0_9));
+                VSTORE(yb + ox*32 + 359424, vrelu(a0_10));
+                VSTORE(yb + ox*32 + 392192, vrelu(a0_11));
+                VSTORE(yb + ox*32 + 424960, vrelu(a0_12));
+                VSTORE(yb + ox*32 + 457728, vrelu(a0_13));
+                VSTORE(yb + ox*32 + 490496, vrelu(a0_14));
+                VSTORE(yb + ox*32 + 523264, vrelu(a0_15));
             }
             {
                 cg_v a0_0 = vsplat(bias[cb*16]);
@@ -3228,22 +3225,22 @@ static void l02_conv2d_forward(const float *restrict P, const float *restrict x,
                         a0_15 += wc[8644] * x0;
                     }
                 }
-                VSTORE(yb + 32736, a0_0);
-                VSTORE(yb + 65504, a0_1);
-                VSTORE(yb + 98272, a0_2);
-                VSTORE(yb + 131040, a0_3);
-                VSTORE(yb + 163808, a0_4);
-                VSTORE(yb + 196576, a0_5);
-                VSTORE(yb + 229344, a0_6);
-                VSTORE(yb + 262112, a0_7);
-                VSTORE(yb + 294880, a0_8);
-                VSTORE(yb + 327648, a0_9);
-                VSTORE(yb + 360416, a0_10);
-                VSTORE(yb + 393184, a0_11);
-                VSTORE(yb + 425952, a0_12);
-                VSTORE(yb + 458720, a0_13);
-                VSTORE(yb + 491488, a0_14);
-                VSTORE(yb + 524256, a0_15);
+                VSTORE(yb + 32736, vrelu(a0_0));
+                VSTORE(yb + 65504, vrelu(a0_1));
+                VSTORE(yb + 98272, vrelu(a0_2));
+                VSTORE(yb + 131040, vrelu(a0_3));
+                VSTORE(yb + 163808, vrelu(a0_4));
+                VSTORE(yb + 196576, vrelu(a0_5));
+                VSTORE(yb + 229344, vrelu(a0_6));
+                VSTORE(yb + 262112, vrelu(a0_7));
+                VSTORE(yb + 294880, vrelu(a0_8));
+                VSTORE(yb + 327648, vrelu(a0_9));
+                VSTORE(yb + 360416, vrelu(a0_10));
+                VSTORE(yb + 393184, vrelu(a0_11));
+                VSTORE(yb + 425952, vrelu(a0_12));
+                VSTORE(yb + 458720, vrelu(a0_13));
+                VSTORE(yb + 491488, vrelu(a0_14));
+                VSTORE(yb + 524256, vrelu(a0_15));
             }
         }
     }
@@ -4669,7 +4666,7 @@ static void l02_conv2d_backward_dx(const float *restrict P, const float *restric
 
 /* layer 3: relu 64x32x32 -> 64x32x32 (specs/vgg16_cifar.yaml:13:5)
  * schedule lanes: fwd lanes dw lanes dx with dw threaded */
-/* l03_relu_forward: the code of l01_relu_forward */
+/* l03_relu_forward: none, layer 2 stores its output through the relu */
 
 /* l03_relu_backward: the code of l01_relu_backward */
 
@@ -4724,7 +4721,7 @@ static void l04_maxpool2d_backward(const float *restrict x, const float *restric
 }
 
 /* layer 5: conv2d 64x16x16 -> 128x16x16 (specs/vgg16_cifar.yaml:16:5)
- * schedule lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16] threaded */
+ * schedule lanes: fwd lanes[TB=1,TC=16]+relu dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16] threaded */
 static void l05_conv2d_forward(const float *restrict P, const float *restrict x, float *restrict y)
 {
     /* x [64x16x16][lanes], y [128x16x16][lanes] */
@@ -4833,22 +4830,22 @@ static void l05_conv2d_forward(const float *restrict P, const float *restrict x,
                         a0_15 += wc[8648] * x0;
                     }
                 }
-                VSTORE(yb + 0, a0_0);
-                VSTORE(yb + 8192, a0_1);
-                VSTORE(yb + 16384, a0_2);
-                VSTORE(yb + 24576, a0_3);
-                VSTORE(yb + 32768, a0_4);
-                VSTORE(yb + 40960, a0_5);
-                VSTORE(yb + 49152, a0_6);
-                VSTORE(yb + 57344, a0_7);
-                VSTORE(yb + 65536, a0_8);
-                VSTORE(yb + 73728, a0_9);
-                VSTORE(yb + 81920, a0_10);
-                VSTORE(yb + 90112, a0_11);
-                VSTORE(yb + 98304, a0_12);
-                VSTORE(yb + 106496, a0_13);
-                VSTORE(yb + 114688, a0_14);
-                VSTORE(yb + 122880, a0_15);
+                VSTORE(yb + 0, vrelu(a0_0));
+                VSTORE(yb + 8192, vrelu(a0_1));
+                VSTORE(yb + 16384, vrelu(a0_2));
+                VSTORE(yb + 24576, vrelu(a0_3));
+                VSTORE(yb + 32768, vrelu(a0_4));
+                VSTORE(yb + 40960, vrelu(a0_5));
+                VSTORE(yb + 49152, vrelu(a0_6));
+                VSTORE(yb + 57344, vrelu(a0_7));
+                VSTORE(yb + 65536, vrelu(a0_8));
+                VSTORE(yb + 73728, vrelu(a0_9));
+                VSTORE(yb + 81920, vrelu(a0_10));
+                VSTORE(yb + 90112, vrelu(a0_11));
+                VSTORE(yb + 98304, vrelu(a0_12));
+                VSTORE(yb + 106496, vrelu(a0_13));
+                VSTORE(yb + 114688, vrelu(a0_14));
+                VSTORE(yb + 122880, vrelu(a0_15));
             }
             /* rows 0..0, cols 1..14: 6 of 9 taps */
             for (int ox = 1; ox < 15; ox++) {
@@ -4986,22 +4983,22 @@ static void l05_conv2d_forward(const float *restrict P, const float *restrict x,
                         a0_15 += wc[8648] * x0;
                     }
                 }
-                VSTORE(yb + ox*32, a0_0);
-                VSTORE(yb + ox*32 + 8192, a0_1);
-                VSTORE(yb + ox*32 + 16384, a0_2);
-                VSTORE(yb + ox*32 + 24576, a0_3);
-                VSTORE(yb + ox*32 + 32768, a0_4);
-                VSTORE(yb + ox*32 + 40960, a0_5);
-                VSTORE(yb + ox*32 + 49152, a0_6);
-                VSTORE(yb + ox*32 + 57344, a0_7);
-                VSTORE(yb + ox*32 + 65536, a0_8);
-                VSTORE(yb + ox*32 + 73728, a0_9);
-                VSTORE(yb + ox*32 + 81920, a0_10);
-                VSTORE(yb + ox*32 + 90112, a0_11);
-                VSTORE(yb + ox*32 + 98304, a0_12);
-                VSTORE(yb + ox*32 + 106496, a0_13);
-                VSTORE(yb + ox*32 + 114688, a0_14);
-                VSTORE(yb + ox*32 + 122880, a0_15);
+                VSTORE(yb + ox*32, vrelu(a0_0));
+                VSTORE(yb + ox*32 + 8192, vrelu(a0_1));
+                VSTORE(yb + ox*32 + 16384, vrelu(a0_2));
+                VSTORE(yb + ox*32 + 24576, vrelu(a0_3));
+                VSTORE(yb + ox*32 + 32768, vrelu(a0_4));
+                VSTORE(yb + ox*32 + 40960, vrelu(a0_5));
+                VSTORE(yb + ox*32 + 49152, vrelu(a0_6));
+                VSTORE(yb + ox*32 + 57344, vrelu(a0_7));
+                VSTORE(yb + ox*32 + 65536, vrelu(a0_8));
+                VSTORE(yb + ox*32 + 73728, vrelu(a0_9));
+                VSTORE(yb + ox*32 + 81920, vrelu(a0_10));
+                VSTORE(yb + ox*32 + 90112, vrelu(a0_11));
+                VSTORE(yb + ox*32 + 98304, vrelu(a0_12));
+                VSTORE(yb + ox*32 + 106496, vrelu(a0_13));
+                VSTORE(yb + ox*32 + 114688, vrelu(a0_14));
+                VSTORE(yb + ox*32 + 122880, vrelu(a0_15));
             }
             {
                 cg_v a0_0 = vsplat(bias[cb*16]);
@@ -5100,22 +5097,22 @@ static void l05_conv2d_forward(const float *restrict P, const float *restrict x,
                         a0_15 += wc[8647] * x0;
                     }
                 }
-                VSTORE(yb + 480, a0_0);
-                VSTORE(yb + 8672, a0_1);
-                VSTORE(yb + 16864, a0_2);
-                VSTORE(yb + 25056, a0_3);
-                VSTORE(yb + 33248, a0_4);
-                VSTORE(yb + 41440, a0_5);
-                VSTORE(yb + 49632, a0_6);
-                VSTORE(yb + 57824, a0_7);
-                VSTORE(yb + 66016, a0_8);
-                VSTORE(yb + 74208, a0_9);
-                VSTORE(yb + 82400, a0_10);
-                VSTORE(yb + 90592, a0_11);
-                VSTORE(yb + 98784, a0_12);
-                VSTORE(yb + 106976, a0_13);
-                VSTORE(yb + 115168, a0_14);
-                VSTORE(yb + 123360, a0_15);
+                VSTORE(yb + 480, vrelu(a0_0));
+                VSTORE(yb + 8672, vrelu(a0_1));
+                VSTORE(yb + 16864, vrelu(a0_2));
+                VSTORE(yb + 25056, vrelu(a0_3));
+                VSTORE(yb + 33248, vrelu(a0_4));
+                VSTORE(yb + 41440, vrelu(a0_5));
+                VSTORE(yb + 49632, vrelu(a0_6));
+                VSTORE(yb + 57824, vrelu(a0_7));
+                VSTORE(yb + 66016, vrelu(a0_8));
+                VSTORE(yb + 74208, vrelu(a0_9));
+                VSTORE(yb + 82400, vrelu(a0_10));
+                VSTORE(yb + 90592, vrelu(a0_11));
+                VSTORE(yb + 98784, vrelu(a0_12));
+                VSTORE(yb + 106976, vrelu(a0_13));
+                VSTORE(yb + 115168, vrelu(a0_14));
+                VSTORE(yb + 123360, vrelu(a0_15));
             }
             /* rows 1..14, cols 0..0: 6 of 9 taps */
             for (int oy = 1; oy < 15; oy++) {
@@ -5254,22 +5251,22 @@ static void l05_conv2d_forward(const float *restrict P, const float *restrict x,
                             a0_15 += wc[8648] * x0;
                         }
                     }
-                    VSTORE(yb + oy*512, a0_0);
-                    VSTORE(yb + oy*512 + 8192, a0_1);
-                    VSTORE(yb + oy*512 + 16384, a0_2);
-                    VSTORE(yb + oy*512 + 24576, a0_3);
-                    VSTORE(yb + oy*512 + 32768, a0_4);
-                    VSTORE(yb + oy*512 + 40960, a0_5);
-                    VSTORE(yb + oy*512 + 49152, a0_6);
-                    VSTORE(yb + oy*512 + 57344, a0_7);
-                    VSTORE(yb + oy*512 + 65536, a0_8);
-                    VSTORE(yb + oy*512 + 73728, a0_9);
-                    VSTORE(yb + oy*512 + 81920, a0_10);
-                    VSTORE(yb + oy*512 + 90112, a0_11);
-                    VSTORE(yb + oy*512 + 98304, a0_12);
-                    VSTORE(yb + oy*512 + 106496, a0_13);
-                    VSTORE(yb + oy*512 + 114688, a0_14);
-                    VSTORE(yb + oy*512 + 122880, a0_15);
+                    VSTORE(yb + oy*512, vrelu(a0_0));
+                    VSTORE(yb + oy*512 + 8192, vrelu(a0_1));
+                    VSTORE(yb + oy*512 + 16384, vrelu(a0_2));
+                    VSTORE(yb + oy*512 + 24576, vrelu(a0_3));
+                    VSTORE(yb + oy*512 + 32768, vrelu(a0_4));
+                    VSTORE(yb + oy*512 + 40960, vrelu(a0_5));
+                    VSTORE(yb + oy*512 + 49152, vrelu(a0_6));
+                    VSTORE(yb + oy*512 + 57344, vrelu(a0_7));
+                    VSTORE(yb + oy*512 + 65536, vrelu(a0_8));
+                    VSTORE(yb + oy*512 + 73728, vrelu(a0_9));
+                    VSTORE(yb + oy*512 + 81920, vrelu(a0_10));
+                    VSTORE(yb + oy*512 + 90112, vrelu(a0_11));
+                    VSTORE(yb + oy*512 + 98304, vrelu(a0_12));
+                    VSTORE(yb + oy*512 + 106496, vrelu(a0_13));
+                    VSTORE(yb + oy*512 + 114688, vrelu(a0_14));
+                    VSTORE(yb + oy*512 + 122880, vrelu(a0_15));
                 }
             }
             /* rows 1..14, cols 1..14: every tap */
@@ -5466,22 +5463,22 @@ static void l05_conv2d_forward(const float *restrict P, const float *restrict x,
                             a0_15 += wc[8648] * x0;
                         }
                     }
-                    VSTORE(yb + oy*512 + ox*32, a0_0);
-                    VSTORE(yb + oy*512 + ox*32 + 8192, a0_1);
-                    VSTORE(yb + oy*512 + ox*32 + 16384, a0_2);
-                    VSTORE(yb + oy*512 + ox*32 + 24576, a0_3);
-                    VSTORE(yb + oy*512 + ox*32 + 32768, a0_4);
-                    VSTORE(yb + oy*512 + ox*32 + 40960, a0_5);
-                    VSTORE(yb + oy*512 + ox*32 + 49152, a0_6);
-                    VSTORE(yb + oy*512 + ox*32 + 57344, a0_7);
-                    VSTORE(yb + oy*512 + ox*32 + 65536, a0_8);
-                    VSTORE(yb + oy*512 + ox*32 + 73728, a0_9);
-                    VSTORE(yb + oy*512 + ox*32 + 81920, a0_10);
-                    VSTORE(yb + oy*512 + ox*32 + 90112, a0_11);
-                    VSTORE(yb + oy*512 + ox*32 + 98304, a0_12);
-                    VSTORE(yb + oy*512 + ox*32 + 106496, a0_13);
-                    VSTORE(yb + oy*512 + ox*32 + 114688, a0_14);
-                    VSTORE(yb + oy*512 + ox*32 + 122880, a0_15);
+                    VSTORE(yb + oy*512 + ox*32, vrelu(a0_0));
+                    VSTORE(yb + oy*512 + ox*32 + 8192, vrelu(a0_1));
+                    VSTORE(yb + oy*512 + ox*32 + 16384, vrelu(a0_2));
+                    VSTORE(yb + oy*512 + ox*32 + 24576, vrelu(a0_3));
+                    VSTORE(yb + oy*512 + ox*32 + 32768, vrelu(a0_4));
+                    VSTORE(yb + oy*512 + ox*32 + 40960, vrelu(a0_5));
+                    VSTORE(yb + oy*512 + ox*32 + 49152, vrelu(a0_6));
+                    VSTORE(yb + oy*512 + ox*32 + 57344, vrelu(a0_7));
+                    VSTORE(yb + oy*512 + ox*32 + 65536, vrelu(a0_8));
+                    VSTORE(yb + oy*512 + ox*32 + 73728, vrelu(a0_9));
+                    VSTORE(yb + oy*512 + ox*32 + 81920, vrelu(a0_10));
+                    VSTORE(yb + oy*512 + ox*32 + 90112, vrelu(a0_11));
+                    VSTORE(yb + oy*512 + ox*32 + 98304, vrelu(a0_12));
+                    VSTORE(yb + oy*512 + ox*32 + 106496, vrelu(a0_13));
+                    VSTORE(yb + oy*512 + ox*32 + 114688, vrelu(a0_14));
+                    VSTORE(yb + oy*512 + ox*32 + 122880, vrelu(a0_15));
                 }
             }
             /* rows 1..14, cols 15..15: 6 of 9 taps */
@@ -5621,22 +5618,22 @@ static void l05_conv2d_forward(const float *restrict P, const float *restrict x,
                             a0_15 += wc[8647] * x0;
                         }
                     }
-                    VSTORE(yb + oy*512 + 480, a0_0);
-                    VSTORE(yb + oy*512 + 8672, a0_1);
-                    VSTORE(yb + oy*512 + 16864, a0_2);
-                    VSTORE(yb + oy*512 + 25056, a0_3);
-                    VSTORE(yb + oy*512 + 33248, a0_4);
-                    VSTORE(yb + oy*512 + 41440, a0_5);
-                    VSTORE(yb + oy*512 + 49632, a0_6);
-                    VSTORE(yb + oy*512 + 57824, a0_7);
-                    VSTORE(yb + oy*512 + 66016, a0_8);
-                    VSTORE(yb + oy*512 + 74208, a0_9);
-                    VSTORE(yb + oy*512 + 82400, a0_10);
-                    VSTORE(yb + oy*512 + 90592, a0_11);
-                    VSTORE(yb + oy*512 + 98784, a0_12);
-                    VSTORE(yb + oy*512 + 106976, a0_13);
-                    VSTORE(yb + oy*512 + 115168, a0_14);
-                    VSTORE(yb + oy*512 + 123360, a0_15);
+                    VSTORE(yb + oy*512 + 480, vrelu(a0_0));
+                    VSTORE(yb + oy*512 + 8672, vrelu(a0_1));
+                    VSTORE(yb + oy*512 + 16864, vrelu(a0_2));
+                    VSTORE(yb + oy*512 + 25056, vrelu(a0_3));
+                    VSTORE(yb + oy*512 + 33248, vrelu(a0_4));
+                    VSTORE(yb + oy*512 + 41440, vrelu(a0_5));
+                    VSTORE(yb + oy*512 + 49632, vrelu(a0_6));
+                    VSTORE(yb + oy*512 + 57824, vrelu(a0_7));
+                    VSTORE(yb + oy*512 + 66016, vrelu(a0_8));
+                    VSTORE(yb + oy*512 + 74208, vrelu(a0_9));
+                    VSTORE(yb + oy*512 + 82400, vrelu(a0_10));
+                    VSTORE(yb + oy*512 + 90592, vrelu(a0_11));
+                    VSTORE(yb + oy*512 + 98784, vrelu(a0_12));
+                    VSTORE(yb + oy*512 + 106976, vrelu(a0_13));
+                    VSTORE(yb + oy*512 + 115168, vrelu(a0_14));
+                    VSTORE(yb + oy*512 + 123360, vrelu(a0_15));
                 }
             }
             {
@@ -5736,22 +5733,22 @@ static void l05_conv2d_forward(const float *restrict P, const float *restrict x,
                         a0_15 += wc[8645] * x0;
                     }
                 }
-                VSTORE(yb + 7680, a0_0);
-                VSTORE(yb + 15872, a0_1);
-                VSTORE(yb + 24064, a0_2);
-                VSTORE(yb + 32256, a0_3);
-                VSTORE(yb + 40448, a0_4);
-                VSTORE(yb + 48640, a0_5);
-                VSTORE(yb + 56832, a0_6);
-                VSTORE(yb + 65024, a0_7);
-                VSTORE(yb + 73216, a0_8);
-                VSTORE(yb + 81408, a0_9);
-                VSTORE(yb + 89600, a0_10);
-                VSTORE(yb + 97792, a0_11);
-                VSTORE(yb + 105984, a0_12);
-                VSTORE(yb + 114176, a0_13);
-                VSTORE(yb + 122368, a0_14);
-                VSTORE(yb + 130560, a0_15);
+                VSTORE(yb + 7680, vrelu(a0_0));
+                VSTORE(yb + 15872, vrelu(a0_1));
+                VSTORE(yb + 24064, vrelu(a0_2));
+                VSTORE(yb + 32256, vrelu(a0_3));
+                VSTORE(yb + 40448, vrelu(a0_4));
+                VSTORE(yb + 48640, vrelu(a0_5));
+                VSTORE(yb + 56832, vrelu(a0_6));
+                VSTORE(yb + 65024, vrelu(a0_7));
+                VSTORE(yb + 73216, vrelu(a0_8));
+                VSTORE(yb + 81408, vrelu(a0_9));
+                VSTORE(yb + 89600, vrelu(a0_10));
+                VSTORE(yb + 97792, vrelu(a0_11));
+                VSTORE(yb + 105984, vrelu(a0_12));
+                VSTORE(yb + 114176, vrelu(a0_13));
+                VSTORE(yb + 122368, vrelu(a0_14));
+                VSTORE(yb + 130560, vrelu(a0_15));
             }
             /* rows 15..15, cols 1..14: 6 of 9 taps */
             for (int ox = 1; ox < 15; ox++) {
@@ -5889,22 +5886,22 @@ static void l05_conv2d_forward(const float *restrict P, const float *restrict x,
                         a0_15 += wc[8645] * x0;
                     }
                 }
-                VSTORE(yb + ox*32 + 7680, a0_0);
-                VSTORE(yb + ox*32 + 15872, a0_1);
-                VSTORE(yb + ox*32 + 24064, a0_2);
-                VSTORE(yb + ox*32 + 32256, a0_3);
-                VSTORE(yb + ox*32 + 40448, a0_4);
-                VSTORE(yb + ox*32 + 48640, a0_5);
-                VSTORE(yb + ox*32 + 56832, a0_6);
-                VSTORE(yb + ox*32 + 65024, a0_7);
-                VSTORE(yb + ox*32 + 73216, a0_8);
-                VSTORE(yb + ox*32 + 81408, a0_9);
-                VSTORE(yb + ox*32 + 89600, a0_10);
-                VSTORE(yb + ox*32 + 97792, a0_11);
-                VSTORE(yb + ox*32 + 105984, a0_12);
-                VSTORE(yb + ox*32 + 114176, a0_13);
-                VSTORE(yb + ox*32 + 122368, a0_14);
-                VSTORE(yb + ox*32 + 130560, a0_15);
+                VSTORE(yb + ox*32 + 7680, vrelu(a0_0));
+                VSTORE(yb + ox*32 + 15872, vrelu(a0_1));
+                VSTORE(yb + ox*32 + 24064, vrelu(a0_2));
+                VSTORE(yb + ox*32 + 32256, vrelu(a0_3));
+                VSTORE(yb + ox*32 + 40448, vrelu(a0_4));
+                VSTORE(yb + ox*32 + 48640, vrelu(a0_5));
+                VSTORE(yb + ox*32 + 56832, vrelu(a0_6));
+                VSTORE(yb + ox*32 + 65024, vrelu(a0_7));
+                VSTORE(yb + ox*32 + 73216, vrelu(a0_8));
+                VSTORE(yb + ox*32 + 81408, vrelu(a0_9));
+                VSTORE(yb + ox*32 + 89600, vrelu(a0_10));
+                VSTORE(yb + ox*32 + 97792, vrelu(a0_11));
+                VSTORE(yb + ox*32 + 105984, vrelu(a0_12));
+                VSTORE(yb + ox*32 + 114176, vrelu(a0_13));
+                VSTORE(yb + ox*32 + 122368, vrelu(a0_14));
+                VSTORE(yb + ox*32 + 130560, vrelu(a0_15));
             }
             {
                 cg_v a0_0 = vsplat(bias[cb*16]);
@@ -6003,22 +6000,22 @@ static void l05_conv2d_forward(const float *restrict P, const float *restrict x,
                         a0_15 += wc[8644] * x0;
                     }
                 }
-                VSTORE(yb + 8160, a0_0);
-                VSTORE(yb + 16352, a0_1);
-                VSTORE(yb + 24544, a0_2);
-                VSTORE(yb + 32736, a0_3);
-                VSTORE(yb + 40928, a0_4);
-                VSTORE(yb + 49120, a0_5);
-                VSTORE(yb + 57312, a0_6);
-                VSTORE(yb + 65504, a0_7);
-                VSTORE(yb + 73696, a0_8);
-                VSTORE(yb + 81888, a0_9);
-                VSTORE(yb + 90080, a0_10);
-                VSTORE(yb + 98272, a0_11);
-                VSTORE(yb + 106464, a0_12);
-                VSTORE(yb + 114656, a0_13);
-                VSTORE(yb + 122848, a0_14);
-                VSTORE(yb + 131040, a0_15);
+                VSTORE(yb + 8160, vrelu(a0_0));
+                VSTORE(yb + 16352, vrelu(a0_1));
+                VSTORE(yb + 24544, vrelu(a0_2));
+                VSTORE(yb + 32736, vrelu(a0_3));
+                VSTORE(yb + 40928, vrelu(a0_4));
+                VSTORE(yb + 49120, vrelu(a0_5));
+                VSTORE(yb + 57312, vrelu(a0_6));
+                VSTORE(yb + 65504, vrelu(a0_7));
+                VSTORE(yb + 73696, vrelu(a0_8));
+                VSTORE(yb + 81888, vrelu(a0_9));
+                VSTORE(yb + 90080, vrelu(a0_10));
+                VSTORE(yb + 98272, vrelu(a0_11));
+                VSTORE(yb + 106464, vrelu(a0_12));
+                VSTORE(yb + 114656, vrelu(a0_13));
+                VSTORE(yb + 122848, vrelu(a0_14));
+                VSTORE(yb + 131040, vrelu(a0_15));
             }
         }
     }
@@ -7444,13 +7441,7 @@ static void l05_conv2d_backward_dx(const float *restrict P, const float *restric
 
 /* layer 6: relu 128x16x16 -> 128x16x16 (specs/vgg16_cifar.yaml:17:5)
  * schedule lanes: fwd lanes dw lanes dx with dw threaded */
-static void l06_relu_forward(float *restrict y)
-{
-    /* x [128x16x16][lanes], y [128x16x16][lanes] */
-    CG_PARALLEL_FOR
-    for (int i = 0; i < 1048576; i++)
-        y[i] = y[i] <= 0.0f ? 0.0f : y[i];
-}
+/* l06_relu_forward: none, layer 5 stores its output through the relu */
 
 static void l06_relu_backward(const float *restrict y, const float *restrict dy, float *restrict dx)
 {
@@ -7461,7 +7452,7 @@ static void l06_relu_backward(const float *restrict y, const float *restrict dy,
 }
 
 /* layer 7: conv2d 128x16x16 -> 128x16x16 (specs/vgg16_cifar.yaml:18:5)
- * schedule lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16] threaded */
+ * schedule lanes: fwd lanes[TB=1,TC=16]+relu dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16] threaded */
 static void l07_conv2d_forward(const float *restrict P, const float *restrict x, float *restrict y)
 {
     /* x [128x16x16][lanes], y [128x16x16][lanes] */
@@ -7570,22 +7561,22 @@ static void l07_conv2d_forward(const float *restrict P, const float *restrict x,
                         a0_15 += wc[17288] * x0;
                     }
                 }
-                VSTORE(yb + 0, a0_0);
-                VSTORE(yb + 8192, a0_1);
-                VSTORE(yb + 16384, a0_2);
-                VSTORE(yb + 24576, a0_3);
-                VSTORE(yb + 32768, a0_4);
-                VSTORE(yb + 40960, a0_5);
-                VSTORE(yb + 49152, a0_6);
-                VSTORE(yb + 57344, a0_7);
-                VSTORE(yb + 65536, a0_8);
-                VSTORE(yb + 73728, a0_9);
-                VSTORE(yb + 81920, a0_10);
-                VSTORE(yb + 90112, a0_11);
-                VSTORE(yb + 98304, a0_12);
-                VSTORE(yb + 106496, a0_13);
-                VSTORE(yb + 114688, a0_14);
-                VSTORE(yb + 122880, a0_15);
+                VSTORE(yb + 0, vrelu(a0_0));
+                VSTORE(yb + 8192, vrelu(a0_1));
+                VSTORE(yb + 16384, vrelu(a0_2));
+                VSTORE(yb + 24576, vrelu(a0_3));
+                VSTORE(yb + 32768, vrelu(a0_4));
+                VSTORE(yb + 40960, vrelu(a0_5));
+                VSTORE(yb + 49152, vrelu(a0_6));
+                VSTORE(yb + 57344, vrelu(a0_7));
+                VSTORE(yb + 65536, vrelu(a0_8));
+                VSTORE(yb + 73728, vrelu(a0_9));
+                VSTORE(yb + 81920, vrelu(a0_10));
+                VSTORE(yb + 90112, vrelu(a0_11));
+                VSTORE(yb + 98304, vrelu(a0_12));
+                VSTORE(yb + 106496, vrelu(a0_13));
+                VSTORE(yb + 114688, vrelu(a0_14));
+                VSTORE(yb + 122880, vrelu(a0_15));
             }
             /* rows 0..0, cols 1..14: 6 of 9 taps */
             for (int ox = 1; ox < 15; ox++) {
@@ -7723,22 +7714,22 @@ static void l07_conv2d_forward(const float *restrict P, const float *restrict x,
                         a0_15 += wc[17288] * x0;
                     }
                 }
-                VSTORE(yb + ox*32, a0_0);
-                VSTORE(yb + ox*32 + 8192, a0_1);
-                VSTORE(yb + ox*32 + 16384, a0_2);
-                VSTORE(yb + ox*32 + 24576, a0_3);
-                VSTORE(yb + ox*32 + 32768, a0_4);
-                VSTORE(yb + ox*32 + 40960, a0_5);
-                VSTORE(yb + ox*32 + 49152, a0_6);
-                VSTORE(yb + ox*32 + 57344, a0_7);
-                VSTORE(yb + ox*32 + 65536, a0_8);
-                VSTORE(yb + ox*32 + 73728, a0_9);
-                VSTORE(yb + ox*32 + 81920, a0_10);
-                VSTORE(yb + ox*32 + 90112, a0_11);
-                VSTORE(yb + ox*32 + 98304, a0_12);
-                VSTORE(yb + ox*32 + 106496, a0_13);
-                VSTORE(yb + ox*32 + 114688, a0_14);
-                VSTORE(yb + ox*32 + 122880, a0_15);
+                VSTORE(yb + ox*32, vrelu(a0_0));
+                VSTORE(yb + ox*32 + 8192, vrelu(a0_1));
+                VSTORE(yb + ox*32 + 16384, vrelu(a0_2));
+                VSTORE(yb + ox*32 + 24576, vrelu(a0_3));
+                VSTORE(yb + ox*32 + 32768, vrelu(a0_4));
+                VSTORE(yb + ox*32 + 40960, vrelu(a0_5));
+                VSTORE(yb + ox*32 + 49152, vrelu(a0_6));
+                VSTORE(yb + ox*32 + 57344, vrelu(a0_7));
+                VSTORE(yb + ox*32 + 65536, vrelu(a0_8));
+                VSTORE(yb + ox*32 + 73728, vrelu(a0_9));
+                VSTORE(yb + ox*32 + 81920, vrelu(a0_10));
+                VSTORE(yb + ox*32 + 90112, vrelu(a0_11));
+                VSTORE(yb + ox*32 + 98304, vrelu(a0_12));
+                VSTORE(yb + ox*32 + 106496, vrelu(a0_13));
+                VSTORE(yb + ox*32 + 114688, vrelu(a0_14));
+                VSTORE(yb + ox*32 + 122880, vrelu(a0_15));
             }
             {
                 cg_v a0_0 = vsplat(bias[cb*16]);
@@ -7837,22 +7828,22 @@ static void l07_conv2d_forward(const float *restrict P, const float *restrict x,
                         a0_15 += wc[17287] * x0;
                     }
                 }
-                VSTORE(yb + 480, a0_0);
-                VSTORE(yb + 8672, a0_1);
-                VSTORE(yb + 16864, a0_2);
-                VSTORE(yb + 25056, a0_3);
-                VSTORE(yb + 33248, a0_4);
-                VSTORE(yb + 41440, a0_5);
-                VSTORE(yb + 49632, a0_6);
-                VSTORE(yb + 57824, a0_7);
-                VSTORE(yb + 66016, a0_8);
-                VSTORE(yb + 74208, a0_9);
-                VSTORE(yb + 82400, a0_10);
-                VSTORE(yb + 90592, a0_11);
-                VSTORE(yb + 98784, a0_12);
-                VSTORE(yb + 106976, a0_13);
-                VSTORE(yb + 115168, a0_14);
-                VSTORE(yb + 123360, a0_15);
+                VSTORE(yb + 480, vrelu(a0_0));
+                VSTORE(yb + 8672, vrelu(a0_1));
+                VSTORE(yb + 16864, vrelu(a0_2));
+                VSTORE(yb + 25056, vrelu(a0_3));
+                VSTORE(yb + 33248, vrelu(a0_4));
+                VSTORE(yb + 41440, vrelu(a0_5));
+                VSTORE(yb + 49632, vrelu(a0_6));
+                VSTORE(yb + 57824, vrelu(a0_7));
+                VSTORE(yb + 66016, vrelu(a0_8));
+                VSTORE(yb + 74208, vrelu(a0_9));
+                VSTORE(yb + 82400, vrelu(a0_10));
+                VSTORE(yb + 90592, vrelu(a0_11));
+                VSTORE(yb + 98784, vrelu(a0_12));
+                VSTORE(yb + 106976, vrelu(a0_13));
+                VSTORE(yb + 115168, vrelu(a0_14));
+                VSTORE(yb + 123360, vrelu(a0_15));
             }
             /* rows 1..14, cols 0..0: 6 of 9 taps */
             for (int oy = 1; oy < 15; oy++) {
@@ -7991,22 +7982,22 @@ static void l07_conv2d_forward(const float *restrict P, const float *restrict x,
                             a0_15 += wc[17288] * x0;
                         }
                     }
-                    VSTORE(yb + oy*512, a0_0);
-                    VSTORE(yb + oy*512 + 8192, a0_1);
-                    VSTORE(yb + oy*512 + 16384, a0_2);
-                    VSTORE(yb + oy*512 + 24576, a0_3);
-                    VSTORE(yb + oy*512 + 32768, a0_4);
-                    VSTORE(yb + oy*512 + 40960, a0_5);
-                    VSTORE(yb + oy*512 + 49152, a0_6);
-                    VSTORE(yb + oy*512 + 57344, a0_7);
-                    VSTORE(yb + oy*512 + 65536, a0_8);
-                    VSTORE(yb + oy*512 + 73728, a0_9);
-                    VSTORE(yb + oy*512 + 81920, a0_10);
-                    VSTORE(yb + oy*512 + 90112, a0_11);
-                    VSTORE(yb + oy*512 + 98304, a0_12);
-                    VSTORE(yb + oy*512 + 106496, a0_13);
-                    VSTORE(yb + oy*512 + 114688, a0_14);
-                    VSTORE(yb + oy*512 + 122880, a0_15);
+                    VSTORE(yb + oy*512, vrelu(a0_0));
+                    VSTORE(yb + oy*512 + 8192, vrelu(a0_1));
+                    VSTORE(yb + oy*512 + 16384, vrelu(a0_2));
+                    VSTORE(yb + oy*512 + 24576, vrelu(a0_3));
+                    VSTORE(yb + oy*512 + 32768, vrelu(a0_4));
+                    VSTORE(yb + oy*512 + 40960, vrelu(a0_5));
+                    VSTORE(yb + oy*512 + 49152, vrelu(a0_6));
+                    VSTORE(yb + oy*512 + 57344, vrelu(a0_7));
+                    VSTORE(yb + oy*512 + 65536, vrelu(a0_8));
+                    VSTORE(yb + oy*512 + 73728, vrelu(a0_9));
+                    VSTORE(yb + oy*512 + 81920, vrelu(a0_10));
+                    VSTORE(yb + oy*512 + 90112, vrelu(a0_11));
+                    VSTORE(yb + oy*512 + 98304, vrelu(a0_12));
+                    VSTORE(yb + oy*512 + 106496, vrelu(a0_13));
+                    VSTORE(yb + oy*512 + 114688, vrelu(a0_14));
+                    VSTORE(yb + oy*512 + 122880, vrelu(a0_15));
                 }
             }
             /* rows 1..14, cols 1..14: every tap */
@@ -8203,22 +8194,22 @@ static void l07_conv2d_forward(const float *restrict P, const float *restrict x,
                             a0_15 += wc[17288] * x0;
                         }
                     }
-                    VSTORE(yb + oy*512 + ox*32, a0_0);
-                    VSTORE(yb + oy*512 + ox*32 + 8192, a0_1);
-                    VSTORE(yb + oy*512 + ox*32 + 16384, a0_2);
-                    VSTORE(yb + oy*512 + ox*32 + 24576, a0_3);
-                    VSTORE(yb + oy*512 + ox*32 + 32768, a0_4);
-                    VSTORE(yb + oy*512 + ox*32 + 40960, a0_5);
-                    VSTORE(yb + oy*512 + ox*32 + 49152, a0_6);
-                    VSTORE(yb + oy*512 + ox*32 + 57344, a0_7);
-                    VSTORE(yb + oy*512 + ox*32 + 65536, a0_8);
-                    VSTORE(yb + oy*512 + ox*32 + 73728, a0_9);
-                    VSTORE(yb + oy*512 + ox*32 + 81920, a0_10);
-                    VSTORE(yb + oy*512 + ox*32 + 90112, a0_11);
-                    VSTORE(yb + oy*512 + ox*32 + 98304, a0_12);
-                    VSTORE(yb + oy*512 + ox*32 + 106496, a0_13);
-                    VSTORE(yb + oy*512 + ox*32 + 114688, a0_14);
-                    VSTORE(yb + oy*512 + ox*32 + 122880, a0_15);
+                    VSTORE(yb + oy*512 + ox*32, vrelu(a0_0));
+                    VSTORE(yb + oy*512 + ox*32 + 8192, vrelu(a0_1));
+                    VSTORE(yb + oy*512 + ox*32 + 16384, vrelu(a0_2));
+                    VSTORE(yb + oy*512 + ox*32 + 24576, vrelu(a0_3));
+                    VSTORE(yb + oy*512 + ox*32 + 32768, vrelu(a0_4));
+                    VSTORE(yb + oy*512 + ox*32 + 40960, vrelu(a0_5));
+                    VSTORE(yb + oy*512 + ox*32 + 49152, vrelu(a0_6));
+                    VSTORE(yb + oy*512 + ox*32 + 57344, vrelu(a0_7));
+                    VSTORE(yb + oy*512 + ox*32 + 65536, vrelu(a0_8));
+                    VSTORE(yb + oy*512 + ox*32 + 73728, vrelu(a0_9));
+                    VSTORE(yb + oy*512 + ox*32 + 81920, vrelu(a0_10));
+                    VSTORE(yb + oy*512 + ox*32 + 90112, vrelu(a0_11));
+                    VSTORE(yb + oy*512 + ox*32 + 98304, vrelu(a0_12));
+                    VSTORE(yb + oy*512 + ox*32 + 106496, vrelu(a0_13));
+                    VSTORE(yb + oy*512 + ox*32 + 114688, vrelu(a0_14));
+                    VSTORE(yb + oy*512 + ox*32 + 122880, vrelu(a0_15));
                 }
             }
             /* rows 1..14, cols 15..15: 6 of 9 taps */
@@ -8358,22 +8349,22 @@ static void l07_conv2d_forward(const float *restrict P, const float *restrict x,
                             a0_15 += wc[17287] * x0;
                         }
                     }
-                    VSTORE(yb + oy*512 + 480, a0_0);
-                    VSTORE(yb + oy*512 + 8672, a0_1);
-                    VSTORE(yb + oy*512 + 16864, a0_2);
-                    VSTORE(yb + oy*512 + 25056, a0_3);
-                    VSTORE(yb + oy*512 + 33248, a0_4);
-                    VSTORE(yb + oy*512 + 41440, a0_5);
-                    VSTORE(yb + oy*512 + 49632, a0_6);
-                    VSTORE(yb + oy*512 + 57824, a0_7);
-                    VSTORE(yb + oy*512 + 66016, a0_8);
-                    VSTORE(yb + oy*512 + 74208, a0_9);
-                    VSTORE(yb + oy*512 + 82400, a0_10);
-                    VSTORE(yb + oy*512 + 90592, a0_11);
-                    VSTORE(yb + oy*512 + 98784, a0_12);
-                    VSTORE(yb + oy*512 + 106976, a0_13);
-                    VSTORE(yb + oy*512 + 115168, a0_14);
-                    VSTORE(yb + oy*512 + 123360, a0_15);
+                    VSTORE(yb + oy*512 + 480, vrelu(a0_0));
+                    VSTORE(yb + oy*512 + 8672, vrelu(a0_1));
+                    VSTORE(yb + oy*512 + 16864, vrelu(a0_2));
+                    VSTORE(yb + oy*512 + 25056, vrelu(a0_3));
+                    VSTORE(yb + oy*512 + 33248, vrelu(a0_4));
+                    VSTORE(yb + oy*512 + 41440, vrelu(a0_5));
+                    VSTORE(yb + oy*512 + 49632, vrelu(a0_6));
+                    VSTORE(yb + oy*512 + 57824, vrelu(a0_7));
+                    VSTORE(yb + oy*512 + 66016, vrelu(a0_8));
+                    VSTORE(yb + oy*512 + 74208, vrelu(a0_9));
+                    VSTORE(yb + oy*512 + 82400, vrelu(a0_10));
+                    VSTORE(yb + oy*512 + 90592, vrelu(a0_11));
+                    VSTORE(yb + oy*512 + 98784, vrelu(a0_12));
+                    VSTORE(yb + oy*512 + 106976, vrelu(a0_13));
+                    VSTORE(yb + oy*512 + 115168, vrelu(a0_14));
+                    VSTORE(yb + oy*512 + 123360, vrelu(a0_15));
                 }
             }
             {
@@ -8473,22 +8464,22 @@ static void l07_conv2d_forward(const float *restrict P, const float *restrict x,
                         a0_15 += wc[17285] * x0;
                     }
                 }
-                VSTORE(yb + 7680, a0_0);
-                VSTORE(yb + 15872, a0_1);
-                VSTORE(yb + 24064, a0_2);
-                VSTORE(yb + 32256, a0_3);
-                VSTORE(yb + 40448, a0_4);
-                VSTORE(yb + 48640, a0_5);
-                VSTORE(yb + 56832, a0_6);
-                VSTORE(yb + 65024, a0_7);
-                VSTORE(yb + 73216, a0_8);
-                VSTORE(yb + 81408, a0_9);
-                VSTORE(yb + 89600, a0_10);
-                VSTORE(yb + 97792, a0_11);
-                VSTORE(yb + 105984, a0_12);
-                VSTORE(yb + 114176, a0_13);
-                VSTORE(yb + 122368, a0_14);
-                VSTORE(yb + 130560, a0_15);
+                VSTORE(yb + 7680, vrelu(a0_0));
+                VSTORE(yb + 15872, vrelu(a0_1));
+                VSTORE(yb + 24064, vrelu(a0_2));
+                VSTORE(yb + 32256, vrelu(a0_3));
+                VSTORE(yb + 40448, vrelu(a0_4));
+                VSTORE(yb + 48640, vrelu(a0_5));
+                VSTORE(yb + 56832, vrelu(a0_6));
+                VSTORE(yb + 65024, vrelu(a0_7));
+                VSTORE(yb + 73216, vrelu(a0_8));
+                VSTORE(yb + 81408, vrelu(a0_9));
+                VSTORE(yb + 89600, vrelu(a0_10));
+                VSTORE(yb + 97792, vrelu(a0_11));
+                VSTORE(yb + 105984, vrelu(a0_12));
+                VSTORE(yb + 114176, vrelu(a0_13));
+                VSTORE(yb + 122368, vrelu(a0_14));
+                VSTORE(yb + 130560, vrelu(a0_15));
             }
             /* rows 15..15, cols 1..14: 6 of 9 taps */
             for (int ox = 1; ox < 15; ox++) {
@@ -8626,22 +8617,22 @@ static void l07_conv2d_forward(const float *restrict P, const float *restrict x,
                         a0_15 += wc[17285] * x0;
                     }
                 }
-                VSTORE(yb + ox*32 + 7680, a0_0);
-                VSTORE(yb + ox*32 + 15872, a0_1);
-                VSTORE(yb + ox*32 + 24064, a0_2);
-                VSTORE(yb + ox*32 + 32256, a0_3);
-                VSTORE(yb + ox*32 + 40448, a0_4);
-                VSTORE(yb + ox*32 + 48640, a0_5);
-                VSTORE(yb + ox*32 + 56832, a0_6);
-                VSTORE(yb + ox*32 + 65024, a0_7);
-                VSTORE(yb + ox*32 + 73216, a0_8);
-                VSTORE(yb + ox*32 + 81408, a0_9);
-                VSTORE(yb + ox*32 + 89600, a0_10);
-                VSTORE(yb + ox*32 + 97792, a0_11);
-                VSTORE(yb + ox*32 + 105984, a0_12);
-                VSTORE(yb + ox*32 + 114176, a0_13);
-                VSTORE(yb + ox*32 + 122368, a0_14);
-                VSTORE(yb + ox*32 + 130560, a0_15);
+                VSTORE(yb + ox*32 + 7680, vrelu(a0_0));
+                VSTORE(yb + ox*32 + 15872, vrelu(a0_1));
+                VSTORE(yb + ox*32 + 24064, vrelu(a0_2));
+                VSTORE(yb + ox*32 + 32256, vrelu(a0_3));
+                VSTORE(yb + ox*32 + 40448, vrelu(a0_4));
+                VSTORE(yb + ox*32 + 48640, vrelu(a0_5));
+                VSTORE(yb + ox*32 + 56832, vrelu(a0_6));
+                VSTORE(yb + ox*32 + 65024, vrelu(a0_7));
+                VSTORE(yb + ox*32 + 73216, vrelu(a0_8));
+                VSTORE(yb + ox*32 + 81408, vrelu(a0_9));
+                VSTORE(yb + ox*32 + 89600, vrelu(a0_10));
+                VSTORE(yb + ox*32 + 97792, vrelu(a0_11));
+                VSTORE(yb + ox*32 + 105984, vrelu(a0_12));
+                VSTORE(yb + ox*32 + 114176, vrelu(a0_13));
+                VSTORE(yb + ox*32 + 122368, vrelu(a0_14));
+                VSTORE(yb + ox*32 + 130560, vrelu(a0_15));
             }
             {
                 cg_v a0_0 = vsplat(bias[cb*16]);
@@ -8740,22 +8731,22 @@ static void l07_conv2d_forward(const float *restrict P, const float *restrict x,
                         a0_15 += wc[17284] * x0;
                     }
                 }
-                VSTORE(yb + 8160, a0_0);
-                VSTORE(yb + 16352, a0_1);
-                VSTORE(yb + 24544, a0_2);
-                VSTORE(yb + 32736, a0_3);
-                VSTORE(yb + 40928, a0_4);
-                VSTORE(yb + 49120, a0_5);
-                VSTORE(yb + 57312, a0_6);
-                VSTORE(yb + 65504, a0_7);
-                VSTORE(yb + 73696, a0_8);
-                VSTORE(yb + 81888, a0_9);
-                VSTORE(yb + 90080, a0_10);
-                VSTORE(yb + 98272, a0_11);
-                VSTORE(yb + 106464, a0_12);
-                VSTORE(yb + 114656, a0_13);
-                VSTORE(yb + 122848, a0_14);
-                VSTORE(yb + 131040, a0_15);
+                VSTORE(yb + 8160, vrelu(a0_0));
+                VSTORE(yb + 16352, vrelu(a0_1));
+                VSTORE(yb + 24544, vrelu(a0_2));
+                VSTORE(yb + 32736, vrelu(a0_3));
+                VSTORE(yb + 40928, vrelu(a0_4));
+                VSTORE(yb + 49120, vrelu(a0_5));
+                VSTORE(yb + 57312, vrelu(a0_6));
+                VSTORE(yb + 65504, vrelu(a0_7));
+                VSTORE(yb + 73696, vrelu(a0_8));
+                VSTORE(yb + 81888, vrelu(a0_9));
+                VSTORE(yb + 90080, vrelu(a0_10));
+                VSTORE(yb + 98272, vrelu(a0_11));
+                VSTORE(yb + 106464, vrelu(a0_12));
+                VSTORE(yb + 114656, vrelu(a0_13));
+                VSTORE(yb + 122848, vrelu(a0_14));
+                VSTORE(yb + 131040, vrelu(a0_15));
             }
         }
     }
@@ -10181,7 +10172,7 @@ static void l07_conv2d_backward_dx(const float *restrict P, const float *restric
 
 /* layer 8: relu 128x16x16 -> 128x16x16 (specs/vgg16_cifar.yaml:19:5)
  * schedule lanes: fwd lanes dw lanes dx with dw threaded */
-/* l08_relu_forward: the code of l06_relu_forward */
+/* l08_relu_forward: none, layer 7 stores its output through the relu */
 
 /* l08_relu_backward: the code of l06_relu_backward */
 
@@ -10236,7 +10227,7 @@ static void l09_maxpool2d_backward(const float *restrict x, const float *restric
 }
 
 /* layer 10: conv2d 128x8x8 -> 256x8x8 (specs/vgg16_cifar.yaml:22:5)
- * schedule lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16] threaded */
+ * schedule lanes: fwd lanes[TB=1,TC=16]+relu dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16] threaded */
 static void l10_conv2d_forward(const float *restrict P, const float *restrict x, float *restrict y)
 {
     /* x [128x8x8][lanes], y [256x8x8][lanes] */
@@ -10345,22 +10336,22 @@ static void l10_conv2d_forward(const float *restrict P, const float *restrict x,
                         a0_15 += wc[17288] * x0;
                     }
                 }
-                VSTORE(yb + 0, a0_0);
-                VSTORE(yb + 2048, a0_1);
-                VSTORE(yb + 4096, a0_2);
-                VSTORE(yb + 6144, a0_3);
-                VSTORE(yb + 8192, a0_4);
-                VSTORE(yb + 10240, a0_5);
-                VSTORE(yb + 12288, a0_6);
-                VSTORE(yb + 14336, a0_7);
-                VSTORE(yb + 16384, a0_8);
-                VSTORE(yb + 18432, a0_9);
-                VSTORE(yb + 20480, a0_10);
-                VSTORE(yb + 22528, a0_11);
-                VSTORE(yb + 24576, a0_12);
-                VSTORE(yb + 26624, a0_13);
-                VSTORE(yb + 28672, a0_14);
-                VSTORE(yb + 30720, a0_15);
+                VSTORE(yb + 0, vrelu(a0_0));
+                VSTORE(yb + 2048, vrelu(a0_1));
+                VSTORE(yb + 4096, vrelu(a0_2));
+                VSTORE(yb + 6144, vrelu(a0_3));
+                VSTORE(yb + 8192, vrelu(a0_4));
+                VSTORE(yb + 10240, vrelu(a0_5));
+                VSTORE(yb + 12288, vrelu(a0_6));
+                VSTORE(yb + 14336, vrelu(a0_7));
+                VSTORE(yb + 16384, vrelu(a0_8));
+                VSTORE(yb + 18432, vrelu(a0_9));
+                VSTORE(yb + 20480, vrelu(a0_10));
+                VSTORE(yb + 22528, vrelu(a0_11));
+                VSTORE(yb + 24576, vrelu(a0_12));
+                VSTORE(yb + 26624, vrelu(a0_13));
+                VSTORE(yb + 28672, vrelu(a0_14));
+                VSTORE(yb + 30720, vrelu(a0_15));
             }
             /* rows 0..0, cols 1..6: 6 of 9 taps */
             for (int ox = 1; ox < 7; ox++) {
@@ -10498,22 +10489,22 @@ static void l10_conv2d_forward(const float *restrict P, const float *restrict x,
                         a0_15 += wc[17288] * x0;
                     }
                 }
-                VSTORE(yb + ox*32, a0_0);
-                VSTORE(yb + ox*32 + 2048, a0_1);
-                VSTORE(yb + ox*32 + 4096, a0_2);
-                VSTORE(yb + ox*32 + 6144, a0_3);
-                VSTORE(yb + ox*32 + 8192, a0_4);
-                VSTORE(yb + ox*32 + 10240, a0_5);
-                VSTORE(yb + ox*32 + 12288, a0_6);
-                VSTORE(yb + ox*32 + 14336, a0_7);
-                VSTORE(yb + ox*32 + 16384, a0_8);
-                VSTORE(yb + ox*32 + 18432, a0_9);
-                VSTORE(yb + ox*32 + 20480, a0_10);
-                VSTORE(yb + ox*32 + 22528, a0_11);
-                VSTORE(yb + ox*32 + 24576, a0_12);
-                VSTORE(yb + ox*32 + 26624, a0_13);
-                VSTORE(yb + ox*32 + 28672, a0_14);
-                VSTORE(yb + ox*32 + 30720, a0_15);
+                VSTORE(yb + ox*32, vrelu(a0_0));
+                VSTORE(yb + ox*32 + 2048, vrelu(a0_1));
+                VSTORE(yb + ox*32 + 4096, vrelu(a0_2));
+                VSTORE(yb + ox*32 + 6144, vrelu(a0_3));
+                VSTORE(yb + ox*32 + 8192, vrelu(a0_4));
+                VSTORE(yb + ox*32 + 10240, vrelu(a0_5));
+                VSTORE(yb + ox*32 + 12288, vrelu(a0_6));
+                VSTORE(yb + ox*32 + 14336, vrelu(a0_7));
+                VSTORE(yb + ox*32 + 16384, vrelu(a0_8));
+                VSTORE(yb + ox*32 + 18432, vrelu(a0_9));
+                VSTORE(yb + ox*32 + 20480, vrelu(a0_10));
+                VSTORE(yb + ox*32 + 22528, vrelu(a0_11));
+                VSTORE(yb + ox*32 + 24576, vrelu(a0_12));
+                VSTORE(yb + ox*32 + 26624, vrelu(a0_13));
+                VSTORE(yb + ox*32 + 28672, vrelu(a0_14));
+                VSTORE(yb + ox*32 + 30720, vrelu(a0_15));
             }
             {
                 cg_v a0_0 = vsplat(bias[cb*16]);
@@ -10612,22 +10603,22 @@ static void l10_conv2d_forward(const float *restrict P, const float *restrict x,
                         a0_15 += wc[17287] * x0;
                     }
                 }
-                VSTORE(yb + 224, a0_0);
-                VSTORE(yb + 2272, a0_1);
-                VSTORE(yb + 4320, a0_2);
-                VSTORE(yb + 6368, a0_3);
-                VSTORE(yb + 8416, a0_4);
-                VSTORE(yb + 10464, a0_5);
-                VSTORE(yb + 12512, a0_6);
-                VSTORE(yb + 14560, a0_7);
-                VSTORE(yb + 16608, a0_8);
-                VSTORE(yb + 18656, a0_9);
-                VSTORE(yb + 20704, a0_10);
-                VSTORE(yb + 22752, a0_11);
-                VSTORE(yb + 24800, a0_12);
-                VSTORE(yb + 26848, a0_13);
-                VSTORE(yb + 28896, a0_14);
-                VSTORE(yb + 30944, a0_15);
+                VSTORE(yb + 224, vrelu(a0_0));
+                VSTORE(yb + 2272, vrelu(a0_1));
+                VSTORE(yb + 4320, vrelu(a0_2));
+                VSTORE(yb + 6368, vrelu(a0_3));
+                VSTORE(yb + 8416, vrelu(a0_4));
+                VSTORE(yb + 10464, vrelu(a0_5));
+                VSTORE(yb + 12512, vrelu(a0_6));
+                VSTORE(yb + 14560, vrelu(a0_7));
+                VSTORE(yb + 16608, vrelu(a0_8));
+                VSTORE(yb + 18656, vrelu(a0_9));
+                VSTORE(yb + 20704, vrelu(a0_10));
+                VSTORE(yb + 22752, vrelu(a0_11));
+                VSTORE(yb + 24800, vrelu(a0_12));
+                VSTORE(yb + 26848, vrelu(a0_13));
+                VSTORE(yb + 28896, vrelu(a0_14));
+                VSTORE(yb + 30944, vrelu(a0_15));
             }
             /* rows 1..6, cols 0..0: 6 of 9 taps */
             for (int oy = 1; oy < 7; oy++) {
@@ -10766,22 +10757,22 @@ static void l10_conv2d_forward(const float *restrict P, const float *restrict x,
                             a0_15 += wc[17288] * x0;
                         }
                     }
-                    VSTORE(yb + oy*256, a0_0);
-                    VSTORE(yb + oy*256 + 2048, a0_1);
-                    VSTORE(yb + oy*256 + 4096, a0_2);
-                    VSTORE(yb + oy*256 + 6144, a0_3);
-                    VSTORE(yb + oy*256 + 8192, a0_4);
-                    VSTORE(yb + oy*256 + 10240, a0_5);
-                    VSTORE(yb + oy*256 + 12288, a0_6);
-                    VSTORE(yb + oy*256 + 14336, a0_7);
-                    VSTORE(yb + oy*256 + 16384, a0_8);
-                    VSTORE(yb + oy*256 + 18432, a0_9);
-                    VSTORE(yb + oy*256 + 20480, a0_10);
-                    VSTORE(yb + oy*256 + 22528, a0_11);
-                    VSTORE(yb + oy*256 + 24576, a0_12);
-                    VSTORE(yb + oy*256 + 26624, a0_13);
-                    VSTORE(yb + oy*256 + 28672, a0_14);
-                    VSTORE(yb + oy*256 + 30720, a0_15);
+                    VSTORE(yb + oy*256, vrelu(a0_0));
+                    VSTORE(yb + oy*256 + 2048, vrelu(a0_1));
+                    VSTORE(yb + oy*256 + 4096, vrelu(a0_2));
+                    VSTORE(yb + oy*256 + 6144, vrelu(a0_3));
+                    VSTORE(yb + oy*256 + 8192, vrelu(a0_4));
+                    VSTORE(yb + oy*256 + 10240, vrelu(a0_5));
+                    VSTORE(yb + oy*256 + 12288, vrelu(a0_6));
+                    VSTORE(yb + oy*256 + 14336, vrelu(a0_7));
+                    VSTORE(yb + oy*256 + 16384, vrelu(a0_8));
+                    VSTORE(yb + oy*256 + 18432, vrelu(a0_9));
+                    VSTORE(yb + oy*256 + 20480, vrelu(a0_10));
+                    VSTORE(yb + oy*256 + 22528, vrelu(a0_11));
+                    VSTORE(yb + oy*256 + 24576, vrelu(a0_12));
+                    VSTORE(yb + oy*256 + 26624, vrelu(a0_13));
+                    VSTORE(yb + oy*256 + 28672, vrelu(a0_14));
+                    VSTORE(yb + oy*256 + 30720, vrelu(a0_15));
                 }
             }
             /* rows 1..6, cols 1..6: every tap */
@@ -10978,22 +10969,22 @@ static void l10_conv2d_forward(const float *restrict P, const float *restrict x,
                             a0_15 += wc[17288] * x0;
                         }
                     }
-                    VSTORE(yb + oy*256 + ox*32, a0_0);
-                    VSTORE(yb + oy*256 + ox*32 + 2048, a0_1);
-                    VSTORE(yb + oy*256 + ox*32 + 4096, a0_2);
-                    VSTORE(yb + oy*256 + ox*32 + 6144, a0_3);
-                    VSTORE(yb + oy*256 + ox*32 + 8192, a0_4);
-                    VSTORE(yb + oy*256 + ox*32 + 10240, a0_5);
-                    VSTORE(yb + oy*256 + ox*32 + 12288, a0_6);
-                    VSTORE(yb + oy*256 + ox*32 + 14336, a0_7);
-                    VSTORE(yb + oy*256 + ox*32 + 16384, a0_8);
-                    VSTORE(yb + oy*256 + ox*32 + 18432, a0_9);
-                    VSTORE(yb + oy*256 + ox*32 + 20480, a0_10);
-                    VSTORE(yb + oy*256 + ox*32 + 22528, a0_11);
-                    VSTORE(yb + oy*256 + ox*32 + 24576, a0_12);
-                    VSTORE(yb + oy*256 + ox*32 + 26624, a0_13);
-                    VSTORE(yb + oy*256 + ox*32 + 28672, a0_14);
-                    VSTORE(yb + oy*256 + ox*32 + 30720, a0_15);
+                    VSTORE(yb + oy*256 + ox*32, vrelu(a0_0));
+                    VSTORE(yb + oy*256 + ox*32 + 2048, vrelu(a0_1));
+                    VSTORE(yb + oy*256 + ox*32 + 4096, vrelu(a0_2));
+                    VSTORE(yb + oy*256 + ox*32 + 6144, vrelu(a0_3));
+                    VSTORE(yb + oy*256 + ox*32 + 8192, vrelu(a0_4));
+                    VSTORE(yb + oy*256 + ox*32 + 10240, vrelu(a0_5));
+                    VSTORE(yb + oy*256 + ox*32 + 12288, vrelu(a0_6));
+                    VSTORE(yb + oy*256 + ox*32 + 14336, vrelu(a0_7));
+                    VSTORE(yb + oy*256 + ox*32 + 16384, vrelu(a0_8));
+                    VSTORE(yb + oy*256 + ox*32 + 18432, vrelu(a0_9));
+                    VSTORE(yb + oy*256 + ox*32 + 20480, vrelu(a0_10));
+                    VSTORE(yb + oy*256 + ox*32 + 22528, vrelu(a0_11));
+                    VSTORE(yb + oy*256 + ox*32 + 24576, vrelu(a0_12));
+                    VSTORE(yb + oy*256 + ox*32 + 26624, vrelu(a0_13));
+                    VSTORE(yb + oy*256 + ox*32 + 28672, vrelu(a0_14));
+                    VSTORE(yb + oy*256 + ox*32 + 30720, vrelu(a0_15));
                 }
             }
             /* rows 1..6, cols 7..7: 6 of 9 taps */
@@ -11133,22 +11124,22 @@ static void l10_conv2d_forward(const float *restrict P, const float *restrict x,
                             a0_15 += wc[17287] * x0;
                         }
                     }
-                    VSTORE(yb + oy*256 + 224, a0_0);
-                    VSTORE(yb + oy*256 + 2272, a0_1);
-                    VSTORE(yb + oy*256 + 4320, a0_2);
-                    VSTORE(yb + oy*256 + 6368, a0_3);
-                    VSTORE(yb + oy*256 + 8416, a0_4);
-                    VSTORE(yb + oy*256 + 10464, a0_5);
-                    VSTORE(yb + oy*256 + 12512, a0_6);
-                    VSTORE(yb + oy*256 + 14560, a0_7);
-                    VSTORE(yb + oy*256 + 16608, a0_8);
-                    VSTORE(yb + oy*256 + 18656, a0_9);
-                    VSTORE(yb + oy*256 + 20704, a0_10);
-                    VSTORE(yb + oy*256 + 22752, a0_11);
-                    VSTORE(yb + oy*256 + 24800, a0_12);
-                    VSTORE(yb + oy*256 + 26848, a0_13);
-                    VSTORE(yb + oy*256 + 28896, a0_14);
-                    VSTORE(yb + oy*256 + 30944, a0_15);
+                    VSTORE(yb + oy*256 + 224, vrelu(a0_0));
+                    VSTORE(yb + oy*256 + 2272, vrelu(a0_1));
+                    VSTORE(yb + oy*256 + 4320, vrelu(a0_2));
+                    VSTORE(yb + oy*256 + 6368, vrelu(a0_3));
+                    VSTORE(yb + oy*256 + 8416, vrelu(a0_4));
+                    VSTORE(yb + oy*256 + 10464, vrelu(a0_5));
+                    VSTORE(yb + oy*256 + 12512, vrelu(a0_6));
+                    VSTORE(yb + oy*256 + 14560, vrelu(a0_7));
+                    VSTORE(yb + oy*256 + 16608, vrelu(a0_8));
+                    VSTORE(yb + oy*256 + 18656, vrelu(a0_9));
+                    VSTORE(yb + oy*256 + 20704, vrelu(a0_10));
+                    VSTORE(yb + oy*256 + 22752, vrelu(a0_11));
+                    VSTORE(yb + oy*256 + 24800, vrelu(a0_12));
+                    VSTORE(yb + oy*256 + 26848, vrelu(a0_13));
+                    VSTORE(yb + oy*256 + 28896, vrelu(a0_14));
+                    VSTORE(yb + oy*256 + 30944, vrelu(a0_15));
                 }
             }
             {
@@ -11248,22 +11239,22 @@ static void l10_conv2d_forward(const float *restrict P, const float *restrict x,
                         a0_15 += wc[17285] * x0;
                     }
                 }
-                VSTORE(yb + 1792, a0_0);
-                VSTORE(yb + 3840, a0_1);
-                VSTORE(yb + 5888, a0_2);
-                VSTORE(yb + 7936, a0_3);
-                VSTORE(yb + 9984, a0_4);
-                VSTORE(yb + 12032, a0_5);
-                VSTORE(yb + 14080, a0_6);
-                VSTORE(yb + 16128, a0_7);
-                VSTORE(yb + 18176, a0_8);
-                VSTORE(yb + 20224, a0_9);
-                VSTORE(yb + 22272, a0_10);
-                VSTORE(yb + 24320, a0_11);
-                VSTORE(yb + 26368, a0_12);
-                VSTORE(yb + 28416, a0_13);
-                VSTORE(yb + 30464, a0_14);
-                VSTORE(yb + 32512, a0_15);
+                VSTORE(yb + 1792, vrelu(a0_0));
+                VSTORE(yb + 3840, vrelu(a0_1));
+                VSTORE(yb + 5888, vrelu(a0_2));
+                VSTORE(yb + 7936, vrelu(a0_3));
+                VSTORE(yb + 9984, vrelu(a0_4));
+                VSTORE(yb + 12032, vrelu(a0_5));
+                VSTORE(yb + 14080, vrelu(a0_6));
+                VSTORE(yb + 16128, vrelu(a0_7));
+                VSTORE(yb + 18176, vrelu(a0_8));
+                VSTORE(yb + 20224, vrelu(a0_9));
+                VSTORE(yb + 22272, vrelu(a0_10));
+                VSTORE(yb + 24320, vrelu(a0_11));
+                VSTORE(yb + 26368, vrelu(a0_12));
+                VSTORE(yb + 28416, vrelu(a0_13));
+                VSTORE(yb + 30464, vrelu(a0_14));
+                VSTORE(yb + 32512, vrelu(a0_15));
             }
             /* rows 7..7, cols 1..6: 6 of 9 taps */
             for (int ox = 1; ox < 7; ox++) {
@@ -11401,22 +11392,22 @@ static void l10_conv2d_forward(const float *restrict P, const float *restrict x,
                         a0_15 += wc[17285] * x0;
                     }
                 }
-                VSTORE(yb + ox*32 + 1792, a0_0);
-                VSTORE(yb + ox*32 + 3840, a0_1);
-                VSTORE(yb + ox*32 + 5888, a0_2);
-                VSTORE(yb + ox*32 + 7936, a0_3);
-                VSTORE(yb + ox*32 + 9984, a0_4);
-                VSTORE(yb + ox*32 + 12032, a0_5);
-                VSTORE(yb + ox*32 + 14080, a0_6);
-                VSTORE(yb + ox*32 + 16128, a0_7);
-                VSTORE(yb + ox*32 + 18176, a0_8);
-                VSTORE(yb + ox*32 + 20224, a0_9);
-                VSTORE(yb + ox*32 + 22272, a0_10);
-                VSTORE(yb + ox*32 + 24320, a0_11);
-                VSTORE(yb + ox*32 + 26368, a0_12);
-                VSTORE(yb + ox*32 + 28416, a0_13);
-                VSTORE(yb + ox*32 + 30464, a0_14);
-                VSTORE(yb + ox*32 + 32512, a0_15);
+                VSTORE(yb + ox*32 + 1792, vrelu(a0_0));
+                VSTORE(yb + ox*32 + 3840, vrelu(a0_1));
+                VSTORE(yb + ox*32 + 5888, vrelu(a0_2));
+                VSTORE(yb + ox*32 + 7936, vrelu(a0_3));
+                VSTORE(yb + ox*32 + 9984, vrelu(a0_4));
+                VSTORE(yb + ox*32 + 12032, vrelu(a0_5));
+                VSTORE(yb + ox*32 + 14080, vrelu(a0_6));
+                VSTORE(yb + ox*32 + 16128, vrelu(a0_7));
+                VSTORE(yb + ox*32 + 18176, vrelu(a0_8));
+                VSTORE(yb + ox*32 + 20224, vrelu(a0_9));
+                VSTORE(yb + ox*32 + 22272, vrelu(a0_10));
+                VSTORE(yb + ox*32 + 24320, vrelu(a0_11));
+                VSTORE(yb + ox*32 + 26368, vrelu(a0_12));
+                VSTORE(yb + ox*32 + 28416, vrelu(a0_13));
+                VSTORE(yb + ox*32 + 30464, vrelu(a0_14));
+                VSTORE(yb + ox*32 + 32512, vrelu(a0_15));
             }
             {
                 cg_v a0_0 = vsplat(bias[cb*16]);
@@ -11515,22 +11506,22 @@ static void l10_conv2d_forward(const float *restrict P, const float *restrict x,
                         a0_15 += wc[17284] * x0;
                     }
                 }
-                VSTORE(yb + 2016, a0_0);
-                VSTORE(yb + 4064, a0_1);
-                VSTORE(yb + 6112, a0_2);
-                VSTORE(yb + 8160, a0_3);
-                VSTORE(yb + 10208, a0_4);
-                VSTORE(yb + 12256, a0_5);
-                VSTORE(yb + 14304, a0_6);
-                VSTORE(yb + 16352, a0_7);
-                VSTORE(yb + 18400, a0_8);
-                VSTORE(yb + 20448, a0_9);
-                VSTORE(yb + 22496, a0_10);
-                VSTORE(yb + 24544, a0_11);
-                VSTORE(yb + 26592, a0_12);
-                VSTORE(yb + 28640, a0_13);
-                VSTORE(yb + 30688, a0_14);
-                VSTORE(yb + 32736, a0_15);
+                VSTORE(yb + 2016, vrelu(a0_0));
+                VSTORE(yb + 4064, vrelu(a0_1));
+                VSTORE(yb + 6112, vrelu(a0_2));
+                VSTORE(yb + 8160, vrelu(a0_3));
+                VSTORE(yb + 10208, vrelu(a0_4));
+                VSTORE(yb + 12256, vrelu(a0_5));
+                VSTORE(yb + 14304, vrelu(a0_6));
+                VSTORE(yb + 16352, vrelu(a0_7));
+                VSTORE(yb + 18400, vrelu(a0_8));
+                VSTORE(yb + 20448, vrelu(a0_9));
+                VSTORE(yb + 22496, vrelu(a0_10));
+                VSTORE(yb + 24544, vrelu(a0_11));
+                VSTORE(yb + 26592, vrelu(a0_12));
+                VSTORE(yb + 28640, vrelu(a0_13));
+                VSTORE(yb + 30688, vrelu(a0_14));
+                VSTORE(yb + 32736, vrelu(a0_15));
             }
         }
     }
@@ -12956,12 +12947,7 @@ static void l10_conv2d_backward_dx(const float *restrict P, const float *restric
 
 /* layer 11: relu 256x8x8 -> 256x8x8 (specs/vgg16_cifar.yaml:23:5)
  * schedule lanes: fwd lanes dw lanes dx with dw */
-static void l11_relu_forward(float *restrict y)
-{
-    /* x [256x8x8][lanes], y [256x8x8][lanes] */
-    for (int i = 0; i < 524288; i++)
-        y[i] = y[i] <= 0.0f ? 0.0f : y[i];
-}
+/* l11_relu_forward: none, layer 10 stores its output through the relu */
 
 static void l11_relu_backward(const float *restrict y, const float *restrict dy, float *restrict dx)
 {
@@ -12971,7 +12957,7 @@ static void l11_relu_backward(const float *restrict y, const float *restrict dy,
 }
 
 /* layer 12: conv2d 256x8x8 -> 256x8x8 (specs/vgg16_cifar.yaml:24:5)
- * schedule lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16] threaded */
+ * schedule lanes: fwd lanes[TB=1,TC=16]+relu dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16] threaded */
 static void l12_conv2d_forward(const float *restrict P, const float *restrict x, float *restrict y)
 {
     /* x [256x8x8][lanes], y [256x8x8][lanes] */
@@ -13080,22 +13066,22 @@ static void l12_conv2d_forward(const float *restrict P, const float *restrict x,
                         a0_15 += wc[34568] * x0;
                     }
                 }
-                VSTORE(yb + 0, a0_0);
-                VSTORE(yb + 2048, a0_1);
-                VSTORE(yb + 4096, a0_2);
-                VSTORE(yb + 6144, a0_3);
-                VSTORE(yb + 8192, a0_4);
-                VSTORE(yb + 10240, a0_5);
-                VSTORE(yb + 12288, a0_6);
-                VSTORE(yb + 14336, a0_7);
-                VSTORE(yb + 16384, a0_8);
-                VSTORE(yb + 18432, a0_9);
-                VSTORE(yb + 20480, a0_10);
-                VSTORE(yb + 22528, a0_11);
-                VSTORE(yb + 24576, a0_12);
-                VSTORE(yb + 26624, a0_13);
-                VSTORE(yb + 28672, a0_14);
-                VSTORE(yb + 30720, a0_15);
+                VSTORE(yb + 0, vrelu(a0_0));
+                VSTORE(yb + 2048, vrelu(a0_1));
+                VSTORE(yb + 4096, vrelu(a0_2));
+                VSTORE(yb + 6144, vrelu(a0_3));
+                VSTORE(yb + 8192, vrelu(a0_4));
+                VSTORE(yb + 10240, vrelu(a0_5));
+                VSTORE(yb + 12288, vrelu(a0_6));
+                VSTORE(yb + 14336, vrelu(a0_7));
+                VSTORE(yb + 16384, vrelu(a0_8));
+                VSTORE(yb + 18432, vrelu(a0_9));
+                VSTORE(yb + 20480, vrelu(a0_10));
+                VSTORE(yb + 22528, vrelu(a0_11));
+                VSTORE(yb + 24576, vrelu(a0_12));
+                VSTORE(yb + 26624, vrelu(a0_13));
+                VSTORE(yb + 28672, vrelu(a0_14));
+                VSTORE(yb + 30720, vrelu(a0_15));
             }
             /* rows 0..0, cols 1..6: 6 of 9 taps */
             for (int ox = 1; ox < 7; ox++) {
@@ -13233,22 +13219,22 @@ static void l12_conv2d_forward(const float *restrict P, const float *restrict x,
                         a0_15 += wc[34568] * x0;
                     }
                 }
-                VSTORE(yb + ox*32, a0_0);
-                VSTORE(yb + ox*32 + 2048, a0_1);
-                VSTORE(yb + ox*32 + 4096, a0_2);
-                VSTORE(yb + ox*32 + 6144, a0_3);
-                VSTORE(yb + ox*32 + 8192, a0_4);
-                VSTORE(yb + ox*32 + 10240, a0_5);
-                VSTORE(yb + ox*32 + 12288, a0_6);
-                VSTORE(yb + ox*32 + 14336, a0_7);
-                VSTORE(yb + ox*32 + 16384, a0_8);
-                VSTORE(yb + ox*32 + 18432, a0_9);
-                VSTORE(yb + ox*32 + 20480, a0_10);
-                VSTORE(yb + ox*32 + 22528, a0_11);
-                VSTORE(yb + ox*32 + 24576, a0_12);
-                VSTORE(yb + ox*32 + 26624, a0_13);
-                VSTORE(yb + ox*32 + 28672, a0_14);
-                VSTORE(yb + ox*32 + 30720, a0_15);
+                VSTORE(yb + ox*32, vrelu(a0_0));
+                VSTORE(yb + ox*32 + 2048, vrelu(a0_1));
+                VSTORE(yb + ox*32 + 4096, vrelu(a0_2));
+                VSTORE(yb + ox*32 + 6144, vrelu(a0_3));
+                VSTORE(yb + ox*32 + 8192, vrelu(a0_4));
+                VSTORE(yb + ox*32 + 10240, vrelu(a0_5));
+                VSTORE(yb + ox*32 + 12288, vrelu(a0_6));
+                VSTORE(yb + ox*32 + 14336, vrelu(a0_7));
+                VSTORE(yb + ox*32 + 16384, vrelu(a0_8));
+                VSTORE(yb + ox*32 + 18432, vrelu(a0_9));
+                VSTORE(yb + ox*32 + 20480, vrelu(a0_10));
+                VSTORE(yb + ox*32 + 22528, vrelu(a0_11));
+                VSTORE(yb + ox*32 + 24576, vrelu(a0_12));
+                VSTORE(yb + ox*32 + 26624, vrelu(a0_13));
+                VSTORE(yb + ox*32 + 28672, vrelu(a0_14));
+                VSTORE(yb + ox*32 + 30720, vrelu(a0_15));
             }
             {
                 cg_v a0_0 = vsplat(bias[cb*16]);
@@ -13347,22 +13333,22 @@ static void l12_conv2d_forward(const float *restrict P, const float *restrict x,
                         a0_15 += wc[34567] * x0;
                     }
                 }
-                VSTORE(yb + 224, a0_0);
-                VSTORE(yb + 2272, a0_1);
-                VSTORE(yb + 4320, a0_2);
-                VSTORE(yb + 6368, a0_3);
-                VSTORE(yb + 8416, a0_4);
-                VSTORE(yb + 10464, a0_5);
-                VSTORE(yb + 12512, a0_6);
-                VSTORE(yb + 14560, a0_7);
-                VSTORE(yb + 16608, a0_8);
-                VSTORE(yb + 18656, a0_9);
-                VSTORE(yb + 20704, a0_10);
-                VSTORE(yb + 22752, a0_11);
-                VSTORE(yb + 24800, a0_12);
-                VSTORE(yb + 26848, a0_13);
-                VSTORE(yb + 28896, a0_14);
-                VSTORE(yb + 30944, a0_15);
+                VSTORE(yb + 224, vrelu(a0_0));
+                VSTORE(yb + 2272, vrelu(a0_1));
+                VSTORE(yb + 4320, vrelu(a0_2));
+                VSTORE(yb + 6368, vrelu(a0_3));
+                VSTORE(yb + 8416, vrelu(a0_4));
+                VSTORE(yb + 10464, vrelu(a0_5));
+                VSTORE(yb + 12512, vrelu(a0_6));
+                VSTORE(yb + 14560, vrelu(a0_7));
+                VSTORE(yb + 16608, vrelu(a0_8));
+                VSTORE(yb + 18656, vrelu(a0_9));
+                VSTORE(yb + 20704, vrelu(a0_10));
+                VSTORE(yb + 22752, vrelu(a0_11));
+                VSTORE(yb + 24800, vrelu(a0_12));
+                VSTORE(yb + 26848, vrelu(a0_13));
+                VSTORE(yb + 28896, vrelu(a0_14));
+                VSTORE(yb + 30944, vrelu(a0_15));
             }
             /* rows 1..6, cols 0..0: 6 of 9 taps */
             for (int oy = 1; oy < 7; oy++) {
@@ -13501,22 +13487,22 @@ static void l12_conv2d_forward(const float *restrict P, const float *restrict x,
                             a0_15 += wc[34568] * x0;
                         }
                     }
-                    VSTORE(yb + oy*256, a0_0);
-                    VSTORE(yb + oy*256 + 2048, a0_1);
-                    VSTORE(yb + oy*256 + 4096, a0_2);
-                    VSTORE(yb + oy*256 + 6144, a0_3);
-                    VSTORE(yb + oy*256 + 8192, a0_4);
-                    VSTORE(yb + oy*256 + 10240, a0_5);
-                    VSTORE(yb + oy*256 + 12288, a0_6);
-                    VSTORE(yb + oy*256 + 14336, a0_7);
-                    VSTORE(yb + oy*256 + 16384, a0_8);
-                    VSTORE(yb + oy*256 + 18432, a0_9);
-                    VSTORE(yb + oy*256 + 20480, a0_10);
-                    VSTORE(yb + oy*256 + 22528, a0_11);
-                    VSTORE(yb + oy*256 + 24576, a0_12);
-                    VSTORE(yb + oy*256 + 26624, a0_13);
-                    VSTORE(yb + oy*256 + 28672, a0_14);
-                    VSTORE(yb + oy*256 + 30720, a0_15);
+                    VSTORE(yb + oy*256, vrelu(a0_0));
+                    VSTORE(yb + oy*256 + 2048, vrelu(a0_1));
+                    VSTORE(yb + oy*256 + 4096, vrelu(a0_2));
+                    VSTORE(yb + oy*256 + 6144, vrelu(a0_3));
+                    VSTORE(yb + oy*256 + 8192, vrelu(a0_4));
+                    VSTORE(yb + oy*256 + 10240, vrelu(a0_5));
+                    VSTORE(yb + oy*256 + 12288, vrelu(a0_6));
+                    VSTORE(yb + oy*256 + 14336, vrelu(a0_7));
+                    VSTORE(yb + oy*256 + 16384, vrelu(a0_8));
+                    VSTORE(yb + oy*256 + 18432, vrelu(a0_9));
+                    VSTORE(yb + oy*256 + 20480, vrelu(a0_10));
+                    VSTORE(yb + oy*256 + 22528, vrelu(a0_11));
+                    VSTORE(yb + oy*256 + 24576, vrelu(a0_12));
+                    VSTORE(yb + oy*256 + 26624, vrelu(a0_13));
+                    VSTORE(yb + oy*256 + 28672, vrelu(a0_14));
+                    VSTORE(yb + oy*256 + 30720, vrelu(a0_15));
                 }
             }
             /* rows 1..6, cols 1..6: every tap */
@@ -13713,22 +13699,22 @@ static void l12_conv2d_forward(const float *restrict P, const float *restrict x,
                             a0_15 += wc[34568] * x0;
                         }
                     }
-                    VSTORE(yb + oy*256 + ox*32, a0_0);
-                    VSTORE(yb + oy*256 + ox*32 + 2048, a0_1);
-                    VSTORE(yb + oy*256 + ox*32 + 4096, a0_2);
-                    VSTORE(yb + oy*256 + ox*32 + 6144, a0_3);
-                    VSTORE(yb + oy*256 + ox*32 + 8192, a0_4);
-                    VSTORE(yb + oy*256 + ox*32 + 10240, a0_5);
-                    VSTORE(yb + oy*256 + ox*32 + 12288, a0_6);
-                    VSTORE(yb + oy*256 + ox*32 + 14336, a0_7);
-                    VSTORE(yb + oy*256 + ox*32 + 16384, a0_8);
-                    VSTORE(yb + oy*256 + ox*32 + 18432, a0_9);
-                    VSTORE(yb + oy*256 + ox*32 + 20480, a0_10);
-                    VSTORE(yb + oy*256 + ox*32 + 22528, a0_11);
-                    VSTORE(yb + oy*256 + ox*32 + 24576, a0_12);
-                    VSTORE(yb + oy*256 + ox*32 + 26624, a0_13);
-                    VSTORE(yb + oy*256 + ox*32 + 28672, a0_14);
-                    VSTORE(yb + oy*256 + ox*32 + 30720, a0_15);
+                    VSTORE(yb + oy*256 + ox*32, vrelu(a0_0));
+                    VSTORE(yb + oy*256 + ox*32 + 2048, vrelu(a0_1));
+                    VSTORE(yb + oy*256 + ox*32 + 4096, vrelu(a0_2));
+                    VSTORE(yb + oy*256 + ox*32 + 6144, vrelu(a0_3));
+                    VSTORE(yb + oy*256 + ox*32 + 8192, vrelu(a0_4));
+                    VSTORE(yb + oy*256 + ox*32 + 10240, vrelu(a0_5));
+                    VSTORE(yb + oy*256 + ox*32 + 12288, vrelu(a0_6));
+                    VSTORE(yb + oy*256 + ox*32 + 14336, vrelu(a0_7));
+                    VSTORE(yb + oy*256 + ox*32 + 16384, vrelu(a0_8));
+                    VSTORE(yb + oy*256 + ox*32 + 18432, vrelu(a0_9));
+                    VSTORE(yb + oy*256 + ox*32 + 20480, vrelu(a0_10));
+                    VSTORE(yb + oy*256 + ox*32 + 22528, vrelu(a0_11));
+                    VSTORE(yb + oy*256 + ox*32 + 24576, vrelu(a0_12));
+                    VSTORE(yb + oy*256 + ox*32 + 26624, vrelu(a0_13));
+                    VSTORE(yb + oy*256 + ox*32 + 28672, vrelu(a0_14));
+                    VSTORE(yb + oy*256 + ox*32 + 30720, vrelu(a0_15));
                 }
             }
             /* rows 1..6, cols 7..7: 6 of 9 taps */
@@ -13868,22 +13854,22 @@ static void l12_conv2d_forward(const float *restrict P, const float *restrict x,
                             a0_15 += wc[34567] * x0;
                         }
                     }
-                    VSTORE(yb + oy*256 + 224, a0_0);
-                    VSTORE(yb + oy*256 + 2272, a0_1);
-                    VSTORE(yb + oy*256 + 4320, a0_2);
-                    VSTORE(yb + oy*256 + 6368, a0_3);
-                    VSTORE(yb + oy*256 + 8416, a0_4);
-                    VSTORE(yb + oy*256 + 10464, a0_5);
-                    VSTORE(yb + oy*256 + 12512, a0_6);
-                    VSTORE(yb + oy*256 + 14560, a0_7);
-                    VSTORE(yb + oy*256 + 16608, a0_8);
-                    VSTORE(yb + oy*256 + 18656, a0_9);
-                    VSTORE(yb + oy*256 + 20704, a0_10);
-                    VSTORE(yb + oy*256 + 22752, a0_11);
-                    VSTORE(yb + oy*256 + 24800, a0_12);
-                    VSTORE(yb + oy*256 + 26848, a0_13);
-                    VSTORE(yb + oy*256 + 28896, a0_14);
-                    VSTORE(yb + oy*256 + 30944, a0_15);
+                    VSTORE(yb + oy*256 + 224, vrelu(a0_0));
+                    VSTORE(yb + oy*256 + 2272, vrelu(a0_1));
+                    VSTORE(yb + oy*256 + 4320, vrelu(a0_2));
+                    VSTORE(yb + oy*256 + 6368, vrelu(a0_3));
+                    VSTORE(yb + oy*256 + 8416, vrelu(a0_4));
+                    VSTORE(yb + oy*256 + 10464, vrelu(a0_5));
+                    VSTORE(yb + oy*256 + 12512, vrelu(a0_6));
+                    VSTORE(yb + oy*256 + 14560, vrelu(a0_7));
+                    VSTORE(yb + oy*256 + 16608, vrelu(a0_8));
+                    VSTORE(yb + oy*256 + 18656, vrelu(a0_9));
+                    VSTORE(yb + oy*256 + 20704, vrelu(a0_10));
+                    VSTORE(yb + oy*256 + 22752, vrelu(a0_11));
+                    VSTORE(yb + oy*256 + 24800, vrelu(a0_12));
+                    VSTORE(yb + oy*256 + 26848, vrelu(a0_13));
+                    VSTORE(yb + oy*256 + 28896, vrelu(a0_14));
+                    VSTORE(yb + oy*256 + 30944, vrelu(a0_15));
                 }
             }
             {
@@ -13983,22 +13969,22 @@ static void l12_conv2d_forward(const float *restrict P, const float *restrict x,
                         a0_15 += wc[34565] * x0;
                     }
                 }
-                VSTORE(yb + 1792, a0_0);
-                VSTORE(yb + 3840, a0_1);
-                VSTORE(yb + 5888, a0_2);
-                VSTORE(yb + 7936, a0_3);
-                VSTORE(yb + 9984, a0_4);
-                VSTORE(yb + 12032, a0_5);
-                VSTORE(yb + 14080, a0_6);
-                VSTORE(yb + 16128, a0_7);
-                VSTORE(yb + 18176, a0_8);
-                VSTORE(yb + 20224, a0_9);
-                VSTORE(yb + 22272, a0_10);
-                VSTORE(yb + 24320, a0_11);
-                VSTORE(yb + 26368, a0_12);
-                VSTORE(yb + 28416, a0_13);
-                VSTORE(yb + 30464, a0_14);
-                VSTORE(yb + 32512, a0_15);
+                VSTORE(yb + 1792, vrelu(a0_0));
+                VSTORE(yb + 3840, vrelu(a0_1));
+                VSTORE(yb + 5888, vrelu(a0_2));
+                VSTORE(yb + 7936, vrelu(a0_3));
+                VSTORE(yb + 9984, vrelu(a0_4));
+                VSTORE(yb + 12032, vrelu(a0_5));
+                VSTORE(yb + 14080, vrelu(a0_6));
+                VSTORE(yb + 16128, vrelu(a0_7));
+                VSTORE(yb + 18176, vrelu(a0_8));
+                VSTORE(yb + 20224, vrelu(a0_9));
+                VSTORE(yb + 22272, vrelu(a0_10));
+                VSTORE(yb + 24320, vrelu(a0_11));
+                VSTORE(yb + 26368, vrelu(a0_12));
+                VSTORE(yb + 28416, vrelu(a0_13));
+                VSTORE(yb + 30464, vrelu(a0_14));
+                VSTORE(yb + 32512, vrelu(a0_15));
             }
             /* rows 7..7, cols 1..6: 6 of 9 taps */
             for (int ox = 1; ox < 7; ox++) {
@@ -14136,22 +14122,22 @@ static void l12_conv2d_forward(const float *restrict P, const float *restrict x,
                         a0_15 += wc[34565] * x0;
                     }
                 }
-                VSTORE(yb + ox*32 + 1792, a0_0);
-                VSTORE(yb + ox*32 + 3840, a0_1);
-                VSTORE(yb + ox*32 + 5888, a0_2);
-                VSTORE(yb + ox*32 + 7936, a0_3);
-                VSTORE(yb + ox*32 + 9984, a0_4);
-                VSTORE(yb + ox*32 + 12032, a0_5);
-                VSTORE(yb + ox*32 + 14080, a0_6);
-                VSTORE(yb + ox*32 + 16128, a0_7);
-                VSTORE(yb + ox*32 + 18176, a0_8);
-                VSTORE(yb + ox*32 + 20224, a0_9);
-                VSTORE(yb + ox*32 + 22272, a0_10);
-                VSTORE(yb + ox*32 + 24320, a0_11);
-                VSTORE(yb + ox*32 + 26368, a0_12);
-                VSTORE(yb + ox*32 + 28416, a0_13);
-                VSTORE(yb + ox*32 + 30464, a0_14);
-                VSTORE(yb + ox*32 + 32512, a0_15);
+                VSTORE(yb + ox*32 + 1792, vrelu(a0_0));
+                VSTORE(yb + ox*32 + 3840, vrelu(a0_1));
+                VSTORE(yb + ox*32 + 5888, vrelu(a0_2));
+                VSTORE(yb + ox*32 + 7936, vrelu(a0_3));
+                VSTORE(yb + ox*32 + 9984, vrelu(a0_4));
+                VSTORE(yb + ox*32 + 12032, vrelu(a0_5));
+                VSTORE(yb + ox*32 + 14080, vrelu(a0_6));
+                VSTORE(yb + ox*32 + 16128, vrelu(a0_7));
+                VSTORE(yb + ox*32 + 18176, vrelu(a0_8));
+                VSTORE(yb + ox*32 + 20224, vrelu(a0_9));
+                VSTORE(yb + ox*32 + 22272, vrelu(a0_10));
+                VSTORE(yb + ox*32 + 24320, vrelu(a0_11));
+                VSTORE(yb + ox*32 + 26368, vrelu(a0_12));
+                VSTORE(yb + ox*32 + 28416, vrelu(a0_13));
+                VSTORE(yb + ox*32 + 30464, vrelu(a0_14));
+                VSTORE(yb + ox*32 + 32512, vrelu(a0_15));
             }
             {
                 cg_v a0_0 = vsplat(bias[cb*16]);
@@ -14250,22 +14236,22 @@ static void l12_conv2d_forward(const float *restrict P, const float *restrict x,
                         a0_15 += wc[34564] * x0;
                     }
                 }
-                VSTORE(yb + 2016, a0_0);
-                VSTORE(yb + 4064, a0_1);
-                VSTORE(yb + 6112, a0_2);
-                VSTORE(yb + 8160, a0_3);
-                VSTORE(yb + 10208, a0_4);
-                VSTORE(yb + 12256, a0_5);
-                VSTORE(yb + 14304, a0_6);
-                VSTORE(yb + 16352, a0_7);
-                VSTORE(yb + 18400, a0_8);
-                VSTORE(yb + 20448, a0_9);
-                VSTORE(yb + 22496, a0_10);
-                VSTORE(yb + 24544, a0_11);
-                VSTORE(yb + 26592, a0_12);
-                VSTORE(yb + 28640, a0_13);
-                VSTORE(yb + 30688, a0_14);
-                VSTORE(yb + 32736, a0_15);
+                VSTORE(yb + 2016, vrelu(a0_0));
+                VSTORE(yb + 4064, vrelu(a0_1));
+                VSTORE(yb + 6112, vrelu(a0_2));
+                VSTORE(yb + 8160, vrelu(a0_3));
+                VSTORE(yb + 10208, vrelu(a0_4));
+                VSTORE(yb + 12256, vrelu(a0_5));
+                VSTORE(yb + 14304, vrelu(a0_6));
+                VSTORE(yb + 16352, vrelu(a0_7));
+                VSTORE(yb + 18400, vrelu(a0_8));
+                VSTORE(yb + 20448, vrelu(a0_9));
+                VSTORE(yb + 22496, vrelu(a0_10));
+                VSTORE(yb + 24544, vrelu(a0_11));
+                VSTORE(yb + 26592, vrelu(a0_12));
+                VSTORE(yb + 28640, vrelu(a0_13));
+                VSTORE(yb + 30688, vrelu(a0_14));
+                VSTORE(yb + 32736, vrelu(a0_15));
             }
         }
     }
@@ -15691,12 +15677,12 @@ static void l12_conv2d_backward_dx(const float *restrict P, const float *restric
 
 /* layer 13: relu 256x8x8 -> 256x8x8 (specs/vgg16_cifar.yaml:25:5)
  * schedule lanes: fwd lanes dw lanes dx with dw */
-/* l13_relu_forward: the code of l11_relu_forward */
+/* l13_relu_forward: none, layer 12 stores its output through the relu */
 
 /* l13_relu_backward: the code of l11_relu_backward */
 
 /* layer 14: conv2d 256x8x8 -> 256x8x8 (specs/vgg16_cifar.yaml:26:5)
- * schedule lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16] threaded */
+ * schedule lanes: fwd lanes[TB=1,TC=16]+relu dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16] threaded */
 /* l14_conv2d_forward: the code of l12_conv2d_forward */
 
 /* l14_conv2d_backward: the code of l12_conv2d_backward */
@@ -15705,7 +15691,7 @@ static void l12_conv2d_backward_dx(const float *restrict P, const float *restric
 
 /* layer 15: relu 256x8x8 -> 256x8x8 (specs/vgg16_cifar.yaml:27:5)
  * schedule lanes: fwd lanes dw lanes dx with dw */
-/* l15_relu_forward: the code of l11_relu_forward */
+/* l15_relu_forward: none, layer 14 stores its output through the relu */
 
 /* l15_relu_backward: the code of l11_relu_backward */
 
@@ -15760,7 +15746,7 @@ static void l16_maxpool2d_backward(const float *restrict x, const float *restric
 }
 
 /* layer 17: conv2d 256x4x4 -> 512x4x4 (specs/vgg16_cifar.yaml:30:5)
- * schedule lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16] threaded */
+ * schedule lanes: fwd lanes[TB=1,TC=16]+relu dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16] threaded */
 static void l17_conv2d_forward(const float *restrict P, const float *restrict x, float *restrict y)
 {
     /* x [256x4x4][lanes], y [512x4x4][lanes] */
@@ -15869,22 +15855,22 @@ static void l17_conv2d_forward(const float *restrict P, const float *restrict x,
                         a0_15 += wc[34568] * x0;
                     }
                 }
-                VSTORE(yb + 0, a0_0);
-                VSTORE(yb + 512, a0_1);
-                VSTORE(yb + 1024, a0_2);
-                VSTORE(yb + 1536, a0_3);
-                VSTORE(yb + 2048, a0_4);
-                VSTORE(yb + 2560, a0_5);
-                VSTORE(yb + 3072, a0_6);
-                VSTORE(yb + 3584, a0_7);
-                VSTORE(yb + 4096, a0_8);
-                VSTORE(yb + 4608, a0_9);
-                VSTORE(yb + 5120, a0_10);
-                VSTORE(yb + 5632, a0_11);
-                VSTORE(yb + 6144, a0_12);
-                VSTORE(yb + 6656, a0_13);
-                VSTORE(yb + 7168, a0_14);
-                VSTORE(yb + 7680, a0_15);
+                VSTORE(yb + 0, vrelu(a0_0));
+                VSTORE(yb + 512, vrelu(a0_1));
+                VSTORE(yb + 1024, vrelu(a0_2));
+                VSTORE(yb + 1536, vrelu(a0_3));
+                VSTORE(yb + 2048, vrelu(a0_4));
+                VSTORE(yb + 2560, vrelu(a0_5));
+                VSTORE(yb + 3072, vrelu(a0_6));
+                VSTORE(yb + 3584, vrelu(a0_7));
+                VSTORE(yb + 4096, vrelu(a0_8));
+                VSTORE(yb + 4608, vrelu(a0_9));
+                VSTORE(yb + 5120, vrelu(a0_10));
+                VSTORE(yb + 5632, vrelu(a0_11));
+                VSTORE(yb + 6144, vrelu(a0_12));
+                VSTORE(yb + 6656, vrelu(a0_13));
+                VSTORE(yb + 7168, vrelu(a0_14));
+                VSTORE(yb + 7680, vrelu(a0_15));
             }
             /* rows 0..0, cols 1..2: 6 of 9 taps */
             for (int ox = 1; ox < 3; ox++) {
@@ -16022,22 +16008,22 @@ static void l17_conv2d_forward(const float *restrict P, const float *restrict x,
                         a0_15 += wc[34568] * x0;
                     }
                 }
-                VSTORE(yb + ox*32, a0_0);
-                VSTORE(yb + ox*32 + 512, a0_1);
-                VSTORE(yb + ox*32 + 1024, a0_2);
-                VSTORE(yb + ox*32 + 1536, a0_3);
-                VSTORE(yb + ox*32 + 2048, a0_4);
-                VSTORE(yb + ox*32 + 2560, a0_5);
-                VSTORE(yb + ox*32 + 3072, a0_6);
-                VSTORE(yb + ox*32 + 3584, a0_7);
-                VSTORE(yb + ox*32 + 4096, a0_8);
-                VSTORE(yb + ox*32 + 4608, a0_9);
-                VSTORE(yb + ox*32 + 5120, a0_10);
-                VSTORE(yb + ox*32 + 5632, a0_11);
-                VSTORE(yb + ox*32 + 6144, a0_12);
-                VSTORE(yb + ox*32 + 6656, a0_13);
-                VSTORE(yb + ox*32 + 7168, a0_14);
-                VSTORE(yb + ox*32 + 7680, a0_15);
+                VSTORE(yb + ox*32, vrelu(a0_0));
+                VSTORE(yb + ox*32 + 512, vrelu(a0_1));
+                VSTORE(yb + ox*32 + 1024, vrelu(a0_2));
+                VSTORE(yb + ox*32 + 1536, vrelu(a0_3));
+                VSTORE(yb + ox*32 + 2048, vrelu(a0_4));
+                VSTORE(yb + ox*32 + 2560, vrelu(a0_5));
+                VSTORE(yb + ox*32 + 3072, vrelu(a0_6));
+                VSTORE(yb + ox*32 + 3584, vrelu(a0_7));
+                VSTORE(yb + ox*32 + 4096, vrelu(a0_8));
+                VSTORE(yb + ox*32 + 4608, vrelu(a0_9));
+                VSTORE(yb + ox*32 + 5120, vrelu(a0_10));
+                VSTORE(yb + ox*32 + 5632, vrelu(a0_11));
+                VSTORE(yb + ox*32 + 6144, vrelu(a0_12));
+                VSTORE(yb + ox*32 + 6656, vrelu(a0_13));
+                VSTORE(yb + ox*32 + 7168, vrelu(a0_14));
+                VSTORE(yb + ox*32 + 7680, vrelu(a0_15));
             }
             {
                 cg_v a0_0 = vsplat(bias[cb*16]);
@@ -16136,22 +16122,22 @@ static void l17_conv2d_forward(const float *restrict P, const float *restrict x,
                         a0_15 += wc[34567] * x0;
                     }
                 }
-                VSTORE(yb + 96, a0_0);
-                VSTORE(yb + 608, a0_1);
-                VSTORE(yb + 1120, a0_2);
-                VSTORE(yb + 1632, a0_3);
-                VSTORE(yb + 2144, a0_4);
-                VSTORE(yb + 2656, a0_5);
-                VSTORE(yb + 3168, a0_6);
-                VSTORE(yb + 3680, a0_7);
-                VSTORE(yb + 4192, a0_8);
-                VSTORE(yb + 4704, a0_9);
-                VSTORE(yb + 5216, a0_10);
-                VSTORE(yb + 5728, a0_11);
-                VSTORE(yb + 6240, a0_12);
-                VSTORE(yb + 6752, a0_13);
-                VSTORE(yb + 7264, a0_14);
-                VSTORE(yb + 7776, a0_15);
+                VSTORE(yb + 96, vrelu(a0_0));
+                VSTORE(yb + 608, vrelu(a0_1));
+                VSTORE(yb + 1120, vrelu(a0_2));
+                VSTORE(yb + 1632, vrelu(a0_3));
+                VSTORE(yb + 2144, vrelu(a0_4));
+                VSTORE(yb + 2656, vrelu(a0_5));
+                VSTORE(yb + 3168, vrelu(a0_6));
+                VSTORE(yb + 3680, vrelu(a0_7));
+                VSTORE(yb + 4192, vrelu(a0_8));
+                VSTORE(yb + 4704, vrelu(a0_9));
+                VSTORE(yb + 5216, vrelu(a0_10));
+                VSTORE(yb + 5728, vrelu(a0_11));
+                VSTORE(yb + 6240, vrelu(a0_12));
+                VSTORE(yb + 6752, vrelu(a0_13));
+                VSTORE(yb + 7264, vrelu(a0_14));
+                VSTORE(yb + 7776, vrelu(a0_15));
             }
             /* rows 1..2, cols 0..0: 6 of 9 taps */
             for (int oy = 1; oy < 3; oy++) {
@@ -16290,22 +16276,22 @@ static void l17_conv2d_forward(const float *restrict P, const float *restrict x,
                             a0_15 += wc[34568] * x0;
                         }
                     }
-                    VSTORE(yb + oy*128, a0_0);
-                    VSTORE(yb + oy*128 + 512, a0_1);
-                    VSTORE(yb + oy*128 + 1024, a0_2);
-                    VSTORE(yb + oy*128 + 1536, a0_3);
-                    VSTORE(yb + oy*128 + 2048, a0_4);
-                    VSTORE(yb + oy*128 + 2560, a0_5);
-                    VSTORE(yb + oy*128 + 3072, a0_6);
-                    VSTORE(yb + oy*128 + 3584, a0_7);
-                    VSTORE(yb + oy*128 + 4096, a0_8);
-                    VSTORE(yb + oy*128 + 4608, a0_9);
-                    VSTORE(yb + oy*128 + 5120, a0_10);
-                    VSTORE(yb + oy*128 + 5632, a0_11);
-                    VSTORE(yb + oy*128 + 6144, a0_12);
-                    VSTORE(yb + oy*128 + 6656, a0_13);
-                    VSTORE(yb + oy*128 + 7168, a0_14);
-                    VSTORE(yb + oy*128 + 7680, a0_15);
+                    VSTORE(yb + oy*128, vrelu(a0_0));
+                    VSTORE(yb + oy*128 + 512, vrelu(a0_1));
+                    VSTORE(yb + oy*128 + 1024, vrelu(a0_2));
+                    VSTORE(yb + oy*128 + 1536, vrelu(a0_3));
+                    VSTORE(yb + oy*128 + 2048, vrelu(a0_4));
+                    VSTORE(yb + oy*128 + 2560, vrelu(a0_5));
+                    VSTORE(yb + oy*128 + 3072, vrelu(a0_6));
+                    VSTORE(yb + oy*128 + 3584, vrelu(a0_7));
+                    VSTORE(yb + oy*128 + 4096, vrelu(a0_8));
+                    VSTORE(yb + oy*128 + 4608, vrelu(a0_9));
+                    VSTORE(yb + oy*128 + 5120, vrelu(a0_10));
+                    VSTORE(yb + oy*128 + 5632, vrelu(a0_11));
+                    VSTORE(yb + oy*128 + 6144, vrelu(a0_12));
+                    VSTORE(yb + oy*128 + 6656, vrelu(a0_13));
+                    VSTORE(yb + oy*128 + 7168, vrelu(a0_14));
+                    VSTORE(yb + oy*128 + 7680, vrelu(a0_15));
                 }
             }
             /* rows 1..2, cols 1..2: every tap */
@@ -16502,22 +16488,22 @@ static void l17_conv2d_forward(const float *restrict P, const float *restrict x,
                             a0_15 += wc[34568] * x0;
                         }
                     }
-                    VSTORE(yb + oy*128 + ox*32, a0_0);
-                    VSTORE(yb + oy*128 + ox*32 + 512, a0_1);
-                    VSTORE(yb + oy*128 + ox*32 + 1024, a0_2);
-                    VSTORE(yb + oy*128 + ox*32 + 1536, a0_3);
-                    VSTORE(yb + oy*128 + ox*32 + 2048, a0_4);
-                    VSTORE(yb + oy*128 + ox*32 + 2560, a0_5);
-                    VSTORE(yb + oy*128 + ox*32 + 3072, a0_6);
-                    VSTORE(yb + oy*128 + ox*32 + 3584, a0_7);
-                    VSTORE(yb + oy*128 + ox*32 + 4096, a0_8);
-                    VSTORE(yb + oy*128 + ox*32 + 4608, a0_9);
-                    VSTORE(yb + oy*128 + ox*32 + 5120, a0_10);
-                    VSTORE(yb + oy*128 + ox*32 + 5632, a0_11);
-                    VSTORE(yb + oy*128 + ox*32 + 6144, a0_12);
-                    VSTORE(yb + oy*128 + ox*32 + 6656, a0_13);
-                    VSTORE(yb + oy*128 + ox*32 + 7168, a0_14);
-                    VSTORE(yb + oy*128 + ox*32 + 7680, a0_15);
+                    VSTORE(yb + oy*128 + ox*32, vrelu(a0_0));
+                    VSTORE(yb + oy*128 + ox*32 + 512, vrelu(a0_1));
+                    VSTORE(yb + oy*128 + ox*32 + 1024, vrelu(a0_2));
+                    VSTORE(yb + oy*128 + ox*32 + 1536, vrelu(a0_3));
+                    VSTORE(yb + oy*128 + ox*32 + 2048, vrelu(a0_4));
+                    VSTORE(yb + oy*128 + ox*32 + 2560, vrelu(a0_5));
+                    VSTORE(yb + oy*128 + ox*32 + 3072, vrelu(a0_6));
+                    VSTORE(yb + oy*128 + ox*32 + 3584, vrelu(a0_7));
+                    VSTORE(yb + oy*128 + ox*32 + 4096, vrelu(a0_8));
+                    VSTORE(yb + oy*128 + ox*32 + 4608, vrelu(a0_9));
+                    VSTORE(yb + oy*128 + ox*32 + 5120, vrelu(a0_10));
+                    VSTORE(yb + oy*128 + ox*32 + 5632, vrelu(a0_11));
+                    VSTORE(yb + oy*128 + ox*32 + 6144, vrelu(a0_12));
+                    VSTORE(yb + oy*128 + ox*32 + 6656, vrelu(a0_13));
+                    VSTORE(yb + oy*128 + ox*32 + 7168, vrelu(a0_14));
+                    VSTORE(yb + oy*128 + ox*32 + 7680, vrelu(a0_15));
                 }
             }
             /* rows 1..2, cols 3..3: 6 of 9 taps */
@@ -16657,22 +16643,22 @@ static void l17_conv2d_forward(const float *restrict P, const float *restrict x,
                             a0_15 += wc[34567] * x0;
                         }
                     }
-                    VSTORE(yb + oy*128 + 96, a0_0);
-                    VSTORE(yb + oy*128 + 608, a0_1);
-                    VSTORE(yb + oy*128 + 1120, a0_2);
-                    VSTORE(yb + oy*128 + 1632, a0_3);
-                    VSTORE(yb + oy*128 + 2144, a0_4);
-                    VSTORE(yb + oy*128 + 2656, a0_5);
-                    VSTORE(yb + oy*128 + 3168, a0_6);
-                    VSTORE(yb + oy*128 + 3680, a0_7);
-                    VSTORE(yb + oy*128 + 4192, a0_8);
-                    VSTORE(yb + oy*128 + 4704, a0_9);
-                    VSTORE(yb + oy*128 + 5216, a0_10);
-                    VSTORE(yb + oy*128 + 5728, a0_11);
-                    VSTORE(yb + oy*128 + 6240, a0_12);
-                    VSTORE(yb + oy*128 + 6752, a0_13);
-                    VSTORE(yb + oy*128 + 7264, a0_14);
-                    VSTORE(yb + oy*128 + 7776, a0_15);
+                    VSTORE(yb + oy*128 + 96, vrelu(a0_0));
+                    VSTORE(yb + oy*128 + 608, vrelu(a0_1));
+                    VSTORE(yb + oy*128 + 1120, vrelu(a0_2));
+                    VSTORE(yb + oy*128 + 1632, vrelu(a0_3));
+                    VSTORE(yb + oy*128 + 2144, vrelu(a0_4));
+                    VSTORE(yb + oy*128 + 2656, vrelu(a0_5));
+                    VSTORE(yb + oy*128 + 3168, vrelu(a0_6));
+                    VSTORE(yb + oy*128 + 3680, vrelu(a0_7));
+                    VSTORE(yb + oy*128 + 4192, vrelu(a0_8));
+                    VSTORE(yb + oy*128 + 4704, vrelu(a0_9));
+                    VSTORE(yb + oy*128 + 5216, vrelu(a0_10));
+                    VSTORE(yb + oy*128 + 5728, vrelu(a0_11));
+                    VSTORE(yb + oy*128 + 6240, vrelu(a0_12));
+                    VSTORE(yb + oy*128 + 6752, vrelu(a0_13));
+                    VSTORE(yb + oy*128 + 7264, vrelu(a0_14));
+                    VSTORE(yb + oy*128 + 7776, vrelu(a0_15));
                 }
             }
             {
@@ -16772,22 +16758,22 @@ static void l17_conv2d_forward(const float *restrict P, const float *restrict x,
                         a0_15 += wc[34565] * x0;
                     }
                 }
-                VSTORE(yb + 384, a0_0);
-                VSTORE(yb + 896, a0_1);
-                VSTORE(yb + 1408, a0_2);
-                VSTORE(yb + 1920, a0_3);
-                VSTORE(yb + 2432, a0_4);
-                VSTORE(yb + 2944, a0_5);
-                VSTORE(yb + 3456, a0_6);
-                VSTORE(yb + 3968, a0_7);
-                VSTORE(yb + 4480, a0_8);
-                VSTORE(yb + 4992, a0_9);
-                VSTORE(yb + 5504, a0_10);
-                VSTORE(yb + 6016, a0_11);
-                VSTORE(yb + 6528, a0_12);
-                VSTORE(yb + 7040, a0_13);
-                VSTORE(yb + 7552, a0_14);
-                VSTORE(yb + 8064, a0_15);
+                VSTORE(yb + 384, vrelu(a0_0));
+                VSTORE(yb + 896, vrelu(a0_1));
+                VSTORE(yb + 1408, vrelu(a0_2));
+                VSTORE(yb + 1920, vrelu(a0_3));
+                VSTORE(yb + 2432, vrelu(a0_4));
+                VSTORE(yb + 2944, vrelu(a0_5));
+                VSTORE(yb + 3456, vrelu(a0_6));
+                VSTORE(yb + 3968, vrelu(a0_7));
+                VSTORE(yb + 4480, vrelu(a0_8));
+                VSTORE(yb + 4992, vrelu(a0_9));
+                VSTORE(yb + 5504, vrelu(a0_10));
+                VSTORE(yb + 6016, vrelu(a0_11));
+                VSTORE(yb + 6528, vrelu(a0_12));
+                VSTORE(yb + 7040, vrelu(a0_13));
+                VSTORE(yb + 7552, vrelu(a0_14));
+                VSTORE(yb + 8064, vrelu(a0_15));
             }
             /* rows 3..3, cols 1..2: 6 of 9 taps */
             for (int ox = 1; ox < 3; ox++) {
@@ -16925,22 +16911,22 @@ static void l17_conv2d_forward(const float *restrict P, const float *restrict x,
                         a0_15 += wc[34565] * x0;
                     }
                 }
-                VSTORE(yb + ox*32 + 384, a0_0);
-                VSTORE(yb + ox*32 + 896, a0_1);
-                VSTORE(yb + ox*32 + 1408, a0_2);
-                VSTORE(yb + ox*32 + 1920, a0_3);
-                VSTORE(yb + ox*32 + 2432, a0_4);
-                VSTORE(yb + ox*32 + 2944, a0_5);
-                VSTORE(yb + ox*32 + 3456, a0_6);
-                VSTORE(yb + ox*32 + 3968, a0_7);
-                VSTORE(yb + ox*32 + 4480, a0_8);
-                VSTORE(yb + ox*32 + 4992, a0_9);
-                VSTORE(yb + ox*32 + 5504, a0_10);
-                VSTORE(yb + ox*32 + 6016, a0_11);
-                VSTORE(yb + ox*32 + 6528, a0_12);
-                VSTORE(yb + ox*32 + 7040, a0_13);
-                VSTORE(yb + ox*32 + 7552, a0_14);
-                VSTORE(yb + ox*32 + 8064, a0_15);
+                VSTORE(yb + ox*32 + 384, vrelu(a0_0));
+                VSTORE(yb + ox*32 + 896, vrelu(a0_1));
+                VSTORE(yb + ox*32 + 1408, vrelu(a0_2));
+                VSTORE(yb + ox*32 + 1920, vrelu(a0_3));
+                VSTORE(yb + ox*32 + 2432, vrelu(a0_4));
+                VSTORE(yb + ox*32 + 2944, vrelu(a0_5));
+                VSTORE(yb + ox*32 + 3456, vrelu(a0_6));
+                VSTORE(yb + ox*32 + 3968, vrelu(a0_7));
+                VSTORE(yb + ox*32 + 4480, vrelu(a0_8));
+                VSTORE(yb + ox*32 + 4992, vrelu(a0_9));
+                VSTORE(yb + ox*32 + 5504, vrelu(a0_10));
+                VSTORE(yb + ox*32 + 6016, vrelu(a0_11));
+                VSTORE(yb + ox*32 + 6528, vrelu(a0_12));
+                VSTORE(yb + ox*32 + 7040, vrelu(a0_13));
+                VSTORE(yb + ox*32 + 7552, vrelu(a0_14));
+                VSTORE(yb + ox*32 + 8064, vrelu(a0_15));
             }
             {
                 cg_v a0_0 = vsplat(bias[cb*16]);
@@ -17039,22 +17025,22 @@ static void l17_conv2d_forward(const float *restrict P, const float *restrict x,
                         a0_15 += wc[34564] * x0;
                     }
                 }
-                VSTORE(yb + 480, a0_0);
-                VSTORE(yb + 992, a0_1);
-                VSTORE(yb + 1504, a0_2);
-                VSTORE(yb + 2016, a0_3);
-                VSTORE(yb + 2528, a0_4);
-                VSTORE(yb + 3040, a0_5);
-                VSTORE(yb + 3552, a0_6);
-                VSTORE(yb + 4064, a0_7);
-                VSTORE(yb + 4576, a0_8);
-                VSTORE(yb + 5088, a0_9);
-                VSTORE(yb + 5600, a0_10);
-                VSTORE(yb + 6112, a0_11);
-                VSTORE(yb + 6624, a0_12);
-                VSTORE(yb + 7136, a0_13);
-                VSTORE(yb + 7648, a0_14);
-                VSTORE(yb + 8160, a0_15);
+                VSTORE(yb + 480, vrelu(a0_0));
+                VSTORE(yb + 992, vrelu(a0_1));
+                VSTORE(yb + 1504, vrelu(a0_2));
+                VSTORE(yb + 2016, vrelu(a0_3));
+                VSTORE(yb + 2528, vrelu(a0_4));
+                VSTORE(yb + 3040, vrelu(a0_5));
+                VSTORE(yb + 3552, vrelu(a0_6));
+                VSTORE(yb + 4064, vrelu(a0_7));
+                VSTORE(yb + 4576, vrelu(a0_8));
+                VSTORE(yb + 5088, vrelu(a0_9));
+                VSTORE(yb + 5600, vrelu(a0_10));
+                VSTORE(yb + 6112, vrelu(a0_11));
+                VSTORE(yb + 6624, vrelu(a0_12));
+                VSTORE(yb + 7136, vrelu(a0_13));
+                VSTORE(yb + 7648, vrelu(a0_14));
+                VSTORE(yb + 8160, vrelu(a0_15));
             }
         }
     }
@@ -18480,12 +18466,7 @@ static void l17_conv2d_backward_dx(const float *restrict P, const float *restric
 
 /* layer 18: relu 512x4x4 -> 512x4x4 (specs/vgg16_cifar.yaml:31:5)
  * schedule lanes: fwd lanes dw lanes dx with dw */
-static void l18_relu_forward(float *restrict y)
-{
-    /* x [512x4x4][lanes], y [512x4x4][lanes] */
-    for (int i = 0; i < 262144; i++)
-        y[i] = y[i] <= 0.0f ? 0.0f : y[i];
-}
+/* l18_relu_forward: none, layer 17 stores its output through the relu */
 
 static void l18_relu_backward(const float *restrict y, const float *restrict dy, float *restrict dx)
 {
@@ -18495,7 +18476,7 @@ static void l18_relu_backward(const float *restrict y, const float *restrict dy,
 }
 
 /* layer 19: conv2d 512x4x4 -> 512x4x4 (specs/vgg16_cifar.yaml:32:5)
- * schedule lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16] threaded */
+ * schedule lanes: fwd lanes[TB=1,TC=16]+relu dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16] threaded */
 static void l19_conv2d_forward(const float *restrict P, const float *restrict x, float *restrict y)
 {
     /* x [512x4x4][lanes], y [512x4x4][lanes] */
@@ -18604,22 +18585,22 @@ static void l19_conv2d_forward(const float *restrict P, const float *restrict x,
                         a0_15 += wc[69128] * x0;
                     }
                 }
-                VSTORE(yb + 0, a0_0);
-                VSTORE(yb + 512, a0_1);
-                VSTORE(yb + 1024, a0_2);
-                VSTORE(yb + 1536, a0_3);
-                VSTORE(yb + 2048, a0_4);
-                VSTORE(yb + 2560, a0_5);
-                VSTORE(yb + 3072, a0_6);
-                VSTORE(yb + 3584, a0_7);
-                VSTORE(yb + 4096, a0_8);
-                VSTORE(yb + 4608, a0_9);
-                VSTORE(yb + 5120, a0_10);
-                VSTORE(yb + 5632, a0_11);
-                VSTORE(yb + 6144, a0_12);
-                VSTORE(yb + 6656, a0_13);
-                VSTORE(yb + 7168, a0_14);
-                VSTORE(yb + 7680, a0_15);
+                VSTORE(yb + 0, vrelu(a0_0));
+                VSTORE(yb + 512, vrelu(a0_1));
+                VSTORE(yb + 1024, vrelu(a0_2));
+                VSTORE(yb + 1536, vrelu(a0_3));
+                VSTORE(yb + 2048, vrelu(a0_4));
+                VSTORE(yb + 2560, vrelu(a0_5));
+                VSTORE(yb + 3072, vrelu(a0_6));
+                VSTORE(yb + 3584, vrelu(a0_7));
+                VSTORE(yb + 4096, vrelu(a0_8));
+                VSTORE(yb + 4608, vrelu(a0_9));
+                VSTORE(yb + 5120, vrelu(a0_10));
+                VSTORE(yb + 5632, vrelu(a0_11));
+                VSTORE(yb + 6144, vrelu(a0_12));
+                VSTORE(yb + 6656, vrelu(a0_13));
+                VSTORE(yb + 7168, vrelu(a0_14));
+                VSTORE(yb + 7680, vrelu(a0_15));
             }
             /* rows 0..0, cols 1..2: 6 of 9 taps */
             for (int ox = 1; ox < 3; ox++) {
@@ -18757,22 +18738,22 @@ static void l19_conv2d_forward(const float *restrict P, const float *restrict x,
                         a0_15 += wc[69128] * x0;
                     }
                 }
-                VSTORE(yb + ox*32, a0_0);
-                VSTORE(yb + ox*32 + 512, a0_1);
-                VSTORE(yb + ox*32 + 1024, a0_2);
-                VSTORE(yb + ox*32 + 1536, a0_3);
-                VSTORE(yb + ox*32 + 2048, a0_4);
-                VSTORE(yb + ox*32 + 2560, a0_5);
-                VSTORE(yb + ox*32 + 3072, a0_6);
-                VSTORE(yb + ox*32 + 3584, a0_7);
-                VSTORE(yb + ox*32 + 4096, a0_8);
-                VSTORE(yb + ox*32 + 4608, a0_9);
-                VSTORE(yb + ox*32 + 5120, a0_10);
-                VSTORE(yb + ox*32 + 5632, a0_11);
-                VSTORE(yb + ox*32 + 6144, a0_12);
-                VSTORE(yb + ox*32 + 6656, a0_13);
-                VSTORE(yb + ox*32 + 7168, a0_14);
-                VSTORE(yb + ox*32 + 7680, a0_15);
+                VSTORE(yb + ox*32, vrelu(a0_0));
+                VSTORE(yb + ox*32 + 512, vrelu(a0_1));
+                VSTORE(yb + ox*32 + 1024, vrelu(a0_2));
+                VSTORE(yb + ox*32 + 1536, vrelu(a0_3));
+                VSTORE(yb + ox*32 + 2048, vrelu(a0_4));
+                VSTORE(yb + ox*32 + 2560, vrelu(a0_5));
+                VSTORE(yb + ox*32 + 3072, vrelu(a0_6));
+                VSTORE(yb + ox*32 + 3584, vrelu(a0_7));
+                VSTORE(yb + ox*32 + 4096, vrelu(a0_8));
+                VSTORE(yb + ox*32 + 4608, vrelu(a0_9));
+                VSTORE(yb + ox*32 + 5120, vrelu(a0_10));
+                VSTORE(yb + ox*32 + 5632, vrelu(a0_11));
+                VSTORE(yb + ox*32 + 6144, vrelu(a0_12));
+                VSTORE(yb + ox*32 + 6656, vrelu(a0_13));
+                VSTORE(yb + ox*32 + 7168, vrelu(a0_14));
+                VSTORE(yb + ox*32 + 7680, vrelu(a0_15));
             }
             {
                 cg_v a0_0 = vsplat(bias[cb*16]);
@@ -18871,22 +18852,22 @@ static void l19_conv2d_forward(const float *restrict P, const float *restrict x,
                         a0_15 += wc[69127] * x0;
                     }
                 }
-                VSTORE(yb + 96, a0_0);
-                VSTORE(yb + 608, a0_1);
-                VSTORE(yb + 1120, a0_2);
-                VSTORE(yb + 1632, a0_3);
-                VSTORE(yb + 2144, a0_4);
-                VSTORE(yb + 2656, a0_5);
-                VSTORE(yb + 3168, a0_6);
-                VSTORE(yb + 3680, a0_7);
-                VSTORE(yb + 4192, a0_8);
-                VSTORE(yb + 4704, a0_9);
-                VSTORE(yb + 5216, a0_10);
-                VSTORE(yb + 5728, a0_11);
-                VSTORE(yb + 6240, a0_12);
-                VSTORE(yb + 6752, a0_13);
-                VSTORE(yb + 7264, a0_14);
-                VSTORE(yb + 7776, a0_15);
+                VSTORE(yb + 96, vrelu(a0_0));
+                VSTORE(yb + 608, vrelu(a0_1));
+                VSTORE(yb + 1120, vrelu(a0_2));
+                VSTORE(yb + 1632, vrelu(a0_3));
+                VSTORE(yb + 2144, vrelu(a0_4));
+                VSTORE(yb + 2656, vrelu(a0_5));
+                VSTORE(yb + 3168, vrelu(a0_6));
+                VSTORE(yb + 3680, vrelu(a0_7));
+                VSTORE(yb + 4192, vrelu(a0_8));
+                VSTORE(yb + 4704, vrelu(a0_9));
+                VSTORE(yb + 5216, vrelu(a0_10));
+                VSTORE(yb + 5728, vrelu(a0_11));
+                VSTORE(yb + 6240, vrelu(a0_12));
+                VSTORE(yb + 6752, vrelu(a0_13));
+                VSTORE(yb + 7264, vrelu(a0_14));
+                VSTORE(yb + 7776, vrelu(a0_15));
             }
             /* rows 1..2, cols 0..0: 6 of 9 taps */
             for (int oy = 1; oy < 3; oy++) {
@@ -19025,22 +19006,22 @@ static void l19_conv2d_forward(const float *restrict P, const float *restrict x,
                             a0_15 += wc[69128] * x0;
                         }
                     }
-                    VSTORE(yb + oy*128, a0_0);
-                    VSTORE(yb + oy*128 + 512, a0_1);
-                    VSTORE(yb + oy*128 + 1024, a0_2);
-                    VSTORE(yb + oy*128 + 1536, a0_3);
-                    VSTORE(yb + oy*128 + 2048, a0_4);
-                    VSTORE(yb + oy*128 + 2560, a0_5);
-                    VSTORE(yb + oy*128 + 3072, a0_6);
-                    VSTORE(yb + oy*128 + 3584, a0_7);
-                    VSTORE(yb + oy*128 + 4096, a0_8);
-                    VSTORE(yb + oy*128 + 4608, a0_9);
-                    VSTORE(yb + oy*128 + 5120, a0_10);
-                    VSTORE(yb + oy*128 + 5632, a0_11);
-                    VSTORE(yb + oy*128 + 6144, a0_12);
-                    VSTORE(yb + oy*128 + 6656, a0_13);
-                    VSTORE(yb + oy*128 + 7168, a0_14);
-                    VSTORE(yb + oy*128 + 7680, a0_15);
+                    VSTORE(yb + oy*128, vrelu(a0_0));
+                    VSTORE(yb + oy*128 + 512, vrelu(a0_1));
+                    VSTORE(yb + oy*128 + 1024, vrelu(a0_2));
+                    VSTORE(yb + oy*128 + 1536, vrelu(a0_3));
+                    VSTORE(yb + oy*128 + 2048, vrelu(a0_4));
+                    VSTORE(yb + oy*128 + 2560, vrelu(a0_5));
+                    VSTORE(yb + oy*128 + 3072, vrelu(a0_6));
+                    VSTORE(yb + oy*128 + 3584, vrelu(a0_7));
+                    VSTORE(yb + oy*128 + 4096, vrelu(a0_8));
+                    VSTORE(yb + oy*128 + 4608, vrelu(a0_9));
+                    VSTORE(yb + oy*128 + 5120, vrelu(a0_10));
+                    VSTORE(yb + oy*128 + 5632, vrelu(a0_11));
+                    VSTORE(yb + oy*128 + 6144, vrelu(a0_12));
+                    VSTORE(yb + oy*128 + 6656, vrelu(a0_13));
+                    VSTORE(yb + oy*128 + 7168, vrelu(a0_14));
+                    VSTORE(yb + oy*128 + 7680, vrelu(a0_15));
                 }
             }
             /* rows 1..2, cols 1..2: every tap */
@@ -19237,22 +19218,22 @@ static void l19_conv2d_forward(const float *restrict P, const float *restrict x,
                             a0_15 += wc[69128] * x0;
                         }
                     }
-                    VSTORE(yb + oy*128 + ox*32, a0_0);
-                    VSTORE(yb + oy*128 + ox*32 + 512, a0_1);
-                    VSTORE(yb + oy*128 + ox*32 + 1024, a0_2);
-                    VSTORE(yb + oy*128 + ox*32 + 1536, a0_3);
-                    VSTORE(yb + oy*128 + ox*32 + 2048, a0_4);
-                    VSTORE(yb + oy*128 + ox*32 + 2560, a0_5);
-                    VSTORE(yb + oy*128 + ox*32 + 3072, a0_6);
-                    VSTORE(yb + oy*128 + ox*32 + 3584, a0_7);
-                    VSTORE(yb + oy*128 + ox*32 + 4096, a0_8);
-                    VSTORE(yb + oy*128 + ox*32 + 4608, a0_9);
-                    VSTORE(yb + oy*128 + ox*32 + 5120, a0_10);
-                    VSTORE(yb + oy*128 + ox*32 + 5632, a0_11);
-                    VSTORE(yb + oy*128 + ox*32 + 6144, a0_12);
-                    VSTORE(yb + oy*128 + ox*32 + 6656, a0_13);
-                    VSTORE(yb + oy*128 + ox*32 + 7168, a0_14);
-                    VSTORE(yb + oy*128 + ox*32 + 7680, a0_15);
+                    VSTORE(yb + oy*128 + ox*32, vrelu(a0_0));
+                    VSTORE(yb + oy*128 + ox*32 + 512, vrelu(a0_1));
+                    VSTORE(yb + oy*128 + ox*32 + 1024, vrelu(a0_2));
+                    VSTORE(yb + oy*128 + ox*32 + 1536, vrelu(a0_3));
+                    VSTORE(yb + oy*128 + ox*32 + 2048, vrelu(a0_4));
+                    VSTORE(yb + oy*128 + ox*32 + 2560, vrelu(a0_5));
+                    VSTORE(yb + oy*128 + ox*32 + 3072, vrelu(a0_6));
+                    VSTORE(yb + oy*128 + ox*32 + 3584, vrelu(a0_7));
+                    VSTORE(yb + oy*128 + ox*32 + 4096, vrelu(a0_8));
+                    VSTORE(yb + oy*128 + ox*32 + 4608, vrelu(a0_9));
+                    VSTORE(yb + oy*128 + ox*32 + 5120, vrelu(a0_10));
+                    VSTORE(yb + oy*128 + ox*32 + 5632, vrelu(a0_11));
+                    VSTORE(yb + oy*128 + ox*32 + 6144, vrelu(a0_12));
+                    VSTORE(yb + oy*128 + ox*32 + 6656, vrelu(a0_13));
+                    VSTORE(yb + oy*128 + ox*32 + 7168, vrelu(a0_14));
+                    VSTORE(yb + oy*128 + ox*32 + 7680, vrelu(a0_15));
                 }
             }
             /* rows 1..2, cols 3..3: 6 of 9 taps */
@@ -19392,22 +19373,22 @@ static void l19_conv2d_forward(const float *restrict P, const float *restrict x,
                             a0_15 += wc[69127] * x0;
                         }
                     }
-                    VSTORE(yb + oy*128 + 96, a0_0);
-                    VSTORE(yb + oy*128 + 608, a0_1);
-                    VSTORE(yb + oy*128 + 1120, a0_2);
-                    VSTORE(yb + oy*128 + 1632, a0_3);
-                    VSTORE(yb + oy*128 + 2144, a0_4);
-                    VSTORE(yb + oy*128 + 2656, a0_5);
-                    VSTORE(yb + oy*128 + 3168, a0_6);
-                    VSTORE(yb + oy*128 + 3680, a0_7);
-                    VSTORE(yb + oy*128 + 4192, a0_8);
-                    VSTORE(yb + oy*128 + 4704, a0_9);
-                    VSTORE(yb + oy*128 + 5216, a0_10);
-                    VSTORE(yb + oy*128 + 5728, a0_11);
-                    VSTORE(yb + oy*128 + 6240, a0_12);
-                    VSTORE(yb + oy*128 + 6752, a0_13);
-                    VSTORE(yb + oy*128 + 7264, a0_14);
-                    VSTORE(yb + oy*128 + 7776, a0_15);
+                    VSTORE(yb + oy*128 + 96, vrelu(a0_0));
+                    VSTORE(yb + oy*128 + 608, vrelu(a0_1));
+                    VSTORE(yb + oy*128 + 1120, vrelu(a0_2));
+                    VSTORE(yb + oy*128 + 1632, vrelu(a0_3));
+                    VSTORE(yb + oy*128 + 2144, vrelu(a0_4));
+                    VSTORE(yb + oy*128 + 2656, vrelu(a0_5));
+                    VSTORE(yb + oy*128 + 3168, vrelu(a0_6));
+                    VSTORE(yb + oy*128 + 3680, vrelu(a0_7));
+                    VSTORE(yb + oy*128 + 4192, vrelu(a0_8));
+                    VSTORE(yb + oy*128 + 4704, vrelu(a0_9));
+                    VSTORE(yb + oy*128 + 5216, vrelu(a0_10));
+                    VSTORE(yb + oy*128 + 5728, vrelu(a0_11));
+                    VSTORE(yb + oy*128 + 6240, vrelu(a0_12));
+                    VSTORE(yb + oy*128 + 6752, vrelu(a0_13));
+                    VSTORE(yb + oy*128 + 7264, vrelu(a0_14));
+                    VSTORE(yb + oy*128 + 7776, vrelu(a0_15));
                 }
             }
             {
@@ -19507,22 +19488,22 @@ static void l19_conv2d_forward(const float *restrict P, const float *restrict x,
                         a0_15 += wc[69125] * x0;
                     }
                 }
-                VSTORE(yb + 384, a0_0);
-                VSTORE(yb + 896, a0_1);
-                VSTORE(yb + 1408, a0_2);
-                VSTORE(yb + 1920, a0_3);
-                VSTORE(yb + 2432, a0_4);
-                VSTORE(yb + 2944, a0_5);
-                VSTORE(yb + 3456, a0_6);
-                VSTORE(yb + 3968, a0_7);
-                VSTORE(yb + 4480, a0_8);
-                VSTORE(yb + 4992, a0_9);
-                VSTORE(yb + 5504, a0_10);
-                VSTORE(yb + 6016, a0_11);
-                VSTORE(yb + 6528, a0_12);
-                VSTORE(yb + 7040, a0_13);
-                VSTORE(yb + 7552, a0_14);
-                VSTORE(yb + 8064, a0_15);
+                VSTORE(yb + 384, vrelu(a0_0));
+                VSTORE(yb + 896, vrelu(a0_1));
+                VSTORE(yb + 1408, vrelu(a0_2));
+                VSTORE(yb + 1920, vrelu(a0_3));
+                VSTORE(yb + 2432, vrelu(a0_4));
+                VSTORE(yb + 2944, vrelu(a0_5));
+                VSTORE(yb + 3456, vrelu(a0_6));
+                VSTORE(yb + 3968, vrelu(a0_7));
+                VSTORE(yb + 4480, vrelu(a0_8));
+                VSTORE(yb + 4992, vrelu(a0_9));
+                VSTORE(yb + 5504, vrelu(a0_10));
+                VSTORE(yb + 6016, vrelu(a0_11));
+                VSTORE(yb + 6528, vrelu(a0_12));
+                VSTORE(yb + 7040, vrelu(a0_13));
+                VSTORE(yb + 7552, vrelu(a0_14));
+                VSTORE(yb + 8064, vrelu(a0_15));
             }
             /* rows 3..3, cols 1..2: 6 of 9 taps */
             for (int ox = 1; ox < 3; ox++) {
@@ -19660,22 +19641,22 @@ static void l19_conv2d_forward(const float *restrict P, const float *restrict x,
                         a0_15 += wc[69125] * x0;
                     }
                 }
-                VSTORE(yb + ox*32 + 384, a0_0);
-                VSTORE(yb + ox*32 + 896, a0_1);
-                VSTORE(yb + ox*32 + 1408, a0_2);
-                VSTORE(yb + ox*32 + 1920, a0_3);
-                VSTORE(yb + ox*32 + 2432, a0_4);
-                VSTORE(yb + ox*32 + 2944, a0_5);
-                VSTORE(yb + ox*32 + 3456, a0_6);
-                VSTORE(yb + ox*32 + 3968, a0_7);
-                VSTORE(yb + ox*32 + 4480, a0_8);
-                VSTORE(yb + ox*32 + 4992, a0_9);
-                VSTORE(yb + ox*32 + 5504, a0_10);
-                VSTORE(yb + ox*32 + 6016, a0_11);
-                VSTORE(yb + ox*32 + 6528, a0_12);
-                VSTORE(yb + ox*32 + 7040, a0_13);
-                VSTORE(yb + ox*32 + 7552, a0_14);
-                VSTORE(yb + ox*32 + 8064, a0_15);
+                VSTORE(yb + ox*32 + 384, vrelu(a0_0));
+                VSTORE(yb + ox*32 + 896, vrelu(a0_1));
+                VSTORE(yb + ox*32 + 1408, vrelu(a0_2));
+                VSTORE(yb + ox*32 + 1920, vrelu(a0_3));
+                VSTORE(yb + ox*32 + 2432, vrelu(a0_4));
+                VSTORE(yb + ox*32 + 2944, vrelu(a0_5));
+                VSTORE(yb + ox*32 + 3456, vrelu(a0_6));
+                VSTORE(yb + ox*32 + 3968, vrelu(a0_7));
+                VSTORE(yb + ox*32 + 4480, vrelu(a0_8));
+                VSTORE(yb + ox*32 + 4992, vrelu(a0_9));
+                VSTORE(yb + ox*32 + 5504, vrelu(a0_10));
+                VSTORE(yb + ox*32 + 6016, vrelu(a0_11));
+                VSTORE(yb + ox*32 + 6528, vrelu(a0_12));
+                VSTORE(yb + ox*32 + 7040, vrelu(a0_13));
+                VSTORE(yb + ox*32 + 7552, vrelu(a0_14));
+                VSTORE(yb + ox*32 + 8064, vrelu(a0_15));
             }
             {
                 cg_v a0_0 = vsplat(bias[cb*16]);
@@ -19774,22 +19755,22 @@ static void l19_conv2d_forward(const float *restrict P, const float *restrict x,
                         a0_15 += wc[69124] * x0;
                     }
                 }
-                VSTORE(yb + 480, a0_0);
-                VSTORE(yb + 992, a0_1);
-                VSTORE(yb + 1504, a0_2);
-                VSTORE(yb + 2016, a0_3);
-                VSTORE(yb + 2528, a0_4);
-                VSTORE(yb + 3040, a0_5);
-                VSTORE(yb + 3552, a0_6);
-                VSTORE(yb + 4064, a0_7);
-                VSTORE(yb + 4576, a0_8);
-                VSTORE(yb + 5088, a0_9);
-                VSTORE(yb + 5600, a0_10);
-                VSTORE(yb + 6112, a0_11);
-                VSTORE(yb + 6624, a0_12);
-                VSTORE(yb + 7136, a0_13);
-                VSTORE(yb + 7648, a0_14);
-                VSTORE(yb + 8160, a0_15);
+                VSTORE(yb + 480, vrelu(a0_0));
+                VSTORE(yb + 992, vrelu(a0_1));
+                VSTORE(yb + 1504, vrelu(a0_2));
+                VSTORE(yb + 2016, vrelu(a0_3));
+                VSTORE(yb + 2528, vrelu(a0_4));
+                VSTORE(yb + 3040, vrelu(a0_5));
+                VSTORE(yb + 3552, vrelu(a0_6));
+                VSTORE(yb + 4064, vrelu(a0_7));
+                VSTORE(yb + 4576, vrelu(a0_8));
+                VSTORE(yb + 5088, vrelu(a0_9));
+                VSTORE(yb + 5600, vrelu(a0_10));
+                VSTORE(yb + 6112, vrelu(a0_11));
+                VSTORE(yb + 6624, vrelu(a0_12));
+                VSTORE(yb + 7136, vrelu(a0_13));
+                VSTORE(yb + 7648, vrelu(a0_14));
+                VSTORE(yb + 8160, vrelu(a0_15));
             }
         }
     }
@@ -21215,12 +21196,12 @@ static void l19_conv2d_backward_dx(const float *restrict P, const float *restric
 
 /* layer 20: relu 512x4x4 -> 512x4x4 (specs/vgg16_cifar.yaml:33:5)
  * schedule lanes: fwd lanes dw lanes dx with dw */
-/* l20_relu_forward: the code of l18_relu_forward */
+/* l20_relu_forward: none, layer 19 stores its output through the relu */
 
 /* l20_relu_backward: the code of l18_relu_backward */
 
 /* layer 21: conv2d 512x4x4 -> 512x4x4 (specs/vgg16_cifar.yaml:34:5)
- * schedule lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16] threaded */
+ * schedule lanes: fwd lanes[TB=1,TC=16]+relu dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16] threaded */
 /* l21_conv2d_forward: the code of l19_conv2d_forward */
 
 /* l21_conv2d_backward: the code of l19_conv2d_backward */
@@ -21229,7 +21210,7 @@ static void l19_conv2d_backward_dx(const float *restrict P, const float *restric
 
 /* layer 22: relu 512x4x4 -> 512x4x4 (specs/vgg16_cifar.yaml:35:5)
  * schedule lanes: fwd lanes dw lanes dx with dw */
-/* l22_relu_forward: the code of l18_relu_forward */
+/* l22_relu_forward: none, layer 21 stores its output through the relu */
 
 /* l22_relu_backward: the code of l18_relu_backward */
 
@@ -21284,7 +21265,7 @@ static void l23_maxpool2d_backward(const float *restrict x, const float *restric
 }
 
 /* layer 24: conv2d 512x2x2 -> 512x2x2 (specs/vgg16_cifar.yaml:38:5)
- * schedule lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16] threaded */
+ * schedule lanes: fwd lanes[TB=1,TC=16]+relu dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16] threaded */
 static void l24_conv2d_forward(const float *restrict P, const float *restrict x, float *restrict y)
 {
     /* x [512x2x2][lanes], y [512x2x2][lanes] */
@@ -21393,22 +21374,22 @@ static void l24_conv2d_forward(const float *restrict P, const float *restrict x,
                         a0_15 += wc[69128] * x0;
                     }
                 }
-                VSTORE(yb + 0, a0_0);
-                VSTORE(yb + 128, a0_1);
-                VSTORE(yb + 256, a0_2);
-                VSTORE(yb + 384, a0_3);
-                VSTORE(yb + 512, a0_4);
-                VSTORE(yb + 640, a0_5);
-                VSTORE(yb + 768, a0_6);
-                VSTORE(yb + 896, a0_7);
-                VSTORE(yb + 1024, a0_8);
-                VSTORE(yb + 1152, a0_9);
-                VSTORE(yb + 1280, a0_10);
-                VSTORE(yb + 1408, a0_11);
-                VSTORE(yb + 1536, a0_12);
-                VSTORE(yb + 1664, a0_13);
-                VSTORE(yb + 1792, a0_14);
-                VSTORE(yb + 1920, a0_15);
+                VSTORE(yb + 0, vrelu(a0_0));
+                VSTORE(yb + 128, vrelu(a0_1));
+                VSTORE(yb + 256, vrelu(a0_2));
+                VSTORE(yb + 384, vrelu(a0_3));
+                VSTORE(yb + 512, vrelu(a0_4));
+                VSTORE(yb + 640, vrelu(a0_5));
+                VSTORE(yb + 768, vrelu(a0_6));
+                VSTORE(yb + 896, vrelu(a0_7));
+                VSTORE(yb + 1024, vrelu(a0_8));
+                VSTORE(yb + 1152, vrelu(a0_9));
+                VSTORE(yb + 1280, vrelu(a0_10));
+                VSTORE(yb + 1408, vrelu(a0_11));
+                VSTORE(yb + 1536, vrelu(a0_12));
+                VSTORE(yb + 1664, vrelu(a0_13));
+                VSTORE(yb + 1792, vrelu(a0_14));
+                VSTORE(yb + 1920, vrelu(a0_15));
             }
             {
                 cg_v a0_0 = vsplat(bias[cb*16]);
@@ -21507,22 +21488,22 @@ static void l24_conv2d_forward(const float *restrict P, const float *restrict x,
                         a0_15 += wc[69127] * x0;
                     }
                 }
-                VSTORE(yb + 32, a0_0);
-                VSTORE(yb + 160, a0_1);
-                VSTORE(yb + 288, a0_2);
-                VSTORE(yb + 416, a0_3);
-                VSTORE(yb + 544, a0_4);
-                VSTORE(yb + 672, a0_5);
-                VSTORE(yb + 800, a0_6);
-                VSTORE(yb + 928, a0_7);
-                VSTORE(yb + 1056, a0_8);
-                VSTORE(yb + 1184, a0_9);
-                VSTORE(yb + 1312, a0_10);
-                VSTORE(yb + 1440, a0_11);
-                VSTORE(yb + 1568, a0_12);
-                VSTORE(yb + 1696, a0_13);
-                VSTORE(yb + 1824, a0_14);
-                VSTORE(yb + 1952, a0_15);
+                VSTORE(yb + 32, vrelu(a0_0));
+                VSTORE(yb + 160, vrelu(a0_1));
+                VSTORE(yb + 288, vrelu(a0_2));
+                VSTORE(yb + 416, vrelu(a0_3));
+                VSTORE(yb + 544, vrelu(a0_4));
+                VSTORE(yb + 672, vrelu(a0_5));
+                VSTORE(yb + 800, vrelu(a0_6));
+                VSTORE(yb + 928, vrelu(a0_7));
+                VSTORE(yb + 1056, vrelu(a0_8));
+                VSTORE(yb + 1184, vrelu(a0_9));
+                VSTORE(yb + 1312, vrelu(a0_10));
+                VSTORE(yb + 1440, vrelu(a0_11));
+                VSTORE(yb + 1568, vrelu(a0_12));
+                VSTORE(yb + 1696, vrelu(a0_13));
+                VSTORE(yb + 1824, vrelu(a0_14));
+                VSTORE(yb + 1952, vrelu(a0_15));
             }
             {
                 cg_v a0_0 = vsplat(bias[cb*16]);
@@ -21621,22 +21602,22 @@ static void l24_conv2d_forward(const float *restrict P, const float *restrict x,
                         a0_15 += wc[69125] * x0;
                     }
                 }
-                VSTORE(yb + 64, a0_0);
-                VSTORE(yb + 192, a0_1);
-                VSTORE(yb + 320, a0_2);
-                VSTORE(yb + 448, a0_3);
-                VSTORE(yb + 576, a0_4);
-                VSTORE(yb + 704, a0_5);
-                VSTORE(yb + 832, a0_6);
-                VSTORE(yb + 960, a0_7);
-                VSTORE(yb + 1088, a0_8);
-                VSTORE(yb + 1216, a0_9);
-                VSTORE(yb + 1344, a0_10);
-                VSTORE(yb + 1472, a0_11);
-                VSTORE(yb + 1600, a0_12);
-                VSTORE(yb + 1728, a0_13);
-                VSTORE(yb + 1856, a0_14);
-                VSTORE(yb + 1984, a0_15);
+                VSTORE(yb + 64, vrelu(a0_0));
+                VSTORE(yb + 192, vrelu(a0_1));
+                VSTORE(yb + 320, vrelu(a0_2));
+                VSTORE(yb + 448, vrelu(a0_3));
+                VSTORE(yb + 576, vrelu(a0_4));
+                VSTORE(yb + 704, vrelu(a0_5));
+                VSTORE(yb + 832, vrelu(a0_6));
+                VSTORE(yb + 960, vrelu(a0_7));
+                VSTORE(yb + 1088, vrelu(a0_8));
+                VSTORE(yb + 1216, vrelu(a0_9));
+                VSTORE(yb + 1344, vrelu(a0_10));
+                VSTORE(yb + 1472, vrelu(a0_11));
+                VSTORE(yb + 1600, vrelu(a0_12));
+                VSTORE(yb + 1728, vrelu(a0_13));
+                VSTORE(yb + 1856, vrelu(a0_14));
+                VSTORE(yb + 1984, vrelu(a0_15));
             }
             {
                 cg_v a0_0 = vsplat(bias[cb*16]);
@@ -21735,22 +21716,22 @@ static void l24_conv2d_forward(const float *restrict P, const float *restrict x,
                         a0_15 += wc[69124] * x0;
                     }
                 }
-                VSTORE(yb + 96, a0_0);
-                VSTORE(yb + 224, a0_1);
-                VSTORE(yb + 352, a0_2);
-                VSTORE(yb + 480, a0_3);
-                VSTORE(yb + 608, a0_4);
-                VSTORE(yb + 736, a0_5);
-                VSTORE(yb + 864, a0_6);
-                VSTORE(yb + 992, a0_7);
-                VSTORE(yb + 1120, a0_8);
-                VSTORE(yb + 1248, a0_9);
-                VSTORE(yb + 1376, a0_10);
-                VSTORE(yb + 1504, a0_11);
-                VSTORE(yb + 1632, a0_12);
-                VSTORE(yb + 1760, a0_13);
-                VSTORE(yb + 1888, a0_14);
-                VSTORE(yb + 2016, a0_15);
+                VSTORE(yb + 96, vrelu(a0_0));
+                VSTORE(yb + 224, vrelu(a0_1));
+                VSTORE(yb + 352, vrelu(a0_2));
+                VSTORE(yb + 480, vrelu(a0_3));
+                VSTORE(yb + 608, vrelu(a0_4));
+                VSTORE(yb + 736, vrelu(a0_5));
+                VSTORE(yb + 864, vrelu(a0_6));
+                VSTORE(yb + 992, vrelu(a0_7));
+                VSTORE(yb + 1120, vrelu(a0_8));
+                VSTORE(yb + 1248, vrelu(a0_9));
+                VSTORE(yb + 1376, vrelu(a0_10));
+                VSTORE(yb + 1504, vrelu(a0_11));
+                VSTORE(yb + 1632, vrelu(a0_12));
+                VSTORE(yb + 1760, vrelu(a0_13));
+                VSTORE(yb + 1888, vrelu(a0_14));
+                VSTORE(yb + 2016, vrelu(a0_15));
             }
         }
     }
@@ -22283,12 +22264,7 @@ static void l24_conv2d_backward_dx(const float *restrict P, const float *restric
 
 /* layer 25: relu 512x2x2 -> 512x2x2 (specs/vgg16_cifar.yaml:39:5)
  * schedule lanes: fwd lanes dw lanes dx with dw */
-static void l25_relu_forward(float *restrict y)
-{
-    /* x [512x2x2][lanes], y [512x2x2][lanes] */
-    for (int i = 0; i < 65536; i++)
-        y[i] = y[i] <= 0.0f ? 0.0f : y[i];
-}
+/* l25_relu_forward: none, layer 24 stores its output through the relu */
 
 static void l25_relu_backward(const float *restrict y, const float *restrict dy, float *restrict dx)
 {
@@ -22298,7 +22274,7 @@ static void l25_relu_backward(const float *restrict y, const float *restrict dy,
 }
 
 /* layer 26: conv2d 512x2x2 -> 512x2x2 (specs/vgg16_cifar.yaml:40:5)
- * schedule lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16] threaded */
+ * schedule lanes: fwd lanes[TB=1,TC=16]+relu dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16] threaded */
 /* l26_conv2d_forward: the code of l24_conv2d_forward */
 
 /* l26_conv2d_backward: the code of l24_conv2d_backward */
@@ -22307,12 +22283,12 @@ static void l25_relu_backward(const float *restrict y, const float *restrict dy,
 
 /* layer 27: relu 512x2x2 -> 512x2x2 (specs/vgg16_cifar.yaml:41:5)
  * schedule lanes: fwd lanes dw lanes dx with dw */
-/* l27_relu_forward: the code of l25_relu_forward */
+/* l27_relu_forward: none, layer 26 stores its output through the relu */
 
 /* l27_relu_backward: the code of l25_relu_backward */
 
 /* layer 28: conv2d 512x2x2 -> 512x2x2 (specs/vgg16_cifar.yaml:42:5)
- * schedule lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16] threaded */
+ * schedule lanes: fwd lanes[TB=1,TC=16]+relu dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16] threaded */
 /* l28_conv2d_forward: the code of l24_conv2d_forward */
 
 /* l28_conv2d_backward: the code of l24_conv2d_backward */
@@ -22321,7 +22297,7 @@ static void l25_relu_backward(const float *restrict y, const float *restrict dy,
 
 /* layer 29: relu 512x2x2 -> 512x2x2 (specs/vgg16_cifar.yaml:43:5)
  * schedule lanes: fwd lanes dw lanes dx with dw */
-/* l29_relu_forward: the code of l25_relu_forward */
+/* l29_relu_forward: none, layer 28 stores its output through the relu */
 
 /* l29_relu_backward: the code of l25_relu_backward */
 
@@ -22366,7 +22342,7 @@ static void l30_maxpool2d_backward(const float *restrict x, const float *restric
 }
 
 /* layer 32: dense 512 -> 512 (specs/vgg16_cifar.yaml:47:5)
- * schedule lanes+gemmT+kb: fwd lanes[KB=128,TB=2,TR=8] dw gemmT[TI=4,TO=6] dx lanes[KB=128,TB=2,TR=8] threaded */
+ * schedule lanes+gemmT+kb: fwd lanes[KB=128,TB=2,TR=8]+relu dw gemmT[TI=4,TO=6] dx lanes[KB=128,TB=2,TR=8] threaded */
 static void l32_dense_forward(const float *restrict P, const float *restrict x, float *restrict y)
 {
     /* x [512][lanes], y [512][lanes] */
@@ -22412,14 +22388,25 @@ static void l32_dense_forward(const float *restrict P, const float *restrict x, 
                             a6_0 += w[(size_t)(o0 + 6) * 512 + k] * s0; a6_1 += w[(size_t)(o0 + 6) * 512 + k] * s1;
                             a7_0 += w[(size_t)(o0 + 7) * 512 + k] * s0; a7_1 += w[(size_t)(o0 + 7) * 512 + k] * s1;
                         }
-                        VSTORE(y + (size_t)(o0 + 0) * 32 + (v0 + 0) * 16, a0_0); VSTORE(y + (size_t)(o0 + 0) * 32 + (v0 + 1) * 16, a0_1);
-                        VSTORE(y + (size_t)(o0 + 1) * 32 + (v0 + 0) * 16, a1_0); VSTORE(y + (size_t)(o0 + 1) * 32 + (v0 + 1) * 16, a1_1);
-                        VSTORE(y + (size_t)(o0 + 2) * 32 + (v0 + 0) * 16, a2_0); VSTORE(y + (size_t)(o0 + 2) * 32 + (v0 + 1) * 16, a2_1);
-                        VSTORE(y + (size_t)(o0 + 3) * 32 + (v0 + 0) * 16, a3_0); VSTORE(y + (size_t)(o0 + 3) * 32 + (v0 + 1) * 16, a3_1);
-                        VSTORE(y + (size_t)(o0 + 4) * 32 + (v0 + 0) * 16, a4_0); VSTORE(y + (size_t)(o0 + 4) * 32 + (v0 + 1) * 16, a4_1);
-                        VSTORE(y + (size_t)(o0 + 5) * 32 + (v0 + 0) * 16, a5_0); VSTORE(y + (size_t)(o0 + 5) * 32 + (v0 + 1) * 16, a5_1);
-                        VSTORE(y + (size_t)(o0 + 6) * 32 + (v0 + 0) * 16, a6_0); VSTORE(y + (size_t)(o0 + 6) * 32 + (v0 + 1) * 16, a6_1);
-                        VSTORE(y + (size_t)(o0 + 7) * 32 + (v0 + 0) * 16, a7_0); VSTORE(y + (size_t)(o0 + 7) * 32 + (v0 + 1) * 16, a7_1);
+                        if (k1 == 512) {
+                            VSTORE(y + (size_t)(o0 + 0) * 32 + (v0 + 0) * 16, vrelu(a0_0)); VSTORE(y + (size_t)(o0 + 0) * 32 + (v0 + 1) * 16, vrelu(a0_1));
+                            VSTORE(y + (size_t)(o0 + 1) * 32 + (v0 + 0) * 16, vrelu(a1_0)); VSTORE(y + (size_t)(o0 + 1) * 32 + (v0 + 1) * 16, vrelu(a1_1));
+                            VSTORE(y + (size_t)(o0 + 2) * 32 + (v0 + 0) * 16, vrelu(a2_0)); VSTORE(y + (size_t)(o0 + 2) * 32 + (v0 + 1) * 16, vrelu(a2_1));
+                            VSTORE(y + (size_t)(o0 + 3) * 32 + (v0 + 0) * 16, vrelu(a3_0)); VSTORE(y + (size_t)(o0 + 3) * 32 + (v0 + 1) * 16, vrelu(a3_1));
+                            VSTORE(y + (size_t)(o0 + 4) * 32 + (v0 + 0) * 16, vrelu(a4_0)); VSTORE(y + (size_t)(o0 + 4) * 32 + (v0 + 1) * 16, vrelu(a4_1));
+                            VSTORE(y + (size_t)(o0 + 5) * 32 + (v0 + 0) * 16, vrelu(a5_0)); VSTORE(y + (size_t)(o0 + 5) * 32 + (v0 + 1) * 16, vrelu(a5_1));
+                            VSTORE(y + (size_t)(o0 + 6) * 32 + (v0 + 0) * 16, vrelu(a6_0)); VSTORE(y + (size_t)(o0 + 6) * 32 + (v0 + 1) * 16, vrelu(a6_1));
+                            VSTORE(y + (size_t)(o0 + 7) * 32 + (v0 + 0) * 16, vrelu(a7_0)); VSTORE(y + (size_t)(o0 + 7) * 32 + (v0 + 1) * 16, vrelu(a7_1));
+                        } else {
+                            VSTORE(y + (size_t)(o0 + 0) * 32 + (v0 + 0) * 16, a0_0); VSTORE(y + (size_t)(o0 + 0) * 32 + (v0 + 1) * 16, a0_1);
+                            VSTORE(y + (size_t)(o0 + 1) * 32 + (v0 + 0) * 16, a1_0); VSTORE(y + (size_t)(o0 + 1) * 32 + (v0 + 1) * 16, a1_1);
+                            VSTORE(y + (size_t)(o0 + 2) * 32 + (v0 + 0) * 16, a2_0); VSTORE(y + (size_t)(o0 + 2) * 32 + (v0 + 1) * 16, a2_1);
+                            VSTORE(y + (size_t)(o0 + 3) * 32 + (v0 + 0) * 16, a3_0); VSTORE(y + (size_t)(o0 + 3) * 32 + (v0 + 1) * 16, a3_1);
+                            VSTORE(y + (size_t)(o0 + 4) * 32 + (v0 + 0) * 16, a4_0); VSTORE(y + (size_t)(o0 + 4) * 32 + (v0 + 1) * 16, a4_1);
+                            VSTORE(y + (size_t)(o0 + 5) * 32 + (v0 + 0) * 16, a5_0); VSTORE(y + (size_t)(o0 + 5) * 32 + (v0 + 1) * 16, a5_1);
+                            VSTORE(y + (size_t)(o0 + 6) * 32 + (v0 + 0) * 16, a6_0); VSTORE(y + (size_t)(o0 + 6) * 32 + (v0 + 1) * 16, a6_1);
+                            VSTORE(y + (size_t)(o0 + 7) * 32 + (v0 + 0) * 16, a7_0); VSTORE(y + (size_t)(o0 + 7) * 32 + (v0 + 1) * 16, a7_1);
+                        }
                     }
                 }
             }
@@ -22555,12 +22542,7 @@ static void l32_dense_backward_dx(const float *restrict P, const float *restrict
 
 /* layer 33: relu 512 -> 512 (specs/vgg16_cifar.yaml:48:5)
  * schedule lanes: fwd lanes dw lanes dx with dw */
-static void l33_relu_forward(float *restrict y)
-{
-    /* x [512][lanes], y [512][lanes] */
-    for (int i = 0; i < 16384; i++)
-        y[i] = y[i] <= 0.0f ? 0.0f : y[i];
-}
+/* l33_relu_forward: none, layer 32 stores its output through the relu */
 
 static void l33_relu_backward(const float *restrict y, const float *restrict dy, float *restrict dx)
 {
@@ -22570,7 +22552,7 @@ static void l33_relu_backward(const float *restrict y, const float *restrict dy,
 }
 
 /* layer 34: dense 512 -> 512 (specs/vgg16_cifar.yaml:49:5)
- * schedule lanes+gemmT+kb: fwd lanes[KB=128,TB=2,TR=8] dw gemmT[TI=4,TO=6] dx lanes[KB=128,TB=2,TR=8] threaded */
+ * schedule lanes+gemmT+kb: fwd lanes[KB=128,TB=2,TR=8]+relu dw gemmT[TI=4,TO=6] dx lanes[KB=128,TB=2,TR=8] threaded */
 /* l34_dense_forward: the code of l32_dense_forward */
 
 /* l34_dense_backward: the code of l32_dense_backward */
@@ -22579,7 +22561,7 @@ static void l33_relu_backward(const float *restrict y, const float *restrict dy,
 
 /* layer 35: relu 512 -> 512 (specs/vgg16_cifar.yaml:50:5)
  * schedule lanes: fwd lanes dw lanes dx with dw */
-/* l35_relu_forward: the code of l33_relu_forward */
+/* l35_relu_forward: none, layer 34 stores its output through the relu */
 
 /* l35_relu_backward: the code of l33_relu_backward */
 
@@ -22835,56 +22817,41 @@ void vgg16_cifar_forward(const float *params, float *buffers, const float *x, fl
     (void)training;
     cg_to_lanes(x, ws + XIN, nb, 3072, 32);
     l00_conv2d_forward(params, ws + XIN, ws + A00);
-    /* (in place: layer 1's relu writes over its input) */
-    l01_relu_forward(ws + A00);
+    /* layer 1: relu fused into layer 0's stores */
     l02_conv2d_forward(params + 1792, ws + A00, ws + A02);
-    /* (in place: layer 3's relu writes over its input) */
-    l01_relu_forward(ws + A02);
+    /* layer 3: relu fused into layer 2's stores */
     l04_maxpool2d_forward(ws + A02, ws + A04);
     l05_conv2d_forward(params + 38720, ws + A04, ws + A05);
-    /* (in place: layer 6's relu writes over its input) */
-    l06_relu_forward(ws + A05);
+    /* layer 6: relu fused into layer 5's stores */
     l07_conv2d_forward(params + 112576, ws + A05, ws + A07);
-    /* (in place: layer 8's relu writes over its input) */
-    l06_relu_forward(ws + A07);
+    /* layer 8: relu fused into layer 7's stores */
     l09_maxpool2d_forward(ws + A07, ws + A09);
     l10_conv2d_forward(params + 260160, ws + A09, ws + A10);
-    /* (in place: layer 11's relu writes over its input) */
-    l11_relu_forward(ws + A10);
+    /* layer 11: relu fused into layer 10's stores */
     l12_conv2d_forward(params + 555328, ws + A10, ws + A12);
-    /* (in place: layer 13's relu writes over its input) */
-    l11_relu_forward(ws + A12);
+    /* layer 13: relu fused into layer 12's stores */
     l12_conv2d_forward(params + 1145408, ws + A12, ws + A14);
-    /* (in place: layer 15's relu writes over its input) */
-    l11_relu_forward(ws + A14);
+    /* layer 15: relu fused into layer 14's stores */
     l16_maxpool2d_forward(ws + A14, ws + A16);
     l17_conv2d_forward(params + 1735488, ws + A16, ws + A17);
-    /* (in place: layer 18's relu writes over its input) */
-    l18_relu_forward(ws + A17);
+    /* layer 18: relu fused into layer 17's stores */
     l19_conv2d_forward(params + 2915648, ws + A17, ws + A19);
-    /* (in place: layer 20's relu writes over its input) */
-    l18_relu_forward(ws + A19);
+    /* layer 20: relu fused into layer 19's stores */
     l19_conv2d_forward(params + 5275456, ws + A19, ws + A21);
-    /* (in place: layer 22's relu writes over its input) */
-    l18_relu_forward(ws + A21);
+    /* layer 22: relu fused into layer 21's stores */
     l23_maxpool2d_forward(ws + A21, ws + A23);
     l24_conv2d_forward(params + 7635264, ws + A23, ws + A24);
-    /* (in place: layer 25's relu writes over its input) */
-    l25_relu_forward(ws + A24);
+    /* layer 25: relu fused into layer 24's stores */
     l24_conv2d_forward(params + 9995072, ws + A24, ws + A26);
-    /* (in place: layer 27's relu writes over its input) */
-    l25_relu_forward(ws + A26);
+    /* layer 27: relu fused into layer 26's stores */
     l24_conv2d_forward(params + 12354880, ws + A26, ws + A28);
-    /* (in place: layer 29's relu writes over its input) */
-    l25_relu_forward(ws + A28);
+    /* layer 29: relu fused into layer 28's stores */
     l30_maxpool2d_forward(ws + A28, ws + A30);
     /* layer 31: flatten is a view of its input */
     l32_dense_forward(params + 14714688, ws + A30, ws + A32);
-    /* (in place: layer 33's relu writes over its input) */
-    l33_relu_forward(ws + A32);
+    /* layer 33: relu fused into layer 32's stores */
     l32_dense_forward(params + 14977344, ws + A32, ws + A34);
-    /* (in place: layer 35's relu writes over its input) */
-    l33_relu_forward(ws + A34);
+    /* layer 35: relu fused into layer 34's stores */
     l36_dense_forward(params + 15240000, ws + A34, ws + A36);
     cg_from_lanes(ws + A36, ws + OUT, nb, 10, 32);
 }
@@ -23029,7 +22996,7 @@ static const int vgg16_cifar_inputs[] = {
 static const cg_layer vgg16_cifar_layers[] = {
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {3, 32, 32}, .ndim_out = 3, .out_shape = {64, 32, 32},
      .in_size = 3072, .out_size = 65536, .act_offset = 98304, .lanes = 32, .line = 10, .col = 5,
-     .schedule = "lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=3] threaded", .n_inputs = 1, .inputs = vgg16_cifar_inputs + 0, .name = NULL, .inplace = 0,
+     .schedule = "lanes: fwd lanes[TB=1,TC=16]+relu dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=3] threaded", .n_inputs = 1, .inputs = vgg16_cifar_inputs + 0, .name = NULL, .inplace = 0,
      .kernel = {3, 3}, .stride = {1, 1}, .pad_lo = {1, 1}, .pad_hi = {1, 1}, .dilation = {1, 1},
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "relu", .ndim_in = 3, .in_shape = {64, 32, 32}, .ndim_out = 3, .out_shape = {64, 32, 32},
@@ -23038,7 +23005,7 @@ static const cg_layer vgg16_cifar_layers[] = {
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {64, 32, 32}, .ndim_out = 3, .out_shape = {64, 32, 32},
      .in_size = 65536, .out_size = 65536, .act_offset = 2195456, .lanes = 32, .line = 12, .col = 5,
-     .schedule = "lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16] threaded", .n_inputs = 1, .inputs = vgg16_cifar_inputs + 2, .name = NULL, .inplace = 0,
+     .schedule = "lanes: fwd lanes[TB=1,TC=16]+relu dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16] threaded", .n_inputs = 1, .inputs = vgg16_cifar_inputs + 2, .name = NULL, .inplace = 0,
      .kernel = {3, 3}, .stride = {1, 1}, .pad_lo = {1, 1}, .pad_hi = {1, 1}, .dilation = {1, 1},
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "relu", .ndim_in = 3, .in_shape = {64, 32, 32}, .ndim_out = 3, .out_shape = {64, 32, 32},
@@ -23052,7 +23019,7 @@ static const cg_layer vgg16_cifar_layers[] = {
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {64, 16, 16}, .ndim_out = 3, .out_shape = {128, 16, 16},
      .in_size = 16384, .out_size = 32768, .act_offset = 4816896, .lanes = 32, .line = 16, .col = 5,
-     .schedule = "lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16] threaded", .n_inputs = 1, .inputs = vgg16_cifar_inputs + 5, .name = NULL, .inplace = 0,
+     .schedule = "lanes: fwd lanes[TB=1,TC=16]+relu dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16] threaded", .n_inputs = 1, .inputs = vgg16_cifar_inputs + 5, .name = NULL, .inplace = 0,
      .kernel = {3, 3}, .stride = {1, 1}, .pad_lo = {1, 1}, .pad_hi = {1, 1}, .dilation = {1, 1},
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "relu", .ndim_in = 3, .in_shape = {128, 16, 16}, .ndim_out = 3, .out_shape = {128, 16, 16},
@@ -23061,7 +23028,7 @@ static const cg_layer vgg16_cifar_layers[] = {
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {128, 16, 16}, .ndim_out = 3, .out_shape = {128, 16, 16},
      .in_size = 32768, .out_size = 32768, .act_offset = 5865472, .lanes = 32, .line = 18, .col = 5,
-     .schedule = "lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16] threaded", .n_inputs = 1, .inputs = vgg16_cifar_inputs + 7, .name = NULL, .inplace = 0,
+     .schedule = "lanes: fwd lanes[TB=1,TC=16]+relu dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16] threaded", .n_inputs = 1, .inputs = vgg16_cifar_inputs + 7, .name = NULL, .inplace = 0,
      .kernel = {3, 3}, .stride = {1, 1}, .pad_lo = {1, 1}, .pad_hi = {1, 1}, .dilation = {1, 1},
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "relu", .ndim_in = 3, .in_shape = {128, 16, 16}, .ndim_out = 3, .out_shape = {128, 16, 16},
@@ -23075,7 +23042,7 @@ static const cg_layer vgg16_cifar_layers[] = {
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {128, 8, 8}, .ndim_out = 3, .out_shape = {256, 8, 8},
      .in_size = 8192, .out_size = 16384, .act_offset = 7176192, .lanes = 32, .line = 22, .col = 5,
-     .schedule = "lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16] threaded", .n_inputs = 1, .inputs = vgg16_cifar_inputs + 10, .name = NULL, .inplace = 0,
+     .schedule = "lanes: fwd lanes[TB=1,TC=16]+relu dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16] threaded", .n_inputs = 1, .inputs = vgg16_cifar_inputs + 10, .name = NULL, .inplace = 0,
      .kernel = {3, 3}, .stride = {1, 1}, .pad_lo = {1, 1}, .pad_hi = {1, 1}, .dilation = {1, 1},
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "relu", .ndim_in = 3, .in_shape = {256, 8, 8}, .ndim_out = 3, .out_shape = {256, 8, 8},
@@ -23084,7 +23051,7 @@ static const cg_layer vgg16_cifar_layers[] = {
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {256, 8, 8}, .ndim_out = 3, .out_shape = {256, 8, 8},
      .in_size = 16384, .out_size = 16384, .act_offset = 7700480, .lanes = 32, .line = 24, .col = 5,
-     .schedule = "lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16] threaded", .n_inputs = 1, .inputs = vgg16_cifar_inputs + 12, .name = NULL, .inplace = 0,
+     .schedule = "lanes: fwd lanes[TB=1,TC=16]+relu dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16] threaded", .n_inputs = 1, .inputs = vgg16_cifar_inputs + 12, .name = NULL, .inplace = 0,
      .kernel = {3, 3}, .stride = {1, 1}, .pad_lo = {1, 1}, .pad_hi = {1, 1}, .dilation = {1, 1},
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "relu", .ndim_in = 3, .in_shape = {256, 8, 8}, .ndim_out = 3, .out_shape = {256, 8, 8},
@@ -23093,7 +23060,7 @@ static const cg_layer vgg16_cifar_layers[] = {
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {256, 8, 8}, .ndim_out = 3, .out_shape = {256, 8, 8},
      .in_size = 16384, .out_size = 16384, .act_offset = 8224768, .lanes = 32, .line = 26, .col = 5,
-     .schedule = "lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16] threaded", .n_inputs = 1, .inputs = vgg16_cifar_inputs + 14, .name = NULL, .inplace = 0,
+     .schedule = "lanes: fwd lanes[TB=1,TC=16]+relu dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16] threaded", .n_inputs = 1, .inputs = vgg16_cifar_inputs + 14, .name = NULL, .inplace = 0,
      .kernel = {3, 3}, .stride = {1, 1}, .pad_lo = {1, 1}, .pad_hi = {1, 1}, .dilation = {1, 1},
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "relu", .ndim_in = 3, .in_shape = {256, 8, 8}, .ndim_out = 3, .out_shape = {256, 8, 8},
@@ -23107,7 +23074,7 @@ static const cg_layer vgg16_cifar_layers[] = {
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {256, 4, 4}, .ndim_out = 3, .out_shape = {512, 4, 4},
      .in_size = 4096, .out_size = 8192, .act_offset = 8880128, .lanes = 32, .line = 30, .col = 5,
-     .schedule = "lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16] threaded", .n_inputs = 1, .inputs = vgg16_cifar_inputs + 17, .name = NULL, .inplace = 0,
+     .schedule = "lanes: fwd lanes[TB=1,TC=16]+relu dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16] threaded", .n_inputs = 1, .inputs = vgg16_cifar_inputs + 17, .name = NULL, .inplace = 0,
      .kernel = {3, 3}, .stride = {1, 1}, .pad_lo = {1, 1}, .pad_hi = {1, 1}, .dilation = {1, 1},
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "relu", .ndim_in = 3, .in_shape = {512, 4, 4}, .ndim_out = 3, .out_shape = {512, 4, 4},
@@ -23116,7 +23083,7 @@ static const cg_layer vgg16_cifar_layers[] = {
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {512, 4, 4}, .ndim_out = 3, .out_shape = {512, 4, 4},
      .in_size = 8192, .out_size = 8192, .act_offset = 9142272, .lanes = 32, .line = 32, .col = 5,
-     .schedule = "lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16] threaded", .n_inputs = 1, .inputs = vgg16_cifar_inputs + 19, .name = NULL, .inplace = 0,
+     .schedule = "lanes: fwd lanes[TB=1,TC=16]+relu dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16] threaded", .n_inputs = 1, .inputs = vgg16_cifar_inputs + 19, .name = NULL, .inplace = 0,
      .kernel = {3, 3}, .stride = {1, 1}, .pad_lo = {1, 1}, .pad_hi = {1, 1}, .dilation = {1, 1},
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "relu", .ndim_in = 3, .in_shape = {512, 4, 4}, .ndim_out = 3, .out_shape = {512, 4, 4},
@@ -23125,7 +23092,7 @@ static const cg_layer vgg16_cifar_layers[] = {
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {512, 4, 4}, .ndim_out = 3, .out_shape = {512, 4, 4},
      .in_size = 8192, .out_size = 8192, .act_offset = 9404416, .lanes = 32, .line = 34, .col = 5,
-     .schedule = "lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16] threaded", .n_inputs = 1, .inputs = vgg16_cifar_inputs + 21, .name = NULL, .inplace = 0,
+     .schedule = "lanes: fwd lanes[TB=1,TC=16]+relu dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16] threaded", .n_inputs = 1, .inputs = vgg16_cifar_inputs + 21, .name = NULL, .inplace = 0,
      .kernel = {3, 3}, .stride = {1, 1}, .pad_lo = {1, 1}, .pad_hi = {1, 1}, .dilation = {1, 1},
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "relu", .ndim_in = 3, .in_shape = {512, 4, 4}, .ndim_out = 3, .out_shape = {512, 4, 4},
@@ -23139,7 +23106,7 @@ static const cg_layer vgg16_cifar_layers[] = {
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {512, 2, 2}, .ndim_out = 3, .out_shape = {512, 2, 2},
      .in_size = 2048, .out_size = 2048, .act_offset = 9732096, .lanes = 32, .line = 38, .col = 5,
-     .schedule = "lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16] threaded", .n_inputs = 1, .inputs = vgg16_cifar_inputs + 24, .name = NULL, .inplace = 0,
+     .schedule = "lanes: fwd lanes[TB=1,TC=16]+relu dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16] threaded", .n_inputs = 1, .inputs = vgg16_cifar_inputs + 24, .name = NULL, .inplace = 0,
      .kernel = {3, 3}, .stride = {1, 1}, .pad_lo = {1, 1}, .pad_hi = {1, 1}, .dilation = {1, 1},
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "relu", .ndim_in = 3, .in_shape = {512, 2, 2}, .ndim_out = 3, .out_shape = {512, 2, 2},
@@ -23148,7 +23115,7 @@ static const cg_layer vgg16_cifar_layers[] = {
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {512, 2, 2}, .ndim_out = 3, .out_shape = {512, 2, 2},
      .in_size = 2048, .out_size = 2048, .act_offset = 9797632, .lanes = 32, .line = 40, .col = 5,
-     .schedule = "lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16] threaded", .n_inputs = 1, .inputs = vgg16_cifar_inputs + 26, .name = NULL, .inplace = 0,
+     .schedule = "lanes: fwd lanes[TB=1,TC=16]+relu dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16] threaded", .n_inputs = 1, .inputs = vgg16_cifar_inputs + 26, .name = NULL, .inplace = 0,
      .kernel = {3, 3}, .stride = {1, 1}, .pad_lo = {1, 1}, .pad_hi = {1, 1}, .dilation = {1, 1},
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "relu", .ndim_in = 3, .in_shape = {512, 2, 2}, .ndim_out = 3, .out_shape = {512, 2, 2},
@@ -23157,7 +23124,7 @@ static const cg_layer vgg16_cifar_layers[] = {
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {512, 2, 2}, .ndim_out = 3, .out_shape = {512, 2, 2},
      .in_size = 2048, .out_size = 2048, .act_offset = 9863168, .lanes = 32, .line = 42, .col = 5,
-     .schedule = "lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16] threaded", .n_inputs = 1, .inputs = vgg16_cifar_inputs + 28, .name = NULL, .inplace = 0,
+     .schedule = "lanes: fwd lanes[TB=1,TC=16]+relu dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16] threaded", .n_inputs = 1, .inputs = vgg16_cifar_inputs + 28, .name = NULL, .inplace = 0,
      .kernel = {3, 3}, .stride = {1, 1}, .pad_lo = {1, 1}, .pad_hi = {1, 1}, .dilation = {1, 1},
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "relu", .ndim_in = 3, .in_shape = {512, 2, 2}, .ndim_out = 3, .out_shape = {512, 2, 2},
@@ -23175,7 +23142,7 @@ static const cg_layer vgg16_cifar_layers[] = {
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "dense", .ndim_in = 1, .in_shape = {512, 0, 0}, .ndim_out = 1, .out_shape = {512, 0, 0},
      .in_size = 512, .out_size = 512, .act_offset = 9945088, .lanes = 32, .line = 47, .col = 5,
-     .schedule = "lanes+gemmT+kb: fwd lanes[KB=128,TB=2,TR=8] dw gemmT[TI=4,TO=6] dx lanes[KB=128,TB=2,TR=8] threaded", .n_inputs = 1, .inputs = vgg16_cifar_inputs + 32, .name = NULL, .inplace = 0,
+     .schedule = "lanes+gemmT+kb: fwd lanes[KB=128,TB=2,TR=8]+relu dw gemmT[TI=4,TO=6] dx lanes[KB=128,TB=2,TR=8] threaded", .n_inputs = 1, .inputs = vgg16_cifar_inputs + 32, .name = NULL, .inplace = 0,
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "relu", .ndim_in = 1, .in_shape = {512, 0, 0}, .ndim_out = 1, .out_shape = {512, 0, 0},
      .in_size = 512, .out_size = 512, .act_offset = 9945088, .lanes = 32, .line = 48, .col = 5,
@@ -23183,7 +23150,7 @@ static const cg_layer vgg16_cifar_layers[] = {
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "dense", .ndim_in = 1, .in_shape = {512, 0, 0}, .ndim_out = 1, .out_shape = {512, 0, 0},
      .in_size = 512, .out_size = 512, .act_offset = 9961472, .lanes = 32, .line = 49, .col = 5,
-     .schedule = "lanes+gemmT+kb: fwd lanes[KB=128,TB=2,TR=8] dw gemmT[TI=4,TO=6] dx lanes[KB=128,TB=2,TR=8] threaded", .n_inputs = 1, .inputs = vgg16_cifar_inputs + 34, .name = NULL, .inplace = 0,
+     .schedule = "lanes+gemmT+kb: fwd lanes[KB=128,TB=2,TR=8]+relu dw gemmT[TI=4,TO=6] dx lanes[KB=128,TB=2,TR=8] threaded", .n_inputs = 1, .inputs = vgg16_cifar_inputs + 34, .name = NULL, .inplace = 0,
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "relu", .ndim_in = 1, .in_shape = {512, 0, 0}, .ndim_out = 1, .out_shape = {512, 0, 0},
      .in_size = 512, .out_size = 512, .act_offset = 9961472, .lanes = 32, .line = 50, .col = 5,

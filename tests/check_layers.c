@@ -151,6 +151,15 @@ static int unrolled(const cg_layer *L)
     return 1;
 }
 
+/* The activation a layer applies in its forward's stores ("+relu" after the forward
+ * form in its schedule: compiler/lua/fuse.lua, schedule.lua describe), or NULL. */
+static const char *fused_act(const cg_layer *L)
+{
+    const char *f = L->schedule ? strstr(L->schedule, " fwd ") : NULL;
+    const char *a = f ? strstr(f, "+relu") : NULL;
+    return a && (a[5] == ' ' || a[5] == '\0') ? "relu" : NULL;
+}
+
 /* ---- naive references (double precision, straight from the definitions) ------------ */
 
 /* Cross-correlation with zero padding (bounds checks), stride, dilation, groups. */
@@ -456,6 +465,10 @@ static void check_forward_pass(state *st, int training, const float *bufs_before
     int nl = net->n_layers;
     int *overwritten = xcalloc((size_t)nl, sizeof(int));
     float **refs = xcalloc((size_t)nl, sizeof(float *));
+    /* fused[q]: the activation layer whose forward layer q's stores apply (the schedule
+     * says "+relu"; compiler/lua/fuse.lua), in place over q: q's saved output is the
+     * activation of q's reference, compared as such */
+    const cg_layer **fused = xcalloc((size_t)nl, sizeof(cg_layer *));
     for (int li = 0; li < nl; li++) {
         const cg_layer *L = &net->layers[li];
         if (L->inplace > 0) {
@@ -464,8 +477,16 @@ static void check_forward_pass(state *st, int training, const float *bufs_before
             ck_assert_msg(net->layers[q].act_offset == L->act_offset, "%s: layer %d in place but not at its input's offset",
                           net->name, li);
             overwritten[q] = 1;
+            if (fused_act(&net->layers[q]) && is_act(L)) {
+                ck_assert_msg(is_kind(L, fused_act(&net->layers[q])), "%s: layer %d fuses %s, its in-place reader %d is %s",
+                              net->name, q, fused_act(&net->layers[q]), li, L->kind);
+                fused[q] = L;
+            }
         }
     }
+    for (int li = 0; li < nl; li++)
+        ck_assert_msg(!fused_act(&net->layers[li]) || fused[li], "%s: layer %d (%s) fuses %s, but no such layer runs in place over it",
+                      net->name, li, net->layers[li].kind, fused_act(&net->layers[li]));
     for (int li = 0; li < net->n_layers; li++) {
         const cg_layer *L = &net->layers[li];
         const float *xins[16];
@@ -486,12 +507,13 @@ static void check_forward_pass(state *st, int training, const float *bufs_before
         double mx = 0;
         for (size_t j = 0; j < tot; j++) mx = fmax(mx, fabs(st->yref[j]));
         double tol = FWD_TOL * fmax(mx, 1e-3);
-        for (size_t j = 0; j < tot && !overwritten[li]; j++) {
-            double d = fabs((double)got[j] - st->yref[j]);
+        for (size_t j = 0; j < tot && (!overwritten[li] || fused[li]); j++) {
+            double want = fused[li] ? naive_act(fused[li], st->yref[j]) : st->yref[j];
+            double d = fabs((double)got[j] - want);
             if (!(d <= tol))
-                failf(f, "%s n=%d %s forward: layer %d (%s): output[%zu] (sample %zu, %zu) got %.9g, reference %.9g (tol %.3g)",
-                      net->name, st->n, training ? "training" : "inference", li, L->kind, j, j / L->out_size,
-                      j % L->out_size, got[j], st->yref[j], tol);
+                failf(f, "%s n=%d %s forward: layer %d (%s%s%s): output[%zu] (sample %zu, %zu) got %.9g, reference %.9g (tol %.3g)",
+                      net->name, st->n, training ? "training" : "inference", li, L->kind, fused[li] ? "+" : "",
+                      fused[li] ? fused[li]->kind : "", j, j / L->out_size, j % L->out_size, got[j], want, tol);
         }
         if (is_kind(L, "batchnorm") && training) {
             const cg_tensor *rm = find_tensor(net, li, "running_mean"), *rv = find_tensor(net, li, "running_var");
@@ -514,6 +536,7 @@ static void check_forward_pass(state *st, int training, const float *bufs_before
     free(out_rows);
     for (int li = 0; li < nl; li++) free(refs[li]);
     free(refs);
+    free(fused);
     free(overwritten);
 }
 
@@ -887,6 +910,21 @@ START_TEST(test_coverage)
                 if (is_conv(L) && strncmp(L->schedule, forms[f], strlen(forms[f])) == 0) seen_form[f] = 1;
         }
     for (int f = 0; f < NF; f++) ck_assert_msg(seen_form[f], "no test net has a conv layer of schedule %s", forms[f]);
+    /* a relu fused into every producer kind and forward form that fuses (fuse.lua) */
+    static const struct { const char *kind, *fwd; } fuses[] = {
+        {"conv2d", " fwd straight+"}, {"conv2d", " fwd loop+"}, {"conv2d", " fwd wv["}, {"conv2d", " fwd cv["},
+        {"conv2d", " fwd lanes["}, {"dense", " fwd straight+"}, {"dense", " fwd loop["},
+        {"dense", " fwd lanes["}, {"batchnorm", " fwd loop+"}, {"batchnorm", " fwd lanes+"}};
+    enum { NFU = sizeof fuses / sizeof fuses[0] };
+    int seen_fuse[NFU] = {0};
+    for (int i = 0; cg_test_nets[i]; i++)
+        for (int li = 0; li < cg_test_nets[i]->n_layers; li++) {
+            const cg_layer *L = &cg_test_nets[i]->layers[li];
+            for (int f = 0; f < NFU; f++)
+                if (fused_act(L) && is_kind(L, fuses[f].kind) && strstr(L->schedule, fuses[f].fwd)) seen_fuse[f] = 1;
+        }
+    for (int f = 0; f < NFU; f++)
+        ck_assert_msg(seen_fuse[f], "no test net fuses a relu into a %s of forward form '%s'", fuses[f].kind, fuses[f].fwd);
     for (int i = 0; cg_test_nets[i]; i++) {
         const cg_net *net = cg_test_nets[i];
         ck_assert_msg(strncmp(net->name, "t_", 2) == 0, "test net %s: name must start with t_", net->name);

@@ -124,7 +124,8 @@ SCHED_SPECS := specs/lecture_conv1d.yaml specs/lecture_full.yaml specs/lecture_k
   specs/mixed2d.yaml specs/mixed1d.yaml bench/specs/lenet5_b1.yaml tests/nets/t_c2_groups_ln.yaml \
   tests/nets/t_c2_axes_ln.yaml tests/nets/t_c2_bigpad_loop_ln.yaml tests/nets/t_c2_full_dil_ln.yaml tests/nets/t_c2_dw_loop_ln.yaml \
   tests/nets/t_c2_notap.yaml tests/nets/t_c2_notap_ln.yaml tests/nets/t_c2_notap_loop.yaml \
-  tests/nets/t_c1_notap_nobias.yaml tests/nets/t_c1_notap_nobias_ln.yaml tests/nets/t_dense_gemm_ln.yaml tests/nets/t_dense_gemm_loop.yaml
+  tests/nets/t_c1_notap_nobias.yaml tests/nets/t_c1_notap_nobias_ln.yaml tests/nets/t_dense_gemm_ln.yaml tests/nets/t_dense_gemm_loop.yaml \
+  tests/nets/t_fuse_dense_kb_ln.yaml
 .PHONY: schedules-check
 schedules-check: $(B)/cnngen $(B)/libcnngen.a
 	$(PYTHON) tests/schedules_check.py $(B) $(CC) $(SCHED_SPECS)
@@ -166,7 +167,7 @@ INFER_SPECS := specs/lenet5.yaml:norm specs/bnnet.yaml specs/mixed1d.yaml:norm s
   tests/infer/bn_any.yaml:norm tests/nets/t_bn_f.yaml:norm tests/nets/t_bn_cl.yaml tests/nets/t_bn_chw.yaml \
   tests/nets/t_c2_dw.yaml tests/nets/t_c1_groups_loop.yaml tests/nets/t_c2_wv_loop.yaml \
   tests/nets/t_flatten_last.yaml tests/nets/t_act_smooth_ln.yaml tests/nets/t_mp2_k3s2p1.yaml \
-  tests/nets/t_ap2_k3s2p1.yaml
+  tests/nets/t_ap2_k3s2p1.yaml tests/nets/t_fuse_wv_loop.yaml tests/nets/t_fuse_bn_ln.yaml:norm
 .PHONY: infer-check
 infer-check: $(B)/cnngen $(B)/libcnngen.a $(B)/trainers/lenet5 $(B)/trainers/bnnet $(B)/trainers/mixed1d $(B)/trainers/mixed2d
 	@tests/infer/run.sh $(B) $(PYTHON) $(INFER_SPECS)

@@ -2,6 +2,7 @@
 -- The C host gives us cnngen_c.parse_yaml(text) and cnngen_c.version.
 local util = require("util")
 local schedule = require("schedule")
+local fuse = require("fuse")
 local M = {}
 
 local VERSION = cnngen_c and cnngen_c.version or "dev"
@@ -719,7 +720,11 @@ local function plan(spec, opts)
     L.sched, L.candidates = schedule.choose(L, T, opts.wisdom, CODE_BUDGET, function(S) return code_lines(L, S, ctx) end)
   end
   spec.lanes = lanes and (B + VEC - 1) // VEC * VEC or nil
-  return plan_memory(spec)
+  local ok, err = plan_memory(spec)
+  if not ok then return nil, err end
+  -- activations into their producers' stores (fuse.lua): needs the in-place plan
+  fuse.plan(spec, not opts.no_fuse)
+  return true
 end
 
 ---------------------------------------------------------------------------
@@ -915,6 +920,7 @@ local function simd_prelude(O, V, openmp)
   O:line("#endif")
   O:line("static inline __attribute__((unused)) float vsum_(const cg_v *v) { float s = 0.0f; for (int i = 0; i < %d; i++) s += (*v)[i]; return s; }", V)
   O:line("#define vsum(v) vsum_(&(v))")
+  fuse.prelude(O)
 end
 
 local function emit(spec, spec_path, spec_text)
@@ -995,7 +1001,13 @@ local function emit(spec, spec_path, spec_text)
       O:line("/* layer %d: %s %s -> %s (%s:%d:%d)", L.index, L.kind, shape_str(L.in_shape),
         shape_str(L.out_shape), c_comment(spec_path), L.node.line, L.node.col)
       O:line(" * schedule %s%s */", schedule.describe(L.sched), L.sched.from_wisdom and " (from wisdom)" or "")
-      fargs[L] = emit_layer_fn(O, L, "fwd", ctx, spec, seen)
+      if L.fused_into then
+        O:line("/* %s: none, layer %d stores its output through the %s */", layer_fn(L, "fwd"), L.fused_into.index, L.kind)
+        O:line("")
+        fargs[L] = {}
+      else
+        fargs[L] = emit_layer_fn(O, L, "fwd", ctx, spec, seen)
+      end
       bargs[L] = emit_layer_fn(O, L, "bwd", ctx, spec, seen)
       if pass_fn(L, "bwdx", ctx) then dxargs[L] = emit_layer_fn(O, L, "bwdx", ctx, spec, seen) end
     end
@@ -1071,6 +1083,8 @@ local function emit(spec, spec_path, spec_text)
   for _, L in ipairs(spec.layers) do
     if L.is_alias then
       O:line("/* layer %d: %s is a view of its input */", L.index, L.kind)
+    elseif L.fused_into then
+      O:line("/* layer %d: %s fused into layer %d's stores */", L.index, L.kind, L.fused_into.index)
     else
       if L.inplace then
         O:line("/* (in place: layer %d's %s writes over its input%s) */", L.index, L.kind, #L.inputs > 1 and (" " .. L.inplace) or "")
@@ -1252,7 +1266,9 @@ local function summary(spec, path)
     local macs = L.mod.macs(L)
     total_p, total_m = total_p + np, total_m + macs
     rows[#rows + 1] = {tostring(L.index), L.kind, shape_str(L.out_shape), util.commas(np), util.commas(macs),
-      axes(L.rf), axes(L.jump), L.sched.name .. (L.sched.from_wisdom and " (wisdom)" or "")}
+      axes(L.rf), axes(L.jump), L.sched.name .. (L.sched.act and ("+" .. L.sched.act) or "")
+        .. (L.fused_into and string.format(" (in layer %d)", L.fused_into.index) or "")
+        .. (L.sched.from_wisdom and " (wisdom)" or "")}
   end
   local w = {}
   for _, r in ipairs(rows) do
@@ -1318,6 +1334,7 @@ options: --target avx512|avx2|generic|native   register tiles for this ISA (defa
          --wisdom FILE           schedules timed on this machine by `make tune` (default:
                                  $CNNGEN_WISDOM when set)
          --layer N               emit layer N alone (its input, MSE loss): for timing it
+         --no-fuse               no activation fused into its producer's stores (for A/B timing)
 Exit status: 0 success, 1 error in the spec (or unreadable/unwritable file), 2 misuse.
 ]]
 
@@ -1415,6 +1432,7 @@ function M.main(args)
   end
   local mode, outdir, path = "gen", ".", nil
   local target, wisdom_path, layer = "native", os.getenv("CNNGEN_WISDOM"), nil
+  local no_fuse = false
   local i = 1
   while i <= #args do
     local a = args[i]
@@ -1423,6 +1441,7 @@ function M.main(args)
     elseif a == "--summary" then mode = "summary"
     elseif a == "--check" then mode = "check"
     elseif a == "--schedules" then mode = "schedules"
+    elseif a == "--no-fuse" then no_fuse = true
     elseif a == "--target" or a == "--wisdom" or a == "--layer" then
       i = i + 1
       if not args[i] then io.stderr:write("cnngen: " .. a .. " needs a value\n" .. USAGE); return 2 end
@@ -1465,7 +1484,7 @@ function M.main(args)
     if not wisdom then io.stderr:write("cnngen: wisdom: " .. tostring(werr) .. "\n"); return 1 end
   end
   local errs = util.errors(20)
-  local spec = M.load(text, errs, {target = T, wisdom = wisdom, layer = layer})
+  local spec = M.load(text, errs, {target = T, wisdom = wisdom, layer = layer, no_fuse = no_fuse})
   if not spec then
     report(path, text, errs)
     return 1

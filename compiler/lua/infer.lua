@@ -22,6 +22,7 @@ usage: cnngen SPEC.yaml --inference [--weights W.npz] [--norm normalize.npz] [--
   --norm N.npz      per-channel input normalization (arrays 'mean' and 'std', as the
                     trainer's normalize.npz), applied inside NAME_infer
   --batch B         samples per forward chunk, the arena's batch (default 1)
+  --no-fuse         no activation fused into its producer's stores (for A/B timing)
 ]]
 
 local function is_affine(L) return L.kind:match("^conv") or L.kind == "dense" end
@@ -293,7 +294,10 @@ local function emit_layers(I, spec, path)
   local args, seen = {}, {}
   for _, L in ipairs(spec.layers) do
     L.view = L.alias and (L.inputs[1] ~= 0 or spec.lanes ~= nil)
-    if not L.view then
+    if L.fused_into then
+      -- an activation stored by its producer (fuse.lua): no function, no call
+      args[L] = {}
+    elseif not L.view then
       F:line("/* layer %d: %s %s -> %s (%s:%d:%d)%s */", L.index, L.kind, I.shape_str(L.in_shape),
         I.shape_str(L.out_shape), I.c_comment(path), L.node.line, L.node.col,
         L.folded and string.format(", batchnorm %d folded in", L.folded.index) or "")
@@ -566,6 +570,8 @@ local function emit(core, spec, path, text, z, norm, F, args)
   for p, L in ipairs(spec.layers) do
     if L.view then
       O:line("/* layer %d: %s is a view of its input */", L.index, L.kind)
+    elseif L.fused_into then
+      O:line("/* layer %d: %s fused into layer %d's stores */", L.index, L.kind, L.fused_into.index)
     else
       local map = {P = pname .. (L.pbase == 0 and "" or (" + " .. L.pbase)), S = "ws + " .. tostring(spec.scratch),
         x = at(L.inputs[1]), y = at(p), nb = "nb",
@@ -617,7 +623,7 @@ end
 ---------------------------------------------------------------------------
 function M.main(core, args)
   local I = core.internal
-  local path, outdir, wpath, npath, batch, target
+  local path, outdir, wpath, npath, batch, target, no_fuse
   local i = 1
   while i <= #args do
     local a = args[i]
@@ -633,6 +639,7 @@ function M.main(core, args)
       elseif a == "--weights" then wpath = val()
       elseif a == "--norm" then npath = val()
       elseif a == "--target" then target = val()
+      elseif a == "--no-fuse" then no_fuse = true
       elseif a == "--batch" then
         local v = tonumber(val())
         batch = v and math.tointeger(v)
@@ -669,7 +676,7 @@ function M.main(core, args)
   spec.lanes = nil
   local T = I.schedule.target(target or "native")
   if not T then io.stderr:write("cnngen: --target: expected avx512, avx2, generic or native, got " .. target .. "\n"); return 2 end
-  local ok, perr = I.plan(spec, {target = T})
+  local ok, perr = I.plan(spec, {target = T, no_fuse = no_fuse})
   if not ok then io.stderr:write("cnngen: " .. perr .. "\n"); return 1 end
   for _, L in ipairs(spec.layers) do L.parallel = false end
   local R = spec.lanes or spec.train.batch

@@ -8,7 +8,9 @@
 --    fwd = {form = "cv", tile = {TV = 1, TP = 12}},
 --    dw  = {form = "cv", tile = {...}}, -- parameter gradients (and dx when not apart)
 --    dx  = {form = "wv", tile = {...}, apart = true},  -- apart: a pass of its own
---    parallel = true}                   -- threads share the layer's loops
+--    parallel = true,                   -- threads share the layer's loops
+--    act = "relu"}                      -- an activation fused into the forward's
+--                                       -- stores (fuse.lua; set after the choice)
 --
 -- the module's heuristic choice first. `choose` picks one per layer, from the wisdom
 -- (timings recorded on this machine by `cnngen --tune`) when it has the layer's
@@ -92,7 +94,7 @@ end
 -- one line: "cv+dx:wv: fwd cv[TP=12,TV=1] dw cv[TPR=24,TV=1] dx wv[TC=6,TX=1] 2 threads"
 function M.describe(S)
   local p = {S.name .. ":"}
-  p[#p + 1] = "fwd " .. S.fwd.form .. tile_str(S.fwd.tile, S.fwd.pad)
+  p[#p + 1] = "fwd " .. S.fwd.form .. tile_str(S.fwd.tile, S.fwd.pad) .. (S.act and ("+" .. S.act) or "")
   if S.dw then p[#p + 1] = "dw " .. S.dw.form .. tile_str(S.dw.tile, S.dw.pad) end
   if S.dx then
     if S.dx.apart then p[#p + 1] = "dx " .. S.dx.form .. tile_str(S.dx.tile, S.dx.pad) else p[#p + 1] = "dx with dw" end

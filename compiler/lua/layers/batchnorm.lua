@@ -5,6 +5,7 @@
 -- Saved for backward (scratch S): mean[C], rstd[C].
 local util = require("util")
 local sched = require("schedule")
+local fuse = require("fuse")
 local M = {kinds = {"batchnorm"}}
 
 function M.schema(kind)
@@ -37,6 +38,9 @@ end
 
 function M.macs(L) return 0 end
 function M.scratch(L) return 2 * L.channels end
+
+-- the forward's stores go through fuse.s (fuse.lua)
+function M.fuses_act(L) return true end
 
 function M.candidates(L, T) return {sched.simple(L, L.lanes_layout and "lanes" or "loop")} end
 
@@ -98,7 +102,7 @@ function M.forward(L, C, ctx)
   over_channel(C, L, function(base)
     C:line("const float *restrict xc = x + %s;", base)
     C:line("float *restrict yc = y + %s;", base)
-    spatial(C, L, "yc[i] = (xc[i] - mean) * a + b;")
+    spatial(C, L, "yc[i] = " .. fuse.s(L, "(xc[i] - mean) * a + b") .. ";")
   end)
   C:close()
   return {"P", "B", "S", "x", "y", "nb", "training"}
@@ -200,7 +204,7 @@ function M.forward_lanes(L, C, ctx)
   C:line("const float mean = S[c], a = S[%d + c] * gamma[c], bc = beta[c];", c)
   C:line("const float *restrict xc = x + (size_t)c * %d;", L.spatial * R)
   C:line("float *restrict yc = y + (size_t)c * %d;", L.spatial * R)
-  C:line("for (int i = 0; i < %d; i++) yc[i] = (xc[i] - mean) * a + bc;", L.spatial * R)
+  C:line("for (int i = 0; i < %d; i++) yc[i] = %s;", L.spatial * R, fuse.s(L, "(xc[i] - mean) * a + bc"))
   C:close()
   return {"P", "B", "S", "x", "y", "nb", "training"}
 end

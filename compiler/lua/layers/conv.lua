@@ -4,7 +4,11 @@
 local util = require("util")
 local window = require("window")
 local wv = require("layers.conv_wv")
+local fuse = require("fuse")
 local M = {kinds = {"conv1d", "conv2d"}}
+
+-- every forward form stores through fuse.s / fuse.v (fuse.lua)
+function M.fuses_act(L) return true end
 
 function M.schema(kind)
   return {
@@ -306,7 +310,7 @@ function M.forward(L, C, ctx)
               (coi * L.cin_g + ci) * d.KHW + t.k, cig * d.IHW + t.at.c)
           end
         end
-        C:line("yn[%d] = %s;", coi * d.OHW + out.c, join_terms(terms, "0.0f"))
+        C:line("yn[%d] = %s;", coi * d.OHW + out.c, fuse.s(L, join_terms(terms, "0.0f")))
       end)
     end)
   else
@@ -330,6 +334,7 @@ function M.forward(L, C, ctx)
           end
         end)
       end)
+      if L.sched.act then C:line("for (int i = 0; i < %d; i++) yc[i] = %s;", d.OHW, fuse.s(L, "yc[i]")) end
     end)
   end
   C:close()
@@ -591,7 +596,8 @@ function M.forward_lanes(L, C, ctx)
       for t = 0, TC - 1 do
         local st = {}
         for v = 0, TB - 1 do
-          st[#st + 1] = string.format("VSTORE(yb + %s, a%d_%d);", tostring(out:scale(R):add(t * d.OHW * R + v * V)), v, t)
+          st[#st + 1] = string.format("VSTORE(yb + %s, %s);", tostring(out:scale(R):add(t * d.OHW * R + v * V)),
+            fuse.v(L, string.format("a%d_%d", v, t)))
         end
         C:line(table.concat(st, " "))
       end
@@ -925,7 +931,8 @@ function M.forward_cv(L, C, ctx)
     for p = 0, tp - 1 do
       local st = {}
       for v = 0, TV - 1 do
-        st[#st + 1] = string.format("VSTORE(yh + (oy * %d + %s + %d) * %d + (v0 + %d) * %d, a%d_%d);", g.w.O, x0, p, CP, v, V, p, v)
+        st[#st + 1] = string.format("VSTORE(yh + (oy * %d + %s + %d) * %d + (v0 + %d) * %d, %s);", g.w.O, x0, p, CP, v, V,
+          fuse.v(L, string.format("a%d_%d", p, v)))
       end
       C:line(table.concat(st, " "))
     end

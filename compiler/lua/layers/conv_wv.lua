@@ -16,6 +16,7 @@
 --   dx       the forward's tile on the padded dy with the kernel flipped: TCI input
 --            channels x TX vectors of one input row
 local util = require("util")
+local fuse = require("fuse")
 local M = {}
 
 local V = 16       -- floats per vector: each entry point sets it from the layer (L.vec)
@@ -194,7 +195,8 @@ end
 -- loop over the reduced channel (red < nred), the kernel window unrolled.
 --   src(k): C expression of the row pointer offset (constant) of tap k's vector 0
 --   wgt(c, k): C expression of the broadcast weight
-local function row_tile(C, L, tc, pos, init, red, nred, prolog, src, wgt, store)
+--   act: the forward's stores (an activation fused into them, fuse.lua)
+local function row_tile(C, L, tc, pos, init, red, nred, prolog, src, wgt, store, act)
   local g = L.geom
   for c = 0, tc - 1 do
     local a = {}
@@ -225,10 +227,12 @@ local function row_tile(C, L, tc, pos, init, red, nred, prolog, src, wgt, store)
   for c = 0, tc - 1 do
     local s = {}
     for t = 1, #pos do
+      local a = string.format("a%d_%d", c, t - 1)
+      if act then a = fuse.v(L, a) end
       if t == #pos and pos.last and pos.last < V then
-        s[#s + 1] = string.format("VSTORE_N(%s, a%d_%d, %d);", store(c, pos[t]), c, t - 1, pos.last)
+        s[#s + 1] = string.format("VSTORE_N(%s, %s, %d);", store(c, pos[t]), a, pos.last)
       else
-        s[#s + 1] = string.format("VSTORE(%s, a%d_%d);", store(c, pos[t]), c, t - 1)
+        s[#s + 1] = string.format("VSTORE(%s, %s);", store(c, pos[t]), a)
       end
     end
     C:line(table.concat(s, " "))
@@ -262,7 +266,7 @@ function M.forward(L, C)
         end,
         function(ky, kx, p) return string.format("xr + %d", ky * g.h.D * sc.Wp + kx * g.w.D + p) end,
         function(c, k) return string.format("wr[%d]", c * Cin * KK + k) end,
-        function(c, p) return string.format("yr + (size_t)(co0 + %d) * %d + %s + %d", c, OH * OW, x0, p) end)
+        function(c, p) return string.format("yr + (size_t)(co0 + %d) * %d + %s + %d", c, OH * OW, x0, p) end, true)
     end)
   end)
   C:close()

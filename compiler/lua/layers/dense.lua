@@ -2,7 +2,11 @@
 -- PyTorch: nn.Linear(in, out); weight [out, in], bias [out].
 local util = require("util")
 local sched = require("schedule")
+local fuse = require("fuse")
 local M = {kinds = {"dense"}}
+
+-- every forward form stores through fuse.s / fuse.v (fuse.lua)
+function M.fuses_act(L) return true end
 
 function M.schema(kind)
   return {
@@ -112,7 +116,7 @@ function M.forward(L, C, ctx)
       local t = {}
       if L.opt.bias then t[1] = string.format("b[%d]", o) end
       for i = 0, I - 1 do t[#t + 1] = string.format("w[%d] * xn[%d]", o * I + i, i) end
-      C:line("yn[%d] = %s;", o, terms_str(t, "0.0f"))
+      C:line("yn[%d] = %s;", o, fuse.s(L, terms_str(t, "0.0f")))
     end
     C:close()
     return {"P", "x", "y", "nb"}
@@ -139,8 +143,8 @@ function M.forward(L, C, ctx)
     for j = 0, to - 1 do
       local tail = {}
       for i = I16, I - 1 do tail[#tail + 1] = string.format("wr[%d] * xn[%d]", j * I + i, i) end
-      C:line("y[(size_t)n * %d + o0 + %d] = %svsum(s%d)%s;", O, j, L.opt.bias and string.format("b[o0 + %d] + ", j) or "",
-        j, #tail > 0 and (" + " .. table.concat(tail, " + ")) or "")
+      C:line("y[(size_t)n * %d + o0 + %d] = %s;", O, j, fuse.s(L, string.format("%svsum(s%d)%s",
+        L.opt.bias and string.format("b[o0 + %d] + ", j) or "", j, #tail > 0 and (" + " .. table.concat(tail, " + ")) or "")))
     end
     C:close()
   end
@@ -261,7 +265,7 @@ function M.forward_gemm(L, C)
           for i = IV, I - 1 do
             t[#t + 1] = string.format("w[(size_t)(%s + %d) * %d + %d] * x[(size_t)(%s + %d) * %d + %d]", o0, j, I, i, n0, n, I, i)
           end
-          C:line("y[(size_t)(%s + %d) * %d + %s + %d] = %s;", n0, n, O, o0, j, table.concat(t, " + "))
+          C:line("y[(size_t)(%s + %d) * %d + %s + %d] = %s;", n0, n, O, o0, j, fuse.s(L, table.concat(t, " + ")))
         end
       end
     end
@@ -408,14 +412,16 @@ end
 
 
 -- Emit a GEMM tile: for rows r = r0 .. r0+nr-1 and lane vectors v0 .. v0+TB-1,
--- acc[r][v] = init(r) + sum over k < K of coef(r, k) * src[k][lanes]; then store.
+-- acc[r][v] = init(r) + sum over k < K of coef(r, k) * src[k][lanes]; then store
+-- (act: through the activation fused into the forward, fuse.lua; with blocks, only the
+-- last block's store, as the earlier ones hold partial sums).
 -- With tl.KB < K the reduction runs in blocks of KB (a block of src, KB x lanes, stays
 -- in L1 while the tiles of RB rows pass over it; dst is reloaded per block) and the
 -- threads share the blocks of RB rows.
 -- pack(k, r), when given: the coefficient of row r at k, copied per block into wp
 -- [KB][RB] (the rows of dx's W^T are columns of W, 4 * I bytes apart: without the
 -- copy a block's coefficients fall into a few L1 sets).
-local function gemm_tiles(C, ctx, L, nrows, K, tl, src, dst, init, coef, rowname, pack)
+local function gemm_tiles(C, ctx, L, nrows, K, tl, src, dst, init, coef, rowname, pack, act)
   local R, V = ctx.lanes, ctx.vec
   local NV = R // V
   local TB, TR = tl.TB, tl.TR
@@ -463,12 +469,27 @@ local function gemm_tiles(C, ctx, L, nrows, K, tl, src, dst, init, coef, rowname
       C:line(table.concat(parts, " "))
     end
     C:close()
-    for t = 0, nr - 1 do
-      local parts = {}
-      for v = 0, TB - 1 do
-        parts[#parts + 1] = string.format("VSTORE(%s + (size_t)(%s + %d) * %d + (v0 + %d) * %d, a%d_%d);", dst, r0, t, R, v, V, t, v)
+    local function stores(with_act)
+      for t = 0, nr - 1 do
+        local parts = {}
+        for v = 0, TB - 1 do
+          local a = string.format("a%d_%d", t, v)
+          parts[#parts + 1] = string.format("VSTORE(%s + (size_t)(%s + %d) * %d + (v0 + %d) * %d, %s);", dst, r0, t, R, v, V,
+            with_act and fuse.v(L, a) or a)
+        end
+        C:line(table.concat(parts, " "))
       end
-      C:line(table.concat(parts, " "))
+    end
+    if blocked and act and L.sched.act then
+      -- partial sums until the last block of the reduction
+      C:open("if (k1 == %d) {", K)
+      stores(true)
+      C:close("} else {")
+      C.ind = C.ind + 1
+      stores(false)
+      C:close()
+    else
+      stores(act)
     end
     C:close()
   end
@@ -529,7 +550,7 @@ function M.forward_lanes(L, C, ctx)
   if L.opt.bias then C:line("const float *restrict b = %s;", L.t.bias) end
   gemm_tiles(C, ctx, L, O, I, L.sched.fwd.tile, "x", "y",
     function(r0, t) return L.opt.bias and string.format("vsplat(b[%s + %d])", r0, t) or "vsplat(0.0f)" end,
-    function(r0, t) return string.format("w[(size_t)(%s + %d) * %d + k]", r0, t, I) end, "o0")
+    function(r0, t) return string.format("w[(size_t)(%s + %d) * %d + k]", r0, t, I) end, "o0", nil, true)
   return {"P", "x", "y"}
 end
 
