@@ -913,7 +913,7 @@ START_TEST(test_coverage)
     /* a relu fused into every producer kind and forward form that fuses (fuse.lua) */
     static const struct { const char *kind, *fwd; } fuses[] = {
         {"conv2d", " fwd straight+"}, {"conv2d", " fwd loop+"}, {"conv2d", " fwd wv["}, {"conv2d", " fwd cv["},
-        {"conv2d", " fwd lanes["}, {"dense", " fwd straight+"}, {"dense", " fwd loop["},
+        {"conv2d", " fwd lanes["}, {"dense", " fwd straight+"}, {"dense", " fwd loop["}, {"dense", " fwd gemm["},
         {"dense", " fwd lanes["}, {"batchnorm", " fwd loop+"}, {"batchnorm", " fwd lanes+"}};
     enum { NFU = sizeof fuses / sizeof fuses[0] };
     int seen_fuse[NFU] = {0};
