@@ -522,6 +522,8 @@ def main():
                    help="max seconds of such waiting over the whole run")
     p.add_argument("--only", default="", help="comma-separated spec names (e.g. lenet5,conv64; "
                    "'budgets' for the code-size and compile-time table)")
+    p.add_argument("--no-fwd", dest="fwd", action="store_false",
+                   help="leave out the forward-only rows (they have no target)")
     p.add_argument("--no-budgets", dest="budgets", action="store_false",
                    help="leave out the code-size and compile-time budgets")
     p.add_argument("--no-tune", dest="tune", action="store_false",
@@ -562,6 +564,8 @@ def main():
     for workload, spec, mode, ref, target in WORKLOADS:
         stem = os.path.splitext(os.path.basename(spec))[0]
         if only and stem not in only:
+            continue
+        if mode == "fwd" and not a.fwd:
             continue
         if spec not in built:
             exe_h, tuned, tune_s = None, None, 0.0
