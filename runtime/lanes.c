@@ -14,7 +14,12 @@
 #include <immintrin.h>
 #endif
 
-#if defined(__AVX512F__)
+/* CG_LANES_TILE16 (tests/kernels: the "tile16" variant): scalar tiles of 16, as wide as
+ * AVX-512's, so that the lanes past the last whole tile are tested on any machine */
+#if defined(__AVX__) && !defined(__AVX512F__) && !defined(CG_LANES_TILE16)
+#define CG_AVX_TILES 1 /* 8 x 8 tiles in AVX registers */
+#endif
+#if defined(__AVX512F__) || defined(CG_LANES_TILE16)
 enum { TW = 16 }; /* tile width: floats of one register */
 #else
 enum { TW = 8 };
@@ -67,7 +72,7 @@ static inline void tr16(__m512 r[16])
 }
 #endif
 
-#if !defined(__AVX512F__) && defined(__AVX__)
+#if defined(CG_AVX_TILES)
 /* r[a][c] -> r[c][a] for an 8 x 8 tile in 8 registers */
 static inline void tr8(__m256 r[8])
 {
@@ -99,7 +104,7 @@ static inline void to_tile(const float *x, float *xl, int nb, size_t size, int R
     tr16(r);
     for (int ii = 0; ii < 16; ii++)
         _mm512_storeu_ps(xl + (i0 + (size_t)ii) * (size_t)R + (size_t)b0, r[ii]);
-#elif defined(__AVX__)
+#elif defined(CG_AVX_TILES)
     __m256 r[8];
     for (int bb = 0; bb < 8; bb++)
         r[bb] = b0 + bb < nb ? _mm256_loadu_ps(x + (size_t)(b0 + bb) * size + i0) : _mm256_setzero_ps();
@@ -122,7 +127,7 @@ static inline void from_tile(const float *xl, float *x, int nb, size_t size, int
     tr16(r);
     for (int bb = 0; bb < 16 && b0 + bb < nb; bb++)
         _mm512_storeu_ps(x + (size_t)(b0 + bb) * size + i0, r[bb]);
-#elif defined(__AVX__)
+#elif defined(CG_AVX_TILES)
     __m256 r[8];
     for (int ii = 0; ii < 8; ii++)
         r[ii] = _mm256_loadu_ps(xl + (i0 + (size_t)ii) * (size_t)R + (size_t)b0);
@@ -136,12 +141,20 @@ static inline void from_tile(const float *xl, float *x, int nb, size_t size, int
 #endif
 }
 
+/* R need not be a multiple of TW: code generated for AVX2 (vectors of 8) may run with
+ * a runtime built for AVX-512 (tiles of 16), so lanes from RT = R - R % TW on are
+ * converted one by one */
 void cg_to_lanes(const float *x, float *xl, int nb, size_t size, int R)
 {
     size_t nt = size / TW, full = nt * TW;
-    for (size_t t = 0; t < nt; t++)
-        for (int b0 = 0; b0 < R; b0 += TW)
+    const int RT = R - R % TW;
+    for (size_t t = 0; t < nt; t++) {
+        for (int b0 = 0; b0 < RT; b0 += TW)
             to_tile(x, xl, nb, size, R, t * TW, b0);
+        for (size_t i = t * TW; i < t * TW + TW; i++)
+            for (int b = RT; b < R; b++)
+                xl[i * (size_t)R + (size_t)b] = b < nb ? x[(size_t)b * size + i] : 0.0f;
+    }
     for (size_t i = full; i < size; i++)
         for (int b = 0; b < R; b++)
             xl[i * (size_t)R + (size_t)b] = b < nb ? x[(size_t)b * size + i] : 0.0f;
@@ -150,9 +163,14 @@ void cg_to_lanes(const float *x, float *xl, int nb, size_t size, int R)
 void cg_from_lanes(const float *xl, float *x, int nb, size_t size, int R)
 {
     size_t nt = size / TW, full = nt * TW;
-    for (size_t t = 0; t < nt; t++)
-        for (int b0 = 0; b0 < nb; b0 += TW)
+    const int RT = R - R % TW;
+    for (size_t t = 0; t < nt; t++) {
+        for (int b0 = 0; b0 < nb && b0 < RT; b0 += TW)
             from_tile(xl, x, nb, size, R, t * TW, b0);
+        for (int b = RT; b < nb; b++)
+            for (size_t i = t * TW; i < t * TW + TW; i++)
+                x[(size_t)b * size + i] = xl[i * (size_t)R + (size_t)b];
+    }
     for (int b = 0; b < nb; b++)
         for (size_t i = full; i < size; i++)
             x[(size_t)b * size + i] = xl[i * (size_t)R + (size_t)b];

@@ -1,5 +1,6 @@
 /* The runtime's SIMD kernels against their scalar references, built once per variant
- * (tests/kernels/kernels.mk: AVX-512, AVX2 and scalar):
+ * (tests/kernels/kernels.mk: AVX-512, AVX2, scalar, and tile16: the lanes conversions
+ * with AVX-512's tile width in scalar code, for lanes past the last whole tile):
  *   sgd     cg_sgd_update == cg_sgd_update_ref bit for bit (no contraction in either)
  *   lanes   cg_to_lanes / cg_from_lanes == their _ref versions bit for bit, from_lanes
  *           inverts to_lanes and writes no sample past nb-1
