@@ -387,7 +387,8 @@ def table(rows, peak2):
         lines.append("| " + " | ".join([
             r["workload"],
             f"{fmt_int(c['img_per_s'])} ({c['threads']})"] +
-            ([f"{fmt_int(h['img_per_s'])} ({h['threads']})" if h else "(same schedules)"] if tuned else []) + [
+            ([f"{fmt_int(h['img_per_s'])} ({h['threads']})" if h else
+              "(same schedules)" if r.get("tuning") else "(not tuned)"] if tuned else []) + [
             fmt_int(t["img_per_s"]), torch_config_text(t) if t["threads"] else "—",
             f"{r['ratio']:.2f}×", f"≥ {r['target']:g}×" if r["target"] else "—", result_text(r, peak2),
             f"{r['cnngen_gflops']:.1f}",
@@ -529,6 +530,8 @@ def main():
     p.add_argument("--no-tune", dest="tune", action="store_false",
                    help="the built-in schedule heuristics only (default: tune each spec on this machine "
                         "first, bench/tune.py, and measure both the tuned and the heuristic build)")
+    p.add_argument("--tune-only", default="",
+                   help="comma-separated spec names to tune (default: every one; VGG-16's tuning takes minutes)")
     p.add_argument("--wisdom", default=os.path.join(ROOT, "build", "bench", "wisdom.tsv"),
                    help="the tuner's wisdom file for the bench (default build/bench/wisdom.tsv)")
     p.add_argument("--no-torch", action="store_true")
@@ -569,7 +572,7 @@ def main():
             continue
         if spec not in built:
             exe_h, tuned, tune_s = None, None, 0.0
-            if a.tune:
+            if a.tune and (not a.tune_only or stem in a.tune_only.split(",")):
                 log(f"bench: tuning {spec} (bench/tune.py -> {os.path.relpath(a.wisdom, ROOT)})")
                 tune_s = tune(spec, a)
                 tuned = {"seconds": round(tune_s, 1), "heuristic": schedules(spec),
@@ -577,7 +580,7 @@ def main():
                 tuned["changed"] = sorted(k for k in tuned["tuned"] if tuned["tuned"][k] != tuned["heuristic"].get(k))
                 # the same schedules: one build, measured once
                 exe_h = build_step(spec, a)[1] if tuned["changed"] else None
-            name, exe = build_step(spec, a, wisdom=a.wisdom if a.tune else None)
+            name, exe = build_step(spec, a, wisdom=a.wisdom if tuned else None)
             built[spec] = (name, exe, macs(spec), exe_h, tuned)
         name, exe, m, exe_h, tuned = built[spec]
         log(f"bench: {workload}")
@@ -598,7 +601,7 @@ def main():
             rss[name] = v
         if target and not a.no_avx2 and not a.no_torch:
             log(f"bench: {workload}, -march={AVX2_MARCH} against PyTorch limited to AVX2")
-            _, exe2 = build_step(spec, a, march=AVX2_MARCH, wisdom=a.wisdom if a.tune else None)
+            _, exe2 = build_step(spec, a, march=AVX2_MARCH, wisdom=a.wisdom if row.get("tuning") else None)
             r2 = measure_row(workload, spec, mode, exe2, m, AVX2_TARGET * row["ratio"], a,
                              lambda: run_torch_isa(spec, mode, a, builds, row["torch"], "avx2"), peak2)
             r2["native_ratio"] = row["ratio"]
