@@ -5,7 +5,8 @@
 # shared machine or under `nice`, wall time says nothing about how much fuzzing was done;
 # CPU time does.
 # STATE keeps the CPU seconds of earlier runs of the same harness: a run stopped part-way
-# (SIGINT or SIGTERM to this script, which passes it on) counts what it did, and the next
+# (SIGTERM to this script, which passes SIGINT on; a script started in the background by a
+# non-interactive shell ignores SIGINT itself) counts what it did, and the next
 # run goes on with the rest of the budget (the corpus directory carries the inputs over).
 # Each run appends to LOG (tests/fuzz/summary.sh sums the runs' final stats).
 # Exits with the harness's status when it stops by itself (a crash: non-zero).

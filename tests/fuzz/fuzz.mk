@@ -68,7 +68,7 @@ fuzz-summary:
 
 # fuzz-long-<target>: a CPU-time budget instead of a wall-time one (issue 12: 30 CPU-minutes
 # an entry point), counted over runs in build/fuzz/<target>-long.cpu (delete it to start
-# over); interrupting one (kill the cpu_budget.sh) keeps what it did
+# over); stopping one (kill -TERM its cpu_budget.sh) keeps what it did
 $(FUZZ_TARGETS:%=fuzz-long-%): fuzz-long-%: $(FZ)/fuzz_%
 	@echo "fuzz: $* for $(FUZZ_CPU_SECONDS) CPU-s"
 	@$(FUZZ_ENV) tests/fuzz/cpu_budget.sh $(FUZZ_CPU_SECONDS) $(FZ)/$*-long.cpu $(FZ)/$*-long.log \
