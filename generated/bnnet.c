@@ -59,6 +59,8 @@ static inline __attribute__((unused)) float vsum_(const cg_v *v) { float s = 0.0
 /* activations fused into a producer's stores (relu(NaN) = NaN, as PyTorch's) */
 static inline __attribute__((unused)) float cg_relu(float v) { return v <= 0.0f ? 0.0f : v; }
 #define vrelu(v) ((cg_v)((cg_vi)(v) & ~((v) <= vsplat(0.0f))))
+static inline __attribute__((unused)) float cg_drelu(float y, float g) { return y <= 0.0f ? 0.0f : g; }
+#define vdrelu(y, g) ((cg_v)((cg_vi)(g) & ~((y) <= vsplat(0.0f))))
 
 /* Activations are batch-innermost: [size][64]. */
 /* cg_to_lanes / cg_from_lanes (runtime): [nb][size] <-> [size][64], lanes >= nb zero */
@@ -1848,16 +1850,10 @@ static void l01_batchnorm_backward(const float *restrict P, float *restrict G, f
  * schedule lanes: fwd lanes dw lanes dx with dw threaded */
 /* l02_relu_forward: none, layer 1 stores its output through the relu */
 
-static void l02_relu_backward(const float *restrict y, const float *restrict dy, float *restrict dx)
-{
-    /* x [64x28x28][lanes], y [64x28x28][lanes] */
-    CG_PARALLEL_FOR
-    for (int i = 0; i < 3211264; i++)
-        dx[i] = y[i] <= 0.0f ? 0.0f : dy[i];
-}
+/* l02_relu_backward: none, layer 3 masks its dx stores with the relu's derivative */
 
 /* layer 3: maxpool2d 64x28x28 -> 64x14x14 (specs/bnnet.yaml:16:5)
- * schedule lanes: fwd lanes dw lanes dx with dw */
+ * schedule lanes: fwd lanes dw lanes+relu' dx with dw */
 static void l03_maxpool2d_forward(const float *restrict x, float *restrict y)
 {
     /* x [64x28x28][lanes], y [64x14x14][lanes] */
@@ -1891,11 +1887,12 @@ static void l03_maxpool2d_backward(const float *restrict x, const float *restric
         for (int oy = 0; oy < 14; oy++) {
             for (int ox = 0; ox < 14; ox++) {
                 for (int v = 0; v < 4; v++) {
-                    const cg_v d = VLOAD(dyc + oy*896 + ox*64 + v * 16);
+                    const cg_v d0 = VLOAD(dyc + oy*896 + ox*64 + v * 16);
                     cg_v m = VLOAD(xc + oy*3584 + ox*128 + v * 16); cg_vi idx = (cg_vi){0};
                     { const cg_v t = VLOAD(xc + oy*3584 + ox*128 + 64 + v * 16); const cg_vi u = (t > m) | (t != t); m = VSEL(u, t, m); idx = (idx & ~u) | (u & 1); }
                     { const cg_v t = VLOAD(xc + oy*3584 + ox*128 + 1792 + v * 16); const cg_vi u = (t > m) | (t != t); m = VSEL(u, t, m); idx = (idx & ~u) | (u & 2); }
                     { const cg_v t = VLOAD(xc + oy*3584 + ox*128 + 1856 + v * 16); const cg_vi u = (t > m) | (t != t); m = VSEL(u, t, m); idx = (idx & ~u) | (u & 3); }
+                    const cg_v d = vdrelu(m, d0);
                     VSTORE(dxc + oy*3584 + ox*128 + v * 16, VLOAD(dxc + oy*3584 + ox*128 + v * 16) + (cg_v)((cg_vi)d & (idx == 0)));
                     VSTORE(dxc + oy*3584 + ox*128 + 64 + v * 16, VLOAD(dxc + oy*3584 + ox*128 + 64 + v * 16) + (cg_v)((cg_vi)d & (idx == 1)));
                     VSTORE(dxc + oy*3584 + ox*128 + 1792 + v * 16, VLOAD(dxc + oy*3584 + ox*128 + 1792 + v * 16) + (cg_v)((cg_vi)d & (idx == 2)));
@@ -4718,16 +4715,10 @@ static void l05_batchnorm_backward(const float *restrict P, float *restrict G, f
  * schedule lanes: fwd lanes dw lanes dx with dw threaded */
 /* l06_relu_forward: none, layer 5 stores its output through the relu */
 
-static void l06_relu_backward(const float *restrict y, const float *restrict dy, float *restrict dx)
-{
-    /* x [128x14x14][lanes], y [128x14x14][lanes] */
-    CG_PARALLEL_FOR
-    for (int i = 0; i < 1605632; i++)
-        dx[i] = y[i] <= 0.0f ? 0.0f : dy[i];
-}
+/* l06_relu_backward: none, layer 7 masks its dx stores with the relu's derivative */
 
 /* layer 7: maxpool2d 128x14x14 -> 128x7x7 (specs/bnnet.yaml:20:5)
- * schedule lanes: fwd lanes dw lanes dx with dw */
+ * schedule lanes: fwd lanes dw lanes+relu' dx with dw */
 static void l07_maxpool2d_forward(const float *restrict x, float *restrict y)
 {
     /* x [128x14x14][lanes], y [128x7x7][lanes] */
@@ -4761,11 +4752,12 @@ static void l07_maxpool2d_backward(const float *restrict x, const float *restric
         for (int oy = 0; oy < 7; oy++) {
             for (int ox = 0; ox < 7; ox++) {
                 for (int v = 0; v < 4; v++) {
-                    const cg_v d = VLOAD(dyc + oy*448 + ox*64 + v * 16);
+                    const cg_v d0 = VLOAD(dyc + oy*448 + ox*64 + v * 16);
                     cg_v m = VLOAD(xc + oy*1792 + ox*128 + v * 16); cg_vi idx = (cg_vi){0};
                     { const cg_v t = VLOAD(xc + oy*1792 + ox*128 + 64 + v * 16); const cg_vi u = (t > m) | (t != t); m = VSEL(u, t, m); idx = (idx & ~u) | (u & 1); }
                     { const cg_v t = VLOAD(xc + oy*1792 + ox*128 + 896 + v * 16); const cg_vi u = (t > m) | (t != t); m = VSEL(u, t, m); idx = (idx & ~u) | (u & 2); }
                     { const cg_v t = VLOAD(xc + oy*1792 + ox*128 + 960 + v * 16); const cg_vi u = (t > m) | (t != t); m = VSEL(u, t, m); idx = (idx & ~u) | (u & 3); }
+                    const cg_v d = vdrelu(m, d0);
                     VSTORE(dxc + oy*1792 + ox*128 + v * 16, VLOAD(dxc + oy*1792 + ox*128 + v * 16) + (cg_v)((cg_vi)d & (idx == 0)));
                     VSTORE(dxc + oy*1792 + ox*128 + 64 + v * 16, VLOAD(dxc + oy*1792 + ox*128 + 64 + v * 16) + (cg_v)((cg_vi)d & (idx == 1)));
                     VSTORE(dxc + oy*1792 + ox*128 + 896 + v * 16, VLOAD(dxc + oy*1792 + ox*128 + 896 + v * 16) + (cg_v)((cg_vi)d & (idx == 2)));
@@ -5029,15 +5021,10 @@ static void l10_batchnorm_backward(const float *restrict P, float *restrict G, f
  * schedule lanes: fwd lanes dw lanes dx with dw */
 /* l11_relu_forward: none, layer 10 stores its output through the relu */
 
-static void l11_relu_backward(const float *restrict y, const float *restrict dy, float *restrict dx)
-{
-    /* x [128][lanes], y [128][lanes] */
-    for (int i = 0; i < 8192; i++)
-        dx[i] = y[i] <= 0.0f ? 0.0f : dy[i];
-}
+/* l11_relu_backward: none, layer 12 masks its dx stores with the relu's derivative */
 
 /* layer 12: dense 128 -> 10 (specs/bnnet.yaml:25:5)
- * schedule lanes+gemmT+kb: fwd lanes[KB=64,TB=4,TR=4] dw gemmT[TI=4,TO=6] dx lanes[TB=4,TR=4] */
+ * schedule lanes+gemmT+kb: fwd lanes[KB=64,TB=4,TR=4] dw gemmT[TI=4,TO=6] dx lanes[TB=4,TR=4]+relu' */
 static void l12_dense_forward(const float *restrict P, const float *restrict x, float *restrict y)
 {
     /* x [128][lanes], y [10][lanes] */
@@ -5159,7 +5146,7 @@ static void l12_dense_backward(float *restrict G, float *restrict S, const float
     }
 }
 
-static void l12_dense_backward_dx(const float *restrict P, const float *restrict dy, float *restrict dx)
+static void l12_dense_backward_dx(const float *restrict P, const float *restrict x, const float *restrict dy, float *restrict dx)
 {
     /* x [128][lanes], y [10][lanes] */
     const float *restrict w = P;
@@ -5178,10 +5165,10 @@ static void l12_dense_backward_dx(const float *restrict P, const float *restrict
                     a2_0 += w[(size_t)k * 128 + i0 + 2] * s0; a2_1 += w[(size_t)k * 128 + i0 + 2] * s1; a2_2 += w[(size_t)k * 128 + i0 + 2] * s2; a2_3 += w[(size_t)k * 128 + i0 + 2] * s3;
                     a3_0 += w[(size_t)k * 128 + i0 + 3] * s0; a3_1 += w[(size_t)k * 128 + i0 + 3] * s1; a3_2 += w[(size_t)k * 128 + i0 + 3] * s2; a3_3 += w[(size_t)k * 128 + i0 + 3] * s3;
                 }
-                VSTORE(dx + (size_t)(i0 + 0) * 64 + (v0 + 0) * 16, a0_0); VSTORE(dx + (size_t)(i0 + 0) * 64 + (v0 + 1) * 16, a0_1); VSTORE(dx + (size_t)(i0 + 0) * 64 + (v0 + 2) * 16, a0_2); VSTORE(dx + (size_t)(i0 + 0) * 64 + (v0 + 3) * 16, a0_3);
-                VSTORE(dx + (size_t)(i0 + 1) * 64 + (v0 + 0) * 16, a1_0); VSTORE(dx + (size_t)(i0 + 1) * 64 + (v0 + 1) * 16, a1_1); VSTORE(dx + (size_t)(i0 + 1) * 64 + (v0 + 2) * 16, a1_2); VSTORE(dx + (size_t)(i0 + 1) * 64 + (v0 + 3) * 16, a1_3);
-                VSTORE(dx + (size_t)(i0 + 2) * 64 + (v0 + 0) * 16, a2_0); VSTORE(dx + (size_t)(i0 + 2) * 64 + (v0 + 1) * 16, a2_1); VSTORE(dx + (size_t)(i0 + 2) * 64 + (v0 + 2) * 16, a2_2); VSTORE(dx + (size_t)(i0 + 2) * 64 + (v0 + 3) * 16, a2_3);
-                VSTORE(dx + (size_t)(i0 + 3) * 64 + (v0 + 0) * 16, a3_0); VSTORE(dx + (size_t)(i0 + 3) * 64 + (v0 + 1) * 16, a3_1); VSTORE(dx + (size_t)(i0 + 3) * 64 + (v0 + 2) * 16, a3_2); VSTORE(dx + (size_t)(i0 + 3) * 64 + (v0 + 3) * 16, a3_3);
+                VSTORE(dx + (size_t)(i0 + 0) * 64 + (v0 + 0) * 16, vdrelu(VLOAD(x + (size_t)(i0 + 0) * 64 + (v0 + 0) * 16), a0_0)); VSTORE(dx + (size_t)(i0 + 0) * 64 + (v0 + 1) * 16, vdrelu(VLOAD(x + (size_t)(i0 + 0) * 64 + (v0 + 1) * 16), a0_1)); VSTORE(dx + (size_t)(i0 + 0) * 64 + (v0 + 2) * 16, vdrelu(VLOAD(x + (size_t)(i0 + 0) * 64 + (v0 + 2) * 16), a0_2)); VSTORE(dx + (size_t)(i0 + 0) * 64 + (v0 + 3) * 16, vdrelu(VLOAD(x + (size_t)(i0 + 0) * 64 + (v0 + 3) * 16), a0_3));
+                VSTORE(dx + (size_t)(i0 + 1) * 64 + (v0 + 0) * 16, vdrelu(VLOAD(x + (size_t)(i0 + 1) * 64 + (v0 + 0) * 16), a1_0)); VSTORE(dx + (size_t)(i0 + 1) * 64 + (v0 + 1) * 16, vdrelu(VLOAD(x + (size_t)(i0 + 1) * 64 + (v0 + 1) * 16), a1_1)); VSTORE(dx + (size_t)(i0 + 1) * 64 + (v0 + 2) * 16, vdrelu(VLOAD(x + (size_t)(i0 + 1) * 64 + (v0 + 2) * 16), a1_2)); VSTORE(dx + (size_t)(i0 + 1) * 64 + (v0 + 3) * 16, vdrelu(VLOAD(x + (size_t)(i0 + 1) * 64 + (v0 + 3) * 16), a1_3));
+                VSTORE(dx + (size_t)(i0 + 2) * 64 + (v0 + 0) * 16, vdrelu(VLOAD(x + (size_t)(i0 + 2) * 64 + (v0 + 0) * 16), a2_0)); VSTORE(dx + (size_t)(i0 + 2) * 64 + (v0 + 1) * 16, vdrelu(VLOAD(x + (size_t)(i0 + 2) * 64 + (v0 + 1) * 16), a2_1)); VSTORE(dx + (size_t)(i0 + 2) * 64 + (v0 + 2) * 16, vdrelu(VLOAD(x + (size_t)(i0 + 2) * 64 + (v0 + 2) * 16), a2_2)); VSTORE(dx + (size_t)(i0 + 2) * 64 + (v0 + 3) * 16, vdrelu(VLOAD(x + (size_t)(i0 + 2) * 64 + (v0 + 3) * 16), a2_3));
+                VSTORE(dx + (size_t)(i0 + 3) * 64 + (v0 + 0) * 16, vdrelu(VLOAD(x + (size_t)(i0 + 3) * 64 + (v0 + 0) * 16), a3_0)); VSTORE(dx + (size_t)(i0 + 3) * 64 + (v0 + 1) * 16, vdrelu(VLOAD(x + (size_t)(i0 + 3) * 64 + (v0 + 1) * 16), a3_1)); VSTORE(dx + (size_t)(i0 + 3) * 64 + (v0 + 2) * 16, vdrelu(VLOAD(x + (size_t)(i0 + 3) * 64 + (v0 + 2) * 16), a3_2)); VSTORE(dx + (size_t)(i0 + 3) * 64 + (v0 + 3) * 16, vdrelu(VLOAD(x + (size_t)(i0 + 3) * 64 + (v0 + 3) * 16), a3_3));
             }
         }
     }
@@ -5206,18 +5193,15 @@ static void l12_dense_backward_dx(const float *restrict P, const float *restrict
 #define OUT     11317504 /* the output, [N][10] */
 #define DOUT    11318144 /* dLoss/dOutput, [N][10] */
 #define DOUT_L  11318784 /* dLoss/dOutput, [10][lanes] */
-#define D11     11319424 /* gradient arena: dLoss/d(layer 11 output) */
-#define D10     11327616 /* gradient arena: dLoss/d(layer 10 output) */
-#define D09     11319424 /* gradient arena: dLoss/d(layer 9 output) */
+#define D11     11319424 /* gradient arena: dLoss/d(layer 11 output), then layer 12's dx masks it to dLoss/d(its input) */
+#define D09     11327616 /* gradient arena: dLoss/d(layer 9 output) */
 #define D08     12925056 /* gradient arena: dLoss/d(layer 8 output) */
-#define D06     11319424 /* gradient arena: dLoss/d(layer 6 output) */
-#define D05     12925056 /* gradient arena: dLoss/d(layer 5 output) */
-#define D04     11319424 /* gradient arena: dLoss/d(layer 4 output) */
+#define D06     11319424 /* gradient arena: dLoss/d(layer 6 output), then layer 7's dx masks it to dLoss/d(its input) */
+#define D04     12925056 /* gradient arena: dLoss/d(layer 4 output) */
 #define D03     14530688 /* gradient arena: dLoss/d(layer 3 output) */
-#define D02     11319424 /* gradient arena: dLoss/d(layer 2 output) */
-#define D01     14530688 /* gradient arena: dLoss/d(layer 1 output) */
-#define D00     11319424 /* gradient arena: dLoss/d(layer 0 output) */
-#define DIN     14530688 /* gradient arena: dLoss/dInput */
+#define D02     11319424 /* gradient arena: dLoss/d(layer 2 output), then layer 3's dx masks it to dLoss/d(its input) */
+#define D00     14530688 /* gradient arena: dLoss/d(layer 0 output) */
+#define DIN     11319424 /* gradient arena: dLoss/dInput */
 
 /* Forward over nb <= 64 samples; activations stay in ws for backward. */
 void bnnet_forward(const float *params, float *buffers, const float *x, float *ws, int nb, int training)
@@ -5245,20 +5229,20 @@ void bnnet_backward(const float *params, float *grads, const float *x, float *dx
     cg_to_lanes(ws + DOUT, ws + DOUT_L, nb, 10, 64);
     (void)x;
     l12_dense_backward(grads + 877888, ws + S12, ws + A10, ws + DOUT_L, nb);
-    l12_dense_backward_dx(params + 877888, ws + DOUT_L, ws + D11);
-    l11_relu_backward(ws + A10, ws + D11, ws + D10);
-    l10_batchnorm_backward(params + 877632, grads + 877632, ws + S10, ws + A09, ws + D10, ws + D09, nb);
+    l12_dense_backward_dx(params + 877888, ws + A10, ws + DOUT_L, ws + D11);
+    /* layer 11: relu's backward is in layer 12's dx stores */
+    l10_batchnorm_backward(params + 877632, grads + 877632, ws + S10, ws + A09, ws + D11, ws + D09, nb);
     l09_dense_backward(grads + 74688, ws + S09, ws + A07, ws + D09, nb);
     l09_dense_backward_dx(params + 74688, ws + D09, ws + D08);
     /* layer 8: flatten passes the gradient through */
     l07_maxpool2d_backward(ws + A05, ws + D08, ws + D06);
-    l06_relu_backward(ws + A05, ws + D06, ws + D05);
-    l05_batchnorm_backward(params + 74432, grads + 74432, ws + S05, ws + A04, ws + D05, ws + D04, nb);
+    /* layer 6: relu's backward is in layer 7's dx stores */
+    l05_batchnorm_backward(params + 74432, grads + 74432, ws + S05, ws + A04, ws + D06, ws + D04, nb);
     l04_conv2d_backward(grads + 704, ws + A03, ws + D04);
     l04_conv2d_backward_dx(params + 704, ws + D04, ws + D03);
     l03_maxpool2d_backward(ws + A01, ws + D03, ws + D02);
-    l02_relu_backward(ws + A01, ws + D02, ws + D01);
-    l01_batchnorm_backward(params + 576, grads + 576, ws + S01, ws + A00, ws + D01, ws + D00, nb);
+    /* layer 2: relu's backward is in layer 3's dx stores */
+    l01_batchnorm_backward(params + 576, grads + 576, ws + S01, ws + A00, ws + D02, ws + D00, nb);
     l00_conv2d_backward(grads, ws + XIN, ws + D00);
     if (dx) l00_conv2d_backward_dx(params, ws + D00, ws + DIN);
     if (dx) cg_from_lanes(ws + DIN, dx, nb, 784, 64);
@@ -5321,7 +5305,7 @@ static const cg_layer bnnet_layers[] = {
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "maxpool2d", .ndim_in = 3, .in_shape = {64, 28, 28}, .ndim_out = 3, .out_shape = {64, 14, 14},
      .in_size = 50176, .out_size = 12544, .act_offset = 6472704, .lanes = 64, .line = 16, .col = 5,
-     .schedule = "lanes: fwd lanes dw lanes dx with dw", .n_inputs = 1, .inputs = bnnet_inputs + 3, .name = NULL, .inplace = 0,
+     .schedule = "lanes: fwd lanes dw lanes+relu' dx with dw", .n_inputs = 1, .inputs = bnnet_inputs + 3, .name = NULL, .inplace = 0,
      .kernel = {2, 2}, .stride = {2, 2}, .pad_lo = {0, 0}, .pad_hi = {0, 0}, .dilation = {1, 1},
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {64, 14, 14}, .ndim_out = 3, .out_shape = {128, 14, 14},
@@ -5339,7 +5323,7 @@ static const cg_layer bnnet_layers[] = {
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "maxpool2d", .ndim_in = 3, .in_shape = {128, 14, 14}, .ndim_out = 3, .out_shape = {128, 7, 7},
      .in_size = 25088, .out_size = 6272, .act_offset = 10486784, .lanes = 64, .line = 20, .col = 5,
-     .schedule = "lanes: fwd lanes dw lanes dx with dw", .n_inputs = 1, .inputs = bnnet_inputs + 7, .name = NULL, .inplace = 0,
+     .schedule = "lanes: fwd lanes dw lanes+relu' dx with dw", .n_inputs = 1, .inputs = bnnet_inputs + 7, .name = NULL, .inplace = 0,
      .kernel = {2, 2}, .stride = {2, 2}, .pad_lo = {0, 0}, .pad_hi = {0, 0}, .dilation = {1, 1},
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "flatten", .ndim_in = 3, .in_shape = {128, 7, 7}, .ndim_out = 1, .out_shape = {6272, 0, 0},
@@ -5360,7 +5344,7 @@ static const cg_layer bnnet_layers[] = {
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "dense", .ndim_in = 1, .in_shape = {128, 0, 0}, .ndim_out = 1, .out_shape = {10, 0, 0},
      .in_size = 128, .out_size = 10, .act_offset = 10904576, .lanes = 64, .line = 25, .col = 5,
-     .schedule = "lanes+gemmT+kb: fwd lanes[KB=64,TB=4,TR=4] dw gemmT[TI=4,TO=6] dx lanes[TB=4,TR=4]", .n_inputs = 1, .inputs = bnnet_inputs + 12, .name = NULL, .inplace = 0,
+     .schedule = "lanes+gemmT+kb: fwd lanes[KB=64,TB=4,TR=4] dw gemmT[TI=4,TO=6] dx lanes[TB=4,TR=4]+relu'", .n_inputs = 1, .inputs = bnnet_inputs + 12, .name = NULL, .inplace = 0,
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
 };
 

@@ -58,6 +58,8 @@ static inline __attribute__((unused)) float vsum_(const cg_v *v) { float s = 0.0
 /* activations fused into a producer's stores (relu(NaN) = NaN, as PyTorch's) */
 static inline __attribute__((unused)) float cg_relu(float v) { return v <= 0.0f ? 0.0f : v; }
 #define vrelu(v) ((cg_v)((cg_vi)(v) & ~((v) <= vsplat(0.0f))))
+static inline __attribute__((unused)) float cg_drelu(float y, float g) { return y <= 0.0f ? 0.0f : g; }
+#define vdrelu(y, g) ((cg_v)((cg_vi)(g) & ~((y) <= vsplat(0.0f))))
 
 /* Activations are batch-innermost: [size][64]. */
 /* cg_to_lanes / cg_from_lanes (runtime): [nb][size] <-> [size][64], lanes >= nb zero */
@@ -729,15 +731,10 @@ static void l00_conv2d_backward_dx(const float *restrict P, float *restrict S, c
  * schedule lanes: fwd lanes dw lanes dx with dw */
 /* l01_relu_forward: none, layer 0 stores its output through the relu */
 
-static void l01_relu_backward(const float *restrict y, const float *restrict dy, float *restrict dx)
-{
-    /* x [6x28x28][lanes], y [6x28x28][lanes] */
-    for (int i = 0; i < 301056; i++)
-        dx[i] = y[i] <= 0.0f ? 0.0f : dy[i];
-}
+/* l01_relu_backward: none, layer 2 masks its dx stores with the relu's derivative */
 
 /* layer 2: maxpool2d 6x28x28 -> 6x14x14 (specs/lenet5.yaml:12:5)
- * schedule lanes: fwd lanes dw lanes dx with dw */
+ * schedule lanes: fwd lanes dw lanes+relu' dx with dw */
 static void l02_maxpool2d_forward(const float *restrict x, float *restrict y)
 {
     /* x [6x28x28][lanes], y [6x14x14][lanes] */
@@ -771,11 +768,12 @@ static void l02_maxpool2d_backward(const float *restrict x, const float *restric
         for (int oy = 0; oy < 14; oy++) {
             for (int ox = 0; ox < 14; ox++) {
                 for (int v = 0; v < 4; v++) {
-                    const cg_v d = VLOAD(dyc + oy*896 + ox*64 + v * 16);
+                    const cg_v d0 = VLOAD(dyc + oy*896 + ox*64 + v * 16);
                     cg_v m = VLOAD(xc + oy*3584 + ox*128 + v * 16); cg_vi idx = (cg_vi){0};
                     { const cg_v t = VLOAD(xc + oy*3584 + ox*128 + 64 + v * 16); const cg_vi u = (t > m) | (t != t); m = VSEL(u, t, m); idx = (idx & ~u) | (u & 1); }
                     { const cg_v t = VLOAD(xc + oy*3584 + ox*128 + 1792 + v * 16); const cg_vi u = (t > m) | (t != t); m = VSEL(u, t, m); idx = (idx & ~u) | (u & 2); }
                     { const cg_v t = VLOAD(xc + oy*3584 + ox*128 + 1856 + v * 16); const cg_vi u = (t > m) | (t != t); m = VSEL(u, t, m); idx = (idx & ~u) | (u & 3); }
+                    const cg_v d = vdrelu(m, d0);
                     VSTORE(dxc + oy*3584 + ox*128 + v * 16, VLOAD(dxc + oy*3584 + ox*128 + v * 16) + (cg_v)((cg_vi)d & (idx == 0)));
                     VSTORE(dxc + oy*3584 + ox*128 + 64 + v * 16, VLOAD(dxc + oy*3584 + ox*128 + 64 + v * 16) + (cg_v)((cg_vi)d & (idx == 1)));
                     VSTORE(dxc + oy*3584 + ox*128 + 1792 + v * 16, VLOAD(dxc + oy*3584 + ox*128 + 1792 + v * 16) + (cg_v)((cg_vi)d & (idx == 2)));
@@ -787,7 +785,7 @@ static void l02_maxpool2d_backward(const float *restrict x, const float *restric
 }
 
 /* layer 3: conv2d 6x14x14 -> 16x10x10 (specs/lenet5.yaml:13:5)
- * schedule lanes+pad: fwd lanes[TB=1,TC=16]+relu dw lanes[TCW=4,rows=1] dx lanes+pad[PY=1,TB=4,TCI=6] threaded */
+ * schedule lanes+padw: fwd lanes[TB=1,TC=16]+relu dw lanes[TCW=4,rows=1] dx lanes+padw[PY=1,TB=4,TCI=6] threaded */
 static void l03_conv2d_forward(const float *restrict P, const float *restrict x, float *restrict y)
 {
     /* x [6x14x14][lanes], y [16x10x10][lanes] */
@@ -1457,28 +1455,552 @@ static void l03_conv2d_backward_dx(const float *restrict P, float *restrict S, c
 {
     /* x [6x14x14][lanes], y [16x10x10][lanes] */
     float *restrict dyp = S + 0;
-    /* dy -> zero-padded planes 18x18 (lanes) */
+    /* dy -> zero-padded planes 10x18 (lanes) */
     CG_PARALLEL_FOR
     for (int pl = 0; pl < 16; pl++) {
         const float *restrict s = dy + (size_t)pl * 6400;
-        float *restrict d = dyp + (size_t)pl * 20736;
-        memset(d, 0, sizeof(float) * 4608);
+        float *restrict d = dyp + (size_t)pl * 11520;
         for (int r = 0; r < 10; r++) {
-            float *restrict dr = d + (size_t)(r + 4) * 1152;
+            float *restrict dr = d + (size_t)(r + 0) * 1152;
             memset(dr, 0, sizeof(float) * 256);
             memcpy(dr + 256, s + (size_t)r * 640, sizeof(float) * 640);
             memset(dr + 896, 0, sizeof(float) * 256);
         }
-        memset(d + 16128, 0, sizeof(float) * 4608);
     }
     const float *restrict w = P;
     for (int v0 = 0; v0 < 4; v0 += 4) {
         float *restrict dxb = dx + 0 + v0 * 16;
         const float *restrict dyg = dyp + 0 + v0 * 16;
         const float *restrict wg = w + 0;
-        /* inputs rows 0+1*t (t=0..13), cols 0+1*t (t=0..13): 25 taps */
+        /* inputs rows 0+1*t (t=0..0), cols 0+1*t (t=0..13): 5 taps */
+        for (int tx = 0; tx < 14; tx++) {
+            cg_v a0_0 = vsplat(0.0f), a1_0 = vsplat(0.0f), a2_0 = vsplat(0.0f), a3_0 = vsplat(0.0f);
+            cg_v a0_1 = vsplat(0.0f), a1_1 = vsplat(0.0f), a2_1 = vsplat(0.0f), a3_1 = vsplat(0.0f);
+            cg_v a0_2 = vsplat(0.0f), a1_2 = vsplat(0.0f), a2_2 = vsplat(0.0f), a3_2 = vsplat(0.0f);
+            cg_v a0_3 = vsplat(0.0f), a1_3 = vsplat(0.0f), a2_3 = vsplat(0.0f), a3_3 = vsplat(0.0f);
+            cg_v a0_4 = vsplat(0.0f), a1_4 = vsplat(0.0f), a2_4 = vsplat(0.0f), a3_4 = vsplat(0.0f);
+            cg_v a0_5 = vsplat(0.0f), a1_5 = vsplat(0.0f), a2_5 = vsplat(0.0f), a3_5 = vsplat(0.0f);
+            for (int co = 0; co < 16; co++) {
+                const float *restrict dyc = dyg + co*11520;
+                const float *restrict wc = wg + co*150;
+                {
+                    const cg_v d0 = VLOAD(dyc + tx*64 + 256 + 0), d1 = VLOAD(dyc + tx*64 + 256 + 16), d2 = VLOAD(dyc + tx*64 + 256 + 32), d3 = VLOAD(dyc + tx*64 + 256 + 48);
+                    a0_0 += wc[0] * d0; a1_0 += wc[0] * d1; a2_0 += wc[0] * d2; a3_0 += wc[0] * d3;
+                    a0_1 += wc[25] * d0; a1_1 += wc[25] * d1; a2_1 += wc[25] * d2; a3_1 += wc[25] * d3;
+                    a0_2 += wc[50] * d0; a1_2 += wc[50] * d1; a2_2 += wc[50] * d2; a3_2 += wc[50] * d3;
+                    a0_3 += wc[75] * d0; a1_3 += wc[75] * d1; a2_3 += wc[75] * d2; a3_3 += wc[75] * d3;
+                    a0_4 += wc[100] * d0; a1_4 += wc[100] * d1; a2_4 += wc[100] * d2; a3_4 += wc[100] * d3;
+                    a0_5 += wc[125] * d0; a1_5 += wc[125] * d1; a2_5 += wc[125] * d2; a3_5 += wc[125] * d3;
+                }
+                {
+                    const cg_v d0 = VLOAD(dyc + tx*64 + 192 + 0), d1 = VLOAD(dyc + tx*64 + 192 + 16), d2 = VLOAD(dyc + tx*64 + 192 + 32), d3 = VLOAD(dyc + tx*64 + 192 + 48);
+                    a0_0 += wc[1] * d0; a1_0 += wc[1] * d1; a2_0 += wc[1] * d2; a3_0 += wc[1] * d3;
+                    a0_1 += wc[26] * d0; a1_1 += wc[26] * d1; a2_1 += wc[26] * d2; a3_1 += wc[26] * d3;
+                    a0_2 += wc[51] * d0; a1_2 += wc[51] * d1; a2_2 += wc[51] * d2; a3_2 += wc[51] * d3;
+                    a0_3 += wc[76] * d0; a1_3 += wc[76] * d1; a2_3 += wc[76] * d2; a3_3 += wc[76] * d3;
+                    a0_4 += wc[101] * d0; a1_4 += wc[101] * d1; a2_4 += wc[101] * d2; a3_4 += wc[101] * d3;
+                    a0_5 += wc[126] * d0; a1_5 += wc[126] * d1; a2_5 += wc[126] * d2; a3_5 += wc[126] * d3;
+                }
+                {
+                    const cg_v d0 = VLOAD(dyc + tx*64 + 128 + 0), d1 = VLOAD(dyc + tx*64 + 128 + 16), d2 = VLOAD(dyc + tx*64 + 128 + 32), d3 = VLOAD(dyc + tx*64 + 128 + 48);
+                    a0_0 += wc[2] * d0; a1_0 += wc[2] * d1; a2_0 += wc[2] * d2; a3_0 += wc[2] * d3;
+                    a0_1 += wc[27] * d0; a1_1 += wc[27] * d1; a2_1 += wc[27] * d2; a3_1 += wc[27] * d3;
+                    a0_2 += wc[52] * d0; a1_2 += wc[52] * d1; a2_2 += wc[52] * d2; a3_2 += wc[52] * d3;
+                    a0_3 += wc[77] * d0; a1_3 += wc[77] * d1; a2_3 += wc[77] * d2; a3_3 += wc[77] * d3;
+                    a0_4 += wc[102] * d0; a1_4 += wc[102] * d1; a2_4 += wc[102] * d2; a3_4 += wc[102] * d3;
+                    a0_5 += wc[127] * d0; a1_5 += wc[127] * d1; a2_5 += wc[127] * d2; a3_5 += wc[127] * d3;
+                }
+                {
+                    const cg_v d0 = VLOAD(dyc + tx*64 + 64 + 0), d1 = VLOAD(dyc + tx*64 + 64 + 16), d2 = VLOAD(dyc + tx*64 + 64 + 32), d3 = VLOAD(dyc + tx*64 + 64 + 48);
+                    a0_0 += wc[3] * d0; a1_0 += wc[3] * d1; a2_0 += wc[3] * d2; a3_0 += wc[3] * d3;
+                    a0_1 += wc[28] * d0; a1_1 += wc[28] * d1; a2_1 += wc[28] * d2; a3_1 += wc[28] * d3;
+                    a0_2 += wc[53] * d0; a1_2 += wc[53] * d1; a2_2 += wc[53] * d2; a3_2 += wc[53] * d3;
+                    a0_3 += wc[78] * d0; a1_3 += wc[78] * d1; a2_3 += wc[78] * d2; a3_3 += wc[78] * d3;
+                    a0_4 += wc[103] * d0; a1_4 += wc[103] * d1; a2_4 += wc[103] * d2; a3_4 += wc[103] * d3;
+                    a0_5 += wc[128] * d0; a1_5 += wc[128] * d1; a2_5 += wc[128] * d2; a3_5 += wc[128] * d3;
+                }
+                {
+                    const cg_v d0 = VLOAD(dyc + tx*64 + 0), d1 = VLOAD(dyc + tx*64 + 16), d2 = VLOAD(dyc + tx*64 + 32), d3 = VLOAD(dyc + tx*64 + 48);
+                    a0_0 += wc[4] * d0; a1_0 += wc[4] * d1; a2_0 += wc[4] * d2; a3_0 += wc[4] * d3;
+                    a0_1 += wc[29] * d0; a1_1 += wc[29] * d1; a2_1 += wc[29] * d2; a3_1 += wc[29] * d3;
+                    a0_2 += wc[54] * d0; a1_2 += wc[54] * d1; a2_2 += wc[54] * d2; a3_2 += wc[54] * d3;
+                    a0_3 += wc[79] * d0; a1_3 += wc[79] * d1; a2_3 += wc[79] * d2; a3_3 += wc[79] * d3;
+                    a0_4 += wc[104] * d0; a1_4 += wc[104] * d1; a2_4 += wc[104] * d2; a3_4 += wc[104] * d3;
+                    a0_5 += wc[129] * d0; a1_5 += wc[129] * d1; a2_5 += wc[129] * d2; a3_5 += wc[129] * d3;
+                }
+            }
+            VSTORE(dxb + tx*64, a0_0); VSTORE(dxb + tx*64 + 16, a1_0); VSTORE(dxb + tx*64 + 32, a2_0); VSTORE(dxb + tx*64 + 48, a3_0);
+            VSTORE(dxb + tx*64 + 12544, a0_1); VSTORE(dxb + tx*64 + 12560, a1_1); VSTORE(dxb + tx*64 + 12576, a2_1); VSTORE(dxb + tx*64 + 12592, a3_1);
+            VSTORE(dxb + tx*64 + 25088, a0_2); VSTORE(dxb + tx*64 + 25104, a1_2); VSTORE(dxb + tx*64 + 25120, a2_2); VSTORE(dxb + tx*64 + 25136, a3_2);
+            VSTORE(dxb + tx*64 + 37632, a0_3); VSTORE(dxb + tx*64 + 37648, a1_3); VSTORE(dxb + tx*64 + 37664, a2_3); VSTORE(dxb + tx*64 + 37680, a3_3);
+            VSTORE(dxb + tx*64 + 50176, a0_4); VSTORE(dxb + tx*64 + 50192, a1_4); VSTORE(dxb + tx*64 + 50208, a2_4); VSTORE(dxb + tx*64 + 50224, a3_4);
+            VSTORE(dxb + tx*64 + 62720, a0_5); VSTORE(dxb + tx*64 + 62736, a1_5); VSTORE(dxb + tx*64 + 62752, a2_5); VSTORE(dxb + tx*64 + 62768, a3_5);
+        }
+        /* inputs rows 0+1*t (t=1..1), cols 0+1*t (t=0..13): 10 taps */
+        for (int tx = 0; tx < 14; tx++) {
+            cg_v a0_0 = vsplat(0.0f), a1_0 = vsplat(0.0f), a2_0 = vsplat(0.0f), a3_0 = vsplat(0.0f);
+            cg_v a0_1 = vsplat(0.0f), a1_1 = vsplat(0.0f), a2_1 = vsplat(0.0f), a3_1 = vsplat(0.0f);
+            cg_v a0_2 = vsplat(0.0f), a1_2 = vsplat(0.0f), a2_2 = vsplat(0.0f), a3_2 = vsplat(0.0f);
+            cg_v a0_3 = vsplat(0.0f), a1_3 = vsplat(0.0f), a2_3 = vsplat(0.0f), a3_3 = vsplat(0.0f);
+            cg_v a0_4 = vsplat(0.0f), a1_4 = vsplat(0.0f), a2_4 = vsplat(0.0f), a3_4 = vsplat(0.0f);
+            cg_v a0_5 = vsplat(0.0f), a1_5 = vsplat(0.0f), a2_5 = vsplat(0.0f), a3_5 = vsplat(0.0f);
+            for (int co = 0; co < 16; co++) {
+                const float *restrict dyc = dyg + co*11520;
+                const float *restrict wc = wg + co*150;
+                {
+                    const cg_v d0 = VLOAD(dyc + tx*64 + 1408 + 0), d1 = VLOAD(dyc + tx*64 + 1408 + 16), d2 = VLOAD(dyc + tx*64 + 1408 + 32), d3 = VLOAD(dyc + tx*64 + 1408 + 48);
+                    a0_0 += wc[0] * d0; a1_0 += wc[0] * d1; a2_0 += wc[0] * d2; a3_0 += wc[0] * d3;
+                    a0_1 += wc[25] * d0; a1_1 += wc[25] * d1; a2_1 += wc[25] * d2; a3_1 += wc[25] * d3;
+                    a0_2 += wc[50] * d0; a1_2 += wc[50] * d1; a2_2 += wc[50] * d2; a3_2 += wc[50] * d3;
+                    a0_3 += wc[75] * d0; a1_3 += wc[75] * d1; a2_3 += wc[75] * d2; a3_3 += wc[75] * d3;
+                    a0_4 += wc[100] * d0; a1_4 += wc[100] * d1; a2_4 += wc[100] * d2; a3_4 += wc[100] * d3;
+                    a0_5 += wc[125] * d0; a1_5 += wc[125] * d1; a2_5 += wc[125] * d2; a3_5 += wc[125] * d3;
+                }
+                {
+                    const cg_v d0 = VLOAD(dyc + tx*64 + 1344 + 0), d1 = VLOAD(dyc + tx*64 + 1344 + 16), d2 = VLOAD(dyc + tx*64 + 1344 + 32), d3 = VLOAD(dyc + tx*64 + 1344 + 48);
+                    a0_0 += wc[1] * d0; a1_0 += wc[1] * d1; a2_0 += wc[1] * d2; a3_0 += wc[1] * d3;
+                    a0_1 += wc[26] * d0; a1_1 += wc[26] * d1; a2_1 += wc[26] * d2; a3_1 += wc[26] * d3;
+                    a0_2 += wc[51] * d0; a1_2 += wc[51] * d1; a2_2 += wc[51] * d2; a3_2 += wc[51] * d3;
+                    a0_3 += wc[76] * d0; a1_3 += wc[76] * d1; a2_3 += wc[76] * d2; a3_3 += wc[76] * d3;
+                    a0_4 += wc[101] * d0; a1_4 += wc[101] * d1; a2_4 += wc[101] * d2; a3_4 += wc[101] * d3;
+                    a0_5 += wc[126] * d0; a1_5 += wc[126] * d1; a2_5 += wc[126] * d2; a3_5 += wc[126] * d3;
+                }
+                {
+                    const cg_v d0 = VLOAD(dyc + tx*64 + 1280 + 0), d1 = VLOAD(dyc + tx*64 + 1280 + 16), d2 = VLOAD(dyc + tx*64 + 1280 + 32), d3 = VLOAD(dyc + tx*64 + 1280 + 48);
+                    a0_0 += wc[2] * d0; a1_0 += wc[2] * d1; a2_0 += wc[2] * d2; a3_0 += wc[2] * d3;
+                    a0_1 += wc[27] * d0; a1_1 += wc[27] * d1; a2_1 += wc[27] * d2; a3_1 += wc[27] * d3;
+                    a0_2 += wc[52] * d0; a1_2 += wc[52] * d1; a2_2 += wc[52] * d2; a3_2 += wc[52] * d3;
+                    a0_3 += wc[77] * d0; a1_3 += wc[77] * d1; a2_3 += wc[77] * d2; a3_3 += wc[77] * d3;
+                    a0_4 += wc[102] * d0; a1_4 += wc[102] * d1; a2_4 += wc[102] * d2; a3_4 += wc[102] * d3;
+                    a0_5 += wc[127] * d0; a1_5 += wc[127] * d1; a2_5 += wc[127] * d2; a3_5 += wc[127] * d3;
+                }
+                {
+                    const cg_v d0 = VLOAD(dyc + tx*64 + 1216 + 0), d1 = VLOAD(dyc + tx*64 + 1216 + 16), d2 = VLOAD(dyc + tx*64 + 1216 + 32), d3 = VLOAD(dyc + tx*64 + 1216 + 48);
+                    a0_0 += wc[3] * d0; a1_0 += wc[3] * d1; a2_0 += wc[3] * d2; a3_0 += wc[3] * d3;
+                    a0_1 += wc[28] * d0; a1_1 += wc[28] * d1; a2_1 += wc[28] * d2; a3_1 += wc[28] * d3;
+                    a0_2 += wc[53] * d0; a1_2 += wc[53] * d1; a2_2 += wc[53] * d2; a3_2 += wc[53] * d3;
+                    a0_3 += wc[78] * d0; a1_3 += wc[78] * d1; a2_3 += wc[78] * d2; a3_3 += wc[78] * d3;
+                    a0_4 += wc[103] * d0; a1_4 += wc[103] * d1; a2_4 += wc[103] * d2; a3_4 += wc[103] * d3;
+                    a0_5 += wc[128] * d0; a1_5 += wc[128] * d1; a2_5 += wc[128] * d2; a3_5 += wc[128] * d3;
+                }
+                {
+                    const cg_v d0 = VLOAD(dyc + tx*64 + 1152 + 0), d1 = VLOAD(dyc + tx*64 + 1152 + 16), d2 = VLOAD(dyc + tx*64 + 1152 + 32), d3 = VLOAD(dyc + tx*64 + 1152 + 48);
+                    a0_0 += wc[4] * d0; a1_0 += wc[4] * d1; a2_0 += wc[4] * d2; a3_0 += wc[4] * d3;
+                    a0_1 += wc[29] * d0; a1_1 += wc[29] * d1; a2_1 += wc[29] * d2; a3_1 += wc[29] * d3;
+                    a0_2 += wc[54] * d0; a1_2 += wc[54] * d1; a2_2 += wc[54] * d2; a3_2 += wc[54] * d3;
+                    a0_3 += wc[79] * d0; a1_3 += wc[79] * d1; a2_3 += wc[79] * d2; a3_3 += wc[79] * d3;
+                    a0_4 += wc[104] * d0; a1_4 += wc[104] * d1; a2_4 += wc[104] * d2; a3_4 += wc[104] * d3;
+                    a0_5 += wc[129] * d0; a1_5 += wc[129] * d1; a2_5 += wc[129] * d2; a3_5 += wc[129] * d3;
+                }
+                {
+                    const cg_v d0 = VLOAD(dyc + tx*64 + 256 + 0), d1 = VLOAD(dyc + tx*64 + 256 + 16), d2 = VLOAD(dyc + tx*64 + 256 + 32), d3 = VLOAD(dyc + tx*64 + 256 + 48);
+                    a0_0 += wc[5] * d0; a1_0 += wc[5] * d1; a2_0 += wc[5] * d2; a3_0 += wc[5] * d3;
+                    a0_1 += wc[30] * d0; a1_1 += wc[30] * d1; a2_1 += wc[30] * d2; a3_1 += wc[30] * d3;
+                    a0_2 += wc[55] * d0; a1_2 += wc[55] * d1; a2_2 += wc[55] * d2; a3_2 += wc[55] * d3;
+                    a0_3 += wc[80] * d0; a1_3 += wc[80] * d1; a2_3 += wc[80] * d2; a3_3 += wc[80] * d3;
+                    a0_4 += wc[105] * d0; a1_4 += wc[105] * d1; a2_4 += wc[105] * d2; a3_4 += wc[105] * d3;
+                    a0_5 += wc[130] * d0; a1_5 += wc[130] * d1; a2_5 += wc[130] * d2; a3_5 += wc[130] * d3;
+                }
+                {
+                    const cg_v d0 = VLOAD(dyc + tx*64 + 192 + 0), d1 = VLOAD(dyc + tx*64 + 192 + 16), d2 = VLOAD(dyc + tx*64 + 192 + 32), d3 = VLOAD(dyc + tx*64 + 192 + 48);
+                    a0_0 += wc[6] * d0; a1_0 += wc[6] * d1; a2_0 += wc[6] * d2; a3_0 += wc[6] * d3;
+                    a0_1 += wc[31] * d0; a1_1 += wc[31] * d1; a2_1 += wc[31] * d2; a3_1 += wc[31] * d3;
+                    a0_2 += wc[56] * d0; a1_2 += wc[56] * d1; a2_2 += wc[56] * d2; a3_2 += wc[56] * d3;
+                    a0_3 += wc[81] * d0; a1_3 += wc[81] * d1; a2_3 += wc[81] * d2; a3_3 += wc[81] * d3;
+                    a0_4 += wc[106] * d0; a1_4 += wc[106] * d1; a2_4 += wc[106] * d2; a3_4 += wc[106] * d3;
+                    a0_5 += wc[131] * d0; a1_5 += wc[131] * d1; a2_5 += wc[131] * d2; a3_5 += wc[131] * d3;
+                }
+                {
+                    const cg_v d0 = VLOAD(dyc + tx*64 + 128 + 0), d1 = VLOAD(dyc + tx*64 + 128 + 16), d2 = VLOAD(dyc + tx*64 + 128 + 32), d3 = VLOAD(dyc + tx*64 + 128 + 48);
+                    a0_0 += wc[7] * d0; a1_0 += wc[7] * d1; a2_0 += wc[7] * d2; a3_0 += wc[7] * d3;
+                    a0_1 += wc[32] * d0; a1_1 += wc[32] * d1; a2_1 += wc[32] * d2; a3_1 += wc[32] * d3;
+                    a0_2 += wc[57] * d0; a1_2 += wc[57] * d1; a2_2 += wc[57] * d2; a3_2 += wc[57] * d3;
+                    a0_3 += wc[82] * d0; a1_3 += wc[82] * d1; a2_3 += wc[82] * d2; a3_3 += wc[82] * d3;
+                    a0_4 += wc[107] * d0; a1_4 += wc[107] * d1; a2_4 += wc[107] * d2; a3_4 += wc[107] * d3;
+                    a0_5 += wc[132] * d0; a1_5 += wc[132] * d1; a2_5 += wc[132] * d2; a3_5 += wc[132] * d3;
+                }
+                {
+                    const cg_v d0 = VLOAD(dyc + tx*64 + 64 + 0), d1 = VLOAD(dyc + tx*64 + 64 + 16), d2 = VLOAD(dyc + tx*64 + 64 + 32), d3 = VLOAD(dyc + tx*64 + 64 + 48);
+                    a0_0 += wc[8] * d0; a1_0 += wc[8] * d1; a2_0 += wc[8] * d2; a3_0 += wc[8] * d3;
+                    a0_1 += wc[33] * d0; a1_1 += wc[33] * d1; a2_1 += wc[33] * d2; a3_1 += wc[33] * d3;
+                    a0_2 += wc[58] * d0; a1_2 += wc[58] * d1; a2_2 += wc[58] * d2; a3_2 += wc[58] * d3;
+                    a0_3 += wc[83] * d0; a1_3 += wc[83] * d1; a2_3 += wc[83] * d2; a3_3 += wc[83] * d3;
+                    a0_4 += wc[108] * d0; a1_4 += wc[108] * d1; a2_4 += wc[108] * d2; a3_4 += wc[108] * d3;
+                    a0_5 += wc[133] * d0; a1_5 += wc[133] * d1; a2_5 += wc[133] * d2; a3_5 += wc[133] * d3;
+                }
+                {
+                    const cg_v d0 = VLOAD(dyc + tx*64 + 0), d1 = VLOAD(dyc + tx*64 + 16), d2 = VLOAD(dyc + tx*64 + 32), d3 = VLOAD(dyc + tx*64 + 48);
+                    a0_0 += wc[9] * d0; a1_0 += wc[9] * d1; a2_0 += wc[9] * d2; a3_0 += wc[9] * d3;
+                    a0_1 += wc[34] * d0; a1_1 += wc[34] * d1; a2_1 += wc[34] * d2; a3_1 += wc[34] * d3;
+                    a0_2 += wc[59] * d0; a1_2 += wc[59] * d1; a2_2 += wc[59] * d2; a3_2 += wc[59] * d3;
+                    a0_3 += wc[84] * d0; a1_3 += wc[84] * d1; a2_3 += wc[84] * d2; a3_3 += wc[84] * d3;
+                    a0_4 += wc[109] * d0; a1_4 += wc[109] * d1; a2_4 += wc[109] * d2; a3_4 += wc[109] * d3;
+                    a0_5 += wc[134] * d0; a1_5 += wc[134] * d1; a2_5 += wc[134] * d2; a3_5 += wc[134] * d3;
+                }
+            }
+            VSTORE(dxb + tx*64 + 896, a0_0); VSTORE(dxb + tx*64 + 912, a1_0); VSTORE(dxb + tx*64 + 928, a2_0); VSTORE(dxb + tx*64 + 944, a3_0);
+            VSTORE(dxb + tx*64 + 13440, a0_1); VSTORE(dxb + tx*64 + 13456, a1_1); VSTORE(dxb + tx*64 + 13472, a2_1); VSTORE(dxb + tx*64 + 13488, a3_1);
+            VSTORE(dxb + tx*64 + 25984, a0_2); VSTORE(dxb + tx*64 + 26000, a1_2); VSTORE(dxb + tx*64 + 26016, a2_2); VSTORE(dxb + tx*64 + 26032, a3_2);
+            VSTORE(dxb + tx*64 + 38528, a0_3); VSTORE(dxb + tx*64 + 38544, a1_3); VSTORE(dxb + tx*64 + 38560, a2_3); VSTORE(dxb + tx*64 + 38576, a3_3);
+            VSTORE(dxb + tx*64 + 51072, a0_4); VSTORE(dxb + tx*64 + 51088, a1_4); VSTORE(dxb + tx*64 + 51104, a2_4); VSTORE(dxb + tx*64 + 51120, a3_4);
+            VSTORE(dxb + tx*64 + 63616, a0_5); VSTORE(dxb + tx*64 + 63632, a1_5); VSTORE(dxb + tx*64 + 63648, a2_5); VSTORE(dxb + tx*64 + 63664, a3_5);
+        }
+        /* inputs rows 0+1*t (t=2..2), cols 0+1*t (t=0..13): 15 taps */
+        for (int tx = 0; tx < 14; tx++) {
+            cg_v a0_0 = vsplat(0.0f), a1_0 = vsplat(0.0f), a2_0 = vsplat(0.0f), a3_0 = vsplat(0.0f);
+            cg_v a0_1 = vsplat(0.0f), a1_1 = vsplat(0.0f), a2_1 = vsplat(0.0f), a3_1 = vsplat(0.0f);
+            cg_v a0_2 = vsplat(0.0f), a1_2 = vsplat(0.0f), a2_2 = vsplat(0.0f), a3_2 = vsplat(0.0f);
+            cg_v a0_3 = vsplat(0.0f), a1_3 = vsplat(0.0f), a2_3 = vsplat(0.0f), a3_3 = vsplat(0.0f);
+            cg_v a0_4 = vsplat(0.0f), a1_4 = vsplat(0.0f), a2_4 = vsplat(0.0f), a3_4 = vsplat(0.0f);
+            cg_v a0_5 = vsplat(0.0f), a1_5 = vsplat(0.0f), a2_5 = vsplat(0.0f), a3_5 = vsplat(0.0f);
+            for (int co = 0; co < 16; co++) {
+                const float *restrict dyc = dyg + co*11520;
+                const float *restrict wc = wg + co*150;
+                {
+                    const cg_v d0 = VLOAD(dyc + tx*64 + 2560 + 0), d1 = VLOAD(dyc + tx*64 + 2560 + 16), d2 = VLOAD(dyc + tx*64 + 2560 + 32), d3 = VLOAD(dyc + tx*64 + 2560 + 48);
+                    a0_0 += wc[0] * d0; a1_0 += wc[0] * d1; a2_0 += wc[0] * d2; a3_0 += wc[0] * d3;
+                    a0_1 += wc[25] * d0; a1_1 += wc[25] * d1; a2_1 += wc[25] * d2; a3_1 += wc[25] * d3;
+                    a0_2 += wc[50] * d0; a1_2 += wc[50] * d1; a2_2 += wc[50] * d2; a3_2 += wc[50] * d3;
+                    a0_3 += wc[75] * d0; a1_3 += wc[75] * d1; a2_3 += wc[75] * d2; a3_3 += wc[75] * d3;
+                    a0_4 += wc[100] * d0; a1_4 += wc[100] * d1; a2_4 += wc[100] * d2; a3_4 += wc[100] * d3;
+                    a0_5 += wc[125] * d0; a1_5 += wc[125] * d1; a2_5 += wc[125] * d2; a3_5 += wc[125] * d3;
+                }
+                {
+                    const cg_v d0 = VLOAD(dyc + tx*64 + 2496 + 0), d1 = VLOAD(dyc + tx*64 + 2496 + 16), d2 = VLOAD(dyc + tx*64 + 2496 + 32), d3 = VLOAD(dyc + tx*64 + 2496 + 48);
+                    a0_0 += wc[1] * d0; a1_0 += wc[1] * d1; a2_0 += wc[1] * d2; a3_0 += wc[1] * d3;
+                    a0_1 += wc[26] * d0; a1_1 += wc[26] * d1; a2_1 += wc[26] * d2; a3_1 += wc[26] * d3;
+                    a0_2 += wc[51] * d0; a1_2 += wc[51] * d1; a2_2 += wc[51] * d2; a3_2 += wc[51] * d3;
+                    a0_3 += wc[76] * d0; a1_3 += wc[76] * d1; a2_3 += wc[76] * d2; a3_3 += wc[76] * d3;
+                    a0_4 += wc[101] * d0; a1_4 += wc[101] * d1; a2_4 += wc[101] * d2; a3_4 += wc[101] * d3;
+                    a0_5 += wc[126] * d0; a1_5 += wc[126] * d1; a2_5 += wc[126] * d2; a3_5 += wc[126] * d3;
+                }
+                {
+                    const cg_v d0 = VLOAD(dyc + tx*64 + 2432 + 0), d1 = VLOAD(dyc + tx*64 + 2432 + 16), d2 = VLOAD(dyc + tx*64 + 2432 + 32), d3 = VLOAD(dyc + tx*64 + 2432 + 48);
+                    a0_0 += wc[2] * d0; a1_0 += wc[2] * d1; a2_0 += wc[2] * d2; a3_0 += wc[2] * d3;
+                    a0_1 += wc[27] * d0; a1_1 += wc[27] * d1; a2_1 += wc[27] * d2; a3_1 += wc[27] * d3;
+                    a0_2 += wc[52] * d0; a1_2 += wc[52] * d1; a2_2 += wc[52] * d2; a3_2 += wc[52] * d3;
+                    a0_3 += wc[77] * d0; a1_3 += wc[77] * d1; a2_3 += wc[77] * d2; a3_3 += wc[77] * d3;
+                    a0_4 += wc[102] * d0; a1_4 += wc[102] * d1; a2_4 += wc[102] * d2; a3_4 += wc[102] * d3;
+                    a0_5 += wc[127] * d0; a1_5 += wc[127] * d1; a2_5 += wc[127] * d2; a3_5 += wc[127] * d3;
+                }
+                {
+                    const cg_v d0 = VLOAD(dyc + tx*64 + 2368 + 0), d1 = VLOAD(dyc + tx*64 + 2368 + 16), d2 = VLOAD(dyc + tx*64 + 2368 + 32), d3 = VLOAD(dyc + tx*64 + 2368 + 48);
+                    a0_0 += wc[3] * d0; a1_0 += wc[3] * d1; a2_0 += wc[3] * d2; a3_0 += wc[3] * d3;
+                    a0_1 += wc[28] * d0; a1_1 += wc[28] * d1; a2_1 += wc[28] * d2; a3_1 += wc[28] * d3;
+                    a0_2 += wc[53] * d0; a1_2 += wc[53] * d1; a2_2 += wc[53] * d2; a3_2 += wc[53] * d3;
+                    a0_3 += wc[78] * d0; a1_3 += wc[78] * d1; a2_3 += wc[78] * d2; a3_3 += wc[78] * d3;
+                    a0_4 += wc[103] * d0; a1_4 += wc[103] * d1; a2_4 += wc[103] * d2; a3_4 += wc[103] * d3;
+                    a0_5 += wc[128] * d0; a1_5 += wc[128] * d1; a2_5 += wc[128] * d2; a3_5 += wc[128] * d3;
+                }
+                {
+                    const cg_v d0 = VLOAD(dyc + tx*64 + 2304 + 0), d1 = VLOAD(dyc + tx*64 + 2304 + 16), d2 = VLOAD(dyc + tx*64 + 2304 + 32), d3 = VLOAD(dyc + tx*64 + 2304 + 48);
+                    a0_0 += wc[4] * d0; a1_0 += wc[4] * d1; a2_0 += wc[4] * d2; a3_0 += wc[4] * d3;
+                    a0_1 += wc[29] * d0; a1_1 += wc[29] * d1; a2_1 += wc[29] * d2; a3_1 += wc[29] * d3;
+                    a0_2 += wc[54] * d0; a1_2 += wc[54] * d1; a2_2 += wc[54] * d2; a3_2 += wc[54] * d3;
+                    a0_3 += wc[79] * d0; a1_3 += wc[79] * d1; a2_3 += wc[79] * d2; a3_3 += wc[79] * d3;
+                    a0_4 += wc[104] * d0; a1_4 += wc[104] * d1; a2_4 += wc[104] * d2; a3_4 += wc[104] * d3;
+                    a0_5 += wc[129] * d0; a1_5 += wc[129] * d1; a2_5 += wc[129] * d2; a3_5 += wc[129] * d3;
+                }
+                {
+                    const cg_v d0 = VLOAD(dyc + tx*64 + 1408 + 0), d1 = VLOAD(dyc + tx*64 + 1408 + 16), d2 = VLOAD(dyc + tx*64 + 1408 + 32), d3 = VLOAD(dyc + tx*64 + 1408 + 48);
+                    a0_0 += wc[5] * d0; a1_0 += wc[5] * d1; a2_0 += wc[5] * d2; a3_0 += wc[5] * d3;
+                    a0_1 += wc[30] * d0; a1_1 += wc[30] * d1; a2_1 += wc[30] * d2; a3_1 += wc[30] * d3;
+                    a0_2 += wc[55] * d0; a1_2 += wc[55] * d1; a2_2 += wc[55] * d2; a3_2 += wc[55] * d3;
+                    a0_3 += wc[80] * d0; a1_3 += wc[80] * d1; a2_3 += wc[80] * d2; a3_3 += wc[80] * d3;
+                    a0_4 += wc[105] * d0; a1_4 += wc[105] * d1; a2_4 += wc[105] * d2; a3_4 += wc[105] * d3;
+                    a0_5 += wc[130] * d0; a1_5 += wc[130] * d1; a2_5 += wc[130] * d2; a3_5 += wc[130] * d3;
+                }
+                {
+                    const cg_v d0 = VLOAD(dyc + tx*64 + 1344 + 0), d1 = VLOAD(dyc + tx*64 + 1344 + 16), d2 = VLOAD(dyc + tx*64 + 1344 + 32), d3 = VLOAD(dyc + tx*64 + 1344 + 48);
+                    a0_0 += wc[6] * d0; a1_0 += wc[6] * d1; a2_0 += wc[6] * d2; a3_0 += wc[6] * d3;
+                    a0_1 += wc[31] * d0; a1_1 += wc[31] * d1; a2_1 += wc[31] * d2; a3_1 += wc[31] * d3;
+                    a0_2 += wc[56] * d0; a1_2 += wc[56] * d1; a2_2 += wc[56] * d2; a3_2 += wc[56] * d3;
+                    a0_3 += wc[81] * d0; a1_3 += wc[81] * d1; a2_3 += wc[81] * d2; a3_3 += wc[81] * d3;
+                    a0_4 += wc[106] * d0; a1_4 += wc[106] * d1; a2_4 += wc[106] * d2; a3_4 += wc[106] * d3;
+                    a0_5 += wc[131] * d0; a1_5 += wc[131] * d1; a2_5 += wc[131] * d2; a3_5 += wc[131] * d3;
+                }
+                {
+                    const cg_v d0 = VLOAD(dyc + tx*64 + 1280 + 0), d1 = VLOAD(dyc + tx*64 + 1280 + 16), d2 = VLOAD(dyc + tx*64 + 1280 + 32), d3 = VLOAD(dyc + tx*64 + 1280 + 48);
+                    a0_0 += wc[7] * d0; a1_0 += wc[7] * d1; a2_0 += wc[7] * d2; a3_0 += wc[7] * d3;
+                    a0_1 += wc[32] * d0; a1_1 += wc[32] * d1; a2_1 += wc[32] * d2; a3_1 += wc[32] * d3;
+                    a0_2 += wc[57] * d0; a1_2 += wc[57] * d1; a2_2 += wc[57] * d2; a3_2 += wc[57] * d3;
+                    a0_3 += wc[82] * d0; a1_3 += wc[82] * d1; a2_3 += wc[82] * d2; a3_3 += wc[82] * d3;
+                    a0_4 += wc[107] * d0; a1_4 += wc[107] * d1; a2_4 += wc[107] * d2; a3_4 += wc[107] * d3;
+                    a0_5 += wc[132] * d0; a1_5 += wc[132] * d1; a2_5 += wc[132] * d2; a3_5 += wc[132] * d3;
+                }
+                {
+                    const cg_v d0 = VLOAD(dyc + tx*64 + 1216 + 0), d1 = VLOAD(dyc + tx*64 + 1216 + 16), d2 = VLOAD(dyc + tx*64 + 1216 + 32), d3 = VLOAD(dyc + tx*64 + 1216 + 48);
+                    a0_0 += wc[8] * d0; a1_0 += wc[8] * d1; a2_0 += wc[8] * d2; a3_0 += wc[8] * d3;
+                    a0_1 += wc[33] * d0; a1_1 += wc[33] * d1; a2_1 += wc[33] * d2; a3_1 += wc[33] * d3;
+                    a0_2 += wc[58] * d0; a1_2 += wc[58] * d1; a2_2 += wc[58] * d2; a3_2 += wc[58] * d3;
+                    a0_3 += wc[83] * d0; a1_3 += wc[83] * d1; a2_3 += wc[83] * d2; a3_3 += wc[83] * d3;
+                    a0_4 += wc[108] * d0; a1_4 += wc[108] * d1; a2_4 += wc[108] * d2; a3_4 += wc[108] * d3;
+                    a0_5 += wc[133] * d0; a1_5 += wc[133] * d1; a2_5 += wc[133] * d2; a3_5 += wc[133] * d3;
+                }
+                {
+                    const cg_v d0 = VLOAD(dyc + tx*64 + 1152 + 0), d1 = VLOAD(dyc + tx*64 + 1152 + 16), d2 = VLOAD(dyc + tx*64 + 1152 + 32), d3 = VLOAD(dyc + tx*64 + 1152 + 48);
+                    a0_0 += wc[9] * d0; a1_0 += wc[9] * d1; a2_0 += wc[9] * d2; a3_0 += wc[9] * d3;
+                    a0_1 += wc[34] * d0; a1_1 += wc[34] * d1; a2_1 += wc[34] * d2; a3_1 += wc[34] * d3;
+                    a0_2 += wc[59] * d0; a1_2 += wc[59] * d1; a2_2 += wc[59] * d2; a3_2 += wc[59] * d3;
+                    a0_3 += wc[84] * d0; a1_3 += wc[84] * d1; a2_3 += wc[84] * d2; a3_3 += wc[84] * d3;
+                    a0_4 += wc[109] * d0; a1_4 += wc[109] * d1; a2_4 += wc[109] * d2; a3_4 += wc[109] * d3;
+                    a0_5 += wc[134] * d0; a1_5 += wc[134] * d1; a2_5 += wc[134] * d2; a3_5 += wc[134] * d3;
+                }
+                {
+                    const cg_v d0 = VLOAD(dyc + tx*64 + 256 + 0), d1 = VLOAD(dyc + tx*64 + 256 + 16), d2 = VLOAD(dyc + tx*64 + 256 + 32), d3 = VLOAD(dyc + tx*64 + 256 + 48);
+                    a0_0 += wc[10] * d0; a1_0 += wc[10] * d1; a2_0 += wc[10] * d2; a3_0 += wc[10] * d3;
+                    a0_1 += wc[35] * d0; a1_1 += wc[35] * d1; a2_1 += wc[35] * d2; a3_1 += wc[35] * d3;
+                    a0_2 += wc[60] * d0; a1_2 += wc[60] * d1; a2_2 += wc[60] * d2; a3_2 += wc[60] * d3;
+                    a0_3 += wc[85] * d0; a1_3 += wc[85] * d1; a2_3 += wc[85] * d2; a3_3 += wc[85] * d3;
+                    a0_4 += wc[110] * d0; a1_4 += wc[110] * d1; a2_4 += wc[110] * d2; a3_4 += wc[110] * d3;
+                    a0_5 += wc[135] * d0; a1_5 += wc[135] * d1; a2_5 += wc[135] * d2; a3_5 += wc[135] * d3;
+                }
+                {
+                    const cg_v d0 = VLOAD(dyc + tx*64 + 192 + 0), d1 = VLOAD(dyc + tx*64 + 192 + 16), d2 = VLOAD(dyc + tx*64 + 192 + 32), d3 = VLOAD(dyc + tx*64 + 192 + 48);
+                    a0_0 += wc[11] * d0; a1_0 += wc[11] * d1; a2_0 += wc[11] * d2; a3_0 += wc[11] * d3;
+                    a0_1 += wc[36] * d0; a1_1 += wc[36] * d1; a2_1 += wc[36] * d2; a3_1 += wc[36] * d3;
+                    a0_2 += wc[61] * d0; a1_2 += wc[61] * d1; a2_2 += wc[61] * d2; a3_2 += wc[61] * d3;
+                    a0_3 += wc[86] * d0; a1_3 += wc[86] * d1; a2_3 += wc[86] * d2; a3_3 += wc[86] * d3;
+                    a0_4 += wc[111] * d0; a1_4 += wc[111] * d1; a2_4 += wc[111] * d2; a3_4 += wc[111] * d3;
+                    a0_5 += wc[136] * d0; a1_5 += wc[136] * d1; a2_5 += wc[136] * d2; a3_5 += wc[136] * d3;
+                }
+                {
+                    const cg_v d0 = VLOAD(dyc + tx*64 + 128 + 0), d1 = VLOAD(dyc + tx*64 + 128 + 16), d2 = VLOAD(dyc + tx*64 + 128 + 32), d3 = VLOAD(dyc + tx*64 + 128 + 48);
+                    a0_0 += wc[12] * d0; a1_0 += wc[12] * d1; a2_0 += wc[12] * d2; a3_0 += wc[12] * d3;
+                    a0_1 += wc[37] * d0; a1_1 += wc[37] * d1; a2_1 += wc[37] * d2; a3_1 += wc[37] * d3;
+                    a0_2 += wc[62] * d0; a1_2 += wc[62] * d1; a2_2 += wc[62] * d2; a3_2 += wc[62] * d3;
+                    a0_3 += wc[87] * d0; a1_3 += wc[87] * d1; a2_3 += wc[87] * d2; a3_3 += wc[87] * d3;
+                    a0_4 += wc[112] * d0; a1_4 += wc[112] * d1; a2_4 += wc[112] * d2; a3_4 += wc[112] * d3;
+                    a0_5 += wc[137] * d0; a1_5 += wc[137] * d1; a2_5 += wc[137] * d2; a3_5 += wc[137] * d3;
+                }
+                {
+                    const cg_v d0 = VLOAD(dyc + tx*64 + 64 + 0), d1 = VLOAD(dyc + tx*64 + 64 + 16), d2 = VLOAD(dyc + tx*64 + 64 + 32), d3 = VLOAD(dyc + tx*64 + 64 + 48);
+                    a0_0 += wc[13] * d0; a1_0 += wc[13] * d1; a2_0 += wc[13] * d2; a3_0 += wc[13] * d3;
+                    a0_1 += wc[38] * d0; a1_1 += wc[38] * d1; a2_1 += wc[38] * d2; a3_1 += wc[38] * d3;
+                    a0_2 += wc[63] * d0; a1_2 += wc[63] * d1; a2_2 += wc[63] * d2; a3_2 += wc[63] * d3;
+                    a0_3 += wc[88] * d0; a1_3 += wc[88] * d1; a2_3 += wc[88] * d2; a3_3 += wc[88] * d3;
+                    a0_4 += wc[113] * d0; a1_4 += wc[113] * d1; a2_4 += wc[113] * d2; a3_4 += wc[113] * d3;
+                    a0_5 += wc[138] * d0; a1_5 += wc[138] * d1; a2_5 += wc[138] * d2; a3_5 += wc[138] * d3;
+                }
+                {
+                    const cg_v d0 = VLOAD(dyc + tx*64 + 0), d1 = VLOAD(dyc + tx*64 + 16), d2 = VLOAD(dyc + tx*64 + 32), d3 = VLOAD(dyc + tx*64 + 48);
+                    a0_0 += wc[14] * d0; a1_0 += wc[14] * d1; a2_0 += wc[14] * d2; a3_0 += wc[14] * d3;
+                    a0_1 += wc[39] * d0; a1_1 += wc[39] * d1; a2_1 += wc[39] * d2; a3_1 += wc[39] * d3;
+                    a0_2 += wc[64] * d0; a1_2 += wc[64] * d1; a2_2 += wc[64] * d2; a3_2 += wc[64] * d3;
+                    a0_3 += wc[89] * d0; a1_3 += wc[89] * d1; a2_3 += wc[89] * d2; a3_3 += wc[89] * d3;
+                    a0_4 += wc[114] * d0; a1_4 += wc[114] * d1; a2_4 += wc[114] * d2; a3_4 += wc[114] * d3;
+                    a0_5 += wc[139] * d0; a1_5 += wc[139] * d1; a2_5 += wc[139] * d2; a3_5 += wc[139] * d3;
+                }
+            }
+            VSTORE(dxb + tx*64 + 1792, a0_0); VSTORE(dxb + tx*64 + 1808, a1_0); VSTORE(dxb + tx*64 + 1824, a2_0); VSTORE(dxb + tx*64 + 1840, a3_0);
+            VSTORE(dxb + tx*64 + 14336, a0_1); VSTORE(dxb + tx*64 + 14352, a1_1); VSTORE(dxb + tx*64 + 14368, a2_1); VSTORE(dxb + tx*64 + 14384, a3_1);
+            VSTORE(dxb + tx*64 + 26880, a0_2); VSTORE(dxb + tx*64 + 26896, a1_2); VSTORE(dxb + tx*64 + 26912, a2_2); VSTORE(dxb + tx*64 + 26928, a3_2);
+            VSTORE(dxb + tx*64 + 39424, a0_3); VSTORE(dxb + tx*64 + 39440, a1_3); VSTORE(dxb + tx*64 + 39456, a2_3); VSTORE(dxb + tx*64 + 39472, a3_3);
+            VSTORE(dxb + tx*64 + 51968, a0_4); VSTORE(dxb + tx*64 + 51984, a1_4); VSTORE(dxb + tx*64 + 52000, a2_4); VSTORE(dxb + tx*64 + 52016, a3_4);
+            VSTORE(dxb + tx*64 + 64512, a0_5); VSTORE(dxb + tx*64 + 64528, a1_5); VSTORE(dxb + tx*64 + 64544, a2_5); VSTORE(dxb + tx*64 + 64560, a3_5);
+        }
+        /* inputs rows 0+1*t (t=3..3), cols 0+1*t (t=0..13): 20 taps */
+        for (int tx = 0; tx < 14; tx++) {
+            cg_v a0_0 = vsplat(0.0f), a1_0 = vsplat(0.0f), a2_0 = vsplat(0.0f), a3_0 = vsplat(0.0f);
+            cg_v a0_1 = vsplat(0.0f), a1_1 = vsplat(0.0f), a2_1 = vsplat(0.0f), a3_1 = vsplat(0.0f);
+            cg_v a0_2 = vsplat(0.0f), a1_2 = vsplat(0.0f), a2_2 = vsplat(0.0f), a3_2 = vsplat(0.0f);
+            cg_v a0_3 = vsplat(0.0f), a1_3 = vsplat(0.0f), a2_3 = vsplat(0.0f), a3_3 = vsplat(0.0f);
+            cg_v a0_4 = vsplat(0.0f), a1_4 = vsplat(0.0f), a2_4 = vsplat(0.0f), a3_4 = vsplat(0.0f);
+            cg_v a0_5 = vsplat(0.0f), a1_5 = vsplat(0.0f), a2_5 = vsplat(0.0f), a3_5 = vsplat(0.0f);
+            for (int co = 0; co < 16; co++) {
+                const float *restrict dyc = dyg + co*11520;
+                const float *restrict wc = wg + co*150;
+                {
+                    const cg_v d0 = VLOAD(dyc + tx*64 + 3712 + 0), d1 = VLOAD(dyc + tx*64 + 3712 + 16), d2 = VLOAD(dyc + tx*64 + 3712 + 32), d3 = VLOAD(dyc + tx*64 + 3712 + 48);
+                    a0_0 += wc[0] * d0; a1_0 += wc[0] * d1; a2_0 += wc[0] * d2; a3_0 += wc[0] * d3;
+                    a0_1 += wc[25] * d0; a1_1 += wc[25] * d1; a2_1 += wc[25] * d2; a3_1 += wc[25] * d3;
+                    a0_2 += wc[50] * d0; a1_2 += wc[50] * d1; a2_2 += wc[50] * d2; a3_2 += wc[50] * d3;
+                    a0_3 += wc[75] * d0; a1_3 += wc[75] * d1; a2_3 += wc[75] * d2; a3_3 += wc[75] * d3;
+                    a0_4 += wc[100] * d0; a1_4 += wc[100] * d1; a2_4 += wc[100] * d2; a3_4 += wc[100] * d3;
+                    a0_5 += wc[125] * d0; a1_5 += wc[125] * d1; a2_5 += wc[125] * d2; a3_5 += wc[125] * d3;
+                }
+                {
+                    const cg_v d0 = VLOAD(dyc + tx*64 + 3648 + 0), d1 = VLOAD(dyc + tx*64 + 3648 + 16), d2 = VLOAD(dyc + tx*64 + 3648 + 32), d3 = VLOAD(dyc + tx*64 + 3648 + 48);
+                    a0_0 += wc[1] * d0; a1_0 += wc[1] * d1; a2_0 += wc[1] * d2; a3_0 += wc[1] * d3;
+                    a0_1 += wc[26] * d0; a1_1 += wc[26] * d1; a2_1 += wc[26] * d2; a3_1 += wc[26] * d3;
+                    a0_2 += wc[51] * d0; a1_2 += wc[51] * d1; a2_2 += wc[51] * d2; a3_2 += wc[51] * d3;
+                    a0_3 += wc[76] * d0; a1_3 += wc[76] * d1; a2_3 += wc[76] * d2; a3_3 += wc[76] * d3;
+                    a0_4 += wc[101] * d0; a1_4 += wc[101] * d1; a2_4 += wc[101] * d2; a3_4 += wc[101] * d3;
+                    a0_5 += wc[126] * d0; a1_5 += wc[126] * d1; a2_5 += wc[126] * d2; a3_5 += wc[126] * d3;
+                }
+                {
+                    const cg_v d0 = VLOAD(dyc + tx*64 + 3584 + 0), d1 = VLOAD(dyc + tx*64 + 3584 + 16), d2 = VLOAD(dyc + tx*64 + 3584 + 32), d3 = VLOAD(dyc + tx*64 + 3584 + 48);
+                    a0_0 += wc[2] * d0; a1_0 += wc[2] * d1; a2_0 += wc[2] * d2; a3_0 += wc[2] * d3;
+                    a0_1 += wc[27] * d0; a1_1 += wc[27] * d1; a2_1 += wc[27] * d2; a3_1 += wc[27] * d3;
+                    a0_2 += wc[52] * d0; a1_2 += wc[52] * d1; a2_2 += wc[52] * d2; a3_2 += wc[52] * d3;
+                    a0_3 += wc[77] * d0; a1_3 += wc[77] * d1; a2_3 += wc[77] * d2; a3_3 += wc[77] * d3;
+                    a0_4 += wc[102] * d0; a1_4 += wc[102] * d1; a2_4 += wc[102] * d2; a3_4 += wc[102] * d3;
+                    a0_5 += wc[127] * d0; a1_5 += wc[127] * d1; a2_5 += wc[127] * d2; a3_5 += wc[127] * d3;
+                }
+                {
+                    const cg_v d0 = VLOAD(dyc + tx*64 + 3520 + 0), d1 = VLOAD(dyc + tx*64 + 3520 + 16), d2 = VLOAD(dyc + tx*64 + 3520 + 32), d3 = VLOAD(dyc + tx*64 + 3520 + 48);
+                    a0_0 += wc[3] * d0; a1_0 += wc[3] * d1; a2_0 += wc[3] * d2; a3_0 += wc[3] * d3;
+                    a0_1 += wc[28] * d0; a1_1 += wc[28] * d1; a2_1 += wc[28] * d2; a3_1 += wc[28] * d3;
+                    a0_2 += wc[53] * d0; a1_2 += wc[53] * d1; a2_2 += wc[53] * d2; a3_2 += wc[53] * d3;
+                    a0_3 += wc[78] * d0; a1_3 += wc[78] * d1; a2_3 += wc[78] * d2; a3_3 += wc[78] * d3;
+                    a0_4 += wc[103] * d0; a1_4 += wc[103] * d1; a2_4 += wc[103] * d2; a3_4 += wc[103] * d3;
+                    a0_5 += wc[128] * d0; a1_5 += wc[128] * d1; a2_5 += wc[128] * d2; a3_5 += wc[128] * d3;
+                }
+                {
+                    const cg_v d0 = VLOAD(dyc + tx*64 + 3456 + 0), d1 = VLOAD(dyc + tx*64 + 3456 + 16), d2 = VLOAD(dyc + tx*64 + 3456 + 32), d3 = VLOAD(dyc + tx*64 + 3456 + 48);
+                    a0_0 += wc[4] * d0; a1_0 += wc[4] * d1; a2_0 += wc[4] * d2; a3_0 += wc[4] * d3;
+                    a0_1 += wc[29] * d0; a1_1 += wc[29] * d1; a2_1 += wc[29] * d2; a3_1 += wc[29] * d3;
+                    a0_2 += wc[54] * d0; a1_2 += wc[54] * d1; a2_2 += wc[54] * d2; a3_2 += wc[54] * d3;
+                    a0_3 += wc[79] * d0; a1_3 += wc[79] * d1; a2_3 += wc[79] * d2; a3_3 += wc[79] * d3;
+                    a0_4 += wc[104] * d0; a1_4 += wc[104] * d1; a2_4 += wc[104] * d2; a3_4 += wc[104] * d3;
+                    a0_5 += wc[129] * d0; a1_5 += wc[129] * d1; a2_5 += wc[129] * d2; a3_5 += wc[129] * d3;
+                }
+                {
+                    const cg_v d0 = VLOAD(dyc + tx*64 + 2560 + 0), d1 = VLOAD(dyc + tx*64 + 2560 + 16), d2 = VLOAD(dyc + tx*64 + 2560 + 32), d3 = VLOAD(dyc + tx*64 + 2560 + 48);
+                    a0_0 += wc[5] * d0; a1_0 += wc[5] * d1; a2_0 += wc[5] * d2; a3_0 += wc[5] * d3;
+                    a0_1 += wc[30] * d0; a1_1 += wc[30] * d1; a2_1 += wc[30] * d2; a3_1 += wc[30] * d3;
+                    a0_2 += wc[55] * d0; a1_2 += wc[55] * d1; a2_2 += wc[55] * d2; a3_2 += wc[55] * d3;
+                    a0_3 += wc[80] * d0; a1_3 += wc[80] * d1; a2_3 += wc[80] * d2; a3_3 += wc[80] * d3;
+                    a0_4 += wc[105] * d0; a1_4 += wc[105] * d1; a2_4 += wc[105] * d2; a3_4 += wc[105] * d3;
+                    a0_5 += wc[130] * d0; a1_5 += wc[130] * d1; a2_5 += wc[130] * d2; a3_5 += wc[130] * d3;
+                }
+                {
+                    const cg_v d0 = VLOAD(dyc + tx*64 + 2496 + 0), d1 = VLOAD(dyc + tx*64 + 2496 + 16), d2 = VLOAD(dyc + tx*64 + 2496 + 32), d3 = VLOAD(dyc + tx*64 + 2496 + 48);
+                    a0_0 += wc[6] * d0; a1_0 += wc[6] * d1; a2_0 += wc[6] * d2; a3_0 += wc[6] * d3;
+                    a0_1 += wc[31] * d0; a1_1 += wc[31] * d1; a2_1 += wc[31] * d2; a3_1 += wc[31] * d3;
+                    a0_2 += wc[56] * d0; a1_2 += wc[56] * d1; a2_2 += wc[56] * d2; a3_2 += wc[56] * d3;
+                    a0_3 += wc[81] * d0; a1_3 += wc[81] * d1; a2_3 += wc[81] * d2; a3_3 += wc[81] * d3;
+                    a0_4 += wc[106] * d0; a1_4 += wc[106] * d1; a2_4 += wc[106] * d2; a3_4 += wc[106] * d3;
+                    a0_5 += wc[131] * d0; a1_5 += wc[131] * d1; a2_5 += wc[131] * d2; a3_5 += wc[131] * d3;
+                }
+                {
+                    const cg_v d0 = VLOAD(dyc + tx*64 + 2432 + 0), d1 = VLOAD(dyc + tx*64 + 2432 + 16), d2 = VLOAD(dyc + tx*64 + 2432 + 32), d3 = VLOAD(dyc + tx*64 + 2432 + 48);
+                    a0_0 += wc[7] * d0; a1_0 += wc[7] * d1; a2_0 += wc[7] * d2; a3_0 += wc[7] * d3;
+                    a0_1 += wc[32] * d0; a1_1 += wc[32] * d1; a2_1 += wc[32] * d2; a3_1 += wc[32] * d3;
+                    a0_2 += wc[57] * d0; a1_2 += wc[57] * d1; a2_2 += wc[57] * d2; a3_2 += wc[57] * d3;
+                    a0_3 += wc[82] * d0; a1_3 += wc[82] * d1; a2_3 += wc[82] * d2; a3_3 += wc[82] * d3;
+                    a0_4 += wc[107] * d0; a1_4 += wc[107] * d1; a2_4 += wc[107] * d2; a3_4 += wc[107] * d3;
+                    a0_5 += wc[132] * d0; a1_5 += wc[132] * d1; a2_5 += wc[132] * d2; a3_5 += wc[132] * d3;
+                }
+                {
+                    const cg_v d0 = VLOAD(dyc + tx*64 + 2368 + 0), d1 = VLOAD(dyc + tx*64 + 2368 + 16), d2 = VLOAD(dyc + tx*64 + 2368 + 32), d3 = VLOAD(dyc + tx*64 + 2368 + 48);
+                    a0_0 += wc[8] * d0; a1_0 += wc[8] * d1; a2_0 += wc[8] * d2; a3_0 += wc[8] * d3;
+                    a0_1 += wc[33] * d0; a1_1 += wc[33] * d1; a2_1 += wc[33] * d2; a3_1 += wc[33] * d3;
+                    a0_2 += wc[58] * d0; a1_2 += wc[58] * d1; a2_2 += wc[58] * d2; a3_2 += wc[58] * d3;
+                    a0_3 += wc[83] * d0; a1_3 += wc[83] * d1; a2_3 += wc[83] * d2; a3_3 += wc[83] * d3;
+                    a0_4 += wc[108] * d0; a1_4 += wc[108] * d1; a2_4 += wc[108] * d2; a3_4 += wc[108] * d3;
+                    a0_5 += wc[133] * d0; a1_5 += wc[133] * d1; a2_5 += wc[133] * d2; a3_5 += wc[133] * d3;
+                }
+                {
+                    const cg_v d0 = VLOAD(dyc + tx*64 + 2304 + 0), d1 = VLOAD(dyc + tx*64 + 2304 + 16), d2 = VLOAD(dyc + tx*64 + 2304 + 32), d3 = VLOAD(dyc + tx*64 + 2304 + 48);
+                    a0_0 += wc[9] * d0; a1_0 += wc[9] * d1; a2_0 += wc[9] * d2; a3_0 += wc[9] * d3;
+                    a0_1 += wc[34] * d0; a1_1 += wc[34] * d1; a2_1 += wc[34] * d2; a3_1 += wc[34] * d3;
+                    a0_2 += wc[59] * d0; a1_2 += wc[59] * d1; a2_2 += wc[59] * d2; a3_2 += wc[59] * d3;
+                    a0_3 += wc[84] * d0; a1_3 += wc[84] * d1; a2_3 += wc[84] * d2; a3_3 += wc[84] * d3;
+                    a0_4 += wc[109] * d0; a1_4 += wc[109] * d1; a2_4 += wc[109] * d2; a3_4 += wc[109] * d3;
+                    a0_5 += wc[134] * d0; a1_5 += wc[134] * d1; a2_5 += wc[134] * d2; a3_5 += wc[134] * d3;
+                }
+                {
+                    const cg_v d0 = VLOAD(dyc + tx*64 + 1408 + 0), d1 = VLOAD(dyc + tx*64 + 1408 + 16), d2 = VLOAD(dyc + tx*64 + 1408 + 32), d3 = VLOAD(dyc + tx*64 + 1408 + 48);
+                    a0_0 += wc[10] * d0; a1_0 += wc[10] * d1; a2_0 += wc[10] * d2; a3_0 += wc[10] * d3;
+                    a0_1 += wc[35] * d0; a1_1 += wc[35] * d1; a2_1 += wc[35] * d2; a3_1 += wc[35] * d3;
+                    a0_2 += wc[60] * d0; a1_2 += wc[60] * d1; a2_2 += wc[60] * d2; a3_2 += wc[60] * d3;
+                    a0_3 += wc[85] * d0; a1_3 += wc[85] * d1; a2_3 += wc[85] * d2; a3_3 += wc[85] * d3;
+                    a0_4 += wc[110] * d0; a1_4 += wc[110] * d1; a2_4 += wc[110] * d2; a3_4 += wc[110] * d3;
+                    a0_5 += wc[135] * d0; a1_5 += wc[135] * d1; a2_5 += wc[135] * d2; a3_5 += wc[135] * d3;
+                }
+                {
+                    const cg_v d0 = VLOAD(dyc + tx*64 + 1344 + 0), d1 = VLOAD(dyc + tx*64 + 1344 + 16), d2 = VLOAD(dyc + tx*64 + 1344 + 32), d3 = VLOAD(dyc + tx*64 + 1344 + 48);
+                    a0_0 += wc[11] * d0; a1_0 += wc[11] * d1; a2_0 += wc[11] * d2; a3_0 += wc[11] * d3;
+                    a0_1 += wc[36] * d0; a1_1 += wc[36] * d1; a2_1 += wc[36] * d2; a3_1 += wc[36] * d3;
+                    a0_2 += wc[61] * d0; a1_2 += wc[61] * d1; a2_2 += wc[61] * d2; a3_2 += wc[61] * d3;
+                    a0_3 += wc[86] * d0; a1_3 += wc[86] * d1; a2_3 += wc[86] * d2; a3_3 += wc[86] * d3;
+                    a0_4 += wc[111] * d0; a1_4 += wc[111] * d1; a2_4 += wc[111] * d2; a3_4 += wc[111] * d3;
+                    a0_5 += wc[136] * d0; a1_5 += wc[136] * d1; a2_5 += wc[136] * d2; a3_5 += wc[136] * d3;
+                }
+                {
+                    const cg_v d0 = VLOAD(dyc + tx*64 + 1280 + 0), d1 = VLOAD(dyc + tx*64 + 1280 + 16), d2 = VLOAD(dyc + tx*64 + 1280 + 32), d3 = VLOAD(dyc + tx*64 + 1280 + 48);
+                    a0_0 += wc[12] * d0; a1_0 += wc[12] * d1; a2_0 += wc[12] * d2; a3_0 += wc[12] * d3;
+                    a0_1 += wc[37] * d0; a1_1 += wc[37] * d1; a2_1 += wc[37] * d2; a3_1 += wc[37] * d3;
+                    a0_2 += wc[62] * d0; a1_2 += wc[62] * d1; a2_2 += wc[62] * d2; a3_2 += wc[62] * d3;
+                    a0_3 += wc[87] * d0; a1_3 += wc[87] * d1; a2_3 += wc[87] * d2; a3_3 += wc[87] * d3;
+                    a0_4 += wc[112] * d0; a1_4 += wc[112] * d1; a2_4 += wc[112] * d2; a3_4 += wc[112] * d3;
+                    a0_5 += wc[137] * d0; a1_5 += wc[137] * d1; a2_5 += wc[137] * d2; a3_5 += wc[137] * d3;
+                }
+                {
+                    const cg_v d0 = VLOAD(dyc + tx*64 + 1216 + 0), d1 = VLOAD(dyc + tx*64 + 1216 + 16), d2 = VLOAD(dyc + tx*64 + 1216 + 32), d3 = VLOAD(dyc + tx*64 + 1216 + 48);
+                    a0_0 += wc[13] * d0; a1_0 += wc[13] * d1; a2_0 += wc[13] * d2; a3_0 += wc[13] * d3;
+                    a0_1 += wc[38] * d0; a1_1 += wc[38] * d1; a2_1 += wc[38] * d2; a3_1 += wc[38] * d3;
+                    a0_2 += wc[63] * d0; a1_2 += wc[63] * d1; a2_2 += wc[63] * d2; a3_2 += wc[63] * d3;
+                    a0_3 += wc[88] * d0; a1_3 += wc[88] * d1; a2_3 += wc[88] * d2; a3_3 += wc[88] * d3;
+                    a0_4 += wc[113] * d0; a1_4 += wc[113] * d1; a2_4 += wc[113] * d2; a3_4 += wc[113] * d3;
+                    a0_5 += wc[138] * d0; a1_5 += wc[138] * d1; a2_5 += wc[138] * d2; a3_5 += wc[138] * d3;
+                }
+                {
+                    const cg_v d0 = VLOAD(dyc + tx*64 + 1152 + 0), d1 = VLOAD(dyc + tx*64 + 1152 + 16), d2 = VLOAD(dyc + tx*64 + 1152 + 32), d3 = VLOAD(dyc + tx*64 + 1152 + 48);
+                    a0_0 += wc[14] * d0; a1_0 += wc[14] * d1; a2_0 += wc[14] * d2; a3_0 += wc[14] * d3;
+                    a0_1 += wc[39] * d0; a1_1 += wc[39] * d1; a2_1 += wc[39] * d2; a3_1 += wc[39] * d3;
+                    a0_2 += wc[64] * d0; a1_2 += wc[64] * d1; a2_2 += wc[64] * d2; a3_2 += wc[64] * d3;
+                    a0_3 += wc[89] * d0; a1_3 += wc[89] * d1; a2_3 += wc[89] * d2; a3_3 += wc[89] * d3;
+                    a0_4 += wc[114] * d0; a1_4 += wc[114] * d1; a2_4 += wc[114] * d2; a3_4 += wc[114] * d3;
+                    a0_5 += wc[139] * d0; a1_5 += wc[139] * d1; a2_5 += wc[139] * d2; a3_5 += wc[139] * d3;
+                }
+                {
+                    const cg_v d0 = VLOAD(dyc + tx*64 + 256 + 0), d1 = VLOAD(dyc + tx*64 + 256 + 16), d2 = VLOAD(dyc + tx*64 + 256 + 32), d3 = VLOAD(dyc + tx*64 + 256 + 48);
+                    a0_0 += wc[15] * d0; a1_0 += wc[15] * d1; a2_0 += wc[15] * d2; a3_0 += wc[15] * d3;
+                    a0_1 += wc[40] * d0; a1_1 += wc[40] * d1; a2_1 += wc[40] * d2; a3_1 += wc[40] * d3;
+                    a0_2 += wc[65] * d0; a1_2 += wc[65] * d1; a2_2 += wc[65] * d2; a3_2 += wc[65] * d3;
+                    a0_3 += wc[90] * d0; a1_3 += wc[90] * d1; a2_3 += wc[90] * d2; a3_3 += wc[90] * d3;
+                    a0_4 += wc[115] * d0; a1_4 += wc[115] * d1; a2_4 += wc[115] * d2; a3_4 += wc[115] * d3;
+                    a0_5 += wc[140] * d0; a1_5 += wc[140] * d1; a2_5 += wc[140] * d2; a3_5 += wc[140] * d3;
+                }
+                {
+                    const cg_v d0 = VLOAD(dyc + tx*64 + 192 + 0), d1 = VLOAD(dyc + tx*64 + 192 + 16), d2 = VLOAD(dyc + tx*64 + 192 + 32), d3 = VLOAD(dyc + tx*64 + 192 + 48);
+                    a0_0 += wc[16] * d0; a1_0 += wc[16] * d1; a2_0 += wc[16] * d2; a3_0 += wc[16] * d3;
+                    a0_1 += wc[41] * d0; a1_1 += wc[41] * d1; a2_1 += wc[41] * d2; a3_1 += wc[41] * d3;
+                    a0_2 += wc[66] * d0; a1_2 += wc[66] * d1; a2_2 += wc[66] * d2; a3_2 += wc[66] * d3;
+                    a0_3 += wc[91] * d0; a1_3 += wc[91] * d1; a2_3 += wc[91] * d2; a3_3 += wc[91] * d3;
+                    a0_4 += wc[116] * d0; a1_4 += wc[116] * d1; a2_4 += wc[116] * d2; a3_4 += wc[116] * d3;
+                    a0_5 += wc[141] * d0; a1_5 += wc[141] * d1; a2_5 += wc[141] * d2; a3_5 += wc[141] * d3;
+                }
+                {
+                    const cg_v d0 = VLOAD(dyc + tx*64 + 128 + 0), d1 = VLOAD(dyc + tx*64 + 128 + 16), d2 = VLOAD(dyc + tx*64 + 128 + 32), d3 = VLOAD(dyc + tx*64 + 128 + 48);
+                    a0_0 += wc[17] * d0; a1_0 += wc[17] * d1; a2_0 += wc[17] * d2; a3_0 += wc[17] * d3;
+                    a0_1 += wc[42] * d0; a1_1 += wc[42] * d1; a2_1 += wc[42] * d2; a3_1 += wc[42] * d3;
+                    a0_2 += wc[67] * d0; a1_2 += wc[67] * d1; a2_2 += wc[67] * d2; a3_2 += wc[67] * d3;
+                    a0_3 += wc[92] * d0; a1_3 += wc[92] * d1; a2_3 += wc[92] * d2; a3_3 += wc[92] * d3;
+                    a0_4 += wc[117] * d0; a1_4 += wc[117] * d1; a2_4 += wc[117] * d2; a3_4 += wc[117] * d3;
+                    a0_5 += wc[142] * d0; a1_5 += wc[142] * d1; a2_5 += wc[142] * d2; a3_5 += wc[142] * d3;
+                }
+                {
+                    const cg_v d0 = VLOAD(dyc + tx*64 + 64 + 0), d1 = VLOAD(dyc + tx*64 + 64 + 16), d2 = VLOAD(dyc + tx*64 + 64 + 32), d3 = VLOAD(dyc + tx*64 + 64 + 48);
+                    a0_0 += wc[18] * d0; a1_0 += wc[18] * d1; a2_0 += wc[18] * d2; a3_0 += wc[18] * d3;
+                    a0_1 += wc[43] * d0; a1_1 += wc[43] * d1; a2_1 += wc[43] * d2; a3_1 += wc[43] * d3;
+                    a0_2 += wc[68] * d0; a1_2 += wc[68] * d1; a2_2 += wc[68] * d2; a3_2 += wc[68] * d3;
+                    a0_3 += wc[93] * d0; a1_3 += wc[93] * d1; a2_3 += wc[93] * d2; a3_3 += wc[93] * d3;
+                    a0_4 += wc[118] * d0; a1_4 += wc[118] * d1; a2_4 += wc[118] * d2; a3_4 += wc[118] * d3;
+                    a0_5 += wc[143] * d0; a1_5 += wc[143] * d1; a2_5 += wc[143] * d2; a3_5 += wc[143] * d3;
+                }
+                {
+                    const cg_v d0 = VLOAD(dyc + tx*64 + 0), d1 = VLOAD(dyc + tx*64 + 16), d2 = VLOAD(dyc + tx*64 + 32), d3 = VLOAD(dyc + tx*64 + 48);
+                    a0_0 += wc[19] * d0; a1_0 += wc[19] * d1; a2_0 += wc[19] * d2; a3_0 += wc[19] * d3;
+                    a0_1 += wc[44] * d0; a1_1 += wc[44] * d1; a2_1 += wc[44] * d2; a3_1 += wc[44] * d3;
+                    a0_2 += wc[69] * d0; a1_2 += wc[69] * d1; a2_2 += wc[69] * d2; a3_2 += wc[69] * d3;
+                    a0_3 += wc[94] * d0; a1_3 += wc[94] * d1; a2_3 += wc[94] * d2; a3_3 += wc[94] * d3;
+                    a0_4 += wc[119] * d0; a1_4 += wc[119] * d1; a2_4 += wc[119] * d2; a3_4 += wc[119] * d3;
+                    a0_5 += wc[144] * d0; a1_5 += wc[144] * d1; a2_5 += wc[144] * d2; a3_5 += wc[144] * d3;
+                }
+            }
+            VSTORE(dxb + tx*64 + 2688, a0_0); VSTORE(dxb + tx*64 + 2704, a1_0); VSTORE(dxb + tx*64 + 2720, a2_0); VSTORE(dxb + tx*64 + 2736, a3_0);
+            VSTORE(dxb + tx*64 + 15232, a0_1); VSTORE(dxb + tx*64 + 15248, a1_1); VSTORE(dxb + tx*64 + 15264, a2_1); VSTORE(dxb + tx*64 + 15280, a3_1);
+            VSTORE(dxb + tx*64 + 27776, a0_2); VSTORE(dxb + tx*64 + 27792, a1_2); VSTORE(dxb + tx*64 + 27808, a2_2); VSTORE(dxb + tx*64 + 27824, a3_2);
+            VSTORE(dxb + tx*64 + 40320, a0_3); VSTORE(dxb + tx*64 + 40336, a1_3); VSTORE(dxb + tx*64 + 40352, a2_3); VSTORE(dxb + tx*64 + 40368, a3_3);
+            VSTORE(dxb + tx*64 + 52864, a0_4); VSTORE(dxb + tx*64 + 52880, a1_4); VSTORE(dxb + tx*64 + 52896, a2_4); VSTORE(dxb + tx*64 + 52912, a3_4);
+            VSTORE(dxb + tx*64 + 65408, a0_5); VSTORE(dxb + tx*64 + 65424, a1_5); VSTORE(dxb + tx*64 + 65440, a2_5); VSTORE(dxb + tx*64 + 65456, a3_5);
+        }
+        /* inputs rows 0+1*t (t=4..9), cols 0+1*t (t=0..13): 25 taps */
         CG_PARALLEL_FOR
-        for (int ty = 0; ty < 14; ty++) {
+        for (int ty = 4; ty < 10; ty++) {
             for (int tx = 0; tx < 14; tx++) {
                 cg_v a0_0 = vsplat(0.0f), a1_0 = vsplat(0.0f), a2_0 = vsplat(0.0f), a3_0 = vsplat(0.0f);
                 cg_v a0_1 = vsplat(0.0f), a1_1 = vsplat(0.0f), a2_1 = vsplat(0.0f), a3_1 = vsplat(0.0f);
@@ -1487,10 +2009,10 @@ static void l03_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                 cg_v a0_4 = vsplat(0.0f), a1_4 = vsplat(0.0f), a2_4 = vsplat(0.0f), a3_4 = vsplat(0.0f);
                 cg_v a0_5 = vsplat(0.0f), a1_5 = vsplat(0.0f), a2_5 = vsplat(0.0f), a3_5 = vsplat(0.0f);
                 for (int co = 0; co < 16; co++) {
-                    const float *restrict dyc = dyg + co*20736;
+                    const float *restrict dyc = dyg + co*11520;
                     const float *restrict wc = wg + co*150;
                     {
-                        const cg_v d0 = VLOAD(dyc + ty*1152 + tx*64 + 4864 + 0), d1 = VLOAD(dyc + ty*1152 + tx*64 + 4864 + 16), d2 = VLOAD(dyc + ty*1152 + tx*64 + 4864 + 32), d3 = VLOAD(dyc + ty*1152 + tx*64 + 4864 + 48);
+                        const cg_v d0 = VLOAD(dyc + ty*1152 + tx*64 + 256 + 0), d1 = VLOAD(dyc + ty*1152 + tx*64 + 256 + 16), d2 = VLOAD(dyc + ty*1152 + tx*64 + 256 + 32), d3 = VLOAD(dyc + ty*1152 + tx*64 + 256 + 48);
                         a0_0 += wc[0] * d0; a1_0 += wc[0] * d1; a2_0 += wc[0] * d2; a3_0 += wc[0] * d3;
                         a0_1 += wc[25] * d0; a1_1 += wc[25] * d1; a2_1 += wc[25] * d2; a3_1 += wc[25] * d3;
                         a0_2 += wc[50] * d0; a1_2 += wc[50] * d1; a2_2 += wc[50] * d2; a3_2 += wc[50] * d3;
@@ -1499,7 +2021,7 @@ static void l03_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         a0_5 += wc[125] * d0; a1_5 += wc[125] * d1; a2_5 += wc[125] * d2; a3_5 += wc[125] * d3;
                     }
                     {
-                        const cg_v d0 = VLOAD(dyc + ty*1152 + tx*64 + 4800 + 0), d1 = VLOAD(dyc + ty*1152 + tx*64 + 4800 + 16), d2 = VLOAD(dyc + ty*1152 + tx*64 + 4800 + 32), d3 = VLOAD(dyc + ty*1152 + tx*64 + 4800 + 48);
+                        const cg_v d0 = VLOAD(dyc + ty*1152 + tx*64 + 192 + 0), d1 = VLOAD(dyc + ty*1152 + tx*64 + 192 + 16), d2 = VLOAD(dyc + ty*1152 + tx*64 + 192 + 32), d3 = VLOAD(dyc + ty*1152 + tx*64 + 192 + 48);
                         a0_0 += wc[1] * d0; a1_0 += wc[1] * d1; a2_0 += wc[1] * d2; a3_0 += wc[1] * d3;
                         a0_1 += wc[26] * d0; a1_1 += wc[26] * d1; a2_1 += wc[26] * d2; a3_1 += wc[26] * d3;
                         a0_2 += wc[51] * d0; a1_2 += wc[51] * d1; a2_2 += wc[51] * d2; a3_2 += wc[51] * d3;
@@ -1508,7 +2030,7 @@ static void l03_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         a0_5 += wc[126] * d0; a1_5 += wc[126] * d1; a2_5 += wc[126] * d2; a3_5 += wc[126] * d3;
                     }
                     {
-                        const cg_v d0 = VLOAD(dyc + ty*1152 + tx*64 + 4736 + 0), d1 = VLOAD(dyc + ty*1152 + tx*64 + 4736 + 16), d2 = VLOAD(dyc + ty*1152 + tx*64 + 4736 + 32), d3 = VLOAD(dyc + ty*1152 + tx*64 + 4736 + 48);
+                        const cg_v d0 = VLOAD(dyc + ty*1152 + tx*64 + 128 + 0), d1 = VLOAD(dyc + ty*1152 + tx*64 + 128 + 16), d2 = VLOAD(dyc + ty*1152 + tx*64 + 128 + 32), d3 = VLOAD(dyc + ty*1152 + tx*64 + 128 + 48);
                         a0_0 += wc[2] * d0; a1_0 += wc[2] * d1; a2_0 += wc[2] * d2; a3_0 += wc[2] * d3;
                         a0_1 += wc[27] * d0; a1_1 += wc[27] * d1; a2_1 += wc[27] * d2; a3_1 += wc[27] * d3;
                         a0_2 += wc[52] * d0; a1_2 += wc[52] * d1; a2_2 += wc[52] * d2; a3_2 += wc[52] * d3;
@@ -1517,7 +2039,7 @@ static void l03_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         a0_5 += wc[127] * d0; a1_5 += wc[127] * d1; a2_5 += wc[127] * d2; a3_5 += wc[127] * d3;
                     }
                     {
-                        const cg_v d0 = VLOAD(dyc + ty*1152 + tx*64 + 4672 + 0), d1 = VLOAD(dyc + ty*1152 + tx*64 + 4672 + 16), d2 = VLOAD(dyc + ty*1152 + tx*64 + 4672 + 32), d3 = VLOAD(dyc + ty*1152 + tx*64 + 4672 + 48);
+                        const cg_v d0 = VLOAD(dyc + ty*1152 + tx*64 + 64 + 0), d1 = VLOAD(dyc + ty*1152 + tx*64 + 64 + 16), d2 = VLOAD(dyc + ty*1152 + tx*64 + 64 + 32), d3 = VLOAD(dyc + ty*1152 + tx*64 + 64 + 48);
                         a0_0 += wc[3] * d0; a1_0 += wc[3] * d1; a2_0 += wc[3] * d2; a3_0 += wc[3] * d3;
                         a0_1 += wc[28] * d0; a1_1 += wc[28] * d1; a2_1 += wc[28] * d2; a3_1 += wc[28] * d3;
                         a0_2 += wc[53] * d0; a1_2 += wc[53] * d1; a2_2 += wc[53] * d2; a3_2 += wc[53] * d3;
@@ -1526,7 +2048,7 @@ static void l03_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         a0_5 += wc[128] * d0; a1_5 += wc[128] * d1; a2_5 += wc[128] * d2; a3_5 += wc[128] * d3;
                     }
                     {
-                        const cg_v d0 = VLOAD(dyc + ty*1152 + tx*64 + 4608 + 0), d1 = VLOAD(dyc + ty*1152 + tx*64 + 4608 + 16), d2 = VLOAD(dyc + ty*1152 + tx*64 + 4608 + 32), d3 = VLOAD(dyc + ty*1152 + tx*64 + 4608 + 48);
+                        const cg_v d0 = VLOAD(dyc + ty*1152 + tx*64 + 0), d1 = VLOAD(dyc + ty*1152 + tx*64 + 16), d2 = VLOAD(dyc + ty*1152 + tx*64 + 32), d3 = VLOAD(dyc + ty*1152 + tx*64 + 48);
                         a0_0 += wc[4] * d0; a1_0 += wc[4] * d1; a2_0 += wc[4] * d2; a3_0 += wc[4] * d3;
                         a0_1 += wc[29] * d0; a1_1 += wc[29] * d1; a2_1 += wc[29] * d2; a3_1 += wc[29] * d3;
                         a0_2 += wc[54] * d0; a1_2 += wc[54] * d1; a2_2 += wc[54] * d2; a3_2 += wc[54] * d3;
@@ -1535,7 +2057,7 @@ static void l03_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         a0_5 += wc[129] * d0; a1_5 += wc[129] * d1; a2_5 += wc[129] * d2; a3_5 += wc[129] * d3;
                     }
                     {
-                        const cg_v d0 = VLOAD(dyc + ty*1152 + tx*64 + 3712 + 0), d1 = VLOAD(dyc + ty*1152 + tx*64 + 3712 + 16), d2 = VLOAD(dyc + ty*1152 + tx*64 + 3712 + 32), d3 = VLOAD(dyc + ty*1152 + tx*64 + 3712 + 48);
+                        const cg_v d0 = VLOAD(dyc + ty*1152 + tx*64 - 896 + 0), d1 = VLOAD(dyc + ty*1152 + tx*64 - 896 + 16), d2 = VLOAD(dyc + ty*1152 + tx*64 - 896 + 32), d3 = VLOAD(dyc + ty*1152 + tx*64 - 896 + 48);
                         a0_0 += wc[5] * d0; a1_0 += wc[5] * d1; a2_0 += wc[5] * d2; a3_0 += wc[5] * d3;
                         a0_1 += wc[30] * d0; a1_1 += wc[30] * d1; a2_1 += wc[30] * d2; a3_1 += wc[30] * d3;
                         a0_2 += wc[55] * d0; a1_2 += wc[55] * d1; a2_2 += wc[55] * d2; a3_2 += wc[55] * d3;
@@ -1544,7 +2066,7 @@ static void l03_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         a0_5 += wc[130] * d0; a1_5 += wc[130] * d1; a2_5 += wc[130] * d2; a3_5 += wc[130] * d3;
                     }
                     {
-                        const cg_v d0 = VLOAD(dyc + ty*1152 + tx*64 + 3648 + 0), d1 = VLOAD(dyc + ty*1152 + tx*64 + 3648 + 16), d2 = VLOAD(dyc + ty*1152 + tx*64 + 3648 + 32), d3 = VLOAD(dyc + ty*1152 + tx*64 + 3648 + 48);
+                        const cg_v d0 = VLOAD(dyc + ty*1152 + tx*64 - 960 + 0), d1 = VLOAD(dyc + ty*1152 + tx*64 - 960 + 16), d2 = VLOAD(dyc + ty*1152 + tx*64 - 960 + 32), d3 = VLOAD(dyc + ty*1152 + tx*64 - 960 + 48);
                         a0_0 += wc[6] * d0; a1_0 += wc[6] * d1; a2_0 += wc[6] * d2; a3_0 += wc[6] * d3;
                         a0_1 += wc[31] * d0; a1_1 += wc[31] * d1; a2_1 += wc[31] * d2; a3_1 += wc[31] * d3;
                         a0_2 += wc[56] * d0; a1_2 += wc[56] * d1; a2_2 += wc[56] * d2; a3_2 += wc[56] * d3;
@@ -1553,7 +2075,7 @@ static void l03_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         a0_5 += wc[131] * d0; a1_5 += wc[131] * d1; a2_5 += wc[131] * d2; a3_5 += wc[131] * d3;
                     }
                     {
-                        const cg_v d0 = VLOAD(dyc + ty*1152 + tx*64 + 3584 + 0), d1 = VLOAD(dyc + ty*1152 + tx*64 + 3584 + 16), d2 = VLOAD(dyc + ty*1152 + tx*64 + 3584 + 32), d3 = VLOAD(dyc + ty*1152 + tx*64 + 3584 + 48);
+                        const cg_v d0 = VLOAD(dyc + ty*1152 + tx*64 - 1024 + 0), d1 = VLOAD(dyc + ty*1152 + tx*64 - 1024 + 16), d2 = VLOAD(dyc + ty*1152 + tx*64 - 1024 + 32), d3 = VLOAD(dyc + ty*1152 + tx*64 - 1024 + 48);
                         a0_0 += wc[7] * d0; a1_0 += wc[7] * d1; a2_0 += wc[7] * d2; a3_0 += wc[7] * d3;
                         a0_1 += wc[32] * d0; a1_1 += wc[32] * d1; a2_1 += wc[32] * d2; a3_1 += wc[32] * d3;
                         a0_2 += wc[57] * d0; a1_2 += wc[57] * d1; a2_2 += wc[57] * d2; a3_2 += wc[57] * d3;
@@ -1562,7 +2084,7 @@ static void l03_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         a0_5 += wc[132] * d0; a1_5 += wc[132] * d1; a2_5 += wc[132] * d2; a3_5 += wc[132] * d3;
                     }
                     {
-                        const cg_v d0 = VLOAD(dyc + ty*1152 + tx*64 + 3520 + 0), d1 = VLOAD(dyc + ty*1152 + tx*64 + 3520 + 16), d2 = VLOAD(dyc + ty*1152 + tx*64 + 3520 + 32), d3 = VLOAD(dyc + ty*1152 + tx*64 + 3520 + 48);
+                        const cg_v d0 = VLOAD(dyc + ty*1152 + tx*64 - 1088 + 0), d1 = VLOAD(dyc + ty*1152 + tx*64 - 1088 + 16), d2 = VLOAD(dyc + ty*1152 + tx*64 - 1088 + 32), d3 = VLOAD(dyc + ty*1152 + tx*64 - 1088 + 48);
                         a0_0 += wc[8] * d0; a1_0 += wc[8] * d1; a2_0 += wc[8] * d2; a3_0 += wc[8] * d3;
                         a0_1 += wc[33] * d0; a1_1 += wc[33] * d1; a2_1 += wc[33] * d2; a3_1 += wc[33] * d3;
                         a0_2 += wc[58] * d0; a1_2 += wc[58] * d1; a2_2 += wc[58] * d2; a3_2 += wc[58] * d3;
@@ -1571,7 +2093,7 @@ static void l03_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         a0_5 += wc[133] * d0; a1_5 += wc[133] * d1; a2_5 += wc[133] * d2; a3_5 += wc[133] * d3;
                     }
                     {
-                        const cg_v d0 = VLOAD(dyc + ty*1152 + tx*64 + 3456 + 0), d1 = VLOAD(dyc + ty*1152 + tx*64 + 3456 + 16), d2 = VLOAD(dyc + ty*1152 + tx*64 + 3456 + 32), d3 = VLOAD(dyc + ty*1152 + tx*64 + 3456 + 48);
+                        const cg_v d0 = VLOAD(dyc + ty*1152 + tx*64 - 1152 + 0), d1 = VLOAD(dyc + ty*1152 + tx*64 - 1152 + 16), d2 = VLOAD(dyc + ty*1152 + tx*64 - 1152 + 32), d3 = VLOAD(dyc + ty*1152 + tx*64 - 1152 + 48);
                         a0_0 += wc[9] * d0; a1_0 += wc[9] * d1; a2_0 += wc[9] * d2; a3_0 += wc[9] * d3;
                         a0_1 += wc[34] * d0; a1_1 += wc[34] * d1; a2_1 += wc[34] * d2; a3_1 += wc[34] * d3;
                         a0_2 += wc[59] * d0; a1_2 += wc[59] * d1; a2_2 += wc[59] * d2; a3_2 += wc[59] * d3;
@@ -1580,7 +2102,7 @@ static void l03_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         a0_5 += wc[134] * d0; a1_5 += wc[134] * d1; a2_5 += wc[134] * d2; a3_5 += wc[134] * d3;
                     }
                     {
-                        const cg_v d0 = VLOAD(dyc + ty*1152 + tx*64 + 2560 + 0), d1 = VLOAD(dyc + ty*1152 + tx*64 + 2560 + 16), d2 = VLOAD(dyc + ty*1152 + tx*64 + 2560 + 32), d3 = VLOAD(dyc + ty*1152 + tx*64 + 2560 + 48);
+                        const cg_v d0 = VLOAD(dyc + ty*1152 + tx*64 - 2048 + 0), d1 = VLOAD(dyc + ty*1152 + tx*64 - 2048 + 16), d2 = VLOAD(dyc + ty*1152 + tx*64 - 2048 + 32), d3 = VLOAD(dyc + ty*1152 + tx*64 - 2048 + 48);
                         a0_0 += wc[10] * d0; a1_0 += wc[10] * d1; a2_0 += wc[10] * d2; a3_0 += wc[10] * d3;
                         a0_1 += wc[35] * d0; a1_1 += wc[35] * d1; a2_1 += wc[35] * d2; a3_1 += wc[35] * d3;
                         a0_2 += wc[60] * d0; a1_2 += wc[60] * d1; a2_2 += wc[60] * d2; a3_2 += wc[60] * d3;
@@ -1589,7 +2111,7 @@ static void l03_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         a0_5 += wc[135] * d0; a1_5 += wc[135] * d1; a2_5 += wc[135] * d2; a3_5 += wc[135] * d3;
                     }
                     {
-                        const cg_v d0 = VLOAD(dyc + ty*1152 + tx*64 + 2496 + 0), d1 = VLOAD(dyc + ty*1152 + tx*64 + 2496 + 16), d2 = VLOAD(dyc + ty*1152 + tx*64 + 2496 + 32), d3 = VLOAD(dyc + ty*1152 + tx*64 + 2496 + 48);
+                        const cg_v d0 = VLOAD(dyc + ty*1152 + tx*64 - 2112 + 0), d1 = VLOAD(dyc + ty*1152 + tx*64 - 2112 + 16), d2 = VLOAD(dyc + ty*1152 + tx*64 - 2112 + 32), d3 = VLOAD(dyc + ty*1152 + tx*64 - 2112 + 48);
                         a0_0 += wc[11] * d0; a1_0 += wc[11] * d1; a2_0 += wc[11] * d2; a3_0 += wc[11] * d3;
                         a0_1 += wc[36] * d0; a1_1 += wc[36] * d1; a2_1 += wc[36] * d2; a3_1 += wc[36] * d3;
                         a0_2 += wc[61] * d0; a1_2 += wc[61] * d1; a2_2 += wc[61] * d2; a3_2 += wc[61] * d3;
@@ -1598,7 +2120,7 @@ static void l03_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         a0_5 += wc[136] * d0; a1_5 += wc[136] * d1; a2_5 += wc[136] * d2; a3_5 += wc[136] * d3;
                     }
                     {
-                        const cg_v d0 = VLOAD(dyc + ty*1152 + tx*64 + 2432 + 0), d1 = VLOAD(dyc + ty*1152 + tx*64 + 2432 + 16), d2 = VLOAD(dyc + ty*1152 + tx*64 + 2432 + 32), d3 = VLOAD(dyc + ty*1152 + tx*64 + 2432 + 48);
+                        const cg_v d0 = VLOAD(dyc + ty*1152 + tx*64 - 2176 + 0), d1 = VLOAD(dyc + ty*1152 + tx*64 - 2176 + 16), d2 = VLOAD(dyc + ty*1152 + tx*64 - 2176 + 32), d3 = VLOAD(dyc + ty*1152 + tx*64 - 2176 + 48);
                         a0_0 += wc[12] * d0; a1_0 += wc[12] * d1; a2_0 += wc[12] * d2; a3_0 += wc[12] * d3;
                         a0_1 += wc[37] * d0; a1_1 += wc[37] * d1; a2_1 += wc[37] * d2; a3_1 += wc[37] * d3;
                         a0_2 += wc[62] * d0; a1_2 += wc[62] * d1; a2_2 += wc[62] * d2; a3_2 += wc[62] * d3;
@@ -1607,7 +2129,7 @@ static void l03_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         a0_5 += wc[137] * d0; a1_5 += wc[137] * d1; a2_5 += wc[137] * d2; a3_5 += wc[137] * d3;
                     }
                     {
-                        const cg_v d0 = VLOAD(dyc + ty*1152 + tx*64 + 2368 + 0), d1 = VLOAD(dyc + ty*1152 + tx*64 + 2368 + 16), d2 = VLOAD(dyc + ty*1152 + tx*64 + 2368 + 32), d3 = VLOAD(dyc + ty*1152 + tx*64 + 2368 + 48);
+                        const cg_v d0 = VLOAD(dyc + ty*1152 + tx*64 - 2240 + 0), d1 = VLOAD(dyc + ty*1152 + tx*64 - 2240 + 16), d2 = VLOAD(dyc + ty*1152 + tx*64 - 2240 + 32), d3 = VLOAD(dyc + ty*1152 + tx*64 - 2240 + 48);
                         a0_0 += wc[13] * d0; a1_0 += wc[13] * d1; a2_0 += wc[13] * d2; a3_0 += wc[13] * d3;
                         a0_1 += wc[38] * d0; a1_1 += wc[38] * d1; a2_1 += wc[38] * d2; a3_1 += wc[38] * d3;
                         a0_2 += wc[63] * d0; a1_2 += wc[63] * d1; a2_2 += wc[63] * d2; a3_2 += wc[63] * d3;
@@ -1616,7 +2138,7 @@ static void l03_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         a0_5 += wc[138] * d0; a1_5 += wc[138] * d1; a2_5 += wc[138] * d2; a3_5 += wc[138] * d3;
                     }
                     {
-                        const cg_v d0 = VLOAD(dyc + ty*1152 + tx*64 + 2304 + 0), d1 = VLOAD(dyc + ty*1152 + tx*64 + 2304 + 16), d2 = VLOAD(dyc + ty*1152 + tx*64 + 2304 + 32), d3 = VLOAD(dyc + ty*1152 + tx*64 + 2304 + 48);
+                        const cg_v d0 = VLOAD(dyc + ty*1152 + tx*64 - 2304 + 0), d1 = VLOAD(dyc + ty*1152 + tx*64 - 2304 + 16), d2 = VLOAD(dyc + ty*1152 + tx*64 - 2304 + 32), d3 = VLOAD(dyc + ty*1152 + tx*64 - 2304 + 48);
                         a0_0 += wc[14] * d0; a1_0 += wc[14] * d1; a2_0 += wc[14] * d2; a3_0 += wc[14] * d3;
                         a0_1 += wc[39] * d0; a1_1 += wc[39] * d1; a2_1 += wc[39] * d2; a3_1 += wc[39] * d3;
                         a0_2 += wc[64] * d0; a1_2 += wc[64] * d1; a2_2 += wc[64] * d2; a3_2 += wc[64] * d3;
@@ -1625,7 +2147,7 @@ static void l03_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         a0_5 += wc[139] * d0; a1_5 += wc[139] * d1; a2_5 += wc[139] * d2; a3_5 += wc[139] * d3;
                     }
                     {
-                        const cg_v d0 = VLOAD(dyc + ty*1152 + tx*64 + 1408 + 0), d1 = VLOAD(dyc + ty*1152 + tx*64 + 1408 + 16), d2 = VLOAD(dyc + ty*1152 + tx*64 + 1408 + 32), d3 = VLOAD(dyc + ty*1152 + tx*64 + 1408 + 48);
+                        const cg_v d0 = VLOAD(dyc + ty*1152 + tx*64 - 3200 + 0), d1 = VLOAD(dyc + ty*1152 + tx*64 - 3200 + 16), d2 = VLOAD(dyc + ty*1152 + tx*64 - 3200 + 32), d3 = VLOAD(dyc + ty*1152 + tx*64 - 3200 + 48);
                         a0_0 += wc[15] * d0; a1_0 += wc[15] * d1; a2_0 += wc[15] * d2; a3_0 += wc[15] * d3;
                         a0_1 += wc[40] * d0; a1_1 += wc[40] * d1; a2_1 += wc[40] * d2; a3_1 += wc[40] * d3;
                         a0_2 += wc[65] * d0; a1_2 += wc[65] * d1; a2_2 += wc[65] * d2; a3_2 += wc[65] * d3;
@@ -1634,7 +2156,7 @@ static void l03_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         a0_5 += wc[140] * d0; a1_5 += wc[140] * d1; a2_5 += wc[140] * d2; a3_5 += wc[140] * d3;
                     }
                     {
-                        const cg_v d0 = VLOAD(dyc + ty*1152 + tx*64 + 1344 + 0), d1 = VLOAD(dyc + ty*1152 + tx*64 + 1344 + 16), d2 = VLOAD(dyc + ty*1152 + tx*64 + 1344 + 32), d3 = VLOAD(dyc + ty*1152 + tx*64 + 1344 + 48);
+                        const cg_v d0 = VLOAD(dyc + ty*1152 + tx*64 - 3264 + 0), d1 = VLOAD(dyc + ty*1152 + tx*64 - 3264 + 16), d2 = VLOAD(dyc + ty*1152 + tx*64 - 3264 + 32), d3 = VLOAD(dyc + ty*1152 + tx*64 - 3264 + 48);
                         a0_0 += wc[16] * d0; a1_0 += wc[16] * d1; a2_0 += wc[16] * d2; a3_0 += wc[16] * d3;
                         a0_1 += wc[41] * d0; a1_1 += wc[41] * d1; a2_1 += wc[41] * d2; a3_1 += wc[41] * d3;
                         a0_2 += wc[66] * d0; a1_2 += wc[66] * d1; a2_2 += wc[66] * d2; a3_2 += wc[66] * d3;
@@ -1643,7 +2165,7 @@ static void l03_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         a0_5 += wc[141] * d0; a1_5 += wc[141] * d1; a2_5 += wc[141] * d2; a3_5 += wc[141] * d3;
                     }
                     {
-                        const cg_v d0 = VLOAD(dyc + ty*1152 + tx*64 + 1280 + 0), d1 = VLOAD(dyc + ty*1152 + tx*64 + 1280 + 16), d2 = VLOAD(dyc + ty*1152 + tx*64 + 1280 + 32), d3 = VLOAD(dyc + ty*1152 + tx*64 + 1280 + 48);
+                        const cg_v d0 = VLOAD(dyc + ty*1152 + tx*64 - 3328 + 0), d1 = VLOAD(dyc + ty*1152 + tx*64 - 3328 + 16), d2 = VLOAD(dyc + ty*1152 + tx*64 - 3328 + 32), d3 = VLOAD(dyc + ty*1152 + tx*64 - 3328 + 48);
                         a0_0 += wc[17] * d0; a1_0 += wc[17] * d1; a2_0 += wc[17] * d2; a3_0 += wc[17] * d3;
                         a0_1 += wc[42] * d0; a1_1 += wc[42] * d1; a2_1 += wc[42] * d2; a3_1 += wc[42] * d3;
                         a0_2 += wc[67] * d0; a1_2 += wc[67] * d1; a2_2 += wc[67] * d2; a3_2 += wc[67] * d3;
@@ -1652,7 +2174,7 @@ static void l03_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         a0_5 += wc[142] * d0; a1_5 += wc[142] * d1; a2_5 += wc[142] * d2; a3_5 += wc[142] * d3;
                     }
                     {
-                        const cg_v d0 = VLOAD(dyc + ty*1152 + tx*64 + 1216 + 0), d1 = VLOAD(dyc + ty*1152 + tx*64 + 1216 + 16), d2 = VLOAD(dyc + ty*1152 + tx*64 + 1216 + 32), d3 = VLOAD(dyc + ty*1152 + tx*64 + 1216 + 48);
+                        const cg_v d0 = VLOAD(dyc + ty*1152 + tx*64 - 3392 + 0), d1 = VLOAD(dyc + ty*1152 + tx*64 - 3392 + 16), d2 = VLOAD(dyc + ty*1152 + tx*64 - 3392 + 32), d3 = VLOAD(dyc + ty*1152 + tx*64 - 3392 + 48);
                         a0_0 += wc[18] * d0; a1_0 += wc[18] * d1; a2_0 += wc[18] * d2; a3_0 += wc[18] * d3;
                         a0_1 += wc[43] * d0; a1_1 += wc[43] * d1; a2_1 += wc[43] * d2; a3_1 += wc[43] * d3;
                         a0_2 += wc[68] * d0; a1_2 += wc[68] * d1; a2_2 += wc[68] * d2; a3_2 += wc[68] * d3;
@@ -1661,7 +2183,7 @@ static void l03_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         a0_5 += wc[143] * d0; a1_5 += wc[143] * d1; a2_5 += wc[143] * d2; a3_5 += wc[143] * d3;
                     }
                     {
-                        const cg_v d0 = VLOAD(dyc + ty*1152 + tx*64 + 1152 + 0), d1 = VLOAD(dyc + ty*1152 + tx*64 + 1152 + 16), d2 = VLOAD(dyc + ty*1152 + tx*64 + 1152 + 32), d3 = VLOAD(dyc + ty*1152 + tx*64 + 1152 + 48);
+                        const cg_v d0 = VLOAD(dyc + ty*1152 + tx*64 - 3456 + 0), d1 = VLOAD(dyc + ty*1152 + tx*64 - 3456 + 16), d2 = VLOAD(dyc + ty*1152 + tx*64 - 3456 + 32), d3 = VLOAD(dyc + ty*1152 + tx*64 - 3456 + 48);
                         a0_0 += wc[19] * d0; a1_0 += wc[19] * d1; a2_0 += wc[19] * d2; a3_0 += wc[19] * d3;
                         a0_1 += wc[44] * d0; a1_1 += wc[44] * d1; a2_1 += wc[44] * d2; a3_1 += wc[44] * d3;
                         a0_2 += wc[69] * d0; a1_2 += wc[69] * d1; a2_2 += wc[69] * d2; a3_2 += wc[69] * d3;
@@ -1670,7 +2192,7 @@ static void l03_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         a0_5 += wc[144] * d0; a1_5 += wc[144] * d1; a2_5 += wc[144] * d2; a3_5 += wc[144] * d3;
                     }
                     {
-                        const cg_v d0 = VLOAD(dyc + ty*1152 + tx*64 + 256 + 0), d1 = VLOAD(dyc + ty*1152 + tx*64 + 256 + 16), d2 = VLOAD(dyc + ty*1152 + tx*64 + 256 + 32), d3 = VLOAD(dyc + ty*1152 + tx*64 + 256 + 48);
+                        const cg_v d0 = VLOAD(dyc + ty*1152 + tx*64 - 4352 + 0), d1 = VLOAD(dyc + ty*1152 + tx*64 - 4352 + 16), d2 = VLOAD(dyc + ty*1152 + tx*64 - 4352 + 32), d3 = VLOAD(dyc + ty*1152 + tx*64 - 4352 + 48);
                         a0_0 += wc[20] * d0; a1_0 += wc[20] * d1; a2_0 += wc[20] * d2; a3_0 += wc[20] * d3;
                         a0_1 += wc[45] * d0; a1_1 += wc[45] * d1; a2_1 += wc[45] * d2; a3_1 += wc[45] * d3;
                         a0_2 += wc[70] * d0; a1_2 += wc[70] * d1; a2_2 += wc[70] * d2; a3_2 += wc[70] * d3;
@@ -1679,7 +2201,7 @@ static void l03_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         a0_5 += wc[145] * d0; a1_5 += wc[145] * d1; a2_5 += wc[145] * d2; a3_5 += wc[145] * d3;
                     }
                     {
-                        const cg_v d0 = VLOAD(dyc + ty*1152 + tx*64 + 192 + 0), d1 = VLOAD(dyc + ty*1152 + tx*64 + 192 + 16), d2 = VLOAD(dyc + ty*1152 + tx*64 + 192 + 32), d3 = VLOAD(dyc + ty*1152 + tx*64 + 192 + 48);
+                        const cg_v d0 = VLOAD(dyc + ty*1152 + tx*64 - 4416 + 0), d1 = VLOAD(dyc + ty*1152 + tx*64 - 4416 + 16), d2 = VLOAD(dyc + ty*1152 + tx*64 - 4416 + 32), d3 = VLOAD(dyc + ty*1152 + tx*64 - 4416 + 48);
                         a0_0 += wc[21] * d0; a1_0 += wc[21] * d1; a2_0 += wc[21] * d2; a3_0 += wc[21] * d3;
                         a0_1 += wc[46] * d0; a1_1 += wc[46] * d1; a2_1 += wc[46] * d2; a3_1 += wc[46] * d3;
                         a0_2 += wc[71] * d0; a1_2 += wc[71] * d1; a2_2 += wc[71] * d2; a3_2 += wc[71] * d3;
@@ -1688,7 +2210,7 @@ static void l03_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         a0_5 += wc[146] * d0; a1_5 += wc[146] * d1; a2_5 += wc[146] * d2; a3_5 += wc[146] * d3;
                     }
                     {
-                        const cg_v d0 = VLOAD(dyc + ty*1152 + tx*64 + 128 + 0), d1 = VLOAD(dyc + ty*1152 + tx*64 + 128 + 16), d2 = VLOAD(dyc + ty*1152 + tx*64 + 128 + 32), d3 = VLOAD(dyc + ty*1152 + tx*64 + 128 + 48);
+                        const cg_v d0 = VLOAD(dyc + ty*1152 + tx*64 - 4480 + 0), d1 = VLOAD(dyc + ty*1152 + tx*64 - 4480 + 16), d2 = VLOAD(dyc + ty*1152 + tx*64 - 4480 + 32), d3 = VLOAD(dyc + ty*1152 + tx*64 - 4480 + 48);
                         a0_0 += wc[22] * d0; a1_0 += wc[22] * d1; a2_0 += wc[22] * d2; a3_0 += wc[22] * d3;
                         a0_1 += wc[47] * d0; a1_1 += wc[47] * d1; a2_1 += wc[47] * d2; a3_1 += wc[47] * d3;
                         a0_2 += wc[72] * d0; a1_2 += wc[72] * d1; a2_2 += wc[72] * d2; a3_2 += wc[72] * d3;
@@ -1697,7 +2219,7 @@ static void l03_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         a0_5 += wc[147] * d0; a1_5 += wc[147] * d1; a2_5 += wc[147] * d2; a3_5 += wc[147] * d3;
                     }
                     {
-                        const cg_v d0 = VLOAD(dyc + ty*1152 + tx*64 + 64 + 0), d1 = VLOAD(dyc + ty*1152 + tx*64 + 64 + 16), d2 = VLOAD(dyc + ty*1152 + tx*64 + 64 + 32), d3 = VLOAD(dyc + ty*1152 + tx*64 + 64 + 48);
+                        const cg_v d0 = VLOAD(dyc + ty*1152 + tx*64 - 4544 + 0), d1 = VLOAD(dyc + ty*1152 + tx*64 - 4544 + 16), d2 = VLOAD(dyc + ty*1152 + tx*64 - 4544 + 32), d3 = VLOAD(dyc + ty*1152 + tx*64 - 4544 + 48);
                         a0_0 += wc[23] * d0; a1_0 += wc[23] * d1; a2_0 += wc[23] * d2; a3_0 += wc[23] * d3;
                         a0_1 += wc[48] * d0; a1_1 += wc[48] * d1; a2_1 += wc[48] * d2; a3_1 += wc[48] * d3;
                         a0_2 += wc[73] * d0; a1_2 += wc[73] * d1; a2_2 += wc[73] * d2; a3_2 += wc[73] * d3;
@@ -1706,7 +2228,7 @@ static void l03_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         a0_5 += wc[148] * d0; a1_5 += wc[148] * d1; a2_5 += wc[148] * d2; a3_5 += wc[148] * d3;
                     }
                     {
-                        const cg_v d0 = VLOAD(dyc + ty*1152 + tx*64 + 0), d1 = VLOAD(dyc + ty*1152 + tx*64 + 16), d2 = VLOAD(dyc + ty*1152 + tx*64 + 32), d3 = VLOAD(dyc + ty*1152 + tx*64 + 48);
+                        const cg_v d0 = VLOAD(dyc + ty*1152 + tx*64 - 4608 + 0), d1 = VLOAD(dyc + ty*1152 + tx*64 - 4608 + 16), d2 = VLOAD(dyc + ty*1152 + tx*64 - 4608 + 32), d3 = VLOAD(dyc + ty*1152 + tx*64 - 4608 + 48);
                         a0_0 += wc[24] * d0; a1_0 += wc[24] * d1; a2_0 += wc[24] * d2; a3_0 += wc[24] * d3;
                         a0_1 += wc[49] * d0; a1_1 += wc[49] * d1; a2_1 += wc[49] * d2; a3_1 += wc[49] * d3;
                         a0_2 += wc[74] * d0; a1_2 += wc[74] * d1; a2_2 += wc[74] * d2; a3_2 += wc[74] * d3;
@@ -1723,6 +2245,532 @@ static void l03_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                 VSTORE(dxb + ty*896 + tx*64 + 62720, a0_5); VSTORE(dxb + ty*896 + tx*64 + 62736, a1_5); VSTORE(dxb + ty*896 + tx*64 + 62752, a2_5); VSTORE(dxb + ty*896 + tx*64 + 62768, a3_5);
             }
         }
+        /* inputs rows 0+1*t (t=10..10), cols 0+1*t (t=0..13): 20 taps */
+        for (int tx = 0; tx < 14; tx++) {
+            cg_v a0_0 = vsplat(0.0f), a1_0 = vsplat(0.0f), a2_0 = vsplat(0.0f), a3_0 = vsplat(0.0f);
+            cg_v a0_1 = vsplat(0.0f), a1_1 = vsplat(0.0f), a2_1 = vsplat(0.0f), a3_1 = vsplat(0.0f);
+            cg_v a0_2 = vsplat(0.0f), a1_2 = vsplat(0.0f), a2_2 = vsplat(0.0f), a3_2 = vsplat(0.0f);
+            cg_v a0_3 = vsplat(0.0f), a1_3 = vsplat(0.0f), a2_3 = vsplat(0.0f), a3_3 = vsplat(0.0f);
+            cg_v a0_4 = vsplat(0.0f), a1_4 = vsplat(0.0f), a2_4 = vsplat(0.0f), a3_4 = vsplat(0.0f);
+            cg_v a0_5 = vsplat(0.0f), a1_5 = vsplat(0.0f), a2_5 = vsplat(0.0f), a3_5 = vsplat(0.0f);
+            for (int co = 0; co < 16; co++) {
+                const float *restrict dyc = dyg + co*11520;
+                const float *restrict wc = wg + co*150;
+                {
+                    const cg_v d0 = VLOAD(dyc + tx*64 + 10624 + 0), d1 = VLOAD(dyc + tx*64 + 10624 + 16), d2 = VLOAD(dyc + tx*64 + 10624 + 32), d3 = VLOAD(dyc + tx*64 + 10624 + 48);
+                    a0_0 += wc[5] * d0; a1_0 += wc[5] * d1; a2_0 += wc[5] * d2; a3_0 += wc[5] * d3;
+                    a0_1 += wc[30] * d0; a1_1 += wc[30] * d1; a2_1 += wc[30] * d2; a3_1 += wc[30] * d3;
+                    a0_2 += wc[55] * d0; a1_2 += wc[55] * d1; a2_2 += wc[55] * d2; a3_2 += wc[55] * d3;
+                    a0_3 += wc[80] * d0; a1_3 += wc[80] * d1; a2_3 += wc[80] * d2; a3_3 += wc[80] * d3;
+                    a0_4 += wc[105] * d0; a1_4 += wc[105] * d1; a2_4 += wc[105] * d2; a3_4 += wc[105] * d3;
+                    a0_5 += wc[130] * d0; a1_5 += wc[130] * d1; a2_5 += wc[130] * d2; a3_5 += wc[130] * d3;
+                }
+                {
+                    const cg_v d0 = VLOAD(dyc + tx*64 + 10560 + 0), d1 = VLOAD(dyc + tx*64 + 10560 + 16), d2 = VLOAD(dyc + tx*64 + 10560 + 32), d3 = VLOAD(dyc + tx*64 + 10560 + 48);
+                    a0_0 += wc[6] * d0; a1_0 += wc[6] * d1; a2_0 += wc[6] * d2; a3_0 += wc[6] * d3;
+                    a0_1 += wc[31] * d0; a1_1 += wc[31] * d1; a2_1 += wc[31] * d2; a3_1 += wc[31] * d3;
+                    a0_2 += wc[56] * d0; a1_2 += wc[56] * d1; a2_2 += wc[56] * d2; a3_2 += wc[56] * d3;
+                    a0_3 += wc[81] * d0; a1_3 += wc[81] * d1; a2_3 += wc[81] * d2; a3_3 += wc[81] * d3;
+                    a0_4 += wc[106] * d0; a1_4 += wc[106] * d1; a2_4 += wc[106] * d2; a3_4 += wc[106] * d3;
+                    a0_5 += wc[131] * d0; a1_5 += wc[131] * d1; a2_5 += wc[131] * d2; a3_5 += wc[131] * d3;
+                }
+                {
+                    const cg_v d0 = VLOAD(dyc + tx*64 + 10496 + 0), d1 = VLOAD(dyc + tx*64 + 10496 + 16), d2 = VLOAD(dyc + tx*64 + 10496 + 32), d3 = VLOAD(dyc + tx*64 + 10496 + 48);
+                    a0_0 += wc[7] * d0; a1_0 += wc[7] * d1; a2_0 += wc[7] * d2; a3_0 += wc[7] * d3;
+                    a0_1 += wc[32] * d0; a1_1 += wc[32] * d1; a2_1 += wc[32] * d2; a3_1 += wc[32] * d3;
+                    a0_2 += wc[57] * d0; a1_2 += wc[57] * d1; a2_2 += wc[57] * d2; a3_2 += wc[57] * d3;
+                    a0_3 += wc[82] * d0; a1_3 += wc[82] * d1; a2_3 += wc[82] * d2; a3_3 += wc[82] * d3;
+                    a0_4 += wc[107] * d0; a1_4 += wc[107] * d1; a2_4 += wc[107] * d2; a3_4 += wc[107] * d3;
+                    a0_5 += wc[132] * d0; a1_5 += wc[132] * d1; a2_5 += wc[132] * d2; a3_5 += wc[132] * d3;
+                }
+                {
+                    const cg_v d0 = VLOAD(dyc + tx*64 + 10432 + 0), d1 = VLOAD(dyc + tx*64 + 10432 + 16), d2 = VLOAD(dyc + tx*64 + 10432 + 32), d3 = VLOAD(dyc + tx*64 + 10432 + 48);
+                    a0_0 += wc[8] * d0; a1_0 += wc[8] * d1; a2_0 += wc[8] * d2; a3_0 += wc[8] * d3;
+                    a0_1 += wc[33] * d0; a1_1 += wc[33] * d1; a2_1 += wc[33] * d2; a3_1 += wc[33] * d3;
+                    a0_2 += wc[58] * d0; a1_2 += wc[58] * d1; a2_2 += wc[58] * d2; a3_2 += wc[58] * d3;
+                    a0_3 += wc[83] * d0; a1_3 += wc[83] * d1; a2_3 += wc[83] * d2; a3_3 += wc[83] * d3;
+                    a0_4 += wc[108] * d0; a1_4 += wc[108] * d1; a2_4 += wc[108] * d2; a3_4 += wc[108] * d3;
+                    a0_5 += wc[133] * d0; a1_5 += wc[133] * d1; a2_5 += wc[133] * d2; a3_5 += wc[133] * d3;
+                }
+                {
+                    const cg_v d0 = VLOAD(dyc + tx*64 + 10368 + 0), d1 = VLOAD(dyc + tx*64 + 10368 + 16), d2 = VLOAD(dyc + tx*64 + 10368 + 32), d3 = VLOAD(dyc + tx*64 + 10368 + 48);
+                    a0_0 += wc[9] * d0; a1_0 += wc[9] * d1; a2_0 += wc[9] * d2; a3_0 += wc[9] * d3;
+                    a0_1 += wc[34] * d0; a1_1 += wc[34] * d1; a2_1 += wc[34] * d2; a3_1 += wc[34] * d3;
+                    a0_2 += wc[59] * d0; a1_2 += wc[59] * d1; a2_2 += wc[59] * d2; a3_2 += wc[59] * d3;
+                    a0_3 += wc[84] * d0; a1_3 += wc[84] * d1; a2_3 += wc[84] * d2; a3_3 += wc[84] * d3;
+                    a0_4 += wc[109] * d0; a1_4 += wc[109] * d1; a2_4 += wc[109] * d2; a3_4 += wc[109] * d3;
+                    a0_5 += wc[134] * d0; a1_5 += wc[134] * d1; a2_5 += wc[134] * d2; a3_5 += wc[134] * d3;
+                }
+                {
+                    const cg_v d0 = VLOAD(dyc + tx*64 + 9472 + 0), d1 = VLOAD(dyc + tx*64 + 9472 + 16), d2 = VLOAD(dyc + tx*64 + 9472 + 32), d3 = VLOAD(dyc + tx*64 + 9472 + 48);
+                    a0_0 += wc[10] * d0; a1_0 += wc[10] * d1; a2_0 += wc[10] * d2; a3_0 += wc[10] * d3;
+                    a0_1 += wc[35] * d0; a1_1 += wc[35] * d1; a2_1 += wc[35] * d2; a3_1 += wc[35] * d3;
+                    a0_2 += wc[60] * d0; a1_2 += wc[60] * d1; a2_2 += wc[60] * d2; a3_2 += wc[60] * d3;
+                    a0_3 += wc[85] * d0; a1_3 += wc[85] * d1; a2_3 += wc[85] * d2; a3_3 += wc[85] * d3;
+                    a0_4 += wc[110] * d0; a1_4 += wc[110] * d1; a2_4 += wc[110] * d2; a3_4 += wc[110] * d3;
+                    a0_5 += wc[135] * d0; a1_5 += wc[135] * d1; a2_5 += wc[135] * d2; a3_5 += wc[135] * d3;
+                }
+                {
+                    const cg_v d0 = VLOAD(dyc + tx*64 + 9408 + 0), d1 = VLOAD(dyc + tx*64 + 9408 + 16), d2 = VLOAD(dyc + tx*64 + 9408 + 32), d3 = VLOAD(dyc + tx*64 + 9408 + 48);
+                    a0_0 += wc[11] * d0; a1_0 += wc[11] * d1; a2_0 += wc[11] * d2; a3_0 += wc[11] * d3;
+                    a0_1 += wc[36] * d0; a1_1 += wc[36] * d1; a2_1 += wc[36] * d2; a3_1 += wc[36] * d3;
+                    a0_2 += wc[61] * d0; a1_2 += wc[61] * d1; a2_2 += wc[61] * d2; a3_2 += wc[61] * d3;
+                    a0_3 += wc[86] * d0; a1_3 += wc[86] * d1; a2_3 += wc[86] * d2; a3_3 += wc[86] * d3;
+                    a0_4 += wc[111] * d0; a1_4 += wc[111] * d1; a2_4 += wc[111] * d2; a3_4 += wc[111] * d3;
+                    a0_5 += wc[136] * d0; a1_5 += wc[136] * d1; a2_5 += wc[136] * d2; a3_5 += wc[136] * d3;
+                }
+                {
+                    const cg_v d0 = VLOAD(dyc + tx*64 + 9344 + 0), d1 = VLOAD(dyc + tx*64 + 9344 + 16), d2 = VLOAD(dyc + tx*64 + 9344 + 32), d3 = VLOAD(dyc + tx*64 + 9344 + 48);
+                    a0_0 += wc[12] * d0; a1_0 += wc[12] * d1; a2_0 += wc[12] * d2; a3_0 += wc[12] * d3;
+                    a0_1 += wc[37] * d0; a1_1 += wc[37] * d1; a2_1 += wc[37] * d2; a3_1 += wc[37] * d3;
+                    a0_2 += wc[62] * d0; a1_2 += wc[62] * d1; a2_2 += wc[62] * d2; a3_2 += wc[62] * d3;
+                    a0_3 += wc[87] * d0; a1_3 += wc[87] * d1; a2_3 += wc[87] * d2; a3_3 += wc[87] * d3;
+                    a0_4 += wc[112] * d0; a1_4 += wc[112] * d1; a2_4 += wc[112] * d2; a3_4 += wc[112] * d3;
+                    a0_5 += wc[137] * d0; a1_5 += wc[137] * d1; a2_5 += wc[137] * d2; a3_5 += wc[137] * d3;
+                }
+                {
+                    const cg_v d0 = VLOAD(dyc + tx*64 + 9280 + 0), d1 = VLOAD(dyc + tx*64 + 9280 + 16), d2 = VLOAD(dyc + tx*64 + 9280 + 32), d3 = VLOAD(dyc + tx*64 + 9280 + 48);
+                    a0_0 += wc[13] * d0; a1_0 += wc[13] * d1; a2_0 += wc[13] * d2; a3_0 += wc[13] * d3;
+                    a0_1 += wc[38] * d0; a1_1 += wc[38] * d1; a2_1 += wc[38] * d2; a3_1 += wc[38] * d3;
+                    a0_2 += wc[63] * d0; a1_2 += wc[63] * d1; a2_2 += wc[63] * d2; a3_2 += wc[63] * d3;
+                    a0_3 += wc[88] * d0; a1_3 += wc[88] * d1; a2_3 += wc[88] * d2; a3_3 += wc[88] * d3;
+                    a0_4 += wc[113] * d0; a1_4 += wc[113] * d1; a2_4 += wc[113] * d2; a3_4 += wc[113] * d3;
+                    a0_5 += wc[138] * d0; a1_5 += wc[138] * d1; a2_5 += wc[138] * d2; a3_5 += wc[138] * d3;
+                }
+                {
+                    const cg_v d0 = VLOAD(dyc + tx*64 + 9216 + 0), d1 = VLOAD(dyc + tx*64 + 9216 + 16), d2 = VLOAD(dyc + tx*64 + 9216 + 32), d3 = VLOAD(dyc + tx*64 + 9216 + 48);
+                    a0_0 += wc[14] * d0; a1_0 += wc[14] * d1; a2_0 += wc[14] * d2; a3_0 += wc[14] * d3;
+                    a0_1 += wc[39] * d0; a1_1 += wc[39] * d1; a2_1 += wc[39] * d2; a3_1 += wc[39] * d3;
+                    a0_2 += wc[64] * d0; a1_2 += wc[64] * d1; a2_2 += wc[64] * d2; a3_2 += wc[64] * d3;
+                    a0_3 += wc[89] * d0; a1_3 += wc[89] * d1; a2_3 += wc[89] * d2; a3_3 += wc[89] * d3;
+                    a0_4 += wc[114] * d0; a1_4 += wc[114] * d1; a2_4 += wc[114] * d2; a3_4 += wc[114] * d3;
+                    a0_5 += wc[139] * d0; a1_5 += wc[139] * d1; a2_5 += wc[139] * d2; a3_5 += wc[139] * d3;
+                }
+                {
+                    const cg_v d0 = VLOAD(dyc + tx*64 + 8320 + 0), d1 = VLOAD(dyc + tx*64 + 8320 + 16), d2 = VLOAD(dyc + tx*64 + 8320 + 32), d3 = VLOAD(dyc + tx*64 + 8320 + 48);
+                    a0_0 += wc[15] * d0; a1_0 += wc[15] * d1; a2_0 += wc[15] * d2; a3_0 += wc[15] * d3;
+                    a0_1 += wc[40] * d0; a1_1 += wc[40] * d1; a2_1 += wc[40] * d2; a3_1 += wc[40] * d3;
+                    a0_2 += wc[65] * d0; a1_2 += wc[65] * d1; a2_2 += wc[65] * d2; a3_2 += wc[65] * d3;
+                    a0_3 += wc[90] * d0; a1_3 += wc[90] * d1; a2_3 += wc[90] * d2; a3_3 += wc[90] * d3;
+                    a0_4 += wc[115] * d0; a1_4 += wc[115] * d1; a2_4 += wc[115] * d2; a3_4 += wc[115] * d3;
+                    a0_5 += wc[140] * d0; a1_5 += wc[140] * d1; a2_5 += wc[140] * d2; a3_5 += wc[140] * d3;
+                }
+                {
+                    const cg_v d0 = VLOAD(dyc + tx*64 + 8256 + 0), d1 = VLOAD(dyc + tx*64 + 8256 + 16), d2 = VLOAD(dyc + tx*64 + 8256 + 32), d3 = VLOAD(dyc + tx*64 + 8256 + 48);
+                    a0_0 += wc[16] * d0; a1_0 += wc[16] * d1; a2_0 += wc[16] * d2; a3_0 += wc[16] * d3;
+                    a0_1 += wc[41] * d0; a1_1 += wc[41] * d1; a2_1 += wc[41] * d2; a3_1 += wc[41] * d3;
+                    a0_2 += wc[66] * d0; a1_2 += wc[66] * d1; a2_2 += wc[66] * d2; a3_2 += wc[66] * d3;
+                    a0_3 += wc[91] * d0; a1_3 += wc[91] * d1; a2_3 += wc[91] * d2; a3_3 += wc[91] * d3;
+                    a0_4 += wc[116] * d0; a1_4 += wc[116] * d1; a2_4 += wc[116] * d2; a3_4 += wc[116] * d3;
+                    a0_5 += wc[141] * d0; a1_5 += wc[141] * d1; a2_5 += wc[141] * d2; a3_5 += wc[141] * d3;
+                }
+                {
+                    const cg_v d0 = VLOAD(dyc + tx*64 + 8192 + 0), d1 = VLOAD(dyc + tx*64 + 8192 + 16), d2 = VLOAD(dyc + tx*64 + 8192 + 32), d3 = VLOAD(dyc + tx*64 + 8192 + 48);
+                    a0_0 += wc[17] * d0; a1_0 += wc[17] * d1; a2_0 += wc[17] * d2; a3_0 += wc[17] * d3;
+                    a0_1 += wc[42] * d0; a1_1 += wc[42] * d1; a2_1 += wc[42] * d2; a3_1 += wc[42] * d3;
+                    a0_2 += wc[67] * d0; a1_2 += wc[67] * d1; a2_2 += wc[67] * d2; a3_2 += wc[67] * d3;
+                    a0_3 += wc[92] * d0; a1_3 += wc[92] * d1; a2_3 += wc[92] * d2; a3_3 += wc[92] * d3;
+                    a0_4 += wc[117] * d0; a1_4 += wc[117] * d1; a2_4 += wc[117] * d2; a3_4 += wc[117] * d3;
+                    a0_5 += wc[142] * d0; a1_5 += wc[142] * d1; a2_5 += wc[142] * d2; a3_5 += wc[142] * d3;
+                }
+                {
+                    const cg_v d0 = VLOAD(dyc + tx*64 + 8128 + 0), d1 = VLOAD(dyc + tx*64 + 8128 + 16), d2 = VLOAD(dyc + tx*64 + 8128 + 32), d3 = VLOAD(dyc + tx*64 + 8128 + 48);
+                    a0_0 += wc[18] * d0; a1_0 += wc[18] * d1; a2_0 += wc[18] * d2; a3_0 += wc[18] * d3;
+                    a0_1 += wc[43] * d0; a1_1 += wc[43] * d1; a2_1 += wc[43] * d2; a3_1 += wc[43] * d3;
+                    a0_2 += wc[68] * d0; a1_2 += wc[68] * d1; a2_2 += wc[68] * d2; a3_2 += wc[68] * d3;
+                    a0_3 += wc[93] * d0; a1_3 += wc[93] * d1; a2_3 += wc[93] * d2; a3_3 += wc[93] * d3;
+                    a0_4 += wc[118] * d0; a1_4 += wc[118] * d1; a2_4 += wc[118] * d2; a3_4 += wc[118] * d3;
+                    a0_5 += wc[143] * d0; a1_5 += wc[143] * d1; a2_5 += wc[143] * d2; a3_5 += wc[143] * d3;
+                }
+                {
+                    const cg_v d0 = VLOAD(dyc + tx*64 + 8064 + 0), d1 = VLOAD(dyc + tx*64 + 8064 + 16), d2 = VLOAD(dyc + tx*64 + 8064 + 32), d3 = VLOAD(dyc + tx*64 + 8064 + 48);
+                    a0_0 += wc[19] * d0; a1_0 += wc[19] * d1; a2_0 += wc[19] * d2; a3_0 += wc[19] * d3;
+                    a0_1 += wc[44] * d0; a1_1 += wc[44] * d1; a2_1 += wc[44] * d2; a3_1 += wc[44] * d3;
+                    a0_2 += wc[69] * d0; a1_2 += wc[69] * d1; a2_2 += wc[69] * d2; a3_2 += wc[69] * d3;
+                    a0_3 += wc[94] * d0; a1_3 += wc[94] * d1; a2_3 += wc[94] * d2; a3_3 += wc[94] * d3;
+                    a0_4 += wc[119] * d0; a1_4 += wc[119] * d1; a2_4 += wc[119] * d2; a3_4 += wc[119] * d3;
+                    a0_5 += wc[144] * d0; a1_5 += wc[144] * d1; a2_5 += wc[144] * d2; a3_5 += wc[144] * d3;
+                }
+                {
+                    const cg_v d0 = VLOAD(dyc + tx*64 + 7168 + 0), d1 = VLOAD(dyc + tx*64 + 7168 + 16), d2 = VLOAD(dyc + tx*64 + 7168 + 32), d3 = VLOAD(dyc + tx*64 + 7168 + 48);
+                    a0_0 += wc[20] * d0; a1_0 += wc[20] * d1; a2_0 += wc[20] * d2; a3_0 += wc[20] * d3;
+                    a0_1 += wc[45] * d0; a1_1 += wc[45] * d1; a2_1 += wc[45] * d2; a3_1 += wc[45] * d3;
+                    a0_2 += wc[70] * d0; a1_2 += wc[70] * d1; a2_2 += wc[70] * d2; a3_2 += wc[70] * d3;
+                    a0_3 += wc[95] * d0; a1_3 += wc[95] * d1; a2_3 += wc[95] * d2; a3_3 += wc[95] * d3;
+                    a0_4 += wc[120] * d0; a1_4 += wc[120] * d1; a2_4 += wc[120] * d2; a3_4 += wc[120] * d3;
+                    a0_5 += wc[145] * d0; a1_5 += wc[145] * d1; a2_5 += wc[145] * d2; a3_5 += wc[145] * d3;
+                }
+                {
+                    const cg_v d0 = VLOAD(dyc + tx*64 + 7104 + 0), d1 = VLOAD(dyc + tx*64 + 7104 + 16), d2 = VLOAD(dyc + tx*64 + 7104 + 32), d3 = VLOAD(dyc + tx*64 + 7104 + 48);
+                    a0_0 += wc[21] * d0; a1_0 += wc[21] * d1; a2_0 += wc[21] * d2; a3_0 += wc[21] * d3;
+                    a0_1 += wc[46] * d0; a1_1 += wc[46] * d1; a2_1 += wc[46] * d2; a3_1 += wc[46] * d3;
+                    a0_2 += wc[71] * d0; a1_2 += wc[71] * d1; a2_2 += wc[71] * d2; a3_2 += wc[71] * d3;
+                    a0_3 += wc[96] * d0; a1_3 += wc[96] * d1; a2_3 += wc[96] * d2; a3_3 += wc[96] * d3;
+                    a0_4 += wc[121] * d0; a1_4 += wc[121] * d1; a2_4 += wc[121] * d2; a3_4 += wc[121] * d3;
+                    a0_5 += wc[146] * d0; a1_5 += wc[146] * d1; a2_5 += wc[146] * d2; a3_5 += wc[146] * d3;
+                }
+                {
+                    const cg_v d0 = VLOAD(dyc + tx*64 + 7040 + 0), d1 = VLOAD(dyc + tx*64 + 7040 + 16), d2 = VLOAD(dyc + tx*64 + 7040 + 32), d3 = VLOAD(dyc + tx*64 + 7040 + 48);
+                    a0_0 += wc[22] * d0; a1_0 += wc[22] * d1; a2_0 += wc[22] * d2; a3_0 += wc[22] * d3;
+                    a0_1 += wc[47] * d0; a1_1 += wc[47] * d1; a2_1 += wc[47] * d2; a3_1 += wc[47] * d3;
+                    a0_2 += wc[72] * d0; a1_2 += wc[72] * d1; a2_2 += wc[72] * d2; a3_2 += wc[72] * d3;
+                    a0_3 += wc[97] * d0; a1_3 += wc[97] * d1; a2_3 += wc[97] * d2; a3_3 += wc[97] * d3;
+                    a0_4 += wc[122] * d0; a1_4 += wc[122] * d1; a2_4 += wc[122] * d2; a3_4 += wc[122] * d3;
+                    a0_5 += wc[147] * d0; a1_5 += wc[147] * d1; a2_5 += wc[147] * d2; a3_5 += wc[147] * d3;
+                }
+                {
+                    const cg_v d0 = VLOAD(dyc + tx*64 + 6976 + 0), d1 = VLOAD(dyc + tx*64 + 6976 + 16), d2 = VLOAD(dyc + tx*64 + 6976 + 32), d3 = VLOAD(dyc + tx*64 + 6976 + 48);
+                    a0_0 += wc[23] * d0; a1_0 += wc[23] * d1; a2_0 += wc[23] * d2; a3_0 += wc[23] * d3;
+                    a0_1 += wc[48] * d0; a1_1 += wc[48] * d1; a2_1 += wc[48] * d2; a3_1 += wc[48] * d3;
+                    a0_2 += wc[73] * d0; a1_2 += wc[73] * d1; a2_2 += wc[73] * d2; a3_2 += wc[73] * d3;
+                    a0_3 += wc[98] * d0; a1_3 += wc[98] * d1; a2_3 += wc[98] * d2; a3_3 += wc[98] * d3;
+                    a0_4 += wc[123] * d0; a1_4 += wc[123] * d1; a2_4 += wc[123] * d2; a3_4 += wc[123] * d3;
+                    a0_5 += wc[148] * d0; a1_5 += wc[148] * d1; a2_5 += wc[148] * d2; a3_5 += wc[148] * d3;
+                }
+                {
+                    const cg_v d0 = VLOAD(dyc + tx*64 + 6912 + 0), d1 = VLOAD(dyc + tx*64 + 6912 + 16), d2 = VLOAD(dyc + tx*64 + 6912 + 32), d3 = VLOAD(dyc + tx*64 + 6912 + 48);
+                    a0_0 += wc[24] * d0; a1_0 += wc[24] * d1; a2_0 += wc[24] * d2; a3_0 += wc[24] * d3;
+                    a0_1 += wc[49] * d0; a1_1 += wc[49] * d1; a2_1 += wc[49] * d2; a3_1 += wc[49] * d3;
+                    a0_2 += wc[74] * d0; a1_2 += wc[74] * d1; a2_2 += wc[74] * d2; a3_2 += wc[74] * d3;
+                    a0_3 += wc[99] * d0; a1_3 += wc[99] * d1; a2_3 += wc[99] * d2; a3_3 += wc[99] * d3;
+                    a0_4 += wc[124] * d0; a1_4 += wc[124] * d1; a2_4 += wc[124] * d2; a3_4 += wc[124] * d3;
+                    a0_5 += wc[149] * d0; a1_5 += wc[149] * d1; a2_5 += wc[149] * d2; a3_5 += wc[149] * d3;
+                }
+            }
+            VSTORE(dxb + tx*64 + 8960, a0_0); VSTORE(dxb + tx*64 + 8976, a1_0); VSTORE(dxb + tx*64 + 8992, a2_0); VSTORE(dxb + tx*64 + 9008, a3_0);
+            VSTORE(dxb + tx*64 + 21504, a0_1); VSTORE(dxb + tx*64 + 21520, a1_1); VSTORE(dxb + tx*64 + 21536, a2_1); VSTORE(dxb + tx*64 + 21552, a3_1);
+            VSTORE(dxb + tx*64 + 34048, a0_2); VSTORE(dxb + tx*64 + 34064, a1_2); VSTORE(dxb + tx*64 + 34080, a2_2); VSTORE(dxb + tx*64 + 34096, a3_2);
+            VSTORE(dxb + tx*64 + 46592, a0_3); VSTORE(dxb + tx*64 + 46608, a1_3); VSTORE(dxb + tx*64 + 46624, a2_3); VSTORE(dxb + tx*64 + 46640, a3_3);
+            VSTORE(dxb + tx*64 + 59136, a0_4); VSTORE(dxb + tx*64 + 59152, a1_4); VSTORE(dxb + tx*64 + 59168, a2_4); VSTORE(dxb + tx*64 + 59184, a3_4);
+            VSTORE(dxb + tx*64 + 71680, a0_5); VSTORE(dxb + tx*64 + 71696, a1_5); VSTORE(dxb + tx*64 + 71712, a2_5); VSTORE(dxb + tx*64 + 71728, a3_5);
+        }
+        /* inputs rows 0+1*t (t=11..11), cols 0+1*t (t=0..13): 15 taps */
+        for (int tx = 0; tx < 14; tx++) {
+            cg_v a0_0 = vsplat(0.0f), a1_0 = vsplat(0.0f), a2_0 = vsplat(0.0f), a3_0 = vsplat(0.0f);
+            cg_v a0_1 = vsplat(0.0f), a1_1 = vsplat(0.0f), a2_1 = vsplat(0.0f), a3_1 = vsplat(0.0f);
+            cg_v a0_2 = vsplat(0.0f), a1_2 = vsplat(0.0f), a2_2 = vsplat(0.0f), a3_2 = vsplat(0.0f);
+            cg_v a0_3 = vsplat(0.0f), a1_3 = vsplat(0.0f), a2_3 = vsplat(0.0f), a3_3 = vsplat(0.0f);
+            cg_v a0_4 = vsplat(0.0f), a1_4 = vsplat(0.0f), a2_4 = vsplat(0.0f), a3_4 = vsplat(0.0f);
+            cg_v a0_5 = vsplat(0.0f), a1_5 = vsplat(0.0f), a2_5 = vsplat(0.0f), a3_5 = vsplat(0.0f);
+            for (int co = 0; co < 16; co++) {
+                const float *restrict dyc = dyg + co*11520;
+                const float *restrict wc = wg + co*150;
+                {
+                    const cg_v d0 = VLOAD(dyc + tx*64 + 10624 + 0), d1 = VLOAD(dyc + tx*64 + 10624 + 16), d2 = VLOAD(dyc + tx*64 + 10624 + 32), d3 = VLOAD(dyc + tx*64 + 10624 + 48);
+                    a0_0 += wc[10] * d0; a1_0 += wc[10] * d1; a2_0 += wc[10] * d2; a3_0 += wc[10] * d3;
+                    a0_1 += wc[35] * d0; a1_1 += wc[35] * d1; a2_1 += wc[35] * d2; a3_1 += wc[35] * d3;
+                    a0_2 += wc[60] * d0; a1_2 += wc[60] * d1; a2_2 += wc[60] * d2; a3_2 += wc[60] * d3;
+                    a0_3 += wc[85] * d0; a1_3 += wc[85] * d1; a2_3 += wc[85] * d2; a3_3 += wc[85] * d3;
+                    a0_4 += wc[110] * d0; a1_4 += wc[110] * d1; a2_4 += wc[110] * d2; a3_4 += wc[110] * d3;
+                    a0_5 += wc[135] * d0; a1_5 += wc[135] * d1; a2_5 += wc[135] * d2; a3_5 += wc[135] * d3;
+                }
+                {
+                    const cg_v d0 = VLOAD(dyc + tx*64 + 10560 + 0), d1 = VLOAD(dyc + tx*64 + 10560 + 16), d2 = VLOAD(dyc + tx*64 + 10560 + 32), d3 = VLOAD(dyc + tx*64 + 10560 + 48);
+                    a0_0 += wc[11] * d0; a1_0 += wc[11] * d1; a2_0 += wc[11] * d2; a3_0 += wc[11] * d3;
+                    a0_1 += wc[36] * d0; a1_1 += wc[36] * d1; a2_1 += wc[36] * d2; a3_1 += wc[36] * d3;
+                    a0_2 += wc[61] * d0; a1_2 += wc[61] * d1; a2_2 += wc[61] * d2; a3_2 += wc[61] * d3;
+                    a0_3 += wc[86] * d0; a1_3 += wc[86] * d1; a2_3 += wc[86] * d2; a3_3 += wc[86] * d3;
+                    a0_4 += wc[111] * d0; a1_4 += wc[111] * d1; a2_4 += wc[111] * d2; a3_4 += wc[111] * d3;
+                    a0_5 += wc[136] * d0; a1_5 += wc[136] * d1; a2_5 += wc[136] * d2; a3_5 += wc[136] * d3;
+                }
+                {
+                    const cg_v d0 = VLOAD(dyc + tx*64 + 10496 + 0), d1 = VLOAD(dyc + tx*64 + 10496 + 16), d2 = VLOAD(dyc + tx*64 + 10496 + 32), d3 = VLOAD(dyc + tx*64 + 10496 + 48);
+                    a0_0 += wc[12] * d0; a1_0 += wc[12] * d1; a2_0 += wc[12] * d2; a3_0 += wc[12] * d3;
+                    a0_1 += wc[37] * d0; a1_1 += wc[37] * d1; a2_1 += wc[37] * d2; a3_1 += wc[37] * d3;
+                    a0_2 += wc[62] * d0; a1_2 += wc[62] * d1; a2_2 += wc[62] * d2; a3_2 += wc[62] * d3;
+                    a0_3 += wc[87] * d0; a1_3 += wc[87] * d1; a2_3 += wc[87] * d2; a3_3 += wc[87] * d3;
+                    a0_4 += wc[112] * d0; a1_4 += wc[112] * d1; a2_4 += wc[112] * d2; a3_4 += wc[112] * d3;
+                    a0_5 += wc[137] * d0; a1_5 += wc[137] * d1; a2_5 += wc[137] * d2; a3_5 += wc[137] * d3;
+                }
+                {
+                    const cg_v d0 = VLOAD(dyc + tx*64 + 10432 + 0), d1 = VLOAD(dyc + tx*64 + 10432 + 16), d2 = VLOAD(dyc + tx*64 + 10432 + 32), d3 = VLOAD(dyc + tx*64 + 10432 + 48);
+                    a0_0 += wc[13] * d0; a1_0 += wc[13] * d1; a2_0 += wc[13] * d2; a3_0 += wc[13] * d3;
+                    a0_1 += wc[38] * d0; a1_1 += wc[38] * d1; a2_1 += wc[38] * d2; a3_1 += wc[38] * d3;
+                    a0_2 += wc[63] * d0; a1_2 += wc[63] * d1; a2_2 += wc[63] * d2; a3_2 += wc[63] * d3;
+                    a0_3 += wc[88] * d0; a1_3 += wc[88] * d1; a2_3 += wc[88] * d2; a3_3 += wc[88] * d3;
+                    a0_4 += wc[113] * d0; a1_4 += wc[113] * d1; a2_4 += wc[113] * d2; a3_4 += wc[113] * d3;
+                    a0_5 += wc[138] * d0; a1_5 += wc[138] * d1; a2_5 += wc[138] * d2; a3_5 += wc[138] * d3;
+                }
+                {
+                    const cg_v d0 = VLOAD(dyc + tx*64 + 10368 + 0), d1 = VLOAD(dyc + tx*64 + 10368 + 16), d2 = VLOAD(dyc + tx*64 + 10368 + 32), d3 = VLOAD(dyc + tx*64 + 10368 + 48);
+                    a0_0 += wc[14] * d0; a1_0 += wc[14] * d1; a2_0 += wc[14] * d2; a3_0 += wc[14] * d3;
+                    a0_1 += wc[39] * d0; a1_1 += wc[39] * d1; a2_1 += wc[39] * d2; a3_1 += wc[39] * d3;
+                    a0_2 += wc[64] * d0; a1_2 += wc[64] * d1; a2_2 += wc[64] * d2; a3_2 += wc[64] * d3;
+                    a0_3 += wc[89] * d0; a1_3 += wc[89] * d1; a2_3 += wc[89] * d2; a3_3 += wc[89] * d3;
+                    a0_4 += wc[114] * d0; a1_4 += wc[114] * d1; a2_4 += wc[114] * d2; a3_4 += wc[114] * d3;
+                    a0_5 += wc[139] * d0; a1_5 += wc[139] * d1; a2_5 += wc[139] * d2; a3_5 += wc[139] * d3;
+                }
+                {
+                    const cg_v d0 = VLOAD(dyc + tx*64 + 9472 + 0), d1 = VLOAD(dyc + tx*64 + 9472 + 16), d2 = VLOAD(dyc + tx*64 + 9472 + 32), d3 = VLOAD(dyc + tx*64 + 9472 + 48);
+                    a0_0 += wc[15] * d0; a1_0 += wc[15] * d1; a2_0 += wc[15] * d2; a3_0 += wc[15] * d3;
+                    a0_1 += wc[40] * d0; a1_1 += wc[40] * d1; a2_1 += wc[40] * d2; a3_1 += wc[40] * d3;
+                    a0_2 += wc[65] * d0; a1_2 += wc[65] * d1; a2_2 += wc[65] * d2; a3_2 += wc[65] * d3;
+                    a0_3 += wc[90] * d0; a1_3 += wc[90] * d1; a2_3 += wc[90] * d2; a3_3 += wc[90] * d3;
+                    a0_4 += wc[115] * d0; a1_4 += wc[115] * d1; a2_4 += wc[115] * d2; a3_4 += wc[115] * d3;
+                    a0_5 += wc[140] * d0; a1_5 += wc[140] * d1; a2_5 += wc[140] * d2; a3_5 += wc[140] * d3;
+                }
+                {
+                    const cg_v d0 = VLOAD(dyc + tx*64 + 9408 + 0), d1 = VLOAD(dyc + tx*64 + 9408 + 16), d2 = VLOAD(dyc + tx*64 + 9408 + 32), d3 = VLOAD(dyc + tx*64 + 9408 + 48);
+                    a0_0 += wc[16] * d0; a1_0 += wc[16] * d1; a2_0 += wc[16] * d2; a3_0 += wc[16] * d3;
+                    a0_1 += wc[41] * d0; a1_1 += wc[41] * d1; a2_1 += wc[41] * d2; a3_1 += wc[41] * d3;
+                    a0_2 += wc[66] * d0; a1_2 += wc[66] * d1; a2_2 += wc[66] * d2; a3_2 += wc[66] * d3;
+                    a0_3 += wc[91] * d0; a1_3 += wc[91] * d1; a2_3 += wc[91] * d2; a3_3 += wc[91] * d3;
+                    a0_4 += wc[116] * d0; a1_4 += wc[116] * d1; a2_4 += wc[116] * d2; a3_4 += wc[116] * d3;
+                    a0_5 += wc[141] * d0; a1_5 += wc[141] * d1; a2_5 += wc[141] * d2; a3_5 += wc[141] * d3;
+                }
+                {
+                    const cg_v d0 = VLOAD(dyc + tx*64 + 9344 + 0), d1 = VLOAD(dyc + tx*64 + 9344 + 16), d2 = VLOAD(dyc + tx*64 + 9344 + 32), d3 = VLOAD(dyc + tx*64 + 9344 + 48);
+                    a0_0 += wc[17] * d0; a1_0 += wc[17] * d1; a2_0 += wc[17] * d2; a3_0 += wc[17] * d3;
+                    a0_1 += wc[42] * d0; a1_1 += wc[42] * d1; a2_1 += wc[42] * d2; a3_1 += wc[42] * d3;
+                    a0_2 += wc[67] * d0; a1_2 += wc[67] * d1; a2_2 += wc[67] * d2; a3_2 += wc[67] * d3;
+                    a0_3 += wc[92] * d0; a1_3 += wc[92] * d1; a2_3 += wc[92] * d2; a3_3 += wc[92] * d3;
+                    a0_4 += wc[117] * d0; a1_4 += wc[117] * d1; a2_4 += wc[117] * d2; a3_4 += wc[117] * d3;
+                    a0_5 += wc[142] * d0; a1_5 += wc[142] * d1; a2_5 += wc[142] * d2; a3_5 += wc[142] * d3;
+                }
+                {
+                    const cg_v d0 = VLOAD(dyc + tx*64 + 9280 + 0), d1 = VLOAD(dyc + tx*64 + 9280 + 16), d2 = VLOAD(dyc + tx*64 + 9280 + 32), d3 = VLOAD(dyc + tx*64 + 9280 + 48);
+                    a0_0 += wc[18] * d0; a1_0 += wc[18] * d1; a2_0 += wc[18] * d2; a3_0 += wc[18] * d3;
+                    a0_1 += wc[43] * d0; a1_1 += wc[43] * d1; a2_1 += wc[43] * d2; a3_1 += wc[43] * d3;
+                    a0_2 += wc[68] * d0; a1_2 += wc[68] * d1; a2_2 += wc[68] * d2; a3_2 += wc[68] * d3;
+                    a0_3 += wc[93] * d0; a1_3 += wc[93] * d1; a2_3 += wc[93] * d2; a3_3 += wc[93] * d3;
+                    a0_4 += wc[118] * d0; a1_4 += wc[118] * d1; a2_4 += wc[118] * d2; a3_4 += wc[118] * d3;
+                    a0_5 += wc[143] * d0; a1_5 += wc[143] * d1; a2_5 += wc[143] * d2; a3_5 += wc[143] * d3;
+                }
+                {
+                    const cg_v d0 = VLOAD(dyc + tx*64 + 9216 + 0), d1 = VLOAD(dyc + tx*64 + 9216 + 16), d2 = VLOAD(dyc + tx*64 + 9216 + 32), d3 = VLOAD(dyc + tx*64 + 9216 + 48);
+                    a0_0 += wc[19] * d0; a1_0 += wc[19] * d1; a2_0 += wc[19] * d2; a3_0 += wc[19] * d3;
+                    a0_1 += wc[44] * d0; a1_1 += wc[44] * d1; a2_1 += wc[44] * d2; a3_1 += wc[44] * d3;
+                    a0_2 += wc[69] * d0; a1_2 += wc[69] * d1; a2_2 += wc[69] * d2; a3_2 += wc[69] * d3;
+                    a0_3 += wc[94] * d0; a1_3 += wc[94] * d1; a2_3 += wc[94] * d2; a3_3 += wc[94] * d3;
+                    a0_4 += wc[119] * d0; a1_4 += wc[119] * d1; a2_4 += wc[119] * d2; a3_4 += wc[119] * d3;
+                    a0_5 += wc[144] * d0; a1_5 += wc[144] * d1; a2_5 += wc[144] * d2; a3_5 += wc[144] * d3;
+                }
+                {
+                    const cg_v d0 = VLOAD(dyc + tx*64 + 8320 + 0), d1 = VLOAD(dyc + tx*64 + 8320 + 16), d2 = VLOAD(dyc + tx*64 + 8320 + 32), d3 = VLOAD(dyc + tx*64 + 8320 + 48);
+                    a0_0 += wc[20] * d0; a1_0 += wc[20] * d1; a2_0 += wc[20] * d2; a3_0 += wc[20] * d3;
+                    a0_1 += wc[45] * d0; a1_1 += wc[45] * d1; a2_1 += wc[45] * d2; a3_1 += wc[45] * d3;
+                    a0_2 += wc[70] * d0; a1_2 += wc[70] * d1; a2_2 += wc[70] * d2; a3_2 += wc[70] * d3;
+                    a0_3 += wc[95] * d0; a1_3 += wc[95] * d1; a2_3 += wc[95] * d2; a3_3 += wc[95] * d3;
+                    a0_4 += wc[120] * d0; a1_4 += wc[120] * d1; a2_4 += wc[120] * d2; a3_4 += wc[120] * d3;
+                    a0_5 += wc[145] * d0; a1_5 += wc[145] * d1; a2_5 += wc[145] * d2; a3_5 += wc[145] * d3;
+                }
+                {
+                    const cg_v d0 = VLOAD(dyc + tx*64 + 8256 + 0), d1 = VLOAD(dyc + tx*64 + 8256 + 16), d2 = VLOAD(dyc + tx*64 + 8256 + 32), d3 = VLOAD(dyc + tx*64 + 8256 + 48);
+                    a0_0 += wc[21] * d0; a1_0 += wc[21] * d1; a2_0 += wc[21] * d2; a3_0 += wc[21] * d3;
+                    a0_1 += wc[46] * d0; a1_1 += wc[46] * d1; a2_1 += wc[46] * d2; a3_1 += wc[46] * d3;
+                    a0_2 += wc[71] * d0; a1_2 += wc[71] * d1; a2_2 += wc[71] * d2; a3_2 += wc[71] * d3;
+                    a0_3 += wc[96] * d0; a1_3 += wc[96] * d1; a2_3 += wc[96] * d2; a3_3 += wc[96] * d3;
+                    a0_4 += wc[121] * d0; a1_4 += wc[121] * d1; a2_4 += wc[121] * d2; a3_4 += wc[121] * d3;
+                    a0_5 += wc[146] * d0; a1_5 += wc[146] * d1; a2_5 += wc[146] * d2; a3_5 += wc[146] * d3;
+                }
+                {
+                    const cg_v d0 = VLOAD(dyc + tx*64 + 8192 + 0), d1 = VLOAD(dyc + tx*64 + 8192 + 16), d2 = VLOAD(dyc + tx*64 + 8192 + 32), d3 = VLOAD(dyc + tx*64 + 8192 + 48);
+                    a0_0 += wc[22] * d0; a1_0 += wc[22] * d1; a2_0 += wc[22] * d2; a3_0 += wc[22] * d3;
+                    a0_1 += wc[47] * d0; a1_1 += wc[47] * d1; a2_1 += wc[47] * d2; a3_1 += wc[47] * d3;
+                    a0_2 += wc[72] * d0; a1_2 += wc[72] * d1; a2_2 += wc[72] * d2; a3_2 += wc[72] * d3;
+                    a0_3 += wc[97] * d0; a1_3 += wc[97] * d1; a2_3 += wc[97] * d2; a3_3 += wc[97] * d3;
+                    a0_4 += wc[122] * d0; a1_4 += wc[122] * d1; a2_4 += wc[122] * d2; a3_4 += wc[122] * d3;
+                    a0_5 += wc[147] * d0; a1_5 += wc[147] * d1; a2_5 += wc[147] * d2; a3_5 += wc[147] * d3;
+                }
+                {
+                    const cg_v d0 = VLOAD(dyc + tx*64 + 8128 + 0), d1 = VLOAD(dyc + tx*64 + 8128 + 16), d2 = VLOAD(dyc + tx*64 + 8128 + 32), d3 = VLOAD(dyc + tx*64 + 8128 + 48);
+                    a0_0 += wc[23] * d0; a1_0 += wc[23] * d1; a2_0 += wc[23] * d2; a3_0 += wc[23] * d3;
+                    a0_1 += wc[48] * d0; a1_1 += wc[48] * d1; a2_1 += wc[48] * d2; a3_1 += wc[48] * d3;
+                    a0_2 += wc[73] * d0; a1_2 += wc[73] * d1; a2_2 += wc[73] * d2; a3_2 += wc[73] * d3;
+                    a0_3 += wc[98] * d0; a1_3 += wc[98] * d1; a2_3 += wc[98] * d2; a3_3 += wc[98] * d3;
+                    a0_4 += wc[123] * d0; a1_4 += wc[123] * d1; a2_4 += wc[123] * d2; a3_4 += wc[123] * d3;
+                    a0_5 += wc[148] * d0; a1_5 += wc[148] * d1; a2_5 += wc[148] * d2; a3_5 += wc[148] * d3;
+                }
+                {
+                    const cg_v d0 = VLOAD(dyc + tx*64 + 8064 + 0), d1 = VLOAD(dyc + tx*64 + 8064 + 16), d2 = VLOAD(dyc + tx*64 + 8064 + 32), d3 = VLOAD(dyc + tx*64 + 8064 + 48);
+                    a0_0 += wc[24] * d0; a1_0 += wc[24] * d1; a2_0 += wc[24] * d2; a3_0 += wc[24] * d3;
+                    a0_1 += wc[49] * d0; a1_1 += wc[49] * d1; a2_1 += wc[49] * d2; a3_1 += wc[49] * d3;
+                    a0_2 += wc[74] * d0; a1_2 += wc[74] * d1; a2_2 += wc[74] * d2; a3_2 += wc[74] * d3;
+                    a0_3 += wc[99] * d0; a1_3 += wc[99] * d1; a2_3 += wc[99] * d2; a3_3 += wc[99] * d3;
+                    a0_4 += wc[124] * d0; a1_4 += wc[124] * d1; a2_4 += wc[124] * d2; a3_4 += wc[124] * d3;
+                    a0_5 += wc[149] * d0; a1_5 += wc[149] * d1; a2_5 += wc[149] * d2; a3_5 += wc[149] * d3;
+                }
+            }
+            VSTORE(dxb + tx*64 + 9856, a0_0); VSTORE(dxb + tx*64 + 9872, a1_0); VSTORE(dxb + tx*64 + 9888, a2_0); VSTORE(dxb + tx*64 + 9904, a3_0);
+            VSTORE(dxb + tx*64 + 22400, a0_1); VSTORE(dxb + tx*64 + 22416, a1_1); VSTORE(dxb + tx*64 + 22432, a2_1); VSTORE(dxb + tx*64 + 22448, a3_1);
+            VSTORE(dxb + tx*64 + 34944, a0_2); VSTORE(dxb + tx*64 + 34960, a1_2); VSTORE(dxb + tx*64 + 34976, a2_2); VSTORE(dxb + tx*64 + 34992, a3_2);
+            VSTORE(dxb + tx*64 + 47488, a0_3); VSTORE(dxb + tx*64 + 47504, a1_3); VSTORE(dxb + tx*64 + 47520, a2_3); VSTORE(dxb + tx*64 + 47536, a3_3);
+            VSTORE(dxb + tx*64 + 60032, a0_4); VSTORE(dxb + tx*64 + 60048, a1_4); VSTORE(dxb + tx*64 + 60064, a2_4); VSTORE(dxb + tx*64 + 60080, a3_4);
+            VSTORE(dxb + tx*64 + 72576, a0_5); VSTORE(dxb + tx*64 + 72592, a1_5); VSTORE(dxb + tx*64 + 72608, a2_5); VSTORE(dxb + tx*64 + 72624, a3_5);
+        }
+        /* inputs rows 0+1*t (t=12..12), cols 0+1*t (t=0..13): 10 taps */
+        for (int tx = 0; tx < 14; tx++) {
+            cg_v a0_0 = vsplat(0.0f), a1_0 = vsplat(0.0f), a2_0 = vsplat(0.0f), a3_0 = vsplat(0.0f);
+            cg_v a0_1 = vsplat(0.0f), a1_1 = vsplat(0.0f), a2_1 = vsplat(0.0f), a3_1 = vsplat(0.0f);
+            cg_v a0_2 = vsplat(0.0f), a1_2 = vsplat(0.0f), a2_2 = vsplat(0.0f), a3_2 = vsplat(0.0f);
+            cg_v a0_3 = vsplat(0.0f), a1_3 = vsplat(0.0f), a2_3 = vsplat(0.0f), a3_3 = vsplat(0.0f);
+            cg_v a0_4 = vsplat(0.0f), a1_4 = vsplat(0.0f), a2_4 = vsplat(0.0f), a3_4 = vsplat(0.0f);
+            cg_v a0_5 = vsplat(0.0f), a1_5 = vsplat(0.0f), a2_5 = vsplat(0.0f), a3_5 = vsplat(0.0f);
+            for (int co = 0; co < 16; co++) {
+                const float *restrict dyc = dyg + co*11520;
+                const float *restrict wc = wg + co*150;
+                {
+                    const cg_v d0 = VLOAD(dyc + tx*64 + 10624 + 0), d1 = VLOAD(dyc + tx*64 + 10624 + 16), d2 = VLOAD(dyc + tx*64 + 10624 + 32), d3 = VLOAD(dyc + tx*64 + 10624 + 48);
+                    a0_0 += wc[15] * d0; a1_0 += wc[15] * d1; a2_0 += wc[15] * d2; a3_0 += wc[15] * d3;
+                    a0_1 += wc[40] * d0; a1_1 += wc[40] * d1; a2_1 += wc[40] * d2; a3_1 += wc[40] * d3;
+                    a0_2 += wc[65] * d0; a1_2 += wc[65] * d1; a2_2 += wc[65] * d2; a3_2 += wc[65] * d3;
+                    a0_3 += wc[90] * d0; a1_3 += wc[90] * d1; a2_3 += wc[90] * d2; a3_3 += wc[90] * d3;
+                    a0_4 += wc[115] * d0; a1_4 += wc[115] * d1; a2_4 += wc[115] * d2; a3_4 += wc[115] * d3;
+                    a0_5 += wc[140] * d0; a1_5 += wc[140] * d1; a2_5 += wc[140] * d2; a3_5 += wc[140] * d3;
+                }
+                {
+                    const cg_v d0 = VLOAD(dyc + tx*64 + 10560 + 0), d1 = VLOAD(dyc + tx*64 + 10560 + 16), d2 = VLOAD(dyc + tx*64 + 10560 + 32), d3 = VLOAD(dyc + tx*64 + 10560 + 48);
+                    a0_0 += wc[16] * d0; a1_0 += wc[16] * d1; a2_0 += wc[16] * d2; a3_0 += wc[16] * d3;
+                    a0_1 += wc[41] * d0; a1_1 += wc[41] * d1; a2_1 += wc[41] * d2; a3_1 += wc[41] * d3;
+                    a0_2 += wc[66] * d0; a1_2 += wc[66] * d1; a2_2 += wc[66] * d2; a3_2 += wc[66] * d3;
+                    a0_3 += wc[91] * d0; a1_3 += wc[91] * d1; a2_3 += wc[91] * d2; a3_3 += wc[91] * d3;
+                    a0_4 += wc[116] * d0; a1_4 += wc[116] * d1; a2_4 += wc[116] * d2; a3_4 += wc[116] * d3;
+                    a0_5 += wc[141] * d0; a1_5 += wc[141] * d1; a2_5 += wc[141] * d2; a3_5 += wc[141] * d3;
+                }
+                {
+                    const cg_v d0 = VLOAD(dyc + tx*64 + 10496 + 0), d1 = VLOAD(dyc + tx*64 + 10496 + 16), d2 = VLOAD(dyc + tx*64 + 10496 + 32), d3 = VLOAD(dyc + tx*64 + 10496 + 48);
+                    a0_0 += wc[17] * d0; a1_0 += wc[17] * d1; a2_0 += wc[17] * d2; a3_0 += wc[17] * d3;
+                    a0_1 += wc[42] * d0; a1_1 += wc[42] * d1; a2_1 += wc[42] * d2; a3_1 += wc[42] * d3;
+                    a0_2 += wc[67] * d0; a1_2 += wc[67] * d1; a2_2 += wc[67] * d2; a3_2 += wc[67] * d3;
+                    a0_3 += wc[92] * d0; a1_3 += wc[92] * d1; a2_3 += wc[92] * d2; a3_3 += wc[92] * d3;
+                    a0_4 += wc[117] * d0; a1_4 += wc[117] * d1; a2_4 += wc[117] * d2; a3_4 += wc[117] * d3;
+                    a0_5 += wc[142] * d0; a1_5 += wc[142] * d1; a2_5 += wc[142] * d2; a3_5 += wc[142] * d3;
+                }
+                {
+                    const cg_v d0 = VLOAD(dyc + tx*64 + 10432 + 0), d1 = VLOAD(dyc + tx*64 + 10432 + 16), d2 = VLOAD(dyc + tx*64 + 10432 + 32), d3 = VLOAD(dyc + tx*64 + 10432 + 48);
+                    a0_0 += wc[18] * d0; a1_0 += wc[18] * d1; a2_0 += wc[18] * d2; a3_0 += wc[18] * d3;
+                    a0_1 += wc[43] * d0; a1_1 += wc[43] * d1; a2_1 += wc[43] * d2; a3_1 += wc[43] * d3;
+                    a0_2 += wc[68] * d0; a1_2 += wc[68] * d1; a2_2 += wc[68] * d2; a3_2 += wc[68] * d3;
+                    a0_3 += wc[93] * d0; a1_3 += wc[93] * d1; a2_3 += wc[93] * d2; a3_3 += wc[93] * d3;
+                    a0_4 += wc[118] * d0; a1_4 += wc[118] * d1; a2_4 += wc[118] * d2; a3_4 += wc[118] * d3;
+                    a0_5 += wc[143] * d0; a1_5 += wc[143] * d1; a2_5 += wc[143] * d2; a3_5 += wc[143] * d3;
+                }
+                {
+                    const cg_v d0 = VLOAD(dyc + tx*64 + 10368 + 0), d1 = VLOAD(dyc + tx*64 + 10368 + 16), d2 = VLOAD(dyc + tx*64 + 10368 + 32), d3 = VLOAD(dyc + tx*64 + 10368 + 48);
+                    a0_0 += wc[19] * d0; a1_0 += wc[19] * d1; a2_0 += wc[19] * d2; a3_0 += wc[19] * d3;
+                    a0_1 += wc[44] * d0; a1_1 += wc[44] * d1; a2_1 += wc[44] * d2; a3_1 += wc[44] * d3;
+                    a0_2 += wc[69] * d0; a1_2 += wc[69] * d1; a2_2 += wc[69] * d2; a3_2 += wc[69] * d3;
+                    a0_3 += wc[94] * d0; a1_3 += wc[94] * d1; a2_3 += wc[94] * d2; a3_3 += wc[94] * d3;
+                    a0_4 += wc[119] * d0; a1_4 += wc[119] * d1; a2_4 += wc[119] * d2; a3_4 += wc[119] * d3;
+                    a0_5 += wc[144] * d0; a1_5 += wc[144] * d1; a2_5 += wc[144] * d2; a3_5 += wc[144] * d3;
+                }
+                {
+                    const cg_v d0 = VLOAD(dyc + tx*64 + 9472 + 0), d1 = VLOAD(dyc + tx*64 + 9472 + 16), d2 = VLOAD(dyc + tx*64 + 9472 + 32), d3 = VLOAD(dyc + tx*64 + 9472 + 48);
+                    a0_0 += wc[20] * d0; a1_0 += wc[20] * d1; a2_0 += wc[20] * d2; a3_0 += wc[20] * d3;
+                    a0_1 += wc[45] * d0; a1_1 += wc[45] * d1; a2_1 += wc[45] * d2; a3_1 += wc[45] * d3;
+                    a0_2 += wc[70] * d0; a1_2 += wc[70] * d1; a2_2 += wc[70] * d2; a3_2 += wc[70] * d3;
+                    a0_3 += wc[95] * d0; a1_3 += wc[95] * d1; a2_3 += wc[95] * d2; a3_3 += wc[95] * d3;
+                    a0_4 += wc[120] * d0; a1_4 += wc[120] * d1; a2_4 += wc[120] * d2; a3_4 += wc[120] * d3;
+                    a0_5 += wc[145] * d0; a1_5 += wc[145] * d1; a2_5 += wc[145] * d2; a3_5 += wc[145] * d3;
+                }
+                {
+                    const cg_v d0 = VLOAD(dyc + tx*64 + 9408 + 0), d1 = VLOAD(dyc + tx*64 + 9408 + 16), d2 = VLOAD(dyc + tx*64 + 9408 + 32), d3 = VLOAD(dyc + tx*64 + 9408 + 48);
+                    a0_0 += wc[21] * d0; a1_0 += wc[21] * d1; a2_0 += wc[21] * d2; a3_0 += wc[21] * d3;
+                    a0_1 += wc[46] * d0; a1_1 += wc[46] * d1; a2_1 += wc[46] * d2; a3_1 += wc[46] * d3;
+                    a0_2 += wc[71] * d0; a1_2 += wc[71] * d1; a2_2 += wc[71] * d2; a3_2 += wc[71] * d3;
+                    a0_3 += wc[96] * d0; a1_3 += wc[96] * d1; a2_3 += wc[96] * d2; a3_3 += wc[96] * d3;
+                    a0_4 += wc[121] * d0; a1_4 += wc[121] * d1; a2_4 += wc[121] * d2; a3_4 += wc[121] * d3;
+                    a0_5 += wc[146] * d0; a1_5 += wc[146] * d1; a2_5 += wc[146] * d2; a3_5 += wc[146] * d3;
+                }
+                {
+                    const cg_v d0 = VLOAD(dyc + tx*64 + 9344 + 0), d1 = VLOAD(dyc + tx*64 + 9344 + 16), d2 = VLOAD(dyc + tx*64 + 9344 + 32), d3 = VLOAD(dyc + tx*64 + 9344 + 48);
+                    a0_0 += wc[22] * d0; a1_0 += wc[22] * d1; a2_0 += wc[22] * d2; a3_0 += wc[22] * d3;
+                    a0_1 += wc[47] * d0; a1_1 += wc[47] * d1; a2_1 += wc[47] * d2; a3_1 += wc[47] * d3;
+                    a0_2 += wc[72] * d0; a1_2 += wc[72] * d1; a2_2 += wc[72] * d2; a3_2 += wc[72] * d3;
+                    a0_3 += wc[97] * d0; a1_3 += wc[97] * d1; a2_3 += wc[97] * d2; a3_3 += wc[97] * d3;
+                    a0_4 += wc[122] * d0; a1_4 += wc[122] * d1; a2_4 += wc[122] * d2; a3_4 += wc[122] * d3;
+                    a0_5 += wc[147] * d0; a1_5 += wc[147] * d1; a2_5 += wc[147] * d2; a3_5 += wc[147] * d3;
+                }
+                {
+                    const cg_v d0 = VLOAD(dyc + tx*64 + 9280 + 0), d1 = VLOAD(dyc + tx*64 + 9280 + 16), d2 = VLOAD(dyc + tx*64 + 9280 + 32), d3 = VLOAD(dyc + tx*64 + 9280 + 48);
+                    a0_0 += wc[23] * d0; a1_0 += wc[23] * d1; a2_0 += wc[23] * d2; a3_0 += wc[23] * d3;
+                    a0_1 += wc[48] * d0; a1_1 += wc[48] * d1; a2_1 += wc[48] * d2; a3_1 += wc[48] * d3;
+                    a0_2 += wc[73] * d0; a1_2 += wc[73] * d1; a2_2 += wc[73] * d2; a3_2 += wc[73] * d3;
+                    a0_3 += wc[98] * d0; a1_3 += wc[98] * d1; a2_3 += wc[98] * d2; a3_3 += wc[98] * d3;
+                    a0_4 += wc[123] * d0; a1_4 += wc[123] * d1; a2_4 += wc[123] * d2; a3_4 += wc[123] * d3;
+                    a0_5 += wc[148] * d0; a1_5 += wc[148] * d1; a2_5 += wc[148] * d2; a3_5 += wc[148] * d3;
+                }
+                {
+                    const cg_v d0 = VLOAD(dyc + tx*64 + 9216 + 0), d1 = VLOAD(dyc + tx*64 + 9216 + 16), d2 = VLOAD(dyc + tx*64 + 9216 + 32), d3 = VLOAD(dyc + tx*64 + 9216 + 48);
+                    a0_0 += wc[24] * d0; a1_0 += wc[24] * d1; a2_0 += wc[24] * d2; a3_0 += wc[24] * d3;
+                    a0_1 += wc[49] * d0; a1_1 += wc[49] * d1; a2_1 += wc[49] * d2; a3_1 += wc[49] * d3;
+                    a0_2 += wc[74] * d0; a1_2 += wc[74] * d1; a2_2 += wc[74] * d2; a3_2 += wc[74] * d3;
+                    a0_3 += wc[99] * d0; a1_3 += wc[99] * d1; a2_3 += wc[99] * d2; a3_3 += wc[99] * d3;
+                    a0_4 += wc[124] * d0; a1_4 += wc[124] * d1; a2_4 += wc[124] * d2; a3_4 += wc[124] * d3;
+                    a0_5 += wc[149] * d0; a1_5 += wc[149] * d1; a2_5 += wc[149] * d2; a3_5 += wc[149] * d3;
+                }
+            }
+            VSTORE(dxb + tx*64 + 10752, a0_0); VSTORE(dxb + tx*64 + 10768, a1_0); VSTORE(dxb + tx*64 + 10784, a2_0); VSTORE(dxb + tx*64 + 10800, a3_0);
+            VSTORE(dxb + tx*64 + 23296, a0_1); VSTORE(dxb + tx*64 + 23312, a1_1); VSTORE(dxb + tx*64 + 23328, a2_1); VSTORE(dxb + tx*64 + 23344, a3_1);
+            VSTORE(dxb + tx*64 + 35840, a0_2); VSTORE(dxb + tx*64 + 35856, a1_2); VSTORE(dxb + tx*64 + 35872, a2_2); VSTORE(dxb + tx*64 + 35888, a3_2);
+            VSTORE(dxb + tx*64 + 48384, a0_3); VSTORE(dxb + tx*64 + 48400, a1_3); VSTORE(dxb + tx*64 + 48416, a2_3); VSTORE(dxb + tx*64 + 48432, a3_3);
+            VSTORE(dxb + tx*64 + 60928, a0_4); VSTORE(dxb + tx*64 + 60944, a1_4); VSTORE(dxb + tx*64 + 60960, a2_4); VSTORE(dxb + tx*64 + 60976, a3_4);
+            VSTORE(dxb + tx*64 + 73472, a0_5); VSTORE(dxb + tx*64 + 73488, a1_5); VSTORE(dxb + tx*64 + 73504, a2_5); VSTORE(dxb + tx*64 + 73520, a3_5);
+        }
+        /* inputs rows 0+1*t (t=13..13), cols 0+1*t (t=0..13): 5 taps */
+        for (int tx = 0; tx < 14; tx++) {
+            cg_v a0_0 = vsplat(0.0f), a1_0 = vsplat(0.0f), a2_0 = vsplat(0.0f), a3_0 = vsplat(0.0f);
+            cg_v a0_1 = vsplat(0.0f), a1_1 = vsplat(0.0f), a2_1 = vsplat(0.0f), a3_1 = vsplat(0.0f);
+            cg_v a0_2 = vsplat(0.0f), a1_2 = vsplat(0.0f), a2_2 = vsplat(0.0f), a3_2 = vsplat(0.0f);
+            cg_v a0_3 = vsplat(0.0f), a1_3 = vsplat(0.0f), a2_3 = vsplat(0.0f), a3_3 = vsplat(0.0f);
+            cg_v a0_4 = vsplat(0.0f), a1_4 = vsplat(0.0f), a2_4 = vsplat(0.0f), a3_4 = vsplat(0.0f);
+            cg_v a0_5 = vsplat(0.0f), a1_5 = vsplat(0.0f), a2_5 = vsplat(0.0f), a3_5 = vsplat(0.0f);
+            for (int co = 0; co < 16; co++) {
+                const float *restrict dyc = dyg + co*11520;
+                const float *restrict wc = wg + co*150;
+                {
+                    const cg_v d0 = VLOAD(dyc + tx*64 + 10624 + 0), d1 = VLOAD(dyc + tx*64 + 10624 + 16), d2 = VLOAD(dyc + tx*64 + 10624 + 32), d3 = VLOAD(dyc + tx*64 + 10624 + 48);
+                    a0_0 += wc[20] * d0; a1_0 += wc[20] * d1; a2_0 += wc[20] * d2; a3_0 += wc[20] * d3;
+                    a0_1 += wc[45] * d0; a1_1 += wc[45] * d1; a2_1 += wc[45] * d2; a3_1 += wc[45] * d3;
+                    a0_2 += wc[70] * d0; a1_2 += wc[70] * d1; a2_2 += wc[70] * d2; a3_2 += wc[70] * d3;
+                    a0_3 += wc[95] * d0; a1_3 += wc[95] * d1; a2_3 += wc[95] * d2; a3_3 += wc[95] * d3;
+                    a0_4 += wc[120] * d0; a1_4 += wc[120] * d1; a2_4 += wc[120] * d2; a3_4 += wc[120] * d3;
+                    a0_5 += wc[145] * d0; a1_5 += wc[145] * d1; a2_5 += wc[145] * d2; a3_5 += wc[145] * d3;
+                }
+                {
+                    const cg_v d0 = VLOAD(dyc + tx*64 + 10560 + 0), d1 = VLOAD(dyc + tx*64 + 10560 + 16), d2 = VLOAD(dyc + tx*64 + 10560 + 32), d3 = VLOAD(dyc + tx*64 + 10560 + 48);
+                    a0_0 += wc[21] * d0; a1_0 += wc[21] * d1; a2_0 += wc[21] * d2; a3_0 += wc[21] * d3;
+                    a0_1 += wc[46] * d0; a1_1 += wc[46] * d1; a2_1 += wc[46] * d2; a3_1 += wc[46] * d3;
+                    a0_2 += wc[71] * d0; a1_2 += wc[71] * d1; a2_2 += wc[71] * d2; a3_2 += wc[71] * d3;
+                    a0_3 += wc[96] * d0; a1_3 += wc[96] * d1; a2_3 += wc[96] * d2; a3_3 += wc[96] * d3;
+                    a0_4 += wc[121] * d0; a1_4 += wc[121] * d1; a2_4 += wc[121] * d2; a3_4 += wc[121] * d3;
+                    a0_5 += wc[146] * d0; a1_5 += wc[146] * d1; a2_5 += wc[146] * d2; a3_5 += wc[146] * d3;
+                }
+                {
+                    const cg_v d0 = VLOAD(dyc + tx*64 + 10496 + 0), d1 = VLOAD(dyc + tx*64 + 10496 + 16), d2 = VLOAD(dyc + tx*64 + 10496 + 32), d3 = VLOAD(dyc + tx*64 + 10496 + 48);
+                    a0_0 += wc[22] * d0; a1_0 += wc[22] * d1; a2_0 += wc[22] * d2; a3_0 += wc[22] * d3;
+                    a0_1 += wc[47] * d0; a1_1 += wc[47] * d1; a2_1 += wc[47] * d2; a3_1 += wc[47] * d3;
+                    a0_2 += wc[72] * d0; a1_2 += wc[72] * d1; a2_2 += wc[72] * d2; a3_2 += wc[72] * d3;
+                    a0_3 += wc[97] * d0; a1_3 += wc[97] * d1; a2_3 += wc[97] * d2; a3_3 += wc[97] * d3;
+                    a0_4 += wc[122] * d0; a1_4 += wc[122] * d1; a2_4 += wc[122] * d2; a3_4 += wc[122] * d3;
+                    a0_5 += wc[147] * d0; a1_5 += wc[147] * d1; a2_5 += wc[147] * d2; a3_5 += wc[147] * d3;
+                }
+                {
+                    const cg_v d0 = VLOAD(dyc + tx*64 + 10432 + 0), d1 = VLOAD(dyc + tx*64 + 10432 + 16), d2 = VLOAD(dyc + tx*64 + 10432 + 32), d3 = VLOAD(dyc + tx*64 + 10432 + 48);
+                    a0_0 += wc[23] * d0; a1_0 += wc[23] * d1; a2_0 += wc[23] * d2; a3_0 += wc[23] * d3;
+                    a0_1 += wc[48] * d0; a1_1 += wc[48] * d1; a2_1 += wc[48] * d2; a3_1 += wc[48] * d3;
+                    a0_2 += wc[73] * d0; a1_2 += wc[73] * d1; a2_2 += wc[73] * d2; a3_2 += wc[73] * d3;
+                    a0_3 += wc[98] * d0; a1_3 += wc[98] * d1; a2_3 += wc[98] * d2; a3_3 += wc[98] * d3;
+                    a0_4 += wc[123] * d0; a1_4 += wc[123] * d1; a2_4 += wc[123] * d2; a3_4 += wc[123] * d3;
+                    a0_5 += wc[148] * d0; a1_5 += wc[148] * d1; a2_5 += wc[148] * d2; a3_5 += wc[148] * d3;
+                }
+                {
+                    const cg_v d0 = VLOAD(dyc + tx*64 + 10368 + 0), d1 = VLOAD(dyc + tx*64 + 10368 + 16), d2 = VLOAD(dyc + tx*64 + 10368 + 32), d3 = VLOAD(dyc + tx*64 + 10368 + 48);
+                    a0_0 += wc[24] * d0; a1_0 += wc[24] * d1; a2_0 += wc[24] * d2; a3_0 += wc[24] * d3;
+                    a0_1 += wc[49] * d0; a1_1 += wc[49] * d1; a2_1 += wc[49] * d2; a3_1 += wc[49] * d3;
+                    a0_2 += wc[74] * d0; a1_2 += wc[74] * d1; a2_2 += wc[74] * d2; a3_2 += wc[74] * d3;
+                    a0_3 += wc[99] * d0; a1_3 += wc[99] * d1; a2_3 += wc[99] * d2; a3_3 += wc[99] * d3;
+                    a0_4 += wc[124] * d0; a1_4 += wc[124] * d1; a2_4 += wc[124] * d2; a3_4 += wc[124] * d3;
+                    a0_5 += wc[149] * d0; a1_5 += wc[149] * d1; a2_5 += wc[149] * d2; a3_5 += wc[149] * d3;
+                }
+            }
+            VSTORE(dxb + tx*64 + 11648, a0_0); VSTORE(dxb + tx*64 + 11664, a1_0); VSTORE(dxb + tx*64 + 11680, a2_0); VSTORE(dxb + tx*64 + 11696, a3_0);
+            VSTORE(dxb + tx*64 + 24192, a0_1); VSTORE(dxb + tx*64 + 24208, a1_1); VSTORE(dxb + tx*64 + 24224, a2_1); VSTORE(dxb + tx*64 + 24240, a3_1);
+            VSTORE(dxb + tx*64 + 36736, a0_2); VSTORE(dxb + tx*64 + 36752, a1_2); VSTORE(dxb + tx*64 + 36768, a2_2); VSTORE(dxb + tx*64 + 36784, a3_2);
+            VSTORE(dxb + tx*64 + 49280, a0_3); VSTORE(dxb + tx*64 + 49296, a1_3); VSTORE(dxb + tx*64 + 49312, a2_3); VSTORE(dxb + tx*64 + 49328, a3_3);
+            VSTORE(dxb + tx*64 + 61824, a0_4); VSTORE(dxb + tx*64 + 61840, a1_4); VSTORE(dxb + tx*64 + 61856, a2_4); VSTORE(dxb + tx*64 + 61872, a3_4);
+            VSTORE(dxb + tx*64 + 74368, a0_5); VSTORE(dxb + tx*64 + 74384, a1_5); VSTORE(dxb + tx*64 + 74400, a2_5); VSTORE(dxb + tx*64 + 74416, a3_5);
+        }
     }
 }
 
@@ -1730,15 +2778,10 @@ static void l03_conv2d_backward_dx(const float *restrict P, float *restrict S, c
  * schedule lanes: fwd lanes dw lanes dx with dw */
 /* l04_relu_forward: none, layer 3 stores its output through the relu */
 
-static void l04_relu_backward(const float *restrict y, const float *restrict dy, float *restrict dx)
-{
-    /* x [16x10x10][lanes], y [16x10x10][lanes] */
-    for (int i = 0; i < 102400; i++)
-        dx[i] = y[i] <= 0.0f ? 0.0f : dy[i];
-}
+/* l04_relu_backward: none, layer 5 masks its dx stores with the relu's derivative */
 
 /* layer 5: maxpool2d 16x10x10 -> 16x5x5 (specs/lenet5.yaml:15:5)
- * schedule lanes: fwd lanes dw lanes dx with dw */
+ * schedule lanes: fwd lanes dw lanes+relu' dx with dw */
 static void l05_maxpool2d_forward(const float *restrict x, float *restrict y)
 {
     /* x [16x10x10][lanes], y [16x5x5][lanes] */
@@ -1772,11 +2815,12 @@ static void l05_maxpool2d_backward(const float *restrict x, const float *restric
         for (int oy = 0; oy < 5; oy++) {
             for (int ox = 0; ox < 5; ox++) {
                 for (int v = 0; v < 4; v++) {
-                    const cg_v d = VLOAD(dyc + oy*320 + ox*64 + v * 16);
+                    const cg_v d0 = VLOAD(dyc + oy*320 + ox*64 + v * 16);
                     cg_v m = VLOAD(xc + oy*1280 + ox*128 + v * 16); cg_vi idx = (cg_vi){0};
                     { const cg_v t = VLOAD(xc + oy*1280 + ox*128 + 64 + v * 16); const cg_vi u = (t > m) | (t != t); m = VSEL(u, t, m); idx = (idx & ~u) | (u & 1); }
                     { const cg_v t = VLOAD(xc + oy*1280 + ox*128 + 640 + v * 16); const cg_vi u = (t > m) | (t != t); m = VSEL(u, t, m); idx = (idx & ~u) | (u & 2); }
                     { const cg_v t = VLOAD(xc + oy*1280 + ox*128 + 704 + v * 16); const cg_vi u = (t > m) | (t != t); m = VSEL(u, t, m); idx = (idx & ~u) | (u & 3); }
+                    const cg_v d = vdrelu(m, d0);
                     VSTORE(dxc + oy*1280 + ox*128 + v * 16, VLOAD(dxc + oy*1280 + ox*128 + v * 16) + (cg_v)((cg_vi)d & (idx == 0)));
                     VSTORE(dxc + oy*1280 + ox*128 + 64 + v * 16, VLOAD(dxc + oy*1280 + ox*128 + 64 + v * 16) + (cg_v)((cg_vi)d & (idx == 1)));
                     VSTORE(dxc + oy*1280 + ox*128 + 640 + v * 16, VLOAD(dxc + oy*1280 + ox*128 + 640 + v * 16) + (cg_v)((cg_vi)d & (idx == 2)));
@@ -1966,15 +3010,10 @@ static void l07_dense_backward_dx(const float *restrict P, const float *restrict
  * schedule lanes: fwd lanes dw lanes dx with dw */
 /* l08_relu_forward: none, layer 7 stores its output through the relu */
 
-static void l08_relu_backward(const float *restrict y, const float *restrict dy, float *restrict dx)
-{
-    /* x [120][lanes], y [120][lanes] */
-    for (int i = 0; i < 7680; i++)
-        dx[i] = y[i] <= 0.0f ? 0.0f : dy[i];
-}
+/* l08_relu_backward: none, layer 9 masks its dx stores with the relu's derivative */
 
 /* layer 9: dense 120 -> 84 (specs/lenet5.yaml:19:5)
- * schedule lanes+gemmT+kb: fwd lanes[KB=64,TB=4,TR=4]+relu dw gemmT[TI=4,TO=6] dx lanes[KB=64,TB=4,TR=4] */
+ * schedule lanes+gemmT+kb: fwd lanes[KB=64,TB=4,TR=4]+relu dw gemmT[TI=4,TO=6] dx lanes[KB=64,TB=4,TR=4]+relu' */
 static void l09_dense_forward(const float *restrict P, const float *restrict x, float *restrict y)
 {
     /* x [120][lanes], y [84][lanes] */
@@ -2097,7 +3136,7 @@ static void l09_dense_backward(float *restrict G, float *restrict S, const float
     }
 }
 
-static void l09_dense_backward_dx(const float *restrict P, const float *restrict dy, float *restrict dx)
+static void l09_dense_backward_dx(const float *restrict P, const float *restrict x, const float *restrict dy, float *restrict dx)
 {
     /* x [120][lanes], y [84][lanes] */
     const float *restrict w = P;
@@ -2134,10 +3173,17 @@ static void l09_dense_backward_dx(const float *restrict P, const float *restrict
                             a2_0 += pk[2] * s0; a2_1 += pk[2] * s1; a2_2 += pk[2] * s2; a2_3 += pk[2] * s3;
                             a3_0 += pk[3] * s0; a3_1 += pk[3] * s1; a3_2 += pk[3] * s2; a3_3 += pk[3] * s3;
                         }
-                        VSTORE(dx + (size_t)(i0 + 0) * 64 + (v0 + 0) * 16, a0_0); VSTORE(dx + (size_t)(i0 + 0) * 64 + (v0 + 1) * 16, a0_1); VSTORE(dx + (size_t)(i0 + 0) * 64 + (v0 + 2) * 16, a0_2); VSTORE(dx + (size_t)(i0 + 0) * 64 + (v0 + 3) * 16, a0_3);
-                        VSTORE(dx + (size_t)(i0 + 1) * 64 + (v0 + 0) * 16, a1_0); VSTORE(dx + (size_t)(i0 + 1) * 64 + (v0 + 1) * 16, a1_1); VSTORE(dx + (size_t)(i0 + 1) * 64 + (v0 + 2) * 16, a1_2); VSTORE(dx + (size_t)(i0 + 1) * 64 + (v0 + 3) * 16, a1_3);
-                        VSTORE(dx + (size_t)(i0 + 2) * 64 + (v0 + 0) * 16, a2_0); VSTORE(dx + (size_t)(i0 + 2) * 64 + (v0 + 1) * 16, a2_1); VSTORE(dx + (size_t)(i0 + 2) * 64 + (v0 + 2) * 16, a2_2); VSTORE(dx + (size_t)(i0 + 2) * 64 + (v0 + 3) * 16, a2_3);
-                        VSTORE(dx + (size_t)(i0 + 3) * 64 + (v0 + 0) * 16, a3_0); VSTORE(dx + (size_t)(i0 + 3) * 64 + (v0 + 1) * 16, a3_1); VSTORE(dx + (size_t)(i0 + 3) * 64 + (v0 + 2) * 16, a3_2); VSTORE(dx + (size_t)(i0 + 3) * 64 + (v0 + 3) * 16, a3_3);
+                        if (k1 == 84) {
+                            VSTORE(dx + (size_t)(i0 + 0) * 64 + (v0 + 0) * 16, vdrelu(VLOAD(x + (size_t)(i0 + 0) * 64 + (v0 + 0) * 16), a0_0)); VSTORE(dx + (size_t)(i0 + 0) * 64 + (v0 + 1) * 16, vdrelu(VLOAD(x + (size_t)(i0 + 0) * 64 + (v0 + 1) * 16), a0_1)); VSTORE(dx + (size_t)(i0 + 0) * 64 + (v0 + 2) * 16, vdrelu(VLOAD(x + (size_t)(i0 + 0) * 64 + (v0 + 2) * 16), a0_2)); VSTORE(dx + (size_t)(i0 + 0) * 64 + (v0 + 3) * 16, vdrelu(VLOAD(x + (size_t)(i0 + 0) * 64 + (v0 + 3) * 16), a0_3));
+                            VSTORE(dx + (size_t)(i0 + 1) * 64 + (v0 + 0) * 16, vdrelu(VLOAD(x + (size_t)(i0 + 1) * 64 + (v0 + 0) * 16), a1_0)); VSTORE(dx + (size_t)(i0 + 1) * 64 + (v0 + 1) * 16, vdrelu(VLOAD(x + (size_t)(i0 + 1) * 64 + (v0 + 1) * 16), a1_1)); VSTORE(dx + (size_t)(i0 + 1) * 64 + (v0 + 2) * 16, vdrelu(VLOAD(x + (size_t)(i0 + 1) * 64 + (v0 + 2) * 16), a1_2)); VSTORE(dx + (size_t)(i0 + 1) * 64 + (v0 + 3) * 16, vdrelu(VLOAD(x + (size_t)(i0 + 1) * 64 + (v0 + 3) * 16), a1_3));
+                            VSTORE(dx + (size_t)(i0 + 2) * 64 + (v0 + 0) * 16, vdrelu(VLOAD(x + (size_t)(i0 + 2) * 64 + (v0 + 0) * 16), a2_0)); VSTORE(dx + (size_t)(i0 + 2) * 64 + (v0 + 1) * 16, vdrelu(VLOAD(x + (size_t)(i0 + 2) * 64 + (v0 + 1) * 16), a2_1)); VSTORE(dx + (size_t)(i0 + 2) * 64 + (v0 + 2) * 16, vdrelu(VLOAD(x + (size_t)(i0 + 2) * 64 + (v0 + 2) * 16), a2_2)); VSTORE(dx + (size_t)(i0 + 2) * 64 + (v0 + 3) * 16, vdrelu(VLOAD(x + (size_t)(i0 + 2) * 64 + (v0 + 3) * 16), a2_3));
+                            VSTORE(dx + (size_t)(i0 + 3) * 64 + (v0 + 0) * 16, vdrelu(VLOAD(x + (size_t)(i0 + 3) * 64 + (v0 + 0) * 16), a3_0)); VSTORE(dx + (size_t)(i0 + 3) * 64 + (v0 + 1) * 16, vdrelu(VLOAD(x + (size_t)(i0 + 3) * 64 + (v0 + 1) * 16), a3_1)); VSTORE(dx + (size_t)(i0 + 3) * 64 + (v0 + 2) * 16, vdrelu(VLOAD(x + (size_t)(i0 + 3) * 64 + (v0 + 2) * 16), a3_2)); VSTORE(dx + (size_t)(i0 + 3) * 64 + (v0 + 3) * 16, vdrelu(VLOAD(x + (size_t)(i0 + 3) * 64 + (v0 + 3) * 16), a3_3));
+                        } else {
+                            VSTORE(dx + (size_t)(i0 + 0) * 64 + (v0 + 0) * 16, a0_0); VSTORE(dx + (size_t)(i0 + 0) * 64 + (v0 + 1) * 16, a0_1); VSTORE(dx + (size_t)(i0 + 0) * 64 + (v0 + 2) * 16, a0_2); VSTORE(dx + (size_t)(i0 + 0) * 64 + (v0 + 3) * 16, a0_3);
+                            VSTORE(dx + (size_t)(i0 + 1) * 64 + (v0 + 0) * 16, a1_0); VSTORE(dx + (size_t)(i0 + 1) * 64 + (v0 + 1) * 16, a1_1); VSTORE(dx + (size_t)(i0 + 1) * 64 + (v0 + 2) * 16, a1_2); VSTORE(dx + (size_t)(i0 + 1) * 64 + (v0 + 3) * 16, a1_3);
+                            VSTORE(dx + (size_t)(i0 + 2) * 64 + (v0 + 0) * 16, a2_0); VSTORE(dx + (size_t)(i0 + 2) * 64 + (v0 + 1) * 16, a2_1); VSTORE(dx + (size_t)(i0 + 2) * 64 + (v0 + 2) * 16, a2_2); VSTORE(dx + (size_t)(i0 + 2) * 64 + (v0 + 3) * 16, a2_3);
+                            VSTORE(dx + (size_t)(i0 + 3) * 64 + (v0 + 0) * 16, a3_0); VSTORE(dx + (size_t)(i0 + 3) * 64 + (v0 + 1) * 16, a3_1); VSTORE(dx + (size_t)(i0 + 3) * 64 + (v0 + 2) * 16, a3_2); VSTORE(dx + (size_t)(i0 + 3) * 64 + (v0 + 3) * 16, a3_3);
+                        }
                     }
                 }
             }
@@ -2149,15 +3195,10 @@ static void l09_dense_backward_dx(const float *restrict P, const float *restrict
  * schedule lanes: fwd lanes dw lanes dx with dw */
 /* l10_relu_forward: none, layer 9 stores its output through the relu */
 
-static void l10_relu_backward(const float *restrict y, const float *restrict dy, float *restrict dx)
-{
-    /* x [84][lanes], y [84][lanes] */
-    for (int i = 0; i < 5376; i++)
-        dx[i] = y[i] <= 0.0f ? 0.0f : dy[i];
-}
+/* l10_relu_backward: none, layer 11 masks its dx stores with the relu's derivative */
 
 /* layer 11: dense 84 -> 10 (specs/lenet5.yaml:21:5)
- * schedule lanes+gemmT+kb: fwd lanes[KB=64,TB=4,TR=4] dw gemmT[TI=4,TO=6] dx lanes[TB=4,TR=4] */
+ * schedule lanes+gemmT+kb: fwd lanes[KB=64,TB=4,TR=4] dw gemmT[TI=4,TO=6] dx lanes[TB=4,TR=4]+relu' */
 static void l11_dense_forward(const float *restrict P, const float *restrict x, float *restrict y)
 {
     /* x [84][lanes], y [10][lanes] */
@@ -2324,7 +3365,7 @@ static void l11_dense_backward(float *restrict G, float *restrict S, const float
     }
 }
 
-static void l11_dense_backward_dx(const float *restrict P, const float *restrict dy, float *restrict dx)
+static void l11_dense_backward_dx(const float *restrict P, const float *restrict x, const float *restrict dy, float *restrict dx)
 {
     /* x [84][lanes], y [10][lanes] */
     const float *restrict w = P;
@@ -2343,10 +3384,10 @@ static void l11_dense_backward_dx(const float *restrict P, const float *restrict
                     a2_0 += w[(size_t)k * 84 + i0 + 2] * s0; a2_1 += w[(size_t)k * 84 + i0 + 2] * s1; a2_2 += w[(size_t)k * 84 + i0 + 2] * s2; a2_3 += w[(size_t)k * 84 + i0 + 2] * s3;
                     a3_0 += w[(size_t)k * 84 + i0 + 3] * s0; a3_1 += w[(size_t)k * 84 + i0 + 3] * s1; a3_2 += w[(size_t)k * 84 + i0 + 3] * s2; a3_3 += w[(size_t)k * 84 + i0 + 3] * s3;
                 }
-                VSTORE(dx + (size_t)(i0 + 0) * 64 + (v0 + 0) * 16, a0_0); VSTORE(dx + (size_t)(i0 + 0) * 64 + (v0 + 1) * 16, a0_1); VSTORE(dx + (size_t)(i0 + 0) * 64 + (v0 + 2) * 16, a0_2); VSTORE(dx + (size_t)(i0 + 0) * 64 + (v0 + 3) * 16, a0_3);
-                VSTORE(dx + (size_t)(i0 + 1) * 64 + (v0 + 0) * 16, a1_0); VSTORE(dx + (size_t)(i0 + 1) * 64 + (v0 + 1) * 16, a1_1); VSTORE(dx + (size_t)(i0 + 1) * 64 + (v0 + 2) * 16, a1_2); VSTORE(dx + (size_t)(i0 + 1) * 64 + (v0 + 3) * 16, a1_3);
-                VSTORE(dx + (size_t)(i0 + 2) * 64 + (v0 + 0) * 16, a2_0); VSTORE(dx + (size_t)(i0 + 2) * 64 + (v0 + 1) * 16, a2_1); VSTORE(dx + (size_t)(i0 + 2) * 64 + (v0 + 2) * 16, a2_2); VSTORE(dx + (size_t)(i0 + 2) * 64 + (v0 + 3) * 16, a2_3);
-                VSTORE(dx + (size_t)(i0 + 3) * 64 + (v0 + 0) * 16, a3_0); VSTORE(dx + (size_t)(i0 + 3) * 64 + (v0 + 1) * 16, a3_1); VSTORE(dx + (size_t)(i0 + 3) * 64 + (v0 + 2) * 16, a3_2); VSTORE(dx + (size_t)(i0 + 3) * 64 + (v0 + 3) * 16, a3_3);
+                VSTORE(dx + (size_t)(i0 + 0) * 64 + (v0 + 0) * 16, vdrelu(VLOAD(x + (size_t)(i0 + 0) * 64 + (v0 + 0) * 16), a0_0)); VSTORE(dx + (size_t)(i0 + 0) * 64 + (v0 + 1) * 16, vdrelu(VLOAD(x + (size_t)(i0 + 0) * 64 + (v0 + 1) * 16), a0_1)); VSTORE(dx + (size_t)(i0 + 0) * 64 + (v0 + 2) * 16, vdrelu(VLOAD(x + (size_t)(i0 + 0) * 64 + (v0 + 2) * 16), a0_2)); VSTORE(dx + (size_t)(i0 + 0) * 64 + (v0 + 3) * 16, vdrelu(VLOAD(x + (size_t)(i0 + 0) * 64 + (v0 + 3) * 16), a0_3));
+                VSTORE(dx + (size_t)(i0 + 1) * 64 + (v0 + 0) * 16, vdrelu(VLOAD(x + (size_t)(i0 + 1) * 64 + (v0 + 0) * 16), a1_0)); VSTORE(dx + (size_t)(i0 + 1) * 64 + (v0 + 1) * 16, vdrelu(VLOAD(x + (size_t)(i0 + 1) * 64 + (v0 + 1) * 16), a1_1)); VSTORE(dx + (size_t)(i0 + 1) * 64 + (v0 + 2) * 16, vdrelu(VLOAD(x + (size_t)(i0 + 1) * 64 + (v0 + 2) * 16), a1_2)); VSTORE(dx + (size_t)(i0 + 1) * 64 + (v0 + 3) * 16, vdrelu(VLOAD(x + (size_t)(i0 + 1) * 64 + (v0 + 3) * 16), a1_3));
+                VSTORE(dx + (size_t)(i0 + 2) * 64 + (v0 + 0) * 16, vdrelu(VLOAD(x + (size_t)(i0 + 2) * 64 + (v0 + 0) * 16), a2_0)); VSTORE(dx + (size_t)(i0 + 2) * 64 + (v0 + 1) * 16, vdrelu(VLOAD(x + (size_t)(i0 + 2) * 64 + (v0 + 1) * 16), a2_1)); VSTORE(dx + (size_t)(i0 + 2) * 64 + (v0 + 2) * 16, vdrelu(VLOAD(x + (size_t)(i0 + 2) * 64 + (v0 + 2) * 16), a2_2)); VSTORE(dx + (size_t)(i0 + 2) * 64 + (v0 + 3) * 16, vdrelu(VLOAD(x + (size_t)(i0 + 2) * 64 + (v0 + 3) * 16), a2_3));
+                VSTORE(dx + (size_t)(i0 + 3) * 64 + (v0 + 0) * 16, vdrelu(VLOAD(x + (size_t)(i0 + 3) * 64 + (v0 + 0) * 16), a3_0)); VSTORE(dx + (size_t)(i0 + 3) * 64 + (v0 + 1) * 16, vdrelu(VLOAD(x + (size_t)(i0 + 3) * 64 + (v0 + 1) * 16), a3_1)); VSTORE(dx + (size_t)(i0 + 3) * 64 + (v0 + 2) * 16, vdrelu(VLOAD(x + (size_t)(i0 + 3) * 64 + (v0 + 2) * 16), a3_2)); VSTORE(dx + (size_t)(i0 + 3) * 64 + (v0 + 3) * 16, vdrelu(VLOAD(x + (size_t)(i0 + 3) * 64 + (v0 + 3) * 16), a3_3));
             }
         }
     }
@@ -2361,25 +3402,21 @@ static void l11_dense_backward_dx(const float *restrict P, const float *restrict
 #define S03     1026944 /* scratch of layer 3 (conv2d) */
 #define A05     528896 /* output of layer 5 (maxpool2d), [16x5x5][lanes] */
 #define A07     554496 /* output of layer 7 (dense), [120][lanes] */
-#define S07     1358720 /* scratch of layer 7 (dense) */
+#define S07     1211264 /* scratch of layer 7 (dense) */
 #define A09     562176 /* output of layer 9 (dense), [84][lanes] */
-#define S09     1384320 /* scratch of layer 9 (dense) */
+#define S09     1236864 /* scratch of layer 9 (dense) */
 #define A11     567552 /* output of layer 11 (dense), [10][lanes] */
-#define S11     1393536 /* scratch of layer 11 (dense) */
-#define OUT     1399680 /* the output, [N][10] */
-#define DOUT    1400320 /* dLoss/dOutput, [N][10] */
-#define DOUT_L  1400960 /* dLoss/dOutput, [10][lanes] */
-#define D10     1401600 /* gradient arena: dLoss/d(layer 10 output) */
-#define D09     1409280 /* gradient arena: dLoss/d(layer 9 output) */
-#define D08     1401600 /* gradient arena: dLoss/d(layer 8 output) */
-#define D07     1409280 /* gradient arena: dLoss/d(layer 7 output) */
-#define D06     1504000 /* gradient arena: dLoss/d(layer 6 output) */
-#define D04     1401600 /* gradient arena: dLoss/d(layer 4 output) */
-#define D03     1504000 /* gradient arena: dLoss/d(layer 3 output) */
-#define D02     1702656 /* gradient arena: dLoss/d(layer 2 output) */
-#define D01     1401600 /* gradient arena: dLoss/d(layer 1 output) */
-#define D00     1702656 /* gradient arena: dLoss/d(layer 0 output) */
-#define DIN     1401600 /* gradient arena: dLoss/dInput */
+#define S11     1246080 /* scratch of layer 11 (dense) */
+#define OUT     1252224 /* the output, [N][10] */
+#define DOUT    1252864 /* dLoss/dOutput, [N][10] */
+#define DOUT_L  1253504 /* dLoss/dOutput, [10][lanes] */
+#define D10     1261824 /* gradient arena: dLoss/d(layer 10 output), then layer 11's dx masks it to dLoss/d(its input) */
+#define D08     1254144 /* gradient arena: dLoss/d(layer 8 output), then layer 9's dx masks it to dLoss/d(its input) */
+#define D06     1356544 /* gradient arena: dLoss/d(layer 6 output) */
+#define D04     1254144 /* gradient arena: dLoss/d(layer 4 output), then layer 5's dx masks it to dLoss/d(its input) */
+#define D02     1555200 /* gradient arena: dLoss/d(layer 2 output) */
+#define D01     1254144 /* gradient arena: dLoss/d(layer 1 output), then layer 2's dx masks it to dLoss/d(its input) */
+#define DIN     1555200 /* gradient arena: dLoss/dInput */
 
 /* Forward over nb <= 64 samples; activations stay in ws for backward. */
 void lenet5_forward(const float *params, float *buffers, const float *x, float *ws, int nb, int training)
@@ -2402,28 +3439,28 @@ void lenet5_forward(const float *params, float *buffers, const float *x, float *
     cg_from_lanes(ws + A11, ws + OUT, nb, 10, 64);
 }
 
-/* Backward after a training forward: dLoss/dOutput at ws + DOUT (1400320); grads accumulate. */
+/* Backward after a training forward: dLoss/dOutput at ws + DOUT (1252864); grads accumulate. */
 void lenet5_backward(const float *params, float *grads, const float *x, float *dx, float *ws, int nb)
 {
     cg_to_lanes(ws + DOUT, ws + DOUT_L, nb, 10, 64);
     (void)x;
     l11_dense_backward(grads + 60856, ws + S11, ws + A09, ws + DOUT_L, nb);
-    l11_dense_backward_dx(params + 60856, ws + DOUT_L, ws + D10);
-    l10_relu_backward(ws + A09, ws + D10, ws + D09);
-    l09_dense_backward(grads + 50692, ws + S09, ws + A07, ws + D09, nb);
-    l09_dense_backward_dx(params + 50692, ws + D09, ws + D08);
-    l08_relu_backward(ws + A07, ws + D08, ws + D07);
-    l07_dense_backward(grads + 2572, ws + S07, ws + A05, ws + D07, nb);
-    l07_dense_backward_dx(params + 2572, ws + D07, ws + D06);
+    l11_dense_backward_dx(params + 60856, ws + A09, ws + DOUT_L, ws + D10);
+    /* layer 10: relu's backward is in layer 11's dx stores */
+    l09_dense_backward(grads + 50692, ws + S09, ws + A07, ws + D10, nb);
+    l09_dense_backward_dx(params + 50692, ws + A07, ws + D10, ws + D08);
+    /* layer 8: relu's backward is in layer 9's dx stores */
+    l07_dense_backward(grads + 2572, ws + S07, ws + A05, ws + D08, nb);
+    l07_dense_backward_dx(params + 2572, ws + D08, ws + D06);
     /* layer 6: flatten passes the gradient through */
     l05_maxpool2d_backward(ws + A03, ws + D06, ws + D04);
-    l04_relu_backward(ws + A03, ws + D04, ws + D03);
-    l03_conv2d_backward(grads + 156, ws + A02, ws + D03);
-    l03_conv2d_backward_dx(params + 156, ws + S03, ws + D03, ws + D02);
+    /* layer 4: relu's backward is in layer 5's dx stores */
+    l03_conv2d_backward(grads + 156, ws + A02, ws + D04);
+    l03_conv2d_backward_dx(params + 156, ws + S03, ws + D04, ws + D02);
     l02_maxpool2d_backward(ws + A00, ws + D02, ws + D01);
-    l01_relu_backward(ws + A00, ws + D01, ws + D00);
-    l00_conv2d_backward(grads, ws + S00, ws + D00);
-    if (dx) l00_conv2d_backward_dx(params, ws + S00, ws + D00, ws + DIN);
+    /* layer 1: relu's backward is in layer 2's dx stores */
+    l00_conv2d_backward(grads, ws + S00, ws + D01);
+    if (dx) l00_conv2d_backward_dx(params, ws + S00, ws + D01, ws + DIN);
     if (dx) cg_from_lanes(ws + DIN, dx, nb, 784, 64);
 }
 
@@ -2468,12 +3505,12 @@ static const cg_layer lenet5_layers[] = {
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "maxpool2d", .ndim_in = 3, .in_shape = {6, 28, 28}, .ndim_out = 3, .out_shape = {6, 14, 14},
      .in_size = 4704, .out_size = 1176, .act_offset = 351232, .lanes = 64, .line = 12, .col = 5,
-     .schedule = "lanes: fwd lanes dw lanes dx with dw", .n_inputs = 1, .inputs = lenet5_inputs + 2, .name = NULL, .inplace = 0,
+     .schedule = "lanes: fwd lanes dw lanes+relu' dx with dw", .n_inputs = 1, .inputs = lenet5_inputs + 2, .name = NULL, .inplace = 0,
      .kernel = {2, 2}, .stride = {2, 2}, .pad_lo = {0, 0}, .pad_hi = {0, 0}, .dilation = {1, 1},
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {6, 14, 14}, .ndim_out = 3, .out_shape = {16, 10, 10},
      .in_size = 1176, .out_size = 1600, .act_offset = 426496, .lanes = 64, .line = 13, .col = 5,
-     .schedule = "lanes+pad: fwd lanes[TB=1,TC=16]+relu dw lanes[TCW=4,rows=1] dx lanes+pad[PY=1,TB=4,TCI=6] threaded", .n_inputs = 1, .inputs = lenet5_inputs + 3, .name = NULL, .inplace = 0,
+     .schedule = "lanes+padw: fwd lanes[TB=1,TC=16]+relu dw lanes[TCW=4,rows=1] dx lanes+padw[PY=1,TB=4,TCI=6] threaded", .n_inputs = 1, .inputs = lenet5_inputs + 3, .name = NULL, .inplace = 0,
      .kernel = {5, 5}, .stride = {1, 1}, .pad_lo = {0, 0}, .pad_hi = {0, 0}, .dilation = {1, 1},
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "relu", .ndim_in = 3, .in_shape = {16, 10, 10}, .ndim_out = 3, .out_shape = {16, 10, 10},
@@ -2482,7 +3519,7 @@ static const cg_layer lenet5_layers[] = {
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "maxpool2d", .ndim_in = 3, .in_shape = {16, 10, 10}, .ndim_out = 3, .out_shape = {16, 5, 5},
      .in_size = 1600, .out_size = 400, .act_offset = 528896, .lanes = 64, .line = 15, .col = 5,
-     .schedule = "lanes: fwd lanes dw lanes dx with dw", .n_inputs = 1, .inputs = lenet5_inputs + 5, .name = NULL, .inplace = 0,
+     .schedule = "lanes: fwd lanes dw lanes+relu' dx with dw", .n_inputs = 1, .inputs = lenet5_inputs + 5, .name = NULL, .inplace = 0,
      .kernel = {2, 2}, .stride = {2, 2}, .pad_lo = {0, 0}, .pad_hi = {0, 0}, .dilation = {1, 1},
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "flatten", .ndim_in = 3, .in_shape = {16, 5, 5}, .ndim_out = 1, .out_shape = {400, 0, 0},
@@ -2499,7 +3536,7 @@ static const cg_layer lenet5_layers[] = {
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "dense", .ndim_in = 1, .in_shape = {120, 0, 0}, .ndim_out = 1, .out_shape = {84, 0, 0},
      .in_size = 120, .out_size = 84, .act_offset = 562176, .lanes = 64, .line = 19, .col = 5,
-     .schedule = "lanes+gemmT+kb: fwd lanes[KB=64,TB=4,TR=4]+relu dw gemmT[TI=4,TO=6] dx lanes[KB=64,TB=4,TR=4]", .n_inputs = 1, .inputs = lenet5_inputs + 9, .name = NULL, .inplace = 0,
+     .schedule = "lanes+gemmT+kb: fwd lanes[KB=64,TB=4,TR=4]+relu dw gemmT[TI=4,TO=6] dx lanes[KB=64,TB=4,TR=4]+relu'", .n_inputs = 1, .inputs = lenet5_inputs + 9, .name = NULL, .inplace = 0,
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "relu", .ndim_in = 1, .in_shape = {84, 0, 0}, .ndim_out = 1, .out_shape = {84, 0, 0},
      .in_size = 84, .out_size = 84, .act_offset = 562176, .lanes = 64, .line = 20, .col = 5,
@@ -2507,7 +3544,7 @@ static const cg_layer lenet5_layers[] = {
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "dense", .ndim_in = 1, .in_shape = {84, 0, 0}, .ndim_out = 1, .out_shape = {10, 0, 0},
      .in_size = 84, .out_size = 10, .act_offset = 567552, .lanes = 64, .line = 21, .col = 5,
-     .schedule = "lanes+gemmT+kb: fwd lanes[KB=64,TB=4,TR=4] dw gemmT[TI=4,TO=6] dx lanes[TB=4,TR=4]", .n_inputs = 1, .inputs = lenet5_inputs + 11, .name = NULL, .inplace = 0,
+     .schedule = "lanes+gemmT+kb: fwd lanes[KB=64,TB=4,TR=4] dw gemmT[TI=4,TO=6] dx lanes[TB=4,TR=4]+relu'", .n_inputs = 1, .inputs = lenet5_inputs + 11, .name = NULL, .inplace = 0,
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
 };
 

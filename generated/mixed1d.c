@@ -61,6 +61,8 @@ static inline __attribute__((unused)) float vsum_(const cg_v *v) { float s = 0.0
 /* activations fused into a producer's stores (relu(NaN) = NaN, as PyTorch's) */
 static inline __attribute__((unused)) float cg_relu(float v) { return v <= 0.0f ? 0.0f : v; }
 #define vrelu(v) ((cg_v)((cg_vi)(v) & ~((v) <= vsplat(0.0f))))
+static inline __attribute__((unused)) float cg_drelu(float y, float g) { return y <= 0.0f ? 0.0f : g; }
+#define vdrelu(y, g) ((cg_v)((cg_vi)(g) & ~((y) <= vsplat(0.0f))))
 
 /* Activations are batch-innermost: [size][16]. */
 /* cg_to_lanes / cg_from_lanes (runtime): [nb][size] <-> [size][16], lanes >= nb zero */
@@ -790,19 +792,21 @@ static void l05_maxpool1d_backward(const float *restrict x, const float *restric
         float *restrict dxc = dx + c * 512;
         const float *restrict dyc = dy + c * 256;
         for (int v = 0; v < 1; v++) {
-            const cg_v d = VLOAD(dyc + 0 + v * 16);
+            const cg_v d0 = VLOAD(dyc + 0 + v * 16);
             cg_v m = VLOAD(xc + 0 + v * 16); cg_vi idx = (cg_vi){0};
             { const cg_v t = VLOAD(xc + 16 + v * 16); const cg_vi u = (t > m) | (t != t); m = VSEL(u, t, m); idx = (idx & ~u) | (u & 1); }
+            const cg_v d = d0;
             VSTORE(dxc + 0 + v * 16, VLOAD(dxc + 0 + v * 16) + (cg_v)((cg_vi)d & (idx == 0)));
             VSTORE(dxc + 16 + v * 16, VLOAD(dxc + 16 + v * 16) + (cg_v)((cg_vi)d & (idx == 1)));
         }
         /* outputs 1..15: every tap */
         for (int ox = 1; ox < 16; ox++) {
             for (int v = 0; v < 1; v++) {
-                const cg_v d = VLOAD(dyc + ox*16 + v * 16);
+                const cg_v d0 = VLOAD(dyc + ox*16 + v * 16);
                 cg_v m = VLOAD(xc + ox*32 - 16 + v * 16); cg_vi idx = (cg_vi){0};
                 { const cg_v t = VLOAD(xc + ox*32 + v * 16); const cg_vi u = (t > m) | (t != t); m = VSEL(u, t, m); idx = (idx & ~u) | (u & 1); }
                 { const cg_v t = VLOAD(xc + ox*32 + 16 + v * 16); const cg_vi u = (t > m) | (t != t); m = VSEL(u, t, m); idx = (idx & ~u) | (u & 2); }
+                const cg_v d = d0;
                 VSTORE(dxc + ox*32 - 16 + v * 16, VLOAD(dxc + ox*32 - 16 + v * 16) + (cg_v)((cg_vi)d & (idx == 0)));
                 VSTORE(dxc + ox*32 + v * 16, VLOAD(dxc + ox*32 + v * 16) + (cg_v)((cg_vi)d & (idx == 1)));
                 VSTORE(dxc + ox*32 + 16 + v * 16, VLOAD(dxc + ox*32 + 16 + v * 16) + (cg_v)((cg_vi)d & (idx == 2)));
@@ -2075,15 +2079,10 @@ static void l12_dense_backward_dx(const float *restrict P, const float *restrict
  * schedule lanes: fwd lanes dw lanes dx with dw */
 /* l13_relu_forward: none, layer 12 stores its output through the relu */
 
-static void l13_relu_backward(const float *restrict y, const float *restrict dy, float *restrict dx)
-{
-    /* x [16][lanes], y [16][lanes] */
-    for (int i = 0; i < 256; i++)
-        dx[i] = y[i] <= 0.0f ? 0.0f : dy[i];
-}
+/* l13_relu_backward: none, layer 14 masks its dx stores with the relu's derivative */
 
 /* layer 14: dense 16 -> 5 (specs/mixed1d.yaml:27:5)
- * schedule lanes+gemmT: fwd lanes[TB=1,TR=16] dw gemmT[TI=1,TO=5] dx lanes[TB=1,TR=16] */
+ * schedule lanes+gemmT: fwd lanes[TB=1,TR=16] dw gemmT[TI=1,TO=5] dx lanes[TB=1,TR=16]+relu' */
 static void l14_dense_forward(const float *restrict P, const float *restrict x, float *restrict y)
 {
     /* x [16][lanes], y [5][lanes] */
@@ -2155,7 +2154,7 @@ static void l14_dense_backward(float *restrict G, float *restrict S, const float
     }
 }
 
-static void l14_dense_backward_dx(const float *restrict P, const float *restrict dy, float *restrict dx)
+static void l14_dense_backward_dx(const float *restrict P, const float *restrict x, const float *restrict dy, float *restrict dx)
 {
     /* x [16][lanes], y [5][lanes] */
     const float *restrict w = P;
@@ -2198,22 +2197,22 @@ static void l14_dense_backward_dx(const float *restrict P, const float *restrict
                     a14_0 += w[(size_t)k * 16 + i0 + 14] * s0;
                     a15_0 += w[(size_t)k * 16 + i0 + 15] * s0;
                 }
-                VSTORE(dx + (size_t)(i0 + 0) * 16 + (v0 + 0) * 16, a0_0);
-                VSTORE(dx + (size_t)(i0 + 1) * 16 + (v0 + 0) * 16, a1_0);
-                VSTORE(dx + (size_t)(i0 + 2) * 16 + (v0 + 0) * 16, a2_0);
-                VSTORE(dx + (size_t)(i0 + 3) * 16 + (v0 + 0) * 16, a3_0);
-                VSTORE(dx + (size_t)(i0 + 4) * 16 + (v0 + 0) * 16, a4_0);
-                VSTORE(dx + (size_t)(i0 + 5) * 16 + (v0 + 0) * 16, a5_0);
-                VSTORE(dx + (size_t)(i0 + 6) * 16 + (v0 + 0) * 16, a6_0);
-                VSTORE(dx + (size_t)(i0 + 7) * 16 + (v0 + 0) * 16, a7_0);
-                VSTORE(dx + (size_t)(i0 + 8) * 16 + (v0 + 0) * 16, a8_0);
-                VSTORE(dx + (size_t)(i0 + 9) * 16 + (v0 + 0) * 16, a9_0);
-                VSTORE(dx + (size_t)(i0 + 10) * 16 + (v0 + 0) * 16, a10_0);
-                VSTORE(dx + (size_t)(i0 + 11) * 16 + (v0 + 0) * 16, a11_0);
-                VSTORE(dx + (size_t)(i0 + 12) * 16 + (v0 + 0) * 16, a12_0);
-                VSTORE(dx + (size_t)(i0 + 13) * 16 + (v0 + 0) * 16, a13_0);
-                VSTORE(dx + (size_t)(i0 + 14) * 16 + (v0 + 0) * 16, a14_0);
-                VSTORE(dx + (size_t)(i0 + 15) * 16 + (v0 + 0) * 16, a15_0);
+                VSTORE(dx + (size_t)(i0 + 0) * 16 + (v0 + 0) * 16, vdrelu(VLOAD(x + (size_t)(i0 + 0) * 16 + (v0 + 0) * 16), a0_0));
+                VSTORE(dx + (size_t)(i0 + 1) * 16 + (v0 + 0) * 16, vdrelu(VLOAD(x + (size_t)(i0 + 1) * 16 + (v0 + 0) * 16), a1_0));
+                VSTORE(dx + (size_t)(i0 + 2) * 16 + (v0 + 0) * 16, vdrelu(VLOAD(x + (size_t)(i0 + 2) * 16 + (v0 + 0) * 16), a2_0));
+                VSTORE(dx + (size_t)(i0 + 3) * 16 + (v0 + 0) * 16, vdrelu(VLOAD(x + (size_t)(i0 + 3) * 16 + (v0 + 0) * 16), a3_0));
+                VSTORE(dx + (size_t)(i0 + 4) * 16 + (v0 + 0) * 16, vdrelu(VLOAD(x + (size_t)(i0 + 4) * 16 + (v0 + 0) * 16), a4_0));
+                VSTORE(dx + (size_t)(i0 + 5) * 16 + (v0 + 0) * 16, vdrelu(VLOAD(x + (size_t)(i0 + 5) * 16 + (v0 + 0) * 16), a5_0));
+                VSTORE(dx + (size_t)(i0 + 6) * 16 + (v0 + 0) * 16, vdrelu(VLOAD(x + (size_t)(i0 + 6) * 16 + (v0 + 0) * 16), a6_0));
+                VSTORE(dx + (size_t)(i0 + 7) * 16 + (v0 + 0) * 16, vdrelu(VLOAD(x + (size_t)(i0 + 7) * 16 + (v0 + 0) * 16), a7_0));
+                VSTORE(dx + (size_t)(i0 + 8) * 16 + (v0 + 0) * 16, vdrelu(VLOAD(x + (size_t)(i0 + 8) * 16 + (v0 + 0) * 16), a8_0));
+                VSTORE(dx + (size_t)(i0 + 9) * 16 + (v0 + 0) * 16, vdrelu(VLOAD(x + (size_t)(i0 + 9) * 16 + (v0 + 0) * 16), a9_0));
+                VSTORE(dx + (size_t)(i0 + 10) * 16 + (v0 + 0) * 16, vdrelu(VLOAD(x + (size_t)(i0 + 10) * 16 + (v0 + 0) * 16), a10_0));
+                VSTORE(dx + (size_t)(i0 + 11) * 16 + (v0 + 0) * 16, vdrelu(VLOAD(x + (size_t)(i0 + 11) * 16 + (v0 + 0) * 16), a11_0));
+                VSTORE(dx + (size_t)(i0 + 12) * 16 + (v0 + 0) * 16, vdrelu(VLOAD(x + (size_t)(i0 + 12) * 16 + (v0 + 0) * 16), a12_0));
+                VSTORE(dx + (size_t)(i0 + 13) * 16 + (v0 + 0) * 16, vdrelu(VLOAD(x + (size_t)(i0 + 13) * 16 + (v0 + 0) * 16), a13_0));
+                VSTORE(dx + (size_t)(i0 + 14) * 16 + (v0 + 0) * 16, vdrelu(VLOAD(x + (size_t)(i0 + 14) * 16 + (v0 + 0) * 16), a14_0));
+                VSTORE(dx + (size_t)(i0 + 15) * 16 + (v0 + 0) * 16, vdrelu(VLOAD(x + (size_t)(i0 + 15) * 16 + (v0 + 0) * 16), a15_0));
             }
         }
     }
@@ -2240,8 +2239,7 @@ static void l14_dense_backward_dx(const float *restrict P, const float *restrict
 #define OUT     39088 /* the output, [N][5] */
 #define DOUT    39168 /* dLoss/dOutput, [N][5] */
 #define DOUT_L  39248 /* dLoss/dOutput, [5][lanes] */
-#define D13     39328 /* gradient arena: dLoss/d(layer 13 output) */
-#define D12     39584 /* gradient arena: dLoss/d(layer 12 output) */
+#define D13     39328 /* gradient arena: dLoss/d(layer 13 output), then layer 14's dx masks it to dLoss/d(its input) */
 #define D11     40480 /* gradient arena: dLoss/d(layer 11 output) */
 #define D09     39328 /* gradient arena: dLoss/d(layer 9 output) */
 #define D08     42400 /* gradient arena: dLoss/d(layer 8 output) */
@@ -2285,10 +2283,10 @@ void mixed1d_backward(const float *params, float *grads, const float *x, float *
     cg_to_lanes(ws + DOUT, ws + DOUT_L, nb, 5, 16);
     (void)x;
     l14_dense_backward(grads + 1316, ws + S14, ws + A12, ws + DOUT_L, nb);
-    l14_dense_backward_dx(params + 1316, ws + DOUT_L, ws + D13);
-    l13_relu_backward(ws + A12, ws + D13, ws + D12);
-    l12_dense_backward(grads + 724, ws + S12, ws + A10, ws + D12, nb);
-    l12_dense_backward_dx(params + 724, ws + D12, ws + D11);
+    l14_dense_backward_dx(params + 1316, ws + A12, ws + DOUT_L, ws + D13);
+    /* layer 13: relu's backward is in layer 14's dx stores */
+    l12_dense_backward(grads + 724, ws + S12, ws + A10, ws + D13, nb);
+    l12_dense_backward_dx(params + 724, ws + D13, ws + D11);
     /* layer 11: flatten passes the gradient through */
     l10_avgpool1d_backward(ws + D11, ws + D09);
     l09_batchnorm_backward(params + 712, grads + 712, ws + S09, ws + A08, ws + D09, ws + D08, nb);
@@ -2415,7 +2413,7 @@ static const cg_layer mixed1d_layers[] = {
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "dense", .ndim_in = 1, .in_shape = {16, 0, 0}, .ndim_out = 1, .out_shape = {5, 0, 0},
      .in_size = 16, .out_size = 5, .act_offset = 28736, .lanes = 16, .line = 27, .col = 5,
-     .schedule = "lanes+gemmT: fwd lanes[TB=1,TR=16] dw gemmT[TI=1,TO=5] dx lanes[TB=1,TR=16]", .n_inputs = 1, .inputs = mixed1d_inputs + 14, .name = NULL, .inplace = 0,
+     .schedule = "lanes+gemmT: fwd lanes[TB=1,TR=16] dw gemmT[TI=1,TO=5] dx lanes[TB=1,TR=16]+relu'", .n_inputs = 1, .inputs = mixed1d_inputs + 14, .name = NULL, .inplace = 0,
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
 };
 

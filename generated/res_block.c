@@ -62,6 +62,8 @@ static inline __attribute__((unused)) float vsum_(const cg_v *v) { float s = 0.0
 /* activations fused into a producer's stores (relu(NaN) = NaN, as PyTorch's) */
 static inline __attribute__((unused)) float cg_relu(float v) { return v <= 0.0f ? 0.0f : v; }
 #define vrelu(v) ((cg_v)((cg_vi)(v) & ~((v) <= vsplat(0.0f))))
+static inline __attribute__((unused)) float cg_drelu(float y, float g) { return y <= 0.0f ? 0.0f : g; }
+#define vdrelu(y, g) ((cg_v)((cg_vi)(g) & ~((y) <= vsplat(0.0f))))
 
 /* layer 0: conv2d 3x12x12 -> 8x12x12 (specs/res_block.yaml:6:5)
  * schedule cv+dx:wv: fwd cv[TP=12,TV=1] dw cv[TPR=24,TV=1] dx wv[TC=3,TX=1] */

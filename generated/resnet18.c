@@ -115,6 +115,8 @@ static inline __attribute__((unused)) float vsum_(const cg_v *v) { float s = 0.0
 /* activations fused into a producer's stores (relu(NaN) = NaN, as PyTorch's) */
 static inline __attribute__((unused)) float cg_relu(float v) { return v <= 0.0f ? 0.0f : v; }
 #define vrelu(v) ((cg_v)((cg_vi)(v) & ~((v) <= vsplat(0.0f))))
+static inline __attribute__((unused)) float cg_drelu(float y, float g) { return y <= 0.0f ? 0.0f : g; }
+#define vdrelu(y, g) ((cg_v)((cg_vi)(g) & ~((y) <= vsplat(0.0f))))
 
 /* Activations are batch-innermost: [size][32]. */
 /* cg_to_lanes / cg_from_lanes (runtime): [nb][size] <-> [size][32], lanes >= nb zero */
@@ -1765,16 +1767,10 @@ static void l01_batchnorm_backward(const float *restrict P, float *restrict G, f
  * schedule lanes: fwd lanes dw lanes dx with dw threaded */
 /* l02_relu_forward: none, layer 1 stores its output through the relu */
 
-static void l02_relu_backward(const float *restrict y, const float *restrict dy, float *restrict dx)
-{
-    /* x [64x112x112][lanes], y [64x112x112][lanes] */
-    CG_PARALLEL_FOR
-    for (int i = 0; i < 25690112; i++)
-        dx[i] = y[i] <= 0.0f ? 0.0f : dy[i];
-}
+/* l02_relu_backward: none, layer 3 masks its dx stores with the relu's derivative */
 
 /* layer 3: maxpool2d 64x112x112 -> 64x56x56 (specs/resnet18.yaml:11:5)
- * schedule lanes: fwd lanes dw lanes dx with dw threaded */
+ * schedule lanes: fwd lanes dw lanes+relu' dx with dw threaded */
 static void l03_maxpool2d_forward(const float *restrict x, float *restrict y)
 {
     /* x [64x112x112][lanes], y [64x56x56][lanes] */
@@ -1843,11 +1839,12 @@ static void l03_maxpool2d_backward(const float *restrict x, const float *restric
         float *restrict dxc = dx + c * 401408;
         const float *restrict dyc = dy + c * 100352;
         for (int v = 0; v < 2; v++) {
-            const cg_v d = VLOAD(dyc + 0 + v * 16);
+            const cg_v d0 = VLOAD(dyc + 0 + v * 16);
             cg_v m = VLOAD(xc + 0 + v * 16); cg_vi idx = (cg_vi){0};
             { const cg_v t = VLOAD(xc + 32 + v * 16); const cg_vi u = (t > m) | (t != t); m = VSEL(u, t, m); idx = (idx & ~u) | (u & 1); }
             { const cg_v t = VLOAD(xc + 3584 + v * 16); const cg_vi u = (t > m) | (t != t); m = VSEL(u, t, m); idx = (idx & ~u) | (u & 2); }
             { const cg_v t = VLOAD(xc + 3616 + v * 16); const cg_vi u = (t > m) | (t != t); m = VSEL(u, t, m); idx = (idx & ~u) | (u & 3); }
+            const cg_v d = vdrelu(m, d0);
             VSTORE(dxc + 0 + v * 16, VLOAD(dxc + 0 + v * 16) + (cg_v)((cg_vi)d & (idx == 0)));
             VSTORE(dxc + 32 + v * 16, VLOAD(dxc + 32 + v * 16) + (cg_v)((cg_vi)d & (idx == 1)));
             VSTORE(dxc + 3584 + v * 16, VLOAD(dxc + 3584 + v * 16) + (cg_v)((cg_vi)d & (idx == 2)));
@@ -1856,13 +1853,14 @@ static void l03_maxpool2d_backward(const float *restrict x, const float *restric
         /* rows 0..0, cols 1..55: 6 of 9 taps */
         for (int ox = 1; ox < 56; ox++) {
             for (int v = 0; v < 2; v++) {
-                const cg_v d = VLOAD(dyc + ox*32 + v * 16);
+                const cg_v d0 = VLOAD(dyc + ox*32 + v * 16);
                 cg_v m = VLOAD(xc + ox*64 - 32 + v * 16); cg_vi idx = (cg_vi){0};
                 { const cg_v t = VLOAD(xc + ox*64 + v * 16); const cg_vi u = (t > m) | (t != t); m = VSEL(u, t, m); idx = (idx & ~u) | (u & 1); }
                 { const cg_v t = VLOAD(xc + ox*64 + 32 + v * 16); const cg_vi u = (t > m) | (t != t); m = VSEL(u, t, m); idx = (idx & ~u) | (u & 2); }
                 { const cg_v t = VLOAD(xc + ox*64 + 3552 + v * 16); const cg_vi u = (t > m) | (t != t); m = VSEL(u, t, m); idx = (idx & ~u) | (u & 3); }
                 { const cg_v t = VLOAD(xc + ox*64 + 3584 + v * 16); const cg_vi u = (t > m) | (t != t); m = VSEL(u, t, m); idx = (idx & ~u) | (u & 4); }
                 { const cg_v t = VLOAD(xc + ox*64 + 3616 + v * 16); const cg_vi u = (t > m) | (t != t); m = VSEL(u, t, m); idx = (idx & ~u) | (u & 5); }
+                const cg_v d = vdrelu(m, d0);
                 VSTORE(dxc + ox*64 - 32 + v * 16, VLOAD(dxc + ox*64 - 32 + v * 16) + (cg_v)((cg_vi)d & (idx == 0)));
                 VSTORE(dxc + ox*64 + v * 16, VLOAD(dxc + ox*64 + v * 16) + (cg_v)((cg_vi)d & (idx == 1)));
                 VSTORE(dxc + ox*64 + 32 + v * 16, VLOAD(dxc + ox*64 + 32 + v * 16) + (cg_v)((cg_vi)d & (idx == 2)));
@@ -1874,13 +1872,14 @@ static void l03_maxpool2d_backward(const float *restrict x, const float *restric
         /* rows 1..55, cols 0..0: 6 of 9 taps */
         for (int oy = 1; oy < 56; oy++) {
             for (int v = 0; v < 2; v++) {
-                const cg_v d = VLOAD(dyc + oy*1792 + v * 16);
+                const cg_v d0 = VLOAD(dyc + oy*1792 + v * 16);
                 cg_v m = VLOAD(xc + oy*7168 - 3584 + v * 16); cg_vi idx = (cg_vi){0};
                 { const cg_v t = VLOAD(xc + oy*7168 - 3552 + v * 16); const cg_vi u = (t > m) | (t != t); m = VSEL(u, t, m); idx = (idx & ~u) | (u & 1); }
                 { const cg_v t = VLOAD(xc + oy*7168 + v * 16); const cg_vi u = (t > m) | (t != t); m = VSEL(u, t, m); idx = (idx & ~u) | (u & 2); }
                 { const cg_v t = VLOAD(xc + oy*7168 + 32 + v * 16); const cg_vi u = (t > m) | (t != t); m = VSEL(u, t, m); idx = (idx & ~u) | (u & 3); }
                 { const cg_v t = VLOAD(xc + oy*7168 + 3584 + v * 16); const cg_vi u = (t > m) | (t != t); m = VSEL(u, t, m); idx = (idx & ~u) | (u & 4); }
                 { const cg_v t = VLOAD(xc + oy*7168 + 3616 + v * 16); const cg_vi u = (t > m) | (t != t); m = VSEL(u, t, m); idx = (idx & ~u) | (u & 5); }
+                const cg_v d = vdrelu(m, d0);
                 VSTORE(dxc + oy*7168 - 3584 + v * 16, VLOAD(dxc + oy*7168 - 3584 + v * 16) + (cg_v)((cg_vi)d & (idx == 0)));
                 VSTORE(dxc + oy*7168 - 3552 + v * 16, VLOAD(dxc + oy*7168 - 3552 + v * 16) + (cg_v)((cg_vi)d & (idx == 1)));
                 VSTORE(dxc + oy*7168 + v * 16, VLOAD(dxc + oy*7168 + v * 16) + (cg_v)((cg_vi)d & (idx == 2)));
@@ -1893,7 +1892,7 @@ static void l03_maxpool2d_backward(const float *restrict x, const float *restric
         for (int oy = 1; oy < 56; oy++) {
             for (int ox = 1; ox < 56; ox++) {
                 for (int v = 0; v < 2; v++) {
-                    const cg_v d = VLOAD(dyc + oy*1792 + ox*32 + v * 16);
+                    const cg_v d0 = VLOAD(dyc + oy*1792 + ox*32 + v * 16);
                     cg_v m = VLOAD(xc + oy*7168 + ox*64 - 3616 + v * 16); cg_vi idx = (cg_vi){0};
                     { const cg_v t = VLOAD(xc + oy*7168 + ox*64 - 3584 + v * 16); const cg_vi u = (t > m) | (t != t); m = VSEL(u, t, m); idx = (idx & ~u) | (u & 1); }
                     { const cg_v t = VLOAD(xc + oy*7168 + ox*64 - 3552 + v * 16); const cg_vi u = (t > m) | (t != t); m = VSEL(u, t, m); idx = (idx & ~u) | (u & 2); }
@@ -1903,6 +1902,7 @@ static void l03_maxpool2d_backward(const float *restrict x, const float *restric
                     { const cg_v t = VLOAD(xc + oy*7168 + ox*64 + 3552 + v * 16); const cg_vi u = (t > m) | (t != t); m = VSEL(u, t, m); idx = (idx & ~u) | (u & 6); }
                     { const cg_v t = VLOAD(xc + oy*7168 + ox*64 + 3584 + v * 16); const cg_vi u = (t > m) | (t != t); m = VSEL(u, t, m); idx = (idx & ~u) | (u & 7); }
                     { const cg_v t = VLOAD(xc + oy*7168 + ox*64 + 3616 + v * 16); const cg_vi u = (t > m) | (t != t); m = VSEL(u, t, m); idx = (idx & ~u) | (u & 8); }
+                    const cg_v d = vdrelu(m, d0);
                     VSTORE(dxc + oy*7168 + ox*64 - 3616 + v * 16, VLOAD(dxc + oy*7168 + ox*64 - 3616 + v * 16) + (cg_v)((cg_vi)d & (idx == 0)));
                     VSTORE(dxc + oy*7168 + ox*64 - 3584 + v * 16, VLOAD(dxc + oy*7168 + ox*64 - 3584 + v * 16) + (cg_v)((cg_vi)d & (idx == 1)));
                     VSTORE(dxc + oy*7168 + ox*64 - 3552 + v * 16, VLOAD(dxc + oy*7168 + ox*64 - 3552 + v * 16) + (cg_v)((cg_vi)d & (idx == 2)));
@@ -4730,21 +4730,1312 @@ static void l05_batchnorm_backward(const float *restrict P, float *restrict G, f
  * schedule lanes: fwd lanes dw lanes dx with dw threaded */
 /* l06_relu_forward: none, layer 5 stores its output through the relu */
 
-static void l06_relu_backward(const float *restrict y, const float *restrict dy, float *restrict dx)
-{
-    /* x [64x56x56][lanes], y [64x56x56][lanes] */
-    CG_PARALLEL_FOR
-    for (int i = 0; i < 6422528; i++)
-        dx[i] = y[i] <= 0.0f ? 0.0f : dy[i];
-}
+/* l06_relu_backward: none, layer 7 masks its dx stores with the relu's derivative */
 
 /* layer 7: conv2d 64x56x56 -> 64x56x56 (specs/resnet18.yaml:15:5)
- * schedule lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16] threaded */
+ * schedule lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16]+relu' threaded */
 /* l07_conv2d_forward: the code of l04_conv2d_forward */
 
 /* l07_conv2d_backward: the code of l04_conv2d_backward */
 
-/* l07_conv2d_backward_dx: the code of l04_conv2d_backward_dx */
+static void l07_conv2d_backward_dx(const float *restrict P, const float *restrict x, const float *restrict dy, float *restrict dx)
+{
+    /* x [64x56x56][lanes], y [64x56x56][lanes] */
+    const float *restrict w = P;
+    CG_PARALLEL_FOR
+    for (int cib = 0; cib < 4; cib++) {
+        for (int v0 = 0; v0 < 2; v0 += 1) {
+            float *restrict dxb = dx + cib*1605632 + v0 * 16;
+            const float *restrict xb = x + cib*1605632 + v0 * 16;
+            const float *restrict dyg = dy + 0 + v0 * 16;
+            const float *restrict wg = w + cib*144;
+            {
+                cg_v a0_0 = vsplat(0.0f);
+                cg_v a0_1 = vsplat(0.0f);
+                cg_v a0_2 = vsplat(0.0f);
+                cg_v a0_3 = vsplat(0.0f);
+                cg_v a0_4 = vsplat(0.0f);
+                cg_v a0_5 = vsplat(0.0f);
+                cg_v a0_6 = vsplat(0.0f);
+                cg_v a0_7 = vsplat(0.0f);
+                cg_v a0_8 = vsplat(0.0f);
+                cg_v a0_9 = vsplat(0.0f);
+                cg_v a0_10 = vsplat(0.0f);
+                cg_v a0_11 = vsplat(0.0f);
+                cg_v a0_12 = vsplat(0.0f);
+                cg_v a0_13 = vsplat(0.0f);
+                cg_v a0_14 = vsplat(0.0f);
+                cg_v a0_15 = vsplat(0.0f);
+                for (int co = 0; co < 64; co++) {
+                    const float *restrict dyc = dyg + co*100352;
+                    const float *restrict wc = wg + co*576;
+                    {
+                        const cg_v d0 = VLOAD(dyc + 1824 + 0);
+                        a0_0 += wc[0] * d0;
+                        a0_1 += wc[9] * d0;
+                        a0_2 += wc[18] * d0;
+                        a0_3 += wc[27] * d0;
+                        a0_4 += wc[36] * d0;
+                        a0_5 += wc[45] * d0;
+                        a0_6 += wc[54] * d0;
+                        a0_7 += wc[63] * d0;
+                        a0_8 += wc[72] * d0;
+                        a0_9 += wc[81] * d0;
+                        a0_10 += wc[90] * d0;
+                        a0_11 += wc[99] * d0;
+                        a0_12 += wc[108] * d0;
+                        a0_13 += wc[117] * d0;
+                        a0_14 += wc[126] * d0;
+                        a0_15 += wc[135] * d0;
+                    }
+                    {
+                        const cg_v d0 = VLOAD(dyc + 1792 + 0);
+                        a0_0 += wc[1] * d0;
+                        a0_1 += wc[10] * d0;
+                        a0_2 += wc[19] * d0;
+                        a0_3 += wc[28] * d0;
+                        a0_4 += wc[37] * d0;
+                        a0_5 += wc[46] * d0;
+                        a0_6 += wc[55] * d0;
+                        a0_7 += wc[64] * d0;
+                        a0_8 += wc[73] * d0;
+                        a0_9 += wc[82] * d0;
+                        a0_10 += wc[91] * d0;
+                        a0_11 += wc[100] * d0;
+                        a0_12 += wc[109] * d0;
+                        a0_13 += wc[118] * d0;
+                        a0_14 += wc[127] * d0;
+                        a0_15 += wc[136] * d0;
+                    }
+                    {
+                        const cg_v d0 = VLOAD(dyc + 32 + 0);
+                        a0_0 += wc[3] * d0;
+                        a0_1 += wc[12] * d0;
+                        a0_2 += wc[21] * d0;
+                        a0_3 += wc[30] * d0;
+                        a0_4 += wc[39] * d0;
+                        a0_5 += wc[48] * d0;
+                        a0_6 += wc[57] * d0;
+                        a0_7 += wc[66] * d0;
+                        a0_8 += wc[75] * d0;
+                        a0_9 += wc[84] * d0;
+                        a0_10 += wc[93] * d0;
+                        a0_11 += wc[102] * d0;
+                        a0_12 += wc[111] * d0;
+                        a0_13 += wc[120] * d0;
+                        a0_14 += wc[129] * d0;
+                        a0_15 += wc[138] * d0;
+                    }
+                    {
+                        const cg_v d0 = VLOAD(dyc + 0 + 0);
+                        a0_0 += wc[4] * d0;
+                        a0_1 += wc[13] * d0;
+                        a0_2 += wc[22] * d0;
+                        a0_3 += wc[31] * d0;
+                        a0_4 += wc[40] * d0;
+                        a0_5 += wc[49] * d0;
+                        a0_6 += wc[58] * d0;
+                        a0_7 += wc[67] * d0;
+                        a0_8 += wc[76] * d0;
+                        a0_9 += wc[85] * d0;
+                        a0_10 += wc[94] * d0;
+                        a0_11 += wc[103] * d0;
+                        a0_12 += wc[112] * d0;
+                        a0_13 += wc[121] * d0;
+                        a0_14 += wc[130] * d0;
+                        a0_15 += wc[139] * d0;
+                    }
+                }
+                VSTORE(dxb + 0, vdrelu(VLOAD(xb + 0), a0_0));
+                VSTORE(dxb + 100352, vdrelu(VLOAD(xb + 100352), a0_1));
+                VSTORE(dxb + 200704, vdrelu(VLOAD(xb + 200704), a0_2));
+                VSTORE(dxb + 301056, vdrelu(VLOAD(xb + 301056), a0_3));
+                VSTORE(dxb + 401408, vdrelu(VLOAD(xb + 401408), a0_4));
+                VSTORE(dxb + 501760, vdrelu(VLOAD(xb + 501760), a0_5));
+                VSTORE(dxb + 602112, vdrelu(VLOAD(xb + 602112), a0_6));
+                VSTORE(dxb + 702464, vdrelu(VLOAD(xb + 702464), a0_7));
+                VSTORE(dxb + 802816, vdrelu(VLOAD(xb + 802816), a0_8));
+                VSTORE(dxb + 903168, vdrelu(VLOAD(xb + 903168), a0_9));
+                VSTORE(dxb + 1003520, vdrelu(VLOAD(xb + 1003520), a0_10));
+                VSTORE(dxb + 1103872, vdrelu(VLOAD(xb + 1103872), a0_11));
+                VSTORE(dxb + 1204224, vdrelu(VLOAD(xb + 1204224), a0_12));
+                VSTORE(dxb + 1304576, vdrelu(VLOAD(xb + 1304576), a0_13));
+                VSTORE(dxb + 1404928, vdrelu(VLOAD(xb + 1404928), a0_14));
+                VSTORE(dxb + 1505280, vdrelu(VLOAD(xb + 1505280), a0_15));
+            }
+            /* inputs rows 0+1*t (t=0..0), cols 0+1*t (t=1..54): 6 taps */
+            for (int tx = 1; tx < 55; tx++) {
+                cg_v a0_0 = vsplat(0.0f);
+                cg_v a0_1 = vsplat(0.0f);
+                cg_v a0_2 = vsplat(0.0f);
+                cg_v a0_3 = vsplat(0.0f);
+                cg_v a0_4 = vsplat(0.0f);
+                cg_v a0_5 = vsplat(0.0f);
+                cg_v a0_6 = vsplat(0.0f);
+                cg_v a0_7 = vsplat(0.0f);
+                cg_v a0_8 = vsplat(0.0f);
+                cg_v a0_9 = vsplat(0.0f);
+                cg_v a0_10 = vsplat(0.0f);
+                cg_v a0_11 = vsplat(0.0f);
+                cg_v a0_12 = vsplat(0.0f);
+                cg_v a0_13 = vsplat(0.0f);
+                cg_v a0_14 = vsplat(0.0f);
+                cg_v a0_15 = vsplat(0.0f);
+                for (int co = 0; co < 64; co++) {
+                    const float *restrict dyc = dyg + co*100352;
+                    const float *restrict wc = wg + co*576;
+                    {
+                        const cg_v d0 = VLOAD(dyc + tx*32 + 1824 + 0);
+                        a0_0 += wc[0] * d0;
+                        a0_1 += wc[9] * d0;
+                        a0_2 += wc[18] * d0;
+                        a0_3 += wc[27] * d0;
+                        a0_4 += wc[36] * d0;
+                        a0_5 += wc[45] * d0;
+                        a0_6 += wc[54] * d0;
+                        a0_7 += wc[63] * d0;
+                        a0_8 += wc[72] * d0;
+                        a0_9 += wc[81] * d0;
+                        a0_10 += wc[90] * d0;
+                        a0_11 += wc[99] * d0;
+                        a0_12 += wc[108] * d0;
+                        a0_13 += wc[117] * d0;
+                        a0_14 += wc[126] * d0;
+                        a0_15 += wc[135] * d0;
+                    }
+                    {
+                        const cg_v d0 = VLOAD(dyc + tx*32 + 1792 + 0);
+                        a0_0 += wc[1] * d0;
+                        a0_1 += wc[10] * d0;
+                        a0_2 += wc[19] * d0;
+                        a0_3 += wc[28] * d0;
+                        a0_4 += wc[37] * d0;
+                        a0_5 += wc[46] * d0;
+                        a0_6 += wc[55] * d0;
+                        a0_7 += wc[64] * d0;
+                        a0_8 += wc[73] * d0;
+                        a0_9 += wc[82] * d0;
+                        a0_10 += wc[91] * d0;
+                        a0_11 += wc[100] * d0;
+                        a0_12 += wc[109] * d0;
+                        a0_13 += wc[118] * d0;
+                        a0_14 += wc[127] * d0;
+                        a0_15 += wc[136] * d0;
+                    }
+                    {
+                        const cg_v d0 = VLOAD(dyc + tx*32 + 1760 + 0);
+                        a0_0 += wc[2] * d0;
+                        a0_1 += wc[11] * d0;
+                        a0_2 += wc[20] * d0;
+                        a0_3 += wc[29] * d0;
+                        a0_4 += wc[38] * d0;
+                        a0_5 += wc[47] * d0;
+                        a0_6 += wc[56] * d0;
+                        a0_7 += wc[65] * d0;
+                        a0_8 += wc[74] * d0;
+                        a0_9 += wc[83] * d0;
+                        a0_10 += wc[92] * d0;
+                        a0_11 += wc[101] * d0;
+                        a0_12 += wc[110] * d0;
+                        a0_13 += wc[119] * d0;
+                        a0_14 += wc[128] * d0;
+                        a0_15 += wc[137] * d0;
+                    }
+                    {
+                        const cg_v d0 = VLOAD(dyc + tx*32 + 32 + 0);
+                        a0_0 += wc[3] * d0;
+                        a0_1 += wc[12] * d0;
+                        a0_2 += wc[21] * d0;
+                        a0_3 += wc[30] * d0;
+                        a0_4 += wc[39] * d0;
+                        a0_5 += wc[48] * d0;
+                        a0_6 += wc[57] * d0;
+                        a0_7 += wc[66] * d0;
+                        a0_8 += wc[75] * d0;
+                        a0_9 += wc[84] * d0;
+                        a0_10 += wc[93] * d0;
+                        a0_11 += wc[102] * d0;
+                        a0_12 += wc[111] * d0;
+                        a0_13 += wc[120] * d0;
+                        a0_14 += wc[129] * d0;
+                        a0_15 += wc[138] * d0;
+                    }
+                    {
+                        const cg_v d0 = VLOAD(dyc + tx*32 + 0);
+                        a0_0 += wc[4] * d0;
+                        a0_1 += wc[13] * d0;
+                        a0_2 += wc[22] * d0;
+                        a0_3 += wc[31] * d0;
+                        a0_4 += wc[40] * d0;
+                        a0_5 += wc[49] * d0;
+                        a0_6 += wc[58] * d0;
+                        a0_7 += wc[67] * d0;
+                        a0_8 += wc[76] * d0;
+                        a0_9 += wc[85] * d0;
+                        a0_10 += wc[94] * d0;
+                        a0_11 += wc[103] * d0;
+                        a0_12 += wc[112] * d0;
+                        a0_13 += wc[121] * d0;
+                        a0_14 += wc[130] * d0;
+                        a0_15 += wc[139] * d0;
+                    }
+                    {
+                        const cg_v d0 = VLOAD(dyc + tx*32 - 32 + 0);
+                        a0_0 += wc[5] * d0;
+                        a0_1 += wc[14] * d0;
+                        a0_2 += wc[23] * d0;
+                        a0_3 += wc[32] * d0;
+                        a0_4 += wc[41] * d0;
+                        a0_5 += wc[50] * d0;
+                        a0_6 += wc[59] * d0;
+                        a0_7 += wc[68] * d0;
+                        a0_8 += wc[77] * d0;
+                        a0_9 += wc[86] * d0;
+                        a0_10 += wc[95] * d0;
+                        a0_11 += wc[104] * d0;
+                        a0_12 += wc[113] * d0;
+                        a0_13 += wc[122] * d0;
+                        a0_14 += wc[131] * d0;
+                        a0_15 += wc[140] * d0;
+                    }
+                }
+                VSTORE(dxb + tx*32, vdrelu(VLOAD(xb + tx*32), a0_0));
+                VSTORE(dxb + tx*32 + 100352, vdrelu(VLOAD(xb + tx*32 + 100352), a0_1));
+                VSTORE(dxb + tx*32 + 200704, vdrelu(VLOAD(xb + tx*32 + 200704), a0_2));
+                VSTORE(dxb + tx*32 + 301056, vdrelu(VLOAD(xb + tx*32 + 301056), a0_3));
+                VSTORE(dxb + tx*32 + 401408, vdrelu(VLOAD(xb + tx*32 + 401408), a0_4));
+                VSTORE(dxb + tx*32 + 501760, vdrelu(VLOAD(xb + tx*32 + 501760), a0_5));
+                VSTORE(dxb + tx*32 + 602112, vdrelu(VLOAD(xb + tx*32 + 602112), a0_6));
+                VSTORE(dxb + tx*32 + 702464, vdrelu(VLOAD(xb + tx*32 + 702464), a0_7));
+                VSTORE(dxb + tx*32 + 802816, vdrelu(VLOAD(xb + tx*32 + 802816), a0_8));
+                VSTORE(dxb + tx*32 + 903168, vdrelu(VLOAD(xb + tx*32 + 903168), a0_9));
+                VSTORE(dxb + tx*32 + 1003520, vdrelu(VLOAD(xb + tx*32 + 1003520), a0_10));
+                VSTORE(dxb + tx*32 + 1103872, vdrelu(VLOAD(xb + tx*32 + 1103872), a0_11));
+                VSTORE(dxb + tx*32 + 1204224, vdrelu(VLOAD(xb + tx*32 + 1204224), a0_12));
+                VSTORE(dxb + tx*32 + 1304576, vdrelu(VLOAD(xb + tx*32 + 1304576), a0_13));
+                VSTORE(dxb + tx*32 + 1404928, vdrelu(VLOAD(xb + tx*32 + 1404928), a0_14));
+                VSTORE(dxb + tx*32 + 1505280, vdrelu(VLOAD(xb + tx*32 + 1505280), a0_15));
+            }
+            {
+                cg_v a0_0 = vsplat(0.0f);
+                cg_v a0_1 = vsplat(0.0f);
+                cg_v a0_2 = vsplat(0.0f);
+                cg_v a0_3 = vsplat(0.0f);
+                cg_v a0_4 = vsplat(0.0f);
+                cg_v a0_5 = vsplat(0.0f);
+                cg_v a0_6 = vsplat(0.0f);
+                cg_v a0_7 = vsplat(0.0f);
+                cg_v a0_8 = vsplat(0.0f);
+                cg_v a0_9 = vsplat(0.0f);
+                cg_v a0_10 = vsplat(0.0f);
+                cg_v a0_11 = vsplat(0.0f);
+                cg_v a0_12 = vsplat(0.0f);
+                cg_v a0_13 = vsplat(0.0f);
+                cg_v a0_14 = vsplat(0.0f);
+                cg_v a0_15 = vsplat(0.0f);
+                for (int co = 0; co < 64; co++) {
+                    const float *restrict dyc = dyg + co*100352;
+                    const float *restrict wc = wg + co*576;
+                    {
+                        const cg_v d0 = VLOAD(dyc + 3552 + 0);
+                        a0_0 += wc[1] * d0;
+                        a0_1 += wc[10] * d0;
+                        a0_2 += wc[19] * d0;
+                        a0_3 += wc[28] * d0;
+                        a0_4 += wc[37] * d0;
+                        a0_5 += wc[46] * d0;
+                        a0_6 += wc[55] * d0;
+                        a0_7 += wc[64] * d0;
+                        a0_8 += wc[73] * d0;
+                        a0_9 += wc[82] * d0;
+                        a0_10 += wc[91] * d0;
+                        a0_11 += wc[100] * d0;
+                        a0_12 += wc[109] * d0;
+                        a0_13 += wc[118] * d0;
+                        a0_14 += wc[127] * d0;
+                        a0_15 += wc[136] * d0;
+                    }
+                    {
+                        const cg_v d0 = VLOAD(dyc + 3520 + 0);
+                        a0_0 += wc[2] * d0;
+                        a0_1 += wc[11] * d0;
+                        a0_2 += wc[20] * d0;
+                        a0_3 += wc[29] * d0;
+                        a0_4 += wc[38] * d0;
+                        a0_5 += wc[47] * d0;
+                        a0_6 += wc[56] * d0;
+                        a0_7 += wc[65] * d0;
+                        a0_8 += wc[74] * d0;
+                        a0_9 += wc[83] * d0;
+                        a0_10 += wc[92] * d0;
+                        a0_11 += wc[101] * d0;
+                        a0_12 += wc[110] * d0;
+                        a0_13 += wc[119] * d0;
+                        a0_14 += wc[128] * d0;
+                        a0_15 += wc[137] * d0;
+                    }
+                    {
+                        const cg_v d0 = VLOAD(dyc + 1760 + 0);
+                        a0_0 += wc[4] * d0;
+                        a0_1 += wc[13] * d0;
+                        a0_2 += wc[22] * d0;
+                        a0_3 += wc[31] * d0;
+                        a0_4 += wc[40] * d0;
+                        a0_5 += wc[49] * d0;
+                        a0_6 += wc[58] * d0;
+                        a0_7 += wc[67] * d0;
+                        a0_8 += wc[76] * d0;
+                        a0_9 += wc[85] * d0;
+                        a0_10 += wc[94] * d0;
+                        a0_11 += wc[103] * d0;
+                        a0_12 += wc[112] * d0;
+                        a0_13 += wc[121] * d0;
+                        a0_14 += wc[130] * d0;
+                        a0_15 += wc[139] * d0;
+                    }
+                    {
+                        const cg_v d0 = VLOAD(dyc + 1728 + 0);
+                        a0_0 += wc[5] * d0;
+                        a0_1 += wc[14] * d0;
+                        a0_2 += wc[23] * d0;
+                        a0_3 += wc[32] * d0;
+                        a0_4 += wc[41] * d0;
+                        a0_5 += wc[50] * d0;
+                        a0_6 += wc[59] * d0;
+                        a0_7 += wc[68] * d0;
+                        a0_8 += wc[77] * d0;
+                        a0_9 += wc[86] * d0;
+                        a0_10 += wc[95] * d0;
+                        a0_11 += wc[104] * d0;
+                        a0_12 += wc[113] * d0;
+                        a0_13 += wc[122] * d0;
+                        a0_14 += wc[131] * d0;
+                        a0_15 += wc[140] * d0;
+                    }
+                }
+                VSTORE(dxb + 1760, vdrelu(VLOAD(xb + 1760), a0_0));
+                VSTORE(dxb + 102112, vdrelu(VLOAD(xb + 102112), a0_1));
+                VSTORE(dxb + 202464, vdrelu(VLOAD(xb + 202464), a0_2));
+                VSTORE(dxb + 302816, vdrelu(VLOAD(xb + 302816), a0_3));
+                VSTORE(dxb + 403168, vdrelu(VLOAD(xb + 403168), a0_4));
+                VSTORE(dxb + 503520, vdrelu(VLOAD(xb + 503520), a0_5));
+                VSTORE(dxb + 603872, vdrelu(VLOAD(xb + 603872), a0_6));
+                VSTORE(dxb + 704224, vdrelu(VLOAD(xb + 704224), a0_7));
+                VSTORE(dxb + 804576, vdrelu(VLOAD(xb + 804576), a0_8));
+                VSTORE(dxb + 904928, vdrelu(VLOAD(xb + 904928), a0_9));
+                VSTORE(dxb + 1005280, vdrelu(VLOAD(xb + 1005280), a0_10));
+                VSTORE(dxb + 1105632, vdrelu(VLOAD(xb + 1105632), a0_11));
+                VSTORE(dxb + 1205984, vdrelu(VLOAD(xb + 1205984), a0_12));
+                VSTORE(dxb + 1306336, vdrelu(VLOAD(xb + 1306336), a0_13));
+                VSTORE(dxb + 1406688, vdrelu(VLOAD(xb + 1406688), a0_14));
+                VSTORE(dxb + 1507040, vdrelu(VLOAD(xb + 1507040), a0_15));
+            }
+            /* inputs rows 0+1*t (t=1..54), cols 0+1*t (t=0..0): 6 taps */
+            for (int ty = 1; ty < 55; ty++) {
+                {
+                    cg_v a0_0 = vsplat(0.0f);
+                    cg_v a0_1 = vsplat(0.0f);
+                    cg_v a0_2 = vsplat(0.0f);
+                    cg_v a0_3 = vsplat(0.0f);
+                    cg_v a0_4 = vsplat(0.0f);
+                    cg_v a0_5 = vsplat(0.0f);
+                    cg_v a0_6 = vsplat(0.0f);
+                    cg_v a0_7 = vsplat(0.0f);
+                    cg_v a0_8 = vsplat(0.0f);
+                    cg_v a0_9 = vsplat(0.0f);
+                    cg_v a0_10 = vsplat(0.0f);
+                    cg_v a0_11 = vsplat(0.0f);
+                    cg_v a0_12 = vsplat(0.0f);
+                    cg_v a0_13 = vsplat(0.0f);
+                    cg_v a0_14 = vsplat(0.0f);
+                    cg_v a0_15 = vsplat(0.0f);
+                    for (int co = 0; co < 64; co++) {
+                        const float *restrict dyc = dyg + co*100352;
+                        const float *restrict wc = wg + co*576;
+                        {
+                            const cg_v d0 = VLOAD(dyc + ty*1792 + 1824 + 0);
+                            a0_0 += wc[0] * d0;
+                            a0_1 += wc[9] * d0;
+                            a0_2 += wc[18] * d0;
+                            a0_3 += wc[27] * d0;
+                            a0_4 += wc[36] * d0;
+                            a0_5 += wc[45] * d0;
+                            a0_6 += wc[54] * d0;
+                            a0_7 += wc[63] * d0;
+                            a0_8 += wc[72] * d0;
+                            a0_9 += wc[81] * d0;
+                            a0_10 += wc[90] * d0;
+                            a0_11 += wc[99] * d0;
+                            a0_12 += wc[108] * d0;
+                            a0_13 += wc[117] * d0;
+                            a0_14 += wc[126] * d0;
+                            a0_15 += wc[135] * d0;
+                        }
+                        {
+                            const cg_v d0 = VLOAD(dyc + ty*1792 + 1792 + 0);
+                            a0_0 += wc[1] * d0;
+                            a0_1 += wc[10] * d0;
+                            a0_2 += wc[19] * d0;
+                            a0_3 += wc[28] * d0;
+                            a0_4 += wc[37] * d0;
+                            a0_5 += wc[46] * d0;
+                            a0_6 += wc[55] * d0;
+                            a0_7 += wc[64] * d0;
+                            a0_8 += wc[73] * d0;
+                            a0_9 += wc[82] * d0;
+                            a0_10 += wc[91] * d0;
+                            a0_11 += wc[100] * d0;
+                            a0_12 += wc[109] * d0;
+                            a0_13 += wc[118] * d0;
+                            a0_14 += wc[127] * d0;
+                            a0_15 += wc[136] * d0;
+                        }
+                        {
+                            const cg_v d0 = VLOAD(dyc + ty*1792 + 32 + 0);
+                            a0_0 += wc[3] * d0;
+                            a0_1 += wc[12] * d0;
+                            a0_2 += wc[21] * d0;
+                            a0_3 += wc[30] * d0;
+                            a0_4 += wc[39] * d0;
+                            a0_5 += wc[48] * d0;
+                            a0_6 += wc[57] * d0;
+                            a0_7 += wc[66] * d0;
+                            a0_8 += wc[75] * d0;
+                            a0_9 += wc[84] * d0;
+                            a0_10 += wc[93] * d0;
+                            a0_11 += wc[102] * d0;
+                            a0_12 += wc[111] * d0;
+                            a0_13 += wc[120] * d0;
+                            a0_14 += wc[129] * d0;
+                            a0_15 += wc[138] * d0;
+                        }
+                        {
+                            const cg_v d0 = VLOAD(dyc + ty*1792 + 0);
+                            a0_0 += wc[4] * d0;
+                            a0_1 += wc[13] * d0;
+                            a0_2 += wc[22] * d0;
+                            a0_3 += wc[31] * d0;
+                            a0_4 += wc[40] * d0;
+                            a0_5 += wc[49] * d0;
+                            a0_6 += wc[58] * d0;
+                            a0_7 += wc[67] * d0;
+                            a0_8 += wc[76] * d0;
+                            a0_9 += wc[85] * d0;
+                            a0_10 += wc[94] * d0;
+                            a0_11 += wc[103] * d0;
+                            a0_12 += wc[112] * d0;
+                            a0_13 += wc[121] * d0;
+                            a0_14 += wc[130] * d0;
+                            a0_15 += wc[139] * d0;
+                        }
+                        {
+                            const cg_v d0 = VLOAD(dyc + ty*1792 - 1760 + 0);
+                            a0_0 += wc[6] * d0;
+                            a0_1 += wc[15] * d0;
+                            a0_2 += wc[24] * d0;
+                            a0_3 += wc[33] * d0;
+                            a0_4 += wc[42] * d0;
+                            a0_5 += wc[51] * d0;
+                            a0_6 += wc[60] * d0;
+                            a0_7 += wc[69] * d0;
+                            a0_8 += wc[78] * d0;
+                            a0_9 += wc[87] * d0;
+                            a0_10 += wc[96] * d0;
+                            a0_11 += wc[105] * d0;
+                            a0_12 += wc[114] * d0;
+                            a0_13 += wc[123] * d0;
+                            a0_14 += wc[132] * d0;
+                            a0_15 += wc[141] * d0;
+                        }
+                        {
+                            const cg_v d0 = VLOAD(dyc + ty*1792 - 1792 + 0);
+                            a0_0 += wc[7] * d0;
+                            a0_1 += wc[16] * d0;
+                            a0_2 += wc[25] * d0;
+                            a0_3 += wc[34] * d0;
+                            a0_4 += wc[43] * d0;
+                            a0_5 += wc[52] * d0;
+                            a0_6 += wc[61] * d0;
+                            a0_7 += wc[70] * d0;
+                            a0_8 += wc[79] * d0;
+                            a0_9 += wc[88] * d0;
+                            a0_10 += wc[97] * d0;
+                            a0_11 += wc[106] * d0;
+                            a0_12 += wc[115] * d0;
+                            a0_13 += wc[124] * d0;
+                            a0_14 += wc[133] * d0;
+                            a0_15 += wc[142] * d0;
+                        }
+                    }
+                    VSTORE(dxb + ty*1792, vdrelu(VLOAD(xb + ty*1792), a0_0));
+                    VSTORE(dxb + ty*1792 + 100352, vdrelu(VLOAD(xb + ty*1792 + 100352), a0_1));
+                    VSTORE(dxb + ty*1792 + 200704, vdrelu(VLOAD(xb + ty*1792 + 200704), a0_2));
+                    VSTORE(dxb + ty*1792 + 301056, vdrelu(VLOAD(xb + ty*1792 + 301056), a0_3));
+                    VSTORE(dxb + ty*1792 + 401408, vdrelu(VLOAD(xb + ty*1792 + 401408), a0_4));
+                    VSTORE(dxb + ty*1792 + 501760, vdrelu(VLOAD(xb + ty*1792 + 501760), a0_5));
+                    VSTORE(dxb + ty*1792 + 602112, vdrelu(VLOAD(xb + ty*1792 + 602112), a0_6));
+                    VSTORE(dxb + ty*1792 + 702464, vdrelu(VLOAD(xb + ty*1792 + 702464), a0_7));
+                    VSTORE(dxb + ty*1792 + 802816, vdrelu(VLOAD(xb + ty*1792 + 802816), a0_8));
+                    VSTORE(dxb + ty*1792 + 903168, vdrelu(VLOAD(xb + ty*1792 + 903168), a0_9));
+                    VSTORE(dxb + ty*1792 + 1003520, vdrelu(VLOAD(xb + ty*1792 + 1003520), a0_10));
+                    VSTORE(dxb + ty*1792 + 1103872, vdrelu(VLOAD(xb + ty*1792 + 1103872), a0_11));
+                    VSTORE(dxb + ty*1792 + 1204224, vdrelu(VLOAD(xb + ty*1792 + 1204224), a0_12));
+                    VSTORE(dxb + ty*1792 + 1304576, vdrelu(VLOAD(xb + ty*1792 + 1304576), a0_13));
+                    VSTORE(dxb + ty*1792 + 1404928, vdrelu(VLOAD(xb + ty*1792 + 1404928), a0_14));
+                    VSTORE(dxb + ty*1792 + 1505280, vdrelu(VLOAD(xb + ty*1792 + 1505280), a0_15));
+                }
+            }
+            /* inputs rows 0+1*t (t=1..54), cols 0+1*t (t=1..54): 9 taps */
+            for (int ty = 1; ty < 55; ty++) {
+                for (int tx = 1; tx < 55; tx++) {
+                    cg_v a0_0 = vsplat(0.0f);
+                    cg_v a0_1 = vsplat(0.0f);
+                    cg_v a0_2 = vsplat(0.0f);
+                    cg_v a0_3 = vsplat(0.0f);
+                    cg_v a0_4 = vsplat(0.0f);
+                    cg_v a0_5 = vsplat(0.0f);
+                    cg_v a0_6 = vsplat(0.0f);
+                    cg_v a0_7 = vsplat(0.0f);
+                    cg_v a0_8 = vsplat(0.0f);
+                    cg_v a0_9 = vsplat(0.0f);
+                    cg_v a0_10 = vsplat(0.0f);
+                    cg_v a0_11 = vsplat(0.0f);
+                    cg_v a0_12 = vsplat(0.0f);
+                    cg_v a0_13 = vsplat(0.0f);
+                    cg_v a0_14 = vsplat(0.0f);
+                    cg_v a0_15 = vsplat(0.0f);
+                    for (int co = 0; co < 64; co++) {
+                        const float *restrict dyc = dyg + co*100352;
+                        const float *restrict wc = wg + co*576;
+                        {
+                            const cg_v d0 = VLOAD(dyc + ty*1792 + tx*32 + 1824 + 0);
+                            a0_0 += wc[0] * d0;
+                            a0_1 += wc[9] * d0;
+                            a0_2 += wc[18] * d0;
+                            a0_3 += wc[27] * d0;
+                            a0_4 += wc[36] * d0;
+                            a0_5 += wc[45] * d0;
+                            a0_6 += wc[54] * d0;
+                            a0_7 += wc[63] * d0;
+                            a0_8 += wc[72] * d0;
+                            a0_9 += wc[81] * d0;
+                            a0_10 += wc[90] * d0;
+                            a0_11 += wc[99] * d0;
+                            a0_12 += wc[108] * d0;
+                            a0_13 += wc[117] * d0;
+                            a0_14 += wc[126] * d0;
+                            a0_15 += wc[135] * d0;
+                        }
+                        {
+                            const cg_v d0 = VLOAD(dyc + ty*1792 + tx*32 + 1792 + 0);
+                            a0_0 += wc[1] * d0;
+                            a0_1 += wc[10] * d0;
+                            a0_2 += wc[19] * d0;
+                            a0_3 += wc[28] * d0;
+                            a0_4 += wc[37] * d0;
+                            a0_5 += wc[46] * d0;
+                            a0_6 += wc[55] * d0;
+                            a0_7 += wc[64] * d0;
+                            a0_8 += wc[73] * d0;
+                            a0_9 += wc[82] * d0;
+                            a0_10 += wc[91] * d0;
+                            a0_11 += wc[100] * d0;
+                            a0_12 += wc[109] * d0;
+                            a0_13 += wc[118] * d0;
+                            a0_14 += wc[127] * d0;
+                            a0_15 += wc[136] * d0;
+                        }
+                        {
+                            const cg_v d0 = VLOAD(dyc + ty*1792 + tx*32 + 1760 + 0);
+                            a0_0 += wc[2] * d0;
+                            a0_1 += wc[11] * d0;
+                            a0_2 += wc[20] * d0;
+                            a0_3 += wc[29] * d0;
+                            a0_4 += wc[38] * d0;
+                            a0_5 += wc[47] * d0;
+                            a0_6 += wc[56] * d0;
+                            a0_7 += wc[65] * d0;
+                            a0_8 += wc[74] * d0;
+                            a0_9 += wc[83] * d0;
+                            a0_10 += wc[92] * d0;
+                            a0_11 += wc[101] * d0;
+                            a0_12 += wc[110] * d0;
+                            a0_13 += wc[119] * d0;
+                            a0_14 += wc[128] * d0;
+                            a0_15 += wc[137] * d0;
+                        }
+                        {
+                            const cg_v d0 = VLOAD(dyc + ty*1792 + tx*32 + 32 + 0);
+                            a0_0 += wc[3] * d0;
+                            a0_1 += wc[12] * d0;
+                            a0_2 += wc[21] * d0;
+                            a0_3 += wc[30] * d0;
+                            a0_4 += wc[39] * d0;
+                            a0_5 += wc[48] * d0;
+                            a0_6 += wc[57] * d0;
+                            a0_7 += wc[66] * d0;
+                            a0_8 += wc[75] * d0;
+                            a0_9 += wc[84] * d0;
+                            a0_10 += wc[93] * d0;
+                            a0_11 += wc[102] * d0;
+                            a0_12 += wc[111] * d0;
+                            a0_13 += wc[120] * d0;
+                            a0_14 += wc[129] * d0;
+                            a0_15 += wc[138] * d0;
+                        }
+                        {
+                            const cg_v d0 = VLOAD(dyc + ty*1792 + tx*32 + 0);
+                            a0_0 += wc[4] * d0;
+                            a0_1 += wc[13] * d0;
+                            a0_2 += wc[22] * d0;
+                            a0_3 += wc[31] * d0;
+                            a0_4 += wc[40] * d0;
+                            a0_5 += wc[49] * d0;
+                            a0_6 += wc[58] * d0;
+                            a0_7 += wc[67] * d0;
+                            a0_8 += wc[76] * d0;
+                            a0_9 += wc[85] * d0;
+                            a0_10 += wc[94] * d0;
+                            a0_11 += wc[103] * d0;
+                            a0_12 += wc[112] * d0;
+                            a0_13 += wc[121] * d0;
+                            a0_14 += wc[130] * d0;
+                            a0_15 += wc[139] * d0;
+                        }
+                        {
+                            const cg_v d0 = VLOAD(dyc + ty*1792 + tx*32 - 32 + 0);
+                            a0_0 += wc[5] * d0;
+                            a0_1 += wc[14] * d0;
+                            a0_2 += wc[23] * d0;
+                            a0_3 += wc[32] * d0;
+                            a0_4 += wc[41] * d0;
+                            a0_5 += wc[50] * d0;
+                            a0_6 += wc[59] * d0;
+                            a0_7 += wc[68] * d0;
+                            a0_8 += wc[77] * d0;
+                            a0_9 += wc[86] * d0;
+                            a0_10 += wc[95] * d0;
+                            a0_11 += wc[104] * d0;
+                            a0_12 += wc[113] * d0;
+                            a0_13 += wc[122] * d0;
+                            a0_14 += wc[131] * d0;
+                            a0_15 += wc[140] * d0;
+                        }
+                        {
+                            const cg_v d0 = VLOAD(dyc + ty*1792 + tx*32 - 1760 + 0);
+                            a0_0 += wc[6] * d0;
+                            a0_1 += wc[15] * d0;
+                            a0_2 += wc[24] * d0;
+                            a0_3 += wc[33] * d0;
+                            a0_4 += wc[42] * d0;
+                            a0_5 += wc[51] * d0;
+                            a0_6 += wc[60] * d0;
+                            a0_7 += wc[69] * d0;
+                            a0_8 += wc[78] * d0;
+                            a0_9 += wc[87] * d0;
+                            a0_10 += wc[96] * d0;
+                            a0_11 += wc[105] * d0;
+                            a0_12 += wc[114] * d0;
+                            a0_13 += wc[123] * d0;
+                            a0_14 += wc[132] * d0;
+                            a0_15 += wc[141] * d0;
+                        }
+                        {
+                            const cg_v d0 = VLOAD(dyc + ty*1792 + tx*32 - 1792 + 0);
+                            a0_0 += wc[7] * d0;
+                            a0_1 += wc[16] * d0;
+                            a0_2 += wc[25] * d0;
+                            a0_3 += wc[34] * d0;
+                            a0_4 += wc[43] * d0;
+                            a0_5 += wc[52] * d0;
+                            a0_6 += wc[61] * d0;
+                            a0_7 += wc[70] * d0;
+                            a0_8 += wc[79] * d0;
+                            a0_9 += wc[88] * d0;
+                            a0_10 += wc[97] * d0;
+                            a0_11 += wc[106] * d0;
+                            a0_12 += wc[115] * d0;
+                            a0_13 += wc[124] * d0;
+                            a0_14 += wc[133] * d0;
+                            a0_15 += wc[142] * d0;
+                        }
+                        {
+                            const cg_v d0 = VLOAD(dyc + ty*1792 + tx*32 - 1824 + 0);
+                            a0_0 += wc[8] * d0;
+                            a0_1 += wc[17] * d0;
+                            a0_2 += wc[26] * d0;
+                            a0_3 += wc[35] * d0;
+                            a0_4 += wc[44] * d0;
+                            a0_5 += wc[53] * d0;
+                            a0_6 += wc[62] * d0;
+                            a0_7 += wc[71] * d0;
+                            a0_8 += wc[80] * d0;
+                            a0_9 += wc[89] * d0;
+                            a0_10 += wc[98] * d0;
+                            a0_11 += wc[107] * d0;
+                            a0_12 += wc[116] * d0;
+                            a0_13 += wc[125] * d0;
+                            a0_14 += wc[134] * d0;
+                            a0_15 += wc[143] * d0;
+                        }
+                    }
+                    VSTORE(dxb + ty*1792 + tx*32, vdrelu(VLOAD(xb + ty*1792 + tx*32), a0_0));
+                    VSTORE(dxb + ty*1792 + tx*32 + 100352, vdrelu(VLOAD(xb + ty*1792 + tx*32 + 100352), a0_1));
+                    VSTORE(dxb + ty*1792 + tx*32 + 200704, vdrelu(VLOAD(xb + ty*1792 + tx*32 + 200704), a0_2));
+                    VSTORE(dxb + ty*1792 + tx*32 + 301056, vdrelu(VLOAD(xb + ty*1792 + tx*32 + 301056), a0_3));
+                    VSTORE(dxb + ty*1792 + tx*32 + 401408, vdrelu(VLOAD(xb + ty*1792 + tx*32 + 401408), a0_4));
+                    VSTORE(dxb + ty*1792 + tx*32 + 501760, vdrelu(VLOAD(xb + ty*1792 + tx*32 + 501760), a0_5));
+                    VSTORE(dxb + ty*1792 + tx*32 + 602112, vdrelu(VLOAD(xb + ty*1792 + tx*32 + 602112), a0_6));
+                    VSTORE(dxb + ty*1792 + tx*32 + 702464, vdrelu(VLOAD(xb + ty*1792 + tx*32 + 702464), a0_7));
+                    VSTORE(dxb + ty*1792 + tx*32 + 802816, vdrelu(VLOAD(xb + ty*1792 + tx*32 + 802816), a0_8));
+                    VSTORE(dxb + ty*1792 + tx*32 + 903168, vdrelu(VLOAD(xb + ty*1792 + tx*32 + 903168), a0_9));
+                    VSTORE(dxb + ty*1792 + tx*32 + 1003520, vdrelu(VLOAD(xb + ty*1792 + tx*32 + 1003520), a0_10));
+                    VSTORE(dxb + ty*1792 + tx*32 + 1103872, vdrelu(VLOAD(xb + ty*1792 + tx*32 + 1103872), a0_11));
+                    VSTORE(dxb + ty*1792 + tx*32 + 1204224, vdrelu(VLOAD(xb + ty*1792 + tx*32 + 1204224), a0_12));
+                    VSTORE(dxb + ty*1792 + tx*32 + 1304576, vdrelu(VLOAD(xb + ty*1792 + tx*32 + 1304576), a0_13));
+                    VSTORE(dxb + ty*1792 + tx*32 + 1404928, vdrelu(VLOAD(xb + ty*1792 + tx*32 + 1404928), a0_14));
+                    VSTORE(dxb + ty*1792 + tx*32 + 1505280, vdrelu(VLOAD(xb + ty*1792 + tx*32 + 1505280), a0_15));
+                }
+            }
+            /* inputs rows 0+1*t (t=1..54), cols 0+1*t (t=55..55): 6 taps */
+            for (int ty = 1; ty < 55; ty++) {
+                {
+                    cg_v a0_0 = vsplat(0.0f);
+                    cg_v a0_1 = vsplat(0.0f);
+                    cg_v a0_2 = vsplat(0.0f);
+                    cg_v a0_3 = vsplat(0.0f);
+                    cg_v a0_4 = vsplat(0.0f);
+                    cg_v a0_5 = vsplat(0.0f);
+                    cg_v a0_6 = vsplat(0.0f);
+                    cg_v a0_7 = vsplat(0.0f);
+                    cg_v a0_8 = vsplat(0.0f);
+                    cg_v a0_9 = vsplat(0.0f);
+                    cg_v a0_10 = vsplat(0.0f);
+                    cg_v a0_11 = vsplat(0.0f);
+                    cg_v a0_12 = vsplat(0.0f);
+                    cg_v a0_13 = vsplat(0.0f);
+                    cg_v a0_14 = vsplat(0.0f);
+                    cg_v a0_15 = vsplat(0.0f);
+                    for (int co = 0; co < 64; co++) {
+                        const float *restrict dyc = dyg + co*100352;
+                        const float *restrict wc = wg + co*576;
+                        {
+                            const cg_v d0 = VLOAD(dyc + ty*1792 + 3552 + 0);
+                            a0_0 += wc[1] * d0;
+                            a0_1 += wc[10] * d0;
+                            a0_2 += wc[19] * d0;
+                            a0_3 += wc[28] * d0;
+                            a0_4 += wc[37] * d0;
+                            a0_5 += wc[46] * d0;
+                            a0_6 += wc[55] * d0;
+                            a0_7 += wc[64] * d0;
+                            a0_8 += wc[73] * d0;
+                            a0_9 += wc[82] * d0;
+                            a0_10 += wc[91] * d0;
+                            a0_11 += wc[100] * d0;
+                            a0_12 += wc[109] * d0;
+                            a0_13 += wc[118] * d0;
+                            a0_14 += wc[127] * d0;
+                            a0_15 += wc[136] * d0;
+                        }
+                        {
+                            const cg_v d0 = VLOAD(dyc + ty*1792 + 3520 + 0);
+                            a0_0 += wc[2] * d0;
+                            a0_1 += wc[11] * d0;
+                            a0_2 += wc[20] * d0;
+                            a0_3 += wc[29] * d0;
+                            a0_4 += wc[38] * d0;
+                            a0_5 += wc[47] * d0;
+                            a0_6 += wc[56] * d0;
+                            a0_7 += wc[65] * d0;
+                            a0_8 += wc[74] * d0;
+                            a0_9 += wc[83] * d0;
+                            a0_10 += wc[92] * d0;
+                            a0_11 += wc[101] * d0;
+                            a0_12 += wc[110] * d0;
+                            a0_13 += wc[119] * d0;
+                            a0_14 += wc[128] * d0;
+                            a0_15 += wc[137] * d0;
+                        }
+                        {
+                            const cg_v d0 = VLOAD(dyc + ty*1792 + 1760 + 0);
+                            a0_0 += wc[4] * d0;
+                            a0_1 += wc[13] * d0;
+                            a0_2 += wc[22] * d0;
+                            a0_3 += wc[31] * d0;
+                            a0_4 += wc[40] * d0;
+                            a0_5 += wc[49] * d0;
+                            a0_6 += wc[58] * d0;
+                            a0_7 += wc[67] * d0;
+                            a0_8 += wc[76] * d0;
+                            a0_9 += wc[85] * d0;
+                            a0_10 += wc[94] * d0;
+                            a0_11 += wc[103] * d0;
+                            a0_12 += wc[112] * d0;
+                            a0_13 += wc[121] * d0;
+                            a0_14 += wc[130] * d0;
+                            a0_15 += wc[139] * d0;
+                        }
+                        {
+                            const cg_v d0 = VLOAD(dyc + ty*1792 + 1728 + 0);
+                            a0_0 += wc[5] * d0;
+                            a0_1 += wc[14] * d0;
+                            a0_2 += wc[23] * d0;
+                            a0_3 += wc[32] * d0;
+                            a0_4 += wc[41] * d0;
+                            a0_5 += wc[50] * d0;
+                            a0_6 += wc[59] * d0;
+                            a0_7 += wc[68] * d0;
+                            a0_8 += wc[77] * d0;
+                            a0_9 += wc[86] * d0;
+                            a0_10 += wc[95] * d0;
+                            a0_11 += wc[104] * d0;
+                            a0_12 += wc[113] * d0;
+                            a0_13 += wc[122] * d0;
+                            a0_14 += wc[131] * d0;
+                            a0_15 += wc[140] * d0;
+                        }
+                        {
+                            const cg_v d0 = VLOAD(dyc + ty*1792 - 32 + 0);
+                            a0_0 += wc[7] * d0;
+                            a0_1 += wc[16] * d0;
+                            a0_2 += wc[25] * d0;
+                            a0_3 += wc[34] * d0;
+                            a0_4 += wc[43] * d0;
+                            a0_5 += wc[52] * d0;
+                            a0_6 += wc[61] * d0;
+                            a0_7 += wc[70] * d0;
+                            a0_8 += wc[79] * d0;
+                            a0_9 += wc[88] * d0;
+                            a0_10 += wc[97] * d0;
+                            a0_11 += wc[106] * d0;
+                            a0_12 += wc[115] * d0;
+                            a0_13 += wc[124] * d0;
+                            a0_14 += wc[133] * d0;
+                            a0_15 += wc[142] * d0;
+                        }
+                        {
+                            const cg_v d0 = VLOAD(dyc + ty*1792 - 64 + 0);
+                            a0_0 += wc[8] * d0;
+                            a0_1 += wc[17] * d0;
+                            a0_2 += wc[26] * d0;
+                            a0_3 += wc[35] * d0;
+                            a0_4 += wc[44] * d0;
+                            a0_5 += wc[53] * d0;
+                            a0_6 += wc[62] * d0;
+                            a0_7 += wc[71] * d0;
+                            a0_8 += wc[80] * d0;
+                            a0_9 += wc[89] * d0;
+                            a0_10 += wc[98] * d0;
+                            a0_11 += wc[107] * d0;
+                            a0_12 += wc[116] * d0;
+                            a0_13 += wc[125] * d0;
+                            a0_14 += wc[134] * d0;
+                            a0_15 += wc[143] * d0;
+                        }
+                    }
+                    VSTORE(dxb + ty*1792 + 1760, vdrelu(VLOAD(xb + ty*1792 + 1760), a0_0));
+                    VSTORE(dxb + ty*1792 + 102112, vdrelu(VLOAD(xb + ty*1792 + 102112), a0_1));
+                    VSTORE(dxb + ty*1792 + 202464, vdrelu(VLOAD(xb + ty*1792 + 202464), a0_2));
+                    VSTORE(dxb + ty*1792 + 302816, vdrelu(VLOAD(xb + ty*1792 + 302816), a0_3));
+                    VSTORE(dxb + ty*1792 + 403168, vdrelu(VLOAD(xb + ty*1792 + 403168), a0_4));
+                    VSTORE(dxb + ty*1792 + 503520, vdrelu(VLOAD(xb + ty*1792 + 503520), a0_5));
+                    VSTORE(dxb + ty*1792 + 603872, vdrelu(VLOAD(xb + ty*1792 + 603872), a0_6));
+                    VSTORE(dxb + ty*1792 + 704224, vdrelu(VLOAD(xb + ty*1792 + 704224), a0_7));
+                    VSTORE(dxb + ty*1792 + 804576, vdrelu(VLOAD(xb + ty*1792 + 804576), a0_8));
+                    VSTORE(dxb + ty*1792 + 904928, vdrelu(VLOAD(xb + ty*1792 + 904928), a0_9));
+                    VSTORE(dxb + ty*1792 + 1005280, vdrelu(VLOAD(xb + ty*1792 + 1005280), a0_10));
+                    VSTORE(dxb + ty*1792 + 1105632, vdrelu(VLOAD(xb + ty*1792 + 1105632), a0_11));
+                    VSTORE(dxb + ty*1792 + 1205984, vdrelu(VLOAD(xb + ty*1792 + 1205984), a0_12));
+                    VSTORE(dxb + ty*1792 + 1306336, vdrelu(VLOAD(xb + ty*1792 + 1306336), a0_13));
+                    VSTORE(dxb + ty*1792 + 1406688, vdrelu(VLOAD(xb + ty*1792 + 1406688), a0_14));
+                    VSTORE(dxb + ty*1792 + 1507040, vdrelu(VLOAD(xb + ty*1792 + 1507040), a0_15));
+                }
+            }
+            {
+                cg_v a0_0 = vsplat(0.0f);
+                cg_v a0_1 = vsplat(0.0f);
+                cg_v a0_2 = vsplat(0.0f);
+                cg_v a0_3 = vsplat(0.0f);
+                cg_v a0_4 = vsplat(0.0f);
+                cg_v a0_5 = vsplat(0.0f);
+                cg_v a0_6 = vsplat(0.0f);
+                cg_v a0_7 = vsplat(0.0f);
+                cg_v a0_8 = vsplat(0.0f);
+                cg_v a0_9 = vsplat(0.0f);
+                cg_v a0_10 = vsplat(0.0f);
+                cg_v a0_11 = vsplat(0.0f);
+                cg_v a0_12 = vsplat(0.0f);
+                cg_v a0_13 = vsplat(0.0f);
+                cg_v a0_14 = vsplat(0.0f);
+                cg_v a0_15 = vsplat(0.0f);
+                for (int co = 0; co < 64; co++) {
+                    const float *restrict dyc = dyg + co*100352;
+                    const float *restrict wc = wg + co*576;
+                    {
+                        const cg_v d0 = VLOAD(dyc + 98592 + 0);
+                        a0_0 += wc[3] * d0;
+                        a0_1 += wc[12] * d0;
+                        a0_2 += wc[21] * d0;
+                        a0_3 += wc[30] * d0;
+                        a0_4 += wc[39] * d0;
+                        a0_5 += wc[48] * d0;
+                        a0_6 += wc[57] * d0;
+                        a0_7 += wc[66] * d0;
+                        a0_8 += wc[75] * d0;
+                        a0_9 += wc[84] * d0;
+                        a0_10 += wc[93] * d0;
+                        a0_11 += wc[102] * d0;
+                        a0_12 += wc[111] * d0;
+                        a0_13 += wc[120] * d0;
+                        a0_14 += wc[129] * d0;
+                        a0_15 += wc[138] * d0;
+                    }
+                    {
+                        const cg_v d0 = VLOAD(dyc + 98560 + 0);
+                        a0_0 += wc[4] * d0;
+                        a0_1 += wc[13] * d0;
+                        a0_2 += wc[22] * d0;
+                        a0_3 += wc[31] * d0;
+                        a0_4 += wc[40] * d0;
+                        a0_5 += wc[49] * d0;
+                        a0_6 += wc[58] * d0;
+                        a0_7 += wc[67] * d0;
+                        a0_8 += wc[76] * d0;
+                        a0_9 += wc[85] * d0;
+                        a0_10 += wc[94] * d0;
+                        a0_11 += wc[103] * d0;
+                        a0_12 += wc[112] * d0;
+                        a0_13 += wc[121] * d0;
+                        a0_14 += wc[130] * d0;
+                        a0_15 += wc[139] * d0;
+                    }
+                    {
+                        const cg_v d0 = VLOAD(dyc + 96800 + 0);
+                        a0_0 += wc[6] * d0;
+                        a0_1 += wc[15] * d0;
+                        a0_2 += wc[24] * d0;
+                        a0_3 += wc[33] * d0;
+                        a0_4 += wc[42] * d0;
+                        a0_5 += wc[51] * d0;
+                        a0_6 += wc[60] * d0;
+                        a0_7 += wc[69] * d0;
+                        a0_8 += wc[78] * d0;
+                        a0_9 += wc[87] * d0;
+                        a0_10 += wc[96] * d0;
+                        a0_11 += wc[105] * d0;
+                        a0_12 += wc[114] * d0;
+                        a0_13 += wc[123] * d0;
+                        a0_14 += wc[132] * d0;
+                        a0_15 += wc[141] * d0;
+                    }
+                    {
+                        const cg_v d0 = VLOAD(dyc + 96768 + 0);
+                        a0_0 += wc[7] * d0;
+                        a0_1 += wc[16] * d0;
+                        a0_2 += wc[25] * d0;
+                        a0_3 += wc[34] * d0;
+                        a0_4 += wc[43] * d0;
+                        a0_5 += wc[52] * d0;
+                        a0_6 += wc[61] * d0;
+                        a0_7 += wc[70] * d0;
+                        a0_8 += wc[79] * d0;
+                        a0_9 += wc[88] * d0;
+                        a0_10 += wc[97] * d0;
+                        a0_11 += wc[106] * d0;
+                        a0_12 += wc[115] * d0;
+                        a0_13 += wc[124] * d0;
+                        a0_14 += wc[133] * d0;
+                        a0_15 += wc[142] * d0;
+                    }
+                }
+                VSTORE(dxb + 98560, vdrelu(VLOAD(xb + 98560), a0_0));
+                VSTORE(dxb + 198912, vdrelu(VLOAD(xb + 198912), a0_1));
+                VSTORE(dxb + 299264, vdrelu(VLOAD(xb + 299264), a0_2));
+                VSTORE(dxb + 399616, vdrelu(VLOAD(xb + 399616), a0_3));
+                VSTORE(dxb + 499968, vdrelu(VLOAD(xb + 499968), a0_4));
+                VSTORE(dxb + 600320, vdrelu(VLOAD(xb + 600320), a0_5));
+                VSTORE(dxb + 700672, vdrelu(VLOAD(xb + 700672), a0_6));
+                VSTORE(dxb + 801024, vdrelu(VLOAD(xb + 801024), a0_7));
+                VSTORE(dxb + 901376, vdrelu(VLOAD(xb + 901376), a0_8));
+                VSTORE(dxb + 1001728, vdrelu(VLOAD(xb + 1001728), a0_9));
+                VSTORE(dxb + 1102080, vdrelu(VLOAD(xb + 1102080), a0_10));
+                VSTORE(dxb + 1202432, vdrelu(VLOAD(xb + 1202432), a0_11));
+                VSTORE(dxb + 1302784, vdrelu(VLOAD(xb + 1302784), a0_12));
+                VSTORE(dxb + 1403136, vdrelu(VLOAD(xb + 1403136), a0_13));
+                VSTORE(dxb + 1503488, vdrelu(VLOAD(xb + 1503488), a0_14));
+                VSTORE(dxb + 1603840, vdrelu(VLOAD(xb + 1603840), a0_15));
+            }
+            /* inputs rows 0+1*t (t=55..55), cols 0+1*t (t=1..54): 6 taps */
+            for (int tx = 1; tx < 55; tx++) {
+                cg_v a0_0 = vsplat(0.0f);
+                cg_v a0_1 = vsplat(0.0f);
+                cg_v a0_2 = vsplat(0.0f);
+                cg_v a0_3 = vsplat(0.0f);
+                cg_v a0_4 = vsplat(0.0f);
+                cg_v a0_5 = vsplat(0.0f);
+                cg_v a0_6 = vsplat(0.0f);
+                cg_v a0_7 = vsplat(0.0f);
+                cg_v a0_8 = vsplat(0.0f);
+                cg_v a0_9 = vsplat(0.0f);
+                cg_v a0_10 = vsplat(0.0f);
+                cg_v a0_11 = vsplat(0.0f);
+                cg_v a0_12 = vsplat(0.0f);
+                cg_v a0_13 = vsplat(0.0f);
+                cg_v a0_14 = vsplat(0.0f);
+                cg_v a0_15 = vsplat(0.0f);
+                for (int co = 0; co < 64; co++) {
+                    const float *restrict dyc = dyg + co*100352;
+                    const float *restrict wc = wg + co*576;
+                    {
+                        const cg_v d0 = VLOAD(dyc + tx*32 + 98592 + 0);
+                        a0_0 += wc[3] * d0;
+                        a0_1 += wc[12] * d0;
+                        a0_2 += wc[21] * d0;
+                        a0_3 += wc[30] * d0;
+                        a0_4 += wc[39] * d0;
+                        a0_5 += wc[48] * d0;
+                        a0_6 += wc[57] * d0;
+                        a0_7 += wc[66] * d0;
+                        a0_8 += wc[75] * d0;
+                        a0_9 += wc[84] * d0;
+                        a0_10 += wc[93] * d0;
+                        a0_11 += wc[102] * d0;
+                        a0_12 += wc[111] * d0;
+                        a0_13 += wc[120] * d0;
+                        a0_14 += wc[129] * d0;
+                        a0_15 += wc[138] * d0;
+                    }
+                    {
+                        const cg_v d0 = VLOAD(dyc + tx*32 + 98560 + 0);
+                        a0_0 += wc[4] * d0;
+                        a0_1 += wc[13] * d0;
+                        a0_2 += wc[22] * d0;
+                        a0_3 += wc[31] * d0;
+                        a0_4 += wc[40] * d0;
+                        a0_5 += wc[49] * d0;
+                        a0_6 += wc[58] * d0;
+                        a0_7 += wc[67] * d0;
+                        a0_8 += wc[76] * d0;
+                        a0_9 += wc[85] * d0;
+                        a0_10 += wc[94] * d0;
+                        a0_11 += wc[103] * d0;
+                        a0_12 += wc[112] * d0;
+                        a0_13 += wc[121] * d0;
+                        a0_14 += wc[130] * d0;
+                        a0_15 += wc[139] * d0;
+                    }
+                    {
+                        const cg_v d0 = VLOAD(dyc + tx*32 + 98528 + 0);
+                        a0_0 += wc[5] * d0;
+                        a0_1 += wc[14] * d0;
+                        a0_2 += wc[23] * d0;
+                        a0_3 += wc[32] * d0;
+                        a0_4 += wc[41] * d0;
+                        a0_5 += wc[50] * d0;
+                        a0_6 += wc[59] * d0;
+                        a0_7 += wc[68] * d0;
+                        a0_8 += wc[77] * d0;
+                        a0_9 += wc[86] * d0;
+                        a0_10 += wc[95] * d0;
+                        a0_11 += wc[104] * d0;
+                        a0_12 += wc[113] * d0;
+                        a0_13 += wc[122] * d0;
+                        a0_14 += wc[131] * d0;
+                        a0_15 += wc[140] * d0;
+                    }
+                    {
+                        const cg_v d0 = VLOAD(dyc + tx*32 + 96800 + 0);
+                        a0_0 += wc[6] * d0;
+                        a0_1 += wc[15] * d0;
+                        a0_2 += wc[24] * d0;
+                        a0_3 += wc[33] * d0;
+                        a0_4 += wc[42] * d0;
+                        a0_5 += wc[51] * d0;
+                        a0_6 += wc[60] * d0;
+                        a0_7 += wc[69] * d0;
+                        a0_8 += wc[78] * d0;
+                        a0_9 += wc[87] * d0;
+                        a0_10 += wc[96] * d0;
+                        a0_11 += wc[105] * d0;
+                        a0_12 += wc[114] * d0;
+                        a0_13 += wc[123] * d0;
+                        a0_14 += wc[132] * d0;
+                        a0_15 += wc[141] * d0;
+                    }
+                    {
+                        const cg_v d0 = VLOAD(dyc + tx*32 + 96768 + 0);
+                        a0_0 += wc[7] * d0;
+                        a0_1 += wc[16] * d0;
+                        a0_2 += wc[25] * d0;
+                        a0_3 += wc[34] * d0;
+                        a0_4 += wc[43] * d0;
+                        a0_5 += wc[52] * d0;
+                        a0_6 += wc[61] * d0;
+                        a0_7 += wc[70] * d0;
+                        a0_8 += wc[79] * d0;
+                        a0_9 += wc[88] * d0;
+                        a0_10 += wc[97] * d0;
+                        a0_11 += wc[106] * d0;
+                        a0_12 += wc[115] * d0;
+                        a0_13 += wc[124] * d0;
+                        a0_14 += wc[133] * d0;
+                        a0_15 += wc[142] * d0;
+                    }
+                    {
+                        const cg_v d0 = VLOAD(dyc + tx*32 + 96736 + 0);
+                        a0_0 += wc[8] * d0;
+                        a0_1 += wc[17] * d0;
+                        a0_2 += wc[26] * d0;
+                        a0_3 += wc[35] * d0;
+                        a0_4 += wc[44] * d0;
+                        a0_5 += wc[53] * d0;
+                        a0_6 += wc[62] * d0;
+                        a0_7 += wc[71] * d0;
+                        a0_8 += wc[80] * d0;
+                        a0_9 += wc[89] * d0;
+                        a0_10 += wc[98] * d0;
+                        a0_11 += wc[107] * d0;
+                        a0_12 += wc[116] * d0;
+                        a0_13 += wc[125] * d0;
+                        a0_14 += wc[134] * d0;
+                        a0_15 += wc[143] * d0;
+                    }
+                }
+                VSTORE(dxb + tx*32 + 98560, vdrelu(VLOAD(xb + tx*32 + 98560), a0_0));
+                VSTORE(dxb + tx*32 + 198912, vdrelu(VLOAD(xb + tx*32 + 198912), a0_1));
+                VSTORE(dxb + tx*32 + 299264, vdrelu(VLOAD(xb + tx*32 + 299264), a0_2));
+                VSTORE(dxb + tx*32 + 399616, vdrelu(VLOAD(xb + tx*32 + 399616), a0_3));
+                VSTORE(dxb + tx*32 + 499968, vdrelu(VLOAD(xb + tx*32 + 499968), a0_4));
+                VSTORE(dxb + tx*32 + 600320, vdrelu(VLOAD(xb + tx*32 + 600320), a0_5));
+                VSTORE(dxb + tx*32 + 700672, vdrelu(VLOAD(xb + tx*32 + 700672), a0_6));
+                VSTORE(dxb + tx*32 + 801024, vdrelu(VLOAD(xb + tx*32 + 801024), a0_7));
+                VSTORE(dxb + tx*32 + 901376, vdrelu(VLOAD(xb + tx*32 + 901376), a0_8));
+                VSTORE(dxb + tx*32 + 1001728, vdrelu(VLOAD(xb + tx*32 + 1001728), a0_9));
+                VSTORE(dxb + tx*32 + 1102080, vdrelu(VLOAD(xb + tx*32 + 1102080), a0_10));
+                VSTORE(dxb + tx*32 + 1202432, vdrelu(VLOAD(xb + tx*32 + 1202432), a0_11));
+                VSTORE(dxb + tx*32 + 1302784, vdrelu(VLOAD(xb + tx*32 + 1302784), a0_12));
+                VSTORE(dxb + tx*32 + 1403136, vdrelu(VLOAD(xb + tx*32 + 1403136), a0_13));
+                VSTORE(dxb + tx*32 + 1503488, vdrelu(VLOAD(xb + tx*32 + 1503488), a0_14));
+                VSTORE(dxb + tx*32 + 1603840, vdrelu(VLOAD(xb + tx*32 + 1603840), a0_15));
+            }
+            {
+                cg_v a0_0 = vsplat(0.0f);
+                cg_v a0_1 = vsplat(0.0f);
+                cg_v a0_2 = vsplat(0.0f);
+                cg_v a0_3 = vsplat(0.0f);
+                cg_v a0_4 = vsplat(0.0f);
+                cg_v a0_5 = vsplat(0.0f);
+                cg_v a0_6 = vsplat(0.0f);
+                cg_v a0_7 = vsplat(0.0f);
+                cg_v a0_8 = vsplat(0.0f);
+                cg_v a0_9 = vsplat(0.0f);
+                cg_v a0_10 = vsplat(0.0f);
+                cg_v a0_11 = vsplat(0.0f);
+                cg_v a0_12 = vsplat(0.0f);
+                cg_v a0_13 = vsplat(0.0f);
+                cg_v a0_14 = vsplat(0.0f);
+                cg_v a0_15 = vsplat(0.0f);
+                for (int co = 0; co < 64; co++) {
+                    const float *restrict dyc = dyg + co*100352;
+                    const float *restrict wc = wg + co*576;
+                    {
+                        const cg_v d0 = VLOAD(dyc + 100320 + 0);
+                        a0_0 += wc[4] * d0;
+                        a0_1 += wc[13] * d0;
+                        a0_2 += wc[22] * d0;
+                        a0_3 += wc[31] * d0;
+                        a0_4 += wc[40] * d0;
+                        a0_5 += wc[49] * d0;
+                        a0_6 += wc[58] * d0;
+                        a0_7 += wc[67] * d0;
+                        a0_8 += wc[76] * d0;
+                        a0_9 += wc[85] * d0;
+                        a0_10 += wc[94] * d0;
+                        a0_11 += wc[103] * d0;
+                        a0_12 += wc[112] * d0;
+                        a0_13 += wc[121] * d0;
+                        a0_14 += wc[130] * d0;
+                        a0_15 += wc[139] * d0;
+                    }
+                    {
+                        const cg_v d0 = VLOAD(dyc + 100288 + 0);
+                        a0_0 += wc[5] * d0;
+                        a0_1 += wc[14] * d0;
+                        a0_2 += wc[23] * d0;
+                        a0_3 += wc[32] * d0;
+                        a0_4 += wc[41] * d0;
+                        a0_5 += wc[50] * d0;
+                        a0_6 += wc[59] * d0;
+                        a0_7 += wc[68] * d0;
+                        a0_8 += wc[77] * d0;
+                        a0_9 += wc[86] * d0;
+                        a0_10 += wc[95] * d0;
+                        a0_11 += wc[104] * d0;
+                        a0_12 += wc[113] * d0;
+                        a0_13 += wc[122] * d0;
+                        a0_14 += wc[131] * d0;
+                        a0_15 += wc[140] * d0;
+                    }
+                    {
+                        const cg_v d0 = VLOAD(dyc + 98528 + 0);
+                        a0_0 += wc[7] * d0;
+                        a0_1 += wc[16] * d0;
+                        a0_2 += wc[25] * d0;
+                        a0_3 += wc[34] * d0;
+                        a0_4 += wc[43] * d0;
+                        a0_5 += wc[52] * d0;
+                        a0_6 += wc[61] * d0;
+                        a0_7 += wc[70] * d0;
+                        a0_8 += wc[79] * d0;
+                        a0_9 += wc[88] * d0;
+                        a0_10 += wc[97] * d0;
+                        a0_11 += wc[106] * d0;
+                        a0_12 += wc[115] * d0;
+                        a0_13 += wc[124] * d0;
+                        a0_14 += wc[133] * d0;
+                        a0_15 += wc[142] * d0;
+                    }
+                    {
+                        const cg_v d0 = VLOAD(dyc + 98496 + 0);
+                        a0_0 += wc[8] * d0;
+                        a0_1 += wc[17] * d0;
+                        a0_2 += wc[26] * d0;
+                        a0_3 += wc[35] * d0;
+                        a0_4 += wc[44] * d0;
+                        a0_5 += wc[53] * d0;
+                        a0_6 += wc[62] * d0;
+                        a0_7 += wc[71] * d0;
+                        a0_8 += wc[80] * d0;
+                        a0_9 += wc[89] * d0;
+                        a0_10 += wc[98] * d0;
+                        a0_11 += wc[107] * d0;
+                        a0_12 += wc[116] * d0;
+                        a0_13 += wc[125] * d0;
+                        a0_14 += wc[134] * d0;
+                        a0_15 += wc[143] * d0;
+                    }
+                }
+                VSTORE(dxb + 100320, vdrelu(VLOAD(xb + 100320), a0_0));
+                VSTORE(dxb + 200672, vdrelu(VLOAD(xb + 200672), a0_1));
+                VSTORE(dxb + 301024, vdrelu(VLOAD(xb + 301024), a0_2));
+                VSTORE(dxb + 401376, vdrelu(VLOAD(xb + 401376), a0_3));
+                VSTORE(dxb + 501728, vdrelu(VLOAD(xb + 501728), a0_4));
+                VSTORE(dxb + 602080, vdrelu(VLOAD(xb + 602080), a0_5));
+                VSTORE(dxb + 702432, vdrelu(VLOAD(xb + 702432), a0_6));
+                VSTORE(dxb + 802784, vdrelu(VLOAD(xb + 802784), a0_7));
+                VSTORE(dxb + 903136, vdrelu(VLOAD(xb + 903136), a0_8));
+                VSTORE(dxb + 1003488, vdrelu(VLOAD(xb + 1003488), a0_9));
+                VSTORE(dxb + 1103840, vdrelu(VLOAD(xb + 1103840), a0_10));
+                VSTORE(dxb + 1204192, vdrelu(VLOAD(xb + 1204192), a0_11));
+                VSTORE(dxb + 1304544, vdrelu(VLOAD(xb + 1304544), a0_12));
+                VSTORE(dxb + 1404896, vdrelu(VLOAD(xb + 1404896), a0_13));
+                VSTORE(dxb + 1505248, vdrelu(VLOAD(xb + 1505248), a0_14));
+                VSTORE(dxb + 1605600, vdrelu(VLOAD(xb + 1605600), a0_15));
+            }
+        }
+    }
+}
 
 /* layer 8: batchnorm 64x56x56 -> 64x56x56 (specs/resnet18.yaml:16:5)
  * schedule lanes: fwd lanes dw lanes dx with dw threaded */
@@ -4835,7 +6126,13 @@ static void l10_relu_forward(float *restrict y)
         y[i] = y[i] <= 0.0f ? 0.0f : y[i];
 }
 
-/* l10_relu_backward: the code of l06_relu_backward */
+static void l10_relu_backward(const float *restrict y, const float *restrict dy, float *restrict dx)
+{
+    /* x [64x56x56][lanes], y [64x56x56][lanes] */
+    CG_PARALLEL_FOR
+    for (int i = 0; i < 6422528; i++)
+        dx[i] = y[i] <= 0.0f ? 0.0f : dy[i];
+}
 
 /* layer 11: conv2d 64x56x56 -> 64x56x56 (specs/resnet18.yaml:19:5)
  * schedule lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16] threaded */
@@ -4855,15 +6152,15 @@ static void l10_relu_forward(float *restrict y)
  * schedule lanes: fwd lanes dw lanes dx with dw threaded */
 /* l13_relu_forward: none, layer 12 stores its output through the relu */
 
-/* l13_relu_backward: the code of l06_relu_backward */
+/* l13_relu_backward: none, layer 14 masks its dx stores with the relu's derivative */
 
 /* layer 14: conv2d 64x56x56 -> 64x56x56 (specs/resnet18.yaml:22:5)
- * schedule lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16] threaded */
+ * schedule lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16]+relu' threaded */
 /* l14_conv2d_forward: the code of l04_conv2d_forward */
 
 /* l14_conv2d_backward: the code of l04_conv2d_backward */
 
-/* l14_conv2d_backward_dx: the code of l04_conv2d_backward_dx */
+/* l14_conv2d_backward_dx: the code of l07_conv2d_backward_dx */
 
 /* layer 15: batchnorm 64x56x56 -> 64x56x56 (specs/resnet18.yaml:23:5)
  * schedule lanes: fwd lanes dw lanes dx with dw threaded */
@@ -4881,7 +6178,7 @@ static void l10_relu_forward(float *restrict y)
  * schedule lanes: fwd lanes dw lanes dx with dw threaded */
 /* l17_relu_forward: the code of l10_relu_forward */
 
-/* l17_relu_backward: the code of l06_relu_backward */
+/* l17_relu_backward: the code of l10_relu_backward */
 
 /* layer 18: conv2d 64x56x56 -> 128x28x28 (specs/resnet18.yaml:26:5)
  * schedule lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16] threaded */
@@ -6382,16 +7679,10 @@ static void l19_batchnorm_backward(const float *restrict P, float *restrict G, f
  * schedule lanes: fwd lanes dw lanes dx with dw threaded */
 /* l20_relu_forward: none, layer 19 stores its output through the relu */
 
-static void l20_relu_backward(const float *restrict y, const float *restrict dy, float *restrict dx)
-{
-    /* x [128x28x28][lanes], y [128x28x28][lanes] */
-    CG_PARALLEL_FOR
-    for (int i = 0; i < 3211264; i++)
-        dx[i] = y[i] <= 0.0f ? 0.0f : dy[i];
-}
+/* l20_relu_backward: none, layer 21 masks its dx stores with the relu's derivative */
 
 /* layer 21: conv2d 128x28x28 -> 128x28x28 (specs/resnet18.yaml:29:5)
- * schedule lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16] threaded */
+ * schedule lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16]+relu' threaded */
 static void l21_conv2d_forward(const float *restrict P, const float *restrict x, float *restrict y)
 {
     /* x [128x28x28][lanes], y [128x28x28][lanes] */
@@ -7803,7 +9094,1733 @@ static void l21_conv2d_backward(float *restrict G, const float *restrict x, cons
     }
 }
 
-static void l21_conv2d_backward_dx(const float *restrict P, const float *restrict dy, float *restrict dx)
+static void l21_conv2d_backward_dx(const float *restrict P, const float *restrict x, const float *restrict dy, float *restrict dx)
+{
+    /* x [128x28x28][lanes], y [128x28x28][lanes] */
+    const float *restrict w = P;
+    CG_PARALLEL_FOR
+    for (int cib = 0; cib < 8; cib++) {
+        for (int v0 = 0; v0 < 2; v0 += 1) {
+            float *restrict dxb = dx + cib*401408 + v0 * 16;
+            const float *restrict xb = x + cib*401408 + v0 * 16;
+            const float *restrict dyg = dy + 0 + v0 * 16;
+            const float *restrict wg = w + cib*144;
+            {
+                cg_v a0_0 = vsplat(0.0f);
+                cg_v a0_1 = vsplat(0.0f);
+                cg_v a0_2 = vsplat(0.0f);
+                cg_v a0_3 = vsplat(0.0f);
+                cg_v a0_4 = vsplat(0.0f);
+                cg_v a0_5 = vsplat(0.0f);
+                cg_v a0_6 = vsplat(0.0f);
+                cg_v a0_7 = vsplat(0.0f);
+                cg_v a0_8 = vsplat(0.0f);
+                cg_v a0_9 = vsplat(0.0f);
+                cg_v a0_10 = vsplat(0.0f);
+                cg_v a0_11 = vsplat(0.0f);
+                cg_v a0_12 = vsplat(0.0f);
+                cg_v a0_13 = vsplat(0.0f);
+                cg_v a0_14 = vsplat(0.0f);
+                cg_v a0_15 = vsplat(0.0f);
+                for (int co = 0; co < 128; co++) {
+                    const float *restrict dyc = dyg + co*25088;
+                    const float *restrict wc = wg + co*1152;
+                    {
+                        const cg_v d0 = VLOAD(dyc + 928 + 0);
+                        a0_0 += wc[0] * d0;
+                        a0_1 += wc[9] * d0;
+                        a0_2 += wc[18] * d0;
+                        a0_3 += wc[27] * d0;
+                        a0_4 += wc[36] * d0;
+                        a0_5 += wc[45] * d0;
+                        a0_6 += wc[54] * d0;
+                        a0_7 += wc[63] * d0;
+                        a0_8 += wc[72] * d0;
+                        a0_9 += wc[81] * d0;
+                        a0_10 += wc[90] * d0;
+                        a0_11 += wc[99] * d0;
+                        a0_12 += wc[108] * d0;
+                        a0_13 += wc[117] * d0;
+                        a0_14 += wc[126] * d0;
+                        a0_15 += wc[135] * d0;
+                    }
+                    {
+                        const cg_v d0 = VLOAD(dyc + 896 + 0);
+                        a0_0 += wc[1] * d0;
+                        a0_1 += wc[10] * d0;
+                        a0_2 += wc[19] * d0;
+                        a0_3 += wc[28] * d0;
+                        a0_4 += wc[37] * d0;
+                        a0_5 += wc[46] * d0;
+                        a0_6 += wc[55] * d0;
+                        a0_7 += wc[64] * d0;
+                        a0_8 += wc[73] * d0;
+                        a0_9 += wc[82] * d0;
+                        a0_10 += wc[91] * d0;
+                        a0_11 += wc[100] * d0;
+                        a0_12 += wc[109] * d0;
+                        a0_13 += wc[118] * d0;
+                        a0_14 += wc[127] * d0;
+                        a0_15 += wc[136] * d0;
+                    }
+                    {
+                        const cg_v d0 = VLOAD(dyc + 32 + 0);
+                        a0_0 += wc[3] * d0;
+                        a0_1 += wc[12] * d0;
+                        a0_2 += wc[21] * d0;
+                        a0_3 += wc[30] * d0;
+                        a0_4 += wc[39] * d0;
+                        a0_5 += wc[48] * d0;
+                        a0_6 += wc[57] * d0;
+                        a0_7 += wc[66] * d0;
+                        a0_8 += wc[75] * d0;
+                        a0_9 += wc[84] * d0;
+                        a0_10 += wc[93] * d0;
+                        a0_11 += wc[102] * d0;
+                        a0_12 += wc[111] * d0;
+                        a0_13 += wc[120] * d0;
+                        a0_14 += wc[129] * d0;
+                        a0_15 += wc[138] * d0;
+                    }
+                    {
+                        const cg_v d0 = VLOAD(dyc + 0 + 0);
+                        a0_0 += wc[4] * d0;
+                        a0_1 += wc[13] * d0;
+                        a0_2 += wc[22] * d0;
+                        a0_3 += wc[31] * d0;
+                        a0_4 += wc[40] * d0;
+                        a0_5 += wc[49] * d0;
+                        a0_6 += wc[58] * d0;
+                        a0_7 += wc[67] * d0;
+                        a0_8 += wc[76] * d0;
+                        a0_9 += wc[85] * d0;
+                        a0_10 += wc[94] * d0;
+                        a0_11 += wc[103] * d0;
+                        a0_12 += wc[112] * d0;
+                        a0_13 += wc[121] * d0;
+                        a0_14 += wc[130] * d0;
+                        a0_15 += wc[139] * d0;
+                    }
+                }
+                VSTORE(dxb + 0, vdrelu(VLOAD(xb + 0), a0_0));
+                VSTORE(dxb + 25088, vdrelu(VLOAD(xb + 25088), a0_1));
+                VSTORE(dxb + 50176, vdrelu(VLOAD(xb + 50176), a0_2));
+                VSTORE(dxb + 75264, vdrelu(VLOAD(xb + 75264), a0_3));
+                VSTORE(dxb + 100352, vdrelu(VLOAD(xb + 100352), a0_4));
+                VSTORE(dxb + 125440, vdrelu(VLOAD(xb + 125440), a0_5));
+                VSTORE(dxb + 150528, vdrelu(VLOAD(xb + 150528), a0_6));
+                VSTORE(dxb + 175616, vdrelu(VLOAD(xb + 175616), a0_7));
+                VSTORE(dxb + 200704, vdrelu(VLOAD(xb + 200704), a0_8));
+                VSTORE(dxb + 225792, vdrelu(VLOAD(xb + 225792), a0_9));
+                VSTORE(dxb + 250880, vdrelu(VLOAD(xb + 250880), a0_10));
+                VSTORE(dxb + 275968, vdrelu(VLOAD(xb + 275968), a0_11));
+                VSTORE(dxb + 301056, vdrelu(VLOAD(xb + 301056), a0_12));
+                VSTORE(dxb + 326144, vdrelu(VLOAD(xb + 326144), a0_13));
+                VSTORE(dxb + 351232, vdrelu(VLOAD(xb + 351232), a0_14));
+                VSTORE(dxb + 376320, vdrelu(VLOAD(xb + 376320), a0_15));
+            }
+            /* inputs rows 0+1*t (t=0..0), cols 0+1*t (t=1..26): 6 taps */
+            for (int tx = 1; tx < 27; tx++) {
+                cg_v a0_0 = vsplat(0.0f);
+                cg_v a0_1 = vsplat(0.0f);
+                cg_v a0_2 = vsplat(0.0f);
+                cg_v a0_3 = vsplat(0.0f);
+                cg_v a0_4 = vsplat(0.0f);
+                cg_v a0_5 = vsplat(0.0f);
+                cg_v a0_6 = vsplat(0.0f);
+                cg_v a0_7 = vsplat(0.0f);
+                cg_v a0_8 = vsplat(0.0f);
+                cg_v a0_9 = vsplat(0.0f);
+                cg_v a0_10 = vsplat(0.0f);
+                cg_v a0_11 = vsplat(0.0f);
+                cg_v a0_12 = vsplat(0.0f);
+                cg_v a0_13 = vsplat(0.0f);
+                cg_v a0_14 = vsplat(0.0f);
+                cg_v a0_15 = vsplat(0.0f);
+                for (int co = 0; co < 128; co++) {
+                    const float *restrict dyc = dyg + co*25088;
+                    const float *restrict wc = wg + co*1152;
+                    {
+                        const cg_v d0 = VLOAD(dyc + tx*32 + 928 + 0);
+                        a0_0 += wc[0] * d0;
+                        a0_1 += wc[9] * d0;
+                        a0_2 += wc[18] * d0;
+                        a0_3 += wc[27] * d0;
+                        a0_4 += wc[36] * d0;
+                        a0_5 += wc[45] * d0;
+                        a0_6 += wc[54] * d0;
+                        a0_7 += wc[63] * d0;
+                        a0_8 += wc[72] * d0;
+                        a0_9 += wc[81] * d0;
+                        a0_10 += wc[90] * d0;
+                        a0_11 += wc[99] * d0;
+                        a0_12 += wc[108] * d0;
+                        a0_13 += wc[117] * d0;
+                        a0_14 += wc[126] * d0;
+                        a0_15 += wc[135] * d0;
+                    }
+                    {
+                        const cg_v d0 = VLOAD(dyc + tx*32 + 896 + 0);
+                        a0_0 += wc[1] * d0;
+                        a0_1 += wc[10] * d0;
+                        a0_2 += wc[19] * d0;
+                        a0_3 += wc[28] * d0;
+                        a0_4 += wc[37] * d0;
+                        a0_5 += wc[46] * d0;
+                        a0_6 += wc[55] * d0;
+                        a0_7 += wc[64] * d0;
+                        a0_8 += wc[73] * d0;
+                        a0_9 += wc[82] * d0;
+                        a0_10 += wc[91] * d0;
+                        a0_11 += wc[100] * d0;
+                        a0_12 += wc[109] * d0;
+                        a0_13 += wc[118] * d0;
+                        a0_14 += wc[127] * d0;
+                        a0_15 += wc[136] * d0;
+                    }
+                    {
+                        const cg_v d0 = VLOAD(dyc + tx*32 + 864 + 0);
+                        a0_0 += wc[2] * d0;
+                        a0_1 += wc[11] * d0;
+                        a0_2 += wc[20] * d0;
+                        a0_3 += wc[29] * d0;
+                        a0_4 += wc[38] * d0;
+                        a0_5 += wc[47] * d0;
+                        a0_6 += wc[56] * d0;
+                        a0_7 += wc[65] * d0;
+                        a0_8 += wc[74] * d0;
+                        a0_9 += wc[83] * d0;
+                        a0_10 += wc[92] * d0;
+                        a0_11 += wc[101] * d0;
+                        a0_12 += wc[110] * d0;
+                        a0_13 += wc[119] * d0;
+                        a0_14 += wc[128] * d0;
+                        a0_15 += wc[137] * d0;
+                    }
+                    {
+                        const cg_v d0 = VLOAD(dyc + tx*32 + 32 + 0);
+                        a0_0 += wc[3] * d0;
+                        a0_1 += wc[12] * d0;
+                        a0_2 += wc[21] * d0;
+                        a0_3 += wc[30] * d0;
+                        a0_4 += wc[39] * d0;
+                        a0_5 += wc[48] * d0;
+                        a0_6 += wc[57] * d0;
+                        a0_7 += wc[66] * d0;
+                        a0_8 += wc[75] * d0;
+                        a0_9 += wc[84] * d0;
+                        a0_10 += wc[93] * d0;
+                        a0_11 += wc[102] * d0;
+                        a0_12 += wc[111] * d0;
+                        a0_13 += wc[120] * d0;
+                        a0_14 += wc[129] * d0;
+                        a0_15 += wc[138] * d0;
+                    }
+                    {
+                        const cg_v d0 = VLOAD(dyc + tx*32 + 0);
+                        a0_0 += wc[4] * d0;
+                        a0_1 += wc[13] * d0;
+                        a0_2 += wc[22] * d0;
+                        a0_3 += wc[31] * d0;
+                        a0_4 += wc[40] * d0;
+                        a0_5 += wc[49] * d0;
+                        a0_6 += wc[58] * d0;
+                        a0_7 += wc[67] * d0;
+                        a0_8 += wc[76] * d0;
+                        a0_9 += wc[85] * d0;
+                        a0_10 += wc[94] * d0;
+                        a0_11 += wc[103] * d0;
+                        a0_12 += wc[112] * d0;
+                        a0_13 += wc[121] * d0;
+                        a0_14 += wc[130] * d0;
+                        a0_15 += wc[139] * d0;
+                    }
+                    {
+                        const cg_v d0 = VLOAD(dyc + tx*32 - 32 + 0);
+                        a0_0 += wc[5] * d0;
+                        a0_1 += wc[14] * d0;
+                        a0_2 += wc[23] * d0;
+                        a0_3 += wc[32] * d0;
+                        a0_4 += wc[41] * d0;
+                        a0_5 += wc[50] * d0;
+                        a0_6 += wc[59] * d0;
+                        a0_7 += wc[68] * d0;
+                        a0_8 += wc[77] * d0;
+                        a0_9 += wc[86] * d0;
+                        a0_10 += wc[95] * d0;
+                        a0_11 += wc[104] * d0;
+                        a0_12 += wc[113] * d0;
+                        a0_13 += wc[122] * d0;
+                        a0_14 += wc[131] * d0;
+                        a0_15 += wc[140] * d0;
+                    }
+                }
+                VSTORE(dxb + tx*32, vdrelu(VLOAD(xb + tx*32), a0_0));
+                VSTORE(dxb + tx*32 + 25088, vdrelu(VLOAD(xb + tx*32 + 25088), a0_1));
+                VSTORE(dxb + tx*32 + 50176, vdrelu(VLOAD(xb + tx*32 + 50176), a0_2));
+                VSTORE(dxb + tx*32 + 75264, vdrelu(VLOAD(xb + tx*32 + 75264), a0_3));
+                VSTORE(dxb + tx*32 + 100352, vdrelu(VLOAD(xb + tx*32 + 100352), a0_4));
+                VSTORE(dxb + tx*32 + 125440, vdrelu(VLOAD(xb + tx*32 + 125440), a0_5));
+                VSTORE(dxb + tx*32 + 150528, vdrelu(VLOAD(xb + tx*32 + 150528), a0_6));
+                VSTORE(dxb + tx*32 + 175616, vdrelu(VLOAD(xb + tx*32 + 175616), a0_7));
+                VSTORE(dxb + tx*32 + 200704, vdrelu(VLOAD(xb + tx*32 + 200704), a0_8));
+                VSTORE(dxb + tx*32 + 225792, vdrelu(VLOAD(xb + tx*32 + 225792), a0_9));
+                VSTORE(dxb + tx*32 + 250880, vdrelu(VLOAD(xb + tx*32 + 250880), a0_10));
+                VSTORE(dxb + tx*32 + 275968, vdrelu(VLOAD(xb + tx*32 + 275968), a0_11));
+                VSTORE(dxb + tx*32 + 301056, vdrelu(VLOAD(xb + tx*32 + 301056), a0_12));
+                VSTORE(dxb + tx*32 + 326144, vdrelu(VLOAD(xb + tx*32 + 326144), a0_13));
+                VSTORE(dxb + tx*32 + 351232, vdrelu(VLOAD(xb + tx*32 + 351232), a0_14));
+                VSTORE(dxb + tx*32 + 376320, vdrelu(VLOAD(xb + tx*32 + 376320), a0_15));
+            }
+            {
+                cg_v a0_0 = vsplat(0.0f);
+                cg_v a0_1 = vsplat(0.0f);
+                cg_v a0_2 = vsplat(0.0f);
+                cg_v a0_3 = vsplat(0.0f);
+                cg_v a0_4 = vsplat(0.0f);
+                cg_v a0_5 = vsplat(0.0f);
+                cg_v a0_6 = vsplat(0.0f);
+                cg_v a0_7 = vsplat(0.0f);
+                cg_v a0_8 = vsplat(0.0f);
+                cg_v a0_9 = vsplat(0.0f);
+                cg_v a0_10 = vsplat(0.0f);
+                cg_v a0_11 = vsplat(0.0f);
+                cg_v a0_12 = vsplat(0.0f);
+                cg_v a0_13 = vsplat(0.0f);
+                cg_v a0_14 = vsplat(0.0f);
+                cg_v a0_15 = vsplat(0.0f);
+                for (int co = 0; co < 128; co++) {
+                    const float *restrict dyc = dyg + co*25088;
+                    const float *restrict wc = wg + co*1152;
+                    {
+                        const cg_v d0 = VLOAD(dyc + 1760 + 0);
+                        a0_0 += wc[1] * d0;
+                        a0_1 += wc[10] * d0;
+                        a0_2 += wc[19] * d0;
+                        a0_3 += wc[28] * d0;
+                        a0_4 += wc[37] * d0;
+                        a0_5 += wc[46] * d0;
+                        a0_6 += wc[55] * d0;
+                        a0_7 += wc[64] * d0;
+                        a0_8 += wc[73] * d0;
+                        a0_9 += wc[82] * d0;
+                        a0_10 += wc[91] * d0;
+                        a0_11 += wc[100] * d0;
+                        a0_12 += wc[109] * d0;
+                        a0_13 += wc[118] * d0;
+                        a0_14 += wc[127] * d0;
+                        a0_15 += wc[136] * d0;
+                    }
+                    {
+                        const cg_v d0 = VLOAD(dyc + 1728 + 0);
+                        a0_0 += wc[2] * d0;
+                        a0_1 += wc[11] * d0;
+                        a0_2 += wc[20] * d0;
+                        a0_3 += wc[29] * d0;
+                        a0_4 += wc[38] * d0;
+                        a0_5 += wc[47] * d0;
+                        a0_6 += wc[56] * d0;
+                        a0_7 += wc[65] * d0;
+                        a0_8 += wc[74] * d0;
+                        a0_9 += wc[83] * d0;
+                        a0_10 += wc[92] * d0;
+                        a0_11 += wc[101] * d0;
+                        a0_12 += wc[110] * d0;
+                        a0_13 += wc[119] * d0;
+                        a0_14 += wc[128] * d0;
+                        a0_15 += wc[137] * d0;
+                    }
+                    {
+                        const cg_v d0 = VLOAD(dyc + 864 + 0);
+                        a0_0 += wc[4] * d0;
+                        a0_1 += wc[13] * d0;
+                        a0_2 += wc[22] * d0;
+                        a0_3 += wc[31] * d0;
+                        a0_4 += wc[40] * d0;
+                        a0_5 += wc[49] * d0;
+                        a0_6 += wc[58] * d0;
+                        a0_7 += wc[67] * d0;
+                        a0_8 += wc[76] * d0;
+                        a0_9 += wc[85] * d0;
+                        a0_10 += wc[94] * d0;
+                        a0_11 += wc[103] * d0;
+                        a0_12 += wc[112] * d0;
+                        a0_13 += wc[121] * d0;
+                        a0_14 += wc[130] * d0;
+                        a0_15 += wc[139] * d0;
+                    }
+                    {
+                        const cg_v d0 = VLOAD(dyc + 832 + 0);
+                        a0_0 += wc[5] * d0;
+                        a0_1 += wc[14] * d0;
+                        a0_2 += wc[23] * d0;
+                        a0_3 += wc[32] * d0;
+                        a0_4 += wc[41] * d0;
+                        a0_5 += wc[50] * d0;
+                        a0_6 += wc[59] * d0;
+                        a0_7 += wc[68] * d0;
+                        a0_8 += wc[77] * d0;
+                        a0_9 += wc[86] * d0;
+                        a0_10 += wc[95] * d0;
+                        a0_11 += wc[104] * d0;
+                        a0_12 += wc[113] * d0;
+                        a0_13 += wc[122] * d0;
+                        a0_14 += wc[131] * d0;
+                        a0_15 += wc[140] * d0;
+                    }
+                }
+                VSTORE(dxb + 864, vdrelu(VLOAD(xb + 864), a0_0));
+                VSTORE(dxb + 25952, vdrelu(VLOAD(xb + 25952), a0_1));
+                VSTORE(dxb + 51040, vdrelu(VLOAD(xb + 51040), a0_2));
+                VSTORE(dxb + 76128, vdrelu(VLOAD(xb + 76128), a0_3));
+                VSTORE(dxb + 101216, vdrelu(VLOAD(xb + 101216), a0_4));
+                VSTORE(dxb + 126304, vdrelu(VLOAD(xb + 126304), a0_5));
+                VSTORE(dxb + 151392, vdrelu(VLOAD(xb + 151392), a0_6));
+                VSTORE(dxb + 176480, vdrelu(VLOAD(xb + 176480), a0_7));
+                VSTORE(dxb + 201568, vdrelu(VLOAD(xb + 201568), a0_8));
+                VSTORE(dxb + 226656, vdrelu(VLOAD(xb + 226656), a0_9));
+                VSTORE(dxb + 251744, vdrelu(VLOAD(xb + 251744), a0_10));
+                VSTORE(dxb + 276832, vdrelu(VLOAD(xb + 276832), a0_11));
+                VSTORE(dxb + 301920, vdrelu(VLOAD(xb + 301920), a0_12));
+                VSTORE(dxb + 327008, vdrelu(VLOAD(xb + 327008), a0_13));
+                VSTORE(dxb + 352096, vdrelu(VLOAD(xb + 352096), a0_14));
+                VSTORE(dxb + 377184, vdrelu(VLOAD(xb + 377184), a0_15));
+            }
+            /* inputs rows 0+1*t (t=1..26), cols 0+1*t (t=0..0): 6 taps */
+            for (int ty = 1; ty < 27; ty++) {
+                {
+                    cg_v a0_0 = vsplat(0.0f);
+                    cg_v a0_1 = vsplat(0.0f);
+                    cg_v a0_2 = vsplat(0.0f);
+                    cg_v a0_3 = vsplat(0.0f);
+                    cg_v a0_4 = vsplat(0.0f);
+                    cg_v a0_5 = vsplat(0.0f);
+                    cg_v a0_6 = vsplat(0.0f);
+                    cg_v a0_7 = vsplat(0.0f);
+                    cg_v a0_8 = vsplat(0.0f);
+                    cg_v a0_9 = vsplat(0.0f);
+                    cg_v a0_10 = vsplat(0.0f);
+                    cg_v a0_11 = vsplat(0.0f);
+                    cg_v a0_12 = vsplat(0.0f);
+                    cg_v a0_13 = vsplat(0.0f);
+                    cg_v a0_14 = vsplat(0.0f);
+                    cg_v a0_15 = vsplat(0.0f);
+                    for (int co = 0; co < 128; co++) {
+                        const float *restrict dyc = dyg + co*25088;
+                        const float *restrict wc = wg + co*1152;
+                        {
+                            const cg_v d0 = VLOAD(dyc + ty*896 + 928 + 0);
+                            a0_0 += wc[0] * d0;
+                            a0_1 += wc[9] * d0;
+                            a0_2 += wc[18] * d0;
+                            a0_3 += wc[27] * d0;
+                            a0_4 += wc[36] * d0;
+                            a0_5 += wc[45] * d0;
+                            a0_6 += wc[54] * d0;
+                            a0_7 += wc[63] * d0;
+                            a0_8 += wc[72] * d0;
+                            a0_9 += wc[81] * d0;
+                            a0_10 += wc[90] * d0;
+                            a0_11 += wc[99] * d0;
+                            a0_12 += wc[108] * d0;
+                            a0_13 += wc[117] * d0;
+                            a0_14 += wc[126] * d0;
+                            a0_15 += wc[135] * d0;
+                        }
+                        {
+                            const cg_v d0 = VLOAD(dyc + ty*896 + 896 + 0);
+                            a0_0 += wc[1] * d0;
+                            a0_1 += wc[10] * d0;
+                            a0_2 += wc[19] * d0;
+                            a0_3 += wc[28] * d0;
+                            a0_4 += wc[37] * d0;
+                            a0_5 += wc[46] * d0;
+                            a0_6 += wc[55] * d0;
+                            a0_7 += wc[64] * d0;
+                            a0_8 += wc[73] * d0;
+                            a0_9 += wc[82] * d0;
+                            a0_10 += wc[91] * d0;
+                            a0_11 += wc[100] * d0;
+                            a0_12 += wc[109] * d0;
+                            a0_13 += wc[118] * d0;
+                            a0_14 += wc[127] * d0;
+                            a0_15 += wc[136] * d0;
+                        }
+                        {
+                            const cg_v d0 = VLOAD(dyc + ty*896 + 32 + 0);
+                            a0_0 += wc[3] * d0;
+                            a0_1 += wc[12] * d0;
+                            a0_2 += wc[21] * d0;
+                            a0_3 += wc[30] * d0;
+                            a0_4 += wc[39] * d0;
+                            a0_5 += wc[48] * d0;
+                            a0_6 += wc[57] * d0;
+                            a0_7 += wc[66] * d0;
+                            a0_8 += wc[75] * d0;
+                            a0_9 += wc[84] * d0;
+                            a0_10 += wc[93] * d0;
+                            a0_11 += wc[102] * d0;
+                            a0_12 += wc[111] * d0;
+                            a0_13 += wc[120] * d0;
+                            a0_14 += wc[129] * d0;
+                            a0_15 += wc[138] * d0;
+                        }
+                        {
+                            const cg_v d0 = VLOAD(dyc + ty*896 + 0);
+                            a0_0 += wc[4] * d0;
+                            a0_1 += wc[13] * d0;
+                            a0_2 += wc[22] * d0;
+                            a0_3 += wc[31] * d0;
+                            a0_4 += wc[40] * d0;
+                            a0_5 += wc[49] * d0;
+                            a0_6 += wc[58] * d0;
+                            a0_7 += wc[67] * d0;
+                            a0_8 += wc[76] * d0;
+                            a0_9 += wc[85] * d0;
+                            a0_10 += wc[94] * d0;
+                            a0_11 += wc[103] * d0;
+                            a0_12 += wc[112] * d0;
+                            a0_13 += wc[121] * d0;
+                            a0_14 += wc[130] * d0;
+                            a0_15 += wc[139] * d0;
+                        }
+                        {
+                            const cg_v d0 = VLOAD(dyc + ty*896 - 864 + 0);
+                            a0_0 += wc[6] * d0;
+                            a0_1 += wc[15] * d0;
+                            a0_2 += wc[24] * d0;
+                            a0_3 += wc[33] * d0;
+                            a0_4 += wc[42] * d0;
+                            a0_5 += wc[51] * d0;
+                            a0_6 += wc[60] * d0;
+                            a0_7 += wc[69] * d0;
+                            a0_8 += wc[78] * d0;
+                            a0_9 += wc[87] * d0;
+                            a0_10 += wc[96] * d0;
+                            a0_11 += wc[105] * d0;
+                            a0_12 += wc[114] * d0;
+                            a0_13 += wc[123] * d0;
+                            a0_14 += wc[132] * d0;
+                            a0_15 += wc[141] * d0;
+                        }
+                        {
+                            const cg_v d0 = VLOAD(dyc + ty*896 - 896 + 0);
+                            a0_0 += wc[7] * d0;
+                            a0_1 += wc[16] * d0;
+                            a0_2 += wc[25] * d0;
+                            a0_3 += wc[34] * d0;
+                            a0_4 += wc[43] * d0;
+                            a0_5 += wc[52] * d0;
+                            a0_6 += wc[61] * d0;
+                            a0_7 += wc[70] * d0;
+                            a0_8 += wc[79] * d0;
+                            a0_9 += wc[88] * d0;
+                            a0_10 += wc[97] * d0;
+                            a0_11 += wc[106] * d0;
+                            a0_12 += wc[115] * d0;
+                            a0_13 += wc[124] * d0;
+                            a0_14 += wc[133] * d0;
+                            a0_15 += wc[142] * d0;
+                        }
+                    }
+                    VSTORE(dxb + ty*896, vdrelu(VLOAD(xb + ty*896), a0_0));
+                    VSTORE(dxb + ty*896 + 25088, vdrelu(VLOAD(xb + ty*896 + 25088), a0_1));
+                    VSTORE(dxb + ty*896 + 50176, vdrelu(VLOAD(xb + ty*896 + 50176), a0_2));
+                    VSTORE(dxb + ty*896 + 75264, vdrelu(VLOAD(xb + ty*896 + 75264), a0_3));
+                    VSTORE(dxb + ty*896 + 100352, vdrelu(VLOAD(xb + ty*896 + 100352), a0_4));
+                    VSTORE(dxb + ty*896 + 125440, vdrelu(VLOAD(xb + ty*896 + 125440), a0_5));
+                    VSTORE(dxb + ty*896 + 150528, vdrelu(VLOAD(xb + ty*896 + 150528), a0_6));
+                    VSTORE(dxb + ty*896 + 175616, vdrelu(VLOAD(xb + ty*896 + 175616), a0_7));
+                    VSTORE(dxb + ty*896 + 200704, vdrelu(VLOAD(xb + ty*896 + 200704), a0_8));
+                    VSTORE(dxb + ty*896 + 225792, vdrelu(VLOAD(xb + ty*896 + 225792), a0_9));
+                    VSTORE(dxb + ty*896 + 250880, vdrelu(VLOAD(xb + ty*896 + 250880), a0_10));
+                    VSTORE(dxb + ty*896 + 275968, vdrelu(VLOAD(xb + ty*896 + 275968), a0_11));
+                    VSTORE(dxb + ty*896 + 301056, vdrelu(VLOAD(xb + ty*896 + 301056), a0_12));
+                    VSTORE(dxb + ty*896 + 326144, vdrelu(VLOAD(xb + ty*896 + 326144), a0_13));
+                    VSTORE(dxb + ty*896 + 351232, vdrelu(VLOAD(xb + ty*896 + 351232), a0_14));
+                    VSTORE(dxb + ty*896 + 376320, vdrelu(VLOAD(xb + ty*896 + 376320), a0_15));
+                }
+            }
+            /* inputs rows 0+1*t (t=1..26), cols 0+1*t (t=1..26): 9 taps */
+            for (int ty = 1; ty < 27; ty++) {
+                for (int tx = 1; tx < 27; tx++) {
+                    cg_v a0_0 = vsplat(0.0f);
+                    cg_v a0_1 = vsplat(0.0f);
+                    cg_v a0_2 = vsplat(0.0f);
+                    cg_v a0_3 = vsplat(0.0f);
+                    cg_v a0_4 = vsplat(0.0f);
+                    cg_v a0_5 = vsplat(0.0f);
+                    cg_v a0_6 = vsplat(0.0f);
+                    cg_v a0_7 = vsplat(0.0f);
+                    cg_v a0_8 = vsplat(0.0f);
+                    cg_v a0_9 = vsplat(0.0f);
+                    cg_v a0_10 = vsplat(0.0f);
+                    cg_v a0_11 = vsplat(0.0f);
+                    cg_v a0_12 = vsplat(0.0f);
+                    cg_v a0_13 = vsplat(0.0f);
+                    cg_v a0_14 = vsplat(0.0f);
+                    cg_v a0_15 = vsplat(0.0f);
+                    for (int co = 0; co < 128; co++) {
+                        const float *restrict dyc = dyg + co*25088;
+                        const float *restrict wc = wg + co*1152;
+                        {
+                            const cg_v d0 = VLOAD(dyc + ty*896 + tx*32 + 928 + 0);
+                            a0_0 += wc[0] * d0;
+                            a0_1 += wc[9] * d0;
+                            a0_2 += wc[18] * d0;
+                            a0_3 += wc[27] * d0;
+                            a0_4 += wc[36] * d0;
+                            a0_5 += wc[45] * d0;
+                            a0_6 += wc[54] * d0;
+                            a0_7 += wc[63] * d0;
+                            a0_8 += wc[72] * d0;
+                            a0_9 += wc[81] * d0;
+                            a0_10 += wc[90] * d0;
+                            a0_11 += wc[99] * d0;
+                            a0_12 += wc[108] * d0;
+                            a0_13 += wc[117] * d0;
+                            a0_14 += wc[126] * d0;
+                            a0_15 += wc[135] * d0;
+                        }
+                        {
+                            const cg_v d0 = VLOAD(dyc + ty*896 + tx*32 + 896 + 0);
+                            a0_0 += wc[1] * d0;
+                            a0_1 += wc[10] * d0;
+                            a0_2 += wc[19] * d0;
+                            a0_3 += wc[28] * d0;
+                            a0_4 += wc[37] * d0;
+                            a0_5 += wc[46] * d0;
+                            a0_6 += wc[55] * d0;
+                            a0_7 += wc[64] * d0;
+                            a0_8 += wc[73] * d0;
+                            a0_9 += wc[82] * d0;
+                            a0_10 += wc[91] * d0;
+                            a0_11 += wc[100] * d0;
+                            a0_12 += wc[109] * d0;
+                            a0_13 += wc[118] * d0;
+                            a0_14 += wc[127] * d0;
+                            a0_15 += wc[136] * d0;
+                        }
+                        {
+                            const cg_v d0 = VLOAD(dyc + ty*896 + tx*32 + 864 + 0);
+                            a0_0 += wc[2] * d0;
+                            a0_1 += wc[11] * d0;
+                            a0_2 += wc[20] * d0;
+                            a0_3 += wc[29] * d0;
+                            a0_4 += wc[38] * d0;
+                            a0_5 += wc[47] * d0;
+                            a0_6 += wc[56] * d0;
+                            a0_7 += wc[65] * d0;
+                            a0_8 += wc[74] * d0;
+                            a0_9 += wc[83] * d0;
+                            a0_10 += wc[92] * d0;
+                            a0_11 += wc[101] * d0;
+                            a0_12 += wc[110] * d0;
+                            a0_13 += wc[119] * d0;
+                            a0_14 += wc[128] * d0;
+                            a0_15 += wc[137] * d0;
+                        }
+                        {
+                            const cg_v d0 = VLOAD(dyc + ty*896 + tx*32 + 32 + 0);
+                            a0_0 += wc[3] * d0;
+                            a0_1 += wc[12] * d0;
+                            a0_2 += wc[21] * d0;
+                            a0_3 += wc[30] * d0;
+                            a0_4 += wc[39] * d0;
+                            a0_5 += wc[48] * d0;
+                            a0_6 += wc[57] * d0;
+                            a0_7 += wc[66] * d0;
+                            a0_8 += wc[75] * d0;
+                            a0_9 += wc[84] * d0;
+                            a0_10 += wc[93] * d0;
+                            a0_11 += wc[102] * d0;
+                            a0_12 += wc[111] * d0;
+                            a0_13 += wc[120] * d0;
+                            a0_14 += wc[129] * d0;
+                            a0_15 += wc[138] * d0;
+                        }
+                        {
+                            const cg_v d0 = VLOAD(dyc + ty*896 + tx*32 + 0);
+                            a0_0 += wc[4] * d0;
+                            a0_1 += wc[13] * d0;
+                            a0_2 += wc[22] * d0;
+                            a0_3 += wc[31] * d0;
+                            a0_4 += wc[40] * d0;
+                            a0_5 += wc[49] * d0;
+                            a0_6 += wc[58] * d0;
+                            a0_7 += wc[67] * d0;
+                            a0_8 += wc[76] * d0;
+                            a0_9 += wc[85] * d0;
+                            a0_10 += wc[94] * d0;
+                            a0_11 += wc[103] * d0;
+                            a0_12 += wc[112] * d0;
+                            a0_13 += wc[121] * d0;
+                            a0_14 += wc[130] * d0;
+                            a0_15 += wc[139] * d0;
+                        }
+                        {
+                            const cg_v d0 = VLOAD(dyc + ty*896 + tx*32 - 32 + 0);
+                            a0_0 += wc[5] * d0;
+                            a0_1 += wc[14] * d0;
+                            a0_2 += wc[23] * d0;
+                            a0_3 += wc[32] * d0;
+                            a0_4 += wc[41] * d0;
+                            a0_5 += wc[50] * d0;
+                            a0_6 += wc[59] * d0;
+                            a0_7 += wc[68] * d0;
+                            a0_8 += wc[77] * d0;
+                            a0_9 += wc[86] * d0;
+                            a0_10 += wc[95] * d0;
+                            a0_11 += wc[104] * d0;
+                            a0_12 += wc[113] * d0;
+                            a0_13 += wc[122] * d0;
+                            a0_14 += wc[131] * d0;
+                            a0_15 += wc[140] * d0;
+                        }
+                        {
+                            const cg_v d0 = VLOAD(dyc + ty*896 + tx*32 - 864 + 0);
+                            a0_0 += wc[6] * d0;
+                            a0_1 += wc[15] * d0;
+                            a0_2 += wc[24] * d0;
+                            a0_3 += wc[33] * d0;
+                            a0_4 += wc[42] * d0;
+                            a0_5 += wc[51] * d0;
+                            a0_6 += wc[60] * d0;
+                            a0_7 += wc[69] * d0;
+                            a0_8 += wc[78] * d0;
+                            a0_9 += wc[87] * d0;
+                            a0_10 += wc[96] * d0;
+                            a0_11 += wc[105] * d0;
+                            a0_12 += wc[114] * d0;
+                            a0_13 += wc[123] * d0;
+                            a0_14 += wc[132] * d0;
+                            a0_15 += wc[141] * d0;
+                        }
+                        {
+                            const cg_v d0 = VLOAD(dyc + ty*896 + tx*32 - 896 + 0);
+                            a0_0 += wc[7] * d0;
+                            a0_1 += wc[16] * d0;
+                            a0_2 += wc[25] * d0;
+                            a0_3 += wc[34] * d0;
+                            a0_4 += wc[43] * d0;
+                            a0_5 += wc[52] * d0;
+                            a0_6 += wc[61] * d0;
+                            a0_7 += wc[70] * d0;
+                            a0_8 += wc[79] * d0;
+                            a0_9 += wc[88] * d0;
+                            a0_10 += wc[97] * d0;
+                            a0_11 += wc[106] * d0;
+                            a0_12 += wc[115] * d0;
+                            a0_13 += wc[124] * d0;
+                            a0_14 += wc[133] * d0;
+                            a0_15 += wc[142] * d0;
+                        }
+                        {
+                            const cg_v d0 = VLOAD(dyc + ty*896 + tx*32 - 928 + 0);
+                            a0_0 += wc[8] * d0;
+                            a0_1 += wc[17] * d0;
+                            a0_2 += wc[26] * d0;
+                            a0_3 += wc[35] * d0;
+                            a0_4 += wc[44] * d0;
+                            a0_5 += wc[53] * d0;
+                            a0_6 += wc[62] * d0;
+                            a0_7 += wc[71] * d0;
+                            a0_8 += wc[80] * d0;
+                            a0_9 += wc[89] * d0;
+                            a0_10 += wc[98] * d0;
+                            a0_11 += wc[107] * d0;
+                            a0_12 += wc[116] * d0;
+                            a0_13 += wc[125] * d0;
+                            a0_14 += wc[134] * d0;
+                            a0_15 += wc[143] * d0;
+                        }
+                    }
+                    VSTORE(dxb + ty*896 + tx*32, vdrelu(VLOAD(xb + ty*896 + tx*32), a0_0));
+                    VSTORE(dxb + ty*896 + tx*32 + 25088, vdrelu(VLOAD(xb + ty*896 + tx*32 + 25088), a0_1));
+                    VSTORE(dxb + ty*896 + tx*32 + 50176, vdrelu(VLOAD(xb + ty*896 + tx*32 + 50176), a0_2));
+                    VSTORE(dxb + ty*896 + tx*32 + 75264, vdrelu(VLOAD(xb + ty*896 + tx*32 + 75264), a0_3));
+                    VSTORE(dxb + ty*896 + tx*32 + 100352, vdrelu(VLOAD(xb + ty*896 + tx*32 + 100352), a0_4));
+                    VSTORE(dxb + ty*896 + tx*32 + 125440, vdrelu(VLOAD(xb + ty*896 + tx*32 + 125440), a0_5));
+                    VSTORE(dxb + ty*896 + tx*32 + 150528, vdrelu(VLOAD(xb + ty*896 + tx*32 + 150528), a0_6));
+                    VSTORE(dxb + ty*896 + tx*32 + 175616, vdrelu(VLOAD(xb + ty*896 + tx*32 + 175616), a0_7));
+                    VSTORE(dxb + ty*896 + tx*32 + 200704, vdrelu(VLOAD(xb + ty*896 + tx*32 + 200704), a0_8));
+                    VSTORE(dxb + ty*896 + tx*32 + 225792, vdrelu(VLOAD(xb + ty*896 + tx*32 + 225792), a0_9));
+                    VSTORE(dxb + ty*896 + tx*32 + 250880, vdrelu(VLOAD(xb + ty*896 + tx*32 + 250880), a0_10));
+                    VSTORE(dxb + ty*896 + tx*32 + 275968, vdrelu(VLOAD(xb + ty*896 + tx*32 + 275968), a0_11));
+                    VSTORE(dxb + ty*896 + tx*32 + 301056, vdrelu(VLOAD(xb + ty*896 + tx*32 + 301056), a0_12));
+                    VSTORE(dxb + ty*896 + tx*32 + 326144, vdrelu(VLOAD(xb + ty*896 + tx*32 + 326144), a0_13));
+                    VSTORE(dxb + ty*896 + tx*32 + 351232, vdrelu(VLOAD(xb + ty*896 + tx*32 + 351232), a0_14));
+                    VSTORE(dxb + ty*896 + tx*32 + 376320, vdrelu(VLOAD(xb + ty*896 + tx*32 + 376320), a0_15));
+                }
+            }
+            /* inputs rows 0+1*t (t=1..26), cols 0+1*t (t=27..27): 6 taps */
+            for (int ty = 1; ty < 27; ty++) {
+                {
+                    cg_v a0_0 = vsplat(0.0f);
+                    cg_v a0_1 = vsplat(0.0f);
+                    cg_v a0_2 = vsplat(0.0f);
+                    cg_v a0_3 = vsplat(0.0f);
+                    cg_v a0_4 = vsplat(0.0f);
+                    cg_v a0_5 = vsplat(0.0f);
+                    cg_v a0_6 = vsplat(0.0f);
+                    cg_v a0_7 = vsplat(0.0f);
+                    cg_v a0_8 = vsplat(0.0f);
+                    cg_v a0_9 = vsplat(0.0f);
+                    cg_v a0_10 = vsplat(0.0f);
+                    cg_v a0_11 = vsplat(0.0f);
+                    cg_v a0_12 = vsplat(0.0f);
+                    cg_v a0_13 = vsplat(0.0f);
+                    cg_v a0_14 = vsplat(0.0f);
+                    cg_v a0_15 = vsplat(0.0f);
+                    for (int co = 0; co < 128; co++) {
+                        const float *restrict dyc = dyg + co*25088;
+                        const float *restrict wc = wg + co*1152;
+                        {
+                            const cg_v d0 = VLOAD(dyc + ty*896 + 1760 + 0);
+                            a0_0 += wc[1] * d0;
+                            a0_1 += wc[10] * d0;
+                            a0_2 += wc[19] * d0;
+                            a0_3 += wc[28] * d0;
+                            a0_4 += wc[37] * d0;
+                            a0_5 += wc[46] * d0;
+                            a0_6 += wc[55] * d0;
+                            a0_7 += wc[64] * d0;
+                            a0_8 += wc[73] * d0;
+                            a0_9 += wc[82] * d0;
+                            a0_10 += wc[91] * d0;
+                            a0_11 += wc[100] * d0;
+                            a0_12 += wc[109] * d0;
+                            a0_13 += wc[118] * d0;
+                            a0_14 += wc[127] * d0;
+                            a0_15 += wc[136] * d0;
+                        }
+                        {
+                            const cg_v d0 = VLOAD(dyc + ty*896 + 1728 + 0);
+                            a0_0 += wc[2] * d0;
+                            a0_1 += wc[11] * d0;
+                            a0_2 += wc[20] * d0;
+                            a0_3 += wc[29] * d0;
+                            a0_4 += wc[38] * d0;
+                            a0_5 += wc[47] * d0;
+                            a0_6 += wc[56] * d0;
+                            a0_7 += wc[65] * d0;
+                            a0_8 += wc[74] * d0;
+                            a0_9 += wc[83] * d0;
+                            a0_10 += wc[92] * d0;
+                            a0_11 += wc[101] * d0;
+                            a0_12 += wc[110] * d0;
+                            a0_13 += wc[119] * d0;
+                            a0_14 += wc[128] * d0;
+                            a0_15 += wc[137] * d0;
+                        }
+                        {
+                            const cg_v d0 = VLOAD(dyc + ty*896 + 864 + 0);
+                            a0_0 += wc[4] * d0;
+                            a0_1 += wc[13] * d0;
+                            a0_2 += wc[22] * d0;
+                            a0_3 += wc[31] * d0;
+                            a0_4 += wc[40] * d0;
+                            a0_5 += wc[49] * d0;
+                            a0_6 += wc[58] * d0;
+                            a0_7 += wc[67] * d0;
+                            a0_8 += wc[76] * d0;
+                            a0_9 += wc[85] * d0;
+                            a0_10 += wc[94] * d0;
+                            a0_11 += wc[103] * d0;
+                            a0_12 += wc[112] * d0;
+                            a0_13 += wc[121] * d0;
+                            a0_14 += wc[130] * d0;
+                            a0_15 += wc[139] * d0;
+                        }
+                        {
+                            const cg_v d0 = VLOAD(dyc + ty*896 + 832 + 0);
+                            a0_0 += wc[5] * d0;
+                            a0_1 += wc[14] * d0;
+                            a0_2 += wc[23] * d0;
+                            a0_3 += wc[32] * d0;
+                            a0_4 += wc[41] * d0;
+                            a0_5 += wc[50] * d0;
+                            a0_6 += wc[59] * d0;
+                            a0_7 += wc[68] * d0;
+                            a0_8 += wc[77] * d0;
+                            a0_9 += wc[86] * d0;
+                            a0_10 += wc[95] * d0;
+                            a0_11 += wc[104] * d0;
+                            a0_12 += wc[113] * d0;
+                            a0_13 += wc[122] * d0;
+                            a0_14 += wc[131] * d0;
+                            a0_15 += wc[140] * d0;
+                        }
+                        {
+                            const cg_v d0 = VLOAD(dyc + ty*896 - 32 + 0);
+                            a0_0 += wc[7] * d0;
+                            a0_1 += wc[16] * d0;
+                            a0_2 += wc[25] * d0;
+                            a0_3 += wc[34] * d0;
+                            a0_4 += wc[43] * d0;
+                            a0_5 += wc[52] * d0;
+                            a0_6 += wc[61] * d0;
+                            a0_7 += wc[70] * d0;
+                            a0_8 += wc[79] * d0;
+                            a0_9 += wc[88] * d0;
+                            a0_10 += wc[97] * d0;
+                            a0_11 += wc[106] * d0;
+                            a0_12 += wc[115] * d0;
+                            a0_13 += wc[124] * d0;
+                            a0_14 += wc[133] * d0;
+                            a0_15 += wc[142] * d0;
+                        }
+                        {
+                            const cg_v d0 = VLOAD(dyc + ty*896 - 64 + 0);
+                            a0_0 += wc[8] * d0;
+                            a0_1 += wc[17] * d0;
+                            a0_2 += wc[26] * d0;
+                            a0_3 += wc[35] * d0;
+                            a0_4 += wc[44] * d0;
+                            a0_5 += wc[53] * d0;
+                            a0_6 += wc[62] * d0;
+                            a0_7 += wc[71] * d0;
+                            a0_8 += wc[80] * d0;
+                            a0_9 += wc[89] * d0;
+                            a0_10 += wc[98] * d0;
+                            a0_11 += wc[107] * d0;
+                            a0_12 += wc[116] * d0;
+                            a0_13 += wc[125] * d0;
+                            a0_14 += wc[134] * d0;
+                            a0_15 += wc[143] * d0;
+                        }
+                    }
+                    VSTORE(dxb + ty*896 + 864, vdrelu(VLOAD(xb + ty*896 + 864), a0_0));
+                    VSTORE(dxb + ty*896 + 25952, vdrelu(VLOAD(xb + ty*896 + 25952), a0_1));
+                    VSTORE(dxb + ty*896 + 51040, vdrelu(VLOAD(xb + ty*896 + 51040), a0_2));
+                    VSTORE(dxb + ty*896 + 76128, vdrelu(VLOAD(xb + ty*896 + 76128), a0_3));
+                    VSTORE(dxb + ty*896 + 101216, vdrelu(VLOAD(xb + ty*896 + 101216), a0_4));
+                    VSTORE(dxb + ty*896 + 126304, vdrelu(VLOAD(xb + ty*896 + 126304), a0_5));
+                    VSTORE(dxb + ty*896 + 151392, vdrelu(VLOAD(xb + ty*896 + 151392), a0_6));
+                    VSTORE(dxb + ty*896 + 176480, vdrelu(VLOAD(xb + ty*896 + 176480), a0_7));
+                    VSTORE(dxb + ty*896 + 201568, vdrelu(VLOAD(xb + ty*896 + 201568), a0_8));
+                    VSTORE(dxb + ty*896 + 226656, vdrelu(VLOAD(xb + ty*896 + 226656), a0_9));
+                    VSTORE(dxb + ty*896 + 251744, vdrelu(VLOAD(xb + ty*896 + 251744), a0_10));
+                    VSTORE(dxb + ty*896 + 276832, vdrelu(VLOAD(xb + ty*896 + 276832), a0_11));
+                    VSTORE(dxb + ty*896 + 301920, vdrelu(VLOAD(xb + ty*896 + 301920), a0_12));
+                    VSTORE(dxb + ty*896 + 327008, vdrelu(VLOAD(xb + ty*896 + 327008), a0_13));
+                    VSTORE(dxb + ty*896 + 352096, vdrelu(VLOAD(xb + ty*896 + 352096), a0_14));
+                    VSTORE(dxb + ty*896 + 377184, vdrelu(VLOAD(xb + ty*896 + 377184), a0_15));
+                }
+            }
+            {
+                cg_v a0_0 = vsplat(0.0f);
+                cg_v a0_1 = vsplat(0.0f);
+                cg_v a0_2 = vsplat(0.0f);
+                cg_v a0_3 = vsplat(0.0f);
+                cg_v a0_4 = vsplat(0.0f);
+                cg_v a0_5 = vsplat(0.0f);
+                cg_v a0_6 = vsplat(0.0f);
+                cg_v a0_7 = vsplat(0.0f);
+                cg_v a0_8 = vsplat(0.0f);
+                cg_v a0_9 = vsplat(0.0f);
+                cg_v a0_10 = vsplat(0.0f);
+                cg_v a0_11 = vsplat(0.0f);
+                cg_v a0_12 = vsplat(0.0f);
+                cg_v a0_13 = vsplat(0.0f);
+                cg_v a0_14 = vsplat(0.0f);
+                cg_v a0_15 = vsplat(0.0f);
+                for (int co = 0; co < 128; co++) {
+                    const float *restrict dyc = dyg + co*25088;
+                    const float *restrict wc = wg + co*1152;
+                    {
+                        const cg_v d0 = VLOAD(dyc + 24224 + 0);
+                        a0_0 += wc[3] * d0;
+                        a0_1 += wc[12] * d0;
+                        a0_2 += wc[21] * d0;
+                        a0_3 += wc[30] * d0;
+                        a0_4 += wc[39] * d0;
+                        a0_5 += wc[48] * d0;
+                        a0_6 += wc[57] * d0;
+                        a0_7 += wc[66] * d0;
+                        a0_8 += wc[75] * d0;
+                        a0_9 += wc[84] * d0;
+                        a0_10 += wc[93] * d0;
+                        a0_11 += wc[102] * d0;
+                        a0_12 += wc[111] * d0;
+                        a0_13 += wc[120] * d0;
+                        a0_14 += wc[129] * d0;
+                        a0_15 += wc[138] * d0;
+                    }
+                    {
+                        const cg_v d0 = VLOAD(dyc + 24192 + 0);
+                        a0_0 += wc[4] * d0;
+                        a0_1 += wc[13] * d0;
+                        a0_2 += wc[22] * d0;
+                        a0_3 += wc[31] * d0;
+                        a0_4 += wc[40] * d0;
+                        a0_5 += wc[49] * d0;
+                        a0_6 += wc[58] * d0;
+                        a0_7 += wc[67] * d0;
+                        a0_8 += wc[76] * d0;
+                        a0_9 += wc[85] * d0;
+                        a0_10 += wc[94] * d0;
+                        a0_11 += wc[103] * d0;
+                        a0_12 += wc[112] * d0;
+                        a0_13 += wc[121] * d0;
+                        a0_14 += wc[130] * d0;
+                        a0_15 += wc[139] * d0;
+                    }
+                    {
+                        const cg_v d0 = VLOAD(dyc + 23328 + 0);
+                        a0_0 += wc[6] * d0;
+                        a0_1 += wc[15] * d0;
+                        a0_2 += wc[24] * d0;
+                        a0_3 += wc[33] * d0;
+                        a0_4 += wc[42] * d0;
+                        a0_5 += wc[51] * d0;
+                        a0_6 += wc[60] * d0;
+                        a0_7 += wc[69] * d0;
+                        a0_8 += wc[78] * d0;
+                        a0_9 += wc[87] * d0;
+                        a0_10 += wc[96] * d0;
+                        a0_11 += wc[105] * d0;
+                        a0_12 += wc[114] * d0;
+                        a0_13 += wc[123] * d0;
+                        a0_14 += wc[132] * d0;
+                        a0_15 += wc[141] * d0;
+                    }
+                    {
+                        const cg_v d0 = VLOAD(dyc + 23296 + 0);
+                        a0_0 += wc[7] * d0;
+                        a0_1 += wc[16] * d0;
+                        a0_2 += wc[25] * d0;
+                        a0_3 += wc[34] * d0;
+                        a0_4 += wc[43] * d0;
+                        a0_5 += wc[52] * d0;
+                        a0_6 += wc[61] * d0;
+                        a0_7 += wc[70] * d0;
+                        a0_8 += wc[79] * d0;
+                        a0_9 += wc[88] * d0;
+                        a0_10 += wc[97] * d0;
+                        a0_11 += wc[106] * d0;
+                        a0_12 += wc[115] * d0;
+                        a0_13 += wc[124] * d0;
+                        a0_14 += wc[133] * d0;
+                        a0_15 += wc[142] * d0;
+                    }
+                }
+                VSTORE(dxb + 24192, vdrelu(VLOAD(xb + 24192), a0_0));
+                VSTORE(dxb + 49280, vdrelu(VLOAD(xb + 49280), a0_1));
+                VSTORE(dxb + 74368, vdrelu(VLOAD(xb + 74368), a0_2));
+                VSTORE(dxb + 99456, vdrelu(VLOAD(xb + 99456), a0_3));
+                VSTORE(dxb + 124544, vdrelu(VLOAD(xb + 124544), a0_4));
+                VSTORE(dxb + 149632, vdrelu(VLOAD(xb + 149632), a0_5));
+                VSTORE(dxb + 174720, vdrelu(VLOAD(xb + 174720), a0_6));
+                VSTORE(dxb + 199808, vdrelu(VLOAD(xb + 199808), a0_7));
+                VSTORE(dxb + 224896, vdrelu(VLOAD(xb + 224896), a0_8));
+                VSTORE(dxb + 249984, vdrelu(VLOAD(xb + 249984), a0_9));
+                VSTORE(dxb + 275072, vdrelu(VLOAD(xb + 275072), a0_10));
+                VSTORE(dxb + 300160, vdrelu(VLOAD(xb + 300160), a0_11));
+                VSTORE(dxb + 325248, vdrelu(VLOAD(xb + 325248), a0_12));
+                VSTORE(dxb + 350336, vdrelu(VLOAD(xb + 350336), a0_13));
+                VSTORE(dxb + 375424, vdrelu(VLOAD(xb + 375424), a0_14));
+                VSTORE(dxb + 400512, vdrelu(VLOAD(xb + 400512), a0_15));
+            }
+            /* inputs rows 0+1*t (t=27..27), cols 0+1*t (t=1..26): 6 taps */
+            for (int tx = 1; tx < 27; tx++) {
+                cg_v a0_0 = vsplat(0.0f);
+                cg_v a0_1 = vsplat(0.0f);
+                cg_v a0_2 = vsplat(0.0f);
+                cg_v a0_3 = vsplat(0.0f);
+                cg_v a0_4 = vsplat(0.0f);
+                cg_v a0_5 = vsplat(0.0f);
+                cg_v a0_6 = vsplat(0.0f);
+                cg_v a0_7 = vsplat(0.0f);
+                cg_v a0_8 = vsplat(0.0f);
+                cg_v a0_9 = vsplat(0.0f);
+                cg_v a0_10 = vsplat(0.0f);
+                cg_v a0_11 = vsplat(0.0f);
+                cg_v a0_12 = vsplat(0.0f);
+                cg_v a0_13 = vsplat(0.0f);
+                cg_v a0_14 = vsplat(0.0f);
+                cg_v a0_15 = vsplat(0.0f);
+                for (int co = 0; co < 128; co++) {
+                    const float *restrict dyc = dyg + co*25088;
+                    const float *restrict wc = wg + co*1152;
+                    {
+                        const cg_v d0 = VLOAD(dyc + tx*32 + 24224 + 0);
+                        a0_0 += wc[3] * d0;
+                        a0_1 += wc[12] * d0;
+                        a0_2 += wc[21] * d0;
+                        a0_3 += wc[30] * d0;
+                        a0_4 += wc[39] * d0;
+                        a0_5 += wc[48] * d0;
+                        a0_6 += wc[57] * d0;
+                        a0_7 += wc[66] * d0;
+                        a0_8 += wc[75] * d0;
+                        a0_9 += wc[84] * d0;
+                        a0_10 += wc[93] * d0;
+                        a0_11 += wc[102] * d0;
+                        a0_12 += wc[111] * d0;
+                        a0_13 += wc[120] * d0;
+                        a0_14 += wc[129] * d0;
+                        a0_15 += wc[138] * d0;
+                    }
+                    {
+                        const cg_v d0 = VLOAD(dyc + tx*32 + 24192 + 0);
+                        a0_0 += wc[4] * d0;
+                        a0_1 += wc[13] * d0;
+                        a0_2 += wc[22] * d0;
+                        a0_3 += wc[31] * d0;
+                        a0_4 += wc[40] * d0;
+                        a0_5 += wc[49] * d0;
+                        a0_6 += wc[58] * d0;
+                        a0_7 += wc[67] * d0;
+                        a0_8 += wc[76] * d0;
+                        a0_9 += wc[85] * d0;
+                        a0_10 += wc[94] * d0;
+                        a0_11 += wc[103] * d0;
+                        a0_12 += wc[112] * d0;
+                        a0_13 += wc[121] * d0;
+                        a0_14 += wc[130] * d0;
+                        a0_15 += wc[139] * d0;
+                    }
+                    {
+                        const cg_v d0 = VLOAD(dyc + tx*32 + 24160 + 0);
+                        a0_0 += wc[5] * d0;
+                        a0_1 += wc[14] * d0;
+                        a0_2 += wc[23] * d0;
+                        a0_3 += wc[32] * d0;
+                        a0_4 += wc[41] * d0;
+                        a0_5 += wc[50] * d0;
+                        a0_6 += wc[59] * d0;
+                        a0_7 += wc[68] * d0;
+                        a0_8 += wc[77] * d0;
+                        a0_9 += wc[86] * d0;
+                        a0_10 += wc[95] * d0;
+                        a0_11 += wc[104] * d0;
+                        a0_12 += wc[113] * d0;
+                        a0_13 += wc[122] * d0;
+                        a0_14 += wc[131] * d0;
+                        a0_15 += wc[140] * d0;
+                    }
+                    {
+                        const cg_v d0 = VLOAD(dyc + tx*32 + 23328 + 0);
+                        a0_0 += wc[6] * d0;
+                        a0_1 += wc[15] * d0;
+                        a0_2 += wc[24] * d0;
+                        a0_3 += wc[33] * d0;
+                        a0_4 += wc[42] * d0;
+                        a0_5 += wc[51] * d0;
+                        a0_6 += wc[60] * d0;
+                        a0_7 += wc[69] * d0;
+                        a0_8 += wc[78] * d0;
+                        a0_9 += wc[87] * d0;
+                        a0_10 += wc[96] * d0;
+                        a0_11 += wc[105] * d0;
+                        a0_12 += wc[114] * d0;
+                        a0_13 += wc[123] * d0;
+                        a0_14 += wc[132] * d0;
+                        a0_15 += wc[141] * d0;
+                    }
+                    {
+                        const cg_v d0 = VLOAD(dyc + tx*32 + 23296 + 0);
+                        a0_0 += wc[7] * d0;
+                        a0_1 += wc[16] * d0;
+                        a0_2 += wc[25] * d0;
+                        a0_3 += wc[34] * d0;
+                        a0_4 += wc[43] * d0;
+                        a0_5 += wc[52] * d0;
+                        a0_6 += wc[61] * d0;
+                        a0_7 += wc[70] * d0;
+                        a0_8 += wc[79] * d0;
+                        a0_9 += wc[88] * d0;
+                        a0_10 += wc[97] * d0;
+                        a0_11 += wc[106] * d0;
+                        a0_12 += wc[115] * d0;
+                        a0_13 += wc[124] * d0;
+                        a0_14 += wc[133] * d0;
+                        a0_15 += wc[142] * d0;
+                    }
+                    {
+                        const cg_v d0 = VLOAD(dyc + tx*32 + 23264 + 0);
+                        a0_0 += wc[8] * d0;
+                        a0_1 += wc[17] * d0;
+                        a0_2 += wc[26] * d0;
+                        a0_3 += wc[35] * d0;
+                        a0_4 += wc[44] * d0;
+                        a0_5 += wc[53] * d0;
+                        a0_6 += wc[62] * d0;
+                        a0_7 += wc[71] * d0;
+                        a0_8 += wc[80] * d0;
+                        a0_9 += wc[89] * d0;
+                        a0_10 += wc[98] * d0;
+                        a0_11 += wc[107] * d0;
+                        a0_12 += wc[116] * d0;
+                        a0_13 += wc[125] * d0;
+                        a0_14 += wc[134] * d0;
+                        a0_15 += wc[143] * d0;
+                    }
+                }
+                VSTORE(dxb + tx*32 + 24192, vdrelu(VLOAD(xb + tx*32 + 24192), a0_0));
+                VSTORE(dxb + tx*32 + 49280, vdrelu(VLOAD(xb + tx*32 + 49280), a0_1));
+                VSTORE(dxb + tx*32 + 74368, vdrelu(VLOAD(xb + tx*32 + 74368), a0_2));
+                VSTORE(dxb + tx*32 + 99456, vdrelu(VLOAD(xb + tx*32 + 99456), a0_3));
+                VSTORE(dxb + tx*32 + 124544, vdrelu(VLOAD(xb + tx*32 + 124544), a0_4));
+                VSTORE(dxb + tx*32 + 149632, vdrelu(VLOAD(xb + tx*32 + 149632), a0_5));
+                VSTORE(dxb + tx*32 + 174720, vdrelu(VLOAD(xb + tx*32 + 174720), a0_6));
+                VSTORE(dxb + tx*32 + 199808, vdrelu(VLOAD(xb + tx*32 + 199808), a0_7));
+                VSTORE(dxb + tx*32 + 224896, vdrelu(VLOAD(xb + tx*32 + 224896), a0_8));
+                VSTORE(dxb + tx*32 + 249984, vdrelu(VLOAD(xb + tx*32 + 249984), a0_9));
+                VSTORE(dxb + tx*32 + 275072, vdrelu(VLOAD(xb + tx*32 + 275072), a0_10));
+                VSTORE(dxb + tx*32 + 300160, vdrelu(VLOAD(xb + tx*32 + 300160), a0_11));
+                VSTORE(dxb + tx*32 + 325248, vdrelu(VLOAD(xb + tx*32 + 325248), a0_12));
+                VSTORE(dxb + tx*32 + 350336, vdrelu(VLOAD(xb + tx*32 + 350336), a0_13));
+                VSTORE(dxb + tx*32 + 375424, vdrelu(VLOAD(xb + tx*32 + 375424), a0_14));
+                VSTORE(dxb + tx*32 + 400512, vdrelu(VLOAD(xb + tx*32 + 400512), a0_15));
+            }
+            {
+                cg_v a0_0 = vsplat(0.0f);
+                cg_v a0_1 = vsplat(0.0f);
+                cg_v a0_2 = vsplat(0.0f);
+                cg_v a0_3 = vsplat(0.0f);
+                cg_v a0_4 = vsplat(0.0f);
+                cg_v a0_5 = vsplat(0.0f);
+                cg_v a0_6 = vsplat(0.0f);
+                cg_v a0_7 = vsplat(0.0f);
+                cg_v a0_8 = vsplat(0.0f);
+                cg_v a0_9 = vsplat(0.0f);
+                cg_v a0_10 = vsplat(0.0f);
+                cg_v a0_11 = vsplat(0.0f);
+                cg_v a0_12 = vsplat(0.0f);
+                cg_v a0_13 = vsplat(0.0f);
+                cg_v a0_14 = vsplat(0.0f);
+                cg_v a0_15 = vsplat(0.0f);
+                for (int co = 0; co < 128; co++) {
+                    const float *restrict dyc = dyg + co*25088;
+                    const float *restrict wc = wg + co*1152;
+                    {
+                        const cg_v d0 = VLOAD(dyc + 25056 + 0);
+                        a0_0 += wc[4] * d0;
+                        a0_1 += wc[13] * d0;
+                        a0_2 += wc[22] * d0;
+                        a0_3 += wc[31] * d0;
+                        a0_4 += wc[40] * d0;
+                        a0_5 += wc[49] * d0;
+                        a0_6 += wc[58] * d0;
+                        a0_7 += wc[67] * d0;
+                        a0_8 += wc[76] * d0;
+                        a0_9 += wc[85] * d0;
+                        a0_10 += wc[94] * d0;
+                        a0_11 += wc[103] * d0;
+                        a0_12 += wc[112] * d0;
+                        a0_13 += wc[121] * d0;
+                        a0_14 += wc[130] * d0;
+                        a0_15 += wc[139] * d0;
+                    }
+                    {
+                        const cg_v d0 = VLOAD(dyc + 25024 + 0);
+                        a0_0 += wc[5] * d0;
+                        a0_1 += wc[14] * d0;
+                        a0_2 += wc[23] * d0;
+                        a0_3 += wc[32] * d0;
+                        a0_4 += wc[41] * d0;
+                        a0_5 += wc[50] * d0;
+                        a0_6 += wc[59] * d0;
+                        a0_7 += wc[68] * d0;
+                        a0_8 += wc[77] * d0;
+                        a0_9 += wc[86] * d0;
+                        a0_10 += wc[95] * d0;
+                        a0_11 += wc[104] * d0;
+                        a0_12 += wc[113] * d0;
+                        a0_13 += wc[122] * d0;
+                        a0_14 += wc[131] * d0;
+                        a0_15 += wc[140] * d0;
+                    }
+                    {
+                        const cg_v d0 = VLOAD(dyc + 24160 + 0);
+                        a0_0 += wc[7] * d0;
+                        a0_1 += wc[16] * d0;
+                        a0_2 += wc[25] * d0;
+                        a0_3 += wc[34] * d0;
+                        a0_4 += wc[43] * d0;
+                        a0_5 += wc[52] * d0;
+                        a0_6 += wc[61] * d0;
+                        a0_7 += wc[70] * d0;
+                        a0_8 += wc[79] * d0;
+                        a0_9 += wc[88] * d0;
+                        a0_10 += wc[97] * d0;
+                        a0_11 += wc[106] * d0;
+                        a0_12 += wc[115] * d0;
+                        a0_13 += wc[124] * d0;
+                        a0_14 += wc[133] * d0;
+                        a0_15 += wc[142] * d0;
+                    }
+                    {
+                        const cg_v d0 = VLOAD(dyc + 24128 + 0);
+                        a0_0 += wc[8] * d0;
+                        a0_1 += wc[17] * d0;
+                        a0_2 += wc[26] * d0;
+                        a0_3 += wc[35] * d0;
+                        a0_4 += wc[44] * d0;
+                        a0_5 += wc[53] * d0;
+                        a0_6 += wc[62] * d0;
+                        a0_7 += wc[71] * d0;
+                        a0_8 += wc[80] * d0;
+                        a0_9 += wc[89] * d0;
+                        a0_10 += wc[98] * d0;
+                        a0_11 += wc[107] * d0;
+                        a0_12 += wc[116] * d0;
+                        a0_13 += wc[125] * d0;
+                        a0_14 += wc[134] * d0;
+                        a0_15 += wc[143] * d0;
+                    }
+                }
+                VSTORE(dxb + 25056, vdrelu(VLOAD(xb + 25056), a0_0));
+                VSTORE(dxb + 50144, vdrelu(VLOAD(xb + 50144), a0_1));
+                VSTORE(dxb + 75232, vdrelu(VLOAD(xb + 75232), a0_2));
+                VSTORE(dxb + 100320, vdrelu(VLOAD(xb + 100320), a0_3));
+                VSTORE(dxb + 125408, vdrelu(VLOAD(xb + 125408), a0_4));
+                VSTORE(dxb + 150496, vdrelu(VLOAD(xb + 150496), a0_5));
+                VSTORE(dxb + 175584, vdrelu(VLOAD(xb + 175584), a0_6));
+                VSTORE(dxb + 200672, vdrelu(VLOAD(xb + 200672), a0_7));
+                VSTORE(dxb + 225760, vdrelu(VLOAD(xb + 225760), a0_8));
+                VSTORE(dxb + 250848, vdrelu(VLOAD(xb + 250848), a0_9));
+                VSTORE(dxb + 275936, vdrelu(VLOAD(xb + 275936), a0_10));
+                VSTORE(dxb + 301024, vdrelu(VLOAD(xb + 301024), a0_11));
+                VSTORE(dxb + 326112, vdrelu(VLOAD(xb + 326112), a0_12));
+                VSTORE(dxb + 351200, vdrelu(VLOAD(xb + 351200), a0_13));
+                VSTORE(dxb + 376288, vdrelu(VLOAD(xb + 376288), a0_14));
+                VSTORE(dxb + 401376, vdrelu(VLOAD(xb + 401376), a0_15));
+            }
+        }
+    }
+}
+
+/* layer 22: batchnorm 128x28x28 -> 128x28x28 (specs/resnet18.yaml:30:5)
+ * schedule lanes: fwd lanes dw lanes dx with dw threaded */
+static void l22_batchnorm_forward(const float *restrict P, float *restrict B, float *restrict S, const float *restrict x, float *restrict y, int nb, int training)
+{
+    /* x [128x28x28][lanes], y [128x28x28][lanes] */
+    const float *restrict gamma = P, *restrict beta = P + 128;
+    float *restrict rmean = B, *restrict rvar = B + 128, *restrict nbt = B + 256;
+    const int m = nb * 784; /* values per channel */
+    if (training) {
+        cg_v mask[2];
+        for (int v = 0; v < 2; v++)
+            for (int l = 0; l < 16; l++) mask[v][l] = v * 16 + l < nb ? 1.0f : 0.0f;
+        nbt[0] += 1.0f;
+        const float f = 0.1f;
+        CG_PARALLEL_FOR
+        for (int c = 0; c < 128; c++) {
+            const float *restrict xc = x + (size_t)c * 25088;
+            cg_v acc[2];
+            for (int v = 0; v < 2; v++) acc[v] = vsplat(0.0f);
+            for (int s = 0; s < 784; s++) {
+                for (int v = 0; v < 2; v++) {
+                    acc[v] += VLOAD(xc + s * 32 + v * 16) * mask[v];
+                }
+            }
+            double s1 = 0.0;
+            for (int v = 0; v < 2; v++) s1 += vsum(acc[v]);
+            const double mean = s1 / m;
+            const float fmean = (float)mean;
+            for (int v = 0; v < 2; v++) acc[v] = vsplat(0.0f);
+            for (int s = 0; s < 784; s++) {
+                for (int v = 0; v < 2; v++) {
+                    const cg_v dv = (VLOAD(xc + s * 32 + v * 16) - fmean) * mask[v];
+                    acc[v] += dv * dv;
+                }
+            }
+            double v2 = 0.0;
+            for (int v = 0; v < 2; v++) v2 += vsum(acc[v]);
+            const double var = v2 / m;
+            S[c] = fmean;
+            S[128 + c] = (float)(1.0 / sqrt(var + 1.0000000000000001e-05));
+            rmean[c] = (1.0f - f) * rmean[c] + f * fmean;
+            rvar[c] = (1.0f - f) * rvar[c] + f * (float)(m > 1 ? var * m / (m - 1) : var);
+        }
+    }
+    else {
+        CG_PARALLEL_FOR
+        for (int c = 0; c < 128; c++) {
+            S[c] = rmean[c];
+            S[128 + c] = 1.0f / sqrtf(rvar[c] + 1e-05f);
+        }
+    }
+    CG_PARALLEL_FOR
+    for (int c = 0; c < 128; c++) {
+        const float mean = S[c], a = S[128 + c] * gamma[c], bc = beta[c];
+        const float *restrict xc = x + (size_t)c * 25088;
+        float *restrict yc = y + (size_t)c * 25088;
+        for (int i = 0; i < 25088; i++) yc[i] = (xc[i] - mean) * a + bc;
+    }
+}
+
+/* l22_batchnorm_backward: the code of l19_batchnorm_backward */
+
+/* layer 23: conv2d 64x56x56 -> 128x28x28 (specs/resnet18.yaml:31:5)
+ * schedule lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=16,rows=1] dx lanes[TB=1,TCI=16] threaded */
+static void l23_conv2d_forward(const float *restrict P, const float *restrict x, float *restrict y)
+{
+    /* x [64x56x56][lanes], y [128x28x28][lanes] */
+    const float *restrict w = P;
+    CG_PARALLEL_FOR
+    for (int cb = 0; cb < 8; cb++) {
+        for (int v0 = 0; v0 < 2; v0 += 1) {
+            const float *restrict wb = w + cb*1024;
+            const float *restrict xg = x + 0 + v0 * 16;
+            float *restrict yb = y + cb*401408 + v0 * 16;
+            /* rows 0..27, cols 0..27: every tap */
+            for (int oy = 0; oy < 28; oy++) {
+                for (int ox = 0; ox < 28; ox++) {
+                    cg_v a0_0 = vsplat(0.0f);
+                    cg_v a0_1 = vsplat(0.0f);
+                    cg_v a0_2 = vsplat(0.0f);
+                    cg_v a0_3 = vsplat(0.0f);
+                    cg_v a0_4 = vsplat(0.0f);
+                    cg_v a0_5 = vsplat(0.0f);
+                    cg_v a0_6 = vsplat(0.0f);
+                    cg_v a0_7 = vsplat(0.0f);
+                    cg_v a0_8 = vsplat(0.0f);
+                    cg_v a0_9 = vsplat(0.0f);
+                    cg_v a0_10 = vsplat(0.0f);
+                    cg_v a0_11 = vsplat(0.0f);
+                    cg_v a0_12 = vsplat(0.0f);
+                    cg_v a0_13 = vsplat(0.0f);
+                    cg_v a0_14 = vsplat(0.0f);
+                    cg_v a0_15 = vsplat(0.0f);
+                    for (int ci = 0; ci < 64; ci++) {
+                        const float *restrict xc = xg + ci*100352;
+                        const float *restrict wc = wb + ci;
+                        {
+                            const cg_v x0 = VLOAD(xc + oy*3584 + ox*64 + 0);
+                            a0_0 += wc[0] * x0;
+                            a0_1 += wc[64] * x0;
+                            a0_2 += wc[128] * x0;
+                            a0_3 += wc[192] * x0;
+                            a0_4 += wc[256] * x0;
+                            a0_5 += wc[320] * x0;
+                            a0_6 += wc[384] * x0;
+                            a0_7 += wc[448] * x0;
+                            a0_8 += wc[512] * x0;
+                            a0_9 += wc[576] * x0;
+                            a0_10 += wc[640] * x0;
+                            a0_11 += wc[704] * x0;
+                            a0_12 += wc[768] * x0;
+                            a0_13 += wc[832] * x0;
+                            a0_14 += wc[896] * x0;
+                            a0_15 += wc[960] * x0;
+                        }
+                    }
+                    VSTORE(yb + oy*896 + ox*32, a0_0);
+                    VSTORE(yb + oy*896 + ox*32 + 25088, a0_1);
+                    VSTORE(yb + oy*896 + ox*32 + 50176, a0_2);
+                    VSTORE(yb + oy*896 + ox*32 + 75264, a0_3);
+                    VSTORE(yb + oy*896 + ox*32 + 100352, a0_4);
+                    VSTORE(yb + oy*896 + ox*32 + 125440, a0_5);
+                    VSTORE(yb + oy*896 + ox*32 + 150528, a0_6);
+                    VSTORE(yb + oy*896 + ox*32 + 175616, a0_7);
+                    VSTORE(yb + oy*896 + ox*32 + 200704, a0_8);
+                    VSTORE(yb + oy*896 + ox*32 + 225792, a0_9);
+                    VSTORE(yb + oy*896 + ox*32 + 250880, a0_10);
+                    VSTORE(yb + oy*896 + ox*32 + 275968, a0_11);
+                    VSTORE(yb + oy*896 + ox*32 + 301056, a0_12);
+                    VSTORE(yb + oy*896 + ox*32 + 326144, a0_13);
+                    VSTORE(yb + oy*896 + ox*32 + 351232, a0_14);
+                    VSTORE(yb + oy*896 + ox*32 + 376320, a0_15);
+                }
+            }
+        }
+    }
+}
+
+static void l23_conv2d_backward(float *restrict G, const float *restrict x, const float *restrict dy)
+{
+    /* x [64x56x56][lanes], y [128x28x28][lanes] */
+    float *restrict gw = G;
+    CG_PARALLEL_FOR
+    for (int cb = 0; cb < 8; cb++) {
+        const float *restrict dyb = dy + cb*401408;
+        for (int ci = 0; ci < 64; ci++) {
+            const float *restrict xc = x + ci*100352;
+            float *restrict gwc = gw + cb*1024 + ci;
+            { /* every tap */
+                cg_v a0_0 = vsplat(0.0f);
+                cg_v a1_0 = vsplat(0.0f);
+                cg_v a2_0 = vsplat(0.0f);
+                cg_v a3_0 = vsplat(0.0f);
+                cg_v a4_0 = vsplat(0.0f);
+                cg_v a5_0 = vsplat(0.0f);
+                cg_v a6_0 = vsplat(0.0f);
+                cg_v a7_0 = vsplat(0.0f);
+                cg_v a8_0 = vsplat(0.0f);
+                cg_v a9_0 = vsplat(0.0f);
+                cg_v a10_0 = vsplat(0.0f);
+                cg_v a11_0 = vsplat(0.0f);
+                cg_v a12_0 = vsplat(0.0f);
+                cg_v a13_0 = vsplat(0.0f);
+                cg_v a14_0 = vsplat(0.0f);
+                cg_v a15_0 = vsplat(0.0f);
+                /* rows 0..27, cols 0..27: every tap */
+                for (int oy = 0; oy < 28; oy++) {
+                    for (int ox = 0; ox < 28; ox++) {
+                        for (int v = 0; v < 2; v++) {
+                            cg_v d0 = VLOAD(dyb + oy*896 + ox*32 + v * 16), d1 = VLOAD(dyb + oy*896 + ox*32 + 25088 + v * 16), d2 = VLOAD(dyb + oy*896 + ox*32 + 50176 + v * 16), d3 = VLOAD(dyb + oy*896 + ox*32 + 75264 + v * 16), d4 = VLOAD(dyb + oy*896 + ox*32 + 100352 + v * 16), d5 = VLOAD(dyb + oy*896 + ox*32 + 125440 + v * 16), d6 = VLOAD(dyb + oy*896 + ox*32 + 150528 + v * 16), d7 = VLOAD(dyb + oy*896 + ox*32 + 175616 + v * 16), d8 = VLOAD(dyb + oy*896 + ox*32 + 200704 + v * 16), d9 = VLOAD(dyb + oy*896 + ox*32 + 225792 + v * 16), d10 = VLOAD(dyb + oy*896 + ox*32 + 250880 + v * 16), d11 = VLOAD(dyb + oy*896 + ox*32 + 275968 + v * 16), d12 = VLOAD(dyb + oy*896 + ox*32 + 301056 + v * 16), d13 = VLOAD(dyb + oy*896 + ox*32 + 326144 + v * 16), d14 = VLOAD(dyb + oy*896 + ox*32 + 351232 + v * 16), d15 = VLOAD(dyb + oy*896 + ox*32 + 376320 + v * 16); VKEEP(d0); VKEEP(d1); VKEEP(d2); VKEEP(d3); VKEEP(d4); VKEEP(d5); VKEEP(d6); VKEEP(d7); VKEEP(d8); VKEEP(d9); VKEEP(d10); VKEEP(d11); VKEEP(d12); VKEEP(d13); VKEEP(d14); VKEEP(d15);
+                            { cg_v xv = VLOAD(xc + oy*3584 + ox*64 + v * 16); VKEEP(xv); a0_0 += d0 * xv; a1_0 += d1 * xv; a2_0 += d2 * xv; a3_0 += d3 * xv; a4_0 += d4 * xv; a5_0 += d5 * xv; a6_0 += d6 * xv; a7_0 += d7 * xv; a8_0 += d8 * xv; a9_0 += d9 * xv; a10_0 += d10 * xv; a11_0 += d11 * xv; a12_0 += d12 * xv; a13_0 += d13 * xv; a14_0 += d14 * xv; a15_0 += d15 * xv; }
+                        }
+                    }
+                }
+                gwc[0] += vsum(a0_0);
+                gwc[64] += vsum(a1_0);
+                gwc[128] += vsum(a2_0);
+                gwc[192] += vsum(a3_0);
+                gwc[256] += vsum(a4_0);
+                gwc[320] += vsum(a5_0);
+                gwc[384] += vsum(a6_0);
+                gwc[448] += vsum(a7_0);
+                gwc[512] += vsum(a8_0);
+                gwc[576] += vsum(a9_0);
+                gwc[640] += vsum(a10_0);
+                gwc[704] += vsum(a11_0);
+                gwc[768] += vsum(a12_0);
+                gwc[832] += vsum(a13_0);
+                gwc[896] += vsum(a14_0);
+                gwc[960] += vsum(a15_0);
+            }
+        }
+    }
+}
+
+static void l23_conv2d_backward_dx(const float *restrict P, const float *restrict dy, float *restrict dx)
+{
+    /* x [64x56x56][lanes], y [128x28x28][lanes] */
+    const float *restrict w = P;
+    CG_PARALLEL_FOR
+    for (int cib = 0; cib < 4; cib++) {
+        for (int v0 = 0; v0 < 2; v0 += 1) {
+            float *restrict dxb = dx + cib*1605632 + v0 * 16;
+            const float *restrict dyg = dy + 0 + v0 * 16;
+            const float *restrict wg = w + cib*16;
+            /* inputs rows 0+2*t (t=0..27), cols 0+2*t (t=0..27): 1 taps */
+            for (int ty = 0; ty < 28; ty++) {
+                for (int tx = 0; tx < 28; tx++) {
+                    cg_v a0_0 = vsplat(0.0f);
+                    cg_v a0_1 = vsplat(0.0f);
+                    cg_v a0_2 = vsplat(0.0f);
+                    cg_v a0_3 = vsplat(0.0f);
+                    cg_v a0_4 = vsplat(0.0f);
+                    cg_v a0_5 = vsplat(0.0f);
+                    cg_v a0_6 = vsplat(0.0f);
+                    cg_v a0_7 = vsplat(0.0f);
+                    cg_v a0_8 = vsplat(0.0f);
+                    cg_v a0_9 = vsplat(0.0f);
+                    cg_v a0_10 = vsplat(0.0f);
+                    cg_v a0_11 = vsplat(0.0f);
+                    cg_v a0_12 = vsplat(0.0f);
+                    cg_v a0_13 = vsplat(0.0f);
+                    cg_v a0_14 = vsplat(0.0f);
+                    cg_v a0_15 = vsplat(0.0f);
+                    for (int co = 0; co < 128; co++) {
+                        const float *restrict dyc = dyg + co*25088;
+                        const float *restrict wc = wg + co*64;
+                        {
+                            const cg_v d0 = VLOAD(dyc + ty*896 + tx*32 + 0);
+                            a0_0 += wc[0] * d0;
+                            a0_1 += wc[1] * d0;
+                            a0_2 += wc[2] * d0;
+                            a0_3 += wc[3] * d0;
+                            a0_4 += wc[4] * d0;
+                            a0_5 += wc[5] * d0;
+                            a0_6 += wc[6] * d0;
+                            a0_7 += wc[7] * d0;
+                            a0_8 += wc[8] * d0;
+                            a0_9 += wc[9] * d0;
+                            a0_10 += wc[10] * d0;
+                            a0_11 += wc[11] * d0;
+                            a0_12 += wc[12] * d0;
+                            a0_13 += wc[13] * d0;
+                            a0_14 += wc[14] * d0;
+                            a0_15 += wc[15] * d0;
+                        }
+                    }
+                    VSTORE(dxb + ty*3584 + tx*64, a0_0);
+                    VSTORE(dxb + ty*3584 + tx*64 + 100352, a0_1);
+                    VSTORE(dxb + ty*3584 + tx*64 + 200704, a0_2);
+                    VSTORE(dxb + ty*3584 + tx*64 + 301056, a0_3);
+                    VSTORE(dxb + ty*3584 + tx*64 + 401408, a0_4);
+                    VSTORE(dxb + ty*3584 + tx*64 + 501760, a0_5);
+                    VSTORE(dxb + ty*3584 + tx*64 + 602112, a0_6);
+                    VSTORE(dxb + ty*3584 + tx*64 + 702464, a0_7);
+                    VSTORE(dxb + ty*3584 + tx*64 + 802816, a0_8);
+                    VSTORE(dxb + ty*3584 + tx*64 + 903168, a0_9);
+                    VSTORE(dxb + ty*3584 + tx*64 + 1003520, a0_10);
+                    VSTORE(dxb + ty*3584 + tx*64 + 1103872, a0_11);
+                    VSTORE(dxb + ty*3584 + tx*64 + 1204224, a0_12);
+                    VSTORE(dxb + ty*3584 + tx*64 + 1304576, a0_13);
+                    VSTORE(dxb + ty*3584 + tx*64 + 1404928, a0_14);
+                    VSTORE(dxb + ty*3584 + tx*64 + 1505280, a0_15);
+                }
+            }
+            /* inputs rows 0+2*t (t=0..27), cols 1+2*t (t=0..27): 0 taps */
+            for (int ty = 0; ty < 28; ty++) {
+                for (int tx = 0; tx < 28; tx++) {
+                    cg_v a0_0 = vsplat(0.0f);
+                    cg_v a0_1 = vsplat(0.0f);
+                    cg_v a0_2 = vsplat(0.0f);
+                    cg_v a0_3 = vsplat(0.0f);
+                    cg_v a0_4 = vsplat(0.0f);
+                    cg_v a0_5 = vsplat(0.0f);
+                    cg_v a0_6 = vsplat(0.0f);
+                    cg_v a0_7 = vsplat(0.0f);
+                    cg_v a0_8 = vsplat(0.0f);
+                    cg_v a0_9 = vsplat(0.0f);
+                    cg_v a0_10 = vsplat(0.0f);
+                    cg_v a0_11 = vsplat(0.0f);
+                    cg_v a0_12 = vsplat(0.0f);
+                    cg_v a0_13 = vsplat(0.0f);
+                    cg_v a0_14 = vsplat(0.0f);
+                    cg_v a0_15 = vsplat(0.0f);
+                    VSTORE(dxb + ty*3584 + tx*64 + 32, a0_0);
+                    VSTORE(dxb + ty*3584 + tx*64 + 100384, a0_1);
+                    VSTORE(dxb + ty*3584 + tx*64 + 200736, a0_2);
+                    VSTORE(dxb + ty*3584 + tx*64 + 301088, a0_3);
+                    VSTORE(dxb + ty*3584 + tx*64 + 401440, a0_4);
+                    VSTORE(dxb + ty*3584 + tx*64 + 501792, a0_5);
+                    VSTORE(dxb + ty*3584 + tx*64 + 602144, a0_6);
+                    VSTORE(dxb + ty*3584 + tx*64 + 702496, a0_7);
+                    VSTORE(dxb + ty*3584 + tx*64 + 802848, a0_8);
+                    VSTORE(dxb + ty*3584 + tx*64 + 903200, a0_9);
+                    VSTORE(dxb + ty*3584 + tx*64 + 1003552, a0_10);
+                    VSTORE(dxb + ty*3584 + tx*64 + 1103904, a0_11);
+                    VSTORE(dxb + ty*3584 + tx*64 + 1204256, a0_12);
+                    VSTORE(dxb + ty*3584 + tx*64 + 1304608, a0_13);
+                    VSTORE(dxb + ty*3584 + tx*64 + 1404960, a0_14);
+                    VSTORE(dxb + ty*3584 + tx*64 + 1505312, a0_15);
+                }
+            }
+            /* inputs rows 1+2*t (t=0..27), cols 0+2*t (t=0..27): 0 taps */
+            for (int ty = 0; ty < 28; ty++) {
+                for (int tx = 0; tx < 28; tx++) {
+                    cg_v a0_0 = vsplat(0.0f);
+                    cg_v a0_1 = vsplat(0.0f);
+                    cg_v a0_2 = vsplat(0.0f);
+                    cg_v a0_3 = vsplat(0.0f);
+                    cg_v a0_4 = vsplat(0.0f);
+                    cg_v a0_5 = vsplat(0.0f);
+                    cg_v a0_6 = vsplat(0.0f);
+                    cg_v a0_7 = vsplat(0.0f);
+                    cg_v a0_8 = vsplat(0.0f);
+                    cg_v a0_9 = vsplat(0.0f);
+                    cg_v a0_10 = vsplat(0.0f);
+                    cg_v a0_11 = vsplat(0.0f);
+                    cg_v a0_12 = vsplat(0.0f);
+                    cg_v a0_13 = vsplat(0.0f);
+                    cg_v a0_14 = vsplat(0.0f);
+                    cg_v a0_15 = vsplat(0.0f);
+                    VSTORE(dxb + ty*3584 + tx*64 + 1792, a0_0);
+                    VSTORE(dxb + ty*3584 + tx*64 + 102144, a0_1);
+                    VSTORE(dxb + ty*3584 + tx*64 + 202496, a0_2);
+                    VSTORE(dxb + ty*3584 + tx*64 + 302848, a0_3);
+                    VSTORE(dxb + ty*3584 + tx*64 + 403200, a0_4);
+                    VSTORE(dxb + ty*3584 + tx*64 + 503552, a0_5);
+                    VSTORE(dxb + ty*3584 + tx*64 + 603904, a0_6);
+                    VSTORE(dxb + ty*3584 + tx*64 + 704256, a0_7);
+                    VSTORE(dxb + ty*3584 + tx*64 + 804608, a0_8);
+                    VSTORE(dxb + ty*3584 + tx*64 + 904960, a0_9);
+                    VSTORE(dxb + ty*3584 + tx*64 + 1005312, a0_10);
+                    VSTORE(dxb + ty*3584 + tx*64 + 1105664, a0_11);
+                    VSTORE(dxb + ty*3584 + tx*64 + 1206016, a0_12);
+                    VSTORE(dxb + ty*3584 + tx*64 + 1306368, a0_13);
+                    VSTORE(dxb + ty*3584 + tx*64 + 1406720, a0_14);
+                    VSTORE(dxb + ty*3584 + tx*64 + 1507072, a0_15);
+                }
+            }
+            /* inputs rows 1+2*t (t=0..27), cols 1+2*t (t=0..27): 0 taps */
+            for (int ty = 0; ty < 28; ty++) {
+                for (int tx = 0; tx < 28; tx++) {
+                    cg_v a0_0 = vsplat(0.0f);
+                    cg_v a0_1 = vsplat(0.0f);
+                    cg_v a0_2 = vsplat(0.0f);
+                    cg_v a0_3 = vsplat(0.0f);
+                    cg_v a0_4 = vsplat(0.0f);
+                    cg_v a0_5 = vsplat(0.0f);
+                    cg_v a0_6 = vsplat(0.0f);
+                    cg_v a0_7 = vsplat(0.0f);
+                    cg_v a0_8 = vsplat(0.0f);
+                    cg_v a0_9 = vsplat(0.0f);
+                    cg_v a0_10 = vsplat(0.0f);
+                    cg_v a0_11 = vsplat(0.0f);
+                    cg_v a0_12 = vsplat(0.0f);
+                    cg_v a0_13 = vsplat(0.0f);
+                    cg_v a0_14 = vsplat(0.0f);
+                    cg_v a0_15 = vsplat(0.0f);
+                    VSTORE(dxb + ty*3584 + tx*64 + 1824, a0_0);
+                    VSTORE(dxb + ty*3584 + tx*64 + 102176, a0_1);
+                    VSTORE(dxb + ty*3584 + tx*64 + 202528, a0_2);
+                    VSTORE(dxb + ty*3584 + tx*64 + 302880, a0_3);
+                    VSTORE(dxb + ty*3584 + tx*64 + 403232, a0_4);
+                    VSTORE(dxb + ty*3584 + tx*64 + 503584, a0_5);
+                    VSTORE(dxb + ty*3584 + tx*64 + 603936, a0_6);
+                    VSTORE(dxb + ty*3584 + tx*64 + 704288, a0_7);
+                    VSTORE(dxb + ty*3584 + tx*64 + 804640, a0_8);
+                    VSTORE(dxb + ty*3584 + tx*64 + 904992, a0_9);
+                    VSTORE(dxb + ty*3584 + tx*64 + 1005344, a0_10);
+                    VSTORE(dxb + ty*3584 + tx*64 + 1105696, a0_11);
+                    VSTORE(dxb + ty*3584 + tx*64 + 1206048, a0_12);
+                    VSTORE(dxb + ty*3584 + tx*64 + 1306400, a0_13);
+                    VSTORE(dxb + ty*3584 + tx*64 + 1406752, a0_14);
+                    VSTORE(dxb + ty*3584 + tx*64 + 1507104, a0_15);
+                }
+            }
+        }
+    }
+}
+
+/* layer 24: batchnorm 128x28x28 -> 128x28x28 (specs/resnet18.yaml:32:5)
+ * schedule lanes: fwd lanes dw lanes dx with dw threaded */
+/* l24_batchnorm_forward: the code of l22_batchnorm_forward */
+
+/* l24_batchnorm_backward: the code of l19_batchnorm_backward */
+
+/* layer 25: add 128x28x28 -> 128x28x28 (specs/resnet18.yaml:33:5)
+ * schedule lanes: fwd lanes dw lanes dx with dw threaded */
+static void l25_add_forward(const float *restrict x2, float *restrict y)
+{
+    /* x1 [128x28x28][lanes], x2 [128x28x28][lanes], y [128x28x28][lanes] */
+    CG_PARALLEL_FOR
+    for (size_t i = 0; i < 3211264; i++)
+        y[i] = y[i] + x2[i];
+}
+
+static void l25_add_backward(const float *restrict dy, float *restrict dx1, float *restrict dx2)
+{
+    /* x1 [128x28x28][lanes], x2 [128x28x28][lanes], y [128x28x28][lanes] */
+    memcpy(dx1, dy, sizeof(float) * 32 * 100352);
+    memcpy(dx2, dy, sizeof(float) * 32 * 100352);
+}
+
+/* layer 26: relu 128x28x28 -> 128x28x28 (specs/resnet18.yaml:34:5)
+ * schedule lanes: fwd lanes dw lanes dx with dw threaded */
+static void l26_relu_forward(float *restrict y)
+{
+    /* x [128x28x28][lanes], y [128x28x28][lanes] */
+    CG_PARALLEL_FOR
+    for (int i = 0; i < 3211264; i++)
+        y[i] = y[i] <= 0.0f ? 0.0f : y[i];
+}
+
+static void l26_relu_backward(const float *restrict y, const float *restrict dy, float *restrict dx)
+{
+    /* x [128x28x28][lanes], y [128x28x28][lanes] */
+    CG_PARALLEL_FOR
+    for (int i = 0; i < 3211264; i++)
+        dx[i] = y[i] <= 0.0f ? 0.0f : dy[i];
+}
+
+/* layer 27: conv2d 128x28x28 -> 128x28x28 (specs/resnet18.yaml:35:5)
+ * schedule lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16] threaded */
+/* l27_conv2d_forward: the code of l21_conv2d_forward */
+
+/* l27_conv2d_backward: the code of l21_conv2d_backward */
+
+static void l27_conv2d_backward_dx(const float *restrict P, const float *restrict dy, float *restrict dx)
 {
     /* x [128x28x28][lanes], y [128x28x28][lanes] */
     const float *restrict w = P;
@@ -9101,429 +12118,6 @@ static void l21_conv2d_backward_dx(const float *restrict P, const float *restric
     }
 }
 
-/* layer 22: batchnorm 128x28x28 -> 128x28x28 (specs/resnet18.yaml:30:5)
- * schedule lanes: fwd lanes dw lanes dx with dw threaded */
-static void l22_batchnorm_forward(const float *restrict P, float *restrict B, float *restrict S, const float *restrict x, float *restrict y, int nb, int training)
-{
-    /* x [128x28x28][lanes], y [128x28x28][lanes] */
-    const float *restrict gamma = P, *restrict beta = P + 128;
-    float *restrict rmean = B, *restrict rvar = B + 128, *restrict nbt = B + 256;
-    const int m = nb * 784; /* values per channel */
-    if (training) {
-        cg_v mask[2];
-        for (int v = 0; v < 2; v++)
-            for (int l = 0; l < 16; l++) mask[v][l] = v * 16 + l < nb ? 1.0f : 0.0f;
-        nbt[0] += 1.0f;
-        const float f = 0.1f;
-        CG_PARALLEL_FOR
-        for (int c = 0; c < 128; c++) {
-            const float *restrict xc = x + (size_t)c * 25088;
-            cg_v acc[2];
-            for (int v = 0; v < 2; v++) acc[v] = vsplat(0.0f);
-            for (int s = 0; s < 784; s++) {
-                for (int v = 0; v < 2; v++) {
-                    acc[v] += VLOAD(xc + s * 32 + v * 16) * mask[v];
-                }
-            }
-            double s1 = 0.0;
-            for (int v = 0; v < 2; v++) s1 += vsum(acc[v]);
-            const double mean = s1 / m;
-            const float fmean = (float)mean;
-            for (int v = 0; v < 2; v++) acc[v] = vsplat(0.0f);
-            for (int s = 0; s < 784; s++) {
-                for (int v = 0; v < 2; v++) {
-                    const cg_v dv = (VLOAD(xc + s * 32 + v * 16) - fmean) * mask[v];
-                    acc[v] += dv * dv;
-                }
-            }
-            double v2 = 0.0;
-            for (int v = 0; v < 2; v++) v2 += vsum(acc[v]);
-            const double var = v2 / m;
-            S[c] = fmean;
-            S[128 + c] = (float)(1.0 / sqrt(var + 1.0000000000000001e-05));
-            rmean[c] = (1.0f - f) * rmean[c] + f * fmean;
-            rvar[c] = (1.0f - f) * rvar[c] + f * (float)(m > 1 ? var * m / (m - 1) : var);
-        }
-    }
-    else {
-        CG_PARALLEL_FOR
-        for (int c = 0; c < 128; c++) {
-            S[c] = rmean[c];
-            S[128 + c] = 1.0f / sqrtf(rvar[c] + 1e-05f);
-        }
-    }
-    CG_PARALLEL_FOR
-    for (int c = 0; c < 128; c++) {
-        const float mean = S[c], a = S[128 + c] * gamma[c], bc = beta[c];
-        const float *restrict xc = x + (size_t)c * 25088;
-        float *restrict yc = y + (size_t)c * 25088;
-        for (int i = 0; i < 25088; i++) yc[i] = (xc[i] - mean) * a + bc;
-    }
-}
-
-/* l22_batchnorm_backward: the code of l19_batchnorm_backward */
-
-/* layer 23: conv2d 64x56x56 -> 128x28x28 (specs/resnet18.yaml:31:5)
- * schedule lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=16,rows=1] dx lanes[TB=1,TCI=16] threaded */
-static void l23_conv2d_forward(const float *restrict P, const float *restrict x, float *restrict y)
-{
-    /* x [64x56x56][lanes], y [128x28x28][lanes] */
-    const float *restrict w = P;
-    CG_PARALLEL_FOR
-    for (int cb = 0; cb < 8; cb++) {
-        for (int v0 = 0; v0 < 2; v0 += 1) {
-            const float *restrict wb = w + cb*1024;
-            const float *restrict xg = x + 0 + v0 * 16;
-            float *restrict yb = y + cb*401408 + v0 * 16;
-            /* rows 0..27, cols 0..27: every tap */
-            for (int oy = 0; oy < 28; oy++) {
-                for (int ox = 0; ox < 28; ox++) {
-                    cg_v a0_0 = vsplat(0.0f);
-                    cg_v a0_1 = vsplat(0.0f);
-                    cg_v a0_2 = vsplat(0.0f);
-                    cg_v a0_3 = vsplat(0.0f);
-                    cg_v a0_4 = vsplat(0.0f);
-                    cg_v a0_5 = vsplat(0.0f);
-                    cg_v a0_6 = vsplat(0.0f);
-                    cg_v a0_7 = vsplat(0.0f);
-                    cg_v a0_8 = vsplat(0.0f);
-                    cg_v a0_9 = vsplat(0.0f);
-                    cg_v a0_10 = vsplat(0.0f);
-                    cg_v a0_11 = vsplat(0.0f);
-                    cg_v a0_12 = vsplat(0.0f);
-                    cg_v a0_13 = vsplat(0.0f);
-                    cg_v a0_14 = vsplat(0.0f);
-                    cg_v a0_15 = vsplat(0.0f);
-                    for (int ci = 0; ci < 64; ci++) {
-                        const float *restrict xc = xg + ci*100352;
-                        const float *restrict wc = wb + ci;
-                        {
-                            const cg_v x0 = VLOAD(xc + oy*3584 + ox*64 + 0);
-                            a0_0 += wc[0] * x0;
-                            a0_1 += wc[64] * x0;
-                            a0_2 += wc[128] * x0;
-                            a0_3 += wc[192] * x0;
-                            a0_4 += wc[256] * x0;
-                            a0_5 += wc[320] * x0;
-                            a0_6 += wc[384] * x0;
-                            a0_7 += wc[448] * x0;
-                            a0_8 += wc[512] * x0;
-                            a0_9 += wc[576] * x0;
-                            a0_10 += wc[640] * x0;
-                            a0_11 += wc[704] * x0;
-                            a0_12 += wc[768] * x0;
-                            a0_13 += wc[832] * x0;
-                            a0_14 += wc[896] * x0;
-                            a0_15 += wc[960] * x0;
-                        }
-                    }
-                    VSTORE(yb + oy*896 + ox*32, a0_0);
-                    VSTORE(yb + oy*896 + ox*32 + 25088, a0_1);
-                    VSTORE(yb + oy*896 + ox*32 + 50176, a0_2);
-                    VSTORE(yb + oy*896 + ox*32 + 75264, a0_3);
-                    VSTORE(yb + oy*896 + ox*32 + 100352, a0_4);
-                    VSTORE(yb + oy*896 + ox*32 + 125440, a0_5);
-                    VSTORE(yb + oy*896 + ox*32 + 150528, a0_6);
-                    VSTORE(yb + oy*896 + ox*32 + 175616, a0_7);
-                    VSTORE(yb + oy*896 + ox*32 + 200704, a0_8);
-                    VSTORE(yb + oy*896 + ox*32 + 225792, a0_9);
-                    VSTORE(yb + oy*896 + ox*32 + 250880, a0_10);
-                    VSTORE(yb + oy*896 + ox*32 + 275968, a0_11);
-                    VSTORE(yb + oy*896 + ox*32 + 301056, a0_12);
-                    VSTORE(yb + oy*896 + ox*32 + 326144, a0_13);
-                    VSTORE(yb + oy*896 + ox*32 + 351232, a0_14);
-                    VSTORE(yb + oy*896 + ox*32 + 376320, a0_15);
-                }
-            }
-        }
-    }
-}
-
-static void l23_conv2d_backward(float *restrict G, const float *restrict x, const float *restrict dy)
-{
-    /* x [64x56x56][lanes], y [128x28x28][lanes] */
-    float *restrict gw = G;
-    CG_PARALLEL_FOR
-    for (int cb = 0; cb < 8; cb++) {
-        const float *restrict dyb = dy + cb*401408;
-        for (int ci = 0; ci < 64; ci++) {
-            const float *restrict xc = x + ci*100352;
-            float *restrict gwc = gw + cb*1024 + ci;
-            { /* every tap */
-                cg_v a0_0 = vsplat(0.0f);
-                cg_v a1_0 = vsplat(0.0f);
-                cg_v a2_0 = vsplat(0.0f);
-                cg_v a3_0 = vsplat(0.0f);
-                cg_v a4_0 = vsplat(0.0f);
-                cg_v a5_0 = vsplat(0.0f);
-                cg_v a6_0 = vsplat(0.0f);
-                cg_v a7_0 = vsplat(0.0f);
-                cg_v a8_0 = vsplat(0.0f);
-                cg_v a9_0 = vsplat(0.0f);
-                cg_v a10_0 = vsplat(0.0f);
-                cg_v a11_0 = vsplat(0.0f);
-                cg_v a12_0 = vsplat(0.0f);
-                cg_v a13_0 = vsplat(0.0f);
-                cg_v a14_0 = vsplat(0.0f);
-                cg_v a15_0 = vsplat(0.0f);
-                /* rows 0..27, cols 0..27: every tap */
-                for (int oy = 0; oy < 28; oy++) {
-                    for (int ox = 0; ox < 28; ox++) {
-                        for (int v = 0; v < 2; v++) {
-                            cg_v d0 = VLOAD(dyb + oy*896 + ox*32 + v * 16), d1 = VLOAD(dyb + oy*896 + ox*32 + 25088 + v * 16), d2 = VLOAD(dyb + oy*896 + ox*32 + 50176 + v * 16), d3 = VLOAD(dyb + oy*896 + ox*32 + 75264 + v * 16), d4 = VLOAD(dyb + oy*896 + ox*32 + 100352 + v * 16), d5 = VLOAD(dyb + oy*896 + ox*32 + 125440 + v * 16), d6 = VLOAD(dyb + oy*896 + ox*32 + 150528 + v * 16), d7 = VLOAD(dyb + oy*896 + ox*32 + 175616 + v * 16), d8 = VLOAD(dyb + oy*896 + ox*32 + 200704 + v * 16), d9 = VLOAD(dyb + oy*896 + ox*32 + 225792 + v * 16), d10 = VLOAD(dyb + oy*896 + ox*32 + 250880 + v * 16), d11 = VLOAD(dyb + oy*896 + ox*32 + 275968 + v * 16), d12 = VLOAD(dyb + oy*896 + ox*32 + 301056 + v * 16), d13 = VLOAD(dyb + oy*896 + ox*32 + 326144 + v * 16), d14 = VLOAD(dyb + oy*896 + ox*32 + 351232 + v * 16), d15 = VLOAD(dyb + oy*896 + ox*32 + 376320 + v * 16); VKEEP(d0); VKEEP(d1); VKEEP(d2); VKEEP(d3); VKEEP(d4); VKEEP(d5); VKEEP(d6); VKEEP(d7); VKEEP(d8); VKEEP(d9); VKEEP(d10); VKEEP(d11); VKEEP(d12); VKEEP(d13); VKEEP(d14); VKEEP(d15);
-                            { cg_v xv = VLOAD(xc + oy*3584 + ox*64 + v * 16); VKEEP(xv); a0_0 += d0 * xv; a1_0 += d1 * xv; a2_0 += d2 * xv; a3_0 += d3 * xv; a4_0 += d4 * xv; a5_0 += d5 * xv; a6_0 += d6 * xv; a7_0 += d7 * xv; a8_0 += d8 * xv; a9_0 += d9 * xv; a10_0 += d10 * xv; a11_0 += d11 * xv; a12_0 += d12 * xv; a13_0 += d13 * xv; a14_0 += d14 * xv; a15_0 += d15 * xv; }
-                        }
-                    }
-                }
-                gwc[0] += vsum(a0_0);
-                gwc[64] += vsum(a1_0);
-                gwc[128] += vsum(a2_0);
-                gwc[192] += vsum(a3_0);
-                gwc[256] += vsum(a4_0);
-                gwc[320] += vsum(a5_0);
-                gwc[384] += vsum(a6_0);
-                gwc[448] += vsum(a7_0);
-                gwc[512] += vsum(a8_0);
-                gwc[576] += vsum(a9_0);
-                gwc[640] += vsum(a10_0);
-                gwc[704] += vsum(a11_0);
-                gwc[768] += vsum(a12_0);
-                gwc[832] += vsum(a13_0);
-                gwc[896] += vsum(a14_0);
-                gwc[960] += vsum(a15_0);
-            }
-        }
-    }
-}
-
-static void l23_conv2d_backward_dx(const float *restrict P, const float *restrict dy, float *restrict dx)
-{
-    /* x [64x56x56][lanes], y [128x28x28][lanes] */
-    const float *restrict w = P;
-    CG_PARALLEL_FOR
-    for (int cib = 0; cib < 4; cib++) {
-        for (int v0 = 0; v0 < 2; v0 += 1) {
-            float *restrict dxb = dx + cib*1605632 + v0 * 16;
-            const float *restrict dyg = dy + 0 + v0 * 16;
-            const float *restrict wg = w + cib*16;
-            /* inputs rows 0+2*t (t=0..27), cols 0+2*t (t=0..27): 1 taps */
-            for (int ty = 0; ty < 28; ty++) {
-                for (int tx = 0; tx < 28; tx++) {
-                    cg_v a0_0 = vsplat(0.0f);
-                    cg_v a0_1 = vsplat(0.0f);
-                    cg_v a0_2 = vsplat(0.0f);
-                    cg_v a0_3 = vsplat(0.0f);
-                    cg_v a0_4 = vsplat(0.0f);
-                    cg_v a0_5 = vsplat(0.0f);
-                    cg_v a0_6 = vsplat(0.0f);
-                    cg_v a0_7 = vsplat(0.0f);
-                    cg_v a0_8 = vsplat(0.0f);
-                    cg_v a0_9 = vsplat(0.0f);
-                    cg_v a0_10 = vsplat(0.0f);
-                    cg_v a0_11 = vsplat(0.0f);
-                    cg_v a0_12 = vsplat(0.0f);
-                    cg_v a0_13 = vsplat(0.0f);
-                    cg_v a0_14 = vsplat(0.0f);
-                    cg_v a0_15 = vsplat(0.0f);
-                    for (int co = 0; co < 128; co++) {
-                        const float *restrict dyc = dyg + co*25088;
-                        const float *restrict wc = wg + co*64;
-                        {
-                            const cg_v d0 = VLOAD(dyc + ty*896 + tx*32 + 0);
-                            a0_0 += wc[0] * d0;
-                            a0_1 += wc[1] * d0;
-                            a0_2 += wc[2] * d0;
-                            a0_3 += wc[3] * d0;
-                            a0_4 += wc[4] * d0;
-                            a0_5 += wc[5] * d0;
-                            a0_6 += wc[6] * d0;
-                            a0_7 += wc[7] * d0;
-                            a0_8 += wc[8] * d0;
-                            a0_9 += wc[9] * d0;
-                            a0_10 += wc[10] * d0;
-                            a0_11 += wc[11] * d0;
-                            a0_12 += wc[12] * d0;
-                            a0_13 += wc[13] * d0;
-                            a0_14 += wc[14] * d0;
-                            a0_15 += wc[15] * d0;
-                        }
-                    }
-                    VSTORE(dxb + ty*3584 + tx*64, a0_0);
-                    VSTORE(dxb + ty*3584 + tx*64 + 100352, a0_1);
-                    VSTORE(dxb + ty*3584 + tx*64 + 200704, a0_2);
-                    VSTORE(dxb + ty*3584 + tx*64 + 301056, a0_3);
-                    VSTORE(dxb + ty*3584 + tx*64 + 401408, a0_4);
-                    VSTORE(dxb + ty*3584 + tx*64 + 501760, a0_5);
-                    VSTORE(dxb + ty*3584 + tx*64 + 602112, a0_6);
-                    VSTORE(dxb + ty*3584 + tx*64 + 702464, a0_7);
-                    VSTORE(dxb + ty*3584 + tx*64 + 802816, a0_8);
-                    VSTORE(dxb + ty*3584 + tx*64 + 903168, a0_9);
-                    VSTORE(dxb + ty*3584 + tx*64 + 1003520, a0_10);
-                    VSTORE(dxb + ty*3584 + tx*64 + 1103872, a0_11);
-                    VSTORE(dxb + ty*3584 + tx*64 + 1204224, a0_12);
-                    VSTORE(dxb + ty*3584 + tx*64 + 1304576, a0_13);
-                    VSTORE(dxb + ty*3584 + tx*64 + 1404928, a0_14);
-                    VSTORE(dxb + ty*3584 + tx*64 + 1505280, a0_15);
-                }
-            }
-            /* inputs rows 0+2*t (t=0..27), cols 1+2*t (t=0..27): 0 taps */
-            for (int ty = 0; ty < 28; ty++) {
-                for (int tx = 0; tx < 28; tx++) {
-                    cg_v a0_0 = vsplat(0.0f);
-                    cg_v a0_1 = vsplat(0.0f);
-                    cg_v a0_2 = vsplat(0.0f);
-                    cg_v a0_3 = vsplat(0.0f);
-                    cg_v a0_4 = vsplat(0.0f);
-                    cg_v a0_5 = vsplat(0.0f);
-                    cg_v a0_6 = vsplat(0.0f);
-                    cg_v a0_7 = vsplat(0.0f);
-                    cg_v a0_8 = vsplat(0.0f);
-                    cg_v a0_9 = vsplat(0.0f);
-                    cg_v a0_10 = vsplat(0.0f);
-                    cg_v a0_11 = vsplat(0.0f);
-                    cg_v a0_12 = vsplat(0.0f);
-                    cg_v a0_13 = vsplat(0.0f);
-                    cg_v a0_14 = vsplat(0.0f);
-                    cg_v a0_15 = vsplat(0.0f);
-                    VSTORE(dxb + ty*3584 + tx*64 + 32, a0_0);
-                    VSTORE(dxb + ty*3584 + tx*64 + 100384, a0_1);
-                    VSTORE(dxb + ty*3584 + tx*64 + 200736, a0_2);
-                    VSTORE(dxb + ty*3584 + tx*64 + 301088, a0_3);
-                    VSTORE(dxb + ty*3584 + tx*64 + 401440, a0_4);
-                    VSTORE(dxb + ty*3584 + tx*64 + 501792, a0_5);
-                    VSTORE(dxb + ty*3584 + tx*64 + 602144, a0_6);
-                    VSTORE(dxb + ty*3584 + tx*64 + 702496, a0_7);
-                    VSTORE(dxb + ty*3584 + tx*64 + 802848, a0_8);
-                    VSTORE(dxb + ty*3584 + tx*64 + 903200, a0_9);
-                    VSTORE(dxb + ty*3584 + tx*64 + 1003552, a0_10);
-                    VSTORE(dxb + ty*3584 + tx*64 + 1103904, a0_11);
-                    VSTORE(dxb + ty*3584 + tx*64 + 1204256, a0_12);
-                    VSTORE(dxb + ty*3584 + tx*64 + 1304608, a0_13);
-                    VSTORE(dxb + ty*3584 + tx*64 + 1404960, a0_14);
-                    VSTORE(dxb + ty*3584 + tx*64 + 1505312, a0_15);
-                }
-            }
-            /* inputs rows 1+2*t (t=0..27), cols 0+2*t (t=0..27): 0 taps */
-            for (int ty = 0; ty < 28; ty++) {
-                for (int tx = 0; tx < 28; tx++) {
-                    cg_v a0_0 = vsplat(0.0f);
-                    cg_v a0_1 = vsplat(0.0f);
-                    cg_v a0_2 = vsplat(0.0f);
-                    cg_v a0_3 = vsplat(0.0f);
-                    cg_v a0_4 = vsplat(0.0f);
-                    cg_v a0_5 = vsplat(0.0f);
-                    cg_v a0_6 = vsplat(0.0f);
-                    cg_v a0_7 = vsplat(0.0f);
-                    cg_v a0_8 = vsplat(0.0f);
-                    cg_v a0_9 = vsplat(0.0f);
-                    cg_v a0_10 = vsplat(0.0f);
-                    cg_v a0_11 = vsplat(0.0f);
-                    cg_v a0_12 = vsplat(0.0f);
-                    cg_v a0_13 = vsplat(0.0f);
-                    cg_v a0_14 = vsplat(0.0f);
-                    cg_v a0_15 = vsplat(0.0f);
-                    VSTORE(dxb + ty*3584 + tx*64 + 1792, a0_0);
-                    VSTORE(dxb + ty*3584 + tx*64 + 102144, a0_1);
-                    VSTORE(dxb + ty*3584 + tx*64 + 202496, a0_2);
-                    VSTORE(dxb + ty*3584 + tx*64 + 302848, a0_3);
-                    VSTORE(dxb + ty*3584 + tx*64 + 403200, a0_4);
-                    VSTORE(dxb + ty*3584 + tx*64 + 503552, a0_5);
-                    VSTORE(dxb + ty*3584 + tx*64 + 603904, a0_6);
-                    VSTORE(dxb + ty*3584 + tx*64 + 704256, a0_7);
-                    VSTORE(dxb + ty*3584 + tx*64 + 804608, a0_8);
-                    VSTORE(dxb + ty*3584 + tx*64 + 904960, a0_9);
-                    VSTORE(dxb + ty*3584 + tx*64 + 1005312, a0_10);
-                    VSTORE(dxb + ty*3584 + tx*64 + 1105664, a0_11);
-                    VSTORE(dxb + ty*3584 + tx*64 + 1206016, a0_12);
-                    VSTORE(dxb + ty*3584 + tx*64 + 1306368, a0_13);
-                    VSTORE(dxb + ty*3584 + tx*64 + 1406720, a0_14);
-                    VSTORE(dxb + ty*3584 + tx*64 + 1507072, a0_15);
-                }
-            }
-            /* inputs rows 1+2*t (t=0..27), cols 1+2*t (t=0..27): 0 taps */
-            for (int ty = 0; ty < 28; ty++) {
-                for (int tx = 0; tx < 28; tx++) {
-                    cg_v a0_0 = vsplat(0.0f);
-                    cg_v a0_1 = vsplat(0.0f);
-                    cg_v a0_2 = vsplat(0.0f);
-                    cg_v a0_3 = vsplat(0.0f);
-                    cg_v a0_4 = vsplat(0.0f);
-                    cg_v a0_5 = vsplat(0.0f);
-                    cg_v a0_6 = vsplat(0.0f);
-                    cg_v a0_7 = vsplat(0.0f);
-                    cg_v a0_8 = vsplat(0.0f);
-                    cg_v a0_9 = vsplat(0.0f);
-                    cg_v a0_10 = vsplat(0.0f);
-                    cg_v a0_11 = vsplat(0.0f);
-                    cg_v a0_12 = vsplat(0.0f);
-                    cg_v a0_13 = vsplat(0.0f);
-                    cg_v a0_14 = vsplat(0.0f);
-                    cg_v a0_15 = vsplat(0.0f);
-                    VSTORE(dxb + ty*3584 + tx*64 + 1824, a0_0);
-                    VSTORE(dxb + ty*3584 + tx*64 + 102176, a0_1);
-                    VSTORE(dxb + ty*3584 + tx*64 + 202528, a0_2);
-                    VSTORE(dxb + ty*3584 + tx*64 + 302880, a0_3);
-                    VSTORE(dxb + ty*3584 + tx*64 + 403232, a0_4);
-                    VSTORE(dxb + ty*3584 + tx*64 + 503584, a0_5);
-                    VSTORE(dxb + ty*3584 + tx*64 + 603936, a0_6);
-                    VSTORE(dxb + ty*3584 + tx*64 + 704288, a0_7);
-                    VSTORE(dxb + ty*3584 + tx*64 + 804640, a0_8);
-                    VSTORE(dxb + ty*3584 + tx*64 + 904992, a0_9);
-                    VSTORE(dxb + ty*3584 + tx*64 + 1005344, a0_10);
-                    VSTORE(dxb + ty*3584 + tx*64 + 1105696, a0_11);
-                    VSTORE(dxb + ty*3584 + tx*64 + 1206048, a0_12);
-                    VSTORE(dxb + ty*3584 + tx*64 + 1306400, a0_13);
-                    VSTORE(dxb + ty*3584 + tx*64 + 1406752, a0_14);
-                    VSTORE(dxb + ty*3584 + tx*64 + 1507104, a0_15);
-                }
-            }
-        }
-    }
-}
-
-/* layer 24: batchnorm 128x28x28 -> 128x28x28 (specs/resnet18.yaml:32:5)
- * schedule lanes: fwd lanes dw lanes dx with dw threaded */
-/* l24_batchnorm_forward: the code of l22_batchnorm_forward */
-
-/* l24_batchnorm_backward: the code of l19_batchnorm_backward */
-
-/* layer 25: add 128x28x28 -> 128x28x28 (specs/resnet18.yaml:33:5)
- * schedule lanes: fwd lanes dw lanes dx with dw threaded */
-static void l25_add_forward(const float *restrict x2, float *restrict y)
-{
-    /* x1 [128x28x28][lanes], x2 [128x28x28][lanes], y [128x28x28][lanes] */
-    CG_PARALLEL_FOR
-    for (size_t i = 0; i < 3211264; i++)
-        y[i] = y[i] + x2[i];
-}
-
-static void l25_add_backward(const float *restrict dy, float *restrict dx1, float *restrict dx2)
-{
-    /* x1 [128x28x28][lanes], x2 [128x28x28][lanes], y [128x28x28][lanes] */
-    memcpy(dx1, dy, sizeof(float) * 32 * 100352);
-    memcpy(dx2, dy, sizeof(float) * 32 * 100352);
-}
-
-/* layer 26: relu 128x28x28 -> 128x28x28 (specs/resnet18.yaml:34:5)
- * schedule lanes: fwd lanes dw lanes dx with dw threaded */
-static void l26_relu_forward(float *restrict y)
-{
-    /* x [128x28x28][lanes], y [128x28x28][lanes] */
-    CG_PARALLEL_FOR
-    for (int i = 0; i < 3211264; i++)
-        y[i] = y[i] <= 0.0f ? 0.0f : y[i];
-}
-
-/* l26_relu_backward: the code of l20_relu_backward */
-
-/* layer 27: conv2d 128x28x28 -> 128x28x28 (specs/resnet18.yaml:35:5)
- * schedule lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16] threaded */
-/* l27_conv2d_forward: the code of l21_conv2d_forward */
-
-/* l27_conv2d_backward: the code of l21_conv2d_backward */
-
-/* l27_conv2d_backward_dx: the code of l21_conv2d_backward_dx */
-
 /* layer 28: batchnorm 128x28x28 -> 128x28x28 (specs/resnet18.yaml:36:5)
  * schedule lanes: fwd lanes+relu dw lanes dx with dw threaded */
 /* l28_batchnorm_forward: the code of l19_batchnorm_forward */
@@ -9534,10 +12128,10 @@ static void l26_relu_forward(float *restrict y)
  * schedule lanes: fwd lanes dw lanes dx with dw threaded */
 /* l29_relu_forward: none, layer 28 stores its output through the relu */
 
-/* l29_relu_backward: the code of l20_relu_backward */
+/* l29_relu_backward: none, layer 30 masks its dx stores with the relu's derivative */
 
 /* layer 30: conv2d 128x28x28 -> 128x28x28 (specs/resnet18.yaml:38:5)
- * schedule lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16] threaded */
+ * schedule lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16]+relu' threaded */
 /* l30_conv2d_forward: the code of l21_conv2d_forward */
 
 /* l30_conv2d_backward: the code of l21_conv2d_backward */
@@ -9560,7 +12154,7 @@ static void l26_relu_forward(float *restrict y)
  * schedule lanes: fwd lanes dw lanes dx with dw threaded */
 /* l33_relu_forward: the code of l26_relu_forward */
 
-/* l33_relu_backward: the code of l20_relu_backward */
+/* l33_relu_backward: the code of l26_relu_backward */
 
 /* layer 34: conv2d 128x28x28 -> 256x14x14 (specs/resnet18.yaml:42:5)
  * schedule lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16] threaded */
@@ -11061,16 +13655,10 @@ static void l35_batchnorm_backward(const float *restrict P, float *restrict G, f
  * schedule lanes: fwd lanes dw lanes dx with dw threaded */
 /* l36_relu_forward: none, layer 35 stores its output through the relu */
 
-static void l36_relu_backward(const float *restrict y, const float *restrict dy, float *restrict dx)
-{
-    /* x [256x14x14][lanes], y [256x14x14][lanes] */
-    CG_PARALLEL_FOR
-    for (int i = 0; i < 1605632; i++)
-        dx[i] = y[i] <= 0.0f ? 0.0f : dy[i];
-}
+/* l36_relu_backward: none, layer 37 masks its dx stores with the relu's derivative */
 
 /* layer 37: conv2d 256x14x14 -> 256x14x14 (specs/resnet18.yaml:45:5)
- * schedule lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16] threaded */
+ * schedule lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16]+relu' threaded */
 static void l37_conv2d_forward(const float *restrict P, const float *restrict x, float *restrict y)
 {
     /* x [256x14x14][lanes], y [256x14x14][lanes] */
@@ -12482,7 +15070,1733 @@ static void l37_conv2d_backward(float *restrict G, const float *restrict x, cons
     }
 }
 
-static void l37_conv2d_backward_dx(const float *restrict P, const float *restrict dy, float *restrict dx)
+static void l37_conv2d_backward_dx(const float *restrict P, const float *restrict x, const float *restrict dy, float *restrict dx)
+{
+    /* x [256x14x14][lanes], y [256x14x14][lanes] */
+    const float *restrict w = P;
+    CG_PARALLEL_FOR
+    for (int cib = 0; cib < 16; cib++) {
+        for (int v0 = 0; v0 < 2; v0 += 1) {
+            float *restrict dxb = dx + cib*100352 + v0 * 16;
+            const float *restrict xb = x + cib*100352 + v0 * 16;
+            const float *restrict dyg = dy + 0 + v0 * 16;
+            const float *restrict wg = w + cib*144;
+            {
+                cg_v a0_0 = vsplat(0.0f);
+                cg_v a0_1 = vsplat(0.0f);
+                cg_v a0_2 = vsplat(0.0f);
+                cg_v a0_3 = vsplat(0.0f);
+                cg_v a0_4 = vsplat(0.0f);
+                cg_v a0_5 = vsplat(0.0f);
+                cg_v a0_6 = vsplat(0.0f);
+                cg_v a0_7 = vsplat(0.0f);
+                cg_v a0_8 = vsplat(0.0f);
+                cg_v a0_9 = vsplat(0.0f);
+                cg_v a0_10 = vsplat(0.0f);
+                cg_v a0_11 = vsplat(0.0f);
+                cg_v a0_12 = vsplat(0.0f);
+                cg_v a0_13 = vsplat(0.0f);
+                cg_v a0_14 = vsplat(0.0f);
+                cg_v a0_15 = vsplat(0.0f);
+                for (int co = 0; co < 256; co++) {
+                    const float *restrict dyc = dyg + co*6272;
+                    const float *restrict wc = wg + co*2304;
+                    {
+                        const cg_v d0 = VLOAD(dyc + 480 + 0);
+                        a0_0 += wc[0] * d0;
+                        a0_1 += wc[9] * d0;
+                        a0_2 += wc[18] * d0;
+                        a0_3 += wc[27] * d0;
+                        a0_4 += wc[36] * d0;
+                        a0_5 += wc[45] * d0;
+                        a0_6 += wc[54] * d0;
+                        a0_7 += wc[63] * d0;
+                        a0_8 += wc[72] * d0;
+                        a0_9 += wc[81] * d0;
+                        a0_10 += wc[90] * d0;
+                        a0_11 += wc[99] * d0;
+                        a0_12 += wc[108] * d0;
+                        a0_13 += wc[117] * d0;
+                        a0_14 += wc[126] * d0;
+                        a0_15 += wc[135] * d0;
+                    }
+                    {
+                        const cg_v d0 = VLOAD(dyc + 448 + 0);
+                        a0_0 += wc[1] * d0;
+                        a0_1 += wc[10] * d0;
+                        a0_2 += wc[19] * d0;
+                        a0_3 += wc[28] * d0;
+                        a0_4 += wc[37] * d0;
+                        a0_5 += wc[46] * d0;
+                        a0_6 += wc[55] * d0;
+                        a0_7 += wc[64] * d0;
+                        a0_8 += wc[73] * d0;
+                        a0_9 += wc[82] * d0;
+                        a0_10 += wc[91] * d0;
+                        a0_11 += wc[100] * d0;
+                        a0_12 += wc[109] * d0;
+                        a0_13 += wc[118] * d0;
+                        a0_14 += wc[127] * d0;
+                        a0_15 += wc[136] * d0;
+                    }
+                    {
+                        const cg_v d0 = VLOAD(dyc + 32 + 0);
+                        a0_0 += wc[3] * d0;
+                        a0_1 += wc[12] * d0;
+                        a0_2 += wc[21] * d0;
+                        a0_3 += wc[30] * d0;
+                        a0_4 += wc[39] * d0;
+                        a0_5 += wc[48] * d0;
+                        a0_6 += wc[57] * d0;
+                        a0_7 += wc[66] * d0;
+                        a0_8 += wc[75] * d0;
+                        a0_9 += wc[84] * d0;
+                        a0_10 += wc[93] * d0;
+                        a0_11 += wc[102] * d0;
+                        a0_12 += wc[111] * d0;
+                        a0_13 += wc[120] * d0;
+                        a0_14 += wc[129] * d0;
+                        a0_15 += wc[138] * d0;
+                    }
+                    {
+                        const cg_v d0 = VLOAD(dyc + 0 + 0);
+                        a0_0 += wc[4] * d0;
+                        a0_1 += wc[13] * d0;
+                        a0_2 += wc[22] * d0;
+                        a0_3 += wc[31] * d0;
+                        a0_4 += wc[40] * d0;
+                        a0_5 += wc[49] * d0;
+                        a0_6 += wc[58] * d0;
+                        a0_7 += wc[67] * d0;
+                        a0_8 += wc[76] * d0;
+                        a0_9 += wc[85] * d0;
+                        a0_10 += wc[94] * d0;
+                        a0_11 += wc[103] * d0;
+                        a0_12 += wc[112] * d0;
+                        a0_13 += wc[121] * d0;
+                        a0_14 += wc[130] * d0;
+                        a0_15 += wc[139] * d0;
+                    }
+                }
+                VSTORE(dxb + 0, vdrelu(VLOAD(xb + 0), a0_0));
+                VSTORE(dxb + 6272, vdrelu(VLOAD(xb + 6272), a0_1));
+                VSTORE(dxb + 12544, vdrelu(VLOAD(xb + 12544), a0_2));
+                VSTORE(dxb + 18816, vdrelu(VLOAD(xb + 18816), a0_3));
+                VSTORE(dxb + 25088, vdrelu(VLOAD(xb + 25088), a0_4));
+                VSTORE(dxb + 31360, vdrelu(VLOAD(xb + 31360), a0_5));
+                VSTORE(dxb + 37632, vdrelu(VLOAD(xb + 37632), a0_6));
+                VSTORE(dxb + 43904, vdrelu(VLOAD(xb + 43904), a0_7));
+                VSTORE(dxb + 50176, vdrelu(VLOAD(xb + 50176), a0_8));
+                VSTORE(dxb + 56448, vdrelu(VLOAD(xb + 56448), a0_9));
+                VSTORE(dxb + 62720, vdrelu(VLOAD(xb + 62720), a0_10));
+                VSTORE(dxb + 68992, vdrelu(VLOAD(xb + 68992), a0_11));
+                VSTORE(dxb + 75264, vdrelu(VLOAD(xb + 75264), a0_12));
+                VSTORE(dxb + 81536, vdrelu(VLOAD(xb + 81536), a0_13));
+                VSTORE(dxb + 87808, vdrelu(VLOAD(xb + 87808), a0_14));
+                VSTORE(dxb + 94080, vdrelu(VLOAD(xb + 94080), a0_15));
+            }
+            /* inputs rows 0+1*t (t=0..0), cols 0+1*t (t=1..12): 6 taps */
+            for (int tx = 1; tx < 13; tx++) {
+                cg_v a0_0 = vsplat(0.0f);
+                cg_v a0_1 = vsplat(0.0f);
+                cg_v a0_2 = vsplat(0.0f);
+                cg_v a0_3 = vsplat(0.0f);
+                cg_v a0_4 = vsplat(0.0f);
+                cg_v a0_5 = vsplat(0.0f);
+                cg_v a0_6 = vsplat(0.0f);
+                cg_v a0_7 = vsplat(0.0f);
+                cg_v a0_8 = vsplat(0.0f);
+                cg_v a0_9 = vsplat(0.0f);
+                cg_v a0_10 = vsplat(0.0f);
+                cg_v a0_11 = vsplat(0.0f);
+                cg_v a0_12 = vsplat(0.0f);
+                cg_v a0_13 = vsplat(0.0f);
+                cg_v a0_14 = vsplat(0.0f);
+                cg_v a0_15 = vsplat(0.0f);
+                for (int co = 0; co < 256; co++) {
+                    const float *restrict dyc = dyg + co*6272;
+                    const float *restrict wc = wg + co*2304;
+                    {
+                        const cg_v d0 = VLOAD(dyc + tx*32 + 480 + 0);
+                        a0_0 += wc[0] * d0;
+                        a0_1 += wc[9] * d0;
+                        a0_2 += wc[18] * d0;
+                        a0_3 += wc[27] * d0;
+                        a0_4 += wc[36] * d0;
+                        a0_5 += wc[45] * d0;
+                        a0_6 += wc[54] * d0;
+                        a0_7 += wc[63] * d0;
+                        a0_8 += wc[72] * d0;
+                        a0_9 += wc[81] * d0;
+                        a0_10 += wc[90] * d0;
+                        a0_11 += wc[99] * d0;
+                        a0_12 += wc[108] * d0;
+                        a0_13 += wc[117] * d0;
+                        a0_14 += wc[126] * d0;
+                        a0_15 += wc[135] * d0;
+                    }
+                    {
+                        const cg_v d0 = VLOAD(dyc + tx*32 + 448 + 0);
+                        a0_0 += wc[1] * d0;
+                        a0_1 += wc[10] * d0;
+                        a0_2 += wc[19] * d0;
+                        a0_3 += wc[28] * d0;
+                        a0_4 += wc[37] * d0;
+                        a0_5 += wc[46] * d0;
+                        a0_6 += wc[55] * d0;
+                        a0_7 += wc[64] * d0;
+                        a0_8 += wc[73] * d0;
+                        a0_9 += wc[82] * d0;
+                        a0_10 += wc[91] * d0;
+                        a0_11 += wc[100] * d0;
+                        a0_12 += wc[109] * d0;
+                        a0_13 += wc[118] * d0;
+                        a0_14 += wc[127] * d0;
+                        a0_15 += wc[136] * d0;
+                    }
+                    {
+                        const cg_v d0 = VLOAD(dyc + tx*32 + 416 + 0);
+                        a0_0 += wc[2] * d0;
+                        a0_1 += wc[11] * d0;
+                        a0_2 += wc[20] * d0;
+                        a0_3 += wc[29] * d0;
+                        a0_4 += wc[38] * d0;
+                        a0_5 += wc[47] * d0;
+                        a0_6 += wc[56] * d0;
+                        a0_7 += wc[65] * d0;
+                        a0_8 += wc[74] * d0;
+                        a0_9 += wc[83] * d0;
+                        a0_10 += wc[92] * d0;
+                        a0_11 += wc[101] * d0;
+                        a0_12 += wc[110] * d0;
+                        a0_13 += wc[119] * d0;
+                        a0_14 += wc[128] * d0;
+                        a0_15 += wc[137] * d0;
+                    }
+                    {
+                        const cg_v d0 = VLOAD(dyc + tx*32 + 32 + 0);
+                        a0_0 += wc[3] * d0;
+                        a0_1 += wc[12] * d0;
+                        a0_2 += wc[21] * d0;
+                        a0_3 += wc[30] * d0;
+                        a0_4 += wc[39] * d0;
+                        a0_5 += wc[48] * d0;
+                        a0_6 += wc[57] * d0;
+                        a0_7 += wc[66] * d0;
+                        a0_8 += wc[75] * d0;
+                        a0_9 += wc[84] * d0;
+                        a0_10 += wc[93] * d0;
+                        a0_11 += wc[102] * d0;
+                        a0_12 += wc[111] * d0;
+                        a0_13 += wc[120] * d0;
+                        a0_14 += wc[129] * d0;
+                        a0_15 += wc[138] * d0;
+                    }
+                    {
+                        const cg_v d0 = VLOAD(dyc + tx*32 + 0);
+                        a0_0 += wc[4] * d0;
+                        a0_1 += wc[13] * d0;
+                        a0_2 += wc[22] * d0;
+                        a0_3 += wc[31] * d0;
+                        a0_4 += wc[40] * d0;
+                        a0_5 += wc[49] * d0;
+                        a0_6 += wc[58] * d0;
+                        a0_7 += wc[67] * d0;
+                        a0_8 += wc[76] * d0;
+                        a0_9 += wc[85] * d0;
+                        a0_10 += wc[94] * d0;
+                        a0_11 += wc[103] * d0;
+                        a0_12 += wc[112] * d0;
+                        a0_13 += wc[121] * d0;
+                        a0_14 += wc[130] * d0;
+                        a0_15 += wc[139] * d0;
+                    }
+                    {
+                        const cg_v d0 = VLOAD(dyc + tx*32 - 32 + 0);
+                        a0_0 += wc[5] * d0;
+                        a0_1 += wc[14] * d0;
+                        a0_2 += wc[23] * d0;
+                        a0_3 += wc[32] * d0;
+                        a0_4 += wc[41] * d0;
+                        a0_5 += wc[50] * d0;
+                        a0_6 += wc[59] * d0;
+                        a0_7 += wc[68] * d0;
+                        a0_8 += wc[77] * d0;
+                        a0_9 += wc[86] * d0;
+                        a0_10 += wc[95] * d0;
+                        a0_11 += wc[104] * d0;
+                        a0_12 += wc[113] * d0;
+                        a0_13 += wc[122] * d0;
+                        a0_14 += wc[131] * d0;
+                        a0_15 += wc[140] * d0;
+                    }
+                }
+                VSTORE(dxb + tx*32, vdrelu(VLOAD(xb + tx*32), a0_0));
+                VSTORE(dxb + tx*32 + 6272, vdrelu(VLOAD(xb + tx*32 + 6272), a0_1));
+                VSTORE(dxb + tx*32 + 12544, vdrelu(VLOAD(xb + tx*32 + 12544), a0_2));
+                VSTORE(dxb + tx*32 + 18816, vdrelu(VLOAD(xb + tx*32 + 18816), a0_3));
+                VSTORE(dxb + tx*32 + 25088, vdrelu(VLOAD(xb + tx*32 + 25088), a0_4));
+                VSTORE(dxb + tx*32 + 31360, vdrelu(VLOAD(xb + tx*32 + 31360), a0_5));
+                VSTORE(dxb + tx*32 + 37632, vdrelu(VLOAD(xb + tx*32 + 37632), a0_6));
+                VSTORE(dxb + tx*32 + 43904, vdrelu(VLOAD(xb + tx*32 + 43904), a0_7));
+                VSTORE(dxb + tx*32 + 50176, vdrelu(VLOAD(xb + tx*32 + 50176), a0_8));
+                VSTORE(dxb + tx*32 + 56448, vdrelu(VLOAD(xb + tx*32 + 56448), a0_9));
+                VSTORE(dxb + tx*32 + 62720, vdrelu(VLOAD(xb + tx*32 + 62720), a0_10));
+                VSTORE(dxb + tx*32 + 68992, vdrelu(VLOAD(xb + tx*32 + 68992), a0_11));
+                VSTORE(dxb + tx*32 + 75264, vdrelu(VLOAD(xb + tx*32 + 75264), a0_12));
+                VSTORE(dxb + tx*32 + 81536, vdrelu(VLOAD(xb + tx*32 + 81536), a0_13));
+                VSTORE(dxb + tx*32 + 87808, vdrelu(VLOAD(xb + tx*32 + 87808), a0_14));
+                VSTORE(dxb + tx*32 + 94080, vdrelu(VLOAD(xb + tx*32 + 94080), a0_15));
+            }
+            {
+                cg_v a0_0 = vsplat(0.0f);
+                cg_v a0_1 = vsplat(0.0f);
+                cg_v a0_2 = vsplat(0.0f);
+                cg_v a0_3 = vsplat(0.0f);
+                cg_v a0_4 = vsplat(0.0f);
+                cg_v a0_5 = vsplat(0.0f);
+                cg_v a0_6 = vsplat(0.0f);
+                cg_v a0_7 = vsplat(0.0f);
+                cg_v a0_8 = vsplat(0.0f);
+                cg_v a0_9 = vsplat(0.0f);
+                cg_v a0_10 = vsplat(0.0f);
+                cg_v a0_11 = vsplat(0.0f);
+                cg_v a0_12 = vsplat(0.0f);
+                cg_v a0_13 = vsplat(0.0f);
+                cg_v a0_14 = vsplat(0.0f);
+                cg_v a0_15 = vsplat(0.0f);
+                for (int co = 0; co < 256; co++) {
+                    const float *restrict dyc = dyg + co*6272;
+                    const float *restrict wc = wg + co*2304;
+                    {
+                        const cg_v d0 = VLOAD(dyc + 864 + 0);
+                        a0_0 += wc[1] * d0;
+                        a0_1 += wc[10] * d0;
+                        a0_2 += wc[19] * d0;
+                        a0_3 += wc[28] * d0;
+                        a0_4 += wc[37] * d0;
+                        a0_5 += wc[46] * d0;
+                        a0_6 += wc[55] * d0;
+                        a0_7 += wc[64] * d0;
+                        a0_8 += wc[73] * d0;
+                        a0_9 += wc[82] * d0;
+                        a0_10 += wc[91] * d0;
+                        a0_11 += wc[100] * d0;
+                        a0_12 += wc[109] * d0;
+                        a0_13 += wc[118] * d0;
+                        a0_14 += wc[127] * d0;
+                        a0_15 += wc[136] * d0;
+                    }
+                    {
+                        const cg_v d0 = VLOAD(dyc + 832 + 0);
+                        a0_0 += wc[2] * d0;
+                        a0_1 += wc[11] * d0;
+                        a0_2 += wc[20] * d0;
+                        a0_3 += wc[29] * d0;
+                        a0_4 += wc[38] * d0;
+                        a0_5 += wc[47] * d0;
+                        a0_6 += wc[56] * d0;
+                        a0_7 += wc[65] * d0;
+                        a0_8 += wc[74] * d0;
+                        a0_9 += wc[83] * d0;
+                        a0_10 += wc[92] * d0;
+                        a0_11 += wc[101] * d0;
+                        a0_12 += wc[110] * d0;
+                        a0_13 += wc[119] * d0;
+                        a0_14 += wc[128] * d0;
+                        a0_15 += wc[137] * d0;
+                    }
+                    {
+                        const cg_v d0 = VLOAD(dyc + 416 + 0);
+                        a0_0 += wc[4] * d0;
+                        a0_1 += wc[13] * d0;
+                        a0_2 += wc[22] * d0;
+                        a0_3 += wc[31] * d0;
+                        a0_4 += wc[40] * d0;
+                        a0_5 += wc[49] * d0;
+                        a0_6 += wc[58] * d0;
+                        a0_7 += wc[67] * d0;
+                        a0_8 += wc[76] * d0;
+                        a0_9 += wc[85] * d0;
+                        a0_10 += wc[94] * d0;
+                        a0_11 += wc[103] * d0;
+                        a0_12 += wc[112] * d0;
+                        a0_13 += wc[121] * d0;
+                        a0_14 += wc[130] * d0;
+                        a0_15 += wc[139] * d0;
+                    }
+                    {
+                        const cg_v d0 = VLOAD(dyc + 384 + 0);
+                        a0_0 += wc[5] * d0;
+                        a0_1 += wc[14] * d0;
+                        a0_2 += wc[23] * d0;
+                        a0_3 += wc[32] * d0;
+                        a0_4 += wc[41] * d0;
+                        a0_5 += wc[50] * d0;
+                        a0_6 += wc[59] * d0;
+                        a0_7 += wc[68] * d0;
+                        a0_8 += wc[77] * d0;
+                        a0_9 += wc[86] * d0;
+                        a0_10 += wc[95] * d0;
+                        a0_11 += wc[104] * d0;
+                        a0_12 += wc[113] * d0;
+                        a0_13 += wc[122] * d0;
+                        a0_14 += wc[131] * d0;
+                        a0_15 += wc[140] * d0;
+                    }
+                }
+                VSTORE(dxb + 416, vdrelu(VLOAD(xb + 416), a0_0));
+                VSTORE(dxb + 6688, vdrelu(VLOAD(xb + 6688), a0_1));
+                VSTORE(dxb + 12960, vdrelu(VLOAD(xb + 12960), a0_2));
+                VSTORE(dxb + 19232, vdrelu(VLOAD(xb + 19232), a0_3));
+                VSTORE(dxb + 25504, vdrelu(VLOAD(xb + 25504), a0_4));
+                VSTORE(dxb + 31776, vdrelu(VLOAD(xb + 31776), a0_5));
+                VSTORE(dxb + 38048, vdrelu(VLOAD(xb + 38048), a0_6));
+                VSTORE(dxb + 44320, vdrelu(VLOAD(xb + 44320), a0_7));
+                VSTORE(dxb + 50592, vdrelu(VLOAD(xb + 50592), a0_8));
+                VSTORE(dxb + 56864, vdrelu(VLOAD(xb + 56864), a0_9));
+                VSTORE(dxb + 63136, vdrelu(VLOAD(xb + 63136), a0_10));
+                VSTORE(dxb + 69408, vdrelu(VLOAD(xb + 69408), a0_11));
+                VSTORE(dxb + 75680, vdrelu(VLOAD(xb + 75680), a0_12));
+                VSTORE(dxb + 81952, vdrelu(VLOAD(xb + 81952), a0_13));
+                VSTORE(dxb + 88224, vdrelu(VLOAD(xb + 88224), a0_14));
+                VSTORE(dxb + 94496, vdrelu(VLOAD(xb + 94496), a0_15));
+            }
+            /* inputs rows 0+1*t (t=1..12), cols 0+1*t (t=0..0): 6 taps */
+            for (int ty = 1; ty < 13; ty++) {
+                {
+                    cg_v a0_0 = vsplat(0.0f);
+                    cg_v a0_1 = vsplat(0.0f);
+                    cg_v a0_2 = vsplat(0.0f);
+                    cg_v a0_3 = vsplat(0.0f);
+                    cg_v a0_4 = vsplat(0.0f);
+                    cg_v a0_5 = vsplat(0.0f);
+                    cg_v a0_6 = vsplat(0.0f);
+                    cg_v a0_7 = vsplat(0.0f);
+                    cg_v a0_8 = vsplat(0.0f);
+                    cg_v a0_9 = vsplat(0.0f);
+                    cg_v a0_10 = vsplat(0.0f);
+                    cg_v a0_11 = vsplat(0.0f);
+                    cg_v a0_12 = vsplat(0.0f);
+                    cg_v a0_13 = vsplat(0.0f);
+                    cg_v a0_14 = vsplat(0.0f);
+                    cg_v a0_15 = vsplat(0.0f);
+                    for (int co = 0; co < 256; co++) {
+                        const float *restrict dyc = dyg + co*6272;
+                        const float *restrict wc = wg + co*2304;
+                        {
+                            const cg_v d0 = VLOAD(dyc + ty*448 + 480 + 0);
+                            a0_0 += wc[0] * d0;
+                            a0_1 += wc[9] * d0;
+                            a0_2 += wc[18] * d0;
+                            a0_3 += wc[27] * d0;
+                            a0_4 += wc[36] * d0;
+                            a0_5 += wc[45] * d0;
+                            a0_6 += wc[54] * d0;
+                            a0_7 += wc[63] * d0;
+                            a0_8 += wc[72] * d0;
+                            a0_9 += wc[81] * d0;
+                            a0_10 += wc[90] * d0;
+                            a0_11 += wc[99] * d0;
+                            a0_12 += wc[108] * d0;
+                            a0_13 += wc[117] * d0;
+                            a0_14 += wc[126] * d0;
+                            a0_15 += wc[135] * d0;
+                        }
+                        {
+                            const cg_v d0 = VLOAD(dyc + ty*448 + 448 + 0);
+                            a0_0 += wc[1] * d0;
+                            a0_1 += wc[10] * d0;
+                            a0_2 += wc[19] * d0;
+                            a0_3 += wc[28] * d0;
+                            a0_4 += wc[37] * d0;
+                            a0_5 += wc[46] * d0;
+                            a0_6 += wc[55] * d0;
+                            a0_7 += wc[64] * d0;
+                            a0_8 += wc[73] * d0;
+                            a0_9 += wc[82] * d0;
+                            a0_10 += wc[91] * d0;
+                            a0_11 += wc[100] * d0;
+                            a0_12 += wc[109] * d0;
+                            a0_13 += wc[118] * d0;
+                            a0_14 += wc[127] * d0;
+                            a0_15 += wc[136] * d0;
+                        }
+                        {
+                            const cg_v d0 = VLOAD(dyc + ty*448 + 32 + 0);
+                            a0_0 += wc[3] * d0;
+                            a0_1 += wc[12] * d0;
+                            a0_2 += wc[21] * d0;
+                            a0_3 += wc[30] * d0;
+                            a0_4 += wc[39] * d0;
+                            a0_5 += wc[48] * d0;
+                            a0_6 += wc[57] * d0;
+                            a0_7 += wc[66] * d0;
+                            a0_8 += wc[75] * d0;
+                            a0_9 += wc[84] * d0;
+                            a0_10 += wc[93] * d0;
+                            a0_11 += wc[102] * d0;
+                            a0_12 += wc[111] * d0;
+                            a0_13 += wc[120] * d0;
+                            a0_14 += wc[129] * d0;
+                            a0_15 += wc[138] * d0;
+                        }
+                        {
+                            const cg_v d0 = VLOAD(dyc + ty*448 + 0);
+                            a0_0 += wc[4] * d0;
+                            a0_1 += wc[13] * d0;
+                            a0_2 += wc[22] * d0;
+                            a0_3 += wc[31] * d0;
+                            a0_4 += wc[40] * d0;
+                            a0_5 += wc[49] * d0;
+                            a0_6 += wc[58] * d0;
+                            a0_7 += wc[67] * d0;
+                            a0_8 += wc[76] * d0;
+                            a0_9 += wc[85] * d0;
+                            a0_10 += wc[94] * d0;
+                            a0_11 += wc[103] * d0;
+                            a0_12 += wc[112] * d0;
+                            a0_13 += wc[121] * d0;
+                            a0_14 += wc[130] * d0;
+                            a0_15 += wc[139] * d0;
+                        }
+                        {
+                            const cg_v d0 = VLOAD(dyc + ty*448 - 416 + 0);
+                            a0_0 += wc[6] * d0;
+                            a0_1 += wc[15] * d0;
+                            a0_2 += wc[24] * d0;
+                            a0_3 += wc[33] * d0;
+                            a0_4 += wc[42] * d0;
+                            a0_5 += wc[51] * d0;
+                            a0_6 += wc[60] * d0;
+                            a0_7 += wc[69] * d0;
+                            a0_8 += wc[78] * d0;
+                            a0_9 += wc[87] * d0;
+                            a0_10 += wc[96] * d0;
+                            a0_11 += wc[105] * d0;
+                            a0_12 += wc[114] * d0;
+                            a0_13 += wc[123] * d0;
+                            a0_14 += wc[132] * d0;
+                            a0_15 += wc[141] * d0;
+                        }
+                        {
+                            const cg_v d0 = VLOAD(dyc + ty*448 - 448 + 0);
+                            a0_0 += wc[7] * d0;
+                            a0_1 += wc[16] * d0;
+                            a0_2 += wc[25] * d0;
+                            a0_3 += wc[34] * d0;
+                            a0_4 += wc[43] * d0;
+                            a0_5 += wc[52] * d0;
+                            a0_6 += wc[61] * d0;
+                            a0_7 += wc[70] * d0;
+                            a0_8 += wc[79] * d0;
+                            a0_9 += wc[88] * d0;
+                            a0_10 += wc[97] * d0;
+                            a0_11 += wc[106] * d0;
+                            a0_12 += wc[115] * d0;
+                            a0_13 += wc[124] * d0;
+                            a0_14 += wc[133] * d0;
+                            a0_15 += wc[142] * d0;
+                        }
+                    }
+                    VSTORE(dxb + ty*448, vdrelu(VLOAD(xb + ty*448), a0_0));
+                    VSTORE(dxb + ty*448 + 6272, vdrelu(VLOAD(xb + ty*448 + 6272), a0_1));
+                    VSTORE(dxb + ty*448 + 12544, vdrelu(VLOAD(xb + ty*448 + 12544), a0_2));
+                    VSTORE(dxb + ty*448 + 18816, vdrelu(VLOAD(xb + ty*448 + 18816), a0_3));
+                    VSTORE(dxb + ty*448 + 25088, vdrelu(VLOAD(xb + ty*448 + 25088), a0_4));
+                    VSTORE(dxb + ty*448 + 31360, vdrelu(VLOAD(xb + ty*448 + 31360), a0_5));
+                    VSTORE(dxb + ty*448 + 37632, vdrelu(VLOAD(xb + ty*448 + 37632), a0_6));
+                    VSTORE(dxb + ty*448 + 43904, vdrelu(VLOAD(xb + ty*448 + 43904), a0_7));
+                    VSTORE(dxb + ty*448 + 50176, vdrelu(VLOAD(xb + ty*448 + 50176), a0_8));
+                    VSTORE(dxb + ty*448 + 56448, vdrelu(VLOAD(xb + ty*448 + 56448), a0_9));
+                    VSTORE(dxb + ty*448 + 62720, vdrelu(VLOAD(xb + ty*448 + 62720), a0_10));
+                    VSTORE(dxb + ty*448 + 68992, vdrelu(VLOAD(xb + ty*448 + 68992), a0_11));
+                    VSTORE(dxb + ty*448 + 75264, vdrelu(VLOAD(xb + ty*448 + 75264), a0_12));
+                    VSTORE(dxb + ty*448 + 81536, vdrelu(VLOAD(xb + ty*448 + 81536), a0_13));
+                    VSTORE(dxb + ty*448 + 87808, vdrelu(VLOAD(xb + ty*448 + 87808), a0_14));
+                    VSTORE(dxb + ty*448 + 94080, vdrelu(VLOAD(xb + ty*448 + 94080), a0_15));
+                }
+            }
+            /* inputs rows 0+1*t (t=1..12), cols 0+1*t (t=1..12): 9 taps */
+            for (int ty = 1; ty < 13; ty++) {
+                for (int tx = 1; tx < 13; tx++) {
+                    cg_v a0_0 = vsplat(0.0f);
+                    cg_v a0_1 = vsplat(0.0f);
+                    cg_v a0_2 = vsplat(0.0f);
+                    cg_v a0_3 = vsplat(0.0f);
+                    cg_v a0_4 = vsplat(0.0f);
+                    cg_v a0_5 = vsplat(0.0f);
+                    cg_v a0_6 = vsplat(0.0f);
+                    cg_v a0_7 = vsplat(0.0f);
+                    cg_v a0_8 = vsplat(0.0f);
+                    cg_v a0_9 = vsplat(0.0f);
+                    cg_v a0_10 = vsplat(0.0f);
+                    cg_v a0_11 = vsplat(0.0f);
+                    cg_v a0_12 = vsplat(0.0f);
+                    cg_v a0_13 = vsplat(0.0f);
+                    cg_v a0_14 = vsplat(0.0f);
+                    cg_v a0_15 = vsplat(0.0f);
+                    for (int co = 0; co < 256; co++) {
+                        const float *restrict dyc = dyg + co*6272;
+                        const float *restrict wc = wg + co*2304;
+                        {
+                            const cg_v d0 = VLOAD(dyc + ty*448 + tx*32 + 480 + 0);
+                            a0_0 += wc[0] * d0;
+                            a0_1 += wc[9] * d0;
+                            a0_2 += wc[18] * d0;
+                            a0_3 += wc[27] * d0;
+                            a0_4 += wc[36] * d0;
+                            a0_5 += wc[45] * d0;
+                            a0_6 += wc[54] * d0;
+                            a0_7 += wc[63] * d0;
+                            a0_8 += wc[72] * d0;
+                            a0_9 += wc[81] * d0;
+                            a0_10 += wc[90] * d0;
+                            a0_11 += wc[99] * d0;
+                            a0_12 += wc[108] * d0;
+                            a0_13 += wc[117] * d0;
+                            a0_14 += wc[126] * d0;
+                            a0_15 += wc[135] * d0;
+                        }
+                        {
+                            const cg_v d0 = VLOAD(dyc + ty*448 + tx*32 + 448 + 0);
+                            a0_0 += wc[1] * d0;
+                            a0_1 += wc[10] * d0;
+                            a0_2 += wc[19] * d0;
+                            a0_3 += wc[28] * d0;
+                            a0_4 += wc[37] * d0;
+                            a0_5 += wc[46] * d0;
+                            a0_6 += wc[55] * d0;
+                            a0_7 += wc[64] * d0;
+                            a0_8 += wc[73] * d0;
+                            a0_9 += wc[82] * d0;
+                            a0_10 += wc[91] * d0;
+                            a0_11 += wc[100] * d0;
+                            a0_12 += wc[109] * d0;
+                            a0_13 += wc[118] * d0;
+                            a0_14 += wc[127] * d0;
+                            a0_15 += wc[136] * d0;
+                        }
+                        {
+                            const cg_v d0 = VLOAD(dyc + ty*448 + tx*32 + 416 + 0);
+                            a0_0 += wc[2] * d0;
+                            a0_1 += wc[11] * d0;
+                            a0_2 += wc[20] * d0;
+                            a0_3 += wc[29] * d0;
+                            a0_4 += wc[38] * d0;
+                            a0_5 += wc[47] * d0;
+                            a0_6 += wc[56] * d0;
+                            a0_7 += wc[65] * d0;
+                            a0_8 += wc[74] * d0;
+                            a0_9 += wc[83] * d0;
+                            a0_10 += wc[92] * d0;
+                            a0_11 += wc[101] * d0;
+                            a0_12 += wc[110] * d0;
+                            a0_13 += wc[119] * d0;
+                            a0_14 += wc[128] * d0;
+                            a0_15 += wc[137] * d0;
+                        }
+                        {
+                            const cg_v d0 = VLOAD(dyc + ty*448 + tx*32 + 32 + 0);
+                            a0_0 += wc[3] * d0;
+                            a0_1 += wc[12] * d0;
+                            a0_2 += wc[21] * d0;
+                            a0_3 += wc[30] * d0;
+                            a0_4 += wc[39] * d0;
+                            a0_5 += wc[48] * d0;
+                            a0_6 += wc[57] * d0;
+                            a0_7 += wc[66] * d0;
+                            a0_8 += wc[75] * d0;
+                            a0_9 += wc[84] * d0;
+                            a0_10 += wc[93] * d0;
+                            a0_11 += wc[102] * d0;
+                            a0_12 += wc[111] * d0;
+                            a0_13 += wc[120] * d0;
+                            a0_14 += wc[129] * d0;
+                            a0_15 += wc[138] * d0;
+                        }
+                        {
+                            const cg_v d0 = VLOAD(dyc + ty*448 + tx*32 + 0);
+                            a0_0 += wc[4] * d0;
+                            a0_1 += wc[13] * d0;
+                            a0_2 += wc[22] * d0;
+                            a0_3 += wc[31] * d0;
+                            a0_4 += wc[40] * d0;
+                            a0_5 += wc[49] * d0;
+                            a0_6 += wc[58] * d0;
+                            a0_7 += wc[67] * d0;
+                            a0_8 += wc[76] * d0;
+                            a0_9 += wc[85] * d0;
+                            a0_10 += wc[94] * d0;
+                            a0_11 += wc[103] * d0;
+                            a0_12 += wc[112] * d0;
+                            a0_13 += wc[121] * d0;
+                            a0_14 += wc[130] * d0;
+                            a0_15 += wc[139] * d0;
+                        }
+                        {
+                            const cg_v d0 = VLOAD(dyc + ty*448 + tx*32 - 32 + 0);
+                            a0_0 += wc[5] * d0;
+                            a0_1 += wc[14] * d0;
+                            a0_2 += wc[23] * d0;
+                            a0_3 += wc[32] * d0;
+                            a0_4 += wc[41] * d0;
+                            a0_5 += wc[50] * d0;
+                            a0_6 += wc[59] * d0;
+                            a0_7 += wc[68] * d0;
+                            a0_8 += wc[77] * d0;
+                            a0_9 += wc[86] * d0;
+                            a0_10 += wc[95] * d0;
+                            a0_11 += wc[104] * d0;
+                            a0_12 += wc[113] * d0;
+                            a0_13 += wc[122] * d0;
+                            a0_14 += wc[131] * d0;
+                            a0_15 += wc[140] * d0;
+                        }
+                        {
+                            const cg_v d0 = VLOAD(dyc + ty*448 + tx*32 - 416 + 0);
+                            a0_0 += wc[6] * d0;
+                            a0_1 += wc[15] * d0;
+                            a0_2 += wc[24] * d0;
+                            a0_3 += wc[33] * d0;
+                            a0_4 += wc[42] * d0;
+                            a0_5 += wc[51] * d0;
+                            a0_6 += wc[60] * d0;
+                            a0_7 += wc[69] * d0;
+                            a0_8 += wc[78] * d0;
+                            a0_9 += wc[87] * d0;
+                            a0_10 += wc[96] * d0;
+                            a0_11 += wc[105] * d0;
+                            a0_12 += wc[114] * d0;
+                            a0_13 += wc[123] * d0;
+                            a0_14 += wc[132] * d0;
+                            a0_15 += wc[141] * d0;
+                        }
+                        {
+                            const cg_v d0 = VLOAD(dyc + ty*448 + tx*32 - 448 + 0);
+                            a0_0 += wc[7] * d0;
+                            a0_1 += wc[16] * d0;
+                            a0_2 += wc[25] * d0;
+                            a0_3 += wc[34] * d0;
+                            a0_4 += wc[43] * d0;
+                            a0_5 += wc[52] * d0;
+                            a0_6 += wc[61] * d0;
+                            a0_7 += wc[70] * d0;
+                            a0_8 += wc[79] * d0;
+                            a0_9 += wc[88] * d0;
+                            a0_10 += wc[97] * d0;
+                            a0_11 += wc[106] * d0;
+                            a0_12 += wc[115] * d0;
+                            a0_13 += wc[124] * d0;
+                            a0_14 += wc[133] * d0;
+                            a0_15 += wc[142] * d0;
+                        }
+                        {
+                            const cg_v d0 = VLOAD(dyc + ty*448 + tx*32 - 480 + 0);
+                            a0_0 += wc[8] * d0;
+                            a0_1 += wc[17] * d0;
+                            a0_2 += wc[26] * d0;
+                            a0_3 += wc[35] * d0;
+                            a0_4 += wc[44] * d0;
+                            a0_5 += wc[53] * d0;
+                            a0_6 += wc[62] * d0;
+                            a0_7 += wc[71] * d0;
+                            a0_8 += wc[80] * d0;
+                            a0_9 += wc[89] * d0;
+                            a0_10 += wc[98] * d0;
+                            a0_11 += wc[107] * d0;
+                            a0_12 += wc[116] * d0;
+                            a0_13 += wc[125] * d0;
+                            a0_14 += wc[134] * d0;
+                            a0_15 += wc[143] * d0;
+                        }
+                    }
+                    VSTORE(dxb + ty*448 + tx*32, vdrelu(VLOAD(xb + ty*448 + tx*32), a0_0));
+                    VSTORE(dxb + ty*448 + tx*32 + 6272, vdrelu(VLOAD(xb + ty*448 + tx*32 + 6272), a0_1));
+                    VSTORE(dxb + ty*448 + tx*32 + 12544, vdrelu(VLOAD(xb + ty*448 + tx*32 + 12544), a0_2));
+                    VSTORE(dxb + ty*448 + tx*32 + 18816, vdrelu(VLOAD(xb + ty*448 + tx*32 + 18816), a0_3));
+                    VSTORE(dxb + ty*448 + tx*32 + 25088, vdrelu(VLOAD(xb + ty*448 + tx*32 + 25088), a0_4));
+                    VSTORE(dxb + ty*448 + tx*32 + 31360, vdrelu(VLOAD(xb + ty*448 + tx*32 + 31360), a0_5));
+                    VSTORE(dxb + ty*448 + tx*32 + 37632, vdrelu(VLOAD(xb + ty*448 + tx*32 + 37632), a0_6));
+                    VSTORE(dxb + ty*448 + tx*32 + 43904, vdrelu(VLOAD(xb + ty*448 + tx*32 + 43904), a0_7));
+                    VSTORE(dxb + ty*448 + tx*32 + 50176, vdrelu(VLOAD(xb + ty*448 + tx*32 + 50176), a0_8));
+                    VSTORE(dxb + ty*448 + tx*32 + 56448, vdrelu(VLOAD(xb + ty*448 + tx*32 + 56448), a0_9));
+                    VSTORE(dxb + ty*448 + tx*32 + 62720, vdrelu(VLOAD(xb + ty*448 + tx*32 + 62720), a0_10));
+                    VSTORE(dxb + ty*448 + tx*32 + 68992, vdrelu(VLOAD(xb + ty*448 + tx*32 + 68992), a0_11));
+                    VSTORE(dxb + ty*448 + tx*32 + 75264, vdrelu(VLOAD(xb + ty*448 + tx*32 + 75264), a0_12));
+                    VSTORE(dxb + ty*448 + tx*32 + 81536, vdrelu(VLOAD(xb + ty*448 + tx*32 + 81536), a0_13));
+                    VSTORE(dxb + ty*448 + tx*32 + 87808, vdrelu(VLOAD(xb + ty*448 + tx*32 + 87808), a0_14));
+                    VSTORE(dxb + ty*448 + tx*32 + 94080, vdrelu(VLOAD(xb + ty*448 + tx*32 + 94080), a0_15));
+                }
+            }
+            /* inputs rows 0+1*t (t=1..12), cols 0+1*t (t=13..13): 6 taps */
+            for (int ty = 1; ty < 13; ty++) {
+                {
+                    cg_v a0_0 = vsplat(0.0f);
+                    cg_v a0_1 = vsplat(0.0f);
+                    cg_v a0_2 = vsplat(0.0f);
+                    cg_v a0_3 = vsplat(0.0f);
+                    cg_v a0_4 = vsplat(0.0f);
+                    cg_v a0_5 = vsplat(0.0f);
+                    cg_v a0_6 = vsplat(0.0f);
+                    cg_v a0_7 = vsplat(0.0f);
+                    cg_v a0_8 = vsplat(0.0f);
+                    cg_v a0_9 = vsplat(0.0f);
+                    cg_v a0_10 = vsplat(0.0f);
+                    cg_v a0_11 = vsplat(0.0f);
+                    cg_v a0_12 = vsplat(0.0f);
+                    cg_v a0_13 = vsplat(0.0f);
+                    cg_v a0_14 = vsplat(0.0f);
+                    cg_v a0_15 = vsplat(0.0f);
+                    for (int co = 0; co < 256; co++) {
+                        const float *restrict dyc = dyg + co*6272;
+                        const float *restrict wc = wg + co*2304;
+                        {
+                            const cg_v d0 = VLOAD(dyc + ty*448 + 864 + 0);
+                            a0_0 += wc[1] * d0;
+                            a0_1 += wc[10] * d0;
+                            a0_2 += wc[19] * d0;
+                            a0_3 += wc[28] * d0;
+                            a0_4 += wc[37] * d0;
+                            a0_5 += wc[46] * d0;
+                            a0_6 += wc[55] * d0;
+                            a0_7 += wc[64] * d0;
+                            a0_8 += wc[73] * d0;
+                            a0_9 += wc[82] * d0;
+                            a0_10 += wc[91] * d0;
+                            a0_11 += wc[100] * d0;
+                            a0_12 += wc[109] * d0;
+                            a0_13 += wc[118] * d0;
+                            a0_14 += wc[127] * d0;
+                            a0_15 += wc[136] * d0;
+                        }
+                        {
+                            const cg_v d0 = VLOAD(dyc + ty*448 + 832 + 0);
+                            a0_0 += wc[2] * d0;
+                            a0_1 += wc[11] * d0;
+                            a0_2 += wc[20] * d0;
+                            a0_3 += wc[29] * d0;
+                            a0_4 += wc[38] * d0;
+                            a0_5 += wc[47] * d0;
+                            a0_6 += wc[56] * d0;
+                            a0_7 += wc[65] * d0;
+                            a0_8 += wc[74] * d0;
+                            a0_9 += wc[83] * d0;
+                            a0_10 += wc[92] * d0;
+                            a0_11 += wc[101] * d0;
+                            a0_12 += wc[110] * d0;
+                            a0_13 += wc[119] * d0;
+                            a0_14 += wc[128] * d0;
+                            a0_15 += wc[137] * d0;
+                        }
+                        {
+                            const cg_v d0 = VLOAD(dyc + ty*448 + 416 + 0);
+                            a0_0 += wc[4] * d0;
+                            a0_1 += wc[13] * d0;
+                            a0_2 += wc[22] * d0;
+                            a0_3 += wc[31] * d0;
+                            a0_4 += wc[40] * d0;
+                            a0_5 += wc[49] * d0;
+                            a0_6 += wc[58] * d0;
+                            a0_7 += wc[67] * d0;
+                            a0_8 += wc[76] * d0;
+                            a0_9 += wc[85] * d0;
+                            a0_10 += wc[94] * d0;
+                            a0_11 += wc[103] * d0;
+                            a0_12 += wc[112] * d0;
+                            a0_13 += wc[121] * d0;
+                            a0_14 += wc[130] * d0;
+                            a0_15 += wc[139] * d0;
+                        }
+                        {
+                            const cg_v d0 = VLOAD(dyc + ty*448 + 384 + 0);
+                            a0_0 += wc[5] * d0;
+                            a0_1 += wc[14] * d0;
+                            a0_2 += wc[23] * d0;
+                            a0_3 += wc[32] * d0;
+                            a0_4 += wc[41] * d0;
+                            a0_5 += wc[50] * d0;
+                            a0_6 += wc[59] * d0;
+                            a0_7 += wc[68] * d0;
+                            a0_8 += wc[77] * d0;
+                            a0_9 += wc[86] * d0;
+                            a0_10 += wc[95] * d0;
+                            a0_11 += wc[104] * d0;
+                            a0_12 += wc[113] * d0;
+                            a0_13 += wc[122] * d0;
+                            a0_14 += wc[131] * d0;
+                            a0_15 += wc[140] * d0;
+                        }
+                        {
+                            const cg_v d0 = VLOAD(dyc + ty*448 - 32 + 0);
+                            a0_0 += wc[7] * d0;
+                            a0_1 += wc[16] * d0;
+                            a0_2 += wc[25] * d0;
+                            a0_3 += wc[34] * d0;
+                            a0_4 += wc[43] * d0;
+                            a0_5 += wc[52] * d0;
+                            a0_6 += wc[61] * d0;
+                            a0_7 += wc[70] * d0;
+                            a0_8 += wc[79] * d0;
+                            a0_9 += wc[88] * d0;
+                            a0_10 += wc[97] * d0;
+                            a0_11 += wc[106] * d0;
+                            a0_12 += wc[115] * d0;
+                            a0_13 += wc[124] * d0;
+                            a0_14 += wc[133] * d0;
+                            a0_15 += wc[142] * d0;
+                        }
+                        {
+                            const cg_v d0 = VLOAD(dyc + ty*448 - 64 + 0);
+                            a0_0 += wc[8] * d0;
+                            a0_1 += wc[17] * d0;
+                            a0_2 += wc[26] * d0;
+                            a0_3 += wc[35] * d0;
+                            a0_4 += wc[44] * d0;
+                            a0_5 += wc[53] * d0;
+                            a0_6 += wc[62] * d0;
+                            a0_7 += wc[71] * d0;
+                            a0_8 += wc[80] * d0;
+                            a0_9 += wc[89] * d0;
+                            a0_10 += wc[98] * d0;
+                            a0_11 += wc[107] * d0;
+                            a0_12 += wc[116] * d0;
+                            a0_13 += wc[125] * d0;
+                            a0_14 += wc[134] * d0;
+                            a0_15 += wc[143] * d0;
+                        }
+                    }
+                    VSTORE(dxb + ty*448 + 416, vdrelu(VLOAD(xb + ty*448 + 416), a0_0));
+                    VSTORE(dxb + ty*448 + 6688, vdrelu(VLOAD(xb + ty*448 + 6688), a0_1));
+                    VSTORE(dxb + ty*448 + 12960, vdrelu(VLOAD(xb + ty*448 + 12960), a0_2));
+                    VSTORE(dxb + ty*448 + 19232, vdrelu(VLOAD(xb + ty*448 + 19232), a0_3));
+                    VSTORE(dxb + ty*448 + 25504, vdrelu(VLOAD(xb + ty*448 + 25504), a0_4));
+                    VSTORE(dxb + ty*448 + 31776, vdrelu(VLOAD(xb + ty*448 + 31776), a0_5));
+                    VSTORE(dxb + ty*448 + 38048, vdrelu(VLOAD(xb + ty*448 + 38048), a0_6));
+                    VSTORE(dxb + ty*448 + 44320, vdrelu(VLOAD(xb + ty*448 + 44320), a0_7));
+                    VSTORE(dxb + ty*448 + 50592, vdrelu(VLOAD(xb + ty*448 + 50592), a0_8));
+                    VSTORE(dxb + ty*448 + 56864, vdrelu(VLOAD(xb + ty*448 + 56864), a0_9));
+                    VSTORE(dxb + ty*448 + 63136, vdrelu(VLOAD(xb + ty*448 + 63136), a0_10));
+                    VSTORE(dxb + ty*448 + 69408, vdrelu(VLOAD(xb + ty*448 + 69408), a0_11));
+                    VSTORE(dxb + ty*448 + 75680, vdrelu(VLOAD(xb + ty*448 + 75680), a0_12));
+                    VSTORE(dxb + ty*448 + 81952, vdrelu(VLOAD(xb + ty*448 + 81952), a0_13));
+                    VSTORE(dxb + ty*448 + 88224, vdrelu(VLOAD(xb + ty*448 + 88224), a0_14));
+                    VSTORE(dxb + ty*448 + 94496, vdrelu(VLOAD(xb + ty*448 + 94496), a0_15));
+                }
+            }
+            {
+                cg_v a0_0 = vsplat(0.0f);
+                cg_v a0_1 = vsplat(0.0f);
+                cg_v a0_2 = vsplat(0.0f);
+                cg_v a0_3 = vsplat(0.0f);
+                cg_v a0_4 = vsplat(0.0f);
+                cg_v a0_5 = vsplat(0.0f);
+                cg_v a0_6 = vsplat(0.0f);
+                cg_v a0_7 = vsplat(0.0f);
+                cg_v a0_8 = vsplat(0.0f);
+                cg_v a0_9 = vsplat(0.0f);
+                cg_v a0_10 = vsplat(0.0f);
+                cg_v a0_11 = vsplat(0.0f);
+                cg_v a0_12 = vsplat(0.0f);
+                cg_v a0_13 = vsplat(0.0f);
+                cg_v a0_14 = vsplat(0.0f);
+                cg_v a0_15 = vsplat(0.0f);
+                for (int co = 0; co < 256; co++) {
+                    const float *restrict dyc = dyg + co*6272;
+                    const float *restrict wc = wg + co*2304;
+                    {
+                        const cg_v d0 = VLOAD(dyc + 5856 + 0);
+                        a0_0 += wc[3] * d0;
+                        a0_1 += wc[12] * d0;
+                        a0_2 += wc[21] * d0;
+                        a0_3 += wc[30] * d0;
+                        a0_4 += wc[39] * d0;
+                        a0_5 += wc[48] * d0;
+                        a0_6 += wc[57] * d0;
+                        a0_7 += wc[66] * d0;
+                        a0_8 += wc[75] * d0;
+                        a0_9 += wc[84] * d0;
+                        a0_10 += wc[93] * d0;
+                        a0_11 += wc[102] * d0;
+                        a0_12 += wc[111] * d0;
+                        a0_13 += wc[120] * d0;
+                        a0_14 += wc[129] * d0;
+                        a0_15 += wc[138] * d0;
+                    }
+                    {
+                        const cg_v d0 = VLOAD(dyc + 5824 + 0);
+                        a0_0 += wc[4] * d0;
+                        a0_1 += wc[13] * d0;
+                        a0_2 += wc[22] * d0;
+                        a0_3 += wc[31] * d0;
+                        a0_4 += wc[40] * d0;
+                        a0_5 += wc[49] * d0;
+                        a0_6 += wc[58] * d0;
+                        a0_7 += wc[67] * d0;
+                        a0_8 += wc[76] * d0;
+                        a0_9 += wc[85] * d0;
+                        a0_10 += wc[94] * d0;
+                        a0_11 += wc[103] * d0;
+                        a0_12 += wc[112] * d0;
+                        a0_13 += wc[121] * d0;
+                        a0_14 += wc[130] * d0;
+                        a0_15 += wc[139] * d0;
+                    }
+                    {
+                        const cg_v d0 = VLOAD(dyc + 5408 + 0);
+                        a0_0 += wc[6] * d0;
+                        a0_1 += wc[15] * d0;
+                        a0_2 += wc[24] * d0;
+                        a0_3 += wc[33] * d0;
+                        a0_4 += wc[42] * d0;
+                        a0_5 += wc[51] * d0;
+                        a0_6 += wc[60] * d0;
+                        a0_7 += wc[69] * d0;
+                        a0_8 += wc[78] * d0;
+                        a0_9 += wc[87] * d0;
+                        a0_10 += wc[96] * d0;
+                        a0_11 += wc[105] * d0;
+                        a0_12 += wc[114] * d0;
+                        a0_13 += wc[123] * d0;
+                        a0_14 += wc[132] * d0;
+                        a0_15 += wc[141] * d0;
+                    }
+                    {
+                        const cg_v d0 = VLOAD(dyc + 5376 + 0);
+                        a0_0 += wc[7] * d0;
+                        a0_1 += wc[16] * d0;
+                        a0_2 += wc[25] * d0;
+                        a0_3 += wc[34] * d0;
+                        a0_4 += wc[43] * d0;
+                        a0_5 += wc[52] * d0;
+                        a0_6 += wc[61] * d0;
+                        a0_7 += wc[70] * d0;
+                        a0_8 += wc[79] * d0;
+                        a0_9 += wc[88] * d0;
+                        a0_10 += wc[97] * d0;
+                        a0_11 += wc[106] * d0;
+                        a0_12 += wc[115] * d0;
+                        a0_13 += wc[124] * d0;
+                        a0_14 += wc[133] * d0;
+                        a0_15 += wc[142] * d0;
+                    }
+                }
+                VSTORE(dxb + 5824, vdrelu(VLOAD(xb + 5824), a0_0));
+                VSTORE(dxb + 12096, vdrelu(VLOAD(xb + 12096), a0_1));
+                VSTORE(dxb + 18368, vdrelu(VLOAD(xb + 18368), a0_2));
+                VSTORE(dxb + 24640, vdrelu(VLOAD(xb + 24640), a0_3));
+                VSTORE(dxb + 30912, vdrelu(VLOAD(xb + 30912), a0_4));
+                VSTORE(dxb + 37184, vdrelu(VLOAD(xb + 37184), a0_5));
+                VSTORE(dxb + 43456, vdrelu(VLOAD(xb + 43456), a0_6));
+                VSTORE(dxb + 49728, vdrelu(VLOAD(xb + 49728), a0_7));
+                VSTORE(dxb + 56000, vdrelu(VLOAD(xb + 56000), a0_8));
+                VSTORE(dxb + 62272, vdrelu(VLOAD(xb + 62272), a0_9));
+                VSTORE(dxb + 68544, vdrelu(VLOAD(xb + 68544), a0_10));
+                VSTORE(dxb + 74816, vdrelu(VLOAD(xb + 74816), a0_11));
+                VSTORE(dxb + 81088, vdrelu(VLOAD(xb + 81088), a0_12));
+                VSTORE(dxb + 87360, vdrelu(VLOAD(xb + 87360), a0_13));
+                VSTORE(dxb + 93632, vdrelu(VLOAD(xb + 93632), a0_14));
+                VSTORE(dxb + 99904, vdrelu(VLOAD(xb + 99904), a0_15));
+            }
+            /* inputs rows 0+1*t (t=13..13), cols 0+1*t (t=1..12): 6 taps */
+            for (int tx = 1; tx < 13; tx++) {
+                cg_v a0_0 = vsplat(0.0f);
+                cg_v a0_1 = vsplat(0.0f);
+                cg_v a0_2 = vsplat(0.0f);
+                cg_v a0_3 = vsplat(0.0f);
+                cg_v a0_4 = vsplat(0.0f);
+                cg_v a0_5 = vsplat(0.0f);
+                cg_v a0_6 = vsplat(0.0f);
+                cg_v a0_7 = vsplat(0.0f);
+                cg_v a0_8 = vsplat(0.0f);
+                cg_v a0_9 = vsplat(0.0f);
+                cg_v a0_10 = vsplat(0.0f);
+                cg_v a0_11 = vsplat(0.0f);
+                cg_v a0_12 = vsplat(0.0f);
+                cg_v a0_13 = vsplat(0.0f);
+                cg_v a0_14 = vsplat(0.0f);
+                cg_v a0_15 = vsplat(0.0f);
+                for (int co = 0; co < 256; co++) {
+                    const float *restrict dyc = dyg + co*6272;
+                    const float *restrict wc = wg + co*2304;
+                    {
+                        const cg_v d0 = VLOAD(dyc + tx*32 + 5856 + 0);
+                        a0_0 += wc[3] * d0;
+                        a0_1 += wc[12] * d0;
+                        a0_2 += wc[21] * d0;
+                        a0_3 += wc[30] * d0;
+                        a0_4 += wc[39] * d0;
+                        a0_5 += wc[48] * d0;
+                        a0_6 += wc[57] * d0;
+                        a0_7 += wc[66] * d0;
+                        a0_8 += wc[75] * d0;
+                        a0_9 += wc[84] * d0;
+                        a0_10 += wc[93] * d0;
+                        a0_11 += wc[102] * d0;
+                        a0_12 += wc[111] * d0;
+                        a0_13 += wc[120] * d0;
+                        a0_14 += wc[129] * d0;
+                        a0_15 += wc[138] * d0;
+                    }
+                    {
+                        const cg_v d0 = VLOAD(dyc + tx*32 + 5824 + 0);
+                        a0_0 += wc[4] * d0;
+                        a0_1 += wc[13] * d0;
+                        a0_2 += wc[22] * d0;
+                        a0_3 += wc[31] * d0;
+                        a0_4 += wc[40] * d0;
+                        a0_5 += wc[49] * d0;
+                        a0_6 += wc[58] * d0;
+                        a0_7 += wc[67] * d0;
+                        a0_8 += wc[76] * d0;
+                        a0_9 += wc[85] * d0;
+                        a0_10 += wc[94] * d0;
+                        a0_11 += wc[103] * d0;
+                        a0_12 += wc[112] * d0;
+                        a0_13 += wc[121] * d0;
+                        a0_14 += wc[130] * d0;
+                        a0_15 += wc[139] * d0;
+                    }
+                    {
+                        const cg_v d0 = VLOAD(dyc + tx*32 + 5792 + 0);
+                        a0_0 += wc[5] * d0;
+                        a0_1 += wc[14] * d0;
+                        a0_2 += wc[23] * d0;
+                        a0_3 += wc[32] * d0;
+                        a0_4 += wc[41] * d0;
+                        a0_5 += wc[50] * d0;
+                        a0_6 += wc[59] * d0;
+                        a0_7 += wc[68] * d0;
+                        a0_8 += wc[77] * d0;
+                        a0_9 += wc[86] * d0;
+                        a0_10 += wc[95] * d0;
+                        a0_11 += wc[104] * d0;
+                        a0_12 += wc[113] * d0;
+                        a0_13 += wc[122] * d0;
+                        a0_14 += wc[131] * d0;
+                        a0_15 += wc[140] * d0;
+                    }
+                    {
+                        const cg_v d0 = VLOAD(dyc + tx*32 + 5408 + 0);
+                        a0_0 += wc[6] * d0;
+                        a0_1 += wc[15] * d0;
+                        a0_2 += wc[24] * d0;
+                        a0_3 += wc[33] * d0;
+                        a0_4 += wc[42] * d0;
+                        a0_5 += wc[51] * d0;
+                        a0_6 += wc[60] * d0;
+                        a0_7 += wc[69] * d0;
+                        a0_8 += wc[78] * d0;
+                        a0_9 += wc[87] * d0;
+                        a0_10 += wc[96] * d0;
+                        a0_11 += wc[105] * d0;
+                        a0_12 += wc[114] * d0;
+                        a0_13 += wc[123] * d0;
+                        a0_14 += wc[132] * d0;
+                        a0_15 += wc[141] * d0;
+                    }
+                    {
+                        const cg_v d0 = VLOAD(dyc + tx*32 + 5376 + 0);
+                        a0_0 += wc[7] * d0;
+                        a0_1 += wc[16] * d0;
+                        a0_2 += wc[25] * d0;
+                        a0_3 += wc[34] * d0;
+                        a0_4 += wc[43] * d0;
+                        a0_5 += wc[52] * d0;
+                        a0_6 += wc[61] * d0;
+                        a0_7 += wc[70] * d0;
+                        a0_8 += wc[79] * d0;
+                        a0_9 += wc[88] * d0;
+                        a0_10 += wc[97] * d0;
+                        a0_11 += wc[106] * d0;
+                        a0_12 += wc[115] * d0;
+                        a0_13 += wc[124] * d0;
+                        a0_14 += wc[133] * d0;
+                        a0_15 += wc[142] * d0;
+                    }
+                    {
+                        const cg_v d0 = VLOAD(dyc + tx*32 + 5344 + 0);
+                        a0_0 += wc[8] * d0;
+                        a0_1 += wc[17] * d0;
+                        a0_2 += wc[26] * d0;
+                        a0_3 += wc[35] * d0;
+                        a0_4 += wc[44] * d0;
+                        a0_5 += wc[53] * d0;
+                        a0_6 += wc[62] * d0;
+                        a0_7 += wc[71] * d0;
+                        a0_8 += wc[80] * d0;
+                        a0_9 += wc[89] * d0;
+                        a0_10 += wc[98] * d0;
+                        a0_11 += wc[107] * d0;
+                        a0_12 += wc[116] * d0;
+                        a0_13 += wc[125] * d0;
+                        a0_14 += wc[134] * d0;
+                        a0_15 += wc[143] * d0;
+                    }
+                }
+                VSTORE(dxb + tx*32 + 5824, vdrelu(VLOAD(xb + tx*32 + 5824), a0_0));
+                VSTORE(dxb + tx*32 + 12096, vdrelu(VLOAD(xb + tx*32 + 12096), a0_1));
+                VSTORE(dxb + tx*32 + 18368, vdrelu(VLOAD(xb + tx*32 + 18368), a0_2));
+                VSTORE(dxb + tx*32 + 24640, vdrelu(VLOAD(xb + tx*32 + 24640), a0_3));
+                VSTORE(dxb + tx*32 + 30912, vdrelu(VLOAD(xb + tx*32 + 30912), a0_4));
+                VSTORE(dxb + tx*32 + 37184, vdrelu(VLOAD(xb + tx*32 + 37184), a0_5));
+                VSTORE(dxb + tx*32 + 43456, vdrelu(VLOAD(xb + tx*32 + 43456), a0_6));
+                VSTORE(dxb + tx*32 + 49728, vdrelu(VLOAD(xb + tx*32 + 49728), a0_7));
+                VSTORE(dxb + tx*32 + 56000, vdrelu(VLOAD(xb + tx*32 + 56000), a0_8));
+                VSTORE(dxb + tx*32 + 62272, vdrelu(VLOAD(xb + tx*32 + 62272), a0_9));
+                VSTORE(dxb + tx*32 + 68544, vdrelu(VLOAD(xb + tx*32 + 68544), a0_10));
+                VSTORE(dxb + tx*32 + 74816, vdrelu(VLOAD(xb + tx*32 + 74816), a0_11));
+                VSTORE(dxb + tx*32 + 81088, vdrelu(VLOAD(xb + tx*32 + 81088), a0_12));
+                VSTORE(dxb + tx*32 + 87360, vdrelu(VLOAD(xb + tx*32 + 87360), a0_13));
+                VSTORE(dxb + tx*32 + 93632, vdrelu(VLOAD(xb + tx*32 + 93632), a0_14));
+                VSTORE(dxb + tx*32 + 99904, vdrelu(VLOAD(xb + tx*32 + 99904), a0_15));
+            }
+            {
+                cg_v a0_0 = vsplat(0.0f);
+                cg_v a0_1 = vsplat(0.0f);
+                cg_v a0_2 = vsplat(0.0f);
+                cg_v a0_3 = vsplat(0.0f);
+                cg_v a0_4 = vsplat(0.0f);
+                cg_v a0_5 = vsplat(0.0f);
+                cg_v a0_6 = vsplat(0.0f);
+                cg_v a0_7 = vsplat(0.0f);
+                cg_v a0_8 = vsplat(0.0f);
+                cg_v a0_9 = vsplat(0.0f);
+                cg_v a0_10 = vsplat(0.0f);
+                cg_v a0_11 = vsplat(0.0f);
+                cg_v a0_12 = vsplat(0.0f);
+                cg_v a0_13 = vsplat(0.0f);
+                cg_v a0_14 = vsplat(0.0f);
+                cg_v a0_15 = vsplat(0.0f);
+                for (int co = 0; co < 256; co++) {
+                    const float *restrict dyc = dyg + co*6272;
+                    const float *restrict wc = wg + co*2304;
+                    {
+                        const cg_v d0 = VLOAD(dyc + 6240 + 0);
+                        a0_0 += wc[4] * d0;
+                        a0_1 += wc[13] * d0;
+                        a0_2 += wc[22] * d0;
+                        a0_3 += wc[31] * d0;
+                        a0_4 += wc[40] * d0;
+                        a0_5 += wc[49] * d0;
+                        a0_6 += wc[58] * d0;
+                        a0_7 += wc[67] * d0;
+                        a0_8 += wc[76] * d0;
+                        a0_9 += wc[85] * d0;
+                        a0_10 += wc[94] * d0;
+                        a0_11 += wc[103] * d0;
+                        a0_12 += wc[112] * d0;
+                        a0_13 += wc[121] * d0;
+                        a0_14 += wc[130] * d0;
+                        a0_15 += wc[139] * d0;
+                    }
+                    {
+                        const cg_v d0 = VLOAD(dyc + 6208 + 0);
+                        a0_0 += wc[5] * d0;
+                        a0_1 += wc[14] * d0;
+                        a0_2 += wc[23] * d0;
+                        a0_3 += wc[32] * d0;
+                        a0_4 += wc[41] * d0;
+                        a0_5 += wc[50] * d0;
+                        a0_6 += wc[59] * d0;
+                        a0_7 += wc[68] * d0;
+                        a0_8 += wc[77] * d0;
+                        a0_9 += wc[86] * d0;
+                        a0_10 += wc[95] * d0;
+                        a0_11 += wc[104] * d0;
+                        a0_12 += wc[113] * d0;
+                        a0_13 += wc[122] * d0;
+                        a0_14 += wc[131] * d0;
+                        a0_15 += wc[140] * d0;
+                    }
+                    {
+                        const cg_v d0 = VLOAD(dyc + 5792 + 0);
+                        a0_0 += wc[7] * d0;
+                        a0_1 += wc[16] * d0;
+                        a0_2 += wc[25] * d0;
+                        a0_3 += wc[34] * d0;
+                        a0_4 += wc[43] * d0;
+                        a0_5 += wc[52] * d0;
+                        a0_6 += wc[61] * d0;
+                        a0_7 += wc[70] * d0;
+                        a0_8 += wc[79] * d0;
+                        a0_9 += wc[88] * d0;
+                        a0_10 += wc[97] * d0;
+                        a0_11 += wc[106] * d0;
+                        a0_12 += wc[115] * d0;
+                        a0_13 += wc[124] * d0;
+                        a0_14 += wc[133] * d0;
+                        a0_15 += wc[142] * d0;
+                    }
+                    {
+                        const cg_v d0 = VLOAD(dyc + 5760 + 0);
+                        a0_0 += wc[8] * d0;
+                        a0_1 += wc[17] * d0;
+                        a0_2 += wc[26] * d0;
+                        a0_3 += wc[35] * d0;
+                        a0_4 += wc[44] * d0;
+                        a0_5 += wc[53] * d0;
+                        a0_6 += wc[62] * d0;
+                        a0_7 += wc[71] * d0;
+                        a0_8 += wc[80] * d0;
+                        a0_9 += wc[89] * d0;
+                        a0_10 += wc[98] * d0;
+                        a0_11 += wc[107] * d0;
+                        a0_12 += wc[116] * d0;
+                        a0_13 += wc[125] * d0;
+                        a0_14 += wc[134] * d0;
+                        a0_15 += wc[143] * d0;
+                    }
+                }
+                VSTORE(dxb + 6240, vdrelu(VLOAD(xb + 6240), a0_0));
+                VSTORE(dxb + 12512, vdrelu(VLOAD(xb + 12512), a0_1));
+                VSTORE(dxb + 18784, vdrelu(VLOAD(xb + 18784), a0_2));
+                VSTORE(dxb + 25056, vdrelu(VLOAD(xb + 25056), a0_3));
+                VSTORE(dxb + 31328, vdrelu(VLOAD(xb + 31328), a0_4));
+                VSTORE(dxb + 37600, vdrelu(VLOAD(xb + 37600), a0_5));
+                VSTORE(dxb + 43872, vdrelu(VLOAD(xb + 43872), a0_6));
+                VSTORE(dxb + 50144, vdrelu(VLOAD(xb + 50144), a0_7));
+                VSTORE(dxb + 56416, vdrelu(VLOAD(xb + 56416), a0_8));
+                VSTORE(dxb + 62688, vdrelu(VLOAD(xb + 62688), a0_9));
+                VSTORE(dxb + 68960, vdrelu(VLOAD(xb + 68960), a0_10));
+                VSTORE(dxb + 75232, vdrelu(VLOAD(xb + 75232), a0_11));
+                VSTORE(dxb + 81504, vdrelu(VLOAD(xb + 81504), a0_12));
+                VSTORE(dxb + 87776, vdrelu(VLOAD(xb + 87776), a0_13));
+                VSTORE(dxb + 94048, vdrelu(VLOAD(xb + 94048), a0_14));
+                VSTORE(dxb + 100320, vdrelu(VLOAD(xb + 100320), a0_15));
+            }
+        }
+    }
+}
+
+/* layer 38: batchnorm 256x14x14 -> 256x14x14 (specs/resnet18.yaml:46:5)
+ * schedule lanes: fwd lanes dw lanes dx with dw threaded */
+static void l38_batchnorm_forward(const float *restrict P, float *restrict B, float *restrict S, const float *restrict x, float *restrict y, int nb, int training)
+{
+    /* x [256x14x14][lanes], y [256x14x14][lanes] */
+    const float *restrict gamma = P, *restrict beta = P + 256;
+    float *restrict rmean = B, *restrict rvar = B + 256, *restrict nbt = B + 512;
+    const int m = nb * 196; /* values per channel */
+    if (training) {
+        cg_v mask[2];
+        for (int v = 0; v < 2; v++)
+            for (int l = 0; l < 16; l++) mask[v][l] = v * 16 + l < nb ? 1.0f : 0.0f;
+        nbt[0] += 1.0f;
+        const float f = 0.1f;
+        CG_PARALLEL_FOR
+        for (int c = 0; c < 256; c++) {
+            const float *restrict xc = x + (size_t)c * 6272;
+            cg_v acc[2];
+            for (int v = 0; v < 2; v++) acc[v] = vsplat(0.0f);
+            for (int s = 0; s < 196; s++) {
+                for (int v = 0; v < 2; v++) {
+                    acc[v] += VLOAD(xc + s * 32 + v * 16) * mask[v];
+                }
+            }
+            double s1 = 0.0;
+            for (int v = 0; v < 2; v++) s1 += vsum(acc[v]);
+            const double mean = s1 / m;
+            const float fmean = (float)mean;
+            for (int v = 0; v < 2; v++) acc[v] = vsplat(0.0f);
+            for (int s = 0; s < 196; s++) {
+                for (int v = 0; v < 2; v++) {
+                    const cg_v dv = (VLOAD(xc + s * 32 + v * 16) - fmean) * mask[v];
+                    acc[v] += dv * dv;
+                }
+            }
+            double v2 = 0.0;
+            for (int v = 0; v < 2; v++) v2 += vsum(acc[v]);
+            const double var = v2 / m;
+            S[c] = fmean;
+            S[256 + c] = (float)(1.0 / sqrt(var + 1.0000000000000001e-05));
+            rmean[c] = (1.0f - f) * rmean[c] + f * fmean;
+            rvar[c] = (1.0f - f) * rvar[c] + f * (float)(m > 1 ? var * m / (m - 1) : var);
+        }
+    }
+    else {
+        CG_PARALLEL_FOR
+        for (int c = 0; c < 256; c++) {
+            S[c] = rmean[c];
+            S[256 + c] = 1.0f / sqrtf(rvar[c] + 1e-05f);
+        }
+    }
+    CG_PARALLEL_FOR
+    for (int c = 0; c < 256; c++) {
+        const float mean = S[c], a = S[256 + c] * gamma[c], bc = beta[c];
+        const float *restrict xc = x + (size_t)c * 6272;
+        float *restrict yc = y + (size_t)c * 6272;
+        for (int i = 0; i < 6272; i++) yc[i] = (xc[i] - mean) * a + bc;
+    }
+}
+
+/* l38_batchnorm_backward: the code of l35_batchnorm_backward */
+
+/* layer 39: conv2d 128x28x28 -> 256x14x14 (specs/resnet18.yaml:47:5)
+ * schedule lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=16,rows=1] dx lanes[TB=1,TCI=16] threaded */
+static void l39_conv2d_forward(const float *restrict P, const float *restrict x, float *restrict y)
+{
+    /* x [128x28x28][lanes], y [256x14x14][lanes] */
+    const float *restrict w = P;
+    CG_PARALLEL_FOR
+    for (int cb = 0; cb < 16; cb++) {
+        for (int v0 = 0; v0 < 2; v0 += 1) {
+            const float *restrict wb = w + cb*2048;
+            const float *restrict xg = x + 0 + v0 * 16;
+            float *restrict yb = y + cb*100352 + v0 * 16;
+            /* rows 0..13, cols 0..13: every tap */
+            for (int oy = 0; oy < 14; oy++) {
+                for (int ox = 0; ox < 14; ox++) {
+                    cg_v a0_0 = vsplat(0.0f);
+                    cg_v a0_1 = vsplat(0.0f);
+                    cg_v a0_2 = vsplat(0.0f);
+                    cg_v a0_3 = vsplat(0.0f);
+                    cg_v a0_4 = vsplat(0.0f);
+                    cg_v a0_5 = vsplat(0.0f);
+                    cg_v a0_6 = vsplat(0.0f);
+                    cg_v a0_7 = vsplat(0.0f);
+                    cg_v a0_8 = vsplat(0.0f);
+                    cg_v a0_9 = vsplat(0.0f);
+                    cg_v a0_10 = vsplat(0.0f);
+                    cg_v a0_11 = vsplat(0.0f);
+                    cg_v a0_12 = vsplat(0.0f);
+                    cg_v a0_13 = vsplat(0.0f);
+                    cg_v a0_14 = vsplat(0.0f);
+                    cg_v a0_15 = vsplat(0.0f);
+                    for (int ci = 0; ci < 128; ci++) {
+                        const float *restrict xc = xg + ci*25088;
+                        const float *restrict wc = wb + ci;
+                        {
+                            const cg_v x0 = VLOAD(xc + oy*1792 + ox*64 + 0);
+                            a0_0 += wc[0] * x0;
+                            a0_1 += wc[128] * x0;
+                            a0_2 += wc[256] * x0;
+                            a0_3 += wc[384] * x0;
+                            a0_4 += wc[512] * x0;
+                            a0_5 += wc[640] * x0;
+                            a0_6 += wc[768] * x0;
+                            a0_7 += wc[896] * x0;
+                            a0_8 += wc[1024] * x0;
+                            a0_9 += wc[1152] * x0;
+                            a0_10 += wc[1280] * x0;
+                            a0_11 += wc[1408] * x0;
+                            a0_12 += wc[1536] * x0;
+                            a0_13 += wc[1664] * x0;
+                            a0_14 += wc[1792] * x0;
+                            a0_15 += wc[1920] * x0;
+                        }
+                    }
+                    VSTORE(yb + oy*448 + ox*32, a0_0);
+                    VSTORE(yb + oy*448 + ox*32 + 6272, a0_1);
+                    VSTORE(yb + oy*448 + ox*32 + 12544, a0_2);
+                    VSTORE(yb + oy*448 + ox*32 + 18816, a0_3);
+                    VSTORE(yb + oy*448 + ox*32 + 25088, a0_4);
+                    VSTORE(yb + oy*448 + ox*32 + 31360, a0_5);
+                    VSTORE(yb + oy*448 + ox*32 + 37632, a0_6);
+                    VSTORE(yb + oy*448 + ox*32 + 43904, a0_7);
+                    VSTORE(yb + oy*448 + ox*32 + 50176, a0_8);
+                    VSTORE(yb + oy*448 + ox*32 + 56448, a0_9);
+                    VSTORE(yb + oy*448 + ox*32 + 62720, a0_10);
+                    VSTORE(yb + oy*448 + ox*32 + 68992, a0_11);
+                    VSTORE(yb + oy*448 + ox*32 + 75264, a0_12);
+                    VSTORE(yb + oy*448 + ox*32 + 81536, a0_13);
+                    VSTORE(yb + oy*448 + ox*32 + 87808, a0_14);
+                    VSTORE(yb + oy*448 + ox*32 + 94080, a0_15);
+                }
+            }
+        }
+    }
+}
+
+static void l39_conv2d_backward(float *restrict G, const float *restrict x, const float *restrict dy)
+{
+    /* x [128x28x28][lanes], y [256x14x14][lanes] */
+    float *restrict gw = G;
+    CG_PARALLEL_FOR
+    for (int cb = 0; cb < 16; cb++) {
+        const float *restrict dyb = dy + cb*100352;
+        for (int ci = 0; ci < 128; ci++) {
+            const float *restrict xc = x + ci*25088;
+            float *restrict gwc = gw + cb*2048 + ci;
+            { /* every tap */
+                cg_v a0_0 = vsplat(0.0f);
+                cg_v a1_0 = vsplat(0.0f);
+                cg_v a2_0 = vsplat(0.0f);
+                cg_v a3_0 = vsplat(0.0f);
+                cg_v a4_0 = vsplat(0.0f);
+                cg_v a5_0 = vsplat(0.0f);
+                cg_v a6_0 = vsplat(0.0f);
+                cg_v a7_0 = vsplat(0.0f);
+                cg_v a8_0 = vsplat(0.0f);
+                cg_v a9_0 = vsplat(0.0f);
+                cg_v a10_0 = vsplat(0.0f);
+                cg_v a11_0 = vsplat(0.0f);
+                cg_v a12_0 = vsplat(0.0f);
+                cg_v a13_0 = vsplat(0.0f);
+                cg_v a14_0 = vsplat(0.0f);
+                cg_v a15_0 = vsplat(0.0f);
+                /* rows 0..13, cols 0..13: every tap */
+                for (int oy = 0; oy < 14; oy++) {
+                    for (int ox = 0; ox < 14; ox++) {
+                        for (int v = 0; v < 2; v++) {
+                            cg_v d0 = VLOAD(dyb + oy*448 + ox*32 + v * 16), d1 = VLOAD(dyb + oy*448 + ox*32 + 6272 + v * 16), d2 = VLOAD(dyb + oy*448 + ox*32 + 12544 + v * 16), d3 = VLOAD(dyb + oy*448 + ox*32 + 18816 + v * 16), d4 = VLOAD(dyb + oy*448 + ox*32 + 25088 + v * 16), d5 = VLOAD(dyb + oy*448 + ox*32 + 31360 + v * 16), d6 = VLOAD(dyb + oy*448 + ox*32 + 37632 + v * 16), d7 = VLOAD(dyb + oy*448 + ox*32 + 43904 + v * 16), d8 = VLOAD(dyb + oy*448 + ox*32 + 50176 + v * 16), d9 = VLOAD(dyb + oy*448 + ox*32 + 56448 + v * 16), d10 = VLOAD(dyb + oy*448 + ox*32 + 62720 + v * 16), d11 = VLOAD(dyb + oy*448 + ox*32 + 68992 + v * 16), d12 = VLOAD(dyb + oy*448 + ox*32 + 75264 + v * 16), d13 = VLOAD(dyb + oy*448 + ox*32 + 81536 + v * 16), d14 = VLOAD(dyb + oy*448 + ox*32 + 87808 + v * 16), d15 = VLOAD(dyb + oy*448 + ox*32 + 94080 + v * 16); VKEEP(d0); VKEEP(d1); VKEEP(d2); VKEEP(d3); VKEEP(d4); VKEEP(d5); VKEEP(d6); VKEEP(d7); VKEEP(d8); VKEEP(d9); VKEEP(d10); VKEEP(d11); VKEEP(d12); VKEEP(d13); VKEEP(d14); VKEEP(d15);
+                            { cg_v xv = VLOAD(xc + oy*1792 + ox*64 + v * 16); VKEEP(xv); a0_0 += d0 * xv; a1_0 += d1 * xv; a2_0 += d2 * xv; a3_0 += d3 * xv; a4_0 += d4 * xv; a5_0 += d5 * xv; a6_0 += d6 * xv; a7_0 += d7 * xv; a8_0 += d8 * xv; a9_0 += d9 * xv; a10_0 += d10 * xv; a11_0 += d11 * xv; a12_0 += d12 * xv; a13_0 += d13 * xv; a14_0 += d14 * xv; a15_0 += d15 * xv; }
+                        }
+                    }
+                }
+                gwc[0] += vsum(a0_0);
+                gwc[128] += vsum(a1_0);
+                gwc[256] += vsum(a2_0);
+                gwc[384] += vsum(a3_0);
+                gwc[512] += vsum(a4_0);
+                gwc[640] += vsum(a5_0);
+                gwc[768] += vsum(a6_0);
+                gwc[896] += vsum(a7_0);
+                gwc[1024] += vsum(a8_0);
+                gwc[1152] += vsum(a9_0);
+                gwc[1280] += vsum(a10_0);
+                gwc[1408] += vsum(a11_0);
+                gwc[1536] += vsum(a12_0);
+                gwc[1664] += vsum(a13_0);
+                gwc[1792] += vsum(a14_0);
+                gwc[1920] += vsum(a15_0);
+            }
+        }
+    }
+}
+
+static void l39_conv2d_backward_dx(const float *restrict P, const float *restrict dy, float *restrict dx)
+{
+    /* x [128x28x28][lanes], y [256x14x14][lanes] */
+    const float *restrict w = P;
+    CG_PARALLEL_FOR
+    for (int cib = 0; cib < 8; cib++) {
+        for (int v0 = 0; v0 < 2; v0 += 1) {
+            float *restrict dxb = dx + cib*401408 + v0 * 16;
+            const float *restrict dyg = dy + 0 + v0 * 16;
+            const float *restrict wg = w + cib*16;
+            /* inputs rows 0+2*t (t=0..13), cols 0+2*t (t=0..13): 1 taps */
+            for (int ty = 0; ty < 14; ty++) {
+                for (int tx = 0; tx < 14; tx++) {
+                    cg_v a0_0 = vsplat(0.0f);
+                    cg_v a0_1 = vsplat(0.0f);
+                    cg_v a0_2 = vsplat(0.0f);
+                    cg_v a0_3 = vsplat(0.0f);
+                    cg_v a0_4 = vsplat(0.0f);
+                    cg_v a0_5 = vsplat(0.0f);
+                    cg_v a0_6 = vsplat(0.0f);
+                    cg_v a0_7 = vsplat(0.0f);
+                    cg_v a0_8 = vsplat(0.0f);
+                    cg_v a0_9 = vsplat(0.0f);
+                    cg_v a0_10 = vsplat(0.0f);
+                    cg_v a0_11 = vsplat(0.0f);
+                    cg_v a0_12 = vsplat(0.0f);
+                    cg_v a0_13 = vsplat(0.0f);
+                    cg_v a0_14 = vsplat(0.0f);
+                    cg_v a0_15 = vsplat(0.0f);
+                    for (int co = 0; co < 256; co++) {
+                        const float *restrict dyc = dyg + co*6272;
+                        const float *restrict wc = wg + co*128;
+                        {
+                            const cg_v d0 = VLOAD(dyc + ty*448 + tx*32 + 0);
+                            a0_0 += wc[0] * d0;
+                            a0_1 += wc[1] * d0;
+                            a0_2 += wc[2] * d0;
+                            a0_3 += wc[3] * d0;
+                            a0_4 += wc[4] * d0;
+                            a0_5 += wc[5] * d0;
+                            a0_6 += wc[6] * d0;
+                            a0_7 += wc[7] * d0;
+                            a0_8 += wc[8] * d0;
+                            a0_9 += wc[9] * d0;
+                            a0_10 += wc[10] * d0;
+                            a0_11 += wc[11] * d0;
+                            a0_12 += wc[12] * d0;
+                            a0_13 += wc[13] * d0;
+                            a0_14 += wc[14] * d0;
+                            a0_15 += wc[15] * d0;
+                        }
+                    }
+                    VSTORE(dxb + ty*1792 + tx*64, a0_0);
+                    VSTORE(dxb + ty*1792 + tx*64 + 25088, a0_1);
+                    VSTORE(dxb + ty*1792 + tx*64 + 50176, a0_2);
+                    VSTORE(dxb + ty*1792 + tx*64 + 75264, a0_3);
+                    VSTORE(dxb + ty*1792 + tx*64 + 100352, a0_4);
+                    VSTORE(dxb + ty*1792 + tx*64 + 125440, a0_5);
+                    VSTORE(dxb + ty*1792 + tx*64 + 150528, a0_6);
+                    VSTORE(dxb + ty*1792 + tx*64 + 175616, a0_7);
+                    VSTORE(dxb + ty*1792 + tx*64 + 200704, a0_8);
+                    VSTORE(dxb + ty*1792 + tx*64 + 225792, a0_9);
+                    VSTORE(dxb + ty*1792 + tx*64 + 250880, a0_10);
+                    VSTORE(dxb + ty*1792 + tx*64 + 275968, a0_11);
+                    VSTORE(dxb + ty*1792 + tx*64 + 301056, a0_12);
+                    VSTORE(dxb + ty*1792 + tx*64 + 326144, a0_13);
+                    VSTORE(dxb + ty*1792 + tx*64 + 351232, a0_14);
+                    VSTORE(dxb + ty*1792 + tx*64 + 376320, a0_15);
+                }
+            }
+            /* inputs rows 0+2*t (t=0..13), cols 1+2*t (t=0..13): 0 taps */
+            for (int ty = 0; ty < 14; ty++) {
+                for (int tx = 0; tx < 14; tx++) {
+                    cg_v a0_0 = vsplat(0.0f);
+                    cg_v a0_1 = vsplat(0.0f);
+                    cg_v a0_2 = vsplat(0.0f);
+                    cg_v a0_3 = vsplat(0.0f);
+                    cg_v a0_4 = vsplat(0.0f);
+                    cg_v a0_5 = vsplat(0.0f);
+                    cg_v a0_6 = vsplat(0.0f);
+                    cg_v a0_7 = vsplat(0.0f);
+                    cg_v a0_8 = vsplat(0.0f);
+                    cg_v a0_9 = vsplat(0.0f);
+                    cg_v a0_10 = vsplat(0.0f);
+                    cg_v a0_11 = vsplat(0.0f);
+                    cg_v a0_12 = vsplat(0.0f);
+                    cg_v a0_13 = vsplat(0.0f);
+                    cg_v a0_14 = vsplat(0.0f);
+                    cg_v a0_15 = vsplat(0.0f);
+                    VSTORE(dxb + ty*1792 + tx*64 + 32, a0_0);
+                    VSTORE(dxb + ty*1792 + tx*64 + 25120, a0_1);
+                    VSTORE(dxb + ty*1792 + tx*64 + 50208, a0_2);
+                    VSTORE(dxb + ty*1792 + tx*64 + 75296, a0_3);
+                    VSTORE(dxb + ty*1792 + tx*64 + 100384, a0_4);
+                    VSTORE(dxb + ty*1792 + tx*64 + 125472, a0_5);
+                    VSTORE(dxb + ty*1792 + tx*64 + 150560, a0_6);
+                    VSTORE(dxb + ty*1792 + tx*64 + 175648, a0_7);
+                    VSTORE(dxb + ty*1792 + tx*64 + 200736, a0_8);
+                    VSTORE(dxb + ty*1792 + tx*64 + 225824, a0_9);
+                    VSTORE(dxb + ty*1792 + tx*64 + 250912, a0_10);
+                    VSTORE(dxb + ty*1792 + tx*64 + 276000, a0_11);
+                    VSTORE(dxb + ty*1792 + tx*64 + 301088, a0_12);
+                    VSTORE(dxb + ty*1792 + tx*64 + 326176, a0_13);
+                    VSTORE(dxb + ty*1792 + tx*64 + 351264, a0_14);
+                    VSTORE(dxb + ty*1792 + tx*64 + 376352, a0_15);
+                }
+            }
+            /* inputs rows 1+2*t (t=0..13), cols 0+2*t (t=0..13): 0 taps */
+            for (int ty = 0; ty < 14; ty++) {
+                for (int tx = 0; tx < 14; tx++) {
+                    cg_v a0_0 = vsplat(0.0f);
+                    cg_v a0_1 = vsplat(0.0f);
+                    cg_v a0_2 = vsplat(0.0f);
+                    cg_v a0_3 = vsplat(0.0f);
+                    cg_v a0_4 = vsplat(0.0f);
+                    cg_v a0_5 = vsplat(0.0f);
+                    cg_v a0_6 = vsplat(0.0f);
+                    cg_v a0_7 = vsplat(0.0f);
+                    cg_v a0_8 = vsplat(0.0f);
+                    cg_v a0_9 = vsplat(0.0f);
+                    cg_v a0_10 = vsplat(0.0f);
+                    cg_v a0_11 = vsplat(0.0f);
+                    cg_v a0_12 = vsplat(0.0f);
+                    cg_v a0_13 = vsplat(0.0f);
+                    cg_v a0_14 = vsplat(0.0f);
+                    cg_v a0_15 = vsplat(0.0f);
+                    VSTORE(dxb + ty*1792 + tx*64 + 896, a0_0);
+                    VSTORE(dxb + ty*1792 + tx*64 + 25984, a0_1);
+                    VSTORE(dxb + ty*1792 + tx*64 + 51072, a0_2);
+                    VSTORE(dxb + ty*1792 + tx*64 + 76160, a0_3);
+                    VSTORE(dxb + ty*1792 + tx*64 + 101248, a0_4);
+                    VSTORE(dxb + ty*1792 + tx*64 + 126336, a0_5);
+                    VSTORE(dxb + ty*1792 + tx*64 + 151424, a0_6);
+                    VSTORE(dxb + ty*1792 + tx*64 + 176512, a0_7);
+                    VSTORE(dxb + ty*1792 + tx*64 + 201600, a0_8);
+                    VSTORE(dxb + ty*1792 + tx*64 + 226688, a0_9);
+                    VSTORE(dxb + ty*1792 + tx*64 + 251776, a0_10);
+                    VSTORE(dxb + ty*1792 + tx*64 + 276864, a0_11);
+                    VSTORE(dxb + ty*1792 + tx*64 + 301952, a0_12);
+                    VSTORE(dxb + ty*1792 + tx*64 + 327040, a0_13);
+                    VSTORE(dxb + ty*1792 + tx*64 + 352128, a0_14);
+                    VSTORE(dxb + ty*1792 + tx*64 + 377216, a0_15);
+                }
+            }
+            /* inputs rows 1+2*t (t=0..13), cols 1+2*t (t=0..13): 0 taps */
+            for (int ty = 0; ty < 14; ty++) {
+                for (int tx = 0; tx < 14; tx++) {
+                    cg_v a0_0 = vsplat(0.0f);
+                    cg_v a0_1 = vsplat(0.0f);
+                    cg_v a0_2 = vsplat(0.0f);
+                    cg_v a0_3 = vsplat(0.0f);
+                    cg_v a0_4 = vsplat(0.0f);
+                    cg_v a0_5 = vsplat(0.0f);
+                    cg_v a0_6 = vsplat(0.0f);
+                    cg_v a0_7 = vsplat(0.0f);
+                    cg_v a0_8 = vsplat(0.0f);
+                    cg_v a0_9 = vsplat(0.0f);
+                    cg_v a0_10 = vsplat(0.0f);
+                    cg_v a0_11 = vsplat(0.0f);
+                    cg_v a0_12 = vsplat(0.0f);
+                    cg_v a0_13 = vsplat(0.0f);
+                    cg_v a0_14 = vsplat(0.0f);
+                    cg_v a0_15 = vsplat(0.0f);
+                    VSTORE(dxb + ty*1792 + tx*64 + 928, a0_0);
+                    VSTORE(dxb + ty*1792 + tx*64 + 26016, a0_1);
+                    VSTORE(dxb + ty*1792 + tx*64 + 51104, a0_2);
+                    VSTORE(dxb + ty*1792 + tx*64 + 76192, a0_3);
+                    VSTORE(dxb + ty*1792 + tx*64 + 101280, a0_4);
+                    VSTORE(dxb + ty*1792 + tx*64 + 126368, a0_5);
+                    VSTORE(dxb + ty*1792 + tx*64 + 151456, a0_6);
+                    VSTORE(dxb + ty*1792 + tx*64 + 176544, a0_7);
+                    VSTORE(dxb + ty*1792 + tx*64 + 201632, a0_8);
+                    VSTORE(dxb + ty*1792 + tx*64 + 226720, a0_9);
+                    VSTORE(dxb + ty*1792 + tx*64 + 251808, a0_10);
+                    VSTORE(dxb + ty*1792 + tx*64 + 276896, a0_11);
+                    VSTORE(dxb + ty*1792 + tx*64 + 301984, a0_12);
+                    VSTORE(dxb + ty*1792 + tx*64 + 327072, a0_13);
+                    VSTORE(dxb + ty*1792 + tx*64 + 352160, a0_14);
+                    VSTORE(dxb + ty*1792 + tx*64 + 377248, a0_15);
+                }
+            }
+        }
+    }
+}
+
+/* layer 40: batchnorm 256x14x14 -> 256x14x14 (specs/resnet18.yaml:48:5)
+ * schedule lanes: fwd lanes dw lanes dx with dw threaded */
+/* l40_batchnorm_forward: the code of l38_batchnorm_forward */
+
+/* l40_batchnorm_backward: the code of l35_batchnorm_backward */
+
+/* layer 41: add 256x14x14 -> 256x14x14 (specs/resnet18.yaml:49:5)
+ * schedule lanes: fwd lanes dw lanes dx with dw threaded */
+static void l41_add_forward(const float *restrict x2, float *restrict y)
+{
+    /* x1 [256x14x14][lanes], x2 [256x14x14][lanes], y [256x14x14][lanes] */
+    CG_PARALLEL_FOR
+    for (size_t i = 0; i < 1605632; i++)
+        y[i] = y[i] + x2[i];
+}
+
+static void l41_add_backward(const float *restrict dy, float *restrict dx1, float *restrict dx2)
+{
+    /* x1 [256x14x14][lanes], x2 [256x14x14][lanes], y [256x14x14][lanes] */
+    memcpy(dx1, dy, sizeof(float) * 32 * 50176);
+    memcpy(dx2, dy, sizeof(float) * 32 * 50176);
+}
+
+/* layer 42: relu 256x14x14 -> 256x14x14 (specs/resnet18.yaml:50:5)
+ * schedule lanes: fwd lanes dw lanes dx with dw threaded */
+static void l42_relu_forward(float *restrict y)
+{
+    /* x [256x14x14][lanes], y [256x14x14][lanes] */
+    CG_PARALLEL_FOR
+    for (int i = 0; i < 1605632; i++)
+        y[i] = y[i] <= 0.0f ? 0.0f : y[i];
+}
+
+static void l42_relu_backward(const float *restrict y, const float *restrict dy, float *restrict dx)
+{
+    /* x [256x14x14][lanes], y [256x14x14][lanes] */
+    CG_PARALLEL_FOR
+    for (int i = 0; i < 1605632; i++)
+        dx[i] = y[i] <= 0.0f ? 0.0f : dy[i];
+}
+
+/* layer 43: conv2d 256x14x14 -> 256x14x14 (specs/resnet18.yaml:51:5)
+ * schedule lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16] threaded */
+/* l43_conv2d_forward: the code of l37_conv2d_forward */
+
+/* l43_conv2d_backward: the code of l37_conv2d_backward */
+
+static void l43_conv2d_backward_dx(const float *restrict P, const float *restrict dy, float *restrict dx)
 {
     /* x [256x14x14][lanes], y [256x14x14][lanes] */
     const float *restrict w = P;
@@ -13780,429 +18094,6 @@ static void l37_conv2d_backward_dx(const float *restrict P, const float *restric
     }
 }
 
-/* layer 38: batchnorm 256x14x14 -> 256x14x14 (specs/resnet18.yaml:46:5)
- * schedule lanes: fwd lanes dw lanes dx with dw threaded */
-static void l38_batchnorm_forward(const float *restrict P, float *restrict B, float *restrict S, const float *restrict x, float *restrict y, int nb, int training)
-{
-    /* x [256x14x14][lanes], y [256x14x14][lanes] */
-    const float *restrict gamma = P, *restrict beta = P + 256;
-    float *restrict rmean = B, *restrict rvar = B + 256, *restrict nbt = B + 512;
-    const int m = nb * 196; /* values per channel */
-    if (training) {
-        cg_v mask[2];
-        for (int v = 0; v < 2; v++)
-            for (int l = 0; l < 16; l++) mask[v][l] = v * 16 + l < nb ? 1.0f : 0.0f;
-        nbt[0] += 1.0f;
-        const float f = 0.1f;
-        CG_PARALLEL_FOR
-        for (int c = 0; c < 256; c++) {
-            const float *restrict xc = x + (size_t)c * 6272;
-            cg_v acc[2];
-            for (int v = 0; v < 2; v++) acc[v] = vsplat(0.0f);
-            for (int s = 0; s < 196; s++) {
-                for (int v = 0; v < 2; v++) {
-                    acc[v] += VLOAD(xc + s * 32 + v * 16) * mask[v];
-                }
-            }
-            double s1 = 0.0;
-            for (int v = 0; v < 2; v++) s1 += vsum(acc[v]);
-            const double mean = s1 / m;
-            const float fmean = (float)mean;
-            for (int v = 0; v < 2; v++) acc[v] = vsplat(0.0f);
-            for (int s = 0; s < 196; s++) {
-                for (int v = 0; v < 2; v++) {
-                    const cg_v dv = (VLOAD(xc + s * 32 + v * 16) - fmean) * mask[v];
-                    acc[v] += dv * dv;
-                }
-            }
-            double v2 = 0.0;
-            for (int v = 0; v < 2; v++) v2 += vsum(acc[v]);
-            const double var = v2 / m;
-            S[c] = fmean;
-            S[256 + c] = (float)(1.0 / sqrt(var + 1.0000000000000001e-05));
-            rmean[c] = (1.0f - f) * rmean[c] + f * fmean;
-            rvar[c] = (1.0f - f) * rvar[c] + f * (float)(m > 1 ? var * m / (m - 1) : var);
-        }
-    }
-    else {
-        CG_PARALLEL_FOR
-        for (int c = 0; c < 256; c++) {
-            S[c] = rmean[c];
-            S[256 + c] = 1.0f / sqrtf(rvar[c] + 1e-05f);
-        }
-    }
-    CG_PARALLEL_FOR
-    for (int c = 0; c < 256; c++) {
-        const float mean = S[c], a = S[256 + c] * gamma[c], bc = beta[c];
-        const float *restrict xc = x + (size_t)c * 6272;
-        float *restrict yc = y + (size_t)c * 6272;
-        for (int i = 0; i < 6272; i++) yc[i] = (xc[i] - mean) * a + bc;
-    }
-}
-
-/* l38_batchnorm_backward: the code of l35_batchnorm_backward */
-
-/* layer 39: conv2d 128x28x28 -> 256x14x14 (specs/resnet18.yaml:47:5)
- * schedule lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=16,rows=1] dx lanes[TB=1,TCI=16] threaded */
-static void l39_conv2d_forward(const float *restrict P, const float *restrict x, float *restrict y)
-{
-    /* x [128x28x28][lanes], y [256x14x14][lanes] */
-    const float *restrict w = P;
-    CG_PARALLEL_FOR
-    for (int cb = 0; cb < 16; cb++) {
-        for (int v0 = 0; v0 < 2; v0 += 1) {
-            const float *restrict wb = w + cb*2048;
-            const float *restrict xg = x + 0 + v0 * 16;
-            float *restrict yb = y + cb*100352 + v0 * 16;
-            /* rows 0..13, cols 0..13: every tap */
-            for (int oy = 0; oy < 14; oy++) {
-                for (int ox = 0; ox < 14; ox++) {
-                    cg_v a0_0 = vsplat(0.0f);
-                    cg_v a0_1 = vsplat(0.0f);
-                    cg_v a0_2 = vsplat(0.0f);
-                    cg_v a0_3 = vsplat(0.0f);
-                    cg_v a0_4 = vsplat(0.0f);
-                    cg_v a0_5 = vsplat(0.0f);
-                    cg_v a0_6 = vsplat(0.0f);
-                    cg_v a0_7 = vsplat(0.0f);
-                    cg_v a0_8 = vsplat(0.0f);
-                    cg_v a0_9 = vsplat(0.0f);
-                    cg_v a0_10 = vsplat(0.0f);
-                    cg_v a0_11 = vsplat(0.0f);
-                    cg_v a0_12 = vsplat(0.0f);
-                    cg_v a0_13 = vsplat(0.0f);
-                    cg_v a0_14 = vsplat(0.0f);
-                    cg_v a0_15 = vsplat(0.0f);
-                    for (int ci = 0; ci < 128; ci++) {
-                        const float *restrict xc = xg + ci*25088;
-                        const float *restrict wc = wb + ci;
-                        {
-                            const cg_v x0 = VLOAD(xc + oy*1792 + ox*64 + 0);
-                            a0_0 += wc[0] * x0;
-                            a0_1 += wc[128] * x0;
-                            a0_2 += wc[256] * x0;
-                            a0_3 += wc[384] * x0;
-                            a0_4 += wc[512] * x0;
-                            a0_5 += wc[640] * x0;
-                            a0_6 += wc[768] * x0;
-                            a0_7 += wc[896] * x0;
-                            a0_8 += wc[1024] * x0;
-                            a0_9 += wc[1152] * x0;
-                            a0_10 += wc[1280] * x0;
-                            a0_11 += wc[1408] * x0;
-                            a0_12 += wc[1536] * x0;
-                            a0_13 += wc[1664] * x0;
-                            a0_14 += wc[1792] * x0;
-                            a0_15 += wc[1920] * x0;
-                        }
-                    }
-                    VSTORE(yb + oy*448 + ox*32, a0_0);
-                    VSTORE(yb + oy*448 + ox*32 + 6272, a0_1);
-                    VSTORE(yb + oy*448 + ox*32 + 12544, a0_2);
-                    VSTORE(yb + oy*448 + ox*32 + 18816, a0_3);
-                    VSTORE(yb + oy*448 + ox*32 + 25088, a0_4);
-                    VSTORE(yb + oy*448 + ox*32 + 31360, a0_5);
-                    VSTORE(yb + oy*448 + ox*32 + 37632, a0_6);
-                    VSTORE(yb + oy*448 + ox*32 + 43904, a0_7);
-                    VSTORE(yb + oy*448 + ox*32 + 50176, a0_8);
-                    VSTORE(yb + oy*448 + ox*32 + 56448, a0_9);
-                    VSTORE(yb + oy*448 + ox*32 + 62720, a0_10);
-                    VSTORE(yb + oy*448 + ox*32 + 68992, a0_11);
-                    VSTORE(yb + oy*448 + ox*32 + 75264, a0_12);
-                    VSTORE(yb + oy*448 + ox*32 + 81536, a0_13);
-                    VSTORE(yb + oy*448 + ox*32 + 87808, a0_14);
-                    VSTORE(yb + oy*448 + ox*32 + 94080, a0_15);
-                }
-            }
-        }
-    }
-}
-
-static void l39_conv2d_backward(float *restrict G, const float *restrict x, const float *restrict dy)
-{
-    /* x [128x28x28][lanes], y [256x14x14][lanes] */
-    float *restrict gw = G;
-    CG_PARALLEL_FOR
-    for (int cb = 0; cb < 16; cb++) {
-        const float *restrict dyb = dy + cb*100352;
-        for (int ci = 0; ci < 128; ci++) {
-            const float *restrict xc = x + ci*25088;
-            float *restrict gwc = gw + cb*2048 + ci;
-            { /* every tap */
-                cg_v a0_0 = vsplat(0.0f);
-                cg_v a1_0 = vsplat(0.0f);
-                cg_v a2_0 = vsplat(0.0f);
-                cg_v a3_0 = vsplat(0.0f);
-                cg_v a4_0 = vsplat(0.0f);
-                cg_v a5_0 = vsplat(0.0f);
-                cg_v a6_0 = vsplat(0.0f);
-                cg_v a7_0 = vsplat(0.0f);
-                cg_v a8_0 = vsplat(0.0f);
-                cg_v a9_0 = vsplat(0.0f);
-                cg_v a10_0 = vsplat(0.0f);
-                cg_v a11_0 = vsplat(0.0f);
-                cg_v a12_0 = vsplat(0.0f);
-                cg_v a13_0 = vsplat(0.0f);
-                cg_v a14_0 = vsplat(0.0f);
-                cg_v a15_0 = vsplat(0.0f);
-                /* rows 0..13, cols 0..13: every tap */
-                for (int oy = 0; oy < 14; oy++) {
-                    for (int ox = 0; ox < 14; ox++) {
-                        for (int v = 0; v < 2; v++) {
-                            cg_v d0 = VLOAD(dyb + oy*448 + ox*32 + v * 16), d1 = VLOAD(dyb + oy*448 + ox*32 + 6272 + v * 16), d2 = VLOAD(dyb + oy*448 + ox*32 + 12544 + v * 16), d3 = VLOAD(dyb + oy*448 + ox*32 + 18816 + v * 16), d4 = VLOAD(dyb + oy*448 + ox*32 + 25088 + v * 16), d5 = VLOAD(dyb + oy*448 + ox*32 + 31360 + v * 16), d6 = VLOAD(dyb + oy*448 + ox*32 + 37632 + v * 16), d7 = VLOAD(dyb + oy*448 + ox*32 + 43904 + v * 16), d8 = VLOAD(dyb + oy*448 + ox*32 + 50176 + v * 16), d9 = VLOAD(dyb + oy*448 + ox*32 + 56448 + v * 16), d10 = VLOAD(dyb + oy*448 + ox*32 + 62720 + v * 16), d11 = VLOAD(dyb + oy*448 + ox*32 + 68992 + v * 16), d12 = VLOAD(dyb + oy*448 + ox*32 + 75264 + v * 16), d13 = VLOAD(dyb + oy*448 + ox*32 + 81536 + v * 16), d14 = VLOAD(dyb + oy*448 + ox*32 + 87808 + v * 16), d15 = VLOAD(dyb + oy*448 + ox*32 + 94080 + v * 16); VKEEP(d0); VKEEP(d1); VKEEP(d2); VKEEP(d3); VKEEP(d4); VKEEP(d5); VKEEP(d6); VKEEP(d7); VKEEP(d8); VKEEP(d9); VKEEP(d10); VKEEP(d11); VKEEP(d12); VKEEP(d13); VKEEP(d14); VKEEP(d15);
-                            { cg_v xv = VLOAD(xc + oy*1792 + ox*64 + v * 16); VKEEP(xv); a0_0 += d0 * xv; a1_0 += d1 * xv; a2_0 += d2 * xv; a3_0 += d3 * xv; a4_0 += d4 * xv; a5_0 += d5 * xv; a6_0 += d6 * xv; a7_0 += d7 * xv; a8_0 += d8 * xv; a9_0 += d9 * xv; a10_0 += d10 * xv; a11_0 += d11 * xv; a12_0 += d12 * xv; a13_0 += d13 * xv; a14_0 += d14 * xv; a15_0 += d15 * xv; }
-                        }
-                    }
-                }
-                gwc[0] += vsum(a0_0);
-                gwc[128] += vsum(a1_0);
-                gwc[256] += vsum(a2_0);
-                gwc[384] += vsum(a3_0);
-                gwc[512] += vsum(a4_0);
-                gwc[640] += vsum(a5_0);
-                gwc[768] += vsum(a6_0);
-                gwc[896] += vsum(a7_0);
-                gwc[1024] += vsum(a8_0);
-                gwc[1152] += vsum(a9_0);
-                gwc[1280] += vsum(a10_0);
-                gwc[1408] += vsum(a11_0);
-                gwc[1536] += vsum(a12_0);
-                gwc[1664] += vsum(a13_0);
-                gwc[1792] += vsum(a14_0);
-                gwc[1920] += vsum(a15_0);
-            }
-        }
-    }
-}
-
-static void l39_conv2d_backward_dx(const float *restrict P, const float *restrict dy, float *restrict dx)
-{
-    /* x [128x28x28][lanes], y [256x14x14][lanes] */
-    const float *restrict w = P;
-    CG_PARALLEL_FOR
-    for (int cib = 0; cib < 8; cib++) {
-        for (int v0 = 0; v0 < 2; v0 += 1) {
-            float *restrict dxb = dx + cib*401408 + v0 * 16;
-            const float *restrict dyg = dy + 0 + v0 * 16;
-            const float *restrict wg = w + cib*16;
-            /* inputs rows 0+2*t (t=0..13), cols 0+2*t (t=0..13): 1 taps */
-            for (int ty = 0; ty < 14; ty++) {
-                for (int tx = 0; tx < 14; tx++) {
-                    cg_v a0_0 = vsplat(0.0f);
-                    cg_v a0_1 = vsplat(0.0f);
-                    cg_v a0_2 = vsplat(0.0f);
-                    cg_v a0_3 = vsplat(0.0f);
-                    cg_v a0_4 = vsplat(0.0f);
-                    cg_v a0_5 = vsplat(0.0f);
-                    cg_v a0_6 = vsplat(0.0f);
-                    cg_v a0_7 = vsplat(0.0f);
-                    cg_v a0_8 = vsplat(0.0f);
-                    cg_v a0_9 = vsplat(0.0f);
-                    cg_v a0_10 = vsplat(0.0f);
-                    cg_v a0_11 = vsplat(0.0f);
-                    cg_v a0_12 = vsplat(0.0f);
-                    cg_v a0_13 = vsplat(0.0f);
-                    cg_v a0_14 = vsplat(0.0f);
-                    cg_v a0_15 = vsplat(0.0f);
-                    for (int co = 0; co < 256; co++) {
-                        const float *restrict dyc = dyg + co*6272;
-                        const float *restrict wc = wg + co*128;
-                        {
-                            const cg_v d0 = VLOAD(dyc + ty*448 + tx*32 + 0);
-                            a0_0 += wc[0] * d0;
-                            a0_1 += wc[1] * d0;
-                            a0_2 += wc[2] * d0;
-                            a0_3 += wc[3] * d0;
-                            a0_4 += wc[4] * d0;
-                            a0_5 += wc[5] * d0;
-                            a0_6 += wc[6] * d0;
-                            a0_7 += wc[7] * d0;
-                            a0_8 += wc[8] * d0;
-                            a0_9 += wc[9] * d0;
-                            a0_10 += wc[10] * d0;
-                            a0_11 += wc[11] * d0;
-                            a0_12 += wc[12] * d0;
-                            a0_13 += wc[13] * d0;
-                            a0_14 += wc[14] * d0;
-                            a0_15 += wc[15] * d0;
-                        }
-                    }
-                    VSTORE(dxb + ty*1792 + tx*64, a0_0);
-                    VSTORE(dxb + ty*1792 + tx*64 + 25088, a0_1);
-                    VSTORE(dxb + ty*1792 + tx*64 + 50176, a0_2);
-                    VSTORE(dxb + ty*1792 + tx*64 + 75264, a0_3);
-                    VSTORE(dxb + ty*1792 + tx*64 + 100352, a0_4);
-                    VSTORE(dxb + ty*1792 + tx*64 + 125440, a0_5);
-                    VSTORE(dxb + ty*1792 + tx*64 + 150528, a0_6);
-                    VSTORE(dxb + ty*1792 + tx*64 + 175616, a0_7);
-                    VSTORE(dxb + ty*1792 + tx*64 + 200704, a0_8);
-                    VSTORE(dxb + ty*1792 + tx*64 + 225792, a0_9);
-                    VSTORE(dxb + ty*1792 + tx*64 + 250880, a0_10);
-                    VSTORE(dxb + ty*1792 + tx*64 + 275968, a0_11);
-                    VSTORE(dxb + ty*1792 + tx*64 + 301056, a0_12);
-                    VSTORE(dxb + ty*1792 + tx*64 + 326144, a0_13);
-                    VSTORE(dxb + ty*1792 + tx*64 + 351232, a0_14);
-                    VSTORE(dxb + ty*1792 + tx*64 + 376320, a0_15);
-                }
-            }
-            /* inputs rows 0+2*t (t=0..13), cols 1+2*t (t=0..13): 0 taps */
-            for (int ty = 0; ty < 14; ty++) {
-                for (int tx = 0; tx < 14; tx++) {
-                    cg_v a0_0 = vsplat(0.0f);
-                    cg_v a0_1 = vsplat(0.0f);
-                    cg_v a0_2 = vsplat(0.0f);
-                    cg_v a0_3 = vsplat(0.0f);
-                    cg_v a0_4 = vsplat(0.0f);
-                    cg_v a0_5 = vsplat(0.0f);
-                    cg_v a0_6 = vsplat(0.0f);
-                    cg_v a0_7 = vsplat(0.0f);
-                    cg_v a0_8 = vsplat(0.0f);
-                    cg_v a0_9 = vsplat(0.0f);
-                    cg_v a0_10 = vsplat(0.0f);
-                    cg_v a0_11 = vsplat(0.0f);
-                    cg_v a0_12 = vsplat(0.0f);
-                    cg_v a0_13 = vsplat(0.0f);
-                    cg_v a0_14 = vsplat(0.0f);
-                    cg_v a0_15 = vsplat(0.0f);
-                    VSTORE(dxb + ty*1792 + tx*64 + 32, a0_0);
-                    VSTORE(dxb + ty*1792 + tx*64 + 25120, a0_1);
-                    VSTORE(dxb + ty*1792 + tx*64 + 50208, a0_2);
-                    VSTORE(dxb + ty*1792 + tx*64 + 75296, a0_3);
-                    VSTORE(dxb + ty*1792 + tx*64 + 100384, a0_4);
-                    VSTORE(dxb + ty*1792 + tx*64 + 125472, a0_5);
-                    VSTORE(dxb + ty*1792 + tx*64 + 150560, a0_6);
-                    VSTORE(dxb + ty*1792 + tx*64 + 175648, a0_7);
-                    VSTORE(dxb + ty*1792 + tx*64 + 200736, a0_8);
-                    VSTORE(dxb + ty*1792 + tx*64 + 225824, a0_9);
-                    VSTORE(dxb + ty*1792 + tx*64 + 250912, a0_10);
-                    VSTORE(dxb + ty*1792 + tx*64 + 276000, a0_11);
-                    VSTORE(dxb + ty*1792 + tx*64 + 301088, a0_12);
-                    VSTORE(dxb + ty*1792 + tx*64 + 326176, a0_13);
-                    VSTORE(dxb + ty*1792 + tx*64 + 351264, a0_14);
-                    VSTORE(dxb + ty*1792 + tx*64 + 376352, a0_15);
-                }
-            }
-            /* inputs rows 1+2*t (t=0..13), cols 0+2*t (t=0..13): 0 taps */
-            for (int ty = 0; ty < 14; ty++) {
-                for (int tx = 0; tx < 14; tx++) {
-                    cg_v a0_0 = vsplat(0.0f);
-                    cg_v a0_1 = vsplat(0.0f);
-                    cg_v a0_2 = vsplat(0.0f);
-                    cg_v a0_3 = vsplat(0.0f);
-                    cg_v a0_4 = vsplat(0.0f);
-                    cg_v a0_5 = vsplat(0.0f);
-                    cg_v a0_6 = vsplat(0.0f);
-                    cg_v a0_7 = vsplat(0.0f);
-                    cg_v a0_8 = vsplat(0.0f);
-                    cg_v a0_9 = vsplat(0.0f);
-                    cg_v a0_10 = vsplat(0.0f);
-                    cg_v a0_11 = vsplat(0.0f);
-                    cg_v a0_12 = vsplat(0.0f);
-                    cg_v a0_13 = vsplat(0.0f);
-                    cg_v a0_14 = vsplat(0.0f);
-                    cg_v a0_15 = vsplat(0.0f);
-                    VSTORE(dxb + ty*1792 + tx*64 + 896, a0_0);
-                    VSTORE(dxb + ty*1792 + tx*64 + 25984, a0_1);
-                    VSTORE(dxb + ty*1792 + tx*64 + 51072, a0_2);
-                    VSTORE(dxb + ty*1792 + tx*64 + 76160, a0_3);
-                    VSTORE(dxb + ty*1792 + tx*64 + 101248, a0_4);
-                    VSTORE(dxb + ty*1792 + tx*64 + 126336, a0_5);
-                    VSTORE(dxb + ty*1792 + tx*64 + 151424, a0_6);
-                    VSTORE(dxb + ty*1792 + tx*64 + 176512, a0_7);
-                    VSTORE(dxb + ty*1792 + tx*64 + 201600, a0_8);
-                    VSTORE(dxb + ty*1792 + tx*64 + 226688, a0_9);
-                    VSTORE(dxb + ty*1792 + tx*64 + 251776, a0_10);
-                    VSTORE(dxb + ty*1792 + tx*64 + 276864, a0_11);
-                    VSTORE(dxb + ty*1792 + tx*64 + 301952, a0_12);
-                    VSTORE(dxb + ty*1792 + tx*64 + 327040, a0_13);
-                    VSTORE(dxb + ty*1792 + tx*64 + 352128, a0_14);
-                    VSTORE(dxb + ty*1792 + tx*64 + 377216, a0_15);
-                }
-            }
-            /* inputs rows 1+2*t (t=0..13), cols 1+2*t (t=0..13): 0 taps */
-            for (int ty = 0; ty < 14; ty++) {
-                for (int tx = 0; tx < 14; tx++) {
-                    cg_v a0_0 = vsplat(0.0f);
-                    cg_v a0_1 = vsplat(0.0f);
-                    cg_v a0_2 = vsplat(0.0f);
-                    cg_v a0_3 = vsplat(0.0f);
-                    cg_v a0_4 = vsplat(0.0f);
-                    cg_v a0_5 = vsplat(0.0f);
-                    cg_v a0_6 = vsplat(0.0f);
-                    cg_v a0_7 = vsplat(0.0f);
-                    cg_v a0_8 = vsplat(0.0f);
-                    cg_v a0_9 = vsplat(0.0f);
-                    cg_v a0_10 = vsplat(0.0f);
-                    cg_v a0_11 = vsplat(0.0f);
-                    cg_v a0_12 = vsplat(0.0f);
-                    cg_v a0_13 = vsplat(0.0f);
-                    cg_v a0_14 = vsplat(0.0f);
-                    cg_v a0_15 = vsplat(0.0f);
-                    VSTORE(dxb + ty*1792 + tx*64 + 928, a0_0);
-                    VSTORE(dxb + ty*1792 + tx*64 + 26016, a0_1);
-                    VSTORE(dxb + ty*1792 + tx*64 + 51104, a0_2);
-                    VSTORE(dxb + ty*1792 + tx*64 + 76192, a0_3);
-                    VSTORE(dxb + ty*1792 + tx*64 + 101280, a0_4);
-                    VSTORE(dxb + ty*1792 + tx*64 + 126368, a0_5);
-                    VSTORE(dxb + ty*1792 + tx*64 + 151456, a0_6);
-                    VSTORE(dxb + ty*1792 + tx*64 + 176544, a0_7);
-                    VSTORE(dxb + ty*1792 + tx*64 + 201632, a0_8);
-                    VSTORE(dxb + ty*1792 + tx*64 + 226720, a0_9);
-                    VSTORE(dxb + ty*1792 + tx*64 + 251808, a0_10);
-                    VSTORE(dxb + ty*1792 + tx*64 + 276896, a0_11);
-                    VSTORE(dxb + ty*1792 + tx*64 + 301984, a0_12);
-                    VSTORE(dxb + ty*1792 + tx*64 + 327072, a0_13);
-                    VSTORE(dxb + ty*1792 + tx*64 + 352160, a0_14);
-                    VSTORE(dxb + ty*1792 + tx*64 + 377248, a0_15);
-                }
-            }
-        }
-    }
-}
-
-/* layer 40: batchnorm 256x14x14 -> 256x14x14 (specs/resnet18.yaml:48:5)
- * schedule lanes: fwd lanes dw lanes dx with dw threaded */
-/* l40_batchnorm_forward: the code of l38_batchnorm_forward */
-
-/* l40_batchnorm_backward: the code of l35_batchnorm_backward */
-
-/* layer 41: add 256x14x14 -> 256x14x14 (specs/resnet18.yaml:49:5)
- * schedule lanes: fwd lanes dw lanes dx with dw threaded */
-static void l41_add_forward(const float *restrict x2, float *restrict y)
-{
-    /* x1 [256x14x14][lanes], x2 [256x14x14][lanes], y [256x14x14][lanes] */
-    CG_PARALLEL_FOR
-    for (size_t i = 0; i < 1605632; i++)
-        y[i] = y[i] + x2[i];
-}
-
-static void l41_add_backward(const float *restrict dy, float *restrict dx1, float *restrict dx2)
-{
-    /* x1 [256x14x14][lanes], x2 [256x14x14][lanes], y [256x14x14][lanes] */
-    memcpy(dx1, dy, sizeof(float) * 32 * 50176);
-    memcpy(dx2, dy, sizeof(float) * 32 * 50176);
-}
-
-/* layer 42: relu 256x14x14 -> 256x14x14 (specs/resnet18.yaml:50:5)
- * schedule lanes: fwd lanes dw lanes dx with dw threaded */
-static void l42_relu_forward(float *restrict y)
-{
-    /* x [256x14x14][lanes], y [256x14x14][lanes] */
-    CG_PARALLEL_FOR
-    for (int i = 0; i < 1605632; i++)
-        y[i] = y[i] <= 0.0f ? 0.0f : y[i];
-}
-
-/* l42_relu_backward: the code of l36_relu_backward */
-
-/* layer 43: conv2d 256x14x14 -> 256x14x14 (specs/resnet18.yaml:51:5)
- * schedule lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16] threaded */
-/* l43_conv2d_forward: the code of l37_conv2d_forward */
-
-/* l43_conv2d_backward: the code of l37_conv2d_backward */
-
-/* l43_conv2d_backward_dx: the code of l37_conv2d_backward_dx */
-
 /* layer 44: batchnorm 256x14x14 -> 256x14x14 (specs/resnet18.yaml:52:5)
  * schedule lanes: fwd lanes+relu dw lanes dx with dw threaded */
 /* l44_batchnorm_forward: the code of l35_batchnorm_forward */
@@ -14213,10 +18104,10 @@ static void l42_relu_forward(float *restrict y)
  * schedule lanes: fwd lanes dw lanes dx with dw threaded */
 /* l45_relu_forward: none, layer 44 stores its output through the relu */
 
-/* l45_relu_backward: the code of l36_relu_backward */
+/* l45_relu_backward: none, layer 46 masks its dx stores with the relu's derivative */
 
 /* layer 46: conv2d 256x14x14 -> 256x14x14 (specs/resnet18.yaml:54:5)
- * schedule lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16] threaded */
+ * schedule lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16]+relu' threaded */
 /* l46_conv2d_forward: the code of l37_conv2d_forward */
 
 /* l46_conv2d_backward: the code of l37_conv2d_backward */
@@ -14239,7 +18130,7 @@ static void l42_relu_forward(float *restrict y)
  * schedule lanes: fwd lanes dw lanes dx with dw threaded */
 /* l49_relu_forward: the code of l42_relu_forward */
 
-/* l49_relu_backward: the code of l36_relu_backward */
+/* l49_relu_backward: the code of l42_relu_backward */
 
 /* layer 50: conv2d 256x14x14 -> 512x7x7 (specs/resnet18.yaml:58:5)
  * schedule lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16] threaded */
@@ -15736,15 +19627,10 @@ static void l51_batchnorm_backward(const float *restrict P, float *restrict G, f
  * schedule lanes: fwd lanes dw lanes dx with dw */
 /* l52_relu_forward: none, layer 51 stores its output through the relu */
 
-static void l52_relu_backward(const float *restrict y, const float *restrict dy, float *restrict dx)
-{
-    /* x [512x7x7][lanes], y [512x7x7][lanes] */
-    for (int i = 0; i < 802816; i++)
-        dx[i] = y[i] <= 0.0f ? 0.0f : dy[i];
-}
+/* l52_relu_backward: none, layer 53 masks its dx stores with the relu's derivative */
 
 /* layer 53: conv2d 512x7x7 -> 512x7x7 (specs/resnet18.yaml:61:5)
- * schedule lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16] threaded */
+ * schedule lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16]+relu' threaded */
 static void l53_conv2d_forward(const float *restrict P, const float *restrict x, float *restrict y)
 {
     /* x [512x7x7][lanes], y [512x7x7][lanes] */
@@ -17156,7 +21042,1727 @@ static void l53_conv2d_backward(float *restrict G, const float *restrict x, cons
     }
 }
 
-static void l53_conv2d_backward_dx(const float *restrict P, const float *restrict dy, float *restrict dx)
+static void l53_conv2d_backward_dx(const float *restrict P, const float *restrict x, const float *restrict dy, float *restrict dx)
+{
+    /* x [512x7x7][lanes], y [512x7x7][lanes] */
+    const float *restrict w = P;
+    CG_PARALLEL_FOR
+    for (int cib = 0; cib < 32; cib++) {
+        for (int v0 = 0; v0 < 2; v0 += 1) {
+            float *restrict dxb = dx + cib*25088 + v0 * 16;
+            const float *restrict xb = x + cib*25088 + v0 * 16;
+            const float *restrict dyg = dy + 0 + v0 * 16;
+            const float *restrict wg = w + cib*144;
+            {
+                cg_v a0_0 = vsplat(0.0f);
+                cg_v a0_1 = vsplat(0.0f);
+                cg_v a0_2 = vsplat(0.0f);
+                cg_v a0_3 = vsplat(0.0f);
+                cg_v a0_4 = vsplat(0.0f);
+                cg_v a0_5 = vsplat(0.0f);
+                cg_v a0_6 = vsplat(0.0f);
+                cg_v a0_7 = vsplat(0.0f);
+                cg_v a0_8 = vsplat(0.0f);
+                cg_v a0_9 = vsplat(0.0f);
+                cg_v a0_10 = vsplat(0.0f);
+                cg_v a0_11 = vsplat(0.0f);
+                cg_v a0_12 = vsplat(0.0f);
+                cg_v a0_13 = vsplat(0.0f);
+                cg_v a0_14 = vsplat(0.0f);
+                cg_v a0_15 = vsplat(0.0f);
+                for (int co = 0; co < 512; co++) {
+                    const float *restrict dyc = dyg + co*1568;
+                    const float *restrict wc = wg + co*4608;
+                    {
+                        const cg_v d0 = VLOAD(dyc + 256 + 0);
+                        a0_0 += wc[0] * d0;
+                        a0_1 += wc[9] * d0;
+                        a0_2 += wc[18] * d0;
+                        a0_3 += wc[27] * d0;
+                        a0_4 += wc[36] * d0;
+                        a0_5 += wc[45] * d0;
+                        a0_6 += wc[54] * d0;
+                        a0_7 += wc[63] * d0;
+                        a0_8 += wc[72] * d0;
+                        a0_9 += wc[81] * d0;
+                        a0_10 += wc[90] * d0;
+                        a0_11 += wc[99] * d0;
+                        a0_12 += wc[108] * d0;
+                        a0_13 += wc[117] * d0;
+                        a0_14 += wc[126] * d0;
+                        a0_15 += wc[135] * d0;
+                    }
+                    {
+                        const cg_v d0 = VLOAD(dyc + 224 + 0);
+                        a0_0 += wc[1] * d0;
+                        a0_1 += wc[10] * d0;
+                        a0_2 += wc[19] * d0;
+                        a0_3 += wc[28] * d0;
+                        a0_4 += wc[37] * d0;
+                        a0_5 += wc[46] * d0;
+                        a0_6 += wc[55] * d0;
+                        a0_7 += wc[64] * d0;
+                        a0_8 += wc[73] * d0;
+                        a0_9 += wc[82] * d0;
+                        a0_10 += wc[91] * d0;
+                        a0_11 += wc[100] * d0;
+                        a0_12 += wc[109] * d0;
+                        a0_13 += wc[118] * d0;
+                        a0_14 += wc[127] * d0;
+                        a0_15 += wc[136] * d0;
+                    }
+                    {
+                        const cg_v d0 = VLOAD(dyc + 32 + 0);
+                        a0_0 += wc[3] * d0;
+                        a0_1 += wc[12] * d0;
+                        a0_2 += wc[21] * d0;
+                        a0_3 += wc[30] * d0;
+                        a0_4 += wc[39] * d0;
+                        a0_5 += wc[48] * d0;
+                        a0_6 += wc[57] * d0;
+                        a0_7 += wc[66] * d0;
+                        a0_8 += wc[75] * d0;
+                        a0_9 += wc[84] * d0;
+                        a0_10 += wc[93] * d0;
+                        a0_11 += wc[102] * d0;
+                        a0_12 += wc[111] * d0;
+                        a0_13 += wc[120] * d0;
+                        a0_14 += wc[129] * d0;
+                        a0_15 += wc[138] * d0;
+                    }
+                    {
+                        const cg_v d0 = VLOAD(dyc + 0 + 0);
+                        a0_0 += wc[4] * d0;
+                        a0_1 += wc[13] * d0;
+                        a0_2 += wc[22] * d0;
+                        a0_3 += wc[31] * d0;
+                        a0_4 += wc[40] * d0;
+                        a0_5 += wc[49] * d0;
+                        a0_6 += wc[58] * d0;
+                        a0_7 += wc[67] * d0;
+                        a0_8 += wc[76] * d0;
+                        a0_9 += wc[85] * d0;
+                        a0_10 += wc[94] * d0;
+                        a0_11 += wc[103] * d0;
+                        a0_12 += wc[112] * d0;
+                        a0_13 += wc[121] * d0;
+                        a0_14 += wc[130] * d0;
+                        a0_15 += wc[139] * d0;
+                    }
+                }
+                VSTORE(dxb + 0, vdrelu(VLOAD(xb + 0), a0_0));
+                VSTORE(dxb + 1568, vdrelu(VLOAD(xb + 1568), a0_1));
+                VSTORE(dxb + 3136, vdrelu(VLOAD(xb + 3136), a0_2));
+                VSTORE(dxb + 4704, vdrelu(VLOAD(xb + 4704), a0_3));
+                VSTORE(dxb + 6272, vdrelu(VLOAD(xb + 6272), a0_4));
+                VSTORE(dxb + 7840, vdrelu(VLOAD(xb + 7840), a0_5));
+                VSTORE(dxb + 9408, vdrelu(VLOAD(xb + 9408), a0_6));
+                VSTORE(dxb + 10976, vdrelu(VLOAD(xb + 10976), a0_7));
+                VSTORE(dxb + 12544, vdrelu(VLOAD(xb + 12544), a0_8));
+                VSTORE(dxb + 14112, vdrelu(VLOAD(xb + 14112), a0_9));
+                VSTORE(dxb + 15680, vdrelu(VLOAD(xb + 15680), a0_10));
+                VSTORE(dxb + 17248, vdrelu(VLOAD(xb + 17248), a0_11));
+                VSTORE(dxb + 18816, vdrelu(VLOAD(xb + 18816), a0_12));
+                VSTORE(dxb + 20384, vdrelu(VLOAD(xb + 20384), a0_13));
+                VSTORE(dxb + 21952, vdrelu(VLOAD(xb + 21952), a0_14));
+                VSTORE(dxb + 23520, vdrelu(VLOAD(xb + 23520), a0_15));
+            }
+            /* inputs rows 0+1*t (t=0..0), cols 0+1*t (t=1..5): 6 taps */
+            for (int tx = 1; tx < 6; tx++) {
+                cg_v a0_0 = vsplat(0.0f);
+                cg_v a0_1 = vsplat(0.0f);
+                cg_v a0_2 = vsplat(0.0f);
+                cg_v a0_3 = vsplat(0.0f);
+                cg_v a0_4 = vsplat(0.0f);
+                cg_v a0_5 = vsplat(0.0f);
+                cg_v a0_6 = vsplat(0.0f);
+                cg_v a0_7 = vsplat(0.0f);
+                cg_v a0_8 = vsplat(0.0f);
+                cg_v a0_9 = vsplat(0.0f);
+                cg_v a0_10 = vsplat(0.0f);
+                cg_v a0_11 = vsplat(0.0f);
+                cg_v a0_12 = vsplat(0.0f);
+                cg_v a0_13 = vsplat(0.0f);
+                cg_v a0_14 = vsplat(0.0f);
+                cg_v a0_15 = vsplat(0.0f);
+                for (int co = 0; co < 512; co++) {
+                    const float *restrict dyc = dyg + co*1568;
+                    const float *restrict wc = wg + co*4608;
+                    {
+                        const cg_v d0 = VLOAD(dyc + tx*32 + 256 + 0);
+                        a0_0 += wc[0] * d0;
+                        a0_1 += wc[9] * d0;
+                        a0_2 += wc[18] * d0;
+                        a0_3 += wc[27] * d0;
+                        a0_4 += wc[36] * d0;
+                        a0_5 += wc[45] * d0;
+                        a0_6 += wc[54] * d0;
+                        a0_7 += wc[63] * d0;
+                        a0_8 += wc[72] * d0;
+                        a0_9 += wc[81] * d0;
+                        a0_10 += wc[90] * d0;
+                        a0_11 += wc[99] * d0;
+                        a0_12 += wc[108] * d0;
+                        a0_13 += wc[117] * d0;
+                        a0_14 += wc[126] * d0;
+                        a0_15 += wc[135] * d0;
+                    }
+                    {
+                        const cg_v d0 = VLOAD(dyc + tx*32 + 224 + 0);
+                        a0_0 += wc[1] * d0;
+                        a0_1 += wc[10] * d0;
+                        a0_2 += wc[19] * d0;
+                        a0_3 += wc[28] * d0;
+                        a0_4 += wc[37] * d0;
+                        a0_5 += wc[46] * d0;
+                        a0_6 += wc[55] * d0;
+                        a0_7 += wc[64] * d0;
+                        a0_8 += wc[73] * d0;
+                        a0_9 += wc[82] * d0;
+                        a0_10 += wc[91] * d0;
+                        a0_11 += wc[100] * d0;
+                        a0_12 += wc[109] * d0;
+                        a0_13 += wc[118] * d0;
+                        a0_14 += wc[127] * d0;
+                        a0_15 += wc[136] * d0;
+                    }
+                    {
+                        const cg_v d0 = VLOAD(dyc + tx*32 + 192 + 0);
+                        a0_0 += wc[2] * d0;
+                        a0_1 += wc[11] * d0;
+                        a0_2 += wc[20] * d0;
+                        a0_3 += wc[29] * d0;
+                        a0_4 += wc[38] * d0;
+                        a0_5 += wc[47] * d0;
+                        a0_6 += wc[56] * d0;
+                        a0_7 += wc[65] * d0;
+                        a0_8 += wc[74] * d0;
+                        a0_9 += wc[83] * d0;
+                        a0_10 += wc[92] * d0;
+                        a0_11 += wc[101] * d0;
+                        a0_12 += wc[110] * d0;
+                        a0_13 += wc[119] * d0;
+                        a0_14 += wc[128] * d0;
+                        a0_15 += wc[137] * d0;
+                    }
+                    {
+                        const cg_v d0 = VLOAD(dyc + tx*32 + 32 + 0);
+                        a0_0 += wc[3] * d0;
+                        a0_1 += wc[12] * d0;
+                        a0_2 += wc[21] * d0;
+                        a0_3 += wc[30] * d0;
+                        a0_4 += wc[39] * d0;
+                        a0_5 += wc[48] * d0;
+                        a0_6 += wc[57] * d0;
+                        a0_7 += wc[66] * d0;
+                        a0_8 += wc[75] * d0;
+                        a0_9 += wc[84] * d0;
+                        a0_10 += wc[93] * d0;
+                        a0_11 += wc[102] * d0;
+                        a0_12 += wc[111] * d0;
+                        a0_13 += wc[120] * d0;
+                        a0_14 += wc[129] * d0;
+                        a0_15 += wc[138] * d0;
+                    }
+                    {
+                        const cg_v d0 = VLOAD(dyc + tx*32 + 0);
+                        a0_0 += wc[4] * d0;
+                        a0_1 += wc[13] * d0;
+                        a0_2 += wc[22] * d0;
+                        a0_3 += wc[31] * d0;
+                        a0_4 += wc[40] * d0;
+                        a0_5 += wc[49] * d0;
+                        a0_6 += wc[58] * d0;
+                        a0_7 += wc[67] * d0;
+                        a0_8 += wc[76] * d0;
+                        a0_9 += wc[85] * d0;
+                        a0_10 += wc[94] * d0;
+                        a0_11 += wc[103] * d0;
+                        a0_12 += wc[112] * d0;
+                        a0_13 += wc[121] * d0;
+                        a0_14 += wc[130] * d0;
+                        a0_15 += wc[139] * d0;
+                    }
+                    {
+                        const cg_v d0 = VLOAD(dyc + tx*32 - 32 + 0);
+                        a0_0 += wc[5] * d0;
+                        a0_1 += wc[14] * d0;
+                        a0_2 += wc[23] * d0;
+                        a0_3 += wc[32] * d0;
+                        a0_4 += wc[41] * d0;
+                        a0_5 += wc[50] * d0;
+                        a0_6 += wc[59] * d0;
+                        a0_7 += wc[68] * d0;
+                        a0_8 += wc[77] * d0;
+                        a0_9 += wc[86] * d0;
+                        a0_10 += wc[95] * d0;
+                        a0_11 += wc[104] * d0;
+                        a0_12 += wc[113] * d0;
+                        a0_13 += wc[122] * d0;
+                        a0_14 += wc[131] * d0;
+                        a0_15 += wc[140] * d0;
+                    }
+                }
+                VSTORE(dxb + tx*32, vdrelu(VLOAD(xb + tx*32), a0_0));
+                VSTORE(dxb + tx*32 + 1568, vdrelu(VLOAD(xb + tx*32 + 1568), a0_1));
+                VSTORE(dxb + tx*32 + 3136, vdrelu(VLOAD(xb + tx*32 + 3136), a0_2));
+                VSTORE(dxb + tx*32 + 4704, vdrelu(VLOAD(xb + tx*32 + 4704), a0_3));
+                VSTORE(dxb + tx*32 + 6272, vdrelu(VLOAD(xb + tx*32 + 6272), a0_4));
+                VSTORE(dxb + tx*32 + 7840, vdrelu(VLOAD(xb + tx*32 + 7840), a0_5));
+                VSTORE(dxb + tx*32 + 9408, vdrelu(VLOAD(xb + tx*32 + 9408), a0_6));
+                VSTORE(dxb + tx*32 + 10976, vdrelu(VLOAD(xb + tx*32 + 10976), a0_7));
+                VSTORE(dxb + tx*32 + 12544, vdrelu(VLOAD(xb + tx*32 + 12544), a0_8));
+                VSTORE(dxb + tx*32 + 14112, vdrelu(VLOAD(xb + tx*32 + 14112), a0_9));
+                VSTORE(dxb + tx*32 + 15680, vdrelu(VLOAD(xb + tx*32 + 15680), a0_10));
+                VSTORE(dxb + tx*32 + 17248, vdrelu(VLOAD(xb + tx*32 + 17248), a0_11));
+                VSTORE(dxb + tx*32 + 18816, vdrelu(VLOAD(xb + tx*32 + 18816), a0_12));
+                VSTORE(dxb + tx*32 + 20384, vdrelu(VLOAD(xb + tx*32 + 20384), a0_13));
+                VSTORE(dxb + tx*32 + 21952, vdrelu(VLOAD(xb + tx*32 + 21952), a0_14));
+                VSTORE(dxb + tx*32 + 23520, vdrelu(VLOAD(xb + tx*32 + 23520), a0_15));
+            }
+            {
+                cg_v a0_0 = vsplat(0.0f);
+                cg_v a0_1 = vsplat(0.0f);
+                cg_v a0_2 = vsplat(0.0f);
+                cg_v a0_3 = vsplat(0.0f);
+                cg_v a0_4 = vsplat(0.0f);
+                cg_v a0_5 = vsplat(0.0f);
+                cg_v a0_6 = vsplat(0.0f);
+                cg_v a0_7 = vsplat(0.0f);
+                cg_v a0_8 = vsplat(0.0f);
+                cg_v a0_9 = vsplat(0.0f);
+                cg_v a0_10 = vsplat(0.0f);
+                cg_v a0_11 = vsplat(0.0f);
+                cg_v a0_12 = vsplat(0.0f);
+                cg_v a0_13 = vsplat(0.0f);
+                cg_v a0_14 = vsplat(0.0f);
+                cg_v a0_15 = vsplat(0.0f);
+                for (int co = 0; co < 512; co++) {
+                    const float *restrict dyc = dyg + co*1568;
+                    const float *restrict wc = wg + co*4608;
+                    {
+                        const cg_v d0 = VLOAD(dyc + 416 + 0);
+                        a0_0 += wc[1] * d0;
+                        a0_1 += wc[10] * d0;
+                        a0_2 += wc[19] * d0;
+                        a0_3 += wc[28] * d0;
+                        a0_4 += wc[37] * d0;
+                        a0_5 += wc[46] * d0;
+                        a0_6 += wc[55] * d0;
+                        a0_7 += wc[64] * d0;
+                        a0_8 += wc[73] * d0;
+                        a0_9 += wc[82] * d0;
+                        a0_10 += wc[91] * d0;
+                        a0_11 += wc[100] * d0;
+                        a0_12 += wc[109] * d0;
+                        a0_13 += wc[118] * d0;
+                        a0_14 += wc[127] * d0;
+                        a0_15 += wc[136] * d0;
+                    }
+                    {
+                        const cg_v d0 = VLOAD(dyc + 384 + 0);
+                        a0_0 += wc[2] * d0;
+                        a0_1 += wc[11] * d0;
+                        a0_2 += wc[20] * d0;
+                        a0_3 += wc[29] * d0;
+                        a0_4 += wc[38] * d0;
+                        a0_5 += wc[47] * d0;
+                        a0_6 += wc[56] * d0;
+                        a0_7 += wc[65] * d0;
+                        a0_8 += wc[74] * d0;
+                        a0_9 += wc[83] * d0;
+                        a0_10 += wc[92] * d0;
+                        a0_11 += wc[101] * d0;
+                        a0_12 += wc[110] * d0;
+                        a0_13 += wc[119] * d0;
+                        a0_14 += wc[128] * d0;
+                        a0_15 += wc[137] * d0;
+                    }
+                    {
+                        const cg_v d0 = VLOAD(dyc + 192 + 0);
+                        a0_0 += wc[4] * d0;
+                        a0_1 += wc[13] * d0;
+                        a0_2 += wc[22] * d0;
+                        a0_3 += wc[31] * d0;
+                        a0_4 += wc[40] * d0;
+                        a0_5 += wc[49] * d0;
+                        a0_6 += wc[58] * d0;
+                        a0_7 += wc[67] * d0;
+                        a0_8 += wc[76] * d0;
+                        a0_9 += wc[85] * d0;
+                        a0_10 += wc[94] * d0;
+                        a0_11 += wc[103] * d0;
+                        a0_12 += wc[112] * d0;
+                        a0_13 += wc[121] * d0;
+                        a0_14 += wc[130] * d0;
+                        a0_15 += wc[139] * d0;
+                    }
+                    {
+                        const cg_v d0 = VLOAD(dyc + 160 + 0);
+                        a0_0 += wc[5] * d0;
+                        a0_1 += wc[14] * d0;
+                        a0_2 += wc[23] * d0;
+                        a0_3 += wc[32] * d0;
+                        a0_4 += wc[41] * d0;
+                        a0_5 += wc[50] * d0;
+                        a0_6 += wc[59] * d0;
+                        a0_7 += wc[68] * d0;
+                        a0_8 += wc[77] * d0;
+                        a0_9 += wc[86] * d0;
+                        a0_10 += wc[95] * d0;
+                        a0_11 += wc[104] * d0;
+                        a0_12 += wc[113] * d0;
+                        a0_13 += wc[122] * d0;
+                        a0_14 += wc[131] * d0;
+                        a0_15 += wc[140] * d0;
+                    }
+                }
+                VSTORE(dxb + 192, vdrelu(VLOAD(xb + 192), a0_0));
+                VSTORE(dxb + 1760, vdrelu(VLOAD(xb + 1760), a0_1));
+                VSTORE(dxb + 3328, vdrelu(VLOAD(xb + 3328), a0_2));
+                VSTORE(dxb + 4896, vdrelu(VLOAD(xb + 4896), a0_3));
+                VSTORE(dxb + 6464, vdrelu(VLOAD(xb + 6464), a0_4));
+                VSTORE(dxb + 8032, vdrelu(VLOAD(xb + 8032), a0_5));
+                VSTORE(dxb + 9600, vdrelu(VLOAD(xb + 9600), a0_6));
+                VSTORE(dxb + 11168, vdrelu(VLOAD(xb + 11168), a0_7));
+                VSTORE(dxb + 12736, vdrelu(VLOAD(xb + 12736), a0_8));
+                VSTORE(dxb + 14304, vdrelu(VLOAD(xb + 14304), a0_9));
+                VSTORE(dxb + 15872, vdrelu(VLOAD(xb + 15872), a0_10));
+                VSTORE(dxb + 17440, vdrelu(VLOAD(xb + 17440), a0_11));
+                VSTORE(dxb + 19008, vdrelu(VLOAD(xb + 19008), a0_12));
+                VSTORE(dxb + 20576, vdrelu(VLOAD(xb + 20576), a0_13));
+                VSTORE(dxb + 22144, vdrelu(VLOAD(xb + 22144), a0_14));
+                VSTORE(dxb + 23712, vdrelu(VLOAD(xb + 23712), a0_15));
+            }
+            /* inputs rows 0+1*t (t=1..5), cols 0+1*t (t=0..0): 6 taps */
+            for (int ty = 1; ty < 6; ty++) {
+                {
+                    cg_v a0_0 = vsplat(0.0f);
+                    cg_v a0_1 = vsplat(0.0f);
+                    cg_v a0_2 = vsplat(0.0f);
+                    cg_v a0_3 = vsplat(0.0f);
+                    cg_v a0_4 = vsplat(0.0f);
+                    cg_v a0_5 = vsplat(0.0f);
+                    cg_v a0_6 = vsplat(0.0f);
+                    cg_v a0_7 = vsplat(0.0f);
+                    cg_v a0_8 = vsplat(0.0f);
+                    cg_v a0_9 = vsplat(0.0f);
+                    cg_v a0_10 = vsplat(0.0f);
+                    cg_v a0_11 = vsplat(0.0f);
+                    cg_v a0_12 = vsplat(0.0f);
+                    cg_v a0_13 = vsplat(0.0f);
+                    cg_v a0_14 = vsplat(0.0f);
+                    cg_v a0_15 = vsplat(0.0f);
+                    for (int co = 0; co < 512; co++) {
+                        const float *restrict dyc = dyg + co*1568;
+                        const float *restrict wc = wg + co*4608;
+                        {
+                            const cg_v d0 = VLOAD(dyc + ty*224 + 256 + 0);
+                            a0_0 += wc[0] * d0;
+                            a0_1 += wc[9] * d0;
+                            a0_2 += wc[18] * d0;
+                            a0_3 += wc[27] * d0;
+                            a0_4 += wc[36] * d0;
+                            a0_5 += wc[45] * d0;
+                            a0_6 += wc[54] * d0;
+                            a0_7 += wc[63] * d0;
+                            a0_8 += wc[72] * d0;
+                            a0_9 += wc[81] * d0;
+                            a0_10 += wc[90] * d0;
+                            a0_11 += wc[99] * d0;
+                            a0_12 += wc[108] * d0;
+                            a0_13 += wc[117] * d0;
+                            a0_14 += wc[126] * d0;
+                            a0_15 += wc[135] * d0;
+                        }
+                        {
+                            const cg_v d0 = VLOAD(dyc + ty*224 + 224 + 0);
+                            a0_0 += wc[1] * d0;
+                            a0_1 += wc[10] * d0;
+                            a0_2 += wc[19] * d0;
+                            a0_3 += wc[28] * d0;
+                            a0_4 += wc[37] * d0;
+                            a0_5 += wc[46] * d0;
+                            a0_6 += wc[55] * d0;
+                            a0_7 += wc[64] * d0;
+                            a0_8 += wc[73] * d0;
+                            a0_9 += wc[82] * d0;
+                            a0_10 += wc[91] * d0;
+                            a0_11 += wc[100] * d0;
+                            a0_12 += wc[109] * d0;
+                            a0_13 += wc[118] * d0;
+                            a0_14 += wc[127] * d0;
+                            a0_15 += wc[136] * d0;
+                        }
+                        {
+                            const cg_v d0 = VLOAD(dyc + ty*224 + 32 + 0);
+                            a0_0 += wc[3] * d0;
+                            a0_1 += wc[12] * d0;
+                            a0_2 += wc[21] * d0;
+                            a0_3 += wc[30] * d0;
+                            a0_4 += wc[39] * d0;
+                            a0_5 += wc[48] * d0;
+                            a0_6 += wc[57] * d0;
+                            a0_7 += wc[66] * d0;
+                            a0_8 += wc[75] * d0;
+                            a0_9 += wc[84] * d0;
+                            a0_10 += wc[93] * d0;
+                            a0_11 += wc[102] * d0;
+                            a0_12 += wc[111] * d0;
+                            a0_13 += wc[120] * d0;
+                            a0_14 += wc[129] * d0;
+                            a0_15 += wc[138] * d0;
+                        }
+                        {
+                            const cg_v d0 = VLOAD(dyc + ty*224 + 0);
+                            a0_0 += wc[4] * d0;
+                            a0_1 += wc[13] * d0;
+                            a0_2 += wc[22] * d0;
+                            a0_3 += wc[31] * d0;
+                            a0_4 += wc[40] * d0;
+                            a0_5 += wc[49] * d0;
+                            a0_6 += wc[58] * d0;
+                            a0_7 += wc[67] * d0;
+                            a0_8 += wc[76] * d0;
+                            a0_9 += wc[85] * d0;
+                            a0_10 += wc[94] * d0;
+                            a0_11 += wc[103] * d0;
+                            a0_12 += wc[112] * d0;
+                            a0_13 += wc[121] * d0;
+                            a0_14 += wc[130] * d0;
+                            a0_15 += wc[139] * d0;
+                        }
+                        {
+                            const cg_v d0 = VLOAD(dyc + ty*224 - 192 + 0);
+                            a0_0 += wc[6] * d0;
+                            a0_1 += wc[15] * d0;
+                            a0_2 += wc[24] * d0;
+                            a0_3 += wc[33] * d0;
+                            a0_4 += wc[42] * d0;
+                            a0_5 += wc[51] * d0;
+                            a0_6 += wc[60] * d0;
+                            a0_7 += wc[69] * d0;
+                            a0_8 += wc[78] * d0;
+                            a0_9 += wc[87] * d0;
+                            a0_10 += wc[96] * d0;
+                            a0_11 += wc[105] * d0;
+                            a0_12 += wc[114] * d0;
+                            a0_13 += wc[123] * d0;
+                            a0_14 += wc[132] * d0;
+                            a0_15 += wc[141] * d0;
+                        }
+                        {
+                            const cg_v d0 = VLOAD(dyc + ty*224 - 224 + 0);
+                            a0_0 += wc[7] * d0;
+                            a0_1 += wc[16] * d0;
+                            a0_2 += wc[25] * d0;
+                            a0_3 += wc[34] * d0;
+                            a0_4 += wc[43] * d0;
+                            a0_5 += wc[52] * d0;
+                            a0_6 += wc[61] * d0;
+                            a0_7 += wc[70] * d0;
+                            a0_8 += wc[79] * d0;
+                            a0_9 += wc[88] * d0;
+                            a0_10 += wc[97] * d0;
+                            a0_11 += wc[106] * d0;
+                            a0_12 += wc[115] * d0;
+                            a0_13 += wc[124] * d0;
+                            a0_14 += wc[133] * d0;
+                            a0_15 += wc[142] * d0;
+                        }
+                    }
+                    VSTORE(dxb + ty*224, vdrelu(VLOAD(xb + ty*224), a0_0));
+                    VSTORE(dxb + ty*224 + 1568, vdrelu(VLOAD(xb + ty*224 + 1568), a0_1));
+                    VSTORE(dxb + ty*224 + 3136, vdrelu(VLOAD(xb + ty*224 + 3136), a0_2));
+                    VSTORE(dxb + ty*224 + 4704, vdrelu(VLOAD(xb + ty*224 + 4704), a0_3));
+                    VSTORE(dxb + ty*224 + 6272, vdrelu(VLOAD(xb + ty*224 + 6272), a0_4));
+                    VSTORE(dxb + ty*224 + 7840, vdrelu(VLOAD(xb + ty*224 + 7840), a0_5));
+                    VSTORE(dxb + ty*224 + 9408, vdrelu(VLOAD(xb + ty*224 + 9408), a0_6));
+                    VSTORE(dxb + ty*224 + 10976, vdrelu(VLOAD(xb + ty*224 + 10976), a0_7));
+                    VSTORE(dxb + ty*224 + 12544, vdrelu(VLOAD(xb + ty*224 + 12544), a0_8));
+                    VSTORE(dxb + ty*224 + 14112, vdrelu(VLOAD(xb + ty*224 + 14112), a0_9));
+                    VSTORE(dxb + ty*224 + 15680, vdrelu(VLOAD(xb + ty*224 + 15680), a0_10));
+                    VSTORE(dxb + ty*224 + 17248, vdrelu(VLOAD(xb + ty*224 + 17248), a0_11));
+                    VSTORE(dxb + ty*224 + 18816, vdrelu(VLOAD(xb + ty*224 + 18816), a0_12));
+                    VSTORE(dxb + ty*224 + 20384, vdrelu(VLOAD(xb + ty*224 + 20384), a0_13));
+                    VSTORE(dxb + ty*224 + 21952, vdrelu(VLOAD(xb + ty*224 + 21952), a0_14));
+                    VSTORE(dxb + ty*224 + 23520, vdrelu(VLOAD(xb + ty*224 + 23520), a0_15));
+                }
+            }
+            /* inputs rows 0+1*t (t=1..5), cols 0+1*t (t=1..5): 9 taps */
+            for (int ty = 1; ty < 6; ty++) {
+                for (int tx = 1; tx < 6; tx++) {
+                    cg_v a0_0 = vsplat(0.0f);
+                    cg_v a0_1 = vsplat(0.0f);
+                    cg_v a0_2 = vsplat(0.0f);
+                    cg_v a0_3 = vsplat(0.0f);
+                    cg_v a0_4 = vsplat(0.0f);
+                    cg_v a0_5 = vsplat(0.0f);
+                    cg_v a0_6 = vsplat(0.0f);
+                    cg_v a0_7 = vsplat(0.0f);
+                    cg_v a0_8 = vsplat(0.0f);
+                    cg_v a0_9 = vsplat(0.0f);
+                    cg_v a0_10 = vsplat(0.0f);
+                    cg_v a0_11 = vsplat(0.0f);
+                    cg_v a0_12 = vsplat(0.0f);
+                    cg_v a0_13 = vsplat(0.0f);
+                    cg_v a0_14 = vsplat(0.0f);
+                    cg_v a0_15 = vsplat(0.0f);
+                    for (int co = 0; co < 512; co++) {
+                        const float *restrict dyc = dyg + co*1568;
+                        const float *restrict wc = wg + co*4608;
+                        {
+                            const cg_v d0 = VLOAD(dyc + ty*224 + tx*32 + 256 + 0);
+                            a0_0 += wc[0] * d0;
+                            a0_1 += wc[9] * d0;
+                            a0_2 += wc[18] * d0;
+                            a0_3 += wc[27] * d0;
+                            a0_4 += wc[36] * d0;
+                            a0_5 += wc[45] * d0;
+                            a0_6 += wc[54] * d0;
+                            a0_7 += wc[63] * d0;
+                            a0_8 += wc[72] * d0;
+                            a0_9 += wc[81] * d0;
+                            a0_10 += wc[90] * d0;
+                            a0_11 += wc[99] * d0;
+                            a0_12 += wc[108] * d0;
+                            a0_13 += wc[117] * d0;
+                            a0_14 += wc[126] * d0;
+                            a0_15 += wc[135] * d0;
+                        }
+                        {
+                            const cg_v d0 = VLOAD(dyc + ty*224 + tx*32 + 224 + 0);
+                            a0_0 += wc[1] * d0;
+                            a0_1 += wc[10] * d0;
+                            a0_2 += wc[19] * d0;
+                            a0_3 += wc[28] * d0;
+                            a0_4 += wc[37] * d0;
+                            a0_5 += wc[46] * d0;
+                            a0_6 += wc[55] * d0;
+                            a0_7 += wc[64] * d0;
+                            a0_8 += wc[73] * d0;
+                            a0_9 += wc[82] * d0;
+                            a0_10 += wc[91] * d0;
+                            a0_11 += wc[100] * d0;
+                            a0_12 += wc[109] * d0;
+                            a0_13 += wc[118] * d0;
+                            a0_14 += wc[127] * d0;
+                            a0_15 += wc[136] * d0;
+                        }
+                        {
+                            const cg_v d0 = VLOAD(dyc + ty*224 + tx*32 + 192 + 0);
+                            a0_0 += wc[2] * d0;
+                            a0_1 += wc[11] * d0;
+                            a0_2 += wc[20] * d0;
+                            a0_3 += wc[29] * d0;
+                            a0_4 += wc[38] * d0;
+                            a0_5 += wc[47] * d0;
+                            a0_6 += wc[56] * d0;
+                            a0_7 += wc[65] * d0;
+                            a0_8 += wc[74] * d0;
+                            a0_9 += wc[83] * d0;
+                            a0_10 += wc[92] * d0;
+                            a0_11 += wc[101] * d0;
+                            a0_12 += wc[110] * d0;
+                            a0_13 += wc[119] * d0;
+                            a0_14 += wc[128] * d0;
+                            a0_15 += wc[137] * d0;
+                        }
+                        {
+                            const cg_v d0 = VLOAD(dyc + ty*224 + tx*32 + 32 + 0);
+                            a0_0 += wc[3] * d0;
+                            a0_1 += wc[12] * d0;
+                            a0_2 += wc[21] * d0;
+                            a0_3 += wc[30] * d0;
+                            a0_4 += wc[39] * d0;
+                            a0_5 += wc[48] * d0;
+                            a0_6 += wc[57] * d0;
+                            a0_7 += wc[66] * d0;
+                            a0_8 += wc[75] * d0;
+                            a0_9 += wc[84] * d0;
+                            a0_10 += wc[93] * d0;
+                            a0_11 += wc[102] * d0;
+                            a0_12 += wc[111] * d0;
+                            a0_13 += wc[120] * d0;
+                            a0_14 += wc[129] * d0;
+                            a0_15 += wc[138] * d0;
+                        }
+                        {
+                            const cg_v d0 = VLOAD(dyc + ty*224 + tx*32 + 0);
+                            a0_0 += wc[4] * d0;
+                            a0_1 += wc[13] * d0;
+                            a0_2 += wc[22] * d0;
+                            a0_3 += wc[31] * d0;
+                            a0_4 += wc[40] * d0;
+                            a0_5 += wc[49] * d0;
+                            a0_6 += wc[58] * d0;
+                            a0_7 += wc[67] * d0;
+                            a0_8 += wc[76] * d0;
+                            a0_9 += wc[85] * d0;
+                            a0_10 += wc[94] * d0;
+                            a0_11 += wc[103] * d0;
+                            a0_12 += wc[112] * d0;
+                            a0_13 += wc[121] * d0;
+                            a0_14 += wc[130] * d0;
+                            a0_15 += wc[139] * d0;
+                        }
+                        {
+                            const cg_v d0 = VLOAD(dyc + ty*224 + tx*32 - 32 + 0);
+                            a0_0 += wc[5] * d0;
+                            a0_1 += wc[14] * d0;
+                            a0_2 += wc[23] * d0;
+                            a0_3 += wc[32] * d0;
+                            a0_4 += wc[41] * d0;
+                            a0_5 += wc[50] * d0;
+                            a0_6 += wc[59] * d0;
+                            a0_7 += wc[68] * d0;
+                            a0_8 += wc[77] * d0;
+                            a0_9 += wc[86] * d0;
+                            a0_10 += wc[95] * d0;
+                            a0_11 += wc[104] * d0;
+                            a0_12 += wc[113] * d0;
+                            a0_13 += wc[122] * d0;
+                            a0_14 += wc[131] * d0;
+                            a0_15 += wc[140] * d0;
+                        }
+                        {
+                            const cg_v d0 = VLOAD(dyc + ty*224 + tx*32 - 192 + 0);
+                            a0_0 += wc[6] * d0;
+                            a0_1 += wc[15] * d0;
+                            a0_2 += wc[24] * d0;
+                            a0_3 += wc[33] * d0;
+                            a0_4 += wc[42] * d0;
+                            a0_5 += wc[51] * d0;
+                            a0_6 += wc[60] * d0;
+                            a0_7 += wc[69] * d0;
+                            a0_8 += wc[78] * d0;
+                            a0_9 += wc[87] * d0;
+                            a0_10 += wc[96] * d0;
+                            a0_11 += wc[105] * d0;
+                            a0_12 += wc[114] * d0;
+                            a0_13 += wc[123] * d0;
+                            a0_14 += wc[132] * d0;
+                            a0_15 += wc[141] * d0;
+                        }
+                        {
+                            const cg_v d0 = VLOAD(dyc + ty*224 + tx*32 - 224 + 0);
+                            a0_0 += wc[7] * d0;
+                            a0_1 += wc[16] * d0;
+                            a0_2 += wc[25] * d0;
+                            a0_3 += wc[34] * d0;
+                            a0_4 += wc[43] * d0;
+                            a0_5 += wc[52] * d0;
+                            a0_6 += wc[61] * d0;
+                            a0_7 += wc[70] * d0;
+                            a0_8 += wc[79] * d0;
+                            a0_9 += wc[88] * d0;
+                            a0_10 += wc[97] * d0;
+                            a0_11 += wc[106] * d0;
+                            a0_12 += wc[115] * d0;
+                            a0_13 += wc[124] * d0;
+                            a0_14 += wc[133] * d0;
+                            a0_15 += wc[142] * d0;
+                        }
+                        {
+                            const cg_v d0 = VLOAD(dyc + ty*224 + tx*32 - 256 + 0);
+                            a0_0 += wc[8] * d0;
+                            a0_1 += wc[17] * d0;
+                            a0_2 += wc[26] * d0;
+                            a0_3 += wc[35] * d0;
+                            a0_4 += wc[44] * d0;
+                            a0_5 += wc[53] * d0;
+                            a0_6 += wc[62] * d0;
+                            a0_7 += wc[71] * d0;
+                            a0_8 += wc[80] * d0;
+                            a0_9 += wc[89] * d0;
+                            a0_10 += wc[98] * d0;
+                            a0_11 += wc[107] * d0;
+                            a0_12 += wc[116] * d0;
+                            a0_13 += wc[125] * d0;
+                            a0_14 += wc[134] * d0;
+                            a0_15 += wc[143] * d0;
+                        }
+                    }
+                    VSTORE(dxb + ty*224 + tx*32, vdrelu(VLOAD(xb + ty*224 + tx*32), a0_0));
+                    VSTORE(dxb + ty*224 + tx*32 + 1568, vdrelu(VLOAD(xb + ty*224 + tx*32 + 1568), a0_1));
+                    VSTORE(dxb + ty*224 + tx*32 + 3136, vdrelu(VLOAD(xb + ty*224 + tx*32 + 3136), a0_2));
+                    VSTORE(dxb + ty*224 + tx*32 + 4704, vdrelu(VLOAD(xb + ty*224 + tx*32 + 4704), a0_3));
+                    VSTORE(dxb + ty*224 + tx*32 + 6272, vdrelu(VLOAD(xb + ty*224 + tx*32 + 6272), a0_4));
+                    VSTORE(dxb + ty*224 + tx*32 + 7840, vdrelu(VLOAD(xb + ty*224 + tx*32 + 7840), a0_5));
+                    VSTORE(dxb + ty*224 + tx*32 + 9408, vdrelu(VLOAD(xb + ty*224 + tx*32 + 9408), a0_6));
+                    VSTORE(dxb + ty*224 + tx*32 + 10976, vdrelu(VLOAD(xb + ty*224 + tx*32 + 10976), a0_7));
+                    VSTORE(dxb + ty*224 + tx*32 + 12544, vdrelu(VLOAD(xb + ty*224 + tx*32 + 12544), a0_8));
+                    VSTORE(dxb + ty*224 + tx*32 + 14112, vdrelu(VLOAD(xb + ty*224 + tx*32 + 14112), a0_9));
+                    VSTORE(dxb + ty*224 + tx*32 + 15680, vdrelu(VLOAD(xb + ty*224 + tx*32 + 15680), a0_10));
+                    VSTORE(dxb + ty*224 + tx*32 + 17248, vdrelu(VLOAD(xb + ty*224 + tx*32 + 17248), a0_11));
+                    VSTORE(dxb + ty*224 + tx*32 + 18816, vdrelu(VLOAD(xb + ty*224 + tx*32 + 18816), a0_12));
+                    VSTORE(dxb + ty*224 + tx*32 + 20384, vdrelu(VLOAD(xb + ty*224 + tx*32 + 20384), a0_13));
+                    VSTORE(dxb + ty*224 + tx*32 + 21952, vdrelu(VLOAD(xb + ty*224 + tx*32 + 21952), a0_14));
+                    VSTORE(dxb + ty*224 + tx*32 + 23520, vdrelu(VLOAD(xb + ty*224 + tx*32 + 23520), a0_15));
+                }
+            }
+            /* inputs rows 0+1*t (t=1..5), cols 0+1*t (t=6..6): 6 taps */
+            for (int ty = 1; ty < 6; ty++) {
+                {
+                    cg_v a0_0 = vsplat(0.0f);
+                    cg_v a0_1 = vsplat(0.0f);
+                    cg_v a0_2 = vsplat(0.0f);
+                    cg_v a0_3 = vsplat(0.0f);
+                    cg_v a0_4 = vsplat(0.0f);
+                    cg_v a0_5 = vsplat(0.0f);
+                    cg_v a0_6 = vsplat(0.0f);
+                    cg_v a0_7 = vsplat(0.0f);
+                    cg_v a0_8 = vsplat(0.0f);
+                    cg_v a0_9 = vsplat(0.0f);
+                    cg_v a0_10 = vsplat(0.0f);
+                    cg_v a0_11 = vsplat(0.0f);
+                    cg_v a0_12 = vsplat(0.0f);
+                    cg_v a0_13 = vsplat(0.0f);
+                    cg_v a0_14 = vsplat(0.0f);
+                    cg_v a0_15 = vsplat(0.0f);
+                    for (int co = 0; co < 512; co++) {
+                        const float *restrict dyc = dyg + co*1568;
+                        const float *restrict wc = wg + co*4608;
+                        {
+                            const cg_v d0 = VLOAD(dyc + ty*224 + 416 + 0);
+                            a0_0 += wc[1] * d0;
+                            a0_1 += wc[10] * d0;
+                            a0_2 += wc[19] * d0;
+                            a0_3 += wc[28] * d0;
+                            a0_4 += wc[37] * d0;
+                            a0_5 += wc[46] * d0;
+                            a0_6 += wc[55] * d0;
+                            a0_7 += wc[64] * d0;
+                            a0_8 += wc[73] * d0;
+                            a0_9 += wc[82] * d0;
+                            a0_10 += wc[91] * d0;
+                            a0_11 += wc[100] * d0;
+                            a0_12 += wc[109] * d0;
+                            a0_13 += wc[118] * d0;
+                            a0_14 += wc[127] * d0;
+                            a0_15 += wc[136] * d0;
+                        }
+                        {
+                            const cg_v d0 = VLOAD(dyc + ty*224 + 384 + 0);
+                            a0_0 += wc[2] * d0;
+                            a0_1 += wc[11] * d0;
+                            a0_2 += wc[20] * d0;
+                            a0_3 += wc[29] * d0;
+                            a0_4 += wc[38] * d0;
+                            a0_5 += wc[47] * d0;
+                            a0_6 += wc[56] * d0;
+                            a0_7 += wc[65] * d0;
+                            a0_8 += wc[74] * d0;
+                            a0_9 += wc[83] * d0;
+                            a0_10 += wc[92] * d0;
+                            a0_11 += wc[101] * d0;
+                            a0_12 += wc[110] * d0;
+                            a0_13 += wc[119] * d0;
+                            a0_14 += wc[128] * d0;
+                            a0_15 += wc[137] * d0;
+                        }
+                        {
+                            const cg_v d0 = VLOAD(dyc + ty*224 + 192 + 0);
+                            a0_0 += wc[4] * d0;
+                            a0_1 += wc[13] * d0;
+                            a0_2 += wc[22] * d0;
+                            a0_3 += wc[31] * d0;
+                            a0_4 += wc[40] * d0;
+                            a0_5 += wc[49] * d0;
+                            a0_6 += wc[58] * d0;
+                            a0_7 += wc[67] * d0;
+                            a0_8 += wc[76] * d0;
+                            a0_9 += wc[85] * d0;
+                            a0_10 += wc[94] * d0;
+                            a0_11 += wc[103] * d0;
+                            a0_12 += wc[112] * d0;
+                            a0_13 += wc[121] * d0;
+                            a0_14 += wc[130] * d0;
+                            a0_15 += wc[139] * d0;
+                        }
+                        {
+                            const cg_v d0 = VLOAD(dyc + ty*224 + 160 + 0);
+                            a0_0 += wc[5] * d0;
+                            a0_1 += wc[14] * d0;
+                            a0_2 += wc[23] * d0;
+                            a0_3 += wc[32] * d0;
+                            a0_4 += wc[41] * d0;
+                            a0_5 += wc[50] * d0;
+                            a0_6 += wc[59] * d0;
+                            a0_7 += wc[68] * d0;
+                            a0_8 += wc[77] * d0;
+                            a0_9 += wc[86] * d0;
+                            a0_10 += wc[95] * d0;
+                            a0_11 += wc[104] * d0;
+                            a0_12 += wc[113] * d0;
+                            a0_13 += wc[122] * d0;
+                            a0_14 += wc[131] * d0;
+                            a0_15 += wc[140] * d0;
+                        }
+                        {
+                            const cg_v d0 = VLOAD(dyc + ty*224 - 32 + 0);
+                            a0_0 += wc[7] * d0;
+                            a0_1 += wc[16] * d0;
+                            a0_2 += wc[25] * d0;
+                            a0_3 += wc[34] * d0;
+                            a0_4 += wc[43] * d0;
+                            a0_5 += wc[52] * d0;
+                            a0_6 += wc[61] * d0;
+                            a0_7 += wc[70] * d0;
+                            a0_8 += wc[79] * d0;
+                            a0_9 += wc[88] * d0;
+                            a0_10 += wc[97] * d0;
+                            a0_11 += wc[106] * d0;
+                            a0_12 += wc[115] * d0;
+                            a0_13 += wc[124] * d0;
+                            a0_14 += wc[133] * d0;
+                            a0_15 += wc[142] * d0;
+                        }
+                        {
+                            const cg_v d0 = VLOAD(dyc + ty*224 - 64 + 0);
+                            a0_0 += wc[8] * d0;
+                            a0_1 += wc[17] * d0;
+                            a0_2 += wc[26] * d0;
+                            a0_3 += wc[35] * d0;
+                            a0_4 += wc[44] * d0;
+                            a0_5 += wc[53] * d0;
+                            a0_6 += wc[62] * d0;
+                            a0_7 += wc[71] * d0;
+                            a0_8 += wc[80] * d0;
+                            a0_9 += wc[89] * d0;
+                            a0_10 += wc[98] * d0;
+                            a0_11 += wc[107] * d0;
+                            a0_12 += wc[116] * d0;
+                            a0_13 += wc[125] * d0;
+                            a0_14 += wc[134] * d0;
+                            a0_15 += wc[143] * d0;
+                        }
+                    }
+                    VSTORE(dxb + ty*224 + 192, vdrelu(VLOAD(xb + ty*224 + 192), a0_0));
+                    VSTORE(dxb + ty*224 + 1760, vdrelu(VLOAD(xb + ty*224 + 1760), a0_1));
+                    VSTORE(dxb + ty*224 + 3328, vdrelu(VLOAD(xb + ty*224 + 3328), a0_2));
+                    VSTORE(dxb + ty*224 + 4896, vdrelu(VLOAD(xb + ty*224 + 4896), a0_3));
+                    VSTORE(dxb + ty*224 + 6464, vdrelu(VLOAD(xb + ty*224 + 6464), a0_4));
+                    VSTORE(dxb + ty*224 + 8032, vdrelu(VLOAD(xb + ty*224 + 8032), a0_5));
+                    VSTORE(dxb + ty*224 + 9600, vdrelu(VLOAD(xb + ty*224 + 9600), a0_6));
+                    VSTORE(dxb + ty*224 + 11168, vdrelu(VLOAD(xb + ty*224 + 11168), a0_7));
+                    VSTORE(dxb + ty*224 + 12736, vdrelu(VLOAD(xb + ty*224 + 12736), a0_8));
+                    VSTORE(dxb + ty*224 + 14304, vdrelu(VLOAD(xb + ty*224 + 14304), a0_9));
+                    VSTORE(dxb + ty*224 + 15872, vdrelu(VLOAD(xb + ty*224 + 15872), a0_10));
+                    VSTORE(dxb + ty*224 + 17440, vdrelu(VLOAD(xb + ty*224 + 17440), a0_11));
+                    VSTORE(dxb + ty*224 + 19008, vdrelu(VLOAD(xb + ty*224 + 19008), a0_12));
+                    VSTORE(dxb + ty*224 + 20576, vdrelu(VLOAD(xb + ty*224 + 20576), a0_13));
+                    VSTORE(dxb + ty*224 + 22144, vdrelu(VLOAD(xb + ty*224 + 22144), a0_14));
+                    VSTORE(dxb + ty*224 + 23712, vdrelu(VLOAD(xb + ty*224 + 23712), a0_15));
+                }
+            }
+            {
+                cg_v a0_0 = vsplat(0.0f);
+                cg_v a0_1 = vsplat(0.0f);
+                cg_v a0_2 = vsplat(0.0f);
+                cg_v a0_3 = vsplat(0.0f);
+                cg_v a0_4 = vsplat(0.0f);
+                cg_v a0_5 = vsplat(0.0f);
+                cg_v a0_6 = vsplat(0.0f);
+                cg_v a0_7 = vsplat(0.0f);
+                cg_v a0_8 = vsplat(0.0f);
+                cg_v a0_9 = vsplat(0.0f);
+                cg_v a0_10 = vsplat(0.0f);
+                cg_v a0_11 = vsplat(0.0f);
+                cg_v a0_12 = vsplat(0.0f);
+                cg_v a0_13 = vsplat(0.0f);
+                cg_v a0_14 = vsplat(0.0f);
+                cg_v a0_15 = vsplat(0.0f);
+                for (int co = 0; co < 512; co++) {
+                    const float *restrict dyc = dyg + co*1568;
+                    const float *restrict wc = wg + co*4608;
+                    {
+                        const cg_v d0 = VLOAD(dyc + 1376 + 0);
+                        a0_0 += wc[3] * d0;
+                        a0_1 += wc[12] * d0;
+                        a0_2 += wc[21] * d0;
+                        a0_3 += wc[30] * d0;
+                        a0_4 += wc[39] * d0;
+                        a0_5 += wc[48] * d0;
+                        a0_6 += wc[57] * d0;
+                        a0_7 += wc[66] * d0;
+                        a0_8 += wc[75] * d0;
+                        a0_9 += wc[84] * d0;
+                        a0_10 += wc[93] * d0;
+                        a0_11 += wc[102] * d0;
+                        a0_12 += wc[111] * d0;
+                        a0_13 += wc[120] * d0;
+                        a0_14 += wc[129] * d0;
+                        a0_15 += wc[138] * d0;
+                    }
+                    {
+                        const cg_v d0 = VLOAD(dyc + 1344 + 0);
+                        a0_0 += wc[4] * d0;
+                        a0_1 += wc[13] * d0;
+                        a0_2 += wc[22] * d0;
+                        a0_3 += wc[31] * d0;
+                        a0_4 += wc[40] * d0;
+                        a0_5 += wc[49] * d0;
+                        a0_6 += wc[58] * d0;
+                        a0_7 += wc[67] * d0;
+                        a0_8 += wc[76] * d0;
+                        a0_9 += wc[85] * d0;
+                        a0_10 += wc[94] * d0;
+                        a0_11 += wc[103] * d0;
+                        a0_12 += wc[112] * d0;
+                        a0_13 += wc[121] * d0;
+                        a0_14 += wc[130] * d0;
+                        a0_15 += wc[139] * d0;
+                    }
+                    {
+                        const cg_v d0 = VLOAD(dyc + 1152 + 0);
+                        a0_0 += wc[6] * d0;
+                        a0_1 += wc[15] * d0;
+                        a0_2 += wc[24] * d0;
+                        a0_3 += wc[33] * d0;
+                        a0_4 += wc[42] * d0;
+                        a0_5 += wc[51] * d0;
+                        a0_6 += wc[60] * d0;
+                        a0_7 += wc[69] * d0;
+                        a0_8 += wc[78] * d0;
+                        a0_9 += wc[87] * d0;
+                        a0_10 += wc[96] * d0;
+                        a0_11 += wc[105] * d0;
+                        a0_12 += wc[114] * d0;
+                        a0_13 += wc[123] * d0;
+                        a0_14 += wc[132] * d0;
+                        a0_15 += wc[141] * d0;
+                    }
+                    {
+                        const cg_v d0 = VLOAD(dyc + 1120 + 0);
+                        a0_0 += wc[7] * d0;
+                        a0_1 += wc[16] * d0;
+                        a0_2 += wc[25] * d0;
+                        a0_3 += wc[34] * d0;
+                        a0_4 += wc[43] * d0;
+                        a0_5 += wc[52] * d0;
+                        a0_6 += wc[61] * d0;
+                        a0_7 += wc[70] * d0;
+                        a0_8 += wc[79] * d0;
+                        a0_9 += wc[88] * d0;
+                        a0_10 += wc[97] * d0;
+                        a0_11 += wc[106] * d0;
+                        a0_12 += wc[115] * d0;
+                        a0_13 += wc[124] * d0;
+                        a0_14 += wc[133] * d0;
+                        a0_15 += wc[142] * d0;
+                    }
+                }
+                VSTORE(dxb + 1344, vdrelu(VLOAD(xb + 1344), a0_0));
+                VSTORE(dxb + 2912, vdrelu(VLOAD(xb + 2912), a0_1));
+                VSTORE(dxb + 4480, vdrelu(VLOAD(xb + 4480), a0_2));
+                VSTORE(dxb + 6048, vdrelu(VLOAD(xb + 6048), a0_3));
+                VSTORE(dxb + 7616, vdrelu(VLOAD(xb + 7616), a0_4));
+                VSTORE(dxb + 9184, vdrelu(VLOAD(xb + 9184), a0_5));
+                VSTORE(dxb + 10752, vdrelu(VLOAD(xb + 10752), a0_6));
+                VSTORE(dxb + 12320, vdrelu(VLOAD(xb + 12320), a0_7));
+                VSTORE(dxb + 13888, vdrelu(VLOAD(xb + 13888), a0_8));
+                VSTORE(dxb + 15456, vdrelu(VLOAD(xb + 15456), a0_9));
+                VSTORE(dxb + 17024, vdrelu(VLOAD(xb + 17024), a0_10));
+                VSTORE(dxb + 18592, vdrelu(VLOAD(xb + 18592), a0_11));
+                VSTORE(dxb + 20160, vdrelu(VLOAD(xb + 20160), a0_12));
+                VSTORE(dxb + 21728, vdrelu(VLOAD(xb + 21728), a0_13));
+                VSTORE(dxb + 23296, vdrelu(VLOAD(xb + 23296), a0_14));
+                VSTORE(dxb + 24864, vdrelu(VLOAD(xb + 24864), a0_15));
+            }
+            /* inputs rows 0+1*t (t=6..6), cols 0+1*t (t=1..5): 6 taps */
+            for (int tx = 1; tx < 6; tx++) {
+                cg_v a0_0 = vsplat(0.0f);
+                cg_v a0_1 = vsplat(0.0f);
+                cg_v a0_2 = vsplat(0.0f);
+                cg_v a0_3 = vsplat(0.0f);
+                cg_v a0_4 = vsplat(0.0f);
+                cg_v a0_5 = vsplat(0.0f);
+                cg_v a0_6 = vsplat(0.0f);
+                cg_v a0_7 = vsplat(0.0f);
+                cg_v a0_8 = vsplat(0.0f);
+                cg_v a0_9 = vsplat(0.0f);
+                cg_v a0_10 = vsplat(0.0f);
+                cg_v a0_11 = vsplat(0.0f);
+                cg_v a0_12 = vsplat(0.0f);
+                cg_v a0_13 = vsplat(0.0f);
+                cg_v a0_14 = vsplat(0.0f);
+                cg_v a0_15 = vsplat(0.0f);
+                for (int co = 0; co < 512; co++) {
+                    const float *restrict dyc = dyg + co*1568;
+                    const float *restrict wc = wg + co*4608;
+                    {
+                        const cg_v d0 = VLOAD(dyc + tx*32 + 1376 + 0);
+                        a0_0 += wc[3] * d0;
+                        a0_1 += wc[12] * d0;
+                        a0_2 += wc[21] * d0;
+                        a0_3 += wc[30] * d0;
+                        a0_4 += wc[39] * d0;
+                        a0_5 += wc[48] * d0;
+                        a0_6 += wc[57] * d0;
+                        a0_7 += wc[66] * d0;
+                        a0_8 += wc[75] * d0;
+                        a0_9 += wc[84] * d0;
+                        a0_10 += wc[93] * d0;
+                        a0_11 += wc[102] * d0;
+                        a0_12 += wc[111] * d0;
+                        a0_13 += wc[120] * d0;
+                        a0_14 += wc[129] * d0;
+                        a0_15 += wc[138] * d0;
+                    }
+                    {
+                        const cg_v d0 = VLOAD(dyc + tx*32 + 1344 + 0);
+                        a0_0 += wc[4] * d0;
+                        a0_1 += wc[13] * d0;
+                        a0_2 += wc[22] * d0;
+                        a0_3 += wc[31] * d0;
+                        a0_4 += wc[40] * d0;
+                        a0_5 += wc[49] * d0;
+                        a0_6 += wc[58] * d0;
+                        a0_7 += wc[67] * d0;
+                        a0_8 += wc[76] * d0;
+                        a0_9 += wc[85] * d0;
+                        a0_10 += wc[94] * d0;
+                        a0_11 += wc[103] * d0;
+                        a0_12 += wc[112] * d0;
+                        a0_13 += wc[121] * d0;
+                        a0_14 += wc[130] * d0;
+                        a0_15 += wc[139] * d0;
+                    }
+                    {
+                        const cg_v d0 = VLOAD(dyc + tx*32 + 1312 + 0);
+                        a0_0 += wc[5] * d0;
+                        a0_1 += wc[14] * d0;
+                        a0_2 += wc[23] * d0;
+                        a0_3 += wc[32] * d0;
+                        a0_4 += wc[41] * d0;
+                        a0_5 += wc[50] * d0;
+                        a0_6 += wc[59] * d0;
+                        a0_7 += wc[68] * d0;
+                        a0_8 += wc[77] * d0;
+                        a0_9 += wc[86] * d0;
+                        a0_10 += wc[95] * d0;
+                        a0_11 += wc[104] * d0;
+                        a0_12 += wc[113] * d0;
+                        a0_13 += wc[122] * d0;
+                        a0_14 += wc[131] * d0;
+                        a0_15 += wc[140] * d0;
+                    }
+                    {
+                        const cg_v d0 = VLOAD(dyc + tx*32 + 1152 + 0);
+                        a0_0 += wc[6] * d0;
+                        a0_1 += wc[15] * d0;
+                        a0_2 += wc[24] * d0;
+                        a0_3 += wc[33] * d0;
+                        a0_4 += wc[42] * d0;
+                        a0_5 += wc[51] * d0;
+                        a0_6 += wc[60] * d0;
+                        a0_7 += wc[69] * d0;
+                        a0_8 += wc[78] * d0;
+                        a0_9 += wc[87] * d0;
+                        a0_10 += wc[96] * d0;
+                        a0_11 += wc[105] * d0;
+                        a0_12 += wc[114] * d0;
+                        a0_13 += wc[123] * d0;
+                        a0_14 += wc[132] * d0;
+                        a0_15 += wc[141] * d0;
+                    }
+                    {
+                        const cg_v d0 = VLOAD(dyc + tx*32 + 1120 + 0);
+                        a0_0 += wc[7] * d0;
+                        a0_1 += wc[16] * d0;
+                        a0_2 += wc[25] * d0;
+                        a0_3 += wc[34] * d0;
+                        a0_4 += wc[43] * d0;
+                        a0_5 += wc[52] * d0;
+                        a0_6 += wc[61] * d0;
+                        a0_7 += wc[70] * d0;
+                        a0_8 += wc[79] * d0;
+                        a0_9 += wc[88] * d0;
+                        a0_10 += wc[97] * d0;
+                        a0_11 += wc[106] * d0;
+                        a0_12 += wc[115] * d0;
+                        a0_13 += wc[124] * d0;
+                        a0_14 += wc[133] * d0;
+                        a0_15 += wc[142] * d0;
+                    }
+                    {
+                        const cg_v d0 = VLOAD(dyc + tx*32 + 1088 + 0);
+                        a0_0 += wc[8] * d0;
+                        a0_1 += wc[17] * d0;
+                        a0_2 += wc[26] * d0;
+                        a0_3 += wc[35] * d0;
+                        a0_4 += wc[44] * d0;
+                        a0_5 += wc[53] * d0;
+                        a0_6 += wc[62] * d0;
+                        a0_7 += wc[71] * d0;
+                        a0_8 += wc[80] * d0;
+                        a0_9 += wc[89] * d0;
+                        a0_10 += wc[98] * d0;
+                        a0_11 += wc[107] * d0;
+                        a0_12 += wc[116] * d0;
+                        a0_13 += wc[125] * d0;
+                        a0_14 += wc[134] * d0;
+                        a0_15 += wc[143] * d0;
+                    }
+                }
+                VSTORE(dxb + tx*32 + 1344, vdrelu(VLOAD(xb + tx*32 + 1344), a0_0));
+                VSTORE(dxb + tx*32 + 2912, vdrelu(VLOAD(xb + tx*32 + 2912), a0_1));
+                VSTORE(dxb + tx*32 + 4480, vdrelu(VLOAD(xb + tx*32 + 4480), a0_2));
+                VSTORE(dxb + tx*32 + 6048, vdrelu(VLOAD(xb + tx*32 + 6048), a0_3));
+                VSTORE(dxb + tx*32 + 7616, vdrelu(VLOAD(xb + tx*32 + 7616), a0_4));
+                VSTORE(dxb + tx*32 + 9184, vdrelu(VLOAD(xb + tx*32 + 9184), a0_5));
+                VSTORE(dxb + tx*32 + 10752, vdrelu(VLOAD(xb + tx*32 + 10752), a0_6));
+                VSTORE(dxb + tx*32 + 12320, vdrelu(VLOAD(xb + tx*32 + 12320), a0_7));
+                VSTORE(dxb + tx*32 + 13888, vdrelu(VLOAD(xb + tx*32 + 13888), a0_8));
+                VSTORE(dxb + tx*32 + 15456, vdrelu(VLOAD(xb + tx*32 + 15456), a0_9));
+                VSTORE(dxb + tx*32 + 17024, vdrelu(VLOAD(xb + tx*32 + 17024), a0_10));
+                VSTORE(dxb + tx*32 + 18592, vdrelu(VLOAD(xb + tx*32 + 18592), a0_11));
+                VSTORE(dxb + tx*32 + 20160, vdrelu(VLOAD(xb + tx*32 + 20160), a0_12));
+                VSTORE(dxb + tx*32 + 21728, vdrelu(VLOAD(xb + tx*32 + 21728), a0_13));
+                VSTORE(dxb + tx*32 + 23296, vdrelu(VLOAD(xb + tx*32 + 23296), a0_14));
+                VSTORE(dxb + tx*32 + 24864, vdrelu(VLOAD(xb + tx*32 + 24864), a0_15));
+            }
+            {
+                cg_v a0_0 = vsplat(0.0f);
+                cg_v a0_1 = vsplat(0.0f);
+                cg_v a0_2 = vsplat(0.0f);
+                cg_v a0_3 = vsplat(0.0f);
+                cg_v a0_4 = vsplat(0.0f);
+                cg_v a0_5 = vsplat(0.0f);
+                cg_v a0_6 = vsplat(0.0f);
+                cg_v a0_7 = vsplat(0.0f);
+                cg_v a0_8 = vsplat(0.0f);
+                cg_v a0_9 = vsplat(0.0f);
+                cg_v a0_10 = vsplat(0.0f);
+                cg_v a0_11 = vsplat(0.0f);
+                cg_v a0_12 = vsplat(0.0f);
+                cg_v a0_13 = vsplat(0.0f);
+                cg_v a0_14 = vsplat(0.0f);
+                cg_v a0_15 = vsplat(0.0f);
+                for (int co = 0; co < 512; co++) {
+                    const float *restrict dyc = dyg + co*1568;
+                    const float *restrict wc = wg + co*4608;
+                    {
+                        const cg_v d0 = VLOAD(dyc + 1536 + 0);
+                        a0_0 += wc[4] * d0;
+                        a0_1 += wc[13] * d0;
+                        a0_2 += wc[22] * d0;
+                        a0_3 += wc[31] * d0;
+                        a0_4 += wc[40] * d0;
+                        a0_5 += wc[49] * d0;
+                        a0_6 += wc[58] * d0;
+                        a0_7 += wc[67] * d0;
+                        a0_8 += wc[76] * d0;
+                        a0_9 += wc[85] * d0;
+                        a0_10 += wc[94] * d0;
+                        a0_11 += wc[103] * d0;
+                        a0_12 += wc[112] * d0;
+                        a0_13 += wc[121] * d0;
+                        a0_14 += wc[130] * d0;
+                        a0_15 += wc[139] * d0;
+                    }
+                    {
+                        const cg_v d0 = VLOAD(dyc + 1504 + 0);
+                        a0_0 += wc[5] * d0;
+                        a0_1 += wc[14] * d0;
+                        a0_2 += wc[23] * d0;
+                        a0_3 += wc[32] * d0;
+                        a0_4 += wc[41] * d0;
+                        a0_5 += wc[50] * d0;
+                        a0_6 += wc[59] * d0;
+                        a0_7 += wc[68] * d0;
+                        a0_8 += wc[77] * d0;
+                        a0_9 += wc[86] * d0;
+                        a0_10 += wc[95] * d0;
+                        a0_11 += wc[104] * d0;
+                        a0_12 += wc[113] * d0;
+                        a0_13 += wc[122] * d0;
+                        a0_14 += wc[131] * d0;
+                        a0_15 += wc[140] * d0;
+                    }
+                    {
+                        const cg_v d0 = VLOAD(dyc + 1312 + 0);
+                        a0_0 += wc[7] * d0;
+                        a0_1 += wc[16] * d0;
+                        a0_2 += wc[25] * d0;
+                        a0_3 += wc[34] * d0;
+                        a0_4 += wc[43] * d0;
+                        a0_5 += wc[52] * d0;
+                        a0_6 += wc[61] * d0;
+                        a0_7 += wc[70] * d0;
+                        a0_8 += wc[79] * d0;
+                        a0_9 += wc[88] * d0;
+                        a0_10 += wc[97] * d0;
+                        a0_11 += wc[106] * d0;
+                        a0_12 += wc[115] * d0;
+                        a0_13 += wc[124] * d0;
+                        a0_14 += wc[133] * d0;
+                        a0_15 += wc[142] * d0;
+                    }
+                    {
+                        const cg_v d0 = VLOAD(dyc + 1280 + 0);
+                        a0_0 += wc[8] * d0;
+                        a0_1 += wc[17] * d0;
+                        a0_2 += wc[26] * d0;
+                        a0_3 += wc[35] * d0;
+                        a0_4 += wc[44] * d0;
+                        a0_5 += wc[53] * d0;
+                        a0_6 += wc[62] * d0;
+                        a0_7 += wc[71] * d0;
+                        a0_8 += wc[80] * d0;
+                        a0_9 += wc[89] * d0;
+                        a0_10 += wc[98] * d0;
+                        a0_11 += wc[107] * d0;
+                        a0_12 += wc[116] * d0;
+                        a0_13 += wc[125] * d0;
+                        a0_14 += wc[134] * d0;
+                        a0_15 += wc[143] * d0;
+                    }
+                }
+                VSTORE(dxb + 1536, vdrelu(VLOAD(xb + 1536), a0_0));
+                VSTORE(dxb + 3104, vdrelu(VLOAD(xb + 3104), a0_1));
+                VSTORE(dxb + 4672, vdrelu(VLOAD(xb + 4672), a0_2));
+                VSTORE(dxb + 6240, vdrelu(VLOAD(xb + 6240), a0_3));
+                VSTORE(dxb + 7808, vdrelu(VLOAD(xb + 7808), a0_4));
+                VSTORE(dxb + 9376, vdrelu(VLOAD(xb + 9376), a0_5));
+                VSTORE(dxb + 10944, vdrelu(VLOAD(xb + 10944), a0_6));
+                VSTORE(dxb + 12512, vdrelu(VLOAD(xb + 12512), a0_7));
+                VSTORE(dxb + 14080, vdrelu(VLOAD(xb + 14080), a0_8));
+                VSTORE(dxb + 15648, vdrelu(VLOAD(xb + 15648), a0_9));
+                VSTORE(dxb + 17216, vdrelu(VLOAD(xb + 17216), a0_10));
+                VSTORE(dxb + 18784, vdrelu(VLOAD(xb + 18784), a0_11));
+                VSTORE(dxb + 20352, vdrelu(VLOAD(xb + 20352), a0_12));
+                VSTORE(dxb + 21920, vdrelu(VLOAD(xb + 21920), a0_13));
+                VSTORE(dxb + 23488, vdrelu(VLOAD(xb + 23488), a0_14));
+                VSTORE(dxb + 25056, vdrelu(VLOAD(xb + 25056), a0_15));
+            }
+        }
+    }
+}
+
+/* layer 54: batchnorm 512x7x7 -> 512x7x7 (specs/resnet18.yaml:62:5)
+ * schedule lanes: fwd lanes dw lanes dx with dw */
+static void l54_batchnorm_forward(const float *restrict P, float *restrict B, float *restrict S, const float *restrict x, float *restrict y, int nb, int training)
+{
+    /* x [512x7x7][lanes], y [512x7x7][lanes] */
+    const float *restrict gamma = P, *restrict beta = P + 512;
+    float *restrict rmean = B, *restrict rvar = B + 512, *restrict nbt = B + 1024;
+    const int m = nb * 49; /* values per channel */
+    if (training) {
+        cg_v mask[2];
+        for (int v = 0; v < 2; v++)
+            for (int l = 0; l < 16; l++) mask[v][l] = v * 16 + l < nb ? 1.0f : 0.0f;
+        nbt[0] += 1.0f;
+        const float f = 0.1f;
+        for (int c = 0; c < 512; c++) {
+            const float *restrict xc = x + (size_t)c * 1568;
+            cg_v acc[2];
+            for (int v = 0; v < 2; v++) acc[v] = vsplat(0.0f);
+            for (int s = 0; s < 49; s++) {
+                for (int v = 0; v < 2; v++) {
+                    acc[v] += VLOAD(xc + s * 32 + v * 16) * mask[v];
+                }
+            }
+            double s1 = 0.0;
+            for (int v = 0; v < 2; v++) s1 += vsum(acc[v]);
+            const double mean = s1 / m;
+            const float fmean = (float)mean;
+            for (int v = 0; v < 2; v++) acc[v] = vsplat(0.0f);
+            for (int s = 0; s < 49; s++) {
+                for (int v = 0; v < 2; v++) {
+                    const cg_v dv = (VLOAD(xc + s * 32 + v * 16) - fmean) * mask[v];
+                    acc[v] += dv * dv;
+                }
+            }
+            double v2 = 0.0;
+            for (int v = 0; v < 2; v++) v2 += vsum(acc[v]);
+            const double var = v2 / m;
+            S[c] = fmean;
+            S[512 + c] = (float)(1.0 / sqrt(var + 1.0000000000000001e-05));
+            rmean[c] = (1.0f - f) * rmean[c] + f * fmean;
+            rvar[c] = (1.0f - f) * rvar[c] + f * (float)(m > 1 ? var * m / (m - 1) : var);
+        }
+    }
+    else {
+        for (int c = 0; c < 512; c++) {
+            S[c] = rmean[c];
+            S[512 + c] = 1.0f / sqrtf(rvar[c] + 1e-05f);
+        }
+    }
+    for (int c = 0; c < 512; c++) {
+        const float mean = S[c], a = S[512 + c] * gamma[c], bc = beta[c];
+        const float *restrict xc = x + (size_t)c * 1568;
+        float *restrict yc = y + (size_t)c * 1568;
+        for (int i = 0; i < 1568; i++) yc[i] = (xc[i] - mean) * a + bc;
+    }
+}
+
+/* l54_batchnorm_backward: the code of l51_batchnorm_backward */
+
+/* layer 55: conv2d 256x14x14 -> 512x7x7 (specs/resnet18.yaml:63:5)
+ * schedule lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=16,rows=1] dx lanes[TB=1,TCI=16] threaded */
+static void l55_conv2d_forward(const float *restrict P, const float *restrict x, float *restrict y)
+{
+    /* x [256x14x14][lanes], y [512x7x7][lanes] */
+    const float *restrict w = P;
+    CG_PARALLEL_FOR
+    for (int cb = 0; cb < 32; cb++) {
+        for (int v0 = 0; v0 < 2; v0 += 1) {
+            const float *restrict wb = w + cb*4096;
+            const float *restrict xg = x + 0 + v0 * 16;
+            float *restrict yb = y + cb*25088 + v0 * 16;
+            /* rows 0..6, cols 0..6: every tap */
+            for (int oy = 0; oy < 7; oy++) {
+                for (int ox = 0; ox < 7; ox++) {
+                    cg_v a0_0 = vsplat(0.0f);
+                    cg_v a0_1 = vsplat(0.0f);
+                    cg_v a0_2 = vsplat(0.0f);
+                    cg_v a0_3 = vsplat(0.0f);
+                    cg_v a0_4 = vsplat(0.0f);
+                    cg_v a0_5 = vsplat(0.0f);
+                    cg_v a0_6 = vsplat(0.0f);
+                    cg_v a0_7 = vsplat(0.0f);
+                    cg_v a0_8 = vsplat(0.0f);
+                    cg_v a0_9 = vsplat(0.0f);
+                    cg_v a0_10 = vsplat(0.0f);
+                    cg_v a0_11 = vsplat(0.0f);
+                    cg_v a0_12 = vsplat(0.0f);
+                    cg_v a0_13 = vsplat(0.0f);
+                    cg_v a0_14 = vsplat(0.0f);
+                    cg_v a0_15 = vsplat(0.0f);
+                    for (int ci = 0; ci < 256; ci++) {
+                        const float *restrict xc = xg + ci*6272;
+                        const float *restrict wc = wb + ci;
+                        {
+                            const cg_v x0 = VLOAD(xc + oy*896 + ox*64 + 0);
+                            a0_0 += wc[0] * x0;
+                            a0_1 += wc[256] * x0;
+                            a0_2 += wc[512] * x0;
+                            a0_3 += wc[768] * x0;
+                            a0_4 += wc[1024] * x0;
+                            a0_5 += wc[1280] * x0;
+                            a0_6 += wc[1536] * x0;
+                            a0_7 += wc[1792] * x0;
+                            a0_8 += wc[2048] * x0;
+                            a0_9 += wc[2304] * x0;
+                            a0_10 += wc[2560] * x0;
+                            a0_11 += wc[2816] * x0;
+                            a0_12 += wc[3072] * x0;
+                            a0_13 += wc[3328] * x0;
+                            a0_14 += wc[3584] * x0;
+                            a0_15 += wc[3840] * x0;
+                        }
+                    }
+                    VSTORE(yb + oy*224 + ox*32, a0_0);
+                    VSTORE(yb + oy*224 + ox*32 + 1568, a0_1);
+                    VSTORE(yb + oy*224 + ox*32 + 3136, a0_2);
+                    VSTORE(yb + oy*224 + ox*32 + 4704, a0_3);
+                    VSTORE(yb + oy*224 + ox*32 + 6272, a0_4);
+                    VSTORE(yb + oy*224 + ox*32 + 7840, a0_5);
+                    VSTORE(yb + oy*224 + ox*32 + 9408, a0_6);
+                    VSTORE(yb + oy*224 + ox*32 + 10976, a0_7);
+                    VSTORE(yb + oy*224 + ox*32 + 12544, a0_8);
+                    VSTORE(yb + oy*224 + ox*32 + 14112, a0_9);
+                    VSTORE(yb + oy*224 + ox*32 + 15680, a0_10);
+                    VSTORE(yb + oy*224 + ox*32 + 17248, a0_11);
+                    VSTORE(yb + oy*224 + ox*32 + 18816, a0_12);
+                    VSTORE(yb + oy*224 + ox*32 + 20384, a0_13);
+                    VSTORE(yb + oy*224 + ox*32 + 21952, a0_14);
+                    VSTORE(yb + oy*224 + ox*32 + 23520, a0_15);
+                }
+            }
+        }
+    }
+}
+
+static void l55_conv2d_backward(float *restrict G, const float *restrict x, const float *restrict dy)
+{
+    /* x [256x14x14][lanes], y [512x7x7][lanes] */
+    float *restrict gw = G;
+    CG_PARALLEL_FOR
+    for (int cb = 0; cb < 32; cb++) {
+        const float *restrict dyb = dy + cb*25088;
+        for (int ci = 0; ci < 256; ci++) {
+            const float *restrict xc = x + ci*6272;
+            float *restrict gwc = gw + cb*4096 + ci;
+            { /* every tap */
+                cg_v a0_0 = vsplat(0.0f);
+                cg_v a1_0 = vsplat(0.0f);
+                cg_v a2_0 = vsplat(0.0f);
+                cg_v a3_0 = vsplat(0.0f);
+                cg_v a4_0 = vsplat(0.0f);
+                cg_v a5_0 = vsplat(0.0f);
+                cg_v a6_0 = vsplat(0.0f);
+                cg_v a7_0 = vsplat(0.0f);
+                cg_v a8_0 = vsplat(0.0f);
+                cg_v a9_0 = vsplat(0.0f);
+                cg_v a10_0 = vsplat(0.0f);
+                cg_v a11_0 = vsplat(0.0f);
+                cg_v a12_0 = vsplat(0.0f);
+                cg_v a13_0 = vsplat(0.0f);
+                cg_v a14_0 = vsplat(0.0f);
+                cg_v a15_0 = vsplat(0.0f);
+                /* rows 0..6, cols 0..6: every tap */
+                for (int oy = 0; oy < 7; oy++) {
+                    for (int ox = 0; ox < 7; ox++) {
+                        for (int v = 0; v < 2; v++) {
+                            cg_v d0 = VLOAD(dyb + oy*224 + ox*32 + v * 16), d1 = VLOAD(dyb + oy*224 + ox*32 + 1568 + v * 16), d2 = VLOAD(dyb + oy*224 + ox*32 + 3136 + v * 16), d3 = VLOAD(dyb + oy*224 + ox*32 + 4704 + v * 16), d4 = VLOAD(dyb + oy*224 + ox*32 + 6272 + v * 16), d5 = VLOAD(dyb + oy*224 + ox*32 + 7840 + v * 16), d6 = VLOAD(dyb + oy*224 + ox*32 + 9408 + v * 16), d7 = VLOAD(dyb + oy*224 + ox*32 + 10976 + v * 16), d8 = VLOAD(dyb + oy*224 + ox*32 + 12544 + v * 16), d9 = VLOAD(dyb + oy*224 + ox*32 + 14112 + v * 16), d10 = VLOAD(dyb + oy*224 + ox*32 + 15680 + v * 16), d11 = VLOAD(dyb + oy*224 + ox*32 + 17248 + v * 16), d12 = VLOAD(dyb + oy*224 + ox*32 + 18816 + v * 16), d13 = VLOAD(dyb + oy*224 + ox*32 + 20384 + v * 16), d14 = VLOAD(dyb + oy*224 + ox*32 + 21952 + v * 16), d15 = VLOAD(dyb + oy*224 + ox*32 + 23520 + v * 16); VKEEP(d0); VKEEP(d1); VKEEP(d2); VKEEP(d3); VKEEP(d4); VKEEP(d5); VKEEP(d6); VKEEP(d7); VKEEP(d8); VKEEP(d9); VKEEP(d10); VKEEP(d11); VKEEP(d12); VKEEP(d13); VKEEP(d14); VKEEP(d15);
+                            { cg_v xv = VLOAD(xc + oy*896 + ox*64 + v * 16); VKEEP(xv); a0_0 += d0 * xv; a1_0 += d1 * xv; a2_0 += d2 * xv; a3_0 += d3 * xv; a4_0 += d4 * xv; a5_0 += d5 * xv; a6_0 += d6 * xv; a7_0 += d7 * xv; a8_0 += d8 * xv; a9_0 += d9 * xv; a10_0 += d10 * xv; a11_0 += d11 * xv; a12_0 += d12 * xv; a13_0 += d13 * xv; a14_0 += d14 * xv; a15_0 += d15 * xv; }
+                        }
+                    }
+                }
+                gwc[0] += vsum(a0_0);
+                gwc[256] += vsum(a1_0);
+                gwc[512] += vsum(a2_0);
+                gwc[768] += vsum(a3_0);
+                gwc[1024] += vsum(a4_0);
+                gwc[1280] += vsum(a5_0);
+                gwc[1536] += vsum(a6_0);
+                gwc[1792] += vsum(a7_0);
+                gwc[2048] += vsum(a8_0);
+                gwc[2304] += vsum(a9_0);
+                gwc[2560] += vsum(a10_0);
+                gwc[2816] += vsum(a11_0);
+                gwc[3072] += vsum(a12_0);
+                gwc[3328] += vsum(a13_0);
+                gwc[3584] += vsum(a14_0);
+                gwc[3840] += vsum(a15_0);
+            }
+        }
+    }
+}
+
+static void l55_conv2d_backward_dx(const float *restrict P, const float *restrict dy, float *restrict dx)
+{
+    /* x [256x14x14][lanes], y [512x7x7][lanes] */
+    const float *restrict w = P;
+    CG_PARALLEL_FOR
+    for (int cib = 0; cib < 16; cib++) {
+        for (int v0 = 0; v0 < 2; v0 += 1) {
+            float *restrict dxb = dx + cib*100352 + v0 * 16;
+            const float *restrict dyg = dy + 0 + v0 * 16;
+            const float *restrict wg = w + cib*16;
+            /* inputs rows 0+2*t (t=0..6), cols 0+2*t (t=0..6): 1 taps */
+            for (int ty = 0; ty < 7; ty++) {
+                for (int tx = 0; tx < 7; tx++) {
+                    cg_v a0_0 = vsplat(0.0f);
+                    cg_v a0_1 = vsplat(0.0f);
+                    cg_v a0_2 = vsplat(0.0f);
+                    cg_v a0_3 = vsplat(0.0f);
+                    cg_v a0_4 = vsplat(0.0f);
+                    cg_v a0_5 = vsplat(0.0f);
+                    cg_v a0_6 = vsplat(0.0f);
+                    cg_v a0_7 = vsplat(0.0f);
+                    cg_v a0_8 = vsplat(0.0f);
+                    cg_v a0_9 = vsplat(0.0f);
+                    cg_v a0_10 = vsplat(0.0f);
+                    cg_v a0_11 = vsplat(0.0f);
+                    cg_v a0_12 = vsplat(0.0f);
+                    cg_v a0_13 = vsplat(0.0f);
+                    cg_v a0_14 = vsplat(0.0f);
+                    cg_v a0_15 = vsplat(0.0f);
+                    for (int co = 0; co < 512; co++) {
+                        const float *restrict dyc = dyg + co*1568;
+                        const float *restrict wc = wg + co*256;
+                        {
+                            const cg_v d0 = VLOAD(dyc + ty*224 + tx*32 + 0);
+                            a0_0 += wc[0] * d0;
+                            a0_1 += wc[1] * d0;
+                            a0_2 += wc[2] * d0;
+                            a0_3 += wc[3] * d0;
+                            a0_4 += wc[4] * d0;
+                            a0_5 += wc[5] * d0;
+                            a0_6 += wc[6] * d0;
+                            a0_7 += wc[7] * d0;
+                            a0_8 += wc[8] * d0;
+                            a0_9 += wc[9] * d0;
+                            a0_10 += wc[10] * d0;
+                            a0_11 += wc[11] * d0;
+                            a0_12 += wc[12] * d0;
+                            a0_13 += wc[13] * d0;
+                            a0_14 += wc[14] * d0;
+                            a0_15 += wc[15] * d0;
+                        }
+                    }
+                    VSTORE(dxb + ty*896 + tx*64, a0_0);
+                    VSTORE(dxb + ty*896 + tx*64 + 6272, a0_1);
+                    VSTORE(dxb + ty*896 + tx*64 + 12544, a0_2);
+                    VSTORE(dxb + ty*896 + tx*64 + 18816, a0_3);
+                    VSTORE(dxb + ty*896 + tx*64 + 25088, a0_4);
+                    VSTORE(dxb + ty*896 + tx*64 + 31360, a0_5);
+                    VSTORE(dxb + ty*896 + tx*64 + 37632, a0_6);
+                    VSTORE(dxb + ty*896 + tx*64 + 43904, a0_7);
+                    VSTORE(dxb + ty*896 + tx*64 + 50176, a0_8);
+                    VSTORE(dxb + ty*896 + tx*64 + 56448, a0_9);
+                    VSTORE(dxb + ty*896 + tx*64 + 62720, a0_10);
+                    VSTORE(dxb + ty*896 + tx*64 + 68992, a0_11);
+                    VSTORE(dxb + ty*896 + tx*64 + 75264, a0_12);
+                    VSTORE(dxb + ty*896 + tx*64 + 81536, a0_13);
+                    VSTORE(dxb + ty*896 + tx*64 + 87808, a0_14);
+                    VSTORE(dxb + ty*896 + tx*64 + 94080, a0_15);
+                }
+            }
+            /* inputs rows 0+2*t (t=0..6), cols 1+2*t (t=0..6): 0 taps */
+            for (int ty = 0; ty < 7; ty++) {
+                for (int tx = 0; tx < 7; tx++) {
+                    cg_v a0_0 = vsplat(0.0f);
+                    cg_v a0_1 = vsplat(0.0f);
+                    cg_v a0_2 = vsplat(0.0f);
+                    cg_v a0_3 = vsplat(0.0f);
+                    cg_v a0_4 = vsplat(0.0f);
+                    cg_v a0_5 = vsplat(0.0f);
+                    cg_v a0_6 = vsplat(0.0f);
+                    cg_v a0_7 = vsplat(0.0f);
+                    cg_v a0_8 = vsplat(0.0f);
+                    cg_v a0_9 = vsplat(0.0f);
+                    cg_v a0_10 = vsplat(0.0f);
+                    cg_v a0_11 = vsplat(0.0f);
+                    cg_v a0_12 = vsplat(0.0f);
+                    cg_v a0_13 = vsplat(0.0f);
+                    cg_v a0_14 = vsplat(0.0f);
+                    cg_v a0_15 = vsplat(0.0f);
+                    VSTORE(dxb + ty*896 + tx*64 + 32, a0_0);
+                    VSTORE(dxb + ty*896 + tx*64 + 6304, a0_1);
+                    VSTORE(dxb + ty*896 + tx*64 + 12576, a0_2);
+                    VSTORE(dxb + ty*896 + tx*64 + 18848, a0_3);
+                    VSTORE(dxb + ty*896 + tx*64 + 25120, a0_4);
+                    VSTORE(dxb + ty*896 + tx*64 + 31392, a0_5);
+                    VSTORE(dxb + ty*896 + tx*64 + 37664, a0_6);
+                    VSTORE(dxb + ty*896 + tx*64 + 43936, a0_7);
+                    VSTORE(dxb + ty*896 + tx*64 + 50208, a0_8);
+                    VSTORE(dxb + ty*896 + tx*64 + 56480, a0_9);
+                    VSTORE(dxb + ty*896 + tx*64 + 62752, a0_10);
+                    VSTORE(dxb + ty*896 + tx*64 + 69024, a0_11);
+                    VSTORE(dxb + ty*896 + tx*64 + 75296, a0_12);
+                    VSTORE(dxb + ty*896 + tx*64 + 81568, a0_13);
+                    VSTORE(dxb + ty*896 + tx*64 + 87840, a0_14);
+                    VSTORE(dxb + ty*896 + tx*64 + 94112, a0_15);
+                }
+            }
+            /* inputs rows 1+2*t (t=0..6), cols 0+2*t (t=0..6): 0 taps */
+            for (int ty = 0; ty < 7; ty++) {
+                for (int tx = 0; tx < 7; tx++) {
+                    cg_v a0_0 = vsplat(0.0f);
+                    cg_v a0_1 = vsplat(0.0f);
+                    cg_v a0_2 = vsplat(0.0f);
+                    cg_v a0_3 = vsplat(0.0f);
+                    cg_v a0_4 = vsplat(0.0f);
+                    cg_v a0_5 = vsplat(0.0f);
+                    cg_v a0_6 = vsplat(0.0f);
+                    cg_v a0_7 = vsplat(0.0f);
+                    cg_v a0_8 = vsplat(0.0f);
+                    cg_v a0_9 = vsplat(0.0f);
+                    cg_v a0_10 = vsplat(0.0f);
+                    cg_v a0_11 = vsplat(0.0f);
+                    cg_v a0_12 = vsplat(0.0f);
+                    cg_v a0_13 = vsplat(0.0f);
+                    cg_v a0_14 = vsplat(0.0f);
+                    cg_v a0_15 = vsplat(0.0f);
+                    VSTORE(dxb + ty*896 + tx*64 + 448, a0_0);
+                    VSTORE(dxb + ty*896 + tx*64 + 6720, a0_1);
+                    VSTORE(dxb + ty*896 + tx*64 + 12992, a0_2);
+                    VSTORE(dxb + ty*896 + tx*64 + 19264, a0_3);
+                    VSTORE(dxb + ty*896 + tx*64 + 25536, a0_4);
+                    VSTORE(dxb + ty*896 + tx*64 + 31808, a0_5);
+                    VSTORE(dxb + ty*896 + tx*64 + 38080, a0_6);
+                    VSTORE(dxb + ty*896 + tx*64 + 44352, a0_7);
+                    VSTORE(dxb + ty*896 + tx*64 + 50624, a0_8);
+                    VSTORE(dxb + ty*896 + tx*64 + 56896, a0_9);
+                    VSTORE(dxb + ty*896 + tx*64 + 63168, a0_10);
+                    VSTORE(dxb + ty*896 + tx*64 + 69440, a0_11);
+                    VSTORE(dxb + ty*896 + tx*64 + 75712, a0_12);
+                    VSTORE(dxb + ty*896 + tx*64 + 81984, a0_13);
+                    VSTORE(dxb + ty*896 + tx*64 + 88256, a0_14);
+                    VSTORE(dxb + ty*896 + tx*64 + 94528, a0_15);
+                }
+            }
+            /* inputs rows 1+2*t (t=0..6), cols 1+2*t (t=0..6): 0 taps */
+            for (int ty = 0; ty < 7; ty++) {
+                for (int tx = 0; tx < 7; tx++) {
+                    cg_v a0_0 = vsplat(0.0f);
+                    cg_v a0_1 = vsplat(0.0f);
+                    cg_v a0_2 = vsplat(0.0f);
+                    cg_v a0_3 = vsplat(0.0f);
+                    cg_v a0_4 = vsplat(0.0f);
+                    cg_v a0_5 = vsplat(0.0f);
+                    cg_v a0_6 = vsplat(0.0f);
+                    cg_v a0_7 = vsplat(0.0f);
+                    cg_v a0_8 = vsplat(0.0f);
+                    cg_v a0_9 = vsplat(0.0f);
+                    cg_v a0_10 = vsplat(0.0f);
+                    cg_v a0_11 = vsplat(0.0f);
+                    cg_v a0_12 = vsplat(0.0f);
+                    cg_v a0_13 = vsplat(0.0f);
+                    cg_v a0_14 = vsplat(0.0f);
+                    cg_v a0_15 = vsplat(0.0f);
+                    VSTORE(dxb + ty*896 + tx*64 + 480, a0_0);
+                    VSTORE(dxb + ty*896 + tx*64 + 6752, a0_1);
+                    VSTORE(dxb + ty*896 + tx*64 + 13024, a0_2);
+                    VSTORE(dxb + ty*896 + tx*64 + 19296, a0_3);
+                    VSTORE(dxb + ty*896 + tx*64 + 25568, a0_4);
+                    VSTORE(dxb + ty*896 + tx*64 + 31840, a0_5);
+                    VSTORE(dxb + ty*896 + tx*64 + 38112, a0_6);
+                    VSTORE(dxb + ty*896 + tx*64 + 44384, a0_7);
+                    VSTORE(dxb + ty*896 + tx*64 + 50656, a0_8);
+                    VSTORE(dxb + ty*896 + tx*64 + 56928, a0_9);
+                    VSTORE(dxb + ty*896 + tx*64 + 63200, a0_10);
+                    VSTORE(dxb + ty*896 + tx*64 + 69472, a0_11);
+                    VSTORE(dxb + ty*896 + tx*64 + 75744, a0_12);
+                    VSTORE(dxb + ty*896 + tx*64 + 82016, a0_13);
+                    VSTORE(dxb + ty*896 + tx*64 + 88288, a0_14);
+                    VSTORE(dxb + ty*896 + tx*64 + 94560, a0_15);
+                }
+            }
+        }
+    }
+}
+
+/* layer 56: batchnorm 512x7x7 -> 512x7x7 (specs/resnet18.yaml:64:5)
+ * schedule lanes: fwd lanes dw lanes dx with dw */
+/* l56_batchnorm_forward: the code of l54_batchnorm_forward */
+
+/* l56_batchnorm_backward: the code of l51_batchnorm_backward */
+
+/* layer 57: add 512x7x7 -> 512x7x7 (specs/resnet18.yaml:65:5)
+ * schedule lanes: fwd lanes dw lanes dx with dw */
+static void l57_add_forward(const float *restrict x2, float *restrict y)
+{
+    /* x1 [512x7x7][lanes], x2 [512x7x7][lanes], y [512x7x7][lanes] */
+    for (size_t i = 0; i < 802816; i++)
+        y[i] = y[i] + x2[i];
+}
+
+static void l57_add_backward(const float *restrict dy, float *restrict dx1, float *restrict dx2)
+{
+    /* x1 [512x7x7][lanes], x2 [512x7x7][lanes], y [512x7x7][lanes] */
+    memcpy(dx1, dy, sizeof(float) * 32 * 25088);
+    memcpy(dx2, dy, sizeof(float) * 32 * 25088);
+}
+
+/* layer 58: relu 512x7x7 -> 512x7x7 (specs/resnet18.yaml:66:5)
+ * schedule lanes: fwd lanes dw lanes dx with dw */
+static void l58_relu_forward(float *restrict y)
+{
+    /* x [512x7x7][lanes], y [512x7x7][lanes] */
+    for (int i = 0; i < 802816; i++)
+        y[i] = y[i] <= 0.0f ? 0.0f : y[i];
+}
+
+static void l58_relu_backward(const float *restrict y, const float *restrict dy, float *restrict dx)
+{
+    /* x [512x7x7][lanes], y [512x7x7][lanes] */
+    for (int i = 0; i < 802816; i++)
+        dx[i] = y[i] <= 0.0f ? 0.0f : dy[i];
+}
+
+/* layer 59: conv2d 512x7x7 -> 512x7x7 (specs/resnet18.yaml:67:5)
+ * schedule lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16] threaded */
+/* l59_conv2d_forward: the code of l53_conv2d_forward */
+
+/* l59_conv2d_backward: the code of l53_conv2d_backward */
+
+static void l59_conv2d_backward_dx(const float *restrict P, const float *restrict dy, float *restrict dx)
 {
     /* x [512x7x7][lanes], y [512x7x7][lanes] */
     const float *restrict w = P;
@@ -18454,424 +24060,6 @@ static void l53_conv2d_backward_dx(const float *restrict P, const float *restric
     }
 }
 
-/* layer 54: batchnorm 512x7x7 -> 512x7x7 (specs/resnet18.yaml:62:5)
- * schedule lanes: fwd lanes dw lanes dx with dw */
-static void l54_batchnorm_forward(const float *restrict P, float *restrict B, float *restrict S, const float *restrict x, float *restrict y, int nb, int training)
-{
-    /* x [512x7x7][lanes], y [512x7x7][lanes] */
-    const float *restrict gamma = P, *restrict beta = P + 512;
-    float *restrict rmean = B, *restrict rvar = B + 512, *restrict nbt = B + 1024;
-    const int m = nb * 49; /* values per channel */
-    if (training) {
-        cg_v mask[2];
-        for (int v = 0; v < 2; v++)
-            for (int l = 0; l < 16; l++) mask[v][l] = v * 16 + l < nb ? 1.0f : 0.0f;
-        nbt[0] += 1.0f;
-        const float f = 0.1f;
-        for (int c = 0; c < 512; c++) {
-            const float *restrict xc = x + (size_t)c * 1568;
-            cg_v acc[2];
-            for (int v = 0; v < 2; v++) acc[v] = vsplat(0.0f);
-            for (int s = 0; s < 49; s++) {
-                for (int v = 0; v < 2; v++) {
-                    acc[v] += VLOAD(xc + s * 32 + v * 16) * mask[v];
-                }
-            }
-            double s1 = 0.0;
-            for (int v = 0; v < 2; v++) s1 += vsum(acc[v]);
-            const double mean = s1 / m;
-            const float fmean = (float)mean;
-            for (int v = 0; v < 2; v++) acc[v] = vsplat(0.0f);
-            for (int s = 0; s < 49; s++) {
-                for (int v = 0; v < 2; v++) {
-                    const cg_v dv = (VLOAD(xc + s * 32 + v * 16) - fmean) * mask[v];
-                    acc[v] += dv * dv;
-                }
-            }
-            double v2 = 0.0;
-            for (int v = 0; v < 2; v++) v2 += vsum(acc[v]);
-            const double var = v2 / m;
-            S[c] = fmean;
-            S[512 + c] = (float)(1.0 / sqrt(var + 1.0000000000000001e-05));
-            rmean[c] = (1.0f - f) * rmean[c] + f * fmean;
-            rvar[c] = (1.0f - f) * rvar[c] + f * (float)(m > 1 ? var * m / (m - 1) : var);
-        }
-    }
-    else {
-        for (int c = 0; c < 512; c++) {
-            S[c] = rmean[c];
-            S[512 + c] = 1.0f / sqrtf(rvar[c] + 1e-05f);
-        }
-    }
-    for (int c = 0; c < 512; c++) {
-        const float mean = S[c], a = S[512 + c] * gamma[c], bc = beta[c];
-        const float *restrict xc = x + (size_t)c * 1568;
-        float *restrict yc = y + (size_t)c * 1568;
-        for (int i = 0; i < 1568; i++) yc[i] = (xc[i] - mean) * a + bc;
-    }
-}
-
-/* l54_batchnorm_backward: the code of l51_batchnorm_backward */
-
-/* layer 55: conv2d 256x14x14 -> 512x7x7 (specs/resnet18.yaml:63:5)
- * schedule lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=16,rows=1] dx lanes[TB=1,TCI=16] threaded */
-static void l55_conv2d_forward(const float *restrict P, const float *restrict x, float *restrict y)
-{
-    /* x [256x14x14][lanes], y [512x7x7][lanes] */
-    const float *restrict w = P;
-    CG_PARALLEL_FOR
-    for (int cb = 0; cb < 32; cb++) {
-        for (int v0 = 0; v0 < 2; v0 += 1) {
-            const float *restrict wb = w + cb*4096;
-            const float *restrict xg = x + 0 + v0 * 16;
-            float *restrict yb = y + cb*25088 + v0 * 16;
-            /* rows 0..6, cols 0..6: every tap */
-            for (int oy = 0; oy < 7; oy++) {
-                for (int ox = 0; ox < 7; ox++) {
-                    cg_v a0_0 = vsplat(0.0f);
-                    cg_v a0_1 = vsplat(0.0f);
-                    cg_v a0_2 = vsplat(0.0f);
-                    cg_v a0_3 = vsplat(0.0f);
-                    cg_v a0_4 = vsplat(0.0f);
-                    cg_v a0_5 = vsplat(0.0f);
-                    cg_v a0_6 = vsplat(0.0f);
-                    cg_v a0_7 = vsplat(0.0f);
-                    cg_v a0_8 = vsplat(0.0f);
-                    cg_v a0_9 = vsplat(0.0f);
-                    cg_v a0_10 = vsplat(0.0f);
-                    cg_v a0_11 = vsplat(0.0f);
-                    cg_v a0_12 = vsplat(0.0f);
-                    cg_v a0_13 = vsplat(0.0f);
-                    cg_v a0_14 = vsplat(0.0f);
-                    cg_v a0_15 = vsplat(0.0f);
-                    for (int ci = 0; ci < 256; ci++) {
-                        const float *restrict xc = xg + ci*6272;
-                        const float *restrict wc = wb + ci;
-                        {
-                            const cg_v x0 = VLOAD(xc + oy*896 + ox*64 + 0);
-                            a0_0 += wc[0] * x0;
-                            a0_1 += wc[256] * x0;
-                            a0_2 += wc[512] * x0;
-                            a0_3 += wc[768] * x0;
-                            a0_4 += wc[1024] * x0;
-                            a0_5 += wc[1280] * x0;
-                            a0_6 += wc[1536] * x0;
-                            a0_7 += wc[1792] * x0;
-                            a0_8 += wc[2048] * x0;
-                            a0_9 += wc[2304] * x0;
-                            a0_10 += wc[2560] * x0;
-                            a0_11 += wc[2816] * x0;
-                            a0_12 += wc[3072] * x0;
-                            a0_13 += wc[3328] * x0;
-                            a0_14 += wc[3584] * x0;
-                            a0_15 += wc[3840] * x0;
-                        }
-                    }
-                    VSTORE(yb + oy*224 + ox*32, a0_0);
-                    VSTORE(yb + oy*224 + ox*32 + 1568, a0_1);
-                    VSTORE(yb + oy*224 + ox*32 + 3136, a0_2);
-                    VSTORE(yb + oy*224 + ox*32 + 4704, a0_3);
-                    VSTORE(yb + oy*224 + ox*32 + 6272, a0_4);
-                    VSTORE(yb + oy*224 + ox*32 + 7840, a0_5);
-                    VSTORE(yb + oy*224 + ox*32 + 9408, a0_6);
-                    VSTORE(yb + oy*224 + ox*32 + 10976, a0_7);
-                    VSTORE(yb + oy*224 + ox*32 + 12544, a0_8);
-                    VSTORE(yb + oy*224 + ox*32 + 14112, a0_9);
-                    VSTORE(yb + oy*224 + ox*32 + 15680, a0_10);
-                    VSTORE(yb + oy*224 + ox*32 + 17248, a0_11);
-                    VSTORE(yb + oy*224 + ox*32 + 18816, a0_12);
-                    VSTORE(yb + oy*224 + ox*32 + 20384, a0_13);
-                    VSTORE(yb + oy*224 + ox*32 + 21952, a0_14);
-                    VSTORE(yb + oy*224 + ox*32 + 23520, a0_15);
-                }
-            }
-        }
-    }
-}
-
-static void l55_conv2d_backward(float *restrict G, const float *restrict x, const float *restrict dy)
-{
-    /* x [256x14x14][lanes], y [512x7x7][lanes] */
-    float *restrict gw = G;
-    CG_PARALLEL_FOR
-    for (int cb = 0; cb < 32; cb++) {
-        const float *restrict dyb = dy + cb*25088;
-        for (int ci = 0; ci < 256; ci++) {
-            const float *restrict xc = x + ci*6272;
-            float *restrict gwc = gw + cb*4096 + ci;
-            { /* every tap */
-                cg_v a0_0 = vsplat(0.0f);
-                cg_v a1_0 = vsplat(0.0f);
-                cg_v a2_0 = vsplat(0.0f);
-                cg_v a3_0 = vsplat(0.0f);
-                cg_v a4_0 = vsplat(0.0f);
-                cg_v a5_0 = vsplat(0.0f);
-                cg_v a6_0 = vsplat(0.0f);
-                cg_v a7_0 = vsplat(0.0f);
-                cg_v a8_0 = vsplat(0.0f);
-                cg_v a9_0 = vsplat(0.0f);
-                cg_v a10_0 = vsplat(0.0f);
-                cg_v a11_0 = vsplat(0.0f);
-                cg_v a12_0 = vsplat(0.0f);
-                cg_v a13_0 = vsplat(0.0f);
-                cg_v a14_0 = vsplat(0.0f);
-                cg_v a15_0 = vsplat(0.0f);
-                /* rows 0..6, cols 0..6: every tap */
-                for (int oy = 0; oy < 7; oy++) {
-                    for (int ox = 0; ox < 7; ox++) {
-                        for (int v = 0; v < 2; v++) {
-                            cg_v d0 = VLOAD(dyb + oy*224 + ox*32 + v * 16), d1 = VLOAD(dyb + oy*224 + ox*32 + 1568 + v * 16), d2 = VLOAD(dyb + oy*224 + ox*32 + 3136 + v * 16), d3 = VLOAD(dyb + oy*224 + ox*32 + 4704 + v * 16), d4 = VLOAD(dyb + oy*224 + ox*32 + 6272 + v * 16), d5 = VLOAD(dyb + oy*224 + ox*32 + 7840 + v * 16), d6 = VLOAD(dyb + oy*224 + ox*32 + 9408 + v * 16), d7 = VLOAD(dyb + oy*224 + ox*32 + 10976 + v * 16), d8 = VLOAD(dyb + oy*224 + ox*32 + 12544 + v * 16), d9 = VLOAD(dyb + oy*224 + ox*32 + 14112 + v * 16), d10 = VLOAD(dyb + oy*224 + ox*32 + 15680 + v * 16), d11 = VLOAD(dyb + oy*224 + ox*32 + 17248 + v * 16), d12 = VLOAD(dyb + oy*224 + ox*32 + 18816 + v * 16), d13 = VLOAD(dyb + oy*224 + ox*32 + 20384 + v * 16), d14 = VLOAD(dyb + oy*224 + ox*32 + 21952 + v * 16), d15 = VLOAD(dyb + oy*224 + ox*32 + 23520 + v * 16); VKEEP(d0); VKEEP(d1); VKEEP(d2); VKEEP(d3); VKEEP(d4); VKEEP(d5); VKEEP(d6); VKEEP(d7); VKEEP(d8); VKEEP(d9); VKEEP(d10); VKEEP(d11); VKEEP(d12); VKEEP(d13); VKEEP(d14); VKEEP(d15);
-                            { cg_v xv = VLOAD(xc + oy*896 + ox*64 + v * 16); VKEEP(xv); a0_0 += d0 * xv; a1_0 += d1 * xv; a2_0 += d2 * xv; a3_0 += d3 * xv; a4_0 += d4 * xv; a5_0 += d5 * xv; a6_0 += d6 * xv; a7_0 += d7 * xv; a8_0 += d8 * xv; a9_0 += d9 * xv; a10_0 += d10 * xv; a11_0 += d11 * xv; a12_0 += d12 * xv; a13_0 += d13 * xv; a14_0 += d14 * xv; a15_0 += d15 * xv; }
-                        }
-                    }
-                }
-                gwc[0] += vsum(a0_0);
-                gwc[256] += vsum(a1_0);
-                gwc[512] += vsum(a2_0);
-                gwc[768] += vsum(a3_0);
-                gwc[1024] += vsum(a4_0);
-                gwc[1280] += vsum(a5_0);
-                gwc[1536] += vsum(a6_0);
-                gwc[1792] += vsum(a7_0);
-                gwc[2048] += vsum(a8_0);
-                gwc[2304] += vsum(a9_0);
-                gwc[2560] += vsum(a10_0);
-                gwc[2816] += vsum(a11_0);
-                gwc[3072] += vsum(a12_0);
-                gwc[3328] += vsum(a13_0);
-                gwc[3584] += vsum(a14_0);
-                gwc[3840] += vsum(a15_0);
-            }
-        }
-    }
-}
-
-static void l55_conv2d_backward_dx(const float *restrict P, const float *restrict dy, float *restrict dx)
-{
-    /* x [256x14x14][lanes], y [512x7x7][lanes] */
-    const float *restrict w = P;
-    CG_PARALLEL_FOR
-    for (int cib = 0; cib < 16; cib++) {
-        for (int v0 = 0; v0 < 2; v0 += 1) {
-            float *restrict dxb = dx + cib*100352 + v0 * 16;
-            const float *restrict dyg = dy + 0 + v0 * 16;
-            const float *restrict wg = w + cib*16;
-            /* inputs rows 0+2*t (t=0..6), cols 0+2*t (t=0..6): 1 taps */
-            for (int ty = 0; ty < 7; ty++) {
-                for (int tx = 0; tx < 7; tx++) {
-                    cg_v a0_0 = vsplat(0.0f);
-                    cg_v a0_1 = vsplat(0.0f);
-                    cg_v a0_2 = vsplat(0.0f);
-                    cg_v a0_3 = vsplat(0.0f);
-                    cg_v a0_4 = vsplat(0.0f);
-                    cg_v a0_5 = vsplat(0.0f);
-                    cg_v a0_6 = vsplat(0.0f);
-                    cg_v a0_7 = vsplat(0.0f);
-                    cg_v a0_8 = vsplat(0.0f);
-                    cg_v a0_9 = vsplat(0.0f);
-                    cg_v a0_10 = vsplat(0.0f);
-                    cg_v a0_11 = vsplat(0.0f);
-                    cg_v a0_12 = vsplat(0.0f);
-                    cg_v a0_13 = vsplat(0.0f);
-                    cg_v a0_14 = vsplat(0.0f);
-                    cg_v a0_15 = vsplat(0.0f);
-                    for (int co = 0; co < 512; co++) {
-                        const float *restrict dyc = dyg + co*1568;
-                        const float *restrict wc = wg + co*256;
-                        {
-                            const cg_v d0 = VLOAD(dyc + ty*224 + tx*32 + 0);
-                            a0_0 += wc[0] * d0;
-                            a0_1 += wc[1] * d0;
-                            a0_2 += wc[2] * d0;
-                            a0_3 += wc[3] * d0;
-                            a0_4 += wc[4] * d0;
-                            a0_5 += wc[5] * d0;
-                            a0_6 += wc[6] * d0;
-                            a0_7 += wc[7] * d0;
-                            a0_8 += wc[8] * d0;
-                            a0_9 += wc[9] * d0;
-                            a0_10 += wc[10] * d0;
-                            a0_11 += wc[11] * d0;
-                            a0_12 += wc[12] * d0;
-                            a0_13 += wc[13] * d0;
-                            a0_14 += wc[14] * d0;
-                            a0_15 += wc[15] * d0;
-                        }
-                    }
-                    VSTORE(dxb + ty*896 + tx*64, a0_0);
-                    VSTORE(dxb + ty*896 + tx*64 + 6272, a0_1);
-                    VSTORE(dxb + ty*896 + tx*64 + 12544, a0_2);
-                    VSTORE(dxb + ty*896 + tx*64 + 18816, a0_3);
-                    VSTORE(dxb + ty*896 + tx*64 + 25088, a0_4);
-                    VSTORE(dxb + ty*896 + tx*64 + 31360, a0_5);
-                    VSTORE(dxb + ty*896 + tx*64 + 37632, a0_6);
-                    VSTORE(dxb + ty*896 + tx*64 + 43904, a0_7);
-                    VSTORE(dxb + ty*896 + tx*64 + 50176, a0_8);
-                    VSTORE(dxb + ty*896 + tx*64 + 56448, a0_9);
-                    VSTORE(dxb + ty*896 + tx*64 + 62720, a0_10);
-                    VSTORE(dxb + ty*896 + tx*64 + 68992, a0_11);
-                    VSTORE(dxb + ty*896 + tx*64 + 75264, a0_12);
-                    VSTORE(dxb + ty*896 + tx*64 + 81536, a0_13);
-                    VSTORE(dxb + ty*896 + tx*64 + 87808, a0_14);
-                    VSTORE(dxb + ty*896 + tx*64 + 94080, a0_15);
-                }
-            }
-            /* inputs rows 0+2*t (t=0..6), cols 1+2*t (t=0..6): 0 taps */
-            for (int ty = 0; ty < 7; ty++) {
-                for (int tx = 0; tx < 7; tx++) {
-                    cg_v a0_0 = vsplat(0.0f);
-                    cg_v a0_1 = vsplat(0.0f);
-                    cg_v a0_2 = vsplat(0.0f);
-                    cg_v a0_3 = vsplat(0.0f);
-                    cg_v a0_4 = vsplat(0.0f);
-                    cg_v a0_5 = vsplat(0.0f);
-                    cg_v a0_6 = vsplat(0.0f);
-                    cg_v a0_7 = vsplat(0.0f);
-                    cg_v a0_8 = vsplat(0.0f);
-                    cg_v a0_9 = vsplat(0.0f);
-                    cg_v a0_10 = vsplat(0.0f);
-                    cg_v a0_11 = vsplat(0.0f);
-                    cg_v a0_12 = vsplat(0.0f);
-                    cg_v a0_13 = vsplat(0.0f);
-                    cg_v a0_14 = vsplat(0.0f);
-                    cg_v a0_15 = vsplat(0.0f);
-                    VSTORE(dxb + ty*896 + tx*64 + 32, a0_0);
-                    VSTORE(dxb + ty*896 + tx*64 + 6304, a0_1);
-                    VSTORE(dxb + ty*896 + tx*64 + 12576, a0_2);
-                    VSTORE(dxb + ty*896 + tx*64 + 18848, a0_3);
-                    VSTORE(dxb + ty*896 + tx*64 + 25120, a0_4);
-                    VSTORE(dxb + ty*896 + tx*64 + 31392, a0_5);
-                    VSTORE(dxb + ty*896 + tx*64 + 37664, a0_6);
-                    VSTORE(dxb + ty*896 + tx*64 + 43936, a0_7);
-                    VSTORE(dxb + ty*896 + tx*64 + 50208, a0_8);
-                    VSTORE(dxb + ty*896 + tx*64 + 56480, a0_9);
-                    VSTORE(dxb + ty*896 + tx*64 + 62752, a0_10);
-                    VSTORE(dxb + ty*896 + tx*64 + 69024, a0_11);
-                    VSTORE(dxb + ty*896 + tx*64 + 75296, a0_12);
-                    VSTORE(dxb + ty*896 + tx*64 + 81568, a0_13);
-                    VSTORE(dxb + ty*896 + tx*64 + 87840, a0_14);
-                    VSTORE(dxb + ty*896 + tx*64 + 94112, a0_15);
-                }
-            }
-            /* inputs rows 1+2*t (t=0..6), cols 0+2*t (t=0..6): 0 taps */
-            for (int ty = 0; ty < 7; ty++) {
-                for (int tx = 0; tx < 7; tx++) {
-                    cg_v a0_0 = vsplat(0.0f);
-                    cg_v a0_1 = vsplat(0.0f);
-                    cg_v a0_2 = vsplat(0.0f);
-                    cg_v a0_3 = vsplat(0.0f);
-                    cg_v a0_4 = vsplat(0.0f);
-                    cg_v a0_5 = vsplat(0.0f);
-                    cg_v a0_6 = vsplat(0.0f);
-                    cg_v a0_7 = vsplat(0.0f);
-                    cg_v a0_8 = vsplat(0.0f);
-                    cg_v a0_9 = vsplat(0.0f);
-                    cg_v a0_10 = vsplat(0.0f);
-                    cg_v a0_11 = vsplat(0.0f);
-                    cg_v a0_12 = vsplat(0.0f);
-                    cg_v a0_13 = vsplat(0.0f);
-                    cg_v a0_14 = vsplat(0.0f);
-                    cg_v a0_15 = vsplat(0.0f);
-                    VSTORE(dxb + ty*896 + tx*64 + 448, a0_0);
-                    VSTORE(dxb + ty*896 + tx*64 + 6720, a0_1);
-                    VSTORE(dxb + ty*896 + tx*64 + 12992, a0_2);
-                    VSTORE(dxb + ty*896 + tx*64 + 19264, a0_3);
-                    VSTORE(dxb + ty*896 + tx*64 + 25536, a0_4);
-                    VSTORE(dxb + ty*896 + tx*64 + 31808, a0_5);
-                    VSTORE(dxb + ty*896 + tx*64 + 38080, a0_6);
-                    VSTORE(dxb + ty*896 + tx*64 + 44352, a0_7);
-                    VSTORE(dxb + ty*896 + tx*64 + 50624, a0_8);
-                    VSTORE(dxb + ty*896 + tx*64 + 56896, a0_9);
-                    VSTORE(dxb + ty*896 + tx*64 + 63168, a0_10);
-                    VSTORE(dxb + ty*896 + tx*64 + 69440, a0_11);
-                    VSTORE(dxb + ty*896 + tx*64 + 75712, a0_12);
-                    VSTORE(dxb + ty*896 + tx*64 + 81984, a0_13);
-                    VSTORE(dxb + ty*896 + tx*64 + 88256, a0_14);
-                    VSTORE(dxb + ty*896 + tx*64 + 94528, a0_15);
-                }
-            }
-            /* inputs rows 1+2*t (t=0..6), cols 1+2*t (t=0..6): 0 taps */
-            for (int ty = 0; ty < 7; ty++) {
-                for (int tx = 0; tx < 7; tx++) {
-                    cg_v a0_0 = vsplat(0.0f);
-                    cg_v a0_1 = vsplat(0.0f);
-                    cg_v a0_2 = vsplat(0.0f);
-                    cg_v a0_3 = vsplat(0.0f);
-                    cg_v a0_4 = vsplat(0.0f);
-                    cg_v a0_5 = vsplat(0.0f);
-                    cg_v a0_6 = vsplat(0.0f);
-                    cg_v a0_7 = vsplat(0.0f);
-                    cg_v a0_8 = vsplat(0.0f);
-                    cg_v a0_9 = vsplat(0.0f);
-                    cg_v a0_10 = vsplat(0.0f);
-                    cg_v a0_11 = vsplat(0.0f);
-                    cg_v a0_12 = vsplat(0.0f);
-                    cg_v a0_13 = vsplat(0.0f);
-                    cg_v a0_14 = vsplat(0.0f);
-                    cg_v a0_15 = vsplat(0.0f);
-                    VSTORE(dxb + ty*896 + tx*64 + 480, a0_0);
-                    VSTORE(dxb + ty*896 + tx*64 + 6752, a0_1);
-                    VSTORE(dxb + ty*896 + tx*64 + 13024, a0_2);
-                    VSTORE(dxb + ty*896 + tx*64 + 19296, a0_3);
-                    VSTORE(dxb + ty*896 + tx*64 + 25568, a0_4);
-                    VSTORE(dxb + ty*896 + tx*64 + 31840, a0_5);
-                    VSTORE(dxb + ty*896 + tx*64 + 38112, a0_6);
-                    VSTORE(dxb + ty*896 + tx*64 + 44384, a0_7);
-                    VSTORE(dxb + ty*896 + tx*64 + 50656, a0_8);
-                    VSTORE(dxb + ty*896 + tx*64 + 56928, a0_9);
-                    VSTORE(dxb + ty*896 + tx*64 + 63200, a0_10);
-                    VSTORE(dxb + ty*896 + tx*64 + 69472, a0_11);
-                    VSTORE(dxb + ty*896 + tx*64 + 75744, a0_12);
-                    VSTORE(dxb + ty*896 + tx*64 + 82016, a0_13);
-                    VSTORE(dxb + ty*896 + tx*64 + 88288, a0_14);
-                    VSTORE(dxb + ty*896 + tx*64 + 94560, a0_15);
-                }
-            }
-        }
-    }
-}
-
-/* layer 56: batchnorm 512x7x7 -> 512x7x7 (specs/resnet18.yaml:64:5)
- * schedule lanes: fwd lanes dw lanes dx with dw */
-/* l56_batchnorm_forward: the code of l54_batchnorm_forward */
-
-/* l56_batchnorm_backward: the code of l51_batchnorm_backward */
-
-/* layer 57: add 512x7x7 -> 512x7x7 (specs/resnet18.yaml:65:5)
- * schedule lanes: fwd lanes dw lanes dx with dw */
-static void l57_add_forward(const float *restrict x2, float *restrict y)
-{
-    /* x1 [512x7x7][lanes], x2 [512x7x7][lanes], y [512x7x7][lanes] */
-    for (size_t i = 0; i < 802816; i++)
-        y[i] = y[i] + x2[i];
-}
-
-static void l57_add_backward(const float *restrict dy, float *restrict dx1, float *restrict dx2)
-{
-    /* x1 [512x7x7][lanes], x2 [512x7x7][lanes], y [512x7x7][lanes] */
-    memcpy(dx1, dy, sizeof(float) * 32 * 25088);
-    memcpy(dx2, dy, sizeof(float) * 32 * 25088);
-}
-
-/* layer 58: relu 512x7x7 -> 512x7x7 (specs/resnet18.yaml:66:5)
- * schedule lanes: fwd lanes dw lanes dx with dw */
-static void l58_relu_forward(float *restrict y)
-{
-    /* x [512x7x7][lanes], y [512x7x7][lanes] */
-    for (int i = 0; i < 802816; i++)
-        y[i] = y[i] <= 0.0f ? 0.0f : y[i];
-}
-
-/* l58_relu_backward: the code of l52_relu_backward */
-
-/* layer 59: conv2d 512x7x7 -> 512x7x7 (specs/resnet18.yaml:67:5)
- * schedule lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16] threaded */
-/* l59_conv2d_forward: the code of l53_conv2d_forward */
-
-/* l59_conv2d_backward: the code of l53_conv2d_backward */
-
-/* l59_conv2d_backward_dx: the code of l53_conv2d_backward_dx */
-
 /* layer 60: batchnorm 512x7x7 -> 512x7x7 (specs/resnet18.yaml:68:5)
  * schedule lanes: fwd lanes+relu dw lanes dx with dw */
 /* l60_batchnorm_forward: the code of l51_batchnorm_forward */
@@ -18882,10 +24070,10 @@ static void l58_relu_forward(float *restrict y)
  * schedule lanes: fwd lanes dw lanes dx with dw */
 /* l61_relu_forward: none, layer 60 stores its output through the relu */
 
-/* l61_relu_backward: the code of l52_relu_backward */
+/* l61_relu_backward: none, layer 62 masks its dx stores with the relu's derivative */
 
 /* layer 62: conv2d 512x7x7 -> 512x7x7 (specs/resnet18.yaml:70:5)
- * schedule lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16] threaded */
+ * schedule lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16]+relu' threaded */
 /* l62_conv2d_forward: the code of l53_conv2d_forward */
 
 /* l62_conv2d_backward: the code of l53_conv2d_backward */
@@ -18908,7 +24096,7 @@ static void l58_relu_forward(float *restrict y)
  * schedule lanes: fwd lanes dw lanes dx with dw */
 /* l65_relu_forward: the code of l58_relu_forward */
 
-/* l65_relu_backward: the code of l52_relu_backward */
+/* l65_relu_backward: the code of l58_relu_backward */
 
 /* layer 66: global_avgpool 512x7x7 -> 512x1x1 (specs/resnet18.yaml:74:5)
  * schedule lanes: fwd lanes dw lanes dx with dw */
@@ -19206,76 +24394,67 @@ static void l68_dense_backward_dx(const float *restrict P, const float *restrict
 #define D63     203004160 /* gradient arena: dLoss/d(layer 63 output) */
 #define D58     204609792 /* gradient arena: dLoss/d(layer 58 output) */
 #define D62     203806976 /* gradient arena: dLoss/d(layer 62 output) */
-#define D61     203004160 /* gradient arena: dLoss/d(layer 61 output) */
-#define D60     203806976 /* gradient arena: dLoss/d(layer 60 output) */
-#define D59     203004160 /* gradient arena: dLoss/d(layer 59 output) */
-#define T59_1   203806976 /* gradient arena: a gradient summed into its tensor's */
+#define D61     203004160 /* gradient arena: dLoss/d(layer 61 output), then layer 62's dx masks it to dLoss/d(its input) */
+#define D59     203806976 /* gradient arena: dLoss/d(layer 59 output) */
+#define T59_1   203004160 /* gradient arena: a gradient summed into its tensor's */
 #define D57     203004160 /* gradient arena: dLoss/d(layer 57 output) */
 #define D54     204609792 /* gradient arena: dLoss/d(layer 54 output) */
 #define D56     203806976 /* gradient arena: dLoss/d(layer 56 output) */
 #define D55     205412608 /* gradient arena: dLoss/d(layer 55 output) */
 #define D49     203004160 /* gradient arena: dLoss/d(layer 49 output) */
 #define D53     205412608 /* gradient arena: dLoss/d(layer 53 output) */
-#define D52     204609792 /* gradient arena: dLoss/d(layer 52 output) */
-#define D51     205412608 /* gradient arena: dLoss/d(layer 51 output) */
+#define D52     204609792 /* gradient arena: dLoss/d(layer 52 output), then layer 53's dx masks it to dLoss/d(its input) */
 #define D50     206215424 /* gradient arena: dLoss/d(layer 50 output) */
 #define T50_1   204609792 /* gradient arena: a gradient summed into its tensor's */
 #define D48     204609792 /* gradient arena: dLoss/d(layer 48 output) */
 #define D47     203004160 /* gradient arena: dLoss/d(layer 47 output) */
 #define D42     206215424 /* gradient arena: dLoss/d(layer 42 output) */
 #define D46     204609792 /* gradient arena: dLoss/d(layer 46 output) */
-#define D45     203004160 /* gradient arena: dLoss/d(layer 45 output) */
-#define D44     204609792 /* gradient arena: dLoss/d(layer 44 output) */
-#define D43     203004160 /* gradient arena: dLoss/d(layer 43 output) */
-#define T43_1   204609792 /* gradient arena: a gradient summed into its tensor's */
+#define D45     203004160 /* gradient arena: dLoss/d(layer 45 output), then layer 46's dx masks it to dLoss/d(its input) */
+#define D43     204609792 /* gradient arena: dLoss/d(layer 43 output) */
+#define T43_1   203004160 /* gradient arena: a gradient summed into its tensor's */
 #define D41     203004160 /* gradient arena: dLoss/d(layer 41 output) */
 #define D38     206215424 /* gradient arena: dLoss/d(layer 38 output) */
 #define D40     204609792 /* gradient arena: dLoss/d(layer 40 output) */
 #define D39     207821056 /* gradient arena: dLoss/d(layer 39 output) */
 #define D33     203004160 /* gradient arena: dLoss/d(layer 33 output) */
 #define D37     207821056 /* gradient arena: dLoss/d(layer 37 output) */
-#define D36     206215424 /* gradient arena: dLoss/d(layer 36 output) */
-#define D35     207821056 /* gradient arena: dLoss/d(layer 35 output) */
+#define D36     206215424 /* gradient arena: dLoss/d(layer 36 output), then layer 37's dx masks it to dLoss/d(its input) */
 #define D34     209426688 /* gradient arena: dLoss/d(layer 34 output) */
 #define T34_1   206215424 /* gradient arena: a gradient summed into its tensor's */
 #define D32     206215424 /* gradient arena: dLoss/d(layer 32 output) */
 #define D31     203004160 /* gradient arena: dLoss/d(layer 31 output) */
 #define D26     209426688 /* gradient arena: dLoss/d(layer 26 output) */
 #define D30     206215424 /* gradient arena: dLoss/d(layer 30 output) */
-#define D29     203004160 /* gradient arena: dLoss/d(layer 29 output) */
-#define D28     206215424 /* gradient arena: dLoss/d(layer 28 output) */
-#define D27     203004160 /* gradient arena: dLoss/d(layer 27 output) */
-#define T27_1   206215424 /* gradient arena: a gradient summed into its tensor's */
+#define D29     203004160 /* gradient arena: dLoss/d(layer 29 output), then layer 30's dx masks it to dLoss/d(its input) */
+#define D27     206215424 /* gradient arena: dLoss/d(layer 27 output) */
+#define T27_1   203004160 /* gradient arena: a gradient summed into its tensor's */
 #define D25     203004160 /* gradient arena: dLoss/d(layer 25 output) */
 #define D22     209426688 /* gradient arena: dLoss/d(layer 22 output) */
 #define D24     206215424 /* gradient arena: dLoss/d(layer 24 output) */
 #define D23     212637952 /* gradient arena: dLoss/d(layer 23 output) */
 #define D17     203004160 /* gradient arena: dLoss/d(layer 17 output) */
 #define D21     212637952 /* gradient arena: dLoss/d(layer 21 output) */
-#define D20     209426688 /* gradient arena: dLoss/d(layer 20 output) */
-#define D19     212637952 /* gradient arena: dLoss/d(layer 19 output) */
+#define D20     209426688 /* gradient arena: dLoss/d(layer 20 output), then layer 21's dx masks it to dLoss/d(its input) */
 #define D18     215849216 /* gradient arena: dLoss/d(layer 18 output) */
 #define T18_1   209426688 /* gradient arena: a gradient summed into its tensor's */
 #define D16     209426688 /* gradient arena: dLoss/d(layer 16 output) */
 #define D15     203004160 /* gradient arena: dLoss/d(layer 15 output) */
 #define D10     215849216 /* gradient arena: dLoss/d(layer 10 output) */
 #define D14     209426688 /* gradient arena: dLoss/d(layer 14 output) */
-#define D13     203004160 /* gradient arena: dLoss/d(layer 13 output) */
-#define D12     209426688 /* gradient arena: dLoss/d(layer 12 output) */
-#define D11     203004160 /* gradient arena: dLoss/d(layer 11 output) */
-#define T11_1   209426688 /* gradient arena: a gradient summed into its tensor's */
+#define D13     203004160 /* gradient arena: dLoss/d(layer 13 output), then layer 14's dx masks it to dLoss/d(its input) */
+#define D11     209426688 /* gradient arena: dLoss/d(layer 11 output) */
+#define T11_1   203004160 /* gradient arena: a gradient summed into its tensor's */
 #define D09     203004160 /* gradient arena: dLoss/d(layer 9 output) */
 #define D08     209426688 /* gradient arena: dLoss/d(layer 8 output) */
 #define D03     228694272 /* gradient arena: dLoss/d(layer 3 output) */
 #define D07     203004160 /* gradient arena: dLoss/d(layer 7 output) */
-#define D06     209426688 /* gradient arena: dLoss/d(layer 6 output) */
-#define D05     203004160 /* gradient arena: dLoss/d(layer 5 output) */
-#define D04     209426688 /* gradient arena: dLoss/d(layer 4 output) */
-#define T04_1   203004160 /* gradient arena: a gradient summed into its tensor's */
-#define D02     203004160 /* gradient arena: dLoss/d(layer 2 output) */
-#define D01     228694272 /* gradient arena: dLoss/d(layer 1 output) */
-#define D00     203004160 /* gradient arena: dLoss/d(layer 0 output) */
-#define DIN     228694272 /* gradient arena: dLoss/dInput */
+#define D06     209426688 /* gradient arena: dLoss/d(layer 6 output), then layer 7's dx masks it to dLoss/d(its input) */
+#define D04     203004160 /* gradient arena: dLoss/d(layer 4 output) */
+#define T04_1   209426688 /* gradient arena: a gradient summed into its tensor's */
+#define D02     203004160 /* gradient arena: dLoss/d(layer 2 output), then layer 3's dx masks it to dLoss/d(its input) */
+#define D00     228694272 /* gradient arena: dLoss/d(layer 0 output) */
+#define DIN     203004160 /* gradient arena: dLoss/dInput */
 
 /* Forward over nb <= 32 samples; activations stay in ws for backward. */
 void resnet18_forward(const float *params, float *buffers, const float *x, float *ws, int nb, int training)
@@ -19378,98 +24557,98 @@ void resnet18_backward(const float *params, float *grads, const float *x, float 
     l68_dense_backward_dx(params + 11176512, ws + DOUT_L, ws + D67);
     /* layer 67: flatten passes the gradient through */
     l66_global_avgpool_backward(ws + D67, ws + D65);
-    l52_relu_backward(ws + A63, ws + D65, ws + D64);
+    l58_relu_backward(ws + A63, ws + D65, ws + D64);
     l57_add_backward(ws + D64, ws + D63, ws + D58);
     l51_batchnorm_backward(params + 11175488, grads + 11175488, ws + S63, ws + A62, ws + D63, ws + D62, nb);
     l53_conv2d_backward(grads + 8816192, ws + A60, ws + D62);
-    l53_conv2d_backward_dx(params + 8816192, ws + D62, ws + D61);
-    l52_relu_backward(ws + A60, ws + D61, ws + D60);
-    l51_batchnorm_backward(params + 8815168, grads + 8815168, ws + S60, ws + A59, ws + D60, ws + D59, nb);
+    l53_conv2d_backward_dx(params + 8816192, ws + A60, ws + D62, ws + D61);
+    /* layer 61: relu's backward is in layer 62's dx stores */
+    l51_batchnorm_backward(params + 8815168, grads + 8815168, ws + S60, ws + A59, ws + D61, ws + D59, nb);
     l53_conv2d_backward(grads + 6455872, ws + A54, ws + D59);
-    l53_conv2d_backward_dx(params + 6455872, ws + D59, ws + T59_1);
+    l59_conv2d_backward_dx(params + 6455872, ws + D59, ws + T59_1);
     for (size_t i = 0; i < 802816; i++) (ws + D58)[i] += (ws + T59_1)[i]; /* a tensor read again: gradients add */
-    l52_relu_backward(ws + A54, ws + D58, ws + D57);
+    l58_relu_backward(ws + A54, ws + D58, ws + D57);
     l57_add_backward(ws + D57, ws + D54, ws + D56);
     l51_batchnorm_backward(params + 6454848, grads + 6454848, ws + S56, ws + A55, ws + D56, ws + D55, nb);
     l55_conv2d_backward(grads + 6323776, ws + A47, ws + D55);
     l55_conv2d_backward_dx(params + 6323776, ws + D55, ws + D49);
     l51_batchnorm_backward(params + 6322752, grads + 6322752, ws + S54, ws + A53, ws + D54, ws + D53, nb);
     l53_conv2d_backward(grads + 3963456, ws + A51, ws + D53);
-    l53_conv2d_backward_dx(params + 3963456, ws + D53, ws + D52);
-    l52_relu_backward(ws + A51, ws + D52, ws + D51);
-    l51_batchnorm_backward(params + 3962432, grads + 3962432, ws + S51, ws + A50, ws + D51, ws + D50, nb);
+    l53_conv2d_backward_dx(params + 3963456, ws + A51, ws + D53, ws + D52);
+    /* layer 52: relu's backward is in layer 53's dx stores */
+    l51_batchnorm_backward(params + 3962432, grads + 3962432, ws + S51, ws + A50, ws + D52, ws + D50, nb);
     l50_conv2d_backward(grads + 2782784, ws + A47, ws + D50);
     l50_conv2d_backward_dx(params + 2782784, ws + D50, ws + T50_1);
     for (size_t i = 0; i < 1605632; i++) (ws + D49)[i] += (ws + T50_1)[i]; /* a tensor read again: gradients add */
-    l36_relu_backward(ws + A47, ws + D49, ws + D48);
+    l42_relu_backward(ws + A47, ws + D49, ws + D48);
     l41_add_backward(ws + D48, ws + D47, ws + D42);
     l35_batchnorm_backward(params + 2782272, grads + 2782272, ws + S47, ws + A46, ws + D47, ws + D46, nb);
     l37_conv2d_backward(grads + 2192448, ws + A44, ws + D46);
-    l37_conv2d_backward_dx(params + 2192448, ws + D46, ws + D45);
-    l36_relu_backward(ws + A44, ws + D45, ws + D44);
-    l35_batchnorm_backward(params + 2191936, grads + 2191936, ws + S44, ws + A43, ws + D44, ws + D43, nb);
+    l37_conv2d_backward_dx(params + 2192448, ws + A44, ws + D46, ws + D45);
+    /* layer 45: relu's backward is in layer 46's dx stores */
+    l35_batchnorm_backward(params + 2191936, grads + 2191936, ws + S44, ws + A43, ws + D45, ws + D43, nb);
     l37_conv2d_backward(grads + 1602112, ws + A38, ws + D43);
-    l37_conv2d_backward_dx(params + 1602112, ws + D43, ws + T43_1);
+    l43_conv2d_backward_dx(params + 1602112, ws + D43, ws + T43_1);
     for (size_t i = 0; i < 1605632; i++) (ws + D42)[i] += (ws + T43_1)[i]; /* a tensor read again: gradients add */
-    l36_relu_backward(ws + A38, ws + D42, ws + D41);
+    l42_relu_backward(ws + A38, ws + D42, ws + D41);
     l41_add_backward(ws + D41, ws + D38, ws + D40);
     l35_batchnorm_backward(params + 1601600, grads + 1601600, ws + S40, ws + A39, ws + D40, ws + D39, nb);
     l39_conv2d_backward(grads + 1568832, ws + A31, ws + D39);
     l39_conv2d_backward_dx(params + 1568832, ws + D39, ws + D33);
     l35_batchnorm_backward(params + 1568320, grads + 1568320, ws + S38, ws + A37, ws + D38, ws + D37, nb);
     l37_conv2d_backward(grads + 978496, ws + A35, ws + D37);
-    l37_conv2d_backward_dx(params + 978496, ws + D37, ws + D36);
-    l36_relu_backward(ws + A35, ws + D36, ws + D35);
-    l35_batchnorm_backward(params + 977984, grads + 977984, ws + S35, ws + A34, ws + D35, ws + D34, nb);
+    l37_conv2d_backward_dx(params + 978496, ws + A35, ws + D37, ws + D36);
+    /* layer 36: relu's backward is in layer 37's dx stores */
+    l35_batchnorm_backward(params + 977984, grads + 977984, ws + S35, ws + A34, ws + D36, ws + D34, nb);
     l34_conv2d_backward(grads + 683072, ws + A31, ws + D34);
     l34_conv2d_backward_dx(params + 683072, ws + D34, ws + T34_1);
     for (size_t i = 0; i < 3211264; i++) (ws + D33)[i] += (ws + T34_1)[i]; /* a tensor read again: gradients add */
-    l20_relu_backward(ws + A31, ws + D33, ws + D32);
+    l26_relu_backward(ws + A31, ws + D33, ws + D32);
     l25_add_backward(ws + D32, ws + D31, ws + D26);
     l19_batchnorm_backward(params + 682816, grads + 682816, ws + S31, ws + A30, ws + D31, ws + D30, nb);
     l21_conv2d_backward(grads + 535360, ws + A28, ws + D30);
-    l21_conv2d_backward_dx(params + 535360, ws + D30, ws + D29);
-    l20_relu_backward(ws + A28, ws + D29, ws + D28);
-    l19_batchnorm_backward(params + 535104, grads + 535104, ws + S28, ws + A27, ws + D28, ws + D27, nb);
+    l21_conv2d_backward_dx(params + 535360, ws + A28, ws + D30, ws + D29);
+    /* layer 29: relu's backward is in layer 30's dx stores */
+    l19_batchnorm_backward(params + 535104, grads + 535104, ws + S28, ws + A27, ws + D29, ws + D27, nb);
     l21_conv2d_backward(grads + 387648, ws + A22, ws + D27);
-    l21_conv2d_backward_dx(params + 387648, ws + D27, ws + T27_1);
+    l27_conv2d_backward_dx(params + 387648, ws + D27, ws + T27_1);
     for (size_t i = 0; i < 3211264; i++) (ws + D26)[i] += (ws + T27_1)[i]; /* a tensor read again: gradients add */
-    l20_relu_backward(ws + A22, ws + D26, ws + D25);
+    l26_relu_backward(ws + A22, ws + D26, ws + D25);
     l25_add_backward(ws + D25, ws + D22, ws + D24);
     l19_batchnorm_backward(params + 387392, grads + 387392, ws + S24, ws + A23, ws + D24, ws + D23, nb);
     l23_conv2d_backward(grads + 379200, ws + A15, ws + D23);
     l23_conv2d_backward_dx(params + 379200, ws + D23, ws + D17);
     l19_batchnorm_backward(params + 378944, grads + 378944, ws + S22, ws + A21, ws + D22, ws + D21, nb);
     l21_conv2d_backward(grads + 231488, ws + A19, ws + D21);
-    l21_conv2d_backward_dx(params + 231488, ws + D21, ws + D20);
-    l20_relu_backward(ws + A19, ws + D20, ws + D19);
-    l19_batchnorm_backward(params + 231232, grads + 231232, ws + S19, ws + A18, ws + D19, ws + D18, nb);
+    l21_conv2d_backward_dx(params + 231488, ws + A19, ws + D21, ws + D20);
+    /* layer 20: relu's backward is in layer 21's dx stores */
+    l19_batchnorm_backward(params + 231232, grads + 231232, ws + S19, ws + A18, ws + D20, ws + D18, nb);
     l18_conv2d_backward(grads + 157504, ws + A15, ws + D18);
     l18_conv2d_backward_dx(params + 157504, ws + D18, ws + T18_1);
     for (size_t i = 0; i < 6422528; i++) (ws + D17)[i] += (ws + T18_1)[i]; /* a tensor read again: gradients add */
-    l06_relu_backward(ws + A15, ws + D17, ws + D16);
+    l10_relu_backward(ws + A15, ws + D17, ws + D16);
     l09_add_backward(ws + D16, ws + D15, ws + D10);
     l05_batchnorm_backward(params + 157376, grads + 157376, ws + S15, ws + A14, ws + D15, ws + D14, nb);
     l04_conv2d_backward(grads + 120512, ws + A12, ws + D14);
-    l04_conv2d_backward_dx(params + 120512, ws + D14, ws + D13);
-    l06_relu_backward(ws + A12, ws + D13, ws + D12);
-    l05_batchnorm_backward(params + 120384, grads + 120384, ws + S12, ws + A11, ws + D12, ws + D11, nb);
+    l07_conv2d_backward_dx(params + 120512, ws + A12, ws + D14, ws + D13);
+    /* layer 13: relu's backward is in layer 14's dx stores */
+    l05_batchnorm_backward(params + 120384, grads + 120384, ws + S12, ws + A11, ws + D13, ws + D11, nb);
     l04_conv2d_backward(grads + 83520, ws + A08, ws + D11);
     l04_conv2d_backward_dx(params + 83520, ws + D11, ws + T11_1);
     for (size_t i = 0; i < 6422528; i++) (ws + D10)[i] += (ws + T11_1)[i]; /* a tensor read again: gradients add */
-    l06_relu_backward(ws + A08, ws + D10, ws + D09);
+    l10_relu_backward(ws + A08, ws + D10, ws + D09);
     l09_add_backward(ws + D09, ws + D08, ws + D03);
     l05_batchnorm_backward(params + 83392, grads + 83392, ws + S08, ws + A07, ws + D08, ws + D07, nb);
     l04_conv2d_backward(grads + 46528, ws + A05, ws + D07);
-    l04_conv2d_backward_dx(params + 46528, ws + D07, ws + D06);
-    l06_relu_backward(ws + A05, ws + D06, ws + D05);
-    l05_batchnorm_backward(params + 46400, grads + 46400, ws + S05, ws + A04, ws + D05, ws + D04, nb);
+    l07_conv2d_backward_dx(params + 46528, ws + A05, ws + D07, ws + D06);
+    /* layer 6: relu's backward is in layer 7's dx stores */
+    l05_batchnorm_backward(params + 46400, grads + 46400, ws + S05, ws + A04, ws + D06, ws + D04, nb);
     l04_conv2d_backward(grads + 9536, ws + A03, ws + D04);
     l04_conv2d_backward_dx(params + 9536, ws + D04, ws + T04_1);
     for (size_t i = 0; i < 6422528; i++) (ws + D03)[i] += (ws + T04_1)[i]; /* a tensor read again: gradients add */
     l03_maxpool2d_backward(ws + A01, ws + D03, ws + D02);
-    l02_relu_backward(ws + A01, ws + D02, ws + D01);
-    l01_batchnorm_backward(params + 9408, grads + 9408, ws + S01, ws + A00, ws + D01, ws + D00, nb);
+    /* layer 2: relu's backward is in layer 3's dx stores */
+    l01_batchnorm_backward(params + 9408, grads + 9408, ws + S01, ws + A00, ws + D02, ws + D00, nb);
     l00_conv2d_backward(grads, ws + S00, ws + D00);
     if (dx) l00_conv2d_backward_dx(params, ws + S00, ws + D00, ws + DIN);
     if (dx) cg_from_lanes(ws + DIN, dx, nb, 150528, 32);
@@ -19689,7 +24868,7 @@ static const cg_layer resnet18_layers[] = {
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "maxpool2d", .ndim_in = 3, .in_shape = {64, 112, 112}, .ndim_out = 3, .out_shape = {64, 56, 56},
      .in_size = 802816, .out_size = 200704, .act_offset = 56197120, .lanes = 32, .line = 11, .col = 5,
-     .schedule = "lanes: fwd lanes dw lanes dx with dw threaded", .n_inputs = 1, .inputs = resnet18_inputs + 3, .name = "maxpool", .inplace = 0,
+     .schedule = "lanes: fwd lanes dw lanes+relu' dx with dw threaded", .n_inputs = 1, .inputs = resnet18_inputs + 3, .name = "maxpool", .inplace = 0,
      .kernel = {3, 3}, .stride = {2, 2}, .pad_lo = {1, 1}, .pad_hi = {1, 1}, .dilation = {1, 1},
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {64, 56, 56}, .ndim_out = 3, .out_shape = {64, 56, 56},
@@ -19707,7 +24886,7 @@ static const cg_layer resnet18_layers[] = {
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {64, 56, 56}, .ndim_out = 3, .out_shape = {64, 56, 56},
      .in_size = 200704, .out_size = 200704, .act_offset = 75464704, .lanes = 32, .line = 15, .col = 5,
-     .schedule = "lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16] threaded", .n_inputs = 1, .inputs = resnet18_inputs + 7, .name = "layer1_0_conv2", .inplace = 0,
+     .schedule = "lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16]+relu' threaded", .n_inputs = 1, .inputs = resnet18_inputs + 7, .name = "layer1_0_conv2", .inplace = 0,
      .kernel = {3, 3}, .stride = {1, 1}, .pad_lo = {1, 1}, .pad_hi = {1, 1}, .dilation = {1, 1},
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "batchnorm", .ndim_in = 3, .in_shape = {64, 56, 56}, .ndim_out = 3, .out_shape = {64, 56, 56},
@@ -19737,7 +24916,7 @@ static const cg_layer resnet18_layers[] = {
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {64, 56, 56}, .ndim_out = 3, .out_shape = {64, 56, 56},
      .in_size = 200704, .out_size = 200704, .act_offset = 101154816, .lanes = 32, .line = 22, .col = 5,
-     .schedule = "lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16] threaded", .n_inputs = 1, .inputs = resnet18_inputs + 15, .name = "layer1_1_conv2", .inplace = 0,
+     .schedule = "lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16]+relu' threaded", .n_inputs = 1, .inputs = resnet18_inputs + 15, .name = "layer1_1_conv2", .inplace = 0,
      .kernel = {3, 3}, .stride = {1, 1}, .pad_lo = {1, 1}, .pad_hi = {1, 1}, .dilation = {1, 1},
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "batchnorm", .ndim_in = 3, .in_shape = {64, 56, 56}, .ndim_out = 3, .out_shape = {64, 56, 56},
@@ -19767,7 +24946,7 @@ static const cg_layer resnet18_layers[] = {
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {128, 28, 28}, .ndim_out = 3, .out_shape = {128, 28, 28},
      .in_size = 100352, .out_size = 100352, .act_offset = 120422400, .lanes = 32, .line = 29, .col = 5,
-     .schedule = "lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16] threaded", .n_inputs = 1, .inputs = resnet18_inputs + 23, .name = "layer2_0_conv2", .inplace = 0,
+     .schedule = "lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16]+relu' threaded", .n_inputs = 1, .inputs = resnet18_inputs + 23, .name = "layer2_0_conv2", .inplace = 0,
      .kernel = {3, 3}, .stride = {1, 1}, .pad_lo = {1, 1}, .pad_hi = {1, 1}, .dilation = {1, 1},
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "batchnorm", .ndim_in = 3, .in_shape = {128, 28, 28}, .ndim_out = 3, .out_shape = {128, 28, 28},
@@ -19806,7 +24985,7 @@ static const cg_layer resnet18_layers[] = {
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {128, 28, 28}, .ndim_out = 3, .out_shape = {128, 28, 28},
      .in_size = 100352, .out_size = 100352, .act_offset = 139689984, .lanes = 32, .line = 38, .col = 5,
-     .schedule = "lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16] threaded", .n_inputs = 1, .inputs = resnet18_inputs + 33, .name = "layer2_1_conv2", .inplace = 0,
+     .schedule = "lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16]+relu' threaded", .n_inputs = 1, .inputs = resnet18_inputs + 33, .name = "layer2_1_conv2", .inplace = 0,
      .kernel = {3, 3}, .stride = {1, 1}, .pad_lo = {1, 1}, .pad_hi = {1, 1}, .dilation = {1, 1},
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "batchnorm", .ndim_in = 3, .in_shape = {128, 28, 28}, .ndim_out = 3, .out_shape = {128, 28, 28},
@@ -19836,7 +25015,7 @@ static const cg_layer resnet18_layers[] = {
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {256, 14, 14}, .ndim_out = 3, .out_shape = {256, 14, 14},
      .in_size = 50176, .out_size = 50176, .act_offset = 149323776, .lanes = 32, .line = 45, .col = 5,
-     .schedule = "lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16] threaded", .n_inputs = 1, .inputs = resnet18_inputs + 41, .name = "layer3_0_conv2", .inplace = 0,
+     .schedule = "lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16]+relu' threaded", .n_inputs = 1, .inputs = resnet18_inputs + 41, .name = "layer3_0_conv2", .inplace = 0,
      .kernel = {3, 3}, .stride = {1, 1}, .pad_lo = {1, 1}, .pad_hi = {1, 1}, .dilation = {1, 1},
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "batchnorm", .ndim_in = 3, .in_shape = {256, 14, 14}, .ndim_out = 3, .out_shape = {256, 14, 14},
@@ -19875,7 +25054,7 @@ static const cg_layer resnet18_layers[] = {
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {256, 14, 14}, .ndim_out = 3, .out_shape = {256, 14, 14},
      .in_size = 50176, .out_size = 50176, .act_offset = 158957568, .lanes = 32, .line = 54, .col = 5,
-     .schedule = "lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16] threaded", .n_inputs = 1, .inputs = resnet18_inputs + 51, .name = "layer3_1_conv2", .inplace = 0,
+     .schedule = "lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16]+relu' threaded", .n_inputs = 1, .inputs = resnet18_inputs + 51, .name = "layer3_1_conv2", .inplace = 0,
      .kernel = {3, 3}, .stride = {1, 1}, .pad_lo = {1, 1}, .pad_hi = {1, 1}, .dilation = {1, 1},
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "batchnorm", .ndim_in = 3, .in_shape = {256, 14, 14}, .ndim_out = 3, .out_shape = {256, 14, 14},
@@ -19905,7 +25084,7 @@ static const cg_layer resnet18_layers[] = {
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {512, 7, 7}, .ndim_out = 3, .out_shape = {512, 7, 7},
      .in_size = 25088, .out_size = 25088, .act_offset = 163774464, .lanes = 32, .line = 61, .col = 5,
-     .schedule = "lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16] threaded", .n_inputs = 1, .inputs = resnet18_inputs + 59, .name = "layer4_0_conv2", .inplace = 0,
+     .schedule = "lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16]+relu' threaded", .n_inputs = 1, .inputs = resnet18_inputs + 59, .name = "layer4_0_conv2", .inplace = 0,
      .kernel = {3, 3}, .stride = {1, 1}, .pad_lo = {1, 1}, .pad_hi = {1, 1}, .dilation = {1, 1},
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "batchnorm", .ndim_in = 3, .in_shape = {512, 7, 7}, .ndim_out = 3, .out_shape = {512, 7, 7},
@@ -19944,7 +25123,7 @@ static const cg_layer resnet18_layers[] = {
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {512, 7, 7}, .ndim_out = 3, .out_shape = {512, 7, 7},
      .in_size = 25088, .out_size = 25088, .act_offset = 168591360, .lanes = 32, .line = 70, .col = 5,
-     .schedule = "lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16] threaded", .n_inputs = 1, .inputs = resnet18_inputs + 69, .name = "layer4_1_conv2", .inplace = 0,
+     .schedule = "lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16]+relu' threaded", .n_inputs = 1, .inputs = resnet18_inputs + 69, .name = "layer4_1_conv2", .inplace = 0,
      .kernel = {3, 3}, .stride = {1, 1}, .pad_lo = {1, 1}, .pad_hi = {1, 1}, .dilation = {1, 1},
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "batchnorm", .ndim_in = 3, .in_shape = {512, 7, 7}, .ndim_out = 3, .out_shape = {512, 7, 7},

@@ -119,6 +119,8 @@ static inline __attribute__((unused)) float vsum_(const cg_v *v) { float s = 0.0
 /* activations fused into a producer's stores (relu(NaN) = NaN, as PyTorch's) */
 static inline __attribute__((unused)) float cg_relu(float v) { return v <= 0.0f ? 0.0f : v; }
 #define vrelu(v) ((cg_v)((cg_vi)(v) & ~((v) <= vsplat(0.0f))))
+static inline __attribute__((unused)) float cg_drelu(float y, float g) { return y <= 0.0f ? 0.0f : g; }
+#define vdrelu(y, g) ((cg_v)((cg_vi)(g) & ~((y) <= vsplat(0.0f))))
 
 /* Activations are batch-innermost: [size][128]. */
 /* cg_to_lanes / cg_from_lanes (runtime): [nb][size] <-> [size][128], lanes >= nb zero */
@@ -4633,15 +4635,1310 @@ static void l03_conv2d_backward_dx(const float *restrict P, const float *restric
  * schedule lanes: fwd lanes dw lanes dx with dw threaded */
 /* l05_relu_forward: none, layer 4 stores its output through the relu */
 
-/* l05_relu_backward: the code of l02_relu_backward */
+/* l05_relu_backward: none, layer 6 masks its dx stores with the relu's derivative */
 
 /* layer 6: conv2d 16x28x28 -> 16x28x28 (specs/resnet20.yaml:15:5)
- * schedule lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16] threaded */
+ * schedule lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16]+relu' threaded */
 /* l06_conv2d_forward: the code of l03_conv2d_forward */
 
 /* l06_conv2d_backward: the code of l03_conv2d_backward */
 
-/* l06_conv2d_backward_dx: the code of l03_conv2d_backward_dx */
+static void l06_conv2d_backward_dx(const float *restrict P, const float *restrict x, const float *restrict dy, float *restrict dx)
+{
+    /* x [16x28x28][lanes], y [16x28x28][lanes] */
+    const float *restrict w = P;
+    CG_PARALLEL_FOR
+    for (int v0 = 0; v0 < 8; v0 += 1) {
+        float *restrict dxb = dx + 0 + v0 * 16;
+        const float *restrict xb = x + 0 + v0 * 16;
+        const float *restrict dyg = dy + 0 + v0 * 16;
+        const float *restrict wg = w + 0;
+        {
+            cg_v a0_0 = vsplat(0.0f);
+            cg_v a0_1 = vsplat(0.0f);
+            cg_v a0_2 = vsplat(0.0f);
+            cg_v a0_3 = vsplat(0.0f);
+            cg_v a0_4 = vsplat(0.0f);
+            cg_v a0_5 = vsplat(0.0f);
+            cg_v a0_6 = vsplat(0.0f);
+            cg_v a0_7 = vsplat(0.0f);
+            cg_v a0_8 = vsplat(0.0f);
+            cg_v a0_9 = vsplat(0.0f);
+            cg_v a0_10 = vsplat(0.0f);
+            cg_v a0_11 = vsplat(0.0f);
+            cg_v a0_12 = vsplat(0.0f);
+            cg_v a0_13 = vsplat(0.0f);
+            cg_v a0_14 = vsplat(0.0f);
+            cg_v a0_15 = vsplat(0.0f);
+            for (int co = 0; co < 16; co++) {
+                const float *restrict dyc = dyg + co*100352;
+                const float *restrict wc = wg + co*144;
+                {
+                    const cg_v d0 = VLOAD(dyc + 3712 + 0);
+                    a0_0 += wc[0] * d0;
+                    a0_1 += wc[9] * d0;
+                    a0_2 += wc[18] * d0;
+                    a0_3 += wc[27] * d0;
+                    a0_4 += wc[36] * d0;
+                    a0_5 += wc[45] * d0;
+                    a0_6 += wc[54] * d0;
+                    a0_7 += wc[63] * d0;
+                    a0_8 += wc[72] * d0;
+                    a0_9 += wc[81] * d0;
+                    a0_10 += wc[90] * d0;
+                    a0_11 += wc[99] * d0;
+                    a0_12 += wc[108] * d0;
+                    a0_13 += wc[117] * d0;
+                    a0_14 += wc[126] * d0;
+                    a0_15 += wc[135] * d0;
+                }
+                {
+                    const cg_v d0 = VLOAD(dyc + 3584 + 0);
+                    a0_0 += wc[1] * d0;
+                    a0_1 += wc[10] * d0;
+                    a0_2 += wc[19] * d0;
+                    a0_3 += wc[28] * d0;
+                    a0_4 += wc[37] * d0;
+                    a0_5 += wc[46] * d0;
+                    a0_6 += wc[55] * d0;
+                    a0_7 += wc[64] * d0;
+                    a0_8 += wc[73] * d0;
+                    a0_9 += wc[82] * d0;
+                    a0_10 += wc[91] * d0;
+                    a0_11 += wc[100] * d0;
+                    a0_12 += wc[109] * d0;
+                    a0_13 += wc[118] * d0;
+                    a0_14 += wc[127] * d0;
+                    a0_15 += wc[136] * d0;
+                }
+                {
+                    const cg_v d0 = VLOAD(dyc + 128 + 0);
+                    a0_0 += wc[3] * d0;
+                    a0_1 += wc[12] * d0;
+                    a0_2 += wc[21] * d0;
+                    a0_3 += wc[30] * d0;
+                    a0_4 += wc[39] * d0;
+                    a0_5 += wc[48] * d0;
+                    a0_6 += wc[57] * d0;
+                    a0_7 += wc[66] * d0;
+                    a0_8 += wc[75] * d0;
+                    a0_9 += wc[84] * d0;
+                    a0_10 += wc[93] * d0;
+                    a0_11 += wc[102] * d0;
+                    a0_12 += wc[111] * d0;
+                    a0_13 += wc[120] * d0;
+                    a0_14 += wc[129] * d0;
+                    a0_15 += wc[138] * d0;
+                }
+                {
+                    const cg_v d0 = VLOAD(dyc + 0 + 0);
+                    a0_0 += wc[4] * d0;
+                    a0_1 += wc[13] * d0;
+                    a0_2 += wc[22] * d0;
+                    a0_3 += wc[31] * d0;
+                    a0_4 += wc[40] * d0;
+                    a0_5 += wc[49] * d0;
+                    a0_6 += wc[58] * d0;
+                    a0_7 += wc[67] * d0;
+                    a0_8 += wc[76] * d0;
+                    a0_9 += wc[85] * d0;
+                    a0_10 += wc[94] * d0;
+                    a0_11 += wc[103] * d0;
+                    a0_12 += wc[112] * d0;
+                    a0_13 += wc[121] * d0;
+                    a0_14 += wc[130] * d0;
+                    a0_15 += wc[139] * d0;
+                }
+            }
+            VSTORE(dxb + 0, vdrelu(VLOAD(xb + 0), a0_0));
+            VSTORE(dxb + 100352, vdrelu(VLOAD(xb + 100352), a0_1));
+            VSTORE(dxb + 200704, vdrelu(VLOAD(xb + 200704), a0_2));
+            VSTORE(dxb + 301056, vdrelu(VLOAD(xb + 301056), a0_3));
+            VSTORE(dxb + 401408, vdrelu(VLOAD(xb + 401408), a0_4));
+            VSTORE(dxb + 501760, vdrelu(VLOAD(xb + 501760), a0_5));
+            VSTORE(dxb + 602112, vdrelu(VLOAD(xb + 602112), a0_6));
+            VSTORE(dxb + 702464, vdrelu(VLOAD(xb + 702464), a0_7));
+            VSTORE(dxb + 802816, vdrelu(VLOAD(xb + 802816), a0_8));
+            VSTORE(dxb + 903168, vdrelu(VLOAD(xb + 903168), a0_9));
+            VSTORE(dxb + 1003520, vdrelu(VLOAD(xb + 1003520), a0_10));
+            VSTORE(dxb + 1103872, vdrelu(VLOAD(xb + 1103872), a0_11));
+            VSTORE(dxb + 1204224, vdrelu(VLOAD(xb + 1204224), a0_12));
+            VSTORE(dxb + 1304576, vdrelu(VLOAD(xb + 1304576), a0_13));
+            VSTORE(dxb + 1404928, vdrelu(VLOAD(xb + 1404928), a0_14));
+            VSTORE(dxb + 1505280, vdrelu(VLOAD(xb + 1505280), a0_15));
+        }
+        /* inputs rows 0+1*t (t=0..0), cols 0+1*t (t=1..26): 6 taps */
+        for (int tx = 1; tx < 27; tx++) {
+            cg_v a0_0 = vsplat(0.0f);
+            cg_v a0_1 = vsplat(0.0f);
+            cg_v a0_2 = vsplat(0.0f);
+            cg_v a0_3 = vsplat(0.0f);
+            cg_v a0_4 = vsplat(0.0f);
+            cg_v a0_5 = vsplat(0.0f);
+            cg_v a0_6 = vsplat(0.0f);
+            cg_v a0_7 = vsplat(0.0f);
+            cg_v a0_8 = vsplat(0.0f);
+            cg_v a0_9 = vsplat(0.0f);
+            cg_v a0_10 = vsplat(0.0f);
+            cg_v a0_11 = vsplat(0.0f);
+            cg_v a0_12 = vsplat(0.0f);
+            cg_v a0_13 = vsplat(0.0f);
+            cg_v a0_14 = vsplat(0.0f);
+            cg_v a0_15 = vsplat(0.0f);
+            for (int co = 0; co < 16; co++) {
+                const float *restrict dyc = dyg + co*100352;
+                const float *restrict wc = wg + co*144;
+                {
+                    const cg_v d0 = VLOAD(dyc + tx*128 + 3712 + 0);
+                    a0_0 += wc[0] * d0;
+                    a0_1 += wc[9] * d0;
+                    a0_2 += wc[18] * d0;
+                    a0_3 += wc[27] * d0;
+                    a0_4 += wc[36] * d0;
+                    a0_5 += wc[45] * d0;
+                    a0_6 += wc[54] * d0;
+                    a0_7 += wc[63] * d0;
+                    a0_8 += wc[72] * d0;
+                    a0_9 += wc[81] * d0;
+                    a0_10 += wc[90] * d0;
+                    a0_11 += wc[99] * d0;
+                    a0_12 += wc[108] * d0;
+                    a0_13 += wc[117] * d0;
+                    a0_14 += wc[126] * d0;
+                    a0_15 += wc[135] * d0;
+                }
+                {
+                    const cg_v d0 = VLOAD(dyc + tx*128 + 3584 + 0);
+                    a0_0 += wc[1] * d0;
+                    a0_1 += wc[10] * d0;
+                    a0_2 += wc[19] * d0;
+                    a0_3 += wc[28] * d0;
+                    a0_4 += wc[37] * d0;
+                    a0_5 += wc[46] * d0;
+                    a0_6 += wc[55] * d0;
+                    a0_7 += wc[64] * d0;
+                    a0_8 += wc[73] * d0;
+                    a0_9 += wc[82] * d0;
+                    a0_10 += wc[91] * d0;
+                    a0_11 += wc[100] * d0;
+                    a0_12 += wc[109] * d0;
+                    a0_13 += wc[118] * d0;
+                    a0_14 += wc[127] * d0;
+                    a0_15 += wc[136] * d0;
+                }
+                {
+                    const cg_v d0 = VLOAD(dyc + tx*128 + 3456 + 0);
+                    a0_0 += wc[2] * d0;
+                    a0_1 += wc[11] * d0;
+                    a0_2 += wc[20] * d0;
+                    a0_3 += wc[29] * d0;
+                    a0_4 += wc[38] * d0;
+                    a0_5 += wc[47] * d0;
+                    a0_6 += wc[56] * d0;
+                    a0_7 += wc[65] * d0;
+                    a0_8 += wc[74] * d0;
+                    a0_9 += wc[83] * d0;
+                    a0_10 += wc[92] * d0;
+                    a0_11 += wc[101] * d0;
+                    a0_12 += wc[110] * d0;
+                    a0_13 += wc[119] * d0;
+                    a0_14 += wc[128] * d0;
+                    a0_15 += wc[137] * d0;
+                }
+                {
+                    const cg_v d0 = VLOAD(dyc + tx*128 + 128 + 0);
+                    a0_0 += wc[3] * d0;
+                    a0_1 += wc[12] * d0;
+                    a0_2 += wc[21] * d0;
+                    a0_3 += wc[30] * d0;
+                    a0_4 += wc[39] * d0;
+                    a0_5 += wc[48] * d0;
+                    a0_6 += wc[57] * d0;
+                    a0_7 += wc[66] * d0;
+                    a0_8 += wc[75] * d0;
+                    a0_9 += wc[84] * d0;
+                    a0_10 += wc[93] * d0;
+                    a0_11 += wc[102] * d0;
+                    a0_12 += wc[111] * d0;
+                    a0_13 += wc[120] * d0;
+                    a0_14 += wc[129] * d0;
+                    a0_15 += wc[138] * d0;
+                }
+                {
+                    const cg_v d0 = VLOAD(dyc + tx*128 + 0);
+                    a0_0 += wc[4] * d0;
+                    a0_1 += wc[13] * d0;
+                    a0_2 += wc[22] * d0;
+                    a0_3 += wc[31] * d0;
+                    a0_4 += wc[40] * d0;
+                    a0_5 += wc[49] * d0;
+                    a0_6 += wc[58] * d0;
+                    a0_7 += wc[67] * d0;
+                    a0_8 += wc[76] * d0;
+                    a0_9 += wc[85] * d0;
+                    a0_10 += wc[94] * d0;
+                    a0_11 += wc[103] * d0;
+                    a0_12 += wc[112] * d0;
+                    a0_13 += wc[121] * d0;
+                    a0_14 += wc[130] * d0;
+                    a0_15 += wc[139] * d0;
+                }
+                {
+                    const cg_v d0 = VLOAD(dyc + tx*128 - 128 + 0);
+                    a0_0 += wc[5] * d0;
+                    a0_1 += wc[14] * d0;
+                    a0_2 += wc[23] * d0;
+                    a0_3 += wc[32] * d0;
+                    a0_4 += wc[41] * d0;
+                    a0_5 += wc[50] * d0;
+                    a0_6 += wc[59] * d0;
+                    a0_7 += wc[68] * d0;
+                    a0_8 += wc[77] * d0;
+                    a0_9 += wc[86] * d0;
+                    a0_10 += wc[95] * d0;
+                    a0_11 += wc[104] * d0;
+                    a0_12 += wc[113] * d0;
+                    a0_13 += wc[122] * d0;
+                    a0_14 += wc[131] * d0;
+                    a0_15 += wc[140] * d0;
+                }
+            }
+            VSTORE(dxb + tx*128, vdrelu(VLOAD(xb + tx*128), a0_0));
+            VSTORE(dxb + tx*128 + 100352, vdrelu(VLOAD(xb + tx*128 + 100352), a0_1));
+            VSTORE(dxb + tx*128 + 200704, vdrelu(VLOAD(xb + tx*128 + 200704), a0_2));
+            VSTORE(dxb + tx*128 + 301056, vdrelu(VLOAD(xb + tx*128 + 301056), a0_3));
+            VSTORE(dxb + tx*128 + 401408, vdrelu(VLOAD(xb + tx*128 + 401408), a0_4));
+            VSTORE(dxb + tx*128 + 501760, vdrelu(VLOAD(xb + tx*128 + 501760), a0_5));
+            VSTORE(dxb + tx*128 + 602112, vdrelu(VLOAD(xb + tx*128 + 602112), a0_6));
+            VSTORE(dxb + tx*128 + 702464, vdrelu(VLOAD(xb + tx*128 + 702464), a0_7));
+            VSTORE(dxb + tx*128 + 802816, vdrelu(VLOAD(xb + tx*128 + 802816), a0_8));
+            VSTORE(dxb + tx*128 + 903168, vdrelu(VLOAD(xb + tx*128 + 903168), a0_9));
+            VSTORE(dxb + tx*128 + 1003520, vdrelu(VLOAD(xb + tx*128 + 1003520), a0_10));
+            VSTORE(dxb + tx*128 + 1103872, vdrelu(VLOAD(xb + tx*128 + 1103872), a0_11));
+            VSTORE(dxb + tx*128 + 1204224, vdrelu(VLOAD(xb + tx*128 + 1204224), a0_12));
+            VSTORE(dxb + tx*128 + 1304576, vdrelu(VLOAD(xb + tx*128 + 1304576), a0_13));
+            VSTORE(dxb + tx*128 + 1404928, vdrelu(VLOAD(xb + tx*128 + 1404928), a0_14));
+            VSTORE(dxb + tx*128 + 1505280, vdrelu(VLOAD(xb + tx*128 + 1505280), a0_15));
+        }
+        {
+            cg_v a0_0 = vsplat(0.0f);
+            cg_v a0_1 = vsplat(0.0f);
+            cg_v a0_2 = vsplat(0.0f);
+            cg_v a0_3 = vsplat(0.0f);
+            cg_v a0_4 = vsplat(0.0f);
+            cg_v a0_5 = vsplat(0.0f);
+            cg_v a0_6 = vsplat(0.0f);
+            cg_v a0_7 = vsplat(0.0f);
+            cg_v a0_8 = vsplat(0.0f);
+            cg_v a0_9 = vsplat(0.0f);
+            cg_v a0_10 = vsplat(0.0f);
+            cg_v a0_11 = vsplat(0.0f);
+            cg_v a0_12 = vsplat(0.0f);
+            cg_v a0_13 = vsplat(0.0f);
+            cg_v a0_14 = vsplat(0.0f);
+            cg_v a0_15 = vsplat(0.0f);
+            for (int co = 0; co < 16; co++) {
+                const float *restrict dyc = dyg + co*100352;
+                const float *restrict wc = wg + co*144;
+                {
+                    const cg_v d0 = VLOAD(dyc + 7040 + 0);
+                    a0_0 += wc[1] * d0;
+                    a0_1 += wc[10] * d0;
+                    a0_2 += wc[19] * d0;
+                    a0_3 += wc[28] * d0;
+                    a0_4 += wc[37] * d0;
+                    a0_5 += wc[46] * d0;
+                    a0_6 += wc[55] * d0;
+                    a0_7 += wc[64] * d0;
+                    a0_8 += wc[73] * d0;
+                    a0_9 += wc[82] * d0;
+                    a0_10 += wc[91] * d0;
+                    a0_11 += wc[100] * d0;
+                    a0_12 += wc[109] * d0;
+                    a0_13 += wc[118] * d0;
+                    a0_14 += wc[127] * d0;
+                    a0_15 += wc[136] * d0;
+                }
+                {
+                    const cg_v d0 = VLOAD(dyc + 6912 + 0);
+                    a0_0 += wc[2] * d0;
+                    a0_1 += wc[11] * d0;
+                    a0_2 += wc[20] * d0;
+                    a0_3 += wc[29] * d0;
+                    a0_4 += wc[38] * d0;
+                    a0_5 += wc[47] * d0;
+                    a0_6 += wc[56] * d0;
+                    a0_7 += wc[65] * d0;
+                    a0_8 += wc[74] * d0;
+                    a0_9 += wc[83] * d0;
+                    a0_10 += wc[92] * d0;
+                    a0_11 += wc[101] * d0;
+                    a0_12 += wc[110] * d0;
+                    a0_13 += wc[119] * d0;
+                    a0_14 += wc[128] * d0;
+                    a0_15 += wc[137] * d0;
+                }
+                {
+                    const cg_v d0 = VLOAD(dyc + 3456 + 0);
+                    a0_0 += wc[4] * d0;
+                    a0_1 += wc[13] * d0;
+                    a0_2 += wc[22] * d0;
+                    a0_3 += wc[31] * d0;
+                    a0_4 += wc[40] * d0;
+                    a0_5 += wc[49] * d0;
+                    a0_6 += wc[58] * d0;
+                    a0_7 += wc[67] * d0;
+                    a0_8 += wc[76] * d0;
+                    a0_9 += wc[85] * d0;
+                    a0_10 += wc[94] * d0;
+                    a0_11 += wc[103] * d0;
+                    a0_12 += wc[112] * d0;
+                    a0_13 += wc[121] * d0;
+                    a0_14 += wc[130] * d0;
+                    a0_15 += wc[139] * d0;
+                }
+                {
+                    const cg_v d0 = VLOAD(dyc + 3328 + 0);
+                    a0_0 += wc[5] * d0;
+                    a0_1 += wc[14] * d0;
+                    a0_2 += wc[23] * d0;
+                    a0_3 += wc[32] * d0;
+                    a0_4 += wc[41] * d0;
+                    a0_5 += wc[50] * d0;
+                    a0_6 += wc[59] * d0;
+                    a0_7 += wc[68] * d0;
+                    a0_8 += wc[77] * d0;
+                    a0_9 += wc[86] * d0;
+                    a0_10 += wc[95] * d0;
+                    a0_11 += wc[104] * d0;
+                    a0_12 += wc[113] * d0;
+                    a0_13 += wc[122] * d0;
+                    a0_14 += wc[131] * d0;
+                    a0_15 += wc[140] * d0;
+                }
+            }
+            VSTORE(dxb + 3456, vdrelu(VLOAD(xb + 3456), a0_0));
+            VSTORE(dxb + 103808, vdrelu(VLOAD(xb + 103808), a0_1));
+            VSTORE(dxb + 204160, vdrelu(VLOAD(xb + 204160), a0_2));
+            VSTORE(dxb + 304512, vdrelu(VLOAD(xb + 304512), a0_3));
+            VSTORE(dxb + 404864, vdrelu(VLOAD(xb + 404864), a0_4));
+            VSTORE(dxb + 505216, vdrelu(VLOAD(xb + 505216), a0_5));
+            VSTORE(dxb + 605568, vdrelu(VLOAD(xb + 605568), a0_6));
+            VSTORE(dxb + 705920, vdrelu(VLOAD(xb + 705920), a0_7));
+            VSTORE(dxb + 806272, vdrelu(VLOAD(xb + 806272), a0_8));
+            VSTORE(dxb + 906624, vdrelu(VLOAD(xb + 906624), a0_9));
+            VSTORE(dxb + 1006976, vdrelu(VLOAD(xb + 1006976), a0_10));
+            VSTORE(dxb + 1107328, vdrelu(VLOAD(xb + 1107328), a0_11));
+            VSTORE(dxb + 1207680, vdrelu(VLOAD(xb + 1207680), a0_12));
+            VSTORE(dxb + 1308032, vdrelu(VLOAD(xb + 1308032), a0_13));
+            VSTORE(dxb + 1408384, vdrelu(VLOAD(xb + 1408384), a0_14));
+            VSTORE(dxb + 1508736, vdrelu(VLOAD(xb + 1508736), a0_15));
+        }
+        /* inputs rows 0+1*t (t=1..26), cols 0+1*t (t=0..0): 6 taps */
+        for (int ty = 1; ty < 27; ty++) {
+            {
+                cg_v a0_0 = vsplat(0.0f);
+                cg_v a0_1 = vsplat(0.0f);
+                cg_v a0_2 = vsplat(0.0f);
+                cg_v a0_3 = vsplat(0.0f);
+                cg_v a0_4 = vsplat(0.0f);
+                cg_v a0_5 = vsplat(0.0f);
+                cg_v a0_6 = vsplat(0.0f);
+                cg_v a0_7 = vsplat(0.0f);
+                cg_v a0_8 = vsplat(0.0f);
+                cg_v a0_9 = vsplat(0.0f);
+                cg_v a0_10 = vsplat(0.0f);
+                cg_v a0_11 = vsplat(0.0f);
+                cg_v a0_12 = vsplat(0.0f);
+                cg_v a0_13 = vsplat(0.0f);
+                cg_v a0_14 = vsplat(0.0f);
+                cg_v a0_15 = vsplat(0.0f);
+                for (int co = 0; co < 16; co++) {
+                    const float *restrict dyc = dyg + co*100352;
+                    const float *restrict wc = wg + co*144;
+                    {
+                        const cg_v d0 = VLOAD(dyc + ty*3584 + 3712 + 0);
+                        a0_0 += wc[0] * d0;
+                        a0_1 += wc[9] * d0;
+                        a0_2 += wc[18] * d0;
+                        a0_3 += wc[27] * d0;
+                        a0_4 += wc[36] * d0;
+                        a0_5 += wc[45] * d0;
+                        a0_6 += wc[54] * d0;
+                        a0_7 += wc[63] * d0;
+                        a0_8 += wc[72] * d0;
+                        a0_9 += wc[81] * d0;
+                        a0_10 += wc[90] * d0;
+                        a0_11 += wc[99] * d0;
+                        a0_12 += wc[108] * d0;
+                        a0_13 += wc[117] * d0;
+                        a0_14 += wc[126] * d0;
+                        a0_15 += wc[135] * d0;
+                    }
+                    {
+                        const cg_v d0 = VLOAD(dyc + ty*3584 + 3584 + 0);
+                        a0_0 += wc[1] * d0;
+                        a0_1 += wc[10] * d0;
+                        a0_2 += wc[19] * d0;
+                        a0_3 += wc[28] * d0;
+                        a0_4 += wc[37] * d0;
+                        a0_5 += wc[46] * d0;
+                        a0_6 += wc[55] * d0;
+                        a0_7 += wc[64] * d0;
+                        a0_8 += wc[73] * d0;
+                        a0_9 += wc[82] * d0;
+                        a0_10 += wc[91] * d0;
+                        a0_11 += wc[100] * d0;
+                        a0_12 += wc[109] * d0;
+                        a0_13 += wc[118] * d0;
+                        a0_14 += wc[127] * d0;
+                        a0_15 += wc[136] * d0;
+                    }
+                    {
+                        const cg_v d0 = VLOAD(dyc + ty*3584 + 128 + 0);
+                        a0_0 += wc[3] * d0;
+                        a0_1 += wc[12] * d0;
+                        a0_2 += wc[21] * d0;
+                        a0_3 += wc[30] * d0;
+                        a0_4 += wc[39] * d0;
+                        a0_5 += wc[48] * d0;
+                        a0_6 += wc[57] * d0;
+                        a0_7 += wc[66] * d0;
+                        a0_8 += wc[75] * d0;
+                        a0_9 += wc[84] * d0;
+                        a0_10 += wc[93] * d0;
+                        a0_11 += wc[102] * d0;
+                        a0_12 += wc[111] * d0;
+                        a0_13 += wc[120] * d0;
+                        a0_14 += wc[129] * d0;
+                        a0_15 += wc[138] * d0;
+                    }
+                    {
+                        const cg_v d0 = VLOAD(dyc + ty*3584 + 0);
+                        a0_0 += wc[4] * d0;
+                        a0_1 += wc[13] * d0;
+                        a0_2 += wc[22] * d0;
+                        a0_3 += wc[31] * d0;
+                        a0_4 += wc[40] * d0;
+                        a0_5 += wc[49] * d0;
+                        a0_6 += wc[58] * d0;
+                        a0_7 += wc[67] * d0;
+                        a0_8 += wc[76] * d0;
+                        a0_9 += wc[85] * d0;
+                        a0_10 += wc[94] * d0;
+                        a0_11 += wc[103] * d0;
+                        a0_12 += wc[112] * d0;
+                        a0_13 += wc[121] * d0;
+                        a0_14 += wc[130] * d0;
+                        a0_15 += wc[139] * d0;
+                    }
+                    {
+                        const cg_v d0 = VLOAD(dyc + ty*3584 - 3456 + 0);
+                        a0_0 += wc[6] * d0;
+                        a0_1 += wc[15] * d0;
+                        a0_2 += wc[24] * d0;
+                        a0_3 += wc[33] * d0;
+                        a0_4 += wc[42] * d0;
+                        a0_5 += wc[51] * d0;
+                        a0_6 += wc[60] * d0;
+                        a0_7 += wc[69] * d0;
+                        a0_8 += wc[78] * d0;
+                        a0_9 += wc[87] * d0;
+                        a0_10 += wc[96] * d0;
+                        a0_11 += wc[105] * d0;
+                        a0_12 += wc[114] * d0;
+                        a0_13 += wc[123] * d0;
+                        a0_14 += wc[132] * d0;
+                        a0_15 += wc[141] * d0;
+                    }
+                    {
+                        const cg_v d0 = VLOAD(dyc + ty*3584 - 3584 + 0);
+                        a0_0 += wc[7] * d0;
+                        a0_1 += wc[16] * d0;
+                        a0_2 += wc[25] * d0;
+                        a0_3 += wc[34] * d0;
+                        a0_4 += wc[43] * d0;
+                        a0_5 += wc[52] * d0;
+                        a0_6 += wc[61] * d0;
+                        a0_7 += wc[70] * d0;
+                        a0_8 += wc[79] * d0;
+                        a0_9 += wc[88] * d0;
+                        a0_10 += wc[97] * d0;
+                        a0_11 += wc[106] * d0;
+                        a0_12 += wc[115] * d0;
+                        a0_13 += wc[124] * d0;
+                        a0_14 += wc[133] * d0;
+                        a0_15 += wc[142] * d0;
+                    }
+                }
+                VSTORE(dxb + ty*3584, vdrelu(VLOAD(xb + ty*3584), a0_0));
+                VSTORE(dxb + ty*3584 + 100352, vdrelu(VLOAD(xb + ty*3584 + 100352), a0_1));
+                VSTORE(dxb + ty*3584 + 200704, vdrelu(VLOAD(xb + ty*3584 + 200704), a0_2));
+                VSTORE(dxb + ty*3584 + 301056, vdrelu(VLOAD(xb + ty*3584 + 301056), a0_3));
+                VSTORE(dxb + ty*3584 + 401408, vdrelu(VLOAD(xb + ty*3584 + 401408), a0_4));
+                VSTORE(dxb + ty*3584 + 501760, vdrelu(VLOAD(xb + ty*3584 + 501760), a0_5));
+                VSTORE(dxb + ty*3584 + 602112, vdrelu(VLOAD(xb + ty*3584 + 602112), a0_6));
+                VSTORE(dxb + ty*3584 + 702464, vdrelu(VLOAD(xb + ty*3584 + 702464), a0_7));
+                VSTORE(dxb + ty*3584 + 802816, vdrelu(VLOAD(xb + ty*3584 + 802816), a0_8));
+                VSTORE(dxb + ty*3584 + 903168, vdrelu(VLOAD(xb + ty*3584 + 903168), a0_9));
+                VSTORE(dxb + ty*3584 + 1003520, vdrelu(VLOAD(xb + ty*3584 + 1003520), a0_10));
+                VSTORE(dxb + ty*3584 + 1103872, vdrelu(VLOAD(xb + ty*3584 + 1103872), a0_11));
+                VSTORE(dxb + ty*3584 + 1204224, vdrelu(VLOAD(xb + ty*3584 + 1204224), a0_12));
+                VSTORE(dxb + ty*3584 + 1304576, vdrelu(VLOAD(xb + ty*3584 + 1304576), a0_13));
+                VSTORE(dxb + ty*3584 + 1404928, vdrelu(VLOAD(xb + ty*3584 + 1404928), a0_14));
+                VSTORE(dxb + ty*3584 + 1505280, vdrelu(VLOAD(xb + ty*3584 + 1505280), a0_15));
+            }
+        }
+        /* inputs rows 0+1*t (t=1..26), cols 0+1*t (t=1..26): 9 taps */
+        for (int ty = 1; ty < 27; ty++) {
+            for (int tx = 1; tx < 27; tx++) {
+                cg_v a0_0 = vsplat(0.0f);
+                cg_v a0_1 = vsplat(0.0f);
+                cg_v a0_2 = vsplat(0.0f);
+                cg_v a0_3 = vsplat(0.0f);
+                cg_v a0_4 = vsplat(0.0f);
+                cg_v a0_5 = vsplat(0.0f);
+                cg_v a0_6 = vsplat(0.0f);
+                cg_v a0_7 = vsplat(0.0f);
+                cg_v a0_8 = vsplat(0.0f);
+                cg_v a0_9 = vsplat(0.0f);
+                cg_v a0_10 = vsplat(0.0f);
+                cg_v a0_11 = vsplat(0.0f);
+                cg_v a0_12 = vsplat(0.0f);
+                cg_v a0_13 = vsplat(0.0f);
+                cg_v a0_14 = vsplat(0.0f);
+                cg_v a0_15 = vsplat(0.0f);
+                for (int co = 0; co < 16; co++) {
+                    const float *restrict dyc = dyg + co*100352;
+                    const float *restrict wc = wg + co*144;
+                    {
+                        const cg_v d0 = VLOAD(dyc + ty*3584 + tx*128 + 3712 + 0);
+                        a0_0 += wc[0] * d0;
+                        a0_1 += wc[9] * d0;
+                        a0_2 += wc[18] * d0;
+                        a0_3 += wc[27] * d0;
+                        a0_4 += wc[36] * d0;
+                        a0_5 += wc[45] * d0;
+                        a0_6 += wc[54] * d0;
+                        a0_7 += wc[63] * d0;
+                        a0_8 += wc[72] * d0;
+                        a0_9 += wc[81] * d0;
+                        a0_10 += wc[90] * d0;
+                        a0_11 += wc[99] * d0;
+                        a0_12 += wc[108] * d0;
+                        a0_13 += wc[117] * d0;
+                        a0_14 += wc[126] * d0;
+                        a0_15 += wc[135] * d0;
+                    }
+                    {
+                        const cg_v d0 = VLOAD(dyc + ty*3584 + tx*128 + 3584 + 0);
+                        a0_0 += wc[1] * d0;
+                        a0_1 += wc[10] * d0;
+                        a0_2 += wc[19] * d0;
+                        a0_3 += wc[28] * d0;
+                        a0_4 += wc[37] * d0;
+                        a0_5 += wc[46] * d0;
+                        a0_6 += wc[55] * d0;
+                        a0_7 += wc[64] * d0;
+                        a0_8 += wc[73] * d0;
+                        a0_9 += wc[82] * d0;
+                        a0_10 += wc[91] * d0;
+                        a0_11 += wc[100] * d0;
+                        a0_12 += wc[109] * d0;
+                        a0_13 += wc[118] * d0;
+                        a0_14 += wc[127] * d0;
+                        a0_15 += wc[136] * d0;
+                    }
+                    {
+                        const cg_v d0 = VLOAD(dyc + ty*3584 + tx*128 + 3456 + 0);
+                        a0_0 += wc[2] * d0;
+                        a0_1 += wc[11] * d0;
+                        a0_2 += wc[20] * d0;
+                        a0_3 += wc[29] * d0;
+                        a0_4 += wc[38] * d0;
+                        a0_5 += wc[47] * d0;
+                        a0_6 += wc[56] * d0;
+                        a0_7 += wc[65] * d0;
+                        a0_8 += wc[74] * d0;
+                        a0_9 += wc[83] * d0;
+                        a0_10 += wc[92] * d0;
+                        a0_11 += wc[101] * d0;
+                        a0_12 += wc[110] * d0;
+                        a0_13 += wc[119] * d0;
+                        a0_14 += wc[128] * d0;
+                        a0_15 += wc[137] * d0;
+                    }
+                    {
+                        const cg_v d0 = VLOAD(dyc + ty*3584 + tx*128 + 128 + 0);
+                        a0_0 += wc[3] * d0;
+                        a0_1 += wc[12] * d0;
+                        a0_2 += wc[21] * d0;
+                        a0_3 += wc[30] * d0;
+                        a0_4 += wc[39] * d0;
+                        a0_5 += wc[48] * d0;
+                        a0_6 += wc[57] * d0;
+                        a0_7 += wc[66] * d0;
+                        a0_8 += wc[75] * d0;
+                        a0_9 += wc[84] * d0;
+                        a0_10 += wc[93] * d0;
+                        a0_11 += wc[102] * d0;
+                        a0_12 += wc[111] * d0;
+                        a0_13 += wc[120] * d0;
+                        a0_14 += wc[129] * d0;
+                        a0_15 += wc[138] * d0;
+                    }
+                    {
+                        const cg_v d0 = VLOAD(dyc + ty*3584 + tx*128 + 0);
+                        a0_0 += wc[4] * d0;
+                        a0_1 += wc[13] * d0;
+                        a0_2 += wc[22] * d0;
+                        a0_3 += wc[31] * d0;
+                        a0_4 += wc[40] * d0;
+                        a0_5 += wc[49] * d0;
+                        a0_6 += wc[58] * d0;
+                        a0_7 += wc[67] * d0;
+                        a0_8 += wc[76] * d0;
+                        a0_9 += wc[85] * d0;
+                        a0_10 += wc[94] * d0;
+                        a0_11 += wc[103] * d0;
+                        a0_12 += wc[112] * d0;
+                        a0_13 += wc[121] * d0;
+                        a0_14 += wc[130] * d0;
+                        a0_15 += wc[139] * d0;
+                    }
+                    {
+                        const cg_v d0 = VLOAD(dyc + ty*3584 + tx*128 - 128 + 0);
+                        a0_0 += wc[5] * d0;
+                        a0_1 += wc[14] * d0;
+                        a0_2 += wc[23] * d0;
+                        a0_3 += wc[32] * d0;
+                        a0_4 += wc[41] * d0;
+                        a0_5 += wc[50] * d0;
+                        a0_6 += wc[59] * d0;
+                        a0_7 += wc[68] * d0;
+                        a0_8 += wc[77] * d0;
+                        a0_9 += wc[86] * d0;
+                        a0_10 += wc[95] * d0;
+                        a0_11 += wc[104] * d0;
+                        a0_12 += wc[113] * d0;
+                        a0_13 += wc[122] * d0;
+                        a0_14 += wc[131] * d0;
+                        a0_15 += wc[140] * d0;
+                    }
+                    {
+                        const cg_v d0 = VLOAD(dyc + ty*3584 + tx*128 - 3456 + 0);
+                        a0_0 += wc[6] * d0;
+                        a0_1 += wc[15] * d0;
+                        a0_2 += wc[24] * d0;
+                        a0_3 += wc[33] * d0;
+                        a0_4 += wc[42] * d0;
+                        a0_5 += wc[51] * d0;
+                        a0_6 += wc[60] * d0;
+                        a0_7 += wc[69] * d0;
+                        a0_8 += wc[78] * d0;
+                        a0_9 += wc[87] * d0;
+                        a0_10 += wc[96] * d0;
+                        a0_11 += wc[105] * d0;
+                        a0_12 += wc[114] * d0;
+                        a0_13 += wc[123] * d0;
+                        a0_14 += wc[132] * d0;
+                        a0_15 += wc[141] * d0;
+                    }
+                    {
+                        const cg_v d0 = VLOAD(dyc + ty*3584 + tx*128 - 3584 + 0);
+                        a0_0 += wc[7] * d0;
+                        a0_1 += wc[16] * d0;
+                        a0_2 += wc[25] * d0;
+                        a0_3 += wc[34] * d0;
+                        a0_4 += wc[43] * d0;
+                        a0_5 += wc[52] * d0;
+                        a0_6 += wc[61] * d0;
+                        a0_7 += wc[70] * d0;
+                        a0_8 += wc[79] * d0;
+                        a0_9 += wc[88] * d0;
+                        a0_10 += wc[97] * d0;
+                        a0_11 += wc[106] * d0;
+                        a0_12 += wc[115] * d0;
+                        a0_13 += wc[124] * d0;
+                        a0_14 += wc[133] * d0;
+                        a0_15 += wc[142] * d0;
+                    }
+                    {
+                        const cg_v d0 = VLOAD(dyc + ty*3584 + tx*128 - 3712 + 0);
+                        a0_0 += wc[8] * d0;
+                        a0_1 += wc[17] * d0;
+                        a0_2 += wc[26] * d0;
+                        a0_3 += wc[35] * d0;
+                        a0_4 += wc[44] * d0;
+                        a0_5 += wc[53] * d0;
+                        a0_6 += wc[62] * d0;
+                        a0_7 += wc[71] * d0;
+                        a0_8 += wc[80] * d0;
+                        a0_9 += wc[89] * d0;
+                        a0_10 += wc[98] * d0;
+                        a0_11 += wc[107] * d0;
+                        a0_12 += wc[116] * d0;
+                        a0_13 += wc[125] * d0;
+                        a0_14 += wc[134] * d0;
+                        a0_15 += wc[143] * d0;
+                    }
+                }
+                VSTORE(dxb + ty*3584 + tx*128, vdrelu(VLOAD(xb + ty*3584 + tx*128), a0_0));
+                VSTORE(dxb + ty*3584 + tx*128 + 100352, vdrelu(VLOAD(xb + ty*3584 + tx*128 + 100352), a0_1));
+                VSTORE(dxb + ty*3584 + tx*128 + 200704, vdrelu(VLOAD(xb + ty*3584 + tx*128 + 200704), a0_2));
+                VSTORE(dxb + ty*3584 + tx*128 + 301056, vdrelu(VLOAD(xb + ty*3584 + tx*128 + 301056), a0_3));
+                VSTORE(dxb + ty*3584 + tx*128 + 401408, vdrelu(VLOAD(xb + ty*3584 + tx*128 + 401408), a0_4));
+                VSTORE(dxb + ty*3584 + tx*128 + 501760, vdrelu(VLOAD(xb + ty*3584 + tx*128 + 501760), a0_5));
+                VSTORE(dxb + ty*3584 + tx*128 + 602112, vdrelu(VLOAD(xb + ty*3584 + tx*128 + 602112), a0_6));
+                VSTORE(dxb + ty*3584 + tx*128 + 702464, vdrelu(VLOAD(xb + ty*3584 + tx*128 + 702464), a0_7));
+                VSTORE(dxb + ty*3584 + tx*128 + 802816, vdrelu(VLOAD(xb + ty*3584 + tx*128 + 802816), a0_8));
+                VSTORE(dxb + ty*3584 + tx*128 + 903168, vdrelu(VLOAD(xb + ty*3584 + tx*128 + 903168), a0_9));
+                VSTORE(dxb + ty*3584 + tx*128 + 1003520, vdrelu(VLOAD(xb + ty*3584 + tx*128 + 1003520), a0_10));
+                VSTORE(dxb + ty*3584 + tx*128 + 1103872, vdrelu(VLOAD(xb + ty*3584 + tx*128 + 1103872), a0_11));
+                VSTORE(dxb + ty*3584 + tx*128 + 1204224, vdrelu(VLOAD(xb + ty*3584 + tx*128 + 1204224), a0_12));
+                VSTORE(dxb + ty*3584 + tx*128 + 1304576, vdrelu(VLOAD(xb + ty*3584 + tx*128 + 1304576), a0_13));
+                VSTORE(dxb + ty*3584 + tx*128 + 1404928, vdrelu(VLOAD(xb + ty*3584 + tx*128 + 1404928), a0_14));
+                VSTORE(dxb + ty*3584 + tx*128 + 1505280, vdrelu(VLOAD(xb + ty*3584 + tx*128 + 1505280), a0_15));
+            }
+        }
+        /* inputs rows 0+1*t (t=1..26), cols 0+1*t (t=27..27): 6 taps */
+        for (int ty = 1; ty < 27; ty++) {
+            {
+                cg_v a0_0 = vsplat(0.0f);
+                cg_v a0_1 = vsplat(0.0f);
+                cg_v a0_2 = vsplat(0.0f);
+                cg_v a0_3 = vsplat(0.0f);
+                cg_v a0_4 = vsplat(0.0f);
+                cg_v a0_5 = vsplat(0.0f);
+                cg_v a0_6 = vsplat(0.0f);
+                cg_v a0_7 = vsplat(0.0f);
+                cg_v a0_8 = vsplat(0.0f);
+                cg_v a0_9 = vsplat(0.0f);
+                cg_v a0_10 = vsplat(0.0f);
+                cg_v a0_11 = vsplat(0.0f);
+                cg_v a0_12 = vsplat(0.0f);
+                cg_v a0_13 = vsplat(0.0f);
+                cg_v a0_14 = vsplat(0.0f);
+                cg_v a0_15 = vsplat(0.0f);
+                for (int co = 0; co < 16; co++) {
+                    const float *restrict dyc = dyg + co*100352;
+                    const float *restrict wc = wg + co*144;
+                    {
+                        const cg_v d0 = VLOAD(dyc + ty*3584 + 7040 + 0);
+                        a0_0 += wc[1] * d0;
+                        a0_1 += wc[10] * d0;
+                        a0_2 += wc[19] * d0;
+                        a0_3 += wc[28] * d0;
+                        a0_4 += wc[37] * d0;
+                        a0_5 += wc[46] * d0;
+                        a0_6 += wc[55] * d0;
+                        a0_7 += wc[64] * d0;
+                        a0_8 += wc[73] * d0;
+                        a0_9 += wc[82] * d0;
+                        a0_10 += wc[91] * d0;
+                        a0_11 += wc[100] * d0;
+                        a0_12 += wc[109] * d0;
+                        a0_13 += wc[118] * d0;
+                        a0_14 += wc[127] * d0;
+                        a0_15 += wc[136] * d0;
+                    }
+                    {
+                        const cg_v d0 = VLOAD(dyc + ty*3584 + 6912 + 0);
+                        a0_0 += wc[2] * d0;
+                        a0_1 += wc[11] * d0;
+                        a0_2 += wc[20] * d0;
+                        a0_3 += wc[29] * d0;
+                        a0_4 += wc[38] * d0;
+                        a0_5 += wc[47] * d0;
+                        a0_6 += wc[56] * d0;
+                        a0_7 += wc[65] * d0;
+                        a0_8 += wc[74] * d0;
+                        a0_9 += wc[83] * d0;
+                        a0_10 += wc[92] * d0;
+                        a0_11 += wc[101] * d0;
+                        a0_12 += wc[110] * d0;
+                        a0_13 += wc[119] * d0;
+                        a0_14 += wc[128] * d0;
+                        a0_15 += wc[137] * d0;
+                    }
+                    {
+                        const cg_v d0 = VLOAD(dyc + ty*3584 + 3456 + 0);
+                        a0_0 += wc[4] * d0;
+                        a0_1 += wc[13] * d0;
+                        a0_2 += wc[22] * d0;
+                        a0_3 += wc[31] * d0;
+                        a0_4 += wc[40] * d0;
+                        a0_5 += wc[49] * d0;
+                        a0_6 += wc[58] * d0;
+                        a0_7 += wc[67] * d0;
+                        a0_8 += wc[76] * d0;
+                        a0_9 += wc[85] * d0;
+                        a0_10 += wc[94] * d0;
+                        a0_11 += wc[103] * d0;
+                        a0_12 += wc[112] * d0;
+                        a0_13 += wc[121] * d0;
+                        a0_14 += wc[130] * d0;
+                        a0_15 += wc[139] * d0;
+                    }
+                    {
+                        const cg_v d0 = VLOAD(dyc + ty*3584 + 3328 + 0);
+                        a0_0 += wc[5] * d0;
+                        a0_1 += wc[14] * d0;
+                        a0_2 += wc[23] * d0;
+                        a0_3 += wc[32] * d0;
+                        a0_4 += wc[41] * d0;
+                        a0_5 += wc[50] * d0;
+                        a0_6 += wc[59] * d0;
+                        a0_7 += wc[68] * d0;
+                        a0_8 += wc[77] * d0;
+                        a0_9 += wc[86] * d0;
+                        a0_10 += wc[95] * d0;
+                        a0_11 += wc[104] * d0;
+                        a0_12 += wc[113] * d0;
+                        a0_13 += wc[122] * d0;
+                        a0_14 += wc[131] * d0;
+                        a0_15 += wc[140] * d0;
+                    }
+                    {
+                        const cg_v d0 = VLOAD(dyc + ty*3584 - 128 + 0);
+                        a0_0 += wc[7] * d0;
+                        a0_1 += wc[16] * d0;
+                        a0_2 += wc[25] * d0;
+                        a0_3 += wc[34] * d0;
+                        a0_4 += wc[43] * d0;
+                        a0_5 += wc[52] * d0;
+                        a0_6 += wc[61] * d0;
+                        a0_7 += wc[70] * d0;
+                        a0_8 += wc[79] * d0;
+                        a0_9 += wc[88] * d0;
+                        a0_10 += wc[97] * d0;
+                        a0_11 += wc[106] * d0;
+                        a0_12 += wc[115] * d0;
+                        a0_13 += wc[124] * d0;
+                        a0_14 += wc[133] * d0;
+                        a0_15 += wc[142] * d0;
+                    }
+                    {
+                        const cg_v d0 = VLOAD(dyc + ty*3584 - 256 + 0);
+                        a0_0 += wc[8] * d0;
+                        a0_1 += wc[17] * d0;
+                        a0_2 += wc[26] * d0;
+                        a0_3 += wc[35] * d0;
+                        a0_4 += wc[44] * d0;
+                        a0_5 += wc[53] * d0;
+                        a0_6 += wc[62] * d0;
+                        a0_7 += wc[71] * d0;
+                        a0_8 += wc[80] * d0;
+                        a0_9 += wc[89] * d0;
+                        a0_10 += wc[98] * d0;
+                        a0_11 += wc[107] * d0;
+                        a0_12 += wc[116] * d0;
+                        a0_13 += wc[125] * d0;
+                        a0_14 += wc[134] * d0;
+                        a0_15 += wc[143] * d0;
+                    }
+                }
+                VSTORE(dxb + ty*3584 + 3456, vdrelu(VLOAD(xb + ty*3584 + 3456), a0_0));
+                VSTORE(dxb + ty*3584 + 103808, vdrelu(VLOAD(xb + ty*3584 + 103808), a0_1));
+                VSTORE(dxb + ty*3584 + 204160, vdrelu(VLOAD(xb + ty*3584 + 204160), a0_2));
+                VSTORE(dxb + ty*3584 + 304512, vdrelu(VLOAD(xb + ty*3584 + 304512), a0_3));
+                VSTORE(dxb + ty*3584 + 404864, vdrelu(VLOAD(xb + ty*3584 + 404864), a0_4));
+                VSTORE(dxb + ty*3584 + 505216, vdrelu(VLOAD(xb + ty*3584 + 505216), a0_5));
+                VSTORE(dxb + ty*3584 + 605568, vdrelu(VLOAD(xb + ty*3584 + 605568), a0_6));
+                VSTORE(dxb + ty*3584 + 705920, vdrelu(VLOAD(xb + ty*3584 + 705920), a0_7));
+                VSTORE(dxb + ty*3584 + 806272, vdrelu(VLOAD(xb + ty*3584 + 806272), a0_8));
+                VSTORE(dxb + ty*3584 + 906624, vdrelu(VLOAD(xb + ty*3584 + 906624), a0_9));
+                VSTORE(dxb + ty*3584 + 1006976, vdrelu(VLOAD(xb + ty*3584 + 1006976), a0_10));
+                VSTORE(dxb + ty*3584 + 1107328, vdrelu(VLOAD(xb + ty*3584 + 1107328), a0_11));
+                VSTORE(dxb + ty*3584 + 1207680, vdrelu(VLOAD(xb + ty*3584 + 1207680), a0_12));
+                VSTORE(dxb + ty*3584 + 1308032, vdrelu(VLOAD(xb + ty*3584 + 1308032), a0_13));
+                VSTORE(dxb + ty*3584 + 1408384, vdrelu(VLOAD(xb + ty*3584 + 1408384), a0_14));
+                VSTORE(dxb + ty*3584 + 1508736, vdrelu(VLOAD(xb + ty*3584 + 1508736), a0_15));
+            }
+        }
+        {
+            cg_v a0_0 = vsplat(0.0f);
+            cg_v a0_1 = vsplat(0.0f);
+            cg_v a0_2 = vsplat(0.0f);
+            cg_v a0_3 = vsplat(0.0f);
+            cg_v a0_4 = vsplat(0.0f);
+            cg_v a0_5 = vsplat(0.0f);
+            cg_v a0_6 = vsplat(0.0f);
+            cg_v a0_7 = vsplat(0.0f);
+            cg_v a0_8 = vsplat(0.0f);
+            cg_v a0_9 = vsplat(0.0f);
+            cg_v a0_10 = vsplat(0.0f);
+            cg_v a0_11 = vsplat(0.0f);
+            cg_v a0_12 = vsplat(0.0f);
+            cg_v a0_13 = vsplat(0.0f);
+            cg_v a0_14 = vsplat(0.0f);
+            cg_v a0_15 = vsplat(0.0f);
+            for (int co = 0; co < 16; co++) {
+                const float *restrict dyc = dyg + co*100352;
+                const float *restrict wc = wg + co*144;
+                {
+                    const cg_v d0 = VLOAD(dyc + 96896 + 0);
+                    a0_0 += wc[3] * d0;
+                    a0_1 += wc[12] * d0;
+                    a0_2 += wc[21] * d0;
+                    a0_3 += wc[30] * d0;
+                    a0_4 += wc[39] * d0;
+                    a0_5 += wc[48] * d0;
+                    a0_6 += wc[57] * d0;
+                    a0_7 += wc[66] * d0;
+                    a0_8 += wc[75] * d0;
+                    a0_9 += wc[84] * d0;
+                    a0_10 += wc[93] * d0;
+                    a0_11 += wc[102] * d0;
+                    a0_12 += wc[111] * d0;
+                    a0_13 += wc[120] * d0;
+                    a0_14 += wc[129] * d0;
+                    a0_15 += wc[138] * d0;
+                }
+                {
+                    const cg_v d0 = VLOAD(dyc + 96768 + 0);
+                    a0_0 += wc[4] * d0;
+                    a0_1 += wc[13] * d0;
+                    a0_2 += wc[22] * d0;
+                    a0_3 += wc[31] * d0;
+                    a0_4 += wc[40] * d0;
+                    a0_5 += wc[49] * d0;
+                    a0_6 += wc[58] * d0;
+                    a0_7 += wc[67] * d0;
+                    a0_8 += wc[76] * d0;
+                    a0_9 += wc[85] * d0;
+                    a0_10 += wc[94] * d0;
+                    a0_11 += wc[103] * d0;
+                    a0_12 += wc[112] * d0;
+                    a0_13 += wc[121] * d0;
+                    a0_14 += wc[130] * d0;
+                    a0_15 += wc[139] * d0;
+                }
+                {
+                    const cg_v d0 = VLOAD(dyc + 93312 + 0);
+                    a0_0 += wc[6] * d0;
+                    a0_1 += wc[15] * d0;
+                    a0_2 += wc[24] * d0;
+                    a0_3 += wc[33] * d0;
+                    a0_4 += wc[42] * d0;
+                    a0_5 += wc[51] * d0;
+                    a0_6 += wc[60] * d0;
+                    a0_7 += wc[69] * d0;
+                    a0_8 += wc[78] * d0;
+                    a0_9 += wc[87] * d0;
+                    a0_10 += wc[96] * d0;
+                    a0_11 += wc[105] * d0;
+                    a0_12 += wc[114] * d0;
+                    a0_13 += wc[123] * d0;
+                    a0_14 += wc[132] * d0;
+                    a0_15 += wc[141] * d0;
+                }
+                {
+                    const cg_v d0 = VLOAD(dyc + 93184 + 0);
+                    a0_0 += wc[7] * d0;
+                    a0_1 += wc[16] * d0;
+                    a0_2 += wc[25] * d0;
+                    a0_3 += wc[34] * d0;
+                    a0_4 += wc[43] * d0;
+                    a0_5 += wc[52] * d0;
+                    a0_6 += wc[61] * d0;
+                    a0_7 += wc[70] * d0;
+                    a0_8 += wc[79] * d0;
+                    a0_9 += wc[88] * d0;
+                    a0_10 += wc[97] * d0;
+                    a0_11 += wc[106] * d0;
+                    a0_12 += wc[115] * d0;
+                    a0_13 += wc[124] * d0;
+                    a0_14 += wc[133] * d0;
+                    a0_15 += wc[142] * d0;
+                }
+            }
+            VSTORE(dxb + 96768, vdrelu(VLOAD(xb + 96768), a0_0));
+            VSTORE(dxb + 197120, vdrelu(VLOAD(xb + 197120), a0_1));
+            VSTORE(dxb + 297472, vdrelu(VLOAD(xb + 297472), a0_2));
+            VSTORE(dxb + 397824, vdrelu(VLOAD(xb + 397824), a0_3));
+            VSTORE(dxb + 498176, vdrelu(VLOAD(xb + 498176), a0_4));
+            VSTORE(dxb + 598528, vdrelu(VLOAD(xb + 598528), a0_5));
+            VSTORE(dxb + 698880, vdrelu(VLOAD(xb + 698880), a0_6));
+            VSTORE(dxb + 799232, vdrelu(VLOAD(xb + 799232), a0_7));
+            VSTORE(dxb + 899584, vdrelu(VLOAD(xb + 899584), a0_8));
+            VSTORE(dxb + 999936, vdrelu(VLOAD(xb + 999936), a0_9));
+            VSTORE(dxb + 1100288, vdrelu(VLOAD(xb + 1100288), a0_10));
+            VSTORE(dxb + 1200640, vdrelu(VLOAD(xb + 1200640), a0_11));
+            VSTORE(dxb + 1300992, vdrelu(VLOAD(xb + 1300992), a0_12));
+            VSTORE(dxb + 1401344, vdrelu(VLOAD(xb + 1401344), a0_13));
+            VSTORE(dxb + 1501696, vdrelu(VLOAD(xb + 1501696), a0_14));
+            VSTORE(dxb + 1602048, vdrelu(VLOAD(xb + 1602048), a0_15));
+        }
+        /* inputs rows 0+1*t (t=27..27), cols 0+1*t (t=1..26): 6 taps */
+        for (int tx = 1; tx < 27; tx++) {
+            cg_v a0_0 = vsplat(0.0f);
+            cg_v a0_1 = vsplat(0.0f);
+            cg_v a0_2 = vsplat(0.0f);
+            cg_v a0_3 = vsplat(0.0f);
+            cg_v a0_4 = vsplat(0.0f);
+            cg_v a0_5 = vsplat(0.0f);
+            cg_v a0_6 = vsplat(0.0f);
+            cg_v a0_7 = vsplat(0.0f);
+            cg_v a0_8 = vsplat(0.0f);
+            cg_v a0_9 = vsplat(0.0f);
+            cg_v a0_10 = vsplat(0.0f);
+            cg_v a0_11 = vsplat(0.0f);
+            cg_v a0_12 = vsplat(0.0f);
+            cg_v a0_13 = vsplat(0.0f);
+            cg_v a0_14 = vsplat(0.0f);
+            cg_v a0_15 = vsplat(0.0f);
+            for (int co = 0; co < 16; co++) {
+                const float *restrict dyc = dyg + co*100352;
+                const float *restrict wc = wg + co*144;
+                {
+                    const cg_v d0 = VLOAD(dyc + tx*128 + 96896 + 0);
+                    a0_0 += wc[3] * d0;
+                    a0_1 += wc[12] * d0;
+                    a0_2 += wc[21] * d0;
+                    a0_3 += wc[30] * d0;
+                    a0_4 += wc[39] * d0;
+                    a0_5 += wc[48] * d0;
+                    a0_6 += wc[57] * d0;
+                    a0_7 += wc[66] * d0;
+                    a0_8 += wc[75] * d0;
+                    a0_9 += wc[84] * d0;
+                    a0_10 += wc[93] * d0;
+                    a0_11 += wc[102] * d0;
+                    a0_12 += wc[111] * d0;
+                    a0_13 += wc[120] * d0;
+                    a0_14 += wc[129] * d0;
+                    a0_15 += wc[138] * d0;
+                }
+                {
+                    const cg_v d0 = VLOAD(dyc + tx*128 + 96768 + 0);
+                    a0_0 += wc[4] * d0;
+                    a0_1 += wc[13] * d0;
+                    a0_2 += wc[22] * d0;
+                    a0_3 += wc[31] * d0;
+                    a0_4 += wc[40] * d0;
+                    a0_5 += wc[49] * d0;
+                    a0_6 += wc[58] * d0;
+                    a0_7 += wc[67] * d0;
+                    a0_8 += wc[76] * d0;
+                    a0_9 += wc[85] * d0;
+                    a0_10 += wc[94] * d0;
+                    a0_11 += wc[103] * d0;
+                    a0_12 += wc[112] * d0;
+                    a0_13 += wc[121] * d0;
+                    a0_14 += wc[130] * d0;
+                    a0_15 += wc[139] * d0;
+                }
+                {
+                    const cg_v d0 = VLOAD(dyc + tx*128 + 96640 + 0);
+                    a0_0 += wc[5] * d0;
+                    a0_1 += wc[14] * d0;
+                    a0_2 += wc[23] * d0;
+                    a0_3 += wc[32] * d0;
+                    a0_4 += wc[41] * d0;
+                    a0_5 += wc[50] * d0;
+                    a0_6 += wc[59] * d0;
+                    a0_7 += wc[68] * d0;
+                    a0_8 += wc[77] * d0;
+                    a0_9 += wc[86] * d0;
+                    a0_10 += wc[95] * d0;
+                    a0_11 += wc[104] * d0;
+                    a0_12 += wc[113] * d0;
+                    a0_13 += wc[122] * d0;
+                    a0_14 += wc[131] * d0;
+                    a0_15 += wc[140] * d0;
+                }
+                {
+                    const cg_v d0 = VLOAD(dyc + tx*128 + 93312 + 0);
+                    a0_0 += wc[6] * d0;
+                    a0_1 += wc[15] * d0;
+                    a0_2 += wc[24] * d0;
+                    a0_3 += wc[33] * d0;
+                    a0_4 += wc[42] * d0;
+                    a0_5 += wc[51] * d0;
+                    a0_6 += wc[60] * d0;
+                    a0_7 += wc[69] * d0;
+                    a0_8 += wc[78] * d0;
+                    a0_9 += wc[87] * d0;
+                    a0_10 += wc[96] * d0;
+                    a0_11 += wc[105] * d0;
+                    a0_12 += wc[114] * d0;
+                    a0_13 += wc[123] * d0;
+                    a0_14 += wc[132] * d0;
+                    a0_15 += wc[141] * d0;
+                }
+                {
+                    const cg_v d0 = VLOAD(dyc + tx*128 + 93184 + 0);
+                    a0_0 += wc[7] * d0;
+                    a0_1 += wc[16] * d0;
+                    a0_2 += wc[25] * d0;
+                    a0_3 += wc[34] * d0;
+                    a0_4 += wc[43] * d0;
+                    a0_5 += wc[52] * d0;
+                    a0_6 += wc[61] * d0;
+                    a0_7 += wc[70] * d0;
+                    a0_8 += wc[79] * d0;
+                    a0_9 += wc[88] * d0;
+                    a0_10 += wc[97] * d0;
+                    a0_11 += wc[106] * d0;
+                    a0_12 += wc[115] * d0;
+                    a0_13 += wc[124] * d0;
+                    a0_14 += wc[133] * d0;
+                    a0_15 += wc[142] * d0;
+                }
+                {
+                    const cg_v d0 = VLOAD(dyc + tx*128 + 93056 + 0);
+                    a0_0 += wc[8] * d0;
+                    a0_1 += wc[17] * d0;
+                    a0_2 += wc[26] * d0;
+                    a0_3 += wc[35] * d0;
+                    a0_4 += wc[44] * d0;
+                    a0_5 += wc[53] * d0;
+                    a0_6 += wc[62] * d0;
+                    a0_7 += wc[71] * d0;
+                    a0_8 += wc[80] * d0;
+                    a0_9 += wc[89] * d0;
+                    a0_10 += wc[98] * d0;
+                    a0_11 += wc[107] * d0;
+                    a0_12 += wc[116] * d0;
+                    a0_13 += wc[125] * d0;
+                    a0_14 += wc[134] * d0;
+                    a0_15 += wc[143] * d0;
+                }
+            }
+            VSTORE(dxb + tx*128 + 96768, vdrelu(VLOAD(xb + tx*128 + 96768), a0_0));
+            VSTORE(dxb + tx*128 + 197120, vdrelu(VLOAD(xb + tx*128 + 197120), a0_1));
+            VSTORE(dxb + tx*128 + 297472, vdrelu(VLOAD(xb + tx*128 + 297472), a0_2));
+            VSTORE(dxb + tx*128 + 397824, vdrelu(VLOAD(xb + tx*128 + 397824), a0_3));
+            VSTORE(dxb + tx*128 + 498176, vdrelu(VLOAD(xb + tx*128 + 498176), a0_4));
+            VSTORE(dxb + tx*128 + 598528, vdrelu(VLOAD(xb + tx*128 + 598528), a0_5));
+            VSTORE(dxb + tx*128 + 698880, vdrelu(VLOAD(xb + tx*128 + 698880), a0_6));
+            VSTORE(dxb + tx*128 + 799232, vdrelu(VLOAD(xb + tx*128 + 799232), a0_7));
+            VSTORE(dxb + tx*128 + 899584, vdrelu(VLOAD(xb + tx*128 + 899584), a0_8));
+            VSTORE(dxb + tx*128 + 999936, vdrelu(VLOAD(xb + tx*128 + 999936), a0_9));
+            VSTORE(dxb + tx*128 + 1100288, vdrelu(VLOAD(xb + tx*128 + 1100288), a0_10));
+            VSTORE(dxb + tx*128 + 1200640, vdrelu(VLOAD(xb + tx*128 + 1200640), a0_11));
+            VSTORE(dxb + tx*128 + 1300992, vdrelu(VLOAD(xb + tx*128 + 1300992), a0_12));
+            VSTORE(dxb + tx*128 + 1401344, vdrelu(VLOAD(xb + tx*128 + 1401344), a0_13));
+            VSTORE(dxb + tx*128 + 1501696, vdrelu(VLOAD(xb + tx*128 + 1501696), a0_14));
+            VSTORE(dxb + tx*128 + 1602048, vdrelu(VLOAD(xb + tx*128 + 1602048), a0_15));
+        }
+        {
+            cg_v a0_0 = vsplat(0.0f);
+            cg_v a0_1 = vsplat(0.0f);
+            cg_v a0_2 = vsplat(0.0f);
+            cg_v a0_3 = vsplat(0.0f);
+            cg_v a0_4 = vsplat(0.0f);
+            cg_v a0_5 = vsplat(0.0f);
+            cg_v a0_6 = vsplat(0.0f);
+            cg_v a0_7 = vsplat(0.0f);
+            cg_v a0_8 = vsplat(0.0f);
+            cg_v a0_9 = vsplat(0.0f);
+            cg_v a0_10 = vsplat(0.0f);
+            cg_v a0_11 = vsplat(0.0f);
+            cg_v a0_12 = vsplat(0.0f);
+            cg_v a0_13 = vsplat(0.0f);
+            cg_v a0_14 = vsplat(0.0f);
+            cg_v a0_15 = vsplat(0.0f);
+            for (int co = 0; co < 16; co++) {
+                const float *restrict dyc = dyg + co*100352;
+                const float *restrict wc = wg + co*144;
+                {
+                    const cg_v d0 = VLOAD(dyc + 100224 + 0);
+                    a0_0 += wc[4] * d0;
+                    a0_1 += wc[13] * d0;
+                    a0_2 += wc[22] * d0;
+                    a0_3 += wc[31] * d0;
+                    a0_4 += wc[40] * d0;
+                    a0_5 += wc[49] * d0;
+                    a0_6 += wc[58] * d0;
+                    a0_7 += wc[67] * d0;
+                    a0_8 += wc[76] * d0;
+                    a0_9 += wc[85] * d0;
+                    a0_10 += wc[94] * d0;
+                    a0_11 += wc[103] * d0;
+                    a0_12 += wc[112] * d0;
+                    a0_13 += wc[121] * d0;
+                    a0_14 += wc[130] * d0;
+                    a0_15 += wc[139] * d0;
+                }
+                {
+                    const cg_v d0 = VLOAD(dyc + 100096 + 0);
+                    a0_0 += wc[5] * d0;
+                    a0_1 += wc[14] * d0;
+                    a0_2 += wc[23] * d0;
+                    a0_3 += wc[32] * d0;
+                    a0_4 += wc[41] * d0;
+                    a0_5 += wc[50] * d0;
+                    a0_6 += wc[59] * d0;
+                    a0_7 += wc[68] * d0;
+                    a0_8 += wc[77] * d0;
+                    a0_9 += wc[86] * d0;
+                    a0_10 += wc[95] * d0;
+                    a0_11 += wc[104] * d0;
+                    a0_12 += wc[113] * d0;
+                    a0_13 += wc[122] * d0;
+                    a0_14 += wc[131] * d0;
+                    a0_15 += wc[140] * d0;
+                }
+                {
+                    const cg_v d0 = VLOAD(dyc + 96640 + 0);
+                    a0_0 += wc[7] * d0;
+                    a0_1 += wc[16] * d0;
+                    a0_2 += wc[25] * d0;
+                    a0_3 += wc[34] * d0;
+                    a0_4 += wc[43] * d0;
+                    a0_5 += wc[52] * d0;
+                    a0_6 += wc[61] * d0;
+                    a0_7 += wc[70] * d0;
+                    a0_8 += wc[79] * d0;
+                    a0_9 += wc[88] * d0;
+                    a0_10 += wc[97] * d0;
+                    a0_11 += wc[106] * d0;
+                    a0_12 += wc[115] * d0;
+                    a0_13 += wc[124] * d0;
+                    a0_14 += wc[133] * d0;
+                    a0_15 += wc[142] * d0;
+                }
+                {
+                    const cg_v d0 = VLOAD(dyc + 96512 + 0);
+                    a0_0 += wc[8] * d0;
+                    a0_1 += wc[17] * d0;
+                    a0_2 += wc[26] * d0;
+                    a0_3 += wc[35] * d0;
+                    a0_4 += wc[44] * d0;
+                    a0_5 += wc[53] * d0;
+                    a0_6 += wc[62] * d0;
+                    a0_7 += wc[71] * d0;
+                    a0_8 += wc[80] * d0;
+                    a0_9 += wc[89] * d0;
+                    a0_10 += wc[98] * d0;
+                    a0_11 += wc[107] * d0;
+                    a0_12 += wc[116] * d0;
+                    a0_13 += wc[125] * d0;
+                    a0_14 += wc[134] * d0;
+                    a0_15 += wc[143] * d0;
+                }
+            }
+            VSTORE(dxb + 100224, vdrelu(VLOAD(xb + 100224), a0_0));
+            VSTORE(dxb + 200576, vdrelu(VLOAD(xb + 200576), a0_1));
+            VSTORE(dxb + 300928, vdrelu(VLOAD(xb + 300928), a0_2));
+            VSTORE(dxb + 401280, vdrelu(VLOAD(xb + 401280), a0_3));
+            VSTORE(dxb + 501632, vdrelu(VLOAD(xb + 501632), a0_4));
+            VSTORE(dxb + 601984, vdrelu(VLOAD(xb + 601984), a0_5));
+            VSTORE(dxb + 702336, vdrelu(VLOAD(xb + 702336), a0_6));
+            VSTORE(dxb + 802688, vdrelu(VLOAD(xb + 802688), a0_7));
+            VSTORE(dxb + 903040, vdrelu(VLOAD(xb + 903040), a0_8));
+            VSTORE(dxb + 1003392, vdrelu(VLOAD(xb + 1003392), a0_9));
+            VSTORE(dxb + 1103744, vdrelu(VLOAD(xb + 1103744), a0_10));
+            VSTORE(dxb + 1204096, vdrelu(VLOAD(xb + 1204096), a0_11));
+            VSTORE(dxb + 1304448, vdrelu(VLOAD(xb + 1304448), a0_12));
+            VSTORE(dxb + 1404800, vdrelu(VLOAD(xb + 1404800), a0_13));
+            VSTORE(dxb + 1505152, vdrelu(VLOAD(xb + 1505152), a0_14));
+            VSTORE(dxb + 1605504, vdrelu(VLOAD(xb + 1605504), a0_15));
+        }
+    }
+}
 
 /* layer 7: batchnorm 16x28x28 -> 16x28x28 (specs/resnet20.yaml:16:5)
  * schedule lanes: fwd lanes dw lanes dx with dw threaded */
@@ -4752,15 +6049,15 @@ static void l09_relu_forward(float *restrict y)
  * schedule lanes: fwd lanes dw lanes dx with dw threaded */
 /* l12_relu_forward: none, layer 11 stores its output through the relu */
 
-/* l12_relu_backward: the code of l02_relu_backward */
+/* l12_relu_backward: none, layer 13 masks its dx stores with the relu's derivative */
 
 /* layer 13: conv2d 16x28x28 -> 16x28x28 (specs/resnet20.yaml:22:5)
- * schedule lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16] threaded */
+ * schedule lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16]+relu' threaded */
 /* l13_conv2d_forward: the code of l03_conv2d_forward */
 
 /* l13_conv2d_backward: the code of l03_conv2d_backward */
 
-/* l13_conv2d_backward_dx: the code of l03_conv2d_backward_dx */
+/* l13_conv2d_backward_dx: the code of l06_conv2d_backward_dx */
 
 /* layer 14: batchnorm 16x28x28 -> 16x28x28 (specs/resnet20.yaml:23:5)
  * schedule lanes: fwd lanes dw lanes dx with dw threaded */
@@ -4798,15 +6095,15 @@ static void l09_relu_forward(float *restrict y)
  * schedule lanes: fwd lanes dw lanes dx with dw threaded */
 /* l19_relu_forward: none, layer 18 stores its output through the relu */
 
-/* l19_relu_backward: the code of l02_relu_backward */
+/* l19_relu_backward: none, layer 20 masks its dx stores with the relu's derivative */
 
 /* layer 20: conv2d 16x28x28 -> 16x28x28 (specs/resnet20.yaml:29:5)
- * schedule lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16] threaded */
+ * schedule lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16]+relu' threaded */
 /* l20_conv2d_forward: the code of l03_conv2d_forward */
 
 /* l20_conv2d_backward: the code of l03_conv2d_backward */
 
-/* l20_conv2d_backward_dx: the code of l03_conv2d_backward_dx */
+/* l20_conv2d_backward_dx: the code of l06_conv2d_backward_dx */
 
 /* layer 21: batchnorm 16x28x28 -> 16x28x28 (specs/resnet20.yaml:30:5)
  * schedule lanes: fwd lanes dw lanes dx with dw threaded */
@@ -6319,15 +7616,10 @@ static void l25_batchnorm_backward(const float *restrict P, float *restrict G, f
  * schedule lanes: fwd lanes dw lanes dx with dw */
 /* l26_relu_forward: none, layer 25 stores its output through the relu */
 
-static void l26_relu_backward(const float *restrict y, const float *restrict dy, float *restrict dx)
-{
-    /* x [32x14x14][lanes], y [32x14x14][lanes] */
-    for (int i = 0; i < 802816; i++)
-        dx[i] = y[i] <= 0.0f ? 0.0f : dy[i];
-}
+/* l26_relu_backward: none, layer 27 masks its dx stores with the relu's derivative */
 
 /* layer 27: conv2d 32x14x14 -> 32x14x14 (specs/resnet20.yaml:36:5)
- * schedule lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16] threaded */
+ * schedule lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16]+relu' threaded */
 static void l27_conv2d_forward(const float *restrict P, const float *restrict x, float *restrict y)
 {
     /* x [32x14x14][lanes], y [32x14x14][lanes] */
@@ -7739,7 +9031,1725 @@ static void l27_conv2d_backward(float *restrict G, const float *restrict x, cons
     }
 }
 
-static void l27_conv2d_backward_dx(const float *restrict P, const float *restrict dy, float *restrict dx)
+static void l27_conv2d_backward_dx(const float *restrict P, const float *restrict x, const float *restrict dy, float *restrict dx)
+{
+    /* x [32x14x14][lanes], y [32x14x14][lanes] */
+    const float *restrict w = P;
+    CG_PARALLEL_FOR
+    for (int cib = 0; cib < 2; cib++) {
+        for (int v0 = 0; v0 < 8; v0 += 1) {
+            float *restrict dxb = dx + cib*401408 + v0 * 16;
+            const float *restrict xb = x + cib*401408 + v0 * 16;
+            const float *restrict dyg = dy + 0 + v0 * 16;
+            const float *restrict wg = w + cib*144;
+            {
+                cg_v a0_0 = vsplat(0.0f);
+                cg_v a0_1 = vsplat(0.0f);
+                cg_v a0_2 = vsplat(0.0f);
+                cg_v a0_3 = vsplat(0.0f);
+                cg_v a0_4 = vsplat(0.0f);
+                cg_v a0_5 = vsplat(0.0f);
+                cg_v a0_6 = vsplat(0.0f);
+                cg_v a0_7 = vsplat(0.0f);
+                cg_v a0_8 = vsplat(0.0f);
+                cg_v a0_9 = vsplat(0.0f);
+                cg_v a0_10 = vsplat(0.0f);
+                cg_v a0_11 = vsplat(0.0f);
+                cg_v a0_12 = vsplat(0.0f);
+                cg_v a0_13 = vsplat(0.0f);
+                cg_v a0_14 = vsplat(0.0f);
+                cg_v a0_15 = vsplat(0.0f);
+                for (int co = 0; co < 32; co++) {
+                    const float *restrict dyc = dyg + co*25088;
+                    const float *restrict wc = wg + co*288;
+                    {
+                        const cg_v d0 = VLOAD(dyc + 1920 + 0);
+                        a0_0 += wc[0] * d0;
+                        a0_1 += wc[9] * d0;
+                        a0_2 += wc[18] * d0;
+                        a0_3 += wc[27] * d0;
+                        a0_4 += wc[36] * d0;
+                        a0_5 += wc[45] * d0;
+                        a0_6 += wc[54] * d0;
+                        a0_7 += wc[63] * d0;
+                        a0_8 += wc[72] * d0;
+                        a0_9 += wc[81] * d0;
+                        a0_10 += wc[90] * d0;
+                        a0_11 += wc[99] * d0;
+                        a0_12 += wc[108] * d0;
+                        a0_13 += wc[117] * d0;
+                        a0_14 += wc[126] * d0;
+                        a0_15 += wc[135] * d0;
+                    }
+                    {
+                        const cg_v d0 = VLOAD(dyc + 1792 + 0);
+                        a0_0 += wc[1] * d0;
+                        a0_1 += wc[10] * d0;
+                        a0_2 += wc[19] * d0;
+                        a0_3 += wc[28] * d0;
+                        a0_4 += wc[37] * d0;
+                        a0_5 += wc[46] * d0;
+                        a0_6 += wc[55] * d0;
+                        a0_7 += wc[64] * d0;
+                        a0_8 += wc[73] * d0;
+                        a0_9 += wc[82] * d0;
+                        a0_10 += wc[91] * d0;
+                        a0_11 += wc[100] * d0;
+                        a0_12 += wc[109] * d0;
+                        a0_13 += wc[118] * d0;
+                        a0_14 += wc[127] * d0;
+                        a0_15 += wc[136] * d0;
+                    }
+                    {
+                        const cg_v d0 = VLOAD(dyc + 128 + 0);
+                        a0_0 += wc[3] * d0;
+                        a0_1 += wc[12] * d0;
+                        a0_2 += wc[21] * d0;
+                        a0_3 += wc[30] * d0;
+                        a0_4 += wc[39] * d0;
+                        a0_5 += wc[48] * d0;
+                        a0_6 += wc[57] * d0;
+                        a0_7 += wc[66] * d0;
+                        a0_8 += wc[75] * d0;
+                        a0_9 += wc[84] * d0;
+                        a0_10 += wc[93] * d0;
+                        a0_11 += wc[102] * d0;
+                        a0_12 += wc[111] * d0;
+                        a0_13 += wc[120] * d0;
+                        a0_14 += wc[129] * d0;
+                        a0_15 += wc[138] * d0;
+                    }
+                    {
+                        const cg_v d0 = VLOAD(dyc + 0 + 0);
+                        a0_0 += wc[4] * d0;
+                        a0_1 += wc[13] * d0;
+                        a0_2 += wc[22] * d0;
+                        a0_3 += wc[31] * d0;
+                        a0_4 += wc[40] * d0;
+                        a0_5 += wc[49] * d0;
+                        a0_6 += wc[58] * d0;
+                        a0_7 += wc[67] * d0;
+                        a0_8 += wc[76] * d0;
+                        a0_9 += wc[85] * d0;
+                        a0_10 += wc[94] * d0;
+                        a0_11 += wc[103] * d0;
+                        a0_12 += wc[112] * d0;
+                        a0_13 += wc[121] * d0;
+                        a0_14 += wc[130] * d0;
+                        a0_15 += wc[139] * d0;
+                    }
+                }
+                VSTORE(dxb + 0, vdrelu(VLOAD(xb + 0), a0_0));
+                VSTORE(dxb + 25088, vdrelu(VLOAD(xb + 25088), a0_1));
+                VSTORE(dxb + 50176, vdrelu(VLOAD(xb + 50176), a0_2));
+                VSTORE(dxb + 75264, vdrelu(VLOAD(xb + 75264), a0_3));
+                VSTORE(dxb + 100352, vdrelu(VLOAD(xb + 100352), a0_4));
+                VSTORE(dxb + 125440, vdrelu(VLOAD(xb + 125440), a0_5));
+                VSTORE(dxb + 150528, vdrelu(VLOAD(xb + 150528), a0_6));
+                VSTORE(dxb + 175616, vdrelu(VLOAD(xb + 175616), a0_7));
+                VSTORE(dxb + 200704, vdrelu(VLOAD(xb + 200704), a0_8));
+                VSTORE(dxb + 225792, vdrelu(VLOAD(xb + 225792), a0_9));
+                VSTORE(dxb + 250880, vdrelu(VLOAD(xb + 250880), a0_10));
+                VSTORE(dxb + 275968, vdrelu(VLOAD(xb + 275968), a0_11));
+                VSTORE(dxb + 301056, vdrelu(VLOAD(xb + 301056), a0_12));
+                VSTORE(dxb + 326144, vdrelu(VLOAD(xb + 326144), a0_13));
+                VSTORE(dxb + 351232, vdrelu(VLOAD(xb + 351232), a0_14));
+                VSTORE(dxb + 376320, vdrelu(VLOAD(xb + 376320), a0_15));
+            }
+            /* inputs rows 0+1*t (t=0..0), cols 0+1*t (t=1..12): 6 taps */
+            for (int tx = 1; tx < 13; tx++) {
+                cg_v a0_0 = vsplat(0.0f);
+                cg_v a0_1 = vsplat(0.0f);
+                cg_v a0_2 = vsplat(0.0f);
+                cg_v a0_3 = vsplat(0.0f);
+                cg_v a0_4 = vsplat(0.0f);
+                cg_v a0_5 = vsplat(0.0f);
+                cg_v a0_6 = vsplat(0.0f);
+                cg_v a0_7 = vsplat(0.0f);
+                cg_v a0_8 = vsplat(0.0f);
+                cg_v a0_9 = vsplat(0.0f);
+                cg_v a0_10 = vsplat(0.0f);
+                cg_v a0_11 = vsplat(0.0f);
+                cg_v a0_12 = vsplat(0.0f);
+                cg_v a0_13 = vsplat(0.0f);
+                cg_v a0_14 = vsplat(0.0f);
+                cg_v a0_15 = vsplat(0.0f);
+                for (int co = 0; co < 32; co++) {
+                    const float *restrict dyc = dyg + co*25088;
+                    const float *restrict wc = wg + co*288;
+                    {
+                        const cg_v d0 = VLOAD(dyc + tx*128 + 1920 + 0);
+                        a0_0 += wc[0] * d0;
+                        a0_1 += wc[9] * d0;
+                        a0_2 += wc[18] * d0;
+                        a0_3 += wc[27] * d0;
+                        a0_4 += wc[36] * d0;
+                        a0_5 += wc[45] * d0;
+                        a0_6 += wc[54] * d0;
+                        a0_7 += wc[63] * d0;
+                        a0_8 += wc[72] * d0;
+                        a0_9 += wc[81] * d0;
+                        a0_10 += wc[90] * d0;
+                        a0_11 += wc[99] * d0;
+                        a0_12 += wc[108] * d0;
+                        a0_13 += wc[117] * d0;
+                        a0_14 += wc[126] * d0;
+                        a0_15 += wc[135] * d0;
+                    }
+                    {
+                        const cg_v d0 = VLOAD(dyc + tx*128 + 1792 + 0);
+                        a0_0 += wc[1] * d0;
+                        a0_1 += wc[10] * d0;
+                        a0_2 += wc[19] * d0;
+                        a0_3 += wc[28] * d0;
+                        a0_4 += wc[37] * d0;
+                        a0_5 += wc[46] * d0;
+                        a0_6 += wc[55] * d0;
+                        a0_7 += wc[64] * d0;
+                        a0_8 += wc[73] * d0;
+                        a0_9 += wc[82] * d0;
+                        a0_10 += wc[91] * d0;
+                        a0_11 += wc[100] * d0;
+                        a0_12 += wc[109] * d0;
+                        a0_13 += wc[118] * d0;
+                        a0_14 += wc[127] * d0;
+                        a0_15 += wc[136] * d0;
+                    }
+                    {
+                        const cg_v d0 = VLOAD(dyc + tx*128 + 1664 + 0);
+                        a0_0 += wc[2] * d0;
+                        a0_1 += wc[11] * d0;
+                        a0_2 += wc[20] * d0;
+                        a0_3 += wc[29] * d0;
+                        a0_4 += wc[38] * d0;
+                        a0_5 += wc[47] * d0;
+                        a0_6 += wc[56] * d0;
+                        a0_7 += wc[65] * d0;
+                        a0_8 += wc[74] * d0;
+                        a0_9 += wc[83] * d0;
+                        a0_10 += wc[92] * d0;
+                        a0_11 += wc[101] * d0;
+                        a0_12 += wc[110] * d0;
+                        a0_13 += wc[119] * d0;
+                        a0_14 += wc[128] * d0;
+                        a0_15 += wc[137] * d0;
+                    }
+                    {
+                        const cg_v d0 = VLOAD(dyc + tx*128 + 128 + 0);
+                        a0_0 += wc[3] * d0;
+                        a0_1 += wc[12] * d0;
+                        a0_2 += wc[21] * d0;
+                        a0_3 += wc[30] * d0;
+                        a0_4 += wc[39] * d0;
+                        a0_5 += wc[48] * d0;
+                        a0_6 += wc[57] * d0;
+                        a0_7 += wc[66] * d0;
+                        a0_8 += wc[75] * d0;
+                        a0_9 += wc[84] * d0;
+                        a0_10 += wc[93] * d0;
+                        a0_11 += wc[102] * d0;
+                        a0_12 += wc[111] * d0;
+                        a0_13 += wc[120] * d0;
+                        a0_14 += wc[129] * d0;
+                        a0_15 += wc[138] * d0;
+                    }
+                    {
+                        const cg_v d0 = VLOAD(dyc + tx*128 + 0);
+                        a0_0 += wc[4] * d0;
+                        a0_1 += wc[13] * d0;
+                        a0_2 += wc[22] * d0;
+                        a0_3 += wc[31] * d0;
+                        a0_4 += wc[40] * d0;
+                        a0_5 += wc[49] * d0;
+                        a0_6 += wc[58] * d0;
+                        a0_7 += wc[67] * d0;
+                        a0_8 += wc[76] * d0;
+                        a0_9 += wc[85] * d0;
+                        a0_10 += wc[94] * d0;
+                        a0_11 += wc[103] * d0;
+                        a0_12 += wc[112] * d0;
+                        a0_13 += wc[121] * d0;
+                        a0_14 += wc[130] * d0;
+                        a0_15 += wc[139] * d0;
+                    }
+                    {
+                        const cg_v d0 = VLOAD(dyc + tx*128 - 128 + 0);
+                        a0_0 += wc[5] * d0;
+                        a0_1 += wc[14] * d0;
+                        a0_2 += wc[23] * d0;
+                        a0_3 += wc[32] * d0;
+                        a0_4 += wc[41] * d0;
+                        a0_5 += wc[50] * d0;
+                        a0_6 += wc[59] * d0;
+                        a0_7 += wc[68] * d0;
+                        a0_8 += wc[77] * d0;
+                        a0_9 += wc[86] * d0;
+                        a0_10 += wc[95] * d0;
+                        a0_11 += wc[104] * d0;
+                        a0_12 += wc[113] * d0;
+                        a0_13 += wc[122] * d0;
+                        a0_14 += wc[131] * d0;
+                        a0_15 += wc[140] * d0;
+                    }
+                }
+                VSTORE(dxb + tx*128, vdrelu(VLOAD(xb + tx*128), a0_0));
+                VSTORE(dxb + tx*128 + 25088, vdrelu(VLOAD(xb + tx*128 + 25088), a0_1));
+                VSTORE(dxb + tx*128 + 50176, vdrelu(VLOAD(xb + tx*128 + 50176), a0_2));
+                VSTORE(dxb + tx*128 + 75264, vdrelu(VLOAD(xb + tx*128 + 75264), a0_3));
+                VSTORE(dxb + tx*128 + 100352, vdrelu(VLOAD(xb + tx*128 + 100352), a0_4));
+                VSTORE(dxb + tx*128 + 125440, vdrelu(VLOAD(xb + tx*128 + 125440), a0_5));
+                VSTORE(dxb + tx*128 + 150528, vdrelu(VLOAD(xb + tx*128 + 150528), a0_6));
+                VSTORE(dxb + tx*128 + 175616, vdrelu(VLOAD(xb + tx*128 + 175616), a0_7));
+                VSTORE(dxb + tx*128 + 200704, vdrelu(VLOAD(xb + tx*128 + 200704), a0_8));
+                VSTORE(dxb + tx*128 + 225792, vdrelu(VLOAD(xb + tx*128 + 225792), a0_9));
+                VSTORE(dxb + tx*128 + 250880, vdrelu(VLOAD(xb + tx*128 + 250880), a0_10));
+                VSTORE(dxb + tx*128 + 275968, vdrelu(VLOAD(xb + tx*128 + 275968), a0_11));
+                VSTORE(dxb + tx*128 + 301056, vdrelu(VLOAD(xb + tx*128 + 301056), a0_12));
+                VSTORE(dxb + tx*128 + 326144, vdrelu(VLOAD(xb + tx*128 + 326144), a0_13));
+                VSTORE(dxb + tx*128 + 351232, vdrelu(VLOAD(xb + tx*128 + 351232), a0_14));
+                VSTORE(dxb + tx*128 + 376320, vdrelu(VLOAD(xb + tx*128 + 376320), a0_15));
+            }
+            {
+                cg_v a0_0 = vsplat(0.0f);
+                cg_v a0_1 = vsplat(0.0f);
+                cg_v a0_2 = vsplat(0.0f);
+                cg_v a0_3 = vsplat(0.0f);
+                cg_v a0_4 = vsplat(0.0f);
+                cg_v a0_5 = vsplat(0.0f);
+                cg_v a0_6 = vsplat(0.0f);
+                cg_v a0_7 = vsplat(0.0f);
+                cg_v a0_8 = vsplat(0.0f);
+                cg_v a0_9 = vsplat(0.0f);
+                cg_v a0_10 = vsplat(0.0f);
+                cg_v a0_11 = vsplat(0.0f);
+                cg_v a0_12 = vsplat(0.0f);
+                cg_v a0_13 = vsplat(0.0f);
+                cg_v a0_14 = vsplat(0.0f);
+                cg_v a0_15 = vsplat(0.0f);
+                for (int co = 0; co < 32; co++) {
+                    const float *restrict dyc = dyg + co*25088;
+                    const float *restrict wc = wg + co*288;
+                    {
+                        const cg_v d0 = VLOAD(dyc + 3456 + 0);
+                        a0_0 += wc[1] * d0;
+                        a0_1 += wc[10] * d0;
+                        a0_2 += wc[19] * d0;
+                        a0_3 += wc[28] * d0;
+                        a0_4 += wc[37] * d0;
+                        a0_5 += wc[46] * d0;
+                        a0_6 += wc[55] * d0;
+                        a0_7 += wc[64] * d0;
+                        a0_8 += wc[73] * d0;
+                        a0_9 += wc[82] * d0;
+                        a0_10 += wc[91] * d0;
+                        a0_11 += wc[100] * d0;
+                        a0_12 += wc[109] * d0;
+                        a0_13 += wc[118] * d0;
+                        a0_14 += wc[127] * d0;
+                        a0_15 += wc[136] * d0;
+                    }
+                    {
+                        const cg_v d0 = VLOAD(dyc + 3328 + 0);
+                        a0_0 += wc[2] * d0;
+                        a0_1 += wc[11] * d0;
+                        a0_2 += wc[20] * d0;
+                        a0_3 += wc[29] * d0;
+                        a0_4 += wc[38] * d0;
+                        a0_5 += wc[47] * d0;
+                        a0_6 += wc[56] * d0;
+                        a0_7 += wc[65] * d0;
+                        a0_8 += wc[74] * d0;
+                        a0_9 += wc[83] * d0;
+                        a0_10 += wc[92] * d0;
+                        a0_11 += wc[101] * d0;
+                        a0_12 += wc[110] * d0;
+                        a0_13 += wc[119] * d0;
+                        a0_14 += wc[128] * d0;
+                        a0_15 += wc[137] * d0;
+                    }
+                    {
+                        const cg_v d0 = VLOAD(dyc + 1664 + 0);
+                        a0_0 += wc[4] * d0;
+                        a0_1 += wc[13] * d0;
+                        a0_2 += wc[22] * d0;
+                        a0_3 += wc[31] * d0;
+                        a0_4 += wc[40] * d0;
+                        a0_5 += wc[49] * d0;
+                        a0_6 += wc[58] * d0;
+                        a0_7 += wc[67] * d0;
+                        a0_8 += wc[76] * d0;
+                        a0_9 += wc[85] * d0;
+                        a0_10 += wc[94] * d0;
+                        a0_11 += wc[103] * d0;
+                        a0_12 += wc[112] * d0;
+                        a0_13 += wc[121] * d0;
+                        a0_14 += wc[130] * d0;
+                        a0_15 += wc[139] * d0;
+                    }
+                    {
+                        const cg_v d0 = VLOAD(dyc + 1536 + 0);
+                        a0_0 += wc[5] * d0;
+                        a0_1 += wc[14] * d0;
+                        a0_2 += wc[23] * d0;
+                        a0_3 += wc[32] * d0;
+                        a0_4 += wc[41] * d0;
+                        a0_5 += wc[50] * d0;
+                        a0_6 += wc[59] * d0;
+                        a0_7 += wc[68] * d0;
+                        a0_8 += wc[77] * d0;
+                        a0_9 += wc[86] * d0;
+                        a0_10 += wc[95] * d0;
+                        a0_11 += wc[104] * d0;
+                        a0_12 += wc[113] * d0;
+                        a0_13 += wc[122] * d0;
+                        a0_14 += wc[131] * d0;
+                        a0_15 += wc[140] * d0;
+                    }
+                }
+                VSTORE(dxb + 1664, vdrelu(VLOAD(xb + 1664), a0_0));
+                VSTORE(dxb + 26752, vdrelu(VLOAD(xb + 26752), a0_1));
+                VSTORE(dxb + 51840, vdrelu(VLOAD(xb + 51840), a0_2));
+                VSTORE(dxb + 76928, vdrelu(VLOAD(xb + 76928), a0_3));
+                VSTORE(dxb + 102016, vdrelu(VLOAD(xb + 102016), a0_4));
+                VSTORE(dxb + 127104, vdrelu(VLOAD(xb + 127104), a0_5));
+                VSTORE(dxb + 152192, vdrelu(VLOAD(xb + 152192), a0_6));
+                VSTORE(dxb + 177280, vdrelu(VLOAD(xb + 177280), a0_7));
+                VSTORE(dxb + 202368, vdrelu(VLOAD(xb + 202368), a0_8));
+                VSTORE(dxb + 227456, vdrelu(VLOAD(xb + 227456), a0_9));
+                VSTORE(dxb + 252544, vdrelu(VLOAD(xb + 252544), a0_10));
+                VSTORE(dxb + 277632, vdrelu(VLOAD(xb + 277632), a0_11));
+                VSTORE(dxb + 302720, vdrelu(VLOAD(xb + 302720), a0_12));
+                VSTORE(dxb + 327808, vdrelu(VLOAD(xb + 327808), a0_13));
+                VSTORE(dxb + 352896, vdrelu(VLOAD(xb + 352896), a0_14));
+                VSTORE(dxb + 377984, vdrelu(VLOAD(xb + 377984), a0_15));
+            }
+            /* inputs rows 0+1*t (t=1..12), cols 0+1*t (t=0..0): 6 taps */
+            for (int ty = 1; ty < 13; ty++) {
+                {
+                    cg_v a0_0 = vsplat(0.0f);
+                    cg_v a0_1 = vsplat(0.0f);
+                    cg_v a0_2 = vsplat(0.0f);
+                    cg_v a0_3 = vsplat(0.0f);
+                    cg_v a0_4 = vsplat(0.0f);
+                    cg_v a0_5 = vsplat(0.0f);
+                    cg_v a0_6 = vsplat(0.0f);
+                    cg_v a0_7 = vsplat(0.0f);
+                    cg_v a0_8 = vsplat(0.0f);
+                    cg_v a0_9 = vsplat(0.0f);
+                    cg_v a0_10 = vsplat(0.0f);
+                    cg_v a0_11 = vsplat(0.0f);
+                    cg_v a0_12 = vsplat(0.0f);
+                    cg_v a0_13 = vsplat(0.0f);
+                    cg_v a0_14 = vsplat(0.0f);
+                    cg_v a0_15 = vsplat(0.0f);
+                    for (int co = 0; co < 32; co++) {
+                        const float *restrict dyc = dyg + co*25088;
+                        const float *restrict wc = wg + co*288;
+                        {
+                            const cg_v d0 = VLOAD(dyc + ty*1792 + 1920 + 0);
+                            a0_0 += wc[0] * d0;
+                            a0_1 += wc[9] * d0;
+                            a0_2 += wc[18] * d0;
+                            a0_3 += wc[27] * d0;
+                            a0_4 += wc[36] * d0;
+                            a0_5 += wc[45] * d0;
+                            a0_6 += wc[54] * d0;
+                            a0_7 += wc[63] * d0;
+                            a0_8 += wc[72] * d0;
+                            a0_9 += wc[81] * d0;
+                            a0_10 += wc[90] * d0;
+                            a0_11 += wc[99] * d0;
+                            a0_12 += wc[108] * d0;
+                            a0_13 += wc[117] * d0;
+                            a0_14 += wc[126] * d0;
+                            a0_15 += wc[135] * d0;
+                        }
+                        {
+                            const cg_v d0 = VLOAD(dyc + ty*1792 + 1792 + 0);
+                            a0_0 += wc[1] * d0;
+                            a0_1 += wc[10] * d0;
+                            a0_2 += wc[19] * d0;
+                            a0_3 += wc[28] * d0;
+                            a0_4 += wc[37] * d0;
+                            a0_5 += wc[46] * d0;
+                            a0_6 += wc[55] * d0;
+                            a0_7 += wc[64] * d0;
+                            a0_8 += wc[73] * d0;
+                            a0_9 += wc[82] * d0;
+                            a0_10 += wc[91] * d0;
+                            a0_11 += wc[100] * d0;
+                            a0_12 += wc[109] * d0;
+                            a0_13 += wc[118] * d0;
+                            a0_14 += wc[127] * d0;
+                            a0_15 += wc[136] * d0;
+                        }
+                        {
+                            const cg_v d0 = VLOAD(dyc + ty*1792 + 128 + 0);
+                            a0_0 += wc[3] * d0;
+                            a0_1 += wc[12] * d0;
+                            a0_2 += wc[21] * d0;
+                            a0_3 += wc[30] * d0;
+                            a0_4 += wc[39] * d0;
+                            a0_5 += wc[48] * d0;
+                            a0_6 += wc[57] * d0;
+                            a0_7 += wc[66] * d0;
+                            a0_8 += wc[75] * d0;
+                            a0_9 += wc[84] * d0;
+                            a0_10 += wc[93] * d0;
+                            a0_11 += wc[102] * d0;
+                            a0_12 += wc[111] * d0;
+                            a0_13 += wc[120] * d0;
+                            a0_14 += wc[129] * d0;
+                            a0_15 += wc[138] * d0;
+                        }
+                        {
+                            const cg_v d0 = VLOAD(dyc + ty*1792 + 0);
+                            a0_0 += wc[4] * d0;
+                            a0_1 += wc[13] * d0;
+                            a0_2 += wc[22] * d0;
+                            a0_3 += wc[31] * d0;
+                            a0_4 += wc[40] * d0;
+                            a0_5 += wc[49] * d0;
+                            a0_6 += wc[58] * d0;
+                            a0_7 += wc[67] * d0;
+                            a0_8 += wc[76] * d0;
+                            a0_9 += wc[85] * d0;
+                            a0_10 += wc[94] * d0;
+                            a0_11 += wc[103] * d0;
+                            a0_12 += wc[112] * d0;
+                            a0_13 += wc[121] * d0;
+                            a0_14 += wc[130] * d0;
+                            a0_15 += wc[139] * d0;
+                        }
+                        {
+                            const cg_v d0 = VLOAD(dyc + ty*1792 - 1664 + 0);
+                            a0_0 += wc[6] * d0;
+                            a0_1 += wc[15] * d0;
+                            a0_2 += wc[24] * d0;
+                            a0_3 += wc[33] * d0;
+                            a0_4 += wc[42] * d0;
+                            a0_5 += wc[51] * d0;
+                            a0_6 += wc[60] * d0;
+                            a0_7 += wc[69] * d0;
+                            a0_8 += wc[78] * d0;
+                            a0_9 += wc[87] * d0;
+                            a0_10 += wc[96] * d0;
+                            a0_11 += wc[105] * d0;
+                            a0_12 += wc[114] * d0;
+                            a0_13 += wc[123] * d0;
+                            a0_14 += wc[132] * d0;
+                            a0_15 += wc[141] * d0;
+                        }
+                        {
+                            const cg_v d0 = VLOAD(dyc + ty*1792 - 1792 + 0);
+                            a0_0 += wc[7] * d0;
+                            a0_1 += wc[16] * d0;
+                            a0_2 += wc[25] * d0;
+                            a0_3 += wc[34] * d0;
+                            a0_4 += wc[43] * d0;
+                            a0_5 += wc[52] * d0;
+                            a0_6 += wc[61] * d0;
+                            a0_7 += wc[70] * d0;
+                            a0_8 += wc[79] * d0;
+                            a0_9 += wc[88] * d0;
+                            a0_10 += wc[97] * d0;
+                            a0_11 += wc[106] * d0;
+                            a0_12 += wc[115] * d0;
+                            a0_13 += wc[124] * d0;
+                            a0_14 += wc[133] * d0;
+                            a0_15 += wc[142] * d0;
+                        }
+                    }
+                    VSTORE(dxb + ty*1792, vdrelu(VLOAD(xb + ty*1792), a0_0));
+                    VSTORE(dxb + ty*1792 + 25088, vdrelu(VLOAD(xb + ty*1792 + 25088), a0_1));
+                    VSTORE(dxb + ty*1792 + 50176, vdrelu(VLOAD(xb + ty*1792 + 50176), a0_2));
+                    VSTORE(dxb + ty*1792 + 75264, vdrelu(VLOAD(xb + ty*1792 + 75264), a0_3));
+                    VSTORE(dxb + ty*1792 + 100352, vdrelu(VLOAD(xb + ty*1792 + 100352), a0_4));
+                    VSTORE(dxb + ty*1792 + 125440, vdrelu(VLOAD(xb + ty*1792 + 125440), a0_5));
+                    VSTORE(dxb + ty*1792 + 150528, vdrelu(VLOAD(xb + ty*1792 + 150528), a0_6));
+                    VSTORE(dxb + ty*1792 + 175616, vdrelu(VLOAD(xb + ty*1792 + 175616), a0_7));
+                    VSTORE(dxb + ty*1792 + 200704, vdrelu(VLOAD(xb + ty*1792 + 200704), a0_8));
+                    VSTORE(dxb + ty*1792 + 225792, vdrelu(VLOAD(xb + ty*1792 + 225792), a0_9));
+                    VSTORE(dxb + ty*1792 + 250880, vdrelu(VLOAD(xb + ty*1792 + 250880), a0_10));
+                    VSTORE(dxb + ty*1792 + 275968, vdrelu(VLOAD(xb + ty*1792 + 275968), a0_11));
+                    VSTORE(dxb + ty*1792 + 301056, vdrelu(VLOAD(xb + ty*1792 + 301056), a0_12));
+                    VSTORE(dxb + ty*1792 + 326144, vdrelu(VLOAD(xb + ty*1792 + 326144), a0_13));
+                    VSTORE(dxb + ty*1792 + 351232, vdrelu(VLOAD(xb + ty*1792 + 351232), a0_14));
+                    VSTORE(dxb + ty*1792 + 376320, vdrelu(VLOAD(xb + ty*1792 + 376320), a0_15));
+                }
+            }
+            /* inputs rows 0+1*t (t=1..12), cols 0+1*t (t=1..12): 9 taps */
+            for (int ty = 1; ty < 13; ty++) {
+                for (int tx = 1; tx < 13; tx++) {
+                    cg_v a0_0 = vsplat(0.0f);
+                    cg_v a0_1 = vsplat(0.0f);
+                    cg_v a0_2 = vsplat(0.0f);
+                    cg_v a0_3 = vsplat(0.0f);
+                    cg_v a0_4 = vsplat(0.0f);
+                    cg_v a0_5 = vsplat(0.0f);
+                    cg_v a0_6 = vsplat(0.0f);
+                    cg_v a0_7 = vsplat(0.0f);
+                    cg_v a0_8 = vsplat(0.0f);
+                    cg_v a0_9 = vsplat(0.0f);
+                    cg_v a0_10 = vsplat(0.0f);
+                    cg_v a0_11 = vsplat(0.0f);
+                    cg_v a0_12 = vsplat(0.0f);
+                    cg_v a0_13 = vsplat(0.0f);
+                    cg_v a0_14 = vsplat(0.0f);
+                    cg_v a0_15 = vsplat(0.0f);
+                    for (int co = 0; co < 32; co++) {
+                        const float *restrict dyc = dyg + co*25088;
+                        const float *restrict wc = wg + co*288;
+                        {
+                            const cg_v d0 = VLOAD(dyc + ty*1792 + tx*128 + 1920 + 0);
+                            a0_0 += wc[0] * d0;
+                            a0_1 += wc[9] * d0;
+                            a0_2 += wc[18] * d0;
+                            a0_3 += wc[27] * d0;
+                            a0_4 += wc[36] * d0;
+                            a0_5 += wc[45] * d0;
+                            a0_6 += wc[54] * d0;
+                            a0_7 += wc[63] * d0;
+                            a0_8 += wc[72] * d0;
+                            a0_9 += wc[81] * d0;
+                            a0_10 += wc[90] * d0;
+                            a0_11 += wc[99] * d0;
+                            a0_12 += wc[108] * d0;
+                            a0_13 += wc[117] * d0;
+                            a0_14 += wc[126] * d0;
+                            a0_15 += wc[135] * d0;
+                        }
+                        {
+                            const cg_v d0 = VLOAD(dyc + ty*1792 + tx*128 + 1792 + 0);
+                            a0_0 += wc[1] * d0;
+                            a0_1 += wc[10] * d0;
+                            a0_2 += wc[19] * d0;
+                            a0_3 += wc[28] * d0;
+                            a0_4 += wc[37] * d0;
+                            a0_5 += wc[46] * d0;
+                            a0_6 += wc[55] * d0;
+                            a0_7 += wc[64] * d0;
+                            a0_8 += wc[73] * d0;
+                            a0_9 += wc[82] * d0;
+                            a0_10 += wc[91] * d0;
+                            a0_11 += wc[100] * d0;
+                            a0_12 += wc[109] * d0;
+                            a0_13 += wc[118] * d0;
+                            a0_14 += wc[127] * d0;
+                            a0_15 += wc[136] * d0;
+                        }
+                        {
+                            const cg_v d0 = VLOAD(dyc + ty*1792 + tx*128 + 1664 + 0);
+                            a0_0 += wc[2] * d0;
+                            a0_1 += wc[11] * d0;
+                            a0_2 += wc[20] * d0;
+                            a0_3 += wc[29] * d0;
+                            a0_4 += wc[38] * d0;
+                            a0_5 += wc[47] * d0;
+                            a0_6 += wc[56] * d0;
+                            a0_7 += wc[65] * d0;
+                            a0_8 += wc[74] * d0;
+                            a0_9 += wc[83] * d0;
+                            a0_10 += wc[92] * d0;
+                            a0_11 += wc[101] * d0;
+                            a0_12 += wc[110] * d0;
+                            a0_13 += wc[119] * d0;
+                            a0_14 += wc[128] * d0;
+                            a0_15 += wc[137] * d0;
+                        }
+                        {
+                            const cg_v d0 = VLOAD(dyc + ty*1792 + tx*128 + 128 + 0);
+                            a0_0 += wc[3] * d0;
+                            a0_1 += wc[12] * d0;
+                            a0_2 += wc[21] * d0;
+                            a0_3 += wc[30] * d0;
+                            a0_4 += wc[39] * d0;
+                            a0_5 += wc[48] * d0;
+                            a0_6 += wc[57] * d0;
+                            a0_7 += wc[66] * d0;
+                            a0_8 += wc[75] * d0;
+                            a0_9 += wc[84] * d0;
+                            a0_10 += wc[93] * d0;
+                            a0_11 += wc[102] * d0;
+                            a0_12 += wc[111] * d0;
+                            a0_13 += wc[120] * d0;
+                            a0_14 += wc[129] * d0;
+                            a0_15 += wc[138] * d0;
+                        }
+                        {
+                            const cg_v d0 = VLOAD(dyc + ty*1792 + tx*128 + 0);
+                            a0_0 += wc[4] * d0;
+                            a0_1 += wc[13] * d0;
+                            a0_2 += wc[22] * d0;
+                            a0_3 += wc[31] * d0;
+                            a0_4 += wc[40] * d0;
+                            a0_5 += wc[49] * d0;
+                            a0_6 += wc[58] * d0;
+                            a0_7 += wc[67] * d0;
+                            a0_8 += wc[76] * d0;
+                            a0_9 += wc[85] * d0;
+                            a0_10 += wc[94] * d0;
+                            a0_11 += wc[103] * d0;
+                            a0_12 += wc[112] * d0;
+                            a0_13 += wc[121] * d0;
+                            a0_14 += wc[130] * d0;
+                            a0_15 += wc[139] * d0;
+                        }
+                        {
+                            const cg_v d0 = VLOAD(dyc + ty*1792 + tx*128 - 128 + 0);
+                            a0_0 += wc[5] * d0;
+                            a0_1 += wc[14] * d0;
+                            a0_2 += wc[23] * d0;
+                            a0_3 += wc[32] * d0;
+                            a0_4 += wc[41] * d0;
+                            a0_5 += wc[50] * d0;
+                            a0_6 += wc[59] * d0;
+                            a0_7 += wc[68] * d0;
+                            a0_8 += wc[77] * d0;
+                            a0_9 += wc[86] * d0;
+                            a0_10 += wc[95] * d0;
+                            a0_11 += wc[104] * d0;
+                            a0_12 += wc[113] * d0;
+                            a0_13 += wc[122] * d0;
+                            a0_14 += wc[131] * d0;
+                            a0_15 += wc[140] * d0;
+                        }
+                        {
+                            const cg_v d0 = VLOAD(dyc + ty*1792 + tx*128 - 1664 + 0);
+                            a0_0 += wc[6] * d0;
+                            a0_1 += wc[15] * d0;
+                            a0_2 += wc[24] * d0;
+                            a0_3 += wc[33] * d0;
+                            a0_4 += wc[42] * d0;
+                            a0_5 += wc[51] * d0;
+                            a0_6 += wc[60] * d0;
+                            a0_7 += wc[69] * d0;
+                            a0_8 += wc[78] * d0;
+                            a0_9 += wc[87] * d0;
+                            a0_10 += wc[96] * d0;
+                            a0_11 += wc[105] * d0;
+                            a0_12 += wc[114] * d0;
+                            a0_13 += wc[123] * d0;
+                            a0_14 += wc[132] * d0;
+                            a0_15 += wc[141] * d0;
+                        }
+                        {
+                            const cg_v d0 = VLOAD(dyc + ty*1792 + tx*128 - 1792 + 0);
+                            a0_0 += wc[7] * d0;
+                            a0_1 += wc[16] * d0;
+                            a0_2 += wc[25] * d0;
+                            a0_3 += wc[34] * d0;
+                            a0_4 += wc[43] * d0;
+                            a0_5 += wc[52] * d0;
+                            a0_6 += wc[61] * d0;
+                            a0_7 += wc[70] * d0;
+                            a0_8 += wc[79] * d0;
+                            a0_9 += wc[88] * d0;
+                            a0_10 += wc[97] * d0;
+                            a0_11 += wc[106] * d0;
+                            a0_12 += wc[115] * d0;
+                            a0_13 += wc[124] * d0;
+                            a0_14 += wc[133] * d0;
+                            a0_15 += wc[142] * d0;
+                        }
+                        {
+                            const cg_v d0 = VLOAD(dyc + ty*1792 + tx*128 - 1920 + 0);
+                            a0_0 += wc[8] * d0;
+                            a0_1 += wc[17] * d0;
+                            a0_2 += wc[26] * d0;
+                            a0_3 += wc[35] * d0;
+                            a0_4 += wc[44] * d0;
+                            a0_5 += wc[53] * d0;
+                            a0_6 += wc[62] * d0;
+                            a0_7 += wc[71] * d0;
+                            a0_8 += wc[80] * d0;
+                            a0_9 += wc[89] * d0;
+                            a0_10 += wc[98] * d0;
+                            a0_11 += wc[107] * d0;
+                            a0_12 += wc[116] * d0;
+                            a0_13 += wc[125] * d0;
+                            a0_14 += wc[134] * d0;
+                            a0_15 += wc[143] * d0;
+                        }
+                    }
+                    VSTORE(dxb + ty*1792 + tx*128, vdrelu(VLOAD(xb + ty*1792 + tx*128), a0_0));
+                    VSTORE(dxb + ty*1792 + tx*128 + 25088, vdrelu(VLOAD(xb + ty*1792 + tx*128 + 25088), a0_1));
+                    VSTORE(dxb + ty*1792 + tx*128 + 50176, vdrelu(VLOAD(xb + ty*1792 + tx*128 + 50176), a0_2));
+                    VSTORE(dxb + ty*1792 + tx*128 + 75264, vdrelu(VLOAD(xb + ty*1792 + tx*128 + 75264), a0_3));
+                    VSTORE(dxb + ty*1792 + tx*128 + 100352, vdrelu(VLOAD(xb + ty*1792 + tx*128 + 100352), a0_4));
+                    VSTORE(dxb + ty*1792 + tx*128 + 125440, vdrelu(VLOAD(xb + ty*1792 + tx*128 + 125440), a0_5));
+                    VSTORE(dxb + ty*1792 + tx*128 + 150528, vdrelu(VLOAD(xb + ty*1792 + tx*128 + 150528), a0_6));
+                    VSTORE(dxb + ty*1792 + tx*128 + 175616, vdrelu(VLOAD(xb + ty*1792 + tx*128 + 175616), a0_7));
+                    VSTORE(dxb + ty*1792 + tx*128 + 200704, vdrelu(VLOAD(xb + ty*1792 + tx*128 + 200704), a0_8));
+                    VSTORE(dxb + ty*1792 + tx*128 + 225792, vdrelu(VLOAD(xb + ty*1792 + tx*128 + 225792), a0_9));
+                    VSTORE(dxb + ty*1792 + tx*128 + 250880, vdrelu(VLOAD(xb + ty*1792 + tx*128 + 250880), a0_10));
+                    VSTORE(dxb + ty*1792 + tx*128 + 275968, vdrelu(VLOAD(xb + ty*1792 + tx*128 + 275968), a0_11));
+                    VSTORE(dxb + ty*1792 + tx*128 + 301056, vdrelu(VLOAD(xb + ty*1792 + tx*128 + 301056), a0_12));
+                    VSTORE(dxb + ty*1792 + tx*128 + 326144, vdrelu(VLOAD(xb + ty*1792 + tx*128 + 326144), a0_13));
+                    VSTORE(dxb + ty*1792 + tx*128 + 351232, vdrelu(VLOAD(xb + ty*1792 + tx*128 + 351232), a0_14));
+                    VSTORE(dxb + ty*1792 + tx*128 + 376320, vdrelu(VLOAD(xb + ty*1792 + tx*128 + 376320), a0_15));
+                }
+            }
+            /* inputs rows 0+1*t (t=1..12), cols 0+1*t (t=13..13): 6 taps */
+            for (int ty = 1; ty < 13; ty++) {
+                {
+                    cg_v a0_0 = vsplat(0.0f);
+                    cg_v a0_1 = vsplat(0.0f);
+                    cg_v a0_2 = vsplat(0.0f);
+                    cg_v a0_3 = vsplat(0.0f);
+                    cg_v a0_4 = vsplat(0.0f);
+                    cg_v a0_5 = vsplat(0.0f);
+                    cg_v a0_6 = vsplat(0.0f);
+                    cg_v a0_7 = vsplat(0.0f);
+                    cg_v a0_8 = vsplat(0.0f);
+                    cg_v a0_9 = vsplat(0.0f);
+                    cg_v a0_10 = vsplat(0.0f);
+                    cg_v a0_11 = vsplat(0.0f);
+                    cg_v a0_12 = vsplat(0.0f);
+                    cg_v a0_13 = vsplat(0.0f);
+                    cg_v a0_14 = vsplat(0.0f);
+                    cg_v a0_15 = vsplat(0.0f);
+                    for (int co = 0; co < 32; co++) {
+                        const float *restrict dyc = dyg + co*25088;
+                        const float *restrict wc = wg + co*288;
+                        {
+                            const cg_v d0 = VLOAD(dyc + ty*1792 + 3456 + 0);
+                            a0_0 += wc[1] * d0;
+                            a0_1 += wc[10] * d0;
+                            a0_2 += wc[19] * d0;
+                            a0_3 += wc[28] * d0;
+                            a0_4 += wc[37] * d0;
+                            a0_5 += wc[46] * d0;
+                            a0_6 += wc[55] * d0;
+                            a0_7 += wc[64] * d0;
+                            a0_8 += wc[73] * d0;
+                            a0_9 += wc[82] * d0;
+                            a0_10 += wc[91] * d0;
+                            a0_11 += wc[100] * d0;
+                            a0_12 += wc[109] * d0;
+                            a0_13 += wc[118] * d0;
+                            a0_14 += wc[127] * d0;
+                            a0_15 += wc[136] * d0;
+                        }
+                        {
+                            const cg_v d0 = VLOAD(dyc + ty*1792 + 3328 + 0);
+                            a0_0 += wc[2] * d0;
+                            a0_1 += wc[11] * d0;
+                            a0_2 += wc[20] * d0;
+                            a0_3 += wc[29] * d0;
+                            a0_4 += wc[38] * d0;
+                            a0_5 += wc[47] * d0;
+                            a0_6 += wc[56] * d0;
+                            a0_7 += wc[65] * d0;
+                            a0_8 += wc[74] * d0;
+                            a0_9 += wc[83] * d0;
+                            a0_10 += wc[92] * d0;
+                            a0_11 += wc[101] * d0;
+                            a0_12 += wc[110] * d0;
+                            a0_13 += wc[119] * d0;
+                            a0_14 += wc[128] * d0;
+                            a0_15 += wc[137] * d0;
+                        }
+                        {
+                            const cg_v d0 = VLOAD(dyc + ty*1792 + 1664 + 0);
+                            a0_0 += wc[4] * d0;
+                            a0_1 += wc[13] * d0;
+                            a0_2 += wc[22] * d0;
+                            a0_3 += wc[31] * d0;
+                            a0_4 += wc[40] * d0;
+                            a0_5 += wc[49] * d0;
+                            a0_6 += wc[58] * d0;
+                            a0_7 += wc[67] * d0;
+                            a0_8 += wc[76] * d0;
+                            a0_9 += wc[85] * d0;
+                            a0_10 += wc[94] * d0;
+                            a0_11 += wc[103] * d0;
+                            a0_12 += wc[112] * d0;
+                            a0_13 += wc[121] * d0;
+                            a0_14 += wc[130] * d0;
+                            a0_15 += wc[139] * d0;
+                        }
+                        {
+                            const cg_v d0 = VLOAD(dyc + ty*1792 + 1536 + 0);
+                            a0_0 += wc[5] * d0;
+                            a0_1 += wc[14] * d0;
+                            a0_2 += wc[23] * d0;
+                            a0_3 += wc[32] * d0;
+                            a0_4 += wc[41] * d0;
+                            a0_5 += wc[50] * d0;
+                            a0_6 += wc[59] * d0;
+                            a0_7 += wc[68] * d0;
+                            a0_8 += wc[77] * d0;
+                            a0_9 += wc[86] * d0;
+                            a0_10 += wc[95] * d0;
+                            a0_11 += wc[104] * d0;
+                            a0_12 += wc[113] * d0;
+                            a0_13 += wc[122] * d0;
+                            a0_14 += wc[131] * d0;
+                            a0_15 += wc[140] * d0;
+                        }
+                        {
+                            const cg_v d0 = VLOAD(dyc + ty*1792 - 128 + 0);
+                            a0_0 += wc[7] * d0;
+                            a0_1 += wc[16] * d0;
+                            a0_2 += wc[25] * d0;
+                            a0_3 += wc[34] * d0;
+                            a0_4 += wc[43] * d0;
+                            a0_5 += wc[52] * d0;
+                            a0_6 += wc[61] * d0;
+                            a0_7 += wc[70] * d0;
+                            a0_8 += wc[79] * d0;
+                            a0_9 += wc[88] * d0;
+                            a0_10 += wc[97] * d0;
+                            a0_11 += wc[106] * d0;
+                            a0_12 += wc[115] * d0;
+                            a0_13 += wc[124] * d0;
+                            a0_14 += wc[133] * d0;
+                            a0_15 += wc[142] * d0;
+                        }
+                        {
+                            const cg_v d0 = VLOAD(dyc + ty*1792 - 256 + 0);
+                            a0_0 += wc[8] * d0;
+                            a0_1 += wc[17] * d0;
+                            a0_2 += wc[26] * d0;
+                            a0_3 += wc[35] * d0;
+                            a0_4 += wc[44] * d0;
+                            a0_5 += wc[53] * d0;
+                            a0_6 += wc[62] * d0;
+                            a0_7 += wc[71] * d0;
+                            a0_8 += wc[80] * d0;
+                            a0_9 += wc[89] * d0;
+                            a0_10 += wc[98] * d0;
+                            a0_11 += wc[107] * d0;
+                            a0_12 += wc[116] * d0;
+                            a0_13 += wc[125] * d0;
+                            a0_14 += wc[134] * d0;
+                            a0_15 += wc[143] * d0;
+                        }
+                    }
+                    VSTORE(dxb + ty*1792 + 1664, vdrelu(VLOAD(xb + ty*1792 + 1664), a0_0));
+                    VSTORE(dxb + ty*1792 + 26752, vdrelu(VLOAD(xb + ty*1792 + 26752), a0_1));
+                    VSTORE(dxb + ty*1792 + 51840, vdrelu(VLOAD(xb + ty*1792 + 51840), a0_2));
+                    VSTORE(dxb + ty*1792 + 76928, vdrelu(VLOAD(xb + ty*1792 + 76928), a0_3));
+                    VSTORE(dxb + ty*1792 + 102016, vdrelu(VLOAD(xb + ty*1792 + 102016), a0_4));
+                    VSTORE(dxb + ty*1792 + 127104, vdrelu(VLOAD(xb + ty*1792 + 127104), a0_5));
+                    VSTORE(dxb + ty*1792 + 152192, vdrelu(VLOAD(xb + ty*1792 + 152192), a0_6));
+                    VSTORE(dxb + ty*1792 + 177280, vdrelu(VLOAD(xb + ty*1792 + 177280), a0_7));
+                    VSTORE(dxb + ty*1792 + 202368, vdrelu(VLOAD(xb + ty*1792 + 202368), a0_8));
+                    VSTORE(dxb + ty*1792 + 227456, vdrelu(VLOAD(xb + ty*1792 + 227456), a0_9));
+                    VSTORE(dxb + ty*1792 + 252544, vdrelu(VLOAD(xb + ty*1792 + 252544), a0_10));
+                    VSTORE(dxb + ty*1792 + 277632, vdrelu(VLOAD(xb + ty*1792 + 277632), a0_11));
+                    VSTORE(dxb + ty*1792 + 302720, vdrelu(VLOAD(xb + ty*1792 + 302720), a0_12));
+                    VSTORE(dxb + ty*1792 + 327808, vdrelu(VLOAD(xb + ty*1792 + 327808), a0_13));
+                    VSTORE(dxb + ty*1792 + 352896, vdrelu(VLOAD(xb + ty*1792 + 352896), a0_14));
+                    VSTORE(dxb + ty*1792 + 377984, vdrelu(VLOAD(xb + ty*1792 + 377984), a0_15));
+                }
+            }
+            {
+                cg_v a0_0 = vsplat(0.0f);
+                cg_v a0_1 = vsplat(0.0f);
+                cg_v a0_2 = vsplat(0.0f);
+                cg_v a0_3 = vsplat(0.0f);
+                cg_v a0_4 = vsplat(0.0f);
+                cg_v a0_5 = vsplat(0.0f);
+                cg_v a0_6 = vsplat(0.0f);
+                cg_v a0_7 = vsplat(0.0f);
+                cg_v a0_8 = vsplat(0.0f);
+                cg_v a0_9 = vsplat(0.0f);
+                cg_v a0_10 = vsplat(0.0f);
+                cg_v a0_11 = vsplat(0.0f);
+                cg_v a0_12 = vsplat(0.0f);
+                cg_v a0_13 = vsplat(0.0f);
+                cg_v a0_14 = vsplat(0.0f);
+                cg_v a0_15 = vsplat(0.0f);
+                for (int co = 0; co < 32; co++) {
+                    const float *restrict dyc = dyg + co*25088;
+                    const float *restrict wc = wg + co*288;
+                    {
+                        const cg_v d0 = VLOAD(dyc + 23424 + 0);
+                        a0_0 += wc[3] * d0;
+                        a0_1 += wc[12] * d0;
+                        a0_2 += wc[21] * d0;
+                        a0_3 += wc[30] * d0;
+                        a0_4 += wc[39] * d0;
+                        a0_5 += wc[48] * d0;
+                        a0_6 += wc[57] * d0;
+                        a0_7 += wc[66] * d0;
+                        a0_8 += wc[75] * d0;
+                        a0_9 += wc[84] * d0;
+                        a0_10 += wc[93] * d0;
+                        a0_11 += wc[102] * d0;
+                        a0_12 += wc[111] * d0;
+                        a0_13 += wc[120] * d0;
+                        a0_14 += wc[129] * d0;
+                        a0_15 += wc[138] * d0;
+                    }
+                    {
+                        const cg_v d0 = VLOAD(dyc + 23296 + 0);
+                        a0_0 += wc[4] * d0;
+                        a0_1 += wc[13] * d0;
+                        a0_2 += wc[22] * d0;
+                        a0_3 += wc[31] * d0;
+                        a0_4 += wc[40] * d0;
+                        a0_5 += wc[49] * d0;
+                        a0_6 += wc[58] * d0;
+                        a0_7 += wc[67] * d0;
+                        a0_8 += wc[76] * d0;
+                        a0_9 += wc[85] * d0;
+                        a0_10 += wc[94] * d0;
+                        a0_11 += wc[103] * d0;
+                        a0_12 += wc[112] * d0;
+                        a0_13 += wc[121] * d0;
+                        a0_14 += wc[130] * d0;
+                        a0_15 += wc[139] * d0;
+                    }
+                    {
+                        const cg_v d0 = VLOAD(dyc + 21632 + 0);
+                        a0_0 += wc[6] * d0;
+                        a0_1 += wc[15] * d0;
+                        a0_2 += wc[24] * d0;
+                        a0_3 += wc[33] * d0;
+                        a0_4 += wc[42] * d0;
+                        a0_5 += wc[51] * d0;
+                        a0_6 += wc[60] * d0;
+                        a0_7 += wc[69] * d0;
+                        a0_8 += wc[78] * d0;
+                        a0_9 += wc[87] * d0;
+                        a0_10 += wc[96] * d0;
+                        a0_11 += wc[105] * d0;
+                        a0_12 += wc[114] * d0;
+                        a0_13 += wc[123] * d0;
+                        a0_14 += wc[132] * d0;
+                        a0_15 += wc[141] * d0;
+                    }
+                    {
+                        const cg_v d0 = VLOAD(dyc + 21504 + 0);
+                        a0_0 += wc[7] * d0;
+                        a0_1 += wc[16] * d0;
+                        a0_2 += wc[25] * d0;
+                        a0_3 += wc[34] * d0;
+                        a0_4 += wc[43] * d0;
+                        a0_5 += wc[52] * d0;
+                        a0_6 += wc[61] * d0;
+                        a0_7 += wc[70] * d0;
+                        a0_8 += wc[79] * d0;
+                        a0_9 += wc[88] * d0;
+                        a0_10 += wc[97] * d0;
+                        a0_11 += wc[106] * d0;
+                        a0_12 += wc[115] * d0;
+                        a0_13 += wc[124] * d0;
+                        a0_14 += wc[133] * d0;
+                        a0_15 += wc[142] * d0;
+                    }
+                }
+                VSTORE(dxb + 23296, vdrelu(VLOAD(xb + 23296), a0_0));
+                VSTORE(dxb + 48384, vdrelu(VLOAD(xb + 48384), a0_1));
+                VSTORE(dxb + 73472, vdrelu(VLOAD(xb + 73472), a0_2));
+                VSTORE(dxb + 98560, vdrelu(VLOAD(xb + 98560), a0_3));
+                VSTORE(dxb + 123648, vdrelu(VLOAD(xb + 123648), a0_4));
+                VSTORE(dxb + 148736, vdrelu(VLOAD(xb + 148736), a0_5));
+                VSTORE(dxb + 173824, vdrelu(VLOAD(xb + 173824), a0_6));
+                VSTORE(dxb + 198912, vdrelu(VLOAD(xb + 198912), a0_7));
+                VSTORE(dxb + 224000, vdrelu(VLOAD(xb + 224000), a0_8));
+                VSTORE(dxb + 249088, vdrelu(VLOAD(xb + 249088), a0_9));
+                VSTORE(dxb + 274176, vdrelu(VLOAD(xb + 274176), a0_10));
+                VSTORE(dxb + 299264, vdrelu(VLOAD(xb + 299264), a0_11));
+                VSTORE(dxb + 324352, vdrelu(VLOAD(xb + 324352), a0_12));
+                VSTORE(dxb + 349440, vdrelu(VLOAD(xb + 349440), a0_13));
+                VSTORE(dxb + 374528, vdrelu(VLOAD(xb + 374528), a0_14));
+                VSTORE(dxb + 399616, vdrelu(VLOAD(xb + 399616), a0_15));
+            }
+            /* inputs rows 0+1*t (t=13..13), cols 0+1*t (t=1..12): 6 taps */
+            for (int tx = 1; tx < 13; tx++) {
+                cg_v a0_0 = vsplat(0.0f);
+                cg_v a0_1 = vsplat(0.0f);
+                cg_v a0_2 = vsplat(0.0f);
+                cg_v a0_3 = vsplat(0.0f);
+                cg_v a0_4 = vsplat(0.0f);
+                cg_v a0_5 = vsplat(0.0f);
+                cg_v a0_6 = vsplat(0.0f);
+                cg_v a0_7 = vsplat(0.0f);
+                cg_v a0_8 = vsplat(0.0f);
+                cg_v a0_9 = vsplat(0.0f);
+                cg_v a0_10 = vsplat(0.0f);
+                cg_v a0_11 = vsplat(0.0f);
+                cg_v a0_12 = vsplat(0.0f);
+                cg_v a0_13 = vsplat(0.0f);
+                cg_v a0_14 = vsplat(0.0f);
+                cg_v a0_15 = vsplat(0.0f);
+                for (int co = 0; co < 32; co++) {
+                    const float *restrict dyc = dyg + co*25088;
+                    const float *restrict wc = wg + co*288;
+                    {
+                        const cg_v d0 = VLOAD(dyc + tx*128 + 23424 + 0);
+                        a0_0 += wc[3] * d0;
+                        a0_1 += wc[12] * d0;
+                        a0_2 += wc[21] * d0;
+                        a0_3 += wc[30] * d0;
+                        a0_4 += wc[39] * d0;
+                        a0_5 += wc[48] * d0;
+                        a0_6 += wc[57] * d0;
+                        a0_7 += wc[66] * d0;
+                        a0_8 += wc[75] * d0;
+                        a0_9 += wc[84] * d0;
+                        a0_10 += wc[93] * d0;
+                        a0_11 += wc[102] * d0;
+                        a0_12 += wc[111] * d0;
+                        a0_13 += wc[120] * d0;
+                        a0_14 += wc[129] * d0;
+                        a0_15 += wc[138] * d0;
+                    }
+                    {
+                        const cg_v d0 = VLOAD(dyc + tx*128 + 23296 + 0);
+                        a0_0 += wc[4] * d0;
+                        a0_1 += wc[13] * d0;
+                        a0_2 += wc[22] * d0;
+                        a0_3 += wc[31] * d0;
+                        a0_4 += wc[40] * d0;
+                        a0_5 += wc[49] * d0;
+                        a0_6 += wc[58] * d0;
+                        a0_7 += wc[67] * d0;
+                        a0_8 += wc[76] * d0;
+                        a0_9 += wc[85] * d0;
+                        a0_10 += wc[94] * d0;
+                        a0_11 += wc[103] * d0;
+                        a0_12 += wc[112] * d0;
+                        a0_13 += wc[121] * d0;
+                        a0_14 += wc[130] * d0;
+                        a0_15 += wc[139] * d0;
+                    }
+                    {
+                        const cg_v d0 = VLOAD(dyc + tx*128 + 23168 + 0);
+                        a0_0 += wc[5] * d0;
+                        a0_1 += wc[14] * d0;
+                        a0_2 += wc[23] * d0;
+                        a0_3 += wc[32] * d0;
+                        a0_4 += wc[41] * d0;
+                        a0_5 += wc[50] * d0;
+                        a0_6 += wc[59] * d0;
+                        a0_7 += wc[68] * d0;
+                        a0_8 += wc[77] * d0;
+                        a0_9 += wc[86] * d0;
+                        a0_10 += wc[95] * d0;
+                        a0_11 += wc[104] * d0;
+                        a0_12 += wc[113] * d0;
+                        a0_13 += wc[122] * d0;
+                        a0_14 += wc[131] * d0;
+                        a0_15 += wc[140] * d0;
+                    }
+                    {
+                        const cg_v d0 = VLOAD(dyc + tx*128 + 21632 + 0);
+                        a0_0 += wc[6] * d0;
+                        a0_1 += wc[15] * d0;
+                        a0_2 += wc[24] * d0;
+                        a0_3 += wc[33] * d0;
+                        a0_4 += wc[42] * d0;
+                        a0_5 += wc[51] * d0;
+                        a0_6 += wc[60] * d0;
+                        a0_7 += wc[69] * d0;
+                        a0_8 += wc[78] * d0;
+                        a0_9 += wc[87] * d0;
+                        a0_10 += wc[96] * d0;
+                        a0_11 += wc[105] * d0;
+                        a0_12 += wc[114] * d0;
+                        a0_13 += wc[123] * d0;
+                        a0_14 += wc[132] * d0;
+                        a0_15 += wc[141] * d0;
+                    }
+                    {
+                        const cg_v d0 = VLOAD(dyc + tx*128 + 21504 + 0);
+                        a0_0 += wc[7] * d0;
+                        a0_1 += wc[16] * d0;
+                        a0_2 += wc[25] * d0;
+                        a0_3 += wc[34] * d0;
+                        a0_4 += wc[43] * d0;
+                        a0_5 += wc[52] * d0;
+                        a0_6 += wc[61] * d0;
+                        a0_7 += wc[70] * d0;
+                        a0_8 += wc[79] * d0;
+                        a0_9 += wc[88] * d0;
+                        a0_10 += wc[97] * d0;
+                        a0_11 += wc[106] * d0;
+                        a0_12 += wc[115] * d0;
+                        a0_13 += wc[124] * d0;
+                        a0_14 += wc[133] * d0;
+                        a0_15 += wc[142] * d0;
+                    }
+                    {
+                        const cg_v d0 = VLOAD(dyc + tx*128 + 21376 + 0);
+                        a0_0 += wc[8] * d0;
+                        a0_1 += wc[17] * d0;
+                        a0_2 += wc[26] * d0;
+                        a0_3 += wc[35] * d0;
+                        a0_4 += wc[44] * d0;
+                        a0_5 += wc[53] * d0;
+                        a0_6 += wc[62] * d0;
+                        a0_7 += wc[71] * d0;
+                        a0_8 += wc[80] * d0;
+                        a0_9 += wc[89] * d0;
+                        a0_10 += wc[98] * d0;
+                        a0_11 += wc[107] * d0;
+                        a0_12 += wc[116] * d0;
+                        a0_13 += wc[125] * d0;
+                        a0_14 += wc[134] * d0;
+                        a0_15 += wc[143] * d0;
+                    }
+                }
+                VSTORE(dxb + tx*128 + 23296, vdrelu(VLOAD(xb + tx*128 + 23296), a0_0));
+                VSTORE(dxb + tx*128 + 48384, vdrelu(VLOAD(xb + tx*128 + 48384), a0_1));
+                VSTORE(dxb + tx*128 + 73472, vdrelu(VLOAD(xb + tx*128 + 73472), a0_2));
+                VSTORE(dxb + tx*128 + 98560, vdrelu(VLOAD(xb + tx*128 + 98560), a0_3));
+                VSTORE(dxb + tx*128 + 123648, vdrelu(VLOAD(xb + tx*128 + 123648), a0_4));
+                VSTORE(dxb + tx*128 + 148736, vdrelu(VLOAD(xb + tx*128 + 148736), a0_5));
+                VSTORE(dxb + tx*128 + 173824, vdrelu(VLOAD(xb + tx*128 + 173824), a0_6));
+                VSTORE(dxb + tx*128 + 198912, vdrelu(VLOAD(xb + tx*128 + 198912), a0_7));
+                VSTORE(dxb + tx*128 + 224000, vdrelu(VLOAD(xb + tx*128 + 224000), a0_8));
+                VSTORE(dxb + tx*128 + 249088, vdrelu(VLOAD(xb + tx*128 + 249088), a0_9));
+                VSTORE(dxb + tx*128 + 274176, vdrelu(VLOAD(xb + tx*128 + 274176), a0_10));
+                VSTORE(dxb + tx*128 + 299264, vdrelu(VLOAD(xb + tx*128 + 299264), a0_11));
+                VSTORE(dxb + tx*128 + 324352, vdrelu(VLOAD(xb + tx*128 + 324352), a0_12));
+                VSTORE(dxb + tx*128 + 349440, vdrelu(VLOAD(xb + tx*128 + 349440), a0_13));
+                VSTORE(dxb + tx*128 + 374528, vdrelu(VLOAD(xb + tx*128 + 374528), a0_14));
+                VSTORE(dxb + tx*128 + 399616, vdrelu(VLOAD(xb + tx*128 + 399616), a0_15));
+            }
+            {
+                cg_v a0_0 = vsplat(0.0f);
+                cg_v a0_1 = vsplat(0.0f);
+                cg_v a0_2 = vsplat(0.0f);
+                cg_v a0_3 = vsplat(0.0f);
+                cg_v a0_4 = vsplat(0.0f);
+                cg_v a0_5 = vsplat(0.0f);
+                cg_v a0_6 = vsplat(0.0f);
+                cg_v a0_7 = vsplat(0.0f);
+                cg_v a0_8 = vsplat(0.0f);
+                cg_v a0_9 = vsplat(0.0f);
+                cg_v a0_10 = vsplat(0.0f);
+                cg_v a0_11 = vsplat(0.0f);
+                cg_v a0_12 = vsplat(0.0f);
+                cg_v a0_13 = vsplat(0.0f);
+                cg_v a0_14 = vsplat(0.0f);
+                cg_v a0_15 = vsplat(0.0f);
+                for (int co = 0; co < 32; co++) {
+                    const float *restrict dyc = dyg + co*25088;
+                    const float *restrict wc = wg + co*288;
+                    {
+                        const cg_v d0 = VLOAD(dyc + 24960 + 0);
+                        a0_0 += wc[4] * d0;
+                        a0_1 += wc[13] * d0;
+                        a0_2 += wc[22] * d0;
+                        a0_3 += wc[31] * d0;
+                        a0_4 += wc[40] * d0;
+                        a0_5 += wc[49] * d0;
+                        a0_6 += wc[58] * d0;
+                        a0_7 += wc[67] * d0;
+                        a0_8 += wc[76] * d0;
+                        a0_9 += wc[85] * d0;
+                        a0_10 += wc[94] * d0;
+                        a0_11 += wc[103] * d0;
+                        a0_12 += wc[112] * d0;
+                        a0_13 += wc[121] * d0;
+                        a0_14 += wc[130] * d0;
+                        a0_15 += wc[139] * d0;
+                    }
+                    {
+                        const cg_v d0 = VLOAD(dyc + 24832 + 0);
+                        a0_0 += wc[5] * d0;
+                        a0_1 += wc[14] * d0;
+                        a0_2 += wc[23] * d0;
+                        a0_3 += wc[32] * d0;
+                        a0_4 += wc[41] * d0;
+                        a0_5 += wc[50] * d0;
+                        a0_6 += wc[59] * d0;
+                        a0_7 += wc[68] * d0;
+                        a0_8 += wc[77] * d0;
+                        a0_9 += wc[86] * d0;
+                        a0_10 += wc[95] * d0;
+                        a0_11 += wc[104] * d0;
+                        a0_12 += wc[113] * d0;
+                        a0_13 += wc[122] * d0;
+                        a0_14 += wc[131] * d0;
+                        a0_15 += wc[140] * d0;
+                    }
+                    {
+                        const cg_v d0 = VLOAD(dyc + 23168 + 0);
+                        a0_0 += wc[7] * d0;
+                        a0_1 += wc[16] * d0;
+                        a0_2 += wc[25] * d0;
+                        a0_3 += wc[34] * d0;
+                        a0_4 += wc[43] * d0;
+                        a0_5 += wc[52] * d0;
+                        a0_6 += wc[61] * d0;
+                        a0_7 += wc[70] * d0;
+                        a0_8 += wc[79] * d0;
+                        a0_9 += wc[88] * d0;
+                        a0_10 += wc[97] * d0;
+                        a0_11 += wc[106] * d0;
+                        a0_12 += wc[115] * d0;
+                        a0_13 += wc[124] * d0;
+                        a0_14 += wc[133] * d0;
+                        a0_15 += wc[142] * d0;
+                    }
+                    {
+                        const cg_v d0 = VLOAD(dyc + 23040 + 0);
+                        a0_0 += wc[8] * d0;
+                        a0_1 += wc[17] * d0;
+                        a0_2 += wc[26] * d0;
+                        a0_3 += wc[35] * d0;
+                        a0_4 += wc[44] * d0;
+                        a0_5 += wc[53] * d0;
+                        a0_6 += wc[62] * d0;
+                        a0_7 += wc[71] * d0;
+                        a0_8 += wc[80] * d0;
+                        a0_9 += wc[89] * d0;
+                        a0_10 += wc[98] * d0;
+                        a0_11 += wc[107] * d0;
+                        a0_12 += wc[116] * d0;
+                        a0_13 += wc[125] * d0;
+                        a0_14 += wc[134] * d0;
+                        a0_15 += wc[143] * d0;
+                    }
+                }
+                VSTORE(dxb + 24960, vdrelu(VLOAD(xb + 24960), a0_0));
+                VSTORE(dxb + 50048, vdrelu(VLOAD(xb + 50048), a0_1));
+                VSTORE(dxb + 75136, vdrelu(VLOAD(xb + 75136), a0_2));
+                VSTORE(dxb + 100224, vdrelu(VLOAD(xb + 100224), a0_3));
+                VSTORE(dxb + 125312, vdrelu(VLOAD(xb + 125312), a0_4));
+                VSTORE(dxb + 150400, vdrelu(VLOAD(xb + 150400), a0_5));
+                VSTORE(dxb + 175488, vdrelu(VLOAD(xb + 175488), a0_6));
+                VSTORE(dxb + 200576, vdrelu(VLOAD(xb + 200576), a0_7));
+                VSTORE(dxb + 225664, vdrelu(VLOAD(xb + 225664), a0_8));
+                VSTORE(dxb + 250752, vdrelu(VLOAD(xb + 250752), a0_9));
+                VSTORE(dxb + 275840, vdrelu(VLOAD(xb + 275840), a0_10));
+                VSTORE(dxb + 300928, vdrelu(VLOAD(xb + 300928), a0_11));
+                VSTORE(dxb + 326016, vdrelu(VLOAD(xb + 326016), a0_12));
+                VSTORE(dxb + 351104, vdrelu(VLOAD(xb + 351104), a0_13));
+                VSTORE(dxb + 376192, vdrelu(VLOAD(xb + 376192), a0_14));
+                VSTORE(dxb + 401280, vdrelu(VLOAD(xb + 401280), a0_15));
+            }
+        }
+    }
+}
+
+/* layer 28: batchnorm 32x14x14 -> 32x14x14 (specs/resnet20.yaml:37:5)
+ * schedule lanes: fwd lanes dw lanes dx with dw */
+static void l28_batchnorm_forward(const float *restrict P, float *restrict B, float *restrict S, const float *restrict x, float *restrict y, int nb, int training)
+{
+    /* x [32x14x14][lanes], y [32x14x14][lanes] */
+    const float *restrict gamma = P, *restrict beta = P + 32;
+    float *restrict rmean = B, *restrict rvar = B + 32, *restrict nbt = B + 64;
+    const int m = nb * 196; /* values per channel */
+    if (training) {
+        cg_v mask[8];
+        for (int v = 0; v < 8; v++)
+            for (int l = 0; l < 16; l++) mask[v][l] = v * 16 + l < nb ? 1.0f : 0.0f;
+        nbt[0] += 1.0f;
+        const float f = 0.1f;
+        for (int c = 0; c < 32; c++) {
+            const float *restrict xc = x + (size_t)c * 25088;
+            cg_v acc[8];
+            for (int v = 0; v < 8; v++) acc[v] = vsplat(0.0f);
+            for (int s = 0; s < 196; s++) {
+                for (int v = 0; v < 8; v++) {
+                    acc[v] += VLOAD(xc + s * 128 + v * 16) * mask[v];
+                }
+            }
+            double s1 = 0.0;
+            for (int v = 0; v < 8; v++) s1 += vsum(acc[v]);
+            const double mean = s1 / m;
+            const float fmean = (float)mean;
+            for (int v = 0; v < 8; v++) acc[v] = vsplat(0.0f);
+            for (int s = 0; s < 196; s++) {
+                for (int v = 0; v < 8; v++) {
+                    const cg_v dv = (VLOAD(xc + s * 128 + v * 16) - fmean) * mask[v];
+                    acc[v] += dv * dv;
+                }
+            }
+            double v2 = 0.0;
+            for (int v = 0; v < 8; v++) v2 += vsum(acc[v]);
+            const double var = v2 / m;
+            S[c] = fmean;
+            S[32 + c] = (float)(1.0 / sqrt(var + 1.0000000000000001e-05));
+            rmean[c] = (1.0f - f) * rmean[c] + f * fmean;
+            rvar[c] = (1.0f - f) * rvar[c] + f * (float)(m > 1 ? var * m / (m - 1) : var);
+        }
+    }
+    else {
+        for (int c = 0; c < 32; c++) {
+            S[c] = rmean[c];
+            S[32 + c] = 1.0f / sqrtf(rvar[c] + 1e-05f);
+        }
+    }
+    for (int c = 0; c < 32; c++) {
+        const float mean = S[c], a = S[32 + c] * gamma[c], bc = beta[c];
+        const float *restrict xc = x + (size_t)c * 25088;
+        float *restrict yc = y + (size_t)c * 25088;
+        for (int i = 0; i < 25088; i++) yc[i] = (xc[i] - mean) * a + bc;
+    }
+}
+
+/* l28_batchnorm_backward: the code of l25_batchnorm_backward */
+
+/* layer 29: conv2d 16x28x28 -> 32x14x14 (specs/resnet20.yaml:38:5)
+ * schedule lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=16,rows=1] dx lanes[TB=1,TCI=16] threaded */
+static void l29_conv2d_forward(const float *restrict P, const float *restrict x, float *restrict y)
+{
+    /* x [16x28x28][lanes], y [32x14x14][lanes] */
+    const float *restrict w = P;
+    CG_PARALLEL_FOR
+    for (int cb = 0; cb < 2; cb++) {
+        for (int v0 = 0; v0 < 8; v0 += 1) {
+            const float *restrict wb = w + cb*256;
+            const float *restrict xg = x + 0 + v0 * 16;
+            float *restrict yb = y + cb*401408 + v0 * 16;
+            /* rows 0..13, cols 0..13: every tap */
+            for (int oy = 0; oy < 14; oy++) {
+                for (int ox = 0; ox < 14; ox++) {
+                    cg_v a0_0 = vsplat(0.0f);
+                    cg_v a0_1 = vsplat(0.0f);
+                    cg_v a0_2 = vsplat(0.0f);
+                    cg_v a0_3 = vsplat(0.0f);
+                    cg_v a0_4 = vsplat(0.0f);
+                    cg_v a0_5 = vsplat(0.0f);
+                    cg_v a0_6 = vsplat(0.0f);
+                    cg_v a0_7 = vsplat(0.0f);
+                    cg_v a0_8 = vsplat(0.0f);
+                    cg_v a0_9 = vsplat(0.0f);
+                    cg_v a0_10 = vsplat(0.0f);
+                    cg_v a0_11 = vsplat(0.0f);
+                    cg_v a0_12 = vsplat(0.0f);
+                    cg_v a0_13 = vsplat(0.0f);
+                    cg_v a0_14 = vsplat(0.0f);
+                    cg_v a0_15 = vsplat(0.0f);
+                    for (int ci = 0; ci < 16; ci++) {
+                        const float *restrict xc = xg + ci*100352;
+                        const float *restrict wc = wb + ci;
+                        {
+                            const cg_v x0 = VLOAD(xc + oy*7168 + ox*256 + 0);
+                            a0_0 += wc[0] * x0;
+                            a0_1 += wc[16] * x0;
+                            a0_2 += wc[32] * x0;
+                            a0_3 += wc[48] * x0;
+                            a0_4 += wc[64] * x0;
+                            a0_5 += wc[80] * x0;
+                            a0_6 += wc[96] * x0;
+                            a0_7 += wc[112] * x0;
+                            a0_8 += wc[128] * x0;
+                            a0_9 += wc[144] * x0;
+                            a0_10 += wc[160] * x0;
+                            a0_11 += wc[176] * x0;
+                            a0_12 += wc[192] * x0;
+                            a0_13 += wc[208] * x0;
+                            a0_14 += wc[224] * x0;
+                            a0_15 += wc[240] * x0;
+                        }
+                    }
+                    VSTORE(yb + oy*1792 + ox*128, a0_0);
+                    VSTORE(yb + oy*1792 + ox*128 + 25088, a0_1);
+                    VSTORE(yb + oy*1792 + ox*128 + 50176, a0_2);
+                    VSTORE(yb + oy*1792 + ox*128 + 75264, a0_3);
+                    VSTORE(yb + oy*1792 + ox*128 + 100352, a0_4);
+                    VSTORE(yb + oy*1792 + ox*128 + 125440, a0_5);
+                    VSTORE(yb + oy*1792 + ox*128 + 150528, a0_6);
+                    VSTORE(yb + oy*1792 + ox*128 + 175616, a0_7);
+                    VSTORE(yb + oy*1792 + ox*128 + 200704, a0_8);
+                    VSTORE(yb + oy*1792 + ox*128 + 225792, a0_9);
+                    VSTORE(yb + oy*1792 + ox*128 + 250880, a0_10);
+                    VSTORE(yb + oy*1792 + ox*128 + 275968, a0_11);
+                    VSTORE(yb + oy*1792 + ox*128 + 301056, a0_12);
+                    VSTORE(yb + oy*1792 + ox*128 + 326144, a0_13);
+                    VSTORE(yb + oy*1792 + ox*128 + 351232, a0_14);
+                    VSTORE(yb + oy*1792 + ox*128 + 376320, a0_15);
+                }
+            }
+        }
+    }
+}
+
+static void l29_conv2d_backward(float *restrict G, const float *restrict x, const float *restrict dy)
+{
+    /* x [16x28x28][lanes], y [32x14x14][lanes] */
+    float *restrict gw = G;
+    CG_PARALLEL_FOR
+    for (int cb = 0; cb < 2; cb++) {
+        const float *restrict dyb = dy + cb*401408;
+        for (int ci = 0; ci < 16; ci++) {
+            const float *restrict xc = x + ci*100352;
+            float *restrict gwc = gw + cb*256 + ci;
+            { /* every tap */
+                cg_v a0_0 = vsplat(0.0f);
+                cg_v a1_0 = vsplat(0.0f);
+                cg_v a2_0 = vsplat(0.0f);
+                cg_v a3_0 = vsplat(0.0f);
+                cg_v a4_0 = vsplat(0.0f);
+                cg_v a5_0 = vsplat(0.0f);
+                cg_v a6_0 = vsplat(0.0f);
+                cg_v a7_0 = vsplat(0.0f);
+                cg_v a8_0 = vsplat(0.0f);
+                cg_v a9_0 = vsplat(0.0f);
+                cg_v a10_0 = vsplat(0.0f);
+                cg_v a11_0 = vsplat(0.0f);
+                cg_v a12_0 = vsplat(0.0f);
+                cg_v a13_0 = vsplat(0.0f);
+                cg_v a14_0 = vsplat(0.0f);
+                cg_v a15_0 = vsplat(0.0f);
+                /* rows 0..13, cols 0..13: every tap */
+                for (int oy = 0; oy < 14; oy++) {
+                    for (int ox = 0; ox < 14; ox++) {
+                        for (int v = 0; v < 8; v++) {
+                            cg_v d0 = VLOAD(dyb + oy*1792 + ox*128 + v * 16), d1 = VLOAD(dyb + oy*1792 + ox*128 + 25088 + v * 16), d2 = VLOAD(dyb + oy*1792 + ox*128 + 50176 + v * 16), d3 = VLOAD(dyb + oy*1792 + ox*128 + 75264 + v * 16), d4 = VLOAD(dyb + oy*1792 + ox*128 + 100352 + v * 16), d5 = VLOAD(dyb + oy*1792 + ox*128 + 125440 + v * 16), d6 = VLOAD(dyb + oy*1792 + ox*128 + 150528 + v * 16), d7 = VLOAD(dyb + oy*1792 + ox*128 + 175616 + v * 16), d8 = VLOAD(dyb + oy*1792 + ox*128 + 200704 + v * 16), d9 = VLOAD(dyb + oy*1792 + ox*128 + 225792 + v * 16), d10 = VLOAD(dyb + oy*1792 + ox*128 + 250880 + v * 16), d11 = VLOAD(dyb + oy*1792 + ox*128 + 275968 + v * 16), d12 = VLOAD(dyb + oy*1792 + ox*128 + 301056 + v * 16), d13 = VLOAD(dyb + oy*1792 + ox*128 + 326144 + v * 16), d14 = VLOAD(dyb + oy*1792 + ox*128 + 351232 + v * 16), d15 = VLOAD(dyb + oy*1792 + ox*128 + 376320 + v * 16); VKEEP(d0); VKEEP(d1); VKEEP(d2); VKEEP(d3); VKEEP(d4); VKEEP(d5); VKEEP(d6); VKEEP(d7); VKEEP(d8); VKEEP(d9); VKEEP(d10); VKEEP(d11); VKEEP(d12); VKEEP(d13); VKEEP(d14); VKEEP(d15);
+                            { cg_v xv = VLOAD(xc + oy*7168 + ox*256 + v * 16); VKEEP(xv); a0_0 += d0 * xv; a1_0 += d1 * xv; a2_0 += d2 * xv; a3_0 += d3 * xv; a4_0 += d4 * xv; a5_0 += d5 * xv; a6_0 += d6 * xv; a7_0 += d7 * xv; a8_0 += d8 * xv; a9_0 += d9 * xv; a10_0 += d10 * xv; a11_0 += d11 * xv; a12_0 += d12 * xv; a13_0 += d13 * xv; a14_0 += d14 * xv; a15_0 += d15 * xv; }
+                        }
+                    }
+                }
+                gwc[0] += vsum(a0_0);
+                gwc[16] += vsum(a1_0);
+                gwc[32] += vsum(a2_0);
+                gwc[48] += vsum(a3_0);
+                gwc[64] += vsum(a4_0);
+                gwc[80] += vsum(a5_0);
+                gwc[96] += vsum(a6_0);
+                gwc[112] += vsum(a7_0);
+                gwc[128] += vsum(a8_0);
+                gwc[144] += vsum(a9_0);
+                gwc[160] += vsum(a10_0);
+                gwc[176] += vsum(a11_0);
+                gwc[192] += vsum(a12_0);
+                gwc[208] += vsum(a13_0);
+                gwc[224] += vsum(a14_0);
+                gwc[240] += vsum(a15_0);
+            }
+        }
+    }
+}
+
+static void l29_conv2d_backward_dx(const float *restrict P, const float *restrict dy, float *restrict dx)
+{
+    /* x [16x28x28][lanes], y [32x14x14][lanes] */
+    const float *restrict w = P;
+    CG_PARALLEL_FOR
+    for (int v0 = 0; v0 < 8; v0 += 1) {
+        float *restrict dxb = dx + 0 + v0 * 16;
+        const float *restrict dyg = dy + 0 + v0 * 16;
+        const float *restrict wg = w + 0;
+        /* inputs rows 0+2*t (t=0..13), cols 0+2*t (t=0..13): 1 taps */
+        for (int ty = 0; ty < 14; ty++) {
+            for (int tx = 0; tx < 14; tx++) {
+                cg_v a0_0 = vsplat(0.0f);
+                cg_v a0_1 = vsplat(0.0f);
+                cg_v a0_2 = vsplat(0.0f);
+                cg_v a0_3 = vsplat(0.0f);
+                cg_v a0_4 = vsplat(0.0f);
+                cg_v a0_5 = vsplat(0.0f);
+                cg_v a0_6 = vsplat(0.0f);
+                cg_v a0_7 = vsplat(0.0f);
+                cg_v a0_8 = vsplat(0.0f);
+                cg_v a0_9 = vsplat(0.0f);
+                cg_v a0_10 = vsplat(0.0f);
+                cg_v a0_11 = vsplat(0.0f);
+                cg_v a0_12 = vsplat(0.0f);
+                cg_v a0_13 = vsplat(0.0f);
+                cg_v a0_14 = vsplat(0.0f);
+                cg_v a0_15 = vsplat(0.0f);
+                for (int co = 0; co < 32; co++) {
+                    const float *restrict dyc = dyg + co*25088;
+                    const float *restrict wc = wg + co*16;
+                    {
+                        const cg_v d0 = VLOAD(dyc + ty*1792 + tx*128 + 0);
+                        a0_0 += wc[0] * d0;
+                        a0_1 += wc[1] * d0;
+                        a0_2 += wc[2] * d0;
+                        a0_3 += wc[3] * d0;
+                        a0_4 += wc[4] * d0;
+                        a0_5 += wc[5] * d0;
+                        a0_6 += wc[6] * d0;
+                        a0_7 += wc[7] * d0;
+                        a0_8 += wc[8] * d0;
+                        a0_9 += wc[9] * d0;
+                        a0_10 += wc[10] * d0;
+                        a0_11 += wc[11] * d0;
+                        a0_12 += wc[12] * d0;
+                        a0_13 += wc[13] * d0;
+                        a0_14 += wc[14] * d0;
+                        a0_15 += wc[15] * d0;
+                    }
+                }
+                VSTORE(dxb + ty*7168 + tx*256, a0_0);
+                VSTORE(dxb + ty*7168 + tx*256 + 100352, a0_1);
+                VSTORE(dxb + ty*7168 + tx*256 + 200704, a0_2);
+                VSTORE(dxb + ty*7168 + tx*256 + 301056, a0_3);
+                VSTORE(dxb + ty*7168 + tx*256 + 401408, a0_4);
+                VSTORE(dxb + ty*7168 + tx*256 + 501760, a0_5);
+                VSTORE(dxb + ty*7168 + tx*256 + 602112, a0_6);
+                VSTORE(dxb + ty*7168 + tx*256 + 702464, a0_7);
+                VSTORE(dxb + ty*7168 + tx*256 + 802816, a0_8);
+                VSTORE(dxb + ty*7168 + tx*256 + 903168, a0_9);
+                VSTORE(dxb + ty*7168 + tx*256 + 1003520, a0_10);
+                VSTORE(dxb + ty*7168 + tx*256 + 1103872, a0_11);
+                VSTORE(dxb + ty*7168 + tx*256 + 1204224, a0_12);
+                VSTORE(dxb + ty*7168 + tx*256 + 1304576, a0_13);
+                VSTORE(dxb + ty*7168 + tx*256 + 1404928, a0_14);
+                VSTORE(dxb + ty*7168 + tx*256 + 1505280, a0_15);
+            }
+        }
+        /* inputs rows 0+2*t (t=0..13), cols 1+2*t (t=0..13): 0 taps */
+        for (int ty = 0; ty < 14; ty++) {
+            for (int tx = 0; tx < 14; tx++) {
+                cg_v a0_0 = vsplat(0.0f);
+                cg_v a0_1 = vsplat(0.0f);
+                cg_v a0_2 = vsplat(0.0f);
+                cg_v a0_3 = vsplat(0.0f);
+                cg_v a0_4 = vsplat(0.0f);
+                cg_v a0_5 = vsplat(0.0f);
+                cg_v a0_6 = vsplat(0.0f);
+                cg_v a0_7 = vsplat(0.0f);
+                cg_v a0_8 = vsplat(0.0f);
+                cg_v a0_9 = vsplat(0.0f);
+                cg_v a0_10 = vsplat(0.0f);
+                cg_v a0_11 = vsplat(0.0f);
+                cg_v a0_12 = vsplat(0.0f);
+                cg_v a0_13 = vsplat(0.0f);
+                cg_v a0_14 = vsplat(0.0f);
+                cg_v a0_15 = vsplat(0.0f);
+                VSTORE(dxb + ty*7168 + tx*256 + 128, a0_0);
+                VSTORE(dxb + ty*7168 + tx*256 + 100480, a0_1);
+                VSTORE(dxb + ty*7168 + tx*256 + 200832, a0_2);
+                VSTORE(dxb + ty*7168 + tx*256 + 301184, a0_3);
+                VSTORE(dxb + ty*7168 + tx*256 + 401536, a0_4);
+                VSTORE(dxb + ty*7168 + tx*256 + 501888, a0_5);
+                VSTORE(dxb + ty*7168 + tx*256 + 602240, a0_6);
+                VSTORE(dxb + ty*7168 + tx*256 + 702592, a0_7);
+                VSTORE(dxb + ty*7168 + tx*256 + 802944, a0_8);
+                VSTORE(dxb + ty*7168 + tx*256 + 903296, a0_9);
+                VSTORE(dxb + ty*7168 + tx*256 + 1003648, a0_10);
+                VSTORE(dxb + ty*7168 + tx*256 + 1104000, a0_11);
+                VSTORE(dxb + ty*7168 + tx*256 + 1204352, a0_12);
+                VSTORE(dxb + ty*7168 + tx*256 + 1304704, a0_13);
+                VSTORE(dxb + ty*7168 + tx*256 + 1405056, a0_14);
+                VSTORE(dxb + ty*7168 + tx*256 + 1505408, a0_15);
+            }
+        }
+        /* inputs rows 1+2*t (t=0..13), cols 0+2*t (t=0..13): 0 taps */
+        for (int ty = 0; ty < 14; ty++) {
+            for (int tx = 0; tx < 14; tx++) {
+                cg_v a0_0 = vsplat(0.0f);
+                cg_v a0_1 = vsplat(0.0f);
+                cg_v a0_2 = vsplat(0.0f);
+                cg_v a0_3 = vsplat(0.0f);
+                cg_v a0_4 = vsplat(0.0f);
+                cg_v a0_5 = vsplat(0.0f);
+                cg_v a0_6 = vsplat(0.0f);
+                cg_v a0_7 = vsplat(0.0f);
+                cg_v a0_8 = vsplat(0.0f);
+                cg_v a0_9 = vsplat(0.0f);
+                cg_v a0_10 = vsplat(0.0f);
+                cg_v a0_11 = vsplat(0.0f);
+                cg_v a0_12 = vsplat(0.0f);
+                cg_v a0_13 = vsplat(0.0f);
+                cg_v a0_14 = vsplat(0.0f);
+                cg_v a0_15 = vsplat(0.0f);
+                VSTORE(dxb + ty*7168 + tx*256 + 3584, a0_0);
+                VSTORE(dxb + ty*7168 + tx*256 + 103936, a0_1);
+                VSTORE(dxb + ty*7168 + tx*256 + 204288, a0_2);
+                VSTORE(dxb + ty*7168 + tx*256 + 304640, a0_3);
+                VSTORE(dxb + ty*7168 + tx*256 + 404992, a0_4);
+                VSTORE(dxb + ty*7168 + tx*256 + 505344, a0_5);
+                VSTORE(dxb + ty*7168 + tx*256 + 605696, a0_6);
+                VSTORE(dxb + ty*7168 + tx*256 + 706048, a0_7);
+                VSTORE(dxb + ty*7168 + tx*256 + 806400, a0_8);
+                VSTORE(dxb + ty*7168 + tx*256 + 906752, a0_9);
+                VSTORE(dxb + ty*7168 + tx*256 + 1007104, a0_10);
+                VSTORE(dxb + ty*7168 + tx*256 + 1107456, a0_11);
+                VSTORE(dxb + ty*7168 + tx*256 + 1207808, a0_12);
+                VSTORE(dxb + ty*7168 + tx*256 + 1308160, a0_13);
+                VSTORE(dxb + ty*7168 + tx*256 + 1408512, a0_14);
+                VSTORE(dxb + ty*7168 + tx*256 + 1508864, a0_15);
+            }
+        }
+        /* inputs rows 1+2*t (t=0..13), cols 1+2*t (t=0..13): 0 taps */
+        for (int ty = 0; ty < 14; ty++) {
+            for (int tx = 0; tx < 14; tx++) {
+                cg_v a0_0 = vsplat(0.0f);
+                cg_v a0_1 = vsplat(0.0f);
+                cg_v a0_2 = vsplat(0.0f);
+                cg_v a0_3 = vsplat(0.0f);
+                cg_v a0_4 = vsplat(0.0f);
+                cg_v a0_5 = vsplat(0.0f);
+                cg_v a0_6 = vsplat(0.0f);
+                cg_v a0_7 = vsplat(0.0f);
+                cg_v a0_8 = vsplat(0.0f);
+                cg_v a0_9 = vsplat(0.0f);
+                cg_v a0_10 = vsplat(0.0f);
+                cg_v a0_11 = vsplat(0.0f);
+                cg_v a0_12 = vsplat(0.0f);
+                cg_v a0_13 = vsplat(0.0f);
+                cg_v a0_14 = vsplat(0.0f);
+                cg_v a0_15 = vsplat(0.0f);
+                VSTORE(dxb + ty*7168 + tx*256 + 3712, a0_0);
+                VSTORE(dxb + ty*7168 + tx*256 + 104064, a0_1);
+                VSTORE(dxb + ty*7168 + tx*256 + 204416, a0_2);
+                VSTORE(dxb + ty*7168 + tx*256 + 304768, a0_3);
+                VSTORE(dxb + ty*7168 + tx*256 + 405120, a0_4);
+                VSTORE(dxb + ty*7168 + tx*256 + 505472, a0_5);
+                VSTORE(dxb + ty*7168 + tx*256 + 605824, a0_6);
+                VSTORE(dxb + ty*7168 + tx*256 + 706176, a0_7);
+                VSTORE(dxb + ty*7168 + tx*256 + 806528, a0_8);
+                VSTORE(dxb + ty*7168 + tx*256 + 906880, a0_9);
+                VSTORE(dxb + ty*7168 + tx*256 + 1007232, a0_10);
+                VSTORE(dxb + ty*7168 + tx*256 + 1107584, a0_11);
+                VSTORE(dxb + ty*7168 + tx*256 + 1207936, a0_12);
+                VSTORE(dxb + ty*7168 + tx*256 + 1308288, a0_13);
+                VSTORE(dxb + ty*7168 + tx*256 + 1408640, a0_14);
+                VSTORE(dxb + ty*7168 + tx*256 + 1508992, a0_15);
+            }
+        }
+    }
+}
+
+/* layer 30: batchnorm 32x14x14 -> 32x14x14 (specs/resnet20.yaml:39:5)
+ * schedule lanes: fwd lanes dw lanes dx with dw */
+/* l30_batchnorm_forward: the code of l28_batchnorm_forward */
+
+/* l30_batchnorm_backward: the code of l25_batchnorm_backward */
+
+/* layer 31: add 32x14x14 -> 32x14x14 (specs/resnet20.yaml:40:5)
+ * schedule lanes: fwd lanes dw lanes dx with dw */
+static void l31_add_forward(const float *restrict x2, float *restrict y)
+{
+    /* x1 [32x14x14][lanes], x2 [32x14x14][lanes], y [32x14x14][lanes] */
+    for (size_t i = 0; i < 802816; i++)
+        y[i] = y[i] + x2[i];
+}
+
+static void l31_add_backward(const float *restrict dy, float *restrict dx1, float *restrict dx2)
+{
+    /* x1 [32x14x14][lanes], x2 [32x14x14][lanes], y [32x14x14][lanes] */
+    memcpy(dx1, dy, sizeof(float) * 128 * 6272);
+    memcpy(dx2, dy, sizeof(float) * 128 * 6272);
+}
+
+/* layer 32: relu 32x14x14 -> 32x14x14 (specs/resnet20.yaml:41:5)
+ * schedule lanes: fwd lanes dw lanes dx with dw */
+static void l32_relu_forward(float *restrict y)
+{
+    /* x [32x14x14][lanes], y [32x14x14][lanes] */
+    for (int i = 0; i < 802816; i++)
+        y[i] = y[i] <= 0.0f ? 0.0f : y[i];
+}
+
+static void l32_relu_backward(const float *restrict y, const float *restrict dy, float *restrict dx)
+{
+    /* x [32x14x14][lanes], y [32x14x14][lanes] */
+    for (int i = 0; i < 802816; i++)
+        dx[i] = y[i] <= 0.0f ? 0.0f : dy[i];
+}
+
+/* layer 33: conv2d 32x14x14 -> 32x14x14 (specs/resnet20.yaml:42:5)
+ * schedule lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16] threaded */
+/* l33_conv2d_forward: the code of l27_conv2d_forward */
+
+/* l33_conv2d_backward: the code of l27_conv2d_backward */
+
+static void l33_conv2d_backward_dx(const float *restrict P, const float *restrict dy, float *restrict dx)
 {
     /* x [32x14x14][lanes], y [32x14x14][lanes] */
     const float *restrict w = P;
@@ -9037,422 +12047,6 @@ static void l27_conv2d_backward_dx(const float *restrict P, const float *restric
     }
 }
 
-/* layer 28: batchnorm 32x14x14 -> 32x14x14 (specs/resnet20.yaml:37:5)
- * schedule lanes: fwd lanes dw lanes dx with dw */
-static void l28_batchnorm_forward(const float *restrict P, float *restrict B, float *restrict S, const float *restrict x, float *restrict y, int nb, int training)
-{
-    /* x [32x14x14][lanes], y [32x14x14][lanes] */
-    const float *restrict gamma = P, *restrict beta = P + 32;
-    float *restrict rmean = B, *restrict rvar = B + 32, *restrict nbt = B + 64;
-    const int m = nb * 196; /* values per channel */
-    if (training) {
-        cg_v mask[8];
-        for (int v = 0; v < 8; v++)
-            for (int l = 0; l < 16; l++) mask[v][l] = v * 16 + l < nb ? 1.0f : 0.0f;
-        nbt[0] += 1.0f;
-        const float f = 0.1f;
-        for (int c = 0; c < 32; c++) {
-            const float *restrict xc = x + (size_t)c * 25088;
-            cg_v acc[8];
-            for (int v = 0; v < 8; v++) acc[v] = vsplat(0.0f);
-            for (int s = 0; s < 196; s++) {
-                for (int v = 0; v < 8; v++) {
-                    acc[v] += VLOAD(xc + s * 128 + v * 16) * mask[v];
-                }
-            }
-            double s1 = 0.0;
-            for (int v = 0; v < 8; v++) s1 += vsum(acc[v]);
-            const double mean = s1 / m;
-            const float fmean = (float)mean;
-            for (int v = 0; v < 8; v++) acc[v] = vsplat(0.0f);
-            for (int s = 0; s < 196; s++) {
-                for (int v = 0; v < 8; v++) {
-                    const cg_v dv = (VLOAD(xc + s * 128 + v * 16) - fmean) * mask[v];
-                    acc[v] += dv * dv;
-                }
-            }
-            double v2 = 0.0;
-            for (int v = 0; v < 8; v++) v2 += vsum(acc[v]);
-            const double var = v2 / m;
-            S[c] = fmean;
-            S[32 + c] = (float)(1.0 / sqrt(var + 1.0000000000000001e-05));
-            rmean[c] = (1.0f - f) * rmean[c] + f * fmean;
-            rvar[c] = (1.0f - f) * rvar[c] + f * (float)(m > 1 ? var * m / (m - 1) : var);
-        }
-    }
-    else {
-        for (int c = 0; c < 32; c++) {
-            S[c] = rmean[c];
-            S[32 + c] = 1.0f / sqrtf(rvar[c] + 1e-05f);
-        }
-    }
-    for (int c = 0; c < 32; c++) {
-        const float mean = S[c], a = S[32 + c] * gamma[c], bc = beta[c];
-        const float *restrict xc = x + (size_t)c * 25088;
-        float *restrict yc = y + (size_t)c * 25088;
-        for (int i = 0; i < 25088; i++) yc[i] = (xc[i] - mean) * a + bc;
-    }
-}
-
-/* l28_batchnorm_backward: the code of l25_batchnorm_backward */
-
-/* layer 29: conv2d 16x28x28 -> 32x14x14 (specs/resnet20.yaml:38:5)
- * schedule lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=16,rows=1] dx lanes[TB=1,TCI=16] threaded */
-static void l29_conv2d_forward(const float *restrict P, const float *restrict x, float *restrict y)
-{
-    /* x [16x28x28][lanes], y [32x14x14][lanes] */
-    const float *restrict w = P;
-    CG_PARALLEL_FOR
-    for (int cb = 0; cb < 2; cb++) {
-        for (int v0 = 0; v0 < 8; v0 += 1) {
-            const float *restrict wb = w + cb*256;
-            const float *restrict xg = x + 0 + v0 * 16;
-            float *restrict yb = y + cb*401408 + v0 * 16;
-            /* rows 0..13, cols 0..13: every tap */
-            for (int oy = 0; oy < 14; oy++) {
-                for (int ox = 0; ox < 14; ox++) {
-                    cg_v a0_0 = vsplat(0.0f);
-                    cg_v a0_1 = vsplat(0.0f);
-                    cg_v a0_2 = vsplat(0.0f);
-                    cg_v a0_3 = vsplat(0.0f);
-                    cg_v a0_4 = vsplat(0.0f);
-                    cg_v a0_5 = vsplat(0.0f);
-                    cg_v a0_6 = vsplat(0.0f);
-                    cg_v a0_7 = vsplat(0.0f);
-                    cg_v a0_8 = vsplat(0.0f);
-                    cg_v a0_9 = vsplat(0.0f);
-                    cg_v a0_10 = vsplat(0.0f);
-                    cg_v a0_11 = vsplat(0.0f);
-                    cg_v a0_12 = vsplat(0.0f);
-                    cg_v a0_13 = vsplat(0.0f);
-                    cg_v a0_14 = vsplat(0.0f);
-                    cg_v a0_15 = vsplat(0.0f);
-                    for (int ci = 0; ci < 16; ci++) {
-                        const float *restrict xc = xg + ci*100352;
-                        const float *restrict wc = wb + ci;
-                        {
-                            const cg_v x0 = VLOAD(xc + oy*7168 + ox*256 + 0);
-                            a0_0 += wc[0] * x0;
-                            a0_1 += wc[16] * x0;
-                            a0_2 += wc[32] * x0;
-                            a0_3 += wc[48] * x0;
-                            a0_4 += wc[64] * x0;
-                            a0_5 += wc[80] * x0;
-                            a0_6 += wc[96] * x0;
-                            a0_7 += wc[112] * x0;
-                            a0_8 += wc[128] * x0;
-                            a0_9 += wc[144] * x0;
-                            a0_10 += wc[160] * x0;
-                            a0_11 += wc[176] * x0;
-                            a0_12 += wc[192] * x0;
-                            a0_13 += wc[208] * x0;
-                            a0_14 += wc[224] * x0;
-                            a0_15 += wc[240] * x0;
-                        }
-                    }
-                    VSTORE(yb + oy*1792 + ox*128, a0_0);
-                    VSTORE(yb + oy*1792 + ox*128 + 25088, a0_1);
-                    VSTORE(yb + oy*1792 + ox*128 + 50176, a0_2);
-                    VSTORE(yb + oy*1792 + ox*128 + 75264, a0_3);
-                    VSTORE(yb + oy*1792 + ox*128 + 100352, a0_4);
-                    VSTORE(yb + oy*1792 + ox*128 + 125440, a0_5);
-                    VSTORE(yb + oy*1792 + ox*128 + 150528, a0_6);
-                    VSTORE(yb + oy*1792 + ox*128 + 175616, a0_7);
-                    VSTORE(yb + oy*1792 + ox*128 + 200704, a0_8);
-                    VSTORE(yb + oy*1792 + ox*128 + 225792, a0_9);
-                    VSTORE(yb + oy*1792 + ox*128 + 250880, a0_10);
-                    VSTORE(yb + oy*1792 + ox*128 + 275968, a0_11);
-                    VSTORE(yb + oy*1792 + ox*128 + 301056, a0_12);
-                    VSTORE(yb + oy*1792 + ox*128 + 326144, a0_13);
-                    VSTORE(yb + oy*1792 + ox*128 + 351232, a0_14);
-                    VSTORE(yb + oy*1792 + ox*128 + 376320, a0_15);
-                }
-            }
-        }
-    }
-}
-
-static void l29_conv2d_backward(float *restrict G, const float *restrict x, const float *restrict dy)
-{
-    /* x [16x28x28][lanes], y [32x14x14][lanes] */
-    float *restrict gw = G;
-    CG_PARALLEL_FOR
-    for (int cb = 0; cb < 2; cb++) {
-        const float *restrict dyb = dy + cb*401408;
-        for (int ci = 0; ci < 16; ci++) {
-            const float *restrict xc = x + ci*100352;
-            float *restrict gwc = gw + cb*256 + ci;
-            { /* every tap */
-                cg_v a0_0 = vsplat(0.0f);
-                cg_v a1_0 = vsplat(0.0f);
-                cg_v a2_0 = vsplat(0.0f);
-                cg_v a3_0 = vsplat(0.0f);
-                cg_v a4_0 = vsplat(0.0f);
-                cg_v a5_0 = vsplat(0.0f);
-                cg_v a6_0 = vsplat(0.0f);
-                cg_v a7_0 = vsplat(0.0f);
-                cg_v a8_0 = vsplat(0.0f);
-                cg_v a9_0 = vsplat(0.0f);
-                cg_v a10_0 = vsplat(0.0f);
-                cg_v a11_0 = vsplat(0.0f);
-                cg_v a12_0 = vsplat(0.0f);
-                cg_v a13_0 = vsplat(0.0f);
-                cg_v a14_0 = vsplat(0.0f);
-                cg_v a15_0 = vsplat(0.0f);
-                /* rows 0..13, cols 0..13: every tap */
-                for (int oy = 0; oy < 14; oy++) {
-                    for (int ox = 0; ox < 14; ox++) {
-                        for (int v = 0; v < 8; v++) {
-                            cg_v d0 = VLOAD(dyb + oy*1792 + ox*128 + v * 16), d1 = VLOAD(dyb + oy*1792 + ox*128 + 25088 + v * 16), d2 = VLOAD(dyb + oy*1792 + ox*128 + 50176 + v * 16), d3 = VLOAD(dyb + oy*1792 + ox*128 + 75264 + v * 16), d4 = VLOAD(dyb + oy*1792 + ox*128 + 100352 + v * 16), d5 = VLOAD(dyb + oy*1792 + ox*128 + 125440 + v * 16), d6 = VLOAD(dyb + oy*1792 + ox*128 + 150528 + v * 16), d7 = VLOAD(dyb + oy*1792 + ox*128 + 175616 + v * 16), d8 = VLOAD(dyb + oy*1792 + ox*128 + 200704 + v * 16), d9 = VLOAD(dyb + oy*1792 + ox*128 + 225792 + v * 16), d10 = VLOAD(dyb + oy*1792 + ox*128 + 250880 + v * 16), d11 = VLOAD(dyb + oy*1792 + ox*128 + 275968 + v * 16), d12 = VLOAD(dyb + oy*1792 + ox*128 + 301056 + v * 16), d13 = VLOAD(dyb + oy*1792 + ox*128 + 326144 + v * 16), d14 = VLOAD(dyb + oy*1792 + ox*128 + 351232 + v * 16), d15 = VLOAD(dyb + oy*1792 + ox*128 + 376320 + v * 16); VKEEP(d0); VKEEP(d1); VKEEP(d2); VKEEP(d3); VKEEP(d4); VKEEP(d5); VKEEP(d6); VKEEP(d7); VKEEP(d8); VKEEP(d9); VKEEP(d10); VKEEP(d11); VKEEP(d12); VKEEP(d13); VKEEP(d14); VKEEP(d15);
-                            { cg_v xv = VLOAD(xc + oy*7168 + ox*256 + v * 16); VKEEP(xv); a0_0 += d0 * xv; a1_0 += d1 * xv; a2_0 += d2 * xv; a3_0 += d3 * xv; a4_0 += d4 * xv; a5_0 += d5 * xv; a6_0 += d6 * xv; a7_0 += d7 * xv; a8_0 += d8 * xv; a9_0 += d9 * xv; a10_0 += d10 * xv; a11_0 += d11 * xv; a12_0 += d12 * xv; a13_0 += d13 * xv; a14_0 += d14 * xv; a15_0 += d15 * xv; }
-                        }
-                    }
-                }
-                gwc[0] += vsum(a0_0);
-                gwc[16] += vsum(a1_0);
-                gwc[32] += vsum(a2_0);
-                gwc[48] += vsum(a3_0);
-                gwc[64] += vsum(a4_0);
-                gwc[80] += vsum(a5_0);
-                gwc[96] += vsum(a6_0);
-                gwc[112] += vsum(a7_0);
-                gwc[128] += vsum(a8_0);
-                gwc[144] += vsum(a9_0);
-                gwc[160] += vsum(a10_0);
-                gwc[176] += vsum(a11_0);
-                gwc[192] += vsum(a12_0);
-                gwc[208] += vsum(a13_0);
-                gwc[224] += vsum(a14_0);
-                gwc[240] += vsum(a15_0);
-            }
-        }
-    }
-}
-
-static void l29_conv2d_backward_dx(const float *restrict P, const float *restrict dy, float *restrict dx)
-{
-    /* x [16x28x28][lanes], y [32x14x14][lanes] */
-    const float *restrict w = P;
-    CG_PARALLEL_FOR
-    for (int v0 = 0; v0 < 8; v0 += 1) {
-        float *restrict dxb = dx + 0 + v0 * 16;
-        const float *restrict dyg = dy + 0 + v0 * 16;
-        const float *restrict wg = w + 0;
-        /* inputs rows 0+2*t (t=0..13), cols 0+2*t (t=0..13): 1 taps */
-        for (int ty = 0; ty < 14; ty++) {
-            for (int tx = 0; tx < 14; tx++) {
-                cg_v a0_0 = vsplat(0.0f);
-                cg_v a0_1 = vsplat(0.0f);
-                cg_v a0_2 = vsplat(0.0f);
-                cg_v a0_3 = vsplat(0.0f);
-                cg_v a0_4 = vsplat(0.0f);
-                cg_v a0_5 = vsplat(0.0f);
-                cg_v a0_6 = vsplat(0.0f);
-                cg_v a0_7 = vsplat(0.0f);
-                cg_v a0_8 = vsplat(0.0f);
-                cg_v a0_9 = vsplat(0.0f);
-                cg_v a0_10 = vsplat(0.0f);
-                cg_v a0_11 = vsplat(0.0f);
-                cg_v a0_12 = vsplat(0.0f);
-                cg_v a0_13 = vsplat(0.0f);
-                cg_v a0_14 = vsplat(0.0f);
-                cg_v a0_15 = vsplat(0.0f);
-                for (int co = 0; co < 32; co++) {
-                    const float *restrict dyc = dyg + co*25088;
-                    const float *restrict wc = wg + co*16;
-                    {
-                        const cg_v d0 = VLOAD(dyc + ty*1792 + tx*128 + 0);
-                        a0_0 += wc[0] * d0;
-                        a0_1 += wc[1] * d0;
-                        a0_2 += wc[2] * d0;
-                        a0_3 += wc[3] * d0;
-                        a0_4 += wc[4] * d0;
-                        a0_5 += wc[5] * d0;
-                        a0_6 += wc[6] * d0;
-                        a0_7 += wc[7] * d0;
-                        a0_8 += wc[8] * d0;
-                        a0_9 += wc[9] * d0;
-                        a0_10 += wc[10] * d0;
-                        a0_11 += wc[11] * d0;
-                        a0_12 += wc[12] * d0;
-                        a0_13 += wc[13] * d0;
-                        a0_14 += wc[14] * d0;
-                        a0_15 += wc[15] * d0;
-                    }
-                }
-                VSTORE(dxb + ty*7168 + tx*256, a0_0);
-                VSTORE(dxb + ty*7168 + tx*256 + 100352, a0_1);
-                VSTORE(dxb + ty*7168 + tx*256 + 200704, a0_2);
-                VSTORE(dxb + ty*7168 + tx*256 + 301056, a0_3);
-                VSTORE(dxb + ty*7168 + tx*256 + 401408, a0_4);
-                VSTORE(dxb + ty*7168 + tx*256 + 501760, a0_5);
-                VSTORE(dxb + ty*7168 + tx*256 + 602112, a0_6);
-                VSTORE(dxb + ty*7168 + tx*256 + 702464, a0_7);
-                VSTORE(dxb + ty*7168 + tx*256 + 802816, a0_8);
-                VSTORE(dxb + ty*7168 + tx*256 + 903168, a0_9);
-                VSTORE(dxb + ty*7168 + tx*256 + 1003520, a0_10);
-                VSTORE(dxb + ty*7168 + tx*256 + 1103872, a0_11);
-                VSTORE(dxb + ty*7168 + tx*256 + 1204224, a0_12);
-                VSTORE(dxb + ty*7168 + tx*256 + 1304576, a0_13);
-                VSTORE(dxb + ty*7168 + tx*256 + 1404928, a0_14);
-                VSTORE(dxb + ty*7168 + tx*256 + 1505280, a0_15);
-            }
-        }
-        /* inputs rows 0+2*t (t=0..13), cols 1+2*t (t=0..13): 0 taps */
-        for (int ty = 0; ty < 14; ty++) {
-            for (int tx = 0; tx < 14; tx++) {
-                cg_v a0_0 = vsplat(0.0f);
-                cg_v a0_1 = vsplat(0.0f);
-                cg_v a0_2 = vsplat(0.0f);
-                cg_v a0_3 = vsplat(0.0f);
-                cg_v a0_4 = vsplat(0.0f);
-                cg_v a0_5 = vsplat(0.0f);
-                cg_v a0_6 = vsplat(0.0f);
-                cg_v a0_7 = vsplat(0.0f);
-                cg_v a0_8 = vsplat(0.0f);
-                cg_v a0_9 = vsplat(0.0f);
-                cg_v a0_10 = vsplat(0.0f);
-                cg_v a0_11 = vsplat(0.0f);
-                cg_v a0_12 = vsplat(0.0f);
-                cg_v a0_13 = vsplat(0.0f);
-                cg_v a0_14 = vsplat(0.0f);
-                cg_v a0_15 = vsplat(0.0f);
-                VSTORE(dxb + ty*7168 + tx*256 + 128, a0_0);
-                VSTORE(dxb + ty*7168 + tx*256 + 100480, a0_1);
-                VSTORE(dxb + ty*7168 + tx*256 + 200832, a0_2);
-                VSTORE(dxb + ty*7168 + tx*256 + 301184, a0_3);
-                VSTORE(dxb + ty*7168 + tx*256 + 401536, a0_4);
-                VSTORE(dxb + ty*7168 + tx*256 + 501888, a0_5);
-                VSTORE(dxb + ty*7168 + tx*256 + 602240, a0_6);
-                VSTORE(dxb + ty*7168 + tx*256 + 702592, a0_7);
-                VSTORE(dxb + ty*7168 + tx*256 + 802944, a0_8);
-                VSTORE(dxb + ty*7168 + tx*256 + 903296, a0_9);
-                VSTORE(dxb + ty*7168 + tx*256 + 1003648, a0_10);
-                VSTORE(dxb + ty*7168 + tx*256 + 1104000, a0_11);
-                VSTORE(dxb + ty*7168 + tx*256 + 1204352, a0_12);
-                VSTORE(dxb + ty*7168 + tx*256 + 1304704, a0_13);
-                VSTORE(dxb + ty*7168 + tx*256 + 1405056, a0_14);
-                VSTORE(dxb + ty*7168 + tx*256 + 1505408, a0_15);
-            }
-        }
-        /* inputs rows 1+2*t (t=0..13), cols 0+2*t (t=0..13): 0 taps */
-        for (int ty = 0; ty < 14; ty++) {
-            for (int tx = 0; tx < 14; tx++) {
-                cg_v a0_0 = vsplat(0.0f);
-                cg_v a0_1 = vsplat(0.0f);
-                cg_v a0_2 = vsplat(0.0f);
-                cg_v a0_3 = vsplat(0.0f);
-                cg_v a0_4 = vsplat(0.0f);
-                cg_v a0_5 = vsplat(0.0f);
-                cg_v a0_6 = vsplat(0.0f);
-                cg_v a0_7 = vsplat(0.0f);
-                cg_v a0_8 = vsplat(0.0f);
-                cg_v a0_9 = vsplat(0.0f);
-                cg_v a0_10 = vsplat(0.0f);
-                cg_v a0_11 = vsplat(0.0f);
-                cg_v a0_12 = vsplat(0.0f);
-                cg_v a0_13 = vsplat(0.0f);
-                cg_v a0_14 = vsplat(0.0f);
-                cg_v a0_15 = vsplat(0.0f);
-                VSTORE(dxb + ty*7168 + tx*256 + 3584, a0_0);
-                VSTORE(dxb + ty*7168 + tx*256 + 103936, a0_1);
-                VSTORE(dxb + ty*7168 + tx*256 + 204288, a0_2);
-                VSTORE(dxb + ty*7168 + tx*256 + 304640, a0_3);
-                VSTORE(dxb + ty*7168 + tx*256 + 404992, a0_4);
-                VSTORE(dxb + ty*7168 + tx*256 + 505344, a0_5);
-                VSTORE(dxb + ty*7168 + tx*256 + 605696, a0_6);
-                VSTORE(dxb + ty*7168 + tx*256 + 706048, a0_7);
-                VSTORE(dxb + ty*7168 + tx*256 + 806400, a0_8);
-                VSTORE(dxb + ty*7168 + tx*256 + 906752, a0_9);
-                VSTORE(dxb + ty*7168 + tx*256 + 1007104, a0_10);
-                VSTORE(dxb + ty*7168 + tx*256 + 1107456, a0_11);
-                VSTORE(dxb + ty*7168 + tx*256 + 1207808, a0_12);
-                VSTORE(dxb + ty*7168 + tx*256 + 1308160, a0_13);
-                VSTORE(dxb + ty*7168 + tx*256 + 1408512, a0_14);
-                VSTORE(dxb + ty*7168 + tx*256 + 1508864, a0_15);
-            }
-        }
-        /* inputs rows 1+2*t (t=0..13), cols 1+2*t (t=0..13): 0 taps */
-        for (int ty = 0; ty < 14; ty++) {
-            for (int tx = 0; tx < 14; tx++) {
-                cg_v a0_0 = vsplat(0.0f);
-                cg_v a0_1 = vsplat(0.0f);
-                cg_v a0_2 = vsplat(0.0f);
-                cg_v a0_3 = vsplat(0.0f);
-                cg_v a0_4 = vsplat(0.0f);
-                cg_v a0_5 = vsplat(0.0f);
-                cg_v a0_6 = vsplat(0.0f);
-                cg_v a0_7 = vsplat(0.0f);
-                cg_v a0_8 = vsplat(0.0f);
-                cg_v a0_9 = vsplat(0.0f);
-                cg_v a0_10 = vsplat(0.0f);
-                cg_v a0_11 = vsplat(0.0f);
-                cg_v a0_12 = vsplat(0.0f);
-                cg_v a0_13 = vsplat(0.0f);
-                cg_v a0_14 = vsplat(0.0f);
-                cg_v a0_15 = vsplat(0.0f);
-                VSTORE(dxb + ty*7168 + tx*256 + 3712, a0_0);
-                VSTORE(dxb + ty*7168 + tx*256 + 104064, a0_1);
-                VSTORE(dxb + ty*7168 + tx*256 + 204416, a0_2);
-                VSTORE(dxb + ty*7168 + tx*256 + 304768, a0_3);
-                VSTORE(dxb + ty*7168 + tx*256 + 405120, a0_4);
-                VSTORE(dxb + ty*7168 + tx*256 + 505472, a0_5);
-                VSTORE(dxb + ty*7168 + tx*256 + 605824, a0_6);
-                VSTORE(dxb + ty*7168 + tx*256 + 706176, a0_7);
-                VSTORE(dxb + ty*7168 + tx*256 + 806528, a0_8);
-                VSTORE(dxb + ty*7168 + tx*256 + 906880, a0_9);
-                VSTORE(dxb + ty*7168 + tx*256 + 1007232, a0_10);
-                VSTORE(dxb + ty*7168 + tx*256 + 1107584, a0_11);
-                VSTORE(dxb + ty*7168 + tx*256 + 1207936, a0_12);
-                VSTORE(dxb + ty*7168 + tx*256 + 1308288, a0_13);
-                VSTORE(dxb + ty*7168 + tx*256 + 1408640, a0_14);
-                VSTORE(dxb + ty*7168 + tx*256 + 1508992, a0_15);
-            }
-        }
-    }
-}
-
-/* layer 30: batchnorm 32x14x14 -> 32x14x14 (specs/resnet20.yaml:39:5)
- * schedule lanes: fwd lanes dw lanes dx with dw */
-/* l30_batchnorm_forward: the code of l28_batchnorm_forward */
-
-/* l30_batchnorm_backward: the code of l25_batchnorm_backward */
-
-/* layer 31: add 32x14x14 -> 32x14x14 (specs/resnet20.yaml:40:5)
- * schedule lanes: fwd lanes dw lanes dx with dw */
-static void l31_add_forward(const float *restrict x2, float *restrict y)
-{
-    /* x1 [32x14x14][lanes], x2 [32x14x14][lanes], y [32x14x14][lanes] */
-    for (size_t i = 0; i < 802816; i++)
-        y[i] = y[i] + x2[i];
-}
-
-static void l31_add_backward(const float *restrict dy, float *restrict dx1, float *restrict dx2)
-{
-    /* x1 [32x14x14][lanes], x2 [32x14x14][lanes], y [32x14x14][lanes] */
-    memcpy(dx1, dy, sizeof(float) * 128 * 6272);
-    memcpy(dx2, dy, sizeof(float) * 128 * 6272);
-}
-
-/* layer 32: relu 32x14x14 -> 32x14x14 (specs/resnet20.yaml:41:5)
- * schedule lanes: fwd lanes dw lanes dx with dw */
-static void l32_relu_forward(float *restrict y)
-{
-    /* x [32x14x14][lanes], y [32x14x14][lanes] */
-    for (int i = 0; i < 802816; i++)
-        y[i] = y[i] <= 0.0f ? 0.0f : y[i];
-}
-
-/* l32_relu_backward: the code of l26_relu_backward */
-
-/* layer 33: conv2d 32x14x14 -> 32x14x14 (specs/resnet20.yaml:42:5)
- * schedule lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16] threaded */
-/* l33_conv2d_forward: the code of l27_conv2d_forward */
-
-/* l33_conv2d_backward: the code of l27_conv2d_backward */
-
-/* l33_conv2d_backward_dx: the code of l27_conv2d_backward_dx */
-
 /* layer 34: batchnorm 32x14x14 -> 32x14x14 (specs/resnet20.yaml:43:5)
  * schedule lanes: fwd lanes+relu dw lanes dx with dw */
 /* l34_batchnorm_forward: the code of l25_batchnorm_forward */
@@ -9463,10 +12057,10 @@ static void l32_relu_forward(float *restrict y)
  * schedule lanes: fwd lanes dw lanes dx with dw */
 /* l35_relu_forward: none, layer 34 stores its output through the relu */
 
-/* l35_relu_backward: the code of l26_relu_backward */
+/* l35_relu_backward: none, layer 36 masks its dx stores with the relu's derivative */
 
 /* layer 36: conv2d 32x14x14 -> 32x14x14 (specs/resnet20.yaml:45:5)
- * schedule lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16] threaded */
+ * schedule lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16]+relu' threaded */
 /* l36_conv2d_forward: the code of l27_conv2d_forward */
 
 /* l36_conv2d_backward: the code of l27_conv2d_backward */
@@ -9489,7 +12083,7 @@ static void l32_relu_forward(float *restrict y)
  * schedule lanes: fwd lanes dw lanes dx with dw */
 /* l39_relu_forward: the code of l32_relu_forward */
 
-/* l39_relu_backward: the code of l26_relu_backward */
+/* l39_relu_backward: the code of l32_relu_backward */
 
 /* layer 40: conv2d 32x14x14 -> 32x14x14 (specs/resnet20.yaml:49:5)
  * schedule lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16] threaded */
@@ -9497,7 +12091,7 @@ static void l32_relu_forward(float *restrict y)
 
 /* l40_conv2d_backward: the code of l27_conv2d_backward */
 
-/* l40_conv2d_backward_dx: the code of l27_conv2d_backward_dx */
+/* l40_conv2d_backward_dx: the code of l33_conv2d_backward_dx */
 
 /* layer 41: batchnorm 32x14x14 -> 32x14x14 (specs/resnet20.yaml:50:5)
  * schedule lanes: fwd lanes+relu dw lanes dx with dw */
@@ -9509,10 +12103,10 @@ static void l32_relu_forward(float *restrict y)
  * schedule lanes: fwd lanes dw lanes dx with dw */
 /* l42_relu_forward: none, layer 41 stores its output through the relu */
 
-/* l42_relu_backward: the code of l26_relu_backward */
+/* l42_relu_backward: none, layer 43 masks its dx stores with the relu's derivative */
 
 /* layer 43: conv2d 32x14x14 -> 32x14x14 (specs/resnet20.yaml:52:5)
- * schedule lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16] threaded */
+ * schedule lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16]+relu' threaded */
 /* l43_conv2d_forward: the code of l27_conv2d_forward */
 
 /* l43_conv2d_backward: the code of l27_conv2d_backward */
@@ -9535,7 +12129,7 @@ static void l32_relu_forward(float *restrict y)
  * schedule lanes: fwd lanes dw lanes dx with dw */
 /* l46_relu_forward: the code of l32_relu_forward */
 
-/* l46_relu_backward: the code of l26_relu_backward */
+/* l46_relu_backward: the code of l32_relu_backward */
 
 /* layer 47: conv2d 32x14x14 -> 64x7x7 (specs/resnet20.yaml:56:5)
  * schedule lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16] threaded */
@@ -11032,15 +13626,10 @@ static void l48_batchnorm_backward(const float *restrict P, float *restrict G, f
  * schedule lanes: fwd lanes dw lanes dx with dw */
 /* l49_relu_forward: none, layer 48 stores its output through the relu */
 
-static void l49_relu_backward(const float *restrict y, const float *restrict dy, float *restrict dx)
-{
-    /* x [64x7x7][lanes], y [64x7x7][lanes] */
-    for (int i = 0; i < 401408; i++)
-        dx[i] = y[i] <= 0.0f ? 0.0f : dy[i];
-}
+/* l49_relu_backward: none, layer 50 masks its dx stores with the relu's derivative */
 
 /* layer 50: conv2d 64x7x7 -> 64x7x7 (specs/resnet20.yaml:59:5)
- * schedule lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16] threaded */
+ * schedule lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16]+relu' threaded */
 static void l50_conv2d_forward(const float *restrict P, const float *restrict x, float *restrict y)
 {
     /* x [64x7x7][lanes], y [64x7x7][lanes] */
@@ -12452,7 +15041,1727 @@ static void l50_conv2d_backward(float *restrict G, const float *restrict x, cons
     }
 }
 
-static void l50_conv2d_backward_dx(const float *restrict P, const float *restrict dy, float *restrict dx)
+static void l50_conv2d_backward_dx(const float *restrict P, const float *restrict x, const float *restrict dy, float *restrict dx)
+{
+    /* x [64x7x7][lanes], y [64x7x7][lanes] */
+    const float *restrict w = P;
+    CG_PARALLEL_FOR
+    for (int cib = 0; cib < 4; cib++) {
+        for (int v0 = 0; v0 < 8; v0 += 1) {
+            float *restrict dxb = dx + cib*100352 + v0 * 16;
+            const float *restrict xb = x + cib*100352 + v0 * 16;
+            const float *restrict dyg = dy + 0 + v0 * 16;
+            const float *restrict wg = w + cib*144;
+            {
+                cg_v a0_0 = vsplat(0.0f);
+                cg_v a0_1 = vsplat(0.0f);
+                cg_v a0_2 = vsplat(0.0f);
+                cg_v a0_3 = vsplat(0.0f);
+                cg_v a0_4 = vsplat(0.0f);
+                cg_v a0_5 = vsplat(0.0f);
+                cg_v a0_6 = vsplat(0.0f);
+                cg_v a0_7 = vsplat(0.0f);
+                cg_v a0_8 = vsplat(0.0f);
+                cg_v a0_9 = vsplat(0.0f);
+                cg_v a0_10 = vsplat(0.0f);
+                cg_v a0_11 = vsplat(0.0f);
+                cg_v a0_12 = vsplat(0.0f);
+                cg_v a0_13 = vsplat(0.0f);
+                cg_v a0_14 = vsplat(0.0f);
+                cg_v a0_15 = vsplat(0.0f);
+                for (int co = 0; co < 64; co++) {
+                    const float *restrict dyc = dyg + co*6272;
+                    const float *restrict wc = wg + co*576;
+                    {
+                        const cg_v d0 = VLOAD(dyc + 1024 + 0);
+                        a0_0 += wc[0] * d0;
+                        a0_1 += wc[9] * d0;
+                        a0_2 += wc[18] * d0;
+                        a0_3 += wc[27] * d0;
+                        a0_4 += wc[36] * d0;
+                        a0_5 += wc[45] * d0;
+                        a0_6 += wc[54] * d0;
+                        a0_7 += wc[63] * d0;
+                        a0_8 += wc[72] * d0;
+                        a0_9 += wc[81] * d0;
+                        a0_10 += wc[90] * d0;
+                        a0_11 += wc[99] * d0;
+                        a0_12 += wc[108] * d0;
+                        a0_13 += wc[117] * d0;
+                        a0_14 += wc[126] * d0;
+                        a0_15 += wc[135] * d0;
+                    }
+                    {
+                        const cg_v d0 = VLOAD(dyc + 896 + 0);
+                        a0_0 += wc[1] * d0;
+                        a0_1 += wc[10] * d0;
+                        a0_2 += wc[19] * d0;
+                        a0_3 += wc[28] * d0;
+                        a0_4 += wc[37] * d0;
+                        a0_5 += wc[46] * d0;
+                        a0_6 += wc[55] * d0;
+                        a0_7 += wc[64] * d0;
+                        a0_8 += wc[73] * d0;
+                        a0_9 += wc[82] * d0;
+                        a0_10 += wc[91] * d0;
+                        a0_11 += wc[100] * d0;
+                        a0_12 += wc[109] * d0;
+                        a0_13 += wc[118] * d0;
+                        a0_14 += wc[127] * d0;
+                        a0_15 += wc[136] * d0;
+                    }
+                    {
+                        const cg_v d0 = VLOAD(dyc + 128 + 0);
+                        a0_0 += wc[3] * d0;
+                        a0_1 += wc[12] * d0;
+                        a0_2 += wc[21] * d0;
+                        a0_3 += wc[30] * d0;
+                        a0_4 += wc[39] * d0;
+                        a0_5 += wc[48] * d0;
+                        a0_6 += wc[57] * d0;
+                        a0_7 += wc[66] * d0;
+                        a0_8 += wc[75] * d0;
+                        a0_9 += wc[84] * d0;
+                        a0_10 += wc[93] * d0;
+                        a0_11 += wc[102] * d0;
+                        a0_12 += wc[111] * d0;
+                        a0_13 += wc[120] * d0;
+                        a0_14 += wc[129] * d0;
+                        a0_15 += wc[138] * d0;
+                    }
+                    {
+                        const cg_v d0 = VLOAD(dyc + 0 + 0);
+                        a0_0 += wc[4] * d0;
+                        a0_1 += wc[13] * d0;
+                        a0_2 += wc[22] * d0;
+                        a0_3 += wc[31] * d0;
+                        a0_4 += wc[40] * d0;
+                        a0_5 += wc[49] * d0;
+                        a0_6 += wc[58] * d0;
+                        a0_7 += wc[67] * d0;
+                        a0_8 += wc[76] * d0;
+                        a0_9 += wc[85] * d0;
+                        a0_10 += wc[94] * d0;
+                        a0_11 += wc[103] * d0;
+                        a0_12 += wc[112] * d0;
+                        a0_13 += wc[121] * d0;
+                        a0_14 += wc[130] * d0;
+                        a0_15 += wc[139] * d0;
+                    }
+                }
+                VSTORE(dxb + 0, vdrelu(VLOAD(xb + 0), a0_0));
+                VSTORE(dxb + 6272, vdrelu(VLOAD(xb + 6272), a0_1));
+                VSTORE(dxb + 12544, vdrelu(VLOAD(xb + 12544), a0_2));
+                VSTORE(dxb + 18816, vdrelu(VLOAD(xb + 18816), a0_3));
+                VSTORE(dxb + 25088, vdrelu(VLOAD(xb + 25088), a0_4));
+                VSTORE(dxb + 31360, vdrelu(VLOAD(xb + 31360), a0_5));
+                VSTORE(dxb + 37632, vdrelu(VLOAD(xb + 37632), a0_6));
+                VSTORE(dxb + 43904, vdrelu(VLOAD(xb + 43904), a0_7));
+                VSTORE(dxb + 50176, vdrelu(VLOAD(xb + 50176), a0_8));
+                VSTORE(dxb + 56448, vdrelu(VLOAD(xb + 56448), a0_9));
+                VSTORE(dxb + 62720, vdrelu(VLOAD(xb + 62720), a0_10));
+                VSTORE(dxb + 68992, vdrelu(VLOAD(xb + 68992), a0_11));
+                VSTORE(dxb + 75264, vdrelu(VLOAD(xb + 75264), a0_12));
+                VSTORE(dxb + 81536, vdrelu(VLOAD(xb + 81536), a0_13));
+                VSTORE(dxb + 87808, vdrelu(VLOAD(xb + 87808), a0_14));
+                VSTORE(dxb + 94080, vdrelu(VLOAD(xb + 94080), a0_15));
+            }
+            /* inputs rows 0+1*t (t=0..0), cols 0+1*t (t=1..5): 6 taps */
+            for (int tx = 1; tx < 6; tx++) {
+                cg_v a0_0 = vsplat(0.0f);
+                cg_v a0_1 = vsplat(0.0f);
+                cg_v a0_2 = vsplat(0.0f);
+                cg_v a0_3 = vsplat(0.0f);
+                cg_v a0_4 = vsplat(0.0f);
+                cg_v a0_5 = vsplat(0.0f);
+                cg_v a0_6 = vsplat(0.0f);
+                cg_v a0_7 = vsplat(0.0f);
+                cg_v a0_8 = vsplat(0.0f);
+                cg_v a0_9 = vsplat(0.0f);
+                cg_v a0_10 = vsplat(0.0f);
+                cg_v a0_11 = vsplat(0.0f);
+                cg_v a0_12 = vsplat(0.0f);
+                cg_v a0_13 = vsplat(0.0f);
+                cg_v a0_14 = vsplat(0.0f);
+                cg_v a0_15 = vsplat(0.0f);
+                for (int co = 0; co < 64; co++) {
+                    const float *restrict dyc = dyg + co*6272;
+                    const float *restrict wc = wg + co*576;
+                    {
+                        const cg_v d0 = VLOAD(dyc + tx*128 + 1024 + 0);
+                        a0_0 += wc[0] * d0;
+                        a0_1 += wc[9] * d0;
+                        a0_2 += wc[18] * d0;
+                        a0_3 += wc[27] * d0;
+                        a0_4 += wc[36] * d0;
+                        a0_5 += wc[45] * d0;
+                        a0_6 += wc[54] * d0;
+                        a0_7 += wc[63] * d0;
+                        a0_8 += wc[72] * d0;
+                        a0_9 += wc[81] * d0;
+                        a0_10 += wc[90] * d0;
+                        a0_11 += wc[99] * d0;
+                        a0_12 += wc[108] * d0;
+                        a0_13 += wc[117] * d0;
+                        a0_14 += wc[126] * d0;
+                        a0_15 += wc[135] * d0;
+                    }
+                    {
+                        const cg_v d0 = VLOAD(dyc + tx*128 + 896 + 0);
+                        a0_0 += wc[1] * d0;
+                        a0_1 += wc[10] * d0;
+                        a0_2 += wc[19] * d0;
+                        a0_3 += wc[28] * d0;
+                        a0_4 += wc[37] * d0;
+                        a0_5 += wc[46] * d0;
+                        a0_6 += wc[55] * d0;
+                        a0_7 += wc[64] * d0;
+                        a0_8 += wc[73] * d0;
+                        a0_9 += wc[82] * d0;
+                        a0_10 += wc[91] * d0;
+                        a0_11 += wc[100] * d0;
+                        a0_12 += wc[109] * d0;
+                        a0_13 += wc[118] * d0;
+                        a0_14 += wc[127] * d0;
+                        a0_15 += wc[136] * d0;
+                    }
+                    {
+                        const cg_v d0 = VLOAD(dyc + tx*128 + 768 + 0);
+                        a0_0 += wc[2] * d0;
+                        a0_1 += wc[11] * d0;
+                        a0_2 += wc[20] * d0;
+                        a0_3 += wc[29] * d0;
+                        a0_4 += wc[38] * d0;
+                        a0_5 += wc[47] * d0;
+                        a0_6 += wc[56] * d0;
+                        a0_7 += wc[65] * d0;
+                        a0_8 += wc[74] * d0;
+                        a0_9 += wc[83] * d0;
+                        a0_10 += wc[92] * d0;
+                        a0_11 += wc[101] * d0;
+                        a0_12 += wc[110] * d0;
+                        a0_13 += wc[119] * d0;
+                        a0_14 += wc[128] * d0;
+                        a0_15 += wc[137] * d0;
+                    }
+                    {
+                        const cg_v d0 = VLOAD(dyc + tx*128 + 128 + 0);
+                        a0_0 += wc[3] * d0;
+                        a0_1 += wc[12] * d0;
+                        a0_2 += wc[21] * d0;
+                        a0_3 += wc[30] * d0;
+                        a0_4 += wc[39] * d0;
+                        a0_5 += wc[48] * d0;
+                        a0_6 += wc[57] * d0;
+                        a0_7 += wc[66] * d0;
+                        a0_8 += wc[75] * d0;
+                        a0_9 += wc[84] * d0;
+                        a0_10 += wc[93] * d0;
+                        a0_11 += wc[102] * d0;
+                        a0_12 += wc[111] * d0;
+                        a0_13 += wc[120] * d0;
+                        a0_14 += wc[129] * d0;
+                        a0_15 += wc[138] * d0;
+                    }
+                    {
+                        const cg_v d0 = VLOAD(dyc + tx*128 + 0);
+                        a0_0 += wc[4] * d0;
+                        a0_1 += wc[13] * d0;
+                        a0_2 += wc[22] * d0;
+                        a0_3 += wc[31] * d0;
+                        a0_4 += wc[40] * d0;
+                        a0_5 += wc[49] * d0;
+                        a0_6 += wc[58] * d0;
+                        a0_7 += wc[67] * d0;
+                        a0_8 += wc[76] * d0;
+                        a0_9 += wc[85] * d0;
+                        a0_10 += wc[94] * d0;
+                        a0_11 += wc[103] * d0;
+                        a0_12 += wc[112] * d0;
+                        a0_13 += wc[121] * d0;
+                        a0_14 += wc[130] * d0;
+                        a0_15 += wc[139] * d0;
+                    }
+                    {
+                        const cg_v d0 = VLOAD(dyc + tx*128 - 128 + 0);
+                        a0_0 += wc[5] * d0;
+                        a0_1 += wc[14] * d0;
+                        a0_2 += wc[23] * d0;
+                        a0_3 += wc[32] * d0;
+                        a0_4 += wc[41] * d0;
+                        a0_5 += wc[50] * d0;
+                        a0_6 += wc[59] * d0;
+                        a0_7 += wc[68] * d0;
+                        a0_8 += wc[77] * d0;
+                        a0_9 += wc[86] * d0;
+                        a0_10 += wc[95] * d0;
+                        a0_11 += wc[104] * d0;
+                        a0_12 += wc[113] * d0;
+                        a0_13 += wc[122] * d0;
+                        a0_14 += wc[131] * d0;
+                        a0_15 += wc[140] * d0;
+                    }
+                }
+                VSTORE(dxb + tx*128, vdrelu(VLOAD(xb + tx*128), a0_0));
+                VSTORE(dxb + tx*128 + 6272, vdrelu(VLOAD(xb + tx*128 + 6272), a0_1));
+                VSTORE(dxb + tx*128 + 12544, vdrelu(VLOAD(xb + tx*128 + 12544), a0_2));
+                VSTORE(dxb + tx*128 + 18816, vdrelu(VLOAD(xb + tx*128 + 18816), a0_3));
+                VSTORE(dxb + tx*128 + 25088, vdrelu(VLOAD(xb + tx*128 + 25088), a0_4));
+                VSTORE(dxb + tx*128 + 31360, vdrelu(VLOAD(xb + tx*128 + 31360), a0_5));
+                VSTORE(dxb + tx*128 + 37632, vdrelu(VLOAD(xb + tx*128 + 37632), a0_6));
+                VSTORE(dxb + tx*128 + 43904, vdrelu(VLOAD(xb + tx*128 + 43904), a0_7));
+                VSTORE(dxb + tx*128 + 50176, vdrelu(VLOAD(xb + tx*128 + 50176), a0_8));
+                VSTORE(dxb + tx*128 + 56448, vdrelu(VLOAD(xb + tx*128 + 56448), a0_9));
+                VSTORE(dxb + tx*128 + 62720, vdrelu(VLOAD(xb + tx*128 + 62720), a0_10));
+                VSTORE(dxb + tx*128 + 68992, vdrelu(VLOAD(xb + tx*128 + 68992), a0_11));
+                VSTORE(dxb + tx*128 + 75264, vdrelu(VLOAD(xb + tx*128 + 75264), a0_12));
+                VSTORE(dxb + tx*128 + 81536, vdrelu(VLOAD(xb + tx*128 + 81536), a0_13));
+                VSTORE(dxb + tx*128 + 87808, vdrelu(VLOAD(xb + tx*128 + 87808), a0_14));
+                VSTORE(dxb + tx*128 + 94080, vdrelu(VLOAD(xb + tx*128 + 94080), a0_15));
+            }
+            {
+                cg_v a0_0 = vsplat(0.0f);
+                cg_v a0_1 = vsplat(0.0f);
+                cg_v a0_2 = vsplat(0.0f);
+                cg_v a0_3 = vsplat(0.0f);
+                cg_v a0_4 = vsplat(0.0f);
+                cg_v a0_5 = vsplat(0.0f);
+                cg_v a0_6 = vsplat(0.0f);
+                cg_v a0_7 = vsplat(0.0f);
+                cg_v a0_8 = vsplat(0.0f);
+                cg_v a0_9 = vsplat(0.0f);
+                cg_v a0_10 = vsplat(0.0f);
+                cg_v a0_11 = vsplat(0.0f);
+                cg_v a0_12 = vsplat(0.0f);
+                cg_v a0_13 = vsplat(0.0f);
+                cg_v a0_14 = vsplat(0.0f);
+                cg_v a0_15 = vsplat(0.0f);
+                for (int co = 0; co < 64; co++) {
+                    const float *restrict dyc = dyg + co*6272;
+                    const float *restrict wc = wg + co*576;
+                    {
+                        const cg_v d0 = VLOAD(dyc + 1664 + 0);
+                        a0_0 += wc[1] * d0;
+                        a0_1 += wc[10] * d0;
+                        a0_2 += wc[19] * d0;
+                        a0_3 += wc[28] * d0;
+                        a0_4 += wc[37] * d0;
+                        a0_5 += wc[46] * d0;
+                        a0_6 += wc[55] * d0;
+                        a0_7 += wc[64] * d0;
+                        a0_8 += wc[73] * d0;
+                        a0_9 += wc[82] * d0;
+                        a0_10 += wc[91] * d0;
+                        a0_11 += wc[100] * d0;
+                        a0_12 += wc[109] * d0;
+                        a0_13 += wc[118] * d0;
+                        a0_14 += wc[127] * d0;
+                        a0_15 += wc[136] * d0;
+                    }
+                    {
+                        const cg_v d0 = VLOAD(dyc + 1536 + 0);
+                        a0_0 += wc[2] * d0;
+                        a0_1 += wc[11] * d0;
+                        a0_2 += wc[20] * d0;
+                        a0_3 += wc[29] * d0;
+                        a0_4 += wc[38] * d0;
+                        a0_5 += wc[47] * d0;
+                        a0_6 += wc[56] * d0;
+                        a0_7 += wc[65] * d0;
+                        a0_8 += wc[74] * d0;
+                        a0_9 += wc[83] * d0;
+                        a0_10 += wc[92] * d0;
+                        a0_11 += wc[101] * d0;
+                        a0_12 += wc[110] * d0;
+                        a0_13 += wc[119] * d0;
+                        a0_14 += wc[128] * d0;
+                        a0_15 += wc[137] * d0;
+                    }
+                    {
+                        const cg_v d0 = VLOAD(dyc + 768 + 0);
+                        a0_0 += wc[4] * d0;
+                        a0_1 += wc[13] * d0;
+                        a0_2 += wc[22] * d0;
+                        a0_3 += wc[31] * d0;
+                        a0_4 += wc[40] * d0;
+                        a0_5 += wc[49] * d0;
+                        a0_6 += wc[58] * d0;
+                        a0_7 += wc[67] * d0;
+                        a0_8 += wc[76] * d0;
+                        a0_9 += wc[85] * d0;
+                        a0_10 += wc[94] * d0;
+                        a0_11 += wc[103] * d0;
+                        a0_12 += wc[112] * d0;
+                        a0_13 += wc[121] * d0;
+                        a0_14 += wc[130] * d0;
+                        a0_15 += wc[139] * d0;
+                    }
+                    {
+                        const cg_v d0 = VLOAD(dyc + 640 + 0);
+                        a0_0 += wc[5] * d0;
+                        a0_1 += wc[14] * d0;
+                        a0_2 += wc[23] * d0;
+                        a0_3 += wc[32] * d0;
+                        a0_4 += wc[41] * d0;
+                        a0_5 += wc[50] * d0;
+                        a0_6 += wc[59] * d0;
+                        a0_7 += wc[68] * d0;
+                        a0_8 += wc[77] * d0;
+                        a0_9 += wc[86] * d0;
+                        a0_10 += wc[95] * d0;
+                        a0_11 += wc[104] * d0;
+                        a0_12 += wc[113] * d0;
+                        a0_13 += wc[122] * d0;
+                        a0_14 += wc[131] * d0;
+                        a0_15 += wc[140] * d0;
+                    }
+                }
+                VSTORE(dxb + 768, vdrelu(VLOAD(xb + 768), a0_0));
+                VSTORE(dxb + 7040, vdrelu(VLOAD(xb + 7040), a0_1));
+                VSTORE(dxb + 13312, vdrelu(VLOAD(xb + 13312), a0_2));
+                VSTORE(dxb + 19584, vdrelu(VLOAD(xb + 19584), a0_3));
+                VSTORE(dxb + 25856, vdrelu(VLOAD(xb + 25856), a0_4));
+                VSTORE(dxb + 32128, vdrelu(VLOAD(xb + 32128), a0_5));
+                VSTORE(dxb + 38400, vdrelu(VLOAD(xb + 38400), a0_6));
+                VSTORE(dxb + 44672, vdrelu(VLOAD(xb + 44672), a0_7));
+                VSTORE(dxb + 50944, vdrelu(VLOAD(xb + 50944), a0_8));
+                VSTORE(dxb + 57216, vdrelu(VLOAD(xb + 57216), a0_9));
+                VSTORE(dxb + 63488, vdrelu(VLOAD(xb + 63488), a0_10));
+                VSTORE(dxb + 69760, vdrelu(VLOAD(xb + 69760), a0_11));
+                VSTORE(dxb + 76032, vdrelu(VLOAD(xb + 76032), a0_12));
+                VSTORE(dxb + 82304, vdrelu(VLOAD(xb + 82304), a0_13));
+                VSTORE(dxb + 88576, vdrelu(VLOAD(xb + 88576), a0_14));
+                VSTORE(dxb + 94848, vdrelu(VLOAD(xb + 94848), a0_15));
+            }
+            /* inputs rows 0+1*t (t=1..5), cols 0+1*t (t=0..0): 6 taps */
+            for (int ty = 1; ty < 6; ty++) {
+                {
+                    cg_v a0_0 = vsplat(0.0f);
+                    cg_v a0_1 = vsplat(0.0f);
+                    cg_v a0_2 = vsplat(0.0f);
+                    cg_v a0_3 = vsplat(0.0f);
+                    cg_v a0_4 = vsplat(0.0f);
+                    cg_v a0_5 = vsplat(0.0f);
+                    cg_v a0_6 = vsplat(0.0f);
+                    cg_v a0_7 = vsplat(0.0f);
+                    cg_v a0_8 = vsplat(0.0f);
+                    cg_v a0_9 = vsplat(0.0f);
+                    cg_v a0_10 = vsplat(0.0f);
+                    cg_v a0_11 = vsplat(0.0f);
+                    cg_v a0_12 = vsplat(0.0f);
+                    cg_v a0_13 = vsplat(0.0f);
+                    cg_v a0_14 = vsplat(0.0f);
+                    cg_v a0_15 = vsplat(0.0f);
+                    for (int co = 0; co < 64; co++) {
+                        const float *restrict dyc = dyg + co*6272;
+                        const float *restrict wc = wg + co*576;
+                        {
+                            const cg_v d0 = VLOAD(dyc + ty*896 + 1024 + 0);
+                            a0_0 += wc[0] * d0;
+                            a0_1 += wc[9] * d0;
+                            a0_2 += wc[18] * d0;
+                            a0_3 += wc[27] * d0;
+                            a0_4 += wc[36] * d0;
+                            a0_5 += wc[45] * d0;
+                            a0_6 += wc[54] * d0;
+                            a0_7 += wc[63] * d0;
+                            a0_8 += wc[72] * d0;
+                            a0_9 += wc[81] * d0;
+                            a0_10 += wc[90] * d0;
+                            a0_11 += wc[99] * d0;
+                            a0_12 += wc[108] * d0;
+                            a0_13 += wc[117] * d0;
+                            a0_14 += wc[126] * d0;
+                            a0_15 += wc[135] * d0;
+                        }
+                        {
+                            const cg_v d0 = VLOAD(dyc + ty*896 + 896 + 0);
+                            a0_0 += wc[1] * d0;
+                            a0_1 += wc[10] * d0;
+                            a0_2 += wc[19] * d0;
+                            a0_3 += wc[28] * d0;
+                            a0_4 += wc[37] * d0;
+                            a0_5 += wc[46] * d0;
+                            a0_6 += wc[55] * d0;
+                            a0_7 += wc[64] * d0;
+                            a0_8 += wc[73] * d0;
+                            a0_9 += wc[82] * d0;
+                            a0_10 += wc[91] * d0;
+                            a0_11 += wc[100] * d0;
+                            a0_12 += wc[109] * d0;
+                            a0_13 += wc[118] * d0;
+                            a0_14 += wc[127] * d0;
+                            a0_15 += wc[136] * d0;
+                        }
+                        {
+                            const cg_v d0 = VLOAD(dyc + ty*896 + 128 + 0);
+                            a0_0 += wc[3] * d0;
+                            a0_1 += wc[12] * d0;
+                            a0_2 += wc[21] * d0;
+                            a0_3 += wc[30] * d0;
+                            a0_4 += wc[39] * d0;
+                            a0_5 += wc[48] * d0;
+                            a0_6 += wc[57] * d0;
+                            a0_7 += wc[66] * d0;
+                            a0_8 += wc[75] * d0;
+                            a0_9 += wc[84] * d0;
+                            a0_10 += wc[93] * d0;
+                            a0_11 += wc[102] * d0;
+                            a0_12 += wc[111] * d0;
+                            a0_13 += wc[120] * d0;
+                            a0_14 += wc[129] * d0;
+                            a0_15 += wc[138] * d0;
+                        }
+                        {
+                            const cg_v d0 = VLOAD(dyc + ty*896 + 0);
+                            a0_0 += wc[4] * d0;
+                            a0_1 += wc[13] * d0;
+                            a0_2 += wc[22] * d0;
+                            a0_3 += wc[31] * d0;
+                            a0_4 += wc[40] * d0;
+                            a0_5 += wc[49] * d0;
+                            a0_6 += wc[58] * d0;
+                            a0_7 += wc[67] * d0;
+                            a0_8 += wc[76] * d0;
+                            a0_9 += wc[85] * d0;
+                            a0_10 += wc[94] * d0;
+                            a0_11 += wc[103] * d0;
+                            a0_12 += wc[112] * d0;
+                            a0_13 += wc[121] * d0;
+                            a0_14 += wc[130] * d0;
+                            a0_15 += wc[139] * d0;
+                        }
+                        {
+                            const cg_v d0 = VLOAD(dyc + ty*896 - 768 + 0);
+                            a0_0 += wc[6] * d0;
+                            a0_1 += wc[15] * d0;
+                            a0_2 += wc[24] * d0;
+                            a0_3 += wc[33] * d0;
+                            a0_4 += wc[42] * d0;
+                            a0_5 += wc[51] * d0;
+                            a0_6 += wc[60] * d0;
+                            a0_7 += wc[69] * d0;
+                            a0_8 += wc[78] * d0;
+                            a0_9 += wc[87] * d0;
+                            a0_10 += wc[96] * d0;
+                            a0_11 += wc[105] * d0;
+                            a0_12 += wc[114] * d0;
+                            a0_13 += wc[123] * d0;
+                            a0_14 += wc[132] * d0;
+                            a0_15 += wc[141] * d0;
+                        }
+                        {
+                            const cg_v d0 = VLOAD(dyc + ty*896 - 896 + 0);
+                            a0_0 += wc[7] * d0;
+                            a0_1 += wc[16] * d0;
+                            a0_2 += wc[25] * d0;
+                            a0_3 += wc[34] * d0;
+                            a0_4 += wc[43] * d0;
+                            a0_5 += wc[52] * d0;
+                            a0_6 += wc[61] * d0;
+                            a0_7 += wc[70] * d0;
+                            a0_8 += wc[79] * d0;
+                            a0_9 += wc[88] * d0;
+                            a0_10 += wc[97] * d0;
+                            a0_11 += wc[106] * d0;
+                            a0_12 += wc[115] * d0;
+                            a0_13 += wc[124] * d0;
+                            a0_14 += wc[133] * d0;
+                            a0_15 += wc[142] * d0;
+                        }
+                    }
+                    VSTORE(dxb + ty*896, vdrelu(VLOAD(xb + ty*896), a0_0));
+                    VSTORE(dxb + ty*896 + 6272, vdrelu(VLOAD(xb + ty*896 + 6272), a0_1));
+                    VSTORE(dxb + ty*896 + 12544, vdrelu(VLOAD(xb + ty*896 + 12544), a0_2));
+                    VSTORE(dxb + ty*896 + 18816, vdrelu(VLOAD(xb + ty*896 + 18816), a0_3));
+                    VSTORE(dxb + ty*896 + 25088, vdrelu(VLOAD(xb + ty*896 + 25088), a0_4));
+                    VSTORE(dxb + ty*896 + 31360, vdrelu(VLOAD(xb + ty*896 + 31360), a0_5));
+                    VSTORE(dxb + ty*896 + 37632, vdrelu(VLOAD(xb + ty*896 + 37632), a0_6));
+                    VSTORE(dxb + ty*896 + 43904, vdrelu(VLOAD(xb + ty*896 + 43904), a0_7));
+                    VSTORE(dxb + ty*896 + 50176, vdrelu(VLOAD(xb + ty*896 + 50176), a0_8));
+                    VSTORE(dxb + ty*896 + 56448, vdrelu(VLOAD(xb + ty*896 + 56448), a0_9));
+                    VSTORE(dxb + ty*896 + 62720, vdrelu(VLOAD(xb + ty*896 + 62720), a0_10));
+                    VSTORE(dxb + ty*896 + 68992, vdrelu(VLOAD(xb + ty*896 + 68992), a0_11));
+                    VSTORE(dxb + ty*896 + 75264, vdrelu(VLOAD(xb + ty*896 + 75264), a0_12));
+                    VSTORE(dxb + ty*896 + 81536, vdrelu(VLOAD(xb + ty*896 + 81536), a0_13));
+                    VSTORE(dxb + ty*896 + 87808, vdrelu(VLOAD(xb + ty*896 + 87808), a0_14));
+                    VSTORE(dxb + ty*896 + 94080, vdrelu(VLOAD(xb + ty*896 + 94080), a0_15));
+                }
+            }
+            /* inputs rows 0+1*t (t=1..5), cols 0+1*t (t=1..5): 9 taps */
+            for (int ty = 1; ty < 6; ty++) {
+                for (int tx = 1; tx < 6; tx++) {
+                    cg_v a0_0 = vsplat(0.0f);
+                    cg_v a0_1 = vsplat(0.0f);
+                    cg_v a0_2 = vsplat(0.0f);
+                    cg_v a0_3 = vsplat(0.0f);
+                    cg_v a0_4 = vsplat(0.0f);
+                    cg_v a0_5 = vsplat(0.0f);
+                    cg_v a0_6 = vsplat(0.0f);
+                    cg_v a0_7 = vsplat(0.0f);
+                    cg_v a0_8 = vsplat(0.0f);
+                    cg_v a0_9 = vsplat(0.0f);
+                    cg_v a0_10 = vsplat(0.0f);
+                    cg_v a0_11 = vsplat(0.0f);
+                    cg_v a0_12 = vsplat(0.0f);
+                    cg_v a0_13 = vsplat(0.0f);
+                    cg_v a0_14 = vsplat(0.0f);
+                    cg_v a0_15 = vsplat(0.0f);
+                    for (int co = 0; co < 64; co++) {
+                        const float *restrict dyc = dyg + co*6272;
+                        const float *restrict wc = wg + co*576;
+                        {
+                            const cg_v d0 = VLOAD(dyc + ty*896 + tx*128 + 1024 + 0);
+                            a0_0 += wc[0] * d0;
+                            a0_1 += wc[9] * d0;
+                            a0_2 += wc[18] * d0;
+                            a0_3 += wc[27] * d0;
+                            a0_4 += wc[36] * d0;
+                            a0_5 += wc[45] * d0;
+                            a0_6 += wc[54] * d0;
+                            a0_7 += wc[63] * d0;
+                            a0_8 += wc[72] * d0;
+                            a0_9 += wc[81] * d0;
+                            a0_10 += wc[90] * d0;
+                            a0_11 += wc[99] * d0;
+                            a0_12 += wc[108] * d0;
+                            a0_13 += wc[117] * d0;
+                            a0_14 += wc[126] * d0;
+                            a0_15 += wc[135] * d0;
+                        }
+                        {
+                            const cg_v d0 = VLOAD(dyc + ty*896 + tx*128 + 896 + 0);
+                            a0_0 += wc[1] * d0;
+                            a0_1 += wc[10] * d0;
+                            a0_2 += wc[19] * d0;
+                            a0_3 += wc[28] * d0;
+                            a0_4 += wc[37] * d0;
+                            a0_5 += wc[46] * d0;
+                            a0_6 += wc[55] * d0;
+                            a0_7 += wc[64] * d0;
+                            a0_8 += wc[73] * d0;
+                            a0_9 += wc[82] * d0;
+                            a0_10 += wc[91] * d0;
+                            a0_11 += wc[100] * d0;
+                            a0_12 += wc[109] * d0;
+                            a0_13 += wc[118] * d0;
+                            a0_14 += wc[127] * d0;
+                            a0_15 += wc[136] * d0;
+                        }
+                        {
+                            const cg_v d0 = VLOAD(dyc + ty*896 + tx*128 + 768 + 0);
+                            a0_0 += wc[2] * d0;
+                            a0_1 += wc[11] * d0;
+                            a0_2 += wc[20] * d0;
+                            a0_3 += wc[29] * d0;
+                            a0_4 += wc[38] * d0;
+                            a0_5 += wc[47] * d0;
+                            a0_6 += wc[56] * d0;
+                            a0_7 += wc[65] * d0;
+                            a0_8 += wc[74] * d0;
+                            a0_9 += wc[83] * d0;
+                            a0_10 += wc[92] * d0;
+                            a0_11 += wc[101] * d0;
+                            a0_12 += wc[110] * d0;
+                            a0_13 += wc[119] * d0;
+                            a0_14 += wc[128] * d0;
+                            a0_15 += wc[137] * d0;
+                        }
+                        {
+                            const cg_v d0 = VLOAD(dyc + ty*896 + tx*128 + 128 + 0);
+                            a0_0 += wc[3] * d0;
+                            a0_1 += wc[12] * d0;
+                            a0_2 += wc[21] * d0;
+                            a0_3 += wc[30] * d0;
+                            a0_4 += wc[39] * d0;
+                            a0_5 += wc[48] * d0;
+                            a0_6 += wc[57] * d0;
+                            a0_7 += wc[66] * d0;
+                            a0_8 += wc[75] * d0;
+                            a0_9 += wc[84] * d0;
+                            a0_10 += wc[93] * d0;
+                            a0_11 += wc[102] * d0;
+                            a0_12 += wc[111] * d0;
+                            a0_13 += wc[120] * d0;
+                            a0_14 += wc[129] * d0;
+                            a0_15 += wc[138] * d0;
+                        }
+                        {
+                            const cg_v d0 = VLOAD(dyc + ty*896 + tx*128 + 0);
+                            a0_0 += wc[4] * d0;
+                            a0_1 += wc[13] * d0;
+                            a0_2 += wc[22] * d0;
+                            a0_3 += wc[31] * d0;
+                            a0_4 += wc[40] * d0;
+                            a0_5 += wc[49] * d0;
+                            a0_6 += wc[58] * d0;
+                            a0_7 += wc[67] * d0;
+                            a0_8 += wc[76] * d0;
+                            a0_9 += wc[85] * d0;
+                            a0_10 += wc[94] * d0;
+                            a0_11 += wc[103] * d0;
+                            a0_12 += wc[112] * d0;
+                            a0_13 += wc[121] * d0;
+                            a0_14 += wc[130] * d0;
+                            a0_15 += wc[139] * d0;
+                        }
+                        {
+                            const cg_v d0 = VLOAD(dyc + ty*896 + tx*128 - 128 + 0);
+                            a0_0 += wc[5] * d0;
+                            a0_1 += wc[14] * d0;
+                            a0_2 += wc[23] * d0;
+                            a0_3 += wc[32] * d0;
+                            a0_4 += wc[41] * d0;
+                            a0_5 += wc[50] * d0;
+                            a0_6 += wc[59] * d0;
+                            a0_7 += wc[68] * d0;
+                            a0_8 += wc[77] * d0;
+                            a0_9 += wc[86] * d0;
+                            a0_10 += wc[95] * d0;
+                            a0_11 += wc[104] * d0;
+                            a0_12 += wc[113] * d0;
+                            a0_13 += wc[122] * d0;
+                            a0_14 += wc[131] * d0;
+                            a0_15 += wc[140] * d0;
+                        }
+                        {
+                            const cg_v d0 = VLOAD(dyc + ty*896 + tx*128 - 768 + 0);
+                            a0_0 += wc[6] * d0;
+                            a0_1 += wc[15] * d0;
+                            a0_2 += wc[24] * d0;
+                            a0_3 += wc[33] * d0;
+                            a0_4 += wc[42] * d0;
+                            a0_5 += wc[51] * d0;
+                            a0_6 += wc[60] * d0;
+                            a0_7 += wc[69] * d0;
+                            a0_8 += wc[78] * d0;
+                            a0_9 += wc[87] * d0;
+                            a0_10 += wc[96] * d0;
+                            a0_11 += wc[105] * d0;
+                            a0_12 += wc[114] * d0;
+                            a0_13 += wc[123] * d0;
+                            a0_14 += wc[132] * d0;
+                            a0_15 += wc[141] * d0;
+                        }
+                        {
+                            const cg_v d0 = VLOAD(dyc + ty*896 + tx*128 - 896 + 0);
+                            a0_0 += wc[7] * d0;
+                            a0_1 += wc[16] * d0;
+                            a0_2 += wc[25] * d0;
+                            a0_3 += wc[34] * d0;
+                            a0_4 += wc[43] * d0;
+                            a0_5 += wc[52] * d0;
+                            a0_6 += wc[61] * d0;
+                            a0_7 += wc[70] * d0;
+                            a0_8 += wc[79] * d0;
+                            a0_9 += wc[88] * d0;
+                            a0_10 += wc[97] * d0;
+                            a0_11 += wc[106] * d0;
+                            a0_12 += wc[115] * d0;
+                            a0_13 += wc[124] * d0;
+                            a0_14 += wc[133] * d0;
+                            a0_15 += wc[142] * d0;
+                        }
+                        {
+                            const cg_v d0 = VLOAD(dyc + ty*896 + tx*128 - 1024 + 0);
+                            a0_0 += wc[8] * d0;
+                            a0_1 += wc[17] * d0;
+                            a0_2 += wc[26] * d0;
+                            a0_3 += wc[35] * d0;
+                            a0_4 += wc[44] * d0;
+                            a0_5 += wc[53] * d0;
+                            a0_6 += wc[62] * d0;
+                            a0_7 += wc[71] * d0;
+                            a0_8 += wc[80] * d0;
+                            a0_9 += wc[89] * d0;
+                            a0_10 += wc[98] * d0;
+                            a0_11 += wc[107] * d0;
+                            a0_12 += wc[116] * d0;
+                            a0_13 += wc[125] * d0;
+                            a0_14 += wc[134] * d0;
+                            a0_15 += wc[143] * d0;
+                        }
+                    }
+                    VSTORE(dxb + ty*896 + tx*128, vdrelu(VLOAD(xb + ty*896 + tx*128), a0_0));
+                    VSTORE(dxb + ty*896 + tx*128 + 6272, vdrelu(VLOAD(xb + ty*896 + tx*128 + 6272), a0_1));
+                    VSTORE(dxb + ty*896 + tx*128 + 12544, vdrelu(VLOAD(xb + ty*896 + tx*128 + 12544), a0_2));
+                    VSTORE(dxb + ty*896 + tx*128 + 18816, vdrelu(VLOAD(xb + ty*896 + tx*128 + 18816), a0_3));
+                    VSTORE(dxb + ty*896 + tx*128 + 25088, vdrelu(VLOAD(xb + ty*896 + tx*128 + 25088), a0_4));
+                    VSTORE(dxb + ty*896 + tx*128 + 31360, vdrelu(VLOAD(xb + ty*896 + tx*128 + 31360), a0_5));
+                    VSTORE(dxb + ty*896 + tx*128 + 37632, vdrelu(VLOAD(xb + ty*896 + tx*128 + 37632), a0_6));
+                    VSTORE(dxb + ty*896 + tx*128 + 43904, vdrelu(VLOAD(xb + ty*896 + tx*128 + 43904), a0_7));
+                    VSTORE(dxb + ty*896 + tx*128 + 50176, vdrelu(VLOAD(xb + ty*896 + tx*128 + 50176), a0_8));
+                    VSTORE(dxb + ty*896 + tx*128 + 56448, vdrelu(VLOAD(xb + ty*896 + tx*128 + 56448), a0_9));
+                    VSTORE(dxb + ty*896 + tx*128 + 62720, vdrelu(VLOAD(xb + ty*896 + tx*128 + 62720), a0_10));
+                    VSTORE(dxb + ty*896 + tx*128 + 68992, vdrelu(VLOAD(xb + ty*896 + tx*128 + 68992), a0_11));
+                    VSTORE(dxb + ty*896 + tx*128 + 75264, vdrelu(VLOAD(xb + ty*896 + tx*128 + 75264), a0_12));
+                    VSTORE(dxb + ty*896 + tx*128 + 81536, vdrelu(VLOAD(xb + ty*896 + tx*128 + 81536), a0_13));
+                    VSTORE(dxb + ty*896 + tx*128 + 87808, vdrelu(VLOAD(xb + ty*896 + tx*128 + 87808), a0_14));
+                    VSTORE(dxb + ty*896 + tx*128 + 94080, vdrelu(VLOAD(xb + ty*896 + tx*128 + 94080), a0_15));
+                }
+            }
+            /* inputs rows 0+1*t (t=1..5), cols 0+1*t (t=6..6): 6 taps */
+            for (int ty = 1; ty < 6; ty++) {
+                {
+                    cg_v a0_0 = vsplat(0.0f);
+                    cg_v a0_1 = vsplat(0.0f);
+                    cg_v a0_2 = vsplat(0.0f);
+                    cg_v a0_3 = vsplat(0.0f);
+                    cg_v a0_4 = vsplat(0.0f);
+                    cg_v a0_5 = vsplat(0.0f);
+                    cg_v a0_6 = vsplat(0.0f);
+                    cg_v a0_7 = vsplat(0.0f);
+                    cg_v a0_8 = vsplat(0.0f);
+                    cg_v a0_9 = vsplat(0.0f);
+                    cg_v a0_10 = vsplat(0.0f);
+                    cg_v a0_11 = vsplat(0.0f);
+                    cg_v a0_12 = vsplat(0.0f);
+                    cg_v a0_13 = vsplat(0.0f);
+                    cg_v a0_14 = vsplat(0.0f);
+                    cg_v a0_15 = vsplat(0.0f);
+                    for (int co = 0; co < 64; co++) {
+                        const float *restrict dyc = dyg + co*6272;
+                        const float *restrict wc = wg + co*576;
+                        {
+                            const cg_v d0 = VLOAD(dyc + ty*896 + 1664 + 0);
+                            a0_0 += wc[1] * d0;
+                            a0_1 += wc[10] * d0;
+                            a0_2 += wc[19] * d0;
+                            a0_3 += wc[28] * d0;
+                            a0_4 += wc[37] * d0;
+                            a0_5 += wc[46] * d0;
+                            a0_6 += wc[55] * d0;
+                            a0_7 += wc[64] * d0;
+                            a0_8 += wc[73] * d0;
+                            a0_9 += wc[82] * d0;
+                            a0_10 += wc[91] * d0;
+                            a0_11 += wc[100] * d0;
+                            a0_12 += wc[109] * d0;
+                            a0_13 += wc[118] * d0;
+                            a0_14 += wc[127] * d0;
+                            a0_15 += wc[136] * d0;
+                        }
+                        {
+                            const cg_v d0 = VLOAD(dyc + ty*896 + 1536 + 0);
+                            a0_0 += wc[2] * d0;
+                            a0_1 += wc[11] * d0;
+                            a0_2 += wc[20] * d0;
+                            a0_3 += wc[29] * d0;
+                            a0_4 += wc[38] * d0;
+                            a0_5 += wc[47] * d0;
+                            a0_6 += wc[56] * d0;
+                            a0_7 += wc[65] * d0;
+                            a0_8 += wc[74] * d0;
+                            a0_9 += wc[83] * d0;
+                            a0_10 += wc[92] * d0;
+                            a0_11 += wc[101] * d0;
+                            a0_12 += wc[110] * d0;
+                            a0_13 += wc[119] * d0;
+                            a0_14 += wc[128] * d0;
+                            a0_15 += wc[137] * d0;
+                        }
+                        {
+                            const cg_v d0 = VLOAD(dyc + ty*896 + 768 + 0);
+                            a0_0 += wc[4] * d0;
+                            a0_1 += wc[13] * d0;
+                            a0_2 += wc[22] * d0;
+                            a0_3 += wc[31] * d0;
+                            a0_4 += wc[40] * d0;
+                            a0_5 += wc[49] * d0;
+                            a0_6 += wc[58] * d0;
+                            a0_7 += wc[67] * d0;
+                            a0_8 += wc[76] * d0;
+                            a0_9 += wc[85] * d0;
+                            a0_10 += wc[94] * d0;
+                            a0_11 += wc[103] * d0;
+                            a0_12 += wc[112] * d0;
+                            a0_13 += wc[121] * d0;
+                            a0_14 += wc[130] * d0;
+                            a0_15 += wc[139] * d0;
+                        }
+                        {
+                            const cg_v d0 = VLOAD(dyc + ty*896 + 640 + 0);
+                            a0_0 += wc[5] * d0;
+                            a0_1 += wc[14] * d0;
+                            a0_2 += wc[23] * d0;
+                            a0_3 += wc[32] * d0;
+                            a0_4 += wc[41] * d0;
+                            a0_5 += wc[50] * d0;
+                            a0_6 += wc[59] * d0;
+                            a0_7 += wc[68] * d0;
+                            a0_8 += wc[77] * d0;
+                            a0_9 += wc[86] * d0;
+                            a0_10 += wc[95] * d0;
+                            a0_11 += wc[104] * d0;
+                            a0_12 += wc[113] * d0;
+                            a0_13 += wc[122] * d0;
+                            a0_14 += wc[131] * d0;
+                            a0_15 += wc[140] * d0;
+                        }
+                        {
+                            const cg_v d0 = VLOAD(dyc + ty*896 - 128 + 0);
+                            a0_0 += wc[7] * d0;
+                            a0_1 += wc[16] * d0;
+                            a0_2 += wc[25] * d0;
+                            a0_3 += wc[34] * d0;
+                            a0_4 += wc[43] * d0;
+                            a0_5 += wc[52] * d0;
+                            a0_6 += wc[61] * d0;
+                            a0_7 += wc[70] * d0;
+                            a0_8 += wc[79] * d0;
+                            a0_9 += wc[88] * d0;
+                            a0_10 += wc[97] * d0;
+                            a0_11 += wc[106] * d0;
+                            a0_12 += wc[115] * d0;
+                            a0_13 += wc[124] * d0;
+                            a0_14 += wc[133] * d0;
+                            a0_15 += wc[142] * d0;
+                        }
+                        {
+                            const cg_v d0 = VLOAD(dyc + ty*896 - 256 + 0);
+                            a0_0 += wc[8] * d0;
+                            a0_1 += wc[17] * d0;
+                            a0_2 += wc[26] * d0;
+                            a0_3 += wc[35] * d0;
+                            a0_4 += wc[44] * d0;
+                            a0_5 += wc[53] * d0;
+                            a0_6 += wc[62] * d0;
+                            a0_7 += wc[71] * d0;
+                            a0_8 += wc[80] * d0;
+                            a0_9 += wc[89] * d0;
+                            a0_10 += wc[98] * d0;
+                            a0_11 += wc[107] * d0;
+                            a0_12 += wc[116] * d0;
+                            a0_13 += wc[125] * d0;
+                            a0_14 += wc[134] * d0;
+                            a0_15 += wc[143] * d0;
+                        }
+                    }
+                    VSTORE(dxb + ty*896 + 768, vdrelu(VLOAD(xb + ty*896 + 768), a0_0));
+                    VSTORE(dxb + ty*896 + 7040, vdrelu(VLOAD(xb + ty*896 + 7040), a0_1));
+                    VSTORE(dxb + ty*896 + 13312, vdrelu(VLOAD(xb + ty*896 + 13312), a0_2));
+                    VSTORE(dxb + ty*896 + 19584, vdrelu(VLOAD(xb + ty*896 + 19584), a0_3));
+                    VSTORE(dxb + ty*896 + 25856, vdrelu(VLOAD(xb + ty*896 + 25856), a0_4));
+                    VSTORE(dxb + ty*896 + 32128, vdrelu(VLOAD(xb + ty*896 + 32128), a0_5));
+                    VSTORE(dxb + ty*896 + 38400, vdrelu(VLOAD(xb + ty*896 + 38400), a0_6));
+                    VSTORE(dxb + ty*896 + 44672, vdrelu(VLOAD(xb + ty*896 + 44672), a0_7));
+                    VSTORE(dxb + ty*896 + 50944, vdrelu(VLOAD(xb + ty*896 + 50944), a0_8));
+                    VSTORE(dxb + ty*896 + 57216, vdrelu(VLOAD(xb + ty*896 + 57216), a0_9));
+                    VSTORE(dxb + ty*896 + 63488, vdrelu(VLOAD(xb + ty*896 + 63488), a0_10));
+                    VSTORE(dxb + ty*896 + 69760, vdrelu(VLOAD(xb + ty*896 + 69760), a0_11));
+                    VSTORE(dxb + ty*896 + 76032, vdrelu(VLOAD(xb + ty*896 + 76032), a0_12));
+                    VSTORE(dxb + ty*896 + 82304, vdrelu(VLOAD(xb + ty*896 + 82304), a0_13));
+                    VSTORE(dxb + ty*896 + 88576, vdrelu(VLOAD(xb + ty*896 + 88576), a0_14));
+                    VSTORE(dxb + ty*896 + 94848, vdrelu(VLOAD(xb + ty*896 + 94848), a0_15));
+                }
+            }
+            {
+                cg_v a0_0 = vsplat(0.0f);
+                cg_v a0_1 = vsplat(0.0f);
+                cg_v a0_2 = vsplat(0.0f);
+                cg_v a0_3 = vsplat(0.0f);
+                cg_v a0_4 = vsplat(0.0f);
+                cg_v a0_5 = vsplat(0.0f);
+                cg_v a0_6 = vsplat(0.0f);
+                cg_v a0_7 = vsplat(0.0f);
+                cg_v a0_8 = vsplat(0.0f);
+                cg_v a0_9 = vsplat(0.0f);
+                cg_v a0_10 = vsplat(0.0f);
+                cg_v a0_11 = vsplat(0.0f);
+                cg_v a0_12 = vsplat(0.0f);
+                cg_v a0_13 = vsplat(0.0f);
+                cg_v a0_14 = vsplat(0.0f);
+                cg_v a0_15 = vsplat(0.0f);
+                for (int co = 0; co < 64; co++) {
+                    const float *restrict dyc = dyg + co*6272;
+                    const float *restrict wc = wg + co*576;
+                    {
+                        const cg_v d0 = VLOAD(dyc + 5504 + 0);
+                        a0_0 += wc[3] * d0;
+                        a0_1 += wc[12] * d0;
+                        a0_2 += wc[21] * d0;
+                        a0_3 += wc[30] * d0;
+                        a0_4 += wc[39] * d0;
+                        a0_5 += wc[48] * d0;
+                        a0_6 += wc[57] * d0;
+                        a0_7 += wc[66] * d0;
+                        a0_8 += wc[75] * d0;
+                        a0_9 += wc[84] * d0;
+                        a0_10 += wc[93] * d0;
+                        a0_11 += wc[102] * d0;
+                        a0_12 += wc[111] * d0;
+                        a0_13 += wc[120] * d0;
+                        a0_14 += wc[129] * d0;
+                        a0_15 += wc[138] * d0;
+                    }
+                    {
+                        const cg_v d0 = VLOAD(dyc + 5376 + 0);
+                        a0_0 += wc[4] * d0;
+                        a0_1 += wc[13] * d0;
+                        a0_2 += wc[22] * d0;
+                        a0_3 += wc[31] * d0;
+                        a0_4 += wc[40] * d0;
+                        a0_5 += wc[49] * d0;
+                        a0_6 += wc[58] * d0;
+                        a0_7 += wc[67] * d0;
+                        a0_8 += wc[76] * d0;
+                        a0_9 += wc[85] * d0;
+                        a0_10 += wc[94] * d0;
+                        a0_11 += wc[103] * d0;
+                        a0_12 += wc[112] * d0;
+                        a0_13 += wc[121] * d0;
+                        a0_14 += wc[130] * d0;
+                        a0_15 += wc[139] * d0;
+                    }
+                    {
+                        const cg_v d0 = VLOAD(dyc + 4608 + 0);
+                        a0_0 += wc[6] * d0;
+                        a0_1 += wc[15] * d0;
+                        a0_2 += wc[24] * d0;
+                        a0_3 += wc[33] * d0;
+                        a0_4 += wc[42] * d0;
+                        a0_5 += wc[51] * d0;
+                        a0_6 += wc[60] * d0;
+                        a0_7 += wc[69] * d0;
+                        a0_8 += wc[78] * d0;
+                        a0_9 += wc[87] * d0;
+                        a0_10 += wc[96] * d0;
+                        a0_11 += wc[105] * d0;
+                        a0_12 += wc[114] * d0;
+                        a0_13 += wc[123] * d0;
+                        a0_14 += wc[132] * d0;
+                        a0_15 += wc[141] * d0;
+                    }
+                    {
+                        const cg_v d0 = VLOAD(dyc + 4480 + 0);
+                        a0_0 += wc[7] * d0;
+                        a0_1 += wc[16] * d0;
+                        a0_2 += wc[25] * d0;
+                        a0_3 += wc[34] * d0;
+                        a0_4 += wc[43] * d0;
+                        a0_5 += wc[52] * d0;
+                        a0_6 += wc[61] * d0;
+                        a0_7 += wc[70] * d0;
+                        a0_8 += wc[79] * d0;
+                        a0_9 += wc[88] * d0;
+                        a0_10 += wc[97] * d0;
+                        a0_11 += wc[106] * d0;
+                        a0_12 += wc[115] * d0;
+                        a0_13 += wc[124] * d0;
+                        a0_14 += wc[133] * d0;
+                        a0_15 += wc[142] * d0;
+                    }
+                }
+                VSTORE(dxb + 5376, vdrelu(VLOAD(xb + 5376), a0_0));
+                VSTORE(dxb + 11648, vdrelu(VLOAD(xb + 11648), a0_1));
+                VSTORE(dxb + 17920, vdrelu(VLOAD(xb + 17920), a0_2));
+                VSTORE(dxb + 24192, vdrelu(VLOAD(xb + 24192), a0_3));
+                VSTORE(dxb + 30464, vdrelu(VLOAD(xb + 30464), a0_4));
+                VSTORE(dxb + 36736, vdrelu(VLOAD(xb + 36736), a0_5));
+                VSTORE(dxb + 43008, vdrelu(VLOAD(xb + 43008), a0_6));
+                VSTORE(dxb + 49280, vdrelu(VLOAD(xb + 49280), a0_7));
+                VSTORE(dxb + 55552, vdrelu(VLOAD(xb + 55552), a0_8));
+                VSTORE(dxb + 61824, vdrelu(VLOAD(xb + 61824), a0_9));
+                VSTORE(dxb + 68096, vdrelu(VLOAD(xb + 68096), a0_10));
+                VSTORE(dxb + 74368, vdrelu(VLOAD(xb + 74368), a0_11));
+                VSTORE(dxb + 80640, vdrelu(VLOAD(xb + 80640), a0_12));
+                VSTORE(dxb + 86912, vdrelu(VLOAD(xb + 86912), a0_13));
+                VSTORE(dxb + 93184, vdrelu(VLOAD(xb + 93184), a0_14));
+                VSTORE(dxb + 99456, vdrelu(VLOAD(xb + 99456), a0_15));
+            }
+            /* inputs rows 0+1*t (t=6..6), cols 0+1*t (t=1..5): 6 taps */
+            for (int tx = 1; tx < 6; tx++) {
+                cg_v a0_0 = vsplat(0.0f);
+                cg_v a0_1 = vsplat(0.0f);
+                cg_v a0_2 = vsplat(0.0f);
+                cg_v a0_3 = vsplat(0.0f);
+                cg_v a0_4 = vsplat(0.0f);
+                cg_v a0_5 = vsplat(0.0f);
+                cg_v a0_6 = vsplat(0.0f);
+                cg_v a0_7 = vsplat(0.0f);
+                cg_v a0_8 = vsplat(0.0f);
+                cg_v a0_9 = vsplat(0.0f);
+                cg_v a0_10 = vsplat(0.0f);
+                cg_v a0_11 = vsplat(0.0f);
+                cg_v a0_12 = vsplat(0.0f);
+                cg_v a0_13 = vsplat(0.0f);
+                cg_v a0_14 = vsplat(0.0f);
+                cg_v a0_15 = vsplat(0.0f);
+                for (int co = 0; co < 64; co++) {
+                    const float *restrict dyc = dyg + co*6272;
+                    const float *restrict wc = wg + co*576;
+                    {
+                        const cg_v d0 = VLOAD(dyc + tx*128 + 5504 + 0);
+                        a0_0 += wc[3] * d0;
+                        a0_1 += wc[12] * d0;
+                        a0_2 += wc[21] * d0;
+                        a0_3 += wc[30] * d0;
+                        a0_4 += wc[39] * d0;
+                        a0_5 += wc[48] * d0;
+                        a0_6 += wc[57] * d0;
+                        a0_7 += wc[66] * d0;
+                        a0_8 += wc[75] * d0;
+                        a0_9 += wc[84] * d0;
+                        a0_10 += wc[93] * d0;
+                        a0_11 += wc[102] * d0;
+                        a0_12 += wc[111] * d0;
+                        a0_13 += wc[120] * d0;
+                        a0_14 += wc[129] * d0;
+                        a0_15 += wc[138] * d0;
+                    }
+                    {
+                        const cg_v d0 = VLOAD(dyc + tx*128 + 5376 + 0);
+                        a0_0 += wc[4] * d0;
+                        a0_1 += wc[13] * d0;
+                        a0_2 += wc[22] * d0;
+                        a0_3 += wc[31] * d0;
+                        a0_4 += wc[40] * d0;
+                        a0_5 += wc[49] * d0;
+                        a0_6 += wc[58] * d0;
+                        a0_7 += wc[67] * d0;
+                        a0_8 += wc[76] * d0;
+                        a0_9 += wc[85] * d0;
+                        a0_10 += wc[94] * d0;
+                        a0_11 += wc[103] * d0;
+                        a0_12 += wc[112] * d0;
+                        a0_13 += wc[121] * d0;
+                        a0_14 += wc[130] * d0;
+                        a0_15 += wc[139] * d0;
+                    }
+                    {
+                        const cg_v d0 = VLOAD(dyc + tx*128 + 5248 + 0);
+                        a0_0 += wc[5] * d0;
+                        a0_1 += wc[14] * d0;
+                        a0_2 += wc[23] * d0;
+                        a0_3 += wc[32] * d0;
+                        a0_4 += wc[41] * d0;
+                        a0_5 += wc[50] * d0;
+                        a0_6 += wc[59] * d0;
+                        a0_7 += wc[68] * d0;
+                        a0_8 += wc[77] * d0;
+                        a0_9 += wc[86] * d0;
+                        a0_10 += wc[95] * d0;
+                        a0_11 += wc[104] * d0;
+                        a0_12 += wc[113] * d0;
+                        a0_13 += wc[122] * d0;
+                        a0_14 += wc[131] * d0;
+                        a0_15 += wc[140] * d0;
+                    }
+                    {
+                        const cg_v d0 = VLOAD(dyc + tx*128 + 4608 + 0);
+                        a0_0 += wc[6] * d0;
+                        a0_1 += wc[15] * d0;
+                        a0_2 += wc[24] * d0;
+                        a0_3 += wc[33] * d0;
+                        a0_4 += wc[42] * d0;
+                        a0_5 += wc[51] * d0;
+                        a0_6 += wc[60] * d0;
+                        a0_7 += wc[69] * d0;
+                        a0_8 += wc[78] * d0;
+                        a0_9 += wc[87] * d0;
+                        a0_10 += wc[96] * d0;
+                        a0_11 += wc[105] * d0;
+                        a0_12 += wc[114] * d0;
+                        a0_13 += wc[123] * d0;
+                        a0_14 += wc[132] * d0;
+                        a0_15 += wc[141] * d0;
+                    }
+                    {
+                        const cg_v d0 = VLOAD(dyc + tx*128 + 4480 + 0);
+                        a0_0 += wc[7] * d0;
+                        a0_1 += wc[16] * d0;
+                        a0_2 += wc[25] * d0;
+                        a0_3 += wc[34] * d0;
+                        a0_4 += wc[43] * d0;
+                        a0_5 += wc[52] * d0;
+                        a0_6 += wc[61] * d0;
+                        a0_7 += wc[70] * d0;
+                        a0_8 += wc[79] * d0;
+                        a0_9 += wc[88] * d0;
+                        a0_10 += wc[97] * d0;
+                        a0_11 += wc[106] * d0;
+                        a0_12 += wc[115] * d0;
+                        a0_13 += wc[124] * d0;
+                        a0_14 += wc[133] * d0;
+                        a0_15 += wc[142] * d0;
+                    }
+                    {
+                        const cg_v d0 = VLOAD(dyc + tx*128 + 4352 + 0);
+                        a0_0 += wc[8] * d0;
+                        a0_1 += wc[17] * d0;
+                        a0_2 += wc[26] * d0;
+                        a0_3 += wc[35] * d0;
+                        a0_4 += wc[44] * d0;
+                        a0_5 += wc[53] * d0;
+                        a0_6 += wc[62] * d0;
+                        a0_7 += wc[71] * d0;
+                        a0_8 += wc[80] * d0;
+                        a0_9 += wc[89] * d0;
+                        a0_10 += wc[98] * d0;
+                        a0_11 += wc[107] * d0;
+                        a0_12 += wc[116] * d0;
+                        a0_13 += wc[125] * d0;
+                        a0_14 += wc[134] * d0;
+                        a0_15 += wc[143] * d0;
+                    }
+                }
+                VSTORE(dxb + tx*128 + 5376, vdrelu(VLOAD(xb + tx*128 + 5376), a0_0));
+                VSTORE(dxb + tx*128 + 11648, vdrelu(VLOAD(xb + tx*128 + 11648), a0_1));
+                VSTORE(dxb + tx*128 + 17920, vdrelu(VLOAD(xb + tx*128 + 17920), a0_2));
+                VSTORE(dxb + tx*128 + 24192, vdrelu(VLOAD(xb + tx*128 + 24192), a0_3));
+                VSTORE(dxb + tx*128 + 30464, vdrelu(VLOAD(xb + tx*128 + 30464), a0_4));
+                VSTORE(dxb + tx*128 + 36736, vdrelu(VLOAD(xb + tx*128 + 36736), a0_5));
+                VSTORE(dxb + tx*128 + 43008, vdrelu(VLOAD(xb + tx*128 + 43008), a0_6));
+                VSTORE(dxb + tx*128 + 49280, vdrelu(VLOAD(xb + tx*128 + 49280), a0_7));
+                VSTORE(dxb + tx*128 + 55552, vdrelu(VLOAD(xb + tx*128 + 55552), a0_8));
+                VSTORE(dxb + tx*128 + 61824, vdrelu(VLOAD(xb + tx*128 + 61824), a0_9));
+                VSTORE(dxb + tx*128 + 68096, vdrelu(VLOAD(xb + tx*128 + 68096), a0_10));
+                VSTORE(dxb + tx*128 + 74368, vdrelu(VLOAD(xb + tx*128 + 74368), a0_11));
+                VSTORE(dxb + tx*128 + 80640, vdrelu(VLOAD(xb + tx*128 + 80640), a0_12));
+                VSTORE(dxb + tx*128 + 86912, vdrelu(VLOAD(xb + tx*128 + 86912), a0_13));
+                VSTORE(dxb + tx*128 + 93184, vdrelu(VLOAD(xb + tx*128 + 93184), a0_14));
+                VSTORE(dxb + tx*128 + 99456, vdrelu(VLOAD(xb + tx*128 + 99456), a0_15));
+            }
+            {
+                cg_v a0_0 = vsplat(0.0f);
+                cg_v a0_1 = vsplat(0.0f);
+                cg_v a0_2 = vsplat(0.0f);
+                cg_v a0_3 = vsplat(0.0f);
+                cg_v a0_4 = vsplat(0.0f);
+                cg_v a0_5 = vsplat(0.0f);
+                cg_v a0_6 = vsplat(0.0f);
+                cg_v a0_7 = vsplat(0.0f);
+                cg_v a0_8 = vsplat(0.0f);
+                cg_v a0_9 = vsplat(0.0f);
+                cg_v a0_10 = vsplat(0.0f);
+                cg_v a0_11 = vsplat(0.0f);
+                cg_v a0_12 = vsplat(0.0f);
+                cg_v a0_13 = vsplat(0.0f);
+                cg_v a0_14 = vsplat(0.0f);
+                cg_v a0_15 = vsplat(0.0f);
+                for (int co = 0; co < 64; co++) {
+                    const float *restrict dyc = dyg + co*6272;
+                    const float *restrict wc = wg + co*576;
+                    {
+                        const cg_v d0 = VLOAD(dyc + 6144 + 0);
+                        a0_0 += wc[4] * d0;
+                        a0_1 += wc[13] * d0;
+                        a0_2 += wc[22] * d0;
+                        a0_3 += wc[31] * d0;
+                        a0_4 += wc[40] * d0;
+                        a0_5 += wc[49] * d0;
+                        a0_6 += wc[58] * d0;
+                        a0_7 += wc[67] * d0;
+                        a0_8 += wc[76] * d0;
+                        a0_9 += wc[85] * d0;
+                        a0_10 += wc[94] * d0;
+                        a0_11 += wc[103] * d0;
+                        a0_12 += wc[112] * d0;
+                        a0_13 += wc[121] * d0;
+                        a0_14 += wc[130] * d0;
+                        a0_15 += wc[139] * d0;
+                    }
+                    {
+                        const cg_v d0 = VLOAD(dyc + 6016 + 0);
+                        a0_0 += wc[5] * d0;
+                        a0_1 += wc[14] * d0;
+                        a0_2 += wc[23] * d0;
+                        a0_3 += wc[32] * d0;
+                        a0_4 += wc[41] * d0;
+                        a0_5 += wc[50] * d0;
+                        a0_6 += wc[59] * d0;
+                        a0_7 += wc[68] * d0;
+                        a0_8 += wc[77] * d0;
+                        a0_9 += wc[86] * d0;
+                        a0_10 += wc[95] * d0;
+                        a0_11 += wc[104] * d0;
+                        a0_12 += wc[113] * d0;
+                        a0_13 += wc[122] * d0;
+                        a0_14 += wc[131] * d0;
+                        a0_15 += wc[140] * d0;
+                    }
+                    {
+                        const cg_v d0 = VLOAD(dyc + 5248 + 0);
+                        a0_0 += wc[7] * d0;
+                        a0_1 += wc[16] * d0;
+                        a0_2 += wc[25] * d0;
+                        a0_3 += wc[34] * d0;
+                        a0_4 += wc[43] * d0;
+                        a0_5 += wc[52] * d0;
+                        a0_6 += wc[61] * d0;
+                        a0_7 += wc[70] * d0;
+                        a0_8 += wc[79] * d0;
+                        a0_9 += wc[88] * d0;
+                        a0_10 += wc[97] * d0;
+                        a0_11 += wc[106] * d0;
+                        a0_12 += wc[115] * d0;
+                        a0_13 += wc[124] * d0;
+                        a0_14 += wc[133] * d0;
+                        a0_15 += wc[142] * d0;
+                    }
+                    {
+                        const cg_v d0 = VLOAD(dyc + 5120 + 0);
+                        a0_0 += wc[8] * d0;
+                        a0_1 += wc[17] * d0;
+                        a0_2 += wc[26] * d0;
+                        a0_3 += wc[35] * d0;
+                        a0_4 += wc[44] * d0;
+                        a0_5 += wc[53] * d0;
+                        a0_6 += wc[62] * d0;
+                        a0_7 += wc[71] * d0;
+                        a0_8 += wc[80] * d0;
+                        a0_9 += wc[89] * d0;
+                        a0_10 += wc[98] * d0;
+                        a0_11 += wc[107] * d0;
+                        a0_12 += wc[116] * d0;
+                        a0_13 += wc[125] * d0;
+                        a0_14 += wc[134] * d0;
+                        a0_15 += wc[143] * d0;
+                    }
+                }
+                VSTORE(dxb + 6144, vdrelu(VLOAD(xb + 6144), a0_0));
+                VSTORE(dxb + 12416, vdrelu(VLOAD(xb + 12416), a0_1));
+                VSTORE(dxb + 18688, vdrelu(VLOAD(xb + 18688), a0_2));
+                VSTORE(dxb + 24960, vdrelu(VLOAD(xb + 24960), a0_3));
+                VSTORE(dxb + 31232, vdrelu(VLOAD(xb + 31232), a0_4));
+                VSTORE(dxb + 37504, vdrelu(VLOAD(xb + 37504), a0_5));
+                VSTORE(dxb + 43776, vdrelu(VLOAD(xb + 43776), a0_6));
+                VSTORE(dxb + 50048, vdrelu(VLOAD(xb + 50048), a0_7));
+                VSTORE(dxb + 56320, vdrelu(VLOAD(xb + 56320), a0_8));
+                VSTORE(dxb + 62592, vdrelu(VLOAD(xb + 62592), a0_9));
+                VSTORE(dxb + 68864, vdrelu(VLOAD(xb + 68864), a0_10));
+                VSTORE(dxb + 75136, vdrelu(VLOAD(xb + 75136), a0_11));
+                VSTORE(dxb + 81408, vdrelu(VLOAD(xb + 81408), a0_12));
+                VSTORE(dxb + 87680, vdrelu(VLOAD(xb + 87680), a0_13));
+                VSTORE(dxb + 93952, vdrelu(VLOAD(xb + 93952), a0_14));
+                VSTORE(dxb + 100224, vdrelu(VLOAD(xb + 100224), a0_15));
+            }
+        }
+    }
+}
+
+/* layer 51: batchnorm 64x7x7 -> 64x7x7 (specs/resnet20.yaml:60:5)
+ * schedule lanes: fwd lanes dw lanes dx with dw */
+static void l51_batchnorm_forward(const float *restrict P, float *restrict B, float *restrict S, const float *restrict x, float *restrict y, int nb, int training)
+{
+    /* x [64x7x7][lanes], y [64x7x7][lanes] */
+    const float *restrict gamma = P, *restrict beta = P + 64;
+    float *restrict rmean = B, *restrict rvar = B + 64, *restrict nbt = B + 128;
+    const int m = nb * 49; /* values per channel */
+    if (training) {
+        cg_v mask[8];
+        for (int v = 0; v < 8; v++)
+            for (int l = 0; l < 16; l++) mask[v][l] = v * 16 + l < nb ? 1.0f : 0.0f;
+        nbt[0] += 1.0f;
+        const float f = 0.1f;
+        for (int c = 0; c < 64; c++) {
+            const float *restrict xc = x + (size_t)c * 6272;
+            cg_v acc[8];
+            for (int v = 0; v < 8; v++) acc[v] = vsplat(0.0f);
+            for (int s = 0; s < 49; s++) {
+                for (int v = 0; v < 8; v++) {
+                    acc[v] += VLOAD(xc + s * 128 + v * 16) * mask[v];
+                }
+            }
+            double s1 = 0.0;
+            for (int v = 0; v < 8; v++) s1 += vsum(acc[v]);
+            const double mean = s1 / m;
+            const float fmean = (float)mean;
+            for (int v = 0; v < 8; v++) acc[v] = vsplat(0.0f);
+            for (int s = 0; s < 49; s++) {
+                for (int v = 0; v < 8; v++) {
+                    const cg_v dv = (VLOAD(xc + s * 128 + v * 16) - fmean) * mask[v];
+                    acc[v] += dv * dv;
+                }
+            }
+            double v2 = 0.0;
+            for (int v = 0; v < 8; v++) v2 += vsum(acc[v]);
+            const double var = v2 / m;
+            S[c] = fmean;
+            S[64 + c] = (float)(1.0 / sqrt(var + 1.0000000000000001e-05));
+            rmean[c] = (1.0f - f) * rmean[c] + f * fmean;
+            rvar[c] = (1.0f - f) * rvar[c] + f * (float)(m > 1 ? var * m / (m - 1) : var);
+        }
+    }
+    else {
+        for (int c = 0; c < 64; c++) {
+            S[c] = rmean[c];
+            S[64 + c] = 1.0f / sqrtf(rvar[c] + 1e-05f);
+        }
+    }
+    for (int c = 0; c < 64; c++) {
+        const float mean = S[c], a = S[64 + c] * gamma[c], bc = beta[c];
+        const float *restrict xc = x + (size_t)c * 6272;
+        float *restrict yc = y + (size_t)c * 6272;
+        for (int i = 0; i < 6272; i++) yc[i] = (xc[i] - mean) * a + bc;
+    }
+}
+
+/* l51_batchnorm_backward: the code of l48_batchnorm_backward */
+
+/* layer 52: conv2d 32x14x14 -> 64x7x7 (specs/resnet20.yaml:61:5)
+ * schedule lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=16,rows=1] dx lanes[TB=1,TCI=16] threaded */
+static void l52_conv2d_forward(const float *restrict P, const float *restrict x, float *restrict y)
+{
+    /* x [32x14x14][lanes], y [64x7x7][lanes] */
+    const float *restrict w = P;
+    CG_PARALLEL_FOR
+    for (int cb = 0; cb < 4; cb++) {
+        for (int v0 = 0; v0 < 8; v0 += 1) {
+            const float *restrict wb = w + cb*512;
+            const float *restrict xg = x + 0 + v0 * 16;
+            float *restrict yb = y + cb*100352 + v0 * 16;
+            /* rows 0..6, cols 0..6: every tap */
+            for (int oy = 0; oy < 7; oy++) {
+                for (int ox = 0; ox < 7; ox++) {
+                    cg_v a0_0 = vsplat(0.0f);
+                    cg_v a0_1 = vsplat(0.0f);
+                    cg_v a0_2 = vsplat(0.0f);
+                    cg_v a0_3 = vsplat(0.0f);
+                    cg_v a0_4 = vsplat(0.0f);
+                    cg_v a0_5 = vsplat(0.0f);
+                    cg_v a0_6 = vsplat(0.0f);
+                    cg_v a0_7 = vsplat(0.0f);
+                    cg_v a0_8 = vsplat(0.0f);
+                    cg_v a0_9 = vsplat(0.0f);
+                    cg_v a0_10 = vsplat(0.0f);
+                    cg_v a0_11 = vsplat(0.0f);
+                    cg_v a0_12 = vsplat(0.0f);
+                    cg_v a0_13 = vsplat(0.0f);
+                    cg_v a0_14 = vsplat(0.0f);
+                    cg_v a0_15 = vsplat(0.0f);
+                    for (int ci = 0; ci < 32; ci++) {
+                        const float *restrict xc = xg + ci*25088;
+                        const float *restrict wc = wb + ci;
+                        {
+                            const cg_v x0 = VLOAD(xc + oy*3584 + ox*256 + 0);
+                            a0_0 += wc[0] * x0;
+                            a0_1 += wc[32] * x0;
+                            a0_2 += wc[64] * x0;
+                            a0_3 += wc[96] * x0;
+                            a0_4 += wc[128] * x0;
+                            a0_5 += wc[160] * x0;
+                            a0_6 += wc[192] * x0;
+                            a0_7 += wc[224] * x0;
+                            a0_8 += wc[256] * x0;
+                            a0_9 += wc[288] * x0;
+                            a0_10 += wc[320] * x0;
+                            a0_11 += wc[352] * x0;
+                            a0_12 += wc[384] * x0;
+                            a0_13 += wc[416] * x0;
+                            a0_14 += wc[448] * x0;
+                            a0_15 += wc[480] * x0;
+                        }
+                    }
+                    VSTORE(yb + oy*896 + ox*128, a0_0);
+                    VSTORE(yb + oy*896 + ox*128 + 6272, a0_1);
+                    VSTORE(yb + oy*896 + ox*128 + 12544, a0_2);
+                    VSTORE(yb + oy*896 + ox*128 + 18816, a0_3);
+                    VSTORE(yb + oy*896 + ox*128 + 25088, a0_4);
+                    VSTORE(yb + oy*896 + ox*128 + 31360, a0_5);
+                    VSTORE(yb + oy*896 + ox*128 + 37632, a0_6);
+                    VSTORE(yb + oy*896 + ox*128 + 43904, a0_7);
+                    VSTORE(yb + oy*896 + ox*128 + 50176, a0_8);
+                    VSTORE(yb + oy*896 + ox*128 + 56448, a0_9);
+                    VSTORE(yb + oy*896 + ox*128 + 62720, a0_10);
+                    VSTORE(yb + oy*896 + ox*128 + 68992, a0_11);
+                    VSTORE(yb + oy*896 + ox*128 + 75264, a0_12);
+                    VSTORE(yb + oy*896 + ox*128 + 81536, a0_13);
+                    VSTORE(yb + oy*896 + ox*128 + 87808, a0_14);
+                    VSTORE(yb + oy*896 + ox*128 + 94080, a0_15);
+                }
+            }
+        }
+    }
+}
+
+static void l52_conv2d_backward(float *restrict G, const float *restrict x, const float *restrict dy)
+{
+    /* x [32x14x14][lanes], y [64x7x7][lanes] */
+    float *restrict gw = G;
+    CG_PARALLEL_FOR
+    for (int cb = 0; cb < 4; cb++) {
+        const float *restrict dyb = dy + cb*100352;
+        for (int ci = 0; ci < 32; ci++) {
+            const float *restrict xc = x + ci*25088;
+            float *restrict gwc = gw + cb*512 + ci;
+            { /* every tap */
+                cg_v a0_0 = vsplat(0.0f);
+                cg_v a1_0 = vsplat(0.0f);
+                cg_v a2_0 = vsplat(0.0f);
+                cg_v a3_0 = vsplat(0.0f);
+                cg_v a4_0 = vsplat(0.0f);
+                cg_v a5_0 = vsplat(0.0f);
+                cg_v a6_0 = vsplat(0.0f);
+                cg_v a7_0 = vsplat(0.0f);
+                cg_v a8_0 = vsplat(0.0f);
+                cg_v a9_0 = vsplat(0.0f);
+                cg_v a10_0 = vsplat(0.0f);
+                cg_v a11_0 = vsplat(0.0f);
+                cg_v a12_0 = vsplat(0.0f);
+                cg_v a13_0 = vsplat(0.0f);
+                cg_v a14_0 = vsplat(0.0f);
+                cg_v a15_0 = vsplat(0.0f);
+                /* rows 0..6, cols 0..6: every tap */
+                for (int oy = 0; oy < 7; oy++) {
+                    for (int ox = 0; ox < 7; ox++) {
+                        for (int v = 0; v < 8; v++) {
+                            cg_v d0 = VLOAD(dyb + oy*896 + ox*128 + v * 16), d1 = VLOAD(dyb + oy*896 + ox*128 + 6272 + v * 16), d2 = VLOAD(dyb + oy*896 + ox*128 + 12544 + v * 16), d3 = VLOAD(dyb + oy*896 + ox*128 + 18816 + v * 16), d4 = VLOAD(dyb + oy*896 + ox*128 + 25088 + v * 16), d5 = VLOAD(dyb + oy*896 + ox*128 + 31360 + v * 16), d6 = VLOAD(dyb + oy*896 + ox*128 + 37632 + v * 16), d7 = VLOAD(dyb + oy*896 + ox*128 + 43904 + v * 16), d8 = VLOAD(dyb + oy*896 + ox*128 + 50176 + v * 16), d9 = VLOAD(dyb + oy*896 + ox*128 + 56448 + v * 16), d10 = VLOAD(dyb + oy*896 + ox*128 + 62720 + v * 16), d11 = VLOAD(dyb + oy*896 + ox*128 + 68992 + v * 16), d12 = VLOAD(dyb + oy*896 + ox*128 + 75264 + v * 16), d13 = VLOAD(dyb + oy*896 + ox*128 + 81536 + v * 16), d14 = VLOAD(dyb + oy*896 + ox*128 + 87808 + v * 16), d15 = VLOAD(dyb + oy*896 + ox*128 + 94080 + v * 16); VKEEP(d0); VKEEP(d1); VKEEP(d2); VKEEP(d3); VKEEP(d4); VKEEP(d5); VKEEP(d6); VKEEP(d7); VKEEP(d8); VKEEP(d9); VKEEP(d10); VKEEP(d11); VKEEP(d12); VKEEP(d13); VKEEP(d14); VKEEP(d15);
+                            { cg_v xv = VLOAD(xc + oy*3584 + ox*256 + v * 16); VKEEP(xv); a0_0 += d0 * xv; a1_0 += d1 * xv; a2_0 += d2 * xv; a3_0 += d3 * xv; a4_0 += d4 * xv; a5_0 += d5 * xv; a6_0 += d6 * xv; a7_0 += d7 * xv; a8_0 += d8 * xv; a9_0 += d9 * xv; a10_0 += d10 * xv; a11_0 += d11 * xv; a12_0 += d12 * xv; a13_0 += d13 * xv; a14_0 += d14 * xv; a15_0 += d15 * xv; }
+                        }
+                    }
+                }
+                gwc[0] += vsum(a0_0);
+                gwc[32] += vsum(a1_0);
+                gwc[64] += vsum(a2_0);
+                gwc[96] += vsum(a3_0);
+                gwc[128] += vsum(a4_0);
+                gwc[160] += vsum(a5_0);
+                gwc[192] += vsum(a6_0);
+                gwc[224] += vsum(a7_0);
+                gwc[256] += vsum(a8_0);
+                gwc[288] += vsum(a9_0);
+                gwc[320] += vsum(a10_0);
+                gwc[352] += vsum(a11_0);
+                gwc[384] += vsum(a12_0);
+                gwc[416] += vsum(a13_0);
+                gwc[448] += vsum(a14_0);
+                gwc[480] += vsum(a15_0);
+            }
+        }
+    }
+}
+
+static void l52_conv2d_backward_dx(const float *restrict P, const float *restrict dy, float *restrict dx)
+{
+    /* x [32x14x14][lanes], y [64x7x7][lanes] */
+    const float *restrict w = P;
+    CG_PARALLEL_FOR
+    for (int cib = 0; cib < 2; cib++) {
+        for (int v0 = 0; v0 < 8; v0 += 1) {
+            float *restrict dxb = dx + cib*401408 + v0 * 16;
+            const float *restrict dyg = dy + 0 + v0 * 16;
+            const float *restrict wg = w + cib*16;
+            /* inputs rows 0+2*t (t=0..6), cols 0+2*t (t=0..6): 1 taps */
+            for (int ty = 0; ty < 7; ty++) {
+                for (int tx = 0; tx < 7; tx++) {
+                    cg_v a0_0 = vsplat(0.0f);
+                    cg_v a0_1 = vsplat(0.0f);
+                    cg_v a0_2 = vsplat(0.0f);
+                    cg_v a0_3 = vsplat(0.0f);
+                    cg_v a0_4 = vsplat(0.0f);
+                    cg_v a0_5 = vsplat(0.0f);
+                    cg_v a0_6 = vsplat(0.0f);
+                    cg_v a0_7 = vsplat(0.0f);
+                    cg_v a0_8 = vsplat(0.0f);
+                    cg_v a0_9 = vsplat(0.0f);
+                    cg_v a0_10 = vsplat(0.0f);
+                    cg_v a0_11 = vsplat(0.0f);
+                    cg_v a0_12 = vsplat(0.0f);
+                    cg_v a0_13 = vsplat(0.0f);
+                    cg_v a0_14 = vsplat(0.0f);
+                    cg_v a0_15 = vsplat(0.0f);
+                    for (int co = 0; co < 64; co++) {
+                        const float *restrict dyc = dyg + co*6272;
+                        const float *restrict wc = wg + co*32;
+                        {
+                            const cg_v d0 = VLOAD(dyc + ty*896 + tx*128 + 0);
+                            a0_0 += wc[0] * d0;
+                            a0_1 += wc[1] * d0;
+                            a0_2 += wc[2] * d0;
+                            a0_3 += wc[3] * d0;
+                            a0_4 += wc[4] * d0;
+                            a0_5 += wc[5] * d0;
+                            a0_6 += wc[6] * d0;
+                            a0_7 += wc[7] * d0;
+                            a0_8 += wc[8] * d0;
+                            a0_9 += wc[9] * d0;
+                            a0_10 += wc[10] * d0;
+                            a0_11 += wc[11] * d0;
+                            a0_12 += wc[12] * d0;
+                            a0_13 += wc[13] * d0;
+                            a0_14 += wc[14] * d0;
+                            a0_15 += wc[15] * d0;
+                        }
+                    }
+                    VSTORE(dxb + ty*3584 + tx*256, a0_0);
+                    VSTORE(dxb + ty*3584 + tx*256 + 25088, a0_1);
+                    VSTORE(dxb + ty*3584 + tx*256 + 50176, a0_2);
+                    VSTORE(dxb + ty*3584 + tx*256 + 75264, a0_3);
+                    VSTORE(dxb + ty*3584 + tx*256 + 100352, a0_4);
+                    VSTORE(dxb + ty*3584 + tx*256 + 125440, a0_5);
+                    VSTORE(dxb + ty*3584 + tx*256 + 150528, a0_6);
+                    VSTORE(dxb + ty*3584 + tx*256 + 175616, a0_7);
+                    VSTORE(dxb + ty*3584 + tx*256 + 200704, a0_8);
+                    VSTORE(dxb + ty*3584 + tx*256 + 225792, a0_9);
+                    VSTORE(dxb + ty*3584 + tx*256 + 250880, a0_10);
+                    VSTORE(dxb + ty*3584 + tx*256 + 275968, a0_11);
+                    VSTORE(dxb + ty*3584 + tx*256 + 301056, a0_12);
+                    VSTORE(dxb + ty*3584 + tx*256 + 326144, a0_13);
+                    VSTORE(dxb + ty*3584 + tx*256 + 351232, a0_14);
+                    VSTORE(dxb + ty*3584 + tx*256 + 376320, a0_15);
+                }
+            }
+            /* inputs rows 0+2*t (t=0..6), cols 1+2*t (t=0..6): 0 taps */
+            for (int ty = 0; ty < 7; ty++) {
+                for (int tx = 0; tx < 7; tx++) {
+                    cg_v a0_0 = vsplat(0.0f);
+                    cg_v a0_1 = vsplat(0.0f);
+                    cg_v a0_2 = vsplat(0.0f);
+                    cg_v a0_3 = vsplat(0.0f);
+                    cg_v a0_4 = vsplat(0.0f);
+                    cg_v a0_5 = vsplat(0.0f);
+                    cg_v a0_6 = vsplat(0.0f);
+                    cg_v a0_7 = vsplat(0.0f);
+                    cg_v a0_8 = vsplat(0.0f);
+                    cg_v a0_9 = vsplat(0.0f);
+                    cg_v a0_10 = vsplat(0.0f);
+                    cg_v a0_11 = vsplat(0.0f);
+                    cg_v a0_12 = vsplat(0.0f);
+                    cg_v a0_13 = vsplat(0.0f);
+                    cg_v a0_14 = vsplat(0.0f);
+                    cg_v a0_15 = vsplat(0.0f);
+                    VSTORE(dxb + ty*3584 + tx*256 + 128, a0_0);
+                    VSTORE(dxb + ty*3584 + tx*256 + 25216, a0_1);
+                    VSTORE(dxb + ty*3584 + tx*256 + 50304, a0_2);
+                    VSTORE(dxb + ty*3584 + tx*256 + 75392, a0_3);
+                    VSTORE(dxb + ty*3584 + tx*256 + 100480, a0_4);
+                    VSTORE(dxb + ty*3584 + tx*256 + 125568, a0_5);
+                    VSTORE(dxb + ty*3584 + tx*256 + 150656, a0_6);
+                    VSTORE(dxb + ty*3584 + tx*256 + 175744, a0_7);
+                    VSTORE(dxb + ty*3584 + tx*256 + 200832, a0_8);
+                    VSTORE(dxb + ty*3584 + tx*256 + 225920, a0_9);
+                    VSTORE(dxb + ty*3584 + tx*256 + 251008, a0_10);
+                    VSTORE(dxb + ty*3584 + tx*256 + 276096, a0_11);
+                    VSTORE(dxb + ty*3584 + tx*256 + 301184, a0_12);
+                    VSTORE(dxb + ty*3584 + tx*256 + 326272, a0_13);
+                    VSTORE(dxb + ty*3584 + tx*256 + 351360, a0_14);
+                    VSTORE(dxb + ty*3584 + tx*256 + 376448, a0_15);
+                }
+            }
+            /* inputs rows 1+2*t (t=0..6), cols 0+2*t (t=0..6): 0 taps */
+            for (int ty = 0; ty < 7; ty++) {
+                for (int tx = 0; tx < 7; tx++) {
+                    cg_v a0_0 = vsplat(0.0f);
+                    cg_v a0_1 = vsplat(0.0f);
+                    cg_v a0_2 = vsplat(0.0f);
+                    cg_v a0_3 = vsplat(0.0f);
+                    cg_v a0_4 = vsplat(0.0f);
+                    cg_v a0_5 = vsplat(0.0f);
+                    cg_v a0_6 = vsplat(0.0f);
+                    cg_v a0_7 = vsplat(0.0f);
+                    cg_v a0_8 = vsplat(0.0f);
+                    cg_v a0_9 = vsplat(0.0f);
+                    cg_v a0_10 = vsplat(0.0f);
+                    cg_v a0_11 = vsplat(0.0f);
+                    cg_v a0_12 = vsplat(0.0f);
+                    cg_v a0_13 = vsplat(0.0f);
+                    cg_v a0_14 = vsplat(0.0f);
+                    cg_v a0_15 = vsplat(0.0f);
+                    VSTORE(dxb + ty*3584 + tx*256 + 1792, a0_0);
+                    VSTORE(dxb + ty*3584 + tx*256 + 26880, a0_1);
+                    VSTORE(dxb + ty*3584 + tx*256 + 51968, a0_2);
+                    VSTORE(dxb + ty*3584 + tx*256 + 77056, a0_3);
+                    VSTORE(dxb + ty*3584 + tx*256 + 102144, a0_4);
+                    VSTORE(dxb + ty*3584 + tx*256 + 127232, a0_5);
+                    VSTORE(dxb + ty*3584 + tx*256 + 152320, a0_6);
+                    VSTORE(dxb + ty*3584 + tx*256 + 177408, a0_7);
+                    VSTORE(dxb + ty*3584 + tx*256 + 202496, a0_8);
+                    VSTORE(dxb + ty*3584 + tx*256 + 227584, a0_9);
+                    VSTORE(dxb + ty*3584 + tx*256 + 252672, a0_10);
+                    VSTORE(dxb + ty*3584 + tx*256 + 277760, a0_11);
+                    VSTORE(dxb + ty*3584 + tx*256 + 302848, a0_12);
+                    VSTORE(dxb + ty*3584 + tx*256 + 327936, a0_13);
+                    VSTORE(dxb + ty*3584 + tx*256 + 353024, a0_14);
+                    VSTORE(dxb + ty*3584 + tx*256 + 378112, a0_15);
+                }
+            }
+            /* inputs rows 1+2*t (t=0..6), cols 1+2*t (t=0..6): 0 taps */
+            for (int ty = 0; ty < 7; ty++) {
+                for (int tx = 0; tx < 7; tx++) {
+                    cg_v a0_0 = vsplat(0.0f);
+                    cg_v a0_1 = vsplat(0.0f);
+                    cg_v a0_2 = vsplat(0.0f);
+                    cg_v a0_3 = vsplat(0.0f);
+                    cg_v a0_4 = vsplat(0.0f);
+                    cg_v a0_5 = vsplat(0.0f);
+                    cg_v a0_6 = vsplat(0.0f);
+                    cg_v a0_7 = vsplat(0.0f);
+                    cg_v a0_8 = vsplat(0.0f);
+                    cg_v a0_9 = vsplat(0.0f);
+                    cg_v a0_10 = vsplat(0.0f);
+                    cg_v a0_11 = vsplat(0.0f);
+                    cg_v a0_12 = vsplat(0.0f);
+                    cg_v a0_13 = vsplat(0.0f);
+                    cg_v a0_14 = vsplat(0.0f);
+                    cg_v a0_15 = vsplat(0.0f);
+                    VSTORE(dxb + ty*3584 + tx*256 + 1920, a0_0);
+                    VSTORE(dxb + ty*3584 + tx*256 + 27008, a0_1);
+                    VSTORE(dxb + ty*3584 + tx*256 + 52096, a0_2);
+                    VSTORE(dxb + ty*3584 + tx*256 + 77184, a0_3);
+                    VSTORE(dxb + ty*3584 + tx*256 + 102272, a0_4);
+                    VSTORE(dxb + ty*3584 + tx*256 + 127360, a0_5);
+                    VSTORE(dxb + ty*3584 + tx*256 + 152448, a0_6);
+                    VSTORE(dxb + ty*3584 + tx*256 + 177536, a0_7);
+                    VSTORE(dxb + ty*3584 + tx*256 + 202624, a0_8);
+                    VSTORE(dxb + ty*3584 + tx*256 + 227712, a0_9);
+                    VSTORE(dxb + ty*3584 + tx*256 + 252800, a0_10);
+                    VSTORE(dxb + ty*3584 + tx*256 + 277888, a0_11);
+                    VSTORE(dxb + ty*3584 + tx*256 + 302976, a0_12);
+                    VSTORE(dxb + ty*3584 + tx*256 + 328064, a0_13);
+                    VSTORE(dxb + ty*3584 + tx*256 + 353152, a0_14);
+                    VSTORE(dxb + ty*3584 + tx*256 + 378240, a0_15);
+                }
+            }
+        }
+    }
+}
+
+/* layer 53: batchnorm 64x7x7 -> 64x7x7 (specs/resnet20.yaml:62:5)
+ * schedule lanes: fwd lanes dw lanes dx with dw */
+/* l53_batchnorm_forward: the code of l51_batchnorm_forward */
+
+/* l53_batchnorm_backward: the code of l48_batchnorm_backward */
+
+/* layer 54: add 64x7x7 -> 64x7x7 (specs/resnet20.yaml:63:5)
+ * schedule lanes: fwd lanes dw lanes dx with dw */
+static void l54_add_forward(const float *restrict x2, float *restrict y)
+{
+    /* x1 [64x7x7][lanes], x2 [64x7x7][lanes], y [64x7x7][lanes] */
+    for (size_t i = 0; i < 401408; i++)
+        y[i] = y[i] + x2[i];
+}
+
+static void l54_add_backward(const float *restrict dy, float *restrict dx1, float *restrict dx2)
+{
+    /* x1 [64x7x7][lanes], x2 [64x7x7][lanes], y [64x7x7][lanes] */
+    memcpy(dx1, dy, sizeof(float) * 128 * 3136);
+    memcpy(dx2, dy, sizeof(float) * 128 * 3136);
+}
+
+/* layer 55: relu 64x7x7 -> 64x7x7 (specs/resnet20.yaml:64:5)
+ * schedule lanes: fwd lanes dw lanes dx with dw */
+static void l55_relu_forward(float *restrict y)
+{
+    /* x [64x7x7][lanes], y [64x7x7][lanes] */
+    for (int i = 0; i < 401408; i++)
+        y[i] = y[i] <= 0.0f ? 0.0f : y[i];
+}
+
+static void l55_relu_backward(const float *restrict y, const float *restrict dy, float *restrict dx)
+{
+    /* x [64x7x7][lanes], y [64x7x7][lanes] */
+    for (int i = 0; i < 401408; i++)
+        dx[i] = y[i] <= 0.0f ? 0.0f : dy[i];
+}
+
+/* layer 56: conv2d 64x7x7 -> 64x7x7 (specs/resnet20.yaml:65:5)
+ * schedule lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16] threaded */
+/* l56_conv2d_forward: the code of l50_conv2d_forward */
+
+/* l56_conv2d_backward: the code of l50_conv2d_backward */
+
+static void l56_conv2d_backward_dx(const float *restrict P, const float *restrict dy, float *restrict dx)
 {
     /* x [64x7x7][lanes], y [64x7x7][lanes] */
     const float *restrict w = P;
@@ -13750,424 +18059,6 @@ static void l50_conv2d_backward_dx(const float *restrict P, const float *restric
     }
 }
 
-/* layer 51: batchnorm 64x7x7 -> 64x7x7 (specs/resnet20.yaml:60:5)
- * schedule lanes: fwd lanes dw lanes dx with dw */
-static void l51_batchnorm_forward(const float *restrict P, float *restrict B, float *restrict S, const float *restrict x, float *restrict y, int nb, int training)
-{
-    /* x [64x7x7][lanes], y [64x7x7][lanes] */
-    const float *restrict gamma = P, *restrict beta = P + 64;
-    float *restrict rmean = B, *restrict rvar = B + 64, *restrict nbt = B + 128;
-    const int m = nb * 49; /* values per channel */
-    if (training) {
-        cg_v mask[8];
-        for (int v = 0; v < 8; v++)
-            for (int l = 0; l < 16; l++) mask[v][l] = v * 16 + l < nb ? 1.0f : 0.0f;
-        nbt[0] += 1.0f;
-        const float f = 0.1f;
-        for (int c = 0; c < 64; c++) {
-            const float *restrict xc = x + (size_t)c * 6272;
-            cg_v acc[8];
-            for (int v = 0; v < 8; v++) acc[v] = vsplat(0.0f);
-            for (int s = 0; s < 49; s++) {
-                for (int v = 0; v < 8; v++) {
-                    acc[v] += VLOAD(xc + s * 128 + v * 16) * mask[v];
-                }
-            }
-            double s1 = 0.0;
-            for (int v = 0; v < 8; v++) s1 += vsum(acc[v]);
-            const double mean = s1 / m;
-            const float fmean = (float)mean;
-            for (int v = 0; v < 8; v++) acc[v] = vsplat(0.0f);
-            for (int s = 0; s < 49; s++) {
-                for (int v = 0; v < 8; v++) {
-                    const cg_v dv = (VLOAD(xc + s * 128 + v * 16) - fmean) * mask[v];
-                    acc[v] += dv * dv;
-                }
-            }
-            double v2 = 0.0;
-            for (int v = 0; v < 8; v++) v2 += vsum(acc[v]);
-            const double var = v2 / m;
-            S[c] = fmean;
-            S[64 + c] = (float)(1.0 / sqrt(var + 1.0000000000000001e-05));
-            rmean[c] = (1.0f - f) * rmean[c] + f * fmean;
-            rvar[c] = (1.0f - f) * rvar[c] + f * (float)(m > 1 ? var * m / (m - 1) : var);
-        }
-    }
-    else {
-        for (int c = 0; c < 64; c++) {
-            S[c] = rmean[c];
-            S[64 + c] = 1.0f / sqrtf(rvar[c] + 1e-05f);
-        }
-    }
-    for (int c = 0; c < 64; c++) {
-        const float mean = S[c], a = S[64 + c] * gamma[c], bc = beta[c];
-        const float *restrict xc = x + (size_t)c * 6272;
-        float *restrict yc = y + (size_t)c * 6272;
-        for (int i = 0; i < 6272; i++) yc[i] = (xc[i] - mean) * a + bc;
-    }
-}
-
-/* l51_batchnorm_backward: the code of l48_batchnorm_backward */
-
-/* layer 52: conv2d 32x14x14 -> 64x7x7 (specs/resnet20.yaml:61:5)
- * schedule lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=16,rows=1] dx lanes[TB=1,TCI=16] threaded */
-static void l52_conv2d_forward(const float *restrict P, const float *restrict x, float *restrict y)
-{
-    /* x [32x14x14][lanes], y [64x7x7][lanes] */
-    const float *restrict w = P;
-    CG_PARALLEL_FOR
-    for (int cb = 0; cb < 4; cb++) {
-        for (int v0 = 0; v0 < 8; v0 += 1) {
-            const float *restrict wb = w + cb*512;
-            const float *restrict xg = x + 0 + v0 * 16;
-            float *restrict yb = y + cb*100352 + v0 * 16;
-            /* rows 0..6, cols 0..6: every tap */
-            for (int oy = 0; oy < 7; oy++) {
-                for (int ox = 0; ox < 7; ox++) {
-                    cg_v a0_0 = vsplat(0.0f);
-                    cg_v a0_1 = vsplat(0.0f);
-                    cg_v a0_2 = vsplat(0.0f);
-                    cg_v a0_3 = vsplat(0.0f);
-                    cg_v a0_4 = vsplat(0.0f);
-                    cg_v a0_5 = vsplat(0.0f);
-                    cg_v a0_6 = vsplat(0.0f);
-                    cg_v a0_7 = vsplat(0.0f);
-                    cg_v a0_8 = vsplat(0.0f);
-                    cg_v a0_9 = vsplat(0.0f);
-                    cg_v a0_10 = vsplat(0.0f);
-                    cg_v a0_11 = vsplat(0.0f);
-                    cg_v a0_12 = vsplat(0.0f);
-                    cg_v a0_13 = vsplat(0.0f);
-                    cg_v a0_14 = vsplat(0.0f);
-                    cg_v a0_15 = vsplat(0.0f);
-                    for (int ci = 0; ci < 32; ci++) {
-                        const float *restrict xc = xg + ci*25088;
-                        const float *restrict wc = wb + ci;
-                        {
-                            const cg_v x0 = VLOAD(xc + oy*3584 + ox*256 + 0);
-                            a0_0 += wc[0] * x0;
-                            a0_1 += wc[32] * x0;
-                            a0_2 += wc[64] * x0;
-                            a0_3 += wc[96] * x0;
-                            a0_4 += wc[128] * x0;
-                            a0_5 += wc[160] * x0;
-                            a0_6 += wc[192] * x0;
-                            a0_7 += wc[224] * x0;
-                            a0_8 += wc[256] * x0;
-                            a0_9 += wc[288] * x0;
-                            a0_10 += wc[320] * x0;
-                            a0_11 += wc[352] * x0;
-                            a0_12 += wc[384] * x0;
-                            a0_13 += wc[416] * x0;
-                            a0_14 += wc[448] * x0;
-                            a0_15 += wc[480] * x0;
-                        }
-                    }
-                    VSTORE(yb + oy*896 + ox*128, a0_0);
-                    VSTORE(yb + oy*896 + ox*128 + 6272, a0_1);
-                    VSTORE(yb + oy*896 + ox*128 + 12544, a0_2);
-                    VSTORE(yb + oy*896 + ox*128 + 18816, a0_3);
-                    VSTORE(yb + oy*896 + ox*128 + 25088, a0_4);
-                    VSTORE(yb + oy*896 + ox*128 + 31360, a0_5);
-                    VSTORE(yb + oy*896 + ox*128 + 37632, a0_6);
-                    VSTORE(yb + oy*896 + ox*128 + 43904, a0_7);
-                    VSTORE(yb + oy*896 + ox*128 + 50176, a0_8);
-                    VSTORE(yb + oy*896 + ox*128 + 56448, a0_9);
-                    VSTORE(yb + oy*896 + ox*128 + 62720, a0_10);
-                    VSTORE(yb + oy*896 + ox*128 + 68992, a0_11);
-                    VSTORE(yb + oy*896 + ox*128 + 75264, a0_12);
-                    VSTORE(yb + oy*896 + ox*128 + 81536, a0_13);
-                    VSTORE(yb + oy*896 + ox*128 + 87808, a0_14);
-                    VSTORE(yb + oy*896 + ox*128 + 94080, a0_15);
-                }
-            }
-        }
-    }
-}
-
-static void l52_conv2d_backward(float *restrict G, const float *restrict x, const float *restrict dy)
-{
-    /* x [32x14x14][lanes], y [64x7x7][lanes] */
-    float *restrict gw = G;
-    CG_PARALLEL_FOR
-    for (int cb = 0; cb < 4; cb++) {
-        const float *restrict dyb = dy + cb*100352;
-        for (int ci = 0; ci < 32; ci++) {
-            const float *restrict xc = x + ci*25088;
-            float *restrict gwc = gw + cb*512 + ci;
-            { /* every tap */
-                cg_v a0_0 = vsplat(0.0f);
-                cg_v a1_0 = vsplat(0.0f);
-                cg_v a2_0 = vsplat(0.0f);
-                cg_v a3_0 = vsplat(0.0f);
-                cg_v a4_0 = vsplat(0.0f);
-                cg_v a5_0 = vsplat(0.0f);
-                cg_v a6_0 = vsplat(0.0f);
-                cg_v a7_0 = vsplat(0.0f);
-                cg_v a8_0 = vsplat(0.0f);
-                cg_v a9_0 = vsplat(0.0f);
-                cg_v a10_0 = vsplat(0.0f);
-                cg_v a11_0 = vsplat(0.0f);
-                cg_v a12_0 = vsplat(0.0f);
-                cg_v a13_0 = vsplat(0.0f);
-                cg_v a14_0 = vsplat(0.0f);
-                cg_v a15_0 = vsplat(0.0f);
-                /* rows 0..6, cols 0..6: every tap */
-                for (int oy = 0; oy < 7; oy++) {
-                    for (int ox = 0; ox < 7; ox++) {
-                        for (int v = 0; v < 8; v++) {
-                            cg_v d0 = VLOAD(dyb + oy*896 + ox*128 + v * 16), d1 = VLOAD(dyb + oy*896 + ox*128 + 6272 + v * 16), d2 = VLOAD(dyb + oy*896 + ox*128 + 12544 + v * 16), d3 = VLOAD(dyb + oy*896 + ox*128 + 18816 + v * 16), d4 = VLOAD(dyb + oy*896 + ox*128 + 25088 + v * 16), d5 = VLOAD(dyb + oy*896 + ox*128 + 31360 + v * 16), d6 = VLOAD(dyb + oy*896 + ox*128 + 37632 + v * 16), d7 = VLOAD(dyb + oy*896 + ox*128 + 43904 + v * 16), d8 = VLOAD(dyb + oy*896 + ox*128 + 50176 + v * 16), d9 = VLOAD(dyb + oy*896 + ox*128 + 56448 + v * 16), d10 = VLOAD(dyb + oy*896 + ox*128 + 62720 + v * 16), d11 = VLOAD(dyb + oy*896 + ox*128 + 68992 + v * 16), d12 = VLOAD(dyb + oy*896 + ox*128 + 75264 + v * 16), d13 = VLOAD(dyb + oy*896 + ox*128 + 81536 + v * 16), d14 = VLOAD(dyb + oy*896 + ox*128 + 87808 + v * 16), d15 = VLOAD(dyb + oy*896 + ox*128 + 94080 + v * 16); VKEEP(d0); VKEEP(d1); VKEEP(d2); VKEEP(d3); VKEEP(d4); VKEEP(d5); VKEEP(d6); VKEEP(d7); VKEEP(d8); VKEEP(d9); VKEEP(d10); VKEEP(d11); VKEEP(d12); VKEEP(d13); VKEEP(d14); VKEEP(d15);
-                            { cg_v xv = VLOAD(xc + oy*3584 + ox*256 + v * 16); VKEEP(xv); a0_0 += d0 * xv; a1_0 += d1 * xv; a2_0 += d2 * xv; a3_0 += d3 * xv; a4_0 += d4 * xv; a5_0 += d5 * xv; a6_0 += d6 * xv; a7_0 += d7 * xv; a8_0 += d8 * xv; a9_0 += d9 * xv; a10_0 += d10 * xv; a11_0 += d11 * xv; a12_0 += d12 * xv; a13_0 += d13 * xv; a14_0 += d14 * xv; a15_0 += d15 * xv; }
-                        }
-                    }
-                }
-                gwc[0] += vsum(a0_0);
-                gwc[32] += vsum(a1_0);
-                gwc[64] += vsum(a2_0);
-                gwc[96] += vsum(a3_0);
-                gwc[128] += vsum(a4_0);
-                gwc[160] += vsum(a5_0);
-                gwc[192] += vsum(a6_0);
-                gwc[224] += vsum(a7_0);
-                gwc[256] += vsum(a8_0);
-                gwc[288] += vsum(a9_0);
-                gwc[320] += vsum(a10_0);
-                gwc[352] += vsum(a11_0);
-                gwc[384] += vsum(a12_0);
-                gwc[416] += vsum(a13_0);
-                gwc[448] += vsum(a14_0);
-                gwc[480] += vsum(a15_0);
-            }
-        }
-    }
-}
-
-static void l52_conv2d_backward_dx(const float *restrict P, const float *restrict dy, float *restrict dx)
-{
-    /* x [32x14x14][lanes], y [64x7x7][lanes] */
-    const float *restrict w = P;
-    CG_PARALLEL_FOR
-    for (int cib = 0; cib < 2; cib++) {
-        for (int v0 = 0; v0 < 8; v0 += 1) {
-            float *restrict dxb = dx + cib*401408 + v0 * 16;
-            const float *restrict dyg = dy + 0 + v0 * 16;
-            const float *restrict wg = w + cib*16;
-            /* inputs rows 0+2*t (t=0..6), cols 0+2*t (t=0..6): 1 taps */
-            for (int ty = 0; ty < 7; ty++) {
-                for (int tx = 0; tx < 7; tx++) {
-                    cg_v a0_0 = vsplat(0.0f);
-                    cg_v a0_1 = vsplat(0.0f);
-                    cg_v a0_2 = vsplat(0.0f);
-                    cg_v a0_3 = vsplat(0.0f);
-                    cg_v a0_4 = vsplat(0.0f);
-                    cg_v a0_5 = vsplat(0.0f);
-                    cg_v a0_6 = vsplat(0.0f);
-                    cg_v a0_7 = vsplat(0.0f);
-                    cg_v a0_8 = vsplat(0.0f);
-                    cg_v a0_9 = vsplat(0.0f);
-                    cg_v a0_10 = vsplat(0.0f);
-                    cg_v a0_11 = vsplat(0.0f);
-                    cg_v a0_12 = vsplat(0.0f);
-                    cg_v a0_13 = vsplat(0.0f);
-                    cg_v a0_14 = vsplat(0.0f);
-                    cg_v a0_15 = vsplat(0.0f);
-                    for (int co = 0; co < 64; co++) {
-                        const float *restrict dyc = dyg + co*6272;
-                        const float *restrict wc = wg + co*32;
-                        {
-                            const cg_v d0 = VLOAD(dyc + ty*896 + tx*128 + 0);
-                            a0_0 += wc[0] * d0;
-                            a0_1 += wc[1] * d0;
-                            a0_2 += wc[2] * d0;
-                            a0_3 += wc[3] * d0;
-                            a0_4 += wc[4] * d0;
-                            a0_5 += wc[5] * d0;
-                            a0_6 += wc[6] * d0;
-                            a0_7 += wc[7] * d0;
-                            a0_8 += wc[8] * d0;
-                            a0_9 += wc[9] * d0;
-                            a0_10 += wc[10] * d0;
-                            a0_11 += wc[11] * d0;
-                            a0_12 += wc[12] * d0;
-                            a0_13 += wc[13] * d0;
-                            a0_14 += wc[14] * d0;
-                            a0_15 += wc[15] * d0;
-                        }
-                    }
-                    VSTORE(dxb + ty*3584 + tx*256, a0_0);
-                    VSTORE(dxb + ty*3584 + tx*256 + 25088, a0_1);
-                    VSTORE(dxb + ty*3584 + tx*256 + 50176, a0_2);
-                    VSTORE(dxb + ty*3584 + tx*256 + 75264, a0_3);
-                    VSTORE(dxb + ty*3584 + tx*256 + 100352, a0_4);
-                    VSTORE(dxb + ty*3584 + tx*256 + 125440, a0_5);
-                    VSTORE(dxb + ty*3584 + tx*256 + 150528, a0_6);
-                    VSTORE(dxb + ty*3584 + tx*256 + 175616, a0_7);
-                    VSTORE(dxb + ty*3584 + tx*256 + 200704, a0_8);
-                    VSTORE(dxb + ty*3584 + tx*256 + 225792, a0_9);
-                    VSTORE(dxb + ty*3584 + tx*256 + 250880, a0_10);
-                    VSTORE(dxb + ty*3584 + tx*256 + 275968, a0_11);
-                    VSTORE(dxb + ty*3584 + tx*256 + 301056, a0_12);
-                    VSTORE(dxb + ty*3584 + tx*256 + 326144, a0_13);
-                    VSTORE(dxb + ty*3584 + tx*256 + 351232, a0_14);
-                    VSTORE(dxb + ty*3584 + tx*256 + 376320, a0_15);
-                }
-            }
-            /* inputs rows 0+2*t (t=0..6), cols 1+2*t (t=0..6): 0 taps */
-            for (int ty = 0; ty < 7; ty++) {
-                for (int tx = 0; tx < 7; tx++) {
-                    cg_v a0_0 = vsplat(0.0f);
-                    cg_v a0_1 = vsplat(0.0f);
-                    cg_v a0_2 = vsplat(0.0f);
-                    cg_v a0_3 = vsplat(0.0f);
-                    cg_v a0_4 = vsplat(0.0f);
-                    cg_v a0_5 = vsplat(0.0f);
-                    cg_v a0_6 = vsplat(0.0f);
-                    cg_v a0_7 = vsplat(0.0f);
-                    cg_v a0_8 = vsplat(0.0f);
-                    cg_v a0_9 = vsplat(0.0f);
-                    cg_v a0_10 = vsplat(0.0f);
-                    cg_v a0_11 = vsplat(0.0f);
-                    cg_v a0_12 = vsplat(0.0f);
-                    cg_v a0_13 = vsplat(0.0f);
-                    cg_v a0_14 = vsplat(0.0f);
-                    cg_v a0_15 = vsplat(0.0f);
-                    VSTORE(dxb + ty*3584 + tx*256 + 128, a0_0);
-                    VSTORE(dxb + ty*3584 + tx*256 + 25216, a0_1);
-                    VSTORE(dxb + ty*3584 + tx*256 + 50304, a0_2);
-                    VSTORE(dxb + ty*3584 + tx*256 + 75392, a0_3);
-                    VSTORE(dxb + ty*3584 + tx*256 + 100480, a0_4);
-                    VSTORE(dxb + ty*3584 + tx*256 + 125568, a0_5);
-                    VSTORE(dxb + ty*3584 + tx*256 + 150656, a0_6);
-                    VSTORE(dxb + ty*3584 + tx*256 + 175744, a0_7);
-                    VSTORE(dxb + ty*3584 + tx*256 + 200832, a0_8);
-                    VSTORE(dxb + ty*3584 + tx*256 + 225920, a0_9);
-                    VSTORE(dxb + ty*3584 + tx*256 + 251008, a0_10);
-                    VSTORE(dxb + ty*3584 + tx*256 + 276096, a0_11);
-                    VSTORE(dxb + ty*3584 + tx*256 + 301184, a0_12);
-                    VSTORE(dxb + ty*3584 + tx*256 + 326272, a0_13);
-                    VSTORE(dxb + ty*3584 + tx*256 + 351360, a0_14);
-                    VSTORE(dxb + ty*3584 + tx*256 + 376448, a0_15);
-                }
-            }
-            /* inputs rows 1+2*t (t=0..6), cols 0+2*t (t=0..6): 0 taps */
-            for (int ty = 0; ty < 7; ty++) {
-                for (int tx = 0; tx < 7; tx++) {
-                    cg_v a0_0 = vsplat(0.0f);
-                    cg_v a0_1 = vsplat(0.0f);
-                    cg_v a0_2 = vsplat(0.0f);
-                    cg_v a0_3 = vsplat(0.0f);
-                    cg_v a0_4 = vsplat(0.0f);
-                    cg_v a0_5 = vsplat(0.0f);
-                    cg_v a0_6 = vsplat(0.0f);
-                    cg_v a0_7 = vsplat(0.0f);
-                    cg_v a0_8 = vsplat(0.0f);
-                    cg_v a0_9 = vsplat(0.0f);
-                    cg_v a0_10 = vsplat(0.0f);
-                    cg_v a0_11 = vsplat(0.0f);
-                    cg_v a0_12 = vsplat(0.0f);
-                    cg_v a0_13 = vsplat(0.0f);
-                    cg_v a0_14 = vsplat(0.0f);
-                    cg_v a0_15 = vsplat(0.0f);
-                    VSTORE(dxb + ty*3584 + tx*256 + 1792, a0_0);
-                    VSTORE(dxb + ty*3584 + tx*256 + 26880, a0_1);
-                    VSTORE(dxb + ty*3584 + tx*256 + 51968, a0_2);
-                    VSTORE(dxb + ty*3584 + tx*256 + 77056, a0_3);
-                    VSTORE(dxb + ty*3584 + tx*256 + 102144, a0_4);
-                    VSTORE(dxb + ty*3584 + tx*256 + 127232, a0_5);
-                    VSTORE(dxb + ty*3584 + tx*256 + 152320, a0_6);
-                    VSTORE(dxb + ty*3584 + tx*256 + 177408, a0_7);
-                    VSTORE(dxb + ty*3584 + tx*256 + 202496, a0_8);
-                    VSTORE(dxb + ty*3584 + tx*256 + 227584, a0_9);
-                    VSTORE(dxb + ty*3584 + tx*256 + 252672, a0_10);
-                    VSTORE(dxb + ty*3584 + tx*256 + 277760, a0_11);
-                    VSTORE(dxb + ty*3584 + tx*256 + 302848, a0_12);
-                    VSTORE(dxb + ty*3584 + tx*256 + 327936, a0_13);
-                    VSTORE(dxb + ty*3584 + tx*256 + 353024, a0_14);
-                    VSTORE(dxb + ty*3584 + tx*256 + 378112, a0_15);
-                }
-            }
-            /* inputs rows 1+2*t (t=0..6), cols 1+2*t (t=0..6): 0 taps */
-            for (int ty = 0; ty < 7; ty++) {
-                for (int tx = 0; tx < 7; tx++) {
-                    cg_v a0_0 = vsplat(0.0f);
-                    cg_v a0_1 = vsplat(0.0f);
-                    cg_v a0_2 = vsplat(0.0f);
-                    cg_v a0_3 = vsplat(0.0f);
-                    cg_v a0_4 = vsplat(0.0f);
-                    cg_v a0_5 = vsplat(0.0f);
-                    cg_v a0_6 = vsplat(0.0f);
-                    cg_v a0_7 = vsplat(0.0f);
-                    cg_v a0_8 = vsplat(0.0f);
-                    cg_v a0_9 = vsplat(0.0f);
-                    cg_v a0_10 = vsplat(0.0f);
-                    cg_v a0_11 = vsplat(0.0f);
-                    cg_v a0_12 = vsplat(0.0f);
-                    cg_v a0_13 = vsplat(0.0f);
-                    cg_v a0_14 = vsplat(0.0f);
-                    cg_v a0_15 = vsplat(0.0f);
-                    VSTORE(dxb + ty*3584 + tx*256 + 1920, a0_0);
-                    VSTORE(dxb + ty*3584 + tx*256 + 27008, a0_1);
-                    VSTORE(dxb + ty*3584 + tx*256 + 52096, a0_2);
-                    VSTORE(dxb + ty*3584 + tx*256 + 77184, a0_3);
-                    VSTORE(dxb + ty*3584 + tx*256 + 102272, a0_4);
-                    VSTORE(dxb + ty*3584 + tx*256 + 127360, a0_5);
-                    VSTORE(dxb + ty*3584 + tx*256 + 152448, a0_6);
-                    VSTORE(dxb + ty*3584 + tx*256 + 177536, a0_7);
-                    VSTORE(dxb + ty*3584 + tx*256 + 202624, a0_8);
-                    VSTORE(dxb + ty*3584 + tx*256 + 227712, a0_9);
-                    VSTORE(dxb + ty*3584 + tx*256 + 252800, a0_10);
-                    VSTORE(dxb + ty*3584 + tx*256 + 277888, a0_11);
-                    VSTORE(dxb + ty*3584 + tx*256 + 302976, a0_12);
-                    VSTORE(dxb + ty*3584 + tx*256 + 328064, a0_13);
-                    VSTORE(dxb + ty*3584 + tx*256 + 353152, a0_14);
-                    VSTORE(dxb + ty*3584 + tx*256 + 378240, a0_15);
-                }
-            }
-        }
-    }
-}
-
-/* layer 53: batchnorm 64x7x7 -> 64x7x7 (specs/resnet20.yaml:62:5)
- * schedule lanes: fwd lanes dw lanes dx with dw */
-/* l53_batchnorm_forward: the code of l51_batchnorm_forward */
-
-/* l53_batchnorm_backward: the code of l48_batchnorm_backward */
-
-/* layer 54: add 64x7x7 -> 64x7x7 (specs/resnet20.yaml:63:5)
- * schedule lanes: fwd lanes dw lanes dx with dw */
-static void l54_add_forward(const float *restrict x2, float *restrict y)
-{
-    /* x1 [64x7x7][lanes], x2 [64x7x7][lanes], y [64x7x7][lanes] */
-    for (size_t i = 0; i < 401408; i++)
-        y[i] = y[i] + x2[i];
-}
-
-static void l54_add_backward(const float *restrict dy, float *restrict dx1, float *restrict dx2)
-{
-    /* x1 [64x7x7][lanes], x2 [64x7x7][lanes], y [64x7x7][lanes] */
-    memcpy(dx1, dy, sizeof(float) * 128 * 3136);
-    memcpy(dx2, dy, sizeof(float) * 128 * 3136);
-}
-
-/* layer 55: relu 64x7x7 -> 64x7x7 (specs/resnet20.yaml:64:5)
- * schedule lanes: fwd lanes dw lanes dx with dw */
-static void l55_relu_forward(float *restrict y)
-{
-    /* x [64x7x7][lanes], y [64x7x7][lanes] */
-    for (int i = 0; i < 401408; i++)
-        y[i] = y[i] <= 0.0f ? 0.0f : y[i];
-}
-
-/* l55_relu_backward: the code of l49_relu_backward */
-
-/* layer 56: conv2d 64x7x7 -> 64x7x7 (specs/resnet20.yaml:65:5)
- * schedule lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16] threaded */
-/* l56_conv2d_forward: the code of l50_conv2d_forward */
-
-/* l56_conv2d_backward: the code of l50_conv2d_backward */
-
-/* l56_conv2d_backward_dx: the code of l50_conv2d_backward_dx */
-
 /* layer 57: batchnorm 64x7x7 -> 64x7x7 (specs/resnet20.yaml:66:5)
  * schedule lanes: fwd lanes+relu dw lanes dx with dw */
 /* l57_batchnorm_forward: the code of l48_batchnorm_forward */
@@ -14178,10 +18069,10 @@ static void l55_relu_forward(float *restrict y)
  * schedule lanes: fwd lanes dw lanes dx with dw */
 /* l58_relu_forward: none, layer 57 stores its output through the relu */
 
-/* l58_relu_backward: the code of l49_relu_backward */
+/* l58_relu_backward: none, layer 59 masks its dx stores with the relu's derivative */
 
 /* layer 59: conv2d 64x7x7 -> 64x7x7 (specs/resnet20.yaml:68:5)
- * schedule lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16] threaded */
+ * schedule lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16]+relu' threaded */
 /* l59_conv2d_forward: the code of l50_conv2d_forward */
 
 /* l59_conv2d_backward: the code of l50_conv2d_backward */
@@ -14204,7 +18095,7 @@ static void l55_relu_forward(float *restrict y)
  * schedule lanes: fwd lanes dw lanes dx with dw */
 /* l62_relu_forward: the code of l55_relu_forward */
 
-/* l62_relu_backward: the code of l49_relu_backward */
+/* l62_relu_backward: the code of l55_relu_backward */
 
 /* layer 63: conv2d 64x7x7 -> 64x7x7 (specs/resnet20.yaml:72:5)
  * schedule lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16] threaded */
@@ -14212,7 +18103,7 @@ static void l55_relu_forward(float *restrict y)
 
 /* l63_conv2d_backward: the code of l50_conv2d_backward */
 
-/* l63_conv2d_backward_dx: the code of l50_conv2d_backward_dx */
+/* l63_conv2d_backward_dx: the code of l56_conv2d_backward_dx */
 
 /* layer 64: batchnorm 64x7x7 -> 64x7x7 (specs/resnet20.yaml:73:5)
  * schedule lanes: fwd lanes+relu dw lanes dx with dw */
@@ -14224,10 +18115,10 @@ static void l55_relu_forward(float *restrict y)
  * schedule lanes: fwd lanes dw lanes dx with dw */
 /* l65_relu_forward: none, layer 64 stores its output through the relu */
 
-/* l65_relu_backward: the code of l49_relu_backward */
+/* l65_relu_backward: none, layer 66 masks its dx stores with the relu's derivative */
 
 /* layer 66: conv2d 64x7x7 -> 64x7x7 (specs/resnet20.yaml:75:5)
- * schedule lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16] threaded */
+ * schedule lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16]+relu' threaded */
 /* l66_conv2d_forward: the code of l50_conv2d_forward */
 
 /* l66_conv2d_backward: the code of l50_conv2d_backward */
@@ -14250,7 +18141,7 @@ static void l55_relu_forward(float *restrict y)
  * schedule lanes: fwd lanes dw lanes dx with dw */
 /* l69_relu_forward: the code of l55_relu_forward */
 
-/* l69_relu_backward: the code of l49_relu_backward */
+/* l69_relu_backward: the code of l55_relu_backward */
 
 /* layer 70: global_avgpool 64x7x7 -> 64x1x1 (specs/resnet20.yaml:79:5)
  * schedule lanes: fwd lanes dw lanes dx with dw */
@@ -14506,78 +18397,69 @@ static void l72_dense_backward_dx(const float *restrict P, const float *restrict
 #define D67     39463456 /* gradient arena: dLoss/d(layer 67 output) */
 #define D62     40266272 /* gradient arena: dLoss/d(layer 62 output) */
 #define D66     39864864 /* gradient arena: dLoss/d(layer 66 output) */
-#define D65     39463456 /* gradient arena: dLoss/d(layer 65 output) */
-#define D64     39864864 /* gradient arena: dLoss/d(layer 64 output) */
-#define D63     39463456 /* gradient arena: dLoss/d(layer 63 output) */
-#define T63_1   39864864 /* gradient arena: a gradient summed into its tensor's */
+#define D65     39463456 /* gradient arena: dLoss/d(layer 65 output), then layer 66's dx masks it to dLoss/d(its input) */
+#define D63     39864864 /* gradient arena: dLoss/d(layer 63 output) */
+#define T63_1   39463456 /* gradient arena: a gradient summed into its tensor's */
 #define D61     39463456 /* gradient arena: dLoss/d(layer 61 output) */
 #define D60     39864864 /* gradient arena: dLoss/d(layer 60 output) */
 #define D55     40266272 /* gradient arena: dLoss/d(layer 55 output) */
 #define D59     39463456 /* gradient arena: dLoss/d(layer 59 output) */
-#define D58     39864864 /* gradient arena: dLoss/d(layer 58 output) */
-#define D57     39463456 /* gradient arena: dLoss/d(layer 57 output) */
-#define D56     39864864 /* gradient arena: dLoss/d(layer 56 output) */
-#define T56_1   39463456 /* gradient arena: a gradient summed into its tensor's */
+#define D58     39864864 /* gradient arena: dLoss/d(layer 58 output), then layer 59's dx masks it to dLoss/d(its input) */
+#define D56     39463456 /* gradient arena: dLoss/d(layer 56 output) */
+#define T56_1   39864864 /* gradient arena: a gradient summed into its tensor's */
 #define D54     39463456 /* gradient arena: dLoss/d(layer 54 output) */
 #define D51     40266272 /* gradient arena: dLoss/d(layer 51 output) */
 #define D53     39864864 /* gradient arena: dLoss/d(layer 53 output) */
 #define D52     40667680 /* gradient arena: dLoss/d(layer 52 output) */
 #define D46     39463456 /* gradient arena: dLoss/d(layer 46 output) */
 #define D50     40667680 /* gradient arena: dLoss/d(layer 50 output) */
-#define D49     40266272 /* gradient arena: dLoss/d(layer 49 output) */
-#define D48     40667680 /* gradient arena: dLoss/d(layer 48 output) */
+#define D49     40266272 /* gradient arena: dLoss/d(layer 49 output), then layer 50's dx masks it to dLoss/d(its input) */
 #define D47     41069088 /* gradient arena: dLoss/d(layer 47 output) */
 #define T47_1   40266272 /* gradient arena: a gradient summed into its tensor's */
 #define D45     40266272 /* gradient arena: dLoss/d(layer 45 output) */
 #define D44     39463456 /* gradient arena: dLoss/d(layer 44 output) */
 #define D39     41069088 /* gradient arena: dLoss/d(layer 39 output) */
 #define D43     40266272 /* gradient arena: dLoss/d(layer 43 output) */
-#define D42     39463456 /* gradient arena: dLoss/d(layer 42 output) */
-#define D41     40266272 /* gradient arena: dLoss/d(layer 41 output) */
-#define D40     39463456 /* gradient arena: dLoss/d(layer 40 output) */
-#define T40_1   40266272 /* gradient arena: a gradient summed into its tensor's */
+#define D42     39463456 /* gradient arena: dLoss/d(layer 42 output), then layer 43's dx masks it to dLoss/d(its input) */
+#define D40     40266272 /* gradient arena: dLoss/d(layer 40 output) */
+#define T40_1   39463456 /* gradient arena: a gradient summed into its tensor's */
 #define D38     39463456 /* gradient arena: dLoss/d(layer 38 output) */
 #define D37     40266272 /* gradient arena: dLoss/d(layer 37 output) */
 #define D32     41069088 /* gradient arena: dLoss/d(layer 32 output) */
 #define D36     39463456 /* gradient arena: dLoss/d(layer 36 output) */
-#define D35     40266272 /* gradient arena: dLoss/d(layer 35 output) */
-#define D34     39463456 /* gradient arena: dLoss/d(layer 34 output) */
-#define D33     40266272 /* gradient arena: dLoss/d(layer 33 output) */
-#define T33_1   39463456 /* gradient arena: a gradient summed into its tensor's */
+#define D35     40266272 /* gradient arena: dLoss/d(layer 35 output), then layer 36's dx masks it to dLoss/d(its input) */
+#define D33     39463456 /* gradient arena: dLoss/d(layer 33 output) */
+#define T33_1   40266272 /* gradient arena: a gradient summed into its tensor's */
 #define D31     39463456 /* gradient arena: dLoss/d(layer 31 output) */
 #define D28     41069088 /* gradient arena: dLoss/d(layer 28 output) */
 #define D30     40266272 /* gradient arena: dLoss/d(layer 30 output) */
 #define D29     41871904 /* gradient arena: dLoss/d(layer 29 output) */
 #define D23     39463456 /* gradient arena: dLoss/d(layer 23 output) */
 #define D27     41871904 /* gradient arena: dLoss/d(layer 27 output) */
-#define D26     41069088 /* gradient arena: dLoss/d(layer 26 output) */
-#define D25     41871904 /* gradient arena: dLoss/d(layer 25 output) */
+#define D26     41069088 /* gradient arena: dLoss/d(layer 26 output), then layer 27's dx masks it to dLoss/d(its input) */
 #define D24     42674720 /* gradient arena: dLoss/d(layer 24 output) */
 #define T24_1   41069088 /* gradient arena: a gradient summed into its tensor's */
 #define D22     41069088 /* gradient arena: dLoss/d(layer 22 output) */
 #define D21     39463456 /* gradient arena: dLoss/d(layer 21 output) */
 #define D16     42674720 /* gradient arena: dLoss/d(layer 16 output) */
 #define D20     41069088 /* gradient arena: dLoss/d(layer 20 output) */
-#define D19     39463456 /* gradient arena: dLoss/d(layer 19 output) */
-#define D18     41069088 /* gradient arena: dLoss/d(layer 18 output) */
-#define D17     39463456 /* gradient arena: dLoss/d(layer 17 output) */
-#define T17_1   41069088 /* gradient arena: a gradient summed into its tensor's */
+#define D19     39463456 /* gradient arena: dLoss/d(layer 19 output), then layer 20's dx masks it to dLoss/d(its input) */
+#define D17     41069088 /* gradient arena: dLoss/d(layer 17 output) */
+#define T17_1   39463456 /* gradient arena: a gradient summed into its tensor's */
 #define D15     39463456 /* gradient arena: dLoss/d(layer 15 output) */
 #define D14     41069088 /* gradient arena: dLoss/d(layer 14 output) */
 #define D09     42674720 /* gradient arena: dLoss/d(layer 9 output) */
 #define D13     39463456 /* gradient arena: dLoss/d(layer 13 output) */
-#define D12     41069088 /* gradient arena: dLoss/d(layer 12 output) */
-#define D11     39463456 /* gradient arena: dLoss/d(layer 11 output) */
-#define D10     41069088 /* gradient arena: dLoss/d(layer 10 output) */
-#define T10_1   39463456 /* gradient arena: a gradient summed into its tensor's */
+#define D12     41069088 /* gradient arena: dLoss/d(layer 12 output), then layer 13's dx masks it to dLoss/d(its input) */
+#define D10     39463456 /* gradient arena: dLoss/d(layer 10 output) */
+#define T10_1   41069088 /* gradient arena: a gradient summed into its tensor's */
 #define D08     39463456 /* gradient arena: dLoss/d(layer 8 output) */
 #define D07     41069088 /* gradient arena: dLoss/d(layer 7 output) */
 #define D02     42674720 /* gradient arena: dLoss/d(layer 2 output) */
 #define D06     39463456 /* gradient arena: dLoss/d(layer 6 output) */
-#define D05     41069088 /* gradient arena: dLoss/d(layer 5 output) */
-#define D04     39463456 /* gradient arena: dLoss/d(layer 4 output) */
-#define D03     41069088 /* gradient arena: dLoss/d(layer 3 output) */
-#define T03_1   39463456 /* gradient arena: a gradient summed into its tensor's */
+#define D05     41069088 /* gradient arena: dLoss/d(layer 5 output), then layer 6's dx masks it to dLoss/d(its input) */
+#define D03     39463456 /* gradient arena: dLoss/d(layer 3 output) */
+#define T03_1   41069088 /* gradient arena: a gradient summed into its tensor's */
 #define D01     39463456 /* gradient arena: dLoss/d(layer 1 output) */
 #define D00     41069088 /* gradient arena: dLoss/d(layer 0 output) */
 #define DIN     39463456 /* gradient arena: dLoss/dInput */
@@ -14689,69 +18571,69 @@ void resnet20_backward(const float *params, float *grads, const float *x, float 
     l72_dense_backward_dx(params + 271536, ws + DOUT_L, ws + D71);
     /* layer 71: flatten passes the gradient through */
     l70_global_avgpool_backward(ws + D71, ws + D69);
-    l49_relu_backward(ws + A67, ws + D69, ws + D68);
+    l55_relu_backward(ws + A67, ws + D69, ws + D68);
     l54_add_backward(ws + D68, ws + D67, ws + D62);
     l48_batchnorm_backward(params + 271408, grads + 271408, ws + S67, ws + A66, ws + D67, ws + D66, nb);
     l50_conv2d_backward(grads + 234544, ws + A64, ws + D66);
-    l50_conv2d_backward_dx(params + 234544, ws + D66, ws + D65);
-    l49_relu_backward(ws + A64, ws + D65, ws + D64);
-    l48_batchnorm_backward(params + 234416, grads + 234416, ws + S64, ws + A63, ws + D64, ws + D63, nb);
+    l50_conv2d_backward_dx(params + 234544, ws + A64, ws + D66, ws + D65);
+    /* layer 65: relu's backward is in layer 66's dx stores */
+    l48_batchnorm_backward(params + 234416, grads + 234416, ws + S64, ws + A63, ws + D65, ws + D63, nb);
     l50_conv2d_backward(grads + 197552, ws + A60, ws + D63);
-    l50_conv2d_backward_dx(params + 197552, ws + D63, ws + T63_1);
+    l56_conv2d_backward_dx(params + 197552, ws + D63, ws + T63_1);
     for (size_t i = 0; i < 401408; i++) (ws + D62)[i] += (ws + T63_1)[i]; /* a tensor read again: gradients add */
-    l49_relu_backward(ws + A60, ws + D62, ws + D61);
+    l55_relu_backward(ws + A60, ws + D62, ws + D61);
     l54_add_backward(ws + D61, ws + D60, ws + D55);
     l48_batchnorm_backward(params + 197424, grads + 197424, ws + S60, ws + A59, ws + D60, ws + D59, nb);
     l50_conv2d_backward(grads + 160560, ws + A57, ws + D59);
-    l50_conv2d_backward_dx(params + 160560, ws + D59, ws + D58);
-    l49_relu_backward(ws + A57, ws + D58, ws + D57);
-    l48_batchnorm_backward(params + 160432, grads + 160432, ws + S57, ws + A56, ws + D57, ws + D56, nb);
+    l50_conv2d_backward_dx(params + 160560, ws + A57, ws + D59, ws + D58);
+    /* layer 58: relu's backward is in layer 59's dx stores */
+    l48_batchnorm_backward(params + 160432, grads + 160432, ws + S57, ws + A56, ws + D58, ws + D56, nb);
     l50_conv2d_backward(grads + 123568, ws + A51, ws + D56);
-    l50_conv2d_backward_dx(params + 123568, ws + D56, ws + T56_1);
+    l56_conv2d_backward_dx(params + 123568, ws + D56, ws + T56_1);
     for (size_t i = 0; i < 401408; i++) (ws + D55)[i] += (ws + T56_1)[i]; /* a tensor read again: gradients add */
-    l49_relu_backward(ws + A51, ws + D55, ws + D54);
+    l55_relu_backward(ws + A51, ws + D55, ws + D54);
     l54_add_backward(ws + D54, ws + D51, ws + D53);
     l48_batchnorm_backward(params + 123440, grads + 123440, ws + S53, ws + A52, ws + D53, ws + D52, nb);
     l52_conv2d_backward(grads + 121392, ws + A44, ws + D52);
     l52_conv2d_backward_dx(params + 121392, ws + D52, ws + D46);
     l48_batchnorm_backward(params + 121264, grads + 121264, ws + S51, ws + A50, ws + D51, ws + D50, nb);
     l50_conv2d_backward(grads + 84400, ws + A48, ws + D50);
-    l50_conv2d_backward_dx(params + 84400, ws + D50, ws + D49);
-    l49_relu_backward(ws + A48, ws + D49, ws + D48);
-    l48_batchnorm_backward(params + 84272, grads + 84272, ws + S48, ws + A47, ws + D48, ws + D47, nb);
+    l50_conv2d_backward_dx(params + 84400, ws + A48, ws + D50, ws + D49);
+    /* layer 49: relu's backward is in layer 50's dx stores */
+    l48_batchnorm_backward(params + 84272, grads + 84272, ws + S48, ws + A47, ws + D49, ws + D47, nb);
     l47_conv2d_backward(grads + 65840, ws + A44, ws + D47);
     l47_conv2d_backward_dx(params + 65840, ws + D47, ws + T47_1);
     for (size_t i = 0; i < 802816; i++) (ws + D46)[i] += (ws + T47_1)[i]; /* a tensor read again: gradients add */
-    l26_relu_backward(ws + A44, ws + D46, ws + D45);
+    l32_relu_backward(ws + A44, ws + D46, ws + D45);
     l31_add_backward(ws + D45, ws + D44, ws + D39);
     l25_batchnorm_backward(params + 65776, grads + 65776, ws + S44, ws + A43, ws + D44, ws + D43, nb);
     l27_conv2d_backward(grads + 56560, ws + A41, ws + D43);
-    l27_conv2d_backward_dx(params + 56560, ws + D43, ws + D42);
-    l26_relu_backward(ws + A41, ws + D42, ws + D41);
-    l25_batchnorm_backward(params + 56496, grads + 56496, ws + S41, ws + A40, ws + D41, ws + D40, nb);
+    l27_conv2d_backward_dx(params + 56560, ws + A41, ws + D43, ws + D42);
+    /* layer 42: relu's backward is in layer 43's dx stores */
+    l25_batchnorm_backward(params + 56496, grads + 56496, ws + S41, ws + A40, ws + D42, ws + D40, nb);
     l27_conv2d_backward(grads + 47280, ws + A37, ws + D40);
-    l27_conv2d_backward_dx(params + 47280, ws + D40, ws + T40_1);
+    l33_conv2d_backward_dx(params + 47280, ws + D40, ws + T40_1);
     for (size_t i = 0; i < 802816; i++) (ws + D39)[i] += (ws + T40_1)[i]; /* a tensor read again: gradients add */
-    l26_relu_backward(ws + A37, ws + D39, ws + D38);
+    l32_relu_backward(ws + A37, ws + D39, ws + D38);
     l31_add_backward(ws + D38, ws + D37, ws + D32);
     l25_batchnorm_backward(params + 47216, grads + 47216, ws + S37, ws + A36, ws + D37, ws + D36, nb);
     l27_conv2d_backward(grads + 38000, ws + A34, ws + D36);
-    l27_conv2d_backward_dx(params + 38000, ws + D36, ws + D35);
-    l26_relu_backward(ws + A34, ws + D35, ws + D34);
-    l25_batchnorm_backward(params + 37936, grads + 37936, ws + S34, ws + A33, ws + D34, ws + D33, nb);
+    l27_conv2d_backward_dx(params + 38000, ws + A34, ws + D36, ws + D35);
+    /* layer 35: relu's backward is in layer 36's dx stores */
+    l25_batchnorm_backward(params + 37936, grads + 37936, ws + S34, ws + A33, ws + D35, ws + D33, nb);
     l27_conv2d_backward(grads + 28720, ws + A28, ws + D33);
-    l27_conv2d_backward_dx(params + 28720, ws + D33, ws + T33_1);
+    l33_conv2d_backward_dx(params + 28720, ws + D33, ws + T33_1);
     for (size_t i = 0; i < 802816; i++) (ws + D32)[i] += (ws + T33_1)[i]; /* a tensor read again: gradients add */
-    l26_relu_backward(ws + A28, ws + D32, ws + D31);
+    l32_relu_backward(ws + A28, ws + D32, ws + D31);
     l31_add_backward(ws + D31, ws + D28, ws + D30);
     l25_batchnorm_backward(params + 28656, grads + 28656, ws + S30, ws + A29, ws + D30, ws + D29, nb);
     l29_conv2d_backward(grads + 28144, ws + A21, ws + D29);
     l29_conv2d_backward_dx(params + 28144, ws + D29, ws + D23);
     l25_batchnorm_backward(params + 28080, grads + 28080, ws + S28, ws + A27, ws + D28, ws + D27, nb);
     l27_conv2d_backward(grads + 18864, ws + A25, ws + D27);
-    l27_conv2d_backward_dx(params + 18864, ws + D27, ws + D26);
-    l26_relu_backward(ws + A25, ws + D26, ws + D25);
-    l25_batchnorm_backward(params + 18800, grads + 18800, ws + S25, ws + A24, ws + D25, ws + D24, nb);
+    l27_conv2d_backward_dx(params + 18864, ws + A25, ws + D27, ws + D26);
+    /* layer 26: relu's backward is in layer 27's dx stores */
+    l25_batchnorm_backward(params + 18800, grads + 18800, ws + S25, ws + A24, ws + D26, ws + D24, nb);
     l24_conv2d_backward(grads + 14192, ws + A21, ws + D24);
     l24_conv2d_backward_dx(params + 14192, ws + D24, ws + T24_1);
     for (size_t i = 0; i < 1605632; i++) (ws + D23)[i] += (ws + T24_1)[i]; /* a tensor read again: gradients add */
@@ -14759,9 +18641,9 @@ void resnet20_backward(const float *params, float *grads, const float *x, float 
     l08_add_backward(ws + D22, ws + D21, ws + D16);
     l01_batchnorm_backward(params + 14160, grads + 14160, ws + S21, ws + A20, ws + D21, ws + D20, nb);
     l03_conv2d_backward(grads + 11856, ws + A18, ws + D20);
-    l03_conv2d_backward_dx(params + 11856, ws + D20, ws + D19);
-    l02_relu_backward(ws + A18, ws + D19, ws + D18);
-    l01_batchnorm_backward(params + 11824, grads + 11824, ws + S18, ws + A17, ws + D18, ws + D17, nb);
+    l06_conv2d_backward_dx(params + 11856, ws + A18, ws + D20, ws + D19);
+    /* layer 19: relu's backward is in layer 20's dx stores */
+    l01_batchnorm_backward(params + 11824, grads + 11824, ws + S18, ws + A17, ws + D19, ws + D17, nb);
     l03_conv2d_backward(grads + 9520, ws + A14, ws + D17);
     l03_conv2d_backward_dx(params + 9520, ws + D17, ws + T17_1);
     for (size_t i = 0; i < 1605632; i++) (ws + D16)[i] += (ws + T17_1)[i]; /* a tensor read again: gradients add */
@@ -14769,9 +18651,9 @@ void resnet20_backward(const float *params, float *grads, const float *x, float 
     l08_add_backward(ws + D15, ws + D14, ws + D09);
     l01_batchnorm_backward(params + 9488, grads + 9488, ws + S14, ws + A13, ws + D14, ws + D13, nb);
     l03_conv2d_backward(grads + 7184, ws + A11, ws + D13);
-    l03_conv2d_backward_dx(params + 7184, ws + D13, ws + D12);
-    l02_relu_backward(ws + A11, ws + D12, ws + D11);
-    l01_batchnorm_backward(params + 7152, grads + 7152, ws + S11, ws + A10, ws + D11, ws + D10, nb);
+    l06_conv2d_backward_dx(params + 7184, ws + A11, ws + D13, ws + D12);
+    /* layer 12: relu's backward is in layer 13's dx stores */
+    l01_batchnorm_backward(params + 7152, grads + 7152, ws + S11, ws + A10, ws + D12, ws + D10, nb);
     l03_conv2d_backward(grads + 4848, ws + A07, ws + D10);
     l03_conv2d_backward_dx(params + 4848, ws + D10, ws + T10_1);
     for (size_t i = 0; i < 1605632; i++) (ws + D09)[i] += (ws + T10_1)[i]; /* a tensor read again: gradients add */
@@ -14779,9 +18661,9 @@ void resnet20_backward(const float *params, float *grads, const float *x, float 
     l08_add_backward(ws + D08, ws + D07, ws + D02);
     l01_batchnorm_backward(params + 4816, grads + 4816, ws + S07, ws + A06, ws + D07, ws + D06, nb);
     l03_conv2d_backward(grads + 2512, ws + A04, ws + D06);
-    l03_conv2d_backward_dx(params + 2512, ws + D06, ws + D05);
-    l02_relu_backward(ws + A04, ws + D05, ws + D04);
-    l01_batchnorm_backward(params + 2480, grads + 2480, ws + S04, ws + A03, ws + D04, ws + D03, nb);
+    l06_conv2d_backward_dx(params + 2512, ws + A04, ws + D06, ws + D05);
+    /* layer 5: relu's backward is in layer 6's dx stores */
+    l01_batchnorm_backward(params + 2480, grads + 2480, ws + S04, ws + A03, ws + D05, ws + D03, nb);
     l03_conv2d_backward(grads + 176, ws + A01, ws + D03);
     l03_conv2d_backward_dx(params + 176, ws + D03, ws + T03_1);
     for (size_t i = 0; i < 1605632; i++) (ws + D02)[i] += (ws + T03_1)[i]; /* a tensor read again: gradients add */
@@ -15029,7 +18911,7 @@ static const cg_layer resnet20_layers[] = {
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {16, 28, 28}, .ndim_out = 3, .out_shape = {16, 28, 28},
      .in_size = 12544, .out_size = 12544, .act_offset = 6522880, .lanes = 128, .line = 15, .col = 5,
-     .schedule = "lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16] threaded", .n_inputs = 1, .inputs = resnet20_inputs + 6, .name = "layer1_0_conv2", .inplace = 0,
+     .schedule = "lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16]+relu' threaded", .n_inputs = 1, .inputs = resnet20_inputs + 6, .name = "layer1_0_conv2", .inplace = 0,
      .kernel = {3, 3}, .stride = {1, 1}, .pad_lo = {1, 1}, .pad_hi = {1, 1}, .dilation = {1, 1},
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "batchnorm", .ndim_in = 3, .in_shape = {16, 28, 28}, .ndim_out = 3, .out_shape = {16, 28, 28},
@@ -15059,7 +18941,7 @@ static const cg_layer resnet20_layers[] = {
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {16, 28, 28}, .ndim_out = 3, .out_shape = {16, 28, 28},
      .in_size = 12544, .out_size = 12544, .act_offset = 12945408, .lanes = 128, .line = 22, .col = 5,
-     .schedule = "lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16] threaded", .n_inputs = 1, .inputs = resnet20_inputs + 14, .name = "layer1_1_conv2", .inplace = 0,
+     .schedule = "lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16]+relu' threaded", .n_inputs = 1, .inputs = resnet20_inputs + 14, .name = "layer1_1_conv2", .inplace = 0,
      .kernel = {3, 3}, .stride = {1, 1}, .pad_lo = {1, 1}, .pad_hi = {1, 1}, .dilation = {1, 1},
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "batchnorm", .ndim_in = 3, .in_shape = {16, 28, 28}, .ndim_out = 3, .out_shape = {16, 28, 28},
@@ -15089,7 +18971,7 @@ static const cg_layer resnet20_layers[] = {
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {16, 28, 28}, .ndim_out = 3, .out_shape = {16, 28, 28},
      .in_size = 12544, .out_size = 12544, .act_offset = 19367936, .lanes = 128, .line = 29, .col = 5,
-     .schedule = "lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16] threaded", .n_inputs = 1, .inputs = resnet20_inputs + 22, .name = "layer1_2_conv2", .inplace = 0,
+     .schedule = "lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16]+relu' threaded", .n_inputs = 1, .inputs = resnet20_inputs + 22, .name = "layer1_2_conv2", .inplace = 0,
      .kernel = {3, 3}, .stride = {1, 1}, .pad_lo = {1, 1}, .pad_hi = {1, 1}, .dilation = {1, 1},
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "batchnorm", .ndim_in = 3, .in_shape = {16, 28, 28}, .ndim_out = 3, .out_shape = {16, 28, 28},
@@ -15119,7 +19001,7 @@ static const cg_layer resnet20_layers[] = {
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {32, 14, 14}, .ndim_out = 3, .out_shape = {32, 14, 14},
      .in_size = 6272, .out_size = 6272, .act_offset = 24184832, .lanes = 128, .line = 36, .col = 5,
-     .schedule = "lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16] threaded", .n_inputs = 1, .inputs = resnet20_inputs + 30, .name = "layer2_0_conv2", .inplace = 0,
+     .schedule = "lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16]+relu' threaded", .n_inputs = 1, .inputs = resnet20_inputs + 30, .name = "layer2_0_conv2", .inplace = 0,
      .kernel = {3, 3}, .stride = {1, 1}, .pad_lo = {1, 1}, .pad_hi = {1, 1}, .dilation = {1, 1},
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "batchnorm", .ndim_in = 3, .in_shape = {32, 14, 14}, .ndim_out = 3, .out_shape = {32, 14, 14},
@@ -15158,7 +19040,7 @@ static const cg_layer resnet20_layers[] = {
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {32, 14, 14}, .ndim_out = 3, .out_shape = {32, 14, 14},
      .in_size = 6272, .out_size = 6272, .act_offset = 29001728, .lanes = 128, .line = 45, .col = 5,
-     .schedule = "lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16] threaded", .n_inputs = 1, .inputs = resnet20_inputs + 40, .name = "layer2_1_conv2", .inplace = 0,
+     .schedule = "lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16]+relu' threaded", .n_inputs = 1, .inputs = resnet20_inputs + 40, .name = "layer2_1_conv2", .inplace = 0,
      .kernel = {3, 3}, .stride = {1, 1}, .pad_lo = {1, 1}, .pad_hi = {1, 1}, .dilation = {1, 1},
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "batchnorm", .ndim_in = 3, .in_shape = {32, 14, 14}, .ndim_out = 3, .out_shape = {32, 14, 14},
@@ -15188,7 +19070,7 @@ static const cg_layer resnet20_layers[] = {
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {32, 14, 14}, .ndim_out = 3, .out_shape = {32, 14, 14},
      .in_size = 6272, .out_size = 6272, .act_offset = 32212992, .lanes = 128, .line = 52, .col = 5,
-     .schedule = "lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16] threaded", .n_inputs = 1, .inputs = resnet20_inputs + 48, .name = "layer2_2_conv2", .inplace = 0,
+     .schedule = "lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16]+relu' threaded", .n_inputs = 1, .inputs = resnet20_inputs + 48, .name = "layer2_2_conv2", .inplace = 0,
      .kernel = {3, 3}, .stride = {1, 1}, .pad_lo = {1, 1}, .pad_hi = {1, 1}, .dilation = {1, 1},
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "batchnorm", .ndim_in = 3, .in_shape = {32, 14, 14}, .ndim_out = 3, .out_shape = {32, 14, 14},
@@ -15218,7 +19100,7 @@ static const cg_layer resnet20_layers[] = {
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {64, 7, 7}, .ndim_out = 3, .out_shape = {64, 7, 7},
      .in_size = 3136, .out_size = 3136, .act_offset = 34621440, .lanes = 128, .line = 59, .col = 5,
-     .schedule = "lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16] threaded", .n_inputs = 1, .inputs = resnet20_inputs + 56, .name = "layer3_0_conv2", .inplace = 0,
+     .schedule = "lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16]+relu' threaded", .n_inputs = 1, .inputs = resnet20_inputs + 56, .name = "layer3_0_conv2", .inplace = 0,
      .kernel = {3, 3}, .stride = {1, 1}, .pad_lo = {1, 1}, .pad_hi = {1, 1}, .dilation = {1, 1},
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "batchnorm", .ndim_in = 3, .in_shape = {64, 7, 7}, .ndim_out = 3, .out_shape = {64, 7, 7},
@@ -15257,7 +19139,7 @@ static const cg_layer resnet20_layers[] = {
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {64, 7, 7}, .ndim_out = 3, .out_shape = {64, 7, 7},
      .in_size = 3136, .out_size = 3136, .act_offset = 37029888, .lanes = 128, .line = 68, .col = 5,
-     .schedule = "lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16] threaded", .n_inputs = 1, .inputs = resnet20_inputs + 66, .name = "layer3_1_conv2", .inplace = 0,
+     .schedule = "lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16]+relu' threaded", .n_inputs = 1, .inputs = resnet20_inputs + 66, .name = "layer3_1_conv2", .inplace = 0,
      .kernel = {3, 3}, .stride = {1, 1}, .pad_lo = {1, 1}, .pad_hi = {1, 1}, .dilation = {1, 1},
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "batchnorm", .ndim_in = 3, .in_shape = {64, 7, 7}, .ndim_out = 3, .out_shape = {64, 7, 7},
@@ -15287,7 +19169,7 @@ static const cg_layer resnet20_layers[] = {
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {64, 7, 7}, .ndim_out = 3, .out_shape = {64, 7, 7},
      .in_size = 3136, .out_size = 3136, .act_offset = 38635520, .lanes = 128, .line = 75, .col = 5,
-     .schedule = "lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16] threaded", .n_inputs = 1, .inputs = resnet20_inputs + 74, .name = "layer3_2_conv2", .inplace = 0,
+     .schedule = "lanes: fwd lanes[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16]+relu' threaded", .n_inputs = 1, .inputs = resnet20_inputs + 74, .name = "layer3_2_conv2", .inplace = 0,
      .kernel = {3, 3}, .stride = {1, 1}, .pad_lo = {1, 1}, .pad_hi = {1, 1}, .dilation = {1, 1},
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "batchnorm", .ndim_in = 3, .in_shape = {64, 7, 7}, .ndim_out = 3, .out_shape = {64, 7, 7},

@@ -83,6 +83,8 @@ static inline __attribute__((unused)) float vsum_(const cg_v *v) { float s = 0.0
 /* activations fused into a producer's stores (relu(NaN) = NaN, as PyTorch's) */
 static inline __attribute__((unused)) float cg_relu(float v) { return v <= 0.0f ? 0.0f : v; }
 #define vrelu(v) ((cg_v)((cg_vi)(v) & ~((v) <= vsplat(0.0f))))
+static inline __attribute__((unused)) float cg_drelu(float y, float g) { return y <= 0.0f ? 0.0f : g; }
+#define vdrelu(y, g) ((cg_v)((cg_vi)(g) & ~((y) <= vsplat(0.0f))))
 
 /* layer 0: conv2d 3x224x224 -> 64x224x224 (specs/vgg16.yaml:15:5)
  * schedule wv: fwd wv[TC=6,TX=4]+relu dw wv[RY=3,TCW=2,U=4] dx wv[TC=3,TX=4] threaded */
@@ -1677,10 +1679,10 @@ static void l02_conv2d_backward_dx(const float *restrict P, float *restrict S, c
  * schedule loop: fwd loop dw loop dx with dw threaded */
 /* l03_relu_forward: none, layer 2 stores its output through the relu */
 
-/* l03_relu_backward: the code of l01_relu_backward */
+/* l03_relu_backward: none, layer 4 masks its dx stores with the relu's derivative */
 
 /* layer 4: maxpool2d 64x224x224 -> 64x112x112 (specs/vgg16.yaml:19:5)
- * schedule loop: fwd loop dw loop dx with dw threaded */
+ * schedule loop: fwd loop dw loop+relu' dx with dw threaded */
 static void l04_maxpool2d_forward(const float *restrict x, float *restrict y, int nb)
 {
     /* x [N][64x224x224], y [N][64x112x112] */
@@ -1718,7 +1720,7 @@ static void l04_maxpool2d_backward(const float *restrict x, const float *restric
                     if (xc[oy*448 + ox*2 + 1] > m || isnan(xc[oy*448 + ox*2 + 1])) { m = xc[oy*448 + ox*2 + 1]; a = oy*448 + ox*2 + 1; }
                     if (xc[oy*448 + ox*2 + 224] > m || isnan(xc[oy*448 + ox*2 + 224])) { m = xc[oy*448 + ox*2 + 224]; a = oy*448 + ox*2 + 224; }
                     if (xc[oy*448 + ox*2 + 225] > m || isnan(xc[oy*448 + ox*2 + 225])) { m = xc[oy*448 + ox*2 + 225]; a = oy*448 + ox*2 + 225; }
-                    dxc[a] += dyc[oy*112 + ox];
+                    const float d = dyc[oy*112 + ox]; dxc[a] += cg_drelu(m, d);
                 }
             }
         }
@@ -3406,10 +3408,10 @@ static void l07_conv2d_backward_dx(const float *restrict P, float *restrict S, c
  * schedule loop: fwd loop dw loop dx with dw threaded */
 /* l08_relu_forward: none, layer 7 stores its output through the relu */
 
-/* l08_relu_backward: the code of l06_relu_backward */
+/* l08_relu_backward: none, layer 9 masks its dx stores with the relu's derivative */
 
 /* layer 9: maxpool2d 128x112x112 -> 128x56x56 (specs/vgg16.yaml:25:5)
- * schedule loop: fwd loop dw loop dx with dw */
+ * schedule loop: fwd loop dw loop+relu' dx with dw */
 static void l09_maxpool2d_forward(const float *restrict x, float *restrict y, int nb)
 {
     /* x [N][128x112x112], y [N][128x56x56] */
@@ -3447,7 +3449,7 @@ static void l09_maxpool2d_backward(const float *restrict x, const float *restric
                     if (xc[oy*224 + ox*2 + 1] > m || isnan(xc[oy*224 + ox*2 + 1])) { m = xc[oy*224 + ox*2 + 1]; a = oy*224 + ox*2 + 1; }
                     if (xc[oy*224 + ox*2 + 112] > m || isnan(xc[oy*224 + ox*2 + 112])) { m = xc[oy*224 + ox*2 + 112]; a = oy*224 + ox*2 + 112; }
                     if (xc[oy*224 + ox*2 + 113] > m || isnan(xc[oy*224 + ox*2 + 113])) { m = xc[oy*224 + ox*2 + 113]; a = oy*224 + ox*2 + 113; }
-                    dxc[a] += dyc[oy*56 + ox];
+                    const float d = dyc[oy*56 + ox]; dxc[a] += cg_drelu(m, d);
                 }
             }
         }
@@ -4667,10 +4669,10 @@ static void l12_conv2d_backward_dx(const float *restrict P, float *restrict S, c
  * schedule loop: fwd loop dw loop dx with dw threaded */
 /* l15_relu_forward: none, layer 14 stores its output through the relu */
 
-/* l15_relu_backward: the code of l11_relu_backward */
+/* l15_relu_backward: none, layer 16 masks its dx stores with the relu's derivative */
 
 /* layer 16: maxpool2d 256x56x56 -> 256x28x28 (specs/vgg16.yaml:33:5)
- * schedule loop: fwd loop dw loop dx with dw */
+ * schedule loop: fwd loop dw loop+relu' dx with dw */
 static void l16_maxpool2d_forward(const float *restrict x, float *restrict y, int nb)
 {
     /* x [N][256x56x56], y [N][256x28x28] */
@@ -4708,7 +4710,7 @@ static void l16_maxpool2d_backward(const float *restrict x, const float *restric
                     if (xc[oy*112 + ox*2 + 1] > m || isnan(xc[oy*112 + ox*2 + 1])) { m = xc[oy*112 + ox*2 + 1]; a = oy*112 + ox*2 + 1; }
                     if (xc[oy*112 + ox*2 + 56] > m || isnan(xc[oy*112 + ox*2 + 56])) { m = xc[oy*112 + ox*2 + 56]; a = oy*112 + ox*2 + 56; }
                     if (xc[oy*112 + ox*2 + 57] > m || isnan(xc[oy*112 + ox*2 + 57])) { m = xc[oy*112 + ox*2 + 57]; a = oy*112 + ox*2 + 57; }
-                    dxc[a] += dyc[oy*28 + ox];
+                    const float d = dyc[oy*28 + ox]; dxc[a] += cg_drelu(m, d);
                 }
             }
         }
@@ -6346,10 +6348,10 @@ static void l19_conv2d_backward_dx(const float *restrict P, float *restrict S, c
  * schedule loop: fwd loop dw loop dx with dw */
 /* l22_relu_forward: none, layer 21 stores its output through the relu */
 
-/* l22_relu_backward: the code of l18_relu_backward */
+/* l22_relu_backward: none, layer 23 masks its dx stores with the relu's derivative */
 
 /* layer 23: maxpool2d 512x28x28 -> 512x14x14 (specs/vgg16.yaml:41:5)
- * schedule loop: fwd loop dw loop dx with dw */
+ * schedule loop: fwd loop dw loop+relu' dx with dw */
 static void l23_maxpool2d_forward(const float *restrict x, float *restrict y, int nb)
 {
     /* x [N][512x28x28], y [N][512x14x14] */
@@ -6387,7 +6389,7 @@ static void l23_maxpool2d_backward(const float *restrict x, const float *restric
                     if (xc[oy*56 + ox*2 + 1] > m || isnan(xc[oy*56 + ox*2 + 1])) { m = xc[oy*56 + ox*2 + 1]; a = oy*56 + ox*2 + 1; }
                     if (xc[oy*56 + ox*2 + 28] > m || isnan(xc[oy*56 + ox*2 + 28])) { m = xc[oy*56 + ox*2 + 28]; a = oy*56 + ox*2 + 28; }
                     if (xc[oy*56 + ox*2 + 29] > m || isnan(xc[oy*56 + ox*2 + 29])) { m = xc[oy*56 + ox*2 + 29]; a = oy*56 + ox*2 + 29; }
-                    dxc[a] += dyc[oy*14 + ox];
+                    const float d = dyc[oy*14 + ox]; dxc[a] += cg_drelu(m, d);
                 }
             }
         }
@@ -6876,10 +6878,10 @@ static void l25_relu_backward(const float *restrict y, const float *restrict dy,
  * schedule loop: fwd loop dw loop dx with dw */
 /* l29_relu_forward: none, layer 28 stores its output through the relu */
 
-/* l29_relu_backward: the code of l25_relu_backward */
+/* l29_relu_backward: none, layer 30 masks its dx stores with the relu's derivative */
 
 /* layer 30: maxpool2d 512x14x14 -> 512x7x7 (specs/vgg16.yaml:49:5)
- * schedule loop: fwd loop dw loop dx with dw */
+ * schedule loop: fwd loop dw loop+relu' dx with dw */
 static void l30_maxpool2d_forward(const float *restrict x, float *restrict y, int nb)
 {
     /* x [N][512x14x14], y [N][512x7x7] */
@@ -6917,7 +6919,7 @@ static void l30_maxpool2d_backward(const float *restrict x, const float *restric
                     if (xc[oy*28 + ox*2 + 1] > m || isnan(xc[oy*28 + ox*2 + 1])) { m = xc[oy*28 + ox*2 + 1]; a = oy*28 + ox*2 + 1; }
                     if (xc[oy*28 + ox*2 + 14] > m || isnan(xc[oy*28 + ox*2 + 14])) { m = xc[oy*28 + ox*2 + 14]; a = oy*28 + ox*2 + 14; }
                     if (xc[oy*28 + ox*2 + 15] > m || isnan(xc[oy*28 + ox*2 + 15])) { m = xc[oy*28 + ox*2 + 15]; a = oy*28 + ox*2 + 15; }
-                    dxc[a] += dyc[oy*7 + ox];
+                    const float d = dyc[oy*7 + ox]; dxc[a] += cg_drelu(m, d);
                 }
             }
         }
@@ -7067,15 +7069,10 @@ static void l32_dense_backward_dx(const float *restrict P, const float *restrict
  * schedule loop: fwd loop dw loop dx with dw */
 /* l33_relu_forward: none, layer 32 stores its output through the relu */
 
-static void l33_relu_backward(const float *restrict y, const float *restrict dy, float *restrict dx, int nb)
-{
-    /* x [N][4096], y [N][4096] */
-    for (size_t i = 0; i < (size_t)nb * 4096; i++)
-        dx[i] = y[i] <= 0.0f ? 0.0f : dy[i];
-}
+/* l33_relu_backward: none, layer 34 masks its dx stores with the relu's derivative */
 
 /* layer 34: dense 4096 -> 4096 (specs/vgg16.yaml:54:5)
- * schedule gemm: fwd gemm[TN=2,TO=8]+relu dw gemm[TI=4,TO=6] dx gemm[TI=4,TN=2] threaded */
+ * schedule gemm: fwd gemm[TN=2,TO=8]+relu dw gemm[TI=4,TO=6] dx gemm[TI=4,TN=2]+relu' threaded */
 static void l34_dense_forward(const float *restrict P, const float *restrict x, float *restrict y, int nb)
 {
     /* x [N][4096], y [N][4096] */
@@ -7184,7 +7181,7 @@ static void l34_dense_backward(float *restrict G, const float *restrict x, const
     }
 }
 
-static void l34_dense_backward_dx(const float *restrict P, const float *restrict dy, float *restrict dx, int nb)
+static void l34_dense_backward_dx(const float *restrict P, const float *restrict x, const float *restrict dy, float *restrict dx, int nb)
 {
     /* x [N][4096], y [N][4096] */
     const float *restrict w = P;
@@ -7199,8 +7196,8 @@ static void l34_dense_backward_dx(const float *restrict P, const float *restrict
                 const float d0 = dy[(size_t)(n0 + 0) * 4096 + o]; a0_0 += d0 * w0; a0_1 += d0 * w1; a0_2 += d0 * w2; a0_3 += d0 * w3;
                 const float d1 = dy[(size_t)(n0 + 1) * 4096 + o]; a1_0 += d1 * w0; a1_1 += d1 * w1; a1_2 += d1 * w2; a1_3 += d1 * w3;
             }
-            VSTORE(dx + (size_t)(n0 + 0) * 4096 + i0 + 0, a0_0); VSTORE(dx + (size_t)(n0 + 0) * 4096 + i0 + 16, a0_1); VSTORE(dx + (size_t)(n0 + 0) * 4096 + i0 + 32, a0_2); VSTORE(dx + (size_t)(n0 + 0) * 4096 + i0 + 48, a0_3);
-            VSTORE(dx + (size_t)(n0 + 1) * 4096 + i0 + 0, a1_0); VSTORE(dx + (size_t)(n0 + 1) * 4096 + i0 + 16, a1_1); VSTORE(dx + (size_t)(n0 + 1) * 4096 + i0 + 32, a1_2); VSTORE(dx + (size_t)(n0 + 1) * 4096 + i0 + 48, a1_3);
+            VSTORE(dx + (size_t)(n0 + 0) * 4096 + i0 + 0, vdrelu(VLOAD(x + (size_t)(n0 + 0) * 4096 + i0 + 0), a0_0)); VSTORE(dx + (size_t)(n0 + 0) * 4096 + i0 + 16, vdrelu(VLOAD(x + (size_t)(n0 + 0) * 4096 + i0 + 16), a0_1)); VSTORE(dx + (size_t)(n0 + 0) * 4096 + i0 + 32, vdrelu(VLOAD(x + (size_t)(n0 + 0) * 4096 + i0 + 32), a0_2)); VSTORE(dx + (size_t)(n0 + 0) * 4096 + i0 + 48, vdrelu(VLOAD(x + (size_t)(n0 + 0) * 4096 + i0 + 48), a0_3));
+            VSTORE(dx + (size_t)(n0 + 1) * 4096 + i0 + 0, vdrelu(VLOAD(x + (size_t)(n0 + 1) * 4096 + i0 + 0), a1_0)); VSTORE(dx + (size_t)(n0 + 1) * 4096 + i0 + 16, vdrelu(VLOAD(x + (size_t)(n0 + 1) * 4096 + i0 + 16), a1_1)); VSTORE(dx + (size_t)(n0 + 1) * 4096 + i0 + 32, vdrelu(VLOAD(x + (size_t)(n0 + 1) * 4096 + i0 + 32), a1_2)); VSTORE(dx + (size_t)(n0 + 1) * 4096 + i0 + 48, vdrelu(VLOAD(x + (size_t)(n0 + 1) * 4096 + i0 + 48), a1_3));
         }
         for (; n0 < nb; n0++) {
             cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f);
@@ -7208,7 +7205,7 @@ static void l34_dense_backward_dx(const float *restrict P, const float *restrict
                 cg_v w0 = VLOAD(w + (size_t)o * 4096 + i0 + 0), w1 = VLOAD(w + (size_t)o * 4096 + i0 + 16), w2 = VLOAD(w + (size_t)o * 4096 + i0 + 32), w3 = VLOAD(w + (size_t)o * 4096 + i0 + 48); VKEEP(w0); VKEEP(w1); VKEEP(w2); VKEEP(w3);
                 const float d0 = dy[(size_t)(n0 + 0) * 4096 + o]; a0_0 += d0 * w0; a0_1 += d0 * w1; a0_2 += d0 * w2; a0_3 += d0 * w3;
             }
-            VSTORE(dx + (size_t)(n0 + 0) * 4096 + i0 + 0, a0_0); VSTORE(dx + (size_t)(n0 + 0) * 4096 + i0 + 16, a0_1); VSTORE(dx + (size_t)(n0 + 0) * 4096 + i0 + 32, a0_2); VSTORE(dx + (size_t)(n0 + 0) * 4096 + i0 + 48, a0_3);
+            VSTORE(dx + (size_t)(n0 + 0) * 4096 + i0 + 0, vdrelu(VLOAD(x + (size_t)(n0 + 0) * 4096 + i0 + 0), a0_0)); VSTORE(dx + (size_t)(n0 + 0) * 4096 + i0 + 16, vdrelu(VLOAD(x + (size_t)(n0 + 0) * 4096 + i0 + 16), a0_1)); VSTORE(dx + (size_t)(n0 + 0) * 4096 + i0 + 32, vdrelu(VLOAD(x + (size_t)(n0 + 0) * 4096 + i0 + 32), a0_2)); VSTORE(dx + (size_t)(n0 + 0) * 4096 + i0 + 48, vdrelu(VLOAD(x + (size_t)(n0 + 0) * 4096 + i0 + 48), a0_3));
         }
     }
 }
@@ -7217,10 +7214,10 @@ static void l34_dense_backward_dx(const float *restrict P, const float *restrict
  * schedule loop: fwd loop dw loop dx with dw */
 /* l35_relu_forward: none, layer 34 stores its output through the relu */
 
-/* l35_relu_backward: the code of l33_relu_backward */
+/* l35_relu_backward: none, layer 36 masks its dx stores with the relu's derivative */
 
 /* layer 36: dense 4096 -> 1000 (specs/vgg16.yaml:56:5)
- * schedule gemm: fwd gemm[TN=2,TO=8] dw gemm[TI=4,TO=6] dx gemm[TI=4,TN=2] threaded */
+ * schedule gemm: fwd gemm[TN=2,TO=8] dw gemm[TI=4,TO=6] dx gemm[TI=4,TN=2]+relu' threaded */
 static void l36_dense_forward(const float *restrict P, const float *restrict x, float *restrict y, int nb)
 {
     /* x [N][4096], y [N][1000] */
@@ -7329,7 +7326,7 @@ static void l36_dense_backward(float *restrict G, const float *restrict x, const
     }
 }
 
-static void l36_dense_backward_dx(const float *restrict P, const float *restrict dy, float *restrict dx, int nb)
+static void l36_dense_backward_dx(const float *restrict P, const float *restrict x, const float *restrict dy, float *restrict dx, int nb)
 {
     /* x [N][4096], y [N][1000] */
     const float *restrict w = P;
@@ -7344,8 +7341,8 @@ static void l36_dense_backward_dx(const float *restrict P, const float *restrict
                 const float d0 = dy[(size_t)(n0 + 0) * 1000 + o]; a0_0 += d0 * w0; a0_1 += d0 * w1; a0_2 += d0 * w2; a0_3 += d0 * w3;
                 const float d1 = dy[(size_t)(n0 + 1) * 1000 + o]; a1_0 += d1 * w0; a1_1 += d1 * w1; a1_2 += d1 * w2; a1_3 += d1 * w3;
             }
-            VSTORE(dx + (size_t)(n0 + 0) * 4096 + i0 + 0, a0_0); VSTORE(dx + (size_t)(n0 + 0) * 4096 + i0 + 16, a0_1); VSTORE(dx + (size_t)(n0 + 0) * 4096 + i0 + 32, a0_2); VSTORE(dx + (size_t)(n0 + 0) * 4096 + i0 + 48, a0_3);
-            VSTORE(dx + (size_t)(n0 + 1) * 4096 + i0 + 0, a1_0); VSTORE(dx + (size_t)(n0 + 1) * 4096 + i0 + 16, a1_1); VSTORE(dx + (size_t)(n0 + 1) * 4096 + i0 + 32, a1_2); VSTORE(dx + (size_t)(n0 + 1) * 4096 + i0 + 48, a1_3);
+            VSTORE(dx + (size_t)(n0 + 0) * 4096 + i0 + 0, vdrelu(VLOAD(x + (size_t)(n0 + 0) * 4096 + i0 + 0), a0_0)); VSTORE(dx + (size_t)(n0 + 0) * 4096 + i0 + 16, vdrelu(VLOAD(x + (size_t)(n0 + 0) * 4096 + i0 + 16), a0_1)); VSTORE(dx + (size_t)(n0 + 0) * 4096 + i0 + 32, vdrelu(VLOAD(x + (size_t)(n0 + 0) * 4096 + i0 + 32), a0_2)); VSTORE(dx + (size_t)(n0 + 0) * 4096 + i0 + 48, vdrelu(VLOAD(x + (size_t)(n0 + 0) * 4096 + i0 + 48), a0_3));
+            VSTORE(dx + (size_t)(n0 + 1) * 4096 + i0 + 0, vdrelu(VLOAD(x + (size_t)(n0 + 1) * 4096 + i0 + 0), a1_0)); VSTORE(dx + (size_t)(n0 + 1) * 4096 + i0 + 16, vdrelu(VLOAD(x + (size_t)(n0 + 1) * 4096 + i0 + 16), a1_1)); VSTORE(dx + (size_t)(n0 + 1) * 4096 + i0 + 32, vdrelu(VLOAD(x + (size_t)(n0 + 1) * 4096 + i0 + 32), a1_2)); VSTORE(dx + (size_t)(n0 + 1) * 4096 + i0 + 48, vdrelu(VLOAD(x + (size_t)(n0 + 1) * 4096 + i0 + 48), a1_3));
         }
         for (; n0 < nb; n0++) {
             cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f);
@@ -7353,7 +7350,7 @@ static void l36_dense_backward_dx(const float *restrict P, const float *restrict
                 cg_v w0 = VLOAD(w + (size_t)o * 4096 + i0 + 0), w1 = VLOAD(w + (size_t)o * 4096 + i0 + 16), w2 = VLOAD(w + (size_t)o * 4096 + i0 + 32), w3 = VLOAD(w + (size_t)o * 4096 + i0 + 48); VKEEP(w0); VKEEP(w1); VKEEP(w2); VKEEP(w3);
                 const float d0 = dy[(size_t)(n0 + 0) * 1000 + o]; a0_0 += d0 * w0; a0_1 += d0 * w1; a0_2 += d0 * w2; a0_3 += d0 * w3;
             }
-            VSTORE(dx + (size_t)(n0 + 0) * 4096 + i0 + 0, a0_0); VSTORE(dx + (size_t)(n0 + 0) * 4096 + i0 + 16, a0_1); VSTORE(dx + (size_t)(n0 + 0) * 4096 + i0 + 32, a0_2); VSTORE(dx + (size_t)(n0 + 0) * 4096 + i0 + 48, a0_3);
+            VSTORE(dx + (size_t)(n0 + 0) * 4096 + i0 + 0, vdrelu(VLOAD(x + (size_t)(n0 + 0) * 4096 + i0 + 0), a0_0)); VSTORE(dx + (size_t)(n0 + 0) * 4096 + i0 + 16, vdrelu(VLOAD(x + (size_t)(n0 + 0) * 4096 + i0 + 16), a0_1)); VSTORE(dx + (size_t)(n0 + 0) * 4096 + i0 + 32, vdrelu(VLOAD(x + (size_t)(n0 + 0) * 4096 + i0 + 32), a0_2)); VSTORE(dx + (size_t)(n0 + 0) * 4096 + i0 + 48, vdrelu(VLOAD(x + (size_t)(n0 + 0) * 4096 + i0 + 48), a0_3));
         }
     }
 }
@@ -7394,42 +7391,35 @@ static void l36_dense_backward_dx(const float *restrict P, const float *restrict
 #define A34     30163968 /* output of layer 34 (dense), [N][4096] */
 #define A36     30172160 /* output of layer 36 (dense), [N][1000] */
 #define DOUT    92849200 /* dLoss/dOutput, [N][1000] */
-#define D35     92851200 /* gradient arena: dLoss/d(layer 35 output) */
-#define D34     92859392 /* gradient arena: dLoss/d(layer 34 output) */
-#define D33     92851200 /* gradient arena: dLoss/d(layer 33 output) */
-#define D32     92859392 /* gradient arena: dLoss/d(layer 32 output) */
+#define D35     92851200 /* gradient arena: dLoss/d(layer 35 output), then layer 36's dx masks it to dLoss/d(its input) */
+#define D33     92859392 /* gradient arena: dLoss/d(layer 33 output), then layer 34's dx masks it to dLoss/d(its input) */
 #define D31     93051904 /* gradient arena: dLoss/d(layer 31 output) */
-#define D29     92851200 /* gradient arena: dLoss/d(layer 29 output) */
-#define D28     93051904 /* gradient arena: dLoss/d(layer 28 output) */
-#define D27     92851200 /* gradient arena: dLoss/d(layer 27 output) */
-#define D26     93051904 /* gradient arena: dLoss/d(layer 26 output) */
-#define D25     92851200 /* gradient arena: dLoss/d(layer 25 output) */
-#define D24     93051904 /* gradient arena: dLoss/d(layer 24 output) */
+#define D29     92851200 /* gradient arena: dLoss/d(layer 29 output), then layer 30's dx masks it to dLoss/d(its input) */
+#define D27     93051904 /* gradient arena: dLoss/d(layer 27 output) */
+#define D26     92851200 /* gradient arena: dLoss/d(layer 26 output) */
+#define D25     93051904 /* gradient arena: dLoss/d(layer 25 output) */
+#define D24     92851200 /* gradient arena: dLoss/d(layer 24 output) */
 #define D23     93654016 /* gradient arena: dLoss/d(layer 23 output) */
-#define D22     92851200 /* gradient arena: dLoss/d(layer 22 output) */
-#define D21     93654016 /* gradient arena: dLoss/d(layer 21 output) */
-#define D20     92851200 /* gradient arena: dLoss/d(layer 20 output) */
-#define D19     93654016 /* gradient arena: dLoss/d(layer 19 output) */
-#define D18     92851200 /* gradient arena: dLoss/d(layer 18 output) */
-#define D17     93654016 /* gradient arena: dLoss/d(layer 17 output) */
+#define D22     92851200 /* gradient arena: dLoss/d(layer 22 output), then layer 23's dx masks it to dLoss/d(its input) */
+#define D20     93654016 /* gradient arena: dLoss/d(layer 20 output) */
+#define D19     92851200 /* gradient arena: dLoss/d(layer 19 output) */
+#define D18     93654016 /* gradient arena: dLoss/d(layer 18 output) */
+#define D17     92851200 /* gradient arena: dLoss/d(layer 17 output) */
 #define D16     94456832 /* gradient arena: dLoss/d(layer 16 output) */
-#define D15     92851200 /* gradient arena: dLoss/d(layer 15 output) */
-#define D14     94456832 /* gradient arena: dLoss/d(layer 14 output) */
-#define D13     92851200 /* gradient arena: dLoss/d(layer 13 output) */
-#define D12     94456832 /* gradient arena: dLoss/d(layer 12 output) */
-#define D11     92851200 /* gradient arena: dLoss/d(layer 11 output) */
-#define D10     94456832 /* gradient arena: dLoss/d(layer 10 output) */
+#define D15     92851200 /* gradient arena: dLoss/d(layer 15 output), then layer 16's dx masks it to dLoss/d(its input) */
+#define D13     94456832 /* gradient arena: dLoss/d(layer 13 output) */
+#define D12     92851200 /* gradient arena: dLoss/d(layer 12 output) */
+#define D11     94456832 /* gradient arena: dLoss/d(layer 11 output) */
+#define D10     92851200 /* gradient arena: dLoss/d(layer 10 output) */
 #define D09     96062464 /* gradient arena: dLoss/d(layer 9 output) */
-#define D08     92851200 /* gradient arena: dLoss/d(layer 8 output) */
-#define D07     96062464 /* gradient arena: dLoss/d(layer 7 output) */
-#define D06     92851200 /* gradient arena: dLoss/d(layer 6 output) */
-#define D05     96062464 /* gradient arena: dLoss/d(layer 5 output) */
+#define D08     92851200 /* gradient arena: dLoss/d(layer 8 output), then layer 9's dx masks it to dLoss/d(its input) */
+#define D06     96062464 /* gradient arena: dLoss/d(layer 6 output) */
+#define D05     92851200 /* gradient arena: dLoss/d(layer 5 output) */
 #define D04     99273728 /* gradient arena: dLoss/d(layer 4 output) */
-#define D03     92851200 /* gradient arena: dLoss/d(layer 3 output) */
-#define D02     99273728 /* gradient arena: dLoss/d(layer 2 output) */
-#define D01     92851200 /* gradient arena: dLoss/d(layer 1 output) */
-#define D00     99273728 /* gradient arena: dLoss/d(layer 0 output) */
-#define DIN     92851200 /* gradient arena: dLoss/dInput */
+#define D03     92851200 /* gradient arena: dLoss/d(layer 3 output), then layer 4's dx masks it to dLoss/d(its input) */
+#define D01     99273728 /* gradient arena: dLoss/d(layer 1 output) */
+#define D00     92851200 /* gradient arena: dLoss/d(layer 0 output) */
+#define DIN     99273728 /* gradient arena: dLoss/dInput */
 
 /* Forward over nb <= 2 samples; activations stay in ws for backward. */
 void vgg16_forward(const float *params, float *buffers, const float *x, float *ws, int nb, int training)
@@ -7480,18 +7470,18 @@ void vgg16_backward(const float *params, float *grads, const float *x, float *dx
 {
     (void)x;
     l36_dense_backward(grads + 134260544, ws + A34, ws + DOUT, nb);
-    l36_dense_backward_dx(params + 134260544, ws + DOUT, ws + D35, nb);
-    l33_relu_backward(ws + A34, ws + D35, ws + D34, nb);
-    l34_dense_backward(grads + 117479232, ws + A32, ws + D34, nb);
-    l34_dense_backward_dx(params + 117479232, ws + D34, ws + D33, nb);
-    l33_relu_backward(ws + A32, ws + D33, ws + D32, nb);
-    l32_dense_backward(grads + 14714688, ws + A30, ws + D32, nb);
-    l32_dense_backward_dx(params + 14714688, ws + D32, ws + D31, nb);
+    l36_dense_backward_dx(params + 134260544, ws + A34, ws + DOUT, ws + D35, nb);
+    /* layer 35: relu's backward is in layer 36's dx stores */
+    l34_dense_backward(grads + 117479232, ws + A32, ws + D35, nb);
+    l34_dense_backward_dx(params + 117479232, ws + A32, ws + D35, ws + D33, nb);
+    /* layer 33: relu's backward is in layer 34's dx stores */
+    l32_dense_backward(grads + 14714688, ws + A30, ws + D33, nb);
+    l32_dense_backward_dx(params + 14714688, ws + D33, ws + D31, nb);
     /* layer 31: flatten passes the gradient through */
     l30_maxpool2d_backward(ws + A28, ws + D31, ws + D29, nb);
-    l25_relu_backward(ws + A28, ws + D29, ws + D28, nb);
-    l24_conv2d_backward(grads + 12354880, ws + S28, ws + D28, nb);
-    l24_conv2d_backward_dx(params + 12354880, ws + S28, ws + D28, ws + D27, nb);
+    /* layer 29: relu's backward is in layer 30's dx stores */
+    l24_conv2d_backward(grads + 12354880, ws + S28, ws + D29, nb);
+    l24_conv2d_backward_dx(params + 12354880, ws + S28, ws + D29, ws + D27, nb);
     l25_relu_backward(ws + A26, ws + D27, ws + D26, nb);
     l24_conv2d_backward(grads + 9995072, ws + S26, ws + D26, nb);
     l24_conv2d_backward_dx(params + 9995072, ws + S26, ws + D26, ws + D25, nb);
@@ -7499,9 +7489,9 @@ void vgg16_backward(const float *params, float *grads, const float *x, float *dx
     l24_conv2d_backward(grads + 7635264, ws + S24, ws + D24, nb);
     l24_conv2d_backward_dx(params + 7635264, ws + S24, ws + D24, ws + D23, nb);
     l23_maxpool2d_backward(ws + A21, ws + D23, ws + D22, nb);
-    l18_relu_backward(ws + A21, ws + D22, ws + D21, nb);
-    l19_conv2d_backward(grads + 5275456, ws + S21, ws + D21, nb);
-    l19_conv2d_backward_dx(params + 5275456, ws + S21, ws + D21, ws + D20, nb);
+    /* layer 22: relu's backward is in layer 23's dx stores */
+    l19_conv2d_backward(grads + 5275456, ws + S21, ws + D22, nb);
+    l19_conv2d_backward_dx(params + 5275456, ws + S21, ws + D22, ws + D20, nb);
     l18_relu_backward(ws + A19, ws + D20, ws + D19, nb);
     l19_conv2d_backward(grads + 2915648, ws + S19, ws + D19, nb);
     l19_conv2d_backward_dx(params + 2915648, ws + S19, ws + D19, ws + D18, nb);
@@ -7509,9 +7499,9 @@ void vgg16_backward(const float *params, float *grads, const float *x, float *dx
     l17_conv2d_backward(grads + 1735488, ws + S17, ws + D17, nb);
     l17_conv2d_backward_dx(params + 1735488, ws + S17, ws + D17, ws + D16, nb);
     l16_maxpool2d_backward(ws + A14, ws + D16, ws + D15, nb);
-    l11_relu_backward(ws + A14, ws + D15, ws + D14, nb);
-    l12_conv2d_backward(grads + 1145408, ws + S14, ws + D14, nb);
-    l12_conv2d_backward_dx(params + 1145408, ws + S14, ws + D14, ws + D13, nb);
+    /* layer 15: relu's backward is in layer 16's dx stores */
+    l12_conv2d_backward(grads + 1145408, ws + S14, ws + D15, nb);
+    l12_conv2d_backward_dx(params + 1145408, ws + S14, ws + D15, ws + D13, nb);
     l11_relu_backward(ws + A12, ws + D13, ws + D12, nb);
     l12_conv2d_backward(grads + 555328, ws + S12, ws + D12, nb);
     l12_conv2d_backward_dx(params + 555328, ws + S12, ws + D12, ws + D11, nb);
@@ -7519,16 +7509,16 @@ void vgg16_backward(const float *params, float *grads, const float *x, float *dx
     l10_conv2d_backward(grads + 260160, ws + S10, ws + D10, nb);
     l10_conv2d_backward_dx(params + 260160, ws + S10, ws + D10, ws + D09, nb);
     l09_maxpool2d_backward(ws + A07, ws + D09, ws + D08, nb);
-    l06_relu_backward(ws + A07, ws + D08, ws + D07, nb);
-    l07_conv2d_backward(grads + 112576, ws + S07, ws + D07, nb);
-    l07_conv2d_backward_dx(params + 112576, ws + S07, ws + D07, ws + D06, nb);
+    /* layer 8: relu's backward is in layer 9's dx stores */
+    l07_conv2d_backward(grads + 112576, ws + S07, ws + D08, nb);
+    l07_conv2d_backward_dx(params + 112576, ws + S07, ws + D08, ws + D06, nb);
     l06_relu_backward(ws + A05, ws + D06, ws + D05, nb);
     l05_conv2d_backward(grads + 38720, ws + S05, ws + D05, nb);
     l05_conv2d_backward_dx(params + 38720, ws + S05, ws + D05, ws + D04, nb);
     l04_maxpool2d_backward(ws + A02, ws + D04, ws + D03, nb);
-    l01_relu_backward(ws + A02, ws + D03, ws + D02, nb);
-    l02_conv2d_backward(grads + 1792, ws + S02, ws + D02, nb);
-    l02_conv2d_backward_dx(params + 1792, ws + S02, ws + D02, ws + D01, nb);
+    /* layer 3: relu's backward is in layer 4's dx stores */
+    l02_conv2d_backward(grads + 1792, ws + S02, ws + D03, nb);
+    l02_conv2d_backward_dx(params + 1792, ws + S02, ws + D03, ws + D01, nb);
     l01_relu_backward(ws + A00, ws + D01, ws + D00, nb);
     l00_conv2d_backward(grads, ws + S00, ws + D00, nb);
     if (dx) l00_conv2d_backward_dx(params, ws + S00, ws + D00, dx ? dx : ws + DIN, nb);
@@ -7631,7 +7621,7 @@ static const cg_layer vgg16_layers[] = {
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "maxpool2d", .ndim_in = 3, .in_shape = {64, 224, 224}, .ndim_out = 3, .out_shape = {64, 112, 112},
      .in_size = 3211264, .out_size = 802816, .act_offset = 12845056, .lanes = 0, .line = 19, .col = 5,
-     .schedule = "loop: fwd loop dw loop dx with dw threaded", .n_inputs = 1, .inputs = vgg16_inputs + 4, .name = NULL, .inplace = 0,
+     .schedule = "loop: fwd loop dw loop+relu' dx with dw threaded", .n_inputs = 1, .inputs = vgg16_inputs + 4, .name = NULL, .inplace = 0,
      .kernel = {2, 2}, .stride = {2, 2}, .pad_lo = {0, 0}, .pad_hi = {0, 0}, .dilation = {1, 1},
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {64, 112, 112}, .ndim_out = 3, .out_shape = {128, 112, 112},
@@ -7654,7 +7644,7 @@ static const cg_layer vgg16_layers[] = {
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "maxpool2d", .ndim_in = 3, .in_shape = {128, 112, 112}, .ndim_out = 3, .out_shape = {128, 56, 56},
      .in_size = 1605632, .out_size = 401408, .act_offset = 20873216, .lanes = 0, .line = 25, .col = 5,
-     .schedule = "loop: fwd loop dw loop dx with dw", .n_inputs = 1, .inputs = vgg16_inputs + 9, .name = NULL, .inplace = 0,
+     .schedule = "loop: fwd loop dw loop+relu' dx with dw", .n_inputs = 1, .inputs = vgg16_inputs + 9, .name = NULL, .inplace = 0,
      .kernel = {2, 2}, .stride = {2, 2}, .pad_lo = {0, 0}, .pad_hi = {0, 0}, .dilation = {1, 1},
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {128, 56, 56}, .ndim_out = 3, .out_shape = {256, 56, 56},
@@ -7686,7 +7676,7 @@ static const cg_layer vgg16_layers[] = {
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "maxpool2d", .ndim_in = 3, .in_shape = {256, 56, 56}, .ndim_out = 3, .out_shape = {256, 28, 28},
      .in_size = 802816, .out_size = 200704, .act_offset = 26492928, .lanes = 0, .line = 33, .col = 5,
-     .schedule = "loop: fwd loop dw loop dx with dw", .n_inputs = 1, .inputs = vgg16_inputs + 16, .name = NULL, .inplace = 0,
+     .schedule = "loop: fwd loop dw loop+relu' dx with dw", .n_inputs = 1, .inputs = vgg16_inputs + 16, .name = NULL, .inplace = 0,
      .kernel = {2, 2}, .stride = {2, 2}, .pad_lo = {0, 0}, .pad_hi = {0, 0}, .dilation = {1, 1},
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {256, 28, 28}, .ndim_out = 3, .out_shape = {512, 28, 28},
@@ -7718,7 +7708,7 @@ static const cg_layer vgg16_layers[] = {
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "maxpool2d", .ndim_in = 3, .in_shape = {512, 28, 28}, .ndim_out = 3, .out_shape = {512, 14, 14},
      .in_size = 401408, .out_size = 100352, .act_offset = 29302784, .lanes = 0, .line = 41, .col = 5,
-     .schedule = "loop: fwd loop dw loop dx with dw", .n_inputs = 1, .inputs = vgg16_inputs + 23, .name = NULL, .inplace = 0,
+     .schedule = "loop: fwd loop dw loop+relu' dx with dw", .n_inputs = 1, .inputs = vgg16_inputs + 23, .name = NULL, .inplace = 0,
      .kernel = {2, 2}, .stride = {2, 2}, .pad_lo = {0, 0}, .pad_hi = {0, 0}, .dilation = {1, 1},
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {512, 14, 14}, .ndim_out = 3, .out_shape = {512, 14, 14},
@@ -7750,7 +7740,7 @@ static const cg_layer vgg16_layers[] = {
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "maxpool2d", .ndim_in = 3, .in_shape = {512, 14, 14}, .ndim_out = 3, .out_shape = {512, 7, 7},
      .in_size = 100352, .out_size = 25088, .act_offset = 30105600, .lanes = 0, .line = 49, .col = 5,
-     .schedule = "loop: fwd loop dw loop dx with dw", .n_inputs = 1, .inputs = vgg16_inputs + 30, .name = NULL, .inplace = 0,
+     .schedule = "loop: fwd loop dw loop+relu' dx with dw", .n_inputs = 1, .inputs = vgg16_inputs + 30, .name = NULL, .inplace = 0,
      .kernel = {2, 2}, .stride = {2, 2}, .pad_lo = {0, 0}, .pad_hi = {0, 0}, .dilation = {1, 1},
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "flatten", .ndim_in = 3, .in_shape = {512, 7, 7}, .ndim_out = 1, .out_shape = {25088, 0, 0},
@@ -7767,7 +7757,7 @@ static const cg_layer vgg16_layers[] = {
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "dense", .ndim_in = 1, .in_shape = {4096, 0, 0}, .ndim_out = 1, .out_shape = {4096, 0, 0},
      .in_size = 4096, .out_size = 4096, .act_offset = 30163968, .lanes = 0, .line = 54, .col = 5,
-     .schedule = "gemm: fwd gemm[TN=2,TO=8]+relu dw gemm[TI=4,TO=6] dx gemm[TI=4,TN=2] threaded", .n_inputs = 1, .inputs = vgg16_inputs + 34, .name = NULL, .inplace = 0,
+     .schedule = "gemm: fwd gemm[TN=2,TO=8]+relu dw gemm[TI=4,TO=6] dx gemm[TI=4,TN=2]+relu' threaded", .n_inputs = 1, .inputs = vgg16_inputs + 34, .name = NULL, .inplace = 0,
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "relu", .ndim_in = 1, .in_shape = {4096, 0, 0}, .ndim_out = 1, .out_shape = {4096, 0, 0},
      .in_size = 4096, .out_size = 4096, .act_offset = 30163968, .lanes = 0, .line = 55, .col = 5,
@@ -7775,7 +7765,7 @@ static const cg_layer vgg16_layers[] = {
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "dense", .ndim_in = 1, .in_shape = {4096, 0, 0}, .ndim_out = 1, .out_shape = {1000, 0, 0},
      .in_size = 4096, .out_size = 1000, .act_offset = 30172160, .lanes = 0, .line = 56, .col = 5,
-     .schedule = "gemm: fwd gemm[TN=2,TO=8] dw gemm[TI=4,TO=6] dx gemm[TI=4,TN=2] threaded", .n_inputs = 1, .inputs = vgg16_inputs + 36, .name = NULL, .inplace = 0,
+     .schedule = "gemm: fwd gemm[TN=2,TO=8] dw gemm[TI=4,TO=6] dx gemm[TI=4,TN=2]+relu' threaded", .n_inputs = 1, .inputs = vgg16_inputs + 36, .name = NULL, .inplace = 0,
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
 };
 

@@ -83,6 +83,8 @@ static inline __attribute__((unused)) float vsum_(const cg_v *v) { float s = 0.0
 /* activations fused into a producer's stores (relu(NaN) = NaN, as PyTorch's) */
 static inline __attribute__((unused)) float cg_relu(float v) { return v <= 0.0f ? 0.0f : v; }
 #define vrelu(v) ((cg_v)((cg_vi)(v) & ~((v) <= vsplat(0.0f))))
+static inline __attribute__((unused)) float cg_drelu(float y, float g) { return y <= 0.0f ? 0.0f : g; }
+#define vdrelu(y, g) ((cg_v)((cg_vi)(g) & ~((y) <= vsplat(0.0f))))
 
 /* Activations are batch-innermost: [size][32]. */
 /* cg_to_lanes / cg_from_lanes (runtime): [nb][size] <-> [size][32], lanes >= nb zero */
@@ -1937,16 +1939,10 @@ static void l00_conv2d_backward_dx(const float *restrict P, const float *restric
  * schedule lanes: fwd lanes dw lanes dx with dw threaded */
 /* l01_relu_forward: none, layer 0 stores its output through the relu */
 
-static void l01_relu_backward(const float *restrict y, const float *restrict dy, float *restrict dx)
-{
-    /* x [64x32x32][lanes], y [64x32x32][lanes] */
-    CG_PARALLEL_FOR
-    for (int i = 0; i < 2097152; i++)
-        dx[i] = y[i] <= 0.0f ? 0.0f : dy[i];
-}
+/* l01_relu_backward: none, layer 2 masks its dx stores with the relu's derivative */
 
 /* layer 2: conv2d 64x32x32 -> 64x32x32 (specs/vgg16_cifar.yaml:12:5)
- * schedule lanes: fwd lanes[TB=1,TC=16]+relu dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16] threaded */
+ * schedule lanes: fwd lanes[TB=1,TC=16]+relu dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16]+relu' threaded */
 static void l02_conv2d_forward(const float *restrict P, const float *restrict x, float *restrict y)
 {
     /* x [64x32x32][lanes], y [64x32x32][lanes] */
@@ -3366,7 +3362,7 @@ static void l02_conv2d_backward(float *restrict G, const float *restrict x, cons
     }
 }
 
-static void l02_conv2d_backward_dx(const float *restrict P, const float *restrict dy, float *restrict dx)
+static void l02_conv2d_backward_dx(const float *restrict P, const float *restrict x, const float *restrict dy, float *restrict dx)
 {
     /* x [64x32x32][lanes], y [64x32x32][lanes] */
     const float *restrict w = P;
@@ -3374,6 +3370,7 @@ static void l02_conv2d_backward_dx(const float *restrict P, const float *restric
     for (int cib = 0; cib < 4; cib++) {
         for (int v0 = 0; v0 < 2; v0 += 1) {
             float *restrict dxb = dx + cib*524288 + v0 * 16;
+            const float *restrict xb = x + cib*524288 + v0 * 16;
             const float *restrict dyg = dy + 0 + v0 * 16;
             const float *restrict wg = w + cib*144;
             {
@@ -3473,22 +3470,22 @@ static void l02_conv2d_backward_dx(const float *restrict P, const float *restric
                         a0_15 += wc[139] * d0;
                     }
                 }
-                VSTORE(dxb + 0, a0_0);
-                VSTORE(dxb + 32768, a0_1);
-                VSTORE(dxb + 65536, a0_2);
-                VSTORE(dxb + 98304, a0_3);
-                VSTORE(dxb + 131072, a0_4);
-                VSTORE(dxb + 163840, a0_5);
-                VSTORE(dxb + 196608, a0_6);
-                VSTORE(dxb + 229376, a0_7);
-                VSTORE(dxb + 262144, a0_8);
-                VSTORE(dxb + 294912, a0_9);
-                VSTORE(dxb + 327680, a0_10);
-                VSTORE(dxb + 360448, a0_11);
-                VSTORE(dxb + 393216, a0_12);
-                VSTORE(dxb + 425984, a0_13);
-                VSTORE(dxb + 458752, a0_14);
-                VSTORE(dxb + 491520, a0_15);
+                VSTORE(dxb + 0, vdrelu(VLOAD(xb + 0), a0_0));
+                VSTORE(dxb + 32768, vdrelu(VLOAD(xb + 32768), a0_1));
+                VSTORE(dxb + 65536, vdrelu(VLOAD(xb + 65536), a0_2));
+                VSTORE(dxb + 98304, vdrelu(VLOAD(xb + 98304), a0_3));
+                VSTORE(dxb + 131072, vdrelu(VLOAD(xb + 131072), a0_4));
+                VSTORE(dxb + 163840, vdrelu(VLOAD(xb + 163840), a0_5));
+                VSTORE(dxb + 196608, vdrelu(VLOAD(xb + 196608), a0_6));
+                VSTORE(dxb + 229376, vdrelu(VLOAD(xb + 229376), a0_7));
+                VSTORE(dxb + 262144, vdrelu(VLOAD(xb + 262144), a0_8));
+                VSTORE(dxb + 294912, vdrelu(VLOAD(xb + 294912), a0_9));
+                VSTORE(dxb + 327680, vdrelu(VLOAD(xb + 327680), a0_10));
+                VSTORE(dxb + 360448, vdrelu(VLOAD(xb + 360448), a0_11));
+                VSTORE(dxb + 393216, vdrelu(VLOAD(xb + 393216), a0_12));
+                VSTORE(dxb + 425984, vdrelu(VLOAD(xb + 425984), a0_13));
+                VSTORE(dxb + 458752, vdrelu(VLOAD(xb + 458752), a0_14));
+                VSTORE(dxb + 491520, vdrelu(VLOAD(xb + 491520), a0_15));
             }
             /* inputs rows 0+1*t (t=0..0), cols 0+1*t (t=1..30): 6 taps */
             for (int tx = 1; tx < 31; tx++) {
@@ -3626,22 +3623,22 @@ static void l02_conv2d_backward_dx(const float *restrict P, const float *restric
                         a0_15 += wc[140] * d0;
                     }
                 }
-                VSTORE(dxb + tx*32, a0_0);
-                VSTORE(dxb + tx*32 + 32768, a0_1);
-                VSTORE(dxb + tx*32 + 65536, a0_2);
-                VSTORE(dxb + tx*32 + 98304, a0_3);
-                VSTORE(dxb + tx*32 + 131072, a0_4);
-                VSTORE(dxb + tx*32 + 163840, a0_5);
-                VSTORE(dxb + tx*32 + 196608, a0_6);
-                VSTORE(dxb + tx*32 + 229376, a0_7);
-                VSTORE(dxb + tx*32 + 262144, a0_8);
-                VSTORE(dxb + tx*32 + 294912, a0_9);
-                VSTORE(dxb + tx*32 + 327680, a0_10);
-                VSTORE(dxb + tx*32 + 360448, a0_11);
-                VSTORE(dxb + tx*32 + 393216, a0_12);
-                VSTORE(dxb + tx*32 + 425984, a0_13);
-                VSTORE(dxb + tx*32 + 458752, a0_14);
-                VSTORE(dxb + tx*32 + 491520, a0_15);
+                VSTORE(dxb + tx*32, vdrelu(VLOAD(xb + tx*32), a0_0));
+                VSTORE(dxb + tx*32 + 32768, vdrelu(VLOAD(xb + tx*32 + 32768), a0_1));
+                VSTORE(dxb + tx*32 + 65536, vdrelu(VLOAD(xb + tx*32 + 65536), a0_2));
+                VSTORE(dxb + tx*32 + 98304, vdrelu(VLOAD(xb + tx*32 + 98304), a0_3));
+                VSTORE(dxb + tx*32 + 131072, vdrelu(VLOAD(xb + tx*32 + 131072), a0_4));
+                VSTORE(dxb + tx*32 + 163840, vdrelu(VLOAD(xb + tx*32 + 163840), a0_5));
+                VSTORE(dxb + tx*32 + 196608, vdrelu(VLOAD(xb + tx*32 + 196608), a0_6));
+                VSTORE(dxb + tx*32 + 229376, vdrelu(VLOAD(xb + tx*32 + 229376), a0_7));
+                VSTORE(dxb + tx*32 + 262144, vdrelu(VLOAD(xb + tx*32 + 262144), a0_8));
+                VSTORE(dxb + tx*32 + 294912, vdrelu(VLOAD(xb + tx*32 + 294912), a0_9));
+                VSTORE(dxb + tx*32 + 327680, vdrelu(VLOAD(xb + tx*32 + 327680), a0_10));
+                VSTORE(dxb + tx*32 + 360448, vdrelu(VLOAD(xb + tx*32 + 360448), a0_11));
+                VSTORE(dxb + tx*32 + 393216, vdrelu(VLOAD(xb + tx*32 + 393216), a0_12));
+                VSTORE(dxb + tx*32 + 425984, vdrelu(VLOAD(xb + tx*32 + 425984), a0_13));
+                VSTORE(dxb + tx*32 + 458752, vdrelu(VLOAD(xb + tx*32 + 458752), a0_14));
+                VSTORE(dxb + tx*32 + 491520, vdrelu(VLOAD(xb + tx*32 + 491520), a0_15));
             }
             {
                 cg_v a0_0 = vsplat(0.0f);
@@ -3740,22 +3737,22 @@ static void l02_conv2d_backward_dx(const float *restrict P, const float *restric
                         a0_15 += wc[140] * d0;
                     }
                 }
-                VSTORE(dxb + 992, a0_0);
-                VSTORE(dxb + 33760, a0_1);
-                VSTORE(dxb + 66528, a0_2);
-                VSTORE(dxb + 99296, a0_3);
-                VSTORE(dxb + 132064, a0_4);
-                VSTORE(dxb + 164832, a0_5);
-                VSTORE(dxb + 197600, a0_6);
-                VSTORE(dxb + 230368, a0_7);
-                VSTORE(dxb + 263136, a0_8);
-                VSTORE(dxb + 295904, a0_9);
-                VSTORE(dxb + 328672, a0_10);
-                VSTORE(dxb + 361440, a0_11);
-                VSTORE(dxb + 394208, a0_12);
-                VSTORE(dxb + 426976, a0_13);
-                VSTORE(dxb + 459744, a0_14);
-                VSTORE(dxb + 492512, a0_15);
+                VSTORE(dxb + 992, vdrelu(VLOAD(xb + 992), a0_0));
+                VSTORE(dxb + 33760, vdrelu(VLOAD(xb + 33760), a0_1));
+                VSTORE(dxb + 66528, vdrelu(VLOAD(xb + 66528), a0_2));
+                VSTORE(dxb + 99296, vdrelu(VLOAD(xb + 99296), a0_3));
+                VSTORE(dxb + 132064, vdrelu(VLOAD(xb + 132064), a0_4));
+                VSTORE(dxb + 164832, vdrelu(VLOAD(xb + 164832), a0_5));
+                VSTORE(dxb + 197600, vdrelu(VLOAD(xb + 197600), a0_6));
+                VSTORE(dxb + 230368, vdrelu(VLOAD(xb + 230368), a0_7));
+                VSTORE(dxb + 263136, vdrelu(VLOAD(xb + 263136), a0_8));
+                VSTORE(dxb + 295904, vdrelu(VLOAD(xb + 295904), a0_9));
+                VSTORE(dxb + 328672, vdrelu(VLOAD(xb + 328672), a0_10));
+                VSTORE(dxb + 361440, vdrelu(VLOAD(xb + 361440), a0_11));
+                VSTORE(dxb + 394208, vdrelu(VLOAD(xb + 394208), a0_12));
+                VSTORE(dxb + 426976, vdrelu(VLOAD(xb + 426976), a0_13));
+                VSTORE(dxb + 459744, vdrelu(VLOAD(xb + 459744), a0_14));
+                VSTORE(dxb + 492512, vdrelu(VLOAD(xb + 492512), a0_15));
             }
             /* inputs rows 0+1*t (t=1..30), cols 0+1*t (t=0..0): 6 taps */
             for (int ty = 1; ty < 31; ty++) {
@@ -3894,22 +3891,22 @@ static void l02_conv2d_backward_dx(const float *restrict P, const float *restric
                             a0_15 += wc[142] * d0;
                         }
                     }
-                    VSTORE(dxb + ty*1024, a0_0);
-                    VSTORE(dxb + ty*1024 + 32768, a0_1);
-                    VSTORE(dxb + ty*1024 + 65536, a0_2);
-                    VSTORE(dxb + ty*1024 + 98304, a0_3);
-                    VSTORE(dxb + ty*1024 + 131072, a0_4);
-                    VSTORE(dxb + ty*1024 + 163840, a0_5);
-                    VSTORE(dxb + ty*1024 + 196608, a0_6);
-                    VSTORE(dxb + ty*1024 + 229376, a0_7);
-                    VSTORE(dxb + ty*1024 + 262144, a0_8);
-                    VSTORE(dxb + ty*1024 + 294912, a0_9);
-                    VSTORE(dxb + ty*1024 + 327680, a0_10);
-                    VSTORE(dxb + ty*1024 + 360448, a0_11);
-                    VSTORE(dxb + ty*1024 + 393216, a0_12);
-                    VSTORE(dxb + ty*1024 + 425984, a0_13);
-                    VSTORE(dxb + ty*1024 + 458752, a0_14);
-                    VSTORE(dxb + ty*1024 + 491520, a0_15);
+                    VSTORE(dxb + ty*1024, vdrelu(VLOAD(xb + ty*1024), a0_0));
+                    VSTORE(dxb + ty*1024 + 32768, vdrelu(VLOAD(xb + ty*1024 + 32768), a0_1));
+                    VSTORE(dxb + ty*1024 + 65536, vdrelu(VLOAD(xb + ty*1024 + 65536), a0_2));
+                    VSTORE(dxb + ty*1024 + 98304, vdrelu(VLOAD(xb + ty*1024 + 98304), a0_3));
+                    VSTORE(dxb + ty*1024 + 131072, vdrelu(VLOAD(xb + ty*1024 + 131072), a0_4));
+                    VSTORE(dxb + ty*1024 + 163840, vdrelu(VLOAD(xb + ty*1024 + 163840), a0_5));
+                    VSTORE(dxb + ty*1024 + 196608, vdrelu(VLOAD(xb + ty*1024 + 196608), a0_6));
+                    VSTORE(dxb + ty*1024 + 229376, vdrelu(VLOAD(xb + ty*1024 + 229376), a0_7));
+                    VSTORE(dxb + ty*1024 + 262144, vdrelu(VLOAD(xb + ty*1024 + 262144), a0_8));
+                    VSTORE(dxb + ty*1024 + 294912, vdrelu(VLOAD(xb + ty*1024 + 294912), a0_9));
+                    VSTORE(dxb + ty*1024 + 327680, vdrelu(VLOAD(xb + ty*1024 + 327680), a0_10));
+                    VSTORE(dxb + ty*1024 + 360448, vdrelu(VLOAD(xb + ty*1024 + 360448), a0_11));
+                    VSTORE(dxb + ty*1024 + 393216, vdrelu(VLOAD(xb + ty*1024 + 393216), a0_12));
+                    VSTORE(dxb + ty*1024 + 425984, vdrelu(VLOAD(xb + ty*1024 + 425984), a0_13));
+                    VSTORE(dxb + ty*1024 + 458752, vdrelu(VLOAD(xb + ty*1024 + 458752), a0_14));
+                    VSTORE(dxb + ty*1024 + 491520, vdrelu(VLOAD(xb + ty*1024 + 491520), a0_15));
                 }
             }
             /* inputs rows 0+1*t (t=1..30), cols 0+1*t (t=1..30): 9 taps */
@@ -4106,22 +4103,22 @@ static void l02_conv2d_backward_dx(const float *restrict P, const float *restric
                             a0_15 += wc[143] * d0;
                         }
                     }
-                    VSTORE(dxb + ty*1024 + tx*32, a0_0);
-                    VSTORE(dxb + ty*1024 + tx*32 + 32768, a0_1);
-                    VSTORE(dxb + ty*1024 + tx*32 + 65536, a0_2);
-                    VSTORE(dxb + ty*1024 + tx*32 + 98304, a0_3);
-                    VSTORE(dxb + ty*1024 + tx*32 + 131072, a0_4);
-                    VSTORE(dxb + ty*1024 + tx*32 + 163840, a0_5);
-                    VSTORE(dxb + ty*1024 + tx*32 + 196608, a0_6);
-                    VSTORE(dxb + ty*1024 + tx*32 + 229376, a0_7);
-                    VSTORE(dxb + ty*1024 + tx*32 + 262144, a0_8);
-                    VSTORE(dxb + ty*1024 + tx*32 + 294912, a0_9);
-                    VSTORE(dxb + ty*1024 + tx*32 + 327680, a0_10);
-                    VSTORE(dxb + ty*1024 + tx*32 + 360448, a0_11);
-                    VSTORE(dxb + ty*1024 + tx*32 + 393216, a0_12);
-                    VSTORE(dxb + ty*1024 + tx*32 + 425984, a0_13);
-                    VSTORE(dxb + ty*1024 + tx*32 + 458752, a0_14);
-                    VSTORE(dxb + ty*1024 + tx*32 + 491520, a0_15);
+                    VSTORE(dxb + ty*1024 + tx*32, vdrelu(VLOAD(xb + ty*1024 + tx*32), a0_0));
+                    VSTORE(dxb + ty*1024 + tx*32 + 32768, vdrelu(VLOAD(xb + ty*1024 + tx*32 + 32768), a0_1));
+                    VSTORE(dxb + ty*1024 + tx*32 + 65536, vdrelu(VLOAD(xb + ty*1024 + tx*32 + 65536), a0_2));
+                    VSTORE(dxb + ty*1024 + tx*32 + 98304, vdrelu(VLOAD(xb + ty*1024 + tx*32 + 98304), a0_3));
+                    VSTORE(dxb + ty*1024 + tx*32 + 131072, vdrelu(VLOAD(xb + ty*1024 + tx*32 + 131072), a0_4));
+                    VSTORE(dxb + ty*1024 + tx*32 + 163840, vdrelu(VLOAD(xb + ty*1024 + tx*32 + 163840), a0_5));
+                    VSTORE(dxb + ty*1024 + tx*32 + 196608, vdrelu(VLOAD(xb + ty*1024 + tx*32 + 196608), a0_6));
+                    VSTORE(dxb + ty*1024 + tx*32 + 229376, vdrelu(VLOAD(xb + ty*1024 + tx*32 + 229376), a0_7));
+                    VSTORE(dxb + ty*1024 + tx*32 + 262144, vdrelu(VLOAD(xb + ty*1024 + tx*32 + 262144), a0_8));
+                    VSTORE(dxb + ty*1024 + tx*32 + 294912, vdrelu(VLOAD(xb + ty*1024 + tx*32 + 294912), a0_9));
+                    VSTORE(dxb + ty*1024 + tx*32 + 327680, vdrelu(VLOAD(xb + ty*1024 + tx*32 + 327680), a0_10));
+                    VSTORE(dxb + ty*1024 + tx*32 + 360448, vdrelu(VLOAD(xb + ty*1024 + tx*32 + 360448), a0_11));
+                    VSTORE(dxb + ty*1024 + tx*32 + 393216, vdrelu(VLOAD(xb + ty*1024 + tx*32 + 393216), a0_12));
+                    VSTORE(dxb + ty*1024 + tx*32 + 425984, vdrelu(VLOAD(xb + ty*1024 + tx*32 + 425984), a0_13));
+                    VSTORE(dxb + ty*1024 + tx*32 + 458752, vdrelu(VLOAD(xb + ty*1024 + tx*32 + 458752), a0_14));
+                    VSTORE(dxb + ty*1024 + tx*32 + 491520, vdrelu(VLOAD(xb + ty*1024 + tx*32 + 491520), a0_15));
                 }
             }
             /* inputs rows 0+1*t (t=1..30), cols 0+1*t (t=31..31): 6 taps */
@@ -4261,22 +4258,22 @@ static void l02_conv2d_backward_dx(const float *restrict P, const float *restric
                             a0_15 += wc[143] * d0;
                         }
                     }
-                    VSTORE(dxb + ty*1024 + 992, a0_0);
-                    VSTORE(dxb + ty*1024 + 33760, a0_1);
-                    VSTORE(dxb + ty*1024 + 66528, a0_2);
-                    VSTORE(dxb + ty*1024 + 99296, a0_3);
-                    VSTORE(dxb + ty*1024 + 132064, a0_4);
-                    VSTORE(dxb + ty*1024 + 164832, a0_5);
-                    VSTORE(dxb + ty*1024 + 197600, a0_6);
-                    VSTORE(dxb + ty*1024 + 230368, a0_7);
-                    VSTORE(dxb + ty*1024 + 263136, a0_8);
-                    VSTORE(dxb + ty*1024 + 295904, a0_9);
-                    VSTORE(dxb + ty*1024 + 328672, a0_10);
-                    VSTORE(dxb + ty*1024 + 361440, a0_11);
-                    VSTORE(dxb + ty*1024 + 394208, a0_12);
-                    VSTORE(dxb + ty*1024 + 426976, a0_13);
-                    VSTORE(dxb + ty*1024 + 459744, a0_14);
-                    VSTORE(dxb + ty*1024 + 492512, a0_15);
+                    VSTORE(dxb + ty*1024 + 992, vdrelu(VLOAD(xb + ty*1024 + 992), a0_0));
+                    VSTORE(dxb + ty*1024 + 33760, vdrelu(VLOAD(xb + ty*1024 + 33760), a0_1));
+                    VSTORE(dxb + ty*1024 + 66528, vdrelu(VLOAD(xb + ty*1024 + 66528), a0_2));
+                    VSTORE(dxb + ty*1024 + 99296, vdrelu(VLOAD(xb + ty*1024 + 99296), a0_3));
+                    VSTORE(dxb + ty*1024 + 132064, vdrelu(VLOAD(xb + ty*1024 + 132064), a0_4));
+                    VSTORE(dxb + ty*1024 + 164832, vdrelu(VLOAD(xb + ty*1024 + 164832), a0_5));
+                    VSTORE(dxb + ty*1024 + 197600, vdrelu(VLOAD(xb + ty*1024 + 197600), a0_6));
+                    VSTORE(dxb + ty*1024 + 230368, vdrelu(VLOAD(xb + ty*1024 + 230368), a0_7));
+                    VSTORE(dxb + ty*1024 + 263136, vdrelu(VLOAD(xb + ty*1024 + 263136), a0_8));
+                    VSTORE(dxb + ty*1024 + 295904, vdrelu(VLOAD(xb + ty*1024 + 295904), a0_9));
+                    VSTORE(dxb + ty*1024 + 328672, vdrelu(VLOAD(xb + ty*1024 + 328672), a0_10));
+                    VSTORE(dxb + ty*1024 + 361440, vdrelu(VLOAD(xb + ty*1024 + 361440), a0_11));
+                    VSTORE(dxb + ty*1024 + 394208, vdrelu(VLOAD(xb + ty*1024 + 394208), a0_12));
+                    VSTORE(dxb + ty*1024 + 426976, vdrelu(VLOAD(xb + ty*1024 + 426976), a0_13));
+                    VSTORE(dxb + ty*1024 + 459744, vdrelu(VLOAD(xb + ty*1024 + 459744), a0_14));
+                    VSTORE(dxb + ty*1024 + 492512, vdrelu(VLOAD(xb + ty*1024 + 492512), a0_15));
                 }
             }
             {
@@ -4376,22 +4373,22 @@ static void l02_conv2d_backward_dx(const float *restrict P, const float *restric
                         a0_15 += wc[142] * d0;
                     }
                 }
-                VSTORE(dxb + 31744, a0_0);
-                VSTORE(dxb + 64512, a0_1);
-                VSTORE(dxb + 97280, a0_2);
-                VSTORE(dxb + 130048, a0_3);
-                VSTORE(dxb + 162816, a0_4);
-                VSTORE(dxb + 195584, a0_5);
-                VSTORE(dxb + 228352, a0_6);
-                VSTORE(dxb + 261120, a0_7);
-                VSTORE(dxb + 293888, a0_8);
-                VSTORE(dxb + 326656, a0_9);
-                VSTORE(dxb + 359424, a0_10);
-                VSTORE(dxb + 392192, a0_11);
-                VSTORE(dxb + 424960, a0_12);
-                VSTORE(dxb + 457728, a0_13);
-                VSTORE(dxb + 490496, a0_14);
-                VSTORE(dxb + 523264, a0_15);
+                VSTORE(dxb + 31744, vdrelu(VLOAD(xb + 31744), a0_0));
+                VSTORE(dxb + 64512, vdrelu(VLOAD(xb + 64512), a0_1));
+                VSTORE(dxb + 97280, vdrelu(VLOAD(xb + 97280), a0_2));
+                VSTORE(dxb + 130048, vdrelu(VLOAD(xb + 130048), a0_3));
+                VSTORE(dxb + 162816, vdrelu(VLOAD(xb + 162816), a0_4));
+                VSTORE(dxb + 195584, vdrelu(VLOAD(xb + 195584), a0_5));
+                VSTORE(dxb + 228352, vdrelu(VLOAD(xb + 228352), a0_6));
+                VSTORE(dxb + 261120, vdrelu(VLOAD(xb + 261120), a0_7));
+                VSTORE(dxb + 293888, vdrelu(VLOAD(xb + 293888), a0_8));
+                VSTORE(dxb + 326656, vdrelu(VLOAD(xb + 326656), a0_9));
+                VSTORE(dxb + 359424, vdrelu(VLOAD(xb + 359424), a0_10));
+                VSTORE(dxb + 392192, vdrelu(VLOAD(xb + 392192), a0_11));
+                VSTORE(dxb + 424960, vdrelu(VLOAD(xb + 424960), a0_12));
+                VSTORE(dxb + 457728, vdrelu(VLOAD(xb + 457728), a0_13));
+                VSTORE(dxb + 490496, vdrelu(VLOAD(xb + 490496), a0_14));
+                VSTORE(dxb + 523264, vdrelu(VLOAD(xb + 523264), a0_15));
             }
             /* inputs rows 0+1*t (t=31..31), cols 0+1*t (t=1..30): 6 taps */
             for (int tx = 1; tx < 31; tx++) {
@@ -4529,22 +4526,22 @@ static void l02_conv2d_backward_dx(const float *restrict P, const float *restric
                         a0_15 += wc[143] * d0;
                     }
                 }
-                VSTORE(dxb + tx*32 + 31744, a0_0);
-                VSTORE(dxb + tx*32 + 64512, a0_1);
-                VSTORE(dxb + tx*32 + 97280, a0_2);
-                VSTORE(dxb + tx*32 + 130048, a0_3);
-                VSTORE(dxb + tx*32 + 162816, a0_4);
-                VSTORE(dxb + tx*32 + 195584, a0_5);
-                VSTORE(dxb + tx*32 + 228352, a0_6);
-                VSTORE(dxb + tx*32 + 261120, a0_7);
-                VSTORE(dxb + tx*32 + 293888, a0_8);
-                VSTORE(dxb + tx*32 + 326656, a0_9);
-                VSTORE(dxb + tx*32 + 359424, a0_10);
-                VSTORE(dxb + tx*32 + 392192, a0_11);
-                VSTORE(dxb + tx*32 + 424960, a0_12);
-                VSTORE(dxb + tx*32 + 457728, a0_13);
-                VSTORE(dxb + tx*32 + 490496, a0_14);
-                VSTORE(dxb + tx*32 + 523264, a0_15);
+                VSTORE(dxb + tx*32 + 31744, vdrelu(VLOAD(xb + tx*32 + 31744), a0_0));
+                VSTORE(dxb + tx*32 + 64512, vdrelu(VLOAD(xb + tx*32 + 64512), a0_1));
+                VSTORE(dxb + tx*32 + 97280, vdrelu(VLOAD(xb + tx*32 + 97280), a0_2));
+                VSTORE(dxb + tx*32 + 130048, vdrelu(VLOAD(xb + tx*32 + 130048), a0_3));
+                VSTORE(dxb + tx*32 + 162816, vdrelu(VLOAD(xb + tx*32 + 162816), a0_4));
+                VSTORE(dxb + tx*32 + 195584, vdrelu(VLOAD(xb + tx*32 + 195584), a0_5));
+                VSTORE(dxb + tx*32 + 228352, vdrelu(VLOAD(xb + tx*32 + 228352), a0_6));
+                VSTORE(dxb + tx*32 + 261120, vdrelu(VLOAD(xb + tx*32 + 261120), a0_7));
+                VSTORE(dxb + tx*32 + 293888, vdrelu(VLOAD(xb + tx*32 + 293888), a0_8));
+                VSTORE(dxb + tx*32 + 326656, vdrelu(VLOAD(xb + tx*32 + 326656), a0_9));
+                VSTORE(dxb + tx*32 + 359424, vdrelu(VLOAD(xb + tx*32 + 359424), a0_10));
+                VSTORE(dxb + tx*32 + 392192, vdrelu(VLOAD(xb + tx*32 + 392192), a0_11));
+                VSTORE(dxb + tx*32 + 424960, vdrelu(VLOAD(xb + tx*32 + 424960), a0_12));
+                VSTORE(dxb + tx*32 + 457728, vdrelu(VLOAD(xb + tx*32 + 457728), a0_13));
+                VSTORE(dxb + tx*32 + 490496, vdrelu(VLOAD(xb + tx*32 + 490496), a0_14));
+                VSTORE(dxb + tx*32 + 523264, vdrelu(VLOAD(xb + tx*32 + 523264), a0_15));
             }
             {
                 cg_v a0_0 = vsplat(0.0f);
@@ -4643,22 +4640,22 @@ static void l02_conv2d_backward_dx(const float *restrict P, const float *restric
                         a0_15 += wc[143] * d0;
                     }
                 }
-                VSTORE(dxb + 32736, a0_0);
-                VSTORE(dxb + 65504, a0_1);
-                VSTORE(dxb + 98272, a0_2);
-                VSTORE(dxb + 131040, a0_3);
-                VSTORE(dxb + 163808, a0_4);
-                VSTORE(dxb + 196576, a0_5);
-                VSTORE(dxb + 229344, a0_6);
-                VSTORE(dxb + 262112, a0_7);
-                VSTORE(dxb + 294880, a0_8);
-                VSTORE(dxb + 327648, a0_9);
-                VSTORE(dxb + 360416, a0_10);
-                VSTORE(dxb + 393184, a0_11);
-                VSTORE(dxb + 425952, a0_12);
-                VSTORE(dxb + 458720, a0_13);
-                VSTORE(dxb + 491488, a0_14);
-                VSTORE(dxb + 524256, a0_15);
+                VSTORE(dxb + 32736, vdrelu(VLOAD(xb + 32736), a0_0));
+                VSTORE(dxb + 65504, vdrelu(VLOAD(xb + 65504), a0_1));
+                VSTORE(dxb + 98272, vdrelu(VLOAD(xb + 98272), a0_2));
+                VSTORE(dxb + 131040, vdrelu(VLOAD(xb + 131040), a0_3));
+                VSTORE(dxb + 163808, vdrelu(VLOAD(xb + 163808), a0_4));
+                VSTORE(dxb + 196576, vdrelu(VLOAD(xb + 196576), a0_5));
+                VSTORE(dxb + 229344, vdrelu(VLOAD(xb + 229344), a0_6));
+                VSTORE(dxb + 262112, vdrelu(VLOAD(xb + 262112), a0_7));
+                VSTORE(dxb + 294880, vdrelu(VLOAD(xb + 294880), a0_8));
+                VSTORE(dxb + 327648, vdrelu(VLOAD(xb + 327648), a0_9));
+                VSTORE(dxb + 360416, vdrelu(VLOAD(xb + 360416), a0_10));
+                VSTORE(dxb + 393184, vdrelu(VLOAD(xb + 393184), a0_11));
+                VSTORE(dxb + 425952, vdrelu(VLOAD(xb + 425952), a0_12));
+                VSTORE(dxb + 458720, vdrelu(VLOAD(xb + 458720), a0_13));
+                VSTORE(dxb + 491488, vdrelu(VLOAD(xb + 491488), a0_14));
+                VSTORE(dxb + 524256, vdrelu(VLOAD(xb + 524256), a0_15));
             }
         }
     }
@@ -4668,10 +4665,10 @@ static void l02_conv2d_backward_dx(const float *restrict P, const float *restric
  * schedule lanes: fwd lanes dw lanes dx with dw threaded */
 /* l03_relu_forward: none, layer 2 stores its output through the relu */
 
-/* l03_relu_backward: the code of l01_relu_backward */
+/* l03_relu_backward: none, layer 4 masks its dx stores with the relu's derivative */
 
 /* layer 4: maxpool2d 64x32x32 -> 64x16x16 (specs/vgg16_cifar.yaml:14:5)
- * schedule lanes: fwd lanes dw lanes dx with dw */
+ * schedule lanes: fwd lanes dw lanes+relu' dx with dw */
 static void l04_maxpool2d_forward(const float *restrict x, float *restrict y)
 {
     /* x [64x32x32][lanes], y [64x16x16][lanes] */
@@ -4705,11 +4702,12 @@ static void l04_maxpool2d_backward(const float *restrict x, const float *restric
         for (int oy = 0; oy < 16; oy++) {
             for (int ox = 0; ox < 16; ox++) {
                 for (int v = 0; v < 2; v++) {
-                    const cg_v d = VLOAD(dyc + oy*512 + ox*32 + v * 16);
+                    const cg_v d0 = VLOAD(dyc + oy*512 + ox*32 + v * 16);
                     cg_v m = VLOAD(xc + oy*2048 + ox*64 + v * 16); cg_vi idx = (cg_vi){0};
                     { const cg_v t = VLOAD(xc + oy*2048 + ox*64 + 32 + v * 16); const cg_vi u = (t > m) | (t != t); m = VSEL(u, t, m); idx = (idx & ~u) | (u & 1); }
                     { const cg_v t = VLOAD(xc + oy*2048 + ox*64 + 1024 + v * 16); const cg_vi u = (t > m) | (t != t); m = VSEL(u, t, m); idx = (idx & ~u) | (u & 2); }
                     { const cg_v t = VLOAD(xc + oy*2048 + ox*64 + 1056 + v * 16); const cg_vi u = (t > m) | (t != t); m = VSEL(u, t, m); idx = (idx & ~u) | (u & 3); }
+                    const cg_v d = vdrelu(m, d0);
                     VSTORE(dxc + oy*2048 + ox*64 + v * 16, VLOAD(dxc + oy*2048 + ox*64 + v * 16) + (cg_v)((cg_vi)d & (idx == 0)));
                     VSTORE(dxc + oy*2048 + ox*64 + 32 + v * 16, VLOAD(dxc + oy*2048 + ox*64 + 32 + v * 16) + (cg_v)((cg_vi)d & (idx == 1)));
                     VSTORE(dxc + oy*2048 + ox*64 + 1024 + v * 16, VLOAD(dxc + oy*2048 + ox*64 + 1024 + v * 16) + (cg_v)((cg_vi)d & (idx == 2)));
@@ -7443,16 +7441,10 @@ static void l05_conv2d_backward_dx(const float *restrict P, const float *restric
  * schedule lanes: fwd lanes dw lanes dx with dw threaded */
 /* l06_relu_forward: none, layer 5 stores its output through the relu */
 
-static void l06_relu_backward(const float *restrict y, const float *restrict dy, float *restrict dx)
-{
-    /* x [128x16x16][lanes], y [128x16x16][lanes] */
-    CG_PARALLEL_FOR
-    for (int i = 0; i < 1048576; i++)
-        dx[i] = y[i] <= 0.0f ? 0.0f : dy[i];
-}
+/* l06_relu_backward: none, layer 7 masks its dx stores with the relu's derivative */
 
 /* layer 7: conv2d 128x16x16 -> 128x16x16 (specs/vgg16_cifar.yaml:18:5)
- * schedule lanes: fwd lanes[TB=1,TC=16]+relu dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16] threaded */
+ * schedule lanes: fwd lanes[TB=1,TC=16]+relu dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16]+relu' threaded */
 static void l07_conv2d_forward(const float *restrict P, const float *restrict x, float *restrict y)
 {
     /* x [128x16x16][lanes], y [128x16x16][lanes] */
@@ -8872,7 +8864,7 @@ static void l07_conv2d_backward(float *restrict G, const float *restrict x, cons
     }
 }
 
-static void l07_conv2d_backward_dx(const float *restrict P, const float *restrict dy, float *restrict dx)
+static void l07_conv2d_backward_dx(const float *restrict P, const float *restrict x, const float *restrict dy, float *restrict dx)
 {
     /* x [128x16x16][lanes], y [128x16x16][lanes] */
     const float *restrict w = P;
@@ -8880,6 +8872,7 @@ static void l07_conv2d_backward_dx(const float *restrict P, const float *restric
     for (int cib = 0; cib < 8; cib++) {
         for (int v0 = 0; v0 < 2; v0 += 1) {
             float *restrict dxb = dx + cib*131072 + v0 * 16;
+            const float *restrict xb = x + cib*131072 + v0 * 16;
             const float *restrict dyg = dy + 0 + v0 * 16;
             const float *restrict wg = w + cib*144;
             {
@@ -8979,22 +8972,22 @@ static void l07_conv2d_backward_dx(const float *restrict P, const float *restric
                         a0_15 += wc[139] * d0;
                     }
                 }
-                VSTORE(dxb + 0, a0_0);
-                VSTORE(dxb + 8192, a0_1);
-                VSTORE(dxb + 16384, a0_2);
-                VSTORE(dxb + 24576, a0_3);
-                VSTORE(dxb + 32768, a0_4);
-                VSTORE(dxb + 40960, a0_5);
-                VSTORE(dxb + 49152, a0_6);
-                VSTORE(dxb + 57344, a0_7);
-                VSTORE(dxb + 65536, a0_8);
-                VSTORE(dxb + 73728, a0_9);
-                VSTORE(dxb + 81920, a0_10);
-                VSTORE(dxb + 90112, a0_11);
-                VSTORE(dxb + 98304, a0_12);
-                VSTORE(dxb + 106496, a0_13);
-                VSTORE(dxb + 114688, a0_14);
-                VSTORE(dxb + 122880, a0_15);
+                VSTORE(dxb + 0, vdrelu(VLOAD(xb + 0), a0_0));
+                VSTORE(dxb + 8192, vdrelu(VLOAD(xb + 8192), a0_1));
+                VSTORE(dxb + 16384, vdrelu(VLOAD(xb + 16384), a0_2));
+                VSTORE(dxb + 24576, vdrelu(VLOAD(xb + 24576), a0_3));
+                VSTORE(dxb + 32768, vdrelu(VLOAD(xb + 32768), a0_4));
+                VSTORE(dxb + 40960, vdrelu(VLOAD(xb + 40960), a0_5));
+                VSTORE(dxb + 49152, vdrelu(VLOAD(xb + 49152), a0_6));
+                VSTORE(dxb + 57344, vdrelu(VLOAD(xb + 57344), a0_7));
+                VSTORE(dxb + 65536, vdrelu(VLOAD(xb + 65536), a0_8));
+                VSTORE(dxb + 73728, vdrelu(VLOAD(xb + 73728), a0_9));
+                VSTORE(dxb + 81920, vdrelu(VLOAD(xb + 81920), a0_10));
+                VSTORE(dxb + 90112, vdrelu(VLOAD(xb + 90112), a0_11));
+                VSTORE(dxb + 98304, vdrelu(VLOAD(xb + 98304), a0_12));
+                VSTORE(dxb + 106496, vdrelu(VLOAD(xb + 106496), a0_13));
+                VSTORE(dxb + 114688, vdrelu(VLOAD(xb + 114688), a0_14));
+                VSTORE(dxb + 122880, vdrelu(VLOAD(xb + 122880), a0_15));
             }
             /* inputs rows 0+1*t (t=0..0), cols 0+1*t (t=1..14): 6 taps */
             for (int tx = 1; tx < 15; tx++) {
@@ -9132,22 +9125,22 @@ static void l07_conv2d_backward_dx(const float *restrict P, const float *restric
                         a0_15 += wc[140] * d0;
                     }
                 }
-                VSTORE(dxb + tx*32, a0_0);
-                VSTORE(dxb + tx*32 + 8192, a0_1);
-                VSTORE(dxb + tx*32 + 16384, a0_2);
-                VSTORE(dxb + tx*32 + 24576, a0_3);
-                VSTORE(dxb + tx*32 + 32768, a0_4);
-                VSTORE(dxb + tx*32 + 40960, a0_5);
-                VSTORE(dxb + tx*32 + 49152, a0_6);
-                VSTORE(dxb + tx*32 + 57344, a0_7);
-                VSTORE(dxb + tx*32 + 65536, a0_8);
-                VSTORE(dxb + tx*32 + 73728, a0_9);
-                VSTORE(dxb + tx*32 + 81920, a0_10);
-                VSTORE(dxb + tx*32 + 90112, a0_11);
-                VSTORE(dxb + tx*32 + 98304, a0_12);
-                VSTORE(dxb + tx*32 + 106496, a0_13);
-                VSTORE(dxb + tx*32 + 114688, a0_14);
-                VSTORE(dxb + tx*32 + 122880, a0_15);
+                VSTORE(dxb + tx*32, vdrelu(VLOAD(xb + tx*32), a0_0));
+                VSTORE(dxb + tx*32 + 8192, vdrelu(VLOAD(xb + tx*32 + 8192), a0_1));
+                VSTORE(dxb + tx*32 + 16384, vdrelu(VLOAD(xb + tx*32 + 16384), a0_2));
+                VSTORE(dxb + tx*32 + 24576, vdrelu(VLOAD(xb + tx*32 + 24576), a0_3));
+                VSTORE(dxb + tx*32 + 32768, vdrelu(VLOAD(xb + tx*32 + 32768), a0_4));
+                VSTORE(dxb + tx*32 + 40960, vdrelu(VLOAD(xb + tx*32 + 40960), a0_5));
+                VSTORE(dxb + tx*32 + 49152, vdrelu(VLOAD(xb + tx*32 + 49152), a0_6));
+                VSTORE(dxb + tx*32 + 57344, vdrelu(VLOAD(xb + tx*32 + 57344), a0_7));
+                VSTORE(dxb + tx*32 + 65536, vdrelu(VLOAD(xb + tx*32 + 65536), a0_8));
+                VSTORE(dxb + tx*32 + 73728, vdrelu(VLOAD(xb + tx*32 + 73728), a0_9));
+                VSTORE(dxb + tx*32 + 81920, vdrelu(VLOAD(xb + tx*32 + 81920), a0_10));
+                VSTORE(dxb + tx*32 + 90112, vdrelu(VLOAD(xb + tx*32 + 90112), a0_11));
+                VSTORE(dxb + tx*32 + 98304, vdrelu(VLOAD(xb + tx*32 + 98304), a0_12));
+                VSTORE(dxb + tx*32 + 106496, vdrelu(VLOAD(xb + tx*32 + 106496), a0_13));
+                VSTORE(dxb + tx*32 + 114688, vdrelu(VLOAD(xb + tx*32 + 114688), a0_14));
+                VSTORE(dxb + tx*32 + 122880, vdrelu(VLOAD(xb + tx*32 + 122880), a0_15));
             }
             {
                 cg_v a0_0 = vsplat(0.0f);
@@ -9246,22 +9239,22 @@ static void l07_conv2d_backward_dx(const float *restrict P, const float *restric
                         a0_15 += wc[140] * d0;
                     }
                 }
-                VSTORE(dxb + 480, a0_0);
-                VSTORE(dxb + 8672, a0_1);
-                VSTORE(dxb + 16864, a0_2);
-                VSTORE(dxb + 25056, a0_3);
-                VSTORE(dxb + 33248, a0_4);
-                VSTORE(dxb + 41440, a0_5);
-                VSTORE(dxb + 49632, a0_6);
-                VSTORE(dxb + 57824, a0_7);
-                VSTORE(dxb + 66016, a0_8);
-                VSTORE(dxb + 74208, a0_9);
-                VSTORE(dxb + 82400, a0_10);
-                VSTORE(dxb + 90592, a0_11);
-                VSTORE(dxb + 98784, a0_12);
-                VSTORE(dxb + 106976, a0_13);
-                VSTORE(dxb + 115168, a0_14);
-                VSTORE(dxb + 123360, a0_15);
+                VSTORE(dxb + 480, vdrelu(VLOAD(xb + 480), a0_0));
+                VSTORE(dxb + 8672, vdrelu(VLOAD(xb + 8672), a0_1));
+                VSTORE(dxb + 16864, vdrelu(VLOAD(xb + 16864), a0_2));
+                VSTORE(dxb + 25056, vdrelu(VLOAD(xb + 25056), a0_3));
+                VSTORE(dxb + 33248, vdrelu(VLOAD(xb + 33248), a0_4));
+                VSTORE(dxb + 41440, vdrelu(VLOAD(xb + 41440), a0_5));
+                VSTORE(dxb + 49632, vdrelu(VLOAD(xb + 49632), a0_6));
+                VSTORE(dxb + 57824, vdrelu(VLOAD(xb + 57824), a0_7));
+                VSTORE(dxb + 66016, vdrelu(VLOAD(xb + 66016), a0_8));
+                VSTORE(dxb + 74208, vdrelu(VLOAD(xb + 74208), a0_9));
+                VSTORE(dxb + 82400, vdrelu(VLOAD(xb + 82400), a0_10));
+                VSTORE(dxb + 90592, vdrelu(VLOAD(xb + 90592), a0_11));
+                VSTORE(dxb + 98784, vdrelu(VLOAD(xb + 98784), a0_12));
+                VSTORE(dxb + 106976, vdrelu(VLOAD(xb + 106976), a0_13));
+                VSTORE(dxb + 115168, vdrelu(VLOAD(xb + 115168), a0_14));
+                VSTORE(dxb + 123360, vdrelu(VLOAD(xb + 123360), a0_15));
             }
             /* inputs rows 0+1*t (t=1..14), cols 0+1*t (t=0..0): 6 taps */
             for (int ty = 1; ty < 15; ty++) {
@@ -9400,22 +9393,22 @@ static void l07_conv2d_backward_dx(const float *restrict P, const float *restric
                             a0_15 += wc[142] * d0;
                         }
                     }
-                    VSTORE(dxb + ty*512, a0_0);
-                    VSTORE(dxb + ty*512 + 8192, a0_1);
-                    VSTORE(dxb + ty*512 + 16384, a0_2);
-                    VSTORE(dxb + ty*512 + 24576, a0_3);
-                    VSTORE(dxb + ty*512 + 32768, a0_4);
-                    VSTORE(dxb + ty*512 + 40960, a0_5);
-                    VSTORE(dxb + ty*512 + 49152, a0_6);
-                    VSTORE(dxb + ty*512 + 57344, a0_7);
-                    VSTORE(dxb + ty*512 + 65536, a0_8);
-                    VSTORE(dxb + ty*512 + 73728, a0_9);
-                    VSTORE(dxb + ty*512 + 81920, a0_10);
-                    VSTORE(dxb + ty*512 + 90112, a0_11);
-                    VSTORE(dxb + ty*512 + 98304, a0_12);
-                    VSTORE(dxb + ty*512 + 106496, a0_13);
-                    VSTORE(dxb + ty*512 + 114688, a0_14);
-                    VSTORE(dxb + ty*512 + 122880, a0_15);
+                    VSTORE(dxb + ty*512, vdrelu(VLOAD(xb + ty*512), a0_0));
+                    VSTORE(dxb + ty*512 + 8192, vdrelu(VLOAD(xb + ty*512 + 8192), a0_1));
+                    VSTORE(dxb + ty*512 + 16384, vdrelu(VLOAD(xb + ty*512 + 16384), a0_2));
+                    VSTORE(dxb + ty*512 + 24576, vdrelu(VLOAD(xb + ty*512 + 24576), a0_3));
+                    VSTORE(dxb + ty*512 + 32768, vdrelu(VLOAD(xb + ty*512 + 32768), a0_4));
+                    VSTORE(dxb + ty*512 + 40960, vdrelu(VLOAD(xb + ty*512 + 40960), a0_5));
+                    VSTORE(dxb + ty*512 + 49152, vdrelu(VLOAD(xb + ty*512 + 49152), a0_6));
+                    VSTORE(dxb + ty*512 + 57344, vdrelu(VLOAD(xb + ty*512 + 57344), a0_7));
+                    VSTORE(dxb + ty*512 + 65536, vdrelu(VLOAD(xb + ty*512 + 65536), a0_8));
+                    VSTORE(dxb + ty*512 + 73728, vdrelu(VLOAD(xb + ty*512 + 73728), a0_9));
+                    VSTORE(dxb + ty*512 + 81920, vdrelu(VLOAD(xb + ty*512 + 81920), a0_10));
+                    VSTORE(dxb + ty*512 + 90112, vdrelu(VLOAD(xb + ty*512 + 90112), a0_11));
+                    VSTORE(dxb + ty*512 + 98304, vdrelu(VLOAD(xb + ty*512 + 98304), a0_12));
+                    VSTORE(dxb + ty*512 + 106496, vdrelu(VLOAD(xb + ty*512 + 106496), a0_13));
+                    VSTORE(dxb + ty*512 + 114688, vdrelu(VLOAD(xb + ty*512 + 114688), a0_14));
+                    VSTORE(dxb + ty*512 + 122880, vdrelu(VLOAD(xb + ty*512 + 122880), a0_15));
                 }
             }
             /* inputs rows 0+1*t (t=1..14), cols 0+1*t (t=1..14): 9 taps */
@@ -9612,22 +9605,22 @@ static void l07_conv2d_backward_dx(const float *restrict P, const float *restric
                             a0_15 += wc[143] * d0;
                         }
                     }
-                    VSTORE(dxb + ty*512 + tx*32, a0_0);
-                    VSTORE(dxb + ty*512 + tx*32 + 8192, a0_1);
-                    VSTORE(dxb + ty*512 + tx*32 + 16384, a0_2);
-                    VSTORE(dxb + ty*512 + tx*32 + 24576, a0_3);
-                    VSTORE(dxb + ty*512 + tx*32 + 32768, a0_4);
-                    VSTORE(dxb + ty*512 + tx*32 + 40960, a0_5);
-                    VSTORE(dxb + ty*512 + tx*32 + 49152, a0_6);
-                    VSTORE(dxb + ty*512 + tx*32 + 57344, a0_7);
-                    VSTORE(dxb + ty*512 + tx*32 + 65536, a0_8);
-                    VSTORE(dxb + ty*512 + tx*32 + 73728, a0_9);
-                    VSTORE(dxb + ty*512 + tx*32 + 81920, a0_10);
-                    VSTORE(dxb + ty*512 + tx*32 + 90112, a0_11);
-                    VSTORE(dxb + ty*512 + tx*32 + 98304, a0_12);
-                    VSTORE(dxb + ty*512 + tx*32 + 106496, a0_13);
-                    VSTORE(dxb + ty*512 + tx*32 + 114688, a0_14);
-                    VSTORE(dxb + ty*512 + tx*32 + 122880, a0_15);
+                    VSTORE(dxb + ty*512 + tx*32, vdrelu(VLOAD(xb + ty*512 + tx*32), a0_0));
+                    VSTORE(dxb + ty*512 + tx*32 + 8192, vdrelu(VLOAD(xb + ty*512 + tx*32 + 8192), a0_1));
+                    VSTORE(dxb + ty*512 + tx*32 + 16384, vdrelu(VLOAD(xb + ty*512 + tx*32 + 16384), a0_2));
+                    VSTORE(dxb + ty*512 + tx*32 + 24576, vdrelu(VLOAD(xb + ty*512 + tx*32 + 24576), a0_3));
+                    VSTORE(dxb + ty*512 + tx*32 + 32768, vdrelu(VLOAD(xb + ty*512 + tx*32 + 32768), a0_4));
+                    VSTORE(dxb + ty*512 + tx*32 + 40960, vdrelu(VLOAD(xb + ty*512 + tx*32 + 40960), a0_5));
+                    VSTORE(dxb + ty*512 + tx*32 + 49152, vdrelu(VLOAD(xb + ty*512 + tx*32 + 49152), a0_6));
+                    VSTORE(dxb + ty*512 + tx*32 + 57344, vdrelu(VLOAD(xb + ty*512 + tx*32 + 57344), a0_7));
+                    VSTORE(dxb + ty*512 + tx*32 + 65536, vdrelu(VLOAD(xb + ty*512 + tx*32 + 65536), a0_8));
+                    VSTORE(dxb + ty*512 + tx*32 + 73728, vdrelu(VLOAD(xb + ty*512 + tx*32 + 73728), a0_9));
+                    VSTORE(dxb + ty*512 + tx*32 + 81920, vdrelu(VLOAD(xb + ty*512 + tx*32 + 81920), a0_10));
+                    VSTORE(dxb + ty*512 + tx*32 + 90112, vdrelu(VLOAD(xb + ty*512 + tx*32 + 90112), a0_11));
+                    VSTORE(dxb + ty*512 + tx*32 + 98304, vdrelu(VLOAD(xb + ty*512 + tx*32 + 98304), a0_12));
+                    VSTORE(dxb + ty*512 + tx*32 + 106496, vdrelu(VLOAD(xb + ty*512 + tx*32 + 106496), a0_13));
+                    VSTORE(dxb + ty*512 + tx*32 + 114688, vdrelu(VLOAD(xb + ty*512 + tx*32 + 114688), a0_14));
+                    VSTORE(dxb + ty*512 + tx*32 + 122880, vdrelu(VLOAD(xb + ty*512 + tx*32 + 122880), a0_15));
                 }
             }
             /* inputs rows 0+1*t (t=1..14), cols 0+1*t (t=15..15): 6 taps */
@@ -9767,22 +9760,22 @@ static void l07_conv2d_backward_dx(const float *restrict P, const float *restric
                             a0_15 += wc[143] * d0;
                         }
                     }
-                    VSTORE(dxb + ty*512 + 480, a0_0);
-                    VSTORE(dxb + ty*512 + 8672, a0_1);
-                    VSTORE(dxb + ty*512 + 16864, a0_2);
-                    VSTORE(dxb + ty*512 + 25056, a0_3);
-                    VSTORE(dxb + ty*512 + 33248, a0_4);
-                    VSTORE(dxb + ty*512 + 41440, a0_5);
-                    VSTORE(dxb + ty*512 + 49632, a0_6);
-                    VSTORE(dxb + ty*512 + 57824, a0_7);
-                    VSTORE(dxb + ty*512 + 66016, a0_8);
-                    VSTORE(dxb + ty*512 + 74208, a0_9);
-                    VSTORE(dxb + ty*512 + 82400, a0_10);
-                    VSTORE(dxb + ty*512 + 90592, a0_11);
-                    VSTORE(dxb + ty*512 + 98784, a0_12);
-                    VSTORE(dxb + ty*512 + 106976, a0_13);
-                    VSTORE(dxb + ty*512 + 115168, a0_14);
-                    VSTORE(dxb + ty*512 + 123360, a0_15);
+                    VSTORE(dxb + ty*512 + 480, vdrelu(VLOAD(xb + ty*512 + 480), a0_0));
+                    VSTORE(dxb + ty*512 + 8672, vdrelu(VLOAD(xb + ty*512 + 8672), a0_1));
+                    VSTORE(dxb + ty*512 + 16864, vdrelu(VLOAD(xb + ty*512 + 16864), a0_2));
+                    VSTORE(dxb + ty*512 + 25056, vdrelu(VLOAD(xb + ty*512 + 25056), a0_3));
+                    VSTORE(dxb + ty*512 + 33248, vdrelu(VLOAD(xb + ty*512 + 33248), a0_4));
+                    VSTORE(dxb + ty*512 + 41440, vdrelu(VLOAD(xb + ty*512 + 41440), a0_5));
+                    VSTORE(dxb + ty*512 + 49632, vdrelu(VLOAD(xb + ty*512 + 49632), a0_6));
+                    VSTORE(dxb + ty*512 + 57824, vdrelu(VLOAD(xb + ty*512 + 57824), a0_7));
+                    VSTORE(dxb + ty*512 + 66016, vdrelu(VLOAD(xb + ty*512 + 66016), a0_8));
+                    VSTORE(dxb + ty*512 + 74208, vdrelu(VLOAD(xb + ty*512 + 74208), a0_9));
+                    VSTORE(dxb + ty*512 + 82400, vdrelu(VLOAD(xb + ty*512 + 82400), a0_10));
+                    VSTORE(dxb + ty*512 + 90592, vdrelu(VLOAD(xb + ty*512 + 90592), a0_11));
+                    VSTORE(dxb + ty*512 + 98784, vdrelu(VLOAD(xb + ty*512 + 98784), a0_12));
+                    VSTORE(dxb + ty*512 + 106976, vdrelu(VLOAD(xb + ty*512 + 106976), a0_13));
+                    VSTORE(dxb + ty*512 + 115168, vdrelu(VLOAD(xb + ty*512 + 115168), a0_14));
+                    VSTORE(dxb + ty*512 + 123360, vdrelu(VLOAD(xb + ty*512 + 123360), a0_15));
                 }
             }
             {
@@ -9882,22 +9875,22 @@ static void l07_conv2d_backward_dx(const float *restrict P, const float *restric
                         a0_15 += wc[142] * d0;
                     }
                 }
-                VSTORE(dxb + 7680, a0_0);
-                VSTORE(dxb + 15872, a0_1);
-                VSTORE(dxb + 24064, a0_2);
-                VSTORE(dxb + 32256, a0_3);
-                VSTORE(dxb + 40448, a0_4);
-                VSTORE(dxb + 48640, a0_5);
-                VSTORE(dxb + 56832, a0_6);
-                VSTORE(dxb + 65024, a0_7);
-                VSTORE(dxb + 73216, a0_8);
-                VSTORE(dxb + 81408, a0_9);
-                VSTORE(dxb + 89600, a0_10);
-                VSTORE(dxb + 97792, a0_11);
-                VSTORE(dxb + 105984, a0_12);
-                VSTORE(dxb + 114176, a0_13);
-                VSTORE(dxb + 122368, a0_14);
-                VSTORE(dxb + 130560, a0_15);
+                VSTORE(dxb + 7680, vdrelu(VLOAD(xb + 7680), a0_0));
+                VSTORE(dxb + 15872, vdrelu(VLOAD(xb + 15872), a0_1));
+                VSTORE(dxb + 24064, vdrelu(VLOAD(xb + 24064), a0_2));
+                VSTORE(dxb + 32256, vdrelu(VLOAD(xb + 32256), a0_3));
+                VSTORE(dxb + 40448, vdrelu(VLOAD(xb + 40448), a0_4));
+                VSTORE(dxb + 48640, vdrelu(VLOAD(xb + 48640), a0_5));
+                VSTORE(dxb + 56832, vdrelu(VLOAD(xb + 56832), a0_6));
+                VSTORE(dxb + 65024, vdrelu(VLOAD(xb + 65024), a0_7));
+                VSTORE(dxb + 73216, vdrelu(VLOAD(xb + 73216), a0_8));
+                VSTORE(dxb + 81408, vdrelu(VLOAD(xb + 81408), a0_9));
+                VSTORE(dxb + 89600, vdrelu(VLOAD(xb + 89600), a0_10));
+                VSTORE(dxb + 97792, vdrelu(VLOAD(xb + 97792), a0_11));
+                VSTORE(dxb + 105984, vdrelu(VLOAD(xb + 105984), a0_12));
+                VSTORE(dxb + 114176, vdrelu(VLOAD(xb + 114176), a0_13));
+                VSTORE(dxb + 122368, vdrelu(VLOAD(xb + 122368), a0_14));
+                VSTORE(dxb + 130560, vdrelu(VLOAD(xb + 130560), a0_15));
             }
             /* inputs rows 0+1*t (t=15..15), cols 0+1*t (t=1..14): 6 taps */
             for (int tx = 1; tx < 15; tx++) {
@@ -10035,22 +10028,22 @@ static void l07_conv2d_backward_dx(const float *restrict P, const float *restric
                         a0_15 += wc[143] * d0;
                     }
                 }
-                VSTORE(dxb + tx*32 + 7680, a0_0);
-                VSTORE(dxb + tx*32 + 15872, a0_1);
-                VSTORE(dxb + tx*32 + 24064, a0_2);
-                VSTORE(dxb + tx*32 + 32256, a0_3);
-                VSTORE(dxb + tx*32 + 40448, a0_4);
-                VSTORE(dxb + tx*32 + 48640, a0_5);
-                VSTORE(dxb + tx*32 + 56832, a0_6);
-                VSTORE(dxb + tx*32 + 65024, a0_7);
-                VSTORE(dxb + tx*32 + 73216, a0_8);
-                VSTORE(dxb + tx*32 + 81408, a0_9);
-                VSTORE(dxb + tx*32 + 89600, a0_10);
-                VSTORE(dxb + tx*32 + 97792, a0_11);
-                VSTORE(dxb + tx*32 + 105984, a0_12);
-                VSTORE(dxb + tx*32 + 114176, a0_13);
-                VSTORE(dxb + tx*32 + 122368, a0_14);
-                VSTORE(dxb + tx*32 + 130560, a0_15);
+                VSTORE(dxb + tx*32 + 7680, vdrelu(VLOAD(xb + tx*32 + 7680), a0_0));
+                VSTORE(dxb + tx*32 + 15872, vdrelu(VLOAD(xb + tx*32 + 15872), a0_1));
+                VSTORE(dxb + tx*32 + 24064, vdrelu(VLOAD(xb + tx*32 + 24064), a0_2));
+                VSTORE(dxb + tx*32 + 32256, vdrelu(VLOAD(xb + tx*32 + 32256), a0_3));
+                VSTORE(dxb + tx*32 + 40448, vdrelu(VLOAD(xb + tx*32 + 40448), a0_4));
+                VSTORE(dxb + tx*32 + 48640, vdrelu(VLOAD(xb + tx*32 + 48640), a0_5));
+                VSTORE(dxb + tx*32 + 56832, vdrelu(VLOAD(xb + tx*32 + 56832), a0_6));
+                VSTORE(dxb + tx*32 + 65024, vdrelu(VLOAD(xb + tx*32 + 65024), a0_7));
+                VSTORE(dxb + tx*32 + 73216, vdrelu(VLOAD(xb + tx*32 + 73216), a0_8));
+                VSTORE(dxb + tx*32 + 81408, vdrelu(VLOAD(xb + tx*32 + 81408), a0_9));
+                VSTORE(dxb + tx*32 + 89600, vdrelu(VLOAD(xb + tx*32 + 89600), a0_10));
+                VSTORE(dxb + tx*32 + 97792, vdrelu(VLOAD(xb + tx*32 + 97792), a0_11));
+                VSTORE(dxb + tx*32 + 105984, vdrelu(VLOAD(xb + tx*32 + 105984), a0_12));
+                VSTORE(dxb + tx*32 + 114176, vdrelu(VLOAD(xb + tx*32 + 114176), a0_13));
+                VSTORE(dxb + tx*32 + 122368, vdrelu(VLOAD(xb + tx*32 + 122368), a0_14));
+                VSTORE(dxb + tx*32 + 130560, vdrelu(VLOAD(xb + tx*32 + 130560), a0_15));
             }
             {
                 cg_v a0_0 = vsplat(0.0f);
@@ -10149,22 +10142,22 @@ static void l07_conv2d_backward_dx(const float *restrict P, const float *restric
                         a0_15 += wc[143] * d0;
                     }
                 }
-                VSTORE(dxb + 8160, a0_0);
-                VSTORE(dxb + 16352, a0_1);
-                VSTORE(dxb + 24544, a0_2);
-                VSTORE(dxb + 32736, a0_3);
-                VSTORE(dxb + 40928, a0_4);
-                VSTORE(dxb + 49120, a0_5);
-                VSTORE(dxb + 57312, a0_6);
-                VSTORE(dxb + 65504, a0_7);
-                VSTORE(dxb + 73696, a0_8);
-                VSTORE(dxb + 81888, a0_9);
-                VSTORE(dxb + 90080, a0_10);
-                VSTORE(dxb + 98272, a0_11);
-                VSTORE(dxb + 106464, a0_12);
-                VSTORE(dxb + 114656, a0_13);
-                VSTORE(dxb + 122848, a0_14);
-                VSTORE(dxb + 131040, a0_15);
+                VSTORE(dxb + 8160, vdrelu(VLOAD(xb + 8160), a0_0));
+                VSTORE(dxb + 16352, vdrelu(VLOAD(xb + 16352), a0_1));
+                VSTORE(dxb + 24544, vdrelu(VLOAD(xb + 24544), a0_2));
+                VSTORE(dxb + 32736, vdrelu(VLOAD(xb + 32736), a0_3));
+                VSTORE(dxb + 40928, vdrelu(VLOAD(xb + 40928), a0_4));
+                VSTORE(dxb + 49120, vdrelu(VLOAD(xb + 49120), a0_5));
+                VSTORE(dxb + 57312, vdrelu(VLOAD(xb + 57312), a0_6));
+                VSTORE(dxb + 65504, vdrelu(VLOAD(xb + 65504), a0_7));
+                VSTORE(dxb + 73696, vdrelu(VLOAD(xb + 73696), a0_8));
+                VSTORE(dxb + 81888, vdrelu(VLOAD(xb + 81888), a0_9));
+                VSTORE(dxb + 90080, vdrelu(VLOAD(xb + 90080), a0_10));
+                VSTORE(dxb + 98272, vdrelu(VLOAD(xb + 98272), a0_11));
+                VSTORE(dxb + 106464, vdrelu(VLOAD(xb + 106464), a0_12));
+                VSTORE(dxb + 114656, vdrelu(VLOAD(xb + 114656), a0_13));
+                VSTORE(dxb + 122848, vdrelu(VLOAD(xb + 122848), a0_14));
+                VSTORE(dxb + 131040, vdrelu(VLOAD(xb + 131040), a0_15));
             }
         }
     }
@@ -10174,10 +10167,10 @@ static void l07_conv2d_backward_dx(const float *restrict P, const float *restric
  * schedule lanes: fwd lanes dw lanes dx with dw threaded */
 /* l08_relu_forward: none, layer 7 stores its output through the relu */
 
-/* l08_relu_backward: the code of l06_relu_backward */
+/* l08_relu_backward: none, layer 9 masks its dx stores with the relu's derivative */
 
 /* layer 9: maxpool2d 128x16x16 -> 128x8x8 (specs/vgg16_cifar.yaml:20:5)
- * schedule lanes: fwd lanes dw lanes dx with dw */
+ * schedule lanes: fwd lanes dw lanes+relu' dx with dw */
 static void l09_maxpool2d_forward(const float *restrict x, float *restrict y)
 {
     /* x [128x16x16][lanes], y [128x8x8][lanes] */
@@ -10211,11 +10204,12 @@ static void l09_maxpool2d_backward(const float *restrict x, const float *restric
         for (int oy = 0; oy < 8; oy++) {
             for (int ox = 0; ox < 8; ox++) {
                 for (int v = 0; v < 2; v++) {
-                    const cg_v d = VLOAD(dyc + oy*256 + ox*32 + v * 16);
+                    const cg_v d0 = VLOAD(dyc + oy*256 + ox*32 + v * 16);
                     cg_v m = VLOAD(xc + oy*1024 + ox*64 + v * 16); cg_vi idx = (cg_vi){0};
                     { const cg_v t = VLOAD(xc + oy*1024 + ox*64 + 32 + v * 16); const cg_vi u = (t > m) | (t != t); m = VSEL(u, t, m); idx = (idx & ~u) | (u & 1); }
                     { const cg_v t = VLOAD(xc + oy*1024 + ox*64 + 512 + v * 16); const cg_vi u = (t > m) | (t != t); m = VSEL(u, t, m); idx = (idx & ~u) | (u & 2); }
                     { const cg_v t = VLOAD(xc + oy*1024 + ox*64 + 544 + v * 16); const cg_vi u = (t > m) | (t != t); m = VSEL(u, t, m); idx = (idx & ~u) | (u & 3); }
+                    const cg_v d = vdrelu(m, d0);
                     VSTORE(dxc + oy*1024 + ox*64 + v * 16, VLOAD(dxc + oy*1024 + ox*64 + v * 16) + (cg_v)((cg_vi)d & (idx == 0)));
                     VSTORE(dxc + oy*1024 + ox*64 + 32 + v * 16, VLOAD(dxc + oy*1024 + ox*64 + 32 + v * 16) + (cg_v)((cg_vi)d & (idx == 1)));
                     VSTORE(dxc + oy*1024 + ox*64 + 512 + v * 16, VLOAD(dxc + oy*1024 + ox*64 + 512 + v * 16) + (cg_v)((cg_vi)d & (idx == 2)));
@@ -12949,15 +12943,10 @@ static void l10_conv2d_backward_dx(const float *restrict P, const float *restric
  * schedule lanes: fwd lanes dw lanes dx with dw */
 /* l11_relu_forward: none, layer 10 stores its output through the relu */
 
-static void l11_relu_backward(const float *restrict y, const float *restrict dy, float *restrict dx)
-{
-    /* x [256x8x8][lanes], y [256x8x8][lanes] */
-    for (int i = 0; i < 524288; i++)
-        dx[i] = y[i] <= 0.0f ? 0.0f : dy[i];
-}
+/* l11_relu_backward: none, layer 12 masks its dx stores with the relu's derivative */
 
 /* layer 12: conv2d 256x8x8 -> 256x8x8 (specs/vgg16_cifar.yaml:24:5)
- * schedule lanes: fwd lanes[TB=1,TC=16]+relu dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16] threaded */
+ * schedule lanes: fwd lanes[TB=1,TC=16]+relu dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16]+relu' threaded */
 static void l12_conv2d_forward(const float *restrict P, const float *restrict x, float *restrict y)
 {
     /* x [256x8x8][lanes], y [256x8x8][lanes] */
@@ -14377,7 +14366,7 @@ static void l12_conv2d_backward(float *restrict G, const float *restrict x, cons
     }
 }
 
-static void l12_conv2d_backward_dx(const float *restrict P, const float *restrict dy, float *restrict dx)
+static void l12_conv2d_backward_dx(const float *restrict P, const float *restrict x, const float *restrict dy, float *restrict dx)
 {
     /* x [256x8x8][lanes], y [256x8x8][lanes] */
     const float *restrict w = P;
@@ -14385,6 +14374,7 @@ static void l12_conv2d_backward_dx(const float *restrict P, const float *restric
     for (int cib = 0; cib < 16; cib++) {
         for (int v0 = 0; v0 < 2; v0 += 1) {
             float *restrict dxb = dx + cib*32768 + v0 * 16;
+            const float *restrict xb = x + cib*32768 + v0 * 16;
             const float *restrict dyg = dy + 0 + v0 * 16;
             const float *restrict wg = w + cib*144;
             {
@@ -14484,22 +14474,22 @@ static void l12_conv2d_backward_dx(const float *restrict P, const float *restric
                         a0_15 += wc[139] * d0;
                     }
                 }
-                VSTORE(dxb + 0, a0_0);
-                VSTORE(dxb + 2048, a0_1);
-                VSTORE(dxb + 4096, a0_2);
-                VSTORE(dxb + 6144, a0_3);
-                VSTORE(dxb + 8192, a0_4);
-                VSTORE(dxb + 10240, a0_5);
-                VSTORE(dxb + 12288, a0_6);
-                VSTORE(dxb + 14336, a0_7);
-                VSTORE(dxb + 16384, a0_8);
-                VSTORE(dxb + 18432, a0_9);
-                VSTORE(dxb + 20480, a0_10);
-                VSTORE(dxb + 22528, a0_11);
-                VSTORE(dxb + 24576, a0_12);
-                VSTORE(dxb + 26624, a0_13);
-                VSTORE(dxb + 28672, a0_14);
-                VSTORE(dxb + 30720, a0_15);
+                VSTORE(dxb + 0, vdrelu(VLOAD(xb + 0), a0_0));
+                VSTORE(dxb + 2048, vdrelu(VLOAD(xb + 2048), a0_1));
+                VSTORE(dxb + 4096, vdrelu(VLOAD(xb + 4096), a0_2));
+                VSTORE(dxb + 6144, vdrelu(VLOAD(xb + 6144), a0_3));
+                VSTORE(dxb + 8192, vdrelu(VLOAD(xb + 8192), a0_4));
+                VSTORE(dxb + 10240, vdrelu(VLOAD(xb + 10240), a0_5));
+                VSTORE(dxb + 12288, vdrelu(VLOAD(xb + 12288), a0_6));
+                VSTORE(dxb + 14336, vdrelu(VLOAD(xb + 14336), a0_7));
+                VSTORE(dxb + 16384, vdrelu(VLOAD(xb + 16384), a0_8));
+                VSTORE(dxb + 18432, vdrelu(VLOAD(xb + 18432), a0_9));
+                VSTORE(dxb + 20480, vdrelu(VLOAD(xb + 20480), a0_10));
+                VSTORE(dxb + 22528, vdrelu(VLOAD(xb + 22528), a0_11));
+                VSTORE(dxb + 24576, vdrelu(VLOAD(xb + 24576), a0_12));
+                VSTORE(dxb + 26624, vdrelu(VLOAD(xb + 26624), a0_13));
+                VSTORE(dxb + 28672, vdrelu(VLOAD(xb + 28672), a0_14));
+                VSTORE(dxb + 30720, vdrelu(VLOAD(xb + 30720), a0_15));
             }
             /* inputs rows 0+1*t (t=0..0), cols 0+1*t (t=1..6): 6 taps */
             for (int tx = 1; tx < 7; tx++) {
@@ -14637,22 +14627,22 @@ static void l12_conv2d_backward_dx(const float *restrict P, const float *restric
                         a0_15 += wc[140] * d0;
                     }
                 }
-                VSTORE(dxb + tx*32, a0_0);
-                VSTORE(dxb + tx*32 + 2048, a0_1);
-                VSTORE(dxb + tx*32 + 4096, a0_2);
-                VSTORE(dxb + tx*32 + 6144, a0_3);
-                VSTORE(dxb + tx*32 + 8192, a0_4);
-                VSTORE(dxb + tx*32 + 10240, a0_5);
-                VSTORE(dxb + tx*32 + 12288, a0_6);
-                VSTORE(dxb + tx*32 + 14336, a0_7);
-                VSTORE(dxb + tx*32 + 16384, a0_8);
-                VSTORE(dxb + tx*32 + 18432, a0_9);
-                VSTORE(dxb + tx*32 + 20480, a0_10);
-                VSTORE(dxb + tx*32 + 22528, a0_11);
-                VSTORE(dxb + tx*32 + 24576, a0_12);
-                VSTORE(dxb + tx*32 + 26624, a0_13);
-                VSTORE(dxb + tx*32 + 28672, a0_14);
-                VSTORE(dxb + tx*32 + 30720, a0_15);
+                VSTORE(dxb + tx*32, vdrelu(VLOAD(xb + tx*32), a0_0));
+                VSTORE(dxb + tx*32 + 2048, vdrelu(VLOAD(xb + tx*32 + 2048), a0_1));
+                VSTORE(dxb + tx*32 + 4096, vdrelu(VLOAD(xb + tx*32 + 4096), a0_2));
+                VSTORE(dxb + tx*32 + 6144, vdrelu(VLOAD(xb + tx*32 + 6144), a0_3));
+                VSTORE(dxb + tx*32 + 8192, vdrelu(VLOAD(xb + tx*32 + 8192), a0_4));
+                VSTORE(dxb + tx*32 + 10240, vdrelu(VLOAD(xb + tx*32 + 10240), a0_5));
+                VSTORE(dxb + tx*32 + 12288, vdrelu(VLOAD(xb + tx*32 + 12288), a0_6));
+                VSTORE(dxb + tx*32 + 14336, vdrelu(VLOAD(xb + tx*32 + 14336), a0_7));
+                VSTORE(dxb + tx*32 + 16384, vdrelu(VLOAD(xb + tx*32 + 16384), a0_8));
+                VSTORE(dxb + tx*32 + 18432, vdrelu(VLOAD(xb + tx*32 + 18432), a0_9));
+                VSTORE(dxb + tx*32 + 20480, vdrelu(VLOAD(xb + tx*32 + 20480), a0_10));
+                VSTORE(dxb + tx*32 + 22528, vdrelu(VLOAD(xb + tx*32 + 22528), a0_11));
+                VSTORE(dxb + tx*32 + 24576, vdrelu(VLOAD(xb + tx*32 + 24576), a0_12));
+                VSTORE(dxb + tx*32 + 26624, vdrelu(VLOAD(xb + tx*32 + 26624), a0_13));
+                VSTORE(dxb + tx*32 + 28672, vdrelu(VLOAD(xb + tx*32 + 28672), a0_14));
+                VSTORE(dxb + tx*32 + 30720, vdrelu(VLOAD(xb + tx*32 + 30720), a0_15));
             }
             {
                 cg_v a0_0 = vsplat(0.0f);
@@ -14751,22 +14741,22 @@ static void l12_conv2d_backward_dx(const float *restrict P, const float *restric
                         a0_15 += wc[140] * d0;
                     }
                 }
-                VSTORE(dxb + 224, a0_0);
-                VSTORE(dxb + 2272, a0_1);
-                VSTORE(dxb + 4320, a0_2);
-                VSTORE(dxb + 6368, a0_3);
-                VSTORE(dxb + 8416, a0_4);
-                VSTORE(dxb + 10464, a0_5);
-                VSTORE(dxb + 12512, a0_6);
-                VSTORE(dxb + 14560, a0_7);
-                VSTORE(dxb + 16608, a0_8);
-                VSTORE(dxb + 18656, a0_9);
-                VSTORE(dxb + 20704, a0_10);
-                VSTORE(dxb + 22752, a0_11);
-                VSTORE(dxb + 24800, a0_12);
-                VSTORE(dxb + 26848, a0_13);
-                VSTORE(dxb + 28896, a0_14);
-                VSTORE(dxb + 30944, a0_15);
+                VSTORE(dxb + 224, vdrelu(VLOAD(xb + 224), a0_0));
+                VSTORE(dxb + 2272, vdrelu(VLOAD(xb + 2272), a0_1));
+                VSTORE(dxb + 4320, vdrelu(VLOAD(xb + 4320), a0_2));
+                VSTORE(dxb + 6368, vdrelu(VLOAD(xb + 6368), a0_3));
+                VSTORE(dxb + 8416, vdrelu(VLOAD(xb + 8416), a0_4));
+                VSTORE(dxb + 10464, vdrelu(VLOAD(xb + 10464), a0_5));
+                VSTORE(dxb + 12512, vdrelu(VLOAD(xb + 12512), a0_6));
+                VSTORE(dxb + 14560, vdrelu(VLOAD(xb + 14560), a0_7));
+                VSTORE(dxb + 16608, vdrelu(VLOAD(xb + 16608), a0_8));
+                VSTORE(dxb + 18656, vdrelu(VLOAD(xb + 18656), a0_9));
+                VSTORE(dxb + 20704, vdrelu(VLOAD(xb + 20704), a0_10));
+                VSTORE(dxb + 22752, vdrelu(VLOAD(xb + 22752), a0_11));
+                VSTORE(dxb + 24800, vdrelu(VLOAD(xb + 24800), a0_12));
+                VSTORE(dxb + 26848, vdrelu(VLOAD(xb + 26848), a0_13));
+                VSTORE(dxb + 28896, vdrelu(VLOAD(xb + 28896), a0_14));
+                VSTORE(dxb + 30944, vdrelu(VLOAD(xb + 30944), a0_15));
             }
             /* inputs rows 0+1*t (t=1..6), cols 0+1*t (t=0..0): 6 taps */
             for (int ty = 1; ty < 7; ty++) {
@@ -14905,22 +14895,22 @@ static void l12_conv2d_backward_dx(const float *restrict P, const float *restric
                             a0_15 += wc[142] * d0;
                         }
                     }
-                    VSTORE(dxb + ty*256, a0_0);
-                    VSTORE(dxb + ty*256 + 2048, a0_1);
-                    VSTORE(dxb + ty*256 + 4096, a0_2);
-                    VSTORE(dxb + ty*256 + 6144, a0_3);
-                    VSTORE(dxb + ty*256 + 8192, a0_4);
-                    VSTORE(dxb + ty*256 + 10240, a0_5);
-                    VSTORE(dxb + ty*256 + 12288, a0_6);
-                    VSTORE(dxb + ty*256 + 14336, a0_7);
-                    VSTORE(dxb + ty*256 + 16384, a0_8);
-                    VSTORE(dxb + ty*256 + 18432, a0_9);
-                    VSTORE(dxb + ty*256 + 20480, a0_10);
-                    VSTORE(dxb + ty*256 + 22528, a0_11);
-                    VSTORE(dxb + ty*256 + 24576, a0_12);
-                    VSTORE(dxb + ty*256 + 26624, a0_13);
-                    VSTORE(dxb + ty*256 + 28672, a0_14);
-                    VSTORE(dxb + ty*256 + 30720, a0_15);
+                    VSTORE(dxb + ty*256, vdrelu(VLOAD(xb + ty*256), a0_0));
+                    VSTORE(dxb + ty*256 + 2048, vdrelu(VLOAD(xb + ty*256 + 2048), a0_1));
+                    VSTORE(dxb + ty*256 + 4096, vdrelu(VLOAD(xb + ty*256 + 4096), a0_2));
+                    VSTORE(dxb + ty*256 + 6144, vdrelu(VLOAD(xb + ty*256 + 6144), a0_3));
+                    VSTORE(dxb + ty*256 + 8192, vdrelu(VLOAD(xb + ty*256 + 8192), a0_4));
+                    VSTORE(dxb + ty*256 + 10240, vdrelu(VLOAD(xb + ty*256 + 10240), a0_5));
+                    VSTORE(dxb + ty*256 + 12288, vdrelu(VLOAD(xb + ty*256 + 12288), a0_6));
+                    VSTORE(dxb + ty*256 + 14336, vdrelu(VLOAD(xb + ty*256 + 14336), a0_7));
+                    VSTORE(dxb + ty*256 + 16384, vdrelu(VLOAD(xb + ty*256 + 16384), a0_8));
+                    VSTORE(dxb + ty*256 + 18432, vdrelu(VLOAD(xb + ty*256 + 18432), a0_9));
+                    VSTORE(dxb + ty*256 + 20480, vdrelu(VLOAD(xb + ty*256 + 20480), a0_10));
+                    VSTORE(dxb + ty*256 + 22528, vdrelu(VLOAD(xb + ty*256 + 22528), a0_11));
+                    VSTORE(dxb + ty*256 + 24576, vdrelu(VLOAD(xb + ty*256 + 24576), a0_12));
+                    VSTORE(dxb + ty*256 + 26624, vdrelu(VLOAD(xb + ty*256 + 26624), a0_13));
+                    VSTORE(dxb + ty*256 + 28672, vdrelu(VLOAD(xb + ty*256 + 28672), a0_14));
+                    VSTORE(dxb + ty*256 + 30720, vdrelu(VLOAD(xb + ty*256 + 30720), a0_15));
                 }
             }
             /* inputs rows 0+1*t (t=1..6), cols 0+1*t (t=1..6): 9 taps */
@@ -15117,22 +15107,22 @@ static void l12_conv2d_backward_dx(const float *restrict P, const float *restric
                             a0_15 += wc[143] * d0;
                         }
                     }
-                    VSTORE(dxb + ty*256 + tx*32, a0_0);
-                    VSTORE(dxb + ty*256 + tx*32 + 2048, a0_1);
-                    VSTORE(dxb + ty*256 + tx*32 + 4096, a0_2);
-                    VSTORE(dxb + ty*256 + tx*32 + 6144, a0_3);
-                    VSTORE(dxb + ty*256 + tx*32 + 8192, a0_4);
-                    VSTORE(dxb + ty*256 + tx*32 + 10240, a0_5);
-                    VSTORE(dxb + ty*256 + tx*32 + 12288, a0_6);
-                    VSTORE(dxb + ty*256 + tx*32 + 14336, a0_7);
-                    VSTORE(dxb + ty*256 + tx*32 + 16384, a0_8);
-                    VSTORE(dxb + ty*256 + tx*32 + 18432, a0_9);
-                    VSTORE(dxb + ty*256 + tx*32 + 20480, a0_10);
-                    VSTORE(dxb + ty*256 + tx*32 + 22528, a0_11);
-                    VSTORE(dxb + ty*256 + tx*32 + 24576, a0_12);
-                    VSTORE(dxb + ty*256 + tx*32 + 26624, a0_13);
-                    VSTORE(dxb + ty*256 + tx*32 + 28672, a0_14);
-                    VSTORE(dxb + ty*256 + tx*32 + 30720, a0_15);
+                    VSTORE(dxb + ty*256 + tx*32, vdrelu(VLOAD(xb + ty*256 + tx*32), a0_0));
+                    VSTORE(dxb + ty*256 + tx*32 + 2048, vdrelu(VLOAD(xb + ty*256 + tx*32 + 2048), a0_1));
+                    VSTORE(dxb + ty*256 + tx*32 + 4096, vdrelu(VLOAD(xb + ty*256 + tx*32 + 4096), a0_2));
+                    VSTORE(dxb + ty*256 + tx*32 + 6144, vdrelu(VLOAD(xb + ty*256 + tx*32 + 6144), a0_3));
+                    VSTORE(dxb + ty*256 + tx*32 + 8192, vdrelu(VLOAD(xb + ty*256 + tx*32 + 8192), a0_4));
+                    VSTORE(dxb + ty*256 + tx*32 + 10240, vdrelu(VLOAD(xb + ty*256 + tx*32 + 10240), a0_5));
+                    VSTORE(dxb + ty*256 + tx*32 + 12288, vdrelu(VLOAD(xb + ty*256 + tx*32 + 12288), a0_6));
+                    VSTORE(dxb + ty*256 + tx*32 + 14336, vdrelu(VLOAD(xb + ty*256 + tx*32 + 14336), a0_7));
+                    VSTORE(dxb + ty*256 + tx*32 + 16384, vdrelu(VLOAD(xb + ty*256 + tx*32 + 16384), a0_8));
+                    VSTORE(dxb + ty*256 + tx*32 + 18432, vdrelu(VLOAD(xb + ty*256 + tx*32 + 18432), a0_9));
+                    VSTORE(dxb + ty*256 + tx*32 + 20480, vdrelu(VLOAD(xb + ty*256 + tx*32 + 20480), a0_10));
+                    VSTORE(dxb + ty*256 + tx*32 + 22528, vdrelu(VLOAD(xb + ty*256 + tx*32 + 22528), a0_11));
+                    VSTORE(dxb + ty*256 + tx*32 + 24576, vdrelu(VLOAD(xb + ty*256 + tx*32 + 24576), a0_12));
+                    VSTORE(dxb + ty*256 + tx*32 + 26624, vdrelu(VLOAD(xb + ty*256 + tx*32 + 26624), a0_13));
+                    VSTORE(dxb + ty*256 + tx*32 + 28672, vdrelu(VLOAD(xb + ty*256 + tx*32 + 28672), a0_14));
+                    VSTORE(dxb + ty*256 + tx*32 + 30720, vdrelu(VLOAD(xb + ty*256 + tx*32 + 30720), a0_15));
                 }
             }
             /* inputs rows 0+1*t (t=1..6), cols 0+1*t (t=7..7): 6 taps */
@@ -15272,22 +15262,22 @@ static void l12_conv2d_backward_dx(const float *restrict P, const float *restric
                             a0_15 += wc[143] * d0;
                         }
                     }
-                    VSTORE(dxb + ty*256 + 224, a0_0);
-                    VSTORE(dxb + ty*256 + 2272, a0_1);
-                    VSTORE(dxb + ty*256 + 4320, a0_2);
-                    VSTORE(dxb + ty*256 + 6368, a0_3);
-                    VSTORE(dxb + ty*256 + 8416, a0_4);
-                    VSTORE(dxb + ty*256 + 10464, a0_5);
-                    VSTORE(dxb + ty*256 + 12512, a0_6);
-                    VSTORE(dxb + ty*256 + 14560, a0_7);
-                    VSTORE(dxb + ty*256 + 16608, a0_8);
-                    VSTORE(dxb + ty*256 + 18656, a0_9);
-                    VSTORE(dxb + ty*256 + 20704, a0_10);
-                    VSTORE(dxb + ty*256 + 22752, a0_11);
-                    VSTORE(dxb + ty*256 + 24800, a0_12);
-                    VSTORE(dxb + ty*256 + 26848, a0_13);
-                    VSTORE(dxb + ty*256 + 28896, a0_14);
-                    VSTORE(dxb + ty*256 + 30944, a0_15);
+                    VSTORE(dxb + ty*256 + 224, vdrelu(VLOAD(xb + ty*256 + 224), a0_0));
+                    VSTORE(dxb + ty*256 + 2272, vdrelu(VLOAD(xb + ty*256 + 2272), a0_1));
+                    VSTORE(dxb + ty*256 + 4320, vdrelu(VLOAD(xb + ty*256 + 4320), a0_2));
+                    VSTORE(dxb + ty*256 + 6368, vdrelu(VLOAD(xb + ty*256 + 6368), a0_3));
+                    VSTORE(dxb + ty*256 + 8416, vdrelu(VLOAD(xb + ty*256 + 8416), a0_4));
+                    VSTORE(dxb + ty*256 + 10464, vdrelu(VLOAD(xb + ty*256 + 10464), a0_5));
+                    VSTORE(dxb + ty*256 + 12512, vdrelu(VLOAD(xb + ty*256 + 12512), a0_6));
+                    VSTORE(dxb + ty*256 + 14560, vdrelu(VLOAD(xb + ty*256 + 14560), a0_7));
+                    VSTORE(dxb + ty*256 + 16608, vdrelu(VLOAD(xb + ty*256 + 16608), a0_8));
+                    VSTORE(dxb + ty*256 + 18656, vdrelu(VLOAD(xb + ty*256 + 18656), a0_9));
+                    VSTORE(dxb + ty*256 + 20704, vdrelu(VLOAD(xb + ty*256 + 20704), a0_10));
+                    VSTORE(dxb + ty*256 + 22752, vdrelu(VLOAD(xb + ty*256 + 22752), a0_11));
+                    VSTORE(dxb + ty*256 + 24800, vdrelu(VLOAD(xb + ty*256 + 24800), a0_12));
+                    VSTORE(dxb + ty*256 + 26848, vdrelu(VLOAD(xb + ty*256 + 26848), a0_13));
+                    VSTORE(dxb + ty*256 + 28896, vdrelu(VLOAD(xb + ty*256 + 28896), a0_14));
+                    VSTORE(dxb + ty*256 + 30944, vdrelu(VLOAD(xb + ty*256 + 30944), a0_15));
                 }
             }
             {
@@ -15387,22 +15377,22 @@ static void l12_conv2d_backward_dx(const float *restrict P, const float *restric
                         a0_15 += wc[142] * d0;
                     }
                 }
-                VSTORE(dxb + 1792, a0_0);
-                VSTORE(dxb + 3840, a0_1);
-                VSTORE(dxb + 5888, a0_2);
-                VSTORE(dxb + 7936, a0_3);
-                VSTORE(dxb + 9984, a0_4);
-                VSTORE(dxb + 12032, a0_5);
-                VSTORE(dxb + 14080, a0_6);
-                VSTORE(dxb + 16128, a0_7);
-                VSTORE(dxb + 18176, a0_8);
-                VSTORE(dxb + 20224, a0_9);
-                VSTORE(dxb + 22272, a0_10);
-                VSTORE(dxb + 24320, a0_11);
-                VSTORE(dxb + 26368, a0_12);
-                VSTORE(dxb + 28416, a0_13);
-                VSTORE(dxb + 30464, a0_14);
-                VSTORE(dxb + 32512, a0_15);
+                VSTORE(dxb + 1792, vdrelu(VLOAD(xb + 1792), a0_0));
+                VSTORE(dxb + 3840, vdrelu(VLOAD(xb + 3840), a0_1));
+                VSTORE(dxb + 5888, vdrelu(VLOAD(xb + 5888), a0_2));
+                VSTORE(dxb + 7936, vdrelu(VLOAD(xb + 7936), a0_3));
+                VSTORE(dxb + 9984, vdrelu(VLOAD(xb + 9984), a0_4));
+                VSTORE(dxb + 12032, vdrelu(VLOAD(xb + 12032), a0_5));
+                VSTORE(dxb + 14080, vdrelu(VLOAD(xb + 14080), a0_6));
+                VSTORE(dxb + 16128, vdrelu(VLOAD(xb + 16128), a0_7));
+                VSTORE(dxb + 18176, vdrelu(VLOAD(xb + 18176), a0_8));
+                VSTORE(dxb + 20224, vdrelu(VLOAD(xb + 20224), a0_9));
+                VSTORE(dxb + 22272, vdrelu(VLOAD(xb + 22272), a0_10));
+                VSTORE(dxb + 24320, vdrelu(VLOAD(xb + 24320), a0_11));
+                VSTORE(dxb + 26368, vdrelu(VLOAD(xb + 26368), a0_12));
+                VSTORE(dxb + 28416, vdrelu(VLOAD(xb + 28416), a0_13));
+                VSTORE(dxb + 30464, vdrelu(VLOAD(xb + 30464), a0_14));
+                VSTORE(dxb + 32512, vdrelu(VLOAD(xb + 32512), a0_15));
             }
             /* inputs rows 0+1*t (t=7..7), cols 0+1*t (t=1..6): 6 taps */
             for (int tx = 1; tx < 7; tx++) {
@@ -15540,22 +15530,22 @@ static void l12_conv2d_backward_dx(const float *restrict P, const float *restric
                         a0_15 += wc[143] * d0;
                     }
                 }
-                VSTORE(dxb + tx*32 + 1792, a0_0);
-                VSTORE(dxb + tx*32 + 3840, a0_1);
-                VSTORE(dxb + tx*32 + 5888, a0_2);
-                VSTORE(dxb + tx*32 + 7936, a0_3);
-                VSTORE(dxb + tx*32 + 9984, a0_4);
-                VSTORE(dxb + tx*32 + 12032, a0_5);
-                VSTORE(dxb + tx*32 + 14080, a0_6);
-                VSTORE(dxb + tx*32 + 16128, a0_7);
-                VSTORE(dxb + tx*32 + 18176, a0_8);
-                VSTORE(dxb + tx*32 + 20224, a0_9);
-                VSTORE(dxb + tx*32 + 22272, a0_10);
-                VSTORE(dxb + tx*32 + 24320, a0_11);
-                VSTORE(dxb + tx*32 + 26368, a0_12);
-                VSTORE(dxb + tx*32 + 28416, a0_13);
-                VSTORE(dxb + tx*32 + 30464, a0_14);
-                VSTORE(dxb + tx*32 + 32512, a0_15);
+                VSTORE(dxb + tx*32 + 1792, vdrelu(VLOAD(xb + tx*32 + 1792), a0_0));
+                VSTORE(dxb + tx*32 + 3840, vdrelu(VLOAD(xb + tx*32 + 3840), a0_1));
+                VSTORE(dxb + tx*32 + 5888, vdrelu(VLOAD(xb + tx*32 + 5888), a0_2));
+                VSTORE(dxb + tx*32 + 7936, vdrelu(VLOAD(xb + tx*32 + 7936), a0_3));
+                VSTORE(dxb + tx*32 + 9984, vdrelu(VLOAD(xb + tx*32 + 9984), a0_4));
+                VSTORE(dxb + tx*32 + 12032, vdrelu(VLOAD(xb + tx*32 + 12032), a0_5));
+                VSTORE(dxb + tx*32 + 14080, vdrelu(VLOAD(xb + tx*32 + 14080), a0_6));
+                VSTORE(dxb + tx*32 + 16128, vdrelu(VLOAD(xb + tx*32 + 16128), a0_7));
+                VSTORE(dxb + tx*32 + 18176, vdrelu(VLOAD(xb + tx*32 + 18176), a0_8));
+                VSTORE(dxb + tx*32 + 20224, vdrelu(VLOAD(xb + tx*32 + 20224), a0_9));
+                VSTORE(dxb + tx*32 + 22272, vdrelu(VLOAD(xb + tx*32 + 22272), a0_10));
+                VSTORE(dxb + tx*32 + 24320, vdrelu(VLOAD(xb + tx*32 + 24320), a0_11));
+                VSTORE(dxb + tx*32 + 26368, vdrelu(VLOAD(xb + tx*32 + 26368), a0_12));
+                VSTORE(dxb + tx*32 + 28416, vdrelu(VLOAD(xb + tx*32 + 28416), a0_13));
+                VSTORE(dxb + tx*32 + 30464, vdrelu(VLOAD(xb + tx*32 + 30464), a0_14));
+                VSTORE(dxb + tx*32 + 32512, vdrelu(VLOAD(xb + tx*32 + 32512), a0_15));
             }
             {
                 cg_v a0_0 = vsplat(0.0f);
@@ -15654,22 +15644,22 @@ static void l12_conv2d_backward_dx(const float *restrict P, const float *restric
                         a0_15 += wc[143] * d0;
                     }
                 }
-                VSTORE(dxb + 2016, a0_0);
-                VSTORE(dxb + 4064, a0_1);
-                VSTORE(dxb + 6112, a0_2);
-                VSTORE(dxb + 8160, a0_3);
-                VSTORE(dxb + 10208, a0_4);
-                VSTORE(dxb + 12256, a0_5);
-                VSTORE(dxb + 14304, a0_6);
-                VSTORE(dxb + 16352, a0_7);
-                VSTORE(dxb + 18400, a0_8);
-                VSTORE(dxb + 20448, a0_9);
-                VSTORE(dxb + 22496, a0_10);
-                VSTORE(dxb + 24544, a0_11);
-                VSTORE(dxb + 26592, a0_12);
-                VSTORE(dxb + 28640, a0_13);
-                VSTORE(dxb + 30688, a0_14);
-                VSTORE(dxb + 32736, a0_15);
+                VSTORE(dxb + 2016, vdrelu(VLOAD(xb + 2016), a0_0));
+                VSTORE(dxb + 4064, vdrelu(VLOAD(xb + 4064), a0_1));
+                VSTORE(dxb + 6112, vdrelu(VLOAD(xb + 6112), a0_2));
+                VSTORE(dxb + 8160, vdrelu(VLOAD(xb + 8160), a0_3));
+                VSTORE(dxb + 10208, vdrelu(VLOAD(xb + 10208), a0_4));
+                VSTORE(dxb + 12256, vdrelu(VLOAD(xb + 12256), a0_5));
+                VSTORE(dxb + 14304, vdrelu(VLOAD(xb + 14304), a0_6));
+                VSTORE(dxb + 16352, vdrelu(VLOAD(xb + 16352), a0_7));
+                VSTORE(dxb + 18400, vdrelu(VLOAD(xb + 18400), a0_8));
+                VSTORE(dxb + 20448, vdrelu(VLOAD(xb + 20448), a0_9));
+                VSTORE(dxb + 22496, vdrelu(VLOAD(xb + 22496), a0_10));
+                VSTORE(dxb + 24544, vdrelu(VLOAD(xb + 24544), a0_11));
+                VSTORE(dxb + 26592, vdrelu(VLOAD(xb + 26592), a0_12));
+                VSTORE(dxb + 28640, vdrelu(VLOAD(xb + 28640), a0_13));
+                VSTORE(dxb + 30688, vdrelu(VLOAD(xb + 30688), a0_14));
+                VSTORE(dxb + 32736, vdrelu(VLOAD(xb + 32736), a0_15));
             }
         }
     }
@@ -15679,10 +15669,10 @@ static void l12_conv2d_backward_dx(const float *restrict P, const float *restric
  * schedule lanes: fwd lanes dw lanes dx with dw */
 /* l13_relu_forward: none, layer 12 stores its output through the relu */
 
-/* l13_relu_backward: the code of l11_relu_backward */
+/* l13_relu_backward: none, layer 14 masks its dx stores with the relu's derivative */
 
 /* layer 14: conv2d 256x8x8 -> 256x8x8 (specs/vgg16_cifar.yaml:26:5)
- * schedule lanes: fwd lanes[TB=1,TC=16]+relu dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16] threaded */
+ * schedule lanes: fwd lanes[TB=1,TC=16]+relu dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16]+relu' threaded */
 /* l14_conv2d_forward: the code of l12_conv2d_forward */
 
 /* l14_conv2d_backward: the code of l12_conv2d_backward */
@@ -15693,10 +15683,10 @@ static void l12_conv2d_backward_dx(const float *restrict P, const float *restric
  * schedule lanes: fwd lanes dw lanes dx with dw */
 /* l15_relu_forward: none, layer 14 stores its output through the relu */
 
-/* l15_relu_backward: the code of l11_relu_backward */
+/* l15_relu_backward: none, layer 16 masks its dx stores with the relu's derivative */
 
 /* layer 16: maxpool2d 256x8x8 -> 256x4x4 (specs/vgg16_cifar.yaml:28:5)
- * schedule lanes: fwd lanes dw lanes dx with dw */
+ * schedule lanes: fwd lanes dw lanes+relu' dx with dw */
 static void l16_maxpool2d_forward(const float *restrict x, float *restrict y)
 {
     /* x [256x8x8][lanes], y [256x4x4][lanes] */
@@ -15730,11 +15720,12 @@ static void l16_maxpool2d_backward(const float *restrict x, const float *restric
         for (int oy = 0; oy < 4; oy++) {
             for (int ox = 0; ox < 4; ox++) {
                 for (int v = 0; v < 2; v++) {
-                    const cg_v d = VLOAD(dyc + oy*128 + ox*32 + v * 16);
+                    const cg_v d0 = VLOAD(dyc + oy*128 + ox*32 + v * 16);
                     cg_v m = VLOAD(xc + oy*512 + ox*64 + v * 16); cg_vi idx = (cg_vi){0};
                     { const cg_v t = VLOAD(xc + oy*512 + ox*64 + 32 + v * 16); const cg_vi u = (t > m) | (t != t); m = VSEL(u, t, m); idx = (idx & ~u) | (u & 1); }
                     { const cg_v t = VLOAD(xc + oy*512 + ox*64 + 256 + v * 16); const cg_vi u = (t > m) | (t != t); m = VSEL(u, t, m); idx = (idx & ~u) | (u & 2); }
                     { const cg_v t = VLOAD(xc + oy*512 + ox*64 + 288 + v * 16); const cg_vi u = (t > m) | (t != t); m = VSEL(u, t, m); idx = (idx & ~u) | (u & 3); }
+                    const cg_v d = vdrelu(m, d0);
                     VSTORE(dxc + oy*512 + ox*64 + v * 16, VLOAD(dxc + oy*512 + ox*64 + v * 16) + (cg_v)((cg_vi)d & (idx == 0)));
                     VSTORE(dxc + oy*512 + ox*64 + 32 + v * 16, VLOAD(dxc + oy*512 + ox*64 + 32 + v * 16) + (cg_v)((cg_vi)d & (idx == 1)));
                     VSTORE(dxc + oy*512 + ox*64 + 256 + v * 16, VLOAD(dxc + oy*512 + ox*64 + 256 + v * 16) + (cg_v)((cg_vi)d & (idx == 2)));
@@ -18468,15 +18459,10 @@ static void l17_conv2d_backward_dx(const float *restrict P, const float *restric
  * schedule lanes: fwd lanes dw lanes dx with dw */
 /* l18_relu_forward: none, layer 17 stores its output through the relu */
 
-static void l18_relu_backward(const float *restrict y, const float *restrict dy, float *restrict dx)
-{
-    /* x [512x4x4][lanes], y [512x4x4][lanes] */
-    for (int i = 0; i < 262144; i++)
-        dx[i] = y[i] <= 0.0f ? 0.0f : dy[i];
-}
+/* l18_relu_backward: none, layer 19 masks its dx stores with the relu's derivative */
 
 /* layer 19: conv2d 512x4x4 -> 512x4x4 (specs/vgg16_cifar.yaml:32:5)
- * schedule lanes: fwd lanes[TB=1,TC=16]+relu dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16] threaded */
+ * schedule lanes: fwd lanes[TB=1,TC=16]+relu dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16]+relu' threaded */
 static void l19_conv2d_forward(const float *restrict P, const float *restrict x, float *restrict y)
 {
     /* x [512x4x4][lanes], y [512x4x4][lanes] */
@@ -19896,7 +19882,7 @@ static void l19_conv2d_backward(float *restrict G, const float *restrict x, cons
     }
 }
 
-static void l19_conv2d_backward_dx(const float *restrict P, const float *restrict dy, float *restrict dx)
+static void l19_conv2d_backward_dx(const float *restrict P, const float *restrict x, const float *restrict dy, float *restrict dx)
 {
     /* x [512x4x4][lanes], y [512x4x4][lanes] */
     const float *restrict w = P;
@@ -19904,6 +19890,7 @@ static void l19_conv2d_backward_dx(const float *restrict P, const float *restric
     for (int cib = 0; cib < 32; cib++) {
         for (int v0 = 0; v0 < 2; v0 += 1) {
             float *restrict dxb = dx + cib*8192 + v0 * 16;
+            const float *restrict xb = x + cib*8192 + v0 * 16;
             const float *restrict dyg = dy + 0 + v0 * 16;
             const float *restrict wg = w + cib*144;
             {
@@ -20003,22 +19990,22 @@ static void l19_conv2d_backward_dx(const float *restrict P, const float *restric
                         a0_15 += wc[139] * d0;
                     }
                 }
-                VSTORE(dxb + 0, a0_0);
-                VSTORE(dxb + 512, a0_1);
-                VSTORE(dxb + 1024, a0_2);
-                VSTORE(dxb + 1536, a0_3);
-                VSTORE(dxb + 2048, a0_4);
-                VSTORE(dxb + 2560, a0_5);
-                VSTORE(dxb + 3072, a0_6);
-                VSTORE(dxb + 3584, a0_7);
-                VSTORE(dxb + 4096, a0_8);
-                VSTORE(dxb + 4608, a0_9);
-                VSTORE(dxb + 5120, a0_10);
-                VSTORE(dxb + 5632, a0_11);
-                VSTORE(dxb + 6144, a0_12);
-                VSTORE(dxb + 6656, a0_13);
-                VSTORE(dxb + 7168, a0_14);
-                VSTORE(dxb + 7680, a0_15);
+                VSTORE(dxb + 0, vdrelu(VLOAD(xb + 0), a0_0));
+                VSTORE(dxb + 512, vdrelu(VLOAD(xb + 512), a0_1));
+                VSTORE(dxb + 1024, vdrelu(VLOAD(xb + 1024), a0_2));
+                VSTORE(dxb + 1536, vdrelu(VLOAD(xb + 1536), a0_3));
+                VSTORE(dxb + 2048, vdrelu(VLOAD(xb + 2048), a0_4));
+                VSTORE(dxb + 2560, vdrelu(VLOAD(xb + 2560), a0_5));
+                VSTORE(dxb + 3072, vdrelu(VLOAD(xb + 3072), a0_6));
+                VSTORE(dxb + 3584, vdrelu(VLOAD(xb + 3584), a0_7));
+                VSTORE(dxb + 4096, vdrelu(VLOAD(xb + 4096), a0_8));
+                VSTORE(dxb + 4608, vdrelu(VLOAD(xb + 4608), a0_9));
+                VSTORE(dxb + 5120, vdrelu(VLOAD(xb + 5120), a0_10));
+                VSTORE(dxb + 5632, vdrelu(VLOAD(xb + 5632), a0_11));
+                VSTORE(dxb + 6144, vdrelu(VLOAD(xb + 6144), a0_12));
+                VSTORE(dxb + 6656, vdrelu(VLOAD(xb + 6656), a0_13));
+                VSTORE(dxb + 7168, vdrelu(VLOAD(xb + 7168), a0_14));
+                VSTORE(dxb + 7680, vdrelu(VLOAD(xb + 7680), a0_15));
             }
             /* inputs rows 0+1*t (t=0..0), cols 0+1*t (t=1..2): 6 taps */
             for (int tx = 1; tx < 3; tx++) {
@@ -20156,22 +20143,22 @@ static void l19_conv2d_backward_dx(const float *restrict P, const float *restric
                         a0_15 += wc[140] * d0;
                     }
                 }
-                VSTORE(dxb + tx*32, a0_0);
-                VSTORE(dxb + tx*32 + 512, a0_1);
-                VSTORE(dxb + tx*32 + 1024, a0_2);
-                VSTORE(dxb + tx*32 + 1536, a0_3);
-                VSTORE(dxb + tx*32 + 2048, a0_4);
-                VSTORE(dxb + tx*32 + 2560, a0_5);
-                VSTORE(dxb + tx*32 + 3072, a0_6);
-                VSTORE(dxb + tx*32 + 3584, a0_7);
-                VSTORE(dxb + tx*32 + 4096, a0_8);
-                VSTORE(dxb + tx*32 + 4608, a0_9);
-                VSTORE(dxb + tx*32 + 5120, a0_10);
-                VSTORE(dxb + tx*32 + 5632, a0_11);
-                VSTORE(dxb + tx*32 + 6144, a0_12);
-                VSTORE(dxb + tx*32 + 6656, a0_13);
-                VSTORE(dxb + tx*32 + 7168, a0_14);
-                VSTORE(dxb + tx*32 + 7680, a0_15);
+                VSTORE(dxb + tx*32, vdrelu(VLOAD(xb + tx*32), a0_0));
+                VSTORE(dxb + tx*32 + 512, vdrelu(VLOAD(xb + tx*32 + 512), a0_1));
+                VSTORE(dxb + tx*32 + 1024, vdrelu(VLOAD(xb + tx*32 + 1024), a0_2));
+                VSTORE(dxb + tx*32 + 1536, vdrelu(VLOAD(xb + tx*32 + 1536), a0_3));
+                VSTORE(dxb + tx*32 + 2048, vdrelu(VLOAD(xb + tx*32 + 2048), a0_4));
+                VSTORE(dxb + tx*32 + 2560, vdrelu(VLOAD(xb + tx*32 + 2560), a0_5));
+                VSTORE(dxb + tx*32 + 3072, vdrelu(VLOAD(xb + tx*32 + 3072), a0_6));
+                VSTORE(dxb + tx*32 + 3584, vdrelu(VLOAD(xb + tx*32 + 3584), a0_7));
+                VSTORE(dxb + tx*32 + 4096, vdrelu(VLOAD(xb + tx*32 + 4096), a0_8));
+                VSTORE(dxb + tx*32 + 4608, vdrelu(VLOAD(xb + tx*32 + 4608), a0_9));
+                VSTORE(dxb + tx*32 + 5120, vdrelu(VLOAD(xb + tx*32 + 5120), a0_10));
+                VSTORE(dxb + tx*32 + 5632, vdrelu(VLOAD(xb + tx*32 + 5632), a0_11));
+                VSTORE(dxb + tx*32 + 6144, vdrelu(VLOAD(xb + tx*32 + 6144), a0_12));
+                VSTORE(dxb + tx*32 + 6656, vdrelu(VLOAD(xb + tx*32 + 6656), a0_13));
+                VSTORE(dxb + tx*32 + 7168, vdrelu(VLOAD(xb + tx*32 + 7168), a0_14));
+                VSTORE(dxb + tx*32 + 7680, vdrelu(VLOAD(xb + tx*32 + 7680), a0_15));
             }
             {
                 cg_v a0_0 = vsplat(0.0f);
@@ -20270,22 +20257,22 @@ static void l19_conv2d_backward_dx(const float *restrict P, const float *restric
                         a0_15 += wc[140] * d0;
                     }
                 }
-                VSTORE(dxb + 96, a0_0);
-                VSTORE(dxb + 608, a0_1);
-                VSTORE(dxb + 1120, a0_2);
-                VSTORE(dxb + 1632, a0_3);
-                VSTORE(dxb + 2144, a0_4);
-                VSTORE(dxb + 2656, a0_5);
-                VSTORE(dxb + 3168, a0_6);
-                VSTORE(dxb + 3680, a0_7);
-                VSTORE(dxb + 4192, a0_8);
-                VSTORE(dxb + 4704, a0_9);
-                VSTORE(dxb + 5216, a0_10);
-                VSTORE(dxb + 5728, a0_11);
-                VSTORE(dxb + 6240, a0_12);
-                VSTORE(dxb + 6752, a0_13);
-                VSTORE(dxb + 7264, a0_14);
-                VSTORE(dxb + 7776, a0_15);
+                VSTORE(dxb + 96, vdrelu(VLOAD(xb + 96), a0_0));
+                VSTORE(dxb + 608, vdrelu(VLOAD(xb + 608), a0_1));
+                VSTORE(dxb + 1120, vdrelu(VLOAD(xb + 1120), a0_2));
+                VSTORE(dxb + 1632, vdrelu(VLOAD(xb + 1632), a0_3));
+                VSTORE(dxb + 2144, vdrelu(VLOAD(xb + 2144), a0_4));
+                VSTORE(dxb + 2656, vdrelu(VLOAD(xb + 2656), a0_5));
+                VSTORE(dxb + 3168, vdrelu(VLOAD(xb + 3168), a0_6));
+                VSTORE(dxb + 3680, vdrelu(VLOAD(xb + 3680), a0_7));
+                VSTORE(dxb + 4192, vdrelu(VLOAD(xb + 4192), a0_8));
+                VSTORE(dxb + 4704, vdrelu(VLOAD(xb + 4704), a0_9));
+                VSTORE(dxb + 5216, vdrelu(VLOAD(xb + 5216), a0_10));
+                VSTORE(dxb + 5728, vdrelu(VLOAD(xb + 5728), a0_11));
+                VSTORE(dxb + 6240, vdrelu(VLOAD(xb + 6240), a0_12));
+                VSTORE(dxb + 6752, vdrelu(VLOAD(xb + 6752), a0_13));
+                VSTORE(dxb + 7264, vdrelu(VLOAD(xb + 7264), a0_14));
+                VSTORE(dxb + 7776, vdrelu(VLOAD(xb + 7776), a0_15));
             }
             /* inputs rows 0+1*t (t=1..2), cols 0+1*t (t=0..0): 6 taps */
             for (int ty = 1; ty < 3; ty++) {
@@ -20424,22 +20411,22 @@ static void l19_conv2d_backward_dx(const float *restrict P, const float *restric
                             a0_15 += wc[142] * d0;
                         }
                     }
-                    VSTORE(dxb + ty*128, a0_0);
-                    VSTORE(dxb + ty*128 + 512, a0_1);
-                    VSTORE(dxb + ty*128 + 1024, a0_2);
-                    VSTORE(dxb + ty*128 + 1536, a0_3);
-                    VSTORE(dxb + ty*128 + 2048, a0_4);
-                    VSTORE(dxb + ty*128 + 2560, a0_5);
-                    VSTORE(dxb + ty*128 + 3072, a0_6);
-                    VSTORE(dxb + ty*128 + 3584, a0_7);
-                    VSTORE(dxb + ty*128 + 4096, a0_8);
-                    VSTORE(dxb + ty*128 + 4608, a0_9);
-                    VSTORE(dxb + ty*128 + 5120, a0_10);
-                    VSTORE(dxb + ty*128 + 5632, a0_11);
-                    VSTORE(dxb + ty*128 + 6144, a0_12);
-                    VSTORE(dxb + ty*128 + 6656, a0_13);
-                    VSTORE(dxb + ty*128 + 7168, a0_14);
-                    VSTORE(dxb + ty*128 + 7680, a0_15);
+                    VSTORE(dxb + ty*128, vdrelu(VLOAD(xb + ty*128), a0_0));
+                    VSTORE(dxb + ty*128 + 512, vdrelu(VLOAD(xb + ty*128 + 512), a0_1));
+                    VSTORE(dxb + ty*128 + 1024, vdrelu(VLOAD(xb + ty*128 + 1024), a0_2));
+                    VSTORE(dxb + ty*128 + 1536, vdrelu(VLOAD(xb + ty*128 + 1536), a0_3));
+                    VSTORE(dxb + ty*128 + 2048, vdrelu(VLOAD(xb + ty*128 + 2048), a0_4));
+                    VSTORE(dxb + ty*128 + 2560, vdrelu(VLOAD(xb + ty*128 + 2560), a0_5));
+                    VSTORE(dxb + ty*128 + 3072, vdrelu(VLOAD(xb + ty*128 + 3072), a0_6));
+                    VSTORE(dxb + ty*128 + 3584, vdrelu(VLOAD(xb + ty*128 + 3584), a0_7));
+                    VSTORE(dxb + ty*128 + 4096, vdrelu(VLOAD(xb + ty*128 + 4096), a0_8));
+                    VSTORE(dxb + ty*128 + 4608, vdrelu(VLOAD(xb + ty*128 + 4608), a0_9));
+                    VSTORE(dxb + ty*128 + 5120, vdrelu(VLOAD(xb + ty*128 + 5120), a0_10));
+                    VSTORE(dxb + ty*128 + 5632, vdrelu(VLOAD(xb + ty*128 + 5632), a0_11));
+                    VSTORE(dxb + ty*128 + 6144, vdrelu(VLOAD(xb + ty*128 + 6144), a0_12));
+                    VSTORE(dxb + ty*128 + 6656, vdrelu(VLOAD(xb + ty*128 + 6656), a0_13));
+                    VSTORE(dxb + ty*128 + 7168, vdrelu(VLOAD(xb + ty*128 + 7168), a0_14));
+                    VSTORE(dxb + ty*128 + 7680, vdrelu(VLOAD(xb + ty*128 + 7680), a0_15));
                 }
             }
             /* inputs rows 0+1*t (t=1..2), cols 0+1*t (t=1..2): 9 taps */
@@ -20636,22 +20623,22 @@ static void l19_conv2d_backward_dx(const float *restrict P, const float *restric
                             a0_15 += wc[143] * d0;
                         }
                     }
-                    VSTORE(dxb + ty*128 + tx*32, a0_0);
-                    VSTORE(dxb + ty*128 + tx*32 + 512, a0_1);
-                    VSTORE(dxb + ty*128 + tx*32 + 1024, a0_2);
-                    VSTORE(dxb + ty*128 + tx*32 + 1536, a0_3);
-                    VSTORE(dxb + ty*128 + tx*32 + 2048, a0_4);
-                    VSTORE(dxb + ty*128 + tx*32 + 2560, a0_5);
-                    VSTORE(dxb + ty*128 + tx*32 + 3072, a0_6);
-                    VSTORE(dxb + ty*128 + tx*32 + 3584, a0_7);
-                    VSTORE(dxb + ty*128 + tx*32 + 4096, a0_8);
-                    VSTORE(dxb + ty*128 + tx*32 + 4608, a0_9);
-                    VSTORE(dxb + ty*128 + tx*32 + 5120, a0_10);
-                    VSTORE(dxb + ty*128 + tx*32 + 5632, a0_11);
-                    VSTORE(dxb + ty*128 + tx*32 + 6144, a0_12);
-                    VSTORE(dxb + ty*128 + tx*32 + 6656, a0_13);
-                    VSTORE(dxb + ty*128 + tx*32 + 7168, a0_14);
-                    VSTORE(dxb + ty*128 + tx*32 + 7680, a0_15);
+                    VSTORE(dxb + ty*128 + tx*32, vdrelu(VLOAD(xb + ty*128 + tx*32), a0_0));
+                    VSTORE(dxb + ty*128 + tx*32 + 512, vdrelu(VLOAD(xb + ty*128 + tx*32 + 512), a0_1));
+                    VSTORE(dxb + ty*128 + tx*32 + 1024, vdrelu(VLOAD(xb + ty*128 + tx*32 + 1024), a0_2));
+                    VSTORE(dxb + ty*128 + tx*32 + 1536, vdrelu(VLOAD(xb + ty*128 + tx*32 + 1536), a0_3));
+                    VSTORE(dxb + ty*128 + tx*32 + 2048, vdrelu(VLOAD(xb + ty*128 + tx*32 + 2048), a0_4));
+                    VSTORE(dxb + ty*128 + tx*32 + 2560, vdrelu(VLOAD(xb + ty*128 + tx*32 + 2560), a0_5));
+                    VSTORE(dxb + ty*128 + tx*32 + 3072, vdrelu(VLOAD(xb + ty*128 + tx*32 + 3072), a0_6));
+                    VSTORE(dxb + ty*128 + tx*32 + 3584, vdrelu(VLOAD(xb + ty*128 + tx*32 + 3584), a0_7));
+                    VSTORE(dxb + ty*128 + tx*32 + 4096, vdrelu(VLOAD(xb + ty*128 + tx*32 + 4096), a0_8));
+                    VSTORE(dxb + ty*128 + tx*32 + 4608, vdrelu(VLOAD(xb + ty*128 + tx*32 + 4608), a0_9));
+                    VSTORE(dxb + ty*128 + tx*32 + 5120, vdrelu(VLOAD(xb + ty*128 + tx*32 + 5120), a0_10));
+                    VSTORE(dxb + ty*128 + tx*32 + 5632, vdrelu(VLOAD(xb + ty*128 + tx*32 + 5632), a0_11));
+                    VSTORE(dxb + ty*128 + tx*32 + 6144, vdrelu(VLOAD(xb + ty*128 + tx*32 + 6144), a0_12));
+                    VSTORE(dxb + ty*128 + tx*32 + 6656, vdrelu(VLOAD(xb + ty*128 + tx*32 + 6656), a0_13));
+                    VSTORE(dxb + ty*128 + tx*32 + 7168, vdrelu(VLOAD(xb + ty*128 + tx*32 + 7168), a0_14));
+                    VSTORE(dxb + ty*128 + tx*32 + 7680, vdrelu(VLOAD(xb + ty*128 + tx*32 + 7680), a0_15));
                 }
             }
             /* inputs rows 0+1*t (t=1..2), cols 0+1*t (t=3..3): 6 taps */
@@ -20791,22 +20778,22 @@ static void l19_conv2d_backward_dx(const float *restrict P, const float *restric
                             a0_15 += wc[143] * d0;
                         }
                     }
-                    VSTORE(dxb + ty*128 + 96, a0_0);
-                    VSTORE(dxb + ty*128 + 608, a0_1);
-                    VSTORE(dxb + ty*128 + 1120, a0_2);
-                    VSTORE(dxb + ty*128 + 1632, a0_3);
-                    VSTORE(dxb + ty*128 + 2144, a0_4);
-                    VSTORE(dxb + ty*128 + 2656, a0_5);
-                    VSTORE(dxb + ty*128 + 3168, a0_6);
-                    VSTORE(dxb + ty*128 + 3680, a0_7);
-                    VSTORE(dxb + ty*128 + 4192, a0_8);
-                    VSTORE(dxb + ty*128 + 4704, a0_9);
-                    VSTORE(dxb + ty*128 + 5216, a0_10);
-                    VSTORE(dxb + ty*128 + 5728, a0_11);
-                    VSTORE(dxb + ty*128 + 6240, a0_12);
-                    VSTORE(dxb + ty*128 + 6752, a0_13);
-                    VSTORE(dxb + ty*128 + 7264, a0_14);
-                    VSTORE(dxb + ty*128 + 7776, a0_15);
+                    VSTORE(dxb + ty*128 + 96, vdrelu(VLOAD(xb + ty*128 + 96), a0_0));
+                    VSTORE(dxb + ty*128 + 608, vdrelu(VLOAD(xb + ty*128 + 608), a0_1));
+                    VSTORE(dxb + ty*128 + 1120, vdrelu(VLOAD(xb + ty*128 + 1120), a0_2));
+                    VSTORE(dxb + ty*128 + 1632, vdrelu(VLOAD(xb + ty*128 + 1632), a0_3));
+                    VSTORE(dxb + ty*128 + 2144, vdrelu(VLOAD(xb + ty*128 + 2144), a0_4));
+                    VSTORE(dxb + ty*128 + 2656, vdrelu(VLOAD(xb + ty*128 + 2656), a0_5));
+                    VSTORE(dxb + ty*128 + 3168, vdrelu(VLOAD(xb + ty*128 + 3168), a0_6));
+                    VSTORE(dxb + ty*128 + 3680, vdrelu(VLOAD(xb + ty*128 + 3680), a0_7));
+                    VSTORE(dxb + ty*128 + 4192, vdrelu(VLOAD(xb + ty*128 + 4192), a0_8));
+                    VSTORE(dxb + ty*128 + 4704, vdrelu(VLOAD(xb + ty*128 + 4704), a0_9));
+                    VSTORE(dxb + ty*128 + 5216, vdrelu(VLOAD(xb + ty*128 + 5216), a0_10));
+                    VSTORE(dxb + ty*128 + 5728, vdrelu(VLOAD(xb + ty*128 + 5728), a0_11));
+                    VSTORE(dxb + ty*128 + 6240, vdrelu(VLOAD(xb + ty*128 + 6240), a0_12));
+                    VSTORE(dxb + ty*128 + 6752, vdrelu(VLOAD(xb + ty*128 + 6752), a0_13));
+                    VSTORE(dxb + ty*128 + 7264, vdrelu(VLOAD(xb + ty*128 + 7264), a0_14));
+                    VSTORE(dxb + ty*128 + 7776, vdrelu(VLOAD(xb + ty*128 + 7776), a0_15));
                 }
             }
             {
@@ -20906,22 +20893,22 @@ static void l19_conv2d_backward_dx(const float *restrict P, const float *restric
                         a0_15 += wc[142] * d0;
                     }
                 }
-                VSTORE(dxb + 384, a0_0);
-                VSTORE(dxb + 896, a0_1);
-                VSTORE(dxb + 1408, a0_2);
-                VSTORE(dxb + 1920, a0_3);
-                VSTORE(dxb + 2432, a0_4);
-                VSTORE(dxb + 2944, a0_5);
-                VSTORE(dxb + 3456, a0_6);
-                VSTORE(dxb + 3968, a0_7);
-                VSTORE(dxb + 4480, a0_8);
-                VSTORE(dxb + 4992, a0_9);
-                VSTORE(dxb + 5504, a0_10);
-                VSTORE(dxb + 6016, a0_11);
-                VSTORE(dxb + 6528, a0_12);
-                VSTORE(dxb + 7040, a0_13);
-                VSTORE(dxb + 7552, a0_14);
-                VSTORE(dxb + 8064, a0_15);
+                VSTORE(dxb + 384, vdrelu(VLOAD(xb + 384), a0_0));
+                VSTORE(dxb + 896, vdrelu(VLOAD(xb + 896), a0_1));
+                VSTORE(dxb + 1408, vdrelu(VLOAD(xb + 1408), a0_2));
+                VSTORE(dxb + 1920, vdrelu(VLOAD(xb + 1920), a0_3));
+                VSTORE(dxb + 2432, vdrelu(VLOAD(xb + 2432), a0_4));
+                VSTORE(dxb + 2944, vdrelu(VLOAD(xb + 2944), a0_5));
+                VSTORE(dxb + 3456, vdrelu(VLOAD(xb + 3456), a0_6));
+                VSTORE(dxb + 3968, vdrelu(VLOAD(xb + 3968), a0_7));
+                VSTORE(dxb + 4480, vdrelu(VLOAD(xb + 4480), a0_8));
+                VSTORE(dxb + 4992, vdrelu(VLOAD(xb + 4992), a0_9));
+                VSTORE(dxb + 5504, vdrelu(VLOAD(xb + 5504), a0_10));
+                VSTORE(dxb + 6016, vdrelu(VLOAD(xb + 6016), a0_11));
+                VSTORE(dxb + 6528, vdrelu(VLOAD(xb + 6528), a0_12));
+                VSTORE(dxb + 7040, vdrelu(VLOAD(xb + 7040), a0_13));
+                VSTORE(dxb + 7552, vdrelu(VLOAD(xb + 7552), a0_14));
+                VSTORE(dxb + 8064, vdrelu(VLOAD(xb + 8064), a0_15));
             }
             /* inputs rows 0+1*t (t=3..3), cols 0+1*t (t=1..2): 6 taps */
             for (int tx = 1; tx < 3; tx++) {
@@ -21059,22 +21046,22 @@ static void l19_conv2d_backward_dx(const float *restrict P, const float *restric
                         a0_15 += wc[143] * d0;
                     }
                 }
-                VSTORE(dxb + tx*32 + 384, a0_0);
-                VSTORE(dxb + tx*32 + 896, a0_1);
-                VSTORE(dxb + tx*32 + 1408, a0_2);
-                VSTORE(dxb + tx*32 + 1920, a0_3);
-                VSTORE(dxb + tx*32 + 2432, a0_4);
-                VSTORE(dxb + tx*32 + 2944, a0_5);
-                VSTORE(dxb + tx*32 + 3456, a0_6);
-                VSTORE(dxb + tx*32 + 3968, a0_7);
-                VSTORE(dxb + tx*32 + 4480, a0_8);
-                VSTORE(dxb + tx*32 + 4992, a0_9);
-                VSTORE(dxb + tx*32 + 5504, a0_10);
-                VSTORE(dxb + tx*32 + 6016, a0_11);
-                VSTORE(dxb + tx*32 + 6528, a0_12);
-                VSTORE(dxb + tx*32 + 7040, a0_13);
-                VSTORE(dxb + tx*32 + 7552, a0_14);
-                VSTORE(dxb + tx*32 + 8064, a0_15);
+                VSTORE(dxb + tx*32 + 384, vdrelu(VLOAD(xb + tx*32 + 384), a0_0));
+                VSTORE(dxb + tx*32 + 896, vdrelu(VLOAD(xb + tx*32 + 896), a0_1));
+                VSTORE(dxb + tx*32 + 1408, vdrelu(VLOAD(xb + tx*32 + 1408), a0_2));
+                VSTORE(dxb + tx*32 + 1920, vdrelu(VLOAD(xb + tx*32 + 1920), a0_3));
+                VSTORE(dxb + tx*32 + 2432, vdrelu(VLOAD(xb + tx*32 + 2432), a0_4));
+                VSTORE(dxb + tx*32 + 2944, vdrelu(VLOAD(xb + tx*32 + 2944), a0_5));
+                VSTORE(dxb + tx*32 + 3456, vdrelu(VLOAD(xb + tx*32 + 3456), a0_6));
+                VSTORE(dxb + tx*32 + 3968, vdrelu(VLOAD(xb + tx*32 + 3968), a0_7));
+                VSTORE(dxb + tx*32 + 4480, vdrelu(VLOAD(xb + tx*32 + 4480), a0_8));
+                VSTORE(dxb + tx*32 + 4992, vdrelu(VLOAD(xb + tx*32 + 4992), a0_9));
+                VSTORE(dxb + tx*32 + 5504, vdrelu(VLOAD(xb + tx*32 + 5504), a0_10));
+                VSTORE(dxb + tx*32 + 6016, vdrelu(VLOAD(xb + tx*32 + 6016), a0_11));
+                VSTORE(dxb + tx*32 + 6528, vdrelu(VLOAD(xb + tx*32 + 6528), a0_12));
+                VSTORE(dxb + tx*32 + 7040, vdrelu(VLOAD(xb + tx*32 + 7040), a0_13));
+                VSTORE(dxb + tx*32 + 7552, vdrelu(VLOAD(xb + tx*32 + 7552), a0_14));
+                VSTORE(dxb + tx*32 + 8064, vdrelu(VLOAD(xb + tx*32 + 8064), a0_15));
             }
             {
                 cg_v a0_0 = vsplat(0.0f);
@@ -21173,22 +21160,22 @@ static void l19_conv2d_backward_dx(const float *restrict P, const float *restric
                         a0_15 += wc[143] * d0;
                     }
                 }
-                VSTORE(dxb + 480, a0_0);
-                VSTORE(dxb + 992, a0_1);
-                VSTORE(dxb + 1504, a0_2);
-                VSTORE(dxb + 2016, a0_3);
-                VSTORE(dxb + 2528, a0_4);
-                VSTORE(dxb + 3040, a0_5);
-                VSTORE(dxb + 3552, a0_6);
-                VSTORE(dxb + 4064, a0_7);
-                VSTORE(dxb + 4576, a0_8);
-                VSTORE(dxb + 5088, a0_9);
-                VSTORE(dxb + 5600, a0_10);
-                VSTORE(dxb + 6112, a0_11);
-                VSTORE(dxb + 6624, a0_12);
-                VSTORE(dxb + 7136, a0_13);
-                VSTORE(dxb + 7648, a0_14);
-                VSTORE(dxb + 8160, a0_15);
+                VSTORE(dxb + 480, vdrelu(VLOAD(xb + 480), a0_0));
+                VSTORE(dxb + 992, vdrelu(VLOAD(xb + 992), a0_1));
+                VSTORE(dxb + 1504, vdrelu(VLOAD(xb + 1504), a0_2));
+                VSTORE(dxb + 2016, vdrelu(VLOAD(xb + 2016), a0_3));
+                VSTORE(dxb + 2528, vdrelu(VLOAD(xb + 2528), a0_4));
+                VSTORE(dxb + 3040, vdrelu(VLOAD(xb + 3040), a0_5));
+                VSTORE(dxb + 3552, vdrelu(VLOAD(xb + 3552), a0_6));
+                VSTORE(dxb + 4064, vdrelu(VLOAD(xb + 4064), a0_7));
+                VSTORE(dxb + 4576, vdrelu(VLOAD(xb + 4576), a0_8));
+                VSTORE(dxb + 5088, vdrelu(VLOAD(xb + 5088), a0_9));
+                VSTORE(dxb + 5600, vdrelu(VLOAD(xb + 5600), a0_10));
+                VSTORE(dxb + 6112, vdrelu(VLOAD(xb + 6112), a0_11));
+                VSTORE(dxb + 6624, vdrelu(VLOAD(xb + 6624), a0_12));
+                VSTORE(dxb + 7136, vdrelu(VLOAD(xb + 7136), a0_13));
+                VSTORE(dxb + 7648, vdrelu(VLOAD(xb + 7648), a0_14));
+                VSTORE(dxb + 8160, vdrelu(VLOAD(xb + 8160), a0_15));
             }
         }
     }
@@ -21198,10 +21185,10 @@ static void l19_conv2d_backward_dx(const float *restrict P, const float *restric
  * schedule lanes: fwd lanes dw lanes dx with dw */
 /* l20_relu_forward: none, layer 19 stores its output through the relu */
 
-/* l20_relu_backward: the code of l18_relu_backward */
+/* l20_relu_backward: none, layer 21 masks its dx stores with the relu's derivative */
 
 /* layer 21: conv2d 512x4x4 -> 512x4x4 (specs/vgg16_cifar.yaml:34:5)
- * schedule lanes: fwd lanes[TB=1,TC=16]+relu dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16] threaded */
+ * schedule lanes: fwd lanes[TB=1,TC=16]+relu dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16]+relu' threaded */
 /* l21_conv2d_forward: the code of l19_conv2d_forward */
 
 /* l21_conv2d_backward: the code of l19_conv2d_backward */
@@ -21212,10 +21199,10 @@ static void l19_conv2d_backward_dx(const float *restrict P, const float *restric
  * schedule lanes: fwd lanes dw lanes dx with dw */
 /* l22_relu_forward: none, layer 21 stores its output through the relu */
 
-/* l22_relu_backward: the code of l18_relu_backward */
+/* l22_relu_backward: none, layer 23 masks its dx stores with the relu's derivative */
 
 /* layer 23: maxpool2d 512x4x4 -> 512x2x2 (specs/vgg16_cifar.yaml:36:5)
- * schedule lanes: fwd lanes dw lanes dx with dw */
+ * schedule lanes: fwd lanes dw lanes+relu' dx with dw */
 static void l23_maxpool2d_forward(const float *restrict x, float *restrict y)
 {
     /* x [512x4x4][lanes], y [512x2x2][lanes] */
@@ -21249,11 +21236,12 @@ static void l23_maxpool2d_backward(const float *restrict x, const float *restric
         for (int oy = 0; oy < 2; oy++) {
             for (int ox = 0; ox < 2; ox++) {
                 for (int v = 0; v < 2; v++) {
-                    const cg_v d = VLOAD(dyc + oy*64 + ox*32 + v * 16);
+                    const cg_v d0 = VLOAD(dyc + oy*64 + ox*32 + v * 16);
                     cg_v m = VLOAD(xc + oy*256 + ox*64 + v * 16); cg_vi idx = (cg_vi){0};
                     { const cg_v t = VLOAD(xc + oy*256 + ox*64 + 32 + v * 16); const cg_vi u = (t > m) | (t != t); m = VSEL(u, t, m); idx = (idx & ~u) | (u & 1); }
                     { const cg_v t = VLOAD(xc + oy*256 + ox*64 + 128 + v * 16); const cg_vi u = (t > m) | (t != t); m = VSEL(u, t, m); idx = (idx & ~u) | (u & 2); }
                     { const cg_v t = VLOAD(xc + oy*256 + ox*64 + 160 + v * 16); const cg_vi u = (t > m) | (t != t); m = VSEL(u, t, m); idx = (idx & ~u) | (u & 3); }
+                    const cg_v d = vdrelu(m, d0);
                     VSTORE(dxc + oy*256 + ox*64 + v * 16, VLOAD(dxc + oy*256 + ox*64 + v * 16) + (cg_v)((cg_vi)d & (idx == 0)));
                     VSTORE(dxc + oy*256 + ox*64 + 32 + v * 16, VLOAD(dxc + oy*256 + ox*64 + 32 + v * 16) + (cg_v)((cg_vi)d & (idx == 1)));
                     VSTORE(dxc + oy*256 + ox*64 + 128 + v * 16, VLOAD(dxc + oy*256 + ox*64 + 128 + v * 16) + (cg_v)((cg_vi)d & (idx == 2)));
@@ -22266,43 +22254,507 @@ static void l24_conv2d_backward_dx(const float *restrict P, const float *restric
  * schedule lanes: fwd lanes dw lanes dx with dw */
 /* l25_relu_forward: none, layer 24 stores its output through the relu */
 
-static void l25_relu_backward(const float *restrict y, const float *restrict dy, float *restrict dx)
-{
-    /* x [512x2x2][lanes], y [512x2x2][lanes] */
-    for (int i = 0; i < 65536; i++)
-        dx[i] = y[i] <= 0.0f ? 0.0f : dy[i];
-}
+/* l25_relu_backward: none, layer 26 masks its dx stores with the relu's derivative */
 
 /* layer 26: conv2d 512x2x2 -> 512x2x2 (specs/vgg16_cifar.yaml:40:5)
- * schedule lanes: fwd lanes[TB=1,TC=16]+relu dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16] threaded */
+ * schedule lanes: fwd lanes[TB=1,TC=16]+relu dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16]+relu' threaded */
 /* l26_conv2d_forward: the code of l24_conv2d_forward */
 
 /* l26_conv2d_backward: the code of l24_conv2d_backward */
 
-/* l26_conv2d_backward_dx: the code of l24_conv2d_backward_dx */
+static void l26_conv2d_backward_dx(const float *restrict P, const float *restrict x, const float *restrict dy, float *restrict dx)
+{
+    /* x [512x2x2][lanes], y [512x2x2][lanes] */
+    const float *restrict w = P;
+    CG_PARALLEL_FOR
+    for (int cib = 0; cib < 32; cib++) {
+        for (int v0 = 0; v0 < 2; v0 += 1) {
+            float *restrict dxb = dx + cib*2048 + v0 * 16;
+            const float *restrict xb = x + cib*2048 + v0 * 16;
+            const float *restrict dyg = dy + 0 + v0 * 16;
+            const float *restrict wg = w + cib*144;
+            {
+                cg_v a0_0 = vsplat(0.0f);
+                cg_v a0_1 = vsplat(0.0f);
+                cg_v a0_2 = vsplat(0.0f);
+                cg_v a0_3 = vsplat(0.0f);
+                cg_v a0_4 = vsplat(0.0f);
+                cg_v a0_5 = vsplat(0.0f);
+                cg_v a0_6 = vsplat(0.0f);
+                cg_v a0_7 = vsplat(0.0f);
+                cg_v a0_8 = vsplat(0.0f);
+                cg_v a0_9 = vsplat(0.0f);
+                cg_v a0_10 = vsplat(0.0f);
+                cg_v a0_11 = vsplat(0.0f);
+                cg_v a0_12 = vsplat(0.0f);
+                cg_v a0_13 = vsplat(0.0f);
+                cg_v a0_14 = vsplat(0.0f);
+                cg_v a0_15 = vsplat(0.0f);
+                for (int co = 0; co < 512; co++) {
+                    const float *restrict dyc = dyg + co*128;
+                    const float *restrict wc = wg + co*4608;
+                    {
+                        const cg_v d0 = VLOAD(dyc + 96 + 0);
+                        a0_0 += wc[0] * d0;
+                        a0_1 += wc[9] * d0;
+                        a0_2 += wc[18] * d0;
+                        a0_3 += wc[27] * d0;
+                        a0_4 += wc[36] * d0;
+                        a0_5 += wc[45] * d0;
+                        a0_6 += wc[54] * d0;
+                        a0_7 += wc[63] * d0;
+                        a0_8 += wc[72] * d0;
+                        a0_9 += wc[81] * d0;
+                        a0_10 += wc[90] * d0;
+                        a0_11 += wc[99] * d0;
+                        a0_12 += wc[108] * d0;
+                        a0_13 += wc[117] * d0;
+                        a0_14 += wc[126] * d0;
+                        a0_15 += wc[135] * d0;
+                    }
+                    {
+                        const cg_v d0 = VLOAD(dyc + 64 + 0);
+                        a0_0 += wc[1] * d0;
+                        a0_1 += wc[10] * d0;
+                        a0_2 += wc[19] * d0;
+                        a0_3 += wc[28] * d0;
+                        a0_4 += wc[37] * d0;
+                        a0_5 += wc[46] * d0;
+                        a0_6 += wc[55] * d0;
+                        a0_7 += wc[64] * d0;
+                        a0_8 += wc[73] * d0;
+                        a0_9 += wc[82] * d0;
+                        a0_10 += wc[91] * d0;
+                        a0_11 += wc[100] * d0;
+                        a0_12 += wc[109] * d0;
+                        a0_13 += wc[118] * d0;
+                        a0_14 += wc[127] * d0;
+                        a0_15 += wc[136] * d0;
+                    }
+                    {
+                        const cg_v d0 = VLOAD(dyc + 32 + 0);
+                        a0_0 += wc[3] * d0;
+                        a0_1 += wc[12] * d0;
+                        a0_2 += wc[21] * d0;
+                        a0_3 += wc[30] * d0;
+                        a0_4 += wc[39] * d0;
+                        a0_5 += wc[48] * d0;
+                        a0_6 += wc[57] * d0;
+                        a0_7 += wc[66] * d0;
+                        a0_8 += wc[75] * d0;
+                        a0_9 += wc[84] * d0;
+                        a0_10 += wc[93] * d0;
+                        a0_11 += wc[102] * d0;
+                        a0_12 += wc[111] * d0;
+                        a0_13 += wc[120] * d0;
+                        a0_14 += wc[129] * d0;
+                        a0_15 += wc[138] * d0;
+                    }
+                    {
+                        const cg_v d0 = VLOAD(dyc + 0 + 0);
+                        a0_0 += wc[4] * d0;
+                        a0_1 += wc[13] * d0;
+                        a0_2 += wc[22] * d0;
+                        a0_3 += wc[31] * d0;
+                        a0_4 += wc[40] * d0;
+                        a0_5 += wc[49] * d0;
+                        a0_6 += wc[58] * d0;
+                        a0_7 += wc[67] * d0;
+                        a0_8 += wc[76] * d0;
+                        a0_9 += wc[85] * d0;
+                        a0_10 += wc[94] * d0;
+                        a0_11 += wc[103] * d0;
+                        a0_12 += wc[112] * d0;
+                        a0_13 += wc[121] * d0;
+                        a0_14 += wc[130] * d0;
+                        a0_15 += wc[139] * d0;
+                    }
+                }
+                VSTORE(dxb + 0, vdrelu(VLOAD(xb + 0), a0_0));
+                VSTORE(dxb + 128, vdrelu(VLOAD(xb + 128), a0_1));
+                VSTORE(dxb + 256, vdrelu(VLOAD(xb + 256), a0_2));
+                VSTORE(dxb + 384, vdrelu(VLOAD(xb + 384), a0_3));
+                VSTORE(dxb + 512, vdrelu(VLOAD(xb + 512), a0_4));
+                VSTORE(dxb + 640, vdrelu(VLOAD(xb + 640), a0_5));
+                VSTORE(dxb + 768, vdrelu(VLOAD(xb + 768), a0_6));
+                VSTORE(dxb + 896, vdrelu(VLOAD(xb + 896), a0_7));
+                VSTORE(dxb + 1024, vdrelu(VLOAD(xb + 1024), a0_8));
+                VSTORE(dxb + 1152, vdrelu(VLOAD(xb + 1152), a0_9));
+                VSTORE(dxb + 1280, vdrelu(VLOAD(xb + 1280), a0_10));
+                VSTORE(dxb + 1408, vdrelu(VLOAD(xb + 1408), a0_11));
+                VSTORE(dxb + 1536, vdrelu(VLOAD(xb + 1536), a0_12));
+                VSTORE(dxb + 1664, vdrelu(VLOAD(xb + 1664), a0_13));
+                VSTORE(dxb + 1792, vdrelu(VLOAD(xb + 1792), a0_14));
+                VSTORE(dxb + 1920, vdrelu(VLOAD(xb + 1920), a0_15));
+            }
+            {
+                cg_v a0_0 = vsplat(0.0f);
+                cg_v a0_1 = vsplat(0.0f);
+                cg_v a0_2 = vsplat(0.0f);
+                cg_v a0_3 = vsplat(0.0f);
+                cg_v a0_4 = vsplat(0.0f);
+                cg_v a0_5 = vsplat(0.0f);
+                cg_v a0_6 = vsplat(0.0f);
+                cg_v a0_7 = vsplat(0.0f);
+                cg_v a0_8 = vsplat(0.0f);
+                cg_v a0_9 = vsplat(0.0f);
+                cg_v a0_10 = vsplat(0.0f);
+                cg_v a0_11 = vsplat(0.0f);
+                cg_v a0_12 = vsplat(0.0f);
+                cg_v a0_13 = vsplat(0.0f);
+                cg_v a0_14 = vsplat(0.0f);
+                cg_v a0_15 = vsplat(0.0f);
+                for (int co = 0; co < 512; co++) {
+                    const float *restrict dyc = dyg + co*128;
+                    const float *restrict wc = wg + co*4608;
+                    {
+                        const cg_v d0 = VLOAD(dyc + 96 + 0);
+                        a0_0 += wc[1] * d0;
+                        a0_1 += wc[10] * d0;
+                        a0_2 += wc[19] * d0;
+                        a0_3 += wc[28] * d0;
+                        a0_4 += wc[37] * d0;
+                        a0_5 += wc[46] * d0;
+                        a0_6 += wc[55] * d0;
+                        a0_7 += wc[64] * d0;
+                        a0_8 += wc[73] * d0;
+                        a0_9 += wc[82] * d0;
+                        a0_10 += wc[91] * d0;
+                        a0_11 += wc[100] * d0;
+                        a0_12 += wc[109] * d0;
+                        a0_13 += wc[118] * d0;
+                        a0_14 += wc[127] * d0;
+                        a0_15 += wc[136] * d0;
+                    }
+                    {
+                        const cg_v d0 = VLOAD(dyc + 64 + 0);
+                        a0_0 += wc[2] * d0;
+                        a0_1 += wc[11] * d0;
+                        a0_2 += wc[20] * d0;
+                        a0_3 += wc[29] * d0;
+                        a0_4 += wc[38] * d0;
+                        a0_5 += wc[47] * d0;
+                        a0_6 += wc[56] * d0;
+                        a0_7 += wc[65] * d0;
+                        a0_8 += wc[74] * d0;
+                        a0_9 += wc[83] * d0;
+                        a0_10 += wc[92] * d0;
+                        a0_11 += wc[101] * d0;
+                        a0_12 += wc[110] * d0;
+                        a0_13 += wc[119] * d0;
+                        a0_14 += wc[128] * d0;
+                        a0_15 += wc[137] * d0;
+                    }
+                    {
+                        const cg_v d0 = VLOAD(dyc + 32 + 0);
+                        a0_0 += wc[4] * d0;
+                        a0_1 += wc[13] * d0;
+                        a0_2 += wc[22] * d0;
+                        a0_3 += wc[31] * d0;
+                        a0_4 += wc[40] * d0;
+                        a0_5 += wc[49] * d0;
+                        a0_6 += wc[58] * d0;
+                        a0_7 += wc[67] * d0;
+                        a0_8 += wc[76] * d0;
+                        a0_9 += wc[85] * d0;
+                        a0_10 += wc[94] * d0;
+                        a0_11 += wc[103] * d0;
+                        a0_12 += wc[112] * d0;
+                        a0_13 += wc[121] * d0;
+                        a0_14 += wc[130] * d0;
+                        a0_15 += wc[139] * d0;
+                    }
+                    {
+                        const cg_v d0 = VLOAD(dyc + 0 + 0);
+                        a0_0 += wc[5] * d0;
+                        a0_1 += wc[14] * d0;
+                        a0_2 += wc[23] * d0;
+                        a0_3 += wc[32] * d0;
+                        a0_4 += wc[41] * d0;
+                        a0_5 += wc[50] * d0;
+                        a0_6 += wc[59] * d0;
+                        a0_7 += wc[68] * d0;
+                        a0_8 += wc[77] * d0;
+                        a0_9 += wc[86] * d0;
+                        a0_10 += wc[95] * d0;
+                        a0_11 += wc[104] * d0;
+                        a0_12 += wc[113] * d0;
+                        a0_13 += wc[122] * d0;
+                        a0_14 += wc[131] * d0;
+                        a0_15 += wc[140] * d0;
+                    }
+                }
+                VSTORE(dxb + 32, vdrelu(VLOAD(xb + 32), a0_0));
+                VSTORE(dxb + 160, vdrelu(VLOAD(xb + 160), a0_1));
+                VSTORE(dxb + 288, vdrelu(VLOAD(xb + 288), a0_2));
+                VSTORE(dxb + 416, vdrelu(VLOAD(xb + 416), a0_3));
+                VSTORE(dxb + 544, vdrelu(VLOAD(xb + 544), a0_4));
+                VSTORE(dxb + 672, vdrelu(VLOAD(xb + 672), a0_5));
+                VSTORE(dxb + 800, vdrelu(VLOAD(xb + 800), a0_6));
+                VSTORE(dxb + 928, vdrelu(VLOAD(xb + 928), a0_7));
+                VSTORE(dxb + 1056, vdrelu(VLOAD(xb + 1056), a0_8));
+                VSTORE(dxb + 1184, vdrelu(VLOAD(xb + 1184), a0_9));
+                VSTORE(dxb + 1312, vdrelu(VLOAD(xb + 1312), a0_10));
+                VSTORE(dxb + 1440, vdrelu(VLOAD(xb + 1440), a0_11));
+                VSTORE(dxb + 1568, vdrelu(VLOAD(xb + 1568), a0_12));
+                VSTORE(dxb + 1696, vdrelu(VLOAD(xb + 1696), a0_13));
+                VSTORE(dxb + 1824, vdrelu(VLOAD(xb + 1824), a0_14));
+                VSTORE(dxb + 1952, vdrelu(VLOAD(xb + 1952), a0_15));
+            }
+            {
+                cg_v a0_0 = vsplat(0.0f);
+                cg_v a0_1 = vsplat(0.0f);
+                cg_v a0_2 = vsplat(0.0f);
+                cg_v a0_3 = vsplat(0.0f);
+                cg_v a0_4 = vsplat(0.0f);
+                cg_v a0_5 = vsplat(0.0f);
+                cg_v a0_6 = vsplat(0.0f);
+                cg_v a0_7 = vsplat(0.0f);
+                cg_v a0_8 = vsplat(0.0f);
+                cg_v a0_9 = vsplat(0.0f);
+                cg_v a0_10 = vsplat(0.0f);
+                cg_v a0_11 = vsplat(0.0f);
+                cg_v a0_12 = vsplat(0.0f);
+                cg_v a0_13 = vsplat(0.0f);
+                cg_v a0_14 = vsplat(0.0f);
+                cg_v a0_15 = vsplat(0.0f);
+                for (int co = 0; co < 512; co++) {
+                    const float *restrict dyc = dyg + co*128;
+                    const float *restrict wc = wg + co*4608;
+                    {
+                        const cg_v d0 = VLOAD(dyc + 96 + 0);
+                        a0_0 += wc[3] * d0;
+                        a0_1 += wc[12] * d0;
+                        a0_2 += wc[21] * d0;
+                        a0_3 += wc[30] * d0;
+                        a0_4 += wc[39] * d0;
+                        a0_5 += wc[48] * d0;
+                        a0_6 += wc[57] * d0;
+                        a0_7 += wc[66] * d0;
+                        a0_8 += wc[75] * d0;
+                        a0_9 += wc[84] * d0;
+                        a0_10 += wc[93] * d0;
+                        a0_11 += wc[102] * d0;
+                        a0_12 += wc[111] * d0;
+                        a0_13 += wc[120] * d0;
+                        a0_14 += wc[129] * d0;
+                        a0_15 += wc[138] * d0;
+                    }
+                    {
+                        const cg_v d0 = VLOAD(dyc + 64 + 0);
+                        a0_0 += wc[4] * d0;
+                        a0_1 += wc[13] * d0;
+                        a0_2 += wc[22] * d0;
+                        a0_3 += wc[31] * d0;
+                        a0_4 += wc[40] * d0;
+                        a0_5 += wc[49] * d0;
+                        a0_6 += wc[58] * d0;
+                        a0_7 += wc[67] * d0;
+                        a0_8 += wc[76] * d0;
+                        a0_9 += wc[85] * d0;
+                        a0_10 += wc[94] * d0;
+                        a0_11 += wc[103] * d0;
+                        a0_12 += wc[112] * d0;
+                        a0_13 += wc[121] * d0;
+                        a0_14 += wc[130] * d0;
+                        a0_15 += wc[139] * d0;
+                    }
+                    {
+                        const cg_v d0 = VLOAD(dyc + 32 + 0);
+                        a0_0 += wc[6] * d0;
+                        a0_1 += wc[15] * d0;
+                        a0_2 += wc[24] * d0;
+                        a0_3 += wc[33] * d0;
+                        a0_4 += wc[42] * d0;
+                        a0_5 += wc[51] * d0;
+                        a0_6 += wc[60] * d0;
+                        a0_7 += wc[69] * d0;
+                        a0_8 += wc[78] * d0;
+                        a0_9 += wc[87] * d0;
+                        a0_10 += wc[96] * d0;
+                        a0_11 += wc[105] * d0;
+                        a0_12 += wc[114] * d0;
+                        a0_13 += wc[123] * d0;
+                        a0_14 += wc[132] * d0;
+                        a0_15 += wc[141] * d0;
+                    }
+                    {
+                        const cg_v d0 = VLOAD(dyc + 0 + 0);
+                        a0_0 += wc[7] * d0;
+                        a0_1 += wc[16] * d0;
+                        a0_2 += wc[25] * d0;
+                        a0_3 += wc[34] * d0;
+                        a0_4 += wc[43] * d0;
+                        a0_5 += wc[52] * d0;
+                        a0_6 += wc[61] * d0;
+                        a0_7 += wc[70] * d0;
+                        a0_8 += wc[79] * d0;
+                        a0_9 += wc[88] * d0;
+                        a0_10 += wc[97] * d0;
+                        a0_11 += wc[106] * d0;
+                        a0_12 += wc[115] * d0;
+                        a0_13 += wc[124] * d0;
+                        a0_14 += wc[133] * d0;
+                        a0_15 += wc[142] * d0;
+                    }
+                }
+                VSTORE(dxb + 64, vdrelu(VLOAD(xb + 64), a0_0));
+                VSTORE(dxb + 192, vdrelu(VLOAD(xb + 192), a0_1));
+                VSTORE(dxb + 320, vdrelu(VLOAD(xb + 320), a0_2));
+                VSTORE(dxb + 448, vdrelu(VLOAD(xb + 448), a0_3));
+                VSTORE(dxb + 576, vdrelu(VLOAD(xb + 576), a0_4));
+                VSTORE(dxb + 704, vdrelu(VLOAD(xb + 704), a0_5));
+                VSTORE(dxb + 832, vdrelu(VLOAD(xb + 832), a0_6));
+                VSTORE(dxb + 960, vdrelu(VLOAD(xb + 960), a0_7));
+                VSTORE(dxb + 1088, vdrelu(VLOAD(xb + 1088), a0_8));
+                VSTORE(dxb + 1216, vdrelu(VLOAD(xb + 1216), a0_9));
+                VSTORE(dxb + 1344, vdrelu(VLOAD(xb + 1344), a0_10));
+                VSTORE(dxb + 1472, vdrelu(VLOAD(xb + 1472), a0_11));
+                VSTORE(dxb + 1600, vdrelu(VLOAD(xb + 1600), a0_12));
+                VSTORE(dxb + 1728, vdrelu(VLOAD(xb + 1728), a0_13));
+                VSTORE(dxb + 1856, vdrelu(VLOAD(xb + 1856), a0_14));
+                VSTORE(dxb + 1984, vdrelu(VLOAD(xb + 1984), a0_15));
+            }
+            {
+                cg_v a0_0 = vsplat(0.0f);
+                cg_v a0_1 = vsplat(0.0f);
+                cg_v a0_2 = vsplat(0.0f);
+                cg_v a0_3 = vsplat(0.0f);
+                cg_v a0_4 = vsplat(0.0f);
+                cg_v a0_5 = vsplat(0.0f);
+                cg_v a0_6 = vsplat(0.0f);
+                cg_v a0_7 = vsplat(0.0f);
+                cg_v a0_8 = vsplat(0.0f);
+                cg_v a0_9 = vsplat(0.0f);
+                cg_v a0_10 = vsplat(0.0f);
+                cg_v a0_11 = vsplat(0.0f);
+                cg_v a0_12 = vsplat(0.0f);
+                cg_v a0_13 = vsplat(0.0f);
+                cg_v a0_14 = vsplat(0.0f);
+                cg_v a0_15 = vsplat(0.0f);
+                for (int co = 0; co < 512; co++) {
+                    const float *restrict dyc = dyg + co*128;
+                    const float *restrict wc = wg + co*4608;
+                    {
+                        const cg_v d0 = VLOAD(dyc + 96 + 0);
+                        a0_0 += wc[4] * d0;
+                        a0_1 += wc[13] * d0;
+                        a0_2 += wc[22] * d0;
+                        a0_3 += wc[31] * d0;
+                        a0_4 += wc[40] * d0;
+                        a0_5 += wc[49] * d0;
+                        a0_6 += wc[58] * d0;
+                        a0_7 += wc[67] * d0;
+                        a0_8 += wc[76] * d0;
+                        a0_9 += wc[85] * d0;
+                        a0_10 += wc[94] * d0;
+                        a0_11 += wc[103] * d0;
+                        a0_12 += wc[112] * d0;
+                        a0_13 += wc[121] * d0;
+                        a0_14 += wc[130] * d0;
+                        a0_15 += wc[139] * d0;
+                    }
+                    {
+                        const cg_v d0 = VLOAD(dyc + 64 + 0);
+                        a0_0 += wc[5] * d0;
+                        a0_1 += wc[14] * d0;
+                        a0_2 += wc[23] * d0;
+                        a0_3 += wc[32] * d0;
+                        a0_4 += wc[41] * d0;
+                        a0_5 += wc[50] * d0;
+                        a0_6 += wc[59] * d0;
+                        a0_7 += wc[68] * d0;
+                        a0_8 += wc[77] * d0;
+                        a0_9 += wc[86] * d0;
+                        a0_10 += wc[95] * d0;
+                        a0_11 += wc[104] * d0;
+                        a0_12 += wc[113] * d0;
+                        a0_13 += wc[122] * d0;
+                        a0_14 += wc[131] * d0;
+                        a0_15 += wc[140] * d0;
+                    }
+                    {
+                        const cg_v d0 = VLOAD(dyc + 32 + 0);
+                        a0_0 += wc[7] * d0;
+                        a0_1 += wc[16] * d0;
+                        a0_2 += wc[25] * d0;
+                        a0_3 += wc[34] * d0;
+                        a0_4 += wc[43] * d0;
+                        a0_5 += wc[52] * d0;
+                        a0_6 += wc[61] * d0;
+                        a0_7 += wc[70] * d0;
+                        a0_8 += wc[79] * d0;
+                        a0_9 += wc[88] * d0;
+                        a0_10 += wc[97] * d0;
+                        a0_11 += wc[106] * d0;
+                        a0_12 += wc[115] * d0;
+                        a0_13 += wc[124] * d0;
+                        a0_14 += wc[133] * d0;
+                        a0_15 += wc[142] * d0;
+                    }
+                    {
+                        const cg_v d0 = VLOAD(dyc + 0 + 0);
+                        a0_0 += wc[8] * d0;
+                        a0_1 += wc[17] * d0;
+                        a0_2 += wc[26] * d0;
+                        a0_3 += wc[35] * d0;
+                        a0_4 += wc[44] * d0;
+                        a0_5 += wc[53] * d0;
+                        a0_6 += wc[62] * d0;
+                        a0_7 += wc[71] * d0;
+                        a0_8 += wc[80] * d0;
+                        a0_9 += wc[89] * d0;
+                        a0_10 += wc[98] * d0;
+                        a0_11 += wc[107] * d0;
+                        a0_12 += wc[116] * d0;
+                        a0_13 += wc[125] * d0;
+                        a0_14 += wc[134] * d0;
+                        a0_15 += wc[143] * d0;
+                    }
+                }
+                VSTORE(dxb + 96, vdrelu(VLOAD(xb + 96), a0_0));
+                VSTORE(dxb + 224, vdrelu(VLOAD(xb + 224), a0_1));
+                VSTORE(dxb + 352, vdrelu(VLOAD(xb + 352), a0_2));
+                VSTORE(dxb + 480, vdrelu(VLOAD(xb + 480), a0_3));
+                VSTORE(dxb + 608, vdrelu(VLOAD(xb + 608), a0_4));
+                VSTORE(dxb + 736, vdrelu(VLOAD(xb + 736), a0_5));
+                VSTORE(dxb + 864, vdrelu(VLOAD(xb + 864), a0_6));
+                VSTORE(dxb + 992, vdrelu(VLOAD(xb + 992), a0_7));
+                VSTORE(dxb + 1120, vdrelu(VLOAD(xb + 1120), a0_8));
+                VSTORE(dxb + 1248, vdrelu(VLOAD(xb + 1248), a0_9));
+                VSTORE(dxb + 1376, vdrelu(VLOAD(xb + 1376), a0_10));
+                VSTORE(dxb + 1504, vdrelu(VLOAD(xb + 1504), a0_11));
+                VSTORE(dxb + 1632, vdrelu(VLOAD(xb + 1632), a0_12));
+                VSTORE(dxb + 1760, vdrelu(VLOAD(xb + 1760), a0_13));
+                VSTORE(dxb + 1888, vdrelu(VLOAD(xb + 1888), a0_14));
+                VSTORE(dxb + 2016, vdrelu(VLOAD(xb + 2016), a0_15));
+            }
+        }
+    }
+}
 
 /* layer 27: relu 512x2x2 -> 512x2x2 (specs/vgg16_cifar.yaml:41:5)
  * schedule lanes: fwd lanes dw lanes dx with dw */
 /* l27_relu_forward: none, layer 26 stores its output through the relu */
 
-/* l27_relu_backward: the code of l25_relu_backward */
+/* l27_relu_backward: none, layer 28 masks its dx stores with the relu's derivative */
 
 /* layer 28: conv2d 512x2x2 -> 512x2x2 (specs/vgg16_cifar.yaml:42:5)
- * schedule lanes: fwd lanes[TB=1,TC=16]+relu dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16] threaded */
+ * schedule lanes: fwd lanes[TB=1,TC=16]+relu dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16]+relu' threaded */
 /* l28_conv2d_forward: the code of l24_conv2d_forward */
 
 /* l28_conv2d_backward: the code of l24_conv2d_backward */
 
-/* l28_conv2d_backward_dx: the code of l24_conv2d_backward_dx */
+/* l28_conv2d_backward_dx: the code of l26_conv2d_backward_dx */
 
 /* layer 29: relu 512x2x2 -> 512x2x2 (specs/vgg16_cifar.yaml:43:5)
  * schedule lanes: fwd lanes dw lanes dx with dw */
 /* l29_relu_forward: none, layer 28 stores its output through the relu */
 
-/* l29_relu_backward: the code of l25_relu_backward */
+/* l29_relu_backward: none, layer 30 masks its dx stores with the relu's derivative */
 
 /* layer 30: maxpool2d 512x2x2 -> 512x1x1 (specs/vgg16_cifar.yaml:44:5)
- * schedule lanes: fwd lanes dw lanes dx with dw */
+ * schedule lanes: fwd lanes dw lanes+relu' dx with dw */
 static void l30_maxpool2d_forward(const float *restrict x, float *restrict y)
 {
     /* x [512x2x2][lanes], y [512x1x1][lanes] */
@@ -22328,11 +22780,12 @@ static void l30_maxpool2d_backward(const float *restrict x, const float *restric
         float *restrict dxc = dx + c * 128;
         const float *restrict dyc = dy + c * 32;
         for (int v = 0; v < 2; v++) {
-            const cg_v d = VLOAD(dyc + 0 + v * 16);
+            const cg_v d0 = VLOAD(dyc + 0 + v * 16);
             cg_v m = VLOAD(xc + 0 + v * 16); cg_vi idx = (cg_vi){0};
             { const cg_v t = VLOAD(xc + 32 + v * 16); const cg_vi u = (t > m) | (t != t); m = VSEL(u, t, m); idx = (idx & ~u) | (u & 1); }
             { const cg_v t = VLOAD(xc + 64 + v * 16); const cg_vi u = (t > m) | (t != t); m = VSEL(u, t, m); idx = (idx & ~u) | (u & 2); }
             { const cg_v t = VLOAD(xc + 96 + v * 16); const cg_vi u = (t > m) | (t != t); m = VSEL(u, t, m); idx = (idx & ~u) | (u & 3); }
+            const cg_v d = vdrelu(m, d0);
             VSTORE(dxc + 0 + v * 16, VLOAD(dxc + 0 + v * 16) + (cg_v)((cg_vi)d & (idx == 0)));
             VSTORE(dxc + 32 + v * 16, VLOAD(dxc + 32 + v * 16) + (cg_v)((cg_vi)d & (idx == 1)));
             VSTORE(dxc + 64 + v * 16, VLOAD(dxc + 64 + v * 16) + (cg_v)((cg_vi)d & (idx == 2)));
@@ -22544,29 +22997,98 @@ static void l32_dense_backward_dx(const float *restrict P, const float *restrict
  * schedule lanes: fwd lanes dw lanes dx with dw */
 /* l33_relu_forward: none, layer 32 stores its output through the relu */
 
-static void l33_relu_backward(const float *restrict y, const float *restrict dy, float *restrict dx)
-{
-    /* x [512][lanes], y [512][lanes] */
-    for (int i = 0; i < 16384; i++)
-        dx[i] = y[i] <= 0.0f ? 0.0f : dy[i];
-}
+/* l33_relu_backward: none, layer 34 masks its dx stores with the relu's derivative */
 
 /* layer 34: dense 512 -> 512 (specs/vgg16_cifar.yaml:49:5)
- * schedule lanes+gemmT+kb: fwd lanes[KB=128,TB=2,TR=8]+relu dw gemmT[TI=4,TO=6] dx lanes[KB=128,TB=2,TR=8] threaded */
+ * schedule lanes+gemmT+kb: fwd lanes[KB=128,TB=2,TR=8]+relu dw gemmT[TI=4,TO=6] dx lanes[KB=128,TB=2,TR=8]+relu' threaded */
 /* l34_dense_forward: the code of l32_dense_forward */
 
 /* l34_dense_backward: the code of l32_dense_backward */
 
-/* l34_dense_backward_dx: the code of l32_dense_backward_dx */
+static void l34_dense_backward_dx(const float *restrict P, const float *restrict x, const float *restrict dy, float *restrict dx)
+{
+    /* x [512][lanes], y [512][lanes] */
+    const float *restrict w = P;
+    /* k in blocks of 128, rows in blocks of 32 */
+    CG_PARALLEL_FOR
+    for (int rb = 0; rb < 16; rb++) {
+        for (int k0 = 0; k0 < 512; k0 += 128) {
+            const int k1 = k0 + 128 < 512 ? k0 + 128 : 512;
+            float wp[4096];
+            const int rn = rb * 32 + 32 < 512 ? 32 : 512 - rb * 32;
+            for (int k = k0; k < k1; k++)
+                if (rn == 32) { VSTORE(wp + (k - k0) * 32 + 0, VLOAD(&w[(size_t)k * 512 + rb * 32 + 0])); VSTORE(wp + (k - k0) * 32 + 16, VLOAD(&w[(size_t)k * 512 + rb * 32 + 16])); }
+                else for (int r = 0; r < rn; r++) wp[(k - k0) * 32 + r] = w[(size_t)k * 512 + rb * 32 + r];
+            for (int i0 = rb * 32; i0 < rb * 32 + 32; i0 += 8) {
+                for (int v0 = 0; v0 < 2; v0 += 2) {
+                    {
+                        cg_v a0_0, a0_1, a1_0, a1_1, a2_0, a2_1, a3_0, a3_1, a4_0, a4_1, a5_0, a5_1, a6_0, a6_1, a7_0, a7_1;
+                        if (k0) {
+                            a0_0 = VLOAD(dx + (size_t)(i0 + 0) * 32 + (v0 + 0) * 16); a0_1 = VLOAD(dx + (size_t)(i0 + 0) * 32 + (v0 + 1) * 16);
+                            a1_0 = VLOAD(dx + (size_t)(i0 + 1) * 32 + (v0 + 0) * 16); a1_1 = VLOAD(dx + (size_t)(i0 + 1) * 32 + (v0 + 1) * 16);
+                            a2_0 = VLOAD(dx + (size_t)(i0 + 2) * 32 + (v0 + 0) * 16); a2_1 = VLOAD(dx + (size_t)(i0 + 2) * 32 + (v0 + 1) * 16);
+                            a3_0 = VLOAD(dx + (size_t)(i0 + 3) * 32 + (v0 + 0) * 16); a3_1 = VLOAD(dx + (size_t)(i0 + 3) * 32 + (v0 + 1) * 16);
+                            a4_0 = VLOAD(dx + (size_t)(i0 + 4) * 32 + (v0 + 0) * 16); a4_1 = VLOAD(dx + (size_t)(i0 + 4) * 32 + (v0 + 1) * 16);
+                            a5_0 = VLOAD(dx + (size_t)(i0 + 5) * 32 + (v0 + 0) * 16); a5_1 = VLOAD(dx + (size_t)(i0 + 5) * 32 + (v0 + 1) * 16);
+                            a6_0 = VLOAD(dx + (size_t)(i0 + 6) * 32 + (v0 + 0) * 16); a6_1 = VLOAD(dx + (size_t)(i0 + 6) * 32 + (v0 + 1) * 16);
+                            a7_0 = VLOAD(dx + (size_t)(i0 + 7) * 32 + (v0 + 0) * 16); a7_1 = VLOAD(dx + (size_t)(i0 + 7) * 32 + (v0 + 1) * 16);
+                        } else {
+                            a0_0 = vsplat(0.0f); a0_1 = vsplat(0.0f);
+                            a1_0 = vsplat(0.0f); a1_1 = vsplat(0.0f);
+                            a2_0 = vsplat(0.0f); a2_1 = vsplat(0.0f);
+                            a3_0 = vsplat(0.0f); a3_1 = vsplat(0.0f);
+                            a4_0 = vsplat(0.0f); a4_1 = vsplat(0.0f);
+                            a5_0 = vsplat(0.0f); a5_1 = vsplat(0.0f);
+                            a6_0 = vsplat(0.0f); a6_1 = vsplat(0.0f);
+                            a7_0 = vsplat(0.0f); a7_1 = vsplat(0.0f);
+                        }
+                        for (int k = k0; k < k1; k++) {
+                            const float *restrict sk = dy + (size_t)k * 32 + v0 * 16;
+                            cg_v s0 = VLOAD(sk + 0), s1 = VLOAD(sk + 16); VKEEP(s0); VKEEP(s1);
+                            const float *restrict pk = wp + (size_t)(k - k0) * 32 + (i0 - rb * 32);
+                            a0_0 += pk[0] * s0; a0_1 += pk[0] * s1;
+                            a1_0 += pk[1] * s0; a1_1 += pk[1] * s1;
+                            a2_0 += pk[2] * s0; a2_1 += pk[2] * s1;
+                            a3_0 += pk[3] * s0; a3_1 += pk[3] * s1;
+                            a4_0 += pk[4] * s0; a4_1 += pk[4] * s1;
+                            a5_0 += pk[5] * s0; a5_1 += pk[5] * s1;
+                            a6_0 += pk[6] * s0; a6_1 += pk[6] * s1;
+                            a7_0 += pk[7] * s0; a7_1 += pk[7] * s1;
+                        }
+                        if (k1 == 512) {
+                            VSTORE(dx + (size_t)(i0 + 0) * 32 + (v0 + 0) * 16, vdrelu(VLOAD(x + (size_t)(i0 + 0) * 32 + (v0 + 0) * 16), a0_0)); VSTORE(dx + (size_t)(i0 + 0) * 32 + (v0 + 1) * 16, vdrelu(VLOAD(x + (size_t)(i0 + 0) * 32 + (v0 + 1) * 16), a0_1));
+                            VSTORE(dx + (size_t)(i0 + 1) * 32 + (v0 + 0) * 16, vdrelu(VLOAD(x + (size_t)(i0 + 1) * 32 + (v0 + 0) * 16), a1_0)); VSTORE(dx + (size_t)(i0 + 1) * 32 + (v0 + 1) * 16, vdrelu(VLOAD(x + (size_t)(i0 + 1) * 32 + (v0 + 1) * 16), a1_1));
+                            VSTORE(dx + (size_t)(i0 + 2) * 32 + (v0 + 0) * 16, vdrelu(VLOAD(x + (size_t)(i0 + 2) * 32 + (v0 + 0) * 16), a2_0)); VSTORE(dx + (size_t)(i0 + 2) * 32 + (v0 + 1) * 16, vdrelu(VLOAD(x + (size_t)(i0 + 2) * 32 + (v0 + 1) * 16), a2_1));
+                            VSTORE(dx + (size_t)(i0 + 3) * 32 + (v0 + 0) * 16, vdrelu(VLOAD(x + (size_t)(i0 + 3) * 32 + (v0 + 0) * 16), a3_0)); VSTORE(dx + (size_t)(i0 + 3) * 32 + (v0 + 1) * 16, vdrelu(VLOAD(x + (size_t)(i0 + 3) * 32 + (v0 + 1) * 16), a3_1));
+                            VSTORE(dx + (size_t)(i0 + 4) * 32 + (v0 + 0) * 16, vdrelu(VLOAD(x + (size_t)(i0 + 4) * 32 + (v0 + 0) * 16), a4_0)); VSTORE(dx + (size_t)(i0 + 4) * 32 + (v0 + 1) * 16, vdrelu(VLOAD(x + (size_t)(i0 + 4) * 32 + (v0 + 1) * 16), a4_1));
+                            VSTORE(dx + (size_t)(i0 + 5) * 32 + (v0 + 0) * 16, vdrelu(VLOAD(x + (size_t)(i0 + 5) * 32 + (v0 + 0) * 16), a5_0)); VSTORE(dx + (size_t)(i0 + 5) * 32 + (v0 + 1) * 16, vdrelu(VLOAD(x + (size_t)(i0 + 5) * 32 + (v0 + 1) * 16), a5_1));
+                            VSTORE(dx + (size_t)(i0 + 6) * 32 + (v0 + 0) * 16, vdrelu(VLOAD(x + (size_t)(i0 + 6) * 32 + (v0 + 0) * 16), a6_0)); VSTORE(dx + (size_t)(i0 + 6) * 32 + (v0 + 1) * 16, vdrelu(VLOAD(x + (size_t)(i0 + 6) * 32 + (v0 + 1) * 16), a6_1));
+                            VSTORE(dx + (size_t)(i0 + 7) * 32 + (v0 + 0) * 16, vdrelu(VLOAD(x + (size_t)(i0 + 7) * 32 + (v0 + 0) * 16), a7_0)); VSTORE(dx + (size_t)(i0 + 7) * 32 + (v0 + 1) * 16, vdrelu(VLOAD(x + (size_t)(i0 + 7) * 32 + (v0 + 1) * 16), a7_1));
+                        } else {
+                            VSTORE(dx + (size_t)(i0 + 0) * 32 + (v0 + 0) * 16, a0_0); VSTORE(dx + (size_t)(i0 + 0) * 32 + (v0 + 1) * 16, a0_1);
+                            VSTORE(dx + (size_t)(i0 + 1) * 32 + (v0 + 0) * 16, a1_0); VSTORE(dx + (size_t)(i0 + 1) * 32 + (v0 + 1) * 16, a1_1);
+                            VSTORE(dx + (size_t)(i0 + 2) * 32 + (v0 + 0) * 16, a2_0); VSTORE(dx + (size_t)(i0 + 2) * 32 + (v0 + 1) * 16, a2_1);
+                            VSTORE(dx + (size_t)(i0 + 3) * 32 + (v0 + 0) * 16, a3_0); VSTORE(dx + (size_t)(i0 + 3) * 32 + (v0 + 1) * 16, a3_1);
+                            VSTORE(dx + (size_t)(i0 + 4) * 32 + (v0 + 0) * 16, a4_0); VSTORE(dx + (size_t)(i0 + 4) * 32 + (v0 + 1) * 16, a4_1);
+                            VSTORE(dx + (size_t)(i0 + 5) * 32 + (v0 + 0) * 16, a5_0); VSTORE(dx + (size_t)(i0 + 5) * 32 + (v0 + 1) * 16, a5_1);
+                            VSTORE(dx + (size_t)(i0 + 6) * 32 + (v0 + 0) * 16, a6_0); VSTORE(dx + (size_t)(i0 + 6) * 32 + (v0 + 1) * 16, a6_1);
+                            VSTORE(dx + (size_t)(i0 + 7) * 32 + (v0 + 0) * 16, a7_0); VSTORE(dx + (size_t)(i0 + 7) * 32 + (v0 + 1) * 16, a7_1);
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
 
 /* layer 35: relu 512 -> 512 (specs/vgg16_cifar.yaml:50:5)
  * schedule lanes: fwd lanes dw lanes dx with dw */
 /* l35_relu_forward: none, layer 34 stores its output through the relu */
 
-/* l35_relu_backward: the code of l33_relu_backward */
+/* l35_relu_backward: none, layer 36 masks its dx stores with the relu's derivative */
 
 /* layer 36: dense 512 -> 10 (specs/vgg16_cifar.yaml:51:5)
- * schedule lanes+gemmT+kb: fwd lanes[KB=128,TB=2,TR=8] dw gemmT[TI=4,TO=6] dx lanes[TB=2,TR=8] */
+ * schedule lanes+gemmT+kb: fwd lanes[KB=128,TB=2,TR=8] dw gemmT[TI=4,TO=6] dx lanes[TB=2,TR=8]+relu' */
 static void l36_dense_forward(const float *restrict P, const float *restrict x, float *restrict y)
 {
     /* x [512][lanes], y [10][lanes] */
@@ -22704,7 +23226,7 @@ static void l36_dense_backward(float *restrict G, float *restrict S, const float
     }
 }
 
-static void l36_dense_backward_dx(const float *restrict P, const float *restrict dy, float *restrict dx)
+static void l36_dense_backward_dx(const float *restrict P, const float *restrict x, const float *restrict dy, float *restrict dx)
 {
     /* x [512][lanes], y [10][lanes] */
     const float *restrict w = P;
@@ -22731,14 +23253,14 @@ static void l36_dense_backward_dx(const float *restrict P, const float *restrict
                     a6_0 += w[(size_t)k * 512 + i0 + 6] * s0; a6_1 += w[(size_t)k * 512 + i0 + 6] * s1;
                     a7_0 += w[(size_t)k * 512 + i0 + 7] * s0; a7_1 += w[(size_t)k * 512 + i0 + 7] * s1;
                 }
-                VSTORE(dx + (size_t)(i0 + 0) * 32 + (v0 + 0) * 16, a0_0); VSTORE(dx + (size_t)(i0 + 0) * 32 + (v0 + 1) * 16, a0_1);
-                VSTORE(dx + (size_t)(i0 + 1) * 32 + (v0 + 0) * 16, a1_0); VSTORE(dx + (size_t)(i0 + 1) * 32 + (v0 + 1) * 16, a1_1);
-                VSTORE(dx + (size_t)(i0 + 2) * 32 + (v0 + 0) * 16, a2_0); VSTORE(dx + (size_t)(i0 + 2) * 32 + (v0 + 1) * 16, a2_1);
-                VSTORE(dx + (size_t)(i0 + 3) * 32 + (v0 + 0) * 16, a3_0); VSTORE(dx + (size_t)(i0 + 3) * 32 + (v0 + 1) * 16, a3_1);
-                VSTORE(dx + (size_t)(i0 + 4) * 32 + (v0 + 0) * 16, a4_0); VSTORE(dx + (size_t)(i0 + 4) * 32 + (v0 + 1) * 16, a4_1);
-                VSTORE(dx + (size_t)(i0 + 5) * 32 + (v0 + 0) * 16, a5_0); VSTORE(dx + (size_t)(i0 + 5) * 32 + (v0 + 1) * 16, a5_1);
-                VSTORE(dx + (size_t)(i0 + 6) * 32 + (v0 + 0) * 16, a6_0); VSTORE(dx + (size_t)(i0 + 6) * 32 + (v0 + 1) * 16, a6_1);
-                VSTORE(dx + (size_t)(i0 + 7) * 32 + (v0 + 0) * 16, a7_0); VSTORE(dx + (size_t)(i0 + 7) * 32 + (v0 + 1) * 16, a7_1);
+                VSTORE(dx + (size_t)(i0 + 0) * 32 + (v0 + 0) * 16, vdrelu(VLOAD(x + (size_t)(i0 + 0) * 32 + (v0 + 0) * 16), a0_0)); VSTORE(dx + (size_t)(i0 + 0) * 32 + (v0 + 1) * 16, vdrelu(VLOAD(x + (size_t)(i0 + 0) * 32 + (v0 + 1) * 16), a0_1));
+                VSTORE(dx + (size_t)(i0 + 1) * 32 + (v0 + 0) * 16, vdrelu(VLOAD(x + (size_t)(i0 + 1) * 32 + (v0 + 0) * 16), a1_0)); VSTORE(dx + (size_t)(i0 + 1) * 32 + (v0 + 1) * 16, vdrelu(VLOAD(x + (size_t)(i0 + 1) * 32 + (v0 + 1) * 16), a1_1));
+                VSTORE(dx + (size_t)(i0 + 2) * 32 + (v0 + 0) * 16, vdrelu(VLOAD(x + (size_t)(i0 + 2) * 32 + (v0 + 0) * 16), a2_0)); VSTORE(dx + (size_t)(i0 + 2) * 32 + (v0 + 1) * 16, vdrelu(VLOAD(x + (size_t)(i0 + 2) * 32 + (v0 + 1) * 16), a2_1));
+                VSTORE(dx + (size_t)(i0 + 3) * 32 + (v0 + 0) * 16, vdrelu(VLOAD(x + (size_t)(i0 + 3) * 32 + (v0 + 0) * 16), a3_0)); VSTORE(dx + (size_t)(i0 + 3) * 32 + (v0 + 1) * 16, vdrelu(VLOAD(x + (size_t)(i0 + 3) * 32 + (v0 + 1) * 16), a3_1));
+                VSTORE(dx + (size_t)(i0 + 4) * 32 + (v0 + 0) * 16, vdrelu(VLOAD(x + (size_t)(i0 + 4) * 32 + (v0 + 0) * 16), a4_0)); VSTORE(dx + (size_t)(i0 + 4) * 32 + (v0 + 1) * 16, vdrelu(VLOAD(x + (size_t)(i0 + 4) * 32 + (v0 + 1) * 16), a4_1));
+                VSTORE(dx + (size_t)(i0 + 5) * 32 + (v0 + 0) * 16, vdrelu(VLOAD(x + (size_t)(i0 + 5) * 32 + (v0 + 0) * 16), a5_0)); VSTORE(dx + (size_t)(i0 + 5) * 32 + (v0 + 1) * 16, vdrelu(VLOAD(x + (size_t)(i0 + 5) * 32 + (v0 + 1) * 16), a5_1));
+                VSTORE(dx + (size_t)(i0 + 6) * 32 + (v0 + 0) * 16, vdrelu(VLOAD(x + (size_t)(i0 + 6) * 32 + (v0 + 0) * 16), a6_0)); VSTORE(dx + (size_t)(i0 + 6) * 32 + (v0 + 1) * 16, vdrelu(VLOAD(x + (size_t)(i0 + 6) * 32 + (v0 + 1) * 16), a6_1));
+                VSTORE(dx + (size_t)(i0 + 7) * 32 + (v0 + 0) * 16, vdrelu(VLOAD(x + (size_t)(i0 + 7) * 32 + (v0 + 0) * 16), a7_0)); VSTORE(dx + (size_t)(i0 + 7) * 32 + (v0 + 1) * 16, vdrelu(VLOAD(x + (size_t)(i0 + 7) * 32 + (v0 + 1) * 16), a7_1));
             }
         }
     }
@@ -22773,41 +23295,26 @@ static void l36_dense_backward_dx(const float *restrict P, const float *restrict
 #define OUT     10028864 /* the output, [N][10] */
 #define DOUT    10029184 /* dLoss/dOutput, [N][10] */
 #define DOUT_L  10029504 /* dLoss/dOutput, [10][lanes] */
-#define D35     10029824 /* gradient arena: dLoss/d(layer 35 output) */
-#define D34     10046208 /* gradient arena: dLoss/d(layer 34 output) */
-#define D33     10029824 /* gradient arena: dLoss/d(layer 33 output) */
-#define D32     10046208 /* gradient arena: dLoss/d(layer 32 output) */
+#define D35     10029824 /* gradient arena: dLoss/d(layer 35 output), then layer 36's dx masks it to dLoss/d(its input) */
+#define D33     10046208 /* gradient arena: dLoss/d(layer 33 output), then layer 34's dx masks it to dLoss/d(its input) */
 #define D31     10095360 /* gradient arena: dLoss/d(layer 31 output) */
-#define D29     10029824 /* gradient arena: dLoss/d(layer 29 output) */
-#define D28     10095360 /* gradient arena: dLoss/d(layer 28 output) */
-#define D27     10029824 /* gradient arena: dLoss/d(layer 27 output) */
-#define D26     10095360 /* gradient arena: dLoss/d(layer 26 output) */
-#define D25     10029824 /* gradient arena: dLoss/d(layer 25 output) */
-#define D24     10095360 /* gradient arena: dLoss/d(layer 24 output) */
+#define D29     10029824 /* gradient arena: dLoss/d(layer 29 output), then layer 30's dx masks it to dLoss/d(its input) */
+#define D27     10095360 /* gradient arena: dLoss/d(layer 27 output), then layer 28's dx masks it to dLoss/d(its input) */
+#define D25     10029824 /* gradient arena: dLoss/d(layer 25 output), then layer 26's dx masks it to dLoss/d(its input) */
 #define D23     10291968 /* gradient arena: dLoss/d(layer 23 output) */
-#define D22     10029824 /* gradient arena: dLoss/d(layer 22 output) */
-#define D21     10291968 /* gradient arena: dLoss/d(layer 21 output) */
-#define D20     10029824 /* gradient arena: dLoss/d(layer 20 output) */
-#define D19     10291968 /* gradient arena: dLoss/d(layer 19 output) */
-#define D18     10029824 /* gradient arena: dLoss/d(layer 18 output) */
-#define D17     10291968 /* gradient arena: dLoss/d(layer 17 output) */
+#define D22     10029824 /* gradient arena: dLoss/d(layer 22 output), then layer 23's dx masks it to dLoss/d(its input) */
+#define D20     10291968 /* gradient arena: dLoss/d(layer 20 output), then layer 21's dx masks it to dLoss/d(its input) */
+#define D18     10029824 /* gradient arena: dLoss/d(layer 18 output), then layer 19's dx masks it to dLoss/d(its input) */
 #define D16     10554112 /* gradient arena: dLoss/d(layer 16 output) */
-#define D15     10029824 /* gradient arena: dLoss/d(layer 15 output) */
-#define D14     10554112 /* gradient arena: dLoss/d(layer 14 output) */
-#define D13     10029824 /* gradient arena: dLoss/d(layer 13 output) */
-#define D12     10554112 /* gradient arena: dLoss/d(layer 12 output) */
-#define D11     10029824 /* gradient arena: dLoss/d(layer 11 output) */
-#define D10     10554112 /* gradient arena: dLoss/d(layer 10 output) */
+#define D15     10029824 /* gradient arena: dLoss/d(layer 15 output), then layer 16's dx masks it to dLoss/d(its input) */
+#define D13     10554112 /* gradient arena: dLoss/d(layer 13 output), then layer 14's dx masks it to dLoss/d(its input) */
+#define D11     10029824 /* gradient arena: dLoss/d(layer 11 output), then layer 12's dx masks it to dLoss/d(its input) */
 #define D09     11078400 /* gradient arena: dLoss/d(layer 9 output) */
-#define D08     10029824 /* gradient arena: dLoss/d(layer 8 output) */
-#define D07     11078400 /* gradient arena: dLoss/d(layer 7 output) */
-#define D06     10029824 /* gradient arena: dLoss/d(layer 6 output) */
-#define D05     11078400 /* gradient arena: dLoss/d(layer 5 output) */
+#define D08     10029824 /* gradient arena: dLoss/d(layer 8 output), then layer 9's dx masks it to dLoss/d(its input) */
+#define D06     11078400 /* gradient arena: dLoss/d(layer 6 output), then layer 7's dx masks it to dLoss/d(its input) */
 #define D04     12126976 /* gradient arena: dLoss/d(layer 4 output) */
-#define D03     10029824 /* gradient arena: dLoss/d(layer 3 output) */
-#define D02     12126976 /* gradient arena: dLoss/d(layer 2 output) */
-#define D01     10029824 /* gradient arena: dLoss/d(layer 1 output) */
-#define D00     12126976 /* gradient arena: dLoss/d(layer 0 output) */
+#define D03     10029824 /* gradient arena: dLoss/d(layer 3 output), then layer 4's dx masks it to dLoss/d(its input) */
+#define D01     12126976 /* gradient arena: dLoss/d(layer 1 output), then layer 2's dx masks it to dLoss/d(its input) */
 #define DIN     10029824 /* gradient arena: dLoss/dInput */
 
 /* Forward over nb <= 32 samples; activations stay in ws for backward. */
@@ -22862,58 +23369,58 @@ void vgg16_cifar_backward(const float *params, float *grads, const float *x, flo
     cg_to_lanes(ws + DOUT, ws + DOUT_L, nb, 10, 32);
     (void)x;
     l36_dense_backward(grads + 15240000, ws + S36, ws + A34, ws + DOUT_L, nb);
-    l36_dense_backward_dx(params + 15240000, ws + DOUT_L, ws + D35);
-    l33_relu_backward(ws + A34, ws + D35, ws + D34);
-    l32_dense_backward(grads + 14977344, ws + S34, ws + A32, ws + D34, nb);
-    l32_dense_backward_dx(params + 14977344, ws + D34, ws + D33);
-    l33_relu_backward(ws + A32, ws + D33, ws + D32);
-    l32_dense_backward(grads + 14714688, ws + S32, ws + A30, ws + D32, nb);
-    l32_dense_backward_dx(params + 14714688, ws + D32, ws + D31);
+    l36_dense_backward_dx(params + 15240000, ws + A34, ws + DOUT_L, ws + D35);
+    /* layer 35: relu's backward is in layer 36's dx stores */
+    l32_dense_backward(grads + 14977344, ws + S34, ws + A32, ws + D35, nb);
+    l34_dense_backward_dx(params + 14977344, ws + A32, ws + D35, ws + D33);
+    /* layer 33: relu's backward is in layer 34's dx stores */
+    l32_dense_backward(grads + 14714688, ws + S32, ws + A30, ws + D33, nb);
+    l32_dense_backward_dx(params + 14714688, ws + D33, ws + D31);
     /* layer 31: flatten passes the gradient through */
     l30_maxpool2d_backward(ws + A28, ws + D31, ws + D29);
-    l25_relu_backward(ws + A28, ws + D29, ws + D28);
-    l24_conv2d_backward(grads + 12354880, ws + A26, ws + D28);
-    l24_conv2d_backward_dx(params + 12354880, ws + D28, ws + D27);
-    l25_relu_backward(ws + A26, ws + D27, ws + D26);
-    l24_conv2d_backward(grads + 9995072, ws + A24, ws + D26);
-    l24_conv2d_backward_dx(params + 9995072, ws + D26, ws + D25);
-    l25_relu_backward(ws + A24, ws + D25, ws + D24);
-    l24_conv2d_backward(grads + 7635264, ws + A23, ws + D24);
-    l24_conv2d_backward_dx(params + 7635264, ws + D24, ws + D23);
+    /* layer 29: relu's backward is in layer 30's dx stores */
+    l24_conv2d_backward(grads + 12354880, ws + A26, ws + D29);
+    l26_conv2d_backward_dx(params + 12354880, ws + A26, ws + D29, ws + D27);
+    /* layer 27: relu's backward is in layer 28's dx stores */
+    l24_conv2d_backward(grads + 9995072, ws + A24, ws + D27);
+    l26_conv2d_backward_dx(params + 9995072, ws + A24, ws + D27, ws + D25);
+    /* layer 25: relu's backward is in layer 26's dx stores */
+    l24_conv2d_backward(grads + 7635264, ws + A23, ws + D25);
+    l24_conv2d_backward_dx(params + 7635264, ws + D25, ws + D23);
     l23_maxpool2d_backward(ws + A21, ws + D23, ws + D22);
-    l18_relu_backward(ws + A21, ws + D22, ws + D21);
-    l19_conv2d_backward(grads + 5275456, ws + A19, ws + D21);
-    l19_conv2d_backward_dx(params + 5275456, ws + D21, ws + D20);
-    l18_relu_backward(ws + A19, ws + D20, ws + D19);
-    l19_conv2d_backward(grads + 2915648, ws + A17, ws + D19);
-    l19_conv2d_backward_dx(params + 2915648, ws + D19, ws + D18);
-    l18_relu_backward(ws + A17, ws + D18, ws + D17);
-    l17_conv2d_backward(grads + 1735488, ws + A16, ws + D17);
-    l17_conv2d_backward_dx(params + 1735488, ws + D17, ws + D16);
+    /* layer 22: relu's backward is in layer 23's dx stores */
+    l19_conv2d_backward(grads + 5275456, ws + A19, ws + D22);
+    l19_conv2d_backward_dx(params + 5275456, ws + A19, ws + D22, ws + D20);
+    /* layer 20: relu's backward is in layer 21's dx stores */
+    l19_conv2d_backward(grads + 2915648, ws + A17, ws + D20);
+    l19_conv2d_backward_dx(params + 2915648, ws + A17, ws + D20, ws + D18);
+    /* layer 18: relu's backward is in layer 19's dx stores */
+    l17_conv2d_backward(grads + 1735488, ws + A16, ws + D18);
+    l17_conv2d_backward_dx(params + 1735488, ws + D18, ws + D16);
     l16_maxpool2d_backward(ws + A14, ws + D16, ws + D15);
-    l11_relu_backward(ws + A14, ws + D15, ws + D14);
-    l12_conv2d_backward(grads + 1145408, ws + A12, ws + D14);
-    l12_conv2d_backward_dx(params + 1145408, ws + D14, ws + D13);
-    l11_relu_backward(ws + A12, ws + D13, ws + D12);
-    l12_conv2d_backward(grads + 555328, ws + A10, ws + D12);
-    l12_conv2d_backward_dx(params + 555328, ws + D12, ws + D11);
-    l11_relu_backward(ws + A10, ws + D11, ws + D10);
-    l10_conv2d_backward(grads + 260160, ws + A09, ws + D10);
-    l10_conv2d_backward_dx(params + 260160, ws + D10, ws + D09);
+    /* layer 15: relu's backward is in layer 16's dx stores */
+    l12_conv2d_backward(grads + 1145408, ws + A12, ws + D15);
+    l12_conv2d_backward_dx(params + 1145408, ws + A12, ws + D15, ws + D13);
+    /* layer 13: relu's backward is in layer 14's dx stores */
+    l12_conv2d_backward(grads + 555328, ws + A10, ws + D13);
+    l12_conv2d_backward_dx(params + 555328, ws + A10, ws + D13, ws + D11);
+    /* layer 11: relu's backward is in layer 12's dx stores */
+    l10_conv2d_backward(grads + 260160, ws + A09, ws + D11);
+    l10_conv2d_backward_dx(params + 260160, ws + D11, ws + D09);
     l09_maxpool2d_backward(ws + A07, ws + D09, ws + D08);
-    l06_relu_backward(ws + A07, ws + D08, ws + D07);
-    l07_conv2d_backward(grads + 112576, ws + A05, ws + D07);
-    l07_conv2d_backward_dx(params + 112576, ws + D07, ws + D06);
-    l06_relu_backward(ws + A05, ws + D06, ws + D05);
-    l05_conv2d_backward(grads + 38720, ws + A04, ws + D05);
-    l05_conv2d_backward_dx(params + 38720, ws + D05, ws + D04);
+    /* layer 8: relu's backward is in layer 9's dx stores */
+    l07_conv2d_backward(grads + 112576, ws + A05, ws + D08);
+    l07_conv2d_backward_dx(params + 112576, ws + A05, ws + D08, ws + D06);
+    /* layer 6: relu's backward is in layer 7's dx stores */
+    l05_conv2d_backward(grads + 38720, ws + A04, ws + D06);
+    l05_conv2d_backward_dx(params + 38720, ws + D06, ws + D04);
     l04_maxpool2d_backward(ws + A02, ws + D04, ws + D03);
-    l01_relu_backward(ws + A02, ws + D03, ws + D02);
-    l02_conv2d_backward(grads + 1792, ws + A00, ws + D02);
-    l02_conv2d_backward_dx(params + 1792, ws + D02, ws + D01);
-    l01_relu_backward(ws + A00, ws + D01, ws + D00);
-    l00_conv2d_backward(grads, ws + XIN, ws + D00);
-    if (dx) l00_conv2d_backward_dx(params, ws + D00, ws + DIN);
+    /* layer 3: relu's backward is in layer 4's dx stores */
+    l02_conv2d_backward(grads + 1792, ws + A00, ws + D03);
+    l02_conv2d_backward_dx(params + 1792, ws + A00, ws + D03, ws + D01);
+    /* layer 1: relu's backward is in layer 2's dx stores */
+    l00_conv2d_backward(grads, ws + XIN, ws + D01);
+    if (dx) l00_conv2d_backward_dx(params, ws + D01, ws + DIN);
     if (dx) cg_from_lanes(ws + DIN, dx, nb, 3072, 32);
 }
 
@@ -23005,7 +23512,7 @@ static const cg_layer vgg16_cifar_layers[] = {
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {64, 32, 32}, .ndim_out = 3, .out_shape = {64, 32, 32},
      .in_size = 65536, .out_size = 65536, .act_offset = 2195456, .lanes = 32, .line = 12, .col = 5,
-     .schedule = "lanes: fwd lanes[TB=1,TC=16]+relu dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16] threaded", .n_inputs = 1, .inputs = vgg16_cifar_inputs + 2, .name = NULL, .inplace = 0,
+     .schedule = "lanes: fwd lanes[TB=1,TC=16]+relu dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16]+relu' threaded", .n_inputs = 1, .inputs = vgg16_cifar_inputs + 2, .name = NULL, .inplace = 0,
      .kernel = {3, 3}, .stride = {1, 1}, .pad_lo = {1, 1}, .pad_hi = {1, 1}, .dilation = {1, 1},
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "relu", .ndim_in = 3, .in_shape = {64, 32, 32}, .ndim_out = 3, .out_shape = {64, 32, 32},
@@ -23014,7 +23521,7 @@ static const cg_layer vgg16_cifar_layers[] = {
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "maxpool2d", .ndim_in = 3, .in_shape = {64, 32, 32}, .ndim_out = 3, .out_shape = {64, 16, 16},
      .in_size = 65536, .out_size = 16384, .act_offset = 4292608, .lanes = 32, .line = 14, .col = 5,
-     .schedule = "lanes: fwd lanes dw lanes dx with dw", .n_inputs = 1, .inputs = vgg16_cifar_inputs + 4, .name = NULL, .inplace = 0,
+     .schedule = "lanes: fwd lanes dw lanes+relu' dx with dw", .n_inputs = 1, .inputs = vgg16_cifar_inputs + 4, .name = NULL, .inplace = 0,
      .kernel = {2, 2}, .stride = {2, 2}, .pad_lo = {0, 0}, .pad_hi = {0, 0}, .dilation = {1, 1},
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {64, 16, 16}, .ndim_out = 3, .out_shape = {128, 16, 16},
@@ -23028,7 +23535,7 @@ static const cg_layer vgg16_cifar_layers[] = {
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {128, 16, 16}, .ndim_out = 3, .out_shape = {128, 16, 16},
      .in_size = 32768, .out_size = 32768, .act_offset = 5865472, .lanes = 32, .line = 18, .col = 5,
-     .schedule = "lanes: fwd lanes[TB=1,TC=16]+relu dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16] threaded", .n_inputs = 1, .inputs = vgg16_cifar_inputs + 7, .name = NULL, .inplace = 0,
+     .schedule = "lanes: fwd lanes[TB=1,TC=16]+relu dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16]+relu' threaded", .n_inputs = 1, .inputs = vgg16_cifar_inputs + 7, .name = NULL, .inplace = 0,
      .kernel = {3, 3}, .stride = {1, 1}, .pad_lo = {1, 1}, .pad_hi = {1, 1}, .dilation = {1, 1},
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "relu", .ndim_in = 3, .in_shape = {128, 16, 16}, .ndim_out = 3, .out_shape = {128, 16, 16},
@@ -23037,7 +23544,7 @@ static const cg_layer vgg16_cifar_layers[] = {
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "maxpool2d", .ndim_in = 3, .in_shape = {128, 16, 16}, .ndim_out = 3, .out_shape = {128, 8, 8},
      .in_size = 32768, .out_size = 8192, .act_offset = 6914048, .lanes = 32, .line = 20, .col = 5,
-     .schedule = "lanes: fwd lanes dw lanes dx with dw", .n_inputs = 1, .inputs = vgg16_cifar_inputs + 9, .name = NULL, .inplace = 0,
+     .schedule = "lanes: fwd lanes dw lanes+relu' dx with dw", .n_inputs = 1, .inputs = vgg16_cifar_inputs + 9, .name = NULL, .inplace = 0,
      .kernel = {2, 2}, .stride = {2, 2}, .pad_lo = {0, 0}, .pad_hi = {0, 0}, .dilation = {1, 1},
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {128, 8, 8}, .ndim_out = 3, .out_shape = {256, 8, 8},
@@ -23051,7 +23558,7 @@ static const cg_layer vgg16_cifar_layers[] = {
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {256, 8, 8}, .ndim_out = 3, .out_shape = {256, 8, 8},
      .in_size = 16384, .out_size = 16384, .act_offset = 7700480, .lanes = 32, .line = 24, .col = 5,
-     .schedule = "lanes: fwd lanes[TB=1,TC=16]+relu dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16] threaded", .n_inputs = 1, .inputs = vgg16_cifar_inputs + 12, .name = NULL, .inplace = 0,
+     .schedule = "lanes: fwd lanes[TB=1,TC=16]+relu dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16]+relu' threaded", .n_inputs = 1, .inputs = vgg16_cifar_inputs + 12, .name = NULL, .inplace = 0,
      .kernel = {3, 3}, .stride = {1, 1}, .pad_lo = {1, 1}, .pad_hi = {1, 1}, .dilation = {1, 1},
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "relu", .ndim_in = 3, .in_shape = {256, 8, 8}, .ndim_out = 3, .out_shape = {256, 8, 8},
@@ -23060,7 +23567,7 @@ static const cg_layer vgg16_cifar_layers[] = {
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {256, 8, 8}, .ndim_out = 3, .out_shape = {256, 8, 8},
      .in_size = 16384, .out_size = 16384, .act_offset = 8224768, .lanes = 32, .line = 26, .col = 5,
-     .schedule = "lanes: fwd lanes[TB=1,TC=16]+relu dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16] threaded", .n_inputs = 1, .inputs = vgg16_cifar_inputs + 14, .name = NULL, .inplace = 0,
+     .schedule = "lanes: fwd lanes[TB=1,TC=16]+relu dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16]+relu' threaded", .n_inputs = 1, .inputs = vgg16_cifar_inputs + 14, .name = NULL, .inplace = 0,
      .kernel = {3, 3}, .stride = {1, 1}, .pad_lo = {1, 1}, .pad_hi = {1, 1}, .dilation = {1, 1},
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "relu", .ndim_in = 3, .in_shape = {256, 8, 8}, .ndim_out = 3, .out_shape = {256, 8, 8},
@@ -23069,7 +23576,7 @@ static const cg_layer vgg16_cifar_layers[] = {
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "maxpool2d", .ndim_in = 3, .in_shape = {256, 8, 8}, .ndim_out = 3, .out_shape = {256, 4, 4},
      .in_size = 16384, .out_size = 4096, .act_offset = 8749056, .lanes = 32, .line = 28, .col = 5,
-     .schedule = "lanes: fwd lanes dw lanes dx with dw", .n_inputs = 1, .inputs = vgg16_cifar_inputs + 16, .name = NULL, .inplace = 0,
+     .schedule = "lanes: fwd lanes dw lanes+relu' dx with dw", .n_inputs = 1, .inputs = vgg16_cifar_inputs + 16, .name = NULL, .inplace = 0,
      .kernel = {2, 2}, .stride = {2, 2}, .pad_lo = {0, 0}, .pad_hi = {0, 0}, .dilation = {1, 1},
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {256, 4, 4}, .ndim_out = 3, .out_shape = {512, 4, 4},
@@ -23083,7 +23590,7 @@ static const cg_layer vgg16_cifar_layers[] = {
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {512, 4, 4}, .ndim_out = 3, .out_shape = {512, 4, 4},
      .in_size = 8192, .out_size = 8192, .act_offset = 9142272, .lanes = 32, .line = 32, .col = 5,
-     .schedule = "lanes: fwd lanes[TB=1,TC=16]+relu dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16] threaded", .n_inputs = 1, .inputs = vgg16_cifar_inputs + 19, .name = NULL, .inplace = 0,
+     .schedule = "lanes: fwd lanes[TB=1,TC=16]+relu dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16]+relu' threaded", .n_inputs = 1, .inputs = vgg16_cifar_inputs + 19, .name = NULL, .inplace = 0,
      .kernel = {3, 3}, .stride = {1, 1}, .pad_lo = {1, 1}, .pad_hi = {1, 1}, .dilation = {1, 1},
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "relu", .ndim_in = 3, .in_shape = {512, 4, 4}, .ndim_out = 3, .out_shape = {512, 4, 4},
@@ -23092,7 +23599,7 @@ static const cg_layer vgg16_cifar_layers[] = {
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {512, 4, 4}, .ndim_out = 3, .out_shape = {512, 4, 4},
      .in_size = 8192, .out_size = 8192, .act_offset = 9404416, .lanes = 32, .line = 34, .col = 5,
-     .schedule = "lanes: fwd lanes[TB=1,TC=16]+relu dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16] threaded", .n_inputs = 1, .inputs = vgg16_cifar_inputs + 21, .name = NULL, .inplace = 0,
+     .schedule = "lanes: fwd lanes[TB=1,TC=16]+relu dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16]+relu' threaded", .n_inputs = 1, .inputs = vgg16_cifar_inputs + 21, .name = NULL, .inplace = 0,
      .kernel = {3, 3}, .stride = {1, 1}, .pad_lo = {1, 1}, .pad_hi = {1, 1}, .dilation = {1, 1},
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "relu", .ndim_in = 3, .in_shape = {512, 4, 4}, .ndim_out = 3, .out_shape = {512, 4, 4},
@@ -23101,7 +23608,7 @@ static const cg_layer vgg16_cifar_layers[] = {
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "maxpool2d", .ndim_in = 3, .in_shape = {512, 4, 4}, .ndim_out = 3, .out_shape = {512, 2, 2},
      .in_size = 8192, .out_size = 2048, .act_offset = 9666560, .lanes = 32, .line = 36, .col = 5,
-     .schedule = "lanes: fwd lanes dw lanes dx with dw", .n_inputs = 1, .inputs = vgg16_cifar_inputs + 23, .name = NULL, .inplace = 0,
+     .schedule = "lanes: fwd lanes dw lanes+relu' dx with dw", .n_inputs = 1, .inputs = vgg16_cifar_inputs + 23, .name = NULL, .inplace = 0,
      .kernel = {2, 2}, .stride = {2, 2}, .pad_lo = {0, 0}, .pad_hi = {0, 0}, .dilation = {1, 1},
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {512, 2, 2}, .ndim_out = 3, .out_shape = {512, 2, 2},
@@ -23115,7 +23622,7 @@ static const cg_layer vgg16_cifar_layers[] = {
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {512, 2, 2}, .ndim_out = 3, .out_shape = {512, 2, 2},
      .in_size = 2048, .out_size = 2048, .act_offset = 9797632, .lanes = 32, .line = 40, .col = 5,
-     .schedule = "lanes: fwd lanes[TB=1,TC=16]+relu dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16] threaded", .n_inputs = 1, .inputs = vgg16_cifar_inputs + 26, .name = NULL, .inplace = 0,
+     .schedule = "lanes: fwd lanes[TB=1,TC=16]+relu dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16]+relu' threaded", .n_inputs = 1, .inputs = vgg16_cifar_inputs + 26, .name = NULL, .inplace = 0,
      .kernel = {3, 3}, .stride = {1, 1}, .pad_lo = {1, 1}, .pad_hi = {1, 1}, .dilation = {1, 1},
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "relu", .ndim_in = 3, .in_shape = {512, 2, 2}, .ndim_out = 3, .out_shape = {512, 2, 2},
@@ -23124,7 +23631,7 @@ static const cg_layer vgg16_cifar_layers[] = {
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {512, 2, 2}, .ndim_out = 3, .out_shape = {512, 2, 2},
      .in_size = 2048, .out_size = 2048, .act_offset = 9863168, .lanes = 32, .line = 42, .col = 5,
-     .schedule = "lanes: fwd lanes[TB=1,TC=16]+relu dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16] threaded", .n_inputs = 1, .inputs = vgg16_cifar_inputs + 28, .name = NULL, .inplace = 0,
+     .schedule = "lanes: fwd lanes[TB=1,TC=16]+relu dw lanes[TCW=2,rows=3] dx lanes[TB=1,TCI=16]+relu' threaded", .n_inputs = 1, .inputs = vgg16_cifar_inputs + 28, .name = NULL, .inplace = 0,
      .kernel = {3, 3}, .stride = {1, 1}, .pad_lo = {1, 1}, .pad_hi = {1, 1}, .dilation = {1, 1},
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "relu", .ndim_in = 3, .in_shape = {512, 2, 2}, .ndim_out = 3, .out_shape = {512, 2, 2},
@@ -23133,7 +23640,7 @@ static const cg_layer vgg16_cifar_layers[] = {
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "maxpool2d", .ndim_in = 3, .in_shape = {512, 2, 2}, .ndim_out = 3, .out_shape = {512, 1, 1},
      .in_size = 2048, .out_size = 512, .act_offset = 9928704, .lanes = 32, .line = 44, .col = 5,
-     .schedule = "lanes: fwd lanes dw lanes dx with dw", .n_inputs = 1, .inputs = vgg16_cifar_inputs + 30, .name = NULL, .inplace = 0,
+     .schedule = "lanes: fwd lanes dw lanes+relu' dx with dw", .n_inputs = 1, .inputs = vgg16_cifar_inputs + 30, .name = NULL, .inplace = 0,
      .kernel = {2, 2}, .stride = {2, 2}, .pad_lo = {0, 0}, .pad_hi = {0, 0}, .dilation = {1, 1},
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "flatten", .ndim_in = 3, .in_shape = {512, 1, 1}, .ndim_out = 1, .out_shape = {512, 0, 0},
@@ -23150,7 +23657,7 @@ static const cg_layer vgg16_cifar_layers[] = {
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "dense", .ndim_in = 1, .in_shape = {512, 0, 0}, .ndim_out = 1, .out_shape = {512, 0, 0},
      .in_size = 512, .out_size = 512, .act_offset = 9961472, .lanes = 32, .line = 49, .col = 5,
-     .schedule = "lanes+gemmT+kb: fwd lanes[KB=128,TB=2,TR=8]+relu dw gemmT[TI=4,TO=6] dx lanes[KB=128,TB=2,TR=8] threaded", .n_inputs = 1, .inputs = vgg16_cifar_inputs + 34, .name = NULL, .inplace = 0,
+     .schedule = "lanes+gemmT+kb: fwd lanes[KB=128,TB=2,TR=8]+relu dw gemmT[TI=4,TO=6] dx lanes[KB=128,TB=2,TR=8]+relu' threaded", .n_inputs = 1, .inputs = vgg16_cifar_inputs + 34, .name = NULL, .inplace = 0,
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "relu", .ndim_in = 1, .in_shape = {512, 0, 0}, .ndim_out = 1, .out_shape = {512, 0, 0},
      .in_size = 512, .out_size = 512, .act_offset = 9961472, .lanes = 32, .line = 50, .col = 5,
@@ -23158,7 +23665,7 @@ static const cg_layer vgg16_cifar_layers[] = {
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "dense", .ndim_in = 1, .in_shape = {512, 0, 0}, .ndim_out = 1, .out_shape = {10, 0, 0},
      .in_size = 512, .out_size = 10, .act_offset = 9977856, .lanes = 32, .line = 51, .col = 5,
-     .schedule = "lanes+gemmT+kb: fwd lanes[KB=128,TB=2,TR=8] dw gemmT[TI=4,TO=6] dx lanes[TB=2,TR=8]", .n_inputs = 1, .inputs = vgg16_cifar_inputs + 36, .name = NULL, .inplace = 0,
+     .schedule = "lanes+gemmT+kb: fwd lanes[KB=128,TB=2,TR=8] dw gemmT[TI=4,TO=6] dx lanes[TB=2,TR=8]+relu'", .n_inputs = 1, .inputs = vgg16_cifar_inputs + 36, .name = NULL, .inplace = 0,
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
 };
 

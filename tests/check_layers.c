@@ -899,7 +899,7 @@ START_TEST(test_coverage)
     int dense_bias[2] = {0}, conv_bias[2] = {0}, avg_cip[2][2] = {{0}}, bn_dim[4] = {0}, bn_null[4] = {0};
     int conv_groups = 0, conv_dw = 0, conv_dil = 0, conv_stride = 0, conv_asym = 0, conv1d_geom = 0;
     /* every conv form the schedules offer (compiler/lua/layers/conv.lua) */
-    static const char *const forms[] = {"straight:", "loop:", "wv:", "cv:", "cv+dx:wv:", "lanes:"};
+    static const char *const forms[] = {"straight:", "loop:", "wv:", "cv:", "cv+dx:wv:", "lanes:", "lanes+padw:"};
     enum { NF = sizeof forms / sizeof forms[0] };
     int seen_form[NF] = {0};
     for (int i = 0; cg_test_nets[i]; i++)
@@ -925,6 +925,24 @@ START_TEST(test_coverage)
         }
     for (int f = 0; f < NFU; f++)
         ck_assert_msg(seen_fuse[f], "no test net fuses a relu into a %s of forward form '%s'", fuses[f].kind, fuses[f].fwd);
+    /* a relu's derivative masking every consumer kind and dx form that masks (fuse.lua:
+     * "+relu'" after the form that writes dx) */
+    static const struct { const char *kind, *form; } masks[] = {
+        {"maxpool2d", " dw straight+relu'"}, {"maxpool2d", " dw loop+relu'"}, {"maxpool2d", " dw lanes+relu'"},
+        {"dense", " dw straight+relu'"}, {"dense", " dx gemm["}, {"dense", " dx lanes[TB"}, {"dense", " dx lanes[KB"},
+        {"conv2d", " dx lanes[PY"}, {"conv2d", " dx lanes+padw[TB=2,TCI=1,TX=4]"}};
+    enum { NMA = sizeof masks / sizeof masks[0] };
+    int seen_mask[NMA] = {0};
+    for (int i = 0; cg_test_nets[i]; i++)
+        for (int li = 0; li < cg_test_nets[i]->n_layers; li++) {
+            const cg_layer *L = &cg_test_nets[i]->layers[li];
+            const char *at;
+            for (int f = 0; f < NMA; f++)
+                if (is_kind(L, masks[f].kind) && (at = strstr(L->schedule, masks[f].form)) != NULL && strstr(at, "+relu'"))
+                    seen_mask[f] = 1;
+        }
+    for (int f = 0; f < NMA; f++)
+        ck_assert_msg(seen_mask[f], "no test net masks the dx of a %s of form '%s' with a relu's derivative", masks[f].kind, masks[f].form);
     for (int i = 0; cg_test_nets[i]; i++) {
         const cg_net *net = cg_test_nets[i];
         ck_assert_msg(strncmp(net->name, "t_", 2) == 0, "test net %s: name must start with t_", net->name);

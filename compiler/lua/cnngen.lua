@@ -629,7 +629,7 @@ local function plan_memory(spec)
     local L = layers[p]
     local step = {dy = grad[p], dx = {}, acc = {}}
     L.bstep = step
-    if L.is_alias then
+    if L.is_alias or L.bwd_fused_into then
       local q = L.inputs[1]
       edges_left[q] = edges_left[q] - 1
       if not written[q] and edges_left[q] == 0 and type(grad[p]) == "table" then
@@ -720,6 +720,9 @@ local function plan(spec, opts)
     L.sched, L.candidates = schedule.choose(L, T, opts.wisdom, CODE_BUDGET, function(S) return code_lines(L, S, ctx) end)
   end
   spec.lanes = lanes and (B + VEC - 1) // VEC * VEC or nil
+  -- relu backward into its consumer's dx stores (fuse.lua): before the memory plan,
+  -- which passes the relu's gradient through
+  fuse.plan_bwd(spec, not opts.no_fuse)
   local ok, err = plan_memory(spec)
   if not ok then return nil, err end
   -- activations into their producers' stores (fuse.lua): needs the in-place plan
@@ -1001,14 +1004,15 @@ local function emit(spec, spec_path, spec_text)
       O:line("/* layer %d: %s %s -> %s (%s:%d:%d)", L.index, L.kind, shape_str(L.in_shape),
         shape_str(L.out_shape), c_comment(spec_path), L.node.line, L.node.col)
       O:line(" * schedule %s%s */", schedule.describe(L.sched), L.sched.from_wisdom and " (from wisdom)" or "")
-      if L.fused_into then
-        O:line("/* %s: none, layer %d stores its output through the %s */", layer_fn(L, "fwd"), L.fused_into.index, L.kind)
+      -- a pass fused into another layer (fuse.lua) emits a comment in its place
+      local function pass_or_note(pass, into, what)
+        if not into then return emit_layer_fn(O, L, pass, ctx, spec, seen) end
+        O:line("/* %s: none, layer %d %s */", layer_fn(L, pass), into.index, what)
         O:line("")
-        fargs[L] = {}
-      else
-        fargs[L] = emit_layer_fn(O, L, "fwd", ctx, spec, seen)
+        return {}
       end
-      bargs[L] = emit_layer_fn(O, L, "bwd", ctx, spec, seen)
+      fargs[L] = pass_or_note("fwd", L.fused_into, "stores its output through the " .. L.kind)
+      bargs[L] = pass_or_note("bwd", L.bwd_fused_into, "masks its dx stores with the " .. L.kind .. "'s derivative")
       if pass_fn(L, "bwdx", ctx) then dxargs[L] = emit_layer_fn(O, L, "bwdx", ctx, spec, seen) end
     end
   end
@@ -1035,8 +1039,16 @@ local function emit(spec, spec_path, spec_text)
   if R then def("OUT", spec.out_offset, string.format("the output, [N][%d]", spec.out_size)) end
   def("DOUT", spec.dout, string.format("dLoss/dOutput, [N][%d]", spec.out_size))
   if R then def("DOUT_L", spec.dout_lanes, string.format("dLoss/dOutput, [%d][lanes]", spec.out_size)) end
-  for _, b in ipairs(spec.grad_bufs) do def(b.label, b.at, "gradient arena: " .. (b.label:sub(1, 1) == "T"
-    and "a gradient summed into its tensor's" or (b.label == "DIN" and "dLoss/dInput" or "dLoss/d(layer " .. tonumber(b.label:sub(2)) .. " output)"))) end
+  local function grad_what(label)
+    if label:sub(1, 1) == "T" then return "a gradient summed into its tensor's" end
+    if label == "DIN" then return "dLoss/dInput" end
+    local A = spec.layers[tonumber(label:sub(2)) + 1]
+    if A.bwd_fused_into then
+      return string.format("dLoss/d(layer %d output), then layer %d's dx masks it to dLoss/d(its input)", A.index, A.bwd_fused_into.index)
+    end
+    return "dLoss/d(layer " .. A.index .. " output)"
+  end
+  for _, b in ipairs(spec.grad_bufs) do def(b.label, b.at, "gradient arena: " .. grad_what(b.label)) end
   local function W(v)
     if type(v) == "table" then return "ws + " .. v.label end
     if R and v == spec.dout_lanes then return "ws + DOUT_L" end
@@ -1125,11 +1137,15 @@ local function emit(spec, spec_path, spec_text)
   for i = n, 1, -1 do
     local L = spec.layers[i]
     local st = L.bstep
-    if st.pass then
-      O:line("/* layer %d: %s passes the gradient through */", L.index, L.kind)
-    elseif st.copy then
-      O:line("/* layer %d: %s: its input's gradient is its own */", L.index, L.kind)
-      O:line("memcpy(%s, %s, sizeof(float) * %s);", W(st.copy.to), W(st.copy.from), count(st.copy.n))
+    if st.pass or st.copy then
+      if L.bwd_fused_into then
+        O:line("/* layer %d: %s's backward is in layer %d's dx stores */", L.index, L.kind, L.bwd_fused_into.index)
+      elseif st.pass then
+        O:line("/* layer %d: %s passes the gradient through */", L.index, L.kind)
+      else
+        O:line("/* layer %d: %s: its input's gradient is its own */", L.index, L.kind)
+      end
+      if st.copy then O:line("memcpy(%s, %s, sizeof(float) * %s);", W(st.copy.to), W(st.copy.from), count(st.copy.n)) end
     else
       local map = {P = "params" .. base(L.pbase), G = "grads" .. base(L.pbase),
         S = L.scratch and string.format("ws + S%02d", L.index), x = inptr(L.inputs[1]),

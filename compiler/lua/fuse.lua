@@ -3,10 +3,18 @@
 -- conv2d/conv1d, dense or batchnorm followed by a relu that the memory plan runs in
 -- place over the producer's output (its only reader, a buffer no backward reads as the
 -- producer's y): the producer stores relu(value) and the relu has no forward pass of
--- its own. Its backward (dy where y > 0) stays a pass of its own, reading the same y.
--- The decision is part of the producer's schedule record (S.act = "relu", shown as
--- "+relu" after the forward form), made after the schedule is chosen: a wisdom file
--- names schedules without it and still applies.
+-- its own. The decision is part of the producer's schedule record (S.act = "relu",
+-- shown as "+relu" after the forward form), made after the schedule is chosen: a
+-- wisdom file names schedules without it and still applies.
+--
+-- Backward, the other way round: a relu whose output only one layer reads (through
+-- views such as flatten), a max pool, dense layer or batch-innermost conv whose dx
+-- stores can mask (module.masks_dx: each writes every dx value once, after its last
+-- term), has no backward pass of its own. That consumer stores relu'(its x) * dx, its
+-- x being the relu's y (S.dmask = "relu", shown as "+relu'" after the form that
+-- writes dx), and the relu's input gradient is the consumer's dx buffer (the planner
+-- passes it through, as for a view). A max pool masks with its window's maximum, the
+-- one value it routes dy to.
 --
 -- Emitters wrap every forward store of a fusing module in M.s (a scalar expression)
 -- or M.v (a vector); both are the identity when the layer fuses nothing.
@@ -35,6 +43,53 @@ function M.prelude(O)
   -- a macro (a function returning a vector wider than the target's changes the ABI):
   -- the emitters pass it a variable, read twice
   O:line("#define vrelu(v) ((cg_v)((cg_vi)(v) & ~((v) <= vsplat(0.0f))))")
+  O:line("static inline __attribute__((unused)) float cg_drelu(float y, float g) { return y <= 0.0f ? 0.0f : g; }")
+  O:line("#define vdrelu(y, g) ((cg_v)((cg_vi)(g) & ~((y) <= vsplat(0.0f))))")
+end
+
+-- the derivative as a mask on the consumer's dx stores, y its input (the relu's output):
+-- PyTorch's threshold_backward, y <= 0 ? 0 : g (a NaN y passes g on)
+M.DKINDS = {relu = {s = "cg_drelu", v = "vdrelu"}}
+
+function M.ds(L, y, e)
+  local a = L.sched.dmask
+  if not a then return e end
+  return string.format("%s(%s, %s)", M.DKINDS[a].s, y, e)
+end
+
+function M.dv(L, y, e)
+  local a = L.sched.dmask
+  if not a then return e end
+  return string.format("%s(%s, %s)", M.DKINDS[a].v, y, e)
+end
+
+-- Decide, before the memory plan (the consumer's backward now reads its x, the relu's
+-- gradient is planned as a pass-through): a relu A, not the network's last layer and
+-- not reading the network's input, whose one reader C reads nothing else; views
+-- between them (flatten) are looked through, as they move no values.
+function M.plan_bwd(spec, on)
+  local layers = spec.layers
+  local reader = {}
+  for p, C in ipairs(layers) do
+    C.bwd_fused_into = nil
+    for _, q in ipairs(C.inputs) do reader[q] = C end
+  end
+  if not on then return end
+  for p, A in ipairs(layers) do
+    if M.DKINDS[A.kind] and p < #layers and #A.inputs == 1 and A.inputs[1] > 0 then
+      local X, C = A, nil
+      while X.readers == 1 do
+        local R = reader[X.pos]
+        if #R.inputs ~= 1 then break end
+        if not R.alias then C = R break end
+        X = R
+      end
+      if C and C.mod.masks_dx and C.mod.masks_dx(C) and not C.sched.dmask then
+        C.sched.dmask = A.kind
+        A.bwd_fused_into = C
+      end
+    end
+  end
 end
 
 -- Decide, after the memory plan: an activation layer A of a fusable kind, in place over

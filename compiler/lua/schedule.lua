@@ -9,8 +9,9 @@
 --    dw  = {form = "cv", tile = {...}}, -- parameter gradients (and dx when not apart)
 --    dx  = {form = "wv", tile = {...}, apart = true},  -- apart: a pass of its own
 --    parallel = true,                   -- threads share the layer's loops
---    act = "relu"}                      -- an activation fused into the forward's
+--    act = "relu",                      -- an activation fused into the forward's
 --                                       -- stores (fuse.lua; set after the choice)
+--    dmask = "relu"}                    -- its derivative in the dx stores (fuse.lua)
 --
 -- the module's heuristic choice first. `choose` picks one per layer, from the wisdom
 -- (timings recorded on this machine by `cnngen --tune`) when it has the layer's
@@ -81,7 +82,7 @@ function M.signature(L)
 end
 
 local function tile_str(t, pad)
-  if pad then return "+pad" .. tile_str(t) end
+  if pad then return (pad == "w" and "+padw" or "+pad") .. tile_str(t) end
   if not t or next(t) == nil then return "" end
   local keys = {}
   for k in pairs(t) do keys[#keys + 1] = k end
@@ -95,9 +96,11 @@ end
 function M.describe(S)
   local p = {S.name .. ":"}
   p[#p + 1] = "fwd " .. S.fwd.form .. tile_str(S.fwd.tile, S.fwd.pad) .. (S.act and ("+" .. S.act) or "")
-  if S.dw then p[#p + 1] = "dw " .. S.dw.form .. tile_str(S.dw.tile, S.dw.pad) end
+  -- the derivative of a relu fused into the dx stores (fuse.lua)
+  local dm = S.dmask and ("+" .. S.dmask .. "'") or ""
+  if S.dw then p[#p + 1] = "dw " .. S.dw.form .. tile_str(S.dw.tile, S.dw.pad) .. ((S.dx and S.dx.apart) and "" or dm) end
   if S.dx then
-    if S.dx.apart then p[#p + 1] = "dx " .. S.dx.form .. tile_str(S.dx.tile, S.dx.pad) else p[#p + 1] = "dx with dw" end
+    if S.dx.apart then p[#p + 1] = "dx " .. S.dx.form .. tile_str(S.dx.tile, S.dx.pad) .. dm else p[#p + 1] = "dx with dw" end
   end
   if S.parallel then p[#p + 1] = "threaded" end
   return table.concat(p, " ")

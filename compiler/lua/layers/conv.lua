@@ -9,6 +9,9 @@ local M = {kinds = {"conv1d", "conv2d"}}
 
 -- every forward form stores through fuse.s / fuse.v (fuse.lua)
 function M.fuses_act(L) return true end
+-- the batch-innermost dx stores once per input value: it can mask them with a relu's
+-- derivative (fuse.lua), x and dx sharing their layout
+function M.masks_dx(L) return L.sched.layout == "lanes" and L.sched.dx.apart and L.sched.dx.form == "lanes" end
 
 function M.schema(kind)
   return {
@@ -171,6 +174,16 @@ function M.candidates(L, T)
       end
       c[2] = {name = "lanes+pad", layout = "lanes", fwd = {form = "lanes", tile = t.fwd, pad = padded},
         dw = {form = "lanes", tile = t.dw, pad = padded}, dx = {form = "lanes", tile = dxt, apart = true, pad = true}}
+      -- dy padded along rows only: one region of unrolled taps per border row pattern
+      -- (code O(K^3)), no multiply-adds on the zero rows: with a kernel large next to
+      -- the output (LeNet's 5x5 on 10x10: 49% of the padded dx's multiply-adds are on
+      -- zeros) it is the first that fits the code budget after the unpadded one; last
+      -- for a layer reading the network's input, whose dx training never computes
+      -- (the smaller code, for the tuner to overrule when dx is wanted)
+      if g.h.K > 1 then
+        table.insert(c, (L.inputs and L.inputs[1] == 0) and 3 or 2, {name = "lanes+padw", layout = "lanes",
+          fwd = c[2].fwd, dw = c[2].dw, dx = {form = "lanes", tile = dxt, apart = true, pad = "w"}})
+      end
     end
     return c
   end
@@ -508,6 +521,8 @@ function M.lanes_pad(L, R)
   local r = {gx = {h = in_ax(g.h), w = in_ax(g.w)}}
   local dh, ph = dy_ax(g.h)
   local dw, pw = dy_ax(g.w)
+  -- pad = "w": rows as they are (dx's row regions come from the real geometry)
+  if L.sched.dx.pad == "w" then dh, ph = g.h, 0 end
   r.gdy, r.pdy = {h = dh, w = dw}, {ph, pw}
   local at = 0
   if L.sched.fwd.pad then r.xp = at; at = at + L.cin * r.gx.h.I * r.gx.w.I * R end
@@ -660,7 +675,11 @@ local function dx_row_tiles(C, L, geo, OHW, TCI, TB, TX, R, V, par)
         for j = 0, tp - 1 do
           local inp = util.aff((ry.r * IW + rx.r + j) * R + t * d.IHW * R):term(ty, h.S * IW * R):term(tx0, R)
           local st = {}
-          for v = 0, TB - 1 do st[#st + 1] = string.format("VSTORE(dxb + %s + %d, a%d_%d_%d);", tostring(inp), v * V, v, t, j) end
+          for v = 0, TB - 1 do
+            local a = string.format("a%d_%d_%d", v, t, j)
+            st[#st + 1] = string.format("VSTORE(dxb + %s + %d, %s);", tostring(inp), v * V,
+              fuse.dv(L, string.format("VLOAD(xb + %s + %d)", tostring(inp), v * V), a))
+          end
           C:line(table.concat(st, " "))
         end
       end
@@ -705,6 +724,8 @@ function M.backward_dx_lanes(L, C, ctx)
   block_loops(C, L, L.cin_g // TCI, "cib", NV, TB, function(g, cib)
     local ci0 = util.aff(0):term(g, L.cin_g):term(cib, TCI)
     C:line("float *restrict dxb = dx + %s + v0 * %d;", tostring(ci0:scale(d.IHW * R)), V)
+    -- the relu's output whose derivative masks the stores (fuse.lua), laid out as dx
+    if L.sched.dmask then C:line("const float *restrict xb = x + %s + v0 * %d;", tostring(ci0:scale(d.IHW * R)), V) end
     C:line("const float *restrict dyg = %s + %s + v0 * %d;", src, tostring(util.aff(0):term(g, L.cout_g * OHW * R)), V)
     C:line("const float *restrict wg = w + %s;", tostring(util.aff(0):term(g, L.cout_g * WK):term(cib, TCI * d.KHW)))
     if not any_tap(geo) then C:line("(void)dyg; (void)wg; /* no tap meets the input */") end
@@ -734,13 +755,15 @@ function M.backward_dx_lanes(L, C, ctx)
       for t = 0, TCI - 1 do
         local st = {}
         for v = 0, TB - 1 do
-          st[#st + 1] = string.format("VSTORE(dxb + %s, a%d_%d);", tostring(inp:scale(R):add(t * d.IHW * R + v * V)), v, t)
+          local off = tostring(inp:scale(R):add(t * d.IHW * R + v * V))
+          st[#st + 1] = string.format("VSTORE(dxb + %s, %s);", off, fuse.dv(L, "VLOAD(xb + " .. off .. ")", string.format("a%d_%d", v, t)))
         end
         C:line(table.concat(st, " "))
       end
       if not info.scoped then C:close() end
     end, unroll, PY and L.parallel)
   end, unroll, PY)
+  if L.sched.dmask then used[#used + 1] = "x" end
   return used
 end
 

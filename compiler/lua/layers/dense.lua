@@ -104,6 +104,13 @@ function M.candidates(L, T)
   return c
 end
 
+-- dx stores that can be masked with a relu's derivative (fuse.lua): every form that
+-- writes each dx element once (not the loop form, which accumulates into dx)
+function M.masks_dx(L)
+  local S = L.sched
+  return S.dw.form == "straight" or (S.dx and S.dx.apart and (S.dx.form == "lanes" or S.dx.form == "gemm")) or false
+end
+
 function M.forward(L, C, ctx)
   local I, O = L.nin, L.nout
   C:line("const float *restrict w = %s;", L.t.weight)
@@ -175,7 +182,8 @@ function M.backward(L, C, ctx)
     for i = 0, I - 1 do
       local t = {}
       for o = 0, O - 1 do t[#t + 1] = string.format("w[%d] * dyn[%d]", o * I + i, o) end
-      C:line("dxn[%d] = %s;", i, terms_str(t, "0.0f"))
+      C:line("dxn[%d] = %s;", i, L.sched.dmask and fuse.ds(L, string.format("xn[%d]", i), "(" .. terms_str(t, "0.0f") .. ")")
+        or terms_str(t, "0.0f"))
     end
     for o = 0, O - 1 do
       for i = 0, I - 1 do C:line("gw[%d] += dyn[%d] * xn[%d];", o * I + i, o, i) end
@@ -385,7 +393,8 @@ function M.backward_dx(L, C, ctx)
       for n = 0, tn - 1 do
         local st = {}
         for v = 0, ti - 1 do
-          st[#st + 1] = string.format("VSTORE(dx + (size_t)(%s + %d) * %d + %s + %d, a%d_%d);", n0, n, I, i0, v * V, n, v)
+          local off = string.format("(size_t)(%s + %d) * %d + %s + %d", n0, n, I, i0, v * V)
+          st[#st + 1] = string.format("VSTORE(dx + %s, %s);", off, fuse.dv(L, "VLOAD(x + " .. off .. ")", string.format("a%d_%d", n, v)))
         end
         C:line(table.concat(st, " "))
       end
@@ -394,9 +403,10 @@ function M.backward_dx(L, C, ctx)
     C:open("for (int n = 0; n < nb; n++) {")
     C:line("float s = 0.0f;")
     C:line("for (int o = 0; o < %d; o++) s += dy[(size_t)n * %d + o] * w[(size_t)o * %d + %s];", O, O, I, i)
-    C:line("dx[(size_t)n * %d + %s] = s;", I, i)
+    C:line("dx[(size_t)n * %d + %s] = %s;", I, i, fuse.ds(L, string.format("x[(size_t)n * %d + %s]", I, i), "s"))
     C:close()
   end, true)
+  if L.sched.dmask then return {"P", "x", "dy", "dx", "nb"} end
   return {"P", "dy", "dx", "nb"}
 end
 
@@ -413,15 +423,16 @@ end
 
 -- Emit a GEMM tile: for rows r = r0 .. r0+nr-1 and lane vectors v0 .. v0+TB-1,
 -- acc[r][v] = init(r) + sum over k < K of coef(r, k) * src[k][lanes]; then store
--- (act: through the activation fused into the forward, fuse.lua; with blocks, only the
--- last block's store, as the earlier ones hold partial sums).
+-- (final(a, off), when given: what the last store writes instead of a, off its offset
+-- in dst: the activation fused into the forward, or a relu's derivative masking dx,
+-- fuse.lua; with blocks, only the last block's store, as the earlier ones hold partial sums).
 -- With tl.KB < K the reduction runs in blocks of KB (a block of src, KB x lanes, stays
 -- in L1 while the tiles of RB rows pass over it; dst is reloaded per block) and the
 -- threads share the blocks of RB rows.
 -- pack(k, r), when given: the coefficient of row r at k, copied per block into wp
 -- [KB][RB] (the rows of dx's W^T are columns of W, 4 * I bytes apart: without the
 -- copy a block's coefficients fall into a few L1 sets).
-local function gemm_tiles(C, ctx, L, nrows, K, tl, src, dst, init, coef, rowname, pack, act)
+local function gemm_tiles(C, ctx, L, nrows, K, tl, src, dst, init, coef, rowname, pack, final)
   local R, V = ctx.lanes, ctx.vec
   local NV = R // V
   local TB, TR = tl.TB, tl.TR
@@ -469,18 +480,18 @@ local function gemm_tiles(C, ctx, L, nrows, K, tl, src, dst, init, coef, rowname
       C:line(table.concat(parts, " "))
     end
     C:close()
-    local function stores(with_act)
+    local function stores(with_final)
       for t = 0, nr - 1 do
         local parts = {}
         for v = 0, TB - 1 do
           local a = string.format("a%d_%d", t, v)
-          parts[#parts + 1] = string.format("VSTORE(%s + (size_t)(%s + %d) * %d + (v0 + %d) * %d, %s);", dst, r0, t, R, v, V,
-            with_act and fuse.v(L, a) or a)
+          local off = string.format("(size_t)(%s + %d) * %d + (v0 + %d) * %d", r0, t, R, v, V)
+          parts[#parts + 1] = string.format("VSTORE(%s + %s, %s);", dst, off, with_final and final(a, off) or a)
         end
         C:line(table.concat(parts, " "))
       end
     end
-    if blocked and act and L.sched.act then
+    if blocked and final then
       -- partial sums until the last block of the reduction
       C:open("if (k1 == %d) {", K)
       stores(true)
@@ -489,7 +500,7 @@ local function gemm_tiles(C, ctx, L, nrows, K, tl, src, dst, init, coef, rowname
       stores(false)
       C:close()
     else
-      stores(act)
+      stores(final ~= nil)
     end
     C:close()
   end
@@ -550,7 +561,8 @@ function M.forward_lanes(L, C, ctx)
   if L.opt.bias then C:line("const float *restrict b = %s;", L.t.bias) end
   gemm_tiles(C, ctx, L, O, I, L.sched.fwd.tile, "x", "y",
     function(r0, t) return L.opt.bias and string.format("vsplat(b[%s + %d])", r0, t) or "vsplat(0.0f)" end,
-    function(r0, t) return string.format("w[(size_t)(%s + %d) * %d + k]", r0, t, I) end, "o0", nil, true)
+    function(r0, t) return string.format("w[(size_t)(%s + %d) * %d + k]", r0, t, I) end, "o0", nil,
+    L.sched.act and function(a) return fuse.v(L, a) end or nil)
   return {"P", "x", "y"}
 end
 
@@ -560,7 +572,9 @@ function M.backward_dx_lanes(L, C, ctx)
   gemm_tiles(C, ctx, L, I, O, L.sched.dx.tile, "dy", "dx",
     function() return "vsplat(0.0f)" end,
     function(r0, t) return string.format("w[(size_t)k * %d + %s + %d]", I, r0, t) end, "i0",
-    function(k, r) return string.format("w[(size_t)%s * %d + %s]", k, I, r) end)
+    function(k, r) return string.format("w[(size_t)%s * %d + %s]", k, I, r) end,
+    L.sched.dmask and function(a, off) return fuse.dv(L, "VLOAD(x + " .. off .. ")", a) end or nil)
+  if L.sched.dmask then return {"P", "x", "dy", "dx"} end
   return {"P", "dy", "dx"}
 end
 

@@ -3,6 +3,7 @@
 -- count_include_pad (PyTorch's default), else by the number of valid taps.
 -- Max backward recomputes the argmax (first maximum wins, NaN propagates, as PyTorch).
 local util = require("util")
+local fuse = require("fuse")
 local window = require("window")
 local sched = require("schedule")
 local M = {kinds = {"maxpool1d", "maxpool2d", "avgpool1d", "avgpool2d"}}
@@ -117,18 +118,24 @@ function M.forward(L, C, ctx)
   return {"x", "y", "nb"}
 end
 
+-- Max pooling can mask its dx stores with a relu's derivative (fuse.lua): the only
+-- input its dy reaches in a window is the maximum m, so the mask is relu'(m).
+function M.masks_dx(L) return ismax(L) end
+
 function M.backward(L, C, ctx)
   local g = L.geom
   local unroll = L.sched.dw.form == "straight"
   local ktot = g.h.K * g.w.K
+  local dm = L.sched.dmask
   C:line("memset(dx, 0, sizeof(float) * (size_t)nb * %d);", L.in_size)
   plane_loops(C, L, unroll, function(bin, bout)
-    if ismax(L) and multi_tap(g) then C:line("const float *restrict xc = x + %s;", bin) end
+    if ismax(L) and (multi_tap(g) or dm) then C:line("const float *restrict xc = x + %s;", bin) end
     C:line("float *restrict dxc = dx + %s;", bin)
     C:line("const float *restrict dyc = dy + %s;", bout)
     window.windows(C, g, unroll, function(out, taps, info)
       if ismax(L) and #taps == 1 then
-        C:line("dxc[%s] += dyc[%s];", tostring(taps[1].at), tostring(out))
+        local at = tostring(taps[1].at)
+        C:line("dxc[%s] += %s;", at, fuse.ds(L, "xc[" .. at .. "]", "dyc[" .. tostring(out) .. "]"))
         return
       end
       if not info.scoped then C:open("{") end
@@ -138,7 +145,12 @@ function M.backward(L, C, ctx)
           local at = tostring(taps[i].at)
           C:line("if (xc[%s] > m || isnan(xc[%s])) { m = xc[%s]; a = %s; }", at, at, at, at)
         end
-        C:line("dxc[a] += dyc[%s];", tostring(out))
+        -- dy loaded unconditionally (act.lua: GCC 12 turns conditional loads into masked ones)
+        if dm then
+          C:line("const float d = dyc[%s]; dxc[a] += %s;", tostring(out), fuse.ds(L, "m", "d"))
+        else
+          C:line("dxc[a] += dyc[%s];", tostring(out))
+        end
       else
         local div = L.opt.count_include_pad and ktot or #taps
         C:line("const float d = dyc[%s] / %s;", tostring(out), util.flt(div))
@@ -151,7 +163,7 @@ function M.backward(L, C, ctx)
       if not info.scoped then C:close() end
     end)
   end)
-  if ismax(L) then return {"x", "dy", "dx", "nb"} end
+  if ismax(L) and (multi_tap(g) or dm) then return {"x", "dy", "dx", "nb"} end
   return {"dy", "dx", "nb"}
 end
 
@@ -205,25 +217,29 @@ local function max_backward_vec(L, C, ctx)
   local g, R, V = L.geom, ctx.lanes, ctx.vec
   local NV = R // V
   local IHW, OHW = g.h.I * g.w.I, g.h.O * g.w.O
+  local dm = L.sched.dmask
   C:line("memset(dx, 0, sizeof(float) * %d);", L.in_size * R)
   if L.channels > 1 then util.par(C, L) end
   C:open("for (int c = 0; c < %d; c++) {", L.channels)
-  if multi_tap(g) then C:line("const float *restrict xc = x + c * %d;", IHW * R) end
+  if multi_tap(g) or dm then C:line("const float *restrict xc = x + c * %d;", IHW * R) end
   C:line("float *restrict dxc = dx + c * %d;", IHW * R)
   C:line("const float *restrict dyc = dy + c * %d;", OHW * R)
   window.windows(C, g, false, function(out, taps, info)
     C:open("for (int v = 0; v < %d; v++) {", NV)
     local ats = {}
     for i, t in ipairs(taps) do ats[i] = tostring(t.at:scale(R)) .. " + v * " .. V end
-    C:line("const cg_v d = VLOAD(dyc + %s + v * %d);", tostring(out:scale(R)), V)
     if #taps == 1 then
-      C:line("VSTORE(dxc + %s, VLOAD(dxc + %s) + d);", ats[1], ats[1])
+      C:line("const cg_v d = VLOAD(dyc + %s + v * %d);", tostring(out:scale(R)), V)
+      C:line("VSTORE(dxc + %s, VLOAD(dxc + %s) + %s);", ats[1], ats[1], fuse.dv(L, "VLOAD(xc + " .. ats[1] .. ")", "d"))
     else
+      C:line("const cg_v d0 = VLOAD(dyc + %s + v * %d);", tostring(out:scale(R)), V)
       C:line("cg_v m = VLOAD(xc + %s); cg_vi idx = (cg_vi){0};", ats[1])
       for i = 2, #taps do
         C:line("{ const cg_v t = VLOAD(xc + %s); const cg_vi u = (t > m) | (t != t); m = VSEL(u, t, m); idx = (idx & ~u) | (u & %d); }",
           ats[i], i - 1)
       end
+      -- with a relu's derivative fused: dy reaches the maximum m only
+      C:line("const cg_v d = %s;", fuse.dv(L, "m", "d0"))
       for i = 1, #taps do
         C:line("VSTORE(dxc + %s, VLOAD(dxc + %s) + (cg_v)((cg_vi)d & (idx == %d)));", ats[i], ats[i], i - 1)
       end
@@ -231,7 +247,8 @@ local function max_backward_vec(L, C, ctx)
     C:close()
   end)
   C:close()
-  return {"x", "dy", "dx"}
+  if multi_tap(g) or dm then return {"x", "dy", "dx"} end
+  return {"dy", "dx"}
 end
 
 function M.backward_lanes(L, C, ctx)
