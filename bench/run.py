@@ -217,7 +217,7 @@ def tune(spec, a):
     out = sh([PY, "bench/tune.py", spec, "--wisdom", a.wisdom, "--cc", a.cc, "--opt", a.opt, "--libs", a.libs,
               "--reps", "3", "--rep-s", "0.25"])
     for line in out.splitlines():
-        if "x the heuristic" in line:
+        if "x the heuristic" in line or line.startswith("tune: whole network"):
             log("  " + line)
     return time.time() - t0
 

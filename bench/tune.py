@@ -13,7 +13,11 @@ wisdom forcing it, compiled against bench/step.c and timed for whole training st
 replaces any line for the same ISA and signature in the wisdom file; other lines are
 kept. Against the noise of a shared machine, a fastest candidate that is not the
 heuristic's is timed again alternately with the heuristic's (--runoff rounds) and kept
-only if its median over all rounds is still higher. `cnngen --wisdom FILE` (or `make trainer`, which passes build/wisdom.tsv when it
+only if its median over all rounds is still higher. Layers timed alone do not see the
+whole step (caches shared with their neighbours, the threads' barriers): when any layer
+changed, the whole network is built with the new choices and with the heuristic's and
+timed alternately (--runoff + 1 rounds); if the tuned network is not faster, the
+heuristic's choices are recorded instead. `cnngen --wisdom FILE` (or `make trainer`, which passes build/wisdom.tsv when it
 exists) then emits those schedules; without a line for a layer, the built-in heuristic
 decides. Every schedule computes the same function (tests: make schedules-check), so a
 wisdom file changes speed, never results beyond float rounding.
@@ -64,6 +68,13 @@ def read_wisdom(path):
     return lines
 
 
+def compile_step(c, name, exe, a, timeout=None):
+    """Generated C file c (network NAME) compiled with bench/step.c into exe."""
+    sh([a.cc] + shlex.split(a.opt) + ["-std=c11", "-D_POSIX_C_SOURCE=200809L", "-I" + os.path.join(ROOT, "runtime"),
+        "-DCNNGEN_NO_MAIN", f"-DCG_NET={name}_net", c, os.path.join(ROOT, "bench", "step.c"),
+        os.path.join(ROOT, "build", "libcnngen.a")] + shlex.split(a.libs) + ["-o", exe], timeout=timeout)
+
+
 def time_candidate(spec, index, sig, cand, isa, a, work):
     wis = os.path.join(work, "w.tsv")
     with open(wis, "w") as f:
@@ -78,14 +89,22 @@ def time_candidate(spec, index, sig, cand, isa, a, work):
     exe = os.path.join(d, "step")
     t0 = time.time()
     try:
-        sh([a.cc] + shlex.split(a.opt) + ["-std=c11", "-D_POSIX_C_SOURCE=200809L", "-I" + os.path.join(ROOT, "runtime"),
-            "-DCNNGEN_NO_MAIN", f"-DCG_NET={name}_net", c, os.path.join(ROOT, "bench", "step.c"),
-            os.path.join(ROOT, "build", "libcnngen.a")] + shlex.split(a.libs) + ["-o", exe], timeout=a.compile_timeout)
+        compile_step(c, name, exe, a, timeout=a.compile_timeout)
     except subprocess.TimeoutExpired:
         return None
     tc = time.time() - t0
     ips, ipc = run_step(exe, index, a)
     return ips, ipc, tc, exe
+
+
+def build_net(spec, wisdom, a, d):
+    """The whole network's step binary, with the schedules of wisdom (None: the heuristic's)."""
+    os.makedirs(d, exist_ok=True)
+    c = sh([CNNGEN, spec, "-o", d] + (["--wisdom", wisdom] if wisdom else [])).strip().splitlines()[-1]
+    name = os.path.splitext(os.path.basename(c))[0]
+    exe = os.path.join(d, "step")
+    compile_step(c, name, exe, a)
+    return exe
 
 
 def run_step(exe, index, a):
@@ -119,7 +138,7 @@ def main():
     listing = sh([CNNGEN, "--schedules", a.spec])
     lines = read_wisdom(a.wisdom)
     done = set()
-    chosen = {}
+    chosen, heur_of = {}, {}
     with tempfile.TemporaryDirectory(prefix="cnngen-tune-") as work:
         for row in listing.splitlines():
             index, sig, cands = row.split("\t")
@@ -163,6 +182,26 @@ def main():
                     gain = 1.0
             print(f"tune: layer {index} {sig}: {best[2]} ({gain:.2f}x the heuristic's {heur[2]})", flush=True)
             chosen[sig] = best[2]
+            heur_of[sig] = heur[2]
+        changed = [sig for sig in chosen if chosen[sig] != heur_of[sig]]
+        if changed and a.runoff > 0:
+            # the whole step, tuned against heuristic, alternately
+            wis = os.path.join(work, "net.tsv")
+            with open(wis, "w") as f:
+                f.write("".join(f"{isa}\t{sig}\t{chosen[sig]}\n" for sig in changed))
+            et = build_net(a.spec, wis, a, os.path.join(work, "net_tuned"))
+            eh = build_net(a.spec, None, a, os.path.join(work, "net_heuristic"))
+            tt, th = [], []
+            for _ in range(a.runoff + 1):
+                th.append(run_step(eh, 0, a)[0])
+                tt.append(run_step(et, 0, a)[0])
+            mt, mh = statistics.median(tt), statistics.median(th)
+            keep_tuned = mt > mh
+            print(f"tune: whole network, {len(changed)} layer(s) changed: tuned {mt:.1f} vs heuristic {mh:.1f} img/s "
+                  f"({mt / mh:.2f}x): {'tuned kept' if keep_tuned else 'the heuristic recorded'}", flush=True)
+            if not keep_tuned:
+                for sig in changed:
+                    chosen[sig] = heur_of[sig]
     keep = [l for l in lines if not any(l.startswith(f"{isa}\t{sig}\t") for sig in chosen)]
     keep += [f"{isa}\t{sig}\t{cand}" for sig, cand in chosen.items()]
     os.makedirs(os.path.dirname(os.path.abspath(a.wisdom)), exist_ok=True)
