@@ -1878,7 +1878,6 @@ static void l03_maxpool2d_forward(const float *restrict x, float *restrict y)
 static void l03_maxpool2d_backward(const float *restrict x, const float *restrict dy, float *restrict dx)
 {
     /* x [64x28x28][lanes], y [64x14x14][lanes] */
-    memset(dx, 0, sizeof(float) * 3211264);
     for (int c = 0; c < 64; c++) {
         const float *restrict xc = x + c * 50176;
         float *restrict dxc = dx + c * 50176;
@@ -1893,10 +1892,10 @@ static void l03_maxpool2d_backward(const float *restrict x, const float *restric
                     { const cg_v t = VLOAD(xc + oy*3584 + ox*128 + 1792 + v * 16); const cg_vi u = (t > m) | (t != t); m = VSEL(u, t, m); idx = (idx & ~u) | (u & 2); }
                     { const cg_v t = VLOAD(xc + oy*3584 + ox*128 + 1856 + v * 16); const cg_vi u = (t > m) | (t != t); m = VSEL(u, t, m); idx = (idx & ~u) | (u & 3); }
                     const cg_v d = vdrelu(m, d0);
-                    VSTORE(dxc + oy*3584 + ox*128 + v * 16, VLOAD(dxc + oy*3584 + ox*128 + v * 16) + (cg_v)((cg_vi)d & (idx == 0)));
-                    VSTORE(dxc + oy*3584 + ox*128 + 64 + v * 16, VLOAD(dxc + oy*3584 + ox*128 + 64 + v * 16) + (cg_v)((cg_vi)d & (idx == 1)));
-                    VSTORE(dxc + oy*3584 + ox*128 + 1792 + v * 16, VLOAD(dxc + oy*3584 + ox*128 + 1792 + v * 16) + (cg_v)((cg_vi)d & (idx == 2)));
-                    VSTORE(dxc + oy*3584 + ox*128 + 1856 + v * 16, VLOAD(dxc + oy*3584 + ox*128 + 1856 + v * 16) + (cg_v)((cg_vi)d & (idx == 3)));
+                    VSTORE(dxc + oy*3584 + ox*128 + v * 16, (cg_v)((cg_vi)d & (idx == 0)));
+                    VSTORE(dxc + oy*3584 + ox*128 + 64 + v * 16, (cg_v)((cg_vi)d & (idx == 1)));
+                    VSTORE(dxc + oy*3584 + ox*128 + 1792 + v * 16, (cg_v)((cg_vi)d & (idx == 2)));
+                    VSTORE(dxc + oy*3584 + ox*128 + 1856 + v * 16, (cg_v)((cg_vi)d & (idx == 3)));
                 }
             }
         }
@@ -4743,7 +4742,6 @@ static void l07_maxpool2d_forward(const float *restrict x, float *restrict y)
 static void l07_maxpool2d_backward(const float *restrict x, const float *restrict dy, float *restrict dx)
 {
     /* x [128x14x14][lanes], y [128x7x7][lanes] */
-    memset(dx, 0, sizeof(float) * 1605632);
     for (int c = 0; c < 128; c++) {
         const float *restrict xc = x + c * 12544;
         float *restrict dxc = dx + c * 12544;
@@ -4758,10 +4756,10 @@ static void l07_maxpool2d_backward(const float *restrict x, const float *restric
                     { const cg_v t = VLOAD(xc + oy*1792 + ox*128 + 896 + v * 16); const cg_vi u = (t > m) | (t != t); m = VSEL(u, t, m); idx = (idx & ~u) | (u & 2); }
                     { const cg_v t = VLOAD(xc + oy*1792 + ox*128 + 960 + v * 16); const cg_vi u = (t > m) | (t != t); m = VSEL(u, t, m); idx = (idx & ~u) | (u & 3); }
                     const cg_v d = vdrelu(m, d0);
-                    VSTORE(dxc + oy*1792 + ox*128 + v * 16, VLOAD(dxc + oy*1792 + ox*128 + v * 16) + (cg_v)((cg_vi)d & (idx == 0)));
-                    VSTORE(dxc + oy*1792 + ox*128 + 64 + v * 16, VLOAD(dxc + oy*1792 + ox*128 + 64 + v * 16) + (cg_v)((cg_vi)d & (idx == 1)));
-                    VSTORE(dxc + oy*1792 + ox*128 + 896 + v * 16, VLOAD(dxc + oy*1792 + ox*128 + 896 + v * 16) + (cg_v)((cg_vi)d & (idx == 2)));
-                    VSTORE(dxc + oy*1792 + ox*128 + 960 + v * 16, VLOAD(dxc + oy*1792 + ox*128 + 960 + v * 16) + (cg_v)((cg_vi)d & (idx == 3)));
+                    VSTORE(dxc + oy*1792 + ox*128 + v * 16, (cg_v)((cg_vi)d & (idx == 0)));
+                    VSTORE(dxc + oy*1792 + ox*128 + 64 + v * 16, (cg_v)((cg_vi)d & (idx == 1)));
+                    VSTORE(dxc + oy*1792 + ox*128 + 896 + v * 16, (cg_v)((cg_vi)d & (idx == 2)));
+                    VSTORE(dxc + oy*1792 + ox*128 + 960 + v * 16, (cg_v)((cg_vi)d & (idx == 3)));
                 }
             }
         }

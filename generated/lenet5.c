@@ -759,7 +759,6 @@ static void l02_maxpool2d_forward(const float *restrict x, float *restrict y)
 static void l02_maxpool2d_backward(const float *restrict x, const float *restrict dy, float *restrict dx)
 {
     /* x [6x28x28][lanes], y [6x14x14][lanes] */
-    memset(dx, 0, sizeof(float) * 301056);
     for (int c = 0; c < 6; c++) {
         const float *restrict xc = x + c * 50176;
         float *restrict dxc = dx + c * 50176;
@@ -774,10 +773,10 @@ static void l02_maxpool2d_backward(const float *restrict x, const float *restric
                     { const cg_v t = VLOAD(xc + oy*3584 + ox*128 + 1792 + v * 16); const cg_vi u = (t > m) | (t != t); m = VSEL(u, t, m); idx = (idx & ~u) | (u & 2); }
                     { const cg_v t = VLOAD(xc + oy*3584 + ox*128 + 1856 + v * 16); const cg_vi u = (t > m) | (t != t); m = VSEL(u, t, m); idx = (idx & ~u) | (u & 3); }
                     const cg_v d = vdrelu(m, d0);
-                    VSTORE(dxc + oy*3584 + ox*128 + v * 16, VLOAD(dxc + oy*3584 + ox*128 + v * 16) + (cg_v)((cg_vi)d & (idx == 0)));
-                    VSTORE(dxc + oy*3584 + ox*128 + 64 + v * 16, VLOAD(dxc + oy*3584 + ox*128 + 64 + v * 16) + (cg_v)((cg_vi)d & (idx == 1)));
-                    VSTORE(dxc + oy*3584 + ox*128 + 1792 + v * 16, VLOAD(dxc + oy*3584 + ox*128 + 1792 + v * 16) + (cg_v)((cg_vi)d & (idx == 2)));
-                    VSTORE(dxc + oy*3584 + ox*128 + 1856 + v * 16, VLOAD(dxc + oy*3584 + ox*128 + 1856 + v * 16) + (cg_v)((cg_vi)d & (idx == 3)));
+                    VSTORE(dxc + oy*3584 + ox*128 + v * 16, (cg_v)((cg_vi)d & (idx == 0)));
+                    VSTORE(dxc + oy*3584 + ox*128 + 64 + v * 16, (cg_v)((cg_vi)d & (idx == 1)));
+                    VSTORE(dxc + oy*3584 + ox*128 + 1792 + v * 16, (cg_v)((cg_vi)d & (idx == 2)));
+                    VSTORE(dxc + oy*3584 + ox*128 + 1856 + v * 16, (cg_v)((cg_vi)d & (idx == 3)));
                 }
             }
         }
@@ -2806,7 +2805,6 @@ static void l05_maxpool2d_forward(const float *restrict x, float *restrict y)
 static void l05_maxpool2d_backward(const float *restrict x, const float *restrict dy, float *restrict dx)
 {
     /* x [16x10x10][lanes], y [16x5x5][lanes] */
-    memset(dx, 0, sizeof(float) * 102400);
     for (int c = 0; c < 16; c++) {
         const float *restrict xc = x + c * 6400;
         float *restrict dxc = dx + c * 6400;
@@ -2821,10 +2819,10 @@ static void l05_maxpool2d_backward(const float *restrict x, const float *restric
                     { const cg_v t = VLOAD(xc + oy*1280 + ox*128 + 640 + v * 16); const cg_vi u = (t > m) | (t != t); m = VSEL(u, t, m); idx = (idx & ~u) | (u & 2); }
                     { const cg_v t = VLOAD(xc + oy*1280 + ox*128 + 704 + v * 16); const cg_vi u = (t > m) | (t != t); m = VSEL(u, t, m); idx = (idx & ~u) | (u & 3); }
                     const cg_v d = vdrelu(m, d0);
-                    VSTORE(dxc + oy*1280 + ox*128 + v * 16, VLOAD(dxc + oy*1280 + ox*128 + v * 16) + (cg_v)((cg_vi)d & (idx == 0)));
-                    VSTORE(dxc + oy*1280 + ox*128 + 64 + v * 16, VLOAD(dxc + oy*1280 + ox*128 + 64 + v * 16) + (cg_v)((cg_vi)d & (idx == 1)));
-                    VSTORE(dxc + oy*1280 + ox*128 + 640 + v * 16, VLOAD(dxc + oy*1280 + ox*128 + 640 + v * 16) + (cg_v)((cg_vi)d & (idx == 2)));
-                    VSTORE(dxc + oy*1280 + ox*128 + 704 + v * 16, VLOAD(dxc + oy*1280 + ox*128 + 704 + v * 16) + (cg_v)((cg_vi)d & (idx == 3)));
+                    VSTORE(dxc + oy*1280 + ox*128 + v * 16, (cg_v)((cg_vi)d & (idx == 0)));
+                    VSTORE(dxc + oy*1280 + ox*128 + 64 + v * 16, (cg_v)((cg_vi)d & (idx == 1)));
+                    VSTORE(dxc + oy*1280 + ox*128 + 640 + v * 16, (cg_v)((cg_vi)d & (idx == 2)));
+                    VSTORE(dxc + oy*1280 + ox*128 + 704 + v * 16, (cg_v)((cg_vi)d & (idx == 3)));
                 }
             }
         }

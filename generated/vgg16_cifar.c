@@ -4693,7 +4693,6 @@ static void l04_maxpool2d_forward(const float *restrict x, float *restrict y)
 static void l04_maxpool2d_backward(const float *restrict x, const float *restrict dy, float *restrict dx)
 {
     /* x [64x32x32][lanes], y [64x16x16][lanes] */
-    memset(dx, 0, sizeof(float) * 2097152);
     for (int c = 0; c < 64; c++) {
         const float *restrict xc = x + c * 32768;
         float *restrict dxc = dx + c * 32768;
@@ -4708,10 +4707,10 @@ static void l04_maxpool2d_backward(const float *restrict x, const float *restric
                     { const cg_v t = VLOAD(xc + oy*2048 + ox*64 + 1024 + v * 16); const cg_vi u = (t > m) | (t != t); m = VSEL(u, t, m); idx = (idx & ~u) | (u & 2); }
                     { const cg_v t = VLOAD(xc + oy*2048 + ox*64 + 1056 + v * 16); const cg_vi u = (t > m) | (t != t); m = VSEL(u, t, m); idx = (idx & ~u) | (u & 3); }
                     const cg_v d = vdrelu(m, d0);
-                    VSTORE(dxc + oy*2048 + ox*64 + v * 16, VLOAD(dxc + oy*2048 + ox*64 + v * 16) + (cg_v)((cg_vi)d & (idx == 0)));
-                    VSTORE(dxc + oy*2048 + ox*64 + 32 + v * 16, VLOAD(dxc + oy*2048 + ox*64 + 32 + v * 16) + (cg_v)((cg_vi)d & (idx == 1)));
-                    VSTORE(dxc + oy*2048 + ox*64 + 1024 + v * 16, VLOAD(dxc + oy*2048 + ox*64 + 1024 + v * 16) + (cg_v)((cg_vi)d & (idx == 2)));
-                    VSTORE(dxc + oy*2048 + ox*64 + 1056 + v * 16, VLOAD(dxc + oy*2048 + ox*64 + 1056 + v * 16) + (cg_v)((cg_vi)d & (idx == 3)));
+                    VSTORE(dxc + oy*2048 + ox*64 + v * 16, (cg_v)((cg_vi)d & (idx == 0)));
+                    VSTORE(dxc + oy*2048 + ox*64 + 32 + v * 16, (cg_v)((cg_vi)d & (idx == 1)));
+                    VSTORE(dxc + oy*2048 + ox*64 + 1024 + v * 16, (cg_v)((cg_vi)d & (idx == 2)));
+                    VSTORE(dxc + oy*2048 + ox*64 + 1056 + v * 16, (cg_v)((cg_vi)d & (idx == 3)));
                 }
             }
         }
@@ -10195,7 +10194,6 @@ static void l09_maxpool2d_forward(const float *restrict x, float *restrict y)
 static void l09_maxpool2d_backward(const float *restrict x, const float *restrict dy, float *restrict dx)
 {
     /* x [128x16x16][lanes], y [128x8x8][lanes] */
-    memset(dx, 0, sizeof(float) * 1048576);
     for (int c = 0; c < 128; c++) {
         const float *restrict xc = x + c * 8192;
         float *restrict dxc = dx + c * 8192;
@@ -10210,10 +10208,10 @@ static void l09_maxpool2d_backward(const float *restrict x, const float *restric
                     { const cg_v t = VLOAD(xc + oy*1024 + ox*64 + 512 + v * 16); const cg_vi u = (t > m) | (t != t); m = VSEL(u, t, m); idx = (idx & ~u) | (u & 2); }
                     { const cg_v t = VLOAD(xc + oy*1024 + ox*64 + 544 + v * 16); const cg_vi u = (t > m) | (t != t); m = VSEL(u, t, m); idx = (idx & ~u) | (u & 3); }
                     const cg_v d = vdrelu(m, d0);
-                    VSTORE(dxc + oy*1024 + ox*64 + v * 16, VLOAD(dxc + oy*1024 + ox*64 + v * 16) + (cg_v)((cg_vi)d & (idx == 0)));
-                    VSTORE(dxc + oy*1024 + ox*64 + 32 + v * 16, VLOAD(dxc + oy*1024 + ox*64 + 32 + v * 16) + (cg_v)((cg_vi)d & (idx == 1)));
-                    VSTORE(dxc + oy*1024 + ox*64 + 512 + v * 16, VLOAD(dxc + oy*1024 + ox*64 + 512 + v * 16) + (cg_v)((cg_vi)d & (idx == 2)));
-                    VSTORE(dxc + oy*1024 + ox*64 + 544 + v * 16, VLOAD(dxc + oy*1024 + ox*64 + 544 + v * 16) + (cg_v)((cg_vi)d & (idx == 3)));
+                    VSTORE(dxc + oy*1024 + ox*64 + v * 16, (cg_v)((cg_vi)d & (idx == 0)));
+                    VSTORE(dxc + oy*1024 + ox*64 + 32 + v * 16, (cg_v)((cg_vi)d & (idx == 1)));
+                    VSTORE(dxc + oy*1024 + ox*64 + 512 + v * 16, (cg_v)((cg_vi)d & (idx == 2)));
+                    VSTORE(dxc + oy*1024 + ox*64 + 544 + v * 16, (cg_v)((cg_vi)d & (idx == 3)));
                 }
             }
         }
@@ -15711,7 +15709,6 @@ static void l16_maxpool2d_forward(const float *restrict x, float *restrict y)
 static void l16_maxpool2d_backward(const float *restrict x, const float *restrict dy, float *restrict dx)
 {
     /* x [256x8x8][lanes], y [256x4x4][lanes] */
-    memset(dx, 0, sizeof(float) * 524288);
     for (int c = 0; c < 256; c++) {
         const float *restrict xc = x + c * 2048;
         float *restrict dxc = dx + c * 2048;
@@ -15726,10 +15723,10 @@ static void l16_maxpool2d_backward(const float *restrict x, const float *restric
                     { const cg_v t = VLOAD(xc + oy*512 + ox*64 + 256 + v * 16); const cg_vi u = (t > m) | (t != t); m = VSEL(u, t, m); idx = (idx & ~u) | (u & 2); }
                     { const cg_v t = VLOAD(xc + oy*512 + ox*64 + 288 + v * 16); const cg_vi u = (t > m) | (t != t); m = VSEL(u, t, m); idx = (idx & ~u) | (u & 3); }
                     const cg_v d = vdrelu(m, d0);
-                    VSTORE(dxc + oy*512 + ox*64 + v * 16, VLOAD(dxc + oy*512 + ox*64 + v * 16) + (cg_v)((cg_vi)d & (idx == 0)));
-                    VSTORE(dxc + oy*512 + ox*64 + 32 + v * 16, VLOAD(dxc + oy*512 + ox*64 + 32 + v * 16) + (cg_v)((cg_vi)d & (idx == 1)));
-                    VSTORE(dxc + oy*512 + ox*64 + 256 + v * 16, VLOAD(dxc + oy*512 + ox*64 + 256 + v * 16) + (cg_v)((cg_vi)d & (idx == 2)));
-                    VSTORE(dxc + oy*512 + ox*64 + 288 + v * 16, VLOAD(dxc + oy*512 + ox*64 + 288 + v * 16) + (cg_v)((cg_vi)d & (idx == 3)));
+                    VSTORE(dxc + oy*512 + ox*64 + v * 16, (cg_v)((cg_vi)d & (idx == 0)));
+                    VSTORE(dxc + oy*512 + ox*64 + 32 + v * 16, (cg_v)((cg_vi)d & (idx == 1)));
+                    VSTORE(dxc + oy*512 + ox*64 + 256 + v * 16, (cg_v)((cg_vi)d & (idx == 2)));
+                    VSTORE(dxc + oy*512 + ox*64 + 288 + v * 16, (cg_v)((cg_vi)d & (idx == 3)));
                 }
             }
         }
@@ -21227,7 +21224,6 @@ static void l23_maxpool2d_forward(const float *restrict x, float *restrict y)
 static void l23_maxpool2d_backward(const float *restrict x, const float *restrict dy, float *restrict dx)
 {
     /* x [512x4x4][lanes], y [512x2x2][lanes] */
-    memset(dx, 0, sizeof(float) * 262144);
     for (int c = 0; c < 512; c++) {
         const float *restrict xc = x + c * 512;
         float *restrict dxc = dx + c * 512;
@@ -21242,10 +21238,10 @@ static void l23_maxpool2d_backward(const float *restrict x, const float *restric
                     { const cg_v t = VLOAD(xc + oy*256 + ox*64 + 128 + v * 16); const cg_vi u = (t > m) | (t != t); m = VSEL(u, t, m); idx = (idx & ~u) | (u & 2); }
                     { const cg_v t = VLOAD(xc + oy*256 + ox*64 + 160 + v * 16); const cg_vi u = (t > m) | (t != t); m = VSEL(u, t, m); idx = (idx & ~u) | (u & 3); }
                     const cg_v d = vdrelu(m, d0);
-                    VSTORE(dxc + oy*256 + ox*64 + v * 16, VLOAD(dxc + oy*256 + ox*64 + v * 16) + (cg_v)((cg_vi)d & (idx == 0)));
-                    VSTORE(dxc + oy*256 + ox*64 + 32 + v * 16, VLOAD(dxc + oy*256 + ox*64 + 32 + v * 16) + (cg_v)((cg_vi)d & (idx == 1)));
-                    VSTORE(dxc + oy*256 + ox*64 + 128 + v * 16, VLOAD(dxc + oy*256 + ox*64 + 128 + v * 16) + (cg_v)((cg_vi)d & (idx == 2)));
-                    VSTORE(dxc + oy*256 + ox*64 + 160 + v * 16, VLOAD(dxc + oy*256 + ox*64 + 160 + v * 16) + (cg_v)((cg_vi)d & (idx == 3)));
+                    VSTORE(dxc + oy*256 + ox*64 + v * 16, (cg_v)((cg_vi)d & (idx == 0)));
+                    VSTORE(dxc + oy*256 + ox*64 + 32 + v * 16, (cg_v)((cg_vi)d & (idx == 1)));
+                    VSTORE(dxc + oy*256 + ox*64 + 128 + v * 16, (cg_v)((cg_vi)d & (idx == 2)));
+                    VSTORE(dxc + oy*256 + ox*64 + 160 + v * 16, (cg_v)((cg_vi)d & (idx == 3)));
                 }
             }
         }
@@ -22774,7 +22770,6 @@ static void l30_maxpool2d_forward(const float *restrict x, float *restrict y)
 static void l30_maxpool2d_backward(const float *restrict x, const float *restrict dy, float *restrict dx)
 {
     /* x [512x2x2][lanes], y [512x1x1][lanes] */
-    memset(dx, 0, sizeof(float) * 65536);
     for (int c = 0; c < 512; c++) {
         const float *restrict xc = x + c * 128;
         float *restrict dxc = dx + c * 128;
@@ -22786,10 +22781,10 @@ static void l30_maxpool2d_backward(const float *restrict x, const float *restric
             { const cg_v t = VLOAD(xc + 64 + v * 16); const cg_vi u = (t > m) | (t != t); m = VSEL(u, t, m); idx = (idx & ~u) | (u & 2); }
             { const cg_v t = VLOAD(xc + 96 + v * 16); const cg_vi u = (t > m) | (t != t); m = VSEL(u, t, m); idx = (idx & ~u) | (u & 3); }
             const cg_v d = vdrelu(m, d0);
-            VSTORE(dxc + 0 + v * 16, VLOAD(dxc + 0 + v * 16) + (cg_v)((cg_vi)d & (idx == 0)));
-            VSTORE(dxc + 32 + v * 16, VLOAD(dxc + 32 + v * 16) + (cg_v)((cg_vi)d & (idx == 1)));
-            VSTORE(dxc + 64 + v * 16, VLOAD(dxc + 64 + v * 16) + (cg_v)((cg_vi)d & (idx == 2)));
-            VSTORE(dxc + 96 + v * 16, VLOAD(dxc + 96 + v * 16) + (cg_v)((cg_vi)d & (idx == 3)));
+            VSTORE(dxc + 0 + v * 16, (cg_v)((cg_vi)d & (idx == 0)));
+            VSTORE(dxc + 32 + v * 16, (cg_v)((cg_vi)d & (idx == 1)));
+            VSTORE(dxc + 64 + v * 16, (cg_v)((cg_vi)d & (idx == 2)));
+            VSTORE(dxc + 96 + v * 16, (cg_v)((cg_vi)d & (idx == 3)));
         }
     }
 }

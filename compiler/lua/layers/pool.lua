@@ -80,6 +80,18 @@ local function multi_tap(g)
   return false
 end
 
+-- no input lies in two windows (stride >= kernel on both axes): backward can store each
+-- input's gradient instead of adding it to what is there
+local function disjoint(g) return g.h.S >= g.h.K and g.w.S >= g.w.K end
+-- the windows cover every input exactly once (kernel = stride, no padding, no input
+-- left over by the floor): with disjoint stores, dx needs no zeroing first
+local function tiles(g)
+  for _, a in ipairs({g.h, g.w}) do
+    if not (a.K == a.S and a.lo == 0 and a.hi == 0 and a.I == a.O * a.K) then return false end
+  end
+  return true
+end
+
 -- Schedules: batch-innermost, straight-line (every window written out) when small,
 -- else loops over planes with the window unrolled.
 function M.candidates(L, T)
@@ -218,7 +230,10 @@ local function max_backward_vec(L, C, ctx)
   local NV = R // V
   local IHW, OHW = g.h.I * g.w.I, g.h.O * g.w.O
   local dm = L.sched.dmask
-  C:line("memset(dx, 0, sizeof(float) * %d);", L.in_size * R)
+  -- disjoint windows: every tap's store is the only one at its input (stored, not added);
+  -- windows tiling the input: every input is stored, nothing is left to zero
+  local put = disjoint(g)
+  if not (put and tiles(g)) then C:line("memset(dx, 0, sizeof(float) * %d);", L.in_size * R) end
   if L.channels > 1 then util.par(C, L) end
   C:open("for (int c = 0; c < %d; c++) {", L.channels)
   if multi_tap(g) or dm then C:line("const float *restrict xc = x + c * %d;", IHW * R) end
@@ -230,7 +245,9 @@ local function max_backward_vec(L, C, ctx)
     for i, t in ipairs(taps) do ats[i] = tostring(t.at:scale(R)) .. " + v * " .. V end
     if #taps == 1 then
       C:line("const cg_v d = VLOAD(dyc + %s + v * %d);", tostring(out:scale(R)), V)
-      C:line("VSTORE(dxc + %s, VLOAD(dxc + %s) + %s);", ats[1], ats[1], fuse.dv(L, "VLOAD(xc + " .. ats[1] .. ")", "d"))
+      local g1 = fuse.dv(L, "VLOAD(xc + " .. ats[1] .. ")", "d")
+      if put then C:line("VSTORE(dxc + %s, %s);", ats[1], g1)
+      else C:line("VSTORE(dxc + %s, VLOAD(dxc + %s) + %s);", ats[1], ats[1], g1) end
     else
       C:line("const cg_v d0 = VLOAD(dyc + %s + v * %d);", tostring(out:scale(R)), V)
       C:line("cg_v m = VLOAD(xc + %s); cg_vi idx = (cg_vi){0};", ats[1])
@@ -241,7 +258,11 @@ local function max_backward_vec(L, C, ctx)
       -- with a relu's derivative fused: dy reaches the maximum m only
       C:line("const cg_v d = %s;", fuse.dv(L, "m", "d0"))
       for i = 1, #taps do
-        C:line("VSTORE(dxc + %s, VLOAD(dxc + %s) + (cg_v)((cg_vi)d & (idx == %d)));", ats[i], ats[i], i - 1)
+        if put then
+          C:line("VSTORE(dxc + %s, (cg_v)((cg_vi)d & (idx == %d)));", ats[i], i - 1)
+        else
+          C:line("VSTORE(dxc + %s, VLOAD(dxc + %s) + (cg_v)((cg_vi)d & (idx == %d)));", ats[i], ats[i], i - 1)
+        end
       end
     end
     C:close()
@@ -255,7 +276,8 @@ function M.backward_lanes(L, C, ctx)
   if ismax(L) then return max_backward_vec(L, C, ctx) end
   local g = L.geom
   local ktot = g.h.K * g.w.K
-  C:line("memset(dx, 0, sizeof(float) * %d);", L.in_size * ctx.lanes)
+  local put = disjoint(g) -- as in max_backward_vec
+  if not (put and tiles(g)) then C:line("memset(dx, 0, sizeof(float) * %d);", L.in_size * ctx.lanes) end
   lanes_windows(L, C, ctx, {
     head = function(bin, bout)
       if ismax(L) then C:line("const float *restrict xc = x + %s;", bin) end
@@ -280,7 +302,7 @@ function M.backward_lanes(L, C, ctx)
       else
         local div = L.opt.count_include_pad and ktot or ntap
         C:line("const float d = dyc[%s + b] / %s;", out, util.flt(div))
-        for i = 1, ntap do C:line("dxc[%s + b] += d;", ats[i]) end
+        for i = 1, ntap do C:line("dxc[%s + b] %s d;", ats[i], put and "=" or "+=") end
       end
     end,
   })
