@@ -4,6 +4,41 @@
 
 #define MSE_BLOCK 1024    /* elements summed in float before a double add */
 
+/* One block of MSE: the sum of (z - t)^2 in 16 float partial sums (lane l takes the
+ * elements i = l mod 16), and d = (z - t) * scale when d is not NULL. The loops have no
+ * branch and restrict pointers, so they vectorize (with a test of d inside the loop and
+ * d possibly aliasing z, gcc emitted scalar code: 12 % of a conv3_224 training step). */
+static double mse_block(const float *restrict z, const float *restrict t, float *restrict d, size_t len,
+                        float scale)
+{
+    float s[16] = {0};
+    size_t k = 0;
+    if (d) {
+        for (; k + 16 <= len; k += 16)
+            for (int l = 0; l < 16; l++) {
+                float e = z[k + l] - t[k + l];
+                s[l] += e * e;
+                d[k + l] = e * scale;
+            }
+    } else {
+        for (; k + 16 <= len; k += 16)
+            for (int l = 0; l < 16; l++) {
+                float e = z[k + l] - t[k + l];
+                s[l] += e * e;
+            }
+    }
+    for (; k < len; k++) {
+        float e = z[k] - t[k];
+        s[0] += e * e;
+        if (d)
+            d[k] = e * scale;
+    }
+    double total = 0.0;
+    for (int l = 0; l < 16; l++)
+        total += s[l];
+    return total;
+}
+
 /* Softmax cross-entropy: mean_n(logsumexp(z) - z[t]); dout = (softmax - onehot) / n.
  * MSE: mean over n*out_size of (z - t)^2; dout = 2 (z - t) / (n * out_size).
  * Accumulates in double. Class indices out of [0, out_size) are the caller's to reject;
@@ -40,31 +75,12 @@ float cg_loss(int kind, const float *out, const void *target, float *dout, int n
         return (float)(total * inv_n);
     }
     if (kind == CG_LOSS_MSE) {
-        /* blocks of MSE_BLOCK elements: float differences and 16 float partial sums per
-         * block (vectorized), added to a double total */
         const float *t = target;
         size_t total_n = (size_t)n * out_size;
-        size_t nblk = (total_n + MSE_BLOCK - 1) / MSE_BLOCK;
         float scale = (float)(2.0 / (double)total_n);
-        for (size_t b = 0; b < nblk; b++) {
-            size_t k0 = b * MSE_BLOCK, k1 = k0 + MSE_BLOCK < total_n ? k0 + MSE_BLOCK : total_n;
-            float s[16] = {0};
-            size_t k = k0;
-            for (; k + 16 <= k1; k += 16)
-                for (int l = 0; l < 16; l++) {
-                    float d = out[k + l] - t[k + l];
-                    s[l] += d * d;
-                    if (dout)
-                        dout[k + l] = d * scale;
-                }
-            for (; k < k1; k++) {
-                float d = out[k] - t[k];
-                s[0] += d * d;
-                if (dout)
-                    dout[k] = d * scale;
-            }
-            for (int l = 0; l < 16; l++)
-                total += s[l];
+        for (size_t k0 = 0; k0 < total_n; k0 += MSE_BLOCK) {
+            size_t len = total_n - k0 < MSE_BLOCK ? total_n - k0 : MSE_BLOCK;
+            total += mse_block(out + k0, t + k0, dout ? dout + k0 : NULL, len, scale);
         }
         return (float)(total / (double)total_n);
     }

@@ -382,6 +382,35 @@ START_TEST(test_loss_mse_values)
 }
 END_TEST
 
+/* MSE over several blocks and a ragged end (the vectorized path, loss.c mse_block):
+ * against a double reference from the definition, with and without dout, and dout
+ * exactly (z - t) * (2 / N) rounded to float */
+START_TEST(test_loss_mse_blocks)
+{
+    enum { NS = 3, SZ = 1031 }; /* 3093 values: 3 whole blocks of 1024 and 21 more */
+    size_t N = (size_t)NS * SZ;
+    float *z = malloc(N * sizeof(float)), *t = malloc(N * sizeof(float)), *d = malloc(N * sizeof(float));
+    ck_assert(z && t && d);
+    double ref = 0.0;
+    for (size_t i = 0; i < N; i++) {
+        z[i] = (float)sin(0.37 * (double)i) * 3.0f;
+        t[i] = (float)cos(0.11 * (double)i);
+        double e = (double)z[i] - (double)t[i];
+        ref += e * e;
+    }
+    ref /= (double)N;
+    float l = cg_loss(CG_LOSS_MSE, z, t, d, NS, SZ);
+    ck_assert_double_eq_tol(l, ref, 1e-6 * ref);
+    ck_assert_float_eq(cg_loss(CG_LOSS_MSE, z, t, NULL, NS, SZ), l);
+    float scale = (float)(2.0 / (double)N);
+    for (size_t i = 0; i < N; i++)
+        ck_assert_msg(d[i] == (z[i] - t[i]) * scale, "dout[%zu] = %.9g, expected %.9g", i, d[i], (z[i] - t[i]) * scale);
+    free(z);
+    free(t);
+    free(d);
+}
+END_TEST
+
 START_TEST(test_loss_finite_differences)
 {
     cg_rng r;
@@ -955,6 +984,7 @@ Suite *make_runtime_suite(void)
     tc = tcase_create("math");
     tcase_add_test(tc, test_loss_ce_values);
     tcase_add_test(tc, test_loss_mse_values);
+    tcase_add_test(tc, test_loss_mse_blocks);
     tcase_add_test(tc, test_loss_finite_differences);
     tcase_add_test(tc, test_init_params);
     tcase_add_test(tc, test_sgd_momentum);
