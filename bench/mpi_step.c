@@ -102,8 +102,7 @@ int main(int argc, char **argv)
         memset(grads, 0, (np + 1) * sizeof(float));
         if (n) {
             net->forward(params, buffers, x, ws, n, 1);
-            float l = cg_loss(net->loss, ws + net->out_offset, target, ws + net->dout_offset, n,
-                              net->out_size);
+            float l = cg_net_loss(net, ws + net->out_offset, target, ws + net->dout_offset, n);
             cg_scale(ws + net->dout_offset, (size_t)n * net->out_size, (float)n / (float)B);
             net->backward(params, grads, x, NULL, ws, n);
             grads[np] = l * (float)n;
@@ -112,7 +111,7 @@ int main(int argc, char **argv)
         if (c->size > 1)
             c->sum_f32(c, grads, np + 1);
         double t2 = now();
-        cg_sgd_update(params, grads, vel, np, 0.001f, 0.9f, 0.0f);
+        cg_net_sgd_update(net, params, grads, vel, np, 0.001f, 0.9f, 0.0f);
         double t3 = now();
         if (s >= 0) {
             tc[s] = t1 - t0, ta[s] = t2 - t1, tu[s] = t3 - t2;
@@ -133,7 +132,7 @@ int main(int argc, char **argv)
         MPI_Iallreduce(MPI_IN_PLACE, gcopy, (int)(np + 1), MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD, &req);
         if (n) {
             net->forward(params, buffers, x, ws, n, 1);
-            cg_loss(net->loss, ws + net->out_offset, target, ws + net->dout_offset, n, net->out_size);
+            cg_net_loss(net, ws + net->out_offset, target, ws + net->dout_offset, n);
             net->backward(params, grads, x, NULL, ws, n);
         }
         double t1 = now();

@@ -16,7 +16,7 @@
  *               denormals-are-zero (cg_flush_subnormals), as the trainer's commands do
  *
  * A step = zero grads, forward (training), loss, backward, SGD momentum update
- * (cg_sgd_update, the runtime's update kernel; lr 0.001, momentum 0.9, weight decay from
+ * (cg_net_sgd_update, the runtime's update kernel on the net's threads; lr 0.001, momentum 0.9, weight decay from
  * the spec): what a trainer does per batch. Data: uniform [0, 1) inputs, labels i % classes
  * (or zero MSE targets), fixed seed.
  *
@@ -104,9 +104,9 @@ static void step(void)
     }
     memset(grads, 0, net->n_params * sizeof(float));
     net->forward(params, buffers, x, ws, n, 1);
-    cg_loss(net->loss, ws + net->out_offset, target, ws + net->dout_offset, n, net->out_size);
+    cg_net_loss(net, ws + net->out_offset, target, ws + net->dout_offset, n);
     net->backward(params, grads, x, dx, ws, n);
-    cg_sgd_update(params, grads, mom, net->n_params, 0.001f, 0.9f, wd);
+    cg_net_sgd_update(net, params, grads, mom, net->n_params, 0.001f, 0.9f, wd);
 }
 
 int main(int argc, char **argv)

@@ -5346,6 +5346,13 @@ static const cg_layer bnnet_layers[] = {
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
 };
 
+/* the runtime's loops over independent pieces (the MSE loss), on this code's threads */
+static void bnnet_parallel_for(int n, void (*body)(void *ctx, int i), void *ctx)
+{
+    CG_PARALLEL_FOR
+    for (int i = 0; i < n; i++) body(ctx, i);
+}
+
 const cg_net bnnet_net = {
     .abi = CG_ABI_VERSION, .name = "bnnet",
     .spec_file = "specs/bnnet.yaml", .spec_hash = "f63b0a1e24eb2e74", .generator_version = "0.1.0",
@@ -5360,7 +5367,7 @@ const cg_net bnnet_net = {
               .normalize = 0, .checkpoint_every = 0, .monitor = CG_MONITOR_ERROR,
               .optimizer = CG_OPT_SGD, .beta1 = 0.9f, .beta2 = 0.999f, .eps = 1e-08f, .warmup = 0,
               .aug_crop = 0, .aug_flip = 0},
-    .forward = bnnet_forward, .backward = bnnet_backward,
+    .forward = bnnet_forward, .backward = bnnet_backward, .parallel_for = bnnet_parallel_for,
 };
 
 /* the trainer; -DCNNGEN_NO_MAIN leaves it out (docs/embedding.md) */

@@ -1320,6 +1320,13 @@ static const cg_layer lecture_full_layers[] = {
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
 };
 
+/* the runtime's loops over independent pieces (the MSE loss), on this code's threads */
+static void lecture_full_parallel_for(int n, void (*body)(void *ctx, int i), void *ctx)
+{
+    CG_PARALLEL_FOR
+    for (int i = 0; i < n; i++) body(ctx, i);
+}
+
 const cg_net lecture_full_net = {
     .abi = CG_ABI_VERSION, .name = "lecture_full",
     .spec_file = "specs/lecture_full.yaml", .spec_hash = "7bc9d51b028c5b8e", .generator_version = "0.1.0",
@@ -1334,7 +1341,7 @@ const cg_net lecture_full_net = {
               .normalize = 0, .checkpoint_every = 0, .monitor = CG_MONITOR_LOSS,
               .optimizer = CG_OPT_SGD, .beta1 = 0.9f, .beta2 = 0.999f, .eps = 1e-08f, .warmup = 0,
               .aug_crop = 0, .aug_flip = 0},
-    .forward = lecture_full_forward, .backward = lecture_full_backward,
+    .forward = lecture_full_forward, .backward = lecture_full_backward, .parallel_for = lecture_full_parallel_for,
 };
 
 /* the trainer; -DCNNGEN_NO_MAIN leaves it out (docs/embedding.md) */

@@ -1239,6 +1239,13 @@ static const cg_layer lecture_k4p2_layers[] = {
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
 };
 
+/* the runtime's loops over independent pieces (the MSE loss), on this code's threads */
+static void lecture_k4p2_parallel_for(int n, void (*body)(void *ctx, int i), void *ctx)
+{
+    CG_PARALLEL_FOR
+    for (int i = 0; i < n; i++) body(ctx, i);
+}
+
 const cg_net lecture_k4p2_net = {
     .abi = CG_ABI_VERSION, .name = "lecture_k4p2",
     .spec_file = "specs/lecture_k4p2.yaml", .spec_hash = "484c77890eae801e", .generator_version = "0.1.0",
@@ -1253,7 +1260,7 @@ const cg_net lecture_k4p2_net = {
               .normalize = 0, .checkpoint_every = 0, .monitor = CG_MONITOR_LOSS,
               .optimizer = CG_OPT_SGD, .beta1 = 0.9f, .beta2 = 0.999f, .eps = 1e-08f, .warmup = 0,
               .aug_crop = 0, .aug_flip = 0},
-    .forward = lecture_k4p2_forward, .backward = lecture_k4p2_backward,
+    .forward = lecture_k4p2_forward, .backward = lecture_k4p2_backward, .parallel_for = lecture_k4p2_parallel_for,
 };
 
 /* the trainer; -DCNNGEN_NO_MAIN leaves it out (docs/embedding.md) */

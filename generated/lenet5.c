@@ -3546,6 +3546,13 @@ static const cg_layer lenet5_layers[] = {
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
 };
 
+/* the runtime's loops over independent pieces (the MSE loss), on this code's threads */
+static void lenet5_parallel_for(int n, void (*body)(void *ctx, int i), void *ctx)
+{
+    CG_PARALLEL_FOR
+    for (int i = 0; i < n; i++) body(ctx, i);
+}
+
 const cg_net lenet5_net = {
     .abi = CG_ABI_VERSION, .name = "lenet5",
     .spec_file = "specs/lenet5.yaml", .spec_hash = "b231d7e5f7684962", .generator_version = "0.1.0",
@@ -3560,7 +3567,7 @@ const cg_net lenet5_net = {
               .normalize = 0, .checkpoint_every = 0, .monitor = CG_MONITOR_LOSS,
               .optimizer = CG_OPT_SGD, .beta1 = 0.9f, .beta2 = 0.999f, .eps = 1e-08f, .warmup = 0,
               .aug_crop = 0, .aug_flip = 0},
-    .forward = lenet5_forward, .backward = lenet5_backward,
+    .forward = lenet5_forward, .backward = lenet5_backward, .parallel_for = lenet5_parallel_for,
 };
 
 /* the trainer; -DCNNGEN_NO_MAIN leaves it out (docs/embedding.md) */

@@ -2583,6 +2583,13 @@ static const cg_layer mixed2d_layers[] = {
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
 };
 
+/* the runtime's loops over independent pieces (the MSE loss), on this code's threads */
+static void mixed2d_parallel_for(int n, void (*body)(void *ctx, int i), void *ctx)
+{
+    CG_PARALLEL_FOR
+    for (int i = 0; i < n; i++) body(ctx, i);
+}
+
 const cg_net mixed2d_net = {
     .abi = CG_ABI_VERSION, .name = "mixed2d",
     .spec_file = "specs/mixed2d.yaml", .spec_hash = "49e51211c443c321", .generator_version = "0.1.0",
@@ -2597,7 +2604,7 @@ const cg_net mixed2d_net = {
               .normalize = 0, .checkpoint_every = 0, .monitor = CG_MONITOR_LOSS,
               .optimizer = CG_OPT_SGD, .beta1 = 0.9f, .beta2 = 0.999f, .eps = 1e-08f, .warmup = 0,
               .aug_crop = 0, .aug_flip = 0},
-    .forward = mixed2d_forward, .backward = mixed2d_backward,
+    .forward = mixed2d_forward, .backward = mixed2d_backward, .parallel_for = mixed2d_parallel_for,
 };
 
 /* the trainer; -DCNNGEN_NO_MAIN leaves it out (docs/embedding.md) */

@@ -1702,6 +1702,13 @@ static const cg_layer res_block_layers[] = {
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
 };
 
+/* the runtime's loops over independent pieces (the MSE loss), on this code's threads */
+static void res_block_parallel_for(int n, void (*body)(void *ctx, int i), void *ctx)
+{
+    CG_PARALLEL_FOR
+    for (int i = 0; i < n; i++) body(ctx, i);
+}
+
 const cg_net res_block_net = {
     .abi = CG_ABI_VERSION, .name = "res_block",
     .spec_file = "specs/res_block.yaml", .spec_hash = "0d987682bf1e49b9", .generator_version = "0.1.0",
@@ -1716,7 +1723,7 @@ const cg_net res_block_net = {
               .normalize = 0, .checkpoint_every = 0, .monitor = CG_MONITOR_LOSS,
               .optimizer = CG_OPT_SGD, .beta1 = 0.9f, .beta2 = 0.999f, .eps = 1e-08f, .warmup = 0,
               .aug_crop = 0, .aug_flip = 0},
-    .forward = res_block_forward, .backward = res_block_backward,
+    .forward = res_block_forward, .backward = res_block_backward, .parallel_for = res_block_parallel_for,
 };
 
 /* the trainer; -DCNNGEN_NO_MAIN leaves it out (docs/embedding.md) */

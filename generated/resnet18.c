@@ -25152,6 +25152,13 @@ static const cg_layer resnet18_layers[] = {
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
 };
 
+/* the runtime's loops over independent pieces (the MSE loss), on this code's threads */
+static void resnet18_parallel_for(int n, void (*body)(void *ctx, int i), void *ctx)
+{
+    CG_PARALLEL_FOR
+    for (int i = 0; i < n; i++) body(ctx, i);
+}
+
 const cg_net resnet18_net = {
     .abi = CG_ABI_VERSION, .name = "resnet18",
     .spec_file = "specs/resnet18.yaml", .spec_hash = "ecc46545a0d45890", .generator_version = "0.1.0",
@@ -25166,7 +25173,7 @@ const cg_net resnet18_net = {
               .normalize = 0, .checkpoint_every = 0, .monitor = CG_MONITOR_LOSS,
               .optimizer = CG_OPT_SGD, .beta1 = 0.9f, .beta2 = 0.999f, .eps = 1e-08f, .warmup = 0,
               .aug_crop = 0, .aug_flip = 0},
-    .forward = resnet18_forward, .backward = resnet18_backward,
+    .forward = resnet18_forward, .backward = resnet18_backward, .parallel_for = resnet18_parallel_for,
 };
 
 /* the trainer; -DCNNGEN_NO_MAIN leaves it out (docs/embedding.md) */

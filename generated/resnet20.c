@@ -19198,6 +19198,13 @@ static const cg_layer resnet20_layers[] = {
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
 };
 
+/* the runtime's loops over independent pieces (the MSE loss), on this code's threads */
+static void resnet20_parallel_for(int n, void (*body)(void *ctx, int i), void *ctx)
+{
+    CG_PARALLEL_FOR
+    for (int i = 0; i < n; i++) body(ctx, i);
+}
+
 const cg_net resnet20_net = {
     .abi = CG_ABI_VERSION, .name = "resnet20",
     .spec_file = "specs/resnet20.yaml", .spec_hash = "9fb3371f5ada61d3", .generator_version = "0.1.0",
@@ -19212,7 +19219,7 @@ const cg_net resnet20_net = {
               .normalize = 1, .checkpoint_every = 0, .monitor = CG_MONITOR_LOSS,
               .optimizer = CG_OPT_SGD, .beta1 = 0.9f, .beta2 = 0.999f, .eps = 1e-08f, .warmup = 0,
               .aug_crop = 2, .aug_flip = 1},
-    .forward = resnet20_forward, .backward = resnet20_backward,
+    .forward = resnet20_forward, .backward = resnet20_backward, .parallel_for = resnet20_parallel_for,
 };
 
 /* the trainer; -DCNNGEN_NO_MAIN leaves it out (docs/embedding.md) */

@@ -23664,6 +23664,13 @@ static const cg_layer vgg16_cifar_layers[] = {
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
 };
 
+/* the runtime's loops over independent pieces (the MSE loss), on this code's threads */
+static void vgg16_cifar_parallel_for(int n, void (*body)(void *ctx, int i), void *ctx)
+{
+    CG_PARALLEL_FOR
+    for (int i = 0; i < n; i++) body(ctx, i);
+}
+
 const cg_net vgg16_cifar_net = {
     .abi = CG_ABI_VERSION, .name = "vgg16_cifar",
     .spec_file = "specs/vgg16_cifar.yaml", .spec_hash = "451977ff4ca5da0f", .generator_version = "0.1.0",
@@ -23678,7 +23685,7 @@ const cg_net vgg16_cifar_net = {
               .normalize = 0, .checkpoint_every = 0, .monitor = CG_MONITOR_LOSS,
               .optimizer = CG_OPT_SGD, .beta1 = 0.9f, .beta2 = 0.999f, .eps = 1e-08f, .warmup = 0,
               .aug_crop = 0, .aug_flip = 0},
-    .forward = vgg16_cifar_forward, .backward = vgg16_cifar_backward,
+    .forward = vgg16_cifar_forward, .backward = vgg16_cifar_backward, .parallel_for = vgg16_cifar_parallel_for,
 };
 
 /* the trainer; -DCNNGEN_NO_MAIN leaves it out (docs/embedding.md) */

@@ -23,8 +23,9 @@
 extern "C" {
 #endif
 
-#define CG_ABI_VERSION 5 /* 3: graph layers (cg_layer inputs, name, p); 4: cg_train_defaults
-                            gained optimizer, betas, eps, warmup, augment; 5: cg_layer.inplace */
+#define CG_ABI_VERSION 6 /* 3: graph layers (cg_layer inputs, name, p); 4: cg_train_defaults
+                            gained optimizer, betas, eps, warmup, augment; 5: cg_layer.inplace;
+                            6: cg_net.parallel_for */
 
 enum cg_loss_kind { CG_LOSS_SOFTMAX_CE = 0, CG_LOSS_MSE = 1 };
 enum cg_tensor_kind { CG_PARAM = 0, CG_BUFFER = 1, CG_COUNTER = 2 };
@@ -139,6 +140,11 @@ typedef struct cg_net {
      * into dx [N, in_size] unless dx is NULL. */
     void (*backward)(const float *params, float *grads, const float *x, float *dx,
                      float *ws, int n);
+    /* body(ctx, i) for every i in [0, n), in any order and on any of the generated code's
+     * threads (an OpenMP loop when it was compiled with -fopenmp): the runtime, built
+     * without OpenMP, runs its loops over independent pieces (the loss) on it. NULL: the
+     * runtime runs them in order on the calling thread. */
+    void (*parallel_for)(int n, void (*body)(void *ctx, int i), void *ctx);
 } cg_net;
 
 /* ---- runtime API (libcnngen) ---- */
@@ -158,6 +164,9 @@ int cg_flush_subnormals(int flush);
  * unless NULL. */
 float cg_loss(int kind, const float *out, const void *target, float *dout, int n,
               size_t out_size);
+/* The same for net's loss and output size, its pieces on net->parallel_for: the result
+ * and dout are bitwise those of cg_loss, whatever the threads. */
+float cg_net_loss(const cg_net *net, const float *out, const void *target, float *dout, int n);
 
 /* Batch-innermost layout at a network's edges (runtime/lanes.c): x [nb][size] <->
  * xl [size][R] with R a multiple of 16, lanes nb..R-1 of xl zero. The _ref versions are

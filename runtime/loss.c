@@ -39,6 +39,50 @@ static double mse_block(const float *restrict z, const float *restrict t, float 
     return total;
 }
 
+/* MSE in MSE_CHUNKS fixed pieces of whole blocks (fixed by the size alone, not by the
+ * threads), each summed in order into a double, then the pieces in order: cg_loss runs
+ * them one after the other, cg_net_loss on the net's threads, to the same bits. */
+#define MSE_CHUNKS 64
+typedef struct {
+    const float *z, *t;
+    float *d;
+    size_t total_n;
+    float scale;
+    double part[MSE_CHUNKS];
+} mse_job;
+
+static void mse_chunk(void *ctx, int c)
+{
+    mse_job *j = ctx;
+    size_t nblk = (j->total_n + MSE_BLOCK - 1) / MSE_BLOCK;
+    size_t b0 = nblk * (size_t)c / MSE_CHUNKS, b1 = nblk * (size_t)(c + 1) / MSE_CHUNKS;
+    double s = 0.0;
+    for (size_t b = b0; b < b1; b++) {
+        size_t k0 = b * MSE_BLOCK;
+        size_t len = j->total_n - k0 < MSE_BLOCK ? j->total_n - k0 : MSE_BLOCK;
+        s += mse_block(j->z + k0, j->t + k0, j->d ? j->d + k0 : NULL, len, j->scale);
+    }
+    j->part[c] = s;
+}
+
+static float mse_total(const mse_job *j)
+{
+    double total = 0.0;
+    for (int c = 0; c < MSE_CHUNKS; c++)
+        total += j->part[c];
+    return (float)(total / (double)j->total_n);
+}
+
+float cg_net_loss(const cg_net *net, const float *out, const void *target, float *dout, int n)
+{
+    if (net->loss != CG_LOSS_MSE || !net->parallel_for || n <= 0 || net->out_size == 0)
+        return cg_loss(net->loss, out, target, dout, n, net->out_size);
+    size_t total_n = (size_t)n * net->out_size;
+    mse_job job = {out, target, dout, total_n, (float)(2.0 / (double)total_n), {0}};
+    net->parallel_for(MSE_CHUNKS, mse_chunk, &job);
+    return mse_total(&job);
+}
+
 /* Softmax cross-entropy: mean_n(logsumexp(z) - z[t]); dout = (softmax - onehot) / n.
  * MSE: mean over n*out_size of (z - t)^2; dout = 2 (z - t) / (n * out_size).
  * Accumulates in double. Class indices out of [0, out_size) are the caller's to reject;
@@ -75,14 +119,11 @@ float cg_loss(int kind, const float *out, const void *target, float *dout, int n
         return (float)(total * inv_n);
     }
     if (kind == CG_LOSS_MSE) {
-        const float *t = target;
         size_t total_n = (size_t)n * out_size;
-        float scale = (float)(2.0 / (double)total_n);
-        for (size_t k0 = 0; k0 < total_n; k0 += MSE_BLOCK) {
-            size_t len = total_n - k0 < MSE_BLOCK ? total_n - k0 : MSE_BLOCK;
-            total += mse_block(out + k0, t + k0, dout ? dout + k0 : NULL, len, scale);
-        }
-        return (float)(total / (double)total_n);
+        mse_job job = {out, target, dout, total_n, (float)(2.0 / (double)total_n), {0}};
+        for (int c = 0; c < MSE_CHUNKS; c++)
+            mse_chunk(&job, c);
+        return mse_total(&job);
     }
     return NAN;
 }

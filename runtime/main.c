@@ -738,8 +738,7 @@ static int cmd_check(const cg_net *net, const opts *o)
         goto out;
     }
     net->forward(s.params, s.buffers, x.data, s.ws, n, o->eval_mode ? 0 : 1);
-    float loss = cg_loss(net->loss, s.ws + net->out_offset, t.data, s.ws + net->dout_offset, n,
-                         net->out_size);
+    float loss = cg_net_loss(net, s.ws + net->out_offset, t.data, s.ws + net->dout_offset, n);
     if (!o->eval_mode)
         net->backward(s.params, s.grads, x.data, dx, s.ws, n);
 

@@ -247,3 +247,62 @@ float cg_lr_warmup_at(int warmup, int schedule, float lr, int epoch, int epochs,
         return (float)((double)lr * (double)(epoch + 1) / (double)(warmup + 1));
     return cg_lr_at(schedule, lr, epoch - warmup, epochs - warmup, step_size, gamma);
 }
+
+/* ---- the updates on the net's threads ------------------------------------------------ */
+
+/* Pieces: up to UPDATE_PIECES runs of whole 64-float lines (the vector kernels' widths
+ * divide 64, so each piece runs the same vector and scalar-tail code as one call over
+ * everything would at those elements; elementwise, the results do not depend on the
+ * split). Below UPDATE_MIN_SPLIT floats one call: waking the threads costs more. */
+#define UPDATE_PIECES 64
+#define UPDATE_MIN_SPLIT ((size_t)1 << 16)
+
+typedef struct {
+    float *p, *m, *v;
+    const float *g;
+    size_t n, piece;
+    float lr, mu, wd, b1, b2, eps;
+    int decoupled, adam;
+    long long step;
+} update_job;
+
+static void update_piece(void *ctx, int i)
+{
+    const update_job *j = ctx;
+    size_t a = (size_t)i * j->piece;
+    if (a >= j->n)
+        return;
+    size_t len = j->n - a < j->piece ? j->n - a : j->piece;
+    if (j->adam)
+        cg_adam_update(j->p + a, j->g + a, j->m + a, j->v + a, len, j->lr, j->b1, j->b2, j->eps, j->wd,
+                       j->decoupled, j->step);
+    else
+        cg_sgd_update(j->p + a, j->g + a, j->v ? j->v + a : NULL, len, j->lr, j->mu, j->wd);
+}
+
+static void run_update(const cg_net *net, update_job *j)
+{
+    if (!net || !net->parallel_for || j->n < UPDATE_MIN_SPLIT) {
+        j->piece = j->n;
+        update_piece(j, 0);
+        return;
+    }
+    size_t lines = (j->n + 63) / 64;
+    j->piece = (lines + UPDATE_PIECES - 1) / UPDATE_PIECES * 64;
+    net->parallel_for((int)((j->n + j->piece - 1) / j->piece), update_piece, j);
+}
+
+void cg_net_sgd_update(const cg_net *net, float *p, const float *g, float *v, size_t n, float lr, float mu,
+                       float wd)
+{
+    update_job j = {.p = p, .g = g, .v = v, .n = n, .lr = lr, .mu = mu, .wd = wd};
+    run_update(net, &j);
+}
+
+void cg_net_adam_update(const cg_net *net, float *p, const float *g, float *m, float *v, size_t n, float lr,
+                        float beta1, float beta2, float eps, float wd, int decoupled, long long step)
+{
+    update_job j = {.p = p, .g = g, .m = m, .v = v, .n = n, .lr = lr, .wd = wd, .b1 = beta1, .b2 = beta2,
+                    .eps = eps, .decoupled = decoupled, .adam = 1, .step = step};
+    run_update(net, &j);
+}

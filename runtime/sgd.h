@@ -50,6 +50,16 @@ void cg_adam_update_ref(float *p, const float *g, float *m, float *v, size_t n, 
                         float beta1, float beta2, float eps, float wd, int decoupled,
                         long long step);
 
+/* cg_sgd_update / cg_adam_update over net's threads (cg_net.parallel_for, when set): the
+ * n floats in pieces of whole 64-float lines, each piece the kernel's own loop, so the
+ * results are bitwise those of the one-thread call. */
+struct cg_net;
+void cg_net_sgd_update(const struct cg_net *net, float *p, const float *g, float *v, size_t n, float lr,
+                       float mu, float wd);
+void cg_net_adam_update(const struct cg_net *net, float *p, const float *g, float *m, float *v, size_t n,
+                        float lr, float beta1, float beta2, float eps, float wd, int decoupled,
+                        long long step);
+
 /* y[i] *= a (used to scale a loss gradient chunk in full-batch mode). Vectorized. */
 void cg_scale(float *y, size_t n, float a);
 

@@ -88,7 +88,7 @@ void cg_evaluate_confusion(const cg_net *net, const float *params, float *buffer
         net->forward(params, buffers, xb, ws, n, 0);
         const float *out = ws + net->out_offset;
         const void *target = net->loss == CG_LOSS_SOFTMAX_CE ? (const void *)yb : tb;
-        total += (double)cg_loss(net->loss, out, target, NULL, n, net->out_size) * n;
+        total += (double)cg_net_loss(net, out, target, NULL, n) * n;
         if (ds->labels)
             for (int i = 0; i < n; i++) {
                 const float *z = out + (size_t)i * net->out_size;
@@ -727,8 +727,7 @@ static double forward_backward(run *r, const size_t *idx, size_t start, int n, f
     net->forward(r->params, r->buffers, r->xb, r->ws, n, step_seed(r, start));
     r->last_n = n;
     const void *target = net->loss == CG_LOSS_SOFTMAX_CE ? (const void *)r->yb : r->tb;
-    float l = cg_loss(net->loss, r->ws + net->out_offset, target, r->ws + net->dout_offset, n,
-                      net->out_size);
+    float l = cg_net_loss(net, r->ws + net->out_offset, target, r->ws + net->dout_offset, n);
     if (dscale != 1.0f)
         cg_scale(r->ws + net->dout_offset, (size_t)n * net->out_size, dscale);
     net->backward(r->params, r->grads, r->xb, NULL, r->ws, n);
@@ -809,12 +808,12 @@ static size_t train_step(run *r, float lr, double *lsum)
     const cg_train_defaults *h = &r->h;
     r->pos[POS_OPT_STEP]++;
     if (h->optimizer == CG_OPT_SGD)
-        cg_sgd_update(r->params, r->grads, r->vel, net->n_params, lr, h->momentum,
-                      h->weight_decay);
+        cg_net_sgd_update(net, r->params, r->grads, r->vel, net->n_params, lr, h->momentum,
+                          h->weight_decay);
     else
-        cg_adam_update(r->params, r->grads, r->vel, r->vsq, net->n_params, lr, h->beta1,
-                       h->beta2, h->eps, h->weight_decay, h->optimizer == CG_OPT_ADAMW,
-                       (long long)r->pos[POS_OPT_STEP]);
+        cg_net_adam_update(net, r->params, r->grads, r->vel, r->vsq, net->n_params, lr, h->beta1,
+                           h->beta2, h->eps, h->weight_decay, h->optimizer == CG_OPT_ADAMW,
+                           (long long)r->pos[POS_OPT_STEP]);
     return used;
 }
 

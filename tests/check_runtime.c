@@ -382,6 +382,13 @@ START_TEST(test_loss_mse_values)
 }
 END_TEST
 
+/* a parallel_for that runs the pieces backwards, as threads might finish them */
+static void reverse_for(int n, void (*body)(void *ctx, int i), void *ctx)
+{
+    for (int i = n - 1; i >= 0; i--)
+        body(ctx, i);
+}
+
 /* MSE over several blocks and a ragged end (the vectorized path, loss.c mse_block):
  * against a double reference from the definition, with and without dout, and dout
  * exactly (z - t) * (2 / N) rounded to float */
@@ -405,6 +412,14 @@ START_TEST(test_loss_mse_blocks)
     float scale = (float)(2.0 / (double)N);
     for (size_t i = 0; i < N; i++)
         ck_assert_msg(d[i] == (z[i] - t[i]) * scale, "dout[%zu] = %.9g, expected %.9g", i, d[i], (z[i] - t[i]) * scale);
+    /* cg_net_loss: the pieces in any order, the same bits as cg_loss */
+    cg_net net = {.abi = CG_ABI_VERSION, .loss = CG_LOSS_MSE, .out_size = SZ, .parallel_for = reverse_for};
+    float *d2 = malloc(N * sizeof(float));
+    ck_assert(d2);
+    float l2 = cg_net_loss(&net, z, t, d2, NS);
+    ck_assert_msg(memcmp(&l2, &l, sizeof l) == 0, "cg_net_loss %.9g, cg_loss %.9g", l2, l);
+    ck_assert(memcmp(d, d2, N * sizeof(float)) == 0);
+    free(d2);
     free(z);
     free(t);
     free(d);
@@ -531,6 +546,47 @@ START_TEST(test_weights_roundtrip_and_strict)
 END_TEST
 
 /* ---- SGD ---- */
+/* the updates split over a net's parallel_for (pieces run backwards): bitwise the
+ * one-call kernels, for SGD with and without momentum, Adam and AdamW, at a size with a
+ * ragged last piece */
+START_TEST(test_net_update_pieces)
+{
+    enum { N = 200003 };
+    float *p0 = malloc(N * sizeof(float)), *g = malloc(N * sizeof(float));
+    float *pa = malloc(N * sizeof(float)), *pb = malloc(N * sizeof(float));
+    float *ma = malloc(N * sizeof(float)), *mb = malloc(N * sizeof(float));
+    float *va = malloc(N * sizeof(float)), *vb = malloc(N * sizeof(float));
+    ck_assert(p0 && g && pa && pb && ma && mb && va && vb);
+    for (int i = 0; i < N; i++) {
+        p0[i] = (float)sin(0.013 * i);
+        g[i] = (float)cos(0.029 * i) * 0.1f;
+    }
+    cg_net net = {.abi = CG_ABI_VERSION, .parallel_for = reverse_for};
+    for (int kind = 0; kind < 4; kind++) {
+        memcpy(pa, p0, N * sizeof(float));
+        memcpy(pb, p0, N * sizeof(float));
+        for (int i = 0; i < N; i++) ma[i] = mb[i] = va[i] = vb[i] = 0.01f * (float)(i % 7);
+        for (int step = 1; step <= 3; step++) {
+            if (kind == 0) {
+                cg_sgd_update(pa, g, va, N, 0.1f, 0.9f, 1e-4f);
+                cg_net_sgd_update(&net, pb, g, vb, N, 0.1f, 0.9f, 1e-4f);
+            } else if (kind == 1) {
+                cg_sgd_update(pa, g, NULL, N, 0.1f, 0.0f, 0.0f);
+                cg_net_sgd_update(&net, pb, g, NULL, N, 0.1f, 0.0f, 0.0f);
+            } else {
+                cg_adam_update(pa, g, ma, va, N, 1e-3f, 0.9f, 0.999f, 1e-8f, 1e-2f, kind == 3, step);
+                cg_net_adam_update(&net, pb, g, mb, vb, N, 1e-3f, 0.9f, 0.999f, 1e-8f, 1e-2f, kind == 3, step);
+            }
+        }
+        ck_assert_msg(memcmp(pa, pb, N * sizeof(float)) == 0, "update kind %d: parameters differ", kind);
+        ck_assert_msg(memcmp(va, vb, N * sizeof(float)) == 0, "update kind %d: state differs", kind);
+        ck_assert_msg(memcmp(ma, mb, N * sizeof(float)) == 0, "update kind %d: first moment differs", kind);
+        ck_assert_msg(memcmp(pa, p0, N * sizeof(float)) != 0, "update kind %d: nothing was updated", kind);
+    }
+    free(p0); free(g); free(pa); free(pb); free(ma); free(mb); free(va); free(vb);
+}
+END_TEST
+
 START_TEST(test_sgd_momentum)
 {
     cg_sgd opt;
@@ -988,6 +1044,7 @@ Suite *make_runtime_suite(void)
     tcase_add_test(tc, test_loss_finite_differences);
     tcase_add_test(tc, test_init_params);
     tcase_add_test(tc, test_sgd_momentum);
+    tcase_add_test(tc, test_net_update_pieces);
     tcase_add_test(tc, test_flush_subnormals);
     suite_add_tcase(s, tc);
 
