@@ -65,22 +65,27 @@ static void mse_chunk(void *ctx, int c)
     j->part[c] = s;
 }
 
-static float mse_total(const mse_job *j)
+/* MSE over total_n > 0 values, the pieces on pfor (NULL: in order, here) */
+static float mse(const float *out, const float *t, float *dout, size_t total_n,
+                 void (*pfor)(int n, void (*body)(void *ctx, int i), void *ctx))
 {
+    mse_job job = {out, t, dout, total_n, (float)(2.0 / (double)total_n), {0}};
+    if (pfor)
+        pfor(MSE_CHUNKS, mse_chunk, &job);
+    else
+        for (int c = 0; c < MSE_CHUNKS; c++)
+            mse_chunk(&job, c);
     double total = 0.0;
     for (int c = 0; c < MSE_CHUNKS; c++)
-        total += j->part[c];
-    return (float)(total / (double)j->total_n);
+        total += job.part[c];
+    return (float)(total / (double)total_n);
 }
 
 float cg_net_loss(const cg_net *net, const float *out, const void *target, float *dout, int n)
 {
-    if (net->loss != CG_LOSS_MSE || !net->parallel_for || n <= 0 || net->out_size == 0)
+    if (net->loss != CG_LOSS_MSE || n <= 0 || net->out_size == 0)
         return cg_loss(net->loss, out, target, dout, n, net->out_size);
-    size_t total_n = (size_t)n * net->out_size;
-    mse_job job = {out, target, dout, total_n, (float)(2.0 / (double)total_n), {0}};
-    net->parallel_for(MSE_CHUNKS, mse_chunk, &job);
-    return mse_total(&job);
+    return mse(out, target, dout, (size_t)n * net->out_size, net->parallel_for);
 }
 
 /* Softmax cross-entropy: mean_n(logsumexp(z) - z[t]); dout = (softmax - onehot) / n.
@@ -119,11 +124,7 @@ float cg_loss(int kind, const float *out, const void *target, float *dout, int n
         return (float)(total * inv_n);
     }
     if (kind == CG_LOSS_MSE) {
-        size_t total_n = (size_t)n * out_size;
-        mse_job job = {out, target, dout, total_n, (float)(2.0 / (double)total_n), {0}};
-        for (int c = 0; c < MSE_CHUNKS; c++)
-            mse_chunk(&job, c);
-        return mse_total(&job);
+        return mse(out, target, dout, (size_t)n * out_size, NULL);
     }
     return NAN;
 }

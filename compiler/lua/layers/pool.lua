@@ -92,6 +92,14 @@ local function tiles(g)
   return true
 end
 
+-- Start of a batch-innermost backward over dx of n floats: zero dx unless the windows
+-- tile it; returns whether each input's gradient is stored (disjoint windows) or added.
+local function dx_start(C, g, n)
+  local put = disjoint(g)
+  if not (put and tiles(g)) then C:line("memset(dx, 0, sizeof(float) * %d);", n) end
+  return put
+end
+
 -- Schedules: batch-innermost, straight-line (every window written out) when small,
 -- else loops over planes with the window unrolled.
 function M.candidates(L, T)
@@ -230,10 +238,7 @@ local function max_backward_vec(L, C, ctx)
   local NV = R // V
   local IHW, OHW = g.h.I * g.w.I, g.h.O * g.w.O
   local dm = L.sched.dmask
-  -- disjoint windows: every tap's store is the only one at its input (stored, not added);
-  -- windows tiling the input: every input is stored, nothing is left to zero
-  local put = disjoint(g)
-  if not (put and tiles(g)) then C:line("memset(dx, 0, sizeof(float) * %d);", L.in_size * R) end
+  local put = dx_start(C, g, L.in_size * R)
   if L.channels > 1 then util.par(C, L) end
   C:open("for (int c = 0; c < %d; c++) {", L.channels)
   if multi_tap(g) or dm then C:line("const float *restrict xc = x + c * %d;", IHW * R) end
@@ -272,41 +277,24 @@ local function max_backward_vec(L, C, ctx)
   return {"dy", "dx"}
 end
 
+-- Average pooling batch-innermost (max pooling: max_backward_vec): dy / divisor to
+-- every tap of its window.
 function M.backward_lanes(L, C, ctx)
   if ismax(L) then return max_backward_vec(L, C, ctx) end
   local g = L.geom
   local ktot = g.h.K * g.w.K
-  local put = disjoint(g) -- as in max_backward_vec
-  if not (put and tiles(g)) then C:line("memset(dx, 0, sizeof(float) * %d);", L.in_size * ctx.lanes) end
+  local put = dx_start(C, g, L.in_size * ctx.lanes)
   lanes_windows(L, C, ctx, {
     head = function(bin, bout)
-      if ismax(L) then C:line("const float *restrict xc = x + %s;", bin) end
       C:line("float *restrict dxc = dx + %s;", bin)
       C:line("const float *restrict dyc = dy + %s;", bout)
     end,
     window = function(out, ats, ntap)
-      if ismax(L) then
-        -- recompute the argmax (first maximum, NaN wins), route dy to it
-        C:line("const float d = dyc[%s + b];", out)
-        if ntap == 1 then
-          C:line("dxc[%s + b] += d;", ats[1])
-          return
-        end
-        C:line("float m = xc[%s + b]; int a = 0;", ats[1])
-        for i = 2, ntap do
-          C:line("if (xc[%s + b] > m || isnan(xc[%s + b])) { m = xc[%s + b]; a = %d; }", ats[i], ats[i], ats[i], i - 1)
-        end
-        for i = 1, ntap do
-          C:line("dxc[%s + b] += a == %d ? d : 0.0f;", ats[i], i - 1)
-        end
-      else
-        local div = L.opt.count_include_pad and ktot or ntap
-        C:line("const float d = dyc[%s + b] / %s;", out, util.flt(div))
-        for i = 1, ntap do C:line("dxc[%s + b] %s d;", ats[i], put and "=" or "+=") end
-      end
+      local div = L.opt.count_include_pad and ktot or ntap
+      C:line("const float d = dyc[%s + b] / %s;", out, util.flt(div))
+      for i = 1, ntap do C:line("dxc[%s + b] %s d;", ats[i], put and "=" or "+=") end
     end,
   })
-  if ismax(L) then return {"x", "dy", "dx"} end
   return {"dy", "dx"}
 end
 
