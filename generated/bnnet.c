@@ -32,8 +32,10 @@ typedef float cg_v __attribute__((vector_size(64), aligned(4), may_alias));
 /* loops whose iterations write disjoint outputs run on all threads with -fopenmp */
 #ifdef _OPENMP
 #define CG_PARALLEL_FOR _Pragma("omp parallel for schedule(static)")
+#define CG_PARALLEL_FOR2 _Pragma("omp parallel for collapse(2) schedule(static)")
 #else
 #define CG_PARALLEL_FOR
+#define CG_PARALLEL_FOR2
 #endif
 typedef int cg_vi __attribute__((vector_size(64)));
 #define VSEL(u, a, b) ((cg_v)(((cg_vi)(a) & (u)) | ((cg_vi)(b) & ~(u))))
@@ -71,9 +73,9 @@ static void l00_conv2d_forward(const float *restrict P, const float *restrict x,
 {
     /* x [1x28x28][lanes], y [64x28x28][lanes] */
     const float *restrict w = P;
-    CG_PARALLEL_FOR
-    for (int cb = 0; cb < 4; cb++) {
-        for (int v0 = 0; v0 < 4; v0 += 1) {
+    CG_PARALLEL_FOR2
+    for (int v0 = 0; v0 < 4; v0 += 1) {
+        for (int cb = 0; cb < 4; cb++) {
             const float *restrict wb = w + cb*144;
             const float *restrict xg = x + 0 + v0 * 16;
             float *restrict yb = y + cb*802816 + v0 * 16;
@@ -1908,9 +1910,9 @@ static void l04_conv2d_forward(const float *restrict P, const float *restrict x,
 {
     /* x [64x14x14][lanes], y [128x14x14][lanes] */
     const float *restrict w = P;
-    CG_PARALLEL_FOR
-    for (int cb = 0; cb < 8; cb++) {
-        for (int v0 = 0; v0 < 4; v0 += 1) {
+    CG_PARALLEL_FOR2
+    for (int v0 = 0; v0 < 4; v0 += 1) {
+        for (int cb = 0; cb < 8; cb++) {
             const float *restrict wb = w + cb*9216;
             const float *restrict xg = x + 0 + v0 * 16;
             float *restrict yb = y + cb*200704 + v0 * 16;
@@ -3319,9 +3321,9 @@ static void l04_conv2d_backward_dx(const float *restrict P, const float *restric
 {
     /* x [64x14x14][lanes], y [128x14x14][lanes] */
     const float *restrict w = P;
-    CG_PARALLEL_FOR
-    for (int cib = 0; cib < 4; cib++) {
-        for (int v0 = 0; v0 < 4; v0 += 1) {
+    CG_PARALLEL_FOR2
+    for (int v0 = 0; v0 < 4; v0 += 1) {
+        for (int cib = 0; cib < 4; cib++) {
             float *restrict dxb = dx + cib*200704 + v0 * 16;
             const float *restrict dyg = dy + 0 + v0 * 16;
             const float *restrict wg = w + cib*144;

@@ -22,8 +22,10 @@ typedef float cg_v __attribute__((vector_size(64), aligned(4), may_alias));
 /* loops whose iterations write disjoint outputs run on all threads with -fopenmp */
 #ifdef _OPENMP
 #define CG_PARALLEL_FOR _Pragma("omp parallel for schedule(static)")
+#define CG_PARALLEL_FOR2 _Pragma("omp parallel for collapse(2) schedule(static)")
 #else
 #define CG_PARALLEL_FOR
+#define CG_PARALLEL_FOR2
 #endif
 typedef int cg_vi __attribute__((vector_size(64)));
 #define VSEL(u, a, b) ((cg_v)(((cg_vi)(a) & (u)) | ((cg_vi)(b) & ~(u))))

@@ -88,8 +88,10 @@ typedef float cg_v __attribute__((vector_size(64), aligned(4), may_alias));
 /* loops whose iterations write disjoint outputs run on all threads with -fopenmp */
 #ifdef _OPENMP
 #define CG_PARALLEL_FOR _Pragma("omp parallel for schedule(static)")
+#define CG_PARALLEL_FOR2 _Pragma("omp parallel for collapse(2) schedule(static)")
 #else
 #define CG_PARALLEL_FOR
+#define CG_PARALLEL_FOR2
 #endif
 typedef int cg_vi __attribute__((vector_size(64)));
 #define VSEL(u, a, b) ((cg_v)(((cg_vi)(a) & (u)) | ((cg_vi)(b) & ~(u))))
@@ -142,9 +144,9 @@ static void l00_conv2d_forward(const float *restrict P, float *restrict S, const
         memset(d + 1670720, 0, sizeof(float) * 22080);
     }
     const float *restrict w = P;
-    CG_PARALLEL_FOR
-    for (int cb = 0; cb < 4; cb++) {
-        for (int v0 = 0; v0 < 2; v0 += 1) {
+    CG_PARALLEL_FOR2
+    for (int v0 = 0; v0 < 2; v0 += 1) {
+        for (int cb = 0; cb < 4; cb++) {
             const float *restrict wb = w + cb*2352;
             const float *restrict xg = xp + 0 + v0 * 16;
             float *restrict yb = y + cb*6422528 + v0 * 16;
@@ -1924,9 +1926,9 @@ static void l04_conv2d_forward(const float *restrict P, const float *restrict x,
 {
     /* x [64x56x56][lanes], y [64x56x56][lanes] */
     const float *restrict w = P;
-    CG_PARALLEL_FOR
-    for (int cb = 0; cb < 4; cb++) {
-        for (int v0 = 0; v0 < 2; v0 += 1) {
+    CG_PARALLEL_FOR2
+    for (int v0 = 0; v0 < 2; v0 += 1) {
+        for (int cb = 0; cb < 4; cb++) {
             const float *restrict wb = w + cb*9216;
             const float *restrict xg = x + 0 + v0 * 16;
             float *restrict yb = y + cb*1605632 + v0 * 16;
@@ -3335,9 +3337,9 @@ static void l04_conv2d_backward_dx(const float *restrict P, const float *restric
 {
     /* x [64x56x56][lanes], y [64x56x56][lanes] */
     const float *restrict w = P;
-    CG_PARALLEL_FOR
-    for (int cib = 0; cib < 4; cib++) {
-        for (int v0 = 0; v0 < 2; v0 += 1) {
+    CG_PARALLEL_FOR2
+    for (int v0 = 0; v0 < 2; v0 += 1) {
+        for (int cib = 0; cib < 4; cib++) {
             float *restrict dxb = dx + cib*1605632 + v0 * 16;
             const float *restrict dyg = dy + 0 + v0 * 16;
             const float *restrict wg = w + cib*144;
@@ -4742,9 +4744,9 @@ static void l07_conv2d_backward_dx(const float *restrict P, const float *restric
 {
     /* x [64x56x56][lanes], y [64x56x56][lanes] */
     const float *restrict w = P;
-    CG_PARALLEL_FOR
-    for (int cib = 0; cib < 4; cib++) {
-        for (int v0 = 0; v0 < 2; v0 += 1) {
+    CG_PARALLEL_FOR2
+    for (int v0 = 0; v0 < 2; v0 += 1) {
+        for (int cib = 0; cib < 4; cib++) {
             float *restrict dxb = dx + cib*1605632 + v0 * 16;
             const float *restrict xb = x + cib*1605632 + v0 * 16;
             const float *restrict dyg = dy + 0 + v0 * 16;
@@ -6186,9 +6188,9 @@ static void l18_conv2d_forward(const float *restrict P, const float *restrict x,
 {
     /* x [64x56x56][lanes], y [128x28x28][lanes] */
     const float *restrict w = P;
-    CG_PARALLEL_FOR
-    for (int cb = 0; cb < 8; cb++) {
-        for (int v0 = 0; v0 < 2; v0 += 1) {
+    CG_PARALLEL_FOR2
+    for (int v0 = 0; v0 < 2; v0 += 1) {
+        for (int cb = 0; cb < 8; cb++) {
             const float *restrict wb = w + cb*9216;
             const float *restrict xg = x + 0 + v0 * 16;
             float *restrict yb = y + cb*401408 + v0 * 16;
@@ -6902,9 +6904,9 @@ static void l18_conv2d_backward_dx(const float *restrict P, const float *restric
 {
     /* x [64x56x56][lanes], y [128x28x28][lanes] */
     const float *restrict w = P;
-    CG_PARALLEL_FOR
-    for (int cib = 0; cib < 4; cib++) {
-        for (int v0 = 0; v0 < 2; v0 += 1) {
+    CG_PARALLEL_FOR2
+    for (int v0 = 0; v0 < 2; v0 += 1) {
+        for (int cib = 0; cib < 4; cib++) {
             float *restrict dxb = dx + cib*1605632 + v0 * 16;
             const float *restrict dyg = dy + 0 + v0 * 16;
             const float *restrict wg = w + cib*144;
@@ -7687,9 +7689,9 @@ static void l21_conv2d_forward(const float *restrict P, const float *restrict x,
 {
     /* x [128x28x28][lanes], y [128x28x28][lanes] */
     const float *restrict w = P;
-    CG_PARALLEL_FOR
-    for (int cb = 0; cb < 8; cb++) {
-        for (int v0 = 0; v0 < 2; v0 += 1) {
+    CG_PARALLEL_FOR2
+    for (int v0 = 0; v0 < 2; v0 += 1) {
+        for (int cb = 0; cb < 8; cb++) {
             const float *restrict wb = w + cb*18432;
             const float *restrict xg = x + 0 + v0 * 16;
             float *restrict yb = y + cb*401408 + v0 * 16;
@@ -9098,9 +9100,9 @@ static void l21_conv2d_backward_dx(const float *restrict P, const float *restric
 {
     /* x [128x28x28][lanes], y [128x28x28][lanes] */
     const float *restrict w = P;
-    CG_PARALLEL_FOR
-    for (int cib = 0; cib < 8; cib++) {
-        for (int v0 = 0; v0 < 2; v0 += 1) {
+    CG_PARALLEL_FOR2
+    for (int v0 = 0; v0 < 2; v0 += 1) {
+        for (int cib = 0; cib < 8; cib++) {
             float *restrict dxb = dx + cib*401408 + v0 * 16;
             const float *restrict xb = x + cib*401408 + v0 * 16;
             const float *restrict dyg = dy + 0 + v0 * 16;
@@ -10461,9 +10463,9 @@ static void l23_conv2d_forward(const float *restrict P, const float *restrict x,
 {
     /* x [64x56x56][lanes], y [128x28x28][lanes] */
     const float *restrict w = P;
-    CG_PARALLEL_FOR
-    for (int cb = 0; cb < 8; cb++) {
-        for (int v0 = 0; v0 < 2; v0 += 1) {
+    CG_PARALLEL_FOR2
+    for (int v0 = 0; v0 < 2; v0 += 1) {
+        for (int cb = 0; cb < 8; cb++) {
             const float *restrict wb = w + cb*1024;
             const float *restrict xg = x + 0 + v0 * 16;
             float *restrict yb = y + cb*401408 + v0 * 16;
@@ -10592,9 +10594,9 @@ static void l23_conv2d_backward_dx(const float *restrict P, const float *restric
 {
     /* x [64x56x56][lanes], y [128x28x28][lanes] */
     const float *restrict w = P;
-    CG_PARALLEL_FOR
-    for (int cib = 0; cib < 4; cib++) {
-        for (int v0 = 0; v0 < 2; v0 += 1) {
+    CG_PARALLEL_FOR2
+    for (int v0 = 0; v0 < 2; v0 += 1) {
+        for (int cib = 0; cib < 4; cib++) {
             float *restrict dxb = dx + cib*1605632 + v0 * 16;
             const float *restrict dyg = dy + 0 + v0 * 16;
             const float *restrict wg = w + cib*16;
@@ -10824,9 +10826,9 @@ static void l27_conv2d_backward_dx(const float *restrict P, const float *restric
 {
     /* x [128x28x28][lanes], y [128x28x28][lanes] */
     const float *restrict w = P;
-    CG_PARALLEL_FOR
-    for (int cib = 0; cib < 8; cib++) {
-        for (int v0 = 0; v0 < 2; v0 += 1) {
+    CG_PARALLEL_FOR2
+    for (int v0 = 0; v0 < 2; v0 += 1) {
+        for (int cib = 0; cib < 8; cib++) {
             float *restrict dxb = dx + cib*401408 + v0 * 16;
             const float *restrict dyg = dy + 0 + v0 * 16;
             const float *restrict wg = w + cib*144;
@@ -12162,9 +12164,9 @@ static void l34_conv2d_forward(const float *restrict P, const float *restrict x,
 {
     /* x [128x28x28][lanes], y [256x14x14][lanes] */
     const float *restrict w = P;
-    CG_PARALLEL_FOR
-    for (int cb = 0; cb < 16; cb++) {
-        for (int v0 = 0; v0 < 2; v0 += 1) {
+    CG_PARALLEL_FOR2
+    for (int v0 = 0; v0 < 2; v0 += 1) {
+        for (int cb = 0; cb < 16; cb++) {
             const float *restrict wb = w + cb*18432;
             const float *restrict xg = x + 0 + v0 * 16;
             float *restrict yb = y + cb*100352 + v0 * 16;
@@ -12878,9 +12880,9 @@ static void l34_conv2d_backward_dx(const float *restrict P, const float *restric
 {
     /* x [128x28x28][lanes], y [256x14x14][lanes] */
     const float *restrict w = P;
-    CG_PARALLEL_FOR
-    for (int cib = 0; cib < 8; cib++) {
-        for (int v0 = 0; v0 < 2; v0 += 1) {
+    CG_PARALLEL_FOR2
+    for (int v0 = 0; v0 < 2; v0 += 1) {
+        for (int cib = 0; cib < 8; cib++) {
             float *restrict dxb = dx + cib*401408 + v0 * 16;
             const float *restrict dyg = dy + 0 + v0 * 16;
             const float *restrict wg = w + cib*144;
@@ -13663,9 +13665,9 @@ static void l37_conv2d_forward(const float *restrict P, const float *restrict x,
 {
     /* x [256x14x14][lanes], y [256x14x14][lanes] */
     const float *restrict w = P;
-    CG_PARALLEL_FOR
-    for (int cb = 0; cb < 16; cb++) {
-        for (int v0 = 0; v0 < 2; v0 += 1) {
+    CG_PARALLEL_FOR2
+    for (int v0 = 0; v0 < 2; v0 += 1) {
+        for (int cb = 0; cb < 16; cb++) {
             const float *restrict wb = w + cb*36864;
             const float *restrict xg = x + 0 + v0 * 16;
             float *restrict yb = y + cb*100352 + v0 * 16;
@@ -15074,9 +15076,9 @@ static void l37_conv2d_backward_dx(const float *restrict P, const float *restric
 {
     /* x [256x14x14][lanes], y [256x14x14][lanes] */
     const float *restrict w = P;
-    CG_PARALLEL_FOR
-    for (int cib = 0; cib < 16; cib++) {
-        for (int v0 = 0; v0 < 2; v0 += 1) {
+    CG_PARALLEL_FOR2
+    for (int v0 = 0; v0 < 2; v0 += 1) {
+        for (int cib = 0; cib < 16; cib++) {
             float *restrict dxb = dx + cib*100352 + v0 * 16;
             const float *restrict xb = x + cib*100352 + v0 * 16;
             const float *restrict dyg = dy + 0 + v0 * 16;
@@ -16437,9 +16439,9 @@ static void l39_conv2d_forward(const float *restrict P, const float *restrict x,
 {
     /* x [128x28x28][lanes], y [256x14x14][lanes] */
     const float *restrict w = P;
-    CG_PARALLEL_FOR
-    for (int cb = 0; cb < 16; cb++) {
-        for (int v0 = 0; v0 < 2; v0 += 1) {
+    CG_PARALLEL_FOR2
+    for (int v0 = 0; v0 < 2; v0 += 1) {
+        for (int cb = 0; cb < 16; cb++) {
             const float *restrict wb = w + cb*2048;
             const float *restrict xg = x + 0 + v0 * 16;
             float *restrict yb = y + cb*100352 + v0 * 16;
@@ -16568,9 +16570,9 @@ static void l39_conv2d_backward_dx(const float *restrict P, const float *restric
 {
     /* x [128x28x28][lanes], y [256x14x14][lanes] */
     const float *restrict w = P;
-    CG_PARALLEL_FOR
-    for (int cib = 0; cib < 8; cib++) {
-        for (int v0 = 0; v0 < 2; v0 += 1) {
+    CG_PARALLEL_FOR2
+    for (int v0 = 0; v0 < 2; v0 += 1) {
+        for (int cib = 0; cib < 8; cib++) {
             float *restrict dxb = dx + cib*401408 + v0 * 16;
             const float *restrict dyg = dy + 0 + v0 * 16;
             const float *restrict wg = w + cib*16;
@@ -16800,9 +16802,9 @@ static void l43_conv2d_backward_dx(const float *restrict P, const float *restric
 {
     /* x [256x14x14][lanes], y [256x14x14][lanes] */
     const float *restrict w = P;
-    CG_PARALLEL_FOR
-    for (int cib = 0; cib < 16; cib++) {
-        for (int v0 = 0; v0 < 2; v0 += 1) {
+    CG_PARALLEL_FOR2
+    for (int v0 = 0; v0 < 2; v0 += 1) {
+        for (int cib = 0; cib < 16; cib++) {
             float *restrict dxb = dx + cib*100352 + v0 * 16;
             const float *restrict dyg = dy + 0 + v0 * 16;
             const float *restrict wg = w + cib*144;
@@ -18138,9 +18140,9 @@ static void l50_conv2d_forward(const float *restrict P, const float *restrict x,
 {
     /* x [256x14x14][lanes], y [512x7x7][lanes] */
     const float *restrict w = P;
-    CG_PARALLEL_FOR
-    for (int cb = 0; cb < 32; cb++) {
-        for (int v0 = 0; v0 < 2; v0 += 1) {
+    CG_PARALLEL_FOR2
+    for (int v0 = 0; v0 < 2; v0 += 1) {
+        for (int cb = 0; cb < 32; cb++) {
             const float *restrict wb = w + cb*36864;
             const float *restrict xg = x + 0 + v0 * 16;
             float *restrict yb = y + cb*25088 + v0 * 16;
@@ -18854,9 +18856,9 @@ static void l50_conv2d_backward_dx(const float *restrict P, const float *restric
 {
     /* x [256x14x14][lanes], y [512x7x7][lanes] */
     const float *restrict w = P;
-    CG_PARALLEL_FOR
-    for (int cib = 0; cib < 16; cib++) {
-        for (int v0 = 0; v0 < 2; v0 += 1) {
+    CG_PARALLEL_FOR2
+    for (int v0 = 0; v0 < 2; v0 += 1) {
+        for (int cib = 0; cib < 16; cib++) {
             float *restrict dxb = dx + cib*100352 + v0 * 16;
             const float *restrict dyg = dy + 0 + v0 * 16;
             const float *restrict wg = w + cib*144;
@@ -19635,9 +19637,9 @@ static void l53_conv2d_forward(const float *restrict P, const float *restrict x,
 {
     /* x [512x7x7][lanes], y [512x7x7][lanes] */
     const float *restrict w = P;
-    CG_PARALLEL_FOR
-    for (int cb = 0; cb < 32; cb++) {
-        for (int v0 = 0; v0 < 2; v0 += 1) {
+    CG_PARALLEL_FOR2
+    for (int v0 = 0; v0 < 2; v0 += 1) {
+        for (int cb = 0; cb < 32; cb++) {
             const float *restrict wb = w + cb*73728;
             const float *restrict xg = x + 0 + v0 * 16;
             float *restrict yb = y + cb*25088 + v0 * 16;
@@ -21046,9 +21048,9 @@ static void l53_conv2d_backward_dx(const float *restrict P, const float *restric
 {
     /* x [512x7x7][lanes], y [512x7x7][lanes] */
     const float *restrict w = P;
-    CG_PARALLEL_FOR
-    for (int cib = 0; cib < 32; cib++) {
-        for (int v0 = 0; v0 < 2; v0 += 1) {
+    CG_PARALLEL_FOR2
+    for (int v0 = 0; v0 < 2; v0 += 1) {
+        for (int cib = 0; cib < 32; cib++) {
             float *restrict dxb = dx + cib*25088 + v0 * 16;
             const float *restrict xb = x + cib*25088 + v0 * 16;
             const float *restrict dyg = dy + 0 + v0 * 16;
@@ -22406,9 +22408,9 @@ static void l55_conv2d_forward(const float *restrict P, const float *restrict x,
 {
     /* x [256x14x14][lanes], y [512x7x7][lanes] */
     const float *restrict w = P;
-    CG_PARALLEL_FOR
-    for (int cb = 0; cb < 32; cb++) {
-        for (int v0 = 0; v0 < 2; v0 += 1) {
+    CG_PARALLEL_FOR2
+    for (int v0 = 0; v0 < 2; v0 += 1) {
+        for (int cb = 0; cb < 32; cb++) {
             const float *restrict wb = w + cb*4096;
             const float *restrict xg = x + 0 + v0 * 16;
             float *restrict yb = y + cb*25088 + v0 * 16;
@@ -22537,9 +22539,9 @@ static void l55_conv2d_backward_dx(const float *restrict P, const float *restric
 {
     /* x [256x14x14][lanes], y [512x7x7][lanes] */
     const float *restrict w = P;
-    CG_PARALLEL_FOR
-    for (int cib = 0; cib < 16; cib++) {
-        for (int v0 = 0; v0 < 2; v0 += 1) {
+    CG_PARALLEL_FOR2
+    for (int v0 = 0; v0 < 2; v0 += 1) {
+        for (int cib = 0; cib < 16; cib++) {
             float *restrict dxb = dx + cib*100352 + v0 * 16;
             const float *restrict dyg = dy + 0 + v0 * 16;
             const float *restrict wg = w + cib*16;
@@ -22766,9 +22768,9 @@ static void l59_conv2d_backward_dx(const float *restrict P, const float *restric
 {
     /* x [512x7x7][lanes], y [512x7x7][lanes] */
     const float *restrict w = P;
-    CG_PARALLEL_FOR
-    for (int cib = 0; cib < 32; cib++) {
-        for (int v0 = 0; v0 < 2; v0 += 1) {
+    CG_PARALLEL_FOR2
+    for (int v0 = 0; v0 < 2; v0 += 1) {
+        for (int cib = 0; cib < 32; cib++) {
             float *restrict dxb = dx + cib*25088 + v0 * 16;
             const float *restrict dyg = dy + 0 + v0 * 16;
             const float *restrict wg = w + cib*144;

@@ -92,8 +92,10 @@ typedef float cg_v __attribute__((vector_size(64), aligned(4), may_alias));
 /* loops whose iterations write disjoint outputs run on all threads with -fopenmp */
 #ifdef _OPENMP
 #define CG_PARALLEL_FOR _Pragma("omp parallel for schedule(static)")
+#define CG_PARALLEL_FOR2 _Pragma("omp parallel for collapse(2) schedule(static)")
 #else
 #define CG_PARALLEL_FOR
+#define CG_PARALLEL_FOR2
 #endif
 typedef int cg_vi __attribute__((vector_size(64)));
 #define VSEL(u, a, b) ((cg_v)(((cg_vi)(a) & (u)) | ((cg_vi)(b) & ~(u))))
@@ -6129,9 +6131,9 @@ static void l24_conv2d_forward(const float *restrict P, const float *restrict x,
 {
     /* x [16x28x28][lanes], y [32x14x14][lanes] */
     const float *restrict w = P;
-    CG_PARALLEL_FOR
-    for (int cb = 0; cb < 2; cb++) {
-        for (int v0 = 0; v0 < 8; v0 += 1) {
+    CG_PARALLEL_FOR2
+    for (int v0 = 0; v0 < 8; v0 += 1) {
+        for (int cb = 0; cb < 2; cb++) {
             const float *restrict wb = w + cb*2304;
             const float *restrict xg = x + 0 + v0 * 16;
             float *restrict yb = y + cb*401408 + v0 * 16;
@@ -7624,9 +7626,9 @@ static void l27_conv2d_forward(const float *restrict P, const float *restrict x,
 {
     /* x [32x14x14][lanes], y [32x14x14][lanes] */
     const float *restrict w = P;
-    CG_PARALLEL_FOR
-    for (int cb = 0; cb < 2; cb++) {
-        for (int v0 = 0; v0 < 8; v0 += 1) {
+    CG_PARALLEL_FOR2
+    for (int v0 = 0; v0 < 8; v0 += 1) {
+        for (int cb = 0; cb < 2; cb++) {
             const float *restrict wb = w + cb*4608;
             const float *restrict xg = x + 0 + v0 * 16;
             float *restrict yb = y + cb*401408 + v0 * 16;
@@ -9035,9 +9037,9 @@ static void l27_conv2d_backward_dx(const float *restrict P, const float *restric
 {
     /* x [32x14x14][lanes], y [32x14x14][lanes] */
     const float *restrict w = P;
-    CG_PARALLEL_FOR
-    for (int cib = 0; cib < 2; cib++) {
-        for (int v0 = 0; v0 < 8; v0 += 1) {
+    CG_PARALLEL_FOR2
+    for (int v0 = 0; v0 < 8; v0 += 1) {
+        for (int cib = 0; cib < 2; cib++) {
             float *restrict dxb = dx + cib*401408 + v0 * 16;
             const float *restrict xb = x + cib*401408 + v0 * 16;
             const float *restrict dyg = dy + 0 + v0 * 16;
@@ -10395,9 +10397,9 @@ static void l29_conv2d_forward(const float *restrict P, const float *restrict x,
 {
     /* x [16x28x28][lanes], y [32x14x14][lanes] */
     const float *restrict w = P;
-    CG_PARALLEL_FOR
-    for (int cb = 0; cb < 2; cb++) {
-        for (int v0 = 0; v0 < 8; v0 += 1) {
+    CG_PARALLEL_FOR2
+    for (int v0 = 0; v0 < 8; v0 += 1) {
+        for (int cb = 0; cb < 2; cb++) {
             const float *restrict wb = w + cb*256;
             const float *restrict xg = x + 0 + v0 * 16;
             float *restrict yb = y + cb*401408 + v0 * 16;
@@ -10753,9 +10755,9 @@ static void l33_conv2d_backward_dx(const float *restrict P, const float *restric
 {
     /* x [32x14x14][lanes], y [32x14x14][lanes] */
     const float *restrict w = P;
-    CG_PARALLEL_FOR
-    for (int cib = 0; cib < 2; cib++) {
-        for (int v0 = 0; v0 < 8; v0 += 1) {
+    CG_PARALLEL_FOR2
+    for (int v0 = 0; v0 < 8; v0 += 1) {
+        for (int cib = 0; cib < 2; cib++) {
             float *restrict dxb = dx + cib*401408 + v0 * 16;
             const float *restrict dyg = dy + 0 + v0 * 16;
             const float *restrict wg = w + cib*144;
@@ -12137,9 +12139,9 @@ static void l47_conv2d_forward(const float *restrict P, const float *restrict x,
 {
     /* x [32x14x14][lanes], y [64x7x7][lanes] */
     const float *restrict w = P;
-    CG_PARALLEL_FOR
-    for (int cb = 0; cb < 4; cb++) {
-        for (int v0 = 0; v0 < 8; v0 += 1) {
+    CG_PARALLEL_FOR2
+    for (int v0 = 0; v0 < 8; v0 += 1) {
+        for (int cb = 0; cb < 4; cb++) {
             const float *restrict wb = w + cb*4608;
             const float *restrict xg = x + 0 + v0 * 16;
             float *restrict yb = y + cb*100352 + v0 * 16;
@@ -12853,9 +12855,9 @@ static void l47_conv2d_backward_dx(const float *restrict P, const float *restric
 {
     /* x [32x14x14][lanes], y [64x7x7][lanes] */
     const float *restrict w = P;
-    CG_PARALLEL_FOR
-    for (int cib = 0; cib < 2; cib++) {
-        for (int v0 = 0; v0 < 8; v0 += 1) {
+    CG_PARALLEL_FOR2
+    for (int v0 = 0; v0 < 8; v0 += 1) {
+        for (int cib = 0; cib < 2; cib++) {
             float *restrict dxb = dx + cib*401408 + v0 * 16;
             const float *restrict dyg = dy + 0 + v0 * 16;
             const float *restrict wg = w + cib*144;
@@ -13634,9 +13636,9 @@ static void l50_conv2d_forward(const float *restrict P, const float *restrict x,
 {
     /* x [64x7x7][lanes], y [64x7x7][lanes] */
     const float *restrict w = P;
-    CG_PARALLEL_FOR
-    for (int cb = 0; cb < 4; cb++) {
-        for (int v0 = 0; v0 < 8; v0 += 1) {
+    CG_PARALLEL_FOR2
+    for (int v0 = 0; v0 < 8; v0 += 1) {
+        for (int cb = 0; cb < 4; cb++) {
             const float *restrict wb = w + cb*9216;
             const float *restrict xg = x + 0 + v0 * 16;
             float *restrict yb = y + cb*100352 + v0 * 16;
@@ -15045,9 +15047,9 @@ static void l50_conv2d_backward_dx(const float *restrict P, const float *restric
 {
     /* x [64x7x7][lanes], y [64x7x7][lanes] */
     const float *restrict w = P;
-    CG_PARALLEL_FOR
-    for (int cib = 0; cib < 4; cib++) {
-        for (int v0 = 0; v0 < 8; v0 += 1) {
+    CG_PARALLEL_FOR2
+    for (int v0 = 0; v0 < 8; v0 += 1) {
+        for (int cib = 0; cib < 4; cib++) {
             float *restrict dxb = dx + cib*100352 + v0 * 16;
             const float *restrict xb = x + cib*100352 + v0 * 16;
             const float *restrict dyg = dy + 0 + v0 * 16;
@@ -16405,9 +16407,9 @@ static void l52_conv2d_forward(const float *restrict P, const float *restrict x,
 {
     /* x [32x14x14][lanes], y [64x7x7][lanes] */
     const float *restrict w = P;
-    CG_PARALLEL_FOR
-    for (int cb = 0; cb < 4; cb++) {
-        for (int v0 = 0; v0 < 8; v0 += 1) {
+    CG_PARALLEL_FOR2
+    for (int v0 = 0; v0 < 8; v0 += 1) {
+        for (int cb = 0; cb < 4; cb++) {
             const float *restrict wb = w + cb*512;
             const float *restrict xg = x + 0 + v0 * 16;
             float *restrict yb = y + cb*100352 + v0 * 16;
@@ -16536,9 +16538,9 @@ static void l52_conv2d_backward_dx(const float *restrict P, const float *restric
 {
     /* x [32x14x14][lanes], y [64x7x7][lanes] */
     const float *restrict w = P;
-    CG_PARALLEL_FOR
-    for (int cib = 0; cib < 2; cib++) {
-        for (int v0 = 0; v0 < 8; v0 += 1) {
+    CG_PARALLEL_FOR2
+    for (int v0 = 0; v0 < 8; v0 += 1) {
+        for (int cib = 0; cib < 2; cib++) {
             float *restrict dxb = dx + cib*401408 + v0 * 16;
             const float *restrict dyg = dy + 0 + v0 * 16;
             const float *restrict wg = w + cib*16;
@@ -16765,9 +16767,9 @@ static void l56_conv2d_backward_dx(const float *restrict P, const float *restric
 {
     /* x [64x7x7][lanes], y [64x7x7][lanes] */
     const float *restrict w = P;
-    CG_PARALLEL_FOR
-    for (int cib = 0; cib < 4; cib++) {
-        for (int v0 = 0; v0 < 8; v0 += 1) {
+    CG_PARALLEL_FOR2
+    for (int v0 = 0; v0 < 8; v0 += 1) {
+        for (int cib = 0; cib < 4; cib++) {
             float *restrict dxb = dx + cib*100352 + v0 * 16;
             const float *restrict dyg = dy + 0 + v0 * 16;
             const float *restrict wg = w + cib*144;

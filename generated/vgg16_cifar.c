@@ -56,8 +56,10 @@ typedef float cg_v __attribute__((vector_size(64), aligned(4), may_alias));
 /* loops whose iterations write disjoint outputs run on all threads with -fopenmp */
 #ifdef _OPENMP
 #define CG_PARALLEL_FOR _Pragma("omp parallel for schedule(static)")
+#define CG_PARALLEL_FOR2 _Pragma("omp parallel for collapse(2) schedule(static)")
 #else
 #define CG_PARALLEL_FOR
+#define CG_PARALLEL_FOR2
 #endif
 typedef int cg_vi __attribute__((vector_size(64)));
 #define VSEL(u, a, b) ((cg_v)(((cg_vi)(a) & (u)) | ((cg_vi)(b) & ~(u))))
@@ -96,9 +98,9 @@ static void l00_conv2d_forward(const float *restrict P, const float *restrict x,
     /* x [3x32x32][lanes], y [64x32x32][lanes] */
     const float *restrict w = P;
     const float *restrict bias = P + 1728;
-    CG_PARALLEL_FOR
-    for (int cb = 0; cb < 4; cb++) {
-        for (int v0 = 0; v0 < 2; v0 += 1) {
+    CG_PARALLEL_FOR2
+    for (int v0 = 0; v0 < 2; v0 += 1) {
+        for (int cb = 0; cb < 4; cb++) {
             const float *restrict wb = w + cb*432;
             const float *restrict xg = x + 0 + v0 * 16;
             float *restrict yb = y + cb*524288 + v0 * 16;
@@ -1948,9 +1950,9 @@ static void l02_conv2d_forward(const float *restrict P, const float *restrict x,
     /* x [64x32x32][lanes], y [64x32x32][lanes] */
     const float *restrict w = P;
     const float *restrict bias = P + 36864;
-    CG_PARALLEL_FOR
-    for (int cb = 0; cb < 4; cb++) {
-        for (int v0 = 0; v0 < 2; v0 += 1) {
+    CG_PARALLEL_FOR2
+    for (int v0 = 0; v0 < 2; v0 += 1) {
+        for (int cb = 0; cb < 4; cb++) {
             const float *restrict wb = w + cb*9216;
             const float *restrict xg = x + 0 + v0 * 16;
             float *restrict yb = y + cb*524288 + v0 * 16;
@@ -3366,9 +3368,9 @@ static void l02_conv2d_backward_dx(const float *restrict P, const float *restric
 {
     /* x [64x32x32][lanes], y [64x32x32][lanes] */
     const float *restrict w = P;
-    CG_PARALLEL_FOR
-    for (int cib = 0; cib < 4; cib++) {
-        for (int v0 = 0; v0 < 2; v0 += 1) {
+    CG_PARALLEL_FOR2
+    for (int v0 = 0; v0 < 2; v0 += 1) {
+        for (int cib = 0; cib < 4; cib++) {
             float *restrict dxb = dx + cib*524288 + v0 * 16;
             const float *restrict xb = x + cib*524288 + v0 * 16;
             const float *restrict dyg = dy + 0 + v0 * 16;
@@ -4724,9 +4726,9 @@ static void l05_conv2d_forward(const float *restrict P, const float *restrict x,
     /* x [64x16x16][lanes], y [128x16x16][lanes] */
     const float *restrict w = P;
     const float *restrict bias = P + 73728;
-    CG_PARALLEL_FOR
-    for (int cb = 0; cb < 8; cb++) {
-        for (int v0 = 0; v0 < 2; v0 += 1) {
+    CG_PARALLEL_FOR2
+    for (int v0 = 0; v0 < 2; v0 += 1) {
+        for (int cb = 0; cb < 8; cb++) {
             const float *restrict wb = w + cb*9216;
             const float *restrict xg = x + 0 + v0 * 16;
             float *restrict yb = y + cb*131072 + v0 * 16;
@@ -6142,9 +6144,9 @@ static void l05_conv2d_backward_dx(const float *restrict P, const float *restric
 {
     /* x [64x16x16][lanes], y [128x16x16][lanes] */
     const float *restrict w = P;
-    CG_PARALLEL_FOR
-    for (int cib = 0; cib < 4; cib++) {
-        for (int v0 = 0; v0 < 2; v0 += 1) {
+    CG_PARALLEL_FOR2
+    for (int v0 = 0; v0 < 2; v0 += 1) {
+        for (int cib = 0; cib < 4; cib++) {
             float *restrict dxb = dx + cib*131072 + v0 * 16;
             const float *restrict dyg = dy + 0 + v0 * 16;
             const float *restrict wg = w + cib*144;
@@ -7449,9 +7451,9 @@ static void l07_conv2d_forward(const float *restrict P, const float *restrict x,
     /* x [128x16x16][lanes], y [128x16x16][lanes] */
     const float *restrict w = P;
     const float *restrict bias = P + 147456;
-    CG_PARALLEL_FOR
-    for (int cb = 0; cb < 8; cb++) {
-        for (int v0 = 0; v0 < 2; v0 += 1) {
+    CG_PARALLEL_FOR2
+    for (int v0 = 0; v0 < 2; v0 += 1) {
+        for (int cb = 0; cb < 8; cb++) {
             const float *restrict wb = w + cb*18432;
             const float *restrict xg = x + 0 + v0 * 16;
             float *restrict yb = y + cb*131072 + v0 * 16;
@@ -8867,9 +8869,9 @@ static void l07_conv2d_backward_dx(const float *restrict P, const float *restric
 {
     /* x [128x16x16][lanes], y [128x16x16][lanes] */
     const float *restrict w = P;
-    CG_PARALLEL_FOR
-    for (int cib = 0; cib < 8; cib++) {
-        for (int v0 = 0; v0 < 2; v0 += 1) {
+    CG_PARALLEL_FOR2
+    for (int v0 = 0; v0 < 2; v0 += 1) {
+        for (int cib = 0; cib < 8; cib++) {
             float *restrict dxb = dx + cib*131072 + v0 * 16;
             const float *restrict xb = x + cib*131072 + v0 * 16;
             const float *restrict dyg = dy + 0 + v0 * 16;
@@ -10225,9 +10227,9 @@ static void l10_conv2d_forward(const float *restrict P, const float *restrict x,
     /* x [128x8x8][lanes], y [256x8x8][lanes] */
     const float *restrict w = P;
     const float *restrict bias = P + 294912;
-    CG_PARALLEL_FOR
-    for (int cb = 0; cb < 16; cb++) {
-        for (int v0 = 0; v0 < 2; v0 += 1) {
+    CG_PARALLEL_FOR2
+    for (int v0 = 0; v0 < 2; v0 += 1) {
+        for (int cb = 0; cb < 16; cb++) {
             const float *restrict wb = w + cb*18432;
             const float *restrict xg = x + 0 + v0 * 16;
             float *restrict yb = y + cb*32768 + v0 * 16;
@@ -11643,9 +11645,9 @@ static void l10_conv2d_backward_dx(const float *restrict P, const float *restric
 {
     /* x [128x8x8][lanes], y [256x8x8][lanes] */
     const float *restrict w = P;
-    CG_PARALLEL_FOR
-    for (int cib = 0; cib < 8; cib++) {
-        for (int v0 = 0; v0 < 2; v0 += 1) {
+    CG_PARALLEL_FOR2
+    for (int v0 = 0; v0 < 2; v0 += 1) {
+        for (int cib = 0; cib < 8; cib++) {
             float *restrict dxb = dx + cib*32768 + v0 * 16;
             const float *restrict dyg = dy + 0 + v0 * 16;
             const float *restrict wg = w + cib*144;
@@ -12950,9 +12952,9 @@ static void l12_conv2d_forward(const float *restrict P, const float *restrict x,
     /* x [256x8x8][lanes], y [256x8x8][lanes] */
     const float *restrict w = P;
     const float *restrict bias = P + 589824;
-    CG_PARALLEL_FOR
-    for (int cb = 0; cb < 16; cb++) {
-        for (int v0 = 0; v0 < 2; v0 += 1) {
+    CG_PARALLEL_FOR2
+    for (int v0 = 0; v0 < 2; v0 += 1) {
+        for (int cb = 0; cb < 16; cb++) {
             const float *restrict wb = w + cb*36864;
             const float *restrict xg = x + 0 + v0 * 16;
             float *restrict yb = y + cb*32768 + v0 * 16;
@@ -14368,9 +14370,9 @@ static void l12_conv2d_backward_dx(const float *restrict P, const float *restric
 {
     /* x [256x8x8][lanes], y [256x8x8][lanes] */
     const float *restrict w = P;
-    CG_PARALLEL_FOR
-    for (int cib = 0; cib < 16; cib++) {
-        for (int v0 = 0; v0 < 2; v0 += 1) {
+    CG_PARALLEL_FOR2
+    for (int v0 = 0; v0 < 2; v0 += 1) {
+        for (int cib = 0; cib < 16; cib++) {
             float *restrict dxb = dx + cib*32768 + v0 * 16;
             const float *restrict xb = x + cib*32768 + v0 * 16;
             const float *restrict dyg = dy + 0 + v0 * 16;
@@ -15740,9 +15742,9 @@ static void l17_conv2d_forward(const float *restrict P, const float *restrict x,
     /* x [256x4x4][lanes], y [512x4x4][lanes] */
     const float *restrict w = P;
     const float *restrict bias = P + 1179648;
-    CG_PARALLEL_FOR
-    for (int cb = 0; cb < 32; cb++) {
-        for (int v0 = 0; v0 < 2; v0 += 1) {
+    CG_PARALLEL_FOR2
+    for (int v0 = 0; v0 < 2; v0 += 1) {
+        for (int cb = 0; cb < 32; cb++) {
             const float *restrict wb = w + cb*36864;
             const float *restrict xg = x + 0 + v0 * 16;
             float *restrict yb = y + cb*8192 + v0 * 16;
@@ -17158,9 +17160,9 @@ static void l17_conv2d_backward_dx(const float *restrict P, const float *restric
 {
     /* x [256x4x4][lanes], y [512x4x4][lanes] */
     const float *restrict w = P;
-    CG_PARALLEL_FOR
-    for (int cib = 0; cib < 16; cib++) {
-        for (int v0 = 0; v0 < 2; v0 += 1) {
+    CG_PARALLEL_FOR2
+    for (int v0 = 0; v0 < 2; v0 += 1) {
+        for (int cib = 0; cib < 16; cib++) {
             float *restrict dxb = dx + cib*8192 + v0 * 16;
             const float *restrict dyg = dy + 0 + v0 * 16;
             const float *restrict wg = w + cib*144;
@@ -18465,9 +18467,9 @@ static void l19_conv2d_forward(const float *restrict P, const float *restrict x,
     /* x [512x4x4][lanes], y [512x4x4][lanes] */
     const float *restrict w = P;
     const float *restrict bias = P + 2359296;
-    CG_PARALLEL_FOR
-    for (int cb = 0; cb < 32; cb++) {
-        for (int v0 = 0; v0 < 2; v0 += 1) {
+    CG_PARALLEL_FOR2
+    for (int v0 = 0; v0 < 2; v0 += 1) {
+        for (int cb = 0; cb < 32; cb++) {
             const float *restrict wb = w + cb*73728;
             const float *restrict xg = x + 0 + v0 * 16;
             float *restrict yb = y + cb*8192 + v0 * 16;
@@ -19883,9 +19885,9 @@ static void l19_conv2d_backward_dx(const float *restrict P, const float *restric
 {
     /* x [512x4x4][lanes], y [512x4x4][lanes] */
     const float *restrict w = P;
-    CG_PARALLEL_FOR
-    for (int cib = 0; cib < 32; cib++) {
-        for (int v0 = 0; v0 < 2; v0 += 1) {
+    CG_PARALLEL_FOR2
+    for (int v0 = 0; v0 < 2; v0 += 1) {
+        for (int cib = 0; cib < 32; cib++) {
             float *restrict dxb = dx + cib*8192 + v0 * 16;
             const float *restrict xb = x + cib*8192 + v0 * 16;
             const float *restrict dyg = dy + 0 + v0 * 16;
@@ -21255,9 +21257,9 @@ static void l24_conv2d_forward(const float *restrict P, const float *restrict x,
     /* x [512x2x2][lanes], y [512x2x2][lanes] */
     const float *restrict w = P;
     const float *restrict bias = P + 2359296;
-    CG_PARALLEL_FOR
-    for (int cb = 0; cb < 32; cb++) {
-        for (int v0 = 0; v0 < 2; v0 += 1) {
+    CG_PARALLEL_FOR2
+    for (int v0 = 0; v0 < 2; v0 += 1) {
+        for (int cb = 0; cb < 32; cb++) {
             const float *restrict wb = w + cb*73728;
             const float *restrict xg = x + 0 + v0 * 16;
             float *restrict yb = y + cb*2048 + v0 * 16;
@@ -21780,9 +21782,9 @@ static void l24_conv2d_backward_dx(const float *restrict P, const float *restric
 {
     /* x [512x2x2][lanes], y [512x2x2][lanes] */
     const float *restrict w = P;
-    CG_PARALLEL_FOR
-    for (int cib = 0; cib < 32; cib++) {
-        for (int v0 = 0; v0 < 2; v0 += 1) {
+    CG_PARALLEL_FOR2
+    for (int v0 = 0; v0 < 2; v0 += 1) {
+        for (int cib = 0; cib < 32; cib++) {
             float *restrict dxb = dx + cib*2048 + v0 * 16;
             const float *restrict dyg = dy + 0 + v0 * 16;
             const float *restrict wg = w + cib*144;
@@ -22262,9 +22264,9 @@ static void l26_conv2d_backward_dx(const float *restrict P, const float *restric
 {
     /* x [512x2x2][lanes], y [512x2x2][lanes] */
     const float *restrict w = P;
-    CG_PARALLEL_FOR
-    for (int cib = 0; cib < 32; cib++) {
-        for (int v0 = 0; v0 < 2; v0 += 1) {
+    CG_PARALLEL_FOR2
+    for (int v0 = 0; v0 < 2; v0 += 1) {
+        for (int cib = 0; cib < 32; cib++) {
             float *restrict dxb = dx + cib*2048 + v0 * 16;
             const float *restrict xb = x + cib*2048 + v0 * 16;
             const float *restrict dyg = dy + 0 + v0 * 16;

@@ -868,7 +868,8 @@ local function int_list(t, n)
 end
 
 -- The SIMD vocabulary of the emitters for vectors of V floats; openmp: loops marked
--- CG_PARALLEL_FOR run on all threads with -fopenmp (the inference export has none).
+-- CG_PARALLEL_FOR (one loop) and CG_PARALLEL_FOR2 (two nested loops split together) run
+-- on all threads with -fopenmp (the inference export has none).
 local function simd_prelude(O, V, openmp)
   O:line("/* a += b * c compiles to one FMA (gcc turns contraction off under -std=c11) */")
   O:line("#if defined(__GNUC__) && !defined(__clang__)")
@@ -885,11 +886,14 @@ local function simd_prelude(O, V, openmp)
     O:line("/* loops whose iterations write disjoint outputs run on all threads with -fopenmp */")
     O:line("#ifdef _OPENMP")
     O:line("#define CG_PARALLEL_FOR _Pragma(\"omp parallel for schedule(static)\")")
+    O:line("#define CG_PARALLEL_FOR2 _Pragma(\"omp parallel for collapse(2) schedule(static)\")")
     O:line("#else")
     O:line("#define CG_PARALLEL_FOR")
+    O:line("#define CG_PARALLEL_FOR2")
     O:line("#endif")
   else
     O:line("#define CG_PARALLEL_FOR")
+    O:line("#define CG_PARALLEL_FOR2")
   end
   O:line("typedef int cg_vi __attribute__((vector_size(%d)));", V * 4)
   O:line("#define VSEL(u, a, b) ((cg_v)(((cg_vi)(a) & (u)) | ((cg_vi)(b) & ~(u))))")
