@@ -21257,9 +21257,9 @@ static void l24_conv2d_forward(const float *restrict P, const float *restrict x,
     /* x [512x2x2][lanes], y [512x2x2][lanes] */
     const float *restrict w = P;
     const float *restrict bias = P + 2359296;
-    CG_PARALLEL_FOR2
-    for (int v0 = 0; v0 < 2; v0 += 1) {
-        for (int cb = 0; cb < 32; cb++) {
+    CG_PARALLEL_FOR
+    for (int cb = 0; cb < 32; cb++) {
+        for (int v0 = 0; v0 < 2; v0 += 1) {
             const float *restrict wb = w + cb*73728;
             const float *restrict xg = x + 0 + v0 * 16;
             float *restrict yb = y + cb*2048 + v0 * 16;
@@ -21782,9 +21782,9 @@ static void l24_conv2d_backward_dx(const float *restrict P, const float *restric
 {
     /* x [512x2x2][lanes], y [512x2x2][lanes] */
     const float *restrict w = P;
-    CG_PARALLEL_FOR2
-    for (int v0 = 0; v0 < 2; v0 += 1) {
-        for (int cib = 0; cib < 32; cib++) {
+    CG_PARALLEL_FOR
+    for (int cib = 0; cib < 32; cib++) {
+        for (int v0 = 0; v0 < 2; v0 += 1) {
             float *restrict dxb = dx + cib*2048 + v0 * 16;
             const float *restrict dyg = dy + 0 + v0 * 16;
             const float *restrict wg = w + cib*144;
@@ -22264,9 +22264,9 @@ static void l26_conv2d_backward_dx(const float *restrict P, const float *restric
 {
     /* x [512x2x2][lanes], y [512x2x2][lanes] */
     const float *restrict w = P;
-    CG_PARALLEL_FOR2
-    for (int v0 = 0; v0 < 2; v0 += 1) {
-        for (int cib = 0; cib < 32; cib++) {
+    CG_PARALLEL_FOR
+    for (int cib = 0; cib < 32; cib++) {
+        for (int v0 = 0; v0 < 2; v0 += 1) {
             float *restrict dxb = dx + cib*2048 + v0 * 16;
             const float *restrict xb = x + cib*2048 + v0 * 16;
             const float *restrict dyg = dy + 0 + v0 * 16;
