@@ -478,30 +478,28 @@ end
 
 -- unroll (the straight-line schedule): every loop written out, v0 a constant per block
 -- rows: the body splits its row loops across threads (tile PY), so these loops do not
--- traffic: {input = bytes, weights = bytes} a pass streams (the loop order's choice)
+-- traffic: the floats of {input, weights} a pass streams (the loop order's choice)
 local function block_loops(C, L, nblocks, name, NV, TB, body, unroll, rows, traffic)
   local par_g = L.groups > 1 and not rows
   local par_c = not par_g and nblocks > 1 and not rows
   local function loop(var, hi, par, f)
     if unroll then util.loop(C, var, 0, hi, true, f) else util.ploop(C, var, 0, hi, par, f) end
   end
-  -- Several lane blocks and channel blocks: the order that streams fewer bytes. With
-  -- the channel blocks outside, each one reads the whole input (its lane vectors, a
-  -- lane block at a time) and keeps its block of weights in cache: nblocks x the
-  -- input. With the lane blocks outside, a lane block's channel blocks read the same
+  -- One group, several lane blocks and channel blocks: the order that streams fewer
+  -- floats. With the channel blocks outside, each one reads the whole input (its lane
+  -- vectors, a lane block at a time) and keeps its block of weights in cache: nblocks x
+  -- the input. With the lane blocks outside, a lane block's channel blocks read the same
   -- input lines, which stay in L2/L3 between them, and the whole weights are read once
   -- a lane block: NV/TB x the weights. ResNet-20 at batch 128 (6.4 MB inputs, 9 KB of
   -- weights): the forward +20 %, the step +15 % with the lane blocks outside; VGG-16's
   -- 512-channel layers (9.4 MB of weights, inputs of 0.3-1 MB) keep the channel blocks
   -- outside. Threads split the two loops together (collapse(2): contiguous runs of
   -- channel blocks of one lane block).
-  local lanes_outer = traffic and nblocks * traffic.input > (NV // TB) * traffic.weights
-  if lanes_outer and not unroll and not rows and NV // TB > 1 and nblocks > 1 and not par_g then
+  if not unroll and not rows and L.groups == 1 and NV // TB > 1 and nblocks > 1
+      and nblocks * traffic.input > (NV // TB) * traffic.weights then
     if L.parallel then C:line("CG_PARALLEL_FOR2") end
     C:open("for (int v0 = 0; v0 < %d; v0 += %d) {", NV, TB)
-    C:open("for (int %s = 0; %s < %d; %s++) {", name, name, nblocks, name)
-    loop("g", L.groups - 1, false, function(g) body(g, name) end)
-    C:close()
+    util.loop(C, name, 0, nblocks - 1, false, function(cb) body(0, cb) end)
     C:close()
     return
   end
@@ -639,7 +637,7 @@ function M.forward_lanes(L, C, ctx)
       end
       if not info.scoped then C:close() end
     end, nil, PY and L.parallel)
-  end, unroll, PY, {input = L.cin_g * IHW * R * 4, weights = L.cout_g * WK * 4})
+  end, unroll, PY, {input = L.cin_g * IHW * R, weights = L.cout_g * WK})
   return used
 end
 
@@ -783,7 +781,7 @@ function M.backward_dx_lanes(L, C, ctx)
       end
       if not info.scoped then C:close() end
     end, unroll, PY and L.parallel)
-  end, unroll, PY, {input = L.cout_g * OHW * R * 4, weights = L.cout_g * WK * 4})
+  end, unroll, PY, {input = L.cout_g * OHW * R, weights = L.cout_g * WK})
   if L.sched.dmask then used[#used + 1] = "x" end
   return used
 end
