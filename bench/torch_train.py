@@ -19,6 +19,11 @@ best state_dict incl. batch-norm buffers), model.eval() for validation and test.
 Not the same: the initial weights, the permutations and the augmentation draws (PyTorch's
 own RNG, --seed).
 
+--checkpoint F saves the whole run (model, optimizer, schedule, best state, RNG) to F after
+every epoch and, when F exists, continues from it: a killed run resumes where its last epoch
+ended and finishes as the uninterrupted run would have (same RNG stream). --stop-after K ends
+the run after K epochs of this invocation (to split a long run, or to test the resume).
+
 usage: /usr/bin/python3 bench/torch_train.py specs/lenet5.yaml [--epochs E] [--lr LR] ...
 """
 import argparse
@@ -132,6 +137,9 @@ def main():
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--save", help="write the restored best state_dict as .npz")
+    ap.add_argument("--checkpoint", help="save the run here every epoch; resume from it if it exists")
+    ap.add_argument("--stop-after", type=int, default=0,
+                    help="end this invocation after this many epochs (0: run to the end)")
     a = ap.parse_args()
 
     spec = torch_ref.load_spec(a.spec)
@@ -178,8 +186,29 @@ def main():
           f"{tr['crop']} flip {tr['flip']}, patience {tr['patience']}, {a.threads} threads",
           flush=True)
     best, best_state, best_epoch, bad = math.inf, None, 0, 0
-    t0 = time.time()
-    for ep in range(tr["epochs"]):
+    first, elapsed = 0, 0.0
+    setup = dict(tr, spec=spec, seed=a.seed, val=a.val, data=a.data)
+    if a.checkpoint and os.path.exists(a.checkpoint):
+        ck = torch.load(a.checkpoint, weights_only=False)
+        if ck["setup"] != setup:
+            raise SystemExit(f"{a.checkpoint}: saved by a run with other settings or another "
+                             "spec; remove it to start afresh")
+        model.load_state_dict(ck["model"])
+        opt.load_state_dict(ck["opt"])
+        if sched:
+            sched.load_state_dict(ck["sched"])
+        best, best_state, best_epoch, bad = ck["best"], ck["best_state"], ck["best_epoch"], ck["bad"]
+        first, elapsed = ck["epoch"], ck["elapsed"]
+        torch.set_rng_state(ck["rng"])
+        print(f"resumed from {a.checkpoint} after epoch {first}", flush=True)
+        if tr["patience"] > 0 and bad >= tr["patience"]:
+            first = tr["epochs"]  # the saved run had stopped early: only the test is left
+    t0 = time.time() - elapsed
+    stopped = False
+    for ep in range(first, tr["epochs"]):
+        if a.stop_after and ep - first >= a.stop_after:
+            stopped = True
+            break
         model.train()
         perm = torch.randperm(n)
         total = 0.0
@@ -207,9 +236,21 @@ def main():
         print(f"epoch {ep + 1}/{tr['epochs']}  train_loss {total / n:.4f}  val_loss {vl:.4f}  "
               f"val_acc {va:.4f}  lr {lr:.4g}  {(ep + 1) * n / (time.time() - t0):.0f} img/s{mark}",
               flush=True)
+        if a.checkpoint:
+            tmp = a.checkpoint + ".tmp"
+            torch.save(dict(setup=setup, model=model.state_dict(), opt=opt.state_dict(),
+                            sched=sched.state_dict() if sched else None, best=best,
+                            best_state=best_state, best_epoch=best_epoch, bad=bad,
+                            epoch=ep + 1, elapsed=time.time() - t0,
+                            rng=torch.get_rng_state()), tmp)
+            os.replace(tmp, a.checkpoint)
         if tr["patience"] > 0 and bad >= tr["patience"]:
             print("patience exhausted: stopping")
             break
+    if stopped:
+        print(f"stopped after epoch {ep} (--stop-after {a.stop_after}); run again with "
+              f"--checkpoint {a.checkpoint} to continue")
+        return
     model.load_state_dict(best_state)
     tl, ta = evaluate(model, xt, yt)
     print(f"restored the best parameters: epoch {best_epoch}, validation {tr['monitor']} {best:.4f}")
