@@ -189,7 +189,15 @@ def main():
     first, elapsed = 0, 0.0
     setup = dict(tr, spec=spec, seed=a.seed, val=a.val, data=a.data)
     if a.checkpoint and os.path.exists(a.checkpoint):
-        ck = torch.load(a.checkpoint, weights_only=False)
+        try:
+            ck = torch.load(a.checkpoint, weights_only=False)
+            ok = isinstance(ck, dict) and "setup" in ck
+        except Exception as e:  # truncated or not a checkpoint: say which file and why
+            raise SystemExit(f"{a.checkpoint}: not a torch_train.py checkpoint ({e}); remove it "
+                             "to start afresh")
+        if not ok:
+            raise SystemExit(f"{a.checkpoint}: not a torch_train.py checkpoint; remove it to "
+                             "start afresh")
         if ck["setup"] != setup:
             raise SystemExit(f"{a.checkpoint}: saved by a run with other settings or another "
                              "spec; remove it to start afresh")
