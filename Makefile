@@ -95,10 +95,10 @@ embed: $(B)/cnngen
 # ---- accuracy bars: LeNet-5 and bnnet trained by the generated trainers and by PyTorch
 # (bench/torch_train.py) with the spec's hyperparameters; long (bnnet: tens of minutes; resnet20:
 # 30 epochs with augmentation, hours on 2 cores: ACC_SPECS="lenet5 bnnet" leaves it out)
-# ACC_RESUME=1: both halves checkpoint (the trainer every 100 steps, PyTorch every epoch) and
-# a run killed or stopped part-way continues where it was on the next `make accuracy
-# ACC_RESUME=1`; a half whose log already ends with its test accuracy is not run again
-# (remove $(ACC_OUT) to start afresh). Without it every run starts from scratch.
+# Both halves checkpoint (the trainer every 100 steps, PyTorch every epoch). ACC_RESUME=1:
+# a run killed or stopped part-way continues where it was, and a half whose log already
+# ends with its test accuracy is not run again; without it every run starts from scratch
+# (its logs and checkpoints removed first).
 ACC_OUT   ?= $(B)/accuracy
 ACC_SPECS ?= lenet5 bnnet resnet20
 ACC_RESUME ?=
@@ -107,13 +107,7 @@ accuracy-run: all
 	@mkdir -p $(ACC_OUT)
 	@for n in $(ACC_SPECS); do \
 	  c=$(ACC_OUT)/$$n.cnngen.txt; t=$(ACC_OUT)/$$n.torch.txt; \
-	  if [ -z "$(ACC_RESUME)" ]; then \
-	    $(MAKE) --no-print-directory trainer SPEC=specs/$$n.yaml OUT=$(ACC_OUT)/$$n >/dev/null || exit 1; \
-	    rm -f $(ACC_OUT)/$$n/checkpoint.npz; \
-	    $(ACC_OUT)/$$n/$$n train --plain --out $(ACC_OUT)/$$n > $$c || exit 1; \
-	    $(PYTHON) bench/torch_train.py specs/$$n.yaml > $$t || exit 1; \
-	    continue; \
-	  fi; \
+	  [ -n "$(ACC_RESUME)" ] || rm -f $$c $$t $(ACC_OUT)/$$n/checkpoint.npz $(ACC_OUT)/$$n.torch.ckpt; \
 	  if grep -q test_acc $$c 2>/dev/null; then echo "accuracy: $$c is finished, kept"; else \
 	    $(MAKE) --no-print-directory trainer SPEC=specs/$$n.yaml OUT=$(ACC_OUT)/$$n >/dev/null || exit 1; \
 	    if [ -f $(ACC_OUT)/$$n/checkpoint.npz ]; then r=--resume; else r=; : > $$c; fi; \

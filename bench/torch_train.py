@@ -191,13 +191,11 @@ def main():
     if a.checkpoint and os.path.exists(a.checkpoint):
         try:
             ck = torch.load(a.checkpoint, weights_only=False)
-            ok = isinstance(ck, dict) and "setup" in ck
+            if not isinstance(ck, dict) or "setup" not in ck:
+                raise ValueError("no run saved in it")
         except Exception as e:  # truncated or not a checkpoint: say which file and why
             raise SystemExit(f"{a.checkpoint}: not a torch_train.py checkpoint ({e}); remove it "
                              "to start afresh")
-        if not ok:
-            raise SystemExit(f"{a.checkpoint}: not a torch_train.py checkpoint; remove it to "
-                             "start afresh")
         if ck["setup"] != setup:
             raise SystemExit(f"{a.checkpoint}: saved by a run with other settings or another "
                              "spec; remove it to start afresh")
