@@ -1,6 +1,9 @@
 /* bench/fma_peak.c: the machine's fp32 FMA throughput, the denominator of `make bench`'s
- * "fraction of peak". Each thread runs 16 independent vector FMA chains (more than
- * latency x pipes = 4 x 2 on Zen 4/5) over registers only; flops = 2 per lane per FMA.
+ * "fraction of peak". Each thread runs ACC independent vector FMA chains (more than
+ * latency x pipes = 4 x 2 on Zen 3/4/5) over registers only; flops = 2 per lane per FMA.
+ * "Registers only" is what decides the count: with AVX2's 16 ymm registers, 16 chains plus
+ * the two constants spill three chains to the stack, whose store-to-load round trip then
+ * sets the pace (Zen 3, 2026-12-01: 58 instead of 102 GFLOP/s a core), so AVX2 runs 12.
  * AVX-512 when compiled with it (-march=native on an AVX-512 machine), else AVX2+FMA.
  * Threads: OpenMP, 1 and 2 (or argv[1] for the largest count). Medians of 5 repetitions.
  * Prints one JSON line: {"isa": ..., "gflops": {"1": ..., "2": ...}, "runs": {...}}. */
@@ -17,6 +20,7 @@ typedef __m512 vec;
 #define SET1 _mm512_set1_ps
 #define FMA _mm512_fmadd_ps
 #define ADD _mm512_add_ps
+#define ACC 16
 static float hsum(vec v) { return _mm512_reduce_add_ps(v); }
 #elif defined(__AVX2__) && defined(__FMA__)
 typedef __m256 vec;
@@ -25,6 +29,7 @@ typedef __m256 vec;
 #define SET1 _mm256_set1_ps
 #define FMA _mm256_fmadd_ps
 #define ADD _mm256_add_ps
+#define ACC 12
 static float hsum(vec v)
 {
     float t[8];
@@ -34,8 +39,6 @@ static float hsum(vec v)
 #else
 #error "fma_peak needs AVX-512F or AVX2+FMA (build with -march=native)"
 #endif
-
-#define ACC 16
 
 static double now(void)
 {
