@@ -210,11 +210,8 @@ def main():
         if tr["patience"] > 0 and bad >= tr["patience"]:
             first = tr["epochs"]  # the saved run had stopped early: only the test is left
     t0 = time.time() - elapsed
-    stopped = False
-    for ep in range(first, tr["epochs"]):
-        if a.stop_after and ep - first >= a.stop_after:
-            stopped = True
-            break
+    end = min(tr["epochs"], first + a.stop_after) if a.stop_after else tr["epochs"]
+    for ep in range(first, end):
         model.train()
         perm = torch.randperm(n)
         total = 0.0
@@ -253,10 +250,11 @@ def main():
         if tr["patience"] > 0 and bad >= tr["patience"]:
             print("patience exhausted: stopping")
             break
-    if stopped:
-        print(f"stopped after epoch {ep} (--stop-after {a.stop_after}); run again with "
-              f"--checkpoint {a.checkpoint} to continue")
-        return
+    else:
+        if end < tr["epochs"]:
+            print(f"stopped after epoch {end} (--stop-after {a.stop_after}); run again with "
+                  f"--checkpoint {a.checkpoint} to continue")
+            return
     model.load_state_dict(best_state)
     tl, ta = evaluate(model, xt, yt)
     print(f"restored the best parameters: epoch {best_epoch}, validation {tr['monitor']} {best:.4f}")
