@@ -4,6 +4,7 @@
 local util = require("util")
 local window = require("window")
 local wv = require("layers.conv_wv")
+local wino = require("layers.conv_wino")
 local fuse = require("fuse")
 local M = {kinds = {"conv1d", "conv2d"}}
 
@@ -11,7 +12,9 @@ local M = {kinds = {"conv1d", "conv2d"}}
 function M.fuses_act(L) return true end
 -- the batch-innermost dx stores once per input value: it can mask them with a relu's
 -- derivative (fuse.lua), x and dx sharing their layout
-function M.masks_dx(L) return L.sched.layout == "lanes" and L.sched.dx.apart and L.sched.dx.form == "lanes" end
+function M.masks_dx(L)
+  return L.sched.layout == "lanes" and L.sched.dx.apart and (L.sched.dx.form == "lanes" or L.sched.dx.form == "wino")
+end
 
 function M.schema(kind)
   return {
@@ -184,6 +187,11 @@ function M.candidates(L, T)
         table.insert(c, (L.inputs and L.inputs[1] == 0) and 3 or 2, {name = "lanes+padw", layout = "lanes",
           fwd = c[2].fwd, dw = c[2].dw, dx = {form = "lanes", tile = dxt, apart = true, pad = "w"}})
       end
+    end
+    -- Winograd F(2x2, 3x3) for the forward and dx, dW direct (conv_wino.lua)
+    if wino.ok(L) then
+      c[#c + 1] = {name = "lanes+wino", layout = "lanes", fwd = {form = "wino", tile = wino.tile(L, T, L.cout)},
+        dw = {form = "lanes", tile = t.dw}, dx = {form = "wino", tile = wino.tile(L, T, L.cin), apart = true}}
     end
     return c
   end
@@ -458,6 +466,7 @@ local largest_divisor = util.largest_divisor
 
 function M.scratch(L)
   local S = L.sched
+  if S.layout == "lanes" and S.fwd.form == "wino" then return wino.scratch(L, L.lanes_R) end
   if S.layout == "lanes" then return (S.fwd.pad or S.dx.pad) and M.lanes_pad(L, L.lanes_R).total or 0 end
   if S.fwd.form == "wv" then return wv.scratch(L).total end
   if S.fwd.form ~= "cv" then return 0 end
@@ -582,7 +591,38 @@ local function vec_list(fmt, n, ...)
   return table.concat(t, ", ")
 end
 
+-- the Winograd form's two passes (conv_wino.lua)
+local function wino_copy(C, L, R)
+  return function(dst, src, nplanes, H, W, Hp, Wp, top, left)
+    lanes_pad_copy(C, L, dst, src, nplanes, H, W, {h = {O = Hp}, w = {O = Wp}}, R, {top, left})
+  end
+end
+
+local function forward_wino(L, C, R, V)
+  local WK = L.cin * 9
+  wino.emit(C, L, R, V, {src = "x", nci = L.cin, dst = "y", nco = L.cout, geo = wino.fwd_geom(L),
+    tile = L.sched.fwd.tile, copy = wino_copy(C, L, R),
+    bias = L.opt.bias and function(co) return string.format("(%s)[%s]", L.t.bias, co) end or nil,
+    wt = function(co, ci, k) return string.format("%s[%s * %d + %s * 9 + %d]", L.t.weight, co, WK, ci, k) end,
+    store = function(off, v) return string.format("VSTORE(y + %s, %s);", off, fuse.v(L, v)) end})
+  return {"P", "S", "x", "y"}
+end
+
+-- dx: dy correlated with the kernel flipped, channels swapped (this pass's output
+-- channel ci reads w[co][ci][2 - ky][2 - kx])
+local function backward_dx_wino(L, C, R, V)
+  local WK = L.cin * 9
+  wino.emit(C, L, R, V, {src = "dy", nci = L.cout, dst = "dx", nco = L.cin, geo = wino.dx_geom(L),
+    tile = L.sched.dx.tile, copy = wino_copy(C, L, R),
+    wt = function(ci, co, k) return string.format("%s[%s * %d + %s * 9 + %d]", L.t.weight, co, WK, ci, 8 - k) end,
+    store = function(off, v)
+      return string.format("VSTORE(dx + %s, %s);", off, fuse.dv(L, "VLOAD(x + " .. off .. ")", v))
+    end})
+  return L.sched.dmask and {"P", "S", "x", "dy", "dx"} or {"P", "S", "dy", "dx"}
+end
+
 function M.forward_lanes(L, C, ctx)
+  if L.sched.fwd.form == "wino" then return forward_wino(L, C, ctx.lanes, ctx.vec) end
   local d, R, V = dims(L), ctx.lanes, ctx.vec
   local NV = R // V
   local TC, TB = L.sched.fwd.tile.TC, L.sched.fwd.tile.TB
@@ -725,6 +765,7 @@ end
 -- dx gathered: every input position sums w * dy over the output windows that read it
 -- (window.twindows), TCI input channels x TB lane vectors per tile.
 function M.backward_dx_lanes(L, C, ctx)
+  if L.sched.dx.form == "wino" then return backward_dx_wino(L, C, ctx.lanes, ctx.vec) end
   local d, R, V = dims(L), ctx.lanes, ctx.vec
   local NV = R // V
   local TCI, TB = L.sched.dx.tile.TCI, L.sched.dx.tile.TB
